@@ -1,0 +1,170 @@
+import { availableParallelism } from 'node:os';
+import { z } from 'zod';
+
+/**
+ * Every environment variable envfleet reads, with its schema, default and a sentence that tells a
+ * user what to put there. `.env.example` lists exactly these names (a unit test keeps them in step)
+ * and the README's configuration table is written from the same descriptions.
+ */
+export interface EnvVarSpec {
+  readonly schema: z.ZodType;
+  /** Shown in `.env.example` and the README; `undefined` means "no default". */
+  readonly example: string;
+  readonly description: string;
+  /** Never echo the value in an error message or a log line. */
+  readonly secret?: boolean;
+}
+
+const positiveInt = z.coerce.number().int().positive();
+const nonNegativeInt = z.coerce.number().int().nonnegative();
+const nonNegativeNumber = z.coerce.number().nonnegative();
+const httpUrl = z.url({ protocol: /^https?$/ });
+const redisUrl = z.url({ protocol: /^rediss?$/ });
+
+export const ENV_VARS = {
+  REDIS_URL: {
+    schema: redisUrl.default('redis://127.0.0.1:6379'),
+    example: 'redis://127.0.0.1:6379',
+    description: 'Redis that holds every queue, run, cache and ledger (redis:// or rediss://, optionally with user:password@ and /db).',
+  },
+  ENVFLEET_REDIS_PREFIX: {
+    schema: z.string().regex(/^[A-Za-z0-9_{}.-]+$/, 'letters, digits, _ . - { } only').default('envfleet'),
+    example: 'envfleet',
+    description: 'Prefix of every Redis key; wrap it in {braces} to pin all keys to one Redis Cluster slot.',
+  },
+  ENVFLEET_REQUIRE_PERSISTENCE: {
+    schema: z.stringbool().default(false),
+    example: 'false',
+    description: 'If true, a worker refuses to start against a Redis with neither AOF nor RDB persistence (otherwise it only warns).',
+  },
+  OPENAI_BASE_URL: {
+    schema: httpUrl.default('http://127.0.0.1:8787/v1'),
+    example: 'http://127.0.0.1:8787/v1',
+    description: 'OpenAI-compatible endpoint (OpenAI, vLLM, SGLang, a gateway). The default is `envfleet model-server`.',
+  },
+  OPENAI_API_KEY: {
+    schema: z.string().min(1, 'must not be empty').default('envfleet-local'),
+    example: 'envfleet-local',
+    description: 'API key sent as a Bearer token to OPENAI_BASE_URL. Never logged, never stored in job data.',
+    secret: true,
+  },
+  ENVFLEET_MODEL: {
+    schema: z.string().min(1).default('gpt-4o-mini'),
+    example: 'gpt-4o-mini',
+    description: 'Model used by every stage that ENVFLEET_MODELS_FILE does not give a profile.',
+  },
+  ENVFLEET_EMBEDDING_MODEL: {
+    schema: z.string().min(1).default('text-embedding-3-small'),
+    example: 'text-embedding-3-small',
+    description: 'Model used by embedding stages (mine.dedup) unless ENVFLEET_MODELS_FILE says otherwise.',
+  },
+  ENVFLEET_MODELS_FILE: {
+    schema: z.string().min(1).optional(),
+    example: '',
+    description: 'Optional JSON or YAML file with per-stage profiles, extra endpoints and prices (see docs/configuration.md).',
+  },
+  ENVFLEET_MODEL_TIMEOUT_MS: {
+    schema: positiveInt.default(120_000),
+    example: '120000',
+    description: 'Timeout of one model request; a timed-out request is retried by the job (BullMQ backoff).',
+  },
+  ENVFLEET_MODEL_MAX_CONCURRENCY: {
+    schema: nonNegativeInt.default(32),
+    example: '32',
+    description: 'Requests in flight to the default endpoint across the whole fleet (shared through Redis); 0 = unlimited.',
+  },
+  ENVFLEET_MODEL_RPM: {
+    schema: nonNegativeInt.default(0),
+    example: '0',
+    description: 'Requests per minute to the default endpoint across the whole fleet (shared through Redis); 0 = unlimited.',
+  },
+  ENVFLEET_REPAIR_ATTEMPTS: {
+    schema: nonNegativeInt.max(10).default(2),
+    example: '2',
+    description: 'How many times invalid structured output is sent back to the model with the validation error before giving up.',
+  },
+  ENVFLEET_CACHE: {
+    schema: z.stringbool().default(true),
+    example: 'true',
+    description: 'Serve repeated identical requests of cached stages from the Redis response cache (a resumed run does not pay twice).',
+  },
+  ENVFLEET_CACHE_TTL_DAYS: {
+    schema: positiveInt.default(30),
+    example: '30',
+    description: 'How long cached model responses are kept.',
+  },
+  ENVFLEET_RATE_LIMIT_FALLBACK_MS: {
+    schema: positiveInt.default(5_000),
+    example: '5000',
+    description: 'How long the fleet backs off after a 429 that carries no retry-after header.',
+  },
+  ENVFLEET_JOB_ATTEMPTS: {
+    schema: positiveInt.max(100).default(5),
+    example: '5',
+    description: 'Attempts per job for retryable failures (5xx, timeouts, connection errors). 429s do not use attempts.',
+  },
+  ENVFLEET_JOB_BACKOFF_MS: {
+    schema: positiveInt.default(2_000),
+    example: '2000',
+    description: 'First retry delay; doubles on each attempt (exponential backoff with jitter).',
+  },
+  ENVFLEET_WORKER_CONCURRENCY: {
+    schema: positiveInt.max(10_000).default(8),
+    example: '8',
+    description: 'Jobs one worker process runs at once per queue (model calls are I/O, so this can exceed the core count).',
+  },
+  ENVFLEET_WORKER_QUEUES: {
+    schema: z.string().default('all'),
+    example: 'all',
+    description: 'Comma-separated queues this worker consumes, or "all".',
+  },
+  ENVFLEET_LOCK_DURATION_MS: {
+    schema: positiveInt.min(1_000).default(60_000),
+    example: '60000',
+    description: 'BullMQ job lock; must be the same on every worker of the fleet.',
+  },
+  ENVFLEET_STALLED_INTERVAL_MS: {
+    schema: positiveInt.min(500).default(15_000),
+    example: '15000',
+    description: 'How often workers look for jobs whose worker died; must be the same on every worker of the fleet.',
+  },
+  ENVFLEET_SHUTDOWN_TIMEOUT_MS: {
+    schema: positiveInt.default(30_000),
+    example: '30000',
+    description: 'On SIGTERM/SIGINT, how long in-flight jobs may run before they are left to the stalled-job path.',
+  },
+  ENVFLEET_POOL_THREADS: {
+    schema: positiveInt.max(256).default(Math.max(1, availableParallelism())),
+    example: String(Math.max(1, availableParallelism())),
+    description: 'Worker threads of the sandbox pool in each worker process (default: the number of cores).',
+  },
+  ENVFLEET_BUDGET_USD: {
+    schema: nonNegativeNumber.default(0),
+    example: '0',
+    description: 'Hard spending limit per run in US dollars; model calls stop when it is reached. 0 = no limit.',
+  },
+  ENVFLEET_BUDGET_TOKENS: {
+    schema: nonNegativeInt.default(0),
+    example: '0',
+    description: 'Hard limit on prompt + completion tokens per run. 0 = no limit.',
+  },
+  LOG_LEVEL: {
+    schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    example: 'info',
+    description: 'pino log level.',
+  },
+} as const satisfies Record<string, EnvVarSpec>;
+
+export type EnvVarName = keyof typeof ENV_VARS;
+export const ENV_VAR_NAMES = Object.keys(ENV_VARS) as EnvVarName[];
+
+type EnvShape = { [K in EnvVarName]: (typeof ENV_VARS)[K]['schema'] };
+
+function buildEnvSchema() {
+  const shape = Object.fromEntries(ENV_VAR_NAMES.map(name => [name, ENV_VARS[name].schema])) as EnvShape;
+  return z.object(shape);
+}
+
+/** Raw environment, by variable name, after coercion and defaults. */
+export const EnvSchema = buildEnvSchema();
+export type EnvSchema = z.infer<typeof EnvSchema>;

@@ -1,0 +1,243 @@
+import { readFileSync } from 'node:fs';
+import { extname, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import { ENV_VARS, ENV_VAR_NAMES, EnvSchema, type EnvVarName } from './env.js';
+import { ModelsFile, type PriceEntry } from './models-file.js';
+import { DEFAULT_PRICES } from './prices.js';
+import { STAGES, STAGE_NAMES, type StageName } from './stages.js';
+
+export { ENV_VARS, ENV_VAR_NAMES, type EnvVarName } from './env.js';
+export { STAGES, STAGE_NAMES, isStageName, type StageName } from './stages.js';
+export type { PriceEntry } from './models-file.js';
+
+/** Thrown when the configuration is invalid. The message says which variable or file, and what to put there. */
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_INVALID';
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+export interface EndpointConfig {
+  readonly name: string;
+  readonly baseURL: string;
+  readonly apiKey: string;
+  readonly timeoutMs: number;
+  /** Requests in flight across the fleet; 0 = unlimited. */
+  readonly maxConcurrency: number;
+  /** Requests per minute across the fleet; 0 = unlimited. */
+  readonly requestsPerMinute: number;
+}
+
+export interface ModelProfile {
+  readonly stage: StageName;
+  readonly kind: 'chat' | 'embedding';
+  readonly model: string;
+  readonly temperature: number;
+  readonly maxTokens: number;
+  readonly cache: boolean;
+  readonly endpoints: readonly { readonly name: string; readonly weight: number }[];
+}
+
+export interface AppConfig {
+  readonly redis: { readonly url: string; readonly prefix: string; readonly requirePersistence: boolean };
+  readonly endpoints: Readonly<Record<string, EndpointConfig>>;
+  readonly profiles: Readonly<Record<StageName, ModelProfile>>;
+  readonly prices: Readonly<Record<string, PriceEntry>>;
+  readonly gateway: {
+    readonly repairAttempts: number;
+    readonly cacheEnabled: boolean;
+    readonly cacheTtlSeconds: number;
+    readonly rateLimitFallbackMs: number;
+  };
+  readonly jobs: { readonly attempts: number; readonly backoffMs: number };
+  readonly worker: {
+    readonly concurrency: number;
+    /** Queue names to consume, or 'all'. */
+    readonly queues: readonly string[] | 'all';
+    readonly lockDurationMs: number;
+    readonly stalledIntervalMs: number;
+    readonly shutdownTimeoutMs: number;
+  };
+  readonly pool: { readonly threads: number };
+  readonly budgets: { readonly usd: number; readonly tokens: number };
+  readonly log: { readonly level: EnvSchema['LOG_LEVEL'] };
+  /** Where the models file came from, for `envfleet doctor`. */
+  readonly modelsFile: string | null;
+  /** The variables that were set (not defaulted). */
+  readonly explicit: readonly EnvVarName[];
+}
+
+export interface LoadConfigOptions {
+  /** Reads the models file; tests pass their own. */
+  readonly readFile?: (path: string) => string;
+  /** Values that win over the environment (e.g. the demo's private Redis and scripted server). */
+  readonly overrides?: Partial<Record<EnvVarName, string>>;
+}
+
+/**
+ * Reads, validates and freezes the configuration. The only function in envfleet that reads the
+ * environment: everything else receives the returned object.
+ */
+export function loadConfig(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+  options: LoadConfigOptions = {},
+): AppConfig {
+  const raw = Object.fromEntries(
+    ENV_VAR_NAMES.map(name => [name, blankToUndefined(options.overrides?.[name] ?? env[name])]),
+  );
+  const explicit = ENV_VAR_NAMES.filter(name => raw[name] !== undefined);
+  const parsed = EnvSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(describeEnvIssues(parsed.error, raw));
+  const e = parsed.data;
+
+  const file = e.ENVFLEET_MODELS_FILE ? readModelsFile(e.ENVFLEET_MODELS_FILE, options.readFile) : {};
+
+  const endpoints: Record<string, EndpointConfig> = {
+    default: {
+      name: 'default',
+      baseURL: stripTrailingSlash(e.OPENAI_BASE_URL),
+      apiKey: e.OPENAI_API_KEY,
+      timeoutMs: e.ENVFLEET_MODEL_TIMEOUT_MS,
+      maxConcurrency: e.ENVFLEET_MODEL_MAX_CONCURRENCY,
+      requestsPerMinute: e.ENVFLEET_MODEL_RPM,
+    },
+  };
+  for (const [name, entry] of Object.entries(file.endpoints ?? {})) {
+    let apiKey = 'envfleet-local';
+    if (entry.apiKeyEnv) {
+      const value = blankToUndefined(env[entry.apiKeyEnv]);
+      if (value === undefined) {
+        throw new ConfigError(
+          `${e.ENVFLEET_MODELS_FILE}: endpoint "${name}" takes its key from ${entry.apiKeyEnv}, which is not set. ` +
+            `Export ${entry.apiKeyEnv}=<the key for ${entry.baseURL}> or remove apiKeyEnv.`,
+        );
+      }
+      apiKey = value;
+    }
+    endpoints[name] = {
+      name,
+      baseURL: stripTrailingSlash(entry.baseURL),
+      apiKey,
+      timeoutMs: entry.timeoutMs ?? e.ENVFLEET_MODEL_TIMEOUT_MS,
+      maxConcurrency: entry.maxConcurrency ?? 0,
+      requestsPerMinute: entry.requestsPerMinute ?? 0,
+    };
+  }
+
+  const fileDefault = file.profiles?.['default'];
+  const profiles = Object.fromEntries(
+    STAGE_NAMES.map(stage => {
+      const base = STAGES[stage];
+      const override = file.profiles?.[stage];
+      const endpointSpec = override?.endpoint ?? fileDefault?.endpoint ?? 'default';
+      const weighted =
+        typeof endpointSpec === 'string' ? [{ name: endpointSpec, weight: 1 }] : endpointSpec;
+      for (const { name } of weighted) {
+        if (!endpoints[name]) {
+          throw new ConfigError(
+            `${e.ENVFLEET_MODELS_FILE}: profile "${stage}" uses endpoint "${name}", which is not defined. ` +
+              `Defined endpoints: ${Object.keys(endpoints).join(', ')}. Add it under "endpoints".`,
+          );
+        }
+      }
+      const defaultModel = base.kind === 'embedding' ? e.ENVFLEET_EMBEDDING_MODEL : e.ENVFLEET_MODEL;
+      const profile: ModelProfile = {
+        stage,
+        kind: base.kind,
+        model: override?.model ?? (base.kind === 'chat' ? fileDefault?.model : undefined) ?? defaultModel,
+        temperature: override?.temperature ?? base.temperature,
+        maxTokens: override?.maxTokens ?? fileDefault?.maxTokens ?? base.maxTokens,
+        cache: base.cache,
+        endpoints: weighted,
+      };
+      return [stage, Object.freeze(profile)];
+    }),
+  ) as Record<StageName, ModelProfile>;
+
+  const queues = e.ENVFLEET_WORKER_QUEUES.trim();
+  const config: AppConfig = {
+    redis: { url: e.REDIS_URL, prefix: e.ENVFLEET_REDIS_PREFIX, requirePersistence: e.ENVFLEET_REQUIRE_PERSISTENCE },
+    endpoints,
+    profiles,
+    prices: { ...DEFAULT_PRICES, ...(file.prices ?? {}) },
+    gateway: {
+      repairAttempts: e.ENVFLEET_REPAIR_ATTEMPTS,
+      cacheEnabled: e.ENVFLEET_CACHE,
+      cacheTtlSeconds: e.ENVFLEET_CACHE_TTL_DAYS * 86_400,
+      rateLimitFallbackMs: e.ENVFLEET_RATE_LIMIT_FALLBACK_MS,
+    },
+    jobs: { attempts: e.ENVFLEET_JOB_ATTEMPTS, backoffMs: e.ENVFLEET_JOB_BACKOFF_MS },
+    worker: {
+      concurrency: e.ENVFLEET_WORKER_CONCURRENCY,
+      queues: queues === 'all' || queues === '' ? 'all' : queues.split(',').map(q => q.trim()).filter(Boolean),
+      lockDurationMs: e.ENVFLEET_LOCK_DURATION_MS,
+      stalledIntervalMs: e.ENVFLEET_STALLED_INTERVAL_MS,
+      shutdownTimeoutMs: e.ENVFLEET_SHUTDOWN_TIMEOUT_MS,
+    },
+    pool: { threads: e.ENVFLEET_POOL_THREADS },
+    budgets: { usd: e.ENVFLEET_BUDGET_USD, tokens: e.ENVFLEET_BUDGET_TOKENS },
+    log: { level: e.LOG_LEVEL },
+    modelsFile: e.ENVFLEET_MODELS_FILE ?? null,
+    explicit,
+  };
+  return deepFreeze(config);
+}
+
+/** The configuration with every secret replaced, safe to log or store with a run. */
+export function redactConfig(config: AppConfig): unknown {
+  return JSON.parse(
+    JSON.stringify(config, (key, value: unknown) => (key === 'apiKey' ? '[redacted]' : value)),
+  ) as unknown;
+}
+
+function readModelsFile(path: string, readFile: ((path: string) => string) | undefined) {
+  let text: string;
+  try {
+    text = (readFile ?? (p => readFileSync(resolve(p), 'utf8')))(path);
+  } catch (err) {
+    throw new ConfigError(
+      `ENVFLEET_MODELS_FILE=${path}: cannot read the file (${(err as Error).message}). Point it at an existing JSON or YAML file, or unset it.`,
+    );
+  }
+  let data: unknown;
+  try {
+    data = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`ENVFLEET_MODELS_FILE=${path}: not valid ${extname(path) === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
+  }
+  const result = ModelsFile.safeParse(data ?? {});
+  if (!result.success) {
+    const lines = result.error.issues.map(issue => `  - at ${issue.path.join('.') || '(top level)'}: ${issue.message}`);
+    throw new ConfigError(`ENVFLEET_MODELS_FILE=${path} is invalid:\n${lines.join('\n')}\nSee docs/configuration.md for the format.`);
+  }
+  return result.data;
+}
+
+function describeEnvIssues(error: z.ZodError, raw: Record<string, string | undefined>): string {
+  const lines = error.issues.map(issue => {
+    const name = String(issue.path[0]) as EnvVarName;
+    const spec = ENV_VARS[name];
+    const shown = 'secret' in spec && spec.secret ? '(value hidden)' : JSON.stringify(raw[name]);
+    return `  - ${name}=${shown}: ${issue.message}. ${spec.description} Example: ${name}=${spec.example || '<unset>'}`;
+  });
+  return `Invalid configuration:\n${lines.join('\n')}\nFix the variables above (see .env.example) and start again.`;
+}
+
+function blankToUndefined(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === '' ? undefined : value;
+}
+
+function stripTrailingSlash(url: string): string {
+  return url.replace(/\/+$/, '');
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}

@@ -1,0 +1,42 @@
+/**
+ * The pipeline stages that call a model. Every model request carries one of these names in the
+ * `X-Envfleet-Stage` header; per-stage model profiles are keyed by them.
+ *
+ * `cache: true` means identical requests within a run are answered from the response cache, so a
+ * resumed run does not pay twice. Rollout stages sample a policy on purpose and are not cached.
+ */
+export const STAGES = {
+  'mine.judge': { kind: 'chat', cache: true, temperature: 0, maxTokens: 1024 },
+  'mine.topic': { kind: 'chat', cache: true, temperature: 0.7, maxTokens: 2048 },
+  'mine.dedup': { kind: 'embedding', cache: true, temperature: 0, maxTokens: 0 },
+  'skeleton.state': { kind: 'chat', cache: true, temperature: 0.3, maxTokens: 4096 },
+  'skeleton.operations': { kind: 'chat', cache: true, temperature: 0.3, maxTokens: 4096 },
+  'skeleton.method': { kind: 'chat', cache: true, temperature: 0.2, maxTokens: 4096 },
+  'skeleton.assemble': { kind: 'chat', cache: true, temperature: 0.2, maxTokens: 8192 },
+  'check.config': { kind: 'chat', cache: true, temperature: 0.3, maxTokens: 4096 },
+  'check.probe.tester': { kind: 'chat', cache: true, temperature: 0.7, maxTokens: 2048 },
+  'check.probe.checker': { kind: 'chat', cache: true, temperature: 0, maxTokens: 2048 },
+  'check.repair': { kind: 'chat', cache: true, temperature: 0.2, maxTokens: 4096 },
+  'scenario.state': { kind: 'chat', cache: true, temperature: 0.8, maxTokens: 4096 },
+  'scenario.task': { kind: 'chat', cache: true, temperature: 0.7, maxTokens: 2048 },
+  'scenario.checklist': { kind: 'chat', cache: true, temperature: 0.2, maxTokens: 2048 },
+  'scenario.check': { kind: 'chat', cache: true, temperature: 0.2, maxTokens: 2048 },
+  'rollout.policy': { kind: 'chat', cache: false, temperature: 1, maxTokens: 4096 },
+  'rollout.user': { kind: 'chat', cache: false, temperature: 0.7, maxTokens: 1024 },
+  'model.call': { kind: 'chat', cache: true, temperature: 0, maxTokens: 1024 },
+} as const satisfies Record<string, StageDefaults>;
+
+export interface StageDefaults {
+  readonly kind: 'chat' | 'embedding';
+  /** Whether identical requests within a run are served from the response cache. */
+  readonly cache: boolean;
+  readonly temperature: number;
+  readonly maxTokens: number;
+}
+
+export type StageName = keyof typeof STAGES;
+export const STAGE_NAMES = Object.keys(STAGES) as StageName[];
+
+export function isStageName(value: string): value is StageName {
+  return Object.hasOwn(STAGES, value);
+}

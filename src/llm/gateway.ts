@@ -1,0 +1,323 @@
+import OpenAI, {
+  APIConnectionError,
+  APIConnectionTimeoutError,
+  APIError,
+  APIUserAbortError,
+  RateLimitError,
+} from 'openai';
+import type {
+  ChatCompletion,
+  ChatCompletionCreateParamsNonStreaming,
+  ChatCompletionMessage,
+  ChatCompletionMessageParam,
+  ChatCompletionTool,
+  ChatCompletionToolChoiceOption,
+} from 'openai/resources/chat/completions';
+import type { z } from 'zod';
+import type { AppConfig, EndpointConfig, ModelProfile, StageName } from '../../config/index.js';
+import {
+  AppError,
+  BudgetExceededError,
+  JobAbortedError,
+  ModelOutputError,
+  ModelRequestError,
+  ModelTransientError,
+  RateLimitedError,
+} from '../errors.js';
+import type { Logger } from '../logger.js';
+import { truncateForLog } from '../logger.js';
+import { hashOf } from '../util/canonical.js';
+import { parseStructured } from './json-output.js';
+import type { EndpointLimiter, Ledger, ResponseCache, Usage } from './ports.js';
+
+/** Every request names its pipeline stage in this header (scripted servers route on it). */
+export const STAGE_HEADER = 'X-Envfleet-Stage';
+/** Version of the cache-key layout; bump to invalidate every cached response. */
+const CACHE_KEY_VERSION = 1;
+
+export type ChatMessage = ChatCompletionMessageParam;
+export type ChatTool = ChatCompletionTool;
+
+export interface CallContext {
+  readonly runId: string;
+  readonly stage: StageName;
+  readonly signal?: AbortSignal | undefined;
+  readonly logger?: Logger | undefined;
+  /** Distinguishes otherwise identical requests that must not share a cached answer (e.g. sample k). */
+  readonly cacheSalt?: string | undefined;
+  /** Overrides the configured per-run budgets (e.g. budgets frozen into a run). */
+  readonly budgets?: { readonly usd: number; readonly tokens: number } | undefined;
+}
+
+export interface ChatRequest {
+  readonly messages: readonly ChatMessage[];
+  readonly tools?: readonly ChatTool[] | undefined;
+  readonly toolChoice?: ChatCompletionToolChoiceOption | undefined;
+  readonly temperature?: number | undefined;
+  readonly maxTokens?: number | undefined;
+  readonly responseFormat?: ChatCompletionCreateParamsNonStreaming['response_format'] | undefined;
+}
+
+export interface ChatResult {
+  readonly message: ChatCompletionMessage & { reasoning_content?: string | null };
+  readonly finishReason: string;
+  readonly usage: Usage;
+  readonly model: string;
+  readonly cached: boolean;
+}
+
+export interface StructuredRequest<T> extends ChatRequest {
+  readonly schema: z.ZodType<T>;
+}
+
+export interface StructuredResult<T> {
+  readonly value: T;
+  /** Model calls made: 1 + repair rounds. */
+  readonly calls: number;
+  readonly usage: Usage;
+}
+
+export interface ModelGateway {
+  chat(ctx: CallContext, request: ChatRequest): Promise<ChatResult>;
+  structured<T>(ctx: CallContext, request: StructuredRequest<T>): Promise<StructuredResult<T>>;
+  embed(ctx: CallContext, inputs: readonly string[]): Promise<{ vectors: number[][]; usage: Usage; cached: boolean }>;
+}
+
+export interface GatewayDeps {
+  readonly config: Pick<AppConfig, 'endpoints' | 'profiles' | 'prices' | 'gateway' | 'budgets'>;
+  readonly cache: ResponseCache;
+  readonly limiter: EndpointLimiter;
+  readonly ledger: Ledger;
+  readonly logger: Logger;
+  /** Longest a request waits for a fleet-wide slot before its job is put back in the queue. */
+  readonly limitWaitMs?: number;
+  /** For tests: build the client for an endpoint. */
+  readonly clientFor?: (endpoint: EndpointConfig) => OpenAI;
+}
+
+/**
+ * The model gateway: the only path from envfleet to a model. It owns the profile lookup, the
+ * stage header, the fleet-wide limits, the response cache, the ledger, the budgets, structured
+ * output with a bounded repair loop, and the translation of every transport failure into an
+ * AppError that `classifyError` understands. It never retries by itself: a failed request is
+ * retried by its job (one retry owner).
+ */
+export function createModelGateway(deps: GatewayDeps): ModelGateway {
+  const clients = new Map<string, OpenAI>();
+  const clientFor =
+    deps.clientFor ??
+    ((endpoint: EndpointConfig) =>
+      new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: endpoint.timeoutMs }));
+  const client = (endpoint: EndpointConfig) => {
+    let c = clients.get(endpoint.name);
+    if (!c) {
+      c = clientFor(endpoint);
+      clients.set(endpoint.name, c);
+    }
+    return c;
+  };
+
+  const profileOf = (stage: StageName): ModelProfile => deps.config.profiles[stage];
+
+  function pickEndpoint(profile: ModelProfile): EndpointConfig {
+    const total = profile.endpoints.reduce((sum, e) => sum + e.weight, 0);
+    let r = Math.random() * total;
+    for (const e of profile.endpoints) {
+      r -= e.weight;
+      if (r <= 0) return deps.config.endpoints[e.name]!;
+    }
+    return deps.config.endpoints[profile.endpoints[0]!.name]!;
+  }
+
+  function priceOf(model: string, usage: Usage): { costUsd: number; priced: boolean } {
+    const price = deps.config.prices[model];
+    if (!price) return { costUsd: 0, priced: false };
+    return {
+      costUsd: (usage.promptTokens * price.inputPerMTok + usage.completionTokens * price.outputPerMTok) / 1_000_000,
+      priced: true,
+    };
+  }
+
+  async function checkBudget(ctx: CallContext) {
+    const budgets = ctx.budgets ?? deps.config.budgets;
+    if (budgets.usd <= 0 && budgets.tokens <= 0) return;
+    const totals = await deps.ledger.totals(ctx.runId);
+    const tokens = totals.promptTokens + totals.completionTokens;
+    if (budgets.tokens > 0 && tokens >= budgets.tokens) {
+      throw new BudgetExceededError(`run "${ctx.runId}" used ${tokens} tokens, its budget is ${budgets.tokens}`, {
+        runId: ctx.runId,
+        tokens,
+        budget: budgets.tokens,
+      });
+    }
+    if (budgets.usd > 0 && totals.costUsd >= budgets.usd) {
+      throw new BudgetExceededError(
+        `run "${ctx.runId}" spent $${totals.costUsd.toFixed(4)}, its budget is $${budgets.usd}`,
+        { runId: ctx.runId, costUsd: totals.costUsd, budget: budgets.usd },
+      );
+    }
+  }
+
+  /** Sends one request through limits, cache, ledger and error translation. */
+  async function send<T>(
+    ctx: CallContext,
+    profile: ModelProfile,
+    keyMaterial: unknown,
+    usageOf: (body: T) => Usage,
+    perform: (c: OpenAI, endpoint: EndpointConfig, options: OpenAI.RequestOptions) => Promise<T>,
+  ): Promise<{ body: T; cached: boolean }> {
+    const useCache = deps.config.gateway.cacheEnabled && profile.cache;
+    const cacheKey = useCache
+      ? hashOf({ v: CACHE_KEY_VERSION, run: ctx.runId, stage: ctx.stage, salt: ctx.cacheSalt ?? null, req: keyMaterial })
+      : null;
+    if (cacheKey) {
+      const hit = await deps.cache.get(cacheKey);
+      if (hit) {
+        const body = hit.body as T;
+        const usage = usageOf(body);
+        await deps.ledger.record({ runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: true, ...priceOf(profile.model, usage) });
+        return { body, cached: true };
+      }
+    }
+    await checkBudget(ctx);
+    const endpoint = pickEndpoint(profile);
+    const lease = await deps.limiter.acquire(endpoint, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 });
+    const started = Date.now();
+    let body: T;
+    try {
+      body = await perform(client(endpoint), endpoint, {
+        headers: { [STAGE_HEADER]: ctx.stage },
+        signal: ctx.signal ?? null,
+        timeout: endpoint.timeoutMs,
+        maxRetries: 0,
+      });
+    } catch (err) {
+      throw await translate(err, endpoint, profile, ctx);
+    } finally {
+      await lease.release();
+    }
+    const usage = usageOf(body);
+    await deps.ledger.record({ runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: false, ...priceOf(profile.model, usage) });
+    if (cacheKey) await deps.cache.set(cacheKey, { body, storedAt: new Date().toISOString() }, deps.config.gateway.cacheTtlSeconds);
+    ctx.logger?.debug({ stage: ctx.stage, model: profile.model, endpoint: endpoint.name, ms: Date.now() - started, usage }, 'model call');
+    return { body, cached: false };
+  }
+
+  async function translate(err: unknown, endpoint: EndpointConfig, profile: ModelProfile, ctx: CallContext): Promise<Error> {
+    const where = `endpoint "${endpoint.name}" (${endpoint.baseURL}), model "${profile.model}", stage ${ctx.stage}`;
+    const details = { endpoint: endpoint.name, model: profile.model, stage: ctx.stage };
+    if (err instanceof APIUserAbortError || (ctx.signal?.aborted ?? false)) return new JobAbortedError(`model call aborted (${where})`);
+    if (err instanceof RateLimitError) {
+      const ms = retryAfterMs(err.headers) ?? deps.config.gateway.rateLimitFallbackMs;
+      await deps.limiter.coolDown(endpoint, ms);
+      return new RateLimitedError(`429 from ${where}; the fleet waits ${ms} ms`, ms, { cause: err, details });
+    }
+    if (err instanceof APIConnectionTimeoutError) {
+      return new ModelTransientError('MODEL_TIMEOUT', `no answer within ${endpoint.timeoutMs} ms from ${where}`, { cause: err, details });
+    }
+    if (err instanceof APIConnectionError) {
+      return new ModelTransientError('MODEL_CONNECTION', `cannot reach ${where}: ${err.message}`, { cause: err, details });
+    }
+    if (err instanceof APIError) {
+      const status = err.status ?? 0;
+      const message = `${status} from ${where}: ${err.message}`;
+      if (status === 401 || status === 403) {
+        return new ModelRequestError('MODEL_AUTH', `${message}. Check the API key (OPENAI_API_KEY or the endpoint's apiKeyEnv).`, { cause: err, details });
+      }
+      if (status === 404) {
+        return new ModelRequestError('MODEL_NOT_FOUND', `${message}. Check the base URL and the model name.`, { cause: err, details });
+      }
+      if (status === 408 || status === 409 || status >= 500 || status === 0) {
+        return new ModelTransientError('MODEL_SERVER_ERROR', message, { cause: err, details });
+      }
+      return new ModelRequestError('MODEL_BAD_REQUEST', message, { cause: err, details });
+    }
+    if (err instanceof AppError) return err;
+    // A body that is not JSON, a cut connection mid-body, and the like: another attempt may work.
+    return new ModelTransientError('MODEL_RESPONSE_MALFORMED', `unreadable response from ${where}: ${(err as Error).message}`, { cause: err, details });
+  }
+
+  const chatUsage = (body: ChatCompletion): Usage => ({
+    promptTokens: body.usage?.prompt_tokens ?? 0,
+    completionTokens: body.usage?.completion_tokens ?? 0,
+  });
+
+  async function chat(ctx: CallContext, request: ChatRequest): Promise<ChatResult> {
+    const profile = profileOf(ctx.stage);
+    const params: ChatCompletionCreateParamsNonStreaming = {
+      model: profile.model,
+      messages: [...request.messages],
+      temperature: request.temperature ?? profile.temperature,
+      max_tokens: request.maxTokens ?? profile.maxTokens,
+      ...(request.tools?.length ? { tools: [...request.tools] } : {}),
+      ...(request.toolChoice ? { tool_choice: request.toolChoice } : {}),
+      ...(request.responseFormat ? { response_format: request.responseFormat } : {}),
+    };
+    const { body, cached } = await send<ChatCompletion>(ctx, profile, params, chatUsage, (c, _e, options) =>
+      c.chat.completions.create(params, options),
+    );
+    const choice = body.choices?.[0];
+    if (!choice?.message) {
+      throw new ModelTransientError('MODEL_RESPONSE_MALFORMED', `response without a choice from model "${profile.model}" (stage ${ctx.stage})`);
+    }
+    return { message: choice.message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached };
+  }
+
+  async function structured<T>(ctx: CallContext, request: StructuredRequest<T>): Promise<StructuredResult<T>> {
+    const messages: ChatMessage[] = [...request.messages];
+    const maxCalls = 1 + deps.config.gateway.repairAttempts;
+    let promptTokens = 0;
+    let completionTokens = 0;
+    const errors: string[] = [];
+    for (let call = 1; call <= maxCalls; call += 1) {
+      const result = await chat(ctx, { ...request, messages });
+      promptTokens += result.usage.promptTokens;
+      completionTokens += result.usage.completionTokens;
+      const content = result.message.content ?? '';
+      const parsed = result.finishReason === 'length'
+        ? { ok: false as const, error: `the reply was cut off at the token limit (${request.maxTokens ?? profileOf(ctx.stage).maxTokens} tokens); answer more briefly` }
+        : parseStructured(content, request.schema);
+      if (parsed.ok) return { value: parsed.value, calls: call, usage: { promptTokens, completionTokens } };
+      errors.push(parsed.error);
+      ctx.logger?.warn({ stage: ctx.stage, call, problem: truncateForLog(parsed.error, 300) }, 'model output rejected');
+      messages.push(
+        { role: 'assistant', content },
+        {
+          role: 'user',
+          content:
+            `Your previous reply could not be used: ${parsed.error}\n` +
+            'Reply again with only the corrected JSON, in exactly the format described above, and nothing else.',
+        },
+      );
+    }
+    throw new ModelOutputError(
+      `model output for stage ${ctx.stage} was still invalid after ${maxCalls} calls (${deps.config.gateway.repairAttempts} repair rounds): ${truncateForLog(errors.at(-1) ?? '', 400)}`,
+      { stage: ctx.stage, calls: maxCalls, errors: errors.map(e => truncateForLog(e, 400)) },
+    );
+  }
+
+  async function embed(ctx: CallContext, inputs: readonly string[]) {
+    const profile = profileOf(ctx.stage);
+    const params = { model: profile.model, input: [...inputs], encoding_format: 'float' as const };
+    const usageOf = (body: OpenAI.CreateEmbeddingResponse): Usage => ({ promptTokens: body.usage?.prompt_tokens ?? 0, completionTokens: 0 });
+    const { body, cached } = await send(ctx, profile, params, usageOf, (c, _e, options) => c.embeddings.create(params, options));
+    const vectors = [...body.data].sort((a, b) => a.index - b.index).map(d => d.embedding);
+    if (vectors.length !== inputs.length) {
+      throw new ModelTransientError('MODEL_RESPONSE_MALFORMED', `asked for ${inputs.length} embeddings, got ${vectors.length}`);
+    }
+    return { vectors, usage: usageOf(body), cached };
+  }
+
+  return { chat, structured, embed };
+}
+
+/** Milliseconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date). */
+export function retryAfterMs(headers: Headers | undefined): number | null {
+  const ms = headers?.get('retry-after-ms');
+  if (ms && Number.isFinite(Number(ms))) return Math.max(0, Number(ms));
+  const after = headers?.get('retry-after');
+  if (!after) return null;
+  if (Number.isFinite(Number(after))) return Math.max(0, Number(after) * 1000);
+  const date = Date.parse(after);
+  return Number.isFinite(date) ? Math.max(0, date - Date.now()) : null;
+}

@@ -1,0 +1,87 @@
+import type { EndpointConfig, StageName } from '../../config/index.js';
+
+/**
+ * What the model gateway needs from shared storage. Redis implementations live beside these
+ * (redis-*.ts) and in-memory ones (memory.ts) let stages and the gateway run in unit tests.
+ */
+
+/** A stored model response, exactly as the endpoint returned it. */
+export interface CachedResponse {
+  readonly body: unknown;
+  readonly storedAt: string;
+}
+
+export interface ResponseCache {
+  get(key: string): Promise<CachedResponse | null>;
+  set(key: string, value: CachedResponse, ttlSeconds: number): Promise<void>;
+}
+
+export interface Lease {
+  release(): Promise<void>;
+}
+
+/** Fleet-wide request and concurrency limits per endpoint, and the fleet-wide 429 cool-down. */
+export interface EndpointLimiter {
+  /**
+   * Takes a slot for one request, waiting up to `maxWaitMs`. Throws RateLimitedError when the
+   * endpoint is cooling down after a 429 or the wait would be longer, so the job goes back to
+   * its queue without using an attempt.
+   */
+  acquire(endpoint: EndpointConfig, options: { signal?: AbortSignal | undefined; maxWaitMs: number }): Promise<Lease>;
+  /** Every process stops sending to this endpoint for `ms`. */
+  coolDown(endpoint: EndpointConfig, ms: number): Promise<void>;
+}
+
+export interface Usage {
+  readonly promptTokens: number;
+  readonly completionTokens: number;
+}
+
+export interface LedgerEntry {
+  readonly runId: string;
+  readonly stage: StageName;
+  readonly model: string;
+  readonly usage: Usage;
+  /** US dollars, 0 when the model has no price. */
+  readonly costUsd: number;
+  readonly priced: boolean;
+  /** Served from the response cache: no tokens paid, `usage` is what was saved. */
+  readonly cached: boolean;
+}
+
+export interface LedgerCounters {
+  requests: number;
+  cachedRequests: number;
+  promptTokens: number;
+  completionTokens: number;
+  costUsd: number;
+  savedPromptTokens: number;
+  savedCompletionTokens: number;
+  savedCostUsd: number;
+  unpricedRequests: number;
+}
+
+export interface LedgerTotals extends LedgerCounters {
+  readonly runId: string;
+  readonly byStage: Record<string, LedgerCounters>;
+  readonly byModel: Record<string, LedgerCounters>;
+}
+
+export interface Ledger {
+  record(entry: LedgerEntry): Promise<void>;
+  totals(runId: string): Promise<LedgerTotals>;
+}
+
+export function emptyCounters(): LedgerCounters {
+  return {
+    requests: 0,
+    cachedRequests: 0,
+    promptTokens: 0,
+    completionTokens: 0,
+    costUsd: 0,
+    savedPromptTokens: 0,
+    savedCompletionTokens: 0,
+    savedCostUsd: 0,
+    unpricedRequests: 0,
+  };
+}

@@ -1,0 +1,64 @@
+import type { Redis } from 'ioredis';
+import { emptyCounters, type Ledger, type LedgerCounters, type LedgerEntry, type LedgerTotals } from './ports.js';
+
+const MICRO = 1_000_000;
+
+/** Counters that are stored as integers (dollars are stored in micro-dollars so sums stay exact). */
+function increments(entry: LedgerEntry): Record<keyof LedgerCounters, number> {
+  const micro = Math.round(entry.costUsd * MICRO);
+  const c = emptyCounters();
+  c.requests = entry.cached ? 0 : 1;
+  c.cachedRequests = entry.cached ? 1 : 0;
+  c.unpricedRequests = !entry.cached && !entry.priced ? 1 : 0;
+  if (entry.cached) {
+    c.savedPromptTokens = entry.usage.promptTokens;
+    c.savedCompletionTokens = entry.usage.completionTokens;
+    c.savedCostUsd = micro;
+  } else {
+    c.promptTokens = entry.usage.promptTokens;
+    c.completionTokens = entry.usage.completionTokens;
+    c.costUsd = micro;
+  }
+  return c;
+}
+
+/**
+ * Ledger in one Redis hash per run (`<prefix>:ledger:<runId>`), fields `<scope>|<counter>` with
+ * scope `all`, `stage:<name>` or `model:<name>`. Increments are atomic (MULTI), so every process
+ * of the fleet can record into the same run.
+ */
+export function createRedisLedger(redis: Redis, prefix: string): Ledger {
+  const key = (runId: string) => `${prefix}:ledger:${runId}`;
+  return {
+    async record(entry) {
+      const inc = increments(entry);
+      const multi = redis.multi();
+      for (const scope of ['all', `stage:${entry.stage}`, `model:${entry.model}`]) {
+        for (const [counter, value] of Object.entries(inc)) {
+          if (value !== 0) multi.hincrby(key(entry.runId), `${scope}|${counter}`, value);
+        }
+      }
+      multi.sadd(`${prefix}:ledger-runs`, entry.runId);
+      await multi.exec();
+    },
+    async totals(runId) {
+      const hash = await redis.hgetall(key(runId));
+      const all = emptyCounters();
+      const byStage: Record<string, LedgerCounters> = {};
+      const byModel: Record<string, LedgerCounters> = {};
+      for (const [field, raw] of Object.entries(hash)) {
+        const sep = field.lastIndexOf('|');
+        const scope = field.slice(0, sep);
+        const counter = field.slice(sep + 1) as keyof LedgerCounters;
+        const value = counter === 'costUsd' || counter === 'savedCostUsd' ? Number(raw) / MICRO : Number(raw);
+        let target: LedgerCounters;
+        if (scope === 'all') target = all;
+        else if (scope.startsWith('stage:')) target = byStage[scope.slice(6)] ??= emptyCounters();
+        else target = byModel[scope.slice(6)] ??= emptyCounters();
+        if (counter in target) target[counter] = value;
+      }
+      const totals: LedgerTotals = { runId, ...all, byStage, byModel };
+      return totals;
+    },
+  };
+}

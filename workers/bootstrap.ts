@@ -1,0 +1,115 @@
+import { DelayedError, RateLimitError, UnrecoverableError, Worker, type ConnectionOptions, type Job, type Queue } from 'bullmq';
+import type { z } from 'zod';
+import type { AppConfig } from '../config/index.js';
+import type { QueueDefinition } from '../queues/define-queue.js';
+import { AppError, castToError, classifyError } from '../src/errors.js';
+import type { Logger } from '../src/logger.js';
+
+export interface ProcessorContext {
+  readonly job: Job;
+  readonly signal: AbortSignal;
+  readonly logger: Logger;
+}
+
+export type StageProcessor<D extends z.ZodType, R extends z.ZodType> = (
+  data: z.infer<D>,
+  ctx: ProcessorContext,
+) => Promise<z.infer<R>>;
+
+export interface QueueWorker {
+  readonly name: string;
+  readonly worker: Worker;
+  readonly queue: Queue;
+  /** Marks the worker as shutting down: aborted jobs go back to the queue instead of failing. */
+  beginShutdown(): void;
+}
+
+export interface WorkerSettings {
+  readonly config: Pick<AppConfig, 'worker' | 'jobs' | 'redis'>;
+  readonly connection: ConnectionOptions;
+  readonly logger: Logger;
+  /** Overrides the configured concurrency for this queue. */
+  readonly concurrency?: number;
+}
+
+/**
+ * The one way a worker is made. Every worker of the fleet gets the same lock and stalled-job
+ * settings (they must match across machines), an error listener, data validation, a child
+ * logger per job, and the single translation from `classifyError` to BullMQ:
+ * give up → UnrecoverableError; rate limit → the whole queue waits, the attempt is kept;
+ * retry → rethrown for BullMQ's exponential backoff.
+ */
+export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
+  def: QueueDefinition<D, R>,
+  processor: StageProcessor<D, R>,
+  settings: WorkerSettings,
+): QueueWorker {
+  const { config, connection } = settings;
+  const log = settings.logger.child({ queue: def.name });
+  const queue = def.create(connection, { prefix: config.redis.prefix, jobs: config.jobs });
+  queue.on('error', err => log.error({ err }, 'queue connection error'));
+  let shuttingDown = false;
+
+  const worker = new Worker(
+    def.name,
+    async (job: Job, token?: string, signal?: AbortSignal) => {
+      const jobLog = log.child({ jobId: job.id, attempt: job.attemptsMade + 1 });
+      const abort = signal ?? new AbortController().signal;
+      try {
+        const data = def.parseData(job.data);
+        const result = await processor(data, { job, signal: abort, logger: jobLog });
+        return def.parseResult(result);
+      } catch (raw) {
+        const err = castToError(raw);
+        if (shuttingDown && abort.aborted && token) {
+          // Cut short by shutdown: back to the queue now, no attempt used.
+          jobLog.warn('job interrupted by shutdown; returned to its queue');
+          await job.moveToDelayed(Date.now(), token);
+          throw new DelayedError();
+        }
+        const verdict = classifyError(err);
+        const reason = err instanceof AppError ? `[${err.code}] ${err.message}` : err.message;
+        if (verdict.action === 'rate-limit') {
+          const delay = verdict.delayMs ?? 5_000;
+          jobLog.warn({ code: verdict.code, delayMs: delay }, 'rate limited; the queue waits');
+          await queue.rateLimit(delay);
+          throw new RateLimitError();
+        }
+        if (verdict.action === 'give-up') {
+          jobLog.error({ err, code: verdict.code }, 'job failed permanently');
+          throw new UnrecoverableError(reason);
+        }
+        jobLog.warn({ err, code: verdict.code }, 'job failed; it will be retried if attempts remain');
+        const retryable = new Error(reason);
+        if (err.stack) retryable.stack = err.stack;
+        throw retryable;
+      }
+    },
+    {
+      connection,
+      prefix: config.redis.prefix,
+      concurrency: settings.concurrency ?? config.worker.concurrency,
+      lockDuration: config.worker.lockDurationMs,
+      stalledInterval: config.worker.stalledIntervalMs,
+      // A job interrupted by a crash (not by a graceful shutdown) may stall twice before it fails.
+      maxStalledCount: 2,
+      // Rate-limited starts do not use attempts; this caps a job that is rate limited forever.
+      maxStartedAttempts: Math.max(100, config.jobs.attempts * 20),
+      // Must be set for manual rate limiting (queue.rateLimit) to be honoured; it never binds by itself.
+      limiter: { max: 1_000_000, duration: 1_000 },
+      autorun: true,
+    },
+  );
+  worker.on('error', err => log.error({ err }, 'worker error'));
+  worker.on('failed', (job, err) => {
+    if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) log.error({ jobId: job.id, reason: err.message }, 'job failed');
+  });
+  return {
+    name: def.name,
+    worker,
+    queue,
+    beginShutdown() {
+      shuttingDown = true;
+    },
+  };
+}

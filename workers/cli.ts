@@ -1,0 +1,113 @@
+import { Command, InvalidArgumentError } from 'commander';
+import { ConfigError, loadConfig } from '../config/index.js';
+import { QUEUES } from '../queues/index.js';
+import { AppError } from '../src/errors.js';
+import { createLogger } from '../src/logger.js';
+import { loadModelScript } from '../src/model-server/fixtures.js';
+import { startModelServer } from '../src/model-server/index.js';
+import { runDemo } from './demo.js';
+import { formatChecks, runDoctor } from './doctor.js';
+import { startWorkerProcess } from './main.js';
+import { onTerminationSignals } from './shutdown.js';
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65_535) throw new InvalidArgumentError('expected a port number (0-65535)');
+  return n;
+}
+
+/** Prints an error a user can act on and exits non-zero. */
+function fail(err: unknown): never {
+  if (err instanceof ConfigError || err instanceof AppError) {
+    process.stderr.write(`envfleet: ${err.message}\n`);
+  } else {
+    process.stderr.write(`envfleet: ${(err as Error).stack ?? String(err)}\n`);
+  }
+  process.exit(1);
+}
+
+const program = new Command()
+  .name('envfleet')
+  .description('Synthesize executable tool-interaction environments for LLM agents and run rollouts against them, on a BullMQ worker fleet.')
+  .showHelpAfterError();
+
+program
+  .command('worker')
+  .description('consume queues until SIGTERM/SIGINT (any number of workers on any machines may share one Redis)')
+  .option('--queues <names>', `comma-separated queues (default ENVFLEET_WORKER_QUEUES or all): ${Object.keys(QUEUES).join(', ')}`)
+  .option('--concurrency <n>', 'jobs at once per queue (default ENVFLEET_WORKER_CONCURRENCY)', positiveInt)
+  .action(async (opts: { queues?: string; concurrency?: number }) => {
+    try {
+      const config = loadConfig();
+      const logger = createLogger(config);
+      const running = await startWorkerProcess(config, logger, {
+        ...(opts.queues ? { queues: opts.queues.split(',').map(q => q.trim()).filter(Boolean) } : {}),
+        ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+      });
+      onTerminationSignals(() => running.stop(), logger);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('model-server')
+  .description('serve the OpenAI protocol from fixture scripts (for the demo, tests and offline runs)')
+  .option('--script <path>', 'a JSON/YAML script, or a directory of them', 'fixtures/demo')
+  .option('--port <n>', 'port (0 = any free port)', port, 8787)
+  .option('--host <host>', 'address to listen on', '127.0.0.1')
+  .option('--api-key <key>', 'if set, requests must carry this Bearer key')
+  .option('--log-file <path>', 'append every received request as a JSON line')
+  .action(async (opts: { script: string; port: number; host: string; apiKey?: string; logFile?: string }) => {
+    try {
+      const script = await loadModelScript(opts.script);
+      const server = await startModelServer({
+        script,
+        port: opts.port,
+        host: opts.host,
+        ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
+        ...(opts.logFile ? { logFile: opts.logFile } : {}),
+      });
+      process.stdout.write(`scripted model server listening at ${server.url} (${script.rules?.length ?? 0} rules from ${opts.script})\n`);
+      const stop = () => {
+        server.close().then(() => process.exit(0), () => process.exit(1));
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('doctor')
+  .description('check the configuration, Redis and the model endpoints, and say what to fix')
+  .action(async () => {
+    try {
+      const checks = await runDoctor();
+      process.stdout.write(`${formatChecks(checks)}\n`);
+      process.exitCode = checks.some(c => c.status === 'fail') ? 1 : 0;
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('demo')
+  .description('run the pipeline end to end on real queues and workers with the scripted model server')
+  .action(async () => {
+    try {
+      await runDemo();
+      process.exit(0);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,50 @@
+import type { AppConfig } from '../config/index.js';
+import { createModelGateway, type ModelGateway } from '../src/llm/gateway.js';
+import type { Ledger } from '../src/llm/ports.js';
+import { createRedisResponseCache } from '../src/llm/redis-cache.js';
+import { createRedisLedger } from '../src/llm/redis-ledger.js';
+import { createRedisLimiter } from '../src/llm/redis-limiter.js';
+import type { Logger } from '../src/logger.js';
+import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/connection.js';
+import { createRedisArtifactStore, type ArtifactStore } from '../src/store/artifact-store.js';
+
+/** Everything a worker process shares between its queues, built once from the configuration. */
+export interface FleetContext {
+  readonly config: AppConfig;
+  readonly logger: Logger;
+  /** For BullMQ workers (blocking commands; waits through reconnects). */
+  readonly workerConnection: Redis;
+  /** For stores, the gateway's cache/limits/ledger, and enqueueing (fails fast). */
+  readonly redis: Redis;
+  readonly gateway: ModelGateway;
+  readonly ledger: Ledger;
+  readonly artifacts: ArtifactStore;
+  close(): Promise<void>;
+}
+
+export async function createFleetContext(config: AppConfig, logger: Logger): Promise<FleetContext> {
+  const redis = createRedisConnection(config.redis.url, 'worker');
+  await waitForRedis(redis, config.redis.url);
+  const workerConnection = createRedisConnection(config.redis.url, 'worker');
+  const prefix = config.redis.prefix;
+  const ledger = createRedisLedger(redis, prefix);
+  const gateway = createModelGateway({
+    config,
+    cache: createRedisResponseCache(redis, prefix),
+    limiter: createRedisLimiter(redis, prefix),
+    ledger,
+    logger: logger.child({ component: 'gateway' }),
+  });
+  return {
+    config,
+    logger,
+    workerConnection,
+    redis,
+    gateway,
+    ledger,
+    artifacts: createRedisArtifactStore(redis, prefix),
+    async close() {
+      await Promise.allSettled([redis.quit(), workerConnection.quit()]);
+    },
+  };
+}

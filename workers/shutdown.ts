@@ -1,0 +1,73 @@
+import type { Logger } from '../src/logger.js';
+import type { QueueWorker } from './bootstrap.js';
+
+export interface ShutdownDeps {
+  readonly workers: readonly QueueWorker[];
+  /** Closed after the workers, in order (pool, queues, connections). */
+  readonly closers: readonly { readonly name: string; close(): Promise<unknown> }[];
+  readonly timeoutMs: number;
+  readonly logger: Logger;
+}
+
+/**
+ * Graceful stop: stop fetching; let in-flight jobs finish within the deadline; past it, abort them
+ * (an aborted job goes back to its queue with its attempt kept) and, if one still does not stop,
+ * close hard — its lock then expires and the stalled-job check hands it to another worker.
+ * Then close the pool and connections. Resolves when everything is closed.
+ */
+export async function shutdownGracefully(deps: ShutdownDeps): Promise<void> {
+  const { logger } = deps;
+  const closing = deps.workers.map(async w => {
+    w.beginShutdown();
+    const finished = w.worker.close();
+    const inTime = await raceDeadline(finished, deps.timeoutMs);
+    if (inTime) return;
+    logger.warn({ queue: w.name }, 'in-flight jobs did not finish before the shutdown deadline; aborting them');
+    w.worker.cancelAllJobs('shutdown');
+    if (await raceDeadline(finished, 5_000)) return;
+    logger.warn({ queue: w.name }, 'jobs ignored the abort; closing hard (they will be recovered as stalled)');
+    await w.worker.close(true);
+  });
+  await Promise.all(closing);
+  for (const w of deps.workers) await w.queue.close().catch(err => logger.warn({ err }, 'queue close failed'));
+  for (const closer of deps.closers) {
+    await closer.close().catch(err => logger.warn({ err, what: closer.name }, 'close failed'));
+  }
+}
+
+async function raceDeadline(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<false>(resolve => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true as const), deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Installs SIGTERM/SIGINT handlers that run `stop` once, then exit 0 (a second signal exits at once). */
+export function onTerminationSignals(stop: () => Promise<void>, logger: Logger): void {
+  let stopping = false;
+  const handler = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, 'shutting down: no new jobs, waiting for in-flight ones');
+    stop().then(
+      () => {
+        logger.info('shutdown complete');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+}
