@@ -109,7 +109,7 @@ export function classifyError(err: unknown): ErrorClass {
   if (err instanceof APIConnectionTimeoutError) return { action: 'retry', code: 'MODEL_TIMEOUT' };
   if (err instanceof APIConnectionError) return { action: 'retry', code: 'MODEL_CONNECTION' };
   if (err instanceof APIError) {
-    const status = err.status ?? 0;
+    const status: number = (err.status as number | undefined) ?? 0;
     if (status === 408 || status === 409 || status >= 500) return { action: 'retry', code: 'MODEL_SERVER_ERROR' };
     if (status > 0) return { action: 'give-up', code: 'MODEL_BAD_REQUEST' };
   }

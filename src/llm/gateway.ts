@@ -219,7 +219,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       return new ModelTransientError('MODEL_CONNECTION', `cannot reach ${where}: ${err.message}`, { cause: err, details });
     }
     if (err instanceof APIError) {
-      const status = err.status ?? 0;
+      const status: number = (err.status as number | undefined) ?? 0;
       const message = `${status} from ${where}: ${err.message}`;
       if (status === 401 || status === 403) {
         return new ModelRequestError('MODEL_AUTH', `${message}. Check the API key (OPENAI_API_KEY or the endpoint's apiKeyEnv).`, { cause: err, details });

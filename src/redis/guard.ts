@@ -28,10 +28,10 @@ export async function inspectRedis(redis: Redis): Promise<RedisFacts> {
     redis.info('memory'),
     redis.info('persistence'),
   ]);
-  let rdbEnabled: boolean | null = null;
+  let rdbEnabled: boolean | null;
   try {
-    const save = (await redis.config('GET', 'save')) as string[];
-    rdbEnabled = (save[1] ?? '').trim() !== '';
+    const save = await redis.config('GET', 'save');
+    rdbEnabled = String(save[1] ?? '').trim() !== '';
   } catch {
     rdbEnabled = null; // managed Redis services often rename or block CONFIG
   }

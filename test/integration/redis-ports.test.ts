@@ -1,0 +1,114 @@
+import { randomUUID } from 'node:crypto';
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import type { EndpointConfig } from '../../config/index.js';
+import { createRedisResponseCache } from '../../src/llm/redis-cache.js';
+import { createRedisLedger } from '../../src/llm/redis-ledger.js';
+import { createRedisLimiter } from '../../src/llm/redis-limiter.js';
+import { REDIS_URL, dropPrefix, requireRedis } from '../helpers/integration.js';
+
+function endpoint(overrides: Partial<EndpointConfig> = {}): EndpointConfig {
+  return {
+    name: 'e',
+    baseURL: `http://127.0.0.1:1/${randomUUID()}`,
+    apiKey: 'k',
+    timeoutMs: 10_000,
+    maxConcurrency: 0,
+    requestsPerMinute: 0,
+    ...overrides,
+  };
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('Redis implementations of the gateway ports', () => {
+  const prefix = `envfleet-test-${randomUUID().slice(0, 8)}`;
+  // Two connections stand for two worker processes of the fleet.
+  let a: Redis;
+  let b: Redis;
+
+  before(async () => {
+    await requireRedis();
+    a = new Redis(REDIS_URL);
+    b = new Redis(REDIS_URL);
+  });
+  after(async () => {
+    await dropPrefix(prefix);
+    a.disconnect();
+    b.disconnect();
+  });
+
+  it('shares the concurrency limit between processes and frees a slot on release', async () => {
+    const e = endpoint({ maxConcurrency: 2 });
+    const limA = createRedisLimiter(a, prefix);
+    const limB = createRedisLimiter(b, prefix);
+    const first = await limA.acquire(e, { maxWaitMs: 0 });
+    await limB.acquire(e, { maxWaitMs: 0 });
+    const err = await rejection(limB.acquire(e, { maxWaitMs: 0 }));
+    expect(err).to.have.property('code', 'MODEL_RATE_LIMITED');
+    expect(String(err)).to.match(/concurrency limit/);
+    await first.release();
+    await limB.acquire(e, { maxWaitMs: 0 });
+  });
+
+  it('waits for a slot that frees up within the allowed wait', async () => {
+    const e = endpoint({ maxConcurrency: 1 });
+    const lim = createRedisLimiter(a, prefix);
+    const held = await lim.acquire(e, { maxWaitMs: 0 });
+    setTimeout(() => void held.release(), 100);
+    const lease = await lim.acquire(e, { maxWaitMs: 5_000 });
+    await lease.release();
+  });
+
+  it('enforces requests per minute across processes', async () => {
+    const e = endpoint({ requestsPerMinute: 3 });
+    await createRedisLimiter(a, prefix).acquire(e, { maxWaitMs: 0 });
+    await createRedisLimiter(b, prefix).acquire(e, { maxWaitMs: 0 });
+    await createRedisLimiter(a, prefix).acquire(e, { maxWaitMs: 0 });
+    const err = await rejection(createRedisLimiter(b, prefix).acquire(e, { maxWaitMs: 0 }));
+    expect(String(err)).to.match(/requests-per-minute/);
+    expect((err as { retryAfterMs: number }).retryAfterMs).to.be.within(1, 60_000);
+  });
+
+  it('makes every process wait out a 429 cool-down', async () => {
+    const e = endpoint();
+    await createRedisLimiter(a, prefix).coolDown(e, 5_000);
+    const err = await rejection(createRedisLimiter(b, prefix).acquire(e, { maxWaitMs: 60_000 }));
+    expect(String(err)).to.match(/cooling down/);
+    expect((err as { retryAfterMs: number }).retryAfterMs).to.be.within(1, 5_000);
+    // A shorter cool-down never shortens a longer one.
+    await createRedisLimiter(b, prefix).coolDown(e, 10);
+    expect(await rejection(createRedisLimiter(a, prefix).acquire(e, { maxWaitMs: 0 }))).to.have.property('code', 'MODEL_RATE_LIMITED');
+  });
+
+  it('adds ledger entries from several processes exactly, per stage and model', async () => {
+    const la = createRedisLedger(a, prefix);
+    const lb = createRedisLedger(b, prefix);
+    const entry = { runId: 'run', stage: 'mine.judge' as const, model: 'm', usage: { promptTokens: 10, completionTokens: 3 }, costUsd: 0.1, priced: true, cached: false };
+    await Promise.all([...Array(10).keys()].map(i => (i % 2 ? la : lb).record(entry)));
+    await la.record({ ...entry, cached: true });
+    await lb.record({ ...entry, stage: 'mine.topic', model: 'n', priced: false, costUsd: 0 });
+    const totals = await la.totals('run');
+    expect(totals).to.deep.include({ requests: 11, cachedRequests: 1, promptTokens: 110, completionTokens: 33, savedPromptTokens: 10, unpricedRequests: 1 });
+    expect(totals.costUsd).to.equal(1);
+    expect(totals.byStage['mine.judge']?.requests).to.equal(10);
+    expect(totals.byModel['n']?.promptTokens).to.equal(10);
+  });
+
+  it('stores and expires cached responses, and drops a damaged entry', async () => {
+    const cache = createRedisResponseCache(a, prefix);
+    await cache.set('k1', { body: { x: 1 }, storedAt: 'now' }, 60);
+    expect(await cache.get('k1')).to.deep.equal({ body: { x: 1 }, storedAt: 'now' });
+    expect(await a.ttl(`${prefix}:llm-cache:k1`)).to.be.within(1, 60);
+    await a.set(`${prefix}:llm-cache:k2`, '{not json');
+    expect(await cache.get('k2')).to.equal(null);
+    expect(await a.exists(`${prefix}:llm-cache:k2`)).to.equal(0);
+  });
+});

@@ -1,0 +1,149 @@
+import { expect } from 'chai';
+import { pino } from 'pino';
+import { z } from 'zod';
+import { loadConfig, type EnvVarName } from '../../../config/index.js';
+import { createModelGateway, retryAfterMs, type ModelGateway } from '../../../src/llm/gateway.js';
+import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../../../src/llm/memory.js';
+import type { Ledger } from '../../../src/llm/ports.js';
+import { parseModelScript, startModelServer, type ModelServer } from '../../../src/model-server/index.js';
+
+describe('model gateway (scripted HTTP server, in-memory ports)', function () {
+  this.timeout(20_000);
+  let server: ModelServer;
+  let ledger: Ledger;
+  let cache: ReturnType<typeof createMemoryResponseCache>;
+
+  async function gatewayFor(script: unknown, env: Partial<Record<EnvVarName, string>> = {}): Promise<ModelGateway> {
+    server = await startModelServer({ script: parseModelScript(script) });
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, ...env } });
+    ledger = createMemoryLedger();
+    cache = createMemoryResponseCache();
+    return createModelGateway({ config, cache, limiter: createMemoryLimiter(), ledger, logger: pino({ level: 'silent' }) });
+  }
+
+  afterEach(() => server.close());
+
+  it('sends the stage header and the stage profile, and returns tool calls and reasoning', async () => {
+    const gateway = await gatewayFor({
+      rules: [{ stage: 'rollout.policy', respond: { toolCalls: [{ name: 'get_book', arguments: { id: 7 } }], reasoning: 'look it up' } }],
+    });
+    const result = await gateway.chat(
+      { runId: 'r', stage: 'rollout.policy' },
+      {
+        messages: [{ role: 'user', content: 'find book 7' }],
+        tools: [{ type: 'function', function: { name: 'get_book', parameters: { type: 'object', properties: { id: { type: 'integer' } } } } }],
+      },
+    );
+    const call = result.message.tool_calls?.[0];
+    expect(call?.type === 'function' && call.function.name).to.equal('get_book');
+    expect(call?.type === 'function' && JSON.parse(call.function.arguments)).to.deep.equal({ id: 7 });
+    expect(result.message.reasoning_content).to.equal('look it up');
+    const [entry] = server.log();
+    expect(entry?.stage).to.equal('rollout.policy');
+    expect(entry?.model).to.equal('gpt-4o-mini');
+    expect(entry?.body).to.deep.include({ temperature: 1, max_tokens: 4096 });
+  });
+
+  it('does not cache rollout stages: each sample is a new request', async () => {
+    const gateway = await gatewayFor({ rules: [{ stage: 'rollout.policy', respond: { content: 'hi' } }] });
+    const req = { messages: [{ role: 'user' as const, content: 'same' }] };
+    await gateway.chat({ runId: 'r', stage: 'rollout.policy' }, req);
+    await gateway.chat({ runId: 'r', stage: 'rollout.policy' }, req);
+    expect(server.log()).to.have.length(2);
+    expect(cache.size()).to.equal(0);
+  });
+
+  it('caches synthesis stages per run and per salt', async () => {
+    const gateway = await gatewayFor({ rules: [{ stage: 'mine.topic', respond: { content: 'x' } }] });
+    const req = { messages: [{ role: 'user' as const, content: 'same' }] };
+    const first = await gateway.chat({ runId: 'r', stage: 'mine.topic' }, req);
+    const again = await gateway.chat({ runId: 'r', stage: 'mine.topic' }, req);
+    await gateway.chat({ runId: 'other', stage: 'mine.topic' }, req);
+    await gateway.chat({ runId: 'r', stage: 'mine.topic', cacheSalt: 'sample-2' }, req);
+    expect(first.cached).to.equal(false);
+    expect(again.cached).to.equal(true);
+    expect(server.log()).to.have.length(3);
+    expect((await ledger.totals('r')).cachedRequests).to.equal(1);
+  });
+
+  it('stops a run at its token budget before sending more', async () => {
+    const gateway = await gatewayFor(
+      { rules: [{ stage: 'mine.topic', respond: { content: 'x', usage: { prompt_tokens: 60, completion_tokens: 50 } } }] },
+      { ENVFLEET_BUDGET_TOKENS: '100' },
+    );
+    await gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'one' }] });
+    let error: unknown;
+    try {
+      await gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'two' }] });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).to.have.property('code', 'BUDGET_EXCEEDED');
+    expect(String(error)).to.match(/used 110 tokens, its budget is 100/);
+    expect(server.log()).to.have.length(1);
+  });
+
+  it('turns a 401 into MODEL_AUTH and a 429 into a rate limit carrying retry-after', async () => {
+    const gateway = await gatewayFor({ rules: [{ stage: 'mine.judge', fault: { type: 'rate_limit', retryAfterS: 2.5 } }] });
+    let error: unknown;
+    try {
+      await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).to.have.property('code', 'MODEL_RATE_LIMITED');
+    expect(error).to.have.property('retryAfterMs', 2500);
+    // The endpoint now cools down for every caller, without another request.
+    let second: unknown;
+    try {
+      await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'y' }] });
+    } catch (err) {
+      second = err;
+    }
+    expect(second).to.have.property('code', 'MODEL_RATE_LIMITED');
+    expect(server.log()).to.have.length(1);
+  });
+
+  it('names a rejected key', async () => {
+    server = await startModelServer({ script: parseModelScript({ rules: [] }), apiKey: 'right' });
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'wrong' } });
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    let error: unknown;
+    try {
+      await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).to.have.property('code', 'MODEL_AUTH');
+    expect(String(error)).to.match(/OPENAI_API_KEY/);
+  });
+
+  it('treats a reply cut at the token limit as invalid and asks again', async () => {
+    const gateway = await gatewayFor({
+      rules: [{ stage: 'mine.judge', responses: [{ content: '{"a": ', finishReason: 'length' }, { json: { a: 1 } }] }],
+    });
+    const result = await gateway.structured({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }], schema: z.object({ a: z.number() }) });
+    expect(result).to.deep.include({ value: { a: 1 }, calls: 2 });
+    const repair = server.log()[1]!.body as { messages: { content: string }[] };
+    expect(repair.messages.at(-1)!.content).to.match(/cut off at the token limit/);
+  });
+
+  it('returns embeddings in input order with usage in the ledger', async () => {
+    const gateway = await gatewayFor({ rules: [] });
+    const { vectors } = await gateway.embed({ runId: 'r', stage: 'mine.dedup' }, ['a library', 'a library', 'weather poem']);
+    expect(vectors).to.have.length(3);
+    expect(vectors[0]).to.deep.equal(vectors[1]);
+    const totals = await ledger.totals('r');
+    expect(totals.byModel['text-embedding-3-small']?.promptTokens).to.equal(server.log()[0]!.usage!.prompt_tokens);
+  });
+});
+
+describe('retryAfterMs', () => {
+  it('reads retry-after-ms, retry-after seconds and HTTP dates', () => {
+    expect(retryAfterMs(new Headers({ 'retry-after-ms': '150' }))).to.equal(150);
+    expect(retryAfterMs(new Headers({ 'retry-after': '2' }))).to.equal(2000);
+    const date = retryAfterMs(new Headers({ 'retry-after': new Date(Date.now() + 60_000).toUTCString() }));
+    expect(date).to.be.within(55_000, 60_000);
+    expect(retryAfterMs(new Headers())).to.equal(null);
+  });
+});

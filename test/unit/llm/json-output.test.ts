@@ -1,0 +1,52 @@
+import { expect } from 'chai';
+import { z } from 'zod';
+import { extractJson, parseStructured } from '../../../src/llm/json-output.js';
+
+describe('extractJson', () => {
+  it('reads a bare JSON object', () => {
+    expect(extractJson('{"a": 1}')).to.deep.equal({ ok: true, value: { a: 1 } });
+  });
+
+  it('reads JSON inside a ```json fence with prose around it', () => {
+    expect(extractJson('Here you go:\n```json\n{"a": [1, 2]}\n```\nDone.')).to.deep.equal({ ok: true, value: { a: [1, 2] } });
+  });
+
+  it('skips <think> reasoning blocks', () => {
+    expect(extractJson('<think>maybe {"a": 0}?</think>\n{"a": 2}')).to.deep.equal({ ok: true, value: { a: 2 } });
+  });
+
+  it('finds the first balanced object in prose, with braces inside strings', () => {
+    expect(extractJson('Answer: {"code": "function f() { return \\"}\\"; }"} hope it helps')).to.deep.equal({
+      ok: true,
+      value: { code: 'function f() { return "}"; }' },
+    });
+  });
+
+  it('keeps source code that starts with a word a naive prefix strip would remove', () => {
+    const code = 'python_helper = 1; class Library {}';
+    expect(extractJson(JSON.stringify({ source: code }))).to.deep.equal({ ok: true, value: { source: code } });
+  });
+
+  it('reports an empty reply and a reply with no JSON', () => {
+    expect(extractJson('   ')).to.deep.include({ ok: false });
+    const none = extractJson('I cannot do that.');
+    expect(none.ok).to.equal(false);
+    expect(!none.ok && none.error).to.match(/not valid JSON/);
+  });
+});
+
+describe('parseStructured', () => {
+  const schema = z.object({ score: z.number().int().min(1).max(10), reason: z.string() });
+
+  it('returns the validated value', () => {
+    expect(parseStructured('{"score": 7, "reason": "ok"}', schema)).to.deep.equal({ ok: true, value: { score: 7, reason: 'ok' } });
+  });
+
+  it('names the path and problem of each schema violation', () => {
+    const result = parseStructured('{"score": 12}', schema);
+    expect(result.ok).to.equal(false);
+    if (!result.ok) {
+      expect(result.error).to.match(/at score:/).and.to.match(/at reason:/);
+    }
+  });
+});
