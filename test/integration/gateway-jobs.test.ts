@@ -155,6 +155,20 @@ describe('model gateway jobs (real Redis, real workers, scripted server)', funct
     expect(job.attemptsMade).to.equal(2);
   });
 
+  for (const type of ['truncated', 'malformed'] as const) {
+    it(`retries after a ${type} response body`, async () => {
+      await start(
+        { rules: [{ stage: 'mine.judge', times: 1, fault: { type } }, { stage: 'mine.judge', respond: { json: GOOD } }] },
+        { ENVFLEET_JOB_ATTEMPTS: '2' },
+      );
+      const { jobId } = await modelCallQueue.enqueue(queue, input('a', 'task'));
+      const job = await finished(queue, jobId);
+      expect(await job.getState(), job.failedReason).to.equal('completed');
+      expect(job.attemptsMade).to.equal(2);
+      expect(chatRequests().map(e => e.fault)).to.deep.equal([type, null]);
+    });
+  }
+
   it('serves a repeated request of the same run from the cache, and the ledger matches the server usage', async () => {
     await start({ rules: [{ stage: 'mine.judge', respond: { json: GOOD } }] });
     const first = await modelCallQueue.enqueue(queue, input('a', 'same task'));
