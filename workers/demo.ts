@@ -61,6 +61,20 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
   const logger = createLogger({ log: { level: base.explicit.includes('LOG_LEVEL') ? base.log.level : 'error' } });
   const running = await startWorkerProcess(config, logger, { queues: [modelCallQueue.name], concurrency: 4 });
   const queue = running.workers[0]!.queue;
+  let cleaned: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaned ??= (async () => {
+      await running.stop();
+      await server?.close();
+      await redis.stop();
+    })());
+  // Ctrl-C still stops the workers and removes the private Redis.
+  const interrupt = () => {
+    out('[demo] interrupted; cleaning up');
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', interrupt);
+  process.once('SIGTERM', interrupt);
   try {
     const runId = `demo-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${process.pid}`;
     const tasks = (await readFile(`${FIXTURES}source-tasks.jsonl`, 'utf8'))
@@ -113,9 +127,9 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
     }
     out(`[demo] done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   } finally {
-    await running.stop();
-    await server?.close();
-    await redis.stop();
+    process.off('SIGINT', interrupt);
+    process.off('SIGTERM', interrupt);
+    await cleanup();
   }
 }
 
