@@ -15,9 +15,13 @@ export interface EnvVarSpec {
   readonly secret?: boolean;
 }
 
-const positiveInt = z.coerce.number().int().positive();
-const nonNegativeInt = z.coerce.number().int().nonnegative();
-const nonNegativeNumber = z.coerce.number().nonnegative();
+/** Plain decimal numbers only: "0x10", "1e3" or " 5" are almost always a mistake in a config value. */
+const decimal = (pattern: RegExp, what: string) => z.string().trim().regex(pattern, `expected ${what}`).pipe(z.coerce.number());
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  decimal(/^\d+$/, 'a whole number').pipe(z.number().int().min(min).max(max));
+const positiveInt = int(1);
+const nonNegativeInt = int(0);
+const nonNegativeNumber = decimal(/^\d+(\.\d+)?$/, 'a decimal number such as 12.5').pipe(z.number().nonnegative());
 const httpUrl = z.url({ protocol: /^https?$/ });
 const redisUrl = z.url({ protocol: /^rediss?$/ });
 
@@ -79,7 +83,7 @@ export const ENV_VARS = {
     description: 'Requests per minute to the default endpoint across the whole fleet (shared through Redis); 0 = unlimited.',
   },
   ENVFLEET_REPAIR_ATTEMPTS: {
-    schema: nonNegativeInt.max(10).default(2),
+    schema: int(0, 10).default(2),
     example: '2',
     description: 'How many times invalid structured output is sent back to the model with the validation error before giving up.',
   },
@@ -99,7 +103,7 @@ export const ENV_VARS = {
     description: 'How long the fleet backs off after a 429 that carries no retry-after header.',
   },
   ENVFLEET_JOB_ATTEMPTS: {
-    schema: positiveInt.max(100).default(5),
+    schema: int(1, 100).default(5),
     example: '5',
     description: 'Attempts per job for retryable failures (5xx, timeouts, connection errors). 429s do not use attempts.',
   },
@@ -109,7 +113,7 @@ export const ENV_VARS = {
     description: 'First retry delay; doubles on each attempt (exponential backoff with jitter).',
   },
   ENVFLEET_WORKER_CONCURRENCY: {
-    schema: positiveInt.max(10_000).default(8),
+    schema: int(1, 10_000).default(8),
     example: '8',
     description: 'Jobs one worker process runs at once per queue (model calls are I/O, so this can exceed the core count).',
   },
@@ -119,12 +123,12 @@ export const ENV_VARS = {
     description: 'Comma-separated queues this worker consumes, or "all".',
   },
   ENVFLEET_LOCK_DURATION_MS: {
-    schema: positiveInt.min(1_000).default(60_000),
+    schema: int(1_000).default(60_000),
     example: '60000',
     description: 'BullMQ job lock; must be the same on every worker of the fleet.',
   },
   ENVFLEET_STALLED_INTERVAL_MS: {
-    schema: positiveInt.min(500).default(15_000),
+    schema: int(500).default(15_000),
     example: '15000',
     description: 'How often workers look for jobs whose worker died; must be the same on every worker of the fleet.',
   },
@@ -134,8 +138,8 @@ export const ENV_VARS = {
     description: 'On SIGTERM/SIGINT, how long in-flight jobs may run before they are left to the stalled-job path.',
   },
   ENVFLEET_POOL_THREADS: {
-    schema: positiveInt.max(256).default(Math.max(1, availableParallelism())),
-    example: String(Math.max(1, availableParallelism())),
+    schema: int(1, 256).default(Math.max(1, availableParallelism())),
+    example: '',
     description: 'Worker threads of the sandbox pool in each worker process (default: the number of cores).',
   },
   ENVFLEET_BUDGET_USD: {

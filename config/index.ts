@@ -106,6 +106,11 @@ export function loadConfig(
     },
   };
   for (const [name, entry] of Object.entries(file.endpoints ?? {})) {
+    if (name === 'default') {
+      throw new ConfigError(
+        `${e.ENVFLEET_MODELS_FILE}: the endpoint name "default" is reserved for OPENAI_BASE_URL; give this endpoint another name.`,
+      );
+    }
     let apiKey = 'envfleet-local';
     if (entry.apiKeyEnv) {
       const value = blankToUndefined(env[entry.apiKeyEnv]);
@@ -128,6 +133,18 @@ export function loadConfig(
   }
 
   const fileDefault = file.profiles?.['default'];
+  const checkEndpointNames = (owner: string, spec: string | readonly { name: string }[] | undefined) => {
+    for (const name of typeof spec === 'string' ? [spec] : (spec ?? []).map(w => w.name)) {
+      if (!endpoints[name]) {
+        throw new ConfigError(
+          `${e.ENVFLEET_MODELS_FILE}: profile "${owner}" uses endpoint "${name}", which is not defined. ` +
+            `Defined endpoints: ${Object.keys(endpoints).join(', ')}. Add it under "endpoints".`,
+        );
+      }
+    }
+  };
+  checkEndpointNames('default', fileDefault?.endpoint);
+  for (const [stage, entry] of Object.entries(file.profiles ?? {})) checkEndpointNames(stage, entry.endpoint);
   const profiles = Object.fromEntries(
     STAGE_NAMES.map(stage => {
       const base = STAGES[stage];
@@ -135,29 +152,21 @@ export function loadConfig(
       const endpointSpec = override?.endpoint ?? fileDefault?.endpoint ?? 'default';
       const weighted =
         typeof endpointSpec === 'string' ? [{ name: endpointSpec, weight: 1 }] : endpointSpec;
-      for (const { name } of weighted) {
-        if (!endpoints[name]) {
-          throw new ConfigError(
-            `${e.ENVFLEET_MODELS_FILE}: profile "${stage}" uses endpoint "${name}", which is not defined. ` +
-              `Defined endpoints: ${Object.keys(endpoints).join(', ')}. Add it under "endpoints".`,
-          );
-        }
-      }
       const defaultModel = base.kind === 'embedding' ? e.ENVFLEET_EMBEDDING_MODEL : e.ENVFLEET_MODEL;
       const profile: ModelProfile = {
         stage,
         kind: base.kind,
         model: override?.model ?? (base.kind === 'chat' ? fileDefault?.model : undefined) ?? defaultModel,
-        temperature: override?.temperature ?? base.temperature,
+        temperature: override?.temperature ?? (base.kind === 'chat' ? fileDefault?.temperature : undefined) ?? base.temperature,
         maxTokens: override?.maxTokens ?? fileDefault?.maxTokens ?? base.maxTokens,
         cache: base.cache,
         endpoints: weighted,
       };
-      return [stage, Object.freeze(profile)];
+      return [stage, profile];
     }),
   ) as Record<StageName, ModelProfile>;
 
-  const queues = e.ENVFLEET_WORKER_QUEUES.trim();
+  const queues = parseQueueList(e.ENVFLEET_WORKER_QUEUES);
   const config: AppConfig = {
     redis: { url: e.REDIS_URL, prefix: e.ENVFLEET_REDIS_PREFIX, requirePersistence: e.ENVFLEET_REQUIRE_PERSISTENCE },
     endpoints,
@@ -172,7 +181,7 @@ export function loadConfig(
     jobs: { attempts: e.ENVFLEET_JOB_ATTEMPTS, backoffMs: e.ENVFLEET_JOB_BACKOFF_MS },
     worker: {
       concurrency: e.ENVFLEET_WORKER_CONCURRENCY,
-      queues: queues === 'all' || queues === '' ? 'all' : queues.split(',').map(q => q.trim()).filter(Boolean),
+      queues,
       lockDurationMs: e.ENVFLEET_LOCK_DURATION_MS,
       stalledIntervalMs: e.ENVFLEET_STALLED_INTERVAL_MS,
       shutdownTimeoutMs: e.ENVFLEET_SHUTDOWN_TIMEOUT_MS,
@@ -189,7 +198,11 @@ export function loadConfig(
 /** The configuration with every secret replaced, safe to log or store with a run. */
 export function redactConfig(config: AppConfig): unknown {
   return JSON.parse(
-    JSON.stringify(config, (key, value: unknown) => (key === 'apiKey' ? '[redacted]' : value)),
+    JSON.stringify(config, (key, value: unknown) => {
+      if (key === 'apiKey') return '[redacted]';
+      if (key === 'url' && typeof value === 'string') return redactUrl(value);
+      return value;
+    }),
   ) as unknown;
 }
 
@@ -202,28 +215,72 @@ function readModelsFile(path: string, readFile: ((path: string) => string) | und
       `ENVFLEET_MODELS_FILE=${path}: cannot read the file (${(err as Error).message}). Point it at an existing JSON or YAML file, or unset it.`,
     );
   }
+  const isJson = extname(path).toLowerCase() === '.json';
   let data: unknown;
   try {
-    data = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
+    data = isJson ? JSON.parse(text) : parseYaml(text);
   } catch (err) {
-    throw new ConfigError(`ENVFLEET_MODELS_FILE=${path}: not valid ${extname(path) === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
+    throw new ConfigError(`ENVFLEET_MODELS_FILE=${path}: not valid ${isJson ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
   }
   const result = ModelsFile.safeParse(data ?? {});
   if (!result.success) {
-    const lines = result.error.issues.map(issue => `  - at ${issue.path.join('.') || '(top level)'}: ${issue.message}`);
+    const lines = flattenIssues(result.error.issues).map(({ path: at, message }) => `  - at ${at || '(top level)'}: ${message}`);
     throw new ConfigError(`ENVFLEET_MODELS_FILE=${path} is invalid:\n${lines.join('\n')}\nSee docs/configuration.md for the format.`);
   }
   return result.data;
+}
+
+/** zod reports a bad record key as one issue with the real reasons nested inside; bring them out. */
+function flattenIssues(issues: readonly z.core.$ZodIssue[], prefix: readonly PropertyKey[] = []): { path: string; message: string }[] {
+  return issues.flatMap(issue => {
+    const path = [...prefix, ...issue.path];
+    if (issue.code === 'invalid_key' && issue.issues.length > 0) {
+      return flattenIssues(issue.issues, path).map(i => ({ ...i, message: `key "${String(issue.input)}": ${i.message}` }));
+    }
+    return [{ path: path.map(String).join('.'), message: issue.message }];
+  });
+}
+
+/** The URL with its password hidden. */
+function redactUrl(url: unknown): string {
+  const text = String(url);
+  try {
+    const parsed = new URL(text);
+    if (!parsed.password && !parsed.username) return text;
+    if (parsed.password) parsed.password = '***';
+    else parsed.username = '***';
+    return parsed.toString();
+  } catch {
+    return text.replace(/\/\/[^@/]*@/, '//***@');
+  }
 }
 
 function describeEnvIssues(error: z.ZodError, raw: Record<string, string | undefined>): string {
   const lines = error.issues.map(issue => {
     const name = String(issue.path[0]) as EnvVarName;
     const spec = ENV_VARS[name];
-    const shown = 'secret' in spec && spec.secret ? '(value hidden)' : JSON.stringify(raw[name]);
+    const value = raw[name];
+    const shown =
+      'secret' in spec && spec.secret
+        ? '(value hidden)'
+        : name === 'REDIS_URL' && value !== undefined
+          ? JSON.stringify(redactUrl(value))
+          : JSON.stringify(value);
     return `  - ${name}=${shown}: ${issue.message}. ${spec.description} Example: ${name}=${spec.example || '<unset>'}`;
   });
   return `Invalid configuration:\n${lines.join('\n')}\nFix the variables above (see .env.example) and start again.`;
+}
+
+function parseQueueList(value: string): readonly string[] | 'all' {
+  const names = [...new Set(value.split(',').map(q => q.trim()).filter(Boolean))];
+  if (names.length === 1 && names[0] === 'all') return 'all';
+  if (names.length === 0 || names.includes('all')) {
+    throw new ConfigError(
+      `ENVFLEET_WORKER_QUEUES=${JSON.stringify(value)}: give "all", or a comma-separated list of queue names (without "all"). ` +
+        'See `envfleet worker --help` for the queue names.',
+    );
+  }
+  return names;
 }
 
 function blankToUndefined(value: string | undefined): string | undefined {
@@ -235,9 +292,9 @@ function stripTrailingSlash(url: string): string {
 }
 
 function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
+  if (value && typeof value === 'object') {
     for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
   }
   return value;
 }

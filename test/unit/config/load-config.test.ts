@@ -1,0 +1,497 @@
+import { availableParallelism } from 'node:os';
+import { expect } from 'chai';
+import {
+  ConfigError,
+  ENV_VARS,
+  loadConfig,
+  redactConfig,
+  STAGES,
+  STAGE_NAMES,
+  type AppConfig,
+  type EnvVarName,
+} from '../../../config/index.js';
+import { DEFAULT_PRICES } from '../../../config/prices.js';
+
+type Env = Record<string, string | undefined>;
+
+/** loadConfig with an in-memory models file system; returns the paths that were read too. */
+function load(env: Env, files: Record<string, string> = {}): AppConfig {
+  return loadConfig(env, {
+    readFile: path => {
+      const content = files[path];
+      if (content === undefined) throw new Error(`ENOENT: no such file, open '${path}'`);
+      return content;
+    },
+  });
+}
+
+function configError(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err, String(err)).to.be.instanceOf(ConfigError);
+    const e = err as ConfigError;
+    expect(e.code).to.equal('CONFIG_INVALID');
+    expect(e.name).to.equal('ConfigError');
+    return e;
+  }
+  expect.fail('expected a ConfigError, but loadConfig succeeded');
+}
+
+/** Every object reachable from `value` that is not frozen, by path. */
+function unfrozenPaths(value: unknown, path = 'config'): string[] {
+  if (value === null || typeof value !== 'object') return [];
+  const own = Object.isFrozen(value) ? [] : [path];
+  return own.concat(...Object.entries(value).map(([k, v]) => unfrozenPaths(v, `${path}.${k}`)));
+}
+
+
+const withModels = (file: string, env: Env = {}): Env => ({ ENVFLEET_MODELS_FILE: file, ...env });
+
+describe('config: loadConfig defaults', () => {
+  it('gives every default for an empty environment', () => {
+    const config = loadConfig({});
+    expect(config.redis).to.deep.equal({ url: 'redis://127.0.0.1:6379', prefix: 'envfleet', requirePersistence: false });
+    expect(config.endpoints).to.deep.equal({
+      default: {
+        name: 'default',
+        baseURL: 'http://127.0.0.1:8787/v1',
+        apiKey: 'envfleet-local',
+        timeoutMs: 120_000,
+        maxConcurrency: 32,
+        requestsPerMinute: 0,
+      },
+    });
+    expect(config.gateway).to.deep.equal({
+      repairAttempts: 2,
+      cacheEnabled: true,
+      cacheTtlSeconds: 30 * 86_400,
+      rateLimitFallbackMs: 5_000,
+    });
+    expect(config.jobs).to.deep.equal({ attempts: 5, backoffMs: 2_000 });
+    expect(config.worker).to.deep.equal({
+      concurrency: 8,
+      queues: 'all',
+      lockDurationMs: 60_000,
+      stalledIntervalMs: 15_000,
+      shutdownTimeoutMs: 30_000,
+    });
+    expect(config.pool.threads).to.equal(Math.max(1, availableParallelism()));
+    expect(config.budgets).to.deep.equal({ usd: 0, tokens: 0 });
+    expect(config.log.level).to.equal('info');
+    expect(config.modelsFile).to.equal(null);
+    expect(config.explicit).to.deep.equal([]);
+    expect(config.prices).to.deep.equal(DEFAULT_PRICES);
+  });
+
+  it('gives every stage a profile from its built-in defaults on the default endpoint', () => {
+    const config = loadConfig({});
+    expect(Object.keys(config.profiles)).to.have.members(STAGE_NAMES);
+    for (const stage of STAGE_NAMES) {
+      const base = STAGES[stage];
+      expect(config.profiles[stage], stage).to.deep.equal({
+        stage,
+        kind: base.kind,
+        model: base.kind === 'embedding' ? 'text-embedding-3-small' : 'gpt-4o-mini',
+        temperature: base.temperature,
+        maxTokens: base.maxTokens,
+        cache: base.cache,
+        endpoints: [{ name: 'default', weight: 1 }],
+      });
+    }
+  });
+
+  it('returns a frozen object whose nested objects are frozen too', () => {
+    const config = loadConfig({});
+    expect(unfrozenPaths(config)).to.deep.equal([]);
+    expect(() => {
+      (config.worker as { concurrency: number }).concurrency = 99;
+    }).to.throw(TypeError);
+    expect(() => {
+      (config.endpoints['default'] as { apiKey: string }).apiKey = 'changed';
+    }).to.throw(TypeError);
+    expect(() => {
+      (config.profiles['mine.judge'] as { model: string }).model = 'changed';
+    }).to.throw(TypeError);
+    expect(() => {
+      (config.explicit as string[]).push('X');
+    }).to.throw(TypeError);
+  });
+
+  it('freezes every profile\'s endpoints list', () => {
+    const file = 'profiles:\n  rollout.policy:\n    endpoint: [{ name: default, weight: 2 }]\n';
+    for (const config of [loadConfig({}), load(withModels('m.yaml'), { 'm.yaml': file })]) {
+      expect(unfrozenPaths(config)).to.deep.equal([]);
+      expect(() => {
+        (config.profiles['mine.judge'].endpoints as { name: string; weight: number }[]).push({ name: 'x', weight: 1 });
+      }).to.throw(TypeError);
+    }
+  });
+
+  it('is frozen with a models file too', () => {
+    const file = 'profiles:\n  rollout.policy:\n    endpoint: [{ name: default, weight: 2 }]\nprices:\n  m: { inputPerMTok: 1, outputPerMTok: 2 }\n';
+    const config = load(withModels('m.yaml'), { 'm.yaml': file });
+    expect(unfrozenPaths(config)).to.deep.equal([]);
+    expect(Object.isFrozen(config.prices['m'])).to.equal(true);
+  });
+
+  it('applies environment values, coercing numbers and booleans', () => {
+    const config = loadConfig({
+      REDIS_URL: 'rediss://user:pw@redis.example:6380/2',
+      ENVFLEET_REDIS_PREFIX: '{fleet}',
+      ENVFLEET_REQUIRE_PERSISTENCE: 'yes',
+      OPENAI_BASE_URL: 'https://api.example.com/v1/',
+      OPENAI_API_KEY: 'sk-test',
+      ENVFLEET_MODEL: 'gpt-4.1',
+      ENVFLEET_EMBEDDING_MODEL: 'text-embedding-3-large',
+      ENVFLEET_MODEL_TIMEOUT_MS: '9000',
+      ENVFLEET_CACHE: 'false',
+      ENVFLEET_CACHE_TTL_DAYS: '2',
+      ENVFLEET_POOL_THREADS: '3',
+      ENVFLEET_BUDGET_USD: '12.5',
+      LOG_LEVEL: 'debug',
+    });
+    expect(config.redis).to.deep.equal({ url: 'rediss://user:pw@redis.example:6380/2', prefix: '{fleet}', requirePersistence: true });
+    expect(config.endpoints['default']).to.include({ baseURL: 'https://api.example.com/v1', apiKey: 'sk-test', timeoutMs: 9000 });
+    expect(config.profiles['mine.judge'].model).to.equal('gpt-4.1');
+    expect(config.profiles['mine.dedup'].model).to.equal('text-embedding-3-large');
+    expect(config.gateway).to.include({ cacheEnabled: false, cacheTtlSeconds: 2 * 86_400 });
+    expect(config.pool.threads).to.equal(3);
+    expect(config.budgets.usd).to.equal(12.5);
+    expect(config.log.level).to.equal('debug');
+  });
+
+  it('treats empty and blank values as unset', () => {
+    const blank = Object.fromEntries(Object.keys(ENV_VARS).map((name, i) => [name, i % 2 === 0 ? '' : '   ']));
+    expect(loadConfig(blank)).to.deep.equal(loadConfig({}));
+    expect(loadConfig({ OPENAI_API_KEY: '' }).endpoints['default']!.apiKey).to.equal('envfleet-local');
+  });
+
+  it('reads only the environment it is given', () => {
+    const saved = process.env['ENVFLEET_MODEL'];
+    process.env['ENVFLEET_MODEL'] = 'from-process-env';
+    try {
+      expect(loadConfig({}).profiles['mine.judge'].model).to.equal('gpt-4o-mini');
+    } finally {
+      if (saved === undefined) delete process.env['ENVFLEET_MODEL'];
+      else process.env['ENVFLEET_MODEL'] = saved;
+    }
+  });
+  it('lists the variables that were set, and lets overrides win over the environment', () => {
+    const config = loadConfig(
+      { LOG_LEVEL: 'warn', ENVFLEET_MODEL: 'env-model', ENVFLEET_CACHE: ' ' },
+      { overrides: { ENVFLEET_MODEL: 'override-model', REDIS_URL: 'redis://10.0.0.1:6390' } },
+    );
+    expect(config.profiles['mine.judge'].model).to.equal('override-model');
+    expect(config.redis.url).to.equal('redis://10.0.0.1:6390');
+    expect(config.log.level).to.equal('warn');
+    expect(config.explicit).to.have.members(['LOG_LEVEL', 'ENVFLEET_MODEL', 'REDIS_URL']);
+  });
+});
+
+describe('config: invalid environment values', () => {
+  const cases: [EnvVarName, string][] = [
+    ['ENVFLEET_POOL_THREADS', 'abc'],
+    ['ENVFLEET_POOL_THREADS', '0'],
+    ['REDIS_URL', 'http://x'],
+    ['REDIS_URL', 'not a url'],
+    ['OPENAI_BASE_URL', 'ftp://example.com/v1'],
+    ['LOG_LEVEL', 'loud'],
+    ['ENVFLEET_CACHE', 'maybe'],
+    ['ENVFLEET_REPAIR_ATTEMPTS', '11'],
+    ['ENVFLEET_BUDGET_USD', '-1'],
+    ['ENVFLEET_WORKER_CONCURRENCY', '1.5'],
+    ['ENVFLEET_LOCK_DURATION_MS', '10'],
+    ['ENVFLEET_REDIS_PREFIX', 'has space'],
+  ];
+  for (const [name, value] of cases) {
+    it(`${name}=${JSON.stringify(value)} throws a ConfigError naming the variable, with an example`, () => {
+      const err = configError(() => loadConfig({ [name]: value }));
+      expect(err.message).to.include(name);
+      expect(err.message).to.include(JSON.stringify(value));
+      expect(err.message).to.include(`Example: ${name}=${ENV_VARS[name].example}`);
+      expect(err.message).to.include(ENV_VARS[name].description);
+    });
+  }
+
+  it('reports every bad variable at once', () => {
+    const err = configError(() => loadConfig({ LOG_LEVEL: 'loud', REDIS_URL: 'http://x', ENVFLEET_POOL_THREADS: 'abc' }));
+    for (const name of ['LOG_LEVEL', 'REDIS_URL', 'ENVFLEET_POOL_THREADS']) expect(err.message).to.include(name);
+  });
+
+  it('never shows OPENAI_API_KEY in an error message', () => {
+    const key = 'sk-test-DO-NOT-PRINT-0123456789';
+    const err = configError(() => loadConfig({ OPENAI_API_KEY: key, LOG_LEVEL: 'loud', ENVFLEET_CACHE: 'maybe' }));
+    expect(err.message).not.to.include(key);
+    expect(err.message).not.to.include('DO-NOT-PRINT');
+  });
+
+  it('an invalid REDIS_URL does not echo its password', () => {
+    const err = configError(() => loadConfig({ REDIS_URL: 'redis://:hunter2-secret@redis.example:99999' }));
+    expect(err.message).to.include('REDIS_URL');
+    expect(err.message).not.to.include('hunter2-secret');
+  });
+});
+
+describe('config: models file', () => {
+  const yamlFile = [
+    'profiles:',
+    '  mine.judge:',
+    '    model: judge-model',
+    '    temperature: 0.9',
+    '    maxTokens: 333',
+    '',
+  ].join('\n');
+
+  it('a YAML file overrides one stage and leaves the others at their defaults', () => {
+    const config = load(withModels('conf/models.yaml'), { 'conf/models.yaml': yamlFile });
+    expect(config.modelsFile).to.equal('conf/models.yaml');
+    expect(config.profiles['mine.judge']).to.deep.equal({
+      stage: 'mine.judge',
+      kind: 'chat',
+      model: 'judge-model',
+      temperature: 0.9,
+      maxTokens: 333,
+      cache: true,
+      endpoints: [{ name: 'default', weight: 1 }],
+    });
+    const defaults = loadConfig({});
+    for (const stage of STAGE_NAMES.filter(s => s !== 'mine.judge')) {
+      expect(config.profiles[stage], stage).to.deep.equal(defaults.profiles[stage]);
+    }
+  });
+
+  it('a JSON file (.json) does the same', () => {
+    const json = JSON.stringify({ profiles: { 'rollout.policy': { model: 'policy-8b', temperature: 0.6 } } });
+    const config = load(withModels('models.json'), { 'models.json': json });
+    expect(config.profiles['rollout.policy']).to.include({ model: 'policy-8b', temperature: 0.6, maxTokens: STAGES['rollout.policy'].maxTokens, cache: false });
+  });
+
+  it('a .json file that is not JSON is rejected as JSON, even if it is valid YAML', () => {
+    const err = configError(() => load(withModels('models.json'), { 'models.json': yamlFile }));
+    expect(err.message).to.include('ENVFLEET_MODELS_FILE=models.json');
+    expect(err.message).to.include('JSON');
+  });
+
+  it('an empty file changes nothing', () => {
+    const config = load(withModels('empty.yaml'), { 'empty.yaml': '' });
+    expect(config.profiles).to.deep.equal(loadConfig({}).profiles);
+    expect(config.modelsFile).to.equal('empty.yaml');
+  });
+
+  it('resolves each field: stage entry > default entry > ENVFLEET_MODEL / ENVFLEET_EMBEDDING_MODEL > built-in', () => {
+    const file = [
+      'endpoints:',
+      '  big: { baseURL: "http://big:8000/v1" }',
+      'profiles:',
+      '  default: { model: house-model, maxTokens: 777, endpoint: big }',
+      '  skeleton.state: { model: state-model, maxTokens: 555, endpoint: default }',
+      '',
+    ].join('\n');
+    const config = load(withModels('m.yaml', { ENVFLEET_MODEL: 'env-model', ENVFLEET_EMBEDDING_MODEL: 'env-embed' }), { 'm.yaml': file });
+    // stage entry wins
+    expect(config.profiles['skeleton.state']).to.include({ model: 'state-model', maxTokens: 555 });
+    expect(config.profiles['skeleton.state'].endpoints).to.deep.equal([{ name: 'default', weight: 1 }]);
+    // then the default entry (chat stages)
+    expect(config.profiles['mine.judge']).to.include({ model: 'house-model', maxTokens: 777, temperature: STAGES['mine.judge'].temperature });
+    expect(config.profiles['mine.judge'].endpoints).to.deep.equal([{ name: 'big', weight: 1 }]);
+    // the default entry's model is not used for the embedding stage: ENVFLEET_EMBEDDING_MODEL is
+    expect(config.profiles['mine.dedup'].model).to.equal('env-embed');
+    // without a default entry, the environment's models apply
+    const plain = loadConfig({ ENVFLEET_MODEL: 'env-model', ENVFLEET_EMBEDDING_MODEL: 'env-embed' });
+    expect(plain.profiles['mine.judge'].model).to.equal('env-model');
+    expect(plain.profiles['mine.dedup'].model).to.equal('env-embed');
+  });
+
+  it('rejects an unknown stage key, naming the key', () => {
+    const err = configError(() => load(withModels('m.yaml'), { 'm.yaml': 'profiles:\n  mine.judg:\n    model: x\n' }));
+    expect(err.message).to.include('ENVFLEET_MODELS_FILE=m.yaml');
+    expect(err.message).to.include('mine.judg');
+  });
+
+  it('the unknown-stage error lists the known stages', () => {
+    const err = configError(() => load(withModels('m.yaml'), { 'm.yaml': 'profiles:\n  mine.judg:\n    model: x\n' }));
+    for (const stage of ['default', ...STAGE_NAMES]) expect(err.message).to.include(stage);
+  });
+
+  it('rejects a profile that uses an undefined endpoint, listing the defined ones', () => {
+    const file = 'endpoints:\n  vllm: { baseURL: "http://vllm:8000/v1" }\nprofiles:\n  rollout.policy: { endpoint: vlm }\n';
+    const err = configError(() => load(withModels('m.yaml'), { 'm.yaml': file }));
+    expect(err.message).to.include('"vlm"');
+    expect(err.message).to.include('rollout.policy');
+    expect(err.message).to.include('default, vllm');
+  });
+
+  it('rejects an undefined endpoint in a weighted list', () => {
+    const file = 'profiles:\n  rollout.policy:\n    endpoint: [{ name: default, weight: 1 }, { name: ghost, weight: 1 }]\n';
+    const err = configError(() => load(withModels('m.yaml'), { 'm.yaml': file }));
+    expect(err.message).to.include('"ghost"');
+  });
+
+  it('spreads a profile over weighted endpoints (weight defaults to 1)', () => {
+    const file = [
+      'endpoints:',
+      '  a: { baseURL: "http://a:8000/v1/" }',
+      '  b: { baseURL: "http://b:8000/v1", maxConcurrency: 4, requestsPerMinute: 60, timeoutMs: 1000 }',
+      'profiles:',
+      '  rollout.policy:',
+      '    endpoint:',
+      '      - { name: a, weight: 3 }',
+      '      - { name: b }',
+      '',
+    ].join('\n');
+    const config = load(withModels('m.yaml', { ENVFLEET_MODEL_TIMEOUT_MS: '4242' }), { 'm.yaml': file });
+    expect(config.profiles['rollout.policy'].endpoints).to.deep.equal([
+      { name: 'a', weight: 3 },
+      { name: 'b', weight: 1 },
+    ]);
+    expect(config.endpoints['a']).to.deep.equal({
+      name: 'a',
+      baseURL: 'http://a:8000/v1',
+      apiKey: 'envfleet-local',
+      timeoutMs: 4242,
+      maxConcurrency: 0,
+      requestsPerMinute: 0,
+    });
+    expect(config.endpoints['b']).to.include({ maxConcurrency: 4, requestsPerMinute: 60, timeoutMs: 1000 });
+  });
+
+  it('rejects a non-positive weight', () => {
+    const file = 'profiles:\n  rollout.policy:\n    endpoint: [{ name: default, weight: 0 }]\n';
+    const err = configError(() => load(withModels('m.yaml'), { 'm.yaml': file }));
+    expect(err.message).to.include('profiles.rollout.policy.endpoint');
+  });
+
+  it('takes an endpoint key from the variable named by apiKeyEnv', () => {
+    const file = 'endpoints:\n  vllm: { baseURL: "http://vllm:8000/v1", apiKeyEnv: VLLM_API_KEY }\n';
+    const config = load(withModels('m.yaml', { VLLM_API_KEY: 'vllm-secret' }), { 'm.yaml': file });
+    expect(config.endpoints['vllm']!.apiKey).to.equal('vllm-secret');
+  });
+
+  it('names the apiKeyEnv variable when it is not set (or blank)', () => {
+    const file = 'endpoints:\n  vllm: { baseURL: "http://vllm:8000/v1", apiKeyEnv: VLLM_API_KEY }\n';
+    for (const env of [{}, { VLLM_API_KEY: '  ' }]) {
+      const err = configError(() => load(withModels('m.yaml', env), { 'm.yaml': file }));
+      expect(err.message).to.include('VLLM_API_KEY');
+      expect(err.message).to.include('"vllm"');
+    }
+  });
+
+  it('never shows an endpoint key or OPENAI_API_KEY in a models-file error', () => {
+    const file = [
+      'endpoints:',
+      '  vllm: { baseURL: "http://vllm:8000/v1", apiKeyEnv: VLLM_API_KEY }',
+      '  other: { baseURL: "http://other:8000/v1", apiKeyEnv: OTHER_KEY }',
+      'profiles:',
+      '  mine.judge: { endpoint: nowhere }',
+      '',
+    ].join('\n');
+    const env = withModels('m.yaml', { OPENAI_API_KEY: 'sk-openai-PRIVATE', VLLM_API_KEY: 'vllm-PRIVATE' });
+    const missingKey = configError(() => load(env, { 'm.yaml': file }));
+    expect(missingKey.message).to.include('OTHER_KEY');
+    const undefinedEndpoint = configError(() => load({ ...env, OTHER_KEY: 'other-PRIVATE' }, { 'm.yaml': file }));
+    expect(undefinedEndpoint.message).to.include('"nowhere"');
+    for (const err of [missingKey, undefinedEndpoint]) expect(err.message).not.to.include('PRIVATE');
+  });
+
+  it('rejects unknown keys, bad values and unreadable or unparsable files, naming the file', () => {
+    const bad: Record<string, string> = {
+      'top.yaml': 'model: x\n',
+      'field.yaml': 'profiles:\n  mine.judge: { modle: x }\n',
+      'temp.yaml': 'profiles:\n  mine.judge: { temperature: 3 }\n',
+      'url.yaml': 'endpoints:\n  e: { baseURL: "redis://e:1" }\n',
+      'keyname.yaml': 'endpoints:\n  e: { baseURL: "http://e/v1", apiKeyEnv: "sk-literal-key" }\n',
+      'syntax.yaml': 'profiles: [\n',
+    };
+    for (const path of [...Object.keys(bad), 'missing.yaml']) {
+      const err = configError(() => load(withModels(path), bad));
+      expect(err.message, path).to.include(`ENVFLEET_MODELS_FILE=${path}`);
+    }
+    expect(configError(() => load(withModels('temp.yaml'), bad)).message).to.include('profiles.mine.judge.temperature');
+  });
+
+  it('merges prices over the built-in ones', () => {
+    const file = 'prices:\n  my-model: { inputPerMTok: 1, outputPerMTok: 2 }\n  gpt-4o: { inputPerMTok: 2, outputPerMTok: 8 }\n';
+    const config = load(withModels('m.yaml'), { 'm.yaml': file });
+    expect(config.prices).to.deep.equal({
+      ...DEFAULT_PRICES,
+      'my-model': { inputPerMTok: 1, outputPerMTok: 2 },
+      'gpt-4o': { inputPerMTok: 2, outputPerMTok: 8 },
+    });
+    expect(config.prices['gpt-4o-mini']).to.deep.equal(DEFAULT_PRICES['gpt-4o-mini']);
+  });
+});
+
+describe('config: ENVFLEET_WORKER_QUEUES', () => {
+  const queues = (value: string | undefined) => loadConfig({ ENVFLEET_WORKER_QUEUES: value }).worker.queues;
+
+  it('defaults to all', () => {
+    expect(queues(undefined)).to.equal('all');
+    expect(queues('')).to.equal('all');
+    expect(queues('all')).to.equal('all');
+    expect(queues('  all  ')).to.equal('all');
+  });
+
+  it('splits a comma-separated list, trimming names and dropping empty ones', () => {
+    expect(queues('mine.judge')).to.deep.equal(['mine.judge']);
+    expect(queues(' mine.judge , model.call ')).to.deep.equal(['mine.judge', 'model.call']);
+    expect(queues('a,,b,')).to.deep.equal(['a', 'b']);
+  });
+});
+
+describe('config: redactConfig', () => {
+  const file = 'endpoints:\n  vllm: { baseURL: "http://vllm:8000/v1", apiKeyEnv: VLLM_API_KEY }\n';
+  const config = load(withModels('m.yaml', { OPENAI_API_KEY: 'sk-openai-PRIVATE', VLLM_API_KEY: 'vllm-PRIVATE' }), { 'm.yaml': file });
+
+  it('replaces every endpoint key and keeps everything else', () => {
+    const redacted = redactConfig(config) as { endpoints: Record<string, { apiKey: string; baseURL: string }>; worker: unknown };
+    expect(JSON.stringify(redacted)).not.to.include('PRIVATE');
+    expect(redacted.endpoints['default']!.apiKey).to.equal('[redacted]');
+    expect(redacted.endpoints['vllm']!.apiKey).to.equal('[redacted]');
+    expect(redacted.endpoints['vllm']!.baseURL).to.equal('http://vllm:8000/v1');
+    expect(redacted.worker).to.deep.equal(config.worker);
+  });
+
+  it('leaves the configuration itself untouched', () => {
+    redactConfig(config);
+    expect(config.endpoints['default']!.apiKey).to.equal('sk-openai-PRIVATE');
+    expect(config.endpoints['vllm']!.apiKey).to.equal('vllm-PRIVATE');
+  });
+
+  it('hides a password in REDIS_URL', () => {
+    const withPassword = loadConfig({ REDIS_URL: 'redis://user:hunter2-secret@redis.example:6379/0' });
+    expect(JSON.stringify(redactConfig(withPassword))).not.to.include('hunter2-secret');
+  });
+});
+
+describe('config: stricter values', () => {
+  it('applies temperature from the models file default entry to chat stages', () => {
+    const config = load(withModels('m.yaml'), { 'm.yaml': 'profiles:\n  default:\n    temperature: 0.1\n' });
+    expect(config.profiles['mine.topic'].temperature).to.equal(0.1);
+    expect(config.profiles['mine.dedup'].temperature).to.equal(0);
+  });
+
+  it('reserves the endpoint name "default" for OPENAI_BASE_URL', () => {
+    const err = configError(() => load(withModels('m.yaml'), { 'm.yaml': 'endpoints:\n  default:\n    baseURL: http://x/v1\n' }));
+    expect(err.message).to.match(/"default" is reserved/);
+  });
+
+  it('blames an undefined endpoint on the default entry when that is where it is', () => {
+    const err = configError(() => load(withModels('m.yaml'), { 'm.yaml': 'profiles:\n  default:\n    endpoint: nowhere\n' }));
+    expect(err.message).to.match(/profile "default" uses endpoint "nowhere"/);
+  });
+
+  it('refuses an empty queue list and "all" mixed with names, and drops duplicates', () => {
+    expect(configError(() => loadConfig({ ENVFLEET_WORKER_QUEUES: ',' })).message).to.match(/ENVFLEET_WORKER_QUEUES/);
+    expect(configError(() => loadConfig({ ENVFLEET_WORKER_QUEUES: 'all,model.call' })).message).to.match(/without "all"/);
+    expect(loadConfig({ ENVFLEET_WORKER_QUEUES: 'model.call, model.call' }).worker.queues).to.deep.equal(['model.call']);
+  });
+
+  it('accepts only plain decimal numbers', () => {
+    for (const value of ['0x4', '1e3', '4.5', '-1']) {
+      expect(configError(() => loadConfig({ ENVFLEET_WORKER_CONCURRENCY: value })).message).to.match(/ENVFLEET_WORKER_CONCURRENCY/);
+    }
+    expect(loadConfig({ ENVFLEET_WORKER_CONCURRENCY: ' 12 ' }).worker.concurrency).to.equal(12);
+    expect(loadConfig({ ENVFLEET_BUDGET_USD: '12.5' }).budgets.usd).to.equal(12.5);
+  });
+});
