@@ -32,6 +32,17 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
+/** Wraps a command's action so every failure ends in `fail`. */
+function guarded<A extends unknown[]>(action: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await action(...args);
+    } catch (err) {
+      fail(err);
+    }
+  };
+}
+
 const program = new Command()
   .name('envfleet')
   .description('Synthesize executable tool-interaction environments for LLM agents and run rollouts against them, on a BullMQ worker fleet.')
@@ -42,8 +53,8 @@ program
   .description('consume queues until SIGTERM/SIGINT (any number of workers on any machines may share one Redis)')
   .option('--queues <names>', `comma-separated queues (default ENVFLEET_WORKER_QUEUES or all): ${Object.keys(QUEUES).join(', ')}`)
   .option('--concurrency <n>', 'jobs at once per queue (default ENVFLEET_WORKER_CONCURRENCY)', positiveInt)
-  .action(async (opts: { queues?: string; concurrency?: number }) => {
-    try {
+  .action(
+    guarded(async (opts: { queues?: string; concurrency?: number }) => {
       const config = loadConfig();
       const logger = createLogger(config);
       const running = await startWorkerProcess(config, logger, {
@@ -51,10 +62,8 @@ program
         ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
       });
       onTerminationSignals(() => running.stop(), logger);
-    } catch (err) {
-      fail(err);
-    }
-  });
+    }),
+  );
 
 program
   .command('model-server')
@@ -64,8 +73,8 @@ program
   .option('--host <host>', 'address to listen on', '127.0.0.1')
   .option('--api-key <key>', 'if set, requests must carry this Bearer key')
   .option('--log-file <path>', 'append every received request as a JSON line')
-  .action(async (opts: { script: string; port: number; host: string; apiKey?: string; logFile?: string }) => {
-    try {
+  .action(
+    guarded(async (opts: { script: string; port: number; host: string; apiKey?: string; logFile?: string }) => {
       const script = await loadModelScript(opts.script);
       const server = await startModelServer({
         script,
@@ -80,34 +89,28 @@ program
       };
       process.on('SIGTERM', stop);
       process.on('SIGINT', stop);
-    } catch (err) {
-      fail(err);
-    }
-  });
+    }),
+  );
 
 program
   .command('doctor')
   .description('check the configuration, Redis and the model endpoints, and say what to fix')
-  .action(async () => {
-    try {
+  .action(
+    guarded(async () => {
       const checks = await runDoctor();
       process.stdout.write(`${formatChecks(checks)}\n`);
       process.exitCode = checks.some(c => c.status === 'fail') ? 1 : 0;
-    } catch (err) {
-      fail(err);
-    }
-  });
+    }),
+  );
 
 program
   .command('demo')
   .description('run the pipeline end to end on real queues and workers with the scripted model server')
-  .action(async () => {
-    try {
+  .action(
+    guarded(async () => {
       await runDemo();
       process.exit(0);
-    } catch (err) {
-      fail(err);
-    }
-  });
+    }),
+  );
 
 await program.parseAsync(process.argv);

@@ -6,6 +6,7 @@ import type { ModelServer } from '../../src/model-server/index.js';
 import type { ModelCallInput } from '../../src/stages/model-call.js';
 import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
 import { dropPrefix, finished, requireRedis, scriptedServer, silentLogger, testConfig } from '../helpers/integration.js';
+import { rejection } from '../helpers/assert.js';
 
 const SCHEMA = {
   type: 'object',
@@ -202,12 +203,7 @@ describe('model gateway jobs (real Redis, real workers, scripted server)', funct
   it('refuses job data that does not match the queue schema, at enqueue', async () => {
     await start({ rules: [] });
     const bad = { ...input('a', 'task'), stage: 'no.such.stage' } as unknown as ModelCallInput;
-    let error: unknown;
-    try {
-      await modelCallQueue.enqueue(queue, bad);
-    } catch (err) {
-      error = err;
-    }
+    const error = await rejection(modelCallQueue.enqueue(queue, bad));
     expect(error).to.have.property('code', 'INVALID_JOB_DATA');
     expect(String(error)).to.match(/stage/);
   });

@@ -6,6 +6,7 @@ import { createRedisResponseCache } from '../../src/llm/redis-cache.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { createRedisLimiter } from '../../src/llm/redis-limiter.js';
 import { REDIS_URL, dropPrefix, requireRedis } from '../helpers/integration.js';
+import { rejection } from '../helpers/assert.js';
 
 function endpoint(overrides: Partial<EndpointConfig> = {}): EndpointConfig {
   return {
@@ -19,14 +20,6 @@ function endpoint(overrides: Partial<EndpointConfig> = {}): EndpointConfig {
   };
 }
 
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('Redis implementations of the gateway ports', () => {
   const prefix = `envfleet-test-${randomUUID().slice(0, 8)}`;

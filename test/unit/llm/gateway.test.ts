@@ -6,6 +6,7 @@ import { createModelGateway, retryAfterMs, type ModelGateway } from '../../../sr
 import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../../../src/llm/memory.js';
 import type { Ledger } from '../../../src/llm/ports.js';
 import { parseModelScript, startModelServer, type ModelServer } from '../../../src/model-server/index.js';
+import { rejection } from '../../helpers/assert.js';
 
 describe('model gateway (scripted HTTP server, in-memory ports)', function () {
   this.timeout(20_000);
@@ -72,12 +73,7 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
       { ENVFLEET_BUDGET_TOKENS: '100' },
     );
     await gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'one' }] });
-    let error: unknown;
-    try {
-      await gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'two' }] });
-    } catch (err) {
-      error = err;
-    }
+    const error = await rejection(gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'two' }] }));
     expect(error).to.have.property('code', 'BUDGET_EXCEEDED');
     expect(String(error)).to.match(/used 110 tokens, its budget is 100/);
     expect(server.log()).to.have.length(1);
@@ -85,21 +81,11 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
 
   it('turns a 401 into MODEL_AUTH and a 429 into a rate limit carrying retry-after', async () => {
     const gateway = await gatewayFor({ rules: [{ stage: 'mine.judge', fault: { type: 'rate_limit', retryAfterS: 2.5 } }] });
-    let error: unknown;
-    try {
-      await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] });
-    } catch (err) {
-      error = err;
-    }
+    const error = await rejection(gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] }));
     expect(error).to.have.property('code', 'MODEL_RATE_LIMITED');
     expect(error).to.have.property('retryAfterMs', 2500);
     // The endpoint now cools down for every caller, without another request.
-    let second: unknown;
-    try {
-      await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'y' }] });
-    } catch (err) {
-      second = err;
-    }
+    const second = await rejection(gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'y' }] }));
     expect(second).to.have.property('code', 'MODEL_RATE_LIMITED');
     expect(server.log()).to.have.length(1);
   });
@@ -108,12 +94,7 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     server = await startModelServer({ script: parseModelScript({ rules: [] }), apiKey: 'right' });
     const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'wrong' } });
     const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
-    let error: unknown;
-    try {
-      await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] });
-    } catch (err) {
-      error = err;
-    }
+    const error = await rejection(gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] }));
     expect(error).to.have.property('code', 'MODEL_AUTH');
     expect(String(error)).to.match(/OPENAI_API_KEY/);
   });

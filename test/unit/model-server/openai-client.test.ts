@@ -4,16 +4,8 @@
 import { expect } from 'chai';
 import OpenAI from 'openai';
 import { cosineSimilarity, hashEmbedding, startModelServer, type ModelServer } from '../../../src/model-server/index.js';
+import { rejection } from '../../helpers/assert.js';
 
-/** The rejection of `promise` (fails the test if it resolves). */
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected the call to fail');
-}
 
 describe('model-server: openai client compatibility', () => {
   let server: ModelServer;
