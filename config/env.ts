@@ -142,6 +142,46 @@ export const ENV_VARS = {
     example: '',
     description: 'Worker threads of the sandbox pool in each worker process (default: the number of cores).',
   },
+  ENVFLEET_POOL_TASKS_PER_THREAD: {
+    schema: int(1, 10_000).default(64),
+    example: '64',
+    description: 'Sandbox tasks one pool thread serves at once; an environment session held for an episode counts as one.',
+  },
+  ENVFLEET_SANDBOX_DEADLINE_MS: {
+    schema: int(1, 600_000).default(1_000),
+    example: '1000',
+    description: 'Deadline of one tool call in the sandbox; a call past it is interrupted and its environment thrown away.',
+  },
+  ENVFLEET_SANDBOX_CREATE_DEADLINE_MS: {
+    schema: int(1, 600_000).default(5_000),
+    example: '5000',
+    description: 'Deadline of loading an environment source and running its constructor.',
+  },
+  ENVFLEET_SANDBOX_CHECK_DEADLINE_MS: {
+    schema: int(1, 600_000).default(1_000),
+    example: '1000',
+    description: 'Deadline of one check function.',
+  },
+  ENVFLEET_SANDBOX_ENV_MEMORY_MB: {
+    schema: int(1, 4_096).default(64),
+    example: '64',
+    description: 'Memory limit of one environment’s QuickJS runtime.',
+  },
+  ENVFLEET_SANDBOX_HEAP_MB: {
+    schema: int(16, 4_096).default(512),
+    example: '512',
+    description: 'Cap on the WebAssembly heap each sandbox thread may grow to (shared by the environments of that thread).',
+  },
+  ENVFLEET_SANDBOX_MAX_RESULT_KB: {
+    schema: int(1, 1_048_576).default(1_024),
+    example: '1024',
+    description: 'Largest tool result, serialized, in KiB; a larger one is an error result.',
+  },
+  ENVFLEET_SANDBOX_MAX_STATE_KB: {
+    schema: int(1, 1_048_576).default(8_192),
+    example: '8192',
+    description: 'Largest environment state, serialized, in KiB.',
+  },
   ENVFLEET_BUDGET_USD: {
     schema: nonNegativeNumber.default(0),
     example: '0',

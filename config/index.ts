@@ -61,7 +61,17 @@ export interface AppConfig {
     readonly stalledIntervalMs: number;
     readonly shutdownTimeoutMs: number;
   };
-  readonly pool: { readonly threads: number };
+  readonly pool: { readonly threads: number; readonly tasksPerThread: number };
+  readonly sandbox: {
+    readonly callDeadlineMs: number;
+    readonly createDeadlineMs: number;
+    readonly checkDeadlineMs: number;
+    readonly envMemoryMb: number;
+    readonly heapMb: number;
+    readonly maxResultBytes: number;
+    readonly maxStateBytes: number;
+    readonly stackBytes: number;
+  };
   readonly budgets: { readonly usd: number; readonly tokens: number };
   readonly log: { readonly level: EnvSchema['LOG_LEVEL'] };
   /** Where the models file came from, for `envfleet doctor`. */
@@ -186,7 +196,17 @@ export function loadConfig(
       stalledIntervalMs: e.ENVFLEET_STALLED_INTERVAL_MS,
       shutdownTimeoutMs: e.ENVFLEET_SHUTDOWN_TIMEOUT_MS,
     },
-    pool: { threads: e.ENVFLEET_POOL_THREADS },
+    pool: { threads: e.ENVFLEET_POOL_THREADS, tasksPerThread: e.ENVFLEET_POOL_TASKS_PER_THREAD },
+    sandbox: {
+      callDeadlineMs: e.ENVFLEET_SANDBOX_DEADLINE_MS,
+      createDeadlineMs: e.ENVFLEET_SANDBOX_CREATE_DEADLINE_MS,
+      checkDeadlineMs: e.ENVFLEET_SANDBOX_CHECK_DEADLINE_MS,
+      envMemoryMb: e.ENVFLEET_SANDBOX_ENV_MEMORY_MB,
+      heapMb: e.ENVFLEET_SANDBOX_HEAP_MB,
+      maxResultBytes: e.ENVFLEET_SANDBOX_MAX_RESULT_KB * 1024,
+      maxStateBytes: e.ENVFLEET_SANDBOX_MAX_STATE_KB * 1024,
+      stackBytes: 256 * 1024,
+    },
     budgets: { usd: e.ENVFLEET_BUDGET_USD, tokens: e.ENVFLEET_BUDGET_TOKENS },
     log: { level: e.LOG_LEVEL },
     modelsFile: e.ENVFLEET_MODELS_FILE ?? null,

@@ -4,15 +4,23 @@ import { QUEUES } from '../queues/index.js';
 import { AppError } from '../src/errors.js';
 import { createLogger } from '../src/logger.js';
 import { loadModelScript } from '../src/model-server/fixtures.js';
+import { InputFileError } from '../src/sandbox/files.js';
 import { startModelServer } from '../src/model-server/index.js';
 import { runDemo } from './demo.js';
 import { formatChecks, runDoctor } from './doctor.js';
 import { startWorkerProcess } from './main.js';
+import { sandboxCheck, sandboxRun } from './sandbox-cli.js';
 import { onTerminationSignals } from './shutdown.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function memoryMb(value: string): number {
+  const n = positiveInt(value);
+  if (n < 1 || n > 4_096) throw new InvalidArgumentError('expected megabytes between 1 and 4096');
   return n;
 }
 
@@ -24,7 +32,7 @@ function port(value: string): number {
 
 /** Prints an error a user can act on and exits non-zero. */
 function fail(err: unknown): never {
-  if (err instanceof ConfigError || err instanceof AppError) {
+  if (err instanceof ConfigError || err instanceof AppError || err instanceof InputFileError) {
     process.stderr.write(`envfleet: ${err.message}\n`);
   } else {
     process.stderr.write(`envfleet: ${(err as Error).stack ?? String(err)}\n`);
@@ -110,6 +118,40 @@ program
     guarded(async () => {
       await runDemo();
       process.exit(0);
+    }),
+  );
+
+const sandbox = program
+  .command('sandbox')
+  .description('run environment code in the sandbox, for people debugging environments and check functions');
+
+sandbox
+  .command('run')
+  .description('instantiate BUNDLE on STATE, run CALLS (JSONL of {"tool", "arguments"}) and print the results and final state as JSON')
+  .argument('<bundle>', 'environment bundle JSON (name, className, source, tools)')
+  .requiredOption('--state <file>', 'initial state JSON')
+  .requiredOption('--calls <file>', 'JSONL, one {"tool": NAME, "arguments": {...}} per line')
+  .option('--deadline-ms <n>', 'deadline of one call (default ENVFLEET_SANDBOX_DEADLINE_MS)', positiveInt)
+  .option('--memory-mb <n>', 'memory cap (default ENVFLEET_SANDBOX_ENV_MEMORY_MB)', memoryMb)
+  .action(
+    guarded(async (bundle: string, opts: { state: string; calls: string; deadlineMs?: number; memoryMb?: number }) => {
+      const out = await sandboxRun(loadConfig(), { bundle, state: opts.state, calls: opts.calls }, opts);
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+    }),
+  );
+
+sandbox
+  .command('check')
+  .description('run check functions as check(final, initial) and print the results, reward and solved as JSON')
+  .argument('<checks>', 'JSON array of {"item": TEXT, "check": SOURCE}')
+  .requiredOption('--initial <file>', 'initial state JSON')
+  .requiredOption('--final <file>', 'final state JSON')
+  .option('--deadline-ms <n>', 'deadline of one check (default ENVFLEET_SANDBOX_CHECK_DEADLINE_MS)', positiveInt)
+  .option('--memory-mb <n>', 'memory cap', memoryMb)
+  .action(
+    guarded(async (checks: string, opts: { initial: string; final: string; deadlineMs?: number; memoryMb?: number }) => {
+      const out = await sandboxCheck(loadConfig(), { checks, initial: opts.initial, final: opts.final }, opts);
+      process.stdout.write(`${JSON.stringify(out)}\n`);
     }),
   );
 

@@ -6,7 +6,9 @@ import { createRedisLedger } from '../src/llm/redis-ledger.js';
 import { createRedisLimiter } from '../src/llm/redis-limiter.js';
 import type { Logger } from '../src/logger.js';
 import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/connection.js';
+import type { SandboxRunner } from '../src/sandbox/runner.js';
 import { createRedisArtifactStore, type ArtifactStore } from '../src/store/artifact-store.js';
+import { createSandboxPool } from './sandbox-pool.js';
 
 /** Everything a worker process shares between its queues, built once from the configuration. */
 export interface FleetContext {
@@ -19,6 +21,8 @@ export interface FleetContext {
   readonly gateway: ModelGateway;
   readonly ledger: Ledger;
   readonly artifacts: ArtifactStore;
+  /** The sandbox pool of this process (piscina threads running QuickJS). */
+  readonly sandbox: SandboxRunner;
   close(): Promise<void>;
 }
 
@@ -35,15 +39,18 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     ledger,
     logger: logger.child({ component: 'gateway' }),
   });
+  const sandbox = createSandboxPool(config, logger.child({ component: 'sandbox' }));
   return {
     config,
     logger,
+    sandbox,
     workerConnection,
     redis,
     gateway,
     ledger,
     artifacts: createRedisArtifactStore(redis, prefix),
     async close() {
+      await sandbox.close();
       await Promise.allSettled([redis.quit(), workerConnection.quit()]);
     },
   };

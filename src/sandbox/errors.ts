@@ -1,0 +1,38 @@
+/**
+ * Stable codes for everything the sandbox can refuse or stop. They appear in tool results
+ * (`runtimeError`), check results (`error`), the CLI's JSON and the datasets.
+ */
+export const SANDBOX_ERROR_CODES = {
+  DEADLINE_EXCEEDED: 'the call ran past its deadline and was interrupted',
+  MEMORY_EXCEEDED: 'the environment ran out of its memory allowance',
+  STACK_OVERFLOW: 'the call recursed too deeply',
+  INVALID_ARGUMENTS: 'the arguments do not match the tool’s JSON Schema',
+  UNKNOWN_TOOL: 'no such tool in this environment',
+  TOOL_THREW: 'the method threw an exception',
+  NON_JSON_RESULT: 'the method returned something that is not JSON (undefined, a cycle, a BigInt, a promise)',
+  RESULT_TOO_LARGE: 'the result is larger than the result cap',
+  STATE_TOO_LARGE: 'the state is larger than the state cap',
+  STATE_INVALID: 'this.state is missing or not JSON-serializable',
+  SOURCE_LOAD_FAILED: 'the environment source does not load (syntax error, import, or a throw at load time)',
+  CLASS_MISSING: 'the source does not declare the named class',
+  CONSTRUCTOR_FAILED: 'the constructor threw on the initial state',
+  ENV_DISPOSED: 'the environment was thrown away after hitting a limit',
+  SANDBOX_UNAVAILABLE: 'the sandbox thread holding the environment ended, or the session was closed',
+  CHECK_INVALID: 'the check source does not load or does not define check()',
+  CHECK_NOT_BOOLEAN: 'the check function returned something other than true or false',
+  CHECK_THREW: 'the check function threw an exception',
+} as const;
+
+export type SandboxErrorCode = keyof typeof SANDBOX_ERROR_CODES;
+
+/** Codes after which the environment is discarded: limits and unknown internal states. */
+export const FATAL_CODES: ReadonlySet<SandboxErrorCode> = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'STACK_OVERFLOW']);
+
+export class SandboxError extends Error {
+  readonly code: SandboxErrorCode;
+  constructor(code: SandboxErrorCode, message: string) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}

@@ -1,0 +1,71 @@
+import { readFile } from 'node:fs/promises';
+import type { z } from 'zod';
+
+/** A user's input file is wrong: the message names the file, the line and the problem. */
+export class InputFileError extends Error {
+  readonly code = 'INPUT_FILE_INVALID';
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+function lineAndColumn(text: string, position: number): string {
+  const before = text.slice(0, position);
+  const line = before.split('\n').length;
+  const column = position - before.lastIndexOf('\n');
+  return `line ${line}, column ${column}`;
+}
+
+function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 5)
+    .map(i => `${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`)
+    .join('; ');
+}
+
+async function readText(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    throw new InputFileError(`${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+}
+
+/** Reads one JSON document; with a schema, validates it. */
+export async function readJsonFile<T = unknown>(path: string, schema?: z.ZodType<T>): Promise<T> {
+  const text = await readText(path);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    const message = (err as Error).message;
+    const position = /position (\d+)/.exec(message)?.[1];
+    const where = position === undefined ? '' : ` at ${lineAndColumn(text, Number(position))}`;
+    throw new InputFileError(`${path}: not valid JSON${where}: ${message}`);
+  }
+  if (!schema) return value as T;
+  const result = schema.safeParse(value);
+  if (!result.success) throw new InputFileError(`${path}: ${describeIssues(result.error)}`);
+  return result.data;
+}
+
+/** Reads a JSONL file (one JSON value per line; blank lines skipped), validating each line. */
+export async function readJsonlFile<T>(path: string, schema: z.ZodType<T>): Promise<T[]> {
+  const text = await readText(path);
+  const out: T[] = [];
+  for (const [index, raw] of text.split('\n').entries()) {
+    const line = raw.trim();
+    if (!line) continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (err) {
+      throw new InputFileError(`${path} line ${index + 1}: not valid JSON: ${(err as Error).message}`);
+    }
+    const result = schema.safeParse(value);
+    if (!result.success) throw new InputFileError(`${path} line ${index + 1}: ${describeIssues(result.error)}`);
+    out.push(result.data);
+  }
+  return out;
+}

@@ -1,0 +1,83 @@
+/**
+ * Guest-side code, evaluated in every fresh QuickJS context before the environment's source.
+ * It captures the built-ins it needs before untrusted code can replace them, removes the
+ * few globals that have no business in an environment, and returns the functions the host calls.
+ * Only strings cross the boundary: the host passes JSON text and reads JSON text back.
+ *
+ * Every reply is a JSON string whose first key tells the host what happened:
+ *   {"ok": <result>}                  the method's result (JSON)
+ *   {"err": CODE, "message": TEXT}    a sandbox error code (see errors.ts)
+ */
+export const HARNESS_SOURCE = String.raw`(() => {
+  'use strict';
+  const G = globalThis;
+  const parse = JSON.parse, stringify = JSON.stringify, apply = Reflect.apply;
+  const hasOwn = Object.prototype.hasOwnProperty, getProto = Object.getPrototypeOf;
+  const PromiseCtor = G.Promise, InternalErr = G.InternalError, RangeErr = G.RangeError, StringFn = String;
+  for (const name of ['SharedArrayBuffer', 'Atomics', 'WebAssembly', 'FinalizationRegistry', 'WeakRef']) {
+    try { delete G[name]; } catch (e) {}
+  }
+  let Cls, inst;
+  const fail = (code, message) => stringify({ err: code, message: StringFn(message) });
+  const thrown = (code, e) => {
+    let msg;
+    try { msg = e !== null && typeof e === 'object' && 'message' in e ? StringFn(e.message) : StringFn(e); } catch (x) { msg = 'unprintable exception'; }
+    if (e instanceof InternalErr && msg.indexOf('out of memory') >= 0) return fail('MEMORY_EXCEEDED', msg);
+    if ((e instanceof InternalErr || e instanceof RangeErr) && (msg.indexOf('stack overflow') >= 0 || msg.indexOf('call stack') >= 0)) {
+      return fail('STACK_OVERFLOW', msg);
+    }
+    return fail(code, msg);
+  };
+  const encode = (value) => {
+    if (value === undefined) return fail('NON_JSON_RESULT', 'the method returned undefined');
+    if (value instanceof PromiseCtor) return fail('NON_JSON_RESULT', 'the method returned a promise; environment methods must be synchronous');
+    let text;
+    try { text = stringify(value); } catch (e) { return thrown('NON_JSON_RESULT', e); }
+    if (text === undefined) return fail('NON_JSON_RESULT', 'the method returned a value JSON cannot represent');
+    return '{"ok":' + text + '}';
+  };
+  return {
+    bind(cls) {
+      if (typeof cls !== 'function') return fail('CLASS_MISSING', 'not a class');
+      Cls = cls;
+      return '{"ok":true}';
+    },
+    create(stateJson) {
+      try { inst = new Cls(parse(stateJson)); } catch (e) { return thrown('CONSTRUCTOR_FAILED', e); }
+      if (!inst || typeof inst !== 'object' || inst.state === null || typeof inst.state !== 'object') {
+        return fail('STATE_INVALID', 'the constructor must keep the state in this.state (an object)');
+      }
+      return '{"ok":true}';
+    },
+    call(name, argsJson) {
+      if (name === 'constructor' || name.charAt(0) === '_') return fail('UNKNOWN_TOOL', name + ' is not a tool');
+      let method;
+      try {
+        let p = getProto(inst);
+        while (p && p !== Object.prototype && !hasOwn.call(p, name)) p = getProto(p);
+        method = p && p !== Object.prototype ? p[name] : undefined;
+      } catch (e) { return thrown('TOOL_THREW', e); }
+      if (typeof method !== 'function') return fail('UNKNOWN_TOOL', 'the class has no method ' + name);
+      let result;
+      try { result = apply(method, inst, [parse(argsJson)]); } catch (e) { return thrown('TOOL_THREW', e); }
+      return encode(result);
+    },
+    snapshot() {
+      let text;
+      try { text = stringify(inst.state); } catch (e) { return thrown('STATE_INVALID', e); }
+      if (typeof text !== 'string') return fail('STATE_INVALID', 'this.state is not JSON');
+      return '{"ok":' + text + '}';
+    },
+    check(fn, finalJson, initialJson) {
+      if (typeof fn !== 'function') return fail('CHECK_INVALID', 'the source does not define a function check(finalState, initialState)');
+      let result;
+      try { result = fn(parse(finalJson), parse(initialJson)); } catch (e) { return thrown('CHECK_THREW', e); }
+      if (result !== true && result !== false) {
+        let shown;
+        try { shown = stringify(result); } catch (e) { shown = typeof result; }
+        return fail('CHECK_NOT_BOOLEAN', 'check returned ' + (shown === undefined ? 'undefined' : shown).slice(0, 200));
+      }
+      return result ? '{"ok":true}' : '{"ok":false}';
+    },
+  };
+})()`;

@@ -1,0 +1,114 @@
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import type { EnvironmentCode } from './bundle.js';
+import { SandboxError } from './errors.js';
+import type { SandboxLimits } from './limits.js';
+import type { CallOutcome } from './quickjs-host.js';
+import {
+  HostPool,
+  runChecks,
+  runProbe,
+  runSession,
+  type ChecksInput,
+  type ChecksResult,
+  type ProbeInput,
+  type ProbeResult,
+  type SessionReply,
+  type SessionRequest,
+} from './tasks.js';
+
+type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+
+/** A live environment held by a sandbox thread for one episode. */
+export interface EnvSession {
+  readonly tools: readonly string[];
+  call(tool: string, args: unknown): Promise<CallOutcome>;
+  /** The current state (parsed JSON). Rejects with SandboxError (STATE_TOO_LARGE, …). */
+  snapshot(): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+/**
+ * What stages need from the sandbox. The pool implementation (workers/sandbox-pool.ts) runs
+ * everything in piscina threads; the local one runs in the calling thread (tests, the CLI).
+ */
+export interface SandboxRunner {
+  probe(input: ProbeInput): Promise<ProbeResult>;
+  checks(input: ChecksInput): Promise<ChecksResult>;
+  openSession(code: EnvironmentCode, initialState: unknown, limits: SandboxLimits): Promise<EnvSession>;
+  close(): Promise<void>;
+}
+
+/** The host end of a session port; `started` resolves once the thread has created the environment. */
+export function connectSession(port: MessagePort): { started: Promise<EnvSession> } {
+  let seq = 0;
+  const pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  let closed = false;
+  const failAll = (message: string) => {
+    closed = true;
+    for (const p of pending.values()) p.reject(new SandboxError('SANDBOX_UNAVAILABLE', message));
+    pending.clear();
+  };
+  const request = (msg: WithoutId<SessionRequest>): Promise<unknown> => {
+    if (closed) return Promise.reject(new SandboxError('SANDBOX_UNAVAILABLE', 'the session is closed'));
+    const id = ++seq;
+    return new Promise((resolve, reject) => {
+      pending.set(id, { resolve, reject });
+      port.postMessage({ ...msg, id });
+    });
+  };
+  const started = new Promise<EnvSession>((resolveStart, rejectStart) => {
+    port.on('close', () => {
+      failAll('the sandbox thread holding this environment ended');
+      rejectStart(new SandboxError('SANDBOX_UNAVAILABLE', 'the sandbox thread ended before the environment was created'));
+    });
+    port.on('message', (reply: SessionReply) => {
+      if (reply.id === 0) {
+        if (!reply.ok) {
+          closed = true;
+          port.close();
+          rejectStart(new SandboxError(reply.error.code, reply.error.message));
+          return;
+        }
+        const tools = (reply.value as { tools: string[] }).tools;
+        resolveStart({
+          tools,
+          call: (tool, args) => request({ op: 'call', tool, arguments: args }) as Promise<CallOutcome>,
+          snapshot: async () => JSON.parse((await request({ op: 'snapshot' })) as string) as unknown,
+          close: async () => {
+            if (closed) return;
+            try {
+              await request({ op: 'close' });
+            } catch (err) {
+              // Already gone (its thread ended): closing it is done.
+              if (!(err instanceof SandboxError && err.code === 'SANDBOX_UNAVAILABLE')) throw err;
+            }
+            closed = true;
+            port.close();
+          },
+        });
+        return;
+      }
+      const p = pending.get(reply.id);
+      if (!p) return;
+      pending.delete(reply.id);
+      if (reply.ok) p.resolve(reply.value);
+      else p.reject(new SandboxError(reply.error.code, reply.error.message));
+    });
+  });
+  return { started };
+}
+
+/** Runs the sandbox in the calling thread (still QuickJS: untrusted code never runs in Node itself). */
+export function createLocalSandboxRunner(): SandboxRunner {
+  const hosts = new HostPool();
+  return {
+    probe: input => runProbe(hosts, input),
+    checks: input => runChecks(hosts, input),
+    async openSession(code, initialState, limits) {
+      const { port1, port2 } = new MessageChannel();
+      void runSession(hosts, { code, initialState, limits, port: port2 });
+      return connectSession(port1).started;
+    },
+    close: () => Promise.resolve(),
+  };
+}

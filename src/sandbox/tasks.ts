@@ -1,0 +1,192 @@
+import type { MessagePort } from 'node:worker_threads';
+import type { CheckSpec, EnvironmentCode, ToolCall } from './bundle.js';
+import { diffStates, type StateDiff } from './diff.js';
+import { SandboxError, type SandboxErrorCode } from './errors.js';
+import type { SandboxLimits } from './limits.js';
+import { QuickJSHost, type CallOutcome, type CheckOutcome, type SandboxEnvironment } from './quickjs-host.js';
+
+/**
+ * The work a sandbox thread does. Tasks take and return plain, structured-cloneable data; the
+ * same functions run in a pool thread (workers/sandbox-pool.ts) or in-process (local-runner.ts).
+ */
+
+export interface SandboxFailure {
+  readonly code: SandboxErrorCode;
+  readonly message: string;
+}
+
+export interface ProbeInput {
+  readonly code: EnvironmentCode;
+  readonly initialState: unknown;
+  readonly calls: readonly ToolCall[];
+  readonly limits: SandboxLimits;
+  /** Record the state and its diff after each call (dual-agent probing needs both). */
+  readonly withStates?: boolean;
+}
+
+export interface ProbeStep extends CallOutcome {
+  readonly tool: string;
+  readonly arguments: unknown;
+  readonly stateBefore?: unknown;
+  readonly stateAfter?: unknown;
+  readonly diff?: StateDiff;
+}
+
+export interface ProbeResult {
+  /** Null when the environment could not be created. */
+  readonly createError: SandboxFailure | null;
+  readonly createMs: number;
+  readonly steps: readonly ProbeStep[];
+  readonly finalState: unknown;
+  readonly finalStateError: SandboxFailure | null;
+}
+
+export interface ChecksInput {
+  readonly checks: readonly CheckSpec[];
+  readonly finalState: unknown;
+  readonly initialState: unknown;
+  readonly limits: SandboxLimits;
+}
+
+export interface ChecksResult {
+  readonly results: readonly CheckOutcome[];
+  /** Fraction of checks that passed (0 when there are none). */
+  readonly reward: number;
+  /** Every check passed (and there is at least one). */
+  readonly solved: boolean;
+}
+
+/** Messages of the session protocol, host → thread. */
+export type SessionRequest =
+  | { readonly id: number; readonly op: 'call'; readonly tool: string; readonly arguments: unknown }
+  | { readonly id: number; readonly op: 'snapshot' }
+  | { readonly id: number; readonly op: 'close' };
+
+/** Messages of the session protocol, thread → host. `id: 0` is the ready/failed message. */
+export type SessionReply =
+  | { readonly id: number; readonly ok: true; readonly value: unknown }
+  | { readonly id: number; readonly ok: false; readonly error: SandboxFailure };
+
+export interface SessionSummary {
+  readonly calls: number;
+  readonly closedBy: 'host' | 'create-failed' | 'port-closed';
+}
+
+const failure = (err: unknown): SandboxFailure =>
+  err instanceof SandboxError ? { code: err.code, message: err.message } : { code: 'TOOL_THREW', message: String(err) };
+
+/**
+ * The QuickJS hosts of this thread. A host whose module failed, or whose heap grew past the
+ * recycle mark, stops taking new environments; it is dropped (and its heap freed by GC) once its
+ * last environment is gone. This recycles the WebAssembly heap without ending the thread, so the
+ * sessions living in the thread are not cut off.
+ */
+export class HostPool {
+  private current: QuickJSHost | null = null;
+  constructor(private readonly recycleAtBytes: (limits: SandboxLimits) => number = l => l.heapMb * 1024 * 1024 * 0.75) {}
+
+  host(limits: SandboxLimits): QuickJSHost {
+    const c = this.current;
+    if (!c || c.broken || c.heapBytes() > this.recycleAtBytes(limits)) this.current = new QuickJSHost(limits.heapMb);
+    return this.current!;
+  }
+}
+
+export async function runProbe(hosts: HostPool, input: ProbeInput): Promise<ProbeResult> {
+  const started = performance.now();
+  let env: SandboxEnvironment;
+  try {
+    env = await hosts.host(input.limits).createEnvironment(input.code, input.initialState, input.limits);
+  } catch (err) {
+    return { createError: failure(err), createMs: performance.now() - started, steps: [], finalState: null, finalStateError: null };
+  }
+  const createMs = performance.now() - started;
+  const steps: ProbeStep[] = [];
+  try {
+    let before: unknown = input.withStates ? safeSnapshot(env) : undefined;
+    for (const call of input.calls) {
+      const outcome = env.call(call.tool, call.arguments);
+      if (input.withStates) {
+        const after = safeSnapshot(env);
+        steps.push({ tool: call.tool, arguments: call.arguments, ...outcome, stateBefore: before, stateAfter: after, diff: diffStates(before, after) });
+        before = after;
+      } else {
+        steps.push({ tool: call.tool, arguments: call.arguments, ...outcome });
+      }
+    }
+    try {
+      return { createError: null, createMs, steps, finalState: env.snapshot(), finalStateError: null };
+    } catch (err) {
+      return { createError: null, createMs, steps, finalState: null, finalStateError: failure(err) };
+    }
+  } finally {
+    env.dispose();
+  }
+}
+
+function safeSnapshot(env: SandboxEnvironment): unknown {
+  try {
+    return env.snapshot();
+  } catch {
+    return null;
+  }
+}
+
+export async function runChecks(hosts: HostPool, input: ChecksInput): Promise<ChecksResult> {
+  const results = await hosts.host(input.limits).runChecks(input.checks, input.finalState, input.initialState, input.limits);
+  const passed = results.filter(r => r.passed).length;
+  return { results, reward: results.length ? passed / results.length : 0, solved: results.length > 0 && passed === results.length };
+}
+
+/**
+ * Serves one environment over a MessagePort until the host closes it: the environment lives in
+ * this thread for the whole episode while other sessions share the thread.
+ */
+export async function runSession(
+  hosts: HostPool,
+  input: { code: EnvironmentCode; initialState: unknown; limits: SandboxLimits; port: MessagePort },
+): Promise<SessionSummary> {
+  const { port } = input;
+  let env: SandboxEnvironment;
+  try {
+    env = await hosts.host(input.limits).createEnvironment(input.code, input.initialState, input.limits);
+  } catch (err) {
+    // The host closes the port after reading this (closing here could overtake the message).
+    port.postMessage({ id: 0, ok: false, error: failure(err) } satisfies SessionReply);
+    return { calls: 0, closedBy: 'create-failed' };
+  }
+  port.postMessage({ id: 0, ok: true, value: { tools: env.toolNames } } satisfies SessionReply);
+  let calls = 0;
+  return new Promise<SessionSummary>(resolve => {
+    let done = false;
+    const finish = (closedBy: SessionSummary['closedBy']) => {
+      if (done) return;
+      done = true;
+      env.dispose();
+      port.removeAllListeners();
+      resolve({ calls, closedBy });
+    };
+    port.on('close', () => finish('port-closed'));
+    port.on('message', (msg: SessionRequest) => {
+      let reply: SessionReply;
+      switch (msg.op) {
+        case 'call':
+          calls += 1;
+          reply = { id: msg.id, ok: true, value: env.call(msg.tool, msg.arguments) };
+          break;
+        case 'snapshot':
+          try {
+            reply = { id: msg.id, ok: true, value: env.snapshotText() };
+          } catch (err) {
+            reply = { id: msg.id, ok: false, error: failure(err) };
+          }
+          break;
+        case 'close':
+          port.postMessage({ id: msg.id, ok: true, value: null } satisfies SessionReply);
+          finish('host');
+          return;
+      }
+      port.postMessage(reply);
+    });
+  });
+}

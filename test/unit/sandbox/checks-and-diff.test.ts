@@ -1,0 +1,141 @@
+import { readFileSync } from 'node:fs';
+import { expect } from 'chai';
+import { diffStates, isEmptyDiff } from '../../../src/sandbox/diff.js';
+import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
+import { createLocalSandboxRunner } from '../../../src/sandbox/runner.js';
+
+const LIMITS = { ...DEFAULT_SANDBOX_LIMITS, checkDeadlineMs: 200 };
+const fixture = (name: string): unknown => JSON.parse(readFileSync(new URL(`../../../fixtures/reference/${name}`, import.meta.url), 'utf8'));
+
+describe('check functions', function () {
+  this.timeout(20_000);
+  const runner = createLocalSandboxRunner();
+
+  it('runs check(final, initial) in a fresh sandbox and scores the checklist', async () => {
+    const result = await runner.checks({
+      checks: [
+        { item: 'a grew', check: 'function check(f, i) { return f.a > i.a; }' },
+        { item: 'b is set', check: 'const check = (f) => f.b === true;' },
+        { item: 'c is set', check: 'function check(f) { return f.c === 1; }' },
+      ],
+      finalState: { a: 2, b: true },
+      initialState: { a: 1 },
+      limits: LIMITS,
+    });
+    expect(result.results.map(r => r.passed)).to.deep.equal([true, true, false]);
+    expect(result.reward).to.be.closeTo(2 / 3, 1e-9);
+    expect(result.solved).to.equal(false);
+  });
+
+  it('counts a throw, a timeout, a non-boolean, a missing check() and a syntax error as false, with the reason', async () => {
+    const result = await runner.checks({
+      checks: [
+        { item: 'throws', check: 'function check(f) { return f.missing.deep; }' },
+        { item: 'loops', check: 'function check() { for (;;) {} }' },
+        { item: 'truthy', check: 'function check() { return 1; }' },
+        { item: 'no check', check: 'function verify() { return true; }' },
+        { item: 'broken', check: 'function check( {' },
+        { item: 'bomb', check: 'function check() { const a = []; for (;;) a.push(new Array(1e5).fill(1)); }' },
+      ],
+      finalState: {},
+      initialState: {},
+      limits: { ...LIMITS, envMemoryMb: 16, heapMb: 128 },
+    });
+    expect(result.results.map(r => [r.passed, r.errorCode])).to.deep.equal([
+      [false, 'CHECK_THREW'],
+      [false, 'DEADLINE_EXCEEDED'],
+      [false, 'CHECK_NOT_BOOLEAN'],
+      [false, 'CHECK_INVALID'],
+      [false, 'CHECK_INVALID'],
+      [false, 'MEMORY_EXCEEDED'],
+    ]);
+    expect(result.results[0]!.error).to.match(/undefined/);
+    expect(result.reward).to.equal(0);
+  });
+
+  it('keeps checks from seeing each other: a check cannot change what the next one sees', async () => {
+    const result = await runner.checks({
+      checks: [
+        { item: 'mutates', check: 'function check(f) { f.x = 99; globalThis.leak = 1; return true; }' },
+        { item: 'sees the original', check: 'function check(f) { return f.x === 1 && typeof leak === "undefined"; }' },
+      ],
+      finalState: { x: 1 },
+      initialState: {},
+      limits: LIMITS,
+    });
+    expect(result.solved).to.equal(true);
+  });
+
+  it('scores the reference environment checks on its initial state', async () => {
+    const state = fixture('hotel-state.json');
+    const result = await runner.checks({ checks: fixture('hotel-checks.json') as never, finalState: state, initialState: state, limits: LIMITS });
+    expect(result.results.every(r => r.errorCode === undefined)).to.equal(true);
+    expect(result.results.find(r => r.item.startsWith('more reservations'))?.passed).to.equal(false);
+  });
+});
+
+describe('diffStates', () => {
+  it('lists added, removed and changed paths as JSON Pointers', () => {
+    const diff = diffStates(
+      { users: { 'a/b': { n: 1 }, gone: 1 }, list: [1, 2, 3], t: 'x' },
+      { users: { 'a/b': { n: 2 }, fresh: { y: 1 } }, list: [1, 5], t: 3 },
+    );
+    expect(diff.changed).to.deep.equal([
+      { path: '/users/a~1b/n', before: 1, after: 2 },
+      { path: '/list/1', before: 2, after: 5 },
+      { path: '/t', before: 'x', after: 3 },
+    ]);
+    expect(diff.removed).to.deep.equal([{ path: '/users/gone', value: 1 }, { path: '/list/2', value: 3 }]);
+    expect(diff.added).to.deep.equal([{ path: '/users/fresh', value: { y: 1 } }]);
+  });
+
+  it('is empty for equal states', () => {
+    expect(isEmptyDiff(diffStates({ a: [1, { b: null }] }, { a: [1, { b: null }] }))).to.equal(true);
+  });
+});
+
+describe('the reference environment (hotel reservations)', function () {
+  this.timeout(20_000);
+  const runner = createLocalSandboxRunner();
+  const code = fixture('hotel-env.bundle.json') as never;
+  const state = fixture('hotel-state.json') as { hotel: { current_date: string }; guests: Record<string, { loyalty_tier: string }> };
+
+  it('enforces its rules and records every change in the diff', async () => {
+    const gold = Object.entries(state.guests).find(([, g]) => g.loyalty_tier === 'gold')![0];
+    const probe = await runner.probe({
+      code,
+      initialState: state,
+      limits: DEFAULT_SANDBOX_LIMITS,
+      withStates: true,
+      calls: [
+        { tool: 'search_available_rooms', arguments: { check_in: '2026-03-20', check_out: '2026-03-22', room_type: 'suite' } },
+        { tool: 'create_reservation', arguments: { guest_id: gold, room_id: 'R111', check_in: '2026-03-20', check_out: '2026-03-18' } },
+        { tool: 'create_reservation', arguments: { guest_id: gold, room_id: 'R111', check_in: '2026-01-01', check_out: '2026-01-03' } },
+        { tool: 'pay_balance', arguments: { guest_id: gold, amount: -1 } },
+      ],
+    });
+    expect(probe.createError).to.equal(null);
+    const [search, backwards, past, negative] = probe.steps;
+    expect(search!.result).to.have.property('success', true);
+    expect(backwards!.result).to.deep.equal({ success: false, error: 'check_out must be after check_in' });
+    expect(past!.result).to.deep.equal({ success: false, error: 'check_in is in the past' });
+    expect(negative!.runtimeError).to.equal('INVALID_ARGUMENTS');
+    for (const step of probe.steps) expect(isEmptyDiff(step.diff!)).to.equal(true);
+  });
+
+  it('books a free room with the loyalty discount and shows the new reservation in the diff', async () => {
+    const probe = await runner.probe({ code, initialState: state, limits: DEFAULT_SANDBOX_LIMITS, withStates: true, calls: [
+      { tool: 'search_available_rooms', arguments: { check_in: '2026-04-01', check_out: '2026-04-03', room_type: 'double', limit: 1 } },
+    ] });
+    const room = ((probe.steps[0]!.result as { data: { room_id: string; total: number }[] }).data)[0]!;
+    const gold = Object.entries(state.guests).find(([, g]) => g.loyalty_tier === 'gold')![0];
+    const booked = await runner.probe({ code, initialState: state, limits: DEFAULT_SANDBOX_LIMITS, withStates: true, calls: [
+      { tool: 'create_reservation', arguments: { guest_id: gold, room_id: room.room_id, check_in: '2026-04-01', check_out: '2026-04-03' } },
+      { tool: 'create_reservation', arguments: { guest_id: gold, room_id: room.room_id, check_in: '2026-04-02', check_out: '2026-04-04' } },
+    ] });
+    const made = booked.steps[0]!;
+    expect(made.result).to.have.nested.property('data.total', Math.round(room.total * 0.9 * 100) / 100);
+    expect(made.diff!.added.map(a => a.path)).to.include.members([`/reservations/${(made.result as { data: { reservation_id: string } }).data.reservation_id}`]);
+    expect(booked.steps[1]!.result).to.have.property('success', false);
+  });
+});

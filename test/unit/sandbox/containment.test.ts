@@ -1,0 +1,223 @@
+import { expect } from 'chai';
+import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../../src/sandbox/limits.js';
+import { QuickJSHost, type SandboxEnvironment } from '../../../src/sandbox/quickjs-host.js';
+import type { EnvironmentCode } from '../../../src/sandbox/bundle.js';
+import { rejection } from '../../helpers/assert.js';
+
+const LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, callDeadlineMs: 200, createDeadlineMs: 300, checkDeadlineMs: 200, envMemoryMb: 32, heapMb: 160, maxResultBytes: 64 * 1024 };
+
+/** Every method is one hostile probe; each returns what it could reach, as JSON. */
+const HOSTILE = `
+function sloppyProbe() { return sloppyProbe.caller; }
+class Hostile {
+  constructor(s) { this.state = s; }
+  reach() {
+    const g = globalThis;
+    const names = Object.getOwnPropertyNames(g);
+    const viaFunction = (() => {}).constructor('return this')();
+    const viaObject = ({}).constructor.constructor('return typeof process')();
+    const viaAsync = (async () => {}).constructor;
+    return { success: true, data: {
+      process: typeof process, require: typeof require, module: typeof module, console: typeof console,
+      setTimeout: typeof setTimeout, setInterval: typeof setInterval, queueMicrotask: typeof queueMicrotask, fetch: typeof fetch,
+      SharedArrayBuffer: typeof SharedArrayBuffer, Atomics: typeof Atomics, WebAssembly: typeof WebAssembly,
+      globalNames: names, sameGlobal: viaFunction === g, viaObject, viaFunctionProcess: typeof viaFunction.process,
+      asyncCtor: typeof viaAsync,
+    } };
+  }
+  caller() {
+    const chain = [];
+    let c = sloppyProbe();
+    for (let i = 0; c && i < 10; i++) {
+      chain.push(c.constructor('return typeof process')());
+      try { c = c.caller; } catch (e) { chain.push(e.name); break; }
+    }
+    let strictError = null;
+    try { (function () { 'use strict'; return arguments.callee; })(); } catch (e) { strictError = e.name; }
+    return { success: true, data: { chain, strictError } };
+  }
+  prepareStack() {
+    Error.prepareStackTrace = (e, frames) => frames.map(f => f.getThis && f.getThis());
+    const stack = new Error('x').stack;
+    return { success: true, data: typeof stack };
+  }
+  dynamicImport() { return import('node:fs'); }
+  spin() { for (;;) {} }
+  spinCatching() { for (;;) { try { for (;;) {} } catch (e) {} } }
+  redos() { return { success: true, data: /^(a+)+$/.test('a'.repeat(40) + 'b') }; }
+  bomb() { const xs = []; for (;;) xs.push('x'.repeat(1 << 16) + xs.length); }
+  recurse({ n }) { const f = k => k === 0 ? 0 : 1 + f(k - 1); return { success: true, data: f(n) }; }
+  huge() { return { success: true, data: 'y'.repeat(200 * 1024) }; }
+  cyclic() { const o = { success: true }; o.self = o; return o; }
+  bigint() { return { success: true, data: 10n }; }
+  nothing() {}
+  throws() { throw new Error('the fridge is empty'); }
+  throwsString() { throw 'plain string'; }
+  wait() { const sab = new ArrayBuffer(8); return { success: true, data: typeof sab }; }
+  grow({ n }) { for (let i = 0; i < n; i++) this.state['k' + i] = 'z'.repeat(1000); return { success: true }; }
+  ok() { return { success: true, data: 'fine' }; }
+}`;
+
+const tool = (name: string, parameters: Record<string, unknown> = { type: 'object' }) => ({ type: 'function' as const, function: { name, parameters } });
+const CODE: EnvironmentCode = {
+  name: 'hostile',
+  className: 'Hostile',
+  source: HOSTILE,
+  tools: [
+    ...['reach', 'caller', 'prepareStack', 'dynamicImport', 'spin', 'spinCatching', 'redos', 'bomb', 'huge', 'cyclic', 'bigint', 'nothing', 'throws', 'throwsString', 'wait', 'ok', 'missingMethod'].map(n => tool(n)),
+    tool('recurse', { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] }),
+    tool('grow', { type: 'object', properties: { n: { type: 'integer', minimum: 0 } }, required: ['n'], additionalProperties: false }),
+  ],
+};
+
+describe('sandbox containment (QuickJS)', function () {
+  this.timeout(30_000);
+  const host = new QuickJSHost(LIMITS.heapMb);
+  let env: SandboxEnvironment;
+  let bystander: SandboxEnvironment;
+
+  beforeEach(async () => {
+    env = await host.createEnvironment(CODE, { n: 1 }, LIMITS);
+    bystander = await host.createEnvironment(CODE, { n: 2 }, LIMITS);
+  });
+  afterEach(() => {
+    env.dispose();
+    // The bystander in the same heap must keep working whatever the other one did.
+    expect(bystander.call('ok', {})).to.deep.include({ result: { success: true, data: 'fine' } });
+    expect(bystander.snapshot()).to.deep.equal({ n: 2 });
+    bystander.dispose();
+  });
+
+  it('reaches no host object: process, require, timers, fetch, SharedArrayBuffer, Atomics, WebAssembly', () => {
+    const { result, runtimeError } = env.call('reach', {});
+    expect(runtimeError).to.equal(undefined);
+    const data = (result as { data: Record<string, unknown> }).data;
+    for (const name of ['process', 'require', 'module', 'console', 'setTimeout', 'setInterval', 'queueMicrotask', 'fetch', 'SharedArrayBuffer', 'Atomics', 'WebAssembly']) {
+      expect(data[name], name).to.equal('undefined');
+    }
+    const globals = data['globalNames'] as string[];
+    for (const name of ['process', 'require', 'Buffer', 'global', 'WebAssembly', 'SharedArrayBuffer', 'Atomics', 'setTimeout']) {
+      expect(globals, name).not.to.include(name);
+    }
+    // The Function constructor, reached through any object, only yields the guest's own global.
+    expect(data['sameGlobal']).to.equal(true);
+    expect(data['viaObject']).to.equal('undefined');
+    expect(data['viaFunctionProcess']).to.equal('undefined');
+  });
+
+  it('gives fn.caller nothing from the host, and strict callee access throws inside the guest', () => {
+    const { result, runtimeError } = env.call('caller', {});
+    expect(runtimeError).to.equal(undefined);
+    const data = (result as { data: { chain: string[]; strictError: unknown } }).data;
+    // Whatever the caller chain yields, it is guest code: no process behind any of it.
+    for (const entry of data.chain) expect(['undefined', 'TypeError']).to.include(entry);
+    expect(data.strictError).to.equal('TypeError');
+  });
+
+  it('ignores Error.prepareStackTrace (no V8 CallSite API in the guest)', () => {
+    expect(env.call('prepareStack', {}).result).to.deep.equal({ success: true, data: 'string' });
+  });
+
+  it('refuses import(): a promise is not a result', () => {
+    expect(env.call('dynamicImport', {})).to.deep.include({ runtimeError: 'NON_JSON_RESULT' });
+  });
+
+  it('refuses a source with a static import', async () => {
+    const err = await rejection(host.createEnvironment({ ...CODE, source: `import fs from 'fs';\n${HOSTILE}` }, {}, LIMITS));
+    expect(err).to.have.property('code', 'SOURCE_LOAD_FAILED');
+  });
+
+  for (const method of ['spin', 'spinCatching', 'redos']) {
+    it(`interrupts ${method} at the deadline and throws the environment away`, () => {
+      expect(env.call(method, {})).to.deep.include({ runtimeError: 'DEADLINE_EXCEEDED' });
+      expect(env.disposed).to.equal(true);
+      expect(env.call('ok', {})).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+    });
+  }
+
+  it('interrupts an endless loop in the constructor', async () => {
+    const err = await rejection(host.createEnvironment({ ...CODE, source: 'class Hostile { constructor() { for (;;) {} } }' }, {}, LIMITS));
+    expect(err).to.have.property('code', 'DEADLINE_EXCEEDED');
+  });
+
+  it('stops a memory bomb with MEMORY_EXCEEDED', () => {
+    expect(env.call('bomb', {})).to.deep.include({ runtimeError: 'MEMORY_EXCEEDED' });
+    expect(env.disposed).to.equal(true);
+  });
+
+  it('stops deep recursion with STACK_OVERFLOW, and allows shallow recursion', () => {
+    expect(env.call('recurse', { n: 100 }).result).to.deep.equal({ success: true, data: 100 });
+    expect(env.call('recurse', { n: 10_000_000 })).to.deep.include({ runtimeError: 'STACK_OVERFLOW' });
+  });
+
+  it('refuses a result over the cap', () => {
+    const outcome = env.call('huge', {});
+    expect(outcome.runtimeError).to.equal('RESULT_TOO_LARGE');
+    expect(outcome.result).to.deep.include({ success: false });
+  });
+
+  it('refuses cyclic, BigInt and undefined results', () => {
+    expect(env.call('cyclic', {}).runtimeError).to.equal('NON_JSON_RESULT');
+    expect(env.call('bigint', {}).runtimeError).to.equal('NON_JSON_RESULT');
+    expect(env.call('nothing', {}).runtimeError).to.equal('NON_JSON_RESULT');
+    expect(env.call('ok', {}).runtimeError).to.equal(undefined);
+  });
+
+  it('reports a throw as an error result with its message, and the environment lives on', () => {
+    expect(env.call('throws', {})).to.deep.include({ runtimeError: 'TOOL_THREW', result: { success: false, error: 'the fridge is empty' } });
+    expect(env.call('throwsString', {}).result).to.deep.equal({ success: false, error: 'plain string' });
+    expect(env.call('ok', {}).result).to.deep.equal({ success: true, data: 'fine' });
+  });
+
+  it('reports unknown tools, private helpers and tools without a method', () => {
+    expect(env.call('launch', {}).runtimeError).to.equal('UNKNOWN_TOOL');
+    expect(String((env.call('launch', {}).result as { error: string }).error)).to.match(/the tools are: reach/);
+    expect(env.call('missingMethod', {}).runtimeError).to.equal('UNKNOWN_TOOL');
+    expect(env.call('constructor', {}).runtimeError).to.equal('UNKNOWN_TOOL');
+  });
+
+  it('refuses arguments that fail the schema and says which argument', () => {
+    const outcome = env.call('grow', { n: 'many' });
+    expect(outcome.runtimeError).to.equal('INVALID_ARGUMENTS');
+    expect((outcome.result as { error: string }).error).to.match(/at n: must be integer/);
+    expect((env.call('grow', { n: 1, extra: true }).result as { error: string }).error).to.match(/must NOT have additional properties \("extra"\)/);
+    expect(env.call('grow', []).runtimeError).to.equal('INVALID_ARGUMENTS');
+  });
+
+  it('refuses a state over the state cap at snapshot', async () => {
+    const small = await host.createEnvironment(CODE, {}, { ...LIMITS, maxStateBytes: 10_000 });
+    try {
+      small.call('grow', { n: 50 });
+      expect(() => small.snapshot()).to.throw().with.property('code', 'STATE_TOO_LARGE');
+    } finally {
+      small.dispose();
+    }
+  });
+});
+
+describe('sandbox loading errors', () => {
+  const host = new QuickJSHost(64);
+  const base = { name: 'x', className: 'X', tools: [] };
+  const code = async (source: string, state: unknown = {}) => (await rejection(host.createEnvironment({ ...base, source }, state, LIMITS))) as { code: string; message: string };
+
+  it('names a syntax error', async () => {
+    const err = await code('class X { constructor( { }');
+    expect(err.code).to.equal('SOURCE_LOAD_FAILED');
+    expect(err.message).to.match(/SyntaxError/);
+  });
+  it('names a missing class', async () => {
+    expect((await code('class Y { constructor(s) { this.state = s; } }')).code).to.equal('CLASS_MISSING');
+  });
+  it('names a constructor that throws', async () => {
+    const err = await code('class X { constructor(s) { throw new Error("no rooms"); } }');
+    expect(err).to.deep.include({ code: 'CONSTRUCTOR_FAILED' });
+    expect(err.message).to.match(/no rooms/);
+  });
+  it('requires this.state', async () => {
+    expect((await code('class X { constructor(s) {} }')).code).to.equal('STATE_INVALID');
+  });
+  it('refuses an initial state over the cap', async () => {
+    const err = await rejection(host.createEnvironment({ ...base, source: 'class X { constructor(s) { this.state = s; } }' }, { big: 'x'.repeat(5000) }, { ...LIMITS, maxStateBytes: 1000 }));
+    expect(err).to.have.property('code', 'STATE_TOO_LARGE');
+  });
+});
