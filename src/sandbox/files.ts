@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 
 /** A user's input file is wrong: the message names the file, the line and the problem. */
@@ -15,6 +16,17 @@ function lineAndColumn(text: string, position: number): string {
   const line = before.split('\n').length;
   const column = position - before.lastIndexOf('\n');
   return `line ${line}, column ${column}`;
+}
+
+/**
+ * Where a JSON syntax error is. Node 20's JSON.parse does not always say; JSON is YAML, so the
+ * YAML parser, which reports line and column, locates it (when it also rejects the text).
+ */
+function locateJsonError(text: string, message: string): string {
+  const position = /position (\d+)/.exec(message)?.[1];
+  if (position !== undefined) return ` at ${lineAndColumn(text, Number(position))}`;
+  const first = parseDocument(text).errors[0]?.linePos?.[0];
+  return first ? ` at line ${first.line}, column ${first.col}` : '';
 }
 
 function describeIssues(error: z.ZodError): string {
@@ -40,9 +52,7 @@ export async function readJsonFile<T = unknown>(path: string, schema?: z.ZodType
     value = JSON.parse(text);
   } catch (err) {
     const message = (err as Error).message;
-    const position = /position (\d+)/.exec(message)?.[1];
-    const where = position === undefined ? '' : ` at ${lineAndColumn(text, Number(position))}`;
-    throw new InputFileError(`${path}: not valid JSON${where}: ${message}`);
+    throw new InputFileError(`${path}: not valid JSON${locateJsonError(text, message)}: ${message}`);
   }
   if (!schema) return value as T;
   const result = schema.safeParse(value);

@@ -1,0 +1,110 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { expect } from 'chai';
+
+const run = promisify(execFile);
+const REF = 'fixtures/reference';
+
+async function envfleet(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['bin/envfleet.js', ...args], { maxBuffer: 64 << 20 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('envfleet sandbox (command line)', function () {
+  this.timeout(60_000);
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'envfleet-cli-'));
+  });
+  const file = async (name: string, text: string) => {
+    const path = join(dir, name);
+    await writeFile(path, text);
+    return path;
+  };
+
+  it('runs calls against a bundle and prints results, runtime errors and the final state', async () => {
+    const calls = await file('calls.jsonl', [
+      '{"tool": "get_guest", "arguments": {"guest_id": "G0001"}}',
+      '',
+      '{"tool": "pay_balance", "arguments": {"guest_id": "G0001", "amount": "lots"}}',
+      '{"tool": "teleport", "arguments": {}}',
+      '{"tool": "mark_room_clean", "arguments": {"room_id": "R101"}}',
+    ].join('\n'));
+    const { code, stdout } = await envfleet(['sandbox', 'run', `${REF}/hotel-env.bundle.json`, '--state', `${REF}/hotel-state.json`, '--calls', calls]);
+    expect(code).to.equal(0);
+    const out = JSON.parse(stdout) as { results: { tool: string; arguments: unknown; result: { success: boolean; error?: string }; runtimeError?: string }[]; finalState: { guests: object } };
+    expect(out.results.map(r => r.tool)).to.deep.equal(['get_guest', 'pay_balance', 'teleport', 'mark_room_clean']);
+    expect(out.results[0]!.result.success).to.equal(true);
+    expect(out.results[1]).to.deep.include({ runtimeError: 'INVALID_ARGUMENTS' });
+    expect(out.results[1]!.result.error).to.match(/amount/);
+    expect(out.results[2]!.runtimeError).to.equal('UNKNOWN_TOOL');
+    expect(out.results[3]!.runtimeError).to.equal(undefined);
+    expect(out.finalState.guests).to.have.property('G0001');
+  });
+
+  it('applies --deadline-ms and --memory-mb', async () => {
+    const bundle = await file('spin.json', JSON.stringify({
+      name: 'spin', className: 'S', source: 'class S { constructor(s) { this.state = s; } spin() { for (;;) {} } bomb() { const a = []; for (;;) a.push("x".repeat(65536) + a.length); } ok() { return { success: true }; } }',
+      tools: ['spin', 'bomb', 'ok'].map(name => ({ type: 'function', function: { name, parameters: { type: 'object' } } })),
+    }));
+    const state = await file('state.json', '{}');
+    const calls = await file('spin.jsonl', '{"tool":"spin","arguments":{}}\n{"tool":"ok","arguments":{}}\n');
+    const { code, stdout } = await envfleet(['sandbox', 'run', bundle, '--state', state, '--calls', calls, '--deadline-ms', '100']);
+    expect(code).to.equal(0);
+    const out = JSON.parse(stdout) as { results: { runtimeError?: string }[]; finalState: unknown; finalStateError?: { code: string } };
+    expect(out.results.map(r => r.runtimeError)).to.deep.equal(['DEADLINE_EXCEEDED', 'ENV_DISPOSED']);
+    expect(out.finalStateError?.code).to.equal('ENV_DISPOSED');
+    const bomb = await file('bomb.jsonl', '{"tool":"bomb"}\n');
+    const mem = JSON.parse((await envfleet(['sandbox', 'run', bundle, '--state', state, '--calls', bomb, '--memory-mb', '32', '--deadline-ms', '20000'])).stdout) as { results: { runtimeError?: string }[] };
+    expect(mem.results[0]!.runtimeError).to.equal('MEMORY_EXCEEDED');
+  });
+
+  it('names the file, line and problem of a malformed input, and exits 1', async () => {
+    const calls = await file('bad.jsonl', '{"tool": "get_guest", "arguments": {}}\n{"tool": "get_guest", "arguments": {}\n');
+    const bad = await envfleet(['sandbox', 'run', `${REF}/hotel-env.bundle.json`, '--state', `${REF}/hotel-state.json`, '--calls', calls]);
+    expect(bad.code).to.equal(1);
+    expect(bad.stderr).to.include(`${calls} line 2: not valid JSON`);
+
+    const bundle = await file('bundle.json', '{\n  "name": "x",\n  "className": "X",\n  "source": "class X {}",\n  "tools": [}\n');
+    const badBundle = await envfleet(['sandbox', 'run', bundle, '--state', `${REF}/hotel-state.json`, '--calls', calls]);
+    expect(badBundle.code).to.equal(1);
+    expect(badBundle.stderr).to.match(new RegExp(`${bundle.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: not valid JSON at line 5, column \\d+`));
+
+    const noClass = await file('noclass.json', JSON.stringify({ name: 'x', source: 'class X {}', tools: [] }));
+    const missing = await envfleet(['sandbox', 'run', noClass, '--state', `${REF}/hotel-state.json`, '--calls', calls]);
+    expect(missing.stderr).to.match(/noclass\.json: className: /);
+
+    const absent = await envfleet(['sandbox', 'run', join(dir, 'nope.json'), '--state', `${REF}/hotel-state.json`, '--calls', calls]);
+    expect(absent.stderr).to.match(/nope\.json: cannot read the file \(ENOENT\)/);
+  });
+
+  it('runs check functions and prints results, reward and solved', async () => {
+    const checks = await file('checks.json', JSON.stringify([
+      { item: 'G0001 exists', check: 'function check(f) { return !!f.guests.G0001; }' },
+      { item: 'grew', check: 'function check(f, i) { return Object.keys(f.reservations).length > Object.keys(i.reservations).length; }' },
+      { item: 'throws', check: 'function check(f) { return f.nothing.here; }' },
+    ]));
+    const { code, stdout } = await envfleet(['sandbox', 'check', checks, '--initial', `${REF}/hotel-state.json`, '--final', `${REF}/hotel-state.json`]);
+    expect(code).to.equal(0);
+    const out = JSON.parse(stdout) as { results: { item: string; passed: boolean; error?: string; errorCode?: string }[]; reward: number; solved: boolean };
+    expect(out.results.map(r => r.passed)).to.deep.equal([true, false, false]);
+    expect(out.results[2]).to.deep.include({ errorCode: 'CHECK_THREW' });
+    expect(out.reward).to.be.closeTo(1 / 3, 1e-9);
+    expect(out.solved).to.equal(false);
+  });
+
+  it('says what is wrong with a checks file that is not an array of {item, check}', async () => {
+    const checks = await file('checks-bad.json', JSON.stringify([{ item: 'x' }]));
+    const out = await envfleet(['sandbox', 'check', checks, '--initial', `${REF}/hotel-state.json`, '--final', `${REF}/hotel-state.json`]);
+    expect(out.code).to.equal(1);
+    expect(out.stderr).to.match(/checks-bad\.json: 0\.check: /);
+  });
+});
