@@ -182,6 +182,41 @@ export const ENV_VARS = {
     example: '8192',
     description: 'Largest environment state, serialized, in KiB.',
   },
+  ENVFLEET_MIN_USEFULNESS: {
+    schema: int(1, 10).default(7),
+    example: '7',
+    description: 'mine.topic keeps a description whose usefulness score (1–10) reaches this.',
+  },
+  ENVFLEET_MIN_MODELABILITY: {
+    schema: int(1, 10).default(7),
+    example: '7',
+    description: 'mine.topic keeps a description whose modelability score (1–10) reaches this.',
+  },
+  ENVFLEET_DEDUP_THRESHOLD: {
+    schema: decimal(/^\d+(\.\d+)?$/, 'a number between 0 and 1').pipe(z.number().min(0).max(1)).default(0.9),
+    example: '0.9',
+    description: 'mine.dedup drops a description whose embedding cosine similarity to a kept one reaches this.',
+  },
+  ENVFLEET_PROBE_STEPS: {
+    schema: int(1, 1_000).default(30),
+    example: '30',
+    description: 'Dual-agent probe steps per environment and round (check.probe).',
+  },
+  ENVFLEET_NOT_FAIL_THRESHOLD: {
+    schema: decimal(/^\d+(\.\d+)?$/, 'a number between 0 and 1').pipe(z.number().min(0).max(1)).default(0.85),
+    example: '0.85',
+    description: 'check.verdict keeps an environment whose (pass + warning) / judged probe steps reaches this.',
+  },
+  ENVFLEET_ASSEMBLE_ROUNDS: {
+    schema: int(0, 10).default(2),
+    example: '2',
+    description: 'Rounds in which skeleton.assemble sends missing or broken methods back to the model.',
+  },
+  ENVFLEET_REPAIR_ROUNDS: {
+    schema: int(0, 5).default(1),
+    example: '1',
+    description: 'Repair rounds for an environment the checker rejected: failing methods regenerated, then re-probed.',
+  },
   ENVFLEET_BUDGET_USD: {
     schema: nonNegativeNumber.default(0),
     example: '0',

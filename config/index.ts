@@ -73,6 +73,15 @@ export interface AppConfig {
     readonly stackBytes: number;
   };
   readonly budgets: { readonly usd: number; readonly tokens: number };
+  readonly synthesis: {
+    readonly minUsefulness: number;
+    readonly minModelability: number;
+    readonly dedupThreshold: number;
+    readonly probeSteps: number;
+    readonly notFailThreshold: number;
+    readonly assembleRounds: number;
+    readonly verdictRepairRounds: number;
+  };
   readonly log: { readonly level: EnvSchema['LOG_LEVEL'] };
   /** Where the models file came from, for `envfleet doctor`. */
   readonly modelsFile: string | null;
@@ -208,6 +217,15 @@ export function loadConfig(
       stackBytes: 256 * 1024,
     },
     budgets: { usd: e.ENVFLEET_BUDGET_USD, tokens: e.ENVFLEET_BUDGET_TOKENS },
+    synthesis: {
+      minUsefulness: e.ENVFLEET_MIN_USEFULNESS,
+      minModelability: e.ENVFLEET_MIN_MODELABILITY,
+      dedupThreshold: e.ENVFLEET_DEDUP_THRESHOLD,
+      probeSteps: e.ENVFLEET_PROBE_STEPS,
+      notFailThreshold: e.ENVFLEET_NOT_FAIL_THRESHOLD,
+      assembleRounds: e.ENVFLEET_ASSEMBLE_ROUNDS,
+      verdictRepairRounds: e.ENVFLEET_REPAIR_ROUNDS,
+    },
     log: { level: e.LOG_LEVEL },
     modelsFile: e.ENVFLEET_MODELS_FILE ?? null,
     explicit,

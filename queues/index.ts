@@ -1,10 +1,45 @@
+import type { QueueDefinition } from './define-queue.js';
+import { checkConfigQueue } from './check-config.queue.js';
+import { checkProbeQueue } from './check-probe.queue.js';
+import { checkVerdictQueue } from './check-verdict.queue.js';
+import { mineDedupQueue } from './mine-dedup.queue.js';
+import { mineJudgeQueue } from './mine-judge.queue.js';
+import { mineTopicQueue } from './mine-topic.queue.js';
 import { modelCallQueue } from './model-call.queue.js';
+import { skeletonAssembleQueue } from './skeleton-assemble.queue.js';
+import { skeletonMethodQueue } from './skeleton-method.queue.js';
+import { skeletonOperationsQueue } from './skeleton-operations.queue.js';
+import { skeletonStateQueue } from './skeleton-state.queue.js';
 
-export { modelCallQueue } from './model-call.queue.js';
 export { baseJobOptions, defineQueue, type QueueDefinition } from './define-queue.js';
+export {
+  checkConfigQueue,
+  checkProbeQueue,
+  checkVerdictQueue,
+  mineDedupQueue,
+  mineJudgeQueue,
+  mineTopicQueue,
+  modelCallQueue,
+  skeletonAssembleQueue,
+  skeletonMethodQueue,
+  skeletonOperationsQueue,
+  skeletonStateQueue,
+};
 
 /** Every queue of the fleet, by name. `envfleet worker --queues` chooses among these. */
-export const QUEUES = {
-  [modelCallQueue.name]: modelCallQueue,
-} as const;
+export const QUEUES: Readonly<Record<string, QueueDefinition<never, never>>> = Object.fromEntries(
+  [
+    modelCallQueue,
+    mineJudgeQueue,
+    mineTopicQueue,
+    mineDedupQueue,
+    skeletonStateQueue,
+    skeletonOperationsQueue,
+    skeletonMethodQueue,
+    skeletonAssembleQueue,
+    checkConfigQueue,
+    checkProbeQueue,
+    checkVerdictQueue,
+  ].map(q => [q.name, q as unknown as QueueDefinition<never, never>]),
+);
 export const QUEUE_NAMES = Object.keys(QUEUES);

@@ -24,12 +24,16 @@ export interface QueueWorker {
   beginShutdown(): void;
 }
 
+/** Called once per job when it is finished for good: completed, or failed with no retry left. */
+export type SettledHook = (data: unknown, jobId: string, outcome: { status: 'completed' | 'failed'; reason?: string }) => Promise<void>;
+
 export interface WorkerSettings {
   readonly config: Pick<AppConfig, 'worker' | 'jobs' | 'redis'>;
   readonly connection: ConnectionOptions;
   readonly logger: Logger;
   /** Overrides the configured concurrency for this queue. */
   readonly concurrency?: number;
+  readonly onSettled?: SettledHook;
 }
 
 /**
@@ -101,8 +105,21 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
     },
   );
   worker.on('error', err => log.error({ err }, 'worker error'));
+  const settle = (job: Job, outcome: { status: 'completed' | 'failed'; reason?: string }) => {
+    settings.onSettled?.(job.data, job.id ?? '', outcome).catch((err: unknown) => log.error({ err, jobId: job.id }, 'settling the job failed'));
+  };
+  worker.on('completed', job => settle(job, { status: 'completed' }));
   worker.on('failed', (job, err) => {
-    if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) log.error({ jobId: job.id, reason: err.message }, 'job failed');
+    if (!job) return;
+    // 'failed' fires on every failed attempt; only a job that is now in the failed set is final.
+    job.getState().then(
+      state => {
+        if (state !== 'failed') return;
+        log.error({ jobId: job.id, reason: err.message }, 'job failed');
+        settle(job, { status: 'failed', reason: err.message });
+      },
+      (e: unknown) => log.warn({ err: e }, 'could not read the state of a failed job'),
+    );
   });
   return {
     name: def.name,

@@ -10,6 +10,8 @@ import { runDemo } from './demo.js';
 import { formatChecks, runDoctor } from './doctor.js';
 import { startWorkerProcess } from './main.js';
 import { sandboxCheck, sandboxRun } from './sandbox-cli.js';
+import { exportRun, submitSynthesis, waitForRun, withProducerRedis } from './synth-cli.js';
+import { createRedisSynthesisStore } from '../src/synthesis/store.js';
 import { onTerminationSignals } from './shutdown.js';
 
 function positiveInt(value: string): number {
@@ -118,6 +120,60 @@ program
     guarded(async () => {
       await runDemo();
       process.exit(0);
+    }),
+  );
+
+program
+  .command('synth')
+  .description('synthesize environments: from source tasks (mining, skeleton, dual-agent check) or from descriptions (skipping mining)')
+  .requiredOption('--run <name>', 'run name (re-running the same command resumes it and adds nothing)')
+  .option('--tasks <file>', 'JSONL, one {"task": TEXT, "id"?, "source"?} per line')
+  .option('--descriptions <file>', 'JSONL, one {"summary": TEXT, "introduction": TEXT} per line')
+  .option('--max-envs <n>', 'build at most N environments (default: no limit)', positiveInt)
+  .option('--probe-steps <n>', 'dual-agent probe steps per environment (default ENVFLEET_PROBE_STEPS)', positiveInt)
+  .option('--no-wait', 'enqueue and return without waiting for the run to finish')
+  .option('--workers', 'also run workers for every queue in this process (otherwise start `envfleet worker` somewhere)')
+  .action(
+    guarded(async (opts: { run: string; tasks?: string; descriptions?: string; maxEnvs?: number; probeSteps?: number; wait: boolean; workers?: boolean }) => {
+      const config = loadConfig();
+      const logger = createLogger(config);
+      const running = opts.workers ? await startWorkerProcess(config, logger) : null;
+      try {
+        await withProducerRedis(config, async redis => {
+          const submission = await submitSynthesis(config, redis, {
+            runId: opts.run,
+            ...(opts.tasks ? { tasks: opts.tasks } : {}),
+            ...(opts.descriptions ? { descriptions: opts.descriptions } : {}),
+            ...(opts.maxEnvs ? { maxEnvs: opts.maxEnvs } : {}),
+            ...(opts.probeSteps ? { probeSteps: opts.probeSteps } : {}),
+          });
+          for (const p of submission.problems) process.stderr.write(`envfleet: ${opts.tasks ?? opts.descriptions} line ${p.line} skipped: ${p.problem}\n`);
+          process.stdout.write(`run ${submission.runId}: ${submission.created ? 'created' : 'exists (resuming)'}; ${submission.items} input items, ${submission.jobsAdded} jobs added\n`);
+          if (!opts.wait) return;
+          const store = createRedisSynthesisStore(redis, config.redis.prefix);
+          const final = await waitForRun(store, submission.runId, p =>
+            process.stdout.write(`run ${submission.runId}: ${p.outstanding} jobs outstanding; environments ${JSON.stringify(p.environments)}\n`),
+          );
+          process.stdout.write(`run ${submission.runId} finished: ${JSON.stringify(final.environments)}. Export it with: envfleet export --run ${submission.runId} --out DIR\n`);
+        });
+      } finally {
+        await running?.stop();
+      }
+    }),
+  );
+
+program
+  .command('export')
+  .description('write the datasets of a run: DIR/environments.jsonl (every environment, kept, rejected and failed)')
+  .requiredOption('--run <name>', 'run name')
+  .requiredOption('--out <dir>', 'output directory (created if missing)')
+  .action(
+    guarded(async (opts: { run: string; out: string }) => {
+      const config = loadConfig();
+      await withProducerRedis(config, async redis => {
+        const result = await exportRun(createRedisSynthesisStore(redis, config.redis.prefix), opts.run, opts.out);
+        process.stdout.write(`wrote ${result.count} environments to ${result.path} ${JSON.stringify(result.byStatus)}\n`);
+      });
     }),
   );
 

@@ -9,6 +9,8 @@ import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/co
 import type { SandboxRunner } from '../src/sandbox/runner.js';
 import { createRedisArtifactStore, type ArtifactStore } from '../src/store/artifact-store.js';
 import { createSandboxPool } from './sandbox-pool.js';
+import { createRunEnqueuer, type RunEnqueuer } from '../queues/run-enqueuer.js';
+import { createRedisSynthesisStore, type SynthesisStore } from '../src/synthesis/store.js';
 
 /** Everything a worker process shares between its queues, built once from the configuration. */
 export interface FleetContext {
@@ -23,6 +25,8 @@ export interface FleetContext {
   readonly artifacts: ArtifactStore;
   /** The sandbox pool of this process (piscina threads running QuickJS). */
   readonly sandbox: SandboxRunner;
+  readonly store: SynthesisStore;
+  readonly enqueuer: RunEnqueuer;
   close(): Promise<void>;
 }
 
@@ -40,16 +44,21 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     logger: logger.child({ component: 'gateway' }),
   });
   const sandbox = createSandboxPool(config, logger.child({ component: 'sandbox' }));
+  const store = createRedisSynthesisStore(redis, prefix);
+  const enqueuer = createRunEnqueuer(redis, { prefix, jobs: config.jobs, store });
   return {
     config,
     logger,
     sandbox,
+    store,
+    enqueuer,
     workerConnection,
     redis,
     gateway,
     ledger,
     artifacts: createRedisArtifactStore(redis, prefix),
     async close() {
+      await enqueuer.close();
       await sandbox.close();
       await Promise.allSettled([redis.quit(), workerConnection.quit()]);
     },

@@ -3,6 +3,7 @@ import { QUEUE_NAMES } from '../queues/index.js';
 import { startQueueWorker, type QueueWorker, type WorkerSettings } from './bootstrap.js';
 import type { FleetContext } from './fleet.js';
 import { createModelCallProcessor } from './processors/model-call.processor.js';
+import { synthesisProcessors, synthesisSettled } from './processors/synthesis.processors.js';
 
 /** Starts a worker for each named queue, wiring each queue to its processor. */
 export function startWorkers(ctx: FleetContext, queueNames: readonly string[], concurrency?: number): QueueWorker[] {
@@ -12,13 +13,12 @@ export function startWorkers(ctx: FleetContext, queueNames: readonly string[], c
     logger: ctx.logger,
     ...(concurrency === undefined ? {} : { concurrency }),
   };
+  const synthesis = new Map(synthesisProcessors(ctx).map(e => [e.def.name, e]));
   return queueNames.map(name => {
-    switch (name) {
-      case modelCallQueue.name:
-        return startQueueWorker(modelCallQueue, createModelCallProcessor(ctx), settings);
-      default:
-        throw new Error(`unknown queue "${name}"; known queues: ${QUEUE_NAMES.join(', ')}`);
-    }
+    if (name === modelCallQueue.name) return startQueueWorker(modelCallQueue, createModelCallProcessor(ctx), settings);
+    const entry = synthesis.get(name);
+    if (!entry) throw new Error(`unknown queue "${name}"; known queues: ${QUEUE_NAMES.join(', ')}`);
+    return startQueueWorker(entry.def, entry.processor, { ...settings, onSettled: synthesisSettled(ctx, name) });
   });
 }
 

@@ -68,6 +68,12 @@ export interface ChatResult {
 
 export interface StructuredRequest<T> extends ChatRequest {
   readonly schema: z.ZodType<T>;
+  /**
+   * Checks beyond the schema (e.g. the code loads in the sandbox, the state matches its JSON
+   * Schema). Returns null when the value is acceptable, or a description of what is wrong, which
+   * goes back to the model like a schema error.
+   */
+  readonly check?: ((value: T) => Promise<string | null>) | undefined;
 }
 
 export interface StructuredResult<T> {
@@ -274,9 +280,13 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       promptTokens += result.usage.promptTokens;
       completionTokens += result.usage.completionTokens;
       const content = result.message.content ?? '';
-      const parsed = result.finishReason === 'length'
+      let parsed = result.finishReason === 'length'
         ? { ok: false as const, error: `the reply was cut off at the token limit (${request.maxTokens ?? profileOf(ctx.stage).maxTokens} tokens); answer more briefly` }
         : parseStructured(content, request.schema);
+      if (parsed.ok && request.check) {
+        const problem = await request.check(parsed.value);
+        if (problem !== null) parsed = { ok: false as const, error: problem };
+      }
       if (parsed.ok) return { value: parsed.value, calls: call, usage: { promptTokens, completionTokens } };
       errors.push(parsed.error);
       ctx.logger?.warn({ stage: ctx.stage, call, problem: truncateForLog(parsed.error, 300) }, 'model output rejected');

@@ -1,0 +1,82 @@
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { InputFileError } from '../sandbox/files.js';
+import { hashOf } from '../util/canonical.js';
+import type { EnvDescription, SourceTask } from './types.js';
+
+const TaskLine = z.strictObject({
+  task: z.string().trim().min(1, 'task must not be empty'),
+  id: z.union([z.string().min(1), z.number()]).optional(),
+  source: z.string().optional(),
+});
+const DescriptionLine = z.strictObject({
+  summary: z.string().trim().min(1, 'summary must not be empty'),
+  introduction: z.string().trim().min(1, 'introduction must not be empty'),
+  task: z.string().optional(),
+  id: z.union([z.string(), z.number()]).optional(),
+});
+
+export interface LineProblem {
+  readonly line: number;
+  readonly problem: string;
+}
+
+export interface ParsedLines<T> {
+  readonly items: T[];
+  readonly problems: LineProblem[];
+}
+
+async function parseLines<S extends z.ZodType>(path: string, schema: S): Promise<ParsedLines<{ line: number; value: z.infer<S> }>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new InputFileError(`${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  const items: { line: number; value: z.infer<S> }[] = [];
+  const problems: LineProblem[] = [];
+  for (const [i, raw] of text.split('\n').entries()) {
+    if (!raw.trim()) continue;
+    let json: unknown;
+    try {
+      json = JSON.parse(raw);
+    } catch (err) {
+      problems.push({ line: i + 1, problem: `not valid JSON: ${(err as Error).message}` });
+      continue;
+    }
+    const r = schema.safeParse(json);
+    if (!r.success) {
+      problems.push({ line: i + 1, problem: r.error.issues.map(x => `${x.path.join('.') || '(line)'}: ${x.message}`).join('; ') });
+      continue;
+    }
+    items.push({ line: i + 1, value: r.data });
+  }
+  return { items, problems };
+}
+
+/** `{"task": TEXT, "id"?, "source"?}` per line; bad lines are reported by number and skipped; duplicate ids are bad lines. */
+export async function readTasksFile(path: string): Promise<ParsedLines<SourceTask>> {
+  const { items, problems } = await parseLines(path, TaskLine);
+  const seen = new Set<string>();
+  const tasks: SourceTask[] = [];
+  for (const { line, value } of items) {
+    const id = value.id === undefined ? `task-${hashOf(value.task.trim(), 12)}` : String(value.id).replace(/[^A-Za-z0-9_.-]/g, '_');
+    if (seen.has(id)) {
+      problems.push({ line, problem: value.id === undefined ? 'the same task appears on an earlier line' : `id ${id} appears on an earlier line` });
+      continue;
+    }
+    seen.add(id);
+    tasks.push({ id, task: value.task.trim(), source: value.source, index: line });
+  }
+  problems.sort((a, b) => a.line - b.line);
+  return { items: tasks, problems };
+}
+
+/** `{"summary": TEXT, "introduction": TEXT}` per line (mining skipped). */
+export async function readDescriptionsFile(path: string): Promise<ParsedLines<EnvDescription>> {
+  const { items, problems } = await parseLines(path, DescriptionLine);
+  return {
+    items: items.map(({ value }) => ({ summary: value.summary, introduction: value.introduction, ...(value.task ? { task: value.task } : {}) })),
+    problems,
+  };
+}

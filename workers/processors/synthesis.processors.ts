@@ -1,0 +1,121 @@
+import type { z } from 'zod';
+import { checkConfigQueue } from '../../queues/check-config.queue.js';
+import { checkProbeQueue } from '../../queues/check-probe.queue.js';
+import { checkVerdictQueue } from '../../queues/check-verdict.queue.js';
+import type { QueueDefinition } from '../../queues/define-queue.js';
+import { mineDedupQueue } from '../../queues/mine-dedup.queue.js';
+import { mineJudgeQueue } from '../../queues/mine-judge.queue.js';
+import { mineTopicQueue } from '../../queues/mine-topic.queue.js';
+import { pendingKey, type RunEnqueuer } from '../../queues/run-enqueuer.js';
+import { skeletonAssembleQueue } from '../../queues/skeleton-assemble.queue.js';
+import { skeletonMethodQueue } from '../../queues/skeleton-method.queue.js';
+import { skeletonOperationsQueue } from '../../queues/skeleton-operations.queue.js';
+import { skeletonStateQueue } from '../../queues/skeleton-state.queue.js';
+import type { StageResult } from '../../queues/stage-queue.js';
+import type { ModelGateway } from '../../src/llm/gateway.js';
+import type { SandboxRunner } from '../../src/sandbox/runner.js';
+import {
+  assembleEnvironment,
+  buildMethod,
+  buildOperations,
+  buildState,
+  decideEnvironment,
+  dedupDescriptions,
+  failEnv,
+  inferTopic,
+  judgeTask,
+  makeTestConfig,
+  probeEnvironment,
+  type SynthesisDeps,
+} from '../../src/synthesis/stages.js';
+import type { SynthesisStore } from '../../src/synthesis/store.js';
+import type { SettledHook, StageProcessor } from '../bootstrap.js';
+
+export interface SynthesisWiring {
+  readonly gateway: ModelGateway;
+  readonly sandbox: SandboxRunner;
+  readonly store: SynthesisStore;
+  readonly enqueuer: RunEnqueuer;
+}
+
+type Entry = {
+  readonly def: QueueDefinition<never, never>;
+  readonly processor: StageProcessor<never, never>;
+};
+
+const result = (outcome: { ok: boolean; reason?: string | undefined }, detail?: Record<string, unknown>): StageResult => ({
+  ok: outcome.ok,
+  ...(outcome.reason ? { reason: outcome.reason } : {}),
+  ...(detail ? { detail } : {}),
+});
+
+/** The processors of the synthesis queues: each runs its stage, then enqueues what follows. */
+export function synthesisProcessors(w: SynthesisWiring): Entry[] {
+  const deps = (signal: AbortSignal, logger: SynthesisDeps['logger']): SynthesisDeps => ({ gateway: w.gateway, sandbox: w.sandbox, store: w.store, signal, logger });
+  const entry = <D extends z.ZodType<{ runId: string }>>(def: QueueDefinition<D, typeof skeletonStateQueue.result>, processor: StageProcessor<D, typeof skeletonStateQueue.result>): Entry => ({
+    def: def as unknown as Entry['def'],
+    processor: processor as unknown as Entry['processor'],
+  });
+  return [
+    entry(mineJudgeQueue, async (d, c) => {
+      const r = await judgeTask(deps(c.signal, c.logger), d.runId, d.taskId);
+      return result({ ok: true }, r);
+    }),
+    entry(mineTopicQueue, async (d, c) => {
+      const r = await inferTopic(deps(c.signal, c.logger), d.runId, d.taskId);
+      return result({ ok: true }, r);
+    }),
+    entry(mineDedupQueue, async (d, c) => {
+      const { envIds } = await dedupDescriptions(deps(c.signal, c.logger), d.runId);
+      for (const envId of envIds) await w.enqueuer.add(skeletonStateQueue, { runId: d.runId, envId });
+      return result({ ok: true }, { environments: envIds.length });
+    }),
+    entry(skeletonStateQueue, async (d, c) => {
+      const r = await buildState(deps(c.signal, c.logger), d.runId, d.envId);
+      if (r.ok) await w.enqueuer.add(skeletonOperationsQueue, d);
+      return result(r);
+    }),
+    entry(skeletonOperationsQueue, async (d, c) => {
+      const r = await buildOperations(deps(c.signal, c.logger), d.runId, d.envId);
+      if (r.ok && r.operations) await w.enqueuer.methodsFlow(d.runId, d.envId, r.operations);
+      return result(r, r.operations ? { operations: r.operations.length } : undefined);
+    }),
+    entry(skeletonMethodQueue, async (d, c) => result(await buildMethod(deps(c.signal, c.logger), d.runId, d.envId, d.op))),
+    entry(skeletonAssembleQueue, async (d, c) => {
+      const r = await assembleEnvironment(deps(c.signal, c.logger), d.runId, d.envId);
+      if (r.ok) await w.enqueuer.add(checkConfigQueue, d);
+      return result(r);
+    }),
+    entry(checkConfigQueue, async (d, c) => {
+      const r = await makeTestConfig(deps(c.signal, c.logger), d.runId, d.envId);
+      if (r.ok) await w.enqueuer.add(checkProbeQueue, { ...d, round: 1 });
+      return result(r);
+    }),
+    entry(checkProbeQueue, async (d, c) => {
+      const r = await probeEnvironment(deps(c.signal, c.logger), d.runId, d.envId, d.round);
+      if (r.ok) await w.enqueuer.add(checkVerdictQueue, d);
+      return result(r);
+    }),
+    entry(checkVerdictQueue, async (d, c) => {
+      const r = await decideEnvironment(deps(c.signal, c.logger), d.runId, d.envId, d.round);
+      if (r.nextRound && r.nextRound > d.round) await w.enqueuer.add(checkProbeQueue, { runId: d.runId, envId: d.envId, round: r.nextRound });
+      return result(r, r.nextRound ? { nextRound: r.nextRound } : undefined);
+    }),
+  ];
+}
+
+/**
+ * When a synthesis job is finished for good: it leaves its run's outstanding set, and if it
+ * failed (attempts exhausted, or given up) its environment ends with the recorded reason.
+ */
+export function synthesisSettled(w: Pick<SynthesisWiring, 'store' | 'gateway' | 'sandbox'>, queue: string): SettledHook {
+  return async (data, jobId, outcome) => {
+    const d = data as { runId?: string; envId?: string };
+    if (!d.runId) return;
+    if (outcome.status === 'failed' && d.envId) {
+      const code = /^\[([A-Z_]+)\]/.exec(outcome.reason ?? '')?.[1] ?? 'JOB_FAILED';
+      await failEnv({ gateway: w.gateway, sandbox: w.sandbox, store: w.store }, d.runId, d.envId, queue, code, outcome.reason ?? 'the job failed');
+    }
+    await w.store.donePending(d.runId, pendingKey(queue, jobId));
+  };
+}
