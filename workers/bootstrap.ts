@@ -1,4 +1,5 @@
 import { DelayedError, RateLimitError, UnrecoverableError, Worker, type ConnectionOptions, type Job, type Queue } from 'bullmq';
+import { setMaxListeners } from 'node:events';
 import type { z } from 'zod';
 import type { AppConfig } from '../config/index.js';
 import type { QueueDefinition } from '../queues/define-queue.js';
@@ -59,6 +60,8 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
     async (job: Job, token?: string, signal?: AbortSignal) => {
       const jobLog = log.child({ jobId: job.id, attempt: job.attemptsMade + 1 });
       const abort = signal ?? new AbortController().signal;
+      // One job makes many model calls with its signal; each adds a listener while in flight.
+      setMaxListeners(1_000, abort);
       try {
         const data = def.parseData(job.data);
         const result = await processor(data, { job, signal: abort, logger: jobLog });

@@ -133,7 +133,7 @@ export function methodPrompt(desc: EnvDescription, state: StateOutput, operation
       role: 'user',
       content:
         `${describe(desc)}\nClass: ${state.className}\nRules: ${json(state.rules)}\nState schema: ${clip(json(state.stateSchema), 8000)}\n` +
-        `All operations: ${operations.map(o => o.name).join(', ')}\nWrite the method for: ${json(op)}`,
+        `All operations: ${operations.map(o => o.name).join(', ')}\nWrite the method for operation ${op.name}: ${json(op)}`,
     },
   ];
 }

@@ -112,7 +112,9 @@ export function synthesisSettled(w: Pick<SynthesisWiring, 'store' | 'gateway' | 
   return async (data, jobId, outcome) => {
     const d = data as { runId?: string; envId?: string };
     if (!d.runId) return;
-    if (outcome.status === 'failed' && d.envId) {
+    // A method that could not be written is not the end of its environment: skeleton.assemble
+    // regenerates missing methods. Every other stage's final failure ends the environment.
+    if (outcome.status === 'failed' && d.envId && queue !== 'skeleton.method') {
       const code = /^\[([A-Z_]+)\]/.exec(outcome.reason ?? '')?.[1] ?? 'JOB_FAILED';
       await failEnv({ gateway: w.gateway, sandbox: w.sandbox, store: w.store }, d.runId, d.envId, queue, code, outcome.reason ?? 'the job failed');
     }
