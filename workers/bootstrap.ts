@@ -1,5 +1,6 @@
 import { DelayedError, RateLimitError, UnrecoverableError, Worker, type ConnectionOptions, type Job, type Queue } from 'bullmq';
 import { setMaxListeners } from 'node:events';
+import { hostname } from 'node:os';
 import type { z } from 'zod';
 import type { AppConfig } from '../config/index.js';
 import type { QueueDefinition } from '../queues/define-queue.js';
@@ -95,6 +96,8 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
     {
       connection,
       prefix: config.redis.prefix,
+      // Recorded on each job it takes (job.processedBy), so a run shows which machines did what.
+      name: `${hostname()}:${process.pid}`,
       concurrency: settings.concurrency ?? config.worker.concurrency,
       lockDuration: config.worker.lockDurationMs,
       stalledInterval: config.worker.stalledIntervalMs,

@@ -54,7 +54,7 @@ export function synthesisProcessors(w: SynthesisWiring): Entry[] {
   const deps = (signal: AbortSignal, logger: SynthesisDeps['logger']): SynthesisDeps => ({ gateway: w.gateway, sandbox: w.sandbox, store: w.store, signal, logger });
   const entry = <D extends z.ZodType<{ runId: string }>>(def: QueueDefinition<D, typeof skeletonStateQueue.result>, processor: StageProcessor<D, typeof skeletonStateQueue.result>): Entry => ({
     def: def as unknown as Entry['def'],
-    processor: processor as unknown as Entry['processor'],
+    processor: processor,
   });
   return [
     entry(mineJudgeQueue, async (d, c) => {
