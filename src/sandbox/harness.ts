@@ -43,7 +43,18 @@ export const HARNESS_SOURCE = String.raw`(() => {
       return '{"ok":true}';
     },
     create(stateJson) {
-      try { inst = new Cls(parse(stateJson)); } catch (e) { return thrown('CONSTRUCTOR_FAILED', e); }
+      // Equal string values share one string: states repeat ids, statuses and dates many times.
+      const interned = new G.Map();
+      const intern = (k, v) => {
+        if (typeof v !== 'string') return v;
+        const seen = interned.get(v);
+        if (seen !== undefined) return seen;
+        interned.set(v, v);
+        return v;
+      };
+      let initial;
+      try { initial = parse(stateJson, intern); } catch (e) { return thrown('STATE_INVALID', e); }
+      try { inst = new Cls(initial); } catch (e) { return thrown('CONSTRUCTOR_FAILED', e); }
       if (!inst || typeof inst !== 'object' || inst.state === null || typeof inst.state !== 'object') {
         return fail('STATE_INVALID', 'the constructor must keep the state in this.state (an object)');
       }

@@ -100,7 +100,7 @@ export class QuickJSHost {
     if (stateJson.length > limits.maxStateBytes) {
       throw new SandboxError('STATE_TOO_LARGE', `the initial state is ${stateJson.length} bytes; the cap is ${limits.maxStateBytes}`);
     }
-    const vm = this.newVm(module, limits);
+    const vm = this.newVm(module, limits, true);
     try {
       vm.arm(limits.createDeadlineMs);
       const cls = vm.eval(`${code.source}\n;(typeof ${code.className} === 'function' ? ${code.className} : undefined)`, 'SOURCE_LOAD_FAILED');
@@ -125,7 +125,7 @@ export class QuickJSHost {
     return checks.map(({ item, check }) => {
       let vm: GuestVm | null = null;
       try {
-        vm = this.newVm(module, limits);
+        vm = this.newVm(module, limits, false);
         vm.arm(limits.checkDeadlineMs);
         const fn = vm.eval(`${check}\n;(typeof check === 'function' ? check : undefined)`, 'CHECK_INVALID');
         let reply: Reply;
@@ -145,13 +145,35 @@ export class QuickJSHost {
     });
   }
 
-  private newVm(module: QuickJSWASMModule, limits: SandboxLimits): GuestVm {
-    const vm = new GuestVm(module, limits, {
+  private readonly slots: RuntimeSlot[] = [];
+
+  /** A shared runtime with room for one more environment (limits of the first environment in it). */
+  private sharedSlot(module: QuickJSWASMModule, limits: SandboxLimits): RuntimeSlot {
+    for (const slot of this.slots) if (!slot.fatal && slot.contexts < ENVS_PER_RUNTIME) return slot;
+    const slot = new RuntimeSlot(module, Math.min(limits.heapMb, limits.envMemoryMb * ENVS_PER_RUNTIME) * 1024 * 1024, limits.stackBytes);
+    this.slots.push(slot);
+    return slot;
+  }
+
+  private newVm(module: QuickJSWASMModule, limits: SandboxLimits, shared: boolean): GuestVm {
+    let slot: RuntimeSlot;
+    if (shared) {
+      slot = this.sharedSlot(module, limits);
+    } else {
+      slot = new RuntimeSlot(module, limits.envMemoryMb * 1024 * 1024, limits.stackBytes);
+      slot.retired = true; // freed with its only context
+    }
+    const vm = new GuestVm(slot, {
       onFatal: () => {
         this.broken = true;
       },
       onDispose: () => {
         this.live -= 1;
+        if (shared && slot.contexts <= 1 && !slot.fatal) {
+          // Last environment leaving a shared runtime: retire it so it is freed with that context.
+          slot.retired = true;
+          this.slots.splice(this.slots.indexOf(slot), 1);
+        }
       },
     });
     this.live += 1;
@@ -173,25 +195,25 @@ export class QuickJSHost {
   }
 }
 
-/** A QuickJS runtime + context with the harness loaded and a deadline-checking interrupt handler. */
-class GuestVm {
+/**
+ * A QuickJS runtime and the contexts living in it. Environments share runtimes (up to
+ * ENVS_PER_RUNTIME each): a runtime's fixed cost and its object shapes are then shared, which is
+ * most of the memory of an environment. Only one call runs at a time in a thread, so one deadline
+ * per runtime is enough; the interrupt handler cannot be caught by guest code.
+ */
+class RuntimeSlot {
   readonly runtime: QuickJSRuntime;
-  readonly ctx: QuickJSContext;
-  private readonly harness: QuickJSHandle;
-  private readonly fns = new Map<string, QuickJSHandle>();
-  private deadline = 0;
+  deadline = 0;
   interrupted = false;
-  disposed = false;
-  private fatal = false;
+  contexts = 0;
+  /** The WebAssembly code failed inside this runtime: never free it, never reuse it. */
+  fatal = false;
+  retired = false;
 
-  constructor(
-    module: QuickJSWASMModule,
-    limits: SandboxLimits,
-    private readonly hooks: { onFatal(): void; onDispose(): void } = { onFatal: () => undefined, onDispose: () => undefined },
-  ) {
+  constructor(module: QuickJSWASMModule, memoryLimitBytes: number, stackBytes: number) {
     this.runtime = module.newRuntime({
-      memoryLimitBytes: limits.envMemoryMb * 1024 * 1024,
-      maxStackSizeBytes: limits.stackBytes,
+      memoryLimitBytes,
+      maxStackSizeBytes: stackBytes,
       interruptHandler: () => {
         if (Date.now() > this.deadline) {
           this.interrupted = true;
@@ -200,9 +222,32 @@ class GuestVm {
         return false;
       },
     });
+  }
+
+  release(): void {
+    this.contexts -= 1;
+    if (this.contexts <= 0 && this.retired && !this.fatal) this.runtime.dispose();
+  }
+}
+
+/** Environments per shared runtime: bounds each runtime's garbage-collection work. */
+const ENVS_PER_RUNTIME = 64;
+
+/** A QuickJS context with the harness loaded, in a runtime of its own or shared. */
+class GuestVm {
+  readonly ctx: QuickJSContext;
+  private readonly harness: QuickJSHandle;
+  private readonly fns = new Map<string, QuickJSHandle>();
+  disposed = false;
+
+  constructor(
+    private readonly slot: RuntimeSlot,
+    private readonly hooks: { onFatal(): void; onDispose(): void } = { onFatal: () => undefined, onDispose: () => undefined },
+  ) {
+    slot.contexts += 1;
     try {
-      this.ctx = this.runtime.newContext();
-      this.deadline = Date.now() + 5_000;
+      this.ctx = slot.runtime.newContext();
+      slot.deadline = Date.now() + 5_000;
       const result = this.ctx.evalCode(HARNESS_SOURCE, 'envfleet-harness.js');
       if (result.error) {
         result.error.dispose();
@@ -210,16 +255,20 @@ class GuestVm {
       }
       this.harness = result.value;
     } catch (err) {
-      this.runtime.dispose();
-      this.hooks.onDispose();
       this.disposed = true;
+      slot.release();
+      this.hooks.onDispose();
       throw err instanceof SandboxError ? err : new SandboxError('MEMORY_EXCEEDED', `cannot create a sandbox: ${String(err)}`);
     }
   }
 
+  get interrupted(): boolean {
+    return this.slot.interrupted;
+  }
+
   arm(ms: number): void {
-    this.deadline = Date.now() + ms;
-    this.interrupted = false;
+    this.slot.deadline = Date.now() + ms;
+    this.slot.interrupted = false;
   }
 
   /** Evaluates code; returns its completion value or throws SandboxError with `code`. */
@@ -292,7 +341,7 @@ class GuestVm {
    * environments go to a fresh module, and this runtime is abandoned rather than freed.
    */
   private hostFailure(err: unknown): SandboxError {
-    this.fatal = true;
+    this.slot.fatal = true;
     this.hooks.onFatal();
     const message = String(err);
     if (/call stack/i.test(message)) return new SandboxError('STACK_OVERFLOW', `the call recursed too deeply (${message})`);
@@ -328,12 +377,12 @@ class GuestVm {
     if (this.disposed) return;
     this.disposed = true;
     this.hooks.onDispose();
-    if (this.fatal) return;
+    if (this.slot.fatal) return;
     try {
       for (const fn of this.fns.values()) fn.dispose();
       this.harness.dispose();
       this.ctx.dispose();
-      this.runtime.dispose();
+      this.slot.release();
     } catch {
       // a runtime that failed inside may refuse to free cleanly; its memory goes with the module
     }

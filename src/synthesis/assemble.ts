@@ -4,14 +4,15 @@ import type { SandboxRunner } from '../sandbox/runner.js';
 import type { Operation } from './schemas.js';
 
 /**
- * Builds the environment class from its parts. The constructor is envfleet's own (it deep-copies
- * the initial state into this.state, the contract), so a model only ever writes methods; each is
+ * Builds the environment class from its parts. The constructor is envfleet's own (it keeps the
+ * initial state in this.state, the contract), so a model only ever writes methods; each is
  * indented as a whole, so no re-indentation can break it (the seed's assembler did).
  */
 export function assembleSource(className: string, methods: readonly string[], helpers: readonly string[]): string {
   const indent = (src: string) => src.trim().split('\n').map(line => (line.trim() ? `  ${line}` : '')).join('\n');
   const body = [...methods, ...helpers].map(indent).join('\n\n');
-  return `class ${className} {\n  constructor(initialState) {\n    this.state = JSON.parse(JSON.stringify(initialState === undefined ? {} : initialState));\n  }\n\n${body}\n}\n`;
+  // The runtime hands each environment a freshly parsed initial state, so no copy is needed.
+  return `class ${className} {\n  constructor(initialState) {\n    this.state = initialState === undefined || initialState === null ? {} : initialState;\n  }\n\n${body}\n}\n`;
 }
 
 export function toolsOf(operations: readonly Operation[]): FunctionTool[] {
