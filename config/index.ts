@@ -273,7 +273,7 @@ function flattenIssues(issues: readonly z.core.$ZodIssue[], prefix: readonly Pro
   return issues.flatMap(issue => {
     const path = [...prefix, ...issue.path];
     if (issue.code === 'invalid_key' && issue.issues.length > 0) {
-      return flattenIssues(issue.issues, path).map(i => ({ ...i, message: `key "${String(issue.input)}": ${i.message}` }));
+      return flattenIssues(issue.issues, path);
     }
     return [{ path: path.map(String).join('.'), message: issue.message }];
   });

@@ -12,7 +12,6 @@ export const STAGES = {
   'skeleton.state': { kind: 'chat', cache: true, temperature: 0.3, maxTokens: 4096 },
   'skeleton.operations': { kind: 'chat', cache: true, temperature: 0.3, maxTokens: 4096 },
   'skeleton.method': { kind: 'chat', cache: true, temperature: 0.2, maxTokens: 4096 },
-  'skeleton.assemble': { kind: 'chat', cache: true, temperature: 0.2, maxTokens: 8192 },
   'check.config': { kind: 'chat', cache: true, temperature: 0.3, maxTokens: 4096 },
   'check.probe.tester': { kind: 'chat', cache: true, temperature: 0.7, maxTokens: 2048 },
   'check.probe.checker': { kind: 'chat', cache: true, temperature: 0, maxTokens: 2048 },

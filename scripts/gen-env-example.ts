@@ -112,7 +112,7 @@ profiles:
   # Embedding stage: its model comes from here or ENVFLEET_EMBEDDING_MODEL, never from \`default\`.
   mine.dedup:
     model: text-embedding-3-large
-  skeleton.assemble:
+  skeleton.method:
     model: gpt-4.1
     maxTokens: 16384
   check.probe.checker:

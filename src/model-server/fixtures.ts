@@ -3,7 +3,7 @@
  * and loaders for `.json` / `.yaml` / `.yml` files or whole directories.
  *
  * Every object in the schema is strict, so a typo such as `respnd:` is an
- * error instead of a silently ignored key. See docs/model-server.md for the
+ * error instead of a silently ignored key. See docs/scripted-model.md for the
  * format with examples.
  */
 import { readdir, readFile, stat } from 'node:fs/promises';

@@ -1,6 +1,6 @@
 /**
  * Scripted OpenAI-compatible model server: answers chat completions,
- * embeddings and model listings from fixture scripts. See docs/model-server.md.
+ * embeddings and model listings from fixture scripts. See docs/scripted-model.md.
  */
 export {
   loadModelScript,

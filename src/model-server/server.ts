@@ -3,7 +3,7 @@
  * OpenAI protocol (chat completions, embeddings, models) for the official
  * `openai` client, answering from a {@link ModelScript} instead of a model.
  *
- * Endpoints, fixture format and faults are documented in docs/model-server.md.
+ * Endpoints, fixture format and faults are documented in docs/scripted-model.md.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
