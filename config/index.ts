@@ -63,13 +63,21 @@ export interface AppConfig {
   };
   readonly pool: { readonly threads: number; readonly tasksPerThread: number };
   readonly sandbox: {
+    /** Deadline of one tool call. */
     readonly callDeadlineMs: number;
+    /** Deadline of loading an environment source and running its constructor. */
     readonly createDeadlineMs: number;
+    /** Deadline of one check function. */
     readonly checkDeadlineMs: number;
+    /** Memory limit of one QuickJS runtime's environment (see docs/sandbox.md). */
     readonly envMemoryMb: number;
+    /** Cap on the WebAssembly heap of one thread: the real memory guard. */
     readonly heapMb: number;
+    /** Largest serialized tool result. */
     readonly maxResultBytes: number;
+    /** Largest serialized state. */
     readonly maxStateBytes: number;
+    /** Guest stack size (QuickJS frames use the host thread's stack). */
     readonly stackBytes: number;
   };
   readonly budgets: { readonly usd: number; readonly tokens: number };

@@ -1,25 +1,13 @@
-/** Limits of the sandboxed runtime; every one is configurable (config/ → ENVFLEET_SANDBOX_*). */
-export interface SandboxLimits {
-  /** Deadline of one tool call. */
-  readonly callDeadlineMs: number;
-  /** Deadline of loading the source and running the constructor. */
-  readonly createDeadlineMs: number;
-  /** Deadline of one check function. */
-  readonly checkDeadlineMs: number;
-  /** Memory limit of one environment's QuickJS runtime. */
-  readonly envMemoryMb: number;
-  /** Cap on the WebAssembly heap shared by the environments of one thread (the real memory guard). */
-  readonly heapMb: number;
-  /** Largest serialized tool result. */
-  readonly maxResultBytes: number;
-  /** Largest serialized state. */
-  readonly maxStateBytes: number;
-  /**
-   * Guest stack size. QuickJS's frames live on the host thread's native stack, so this must stay
-   * well below it (256 KiB allows about 1,000–2,000 nested calls).
-   */
-  readonly stackBytes: number;
-}
+import type { AppConfig } from '../../config/index.js';
+
+/**
+ * Limits of the sandboxed runtime, each configurable (config/ → ENVFLEET_SANDBOX_*; the fields
+ * are documented there): call, create and check deadlines, memory per environment, the
+ * WebAssembly heap cap per thread, result and state caps, and the guest stack (QuickJS's frames
+ * live on the host thread's native stack, so it must stay well below it: 256 KiB allows about
+ * 1,000–2,000 nested calls).
+ */
+export type SandboxLimits = AppConfig['sandbox'];
 
 export const DEFAULT_SANDBOX_LIMITS: SandboxLimits = {
   callDeadlineMs: 1_000,

@@ -1,5 +1,5 @@
 import type { ChatMessage } from '../llm/gateway.js';
-import type { EnvDescription, EnvironmentRecord, ProbeStepRecord } from './types.js';
+import type { EnvDescription, EnvironmentRecord, ProbeStepRecord, ToolQuality } from './types.js';
 import type { Operation, StateOutput } from './schemas.js';
 
 /**
@@ -161,14 +161,7 @@ export function configPrompt(env: EnvironmentRecord): ChatMessage[] {
   ];
 }
 
-export interface ToolStats {
-  total: number;
-  positive: number;
-  negative: number;
-  pass: number;
-  warning: number;
-  fail: number;
-}
+export type ToolStats = ToolQuality;
 
 export function testerPrompt(env: EnvironmentRecord, stats: Record<string, ToolStats>, state: unknown): ChatMessage[] {
   const tools = (env.tools ?? []).map(t => ({ name: t.function.name, description: t.function.description, parameters: t.function.parameters }));
