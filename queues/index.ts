@@ -6,6 +6,10 @@ import { mineDedupQueue } from './mine-dedup.queue.js';
 import { mineJudgeQueue } from './mine-judge.queue.js';
 import { mineTopicQueue } from './mine-topic.queue.js';
 import { modelCallQueue } from './model-call.queue.js';
+import { scenarioCheckQueue } from './scenario-check.queue.js';
+import { scenarioChecklistQueue } from './scenario-checklist.queue.js';
+import { scenarioStateQueue } from './scenario-state.queue.js';
+import { scenarioTaskQueue } from './scenario-task.queue.js';
 import { skeletonAssembleQueue } from './skeleton-assemble.queue.js';
 import { skeletonMethodQueue } from './skeleton-method.queue.js';
 import { skeletonOperationsQueue } from './skeleton-operations.queue.js';
@@ -20,6 +24,10 @@ export {
   mineJudgeQueue,
   mineTopicQueue,
   modelCallQueue,
+  scenarioCheckQueue,
+  scenarioChecklistQueue,
+  scenarioStateQueue,
+  scenarioTaskQueue,
   skeletonAssembleQueue,
   skeletonMethodQueue,
   skeletonOperationsQueue,
@@ -40,6 +48,10 @@ export const QUEUES: Readonly<Record<string, QueueDefinition<never, never>>> = O
     checkConfigQueue,
     checkProbeQueue,
     checkVerdictQueue,
+    scenarioStateQueue,
+    scenarioTaskQueue,
+    scenarioChecklistQueue,
+    scenarioCheckQueue,
   ].map(q => [q.name, q as unknown as QueueDefinition<never, never>]),
 );
 export const QUEUE_NAMES = Object.keys(QUEUES);

@@ -26,3 +26,5 @@ export function defineStageQueue<D extends z.ZodType<{ runId: string }>>(name: s
     identity: d => d,
   });
 }
+export const StateRef = z.strictObject({ runId: z.string().min(1), envId: z.string().min(1), index: z.number().int().nonnegative(), total: z.number().int().positive() });
+export const ScenarioRef = z.strictObject({ runId: z.string().min(1), scenarioId: z.string().min(1) });

@@ -10,7 +10,7 @@ import { runDemo } from './demo.js';
 import { formatChecks, runDoctor } from './doctor.js';
 import { startWorkerProcess } from './main.js';
 import { sandboxCheck, sandboxRun } from './sandbox-cli.js';
-import { exportRun, submitSynthesis, waitForRun, withProducerRedis } from './synth-cli.js';
+import { exportRun, formatFunnel, funnelReport, runProgress, submitScenarios, submitSynthesis, waitForRun, withProducerRedis } from './synth-cli.js';
 import { createRedisSynthesisStore } from '../src/synthesis/store.js';
 import { onTerminationSignals } from './shutdown.js';
 
@@ -163,8 +163,60 @@ program
   );
 
 program
+  .command('scenarios')
+  .description('generate scenarios (initial states, tasks, checklists, check functions) for the kept environments of a run')
+  .requiredOption('--run <name>', 'run name (its kept environments, or the environments imported with --environments)')
+  .option('--per-env <m>', 'initial states (scenarios) per environment', positiveInt, 5)
+  .option('--environments <file>', 'environments.jsonl (export format) to import into the run first')
+  .option('--no-wait', 'enqueue and return without waiting')
+  .option('--workers', 'also run workers for every queue in this process')
+  .action(
+    guarded(async (opts: { run: string; perEnv: number; environments?: string; wait: boolean; workers?: boolean }) => {
+      const config = loadConfig();
+      const logger = createLogger(config);
+      const running = opts.workers ? await startWorkerProcess(config, logger) : null;
+      try {
+        await withProducerRedis(config, async redis => {
+          const submission = await submitScenarios(config, redis, { runId: opts.run, perEnv: opts.perEnv, ...(opts.environments ? { environments: opts.environments } : {}) });
+          for (const p of submission.problems) process.stderr.write(`envfleet: ${opts.environments} line ${p.line} skipped: ${p.problem}\n`);
+          process.stdout.write(`run ${opts.run}: ${submission.items} kept environments, ${submission.jobsAdded} scenario.state jobs added\n`);
+          if (!opts.wait) return;
+          const store = createRedisSynthesisStore(redis, config.redis.prefix);
+          const final = await waitForRun(store, opts.run, p => process.stdout.write(`run ${opts.run}: ${p.outstanding} jobs outstanding; scenarios ${JSON.stringify(p.scenarios)}\n`));
+          process.stdout.write(`run ${opts.run} finished: scenarios ${JSON.stringify(final.scenarios)}. Export with: envfleet export --run ${opts.run} --out DIR\n`);
+        });
+      } finally {
+        await running?.stop();
+      }
+    }),
+  );
+
+program
+  .command('status')
+  .description('show a run: outstanding jobs, environments and scenarios by status, and the funnel of every stage')
+  .requiredOption('--run <name>', 'run name')
+  .action(
+    guarded(async (opts: { run: string }) => {
+      const config = loadConfig();
+      await withProducerRedis(config, async redis => {
+        const store = createRedisSynthesisStore(redis, config.redis.prefix);
+        const run = await store.getRun(opts.run);
+        if (!run) throw new Error(`run "${opts.run}" does not exist (check --run and REDIS_URL / ENVFLEET_REDIS_PREFIX)`);
+        const progress = await runProgress(store, opts.run);
+        process.stdout.write(
+          `run ${run.id} (created ${run.createdAt}, input ${run.input})\n` +
+            `jobs outstanding: ${progress.outstanding}\n` +
+            `environments: ${JSON.stringify(progress.environments)}\n` +
+            `scenarios: ${JSON.stringify(progress.scenarios)}\n\n` +
+            `${formatFunnel(await funnelReport(store, opts.run))}\n`,
+        );
+      });
+    }),
+  );
+
+program
   .command('export')
-  .description('write the datasets of a run: DIR/environments.jsonl (every environment, kept, rejected and failed)')
+  .description('write the datasets of a run: DIR/environments.jsonl (every environment), DIR/scenarios.jsonl and DIR/scenarios-dropped.jsonl')
   .requiredOption('--run <name>', 'run name')
   .requiredOption('--out <dir>', 'output directory (created if missing)')
   .action(
@@ -173,6 +225,9 @@ program
       await withProducerRedis(config, async redis => {
         const result = await exportRun(createRedisSynthesisStore(redis, config.redis.prefix), opts.run, opts.out);
         process.stdout.write(`wrote ${result.count} environments to ${result.path} ${JSON.stringify(result.byStatus)}\n`);
+        if (result.scenarios.path) {
+          process.stdout.write(`wrote ${result.scenarios.ready} scenarios to ${result.scenarios.path} (${result.scenarios.dropped} dropped, with reasons, in scenarios-dropped.jsonl)\n`);
+        }
       });
     }),
   );

@@ -7,7 +7,8 @@ import { loadModelScript } from '../src/model-server/fixtures.js';
 import type { EnvironmentRecord } from '../src/synthesis/types.js';
 import { startWorkerProcess } from './main.js';
 import { chooseRedis } from './private-redis.js';
-import { exportRun, submitSynthesis, waitForRun } from './synth-cli.js';
+import { exportRun, formatFunnel, funnelReport, submitScenarios, submitSynthesis, waitForRun } from './synth-cli.js';
+import type { ScenarioRecord } from '../src/scenarios/types.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/demo/', import.meta.url));
 
@@ -57,14 +58,20 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
     out(`[demo] run ${runId}: ${submission.items} source tasks, ${submission.jobsAdded} jobs enqueued (mining → skeleton → dual-agent check)`);
     await waitForRun(running.ctx.store, runId, p => out(`[demo] ${p.outstanding} jobs outstanding; environments ${JSON.stringify(p.environments)}`));
 
+    const scenarioRequest = { runId, perEnv: 3 };
+    const scenarios = await submitScenarios(config, running.ctx.redis, scenarioRequest);
+    out(`[demo] scenarios: 3 initial states for each of the ${scenarios.items} kept environments (${scenarios.jobsAdded} jobs: state → task → checklist → checks)`);
+    await waitForRun(running.ctx.store, runId, p => out(`[demo] ${p.outstanding} jobs outstanding; scenarios ${JSON.stringify(p.scenarios)}`));
+
     const requestsBefore = server?.log().length ?? 0;
     const again = await submitSynthesis(config, running.ctx.redis, request);
+    const againScenarios = await submitScenarios(config, running.ctx.redis, scenarioRequest);
     await waitForRun(running.ctx.store, runId, () => undefined);
-    out(`[demo] submitted the same run again: ${again.jobsAdded} jobs added, ${(server?.log().length ?? 0) - requestsBefore} model requests sent`);
+    out(`[demo] submitted the same run and scenarios again: ${again.jobsAdded + againScenarios.jobsAdded} jobs added, ${(server?.log().length ?? 0) - requestsBefore} model requests sent`);
 
     const dir = join('demo-output', runId);
     const exported = await exportRun(running.ctx.store, runId, dir);
-    out(`[demo] exported ${exported.count} environments to ${exported.path}`);
+    out(`[demo] exported ${exported.count} environments to ${exported.path}; ${exported.scenarios.ready} scenarios to ${exported.scenarios.path ?? '-'} (${exported.scenarios.dropped} dropped, in scenarios-dropped.jsonl)`);
     out('[demo] environments:');
     for (const id of (await running.ctx.store.listDocIds(runId, 'env')).sort()) {
       const env = (await running.ctx.store.getDoc<EnvironmentRecord>(runId, 'env', id))!;
@@ -77,8 +84,16 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
       ].filter(Boolean);
       out(`  ${env.status.padEnd(8)} ${env.description.summary.padEnd(34)} ${String(env.tools?.length ?? 0).padStart(2)} tools  not-fail ${q ? `${(q.notFailRate * 100).toFixed(0)}%` : '-'}  ${notes.join('; ')}`);
     }
-    const funnel = await running.ctx.store.funnel(runId);
-    out(`[demo] funnel: ${Object.entries(funnel).map(([stage, o]) => `${stage} ${JSON.stringify(o)}`).join(' · ')}`);
+    out('[demo] scenarios:');
+    for (const id of (await running.ctx.store.listDocIds(runId, 'scenario')).sort()) {
+      const s = (await running.ctx.store.getDoc<ScenarioRecord>(runId, 'scenario', id))!;
+      const env = (await running.ctx.store.getDoc<EnvironmentRecord>(runId, 'env', s.environmentId))!;
+      const detail = s.status === 'ready'
+        ? `${s.checklist?.length ?? 0} checks${s.validation?.repairs.length ? ` (${s.validation.repairs.length} repaired)` : ''}: ${(s.task ?? '').slice(0, 70)}…`
+        : `${s.dropReason?.code}: ${s.dropReason?.message}`;
+      out(`  ${s.status.padEnd(8)} ${env.description.summary.padEnd(28)} state ${s.index + 1}  ${detail}`);
+    }
+    out(`[demo] funnel (envfleet status --run ${runId}):\n${formatFunnel(await funnelReport(running.ctx.store, runId))}`);
     const totals = await running.ctx.ledger.totals(runId);
     out(`[demo] ledger: ${totals.requests} model requests (${totals.cachedRequests} from the cache), ${totals.promptTokens} prompt + ${totals.completionTokens} completion tokens, $${totals.costUsd.toFixed(4)}`);
     if (server) {

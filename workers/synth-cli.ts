@@ -3,6 +3,9 @@ import { join } from 'node:path';
 import type { AppConfig } from '../config/index.js';
 import { createRunEnqueuer } from '../queues/run-enqueuer.js';
 import { skeletonStateQueue } from '../queues/skeleton-state.queue.js';
+import { scenarioStateQueue } from '../queues/scenario-state.queue.js';
+import { readEnvironmentsFile } from '../src/scenarios/import.js';
+import type { ScenarioRecord } from '../src/scenarios/types.js';
 import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/connection.js';
 import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
 import type { SynthOptions } from '../src/synthesis/options.js';
@@ -72,9 +75,49 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
   }
 }
 
+export interface ScenarioRequest {
+  readonly runId: string;
+  readonly perEnv: number;
+  /** environments.jsonl to import into the run (otherwise the run's own kept environments). */
+  readonly environments?: string;
+}
+
+/** Enqueues M scenario.state jobs per kept environment of the run (importing environments first if given). Idempotent. */
+export async function submitScenarios(config: AppConfig, redis: Redis, request: ScenarioRequest): Promise<SynthSubmission> {
+  const store = createRedisSynthesisStore(redis, config.redis.prefix);
+  const enqueuer = createRunEnqueuer(redis, { prefix: config.redis.prefix, jobs: config.jobs, store });
+  try {
+    let created = false;
+    let problems: LineProblem[] = [];
+    if (request.environments) {
+      created = await store.createRun({ id: request.runId, createdAt: new Date().toISOString(), input: 'descriptions', options: synthOptionsFrom(config, { runId: request.runId }) as unknown as Record<string, unknown> });
+      const imported = await readEnvironmentsFile(request.environments, request.runId);
+      problems = imported.problems;
+      for (const env of imported.items) if (!(await store.getDoc(request.runId, 'env', env.id))) await store.putDoc(request.runId, 'env', env.id, env);
+    } else if (!(await store.getRun(request.runId))) {
+      throw new Error(`run "${request.runId}" does not exist; synthesize it first (envfleet synth) or pass --environments FILE.jsonl`);
+    }
+    let jobsAdded = 0;
+    let items = 0;
+    for (const envId of await store.listDocIds(request.runId, 'env')) {
+      const env = await store.getDoc<EnvironmentRecord>(request.runId, 'env', envId);
+      if (env?.status !== 'kept') continue;
+      items += 1;
+      for (let index = 0; index < request.perEnv; index += 1) {
+        if ((await enqueuer.add(scenarioStateQueue, { runId: request.runId, envId, index, total: request.perEnv })).added) jobsAdded += 1;
+      }
+    }
+    if (jobsAdded) await store.count(request.runId, 'scenario.state', 'requested', jobsAdded);
+    return { runId: request.runId, created, items, problems, jobsAdded };
+  } finally {
+    await enqueuer.close();
+  }
+}
+
 export interface RunProgress {
   readonly outstanding: number;
   readonly environments: Record<string, number>;
+  readonly scenarios: Record<string, number>;
 }
 
 export async function runProgress(store: SynthesisStore, runId: string): Promise<RunProgress> {
@@ -83,7 +126,12 @@ export async function runProgress(store: SynthesisStore, runId: string): Promise
     const env = await store.getDoc<EnvironmentRecord>(runId, 'env', id);
     if (env) environments[env.status] = (environments[env.status] ?? 0) + 1;
   }
-  return { outstanding: await store.pendingCount(runId), environments };
+  const scenarios: Record<string, number> = {};
+  for (const id of await store.listDocIds(runId, 'scenario')) {
+    const scenario = await store.getDoc<ScenarioRecord>(runId, 'scenario', id);
+    if (scenario) scenarios[scenario.status] = (scenarios[scenario.status] ?? 0) + 1;
+  }
+  return { outstanding: await store.pendingCount(runId), environments, scenarios };
 }
 
 /** Waits until the run has no outstanding job, reporting progress when it changes. */
@@ -99,8 +147,16 @@ export async function waitForRun(store: SynthesisStore, runId: string, report: (
   }
 }
 
-/** Writes DIR/environments.jsonl: every environment of the run, kept, rejected and failed, by id. */
-export async function exportRun(store: SynthesisStore, runId: string, dir: string): Promise<{ path: string; count: number; byStatus: Record<string, number> }> {
+/**
+ * Writes DIR/environments.jsonl (every environment of the run, kept, rejected and failed, by id),
+ * and, when the run has scenarios, DIR/scenarios.jsonl (ready ones) and DIR/scenarios-dropped.jsonl
+ * (with the reason each was dropped).
+ */
+export async function exportRun(
+  store: SynthesisStore,
+  runId: string,
+  dir: string,
+): Promise<{ path: string; count: number; byStatus: Record<string, number>; scenarios: { ready: number; dropped: number; path: string | null } }> {
   if (!(await store.getRun(runId))) throw new Error(`run "${runId}" does not exist (check --run and REDIS_URL / ENVFLEET_REDIS_PREFIX)`);
   const ids = (await store.listDocIds(runId, 'env')).sort();
   await mkdir(dir, { recursive: true });
@@ -114,7 +170,91 @@ export async function exportRun(store: SynthesisStore, runId: string, dir: strin
   }
   const path = join(dir, 'environments.jsonl');
   await writeFile(path, lines.length ? `${lines.join('\n')}\n` : '');
-  return { path, count: lines.length, byStatus };
+  const ready: string[] = [];
+  const dropped: string[] = [];
+  for (const id of (await store.listDocIds(runId, 'scenario')).sort()) {
+    const scenario = await store.getDoc<ScenarioRecord>(runId, 'scenario', id);
+    if (scenario?.status === 'ready') ready.push(JSON.stringify(scenarioLine(scenario)));
+    else if (scenario?.status === 'dropped') dropped.push(JSON.stringify(droppedScenarioLine(scenario)));
+  }
+  let scenariosPath: string | null = null;
+  if (ready.length || dropped.length) {
+    scenariosPath = join(dir, 'scenarios.jsonl');
+    await writeFile(scenariosPath, ready.length ? `${ready.join('\n')}\n` : '');
+    await writeFile(join(dir, 'scenarios-dropped.jsonl'), dropped.length ? `${dropped.join('\n')}\n` : '');
+  }
+  return { path, count: lines.length, byStatus, scenarios: { ready: ready.length, dropped: dropped.length, path: scenariosPath } };
+}
+
+/** One line of scenarios.jsonl (docs/formats.md). */
+export function scenarioLine(s: ScenarioRecord) {
+  return {
+    id: s.id,
+    environmentId: s.environmentId,
+    index: s.index,
+    initialState: s.initialState,
+    task: s.task,
+    userGoal: s.userGoal,
+    expectedTools: s.expectedTools ?? [],
+    checklist: s.checklist ?? [],
+    validation: s.validation ?? null,
+    lineage: s.lineage,
+  };
+}
+
+export function droppedScenarioLine(s: ScenarioRecord) {
+  return {
+    id: s.id,
+    environmentId: s.environmentId,
+    index: s.index,
+    reason: s.dropReason ?? null,
+    task: s.task ?? null,
+    checklist: s.checklist ?? null,
+    validation: s.validation ?? null,
+    lineage: s.lineage,
+  };
+}
+
+/** Outcomes after which an item leaves the pipeline at that stage. */
+const LEAVING = new Set(['no-environment', 'low-scores', 'duplicate', 'over-limit', 'rejected', 'rejected-after-repair']);
+/** Counters that are measures, not item outcomes. */
+const MEASURES = new Set(['items', 'operations', 'tasks', 'descriptions', 'requested', 'invalid', 'repair-round']);
+
+export interface FunnelRow {
+  readonly stage: string;
+  readonly entered: number;
+  readonly passed: number;
+  readonly left: Record<string, number>;
+  readonly measures: Record<string, number>;
+}
+
+/** The funnel of a run: per stage how many items entered, went on, and left (and why). */
+export async function funnelReport(store: SynthesisStore, runId: string): Promise<FunnelRow[]> {
+  const funnel = await store.funnel(runId);
+  const rows: FunnelRow[] = [];
+  for (const [stage, outcomes] of Object.entries(funnel)) {
+    const left: Record<string, number> = {};
+    const measures: Record<string, number> = {};
+    let passed = 0;
+    for (const [outcome, n] of Object.entries(outcomes)) {
+      if (MEASURES.has(outcome) || outcome.startsWith('round-')) measures[outcome] = n;
+      else if (LEAVING.has(outcome) || outcome.startsWith('dropped:') || outcome.startsWith('failed:')) left[outcome] = n;
+      else passed += n;
+    }
+    const entered = passed + Object.values(left).reduce((a, b) => a + b, 0);
+    rows.push({ stage, entered, passed, left, measures });
+  }
+  return rows;
+}
+
+export function formatFunnel(rows: readonly FunnelRow[]): string {
+  const lines = ['stage                  entered  passed  left (why)'];
+  for (const r of rows) {
+    const why = Object.entries(r.left).map(([k, n]) => `${n} ${k}`).join(', ');
+    const measures = Object.entries(r.measures).map(([k, n]) => `${k} ${n}`).join(', ');
+    lines.push(`${r.stage.padEnd(22)} ${String(r.entered).padStart(7)} ${String(r.passed).padStart(7)}  ${why || '-'}${measures ? `   [${measures}]` : ''}`);
+  }
+  return lines.join('\n');
 }
 
 /** One line of environments.jsonl (documented field by field in docs/formats.md). */

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 
 /** Kinds of document a run keeps, one JSON document per id. */
-export type DocKind = 'task' | 'judge' | 'topic' | 'dedup' | 'env' | 'method';
+export type DocKind = 'task' | 'judge' | 'topic' | 'dedup' | 'env' | 'method' | 'scenario';
 
 export interface RunRecord {
   readonly id: string;
@@ -30,6 +30,8 @@ export interface SynthesisStore {
   /** Funnel: how many items entered / left a stage, and why. */
   count(runId: string, stage: string, outcome: string, n?: number): Promise<void>;
   funnel(runId: string): Promise<Record<string, Record<string, number>>>;
+  /** Claims `key` for `owner` unless someone claimed it first; returns the owner (for dedup). */
+  claim(runId: string, key: string, owner: string): Promise<string>;
   addPending(runId: string, keys: readonly string[]): Promise<void>;
   donePending(runId: string, key: string): Promise<void>;
   pendingCount(runId: string): Promise<number>;
@@ -87,6 +89,11 @@ export function createRedisSynthesisStore(redis: Redis, prefix: string): Synthes
       }
       return out;
     },
+    async claim(runId, key, owner) {
+      const k = `${run(runId)}:claim:${key}`;
+      const set = await redis.set(k, owner, 'NX');
+      return set === 'OK' ? owner : ((await redis.get(k)) ?? owner);
+    },
     async addPending(runId, keys) {
       if (keys.length) await redis.sadd(`${run(runId)}:pending`, ...keys);
     },
@@ -104,7 +111,13 @@ export function createMemorySynthesisStore(): SynthesisStore {
   const steps = new Map<string, string[]>();
   const funnels = new Map<string, Map<string, number>>();
   const pending = new Map<string, Set<string>>();
+  const claims = new Map<string, string>();
   return {
+    claim(runId, key, owner) {
+      const k = `${runId}/${key}`;
+      if (!claims.has(k)) claims.set(k, owner);
+      return Promise.resolve(claims.get(k)!);
+    },
     createRun(record) {
       if (runs.has(record.id)) return Promise.resolve(false);
       runs.set(record.id, record);

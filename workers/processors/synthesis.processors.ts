@@ -12,6 +12,18 @@ import { skeletonMethodQueue } from '../../queues/skeleton-method.queue.js';
 import { skeletonOperationsQueue } from '../../queues/skeleton-operations.queue.js';
 import { skeletonStateQueue } from '../../queues/skeleton-state.queue.js';
 import type { StageResult } from '../../queues/stage-queue.js';
+import { scenarioCheckQueue } from '../../queues/scenario-check.queue.js';
+import { scenarioChecklistQueue } from '../../queues/scenario-checklist.queue.js';
+import { scenarioStateQueue } from '../../queues/scenario-state.queue.js';
+import { scenarioTaskQueue } from '../../queues/scenario-task.queue.js';
+import {
+  dropScenario,
+  generateScenarioChecklist,
+  generateScenarioChecks,
+  generateScenarioState,
+  generateScenarioTask,
+  scenarioIdOf,
+} from '../../src/scenarios/stages.js';
 import type { ModelGateway } from '../../src/llm/gateway.js';
 import type { SandboxRunner } from '../../src/sandbox/runner.js';
 import {
@@ -101,6 +113,22 @@ export function synthesisProcessors(w: SynthesisWiring): Entry[] {
       if (r.nextRound && r.nextRound > d.round) await w.enqueuer.add(checkProbeQueue, { runId: d.runId, envId: d.envId, round: r.nextRound });
       return result(r, r.nextRound ? { nextRound: r.nextRound } : undefined);
     }),
+    entry(scenarioStateQueue, async (d, c) => {
+      const r = await generateScenarioState(deps(c.signal, c.logger), d.runId, d.envId, d.index, d.total);
+      if (r.ok) await w.enqueuer.add(scenarioTaskQueue, { runId: d.runId, scenarioId: r.scenarioId });
+      return result(r, { scenarioId: r.scenarioId });
+    }),
+    entry(scenarioTaskQueue, async (d, c) => {
+      const r = await generateScenarioTask(deps(c.signal, c.logger), d.runId, d.scenarioId);
+      if (r.ok) await w.enqueuer.add(scenarioChecklistQueue, d);
+      return result(r);
+    }),
+    entry(scenarioChecklistQueue, async (d, c) => {
+      const r = await generateScenarioChecklist(deps(c.signal, c.logger), d.runId, d.scenarioId);
+      if (r.ok) await w.enqueuer.add(scenarioCheckQueue, d);
+      return result(r);
+    }),
+    entry(scenarioCheckQueue, async (d, c) => result(await generateScenarioChecks(deps(c.signal, c.logger), d.runId, d.scenarioId))),
   ];
 }
 
@@ -114,8 +142,14 @@ export function synthesisSettled(w: Pick<SynthesisWiring, 'store' | 'gateway' | 
     if (!d.runId) return;
     // A method that could not be written is not the end of its environment: skeleton.assemble
     // regenerates missing methods. Every other stage's final failure ends the environment.
-    if (outcome.status === 'failed' && d.envId && queue !== 'skeleton.method') {
-      const code = /^\[([A-Z_]+)\]/.exec(outcome.reason ?? '')?.[1] ?? 'JOB_FAILED';
+    const code = /^\[([A-Z_]+)\]/.exec(outcome.reason ?? '')?.[1] ?? 'JOB_FAILED';
+    const scenarioId = (data as { scenarioId?: string }).scenarioId;
+    if (outcome.status === 'failed' && scenarioId) {
+      await dropScenario(w, d.runId, scenarioId, queue, code, outcome.reason ?? 'the job failed');
+    } else if (outcome.status === 'failed' && d.envId && queue === 'scenario.state') {
+      const index = (data as { index?: number }).index ?? 0;
+      await dropScenario(w, d.runId, scenarioIdOf(d.runId, d.envId, index), queue, code, outcome.reason ?? 'the job failed');
+    } else if (outcome.status === 'failed' && d.envId && queue !== 'skeleton.method') {
       await failEnv({ gateway: w.gateway, sandbox: w.sandbox, store: w.store }, d.runId, d.envId, queue, code, outcome.reason ?? 'the job failed');
     }
     await w.store.donePending(d.runId, pendingKey(queue, jobId));

@@ -1,0 +1,216 @@
+import type { StageName } from '../../config/index.js';
+import { ModelOutputError } from '../errors.js';
+import type { CallContext, ModelGateway } from '../llm/gateway.js';
+import type { Logger } from '../logger.js';
+import type { SandboxRunner } from '../sandbox/runner.js';
+import type { SynthOptions } from '../synthesis/options.js';
+import type { SynthesisStore } from '../synthesis/store.js';
+import type { EnvironmentRecord } from '../synthesis/types.js';
+import { hashOf } from '../util/canonical.js';
+import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
+import { SCENARIO_PROMPT_VERSIONS, scenarioCheckPrompt, scenarioChecklistPrompt, scenarioStatePrompt, scenarioTaskPrompt } from './prompts.js';
+import { ScenarioCheckOutput, ScenarioChecklistOutput, ScenarioStateOutput, ScenarioTaskOutput } from './schemas.js';
+import type { ScenarioRecord } from './types.js';
+
+export interface ScenarioDeps {
+  readonly gateway: ModelGateway;
+  readonly sandbox: SandboxRunner;
+  readonly store: SynthesisStore;
+  readonly logger?: Logger | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+export interface ScenarioOutcome {
+  readonly ok: boolean;
+  readonly scenarioId: string;
+  readonly reason?: string;
+}
+
+export const scenarioIdOf = (runId: string, envId: string, index: number) => `scn-${hashOf({ runId, envId, index }, 16)}`;
+
+const ctx = (deps: ScenarioDeps, runId: string, stage: StageName, salt?: string): CallContext => ({ runId, stage, signal: deps.signal, logger: deps.logger, cacheSalt: salt });
+
+async function limitsOf(deps: ScenarioDeps, runId: string) {
+  const run = await deps.store.getRun(runId);
+  return (run?.options as unknown as SynthOptions | undefined)?.limits;
+}
+
+async function load(deps: ScenarioDeps, runId: string, scenarioId: string) {
+  const scenario = await deps.store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
+  if (!scenario) throw new Error(`scenario ${scenarioId} of run ${runId} not found`);
+  const env = await deps.store.getDoc<EnvironmentRecord>(runId, 'env', scenario.environmentId);
+  if (!env?.source) throw new Error(`environment ${scenario.environmentId} of run ${runId} not found or not built`);
+  return { scenario, env };
+}
+
+const codeOf = (env: EnvironmentRecord) => ({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [] });
+
+/** Drops a scenario with its stage and reason (the run goes on). */
+export async function dropScenario(deps: Pick<ScenarioDeps, 'store'>, runId: string, scenarioId: string, stage: string, code: string, message: string): Promise<void> {
+  const scenario = await deps.store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
+  if (!scenario || scenario.status !== 'building') return;
+  scenario.status = 'dropped';
+  scenario.dropReason = { stage, code, message };
+  await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+  await deps.store.count(runId, stage, `dropped:${code}`);
+}
+
+async function orDrop(deps: ScenarioDeps, runId: string, scenarioId: string, stage: string, fn: () => Promise<ScenarioOutcome>): Promise<ScenarioOutcome> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!(err instanceof ModelOutputError)) throw err;
+    await dropScenario(deps, runId, scenarioId, stage, err.code, err.message);
+    return { ok: false, scenarioId, reason: err.message };
+  }
+}
+
+/** scenario.state: the index-th initial state of a kept environment, valid against its schema and instantiating; duplicates dropped. */
+export async function generateScenarioState(deps: ScenarioDeps, runId: string, envId: string, index: number, total: number): Promise<ScenarioOutcome> {
+  const scenarioId = scenarioIdOf(runId, envId, index);
+  let scenario = await deps.store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
+  if (scenario?.initialState || scenario?.status === 'dropped') return { ok: scenario.status !== 'dropped', scenarioId };
+  const env = await deps.store.getDoc<EnvironmentRecord>(runId, 'env', envId);
+  if (!env || env.status !== 'kept' || !env.source) return { ok: false, scenarioId, reason: `environment ${envId} is not a kept environment` };
+  const run = await deps.store.getRun(runId);
+  const opts = run?.options as unknown as SynthOptions | undefined;
+  scenario ??= {
+    id: scenarioId,
+    runId,
+    environmentId: envId,
+    index,
+    status: 'building',
+    dropReason: null,
+    lineage: { runId, environmentId: envId, models: { ...(opts?.models ?? {}) }, prompts: { ...SCENARIO_PROMPT_VERSIONS }, createdAt: new Date().toISOString() },
+  };
+  await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+  const limits = opts?.limits;
+  return orDrop(deps, runId, scenarioId, 'scenario.state', async () => {
+    const validate = compileJsonSchema(env.state!.stateSchema);
+    const { value } = await deps.gateway.structured(ctx(deps, runId, 'scenario.state', `${envId}:${index}`), {
+      messages: scenarioStatePrompt(env, index, total),
+      schema: ScenarioStateOutput,
+      check: async v => {
+        if (!validate(v.state)) return `the state does not match the state schema:\n${describeAjvErrors(validate.errors)}`;
+        if (!limits) return null;
+        const probe = await deps.sandbox.probe({ code: codeOf(env), initialState: v.state, calls: [], limits });
+        return probe.createError ? `the environment does not instantiate on it: ${probe.createError.message}` : null;
+      },
+    });
+    const stateHash = hashOf(value.state, 32);
+    const owner = await deps.store.claim(runId, `state:${envId}:${stateHash}`, scenarioId);
+    scenario.initialState = value.state;
+    scenario.stateHash = stateHash;
+    await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+    if (owner !== scenarioId) {
+      await dropScenario(deps, runId, scenarioId, 'scenario.state', 'DUPLICATE_STATE', `the same initial state as scenario ${owner}`);
+      return { ok: false, scenarioId, reason: 'duplicate state' };
+    }
+    await deps.store.count(runId, 'scenario.state', 'done');
+    return { ok: true, scenarioId };
+  });
+}
+
+const normalize = (text: string) => text.toLowerCase().replace(/\s+/g, ' ').replace(/[^\p{L}\p{N} ]/gu, '').trim();
+
+/** scenario.task: the task in both forms; it must need a state change; duplicate tasks of the environment dropped. */
+export async function generateScenarioTask(deps: ScenarioDeps, runId: string, scenarioId: string): Promise<ScenarioOutcome> {
+  const { scenario, env } = await load(deps, runId, scenarioId);
+  if (scenario.status !== 'building') return { ok: scenario.status === 'ready', scenarioId };
+  if (scenario.task) return { ok: true, scenarioId };
+  return orDrop(deps, runId, scenarioId, 'scenario.task', async () => {
+    const changing = new Set((env.operations ?? []).filter(o => o.kind === 'state_change').map(o => o.name));
+    const tools = new Set((env.tools ?? []).map(t => t.function.name));
+    const { value } = await deps.gateway.structured(ctx(deps, runId, 'scenario.task', scenarioId), {
+      messages: scenarioTaskPrompt(env, scenario.initialState),
+      schema: ScenarioTaskOutput,
+      check: v => {
+        const unknown = v.expectedTools.filter(t => !tools.has(t));
+        if (unknown.length) return Promise.resolve(`expectedTools names tools that do not exist: ${unknown.join(', ')}; the tools are: ${[...tools].join(', ')}`);
+        if (!v.expectedTools.some(t => changing.has(t))) {
+          return Promise.resolve(`the task must change the state: expectedTools has no state-changing tool (${[...changing].join(', ')})`);
+        }
+        return Promise.resolve(null);
+      },
+    });
+    const owner = await deps.store.claim(runId, `task:${scenario.environmentId}:${hashOf(normalize(value.instruction), 32)}`, scenarioId);
+    scenario.task = value.instruction;
+    scenario.userGoal = value.userGoal;
+    scenario.expectedTools = value.expectedTools;
+    await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+    if (owner !== scenarioId) {
+      await dropScenario(deps, runId, scenarioId, 'scenario.task', 'DUPLICATE_TASK', `the same task as scenario ${owner}`);
+      return { ok: false, scenarioId, reason: 'duplicate task' };
+    }
+    await deps.store.count(runId, 'scenario.task', 'done');
+    return { ok: true, scenarioId };
+  });
+}
+
+export async function generateScenarioChecklist(deps: ScenarioDeps, runId: string, scenarioId: string): Promise<ScenarioOutcome> {
+  const { scenario, env } = await load(deps, runId, scenarioId);
+  if (scenario.status !== 'building') return { ok: scenario.status === 'ready', scenarioId };
+  if (scenario.checklistItems) return { ok: true, scenarioId };
+  return orDrop(deps, runId, scenarioId, 'scenario.checklist', async () => {
+    const { value } = await deps.gateway.structured(ctx(deps, runId, 'scenario.checklist', scenarioId), {
+      messages: scenarioChecklistPrompt(env, scenario.task!, scenario.initialState),
+      schema: ScenarioChecklistOutput,
+    });
+    scenario.checklistItems = value.items;
+    await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+    await deps.store.count(runId, 'scenario.checklist', 'done');
+    await deps.store.count(runId, 'scenario.checklist', 'items', value.items.length);
+    return { ok: true, scenarioId };
+  });
+}
+
+/**
+ * scenario.check: one check function per item. Each must run on the initial state (as final and
+ * initial) without error and return a boolean, else it goes back to the model with what happened;
+ * the set must not already be all true on the initial state. Each item is checkpointed.
+ */
+export async function generateScenarioChecks(deps: ScenarioDeps, runId: string, scenarioId: string): Promise<ScenarioOutcome> {
+  const { scenario, env } = await load(deps, runId, scenarioId);
+  if (scenario.status !== 'building') return { ok: scenario.status === 'ready', scenarioId };
+  const limits = await limitsOf(deps, runId);
+  if (!limits) throw new Error(`run ${runId} has no sandbox limits`);
+  return orDrop(deps, runId, scenarioId, 'scenario.check', async () => {
+    const items = scenario.checklistItems ?? [];
+    scenario.checklist ??= [];
+    scenario.validation ??= { onInitialState: [], repairs: [] };
+    for (let i = scenario.checklist.length; i < items.length; i += 1) {
+      const item = items[i]!;
+      const { value } = await deps.gateway.structured(ctx(deps, runId, 'scenario.check', `${scenarioId}:${i}`), {
+        messages: scenarioCheckPrompt(env, scenario.task!, scenario.initialState, item),
+        schema: ScenarioCheckOutput,
+        check: async v => {
+          const { results } = await deps.sandbox.checks({ checks: [{ item, check: v.check }], finalState: scenario.initialState, initialState: scenario.initialState, limits });
+          const r = results[0]!;
+          if (!r.errorCode) return null;
+          const problem = `run on the initial state (as both finalState and initialState) it failed with ${r.errorCode}: ${r.error ?? ''}. It must return true or false without throwing.`;
+          scenario.validation!.repairs.push({ item, problem });
+          return problem;
+        },
+      });
+      scenario.checklist.push({ item, check: value.check });
+      await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+    }
+    const { results } = await deps.sandbox.checks({ checks: scenario.checklist, finalState: scenario.initialState, initialState: scenario.initialState, limits });
+    scenario.validation.onInitialState = results.map(r => ({ item: r.item, passed: r.passed }));
+    const errored = results.filter(r => r.errorCode);
+    if (errored.length) {
+      await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+      await dropScenario(deps, runId, scenarioId, 'scenario.check', 'CHECK_INVALID', `${errored.length} check function(s) fail on the initial state: ${errored.map(r => `${r.item}: ${r.error ?? ''}`).join('; ')}`);
+      return { ok: false, scenarioId, reason: 'checks fail on the initial state' };
+    }
+    if (results.length > 0 && results.every(r => r.passed)) {
+      await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+      await dropScenario(deps, runId, scenarioId, 'scenario.check', 'ALREADY_SOLVED', 'every check is already true on the initial state: the task would be solved by doing nothing');
+      return { ok: false, scenarioId, reason: 'already solved' };
+    }
+    scenario.status = 'ready';
+    await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+    await deps.store.count(runId, 'scenario.check', scenario.validation.repairs.length ? 'ready-after-repair' : 'ready');
+    return { ok: true, scenarioId };
+  });
+}
