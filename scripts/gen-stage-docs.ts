@@ -12,11 +12,19 @@ import { z } from 'zod';
 import { STAGES, STAGE_NAMES } from '../config/stages.js';
 import { PROMPT_VERSIONS } from '../src/synthesis/prompts.js';
 import { STAGE_OUTPUTS } from '../src/synthesis/schemas.js';
+import { SCENARIO_PROMPT_VERSIONS } from '../src/scenarios/prompts.js';
+import { SCENARIO_STAGE_OUTPUTS } from '../src/scenarios/schemas.js';
+
+const ALL_OUTPUTS = { ...STAGE_OUTPUTS, ...SCENARIO_STAGE_OUTPUTS };
 
 export const STAGE_DOC_PATH = fileURLToPath(new URL('../docs/stages.md', import.meta.url));
 
 /** What each synthesis stage's request contains (the prompts themselves are in src/synthesis/prompts.ts). */
-const REQUESTS: Record<keyof typeof STAGE_OUTPUTS, string> = {
+const REQUESTS: Record<keyof typeof ALL_OUTPUTS, string> = {
+  'scenario.state': 'system: what a valid, rich initial state is; user: the environment (description, rules, operations), the state schema and `This is state <k> of <M>` with a focus hint that differs per state. The state must match the schema and instantiate in the sandbox; an exact duplicate (canonical JSON) of another state of the environment is dropped.',
+  'scenario.task': 'system: task design rules (realistic, grounded in the state, achievable with the tools, must change the state, several calls, goals not steps), asking for both forms; user: the environment and the initial state. `expectedTools` must name existing tools and at least one state change; a task that duplicates another of the environment (normalized text) is dropped.',
+  'scenario.checklist': 'system: checklist rules (independent "Has …" items, exact fields and values, one boolean each) with a worked example; user: the environment, the initial state and the task.',
+  'scenario.check': 'system: the check-function contract (`function check(finalState, initialState)`, true or false, strict equality for explicit values, presence for generated ids, no mutation, never throw); user: the environment, state schema, initial state, task and one checklist item. The function is run in the sandbox on the initial state; a throw, a timeout or a non-boolean goes back to the model with what happened.',
   'mine.judge': 'system: the criteria of a stateful, domain-specific task with two worked examples; user: `Task: <source task>`.',
   'mine.topic': 'system: how to infer the environment, the two scores and two worked examples; user: `Task: <source task>`.',
   'skeleton.state': 'system: what to design (entities, rules, JSON Schema of `this.state`, example state) with a worked e-commerce example; user: `Environment: <summary>`, `Introduction: …`, `Example task: …`.',
@@ -57,7 +65,7 @@ export function renderStageDoc(): string {
   );
   for (const stage of STAGE_NAMES) {
     const s = STAGES[stage];
-    const version = (PROMPT_VERSIONS as Record<string, string>)[stage] ?? '—';
+    const version = ({ ...PROMPT_VERSIONS, ...SCENARIO_PROMPT_VERSIONS } as Record<string, string>)[stage] ?? '—';
     out.push(`| \`${stage}\` | ${s.kind} | ${s.cache ? 'yes' : 'no'} | ${s.kind === 'chat' ? s.temperature : '—'} | ${s.kind === 'chat' ? s.maxTokens : '—'} | ${version} |`);
   }
   out.push('', '`ENVFLEET_MODELS_FILE` overrides model, temperature, max tokens and endpoint per stage (docs/configuration.md).', '');
@@ -69,10 +77,10 @@ export function renderStageDoc(): string {
     '`ENVFLEET_DEDUP_THRESHOLD`; candidates are taken best scores first (modelability, then usefulness), then in input order.',
     '',
   );
-  for (const [stage, schema] of Object.entries(STAGE_OUTPUTS)) {
+  for (const [stage, schema] of Object.entries(ALL_OUTPUTS)) {
     const json = z.toJSONSchema(schema as z.ZodType, { io: 'output', unrepresentable: 'any' }) as Record<string, unknown>;
     delete json['$schema'];
-    out.push(`## \`${stage}\``, '', `Request: ${REQUESTS[stage as keyof typeof STAGE_OUTPUTS]}`, '', 'The model must answer one JSON object matching:', '', '```json', JSON.stringify(json, null, 2), '```', '');
+    out.push(`## \`${stage}\``, '', `Request: ${REQUESTS[stage as keyof typeof ALL_OUTPUTS]}`, '', 'The model must answer one JSON object matching:', '', '```json', JSON.stringify(json, null, 2), '```', '');
   }
   out.push(
     '## `model.call`',

@@ -77,7 +77,7 @@ export async function readEnvironmentsFile(path: string, runId: string): Promise
       tools: e.tools,
       ...(e.testState ? { testState: e.testState } : {}),
       failure: null,
-      lineage: { runId, sourceTaskId: null, models: {}, prompts: {}, createdAt: new Date().toISOString(), ...(e.lineage ? { imported: e.lineage } : {}) } as EnvironmentRecord['lineage'],
+      lineage: { runId, sourceTaskId: null, models: {}, prompts: {}, createdAt: new Date().toISOString(), ...(e.lineage ? { imported: e.lineage } : {}) },
     });
   }
   return { items, problems, skipped };

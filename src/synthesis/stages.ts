@@ -540,7 +540,7 @@ function testerProblem(env: EnvironmentRecord, v: TesterOutput): string | null {
 }
 
 export function qualityOf(env: EnvironmentRecord, steps: readonly ProbeStepRecord[], round: number, threshold: number): QualityReport {
-  const perTool = statsOf(env, steps) as Record<string, ToolQuality>;
+  const perTool = statsOf(env, steps);
   const counts = emptyStats();
   for (const t of Object.values(perTool)) for (const k of Object.keys(counts) as (keyof ToolQuality)[]) counts[k] += t[k];
   const notFailRate = counts.total ? (counts.pass + counts.warning) / counts.total : 0;
