@@ -117,6 +117,11 @@ export const ENV_VARS = {
     example: '8',
     description: 'Jobs one worker process runs at once per queue (model calls are I/O, so this can exceed the core count).',
   },
+  ENVFLEET_ROLLOUT_CONCURRENCY: {
+    schema: int(1, 100_000).default(64),
+    example: '64',
+    description: 'Episodes one worker process runs at once (rollout.run); each holds an environment session in the sandbox pool, so keep ENVFLEET_POOL_THREADS × ENVFLEET_POOL_TASKS_PER_THREAD at least this.',
+  },
   ENVFLEET_WORKER_QUEUES: {
     schema: z.string().default('all'),
     example: 'all',

@@ -55,6 +55,8 @@ export interface AppConfig {
   readonly jobs: { readonly attempts: number; readonly backoffMs: number };
   readonly worker: {
     readonly concurrency: number;
+    /** Concurrency of the rollout.run queue (episodes in flight per process). */
+    readonly rolloutConcurrency: number;
     /** Queue names to consume, or 'all'. */
     readonly queues: readonly string[] | 'all';
     readonly lockDurationMs: number;
@@ -208,6 +210,7 @@ export function loadConfig(
     jobs: { attempts: e.ENVFLEET_JOB_ATTEMPTS, backoffMs: e.ENVFLEET_JOB_BACKOFF_MS },
     worker: {
       concurrency: e.ENVFLEET_WORKER_CONCURRENCY,
+      rolloutConcurrency: e.ENVFLEET_ROLLOUT_CONCURRENCY,
       queues,
       lockDurationMs: e.ENVFLEET_LOCK_DURATION_MS,
       stalledIntervalMs: e.ENVFLEET_STALLED_INTERVAL_MS,

@@ -6,6 +6,8 @@ import { mineDedupQueue } from './mine-dedup.queue.js';
 import { mineJudgeQueue } from './mine-judge.queue.js';
 import { mineTopicQueue } from './mine-topic.queue.js';
 import { modelCallQueue } from './model-call.queue.js';
+import { rolloutGroupQueue } from './rollout-group.queue.js';
+import { rolloutRunQueue } from './rollout-run.queue.js';
 import { scenarioCheckQueue } from './scenario-check.queue.js';
 import { scenarioChecklistQueue } from './scenario-checklist.queue.js';
 import { scenarioStateQueue } from './scenario-state.queue.js';
@@ -24,6 +26,8 @@ export {
   mineJudgeQueue,
   mineTopicQueue,
   modelCallQueue,
+  rolloutGroupQueue,
+  rolloutRunQueue,
   scenarioCheckQueue,
   scenarioChecklistQueue,
   scenarioStateQueue,
@@ -52,6 +56,8 @@ export const QUEUES: Readonly<Record<string, QueueDefinition<never, never>>> = O
     scenarioTaskQueue,
     scenarioChecklistQueue,
     scenarioCheckQueue,
+    rolloutRunQueue,
+    rolloutGroupQueue,
   ].map(q => [q.name, q as unknown as QueueDefinition<never, never>]),
 );
 export const QUEUE_NAMES = Object.keys(QUEUES);

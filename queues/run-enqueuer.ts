@@ -7,6 +7,8 @@ import { mineJudgeQueue } from './mine-judge.queue.js';
 import { mineTopicQueue } from './mine-topic.queue.js';
 import { skeletonAssembleQueue } from './skeleton-assemble.queue.js';
 import { skeletonMethodQueue } from './skeleton-method.queue.js';
+import { rolloutGroupQueue } from './rollout-group.queue.js';
+import { rolloutRunQueue } from './rollout-run.queue.js';
 
 /** The key under which a job is tracked in its run's set of outstanding jobs. */
 export const pendingKey = (queue: string, jobId: string) => `${queue}|${jobId}`;
@@ -22,6 +24,8 @@ export interface RunEnqueuer {
   miningFlow(runId: string, taskIds: readonly string[]): Promise<boolean>;
   /** skeleton.assemble (fan-in) ← skeleton.method per operation. */
   methodsFlow(runId: string, envId: string, ops: readonly string[]): Promise<boolean>;
+  /** rollout.group (fan-in: statistics) ← rollout.run per sample. */
+  rolloutFlow(runId: string, scenarioId: string, mode: 'non-conversational' | 'conversational', samples: number): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -83,6 +87,11 @@ export function createRunEnqueuer(connection: ConnectionOptions, options: { pref
       const asNever = <T>(q: T) => q as unknown as QueueDefinition<never, never>;
       const children = ops.map(op => node(asNever(skeletonMethodQueue), { runId, envId, op }));
       return addFlow(runId, node(asNever(skeletonAssembleQueue), { runId, envId }, children));
+    },
+    rolloutFlow(runId, scenarioId, mode, samples) {
+      const asNever = <T>(q: T) => q as unknown as QueueDefinition<never, never>;
+      const children = [...Array(samples).keys()].map(sample => node(asNever(rolloutRunQueue), { runId, scenarioId, mode, sample }));
+      return addFlow(runId, node(asNever(rolloutGroupQueue), { runId, scenarioId, mode, samples }, children));
     },
     async close() {
       await flows.close();

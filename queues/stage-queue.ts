@@ -28,3 +28,6 @@ export function defineStageQueue<D extends z.ZodType<{ runId: string }>>(name: s
 }
 export const StateRef = z.strictObject({ runId: z.string().min(1), envId: z.string().min(1), index: z.number().int().nonnegative(), total: z.number().int().positive() });
 export const ScenarioRef = z.strictObject({ runId: z.string().min(1), scenarioId: z.string().min(1) });
+export const RolloutMode = z.enum(['non-conversational', 'conversational']);
+export const RolloutRef = z.strictObject({ runId: z.string().min(1), scenarioId: z.string().min(1), mode: RolloutMode, sample: z.number().int().nonnegative() });
+export const GroupRef = z.strictObject({ runId: z.string().min(1), scenarioId: z.string().min(1), mode: RolloutMode, samples: z.number().int().positive() });

@@ -10,7 +10,20 @@ import { runDemo } from './demo.js';
 import { formatChecks, runDoctor } from './doctor.js';
 import { startWorkerProcess } from './main.js';
 import { sandboxCheck, sandboxRun } from './sandbox-cli.js';
-import { exportRun, formatFunnel, funnelReport, runProgress, submitScenarios, submitSynthesis, waitForRun, withProducerRedis } from './synth-cli.js';
+import {
+  DATASET_FORMATS,
+  exportRun,
+  formatFunnel,
+  funnelReport,
+  runProgress,
+  submitRollouts,
+  submitScenarios,
+  submitSynthesis,
+  waitForRun,
+  withProducerRedis,
+  type DatasetFormat,
+} from './synth-cli.js';
+import { runSink } from '../src/rollouts/sink.js';
 import { createRedisSynthesisStore } from '../src/synthesis/store.js';
 import { onTerminationSignals } from './shutdown.js';
 
@@ -192,6 +205,79 @@ program
   );
 
 program
+  .command('rollouts')
+  .description('run K episodes of the policy per ready scenario of a run, in one or both modes; trajectories go to the run’s stream (write them with envfleet sink)')
+  .requiredOption('--run <name>', 'run name')
+  .option('--samples <k>', 'episodes per scenario and mode (a group)', positiveInt, 4)
+  .option('--mode <mode>', 'non-conversational, conversational or both', 'both')
+  .option('--model <name>', 'policy model (default: the rollout.policy profile)')
+  .option('--user-model <name>', 'user-simulator model (default: the rollout.user profile)')
+  .option('--max-steps <n>', 'agent turns per episode (default 30 non-conversational, 40 conversational)', positiveInt)
+  .option('--max-tokens <n>', 'tokens per episode (default: no limit)', positiveInt)
+  .option('--max-wall-ms <n>', 'wall time per episode (default 600000)', positiveInt)
+  .option('--no-wait', 'enqueue and return')
+  .option('--workers', 'also run workers for every queue in this process')
+  .action(
+    guarded(async (opts: { run: string; samples: number; mode: string; model?: string; userModel?: string; maxSteps?: number; maxTokens?: number; maxWallMs?: number; wait: boolean; workers?: boolean }) => {
+      const modes = opts.mode === 'both' ? (['non-conversational', 'conversational'] as const) : [opts.mode];
+      for (const m of modes) if (m !== 'non-conversational' && m !== 'conversational') throw new InvalidArgumentError(`--mode must be non-conversational, conversational or both, not "${m}"`);
+      const config = loadConfig();
+      const logger = createLogger(config);
+      const running = opts.workers ? await startWorkerProcess(config, logger) : null;
+      try {
+        await withProducerRedis(config, async redis => {
+          const r = await submitRollouts(config, redis, {
+            runId: opts.run,
+            samples: opts.samples,
+            modes: modes as ('non-conversational' | 'conversational')[],
+            ...(opts.model ? { policyModel: opts.model } : {}),
+            ...(opts.userModel ? { userModel: opts.userModel } : {}),
+            ...(opts.maxSteps ? { maxSteps: { 'non-conversational': opts.maxSteps, conversational: opts.maxSteps } } : {}),
+            ...(opts.maxTokens ? { maxTokens: opts.maxTokens } : {}),
+            ...(opts.maxWallMs ? { maxWallMs: opts.maxWallMs } : {}),
+          });
+          process.stdout.write(`run ${opts.run}: ${r.scenarios} ready scenarios, ${r.groupsAdded} groups of ${r.config.samples} added (modes ${r.config.modes.join(', ')})\n`);
+          if (!opts.wait) return;
+          const store = createRedisSynthesisStore(redis, config.redis.prefix);
+          await waitForRun(store, opts.run, p => process.stdout.write(`run ${opts.run}: ${p.outstanding} jobs outstanding\n`));
+          process.stdout.write(`run ${opts.run}: rollouts finished. Write them with: envfleet sink --run ${opts.run} --out DIR\n`);
+        });
+      } finally {
+        await running?.stop();
+      }
+    }),
+  );
+
+program
+  .command('sink')
+  .description('write a run’s trajectories from its Redis stream to DIR/trajectories/*.jsonl, exactly once; resumes after a crash')
+  .requiredOption('--run <name>', 'run name')
+  .requiredOption('--out <dir>', 'output directory')
+  .option('--follow', 'keep running after the run has no outstanding job')
+  .action(
+    guarded(async (opts: { run: string; out: string; follow?: boolean }) => {
+      const config = loadConfig();
+      await withProducerRedis(config, async () => {
+        const { createRedisConnection, waitForRedis } = await import('../src/redis/connection.js');
+        const redis = createRedisConnection(config.redis.url, 'worker');
+        await waitForRedis(redis, config.redis.url);
+        const controller = new AbortController();
+        process.once('SIGINT', () => controller.abort());
+        process.once('SIGTERM', () => controller.abort());
+        try {
+          const result = await runSink({ redis, prefix: config.redis.prefix, store: createRedisSynthesisStore(redis, config.redis.prefix), runId: opts.run, dir: opts.out, follow: opts.follow ?? false, signal: controller.signal });
+          process.stdout.write(`wrote ${result.written} trajectories to ${opts.out}/trajectories (${result.shards.join(', ')}); ${result.skippedDuplicates} duplicates skipped\n`);
+        } catch (err) {
+          if (!controller.signal.aborted) throw err;
+          process.stdout.write('sink stopped; everything acknowledged is on disk\n');
+        } finally {
+          redis.disconnect();
+        }
+      });
+    }),
+  );
+
+program
   .command('status')
   .description('show a run: outstanding jobs, environments and scenarios by status, and the funnel of every stage')
   .requiredOption('--run <name>', 'run name')
@@ -219,11 +305,22 @@ program
   .description('write the datasets of a run: DIR/environments.jsonl (every environment), DIR/scenarios.jsonl and DIR/scenarios-dropped.jsonl')
   .requiredOption('--run <name>', 'run name')
   .requiredOption('--out <dir>', 'output directory (created if missing)')
+  .option('--format <f>', `dataset formats, comma-separated: ${DATASET_FORMATS.join(', ')} (default: all)`)
+  .option('--filter <which>', 'SFT exports: "solved" keeps only solved trajectories')
+  .option('--min-reward <x>', 'SFT exports: keep trajectories with at least this reward', Number)
   .action(
-    guarded(async (opts: { run: string; out: string }) => {
+    guarded(async (opts: { run: string; out: string; format?: string; filter?: string; minReward?: number }) => {
+      const formats = opts.format ? opts.format.split(',').map(f => f.trim()) : [...DATASET_FORMATS];
+      for (const f of formats) if (!DATASET_FORMATS.includes(f as DatasetFormat)) throw new InvalidArgumentError(`unknown --format "${f}"; use ${DATASET_FORMATS.join(', ')}`);
+      if (opts.filter !== undefined && opts.filter !== 'solved') throw new InvalidArgumentError('--filter takes "solved"');
+      if (opts.minReward !== undefined && !(opts.minReward >= 0 && opts.minReward <= 1)) throw new InvalidArgumentError('--min-reward takes a number between 0 and 1');
       const config = loadConfig();
       await withProducerRedis(config, async redis => {
-        const result = await exportRun(createRedisSynthesisStore(redis, config.redis.prefix), opts.run, opts.out);
+        const result = await exportRun(createRedisSynthesisStore(redis, config.redis.prefix), opts.run, opts.out, {
+          formats: formats as DatasetFormat[],
+          filter: { solvedOnly: opts.filter === 'solved', minReward: opts.minReward ?? null },
+        });
+        for (const [file, n] of Object.entries(result.datasets)) process.stdout.write(`wrote ${n} records to ${opts.out}/${file}\n`);
         process.stdout.write(`wrote ${result.count} environments to ${result.path} ${JSON.stringify(result.byStatus)}\n`);
         if (result.scenarios.path) {
           process.stdout.write(`wrote ${result.scenarios.ready} scenarios to ${result.scenarios.path} (${result.scenarios.dropped} dropped, with reasons, in scenarios-dropped.jsonl)\n`);

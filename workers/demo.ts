@@ -7,7 +7,9 @@ import { loadModelScript } from '../src/model-server/fixtures.js';
 import type { EnvironmentRecord } from '../src/synthesis/types.js';
 import { startWorkerProcess } from './main.js';
 import { chooseRedis } from './private-redis.js';
-import { exportRun, formatFunnel, funnelReport, submitScenarios, submitSynthesis, waitForRun } from './synth-cli.js';
+import { exportRun, formatFunnel, funnelReport, submitRollouts, submitScenarios, submitSynthesis, waitForRun } from './synth-cli.js';
+import { runSink } from '../src/rollouts/sink.js';
+import type { Trajectory } from '../src/rollouts/types.js';
 import type { ScenarioRecord } from '../src/scenarios/types.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/demo/', import.meta.url));
@@ -63,15 +65,24 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
     out(`[demo] scenarios: 3 initial states for each of the ${scenarios.items} kept environments (${scenarios.jobsAdded} jobs: state → task → checklist → checks)`);
     await waitForRun(running.ctx.store, runId, p => out(`[demo] ${p.outstanding} jobs outstanding; scenarios ${JSON.stringify(p.scenarios)}`));
 
+    const dir = join('demo-output', runId);
+    const rolloutRequest = { runId, samples: 2, modes: ['non-conversational', 'conversational'] as const };
+    const rollouts = await submitRollouts(config, running.ctx.redis, { ...rolloutRequest, modes: [...rolloutRequest.modes] });
+    out(`[demo] rollouts: ${rollouts.scenarios} scenarios × 2 modes × ${rollouts.config.samples} samples with the scripted policy and user; the sink writes them to ${dir}/trajectories/`);
+    const sink = runSink({ redis: running.ctx.redis, prefix: config.redis.prefix, store: running.ctx.store, runId, dir });
+    await waitForRun(running.ctx.store, runId, p => out(`[demo] ${p.outstanding} jobs outstanding`));
+    const sunk = await sink;
+    out(`[demo] sink wrote ${sunk.written} trajectories (${sunk.shards.join(', ')})`);
+
     const requestsBefore = server?.log().length ?? 0;
     const again = await submitSynthesis(config, running.ctx.redis, request);
     const againScenarios = await submitScenarios(config, running.ctx.redis, scenarioRequest);
+    const againRollouts = await submitRollouts(config, running.ctx.redis, { ...rolloutRequest, modes: [...rolloutRequest.modes] });
     await waitForRun(running.ctx.store, runId, () => undefined);
-    out(`[demo] submitted the same run and scenarios again: ${again.jobsAdded + againScenarios.jobsAdded} jobs added, ${(server?.log().length ?? 0) - requestsBefore} model requests sent`);
+    out(`[demo] submitted the same run, scenarios and rollouts again: ${again.jobsAdded + againScenarios.jobsAdded + againRollouts.groupsAdded} jobs added, ${(server?.log().length ?? 0) - requestsBefore} model requests sent`);
 
-    const dir = join('demo-output', runId);
     const exported = await exportRun(running.ctx.store, runId, dir);
-    out(`[demo] exported ${exported.count} environments to ${exported.path}; ${exported.scenarios.ready} scenarios to ${exported.scenarios.path ?? '-'} (${exported.scenarios.dropped} dropped, in scenarios-dropped.jsonl)`);
+    out(`[demo] datasets in ${dir}/: environments.jsonl (${exported.count}), scenarios.jsonl (${exported.scenarios.ready}), scenarios-dropped.jsonl (${exported.scenarios.dropped}), ${Object.entries(exported.datasets).map(([f, n]) => `${f} (${n})`).join(', ')}, trajectories/ (${sunk.written})`);
     out('[demo] environments:');
     for (const id of (await running.ctx.store.listDocIds(runId, 'env')).sort()) {
       const env = (await running.ctx.store.getDoc<EnvironmentRecord>(runId, 'env', id))!;
@@ -92,6 +103,19 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
         ? `${s.checklist?.length ?? 0} checks${s.validation?.repairs.length ? ` (${s.validation.repairs.length} repaired)` : ''}: ${(s.task ?? '').slice(0, 70)}…`
         : `${s.dropReason?.code}: ${s.dropReason?.message}`;
       out(`  ${s.status.padEnd(8)} ${env.description.summary.padEnd(28)} state ${s.index + 1}  ${detail}`);
+    }
+    out('[demo] rollouts per environment:');
+    const byEnv = new Map<string, Trajectory[]>();
+    for (const id of await running.ctx.store.listDocIds(runId, 'trajectory')) {
+      const t = (await running.ctx.store.getDoc<Trajectory>(runId, 'trajectory', id))!;
+      byEnv.set(t.environmentId, [...(byEnv.get(t.environmentId) ?? []), t]);
+    }
+    for (const [envId, list] of byEnv) {
+      const env = (await running.ctx.store.getDoc<EnvironmentRecord>(runId, 'env', envId))!;
+      const mean = list.reduce((a, t) => a + (t.reward ?? 0), 0) / list.length;
+      const solved = list.filter(t => t.solved).length / list.length;
+      const reasons = [...new Set(list.map(t => t.termination.reason))].join(', ');
+      out(`  ${env.description.summary.padEnd(28)} ${String(list.length).padStart(3)} trajectories  mean reward ${mean.toFixed(2)}  solved ${(solved * 100).toFixed(0)}%  (${reasons})`);
     }
     out(`[demo] funnel (envfleet status --run ${runId}):\n${formatFunnel(await funnelReport(running.ctx.store, runId))}`);
     const totals = await running.ctx.ledger.totals(runId);

@@ -11,6 +11,7 @@ import { createRedisArtifactStore, type ArtifactStore } from '../src/store/artif
 import { createSandboxPool } from './sandbox-pool.js';
 import { createRunEnqueuer, type RunEnqueuer } from '../queues/run-enqueuer.js';
 import { createRedisSynthesisStore, type SynthesisStore } from '../src/synthesis/store.js';
+import { createRedisTrajectoryStream, type TrajectoryStream } from '../src/rollouts/stream.js';
 
 /** Everything a worker process shares between its queues, built once from the configuration. */
 export interface FleetContext {
@@ -27,6 +28,7 @@ export interface FleetContext {
   readonly sandbox: SandboxRunner;
   readonly store: SynthesisStore;
   readonly enqueuer: RunEnqueuer;
+  readonly stream: TrajectoryStream;
   close(): Promise<void>;
 }
 
@@ -52,6 +54,7 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     sandbox,
     store,
     enqueuer,
+    stream: createRedisTrajectoryStream(redis, prefix),
     workerConnection,
     redis,
     gateway,

@@ -18,7 +18,8 @@ export function startWorkers(ctx: FleetContext, queueNames: readonly string[], c
     if (name === modelCallQueue.name) return startQueueWorker(modelCallQueue, createModelCallProcessor(ctx), settings);
     const entry = synthesis.get(name);
     if (!entry) throw new Error(`unknown queue "${name}"; known queues: ${QUEUE_NAMES.join(', ')}`);
-    return startQueueWorker(entry.def, entry.processor, { ...settings, onSettled: synthesisSettled(ctx, name) });
+    const concurrency = name === 'rollout.run' && settings.concurrency === undefined ? ctx.config.worker.rolloutConcurrency : settings.concurrency;
+    return startQueueWorker(entry.def, entry.processor, { ...settings, ...(concurrency === undefined ? {} : { concurrency }), onSettled: synthesisSettled(ctx, name) });
   });
 }
 

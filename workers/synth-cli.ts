@@ -6,6 +6,10 @@ import { skeletonStateQueue } from '../queues/skeleton-state.queue.js';
 import { scenarioStateQueue } from '../queues/scenario-state.queue.js';
 import { readEnvironmentsFile } from '../src/scenarios/import.js';
 import type { ScenarioRecord } from '../src/scenarios/types.js';
+import { passesFilter, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type SftFilter } from '../src/rollouts/exports.js';
+import type { GroupStats } from '../src/rollouts/groups.js';
+import type { RolloutConfig } from '../src/rollouts/stages.js';
+import type { RolloutMode, Trajectory } from '../src/rollouts/types.js';
 import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/connection.js';
 import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
 import type { SynthOptions } from '../src/synthesis/options.js';
@@ -152,11 +156,20 @@ export async function waitForRun(store: SynthesisStore, runId: string, report: (
  * and, when the run has scenarios, DIR/scenarios.jsonl (ready ones) and DIR/scenarios-dropped.jsonl
  * (with the reason each was dropped).
  */
+export type DatasetFormat = 'openai' | 'sharegpt' | 'llamafactory' | 'rl';
+export const DATASET_FORMATS: readonly DatasetFormat[] = ['openai', 'sharegpt', 'llamafactory', 'rl'];
+
+export interface ExportOptions {
+  readonly formats?: readonly DatasetFormat[];
+  readonly filter?: SftFilter;
+}
+
 export async function exportRun(
   store: SynthesisStore,
   runId: string,
   dir: string,
-): Promise<{ path: string; count: number; byStatus: Record<string, number>; scenarios: { ready: number; dropped: number; path: string | null } }> {
+  options: ExportOptions = {},
+): Promise<{ path: string; count: number; byStatus: Record<string, number>; scenarios: { ready: number; dropped: number; path: string | null }; datasets: Record<string, number> }> {
   if (!(await store.getRun(runId))) throw new Error(`run "${runId}" does not exist (check --run and REDIS_URL / ENVFLEET_REDIS_PREFIX)`);
   const ids = (await store.listDocIds(runId, 'env')).sort();
   await mkdir(dir, { recursive: true });
@@ -183,7 +196,93 @@ export async function exportRun(
     await writeFile(scenariosPath, ready.length ? `${ready.join('\n')}\n` : '');
     await writeFile(join(dir, 'scenarios-dropped.jsonl'), dropped.length ? `${dropped.join('\n')}\n` : '');
   }
-  return { path, count: lines.length, byStatus, scenarios: { ready: ready.length, dropped: dropped.length, path: scenariosPath } };
+  const datasets = await exportDatasets(store, runId, dir, options);
+  return { path, count: lines.length, byStatus, scenarios: { ready: ready.length, dropped: dropped.length, path: scenariosPath }, datasets };
+}
+
+async function writeJsonl(path: string, records: readonly unknown[]): Promise<number> {
+  await writeFile(path, records.length ? `${records.map(r => JSON.stringify(r)).join('\n')}\n` : '');
+  return records.length;
+}
+
+/** The SFT and RL datasets of a run's trajectories (written only when the run has trajectories). */
+async function exportDatasets(store: SynthesisStore, runId: string, dir: string, options: ExportOptions): Promise<Record<string, number>> {
+  const ids = (await store.listDocIds(runId, 'trajectory')).sort();
+  if (!ids.length) return {};
+  const formats = new Set(options.formats ?? DATASET_FORMATS);
+  const filter = options.filter ?? { solvedOnly: false, minReward: null };
+  const trajectories: Trajectory[] = [];
+  for (const id of ids) {
+    const t = await store.getDoc<Trajectory>(runId, 'trajectory', id);
+    if (t) trajectories.push(t);
+  }
+  const sft = trajectories.filter(t => passesFilter(t, filter));
+  const out: Record<string, number> = {};
+  if (formats.has('openai')) out['sft-openai.jsonl'] = await writeJsonl(join(dir, 'sft-openai.jsonl'), sft.map(toOpenAI).filter(x => x !== null));
+  if (formats.has('sharegpt')) out['sft-sharegpt.jsonl'] = await writeJsonl(join(dir, 'sft-sharegpt.jsonl'), sft.map(toShareGPT).filter(x => x !== null));
+  if (formats.has('llamafactory')) out['sft-llamafactory.jsonl'] = await writeJsonl(join(dir, 'sft-llamafactory.jsonl'), sft.flatMap(toLlamaFactory));
+  if (formats.has('rl')) {
+    const scenarios: unknown[] = [];
+    for (const id of (await store.listDocIds(runId, 'scenario')).sort()) {
+      const s = await store.getDoc<ScenarioRecord>(runId, 'scenario', id);
+      const env = s && (await store.getDoc<EnvironmentRecord>(runId, 'env', s.environmentId));
+      if (s?.status === 'ready' && env) scenarios.push(toRLScenario(s, env));
+    }
+    out['rl-scenarios.jsonl'] = await writeJsonl(join(dir, 'rl-scenarios.jsonl'), scenarios);
+    const groups: unknown[] = [];
+    for (const id of (await store.listDocIds(runId, 'group')).sort()) {
+      const g = await store.getDoc<GroupStats>(runId, 'group', id);
+      if (g) groups.push(toRLGroup(g));
+    }
+    out['rl-groups.jsonl'] = await writeJsonl(join(dir, 'rl-groups.jsonl'), groups);
+  }
+  return out;
+}
+
+export interface RolloutRequest {
+  readonly runId: string;
+  readonly samples: number;
+  readonly modes: readonly RolloutMode[];
+  readonly policyModel?: string;
+  readonly userModel?: string;
+  readonly maxSteps?: Partial<Record<RolloutMode, number>>;
+  readonly maxTokens?: number;
+  readonly maxWallMs?: number;
+  readonly temperature?: number;
+}
+
+/** Freezes the run's rollout settings (first call wins) and enqueues one group flow per (ready scenario, mode). Idempotent. */
+export async function submitRollouts(config: AppConfig, redis: Redis, request: RolloutRequest): Promise<{ scenarios: number; groupsAdded: number; config: RolloutConfig }> {
+  const store = createRedisSynthesisStore(redis, config.redis.prefix);
+  const enqueuer = createRunEnqueuer(redis, { prefix: config.redis.prefix, jobs: config.jobs, store });
+  try {
+    if (!(await store.getRun(request.runId))) throw new Error(`run "${request.runId}" does not exist; synthesize it and generate scenarios first`);
+    let frozen = await store.getDoc<RolloutConfig>(request.runId, 'rollout-config', 'current');
+    if (!frozen) {
+      const limits = (mode: RolloutMode, steps: number) => ({ maxSteps: request.maxSteps?.[mode] ?? steps, maxTokens: request.maxTokens ?? 0, maxWallMs: request.maxWallMs ?? 600_000 });
+      frozen = {
+        samples: request.samples,
+        modes: request.modes,
+        limits: { 'non-conversational': limits('non-conversational', 30), conversational: limits('conversational', 40) },
+        policyModel: request.policyModel ?? null,
+        userModel: request.userModel ?? null,
+        temperature: request.temperature ?? config.profiles['rollout.policy'].temperature,
+        maxTokensPerTurn: config.profiles['rollout.policy'].maxTokens,
+      };
+      await store.putDoc(request.runId, 'rollout-config', 'current', frozen);
+    }
+    let scenarios = 0;
+    let groupsAdded = 0;
+    for (const id of await store.listDocIds(request.runId, 'scenario')) {
+      const s = await store.getDoc<ScenarioRecord>(request.runId, 'scenario', id);
+      if (s?.status !== 'ready') continue;
+      scenarios += 1;
+      for (const mode of frozen.modes) if (await enqueuer.rolloutFlow(request.runId, id, mode, frozen.samples)) groupsAdded += 1;
+    }
+    return { scenarios, groupsAdded, config: frozen };
+  } finally {
+    await enqueuer.close();
+  }
 }
 
 /** One line of scenarios.jsonl (docs/formats.md). */

@@ -51,6 +51,8 @@ export interface CallContext {
 
 export interface ChatRequest {
   readonly messages: readonly ChatMessage[];
+  /** Overrides the stage profile's model (same endpoint), e.g. the policy under training of one run. */
+  readonly model?: string | undefined;
   readonly tools?: readonly ChatTool[] | undefined;
   readonly toolChoice?: ChatCompletionToolChoiceOption | undefined;
   readonly temperature?: number | undefined;
@@ -249,7 +251,8 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   });
 
   async function chat(ctx: CallContext, request: ChatRequest): Promise<ChatResult> {
-    const profile = profileOf(ctx.stage);
+    const base = profileOf(ctx.stage);
+    const profile = request.model ? { ...base, model: request.model } : base;
     const params: ChatCompletionCreateParamsNonStreaming = {
       model: profile.model,
       messages: [...request.messages],

@@ -80,6 +80,8 @@ export const ScriptRule = z
     endpoint: z.enum(['chat', 'embeddings']).optional(),
     match: RegexSource.optional(),
     matchAny: RegexSource.optional(),
+    /** Regex tested against `ROLE: CONTENT` of the last message (e.g. `^tool: .*"success":true`). */
+    matchLast: RegexSource.optional(),
     model: z.string().min(1).optional(),
     times: z.number().int().positive().optional(),
     fault: ScriptedFault.optional(),

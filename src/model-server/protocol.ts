@@ -78,6 +78,15 @@ export function lastUserMessage(messages: readonly ChatMessage[]): string | null
   return null;
 }
 
+/** `ROLE: CONTENT` of the last message (any role), for `matchLast` rules; tool calls are shown as `tool_call NAME ARGS`. */
+export function lastMessageText(messages: readonly ChatMessage[]): string {
+  const message = messages.at(-1);
+  if (!message) return '';
+  const calls = (message as { tool_calls?: { function?: { name?: string; arguments?: string } }[] }).tool_calls ?? [];
+  const callText = calls.map(c => ` tool_call ${c.function?.name ?? ''} ${c.function?.arguments ?? ''}`).join('');
+  return `${message.role}: ${contentText(message.content) ?? ''}${callText}`;
+}
+
 /** Token estimate used for `usage: auto`: ceil(characters / 4). */
 export function estimateTokens(text: string): number {
   return Math.ceil(text.length / 4);

@@ -14,6 +14,8 @@ export interface RuleQuery {
   text: string;
   /** Compact `JSON.stringify` of the whole parsed request body. */
   serializedBody: string;
+  /** `ROLE: CONTENT` of the last message (chat), or the input (embeddings). */
+  last?: string;
 }
 
 /** A rule chosen for one use (one chat choice, or one embeddings input). */
@@ -32,6 +34,7 @@ interface CompiledRule {
   stage: RegExp | undefined;
   match: RegExp | undefined;
   matchAny: RegExp | undefined;
+  matchLast: RegExp | undefined;
   uses: number;
 }
 
@@ -52,6 +55,7 @@ function compileRule(rule: ScriptRule, index: number): CompiledRule {
     stage: rule.stage === undefined ? undefined : stageGlobToRegExp(rule.stage),
     match: rule.match === undefined ? undefined : new RegExp(rule.match, 'i'),
     matchAny: rule.matchAny === undefined ? undefined : new RegExp(rule.matchAny, 'i'),
+    matchLast: rule.matchLast === undefined ? undefined : new RegExp(rule.matchLast, 'i'),
     uses: 0,
   };
 }
@@ -64,6 +68,7 @@ function matches(compiled: CompiledRule, query: RuleQuery): boolean {
   if (rule.model !== undefined && rule.model !== query.model) return false;
   if (compiled.match !== undefined && !compiled.match.test(query.text)) return false;
   if (compiled.matchAny !== undefined && !compiled.matchAny.test(query.serializedBody)) return false;
+  if (compiled.matchLast !== undefined && !compiled.matchLast.test(query.last ?? query.text)) return false;
   return true;
 }
 

@@ -24,6 +24,7 @@ import {
   EmbeddingsRequest,
   estimateTokens,
   invalidRequest,
+  lastMessageText,
   lastUserMessage,
   listModels,
   openAIError,
@@ -380,7 +381,7 @@ class ScriptedModelServer implements ModelServer {
     const request = parsed.data;
     const userText = lastUserMessage(request.messages);
     entry.lastUserMessage = userText === null ? null : userText.slice(0, LOGGED_MESSAGE_CHARS);
-    const query: RuleQuery = { endpoint: 'chat', stage: entry.stage, model: request.model, text: userText ?? '', serializedBody: JSON.stringify(body) };
+    const query: RuleQuery = { endpoint: 'chat', stage: entry.stage, model: request.model, text: userText ?? '', serializedBody: JSON.stringify(body), last: lastMessageText(request.messages) };
     const selection = selectRules(this.#rules, new Array<RuleQuery>(request.n ?? 1).fill(query));
     this.#recordSelection(entry, selection);
     if (selection.picks.includes(undefined)) return this.#noRuleMatched(entry.stage, userText ?? '');

@@ -42,12 +42,17 @@ import {
 } from '../../src/synthesis/stages.js';
 import type { SynthesisStore } from '../../src/synthesis/store.js';
 import type { SettledHook, StageProcessor } from '../bootstrap.js';
+import { rolloutGroupQueue } from '../../queues/rollout-group.queue.js';
+import { rolloutRunQueue } from '../../queues/rollout-run.queue.js';
+import { computeGroup, recordFailedRollout, runRollout } from '../../src/rollouts/stages.js';
+import type { TrajectoryStream } from '../../src/rollouts/stream.js';
 
 export interface SynthesisWiring {
   readonly gateway: ModelGateway;
   readonly sandbox: SandboxRunner;
   readonly store: SynthesisStore;
   readonly enqueuer: RunEnqueuer;
+  readonly stream: TrajectoryStream;
 }
 
 type Entry = {
@@ -129,6 +134,14 @@ export function synthesisProcessors(w: SynthesisWiring): Entry[] {
       return result(r);
     }),
     entry(scenarioCheckQueue, async (d, c) => result(await generateScenarioChecks(deps(c.signal, c.logger), d.runId, d.scenarioId))),
+    entry(rolloutRunQueue, async (d, c) => {
+      const t = await runRollout({ ...deps(c.signal, c.logger), stream: w.stream }, d.runId, d.scenarioId, d.mode, d.sample);
+      return result({ ok: true }, { trajectoryId: t.id, reward: t.reward, termination: t.termination.reason });
+    }),
+    entry(rolloutGroupQueue, async d => {
+      const g = await computeGroup(w.store, d.runId, d.scenarioId, d.mode, d.samples);
+      return result({ ok: true }, { mean: g.mean, std: g.std, passAtK: g.passAtK });
+    }),
   ];
 }
 
@@ -136,7 +149,7 @@ export function synthesisProcessors(w: SynthesisWiring): Entry[] {
  * When a synthesis job is finished for good: it leaves its run's outstanding set, and if it
  * failed (attempts exhausted, or given up) its environment ends with the recorded reason.
  */
-export function synthesisSettled(w: Pick<SynthesisWiring, 'store' | 'gateway' | 'sandbox'>, queue: string): SettledHook {
+export function synthesisSettled(w: Pick<SynthesisWiring, 'store' | 'gateway' | 'sandbox' | 'stream'>, queue: string): SettledHook {
   return async (data, jobId, outcome) => {
     const d = data as { runId?: string; envId?: string };
     if (!d.runId) return;
@@ -144,7 +157,13 @@ export function synthesisSettled(w: Pick<SynthesisWiring, 'store' | 'gateway' | 
     // regenerates missing methods. Every other stage's final failure ends the environment.
     const code = /^\[([A-Z_]+)\]/.exec(outcome.reason ?? '')?.[1] ?? 'JOB_FAILED';
     const scenarioId = (data as { scenarioId?: string }).scenarioId;
-    if (outcome.status === 'failed' && scenarioId) {
+    if (outcome.status === 'failed' && queue === 'rollout.run') {
+      const r = data as { scenarioId: string; mode: 'non-conversational' | 'conversational'; sample: number };
+      const reason = /SANDBOX|ENV_|SOURCE|CLASS|STATE/.test(code) ? 'environment-error' : 'model-error';
+      await recordFailedRollout({ store: w.store, stream: w.stream }, d.runId, r.scenarioId, r.mode, r.sample, reason, outcome.reason ?? 'the job failed');
+    } else if (outcome.status === 'failed' && queue === 'rollout.group') {
+      // nothing to drop: the trajectories are recorded
+    } else if (outcome.status === 'failed' && scenarioId) {
       await dropScenario(w, d.runId, scenarioId, queue, code, outcome.reason ?? 'the job failed');
     } else if (outcome.status === 'failed' && d.envId && queue === 'scenario.state') {
       const index = (data as { index?: number }).index ?? 0;

@@ -1,0 +1,214 @@
+import { z } from 'zod';
+import { classifyError } from '../errors.js';
+import type { ChatMessage, ChatTool, ModelGateway } from '../llm/gateway.js';
+import type { Logger } from '../logger.js';
+import type { SandboxLimits } from '../sandbox/limits.js';
+import type { EnvSession, SandboxRunner } from '../sandbox/runner.js';
+import type { ScenarioRecord } from '../scenarios/types.js';
+import type { EnvironmentRecord } from '../synthesis/types.js';
+import { hashOf } from '../util/canonical.js';
+import { ROLLOUT_PROMPT_VERSIONS, STOP_TOKEN, agentSystemPrompt, userSimulatorPrompt } from './prompts.js';
+import type { CheckResult, RolloutLimits, RolloutMode, StepRecord, Termination, Trajectory } from './types.js';
+
+export interface EpisodeDeps {
+  readonly gateway: ModelGateway;
+  readonly sandbox: SandboxRunner;
+  readonly logger?: Logger | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+export interface EpisodeInput {
+  readonly runId: string;
+  readonly scenario: ScenarioRecord;
+  readonly env: EnvironmentRecord;
+  readonly mode: RolloutMode;
+  readonly sample: number;
+  readonly limits: RolloutLimits;
+  readonly sandboxLimits: SandboxLimits;
+  /** Policy and user-simulator models (null: the stage profile's). */
+  readonly policyModel: string | null;
+  readonly userModel: string | null;
+  readonly sampling: { readonly temperature: number; readonly maxTokens: number };
+}
+
+const UserTurn = z.strictObject({ thought: z.string(), reply: z.string().min(1) });
+
+export const trajectoryIdOf = (runId: string, scenarioId: string, mode: RolloutMode, sample: number) =>
+  `trj-${hashOf({ runId, scenarioId, mode, sample }, 20)}`;
+
+const FATAL_ENV = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'STACK_OVERFLOW', 'ENV_DISPOSED']);
+
+class EpisodeEnd extends Error {
+  constructor(readonly reason: Termination, readonly detail: string | null) {
+    super(reason);
+  }
+}
+
+/**
+ * One episode of a policy model against a scenario: the environment lives in a sandbox session
+ * (a pool thread) for the whole episode, every model call goes through the gateway. Every tool
+ * call of an assistant message runs, in order; bad arguments come back to the agent as an error
+ * result. The episode ends with one recorded reason; the reward is the fraction of the scenario's
+ * checks true on the final state. Transient model failures are thrown (the job retries the
+ * episode); failures no retry fixes end the episode as `model-error`.
+ */
+export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promise<Trajectory> {
+  const { scenario, env, mode, limits } = input;
+  const started = Date.now();
+  const startedAt = new Date(started).toISOString();
+  const tools = (env.tools ?? []) as ChatTool[];
+  const messages: ChatMessage[] = [{ role: 'system', content: agentSystemPrompt(mode, env.description.introduction) }];
+  const userMessages: ChatMessage[] | null = mode === 'conversational' ? [userSimulatorPrompt(scenario.userGoal?.goal ?? scenario.task ?? '', scenario.userGoal?.facts ?? [])] : null;
+  const steps: StepRecord[] = [];
+  const usage = { promptTokens: 0, completionTokens: 0, modelCalls: 0 };
+  let envUs = 0;
+  let turns = 0;
+  let termination: { reason: Termination; detail: string | null } = { reason: 'agent-finished', detail: null };
+  let session: EnvSession | null = null;
+  let modelUsed: string | null = input.policyModel;
+  let finalState: unknown = null;
+  const salt = (what: string) => `${scenario.id}:${mode}:${input.sample}:${what}`;
+
+  const account = (u: { promptTokens: number; completionTokens: number }) => {
+    usage.promptTokens += u.promptTokens;
+    usage.completionTokens += u.completionTokens;
+    usage.modelCalls += 1;
+    if (limits.maxTokens > 0 && usage.promptTokens + usage.completionTokens > limits.maxTokens) {
+      throw new EpisodeEnd('token-limit', `${usage.promptTokens + usage.completionTokens} tokens used; the limit is ${limits.maxTokens}`);
+    }
+  };
+  const checkTime = () => {
+    if (Date.now() - started > limits.maxWallMs) throw new EpisodeEnd('time-limit', `ran ${Date.now() - started} ms; the limit is ${limits.maxWallMs} ms`);
+  };
+  /** The simulated user's next reply; a stop token only counts in the reply, and never before the agent has spoken. */
+  const userSays = async (agentText: string | null): Promise<{ reply: string; stop: boolean }> => {
+    checkTime();
+    userMessages!.push({ role: 'user', content: `[Agent] ${agentText ?? 'Hi! How can I help you today?'}` });
+    const { value, usage: u } = await deps.gateway.structured(
+      { runId: input.runId, stage: 'rollout.user', signal: deps.signal, logger: deps.logger, cacheSalt: salt(`user-${turns}`) },
+      { messages: userMessages!, schema: UserTurn, model: input.userModel ?? undefined },
+    );
+    account(u);
+    userMessages!.push({ role: 'assistant', content: JSON.stringify(value) });
+    const stop = agentText !== null && value.reply.includes(STOP_TOKEN);
+    const reply = agentText === null ? value.reply.replaceAll(STOP_TOKEN, '').trim() || value.reply : value.reply;
+    return { reply, stop };
+  };
+
+  try {
+    try {
+      session = await deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [] }, scenario.initialState, input.sandboxLimits);
+    } catch (err) {
+      throw new EpisodeEnd('environment-error', `the environment did not start: ${(err as Error).message}`);
+    }
+    if (mode === 'non-conversational') {
+      messages.push({ role: 'user', content: scenario.task ?? '' });
+    } else {
+      const opening = await userSays(null);
+      messages.push({ role: 'user', content: opening.reply });
+    }
+    for (;;) {
+      if (turns >= limits.maxSteps) throw new EpisodeEnd('step-limit', `${turns} agent turns; the limit is ${limits.maxSteps}`);
+      checkTime();
+      turns += 1;
+      const reply = await deps.gateway.chat(
+        { runId: input.runId, stage: 'rollout.policy', signal: deps.signal, logger: deps.logger, cacheSalt: salt(`agent-${turns}`) },
+        { messages, tools, temperature: input.sampling.temperature, maxTokens: input.sampling.maxTokens, model: input.policyModel ?? undefined },
+      );
+      account(reply.usage);
+      modelUsed = reply.model;
+      const m = reply.message;
+      const calls = (m.tool_calls ?? []).filter(c => c.type === 'function');
+      messages.push({
+        role: 'assistant',
+        content: m.content ?? null,
+        ...(calls.length ? { tool_calls: calls } : {}),
+        ...(m.reasoning_content ? { reasoning_content: m.reasoning_content } : {}),
+      } as ChatMessage);
+      if (calls.length === 0) {
+        if (mode === 'non-conversational') {
+          termination = { reason: 'agent-finished', detail: null };
+          break;
+        }
+        const answer = await userSays(m.content ?? '');
+        messages.push({ role: 'user', content: answer.reply });
+        if (answer.stop) {
+          termination = { reason: 'user-stopped', detail: null };
+          break;
+        }
+        continue;
+      }
+      for (const [i, call] of calls.entries()) {
+        const id = call.id || `call_${turns}_${i}`;
+        let args: unknown;
+        let outcome: { result: unknown; runtimeError?: string; us: number };
+        try {
+          args = call.function.arguments.trim() === '' ? {} : (JSON.parse(call.function.arguments) as unknown);
+          outcome = await session.call(call.function.name, args);
+        } catch (err) {
+          if (err instanceof SyntaxError) {
+            outcome = { result: { success: false, error: `the arguments are not valid JSON (${err.message}); send one JSON object of named arguments` }, runtimeError: 'INVALID_ARGUMENTS', us: 0 };
+          } else {
+            throw new EpisodeEnd('environment-error', `the environment failed: ${(err as Error).message}`);
+          }
+        }
+        envUs += outcome.us;
+        steps.push({ turn: turns, tool: call.function.name, toolCallId: id, rawArguments: call.function.arguments, result: outcome.result, runtimeError: outcome.runtimeError ?? null, us: Math.round(outcome.us) });
+        messages.push({ role: 'tool', tool_call_id: id, content: JSON.stringify(outcome.result) });
+        if (outcome.runtimeError && FATAL_ENV.has(outcome.runtimeError)) {
+          throw new EpisodeEnd('environment-error', `${outcome.runtimeError} in ${call.function.name}; the environment was discarded`);
+        }
+      }
+    }
+  } catch (err) {
+    if (err instanceof EpisodeEnd) termination = { reason: err.reason, detail: err.detail };
+    else if (classifyError(err).action === 'give-up') termination = { reason: 'model-error', detail: (err as Error).message };
+    else {
+      await session?.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  let checks: CheckResult[] = [];
+  let reward: number | null = null;
+  let checksError: string | null = null;
+  try {
+    if (session) finalState = await session.snapshot();
+  } catch (err) {
+    checksError = `the final state could not be read: ${(err as Error).message}`;
+  } finally {
+    await session?.close().catch(() => undefined);
+  }
+  const checklist = scenario.checklist ?? [];
+  if (checklist.length === 0) checksError ??= 'EMPTY_CHECKLIST: the scenario has no checks, so no reward can be computed';
+  else if (finalState !== null) {
+    const result = await deps.sandbox.checks({ checks: checklist, finalState, initialState: scenario.initialState, limits: input.sandboxLimits });
+    checks = result.results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error } : {}), ...(r.errorCode ? { errorCode: r.errorCode } : {}) }));
+    reward = result.reward;
+  }
+  return {
+    id: trajectoryIdOf(input.runId, scenario.id, mode, input.sample),
+    runId: input.runId,
+    scenarioId: scenario.id,
+    environmentId: env.id,
+    mode,
+    sample: input.sample,
+    model: modelUsed ?? 'rollout.policy profile',
+    userModel: mode === 'conversational' ? (input.userModel ?? 'profile:rollout.user') : null,
+    sampling: input.sampling,
+    tools,
+    messages,
+    userMessages,
+    steps,
+    checks,
+    reward,
+    solved: reward === 1,
+    checksError,
+    termination,
+    turns,
+    usage,
+    timings: { startedAt, wallMs: Date.now() - started, envUs: Math.round(envUs) },
+    finalState,
+    lineage: { runId: input.runId, scenarioId: scenario.id, environmentId: env.id, prompts: { ...ROLLOUT_PROMPT_VERSIONS }, scenarioLineage: scenario.lineage },
+  };
+}

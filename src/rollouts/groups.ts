@@ -1,0 +1,51 @@
+import type { RolloutMode, Trajectory } from './types.js';
+
+/** Statistics of the K samples of one scenario in one mode (a GRPO-style group). */
+export interface GroupStats {
+  readonly id: string;
+  readonly runId: string;
+  readonly scenarioId: string;
+  readonly environmentId: string;
+  readonly mode: RolloutMode;
+  readonly samples: number;
+  readonly trajectoryIds: readonly string[];
+  /** Rewards in sample order; a trajectory without a reward counts 0. */
+  readonly rewards: readonly number[];
+  readonly mean: number;
+  /** Population standard deviation of the rewards. */
+  readonly std: number;
+  readonly solved: number;
+  /** Fraction of samples that solved the scenario. */
+  readonly passAt1: number;
+  /** Whether at least one of the K samples solved it (pass@K with n = K). */
+  readonly passAtK: boolean;
+  readonly terminations: Record<string, number>;
+}
+
+export function groupStats(runId: string, scenarioId: string, environmentId: string, mode: RolloutMode, trajectories: readonly Trajectory[]): GroupStats {
+  const sorted = [...trajectories].sort((a, b) => a.sample - b.sample);
+  const rewards = sorted.map(t => t.reward ?? 0);
+  const n = rewards.length;
+  const mean = n ? rewards.reduce((a, b) => a + b, 0) / n : 0;
+  const std = n ? Math.sqrt(rewards.reduce((a, r) => a + (r - mean) ** 2, 0) / n) : 0;
+  const solved = sorted.filter(t => t.solved).length;
+  const terminations: Record<string, number> = {};
+  for (const t of sorted) terminations[t.termination.reason] = (terminations[t.termination.reason] ?? 0) + 1;
+  const round = (x: number) => Math.round(x * 1e6) / 1e6;
+  return {
+    id: `${scenarioId}.${mode}`,
+    runId,
+    scenarioId,
+    environmentId,
+    mode,
+    samples: n,
+    trajectoryIds: sorted.map(t => t.id),
+    rewards,
+    mean: round(mean),
+    std: round(std),
+    solved,
+    passAt1: n ? round(solved / n) : 0,
+    passAtK: solved > 0,
+    terminations,
+  };
+}

@@ -1,0 +1,123 @@
+import type { SandboxRunner } from '../sandbox/runner.js';
+import type { ScenarioRecord } from '../scenarios/types.js';
+import type { SynthOptions } from '../synthesis/options.js';
+import type { SynthesisStore } from '../synthesis/store.js';
+import type { EnvironmentRecord } from '../synthesis/types.js';
+import type { ModelGateway } from '../llm/gateway.js';
+import type { Logger } from '../logger.js';
+import { runEpisode, trajectoryIdOf } from './episode.js';
+import { groupStats, type GroupStats } from './groups.js';
+import { ROLLOUT_PROMPT_VERSIONS } from './prompts.js';
+import type { TrajectoryStream } from './stream.js';
+import type { RolloutLimits, RolloutMode, Termination, Trajectory } from './types.js';
+
+/** Rollout settings of a run, frozen at the first `envfleet rollouts` (doc 'rollout-config'). */
+export interface RolloutConfig {
+  readonly samples: number;
+  readonly modes: readonly RolloutMode[];
+  readonly limits: Readonly<Record<RolloutMode, RolloutLimits>>;
+  readonly policyModel: string | null;
+  readonly userModel: string | null;
+  readonly temperature: number;
+  readonly maxTokensPerTurn: number;
+}
+
+export interface RolloutDeps {
+  readonly gateway: ModelGateway;
+  readonly sandbox: SandboxRunner;
+  readonly store: SynthesisStore;
+  readonly stream: TrajectoryStream;
+  readonly logger?: Logger | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+async function context(store: SynthesisStore, runId: string, scenarioId: string) {
+  const config = await store.getDoc<RolloutConfig>(runId, 'rollout-config', 'current');
+  if (!config) throw new Error(`run ${runId} has no rollout configuration (start rollouts with envfleet rollouts)`);
+  const scenario = await store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
+  if (!scenario) throw new Error(`scenario ${scenarioId} of run ${runId} not found`);
+  const env = await store.getDoc<EnvironmentRecord>(runId, 'env', scenario.environmentId);
+  if (!env?.source) throw new Error(`environment ${scenario.environmentId} of run ${runId} not found`);
+  const run = await store.getRun(runId);
+  const limits = (run?.options as unknown as SynthOptions | undefined)?.limits;
+  if (!limits) throw new Error(`run ${runId} has no sandbox limits`);
+  return { config, scenario, env, limits };
+}
+
+/** rollout.run: one episode, stored and published once (a retried job republishes; the sink writes each id once). */
+export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: string, mode: RolloutMode, sample: number): Promise<Trajectory> {
+  const id = trajectoryIdOf(runId, scenarioId, mode, sample);
+  const existing = await deps.store.getDoc<Trajectory>(runId, 'trajectory', id);
+  if (existing) {
+    await deps.stream.publish(runId, id);
+    return existing;
+  }
+  const { config, scenario, env, limits } = await context(deps.store, runId, scenarioId);
+  const trajectory = await runEpisode(
+    { gateway: deps.gateway, sandbox: deps.sandbox, logger: deps.logger, signal: deps.signal },
+    {
+      runId,
+      scenario,
+      env,
+      mode,
+      sample,
+      limits: config.limits[mode],
+      sandboxLimits: limits,
+      policyModel: config.policyModel,
+      userModel: config.userModel,
+      sampling: { temperature: config.temperature, maxTokens: config.maxTokensPerTurn },
+    },
+  );
+  await deps.store.putDoc(runId, 'trajectory', id, trajectory);
+  await deps.store.count(runId, 'rollout.run', trajectory.termination.reason);
+  await deps.stream.publish(runId, id);
+  return trajectory;
+}
+
+/** The record of an episode whose job failed for good (so scores are over the planned set, not the survivors). */
+export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'stream'>, runId: string, scenarioId: string, mode: RolloutMode, sample: number, reason: Termination, detail: string): Promise<void> {
+  const id = trajectoryIdOf(runId, scenarioId, mode, sample);
+  if (await deps.store.getDoc(runId, 'trajectory', id)) return;
+  const scenario = await deps.store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
+  const record: Trajectory = {
+    id,
+    runId,
+    scenarioId,
+    environmentId: scenario?.environmentId ?? '',
+    mode,
+    sample,
+    model: 'unknown',
+    userModel: null,
+    sampling: { temperature: 0, maxTokens: 0 },
+    tools: [],
+    messages: [],
+    userMessages: null,
+    steps: [],
+    checks: [],
+    reward: null,
+    solved: false,
+    checksError: 'the episode did not run to the end',
+    termination: { reason, detail },
+    turns: 0,
+    usage: { promptTokens: 0, completionTokens: 0, modelCalls: 0 },
+    timings: { startedAt: new Date().toISOString(), wallMs: 0, envUs: 0 },
+    finalState: null,
+    lineage: { runId, scenarioId, prompts: { ...ROLLOUT_PROMPT_VERSIONS } },
+  };
+  await deps.store.putDoc(runId, 'trajectory', id, record);
+  await deps.store.count(runId, 'rollout.run', reason);
+  await deps.stream.publish(runId, id);
+}
+
+export async function computeGroup(store: SynthesisStore, runId: string, scenarioId: string, mode: RolloutMode, samples: number): Promise<GroupStats> {
+  const trajectories: Trajectory[] = [];
+  for (let sample = 0; sample < samples; sample += 1) {
+    const t = await store.getDoc<Trajectory>(runId, 'trajectory', trajectoryIdOf(runId, scenarioId, mode, sample));
+    if (t) trajectories.push(t);
+  }
+  const scenario = await store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
+  const stats = groupStats(runId, scenarioId, scenario?.environmentId ?? '', mode, trajectories);
+  await store.putDoc(runId, 'group', stats.id, stats);
+  await store.count(runId, 'rollout.group', 'done');
+  return stats;
+}

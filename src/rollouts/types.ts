@@ -1,0 +1,73 @@
+import type { ChatMessage } from '../llm/gateway.js';
+
+export type RolloutMode = 'non-conversational' | 'conversational';
+
+/** Why an episode ended: every trajectory records exactly one. */
+export type Termination =
+  | 'agent-finished'
+  | 'user-stopped'
+  | 'step-limit'
+  | 'time-limit'
+  | 'token-limit'
+  | 'model-error'
+  | 'environment-error';
+
+export interface RolloutLimits {
+  /** Agent turns (assistant messages); seed: 30 non-conversational, 40 conversational. */
+  readonly maxSteps: number;
+  /** Prompt + completion tokens of the whole episode (policy and user simulator); 0 = no limit. */
+  readonly maxTokens: number;
+  /** Wall time of the episode. */
+  readonly maxWallMs: number;
+}
+
+export interface CheckResult {
+  readonly item: string;
+  readonly passed: boolean;
+  readonly error?: string;
+  readonly errorCode?: string;
+}
+
+export interface StepRecord {
+  /** Agent turn (1-based). */
+  readonly turn: number;
+  readonly tool: string;
+  readonly toolCallId: string;
+  /** The arguments exactly as the model sent them (a string). */
+  readonly rawArguments: string;
+  readonly result: unknown;
+  readonly runtimeError: string | null;
+  /** Time inside the sandbox, microseconds. */
+  readonly us: number;
+}
+
+/** One trajectory: the record written to trajectories/*.jsonl (docs/formats.md). */
+export interface Trajectory {
+  readonly id: string;
+  readonly runId: string;
+  readonly scenarioId: string;
+  readonly environmentId: string;
+  readonly mode: RolloutMode;
+  /** Sample index within the scenario's group. */
+  readonly sample: number;
+  readonly model: string;
+  readonly userModel: string | null;
+  readonly sampling: { readonly temperature: number; readonly maxTokens: number };
+  readonly tools: readonly unknown[];
+  /** OpenAI chat format: system, user, assistant (with tool_calls and reasoning_content as returned), tool. */
+  readonly messages: readonly ChatMessage[];
+  /** The user simulator's own transcript (conversational mode), for auditing. */
+  readonly userMessages: readonly ChatMessage[] | null;
+  readonly steps: readonly StepRecord[];
+  readonly checks: readonly CheckResult[];
+  /** Fraction of checks true on the final state; null when it could not be computed (see checksError). */
+  readonly reward: number | null;
+  readonly solved: boolean;
+  readonly checksError: string | null;
+  readonly termination: { readonly reason: Termination; readonly detail: string | null };
+  readonly turns: number;
+  readonly usage: { readonly promptTokens: number; readonly completionTokens: number; readonly modelCalls: number };
+  readonly timings: { readonly startedAt: string; readonly wallMs: number; readonly envUs: number };
+  readonly finalState: unknown;
+  readonly lineage: Readonly<Record<string, unknown>>;
+}
