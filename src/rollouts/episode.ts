@@ -63,7 +63,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   const usage = { promptTokens: 0, completionTokens: 0, modelCalls: 0 };
   let envUs = 0;
   let turns = 0;
-  let termination: { reason: Termination; detail: string | null } = { reason: 'agent-finished', detail: null };
+  let termination: { reason: Termination; detail: string | null };
   let session: EnvSession | null = null;
   let modelUsed: string | null = input.policyModel;
   let finalState: unknown = null;
@@ -124,7 +124,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         content: m.content ?? null,
         ...(calls.length ? { tool_calls: calls } : {}),
         ...(m.reasoning_content ? { reasoning_content: m.reasoning_content } : {}),
-      } as ChatMessage);
+      });
       if (calls.length === 0) {
         if (mode === 'non-conversational') {
           termination = { reason: 'agent-finished', detail: null };
@@ -181,7 +181,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   }
   const checklist = scenario.checklist ?? [];
   if (checklist.length === 0) checksError ??= 'EMPTY_CHECKLIST: the scenario has no checks, so no reward can be computed';
-  else if (finalState !== null) {
+  else if (finalState === null) checksError ??= 'no final state: the environment did not run, so no reward can be computed';
+  else {
     const result = await deps.sandbox.checks({ checks: checklist, finalState, initialState: scenario.initialState, limits: input.sandboxLimits });
     checks = result.results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error } : {}), ...(r.errorCode ? { errorCode: r.errorCode } : {}) }));
     reward = result.reward;

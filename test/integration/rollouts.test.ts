@@ -1,0 +1,267 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import type { z } from 'zod';
+import type { AppConfig } from '../../config/index.js';
+import { loadModelScript, mergeModelScripts, parseModelScript, startModelServer, type ModelScript, type ModelServer } from '../../src/model-server/index.js';
+import type { GroupStats } from '../../src/rollouts/groups.js';
+import { runSink } from '../../src/rollouts/sink.js';
+import type { Trajectory } from '../../src/rollouts/types.js';
+import { createRedisSynthesisStore, type SynthesisStore } from '../../src/synthesis/store.js';
+import type { EnvironmentRecord } from '../../src/synthesis/types.js';
+import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
+import { exportRun, submitRollouts, submitScenarios, submitSynthesis, waitForRun, type RolloutRequest } from '../../workers/synth-cli.js';
+import { AlpacaLine, OpenAIFineTuneLine, RLGroupLine, RLScenarioLine, ShareGPTLine } from '../helpers/formats.js';
+import { REDIS_URL, dropPrefix, requireRedis, silentLogger, testConfig, until } from '../helpers/integration.js';
+
+const run = promisify(execFile);
+const DEMO = 'fixtures/demo';
+
+/** The text of a chat message (content is a string in every message we record). */
+const text = (m: { content?: unknown } | undefined): string => (typeof m?.content === 'string' ? m.content : '');
+
+async function trajectories(store: SynthesisStore, runId: string): Promise<Trajectory[]> {
+  const out: Trajectory[] = [];
+  for (const id of await store.listDocIds(runId, 'trajectory')) out.push((await store.getDoc<Trajectory>(runId, 'trajectory', id))!);
+  return out;
+}
+
+async function jsonl(path: string): Promise<unknown[]> {
+  const text = await readFile(path, 'utf8');
+  return text.trim() ? text.trim().split('\n').map(l => JSON.parse(l) as unknown) : [];
+}
+
+function validateAll(schema: z.ZodType, lines: unknown[], what: string) {
+  expect(lines.length, what).to.be.greaterThan(0);
+  lines.forEach((line, i) => {
+    const r = schema.safeParse(line);
+    expect(r.success, `${what} line ${i + 1}: ${r.success ? '' : JSON.stringify(r.error.issues).slice(0, 400)}`).to.equal(true);
+  });
+}
+
+describe('rollouts, sink and datasets (real Redis, real workers, scripted server)', function () {
+  this.timeout(240_000);
+  let server: ModelServer | undefined;
+  let running: RunningWorker | undefined;
+  let config: AppConfig;
+  const children: ChildProcess[] = [];
+
+  before(requireRedis);
+  afterEach(async () => {
+    for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+    await running?.stop();
+    await server?.close();
+    if (config) await dropPrefix(config.redis.prefix);
+    running = undefined;
+    server = undefined;
+  });
+
+  async function start(extra?: ModelScript, overrides: Parameters<typeof testConfig>[1] = {}) {
+    const demo = await loadModelScript(DEMO);
+    server = await startModelServer({ script: extra ? mergeModelScripts([extra, demo]) : demo });
+    config = testConfig(server, overrides);
+    running = await startWorkerProcess(config, silentLogger());
+  }
+
+  /** Environments and scenarios from the demo fixtures. */
+  async function prepare(runId: string) {
+    await submitSynthesis(config, running!.ctx.redis, { runId, tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await waitForRun(running!.ctx.store, runId, () => undefined);
+    await submitScenarios(config, running!.ctx.redis, { runId, perEnv: 3 });
+    await waitForRun(running!.ctx.store, runId, () => undefined);
+  }
+
+  async function rollouts(request: RolloutRequest) {
+    await submitRollouts(config, running!.ctx.redis, request);
+    await waitForRun(running!.ctx.store, request.runId, () => undefined);
+    return trajectories(running!.ctx.store, request.runId);
+  }
+
+  it('runs both modes with parallel calls and recovered bad arguments; rewards match `envfleet sandbox check`; groups are right; every export validates', async () => {
+    await start();
+    await prepare('r1');
+    const all = await rollouts({ runId: 'r1', samples: 2, modes: ['non-conversational', 'conversational'] });
+    expect(all).to.have.length(16);
+    const byTask = (needle: string, mode: string) => all.filter(t => t.mode === mode && text(t.messages[1]).includes(needle));
+
+    // Non-conversational Iris: two tool calls in one message, both run in order; reasoning kept.
+    const iris = all.find(t => t.mode === 'non-conversational' && text(t.messages[1]).includes('Iris Vance'))!;
+    const first = iris.messages[2] as { tool_calls?: unknown[]; reasoning_content?: string };
+    expect(first.tool_calls).to.have.length(2);
+    expect(first.reasoning_content).to.match(/Check the member/);
+    expect(iris.steps.slice(0, 2).map(s => s.tool)).to.deep.equal(['get_member', 'return_book']);
+    expect(iris.messages.slice(3, 5).map(m => m.role)).to.deep.equal(['tool', 'tool']);
+    expect(iris).to.deep.include({ reward: 1, solved: true, termination: { reason: 'agent-finished', detail: null } });
+
+    // Oskar: broken JSON and a wrong type come back as errors; the agent recovers and solves it.
+    const oskar = all.find(t => t.mode === 'non-conversational' && text(t.messages[1]).includes('Oskar Lind'))!;
+    expect(oskar.steps.filter(s => s.runtimeError === 'INVALID_ARGUMENTS')).to.have.length(2);
+    expect(oskar.steps[0]!.rawArguments).to.equal('{"member_id": "M3"');
+    expect(oskar.solved).to.equal(true);
+
+    // Conversational: opened by the user simulator, ended by its stop token.
+    const conv = all.filter(t => t.mode === 'conversational');
+    expect(conv).to.have.length(8);
+    for (const t of conv) {
+      expect(t.termination.reason).to.equal('user-stopped');
+      expect(t.messages[1]!.role).to.equal('user');
+      expect(text(t.messages.at(-1))).to.include('###STOP###');
+      expect(t.userMessages!.length).to.be.greaterThan(2);
+    }
+    expect(byTask('PL-900', 'conversational').concat(byTask('Release PL-900', 'non-conversational')).every(t => t.reward === 0.5 && !t.solved)).to.equal(true);
+
+    // Rewards equal what the check functions give through the command line.
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-rollouts-'));
+    const store = running!.ctx.store;
+    for (const t of [iris, oskar, all.find(t => t.reward === 0.5)!]) {
+      const scenario = (await store.getDoc<{ checklist: unknown; initialState: unknown }>('r1', 'scenario', t.scenarioId))!;
+      await writeFile(join(dir, 'c.json'), JSON.stringify(scenario.checklist));
+      await writeFile(join(dir, 'i.json'), JSON.stringify(scenario.initialState));
+      await writeFile(join(dir, 'f.json'), JSON.stringify(t.finalState));
+      const { stdout } = await run(process.execPath, ['bin/envfleet.js', 'sandbox', 'check', join(dir, 'c.json'), '--initial', join(dir, 'i.json'), '--final', join(dir, 'f.json')]);
+      const cli = JSON.parse(stdout) as { reward: number; solved: boolean; results: { passed: boolean }[] };
+      expect(cli.reward).to.equal(t.reward);
+      expect(cli.solved).to.equal(t.solved);
+      expect(cli.results.map(r => r.passed)).to.deep.equal(t.checks.map(c => c.passed));
+    }
+
+    // Group statistics.
+    for (const id of await store.listDocIds('r1', 'group')) {
+      const g = (await store.getDoc<GroupStats>('r1', 'group', id))!;
+      const rewards = all.filter(t => t.scenarioId === g.scenarioId && t.mode === g.mode).sort((a, b) => a.sample - b.sample).map(t => t.reward ?? 0);
+      const mean = rewards.reduce((a, b) => a + b, 0) / rewards.length;
+      expect(g.rewards).to.deep.equal(rewards);
+      expect(g.mean).to.be.closeTo(mean, 1e-6);
+      expect(g.std).to.be.closeTo(Math.sqrt(rewards.reduce((a, r) => a + (r - mean) ** 2, 0) / rewards.length), 1e-6);
+      expect(g.passAtK).to.equal(rewards.some(r => r === 1));
+    }
+
+    // Every export line validates against the published format.
+    const exported = await exportRun(store, 'r1', dir);
+    expect(exported.datasets['sft-openai.jsonl']).to.equal(16);
+    validateAll(OpenAIFineTuneLine, await jsonl(join(dir, 'sft-openai.jsonl')), 'sft-openai');
+    validateAll(ShareGPTLine, await jsonl(join(dir, 'sft-sharegpt.jsonl')), 'sft-sharegpt');
+    validateAll(AlpacaLine, await jsonl(join(dir, 'sft-llamafactory.jsonl')), 'sft-llamafactory');
+    validateAll(RLScenarioLine, await jsonl(join(dir, 'rl-scenarios.jsonl')), 'rl-scenarios');
+    validateAll(RLGroupLine, await jsonl(join(dir, 'rl-groups.jsonl')), 'rl-groups');
+    const solvedOnly = await exportRun(store, 'r1', await mkdtemp(join(tmpdir(), 'envfleet-solved-')), { formats: ['openai'], filter: { solvedOnly: true, minReward: null } });
+    expect(solvedOnly.datasets['sft-openai.jsonl']).to.equal(all.filter(t => t.solved).length);
+  });
+
+  it('ends episodes at the step, token and time limits, and on model and environment errors, each with its reason', async () => {
+    await start();
+    await prepare('limits');
+    const store = running!.ctx.store;
+    const demo = await loadModelScript(DEMO);
+    const reasons = async (runId: string, request: Omit<RolloutRequest, 'runId' | 'samples' | 'modes'>) => {
+      // Each limit needs its own run (rollout settings are frozen per run): copy the prepared run.
+      await copyRun(store, 'limits', runId);
+      const list = await rollouts({ runId, samples: 1, modes: ['non-conversational'], ...request });
+      return new Set(list.map(t => t.termination.reason));
+    };
+    expect(await reasons('steps', { maxSteps: { 'non-conversational': 1, conversational: 1 } })).to.deep.equal(new Set(['step-limit']));
+    expect(await reasons('tokens', { maxTokens: 50 })).to.deep.equal(new Set(['token-limit']));
+    // Every policy answer now takes 1.5 s, past a 1 s episode limit.
+    server!.setScript({ ...demo, rules: (demo.rules ?? []).map(r => (r.stage === 'rollout.policy' && !r.fault ? { ...r, fault: { type: 'delay' as const, ms: 1500 } } : r)) });
+    expect(await reasons('time', { maxWallMs: 1000 })).to.deep.equal(new Set(['time-limit']));
+    // The endpoint refuses every policy request: no retry helps.
+    server!.setScript(mergeModelScripts([parseModelScript({ rules: [{ stage: 'rollout.policy', fault: { type: 'server_error', status: 400 } }] }), demo]));
+    expect(await reasons('model', {})).to.deep.equal(new Set(['model-error']));
+    server!.setScript(demo);
+    // A broken environment source: the session cannot start.
+    await copyRun(store, 'limits', 'env-error');
+    for (const id of await store.listDocIds('env-error', 'env')) {
+      const env = (await store.getDoc<EnvironmentRecord>('env-error', 'env', id))!;
+      await store.putDoc('env-error', 'env', id, { ...env, source: 'class Broken {' });
+    }
+    const envErrors = await rollouts({ runId: 'env-error', samples: 1, modes: ['non-conversational'] });
+    expect(new Set(envErrors.map(t => t.termination.reason))).to.deep.equal(new Set(['environment-error']));
+    expect(envErrors.every(t => t.reward === null && t.checksError !== null)).to.equal(true);
+  });
+
+  it('counts the stop token only in what the simulated user says, and never before the agent has spoken', async () => {
+    const script = parseModelScript({
+      rules: [
+        { stage: 'rollout.user', matchAny: 'I want to return Solaris', matchLast: '^user: \\[Agent\\] Hi!', respond: { json: { thought: 'I will say ###STOP### later', reply: "###STOP### Hi, I'd like to return a book and borrow another one." } } },
+        { stage: 'rollout.user', matchLast: '^user: \\[Agent\\] Of course', respond: { json: { thought: 'not done yet: ###STOP###', reply: 'My member id is M7 and the Solaris loan is L21.' } } },
+      ],
+    });
+    await start(script);
+    await prepare('stop');
+    const list = await rollouts({ runId: 'stop', samples: 1, modes: ['conversational'] });
+    const iris = list.find(t => text(t.messages[1]).includes('return a book'))!;
+    expect(text(iris.messages[1])).not.to.include('###STOP###');
+    expect(iris.termination.reason).to.equal('user-stopped');
+    expect(iris.solved).to.equal(true); // went on past the thought that mentioned the token
+  });
+
+  it('loses no trajectory and writes none twice when the sink and a worker are SIGKILLed mid-run', async () => {
+    const demo = await loadModelScript(DEMO);
+    // The delay applies on top of the normal answers: wrap every policy rule of the demo in a delay.
+    const delayed = { ...demo, rules: (demo.rules ?? []).map(r => (r.stage === 'rollout.policy' && !r.fault ? { ...r, fault: { type: 'delay' as const, ms: 150 } } : r)) };
+    server = await startModelServer({ script: delayed });
+    config = testConfig(server, { ENVFLEET_ROLLOUT_CONCURRENCY: '4' });
+    running = await startWorkerProcess(config, silentLogger());
+    await prepare('kill');
+    await running.stop();
+    running = undefined;
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sink-'));
+    const env = { ...process.env, REDIS_URL, ENVFLEET_REDIS_PREFIX: config.redis.prefix, OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'k', ENVFLEET_LOCK_DURATION_MS: '2000', ENVFLEET_STALLED_INTERVAL_MS: '1000', ENVFLEET_ROLLOUT_CONCURRENCY: '4', LOG_LEVEL: 'silent' };
+    const spawnWorker = () => {
+      const c = spawn(process.execPath, ['bin/envfleet.js', 'worker'], { env, stdio: 'ignore' });
+      children.push(c);
+      return c;
+    };
+    const spawnSink = () => {
+      const c = spawn(process.execPath, ['bin/envfleet.js', 'sink', '--run', 'kill', '--out', dir, '--follow'], { env, stdio: 'ignore' });
+      children.push(c);
+      return c;
+    };
+    const linesOnDisk = async () => {
+      let n = 0;
+      const tdir = join(dir, 'trajectories');
+      for (const f of await readdir(tdir).catch(() => [])) n += (await readFile(join(tdir, f), 'utf8')).split('\n').filter(Boolean).length;
+      return n;
+    };
+    const worker = spawnWorker();
+    const sink = spawnSink();
+    const producer = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+    try {
+      await submitRollouts(config, producer, { runId: 'kill', samples: 3, modes: ['non-conversational', 'conversational'] });
+      await until(async () => (await linesOnDisk()) >= 3, 'a few trajectories on disk', 60_000);
+      sink.kill('SIGKILL');
+      worker.kill('SIGKILL');
+      await Promise.all([new Promise(r => sink.once('exit', r)), new Promise(r => worker.once('exit', r))]);
+      spawnWorker();
+      const store = createRedisSynthesisStore(producer, config.redis.prefix);
+      await waitForRun(store, 'kill', () => undefined);
+      // The final sink (not following) exits once everything is written.
+      await runSink({ redis: producer, prefix: config.redis.prefix, store, runId: 'kill', dir });
+      const lines = [];
+      for (const f of (await readdir(join(dir, 'trajectories'))).sort()) lines.push(...(await jsonl(join(dir, 'trajectories', f))));
+      const ids = lines.map(l => (l as { id: string }).id);
+      expect(ids.length).to.equal(24);
+      expect(new Set(ids).size).to.equal(24);
+      const stored = await store.listDocIds('kill', 'trajectory');
+      expect(new Set(ids)).to.deep.equal(new Set(stored));
+    } finally {
+      producer.disconnect();
+    }
+  });
+});
+
+/** Copies a prepared run (record, environments, scenarios) under a new run id. */
+async function copyRun(store: SynthesisStore, from: string, to: string) {
+  const run = (await store.getRun(from))!;
+  await store.createRun({ ...run, id: to });
+  for (const kind of ['env', 'scenario'] as const) {
+    for (const id of await store.listDocIds(from, kind)) {
+      const doc = (await store.getDoc<Record<string, unknown>>(from, kind, id))!;
+      await store.putDoc(to, kind, id, { ...doc, runId: to });
+    }
+  }
+}
