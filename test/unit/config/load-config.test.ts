@@ -75,6 +75,7 @@ describe('config: loadConfig defaults', () => {
       lockDurationMs: 60_000,
       stalledIntervalMs: 15_000,
       shutdownTimeoutMs: 30_000,
+      rolloutConcurrency: 64,
     });
     expect(config.pool.threads).to.equal(Math.max(1, availableParallelism()));
     expect(config.budgets).to.deep.equal({ usd: 0, tokens: 0 });
