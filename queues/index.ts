@@ -12,6 +12,7 @@ import { scenarioCheckQueue } from './scenario-check.queue.js';
 import { scenarioChecklistQueue } from './scenario-checklist.queue.js';
 import { scenarioStateQueue } from './scenario-state.queue.js';
 import { scenarioTaskQueue } from './scenario-task.queue.js';
+import { scenarioVerifyQueue } from './scenario-verify.queue.js';
 import { skeletonAssembleQueue } from './skeleton-assemble.queue.js';
 import { skeletonMethodQueue } from './skeleton-method.queue.js';
 import { skeletonOperationsQueue } from './skeleton-operations.queue.js';
@@ -32,6 +33,7 @@ export {
   scenarioChecklistQueue,
   scenarioStateQueue,
   scenarioTaskQueue,
+  scenarioVerifyQueue,
   skeletonAssembleQueue,
   skeletonMethodQueue,
   skeletonOperationsQueue,
@@ -56,6 +58,7 @@ export const QUEUES: Readonly<Record<string, QueueDefinition<never, never>>> = O
     scenarioTaskQueue,
     scenarioChecklistQueue,
     scenarioCheckQueue,
+    scenarioVerifyQueue,
     rolloutRunQueue,
     rolloutGroupQueue,
   ].map(q => [q.name, q as unknown as QueueDefinition<never, never>]),

@@ -181,16 +181,24 @@ program
   .requiredOption('--run <name>', 'run name (its kept environments, or the environments imported with --environments)')
   .option('--per-env <m>', 'initial states (scenarios) per environment', positiveInt, 5)
   .option('--environments <file>', 'environments.jsonl (export format) to import into the run first')
+  .option('--verify-with <model>', 'solvability gate: keep a scenario only when this reference policy model solves it')
+  .option('--tries <r>', 'reference rollouts per scenario for --verify-with', positiveInt, 3)
   .option('--no-wait', 'enqueue and return without waiting')
   .option('--workers', 'also run workers for every queue in this process')
   .action(
-    guarded(async (opts: { run: string; perEnv: number; environments?: string; wait: boolean; workers?: boolean }) => {
+    guarded(async (opts: { run: string; perEnv: number; environments?: string; verifyWith?: string; tries: number; wait: boolean; workers?: boolean }) => {
       const config = loadConfig();
       const logger = createLogger(config);
       const running = opts.workers ? await startWorkerProcess(config, logger) : null;
       try {
         await withProducerRedis(config, async redis => {
-          const submission = await submitScenarios(config, redis, { runId: opts.run, perEnv: opts.perEnv, ...(opts.environments ? { environments: opts.environments } : {}) });
+          const submission = await submitScenarios(config, redis, {
+            runId: opts.run,
+            perEnv: opts.perEnv,
+            tries: opts.tries,
+            ...(opts.environments ? { environments: opts.environments } : {}),
+            ...(opts.verifyWith ? { verifyWith: opts.verifyWith } : {}),
+          });
           for (const p of submission.problems) process.stderr.write(`envfleet: ${opts.environments} line ${p.line} skipped: ${p.problem}\n`);
           process.stdout.write(`run ${opts.run}: ${submission.items} kept environments, ${submission.jobsAdded} scenario.state jobs added\n`);
           if (!opts.wait) return;

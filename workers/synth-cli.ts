@@ -5,7 +5,7 @@ import { createRunEnqueuer } from '../queues/run-enqueuer.js';
 import { skeletonStateQueue } from '../queues/skeleton-state.queue.js';
 import { scenarioStateQueue } from '../queues/scenario-state.queue.js';
 import { readEnvironmentsFile } from '../src/scenarios/import.js';
-import type { ScenarioRecord } from '../src/scenarios/types.js';
+import type { ScenarioConfig, ScenarioRecord } from '../src/scenarios/types.js';
 import { passesFilter, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type SftFilter } from '../src/rollouts/exports.js';
 import type { GroupStats } from '../src/rollouts/groups.js';
 import type { RolloutConfig } from '../src/rollouts/stages.js';
@@ -82,6 +82,9 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
 export interface ScenarioRequest {
   readonly runId: string;
   readonly perEnv: number;
+  /** Solvability gate: reference policy model, and how many tries it gets. */
+  readonly verifyWith?: string;
+  readonly tries?: number;
   /** environments.jsonl to import into the run (otherwise the run's own kept environments). */
   readonly environments?: string;
 }
@@ -100,6 +103,9 @@ export async function submitScenarios(config: AppConfig, redis: Redis, request: 
       for (const env of imported.items) if (!(await store.getDoc(request.runId, 'env', env.id))) await store.putDoc(request.runId, 'env', env.id, env);
     } else if (!(await store.getRun(request.runId))) {
       throw new Error(`run "${request.runId}" does not exist; synthesize it first (envfleet synth) or pass --environments FILE.jsonl`);
+    }
+    if (!(await store.getDoc(request.runId, 'scenario-config', 'current'))) {
+      await store.putDoc(request.runId, 'scenario-config', 'current', { perEnv: request.perEnv, verifyWith: request.verifyWith ?? null, tries: request.tries ?? 3 } satisfies ScenarioConfig);
     }
     let jobsAdded = 0;
     let items = 0;

@@ -10,7 +10,8 @@ import { hashOf } from '../util/canonical.js';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import { SCENARIO_PROMPT_VERSIONS, scenarioCheckPrompt, scenarioChecklistPrompt, scenarioStatePrompt, scenarioTaskPrompt } from './prompts.js';
 import { ScenarioCheckOutput, ScenarioChecklistOutput, ScenarioStateOutput, ScenarioTaskOutput } from './schemas.js';
-import type { ScenarioRecord } from './types.js';
+import type { ScenarioConfig, ScenarioRecord } from './types.js';
+import { runEpisode } from '../rollouts/episode.js';
 
 export interface ScenarioDeps {
   readonly gateway: ModelGateway;
@@ -24,6 +25,8 @@ export interface ScenarioOutcome {
   readonly ok: boolean;
   readonly scenarioId: string;
   readonly reason?: string;
+  /** The scenario waits for the solvability gate. */
+  readonly verify?: boolean;
 }
 
 export const scenarioIdOf = (runId: string, envId: string, index: number) => `scn-${hashOf({ runId, envId, index }, 16)}`;
@@ -208,9 +211,53 @@ export async function generateScenarioChecks(deps: ScenarioDeps, runId: string, 
       await dropScenario(deps, runId, scenarioId, 'scenario.check', 'ALREADY_SOLVED', 'every check is already true on the initial state: the task would be solved by doing nothing');
       return { ok: false, scenarioId, reason: 'already solved' };
     }
-    scenario.status = 'ready';
+    const gate = await deps.store.getDoc<ScenarioConfig>(runId, 'scenario-config', 'current');
+    if (!gate?.verifyWith) scenario.status = 'ready';
     await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
     await deps.store.count(runId, 'scenario.check', scenario.validation.repairs.length ? 'ready-after-repair' : 'ready');
-    return { ok: true, scenarioId };
+    return { ok: true, scenarioId, ...(gate?.verifyWith ? { verify: true } : {}) };
   });
+}
+
+/**
+ * The solvability gate: up to `tries` reference rollouts (non-conversational, the reference model)
+ * until one solves the scenario; a scenario none solves is dropped as UNSOLVABLE.
+ */
+export async function verifyScenario(deps: ScenarioDeps, runId: string, scenarioId: string): Promise<ScenarioOutcome> {
+  const { scenario, env } = await load(deps, runId, scenarioId);
+  if (scenario.status !== 'building') return { ok: scenario.status === 'ready', scenarioId };
+  const gate = await deps.store.getDoc<ScenarioConfig>(runId, 'scenario-config', 'current');
+  const limits = await limitsOf(deps, runId);
+  if (!gate?.verifyWith || !limits) return { ok: false, scenarioId, reason: 'no solvability gate configured' };
+  scenario.validation ??= { onInitialState: [], repairs: [] };
+  const verification = scenario.validation.verification ?? { model: gate.verifyWith, tries: [], solved: false };
+  scenario.validation.verification = verification;
+  while (!verification.solved && verification.tries.length < gate.tries) {
+    const t = await runEpisode(
+      { gateway: deps.gateway, sandbox: deps.sandbox, logger: deps.logger, signal: deps.signal },
+      {
+        runId,
+        scenario,
+        env,
+        mode: 'non-conversational',
+        sample: 1_000_000 + verification.tries.length,
+        limits: { maxSteps: 30, maxTokens: 0, maxWallMs: 600_000 },
+        sandboxLimits: limits,
+        policyModel: gate.verifyWith,
+        userModel: null,
+        sampling: { temperature: 0.7, maxTokens: 4096 },
+      },
+    );
+    verification.tries.push({ reward: t.reward, termination: t.termination.reason });
+    verification.solved = t.solved;
+    await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+  }
+  if (!verification.solved) {
+    await dropScenario(deps, runId, scenarioId, 'scenario.verify', 'UNSOLVABLE', `no reference rollout by ${gate.verifyWith} solved it in ${verification.tries.length} tries (rewards ${verification.tries.map(x => x.reward ?? 'none').join(', ')})`);
+    return { ok: false, scenarioId, reason: 'unsolvable' };
+  }
+  scenario.status = 'ready';
+  await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+  await deps.store.count(runId, 'scenario.verify', 'solvable');
+  return { ok: true, scenarioId };
 }

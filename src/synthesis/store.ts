@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 
 /** Kinds of document a run keeps, one JSON document per id. */
-export type DocKind = 'task' | 'judge' | 'topic' | 'dedup' | 'env' | 'method' | 'scenario' | 'trajectory' | 'group' | 'rollout-config';
+export type DocKind = 'task' | 'judge' | 'topic' | 'dedup' | 'env' | 'method' | 'scenario' | 'trajectory' | 'group' | 'rollout-config' | 'scenario-config';
 
 export interface RunRecord {
   readonly id: string;

@@ -183,6 +183,27 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     expect(envErrors.every(t => t.reward === null && t.checksError !== null)).to.equal(true);
   });
 
+  it('keeps only scenarios a reference rollout solves when the solvability gate is on', async () => {
+    await start();
+    await submitSynthesis(config, running!.ctx.redis, { runId: 'gate', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await waitForRun(running!.ctx.store, 'gate', () => undefined);
+    await submitScenarios(config, running!.ctx.redis, { runId: 'gate', perEnv: 3, verifyWith: 'reference-model', tries: 2 });
+    await waitForRun(running!.ctx.store, 'gate', () => undefined);
+    const store = running!.ctx.store;
+    const scenarios = await Promise.all((await store.listDocIds('gate', 'scenario')).map(id => store.getDoc<{ status: string; task?: string; dropReason?: { code: string }; validation?: { verification?: { tries: unknown[]; solved: boolean; model: string } } }>('gate', 'scenario', id)));
+    const pl = scenarios.find(s => s?.task?.includes('PL-900') && s.dropReason?.code !== 'DUPLICATE_TASK')!;
+    expect(pl.status).to.equal('dropped');
+    expect(pl.dropReason?.code).to.equal('UNSOLVABLE');
+    expect(pl.validation?.verification?.tries).to.have.length(2);
+    const ready = scenarios.filter(s => s?.status === 'ready');
+    expect(ready).to.have.length(3);
+    for (const s of ready) expect(s!.validation!.verification).to.deep.include({ solved: true, model: 'reference-model' });
+    const funnel = await store.funnel('gate');
+    expect(funnel['scenario.verify']).to.deep.include({ solvable: 3, 'dropped:UNSOLVABLE': 1 });
+    // The reference rollouts asked for the reference model.
+    expect(server!.log().some(e => e.stage === 'rollout.policy' && e.model === 'reference-model')).to.equal(true);
+  });
+
   it('counts the stop token only in what the simulated user says, and never before the agent has spoken', async () => {
     const script = parseModelScript({
       rules: [

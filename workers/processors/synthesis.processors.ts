@@ -16,6 +16,7 @@ import { scenarioCheckQueue } from '../../queues/scenario-check.queue.js';
 import { scenarioChecklistQueue } from '../../queues/scenario-checklist.queue.js';
 import { scenarioStateQueue } from '../../queues/scenario-state.queue.js';
 import { scenarioTaskQueue } from '../../queues/scenario-task.queue.js';
+import { scenarioVerifyQueue } from '../../queues/scenario-verify.queue.js';
 import {
   dropScenario,
   generateScenarioChecklist,
@@ -23,6 +24,7 @@ import {
   generateScenarioState,
   generateScenarioTask,
   scenarioIdOf,
+  verifyScenario,
 } from '../../src/scenarios/stages.js';
 import type { ModelGateway } from '../../src/llm/gateway.js';
 import type { SandboxRunner } from '../../src/sandbox/runner.js';
@@ -133,7 +135,12 @@ export function synthesisProcessors(w: SynthesisWiring): Entry[] {
       if (r.ok) await w.enqueuer.add(scenarioCheckQueue, d);
       return result(r);
     }),
-    entry(scenarioCheckQueue, async (d, c) => result(await generateScenarioChecks(deps(c.signal, c.logger), d.runId, d.scenarioId))),
+    entry(scenarioCheckQueue, async (d, c) => {
+      const r = await generateScenarioChecks(deps(c.signal, c.logger), d.runId, d.scenarioId);
+      if (r.ok && r.verify) await w.enqueuer.add(scenarioVerifyQueue, d);
+      return result(r);
+    }),
+    entry(scenarioVerifyQueue, async (d, c) => result(await verifyScenario(deps(c.signal, c.logger), d.runId, d.scenarioId))),
     entry(rolloutRunQueue, async (d, c) => {
       const t = await runRollout({ ...deps(c.signal, c.logger), stream: w.stream }, d.runId, d.scenarioId, d.mode, d.sample);
       return result({ ok: true }, { trajectoryId: t.id, reward: t.reward, termination: t.termination.reason });
