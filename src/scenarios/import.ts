@@ -1,9 +1,7 @@
 import { z } from 'zod';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import type { Operation } from '../synthesis/schemas.js';
-import type { LineProblem } from '../synthesis/inputs.js';
-import { readFile } from 'node:fs/promises';
-import { InputFileError } from '../sandbox/files.js';
+import { parseLines, type LineProblem } from '../synthesis/inputs.js';
 
 /** A line of environments.jsonl, as much of it as scenario generation needs. */
 const EnvironmentLine = z.object({
@@ -30,30 +28,12 @@ const EnvironmentLine = z.object({
  * environments (or lines without a status) are imported; bad lines are reported by number.
  */
 export async function readEnvironmentsFile(path: string, runId: string): Promise<{ items: EnvironmentRecord[]; problems: LineProblem[]; skipped: number }> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new InputFileError(`${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-  }
+  const parsed = await parseLines(path, EnvironmentLine);
   const items: EnvironmentRecord[] = [];
-  const problems: LineProblem[] = [];
+  const problems: LineProblem[] = [...parsed.problems];
   let skipped = 0;
-  for (const [i, raw] of text.split('\n').entries()) {
-    if (!raw.trim()) continue;
-    let json: unknown;
-    try {
-      json = JSON.parse(raw);
-    } catch (err) {
-      problems.push({ line: i + 1, problem: `not valid JSON: ${(err as Error).message}` });
-      continue;
-    }
-    const r = EnvironmentLine.safeParse(json);
-    if (!r.success) {
-      problems.push({ line: i + 1, problem: r.error.issues.slice(0, 4).map(x => `${x.path.join('.') || '(line)'}: ${x.message}`).join('; ') });
-      continue;
-    }
-    const e = r.data;
+  for (const { value } of parsed.items) {
+    const e = value;
     if (e.status !== undefined && e.status !== 'kept') {
       skipped += 1;
       continue;

@@ -26,7 +26,7 @@ export interface ParsedLines<T> {
   readonly problems: LineProblem[];
 }
 
-async function parseLines<S extends z.ZodType>(path: string, schema: S): Promise<ParsedLines<{ line: number; value: z.infer<S> }>> {
+export async function parseLines<S extends z.ZodType>(path: string, schema: S): Promise<ParsedLines<{ line: number; value: z.infer<S> }>> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');

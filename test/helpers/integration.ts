@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { QueueEvents, type Job, type Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -86,4 +87,17 @@ export async function until(predicate: () => Promise<boolean>, what: string, tim
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise(resolve => setTimeout(resolve, 50));
   }
+}
+
+/** Stops what an integration test started: child processes, in-process workers, the scripted server, the test's Redis keys. */
+export async function tearDown(t: {
+  readonly children: ChildProcess[];
+  readonly running: { stop(): Promise<void> } | undefined;
+  readonly server: ModelServer | undefined;
+  readonly config: AppConfig | undefined;
+}): Promise<void> {
+  for (const c of t.children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+  await t.running?.stop();
+  await t.server?.close();
+  if (t.config) await dropPrefix(t.config.redis.prefix);
 }

@@ -16,7 +16,7 @@ import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
 import { exportRun, submitRollouts, submitScenarios, submitSynthesis, waitForRun, type RolloutRequest } from '../../workers/synth-cli.js';
 import { AlpacaLine, OpenAIFineTuneLine, RLGroupLine, RLScenarioLine, ShareGPTLine } from '../helpers/formats.js';
-import { REDIS_URL, dropPrefix, requireRedis, silentLogger, testConfig, until } from '../helpers/integration.js';
+import { REDIS_URL, requireRedis, tearDown, silentLogger, testConfig, until } from '../helpers/integration.js';
 
 const run = promisify(execFile);
 const DEMO = 'fixtures/demo';
@@ -52,10 +52,7 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
 
   before(requireRedis);
   afterEach(async () => {
-    for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
-    await running?.stop();
-    await server?.close();
-    if (config) await dropPrefix(config.redis.prefix);
+    await tearDown({ children, running, server, config });
     running = undefined;
     server = undefined;
   });

@@ -12,7 +12,7 @@ import { createRedisSynthesisStore } from '../../src/synthesis/store.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
 import { exportRun, submitScenarios, submitSynthesis, waitForRun } from '../../workers/synth-cli.js';
-import { REDIS_URL, dropPrefix, requireRedis, silentLogger, testConfig, until } from '../helpers/integration.js';
+import { REDIS_URL, requireRedis, tearDown, silentLogger, testConfig, until } from '../helpers/integration.js';
 
 const run = promisify(execFile);
 const DEMO = 'fixtures/demo';
@@ -41,10 +41,7 @@ describe('scenario generation (real Redis, real workers, scripted server)', func
 
   before(requireRedis);
   afterEach(async () => {
-    for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
-    await running?.stop();
-    await server?.close();
-    if (config) await dropPrefix(config.redis.prefix);
+    await tearDown({ children, running, server, config });
     running = undefined;
     server = undefined;
   });

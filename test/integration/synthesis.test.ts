@@ -12,7 +12,7 @@ import { createRedisSynthesisStore } from '../../src/synthesis/store.js';
 import type { EnvironmentRecord, ProbeStepRecord } from '../../src/synthesis/types.js';
 import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
 import { exportRun, submitSynthesis, waitForRun } from '../../workers/synth-cli.js';
-import { REDIS_URL, dropPrefix, requireRedis, silentLogger, testConfig, until } from '../helpers/integration.js';
+import { REDIS_URL, requireRedis, tearDown, silentLogger, testConfig, until } from '../helpers/integration.js';
 
 const DEMO = 'fixtures/demo';
 const DESCRIPTIONS = [
@@ -50,10 +50,7 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
 
   before(requireRedis);
   afterEach(async () => {
-    for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
-    await running?.stop();
-    await server?.close();
-    if (config) await dropPrefix(config.redis.prefix);
+    await tearDown({ children, running, server, config });
     running = undefined;
     server = undefined;
   });
