@@ -37,7 +37,7 @@ export interface ModelProfile {
   readonly model: string;
   readonly temperature: number;
   readonly maxTokens: number;
-  readonly cache: boolean;
+  readonly cache: boolean | 'salted';
   readonly endpoints: readonly { readonly name: string; readonly weight: number }[];
 }
 

@@ -3,7 +3,9 @@
  * `X-Envfleet-Stage` header; per-stage model profiles are keyed by them.
  *
  * `cache: true` means identical requests within a run are answered from the response cache, so a
- * resumed run does not pay twice. Rollout stages sample a policy on purpose and are not cached.
+ * resumed run does not pay twice. Rollout stages sample a policy on purpose: they are cached only
+ * per episode and turn (`'salted'`: the request names its sample and turn), so a resumed or
+ * retried episode replays its own answers while different samples stay independent.
  */
 export const STAGES = {
   'mine.judge': { kind: 'chat', cache: true, temperature: 0, maxTokens: 1024 },
@@ -20,15 +22,15 @@ export const STAGES = {
   'scenario.task': { kind: 'chat', cache: true, temperature: 0.7, maxTokens: 2048 },
   'scenario.checklist': { kind: 'chat', cache: true, temperature: 0.2, maxTokens: 2048 },
   'scenario.check': { kind: 'chat', cache: true, temperature: 0.2, maxTokens: 2048 },
-  'rollout.policy': { kind: 'chat', cache: false, temperature: 1, maxTokens: 4096 },
-  'rollout.user': { kind: 'chat', cache: false, temperature: 0.7, maxTokens: 1024 },
+  'rollout.policy': { kind: 'chat', cache: 'salted', temperature: 1, maxTokens: 4096 },
+  'rollout.user': { kind: 'chat', cache: 'salted', temperature: 0.7, maxTokens: 1024 },
   'model.call': { kind: 'chat', cache: true, temperature: 0, maxTokens: 1024 },
 } as const satisfies Record<string, StageDefaults>;
 
 export interface StageDefaults {
   readonly kind: 'chat' | 'embedding';
-  /** Whether identical requests within a run are served from the response cache. */
-  readonly cache: boolean;
+  /** Whether identical requests within a run are served from the response cache ('salted': only requests that name their sample). */
+  readonly cache: boolean | 'salted';
   readonly temperature: number;
   readonly maxTokens: number;
 }

@@ -144,7 +144,7 @@ export function renderConfigurationDoc(): string {
     const model = s.kind === 'embedding' ? '`ENVFLEET_EMBEDDING_MODEL`' : '`ENVFLEET_MODEL`';
     const maxTokens = s.kind === 'embedding' ? '—' : String(s.maxTokens);
     const temperature = s.kind === 'embedding' ? '—' : String(s.temperature);
-    return `| \`${stage}\` | ${s.kind} | ${model} | ${temperature} | ${maxTokens} | ${s.cache ? 'yes' : 'no'} |`;
+    return `| \`${stage}\` | ${s.kind} | ${model} | ${temperature} | ${maxTokens} | ${s.cache === 'salted' ? 'per sample and turn' : s.cache ? 'yes' : 'no'} |`;
   });
   const priceRows = Object.entries(DEFAULT_PRICES).map(
     ([model, p]) => `| \`${model}\` | ${p.inputPerMTok} | ${p.outputPerMTok} |`,

@@ -66,7 +66,7 @@ export function renderStageDoc(): string {
   for (const stage of STAGE_NAMES) {
     const s = STAGES[stage];
     const version = ({ ...PROMPT_VERSIONS, ...SCENARIO_PROMPT_VERSIONS } as Record<string, string>)[stage] ?? '—';
-    out.push(`| \`${stage}\` | ${s.kind} | ${s.cache ? 'yes' : 'no'} | ${s.kind === 'chat' ? s.temperature : '—'} | ${s.kind === 'chat' ? s.maxTokens : '—'} | ${version} |`);
+    out.push(`| \`${stage}\` | ${s.kind} | ${s.cache === 'salted' ? 'per sample and turn' : s.cache ? 'yes' : 'no'} | ${s.kind === 'chat' ? s.temperature : '—'} | ${s.kind === 'chat' ? s.maxTokens : '—'} | ${version} |`);
   }
   out.push('', '`ENVFLEET_MODELS_FILE` overrides model, temperature, max tokens and endpoint per stage (docs/configuration.md).', '');
   out.push(

@@ -72,7 +72,7 @@ export class JobAbortedError extends AppError {
   }
 }
 
-export type ErrorAction = 'retry' | 'give-up' | 'rate-limit';
+export type ErrorAction = 'retry' | 'give-up' | 'rate-limit' | 'pause-run';
 
 export interface ErrorClass {
   readonly action: ErrorAction;
@@ -82,9 +82,9 @@ export interface ErrorClass {
 }
 
 /**
- * Decides, for any thrown value, whether its job is retried with backoff, given up, or put back
- * without using an attempt while the whole queue waits (rate limit). The only such decision in
- * the code base.
+ * Decides, for any thrown value, whether its job is retried with backoff, given up, put back
+ * without using an attempt while the whole queue waits (rate limit), or put back while its run is
+ * paused (budget reached). The only such decision in the code base.
  */
 export function classifyError(err: unknown): ErrorClass {
   if (err instanceof RateLimitedError) return { action: 'rate-limit', code: err.code, delayMs: err.retryAfterMs };
@@ -96,8 +96,10 @@ export function classifyError(err: unknown): ErrorClass {
       case 'MODEL_AUTH':
       case 'MODEL_BAD_REQUEST':
       case 'MODEL_NOT_FOUND':
-      case 'BUDGET_EXCEEDED':
         return { action: 'give-up', code: err.code };
+      case 'BUDGET_EXCEEDED':
+        // The run stops spending: its jobs wait (no attempt used) until the budget is raised and the run resumed.
+        return { action: 'pause-run', code: err.code };
       default:
         return err instanceof ModelRequestError ? { action: 'give-up', code: err.code } : { action: 'retry', code: err.code };
     }

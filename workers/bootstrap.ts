@@ -6,6 +6,8 @@ import type { AppConfig } from '../config/index.js';
 import type { QueueDefinition } from '../queues/define-queue.js';
 import { AppError, castToError, classifyError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
+import type { RunControl } from '../src/runs/control.js';
+import type { MetricsRecorder } from '../src/runs/metrics.js';
 
 export interface ProcessorContext {
   readonly job: Job;
@@ -36,7 +38,14 @@ export interface WorkerSettings {
   /** Overrides the configured concurrency for this queue. */
   readonly concurrency?: number;
   readonly onSettled?: SettledHook;
+  /** Makes the queue honour run pause / cancel and budget pauses (jobs whose data has a runId). */
+  readonly runControl?: RunControl;
+  /** Records job durations (the dashboard's /metrics). */
+  readonly metrics?: MetricsRecorder;
 }
+
+/** How long a job of a paused run waits before it looks again. */
+const PAUSED_RECHECK_MS = 2_000;
 
 /**
  * The one way a worker is made. Every worker of the fleet gets the same lock and stalled-job
@@ -63,6 +72,18 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
       const abort = signal ?? new AbortController().signal;
       // One job makes many model calls with its signal; each adds a listener while in flight.
       setMaxListeners(1_000, abort);
+      const runId = (job.data as { runId?: unknown } | null)?.runId;
+      const control = typeof runId === 'string' ? settings.runControl : undefined;
+      const wait = async (why: string) => {
+        jobLog.info({ runId, why }, 'run paused; the job waits');
+        await job.moveToDelayed(Date.now() + PAUSED_RECHECK_MS, token);
+        throw new DelayedError();
+      };
+      if (control) {
+        const state = await control.get(runId as string);
+        if (state.state === 'cancelled') throw new UnrecoverableError(`[RUN_CANCELLED] run ${String(runId)} was cancelled${state.reason ? `: ${state.reason}` : ''}`);
+        if (state.state === 'paused' && token) await wait(state.reason ?? 'paused');
+      }
       try {
         const data = def.parseData(job.data);
         const result = await processor(data, { job, signal: abort, logger: jobLog });
@@ -77,6 +98,15 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
         }
         const verdict = classifyError(err);
         const reason = err instanceof AppError ? `[${err.code}] ${err.message}` : err.message;
+        if (verdict.action === 'pause-run' && control && token) {
+          // Reached a budget: the run pauses; this job (and every other of the run) waits for resume.
+          await control.pause(runId as string, `budget reached: ${err.message}`);
+          jobLog.warn({ runId, code: verdict.code }, 'budget reached; the run is paused');
+          await wait('budget');
+        }
+        if (verdict.action === 'pause-run') {
+          throw new UnrecoverableError(reason);
+        }
         if (verdict.action === 'rate-limit') {
           const delay = verdict.delayMs ?? 5_000;
           jobLog.warn({ code: verdict.code, delayMs: delay }, 'rate limited; the queue waits');
@@ -112,6 +142,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
   );
   worker.on('error', err => log.error({ err }, 'worker error'));
   const settle = (job: Job, outcome: { status: 'completed' | 'failed'; reason?: string }) => {
+    if (job.processedOn && job.finishedOn) settings.metrics?.observe('job', { queue: def.name, status: outcome.status }, (job.finishedOn - job.processedOn) / 1000);
     settings.onSettled?.(job.data, job.id ?? '', outcome).catch((err: unknown) => log.error({ err, jobId: job.id }, 'settling the job failed'));
   };
   worker.on('completed', job => settle(job, { status: 'completed' }));

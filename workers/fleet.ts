@@ -12,6 +12,8 @@ import { createSandboxPool } from './sandbox-pool.js';
 import { createRunEnqueuer, type RunEnqueuer } from '../queues/run-enqueuer.js';
 import { createRedisSynthesisStore, type SynthesisStore } from '../src/synthesis/store.js';
 import { createRedisTrajectoryStream, type TrajectoryStream } from '../src/rollouts/stream.js';
+import { createRedisRunControl, type RunControl } from '../src/runs/control.js';
+import { createRedisMetrics, type MetricsRecorder } from '../src/runs/metrics.js';
 
 /** Everything a worker process shares between its queues, built once from the configuration. */
 export interface FleetContext {
@@ -29,6 +31,8 @@ export interface FleetContext {
   readonly store: SynthesisStore;
   readonly enqueuer: RunEnqueuer;
   readonly stream: TrajectoryStream;
+  readonly runControl: RunControl;
+  readonly metrics: MetricsRecorder;
   close(): Promise<void>;
 }
 
@@ -38,7 +42,11 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
   const workerConnection = createRedisConnection(config.redis.url, 'worker');
   const prefix = config.redis.prefix;
   const ledger = createRedisLedger(redis, prefix);
+  const runControl = createRedisRunControl(redis, prefix);
+  const metrics = createRedisMetrics(redis, prefix);
   const gateway = createModelGateway({
+    budgets: runId => runControl.budgets(runId),
+    observe: (stage, seconds, ok) => metrics.observe('model_request', { stage, outcome: ok ? 'ok' : 'error' }, seconds),
     config,
     cache: createRedisResponseCache(redis, prefix),
     limiter: createRedisLimiter(redis, prefix),
@@ -55,6 +63,8 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     store,
     enqueuer,
     stream: createRedisTrajectoryStream(redis, prefix),
+    runControl,
+    metrics,
     workerConnection,
     redis,
     gateway,

@@ -11,6 +11,8 @@ export function startWorkers(ctx: FleetContext, queueNames: readonly string[], c
     config: ctx.config,
     connection: ctx.workerConnection,
     logger: ctx.logger,
+    runControl: ctx.runControl,
+    metrics: ctx.metrics,
     ...(concurrency === undefined ? {} : { concurrency }),
   };
   const synthesis = new Map(synthesisProcessors(ctx).map(e => [e.def.name, e]));

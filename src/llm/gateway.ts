@@ -29,6 +29,7 @@ import { truncateForLog } from '../logger.js';
 import { hashOf } from '../util/canonical.js';
 import { parseStructured } from './json-output.js';
 import type { EndpointLimiter, Ledger, ResponseCache, Usage } from './ports.js';
+import type { RunBudgets } from '../runs/control.js';
 
 /** Every request names its pipeline stage in this header (scripted servers route on it). */
 export const STAGE_HEADER = 'X-Envfleet-Stage';
@@ -101,6 +102,10 @@ export interface GatewayDeps {
   readonly limitWaitMs?: number;
   /** For tests: build the client for an endpoint. */
   readonly clientFor?: (endpoint: EndpointConfig) => OpenAI;
+  /** Per-run budgets (set with the run); the configured budgets apply when it returns null. */
+  readonly budgets?: (runId: string) => Promise<RunBudgets | null>;
+  /** Observes each model request's latency (metrics). */
+  readonly observe?: (stage: string, seconds: number, ok: boolean) => void;
 }
 
 /**
@@ -147,22 +152,22 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   }
 
   async function checkBudget(ctx: CallContext) {
-    const budgets = ctx.budgets ?? deps.config.budgets;
-    if (budgets.usd <= 0 && budgets.tokens <= 0) return;
+    const budgets: RunBudgets = { byStage: {}, ...(ctx.budgets ?? (await deps.budgets?.(ctx.runId)) ?? deps.config.budgets) };
+    const stageBudget = budgets.byStage[ctx.stage];
+    if (budgets.usd <= 0 && budgets.tokens <= 0 && !stageBudget) return;
     const totals = await deps.ledger.totals(ctx.runId);
-    const tokens = totals.promptTokens + totals.completionTokens;
-    if (budgets.tokens > 0 && tokens >= budgets.tokens) {
-      throw new BudgetExceededError(`run "${ctx.runId}" used ${tokens} tokens, its budget is ${budgets.tokens}`, {
-        runId: ctx.runId,
-        tokens,
-        budget: budgets.tokens,
-      });
-    }
-    if (budgets.usd > 0 && totals.costUsd >= budgets.usd) {
-      throw new BudgetExceededError(
-        `run "${ctx.runId}" spent $${totals.costUsd.toFixed(4)}, its budget is $${budgets.usd}`,
-        { runId: ctx.runId, costUsd: totals.costUsd, budget: budgets.usd },
-      );
+    const over = (scope: string, spent: { tokens: number; usd: number }, limit: { tokens: number; usd: number }) => {
+      if (limit.tokens > 0 && spent.tokens >= limit.tokens) {
+        throw new BudgetExceededError(`run "${ctx.runId}" ${scope} used ${spent.tokens} tokens, its budget is ${limit.tokens}`, { runId: ctx.runId, scope, tokens: spent.tokens, budget: limit.tokens });
+      }
+      if (limit.usd > 0 && spent.usd >= limit.usd) {
+        throw new BudgetExceededError(`run "${ctx.runId}" ${scope} spent $${spent.usd.toFixed(4)}, its budget is $${limit.usd}`, { runId: ctx.runId, scope, costUsd: spent.usd, budget: limit.usd });
+      }
+    };
+    over('(all stages)', { tokens: totals.promptTokens + totals.completionTokens, usd: totals.costUsd }, budgets);
+    if (stageBudget) {
+      const s = totals.byStage[ctx.stage];
+      over(`stage ${ctx.stage}`, { tokens: (s?.promptTokens ?? 0) + (s?.completionTokens ?? 0), usd: s?.costUsd ?? 0 }, stageBudget);
     }
   }
 
@@ -174,7 +179,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     usageOf: (body: T) => Usage,
     perform: (c: OpenAI, endpoint: EndpointConfig, options: OpenAI.RequestOptions) => Promise<T>,
   ): Promise<{ body: T; cached: boolean }> {
-    const useCache = deps.config.gateway.cacheEnabled && profile.cache;
+    const useCache = deps.config.gateway.cacheEnabled && (profile.cache === 'salted' ? ctx.cacheSalt !== undefined : profile.cache);
     const cacheKey = useCache
       ? hashOf({ v: CACHE_KEY_VERSION, run: ctx.runId, stage: ctx.stage, salt: ctx.cacheSalt ?? null, req: keyMaterial })
       : null;
@@ -200,10 +205,12 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         maxRetries: 0,
       });
     } catch (err) {
+      deps.observe?.(ctx.stage, (Date.now() - started) / 1000, false);
       throw await translate(err, endpoint, profile, ctx);
     } finally {
       await lease.release();
     }
+    deps.observe?.(ctx.stage, (Date.now() - started) / 1000, true);
     const usage = usageOf(body);
     await deps.ledger.record({ runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: false, ...priceOf(profile.model, usage) });
     if (cacheKey) await deps.cache.set(cacheKey, { body, storedAt: new Date().toISOString() }, deps.config.gateway.cacheTtlSeconds);

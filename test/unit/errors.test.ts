@@ -29,7 +29,6 @@ describe('classifyError', () => {
       new ConfigError('bad'),
       new ModelOutputError('bad', {}),
       new ModelRequestError('MODEL_AUTH', '401'),
-      new BudgetExceededError('over', {}),
       new ZodError([]),
       new BadRequestError(400, undefined, 'bad', headers),
       new AuthenticationError(401, undefined, 'no', headers),
@@ -53,6 +52,10 @@ describe('classifyError', () => {
   it('rate-limits on 429s, with the wait carried by our error', () => {
     expect(classifyError(new RateLimitedError('429', 1234))).to.deep.equal({ action: 'rate-limit', code: 'MODEL_RATE_LIMITED', delayMs: 1234 });
     expect(classifyError(new RateLimitError(429, undefined, 'slow down', headers)).action).to.equal('rate-limit');
+  });
+
+  it('pauses the run when a budget is reached', () => {
+    expect(classifyError(new BudgetExceededError('over', {}))).to.deep.equal({ action: 'pause-run', code: 'BUDGET_EXCEEDED' });
   });
 
   it('keeps stable codes', () => {

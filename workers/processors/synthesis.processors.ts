@@ -164,7 +164,9 @@ export function synthesisSettled(w: Pick<SynthesisWiring, 'store' | 'gateway' | 
     // regenerates missing methods. Every other stage's final failure ends the environment.
     const code = /^\[([A-Z_]+)\]/.exec(outcome.reason ?? '')?.[1] ?? 'JOB_FAILED';
     const scenarioId = (data as { scenarioId?: string }).scenarioId;
-    if (outcome.status === 'failed' && queue === 'rollout.run') {
+    if (outcome.status === 'failed' && code === 'RUN_CANCELLED' && queue.startsWith('rollout.')) {
+      // not run: a cancelled run's episodes leave no record
+    } else if (outcome.status === 'failed' && queue === 'rollout.run') {
       const r = data as { scenarioId: string; mode: 'non-conversational' | 'conversational'; sample: number };
       const reason = /SANDBOX|ENV_|SOURCE|CLASS|STATE/.test(code) ? 'environment-error' : 'model-error';
       await recordFailedRollout({ store: w.store, stream: w.stream }, d.runId, r.scenarioId, r.mode, r.sample, reason, outcome.reason ?? 'the job failed');

@@ -265,7 +265,7 @@ describe('config: models file', () => {
   it('a JSON file (.json) does the same', () => {
     const json = JSON.stringify({ profiles: { 'rollout.policy': { model: 'policy-8b', temperature: 0.6 } } });
     const config = load(withModels('models.json'), { 'models.json': json });
-    expect(config.profiles['rollout.policy']).to.include({ model: 'policy-8b', temperature: 0.6, maxTokens: STAGES['rollout.policy'].maxTokens, cache: false });
+    expect(config.profiles['rollout.policy']).to.include({ model: 'policy-8b', temperature: 0.6, maxTokens: STAGES['rollout.policy'].maxTokens, cache: 'salted' });
   });
 
   it('a .json file that is not JSON is rejected as JSON, even if it is valid YAML', () => {

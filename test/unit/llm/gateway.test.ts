@@ -45,13 +45,32 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     expect(entry?.body).to.deep.include({ temperature: 1, max_tokens: 4096 });
   });
 
-  it('does not cache rollout stages: each sample is a new request', async () => {
+  it('caches rollout stages only per named sample and turn: each sample is a new request, a replayed turn is not', async () => {
     const gateway = await gatewayFor({ rules: [{ stage: 'rollout.policy', respond: { content: 'hi' } }] });
     const req = { messages: [{ role: 'user' as const, content: 'same' }] };
     await gateway.chat({ runId: 'r', stage: 'rollout.policy' }, req);
     await gateway.chat({ runId: 'r', stage: 'rollout.policy' }, req);
     expect(server.log()).to.have.length(2);
     expect(cache.size()).to.equal(0);
+    await gateway.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'sample-0:turn-1' }, req);
+    await gateway.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'sample-1:turn-1' }, req);
+    const replay = await gateway.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'sample-0:turn-1' }, req);
+    expect(server.log()).to.have.length(4);
+    expect(replay.cached).to.equal(true);
+  });
+
+  it('stops at a per-run and a per-stage budget given by the run', async () => {
+    server = await startModelServer({ script: parseModelScript({ rules: [{ respond: { content: 'x', usage: { prompt_tokens: 40, completion_tokens: 10 } } }] }) });
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } });
+    const budgets = { usd: 0, tokens: 0, byStage: { 'mine.topic': { usd: 0, tokens: 60 } } };
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }), budgets: () => Promise.resolve(budgets) });
+    await gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'a' }] });
+    await gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'b' }] });
+    const err = await rejection(gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'c' }] }));
+    expect(err).to.have.property('code', 'BUDGET_EXCEEDED');
+    expect(String(err)).to.match(/stage mine.topic used 100 tokens, its budget is 60/);
+    // Other stages are not limited by that stage budget.
+    await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'd' }] });
   });
 
   it('caches synthesis stages per run and per salt', async () => {
