@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { ConfigError, loadConfig } from '../config/index.js';
+import { ConfigError, STAGE_NAMES, isStageName, loadConfig } from '../config/index.js';
 import { QUEUES } from '../queues/index.js';
 import { AppError } from '../src/errors.js';
 import { createLogger } from '../src/logger.js';
@@ -14,8 +14,6 @@ import {
   DATASET_FORMATS,
   exportRun,
   formatFunnel,
-  funnelReport,
-  runProgress,
   submitRollouts,
   submitScenarios,
   submitSynthesis,
@@ -24,6 +22,10 @@ import {
   type DatasetFormat,
 } from './synth-cli.js';
 import { runSink } from '../src/rollouts/sink.js';
+import { createRedisRunControl } from '../src/runs/control.js';
+import { createRedisLedger } from '../src/llm/redis-ledger.js';
+import { formatStatus, runStatus } from './run-status.js';
+import { cancelRun, listRuns, progressReporter } from './run-commands.js';
 import { createRedisSynthesisStore } from '../src/synthesis/store.js';
 import { onTerminationSignals } from './shutdown.js';
 
@@ -164,9 +166,9 @@ program
           process.stdout.write(`run ${submission.runId}: ${submission.created ? 'created' : 'exists (resuming)'}; ${submission.items} input items, ${submission.jobsAdded} jobs added\n`);
           if (!opts.wait) return;
           const store = createRedisSynthesisStore(redis, config.redis.prefix);
-          const final = await waitForRun(store, submission.runId, p =>
-            process.stdout.write(`run ${submission.runId}: ${p.outstanding} jobs outstanding; environments ${JSON.stringify(p.environments)}\n`),
-          );
+          const progress = progressReporter(submission.runId);
+          const final = await waitForRun(store, submission.runId, p => progress.report(p));
+          progress.stop();
           process.stdout.write(`run ${submission.runId} finished: ${JSON.stringify(final.environments)}. Export it with: envfleet export --run ${submission.runId} --out DIR\n`);
         });
       } finally {
@@ -203,7 +205,9 @@ program
           process.stdout.write(`run ${opts.run}: ${submission.items} kept environments, ${submission.jobsAdded} scenario.state jobs added\n`);
           if (!opts.wait) return;
           const store = createRedisSynthesisStore(redis, config.redis.prefix);
-          const final = await waitForRun(store, opts.run, p => process.stdout.write(`run ${opts.run}: ${p.outstanding} jobs outstanding; scenarios ${JSON.stringify(p.scenarios)}\n`));
+          const progress = progressReporter(opts.run);
+          const final = await waitForRun(store, opts.run, p => progress.report(p));
+          progress.stop();
           process.stdout.write(`run ${opts.run} finished: scenarios ${JSON.stringify(final.scenarios)}. Export with: envfleet export --run ${opts.run} --out DIR\n`);
         });
       } finally {
@@ -247,7 +251,9 @@ program
           process.stdout.write(`run ${opts.run}: ${r.scenarios} ready scenarios, ${r.groupsAdded} groups of ${r.config.samples} added (modes ${r.config.modes.join(', ')})\n`);
           if (!opts.wait) return;
           const store = createRedisSynthesisStore(redis, config.redis.prefix);
-          await waitForRun(store, opts.run, p => process.stdout.write(`run ${opts.run}: ${p.outstanding} jobs outstanding\n`));
+          const progress = progressReporter(opts.run);
+          await waitForRun(store, opts.run, p => progress.report(p));
+          progress.stop();
           process.stdout.write(`run ${opts.run}: rollouts finished. Write them with: envfleet sink --run ${opts.run} --out DIR\n`);
         });
       } finally {
@@ -285,25 +291,108 @@ program
     }),
   );
 
+/** Store, ledger and run control on a producer connection. */
+async function runTools<T>(fn: (t: { config: ReturnType<typeof loadConfig>; redis: Parameters<Parameters<typeof withProducerRedis>[1]>[0]; store: ReturnType<typeof createRedisSynthesisStore>; control: ReturnType<typeof createRedisRunControl>; ledger: ReturnType<typeof createRedisLedger> }) => Promise<T>): Promise<T> {
+  const config = loadConfig();
+  return withProducerRedis(config, redis =>
+    fn({ config, redis, store: createRedisSynthesisStore(redis, config.redis.prefix), control: createRedisRunControl(redis, config.redis.prefix), ledger: createRedisLedger(redis, config.redis.prefix) }),
+  );
+}
+
+async function requireRun(store: ReturnType<typeof createRedisSynthesisStore>, runId: string) {
+  if (!(await store.getRun(runId))) throw new Error(`run "${runId}" does not exist (see envfleet runs; check REDIS_URL and ENVFLEET_REDIS_PREFIX)`);
+}
+
+program
+  .command('runs')
+  .description('list the runs: state, outstanding jobs, creation time')
+  .option('--json', 'print JSON')
+  .action(
+    guarded(async (opts: { json?: boolean }) => {
+      await runTools(async ({ store, control }) => {
+        const runs = await listRuns(store, control);
+        if (opts.json) process.stdout.write(`${JSON.stringify(runs)}\n`);
+        else if (!runs.length) process.stdout.write('no runs yet (start one with envfleet synth)\n');
+        else for (const r of runs) process.stdout.write(`${r.id.padEnd(40)} ${r.state.padEnd(10)} ${String(r.outstanding).padStart(6)} outstanding   ${r.createdAt}   ${r.input}\n`);
+      });
+    }),
+  );
+
 program
   .command('status')
-  .description('show a run: outstanding jobs, environments and scenarios by status, and the funnel of every stage')
+  .description('show a run: per stage waiting, active, done, and left with reasons; tokens and cost; rate and time left; the funnel')
   .requiredOption('--run <name>', 'run name')
+  .option('--json', 'print JSON')
   .action(
-    guarded(async (opts: { run: string }) => {
-      const config = loadConfig();
-      await withProducerRedis(config, async redis => {
-        const store = createRedisSynthesisStore(redis, config.redis.prefix);
-        const run = await store.getRun(opts.run);
-        if (!run) throw new Error(`run "${opts.run}" does not exist (check --run and REDIS_URL / ENVFLEET_REDIS_PREFIX)`);
-        const progress = await runProgress(store, opts.run);
-        process.stdout.write(
-          `run ${run.id} (created ${run.createdAt}, input ${run.input})\n` +
-            `jobs outstanding: ${progress.outstanding}\n` +
-            `environments: ${JSON.stringify(progress.environments)}\n` +
-            `scenarios: ${JSON.stringify(progress.scenarios)}\n\n` +
-            `${formatFunnel(await funnelReport(store, opts.run))}\n`,
-        );
+    guarded(async (opts: { run: string; json?: boolean }) => {
+      await runTools(async ({ config, redis, store, control, ledger }) => {
+        const status = await runStatus({ redis, prefix: config.redis.prefix, store, ledger, control }, opts.run);
+        if (!status) throw new Error(`run "${opts.run}" does not exist (see envfleet runs; check REDIS_URL and ENVFLEET_REDIS_PREFIX)`);
+        process.stdout.write(opts.json ? `${JSON.stringify(status)}\n` : `${formatStatus(status)}\n\n${formatFunnel(status.funnel)}\n`);
+      });
+    }),
+  );
+
+for (const action of ['pause', 'resume', 'cancel'] as const) {
+  program
+    .command(action)
+    .description(
+      action === 'pause'
+        ? 'pause a run: no job of it starts and no model request is sent; jobs in flight finish and are kept'
+        : action === 'resume'
+          ? 'resume a paused run (after a budget pause, raise the budget first with envfleet budget or the options here)'
+          : 'cancel a run: its waiting jobs are removed, jobs in flight finish, nothing new starts; the results so far stay',
+    )
+    .requiredOption('--run <name>', 'run name')
+    .option('--reason <text>', 'why (recorded with the run)', `${action} requested from the command line`)
+    .option('--budget-usd <x>', 'resume: the new cost budget', Number)
+    .option('--budget-tokens <n>', 'resume: the new token budget', positiveInt)
+    .action(
+      guarded(async (opts: { run: string; reason: string; budgetUsd?: number; budgetTokens?: number }) => {
+        await runTools(async ({ config, redis, store, control }) => {
+          await requireRun(store, opts.run);
+          if (action === 'pause') {
+            await control.pause(opts.run, opts.reason);
+            process.stdout.write(`run ${opts.run} paused; jobs already running finish and are kept\n`);
+          } else if (action === 'resume') {
+            if (opts.budgetUsd !== undefined || opts.budgetTokens !== undefined) {
+              const current = (await control.budgets(opts.run)) ?? { ...config.budgets, byStage: {} };
+              await control.setBudgets(opts.run, { ...current, ...(opts.budgetUsd !== undefined ? { usd: opts.budgetUsd } : {}), ...(opts.budgetTokens !== undefined ? { tokens: opts.budgetTokens } : {}) });
+            }
+            await control.resume(opts.run);
+            process.stdout.write(`run ${opts.run} resumed\n`);
+          } else {
+            const r = await cancelRun(redis, config.redis.prefix, store, control, opts.run, opts.reason);
+            process.stdout.write(`run ${opts.run} cancelled: ${r.removed} waiting jobs removed, ${r.running} running jobs finish\n`);
+          }
+        });
+      }),
+    );
+}
+
+program
+  .command('budget')
+  .description('set a run’s budget (tokens and/or US dollars), for the whole run or one stage; 0 removes a limit')
+  .requiredOption('--run <name>', 'run name')
+  .option('--usd <x>', 'cost budget in US dollars', Number)
+  .option('--tokens <n>', 'token budget (prompt + completion)', Number)
+  .option('--stage <name>', 'limit only this stage (e.g. rollout.policy)')
+  .option('--json', 'print the budgets as JSON')
+  .action(
+    guarded(async (opts: { run: string; usd?: number; tokens?: number; stage?: string; json?: boolean }) => {
+      for (const [name, v] of [['--usd', opts.usd], ['--tokens', opts.tokens]] as const) {
+        if (v !== undefined && !(Number.isFinite(v) && v >= 0)) throw new InvalidArgumentError(`${name} takes a number ≥ 0`);
+      }
+      if (opts.stage && !isStageName(opts.stage)) throw new InvalidArgumentError(`unknown stage "${opts.stage}"; stages: ${STAGE_NAMES.join(', ')}`);
+      await runTools(async ({ config, store, control }) => {
+        await requireRun(store, opts.run);
+        const current = (await control.budgets(opts.run)) ?? { ...config.budgets, byStage: {} };
+        const patch = { ...(opts.usd !== undefined ? { usd: opts.usd } : {}), ...(opts.tokens !== undefined ? { tokens: Math.floor(opts.tokens) } : {}) };
+        const next = opts.stage
+          ? { ...current, byStage: { ...current.byStage, [opts.stage]: { usd: 0, tokens: 0, ...current.byStage[opts.stage], ...patch } } }
+          : { ...current, ...patch };
+        await control.setBudgets(opts.run, next);
+        process.stdout.write(opts.json ? `${JSON.stringify(next)}\n` : `run ${opts.run} budgets: ${JSON.stringify(next)}\n`);
       });
     }),
   );

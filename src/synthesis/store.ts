@@ -30,6 +30,11 @@ export interface SynthesisStore {
   /** Funnel: how many items entered / left a stage, and why. */
   count(runId: string, stage: string, outcome: string, n?: number): Promise<void>;
   funnel(runId: string): Promise<Record<string, Record<string, number>>>;
+  /** Counts a finished job in the run's per-minute throughput. */
+  tick(runId: string): Promise<void>;
+  /** Finished jobs per minute (minute as ISO time → count), oldest first. */
+  throughput(runId: string): Promise<{ minute: string; count: number }[]>;
+  listRuns(): Promise<string[]>;
   /** Claims `key` for `owner` unless someone claimed it first; returns the owner (for dedup). */
   claim(runId: string, key: string, owner: string): Promise<string>;
   addPending(runId: string, keys: readonly string[]): Promise<void>;
@@ -89,6 +94,17 @@ export function createRedisSynthesisStore(redis: Redis, prefix: string): Synthes
       }
       return out;
     },
+    async tick(runId) {
+      const minute = new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString();
+      await redis.hincrby(`${run(runId)}:throughput`, minute, 1);
+    },
+    async throughput(runId) {
+      const h = await redis.hgetall(`${run(runId)}:throughput`);
+      return Object.entries(h)
+        .map(([minute, count]) => ({ minute, count: Number(count) }))
+        .sort((a, b) => a.minute.localeCompare(b.minute));
+    },
+    listRuns: () => redis.smembers(`${prefix}:runs`),
     async claim(runId, key, owner) {
       const k = `${run(runId)}:claim:${key}`;
       const set = await redis.set(k, owner, 'NX');
@@ -112,7 +128,17 @@ export function createMemorySynthesisStore(): SynthesisStore {
   const funnels = new Map<string, Map<string, number>>();
   const pending = new Map<string, Set<string>>();
   const claims = new Map<string, string>();
+  const ticks = new Map<string, Map<string, number>>();
   return {
+    tick(runId) {
+      const minute = new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString();
+      const m = ticks.get(runId) ?? new Map<string, number>();
+      m.set(minute, (m.get(minute) ?? 0) + 1);
+      ticks.set(runId, m);
+      return Promise.resolve();
+    },
+    throughput: runId => Promise.resolve([...(ticks.get(runId) ?? [])].map(([minute, count]) => ({ minute, count })).sort((a, b) => a.minute.localeCompare(b.minute))),
+    listRuns: () => Promise.resolve([...runs.keys()]),
     claim(runId, key, owner) {
       const k = `${runId}/${key}`;
       if (!claims.has(k)) claims.set(k, owner);

@@ -181,5 +181,6 @@ export function synthesisSettled(w: Pick<SynthesisWiring, 'store' | 'gateway' | 
       await failEnv({ gateway: w.gateway, sandbox: w.sandbox, store: w.store }, d.runId, d.envId, queue, code, outcome.reason ?? 'the job failed');
     }
     await w.store.donePending(d.runId, pendingKey(queue, jobId));
+    await w.store.tick(d.runId);
   };
 }
