@@ -232,6 +232,22 @@ export const ENV_VARS = {
     example: '0',
     description: 'Hard limit on prompt + completion tokens per run. 0 = no limit.',
   },
+  ENVFLEET_DASHBOARD_HOST: {
+    schema: z.string().min(1).default('127.0.0.1'),
+    example: '127.0.0.1',
+    description: 'Address `envfleet dashboard` listens on; anything but loopback requires ENVFLEET_DASHBOARD_TOKEN.',
+  },
+  ENVFLEET_DASHBOARD_PORT: {
+    schema: int(0, 65_535).default(3000),
+    example: '3000',
+    description: 'Port of `envfleet dashboard` (0 = any free port).',
+  },
+  ENVFLEET_DASHBOARD_TOKEN: {
+    schema: z.string().min(16, 'use at least 16 characters').optional(),
+    example: '',
+    description: 'Token the dashboard requires (Authorization: Bearer TOKEN, or ?token=TOKEN once); required unless it binds to loopback only.',
+    secret: true,
+  },
   LOG_LEVEL: {
     schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     example: 'info',

@@ -93,6 +93,7 @@ export interface AppConfig {
     readonly verdictRepairRounds: number;
   };
   readonly log: { readonly level: EnvSchema['LOG_LEVEL'] };
+  readonly dashboard: { readonly host: string; readonly port: number; readonly token: string | null };
   /** Where the models file came from, for `envfleet doctor`. */
   readonly modelsFile: string | null;
   /** The variables that were set (not defaulted). */
@@ -238,6 +239,7 @@ export function loadConfig(
       verdictRepairRounds: e.ENVFLEET_REPAIR_ROUNDS,
     },
     log: { level: e.LOG_LEVEL },
+    dashboard: { host: e.ENVFLEET_DASHBOARD_HOST, port: e.ENVFLEET_DASHBOARD_PORT, token: e.ENVFLEET_DASHBOARD_TOKEN ?? null },
     modelsFile: e.ENVFLEET_MODELS_FILE ?? null,
     explicit,
   };
@@ -248,7 +250,7 @@ export function loadConfig(
 export function redactConfig(config: AppConfig): unknown {
   return JSON.parse(
     JSON.stringify(config, (key, value: unknown) => {
-      if (key === 'apiKey') return '[redacted]';
+      if (key === 'apiKey' || (key === 'token' && typeof value === 'string')) return '[redacted]';
       if (key === 'url' && typeof value === 'string') return redactUrl(value);
       return value;
     }),

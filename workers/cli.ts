@@ -25,6 +25,7 @@ import { runSink } from '../src/rollouts/sink.js';
 import { createRedisRunControl } from '../src/runs/control.js';
 import { createRedisLedger } from '../src/llm/redis-ledger.js';
 import { formatStatus, runStatus } from './run-status.js';
+import { startDashboard } from './dashboard.js';
 import { cancelRun, listRuns, progressReporter } from './run-commands.js';
 import { createRedisSynthesisStore } from '../src/synthesis/store.js';
 import { onTerminationSignals } from './shutdown.js';
@@ -302,6 +303,25 @@ async function runTools<T>(fn: (t: { config: ReturnType<typeof loadConfig>; redi
 async function requireRun(store: ReturnType<typeof createRedisSynthesisStore>, runId: string) {
   if (!(await store.getRun(runId))) throw new Error(`run "${runId}" does not exist (see envfleet runs; check REDIS_URL and ENVFLEET_REDIS_PREFIX)`);
 }
+
+program
+  .command('dashboard')
+  .description('serve bull-board (/queues), the run overview (/), Prometheus metrics (/metrics) and /healthz')
+  .option('--port <n>', 'port (default ENVFLEET_DASHBOARD_PORT)', port)
+  .option('--host <host>', 'address (default ENVFLEET_DASHBOARD_HOST)')
+  .action(
+    guarded(async (opts: { port?: number; host?: string }) => {
+      const config = loadConfig();
+      const logger = createLogger(config);
+      const dashboard = await startDashboard(config, logger, { port: opts.port ?? config.dashboard.port, host: opts.host ?? config.dashboard.host, token: config.dashboard.token });
+      process.stdout.write(`envfleet dashboard at ${dashboard.url} (${config.dashboard.token ? 'token required' : 'no token: loopback only'})\n`);
+      const stop = () => {
+        dashboard.close().then(() => process.exit(0), () => process.exit(1));
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    }),
+  );
 
 program
   .command('runs')

@@ -324,6 +324,8 @@ export function droppedScenarioLine(s: ScenarioRecord) {
 const LEAVING = new Set(['no-environment', 'low-scores', 'duplicate', 'over-limit', 'rejected', 'rejected-after-repair']);
 /** Counters that are measures, not item outcomes. */
 const MEASURES = new Set(['items', 'operations', 'tasks', 'descriptions', 'requested', 'invalid', 'repair-round']);
+/** Funnel rows that count events, not items of a stage. */
+const NOT_STAGES = new Set(['sandbox', 'run']);
 
 export interface FunnelRow {
   readonly stage: string;
@@ -338,6 +340,7 @@ export async function funnelReport(store: SynthesisStore, runId: string): Promis
   const funnel = await store.funnel(runId);
   const rows: FunnelRow[] = [];
   for (const [stage, outcomes] of Object.entries(funnel)) {
+    if (NOT_STAGES.has(stage)) continue;
     const left: Record<string, number> = {};
     const measures: Record<string, number> = {};
     let passed = 0;

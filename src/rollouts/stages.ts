@@ -70,6 +70,7 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
   );
   await deps.store.putDoc(runId, 'trajectory', id, trajectory);
   await deps.store.count(runId, 'rollout.run', trajectory.termination.reason);
+  for (const step of trajectory.steps) if (step.runtimeError) await deps.store.count(runId, 'sandbox', step.runtimeError);
   await deps.stream.publish(runId, id);
   return trajectory;
 }

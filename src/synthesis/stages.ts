@@ -517,6 +517,7 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
             step = { ...base, verdict: 'not-judged', judgedBy: 'checker', checker: { analysis: '', reason: `checker output unusable: ${err.message}` } };
           }
         }
+        if (step.runtimeError) await deps.store.count(runId, 'sandbox', step.runtimeError);
         if (!(await deps.store.appendStep(runId, envId, round, index, step))) {
           throw new Error(`probe step ${index} of ${envId} was recorded by another worker; retrying from the checkpoint`);
         }
