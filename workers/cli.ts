@@ -132,9 +132,10 @@ program
 program
   .command('demo')
   .description('run the pipeline end to end on real queues and workers with the scripted model server')
+  .option('--dashboard', 'keep the dashboard up on the demo run until Ctrl-C')
   .action(
-    guarded(async () => {
-      await runDemo();
+    guarded(async (opts: { dashboard?: boolean }) => {
+      await runDemo(undefined, { dashboard: opts.dashboard ?? false });
       process.exit(0);
     }),
   );

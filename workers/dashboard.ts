@@ -156,6 +156,12 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 }
 
 const money = (x: number) => `$${x.toFixed(4)}`;
+/** "2 kept, 1 rejected": counts by status, in a stable (alphabetical) order. */
+const counts = (byStatus: Record<string, number>) =>
+  Object.entries(byStatus)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, n]) => `${n} ${k}`)
+    .join(', ') || '–';
 const pct = (x: number | null) => (x === null ? '–' : `${(x * 100).toFixed(1)}%`);
 
 function overview(runs: readonly RunStatus[]): string {
@@ -163,7 +169,7 @@ function overview(runs: readonly RunStatus[]): string {
   const rows = runs
     .map(
       r => `<tr><td><a href="/runs/${encodeURIComponent(r.id)}">${esc(r.id)}</a></td><td class="state-${r.control.state}">${r.control.state}</td>
-<td class="n">${r.outstanding}</td><td>${esc(JSON.stringify(r.environments))}</td><td>${esc(JSON.stringify(r.scenarios))}</td>
+<td class="n">${r.outstanding}</td><td>${esc(counts(r.environments))}</td><td>${esc(counts(r.scenarios))}</td>
 <td class="n">${r.trajectories.count}</td><td class="n">${r.trajectories.meanReward === null ? '–' : r.trajectories.meanReward.toFixed(3)}</td>
 <td class="n">${pct(r.trajectories.solvedRate)}</td><td class="n">${r.ledger.promptTokens + r.ledger.completionTokens}</td><td class="n">${money(r.ledger.costUsd)}</td></tr>`,
     )
@@ -176,7 +182,7 @@ function chart(points: readonly { minute: string; count: number }[]): string {
   const w = 640;
   const h = 120;
   const max = Math.max(...points.map(p => p.count), 1);
-  const bw = Math.max(2, Math.floor(w / Math.max(points.length, 1)) - 2);
+  const bw = Math.min(24, Math.max(2, Math.floor(w / Math.max(points.length, 1)) - 2));
   const bars = points
     .map((p, i) => {
       const bh = Math.round((p.count / max) * (h - 20));
@@ -200,8 +206,8 @@ function runPage(s: RunStatus): string {
 <p>state <b class="state-${s.control.state}">${s.control.state}</b>${s.control.reason ? ` — ${esc(s.control.reason)}` : ''}; created ${esc(s.createdAt)}; input ${esc(s.input)}</p>
 <div class="cards">
 <div class="card">outstanding jobs<b id="outstanding">${s.outstanding}</b></div>
-<div class="card">environments<b id="environments">${esc(Object.entries(s.environments).map(([k, n]) => `${n} ${k}`).join(', ') || '–')}</b></div>
-<div class="card">scenarios<b id="scenarios">${esc(Object.entries(s.scenarios).map(([k, n]) => `${n} ${k}`).join(', ') || '–')}</b></div>
+<div class="card">environments<b id="environments">${esc(counts(s.environments))}</b></div>
+<div class="card">scenarios<b id="scenarios">${esc(counts(s.scenarios))}</b></div>
 <div class="card">trajectories<b id="trajectories">${s.trajectories.count}</b></div>
 <div class="card">mean reward<b id="mean-reward">${s.trajectories.meanReward === null ? '–' : s.trajectories.meanReward.toFixed(3)}</b></div>
 <div class="card">solved<b id="solved">${pct(s.trajectories.solvedRate)}</b></div>

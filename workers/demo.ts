@@ -6,6 +6,7 @@ import { startModelServer } from '../src/model-server/index.js';
 import { loadModelScript } from '../src/model-server/fixtures.js';
 import type { EnvironmentRecord } from '../src/synthesis/types.js';
 import { startWorkerProcess } from './main.js';
+import { startDashboard } from './dashboard.js';
 import { chooseRedis } from './private-redis.js';
 import { exportRun, formatFunnel, funnelReport, submitRollouts, submitScenarios, submitSynthesis, waitForRun } from './synth-cli.js';
 import { runSink } from '../src/rollouts/sink.js';
@@ -20,7 +21,7 @@ const FIXTURES = fileURLToPath(new URL('../fixtures/demo/', import.meta.url));
  * source tasks mined, deduplicated, turned into environments, probed by the dual-agent check and
  * exported; then the same submission again, which adds no job and sends no model request.
  */
-export async function runDemo(out: (line: string) => void = line => process.stdout.write(`${line}\n`)): Promise<void> {
+export async function runDemo(out: (line: string) => void = line => process.stdout.write(`${line}\n`), options: { dashboard?: boolean } = {}): Promise<void> {
   const started = Date.now();
   const base = loadConfig();
   const redis = await chooseRedis(base.redis.url, line => out(`[demo] ${line}`));
@@ -125,6 +126,17 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
       out(`[demo] model server received ${server.log().length} requests; injected faults: ${faults.join(', ') || 'none'}`);
     }
     out(`[demo] done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    if (options.dashboard) {
+      const dashboard = await startDashboard(config, logger, { port: base.explicit.includes('ENVFLEET_DASHBOARD_PORT') ? base.dashboard.port : 3000, host: '127.0.0.1', token: null });
+      out(`[demo] dashboard on the demo run: ${dashboard.url}/runs/${runId} (bull-board at ${dashboard.url}/queues, metrics at ${dashboard.url}/metrics); Ctrl-C to stop`);
+      await new Promise<void>(resolve => {
+        process.off('SIGINT', interrupt);
+        process.off('SIGTERM', interrupt);
+        process.once('SIGINT', () => resolve());
+        process.once('SIGTERM', () => resolve());
+      });
+      await dashboard.close();
+    }
   } finally {
     process.off('SIGINT', interrupt);
     process.off('SIGTERM', interrupt);

@@ -526,6 +526,7 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
     } finally {
       await session.close().catch(() => undefined);
     }
+    await deps.store.count(runId, 'check.probe', 'done');
     await deps.store.count(runId, 'check.probe', `round-${round}`);
     return { ok: true };
   });
