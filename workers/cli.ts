@@ -121,10 +121,11 @@ program
 program
   .command('doctor')
   .description('check the configuration, Redis and the model endpoints, and say what to fix')
+  .option('--json', 'print JSON')
   .action(
-    guarded(async () => {
+    guarded(async (opts: { json?: boolean }) => {
       const checks = await runDoctor();
-      process.stdout.write(`${formatChecks(checks)}\n`);
+      process.stdout.write(opts.json ? `${JSON.stringify(checks)}\n` : `${formatChecks(checks)}\n`);
       process.exitCode = checks.some(c => c.status === 'fail') ? 1 : 0;
     }),
   );
