@@ -64,6 +64,19 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
   const queue = def.create(connection, { prefix: config.redis.prefix, jobs: config.jobs });
   queue.on('error', err => log.error({ err }, 'queue connection error'));
   let shuttingDown = false;
+  /**
+   * Jobs settled in this process (the processor settles a job before BullMQ records its end, so a
+   * crash in between cannot leave it unsettled; the worker events settle what never reached the
+   * processor, e.g. a job that stalled too often). Settling is idempotent; this only avoids doing it twice.
+   */
+  const settled = new Set<string>();
+  const settleOnce = async (job: Job, outcome: { status: 'completed' | 'failed'; reason?: string }) => {
+    const key = `${job.id ?? ''}:${outcome.status}:${job.attemptsStarted}`;
+    if (settled.has(key)) return;
+    settled.add(key);
+    if (settled.size > 10_000) settled.delete(settled.values().next().value!);
+    await settings.onSettled?.(job.data, job.id ?? '', outcome);
+  };
 
   const worker = new Worker(
     def.name,
@@ -86,8 +99,9 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
       }
       try {
         const data = def.parseData(job.data);
-        const result = await processor(data, { job, signal: abort, logger: jobLog });
-        return def.parseResult(result);
+        const result = def.parseResult(await processor(data, { job, signal: abort, logger: jobLog }));
+        await settleOnce(job, { status: 'completed' });
+        return result;
       } catch (raw) {
         const err = castToError(raw);
         if (shuttingDown && abort.aborted && token) {
@@ -115,8 +129,10 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
         }
         if (verdict.action === 'give-up') {
           jobLog.error({ err, code: verdict.code }, 'job failed permanently');
+          await settleOnce(job, { status: 'failed', reason });
           throw new UnrecoverableError(reason);
         }
+        if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) await settleOnce(job, { status: 'failed', reason });
         jobLog.warn({ err, code: verdict.code }, 'job failed; it will be retried if attempts remain');
         const retryable = new Error(reason);
         if (err.stack) retryable.stack = err.stack;
@@ -143,7 +159,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
   worker.on('error', err => log.error({ err }, 'worker error'));
   const settle = (job: Job, outcome: { status: 'completed' | 'failed'; reason?: string }) => {
     if (job.processedOn && job.finishedOn) settings.metrics?.observe('job', { queue: def.name, status: outcome.status }, (job.finishedOn - job.processedOn) / 1000);
-    settings.onSettled?.(job.data, job.id ?? '', outcome).catch((err: unknown) => log.error({ err, jobId: job.id }, 'settling the job failed'));
+    settleOnce(job, outcome).catch((err: unknown) => log.error({ err, jobId: job.id }, 'settling the job failed'));
   };
   worker.on('completed', job => settle(job, { status: 'completed' }));
   worker.on('failed', (job, err) => {

@@ -170,7 +170,7 @@ program
           if (!opts.wait) return;
           const store = createRedisSynthesisStore(redis, config.redis.prefix);
           const progress = progressReporter(submission.runId);
-          const final = await waitForRun(store, submission.runId, p => progress.report(p));
+          const final = await waitForRun(store, submission.runId, p => progress.report(p), undefined, { redis, prefix: config.redis.prefix });
           progress.stop();
           process.stdout.write(`run ${submission.runId} finished: ${JSON.stringify(final.environments)}. Export it with: envfleet export --run ${submission.runId} --out DIR\n`);
         });
@@ -209,7 +209,7 @@ program
           if (!opts.wait) return;
           const store = createRedisSynthesisStore(redis, config.redis.prefix);
           const progress = progressReporter(opts.run);
-          const final = await waitForRun(store, opts.run, p => progress.report(p));
+          const final = await waitForRun(store, opts.run, p => progress.report(p), undefined, { redis, prefix: config.redis.prefix });
           progress.stop();
           process.stdout.write(`run ${opts.run} finished: scenarios ${JSON.stringify(final.scenarios)}. Export with: envfleet export --run ${opts.run} --out DIR\n`);
         });
@@ -255,7 +255,7 @@ program
           if (!opts.wait) return;
           const store = createRedisSynthesisStore(redis, config.redis.prefix);
           const progress = progressReporter(opts.run);
-          await waitForRun(store, opts.run, p => progress.report(p));
+          await waitForRun(store, opts.run, p => progress.report(p), undefined, { redis, prefix: config.redis.prefix });
           progress.stop();
           process.stdout.write(`run ${opts.run}: rollouts finished. Write them with: envfleet sink --run ${opts.run} --out DIR\n`);
         });

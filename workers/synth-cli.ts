@@ -1,4 +1,5 @@
 import { mkdir, writeFile } from 'node:fs/promises';
+import { Queue } from 'bullmq';
 import { join } from 'node:path';
 import type { AppConfig } from '../config/index.js';
 import { createRunEnqueuer } from '../queues/run-enqueuer.js';
@@ -144,10 +145,46 @@ export async function runProgress(store: SynthesisStore, runId: string): Promise
   return { outstanding: await store.pendingCount(runId), environments, scenarios };
 }
 
+/**
+ * Forgets outstanding entries whose job has ended (or is gone) without being settled, as happens
+ * when a worker dies in the instant between finishing a job and recording it.
+ */
+export async function reconcilePending(redis: Redis, prefix: string, store: SynthesisStore, runId: string): Promise<number> {
+  let fixed = 0;
+  const queues = new Map<string, Queue>();
+  try {
+    for (const key of await redis.smembers(`${prefix}:run:${runId}:pending`)) {
+      const [name, jobId] = key.split('|') as [string, string];
+      let q = queues.get(name);
+      if (!q) {
+        q = new Queue(name, { connection: redis, prefix });
+        queues.set(name, q);
+      }
+      const state = await q.getJobState(jobId);
+      if (state === 'completed' || state === 'failed' || state === 'unknown') {
+        await store.donePending(runId, key);
+        fixed += 1;
+      }
+    }
+  } finally {
+    for (const q of queues.values()) await q.close();
+  }
+  return fixed;
+}
+
 /** Waits until the run has no outstanding job, reporting progress when it changes. */
-export async function waitForRun(store: SynthesisStore, runId: string, report: (p: RunProgress) => void, signal?: AbortSignal): Promise<RunProgress> {
+export async function waitForRun(
+  store: SynthesisStore,
+  runId: string,
+  report: (p: RunProgress) => void,
+  signal?: AbortSignal,
+  reconcile?: { readonly redis: Redis; readonly prefix: string },
+): Promise<RunProgress> {
   let last = '';
+  let polls = 0;
   for (;;) {
+    polls += 1;
+    if (reconcile && polls % 20 === 0) await reconcilePending(reconcile.redis, reconcile.prefix, store, runId);
     const progress = await runProgress(store, runId);
     const line = JSON.stringify(progress);
     if (line !== last) report(progress);

@@ -256,7 +256,7 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
       await Promise.all([new Promise(r => sink.once('exit', r)), new Promise(r => worker.once('exit', r))]);
       spawnWorker();
       const store = createRedisSynthesisStore(producer, config.redis.prefix);
-      await waitForRun(store, 'kill', () => undefined);
+      await waitForRun(store, 'kill', () => undefined, undefined, { redis: producer, prefix: config.redis.prefix });
       // The final sink (not following) exits once everything is written.
       await runSink({ redis: producer, prefix: config.redis.prefix, store, runId: 'kill', dir });
       const lines = [];

@@ -133,7 +133,7 @@ describe('scenario generation (real Redis, real workers, scripted server)', func
       producer.disconnect();
     }
     running = await startWorkerProcess(config, silentLogger());
-    await waitForRun(running.ctx.store, 'kill', () => undefined);
+    await waitForRun(running.ctx.store, 'kill', () => undefined, undefined, { redis: running.ctx.redis, prefix: config.redis.prefix });
     const all = await scenariosOf(config, 'kill');
     expect(all.filter(s => s.scenario.status === 'ready')).to.have.length(4);
     expect(all.filter(s => s.scenario.status === 'dropped')).to.have.length(2);

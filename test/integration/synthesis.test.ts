@@ -151,7 +151,7 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
       producer.disconnect();
     }
     running = await startWorkerProcess(config, silentLogger());
-    await waitForRun(running.ctx.store, 'kill', () => undefined);
+    await waitForRun(running.ctx.store, 'kill', () => undefined, undefined, { redis: running.ctx.redis, prefix: config.redis.prefix });
     const [library] = await envs(config, 'kill');
     expect(library!.status).to.equal('kept');
     const steps = await running.ctx.store.steps<ProbeStepRecord>('kill', library!.id, 1);
