@@ -1,4 +1,4 @@
-import { Queue } from 'bullmq';
+import { forEachPendingJob } from './pending-jobs.js';
 import cliProgress from 'cli-progress';
 import type { Redis } from 'ioredis';
 import type { RunControl } from '../src/runs/control.js';
@@ -31,35 +31,24 @@ export async function cancelRun(redis: Redis, prefix: string, store: SynthesisSt
   await control.cancel(runId, reason);
   let removed = 0;
   let running = 0;
-  const queues = new Map<string, Queue>();
-  try {
-    for (const key of await redis.smembers(`${prefix}:run:${runId}:pending`)) {
-      const [name, jobId] = key.split('|') as [string, string];
-      let q = queues.get(name);
-      if (!q) {
-        q = new Queue(name, { connection: redis, prefix });
-        queues.set(name, q);
-      }
-      const job = await q.getJob(jobId);
-      const state = job ? await job.getState() : 'missing';
-      if (state === 'active') {
-        running += 1;
-        continue;
-      }
-      if (job) {
-        try {
-          await job.remove({ removeChildren: true });
-        } catch {
-          running += 1; // locked by a worker right now: it will end as cancelled when it starts or finishes
-          continue;
-        }
-      }
-      await store.donePending(runId, key);
-      removed += 1;
+  await forEachPendingJob(redis, prefix, runId, async ({ key, queue, jobId }) => {
+    const job = await queue.getJob(jobId);
+    const state = job ? await job.getState() : 'missing';
+    if (state === 'active') {
+      running += 1;
+      return;
     }
-  } finally {
-    for (const q of queues.values()) await q.close();
-  }
+    if (job) {
+      try {
+        await job.remove({ removeChildren: true });
+      } catch {
+        running += 1; // locked by a worker right now: it ends as cancelled when it starts or finishes
+        return;
+      }
+    }
+    await store.donePending(runId, key);
+    removed += 1;
+  });
   await store.count(runId, 'run', 'cancelled');
   return { removed, running };
 }

@@ -1,5 +1,5 @@
 import { mkdir, writeFile } from 'node:fs/promises';
-import { Queue } from 'bullmq';
+import { forEachPendingJob } from './pending-jobs.js';
 import { join } from 'node:path';
 import type { AppConfig } from '../config/index.js';
 import { createRunEnqueuer } from '../queues/run-enqueuer.js';
@@ -151,24 +151,13 @@ export async function runProgress(store: SynthesisStore, runId: string): Promise
  */
 export async function reconcilePending(redis: Redis, prefix: string, store: SynthesisStore, runId: string): Promise<number> {
   let fixed = 0;
-  const queues = new Map<string, Queue>();
-  try {
-    for (const key of await redis.smembers(`${prefix}:run:${runId}:pending`)) {
-      const [name, jobId] = key.split('|') as [string, string];
-      let q = queues.get(name);
-      if (!q) {
-        q = new Queue(name, { connection: redis, prefix });
-        queues.set(name, q);
-      }
-      const state = await q.getJobState(jobId);
-      if (state === 'completed' || state === 'failed' || state === 'unknown') {
-        await store.donePending(runId, key);
-        fixed += 1;
-      }
+  await forEachPendingJob(redis, prefix, runId, async ({ key, queue, jobId }) => {
+    const state = await queue.getJobState(jobId);
+    if (state === 'completed' || state === 'failed' || state === 'unknown') {
+      await store.donePending(runId, key);
+      fixed += 1;
     }
-  } finally {
-    for (const q of queues.values()) await q.close();
-  }
+  });
   return fixed;
 }
 
