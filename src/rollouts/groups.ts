@@ -22,15 +22,17 @@ export interface GroupStats {
   readonly terminations: Record<string, number>;
 }
 
-export function groupStats(runId: string, scenarioId: string, environmentId: string, mode: RolloutMode, trajectories: readonly Trajectory[]): GroupStats {
+export function groupStats(runId: string, scenarioId: string, environmentId: string, mode: RolloutMode, trajectories: readonly Trajectory[], planned = trajectories.length): GroupStats {
   const sorted = [...trajectories].sort((a, b) => a.sample - b.sample);
-  const rewards = sorted.map(t => t.reward ?? 0);
+  // Scores are over the planned samples: one without a trajectory counts 0.
+  const rewards = [...sorted.map(t => t.reward ?? 0), ...Array<number>(Math.max(0, planned - sorted.length)).fill(0)];
   const n = rewards.length;
   const mean = n ? rewards.reduce((a, b) => a + b, 0) / n : 0;
   const std = n ? Math.sqrt(rewards.reduce((a, r) => a + (r - mean) ** 2, 0) / n) : 0;
   const solved = sorted.filter(t => t.solved).length;
   const terminations: Record<string, number> = {};
   for (const t of sorted) terminations[t.termination.reason] = (terminations[t.termination.reason] ?? 0) + 1;
+  if (planned > sorted.length) terminations['missing'] = planned - sorted.length;
   const round = (x: number) => Math.round(x * 1e6) / 1e6;
   return {
     id: `${scenarioId}.${mode}`,

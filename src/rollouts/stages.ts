@@ -112,12 +112,16 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
 
 export async function computeGroup(store: SynthesisStore, runId: string, scenarioId: string, mode: RolloutMode, samples: number): Promise<GroupStats> {
   const trajectories: Trajectory[] = [];
+  let missing = 0;
   for (let sample = 0; sample < samples; sample += 1) {
     const t = await store.getDoc<Trajectory>(runId, 'trajectory', trajectoryIdOf(runId, scenarioId, mode, sample));
     if (t) trajectories.push(t);
+    else missing += 1;
   }
+  // A sample without a trajectory still counts, with reward 0 (groupStats pads to the planned samples).
+  if (missing) await store.count(runId, 'rollout.group', 'samples-missing', missing);
   const scenario = await store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
-  const stats = groupStats(runId, scenarioId, scenario?.environmentId ?? '', mode, trajectories);
+  const stats = groupStats(runId, scenarioId, scenario?.environmentId ?? '', mode, trajectories, samples);
   await store.putDoc(runId, 'group', stats.id, stats);
   await store.count(runId, 'rollout.group', 'done');
   return stats;
