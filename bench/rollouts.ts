@@ -1,0 +1,596 @@
+/**
+ * Rollout throughput: how many episodes per second one worker process finishes when C episodes are
+ * in flight and every model answer takes L ms, against the bound C / (S × L).
+ *
+ *   node --import tsx bench/rollouts.ts [--quick] [--steps 5] [--delay 500] [--concurrency 10,100,1000]
+ *                                       [--extra-delay 5000] [--light 1000] [--threads 2] [--no-baseline] [--profile]
+ *
+ * Each configuration: a fresh worker process (bench/rollouts/fleet.ts: `startWorkerProcess` for
+ * rollout.run and rollout.group, sandbox pool of --threads piscina threads) under its own Redis
+ * prefix; one kept environment (the reference hotel env, fixtures/reference/) and one ready scenario
+ * put straight into the run store; N samples of that scenario submitted with `submitRollouts`
+ * (non-conversational). The policy is the scripted model server (bench/rollouts/server.ts, in its
+ * own process, shared by all configurations): exactly S agent turns per episode, S − 1 get_guest
+ * calls then a text answer, every answer after L ms. A short warm-up run (answers at once) precedes
+ * each timed run. The baseline is the same workload with the seed's three sequential runners
+ * (C = 3). `--extra-delay X` adds C = 1000 with L = X (default 5000; 0: none). `--light C` adds a
+ * diagnostic configuration (default C = 1000; 0: none): the same policy against a one-guest initial
+ * state and a single one-line check, to separate the sandbox's per-episode cost from the rest.
+ * `--profile` writes a V8 CPU profile of the worker process of each C ≥ 1000 configuration and
+ * summarises its main thread. `--quick`: baseline, C = 10 and 100 only, N = max(2 × C, 12).
+ * N = max(3 × C, 30), and 2 × C for C ≥ 1000 (to bound the time; a full run takes about 4 minutes).
+ *
+ * Prints a markdown report on stdout (progress on stderr). Exits 1 if a configuration did not check
+ * out (request count ≠ N × S, an episode without exactly S turns, keys left in Redis).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadConfig, type AppConfig } from '../config/index.js';
+import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/connection.js';
+import type { ScenarioRecord } from '../src/scenarios/types.js';
+import type { FunctionTool } from '../src/sandbox/bundle.js';
+import type { Operation } from '../src/synthesis/schemas.js';
+import { createRedisSynthesisStore, type SynthesisStore } from '../src/synthesis/store.js';
+import type { EnvironmentRecord } from '../src/synthesis/types.js';
+import { submitRollouts, synthOptionsFrom } from '../workers/synth-cli.js';
+import { analyse, type Analysis, type ConfigSpec, type CpuSample, type EpisodeSummary, type HostSample, type RunRaw } from './rollouts/analyze.js';
+import {
+  WARMUP_MARK,
+  deletePrefix,
+  machineBusyS,
+  type FleetCommand,
+  type FleetMessage,
+  type FleetSettings,
+  type MemoryProbe,
+  type ServerCommand,
+  type ServerMessage,
+} from './rollouts/common.js';
+import { summarizeProfile, type ProfileSummary } from './rollouts/profile.js';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+const argv = process.argv.slice(2);
+const QUICK = argv.includes('--quick');
+const PROFILE = argv.includes('--profile');
+
+function arg(name: string, fallback: string): string {
+  const i = argv.indexOf(`--${name}`);
+  return i < 0 ? fallback : (argv[i + 1] ?? fallback);
+}
+function intArg(name: string, fallback: number): number {
+  const v = Number(arg(name, String(fallback)));
+  if (!Number.isInteger(v) || v < 0) throw new Error(`--${name} needs a non-negative integer`);
+  return v;
+}
+
+const STEPS = intArg('steps', 5);
+const DELAY = intArg('delay', 500);
+const THREADS = intArg('threads', 2);
+const CONCURRENCY = arg('concurrency', QUICK ? '10,100' : '10,100,1000').split(',').map(Number);
+const EXTRA_DELAY = intArg('extra-delay', QUICK ? 0 : 5000);
+const BASELINE_C = 3;
+const progress = (line: string) => process.stderr.write(`[bench/rollouts] ${line}\n`);
+const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms));
+
+/** N = max(3 × C, 30); 2 × C for C ≥ 1000, to bound the time (max(2 × C, 12) with --quick). */
+function episodesFor(c: number): number {
+  if (QUICK) return Math.max(2 * c, 12);
+  if (c >= 1000) return 2 * c;
+  return Math.max(3 * c, 30);
+}
+
+const LIGHT_C = intArg('light', QUICK ? 0 : 1000);
+const makeSpec = (label: string, concurrency: number, delayMs: number, extra: Partial<ConfigSpec> = {}): ConfigSpec =>
+  ({ label, concurrency, delayMs, episodes: episodesFor(concurrency), steps: STEPS, baseline: false, light: false, ...extra });
+const specs: ConfigSpec[] = [
+  ...(argv.includes('--no-baseline') ? [] : [makeSpec(`baseline-c${BASELINE_C}`, BASELINE_C, DELAY, { baseline: true })]),
+  ...CONCURRENCY.map(c => makeSpec(`c${c}-l${DELAY}`, c, DELAY)),
+  ...(EXTRA_DELAY > 0 && EXTRA_DELAY !== DELAY ? [makeSpec(`c1000-l${EXTRA_DELAY}`, 1000, EXTRA_DELAY)] : []),
+  ...(LIGHT_C > 0 ? [makeSpec(`light-c${LIGHT_C}-l${DELAY}`, LIGHT_C, DELAY, { light: true })] : []),
+];
+
+// ---------------------------------------------------------------- child processes
+
+/** Spawns `node --import tsx FILE` with an IPC channel; its stdout/stderr go to our stderr. */
+function spawnChild(file: string, args: string[], nodeArgs: string[] = []): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--expose-gc', ...nodeArgs, file, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  child.stdout?.on('data', (d: Buffer) => process.stderr.write(d));
+  child.stderr?.on('data', (d: Buffer) => process.stderr.write(d));
+  return child;
+}
+
+function nextMessage<M extends { type: string }, T extends M['type']>(child: ChildProcess, type: T, timeoutMs: number): Promise<Extract<M, { type: T }>> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`no "${type}" message from child ${child.pid} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onMessage = (m: M) => {
+      if (m.type !== type) return;
+      cleanup();
+      resolve(m as Extract<M, { type: T }>);
+    };
+    const onExit = (code: number | null) => {
+      cleanup();
+      reject(new Error(`child ${child.pid} exited (${code}) before sending "${type}"`));
+    };
+    const cleanup = () => {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+    };
+    child.on('message', onMessage);
+    child.once('exit', onExit);
+  });
+}
+
+const children = new Set<ChildProcess>();
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+const exited = (child: ChildProcess) =>
+  child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>(resolve => child.once('exit', () => resolve()));
+
+// ---------------------------------------------------------------- run records
+
+const bundle = JSON.parse(readFileSync(`${ROOT}fixtures/reference/hotel-env.bundle.json`, 'utf8')) as { className: string; source: string; tools: FunctionTool[] };
+const hotelState = JSON.parse(readFileSync(`${ROOT}fixtures/reference/hotel-state.json`, 'utf8')) as Record<string, unknown>;
+const hotelChecks = JSON.parse(readFileSync(`${ROOT}fixtures/reference/hotel-checks.json`, 'utf8')) as { item: string; check: string }[];
+const ENV_ID = 'env-hotel';
+const SCENARIO_ID = 'scn-hotel-0';
+
+/** The light diagnostic: the same environment code with only guest G0001, and one one-line check. */
+const lightState: Record<string, unknown> = {
+  hotel: hotelState['hotel'],
+  rooms: {},
+  guests: { G0001: (hotelState['guests'] as Record<string, unknown>)['G0001'] },
+  reservations: {},
+  room_reservations: {},
+  guest_reservations: {},
+  next_reservation_seq: hotelState['next_reservation_seq'],
+};
+const lightChecks = hotelChecks.filter(c => c.item === 'G0001 has no balance left');
+
+/** One kept environment and one ready scenario, straight into the run store (no synthesis). */
+async function seedRun(config: AppConfig, store: SynthesisStore, runId: string, task: string, light: boolean): Promise<void> {
+  const createdAt = new Date().toISOString();
+  await store.createRun({ id: runId, createdAt, input: 'descriptions', options: synthOptionsFrom(config, { runId }) as unknown as Record<string, unknown> });
+  const operations: Operation[] = bundle.tools.map(t => ({
+    name: t.function.name,
+    kind: /^(get|find|search|list)_/.test(t.function.name) ? 'query' : 'state_change',
+    description: t.function.description ?? t.function.name,
+    parameters: t.function.parameters ?? { type: 'object' },
+  }));
+  const env: EnvironmentRecord = {
+    id: ENV_ID,
+    runId,
+    status: 'kept',
+    description: {
+      summary: 'Hotel reservation system',
+      introduction: 'A small hotel: rooms, guests and their reservations, with check-in, check-out, room changes, housekeeping and payments.',
+    },
+    className: bundle.className,
+    source: bundle.source,
+    tools: bundle.tools,
+    state: { className: bundle.className, entities: [], rules: [], stateSchema: { type: 'object' }, exampleState: {} },
+    operations,
+    failure: null,
+    lineage: { runId, sourceTaskId: null, models: {}, prompts: {}, createdAt },
+  };
+  const scenario: ScenarioRecord = {
+    id: SCENARIO_ID,
+    runId,
+    environmentId: ENV_ID,
+    index: 0,
+    status: 'ready',
+    initialState: light ? lightState : hotelState,
+    task,
+    userGoal: { goal: task, facts: [] },
+    checklist: (light ? lightChecks : hotelChecks).map(c => ({ item: c.item, check: c.check })),
+    lineage: { runId, environmentId: ENV_ID, models: {}, prompts: {}, createdAt },
+  };
+  await store.putDoc(runId, 'env', ENV_ID, env);
+  await store.putDoc(runId, 'scenario', SCENARIO_ID, scenario);
+}
+
+async function redisCpuS(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  const field = (name: string) => Number(new RegExp(`^${name}:(\\S+)`, 'm').exec(info)?.[1] ?? NaN);
+  return field('used_cpu_sys') + field('used_cpu_user');
+}
+
+async function funnelOf(redis: Redis, prefix: string, runId: string): Promise<Record<string, number>> {
+  const hash = await redis.hgetall(`${prefix}:run:${runId}:funnel`);
+  return Object.fromEntries(Object.entries(hash).map(([k, v]) => [k, Number(v)]));
+}
+const episodesRecorded = (funnel: Record<string, number>) =>
+  Object.entries(funnel).filter(([k]) => k.startsWith('rollout.run|')).reduce((a, [, n]) => a + n, 0);
+
+/** Start, end, turns, … of every trajectory of a run (read after the timed part, in pipelined batches). */
+async function episodeSummaries(redis: Redis, prefix: string, runId: string): Promise<EpisodeSummary[]> {
+  const ids = await redis.zrange(`${prefix}:run:${runId}:ids:trajectory`, '0', '-1');
+  const out: EpisodeSummary[] = [];
+  for (let i = 0; i < ids.length; i += 100) {
+    const pipe = redis.pipeline();
+    for (const id of ids.slice(i, i + 100)) pipe.get(`${prefix}:run:${runId}:doc:trajectory:${id}`);
+    for (const [err, raw] of (await pipe.exec()) ?? []) {
+      if (err || typeof raw !== 'string') continue;
+      const t = JSON.parse(raw) as {
+        turns: number;
+        steps: unknown[];
+        usage: { modelCalls: number };
+        termination: { reason: string };
+        reward: number | null;
+        checksError: string | null;
+        timings: { startedAt: string; wallMs: number };
+      };
+      const start = Date.parse(t.timings.startedAt);
+      out.push({ start, end: start + t.timings.wallMs, turns: t.turns, toolSteps: t.steps.length, modelCalls: t.usage.modelCalls, reason: t.termination.reason, reward: t.reward, checksError: t.checksError });
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- one configuration
+
+let activePrefix: string | null = null;
+
+async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl: string, serverCpu: CpuSample[]): Promise<Analysis> {
+  const prefix = `envfleet-bench-rollouts-${randomUUID().slice(0, 8)}-${spec.label}`;
+  activePrefix = prefix;
+  const tasksPerThread = Math.ceil(spec.concurrency / THREADS) + 16;
+  server.send({ type: 'script', steps: spec.steps, delayMs: spec.delayMs } satisfies ServerCommand);
+  await nextMessage<ServerMessage, 'script-ok'>(server, 'script-ok', 10_000);
+
+  const settings: FleetSettings = { redisUrl: REDIS_URL, prefix, modelUrl, concurrency: spec.concurrency, poolThreads: THREADS, tasksPerThread };
+  const spawnedAt = Date.now();
+  const profileDir = PROFILE && spec.concurrency >= 1000 && !spec.baseline ? mkdtempSync(join(os.tmpdir(), 'envfleet-bench-prof-')) : null;
+  const fleet = track(spawnChild('bench/rollouts/fleet.ts', [JSON.stringify(settings)], profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []));
+  const memory: MemoryProbe[] = [];
+  fleet.on('message', (m: FleetMessage) => {
+    if (m.type === 'memory') memory.push(m.probe);
+  });
+  const toFleet = (cmd: FleetCommand) => fleet.send(cmd);
+  await nextMessage<FleetMessage, 'ready'>(fleet, 'ready', 60_000);
+  const fleetStartupMs = Date.now() - spawnedAt;
+
+  const config = loadConfig({}, { overrides: { REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix, OPENAI_BASE_URL: modelUrl, LOG_LEVEL: 'silent' } });
+  const redis = createRedisConnection(REDIS_URL, 'producer');
+  await waitForRedis(redis, REDIS_URL);
+  const store = createRedisSynthesisStore(redis, prefix);
+  let samplerTimer: NodeJS.Timeout | undefined;
+  try {
+    // Warm-up: a few episodes whose answers come at once (JIT, ajv schemas and QuickJS in every pool thread, HTTP connections).
+    const warmupEpisodes = Math.max(2 * THREADS, Math.min(spec.concurrency, 8));
+    const warmStart = Date.now();
+    await seedRun(config, store, 'warmup', `${WARMUP_MARK}: look up guest G0001 and report the balance.`, spec.light);
+    await submitRollouts(config, redis, { runId: 'warmup', samples: warmupEpisodes, modes: ['non-conversational'] });
+    while ((await store.pendingCount('warmup')) > 0) {
+      if (Date.now() - warmStart > 60_000) throw new Error('the warm-up run did not finish within 60 s');
+      await sleep(50);
+    }
+    const warmupMs = Date.now() - warmStart;
+    await sleep(300);
+    toFleet({ type: 'memory', label: 'idle', gc: true });
+    await nextMessage<FleetMessage, 'memory'>(fleet, 'memory', 30_000);
+    server.send({ type: 'collect' } satisfies ServerCommand);
+    await nextMessage<ServerMessage, 'records'>(server, 'records', 30_000);
+
+    // The timed run.
+    await seedRun(config, store, 'main', 'Look up guest G0001 and report their balance.', spec.light);
+    const host: HostSample[] = [];
+    let sampling = false;
+    const sampleHost = async () => {
+      if (sampling) return;
+      sampling = true;
+      try {
+        const u = process.cpuUsage();
+        host.push({ t: Date.now(), machineBusyS: machineBusyS(), redisCpuS: await redisCpuS(redis), selfCpuUs: u.user + u.system });
+      } finally {
+        sampling = false;
+      }
+    };
+    toFleet({ type: 'sample-start' });
+    await sampleHost();
+    samplerTimer = setInterval(() => void sampleHost(), 200);
+    const serverCpuFrom = serverCpu.length;
+
+    const t0 = Date.now();
+    await submitRollouts(config, redis, { runId: 'main', samples: spec.episodes, modes: ['non-conversational'] });
+    const tSubmitted = Date.now();
+    // Memory is probed once mid-way through the steady phase (about (N − C) / 2 episodes done).
+    const probeAt = Math.max(1, Math.floor((spec.episodes - spec.concurrency) / 2));
+    let probed = false;
+    let tEpisodesDone = 0;
+    let tRunDone = 0;
+    const deadline = t0 + 240_000;
+    let lastReport = 0;
+    for (;;) {
+      const done = episodesRecorded(await funnelOf(redis, prefix, 'main'));
+      const now = Date.now();
+      if (!probed && done >= probeAt) {
+        probed = true;
+        toFleet({ type: 'memory', label: 'steady', gc: false });
+      }
+      if (!tEpisodesDone && done >= spec.episodes) tEpisodesDone = now;
+      if (tEpisodesDone && (await store.pendingCount('main')) === 0) {
+        tRunDone = Date.now();
+        break;
+      }
+      if (now > deadline) break;
+      if (now - lastReport > 5_000) {
+        lastReport = now;
+        progress(`${spec.label}: ${done}/${spec.episodes} episodes after ${((now - t0) / 1000).toFixed(1)} s`);
+      }
+      await sleep(50);
+    }
+    const finished = tRunDone > 0;
+    clearInterval(samplerTimer);
+    await sampleHost();
+    if (!probed) {
+      toFleet({ type: 'memory', label: 'steady', gc: false });
+    }
+    await sleep(200);
+
+    toFleet({ type: 'stop' });
+    const { samples, timings, hrFromUs, hrToUs } = await nextMessage<FleetMessage, 'samples'>(fleet, 'samples', 60_000);
+    await exited(fleet);
+    let profile: ProfileSummary | null = null;
+    if (profileDir) {
+      try {
+        // One profile per thread (the module loader's and the pool's too); the main thread's has thread id 0.
+        const file = readdirSync(profileDir).find(f => /^CPU\.\d+\.\d+\.\d+\.0\.\d+\.cpuprofile$/.test(f));
+        if (!file) throw new Error(`no main-thread profile in ${profileDir}`);
+        profile = summarizeProfile(join(profileDir, file), hrFromUs, hrToUs);
+      } catch (err) {
+        progress(`${spec.label}: could not read the CPU profile: ${(err as Error).message}`);
+      }
+    }
+    server.send({ type: 'collect' } satisfies ServerCommand);
+    const { records } = await nextMessage<ServerMessage, 'records'>(server, 'records', 30_000);
+    const episodes = await episodeSummaries(redis, prefix, 'main');
+    const funnel = await funnelOf(redis, prefix, 'main');
+    const keysLeft = await deletePrefix(redis, prefix);
+    activePrefix = null;
+    const raw: RunRaw = {
+      spec,
+      prefix,
+      tasksPerThread,
+      poolThreads: THREADS,
+      fleetStartupMs,
+      warmupEpisodes,
+      warmupMs,
+      t0,
+      tSubmitted,
+      tEpisodesDone: tEpisodesDone || Date.now(),
+      tRunDone: tRunDone || Date.now(),
+      finished,
+      episodes,
+      requests: records,
+      fleet: samples,
+      timings,
+      profile,
+      memory,
+      host,
+      serverCpu: serverCpu.slice(serverCpuFrom),
+      funnel,
+      keysLeft,
+    };
+    return analyse(raw);
+  } finally {
+    if (profileDir) rmSync(profileDir, { recursive: true, force: true });
+    clearInterval(samplerTimer);
+    if (fleet.exitCode === null && fleet.signalCode === null) {
+      fleet.kill('SIGTERM');
+      await exited(fleet);
+    }
+    if (activePrefix) {
+      await deletePrefix(redis, activePrefix).catch(() => undefined);
+      activePrefix = null;
+    }
+    redis.disconnect();
+  }
+}
+
+// ---------------------------------------------------------------- report
+
+const f0 = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : '–');
+const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '–');
+const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '–');
+const pct = (x: number) => (Number.isFinite(x) ? `${(x * 100).toFixed(0)} %` : '–');
+const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+const row = (cells: readonly (string | number)[]) => `| ${cells.join(' | ')} |`;
+
+function report(results: readonly Analysis[], redisVersion: string, startedMs: number): string {
+  const out: string[] = [];
+  const push = (...lines: string[]) => out.push(...lines);
+  const cpu = os.cpus()[0];
+  const name = (a: Analysis) =>
+    a.raw.spec.baseline
+      ? `baseline C = ${a.raw.spec.concurrency}`
+      : `${a.raw.spec.light ? 'light ' : ''}C = ${a.raw.spec.concurrency}, L = ${a.raw.spec.delayMs} ms`;
+  const table = (rows: [string, (a: Analysis) => string][]) => {
+    push(row(['', ...results.map(name)]), row(['---', ...results.map(() => '---')]));
+    for (const [label, f] of rows) push(row([label, ...results.map(f)]));
+    push('');
+  };
+
+  push('# Rollout throughput benchmark', '');
+  push(`- machine: ${cpu?.model ?? 'unknown CPU'}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}, Node ${process.version}, Redis ${redisVersion}`);
+  push(`- date: ${new Date().toISOString()}`);
+  push(`- command: \`node --import tsx bench/rollouts.ts${argv.length ? ` ${argv.join(' ')}` : ''}\` (whole benchmark ${f1((Date.now() - startedMs) / 1000)} s)`);
+  push(`- workload: one kept environment (reference hotel env, 65 KB state, 4 checks) and one ready scenario, N samples of it, non-conversational; the scripted policy makes exactly S = ${STEPS} agent turns per episode (${STEPS - 1} × get_guest, then a text answer), each answered after L ms (a \`delay\` fault)`);
+  push(`- fleet: one worker process per configuration (\`startWorkerProcess\`, queues rollout.run and rollout.group), ENVFLEET_ROLLOUT_CONCURRENCY = C, sandbox pool ${THREADS} threads × ceil(C / ${THREADS}) + 16 tasks, ENVFLEET_MODEL_MAX_CONCURRENCY = 0, log level silent; a warm-up run (answers at once) before each timed run`);
+  push('- model server: the scripted server in a child process of its own (not sharing the fleet\'s event loop), on the same machine; the benchmark itself (submission, polling, sampling) in a third process');
+  push('- bound: C / (S × L) rollouts/s, i.e. every episode is nothing but S model waits of L ms and the fleet keeps C episodes in flight');
+  if (results.some(a => a.raw.spec.light)) {
+    push('- "light" (diagnostic, not the workload of the bar): the same environment code and policy, but an initial state with only guest G0001 (≈0.3 KB instead of 65 KB) and one one-line check instead of four, to separate the sandbox\'s per-episode cost from the rest of the fleet');
+  }
+  push('');
+
+  push('## Throughput', '');
+  table([
+    ['episodes N', a => String(a.raw.spec.episodes)],
+    ['bound C / (S × L)', a => `${f1(a.boundPerS)} /s`],
+    ['wall: submit → all episodes recorded', a => `${f2(a.wallS)} s`],
+    ['… → run finished (incl. the rollout.group job)', a => `${f2(a.runWallS)} s`],
+    ['submitRollouts call', a => `${f0(a.raw.tSubmitted - a.raw.t0)} ms`],
+    ['**rollouts/s (N ÷ wall)**', a => `**${f1(a.overallPerS)}**`],
+    ['**achieved ÷ bound**', a => `**${pct(a.overallPerS / a.boundPerS)}**`],
+    ['ideal wall ⌈N / C⌉ × S × L', a => `${f2((Math.ceil(a.raw.spec.episodes / a.raw.spec.concurrency) * a.raw.spec.steps * a.raw.spec.delayMs) / 1000)} s`],
+    ['steady window (first episode done → last episode started)', a => `${f2(a.windowS)} s${a.window.how.startsWith('whole') ? ' (whole run)' : ''}`],
+    ['rollouts/s in the steady window: Little\'s law (mean in flight ÷ mean episode wall) / episodes finished ÷ window', a => `${f1(a.steadyPerS)} / ${f1(a.steadyCountPerS)}`],
+    ['steady ÷ bound', a => pct(a.steadyPerS / a.boundPerS)],
+    ['episodes in flight (steady): median / max', a => `${f0(a.episodesInFlight.median)} / ${f0(a.episodesInFlight.max)}`],
+    ['model requests in flight at the server (steady): median / max', a => `${f0(a.modelInFlight.median)} / ${f0(a.modelInFlight.max)}`],
+    ['model requests in flight ÷ C (steady, median)', a => pct(a.modelInFlight.median / a.raw.spec.concurrency)],
+    ['server time per request (arrival → answer): median / p99', a => `${f0(a.serverTimeMs.median)} / ${f0(a.serverTimeMs.p99)} ms`],
+    ['episode wall time: median / p99', a => `${f0(a.episodeWallMs.median)} / ${f0(a.episodeWallMs.p99)} ms`],
+    ['episode time outside the server (median wall − S × median server time)', a => `${f0(a.episodeWallMs.median - a.raw.spec.steps * a.serverTimeMs.median)} ms`],
+    ['model requests: answered / expected N × S', a => `${a.requestsOk} / ${a.raw.spec.episodes * a.raw.spec.steps}${a.requestsOther ? ` (+${a.requestsOther} other)` : ''}`],
+    ['result check', a => (a.check.ok ? 'PASS' : '**FAIL**')],
+  ]);
+
+  push('## CPU and event loop', '');
+  push('Cores and shares are over the steady window; "per episode" and "per model request" figures are the whole timed run\'s CPU ÷ N (or N × S). Cores = CPU seconds per wall second. Fleet process = all its threads (main + sandbox pool + V8/libuv helpers); main thread from /proc/self/task; ' +
+    'event-loop utilisation (ELU) from `performance.eventLoopUtilization()` (main) and `worker.performance.eventLoopUtilization()` (each pool thread); ' +
+    'event-loop delay from `monitorEventLoopDelay` (10 ms resolution) per 200 ms sample; run-queue delay (runnable, but no CPU free) from /proc/self/task/*/schedstat; ' +
+    'Redis from `INFO cpu`; machine from /proc/stat; "other" = machine − the four processes of the benchmark.', '');
+  table([
+    ['fleet process', a => `${f2(a.cpu.fleetCores)} cores`],
+    ['… main thread', a => `${f2(a.cpu.mainCores)} cores (ELU ${pct(a.cpu.mainElu)})`],
+    ['… other threads (sandbox pool + V8/libuv helpers)', a => `${f2(a.cpu.otherThreadsCores)} cores`],
+    ['… sandbox pool threads ELU', a => a.cpu.poolElu.map(pct).join(', ')],
+    ['… waiting for a CPU (run-queue delay): main thread / other threads', a => `${f2(a.cpu.mainRunDelay)} / ${f2(a.cpu.otherRunDelay)} thread-s per s`],
+    ['… main-thread GC pauses: share of the window / longest', a => `${pct(a.cpu.gcShare)} / ${f0(a.cpu.gcMaxMs)} ms`],
+    ['scripted model server (child)', a => `${f2(a.cpu.serverCores)} cores`],
+    ['Redis', a => `${f2(a.cpu.redisCores)} cores`],
+    ['benchmark process (submit, poll, sample)', a => `${f2(a.cpu.selfCores)} cores`],
+    ['other processes on the machine', a => `${f2(a.cpu.otherCores)} cores`],
+    ['whole machine', a => `${f2(a.cpu.machineCores)} of ${os.cpus().length} cores`],
+    ['**fleet CPU per episode** (whole run ÷ N): all / main thread / other threads', a => `**${f1(a.cpu.fleetMsPerEpisode)} ms** / ${f1(a.cpu.mainMsPerEpisode)} / ${f1(a.cpu.otherThreadsMsPerEpisode)} ms`],
+    ['pool threads\' event-loop active time per episode (whole run ÷ N)', a => `${f1(a.cpu.poolActiveMsPerEpisode)} ms`],
+    ['fleet CPU per model request (whole run ÷ N × S)', a => `${f2(a.cpu.fleetMsPerRequest)} ms`],
+    ['server CPU per model request (whole run)', a => `${f2(a.cpu.serverMsPerRequest)} ms`],
+    ['Redis CPU per episode (whole run; Redis is shared with other users)', a => `${f2(a.cpu.redisMsPerEpisode)} ms`],
+    ['event-loop delay of the fleet: median p50 / max p99 / max', a => `${f1(a.cpu.eldP50)} / ${f1(a.cpu.eldP99)} / ${f1(a.cpu.eldMax)} ms`],
+    ['piscina queue (tasks waiting for a slot), max', a => String(a.cpu.poolQueueMax)],
+  ]);
+
+  push('## Where an episode\'s time goes (all N episodes)', '');
+  push('Wall time of each operation as the episode sees it (queueing included), from wrappers around the worker process\'s own gateway and sandbox runner; ' +
+    'median / p99 per operation over the whole timed run, and its total ÷ N (the mean time an episode spends in it). "rest" = mean episode wall − the timed operations: ' +
+    'the run store (Redis reads of the scenario, environment, run; the trajectory write), BullMQ, and anything the main thread does between them.', '');
+  const opNames = ['model call', 'session open', 'tool call', 'snapshot', 'session close', 'checks'];
+  const opOf = (a: Analysis, n: string) => a.ops.find(o => o.name === n);
+  table([
+    ...opNames.map((n): [string, (a: Analysis) => string] => [n, a => {
+      const o = opOf(a, n);
+      return o && o.count ? `${f0(o.median)} / ${f0(o.p99)} ms → ${f0(o.mean * o.perEpisode)} ms` : '–';
+    }]),
+    ['rest', a => `${f0(a.meanWallMs - opNames.reduce((sum, n) => sum + (opOf(a, n) ? opOf(a, n)!.mean * opOf(a, n)!.perEpisode : 0), 0))} ms`],
+    ['mean episode wall', a => `${f0(a.meanWallMs)} ms`],
+    ['model call in the fleet − server time (median)', a => `${f0((opOf(a, 'model call')?.median ?? NaN) - a.serverTimeMs.median)} ms`],
+  ]);
+
+  for (const a of results.filter(r => r.raw.profile)) {
+    const p = a.raw.profile!;
+    push(`## Main-thread CPU profile of the fleet process, ${name(a)}`, '');
+    push(`\`node --cpu-prof\` on the worker process (sampling profiler on; its figures in the tables above are from this profiled run). ` +
+      `${f0(p.totalMs)} ms of non-idle samples${p.restricted ? ' in the timed run' : ' (whole process lifetime: the profile clock did not match)'} (and ${f0(p.idleMs)} ms idle), ` +
+      `i.e. ${f2(p.totalMs / a.raw.spec.episodes)} ms per episode. Samples are wall-clock time: when the thread is runnable but waits for a CPU the wait is counted ` +
+      `in the function it was in, so read the shares, and the main thread's CPU per episode above for the absolute cost.`, '');
+    push(row(['self time by category', 'ms', 'share', 'per episode']), row(['---', '---', '---', '---']));
+    for (const [cat, ms] of p.categories.slice(0, 14)) push(row([cat, f0(ms), pct(ms / p.totalMs), `${f2(ms / a.raw.spec.episodes)} ms`]));
+    push('');
+    push(row(['function (self time)', 'where', 'ms', 'share']), row(['---', '---', '---', '---']));
+    for (const [fn, where, ms] of p.top) push(row([`\`${fn}\``, where, f0(ms), pct(ms / p.totalMs)]));
+    push('');
+  }
+
+  push('## Memory of the fleet process', '');
+  push('idle = after the warm-up run and a forced GC (main thread); steady = median of the 200 ms samples in the steady window (RSS, main-thread heap) and one probe mid-way (WebAssembly). ' +
+    'The sandbox heap is the resident part of the process\'s WebAssembly memories (QuickJS in the pool threads), read from /proc/self/smaps (each is an rw mapping followed by its guard reservation, 8 GiB together).', '');
+  table([
+    ['RSS idle → steady', a => (a.memory.idle ? `${mib(a.memory.idle.rss)} → ${mib(a.memory.steadyRssMedian)}` : '–')],
+    ['**RSS per rollout in flight**', a => `**${f0(a.memory.rssPerRolloutKb)} KB**`],
+    ['main-thread JS heap per rollout in flight', a => `${f0(a.memory.heapPerRolloutKb)} KB`],
+    ['sandbox WebAssembly heap idle → steady', a => (a.memory.idle?.wasmRss != null && a.memory.steady?.wasmRss != null ? `${mib(a.memory.idle.wasmRss)} → ${mib(a.memory.steady.wasmRss)} (${a.memory.steady.wasmMemories} memories)` : '–')],
+    ['sandbox heap per rollout in flight', a => (a.memory.wasmPerRolloutKb === null ? '–' : `${f0(a.memory.wasmPerRolloutKb)} KB`)],
+  ]);
+
+  push('## Result checks', '');
+  for (const a of results) {
+    push(`- ${name(a)}: **${a.check.ok ? 'PASS' : 'FAIL'}**`);
+    for (const l of a.check.lines) push(`  - ${l}`);
+    push(`  - fleet start ${f1(a.raw.fleetStartupMs / 1000)} s; warm-up ${a.raw.warmupEpisodes} episodes in ${f1(a.raw.warmupMs / 1000)} s; Redis keys left under ${a.raw.prefix}:* after clean-up: ${a.raw.keysLeft}`);
+  }
+  push('');
+
+  const top = results.filter(a => !a.raw.spec.baseline && !a.raw.spec.light && a.raw.spec.concurrency >= 1000);
+  push('## The 95 % bar at C = 1,000', '');
+  if (!top.length) push('- not measured in this run (C = 1,000 not among the configurations).');
+  for (const a of top) {
+    const ratio = a.overallPerS / a.boundPerS;
+    push(`- L = ${a.raw.spec.delayMs} ms: ${f1(a.overallPerS)} rollouts/s of a ${f1(a.boundPerS)} /s bound = **${pct(ratio)}** (steady window ${pct(a.steadyPerS / a.boundPerS)}): **${ratio >= 0.95 ? 'holds' : 'does not hold'}**. ` +
+      `Machine busy ${f2(a.cpu.machineCores)} of ${os.cpus().length} cores in the steady window (fleet ${f2(a.cpu.fleetCores)}, model server ${f2(a.cpu.serverCores)}, Redis ${f2(a.cpu.redisCores)}, other processes ${f2(a.cpu.otherCores)}); ` +
+      `the fleet's threads waited ${f2(a.cpu.mainRunDelay + a.cpu.otherRunDelay)} thread-seconds per second for a CPU. ` +
+      `At the bound the fleet would need ${f1(a.boundPerS)} × ${f1(a.cpu.fleetMsPerEpisode)} ms = **${f1((a.boundPerS * a.cpu.fleetMsPerEpisode) / 1000)} cores** ` +
+      `(its main thread alone ${f2((a.boundPerS * a.cpu.mainMsPerEpisode) / 1000)} cores of one thread); with all ${os.cpus().length} cores it could do at most ${f0((os.cpus().length * 1000) / a.cpu.fleetMsPerEpisode)} episodes/s.`);
+  }
+  for (const a of results.filter(r => r.raw.spec.light)) {
+    push(`- diagnostic, light scenario (C = ${a.raw.spec.concurrency}, L = ${a.raw.spec.delayMs} ms): ${f1(a.overallPerS)} rollouts/s = ${pct(a.overallPerS / a.boundPerS)} of the bound; fleet CPU ${f1(a.cpu.fleetMsPerEpisode)} ms per episode ` +
+      `(main thread ${f1(a.cpu.mainMsPerEpisode)} ms, ELU ${pct(a.cpu.mainElu)}; other threads ${f1(a.cpu.otherThreadsMsPerEpisode)} ms); model call in the fleet − at the server: ${f0((a.ops.find(o => o.name === 'model call')?.median ?? NaN) - a.serverTimeMs.median)} ms (median).`);
+  }
+  const base = results.find(a => a.raw.spec.baseline);
+  if (base) push(`- baseline (C = ${base.raw.spec.concurrency}, the seed's three sequential runners): ${f2(base.overallPerS)} rollouts/s of a ${f2(base.boundPerS)} /s bound (${pct(base.overallPerS / base.boundPerS)}).`);
+  push('');
+  return out.join('\n');
+}
+
+// ---------------------------------------------------------------- main
+
+const startedMs = Date.now();
+const admin = createRedisConnection(REDIS_URL, 'producer');
+await waitForRedis(admin, REDIS_URL);
+const redisVersion = /redis_version:(\S+)/.exec(await admin.info('server'))?.[1] ?? 'unknown';
+
+const server = track(spawnChild('bench/rollouts/server.ts', []));
+const serverCpu: CpuSample[] = [];
+server.on('message', (m: ServerMessage) => {
+  if (m.type === 'cpu') serverCpu.push({ t: m.t, cpuUs: m.cpuUs });
+});
+
+process.once('SIGINT', () => {
+  progress('interrupted: stopping the child processes and deleting this run\'s Redis keys');
+  for (const c of children) c.kill('SIGTERM');
+  const prefix = activePrefix;
+  void (prefix ? deletePrefix(admin, prefix) : Promise.resolve(0)).finally(() => process.exit(130));
+});
+
+const results: Analysis[] = [];
+try {
+  const { url, pid } = await nextMessage<ServerMessage, 'ready'>(server, 'ready', 60_000);
+  progress(`scripted model server at ${url} (pid ${pid}); configurations: ${specs.map(s => `${s.label} (N = ${s.episodes})`).join(', ')}`);
+  for (const spec of specs) {
+    progress(`${spec.label}: C = ${spec.concurrency}, L = ${spec.delayMs} ms, N = ${spec.episodes}, S = ${spec.steps}`);
+    const a = await runConfiguration(spec, server, url, serverCpu);
+    progress(`${spec.label}: ${a.overallPerS.toFixed(1)} rollouts/s of ${a.boundPerS.toFixed(1)} (${((a.overallPerS / a.boundPerS) * 100).toFixed(0)} %), steady ${a.steadyPerS.toFixed(1)}; check ${a.check.ok ? 'PASS' : 'FAIL'}`);
+    results.push(a);
+  }
+} finally {
+  if (server.exitCode === null && server.signalCode === null) {
+    server.send({ type: 'exit' } satisfies ServerCommand);
+    await Promise.race([exited(server), sleep(5_000)]);
+    if (server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
+  }
+  admin.disconnect();
+}
+process.stdout.write(`${report(results, redisVersion, startedMs)}\n`);
+if (!results.every(a => a.check.ok)) process.exitCode = 1;

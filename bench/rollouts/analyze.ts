@@ -1,0 +1,340 @@
+/**
+ * The figures of one bench/rollouts.ts configuration, computed from what the run left behind:
+ * the scripted server's request timings, the trajectories' start and wall times, the fleet
+ * process's samples, and the orchestrator's machine / Redis CPU samples.
+ */
+import type { ProfileSummary } from './profile.js';
+import { median, quantile, type FleetSample, type MemoryProbe, type ServerRecord, type Timings } from './common.js';
+
+export interface ConfigSpec {
+  readonly label: string;
+  /** Episodes in flight per process (ENVFLEET_ROLLOUT_CONCURRENCY). */
+  readonly concurrency: number;
+  readonly delayMs: number;
+  readonly episodes: number;
+  readonly steps: number;
+  readonly baseline: boolean;
+  /** Diagnostic: a one-guest initial state (instead of the 65 KB hotel state) and a single one-line check. */
+  readonly light: boolean;
+}
+
+export interface EpisodeSummary {
+  readonly start: number;
+  readonly end: number;
+  readonly turns: number;
+  readonly toolSteps: number;
+  readonly modelCalls: number;
+  readonly reason: string;
+  readonly reward: number | null;
+  readonly checksError: string | null;
+}
+
+export interface HostSample {
+  readonly t: number;
+  readonly machineBusyS: number;
+  readonly redisCpuS: number;
+  readonly selfCpuUs: number;
+}
+
+export interface CpuSample {
+  readonly t: number;
+  readonly cpuUs: number;
+}
+
+export interface RunRaw {
+  readonly spec: ConfigSpec;
+  readonly prefix: string;
+  readonly tasksPerThread: number;
+  readonly poolThreads: number;
+  readonly fleetStartupMs: number;
+  readonly warmupEpisodes: number;
+  readonly warmupMs: number;
+  /** Epoch ms just before submitRollouts, and when it returned. */
+  readonly t0: number;
+  readonly tSubmitted: number;
+  /** First poll (every 50 ms) that saw every episode recorded; and the run's outstanding set empty (group job done). */
+  readonly tEpisodesDone: number;
+  readonly tRunDone: number;
+  readonly finished: boolean;
+  readonly episodes: readonly EpisodeSummary[];
+  readonly requests: readonly ServerRecord[];
+  readonly fleet: readonly FleetSample[];
+  readonly timings: Timings;
+  /** Main-thread CPU profile of the fleet process (with --profile). */
+  readonly profile: ProfileSummary | null;
+  readonly memory: readonly MemoryProbe[];
+  readonly host: readonly HostSample[];
+  readonly serverCpu: readonly CpuSample[];
+  readonly funnel: Record<string, number>;
+  readonly keysLeft: number;
+}
+
+export interface Window {
+  readonly from: number;
+  readonly to: number;
+  /** How the window was chosen. */
+  readonly how: string;
+}
+
+export interface OpStat {
+  readonly name: string;
+  readonly count: number;
+  readonly median: number;
+  readonly p99: number;
+  readonly mean: number;
+  /** Operations of this kind per episode. */
+  readonly perEpisode: number;
+}
+
+export interface Analysis {
+  readonly raw: RunRaw;
+  readonly boundPerS: number;
+  readonly wallS: number;
+  readonly runWallS: number;
+  readonly overallPerS: number;
+  readonly window: Window;
+  readonly windowS: number;
+  /** Little's law in the steady window: mean episodes in flight ÷ mean episode wall time. */
+  readonly steadyPerS: number;
+  readonly steadyEnded: number;
+  /** Episodes that finished in the steady window ÷ its length (biased for small C: episodes run in waves). */
+  readonly steadyCountPerS: number;
+  readonly modelInFlight: { readonly median: number; readonly max: number; readonly mean: number; readonly peakWholeRun: number };
+  readonly episodesInFlight: { readonly median: number; readonly max: number };
+  readonly serverTimeMs: { readonly median: number; readonly p99: number };
+  readonly episodeWallMs: { readonly median: number; readonly p99: number; readonly max: number };
+  readonly requestsTotal: number;
+  readonly requestsOk: number;
+  readonly requestsOther: number;
+  readonly check: { readonly ok: boolean; readonly lines: readonly string[] };
+  readonly cpu: {
+    readonly fleetCores: number;
+    readonly mainCores: number;
+    readonly mainElu: number;
+    /** Fleet process minus its main thread: the sandbox pool threads and V8/libuv helper threads. */
+    readonly otherThreadsCores: number;
+    /** Time runnable but waiting for a CPU, per wall second (kernel run-queue delay): main thread, other threads of the fleet. */
+    readonly mainRunDelay: number;
+    readonly otherRunDelay: number;
+    /** Share of the window the main thread spent in GC pauses, and the longest pause (ms). */
+    readonly gcShare: number;
+    readonly gcMaxMs: number;
+    readonly poolElu: readonly number[];
+    readonly serverCores: number;
+    readonly redisCores: number;
+    readonly selfCores: number;
+    readonly machineCores: number;
+    readonly otherCores: number;
+    /** CPU over the whole timed run ÷ N episodes (or ÷ N × S model requests), ms: fleet process, its main thread, its other threads. */
+    readonly fleetMsPerRequest: number;
+    readonly fleetMsPerEpisode: number;
+    readonly mainMsPerEpisode: number;
+    readonly otherThreadsMsPerEpisode: number;
+    /** Event-loop active time of the pool threads (wall time, CPU waits included) ÷ N. */
+    readonly poolActiveMsPerEpisode: number;
+    readonly serverMsPerRequest: number;
+    readonly redisMsPerEpisode: number;
+    readonly eldP50: number;
+    readonly eldP99: number;
+    readonly eldMax: number;
+    readonly poolQueueMax: number;
+  };
+  /** Timed operations of the whole timed run. */
+  readonly ops: readonly OpStat[];
+  /** Mean wall time of all N episodes. */
+  readonly meanWallMs: number;
+  readonly memory: {
+    readonly idle: MemoryProbe | null;
+    readonly steady: MemoryProbe | null;
+    readonly steadyRssMedian: number;
+    readonly rssPerRolloutKb: number;
+    readonly heapPerRolloutKb: number;
+    readonly wasmPerRolloutKb: number | null;
+  };
+}
+
+/** Values of a step function "how many intervals contain t", sampled every `stepMs` in [from, to). */
+export function inFlightSeries(intervals: readonly (readonly [number, number])[], from: number, to: number, stepMs: number): number[] {
+  const starts = intervals.map(i => i[0]).sort((a, b) => a - b);
+  const ends = intervals.map(i => i[1]).sort((a, b) => a - b);
+  const out: number[] = [];
+  let si = 0;
+  let ei = 0;
+  for (let t = from; t < to; t += stepMs) {
+    while (si < starts.length && starts[si]! <= t) si += 1;
+    while (ei < ends.length && ends[ei]! <= t) ei += 1;
+    out.push(si - ei);
+  }
+  return out;
+}
+
+/** Rate of a cumulative counter between the samples closest to the window's ends (per ms of wall time). */
+function rateIn<T extends { t: number }>(samples: readonly T[], w: Window, get: (s: T) => number): { delta: number; ms: number } {
+  const inside = samples.filter(s => s.t >= w.from && s.t <= w.to);
+  const a = inside[0];
+  const b = inside.at(-1);
+  if (!a || !b || b.t <= a.t) return { delta: NaN, ms: NaN };
+  return { delta: get(b) - get(a), ms: b.t - a.t };
+}
+
+export function analyse(raw: RunRaw): Analysis {
+  const { spec } = raw;
+  const boundPerS = spec.concurrency / ((spec.steps * spec.delayMs) / 1000);
+  const wallS = (raw.tEpisodesDone - raw.t0) / 1000;
+  const runWallS = (raw.tRunDone - raw.t0) / 1000;
+  const eps = raw.episodes;
+
+  // Steady state: from the first episode's end (the pipeline is full) to the last episode's start
+  // (the queue is empty from then on and the number in flight falls).
+  const firstEnd = Math.min(...eps.map(e => e.end));
+  const lastStart = Math.max(...eps.map(e => e.start));
+  const window: Window =
+    lastStart - firstEnd >= 500
+      ? { from: firstEnd, to: lastStart, how: 'first episode finished → last episode started' }
+      : { from: raw.t0, to: raw.tEpisodesDone, how: 'whole run (the steady phase was shorter than 0.5 s)' };
+  const windowMs = window.to - window.from;
+  const endedIn = eps.filter(e => e.end > window.from && e.end <= window.to);
+  const steadyEnded = endedIn.length;
+
+  const policy = raw.requests.filter(r => !(r[3] ?? '').startsWith('warm-'));
+  const intervals = policy.map(r => [r[0], r[1]] as const);
+  const modelSeries = inFlightSeries(intervals, window.from, window.to, 10);
+  const wholeSeries = inFlightSeries(intervals, raw.t0, raw.tEpisodesDone, 10);
+  const epSeries = inFlightSeries(eps.map(e => [e.start, e.end] as const), window.from, window.to, 10);
+  const serverTimes = policy.filter(r => r[2] === 200).map(r => r[1] - r[0]).sort((a, b) => a - b);
+  const walls = eps.map(e => e.end - e.start).sort((a, b) => a - b);
+  // Throughput in the steady window by Little's law (mean episodes in flight ÷ mean episode wall
+  // time): counting the episodes that end inside the window is biased when C is small and the
+  // episodes run in synchronised waves.
+  const meanWallMs = (endedIn.length ? endedIn : eps).reduce((a, e) => a + e.end - e.start, 0) / Math.max(1, (endedIn.length ? endedIn : eps).length);
+  const meanEpisodesInFlight = epSeries.reduce((a, b) => a + b, 0) / Math.max(1, epSeries.length);
+  const steadyPerS = meanEpisodesInFlight / (meanWallMs / 1000);
+
+  // Checks: every request answered, exactly S per episode, every episode S turns and finished by the agent.
+  const requestsOk = policy.filter(r => r[2] === 200).length;
+  const lines: string[] = [];
+  const expected = spec.episodes * spec.steps;
+  lines.push(`model requests answered: ${requestsOk} (expected N × S = ${spec.episodes} × ${spec.steps} = ${expected}); other statuses: ${policy.length - requestsOk}`);
+  const perRule: Record<string, number> = {};
+  for (const r of policy) perRule[r[3] ?? 'none'] = (perRule[r[3] ?? 'none'] ?? 0) + 1;
+  const rulesOk = Object.keys(perRule).length === spec.steps && Object.values(perRule).every(n => n === spec.episodes);
+  lines.push(`requests per policy rule: ${Object.entries(perRule).sort().map(([k, n]) => `${k} ${n}`).join(', ')}`);
+  const wrongTurns = eps.filter(e => e.turns !== spec.steps || e.toolSteps !== spec.steps - 1 || e.modelCalls !== spec.steps).length;
+  const reasons: Record<string, number> = {};
+  for (const e of eps) reasons[e.reason] = (reasons[e.reason] ?? 0) + 1;
+  const rewards: Record<string, number> = {};
+  for (const e of eps) rewards[String(e.reward)] = (rewards[String(e.reward)] ?? 0) + 1;
+  lines.push(`trajectories: ${eps.length} of ${spec.episodes}; with exactly ${spec.steps} turns, ${spec.steps - 1} tool steps and ${spec.steps} model calls: ${eps.length - wrongTurns}; terminations ${JSON.stringify(reasons)}; rewards ${JSON.stringify(rewards)}`);
+  const ok = raw.finished && requestsOk === expected && policy.length === expected && rulesOk && eps.length === spec.episodes && wrongTurns === 0 && reasons['agent-finished'] === spec.episodes && raw.keysLeft === 0;
+
+  // CPU in the window.
+  const fleetCpu = rateIn(raw.fleet, window, s => s.cpuUs);
+  const mainCpu = rateIn(raw.fleet, window, s => s.mainCpuUs);
+  const mainActive = rateIn(raw.fleet, window, s => s.mainActiveMs);
+  const threadIds = [...new Set(raw.fleet.flatMap(s => Object.keys(s.poolActiveMs)))];
+  const poolElu = threadIds.map(id => {
+    const r = rateIn(raw.fleet.filter(s => id in s.poolActiveMs), window, s => s.poolActiveMs[id] ?? 0);
+    return r.delta / r.ms;
+  });
+  const server = rateIn(raw.serverCpu, window, s => s.cpuUs);
+  const machine = rateIn(raw.host, window, s => s.machineBusyS * 1e6);
+  const redis = rateIn(raw.host, window, s => s.redisCpuS * 1e6);
+  const self = rateIn(raw.host, window, s => s.selfCpuUs);
+  const cores = (r: { delta: number; ms: number }) => r.delta / 1000 / r.ms;
+  const fleetCores = cores(fleetCpu);
+  const serverCores = cores(server);
+  const redisCores = cores(redis);
+  const selfCores = cores(self);
+  const machineCores = cores(machine);
+  const fleetInWindow = raw.fleet.filter(s => s.t >= window.from && s.t <= window.to);
+  // CPU per episode over the whole timed run (from the submission to the run's end, the group job
+  // included), so that it does not depend on how the steady window is chosen.
+  const whole: Window = { from: raw.fleet[0]?.t ?? raw.t0, to: raw.fleet.at(-1)?.t ?? raw.tRunDone, how: 'whole timed run' };
+  const n = Math.max(1, eps.length);
+  const wholeFleet = rateIn(raw.fleet, whole, s => s.cpuUs).delta / 1000;
+  const wholeMain = rateIn(raw.fleet, whole, s => s.mainCpuUs).delta / 1000;
+  const wholePoolActive = threadIds.reduce((sum, id) => sum + rateIn(raw.fleet.filter(s => id in s.poolActiveMs), whole, s => s.poolActiveMs[id] ?? 0).delta, 0);
+  const wholeServer = rateIn(raw.serverCpu, whole, s => s.cpuUs).delta / 1000;
+  const wholeRedis = rateIn(raw.host, whole, s => s.redisCpuS * 1e6).delta / 1000;
+
+  // Over the whole timed run (every operation belongs to one of its N episodes), so that the
+  // per-episode sums add up to the mean episode wall time.
+  const ops: OpStat[] = Object.entries(raw.timings)
+    .filter(([name]) => name !== 'gc')
+    .map(([name, list]) => {
+      const ms = list.map(([, d]) => d).sort((a, b) => a - b);
+      return { name, count: ms.length, median: quantile(ms, 0.5), p99: quantile(ms, 0.99), mean: ms.reduce((a, b) => a + b, 0) / Math.max(1, ms.length), perEpisode: ms.length / Math.max(1, eps.length) };
+    });
+  const meanWallAllMs = eps.reduce((a, e) => a + e.end - e.start, 0) / Math.max(1, eps.length);
+  const gcIn = (raw.timings['gc'] ?? []).filter(([end]) => end > window.from && end <= window.to).map(([, d]) => d);
+
+  // Memory: RSS in the window against the idle process after warm-up.
+  const idle = raw.memory.find(m => m.label === 'idle') ?? null;
+  const steady = raw.memory.find(m => m.label === 'steady') ?? null;
+  const steadyRssMedian = median(fleetInWindow.map(s => s.rss));
+  const steadyHeapMedian = median(fleetInWindow.map(s => s.heapUsed));
+  const kbPer = (bytes: number) => bytes / 1024 / spec.concurrency;
+
+  return {
+    raw,
+    boundPerS,
+    wallS,
+    runWallS,
+    overallPerS: eps.length / wallS,
+    window,
+    windowS: windowMs / 1000,
+    steadyPerS,
+    steadyEnded,
+    steadyCountPerS: steadyEnded / (windowMs / 1000),
+    modelInFlight: {
+      median: median(modelSeries),
+      max: Math.max(0, ...modelSeries),
+      mean: modelSeries.reduce((a, b) => a + b, 0) / Math.max(1, modelSeries.length),
+      peakWholeRun: Math.max(0, ...wholeSeries),
+    },
+    episodesInFlight: { median: median(epSeries), max: Math.max(0, ...epSeries) },
+    serverTimeMs: { median: quantile(serverTimes, 0.5), p99: quantile(serverTimes, 0.99) },
+    episodeWallMs: { median: quantile(walls, 0.5), p99: quantile(walls, 0.99), max: walls.at(-1) ?? NaN },
+    requestsTotal: policy.length,
+    requestsOk,
+    requestsOther: policy.length - requestsOk,
+    check: { ok, lines },
+    cpu: {
+      fleetCores,
+      mainCores: cores(mainCpu),
+      mainElu: mainActive.delta / mainActive.ms,
+      otherThreadsCores: fleetCores - cores(mainCpu),
+      mainRunDelay: cores(rateIn(raw.fleet, window, s => s.mainRunDelayUs)),
+      otherRunDelay: cores(rateIn(raw.fleet, window, s => s.otherRunDelayUs)),
+      gcShare: gcIn.reduce((a, b) => a + b, 0) / windowMs,
+      gcMaxMs: Math.max(0, ...gcIn),
+      poolElu,
+      serverCores,
+      redisCores,
+      selfCores,
+      machineCores,
+      otherCores: machineCores - fleetCores - serverCores - redisCores - selfCores,
+      fleetMsPerRequest: wholeFleet / (n * spec.steps),
+      fleetMsPerEpisode: wholeFleet / n,
+      mainMsPerEpisode: wholeMain / n,
+      otherThreadsMsPerEpisode: (wholeFleet - wholeMain) / n,
+      poolActiveMsPerEpisode: wholePoolActive / n,
+      serverMsPerRequest: wholeServer / (n * spec.steps),
+      redisMsPerEpisode: wholeRedis / n,
+      eldP50: median(fleetInWindow.map(s => s.eldP50)),
+      eldP99: Math.max(0, ...fleetInWindow.map(s => s.eldP99)),
+      eldMax: Math.max(0, ...fleetInWindow.map(s => s.eldMax)),
+      poolQueueMax: Math.max(0, ...fleetInWindow.map(s => s.poolQueue)),
+    },
+    ops,
+    meanWallMs: meanWallAllMs,
+    memory: {
+      idle,
+      steady,
+      steadyRssMedian,
+      rssPerRolloutKb: idle ? kbPer(steadyRssMedian - idle.rss) : NaN,
+      heapPerRolloutKb: idle ? kbPer(steadyHeapMedian - idle.heapUsed) : NaN,
+      wasmPerRolloutKb: idle?.wasmRss != null && steady?.wasmRss != null ? kbPer(steady.wasmRss - idle.wasmRss) : null,
+    },
+  };
+}

@@ -1,0 +1,146 @@
+/**
+ * The worker process of one bench/rollouts.ts configuration: `startWorkerProcess` (workers/main.ts)
+ * for the queues rollout.run and rollout.group, exactly as `envfleet worker` starts it, plus a
+ * sampler on its main thread (every SAMPLE_MS: RSS, CPU of the process and of the main thread,
+ * event-loop utilisation of the main thread and of each sandbox pool thread, event-loop delay,
+ * piscina's queue). A fresh process per configuration, so that memory (the sandbox's WebAssembly
+ * heaps never shrink) and JIT state do not carry over. Settings come as JSON in argv[2].
+ */
+import { PerformanceObserver, monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import type { Piscina } from 'piscina';
+import { pino } from 'pino';
+import { loadConfig } from '../../config/index.js';
+import { startWorkerProcess } from '../../workers/main.js';
+import type { EnvSession } from '../../src/sandbox/runner.js';
+import { SAMPLE_MS, runQueueDelayUs, threadCpuUs, wasmResident, type FleetCommand, type FleetMessage, type FleetSample, type FleetSettings, type MemoryProbe, type Timing } from './common.js';
+
+const settings = JSON.parse(process.argv[2] ?? '{}') as FleetSettings;
+const send = (m: FleetMessage, then?: () => void) => process.send?.(m, undefined, {}, () => then?.());
+process.on('disconnect', () => process.exit(0));
+
+const config = loadConfig({}, {
+  overrides: {
+    REDIS_URL: settings.redisUrl,
+    ENVFLEET_REDIS_PREFIX: settings.prefix,
+    OPENAI_BASE_URL: settings.modelUrl,
+    OPENAI_API_KEY: 'envfleet-local',
+    ENVFLEET_WORKER_QUEUES: 'rollout.run,rollout.group',
+    ENVFLEET_ROLLOUT_CONCURRENCY: String(settings.concurrency),
+    ENVFLEET_POOL_THREADS: String(settings.poolThreads),
+    ENVFLEET_POOL_TASKS_PER_THREAD: String(settings.tasksPerThread),
+    ENVFLEET_MODEL_MAX_CONCURRENCY: '0',
+    ENVFLEET_MODEL_TIMEOUT_MS: '600000',
+    ENVFLEET_SHUTDOWN_TIMEOUT_MS: '10000',
+    LOG_LEVEL: 'silent',
+  },
+});
+const startMs = Date.now();
+const running = await startWorkerProcess(config, pino({ level: 'silent' }), { queues: ['rollout.run', 'rollout.group'] });
+const piscina = (running.ctx.sandbox as unknown as { piscina?: Piscina }).piscina;
+
+// Timing wrappers, installed on the context's own gateway and sandbox objects (the processors
+// call them through these objects, so every episode goes through the wrappers).
+const timings: Record<string, Timing[]> = {};
+const record = (name: string, started: number) => (timings[name] ??= []).push([Date.now(), performance.now() - started]);
+function timed<A extends unknown[], R>(name: string, fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  return async (...args: A) => {
+    const started = performance.now();
+    try {
+      return await fn(...args);
+    } finally {
+      record(name, started);
+    }
+  };
+}
+const { gateway, sandbox } = running.ctx;
+gateway.chat = timed('model call', gateway.chat.bind(gateway));
+sandbox.checks = timed('checks', sandbox.checks.bind(sandbox));
+const openSession = sandbox.openSession.bind(sandbox);
+sandbox.openSession = async (...args: Parameters<typeof openSession>): Promise<EnvSession> => {
+  const session = await timed('session open', openSession)(...args);
+  return {
+    tools: session.tools,
+    call: timed('tool call', session.call.bind(session)),
+    snapshot: timed('snapshot', session.snapshot.bind(session)),
+    close: timed('session close', session.close.bind(session)),
+  };
+};
+new PerformanceObserver(list => {
+  for (const e of list.getEntries()) (timings['gc'] ??= []).push([performance.timeOrigin + e.startTime + e.duration, e.duration]);
+}).observe({ entryTypes: ['gc'] });
+
+const eld = monitorEventLoopDelay({ resolution: 10 });
+eld.enable();
+const samples: FleetSample[] = [];
+const sample = () => {
+  const mem = process.memoryUsage();
+  const cpu = process.cpuUsage();
+  const poolActiveMs: Record<string, number> = {};
+  for (const w of piscina?.threads ?? []) poolActiveMs[String(w.threadId)] = w.performance.eventLoopUtilization().active;
+  const delay = runQueueDelayUs();
+  samples.push({
+    t: Date.now(),
+    rss: mem.rss,
+    heapUsed: mem.heapUsed,
+    cpuUs: cpu.user + cpu.system,
+    mainCpuUs: threadCpuUs(process.pid),
+    mainActiveMs: performance.eventLoopUtilization().active,
+    poolActiveMs,
+    eldP50: eld.percentile(50) / 1e6,
+    eldP99: eld.percentile(99) / 1e6,
+    eldMax: eld.max / 1e6,
+    poolQueue: piscina?.queueSize ?? 0,
+    mainRunDelayUs: delay.main,
+    otherRunDelayUs: delay.others,
+  });
+  eld.reset();
+};
+const timer = setInterval(sample, SAMPLE_MS);
+const hrUs = () => Number(process.hrtime.bigint() / 1000n);
+let hrFromUs = hrUs();
+
+function memoryProbe(label: string, gc: boolean): MemoryProbe {
+  const collect = (globalThis as { gc?: () => void }).gc;
+  if (gc && collect) collect();
+  const mem = process.memoryUsage();
+  const t = performance.now();
+  const wasm = wasmResident();
+  return {
+    label,
+    t: Date.now(),
+    rss: mem.rss,
+    heapUsed: mem.heapUsed,
+    external: mem.external,
+    arrayBuffers: mem.arrayBuffers,
+    wasmRss: wasm.bytes,
+    wasmMemories: wasm.memories,
+    smapsMs: performance.now() - t,
+  };
+}
+
+process.on('message', (cmd: FleetCommand) => {
+  switch (cmd.type) {
+    case 'sample-start':
+      hrFromUs = hrUs();
+      samples.length = 0;
+      for (const k of Object.keys(timings)) delete timings[k];
+      eld.reset();
+      sample();
+      break;
+    case 'memory':
+      send({ type: 'memory', probe: memoryProbe(cmd.label, cmd.gc) });
+      break;
+    case 'stop': {
+      clearInterval(timer);
+      sample();
+      const hrToUs = hrUs();
+      void running
+        .stop()
+        .catch(() => undefined)
+        .finally(() => send({ type: 'samples', samples, timings, hrFromUs, hrToUs }, () => process.exit(0)));
+      break;
+    }
+  }
+});
+
+send({ type: 'ready', pid: process.pid, startMs });
