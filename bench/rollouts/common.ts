@@ -3,8 +3,8 @@
  * scripted model server; bench/rollouts/fleet.ts, the worker process): the IPC messages, the
  * policy script, and small measuring helpers.
  */
+import { deletePrefix } from '../redis-keys.js';
 import { readFileSync, readdirSync } from 'node:fs';
-import type { Redis } from 'ioredis';
 
 // ---------------------------------------------------------------- IPC messages
 
@@ -143,22 +143,6 @@ export function policyScript(steps: number, delayMs: number): unknown {
 
 // ---------------------------------------------------------------- helpers
 
-/** SCAN + DEL of `${prefix}:*`; returns how many keys are left afterwards (should be 0). */
-export async function deletePrefix(redis: Redis, prefix: string): Promise<number> {
-  const scan = async (): Promise<string[]> => {
-    const found: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      found.push(...keys);
-    } while (cursor !== '0');
-    return found;
-  };
-  const keys = await scan();
-  for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
-  return (await scan()).length;
-}
 
 const TICKS = 100;
 
@@ -245,3 +229,5 @@ export function quantile(sorted: readonly number[], q: number): number {
 }
 
 export const median = (xs: readonly number[]) => quantile([...xs].sort((a, b) => a - b), 0.5);
+
+export { deletePrefix };

@@ -5,6 +5,7 @@
  * collected (server log with answer times, BullMQ jobs, environment records) and the prefix's
  * keys deleted.
  */
+import { deletePrefix } from '../redis-keys.js';
 import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -116,23 +117,6 @@ async function redisCpuS(redis: Redis): Promise<number> {
   return field('used_cpu_sys') + field('used_cpu_user');
 }
 
-/** SCAN + DEL of `${prefix}:*`; returns how many keys are left afterwards (should be 0). */
-export async function deletePrefix(redis: Redis, prefix: string): Promise<number> {
-  const match = `${prefix}:*`;
-  const scan = async (): Promise<string[]> => {
-    const found: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', match, 'COUNT', 1000);
-      cursor = next;
-      found.push(...keys);
-    } while (cursor !== '0');
-    return found;
-  };
-  const keys = await scan();
-  for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
-  return (await scan()).length;
-}
 
 function toCall(entry: ReceivedRequest, endMs: number | undefined): LoggedCall {
   const startMs = Date.parse(entry.at);
@@ -301,3 +285,5 @@ export async function runConfiguration(s: RunSettings): Promise<RunData> {
     admin.disconnect();
   }
 }
+
+export { deletePrefix };
