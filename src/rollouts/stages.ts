@@ -31,7 +31,26 @@ export interface RolloutDeps {
   readonly signal?: AbortSignal | undefined;
 }
 
-async function context(store: SynthesisStore, runId: string, scenarioId: string) {
+/**
+ * What an episode reads before it starts. A scenario, its environment and the run's rollout settings
+ * do not change once rollouts start, so a worker keeps them for a minute instead of reading (and
+ * parsing) them from Redis for every episode.
+ */
+const contextCache = new Map<string, { at: number; value: Promise<Awaited<ReturnType<typeof loadContext>>> }>();
+const CONTEXT_TTL_MS = 60_000;
+
+function context(store: SynthesisStore, runId: string, scenarioId: string) {
+  const key = `${runId}\u0000${scenarioId}`;
+  const hit = contextCache.get(key);
+  if (hit && Date.now() - hit.at < CONTEXT_TTL_MS) return hit.value;
+  const value = loadContext(store, runId, scenarioId);
+  contextCache.set(key, { at: Date.now(), value });
+  value.catch(() => contextCache.delete(key));
+  if (contextCache.size > 5_000) contextCache.delete(contextCache.keys().next().value!);
+  return value;
+}
+
+async function loadContext(store: SynthesisStore, runId: string, scenarioId: string) {
   const config = await store.getDoc<RolloutConfig>(runId, 'rollout-config', 'current');
   if (!config) throw new Error(`run ${runId} has no rollout configuration (start rollouts with envfleet rollouts)`);
   const scenario = await store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
