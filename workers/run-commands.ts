@@ -3,6 +3,8 @@ import cliProgress from 'cli-progress';
 import type { Redis } from 'ioredis';
 import type { RunControl } from '../src/runs/control.js';
 import type { SynthesisStore } from '../src/synthesis/store.js';
+import type { EnvironmentRecord } from '../src/synthesis/types.js';
+import type { ScenarioRecord } from '../src/scenarios/types.js';
 import type { RunProgress } from './synth-cli.js';
 
 export interface RunSummary {
@@ -25,7 +27,8 @@ export async function listRuns(store: SynthesisStore, control: RunControl): Prom
 
 /**
  * Cancels a run: the run is marked cancelled (jobs that start from now on end at once as
- * RUN_CANCELLED), and its waiting and delayed jobs are removed; jobs already running finish.
+ * RUN_CANCELLED), its waiting and delayed jobs are removed, jobs already running finish, and the
+ * environments and scenarios still being built end as failed / dropped with RUN_CANCELLED.
  */
 export async function cancelRun(redis: Redis, prefix: string, store: SynthesisStore, control: RunControl, runId: string, reason: string): Promise<{ removed: number; running: number }> {
   await control.cancel(runId, reason);
@@ -49,6 +52,19 @@ export async function cancelRun(redis: Redis, prefix: string, store: SynthesisSt
     await store.donePending(runId, key);
     removed += 1;
   });
+  // What was still being built ends now, with the reason, so exports and status say why it is missing.
+  for (const id of await store.listDocIds(runId, 'env')) {
+    const env = await store.getDoc<EnvironmentRecord>(runId, 'env', id);
+    if (env && (env.status === 'building' || env.status === 'probing')) {
+      await store.putDoc(runId, 'env', id, { ...env, status: 'failed', failure: { stage: 'run', code: 'RUN_CANCELLED', message: reason } });
+    }
+  }
+  for (const id of await store.listDocIds(runId, 'scenario')) {
+    const scenario = await store.getDoc<ScenarioRecord>(runId, 'scenario', id);
+    if (scenario?.status === 'building') {
+      await store.putDoc(runId, 'scenario', id, { ...scenario, status: 'dropped', dropReason: { stage: 'run', code: 'RUN_CANCELLED', message: reason } });
+    }
+  }
   await store.count(runId, 'run', 'cancelled');
   return { removed, running };
 }

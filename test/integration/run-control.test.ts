@@ -96,6 +96,8 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     await waitForRun(running!.ctx.store, 'cancel', () => undefined);
     expect((await running!.ctx.runControl.get('cancel')).state).to.equal('cancelled');
     expect(server!.log()).to.have.length(0);
+    const envs = await Promise.all((await running!.ctx.store.listDocIds('cancel', 'env')).map(id => running!.ctx.store.getDoc<EnvironmentRecord>('cancel', 'env', id)));
+    expect(envs.map(e => [e!.status, e!.failure?.code])).to.deep.equal([['failed', 'RUN_CANCELLED']]);
     let error: unknown;
     try {
       await running!.ctx.runControl.resume('cancel');
