@@ -37,6 +37,7 @@ import type { Operation } from '../src/synthesis/schemas.js';
 import { createRedisSynthesisStore, type SynthesisStore } from '../src/synthesis/store.js';
 import type { EnvironmentRecord } from '../src/synthesis/types.js';
 import { submitRollouts, synthOptionsFrom } from '../workers/synth-cli.js';
+import { benchArgs } from './args.js';
 import { analyse, type Analysis, type ConfigSpec, type CpuSample, type EpisodeSummary, type HostSample, type RunRaw } from './rollouts/analyze.js';
 import {
   WARMUP_MARK,
@@ -53,24 +54,19 @@ import { summarizeProfile, type ProfileSummary } from './rollouts/profile.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
-const argv = process.argv.slice(2);
-const QUICK = argv.includes('--quick');
-const PROFILE = argv.includes('--profile');
-
-function arg(name: string, fallback: string): string {
-  const i = argv.indexOf(`--${name}`);
-  return i < 0 ? fallback : (argv[i + 1] ?? fallback);
-}
-function intArg(name: string, fallback: number): number {
-  const v = Number(arg(name, String(fallback)));
-  if (!Number.isInteger(v) || v < 0) throw new Error(`--${name} needs a non-negative integer`);
-  return v;
-}
+const args = benchArgs(import.meta.url, {
+  values: ['steps', 'delay', 'concurrency', 'extra-delay', 'light', 'threads'],
+  booleans: ['quick', 'no-baseline', 'profile'],
+});
+const argv = args.raw;
+const QUICK = args.flag('quick');
+const PROFILE = args.flag('profile');
+const intArg = (name: string, fallback: number) => args.int(name, fallback);
 
 const STEPS = intArg('steps', 5);
 const DELAY = intArg('delay', 500);
 const THREADS = intArg('threads', 2);
-const CONCURRENCY = arg('concurrency', QUICK ? '10,100' : '10,100,1000').split(',').map(Number);
+const CONCURRENCY = args.ints('concurrency', QUICK ? '10,100' : '10,100,1000');
 const EXTRA_DELAY = intArg('extra-delay', QUICK ? 0 : 5000);
 const BASELINE_C = 3;
 const progress = (line: string) => process.stderr.write(`[bench/rollouts] ${line}\n`);
@@ -87,7 +83,7 @@ const LIGHT_C = intArg('light', QUICK ? 0 : 1000);
 const makeSpec = (label: string, concurrency: number, delayMs: number, extra: Partial<ConfigSpec> = {}): ConfigSpec =>
   ({ label, concurrency, delayMs, episodes: episodesFor(concurrency), steps: STEPS, baseline: false, light: false, ...extra });
 const specs: ConfigSpec[] = [
-  ...(argv.includes('--no-baseline') ? [] : [makeSpec(`baseline-c${BASELINE_C}`, BASELINE_C, DELAY, { baseline: true })]),
+  ...(args.flag('no-baseline') ? [] : [makeSpec(`baseline-c${BASELINE_C}`, BASELINE_C, DELAY, { baseline: true })]),
   ...CONCURRENCY.map(c => makeSpec(`c${c}-l${DELAY}`, c, DELAY)),
   ...(EXTRA_DELAY > 0 && EXTRA_DELAY !== DELAY ? [makeSpec(`c1000-l${EXTRA_DELAY}`, 1000, EXTRA_DELAY)] : []),
   ...(LIGHT_C > 0 ? [makeSpec(`light-c${LIGHT_C}-l${DELAY}`, LIGHT_C, DELAY, { light: true })] : []),

@@ -26,10 +26,11 @@ import type { EnvironmentCode, ToolCall } from '../src/sandbox/bundle.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../src/sandbox/limits.js';
 import { QuickJSHost } from '../src/sandbox/quickjs-host.js';
 import { createSandboxPool } from '../workers/sandbox-pool.js';
+import { benchArgs } from './args.js';
 import { BASELINES, ROOT, cpuSnapshot, loadEnv, max, median, otherCores, p99, type BenchEnv } from './sandbox/common.js';
 import { nodeVmDispatcher, nodeVmTrace, type NodeVmTrace } from './sandbox/nodevm.js';
 
-const QUICK = process.argv.includes('--quick');
+const QUICK = benchArgs(import.meta.url, { booleans: ['quick'] }).flag('quick');
 const N = QUICK
   ? { trace: 2_000, creations: 10, poolTasksPerThread: 4, poolSlice: 1_000, sessionCalls: 500, memory: [20, 100], checkRuns: 5, deadlineRuns: 1, noop: 5_000 }
   : { trace: Infinity, creations: 50, poolTasksPerThread: 20, poolSlice: 2_000, sessionCalls: 2_000, memory: [100, 1_000], checkRuns: 20, deadlineRuns: 5, noop: 20_000 };

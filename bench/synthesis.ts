@@ -36,17 +36,13 @@ import {
   type StageCount,
   type Verification,
 } from './synthesis/analyze.js';
+import { benchArgs } from './args.js';
 import { deletePrefix, interruptRun, runConfiguration, type RunData } from './synthesis/run.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
-function argValue(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v < 0) throw new Error(`--${name} needs a non-negative integer, got "${process.argv[i + 1] ?? ''}"`);
-  return v;
-}
+const args = benchArgs(import.meta.url, { values: ['delay', 'concurrency', 'wide-concurrency', 'probe-steps', 'worker-concurrency'] });
+const argValue = (name: string, fallback: number) => args.int(name, fallback);
 
 const DELAY = argValue('delay', 200);
 const CAP = argValue('concurrency', 4);
