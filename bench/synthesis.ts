@@ -197,7 +197,7 @@ function report(results: readonly Analysis[]): string {
     '**wait** = processedOn − ready, where ready is `timestamp`, or for a flow parent (mine.topic, mine.dedup, skeleton.assemble) its last child\'s `finishedOn`; ' +
     'jobs started more than once (rate-limited during the 429\'s cool-down) are left out of the wait figures, because their processedOn is their last start. ' +
     '**model time** = the server-side time (request arrival → answer sent) of the requests that match the job (same stage and task/environment/operation) and fall inside its last attempt. ' +
-    '**non-model** = (finishedOn − processedOn) − model time, split into **slot wait** (timed in the gateway\'s limiter: the Redis script, and 250 ms sleeps while the endpoint is at its cap) ' +
+    '**non-model** = (finishedOn − processedOn) − model time, split into **slot wait** (timed in the gateway\'s limiter: the Redis script, and waiting while the endpoint is at its cap — woken by a release in this process, else polling every 250 ms) ' +
     'and **other** (HTTP client and JSON, sandbox work — method checks, class probes, probe sessions — the run store, enqueueing the next stage).', '');
   for (const r of results) {
     push(`### cap ${r.data.settings.modelCap}`, '');

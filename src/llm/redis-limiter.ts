@@ -9,7 +9,7 @@ import type { EndpointLimiter, Lease } from './ports.js';
 /**
  * One atomic step of the fleet-wide limiter, on Redis time (so machine clocks do not matter).
  * KEYS: cooldown, inflight (zset lease -> expiry), window (zset request -> time)
- * ARGV: maxConcurrency, rpm, leaseId, leaseTtlMs
+ * ARGV: maxConcurrency, rpm, leaseId, leaseTtlMs, maxPollMs
  * Returns {0, 0} when a slot was taken, else {reason, waitMs} with reason 1 = cool-down,
  * 2 = concurrency, 3 = requests per minute.
  */
@@ -24,7 +24,7 @@ if maxc > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[2]) >= maxc then
     local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    return {2, math.min(250, math.max(10, tonumber(first[2]) - now))}
+    return {2, math.min(tonumber(ARGV[5]), math.max(10, tonumber(first[2]) - now))}
   end
 end
 if rpm > 0 then
@@ -45,22 +45,76 @@ return {0, 0}
 
 const REASONS = ['', 'is cooling down after a 429', 'is at its fleet-wide concurrency limit', 'is at its requests-per-minute limit'];
 
+export interface RedisLimiterOptions {
+  /**
+   * Longest a request waiting for a concurrency slot sleeps before it asks Redis again (default
+   * 250 ms). A slot freed in the same process wakes its longest waiter at once; this bounds the
+   * wait for a slot freed by another process.
+   */
+  readonly maxPollMs?: number;
+}
+
+/** One request of this process waiting for a concurrency slot of an endpoint. */
+interface Waiter {
+  wake(): void;
+}
+
+/**
+ * Waits `ms`, until `wake()` is called, or until the signal aborts (rejects with its reason).
+ * The waiter is in `queue` while it waits and out of it afterwards.
+ */
+function waitForSlot(queue: Waiter[], ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason as Error);
+      return;
+    }
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      const i = queue.indexOf(waiter);
+      if (i >= 0) queue.splice(i, 1);
+    };
+    const waiter: Waiter = {
+      wake() {
+        done();
+        resolve();
+      },
+    };
+    const onAbort = () => {
+      done();
+      reject(signal?.reason as Error);
+    };
+    const timer = setTimeout(() => waiter.wake(), ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    queue.push(waiter);
+  });
+}
+
 /**
  * Limits shared by every process through Redis, keyed by the endpoint's base URL (two runs that
  * use the same provider share its limits). A lease expires by itself after the request timeout,
- * so a crashed process cannot keep a slot.
+ * so a crashed process cannot keep a slot. Requests waiting for a concurrency slot queue in
+ * arrival order per endpoint within a process: a release wakes the longest waiter at once.
  */
-export function createRedisLimiter(redis: Redis, prefix: string): EndpointLimiter {
+export function createRedisLimiter(redis: Redis, prefix: string, options: RedisLimiterOptions = {}): EndpointLimiter {
+  const maxPollMs = options.maxPollMs ?? 250;
+  const waiting = new Map<string, Waiter[]>();
   const keys = (endpoint: EndpointConfig) => {
     const id = hashOf(endpoint.baseURL, 16);
     return [`${prefix}:limit:${id}:cooldown`, `${prefix}:limit:${id}:inflight`, `${prefix}:limit:${id}:window`] as const;
+  };
+  const queueOf = (inflight: string): Waiter[] => {
+    let queue = waiting.get(inflight);
+    if (!queue) waiting.set(inflight, (queue = []));
+    return queue;
   };
   return {
     async acquire(endpoint, { signal, maxWaitMs }): Promise<Lease> {
       const [cooldown, inflight, window] = keys(endpoint);
       const leaseId = randomUUID();
       const leaseTtlMs = endpoint.timeoutMs + 30_000;
-      let waited = 0;
+      const started = Date.now();
       for (;;) {
         const [reason, waitMs] = (await redis.eval(
           ACQUIRE,
@@ -72,14 +126,22 @@ export function createRedisLimiter(redis: Redis, prefix: string): EndpointLimite
           endpoint.requestsPerMinute,
           leaseId,
           leaseTtlMs,
+          maxPollMs,
         )) as [number, number];
         if (reason === 0) {
+          let released = false;
           return {
             async release() {
-              if (endpoint.maxConcurrency > 0) await redis.zrem(inflight, leaseId);
+              if (released || endpoint.maxConcurrency <= 0) return;
+              released = true;
+              await redis.zrem(inflight, leaseId);
+              const queue = waiting.get(inflight);
+              queue?.[0]?.wake();
+              if (queue?.length === 0) waiting.delete(inflight);
             },
           };
         }
+        const waited = Date.now() - started;
         if (reason === 1 || waited + waitMs > maxWaitMs) {
           throw new RateLimitedError(
             `endpoint "${endpoint.name}" ${REASONS[reason] ?? 'is limited'}; the job waits ${waitMs} ms in its queue`,
@@ -87,8 +149,16 @@ export function createRedisLimiter(redis: Redis, prefix: string): EndpointLimite
             { details: { endpoint: endpoint.name, reason: REASONS[reason] } },
           );
         }
-        await sleep(waitMs, signal);
-        waited += waitMs;
+        if (reason === 2) {
+          const queue = queueOf(inflight);
+          try {
+            await waitForSlot(queue, waitMs, signal);
+          } finally {
+            if (queue.length === 0 && waiting.get(inflight) === queue) waiting.delete(inflight);
+          }
+        } else {
+          await sleep(waitMs, signal);
+        }
       }
     },
     async coolDown(endpoint, ms) {

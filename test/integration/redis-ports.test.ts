@@ -60,6 +60,41 @@ describe('Redis implementations of the gateway ports', () => {
     await lease.release();
   });
 
+  it('hands a slot freed in the same process to the longest waiter at once, without polling', async function () {
+    this.timeout(10_000);
+    const e = endpoint({ maxConcurrency: 1 });
+    // A minute between polls: a waiter only gets the slot within the test's time if a release wakes it.
+    const lim = createRedisLimiter(a, prefix, { maxPollMs: 60_000 });
+    const held = await lim.acquire(e, { maxWaitMs: 0 });
+    const order: string[] = [];
+    const first = lim.acquire(e, { maxWaitMs: 120_000 }).then(lease => (order.push('first'), lease));
+    await new Promise(resolve => setTimeout(resolve, 50));
+    const second = lim.acquire(e, { maxWaitMs: 120_000 }).then(lease => (order.push('second'), lease));
+    await new Promise(resolve => setTimeout(resolve, 50));
+    await held.release();
+    const firstLease = await first;
+    expect(order).to.deep.equal(['first']);
+    // Releasing twice frees one slot, not two: the second waiter still waits for the first's lease.
+    await held.release();
+    await firstLease.release();
+    const secondLease = await second;
+    expect(order).to.deep.equal(['first', 'second']);
+    await secondLease.release();
+  });
+
+  it('stops waiting for a slot when the signal aborts', async () => {
+    const e = endpoint({ maxConcurrency: 1 });
+    const lim = createRedisLimiter(a, prefix, { maxPollMs: 60_000 });
+    const held = await lim.acquire(e, { maxWaitMs: 0 });
+    const controller = new AbortController();
+    const waiting = lim.acquire(e, { maxWaitMs: 120_000, signal: controller.signal });
+    controller.abort(new Error('job cancelled'));
+    expect(String(await rejection(waiting))).to.match(/job cancelled/);
+    await held.release();
+    const lease = await lim.acquire(e, { maxWaitMs: 0 });
+    await lease.release();
+  });
+
   it('enforces requests per minute across processes', async () => {
     const e = endpoint({ requestsPerMinute: 3 });
     await createRedisLimiter(a, prefix).acquire(e, { maxWaitMs: 0 });
