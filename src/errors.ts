@@ -72,6 +72,20 @@ export class JobAbortedError extends AppError {
   }
 }
 
+/** A trajectory's full line is not where the sink archived it (a moved or deleted output directory). */
+export class ArchivedTrajectoryMissingError extends AppError {
+  constructor(ids: readonly string[], path: string, cause?: unknown) {
+    const n = ids.length;
+    const where = cause ? `, which cannot be read (${(cause as Error).message})` : `, which does not hold ${n === 1 ? 'it' : 'them'}`;
+    super(
+      'TRAJECTORY_ARCHIVE_MISSING',
+      `${n} trajector${n === 1 ? 'y' : 'ies'} (first ${ids[0] ?? '?'}) ${n === 1 ? 'was' : 'were'} written by the sink to ${path}${where}; ` +
+        "Redis keeps only a summary of a trajectory once the sink has written it. Run this where the sink's output directory is, at the same path.",
+      { cause, details: { path, ids: ids.slice(0, 20) } },
+    );
+  }
+}
+
 export type ErrorAction = 'retry' | 'give-up' | 'rate-limit' | 'pause-run';
 
 export interface ErrorClass {

@@ -10,7 +10,7 @@ import { startDashboard } from './dashboard.js';
 import { chooseRedis } from './private-redis.js';
 import { exportRun, formatFunnel, funnelReport, submitRollouts, submitScenarios, submitSynthesis, waitForRun } from './synth-cli.js';
 import { runSink } from '../src/rollouts/sink.js';
-import type { Trajectory } from '../src/rollouts/types.js';
+import type { StoredTrajectory } from '../src/rollouts/types.js';
 import type { ScenarioRecord } from '../src/scenarios/types.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/demo/', import.meta.url));
@@ -106,9 +106,9 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
       out(`  ${s.status.padEnd(8)} ${env.description.summary.padEnd(28)} state ${s.index + 1}  ${detail}`);
     }
     out('[demo] rollouts per environment:');
-    const byEnv = new Map<string, Trajectory[]>();
+    const byEnv = new Map<string, StoredTrajectory[]>();
     for (const id of await running.ctx.store.listDocIds(runId, 'trajectory')) {
-      const t = (await running.ctx.store.getDoc<Trajectory>(runId, 'trajectory', id))!;
+      const t = (await running.ctx.store.getDoc<StoredTrajectory>(runId, 'trajectory', id))!;
       byEnv.set(t.environmentId, [...(byEnv.get(t.environmentId) ?? []), t]);
     }
     for (const [envId, list] of byEnv) {

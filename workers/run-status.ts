@@ -2,7 +2,7 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { QUEUE_NAMES } from '../queues/index.js';
 import type { Ledger, LedgerTotals } from '../src/llm/ports.js';
-import type { Trajectory } from '../src/rollouts/types.js';
+import type { StoredTrajectory } from '../src/rollouts/types.js';
 import type { RunBudgets, RunControl, RunControlState } from '../src/runs/control.js';
 import type { ScenarioRecord } from '../src/scenarios/types.js';
 import type { SynthesisStore } from '../src/synthesis/store.js';
@@ -106,7 +106,7 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
   for (const e of await docs<EnvironmentRecord>(deps.store, runId, 'env')) environments[e.status] = (environments[e.status] ?? 0) + 1;
   const scenarios: Record<string, number> = {};
   for (const s of await docs<ScenarioRecord>(deps.store, runId, 'scenario')) scenarios[s.status] = (scenarios[s.status] ?? 0) + 1;
-  const trajectories = await docs<Trajectory>(deps.store, runId, 'trajectory');
+  const trajectories = await docs<StoredTrajectory>(deps.store, runId, 'trajectory');
   const byTermination: Record<string, number> = {};
   for (const t of trajectories) byTermination[t.termination.reason] = (byTermination[t.termination.reason] ?? 0) + 1;
   const throughput = await deps.store.throughput(runId);

@@ -10,7 +10,8 @@ import type { ScenarioConfig, ScenarioRecord } from '../src/scenarios/types.js';
 import { passesFilter, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type SftFilter } from '../src/rollouts/exports.js';
 import type { GroupStats } from '../src/rollouts/groups.js';
 import type { RolloutConfig } from '../src/rollouts/stages.js';
-import type { RolloutMode, Trajectory } from '../src/rollouts/types.js';
+import { loadFullTrajectories } from '../src/rollouts/shards.js';
+import type { RolloutMode } from '../src/rollouts/types.js';
 import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/connection.js';
 import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
 import type { SynthOptions } from '../src/synthesis/options.js';
@@ -243,11 +244,7 @@ async function exportDatasets(store: SynthesisStore, runId: string, dir: string,
   if (!ids.length) return {};
   const formats = new Set(options.formats ?? DATASET_FORMATS);
   const filter = options.filter ?? { solvedOnly: false, minReward: null };
-  const trajectories: Trajectory[] = [];
-  for (const id of ids) {
-    const t = await store.getDoc<Trajectory>(runId, 'trajectory', id);
-    if (t) trajectories.push(t);
-  }
+  const trajectories = await loadFullTrajectories(store, runId, ids);
   const sft = trajectories.filter(t => passesFilter(t, filter));
   const out: Record<string, number> = {};
   if (formats.has('openai')) out['sft-openai.jsonl'] = await writeJsonl(join(dir, 'sft-openai.jsonl'), sft.map(toOpenAI).filter(x => x !== null));

@@ -1,5 +1,8 @@
 import type { RolloutMode, Trajectory } from './types.js';
 
+/** What group statistics read of a trajectory (present in full and archived documents alike). */
+export type GroupMember = Pick<Trajectory, 'id' | 'sample' | 'reward' | 'solved' | 'termination'>;
+
 /** Statistics of the K samples of one scenario in one mode (a GRPO-style group). */
 export interface GroupStats {
   readonly id: string;
@@ -22,7 +25,7 @@ export interface GroupStats {
   readonly terminations: Record<string, number>;
 }
 
-export function groupStats(runId: string, scenarioId: string, environmentId: string, mode: RolloutMode, trajectories: readonly Trajectory[], planned = trajectories.length): GroupStats {
+export function groupStats(runId: string, scenarioId: string, environmentId: string, mode: RolloutMode, trajectories: readonly GroupMember[], planned = trajectories.length): GroupStats {
   const sorted = [...trajectories].sort((a, b) => a.sample - b.sample);
   // Scores are over the planned samples: one without a trajectory counts 0.
   const rewards = [...sorted.map(t => t.reward ?? 0), ...Array<number>(Math.max(0, planned - sorted.length)).fill(0)];

@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { mkdir, open, readdir, readFile, truncate } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { SynthesisStore } from '../synthesis/store.js';
 import { sleep } from '../util/sleep.js';
+import { readTrajectoryLines } from './shards.js';
 import { trajectoryStreamKey } from './stream.js';
+import { archivedTrajectory, isArchived, type StoredTrajectory } from './types.js';
 
 export interface SinkOptions {
   readonly redis: Redis;
@@ -35,6 +37,11 @@ const LOCK_MS = 5_000;
  * disk are skipped (a crash between the write and the acknowledgement, or a job that published
  * twice, writes nothing twice), a torn last line is cut off at start, and entries a crashed sink
  * had read but not acknowledged are claimed again. One sink per run (a lock in Redis).
+ *
+ * Once a line is on disk, the trajectory's document in Redis is replaced by its summary (everything but
+ * the transcript, steps and final state) with the shard's path, and its stream entry is deleted, so a
+ * long run's Redis holds what is still in flight rather than every trajectory ever made. A trajectory
+ * archived into another directory is copied from there (ArchivedTrajectoryMissingError if it is gone).
  */
 export async function runSink(o: SinkOptions): Promise<SinkResult> {
   const key = trajectoryStreamKey(o.prefix, o.runId);
@@ -71,18 +78,35 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
     const handleEntries = async (entries: [string, string[]][]) => {
       if (!entries.length) return;
       const acks: string[] = [];
+      const done: { doc: StoredTrajectory; path: string }[] = [];
       let lines = '';
+      const elsewhere = new Map<string, Map<string, StoredTrajectory>>();
+      const docs = new Map<string, StoredTrajectory | null>();
+      for (const [, fields] of entries) {
+        const trajectoryId = fields[fields.indexOf('id') + 1];
+        if (!trajectoryId || written.has(trajectoryId) || docs.has(trajectoryId)) continue;
+        const doc = await o.store.getDoc<StoredTrajectory>(o.runId, 'trajectory', trajectoryId);
+        docs.set(trajectoryId, doc);
+        // Written to a shard of another directory: its line is copied from there.
+        if (doc && isArchived(doc)) elsewhere.set(doc.archived.path, (elsewhere.get(doc.archived.path) ?? new Map<string, StoredTrajectory>()).set(trajectoryId, doc));
+      }
+      const copied = new Map<string, string>();
+      for (const [path, byId] of elsewhere) for (const [id, line] of await readTrajectoryLines(path, new Set(byId.keys()))) copied.set(id, line);
       for (const [entryId, fields] of entries) {
         const trajectoryId = fields[fields.indexOf('id') + 1];
         if (!trajectoryId || written.has(trajectoryId)) {
           skipped += trajectoryId ? 1 : 0;
           acks.push(entryId);
+          // On disk, but a crash may have come before its summary replaced the document.
+          const stored = trajectoryId ? await o.store.getDoc<StoredTrajectory>(o.runId, 'trajectory', trajectoryId) : null;
+          if (stored && !isArchived(stored)) done.push({ doc: stored, path: resolve(dir, written.get(trajectoryId!)!) });
           continue;
         }
-        const doc = await o.store.getDoc<Record<string, unknown>>(o.runId, 'trajectory', trajectoryId);
+        const doc = docs.get(trajectoryId);
         if (!doc) continue; // not stored yet: left pending, retried later
-        lines += `${JSON.stringify(doc)}\n`;
-        written.add(trajectoryId);
+        lines += `${copied.get(trajectoryId) ?? JSON.stringify(doc)}\n`;
+        written.set(trajectoryId, shardName(shardIndex));
+        done.push({ doc, path: resolve(dir, shardName(shardIndex)) });
         acks.push(entryId);
         wrote += 1;
         shardCount += 1;
@@ -99,7 +123,10 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
       }
       if (lines) await handle.write(lines);
       await handle.sync();
-      if (acks.length) await o.redis.xack(key, GROUP, ...acks);
+      // Only now that the lines are on disk: keep the summaries in Redis, then let go of the entries
+      // (a crash in between re-reads entries whose ids are already on disk, and skips them).
+      for (const { doc, path } of done) await o.store.putDoc(o.runId, 'trajectory', doc.id, archivedTrajectory(doc, path));
+      if (acks.length) await o.redis.multi().xack(key, GROUP, ...acks).xdel(key, ...acks).exec();
       o.onProgress?.(wrote);
     };
 
@@ -141,10 +168,10 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
 
 const shardName = (i: number) => `part-${String(i).padStart(5, '0')}.jsonl`;
 
-/** Ids already on disk, and where to go on writing; a torn last line (crash mid-write) is cut off. */
-async function scanShards(dir: string): Promise<{ written: Set<string>; shard: { index: number; lines: number } }> {
+/** Ids already on disk (with their shard's name), and where to go on writing; a torn last line (crash mid-write) is cut off. */
+async function scanShards(dir: string): Promise<{ written: Map<string, string>; shard: { index: number; lines: number } }> {
   const names = (await readdir(dir)).filter(n => /^part-\d{5}\.jsonl$/.test(n)).sort();
-  const written = new Set<string>();
+  const written = new Map<string, string>();
   let last = { index: 0, lines: 0 };
   for (const name of names) {
     const path = join(dir, name);
@@ -155,7 +182,7 @@ async function scanShards(dir: string): Promise<{ written: Set<string>; shard: {
       if (good + line.length + 1 > text.length) break; // no newline after it: torn
       try {
         const id = (JSON.parse(line) as { id?: string }).id;
-        if (id) written.add(id);
+        if (id) written.set(id, name);
       } catch {
         break;
       }

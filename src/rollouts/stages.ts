@@ -9,7 +9,7 @@ import { runEpisode, trajectoryIdOf } from './episode.js';
 import { groupStats, type GroupStats } from './groups.js';
 import { ROLLOUT_PROMPT_VERSIONS } from './prompts.js';
 import type { TrajectoryStream } from './stream.js';
-import type { RolloutLimits, RolloutMode, Termination, Trajectory } from './types.js';
+import type { RolloutLimits, RolloutMode, StoredTrajectory, Termination, Trajectory } from './types.js';
 
 /** Rollout settings of a run, frozen at the first `envfleet rollouts` (doc 'rollout-config'). */
 export interface RolloutConfig {
@@ -64,9 +64,9 @@ async function loadContext(store: SynthesisStore, runId: string, scenarioId: str
 }
 
 /** rollout.run: one episode, stored and published once (a retried job republishes; the sink writes each id once). */
-export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: string, mode: RolloutMode, sample: number): Promise<Trajectory> {
+export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: string, mode: RolloutMode, sample: number): Promise<StoredTrajectory> {
   const id = trajectoryIdOf(runId, scenarioId, mode, sample);
-  const existing = await deps.store.getDoc<Trajectory>(runId, 'trajectory', id);
+  const existing = await deps.store.getDoc<StoredTrajectory>(runId, 'trajectory', id);
   if (existing) {
     await deps.stream.publish(runId, id);
     return existing;
@@ -130,10 +130,10 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
 }
 
 export async function computeGroup(store: SynthesisStore, runId: string, scenarioId: string, mode: RolloutMode, samples: number): Promise<GroupStats> {
-  const trajectories: Trajectory[] = [];
+  const trajectories: StoredTrajectory[] = [];
   let missing = 0;
   for (let sample = 0; sample < samples; sample += 1) {
-    const t = await store.getDoc<Trajectory>(runId, 'trajectory', trajectoryIdOf(runId, scenarioId, mode, sample));
+    const t = await store.getDoc<StoredTrajectory>(runId, 'trajectory', trajectoryIdOf(runId, scenarioId, mode, sample));
     if (t) trajectories.push(t);
     else missing += 1;
   }

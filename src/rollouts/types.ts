@@ -71,3 +71,27 @@ export interface Trajectory {
   readonly finalState: unknown;
   readonly lineage: Readonly<Record<string, unknown>>;
 }
+
+/** The parts of a trajectory that only the dataset files keep once the sink has written them. */
+export type TranscriptField = 'tools' | 'messages' | 'userMessages' | 'steps' | 'finalState';
+
+/**
+ * What stays in Redis of a trajectory once the sink has written its line to a shard and synced it:
+ * everything but the transcript, the steps and the final state (the bulk of it), and where the full
+ * line is. Group statistics, status and retries need only this.
+ */
+export type ArchivedTrajectory = Omit<Trajectory, TranscriptField> & {
+  readonly archived: { readonly path: string };
+};
+
+/** A trajectory document in the run store: full until the sink archives it. */
+export type StoredTrajectory = Trajectory | ArchivedTrajectory;
+
+export const isArchived = (t: StoredTrajectory): t is ArchivedTrajectory => 'archived' in t;
+
+/** The archived form of a trajectory whose line is in the shard at `path`. */
+export function archivedTrajectory(t: StoredTrajectory, path: string): ArchivedTrajectory {
+  if (isArchived(t)) return { ...t, archived: { path } };
+  const { tools: _tools, messages: _messages, userMessages: _userMessages, steps: _steps, finalState: _finalState, ...rest } = t;
+  return { ...rest, archived: { path } };
+}

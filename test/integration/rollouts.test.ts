@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -10,6 +10,8 @@ import type { AppConfig } from '../../config/index.js';
 import { loadModelScript, mergeModelScripts, parseModelScript, startModelServer, type ModelScript, type ModelServer } from '../../src/model-server/index.js';
 import type { GroupStats } from '../../src/rollouts/groups.js';
 import { runSink } from '../../src/rollouts/sink.js';
+import { computeGroup, runRollout, type RolloutDeps } from '../../src/rollouts/stages.js';
+import { createRedisTrajectoryStream } from '../../src/rollouts/stream.js';
 import type { Trajectory } from '../../src/rollouts/types.js';
 import { createRedisSynthesisStore, type SynthesisStore } from '../../src/synthesis/store.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
@@ -147,6 +149,57 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     validateAll(RLGroupLine, await jsonl(join(dir, 'rl-groups.jsonl')), 'rl-groups');
     const solvedOnly = await exportRun(store, 'r1', await mkdtemp(join(tmpdir(), 'envfleet-solved-')), { formats: ['openai'], filter: { solvedOnly: true, minReward: null } });
     expect(solvedOnly.datasets['sft-openai.jsonl']).to.equal(all.filter(t => t.solved).length);
+
+    // The sink writes every trajectory, then Redis keeps only summaries and the stream lets go of its entries.
+    const sinkDir = await mkdtemp(join(tmpdir(), 'envfleet-archive-'));
+    const prefix = running!.ctx.config.redis.prefix;
+    const sunk = await runSink({ redis: running!.ctx.redis, prefix, store, runId: 'r1', dir: sinkDir });
+    expect(sunk.written).to.equal(all.length);
+    for (const t of all) {
+      const doc = (await store.getDoc<Record<string, unknown>>('r1', 'trajectory', t.id))!;
+      expect(doc).to.not.have.any.keys('messages', 'steps', 'finalState', 'tools', 'userMessages');
+      expect(doc['archived']).to.deep.equal({ path: join(sinkDir, 'trajectories', 'part-00000.jsonl') });
+      expect({ reward: doc['reward'], solved: doc['solved'], termination: doc['termination'] }).to.deep.equal({ reward: t.reward, solved: t.solved, termination: t.termination });
+    }
+    expect(await running!.ctx.redis.xlen(`${prefix}:run:r1:trajectories`)).to.equal(0);
+    // The shard holds the full trajectories, and the datasets made from it are the ones made from Redis before.
+    const shardLines = (await jsonl(join(sinkDir, 'trajectories', 'part-00000.jsonl'))) as Trajectory[];
+    expect(new Map(shardLines.map(t => [t.id, t]))).to.deep.equal(new Map(all.map(t => [t.id, t])));
+    const againDir = await mkdtemp(join(tmpdir(), 'envfleet-again-'));
+    const again = await exportRun(store, 'r1', againDir);
+    expect(again.datasets).to.deep.equal(exported.datasets);
+    for (const f of ['sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl', 'rl-groups.jsonl']) {
+      expect(await readFile(join(againDir, f), 'utf8'), f).to.equal(await readFile(join(dir, f), 'utf8'));
+    }
+    // A retried group job computes the same statistics from the summaries.
+    for (const id of await store.listDocIds('r1', 'group')) {
+      const g = (await store.getDoc<GroupStats>('r1', 'group', id))!;
+      expect(await computeGroup(store, 'r1', g.scenarioId, g.mode, g.samples)).to.deep.equal(g);
+    }
+    // A retried rollout job finds the summary: no model call, no sandbox, republished for the sink.
+    const refuse = () => {
+      throw new Error('a finished episode must not run again');
+    };
+    const done = all[0]!;
+    const retried = await runRollout(
+      { gateway: { chat: refuse, embed: refuse } as unknown as RolloutDeps['gateway'], sandbox: { run: refuse } as unknown as RolloutDeps['sandbox'], store, stream: createRedisTrajectoryStream(running!.ctx.redis, prefix) },
+      'r1',
+      done.scenarioId,
+      done.mode,
+      done.sample,
+    );
+    expect(retried).to.include({ id: done.id, reward: done.reward });
+    const resunk = await runSink({ redis: running!.ctx.redis, prefix, store, runId: 'r1', dir: sinkDir });
+    expect(resunk).to.deep.include({ written: 0, skippedDuplicates: 1 });
+    // Without the shard, an export says where the lines should be instead of writing empty datasets.
+    await rename(join(sinkDir, 'trajectories'), join(sinkDir, 'moved'));
+    const err = await exportRun(store, 'r1', await mkdtemp(join(tmpdir(), 'envfleet-gone-'))).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).to.have.property('code', 'TRAJECTORY_ARCHIVE_MISSING');
+    expect(String(err)).to.include(join(sinkDir, 'trajectories', 'part-00000.jsonl'));
+    await rename(join(sinkDir, 'moved'), join(sinkDir, 'trajectories'));
   });
 
   it('ends episodes at the step, token and time limits, and on model and environment errors, each with its reason', async () => {
@@ -266,6 +319,14 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
       expect(new Set(ids).size).to.equal(24);
       const stored = await store.listDocIds('kill', 'trajectory');
       expect(new Set(ids)).to.deep.equal(new Set(stored));
+      // Every written trajectory is a summary in Redis by now, also one whose sink died between the write and the summary.
+      const shardOf = new Map<string, string>();
+      for (const f of await readdir(join(dir, 'trajectories'))) for (const l of await jsonl(join(dir, 'trajectories', f))) shardOf.set((l as { id: string }).id, join(dir, 'trajectories', f));
+      for (const id of stored) {
+        const doc = (await store.getDoc<{ archived?: { path: string }; messages?: unknown }>('kill', 'trajectory', id))!;
+        expect(doc.archived, id).to.deep.equal({ path: shardOf.get(id) });
+        expect(doc.messages, id).to.equal(undefined);
+      }
     } finally {
       producer.disconnect();
     }
