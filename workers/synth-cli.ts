@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { forEachPendingJob } from './pending-jobs.js';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { AppConfig } from '../config/index.js';
 import { createRunEnqueuer } from '../queues/run-enqueuer.js';
 import { skeletonStateQueue } from '../queues/skeleton-state.queue.js';
@@ -10,7 +10,8 @@ import type { ScenarioConfig, ScenarioRecord } from '../src/scenarios/types.js';
 import { passesFilter, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type SftFilter } from '../src/rollouts/exports.js';
 import type { GroupStats } from '../src/rollouts/groups.js';
 import type { RolloutConfig } from '../src/rollouts/stages.js';
-import { loadFullTrajectories } from '../src/rollouts/shards.js';
+import { forEachFullTrajectory } from '../src/rollouts/shards.js';
+import { JsonlWriter } from '../src/util/jsonl-writer.js';
 import type { RolloutMode } from '../src/rollouts/types.js';
 import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/connection.js';
 import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
@@ -238,18 +239,37 @@ async function writeJsonl(path: string, records: readonly unknown[]): Promise<nu
   return records.length;
 }
 
-/** The SFT and RL datasets of a run's trajectories (written only when the run has trajectories). */
+/**
+ * The SFT and RL datasets of a run's trajectories (written only when the run has trajectories),
+ * one trajectory at a time: those still whole in Redis first (by id), then those the sink wrote,
+ * in its shard order.
+ */
 async function exportDatasets(store: SynthesisStore, runId: string, dir: string, options: ExportOptions): Promise<Record<string, number>> {
   const ids = (await store.listDocIds(runId, 'trajectory')).sort();
   if (!ids.length) return {};
   const formats = new Set(options.formats ?? DATASET_FORMATS);
   const filter = options.filter ?? { solvedOnly: false, minReward: null };
-  const trajectories = await loadFullTrajectories(store, runId, ids);
-  const sft = trajectories.filter(t => passesFilter(t, filter));
+  const writers = {
+    openai: formats.has('openai') ? new JsonlWriter(join(dir, 'sft-openai.jsonl')) : null,
+    sharegpt: formats.has('sharegpt') ? new JsonlWriter(join(dir, 'sft-sharegpt.jsonl')) : null,
+    llamafactory: formats.has('llamafactory') ? new JsonlWriter(join(dir, 'sft-llamafactory.jsonl')) : null,
+  };
+  const open = Object.values(writers).filter(w => w !== null);
+  try {
+    await forEachFullTrajectory(store, runId, ids, async t => {
+      if (!passesFilter(t, filter)) return;
+      const openai = writers.openai && toOpenAI(t);
+      if (openai) await writers.openai!.write(openai);
+      const sharegpt = writers.sharegpt && toShareGPT(t);
+      if (sharegpt) await writers.sharegpt!.write(sharegpt);
+      if (writers.llamafactory) for (const sample of toLlamaFactory(t)) await writers.llamafactory.write(sample);
+    });
+  } catch (err) {
+    await Promise.all(open.map(w => w.abort()));
+    throw err;
+  }
   const out: Record<string, number> = {};
-  if (formats.has('openai')) out['sft-openai.jsonl'] = await writeJsonl(join(dir, 'sft-openai.jsonl'), sft.map(toOpenAI).filter(x => x !== null));
-  if (formats.has('sharegpt')) out['sft-sharegpt.jsonl'] = await writeJsonl(join(dir, 'sft-sharegpt.jsonl'), sft.map(toShareGPT).filter(x => x !== null));
-  if (formats.has('llamafactory')) out['sft-llamafactory.jsonl'] = await writeJsonl(join(dir, 'sft-llamafactory.jsonl'), sft.flatMap(toLlamaFactory));
+  for (const w of open) out[basename(w.path)] = await w.close();
   if (formats.has('rl')) {
     const scenarios: unknown[] = [];
     for (const id of (await store.listDocIds(runId, 'scenario')).sort()) {

@@ -1,48 +1,98 @@
-import { createReadStream } from 'node:fs';
+import { constants, createReadStream } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { ArchivedTrajectoryMissingError } from '../errors.js';
 import type { SynthesisStore } from '../synthesis/store.js';
 import { isArchived, type StoredTrajectory, type Trajectory } from './types.js';
 
 /**
- * The lines of the given trajectory ids in a shard file (`trajectories/part-NNNNN.jsonl`), read
- * line by line. Throws ArchivedTrajectoryMissingError if the file cannot be read or lacks an id.
+ * Calls `fn` with each line of a shard file (`trajectories/part-NNNNN.jsonl`) whose trajectory id is
+ * in `ids`, reading line by line. Throws ArchivedTrajectoryMissingError if the file cannot be read
+ * or lacks one of the ids.
  */
-export async function readTrajectoryLines(path: string, ids: ReadonlySet<string>): Promise<Map<string, string>> {
-  const found = new Map<string, string>();
+async function eachShardLine(path: string, ids: ReadonlySet<string>, fn: (id: string, line: string) => Promise<void> | void): Promise<void> {
+  const seen = new Set<string>();
+  let lines;
   try {
-    const lines = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
-    for await (const line of lines) {
-      if (!line) continue;
-      // The id is the first field the sink writes; parse only lines that can hold a wanted id.
-      const match = /^\{"id":"((?:[^"\\]|\\.)*)"/.exec(line);
-      const id = match ? (JSON.parse(`"${match[1]}"`) as string) : (JSON.parse(line) as { id?: string }).id;
-      if (id !== undefined && ids.has(id)) found.set(id, line);
-    }
+    lines = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
   } catch (err) {
     throw new ArchivedTrajectoryMissingError([...ids], path, err);
   }
-  const missing = [...ids].filter(id => !found.has(id));
+  try {
+    for await (const line of lines) {
+      if (!line) continue;
+      // The id is the first field the sink writes; parse the whole line only when it is not.
+      const match = /^\{"id":"((?:[^"\\]|\\.)*)"/.exec(line);
+      const id = match ? (JSON.parse(`"${match[1]}"`) as string) : (JSON.parse(line) as { id?: string }).id;
+      if (id === undefined || !ids.has(id) || seen.has(id)) continue;
+      seen.add(id);
+      await fn(id, line);
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code) throw new ArchivedTrajectoryMissingError([...ids].filter(id => !seen.has(id)), path, err);
+    throw err;
+  }
+  const missing = [...ids].filter(id => !seen.has(id));
   if (missing.length) throw new ArchivedTrajectoryMissingError(missing, path);
+}
+
+/** The lines of the given trajectory ids in a shard file (see eachShardLine). */
+export async function readTrajectoryLines(path: string, ids: ReadonlySet<string>): Promise<Map<string, string>> {
+  const found = new Map<string, string>();
+  await eachShardLine(path, ids, (id, line) => {
+    found.set(id, line);
+  });
   return found;
 }
 
 /**
- * The run's trajectories in full, in the order of `ids`: from Redis while the sink has not written
- * them, from the sink's shard files once it has (Redis then keeps only their summary).
+ * Calls `visit` with each of the run's trajectories in full, one at a time (memory stays flat):
+ * first those still whole in Redis, in the order of `ids`, then those the sink has written (Redis
+ * keeps only their summary), read from its shard files in shard and line order. Every shard is
+ * checked to be readable before the first visit; ArchivedTrajectoryMissingError if one is not, or
+ * lacks a trajectory. Returns how many were visited.
  */
-export async function loadFullTrajectories(store: SynthesisStore, runId: string, ids: readonly string[]): Promise<Trajectory[]> {
-  const docs: StoredTrajectory[] = [];
+export async function forEachFullTrajectory(
+  store: SynthesisStore,
+  runId: string,
+  ids: readonly string[],
+  visit: (t: Trajectory) => Promise<void> | void,
+): Promise<number> {
   const byShard = new Map<string, Set<string>>();
+  const whole: string[] = [];
   for (const id of ids) {
     const t = await store.getDoc<StoredTrajectory>(runId, 'trajectory', id);
     if (!t) continue;
-    docs.push(t);
     if (isArchived(t)) byShard.set(t.archived.path, (byShard.get(t.archived.path) ?? new Set<string>()).add(t.id));
+    else whole.push(id);
   }
-  const fromShards = new Map<string, Trajectory>();
-  for (const [path, wanted] of byShard) {
-    for (const [id, line] of await readTrajectoryLines(path, wanted)) fromShards.set(id, JSON.parse(line) as Trajectory);
+  const shards = [...byShard.keys()].sort();
+  for (const path of shards) {
+    try {
+      await access(path, constants.R_OK);
+    } catch (err) {
+      throw new ArchivedTrajectoryMissingError([...byShard.get(path)!], path, err);
+    }
   }
-  return docs.map(t => (isArchived(t) ? fromShards.get(t.id)! : t));
+  let visited = 0;
+  for (const id of whole) {
+    // Read again: a sink running meanwhile may have archived it since.
+    const t = await store.getDoc<StoredTrajectory>(runId, 'trajectory', id);
+    if (!t) continue;
+    if (isArchived(t)) {
+      const [line] = (await readTrajectoryLines(t.archived.path, new Set([id]))).values();
+      await visit(JSON.parse(line!) as Trajectory);
+    } else {
+      await visit(t);
+    }
+    visited += 1;
+  }
+  for (const path of shards) {
+    const wanted = byShard.get(path)!;
+    await eachShardLine(path, wanted, async (_id, line) => {
+      await visit(JSON.parse(line) as Trajectory);
+      visited += 1;
+    });
+  }
+  return visited;
 }

@@ -168,9 +168,12 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     const againDir = await mkdtemp(join(tmpdir(), 'envfleet-again-'));
     const again = await exportRun(store, 'r1', againDir);
     expect(again.datasets).to.deep.equal(exported.datasets);
-    for (const f of ['sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl', 'rl-groups.jsonl']) {
-      expect(await readFile(join(againDir, f), 'utf8'), f).to.equal(await readFile(join(dir, f), 'utf8'));
+    // The same lines; from the shards they come in the sink's order, from Redis in id order.
+    const sortedLines = async (path: string) => (await readFile(path, 'utf8')).split('\n').sort();
+    for (const f of ['sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl', 'rl-groups.jsonl', 'rl-scenarios.jsonl']) {
+      expect(await sortedLines(join(againDir, f)), f).to.deep.equal(await sortedLines(join(dir, f)));
     }
+    expect((await readdir(againDir)).filter(f => f.endsWith('.partial'))).to.deep.equal([]);
     // A retried group job computes the same statistics from the summaries.
     for (const id of await store.listDocIds('r1', 'group')) {
       const g = (await store.getDoc<GroupStats>('r1', 'group', id))!;
@@ -193,12 +196,15 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     expect(resunk).to.deep.include({ written: 0, skippedDuplicates: 1 });
     // Without the shard, an export says where the lines should be instead of writing empty datasets.
     await rename(join(sinkDir, 'trajectories'), join(sinkDir, 'moved'));
-    const err = await exportRun(store, 'r1', await mkdtemp(join(tmpdir(), 'envfleet-gone-'))).then(
+    const goneDir = await mkdtemp(join(tmpdir(), 'envfleet-gone-'));
+    const err = await exportRun(store, 'r1', goneDir).then(
       () => null,
       (e: unknown) => e,
     );
     expect(err).to.have.property('code', 'TRAJECTORY_ARCHIVE_MISSING');
     expect(String(err)).to.include(join(sinkDir, 'trajectories', 'part-00000.jsonl'));
+    // A failed export leaves no half-written dataset under a real name.
+    expect((await readdir(goneDir)).filter(f => f.startsWith('sft-'))).to.deep.equal([]);
     await rename(join(sinkDir, 'moved'), join(sinkDir, 'trajectories'));
   });
 

@@ -1,0 +1,41 @@
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import { once } from 'node:events';
+
+/**
+ * Writes a JSON Lines file one record at a time (memory stays flat however many records), into
+ * `PATH.partial`, renamed to PATH by `close()`: a file under its real name is always complete.
+ */
+export class JsonlWriter {
+  private readonly stream: WriteStream;
+  private failure: Error | null = null;
+  count = 0;
+
+  constructor(readonly path: string) {
+    this.stream = createWriteStream(`${path}.partial`, { encoding: 'utf8' });
+    this.stream.on('error', err => {
+      this.failure = err;
+    });
+  }
+
+  async write(record: unknown): Promise<void> {
+    if (this.failure) throw this.failure;
+    this.count += 1;
+    if (!this.stream.write(`${JSON.stringify(record)}\n`)) await once(this.stream, 'drain');
+  }
+
+  /** Flushes and puts the file under its real name; returns the number of records. */
+  async close(): Promise<number> {
+    this.stream.end();
+    await once(this.stream, 'finish');
+    if (this.failure) throw this.failure;
+    await rename(`${this.path}.partial`, this.path);
+    return this.count;
+  }
+
+  /** Drops the partial file (the export failed). */
+  async abort(): Promise<void> {
+    this.stream.destroy();
+    await rm(`${this.path}.partial`, { force: true });
+  }
+}
