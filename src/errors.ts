@@ -80,7 +80,7 @@ export class ArchivedTrajectoryMissingError extends AppError {
     super(
       'TRAJECTORY_ARCHIVE_MISSING',
       `${n} trajector${n === 1 ? 'y' : 'ies'} (first ${ids[0] ?? '?'}) ${n === 1 ? 'was' : 'were'} written by the sink to ${path}${where}; ` +
-        "Redis keeps only a summary of a trajectory once the sink has written it. Run this where the sink's output directory is, at the same path.",
+        "Redis keeps only a summary of a trajectory once the sink has written it. Run this where the sink's output directory is, at the same path, or pass export --trajectories DIR with the directory that holds the part-NNNNN.jsonl files now.",
       { cause, details: { path, ids: ids.slice(0, 20) } },
     );
   }

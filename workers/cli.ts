@@ -427,8 +427,9 @@ program
   .option('--format <f>', `dataset formats, comma-separated: ${DATASET_FORMATS.join(', ')} (default: all)`)
   .option('--filter <which>', 'SFT exports: "solved" keeps only solved trajectories')
   .option('--min-reward <x>', 'SFT exports: keep trajectories with at least this reward', Number)
+  .option('--trajectories <dir>', "where the sink's shard files are now, if its output directory was moved (the directory holding part-NNNNN.jsonl)")
   .action(
-    guarded(async (opts: { run: string; out: string; format?: string; filter?: string; minReward?: number }) => {
+    guarded(async (opts: { run: string; out: string; format?: string; filter?: string; minReward?: number; trajectories?: string }) => {
       const formats = opts.format ? opts.format.split(',').map(f => f.trim()) : [...DATASET_FORMATS];
       for (const f of formats) if (!DATASET_FORMATS.includes(f as DatasetFormat)) throw new InvalidArgumentError(`unknown --format "${f}"; use ${DATASET_FORMATS.join(', ')}`);
       if (opts.filter !== undefined && opts.filter !== 'solved') throw new InvalidArgumentError('--filter takes "solved"');
@@ -438,6 +439,7 @@ program
         const result = await exportRun(createRedisSynthesisStore(redis, config.redis.prefix), opts.run, opts.out, {
           formats: formats as DatasetFormat[],
           filter: { solvedOnly: opts.filter === 'solved', minReward: opts.minReward ?? null },
+          ...(opts.trajectories ? { trajectoriesDir: opts.trajectories } : {}),
         });
         for (const [file, n] of Object.entries(result.datasets)) process.stdout.write(`wrote ${n} records to ${opts.out}/${file}\n`);
         process.stdout.write(`wrote ${result.count} environments to ${result.path} ${JSON.stringify(result.byStatus)}\n`);

@@ -10,7 +10,7 @@ import type { ScenarioConfig, ScenarioRecord } from '../src/scenarios/types.js';
 import { passesFilter, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type SftFilter } from '../src/rollouts/exports.js';
 import type { GroupStats } from '../src/rollouts/groups.js';
 import type { RolloutConfig } from '../src/rollouts/stages.js';
-import { forEachFullTrajectory } from '../src/rollouts/shards.js';
+import { forEachFullTrajectory, shardsMovedTo } from '../src/rollouts/shards.js';
 import { JsonlWriter } from '../src/util/jsonl-writer.js';
 import type { RolloutMode } from '../src/rollouts/types.js';
 import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/connection.js';
@@ -196,6 +196,8 @@ export const DATASET_FORMATS: readonly DatasetFormat[] = ['openai', 'sharegpt', 
 export interface ExportOptions {
   readonly formats?: readonly DatasetFormat[];
   readonly filter?: SftFilter;
+  /** Where the sink's shard files are now, if its output directory was moved. */
+  readonly trajectoriesDir?: string;
 }
 
 export async function exportRun(
@@ -256,7 +258,8 @@ async function exportDatasets(store: SynthesisStore, runId: string, dir: string,
   };
   const open = Object.values(writers).filter(w => w !== null);
   try {
-    await forEachFullTrajectory(store, runId, ids, async t => {
+    const relocate = options.trajectoriesDir ? shardsMovedTo(options.trajectoriesDir) : undefined;
+    await forEachFullTrajectory(store, runId, ids, { relocate }, async t => {
       if (!passesFilter(t, filter)) return;
       const openai = writers.openai && toOpenAI(t);
       if (openai) await writers.openai!.write(openai);

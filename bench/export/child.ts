@@ -24,7 +24,7 @@ if (mode === 'export') {
   count = result.datasets['sft-openai.jsonl'] ?? 0;
 } else if (mode === 'hold') {
   const all: Trajectory[] = [];
-  await forEachFullTrajectory(store, runId, ids, t => {
+  await forEachFullTrajectory(store, runId, ids, {}, t => {
     all.push(t);
   });
   count = all.length;

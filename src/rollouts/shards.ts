@@ -1,5 +1,6 @@
 import { constants, createReadStream } from 'node:fs';
 import { access } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ArchivedTrajectoryMissingError } from '../errors.js';
 import type { SynthesisStore } from '../synthesis/store.js';
@@ -45,25 +46,32 @@ export async function readTrajectoryLines(path: string, ids: ReadonlySet<string>
   return found;
 }
 
+/** Maps a recorded shard path to the same shard file in `dir` (the sink's output was moved). */
+export const shardsMovedTo = (dir: string) => (path: string) => join(dir, basename(path));
+
 /**
  * Calls `visit` with each of the run's trajectories in full, one at a time (memory stays flat):
  * first those still whole in Redis, in the order of `ids`, then those the sink has written (Redis
  * keeps only their summary), read from its shard files in shard and line order. Every shard is
  * checked to be readable before the first visit; ArchivedTrajectoryMissingError if one is not, or
- * lacks a trajectory. Returns how many were visited.
+ * lacks a trajectory. `relocate` maps a recorded shard path to where the file is now. Returns how
+ * many were visited.
  */
 export async function forEachFullTrajectory(
   store: SynthesisStore,
   runId: string,
   ids: readonly string[],
+  options: { readonly relocate?: ((path: string) => string) | undefined },
   visit: (t: Trajectory) => Promise<void> | void,
 ): Promise<number> {
+  const where = options.relocate ?? ((path: string) => path);
   const byShard = new Map<string, Set<string>>();
   const whole: string[] = [];
   for (const id of ids) {
     const t = await store.getDoc<StoredTrajectory>(runId, 'trajectory', id);
     if (!t) continue;
-    if (isArchived(t)) byShard.set(t.archived.path, (byShard.get(t.archived.path) ?? new Set<string>()).add(t.id));
+    const path = isArchived(t) ? where(t.archived.path) : null;
+    if (path) byShard.set(path, (byShard.get(path) ?? new Set<string>()).add(t.id));
     else whole.push(id);
   }
   const shards = [...byShard.keys()].sort();
@@ -80,7 +88,7 @@ export async function forEachFullTrajectory(
     const t = await store.getDoc<StoredTrajectory>(runId, 'trajectory', id);
     if (!t) continue;
     if (isArchived(t)) {
-      const [line] = (await readTrajectoryLines(t.archived.path, new Set([id]))).values();
+      const [line] = (await readTrajectoryLines(where(t.archived.path), new Set([id]))).values();
       await visit(JSON.parse(line!) as Trajectory);
     } else {
       await visit(t);

@@ -205,6 +205,12 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     expect(String(err)).to.include(join(sinkDir, 'trajectories', 'part-00000.jsonl'));
     // A failed export leaves no half-written dataset under a real name.
     expect((await readdir(goneDir)).filter(f => f.startsWith('sft-'))).to.deep.equal([]);
+    // Told where the shards are now, it exports the same lines.
+    const movedDir = await mkdtemp(join(tmpdir(), 'envfleet-moved-'));
+    await exportRun(store, 'r1', movedDir, { trajectoriesDir: join(sinkDir, 'moved') });
+    for (const f of ['sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl']) {
+      expect(await sortedLines(join(movedDir, f)), f).to.deep.equal(await sortedLines(join(dir, f)));
+    }
     await rename(join(sinkDir, 'moved'), join(sinkDir, 'trajectories'));
   });
 
