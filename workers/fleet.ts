@@ -40,6 +40,8 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
   const redis = createRedisConnection(config.redis.url, 'worker');
   await waitForRedis(redis, config.redis.url);
   const workerConnection = createRedisConnection(config.redis.url, 'worker');
+  // Pub/sub only: hears other processes free endpoint slots.
+  const limiterSubscriber = createRedisConnection(config.redis.url, 'worker');
   const prefix = config.redis.prefix;
   const ledger = createRedisLedger(redis, prefix);
   const runControl = createRedisRunControl(redis, prefix);
@@ -49,7 +51,7 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     observe: (stage, seconds, ok) => metrics.observe('model_request', { stage, outcome: ok ? 'ok' : 'error' }, seconds),
     config,
     cache: createRedisResponseCache(redis, prefix),
-    limiter: createRedisLimiter(redis, prefix),
+    limiter: createRedisLimiter(redis, prefix, { subscriber: limiterSubscriber }),
     ledger,
     logger: logger.child({ component: 'gateway' }),
   });
@@ -73,7 +75,7 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     async close() {
       await enqueuer.close();
       await sandbox.close();
-      await Promise.allSettled([redis.quit(), workerConnection.quit()]);
+      await Promise.allSettled([redis.quit(), workerConnection.quit(), limiterSubscriber.quit()]);
     },
   };
 }

@@ -48,10 +48,17 @@ const REASONS = ['', 'is cooling down after a 429', 'is at its fleet-wide concur
 export interface RedisLimiterOptions {
   /**
    * Longest a request waiting for a concurrency slot sleeps before it asks Redis again (default
-   * 250 ms). A slot freed in the same process wakes its longest waiter at once; this bounds the
-   * wait for a slot freed by another process.
+   * 250 ms). A slot freed in the same process wakes its longest waiter at once, and so does one
+   * freed by another process when `subscriber` is given; this bounds the wait when a wake-up is
+   * missed (no subscriber, a message lost in a reconnect, a lease that expired).
    */
   readonly maxPollMs?: number;
+  /**
+   * A connection of its own for Redis pub/sub (it can run nothing else once subscribed; the caller
+   * closes it). Every release is announced to the fleet; with a subscriber, an announcement from
+   * another process wakes the longest waiter here for that endpoint.
+   */
+  readonly subscriber?: Redis;
 }
 
 /** One request of this process waiting for a concurrency slot of an endpoint. */
@@ -100,6 +107,22 @@ function waitForSlot(queue: Waiter[], ms: number, signal: AbortSignal | undefine
 export function createRedisLimiter(redis: Redis, prefix: string, options: RedisLimiterOptions = {}): EndpointLimiter {
   const maxPollMs = options.maxPollMs ?? 250;
   const waiting = new Map<string, Waiter[]>();
+  // Releases are announced on `<inflight key>:freed` with this process's token, so a process
+  // ignores its own announcements (it has woken its own waiter already).
+  const token = randomUUID();
+  const channelOf = (inflight: string) => `${inflight}:freed`;
+  const subscribed = new Set<string>();
+  const subscriber = options.subscriber;
+  subscriber?.on('message', (channel: string, from: string) => {
+    if (from === token || !channel.endsWith(':freed')) return;
+    waiting.get(channel.slice(0, -':freed'.length))?.[0]?.wake();
+  });
+  const listen = (inflight: string) => {
+    if (!subscriber || subscribed.has(inflight)) return;
+    subscribed.add(inflight);
+    // A failed subscription only costs the wake-ups: waiters still poll.
+    subscriber.subscribe(channelOf(inflight)).catch(() => subscribed.delete(inflight));
+  };
   const keys = (endpoint: EndpointConfig) => {
     const id = hashOf(endpoint.baseURL, 16);
     return [`${prefix}:limit:${id}:cooldown`, `${prefix}:limit:${id}:inflight`, `${prefix}:limit:${id}:window`] as const;
@@ -134,7 +157,7 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
             async release() {
               if (released || endpoint.maxConcurrency <= 0) return;
               released = true;
-              await redis.zrem(inflight, leaseId);
+              await redis.multi().zrem(inflight, leaseId).publish(channelOf(inflight), token).exec();
               const queue = waiting.get(inflight);
               queue?.[0]?.wake();
               if (queue?.length === 0) waiting.delete(inflight);
@@ -150,6 +173,7 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
           );
         }
         if (reason === 2) {
+          listen(inflight);
           const queue = queueOf(inflight);
           try {
             await waitForSlot(queue, waitMs, signal);

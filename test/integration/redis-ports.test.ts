@@ -5,7 +5,8 @@ import type { EndpointConfig } from '../../config/index.js';
 import { createRedisResponseCache } from '../../src/llm/redis-cache.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { createRedisLimiter } from '../../src/llm/redis-limiter.js';
-import { REDIS_URL, dropPrefix, requireRedis } from '../helpers/integration.js';
+import { hashOf } from '../../src/util/canonical.js';
+import { REDIS_URL, dropPrefix, requireRedis, until } from '../helpers/integration.js';
 import { rejection } from '../helpers/assert.js';
 
 function endpoint(overrides: Partial<EndpointConfig> = {}): EndpointConfig {
@@ -80,6 +81,26 @@ describe('Redis implementations of the gateway ports', () => {
     const secondLease = await second;
     expect(order).to.deep.equal(['first', 'second']);
     await secondLease.release();
+  });
+
+  it('hands a slot freed in another process to a waiter here at once, through pub/sub', async function () {
+    this.timeout(10_000);
+    const e = endpoint({ maxConcurrency: 1 });
+    const subB = new Redis(REDIS_URL);
+    try {
+      const limA = createRedisLimiter(a, prefix, { maxPollMs: 60_000 });
+      const limB = createRedisLimiter(b, prefix, { maxPollMs: 60_000, subscriber: subB });
+      const held = await limA.acquire(e, { maxWaitMs: 0 });
+      const waiting = limB.acquire(e, { maxWaitMs: 120_000 });
+      // The waiter has asked Redis, been refused and subscribed before the slot is freed.
+      const channel = `${prefix}:limit:${hashOf(e.baseURL, 16)}:inflight:freed`;
+      await until(async () => Number(((await a.pubsub('NUMSUB', channel)) as [string, number])[1]) === 1, 'the waiter to subscribe');
+      await held.release();
+      const lease = await waiting;
+      await lease.release();
+    } finally {
+      subB.disconnect();
+    }
   });
 
   it('stops waiting for a slot when the signal aborts', async () => {
