@@ -2,7 +2,7 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { QUEUE_NAMES } from '../queues/index.js';
 import type { Ledger, LedgerTotals } from '../src/llm/ports.js';
-import type { StoredTrajectory } from '../src/rollouts/types.js';
+import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
 import type { RunBudgets, RunControl, RunControlState } from '../src/runs/control.js';
 import type { ScenarioRecord } from '../src/scenarios/types.js';
 import type { SynthesisStore } from '../src/synthesis/store.js';
@@ -56,7 +56,7 @@ const LEDGER_STAGES: Record<string, readonly string[]> = {
   'scenario.verify': ['rollout.policy'],
 };
 
-async function docs<T>(store: SynthesisStore, runId: string, kind: 'env' | 'scenario' | 'trajectory'): Promise<T[]> {
+async function docs<T>(store: SynthesisStore, runId: string, kind: 'env' | 'scenario'): Promise<T[]> {
   const out: T[] = [];
   for (const id of await store.listDocIds(runId, kind)) {
     const d = await store.getDoc<T>(runId, kind, id);
@@ -106,9 +106,11 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
   for (const e of await docs<EnvironmentRecord>(deps.store, runId, 'env')) environments[e.status] = (environments[e.status] ?? 0) + 1;
   const scenarios: Record<string, number> = {};
   for (const s of await docs<ScenarioRecord>(deps.store, runId, 'scenario')) scenarios[s.status] = (scenarios[s.status] ?? 0) + 1;
-  const trajectories = await docs<StoredTrajectory>(deps.store, runId, 'trajectory');
-  const byTermination: Record<string, number> = {};
-  for (const t of trajectories) byTermination[t.termination.reason] = (byTermination[t.termination.reason] ?? 0) + 1;
+  // From counters kept as trajectories are stored: status must not read every trajectory of a long run.
+  const counters = await deps.store.funnel(runId);
+  const byTermination: Record<string, number> = { ...counters['rollout.run'] };
+  const trajectoryCount = Object.values(byTermination).reduce((a, b) => a + b, 0);
+  const outcome = counters[OUTCOME_COUNTERS] ?? {};
   const throughput = await deps.store.throughput(runId);
   const recent = throughput.slice(-5);
   const ratePerMinute = recent.length ? recent.reduce((a, b) => a + b.count, 0) / recent.length : 0;
@@ -122,9 +124,9 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
     environments,
     scenarios,
     trajectories: {
-      count: trajectories.length,
-      meanReward: trajectories.length ? trajectories.reduce((a, t) => a + (t.reward ?? 0), 0) / trajectories.length : null,
-      solvedRate: trajectories.length ? trajectories.filter(t => t.solved).length / trajectories.length : null,
+      count: trajectoryCount,
+      meanReward: trajectoryCount ? (outcome['reward-micro'] ?? 0) / 1e6 / trajectoryCount : null,
+      solvedRate: trajectoryCount ? (outcome['solved'] ?? 0) / trajectoryCount : null,
       byTermination,
     },
     stages,

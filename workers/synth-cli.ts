@@ -9,7 +9,7 @@ import { readEnvironmentsFile } from '../src/scenarios/import.js';
 import type { ScenarioConfig, ScenarioRecord } from '../src/scenarios/types.js';
 import { passesFilter, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type SftFilter } from '../src/rollouts/exports.js';
 import type { GroupStats } from '../src/rollouts/groups.js';
-import type { RolloutConfig } from '../src/rollouts/stages.js';
+import { OUTCOME_COUNTERS, type RolloutConfig } from '../src/rollouts/stages.js';
 import { forEachFullTrajectory, shardsMovedTo } from '../src/rollouts/shards.js';
 import { JsonlWriter } from '../src/util/jsonl-writer.js';
 import type { RolloutMode } from '../src/rollouts/types.js';
@@ -371,7 +371,7 @@ const LEAVING = new Set(['no-environment', 'low-scores', 'duplicate', 'over-limi
 /** Counters that are measures, not item outcomes. */
 const MEASURES = new Set(['items', 'operations', 'tasks', 'descriptions', 'requested', 'invalid', 'repair-round']);
 /** Funnel rows that count events, not items of a stage. */
-const NOT_STAGES = new Set(['sandbox', 'run']);
+const NOT_STAGES = new Set(['sandbox', 'run', OUTCOME_COUNTERS]);
 
 export interface FunnelRow {
   readonly stage: string;

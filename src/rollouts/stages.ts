@@ -89,9 +89,23 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
   );
   await deps.store.putDoc(runId, 'trajectory', id, trajectory);
   await deps.store.count(runId, 'rollout.run', trajectory.termination.reason);
+  await countOutcome(deps.store, runId, trajectory);
   for (const step of trajectory.steps) if (step.runtimeError) await deps.store.count(runId, 'sandbox', step.runtimeError);
   await deps.stream.publish(runId, id);
   return trajectory;
+}
+
+/**
+ * Counter name of the run's reward totals (funnel hash, stage `rollout.outcome`): `reward-micro` sums
+ * rewards in millionths, `solved` counts solved episodes. With the `rollout.run` counts by termination
+ * they give a run's trajectory statistics without reading any trajectory.
+ */
+export const OUTCOME_COUNTERS = 'rollout.outcome';
+
+async function countOutcome(store: SynthesisStore, runId: string, t: Pick<Trajectory, 'reward' | 'solved'>): Promise<void> {
+  const micro = Math.round((t.reward ?? 0) * 1e6);
+  if (micro) await store.count(runId, OUTCOME_COUNTERS, 'reward-micro', micro);
+  if (t.solved) await store.count(runId, OUTCOME_COUNTERS, 'solved');
 }
 
 /** The record of an episode whose job failed for good (so scores are over the planned set, not the survivors). */

@@ -16,6 +16,7 @@ import type { Trajectory } from '../../src/rollouts/types.js';
 import { createRedisSynthesisStore, type SynthesisStore } from '../../src/synthesis/store.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
+import { runStatus } from '../../workers/run-status.js';
 import { exportRun, submitRollouts, submitScenarios, submitSynthesis, waitForRun, type RolloutRequest } from '../../workers/synth-cli.js';
 import { AlpacaLine, OpenAIFineTuneLine, RLGroupLine, RLScenarioLine, ShareGPTLine } from '../helpers/formats.js';
 import { REDIS_URL, requireRedis, tearDown, silentLogger, testConfig, until } from '../helpers/integration.js';
@@ -150,9 +151,22 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     const solvedOnly = await exportRun(store, 'r1', await mkdtemp(join(tmpdir(), 'envfleet-solved-')), { formats: ['openai'], filter: { solvedOnly: true, minReward: null } });
     expect(solvedOnly.datasets['sft-openai.jsonl']).to.equal(all.filter(t => t.solved).length);
 
+    // `run status` (also behind the dashboard and /metrics) gives the trajectories' statistics from counters.
+    const prefix = running!.ctx.config.redis.prefix;
+    const statusDeps = { redis: running!.ctx.redis, prefix, store, ledger: running!.ctx.ledger, control: running!.ctx.runControl };
+    const terminations: Record<string, number> = {};
+    for (const t of all) terminations[t.termination.reason] = (terminations[t.termination.reason] ?? 0) + 1;
+    const expectStatus = async () => {
+      const { trajectories: stats } = (await runStatus(statusDeps, 'r1'))!;
+      expect(stats.count).to.equal(all.length);
+      expect(stats.byTermination).to.deep.equal(terminations);
+      expect(stats.meanReward).to.be.closeTo(all.reduce((a, t) => a + (t.reward ?? 0), 0) / all.length, 1e-6);
+      expect(stats.solvedRate).to.be.closeTo(all.filter(t => t.solved).length / all.length, 1e-9);
+    };
+    await expectStatus();
+
     // The sink writes every trajectory, then Redis keeps only summaries and the stream lets go of its entries.
     const sinkDir = await mkdtemp(join(tmpdir(), 'envfleet-archive-'));
-    const prefix = running!.ctx.config.redis.prefix;
     const sunk = await runSink({ redis: running!.ctx.redis, prefix, store, runId: 'r1', dir: sinkDir });
     expect(sunk.written).to.equal(all.length);
     for (const t of all) {
@@ -162,6 +176,7 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
       expect({ reward: doc['reward'], solved: doc['solved'], termination: doc['termination'] }).to.deep.equal({ reward: t.reward, solved: t.solved, termination: t.termination });
     }
     expect(await running!.ctx.redis.xlen(`${prefix}:run:r1:trajectories`)).to.equal(0);
+    await expectStatus();
     // The shard holds the full trajectories, and the datasets made from it are the ones made from Redis before.
     const shardLines = (await jsonl(join(sinkDir, 'trajectories', 'part-00000.jsonl'))) as Trajectory[];
     expect(new Map(shardLines.map(t => [t.id, t]))).to.deep.equal(new Map(all.map(t => [t.id, t])));
