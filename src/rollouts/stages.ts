@@ -1,7 +1,7 @@
 import type { SandboxRunner } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { SynthOptions } from '../synthesis/options.js';
-import type { SynthesisStore } from '../synthesis/store.js';
+import type { FunnelCount, SynthesisStore } from '../synthesis/store.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import type { ModelGateway } from '../llm/gateway.js';
 import type { Logger } from '../logger.js';
@@ -87,10 +87,7 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
       sampling: { temperature: config.temperature, maxTokens: config.maxTokensPerTurn },
     },
   );
-  await deps.store.putDoc(runId, 'trajectory', id, trajectory);
-  await deps.store.count(runId, 'rollout.run', trajectory.termination.reason);
-  await countOutcome(deps.store, runId, trajectory);
-  for (const step of trajectory.steps) if (step.runtimeError) await deps.store.count(runId, 'sandbox', step.runtimeError);
+  await deps.store.putDoc(runId, 'trajectory', id, trajectory, outcomeCounts(trajectory));
   await deps.stream.publish(runId, id);
   return trajectory;
 }
@@ -102,10 +99,14 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
  */
 export const OUTCOME_COUNTERS = 'rollout.outcome';
 
-async function countOutcome(store: SynthesisStore, runId: string, t: Pick<Trajectory, 'reward' | 'solved'>): Promise<void> {
+/** What storing a finished (or given-up) episode adds to the run's counters. */
+function outcomeCounts(t: Pick<Trajectory, 'reward' | 'solved' | 'termination' | 'steps'>): FunnelCount[] {
+  const counts: FunnelCount[] = [{ stage: 'rollout.run', outcome: t.termination.reason, n: 1 }];
   const micro = Math.round((t.reward ?? 0) * 1e6);
-  if (micro) await store.count(runId, OUTCOME_COUNTERS, 'reward-micro', micro);
-  if (t.solved) await store.count(runId, OUTCOME_COUNTERS, 'solved');
+  if (micro) counts.push({ stage: OUTCOME_COUNTERS, outcome: 'reward-micro', n: micro });
+  if (t.solved) counts.push({ stage: OUTCOME_COUNTERS, outcome: 'solved', n: 1 });
+  for (const step of t.steps) if (step.runtimeError) counts.push({ stage: 'sandbox', outcome: step.runtimeError, n: 1 });
+  return counts;
 }
 
 /** The record of an episode whose job failed for good (so scores are over the planned set, not the survivors). */
@@ -138,8 +139,7 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
     finalState: null,
     lineage: { runId, scenarioId, prompts: { ...ROLLOUT_PROMPT_VERSIONS } },
   };
-  await deps.store.putDoc(runId, 'trajectory', id, record);
-  await deps.store.count(runId, 'rollout.run', reason);
+  await deps.store.putDoc(runId, 'trajectory', id, record, outcomeCounts(record));
   await deps.stream.publish(runId, id);
 }
 

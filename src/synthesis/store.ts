@@ -16,11 +16,22 @@ export interface RunRecord {
  * step checkpoints, the funnel counters, and the set of jobs still outstanding (the run is done
  * when it is empty). Redis in production, memory in unit tests.
  */
+/** An addition to a run's funnel counters (see SynthesisStore.count). */
+export interface FunnelCount {
+  readonly stage: string;
+  readonly outcome: string;
+  readonly n: number;
+}
+
 export interface SynthesisStore {
   /** Creates the run; returns false (and changes nothing) when it exists already. */
   createRun(run: RunRecord): Promise<boolean>;
   getRun(runId: string): Promise<RunRecord | null>;
-  putDoc(runId: string, kind: DocKind, id: string, value: unknown): Promise<void>;
+  /**
+   * Stores a document; `counts` are added to the run's funnel counters in the same atomic step, so a
+   * crash cannot store the document without counting it (or count it without storing it).
+   */
+  putDoc(runId: string, kind: DocKind, id: string, value: unknown, counts?: readonly FunnelCount[]): Promise<void>;
   getDoc<T>(runId: string, kind: DocKind, id: string): Promise<T | null>;
   /** Ids of a kind in the order they were first stored. */
   listDocIds(runId: string, kind: DocKind): Promise<string[]>;
@@ -62,12 +73,13 @@ export function createRedisSynthesisStore(redis: Redis, prefix: string): Synthes
       const raw = await redis.get(run(runId));
       return raw === null ? null : (JSON.parse(raw) as RunRecord);
     },
-    async putDoc(runId, kind, id, value) {
-      await redis
+    async putDoc(runId, kind, id, value, counts = []) {
+      const tx = redis
         .multi()
         .set(`${run(runId)}:doc:${kind}:${id}`, JSON.stringify(value))
-        .zadd(`${run(runId)}:ids:${kind}`, 'NX', Date.now(), id)
-        .exec();
+        .zadd(`${run(runId)}:ids:${kind}`, 'NX', Date.now(), id);
+      for (const c of counts) tx.hincrby(`${run(runId)}:funnel`, `${c.stage}|${c.outcome}`, c.n);
+      await tx.exec();
     },
     async getDoc<T>(runId: string, kind: DocKind, id: string) {
       const raw = await redis.get(`${run(runId)}:doc:${kind}:${id}`);
@@ -129,6 +141,11 @@ export function createMemorySynthesisStore(): SynthesisStore {
   const pending = new Map<string, Set<string>>();
   const claims = new Map<string, string>();
   const ticks = new Map<string, Map<string, number>>();
+  const count = (runId: string, stage: string, outcome: string, n = 1) => {
+    const f = funnels.get(runId) ?? new Map<string, number>();
+    f.set(`${stage}|${outcome}`, (f.get(`${stage}|${outcome}`) ?? 0) + n);
+    funnels.set(runId, f);
+  };
   return {
     tick(runId) {
       const minute = new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString();
@@ -150,7 +167,8 @@ export function createMemorySynthesisStore(): SynthesisStore {
       return Promise.resolve(true);
     },
     getRun: runId => Promise.resolve(runs.get(runId) ?? null),
-    putDoc(runId, kind, id, value) {
+    putDoc(runId, kind, id, value, counts = []) {
+      for (const c of counts) count(runId, c.stage, c.outcome, c.n);
       docs.set(`${runId}/${kind}/${id}`, JSON.stringify(value));
       const list = ids.get(`${runId}/${kind}`) ?? [];
       if (!list.includes(id)) list.push(id);
@@ -174,9 +192,7 @@ export function createMemorySynthesisStore(): SynthesisStore {
       return Promise.resolve((steps.get(`${runId}/${envId}/${round}`) ?? []).map(s => JSON.parse(s) as T));
     },
     count(runId, stage, outcome, n = 1) {
-      const f = funnels.get(runId) ?? new Map<string, number>();
-      f.set(`${stage}|${outcome}`, (f.get(`${stage}|${outcome}`) ?? 0) + n);
-      funnels.set(runId, f);
+      count(runId, stage, outcome, n);
       return Promise.resolve();
     },
     funnel(runId) {
