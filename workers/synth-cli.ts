@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { forEachPendingJob } from './pending-jobs.js';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import type { AppConfig } from '../config/index.js';
 import { createRunEnqueuer } from '../queues/run-enqueuer.js';
 import { skeletonStateQueue } from '../queues/skeleton-state.queue.js';
@@ -12,7 +12,7 @@ import type { GroupStats } from '../src/rollouts/groups.js';
 import { OUTCOME_COUNTERS, type RolloutConfig } from '../src/rollouts/stages.js';
 import { forEachFullTrajectory, shardsMovedTo } from '../src/rollouts/shards.js';
 import { JsonlWriter } from '../src/util/jsonl-writer.js';
-import type { RolloutMode } from '../src/rollouts/types.js';
+import type { RolloutMode, Trajectory } from '../src/rollouts/types.js';
 import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/connection.js';
 import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
 import type { SynthOptions } from '../src/synthesis/options.js';
@@ -251,28 +251,25 @@ async function exportDatasets(store: SynthesisStore, runId: string, dir: string,
   if (!ids.length) return {};
   const formats = new Set(options.formats ?? DATASET_FORMATS);
   const filter = options.filter ?? { solvedOnly: false, minReward: null };
-  const writers = {
-    openai: formats.has('openai') ? new JsonlWriter(join(dir, 'sft-openai.jsonl')) : null,
-    sharegpt: formats.has('sharegpt') ? new JsonlWriter(join(dir, 'sft-sharegpt.jsonl')) : null,
-    llamafactory: formats.has('llamafactory') ? new JsonlWriter(join(dir, 'sft-llamafactory.jsonl')) : null,
-  };
-  const open = Object.values(writers).filter(w => w !== null);
+  // Each SFT format: its file, and the records one trajectory gives (none when it has no assistant turn).
+  const sft: readonly [DatasetFormat, string, (t: Trajectory) => readonly unknown[]][] = [
+    ['openai', 'sft-openai.jsonl', t => [toOpenAI(t)].filter(x => x !== null)],
+    ['sharegpt', 'sft-sharegpt.jsonl', t => [toShareGPT(t)].filter(x => x !== null)],
+    ['llamafactory', 'sft-llamafactory.jsonl', toLlamaFactory],
+  ];
+  const writers = sft.filter(([format]) => formats.has(format)).map(([, file, records]) => ({ writer: new JsonlWriter(join(dir, file)), file, records }));
   try {
     const relocate = options.trajectoriesDir ? shardsMovedTo(options.trajectoriesDir) : undefined;
     await forEachFullTrajectory(store, runId, ids, { relocate }, async t => {
       if (!passesFilter(t, filter)) return;
-      const openai = writers.openai && toOpenAI(t);
-      if (openai) await writers.openai!.write(openai);
-      const sharegpt = writers.sharegpt && toShareGPT(t);
-      if (sharegpt) await writers.sharegpt!.write(sharegpt);
-      if (writers.llamafactory) for (const sample of toLlamaFactory(t)) await writers.llamafactory.write(sample);
+      for (const { writer, records } of writers) for (const record of records(t)) await writer.write(record);
     });
   } catch (err) {
-    await Promise.all(open.map(w => w.abort()));
+    await Promise.all(writers.map(w => w.writer.abort()));
     throw err;
   }
   const out: Record<string, number> = {};
-  for (const w of open) out[basename(w.path)] = await w.close();
+  for (const { writer, file } of writers) out[file] = await writer.close();
   if (formats.has('rl')) {
     const scenarios: unknown[] = [];
     for (const id of (await store.listDocIds(runId, 'scenario')).sort()) {

@@ -14,16 +14,7 @@ import { createRedisResponseCache } from '../../src/llm/redis-cache.js';
 import { createRedisLimiter } from '../../src/llm/redis-limiter.js';
 import type { Logger } from '../../src/logger.js';
 import { assertRedisSafeForWorkers } from '../../src/redis/guard.js';
-import { checkConfigQueue } from '../../queues/check-config.queue.js';
-import { checkProbeQueue } from '../../queues/check-probe.queue.js';
-import { checkVerdictQueue } from '../../queues/check-verdict.queue.js';
-import { mineDedupQueue } from '../../queues/mine-dedup.queue.js';
-import { mineJudgeQueue } from '../../queues/mine-judge.queue.js';
-import { mineTopicQueue } from '../../queues/mine-topic.queue.js';
-import { skeletonAssembleQueue } from '../../queues/skeleton-assemble.queue.js';
-import { skeletonMethodQueue } from '../../queues/skeleton-method.queue.js';
-import { skeletonOperationsQueue } from '../../queues/skeleton-operations.queue.js';
-import { skeletonStateQueue } from '../../queues/skeleton-state.queue.js';
+import { QUEUE_NAMES } from '../../queues/index.js';
 import type { QueueWorker } from '../../workers/bootstrap.js';
 import { createFleetContext, type FleetContext } from '../../workers/fleet.js';
 import { resolveQueueNames, startWorkers } from '../../workers/registry.js';
@@ -48,18 +39,7 @@ export interface BenchWorker {
 }
 
 /** The queues of environment synthesis (the only ones this benchmark feeds). */
-export const SYNTHESIS_QUEUES = [
-  mineJudgeQueue,
-  mineTopicQueue,
-  mineDedupQueue,
-  skeletonStateQueue,
-  skeletonOperationsQueue,
-  skeletonMethodQueue,
-  skeletonAssembleQueue,
-  checkConfigQueue,
-  checkProbeQueue,
-  checkVerdictQueue,
-].map(q => q.name);
+export const SYNTHESIS_QUEUES = QUEUE_NAMES.filter(name => /^(mine|skeleton|check)\./.test(name));
 
 export async function startBenchWorker(config: AppConfig, logger: Logger, concurrency: number): Promise<BenchWorker> {
   const base = await createFleetContext(config, logger);

@@ -61,42 +61,8 @@ export interface RedisLimiterOptions {
   readonly subscriber?: Redis;
 }
 
-/** One request of this process waiting for a concurrency slot of an endpoint. */
-interface Waiter {
-  wake(): void;
-}
-
-/**
- * Waits `ms`, until `wake()` is called, or until the signal aborts (rejects with its reason).
- * The waiter is in `queue` while it waits and out of it afterwards.
- */
-function waitForSlot(queue: Waiter[], ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason as Error);
-      return;
-    }
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      const i = queue.indexOf(waiter);
-      if (i >= 0) queue.splice(i, 1);
-    };
-    const waiter: Waiter = {
-      wake() {
-        done();
-        resolve();
-      },
-    };
-    const onAbort = () => {
-      done();
-      reject(signal?.reason as Error);
-    };
-    const timer = setTimeout(() => waiter.wake(), ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    queue.push(waiter);
-  });
-}
+/** How to wake one request of this process that waits for a concurrency slot of an endpoint. */
+type Waiter = () => void;
 
 /**
  * Limits shared by every process through Redis, keyed by the endpoint's base URL (two runs that
@@ -115,7 +81,7 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
   const subscriber = options.subscriber;
   subscriber?.on('message', (channel: string, from: string) => {
     if (from === token || !channel.endsWith(':freed')) return;
-    waiting.get(channel.slice(0, -':freed'.length))?.[0]?.wake();
+    waiting.get(channel.slice(0, -':freed'.length))?.[0]?.();
   });
   const listen = (inflight: string) => {
     if (!subscriber || subscribed.has(inflight)) return;
@@ -158,9 +124,7 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
               if (released || endpoint.maxConcurrency <= 0) return;
               released = true;
               await redis.multi().zrem(inflight, leaseId).publish(channelOf(inflight), token).exec();
-              const queue = waiting.get(inflight);
-              queue?.[0]?.wake();
-              if (queue?.length === 0) waiting.delete(inflight);
+              waiting.get(inflight)?.[0]?.();
             },
           };
         }
@@ -176,7 +140,13 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
           listen(inflight);
           const queue = queueOf(inflight);
           try {
-            await waitForSlot(queue, waitMs, signal);
+            await sleep(waitMs, signal, wake => {
+              queue.push(wake);
+              return () => {
+                const i = queue.indexOf(wake);
+                if (i >= 0) queue.splice(i, 1);
+              };
+            });
           } finally {
             if (queue.length === 0 && waiting.get(inflight) === queue) waiting.delete(inflight);
           }

@@ -1,5 +1,4 @@
-import { constants, createReadStream } from 'node:fs';
-import { access } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
 import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ArchivedTrajectoryMissingError } from '../errors.js';
@@ -13,14 +12,9 @@ import { isArchived, type StoredTrajectory, type Trajectory } from './types.js';
  */
 async function eachShardLine(path: string, ids: ReadonlySet<string>, fn: (id: string, line: string) => Promise<void> | void): Promise<void> {
   const seen = new Set<string>();
-  let lines;
   try {
-    lines = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
-  } catch (err) {
-    throw new ArchivedTrajectoryMissingError([...ids], path, err);
-  }
-  try {
-    for await (const line of lines) {
+    // A missing or unreadable file surfaces as the stream's error, in the loop.
+    for await (const line of createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity })) {
       if (!line) continue;
       // The id is the first field the sink writes; parse the whole line only when it is not.
       const match = /^\{"id":"((?:[^"\\]|\\.)*)"/.exec(line);
@@ -51,11 +45,11 @@ export const shardsMovedTo = (dir: string) => (path: string) => join(dir, basena
 
 /**
  * Calls `visit` with each of the run's trajectories in full, one at a time (memory stays flat):
- * first those still whole in Redis, in the order of `ids`, then those the sink has written (Redis
- * keeps only their summary), read from its shard files in shard and line order. Every shard is
- * checked to be readable before the first visit; ArchivedTrajectoryMissingError if one is not, or
- * lacks a trajectory. `relocate` maps a recorded shard path to where the file is now. Returns how
- * many were visited.
+ * first those still whole in Redis, in the order of `ids`, as they are read, then those the sink
+ * has written (Redis keeps only their summary), from its shard files in shard and line order.
+ * ArchivedTrajectoryMissingError if a shard cannot be read or lacks a trajectory (the caller drops
+ * what it wrote). `relocate` maps a recorded shard path to where the file is now. Returns how many
+ * were visited.
  */
 export async function forEachFullTrajectory(
   store: SynthesisStore,
@@ -66,36 +60,19 @@ export async function forEachFullTrajectory(
 ): Promise<number> {
   const where = options.relocate ?? ((path: string) => path);
   const byShard = new Map<string, Set<string>>();
-  const whole: string[] = [];
+  let visited = 0;
   for (const id of ids) {
     const t = await store.getDoc<StoredTrajectory>(runId, 'trajectory', id);
     if (!t) continue;
-    const path = isArchived(t) ? where(t.archived.path) : null;
-    if (path) byShard.set(path, (byShard.get(path) ?? new Set<string>()).add(t.id));
-    else whole.push(id);
-  }
-  const shards = [...byShard.keys()].sort();
-  for (const path of shards) {
-    try {
-      await access(path, constants.R_OK);
-    } catch (err) {
-      throw new ArchivedTrajectoryMissingError([...byShard.get(path)!], path, err);
-    }
-  }
-  let visited = 0;
-  for (const id of whole) {
-    // Read again: a sink running meanwhile may have archived it since.
-    const t = await store.getDoc<StoredTrajectory>(runId, 'trajectory', id);
-    if (!t) continue;
     if (isArchived(t)) {
-      const [line] = (await readTrajectoryLines(where(t.archived.path), new Set([id]))).values();
-      await visit(JSON.parse(line!) as Trajectory);
+      const path = where(t.archived.path);
+      byShard.set(path, (byShard.get(path) ?? new Set<string>()).add(t.id));
     } else {
       await visit(t);
+      visited += 1;
     }
-    visited += 1;
   }
-  for (const path of shards) {
+  for (const path of [...byShard.keys()].sort()) {
     const wanted = byShard.get(path)!;
     await eachShardLine(path, wanted, async (_id, line) => {
       await visit(JSON.parse(line) as Trajectory);

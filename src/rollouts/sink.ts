@@ -80,7 +80,7 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
       const acks: string[] = [];
       const done: { doc: StoredTrajectory; path: string }[] = [];
       let lines = '';
-      const elsewhere = new Map<string, Map<string, StoredTrajectory>>();
+      const elsewhere = new Map<string, Set<string>>();
       const docs = new Map<string, StoredTrajectory | null>();
       for (const [, fields] of entries) {
         const trajectoryId = fields[fields.indexOf('id') + 1];
@@ -88,10 +88,10 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
         const doc = await o.store.getDoc<StoredTrajectory>(o.runId, 'trajectory', trajectoryId);
         docs.set(trajectoryId, doc);
         // Written to a shard of another directory: its line is copied from there.
-        if (doc && isArchived(doc)) elsewhere.set(doc.archived.path, (elsewhere.get(doc.archived.path) ?? new Map<string, StoredTrajectory>()).set(trajectoryId, doc));
+        if (doc && isArchived(doc)) elsewhere.set(doc.archived.path, (elsewhere.get(doc.archived.path) ?? new Set<string>()).add(trajectoryId));
       }
       const copied = new Map<string, string>();
-      for (const [path, byId] of elsewhere) for (const [id, line] of await readTrajectoryLines(path, new Set(byId.keys()))) copied.set(id, line);
+      for (const [path, ids] of elsewhere) for (const [id, line] of await readTrajectoryLines(path, ids)) copied.set(id, line);
       for (const [entryId, fields] of entries) {
         const trajectoryId = fields[fields.indexOf('id') + 1];
         if (!trajectoryId || written.has(trajectoryId)) {

@@ -11,11 +11,6 @@ export interface RunRecord {
   readonly options: Readonly<Record<string, unknown>>;
 }
 
-/**
- * Everything a synthesis run stores: its record, per-item documents, the dual-agent probe's
- * step checkpoints, the funnel counters, and the set of jobs still outstanding (the run is done
- * when it is empty). Redis in production, memory in unit tests.
- */
 /** An addition to a run's funnel counters (see SynthesisStore.count). */
 export interface FunnelCount {
   readonly stage: string;
@@ -23,6 +18,11 @@ export interface FunnelCount {
   readonly n: number;
 }
 
+/**
+ * Everything a synthesis run stores: its record, per-item documents, the dual-agent probe's
+ * step checkpoints, the funnel counters, and the set of jobs still outstanding (the run is done
+ * when it is empty). Redis in production, memory in unit tests.
+ */
 export interface SynthesisStore {
   /** Creates the run; returns false (and changes nothing) when it exists already. */
   createRun(run: RunRecord): Promise<boolean>;

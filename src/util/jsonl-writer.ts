@@ -9,7 +9,7 @@ import { once } from 'node:events';
 export class JsonlWriter {
   private readonly stream: WriteStream;
   private failure: Error | null = null;
-  count = 0;
+  private count = 0;
 
   constructor(readonly path: string) {
     this.stream = createWriteStream(`${path}.partial`, { encoding: 'utf8' });
