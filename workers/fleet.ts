@@ -1,6 +1,6 @@
 import type { AppConfig } from '../config/index.js';
 import { createModelGateway, type ModelGateway } from '../src/llm/gateway.js';
-import type { Ledger } from '../src/llm/ports.js';
+import type { EndpointLimiter, Ledger } from '../src/llm/ports.js';
 import { createRedisResponseCache } from '../src/llm/redis-cache.js';
 import { createRedisLedger } from '../src/llm/redis-ledger.js';
 import { createRedisLimiter } from '../src/llm/redis-limiter.js';
@@ -36,7 +36,16 @@ export interface FleetContext {
   close(): Promise<void>;
 }
 
-export async function createFleetContext(config: AppConfig, logger: Logger): Promise<FleetContext> {
+/**
+ * Instruments a context's model path without rebuilding it (benchmarks time limiter waits this way):
+ * each hook receives the real limiter or gateway and returns what the context uses instead.
+ */
+export interface FleetHooks {
+  readonly wrapLimiter?: (limiter: EndpointLimiter) => EndpointLimiter;
+  readonly wrapGateway?: (gateway: ModelGateway) => ModelGateway;
+}
+
+export async function createFleetContext(config: AppConfig, logger: Logger, hooks: FleetHooks = {}): Promise<FleetContext> {
   const redis = createRedisConnection(config.redis.url, 'worker');
   await waitForRedis(redis, config.redis.url);
   const workerConnection = createRedisConnection(config.redis.url, 'worker');
@@ -46,15 +55,17 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
   const ledger = createRedisLedger(redis, prefix);
   const runControl = createRedisRunControl(redis, prefix);
   const metrics = createRedisMetrics(redis, prefix);
-  const gateway = createModelGateway({
+  const limiter = createRedisLimiter(redis, prefix, { subscriber: limiterSubscriber });
+  const baseGateway = createModelGateway({
     budgets: runId => runControl.budgets(runId),
     observe: (stage, seconds, ok) => metrics.observe('model_request', { stage, outcome: ok ? 'ok' : 'error' }, seconds),
     config,
     cache: createRedisResponseCache(redis, prefix),
-    limiter: createRedisLimiter(redis, prefix, { subscriber: limiterSubscriber }),
+    limiter: hooks.wrapLimiter ? hooks.wrapLimiter(limiter) : limiter,
     ledger,
     logger: logger.child({ component: 'gateway' }),
   });
+  const gateway = hooks.wrapGateway ? hooks.wrapGateway(baseGateway) : baseGateway;
   const sandbox = createSandboxPool(config, logger.child({ component: 'sandbox' }));
   const store = createRedisSynthesisStore(redis, prefix);
   const enqueuer = createRunEnqueuer(redis, { prefix, jobs: config.jobs, store });

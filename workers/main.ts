@@ -2,7 +2,7 @@ import type { AppConfig } from '../config/index.js';
 import { assertRedisSafeForWorkers } from '../src/redis/guard.js';
 import type { Logger } from '../src/logger.js';
 import type { QueueWorker } from './bootstrap.js';
-import { createFleetContext, type FleetContext } from './fleet.js';
+import { createFleetContext, type FleetContext, type FleetHooks } from './fleet.js';
 import { resolveQueueNames, startWorkers } from './registry.js';
 import { shutdownGracefully } from './shutdown.js';
 
@@ -20,10 +20,10 @@ export interface RunningWorker {
 export async function startWorkerProcess(
   config: AppConfig,
   logger: Logger,
-  options: { queues?: readonly string[]; concurrency?: number } = {},
+  options: { queues?: readonly string[]; concurrency?: number; hooks?: FleetHooks } = {},
 ): Promise<RunningWorker> {
   const queueNames = resolveQueueNames(options.queues ?? config.worker.queues);
-  const ctx = await createFleetContext(config, logger);
+  const ctx = await createFleetContext(config, logger, options.hooks);
   try {
     const verdict = await assertRedisSafeForWorkers(ctx.redis, { requirePersistence: config.redis.requirePersistence });
     for (const warning of verdict.warnings) logger.warn(warning);
