@@ -1,21 +1,17 @@
 import { z } from 'zod';
 import { classifyError } from '../errors.js';
-import type { ChatMessage, ChatTool, ModelGateway } from '../llm/gateway.js';
-import type { Logger } from '../logger.js';
+import type { ChatMessage, ChatTool } from '../llm/gateway.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
-import type { EnvSession, SandboxRunner } from '../sandbox/runner.js';
+import type { EnvSession } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
 import { ROLLOUT_PROMPT_VERSIONS, STOP_TOKEN, agentSystemPrompt, userSimulatorPrompt } from './prompts.js';
 import type { CheckResult, RolloutLimits, RolloutMode, StepRecord, Termination, Trajectory } from './types.js';
+import type { StageDeps } from '../stage-deps.js';
 
-export interface EpisodeDeps {
-  readonly gateway: ModelGateway;
-  readonly sandbox: SandboxRunner;
-  readonly logger?: Logger | undefined;
-  readonly signal?: AbortSignal | undefined;
-}
+/** An episode reads nothing from the run store: the rollout stage hands it what it needs. */
+export type EpisodeDeps = Omit<StageDeps, 'store'>;
 
 export interface EpisodeInput {
   readonly runId: string;

@@ -1,15 +1,13 @@
-import type { SandboxRunner } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { SynthOptions } from '../synthesis/options.js';
 import type { FunnelCount, SynthesisStore } from '../synthesis/store.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
-import type { ModelGateway } from '../llm/gateway.js';
-import type { Logger } from '../logger.js';
 import { runEpisode, trajectoryIdOf } from './episode.js';
 import { groupStats, type GroupStats } from './groups.js';
 import { ROLLOUT_PROMPT_VERSIONS } from './prompts.js';
 import type { TrajectoryStream } from './stream.js';
 import type { RolloutLimits, RolloutMode, StoredTrajectory, Termination, Trajectory } from './types.js';
+import type { StageDeps } from '../stage-deps.js';
 
 /** Rollout settings of a run, frozen at the first `envfleet rollouts` (doc 'rollout-config'). */
 export interface RolloutConfig {
@@ -22,13 +20,8 @@ export interface RolloutConfig {
   readonly maxTokensPerTurn: number;
 }
 
-export interface RolloutDeps {
-  readonly gateway: ModelGateway;
-  readonly sandbox: SandboxRunner;
-  readonly store: SynthesisStore;
+export interface RolloutDeps extends StageDeps {
   readonly stream: TrajectoryStream;
-  readonly logger?: Logger | undefined;
-  readonly signal?: AbortSignal | undefined;
 }
 
 /**

@@ -1,10 +1,7 @@
 import type { StageName } from '../../config/index.js';
 import { ModelOutputError } from '../errors.js';
-import type { CallContext, ModelGateway } from '../llm/gateway.js';
-import type { Logger } from '../logger.js';
-import type { SandboxRunner } from '../sandbox/runner.js';
+import type { CallContext } from '../llm/gateway.js';
 import type { SynthOptions } from '../synthesis/options.js';
-import type { SynthesisStore } from '../synthesis/store.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
@@ -12,14 +9,9 @@ import { SCENARIO_PROMPT_VERSIONS, scenarioCheckPrompt, scenarioChecklistPrompt,
 import { ScenarioCheckOutput, ScenarioChecklistOutput, ScenarioStateOutput, ScenarioTaskOutput } from './schemas.js';
 import type { ScenarioConfig, ScenarioRecord } from './types.js';
 import { runEpisode } from '../rollouts/episode.js';
+import type { StageDeps } from '../stage-deps.js';
 
-export interface ScenarioDeps {
-  readonly gateway: ModelGateway;
-  readonly sandbox: SandboxRunner;
-  readonly store: SynthesisStore;
-  readonly logger?: Logger | undefined;
-  readonly signal?: AbortSignal | undefined;
-}
+export type ScenarioDeps = StageDeps;
 
 export interface ScenarioOutcome {
   readonly ok: boolean;

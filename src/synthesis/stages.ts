@@ -1,9 +1,8 @@
 import type { StageName } from '../../config/index.js';
 import { ModelOutputError } from '../errors.js';
-import type { CallContext, ModelGateway } from '../llm/gateway.js';
-import type { Logger } from '../logger.js';
+import type { CallContext } from '../llm/gateway.js';
 import { diffStates } from '../sandbox/diff.js';
-import type { EnvSession, SandboxRunner } from '../sandbox/runner.js';
+import type { EnvSession } from '../sandbox/runner.js';
 import { hashOf } from '../util/canonical.js';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import { assembleSource, checkMethodSource, toolsOf } from './assemble.js';
@@ -25,14 +24,9 @@ import {
 import { CheckerOutput, ConfigOutput, JudgeOutput, MethodOutput, OperationsOutput, StateOutput, TesterOutput, TopicOutput, type Operation } from './schemas.js';
 import type { SynthesisStore } from './store.js';
 import type { EnvDescription, EnvironmentRecord, ProbeStepRecord, QualityReport, SourceTask, ToolQuality } from './types.js';
+import type { StageDeps } from '../stage-deps.js';
 
-export interface SynthesisDeps {
-  readonly gateway: ModelGateway;
-  readonly sandbox: SandboxRunner;
-  readonly store: SynthesisStore;
-  readonly logger?: Logger | undefined;
-  readonly signal?: AbortSignal | undefined;
-}
+export type SynthesisDeps = StageDeps;
 
 /** An item that cannot be made valid ends here with its reason; the run goes on. */
 export interface ItemOutcome {
