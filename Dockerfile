@@ -1,31 +1,34 @@
 # syntax=docker/dockerfile:1
-# One image for every envfleet command: `worker` (default), `model-server`, `doctor`, `demo`.
-# envfleet runs from its TypeScript sources through tsx (a runtime dependency): no build step.
+# One image for every envfleet command: `worker` (default), `model-server`, `doctor`, `demo`, ...
+# The build stage compiles the TypeScript sources to dist/; the runtime stage has only the build,
+# the production dependencies and the fixtures.
 #
 #   docker build -t envfleet .
 #   docker run --rm -e REDIS_URL=redis://host:6379 -e OPENAI_BASE_URL=... -e OPENAI_API_KEY=... envfleet
 #   docker run --rm envfleet doctor
-FROM node:20-bookworm-slim
-
-ENV NODE_ENV=production \
-    NPM_CONFIG_UPDATE_NOTIFIER=false \
-    NPM_CONFIG_FUND=false
-
+FROM node:20-bookworm-slim AS build
+ENV NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONFIG_FUND=false
 WORKDIR /app
-
-# Dependencies first, so that changing a source file does not reinstall them.
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit \
-    && npm cache clean --force
-
-# Sources (read-only for the runtime user), the demo fixtures the scripted model server answers
-# from, and tsconfig.json, which tsx reads to transpile the sources the way `tsc` checks them.
-COPY tsconfig.json ./
-COPY bin ./bin
+# The build runs through the prepare script, after the sources are in: skip it here.
+RUN npm ci --no-audit --ignore-scripts
+COPY tsconfig.json tsconfig.build.json ./
 COPY config ./config
 COPY src ./src
 COPY queues ./queues
 COPY workers ./workers
+COPY http ./http
+COPY cli ./cli
+RUN npm run build
+
+FROM node:20-bookworm-slim
+ENV NODE_ENV=production NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONFIG_FUND=false
+WORKDIR /app
+COPY package.json package-lock.json ./
+# Production dependencies only; the build comes from the first stage, so no prepare script here.
+RUN npm ci --omit=dev --no-audit --ignore-scripts && npm cache clean --force
+COPY --from=build /app/dist ./dist
+COPY bin ./bin
 COPY fixtures ./fixtures
 
 # Run as the image's unprivileged `node` user (uid 1000). It may create files in /app (run

@@ -2,6 +2,18 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+/** Forbids a folder's files to import the folders above it (and, optionally, some packages). */
+function layer(folder, above, packages = []) {
+  return [
+    {
+      files: [`${folder}/**/*.ts`],
+      rules: {
+        'no-restricted-imports': ['error', { patterns: [...above.map(f => ({ group: [`**/${f}/**`], message: `${folder}/ must not depend on ${f}/: dependencies point config → src → queues → workers | http → cli.` })), ...packages] }],
+      },
+    },
+  ];
+}
+
 export default tseslint.config(
   { ignores: ['dist/', 'node_modules/', 'bin/', 'eslint.config.js', 'fixtures/'] },
   js.configs.recommended,
@@ -20,19 +32,12 @@ export default tseslint.config(
     files: ['config/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts'],
     rules: { 'no-restricted-properties': 'off' },
   },
-  {
-    files: ['config/**/*.ts', 'src/**/*.ts'],
-    rules: {
-      'no-restricted-imports': ['error', { patterns: [
-        { group: ['**/queues/**', '**/workers/**'], message: 'Dependencies point one way: config → src → queues → workers.' },
-        { group: ['bullmq', 'piscina'], message: 'BullMQ and piscina belong in queues/ and workers/, not in src/.' },
-      ] }],
-    },
-  },
-  {
-    files: ['queues/**/*.ts'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [{ group: ['**/workers/**'], message: 'queues/ must not depend on workers/.' }] }] },
-  },
+  // Dependencies point one way: config → src → queues → workers | http → cli (docs/architecture.md).
+  ...layer('config', ['src', 'queues', 'workers', 'http', 'cli']),
+  ...layer('src', ['queues', 'workers', 'http', 'cli'], [{ group: ['bullmq', 'piscina', 'express', '@bull-board/*', 'commander'], message: 'src/ is the domain: BullMQ, piscina, HTTP frameworks and the command line belong to the layers above it.' }]),
+  ...layer('queues', ['workers', 'http', 'cli']),
+  ...layer('workers', ['http', 'cli']),
+  ...layer('http', ['workers', 'cli']),
   {
     files: ['test/**/*.ts', 'bench/**/*.ts'],
     rules: { '@typescript-eslint/no-unused-expressions': 'off', '@typescript-eslint/no-non-null-assertion': 'off' },

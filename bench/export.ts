@@ -22,10 +22,12 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { runSink } from '../src/rollouts/sink.js';
+import { loadConfig } from '../config/index.js';
+import { runOptionsFrom } from '../queues/submit.js';
+import { runSink } from '../src/datasets/sink.js';
 import { createRedisTrajectoryStream } from '../src/rollouts/stream.js';
 import type { Trajectory } from '../src/rollouts/types.js';
-import { createRedisSynthesisStore } from '../src/synthesis/store.js';
+import { createRedisRunStore } from '../src/runs/store.js';
 import { benchArgs } from './args.js';
 import { deletePrefix } from './redis-keys.js';
 
@@ -121,10 +123,10 @@ for (const n of COUNTS) {
   const prefix = `envfleet-bench-export-${randomUUID().slice(0, 8)}`;
   const dir = await mkdtemp(join(os.tmpdir(), 'envfleet-bench-export-'));
   try {
-    const store = createRedisSynthesisStore(redis, prefix);
+    const store = createRedisRunStore(redis, prefix);
     const stream = createRedisTrajectoryStream(redis, prefix);
     const runId = 'bench';
-    await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: 'tasks', options: {} });
+    await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: 'tasks', options: runOptionsFrom(loadConfig({}, { overrides: { REDIS_URL } })) });
     const before = await usedMemory(redis);
     let bytes = 0;
     for (let i = 0; i < n; i += 1) {

@@ -31,12 +31,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type AppConfig } from '../config/index.js';
 import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/connection.js';
+import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
 import type { ScenarioRecord } from '../src/scenarios/types.js';
 import type { FunctionTool } from '../src/sandbox/bundle.js';
 import type { Operation } from '../src/synthesis/schemas.js';
-import { createRedisSynthesisStore, type SynthesisStore } from '../src/synthesis/store.js';
 import type { EnvironmentRecord } from '../src/synthesis/types.js';
-import { submitRollouts, synthOptionsFrom } from '../workers/synth-cli.js';
+import { runOptionsFrom, submitRollouts } from '../queues/submit.js';
 import { benchArgs } from './args.js';
 import { analyse, type Analysis, type ConfigSpec, type CpuSample, type EpisodeSummary, type HostSample, type RunRaw } from './rollouts/analyze.js';
 import {
@@ -154,9 +154,9 @@ const lightState: Record<string, unknown> = {
 const lightChecks = hotelChecks.filter(c => c.item === 'G0001 has no balance left');
 
 /** One kept environment and one ready scenario, straight into the run store (no synthesis). */
-async function seedRun(config: AppConfig, store: SynthesisStore, runId: string, task: string, light: boolean): Promise<void> {
+async function seedRun(config: AppConfig, store: RunStore, runId: string, task: string, light: boolean): Promise<void> {
   const createdAt = new Date().toISOString();
-  await store.createRun({ id: runId, createdAt, input: 'descriptions', options: synthOptionsFrom(config, { runId }) as unknown as Record<string, unknown> });
+  await store.createRun({ id: runId, createdAt, input: 'descriptions', options: runOptionsFrom(config) });
   const operations: Operation[] = bundle.tools.map(t => ({
     name: t.function.name,
     kind: /^(get|find|search|list)_/.test(t.function.name) ? 'query' : 'state_change',
@@ -259,7 +259,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   const config = loadConfig({}, { overrides: { REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix, OPENAI_BASE_URL: modelUrl, LOG_LEVEL: 'silent' } });
   const redis = createRedisConnection(REDIS_URL, 'producer');
   await waitForRedis(redis, REDIS_URL);
-  const store = createRedisSynthesisStore(redis, prefix);
+  const store = createRedisRunStore(redis, prefix);
   let samplerTimer: NodeJS.Timeout | undefined;
   try {
     // Warm-up: a few episodes whose answers come at once (JIT, ajv schemas and QuickJS in every pool thread, HTTP connections).

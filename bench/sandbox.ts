@@ -16,6 +16,8 @@
  *   8. deadline accuracy (call and check deadlines)
  * then where the time of a call goes (boundary vs guest work, per tool) and the bars.
  * `--quick` shrinks every count (a smoke run of about 10–15 s); the full run takes about 30 s on 2 cores.
+ * The baseline kit (library env, cpython-baseline.py) is read from shared/baselines/ next to the
+ * checkout, or from the directory in ENVFLEET_BASELINES.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,7 +29,7 @@ import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../src/sandbox/limit
 import { QuickJSHost } from '../src/sandbox/quickjs-host.js';
 import { createSandboxPool } from '../workers/sandbox-pool.js';
 import { benchArgs } from './args.js';
-import { BASELINES, ROOT, cpuSnapshot, loadEnv, max, median, otherCores, p99, type BenchEnv } from './sandbox/common.js';
+import { BASELINES_ENV, ROOT, baseline, cpuSnapshot, loadEnv, max, median, otherCores, p99, type BenchEnv } from './sandbox/common.js';
 import { nodeVmDispatcher, nodeVmTrace, type NodeVmTrace } from './sandbox/nodevm.js';
 
 const QUICK = benchArgs(import.meta.url, { booleans: ['quick'] }).flag('quick');
@@ -119,8 +121,10 @@ interface CpythonPerTool {
 function cpython(env: BenchEnv, callsFile: string): { run: CpythonResult; perTool: CpythonPerTool } | null {
   if (!env.python) return null;
   const args = [env.python.file, env.python.className, env.python.stateFile, callsFile];
-  const run = JSON.parse(execFileSync('python3', [`${BASELINES}cpython-baseline.py`, ...args], { encoding: 'utf8' })) as CpythonResult;
-  const perTool = JSON.parse(execFileSync('python3', [`${ROOT}bench/sandbox/cpython-per-tool.py`, ...args], { encoding: 'utf8' })) as CpythonPerTool;
+  const run = JSON.parse(execFileSync('python3', [baseline('cpython-baseline.py'), ...args], { encoding: 'utf8' })) as CpythonResult;
+  const perTool = JSON.parse(
+    execFileSync('python3', [`${ROOT}bench/sandbox/cpython-per-tool.py`, ...args], { encoding: 'utf8', env: { ...process.env, [BASELINES_ENV]: baseline('') } }),
+  ) as CpythonPerTool;
   return { run, perTool };
 }
 

@@ -24,7 +24,6 @@ export const STAGES = {
   'scenario.check': { kind: 'chat', cache: true, temperature: 0.2, maxTokens: 2048 },
   'rollout.policy': { kind: 'chat', cache: 'salted', temperature: 1, maxTokens: 4096 },
   'rollout.user': { kind: 'chat', cache: 'salted', temperature: 0.7, maxTokens: 1024 },
-  'model.call': { kind: 'chat', cache: true, temperature: 0, maxTokens: 1024 },
 } as const satisfies Record<string, StageDefaults>;
 
 export interface StageDefaults {

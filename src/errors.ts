@@ -1,28 +1,89 @@
-import {
-  APIConnectionError,
-  APIConnectionTimeoutError,
-  APIError,
-  APIUserAbortError,
-  RateLimitError,
-} from 'openai';
+import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
 import { ZodError } from 'zod';
 import { ConfigError } from '../config/index.js';
+import { SANDBOX_ERROR_CODES, SandboxError } from './sandbox/errors.js';
 
 export { ConfigError };
 
+/** What a job that fails with a code does next (decided by `classifyError`, applied by the worker bootstrap). */
+export type ErrorAction = 'retry' | 'give-up' | 'rate-limit' | 'pause-run';
+
+/** Where a failure comes from: a rollout that ends on an `environment` code is an environment error, otherwise a model error. */
+export type ErrorArea = 'model' | 'environment' | 'item' | 'run' | 'fleet';
+
+interface CodeSpec {
+  readonly area: ErrorArea;
+  readonly action: ErrorAction;
+  /** What the code means, for docs/errors.md. */
+  readonly means: string;
+}
+
+const sandboxCodes = Object.fromEntries(
+  Object.entries(SANDBOX_ERROR_CODES).map(([code, means]) => [code, { area: 'environment', action: 'retry', means } satisfies CodeSpec]),
+) as { readonly [K in keyof typeof SANDBOX_ERROR_CODES]: CodeSpec };
+
 /**
- * Every error envfleet raises on purpose is an AppError with a stable `code` (listed in the
- * README). `classifyError` is the one place that decides what a failure means for its job.
+ * Every code an envfleet failure carries, defined once: job failures, the reasons a stage ends an item
+ * (an environment failed, a scenario dropped) and the sandbox's codes. Each says where it comes from
+ * and what its job does next. docs/errors.md is generated from this table.
+ */
+export const ERROR_CODES = {
+  MODEL_RATE_LIMITED: { area: 'model', action: 'rate-limit', means: '429 from the endpoint (or the fleet-wide limiter is saturated): the whole queue waits for retry-after, every process stops sending to that endpoint, and the job goes back without using an attempt' },
+  MODEL_SERVER_ERROR: { area: 'model', action: 'retry', means: '5xx, 408 or 409 from the endpoint: retried with exponential backoff' },
+  MODEL_TIMEOUT: { area: 'model', action: 'retry', means: 'no answer within ENVFLEET_MODEL_TIMEOUT_MS: retried' },
+  MODEL_CONNECTION: { area: 'model', action: 'retry', means: 'the endpoint is unreachable: retried' },
+  MODEL_RESPONSE_MALFORMED: { area: 'model', action: 'retry', means: 'a body that is not JSON, a cut connection, no choices: retried' },
+  MODEL_AUTH: { area: 'model', action: 'give-up', means: '401/403: fails at once; fix the API key' },
+  MODEL_NOT_FOUND: { area: 'model', action: 'give-up', means: '404: fails at once; fix the base URL or the model name' },
+  MODEL_BAD_REQUEST: { area: 'model', action: 'give-up', means: 'any other 4xx: fails at once' },
+  MODEL_OUTPUT_INVALID: { area: 'model', action: 'give-up', means: 'structured output still invalid after the repair rounds: the item ends with every validation error recorded' },
+  BUDGET_EXCEEDED: { area: 'run', action: 'pause-run', means: 'the run reached a token or cost budget: the run pauses and its jobs wait, no attempt used, until the budget is raised and the run resumed' },
+  RUN_CANCELLED: { area: 'run', action: 'give-up', means: 'the run was cancelled: its jobs end without running' },
+  JOB_ABORTED: { area: 'fleet', action: 'retry', means: 'the job was cancelled or its worker is shutting down: a graceful shutdown puts it back in its queue' },
+  JOB_STALLED: { area: 'fleet', action: 'retry', means: 'the job lost its lock more often than allowed (its workers kept dying): it ends failed' },
+  INVALID_JOB_DATA: { area: 'fleet', action: 'give-up', means: "job data does not match its queue's schema: refused at enqueue, fails at once in a worker" },
+  INVALID_DATA: { area: 'fleet', action: 'give-up', means: 'a value read back does not match its schema: fails at once' },
+  UNEXPECTED: { area: 'fleet', action: 'retry', means: 'an error envfleet did not foresee: retried, and logged with its stack' },
+  CONFIG_INVALID: { area: 'fleet', action: 'give-up', means: 'a variable or the models file is wrong: the process does not start; the message says what to fix' },
+  INVALID_REQUEST: { area: 'fleet', action: 'give-up', means: 'a command asked for something that cannot be done (an unknown run, a bad run name, both or neither of --tasks and --descriptions, resuming a cancelled run): the message says what to fix' },
+  INPUT_FILE_INVALID: { area: 'fleet', action: 'give-up', means: 'an input file (tasks, descriptions, bundles, states) is malformed: the command names the file, line and problem' },
+  REDIS_UNAVAILABLE: { area: 'fleet', action: 'retry', means: 'Redis does not answer: the process does not start' },
+  REDIS_UNSAFE: { area: 'fleet', action: 'give-up', means: '`maxmemory-policy` is not `noeviction` (or persistence is off and required): a worker does not start' },
+  TRAJECTORY_ARCHIVE_MISSING: { area: 'fleet', action: 'give-up', means: "the sink or an export needs a trajectory's full line and the shard the sink wrote it to is gone or moved: run it where the sink's output directory is, or pass export --trajectories DIR" },
+  CLASS_DOES_NOT_LOAD: { area: 'item', action: 'give-up', means: 'skeleton.assemble: the assembled class still does not load or instantiate after the repair rounds; the environment fails' },
+  METHODS_INVALID: { area: 'item', action: 'give-up', means: 'skeleton.assemble: some methods are still missing or do not load after the repair rounds; the environment fails' },
+  DUPLICATE_STATE: { area: 'item', action: 'give-up', means: 'scenario.state: the same initial state as another scenario of the environment; the scenario is dropped' },
+  DUPLICATE_TASK: { area: 'item', action: 'give-up', means: 'scenario.task: the same task (normalized text) as another scenario of the environment; the scenario is dropped' },
+  ALREADY_SOLVED: { area: 'item', action: 'give-up', means: 'scenario.check: every check is already true on the initial state; the scenario is dropped' },
+  UNSOLVABLE: { area: 'item', action: 'give-up', means: 'scenario.verify: no reference rollout solved the scenario; it is dropped' },
+  ...sandboxCodes,
+  CHECK_INVALID: { area: 'item', action: 'give-up', means: `${SANDBOX_ERROR_CODES.CHECK_INVALID}; scenario.check drops a scenario whose checks still fail on its initial state` },
+} as const satisfies Record<string, CodeSpec>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export const isErrorCode = (value: string): value is ErrorCode => Object.hasOwn(ERROR_CODES, value);
+
+/**
+ * Every error envfleet raises on purpose is an AppError with a stable `code` from ERROR_CODES.
+ * `classifyError` is the one place that decides what a failure means for its job.
  */
 export class AppError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly details: Readonly<Record<string, unknown>>;
-  constructor(code: string, message: string, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
     this.details = options.details ?? {};
     Object.setPrototypeOf(this, new.target.prototype);
+  }
+}
+
+/** A command asked for something that cannot be done; the message says what to do instead. */
+export class RequestError extends AppError {
+  constructor(message: string) {
+    super('INVALID_REQUEST', message);
   }
 }
 
@@ -42,11 +103,8 @@ export class RateLimitedError extends AppError {
   }
 }
 
-/** A model request failed in a way another attempt may fix (5xx, timeout, connection, unreadable body). */
-export class ModelTransientError extends AppError {}
-
-/** A model request failed in a way no retry fixes (401/403/404/400/422). */
-export class ModelRequestError extends AppError {}
+/** A model request failed; its code (from `modelCodeOfStatus` for HTTP answers) says whether another attempt may fix it. */
+export class ModelError extends AppError {}
 
 /** The model's output never matched the stage's schema within the repair bound. */
 export class ModelOutputError extends AppError {
@@ -59,6 +117,13 @@ export class ModelOutputError extends AppError {
 export class BudgetExceededError extends AppError {
   constructor(message: string, details: Record<string, unknown>) {
     super('BUDGET_EXCEEDED', message, { details });
+  }
+}
+
+/** The run was cancelled: a job of it ends without running. */
+export class RunCancelledError extends AppError {
+  constructor(runId: string, reason: string | null) {
+    super('RUN_CANCELLED', `run ${runId} was cancelled${reason ? `: ${reason}` : ''}`);
   }
 }
 
@@ -86,50 +151,48 @@ export class ArchivedTrajectoryMissingError extends AppError {
   }
 }
 
-export type ErrorAction = 'retry' | 'give-up' | 'rate-limit' | 'pause-run';
+/**
+ * The one mapping from an HTTP status of a model endpoint to a code (and, through ERROR_CODES, to
+ * retry / give up / rate-limit). Status 0 is an answer without a status (a proxy that cut the body).
+ */
+export function modelCodeOfStatus(status: number): ErrorCode {
+  if (status === 429) return 'MODEL_RATE_LIMITED';
+  if (status === 401 || status === 403) return 'MODEL_AUTH';
+  if (status === 404) return 'MODEL_NOT_FOUND';
+  if (status === 0 || status === 408 || status === 409 || status >= 500) return 'MODEL_SERVER_ERROR';
+  return 'MODEL_BAD_REQUEST';
+}
 
 export interface ErrorClass {
   readonly action: ErrorAction;
-  readonly code: string;
+  readonly code: ErrorCode;
   /** For 'rate-limit': how long the queue should wait. */
   readonly delayMs?: number;
+}
+
+/** The code a thrown value carries (UNEXPECTED for errors envfleet did not raise). */
+export function codeOf(err: unknown): ErrorCode {
+  if (err instanceof AppError || err instanceof SandboxError) return err.code;
+  if (err instanceof ConfigError) return 'CONFIG_INVALID';
+  if (err instanceof ZodError) return 'INVALID_DATA';
+  if (err instanceof APIUserAbortError) return 'JOB_ABORTED';
+  if (err instanceof APIConnectionTimeoutError) return 'MODEL_TIMEOUT';
+  if (err instanceof APIConnectionError) return 'MODEL_CONNECTION';
+  if (err instanceof APIError) return modelCodeOfStatus((err.status as number | undefined) ?? 0);
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && isErrorCode(code) ? code : 'UNEXPECTED';
 }
 
 /**
  * Decides, for any thrown value, whether its job is retried with backoff, given up, put back
  * without using an attempt while the whole queue waits (rate limit), or put back while its run is
- * paused (budget reached). The only such decision in the code base.
+ * paused (budget reached). The only such decision in the code base: it reads ERROR_CODES.
  */
 export function classifyError(err: unknown): ErrorClass {
-  if (err instanceof RateLimitedError) return { action: 'rate-limit', code: err.code, delayMs: err.retryAfterMs };
-  if (err instanceof AppError) {
-    switch (err.code) {
-      case 'INVALID_JOB_DATA':
-      case 'CONFIG_INVALID':
-      case 'MODEL_OUTPUT_INVALID':
-      case 'MODEL_AUTH':
-      case 'MODEL_BAD_REQUEST':
-      case 'MODEL_NOT_FOUND':
-        return { action: 'give-up', code: err.code };
-      case 'BUDGET_EXCEEDED':
-        // The run stops spending: its jobs wait (no attempt used) until the budget is raised and the run resumed.
-        return { action: 'pause-run', code: err.code };
-      default:
-        return err instanceof ModelRequestError ? { action: 'give-up', code: err.code } : { action: 'retry', code: err.code };
-    }
-  }
-  if (err instanceof ConfigError) return { action: 'give-up', code: err.code };
-  if (err instanceof ZodError) return { action: 'give-up', code: 'INVALID_DATA' };
-  if (err instanceof RateLimitError) return { action: 'rate-limit', code: 'MODEL_RATE_LIMITED', delayMs: 5_000 };
-  if (err instanceof APIUserAbortError) return { action: 'retry', code: 'JOB_ABORTED' };
-  if (err instanceof APIConnectionTimeoutError) return { action: 'retry', code: 'MODEL_TIMEOUT' };
-  if (err instanceof APIConnectionError) return { action: 'retry', code: 'MODEL_CONNECTION' };
-  if (err instanceof APIError) {
-    const status: number = (err.status as number | undefined) ?? 0;
-    if (status === 408 || status === 409 || status >= 500) return { action: 'retry', code: 'MODEL_SERVER_ERROR' };
-    if (status > 0) return { action: 'give-up', code: 'MODEL_BAD_REQUEST' };
-  }
-  return { action: 'retry', code: 'UNEXPECTED' };
+  const code = codeOf(err);
+  const { action } = ERROR_CODES[code];
+  if (action !== 'rate-limit') return { action, code };
+  return { action, code, delayMs: err instanceof RateLimitedError ? err.retryAfterMs : 5_000 };
 }
 
 /** Normalises any thrown value into an Error (for logging and wrapping). */

@@ -1,10 +1,10 @@
-import { DelayedError, RateLimitError, UnrecoverableError, Worker, type ConnectionOptions, type Job, type Queue } from 'bullmq';
+import { DelayedError, Queue, RateLimitError, UnrecoverableError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import { setMaxListeners } from 'node:events';
 import { hostname } from 'node:os';
 import type { z } from 'zod';
 import type { AppConfig } from '../config/index.js';
 import type { QueueDefinition } from '../queues/define-queue.js';
-import { AppError, castToError, classifyError } from '../src/errors.js';
+import { AppError, RunCancelledError, castToError, classifyError, type ErrorCode } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import type { RunControl } from '../src/runs/control.js';
 import type { MetricsRecorder } from '../src/runs/metrics.js';
@@ -15,10 +15,7 @@ export interface ProcessorContext {
   readonly logger: Logger;
 }
 
-export type StageProcessor<D extends z.ZodType, R extends z.ZodType> = (
-  data: z.infer<D>,
-  ctx: ProcessorContext,
-) => Promise<z.infer<R>>;
+export type JobHandler<D extends z.ZodType, R extends z.ZodType> = (data: z.infer<D>, ctx: ProcessorContext) => Promise<z.infer<R>>;
 
 export interface QueueWorker {
   readonly name: string;
@@ -28,15 +25,17 @@ export interface QueueWorker {
   beginShutdown(): void;
 }
 
-/** Called once per job when it is finished for good: completed, or failed with no retry left. */
-export type SettledHook = (data: unknown, jobId: string, outcome: { status: 'completed' | 'failed'; reason?: string }) => Promise<void>;
+/** How a job ended for good: completed, or failed with no retry left (with the code that ended it). */
+export type JobOutcome = { readonly status: 'completed' } | { readonly status: 'failed'; readonly code: ErrorCode; readonly message: string };
+
+/** Called once per job when it is finished for good. */
+export type SettledHook = (data: unknown, jobId: string, outcome: JobOutcome) => Promise<void>;
 
 export interface WorkerSettings {
   readonly config: Pick<AppConfig, 'worker' | 'jobs' | 'redis'>;
   readonly connection: ConnectionOptions;
   readonly logger: Logger;
-  /** Overrides the configured concurrency for this queue. */
-  readonly concurrency?: number;
+  readonly concurrency: number;
   readonly onSettled?: SettledHook;
   /** Makes the queue honour run pause / cancel and budget pauses (jobs whose data has a runId). */
   readonly runControl?: RunControl;
@@ -47,6 +46,9 @@ export interface WorkerSettings {
 /** How long a job of a paused run waits before it looks again. */
 const PAUSED_RECHECK_MS = 2_000;
 
+/** A failed job's `failedReason`: its code, then the message. */
+const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}`;
+
 /**
  * The one way a worker is made. Every worker of the fleet gets the same lock and stalled-job
  * settings (they must match across machines), an error listener, data validation, a child
@@ -54,14 +56,10 @@ const PAUSED_RECHECK_MS = 2_000;
  * give up → UnrecoverableError; rate limit → the whole queue waits, the attempt is kept;
  * retry → rethrown for BullMQ's exponential backoff.
  */
-export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
-  def: QueueDefinition<D, R>,
-  processor: StageProcessor<D, R>,
-  settings: WorkerSettings,
-): QueueWorker {
+export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: QueueDefinition<D, R>, handler: JobHandler<D, R>, settings: WorkerSettings): QueueWorker {
   const { config, connection } = settings;
   const log = settings.logger.child({ queue: def.name });
-  const queue = def.create(connection, { prefix: config.redis.prefix, jobs: config.jobs });
+  const queue = new Queue(def.name, { connection, prefix: config.redis.prefix, defaultJobOptions: def.jobOptions(config.jobs), streams: { events: { maxLen: 2_000 } } });
   queue.on('error', err => log.error({ err }, 'queue connection error'));
   let shuttingDown = false;
   /**
@@ -70,12 +68,17 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
    * processor, e.g. a job that stalled too often). Settling is idempotent; this only avoids doing it twice.
    */
   const settled = new Set<string>();
-  const settleOnce = async (job: Job, outcome: { status: 'completed' | 'failed'; reason?: string }) => {
+  const settleOnce = async (job: Job, outcome: JobOutcome) => {
     const key = `${job.id ?? ''}:${outcome.status}:${job.attemptsStarted}`;
     if (settled.has(key)) return;
     settled.add(key);
     if (settled.size > 10_000) settled.delete(settled.values().next().value!);
     await settings.onSettled?.(job.data, job.id ?? '', outcome);
+  };
+  /** Ends the job for good with `code`: settled first, then failed without a retry. */
+  const giveUp = async (job: Job, code: ErrorCode, message: string): Promise<never> => {
+    await settleOnce(job, { status: 'failed', code, message });
+    throw new UnrecoverableError(failedReason(code, message));
   };
 
   const worker = new Worker(
@@ -94,12 +97,15 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
       };
       if (control) {
         const state = await control.get(runId as string);
-        if (state.state === 'cancelled') throw new UnrecoverableError(`[RUN_CANCELLED] run ${String(runId)} was cancelled${state.reason ? `: ${state.reason}` : ''}`);
+        if (state.state === 'cancelled') {
+          const err = new RunCancelledError(runId as string, state.reason);
+          return giveUp(job, err.code, err.message);
+        }
         if (state.state === 'paused' && token) await wait(state.reason ?? 'paused');
       }
       try {
         const data = def.parseData(job.data);
-        const result = def.parseResult(await processor(data, { job, signal: abort, logger: jobLog }));
+        const result = def.parseResult(await handler(data, { job, signal: abort, logger: jobLog }));
         await settleOnce(job, { status: 'completed' });
         return result;
       } catch (raw) {
@@ -111,15 +117,11 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
           throw new DelayedError();
         }
         const verdict = classifyError(err);
-        const reason = err instanceof AppError ? `[${err.code}] ${err.message}` : err.message;
         if (verdict.action === 'pause-run' && control && token) {
           // Reached a budget: the run pauses; this job (and every other of the run) waits for resume.
           await control.pause(runId as string, `budget reached: ${err.message}`);
           jobLog.warn({ runId, code: verdict.code }, 'budget reached; the run is paused');
           await wait('budget');
-        }
-        if (verdict.action === 'pause-run') {
-          throw new UnrecoverableError(reason);
         }
         if (verdict.action === 'rate-limit') {
           const delay = verdict.delayMs ?? 5_000;
@@ -127,14 +129,13 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
           await queue.rateLimit(delay);
           throw new RateLimitError();
         }
-        if (verdict.action === 'give-up') {
+        if (verdict.action === 'give-up' || verdict.action === 'pause-run') {
           jobLog.error({ err, code: verdict.code }, 'job failed permanently');
-          await settleOnce(job, { status: 'failed', reason });
-          throw new UnrecoverableError(reason);
+          return giveUp(job, verdict.code, err.message);
         }
-        if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) await settleOnce(job, { status: 'failed', reason });
+        if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) await settleOnce(job, { status: 'failed', code: verdict.code, message: err.message });
         jobLog.warn({ err, code: verdict.code }, 'job failed; it will be retried if attempts remain');
-        const retryable = new Error(reason);
+        const retryable = new Error(err instanceof AppError ? failedReason(err.code, err.message) : err.message);
         if (err.stack) retryable.stack = err.stack;
         throw retryable;
       }
@@ -144,7 +145,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
       prefix: config.redis.prefix,
       // Recorded on each job it takes (job.processedBy), so a run shows which machines did what.
       name: `${hostname()}:${process.pid}`,
-      concurrency: settings.concurrency ?? config.worker.concurrency,
+      concurrency: settings.concurrency,
       lockDuration: config.worker.lockDurationMs,
       stalledInterval: config.worker.stalledIntervalMs,
       // A job interrupted by a crash (not by a graceful shutdown) may stall twice before it fails.
@@ -157,7 +158,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
     },
   );
   worker.on('error', err => log.error({ err }, 'worker error'));
-  const settle = (job: Job, outcome: { status: 'completed' | 'failed'; reason?: string }) => {
+  const settle = (job: Job, outcome: JobOutcome) => {
     if (job.processedOn && job.finishedOn) settings.metrics?.observe('job', { queue: def.name, status: outcome.status }, (job.finishedOn - job.processedOn) / 1000);
     settleOnce(job, outcome).catch((err: unknown) => log.error({ err, jobId: job.id }, 'settling the job failed'));
   };
@@ -169,7 +170,9 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(
       state => {
         if (state !== 'failed') return;
         log.error({ jobId: job.id, reason: err.message }, 'job failed');
-        settle(job, { status: 'failed', reason: err.message });
+        // The processor settled what it failed itself; what reaches only this event failed in BullMQ
+        // before the processor ran (it stalled, or started too often).
+        settle(job, { status: 'failed', code: 'JOB_STALLED', message: err.message });
       },
       (e: unknown) => log.warn({ err: e }, 'could not read the state of a failed job'),
     );

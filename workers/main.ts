@@ -1,10 +1,13 @@
 import type { AppConfig } from '../config/index.js';
-import { assertRedisSafeForWorkers } from '../src/redis/guard.js';
+import { PIPELINE, PIPELINE_STAGES, isPipelineStage, type PipelineStage } from '../queues/pipeline.js';
 import type { Logger } from '../src/logger.js';
+import { assertRedisSafeForWorkers } from '../src/redis/guard.js';
 import type { QueueWorker } from './bootstrap.js';
-import { createFleetContext, type FleetContext, type FleetHooks } from './fleet.js';
-import { resolveQueueNames, startWorkers } from './registry.js';
+import { createFleetContext, type FleetContext } from './fleet.js';
+import { endEnvfleetItem } from './item-endings.js';
+import { PROCESSORS } from './processors.js';
 import { shutdownGracefully } from './shutdown.js';
+import { startStageWorkers } from './stage-workers.js';
 
 export interface RunningWorker {
   readonly ctx: FleetContext;
@@ -13,17 +16,22 @@ export interface RunningWorker {
   stop(): Promise<void>;
 }
 
+/** Resolves the configured or requested queue list (the stages of queues/pipeline.ts). */
+export function resolveQueueNames(requested: readonly string[] | 'all'): PipelineStage[] {
+  if (requested === 'all') return [...PIPELINE_STAGES];
+  const unknown = requested.filter(q => !isPipelineStage(q));
+  if (unknown.length) throw new Error(`unknown queue(s) ${unknown.join(', ')}; known queues: ${PIPELINE_STAGES.join(', ')}`);
+  return requested as PipelineStage[];
+}
+
 /**
  * Starts a worker process's queues: connects, refuses an unsafe Redis, starts one BullMQ worker per
- * queue. The caller installs the signal handlers (the CLI) or calls `stop` (tests, the demo).
+ * stage of envfleet's pipeline. The caller installs the signal handlers (the CLI) or calls `stop`
+ * (tests, the demo).
  */
-export async function startWorkerProcess(
-  config: AppConfig,
-  logger: Logger,
-  options: { queues?: readonly string[]; concurrency?: number; hooks?: FleetHooks } = {},
-): Promise<RunningWorker> {
-  const queueNames = resolveQueueNames(options.queues ?? config.worker.queues);
-  const ctx = await createFleetContext(config, logger, options.hooks);
+export async function startWorkerProcess(config: AppConfig, logger: Logger, options: { queues?: readonly string[]; concurrency?: number } = {}): Promise<RunningWorker> {
+  const stages = resolveQueueNames(options.queues ?? config.worker.queues);
+  const ctx = await createFleetContext(config, logger);
   try {
     const verdict = await assertRedisSafeForWorkers(ctx.redis, { requirePersistence: config.redis.requirePersistence });
     for (const warning of verdict.warnings) logger.warn(warning);
@@ -31,16 +39,26 @@ export async function startWorkerProcess(
     await ctx.close();
     throw err;
   }
-  const workers = startWorkers(ctx, queueNames, options.concurrency);
+  const { workers, enqueuer } = startStageWorkers(ctx, {
+    pipeline: PIPELINE,
+    processors: PROCESSORS,
+    stages,
+    deps: job => ({ gateway: ctx.gateway, sandbox: ctx.sandbox, store: ctx.store, stream: ctx.stream, signal: job.signal, logger: job.logger }),
+    endItem: endEnvfleetItem(ctx),
+    ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
+  });
   await Promise.all(workers.map(w => w.worker.waitUntilReady()));
-  logger.info({ queues: queueNames, concurrency: options.concurrency ?? config.worker.concurrency }, 'worker started');
+  logger.info({ queues: stages, concurrency: options.concurrency ?? config.worker.concurrency }, 'worker started');
   return {
     ctx,
     workers,
     stop: () =>
       shutdownGracefully({
         workers,
-        closers: [{ name: 'redis', close: () => ctx.close() }],
+        closers: [
+          { name: 'enqueuer', close: () => enqueuer.close() },
+          { name: 'redis', close: () => ctx.close() },
+        ],
         timeoutMs: config.worker.shutdownTimeoutMs,
         logger,
       }),

@@ -6,8 +6,11 @@ import { connectSession, type SandboxRunner } from '../src/sandbox/runner.js';
 import type { ChecksResult, ProbeResult } from '../src/sandbox/tasks.js';
 import type { PoolTask } from './sandbox-thread.js';
 
-/** Runs from the TypeScript sources (tsx) or from dist/ (tsc): the thread file follows this one. */
-const THREAD_FILE = new URL(`./sandbox-thread.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url);
+/** Runs from dist/ (the build) or from the TypeScript sources (development, tests): the thread file follows this one. */
+const FROM_SOURCES = import.meta.url.endsWith('.ts');
+const THREAD_FILE = new URL(`./sandbox-thread.${FROM_SOURCES ? 'ts' : 'js'}`, import.meta.url);
+/** From the sources, threads load TypeScript through tsx, resolved from envfleet's own dependencies (never the working directory). */
+const THREAD_EXEC_ARGV = FROM_SOURCES ? ['--import', import.meta.resolve('tsx')] : [];
 
 /**
  * The sandbox pool of a worker process: `ENVFLEET_POOL_THREADS` piscina threads, each serving up
@@ -30,7 +33,7 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool'>, logger: Logge
     concurrentTasksPerWorker: config.pool.tasksPerThread,
     idleTimeout: 60_000,
     atomics: 'disabled',
-    execArgv: THREAD_FILE.pathname.endsWith('.ts') ? ['--import', 'tsx'] : [],
+    execArgv: THREAD_EXEC_ARGV,
     // The WebAssembly heap is capped by the sandbox; this bounds the thread's own JS heap.
     resourceLimits: { maxOldGenerationSizeMb: 1_024 },
   });

@@ -7,15 +7,15 @@
  * Prints one JSON line: { maxRssMB, ms, count }.
  */
 import { Redis } from 'ioredis';
-import { forEachFullTrajectory } from '../../src/rollouts/shards.js';
+import { exportRun } from '../../src/datasets/export.js';
+import { forEachFullTrajectory } from '../../src/datasets/shards.js';
 import type { Trajectory } from '../../src/rollouts/types.js';
-import { createRedisSynthesisStore } from '../../src/synthesis/store.js';
-import { exportRun } from '../../workers/synth-cli.js';
+import { createRedisRunStore } from '../../src/runs/store.js';
 
 const [mode, prefix, runId, dir] = process.argv.slice(2);
 if (!mode || !prefix || !runId) throw new Error('usage: child.ts export|hold|idle PREFIX RUN [DIR]');
 const redis = new Redis(process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379');
-const store = createRedisSynthesisStore(redis, prefix);
+const store = createRedisRunStore(redis, prefix);
 const started = performance.now();
 let count: number;
 const ids = (await store.listDocIds(runId, 'trajectory')).sort();

@@ -1,8 +1,13 @@
 /**
  * Shared pieces of bench/sandbox.ts and its child processes: the two benchmark environments
  * (the reference hotel env and the baseline kit's library env) and small statistics helpers.
+ *
+ * The baseline kit (library env, its trace and checks, its Python twin, cpython-baseline.py) lives
+ * outside the repository, in `shared/baselines/` next to the checkout (`<repo>/../shared/baselines/`);
+ * set ENVFLEET_BASELINES to use another directory.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CheckSpec, EnvironmentCode, ToolCall } from '../../src/sandbox/bundle.js';
 
@@ -21,7 +26,28 @@ export interface BenchEnv {
 }
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-export const BASELINES = '/work/shared/baselines/';
+/** Environment variable naming the baseline kit's directory. */
+export const BASELINES_ENV = 'ENVFLEET_BASELINES';
+/**
+ * The baseline kit's directory, with a trailing separator: $ENVFLEET_BASELINES, or
+ * `shared/baselines/` next to the checkout. Not checked here; `baseline(file)` checks.
+ */
+export const BASELINES = withSep(process.env[BASELINES_ENV]?.trim() || join(ROOT, '..', 'shared', 'baselines'));
+
+function withSep(dir: string): string {
+  return dir.endsWith(sep) ? dir : `${dir}${sep}`;
+}
+
+/** Path of a file of the baseline kit; throws a clear error when the kit's directory is missing. */
+export function baseline(file: string): string {
+  if (!existsSync(BASELINES) || !statSync(BASELINES).isDirectory()) {
+    throw new Error(
+      `the baseline kit's directory ${BASELINES} does not exist (needed for the library env and the CPython baseline); ` +
+        `put the kit in shared/baselines/ next to the checkout, or set ${BASELINES_ENV} to its directory`,
+    );
+  }
+  return `${BASELINES}${file}`;
+}
 const REFERENCE = `${ROOT}fixtures/reference/`;
 
 const json = (file: string): unknown => JSON.parse(readFileSync(file, 'utf8'));
@@ -47,20 +73,20 @@ export function loadEnv(key: EnvKey): BenchEnv {
       checks: json(`${REFERENCE}hotel-checks.json`) as CheckSpec[],
     };
   }
-  const stateText = readFileSync(`${BASELINES}library-state.json`, 'utf8');
+  const stateText = readFileSync(baseline('library-state.json'), 'utf8');
   return {
     key,
     title: 'baseline env (library, LibraryEnv / LibraryLoanSystem)',
-    code: json(`${BASELINES}library-env.bundle.json`) as EnvironmentCode,
+    code: json(baseline('library-env.bundle.json')) as EnvironmentCode,
     state: JSON.parse(stateText),
     stateBytes: stateText.length,
-    calls: jsonl(`${BASELINES}library-calls.jsonl`),
-    checks: json(`${BASELINES}library-checks.json`) as CheckSpec[],
+    calls: jsonl(baseline('library-calls.jsonl')),
+    checks: json(baseline('library-checks.json')) as CheckSpec[],
     python: {
-      file: `${BASELINES}library-env.py`,
+      file: baseline('library-env.py'),
       className: 'LibraryLoanSystem',
-      stateFile: `${BASELINES}library-state.json`,
-      callsFile: `${BASELINES}library-calls.jsonl`,
+      stateFile: baseline('library-state.json'),
+      callsFile: baseline('library-calls.jsonl'),
     },
   };
 }

@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 """Per-tool medians for the CPython baseline, with the baseline's own create() and call()
-(imported from /work/shared/baselines/cpython-baseline.py, unchanged), plus a no-op tool call
-through the same call() path (the cost of the dispatch and JSON boundary alone).
+(imported from the baseline kit's cpython-baseline.py, unchanged), plus a no-op tool call
+through the same call() path (the cost of the dispatch and JSON boundary alone). The kit is
+$ENVFLEET_BASELINES, or shared/baselines/ next to the checkout (as in bench/sandbox/common.ts).
 
 Usage: cpython-per-tool.py ENV.py CLASS STATE.json CALLS.jsonl
 Prints one JSON object: {"perTool": {tool: {"n", "medianUs"}}, "noopMedianUs", "python"}."""
-import importlib.util, json, platform, sys, time
+import importlib.util, json, os, platform, sys, time
 
-spec = importlib.util.spec_from_file_location("cpython_baseline", "/work/shared/baselines/cpython-baseline.py")
+BASELINES = os.environ.get("ENVFLEET_BASELINES", "").strip() or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "baselines")
+BASELINE = os.path.join(BASELINES, "cpython-baseline.py")
+if not os.path.isfile(BASELINE):
+    sys.exit(f"cpython-per-tool.py: {BASELINE} does not exist; put the baseline kit in shared/baselines/ "
+             "next to the checkout, or set ENVFLEET_BASELINES to its directory")
+spec = importlib.util.spec_from_file_location("cpython_baseline", BASELINE)
 base = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(base)
 

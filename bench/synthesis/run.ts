@@ -8,11 +8,10 @@
 import { deletePrefix } from '../redis-keys.js';
 import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { loadConfig } from '../../config/index.js';
 import { loadModelScript, parseModelScript, startModelServer, type ModelScript, type ReceivedRequest } from '../../src/model-server/index.js';
 import type { EnvironmentRecord, SourceTask } from '../../src/synthesis/types.js';
-import { submitSynthesis } from '../../workers/synth-cli.js';
+import { submitSynthesis } from '../../queues/submit.js';
 import { startBenchWorker, type BenchWorker, type LimiterWait } from './worker.js';
 
 export interface RunSettings {
@@ -171,7 +170,7 @@ export async function runConfiguration(s: RunSettings): Promise<RunData> {
   };
   let running: BenchWorker | undefined;
   try {
-    running = await startBenchWorker(config, pino({ level: 'silent' }), s.workerConcurrency);
+    running = await startBenchWorker(config, s.workerConcurrency);
     const worker = running;
     interruptActive = async () => {
       await server.close().catch(() => undefined);
@@ -238,15 +237,15 @@ export async function runConfiguration(s: RunSettings): Promise<RunData> {
     }
     const envs: EnvironmentRecord[] = [];
     for (const id of await store.listDocIds(runId, 'env')) {
-      const env = await store.getDoc<EnvironmentRecord>(runId, 'env', id);
+      const env = await store.getDoc(runId, 'env', id);
       if (env) envs.push(env);
     }
     const tasks: SourceTask[] = [];
     for (const id of await store.listDocIds(runId, 'task')) {
-      const task = await store.getDoc<SourceTask>(runId, 'task', id);
+      const task = await store.getDoc(runId, 'task', id);
       if (task) tasks.push(task);
     }
-    const funnel = await store.funnel(runId);
+    const funnel = await store.counters(runId);
     const totals = await running.ctx.ledger.totals(runId);
     // Let the last answers' 'close' handlers run before the log is read.
     await new Promise(resolve => setTimeout(resolve, 50));

@@ -1,10 +1,4 @@
-import OpenAI, {
-  APIConnectionError,
-  APIConnectionTimeoutError,
-  APIError,
-  APIUserAbortError,
-  RateLimitError,
-} from 'openai';
+import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
 import type {
   ChatCompletion,
   ChatCompletionCreateParamsNonStreaming,
@@ -15,15 +9,7 @@ import type {
 } from 'openai/resources/chat/completions';
 import type { z } from 'zod';
 import type { AppConfig, EndpointConfig, ModelProfile, StageName } from '../../config/index.js';
-import {
-  AppError,
-  BudgetExceededError,
-  JobAbortedError,
-  ModelOutputError,
-  ModelRequestError,
-  ModelTransientError,
-  RateLimitedError,
-} from '../errors.js';
+import { AppError, BudgetExceededError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, modelCodeOfStatus } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { hashOf } from '../util/canonical.js';
@@ -194,8 +180,17 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     }
     await checkBudget(ctx);
     const endpoint = pickEndpoint(profile);
-    const lease = await deps.limiter.acquire(endpoint, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 });
+    const waitStarted = Date.now();
+    let lease;
+    try {
+      lease = await deps.limiter.acquire(endpoint, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 });
+    } catch (err) {
+      ctx.logger?.debug({ stage: ctx.stage, cacheSalt: ctx.cacheSalt ?? null, endpoint: endpoint.name, limiterWaitMs: Date.now() - waitStarted, err }, 'model call found no fleet-wide slot');
+      throw err;
+    }
     const started = Date.now();
+    // In the debug line of every call: time spent waiting for a fleet-wide slot of the endpoint.
+    const limiterWaitMs = started - waitStarted;
     let body: T;
     try {
       body = await perform(client(endpoint), endpoint, {
@@ -214,7 +209,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     const usage = usageOf(body);
     await deps.ledger.record({ runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: false, ...priceOf(profile.model, usage) });
     if (cacheKey) await deps.cache.set(cacheKey, { body, storedAt: new Date().toISOString() }, deps.config.gateway.cacheTtlSeconds);
-    ctx.logger?.debug({ stage: ctx.stage, model: profile.model, endpoint: endpoint.name, ms: Date.now() - started, usage }, 'model call');
+    ctx.logger?.debug({ stage: ctx.stage, cacheSalt: ctx.cacheSalt ?? null, model: profile.model, endpoint: endpoint.name, limiterWaitMs, ms: Date.now() - started, usage }, 'model call');
     return { body, cached: false };
   }
 
@@ -222,34 +217,26 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     const where = `endpoint "${endpoint.name}" (${endpoint.baseURL}), model "${profile.model}", stage ${ctx.stage}`;
     const details = { endpoint: endpoint.name, model: profile.model, stage: ctx.stage };
     if (err instanceof APIUserAbortError || (ctx.signal?.aborted ?? false)) return new JobAbortedError(`model call aborted (${where})`);
-    if (err instanceof RateLimitError) {
-      const ms = retryAfterMs(err.headers) ?? deps.config.gateway.rateLimitFallbackMs;
-      await deps.limiter.coolDown(endpoint, ms);
-      return new RateLimitedError(`429 from ${where}; the fleet waits ${ms} ms`, ms, { cause: err, details });
-    }
     if (err instanceof APIConnectionTimeoutError) {
-      return new ModelTransientError('MODEL_TIMEOUT', `no answer within ${endpoint.timeoutMs} ms from ${where}`, { cause: err, details });
+      return new ModelError('MODEL_TIMEOUT', `no answer within ${endpoint.timeoutMs} ms from ${where}`, { cause: err, details });
     }
     if (err instanceof APIConnectionError) {
-      return new ModelTransientError('MODEL_CONNECTION', `cannot reach ${where}: ${err.message}`, { cause: err, details });
+      return new ModelError('MODEL_CONNECTION', `cannot reach ${where}: ${err.message}`, { cause: err, details });
     }
     if (err instanceof APIError) {
       const status: number = (err.status as number | undefined) ?? 0;
-      const message = `${status} from ${where}: ${err.message}`;
-      if (status === 401 || status === 403) {
-        return new ModelRequestError('MODEL_AUTH', `${message}. Check the API key (OPENAI_API_KEY or the endpoint's apiKeyEnv).`, { cause: err, details });
+      const code = modelCodeOfStatus(status);
+      if (code === 'MODEL_RATE_LIMITED') {
+        const ms = retryAfterMs(err.headers as Headers | undefined) ?? deps.config.gateway.rateLimitFallbackMs;
+        await deps.limiter.coolDown(endpoint, ms);
+        return new RateLimitedError(`429 from ${where}; the fleet waits ${ms} ms`, ms, { cause: err, details });
       }
-      if (status === 404) {
-        return new ModelRequestError('MODEL_NOT_FOUND', `${message}. Check the base URL and the model name.`, { cause: err, details });
-      }
-      if (status === 408 || status === 409 || status >= 500 || status === 0) {
-        return new ModelTransientError('MODEL_SERVER_ERROR', message, { cause: err, details });
-      }
-      return new ModelRequestError('MODEL_BAD_REQUEST', message, { cause: err, details });
+      const hint = code === 'MODEL_AUTH' ? ". Check the API key (OPENAI_API_KEY or the endpoint's apiKeyEnv)." : code === 'MODEL_NOT_FOUND' ? '. Check the base URL and the model name.' : '';
+      return new ModelError(code, `${status} from ${where}: ${err.message}${hint}`, { cause: err, details });
     }
     if (err instanceof AppError) return err;
     // A body that is not JSON, a cut connection mid-body, and the like: another attempt may work.
-    return new ModelTransientError('MODEL_RESPONSE_MALFORMED', `unreadable response from ${where}: ${(err as Error).message}`, { cause: err, details });
+    return new ModelError('MODEL_RESPONSE_MALFORMED', `unreadable response from ${where}: ${(err as Error).message}`, { cause: err, details });
   }
 
   const chatUsage = (body: ChatCompletion): Usage => ({
@@ -274,7 +261,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     );
     const choice = body.choices?.[0];
     if (!choice?.message) {
-      throw new ModelTransientError('MODEL_RESPONSE_MALFORMED', `response without a choice from model "${profile.model}" (stage ${ctx.stage})`);
+      throw new ModelError('MODEL_RESPONSE_MALFORMED', `response without a choice from model "${profile.model}" (stage ${ctx.stage})`);
     }
     return { message: choice.message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached };
   }
@@ -323,7 +310,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     const { body, cached } = await send(ctx, profile, params, usageOf, (c, _e, options) => c.embeddings.create(params, options));
     const vectors = [...body.data].sort((a, b) => a.index - b.index).map(d => d.embedding);
     if (vectors.length !== inputs.length) {
-      throw new ModelTransientError('MODEL_RESPONSE_MALFORMED', `asked for ${inputs.length} embeddings, got ${vectors.length}`);
+      throw new ModelError('MODEL_RESPONSE_MALFORMED', `asked for ${inputs.length} embeddings, got ${vectors.length}`);
     }
     return { vectors, usage: usageOf(body), cached };
   }

@@ -5,9 +5,9 @@ import type { SandboxLimits } from '../sandbox/limits.js';
 import type { EnvSession } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
-import { hashOf } from '../util/canonical.js';
 import { ROLLOUT_PROMPT_VERSIONS, STOP_TOKEN, agentSystemPrompt, userSimulatorPrompt } from './prompts.js';
 import type { CheckResult, RolloutLimits, RolloutMode, StepRecord, Termination, Trajectory } from './types.js';
+import { trajectoryIdOf } from '../runs/ids.js';
 import type { StageDeps } from '../stage-deps.js';
 
 /** An episode reads nothing from the run store: the rollout stage hands it what it needs. */
@@ -28,9 +28,6 @@ export interface EpisodeInput {
 }
 
 const UserTurn = z.strictObject({ thought: z.string(), reply: z.string().min(1) });
-
-export const trajectoryIdOf = (runId: string, scenarioId: string, mode: RolloutMode, sample: number) =>
-  `trj-${hashOf({ runId, scenarioId, mode, sample }, 20)}`;
 
 const FATAL_ENV = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'STACK_OVERFLOW', 'ENV_DISPOSED']);
 

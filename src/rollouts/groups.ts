@@ -1,3 +1,4 @@
+import { groupIdOf } from '../runs/ids.js';
 import type { RolloutMode, Trajectory } from './types.js';
 
 /** What group statistics read of a trajectory (present in full and archived documents alike). */
@@ -38,7 +39,7 @@ export function groupStats(runId: string, scenarioId: string, environmentId: str
   if (planned > sorted.length) terminations['missing'] = planned - sorted.length;
   const round = (x: number) => Math.round(x * 1e6) / 1e6;
   return {
-    id: `${scenarioId}.${mode}`,
+    id: groupIdOf(scenarioId, mode),
     runId,
     scenarioId,
     environmentId,

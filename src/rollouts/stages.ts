@@ -1,24 +1,11 @@
-import type { ScenarioRecord } from '../scenarios/types.js';
-import type { SynthOptions } from '../synthesis/options.js';
-import type { FunnelCount, SynthesisStore } from '../synthesis/store.js';
-import type { EnvironmentRecord } from '../synthesis/types.js';
-import { runEpisode, trajectoryIdOf } from './episode.js';
+import type { FunnelCount, RunStore } from '../runs/store.js';
+import { trajectoryIdOf } from '../runs/ids.js';
+import { runEpisode } from './episode.js';
 import { groupStats, type GroupStats } from './groups.js';
 import { ROLLOUT_PROMPT_VERSIONS } from './prompts.js';
 import type { TrajectoryStream } from './stream.js';
-import type { RolloutLimits, RolloutMode, StoredTrajectory, Termination, Trajectory } from './types.js';
+import type { RolloutMode, StoredTrajectory, Termination, Trajectory } from './types.js';
 import type { StageDeps } from '../stage-deps.js';
-
-/** Rollout settings of a run, frozen at the first `envfleet rollouts` (doc 'rollout-config'). */
-export interface RolloutConfig {
-  readonly samples: number;
-  readonly modes: readonly RolloutMode[];
-  readonly limits: Readonly<Record<RolloutMode, RolloutLimits>>;
-  readonly policyModel: string | null;
-  readonly userModel: string | null;
-  readonly temperature: number;
-  readonly maxTokensPerTurn: number;
-}
 
 export interface RolloutDeps extends StageDeps {
   readonly stream: TrajectoryStream;
@@ -32,7 +19,7 @@ export interface RolloutDeps extends StageDeps {
 const contextCache = new Map<string, { at: number; value: Promise<Awaited<ReturnType<typeof loadContext>>> }>();
 const CONTEXT_TTL_MS = 60_000;
 
-function context(store: SynthesisStore, runId: string, scenarioId: string) {
+function context(store: RunStore, runId: string, scenarioId: string) {
   const key = `${runId}\u0000${scenarioId}`;
   const hit = contextCache.get(key);
   if (hit && Date.now() - hit.at < CONTEXT_TTL_MS) return hit.value;
@@ -43,23 +30,22 @@ function context(store: SynthesisStore, runId: string, scenarioId: string) {
   return value;
 }
 
-async function loadContext(store: SynthesisStore, runId: string, scenarioId: string) {
-  const config = await store.getDoc<RolloutConfig>(runId, 'rollout-config', 'current');
+async function loadContext(store: RunStore, runId: string, scenarioId: string) {
+  const config = await store.getDoc(runId, 'rollout-config', 'current');
   if (!config) throw new Error(`run ${runId} has no rollout configuration (start rollouts with envfleet rollouts)`);
-  const scenario = await store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
+  const scenario = await store.getDoc(runId, 'scenario', scenarioId);
   if (!scenario) throw new Error(`scenario ${scenarioId} of run ${runId} not found`);
-  const env = await store.getDoc<EnvironmentRecord>(runId, 'env', scenario.environmentId);
+  const env = await store.getDoc(runId, 'env', scenario.environmentId);
   if (!env?.source) throw new Error(`environment ${scenario.environmentId} of run ${runId} not found`);
   const run = await store.getRun(runId);
-  const limits = (run?.options as unknown as SynthOptions | undefined)?.limits;
-  if (!limits) throw new Error(`run ${runId} has no sandbox limits`);
-  return { config, scenario, env, limits };
+  if (!run) throw new Error(`run "${runId}" does not exist`);
+  return { config, scenario, env, limits: run.options.limits };
 }
 
 /** rollout.run: one episode, stored and published once (a retried job republishes; the sink writes each id once). */
 export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: string, mode: RolloutMode, sample: number): Promise<StoredTrajectory> {
   const id = trajectoryIdOf(runId, scenarioId, mode, sample);
-  const existing = await deps.store.getDoc<StoredTrajectory>(runId, 'trajectory', id);
+  const existing = await deps.store.getDoc(runId, 'trajectory', id);
   if (existing) {
     await deps.stream.publish(runId, id);
     return existing;
@@ -106,7 +92,7 @@ function outcomeCounts(t: Pick<Trajectory, 'reward' | 'solved' | 'termination' |
 export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'stream'>, runId: string, scenarioId: string, mode: RolloutMode, sample: number, reason: Termination, detail: string): Promise<void> {
   const id = trajectoryIdOf(runId, scenarioId, mode, sample);
   if (await deps.store.getDoc(runId, 'trajectory', id)) return;
-  const scenario = await deps.store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
+  const scenario = await deps.store.getDoc(runId, 'scenario', scenarioId);
   const record: Trajectory = {
     id,
     runId,
@@ -136,17 +122,17 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
   await deps.stream.publish(runId, id);
 }
 
-export async function computeGroup(store: SynthesisStore, runId: string, scenarioId: string, mode: RolloutMode, samples: number): Promise<GroupStats> {
+export async function computeGroup(store: RunStore, runId: string, scenarioId: string, mode: RolloutMode, samples: number): Promise<GroupStats> {
   const trajectories: StoredTrajectory[] = [];
   let missing = 0;
   for (let sample = 0; sample < samples; sample += 1) {
-    const t = await store.getDoc<StoredTrajectory>(runId, 'trajectory', trajectoryIdOf(runId, scenarioId, mode, sample));
+    const t = await store.getDoc(runId, 'trajectory', trajectoryIdOf(runId, scenarioId, mode, sample));
     if (t) trajectories.push(t);
     else missing += 1;
   }
   // A sample without a trajectory still counts, with reward 0 (groupStats pads to the planned samples).
   if (missing) await store.count(runId, 'rollout.group', 'samples-missing', missing);
-  const scenario = await store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
+  const scenario = await store.getDoc(runId, 'scenario', scenarioId);
   const stats = groupStats(runId, scenarioId, scenario?.environmentId ?? '', mode, trajectories, samples);
   await store.putDoc(runId, 'group', stats.id, stats);
   await store.count(runId, 'rollout.group', 'done');

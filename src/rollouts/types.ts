@@ -1,16 +1,11 @@
 import type { ChatMessage } from '../llm/gateway.js';
 
-export type RolloutMode = 'non-conversational' | 'conversational';
+export const ROLLOUT_MODES = ['non-conversational', 'conversational'] as const;
+export type RolloutMode = (typeof ROLLOUT_MODES)[number];
 
 /** Why an episode ended: every trajectory records exactly one. */
-export type Termination =
-  | 'agent-finished'
-  | 'user-stopped'
-  | 'step-limit'
-  | 'time-limit'
-  | 'token-limit'
-  | 'model-error'
-  | 'environment-error';
+export const TERMINATIONS = ['agent-finished', 'user-stopped', 'step-limit', 'time-limit', 'token-limit', 'model-error', 'environment-error'] as const;
+export type Termination = (typeof TERMINATIONS)[number];
 
 export interface RolloutLimits {
   /** Agent turns (assistant messages); seed: 30 non-conversational, 40 conversational. */
@@ -94,4 +89,15 @@ export function archivedTrajectory(t: StoredTrajectory, path: string): ArchivedT
   if (isArchived(t)) return { ...t, archived: { path } };
   const { tools: _tools, messages: _messages, userMessages: _userMessages, steps: _steps, finalState: _finalState, ...rest } = t;
   return { ...rest, archived: { path } };
+}
+
+/** Rollout settings of a run, frozen at the first `envfleet rollouts` (doc 'rollout-config'). */
+export interface RolloutConfig {
+  readonly samples: number;
+  readonly modes: readonly RolloutMode[];
+  readonly limits: Readonly<Record<RolloutMode, RolloutLimits>>;
+  readonly policyModel: string | null;
+  readonly userModel: string | null;
+  readonly temperature: number;
+  readonly maxTokensPerTurn: number;
 }

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { RequestError } from '../errors.js';
 
 export type RunState = 'running' | 'paused' | 'cancelled';
 
@@ -46,7 +47,7 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     pause: (runId, reason) => set(runId, 'paused', reason),
     async resume(runId) {
       const current = await redis.hget(key(runId), 'state');
-      if (current === 'cancelled') throw new Error(`run "${runId}" was cancelled; a cancelled run cannot be resumed`);
+      if (current === 'cancelled') throw new RequestError(`run "${runId}" was cancelled; a cancelled run cannot be resumed`);
       await set(runId, 'running', null);
     },
     cancel: (runId, reason) => set(runId, 'cancelled', reason),
@@ -56,32 +57,6 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     },
     async setBudgets(runId, budgets) {
       await redis.hset(key(runId), 'budgets', JSON.stringify(budgets));
-    },
-  };
-}
-
-export function createMemoryRunControl(): RunControl {
-  const states = new Map<string, RunControlState>();
-  const budgets = new Map<string, RunBudgets>();
-  return {
-    get: runId => Promise.resolve(states.get(runId) ?? { state: 'running', reason: null, since: null }),
-    pause(runId, reason) {
-      states.set(runId, { state: 'paused', reason, since: new Date().toISOString() });
-      return Promise.resolve();
-    },
-    resume(runId) {
-      if (states.get(runId)?.state === 'cancelled') return Promise.reject(new Error(`run "${runId}" was cancelled`));
-      states.set(runId, { state: 'running', reason: null, since: new Date().toISOString() });
-      return Promise.resolve();
-    },
-    cancel(runId, reason) {
-      states.set(runId, { state: 'cancelled', reason, since: new Date().toISOString() });
-      return Promise.resolve();
-    },
-    budgets: runId => Promise.resolve(budgets.get(runId) ?? null),
-    setBudgets(runId, b) {
-      budgets.set(runId, b);
-      return Promise.resolve();
     },
   };
 }

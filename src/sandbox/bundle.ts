@@ -16,7 +16,7 @@ export const EnvironmentCode = z.object({
   name: z.string().min(1),
   className: z.string().regex(/^[A-Za-z_$][\w$]*$/, 'a JavaScript identifier'),
   source: z.string().min(1),
-  tools: z.array(FunctionTool),
+  tools: z.array(FunctionTool).readonly(),
 });
 export type EnvironmentCode = z.infer<typeof EnvironmentCode>;
 

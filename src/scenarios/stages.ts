@@ -1,15 +1,15 @@
 import type { StageName } from '../../config/index.js';
-import { ModelOutputError } from '../errors.js';
+import type { ErrorCode } from '../errors.js';
 import type { CallContext } from '../llm/gateway.js';
-import type { SynthOptions } from '../synthesis/options.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import { SCENARIO_PROMPT_VERSIONS, scenarioCheckPrompt, scenarioChecklistPrompt, scenarioStatePrompt, scenarioTaskPrompt } from './prompts.js';
 import { ScenarioCheckOutput, ScenarioChecklistOutput, ScenarioStateOutput, ScenarioTaskOutput } from './schemas.js';
-import type { ScenarioConfig, ScenarioRecord } from './types.js';
+import type { ScenarioRecord, ScenarioValidation } from './types.js';
 import { runEpisode } from '../rollouts/episode.js';
-import type { StageDeps } from '../stage-deps.js';
+import { scenarioIdOf } from '../runs/ids.js';
+import { endingItemOnInvalidOutput, type StageDeps } from '../stage-deps.js';
 
 export type ScenarioDeps = StageDeps;
 
@@ -21,19 +21,18 @@ export interface ScenarioOutcome {
   readonly verify?: boolean;
 }
 
-export const scenarioIdOf = (runId: string, envId: string, index: number) => `scn-${hashOf({ runId, envId, index }, 16)}`;
-
 const ctx = (deps: ScenarioDeps, runId: string, stage: StageName, salt?: string): CallContext => ({ runId, stage, signal: deps.signal, logger: deps.logger, cacheSalt: salt });
 
 async function limitsOf(deps: ScenarioDeps, runId: string) {
   const run = await deps.store.getRun(runId);
-  return (run?.options as unknown as SynthOptions | undefined)?.limits;
+  if (!run) throw new Error(`run "${runId}" does not exist`);
+  return run.options.limits;
 }
 
 async function load(deps: ScenarioDeps, runId: string, scenarioId: string) {
-  const scenario = await deps.store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
+  const scenario = await deps.store.getDoc(runId, 'scenario', scenarioId);
   if (!scenario) throw new Error(`scenario ${scenarioId} of run ${runId} not found`);
-  const env = await deps.store.getDoc<EnvironmentRecord>(runId, 'env', scenario.environmentId);
+  const env = await deps.store.getDoc(runId, 'env', scenario.environmentId);
   if (!env?.source) throw new Error(`environment ${scenario.environmentId} of run ${runId} not found or not built`);
   return { scenario, env };
 }
@@ -41,45 +40,41 @@ async function load(deps: ScenarioDeps, runId: string, scenarioId: string) {
 const codeOf = (env: EnvironmentRecord) => ({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [] });
 
 /** Drops a scenario with its stage and reason (the run goes on). */
-export async function dropScenario(deps: Pick<ScenarioDeps, 'store'>, runId: string, scenarioId: string, stage: string, code: string, message: string): Promise<void> {
-  const scenario = await deps.store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
+export async function dropScenario(deps: Pick<ScenarioDeps, 'store'>, runId: string, scenarioId: string, stage: string, code: ErrorCode, message: string): Promise<void> {
+  const scenario = await deps.store.getDoc(runId, 'scenario', scenarioId);
   if (!scenario || scenario.status !== 'building') return;
-  scenario.status = 'dropped';
-  scenario.dropReason = { stage, code, message };
-  await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+  await deps.store.putDoc(runId, 'scenario', scenarioId, { ...scenario, status: 'dropped', dropReason: { stage, code, message } });
   await deps.store.count(runId, stage, `dropped:${code}`);
 }
 
-async function orDrop(deps: ScenarioDeps, runId: string, scenarioId: string, stage: string, fn: () => Promise<ScenarioOutcome>): Promise<ScenarioOutcome> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (!(err instanceof ModelOutputError)) throw err;
+/** Runs `fn`; output still invalid after the repair rounds drops the scenario instead of failing the job. */
+const orDrop = (deps: ScenarioDeps, runId: string, scenarioId: string, stage: string, fn: () => Promise<ScenarioOutcome>): Promise<ScenarioOutcome> =>
+  endingItemOnInvalidOutput(fn, async err => {
     await dropScenario(deps, runId, scenarioId, stage, err.code, err.message);
     return { ok: false, scenarioId, reason: err.message };
-  }
-}
+  });
 
 /** scenario.state: the index-th initial state of a kept environment, valid against its schema and instantiating; duplicates dropped. */
 export async function generateScenarioState(deps: ScenarioDeps, runId: string, envId: string, index: number, total: number): Promise<ScenarioOutcome> {
   const scenarioId = scenarioIdOf(runId, envId, index);
-  let scenario = await deps.store.getDoc<ScenarioRecord>(runId, 'scenario', scenarioId);
-  if (scenario?.initialState || scenario?.status === 'dropped') return { ok: scenario.status !== 'dropped', scenarioId };
-  const env = await deps.store.getDoc<EnvironmentRecord>(runId, 'env', envId);
+  const existing = await deps.store.getDoc(runId, 'scenario', scenarioId);
+  if (existing?.initialState || existing?.status === 'dropped') return { ok: existing.status !== 'dropped', scenarioId };
+  const env = await deps.store.getDoc(runId, 'env', envId);
   if (!env || env.status !== 'kept' || !env.source) return { ok: false, scenarioId, reason: `environment ${envId} is not a kept environment` };
   const run = await deps.store.getRun(runId);
-  const opts = run?.options as unknown as SynthOptions | undefined;
-  scenario ??= {
+  if (!run) throw new Error(`run "${runId}" does not exist`);
+  const opts = run.options;
+  const scenario: ScenarioRecord = existing ?? {
     id: scenarioId,
     runId,
     environmentId: envId,
     index,
     status: 'building',
     dropReason: null,
-    lineage: { runId, environmentId: envId, models: { ...(opts?.models ?? {}) }, prompts: { ...SCENARIO_PROMPT_VERSIONS }, createdAt: new Date().toISOString() },
+    lineage: { runId, environmentId: envId, models: { ...opts.models }, prompts: { ...SCENARIO_PROMPT_VERSIONS }, createdAt: new Date().toISOString() },
   };
   await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
-  const limits = opts?.limits;
+  const limits = opts.limits;
   return orDrop(deps, runId, scenarioId, 'scenario.state', async () => {
     const validate = compileJsonSchema(env.state!.stateSchema);
     const { value } = await deps.gateway.structured(ctx(deps, runId, 'scenario.state', `${envId}:${index}`), {
@@ -87,16 +82,13 @@ export async function generateScenarioState(deps: ScenarioDeps, runId: string, e
       schema: ScenarioStateOutput,
       check: async v => {
         if (!validate(v.state)) return `the state does not match the state schema:\n${describeAjvErrors(validate.errors)}`;
-        if (!limits) return null;
         const probe = await deps.sandbox.probe({ code: codeOf(env), initialState: v.state, calls: [], limits });
         return probe.createError ? `the environment does not instantiate on it: ${probe.createError.message}` : null;
       },
     });
     const stateHash = hashOf(value.state, 32);
     const owner = await deps.store.claim(runId, `state:${envId}:${stateHash}`, scenarioId);
-    scenario.initialState = value.state;
-    scenario.stateHash = stateHash;
-    await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+    await deps.store.putDoc(runId, 'scenario', scenarioId, { ...scenario, initialState: value.state, stateHash });
     if (owner !== scenarioId) {
       await dropScenario(deps, runId, scenarioId, 'scenario.state', 'DUPLICATE_STATE', `the same initial state as scenario ${owner}`);
       return { ok: false, scenarioId, reason: 'duplicate state' };
@@ -129,10 +121,7 @@ export async function generateScenarioTask(deps: ScenarioDeps, runId: string, sc
       },
     });
     const owner = await deps.store.claim(runId, `task:${scenario.environmentId}:${hashOf(normalize(value.instruction), 32)}`, scenarioId);
-    scenario.task = value.instruction;
-    scenario.userGoal = value.userGoal;
-    scenario.expectedTools = value.expectedTools;
-    await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+    await deps.store.putDoc(runId, 'scenario', scenarioId, { ...scenario, task: value.instruction, userGoal: value.userGoal, expectedTools: value.expectedTools });
     if (owner !== scenarioId) {
       await dropScenario(deps, runId, scenarioId, 'scenario.task', 'DUPLICATE_TASK', `the same task as scenario ${owner}`);
       return { ok: false, scenarioId, reason: 'duplicate task' };
@@ -151,8 +140,7 @@ export async function generateScenarioChecklist(deps: ScenarioDeps, runId: strin
       messages: scenarioChecklistPrompt(env, scenario.task!, scenario.initialState),
       schema: ScenarioChecklistOutput,
     });
-    scenario.checklistItems = value.items;
-    await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+    await deps.store.putDoc(runId, 'scenario', scenarioId, { ...scenario, checklistItems: value.items });
     await deps.store.count(runId, 'scenario.checklist', 'done');
     await deps.store.count(runId, 'scenario.checklist', 'items', value.items.length);
     return { ok: true, scenarioId };
@@ -168,12 +156,14 @@ export async function generateScenarioChecks(deps: ScenarioDeps, runId: string, 
   const { scenario, env } = await load(deps, runId, scenarioId);
   if (scenario.status !== 'building') return { ok: scenario.status === 'ready', scenarioId };
   const limits = await limitsOf(deps, runId);
-  if (!limits) throw new Error(`run ${runId} has no sandbox limits`);
   return orDrop(deps, runId, scenarioId, 'scenario.check', async () => {
     const items = scenario.checklistItems ?? [];
-    scenario.checklist ??= [];
-    scenario.validation ??= { onInitialState: [], repairs: [] };
-    for (let i = scenario.checklist.length; i < items.length; i += 1) {
+    const checklist = [...(scenario.checklist ?? [])];
+    const validation: ScenarioValidation = scenario.validation ?? { onInitialState: [], repairs: [] };
+    const repairs = [...validation.repairs];
+    /** The scenario with the checks and repairs so far (each item is checkpointed). */
+    const current = (onInitialState = validation.onInitialState): ScenarioRecord => ({ ...scenario, checklist: [...checklist], validation: { ...validation, onInitialState, repairs: [...repairs] } });
+    for (let i = checklist.length; i < items.length; i += 1) {
       const item = items[i]!;
       const { value } = await deps.gateway.structured(ctx(deps, runId, 'scenario.check', `${scenarioId}:${i}`), {
         messages: scenarioCheckPrompt(env, scenario.task!, scenario.initialState, item),
@@ -183,30 +173,29 @@ export async function generateScenarioChecks(deps: ScenarioDeps, runId: string, 
           const r = results[0]!;
           if (!r.errorCode) return null;
           const problem = `run on the initial state (as both finalState and initialState) it failed with ${r.errorCode}: ${r.error ?? ''}. It must return true or false without throwing.`;
-          scenario.validation!.repairs.push({ item, problem });
+          repairs.push({ item, problem });
           return problem;
         },
       });
-      scenario.checklist.push({ item, check: value.check });
-      await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+      checklist.push({ item, check: value.check });
+      await deps.store.putDoc(runId, 'scenario', scenarioId, current());
     }
-    const { results } = await deps.sandbox.checks({ checks: scenario.checklist, finalState: scenario.initialState, initialState: scenario.initialState, limits });
-    scenario.validation.onInitialState = results.map(r => ({ item: r.item, passed: r.passed }));
+    const { results } = await deps.sandbox.checks({ checks: checklist, finalState: scenario.initialState, initialState: scenario.initialState, limits });
+    const checked = current(results.map(r => ({ item: r.item, passed: r.passed })));
     const errored = results.filter(r => r.errorCode);
     if (errored.length) {
-      await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+      await deps.store.putDoc(runId, 'scenario', scenarioId, checked);
       await dropScenario(deps, runId, scenarioId, 'scenario.check', 'CHECK_INVALID', `${errored.length} check function(s) fail on the initial state: ${errored.map(r => `${r.item}: ${r.error ?? ''}`).join('; ')}`);
       return { ok: false, scenarioId, reason: 'checks fail on the initial state' };
     }
     if (results.length > 0 && results.every(r => r.passed)) {
-      await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+      await deps.store.putDoc(runId, 'scenario', scenarioId, checked);
       await dropScenario(deps, runId, scenarioId, 'scenario.check', 'ALREADY_SOLVED', 'every check is already true on the initial state: the task would be solved by doing nothing');
       return { ok: false, scenarioId, reason: 'already solved' };
     }
-    const gate = await deps.store.getDoc<ScenarioConfig>(runId, 'scenario-config', 'current');
-    if (!gate?.verifyWith) scenario.status = 'ready';
-    await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
-    await deps.store.count(runId, 'scenario.check', scenario.validation.repairs.length ? 'ready-after-repair' : 'ready');
+    const gate = await deps.store.getDoc(runId, 'scenario-config', 'current');
+    await deps.store.putDoc(runId, 'scenario', scenarioId, gate?.verifyWith ? checked : { ...checked, status: 'ready' });
+    await deps.store.count(runId, 'scenario.check', repairs.length ? 'ready-after-repair' : 'ready');
     return { ok: true, scenarioId, ...(gate?.verifyWith ? { verify: true } : {}) };
   });
 }
@@ -218,13 +207,15 @@ export async function generateScenarioChecks(deps: ScenarioDeps, runId: string, 
 export async function verifyScenario(deps: ScenarioDeps, runId: string, scenarioId: string): Promise<ScenarioOutcome> {
   const { scenario, env } = await load(deps, runId, scenarioId);
   if (scenario.status !== 'building') return { ok: scenario.status === 'ready', scenarioId };
-  const gate = await deps.store.getDoc<ScenarioConfig>(runId, 'scenario-config', 'current');
+  const gate = await deps.store.getDoc(runId, 'scenario-config', 'current');
   const limits = await limitsOf(deps, runId);
-  if (!gate?.verifyWith || !limits) return { ok: false, scenarioId, reason: 'no solvability gate configured' };
-  scenario.validation ??= { onInitialState: [], repairs: [] };
-  const verification = scenario.validation.verification ?? { model: gate.verifyWith, tries: [], solved: false };
-  scenario.validation.verification = verification;
-  while (!verification.solved && verification.tries.length < gate.tries) {
+  if (!gate?.verifyWith) return { ok: false, scenarioId, reason: 'no solvability gate configured' };
+  const validation: ScenarioValidation = scenario.validation ?? { onInitialState: [], repairs: [] };
+  const model = validation.verification?.model ?? gate.verifyWith;
+  const tries = [...(validation.verification?.tries ?? [])];
+  let solved = validation.verification?.solved ?? false;
+  const current = (): ScenarioRecord => ({ ...scenario, validation: { ...validation, verification: { model, tries: [...tries], solved } } });
+  while (!solved && tries.length < gate.tries) {
     const t = await runEpisode(
       { gateway: deps.gateway, sandbox: deps.sandbox, logger: deps.logger, signal: deps.signal },
       {
@@ -232,7 +223,7 @@ export async function verifyScenario(deps: ScenarioDeps, runId: string, scenario
         scenario,
         env,
         mode: 'non-conversational',
-        sample: 1_000_000 + verification.tries.length,
+        sample: 1_000_000 + tries.length,
         limits: { maxSteps: 30, maxTokens: 0, maxWallMs: 600_000 },
         sandboxLimits: limits,
         policyModel: gate.verifyWith,
@@ -240,16 +231,15 @@ export async function verifyScenario(deps: ScenarioDeps, runId: string, scenario
         sampling: { temperature: 0.7, maxTokens: 4096 },
       },
     );
-    verification.tries.push({ reward: t.reward, termination: t.termination.reason });
-    verification.solved = t.solved;
-    await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+    tries.push({ reward: t.reward, termination: t.termination.reason });
+    solved = t.solved;
+    await deps.store.putDoc(runId, 'scenario', scenarioId, current());
   }
-  if (!verification.solved) {
-    await dropScenario(deps, runId, scenarioId, 'scenario.verify', 'UNSOLVABLE', `no reference rollout by ${gate.verifyWith} solved it in ${verification.tries.length} tries (rewards ${verification.tries.map(x => x.reward ?? 'none').join(', ')})`);
+  if (!solved) {
+    await dropScenario(deps, runId, scenarioId, 'scenario.verify', 'UNSOLVABLE', `no reference rollout by ${gate.verifyWith} solved it in ${tries.length} tries (rewards ${tries.map(x => x.reward ?? 'none').join(', ')})`);
     return { ok: false, scenarioId, reason: 'unsolvable' };
   }
-  scenario.status = 'ready';
-  await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+  await deps.store.putDoc(runId, 'scenario', scenarioId, { ...current(), status: 'ready' });
   await deps.store.count(runId, 'scenario.verify', 'solvable');
   return { ok: true, scenarioId };
 }

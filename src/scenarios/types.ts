@@ -1,3 +1,5 @@
+import type { ItemFailure } from '../synthesis/types.js';
+
 export type ScenarioStatus = 'building' | 'ready' | 'dropped';
 
 /** How a run's scenarios are made (doc 'scenario-config', frozen at the first `envfleet scenarios`). */
@@ -8,29 +10,41 @@ export interface ScenarioConfig {
   readonly tries: number;
 }
 
-/** One scenario: an initial state, a task in two forms, and a checklist with check functions. */
+export interface ScenarioValidation {
+  /** Each check run on the initial state (as both final and initial): all must be booleans without error. */
+  readonly onInitialState: readonly { readonly item: string; readonly passed: boolean }[];
+  /** Check functions sent back to the model, with what happened. */
+  readonly repairs: readonly { readonly item: string; readonly problem: string }[];
+  /** The solvability gate (`--verify-with`): reference rollouts, in order, until one solved it. */
+  readonly verification?: {
+    readonly model: string;
+    readonly tries: readonly { readonly reward: number | null; readonly termination: string }[];
+    readonly solved: boolean;
+  };
+}
+
+/** One scenario: an initial state, a task in two forms, and a checklist with check functions. Updated by writing a new record, never in place. */
 export interface ScenarioRecord {
   readonly id: string;
   readonly runId: string;
   readonly environmentId: string;
   /** Which of the environment's M states this is. */
   readonly index: number;
-  status: ScenarioStatus;
-  initialState?: Record<string, unknown>;
-  stateHash?: string;
-  task?: string;
-  userGoal?: { goal: string; facts: string[] };
-  expectedTools?: string[];
-  checklistItems?: string[];
-  checklist?: { item: string; check: string }[];
-  validation?: {
-    /** Each check run on the initial state (as both final and initial): all must be booleans without error. */
-    onInitialState: { item: string; passed: boolean }[];
-    /** Check functions sent back to the model, with what happened. */
-    repairs: { item: string; problem: string }[];
-    /** The solvability gate (`--verify-with`): reference rollouts, in order, until one solved it. */
-    verification?: { model: string; tries: { reward: number | null; termination: string }[]; solved: boolean };
+  readonly status: ScenarioStatus;
+  readonly initialState?: Readonly<Record<string, unknown>>;
+  readonly stateHash?: string;
+  readonly task?: string;
+  readonly userGoal?: { readonly goal: string; readonly facts: readonly string[] };
+  readonly expectedTools?: readonly string[];
+  readonly checklistItems?: readonly string[];
+  readonly checklist?: readonly { readonly item: string; readonly check: string }[];
+  readonly validation?: ScenarioValidation;
+  readonly dropReason?: ItemFailure | null;
+  readonly lineage: {
+    readonly runId: string;
+    readonly environmentId: string;
+    readonly models: Readonly<Record<string, string>>;
+    readonly prompts: Readonly<Record<string, string>>;
+    readonly createdAt: string;
   };
-  dropReason?: { stage: string; code: string; message: string } | null;
-  lineage: { runId: string; environmentId: string; models: Record<string, string>; prompts: Record<string, string>; createdAt: string };
 }

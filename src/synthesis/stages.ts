@@ -1,12 +1,11 @@
 import type { StageName } from '../../config/index.js';
-import { ModelOutputError } from '../errors.js';
+import { ModelOutputError, type ErrorCode } from '../errors.js';
 import type { CallContext } from '../llm/gateway.js';
 import { diffStates } from '../sandbox/diff.js';
 import type { EnvSession } from '../sandbox/runner.js';
-import { hashOf } from '../util/canonical.js';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import { assembleSource, checkMethodSource, toolsOf } from './assemble.js';
-import type { SynthOptions } from './options.js';
+import type { RunOptions } from '../runs/options.js';
 import {
   PROMPT_VERSIONS,
   checkerPrompt,
@@ -22,9 +21,10 @@ import {
   type ToolStats,
 } from './prompts.js';
 import { CheckerOutput, ConfigOutput, JudgeOutput, MethodOutput, OperationsOutput, StateOutput, TesterOutput, TopicOutput, type Operation } from './schemas.js';
-import type { SynthesisStore } from './store.js';
-import type { EnvDescription, EnvironmentRecord, ProbeStepRecord, QualityReport, SourceTask, ToolQuality } from './types.js';
-import type { StageDeps } from '../stage-deps.js';
+import { envIdOf } from '../runs/ids.js';
+import type { RunStore } from '../runs/store.js';
+import type { DedupDecision, EnvDescription, EnvironmentRecord, MethodDoc, ProbeStepRecord, QualityReport, ToolQuality, TopicRecord } from './types.js';
+import { endingItemOnInvalidOutput, type StageDeps } from '../stage-deps.js';
 
 export type SynthesisDeps = StageDeps;
 
@@ -42,47 +42,39 @@ const ctx = (deps: SynthesisDeps, runId: string, stage: StageName, cacheSalt?: s
   cacheSalt,
 });
 
-async function options(deps: SynthesisDeps, runId: string): Promise<SynthOptions> {
+async function options(deps: SynthesisDeps, runId: string): Promise<RunOptions> {
   const run = await deps.store.getRun(runId);
   if (!run) throw new Error(`run "${runId}" does not exist`);
-  return run.options as unknown as SynthOptions;
+  return run.options;
 }
 
 async function loadEnv(deps: SynthesisDeps, runId: string, envId: string): Promise<EnvironmentRecord> {
-  const env = await deps.store.getDoc<EnvironmentRecord>(runId, 'env', envId);
+  const env = await deps.store.getDoc(runId, 'env', envId);
   if (!env) throw new Error(`environment ${envId} of run ${runId} not found`);
   return env;
 }
 
 /** Records an item-level failure: the environment ends with its stage, code and reason. */
-export async function failEnv(deps: SynthesisDeps, runId: string, envId: string, stage: string, code: string, message: string): Promise<void> {
-  const env = await deps.store.getDoc<EnvironmentRecord>(runId, 'env', envId);
+export async function failEnv(deps: Pick<SynthesisDeps, 'store'>, runId: string, envId: string, stage: string, code: ErrorCode, message: string): Promise<void> {
+  const env = await deps.store.getDoc(runId, 'env', envId);
   if (!env || env.status === 'kept' || env.status === 'rejected' || env.status === 'failed') return;
-  env.status = 'failed';
-  env.failure = { stage, code, message };
-  await deps.store.putDoc(runId, 'env', envId, env);
+  await deps.store.putDoc(runId, 'env', envId, { ...env, status: 'failed', failure: { stage, code, message } });
   await deps.store.count(runId, stage, `failed:${code}`);
 }
 
-/** Runs `fn`; a ModelOutputError (output still invalid after the repair rounds) ends the item instead of the run. */
-async function orFail(deps: SynthesisDeps, runId: string, envId: string, stage: string, fn: () => Promise<ItemOutcome>): Promise<ItemOutcome> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof ModelOutputError) {
-      await failEnv(deps, runId, envId, stage, err.code, err.message);
-      return { ok: false, reason: err.message };
-    }
-    throw err;
-  }
-}
+/** Runs `fn`; output still invalid after the repair rounds fails the environment instead of the job. */
+const orFail = (deps: SynthesisDeps, runId: string, envId: string, stage: string, fn: () => Promise<ItemOutcome>): Promise<ItemOutcome> =>
+  endingItemOnInvalidOutput(fn, async err => {
+    await failEnv(deps, runId, envId, stage, err.code, err.message);
+    return { ok: false, reason: err.message };
+  });
 
 // ---------------------------------------------------------------- mining
 
 export async function judgeTask(deps: SynthesisDeps, runId: string, taskId: string): Promise<{ needsEnvironment: boolean }> {
-  const existing = await deps.store.getDoc<JudgeOutput>(runId, 'judge', taskId);
+  const existing = await deps.store.getDoc(runId, 'judge', taskId);
   if (existing) return { needsEnvironment: existing.needsEnvironment };
-  const task = await deps.store.getDoc<SourceTask>(runId, 'task', taskId);
+  const task = await deps.store.getDoc(runId, 'task', taskId);
   if (!task) throw new Error(`task ${taskId} not found`);
   try {
     const { value } = await deps.gateway.structured(ctx(deps, runId, 'mine.judge'), { messages: judgePrompt(task.task), schema: JudgeOutput });
@@ -97,19 +89,13 @@ export async function judgeTask(deps: SynthesisDeps, runId: string, taskId: stri
   }
 }
 
-export interface TopicRecord extends TopicOutput {
-  readonly taskId: string;
-  readonly index: number;
-  readonly candidate: boolean;
-  readonly reason: string;
-}
-
 export async function inferTopic(deps: SynthesisDeps, runId: string, taskId: string): Promise<{ candidate: boolean }> {
-  const existing = await deps.store.getDoc<TopicRecord>(runId, 'topic', taskId);
+  const existing = await deps.store.getDoc(runId, 'topic', taskId);
   if (existing) return { candidate: existing.candidate };
-  const judged = await deps.store.getDoc<JudgeOutput>(runId, 'judge', taskId);
+  const judged = await deps.store.getDoc(runId, 'judge', taskId);
   if (!judged?.needsEnvironment) return { candidate: false };
-  const task = (await deps.store.getDoc<SourceTask>(runId, 'task', taskId))!;
+  const task = await deps.store.getDoc(runId, 'task', taskId);
+  if (!task) throw new Error(`task ${taskId} of run ${runId} not found`);
   const opts = await options(deps, runId);
   try {
     const { value } = await deps.gateway.structured(ctx(deps, runId, 'mine.topic'), { messages: topicPrompt(task.task), schema: TopicOutput });
@@ -133,15 +119,6 @@ export async function inferTopic(deps: SynthesisDeps, runId: string, taskId: str
   }
 }
 
-export interface DedupDecision {
-  readonly taskId: string;
-  readonly summary: string;
-  readonly kept: boolean;
-  readonly nearest: { readonly taskId: string; readonly summary: string; readonly similarity: number } | null;
-  readonly reason: string;
-  readonly envId: string | null;
-}
-
 function cosine(a: readonly number[], b: readonly number[]): number {
   let dot = 0;
   let na = 0;
@@ -163,7 +140,7 @@ export async function dedupDescriptions(deps: SynthesisDeps, runId: string): Pro
   const opts = await options(deps, runId);
   const topics: TopicRecord[] = [];
   for (const id of await deps.store.listDocIds(runId, 'topic')) {
-    const t = await deps.store.getDoc<TopicRecord>(runId, 'topic', id);
+    const t = await deps.store.getDoc(runId, 'topic', id);
     if (t?.candidate) topics.push(t);
   }
   topics.sort((a, b) => b.modelability - a.modelability || b.usefulness - a.usefulness || a.index - b.index);
@@ -186,7 +163,7 @@ export async function dedupDescriptions(deps: SynthesisDeps, runId: string): Pro
     let envId: string | null = null;
     if (!duplicate && !overLimit) {
       kept.push({ topic, vector: vectors[i]! });
-      const task = await deps.store.getDoc<SourceTask>(runId, 'task', topic.taskId);
+      const task = await deps.store.getDoc(runId, 'task', topic.taskId);
       envId = await createEnvironment(deps.store, runId, opts, { summary: topic.summary, introduction: topic.introduction, task: task?.task, sourceTaskId: topic.taskId, source: task?.source });
       envIds.push(envId);
     }
@@ -208,12 +185,8 @@ export async function dedupDescriptions(deps: SynthesisDeps, runId: string): Pro
   return { envIds };
 }
 
-export function envIdOf(runId: string, desc: EnvDescription): string {
-  return `env-${hashOf({ runId, summary: desc.summary.trim(), introduction: desc.introduction.trim() }, 16)}`;
-}
-
 /** Creates the environment record of a description (idempotent: returns the existing id). */
-export async function createEnvironment(store: SynthesisStore, runId: string, opts: SynthOptions, desc: EnvDescription): Promise<string> {
+export async function createEnvironment(store: RunStore, runId: string, opts: RunOptions, desc: EnvDescription): Promise<string> {
   const id = envIdOf(runId, desc);
   if (await store.getDoc(runId, 'env', id)) return id;
   const record: EnvironmentRecord = {
@@ -240,9 +213,7 @@ export async function buildState(deps: SynthesisDeps, runId: string, envId: stri
       schema: StateOutput,
       check: v => Promise.resolve(checkStateSchema(v.stateSchema, v.exampleState, 'exampleState')),
     });
-    env.state = value;
-    env.className = value.className;
-    await deps.store.putDoc(runId, 'env', envId, env);
+    await deps.store.putDoc(runId, 'env', envId, { ...env, state: value, className: value.className });
     await deps.store.count(runId, 'skeleton.state', 'done');
     return { ok: true };
   });
@@ -278,21 +249,14 @@ export async function buildOperations(deps: SynthesisDeps, runId: string, envId:
         return Promise.resolve(null);
       },
     });
-    env.operations = value.operations;
-    env.tools = toolsOf(value.operations);
-    await deps.store.putDoc(runId, 'env', envId, env);
+    await deps.store.putDoc(runId, 'env', envId, { ...env, operations: value.operations, tools: toolsOf(value.operations) });
     await deps.store.count(runId, 'skeleton.operations', 'done');
     await deps.store.count(runId, 'skeleton.operations', 'operations', value.operations.length);
     return { ok: true, operations: value.operations.map(o => o.name) };
   });
 }
 
-interface MethodDoc {
-  readonly source: string;
-  readonly helpers: readonly string[];
-}
-
-async function generateMethod(deps: SynthesisDeps, runId: string, env: EnvironmentRecord, op: Operation, opts: SynthOptions, problem?: { previous: string; message: string }) {
+async function generateMethod(deps: SynthesisDeps, runId: string, env: EnvironmentRecord, op: Operation, opts: RunOptions, problem?: { previous: string; message: string }) {
   const base = methodPrompt(env.description, env.state!, env.operations!, op);
   const messages = problem ? repairMethodPrompt(base, problem.previous, problem.message) : base;
   const { value } = await deps.gateway.structured(ctx(deps, runId, 'skeleton.method', op.name), {
@@ -335,8 +299,8 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
     const opts = await options(deps, runId);
     const operations = env.operations ?? [];
     const methods: Record<string, MethodDoc | null> = {};
-    for (const op of operations) methods[op.name] = await deps.store.getDoc<MethodDoc>(runId, 'method', `${envId}.${op.name}`);
-    env.assembleRepairs = [];
+    for (const op of operations) methods[op.name] = await deps.store.getDoc(runId, 'method', `${envId}.${op.name}`);
+    const assembleRepairs: NonNullable<EnvironmentRecord['assembleRepairs']>[number][] = [];
     for (let round = 0; ; round += 1) {
       const problems: Record<string, { previous: string; message: string }> = {};
       for (const op of operations) {
@@ -354,11 +318,8 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
         const tools = toolsOf(operations);
         const probe = await deps.sandbox.probe({ code: { name: env.description.summary, className: env.className!, source, tools }, initialState: env.state!.exampleState, calls: [], limits: opts.limits });
         if (!probe.createError) {
-          env.methods = Object.fromEntries(operations.map(op => [op.name, methods[op.name]!.source]));
-          env.helpers = helpers;
-          env.source = source;
-          env.tools = tools;
-          await deps.store.putDoc(runId, 'env', envId, env);
+          const methodSources = Object.fromEntries(operations.map(op => [op.name, methods[op.name]!.source]));
+          await deps.store.putDoc(runId, 'env', envId, { ...env, assembleRepairs, methods: methodSources, helpers, source, tools });
           await deps.store.count(runId, 'skeleton.assemble', round === 0 ? 'assembled' : 'assembled-after-repair');
           return { ok: true };
         }
@@ -373,7 +334,7 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
         // The whole class fails while each method loads alone: regenerate every method with the error.
         for (const op of operations) problems[op.name] = { previous: methods[op.name]!.source, message: `the assembled class does not load or instantiate: ${classProblem}` };
       }
-      env.assembleRepairs.push({ round: round + 1, methods: Object.keys(problems), problems: Object.entries(problems).map(([n, p]) => `${n}: ${p.message}`) });
+      assembleRepairs.push({ round: round + 1, methods: Object.keys(problems), problems: Object.entries(problems).map(([n, p]) => `${n}: ${p.message}`) });
       for (const [name, problem] of Object.entries(problems)) {
         const op = operations.find(o => o.name === name)!;
         try {
@@ -415,10 +376,7 @@ export async function makeTestConfig(deps: SynthesisDeps, runId: string, envId: 
         return probe.createError ? `the environment does not instantiate on it: ${probe.createError.message}` : null;
       },
     });
-    env.testState = value.state;
-    env.status = 'probing';
-    env.probeRound = 1;
-    await deps.store.putDoc(runId, 'env', envId, env);
+    await deps.store.putDoc(runId, 'env', envId, { ...env, testState: value.state, status: 'probing', probeRound: 1 });
     await deps.store.count(runId, 'check.config', 'done');
     return { ok: true };
   });
@@ -573,7 +531,9 @@ export async function decideEnvironment(deps: SynthesisDeps, runId: string, envI
     const steps = await deps.store.steps<ProbeStepRecord>(runId, envId, round);
     const quality = qualityOf(env, steps, round, opts.notFailThreshold);
     const previous = env.qualityHistory?.at(-1);
-    env.qualityHistory = [...(env.qualityHistory ?? []), quality];
+    const qualityHistory = [...(env.qualityHistory ?? []), quality];
+    // Helpers of regenerated methods are kept even when the repair round does not go ahead.
+    let helpers = env.helpers;
     if (quality.verdict === 'rejected' && round <= opts.verdictRepairRounds && quality.counts.total > 0) {
       const failing = [...new Set(steps.filter(s => s.verdict === 'fail').map(s => s.tool))];
       const regenerated: string[] = [];
@@ -587,28 +547,23 @@ export async function decideEnvironment(deps: SynthesisDeps, runId: string, envI
             check: v => checkMethodSource(deps.sandbox, tool, v.source, opts.limits),
           });
           methods[tool] = value.source;
-          env.helpers = dedupeHelpers([...(env.helpers ?? []), ...value.helpers]);
+          helpers = dedupeHelpers([...(helpers ?? []), ...value.helpers]);
           regenerated.push(tool);
         } catch (err) {
           if (!(err instanceof ModelOutputError)) throw err;
         }
       }
-      const source = assembleSource(env.className!, (env.operations ?? []).map(o => methods[o.name]!), env.helpers ?? []);
+      const source = assembleSource(env.className!, (env.operations ?? []).map(o => methods[o.name]!), helpers ?? []);
       const loads = await deps.sandbox.probe({ code: { name: env.description.summary, className: env.className!, source, tools: env.tools! }, initialState: env.testState, calls: [], limits: opts.limits });
       if (regenerated.length > 0 && !loads.createError) {
-        env.methods = methods;
-        env.source = source;
-        env.probeRound = round + 1;
-        env.quality = { ...quality, repair: { attempted: true, methods: regenerated, saved: false, before: { notFailRate: quality.notFailRate } } };
-        await deps.store.putDoc(runId, 'env', envId, env);
+        const repairing = { attempted: true, methods: regenerated, saved: false, before: { notFailRate: quality.notFailRate } };
+        await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), methods, source, probeRound: round + 1, quality: { ...quality, repair: repairing } });
         await deps.store.count(runId, 'check.verdict', 'repair-round');
         return { ok: true, nextRound: round + 1 };
       }
     }
     const repair = previous ? { attempted: true, methods: env.quality?.repair?.methods ?? [], saved: quality.verdict === 'kept', before: { notFailRate: previous.notFailRate } } : undefined;
-    env.quality = repair ? { ...quality, repair } : quality;
-    env.status = quality.verdict;
-    await deps.store.putDoc(runId, 'env', envId, env);
+    await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), quality: repair ? { ...quality, repair } : quality, status: quality.verdict });
     await deps.store.count(runId, 'check.verdict', repair ? `${quality.verdict}-after-repair` : quality.verdict);
     return { ok: quality.verdict === 'kept' };
   });

@@ -1,6 +1,6 @@
 import type { FunctionTool } from '../sandbox/bundle.js';
 import type { StateDiff } from '../sandbox/diff.js';
-import type { Operation, StateOutput } from './schemas.js';
+import type { JudgeOutput, Operation, StateOutput, TopicOutput } from './schemas.js';
 
 export interface SourceTask {
   readonly id: string;
@@ -46,34 +46,68 @@ export interface QualityReport {
   readonly repair?: { readonly attempted: boolean; readonly methods: readonly string[]; readonly saved: boolean; readonly before: { notFailRate: number } };
 }
 
-/** One environment as it moves through synthesis; exported as a line of environments.jsonl. */
+/** One environment as it moves through synthesis; exported as a line of environments.jsonl. Updated by writing a new record, never in place. */
 export interface EnvironmentRecord {
   readonly id: string;
   readonly runId: string;
-  status: EnvStatus;
-  description: EnvDescription;
-  state?: StateOutput;
-  className?: string;
-  operations?: Operation[];
+  readonly status: EnvStatus;
+  readonly description: EnvDescription;
+  readonly state?: StateOutput;
+  readonly className?: string;
+  readonly operations?: readonly Operation[];
   /** Method source per operation name (plus helpers under their own names). */
-  methods?: Record<string, string>;
-  helpers?: string[];
-  source?: string;
-  tools?: FunctionTool[];
-  testState?: Record<string, unknown>;
+  readonly methods?: Readonly<Record<string, string>>;
+  readonly helpers?: readonly string[];
+  readonly source?: string;
+  readonly tools?: readonly FunctionTool[];
+  readonly testState?: Readonly<Record<string, unknown>>;
   /** Assemble repair rounds used, and which methods they regenerated. */
-  assembleRepairs?: { round: number; methods: string[]; problems: string[] }[];
-  probeRound?: number;
-  quality?: QualityReport;
-  qualityHistory?: QualityReport[];
-  failure?: { stage: string; code: string; message: string } | null;
-  lineage: {
-    runId: string;
-    sourceTaskId: string | null;
-    models: Record<string, string>;
-    prompts: Record<string, string>;
-    createdAt: string;
+  readonly assembleRepairs?: readonly { readonly round: number; readonly methods: readonly string[]; readonly problems: readonly string[] }[];
+  readonly probeRound?: number;
+  readonly quality?: QualityReport;
+  readonly qualityHistory?: readonly QualityReport[];
+  readonly failure?: ItemFailure | null;
+  readonly lineage: {
+    readonly runId: string;
+    readonly sourceTaskId: string | null;
+    readonly models: Readonly<Record<string, string>>;
+    readonly prompts: Readonly<Record<string, string>>;
+    readonly createdAt: string;
   };
+}
+
+/** Why an item (environment or scenario) left the pipeline: the stage, a code of ERROR_CODES, and what happened. */
+export interface ItemFailure {
+  readonly stage: string;
+  readonly code: string;
+  readonly message: string;
+}
+
+/** The judge's decision on a source task (doc 'judge'); `failed` when the model's answer was unusable. */
+export type JudgeRecord = JudgeOutput & { readonly failed?: boolean };
+
+/** The inferred environment of a judged task and whether it is a candidate (doc 'topic'). */
+export interface TopicRecord extends TopicOutput {
+  readonly taskId: string;
+  readonly index: number;
+  readonly candidate: boolean;
+  readonly reason: string;
+}
+
+/** Whether a candidate description was kept or dropped as a near-duplicate (doc 'dedup'). */
+export interface DedupDecision {
+  readonly taskId: string;
+  readonly summary: string;
+  readonly kept: boolean;
+  readonly nearest: { readonly taskId: string; readonly summary: string; readonly similarity: number } | null;
+  readonly reason: string;
+  readonly envId: string | null;
+}
+
+/** One generated method of an environment (doc 'method', id `<envId>.<operation>`). */
+export interface MethodDoc {
+  readonly source: string;
+  readonly helpers: readonly string[];
 }
 
 export interface ProbeStepRecord {

@@ -1,13 +1,22 @@
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { QueueEvents, type Job, type Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { loadConfig, type AppConfig, type EnvVarName } from '../../config/index.js';
+import { waitForRun, type RunProgress } from '../../queues/run-jobs.js';
 import type { Logger } from '../../src/logger.js';
-import { parseModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
+import { loadModelScript, mergeModelScripts, parseModelScript, startModelServer, type ModelScript, type ModelServer } from '../../src/model-server/index.js';
+import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
+import { fixturesPath } from '../../src/util/package-root.js';
+import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
 
 export const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+/** The `envfleet` command, as a user runs it (from the build). */
+export const ENVFLEET_BIN = fileURLToPath(new URL('../../bin/envfleet.js', import.meta.url));
+/** The demo's fixture scripts and source tasks. */
+export const DEMO = fixturesPath('demo');
 
 /** Fails the suite with a clear message when the test Redis is not up. */
 export async function requireRedis(): Promise<void> {
@@ -23,8 +32,10 @@ export async function requireRedis(): Promise<void> {
   }
 }
 
+export type Overrides = Partial<Record<EnvVarName, string>>;
+
 /** A configuration isolated under its own key prefix, with fast lock/stall settings for tests. */
-export function testConfig(server: ModelServer | null, overrides: Partial<Record<EnvVarName, string>> = {}): AppConfig {
+export function testConfig(server: ModelServer | null, overrides: Overrides = {}): AppConfig {
   return loadConfig({}, {
     overrides: {
       REDIS_URL,
@@ -40,6 +51,21 @@ export function testConfig(server: ModelServer | null, overrides: Partial<Record
       ...overrides,
     },
   });
+}
+
+/** The environment of an `envfleet` child process that joins `config`'s fleet. */
+export function childEnv(config: AppConfig, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    REDIS_URL: config.redis.url,
+    ENVFLEET_REDIS_PREFIX: config.redis.prefix,
+    OPENAI_BASE_URL: config.endpoints['default']!.baseURL,
+    OPENAI_API_KEY: 'test-key',
+    ENVFLEET_LOCK_DURATION_MS: String(config.worker.lockDurationMs),
+    ENVFLEET_STALLED_INTERVAL_MS: String(config.worker.stalledIntervalMs),
+    LOG_LEVEL: 'silent',
+    ...extra,
+  };
 }
 
 export function silentLogger(): Logger {
@@ -89,15 +115,105 @@ export async function until(predicate: () => Promise<boolean>, what: string, tim
   }
 }
 
-/** Stops what an integration test started: child processes, in-process workers, the scripted server, the test's Redis keys. */
-export async function tearDown(t: {
+/** Resolves when a child process has exited. */
+export const exited = (child: ChildProcess) => (child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>(resolve => child.once('exit', () => resolve())));
+
+export interface FleetOptions {
+  /** Rules tried before the demo fixtures (the scripted model answers everything else from them). */
+  readonly extra?: ModelScript;
+  /** A script instead of the demo fixtures. */
+  readonly script?: ModelScript;
+  readonly overrides?: Overrides;
+  /** In-process workers for every queue (default), for some queues, or none yet. */
+  readonly workers?: boolean | { readonly queues?: readonly string[]; readonly concurrency?: number };
+}
+
+/** One integration test's fleet: a scripted model server, a configuration under its own key prefix, workers. */
+export interface Fleet {
+  readonly server: ModelServer;
+  readonly config: AppConfig;
+  /** A producer connection of the test, and the run store on it. */
+  readonly redis: Redis;
+  readonly store: RunStore;
+  /** The in-process workers (throws when none run). */
+  readonly workers: RunningWorker;
+  /** Starts in-process workers (the first time, or again after stopWorkers). */
+  startWorkers(options?: { readonly queues?: readonly string[]; readonly concurrency?: number; readonly config?: AppConfig }): Promise<RunningWorker>;
+  stopWorkers(): Promise<void>;
+  /** Runs `envfleet worker` as a child process in this fleet (killed at teardown). */
+  spawnWorker(extraEnv?: Record<string, string>): ChildProcess;
+  /** Waits until the run has no outstanding job. */
+  waitForRun(runId: string): Promise<RunProgress>;
+  /** Replaces the scripted server by a fresh one (empty log) with the same script; returns a configuration pointing at it, under the same prefix. */
+  restartServer(): Promise<AppConfig>;
+  /** Child processes of the test (killed at teardown). */
   readonly children: ChildProcess[];
-  readonly running: { stop(): Promise<void> } | undefined;
-  readonly server: ModelServer | undefined;
-  readonly config: AppConfig | undefined;
-}): Promise<void> {
-  for (const c of t.children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
-  await t.running?.stop();
-  await t.server?.close();
-  if (t.config) await dropPrefix(t.config.redis.prefix);
+}
+
+/**
+ * Registers the hooks of an integration suite (Redis must answer; after each test, or after the suite
+ * with `scope: 'suite'`, every process the fleet started is stopped and its Redis keys deleted) and
+ * returns the function that starts a fleet.
+ */
+export function useFleet(scope: 'test' | 'suite' = 'test'): (options?: FleetOptions) => Promise<Fleet> {
+  let current: { stop(): Promise<void> } | undefined;
+  before(requireRedis);
+  (scope === 'test' ? afterEach : after)(async () => {
+    await current?.stop();
+    current = undefined;
+  });
+  return async (options = {}) => {
+    const demo = await loadModelScript(DEMO);
+    const script = options.script ?? (options.extra ? mergeModelScripts([options.extra, demo]) : demo);
+    let server = await startModelServer({ script });
+    const config = testConfig(server, options.overrides);
+    const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+    const store = createRedisRunStore(redis, config.redis.prefix);
+    const children: ChildProcess[] = [];
+    let running: RunningWorker | undefined;
+    const fleet: Fleet = {
+      get server() {
+        return server;
+      },
+      config,
+      redis,
+      store,
+      get workers() {
+        if (!running) throw new Error('no in-process workers are running in this test');
+        return running;
+      },
+      async startWorkers(o = {}) {
+        running = await startWorkerProcess(o.config ?? config, silentLogger(), { ...(o.queues ? { queues: o.queues } : {}), ...(o.concurrency ? { concurrency: o.concurrency } : {}) });
+        return running;
+      },
+      async stopWorkers() {
+        await running?.stop();
+        running = undefined;
+      },
+      spawnWorker(extraEnv = {}) {
+        const child = spawn(process.execPath, [ENVFLEET_BIN, 'worker'], { env: childEnv(config, extraEnv), stdio: 'ignore' });
+        children.push(child);
+        return child;
+      },
+      waitForRun: runId => waitForRun(store, runId, () => undefined, { queues: { connection: redis, prefix: config.redis.prefix } }),
+      async restartServer() {
+        await server.close();
+        server = await startModelServer({ script });
+        return testConfig(server, { ...options.overrides, ENVFLEET_REDIS_PREFIX: config.redis.prefix });
+      },
+      children,
+    };
+    current = {
+      async stop() {
+        for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+        await running?.stop();
+        await server.close();
+        redis.disconnect();
+        await dropPrefix(config.redis.prefix);
+      },
+    };
+    const workers = options.workers ?? true;
+    if (workers) await fleet.startWorkers(workers === true ? {} : workers);
+    return fleet;
+  };
 }

@@ -1,14 +1,11 @@
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { chromium, type Browser } from 'playwright-core';
-import type { AppConfig } from '../../config/index.js';
-import { loadModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
-import { startDashboard, type Dashboard } from '../../workers/dashboard.js';
-import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
-import { submitRollouts, submitScenarios, submitSynthesis, waitForRun } from '../../workers/synth-cli.js';
-import { requireRedis, silentLogger, tearDown, testConfig } from '../helpers/integration.js';
+import { startDashboard, type Dashboard } from '../../http/dashboard/server.js';
+import { submitRollouts, submitScenarios, submitSynthesis } from '../../queues/submit.js';
+import { chromiumPath } from '../helpers/browser.js';
+import { DEMO, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'test-dashboard-token-0123456789';
 
 /** Sums the samples of one metric family in Prometheus text (optionally filtered by a label substring). */
@@ -21,36 +18,36 @@ function metricSum(text: string, name: string, filter = ''): number {
 
 describe('dashboard (real run, real browser)', function () {
   this.timeout(180_000);
-  let server: ModelServer | undefined;
-  let running: RunningWorker | undefined;
-  let config: AppConfig;
+  let chromiumExecutable: string;
+  before(function () {
+    this.timeout(600_000); // installing Chromium on a fresh machine takes a while
+    chromiumExecutable = chromiumPath();
+  });
+  const fleet = useFleet('suite');
+  let f: Fleet;
   let dashboard: Dashboard | undefined;
   let browser: Browser | undefined;
 
-  before(requireRedis);
   after(async () => {
     await browser?.close();
     await dashboard?.close();
-    await tearDown({ children: [], running, server, config });
   });
 
   before(async () => {
-    server = await startModelServer({ script: await loadModelScript('fixtures/demo') });
-    config = testConfig(server);
-    running = await startWorkerProcess(config, silentLogger());
-    await submitSynthesis(config, running.ctx.redis, { runId: 'dash', tasks: join('fixtures/demo', 'source-tasks.jsonl'), probeSteps: 8 });
-    await waitForRun(running.ctx.store, 'dash', () => undefined);
-    await submitScenarios(config, running.ctx.redis, { runId: 'dash', perEnv: 3 });
-    await waitForRun(running.ctx.store, 'dash', () => undefined);
-    await submitRollouts(config, running.ctx.redis, { runId: 'dash', samples: 1, modes: ['non-conversational'] });
-    await waitForRun(running.ctx.store, 'dash', () => undefined);
-    dashboard = await startDashboard(config, silentLogger(), { port: 0, host: '127.0.0.1', token: TOKEN });
+    f = await fleet();
+    await submitSynthesis(f.config, f.redis, { runId: 'dash', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await f.waitForRun('dash');
+    await submitScenarios(f.config, f.redis, { runId: 'dash', perEnv: 3 });
+    await f.waitForRun('dash');
+    await submitRollouts(f.config, f.redis, { runId: 'dash', samples: 1, modes: ['non-conversational'] });
+    await f.waitForRun('dash');
+    dashboard = await startDashboard(f.config, silentLogger(), { port: 0, host: '127.0.0.1', token: TOKEN });
   });
 
   it('refuses to listen beyond loopback without a token', async () => {
     let error: unknown;
     try {
-      await startDashboard(config, silentLogger(), { port: 0, host: '0.0.0.0', token: null });
+      await startDashboard(f.config, silentLogger(), { port: 0, host: '0.0.0.0', token: null });
     } catch (err) {
       error = err;
     }
@@ -61,7 +58,7 @@ describe('dashboard (real run, real browser)', function () {
     const res = await fetch(`${dashboard!.url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
     expect(res.status).to.equal(200);
     const text = await res.text();
-    const totals = await running!.ctx.ledger.totals('dash');
+    const totals = await f.workers.ctx.ledger.totals('dash');
     expect(metricSum(text, 'envfleet_tokens_total', 'run="dash"')).to.equal(totals.promptTokens + totals.completionTokens);
     expect(metricSum(text, 'envfleet_cost_usd_total', 'run="dash"')).to.be.closeTo(totals.costUsd, 1e-9);
     expect(metricSum(text, 'envfleet_model_requests_total', 'run="dash"')).to.equal(totals.requests + totals.cachedRequests);
@@ -74,14 +71,14 @@ describe('dashboard (real run, real browser)', function () {
   });
 
   it('shows the run in a real browser, lists the queues in bull-board, and refuses a wrong token', async () => {
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+    browser = await chromium.launch({ executablePath: chromiumExecutable, headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
     const page = await browser.newPage();
     const denied = await page.goto(`${dashboard!.url}/runs/dash?token=wrong-token-wrong-token`);
     expect(denied!.status()).to.equal(401);
     expect(await page.textContent('body')).to.match(/a valid token is required/);
 
     await page.goto(`${dashboard!.url}/runs/dash?token=${TOKEN}`);
-    const totals = await running!.ctx.ledger.totals('dash');
+    const totals = await f.workers.ctx.ledger.totals('dash');
     expect(await page.textContent('#trajectories')).to.equal('4');
     expect(await page.textContent('#environments')).to.equal('2 kept, 1 rejected');
     expect(await page.textContent('#tokens')).to.equal(String(totals.promptTokens + totals.completionTokens));

@@ -1,35 +1,34 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
 import type { z } from 'zod';
-import type { AppConfig } from '../../config/index.js';
-import { loadModelScript, mergeModelScripts, parseModelScript, startModelServer, type ModelScript, type ModelServer } from '../../src/model-server/index.js';
-import type { GroupStats } from '../../src/rollouts/groups.js';
-import { runSink } from '../../src/rollouts/sink.js';
+import { runStatus } from '../../queues/run-status.js';
+import { submitRollouts, submitScenarios, submitSynthesis, type RolloutRequest } from '../../queues/submit.js';
+import { exportRun } from '../../src/datasets/export.js';
+import { runSink } from '../../src/datasets/sink.js';
+import { loadModelScript, mergeModelScripts, parseModelScript, type ModelScript } from '../../src/model-server/index.js';
 import { computeGroup, runRollout, type RolloutDeps } from '../../src/rollouts/stages.js';
-import { createRedisTrajectoryStream } from '../../src/rollouts/stream.js';
-import type { Trajectory } from '../../src/rollouts/types.js';
-import { createRedisSynthesisStore, type SynthesisStore } from '../../src/synthesis/store.js';
-import type { EnvironmentRecord } from '../../src/synthesis/types.js';
-import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
-import { runStatus } from '../../workers/run-status.js';
-import { exportRun, submitRollouts, submitScenarios, submitSynthesis, waitForRun, type RolloutRequest } from '../../workers/synth-cli.js';
+import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../src/rollouts/stream.js';
+import { isArchived, type Trajectory } from '../../src/rollouts/types.js';
+import type { RunStore } from '../../src/runs/store.js';
 import { AlpacaLine, OpenAIFineTuneLine, RLGroupLine, RLScenarioLine, ShareGPTLine } from '../helpers/formats.js';
-import { REDIS_URL, requireRedis, tearDown, silentLogger, testConfig, until } from '../helpers/integration.js';
+import { DEMO, ENVFLEET_BIN, childEnv, exited, until, useFleet, type Fleet, type Overrides } from '../helpers/integration.js';
 
 const run = promisify(execFile);
-const DEMO = 'fixtures/demo';
 
 /** The text of a chat message (content is a string in every message we record). */
 const text = (m: { content?: unknown } | undefined): string => (typeof m?.content === 'string' ? m.content : '');
 
-async function trajectories(store: SynthesisStore, runId: string): Promise<Trajectory[]> {
+async function trajectories(store: RunStore, runId: string): Promise<Trajectory[]> {
   const out: Trajectory[] = [];
-  for (const id of await store.listDocIds(runId, 'trajectory')) out.push((await store.getDoc<Trajectory>(runId, 'trajectory', id))!);
+  for (const id of await store.listDocIds(runId, 'trajectory')) {
+    const t = (await store.getDoc(runId, 'trajectory', id))!;
+    if (isArchived(t)) throw new Error(`trajectory ${id} was archived by a sink; read it from its shard`);
+    out.push(t);
+  }
   return out;
 }
 
@@ -48,37 +47,25 @@ function validateAll(schema: z.ZodType, lines: unknown[], what: string) {
 
 describe('rollouts, sink and datasets (real Redis, real workers, scripted server)', function () {
   this.timeout(240_000);
-  let server: ModelServer | undefined;
-  let running: RunningWorker | undefined;
-  let config: AppConfig;
-  const children: ChildProcess[] = [];
+  const fleet = useFleet();
+  let f: Fleet;
 
-  before(requireRedis);
-  afterEach(async () => {
-    await tearDown({ children, running, server, config });
-    running = undefined;
-    server = undefined;
-  });
-
-  async function start(extra?: ModelScript, overrides: Parameters<typeof testConfig>[1] = {}) {
-    const demo = await loadModelScript(DEMO);
-    server = await startModelServer({ script: extra ? mergeModelScripts([extra, demo]) : demo });
-    config = testConfig(server, overrides);
-    running = await startWorkerProcess(config, silentLogger());
+  async function start(extra?: ModelScript, overrides: Overrides = {}) {
+    f = await fleet({ ...(extra ? { extra } : {}), overrides });
   }
 
   /** Environments and scenarios from the demo fixtures. */
   async function prepare(runId: string) {
-    await submitSynthesis(config, running!.ctx.redis, { runId, tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
-    await waitForRun(running!.ctx.store, runId, () => undefined);
-    await submitScenarios(config, running!.ctx.redis, { runId, perEnv: 3 });
-    await waitForRun(running!.ctx.store, runId, () => undefined);
+    await submitSynthesis(f.config, f.redis, { runId, tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await f.waitForRun(runId);
+    await submitScenarios(f.config, f.redis, { runId, perEnv: 3 });
+    await f.waitForRun(runId);
   }
 
   async function rollouts(request: RolloutRequest) {
-    await submitRollouts(config, running!.ctx.redis, request);
-    await waitForRun(running!.ctx.store, request.runId, () => undefined);
-    return trajectories(running!.ctx.store, request.runId);
+    await submitRollouts(f.config, f.redis, request);
+    await f.waitForRun(request.runId);
+    return trajectories(f.store, request.runId);
   }
 
   it('runs both modes with parallel calls and recovered bad arguments; rewards match `envfleet sandbox check`; groups are right; every export validates', async () => {
@@ -116,13 +103,13 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
 
     // Rewards equal what the check functions give through the command line.
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-rollouts-'));
-    const store = running!.ctx.store;
+    const store = f.store;
     for (const t of [iris, oskar, all.find(t => t.reward === 0.5)!]) {
-      const scenario = (await store.getDoc<{ checklist: unknown; initialState: unknown }>('r1', 'scenario', t.scenarioId))!;
+      const scenario = (await store.getDoc('r1', 'scenario', t.scenarioId))!;
       await writeFile(join(dir, 'c.json'), JSON.stringify(scenario.checklist));
       await writeFile(join(dir, 'i.json'), JSON.stringify(scenario.initialState));
       await writeFile(join(dir, 'f.json'), JSON.stringify(t.finalState));
-      const { stdout } = await run(process.execPath, ['bin/envfleet.js', 'sandbox', 'check', join(dir, 'c.json'), '--initial', join(dir, 'i.json'), '--final', join(dir, 'f.json')]);
+      const { stdout } = await run(process.execPath, [ENVFLEET_BIN, 'sandbox', 'check', join(dir, 'c.json'), '--initial', join(dir, 'i.json'), '--final', join(dir, 'f.json')]);
       const cli = JSON.parse(stdout) as { reward: number; solved: boolean; results: { passed: boolean }[] };
       expect(cli.reward).to.equal(t.reward);
       expect(cli.solved).to.equal(t.solved);
@@ -131,7 +118,7 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
 
     // Group statistics.
     for (const id of await store.listDocIds('r1', 'group')) {
-      const g = (await store.getDoc<GroupStats>('r1', 'group', id))!;
+      const g = (await store.getDoc('r1', 'group', id))!;
       const rewards = all.filter(t => t.scenarioId === g.scenarioId && t.mode === g.mode).sort((a, b) => a.sample - b.sample).map(t => t.reward ?? 0);
       const mean = rewards.reduce((a, b) => a + b, 0) / rewards.length;
       expect(g.rewards).to.deep.equal(rewards);
@@ -152,8 +139,8 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     expect(solvedOnly.datasets['sft-openai.jsonl']).to.equal(all.filter(t => t.solved).length);
 
     // `run status` (also behind the dashboard and /metrics) gives the trajectories' statistics from counters.
-    const prefix = running!.ctx.config.redis.prefix;
-    const statusDeps = { redis: running!.ctx.redis, prefix, store, ledger: running!.ctx.ledger, control: running!.ctx.runControl };
+    const prefix = f.config.redis.prefix;
+    const statusDeps = { at: { connection: f.redis, prefix }, store, ledger: f.workers.ctx.ledger, control: f.workers.ctx.runControl };
     const terminations: Record<string, number> = {};
     for (const t of all) terminations[t.termination.reason] = (terminations[t.termination.reason] ?? 0) + 1;
     const expectStatus = async () => {
@@ -167,15 +154,15 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
 
     // The sink writes every trajectory, then Redis keeps only summaries and the stream lets go of its entries.
     const sinkDir = await mkdtemp(join(tmpdir(), 'envfleet-archive-'));
-    const sunk = await runSink({ redis: running!.ctx.redis, prefix, store, runId: 'r1', dir: sinkDir });
+    const sunk = await runSink({ redis: f.redis, prefix, store, runId: 'r1', dir: sinkDir });
     expect(sunk.written).to.equal(all.length);
     for (const t of all) {
-      const doc = (await store.getDoc<Record<string, unknown>>('r1', 'trajectory', t.id))!;
+      const doc = (await store.getDoc('r1', 'trajectory', t.id))! as unknown as Record<string, unknown>;
       expect(doc).to.not.have.any.keys('messages', 'steps', 'finalState', 'tools', 'userMessages');
       expect(doc['archived']).to.deep.equal({ path: join(sinkDir, 'trajectories', 'part-00000.jsonl') });
       expect({ reward: doc['reward'], solved: doc['solved'], termination: doc['termination'] }).to.deep.equal({ reward: t.reward, solved: t.solved, termination: t.termination });
     }
-    expect(await running!.ctx.redis.xlen(`${prefix}:run:r1:trajectories`)).to.equal(0);
+    expect(await f.redis.xlen(trajectoryStreamKey(prefix, 'r1'))).to.equal(0);
     await expectStatus();
     // The shard holds the full trajectories, and the datasets made from it are the ones made from Redis before.
     const shardLines = (await jsonl(join(sinkDir, 'trajectories', 'part-00000.jsonl'))) as Trajectory[];
@@ -185,13 +172,13 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     expect(again.datasets).to.deep.equal(exported.datasets);
     // The same lines; from the shards they come in the sink's order, from Redis in id order.
     const sortedLines = async (path: string) => (await readFile(path, 'utf8')).split('\n').sort();
-    for (const f of ['sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl', 'rl-groups.jsonl', 'rl-scenarios.jsonl']) {
-      expect(await sortedLines(join(againDir, f)), f).to.deep.equal(await sortedLines(join(dir, f)));
+    for (const file of ['sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl', 'rl-groups.jsonl', 'rl-scenarios.jsonl']) {
+      expect(await sortedLines(join(againDir, file)), file).to.deep.equal(await sortedLines(join(dir, file)));
     }
     expect((await readdir(againDir)).filter(f => f.endsWith('.partial'))).to.deep.equal([]);
     // A retried group job computes the same statistics from the summaries.
     for (const id of await store.listDocIds('r1', 'group')) {
-      const g = (await store.getDoc<GroupStats>('r1', 'group', id))!;
+      const g = (await store.getDoc('r1', 'group', id))!;
       expect(await computeGroup(store, 'r1', g.scenarioId, g.mode, g.samples)).to.deep.equal(g);
     }
     // A retried rollout job finds the summary: no model call, no sandbox, republished for the sink.
@@ -200,14 +187,14 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     };
     const done = all[0]!;
     const retried = await runRollout(
-      { gateway: { chat: refuse, embed: refuse } as unknown as RolloutDeps['gateway'], sandbox: { run: refuse } as unknown as RolloutDeps['sandbox'], store, stream: createRedisTrajectoryStream(running!.ctx.redis, prefix) },
+      { gateway: { chat: refuse, embed: refuse } as unknown as RolloutDeps['gateway'], sandbox: { run: refuse } as unknown as RolloutDeps['sandbox'], store, stream: createRedisTrajectoryStream(f.redis, prefix) },
       'r1',
       done.scenarioId,
       done.mode,
       done.sample,
     );
     expect(retried).to.include({ id: done.id, reward: done.reward });
-    const resunk = await runSink({ redis: running!.ctx.redis, prefix, store, runId: 'r1', dir: sinkDir });
+    const resunk = await runSink({ redis: f.redis, prefix, store, runId: 'r1', dir: sinkDir });
     expect(resunk).to.deep.include({ written: 0, skippedDuplicates: 1 });
     // Without the shard, an export says where the lines should be instead of writing empty datasets.
     await rename(join(sinkDir, 'trajectories'), join(sinkDir, 'moved'));
@@ -223,8 +210,8 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     // Told where the shards are now, it exports the same lines.
     const movedDir = await mkdtemp(join(tmpdir(), 'envfleet-moved-'));
     await exportRun(store, 'r1', movedDir, { trajectoriesDir: join(sinkDir, 'moved') });
-    for (const f of ['sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl']) {
-      expect(await sortedLines(join(movedDir, f)), f).to.deep.equal(await sortedLines(join(dir, f)));
+    for (const file of ['sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl']) {
+      expect(await sortedLines(join(movedDir, file)), file).to.deep.equal(await sortedLines(join(dir, file)));
     }
     await rename(join(sinkDir, 'moved'), join(sinkDir, 'trajectories'));
   });
@@ -232,7 +219,7 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
   it('ends episodes at the step, token and time limits, and on model and environment errors, each with its reason', async () => {
     await start();
     await prepare('limits');
-    const store = running!.ctx.store;
+    const store = f.store;
     const demo = await loadModelScript(DEMO);
     const reasons = async (runId: string, request: Omit<RolloutRequest, 'runId' | 'samples' | 'modes'>) => {
       // Each limit needs its own run (rollout settings are frozen per run): copy the prepared run.
@@ -243,16 +230,16 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     expect(await reasons('steps', { maxSteps: { 'non-conversational': 1, conversational: 1 } })).to.deep.equal(new Set(['step-limit']));
     expect(await reasons('tokens', { maxTokens: 50 })).to.deep.equal(new Set(['token-limit']));
     // Every policy answer now takes 1.5 s, past a 1 s episode limit.
-    server!.setScript({ ...demo, rules: (demo.rules ?? []).map(r => (r.stage === 'rollout.policy' && !r.fault ? { ...r, fault: { type: 'delay' as const, ms: 1500 } } : r)) });
+    f.server.setScript({ ...demo, rules: (demo.rules ?? []).map(r => (r.stage === 'rollout.policy' && !r.fault ? { ...r, fault: { type: 'delay' as const, ms: 1500 } } : r)) });
     expect(await reasons('time', { maxWallMs: 1000 })).to.deep.equal(new Set(['time-limit']));
     // The endpoint refuses every policy request: no retry helps.
-    server!.setScript(mergeModelScripts([parseModelScript({ rules: [{ stage: 'rollout.policy', fault: { type: 'server_error', status: 400 } }] }), demo]));
+    f.server.setScript(mergeModelScripts([parseModelScript({ rules: [{ stage: 'rollout.policy', fault: { type: 'server_error', status: 400 } }] }), demo]));
     expect(await reasons('model', {})).to.deep.equal(new Set(['model-error']));
-    server!.setScript(demo);
+    f.server.setScript(demo);
     // A broken environment source: the session cannot start.
     await copyRun(store, 'limits', 'env-error');
     for (const id of await store.listDocIds('env-error', 'env')) {
-      const env = (await store.getDoc<EnvironmentRecord>('env-error', 'env', id))!;
+      const env = (await store.getDoc('env-error', 'env', id))!;
       await store.putDoc('env-error', 'env', id, { ...env, source: 'class Broken {' });
     }
     const envErrors = await rollouts({ runId: 'env-error', samples: 1, modes: ['non-conversational'] });
@@ -262,12 +249,12 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
 
   it('keeps only scenarios a reference rollout solves when the solvability gate is on', async () => {
     await start();
-    await submitSynthesis(config, running!.ctx.redis, { runId: 'gate', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
-    await waitForRun(running!.ctx.store, 'gate', () => undefined);
-    await submitScenarios(config, running!.ctx.redis, { runId: 'gate', perEnv: 3, verifyWith: 'reference-model', tries: 2 });
-    await waitForRun(running!.ctx.store, 'gate', () => undefined);
-    const store = running!.ctx.store;
-    const scenarios = await Promise.all((await store.listDocIds('gate', 'scenario')).map(id => store.getDoc<{ status: string; task?: string; dropReason?: { code: string }; validation?: { verification?: { tries: unknown[]; solved: boolean; model: string } } }>('gate', 'scenario', id)));
+    await submitSynthesis(f.config, f.redis, { runId: 'gate', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await f.waitForRun('gate');
+    await submitScenarios(f.config, f.redis, { runId: 'gate', perEnv: 3, verifyWith: 'reference-model', tries: 2 });
+    await f.waitForRun('gate');
+    const store = f.store;
+    const scenarios = await Promise.all((await store.listDocIds('gate', 'scenario')).map(id => store.getDoc('gate', 'scenario', id)));
     const pl = scenarios.find(s => s?.task?.includes('PL-900') && s.dropReason?.code !== 'DUPLICATE_TASK')!;
     expect(pl.status).to.equal('dropped');
     expect(pl.dropReason?.code).to.equal('UNSOLVABLE');
@@ -275,10 +262,10 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     const ready = scenarios.filter(s => s?.status === 'ready');
     expect(ready).to.have.length(3);
     for (const s of ready) expect(s!.validation!.verification).to.deep.include({ solved: true, model: 'reference-model' });
-    const funnel = await store.funnel('gate');
-    expect(funnel['scenario.verify']).to.deep.include({ solvable: 3, 'dropped:UNSOLVABLE': 1 });
+    const counters = await store.counters('gate');
+    expect(counters['scenario.verify']).to.deep.include({ solvable: 3, 'dropped:UNSOLVABLE': 1 });
     // The reference rollouts asked for the reference model.
-    expect(server!.log().some(e => e.stage === 'rollout.policy' && e.model === 'reference-model')).to.equal(true);
+    expect(f.server.log().some(e => e.stage === 'rollout.policy' && e.model === 'reference-model')).to.equal(true);
   });
 
   it('counts the stop token only in what the simulated user says, and never before the agent has spoken', async () => {
@@ -301,22 +288,14 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     const demo = await loadModelScript(DEMO);
     // The delay applies on top of the normal answers: wrap every policy rule of the demo in a delay.
     const delayed = { ...demo, rules: (demo.rules ?? []).map(r => (r.stage === 'rollout.policy' && !r.fault ? { ...r, fault: { type: 'delay' as const, ms: 150 } } : r)) };
-    server = await startModelServer({ script: delayed });
-    config = testConfig(server, { ENVFLEET_ROLLOUT_CONCURRENCY: '4' });
-    running = await startWorkerProcess(config, silentLogger());
+    f = await fleet({ script: delayed, overrides: { ENVFLEET_ROLLOUT_CONCURRENCY: '4' } });
     await prepare('kill');
-    await running.stop();
-    running = undefined;
+    await f.stopWorkers();
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-sink-'));
-    const env = { ...process.env, REDIS_URL, ENVFLEET_REDIS_PREFIX: config.redis.prefix, OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'k', ENVFLEET_LOCK_DURATION_MS: '2000', ENVFLEET_STALLED_INTERVAL_MS: '1000', ENVFLEET_ROLLOUT_CONCURRENCY: '4', LOG_LEVEL: 'silent' };
-    const spawnWorker = () => {
-      const c = spawn(process.execPath, ['bin/envfleet.js', 'worker'], { env, stdio: 'ignore' });
-      children.push(c);
-      return c;
-    };
+    const spawnWorker = () => f.spawnWorker({ ENVFLEET_ROLLOUT_CONCURRENCY: '4' });
     const spawnSink = () => {
-      const c = spawn(process.execPath, ['bin/envfleet.js', 'sink', '--run', 'kill', '--out', dir, '--follow'], { env, stdio: 'ignore' });
-      children.push(c);
+      const c = spawn(process.execPath, [ENVFLEET_BIN, 'sink', '--run', 'kill', '--out', dir, '--follow'], { env: childEnv(f.config), stdio: 'ignore' });
+      f.children.push(c);
       return c;
     };
     const linesOnDisk = async () => {
@@ -327,47 +306,38 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     };
     const worker = spawnWorker();
     const sink = spawnSink();
-    const producer = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
-    try {
-      await submitRollouts(config, producer, { runId: 'kill', samples: 3, modes: ['non-conversational', 'conversational'] });
-      await until(async () => (await linesOnDisk()) >= 3, 'a few trajectories on disk', 60_000);
-      sink.kill('SIGKILL');
-      worker.kill('SIGKILL');
-      await Promise.all([new Promise(r => sink.once('exit', r)), new Promise(r => worker.once('exit', r))]);
-      spawnWorker();
-      const store = createRedisSynthesisStore(producer, config.redis.prefix);
-      await waitForRun(store, 'kill', () => undefined, undefined, { redis: producer, prefix: config.redis.prefix });
-      // The final sink (not following) exits once everything is written.
-      await runSink({ redis: producer, prefix: config.redis.prefix, store, runId: 'kill', dir });
-      const lines = [];
-      for (const f of (await readdir(join(dir, 'trajectories'))).sort()) lines.push(...(await jsonl(join(dir, 'trajectories', f))));
-      const ids = lines.map(l => (l as { id: string }).id);
-      expect(ids.length).to.equal(24);
-      expect(new Set(ids).size).to.equal(24);
-      const stored = await store.listDocIds('kill', 'trajectory');
-      expect(new Set(ids)).to.deep.equal(new Set(stored));
-      // Every written trajectory is a summary in Redis by now, also one whose sink died between the write and the summary.
-      const shardOf = new Map<string, string>();
-      for (const f of await readdir(join(dir, 'trajectories'))) for (const l of await jsonl(join(dir, 'trajectories', f))) shardOf.set((l as { id: string }).id, join(dir, 'trajectories', f));
-      for (const id of stored) {
-        const doc = (await store.getDoc<{ archived?: { path: string }; messages?: unknown }>('kill', 'trajectory', id))!;
-        expect(doc.archived, id).to.deep.equal({ path: shardOf.get(id) });
-        expect(doc.messages, id).to.equal(undefined);
-      }
-    } finally {
-      producer.disconnect();
+    await submitRollouts(f.config, f.redis, { runId: 'kill', samples: 3, modes: ['non-conversational', 'conversational'] });
+    await until(async () => (await linesOnDisk()) >= 3, 'a few trajectories on disk', 60_000);
+    sink.kill('SIGKILL');
+    worker.kill('SIGKILL');
+    await Promise.all([exited(sink), exited(worker)]);
+    spawnWorker();
+    const store = f.store;
+    await f.waitForRun('kill');
+    // The final sink (not following) exits once everything is written.
+    await runSink({ redis: f.redis, prefix: f.config.redis.prefix, store, runId: 'kill', dir });
+    const lines = [];
+    for (const file of (await readdir(join(dir, 'trajectories'))).sort()) lines.push(...(await jsonl(join(dir, 'trajectories', file))));
+    const ids = lines.map(l => (l as { id: string }).id);
+    expect(ids.length).to.equal(24);
+    expect(new Set(ids).size).to.equal(24);
+    const stored = await store.listDocIds('kill', 'trajectory');
+    expect(new Set(ids)).to.deep.equal(new Set(stored));
+    // Every written trajectory is a summary in Redis by now, also one whose sink died between the write and the summary.
+    const shardOf = new Map<string, string>();
+    for (const file of await readdir(join(dir, 'trajectories'))) for (const l of await jsonl(join(dir, 'trajectories', file))) shardOf.set((l as { id: string }).id, join(dir, 'trajectories', file));
+    for (const id of stored) {
+      const doc = (await store.getDoc('kill', 'trajectory', id))!;
+      expect(isArchived(doc) ? doc.archived : null, id).to.deep.equal({ path: shardOf.get(id) });
+      expect((doc as { messages?: unknown }).messages, id).to.equal(undefined);
     }
   });
 });
 
 /** Copies a prepared run (record, environments, scenarios) under a new run id. */
-async function copyRun(store: SynthesisStore, from: string, to: string) {
+async function copyRun(store: RunStore, from: string, to: string) {
   const run = (await store.getRun(from))!;
   await store.createRun({ ...run, id: to });
-  for (const kind of ['env', 'scenario'] as const) {
-    for (const id of await store.listDocIds(from, kind)) {
-      const doc = (await store.getDoc<Record<string, unknown>>(from, kind, id))!;
-      await store.putDoc(to, kind, id, { ...doc, runId: to });
-    }
-  }
+  for (const id of await store.listDocIds(from, 'env')) await store.putDoc(to, 'env', id, { ...(await store.getDoc(from, 'env', id))!, runId: to });
+  for (const id of await store.listDocIds(from, 'scenario')) await store.putDoc(to, 'scenario', id, { ...(await store.getDoc(from, 'scenario', id))!, runId: to });
 }

@@ -2,13 +2,10 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import type { AppConfig } from '../../config/index.js';
-import { loadModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
-import type { EnvironmentRecord } from '../../src/synthesis/types.js';
-import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
-import { cancelRun } from '../../workers/run-commands.js';
-import { submitSynthesis, waitForRun } from '../../workers/synth-cli.js';
-import { requireRedis, silentLogger, tearDown, testConfig, until } from '../helpers/integration.js';
+import { cancelRun } from '../../queues/run-jobs.js';
+import { submitSynthesis } from '../../queues/submit.js';
+import type { ModelServer } from '../../src/model-server/index.js';
+import { until, useFleet } from '../helpers/integration.js';
 
 const LIBRARY = {
   summary: 'Library circulation system',
@@ -26,81 +23,69 @@ const bodies = (server: ModelServer) => server.log().filter(e => e.path.endsWith
 
 describe('run control: budgets, pause, resume, cancel (real Redis, real workers)', function () {
   this.timeout(180_000);
-  let server: ModelServer | undefined;
-  let running: RunningWorker | undefined;
-  let config: AppConfig;
-
-  before(requireRedis);
-  afterEach(async () => {
-    await tearDown({ children: [], running, server, config });
-    running = undefined;
-    server = undefined;
-  });
-
-  async function start() {
-    server = await startModelServer({ script: await loadModelScript('fixtures/demo') });
-    config = testConfig(server);
-    running = await startWorkerProcess(config, silentLogger());
-  }
+  const fleet = useFleet();
 
   it('pauses a run at its token budget with nothing lost, and after the budget is raised resumes without repeating a request', async () => {
-    await start();
+    const f = await fleet();
+    const ctx = f.workers.ctx;
     const file = await descriptions();
     // Reference: the same run without a budget.
-    await submitSynthesis(config, running!.ctx.redis, { runId: 'reference', descriptions: file, probeSteps: 8 });
-    await waitForRun(running!.ctx.store, 'reference', () => undefined);
-    const reference = bodies(server!);
-    server!.reset();
+    await submitSynthesis(f.config, f.redis, { runId: 'reference', descriptions: file, probeSteps: 8 });
+    await f.waitForRun('reference');
+    const reference = bodies(f.server);
+    f.server.reset();
 
-    await running!.ctx.runControl.setBudgets('budget', { usd: 0, tokens: 8_000, byStage: {} });
-    await submitSynthesis(config, running!.ctx.redis, { runId: 'budget', descriptions: file, probeSteps: 8 });
-    await until(async () => (await running!.ctx.runControl.get('budget')).state === 'paused', 'the budget pause', 60_000);
-    expect((await running!.ctx.runControl.get('budget')).reason).to.match(/budget reached: .*tokens, its budget is 8000/);
+    await ctx.runControl.setBudgets('budget', { usd: 0, tokens: 8_000, byStage: {} });
+    await submitSynthesis(f.config, f.redis, { runId: 'budget', descriptions: file, probeSteps: 8 });
+    await until(async () => (await ctx.runControl.get('budget')).state === 'paused', 'the budget pause', 60_000);
+    expect((await ctx.runControl.get('budget')).reason).to.match(/budget reached: .*tokens, its budget is 8000/);
     // In-flight requests finish; after that nothing is sent while the run is paused.
-    const spent = await running!.ctx.ledger.totals('budget');
+    const spent = await ctx.ledger.totals('budget');
     expect(spent.promptTokens + spent.completionTokens).to.be.at.least(8_000);
     await new Promise(resolve => setTimeout(resolve, 500));
-    const atPause = server!.log().length;
+    const atPause = f.server.log().length;
     await new Promise(resolve => setTimeout(resolve, 3_000)); // longer than a paused job's re-check
-    expect(server!.log().length).to.equal(atPause);
-    expect(await running!.ctx.store.pendingCount('budget')).to.be.greaterThan(0);
+    expect(f.server.log().length).to.equal(atPause);
+    expect(await ctx.store.pendingCount('budget')).to.be.greaterThan(0);
 
-    await running!.ctx.runControl.setBudgets('budget', { usd: 0, tokens: 0, byStage: {} });
-    await running!.ctx.runControl.resume('budget');
-    await waitForRun(running!.ctx.store, 'budget', () => undefined);
-    const [env] = await Promise.all((await running!.ctx.store.listDocIds('budget', 'env')).map(id => running!.ctx.store.getDoc<EnvironmentRecord>('budget', 'env', id)));
+    await ctx.runControl.setBudgets('budget', { usd: 0, tokens: 0, byStage: {} });
+    await ctx.runControl.resume('budget');
+    await f.waitForRun('budget');
+    const [env] = await Promise.all((await ctx.store.listDocIds('budget', 'env')).map(id => ctx.store.getDoc('budget', 'env', id)));
     expect(env!.status).to.equal('kept');
     // The same requests as without a budget: none lost, none sent twice.
-    expect(bodies(server!).sort()).to.deep.equal(reference.sort());
+    expect(bodies(f.server).sort()).to.deep.equal(reference.sort());
   });
 
   it('holds a paused run back entirely, and runs it after resume', async () => {
-    await start();
+    const f = await fleet();
+    const ctx = f.workers.ctx;
     const file = await descriptions();
-    await running!.ctx.runControl.pause('held', 'held for the test');
-    await submitSynthesis(config, running!.ctx.redis, { runId: 'held', descriptions: file, probeSteps: 8 });
+    await ctx.runControl.pause('held', 'held for the test');
+    await submitSynthesis(f.config, f.redis, { runId: 'held', descriptions: file, probeSteps: 8 });
     await new Promise(resolve => setTimeout(resolve, 3_000));
-    expect(server!.log()).to.have.length(0);
-    await running!.ctx.runControl.resume('held');
-    await waitForRun(running!.ctx.store, 'held', () => undefined);
-    expect(server!.log().length).to.be.greaterThan(10);
+    expect(f.server.log()).to.have.length(0);
+    await ctx.runControl.resume('held');
+    await f.waitForRun('held');
+    expect(f.server.log().length).to.be.greaterThan(10);
   });
 
   it('cancels a run: waiting jobs removed, nothing new starts, the run ends', async () => {
-    await start();
+    const f = await fleet();
+    const ctx = f.workers.ctx;
     const file = await descriptions();
-    await running!.ctx.runControl.pause('cancel', 'so that jobs wait');
-    await submitSynthesis(config, running!.ctx.redis, { runId: 'cancel', descriptions: file, probeSteps: 8 });
-    const result = await cancelRun(running!.ctx.redis, config.redis.prefix, running!.ctx.store, running!.ctx.runControl, 'cancel', 'not needed');
+    await ctx.runControl.pause('cancel', 'so that jobs wait');
+    await submitSynthesis(f.config, f.redis, { runId: 'cancel', descriptions: file, probeSteps: 8 });
+    const result = await cancelRun({ connection: f.redis, prefix: f.config.redis.prefix }, ctx.store, ctx.runControl, 'cancel', 'not needed');
     expect(result.removed + result.running).to.be.greaterThan(0);
-    await waitForRun(running!.ctx.store, 'cancel', () => undefined);
-    expect((await running!.ctx.runControl.get('cancel')).state).to.equal('cancelled');
-    expect(server!.log()).to.have.length(0);
-    const envs = await Promise.all((await running!.ctx.store.listDocIds('cancel', 'env')).map(id => running!.ctx.store.getDoc<EnvironmentRecord>('cancel', 'env', id)));
+    await f.waitForRun('cancel');
+    expect((await ctx.runControl.get('cancel')).state).to.equal('cancelled');
+    expect(f.server.log()).to.have.length(0);
+    const envs = await Promise.all((await ctx.store.listDocIds('cancel', 'env')).map(id => ctx.store.getDoc('cancel', 'env', id)));
     expect(envs.map(e => [e!.status, e!.failure?.code])).to.deep.equal([['failed', 'RUN_CANCELLED']]);
     let error: unknown;
     try {
-      await running!.ctx.runControl.resume('cancel');
+      await ctx.runControl.resume('cancel');
     } catch (err) {
       error = err;
     }

@@ -1,66 +1,45 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
-import type { AppConfig } from '../../config/index.js';
-import { loadModelScript, mergeModelScripts, parseModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
+import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
+import { exportRun } from '../../src/datasets/export.js';
+import { parseModelScript } from '../../src/model-server/index.js';
+import type { RunStore } from '../../src/runs/store.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { createRedisSynthesisStore } from '../../src/synthesis/store.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
-import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
-import { exportRun, submitScenarios, submitSynthesis, waitForRun } from '../../workers/synth-cli.js';
-import { REDIS_URL, requireRedis, tearDown, silentLogger, testConfig, until } from '../helpers/integration.js';
+import { DEMO, ENVFLEET_BIN, exited, until, useFleet, type Fleet } from '../helpers/integration.js';
 
 const run = promisify(execFile);
-const DEMO = 'fixtures/demo';
 
-async function scenariosOf(config: AppConfig, runId: string): Promise<{ scenario: ScenarioRecord; env: EnvironmentRecord }[]> {
-  const redis = new Redis(REDIS_URL);
-  try {
-    const store = createRedisSynthesisStore(redis, config.redis.prefix);
-    const out = [];
-    for (const id of await store.listDocIds(runId, 'scenario')) {
-      const scenario = (await store.getDoc<ScenarioRecord>(runId, 'scenario', id))!;
-      out.push({ scenario, env: (await store.getDoc<EnvironmentRecord>(runId, 'env', scenario.environmentId))! });
-    }
-    return out;
-  } finally {
-    redis.disconnect();
+async function scenariosOf(store: RunStore, runId: string): Promise<{ scenario: ScenarioRecord; env: EnvironmentRecord }[]> {
+  const out = [];
+  for (const id of await store.listDocIds(runId, 'scenario')) {
+    const scenario = (await store.getDoc(runId, 'scenario', id))!;
+    out.push({ scenario, env: (await store.getDoc(runId, 'env', scenario.environmentId))! });
   }
+  return out;
+}
+
+async function synthesize(f: Fleet, runId: string) {
+  await submitSynthesis(f.config, f.redis, { runId, tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+  await f.waitForRun(runId);
 }
 
 describe('scenario generation (real Redis, real workers, scripted server)', function () {
   this.timeout(180_000);
-  let server: ModelServer | undefined;
-  let running: RunningWorker | undefined;
-  let config: AppConfig;
-  const children: ChildProcess[] = [];
-
-  before(requireRedis);
-  afterEach(async () => {
-    await tearDown({ children, running, server, config });
-    running = undefined;
-    server = undefined;
-  });
-
-  async function synthesize(runId: string) {
-    await submitSynthesis(config, running!.ctx.redis, { runId, tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
-    await waitForRun(running!.ctx.store, runId, () => undefined);
-  }
+  const fleet = useFleet();
 
   it('produces the scenarios the fixtures imply, with the dropped ones and their reasons; checks hold up in `envfleet sandbox check`', async () => {
-    server = await startModelServer({ script: await loadModelScript(DEMO) });
-    config = testConfig(server);
-    running = await startWorkerProcess(config, silentLogger());
-    await synthesize('scn');
-    const submission = await submitScenarios(config, running.ctx.redis, { runId: 'scn', perEnv: 3 });
+    const f = await fleet();
+    await synthesize(f, 'scn');
+    const submission = await submitScenarios(f.config, f.redis, { runId: 'scn', perEnv: 3 });
     expect(submission).to.deep.include({ items: 2, jobsAdded: 6 });
-    await waitForRun(running.ctx.store, 'scn', () => undefined);
+    await f.waitForRun('scn');
 
-    const all = await scenariosOf(config, 'scn');
+    const all = await scenariosOf(f.store, 'scn');
     const ready = all.filter(s => s.scenario.status === 'ready');
     const dropped = all.filter(s => s.scenario.status === 'dropped');
     expect(ready).to.have.length(4);
@@ -75,7 +54,7 @@ describe('scenario generation (real Redis, real workers, scripted server)', func
     expect(iris.validation!.onInitialState.map(r => r.passed)).to.deep.equal([false, true, false]);
 
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-scn-'));
-    const exported = await exportRun(running.ctx.store, 'scn', dir);
+    const exported = await exportRun(f.store, 'scn', dir);
     expect(exported.scenarios).to.deep.include({ ready: 4, dropped: 2 });
     const lines = (await readFile(join(dir, 'scenarios.jsonl'), 'utf8')).trim().split('\n').map(l => JSON.parse(l) as { id: string; environmentId: string; initialState: unknown; task: string; userGoal: unknown; checklist: { item: string; check: string }[]; validation: unknown; lineage: unknown });
     expect(lines).to.have.length(4);
@@ -90,7 +69,7 @@ describe('scenario generation (real Redis, real workers, scripted server)', func
       const initial = join(dir, `${line.id}.initial.json`);
       await writeFile(checks, JSON.stringify(line.checklist));
       await writeFile(initial, JSON.stringify(line.initialState));
-      const { stdout } = await run(process.execPath, ['bin/envfleet.js', 'sandbox', 'check', checks, '--initial', initial, '--final', initial]);
+      const { stdout } = await run(process.execPath, [ENVFLEET_BIN, 'sandbox', 'check', checks, '--initial', initial, '--final', initial]);
       const result = JSON.parse(stdout) as { results: { passed: unknown; error?: string }[]; solved: boolean };
       expect(result.results.length).to.be.greaterThan(0);
       for (const r of result.results) {
@@ -101,62 +80,48 @@ describe('scenario generation (real Redis, real workers, scripted server)', func
     }
 
     // Again: nothing added, no model request.
-    const before = server.log().length;
-    const again = await submitScenarios(config, running.ctx.redis, { runId: 'scn', perEnv: 3 });
+    const before = f.server.log().length;
+    const again = await submitScenarios(f.config, f.redis, { runId: 'scn', perEnv: 3 });
     expect(again.jobsAdded).to.equal(0);
-    await waitForRun(running.ctx.store, 'scn', () => undefined);
-    expect(server.log().length).to.equal(before);
+    await f.waitForRun('scn');
+    expect(f.server.log().length).to.equal(before);
   });
 
   it('loses nothing when a worker is killed in the middle of scenario.check', async () => {
     const slow = parseModelScript({
       rules: [{ name: 'slow-check', stage: 'scenario.check', matchAny: 'Checklist item: Has member M7 with no unpaid fines', times: 1, fault: { type: 'delay', ms: 60_000 }, respond: { json: { check: 'function check(f) { return f.members.M7.fines === 0; }' } } }],
     });
-    server = await startModelServer({ script: mergeModelScripts([slow, await loadModelScript(DEMO)]) });
-    config = testConfig(server);
-    running = await startWorkerProcess(config, silentLogger());
-    await synthesize('kill');
-    await running.stop();
-    running = undefined;
-    const child = spawn(process.execPath, ['bin/envfleet.js', 'worker'], {
-      env: { ...process.env, REDIS_URL, ENVFLEET_REDIS_PREFIX: config.redis.prefix, OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'k', ENVFLEET_LOCK_DURATION_MS: '2000', ENVFLEET_STALLED_INTERVAL_MS: '1000', LOG_LEVEL: 'silent' },
-      stdio: 'ignore',
-    });
-    children.push(child);
-    const producer = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
-    try {
-      await submitScenarios(config, producer, { runId: 'kill', perEnv: 3 });
-      await until(() => Promise.resolve(server!.log().some(e => e.rule === 'slow-check')), 'the slow check call', 60_000);
-      child.kill('SIGKILL');
-      await new Promise(resolve => child.once('exit', resolve));
-    } finally {
-      producer.disconnect();
-    }
-    running = await startWorkerProcess(config, silentLogger());
-    await waitForRun(running.ctx.store, 'kill', () => undefined, undefined, { redis: running.ctx.redis, prefix: config.redis.prefix });
-    const all = await scenariosOf(config, 'kill');
+    const f = await fleet({ extra: slow });
+    await synthesize(f, 'kill');
+    await f.stopWorkers();
+    const child = f.spawnWorker();
+    await submitScenarios(f.config, f.redis, { runId: 'kill', perEnv: 3 });
+    await until(() => Promise.resolve(f.server.log().some(e => e.rule === 'slow-check')), 'the slow check call', 60_000);
+    child.kill('SIGKILL');
+    await exited(child);
+    await f.startWorkers();
+    await f.waitForRun('kill');
+    const all = await scenariosOf(f.store, 'kill');
     expect(all.filter(s => s.scenario.status === 'ready')).to.have.length(4);
     expect(all.filter(s => s.scenario.status === 'dropped')).to.have.length(2);
     const iris = all.find(s => s.scenario.task?.includes('Iris Vance'))!.scenario;
     expect(iris.checklist).to.have.length(3);
     // The check already written before the kill (item 1) was not asked again.
-    expect(server.log().filter(e => e.stage === 'scenario.check' && JSON.stringify(e.body).includes('Checklist item: Has loan L21 marked as returned'))).to.have.length(1);
+    expect(f.server.log().filter(e => e.stage === 'scenario.check' && JSON.stringify(e.body).includes('Checklist item: Has loan L21 marked as returned'))).to.have.length(1);
   });
 
   it('generates scenarios for environments imported from an environments.jsonl export', async () => {
-    server = await startModelServer({ script: await loadModelScript(DEMO) });
-    config = testConfig(server);
-    running = await startWorkerProcess(config, silentLogger());
-    await synthesize('source');
+    const f = await fleet();
+    await synthesize(f, 'source');
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-import-'));
-    const exported = await exportRun(running.ctx.store, 'source', dir);
+    const exported = await exportRun(f.store, 'source', dir);
     await writeFile(exported.path, `${await readFile(exported.path, 'utf8')}{"id": "broken"}\n`);
-    const submission = await submitScenarios(config, running.ctx.redis, { runId: 'imported', perEnv: 3, environments: exported.path });
+    const submission = await submitScenarios(f.config, f.redis, { runId: 'imported', perEnv: 3, environments: exported.path });
     expect(submission.items).to.equal(2); // the rejected clinic is not imported
     expect(submission.problems).to.have.length(1);
     expect(submission.problems[0]!.line).to.equal(4);
-    await waitForRun(running.ctx.store, 'imported', () => undefined);
-    const all = await scenariosOf(config, 'imported');
+    await f.waitForRun('imported');
+    const all = await scenariosOf(f.store, 'imported');
     expect(all.filter(s => s.scenario.status === 'ready')).to.have.length(4);
   });
 });

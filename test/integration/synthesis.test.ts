@@ -1,20 +1,16 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
-import type { AppConfig } from '../../config/index.js';
-import { QUEUE_NAMES } from '../../queues/index.js';
-import { loadModelScript, mergeModelScripts, parseModelScript, startModelServer, type ModelScript, type ModelServer } from '../../src/model-server/index.js';
-import { createRedisSynthesisStore } from '../../src/synthesis/store.js';
+import { PIPELINE_STAGES } from '../../queues/pipeline.js';
+import { submitSynthesis } from '../../queues/submit.js';
+import { exportRun } from '../../src/datasets/export.js';
+import { parseModelScript } from '../../src/model-server/index.js';
+import type { RunStore } from '../../src/runs/store.js';
 import type { EnvironmentRecord, ProbeStepRecord } from '../../src/synthesis/types.js';
-import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
-import { exportRun, submitSynthesis, waitForRun } from '../../workers/synth-cli.js';
-import { REDIS_URL, requireRedis, tearDown, silentLogger, testConfig, until } from '../helpers/integration.js';
+import { DEMO, exited, until, useFleet } from '../helpers/integration.js';
 
-const DEMO = 'fixtures/demo';
 const DESCRIPTIONS = [
   { summary: 'Library circulation system', introduction: 'A public library circulation system that tracks members, the book catalogue with copies on the shelf, and loans with their due days. Staff and members look up members and books, lend and take back copies, and settle overdue fines. It enforces loan limits and blocks lending to members with unpaid fines.' },
   { summary: 'Parking garage management', introduction: 'A multi-level parking garage with spots of different sizes, the tickets issued to vehicles as they enter, and the fees charged when they leave. Attendants find free spots, admit and release vehicles and review occupancy by level. Each spot holds at most one vehicle and fees follow an hourly rate.' },
@@ -28,48 +24,26 @@ async function descriptionsFile(items: readonly unknown[]): Promise<string> {
   return path;
 }
 
-async function envs(config: AppConfig, runId: string): Promise<EnvironmentRecord[]> {
-  const redis = new Redis(REDIS_URL);
-  try {
-    const store = createRedisSynthesisStore(redis, config.redis.prefix);
-    const ids = await store.listDocIds(runId, 'env');
-    return (await Promise.all(ids.map(id => store.getDoc<EnvironmentRecord>(runId, 'env', id)))).filter((e): e is EnvironmentRecord => !!e);
-  } finally {
-    redis.disconnect();
-  }
+async function envs(store: RunStore, runId: string): Promise<EnvironmentRecord[]> {
+  const ids = await store.listDocIds(runId, 'env');
+  return (await Promise.all(ids.map(id => store.getDoc(runId, 'env', id)))).filter((e): e is EnvironmentRecord => !!e);
 }
 
 const bySummary = (list: readonly EnvironmentRecord[], summary: string) => list.find(e => e.description.summary === summary)!;
 
 describe('environment synthesis (real Redis, real workers, scripted server)', function () {
   this.timeout(120_000);
-  let server: ModelServer | undefined;
-  let running: RunningWorker | undefined;
-  let config: AppConfig;
-  const children: ChildProcess[] = [];
-
-  before(requireRedis);
-  afterEach(async () => {
-    await tearDown({ children, running, server, config });
-    running = undefined;
-    server = undefined;
-  });
-
-  async function start(script: ModelScript, overrides: Parameters<typeof testConfig>[1] = {}, workers = true) {
-    server = await startModelServer({ script });
-    config = testConfig(server, overrides);
-    if (workers) running = await startWorkerProcess(config, silentLogger());
-  }
+  const fleet = useFleet();
 
   it('mines, deduplicates, builds, probes and exports the demo set, as the fixtures imply', async () => {
-    await start(await loadModelScript(DEMO));
+    const f = await fleet();
     const request = { runId: 'e2e', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 };
-    const submission = await submitSynthesis(config, running!.ctx.redis, request);
+    const submission = await submitSynthesis(f.config, f.redis, request);
     expect(submission.problems.map(p => p.line)).to.deep.equal([8, 9]);
-    await waitForRun(running!.ctx.store, 'e2e', () => undefined);
+    await f.waitForRun('e2e');
 
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-export-'));
-    const exported = await exportRun(running!.ctx.store, 'e2e', dir);
+    const exported = await exportRun(f.store, 'e2e', dir);
     expect(exported.byStatus).to.deep.equal({ kept: 2, rejected: 1 });
     const lines = (await readFile(exported.path, 'utf8')).trim().split('\n').map(l => JSON.parse(l) as Record<string, unknown>);
     for (const line of lines) {
@@ -77,7 +51,7 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
         expect(line, `${String(line['summary'])} ${field}`).to.have.property(field).that.is.not.equal(null);
       }
     }
-    const list = await envs(config, 'e2e');
+    const list = await envs(f.store, 'e2e');
     const library = bySummary(list, 'Library circulation system');
     expect(library.status).to.equal('kept');
     expect(library.quality).to.deep.include({ verdict: 'kept', notFailRate: 1 });
@@ -96,33 +70,33 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
     expect(clinic.quality?.rejectionReason).to.match(/book_appointment ×2/);
     expect(clinic.qualityHistory).to.have.length(2);
 
-    const funnel = await running!.ctx.store.funnel('e2e');
-    expect(funnel['mine.judge']).to.deep.equal({ 'needs-environment': 5, 'no-environment': 2 });
-    expect(funnel['mine.topic']).to.deep.equal({ candidate: 4, 'low-scores': 1 });
-    expect(funnel['mine.dedup']).to.deep.equal({ kept: 3, duplicate: 1 });
-    const dedup = await running!.ctx.store.getDoc<{ kept: boolean; nearest: { taskId: string; similarity: number } }>('e2e', 'dedup', 't4');
+    const counters = await f.store.counters('e2e');
+    expect(counters['mine.judge']).to.deep.equal({ 'needs-environment': 5, 'no-environment': 2 });
+    expect(counters['mine.topic']).to.deep.equal({ candidate: 4, 'low-scores': 1 });
+    expect(counters['mine.dedup']).to.deep.equal({ kept: 3, duplicate: 1 });
+    const dedup = await f.store.getDoc('e2e', 'dedup', 't4');
     expect(dedup).to.deep.include({ kept: false });
-    expect(dedup!.nearest.taskId).to.equal('t1');
-    expect(dedup!.nearest.similarity).to.be.at.least(0.9);
+    expect(dedup!.nearest!.taskId).to.equal('t1');
+    expect(dedup!.nearest!.similarity).to.be.at.least(0.9);
 
     // Re-running the same command adds no job and sends no model request.
-    const before = server!.log().length;
-    const again = await submitSynthesis(config, running!.ctx.redis, request);
+    const before = f.server.log().length;
+    const again = await submitSynthesis(f.config, f.redis, request);
     expect(again).to.deep.include({ created: false, jobsAdded: 0 });
-    await waitForRun(running!.ctx.store, 'e2e', () => undefined);
-    expect(server!.log().length).to.equal(before);
+    await f.waitForRun('e2e');
+    expect(f.server.log().length).to.equal(before);
   });
 
   it('ends an item whose model output stays invalid with the reason, and the run goes on', async () => {
     const broken = parseModelScript({
       rules: [{ stage: 'skeleton.state', matchAny: 'Environment: Broken domain', respond: { json: { className: 'Broken', entities: [] } } }],
     });
-    await start(mergeModelScripts([broken, await loadModelScript(DEMO)]), { ENVFLEET_REPAIR_ATTEMPTS: '1' });
+    const f = await fleet({ extra: broken, overrides: { ENVFLEET_REPAIR_ATTEMPTS: '1' } });
     const file = await descriptionsFile([DESCRIPTIONS[0]!, { summary: 'Broken domain', introduction: 'A domain whose state the model never describes properly.' }, 'not an object']);
-    const submission = await submitSynthesis(config, running!.ctx.redis, { runId: 'bad-output', descriptions: file, probeSteps: 8 });
+    const submission = await submitSynthesis(f.config, f.redis, { runId: 'bad-output', descriptions: file, probeSteps: 8 });
     expect(submission.problems).to.have.length(1);
-    await waitForRun(running!.ctx.store, 'bad-output', () => undefined);
-    const list = await envs(config, 'bad-output');
+    await f.waitForRun('bad-output');
+    const list = await envs(f.store, 'bad-output');
     expect(bySummary(list, 'Library circulation system').status).to.equal('kept');
     const failed = bySummary(list, 'Broken domain');
     expect(failed.status).to.equal('failed');
@@ -134,29 +108,20 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
     const slow = parseModelScript({
       rules: [{ name: 'slow-checker', stage: 'check.probe.checker', matchAny: 'Arguments:[^}]*8\\.5', times: 1, fault: { type: 'delay', ms: 60_000 }, respond: { json: { analysis: 'x', verdict: 'pass', reason: 'no error' } } }],
     });
-    await start(mergeModelScripts([slow, await loadModelScript(DEMO)]), {}, false);
+    const f = await fleet({ extra: slow, workers: false });
     const file = await descriptionsFile([DESCRIPTIONS[0]!]);
-    const child = spawn(process.execPath, ['bin/envfleet.js', 'worker'], {
-      env: { ...process.env, REDIS_URL, ENVFLEET_REDIS_PREFIX: config.redis.prefix, OPENAI_BASE_URL: server!.url, OPENAI_API_KEY: 'k', ENVFLEET_LOCK_DURATION_MS: '2000', ENVFLEET_STALLED_INTERVAL_MS: '1000', LOG_LEVEL: 'silent' },
-      stdio: 'ignore',
-    });
-    children.push(child);
-    const producer = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
-    try {
-      await submitSynthesis(config, producer, { runId: 'kill', descriptions: file, probeSteps: 8 });
-      await until(() => Promise.resolve(server!.log().some(e => e.rule === 'slow-checker')), 'the slow checker call', 60_000);
-      child.kill('SIGKILL');
-      await new Promise(resolve => child.once('exit', resolve));
-    } finally {
-      producer.disconnect();
-    }
-    running = await startWorkerProcess(config, silentLogger());
-    await waitForRun(running.ctx.store, 'kill', () => undefined, undefined, { redis: running.ctx.redis, prefix: config.redis.prefix });
-    const [library] = await envs(config, 'kill');
+    const child = f.spawnWorker();
+    await submitSynthesis(f.config, f.redis, { runId: 'kill', descriptions: file, probeSteps: 8 });
+    await until(() => Promise.resolve(f.server.log().some(e => e.rule === 'slow-checker')), 'the slow checker call', 60_000);
+    child.kill('SIGKILL');
+    await exited(child);
+    await f.startWorkers();
+    await f.waitForRun('kill');
+    const [library] = await envs(f.store, 'kill');
     expect(library!.status).to.equal('kept');
-    const steps = await running.ctx.store.steps<ProbeStepRecord>('kill', library!.id, 1);
+    const steps = await f.store.steps<ProbeStepRecord>('kill', library!.id, 1);
     expect(steps.map(s => s.index)).to.deep.equal([0, 1, 2, 3, 4, 5, 6, 7]);
-    const log = server!.log();
+    const log = f.server.log();
     const testers = log.filter(e => e.stage === 'check.probe.tester');
     const checkers = log.filter(e => e.stage === 'check.probe.checker');
     expect(testers).to.have.length(8); // every tester call answered once: the resumed job read them from the cache
@@ -165,39 +130,29 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
   });
 
   it('spreads one run over two worker processes, and exports the same result as one worker', async () => {
-    const script = await loadModelScript(DEMO);
-    await start(script, {}, false);
+    const f = await fleet({ workers: false });
     const file = await descriptionsFile(DESCRIPTIONS);
-    const env = { ...process.env, REDIS_URL, ENVFLEET_REDIS_PREFIX: config.redis.prefix, OPENAI_BASE_URL: server!.url, OPENAI_API_KEY: 'k', ENVFLEET_WORKER_CONCURRENCY: '2', LOG_LEVEL: 'silent' };
-    for (let i = 0; i < 2; i += 1) children.push(spawn(process.execPath, ['bin/envfleet.js', 'worker'], { env, stdio: 'ignore' }));
-    const producer = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
-    try {
-      const store = createRedisSynthesisStore(producer, config.redis.prefix);
-      await submitSynthesis(config, producer, { runId: 'two', descriptions: file, probeSteps: 8 });
-      await waitForRun(store, 'two', () => undefined);
-      const processedBy = new Set<string>();
-      for (const name of QUEUE_NAMES) {
-        const q = new Queue(name, { connection: producer, prefix: config.redis.prefix });
-        for (const job of await q.getJobs(['completed'])) if (job.processedBy) processedBy.add(job.processedBy.split(':')[1]!);
-        await q.close();
-      }
-      expect([...processedBy].sort()).to.deep.equal(children.map(c => String(c.pid)).sort());
-    } finally {
-      producer.disconnect();
+    const children = [f.spawnWorker({ ENVFLEET_WORKER_CONCURRENCY: '2' }), f.spawnWorker({ ENVFLEET_WORKER_CONCURRENCY: '2' })];
+    await submitSynthesis(f.config, f.redis, { runId: 'two', descriptions: file, probeSteps: 8 });
+    await f.waitForRun('two');
+    const processedBy = new Set<string>();
+    for (const name of PIPELINE_STAGES) {
+      const q = new Queue(name, { connection: f.redis, prefix: f.config.redis.prefix });
+      for (const job of await q.getJobs(['completed'])) if (job.processedBy) processedBy.add(job.processedBy.split(':')[1]!);
+      await q.close();
     }
-    for (const c of children.splice(0)) {
+    expect([...processedBy].sort()).to.deep.equal(children.map(c => String(c.pid)).sort());
+    for (const c of children) {
       c.kill('SIGTERM');
-      await new Promise(resolve => c.once('exit', resolve));
+      await exited(c);
     }
     // The same descriptions with one (in-process) worker and a fresh scripted server.
-    await server!.close();
-    server = await startModelServer({ script });
-    const single = testConfig(server, { ENVFLEET_REDIS_PREFIX: config.redis.prefix });
-    running = await startWorkerProcess(single, silentLogger());
-    await submitSynthesis(single, running.ctx.redis, { runId: 'one', descriptions: file, probeSteps: 8 });
-    await waitForRun(running.ctx.store, 'one', () => undefined);
+    const single = await f.restartServer();
+    await f.startWorkers({ config: single });
+    await submitSynthesis(single, f.redis, { runId: 'one', descriptions: file, probeSteps: 8 });
+    await f.waitForRun('one');
     const summary = (list: EnvironmentRecord[]) =>
       list.map(e => ({ summary: e.description.summary, status: e.status, source: e.source, notFail: e.quality?.notFailRate, tools: e.tools?.length })).sort((a, b) => a.summary.localeCompare(b.summary));
-    expect(summary(await envs(config, 'two'))).to.deep.equal(summary(await envs(config, 'one')));
+    expect(summary(await envs(f.store, 'two'))).to.deep.equal(summary(await envs(f.store, 'one')));
   });
 });

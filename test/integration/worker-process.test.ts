@@ -1,18 +1,17 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Queue } from 'bullmq';
 import { expect } from 'chai';
+import { formatChecks, runDoctor } from '../../cli/doctor.js';
+import { freePort } from '../../cli/private-redis.js';
 import { loadConfig } from '../../config/index.js';
-import { modelCallQueue } from '../../queues/model-call.queue.js';
-import type { ModelServer } from '../../src/model-server/index.js';
+import { STAGE_QUEUES } from '../../queues/pipeline.js';
+import { submitSynthesis } from '../../queues/submit.js';
+import { parseModelScript } from '../../src/model-server/index.js';
 import { startWorkerProcess } from '../../workers/main.js';
-import { freePort } from '../../workers/private-redis.js';
-import { formatChecks, runDoctor } from '../../workers/doctor.js';
-import { REDIS_URL, dropPrefix, finished, requireRedis, scriptedServer, silentLogger, testConfig, until } from '../helpers/integration.js';
-
-const GOOD = { ok: true };
-const SCHEMA = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] };
+import { ENVFLEET_BIN, REDIS_URL, childEnv, exited, requireRedis, scriptedServer, silentLogger, testConfig, until, useFleet } from '../helpers/integration.js';
 
 async function privateRedis(args: string[]): Promise<{ url: string; stop: () => Promise<void> }> {
   const port = await freePort();
@@ -65,64 +64,40 @@ describe('worker process', function () {
     }
   });
 
-  it('exits 0 on SIGTERM during a long job and leaves the job to be finished by another worker', async () => {
-    let server: ModelServer | undefined;
-    let child: ChildProcess | undefined;
-    const config = testConfig(null);
-    try {
-      server = await scriptedServer({
-        rules: [
-          { stage: 'mine.judge', times: 1, fault: { type: 'delay', ms: 60_000 }, respond: { json: GOOD } },
-          { stage: 'mine.judge', respond: { json: GOOD } },
-        ],
-      });
-      const env = {
-        ...process.env,
-        REDIS_URL,
-        ENVFLEET_REDIS_PREFIX: config.redis.prefix,
-        OPENAI_BASE_URL: server.url,
-        OPENAI_API_KEY: 'k',
-        ENVFLEET_SHUTDOWN_TIMEOUT_MS: '500',
-        ENVFLEET_LOCK_DURATION_MS: '2000',
-        ENVFLEET_STALLED_INTERVAL_MS: '1000',
-        LOG_LEVEL: 'warn',
-      };
-      child = spawn(process.execPath, ['bin/envfleet.js', 'worker', '--queues', 'model.call'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stderr = '';
-      child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      const exited = new Promise<number | null>(resolve => child!.once('exit', code => resolve(code)));
+  const fleet = useFleet();
 
-      const queue = modelCallQueue.create({ url: REDIS_URL }, { prefix: config.redis.prefix, jobs: config.jobs });
-      const { jobId } = await modelCallQueue.enqueue(queue, {
-        runId: 'r',
-        stage: 'mine.judge',
-        key: 'long',
-        messages: [{ role: 'user', content: 'long job' }],
-        output: { type: 'json', schema: SCHEMA },
-      });
+  it('exits 0 on SIGTERM during a long job and leaves the job to be finished by another worker', async () => {
+    const slow = parseModelScript({ rules: [{ name: 'slow-judge', stage: 'mine.judge', times: 1, fault: { type: 'delay', ms: 60_000 }, respond: { json: { needsEnvironment: true, reason: 'stateful loans' } } }] });
+    const f = await fleet({ extra: slow, workers: false });
+    const child = spawn(process.execPath, [ENVFLEET_BIN, 'worker', '--queues', 'mine.judge'], { env: childEnv(f.config, { ENVFLEET_SHUTDOWN_TIMEOUT_MS: '500', LOG_LEVEL: 'warn' }), stdio: ['ignore', 'pipe', 'pipe'] });
+    f.children.push(child);
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exitCode = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)));
+
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sigterm-'));
+    await writeFile(join(dir, 'tasks.jsonl'), `${JSON.stringify({ id: 't1', task: 'A library member wants to return two overdue books and pay the fine.' })}\n`);
+    await submitSynthesis(f.config, f.redis, { runId: 'long', tasks: join(dir, 'tasks.jsonl'), probeSteps: 8 });
+    const queue = new Queue('mine.judge', { connection: f.redis, prefix: f.config.redis.prefix });
+    try {
+      const jobId = STAGE_QUEUES['mine.judge'].jobId({ runId: 'long', taskId: 't1' });
       await until(async () => (await queue.getJob(jobId))?.getState().then(s => s === 'active') ?? false, 'the job to become active');
-      await until(() => Promise.resolve(server!.log().length > 0), 'the model request to arrive');
+      await until(() => Promise.resolve(f.server.log().some(e => e.rule === 'slow-judge')), 'the model request to arrive');
       child.kill('SIGTERM');
-      expect(await exited, stderr).to.equal(0);
+      expect(await exitCode, stderr).to.equal(0);
+      await exited(child);
 
       const after = await queue.getJob(jobId);
       expect(['waiting', 'delayed', 'wait']).to.include(await after!.getState());
       expect(after!.attemptsMade).to.equal(0);
 
-      const running = await startWorkerProcess(testConfig(server, { ENVFLEET_REDIS_PREFIX: config.redis.prefix }), silentLogger(), {
-        queues: [modelCallQueue.name],
-      });
-      try {
-        const job = await finished(queue, jobId);
-        expect(await job.getState(), job.failedReason).to.equal('completed');
-      } finally {
-        await running.stop();
-        await queue.close();
-      }
+      await f.startWorkers();
+      await f.waitForRun('long');
+      const judged = await queue.getJob(jobId);
+      expect(await judged!.getState(), judged!.failedReason).to.equal('completed');
+      expect(await f.store.getDoc('long', 'judge', 't1')).to.deep.include({ needsEnvironment: true });
     } finally {
-      if (child && child.exitCode === null) child.kill('SIGKILL');
-      await server?.close();
-      await dropPrefix(config.redis.prefix);
+      await queue.close();
     }
   });
 });
@@ -166,7 +141,7 @@ describe('envfleet doctor', function () {
   });
 
   it('reports an invalid configuration by variable, and exits 1 from the command line', async () => {
-    const child = spawn(process.execPath, ['bin/envfleet.js', 'doctor'], {
+    const child = spawn(process.execPath, [ENVFLEET_BIN, 'doctor'], {
       env: { ...process.env, ENVFLEET_POOL_THREADS: 'many' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import {
   APIConnectionError,
+  APIError,
   APIConnectionTimeoutError,
   AuthenticationError,
   BadRequestError,
@@ -12,13 +13,16 @@ import {
   BudgetExceededError,
   ConfigError,
   InvalidJobDataError,
+  ERROR_CODES,
+  ModelError,
   ModelOutputError,
-  ModelRequestError,
-  ModelTransientError,
   RateLimitedError,
+  RunCancelledError,
   castToError,
   classifyError,
+  modelCodeOfStatus,
 } from '../../src/errors.js';
+import { SandboxError, SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 
 const headers = new Headers();
 
@@ -28,7 +32,8 @@ describe('classifyError', () => {
       new InvalidJobDataError('q', 'bad'),
       new ConfigError('bad'),
       new ModelOutputError('bad', {}),
-      new ModelRequestError('MODEL_AUTH', '401'),
+      new ModelError('MODEL_AUTH', '401'),
+      new RunCancelledError('r', null),
       new ZodError([]),
       new BadRequestError(400, undefined, 'bad', headers),
       new AuthenticationError(401, undefined, 'no', headers),
@@ -39,7 +44,8 @@ describe('classifyError', () => {
 
   it('retries transient failures', () => {
     for (const err of [
-      new ModelTransientError('MODEL_SERVER_ERROR', '500'),
+      new ModelError('MODEL_SERVER_ERROR', '500'),
+      new SandboxError('SANDBOX_UNAVAILABLE', 'thread ended'),
       new InternalServerError(500, undefined, 'boom', headers),
       new APIConnectionError({ message: 'refused' }),
       new APIConnectionTimeoutError(),
@@ -60,7 +66,8 @@ describe('classifyError', () => {
 
   it('keeps stable codes', () => {
     expect(classifyError(new ModelOutputError('x', {})).code).to.equal('MODEL_OUTPUT_INVALID');
-    expect(classifyError(new ModelTransientError('MODEL_TIMEOUT', 'x')).code).to.equal('MODEL_TIMEOUT');
+    expect(classifyError(new ModelError('MODEL_TIMEOUT', 'x')).code).to.equal('MODEL_TIMEOUT');
+    expect(classifyError(new SandboxError('DEADLINE_EXCEEDED', 'x')).code).to.equal('DEADLINE_EXCEEDED');
   });
 });
 
@@ -70,5 +77,34 @@ describe('castToError', () => {
     expect(castToError({ a: 1 }).message).to.equal('{"a":1}');
     const e = new Error('x');
     expect(castToError(e)).to.equal(e);
+  });
+});
+
+describe('the error codes', () => {
+  it('decide every HTTP status of a model endpoint in one mapping, and classifyError agrees with it', () => {
+    const cases: [number, string, string][] = [
+      [400, 'MODEL_BAD_REQUEST', 'give-up'],
+      [401, 'MODEL_AUTH', 'give-up'],
+      [403, 'MODEL_AUTH', 'give-up'],
+      [404, 'MODEL_NOT_FOUND', 'give-up'],
+      [408, 'MODEL_SERVER_ERROR', 'retry'],
+      [409, 'MODEL_SERVER_ERROR', 'retry'],
+      [422, 'MODEL_BAD_REQUEST', 'give-up'],
+      [429, 'MODEL_RATE_LIMITED', 'rate-limit'],
+      [500, 'MODEL_SERVER_ERROR', 'retry'],
+      [503, 'MODEL_SERVER_ERROR', 'retry'],
+    ];
+    for (const [status, code, action] of cases) {
+      expect(modelCodeOfStatus(status), String(status)).to.equal(code);
+      const err = APIError.generate(status, { error: { message: 'x' } }, 'x', new Headers());
+      expect(classifyError(err), String(status)).to.deep.include({ code, action });
+    }
+  });
+
+  it('hold every sandbox code, as environment failures', () => {
+    for (const code of Object.keys(SANDBOX_ERROR_CODES)) {
+      expect(ERROR_CODES, code).to.have.property(code);
+      if (code !== 'CHECK_INVALID') expect(ERROR_CODES[code as keyof typeof ERROR_CODES].area, code).to.equal('environment');
+    }
   });
 });

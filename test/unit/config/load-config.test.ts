@@ -435,7 +435,7 @@ describe('config: ENVFLEET_WORKER_QUEUES', () => {
 
   it('splits a comma-separated list, trimming names and dropping empty ones', () => {
     expect(queues('mine.judge')).to.deep.equal(['mine.judge']);
-    expect(queues(' mine.judge , model.call ')).to.deep.equal(['mine.judge', 'model.call']);
+    expect(queues(' mine.judge , rollout.run ')).to.deep.equal(['mine.judge', 'rollout.run']);
     expect(queues('a,,b,')).to.deep.equal(['a', 'b']);
   });
 });
@@ -484,8 +484,8 @@ describe('config: stricter values', () => {
 
   it('refuses an empty queue list and "all" mixed with names, and drops duplicates', () => {
     expect(configError(() => loadConfig({ ENVFLEET_WORKER_QUEUES: ',' })).message).to.match(/ENVFLEET_WORKER_QUEUES/);
-    expect(configError(() => loadConfig({ ENVFLEET_WORKER_QUEUES: 'all,model.call' })).message).to.match(/without "all"/);
-    expect(loadConfig({ ENVFLEET_WORKER_QUEUES: 'model.call, model.call' }).worker.queues).to.deep.equal(['model.call']);
+    expect(configError(() => loadConfig({ ENVFLEET_WORKER_QUEUES: 'all,rollout.run' })).message).to.match(/without "all"/);
+    expect(loadConfig({ ENVFLEET_WORKER_QUEUES: 'rollout.run, rollout.run' }).worker.queues).to.deep.equal(['rollout.run']);
   });
 
   it('accepts only plain decimal numbers', () => {

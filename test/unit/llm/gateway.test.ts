@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import { z } from 'zod';
 import { loadConfig, type EnvVarName } from '../../../config/index.js';
 import { createModelGateway, retryAfterMs, type ModelGateway } from '../../../src/llm/gateway.js';
-import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../../../src/llm/memory.js';
+import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../../helpers/memory-ports.js';
 import type { Ledger } from '../../../src/llm/ports.js';
 import { parseModelScript, startModelServer, type ModelServer } from '../../../src/model-server/index.js';
 import { rejection } from '../../helpers/assert.js';

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { z } from 'zod';
 import { defineQueue } from '../../../queues/define-queue.js';
-import { modelCallQueue } from '../../../queues/model-call.queue.js';
+import { STAGE_QUEUES } from '../../../queues/pipeline.js';
 
 const def = defineQueue({
   name: 'test.q',
@@ -34,14 +34,9 @@ describe('defineQueue', () => {
     expect(() => defineQueue({ ...def, name: 'a:b' })).to.throw(/must not contain ":"/);
   });
 
-  it('round-trips model.call job data through JSON', () => {
-    const data = {
-      runId: 'r',
-      stage: 'mine.judge' as const,
-      key: 'k',
-      messages: [{ role: 'user' as const, content: 'hi' }],
-      output: { type: 'text' as const },
-    };
-    expect(modelCallQueue.parseData(JSON.parse(JSON.stringify(data)))).to.deep.equal(data);
+  it('round-trips stage job data through JSON, and names each job by its stage', () => {
+    const data = { runId: 'r', scenarioId: 'scn-1', mode: 'conversational' as const, sample: 3 };
+    expect(STAGE_QUEUES['rollout.run'].parseData(JSON.parse(JSON.stringify(data)))).to.deep.equal(data);
+    expect(STAGE_QUEUES['rollout.run'].jobId(data)).to.match(/^rollout\.run-[0-9a-f]{40}$/);
   });
 });

@@ -1,0 +1,35 @@
+import { loadConfig, type AppConfig } from '../config/index.js';
+import type { QueuesAt } from '../queues/run-jobs.js';
+import { RequestError } from '../src/errors.js';
+import { createRedisLedger } from '../src/llm/redis-ledger.js';
+import type { Ledger } from '../src/llm/ports.js';
+import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/connection.js';
+import { createRedisRunControl, type RunControl } from '../src/runs/control.js';
+import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
+
+/** What a command that reads or changes runs works with, on one producer connection (fails fast when Redis is down). */
+export interface CommandContext {
+  readonly config: AppConfig;
+  readonly redis: Redis;
+  readonly at: QueuesAt;
+  readonly store: RunStore;
+  readonly control: RunControl;
+  readonly ledger: Ledger;
+}
+
+/** Loads the configuration, connects, runs `fn`, disconnects. */
+export async function withRuns<T>(fn: (c: CommandContext) => Promise<T>, config: AppConfig = loadConfig()): Promise<T> {
+  const redis = createRedisConnection(config.redis.url, 'producer');
+  try {
+    await waitForRedis(redis, config.redis.url);
+    const prefix = config.redis.prefix;
+    return await fn({ config, redis, at: { connection: redis, prefix }, store: createRedisRunStore(redis, prefix), control: createRedisRunControl(redis, prefix), ledger: createRedisLedger(redis, prefix) });
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Fails unless the run exists, with where to look. */
+export async function requireRun(store: RunStore, runId: string): Promise<void> {
+  if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist (see envfleet runs; check REDIS_URL and ENVFLEET_REDIS_PREFIX)`);
+}

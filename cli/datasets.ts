@@ -1,0 +1,57 @@
+import { InvalidArgumentError } from 'commander';
+import { loadConfig } from '../config/index.js';
+import { DATASET_FORMATS, exportRun, type DatasetFormat } from '../src/datasets/export.js';
+import { runSink } from '../src/datasets/sink.js';
+import { createRedisConnection, waitForRedis } from '../src/redis/connection.js';
+import { createRedisRunStore } from '../src/runs/store.js';
+import { withRuns } from './context.js';
+
+/** `envfleet sink`: writes a run's trajectories to DIR/trajectories, exactly once, until the run has none outstanding (or Ctrl-C with --follow). */
+export async function sinkCommand(opts: { run: string; out: string; follow?: boolean }): Promise<void> {
+  const config = loadConfig();
+  // The sink blocks on the stream: a worker-style connection that waits through reconnects.
+  const redis = createRedisConnection(config.redis.url, 'worker');
+  const controller = new AbortController();
+  process.once('SIGINT', () => controller.abort());
+  process.once('SIGTERM', () => controller.abort());
+  try {
+    await waitForRedis(redis, config.redis.url);
+    const store = createRedisRunStore(redis, config.redis.prefix);
+    const result = await runSink({ redis, prefix: config.redis.prefix, store, runId: opts.run, dir: opts.out, follow: opts.follow ?? false, signal: controller.signal });
+    process.stdout.write(`wrote ${result.written} trajectories to ${opts.out}/trajectories (${result.shards.join(', ')}); ${result.skippedDuplicates} duplicates skipped\n`);
+  } catch (err) {
+    if (!controller.signal.aborted) throw err;
+    process.stdout.write('sink stopped; everything acknowledged is on disk\n');
+  } finally {
+    redis.disconnect();
+  }
+}
+
+export interface ExportCommandOptions {
+  readonly run: string;
+  readonly out: string;
+  readonly format?: string;
+  readonly filter?: string;
+  readonly minReward?: number;
+  readonly trajectories?: string;
+}
+
+/** `envfleet export`: the datasets of a run. */
+export async function exportCommand(opts: ExportCommandOptions): Promise<void> {
+  const formats = opts.format ? opts.format.split(',').map(f => f.trim()) : [...DATASET_FORMATS];
+  for (const f of formats) if (!DATASET_FORMATS.includes(f as DatasetFormat)) throw new InvalidArgumentError(`unknown --format "${f}"; use ${DATASET_FORMATS.join(', ')}`);
+  if (opts.filter !== undefined && opts.filter !== 'solved') throw new InvalidArgumentError('--filter takes "solved"');
+  if (opts.minReward !== undefined && !(opts.minReward >= 0 && opts.minReward <= 1)) throw new InvalidArgumentError('--min-reward takes a number between 0 and 1');
+  await withRuns(async ({ store }) => {
+    const result = await exportRun(store, opts.run, opts.out, {
+      formats: formats as DatasetFormat[],
+      filter: { solvedOnly: opts.filter === 'solved', minReward: opts.minReward ?? null },
+      ...(opts.trajectories ? { trajectoriesDir: opts.trajectories } : {}),
+    });
+    for (const [file, n] of Object.entries(result.datasets)) process.stdout.write(`wrote ${n} records to ${opts.out}/${file}\n`);
+    process.stdout.write(`wrote ${result.count} environments to ${result.path} ${JSON.stringify(result.byStatus)}\n`);
+    if (result.scenarios.path) {
+      process.stdout.write(`wrote ${result.scenarios.ready} scenarios to ${result.scenarios.path} (${result.scenarios.dropped} dropped, with reasons, in scenarios-dropped.jsonl)\n`);
+    }
+  });
+}

@@ -1,0 +1,145 @@
+import { join } from 'node:path';
+import { loadConfig, type AppConfig } from '../config/index.js';
+import { startDashboard } from '../http/dashboard/server.js';
+import { waitForRun } from '../queues/run-jobs.js';
+import { funnelReport } from '../queues/run-status.js';
+import { submitRollouts, submitScenarios, submitSynthesis } from '../queues/submit.js';
+import { exportRun } from '../src/datasets/export.js';
+import { runSink } from '../src/datasets/sink.js';
+import { createLogger } from '../src/logger.js';
+import { loadModelScript, startModelServer } from '../src/model-server/index.js';
+import type { StoredTrajectory } from '../src/rollouts/types.js';
+import { fixturesPath } from '../src/util/package-root.js';
+import { startWorkerProcess } from '../workers/main.js';
+import { chooseRedis } from './private-redis.js';
+import { formatFunnel } from './runs.js';
+
+/**
+ * `envfleet demo`: the product end to end on real queues and workers — a Redis (the configured
+ * one, or a private one), the scripted model server (or the real endpoint OPENAI_BASE_URL names),
+ * source tasks mined, deduplicated, turned into environments, probed by the dual-agent check and
+ * exported; then the same submission again, which adds no job and sends no model request.
+ */
+export async function runDemo(out: (line: string) => void = line => process.stdout.write(`${line}\n`), options: { dashboard?: boolean; runId?: string } = {}): Promise<void> {
+  const started = Date.now();
+  const FIXTURES = fixturesPath('demo');
+  const base = loadConfig();
+  const redis = await chooseRedis(base.redis.url, line => out(`[demo] ${line}`));
+  const useReal = base.explicit.includes('OPENAI_BASE_URL');
+  const server = useReal ? null : await startModelServer({ script: await loadModelScript(FIXTURES) });
+  out(useReal ? `[demo] using the model endpoint ${base.endpoints['default']?.baseURL}` : `[demo] scripted model server at ${server?.url} (fixtures/demo)`);
+
+  const config: AppConfig = loadConfig(undefined, {
+    overrides: {
+      REDIS_URL: redis.url,
+      ...(server ? { OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'envfleet-local' } : {}),
+      ENVFLEET_JOB_BACKOFF_MS: base.explicit.includes('ENVFLEET_JOB_BACKOFF_MS') ? String(base.jobs.backoffMs) : '300',
+      ENVFLEET_SHUTDOWN_TIMEOUT_MS: '5000',
+    },
+  });
+  const logger = createLogger({ log: { level: base.explicit.includes('LOG_LEVEL') ? base.log.level : 'silent' } });
+  const running = await startWorkerProcess(config, logger);
+  let cleaned: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaned ??= (async () => {
+      await running.stop();
+      await server?.close();
+      await redis.stop();
+    })());
+  // Ctrl-C still stops the workers and removes the private Redis.
+  const interrupt = () => {
+    out('[demo] interrupted; cleaning up');
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', interrupt);
+  process.once('SIGTERM', interrupt);
+  try {
+    const runId = options.runId ?? `demo-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${process.pid}`;
+    const request = { runId, tasks: join(FIXTURES, 'source-tasks.jsonl'), probeSteps: 8 };
+    const submission = await submitSynthesis(config, running.ctx.redis, request);
+    for (const p of submission.problems) out(`[demo] source-tasks.jsonl line ${p.line} skipped: ${p.problem}`);
+    out(`[demo] run ${runId}: ${submission.items} source tasks, ${submission.jobsAdded} jobs enqueued (mining → skeleton → dual-agent check)`);
+    await waitForRun(running.ctx.store, runId, p => out(`[demo] ${p.outstanding} jobs outstanding; environments ${JSON.stringify(p.environments)}`));
+
+    const scenarioRequest = { runId, perEnv: 3 };
+    const scenarios = await submitScenarios(config, running.ctx.redis, scenarioRequest);
+    out(`[demo] scenarios: 3 initial states for each of the ${scenarios.items} kept environments (${scenarios.jobsAdded} jobs: state → task → checklist → checks)`);
+    await waitForRun(running.ctx.store, runId, p => out(`[demo] ${p.outstanding} jobs outstanding; scenarios ${JSON.stringify(p.scenarios)}`));
+
+    const dir = join('demo-output', runId);
+    const rolloutRequest = { runId, samples: 2, modes: ['non-conversational', 'conversational'] as const };
+    const rollouts = await submitRollouts(config, running.ctx.redis, { ...rolloutRequest, modes: [...rolloutRequest.modes] });
+    out(`[demo] rollouts: ${rollouts.scenarios} scenarios × 2 modes × ${rollouts.config.samples} samples with the scripted policy and user; the sink writes them to ${dir}/trajectories/`);
+    const sink = runSink({ redis: running.ctx.redis, prefix: config.redis.prefix, store: running.ctx.store, runId, dir });
+    await waitForRun(running.ctx.store, runId, p => out(`[demo] ${p.outstanding} jobs outstanding`));
+    const sunk = await sink;
+    out(`[demo] sink wrote ${sunk.written} trajectories (${sunk.shards.join(', ')})`);
+
+    const requestsBefore = server?.log().length ?? 0;
+    const again = await submitSynthesis(config, running.ctx.redis, request);
+    const againScenarios = await submitScenarios(config, running.ctx.redis, scenarioRequest);
+    const againRollouts = await submitRollouts(config, running.ctx.redis, { ...rolloutRequest, modes: [...rolloutRequest.modes] });
+    await waitForRun(running.ctx.store, runId, () => undefined);
+    out(`[demo] submitted the same run, scenarios and rollouts again: ${again.jobsAdded + againScenarios.jobsAdded + againRollouts.groupsAdded} jobs added, ${(server?.log().length ?? 0) - requestsBefore} model requests sent`);
+
+    const exported = await exportRun(running.ctx.store, runId, dir);
+    out(`[demo] datasets in ${dir}/: environments.jsonl (${exported.count}), scenarios.jsonl (${exported.scenarios.ready}), scenarios-dropped.jsonl (${exported.scenarios.dropped}), ${Object.entries(exported.datasets).map(([f, n]) => `${f} (${n})`).join(', ')}, trajectories/ (${sunk.written})`);
+    out('[demo] environments:');
+    for (const id of (await running.ctx.store.listDocIds(runId, 'env')).sort()) {
+      const env = (await running.ctx.store.getDoc(runId, 'env', id))!;
+      const q = env.quality;
+      const notes = [
+        env.assembleRepairs?.length ? `assemble repaired ${env.assembleRepairs.flatMap(r => r.methods).join(', ')}` : '',
+        q?.repair ? `repair round ${q.repair.saved ? 'saved it' : 'did not save it'} (${q.repair.methods.join(', ')})` : '',
+        q?.rejectionReason ?? '',
+        env.failure ? `${env.failure.stage}: ${env.failure.message}` : '',
+      ].filter(Boolean);
+      out(`  ${env.status.padEnd(8)} ${env.description.summary.padEnd(34)} ${String(env.tools?.length ?? 0).padStart(2)} tools  not-fail ${q ? `${(q.notFailRate * 100).toFixed(0)}%` : '-'}  ${notes.join('; ')}`);
+    }
+    out('[demo] scenarios:');
+    for (const id of (await running.ctx.store.listDocIds(runId, 'scenario')).sort()) {
+      const s = (await running.ctx.store.getDoc(runId, 'scenario', id))!;
+      const env = (await running.ctx.store.getDoc(runId, 'env', s.environmentId))!;
+      const detail = s.status === 'ready'
+        ? `${s.checklist?.length ?? 0} checks${s.validation?.repairs.length ? ` (${s.validation.repairs.length} repaired)` : ''}: ${(s.task ?? '').slice(0, 70)}…`
+        : `${s.dropReason?.code}: ${s.dropReason?.message}`;
+      out(`  ${s.status.padEnd(8)} ${env.description.summary.padEnd(28)} state ${s.index + 1}  ${detail}`);
+    }
+    out('[demo] rollouts per environment:');
+    const byEnv = new Map<string, StoredTrajectory[]>();
+    for (const id of await running.ctx.store.listDocIds(runId, 'trajectory')) {
+      const t = (await running.ctx.store.getDoc(runId, 'trajectory', id))!;
+      byEnv.set(t.environmentId, [...(byEnv.get(t.environmentId) ?? []), t]);
+    }
+    for (const [envId, list] of byEnv) {
+      const env = (await running.ctx.store.getDoc(runId, 'env', envId))!;
+      const mean = list.reduce((a, t) => a + (t.reward ?? 0), 0) / list.length;
+      const solved = list.filter(t => t.solved).length / list.length;
+      const reasons = [...new Set(list.map(t => t.termination.reason))].join(', ');
+      out(`  ${env.description.summary.padEnd(28)} ${String(list.length).padStart(3)} trajectories  mean reward ${mean.toFixed(2)}  solved ${(solved * 100).toFixed(0)}%  (${reasons})`);
+    }
+    out(`[demo] funnel (envfleet status --run ${runId}):\n${formatFunnel(await funnelReport(running.ctx.store, runId))}`);
+    const totals = await running.ctx.ledger.totals(runId);
+    out(`[demo] ledger: ${totals.requests} model requests (${totals.cachedRequests} from the cache), ${totals.promptTokens} prompt + ${totals.completionTokens} completion tokens, $${totals.costUsd.toFixed(4)}`);
+    if (server) {
+      const faults = server.log().filter(e => e.fault).map(e => e.fault);
+      out(`[demo] model server received ${server.log().length} requests; injected faults: ${faults.join(', ') || 'none'}`);
+    }
+    out(`[demo] done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    if (options.dashboard) {
+      const dashboard = await startDashboard(config, logger, { port: base.explicit.includes('ENVFLEET_DASHBOARD_PORT') ? base.dashboard.port : 3000, host: '127.0.0.1', token: null });
+      out(`[demo] dashboard on the demo run: ${dashboard.url}/runs/${runId} (bull-board at ${dashboard.url}/queues, metrics at ${dashboard.url}/metrics); Ctrl-C to stop`);
+      await new Promise<void>(resolve => {
+        process.off('SIGINT', interrupt);
+        process.off('SIGTERM', interrupt);
+        process.once('SIGINT', () => resolve());
+        process.once('SIGTERM', () => resolve());
+      });
+      await dashboard.close();
+    }
+  } finally {
+    process.off('SIGINT', interrupt);
+    process.off('SIGTERM', interrupt);
+    await cleanup();
+  }
+}

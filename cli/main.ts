@@ -1,0 +1,230 @@
+/**
+ * The `envfleet` command line. This file only declares the commands and their options; each command's
+ * modules are imported when it runs, so `envfleet --help` loads nothing but commander.
+ */
+import { Command, InvalidArgumentError } from 'commander';
+import type { ExportCommandOptions } from './datasets.js';
+import type { BudgetOptions, ControlOptions } from './runs.js';
+import type { SandboxCommandOptions } from './sandbox.js';
+import type { RolloutsOptions, ScenariosOptions, SynthOptions } from './submit.js';
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function memoryMb(value: string): number {
+  const n = positiveInt(value);
+  if (n > 4_096) throw new InvalidArgumentError('expected megabytes between 1 and 4096');
+  return n;
+}
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65_535) throw new InvalidArgumentError('expected a port number (0-65535)');
+  return n;
+}
+
+function nonNegative(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!(Number.isFinite(n) && n >= 0)) throw new InvalidArgumentError(`${name} takes a number ≥ 0`);
+    return n;
+  };
+}
+
+/**
+ * Prints an error a user can act on and exits non-zero. envfleet's own errors carry a stable code and a
+ * message that says what to fix; anything else is a bug, printed with its stack.
+ */
+function fail(err: unknown): never {
+  const e = err as { code?: unknown; message?: unknown; stack?: unknown } | null;
+  const ours = typeof e?.code === 'string' && /^(?:[A-Z][A-Z_]+$|commander\.)/.test(e.code);
+  process.stderr.write(`envfleet: ${ours ? String(e.message) : String(e?.stack ?? err)}\n`);
+  process.exit(1);
+}
+
+/** Wraps a command's action so every failure ends in `fail`. */
+function guarded<A extends unknown[]>(action: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await action(...args);
+    } catch (err) {
+      fail(err);
+    }
+  };
+}
+
+const program = new Command()
+  .name('envfleet')
+  .description('Synthesize executable tool-interaction environments for LLM agents and run rollouts against them, on a BullMQ worker fleet.')
+  .showHelpAfterError();
+
+const worker = program
+  .command('worker')
+  .description('consume queues until SIGTERM/SIGINT (any number of workers on any machines may share one Redis)')
+  .option('--queues <names>', 'comma-separated stages to consume (default ENVFLEET_WORKER_QUEUES or all; listed below)')
+  .option('--concurrency <n>', 'jobs at once per queue (default ENVFLEET_WORKER_CONCURRENCY)', positiveInt)
+  .action(guarded(async (opts: { queues?: string; concurrency?: number }) => (await import('./worker.js')).workerCommand(opts)));
+if (process.argv[2] === 'worker') {
+  // Only `envfleet worker --help` shows the stages, so only it loads the pipeline declaration.
+  const { PIPELINE_STAGES, STAGES } = await import('../queues/pipeline.js');
+  worker.addHelpText('after', `\nStages (queues), in pipeline order:\n${PIPELINE_STAGES.map(s => `  ${s.padEnd(20)} ${STAGES[s].description}`).join('\n')}\n`);
+}
+
+program
+  .command('model-server')
+  .description('serve the OpenAI protocol from fixture scripts (for the demo, tests and offline runs)')
+  .option('--script <path>', 'a JSON/YAML script, or a directory of them (default: the demo fixtures shipped with envfleet)')
+  .option('--port <n>', 'port (0 = any free port)', port, 8787)
+  .option('--host <host>', 'address to listen on', '127.0.0.1')
+  .option('--api-key <key>', 'if set, requests must carry this Bearer key')
+  .option('--log-file <path>', 'append every received request as a JSON line')
+  .action(guarded(async (opts: { script?: string; port: number; host: string; apiKey?: string; logFile?: string }) => (await import('./servers.js')).modelServerCommand(opts)));
+
+program
+  .command('doctor')
+  .description('check the configuration, Redis and the model endpoints, and say what to fix')
+  .option('--json', 'print JSON')
+  .action(guarded(async (opts: { json?: boolean }) => (await import('./doctor.js')).doctorCommand(opts)));
+
+program
+  .command('demo')
+  .description('run the pipeline end to end on real queues and workers with the scripted model server')
+  .option('--run <name>', 'name of the demo run (default: demo-TIMESTAMP-PID)')
+  .option('--dashboard', 'keep the dashboard up on the demo run until Ctrl-C')
+  .action(
+    guarded(async (opts: { run?: string; dashboard?: boolean }) => {
+      await (await import('./demo.js')).runDemo(undefined, { dashboard: opts.dashboard ?? false, ...(opts.run ? { runId: opts.run } : {}) });
+      process.exit(0);
+    }),
+  );
+
+program
+  .command('synth')
+  .description('synthesize environments: from source tasks (mining, skeleton, dual-agent check) or from descriptions (skipping mining)')
+  .requiredOption('--run <name>', 'run name (re-running the same command resumes it and adds nothing)')
+  .option('--tasks <file>', 'JSONL, one {"task": TEXT, "id"?, "source"?} per line')
+  .option('--descriptions <file>', 'JSONL, one {"summary": TEXT, "introduction": TEXT} per line')
+  .option('--max-envs <n>', 'build at most N environments (default: no limit)', positiveInt)
+  .option('--probe-steps <n>', 'dual-agent probe steps per environment (default ENVFLEET_PROBE_STEPS)', positiveInt)
+  .option('--no-wait', 'enqueue and return without waiting for the run to finish')
+  .option('--workers', 'also run workers for every queue in this process (otherwise start `envfleet worker` somewhere)')
+  .action(guarded(async (opts: SynthOptions) => (await import('./submit.js')).synthCommand(opts)));
+
+program
+  .command('scenarios')
+  .description('generate scenarios (initial states, tasks, checklists, check functions) for the kept environments of a run')
+  .requiredOption('--run <name>', 'run name (its kept environments, or the environments imported with --environments)')
+  .option('--per-env <m>', 'initial states (scenarios) per environment', positiveInt, 5)
+  .option('--environments <file>', 'environments.jsonl (export format) to import into the run first')
+  .option('--verify-with <model>', 'solvability gate: keep a scenario only when this reference policy model solves it')
+  .option('--tries <r>', 'reference rollouts per scenario for --verify-with', positiveInt, 3)
+  .option('--no-wait', 'enqueue and return without waiting')
+  .option('--workers', 'also run workers for every queue in this process')
+  .action(guarded(async (opts: ScenariosOptions) => (await import('./submit.js')).scenariosCommand(opts)));
+
+program
+  .command('rollouts')
+  .description('run K episodes of the policy per ready scenario of a run, in one or both modes; trajectories go to the run’s stream (write them with envfleet sink)')
+  .requiredOption('--run <name>', 'run name')
+  .option('--samples <k>', 'episodes per scenario and mode (a group)', positiveInt, 4)
+  .option('--mode <mode>', 'non-conversational, conversational or both', 'both')
+  .option('--model <name>', 'policy model (default: the rollout.policy profile)')
+  .option('--user-model <name>', 'user-simulator model (default: the rollout.user profile)')
+  .option('--max-steps <n>', 'agent turns per episode (default 30 non-conversational, 40 conversational)', positiveInt)
+  .option('--max-tokens <n>', 'tokens per episode (default: no limit)', positiveInt)
+  .option('--max-wall-ms <n>', 'wall time per episode (default 600000)', positiveInt)
+  .option('--no-wait', 'enqueue and return')
+  .option('--workers', 'also run workers for every queue in this process')
+  .action(guarded(async (opts: RolloutsOptions) => (await import('./submit.js')).rolloutsCommand(opts)));
+
+program
+  .command('sink')
+  .description('write a run’s trajectories from its Redis stream to DIR/trajectories/*.jsonl, exactly once; resumes after a crash')
+  .requiredOption('--run <name>', 'run name')
+  .requiredOption('--out <dir>', 'output directory')
+  .option('--follow', 'keep running after the run has no outstanding job')
+  .action(guarded(async (opts: { run: string; out: string; follow?: boolean }) => (await import('./datasets.js')).sinkCommand(opts)));
+
+program
+  .command('export')
+  .description('write the datasets of a run: DIR/environments.jsonl (every environment), DIR/scenarios.jsonl and DIR/scenarios-dropped.jsonl, and the SFT and RL files of its trajectories')
+  .requiredOption('--run <name>', 'run name')
+  .requiredOption('--out <dir>', 'output directory (created if missing)')
+  .option('--format <f>', 'dataset formats, comma-separated: openai, sharegpt, llamafactory, rl (default: all)')
+  .option('--filter <which>', 'SFT exports: "solved" keeps only solved trajectories')
+  .option('--min-reward <x>', 'SFT exports: keep trajectories with at least this reward', Number)
+  .option('--trajectories <dir>', "where the sink's shard files are now, if its output directory was moved (the directory holding part-NNNNN.jsonl)")
+  .action(guarded(async (opts: ExportCommandOptions) => (await import('./datasets.js')).exportCommand(opts)));
+
+program
+  .command('dashboard')
+  .description('serve bull-board (/queues), the run overview (/), Prometheus metrics (/metrics) and /healthz')
+  .option('--port <n>', 'port (default ENVFLEET_DASHBOARD_PORT)', port)
+  .option('--host <host>', 'address (default ENVFLEET_DASHBOARD_HOST)')
+  .action(guarded(async (opts: { port?: number; host?: string }) => (await import('./servers.js')).dashboardCommand(opts)));
+
+program
+  .command('runs')
+  .description('list the runs: state, outstanding jobs, creation time')
+  .option('--json', 'print JSON')
+  .action(guarded(async (opts: { json?: boolean }) => (await import('./runs.js')).runsCommand(opts)));
+
+program
+  .command('status')
+  .description('show a run: per stage waiting, active, done, and left with reasons; tokens and cost; rate and time left; the funnel')
+  .requiredOption('--run <name>', 'run name')
+  .option('--json', 'print JSON')
+  .action(guarded(async (opts: { run: string; json?: boolean }) => (await import('./runs.js')).statusCommand(opts)));
+
+const CONTROL = {
+  pause: 'pause a run: no job of it starts and no model request is sent; jobs in flight finish and are kept',
+  resume: 'resume a paused run (after a budget pause, raise the budget first with envfleet budget or the options here)',
+  cancel: 'cancel a run: its waiting jobs are removed, jobs in flight finish, nothing new starts; the results so far stay',
+} as const;
+for (const action of ['pause', 'resume', 'cancel'] as const) {
+  program
+    .command(action)
+    .description(CONTROL[action])
+    .requiredOption('--run <name>', 'run name')
+    .option('--reason <text>', 'why (recorded with the run)', `${action} requested from the command line`)
+    .option('--budget-usd <x>', 'resume: the new cost budget', nonNegative('--budget-usd'))
+    .option('--budget-tokens <n>', 'resume: the new token budget', positiveInt)
+    .action(guarded(async (opts: ControlOptions) => (await import('./runs.js')).controlCommand(action, opts)));
+}
+
+program
+  .command('budget')
+  .description('set a run’s budget (tokens and/or US dollars), for the whole run or one stage; 0 removes a limit')
+  .requiredOption('--run <name>', 'run name')
+  .option('--usd <x>', 'cost budget in US dollars', nonNegative('--usd'))
+  .option('--tokens <n>', 'token budget (prompt + completion)', nonNegative('--tokens'))
+  .option('--stage <name>', 'limit only this model stage (e.g. rollout.policy)')
+  .option('--json', 'print the budgets as JSON')
+  .action(guarded(async (opts: BudgetOptions) => (await import('./runs.js')).budgetCommand(opts)));
+
+const sandbox = program.command('sandbox').description('run environment code in the sandbox, for people debugging environments and check functions');
+
+sandbox
+  .command('run')
+  .description('instantiate BUNDLE on STATE, run CALLS (JSONL of {"tool", "arguments"}) and print the results and final state as JSON')
+  .argument('<bundle>', 'environment bundle JSON (name, className, source, tools)')
+  .requiredOption('--state <file>', 'initial state JSON')
+  .requiredOption('--calls <file>', 'JSONL, one {"tool": NAME, "arguments": {...}} per line')
+  .option('--deadline-ms <n>', 'deadline of one call (default ENVFLEET_SANDBOX_DEADLINE_MS)', positiveInt)
+  .option('--memory-mb <n>', 'memory cap (default ENVFLEET_SANDBOX_ENV_MEMORY_MB)', memoryMb)
+  .action(guarded(async (bundle: string, opts: SandboxCommandOptions) => (await import('./sandbox.js')).sandboxCommand('run', bundle, opts)));
+
+sandbox
+  .command('check')
+  .description('run check functions as check(final, initial) and print the results, reward and solved as JSON')
+  .argument('<checks>', 'JSON array of {"item": TEXT, "check": SOURCE}')
+  .requiredOption('--initial <file>', 'initial state JSON')
+  .requiredOption('--final <file>', 'final state JSON')
+  .option('--deadline-ms <n>', 'deadline of one check (default ENVFLEET_SANDBOX_CHECK_DEADLINE_MS)', positiveInt)
+  .option('--memory-mb <n>', 'memory cap', memoryMb)
+  .action(guarded(async (checks: string, opts: SandboxCommandOptions) => (await import('./sandbox.js')).sandboxCommand('check', checks, opts)));
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,75 @@
+import { z } from 'zod';
+import { loadConfig, type AppConfig } from '../config/index.js';
+import { CheckSpec, EnvironmentCode, ToolCall } from '../src/sandbox/bundle.js';
+import { readJsonFile, readJsonlFile } from '../src/sandbox/files.js';
+import type { SandboxLimits } from '../src/sandbox/limits.js';
+import { createLocalSandboxRunner } from '../src/sandbox/runner.js';
+
+export interface SandboxCliOptions {
+  readonly deadlineMs?: number;
+  readonly memoryMb?: number;
+}
+
+function limitsFrom(config: AppConfig, options: SandboxCliOptions): SandboxLimits {
+  return {
+    ...config.sandbox,
+    ...(options.deadlineMs ? { callDeadlineMs: options.deadlineMs, createDeadlineMs: Math.max(options.deadlineMs, config.sandbox.createDeadlineMs), checkDeadlineMs: options.deadlineMs } : {}),
+    ...(options.memoryMb ? { envMemoryMb: options.memoryMb, heapMb: Math.max(16, options.memoryMb) } : {}),
+  };
+}
+
+/** `envfleet sandbox run`: loads a bundle, instantiates it on a state, runs the calls, prints JSON. */
+export async function sandboxRun(
+  config: AppConfig,
+  files: { bundle: string; state: string; calls: string },
+  options: SandboxCliOptions,
+): Promise<unknown> {
+  const code = await readJsonFile(files.bundle, EnvironmentCode);
+  const state = await readJsonFile(files.state);
+  const calls = await readJsonlFile(files.calls, ToolCall);
+  const runner = createLocalSandboxRunner();
+  const probe = await runner.probe({ code, initialState: state, calls, limits: limitsFrom(config, options) });
+  if (probe.createError) {
+    return { results: [], finalState: null, createError: probe.createError };
+  }
+  return {
+    results: probe.steps.map(s => ({ tool: s.tool, arguments: s.arguments, result: s.result, ...(s.runtimeError ? { runtimeError: s.runtimeError } : {}) })),
+    finalState: probe.finalState,
+    ...(probe.finalStateError ? { finalStateError: probe.finalStateError } : {}),
+  };
+}
+
+/** `envfleet sandbox check`: runs check functions on a final and an initial state, prints JSON. */
+export async function sandboxCheck(
+  config: AppConfig,
+  files: { checks: string; initial: string; final: string },
+  options: SandboxCliOptions,
+): Promise<unknown> {
+  const checks = await readJsonFile(files.checks, z.array(CheckSpec));
+  const initial = await readJsonFile(files.initial);
+  const final = await readJsonFile(files.final);
+  const runner = createLocalSandboxRunner();
+  const result = await runner.checks({ checks, finalState: final, initialState: initial, limits: limitsFrom(config, options) });
+  return {
+    results: result.results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error, errorCode: r.errorCode } : {}) })),
+    reward: result.reward,
+    solved: result.solved,
+  };
+}
+
+export interface SandboxCommandOptions extends SandboxCliOptions {
+  readonly state?: string;
+  readonly calls?: string;
+  readonly initial?: string;
+  readonly final?: string;
+}
+
+/** `envfleet sandbox run | check`: prints the result as one JSON line. */
+export async function sandboxCommand(kind: 'run' | 'check', file: string, opts: SandboxCommandOptions): Promise<void> {
+  const config = loadConfig();
+  const out =
+    kind === 'run'
+      ? await sandboxRun(config, { bundle: file, state: opts.state!, calls: opts.calls! }, opts)
+      : await sandboxCheck(config, { checks: file, initial: opts.initial!, final: opts.final! }, opts);
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}

@@ -1,0 +1,125 @@
+import { InvalidArgumentError } from 'commander';
+import { waitForRun, type RunProgress } from '../queues/run-jobs.js';
+import { submitRollouts, submitScenarios, submitSynthesis } from '../queues/submit.js';
+import { createLogger } from '../src/logger.js';
+import type { RolloutMode } from '../src/rollouts/types.js';
+import { startWorkerProcess } from '../workers/main.js';
+import { withRuns, type CommandContext } from './context.js';
+import { progressReporter } from './progress.js';
+
+interface Waiting {
+  readonly run: string;
+  /** false with --no-wait. */
+  readonly wait: boolean;
+  /** Also run workers for every queue in this process. */
+  readonly workers?: boolean;
+}
+
+export interface SynthOptions extends Waiting {
+  readonly tasks?: string;
+  readonly descriptions?: string;
+  readonly maxEnvs?: number;
+  readonly probeSteps?: number;
+}
+
+export interface ScenariosOptions extends Waiting {
+  readonly perEnv: number;
+  readonly environments?: string;
+  readonly verifyWith?: string;
+  readonly tries: number;
+}
+
+export interface RolloutsOptions extends Waiting {
+  readonly samples: number;
+  readonly mode: string;
+  readonly model?: string;
+  readonly userModel?: string;
+  readonly maxSteps?: number;
+  readonly maxTokens?: number;
+  readonly maxWallMs?: number;
+}
+
+/**
+ * A submitting command: (with --workers) starts workers in this process, submits, then (unless
+ * --no-wait) waits for the run with progress and prints `done`.
+ */
+async function submitting(opts: Waiting, submit: (c: CommandContext) => Promise<void>, done: (p: RunProgress) => string): Promise<void> {
+  await withRuns(async c => {
+    const running = opts.workers ? await startWorkerProcess(c.config, createLogger(c.config)) : null;
+    try {
+      await submit(c);
+      if (!opts.wait) return;
+      const progress = progressReporter(opts.run);
+      const final = await waitForRun(c.store, opts.run, p => progress.report(p), { queues: c.at });
+      progress.stop();
+      process.stdout.write(`${done(final)}\n`);
+    } finally {
+      await running?.stop();
+    }
+  });
+}
+
+const problemsOf = (file: string | undefined, problems: readonly { line: number; problem: string }[]) => {
+  for (const p of problems) process.stderr.write(`envfleet: ${file} line ${p.line} skipped: ${p.problem}\n`);
+};
+
+/** `envfleet synth`. */
+export async function synthCommand(opts: SynthOptions): Promise<void> {
+  await submitting(
+    opts,
+    async c => {
+      const s = await submitSynthesis(c.config, c.redis, {
+        runId: opts.run,
+        ...(opts.tasks ? { tasks: opts.tasks } : {}),
+        ...(opts.descriptions ? { descriptions: opts.descriptions } : {}),
+        ...(opts.maxEnvs ? { maxEnvs: opts.maxEnvs } : {}),
+        ...(opts.probeSteps ? { probeSteps: opts.probeSteps } : {}),
+      });
+      problemsOf(opts.tasks ?? opts.descriptions, s.problems);
+      process.stdout.write(`run ${s.runId}: ${s.created ? 'created' : 'exists (resuming)'}; ${s.items} input items, ${s.jobsAdded} jobs added\n`);
+    },
+    final => `run ${opts.run} finished: ${JSON.stringify(final.environments)}. Export it with: envfleet export --run ${opts.run} --out DIR`,
+  );
+}
+
+/** `envfleet scenarios`. */
+export async function scenariosCommand(opts: ScenariosOptions): Promise<void> {
+  await submitting(
+    opts,
+    async c => {
+      const s = await submitScenarios(c.config, c.redis, {
+        runId: opts.run,
+        perEnv: opts.perEnv,
+        tries: opts.tries,
+        ...(opts.environments ? { environments: opts.environments } : {}),
+        ...(opts.verifyWith ? { verifyWith: opts.verifyWith } : {}),
+      });
+      problemsOf(opts.environments, s.problems);
+      process.stdout.write(`run ${opts.run}: ${s.items} kept environments, ${s.jobsAdded} scenario.state jobs added\n`);
+    },
+    final => `run ${opts.run} finished: scenarios ${JSON.stringify(final.scenarios)}. Export with: envfleet export --run ${opts.run} --out DIR`,
+  );
+}
+
+/** `envfleet rollouts`. */
+export async function rolloutsCommand(opts: RolloutsOptions): Promise<void> {
+  const modes = opts.mode === 'both' ? (['non-conversational', 'conversational'] as const) : [opts.mode];
+  for (const m of modes) if (m !== 'non-conversational' && m !== 'conversational') throw new InvalidArgumentError(`--mode must be non-conversational, conversational or both, not "${m}"`);
+  await submitting(
+    opts,
+    async c => {
+      const r = await submitRollouts(c.config, c.redis, {
+        runId: opts.run,
+        samples: opts.samples,
+        modes: modes as RolloutMode[],
+        ...(opts.model ? { policyModel: opts.model } : {}),
+        ...(opts.userModel ? { userModel: opts.userModel } : {}),
+        ...(opts.maxSteps ? { maxSteps: { 'non-conversational': opts.maxSteps, conversational: opts.maxSteps } } : {}),
+        ...(opts.maxTokens ? { maxTokens: opts.maxTokens } : {}),
+        ...(opts.maxWallMs ? { maxWallMs: opts.maxWallMs } : {}),
+      });
+      process.stdout.write(`run ${opts.run}: ${r.scenarios} ready scenarios, ${r.groupsAdded} groups of ${r.config.samples} added (modes ${r.config.modes.join(', ')})\n`);
+    },
+    () => `run ${opts.run}: rollouts finished. Write them with: envfleet sink --run ${opts.run} --out DIR`,
+  );
+}

@@ -1,0 +1,161 @@
+import type { AppConfig } from '../config/index.js';
+import { readEnvironmentsFile } from '../src/datasets/environments-file.js';
+import { RequestError } from '../src/errors.js';
+import type { Redis } from '../src/redis/connection.js';
+import type { RolloutConfig, RolloutMode } from '../src/rollouts/types.js';
+import type { RunOptions } from '../src/runs/options.js';
+import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
+import type { ScenarioConfig } from '../src/scenarios/types.js';
+import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
+import { createEnvironment } from '../src/synthesis/stages.js';
+import { createRunEnqueuer, type RunEnqueuer } from './enqueuer.js';
+import { PIPELINE, type EntryInputs, type STAGES, type StageOutputs } from './pipeline.js';
+
+/**
+ * The producers: each validates a request, creates or finds its run, and submits work to an entry
+ * point of the pipeline (queues/pipeline.ts ENTRIES). All of them are idempotent: submitting the
+ * same request again adds no job.
+ */
+
+export interface SynthRequest {
+  readonly runId: string;
+  readonly tasks?: string;
+  readonly descriptions?: string;
+  readonly maxEnvs?: number;
+  readonly probeSteps?: number;
+}
+
+export interface Submission {
+  readonly runId: string;
+  readonly created: boolean;
+  readonly items: number;
+  readonly problems: readonly LineProblem[];
+  readonly jobsAdded: number;
+}
+
+/** The options a new run freezes, from the configuration and the request. */
+export function runOptionsFrom(config: AppConfig, request: Pick<SynthRequest, 'maxEnvs' | 'probeSteps'> = {}): RunOptions {
+  return {
+    ...config.synthesis,
+    probeSteps: request.probeSteps ?? config.synthesis.probeSteps,
+    maxEnvs: request.maxEnvs ?? 0,
+    limits: config.sandbox,
+    models: Object.fromEntries(Object.entries(config.profiles).map(([stage, p]) => [stage, p.model])),
+  };
+}
+
+/** A run store and an enqueuer on the producer's connection, closed after `fn`. */
+async function producing<T>(config: AppConfig, redis: Redis, fn: (store: RunStore, enqueuer: RunEnqueuer<typeof STAGES, StageOutputs, EntryInputs>) => Promise<T>): Promise<T> {
+  const store = createRedisRunStore(redis, config.redis.prefix);
+  const enqueuer = createRunEnqueuer(PIPELINE, redis, { prefix: config.redis.prefix, jobs: config.jobs, store });
+  try {
+    return await fn(store, enqueuer);
+  } finally {
+    await enqueuer.close();
+  }
+}
+
+const RUN_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
+
+/** `envfleet synth`: creates the run (options frozen) and submits its source tasks or descriptions. */
+export async function submitSynthesis(config: AppConfig, redis: Redis, request: SynthRequest): Promise<Submission> {
+  if (!RUN_NAME.test(request.runId)) throw new RequestError(`run name "${request.runId}" may only contain letters, digits, _ . - (at most 100 characters)`);
+  if (!!request.tasks === !!request.descriptions) throw new RequestError('give exactly one of --tasks FILE or --descriptions FILE');
+  return producing(config, redis, async (store, enqueuer) => {
+    const { runId } = request;
+    const created = await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: request.tasks ? 'tasks' : 'descriptions', options: runOptionsFrom(config, request) });
+    const frozen = (await store.getRun(runId))!.options;
+    if (request.tasks) {
+      const { items, problems } = await readTasksFile(request.tasks);
+      for (const task of items) if (!(await store.getDoc(runId, 'task', task.id))) await store.putDoc(runId, 'task', task.id, task);
+      const jobsAdded = items.length ? await enqueuer.enter('tasks', { runId, taskIds: items.map(t => t.id) }) : 0;
+      if (created) await store.count(runId, 'input', 'tasks', items.length);
+      return { runId, created, items: items.length, problems, jobsAdded };
+    }
+    const { items, problems } = await readDescriptionsFile(request.descriptions!);
+    const chosen = frozen.maxEnvs > 0 ? items.slice(0, frozen.maxEnvs) : items;
+    const envIds: string[] = [];
+    for (const desc of chosen) envIds.push(await createEnvironment(store, runId, frozen, desc));
+    const jobsAdded = await enqueuer.enter('descriptions', { runId, envIds });
+    if (created) await store.count(runId, 'input', 'descriptions', items.length);
+    return { runId, created, items: chosen.length, problems, jobsAdded };
+  });
+}
+
+export interface ScenarioRequest {
+  readonly runId: string;
+  readonly perEnv: number;
+  /** Solvability gate: reference policy model, and how many tries it gets. */
+  readonly verifyWith?: string;
+  readonly tries?: number;
+  /** environments.jsonl to import into the run (otherwise the run's own kept environments). */
+  readonly environments?: string;
+}
+
+/** `envfleet scenarios`: M initial states per kept environment of the run (importing environments first if given). */
+export async function submitScenarios(config: AppConfig, redis: Redis, request: ScenarioRequest): Promise<Submission> {
+  return producing(config, redis, async (store, enqueuer) => {
+    const { runId } = request;
+    let created = false;
+    let problems: LineProblem[] = [];
+    if (request.environments) {
+      if (!RUN_NAME.test(runId)) throw new RequestError(`run name "${runId}" may only contain letters, digits, _ . - (at most 100 characters)`);
+      created = await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: 'descriptions', options: runOptionsFrom(config) });
+      const imported = await readEnvironmentsFile(request.environments, runId);
+      problems = imported.problems;
+      for (const env of imported.items) if (!(await store.getDoc(runId, 'env', env.id))) await store.putDoc(runId, 'env', env.id, env);
+    } else if (!(await store.getRun(runId))) {
+      throw new RequestError(`run "${runId}" does not exist; synthesize it first (envfleet synth) or pass --environments FILE.jsonl`);
+    }
+    if (!(await store.getDoc(runId, 'scenario-config', 'current'))) {
+      await store.putDoc(runId, 'scenario-config', 'current', { perEnv: request.perEnv, verifyWith: request.verifyWith ?? null, tries: request.tries ?? 3 } satisfies ScenarioConfig);
+    }
+    const envIds: string[] = [];
+    for (const envId of await store.listDocIds(runId, 'env')) if ((await store.getDoc(runId, 'env', envId))?.status === 'kept') envIds.push(envId);
+    const jobsAdded = await enqueuer.enter('scenarios', { runId, envIds, perEnv: request.perEnv });
+    if (jobsAdded) await store.count(runId, 'scenario.state', 'requested', jobsAdded);
+    return { runId, created, items: envIds.length, problems, jobsAdded };
+  });
+}
+
+export interface RolloutRequest {
+  readonly runId: string;
+  readonly samples: number;
+  readonly modes: readonly RolloutMode[];
+  readonly policyModel?: string;
+  readonly userModel?: string;
+  readonly maxSteps?: Partial<Record<RolloutMode, number>>;
+  readonly maxTokens?: number;
+  readonly maxWallMs?: number;
+  readonly temperature?: number;
+}
+
+/** `envfleet rollouts`: freezes the run's rollout settings (first call wins) and submits one group per (ready scenario, mode). */
+export async function submitRollouts(config: AppConfig, redis: Redis, request: RolloutRequest): Promise<{ scenarios: number; groupsAdded: number; config: RolloutConfig }> {
+  return producing(config, redis, async (store, enqueuer) => {
+    const { runId } = request;
+    if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist; synthesize it and generate scenarios first`);
+    let frozen = await store.getDoc(runId, 'rollout-config', 'current');
+    if (!frozen) {
+      const limits = (mode: RolloutMode, steps: number) => ({ maxSteps: request.maxSteps?.[mode] ?? steps, maxTokens: request.maxTokens ?? 0, maxWallMs: request.maxWallMs ?? 600_000 });
+      frozen = {
+        samples: request.samples,
+        modes: request.modes,
+        limits: { 'non-conversational': limits('non-conversational', 30), conversational: limits('conversational', 40) },
+        policyModel: request.policyModel ?? null,
+        userModel: request.userModel ?? null,
+        temperature: request.temperature ?? config.profiles['rollout.policy'].temperature,
+        maxTokensPerTurn: config.profiles['rollout.policy'].maxTokens,
+      };
+      await store.putDoc(runId, 'rollout-config', 'current', frozen);
+    }
+    let scenarios = 0;
+    let groupsAdded = 0;
+    for (const scenarioId of await store.listDocIds(runId, 'scenario')) {
+      if ((await store.getDoc(runId, 'scenario', scenarioId))?.status !== 'ready') continue;
+      scenarios += 1;
+      for (const mode of frozen.modes) if (await enqueuer.enter('rollouts', { runId, scenarioId, mode, samples: frozen.samples })) groupsAdded += 1;
+    }
+    return { scenarios, groupsAdded, config: frozen };
+  });
+}

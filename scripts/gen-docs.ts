@@ -1,0 +1,239 @@
+/**
+ * Writes the documents generated from the code, so they can never drift from it (a unit test fails
+ * when a committed one is out of date):
+ * - docs/stages.md: the pipeline (from queues/pipeline.ts) and each model stage's protocol (from
+ *   config/stages.ts and the zod output schemas of src/synthesis/schemas.ts and src/scenarios/schemas.ts);
+ * - docs/errors.md: every error code (from ERROR_CODES in src/errors.ts);
+ * - the generated blocks of docs/architecture.md (the stage graph), between their markers.
+ *
+ *   npx tsx scripts/gen-docs.ts           # rewrite them
+ *   npx tsx scripts/gen-docs.ts --check   # exit 1 if one is out of date
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { STAGES as MODEL_STAGES, STAGE_NAMES } from '../config/stages.js';
+import type { Edge } from '../queues/define-pipeline.js';
+import { ITEMS, PIPELINE, PIPELINE_STAGES, RUN_COUNTERS, STAGES } from '../queues/pipeline.js';
+import { ERROR_CODES, type ErrorAction } from '../src/errors.js';
+import { SCENARIO_PROMPT_VERSIONS } from '../src/scenarios/prompts.js';
+import { SCENARIO_STAGE_OUTPUTS } from '../src/scenarios/schemas.js';
+import { PROMPT_VERSIONS } from '../src/synthesis/prompts.js';
+import { STAGE_OUTPUTS } from '../src/synthesis/schemas.js';
+
+const ALL_OUTPUTS = { ...STAGE_OUTPUTS, ...SCENARIO_STAGE_OUTPUTS };
+
+const docPath = (name: string) => fileURLToPath(new URL(`../docs/${name}`, import.meta.url));
+export const STAGE_DOC_PATH = docPath('stages.md');
+export const ERRORS_DOC_PATH = docPath('errors.md');
+export const ARCHITECTURE_DOC_PATH = docPath('architecture.md');
+
+/** What each synthesis stage's request contains (the prompts themselves are in src/synthesis/prompts.ts). */
+const REQUESTS: Record<keyof typeof ALL_OUTPUTS, string> = {
+  'scenario.state': 'system: what a valid, rich initial state is; user: the environment (description, rules, operations), the state schema and `This is state <k> of <M>` with a focus hint that differs per state. The state must match the schema and instantiate in the sandbox; an exact duplicate (canonical JSON) of another state of the environment is dropped.',
+  'scenario.task': 'system: task design rules (realistic, grounded in the state, achievable with the tools, must change the state, several calls, goals not steps), asking for both forms; user: the environment and the initial state. `expectedTools` must name existing tools and at least one state change; a task that duplicates another of the environment (normalized text) is dropped.',
+  'scenario.checklist': 'system: checklist rules (independent "Has …" items, exact fields and values, one boolean each) with a worked example; user: the environment, the initial state and the task.',
+  'scenario.check': 'system: the check-function contract (`function check(finalState, initialState)`, true or false, strict equality for explicit values, presence for generated ids, no mutation, never throw); user: the environment, state schema, initial state, task and one checklist item. The function is run in the sandbox on the initial state; a throw, a timeout or a non-boolean goes back to the model with what happened.',
+  'mine.judge': 'system: the criteria of a stateful, domain-specific task with two worked examples; user: `Task: <source task>`.',
+  'mine.topic': 'system: how to infer the environment, the two scores and two worked examples; user: `Task: <source task>`.',
+  'skeleton.state': 'system: what to design (entities, rules, JSON Schema of `this.state`, example state) with a worked e-commerce example; user: `Environment: <summary>`, `Introduction: …`, `Example task: …`.',
+  'skeleton.operations': 'system: queries and state changes with a worked example; user: the description, entities, rules and state schema.',
+  'skeleton.method': 'system: the method contract (one object of named arguments, envelope results, never throw, no host APIs) and a worked example; user: the description, class name, rules, state schema, all operation names and `Write the method for operation <name>: <operation JSON>`. A method that does not load in the sandbox goes back with the error.',
+  'check.config': 'user only: rules for a rich, valid test state; the description, rules, state schema and the assembled class source. The state must match the schema and instantiate in the sandbox.',
+  'check.probe.tester': 'system: the tester role (positive and negative cases, balanced coverage) with the environment and its tools (name, description, parameters); user: a per-tool table of tests so far and the current state. Unknown tools and unknown argument keys go back to the tester.',
+  'check.probe.checker': 'user only: pass / warning / fail criteria; the environment, rules, the tool, the method source, the case type, the arguments, the result (and runtime error), the state before and the diff.',
+  'check.repair': 'system: the method contract; user: the environment, rules, state schema, the operation, the current method and the checker’s reasons.',
+};
+
+export function renderStageDoc(): string {
+  const out: string[] = [];
+  out.push(
+    '# Stages: the pipeline and its model protocol',
+    '',
+    '<!-- Generated by scripts/gen-docs.ts from queues/pipeline.ts, config/stages.ts and the stage schemas: do not edit by hand. -->',
+    '',
+    ...pipelineSection(),
+    '## Model stages',
+    '',
+    'Every model request envfleet sends is a chat completion (or an embeddings request) to an OpenAI-compatible',
+    'endpoint, with the pipeline stage named in an `X-Envfleet-Stage` header. The stage decides the model profile',
+    '(model, temperature, max tokens, endpoint) and whether identical requests of one run are served from the',
+    'cache. Any server — a real model, a gateway, or `envfleet model-server` with a fixture script',
+    '([docs/scripted-model.md](scripted-model.md)) — can stand behind a stage as long as it answers what the',
+    "stage's output schema says.",
+    '',
+    "Structured outputs are read from the assistant message's `content`: a bare JSON value, a JSON value in a",
+    '```` ```json ```` fence, or the first balanced JSON object in prose; `<think>…</think>` blocks are ignored.',
+    'When the value does not match the schema (or a stage check such as "the method loads in the sandbox"',
+    'fails), the next request repeats the conversation plus the reply and a user message listing each problem',
+    '(`- at path: message`), at most `ENVFLEET_REPAIR_ATTEMPTS` times; then the item ends with',
+    '`MODEL_OUTPUT_INVALID` and its reason, and the run goes on. A reply cut at the token limit',
+    '(`finish_reason: "length"`) counts as invalid.',
+    '',
+    '### Names and defaults',
+    '',
+    '| stage (`X-Envfleet-Stage`) | kind | cached | temperature | max tokens | prompt version |',
+    '|---|---|---|---|---|---|',
+  );
+  for (const stage of STAGE_NAMES) {
+    const s = MODEL_STAGES[stage];
+    const version = ({ ...PROMPT_VERSIONS, ...SCENARIO_PROMPT_VERSIONS } as Record<string, string>)[stage] ?? '—';
+    out.push(`| \`${stage}\` | ${s.kind} | ${s.cache === 'salted' ? 'per sample and turn' : s.cache ? 'yes' : 'no'} | ${s.kind === 'chat' ? s.temperature : '—'} | ${s.kind === 'chat' ? s.maxTokens : '—'} | ${version} |`);
+  }
+  out.push('', '`ENVFLEET_MODELS_FILE` overrides model, temperature, max tokens and endpoint per stage (docs/configuration.md).', '');
+  out.push(
+    '### `mine.dedup` (embeddings)',
+    '',
+    'One `/v1/embeddings` request per batch of up to 64 candidate descriptions, each input `"<summary>: <introduction>"`,',
+    'with `encoding_format: "float"`. A description is dropped when its cosine similarity to an already kept one reaches',
+    '`ENVFLEET_DEDUP_THRESHOLD`; candidates are taken best scores first (modelability, then usefulness), then in input order.',
+    '',
+  );
+  for (const [stage, schema] of Object.entries(ALL_OUTPUTS)) {
+    const json = z.toJSONSchema(schema as z.ZodType, { io: 'output', unrepresentable: 'any' }) as Record<string, unknown>;
+    delete json['$schema'];
+    out.push(`### \`${stage}\``, '', `Request: ${REQUESTS[stage as keyof typeof ALL_OUTPUTS]}`, '', 'The model must answer one JSON object matching:', '', '```json', JSON.stringify(json, null, 2), '```', '');
+  }
+  return out.join('\n');
+}
+
+
+const code = (x: string) => `\`${x}\``;
+const EDGE_WORDS: Record<Edge['kind'], string> = { next: '→', 'fan-out': '⇉ each', 'flow-child': '→ (flow)', 'fan-in': '⇒ all done' };
+
+/** Job data fields of a stage, from its zod schema. */
+function fieldsOf(schema: z.ZodType): string[] {
+  const json = z.toJSONSchema(schema, { io: 'input' }) as { properties?: Record<string, unknown> };
+  return Object.keys(json.properties ?? {});
+}
+
+/** The pipeline part of docs/stages.md: what each queue takes, feeds, counts and ends with. */
+function pipelineSection(): string[] {
+  const feedsOf = (s: string) =>
+    PIPELINE.edges()
+      .filter(e => e.from === s)
+      .map(e => `${EDGE_WORDS[e.kind]} ${code(e.to)}`)
+      .join('<br>') || '— (the item is done)';
+  const out = [
+    '## The pipeline',
+    '',
+    'Each stage is a BullMQ queue of the same name; its jobs carry references only (the documents are in the',
+    "run's store). `queues/pipeline.ts` declares all of it: the job data, the item that moves through the stage,",
+    'the stages it feeds, its funnel counters, and how the item leaves. The graph is drawn in',
+    '[architecture.md](architecture.md#the-stage-graph).',
+    '',
+    '| stage (queue) | job data | item | feeds | funnel: passed | left | measures | ends an item with |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  for (const s of PIPELINE_STAGES) {
+    const spec = STAGES[s];
+    const f = spec.funnel as { passed: readonly string[]; left?: readonly string[]; measures?: readonly string[] };
+    const ends = [...('ends' in spec ? spec.ends : [])].map(code);
+    out.push(
+      `| ${code(s)} | ${fieldsOf(spec.data).join(', ')} | ${spec.item.kind}${spec.onFailure === 'item-goes-on' ? ' (a failed job does not end it)' : ''} | ${feedsOf(s)} | ${f.passed.join(', ')} | ${(f.left ?? []).join(', ') || '—'} | ${(f.measures ?? []).join(', ') || '—'} | ${ends.join(', ') || '—'} |`,
+    );
+  }
+  out.push('', '**Entry points** (where the command line submits work):', '');
+  for (const [entry, { command, feed }] of Object.entries(PIPELINE.entries)) {
+    const first = 'next' in feed ? feed.next : 'each' in feed ? feed.each : feed.through[0];
+    out.push(`- ${code(command)} (${code(entry)}) ⇉ ${code(first)}`);
+  }
+  out.push('', '**Items** and how one leaves the pipeline when a job of its stage fails for good (after its retries):', '');
+  for (const [kind, { what }] of Object.entries(ITEMS)) out.push(`- ${code(kind)}: ${what}`);
+  out.push(
+    '',
+    'A stage also ends items itself, with the codes in its last column; its counter is then `failed:CODE` (environments,',
+    'tasks) or `dropped:CODE` (scenarios), which the funnel counts as "left". Every code is in [errors.md](errors.md).',
+    '',
+    '**Run counters** that are not stages:',
+    '',
+    ...Object.entries(RUN_COUNTERS).map(([name, what]) => `- ${code(name)}: ${what}`),
+    '',
+  );
+  return out;
+}
+
+const ACTION_WORDS: Record<ErrorAction, string> = {
+  retry: 'retried with exponential backoff (ENVFLEET_JOB_ATTEMPTS)',
+  'give-up': 'no retry',
+  'rate-limit': 'the queue waits; no attempt used',
+  'pause-run': 'the run pauses; no attempt used',
+};
+
+/** docs/errors.md: every code, where it comes from and what its job does next. */
+export function renderErrorsDoc(): string {
+  const out = [
+    '# Error codes',
+    '',
+    '<!-- Generated by scripts/gen-docs.ts from ERROR_CODES in src/errors.ts: do not edit by hand. -->',
+    '',
+    'Every failure envfleet records carries one of these codes: in a failed job\'s `failedReason` (`[CODE] message`),',
+    'in the `failure` of an environment, the `dropReason` of a scenario, the `termination.detail` of a trajectory',
+    "whose job failed, the funnel (`failed:CODE`, `dropped:CODE`) and the sandbox's tool results (`runtimeError`).",
+    'One function, `classifyError` in `src/errors.ts`, reads this table to decide what a job does next; the HTTP',
+    "status of a model endpoint maps to a code in one place (`modelCodeOfStatus`). The area says whose fault it is:",
+    'a rollout whose job fails on an `environment` code ends as `environment-error`, otherwise as `model-error`.',
+    '',
+    '| code | area | a job that fails with it | meaning |',
+    '|---|---|---|---|',
+  ];
+  for (const [name, spec] of Object.entries(ERROR_CODES)) out.push(`| ${code(name)} | ${spec.area} | ${ACTION_WORDS[spec.action]} | ${spec.means.replaceAll('|', '\\|')} |`);
+  return `${out.join('\n')}\n`;
+}
+
+const id = (s: string) => s.replace(/[^A-Za-z0-9]/g, '_');
+const MERMAID_ARROWS: Record<Edge['kind'], string> = { next: '-->', 'fan-out': '==>|each|', 'flow-child': '-->', 'fan-in': '-.->|all done|' };
+
+/** The stage graph, as a Mermaid flowchart. */
+export function renderGraph(): string {
+  const lines = ['```mermaid', 'flowchart TD'];
+  for (const [entry, { command }] of Object.entries(PIPELINE.entries)) lines.push(`  ${id(`entry_${entry}`)}(["${command}"])`);
+  for (const s of PIPELINE_STAGES) lines.push(`  ${id(s)}["${s}"]`);
+  for (const e of PIPELINE.edges()) {
+    const from = e.from.startsWith('(') ? id(`entry_${e.from.slice(1, -1)}`) : id(e.from);
+    lines.push(`  ${from} ${MERMAID_ARROWS[e.kind]} ${id(e.to)}`);
+  }
+  lines.push('```');
+  return lines.join('\n');
+}
+
+/** Replaces the text between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`. */
+export function fillBlock(doc: string, name: string, content: string): string {
+  const open = `<!-- generated:${name} (scripts/gen-docs.ts) -->`;
+  const close = `<!-- /generated:${name} -->`;
+  const start = doc.indexOf(open);
+  const end = doc.indexOf(close);
+  if (start < 0 || end < start) throw new Error(`docs: the markers of block "${name}" are missing (${open} … ${close})`);
+  return `${doc.slice(0, start + open.length)}\n${content}\n${doc.slice(end)}`;
+}
+
+/** Every generated document: its path and the content it must have. */
+export function generatedDocs(): { path: string; content: string }[] {
+  return [
+    { path: STAGE_DOC_PATH, content: renderStageDoc() },
+    { path: ERRORS_DOC_PATH, content: renderErrorsDoc() },
+    { path: ARCHITECTURE_DOC_PATH, content: fillBlock(readFileSync(ARCHITECTURE_DOC_PATH, 'utf8'), 'graph', renderGraph()) },
+  ];
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const stale: string[] = [];
+  for (const { path, content } of generatedDocs()) {
+    let current = '';
+    try {
+      current = readFileSync(path, 'utf8');
+    } catch {
+      // missing counts as out of date
+    }
+    if (current === content) continue;
+    if (process.argv.includes('--check')) stale.push(path);
+    else {
+      writeFileSync(path, content);
+      console.log(`wrote ${path}`);
+    }
+  }
+  if (stale.length) {
+    console.error(`out of date: ${stale.join(', ')}; run npx tsx scripts/gen-docs.ts`);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,129 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { RequestError } from '../errors.js';
+import type { Trajectory } from '../rollouts/types.js';
+import type { DocKind, RunDocuments, RunStore } from '../runs/store.js';
+import { JsonlWriter } from './jsonl-writer.js';
+import { droppedScenarioLine, environmentLine, scenarioLine } from './lines.js';
+import { forEachFullTrajectory, shardsMovedTo } from './shards.js';
+import { passesFilter, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type SftFilter } from './trajectories.js';
+
+export type DatasetFormat = 'openai' | 'sharegpt' | 'llamafactory' | 'rl';
+export const DATASET_FORMATS: readonly DatasetFormat[] = ['openai', 'sharegpt', 'llamafactory', 'rl'];
+
+export interface ExportOptions {
+  readonly formats?: readonly DatasetFormat[];
+  readonly filter?: SftFilter;
+  /** Where the sink's shard files are now, if its output directory was moved. */
+  readonly trajectoriesDir?: string;
+}
+
+export interface ExportResult {
+  readonly path: string;
+  readonly count: number;
+  readonly byStatus: Record<string, number>;
+  readonly scenarios: { readonly ready: number; readonly dropped: number; readonly path: string | null };
+  /** Records written per dataset file. */
+  readonly datasets: Record<string, number>;
+}
+
+/**
+ * Writes the datasets of a run into `dir`: environments.jsonl (every environment, kept, rejected and
+ * failed, by id); when the run has scenarios, scenarios.jsonl (ready ones) and scenarios-dropped.jsonl
+ * (with the reason each was dropped); when it has trajectories, the SFT and RL files of `formats`.
+ * Every file is written one record at a time and appears under its name only when complete.
+ */
+export async function exportRun(store: RunStore, runId: string, dir: string, options: ExportOptions = {}): Promise<ExportResult> {
+  if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist (check --run and REDIS_URL / ENVFLEET_REDIS_PREFIX)`);
+  await mkdir(dir, { recursive: true });
+  const byStatus: Record<string, number> = {};
+  const path = join(dir, 'environments.jsonl');
+  const count = await writeDocs(store, runId, 'env', { [path]: env => ((byStatus[env.status] = (byStatus[env.status] ?? 0) + 1), [environmentLine(env)]) });
+  let scenarios: ExportResult['scenarios'] = { ready: 0, dropped: 0, path: null };
+  if ((await store.listDocIds(runId, 'scenario')).length) {
+    const readyPath = join(dir, 'scenarios.jsonl');
+    const droppedPath = join(dir, 'scenarios-dropped.jsonl');
+    const written = await writeFiles(store, runId, 'scenario', {
+      [readyPath]: s => (s.status === 'ready' ? [scenarioLine(s)] : []),
+      [droppedPath]: s => (s.status === 'dropped' ? [droppedScenarioLine(s)] : []),
+    });
+    scenarios = { ready: written[readyPath] ?? 0, dropped: written[droppedPath] ?? 0, path: readyPath };
+    // Scenarios all still being built: no scenario files yet.
+    if (!scenarios.ready && !scenarios.dropped) {
+      await Promise.all([rm(readyPath), rm(droppedPath)]);
+      scenarios = { ready: 0, dropped: 0, path: null };
+    }
+  }
+  const datasets = await exportDatasets(store, runId, dir, options);
+  return { path, count, byStatus, scenarios, datasets };
+}
+
+/** Writes one file per entry from the documents of `kind`, in id order; each document gives each file zero or more records. Returns the records per file. */
+type Records<K extends DocKind> = (doc: RunDocuments[K]) => readonly unknown[] | Promise<readonly unknown[]>;
+
+async function writeFiles<K extends DocKind>(store: RunStore, runId: string, kind: K, files: Record<string, Records<K>>): Promise<Record<string, number>> {
+  const writers = Object.entries(files).map(([path, records]) => ({ path, records, writer: new JsonlWriter(path) }));
+  try {
+    for (const id of (await store.listDocIds(runId, kind)).sort()) {
+      const doc = await store.getDoc(runId, kind, id);
+      if (doc) for (const w of writers) for (const record of await w.records(doc)) await w.writer.write(record);
+    }
+  } catch (err) {
+    await Promise.all(writers.map(w => w.writer.abort()));
+    throw err;
+  }
+  const out: Record<string, number> = {};
+  for (const w of writers) out[w.path] = await w.writer.close();
+  return out;
+}
+
+/** writeFiles for one file. */
+async function writeDocs<K extends DocKind>(store: RunStore, runId: string, kind: K, file: Record<string, Records<K>>): Promise<number> {
+  return Object.values(await writeFiles(store, runId, kind, file))[0] ?? 0;
+}
+
+/**
+ * The SFT and RL datasets of a run's trajectories (written only when the run has trajectories),
+ * one trajectory at a time: those still whole in Redis first (by id), then those the sink wrote,
+ * in its shard order.
+ */
+async function exportDatasets(store: RunStore, runId: string, dir: string, options: ExportOptions): Promise<Record<string, number>> {
+  const ids = (await store.listDocIds(runId, 'trajectory')).sort();
+  if (!ids.length) return {};
+  const formats = new Set(options.formats ?? DATASET_FORMATS);
+  const filter = options.filter ?? { solvedOnly: false, minReward: null };
+  // Each SFT format: its file, and the records one trajectory gives (none when it has no assistant turn).
+  const sft: readonly [DatasetFormat, string, (t: Trajectory) => readonly unknown[]][] = [
+    ['openai', 'sft-openai.jsonl', t => [toOpenAI(t)].filter(x => x !== null)],
+    ['sharegpt', 'sft-sharegpt.jsonl', t => [toShareGPT(t)].filter(x => x !== null)],
+    ['llamafactory', 'sft-llamafactory.jsonl', toLlamaFactory],
+  ];
+  const writers = sft.filter(([format]) => formats.has(format)).map(([, file, records]) => ({ writer: new JsonlWriter(join(dir, file)), file, records }));
+  try {
+    const relocate = options.trajectoriesDir ? shardsMovedTo(options.trajectoriesDir) : undefined;
+    await forEachFullTrajectory(store, runId, ids, { relocate }, async t => {
+      if (!passesFilter(t, filter)) return;
+      for (const { writer, records } of writers) for (const record of records(t)) await writer.write(record);
+    });
+  } catch (err) {
+    await Promise.all(writers.map(w => w.writer.abort()));
+    throw err;
+  }
+  const out: Record<string, number> = {};
+  for (const { writer, file } of writers) out[file] = await writer.close();
+  if (formats.has('rl')) {
+    const envs = new Map<string, RunDocuments['env'] | null>();
+    const envOf = async (id: string) => {
+      if (!envs.has(id)) envs.set(id, await store.getDoc(runId, 'env', id));
+      return envs.get(id) ?? null;
+    };
+    out['rl-scenarios.jsonl'] = await writeDocs(store, runId, 'scenario', {
+      [join(dir, 'rl-scenarios.jsonl')]: async s => {
+        const env = s.status === 'ready' ? await envOf(s.environmentId) : null;
+        return env ? [toRLScenario(s, env)] : [];
+      },
+    });
+    out['rl-groups.jsonl'] = await writeDocs(store, runId, 'group', { [join(dir, 'rl-groups.jsonl')]: g => [toRLGroup(g)] });
+  }
+  return out;
+}

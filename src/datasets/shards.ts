@@ -1,0 +1,83 @@
+import { createReadStream } from 'node:fs';
+import { basename, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { ArchivedTrajectoryMissingError } from '../errors.js';
+import type { RunStore } from '../runs/store.js';
+import { isArchived, type Trajectory } from '../rollouts/types.js';
+
+/**
+ * Calls `fn` with each line of a shard file (`trajectories/part-NNNNN.jsonl`) whose trajectory id is
+ * in `ids`, reading line by line. Throws ArchivedTrajectoryMissingError if the file cannot be read
+ * or lacks one of the ids.
+ */
+async function eachShardLine(path: string, ids: ReadonlySet<string>, fn: (id: string, line: string) => Promise<void> | void): Promise<void> {
+  const seen = new Set<string>();
+  try {
+    // A missing or unreadable file surfaces as the stream's error, in the loop.
+    for await (const line of createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity })) {
+      if (!line) continue;
+      // The id is the first field the sink writes; parse the whole line only when it is not.
+      const match = /^\{"id":"((?:[^"\\]|\\.)*)"/.exec(line);
+      const id = match ? (JSON.parse(`"${match[1]}"`) as string) : (JSON.parse(line) as { id?: string }).id;
+      if (id === undefined || !ids.has(id) || seen.has(id)) continue;
+      seen.add(id);
+      await fn(id, line);
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code) throw new ArchivedTrajectoryMissingError([...ids].filter(id => !seen.has(id)), path, err);
+    throw err;
+  }
+  const missing = [...ids].filter(id => !seen.has(id));
+  if (missing.length) throw new ArchivedTrajectoryMissingError(missing, path);
+}
+
+/** The lines of the given trajectory ids in a shard file (see eachShardLine). */
+export async function readTrajectoryLines(path: string, ids: ReadonlySet<string>): Promise<Map<string, string>> {
+  const found = new Map<string, string>();
+  await eachShardLine(path, ids, (id, line) => {
+    found.set(id, line);
+  });
+  return found;
+}
+
+/** Maps a recorded shard path to the same shard file in `dir` (the sink's output was moved). */
+export const shardsMovedTo = (dir: string) => (path: string) => join(dir, basename(path));
+
+/**
+ * Calls `visit` with each of the run's trajectories in full, one at a time (memory stays flat):
+ * first those still whole in Redis, in the order of `ids`, as they are read, then those the sink
+ * has written (Redis keeps only their summary), from its shard files in shard and line order.
+ * ArchivedTrajectoryMissingError if a shard cannot be read or lacks a trajectory (the caller drops
+ * what it wrote). `relocate` maps a recorded shard path to where the file is now. Returns how many
+ * were visited.
+ */
+export async function forEachFullTrajectory(
+  store: RunStore,
+  runId: string,
+  ids: readonly string[],
+  options: { readonly relocate?: ((path: string) => string) | undefined },
+  visit: (t: Trajectory) => Promise<void> | void,
+): Promise<number> {
+  const where = options.relocate ?? ((path: string) => path);
+  const byShard = new Map<string, Set<string>>();
+  let visited = 0;
+  for (const id of ids) {
+    const t = await store.getDoc(runId, 'trajectory', id);
+    if (!t) continue;
+    if (isArchived(t)) {
+      const path = where(t.archived.path);
+      byShard.set(path, (byShard.get(path) ?? new Set<string>()).add(t.id));
+    } else {
+      await visit(t);
+      visited += 1;
+    }
+  }
+  for (const path of [...byShard.keys()].sort()) {
+    const wanted = byShard.get(path)!;
+    await eachShardLine(path, wanted, async (_id, line) => {
+      await visit(JSON.parse(line) as Trajectory);
+      visited += 1;
+    });
+  }
+  return visited;
+}

@@ -1,0 +1,196 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { mkdir, open, readdir, readFile, truncate } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { Redis } from 'ioredis';
+import type { RunStore } from '../runs/store.js';
+import { sleep } from '../util/sleep.js';
+import { readTrajectoryLines } from './shards.js';
+import { trajectoryStreamKey } from '../rollouts/stream.js';
+import { archivedTrajectory, isArchived, type StoredTrajectory } from '../rollouts/types.js';
+
+export interface SinkOptions {
+  readonly redis: Redis;
+  readonly prefix: string;
+  readonly store: RunStore;
+  readonly runId: string;
+  readonly dir: string;
+  /** Keep waiting for trajectories after the run has no outstanding job. */
+  readonly follow?: boolean;
+  readonly shardLines?: number;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (written: number) => void;
+}
+
+export interface SinkResult {
+  readonly written: number;
+  readonly skippedDuplicates: number;
+  readonly shards: readonly string[];
+}
+
+const GROUP = 'sink';
+const LOCK_MS = 5_000;
+
+/**
+ * Writes a run's finished trajectories from its Redis stream to `DIR/trajectories/part-NNNNN.jsonl`,
+ * exactly once: an entry is acknowledged only after its line is on disk (fsync), ids already on
+ * disk are skipped (a crash between the write and the acknowledgement, or a job that published
+ * twice, writes nothing twice), a torn last line is cut off at start, and entries a crashed sink
+ * had read but not acknowledged are claimed again. One sink per run (a lock in Redis).
+ *
+ * Once a line is on disk, the trajectory's document in Redis is replaced by its summary (everything but
+ * the transcript, steps and final state) with the shard's path, and its stream entry is deleted, so a
+ * long run's Redis holds what is still in flight rather than every trajectory ever made. A trajectory
+ * archived into another directory is copied from there (ArchivedTrajectoryMissingError if it is gone).
+ */
+export async function runSink(o: SinkOptions): Promise<SinkResult> {
+  const key = trajectoryStreamKey(o.prefix, o.runId);
+  const lockKey = `${o.prefix}:run:${o.runId}:sink-lock`;
+  const token = randomUUID();
+  const consumer = `${hostname()}-${process.pid}`;
+  const shardLines = o.shardLines ?? 5_000;
+  const dir = join(o.dir, 'trajectories');
+  await mkdir(dir, { recursive: true });
+
+  for (let waited = 0; ; waited += 250) {
+    if ((await o.redis.set(lockKey, token, 'PX', LOCK_MS, 'NX')) === 'OK') break;
+    if (waited > LOCK_MS * 3) throw new Error(`another sink is writing run "${o.runId}" (lock ${lockKey}); stop it first`);
+    await sleep(250, o.signal);
+  }
+  const renew = setInterval(() => {
+    void o.redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0", 1, lockKey, token, String(LOCK_MS));
+  }, LOCK_MS / 3);
+
+  try {
+    try {
+      await o.redis.xgroup('CREATE', key, GROUP, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!String(err).includes('BUSYGROUP')) throw err;
+    }
+    const { written, shard } = await scanShards(dir);
+    let shardIndex = shard.index;
+    let shardCount = shard.lines;
+    let handle = await open(join(dir, shardName(shardIndex)), 'a');
+    const shards = new Set<string>([shardName(shardIndex)]);
+    let wrote = 0;
+    let skipped = 0;
+
+    const handleEntries = async (entries: [string, string[]][]) => {
+      if (!entries.length) return;
+      const acks: string[] = [];
+      const done: { doc: StoredTrajectory; path: string }[] = [];
+      let lines = '';
+      const elsewhere = new Map<string, Set<string>>();
+      const docs = new Map<string, StoredTrajectory | null>();
+      for (const [, fields] of entries) {
+        const trajectoryId = fields[fields.indexOf('id') + 1];
+        if (!trajectoryId || written.has(trajectoryId) || docs.has(trajectoryId)) continue;
+        const doc = await o.store.getDoc(o.runId, 'trajectory', trajectoryId);
+        docs.set(trajectoryId, doc);
+        // Written to a shard of another directory: its line is copied from there.
+        if (doc && isArchived(doc)) elsewhere.set(doc.archived.path, (elsewhere.get(doc.archived.path) ?? new Set<string>()).add(trajectoryId));
+      }
+      const copied = new Map<string, string>();
+      for (const [path, ids] of elsewhere) for (const [id, line] of await readTrajectoryLines(path, ids)) copied.set(id, line);
+      for (const [entryId, fields] of entries) {
+        const trajectoryId = fields[fields.indexOf('id') + 1];
+        if (!trajectoryId || written.has(trajectoryId)) {
+          skipped += trajectoryId ? 1 : 0;
+          acks.push(entryId);
+          // On disk, but a crash may have come before its summary replaced the document.
+          const stored = trajectoryId ? await o.store.getDoc(o.runId, 'trajectory', trajectoryId) : null;
+          if (stored && !isArchived(stored)) done.push({ doc: stored, path: resolve(dir, written.get(trajectoryId!)!) });
+          continue;
+        }
+        const doc = docs.get(trajectoryId);
+        if (!doc) continue; // not stored yet: left pending, retried later
+        lines += `${copied.get(trajectoryId) ?? JSON.stringify(doc)}\n`;
+        written.set(trajectoryId, shardName(shardIndex));
+        done.push({ doc, path: resolve(dir, shardName(shardIndex)) });
+        acks.push(entryId);
+        wrote += 1;
+        shardCount += 1;
+        if (shardCount >= shardLines) {
+          await handle.write(lines);
+          lines = '';
+          await handle.sync();
+          await handle.close();
+          shardIndex += 1;
+          shardCount = 0;
+          handle = await open(join(dir, shardName(shardIndex)), 'a');
+          shards.add(shardName(shardIndex));
+        }
+      }
+      if (lines) await handle.write(lines);
+      await handle.sync();
+      // Only now that the lines are on disk: keep the summaries in Redis, then let go of the entries
+      // (a crash in between re-reads entries whose ids are already on disk, and skips them).
+      for (const { doc, path } of done) await o.store.putDoc(o.runId, 'trajectory', doc.id, archivedTrajectory(doc, path));
+      if (acks.length) await o.redis.multi().xack(key, GROUP, ...acks).xdel(key, ...acks).exec();
+      o.onProgress?.(wrote);
+    };
+
+    try {
+      // Entries a crashed sink read but never acknowledged.
+      let cursor = '0-0';
+      do {
+        const [next, entries] = (await o.redis.xautoclaim(key, GROUP, consumer, 0, cursor, 'COUNT', 200)) as [string, [string, string[]][], unknown];
+        await handleEntries(entries);
+        cursor = next;
+      } while (cursor !== '0-0');
+      for (;;) {
+        o.signal?.throwIfAborted();
+        const res = (await o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', 200, 'BLOCK', 500, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null;
+        const entries = res?.[0]?.[1] ?? [];
+        await handleEntries(entries);
+        if (entries.length) continue;
+        // Pending entries of ours whose document was missing a moment ago.
+        const mine = (await o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', 200, 'STREAMS', key, '0')) as [string, [string, string[]][]][] | null;
+        await handleEntries(mine?.[0]?.[1] ?? []);
+        if (o.follow) continue;
+        const outstanding = await o.store.pendingCount(o.runId);
+        const pending = (await o.redis.xpending(key, GROUP)) as [number, ...unknown[]];
+        if (outstanding === 0 && Number(pending[0]) === 0) {
+          const more = (await o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', 1, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null;
+          if (!more?.[0]?.[1].length) break;
+          await handleEntries(more[0][1]);
+        }
+      }
+    } finally {
+      await handle.close();
+    }
+    return { written: wrote, skippedDuplicates: skipped, shards: [...shards].sort() };
+  } finally {
+    clearInterval(renew);
+    await o.redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1, lockKey, token);
+  }
+}
+
+const shardName = (i: number) => `part-${String(i).padStart(5, '0')}.jsonl`;
+
+/** Ids already on disk (with their shard's name), and where to go on writing; a torn last line (crash mid-write) is cut off. */
+async function scanShards(dir: string): Promise<{ written: Map<string, string>; shard: { index: number; lines: number } }> {
+  const names = (await readdir(dir)).filter(n => /^part-\d{5}\.jsonl$/.test(n)).sort();
+  const written = new Map<string, string>();
+  let last = { index: 0, lines: 0 };
+  for (const name of names) {
+    const path = join(dir, name);
+    const text = await readFile(path, 'utf8');
+    let good = 0;
+    let lines = 0;
+    for (const line of text.split('\n')) {
+      if (good + line.length + 1 > text.length) break; // no newline after it: torn
+      try {
+        const id = (JSON.parse(line) as { id?: string }).id;
+        if (id) written.set(id, name);
+      } catch {
+        break;
+      }
+      good += line.length + 1;
+      lines += 1;
+    }
+    if (good < text.length) await truncate(path, good);
+    last = { index: Number(name.slice(5, 10)), lines };
+  }
+  return { written, shard: last };
+}

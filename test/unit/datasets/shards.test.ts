@@ -1,0 +1,58 @@
+import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { readTrajectoryLines } from '../../../src/datasets/shards.js';
+import { JsonlWriter } from '../../../src/datasets/jsonl-writer.js';
+import { rejection } from '../../helpers/assert.js';
+
+describe('shard files', () => {
+  it('finds trajectory lines by id, also ids with escapes and lines whose id is not the first field', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-shard-'));
+    const path = join(dir, 'part-00000.jsonl');
+    const odd = 'run.s"1\\x.non-conversational.0';
+    const lines = [JSON.stringify({ id: 'a', reward: 1 }), JSON.stringify({ id: odd, reward: 0.5 }), JSON.stringify({ reward: 0, id: 'c' }), JSON.stringify({ id: 'a', reward: 9 })];
+    await writeFile(path, `${lines.join('\n')}\n`);
+    const found = await readTrajectoryLines(path, new Set(['a', odd, 'c']));
+    expect([...found.keys()].sort()).to.deep.equal(['a', 'c', odd].sort());
+    // The first line of an id wins (the sink never writes one twice; a hand-edited file might).
+    expect(JSON.parse(found.get('a')!)).to.deep.equal({ id: 'a', reward: 1 });
+    expect(JSON.parse(found.get(odd)!)).to.deep.equal({ id: odd, reward: 0.5 });
+  });
+
+  it('says which trajectories are missing and where they were looked for', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-shard-'));
+    const path = join(dir, 'part-00000.jsonl');
+    await writeFile(path, `${JSON.stringify({ id: 'a' })}\n`);
+    const missing = await rejection(readTrajectoryLines(path, new Set(['a', 'b'])));
+    expect(missing).to.have.property('code', 'TRAJECTORY_ARCHIVE_MISSING');
+    expect(String(missing)).to.include('(first b)').and.include(path);
+    const gone = await rejection(readTrajectoryLines(join(dir, 'nope.jsonl'), new Set(['a'])));
+    expect(gone).to.have.property('code', 'TRAJECTORY_ARCHIVE_MISSING');
+    expect(String(gone)).to.include('cannot be read');
+  });
+});
+
+describe('JsonlWriter', () => {
+  it('writes many records through backpressure and shows the file under its name only when closed', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-jsonl-'));
+    const path = join(dir, 'out.jsonl');
+    const w = new JsonlWriter(path);
+    const big = 'x'.repeat(10_000);
+    for (let i = 0; i < 2_000; i += 1) await w.write({ i, big });
+    expect(await readdir(dir)).to.deep.equal(['out.jsonl.partial']);
+    expect(await w.close()).to.equal(2_000);
+    expect(await readdir(dir)).to.deep.equal(['out.jsonl']);
+    const lines = (await readFile(path, 'utf8')).trim().split('\n');
+    expect(lines).to.have.length(2_000);
+    expect((JSON.parse(lines[1_999]!) as { i: number }).i).to.equal(1_999);
+  });
+
+  it('leaves nothing behind when aborted', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-jsonl-'));
+    const w = new JsonlWriter(join(dir, 'out.jsonl'));
+    await w.write({ a: 1 });
+    await w.abort();
+    expect(await readdir(dir)).to.deep.equal([]);
+  });
+});

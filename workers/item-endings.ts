@@ -1,0 +1,43 @@
+import { STAGES, type PipelineStage, type StageData } from '../queues/pipeline.js';
+import { ERROR_CODES } from '../src/errors.js';
+import { recordFailedRollout } from '../src/rollouts/stages.js';
+import type { TrajectoryStream } from '../src/rollouts/stream.js';
+import type { RunStore } from '../src/runs/store.js';
+import { dropScenario } from '../src/scenarios/stages.js';
+import { failEnv } from '../src/synthesis/stages.js';
+import type { EndItem } from './stage-workers.js';
+
+/**
+ * How an item of envfleet's pipeline ends when a job of its stage failed for good, by the item's kind
+ * (queues/pipeline.ts ITEMS): a task or the run's mining is counted as failed at the stage, an
+ * environment ends failed, a scenario is dropped, an episode is recorded as a trajectory without a
+ * reward (a cancelled run's episodes leave no record), a group needs nothing.
+ */
+export function endEnvfleetItem(deps: { readonly store: RunStore; readonly stream: TrajectoryStream }): EndItem<typeof STAGES> {
+  return async <S extends PipelineStage>(stage: S, raw: { readonly runId: string }, failure: { code: keyof typeof ERROR_CODES; message: string }) => {
+    const data = raw as StageData<S>;
+    const item = STAGES[stage].item as { readonly kind: string; id(d: StageData<S>): string };
+    const id = item.id(data);
+    switch (STAGES[stage].item.kind) {
+      case 'run':
+      case 'task':
+        await deps.store.count(data.runId, stage, `failed:${failure.code}`);
+        return;
+      case 'environment':
+        await failEnv(deps, data.runId, id, stage, failure.code, failure.message);
+        return;
+      case 'scenario':
+        await dropScenario(deps, data.runId, id, stage, failure.code, failure.message);
+        return;
+      case 'episode': {
+        if (failure.code === 'RUN_CANCELLED') return;
+        const d = data as StageData<'rollout.run'>;
+        const reason = ERROR_CODES[failure.code].area === 'environment' ? 'environment-error' : 'model-error';
+        await recordFailedRollout(deps, d.runId, d.scenarioId, d.mode, d.sample, reason, `[${failure.code}] ${failure.message}`);
+        return;
+      }
+      case 'group':
+        return;
+    }
+  };
+}

@@ -1,0 +1,74 @@
+import type { AnyStages, DataOf, EntryInputsOf, NameOf, OutputsOf, Pipeline, StageResult } from '../queues/define-pipeline.js';
+import { createRunEnqueuer, pendingKey, type RunEnqueuer } from '../queues/enqueuer.js';
+import { startQueueWorker, type JobOutcome, type ProcessorContext, type QueueWorker } from './bootstrap.js';
+import type { FleetContext } from './fleet.js';
+
+/**
+ * How a stage's job is processed: `run` calls the stage's function in src/ and returns its output
+ * (the stages it feeds read it, as the pipeline declares); `result` is the small summary the job
+ * returns (shown in bull-board).
+ */
+export interface StageProcessor<In, Out, Deps> {
+  run(data: In, deps: Deps): Promise<Out>;
+  result(output: Out): StageResult;
+}
+
+/** One processor per stage of a pipeline. */
+export type StageProcessors<St extends AnyStages, Out extends OutputsOf<St>, Deps> = { readonly [S in NameOf<St>]: StageProcessor<DataOf<St, S>, Out[S], Deps> };
+
+/** Ends the item of a job of `stage` that failed for good (the declaration says how its kind leaves the pipeline). */
+export type EndItem<St extends AnyStages> = (stage: NameOf<St>, data: { readonly runId: string }, failure: Extract<JobOutcome, { status: 'failed' }>) => Promise<void>;
+
+export interface StageWorkersOptions<St extends AnyStages, Out extends OutputsOf<St>, En extends EntryInputsOf, Deps> {
+  readonly pipeline: Pipeline<St, Out, En>;
+  readonly processors: StageProcessors<St, Out, Deps>;
+  /** The stages to consume (queues of the pipeline). */
+  readonly stages: readonly NameOf<St>[];
+  /** A job's dependencies, from the fleet and the job's signal and logger. */
+  deps(job: ProcessorContext): Deps;
+  readonly endItem: EndItem<St>;
+  /** Overrides the configured concurrency of every stage. */
+  readonly concurrency?: number;
+}
+
+/**
+ * Starts one worker per stage: a job runs its stage's processor, enqueues what the stage feeds, and
+ * returns the processor's summary. A job finished for good leaves its run's outstanding set; one that
+ * failed ends its item when the stage's declaration says so.
+ */
+export function startStageWorkers<St extends AnyStages, Out extends OutputsOf<St>, En extends EntryInputsOf, Deps>(
+  ctx: FleetContext,
+  options: StageWorkersOptions<St, Out, En, Deps>,
+): { readonly workers: QueueWorker[]; readonly enqueuer: RunEnqueuer<St, Out, En> } {
+  const { pipeline } = options;
+  const enqueuer = createRunEnqueuer(pipeline, ctx.redis, { prefix: ctx.config.redis.prefix, jobs: ctx.config.jobs, store: ctx.store });
+  const start = <S extends NameOf<St>>(stage: S): QueueWorker => {
+    const spec = pipeline.stages[stage]!;
+    const processor = options.processors[stage];
+    const configured = spec.concurrency === 'rollout' ? ctx.config.worker.rolloutConcurrency : ctx.config.worker.concurrency;
+    return startQueueWorker(
+      pipeline.queues[stage],
+      async (data, job) => {
+        const output = await processor.run(data, options.deps(job));
+        await enqueuer.follow(stage, data, output);
+        return processor.result(output);
+      },
+      {
+        config: ctx.config,
+        connection: ctx.workerConnection,
+        logger: ctx.logger,
+        runControl: ctx.runControl,
+        metrics: ctx.metrics,
+        concurrency: options.concurrency ?? configured,
+        async onSettled(raw, jobId, outcome) {
+          const data = raw as { runId?: unknown } | null;
+          if (typeof data?.runId !== 'string') return;
+          if (outcome.status === 'failed' && spec.onFailure === 'ends-item') await options.endItem(stage, { ...data, runId: data.runId }, outcome);
+          await ctx.store.donePending(data.runId, pendingKey(stage, jobId));
+          await ctx.store.tick(data.runId);
+        },
+      },
+    );
+  };
+  return { workers: options.stages.map(s => start(s)), enqueuer };
+}
