@@ -9,6 +9,8 @@ function layer(folder, above, packages = []) {
       files: [`${folder}/**/*.ts`],
       rules: {
         'no-restricted-imports': ['error', { patterns: [...above.map(f => ({ group: [`**/${f}/**`], message: `${folder}/ must not depend on ${f}/: dependencies point config → src → queues → workers | http → cli.` })), ...packages] }],
+        // The same for import(): lazy loading must not be a way around the layers.
+        'no-restricted-syntax': ['error', { selector: `ImportExpression[source.value=/(^|\\/)(${above.join('|')})\\//]`, message: `${folder}/ must not load ${above.join('/, ')}/ (not even lazily): dependencies point config → src → queues → workers | http → cli.` }],
       },
     },
   ];

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { loadConfig, type AppConfig } from '../config/index.js';
 import { startDashboard } from '../http/dashboard/server.js';
 import { waitForRun } from '../queues/run-jobs.js';
-import { funnelReport } from '../queues/run-status.js';
+import { runStatus } from '../queues/run-status.js';
 import { submitRollouts, submitScenarios, submitSynthesis } from '../queues/submit.js';
 import { exportRun } from '../src/datasets/export.js';
 import { runSink } from '../src/datasets/sink.js';
@@ -12,7 +12,7 @@ import type { StoredTrajectory } from '../src/rollouts/types.js';
 import { fixturesPath } from '../src/util/package-root.js';
 import { startWorkerProcess } from '../workers/main.js';
 import { chooseRedis } from './private-redis.js';
-import { formatFunnel } from './runs.js';
+import { formatEvents, formatFunnel } from './runs.js';
 
 /**
  * `envfleet demo`: the product end to end on real queues and workers — a Redis (the configured
@@ -118,7 +118,8 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
       const reasons = [...new Set(list.map(t => t.termination.reason))].join(', ');
       out(`  ${env.description.summary.padEnd(28)} ${String(list.length).padStart(3)} trajectories  mean reward ${mean.toFixed(2)}  solved ${(solved * 100).toFixed(0)}%  (${reasons})`);
     }
-    out(`[demo] funnel (envfleet status --run ${runId}):\n${formatFunnel(await funnelReport(running.ctx.store, runId))}`);
+    const status = (await runStatus({ at: { connection: running.ctx.redis, prefix: config.redis.prefix }, store: running.ctx.store, ledger: running.ctx.ledger, control: running.ctx.runControl }, runId))!;
+    out(`[demo] funnel (envfleet status --run ${runId}):\n${formatFunnel(status.funnel)}\n  counters: ${formatEvents(status.events)}`);
     const totals = await running.ctx.ledger.totals(runId);
     out(`[demo] ledger: ${totals.requests} model requests (${totals.cachedRequests} from the cache), ${totals.promptTokens} prompt + ${totals.completionTokens} completion tokens, $${totals.costUsd.toFixed(4)}`);
     if (server) {

@@ -35,13 +35,15 @@ function nonNegative(name: string) {
 }
 
 /**
- * Prints an error a user can act on and exits non-zero. envfleet's own errors carry a stable code and a
- * message that says what to fix; anything else is a bug, printed with its stack.
+ * Prints an error a user can act on and exits non-zero: envfleet's own errors (a stable code such as
+ * CONFIG_INVALID, docs/errors.md), commander's usage errors and the system's (a file that cannot be
+ * read, with its syscall) say what to fix in their message; anything else is a bug, printed with its stack.
  */
 function fail(err: unknown): never {
-  const e = err as { code?: unknown; message?: unknown; stack?: unknown } | null;
-  const ours = typeof e?.code === 'string' && /^(?:[A-Z][A-Z_]+$|commander\.)/.test(e.code);
-  process.stderr.write(`envfleet: ${ours ? String(e.message) : String(e?.stack ?? err)}\n`);
+  const e = err as { code?: unknown; syscall?: unknown; message?: unknown; stack?: unknown } | null;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  const actionable = (/^[A-Z]+(_[A-Z]+)+$/.test(code) && !code.startsWith('ERR_')) || code.startsWith('commander.') || typeof e?.syscall === 'string';
+  process.stderr.write(`envfleet: ${actionable ? String(e?.message) : String(e?.stack ?? err)}\n`);
   process.exit(1);
 }
 
@@ -56,6 +58,12 @@ function guarded<A extends unknown[]>(action: (...args: A) => Promise<void>): (.
   };
 }
 
+// A reader that stops early (`envfleet runs | head`) is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 const program = new Command()
   .name('envfleet')
   .description('Synthesize executable tool-interaction environments for LLM agents and run rollouts against them, on a BullMQ worker fleet.')
@@ -67,8 +75,8 @@ const worker = program
   .option('--queues <names>', 'comma-separated stages to consume (default ENVFLEET_WORKER_QUEUES or all; listed below)')
   .option('--concurrency <n>', 'jobs at once per queue (default ENVFLEET_WORKER_CONCURRENCY)', positiveInt)
   .action(guarded(async (opts: { queues?: string; concurrency?: number }) => (await import('./worker.js')).workerCommand(opts)));
-if (process.argv[2] === 'worker') {
-  // Only `envfleet worker --help` shows the stages, so only it loads the pipeline declaration.
+if (process.argv.slice(2, 4).includes('worker')) {
+  // Only the worker's help (`envfleet worker --help`, `envfleet help worker`) lists the stages, so only it loads the pipeline declaration.
   const { PIPELINE_STAGES, STAGES } = await import('../queues/pipeline.js');
   worker.addHelpText('after', `\nStages (queues), in pipeline order:\n${PIPELINE_STAGES.map(s => `  ${s.padEnd(20)} ${STAGES[s].description}`).join('\n')}\n`);
 }

@@ -1,7 +1,8 @@
 import { InvalidArgumentError } from 'commander';
-import { STAGE_NAMES, isStageName } from '../config/index.js';
+import { MODEL_STAGE_NAMES, isModelStage } from '../config/index.js';
 import { cancelRun } from '../queues/run-jobs.js';
 import { listRuns, runStatus, type FunnelRow, type RunStatus } from '../queues/run-status.js';
+import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
 import type { RunBudgets } from '../src/runs/control.js';
 import { requireRun, withRuns, type CommandContext } from './context.js';
 
@@ -65,7 +66,7 @@ export interface BudgetOptions {
 
 /** `envfleet budget`. */
 export async function budgetCommand(opts: BudgetOptions): Promise<void> {
-  if (opts.stage && !isStageName(opts.stage)) throw new InvalidArgumentError(`unknown stage "${opts.stage}"; stages: ${STAGE_NAMES.join(', ')}`);
+  if (opts.stage && !isModelStage(opts.stage)) throw new InvalidArgumentError(`unknown stage "${opts.stage}"; stages: ${MODEL_STAGE_NAMES.join(', ')}`);
   await withRuns(async c => {
     await requireRun(c.store, opts.run);
     const current = await budgetsOf(c, opts.run);
@@ -87,12 +88,20 @@ export function formatFunnel(rows: readonly FunnelRow[]): string {
   return lines.join('\n');
 }
 
+/** "input tasks 7; environments created 3": the run counters that are not stages (reward sums are shown as the mean reward instead). */
+export const formatEvents = (events: RunStatus['events']) =>
+  Object.entries(events)
+    .filter(([group]) => group !== OUTCOME_COUNTERS)
+    .map(([group, outcomes]) => `${group} ${Object.entries(outcomes).map(([k, n]) => `${k} ${n}`).join(', ')}`)
+    .join('; ');
+
 export function formatStatus(s: RunStatus): string {
   const lines = [
     `run ${s.id} — ${s.control.state}${s.control.reason ? ` (${s.control.reason})` : ''}; created ${s.createdAt}; input ${s.input}`,
     `outstanding jobs: ${s.outstanding}; rate ${s.ratePerMinute.toFixed(1)} jobs/min; ${s.etaMinutes === null ? 'time left unknown' : `about ${s.etaMinutes.toFixed(1)} min left`}`,
     `environments ${JSON.stringify(s.environments)}; scenarios ${JSON.stringify(s.scenarios)}; trajectories ${s.trajectories.count}` +
       (s.trajectories.meanReward === null ? '' : ` (mean reward ${s.trajectories.meanReward.toFixed(3)}, solved ${((s.trajectories.solvedRate ?? 0) * 100).toFixed(1)}%)`),
+    ...(Object.keys(s.events).length ? [`counters: ${formatEvents(s.events)}`] : []),
     `model: ${s.ledger.requests} requests (${s.ledger.cachedRequests} cached), ${s.ledger.promptTokens + s.ledger.completionTokens} tokens, $${s.ledger.costUsd.toFixed(4)}` +
       (s.budgets ? `; budget ${s.budgets.tokens ? `${s.budgets.tokens} tokens` : ''}${s.budgets.usd ? ` $${s.budgets.usd}` : ''}${Object.keys(s.budgets.byStage).length ? ` per stage ${JSON.stringify(s.budgets.byStage)}` : ''}` : ''),
     '',

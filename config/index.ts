@@ -5,10 +5,10 @@ import type { z } from 'zod';
 import { ENV_VARS, ENV_VAR_NAMES, EnvSchema, type EnvVarName } from './env.js';
 import { ModelsFile, type PriceEntry } from './models-file.js';
 import { DEFAULT_PRICES } from './prices.js';
-import { STAGES, STAGE_NAMES, type StageName } from './stages.js';
+import { MODEL_STAGES, MODEL_STAGE_NAMES, type ModelStage } from './model-stages.js';
 
 export { ENV_VARS, ENV_VAR_NAMES, type EnvVarName } from './env.js';
-export { STAGES, STAGE_NAMES, isStageName, type StageName } from './stages.js';
+export { MODEL_STAGES, MODEL_STAGE_NAMES, isModelStage, type ModelStage } from './model-stages.js';
 export type { PriceEntry } from './models-file.js';
 
 /** Thrown when the configuration is invalid. The message says which variable or file, and what to put there. */
@@ -32,7 +32,7 @@ export interface EndpointConfig {
 }
 
 export interface ModelProfile {
-  readonly stage: StageName;
+  readonly stage: ModelStage;
   readonly kind: 'chat' | 'embedding';
   readonly model: string;
   readonly temperature: number;
@@ -44,7 +44,7 @@ export interface ModelProfile {
 export interface AppConfig {
   readonly redis: { readonly url: string; readonly prefix: string; readonly requirePersistence: boolean };
   readonly endpoints: Readonly<Record<string, EndpointConfig>>;
-  readonly profiles: Readonly<Record<StageName, ModelProfile>>;
+  readonly profiles: Readonly<Record<ModelStage, ModelProfile>>;
   readonly prices: Readonly<Record<string, PriceEntry>>;
   readonly gateway: {
     readonly repairAttempts: number;
@@ -176,8 +176,8 @@ export function loadConfig(
   checkEndpointNames('default', fileDefault?.endpoint);
   for (const [stage, entry] of Object.entries(file.profiles ?? {})) checkEndpointNames(stage, entry.endpoint);
   const profiles = Object.fromEntries(
-    STAGE_NAMES.map(stage => {
-      const base = STAGES[stage];
+    MODEL_STAGE_NAMES.map(stage => {
+      const base = MODEL_STAGES[stage];
       const override = file.profiles?.[stage];
       const endpointSpec = override?.endpoint ?? fileDefault?.endpoint ?? 'default';
       const weighted =
@@ -194,7 +194,7 @@ export function loadConfig(
       };
       return [stage, profile];
     }),
-  ) as Record<StageName, ModelProfile>;
+  ) as Record<ModelStage, ModelProfile>;
 
   const queues = parseQueueList(e.ENVFLEET_WORKER_QUEUES);
   const config: AppConfig = {

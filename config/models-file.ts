@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { STAGE_NAMES } from './stages.js';
+import { MODEL_STAGE_NAMES } from './model-stages.js';
 
 /** Name of an endpoint: the default one (OPENAI_BASE_URL) is called `default`. */
 const EndpointName = z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only');
@@ -33,8 +33,8 @@ export const PriceEntry = z.strictObject({
 });
 export type PriceEntry = z.infer<typeof PriceEntry>;
 
-const stageKey = z.string().refine(key => key === 'default' || STAGE_NAMES.includes(key as never), {
-  error: issue => `unknown stage "${String(issue.input)}"; known stages: default, ${STAGE_NAMES.join(', ')}`,
+const stageKey = z.string().refine(key => key === 'default' || MODEL_STAGE_NAMES.includes(key as never), {
+  error: issue => `unknown stage "${String(issue.input)}"; known stages: default, ${MODEL_STAGE_NAMES.join(', ')}`,
 });
 
 /** The optional ENVFLEET_MODELS_FILE (JSON or YAML). */

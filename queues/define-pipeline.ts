@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { StageName as ModelStage } from '../config/index.js';
+import type { ModelStage } from '../config/index.js';
 import type { ErrorCode } from '../src/errors.js';
 import { baseJobOptions, defineQueue, type QueueDefinition } from './define-queue.js';
 
@@ -97,6 +97,10 @@ export interface Pipeline<St extends AnyStages, Out extends OutputsOf<St>, En ex
   /** Each stage's queue: all stage jobs return a StageResult; a job's id is a hash of its whole data. */
   readonly queues: { readonly [S in NameOf<St>]: QueueDefinition<St[S]['data'], typeof StageResult> };
   isStage(name: string): name is NameOf<St>;
+  /** The stage an entry point feeds first (the first of a fan-in's chain). */
+  firstStageOf(entry: keyof En & string): NameOf<St>;
+  /** The stages whose item is of `kind`, in pipeline order. */
+  stagesOfKind(kind: string): NameOf<St>[];
   /** Every edge of the graph: entries first, then stages in pipeline order. */
   edges(): Edge<NameOf<St>>[];
   /** How the funnel report reads one counter of a stage. */
@@ -155,6 +159,11 @@ export function definePipeline<St extends AnyStages, Out extends OutputsOf<St>, 
     names,
     queues,
     isStage,
+    firstStageOf(entry) {
+      const { feed } = declaration.entries[entry];
+      return 'next' in feed ? feed.next : 'each' in feed ? feed.each : feed.through[0];
+    },
+    stagesOfKind: kind => names.filter(s => declaration.stages[s]!.item.kind === kind),
     edges,
     classify(stage, outcome) {
       const f = declaration.stages[stage]!.funnel;

@@ -11,7 +11,8 @@ import type { computeGroup, runRollout } from '../src/rollouts/stages.js';
 import { ROLLOUT_MODES, TERMINATIONS } from '../src/rollouts/types.js';
 import { groupIdOf, scenarioIdOf, trajectoryIdOf } from '../src/runs/ids.js';
 import type { ScenarioOutcome } from '../src/scenarios/stages.js';
-import type { ItemOutcome, dedupDescriptions, inferTopic, judgeTask } from '../src/synthesis/stages.js';
+import type { ItemOutcome } from '../src/synthesis/environments.js';
+import type { dedupDescriptions, inferTopic, judgeTask } from '../src/synthesis/mining.js';
 import { definePipeline, type DataOf, type NameOf, type RunScoped, type StageSpec } from './define-pipeline.js';
 
 // ---------------------------------------------------------------- job data (references only)
@@ -185,6 +186,7 @@ export const STAGES = {
     onFailure: 'ends-item',
     funnel: { passed: ['solvable'] },
     ends: ['UNSOLVABLE'],
+    // Its reference rollouts spend the rollout.policy model stage, which the ledger counts under rollout.run.
     models: [],
   }),
   'rollout.run': stage({
@@ -294,13 +296,15 @@ export type StageData<S extends PipelineStage> = DataOf<typeof STAGES, S>;
 export const PIPELINE_STAGES = PIPELINE.names;
 export const STAGE_QUEUES = PIPELINE.queues;
 export const isPipelineStage = (name: string): name is PipelineStage => PIPELINE.isStage(name);
+/** The stage that runs episodes: its counters are the trajectories' terminations. */
+export const EPISODE_STAGE = PIPELINE.stagesOfKind('episode')[0]!;
 
 // ---------------------------------------------------------------- counters that are not stages
 
 /** Run counters that count events, not items of a stage (the funnel report leaves them out; status reads them). */
 export const RUN_COUNTERS = {
   input: 'source items submitted (tasks, descriptions)',
-  environments: 'environments created from descriptions',
+  environments: 'environments created (from mined tasks or from descriptions)',
   sandbox: 'tool calls the sandbox stopped, by code',
   run: 'run events (cancelled)',
   'rollout.outcome': 'sums over trajectories: reward in millionths (reward-micro), solved episodes',

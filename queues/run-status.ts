@@ -4,7 +4,7 @@ import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
 import type { RunBudgets, RunControl, RunControlState } from '../src/runs/control.js';
 import type { RunStore } from '../src/runs/store.js';
 import { parsePendingKey } from './enqueuer.js';
-import { PIPELINE, PIPELINE_STAGES, STAGES, type PipelineStage } from './pipeline.js';
+import { EPISODE_STAGE, PIPELINE, PIPELINE_STAGES, RUN_COUNTERS, STAGES, type PipelineStage } from './pipeline.js';
 import { countByStatus, type QueuesAt } from './run-jobs.js';
 
 export interface FunnelRow {
@@ -60,6 +60,8 @@ export interface RunStatus {
   readonly trajectories: { readonly count: number; readonly meanReward: number | null; readonly solvedRate: number | null; readonly byTermination: Record<string, number> };
   readonly stages: readonly StageStatus[];
   readonly funnel: readonly FunnelRow[];
+  /** The run's counters that are not stages (queues/pipeline.ts RUN_COUNTERS): input items, environments created, sandbox stops, run events. */
+  readonly events: Record<string, Record<string, number>>;
   readonly ledger: LedgerTotals;
   /** Jobs finished per minute over the last five minutes that saw any. */
   readonly ratePerMinute: number;
@@ -118,7 +120,7 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
   });
   // From counters kept as trajectories are stored: status must not read every trajectory of a long run.
   const counters = await deps.store.counters(runId);
-  const byTermination: Record<string, number> = { ...counters['rollout.run'] };
+  const byTermination: Record<string, number> = { ...counters[EPISODE_STAGE] };
   const trajectoryCount = Object.values(byTermination).reduce((a, b) => a + b, 0);
   const outcome = counters[OUTCOME_COUNTERS] ?? {};
   const throughput = await deps.store.throughput(runId);
@@ -141,6 +143,7 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
     },
     stages,
     funnel,
+    events: Object.fromEntries(Object.keys(RUN_COUNTERS).filter(k => counters[k]).map(k => [k, counters[k]!])),
     ledger,
     ratePerMinute,
     etaMinutes: pending.length === 0 ? 0 : ratePerMinute > 0 ? pending.length / ratePerMinute : null,

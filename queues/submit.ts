@@ -7,14 +7,14 @@ import type { RunOptions } from '../src/runs/options.js';
 import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
 import type { ScenarioConfig } from '../src/scenarios/types.js';
 import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
-import { createEnvironment } from '../src/synthesis/stages.js';
+import { createEnvironment } from '../src/synthesis/environments.js';
 import { createRunEnqueuer, type RunEnqueuer } from './enqueuer.js';
 import { PIPELINE, type EntryInputs, type STAGES, type StageOutputs } from './pipeline.js';
 
 /**
  * The producers: each validates a request, creates or finds its run, and submits work to an entry
- * point of the pipeline (queues/pipeline.ts ENTRIES). All of them are idempotent: submitting the
- * same request again adds no job.
+ * point of the pipeline (`entries` of PIPELINE in queues/pipeline.ts). All of them are idempotent:
+ * submitting the same request again adds no job.
  */
 
 export interface SynthRequest {
@@ -113,7 +113,7 @@ export async function submitScenarios(config: AppConfig, redis: Redis, request: 
     const envIds: string[] = [];
     for (const envId of await store.listDocIds(runId, 'env')) if ((await store.getDoc(runId, 'env', envId))?.status === 'kept') envIds.push(envId);
     const jobsAdded = await enqueuer.enter('scenarios', { runId, envIds, perEnv: request.perEnv });
-    if (jobsAdded) await store.count(runId, 'scenario.state', 'requested', jobsAdded);
+    if (jobsAdded) await store.count(runId, PIPELINE.firstStageOf('scenarios'), 'requested', jobsAdded);
     return { runId, created, items: envIds.length, problems, jobsAdded };
   });
 }

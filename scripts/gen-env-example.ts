@@ -1,6 +1,6 @@
 /**
  * Writes `.env.example` and `docs/configuration.md` from `config/` (the environment variables of
- * config/env.ts, the stages of config/stages.ts, the prices of config/prices.ts), so the two files
+ * config/env.ts, the model stages of config/model-stages.ts, the prices of config/prices.ts), so the two files
  * never drift from the code. A unit test (test/unit/config/env-example.test.ts) fails when the
  * committed files differ from what this script writes.
  *
@@ -12,7 +12,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ENV_VARS, ENV_VAR_NAMES, type EnvVarName } from '../config/env.js';
 import { DEFAULT_PRICES } from '../config/prices.js';
-import { STAGES, STAGE_NAMES } from '../config/stages.js';
+import { MODEL_STAGES, MODEL_STAGE_NAMES } from '../config/model-stages.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const ENV_EXAMPLE_PATH = resolve(REPO_ROOT, '.env.example');
@@ -139,8 +139,8 @@ export function renderConfigurationDoc(): string {
     const secret = isSecret(name) ? ' **Secret.**' : '';
     return `| \`${name}\` | ${cell(defaultCell(name))} | ${cell(ENV_VARS[name].description)}${secret} |`;
   });
-  const stageRows = STAGE_NAMES.map(stage => {
-    const s = STAGES[stage];
+  const stageRows = MODEL_STAGE_NAMES.map(stage => {
+    const s = MODEL_STAGES[stage];
     const model = s.kind === 'embedding' ? '`ENVFLEET_EMBEDDING_MODEL`' : '`ENVFLEET_MODEL`';
     const maxTokens = s.kind === 'embedding' ? '—' : String(s.maxTokens);
     const temperature = s.kind === 'embedding' ? '—' : String(s.temperature);

@@ -40,7 +40,7 @@ export const ERROR_CODES = {
   BUDGET_EXCEEDED: { area: 'run', action: 'pause-run', means: 'the run reached a token or cost budget: the run pauses and its jobs wait, no attempt used, until the budget is raised and the run resumed' },
   RUN_CANCELLED: { area: 'run', action: 'give-up', means: 'the run was cancelled: its jobs end without running' },
   JOB_ABORTED: { area: 'fleet', action: 'retry', means: 'the job was cancelled or its worker is shutting down: a graceful shutdown puts it back in its queue' },
-  JOB_STALLED: { area: 'fleet', action: 'retry', means: 'the job lost its lock more often than allowed (its workers kept dying): it ends failed' },
+  JOB_FAILED: { area: 'fleet', action: 'give-up', means: 'BullMQ failed the job before its stage ran: it stalled more often than allowed (the workers holding it kept dying), or it was started more often than allowed (rate-limited or paused for very long)' },
   INVALID_JOB_DATA: { area: 'fleet', action: 'give-up', means: "job data does not match its queue's schema: refused at enqueue, fails at once in a worker" },
   INVALID_DATA: { area: 'fleet', action: 'give-up', means: 'a value read back does not match its schema: fails at once' },
   UNEXPECTED: { area: 'fleet', action: 'retry', means: 'an error envfleet did not foresee: retried, and logged with its stack' },
@@ -57,7 +57,6 @@ export const ERROR_CODES = {
   ALREADY_SOLVED: { area: 'item', action: 'give-up', means: 'scenario.check: every check is already true on the initial state; the scenario is dropped' },
   UNSOLVABLE: { area: 'item', action: 'give-up', means: 'scenario.verify: no reference rollout solved the scenario; it is dropped' },
   ...sandboxCodes,
-  CHECK_INVALID: { area: 'item', action: 'give-up', means: `${SANDBOX_ERROR_CODES.CHECK_INVALID}; scenario.check drops a scenario whose checks still fail on its initial state` },
 } as const satisfies Record<string, CodeSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

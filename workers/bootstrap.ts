@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import type { z } from 'zod';
 import type { AppConfig } from '../config/index.js';
 import type { QueueDefinition } from '../queues/define-queue.js';
-import { AppError, RunCancelledError, castToError, classifyError, type ErrorCode } from '../src/errors.js';
+import { RunCancelledError, castToError, classifyError, type ErrorCode } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import type { RunControl } from '../src/runs/control.js';
 import type { MetricsRecorder } from '../src/runs/metrics.js';
@@ -135,7 +135,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         }
         if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) await settleOnce(job, { status: 'failed', code: verdict.code, message: err.message });
         jobLog.warn({ err, code: verdict.code }, 'job failed; it will be retried if attempts remain');
-        const retryable = new Error(err instanceof AppError ? failedReason(err.code, err.message) : err.message);
+        const retryable = new Error(failedReason(verdict.code, err.message));
         if (err.stack) retryable.stack = err.stack;
         throw retryable;
       }
@@ -172,7 +172,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         log.error({ jobId: job.id, reason: err.message }, 'job failed');
         // The processor settled what it failed itself; what reaches only this event failed in BullMQ
         // before the processor ran (it stalled, or started too often).
-        settle(job, { status: 'failed', code: 'JOB_STALLED', message: err.message });
+        settle(job, { status: 'failed', code: 'JOB_FAILED', message: err.message });
       },
       (e: unknown) => log.warn({ err: e }, 'could not read the state of a failed job'),
     );

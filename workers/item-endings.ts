@@ -4,7 +4,7 @@ import { recordFailedRollout } from '../src/rollouts/stages.js';
 import type { TrajectoryStream } from '../src/rollouts/stream.js';
 import type { RunStore } from '../src/runs/store.js';
 import { dropScenario } from '../src/scenarios/stages.js';
-import { failEnv } from '../src/synthesis/stages.js';
+import { failEnv } from '../src/synthesis/environments.js';
 import type { EndItem } from './stage-workers.js';
 
 /**
@@ -14,26 +14,26 @@ import type { EndItem } from './stage-workers.js';
  * reward (a cancelled run's episodes leave no record), a group needs nothing.
  */
 export function endEnvfleetItem(deps: { readonly store: RunStore; readonly stream: TrajectoryStream }): EndItem<typeof STAGES> {
-  return async <S extends PipelineStage>(stage: S, raw: { readonly runId: string }, failure: { code: keyof typeof ERROR_CODES; message: string }) => {
-    const data = raw as StageData<S>;
-    const item = STAGES[stage].item as { readonly kind: string; id(d: StageData<S>): string };
-    const id = item.id(data);
+  return async <S extends PipelineStage>(stage: S, data: StageData<S>, failure: { code: keyof typeof ERROR_CODES; message: string }) => {
+    const id = (STAGES[stage].item as { id(d: StageData<S>): string }).id(data);
+    // Recorded as the job's failedReason reads: `[CODE] message`.
+    const reason = `[${failure.code}] ${failure.message}`;
     switch (STAGES[stage].item.kind) {
       case 'run':
       case 'task':
         await deps.store.count(data.runId, stage, `failed:${failure.code}`);
         return;
       case 'environment':
-        await failEnv(deps, data.runId, id, stage, failure.code, failure.message);
+        await failEnv(deps, data.runId, id, stage, failure.code, reason);
         return;
       case 'scenario':
-        await dropScenario(deps, data.runId, id, stage, failure.code, failure.message);
+        await dropScenario(deps, data.runId, id, stage, failure.code, reason);
         return;
       case 'episode': {
         if (failure.code === 'RUN_CANCELLED') return;
         const d = data as StageData<'rollout.run'>;
-        const reason = ERROR_CODES[failure.code].area === 'environment' ? 'environment-error' : 'model-error';
-        await recordFailedRollout(deps, d.runId, d.scenarioId, d.mode, d.sample, reason, `[${failure.code}] ${failure.message}`);
+        const termination = ERROR_CODES[failure.code].area === 'environment' ? 'environment-error' : 'model-error';
+        await recordFailedRollout(deps, d.runId, d.scenarioId, d.mode, d.sample, termination, reason);
         return;
       }
       case 'group':

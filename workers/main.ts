@@ -1,5 +1,6 @@
 import type { AppConfig } from '../config/index.js';
 import { PIPELINE, PIPELINE_STAGES, isPipelineStage, type PipelineStage } from '../queues/pipeline.js';
+import { RequestError } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import { assertRedisSafeForWorkers } from '../src/redis/guard.js';
 import type { QueueWorker } from './bootstrap.js';
@@ -20,7 +21,7 @@ export interface RunningWorker {
 export function resolveQueueNames(requested: readonly string[] | 'all'): PipelineStage[] {
   if (requested === 'all') return [...PIPELINE_STAGES];
   const unknown = requested.filter(q => !isPipelineStage(q));
-  if (unknown.length) throw new Error(`unknown queue(s) ${unknown.join(', ')}; known queues: ${PIPELINE_STAGES.join(', ')}`);
+  if (unknown.length) throw new RequestError(`unknown queue(s) ${unknown.join(', ')} (--queues or ENVFLEET_WORKER_QUEUES); the queues are the pipeline's stages: ${PIPELINE_STAGES.join(', ')}`);
   return requested as PipelineStage[];
 }
 

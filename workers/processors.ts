@@ -6,18 +6,9 @@ import type { TrajectoryStream } from '../src/rollouts/stream.js';
 import { generateScenarioChecklist, generateScenarioChecks, generateScenarioState, generateScenarioTask, verifyScenario } from '../src/scenarios/stages.js';
 import type { StageDeps } from '../src/stage-deps.js';
 import type { StageProcessors } from './stage-workers.js';
-import {
-  assembleEnvironment,
-  buildMethod,
-  buildOperations,
-  buildState,
-  decideEnvironment,
-  dedupDescriptions,
-  inferTopic,
-  judgeTask,
-  makeTestConfig,
-  probeEnvironment,
-} from '../src/synthesis/stages.js';
+import { decideEnvironment, makeTestConfig, probeEnvironment } from '../src/synthesis/check.js';
+import { dedupDescriptions, inferTopic, judgeTask } from '../src/synthesis/mining.js';
+import { assembleEnvironment, buildMethod, buildOperations, buildState } from '../src/synthesis/skeleton.js';
 
 /** What a processor gets besides its job data: the stage dependencies bound to the job's signal and logger. */
 export interface ProcessorDeps extends StageDeps {

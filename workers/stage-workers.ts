@@ -17,7 +17,7 @@ export interface StageProcessor<In, Out, Deps> {
 export type StageProcessors<St extends AnyStages, Out extends OutputsOf<St>, Deps> = { readonly [S in NameOf<St>]: StageProcessor<DataOf<St, S>, Out[S], Deps> };
 
 /** Ends the item of a job of `stage` that failed for good (the declaration says how its kind leaves the pipeline). */
-export type EndItem<St extends AnyStages> = (stage: NameOf<St>, data: { readonly runId: string }, failure: Extract<JobOutcome, { status: 'failed' }>) => Promise<void>;
+export type EndItem<St extends AnyStages> = <S extends NameOf<St>>(stage: S, data: DataOf<St, S>, failure: Extract<JobOutcome, { status: 'failed' }>) => Promise<void>;
 
 export interface StageWorkersOptions<St extends AnyStages, Out extends OutputsOf<St>, En extends EntryInputsOf, Deps> {
   readonly pipeline: Pipeline<St, Out, En>;
@@ -61,11 +61,16 @@ export function startStageWorkers<St extends AnyStages, Out extends OutputsOf<St
         metrics: ctx.metrics,
         concurrency: options.concurrency ?? configured,
         async onSettled(raw, jobId, outcome) {
-          const data = raw as { runId?: unknown } | null;
-          if (typeof data?.runId !== 'string') return;
-          if (outcome.status === 'failed' && spec.onFailure === 'ends-item') await options.endItem(stage, { ...data, runId: data.runId }, outcome);
-          await ctx.store.donePending(data.runId, pendingKey(stage, jobId));
-          await ctx.store.tick(data.runId);
+          const runId = (raw as { runId?: unknown } | null)?.runId;
+          if (typeof runId !== 'string') return;
+          if (outcome.status === 'failed' && spec.onFailure === 'ends-item') {
+            // A job can fail for good because its data is invalid: then there is no item to end.
+            const data = pipeline.queues[stage].data.safeParse(raw);
+            if (data.success) await options.endItem(stage, data.data, outcome);
+            else ctx.logger.warn({ queue: stage, jobId, code: outcome.code }, 'a job with invalid data failed; no item to end');
+          }
+          await ctx.store.donePending(runId, pendingKey(stage, jobId));
+          await ctx.store.tick(runId);
         },
       },
     );

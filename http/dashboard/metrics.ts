@@ -1,5 +1,6 @@
 import type { Queue } from 'bullmq';
 import { Counter, Gauge, Registry } from 'prom-client';
+import { EPISODE_STAGE } from '../../queues/pipeline.js';
 import { countByStatus } from '../../queues/run-jobs.js';
 import type { StatusDeps } from '../../queues/run-status.js';
 import type { HistogramSnapshot } from '../../src/runs/metrics.js';
@@ -46,7 +47,7 @@ export async function renderMetrics(d: Omit<StatusDeps, 'at'> & { readonly queue
       if (t.cachedRequests) requests.inc({ run: runId, stage, cached: 'true' }, t.cachedRequests);
     }
     const counters = await d.store.counters(runId);
-    for (const [reason, n] of Object.entries(counters['rollout.run'] ?? {})) rollouts.inc({ run: runId, termination: reason }, n);
+    for (const [reason, n] of Object.entries(counters[EPISODE_STAGE] ?? {})) rollouts.inc({ run: runId, termination: reason }, n);
     for (const [code, n] of Object.entries(counters['sandbox'] ?? {})) sandboxErrors.inc({ run: runId, code }, n);
     for (const [s, n] of Object.entries(await countByStatus(d.store, runId, 'env'))) environments.set({ run: runId, status: s }, n);
     for (const [s, n] of Object.entries(await countByStatus(d.store, runId, 'scenario'))) scenarios.set({ run: runId, status: s }, n);

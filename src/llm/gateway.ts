@@ -8,7 +8,7 @@ import type {
   ChatCompletionToolChoiceOption,
 } from 'openai/resources/chat/completions';
 import type { z } from 'zod';
-import type { AppConfig, EndpointConfig, ModelProfile, StageName } from '../../config/index.js';
+import type { AppConfig, EndpointConfig, ModelProfile, ModelStage } from '../../config/index.js';
 import { AppError, BudgetExceededError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, modelCodeOfStatus } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
@@ -27,7 +27,7 @@ export type ChatTool = ChatCompletionTool;
 
 export interface CallContext {
   readonly runId: string;
-  readonly stage: StageName;
+  readonly stage: ModelStage;
   readonly signal?: AbortSignal | undefined;
   readonly logger?: Logger | undefined;
   /** Distinguishes otherwise identical requests that must not share a cached answer (e.g. sample k). */
@@ -116,7 +116,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     return c;
   };
 
-  const profileOf = (stage: StageName): ModelProfile => deps.config.profiles[stage];
+  const profileOf = (stage: ModelStage): ModelProfile => deps.config.profiles[stage];
 
   function pickEndpoint(profile: ModelProfile): EndpointConfig {
     const total = profile.endpoints.reduce((sum, e) => sum + e.weight, 0);

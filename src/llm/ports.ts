@@ -1,4 +1,4 @@
-import type { EndpointConfig, StageName } from '../../config/index.js';
+import type { EndpointConfig, ModelStage } from '../../config/index.js';
 
 /**
  * What the model gateway needs from shared storage. Redis implementations live beside these
@@ -39,7 +39,7 @@ export interface Usage {
 
 export interface LedgerEntry {
   readonly runId: string;
-  readonly stage: StageName;
+  readonly stage: ModelStage;
   readonly model: string;
   readonly usage: Usage;
   /** US dollars, 0 when the model has no price. */

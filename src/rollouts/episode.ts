@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { classifyError } from '../errors.js';
 import type { ChatMessage, ChatTool } from '../llm/gateway.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
+import { ENDS_SESSION } from '../sandbox/errors.js';
 import type { EnvSession } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
@@ -29,7 +30,6 @@ export interface EpisodeInput {
 
 const UserTurn = z.strictObject({ thought: z.string(), reply: z.string().min(1) });
 
-const FATAL_ENV = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'STACK_OVERFLOW', 'ENV_DISPOSED']);
 
 class EpisodeEnd extends Error {
   constructor(readonly reason: Termination, readonly detail: string | null) {
@@ -148,7 +148,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         envUs += outcome.us;
         steps.push({ turn: turns, tool: call.function.name, toolCallId: id, rawArguments: call.function.arguments, result: outcome.result, runtimeError: outcome.runtimeError ?? null, us: Math.round(outcome.us) });
         messages.push({ role: 'tool', tool_call_id: id, content: JSON.stringify(outcome.result) });
-        if (outcome.runtimeError && FATAL_ENV.has(outcome.runtimeError)) {
+        if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
           throw new EpisodeEnd('environment-error', `${outcome.runtimeError} in ${call.function.name}; the environment was discarded`);
         }
       }

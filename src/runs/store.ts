@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import type { GroupStats } from '../rollouts/groups.js';
 import type { RolloutConfig, StoredTrajectory } from '../rollouts/types.js';
 import type { ScenarioConfig, ScenarioRecord } from '../scenarios/types.js';
-import type { DedupDecision, EnvironmentRecord, JudgeRecord, MethodDoc, SourceTask, TopicRecord } from '../synthesis/types.js';
+import type { DedupDecision, EnvironmentRecord, JudgeRecord, MethodDoc, ProbeStepRecord, SourceTask, TopicRecord } from '../synthesis/types.js';
 import type { RunOptions } from './options.js';
 
 /** The documents a run keeps, by kind: one JSON document per id. */
@@ -64,8 +64,8 @@ export interface RunStore {
   /** Ids of a kind in the order they were first stored. */
   listDocIds(runId: string, kind: DocKind): Promise<string[]>;
   /** Appends step `index` of a probe round unless it is there already (idempotent on resume). */
-  appendStep(runId: string, envId: string, round: number, index: number, step: unknown): Promise<boolean>;
-  steps<T>(runId: string, envId: string, round: number): Promise<T[]>;
+  appendStep(runId: string, envId: string, round: number, index: number, step: ProbeStepRecord): Promise<boolean>;
+  steps(runId: string, envId: string, round: number): Promise<ProbeStepRecord[]>;
   /** Adds to a counter: how many items entered / left a stage and why, or a run event (queues/pipeline.ts names them). */
   count(runId: string, stage: string, outcome: string, n?: number): Promise<void>;
   counters(runId: string): Promise<Record<string, Record<string, number>>>;
@@ -120,9 +120,9 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
       const added = await redis.eval(APPEND_STEP, 1, `${run(runId)}:steps:${envId}:${round}`, String(index), JSON.stringify(step));
       return added === 1;
     },
-    async steps<T>(runId: string, envId: string, round: number) {
+    async steps(runId, envId, round) {
       const raw = await redis.lrange(`${run(runId)}:steps:${envId}:${round}`, 0, -1);
-      return raw.map(r => JSON.parse(r) as T);
+      return raw.map(r => JSON.parse(r) as ProbeStepRecord);
     },
     async count(runId, stage, outcome, n = 1) {
       await redis.hincrby(`${run(runId)}:funnel`, `${stage}|${outcome}`, n);

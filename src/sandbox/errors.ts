@@ -28,6 +28,9 @@ export type SandboxErrorCode = keyof typeof SANDBOX_ERROR_CODES;
 /** Codes after which the environment is discarded: limits and unknown internal states. */
 export const FATAL_CODES: ReadonlySet<SandboxErrorCode> = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'STACK_OVERFLOW']);
 
+/** Codes after which a session's environment is gone: a caller opens a new session to go on. */
+export const ENDS_SESSION: ReadonlySet<string> = new Set<string>([...FATAL_CODES, 'ENV_DISPOSED']);
+
 export class SandboxError extends Error {
   readonly code: SandboxErrorCode;
   constructor(code: SandboxErrorCode, message: string) {

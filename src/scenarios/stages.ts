@@ -1,4 +1,4 @@
-import type { StageName } from '../../config/index.js';
+import type { ModelStage } from '../../config/index.js';
 import type { ErrorCode } from '../errors.js';
 import type { CallContext } from '../llm/gateway.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
@@ -21,7 +21,7 @@ export interface ScenarioOutcome {
   readonly verify?: boolean;
 }
 
-const ctx = (deps: ScenarioDeps, runId: string, stage: StageName, salt?: string): CallContext => ({ runId, stage, signal: deps.signal, logger: deps.logger, cacheSalt: salt });
+const ctx = (deps: ScenarioDeps, runId: string, stage: ModelStage, salt?: string): CallContext => ({ runId, stage, signal: deps.signal, logger: deps.logger, cacheSalt: salt });
 
 async function limitsOf(deps: ScenarioDeps, runId: string) {
   const run = await deps.store.getRun(runId);

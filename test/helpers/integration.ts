@@ -140,8 +140,8 @@ export interface Fleet {
   /** Starts in-process workers (the first time, or again after stopWorkers). */
   startWorkers(options?: { readonly queues?: readonly string[]; readonly concurrency?: number; readonly config?: AppConfig }): Promise<RunningWorker>;
   stopWorkers(): Promise<void>;
-  /** Runs `envfleet worker` as a child process in this fleet (killed at teardown). */
-  spawnWorker(extraEnv?: Record<string, string>): ChildProcess;
+  /** Runs `envfleet worker` as a child process in this fleet (killed at teardown), from `cwd` (default: the checkout). */
+  spawnWorker(extraEnv?: Record<string, string>, cwd?: string): ChildProcess;
   /** Waits until the run has no outstanding job. */
   waitForRun(runId: string): Promise<RunProgress>;
   /** Replaces the scripted server by a fresh one (empty log) with the same script; returns a configuration pointing at it, under the same prefix. */
@@ -190,8 +190,8 @@ export function useFleet(scope: 'test' | 'suite' = 'test'): (options?: FleetOpti
         await running?.stop();
         running = undefined;
       },
-      spawnWorker(extraEnv = {}) {
-        const child = spawn(process.execPath, [ENVFLEET_BIN, 'worker'], { env: childEnv(config, extraEnv), stdio: 'ignore' });
+      spawnWorker(extraEnv = {}, cwd) {
+        const child = spawn(process.execPath, [ENVFLEET_BIN, 'worker'], { env: childEnv(config, extraEnv), stdio: 'ignore', ...(cwd ? { cwd } : {}) });
         children.push(child);
         return child;
       },

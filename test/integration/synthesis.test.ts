@@ -8,7 +8,7 @@ import { submitSynthesis } from '../../queues/submit.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { parseModelScript } from '../../src/model-server/index.js';
 import type { RunStore } from '../../src/runs/store.js';
-import type { EnvironmentRecord, ProbeStepRecord } from '../../src/synthesis/types.js';
+import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { DEMO, exited, until, useFleet } from '../helpers/integration.js';
 
 const DESCRIPTIONS = [
@@ -119,7 +119,7 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
     await f.waitForRun('kill');
     const [library] = await envs(f.store, 'kill');
     expect(library!.status).to.equal('kept');
-    const steps = await f.store.steps<ProbeStepRecord>('kill', library!.id, 1);
+    const steps = await f.store.steps('kill', library!.id, 1);
     expect(steps.map(s => s.index)).to.deep.equal([0, 1, 2, 3, 4, 5, 6, 7]);
     const log = f.server.log();
     const testers = log.filter(e => e.stage === 'check.probe.tester');
@@ -129,10 +129,12 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
     expect(checkers).to.have.length(judged + 1); // only the call in flight was sent again
   });
 
-  it('spreads one run over two worker processes, and exports the same result as one worker', async () => {
+  it('spreads one run over two worker processes, one started outside the checkout, and exports the same result as one worker', async () => {
     const f = await fleet({ workers: false });
     const file = await descriptionsFile(DESCRIPTIONS);
-    const children = [f.spawnWorker({ ENVFLEET_WORKER_CONCURRENCY: '2' }), f.spawnWorker({ ENVFLEET_WORKER_CONCURRENCY: '2' })];
+    // The second worker runs from another directory: its sandbox threads must load all the same.
+    const elsewhere = await mkdtemp(join(tmpdir(), 'envfleet-elsewhere-'));
+    const children = [f.spawnWorker({ ENVFLEET_WORKER_CONCURRENCY: '2' }), f.spawnWorker({ ENVFLEET_WORKER_CONCURRENCY: '2' }, elsewhere)];
     await submitSynthesis(f.config, f.redis, { runId: 'two', descriptions: file, probeSteps: 8 });
     await f.waitForRun('two');
     const processedBy = new Set<string>();

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
-import { ENV_VARS, ENV_VAR_NAMES, loadConfig, STAGE_NAMES } from '../../../config/index.js';
+import { ENV_VARS, ENV_VAR_NAMES, loadConfig, MODEL_STAGE_NAMES } from '../../../config/index.js';
 import {
   CONFIGURATION_DOC_PATH,
   ENV_EXAMPLE_PATH,
@@ -111,7 +111,7 @@ describe('config: docs/configuration.md', () => {
 
   it('has a table row for every variable and every stage', () => {
     for (const name of ENV_VAR_NAMES) expect(doc, name).to.include(`| \`${name}\` |`);
-    for (const stage of STAGE_NAMES) expect(doc, stage).to.include(`| \`${stage}\` |`);
+    for (const stage of MODEL_STAGE_NAMES) expect(doc, stage).to.include(`| \`${stage}\` |`);
   });
 
   it('shows a models file example that loadConfig accepts', () => {

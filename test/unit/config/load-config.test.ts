@@ -5,8 +5,8 @@ import {
   ENV_VARS,
   loadConfig,
   redactConfig,
-  STAGES,
-  STAGE_NAMES,
+  MODEL_STAGES,
+  MODEL_STAGE_NAMES,
   type AppConfig,
   type EnvVarName,
 } from '../../../config/index.js';
@@ -87,9 +87,9 @@ describe('config: loadConfig defaults', () => {
 
   it('gives every stage a profile from its built-in defaults on the default endpoint', () => {
     const config = loadConfig({});
-    expect(Object.keys(config.profiles)).to.have.members(STAGE_NAMES);
-    for (const stage of STAGE_NAMES) {
-      const base = STAGES[stage];
+    expect(Object.keys(config.profiles)).to.have.members(MODEL_STAGE_NAMES);
+    for (const stage of MODEL_STAGE_NAMES) {
+      const base = MODEL_STAGES[stage];
       expect(config.profiles[stage], stage).to.deep.equal({
         stage,
         kind: base.kind,
@@ -257,7 +257,7 @@ describe('config: models file', () => {
       endpoints: [{ name: 'default', weight: 1 }],
     });
     const defaults = loadConfig({});
-    for (const stage of STAGE_NAMES.filter(s => s !== 'mine.judge')) {
+    for (const stage of MODEL_STAGE_NAMES.filter(s => s !== 'mine.judge')) {
       expect(config.profiles[stage], stage).to.deep.equal(defaults.profiles[stage]);
     }
   });
@@ -265,7 +265,7 @@ describe('config: models file', () => {
   it('a JSON file (.json) does the same', () => {
     const json = JSON.stringify({ profiles: { 'rollout.policy': { model: 'policy-8b', temperature: 0.6 } } });
     const config = load(withModels('models.json'), { 'models.json': json });
-    expect(config.profiles['rollout.policy']).to.include({ model: 'policy-8b', temperature: 0.6, maxTokens: STAGES['rollout.policy'].maxTokens, cache: 'salted' });
+    expect(config.profiles['rollout.policy']).to.include({ model: 'policy-8b', temperature: 0.6, maxTokens: MODEL_STAGES['rollout.policy'].maxTokens, cache: 'salted' });
   });
 
   it('a .json file that is not JSON is rejected as JSON, even if it is valid YAML', () => {
@@ -294,7 +294,7 @@ describe('config: models file', () => {
     expect(config.profiles['skeleton.state']).to.include({ model: 'state-model', maxTokens: 555 });
     expect(config.profiles['skeleton.state'].endpoints).to.deep.equal([{ name: 'default', weight: 1 }]);
     // then the default entry (chat stages)
-    expect(config.profiles['mine.judge']).to.include({ model: 'house-model', maxTokens: 777, temperature: STAGES['mine.judge'].temperature });
+    expect(config.profiles['mine.judge']).to.include({ model: 'house-model', maxTokens: 777, temperature: MODEL_STAGES['mine.judge'].temperature });
     expect(config.profiles['mine.judge'].endpoints).to.deep.equal([{ name: 'big', weight: 1 }]);
     // the default entry's model is not used for the embedding stage: ENVFLEET_EMBEDDING_MODEL is
     expect(config.profiles['mine.dedup'].model).to.equal('env-embed');
@@ -312,7 +312,7 @@ describe('config: models file', () => {
 
   it('the unknown-stage error lists the known stages', () => {
     const err = configError(() => load(withModels('m.yaml'), { 'm.yaml': 'profiles:\n  mine.judg:\n    model: x\n' }));
-    for (const stage of ['default', ...STAGE_NAMES]) expect(err.message).to.include(stage);
+    for (const stage of ['default', ...MODEL_STAGE_NAMES]) expect(err.message).to.include(stage);
   });
 
   it('rejects a profile that uses an undefined endpoint, listing the defined ones', () => {

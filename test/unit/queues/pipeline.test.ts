@@ -1,8 +1,11 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { z } from 'zod';
-import { STAGE_NAMES } from '../../../config/index.js';
+import { MODEL_STAGE_NAMES } from '../../../config/index.js';
 import { definePipeline } from '../../../queues/define-pipeline.js';
-import { ITEMS, PIPELINE, PIPELINE_STAGES, STAGES } from '../../../queues/pipeline.js';
+import { ITEMS, PIPELINE, PIPELINE_STAGES, RUN_COUNTERS, STAGES, isPipelineStage } from '../../../queues/pipeline.js';
 import { ERROR_CODES } from '../../../src/errors.js';
 import { PROCESSORS } from '../../../workers/processors.js';
 
@@ -52,7 +55,7 @@ describe('the pipeline declaration', () => {
   it('attributes every model stage to exactly one pipeline stage (tokens and cost per stage in status)', () => {
     const owners = new Map<string, string[]>();
     for (const s of PIPELINE_STAGES) for (const m of STAGES[s].models ?? []) owners.set(m, [...(owners.get(m) ?? []), s]);
-    for (const m of STAGE_NAMES) expect(owners.get(m) ?? [], m).to.have.length(1);
+    for (const m of MODEL_STAGE_NAMES) expect(owners.get(m) ?? [], m).to.have.length(1);
   });
 
   it('names only known codes as the ways a stage ends an item', () => {
@@ -87,5 +90,36 @@ describe('the pipeline declaration', () => {
         entries: { go: { command: 'go', feed: { next: 'a', data: i => i } } },
       }),
     ).to.throw(/a → nope names a stage that is not declared/);
+  });
+
+  it('declares every counter the stages of src/ record (a stage may only count outcomes its declaration names)', () => {
+    const src = fileURLToPath(new URL('../../../src/', import.meta.url));
+    const files = (readdirSync(src, { recursive: true }) as string[]).filter(f => f.endsWith('.ts'));
+    const declared = (stage: string) => {
+      const f = (STAGES as Record<string, { funnel: { passed: readonly string[]; left?: readonly string[]; measures?: readonly string[] } }>)[stage]!.funnel;
+      return [...f.passed, ...(f.left ?? []), ...(f.measures ?? []), 'failed:*', 'dropped:*'];
+    };
+    let checked = 0;
+    for (const file of files) {
+      const text = readFileSync(join(src, file), 'utf8');
+      // count(runId, 'stage', OUTCOME[, n]) and { stage: 'stage', outcome: OUTCOME, n }
+      for (const m of text.matchAll(/count\(runId, '([\w.]+)', ([^;]+?)\);|\{ stage: '([\w.]+)', outcome: ([^,]+),/g)) {
+        const stage = m[1] ?? m[3]!;
+        const outcome = m[2] ?? m[4]!;
+        expect(isPipelineStage(stage) || Object.hasOwn(RUN_COUNTERS, stage), `${file}: counter group "${stage}" is neither a stage nor a run counter`).to.equal(true);
+        if (!isPipelineStage(stage)) continue;
+        // Every literal the outcome expression may produce ('x', `round-${n}`) must match a declared name.
+        for (const [, quoted, template] of outcome.matchAll(/'([^']+)'|`([^`]+)`/g)) {
+          const literal = quoted ?? template!;
+          if (/^[A-Z_]+$/.test(literal) && !template) continue; // a code argument, not an outcome
+          const pattern = new RegExp(`^${literal.split(/\$\{[^}]+\}/).map(p => p.replace(/[.*+?^()|[\]\\]/g, '\\$&')).join('.*')}$`);
+          const names = declared(stage);
+          const ok = names.some(n => pattern.test(n) || (n.endsWith('*') && literal.startsWith(n.slice(0, -1))));
+          expect(ok, `${file}: ${stage} counts "${literal}", which its declaration does not name (${names.join(', ')})`).to.equal(true);
+          checked += 1;
+        }
+      }
+    }
+    expect(checked).to.be.greaterThan(20);
   });
 });

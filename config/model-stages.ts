@@ -1,13 +1,15 @@
 /**
- * The pipeline stages that call a model. Every model request carries one of these names in the
- * `X-Envfleet-Stage` header; per-stage model profiles are keyed by them.
+ * The model stages: every kind of model request, by the part of the pipeline that sends it (a pipeline
+ * stage — a queue in queues/pipeline.ts — may send several kinds, e.g. check.probe sends
+ * check.probe.tester and check.probe.checker). Every model request carries one of these names in the
+ * `X-Envfleet-Stage` header; per-stage model profiles, the ledger and budgets are keyed by them.
  *
  * `cache: true` means identical requests within a run are answered from the response cache, so a
  * resumed run does not pay twice. Rollout stages sample a policy on purpose: they are cached only
  * per episode and turn (`'salted'`: the request names its sample and turn), so a resumed or
  * retried episode replays its own answers while different samples stay independent.
  */
-export const STAGES = {
+export const MODEL_STAGES = {
   'mine.judge': { kind: 'chat', cache: true, temperature: 0, maxTokens: 1024 },
   'mine.topic': { kind: 'chat', cache: true, temperature: 0.7, maxTokens: 2048 },
   'mine.dedup': { kind: 'embedding', cache: true, temperature: 0, maxTokens: 0 },
@@ -34,9 +36,9 @@ export interface StageDefaults {
   readonly maxTokens: number;
 }
 
-export type StageName = keyof typeof STAGES;
-export const STAGE_NAMES = Object.keys(STAGES) as StageName[];
+export type ModelStage = keyof typeof MODEL_STAGES;
+export const MODEL_STAGE_NAMES = Object.keys(MODEL_STAGES) as ModelStage[];
 
-export function isStageName(value: string): value is StageName {
-  return Object.hasOwn(STAGES, value);
+export function isModelStage(value: string): value is ModelStage {
+  return Object.hasOwn(MODEL_STAGES, value);
 }

@@ -1,0 +1,218 @@
+import { ModelOutputError } from '../errors.js';
+import { ENDS_SESSION } from '../sandbox/errors.js';
+import { diffStates } from '../sandbox/diff.js';
+import type { EnvSession } from '../sandbox/runner.js';
+import { assembleSource, checkMethodSource } from './assemble.js';
+import { checkStateSchema, ctx, dedupeHelpers, loadEnv, options, orFail, type ItemOutcome, type SynthesisDeps } from './environments.js';
+import { checkerPrompt, configPrompt, repairPrompt, testerPrompt, type ToolStats } from './prompts.js';
+import { CheckerOutput, ConfigOutput, MethodOutput, TesterOutput } from './schemas.js';
+import type { EnvironmentRecord, ProbeStepRecord, QualityReport, ToolQuality } from './types.js';
+
+/** The dual-agent check: a test state (check.config), the probe (check.probe), the verdict with its repair round (check.verdict). */
+
+export async function makeTestConfig(deps: SynthesisDeps, runId: string, envId: string): Promise<ItemOutcome> {
+  return orFail(deps, runId, envId, 'check.config', async () => {
+    const env = await loadEnv(deps, runId, envId);
+    if (env.testState) return { ok: true };
+    if (!env.source) return { ok: false, reason: 'not assembled' };
+    const opts = await options(deps, runId);
+    const { value } = await deps.gateway.structured(ctx(deps, runId, 'check.config'), {
+      messages: configPrompt(env),
+      schema: ConfigOutput,
+      check: async v => {
+        const problem = checkStateSchema(env.state!.stateSchema, v.state, 'state');
+        if (problem) return problem;
+        const probe = await deps.sandbox.probe({ code: { name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools! }, initialState: v.state, calls: [], limits: opts.limits });
+        return probe.createError ? `the environment does not instantiate on it: ${probe.createError.message}` : null;
+      },
+    });
+    await deps.store.putDoc(runId, 'env', envId, { ...env, testState: value.state, status: 'probing', probeRound: 1 });
+    await deps.store.count(runId, 'check.config', 'done');
+    return { ok: true };
+  });
+}
+
+const emptyStats = (): ToolQuality => ({ total: 0, positive: 0, negative: 0, pass: 0, warning: 0, fail: 0 });
+
+function statsOf(env: EnvironmentRecord, steps: readonly ProbeStepRecord[]): Record<string, ToolStats> {
+  const stats: Record<string, ToolStats> = Object.fromEntries((env.tools ?? []).map(t => [t.function.name, emptyStats()]));
+  for (const s of steps) {
+    if (s.verdict === 'not-judged' || !stats[s.tool]) continue;
+    const t = stats[s.tool]!;
+    t.total += 1;
+    t[s.caseType] += 1;
+    t[s.verdict] += 1;
+  }
+  return stats;
+}
+
+/**
+ * The dual-agent probe: a tester model picks a tool, arguments and a case type; the sandbox runs
+ * the call; a checker model judges it from the method source, the arguments, the state before,
+ * the result and the diff. Each step is checkpointed, so a resumed job replays the recorded calls
+ * (no model call) to rebuild the state and goes on from the next step.
+ */
+export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId: string, round: number): Promise<ItemOutcome> {
+  return orFail(deps, runId, envId, 'check.probe', async () => {
+    const env = await loadEnv(deps, runId, envId);
+    if (env.status !== 'probing' || !env.source || !env.testState) return { ok: false, reason: `environment is ${env.status}` };
+    const opts = await options(deps, runId);
+    const code = { name: env.description.summary, className: env.className!, source: env.source, tools: env.tools! };
+    const steps = await deps.store.steps(runId, envId, round);
+    // The class keeps all its state in this.state and its constructor copies the initial state in,
+    // so a checkpointed state restores the environment exactly: no call is replayed.
+    const open = (state: unknown): Promise<EnvSession> => deps.sandbox.openSession(code, state, opts.limits);
+    let session = await open(steps.at(-1)?.stateAfter ?? env.testState);
+    try {
+      for (let index = steps.length; index < opts.probeSteps; index += 1) {
+        deps.signal?.throwIfAborted();
+        const stateBefore = await session.snapshot();
+        const stats = statsOf(env, steps);
+        let tester: TesterOutput;
+        try {
+          ({ value: tester } = await deps.gateway.structured(ctx(deps, runId, 'check.probe.tester', `${round}:${index}`), {
+            messages: testerPrompt(env, stats, stateBefore),
+            schema: TesterOutput,
+            check: v => Promise.resolve(testerProblem(env, v)),
+          }));
+        } catch (err) {
+          if (!(err instanceof ModelOutputError)) throw err;
+          const step: ProbeStepRecord = { index, tool: '', arguments: null, caseType: 'positive', thought: '', result: null, runtimeError: null, stateBefore, stateAfter: stateBefore, diff: diffStates(stateBefore, stateBefore), verdict: 'not-judged', judgedBy: 'tester', checker: { analysis: '', reason: `tester output unusable: ${err.message}` } };
+          await deps.store.appendStep(runId, envId, round, index, step);
+          steps.push(step);
+          continue;
+        }
+        const outcome = await session.call(tester.tool, tester.arguments);
+        let stateAfter: unknown;
+        if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
+          await session.close();
+          session = await open(stateBefore);
+          stateAfter = stateBefore;
+        } else {
+          stateAfter = await session.snapshot();
+        }
+        const base = {
+          index,
+          tool: tester.tool,
+          arguments: tester.arguments,
+          caseType: tester.caseType,
+          thought: tester.thought,
+          result: outcome.result,
+          runtimeError: outcome.runtimeError ?? null,
+          stateBefore,
+          stateAfter,
+          diff: diffStates(stateBefore, stateAfter),
+        };
+        let step: ProbeStepRecord;
+        if (outcome.runtimeError === 'INVALID_ARGUMENTS') {
+          step = tester.caseType === 'negative'
+            ? { ...base, verdict: 'pass', judgedBy: 'schema', checker: { analysis: 'The tool schema refused the invalid arguments before the method ran.', reason: 'no error' } }
+            : { ...base, verdict: 'not-judged', judgedBy: 'tester', checker: { analysis: '', reason: 'a positive case with arguments the tool schema refuses: a tester error' } };
+        } else {
+          try {
+            const { value } = await deps.gateway.structured(ctx(deps, runId, 'check.probe.checker', `${round}:${index}`), { messages: checkerPrompt(env, base), schema: CheckerOutput });
+            step = { ...base, verdict: value.verdict, judgedBy: 'checker', checker: { analysis: value.analysis, reason: value.reason } };
+          } catch (err) {
+            if (!(err instanceof ModelOutputError)) throw err;
+            step = { ...base, verdict: 'not-judged', judgedBy: 'checker', checker: { analysis: '', reason: `checker output unusable: ${err.message}` } };
+          }
+        }
+        if (step.runtimeError) await deps.store.count(runId, 'sandbox', step.runtimeError);
+        if (!(await deps.store.appendStep(runId, envId, round, index, step))) {
+          throw new Error(`probe step ${index} of ${envId} was recorded by another worker; retrying from the checkpoint`);
+        }
+        steps.push(step);
+      }
+    } finally {
+      await session.close().catch(() => undefined);
+    }
+    await deps.store.count(runId, 'check.probe', 'done');
+    await deps.store.count(runId, 'check.probe', `round-${round}`);
+    return { ok: true };
+  });
+}
+
+/** Unknown tools and argument keys the tool does not have are tester errors (sent back to the tester). */
+function testerProblem(env: EnvironmentRecord, v: TesterOutput): string | null {
+  const tool = env.tools?.find(t => t.function.name === v.tool);
+  if (!tool) return `"${v.tool}" is not a tool of this environment; choose one of: ${(env.tools ?? []).map(t => t.function.name).join(', ')}`;
+  const props = Object.keys(((tool.function.parameters ?? {}) as { properties?: Record<string, unknown> }).properties ?? {});
+  const unknown = Object.keys(v.arguments).filter(k => !props.includes(k));
+  return unknown.length ? `${v.tool} has no parameter(s) ${unknown.join(', ')}; its parameters are: ${props.join(', ') || '(none)'}` : null;
+}
+
+export function qualityOf(env: EnvironmentRecord, steps: readonly ProbeStepRecord[], round: number, threshold: number): QualityReport {
+  const perTool = statsOf(env, steps);
+  const counts = emptyStats();
+  for (const t of Object.values(perTool)) for (const k of Object.keys(counts) as (keyof ToolQuality)[]) counts[k] += t[k];
+  const notFailRate = counts.total ? (counts.pass + counts.warning) / counts.total : 0;
+  const passRate = counts.total ? counts.pass / counts.total : 0;
+  const kept = counts.total > 0 && notFailRate >= threshold;
+  return {
+    round,
+    verdict: kept ? 'kept' : 'rejected',
+    notFailRate: Math.round(notFailRate * 1e4) / 1e4,
+    passRate: Math.round(passRate * 1e4) / 1e4,
+    threshold,
+    counts,
+    perTool,
+    testerErrors: steps.filter(s => s.verdict === 'not-judged').length,
+    rejectionReason: kept
+      ? null
+      : counts.total === 0
+        ? 'no probe step could be judged'
+        : `not-fail rate ${(notFailRate * 100).toFixed(1)}% is below ${(threshold * 100).toFixed(1)}% (${counts.fail} of ${counts.total} judged calls failed: ${Object.entries(perTool).filter(([, t]) => t.fail > 0).map(([n, t]) => `${n} ×${t.fail}`).join(', ')})`,
+  };
+}
+
+/**
+ * Decides an environment after a probe round. Rejected with repair rounds left: the failing
+ * methods are regenerated with the checker's reasons, the class re-validated, and a new probe
+ * round starts (returns `nextRound`). The final report says whether the repair saved it.
+ */
+export async function decideEnvironment(deps: SynthesisDeps, runId: string, envId: string, round: number): Promise<ItemOutcome & { nextRound?: number }> {
+  return orFail(deps, runId, envId, 'check.verdict', async () => {
+    const env = await loadEnv(deps, runId, envId);
+    if (env.status !== 'probing') return { ok: env.status === 'kept' };
+    if ((env.probeRound ?? 1) > round) return { ok: true, nextRound: env.probeRound! };
+    const opts = await options(deps, runId);
+    const steps = await deps.store.steps(runId, envId, round);
+    const quality = qualityOf(env, steps, round, opts.notFailThreshold);
+    const previous = env.qualityHistory?.at(-1);
+    const qualityHistory = [...(env.qualityHistory ?? []), quality];
+    // Helpers of regenerated methods are kept even when the repair round does not go ahead.
+    let helpers = env.helpers;
+    if (quality.verdict === 'rejected' && round <= opts.verdictRepairRounds && quality.counts.total > 0) {
+      const failing = [...new Set(steps.filter(s => s.verdict === 'fail').map(s => s.tool))];
+      const regenerated: string[] = [];
+      const methods = { ...env.methods };
+      for (const tool of failing) {
+        const reasons = steps.filter(s => s.tool === tool && s.verdict === 'fail').map(s => s.checker?.reason ?? '').filter(Boolean).slice(0, 5);
+        try {
+          const { value } = await deps.gateway.structured(ctx(deps, runId, 'check.repair', `${round}:${tool}`), {
+            messages: repairPrompt(env, tool, reasons),
+            schema: MethodOutput,
+            check: v => checkMethodSource(deps.sandbox, tool, v.source, opts.limits),
+          });
+          methods[tool] = value.source;
+          helpers = dedupeHelpers([...(helpers ?? []), ...value.helpers]);
+          regenerated.push(tool);
+        } catch (err) {
+          if (!(err instanceof ModelOutputError)) throw err;
+        }
+      }
+      const source = assembleSource(env.className!, (env.operations ?? []).map(o => methods[o.name]!), helpers ?? []);
+      const loads = await deps.sandbox.probe({ code: { name: env.description.summary, className: env.className!, source, tools: env.tools! }, initialState: env.testState, calls: [], limits: opts.limits });
+      if (regenerated.length > 0 && !loads.createError) {
+        const repairing = { attempted: true, methods: regenerated, saved: false, before: { notFailRate: quality.notFailRate } };
+        await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), methods, source, probeRound: round + 1, quality: { ...quality, repair: repairing } });
+        await deps.store.count(runId, 'check.verdict', 'repair-round');
+        return { ok: true, nextRound: round + 1 };
+      }
+    }
+    const repair = previous ? { attempted: true, methods: env.quality?.repair?.methods ?? [], saved: quality.verdict === 'kept', before: { notFailRate: previous.notFailRate } } : undefined;
+    await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), quality: repair ? { ...quality, repair } : quality, status: quality.verdict });
+    await deps.store.count(runId, 'check.verdict', repair ? `${quality.verdict}-after-repair` : quality.verdict);
+    return { ok: quality.verdict === 'kept' };
+  });
+}

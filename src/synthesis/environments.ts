@@ -1,0 +1,95 @@
+import type { ModelStage } from '../../config/index.js';
+import type { ErrorCode } from '../errors.js';
+import type { CallContext } from '../llm/gateway.js';
+import { envIdOf } from '../runs/ids.js';
+import type { RunOptions } from '../runs/options.js';
+import type { RunStore } from '../runs/store.js';
+import { endingItemOnInvalidOutput, type StageDeps } from '../stage-deps.js';
+import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
+import { PROMPT_VERSIONS } from './prompts.js';
+import type { EnvDescription, EnvironmentRecord } from './types.js';
+
+/**
+ * What the synthesis stages (mining.ts, skeleton.ts, check.ts) share: the environment record, how one
+ * is created, loaded and failed, and the checks of a state against its schema.
+ */
+
+export type SynthesisDeps = StageDeps;
+
+/** An item that cannot be made valid ends here with its reason; the run goes on. */
+export interface ItemOutcome {
+  readonly ok: boolean;
+  readonly reason?: string;
+}
+
+export const ctx = (deps: SynthesisDeps, runId: string, stage: ModelStage, cacheSalt?: string): CallContext => ({
+  runId,
+  stage,
+  signal: deps.signal,
+  logger: deps.logger,
+  cacheSalt,
+});
+
+export async function options(deps: SynthesisDeps, runId: string): Promise<RunOptions> {
+  const run = await deps.store.getRun(runId);
+  if (!run) throw new Error(`run "${runId}" does not exist`);
+  return run.options;
+}
+
+export async function loadEnv(deps: SynthesisDeps, runId: string, envId: string): Promise<EnvironmentRecord> {
+  const env = await deps.store.getDoc(runId, 'env', envId);
+  if (!env) throw new Error(`environment ${envId} of run ${runId} not found`);
+  return env;
+}
+
+/** Records an item-level failure: the environment ends with its stage, code and reason. */
+export async function failEnv(deps: Pick<SynthesisDeps, 'store'>, runId: string, envId: string, stage: string, code: ErrorCode, message: string): Promise<void> {
+  const env = await deps.store.getDoc(runId, 'env', envId);
+  if (!env || env.status === 'kept' || env.status === 'rejected' || env.status === 'failed') return;
+  await deps.store.putDoc(runId, 'env', envId, { ...env, status: 'failed', failure: { stage, code, message } });
+  await deps.store.count(runId, stage, `failed:${code}`);
+}
+
+/** Runs `fn`; output still invalid after the repair rounds fails the environment instead of the job. */
+export const orFail = (deps: SynthesisDeps, runId: string, envId: string, stage: string, fn: () => Promise<ItemOutcome>): Promise<ItemOutcome> =>
+  endingItemOnInvalidOutput(fn, async err => {
+    await failEnv(deps, runId, envId, stage, err.code, err.message);
+    return { ok: false, reason: err.message };
+  });
+
+/** Creates the environment record of a description (idempotent: returns the existing id). */
+export async function createEnvironment(store: RunStore, runId: string, opts: RunOptions, desc: EnvDescription): Promise<string> {
+  const id = envIdOf(runId, desc);
+  if (await store.getDoc(runId, 'env', id)) return id;
+  const record: EnvironmentRecord = {
+    id,
+    runId,
+    status: 'building',
+    description: desc,
+    failure: null,
+    lineage: { runId, sourceTaskId: desc.sourceTaskId ?? null, models: { ...opts.models }, prompts: { ...PROMPT_VERSIONS }, createdAt: new Date().toISOString() },
+  };
+  await store.putDoc(runId, 'env', id, record);
+  await store.count(runId, 'environments', 'created');
+  return id;
+}
+
+/** null when the schema compiles and the state matches it, else the problem. */
+export function checkStateSchema(schema: Record<string, unknown>, state: unknown, what: string): string | null {
+  let validate;
+  try {
+    validate = compileJsonSchema(schema);
+  } catch (err) {
+    return `stateSchema is not a valid JSON Schema: ${(err as Error).message}`;
+  }
+  return validate(state) ? null : `${what} does not match stateSchema:\n${describeAjvErrors(validate.errors)}`;
+}
+
+export function dedupeHelpers(helpers: readonly string[]): string[] {
+  const byName = new Map<string, string>();
+  for (const h of helpers) {
+    const name = /^\s*([A-Za-z_$][\w$]*)\s*\(/.exec(h)?.[1] ?? h;
+    if (!byName.has(name)) byName.set(name, h);
+  }
+  return [...byName.values()];
+}
