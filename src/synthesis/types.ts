@@ -1,3 +1,4 @@
+import type { ErrorCode } from '../errors.js';
 import type { FunctionTool } from '../sandbox/bundle.js';
 import type { StateDiff } from '../sandbox/diff.js';
 import type { JudgeOutput, Operation, StateOutput, TopicOutput } from './schemas.js';
@@ -79,7 +80,7 @@ export interface EnvironmentRecord {
 /** Why an item (environment or scenario) left the pipeline: the stage, a code of ERROR_CODES, and what happened. */
 export interface ItemFailure {
   readonly stage: string;
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly message: string;
 }
 
