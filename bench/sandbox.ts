@@ -27,7 +27,7 @@ import { pino } from 'pino';
 import type { EnvironmentCode, ToolCall } from '../src/sandbox/bundle.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../src/sandbox/limits.js';
 import { QuickJSHost } from '../src/sandbox/quickjs-host.js';
-import { createSandboxPool } from '../workers/sandbox-pool.js';
+import { SANDBOX_THREAD_FILE, createSandboxPool } from '../workers/sandbox-pool.js';
 import { benchArgs } from './args.js';
 import { BASELINES_ENV, ROOT, baseline, cpuSnapshot, loadEnv, max, median, otherCores, p99, type BenchEnv } from './sandbox/common.js';
 import { nodeVmDispatcher, nodeVmTrace, type NodeVmTrace } from './sandbox/nodevm.js';
@@ -206,7 +206,8 @@ async function poolRuns(env: BenchEnv): Promise<PoolRun[]> {
   const slices: ToolCall[][] = [];
   for (let s = 0; s + N.poolSlice <= env.calls.length; s += N.poolSlice) slices.push(env.calls.slice(s, s + N.poolSlice));
   for (const threads of [1, 2]) {
-    const pool = createSandboxPool({ pool: { threads, tasksPerThread: POOL_TASKS_PER_THREAD } }, logger);
+    const pool = createSandboxPool({ pool: { threads, tasksPerThread: POOL_TASKS_PER_THREAD }, sandbox: LIMITS }, logger, SANDBOX_THREAD_FILE);
+    await pool.started();
     try {
       // Warm every thread: tsx, the QuickJS module, ajv, the JIT of the thread's host code.
       for (let round = 0; round < 2; round++) {
@@ -596,11 +597,11 @@ say(
 );
 say();
 
-say('## 6. Memory per live environment (child process, `QuickJSHost(2048)`, each env after 20 calls, after `gc()`)');
+say('## 6. Memory per live environment (child process, `QuickJSHost(2048)`: a module per env, each env after 20 calls, after `gc()`)');
 say();
 say(
   table(
-    ['env', 'N', 'created', 'wasm heap delta', 'KB per env (heap)', 'RSS delta', 'KB per env (RSS)', 'marginal KB per env (heap / RSS slope)', 'QuickJS "memory used" per env (empty-state env)'],
+    ['env', 'N', 'created', 'charged to the thread bound', 'KB per env (charged)', 'RSS delta', 'KB per env (RSS)', 'marginal KB per env (charged / RSS slope)', 'QuickJS "memory used" per env (empty-state env)'],
     reports.flatMap(r =>
       r.memory.map(m => [
         r.env.key,
@@ -618,7 +619,7 @@ say(
 );
 say();
 say(
-  'The wasm heap grows in large steps and the process starts with free heap and RSS from the set-up, so small N understate and the N = 1,000 row is the figure. The slope is a least-squares fit over ten checkpoints (each after a GC). The last column is QuickJS\'s own count of the bytes one runtime holds (median over a sample), and in brackets the same for an environment with an empty class and state (the fixed cost of runtime + context + harness).',
+  'Every environment has a WebAssembly module of its own; "charged" is what ENVFLEET_SANDBOX_HEAP_MB counts (the sum over the modules of their memory, less the part of the C stack no guest reaches): address space, mostly untouched, so RSS is the smaller figure. The process starts with free RSS from the set-up, so small N understate and the N = 1,000 row is the figure. The slope is a least-squares fit over ten checkpoints (each after a GC). The last column is QuickJS\'s own count of the bytes one runtime holds (median over a sample), and in brackets the same for an environment with an empty class and state (the fixed cost of runtime + context + harness).',
 );
 say();
 

@@ -10,11 +10,18 @@ export interface SandboxCliOptions {
   readonly memoryMb?: number;
 }
 
+/**
+ * The configured limits with the command's flags on top. `--memory-mb` is the environment's
+ * allowance, as ENVFLEET_SANDBOX_ENV_MEMORY_MB is; the command's one thread is bounded by
+ * ENVFLEET_SANDBOX_HEAP_MB, raised if needed so that the allowance fits in it.
+ */
 function limitsFrom(config: AppConfig, options: SandboxCliOptions): SandboxLimits {
+  const envMemoryMb = options.memoryMb || config.sandbox.envMemoryMb;
   return {
     ...config.sandbox,
     ...(options.deadlineMs ? { callDeadlineMs: options.deadlineMs, createDeadlineMs: Math.max(options.deadlineMs, config.sandbox.createDeadlineMs), checkDeadlineMs: options.deadlineMs } : {}),
-    ...(options.memoryMb ? { envMemoryMb: options.memoryMb, heapMb: Math.max(16, options.memoryMb) } : {}),
+    envMemoryMb,
+    heapMb: Math.max(config.sandbox.heapMb, envMemoryMb + 16),
   };
 }
 
@@ -27,8 +34,9 @@ export async function sandboxRun(
   const code = await readJsonFile(files.bundle, EnvironmentCode);
   const state = await readJsonFile(files.state);
   const calls = await readJsonlFile(files.calls, ToolCall);
-  const runner = createLocalSandboxRunner();
-  const probe = await runner.probe({ code, initialState: state, calls, limits: limitsFrom(config, options) });
+  const limits = limitsFrom(config, options);
+  const runner = createLocalSandboxRunner(limits.heapMb);
+  const probe = await runner.probe({ code, initialState: state, calls, limits });
   if (probe.createError) {
     return { results: [], finalState: null, createError: probe.createError };
   }
@@ -48,8 +56,9 @@ export async function sandboxCheck(
   const checks = await readJsonFile(files.checks, z.array(CheckSpec));
   const initial = await readJsonFile(files.initial);
   const final = await readJsonFile(files.final);
-  const runner = createLocalSandboxRunner();
-  const result = await runner.checks({ checks, finalState: final, initialState: initial, limits: limitsFrom(config, options) });
+  const limits = limitsFrom(config, options);
+  const runner = createLocalSandboxRunner(limits.heapMb);
+  const result = await runner.checks({ checks, finalState: final, initialState: initial, limits });
   return {
     results: result.results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error, errorCode: r.errorCode } : {}) })),
     reward: result.reward,

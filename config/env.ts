@@ -142,6 +142,17 @@ export const ENV_VARS = {
     example: '30000',
     description: 'On SIGTERM/SIGINT, how long in-flight jobs may run before they are left to the stalled-job path.',
   },
+  ENVFLEET_PAUSED_RECHECK_MS: {
+    // At most what a Node timer can wait (about 24.8 days).
+    schema: int(1, 2_147_483_647).default(3_600_000),
+    example: '3600000',
+    description: 'Jobs of a paused run are parked (no starts, no CPU) and brought back on resume; every this often each worker also brings back the parked jobs of runs no longer paused, in case a resume was missed.',
+  },
+  ENVFLEET_RATE_LIMIT_PAUSE_MS: {
+    schema: nonNegativeInt.default(3_600_000),
+    example: '3600000',
+    description: 'A job rate limited (429s, or a cooling endpoint) without a break for this long pauses its run, to be resumed once the endpoint answers again; 0 = wait for the endpoint indefinitely. 429s use no attempts and no start budget.',
+  },
   ENVFLEET_POOL_THREADS: {
     schema: int(1, 256).default(Math.max(1, availableParallelism())),
     example: '',
@@ -167,15 +178,20 @@ export const ENV_VARS = {
     example: '1000',
     description: 'Deadline of one check function.',
   },
+  ENVFLEET_SANDBOX_SESSION_CPU_MS: {
+    schema: int(1, 86_400_000).default(10_000),
+    example: '10000',
+    description: 'Time one environment session (one episode, or one probe) may keep its sandbox thread busy, summed over its calls and snapshots; past it the session ends with CPU_BUDGET_EXCEEDED, so a slow environment cannot stall the other sessions of its thread.',
+  },
   ENVFLEET_SANDBOX_ENV_MEMORY_MB: {
     schema: int(1, 4_096).default(64),
     example: '64',
-    description: 'Memory limit of one environment’s QuickJS runtime.',
+    description: 'Memory allowance of one environment (and of one check function): its own WebAssembly heap may not grow past this; an environment that needs more ends with MEMORY_EXCEEDED.',
   },
   ENVFLEET_SANDBOX_HEAP_MB: {
     schema: int(16, 4_096).default(512),
     example: '512',
-    description: 'Cap on the WebAssembly heap each sandbox thread may grow to (shared by the environments of that thread).',
+    description: 'Bound on the WebAssembly memory of each sandbox thread, summed over the heaps of its environments; read by the worker process itself (not frozen into a run).',
   },
   ENVFLEET_SANDBOX_MAX_RESULT_KB: {
     schema: int(1, 1_048_576).default(1_024),

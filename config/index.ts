@@ -62,6 +62,10 @@ export interface AppConfig {
     readonly lockDurationMs: number;
     readonly stalledIntervalMs: number;
     readonly shutdownTimeoutMs: number;
+    /** How often a worker process brings back parked jobs of runs that are no longer paused (a missed resume). */
+    readonly pausedRecheckMs: number;
+    /** A job rate limited without a break for this long pauses its run (0 = never). */
+    readonly rateLimitPauseMs: number;
   };
   readonly pool: { readonly threads: number; readonly tasksPerThread: number };
   readonly sandbox: {
@@ -71,9 +75,11 @@ export interface AppConfig {
     readonly createDeadlineMs: number;
     /** Deadline of one check function. */
     readonly checkDeadlineMs: number;
-    /** Memory limit of one QuickJS runtime's environment (see docs/sandbox.md). */
+    /** Time one session (or probe) may keep its sandbox thread busy, summed over its calls. */
+    readonly sessionCpuMs: number;
+    /** Memory allowance of one environment: the heap of its own WebAssembly module (see docs/sandbox.md). */
     readonly envMemoryMb: number;
-    /** Cap on the WebAssembly heap of one thread: the real memory guard. */
+    /** Bound on a sandbox thread's WebAssembly memory, summed over its modules (the worker's own setting). */
     readonly heapMb: number;
     /** Largest serialized tool result. */
     readonly maxResultBytes: number;
@@ -216,12 +222,15 @@ export function loadConfig(
       lockDurationMs: e.ENVFLEET_LOCK_DURATION_MS,
       stalledIntervalMs: e.ENVFLEET_STALLED_INTERVAL_MS,
       shutdownTimeoutMs: e.ENVFLEET_SHUTDOWN_TIMEOUT_MS,
+      pausedRecheckMs: e.ENVFLEET_PAUSED_RECHECK_MS,
+      rateLimitPauseMs: e.ENVFLEET_RATE_LIMIT_PAUSE_MS,
     },
     pool: { threads: e.ENVFLEET_POOL_THREADS, tasksPerThread: e.ENVFLEET_POOL_TASKS_PER_THREAD },
     sandbox: {
       callDeadlineMs: e.ENVFLEET_SANDBOX_DEADLINE_MS,
       createDeadlineMs: e.ENVFLEET_SANDBOX_CREATE_DEADLINE_MS,
       checkDeadlineMs: e.ENVFLEET_SANDBOX_CHECK_DEADLINE_MS,
+      sessionCpuMs: e.ENVFLEET_SANDBOX_SESSION_CPU_MS,
       envMemoryMb: e.ENVFLEET_SANDBOX_ENV_MEMORY_MB,
       heapMb: e.ENVFLEET_SANDBOX_HEAP_MB,
       maxResultBytes: e.ENVFLEET_SANDBOX_MAX_RESULT_KB * 1024,

@@ -28,7 +28,7 @@ const sandboxCodes = Object.fromEntries(
  * and what its job does next. docs/errors.md is generated from this table.
  */
 export const ERROR_CODES = {
-  MODEL_RATE_LIMITED: { area: 'model', action: 'rate-limit', means: '429 from the endpoint (or the fleet-wide limiter is saturated): the whole queue waits for retry-after, every process stops sending to that endpoint, and the job goes back without using an attempt' },
+  MODEL_RATE_LIMITED: { area: 'model', action: 'rate-limit', means: '429 from the endpoint (or the fleet-wide limiter is saturated): the whole queue waits for retry-after, every process stops sending to that endpoint, and the job goes back without using an attempt; a job still rate limited after ENVFLEET_RATE_LIMIT_PAUSE_MS pauses its run' },
   MODEL_SERVER_ERROR: { area: 'model', action: 'retry', means: '5xx, 408 or 409 from the endpoint: retried with exponential backoff' },
   MODEL_TIMEOUT: { area: 'model', action: 'retry', means: 'no answer within ENVFLEET_MODEL_TIMEOUT_MS: retried' },
   MODEL_CONNECTION: { area: 'model', action: 'retry', means: 'the endpoint is unreachable: retried' },
@@ -37,10 +37,10 @@ export const ERROR_CODES = {
   MODEL_NOT_FOUND: { area: 'model', action: 'give-up', means: '404: fails at once; fix the base URL or the model name' },
   MODEL_BAD_REQUEST: { area: 'model', action: 'give-up', means: 'any other 4xx: fails at once' },
   MODEL_OUTPUT_INVALID: { area: 'model', action: 'give-up', means: 'structured output still invalid after the repair rounds: the item ends with every validation error recorded' },
-  BUDGET_EXCEEDED: { area: 'run', action: 'pause-run', means: 'the run reached a token or cost budget: the run pauses and its jobs wait, no attempt used, until the budget is raised and the run resumed' },
+  BUDGET_EXCEEDED: { area: 'run', action: 'pause-run', means: 'the run reached a token or cost budget: the run pauses and its jobs are parked, no attempt used, until the budget is raised and the run resumed' },
   RUN_CANCELLED: { area: 'run', action: 'give-up', means: 'the run was cancelled: its jobs end without running' },
   JOB_ABORTED: { area: 'fleet', action: 'retry', means: 'the job was cancelled or its worker is shutting down: a graceful shutdown puts it back in its queue' },
-  JOB_FAILED: { area: 'fleet', action: 'give-up', means: 'BullMQ failed the job before its stage ran: it stalled more often than allowed (the workers holding it kept dying), or it was started more often than allowed (rate-limited or paused for very long)' },
+  JOB_FAILED: { area: 'fleet', action: 'give-up', means: 'BullMQ failed the job before its stage ran: it stalled more often than allowed (the workers holding it kept dying)' },
   INVALID_JOB_DATA: { area: 'fleet', action: 'give-up', means: "job data does not match its queue's schema: refused at enqueue, fails at once in a worker" },
   INVALID_DATA: { area: 'fleet', action: 'give-up', means: 'a value read back does not match its schema: fails at once' },
   UNEXPECTED: { area: 'fleet', action: 'retry', means: 'an error envfleet did not foresee: retried, and logged with its stack' },

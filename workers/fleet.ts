@@ -11,7 +11,7 @@ import { createRedisRunControl, type RunControl } from '../src/runs/control.js';
 import { createRedisMetrics, type MetricsRecorder } from '../src/runs/metrics.js';
 import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
 import type { SandboxRunner } from '../src/sandbox/runner.js';
-import { createSandboxPool } from './sandbox-pool.js';
+import { SANDBOX_THREAD_FILE, createSandboxPool } from './sandbox-pool.js';
 
 /** Everything a worker process shares between its queues, built once from the configuration. */
 export interface FleetContext {
@@ -51,7 +51,15 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     ledger,
     logger: logger.child({ component: 'gateway' }),
   });
-  const sandbox = createSandboxPool(config, logger.child({ component: 'sandbox' }));
+  const sandbox = createSandboxPool(config, logger.child({ component: 'sandbox' }), SANDBOX_THREAD_FILE);
+  try {
+    // A pool whose threads cannot start fails the process now, not each job later.
+    await sandbox.started();
+  } catch (err) {
+    await sandbox.close().catch(() => undefined);
+    await Promise.allSettled([redis.quit(), workerConnection.quit(), limiterSubscriber.quit()]);
+    throw err;
+  }
   const store = createRedisRunStore(redis, prefix);
   return {
     config,

@@ -1,20 +1,38 @@
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { AppConfig } from '../config/index.js';
 import type { Logger } from '../src/logger.js';
+import { SandboxError } from '../src/sandbox/errors.js';
 import { connectSession, type SandboxRunner } from '../src/sandbox/runner.js';
 import type { ChecksResult, ProbeResult } from '../src/sandbox/tasks.js';
-import type { PoolTask } from './sandbox-thread.js';
-
-/** Runs from dist/ (the build) or from the TypeScript sources (development, tests): the thread file follows this one. */
-const FROM_SOURCES = import.meta.url.endsWith('.ts');
-const THREAD_FILE = new URL(`./sandbox-thread.${FROM_SOURCES ? 'ts' : 'js'}`, import.meta.url);
-/** From the sources, threads load TypeScript through tsx, resolved from envfleet's own dependencies (never the working directory). */
-const THREAD_EXEC_ARGV = FROM_SOURCES ? ['--import', import.meta.resolve('tsx')] : [];
+import type { PoolTask, SandboxThreadData, WarmResult } from './sandbox-thread.js';
 
 /**
- * The sandbox pool of a worker process: `ENVFLEET_POOL_THREADS` piscina threads, each serving up
- * to `ENVFLEET_POOL_TASKS_PER_THREAD` tasks at once.
+ * The pool's thread file, next to this one: the build's JavaScript when running from dist/, the
+ * TypeScript source when running the sources (development, tests).
+ */
+export const SANDBOX_THREAD_FILE = new URL(`./sandbox-thread.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url);
+
+/** How long the threads may take to load and run their first environment before the pool gives up. */
+const STARTUP_TIMEOUT_MS = 60_000;
+
+export interface SandboxPool extends SandboxRunner {
+  readonly piscina: Piscina;
+  /**
+   * Resolves once every thread has loaded the thread file and run an environment; rejects with
+   * SANDBOX_UNAVAILABLE, naming the thread file and the cause, when they cannot. A worker awaits
+   * this before it takes jobs, so a pool that cannot start fails the process at start-up instead
+   * of leaving jobs waiting.
+   */
+  started(): Promise<void>;
+}
+
+/**
+ * The sandbox pool of a worker process: `ENVFLEET_POOL_THREADS` piscina threads running
+ * `threadFile`, each serving up to `ENVFLEET_POOL_TASKS_PER_THREAD` tasks at once, each bounding
+ * its WebAssembly memory by `ENVFLEET_SANDBOX_HEAP_MB` (this process's setting).
  *
  * Sessions (an environment kept alive for an episode) are long-running tasks: the task creates
  * the environment, then serves requests on a MessagePort that was transferred with it, and ends
@@ -23,27 +41,57 @@ const THREAD_EXEC_ARGV = FROM_SOURCES ? ['--import', import.meta.resolve('tsx')]
  * its port straight to that thread. Atomics are off so that a thread's event loop keeps serving
  * ports between tasks. Tasks are never given an abort signal: piscina aborts by terminating the
  * thread, which would end every other session on it; runaway code is stopped by the sandbox's
- * own deadlines instead.
+ * own deadlines and budgets instead.
  */
-export function createSandboxPool(config: Pick<AppConfig, 'pool'>, logger: Logger): SandboxRunner & { readonly piscina: Piscina } {
+export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, logger: Logger, threadFile: URL): SandboxPool {
   const piscina = new Piscina({
-    filename: THREAD_FILE.href,
+    filename: threadFile.href,
     minThreads: config.pool.threads,
     maxThreads: config.pool.threads,
     concurrentTasksPerWorker: config.pool.tasksPerThread,
     idleTimeout: 60_000,
     atomics: 'disabled',
-    execArgv: THREAD_EXEC_ARGV,
-    // The WebAssembly heap is capped by the sandbox; this bounds the thread's own JS heap.
+    // TypeScript sources load through tsx, resolved from envfleet's own dependencies (never the
+    // working directory); createRequire works whether this module was loaded as ESM or, by a test
+    // runner, through tsx's CommonJS hook (where import.meta.resolve does not exist).
+    execArgv: threadFile.pathname.endsWith('.ts') ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href] : [],
+    workerData: { heapMb: config.sandbox.heapMb } satisfies SandboxThreadData,
+    // The WebAssembly heaps are bounded by the sandbox; this bounds the thread's own JS heap.
     resourceLimits: { maxOldGenerationSizeMb: 1_024 },
   });
-  piscina.on('error', (err: unknown) => logger.error({ err }, 'sandbox thread failed; piscina replaces it'));
+  piscina.on('error', (err: unknown) => logger.error({ err }, 'a sandbox thread failed'));
   const openPorts = new Set<MessagePort>();
   let closing = false;
+  let destroyed = false;
   const run = <T>(task: PoolTask, transferList?: readonly MessagePort[]) =>
     piscina.run(task, transferList ? { transferList: [...transferList] as never } : {}) as Promise<T>;
   return {
     piscina,
+    async started() {
+      const threads = config.pool.threads;
+      const answered = new Set<number>();
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no thread answered within ${STARTUP_TIMEOUT_MS / 1000} s`)), STARTUP_TIMEOUT_MS);
+      });
+      try {
+        // One warm task per thread: piscina gives each to the least busy thread. Another round
+        // covers a thread that a round missed.
+        for (let round = 0; round < 3 && answered.size < threads; round += 1) {
+          const results = await Promise.race([Promise.all(Array.from({ length: threads }, () => run<WarmResult>({ kind: 'warm' }))), timeout]);
+          for (const r of results) answered.add(r.threadId);
+        }
+      } catch (err) {
+        const cause = err instanceof Error ? err.message : String(err);
+        // The pool is of no use; piscina's graceful close would wait on threads that never started.
+        destroyed = true;
+        await piscina.destroy().catch(() => undefined);
+        throw new SandboxError('SANDBOX_UNAVAILABLE', `the sandbox pool cannot start its threads from ${fileURLToPath(threadFile)}: ${cause}`);
+      } finally {
+        clearTimeout(timer);
+      }
+      if (answered.size < threads) logger.warn({ threads, answered: answered.size }, 'not every sandbox thread ran the start-up check');
+    },
     probe: input => run<ProbeResult>({ kind: 'probe', ...input }),
     checks: input => run<ChecksResult>({ kind: 'checks', ...input }),
     async openSession(code, initialState, limits) {
@@ -63,7 +111,7 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool'>, logger: Logge
       closing = true;
       // Sessions still open end now: their threads see the port close and dispose the environments.
       for (const port of openPorts) port.close();
-      await piscina.close();
+      if (!destroyed) await piscina.close();
     },
   };
 }

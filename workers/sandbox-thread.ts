@@ -2,10 +2,11 @@
  * The piscina task file: one module instance per pool thread. It only dispatches; the work is in
  * src/sandbox/tasks.ts. Code inside a pool thread does not log; it returns data.
  */
-import type { MessagePort } from 'node:worker_threads';
+import { threadId, workerData, type MessagePort } from 'node:worker_threads';
 import type { EnvironmentCode } from '../src/sandbox/bundle.js';
-import type { SandboxLimits } from '../src/sandbox/limits.js';
-import { HostPool, runChecks, runProbe, runSession, type ChecksInput, type ProbeInput } from '../src/sandbox/tasks.js';
+import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../src/sandbox/limits.js';
+import { QuickJSHost } from '../src/sandbox/quickjs-host.js';
+import { runChecks, runProbe, runSession, type ChecksInput, type ProbeInput } from '../src/sandbox/tasks.js';
 
 export type PoolTask =
   | ({ readonly kind: 'probe' } & ProbeInput)
@@ -13,17 +14,29 @@ export type PoolTask =
   | { readonly kind: 'session'; readonly code: EnvironmentCode; readonly initialState: unknown; readonly limits: SandboxLimits; readonly port: MessagePort }
   | { readonly kind: 'warm' };
 
-const hosts = new HostPool();
+/** What the pool hands each thread: the bound on the thread's WebAssembly memory (the worker's own setting). */
+export interface SandboxThreadData {
+  readonly heapMb: number;
+}
+
+/** A warm task's answer: which thread ran it (the pool checks that every thread did). */
+export interface WarmResult {
+  readonly threadId: number;
+}
+
+const data = workerData as Partial<SandboxThreadData> | undefined;
+const host = new QuickJSHost(typeof data?.heapMb === 'number' && data.heapMb > 0 ? data.heapMb : DEFAULT_SANDBOX_LIMITS.heapMb);
 
 export default async function handle(task: PoolTask): Promise<unknown> {
   switch (task.kind) {
     case 'probe':
-      return runProbe(hosts, task);
+      return runProbe(host, task);
     case 'checks':
-      return runChecks(hosts, task);
+      return runChecks(host, task);
     case 'session':
-      return runSession(hosts, task);
+      return runSession(host, task);
     case 'warm':
-      return null;
+      await host.warm();
+      return { threadId } satisfies WarmResult;
   }
 }

@@ -5,8 +5,8 @@
  *
  * Times, in order: importing the sandbox host module (QuickJS's JavaScript glue), the first host's
  * warm() (reading, compiling and instantiating the WebAssembly module), the first environment
- * creation, a second one for comparison, then a second host in the same process (a heap recycle:
- * the module is instantiated again, the schemas compiled again). Prints one JSON object.
+ * creation, a second one for comparison, then a second host in the same process (a new thread's
+ * sandbox in a warm process: the schemas compiled again). Prints one JSON object.
  */
 import { DEFAULT_SANDBOX_LIMITS } from '../../src/sandbox/limits.js';
 import { loadEnv, type EnvKey } from './common.js';
@@ -27,7 +27,7 @@ t = performance.now();
 const second = await host.createEnvironment(env.code, env.state, DEFAULT_SANDBOX_LIMITS);
 const secondCreateMs = performance.now() - t;
 second.dispose();
-// A second host in the same (now warm) process: what a thread pays when it recycles its heap.
+// A second host in the same (now warm) process.
 t = performance.now();
 const host2 = new QuickJSHost(512);
 await host2.warm();

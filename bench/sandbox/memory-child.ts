@@ -3,8 +3,10 @@
  *
  *   node --expose-gc --import tsx bench/sandbox/memory-child.ts N hotel|library
  *
- * One QuickJS host with a 2 GiB heap cap; one environment is created, used and disposed first so
- * the module, the harness and the tool validators are in place; then the baseline is taken, N
+ * One QuickJS host (a thread's sandbox) with a 2 GiB bound; every environment has a WebAssembly
+ * module of its own, and `heapBytes()` is what the bound counts (the sum over the modules). One
+ * environment is created, used and disposed first so the build, the harness and the tool
+ * validators are in place; then the baseline is taken, N
  * environments are created and each given the first 20 calls of the trace, and everything is
  * measured again after a full GC. Ten checkpoints on the way (each after a GC) give the marginal
  * cost per environment as a least-squares slope, which the wasm heap's step-wise growth does not
@@ -25,7 +27,7 @@ await host.warm();
 const calls = env.calls.slice(0, CALLS_PER_ENV);
 
 const quickjsUsed = (e: SandboxEnvironment): number => {
-  const runtime = (e as unknown as { vm: { slot: { runtime: { dumpMemoryUsage(): string } } } }).vm.slot.runtime;
+  const runtime = (e as unknown as { vm: { runtime: { dumpMemoryUsage(): string } } }).vm.runtime;
   const m = /memory used\s+\d+\s+(\d+)/.exec(runtime.dumpMemoryUsage());
   return m?.[1] ? Number(m[1]) : NaN;
 };

@@ -4,7 +4,9 @@
  */
 export const SANDBOX_ERROR_CODES = {
   DEADLINE_EXCEEDED: 'the call ran past its deadline and was interrupted',
-  MEMORY_EXCEEDED: 'the environment ran out of its memory allowance',
+  MEMORY_EXCEEDED: 'the environment ran out of its memory allowance (ENVFLEET_SANDBOX_ENV_MEMORY_MB), even if its code caught the out-of-memory error (environment discarded)',
+  SANDBOX_MEMORY_FULL: 'the sandbox thread’s memory bound (ENVFLEET_SANDBOX_HEAP_MB, summed over its environments) left no room: the environment that needed more was stopped (discarded), or a new one could not be created',
+  CPU_BUDGET_EXCEEDED: 'the session used up its CPU budget (ENVFLEET_SANDBOX_SESSION_CPU_MS, summed over its calls): the session ends (environment discarded)',
   STACK_OVERFLOW: 'the call recursed too deeply',
   INVALID_ARGUMENTS: 'the arguments do not match the tool’s JSON Schema',
   UNKNOWN_TOOL: 'no such tool in this environment',
@@ -15,9 +17,10 @@ export const SANDBOX_ERROR_CODES = {
   STATE_INVALID: 'this.state is missing or not JSON-serializable',
   SOURCE_LOAD_FAILED: 'the environment source does not load (syntax error, import, or a throw at load time)',
   CLASS_MISSING: 'the source does not declare the named class',
+  TOOL_SCHEMA_INVALID: 'a tool’s parameters schema does not compile: invalid JSON Schema, past the size or depth caps, or a "pattern" the linear-time regular expression engine refuses',
   CONSTRUCTOR_FAILED: 'the constructor threw on the initial state',
   ENV_DISPOSED: 'the environment was thrown away after hitting a limit',
-  SANDBOX_UNAVAILABLE: 'the sandbox thread holding the environment ended, or the session was closed',
+  SANDBOX_UNAVAILABLE: 'the sandbox thread holding the environment ended, or the session was closed; at start-up, the sandbox pool could not start its threads (the worker does not start)',
   CHECK_INVALID: 'the check source does not load or does not define check()',
   CHECK_NOT_BOOLEAN: 'the check function returned something other than true or false',
   CHECK_THREW: 'the check function threw an exception',
@@ -26,7 +29,13 @@ export const SANDBOX_ERROR_CODES = {
 export type SandboxErrorCode = keyof typeof SANDBOX_ERROR_CODES;
 
 /** Codes after which the environment is discarded: limits and unknown internal states. */
-export const FATAL_CODES: ReadonlySet<SandboxErrorCode> = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'STACK_OVERFLOW']);
+export const FATAL_CODES: ReadonlySet<SandboxErrorCode> = new Set<SandboxErrorCode>([
+  'DEADLINE_EXCEEDED',
+  'MEMORY_EXCEEDED',
+  'SANDBOX_MEMORY_FULL',
+  'CPU_BUDGET_EXCEEDED',
+  'STACK_OVERFLOW',
+]);
 
 /** Codes after which a session's environment is gone: a caller opens a new session to go on. */
 export const ENDS_SESSION: ReadonlySet<string> = new Set<string>([...FATAL_CODES, 'ENV_DISPOSED']);

@@ -1,26 +1,59 @@
 import * as releaseSync from '@jitl/quickjs-wasmfile-release-sync';
 import {
-  newQuickJSWASMModuleFromVariant,
+  QuickJSWASMModule,
+  type EmscriptenModuleLoader,
   type QuickJSContext,
+  type QuickJSEmscriptenModule,
+  type QuickJSFFI,
   type QuickJSHandle,
   type QuickJSRuntime,
-  type QuickJSWASMModule,
+  type QuickJSSyncVariant,
 } from 'quickjs-emscripten-core';
 import type { ValidateFunction } from 'ajv';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import type { CheckSpec, EnvironmentCode } from './bundle.js';
 import { FATAL_CODES, SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.js';
 import { HARNESS_SOURCE } from './harness.js';
-import type { SandboxLimits } from './limits.js';
+import { DEFAULT_SANDBOX_LIMITS, sessionCpuMsOf, type SandboxLimits } from './limits.js';
+import { quickjsBuild, Wasm, WASM_MAX_PAGES, WASM_PAGE, type QuickJSBuild, type WasmInstance, type WasmMemory, type WasmModule } from './quickjs-build.js';
 
-const PAGE = 65_536;
+const MiB = 1 << 20;
+/**
+ * A module's memory grows to what its allocator asked for, rounded up to this (Emscripten's own
+ * policy would add 20 %): what a module is charged then stays within 1 MiB of what it holds.
+ * Growing a WebAssembly memory does not copy it, so small steps cost little.
+ */
+const GROWTH_STEP = 256 * 1024;
+/** Idle modules a thread keeps for its next environments: instantiating one costs 2–3 ms. */
+const IDLE_MODULES = 8;
+/** A module whose heap grew more than this is not reused: a heap never shrinks, dropping it returns the memory. */
+const REUSE_GROWTH = 4 * MiB;
 
-type Variant = Parameters<typeof newQuickJSWASMModuleFromVariant>[0];
 /** The release variant, whether the loader hands us its ESM default or the CommonJS namespace. */
-const RELEASE_VARIANT: Variant = (() => {
-  const exported = (releaseSync as unknown as { default: Variant | { default: Variant } }).default;
-  return typeof exported === 'object' && 'default' in exported ? exported.default : exported;
+const RELEASE_VARIANT: QuickJSSyncVariant = (() => {
+  const exported = (releaseSync as unknown as { default: QuickJSSyncVariant | { default: QuickJSSyncVariant } }).default;
+  return 'default' in exported ? exported.default : exported;
 })();
+
+interface QuickJSLoader {
+  /** Emscripten's module factory (the JavaScript glue). */
+  readonly load: EmscriptenModuleLoader<QuickJSEmscriptenModule>;
+  readonly FFI: new (module: QuickJSEmscriptenModule) => QuickJSFFI;
+}
+let loader: Promise<QuickJSLoader> | null = null;
+/**
+ * The glue and the FFI of the variant, imported once per thread. (newQuickJSWASMModuleFromVariant
+ * imports them again for every module, three dynamic imports that cost more than the instantiation.)
+ */
+function quickjsLoader(): Promise<QuickJSLoader> {
+  loader ??= Promise.all([RELEASE_VARIANT.importModuleLoader(), RELEASE_VARIANT.importFFI()]).then(([imported, FFI]) => {
+    let load: unknown = imported;
+    while (typeof load === 'object' && load !== null && 'default' in load) load = load.default;
+    if (typeof load !== 'function') throw new Error('the QuickJS variant has no module loader');
+    return { load: load as EmscriptenModuleLoader<QuickJSEmscriptenModule>, FFI };
+  });
+  return loader;
+}
 
 /** What one tool call produced. `result` is what the method returned, or `{success:false, error}`. */
 export interface CallOutcome {
@@ -37,70 +70,200 @@ export interface CheckOutcome {
   readonly errorCode?: SandboxErrorCode;
 }
 
-/** The part of WebAssembly.Memory used here (the lib has no WebAssembly types without DOM). */
-interface WasmMemory {
-  readonly buffer: ArrayBuffer;
-  grow(delta: number): number;
-}
-
 type Reply = { ok: unknown } | { err: SandboxErrorCode; message: string };
 
+/** Why a module refused to grow: its tenant's own allowance, or the thread's bound. */
+type Exhaustion = 'allowance' | 'thread';
+
+const roundUp = (n: number, step: number) => Math.ceil(n / step) * step;
+const mb = (bytes: number) => `${Math.round((bytes / MiB) * 10) / 10} MiB`;
+
 /**
- * One QuickJS WebAssembly module (one heap) and the environments living in it. A thread owns one
- * host. The prebuilt module ignores its own memory limit, so the heap's growth is capped here:
- * past `heapMb` a growth request fails, QuickJS raises out-of-memory in the environment that
- * asked, and that environment is thrown away while the others go on.
+ * One instance of the QuickJS WebAssembly module: a heap of its own, serving one environment (or
+ * the checks of one task) at a time. Its memory grows only when Emscripten's allocator calls the
+ * resize import, which is wrapped here: a growth that its tenant's allowance or the thread's bound
+ * cannot cover is refused, so malloc fails inside that tenant and nowhere else. The module then
+ * remembers the failure (`exhausted`): the interrupt handler stops the guest at its next check and
+ * the call ends with MEMORY_EXCEEDED, even when the guest code caught its out-of-memory error.
+ */
+class GuestModule {
+  private qjs: QuickJSWASMModule | null = null;
+  private readonly memory: WasmMemory;
+  /** Heap bytes the current tenant may hold. */
+  private allowance = 0;
+  /** Set once an allocation failed for lack of room; cleared for each new tenant. */
+  exhausted: Exhaustion | null = null;
+  /** The WebAssembly code failed inside this module (a trap, the host stack): never reused, never freed. */
+  fatal = false;
+  /** The heap size the allocator asked for, while a resize is under way. */
+  private need = 0;
+  private refusal: Exhaustion | null = null;
+
+  constructor(
+    private readonly build: QuickJSBuild,
+    /** Free bytes under the thread's bound once `wanted` are asked for (idle modules may be dropped to make them). */
+    private readonly room: (wanted: number) => number,
+  ) {
+    this.memory = new Wasm.Memory({ initial: build.initialPages, maximum: WASM_MAX_PAGES });
+    const grow = this.memory.grow.bind(this.memory);
+    Object.defineProperty(this.memory, 'grow', { value: (delta: number) => this.grow(grow, delta) });
+  }
+
+  async instantiate(): Promise<void> {
+    const { load, FFI } = await quickjsLoader();
+    const raw = await load({
+      wasmMemory: this.memory,
+      // Instantiates the thread's compiled build synchronously against this module's memory,
+      // after wrapping the import through which the allocator asks for more heap.
+      instantiateWasm: ((imports: Record<string, Record<string, unknown>>, receive: (instance: WasmInstance, module: WasmModule) => void) => {
+        let wrapped = 0;
+        for (const names of Object.values(imports)) {
+          for (const [name, value] of Object.entries(names)) {
+            // emscripten_resize_heap is the one import that grows the memory (its name is minified).
+            if (typeof value === 'function' && Function.prototype.toString.call(value).includes('.grow(')) {
+              names[name] = this.resizeHeap(value as (requested: number) => unknown);
+              wrapped += 1;
+            }
+          }
+        }
+        if (wrapped !== 1) {
+          throw new Error(`the QuickJS build has ${wrapped} heap-resize imports where one was expected; the sandbox's memory guard depends on it`);
+        }
+        const instance = new Wasm.Instance(this.build.module, imports);
+        receive(instance, this.build.module);
+        return instance.exports;
+      }) as never,
+    });
+    raw.type = 'sync';
+    this.qjs = new QuickJSWASMModule(raw, new FFI(raw));
+  }
+
+  /** Hands the module to a new tenant with its allowance (heap bytes). */
+  lease(allowanceBytes: number): void {
+    this.allowance = allowanceBytes;
+    this.exhausted = null;
+  }
+
+  get allowanceBytes(): number {
+    return this.allowance;
+  }
+
+  newRuntime(stackBytes: number, interruptHandler: () => boolean): QuickJSRuntime {
+    if (!this.qjs) throw new Error('module not instantiated');
+    // No QuickJS memory limit: in this build it counts 8 bytes per allocation (Emscripten has no
+    // malloc_usable_size) and its refusals would bypass the accounting here.
+    return this.qjs.newRuntime({ maxStackSizeBytes: stackBytes, interruptHandler });
+  }
+
+  /** Bytes charged to the thread's bound: the whole memory but the stack area no guest reaches. */
+  charge(): number {
+    return this.memory.buffer.byteLength - this.build.unreachableBytes;
+  }
+
+  /** Bytes the heap has grown since the module was made. */
+  grownBytes(): number {
+    return this.memory.buffer.byteLength - this.build.initialPages * WASM_PAGE;
+  }
+
+  private resizeHeap(resize: (requested: number) => unknown): (requested: number) => unknown {
+    return (requested: number) => {
+      this.need = requested >>> 0;
+      this.refusal = null;
+      try {
+        const grown = resize(requested);
+        // Emscripten tried every size it would accept and each was refused: malloc fails now.
+        if (!grown) this.exhausted ??= this.refusal ?? 'allowance';
+        return grown;
+      } finally {
+        this.need = 0;
+      }
+    };
+  }
+
+  /** WebAssembly.Memory#grow as the allocator sees it: within the allowance and the thread's bound, or not at all. */
+  private grow(grow: (delta: number) => number, delta: number): number {
+    const old = this.memory.buffer.byteLength;
+    const asked = old + delta * WASM_PAGE;
+    const need = roundUp(this.need > 0 ? this.need : asked, WASM_PAGE);
+    const top = Math.floor((this.build.heapBase + this.allowance) / WASM_PAGE) * WASM_PAGE;
+    if (need > top) {
+      this.refusal = 'allowance';
+      throw new RangeError('envfleet: the environment’s memory allowance is used up');
+    }
+    // Emscripten asks for 20 % more than it needs; grant what is needed, to the next step.
+    let target = Math.min(roundUp(need, GROWTH_STEP), top);
+    if (this.room(target - old) < target - old) {
+      target = need;
+      if (this.room(target - old) < target - old) {
+        this.refusal = 'thread';
+        throw new RangeError('envfleet: the sandbox thread’s memory bound is reached');
+      }
+    }
+    // The glue rebuilds its views from the memory's buffer, so a smaller growth than it asked is safe.
+    return grow((target - old) / WASM_PAGE);
+  }
+}
+
+/**
+ * The sandbox of one thread: environments and check functions, each in a QuickJS WebAssembly module
+ * of its own, whose heap is capped at the environment's allowance (ENVFLEET_SANDBOX_ENV_MEMORY_MB);
+ * the sum over the thread's modules is bounded by `heapMb` (ENVFLEET_SANDBOX_HEAP_MB). A module
+ * whose tenant left cleanly and whose heap stayed small is kept for the next one; any other is
+ * dropped, which gives its memory back (a WebAssembly heap never shrinks, but a dropped one is freed).
  */
 export class QuickJSHost {
-  private modulePromise: Promise<QuickJSWASMModule> | null = null;
-  private memory: { readonly buffer: ArrayBuffer } | null = null;
+  /** Every module of this thread, leased or idle: what the bound counts. */
+  private readonly modules = new Set<GuestModule>();
+  private readonly idle: GuestModule[] = [];
   private readonly validators = new Map<string, Map<string, ValidateFunction>>();
-  /** Set when the WebAssembly module itself failed (not just one environment): replace this host. */
-  broken = false;
+  private readonly boundBytes: number;
   private live = 0;
 
-  constructor(private readonly heapMb: number) {}
+  constructor(heapMb: number) {
+    this.boundBytes = heapMb * MiB;
+  }
 
   /** Environments created here and not yet disposed. */
   get liveEnvironments(): number {
     return this.live;
   }
 
-  private module(): Promise<QuickJSWASMModule> {
-    this.modulePromise ??= newQuickJSWASMModuleFromVariant(RELEASE_VARIANT).then(module => {
-      const memory = module.getWasmMemory() as unknown as WasmMemory;
-      const cap = this.heapMb * 1024 * 1024;
-      const grow = memory.grow.bind(memory);
-      Object.defineProperty(memory, 'grow', {
-        value: (delta: number) => {
-          if (memory.buffer.byteLength + delta * PAGE > cap) throw new RangeError('envfleet: sandbox heap cap reached');
-          return grow(delta);
-        },
-      });
-      this.memory = memory;
-      return module;
-    });
-    return this.modulePromise;
+  /** Modules held (leased or idle). */
+  get moduleCount(): number {
+    return this.modules.size;
   }
 
-  /** Bytes of WebAssembly heap in use (it never shrinks; recycle the thread when it is large). */
+  /** WebAssembly memory charged to this thread, summed over its modules (bounded by heapMb). */
   heapBytes(): number {
-    return this.memory?.buffer.byteLength ?? 0;
+    let sum = 0;
+    for (const m of this.modules) sum += m.charge();
+    return sum;
   }
 
+  /**
+   * Proves the sandbox works in this thread: compiles the build, instantiates a module, runs an
+   * environment in it. A pool runs this on every thread at start-up and refuses to start if it fails.
+   */
   async warm(): Promise<void> {
-    await this.module();
+    const env = await this.createEnvironment(WARM_CODE, { warm: true }, DEFAULT_SANDBOX_LIMITS);
+    try {
+      const outcome = env.call('ping', {});
+      if (outcome.runtimeError) throw new SandboxError(outcome.runtimeError, `the sandbox's self-test failed: ${JSON.stringify(outcome.result)}`);
+    } finally {
+      env.dispose();
+    }
   }
 
   /** Loads the source, instantiates the class on the initial state. Throws SandboxError. */
   async createEnvironment(code: EnvironmentCode, initialState: unknown, limits: SandboxLimits): Promise<SandboxEnvironment> {
-    const module = await this.module();
     const stateJson = JSON.stringify(initialState);
     if (stateJson === undefined) throw new SandboxError('STATE_INVALID', 'the initial state is not JSON');
     if (stateJson.length > limits.maxStateBytes) {
       throw new SandboxError('STATE_TOO_LARGE', `the initial state is ${stateJson.length} bytes; the cap is ${limits.maxStateBytes}`);
     }
-    const vm = this.newVm(module, limits, true);
+    const validators = this.validatorsFor(code);
+    const module = await this.acquire(limits);
+    const vm = GuestVm.open(module, limits.stackBytes, () => this.release(module));
     try {
       vm.arm(limits.createDeadlineMs);
       const cls = vm.eval(`${code.source}\n;(typeof ${code.className} === 'function' ? ${code.className} : undefined)`, 'SOURCE_LOAD_FAILED');
@@ -110,74 +273,97 @@ export class QuickJSHost {
         cls.dispose();
       }
       vm.expectOk(vm.callHarness('create', [stateJson]));
-      return new SandboxEnvironment(vm, this.validatorsFor(code), limits);
     } catch (err) {
       vm.dispose();
       throw err;
     }
+    this.live += 1;
+    return new SandboxEnvironment(vm, validators, limits, () => {
+      this.live -= 1;
+    });
   }
 
   /** Runs each check in a fresh runtime as check(finalState, initialState); a failure counts as false. */
   async runChecks(checks: readonly CheckSpec[], finalState: unknown, initialState: unknown, limits: SandboxLimits): Promise<CheckOutcome[]> {
-    const module = await this.module();
     const finalJson = JSON.stringify(finalState);
     const initialJson = JSON.stringify(initialState);
-    return checks.map(({ item, check }) => {
-      let vm: GuestVm | null = null;
-      try {
-        vm = this.newVm(module, limits, false);
-        vm.arm(limits.checkDeadlineMs);
-        const fn = vm.eval(`${check}\n;(typeof check === 'function' ? check : undefined)`, 'CHECK_INVALID');
-        let reply: Reply;
+    const out: CheckOutcome[] = [];
+    // One module serves the checks in turn (each in a fresh runtime); one that a check exhausted is replaced.
+    let module: GuestModule | null = null;
+    try {
+      for (const { item, check } of checks) {
+        let vm: GuestVm | null = null;
         try {
-          reply = vm.callHarness('check', [fn, finalJson, initialJson]);
+          module ??= await this.acquire(limits);
+          vm = GuestVm.open(module, limits.stackBytes, () => undefined);
+          vm.arm(limits.checkDeadlineMs);
+          const fn = vm.eval(`${check}\n;(typeof check === 'function' ? check : undefined)`, 'CHECK_INVALID');
+          let reply: Reply;
+          try {
+            reply = vm.callHarness('check', [fn, finalJson, initialJson]);
+          } finally {
+            fn.dispose();
+          }
+          out.push('ok' in reply ? { item, passed: reply.ok === true } : { item, passed: false, error: reply.message, errorCode: reply.err });
+        } catch (err) {
+          const e = err instanceof SandboxError ? err : new SandboxError('CHECK_THREW', String(err));
+          out.push({ item, passed: false, error: e.message, errorCode: e.code });
         } finally {
-          fn.dispose();
+          vm?.dispose();
+          if (module && (module.exhausted || module.fatal)) {
+            this.release(module);
+            module = null;
+          }
         }
-        if ('ok' in reply) return { item, passed: reply.ok === true };
-        return { item, passed: false, error: reply.message, errorCode: reply.err };
-      } catch (err) {
-        const e = err instanceof SandboxError ? err : new SandboxError('CHECK_THREW', String(err));
-        return { item, passed: false, error: e.message, errorCode: e.code };
-      } finally {
-        vm?.dispose();
       }
-    });
-  }
-
-  private readonly slots: RuntimeSlot[] = [];
-
-  /** A shared runtime with room for one more environment (limits of the first environment in it). */
-  private sharedSlot(module: QuickJSWASMModule, limits: SandboxLimits): RuntimeSlot {
-    for (const slot of this.slots) if (!slot.fatal && slot.contexts < ENVS_PER_RUNTIME) return slot;
-    const slot = new RuntimeSlot(module, Math.min(limits.heapMb, limits.envMemoryMb * ENVS_PER_RUNTIME) * 1024 * 1024, limits.stackBytes);
-    this.slots.push(slot);
-    return slot;
-  }
-
-  private newVm(module: QuickJSWASMModule, limits: SandboxLimits, shared: boolean): GuestVm {
-    let slot: RuntimeSlot;
-    if (shared) {
-      slot = this.sharedSlot(module, limits);
-    } else {
-      slot = new RuntimeSlot(module, limits.envMemoryMb * 1024 * 1024, limits.stackBytes);
-      slot.retired = true; // freed with its only context
+    } finally {
+      if (module) this.release(module);
     }
-    const vm = new GuestVm(slot, {
-      onFatal: () => {
-        this.broken = true;
-      },
-      onDispose: () => {
-        this.live -= 1;
-        if (shared && slot.contexts <= 1 && !slot.fatal) {
-          // Last environment leaving a shared runtime: retire it so it is freed with that context.
-          slot.retired = true;
-          this.slots.splice(this.slots.indexOf(slot), 1);
-        }
-      },
-    });
-    this.live += 1;
-    return vm;
+    return out;
+  }
+
+  /** A module for a new tenant: an idle one, or a fresh one if the thread's bound has room for it. */
+  private async acquire(limits: SandboxLimits): Promise<GuestModule> {
+    const allowance = limits.envMemoryMb * MiB;
+    const reused = this.idle.pop();
+    if (reused) {
+      reused.lease(allowance);
+      return reused;
+    }
+    const build = await quickjsBuild();
+    const start = build.initialPages * WASM_PAGE - build.unreachableBytes;
+    if (this.room(start) < start) {
+      throw new SandboxError('SANDBOX_MEMORY_FULL', `no room for a new environment: the sandbox thread holds ${mb(this.heapBytes())} of its ${mb(this.boundBytes)} (ENVFLEET_SANDBOX_HEAP_MB)`);
+    }
+    const module = new GuestModule(build, wanted => this.room(wanted));
+    module.lease(allowance);
+    this.modules.add(module);
+    try {
+      await module.instantiate();
+    } catch (err) {
+      this.modules.delete(module);
+      throw err;
+    }
+    return module;
+  }
+
+  /** Takes a module back from its tenant: kept for the next one if it is clean and small, dropped otherwise. */
+  private release(module: GuestModule): void {
+    if (!module.fatal && !module.exhausted && module.grownBytes() <= REUSE_GROWTH && this.idle.length < IDLE_MODULES) {
+      this.idle.push(module);
+      return;
+    }
+    this.modules.delete(module);
+  }
+
+  /** Free bytes under the bound, after dropping idle modules while fewer than `wanted` are free. */
+  private room(wanted: number): number {
+    let free = this.boundBytes - this.heapBytes();
+    while (free < wanted && this.idle.length > 0) {
+      this.modules.delete(this.idle.shift()!);
+      free = this.boundBytes - this.heapBytes();
+    }
+    return free;
   }
 
   private validatorsFor(code: EnvironmentCode): Map<string, ValidateFunction> {
@@ -186,7 +372,11 @@ export class QuickJSHost {
     if (!map) {
       map = new Map();
       for (const tool of code.tools) {
-        map.set(tool.function.name, compileJsonSchema(tool.function.parameters ?? { type: 'object' }));
+        try {
+          map.set(tool.function.name, compileJsonSchema(tool.function.parameters ?? { type: 'object' }));
+        } catch (err) {
+          throw new SandboxError('TOOL_SCHEMA_INVALID', `tool ${tool.function.name}: ${(err as Error).message}`);
+        }
       }
       if (this.validators.size > 500) this.validators.clear();
       this.validators.set(key, map);
@@ -195,80 +385,95 @@ export class QuickJSHost {
   }
 }
 
+const WARM_CODE: EnvironmentCode = {
+  name: 'warm-up',
+  className: 'WarmUp',
+  source: 'class WarmUp { constructor(s) { this.state = s; } ping() { return { success: true, data: "pong" }; } }',
+  tools: [{ type: 'function', function: { name: 'ping', parameters: { type: 'object' } } }],
+};
+
+/** What stopped a guest run: its deadline, its session's CPU budget, or its module's memory. */
+type Stop = 'deadline' | 'budget' | 'memory';
+
 /**
- * A QuickJS runtime and the contexts living in it. Environments share runtimes (up to
- * ENVS_PER_RUNTIME each): a runtime's fixed cost and its object shapes are then shared, which is
- * most of the memory of an environment. Only one call runs at a time in a thread, so one deadline
- * per runtime is enough; the interrupt handler cannot be caught by guest code.
+ * A QuickJS runtime and context with the harness loaded, in a module of its own. The interrupt
+ * handler cannot be caught by guest code; it stops the guest at the deadline armed for the current
+ * call and as soon as an allocation failed in the module.
  */
-class RuntimeSlot {
-  readonly runtime: QuickJSRuntime;
-  deadline = 0;
-  interrupted = false;
-  contexts = 0;
-  /** The WebAssembly code failed inside this runtime: never free it, never reuse it. */
-  fatal = false;
-  retired = false;
-
-  constructor(module: QuickJSWASMModule, memoryLimitBytes: number, stackBytes: number) {
-    this.runtime = module.newRuntime({
-      memoryLimitBytes,
-      maxStackSizeBytes: stackBytes,
-      interruptHandler: () => {
-        if (Date.now() > this.deadline) {
-          this.interrupted = true;
-          return true;
-        }
-        return false;
-      },
-    });
-  }
-
-  release(): void {
-    this.contexts -= 1;
-    if (this.contexts <= 0 && this.retired && !this.fatal) this.runtime.dispose();
-  }
-}
-
-/** Environments per shared runtime: bounds each runtime's garbage-collection work. */
-const ENVS_PER_RUNTIME = 64;
-
-/** A QuickJS context with the harness loaded, in a runtime of its own or shared. */
 class GuestVm {
-  readonly ctx: QuickJSContext;
-  private readonly harness: QuickJSHandle;
+  private runtime: QuickJSRuntime | undefined;
+  private context: QuickJSContext | undefined;
+  private harnessHandle: QuickJSHandle | undefined;
   private readonly fns = new Map<string, QuickJSHandle>();
+  private deadline = 0;
+  private deadlineIsBudget = false;
+  private stopped: Stop | null = null;
   disposed = false;
 
-  constructor(
-    private readonly slot: RuntimeSlot,
-    private readonly hooks: { onFatal(): void; onDispose(): void } = { onFatal: () => undefined, onDispose: () => undefined },
-  ) {
-    slot.contexts += 1;
+  private constructor(
+    readonly module: GuestModule,
+    private readonly onDisposed: () => void,
+  ) {}
+
+  /** A runtime, a context and the harness in `module`. Throws SandboxError; the module is handed back on failure. */
+  static open(module: GuestModule, stackBytes: number, onDisposed: () => void): GuestVm {
+    const vm = new GuestVm(module, onDisposed);
     try {
-      this.ctx = slot.runtime.newContext();
-      slot.deadline = Date.now() + 5_000;
-      const result = this.ctx.evalCode(HARNESS_SOURCE, 'envfleet-harness.js');
+      vm.runtime = module.newRuntime(stackBytes, () => vm.shouldInterrupt());
+      vm.context = vm.runtime.newContext();
+      vm.arm(5_000);
+      const result = vm.context.evalCode(HARNESS_SOURCE, 'envfleet-harness.js');
       if (result.error) {
         result.error.dispose();
-        throw new SandboxError('SOURCE_LOAD_FAILED', 'the sandbox harness did not load (runtime out of memory?)');
+        throw vm.limitHit() ?? new SandboxError('MEMORY_EXCEEDED', 'the sandbox harness did not load (out of memory?)');
       }
-      this.harness = result.value;
+      vm.harnessHandle = result.value;
+      return vm;
     } catch (err) {
-      this.disposed = true;
-      slot.release();
-      this.hooks.onDispose();
-      throw err instanceof SandboxError ? err : new SandboxError('MEMORY_EXCEEDED', `cannot create a sandbox: ${String(err)}`);
+      const e = err instanceof SandboxError ? err : (vm.limitHit() ?? new SandboxError('MEMORY_EXCEEDED', `cannot create a sandbox: ${String(err)}`));
+      if (!(err instanceof SandboxError) && !module.exhausted) module.fatal = true;
+      vm.dispose();
+      throw e;
     }
   }
 
-  get interrupted(): boolean {
-    return this.slot.interrupted;
+  private get ctx(): QuickJSContext {
+    if (!this.context) throw new Error('the sandbox context is not open');
+    return this.context;
   }
 
-  arm(ms: number): void {
-    this.slot.deadline = Date.now() + ms;
-    this.slot.interrupted = false;
+  private shouldInterrupt(): boolean {
+    if (this.module.exhausted) {
+      this.stopped = 'memory';
+      return true;
+    }
+    if (Date.now() > this.deadline) {
+      this.stopped = this.deadlineIsBudget ? 'budget' : 'deadline';
+      return true;
+    }
+    return false;
+  }
+
+  /** Sets the deadline of the next run; `isBudget` when it is the session's CPU budget rather than the call's deadline. */
+  arm(ms: number, isBudget = false): void {
+    this.deadline = Date.now() + ms;
+    this.deadlineIsBudget = isBudget;
+    this.stopped = null;
+  }
+
+  /** The limit the last run hit, whatever the guest made of it (it may have caught an out-of-memory error). */
+  limitHit(): SandboxError | null {
+    switch (this.module.exhausted) {
+      case 'allowance':
+        return new SandboxError('MEMORY_EXCEEDED', `the environment used up its memory allowance (${mb(this.module.allowanceBytes)}, ENVFLEET_SANDBOX_ENV_MEMORY_MB)`);
+      case 'thread':
+        return new SandboxError('SANDBOX_MEMORY_FULL', 'the environment needed more memory and its sandbox thread has reached its bound (ENVFLEET_SANDBOX_HEAP_MB)');
+      case null:
+        break;
+    }
+    if (this.stopped === 'budget') return new SandboxError('CPU_BUDGET_EXCEEDED', 'the session used up its CPU budget (ENVFLEET_SANDBOX_SESSION_CPU_MS)');
+    if (this.stopped === 'deadline') return new SandboxError('DEADLINE_EXCEEDED', 'interrupted at the deadline');
+    return null;
   }
 
   /** Evaluates code; returns its completion value or throws SandboxError with `code`. */
@@ -280,25 +485,45 @@ class GuestVm {
       throw this.hostFailure(err);
     }
     if (result.error) throw this.guestError(result.error, code);
+    const hit = this.limitHit();
+    if (hit) {
+      result.value.dispose();
+      throw hit;
+    }
     return result.value;
+  }
+
+  private fn(name: string): QuickJSHandle {
+    let fn = this.fns.get(name);
+    if (!fn) {
+      if (!this.harnessHandle) throw new Error('the sandbox harness is not loaded');
+      fn = this.ctx.getProp(this.harnessHandle, name);
+      this.fns.set(name, fn);
+    }
+    return fn;
   }
 
   /** Calls a harness function with handles or strings; returns its parsed reply. Throws SandboxError. */
   callHarness(name: string, args: readonly (QuickJSHandle | string)[]): Reply {
-    let fn = this.fns.get(name);
-    if (!fn) {
-      fn = this.ctx.getProp(this.harness, name);
-      this.fns.set(name, fn);
-    }
+    return JSON.parse(this.call(name, args)) as Reply;
+  }
+
+  /** Like callHarness but returns the raw reply text (to measure and cap it before parsing). */
+  callHarnessText(name: string, a: string, b: string): string {
+    return this.call(name, [a, b]);
+  }
+
+  private call(name: string, args: readonly (QuickJSHandle | string)[]): string {
+    const fn = this.fn(name);
     const owned: QuickJSHandle[] = [];
-    const handles = args.map(a => {
-      if (typeof a !== 'string') return a;
-      const h = this.ctx.newString(a);
-      owned.push(h);
-      return h;
-    });
     let result;
     try {
+      const handles = args.map(a => {
+        if (typeof a !== 'string') return a;
+        const h = this.ctx.newString(a);
+        owned.push(h);
+        return h;
+      });
       result = this.ctx.callFunction(fn, this.ctx.undefined, ...handles);
     } catch (err) {
       throw this.hostFailure(err);
@@ -306,43 +531,25 @@ class GuestVm {
       for (const h of owned) h.dispose();
     }
     if (result.error) throw this.guestError(result.error, 'TOOL_THREW');
-    const text = this.ctx.getString(result.value);
-    result.value.dispose();
-    return JSON.parse(text) as Reply;
-  }
-
-  /** Like callHarness but returns the raw reply text (to measure and cap it before parsing). */
-  callHarnessText(name: string, a: string, b: string): string {
-    let fn = this.fns.get(name);
-    if (!fn) {
-      fn = this.ctx.getProp(this.harness, name);
-      this.fns.set(name, fn);
+    const hit = this.limitHit();
+    if (hit) {
+      result.value.dispose();
+      throw hit;
     }
-    const ha = this.ctx.newString(a);
-    const hb = this.ctx.newString(b);
-    let result;
-    try {
-      result = this.ctx.callFunction(fn, this.ctx.undefined, ha, hb);
-    } catch (err) {
-      throw this.hostFailure(err);
-    } finally {
-      ha.dispose();
-      hb.dispose();
-    }
-    if (result.error) throw this.guestError(result.error, 'TOOL_THREW');
     const text = this.ctx.getString(result.value);
     result.value.dispose();
     return text;
   }
 
   /**
-   * The WebAssembly code itself failed (the host stack overflowed under deep guest recursion, or
-   * the module trapped). The module may be inconsistent: the host is marked broken so new
-   * environments go to a fresh module, and this runtime is abandoned rather than freed.
+   * The host side failed: a limit made a host call fail, or the WebAssembly code itself failed
+   * (the host stack overflowed under deep guest recursion, or the module trapped). In the second
+   * case the module may be inconsistent: it is never reused and its runtime is not freed.
    */
   private hostFailure(err: unknown): SandboxError {
-    this.slot.fatal = true;
-    this.hooks.onFatal();
+    const hit = this.limitHit();
+    if (hit) return hit;
+    this.module.fatal = true;
     const message = String(err);
     if (/call stack/i.test(message)) return new SandboxError('STACK_OVERFLOW', `the call recursed too deeply (${message})`);
     return new SandboxError('MEMORY_EXCEEDED', `the runtime failed: ${message}`);
@@ -367,7 +574,8 @@ class GuestVm {
     } finally {
       handle.dispose();
     }
-    if (this.interrupted) return new SandboxError('DEADLINE_EXCEEDED', 'interrupted at the deadline');
+    const hit = this.limitHit();
+    if (hit) return hit;
     if (/out of memory/i.test(message)) return new SandboxError('MEMORY_EXCEEDED', message);
     if (/stack overflow|call stack/i.test(message)) return new SandboxError('STACK_OVERFLOW', message);
     return new SandboxError(code, message);
@@ -376,29 +584,41 @@ class GuestVm {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.hooks.onDispose();
-    if (this.slot.fatal) return;
-    try {
-      for (const fn of this.fns.values()) fn.dispose();
-      this.harness.dispose();
-      this.ctx.dispose();
-      this.slot.release();
-    } catch {
-      // a runtime that failed inside may refuse to free cleanly; its memory goes with the module
+    // A module that failed or ran out of room is dropped whole: freeing into it would gain nothing.
+    if (!this.module.fatal && !this.module.exhausted) {
+      try {
+        for (const fn of this.fns.values()) fn.dispose();
+        this.harnessHandle?.dispose();
+        this.context?.dispose();
+        this.runtime?.dispose();
+      } catch {
+        // a runtime that failed inside may refuse to free cleanly: its module is not reused
+        this.module.fatal = true;
+      }
     }
+    this.onDisposed();
   }
 }
 
 /**
- * A live environment: one instance of the environment class in its own QuickJS runtime. Not
- * thread-safe and synchronous: a call runs to completion (or to its deadline) before it returns.
+ * A live environment: one instance of the environment class in a QuickJS module of its own. Not
+ * thread-safe and synchronous: a call runs to completion (or to a limit) before it returns. Its
+ * calls and snapshots draw on one CPU budget for the session (`sessionCpuMs`); the call that
+ * exhausts it is interrupted and the session ends with CPU_BUDGET_EXCEEDED.
  */
 export class SandboxEnvironment {
+  private spentMs = 0;
+  private calls = 0;
+  private readonly budgetMs: number;
+
   constructor(
     private readonly vm: GuestVm,
     private readonly validators: ReadonlyMap<string, ValidateFunction>,
     private readonly limits: SandboxLimits,
-  ) {}
+    private readonly onDisposed: () => void,
+  ) {
+    this.budgetMs = sessionCpuMsOf(limits);
+  }
 
   get disposed(): boolean {
     return this.vm.disposed;
@@ -408,10 +628,28 @@ export class SandboxEnvironment {
     return [...this.validators.keys()];
   }
 
+  /** Milliseconds this environment has kept its thread busy (calls and snapshots). */
+  get cpuMs(): number {
+    return this.spentMs;
+  }
+
+  /** Arms the call's deadline, or the rest of the session's budget when that is shorter. */
+  private armWithin(deadlineMs: number): SandboxError | null {
+    const left = this.budgetMs - this.spentMs;
+    if (left <= 0) return this.budgetError();
+    this.vm.arm(Math.min(deadlineMs, left), left < deadlineMs);
+    return null;
+  }
+
+  private budgetError(runningMs = 0): SandboxError {
+    const spent = Math.round(this.spentMs + runningMs);
+    return new SandboxError('CPU_BUDGET_EXCEEDED', `the session used up its CPU budget: ${spent} ms over ${this.calls} calls; the budget is ${this.budgetMs} ms (ENVFLEET_SANDBOX_SESSION_CPU_MS)`);
+  }
+
   call(tool: string, args: unknown): CallOutcome {
     const started = performance.now();
     const stop = (code: SandboxErrorCode, message: string): CallOutcome => {
-      if (FATAL_CODES.has(code)) this.vm.dispose();
+      if (FATAL_CODES.has(code)) this.dispose();
       return { result: { success: false, error: message }, runtimeError: code, us: (performance.now() - started) * 1000 };
     };
     if (this.vm.disposed) return stop('ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
@@ -422,37 +660,51 @@ export class SandboxEnvironment {
       return stop('INVALID_ARGUMENTS', `invalid arguments for ${tool}: expected an object of named arguments`);
     }
     if (!validate(input)) return stop('INVALID_ARGUMENTS', `invalid arguments for ${tool}:\n${describeAjvErrors(validate.errors)}`);
-    this.vm.arm(this.limits.callDeadlineMs);
-    let text: string;
+    this.calls += 1;
     try {
-      text = this.vm.callHarnessText('call', tool, JSON.stringify(input));
-    } catch (err) {
-      const e = err instanceof SandboxError ? err : new SandboxError('TOOL_THREW', String(err));
-      return stop(e.code, e.message);
+      const over = this.armWithin(this.limits.callDeadlineMs);
+      if (over) return stop(over.code, over.message);
+      let text: string;
+      try {
+        text = this.vm.callHarnessText('call', tool, JSON.stringify(input));
+      } catch (err) {
+        const e = err instanceof SandboxError ? err : new SandboxError('TOOL_THREW', String(err));
+        return stop(e.code, e.code === 'CPU_BUDGET_EXCEEDED' ? this.budgetError(performance.now() - started).message : e.message);
+      }
+      if (text.length > this.limits.maxResultBytes) {
+        return stop('RESULT_TOO_LARGE', `the result of ${tool} is ${text.length} bytes; the cap is ${this.limits.maxResultBytes}`);
+      }
+      const reply = JSON.parse(text) as Reply;
+      if ('err' in reply) return stop(reply.err, reply.message);
+      return { result: reply.ok, us: (performance.now() - started) * 1000 };
+    } finally {
+      this.spentMs += performance.now() - started;
     }
-    if (text.length > this.limits.maxResultBytes) {
-      return stop('RESULT_TOO_LARGE', `the result of ${tool} is ${text.length} bytes; the cap is ${this.limits.maxResultBytes}`);
-    }
-    const reply = JSON.parse(text) as Reply;
-    if ('err' in reply) return stop(reply.err, reply.message);
-    return { result: reply.ok, us: (performance.now() - started) * 1000 };
   }
 
-  /** The state as JSON text. Throws SandboxError (STATE_TOO_LARGE, STATE_INVALID, ENV_DISPOSED). */
+  /** The state as JSON text. Throws SandboxError (STATE_TOO_LARGE, STATE_INVALID, ENV_DISPOSED, a limit). */
   snapshotText(): string {
     if (this.vm.disposed) throw new SandboxError('ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
-    this.vm.arm(this.limits.callDeadlineMs);
-    const text = this.vm.callHarnessText('snapshot', '', '');
-    if (text.length > this.limits.maxStateBytes + 7) {
-      throw new SandboxError('STATE_TOO_LARGE', `the state is ${text.length - 7} bytes; the cap is ${this.limits.maxStateBytes}`);
+    const started = performance.now();
+    try {
+      const over = this.armWithin(this.limits.callDeadlineMs);
+      if (over) throw over;
+      const text = this.vm.callHarnessText('snapshot', '', '');
+      if (text.length > this.limits.maxStateBytes + 7) {
+        throw new SandboxError('STATE_TOO_LARGE', `the state is ${text.length - 7} bytes; the cap is ${this.limits.maxStateBytes}`);
+      }
+      if (text.startsWith('{"err"')) {
+        const reply = JSON.parse(text) as { err: SandboxErrorCode; message: string };
+        throw new SandboxError(reply.err, reply.message);
+      }
+      // '{"ok":' + state + '}'
+      return text.slice(6, -1);
+    } catch (err) {
+      if (err instanceof SandboxError && FATAL_CODES.has(err.code)) this.dispose();
+      throw err;
+    } finally {
+      this.spentMs += performance.now() - started;
     }
-    if (text.startsWith('{"err"')) {
-      const reply = JSON.parse(text) as { err: SandboxErrorCode; message: string };
-      if (FATAL_CODES.has(reply.err)) this.vm.dispose();
-      throw new SandboxError(reply.err, reply.message);
-    }
-    // '{"ok":' + state + '}'
-    return text.slice(6, -1);
   }
 
   snapshot(): unknown {
@@ -460,6 +712,8 @@ export class SandboxEnvironment {
   }
 
   dispose(): void {
+    if (this.vm.disposed) return;
     this.vm.dispose();
+    this.onDisposed();
   }
 }

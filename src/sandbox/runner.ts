@@ -1,10 +1,9 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { EnvironmentCode } from './bundle.js';
 import { SandboxError } from './errors.js';
-import type { SandboxLimits } from './limits.js';
-import type { CallOutcome } from './quickjs-host.js';
+import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from './limits.js';
+import { QuickJSHost, type CallOutcome } from './quickjs-host.js';
 import {
-  HostPool,
   runChecks,
   runProbe,
   runSession,
@@ -98,15 +97,18 @@ export function connectSession(port: MessagePort): { started: Promise<EnvSession
   return { started };
 }
 
-/** Runs the sandbox in the calling thread (still QuickJS: untrusted code never runs in Node itself). */
-export function createLocalSandboxRunner(): SandboxRunner {
-  const hosts = new HostPool();
+/**
+ * Runs the sandbox in the calling thread (still QuickJS: untrusted code never runs in Node itself),
+ * with `heapMb` as the bound on its WebAssembly memory.
+ */
+export function createLocalSandboxRunner(heapMb: number = DEFAULT_SANDBOX_LIMITS.heapMb): SandboxRunner {
+  const host = new QuickJSHost(heapMb);
   return {
-    probe: input => runProbe(hosts, input),
-    checks: input => runChecks(hosts, input),
+    probe: input => runProbe(host, input),
+    checks: input => runChecks(host, input),
     async openSession(code, initialState, limits) {
       const { port1, port2 } = new MessageChannel();
-      void runSession(hosts, { code, initialState, limits, port: port2 });
+      void runSession(host, { code, initialState, limits, port: port2 });
       return connectSession(port1).started;
     },
     close: () => Promise.resolve(),

@@ -3,11 +3,12 @@ import type { CheckSpec, EnvironmentCode, ToolCall } from './bundle.js';
 import { diffStates, type StateDiff } from './diff.js';
 import { SandboxError, type SandboxErrorCode } from './errors.js';
 import type { SandboxLimits } from './limits.js';
-import { QuickJSHost, type CallOutcome, type CheckOutcome, type SandboxEnvironment } from './quickjs-host.js';
+import type { CallOutcome, CheckOutcome, QuickJSHost, SandboxEnvironment } from './quickjs-host.js';
 
 /**
  * The work a sandbox thread does. Tasks take and return plain, structured-cloneable data; the
- * same functions run in a pool thread (workers/sandbox-pool.ts) or in-process (local-runner.ts).
+ * same functions run in a pool thread (workers/sandbox-pool.ts) or in the calling thread
+ * (runner.ts, createLocalSandboxRunner). Each thread has one QuickJSHost.
  */
 
 export interface SandboxFailure {
@@ -75,28 +76,11 @@ export interface SessionSummary {
 const failure = (err: unknown): SandboxFailure =>
   err instanceof SandboxError ? { code: err.code, message: err.message } : { code: 'TOOL_THREW', message: String(err) };
 
-/**
- * The QuickJS hosts of this thread. A host whose module failed, or whose heap grew past the
- * recycle mark, stops taking new environments; it is dropped (and its heap freed by GC) once its
- * last environment is gone. This recycles the WebAssembly heap without ending the thread, so the
- * sessions living in the thread are not cut off.
- */
-export class HostPool {
-  private current: QuickJSHost | null = null;
-  constructor(private readonly recycleAtBytes: (limits: SandboxLimits) => number = l => l.heapMb * 1024 * 1024 * 0.75) {}
-
-  host(limits: SandboxLimits): QuickJSHost {
-    const c = this.current;
-    if (!c || c.broken || c.heapBytes() > this.recycleAtBytes(limits)) this.current = new QuickJSHost(limits.heapMb);
-    return this.current!;
-  }
-}
-
-export async function runProbe(hosts: HostPool, input: ProbeInput): Promise<ProbeResult> {
+export async function runProbe(host: QuickJSHost, input: ProbeInput): Promise<ProbeResult> {
   const started = performance.now();
   let env: SandboxEnvironment;
   try {
-    env = await hosts.host(input.limits).createEnvironment(input.code, input.initialState, input.limits);
+    env = await host.createEnvironment(input.code, input.initialState, input.limits);
   } catch (err) {
     return { createError: failure(err), createMs: performance.now() - started, steps: [], finalState: null, finalStateError: null };
   }
@@ -132,8 +116,8 @@ function safeSnapshot(env: SandboxEnvironment): unknown {
   }
 }
 
-export async function runChecks(hosts: HostPool, input: ChecksInput): Promise<ChecksResult> {
-  const results = await hosts.host(input.limits).runChecks(input.checks, input.finalState, input.initialState, input.limits);
+export async function runChecks(host: QuickJSHost, input: ChecksInput): Promise<ChecksResult> {
+  const results = await host.runChecks(input.checks, input.finalState, input.initialState, input.limits);
   const passed = results.filter(r => r.passed).length;
   return { results, reward: results.length ? passed / results.length : 0, solved: results.length > 0 && passed === results.length };
 }
@@ -143,13 +127,13 @@ export async function runChecks(hosts: HostPool, input: ChecksInput): Promise<Ch
  * this thread for the whole episode while other sessions share the thread.
  */
 export async function runSession(
-  hosts: HostPool,
+  host: QuickJSHost,
   input: { code: EnvironmentCode; initialState: unknown; limits: SandboxLimits; port: MessagePort },
 ): Promise<SessionSummary> {
   const { port } = input;
   let env: SandboxEnvironment;
   try {
-    env = await hosts.host(input.limits).createEnvironment(input.code, input.initialState, input.limits);
+    env = await host.createEnvironment(input.code, input.initialState, input.limits);
   } catch (err) {
     // The host closes the port after reading this (closing here could overtake the message).
     port.postMessage({ id: 0, ok: false, error: failure(err) } satisfies SessionReply);

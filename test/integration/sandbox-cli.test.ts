@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -8,9 +8,9 @@ import { expect } from 'chai';
 const run = promisify(execFile);
 const REF = 'fixtures/reference';
 
-async function envfleet(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function envfleet(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, ['bin/envfleet.js', ...args], { maxBuffer: 64 << 20 });
+    const { stdout, stderr } = await run(process.execPath, ['bin/envfleet.js', ...args], { maxBuffer: 64 << 20, env: { ...process.env, ...env } });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -24,6 +24,7 @@ describe('envfleet sandbox (command line)', function () {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'envfleet-cli-'));
   });
+  after(() => rm(dir, { recursive: true, force: true }));
   const file = async (name: string, text: string) => {
     const path = join(dir, name);
     await writeFile(path, text);
@@ -65,6 +66,20 @@ describe('envfleet sandbox (command line)', function () {
     const bomb = await file('bomb.jsonl', '{"tool":"bomb"}\n');
     const mem = JSON.parse((await envfleet(['sandbox', 'run', bundle, '--state', state, '--calls', bomb, '--memory-mb', '32', '--deadline-ms', '20000'])).stdout) as { results: { runtimeError?: string }[] };
     expect(mem.results[0]!.runtimeError).to.equal('MEMORY_EXCEEDED');
+  });
+
+  it('applies ENVFLEET_SANDBOX_ENV_MEMORY_MB as --memory-mb does, and the documented 64 MiB when nothing is set', async () => {
+    const bundle = await file('alloc.json', JSON.stringify({
+      name: 'alloc', className: 'A', source: 'class A { constructor(s) { this.state = s; } allocate({ mb, piece }) { const a = []; for (let i = 0; i < mb; i += piece) a.push("y".repeat(piece << 20) + i); return { success: true, data: a.length }; } }',
+      tools: [{ type: 'function', function: { name: 'allocate', parameters: { type: 'object' } } }],
+    }));
+    const state = await file('alloc-state.json', '{}');
+    const results = async (calls: string, env: Record<string, string>) =>
+      (JSON.parse((await envfleet(['sandbox', 'run', bundle, '--state', state, '--calls', await file('alloc.jsonl', calls)], env)).stdout) as { results: { result: unknown; runtimeError?: string }[] }).results;
+    const sixteen = await results('{"tool":"allocate","arguments":{"mb":128,"piece":1}}\n', { ENVFLEET_SANDBOX_ENV_MEMORY_MB: '16' });
+    expect(sixteen[0]!.runtimeError).to.equal('MEMORY_EXCEEDED');
+    const unset = await results('{"tool":"allocate","arguments":{"mb":32,"piece":32}}\n{"tool":"allocate","arguments":{"mb":256,"piece":256}}\n', {});
+    expect(unset.map(r => r.runtimeError)).to.deep.equal([undefined, 'MEMORY_EXCEEDED']);
   });
 
   it('names the file, line and problem of a malformed input, and exits 1', async () => {

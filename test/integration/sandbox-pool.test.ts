@@ -1,10 +1,15 @@
 import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { expect } from 'chai';
 import { pino } from 'pino';
+import { loadConfig } from '../../config/index.js';
 import type { EnvironmentCode } from '../../src/sandbox/bundle.js';
-import { DEFAULT_SANDBOX_LIMITS } from '../../src/sandbox/limits.js';
+import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
 import type { EnvSession } from '../../src/sandbox/runner.js';
-import { createSandboxPool } from '../../workers/sandbox-pool.js';
+import { SANDBOX_THREAD_FILE, createSandboxPool } from '../../workers/sandbox-pool.js';
 import { rejection } from '../helpers/assert.js';
 
 const fixture = (name: string): unknown => JSON.parse(readFileSync(new URL(`../../fixtures/reference/${name}`, import.meta.url), 'utf8'));
@@ -17,14 +22,20 @@ const COUNTER: EnvironmentCode = {
     add({ k }) { this.state.n += k; this.state.log.push(k); return { success: true, data: this.state.n }; }
     spin() { for (;;) {} }
     bomb() { const a = []; for (;;) a.push('x'.repeat(65536) + a.length); }
+    allocate({ mb, piece }) { const a = []; for (let i = 0; i < mb; i += piece) a.push('y'.repeat(piece << 20) + i); return { success: true, data: a.length }; }
   }`,
-  tools: ['add', 'spin', 'bomb'].map(name => ({ type: 'function' as const, function: { name, parameters: { type: 'object' } } })),
+  tools: ['add', 'spin', 'bomb', 'allocate'].map(name => ({ type: 'function' as const, function: { name, parameters: { type: 'object' } } })),
 };
 
 describe('sandbox pool (real piscina threads)', function () {
   this.timeout(60_000);
-  const pool = createSandboxPool({ pool: { threads: 2, tasksPerThread: 64 } }, pino({ level: 'silent' }));
+  const pool = createSandboxPool({ pool: { threads: 2, tasksPerThread: 64 }, sandbox: LIMITS }, pino({ level: 'silent' }), SANDBOX_THREAD_FILE);
   after(() => pool.close());
+
+  it('starts: every thread loads the thread file and runs an environment', async () => {
+    await pool.started();
+    expect(pool.piscina.threads.length).to.equal(2);
+  });
 
   it('runs a probe of the reference environment in a thread', async () => {
     const result = await pool.probe({
@@ -87,4 +98,87 @@ describe('sandbox pool (real piscina threads)', function () {
     const err = await rejection(pool.openSession({ ...COUNTER, source: 'class Counter {' }, {}, LIMITS));
     expect(err).to.have.property('code', 'SOURCE_LOAD_FAILED');
   });
+
 });
+
+describe('the memory allowance of ENVFLEET_SANDBOX_ENV_MEMORY_MB, through the worker path', function () {
+  this.timeout(60_000);
+  const silent = pino({ level: 'silent' });
+
+  /** A pool and limits made from the environment as a worker and a submitter make them. */
+  async function withWorkerConfig(env: Record<string, string>, fn: (pool: ReturnType<typeof createSandboxPool>, limits: SandboxLimits) => Promise<void>) {
+    const config = loadConfig({ ENVFLEET_POOL_THREADS: '1', ...env });
+    const pool = createSandboxPool(config, silent, SANDBOX_THREAD_FILE);
+    try {
+      await pool.started();
+      await fn(pool, config.sandbox);
+    } finally {
+      await pool.close();
+    }
+  }
+
+  it('applies ENVFLEET_SANDBOX_ENV_MEMORY_MB=16: a method that allocates 128 MiB is stopped, 8 MiB fits', async () => {
+    await withWorkerConfig({ ENVFLEET_SANDBOX_ENV_MEMORY_MB: '16' }, async (pool, limits) => {
+      expect(limits.envMemoryMb).to.equal(16);
+      const probe = await pool.probe({ code: COUNTER, initialState: { n: 0 }, calls: [{ tool: 'allocate', arguments: { mb: 128, piece: 1 } }], limits });
+      expect(probe.steps[0]!.runtimeError).to.equal('MEMORY_EXCEEDED');
+      expect((probe.steps[0]!.result as { error: string }).error).to.match(/16 MiB/);
+      const fits = await pool.probe({ code: COUNTER, initialState: { n: 0 }, calls: [{ tool: 'allocate', arguments: { mb: 8, piece: 1 } }], limits });
+      expect(fits.steps[0]!.result).to.deep.equal({ success: true, data: 8 });
+    });
+  });
+
+  it('applies the documented 64 MiB when nothing is set: a 256 MiB string is refused, a 32 MiB one is not', async () => {
+    await withWorkerConfig({}, async (pool, limits) => {
+      expect(limits.envMemoryMb).to.equal(64);
+      const session = await pool.openSession(COUNTER, { n: 0 }, limits);
+      expect((await session.call('allocate', { mb: 32, piece: 32 })).result).to.deep.equal({ success: true, data: 1 });
+      expect((await session.call('allocate', { mb: 256, piece: 256 })).runtimeError).to.equal('MEMORY_EXCEEDED');
+      expect((await session.call('add', { k: 1 })).runtimeError).to.equal('ENV_DISPOSED');
+      await session.close();
+    });
+  });
+});
+
+describe('sandbox pool start-up', function () {
+  this.timeout(60_000);
+  const silent = pino({ level: 'silent' });
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'envfleet-pool-start-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  const refusal = async (threadFile: URL): Promise<Error> => {
+    const pool = createSandboxPool({ pool: { threads: 2, tasksPerThread: 4 }, sandbox: DEFAULT_SANDBOX_LIMITS }, silent, threadFile);
+    try {
+      return (await rejection(pool.started())) as Error;
+    } finally {
+      await pool.close();
+    }
+  };
+
+  it('refuses to start, naming the file and the cause, when the thread file is missing', async () => {
+    const missing = pathToFileURL(join(dir, 'sandbox-thread.js'));
+    const err = await refusal(missing);
+    expect(err).to.have.property('code', 'SANDBOX_UNAVAILABLE');
+    expect(err.message).to.include('the sandbox pool cannot start its threads from').and.to.include(join(dir, 'sandbox-thread.js'));
+    expect(err.message).to.match(/Cannot find module/);
+  });
+
+  it('refuses to start when the thread file throws as it loads', async () => {
+    const file = join(dir, 'throws.mjs');
+    await writeFile(file, "throw new Error('this thread cannot load');\n");
+    const err = await refusal(pathToFileURL(file));
+    expect(err).to.have.property('code', 'SANDBOX_UNAVAILABLE');
+    expect(err.message).to.match(/this thread cannot load/);
+  });
+
+  it('refuses to start when a thread cannot run an environment', async () => {
+    const file = join(dir, 'broken.mjs');
+    await writeFile(file, "export default async () => { throw new Error('no QuickJS here'); };\n");
+    const err = await refusal(pathToFileURL(file));
+    expect(err.message).to.match(/no QuickJS here/);
+  });
+});
+

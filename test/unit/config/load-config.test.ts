@@ -76,6 +76,8 @@ describe('config: loadConfig defaults', () => {
       stalledIntervalMs: 15_000,
       shutdownTimeoutMs: 30_000,
       rolloutConcurrency: 64,
+      pausedRecheckMs: 3_600_000,
+      rateLimitPauseMs: 3_600_000,
     });
     expect(config.pool.threads).to.equal(Math.max(1, availableParallelism()));
     expect(config.budgets).to.deep.equal({ usd: 0, tokens: 0 });

@@ -208,6 +208,12 @@ describe('sandbox loading errors', () => {
   it('names a missing class', async () => {
     expect((await code('class Y { constructor(s) { this.state = s; } }')).code).to.equal('CLASS_MISSING');
   });
+  it('names a tool whose parameters schema does not compile (a pattern RE2 refuses), with the tool', async () => {
+    const tools = [{ type: 'function' as const, function: { name: 'find_guest', description: 'x', parameters: { type: 'object', properties: { name: { type: 'string', pattern: '^(?=é)日本' } } } } }];
+    const err = (await rejection(host.createEnvironment({ ...base, tools, source: 'class X { constructor(s) { this.state = s; } find_guest() { return {}; } }' }, {}, LIMITS))) as { code: string; message: string };
+    expect(err.code).to.equal('TOOL_SCHEMA_INVALID');
+    expect(err.message).to.match(/^tool find_guest: .*linear-time/);
+  });
   it('names a constructor that throws', async () => {
     const err = await code('class X { constructor(s) { throw new Error("no rooms"); } }');
     expect(err).to.deep.include({ code: 'CONSTRUCTOR_FAILED' });
