@@ -118,7 +118,7 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
       const reasons = [...new Set(list.map(t => t.termination.reason))].join(', ');
       out(`  ${env.description.summary.padEnd(28)} ${String(list.length).padStart(3)} trajectories  mean reward ${mean.toFixed(2)}  solved ${(solved * 100).toFixed(0)}%  (${reasons})`);
     }
-    const status = (await runStatus({ at: { connection: running.ctx.redis, prefix: config.redis.prefix }, store: running.ctx.store, ledger: running.ctx.ledger, control: running.ctx.runControl }, runId))!;
+    const status = (await runStatus({ store: running.ctx.store, ledger: running.ctx.ledger, control: running.ctx.runControl }, runId))!;
     out(`[demo] funnel (envfleet status --run ${runId}):\n${formatFunnel(status.funnel)}\n  counters: ${formatEvents(status.events)}`);
     const totals = await running.ctx.ledger.totals(runId);
     out(`[demo] ledger: ${totals.requests} model requests (${totals.cachedRequests} from the cache), ${totals.promptTokens} prompt + ${totals.completionTokens} completion tokens, $${totals.costUsd.toFixed(4)}`);

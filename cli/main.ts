@@ -4,7 +4,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import type { ExportCommandOptions } from './datasets.js';
-import type { BudgetOptions, ControlOptions } from './runs.js';
+import type { BudgetOptions, ControlOptions, DeleteRunsOptions } from './runs.js';
 import type { SandboxCommandOptions } from './sandbox.js';
 import type { RolloutsOptions, ScenariosOptions, SynthOptions } from './submit.js';
 
@@ -176,9 +176,15 @@ program
 
 program
   .command('runs')
-  .description('list the runs: state, outstanding jobs, creation time')
+  .description('list the runs (state, outstanding jobs, creation time), or delete them')
   .option('--json', 'print JSON')
-  .action(guarded(async (opts: { json?: boolean }) => (await import('./runs.js')).runsCommand(opts)));
+  .action(guarded(async (opts: { json?: boolean }) => (await import('./runs.js')).runsCommand(opts)))
+  .command('delete')
+  .description('delete a run, or every run finished before a date: its documents, counters, cached model responses, ledger and finished jobs (a run with outstanding jobs must be cancelled first)')
+  .option('--run <name>', 'the run to delete')
+  .option('--finished-before <date>', 'delete every run that finished before this date (ISO 8601, e.g. 2026-11-01 or 2026-11-01T12:00Z)')
+  .option('--dry-run', 'only list what would be deleted')
+  .action(guarded(async (opts: DeleteRunsOptions) => (await import('./runs.js')).deleteRunsCommand(opts)));
 
 program
   .command('status')

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,6 +12,8 @@ export interface RedisChoice {
   /** True when the demo started its own redis-server. */
   readonly private: boolean;
   stop(): Promise<void>;
+  /** Stops a private redis-server at once (from a process 'exit' handler, where nothing can be awaited). */
+  stopNow(): void;
 }
 
 async function answers(url: string, timeoutMs: number): Promise<boolean> {
@@ -43,7 +46,7 @@ export async function freePort(): Promise<number> {
 export async function chooseRedis(url: string, log: (line: string) => void): Promise<RedisChoice> {
   if (await answers(url, 1_500)) {
     log(`using Redis at ${redactRedisUrl(url)}`);
-    return { url, private: false, stop: () => Promise.resolve() };
+    return { url, private: false, stop: () => Promise.resolve(), stopNow: () => undefined };
   }
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'envfleet-redis-'));
@@ -54,6 +57,10 @@ export async function chooseRedis(url: string, log: (line: string) => void): Pro
   );
   const spawnError = new Promise<Error>(resolve => child.once('error', resolve));
   const privateUrl = `redis://127.0.0.1:${port}`;
+  const stopNow = () => {
+    if (child.exitCode === null) child.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  };
   const stop = async () => {
     if (child.exitCode === null) {
       child.kill('SIGTERM');
@@ -73,7 +80,7 @@ export async function chooseRedis(url: string, log: (line: string) => void): Pro
     }
     if (await answers(privateUrl, 500)) {
       log(`no Redis at ${redactRedisUrl(url)}; started a private redis-server on port ${port} (removed when the demo ends)`);
-      return { url: privateUrl, private: true, stop };
+      return { url: privateUrl, private: true, stop, stopNow };
     }
   }
   await stop();

@@ -1,8 +1,10 @@
 import { InvalidArgumentError } from 'commander';
 import { MODEL_STAGE_NAMES, isModelStage } from '../config/index.js';
-import { cancelRun } from '../queues/run-jobs.js';
+import { deleteRun, runsFinishedBefore } from '../queues/run-delete.js';
+import { cancelRun, resumeRun } from '../queues/run-jobs.js';
 import { listRuns, runStatus, type FunnelRow, type RunStatus } from '../queues/run-status.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
+import { castToError } from '../src/errors.js';
 import type { RunBudgets } from '../src/runs/control.js';
 import { requireRun, withRuns, type CommandContext } from './context.js';
 
@@ -18,8 +20,8 @@ export async function runsCommand(opts: { json?: boolean }): Promise<void> {
 
 /** `envfleet status`. */
 export async function statusCommand(opts: { run: string; json?: boolean }): Promise<void> {
-  await withRuns(async ({ at, store, control, ledger }) => {
-    const status = await runStatus({ at, store, ledger, control }, opts.run);
+  await withRuns(async ({ store, control, ledger }) => {
+    const status = await runStatus({ store, ledger, control }, opts.run);
     if (!status) await requireRun(store, opts.run);
     process.stdout.write(opts.json ? `${JSON.stringify(status)}\n` : `${formatStatus(status!)}\n\n${formatFunnel(status!.funnel)}\n`);
   });
@@ -41,14 +43,16 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
     await requireRun(c.store, opts.run);
     if (action === 'pause') {
       await c.control.pause(opts.run, opts.reason);
-      process.stdout.write(`run ${opts.run} paused; jobs already running finish and are kept\n`);
+      process.stdout.write(`run ${opts.run} paused; jobs already running finish and are kept, the others are parked until resume\n`);
     } else if (action === 'resume') {
       if (opts.budgetUsd !== undefined || opts.budgetTokens !== undefined) {
         const current = await budgetsOf(c, opts.run);
         await c.control.setBudgets(opts.run, { ...current, ...(opts.budgetUsd !== undefined ? { usd: opts.budgetUsd } : {}), ...(opts.budgetTokens !== undefined ? { tokens: opts.budgetTokens } : {}) });
       }
-      await c.control.resume(opts.run);
-      process.stdout.write(`run ${opts.run} resumed\n`);
+      // Brings the parked jobs back here too, so resuming works while no worker is listening.
+      const r = await resumeRun(c.at, c.control, opts.run);
+      const left = r.failed ? `; ${r.failed} could not be brought back now (${castToError(r.firstError).message}): resume again, or the workers' recheck brings them back (ENVFLEET_PAUSED_RECHECK_MS)` : '';
+      process.stdout.write(`run ${opts.run} resumed; ${r.released} parked jobs brought back${left}\n`);
     } else {
       const r = await cancelRun(c.at, c.store, c.control, opts.run, opts.reason);
       process.stdout.write(`run ${opts.run} cancelled: ${r.removed} waiting jobs removed, ${r.running} running jobs finish\n`);
@@ -97,20 +101,61 @@ export const formatEvents = (events: RunStatus['events']) =>
 
 export function formatStatus(s: RunStatus): string {
   const lines = [
-    `run ${s.id} — ${s.control.state}${s.control.reason ? ` (${s.control.reason})` : ''}; created ${s.createdAt}; input ${s.input}`,
+    `run ${s.id} — ${s.state}${s.finishedAt ? ` at ${s.finishedAt}` : ''}${s.control.reason ? ` (${s.control.reason})` : ''}; created ${s.createdAt}; input ${s.input}`,
     `outstanding jobs: ${s.outstanding}; rate ${s.ratePerMinute.toFixed(1)} jobs/min; ${s.etaMinutes === null ? 'time left unknown' : `about ${s.etaMinutes.toFixed(1)} min left`}`,
     `environments ${JSON.stringify(s.environments)}; scenarios ${JSON.stringify(s.scenarios)}; trajectories ${s.trajectories.count}` +
       (s.trajectories.meanReward === null ? '' : ` (mean reward ${s.trajectories.meanReward.toFixed(3)}, solved ${((s.trajectories.solvedRate ?? 0) * 100).toFixed(1)}%)`),
     ...(Object.keys(s.events).length ? [`counters: ${formatEvents(s.events)}`] : []),
+    `redis: ${formatBytes(s.redis.bytes)} kept by the run` +
+      Object.entries(s.redis.perItem)
+        .filter(([, n]) => n !== null)
+        .map(([item, n]) => `; ${formatBytes(n!)} per ${item}`)
+        .join(''),
     `model: ${s.ledger.requests} requests (${s.ledger.cachedRequests} cached), ${s.ledger.promptTokens + s.ledger.completionTokens} tokens, $${s.ledger.costUsd.toFixed(4)}` +
       (s.budgets ? `; budget ${s.budgets.tokens ? `${s.budgets.tokens} tokens` : ''}${s.budgets.usd ? ` $${s.budgets.usd}` : ''}${Object.keys(s.budgets.byStage).length ? ` per stage ${JSON.stringify(s.budgets.byStage)}` : ''}` : ''),
     '',
     'stage                  waiting  active  done   left (why)                         tokens      cost',
   ];
   for (const st of s.stages) {
-    const waiting = (st.jobs['waiting'] ?? 0) + (st.jobs['wait'] ?? 0) + (st.jobs['delayed'] ?? 0) + (st.jobs['waiting-children'] ?? 0) + (st.jobs['prioritized'] ?? 0);
     const why = Object.entries(st.left).map(([k, n]) => `${n} ${k}`).join(', ') || '-';
-    lines.push(`${st.stage.padEnd(22)} ${String(waiting).padStart(7)} ${String(st.jobs['active'] ?? 0).padStart(7)} ${String(st.done).padStart(5)}   ${why.padEnd(34)} ${String(st.tokens).padStart(8)}  $${st.costUsd.toFixed(4)}`);
+    lines.push(`${st.stage.padEnd(22)} ${String(st.waiting).padStart(7)} ${String(st.running).padStart(7)} ${String(st.done).padStart(5)}   ${why.padEnd(34)} ${String(st.tokens).padStart(8)}  $${st.costUsd.toFixed(4)}`);
   }
   return lines.join('\n');
+}
+
+export interface DeleteRunsOptions {
+  readonly run?: string;
+  readonly finishedBefore?: string;
+  readonly dryRun?: boolean;
+}
+
+/** `envfleet runs delete`. */
+export async function deleteRunsCommand(opts: DeleteRunsOptions): Promise<void> {
+  if (!!opts.run === !!opts.finishedBefore) throw new InvalidArgumentError('give exactly one of --run NAME or --finished-before DATE');
+  const before = opts.finishedBefore === undefined ? null : new Date(opts.finishedBefore);
+  if (before && Number.isNaN(before.getTime())) throw new InvalidArgumentError(`--finished-before takes a date (ISO 8601, e.g. 2026-11-01), not "${opts.finishedBefore}"`);
+  await withRuns(async ({ config, redis, store, control }) => {
+    const runs = before ? await runsFinishedBefore(store, before) : [opts.run!];
+    if (opts.dryRun) {
+      process.stdout.write(runs.length ? `would delete: ${runs.join(', ')}\n` : 'nothing to delete\n');
+      return;
+    }
+    for (const runId of runs) {
+      const deleted = await deleteRun(redis, config.redis.prefix, store, control, runId);
+      process.stdout.write(`deleted run ${runId}: ${deleted.keys} Redis keys, ${deleted.jobs} finished jobs\n`);
+    }
+    if (!runs.length) process.stdout.write(`no run finished before ${before!.toISOString()}\n`);
+  });
+}
+
+/** 1234567 → "1.2 MB". */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  let x = n;
+  while (Math.abs(x) >= 1000 && i < units.length - 1) {
+    x /= 1000;
+    i += 1;
+  }
+  return `${i === 0 ? x : x.toFixed(1)} ${units[i]}`;
 }

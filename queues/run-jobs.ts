@@ -1,5 +1,5 @@
 import { Queue, type ConnectionOptions } from 'bullmq';
-import type { RunControl } from '../src/runs/control.js';
+import type { ParkedJob, RunControl } from '../src/runs/control.js';
 import type { RunStore } from '../src/runs/store.js';
 import { sleep } from '../src/util/sleep.js';
 import { parsePendingKey } from './enqueuer.js';
@@ -37,14 +37,24 @@ export async function forEachPendingJob(
  * Forgets outstanding entries whose job has ended (or is gone) without being settled, as happens
  * when a worker dies in the instant between finishing a job and recording it.
  */
-export async function reconcilePending(at: QueuesAt, store: RunStore, runId: string): Promise<number> {
+export async function reconcilePending(at: QueuesAt, store: RunStore, runId: string, options: { unknownGraceMs?: number } = {}): Promise<number> {
   let fixed = 0;
+  const unknown: string[] = [];
   await forEachPendingJob(at, store, runId, async ({ key, queue, jobId }) => {
     const state = await queue.getJobState(jobId);
-    if (state === 'completed' || state === 'failed' || state === 'unknown') {
+    if (state === 'completed' || state === 'failed') {
       await store.donePending(runId, key);
       fixed += 1;
-    }
+    } else if (state === 'unknown') unknown.push(key);
+  });
+  if (!unknown.length) return fixed;
+  // An entry is put in the outstanding set just before its job is added: a job not there yet may be
+  // on its way. Only one still missing a moment later is gone (removed, or its add crashed).
+  await sleep(options.unknownGraceMs ?? 2_000);
+  await forEachPendingJob(at, store, runId, async ({ key, queue, jobId }) => {
+    if (!unknown.includes(key) || (await queue.getJobState(jobId)) !== 'unknown') return;
+    await store.donePending(runId, key);
+    fixed += 1;
   });
   return fixed;
 }
@@ -55,18 +65,10 @@ export interface RunProgress {
   readonly scenarios: Record<string, number>;
 }
 
-/** How many of a kind's documents have each status. */
-export async function countByStatus(store: RunStore, runId: string, kind: 'env' | 'scenario'): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const id of await store.listDocIds(runId, kind)) {
-    const doc = await store.getDoc(runId, kind, id);
-    if (doc) out[doc.status] = (out[doc.status] ?? 0) + 1;
-  }
-  return out;
-}
-
+/** Outstanding jobs and items by status: three counter reads, whatever the size of the run. */
 export async function runProgress(store: RunStore, runId: string): Promise<RunProgress> {
-  return { outstanding: await store.pendingCount(runId), environments: await countByStatus(store, runId, 'env'), scenarios: await countByStatus(store, runId, 'scenario') };
+  const [outstanding, environments, scenarios] = await Promise.all([store.pendingCount(runId), store.statusCounts(runId, 'env'), store.statusCounts(runId, 'scenario')]);
+  return { outstanding, environments, scenarios };
 }
 
 /** Waits until the run has no outstanding job, reporting progress when it changes (and reconciling now and then when given the queues). */
@@ -83,6 +85,97 @@ export async function waitForRun(store: RunStore, runId: string, report: (p: Run
     if (progress.outstanding === 0) return progress;
     await sleep(500, options.signal);
   }
+}
+
+/**
+ * Brings one parked job back: BullMQ's promote moves it from the delayed set to its queue's wait
+ * list atomically, so of several releasers racing for the same parking (workers hearing a resume,
+ * the resume command, the recheck, the parker itself) exactly one moves it; the others find it no
+ * longer delayed. Then the parking is forgotten (unless the job was parked again meanwhile).
+ *
+ * A job found active may be between being recorded and being moved to the delayed set: its record
+ * is kept, because its parker looks at the run again once the job is moved and brings it back
+ * itself (`owner`: that parker, which knows the job is its to bring back). Returns true when this
+ * call moved the job.
+ */
+export async function releaseParkedJob(queue: Queue, control: RunControl, runId: string, parked: ParkedJob, options: { owner?: boolean } = {}): Promise<boolean> {
+  const { jobId } = parsePendingKey(parked.key);
+  const job = await queue.getJob(jobId);
+  if (job) {
+    try {
+      await job.promote();
+      await control.unpark(runId, parked);
+      return true;
+    } catch {
+      // Not delayed (brought back by someone else, ended, or not moved yet), or Redis failed: the
+      // state says which; if it cannot be read either, this throws and nothing is forgotten.
+      const state = await job.getState();
+      if (state === 'delayed') {
+        // Moved to the delayed set just after the first try (or that try failed): once more, and an
+        // error now is a real one (the parking stays recorded for the next try).
+        await job.promote();
+        await control.unpark(runId, parked);
+        return true;
+      }
+      if (state === 'active' && !options.owner) return false;
+    }
+  }
+  await control.unpark(runId, parked);
+  return false;
+}
+
+/**
+ * Brings back every parked job of a run (call it once the run is no longer paused). Idempotent and
+ * safe to run from several processes at once: a parking ended by another is skipped after one read
+ * (and one ended before this call started is not even listed), and each batch is taken in a random
+ * order so that processes that start together mostly take different jobs. `failed` counts jobs that
+ * could not be brought back now; they stay recorded for the next try (the workers' recheck).
+ */
+export async function releaseParkedJobs(at: QueuesAt, control: RunControl, runId: string): Promise<{ released: number; failed: number; firstError?: unknown }> {
+  const queues = new Map<string, Queue>();
+  let released = 0;
+  let failed = 0;
+  let firstError: unknown;
+  try {
+    for await (const batch of control.parked(runId)) {
+      for (const parked of shuffled(batch)) {
+        if (!(await control.isParked(runId, parked))) continue;
+        const { queue: name } = parsePendingKey(parked.key);
+        let queue = queues.get(name);
+        if (!queue) {
+          queue = new Queue(name, { connection: at.connection, prefix: at.prefix });
+          queues.set(name, queue);
+        }
+        try {
+          if (await releaseParkedJob(queue, control, runId, parked)) released += 1;
+        } catch (err) {
+          failed += 1;
+          firstError ??= err;
+        }
+      }
+    }
+  } finally {
+    for (const q of queues.values()) await q.close();
+  }
+  return { released, failed, ...(failed ? { firstError } : {}) };
+}
+
+function shuffled<T>(items: readonly T[]): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i -= 1) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+/**
+ * Resumes a run and brings back its parked jobs at once (workers that hear of the resume do the
+ * same; the first to reach a job moves it, the others find it moved).
+ */
+export async function resumeRun(at: QueuesAt, control: RunControl, runId: string): Promise<{ released: number; failed: number; firstError?: unknown }> {
+  await control.resume(runId);
+  return releaseParkedJobs(at, control, runId);
 }
 
 /**
@@ -122,6 +215,8 @@ export async function cancelRun(at: QueuesAt, store: RunStore, control: RunContr
     const scenario = await store.getDoc(runId, 'scenario', id);
     if (scenario?.status === 'building') await store.putDoc(runId, 'scenario', id, { ...scenario, status: 'dropped', dropReason: failure });
   }
+  // Its parked jobs were delayed jobs, removed above; a job parked since then finds the run cancelled when it looks again.
+  await control.forgetParked(runId);
   await store.count(runId, 'run', 'cancelled');
   return { removed, running };
 }

@@ -1,11 +1,8 @@
-import { Queue } from 'bullmq';
 import type { Ledger, LedgerTotals } from '../src/llm/ports.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
 import type { RunBudgets, RunControl, RunControlState } from '../src/runs/control.js';
 import type { RunStore } from '../src/runs/store.js';
-import { parsePendingKey } from './enqueuer.js';
 import { EPISODE_STAGE, PIPELINE, PIPELINE_STAGES, RUN_COUNTERS, STAGES, type PipelineStage } from './pipeline.js';
-import { countByStatus, type QueuesAt } from './run-jobs.js';
 
 export interface FunnelRow {
   readonly stage: PipelineStage;
@@ -40,21 +37,30 @@ export async function funnelReport(store: RunStore, runId: string): Promise<Funn
 
 export interface StageStatus {
   readonly stage: PipelineStage;
-  /** Outstanding jobs of the run in this queue, by BullMQ state. */
-  readonly jobs: Record<string, number>;
+  /** Outstanding jobs of the run in this queue that are not running (waiting, delayed, waiting for children, parked). */
+  readonly waiting: number;
+  /** Jobs of the run in this queue running now. */
+  readonly running: number;
   readonly done: number;
   readonly left: Record<string, number>;
   readonly tokens: number;
   readonly costUsd: number;
 }
 
+/** A run's state as people read it: a running run with no outstanding job is finished. */
+export type RunState = RunControlState['state'] | 'finished';
+export const runState = (control: RunControlState, outstanding: number): RunState => (control.state === 'running' && outstanding === 0 ? 'finished' : control.state);
+
 export interface RunStatus {
   readonly id: string;
+  readonly state: RunState;
   readonly createdAt: string;
   readonly input: string;
   readonly control: RunControlState;
   readonly budgets: RunBudgets | null;
   readonly outstanding: number;
+  /** When the run ran out of outstanding jobs (null while it has some). */
+  readonly finishedAt: string | null;
   readonly environments: Record<string, number>;
   readonly scenarios: Record<string, number>;
   readonly trajectories: { readonly count: number; readonly meanReward: number | null; readonly solvedRate: number | null; readonly byTermination: Record<string, number> };
@@ -63,55 +69,65 @@ export interface RunStatus {
   /** The run's counters that are not stages (queues/pipeline.ts RUN_COUNTERS): input items, environments created, sandbox stops, run events. */
   readonly events: Record<string, Record<string, number>>;
   readonly ledger: LedgerTotals;
+  /** What the run keeps in Redis (documents, probe steps, cached model responses), and per item of each family. */
+  readonly redis: RedisFootprint;
   /** Jobs finished per minute over the last five minutes that saw any. */
   readonly ratePerMinute: number;
   readonly etaMinutes: number | null;
   readonly throughput: readonly { minute: string; count: number }[];
 }
 
+export interface RedisFootprint {
+  readonly bytes: number;
+  /** By area: `doc:KIND`, `steps`, `cache:MODEL_STAGE`. */
+  readonly byArea: Record<string, number>;
+  /** Bytes per environment (its mining, skeleton and check documents, probe steps and cached responses), per scenario, per trajectory. */
+  readonly perItem: { readonly environment: number | null; readonly scenario: number | null; readonly trajectory: number | null };
+}
+
+type Family = 'environment' | 'scenario' | 'trajectory';
+/** Which item family a document kind belongs to. */
+const DOC_FAMILY: Record<string, Family> = { task: 'environment', judge: 'environment', topic: 'environment', dedup: 'environment', env: 'environment', method: 'environment', scenario: 'scenario', 'scenario-config': 'scenario', trajectory: 'trajectory', group: 'trajectory', 'rollout-config': 'trajectory' };
+const KIND_FAMILY: Record<string, Family> = { run: 'environment', task: 'environment', environment: 'environment', scenario: 'scenario', episode: 'trajectory', group: 'trajectory' };
+/** Which item family a model stage's cached responses belong to: that of the pipeline stage that spends it. */
+const MODEL_FAMILY: Record<string, Family> = Object.fromEntries(PIPELINE_STAGES.flatMap(s => (STAGES[s].models ?? []).map(m => [m, KIND_FAMILY[STAGES[s].item.kind]!])));
+
+/** The run's byte counters, summed by item family and divided by the items of each. */
+function footprint(byArea: Record<string, number>, items: Record<Family, number>): RedisFootprint {
+  const sums: Record<Family, number> = { environment: 0, scenario: 0, trajectory: 0 };
+  for (const [area, n] of Object.entries(byArea)) {
+    const family = area === 'steps' ? 'environment' : area.startsWith('doc:') ? DOC_FAMILY[area.slice(4)] : area.startsWith('cache:') ? MODEL_FAMILY[area.slice(6)] : undefined;
+    if (family) sums[family] += n;
+  }
+  const per = (f: Family) => (items[f] ? Math.round(sums[f] / items[f]) : null);
+  return { bytes: Object.values(byArea).reduce((a, b) => a + b, 0), byArea, perItem: { environment: per('environment'), scenario: per('scenario'), trajectory: per('trajectory') } };
+}
+
 export interface StatusDeps {
-  readonly at: QueuesAt;
   readonly store: RunStore;
   readonly ledger: Ledger;
   readonly control: RunControl;
 }
 
-const MAX_STATE_LOOKUPS = 2_000;
-
 /** Everything `envfleet status` and the dashboard show about a run. */
 export async function runStatus(deps: StatusDeps, runId: string): Promise<RunStatus | null> {
   const run = await deps.store.getRun(runId);
   if (!run) return null;
-  const pending = await deps.store.pending(runId);
-  const byQueue = new Map<string, string[]>();
-  for (const key of pending) {
-    const { queue, jobId } = parsePendingKey(key);
-    byQueue.set(queue, [...(byQueue.get(queue) ?? []), jobId]);
-  }
-  const jobStates = new Map<string, Record<string, number>>();
-  let looked = 0;
-  for (const [name, ids] of byQueue) {
-    const q = new Queue(name, { connection: deps.at.connection, prefix: deps.at.prefix });
-    const counts: Record<string, number> = {};
-    try {
-      for (const id of ids) {
-        const state = looked < MAX_STATE_LOOKUPS ? await q.getJobState(id) : 'unknown';
-        looked += 1;
-        counts[state] = (counts[state] ?? 0) + 1;
-      }
-    } finally {
-      await q.close();
-    }
-    jobStates.set(name, counts);
-  }
+  const [outstanding, pendingByStage, runningByStage] = await Promise.all([
+    deps.store.pendingCount(runId),
+    deps.store.pendingByStage(runId),
+    deps.store.runningByStage(runId, PIPELINE_STAGES),
+  ]);
   const funnel = await funnelReport(deps.store, runId);
   const ledger = await deps.ledger.totals(runId);
-  const stages = PIPELINE_STAGES.filter(s => jobStates.has(s) || funnel.some(f => f.stage === s)).map(stage => {
+  const stages = PIPELINE_STAGES.filter(s => pendingByStage[s] || funnel.some(f => f.stage === s)).map(stage => {
     const f = funnel.find(r => r.stage === stage);
     const spent = (STAGES[stage].models ?? []).map(name => ledger.byStage[name]).filter(x => x !== undefined);
+    const running = runningByStage[stage] ?? 0;
     return {
       stage,
-      jobs: jobStates.get(stage) ?? {},
+      waiting: Math.max(0, (pendingByStage[stage] ?? 0) - running),
+      running,
       done: f?.passed ?? 0,
       left: f?.left ?? {},
       tokens: spent.reduce((a, l) => a + l.promptTokens + l.completionTokens, 0),
@@ -126,15 +142,21 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
   const throughput = await deps.store.throughput(runId);
   const recent = throughput.slice(-5);
   const ratePerMinute = recent.length ? recent.reduce((a, b) => a + b.count, 0) / recent.length : 0;
+  const control = await deps.control.get(runId);
+  const environments = await deps.store.statusCounts(runId, 'env');
+  const scenarios = await deps.store.statusCounts(runId, 'scenario');
+  const sum = (c: Record<string, number>) => Object.values(c).reduce((a, b) => a + b, 0);
   return {
     id: run.id,
+    state: runState(control, outstanding),
     createdAt: run.createdAt,
     input: run.input,
-    control: await deps.control.get(runId),
+    control,
     budgets: await deps.control.budgets(runId),
-    outstanding: pending.length,
-    environments: await countByStatus(deps.store, runId, 'env'),
-    scenarios: await countByStatus(deps.store, runId, 'scenario'),
+    outstanding,
+    finishedAt: outstanding === 0 ? await deps.store.finishedAt(runId) : null,
+    environments,
+    scenarios,
     trajectories: {
       count: trajectoryCount,
       meanReward: trajectoryCount ? (outcome['reward-micro'] ?? 0) / 1e6 / trajectoryCount : null,
@@ -145,8 +167,9 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
     funnel,
     events: Object.fromEntries(Object.keys(RUN_COUNTERS).filter(k => counters[k]).map(k => [k, counters[k]!])),
     ledger,
+    redis: footprint(await deps.store.bytes(runId), { environment: sum(environments), scenario: sum(scenarios), trajectory: trajectoryCount }),
     ratePerMinute,
-    etaMinutes: pending.length === 0 ? 0 : ratePerMinute > 0 ? pending.length / ratePerMinute : null,
+    etaMinutes: outstanding === 0 ? 0 : ratePerMinute > 0 ? outstanding / ratePerMinute : null,
     throughput,
   };
 }
@@ -156,7 +179,7 @@ export interface RunSummary {
   readonly id: string;
   readonly createdAt: string;
   readonly input: string;
-  readonly state: string;
+  readonly state: RunState;
   readonly outstanding: number;
 }
 
@@ -166,7 +189,8 @@ export async function listRuns(store: RunStore, control: RunControl): Promise<Ru
   for (const id of await store.listRuns()) {
     const run = await store.getRun(id);
     if (!run) continue;
-    out.push({ id, createdAt: run.createdAt, input: run.input, state: (await control.get(id)).state, outstanding: await store.pendingCount(id) });
+    const outstanding = await store.pendingCount(id);
+    out.push({ id, createdAt: run.createdAt, input: run.input, state: runState(await control.get(id), outstanding), outstanding });
   }
   return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
 }

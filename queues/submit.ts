@@ -1,6 +1,7 @@
 import type { AppConfig } from '../config/index.js';
 import { readEnvironmentsFile } from '../src/datasets/environments-file.js';
 import { RequestError } from '../src/errors.js';
+import { canonicalJson } from '../src/util/canonical.js';
 import type { Redis } from '../src/redis/connection.js';
 import type { RolloutConfig, RolloutMode } from '../src/rollouts/types.js';
 import type { RunOptions } from '../src/runs/options.js';
@@ -57,14 +58,40 @@ async function producing<T>(config: AppConfig, redis: Redis, fn: (store: RunStor
 
 const RUN_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
 
+/** Each field (one level down into objects) whose value differs, as `name: frozen → asked`. */
+function differences(frozen: object, asked: object, path = ''): string[] {
+  const out: string[] = [];
+  const a = frozen as Record<string, unknown>;
+  const b = asked as Record<string, unknown>;
+  for (const key of new Set([...Object.keys(a), ...Object.keys(b)])) {
+    const [x, y] = [a[key], b[key]];
+    if (canonicalJson(x) === canonicalJson(y)) continue;
+    if (!path && x && y && typeof x === 'object' && typeof y === 'object' && !Array.isArray(x)) out.push(...differences(x, y, `${key}.`));
+    else out.push(`${path}${key}: ${canonicalJson(x) ?? 'unset'} → ${canonicalJson(y) ?? 'unset'}`);
+  }
+  return out;
+}
+
+/**
+ * A run's settings are frozen when first given: asking again with other settings would otherwise be
+ * silently ignored (and, as ids do not name the settings, count old work as done). Refuses with each
+ * difference and what to do.
+ */
+function refuseChanged(runId: string, what: string, frozen: object, asked: object, instead: string): void {
+  const diff = differences(frozen, asked);
+  if (diff.length) throw new RequestError(`run "${runId}" already has its ${what}, and this request differs: ${diff.join('; ')}. ${instead}`);
+}
+
 /** `envfleet synth`: creates the run (options frozen) and submits its source tasks or descriptions. */
 export async function submitSynthesis(config: AppConfig, redis: Redis, request: SynthRequest): Promise<Submission> {
   if (!RUN_NAME.test(request.runId)) throw new RequestError(`run name "${request.runId}" may only contain letters, digits, _ . - (at most 100 characters)`);
   if (!!request.tasks === !!request.descriptions) throw new RequestError('give exactly one of --tasks FILE or --descriptions FILE');
   return producing(config, redis, async (store, enqueuer) => {
     const { runId } = request;
-    const created = await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: request.tasks ? 'tasks' : 'descriptions', options: runOptionsFrom(config, request) });
+    const asked = runOptionsFrom(config, request);
+    const created = await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: request.tasks ? 'tasks' : 'descriptions', options: asked });
     const frozen = (await store.getRun(runId))!.options;
+    refuseChanged(runId, 'options (frozen when it was created)', frozen, asked, 'Submit again with the same settings to resume it, or use another run name for other settings.');
     if (request.tasks) {
       const { items, problems } = await readTasksFile(request.tasks);
       for (const task of items) if (!(await store.getDoc(runId, 'task', task.id))) await store.putDoc(runId, 'task', task.id, task);
@@ -107,9 +134,10 @@ export async function submitScenarios(config: AppConfig, redis: Redis, request: 
     } else if (!(await store.getRun(runId))) {
       throw new RequestError(`run "${runId}" does not exist; synthesize it first (envfleet synth) or pass --environments FILE.jsonl`);
     }
-    if (!(await store.getDoc(runId, 'scenario-config', 'current'))) {
-      await store.putDoc(runId, 'scenario-config', 'current', { perEnv: request.perEnv, verifyWith: request.verifyWith ?? null, tries: request.tries ?? 3 } satisfies ScenarioConfig);
-    }
+    const asked: ScenarioConfig = { perEnv: request.perEnv, verifyWith: request.verifyWith ?? null, tries: request.tries ?? 3 };
+    const frozen = await store.getDoc(runId, 'scenario-config', 'current');
+    if (frozen) refuseChanged(runId, 'scenario settings (frozen at its first envfleet scenarios)', frozen, asked, 'Submit again with the same settings to resume, or generate scenarios with other settings in another run (envfleet scenarios --run NEW --environments DIR/environments.jsonl).');
+    else await store.putDoc(runId, 'scenario-config', 'current', asked);
     const envIds: string[] = [];
     for (const envId of await store.listDocIds(runId, 'env')) if ((await store.getDoc(runId, 'env', envId))?.status === 'kept') envIds.push(envId);
     const jobsAdded = await enqueuer.enter('scenarios', { runId, envIds, perEnv: request.perEnv });
@@ -135,20 +163,20 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
   return producing(config, redis, async (store, enqueuer) => {
     const { runId } = request;
     if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist; synthesize it and generate scenarios first`);
-    let frozen = await store.getDoc(runId, 'rollout-config', 'current');
-    if (!frozen) {
-      const limits = (mode: RolloutMode, steps: number) => ({ maxSteps: request.maxSteps?.[mode] ?? steps, maxTokens: request.maxTokens ?? 0, maxWallMs: request.maxWallMs ?? 600_000 });
-      frozen = {
-        samples: request.samples,
-        modes: request.modes,
-        limits: { 'non-conversational': limits('non-conversational', 30), conversational: limits('conversational', 40) },
-        policyModel: request.policyModel ?? null,
-        userModel: request.userModel ?? null,
-        temperature: request.temperature ?? config.profiles['rollout.policy'].temperature,
-        maxTokensPerTurn: config.profiles['rollout.policy'].maxTokens,
-      };
-      await store.putDoc(runId, 'rollout-config', 'current', frozen);
-    }
+    const limits = (mode: RolloutMode, steps: number) => ({ maxSteps: request.maxSteps?.[mode] ?? steps, maxTokens: request.maxTokens ?? 0, maxWallMs: request.maxWallMs ?? 600_000 });
+    const asked: RolloutConfig = {
+      samples: request.samples,
+      modes: request.modes,
+      limits: { 'non-conversational': limits('non-conversational', 30), conversational: limits('conversational', 40) },
+      policyModel: request.policyModel ?? null,
+      userModel: request.userModel ?? null,
+      temperature: request.temperature ?? config.profiles['rollout.policy'].temperature,
+      maxTokensPerTurn: config.profiles['rollout.policy'].maxTokens,
+    };
+    const frozen = (await store.getDoc(runId, 'rollout-config', 'current')) ?? asked;
+    if (frozen === asked) await store.putDoc(runId, 'rollout-config', 'current', asked);
+    // Trajectory ids name the scenario, mode and sample, not the policy: another policy's samples would count as done.
+    else refuseChanged(runId, 'rollout settings (frozen at its first envfleet rollouts)', frozen, asked, 'Submit again with the same settings to resume; to roll out another policy or other settings on these scenarios, export them and start another run (envfleet export, then envfleet scenarios --run NEW --environments DIR/environments.jsonl).');
     let scenarios = 0;
     let groupsAdded = 0;
     for (const scenarioId of await store.listDocIds(runId, 'scenario')) {

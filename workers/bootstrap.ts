@@ -4,7 +4,9 @@ import { hostname } from 'node:os';
 import type { z } from 'zod';
 import type { AppConfig } from '../config/index.js';
 import type { QueueDefinition } from '../queues/define-queue.js';
-import { RunCancelledError, castToError, classifyError, type ErrorCode } from '../src/errors.js';
+import { pendingKey } from '../queues/enqueuer.js';
+import { releaseParkedJob } from '../queues/run-jobs.js';
+import { RequestError, RunCancelledError, castToError, classifyError, type ErrorCode } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import type { RunControl } from '../src/runs/control.js';
 import type { MetricsRecorder } from '../src/runs/metrics.js';
@@ -43,8 +45,14 @@ export interface WorkerSettings {
   readonly metrics?: MetricsRecorder;
 }
 
-/** How long a job of a paused run waits before it looks again. */
-const PAUSED_RECHECK_MS = 2_000;
+/**
+ * How far in the future a parked job is delayed. Resume brings it back (and the workers' recheck,
+ * should a resume be missed); the horizon only bounds what a lost parking record could cost: the
+ * job then wakes by itself and, if its run is still paused, is parked again. That is one start per
+ * horizon, and none for a pause shorter than it. It cannot be "never": BullMQ scores a delayed job
+ * by its timestamp × 4096, which must stay an exact double.
+ */
+const PARK_HORIZON_MS = 30 * 24 * 3_600_000;
 
 /** A failed job's `failedReason`: its code, then the message. */
 const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}`;
@@ -54,7 +62,21 @@ const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}
  * settings (they must match across machines), an error listener, data validation, a child
  * logger per job, and the single translation from `classifyError` to BullMQ:
  * give up → UnrecoverableError; rate limit → the whole queue waits, the attempt is kept;
- * retry → rethrown for BullMQ's exponential backoff.
+ * retry → rethrown for BullMQ's exponential backoff; pause the run → the job is parked.
+ *
+ * Starts are not a budget here. BullMQ counts a start (`attemptsStarted`, in moveToActive) every
+ * time a worker takes a job, also when the job only goes back (rate limited, parked, interrupted by
+ * shutdown), and `maxStartedAttempts` fails a job past a number of starts before its processor
+ * runs. Counting starts measured nothing useful: a run paused overnight, or a long 429 storm, failed
+ * its jobs. So there is no start cap, and what it guarded against is bounded otherwise:
+ * - a job of a paused run is parked once (delayed far in the future, recorded with the run) and
+ *   brought back by resume: no start and no CPU while it waits, however long (see ParkedJobsKeeper);
+ * - a rate-limited job goes back to its queue, and the queue takes nothing while the endpoint cools
+ *   down (queue.rateLimit; BullMQ's moveToActive refuses to hand out a job while the limiter key
+ *   lives), so a storm costs one start per cool-down, not a hot loop. How long a job may keep being
+ *   rate limited is bounded by wall time: past `worker.rateLimitPauseMs` of one unbroken streak its
+ *   run pauses (nothing is lost; `envfleet resume` goes on once the endpoint answers again);
+ * - a job whose worker keeps dying fails once it stalls more than `maxStalledCount` times; errors use attempts.
  */
 export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: QueueDefinition<D, R>, handler: JobHandler<D, R>, settings: WorkerSettings): QueueWorker {
   const { config, connection } = settings;
@@ -90,10 +112,38 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
       setMaxListeners(1_000, abort);
       const runId = (job.data as { runId?: unknown } | null)?.runId;
       const control = typeof runId === 'string' ? settings.runControl : undefined;
-      const wait = async (why: string) => {
-        jobLog.info({ runId, why }, 'run paused; the job waits');
-        await job.moveToDelayed(Date.now() + PAUSED_RECHECK_MS, token);
+      const key = pendingKey(def.name, job.id ?? '');
+      /**
+       * Parks the job until its run resumes: recorded first (so a parked job is always recorded),
+       * then moved to the delayed set far in the future. A resume that came between the look that
+       * decided to park and the move could not bring the job back (it was still active), so the
+       * run is looked at once more after the move; if it is no longer paused the job brings itself back.
+       */
+      const park = async (why: string): Promise<never> => {
+        const parking = await control!.park(runId as string, key);
+        await job.moveToDelayed(Date.now() + PARK_HORIZON_MS, token);
+        try {
+          const now = await control!.get(runId as string);
+          if (now.state === 'paused') jobLog.info({ runId, why }, 'run paused; the job is parked until it resumes');
+          else await releaseParkedJob(queue, control!, runId as string, parking, { owner: true });
+        } catch (err) {
+          // Parked and recorded: a resume or the workers' recheck brings it back.
+          jobLog.warn({ err, runId }, 'could not look at the run again after parking the job');
+        }
         throw new DelayedError();
+      };
+      /** Pauses the run (a cancelled run stays cancelled; the job then finds it so when it looks again). */
+      const pauseRun = async (reason: string) => {
+        try {
+          await control!.pause(runId as string, reason);
+        } catch (err) {
+          if (!(err instanceof RequestError)) throw err;
+        }
+      };
+      /** Ends a rate-limit streak: cheap to skip for a job taken for the first time, which cannot be in one. */
+      const endRateLimitStreak = async () => {
+        if (!control || job.attemptsStarted <= 1) return;
+        await control.clearRateLimited(runId as string, key).catch((err: unknown) => jobLog.warn({ err }, 'could not end the rate-limit streak of the job'));
       };
       if (control) {
         const state = await control.get(runId as string);
@@ -101,11 +151,12 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
           const err = new RunCancelledError(runId as string, state.reason);
           return giveUp(job, err.code, err.message);
         }
-        if (state.state === 'paused' && token) await wait(state.reason ?? 'paused');
+        if (state.state === 'paused' && token) await park(state.reason ?? 'paused');
       }
       try {
         const data = def.parseData(job.data);
         const result = def.parseResult(await handler(data, { job, signal: abort, logger: jobLog }));
+        await endRateLimitStreak();
         await settleOnce(job, { status: 'completed' });
         return result;
       } catch (raw) {
@@ -118,17 +169,28 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         }
         const verdict = classifyError(err);
         if (verdict.action === 'pause-run' && control && token) {
-          // Reached a budget: the run pauses; this job (and every other of the run) waits for resume.
-          await control.pause(runId as string, `budget reached: ${err.message}`);
+          // Reached a budget: the run pauses; this job is parked with the others of the run until resume.
+          await pauseRun(`budget reached: ${err.message}`);
           jobLog.warn({ runId, code: verdict.code }, 'budget reached; the run is paused');
-          await wait('budget');
+          await park('budget');
         }
         if (verdict.action === 'rate-limit') {
           const delay = verdict.delayMs ?? 5_000;
-          jobLog.warn({ code: verdict.code, delayMs: delay }, 'rate limited; the queue waits');
+          // Nothing of this queue is taken while the endpoint cools down (no starts meanwhile).
           await queue.rateLimit(delay);
+          const pauseAfter = config.worker.rateLimitPauseMs;
+          if (control && token && pauseAfter > 0) {
+            const limitedFor = await control.rateLimitedFor(runId as string, key);
+            if (limitedFor >= pauseAfter) {
+              await pauseRun(`rate limited without a break for ${Math.round(limitedFor / 1000)} s (ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}): ${err.message}; resume once the endpoint answers again`);
+              jobLog.warn({ runId, code: verdict.code, limitedForMs: limitedFor }, 'rate limited for too long; the run is paused');
+              await park('rate limited');
+            }
+          }
+          jobLog.warn({ code: verdict.code, delayMs: delay }, 'rate limited; the queue waits');
           throw new RateLimitError();
         }
+        await endRateLimitStreak();
         if (verdict.action === 'give-up' || verdict.action === 'pause-run') {
           jobLog.error({ err, code: verdict.code }, 'job failed permanently');
           return giveUp(job, verdict.code, err.message);
@@ -150,8 +212,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
       stalledInterval: config.worker.stalledIntervalMs,
       // A job interrupted by a crash (not by a graceful shutdown) may stall twice before it fails.
       maxStalledCount: 2,
-      // Rate-limited starts do not use attempts; this caps a job that is rate limited forever.
-      maxStartedAttempts: Math.max(100, config.jobs.attempts * 20),
+      // No maxStartedAttempts: starts are not a budget (see above).
       // Must be set for manual rate limiting (queue.rateLimit) to be honoured; it never binds by itself.
       limiter: { max: 1_000_000, duration: 1_000 },
       autorun: true,
@@ -171,7 +232,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         if (state !== 'failed') return;
         log.error({ jobId: job.id, reason: err.message }, 'job failed');
         // The processor settled what it failed itself; what reaches only this event failed in BullMQ
-        // before the processor ran (it stalled, or started too often).
+        // before the processor ran (it stalled too often).
         settle(job, { status: 'failed', code: 'JOB_FAILED', message: err.message });
       },
       (e: unknown) => log.warn({ err: e }, 'could not read the state of a failed job'),

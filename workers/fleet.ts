@@ -11,6 +11,7 @@ import { createRedisRunControl, type RunControl } from '../src/runs/control.js';
 import { createRedisMetrics, type MetricsRecorder } from '../src/runs/metrics.js';
 import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
 import type { SandboxRunner } from '../src/sandbox/runner.js';
+import { startParkedJobsKeeper } from './parked-jobs.js';
 import { SANDBOX_THREAD_FILE, createSandboxPool } from './sandbox-pool.js';
 
 /** Everything a worker process shares between its queues, built once from the configuration. */
@@ -61,6 +62,8 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     throw err;
   }
   const store = createRedisRunStore(redis, prefix);
+  // Brings back the parked jobs of paused runs once they resume (workers/parked-jobs.ts).
+  const parkedJobs = startParkedJobsKeeper(runControl, { connection: redis, prefix }, config.worker.pausedRecheckMs, logger.child({ component: 'parked-jobs' }));
   return {
     config,
     logger,
@@ -74,6 +77,7 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     gateway,
     ledger,
     async close() {
+      await parkedJobs.stop();
       await sandbox.close();
       await Promise.allSettled([redis.quit(), workerConnection.quit(), limiterSubscriber.quit()]);
     },

@@ -49,9 +49,16 @@ export function startStageWorkers<St extends AnyStages, Out extends OutputsOf<St
     return startQueueWorker(
       pipeline.queues[stage],
       async (data, job) => {
-        const output = await processor.run(data, options.deps(job));
-        await enqueuer.follow(stage, data, output);
-        return processor.result(output);
+        // Status shows what is running per stage from these marks (a crash leaves a mark until the job's next start or end).
+        const jobId = job.job.id ?? '';
+        await ctx.store.running(data.runId, stage, jobId, true);
+        try {
+          const output = await processor.run(data, options.deps(job));
+          await enqueuer.follow(stage, data, output);
+          return processor.result(output);
+        } finally {
+          await ctx.store.running(data.runId, stage, jobId, false);
+        }
       },
       {
         config: ctx.config,

@@ -1,8 +1,7 @@
 import type { Queue } from 'bullmq';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { EPISODE_STAGE } from '../../queues/pipeline.js';
-import { countByStatus } from '../../queues/run-jobs.js';
-import type { StatusDeps } from '../../queues/run-status.js';
+import { runState, type StatusDeps } from '../../queues/run-status.js';
 import type { HistogramSnapshot } from '../../src/runs/metrics.js';
 
 function histogramText(name: string, help: string, series: readonly HistogramSnapshot[]): string {
@@ -33,11 +32,12 @@ export async function renderMetrics(d: Omit<StatusDeps, 'at'> & { readonly queue
     const counts = await q.getJobCounts('waiting', 'active', 'delayed', 'completed', 'failed', 'waiting-children', 'prioritized');
     for (const [state, n] of Object.entries(counts)) queueJobs.set({ queue: q.name, state }, n);
   }
-  const states: Record<string, number> = { running: 0, paused: 0, cancelled: 0 };
+  const states: Record<string, number> = { running: 0, finished: 0, paused: 0, cancelled: 0 };
   for (const runId of await d.store.listRuns()) {
-    const c = await d.control.get(runId);
-    states[c.state] = (states[c.state] ?? 0) + 1;
-    outstanding.set({ run: runId }, await d.store.pendingCount(runId));
+    const pending = await d.store.pendingCount(runId);
+    const state = runState(await d.control.get(runId), pending);
+    states[state] = (states[state] ?? 0) + 1;
+    outstanding.set({ run: runId }, pending);
     const totals = await d.ledger.totals(runId);
     for (const [stage, t] of Object.entries(totals.byStage)) {
       if (t.promptTokens) tokens.inc({ run: runId, stage, kind: 'prompt' }, t.promptTokens);
@@ -49,8 +49,8 @@ export async function renderMetrics(d: Omit<StatusDeps, 'at'> & { readonly queue
     const counters = await d.store.counters(runId);
     for (const [reason, n] of Object.entries(counters[EPISODE_STAGE] ?? {})) rollouts.inc({ run: runId, termination: reason }, n);
     for (const [code, n] of Object.entries(counters['sandbox'] ?? {})) sandboxErrors.inc({ run: runId, code }, n);
-    for (const [s, n] of Object.entries(await countByStatus(d.store, runId, 'env'))) environments.set({ run: runId, status: s }, n);
-    for (const [s, n] of Object.entries(await countByStatus(d.store, runId, 'scenario'))) scenarios.set({ run: runId, status: s }, n);
+    for (const [s, n] of Object.entries(await d.store.statusCounts(runId, 'env'))) environments.set({ run: runId, status: s }, n);
+    for (const [s, n] of Object.entries(await d.store.statusCounts(runId, 'scenario'))) scenarios.set({ run: runId, status: s }, n);
   }
   for (const [state, n] of Object.entries(states)) runsByState.set({ state }, n);
   return (

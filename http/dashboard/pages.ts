@@ -23,7 +23,7 @@ a{color:#2457c5} table{border-collapse:collapse;background:#fff;margin:6px 0}
 th,td{border:1px solid #dde1e8;padding:4px 8px;text-align:left;vertical-align:top} th{background:#eef1f6;font-weight:600}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .cards{display:flex;gap:12px;flex-wrap:wrap}.card{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:10px 14px;min-width:150px}
-.card b{display:block;font-size:20px}.state-running{color:#1a7f37}.state-paused{color:#9a6700}.state-cancelled{color:#cf222e}
+.card b{display:block;font-size:20px}.state-running{color:#1a7f37}.state-finished{color:#2457c5}.state-paused{color:#9a6700}.state-cancelled{color:#cf222e}
 .muted{color:#667085}
 </style></head><body><p class="muted"><a href="/">runs</a> · <a href="/queues">queues (bull-board)</a> · <a href="/metrics">metrics</a></p>${body}</body></html>`;
 }
@@ -41,7 +41,7 @@ export function overview(runs: readonly RunStatus[]): string {
   if (!runs.length) return '<h1>envfleet</h1><p>No runs yet. Start one with <code>envfleet synth</code>.</p>';
   const rows = runs
     .map(
-      r => `<tr><td><a href="/runs/${encodeURIComponent(r.id)}">${esc(r.id)}</a></td><td class="state-${r.control.state}">${r.control.state}</td>
+      r => `<tr><td><a href="/runs/${encodeURIComponent(r.id)}">${esc(r.id)}</a></td><td class="state-${r.state}">${r.state}</td>
 <td class="n">${r.outstanding}</td><td>${esc(counts(r.environments))}</td><td>${esc(counts(r.scenarios))}</td>
 <td class="n">${r.trajectories.count}</td><td class="n">${r.trajectories.meanReward === null ? '–' : r.trajectories.meanReward.toFixed(3)}</td>
 <td class="n">${pct(r.trajectories.solvedRate)}</td><td class="n">${r.ledger.promptTokens + r.ledger.completionTokens}</td><td class="n">${money(r.ledger.costUsd)}</td></tr>`,
@@ -68,15 +68,14 @@ function chart(points: readonly { minute: string; count: number }[]): string {
 export function runPage(s: RunStatus): string {
   const stages = s.stages
     .map(st => {
-      const waiting = Object.entries(st.jobs).filter(([k]) => k !== 'active').reduce((a, [, n]) => a + n, 0);
       const why = Object.entries(st.left).map(([k, n]) => `${n} ${esc(k)}`).join('<br>') || '–';
       const queueLink = `<a href="/queues/queue/${encodeURIComponent(st.stage)}">${esc(st.stage)}</a>`;
-      return `<tr><td>${queueLink}</td><td class="muted">${esc(FEEDS_OF.get(st.stage satisfies PipelineStage) ?? '')}</td><td class="n">${waiting}</td><td class="n">${st.jobs['active'] ?? 0}</td><td class="n">${st.done}</td><td>${why}</td><td class="n">${st.tokens}</td><td class="n">${money(st.costUsd)}</td></tr>`;
+      return `<tr><td>${queueLink}</td><td class="muted">${esc(FEEDS_OF.get(st.stage satisfies PipelineStage) ?? '')}</td><td class="n">${st.waiting}</td><td class="n">${st.running}</td><td class="n">${st.done}</td><td>${why}</td><td class="n">${st.tokens}</td><td class="n">${money(st.costUsd)}</td></tr>`;
     })
     .join('');
   const terminations = Object.entries(s.trajectories.byTermination).map(([k, n]) => `${esc(k)} ${n}`).join(', ') || '–';
   return `<h1>run ${esc(s.id)}</h1>
-<p>state <b class="state-${s.control.state}">${s.control.state}</b>${s.control.reason ? ` — ${esc(s.control.reason)}` : ''}; created ${esc(s.createdAt)}; input ${esc(s.input)}</p>
+<p>state <b class="state-${s.state}">${s.state}</b>${s.control.reason ? ` — ${esc(s.control.reason)}` : ''}; created ${esc(s.createdAt)}; input ${esc(s.input)}</p>
 <div class="cards">
 <div class="card">outstanding jobs<b id="outstanding">${s.outstanding}</b></div>
 <div class="card">environments<b id="environments">${esc(counts(s.environments))}</b></div>
@@ -86,6 +85,7 @@ export function runPage(s: RunStatus): string {
 <div class="card">solved<b id="solved">${pct(s.trajectories.solvedRate)}</b></div>
 <div class="card">tokens<b id="tokens">${s.ledger.promptTokens + s.ledger.completionTokens}</b></div>
 <div class="card">cost<b id="cost">${money(s.ledger.costUsd)}</b></div>
+<div class="card">Redis<b id="redis-bytes">${(s.redis.bytes / 1e6).toFixed(2)} MB</b></div>
 </div>
 <p>${s.ledger.requests} model requests (${s.ledger.cachedRequests} answered from the cache, saving ${money(s.ledger.savedCostUsd)}); rate ${s.ratePerMinute.toFixed(1)} jobs/min; ${s.etaMinutes === null ? 'time left unknown' : `about ${s.etaMinutes.toFixed(1)} min left`}${s.budgets ? `; budget ${esc(JSON.stringify(s.budgets))}` : ''}</p>
 <h2>Stages</h2><table><tr><th>stage</th><th>feeds</th><th>waiting</th><th>active</th><th>done</th><th>left (why)</th><th>tokens</th><th>cost</th></tr>${stages}</table>

@@ -72,7 +72,7 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
   createBullBoard({ queues: queues.map(q => new BullMQAdapter(q)), serverAdapter: boardAdapter, options: { uiConfig: { boardTitle: 'envfleet' } } });
   app.use('/queues', boardAdapter.getRouter() as express.Router);
 
-  const statusDeps: StatusDeps = { at: { connection: redis, prefix }, store, ledger, control };
+  const statusDeps: StatusDeps = { store, ledger, control };
   app.get('/', (_req, res, next) => {
     void (async () => {
       const runs = await listRuns(store, control);

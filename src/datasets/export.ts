@@ -63,17 +63,18 @@ type Records<K extends DocKind> = (doc: RunDocuments[K]) => readonly unknown[] |
 
 async function writeFiles<K extends DocKind>(store: RunStore, runId: string, kind: K, files: Record<string, Records<K>>): Promise<Record<string, number>> {
   const writers = Object.entries(files).map(([path, records]) => ({ path, records, writer: new JsonlWriter(path) }));
+  const out: Record<string, number> = {};
   try {
     for (const id of (await store.listDocIds(runId, kind)).sort()) {
       const doc = await store.getDoc(runId, kind, id);
       if (doc) for (const w of writers) for (const record of await w.records(doc)) await w.writer.write(record);
     }
+    for (const w of writers) out[w.path] = await w.writer.close();
   } catch (err) {
+    // Also when a close fails (the flush or the rename): no partial file is left behind.
     await Promise.all(writers.map(w => w.writer.abort()));
     throw err;
   }
-  const out: Record<string, number> = {};
-  for (const w of writers) out[w.path] = await w.writer.close();
   return out;
 }
 
@@ -99,18 +100,18 @@ async function exportDatasets(store: RunStore, runId: string, dir: string, optio
     ['llamafactory', 'sft-llamafactory.jsonl', toLlamaFactory],
   ];
   const writers = sft.filter(([format]) => formats.has(format)).map(([, file, records]) => ({ writer: new JsonlWriter(join(dir, file)), file, records }));
+  const out: Record<string, number> = {};
   try {
     const relocate = options.trajectoriesDir ? shardsMovedTo(options.trajectoriesDir) : undefined;
     await forEachFullTrajectory(store, runId, ids, { relocate }, async t => {
       if (!passesFilter(t, filter)) return;
       for (const { writer, records } of writers) for (const record of records(t)) await writer.write(record);
     });
+    for (const { writer, file } of writers) out[file] = await writer.close();
   } catch (err) {
     await Promise.all(writers.map(w => w.writer.abort()));
     throw err;
   }
-  const out: Record<string, number> = {};
-  for (const { writer, file } of writers) out[file] = await writer.close();
   if (formats.has('rl')) {
     const envs = new Map<string, RunDocuments['env'] | null>();
     const envOf = async (id: string) => {

@@ -1,6 +1,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { once } from 'node:events';
+import { finished } from 'node:stream/promises';
 
 /**
  * Writes a JSON Lines file one record at a time (memory stays flat however many records), into
@@ -36,6 +37,9 @@ export class JsonlWriter {
   /** Drops the partial file (the export failed). */
   async abort(): Promise<void> {
     this.stream.destroy();
+    // The file is opened asynchronously: removed before the open (or a pending write) is through, it would
+    // come back, empty or half-written, under PATH.partial. A destroyed stream "fails" to finish: expected.
+    await finished(this.stream).catch(() => undefined);
     await rm(`${this.path}.partial`, { force: true });
   }
 }

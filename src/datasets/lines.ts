@@ -44,7 +44,7 @@ export function scenarioLine(s: ScenarioRecord) {
   };
 }
 
-/** One line of scenarios-dropped.jsonl: a scenario that left the pipeline, with why. */
+/** One line of scenarios-dropped.jsonl: a scenario that left the pipeline, with why and what it had (docs/formats.md). */
 export function droppedScenarioLine(s: ScenarioRecord) {
   return {
     id: s.id,
@@ -52,7 +52,9 @@ export function droppedScenarioLine(s: ScenarioRecord) {
     index: s.index,
     reason: s.dropReason ?? null,
     task: s.task ?? null,
-    checklist: s.checklist ?? null,
+    // Every item of a written checklist, with its check function once one was written (null before):
+    // a scenario dropped while its checks were being written still shows its checklist.
+    checklist: s.checklistItems ? s.checklistItems.map((item, i) => ({ item, check: s.checklist?.[i]?.check ?? null })) : (s.checklist ?? null),
     validation: s.validation ?? null,
     lineage: s.lineage,
   };

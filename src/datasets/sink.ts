@@ -168,28 +168,42 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
 
 const shardName = (i: number) => `part-${String(i).padStart(5, '0')}.jsonl`;
 
+/**
+ * The complete lines at the start of a shard's bytes: `end`, the byte offset just past the last of them
+ * (what the file is truncated to), how many there are, and the trajectory ids among them. A line is
+ * complete when a newline follows it and it parses; the first that does not (a write cut short by a
+ * crash) ends them. Everything is measured in bytes, as `truncate` takes it: a trajectory's model text
+ * (emoji, CJK, accents) has more UTF-8 bytes than UTF-16 characters, and an offset in characters cuts
+ * into an earlier line whose Redis copy is already only a summary.
+ */
+export function completeLines(buf: Buffer): { end: number; lines: number; ids: string[] } {
+  const ids: string[] = [];
+  let end = 0;
+  let lines = 0;
+  for (let newline = buf.indexOf(0x0a, end); newline !== -1; newline = buf.indexOf(0x0a, end)) {
+    try {
+      const id = (JSON.parse(buf.toString('utf8', end, newline)) as { id?: string }).id;
+      if (id) ids.push(id);
+    } catch {
+      break;
+    }
+    end = newline + 1;
+    lines += 1;
+  }
+  return { end, lines, ids };
+}
+
 /** Ids already on disk (with their shard's name), and where to go on writing; a torn last line (crash mid-write) is cut off. */
-async function scanShards(dir: string): Promise<{ written: Map<string, string>; shard: { index: number; lines: number } }> {
+export async function scanShards(dir: string): Promise<{ written: Map<string, string>; shard: { index: number; lines: number } }> {
   const names = (await readdir(dir)).filter(n => /^part-\d{5}\.jsonl$/.test(n)).sort();
   const written = new Map<string, string>();
   let last = { index: 0, lines: 0 };
   for (const name of names) {
     const path = join(dir, name);
-    const text = await readFile(path, 'utf8');
-    let good = 0;
-    let lines = 0;
-    for (const line of text.split('\n')) {
-      if (good + line.length + 1 > text.length) break; // no newline after it: torn
-      try {
-        const id = (JSON.parse(line) as { id?: string }).id;
-        if (id) written.set(id, name);
-      } catch {
-        break;
-      }
-      good += line.length + 1;
-      lines += 1;
-    }
-    if (good < text.length) await truncate(path, good);
+    const bytes = await readFile(path);
+    const { end, lines, ids } = completeLines(bytes);
+    for (const id of ids) written.set(id, name);
+    if (end < bytes.length) await truncate(path, end);
     last = { index: Number(name.slice(5, 10)), lines };
   }
   return { written, shard: last };

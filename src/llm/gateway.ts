@@ -166,11 +166,11 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     perform: (c: OpenAI, endpoint: EndpointConfig, options: OpenAI.RequestOptions) => Promise<T>,
   ): Promise<{ body: T; cached: boolean }> {
     const useCache = deps.config.gateway.cacheEnabled && (profile.cache === 'salted' ? ctx.cacheSalt !== undefined : profile.cache);
-    const cacheKey = useCache
-      ? hashOf({ v: CACHE_KEY_VERSION, run: ctx.runId, stage: ctx.stage, salt: ctx.cacheSalt ?? null, req: keyMaterial })
+    const cacheSlot = useCache
+      ? { runId: ctx.runId, stage: ctx.stage, key: hashOf({ v: CACHE_KEY_VERSION, run: ctx.runId, stage: ctx.stage, salt: ctx.cacheSalt ?? null, req: keyMaterial }) }
       : null;
-    if (cacheKey) {
-      const hit = await deps.cache.get(cacheKey);
+    if (cacheSlot) {
+      const hit = await deps.cache.get(cacheSlot);
       if (hit) {
         const body = hit.body as T;
         const usage = usageOf(body);
@@ -208,7 +208,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     deps.observe?.(ctx.stage, (Date.now() - started) / 1000, true);
     const usage = usageOf(body);
     await deps.ledger.record({ runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: false, ...priceOf(profile.model, usage) });
-    if (cacheKey) await deps.cache.set(cacheKey, { body, storedAt: new Date().toISOString() }, deps.config.gateway.cacheTtlSeconds);
+    if (cacheSlot) await deps.cache.set(cacheSlot, { body, storedAt: new Date().toISOString() }, deps.config.gateway.cacheTtlSeconds);
     ctx.logger?.debug({ stage: ctx.stage, cacheSalt: ctx.cacheSalt ?? null, model: profile.model, endpoint: endpoint.name, limiterWaitMs, ms: Date.now() - started, usage }, 'model call');
     return { body, cached: false };
   }

@@ -1,8 +1,8 @@
 import type { EndpointConfig, ModelStage } from '../../config/index.js';
 
 /**
- * What the model gateway needs from shared storage. Redis implementations live beside these
- * (redis-*.ts) and in-memory ones (memory.ts) let stages and the gateway run in unit tests.
+ * What the model gateway needs from shared storage. The Redis implementations live beside these
+ * (redis-*.ts); the gateway's unit tests use in-memory ones (test/helpers/memory-ports.ts).
  */
 
 /** A stored model response, exactly as the endpoint returned it. */
@@ -11,9 +11,17 @@ export interface CachedResponse {
   readonly storedAt: string;
 }
 
+/** Where a cached response belongs: its run (deleting the run deletes it) and the stage that asked. */
+export interface CacheSlot {
+  readonly runId: string;
+  readonly stage: string;
+  /** Hash of the request. */
+  readonly key: string;
+}
+
 export interface ResponseCache {
-  get(key: string): Promise<CachedResponse | null>;
-  set(key: string, value: CachedResponse, ttlSeconds: number): Promise<void>;
+  get(slot: CacheSlot): Promise<CachedResponse | null>;
+  set(slot: CacheSlot, value: CachedResponse, ttlSeconds: number): Promise<void>;
 }
 
 export interface Lease {

@@ -1,22 +1,28 @@
 import type { Redis } from 'ioredis';
+import { runKeys } from '../runs/keys.js';
 import type { CachedResponse, ResponseCache } from './ports.js';
 
-/** Response cache in Redis: one string key per request hash, with a TTL. */
+/**
+ * Response cache in Redis: one string key per request hash, under its run (so deleting the run
+ * deletes its cache), with a TTL; the bytes it keeps are counted in the run's byte counters by stage.
+ */
 export function createRedisResponseCache(redis: Redis, prefix: string): ResponseCache {
-  const key = (k: string) => `${prefix}:llm-cache:${k}`;
   return {
-    async get(k) {
-      const raw = await redis.get(key(k));
+    async get(slot) {
+      const key = runKeys(prefix, slot.runId).cache(slot.key);
+      const raw = await redis.get(key);
       if (raw === null) return null;
       try {
         return JSON.parse(raw) as CachedResponse;
       } catch {
-        await redis.del(key(k)); // a damaged entry is dropped and the request paid again
+        await redis.del(key); // a damaged entry is dropped and the request paid again
         return null;
       }
     },
-    async set(k, value, ttlSeconds) {
-      await redis.set(key(k), JSON.stringify(value), 'EX', ttlSeconds);
+    async set(slot, value, ttlSeconds) {
+      const keys = runKeys(prefix, slot.runId);
+      const text = JSON.stringify(value);
+      await redis.multi().set(keys.cache(slot.key), text, 'EX', ttlSeconds).hincrby(keys.bytes, `cache:${slot.stage}`, Buffer.byteLength(text)).exec();
     },
   };
 }

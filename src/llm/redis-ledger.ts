@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { runKeys } from '../runs/keys.js';
 import { emptyCounters, type Ledger, type LedgerCounters, type LedgerEntry, type LedgerTotals } from './ports.js';
 
 const MICRO = 1_000_000;
@@ -23,12 +24,12 @@ function increments(entry: LedgerEntry): Record<keyof LedgerCounters, number> {
 }
 
 /**
- * Ledger in one Redis hash per run (`<prefix>:ledger:<runId>`), fields `<scope>|<counter>` with
- * scope `all`, `stage:<name>` or `model:<name>`. Increments are atomic (MULTI), so every process
- * of the fleet can record into the same run.
+ * Ledger in one Redis hash per run (under the run's keys, src/runs/keys.ts), fields
+ * `<scope>|<counter>` with scope `all`, `stage:<name>` or `model:<name>`. Increments are atomic
+ * (MULTI), so every process of the fleet can record into the same run.
  */
 export function createRedisLedger(redis: Redis, prefix: string): Ledger {
-  const key = (runId: string) => `${prefix}:ledger:${runId}`;
+  const key = (runId: string) => runKeys(prefix, runId).ledger;
   return {
     async record(entry) {
       const inc = increments(entry);
@@ -38,7 +39,6 @@ export function createRedisLedger(redis: Redis, prefix: string): Ledger {
           if (value !== 0) multi.hincrby(key(entry.runId), `${scope}|${counter}`, value);
         }
       }
-      multi.sadd(`${prefix}:ledger-runs`, entry.runId);
       await multi.exec();
     },
     async totals(runId) {

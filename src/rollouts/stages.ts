@@ -130,11 +130,11 @@ export async function computeGroup(store: RunStore, runId: string, scenarioId: s
     if (t) trajectories.push(t);
     else missing += 1;
   }
-  // A sample without a trajectory still counts, with reward 0 (groupStats pads to the planned samples).
-  if (missing) await store.count(runId, 'rollout.group', 'samples-missing', missing);
   const scenario = await store.getDoc(runId, 'scenario', scenarioId);
   const stats = groupStats(runId, scenarioId, scenario?.environmentId ?? '', mode, trajectories, samples);
-  await store.putDoc(runId, 'group', stats.id, stats);
-  await store.count(runId, 'rollout.group', 'done');
+  // A sample without a trajectory still counts, with reward 0 (groupStats pads to the planned samples).
+  const counts: FunnelCount[] = [{ stage: 'rollout.group', outcome: 'done', n: 1 }];
+  if (missing) counts.push({ stage: 'rollout.group', outcome: 'samples-missing', n: missing });
+  await store.putDoc(runId, 'group', stats.id, stats, counts);
   return stats;
 }

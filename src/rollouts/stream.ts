@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { runKeys } from '../runs/keys.js';
 
 /**
  * Finished trajectories flow through a Redis stream per run to the sink, which writes them to
@@ -8,7 +9,7 @@ export interface TrajectoryStream {
   publish(runId: string, trajectoryId: string): Promise<void>;
 }
 
-export const trajectoryStreamKey = (prefix: string, runId: string) => `${prefix}:run:${runId}:trajectories`;
+export const trajectoryStreamKey = (prefix: string, runId: string) => runKeys(prefix, runId).trajectories;
 
 export function createRedisTrajectoryStream(redis: Redis, prefix: string): TrajectoryStream {
   return {

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { RequestError } from '../errors.js';
 
@@ -22,41 +23,182 @@ export interface RunControlState {
 }
 
 /**
+ * A job parked while its run is paused: its key (`queue|jobId`, as in the run's outstanding set) and
+ * the token of this parking. A job brought back and parked again gets a new token, so whoever ends a
+ * parking forgets exactly that one and never a newer one.
+ */
+export interface ParkedJob {
+  readonly key: string;
+  readonly token: string;
+}
+
+/**
  * Pause, resume and cancel a run, and its budgets. Workers consult it before starting a job of
  * the run; the model gateway consults the budgets before every request.
+ *
+ * A job that finds its run paused is parked: it waits in its queue's delayed set, far in the
+ * future (no start, no CPU), and is recorded in the run's parked jobs here, so that whoever resumes
+ * the run can bring it back (the promotion itself is BullMQ's: queues/run-jobs.ts
+ * `releaseParkedJobs`). Resume and cancel are announced on a channel the workers listen to.
  */
 export interface RunControl {
   get(runId: string): Promise<RunControlState>;
+  /** Pauses the run (a cancelled run stays cancelled: RequestError). */
   pause(runId: string, reason: string): Promise<void>;
+  /** Marks the run running and announces it; its parked jobs are brought back by the caller or the workers that hear it. */
   resume(runId: string): Promise<void>;
   cancel(runId: string, reason: string): Promise<void>;
   budgets(runId: string): Promise<RunBudgets | null>;
   setBudgets(runId: string, budgets: RunBudgets): Promise<void>;
+  /** Records a job of the run as parked (before it is moved to the delayed set, so a parked job is always recorded). */
+  park(runId: string, key: string): Promise<ParkedJob>;
+  /** The run's parked jobs, in batches (a job may show up twice; handling one is idempotent). */
+  parked(runId: string): AsyncIterable<ParkedJob[]>;
+  /** True while this parking is recorded (not yet ended by anyone). */
+  isParked(runId: string, job: ParkedJob): Promise<boolean>;
+  /** Forgets a parking, unless the job has been parked again since (another token). */
+  unpark(runId: string, job: ParkedJob): Promise<void>;
+  /** Forgets every parking of the run (its jobs are gone: cancel). */
+  forgetParked(runId: string): Promise<void>;
+  /** Runs with at least one parked job. */
+  runsWithParkedJobs(): Promise<string[]>;
+  /**
+   * How long (ms, on Redis's clock) the job has been rate limited without a break; the first call of
+   * a streak starts it at 0. A streak ends when the job is parked, or with `clearRateLimited`.
+   */
+  rateLimitedFor(runId: string, key: string): Promise<number>;
+  clearRateLimited(runId: string, key: string): Promise<void>;
+  /**
+   * Calls `listener` with a run's id whenever a run is resumed or cancelled anywhere in the fleet,
+   * on a connection of its own (a duplicate of this one). A message lost in a reconnect is missed:
+   * listeners recheck now and then. Resolves with the function that stops listening.
+   */
+  watch(listener: (runId: string) => void): Promise<() => Promise<void>>;
 }
+
+/**
+ * Sets the state unless the run is cancelled (returns 0 then), atomically, so a resume or a budget
+ * pause racing with a cancel cannot bring a cancelled run back. Announces the change when told to.
+ * KEYS: control hash. ARGV: state, reason, since, channel ('' = none), run id.
+ */
+const SET_STATE = `
+if redis.call('HGET', KEYS[1], 'state') == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'since', ARGV[3])
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return 1
+`;
+
+/** Forgets a parking if its token still names it; the run leaves the index with its last parked job. KEYS: parked hash, index. ARGV: key, token, run id. */
+const UNPARK = `
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end
+return 1
+`;
+
+/** Drops a run from the index when it has no parked job left (1 = it still has some). KEYS: parked hash, index. ARGV: run id. */
+const TIDY_INDEX = `
+if redis.call('HLEN', KEYS[1]) > 0 then return 1 end
+redis.call('SREM', KEYS[2], ARGV[1])
+return 0
+`;
+
+/** Starts a rate-limit streak unless one runs, on Redis time; returns its length in ms. KEYS: hash. ARGV: key, ttl ms. */
+const RATE_LIMITED_FOR = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSETNX', KEYS[1], ARGV[1], now)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return now - tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
+`;
+
+/** A streak record outlives its job only this long (a job removed mid-streak never clears its own). */
+const RATE_LIMITED_TTL_MS = 7 * 24 * 3_600_000;
 
 export function createRedisRunControl(redis: Redis, prefix: string): RunControl {
   const key = (runId: string) => `${prefix}:run:${runId}:control`;
-  const set = async (runId: string, state: RunState, reason: string | null) => {
-    await redis.hset(key(runId), { state, reason: reason ?? '', since: new Date().toISOString() });
-  };
+  const parkedKey = (runId: string) => `${prefix}:run:${runId}:parked`;
+  const rateLimitedKey = (runId: string) => `${prefix}:run:${runId}:rate-limited`;
+  // Outside the runs' keys on purpose: the recheck must find parked jobs without visiting every run ever made.
+  const index = `${prefix}:parked-runs`;
+  const channel = `${prefix}:run-control`;
+  const setState = async (runId: string, state: RunState, reason: string | null, announce: boolean): Promise<boolean> =>
+    (await redis.eval(SET_STATE, 1, key(runId), state, reason ?? '', new Date().toISOString(), announce ? channel : '', runId)) === 1;
   return {
     async get(runId) {
       const h = await redis.hgetall(key(runId));
       return { state: (h['state'] as RunState | undefined) ?? 'running', reason: h['reason'] || null, since: h['since'] || null };
     },
-    pause: (runId, reason) => set(runId, 'paused', reason),
-    async resume(runId) {
-      const current = await redis.hget(key(runId), 'state');
-      if (current === 'cancelled') throw new RequestError(`run "${runId}" was cancelled; a cancelled run cannot be resumed`);
-      await set(runId, 'running', null);
+    async pause(runId, reason) {
+      if (!(await setState(runId, 'paused', reason, false))) throw new RequestError(`run "${runId}" was cancelled; a cancelled run cannot be paused`);
     },
-    cancel: (runId, reason) => set(runId, 'cancelled', reason),
+    async resume(runId) {
+      if (!(await setState(runId, 'running', null, true))) throw new RequestError(`run "${runId}" was cancelled; a cancelled run cannot be resumed`);
+    },
+    async cancel(runId, reason) {
+      await redis
+        .multi()
+        .hset(key(runId), { state: 'cancelled', reason, since: new Date().toISOString() })
+        .del(rateLimitedKey(runId))
+        .publish(channel, runId)
+        .exec();
+    },
     async budgets(runId) {
       const raw = await redis.hget(key(runId), 'budgets');
       return raw ? (JSON.parse(raw) as RunBudgets) : null;
     },
     async setBudgets(runId, budgets) {
       await redis.hset(key(runId), 'budgets', JSON.stringify(budgets));
+    },
+    async park(runId, jobKey) {
+      const token = randomUUID();
+      // A new parking also ends the job's rate-limit streak: after a resume it starts afresh.
+      await redis.multi().hset(parkedKey(runId), jobKey, token).sadd(index, runId).hdel(rateLimitedKey(runId), jobKey).exec();
+      return { key: jobKey, token };
+    },
+    async *parked(runId) {
+      let cursor = '0';
+      do {
+        const [next, flat] = await redis.hscan(parkedKey(runId), cursor, 'COUNT', 500);
+        cursor = next;
+        const batch: ParkedJob[] = [];
+        for (let i = 0; i + 1 < flat.length; i += 2) batch.push({ key: flat[i]!, token: flat[i + 1]! });
+        if (batch.length) yield batch;
+      } while (cursor !== '0');
+    },
+    async isParked(runId, job) {
+      return (await redis.hget(parkedKey(runId), job.key)) === job.token;
+    },
+    async unpark(runId, job) {
+      await redis.eval(UNPARK, 2, parkedKey(runId), index, job.key, job.token, runId);
+    },
+    async forgetParked(runId) {
+      await redis.multi().del(parkedKey(runId)).srem(index, runId).exec();
+    },
+    async runsWithParkedJobs() {
+      const runs: string[] = [];
+      for (const runId of await redis.smembers(index)) {
+        if ((await redis.eval(TIDY_INDEX, 2, parkedKey(runId), index, runId)) === 1) runs.push(runId);
+      }
+      return runs;
+    },
+    async rateLimitedFor(runId, jobKey) {
+      return Number(await redis.eval(RATE_LIMITED_FOR, 1, rateLimitedKey(runId), jobKey, RATE_LIMITED_TTL_MS));
+    },
+    async clearRateLimited(runId, jobKey) {
+      await redis.hdel(rateLimitedKey(runId), jobKey);
+    },
+    async watch(listener) {
+      const subscriber = redis.duplicate();
+      // It reconnects and resubscribes by itself; what it misses meanwhile, the listeners' recheck finds.
+      subscriber.on('error', () => undefined);
+      subscriber.on('message', (from: string, runId: string) => {
+        if (from === channel) listener(runId);
+      });
+      if (subscriber.status === 'wait') await subscriber.connect();
+      await subscriber.subscribe(channel);
+      return async () => {
+        await subscriber.quit().catch(() => subscriber.disconnect());
+      };
     },
   };
 }

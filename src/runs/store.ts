@@ -3,6 +3,7 @@ import type { GroupStats } from '../rollouts/groups.js';
 import type { RolloutConfig, StoredTrajectory } from '../rollouts/types.js';
 import type { ScenarioConfig, ScenarioRecord } from '../scenarios/types.js';
 import type { DedupDecision, EnvironmentRecord, JudgeRecord, MethodDoc, ProbeStepRecord, SourceTask, TopicRecord } from '../synthesis/types.js';
+import { runKeys, runsKey } from './keys.js';
 import type { RunOptions } from './options.js';
 
 /** The documents a run keeps, by kind: one JSON document per id. */
@@ -44,11 +45,18 @@ export interface FunnelCount {
   readonly n: number;
 }
 
+/** Kinds whose documents carry a `status` the store counts (status does not read every document). */
+const COUNTED_STATUS: ReadonlySet<DocKind> = new Set<DocKind>(['env', 'scenario']);
+
 /**
  * Everything a run stores: its record, its documents by kind, the dual-agent probe's step
  * checkpoints, the counters of its funnel, its throughput, claims (for dedup), and the set of jobs
  * still outstanding (the run is done when it is empty). Documents are values: a stage that changes
  * one writes a new value with `putDoc`.
+ *
+ * What status and progress read is kept as counters, updated in the same atomic step as the data
+ * they count — documents by status, outstanding and running jobs per stage, bytes per area — so
+ * reading them costs the same for ten items or a million.
  */
 export interface RunStore {
   /** Creates the run; returns false (and changes nothing) when it exists already. */
@@ -57,18 +65,23 @@ export interface RunStore {
   listRuns(): Promise<string[]>;
   /**
    * Stores a document; `counts` are added to the run's counters in the same atomic step, so a crash
-   * cannot store the document without counting it (or count it without storing it).
+   * cannot store the document without counting it (or count it without storing it). The status counts
+   * of environments and scenarios and the run's byte counters move in the same step.
    */
   putDoc<K extends DocKind>(runId: string, kind: K, id: string, value: RunDocuments[K], counts?: readonly FunnelCount[]): Promise<void>;
   getDoc<K extends DocKind>(runId: string, kind: K, id: string): Promise<RunDocuments[K] | null>;
   /** Ids of a kind in the order they were first stored. */
   listDocIds(runId: string, kind: DocKind): Promise<string[]>;
+  /** How many environments (or scenarios) have each status. */
+  statusCounts(runId: string, kind: 'env' | 'scenario'): Promise<Record<string, number>>;
   /** Appends step `index` of a probe round unless it is there already (idempotent on resume). */
   appendStep(runId: string, envId: string, round: number, index: number, step: ProbeStepRecord): Promise<boolean>;
   steps(runId: string, envId: string, round: number): Promise<ProbeStepRecord[]>;
   /** Adds to a counter: how many items entered / left a stage and why, or a run event (queues/pipeline.ts names them). */
   count(runId: string, stage: string, outcome: string, n?: number): Promise<void>;
   counters(runId: string): Promise<Record<string, Record<string, number>>>;
+  /** Bytes the run keeps in Redis, by area: `doc:KIND`, `steps`, `cache:STAGE` (kept by the response cache). */
+  bytes(runId: string): Promise<Record<string, number>>;
   /** Counts a finished job in the run's per-minute throughput. */
   tick(runId: string): Promise<void>;
   /** Finished jobs per minute (minute as ISO time → count), oldest first. */
@@ -80,55 +93,125 @@ export interface RunStore {
   donePending(runId: string, key: string): Promise<void>;
   pending(runId: string): Promise<string[]>;
   pendingCount(runId: string): Promise<number>;
+  /** Outstanding jobs per queue. */
+  pendingByStage(runId: string): Promise<Record<string, number>>;
+  /** When the run last ran out of outstanding jobs (null while it has some, or never had). */
+  finishedAt(runId: string): Promise<string | null>;
+  /** A job of the run started (`true`) or stopped running (`false`) in a worker. */
+  running(runId: string, stage: string, jobId: string, now: boolean): Promise<void>;
+  /** Jobs running now, for each of `stages`. */
+  runningByStage(runId: string, stages: readonly string[]): Promise<Record<string, number>>;
 }
+
+/** Writes a document: its value, first-write order, byte count, status counts and funnel counts, atomically. */
+const PUT_DOC = `
+local old = redis.call('STRLEN', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[1])
+redis.call('HINCRBY', KEYS[4], 'doc:' .. ARGV[4], string.len(ARGV[2]) - old)
+if ARGV[5] ~= '' then
+  local was = redis.call('HGET', KEYS[5], ARGV[1])
+  if was ~= ARGV[5] then
+    if was then redis.call('HINCRBY', KEYS[6], was, -1) end
+    redis.call('HINCRBY', KEYS[6], ARGV[5], 1)
+    redis.call('HSET', KEYS[5], ARGV[1], ARGV[5])
+  end
+end
+for i = 6, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
+return 1
+`;
 
 const APPEND_STEP = `
 if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then
   redis.call('RPUSH', KEYS[1], ARGV[2])
+  redis.call('HINCRBY', KEYS[2], 'steps', string.len(ARGV[2]))
   return 1
 end
 return 0
 `;
 
+/** Adds outstanding jobs: each new one counts for its queue (the part of its key before '|'), and the run is not finished. */
+const ADD_PENDING = `
+for i = 1, #ARGV do
+  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HINCRBY', KEYS[2], string.match(ARGV[i], '^[^|]*'), 1)
+  end
+end
+redis.call('DEL', KEYS[3])
+return 1
+`;
+
+/** Removes an outstanding job; the last one out marks when the run finished. */
+const DONE_PENDING = `
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[2], string.match(ARGV[1], '^[^|]*'), -1)
+  if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SET', KEYS[3], ARGV[2]) end
+end
+return 1
+`;
+
+/** A hash of counters as numbers, without the zeros (a status nobody has any more). */
+function toCounts(hash: Record<string, string>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(hash)) if (Number(v) !== 0) out[k] = Number(v);
+  return out;
+}
+
 export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
-  const run = (runId: string) => `${prefix}:run:${runId}`;
+  const keys = (runId: string) => runKeys(prefix, runId);
   return {
     async createRun(record) {
-      const created = await redis.set(run(record.id), JSON.stringify(record), 'NX');
-      if (created) await redis.sadd(`${prefix}:runs`, record.id);
+      const created = await redis.set(keys(record.id).record, JSON.stringify(record), 'NX');
+      if (created) await redis.sadd(runsKey(prefix), record.id);
       return created === 'OK';
     },
     async getRun(runId) {
-      const raw = await redis.get(run(runId));
+      const raw = await redis.get(keys(runId).record);
       return raw === null ? null : (JSON.parse(raw) as RunRecord);
     },
-    listRuns: () => redis.smembers(`${prefix}:runs`),
+    listRuns: () => redis.smembers(runsKey(prefix)),
     async putDoc(runId, kind, id, value, counts = []) {
-      const tx = redis
-        .multi()
-        .set(`${run(runId)}:doc:${kind}:${id}`, JSON.stringify(value))
-        .zadd(`${run(runId)}:ids:${kind}`, 'NX', Date.now(), id);
-      for (const c of counts) tx.hincrby(`${run(runId)}:funnel`, `${c.stage}|${c.outcome}`, c.n);
-      await tx.exec();
+      const k = keys(runId);
+      const status = COUNTED_STATUS.has(kind) ? ((value as { status?: string }).status ?? '') : '';
+      await redis.eval(
+        PUT_DOC,
+        6,
+        k.doc(kind, id),
+        k.ids(kind),
+        k.funnel,
+        k.bytes,
+        k.statusOf(kind),
+        k.statuses(kind),
+        id,
+        JSON.stringify(value),
+        String(Date.now()),
+        kind,
+        status,
+        ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n)]),
+      );
     },
     async getDoc<K extends DocKind>(runId: string, kind: K, id: string) {
-      const raw = await redis.get(`${run(runId)}:doc:${kind}:${id}`);
+      const raw = await redis.get(keys(runId).doc(kind, id));
       return raw === null ? null : (JSON.parse(raw) as RunDocuments[K]);
     },
-    listDocIds: (runId, kind) => redis.zrange(`${run(runId)}:ids:${kind}`, '0', '-1'),
+    listDocIds: (runId, kind) => redis.zrange(keys(runId).ids(kind), '0', '-1'),
+    async statusCounts(runId, kind) {
+      return toCounts(await redis.hgetall(keys(runId).statuses(kind)));
+    },
     async appendStep(runId, envId, round, index, step) {
-      const added = await redis.eval(APPEND_STEP, 1, `${run(runId)}:steps:${envId}:${round}`, String(index), JSON.stringify(step));
+      const k = keys(runId);
+      const added = await redis.eval(APPEND_STEP, 2, k.steps(envId, round), k.bytes, String(index), JSON.stringify(step));
       return added === 1;
     },
     async steps(runId, envId, round) {
-      const raw = await redis.lrange(`${run(runId)}:steps:${envId}:${round}`, 0, -1);
+      const raw = await redis.lrange(keys(runId).steps(envId, round), 0, -1);
       return raw.map(r => JSON.parse(r) as ProbeStepRecord);
     },
     async count(runId, stage, outcome, n = 1) {
-      await redis.hincrby(`${run(runId)}:funnel`, `${stage}|${outcome}`, n);
+      await redis.hincrby(keys(runId).funnel, `${stage}|${outcome}`, n);
     },
     async counters(runId) {
-      const hash = await redis.hgetall(`${run(runId)}:funnel`);
+      const hash = await redis.hgetall(keys(runId).funnel);
       const out: Record<string, Record<string, number>> = {};
       for (const [field, value] of Object.entries(hash)) {
         const [stage, outcome] = field.split('|') as [string, string];
@@ -136,28 +219,53 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
       }
       return out;
     },
+    async bytes(runId) {
+      return toCounts(await redis.hgetall(keys(runId).bytes));
+    },
     async tick(runId) {
       const minute = new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString();
-      await redis.hincrby(`${run(runId)}:throughput`, minute, 1);
+      await redis.hincrby(keys(runId).throughput, minute, 1);
     },
     async throughput(runId) {
-      const h = await redis.hgetall(`${run(runId)}:throughput`);
+      const h = await redis.hgetall(keys(runId).throughput);
       return Object.entries(h)
         .map(([minute, count]) => ({ minute, count: Number(count) }))
         .sort((a, b) => a.minute.localeCompare(b.minute));
     },
     async claim(runId, key, owner) {
-      const k = `${run(runId)}:claim:${key}`;
+      const k = keys(runId).claim(key);
       const set = await redis.set(k, owner, 'NX');
       return set === 'OK' ? owner : ((await redis.get(k)) ?? owner);
     },
-    async addPending(runId, keys) {
-      if (keys.length) await redis.sadd(`${run(runId)}:pending`, ...keys);
+    async addPending(runId, entries) {
+      const k = keys(runId);
+      if (entries.length) await redis.eval(ADD_PENDING, 3, k.pending, k.pendingByStage, k.finishedAt, ...entries);
     },
     async donePending(runId, key) {
-      await redis.srem(`${run(runId)}:pending`, key);
+      const k = keys(runId);
+      await redis.eval(DONE_PENDING, 3, k.pending, k.pendingByStage, k.finishedAt, key, new Date().toISOString());
     },
-    pending: runId => redis.smembers(`${run(runId)}:pending`),
-    pendingCount: runId => redis.scard(`${run(runId)}:pending`),
+    pending: runId => redis.smembers(keys(runId).pending),
+    pendingCount: runId => redis.scard(keys(runId).pending),
+    async pendingByStage(runId) {
+      return toCounts(await redis.hgetall(keys(runId).pendingByStage));
+    },
+    finishedAt: runId => redis.get(keys(runId).finishedAt),
+    async running(runId, stage, jobId, now) {
+      const key = keys(runId).active(stage);
+      if (now) await redis.sadd(key, jobId);
+      else await redis.srem(key, jobId);
+    },
+    async runningByStage(runId, stages) {
+      const pipeline = redis.pipeline();
+      for (const s of stages) pipeline.scard(keys(runId).active(s));
+      const replies = (await pipeline.exec()) ?? [];
+      const out: Record<string, number> = {};
+      stages.forEach((s, i) => {
+        const n = Number(replies[i]?.[1] ?? 0);
+        if (n) out[s] = n;
+      });
+      return out;
+    },
   };
 }

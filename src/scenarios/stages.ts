@@ -1,12 +1,12 @@
 import type { ModelStage } from '../../config/index.js';
-import type { ErrorCode } from '../errors.js';
+import { ModelOutputError, type ErrorCode } from '../errors.js';
 import type { CallContext } from '../llm/gateway.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import { SCENARIO_PROMPT_VERSIONS, scenarioCheckPrompt, scenarioChecklistPrompt, scenarioStatePrompt, scenarioTaskPrompt } from './prompts.js';
 import { ScenarioCheckOutput, ScenarioChecklistOutput, ScenarioStateOutput, ScenarioTaskOutput } from './schemas.js';
-import type { ScenarioRecord, ScenarioValidation } from './types.js';
+import type { ScenarioDropReason, ScenarioRecord, ScenarioValidation } from './types.js';
 import { runEpisode } from '../rollouts/episode.js';
 import { scenarioIdOf } from '../runs/ids.js';
 import { endingItemOnInvalidOutput, type StageDeps } from '../stage-deps.js';
@@ -39,12 +39,24 @@ async function load(deps: ScenarioDeps, runId: string, scenarioId: string) {
 
 const codeOf = (env: EnvironmentRecord) => ({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [] });
 
-/** Drops a scenario with its stage and reason (the run goes on). */
-export async function dropScenario(deps: Pick<ScenarioDeps, 'store'>, runId: string, scenarioId: string, stage: string, code: ErrorCode, message: string): Promise<void> {
-  const scenario = await deps.store.getDoc(runId, 'scenario', scenarioId);
-  if (!scenario || scenario.status !== 'building') return;
-  await deps.store.putDoc(runId, 'scenario', scenarioId, { ...scenario, status: 'dropped', dropReason: { stage, code, message } });
-  await deps.store.count(runId, stage, `dropped:${code}`);
+/** What a stage knows when it drops a scenario, besides the reason. */
+export interface DropDetails {
+  /**
+   * The scenario as the stage holds it, with what it produced that is not stored yet (a state, a task,
+   * the checks so far and their repairs): the dropped record keeps it. Without it, the stored record is
+   * dropped as it is.
+   */
+  readonly produced?: ScenarioRecord;
+  /** The checklist item whose check function failed. */
+  readonly item?: string;
+}
+
+/** Drops a scenario with its stage and reason (the run goes on), counted in the same write. */
+export async function dropScenario(deps: Pick<ScenarioDeps, 'store'>, runId: string, scenarioId: string, stage: string, code: ErrorCode, message: string, details: DropDetails = {}): Promise<void> {
+  const stored = await deps.store.getDoc(runId, 'scenario', scenarioId);
+  if (!stored || stored.status !== 'building') return;
+  const dropReason: ScenarioDropReason = { stage, code, message, ...(details.item === undefined ? {} : { item: details.item }) };
+  await deps.store.putDoc(runId, 'scenario', scenarioId, { ...(details.produced ?? stored), status: 'dropped', dropReason }, [{ stage, outcome: `dropped:${code}`, n: 1 }]);
 }
 
 /** Runs `fn`; output still invalid after the repair rounds drops the scenario instead of failing the job. */
@@ -88,12 +100,14 @@ export async function generateScenarioState(deps: ScenarioDeps, runId: string, e
     });
     const stateHash = hashOf(value.state, 32);
     const owner = await deps.store.claim(runId, `state:${envId}:${stateHash}`, scenarioId);
-    await deps.store.putDoc(runId, 'scenario', scenarioId, { ...scenario, initialState: value.state, stateHash });
+    const withState: ScenarioRecord = { ...scenario, initialState: value.state, stateHash };
+    // One write either way: a crash cannot leave a duplicate stored with its state but not dropped
+    // (a retried job would take the stored state and go on).
     if (owner !== scenarioId) {
-      await dropScenario(deps, runId, scenarioId, 'scenario.state', 'DUPLICATE_STATE', `the same initial state as scenario ${owner}`);
+      await dropScenario(deps, runId, scenarioId, 'scenario.state', 'DUPLICATE_STATE', `the same initial state as scenario ${owner}`, { produced: withState });
       return { ok: false, scenarioId, reason: 'duplicate state' };
     }
-    await deps.store.count(runId, 'scenario.state', 'done');
+    await deps.store.putDoc(runId, 'scenario', scenarioId, withState, [{ stage: 'scenario.state', outcome: 'done', n: 1 }]);
     return { ok: true, scenarioId };
   });
 }
@@ -121,12 +135,13 @@ export async function generateScenarioTask(deps: ScenarioDeps, runId: string, sc
       },
     });
     const owner = await deps.store.claim(runId, `task:${scenario.environmentId}:${hashOf(normalize(value.instruction), 32)}`, scenarioId);
-    await deps.store.putDoc(runId, 'scenario', scenarioId, { ...scenario, task: value.instruction, userGoal: value.userGoal, expectedTools: value.expectedTools });
+    const withTask: ScenarioRecord = { ...scenario, task: value.instruction, userGoal: value.userGoal, expectedTools: value.expectedTools };
+    // One write either way (see scenario.state).
     if (owner !== scenarioId) {
-      await dropScenario(deps, runId, scenarioId, 'scenario.task', 'DUPLICATE_TASK', `the same task as scenario ${owner}`);
+      await dropScenario(deps, runId, scenarioId, 'scenario.task', 'DUPLICATE_TASK', `the same task as scenario ${owner}`, { produced: withTask });
       return { ok: false, scenarioId, reason: 'duplicate task' };
     }
-    await deps.store.count(runId, 'scenario.task', 'done');
+    await deps.store.putDoc(runId, 'scenario', scenarioId, withTask, [{ stage: 'scenario.task', outcome: 'done', n: 1 }]);
     return { ok: true, scenarioId };
   });
 }
@@ -140,9 +155,10 @@ export async function generateScenarioChecklist(deps: ScenarioDeps, runId: strin
       messages: scenarioChecklistPrompt(env, scenario.task!, scenario.initialState),
       schema: ScenarioChecklistOutput,
     });
-    await deps.store.putDoc(runId, 'scenario', scenarioId, { ...scenario, checklistItems: value.items });
-    await deps.store.count(runId, 'scenario.checklist', 'done');
-    await deps.store.count(runId, 'scenario.checklist', 'items', value.items.length);
+    await deps.store.putDoc(runId, 'scenario', scenarioId, { ...scenario, checklistItems: value.items }, [
+      { stage: 'scenario.checklist', outcome: 'done', n: 1 },
+      { stage: 'scenario.checklist', outcome: 'items', n: value.items.length },
+    ]);
     return { ok: true, scenarioId };
   });
 }
@@ -165,37 +181,47 @@ export async function generateScenarioChecks(deps: ScenarioDeps, runId: string, 
     const current = (onInitialState = validation.onInitialState): ScenarioRecord => ({ ...scenario, checklist: [...checklist], validation: { ...validation, onInitialState, repairs: [...repairs] } });
     for (let i = checklist.length; i < items.length; i += 1) {
       const item = items[i]!;
-      const { value } = await deps.gateway.structured(ctx(deps, runId, 'scenario.check', `${scenarioId}:${i}`), {
-        messages: scenarioCheckPrompt(env, scenario.task!, scenario.initialState, item),
-        schema: ScenarioCheckOutput,
-        check: async v => {
-          const { results } = await deps.sandbox.checks({ checks: [{ item, check: v.check }], finalState: scenario.initialState, initialState: scenario.initialState, limits });
-          const r = results[0]!;
-          if (!r.errorCode) return null;
-          const problem = `run on the initial state (as both finalState and initialState) it failed with ${r.errorCode}: ${r.error ?? ''}. It must return true or false without throwing.`;
-          repairs.push({ item, problem });
-          return problem;
-        },
-      });
-      checklist.push({ item, check: value.check });
+      let check: string;
+      try {
+        const { value } = await deps.gateway.structured(ctx(deps, runId, 'scenario.check', `${scenarioId}:${i}`), {
+          messages: scenarioCheckPrompt(env, scenario.task!, scenario.initialState, item),
+          schema: ScenarioCheckOutput,
+          check: async v => {
+            const { results } = await deps.sandbox.checks({ checks: [{ item, check: v.check }], finalState: scenario.initialState, initialState: scenario.initialState, limits });
+            const r = results[0]!;
+            if (!r.errorCode) return null;
+            const problem = `run on the initial state (as both finalState and initialState) it failed with ${r.errorCode}: ${r.error ?? ''}. It must return true or false without throwing.`;
+            repairs.push({ item, problem });
+            return problem;
+          },
+        });
+        check = value.check;
+      } catch (err) {
+        if (!(err instanceof ModelOutputError)) throw err;
+        // Dropped here rather than by orDrop: the record keeps the checks written so far and this item's
+        // repairs (only in memory until now), and the reason names the item.
+        await dropScenario(deps, runId, scenarioId, 'scenario.check', err.code, `check function of checklist item ${i + 1} ("${item}"): ${err.message}`, { produced: current(), item });
+        return { ok: false, scenarioId, reason: err.message };
+      }
+      checklist.push({ item, check });
       await deps.store.putDoc(runId, 'scenario', scenarioId, current());
     }
     const { results } = await deps.sandbox.checks({ checks: checklist, finalState: scenario.initialState, initialState: scenario.initialState, limits });
     const checked = current(results.map(r => ({ item: r.item, passed: r.passed })));
     const errored = results.filter(r => r.errorCode);
     if (errored.length) {
-      await deps.store.putDoc(runId, 'scenario', scenarioId, checked);
-      await dropScenario(deps, runId, scenarioId, 'scenario.check', 'CHECK_INVALID', `${errored.length} check function(s) fail on the initial state: ${errored.map(r => `${r.item}: ${r.error ?? ''}`).join('; ')}`);
+      const message = `${errored.length} check function(s) fail on the initial state: ${errored.map(r => `${r.item}: ${r.error ?? ''}`).join('; ')}`;
+      await dropScenario(deps, runId, scenarioId, 'scenario.check', 'CHECK_INVALID', message, { produced: checked, item: errored[0]!.item });
       return { ok: false, scenarioId, reason: 'checks fail on the initial state' };
     }
     if (results.length > 0 && results.every(r => r.passed)) {
-      await deps.store.putDoc(runId, 'scenario', scenarioId, checked);
-      await dropScenario(deps, runId, scenarioId, 'scenario.check', 'ALREADY_SOLVED', 'every check is already true on the initial state: the task would be solved by doing nothing');
+      await dropScenario(deps, runId, scenarioId, 'scenario.check', 'ALREADY_SOLVED', 'every check is already true on the initial state: the task would be solved by doing nothing', { produced: checked });
       return { ok: false, scenarioId, reason: 'already solved' };
     }
     const gate = await deps.store.getDoc(runId, 'scenario-config', 'current');
-    await deps.store.putDoc(runId, 'scenario', scenarioId, gate?.verifyWith ? checked : { ...checked, status: 'ready' });
-    await deps.store.count(runId, 'scenario.check', repairs.length ? 'ready-after-repair' : 'ready');
+    await deps.store.putDoc(runId, 'scenario', scenarioId, gate?.verifyWith ? checked : { ...checked, status: 'ready' }, [
+      { stage: 'scenario.check', outcome: repairs.length ? 'ready-after-repair' : 'ready', n: 1 },
+    ]);
     return { ok: true, scenarioId, ...(gate?.verifyWith ? { verify: true } : {}) };
   });
 }
@@ -236,10 +262,9 @@ export async function verifyScenario(deps: ScenarioDeps, runId: string, scenario
     await deps.store.putDoc(runId, 'scenario', scenarioId, current());
   }
   if (!solved) {
-    await dropScenario(deps, runId, scenarioId, 'scenario.verify', 'UNSOLVABLE', `no reference rollout by ${gate.verifyWith} solved it in ${tries.length} tries (rewards ${tries.map(x => x.reward ?? 'none').join(', ')})`);
+    await dropScenario(deps, runId, scenarioId, 'scenario.verify', 'UNSOLVABLE', `no reference rollout by ${gate.verifyWith} solved it in ${tries.length} tries (rewards ${tries.map(x => x.reward ?? 'none').join(', ')})`, { produced: current() });
     return { ok: false, scenarioId, reason: 'unsolvable' };
   }
-  await deps.store.putDoc(runId, 'scenario', scenarioId, { ...current(), status: 'ready' });
-  await deps.store.count(runId, 'scenario.verify', 'solvable');
+  await deps.store.putDoc(runId, 'scenario', scenarioId, { ...current(), status: 'ready' }, [{ stage: 'scenario.verify', outcome: 'solvable', n: 1 }]);
   return { ok: true, scenarioId };
 }

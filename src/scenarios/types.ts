@@ -2,6 +2,11 @@ import type { ItemFailure } from '../synthesis/types.js';
 
 export type ScenarioStatus = 'building' | 'ready' | 'dropped';
 
+/** Why a scenario was dropped; `item` names the checklist item whose check function failed, when one did (scenario.check). */
+export interface ScenarioDropReason extends ItemFailure {
+  readonly item?: string;
+}
+
 /** How a run's scenarios are made (doc 'scenario-config', frozen at the first `envfleet scenarios`). */
 export interface ScenarioConfig {
   readonly perEnv: number;
@@ -39,7 +44,7 @@ export interface ScenarioRecord {
   readonly checklistItems?: readonly string[];
   readonly checklist?: readonly { readonly item: string; readonly check: string }[];
   readonly validation?: ScenarioValidation;
-  readonly dropReason?: ItemFailure | null;
+  readonly dropReason?: ScenarioDropReason | null;
   readonly lineage: {
     readonly runId: string;
     readonly environmentId: string;

@@ -26,8 +26,7 @@ export async function makeTestConfig(deps: SynthesisDeps, runId: string, envId: 
         return probe.createError ? `the environment does not instantiate on it: ${probe.createError.message}` : null;
       },
     });
-    await deps.store.putDoc(runId, 'env', envId, { ...env, testState: value.state, status: 'probing', probeRound: 1 });
-    await deps.store.count(runId, 'check.config', 'done');
+    await deps.store.putDoc(runId, 'env', envId, { ...env, testState: value.state, status: 'probing', probeRound: 1 }, [{ stage: 'check.config', outcome: 'done', n: 1 }]);
     return { ok: true };
   });
 }
@@ -117,15 +116,19 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
             step = { ...base, verdict: 'not-judged', judgedBy: 'checker', checker: { analysis: '', reason: `checker output unusable: ${err.message}` } };
           }
         }
-        if (step.runtimeError) await deps.store.count(runId, 'sandbox', step.runtimeError);
         if (!(await deps.store.appendStep(runId, envId, round, index, step))) {
           throw new Error(`probe step ${index} of ${envId} was recorded by another worker; retrying from the checkpoint`);
         }
+        // Counted once the step is recorded, so a step another worker recorded is not counted twice. A
+        // step is not a document: its count cannot go in its write (RunStore.appendStep takes none).
+        if (step.runtimeError) await deps.store.count(runId, 'sandbox', step.runtimeError);
         steps.push(step);
       }
     } finally {
       await session.close().catch(() => undefined);
     }
+    // No document is written at the end of a round (its steps are the checkpoint list), so these counts
+    // stand alone: a crash after them and before the job ends counts the round again when it resumes.
     await deps.store.count(runId, 'check.probe', 'done');
     await deps.store.count(runId, 'check.probe', `round-${round}`);
     return { ok: true };
@@ -178,11 +181,20 @@ export async function decideEnvironment(deps: SynthesisDeps, runId: string, envI
     const opts = await options(deps, runId);
     const steps = await deps.store.steps(runId, envId, round);
     const quality = qualityOf(env, steps, round, opts.notFailThreshold);
-    const previous = env.qualityHistory?.at(-1);
-    const qualityHistory = [...(env.qualityHistory ?? []), quality];
+    // Reports of earlier rounds only: a retried job of this round may find its own report stored already.
+    const earlier = (env.qualityHistory ?? []).filter(q => q.round < round);
+    const previous = earlier.at(-1);
+    const qualityHistory = [...earlier, quality];
+    // The repair round that led to this one: what it regenerated, and whether that saved the environment.
+    const repair = previous ? { attempted: true, methods: env.quality?.repair?.methods ?? [], saved: quality.verdict === 'kept', before: { notFailRate: previous.notFailRate } } : undefined;
+    const report = repair ? { ...quality, repair } : quality;
     // Helpers of regenerated methods are kept even when the repair round does not go ahead.
     let helpers = env.helpers;
     if (quality.verdict === 'rejected' && round <= opts.verdictRepairRounds && quality.counts.total > 0) {
+      // The round's report is stored before the repair: a repair whose model call or sandbox fails the
+      // job for good ends the environment failed (failEnv reads the store), and its line must still say
+      // how the environment did.
+      await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, quality: report });
       const failing = [...new Set(steps.filter(s => s.verdict === 'fail').map(s => s.tool))];
       const regenerated: string[] = [];
       const methods = { ...env.methods };
@@ -205,14 +217,15 @@ export async function decideEnvironment(deps: SynthesisDeps, runId: string, envI
       const loads = await deps.sandbox.probe({ code: { name: env.description.summary, className: env.className!, source, tools: env.tools! }, initialState: env.testState, calls: [], limits: opts.limits });
       if (regenerated.length > 0 && !loads.createError) {
         const repairing = { attempted: true, methods: regenerated, saved: false, before: { notFailRate: quality.notFailRate } };
-        await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), methods, source, probeRound: round + 1, quality: { ...quality, repair: repairing } });
-        await deps.store.count(runId, 'check.verdict', 'repair-round');
+        await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), methods, source, probeRound: round + 1, quality: { ...quality, repair: repairing } }, [
+          { stage: 'check.verdict', outcome: 'repair-round', n: 1 },
+        ]);
         return { ok: true, nextRound: round + 1 };
       }
     }
-    const repair = previous ? { attempted: true, methods: env.quality?.repair?.methods ?? [], saved: quality.verdict === 'kept', before: { notFailRate: previous.notFailRate } } : undefined;
-    await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), quality: repair ? { ...quality, repair } : quality, status: quality.verdict });
-    await deps.store.count(runId, 'check.verdict', repair ? `${quality.verdict}-after-repair` : quality.verdict);
+    await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), quality: report, status: quality.verdict }, [
+      { stage: 'check.verdict', outcome: repair ? `${quality.verdict}-after-repair` : quality.verdict, n: 1 },
+    ]);
     return { ok: quality.verdict === 'kept' };
   });
 }

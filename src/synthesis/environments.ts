@@ -42,12 +42,11 @@ export async function loadEnv(deps: SynthesisDeps, runId: string, envId: string)
   return env;
 }
 
-/** Records an item-level failure: the environment ends with its stage, code and reason. */
+/** Records an item-level failure: the environment ends with its stage, code and reason, counted in the same write. */
 export async function failEnv(deps: Pick<SynthesisDeps, 'store'>, runId: string, envId: string, stage: string, code: ErrorCode, message: string): Promise<void> {
   const env = await deps.store.getDoc(runId, 'env', envId);
   if (!env || env.status === 'kept' || env.status === 'rejected' || env.status === 'failed') return;
-  await deps.store.putDoc(runId, 'env', envId, { ...env, status: 'failed', failure: { stage, code, message } });
-  await deps.store.count(runId, stage, `failed:${code}`);
+  await deps.store.putDoc(runId, 'env', envId, { ...env, status: 'failed', failure: { stage, code, message } }, [{ stage, outcome: `failed:${code}`, n: 1 }]);
 }
 
 /** Runs `fn`; output still invalid after the repair rounds fails the environment instead of the job. */
@@ -69,8 +68,7 @@ export async function createEnvironment(store: RunStore, runId: string, opts: Ru
     failure: null,
     lineage: { runId, sourceTaskId: desc.sourceTaskId ?? null, models: { ...opts.models }, prompts: { ...PROMPT_VERSIONS }, createdAt: new Date().toISOString() },
   };
-  await store.putDoc(runId, 'env', id, record);
-  await store.count(runId, 'environments', 'created');
+  await store.putDoc(runId, 'env', id, record, [{ stage: 'environments', outcome: 'created', n: 1 }]);
   return id;
 }
 

@@ -1,7 +1,7 @@
 import { ModelOutputError } from '../errors.js';
 import { judgePrompt, topicPrompt } from './prompts.js';
 import { JudgeOutput, TopicOutput } from './schemas.js';
-import type { DedupDecision, TopicRecord } from './types.js';
+import type { DedupDecision, FailedTopic, InferredTopic } from './types.js';
 import { createEnvironment, ctx, options, type SynthesisDeps } from './environments.js';
 
 /** Mining: which source tasks need an environment (mine.judge), what that environment is (mine.topic), one per domain (mine.dedup). */
@@ -13,13 +13,11 @@ export async function judgeTask(deps: SynthesisDeps, runId: string, taskId: stri
   if (!task) throw new Error(`task ${taskId} not found`);
   try {
     const { value } = await deps.gateway.structured(ctx(deps, runId, 'mine.judge'), { messages: judgePrompt(task.task), schema: JudgeOutput });
-    await deps.store.putDoc(runId, 'judge', taskId, value);
-    await deps.store.count(runId, 'mine.judge', value.needsEnvironment ? 'needs-environment' : 'no-environment');
+    await deps.store.putDoc(runId, 'judge', taskId, value, [{ stage: 'mine.judge', outcome: value.needsEnvironment ? 'needs-environment' : 'no-environment', n: 1 }]);
     return { needsEnvironment: value.needsEnvironment };
   } catch (err) {
     if (!(err instanceof ModelOutputError)) throw err;
-    await deps.store.putDoc(runId, 'judge', taskId, { needsEnvironment: false, reason: `unusable model output: ${err.message}`, failed: true });
-    await deps.store.count(runId, 'mine.judge', 'failed:MODEL_OUTPUT_INVALID');
+    await deps.store.putDoc(runId, 'judge', taskId, { needsEnvironment: false, reason: `unusable model output: ${err.message}`, failed: true }, [{ stage: 'mine.judge', outcome: 'failed:MODEL_OUTPUT_INVALID', n: 1 }]);
     return { needsEnvironment: false };
   }
 }
@@ -35,7 +33,7 @@ export async function inferTopic(deps: SynthesisDeps, runId: string, taskId: str
   try {
     const { value } = await deps.gateway.structured(ctx(deps, runId, 'mine.topic'), { messages: topicPrompt(task.task), schema: TopicOutput });
     const low = value.usefulness < opts.minUsefulness || value.modelability < opts.minModelability;
-    const record: TopicRecord = {
+    const record: InferredTopic = {
       ...value,
       taskId,
       index: task.index,
@@ -44,12 +42,14 @@ export async function inferTopic(deps: SynthesisDeps, runId: string, taskId: str
         ? `scores below the thresholds (usefulness ${value.usefulness} ≥ ${opts.minUsefulness}, modelability ${value.modelability} ≥ ${opts.minModelability} required)`
         : 'scores meet the thresholds',
     };
-    await deps.store.putDoc(runId, 'topic', taskId, record);
-    await deps.store.count(runId, 'mine.topic', record.candidate ? 'candidate' : 'low-scores');
+    await deps.store.putDoc(runId, 'topic', taskId, record, [{ stage: 'mine.topic', outcome: record.candidate ? 'candidate' : 'low-scores', n: 1 }]);
     return { candidate: record.candidate };
   } catch (err) {
     if (!(err instanceof ModelOutputError)) throw err;
-    await deps.store.count(runId, 'mine.topic', 'failed:MODEL_OUTPUT_INVALID');
+    // Recorded like an unusable judge answer: the count goes with the record, and a retried job finds
+    // the record instead of asking (and counting) again.
+    const failed: FailedTopic = { taskId, index: task.index, candidate: false, failed: true, reason: `unusable model output: ${err.message}` };
+    await deps.store.putDoc(runId, 'topic', taskId, failed, [{ stage: 'mine.topic', outcome: 'failed:MODEL_OUTPUT_INVALID', n: 1 }]);
     return { candidate: false };
   }
 }
@@ -73,10 +73,10 @@ function cosine(a: readonly number[], b: readonly number[]): number {
  */
 export async function dedupDescriptions(deps: SynthesisDeps, runId: string): Promise<{ envIds: string[] }> {
   const opts = await options(deps, runId);
-  const topics: TopicRecord[] = [];
+  const topics: InferredTopic[] = [];
   for (const id of await deps.store.listDocIds(runId, 'topic')) {
     const t = await deps.store.getDoc(runId, 'topic', id);
-    if (t?.candidate) topics.push(t);
+    if (t && !t.failed && t.candidate) topics.push(t);
   }
   topics.sort((a, b) => b.modelability - a.modelability || b.usefulness - a.usefulness || a.index - b.index);
   const vectors: number[][] = [];
@@ -85,7 +85,7 @@ export async function dedupDescriptions(deps: SynthesisDeps, runId: string): Pro
     const { vectors: v } = await deps.gateway.embed(ctx(deps, runId, 'mine.dedup', String(i)), batch);
     vectors.push(...v);
   }
-  const kept: { topic: TopicRecord; vector: number[] }[] = [];
+  const kept: { topic: InferredTopic; vector: number[] }[] = [];
   const envIds: string[] = [];
   for (const [i, topic] of topics.entries()) {
     let nearest: DedupDecision['nearest'] = null;
@@ -114,8 +114,10 @@ export async function dedupDescriptions(deps: SynthesisDeps, runId: string): Pro
           ? `over the limit of ${opts.maxEnvs} environments`
           : 'distinct',
     };
-    await deps.store.putDoc(runId, 'dedup', topic.taskId, decision);
-    await deps.store.count(runId, 'mine.dedup', decision.kept ? 'kept' : duplicate ? 'duplicate' : 'over-limit');
+    // A retried job decides every description again (the same way); only the first decision is counted.
+    const decided = await deps.store.getDoc(runId, 'dedup', topic.taskId);
+    const outcome = decision.kept ? 'kept' : duplicate ? 'duplicate' : 'over-limit';
+    await deps.store.putDoc(runId, 'dedup', topic.taskId, decision, decided ? [] : [{ stage: 'mine.dedup', outcome, n: 1 }]);
   }
   return { envIds };
 }

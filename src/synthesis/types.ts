@@ -88,12 +88,24 @@ export interface ItemFailure {
 export type JudgeRecord = JudgeOutput & { readonly failed?: boolean };
 
 /** The inferred environment of a judged task and whether it is a candidate (doc 'topic'). */
-export interface TopicRecord extends TopicOutput {
+export interface InferredTopic extends TopicOutput {
   readonly taskId: string;
   readonly index: number;
   readonly candidate: boolean;
   readonly reason: string;
+  readonly failed?: false;
 }
+
+/** A judged task whose topic the model never gave in a usable form: not a candidate (doc 'topic'). */
+export interface FailedTopic {
+  readonly taskId: string;
+  readonly index: number;
+  readonly candidate: false;
+  readonly reason: string;
+  readonly failed: true;
+}
+
+export type TopicRecord = InferredTopic | FailedTopic;
 
 /** Whether a candidate description was kept or dropped as a near-duplicate (doc 'dedup'). */
 export interface DedupDecision {

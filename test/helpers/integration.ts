@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { QueueEvents, type Job, type Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
+import { chooseRedis } from '../../cli/private-redis.js';
 import { loadConfig, type AppConfig, type EnvVarName } from '../../config/index.js';
 import { waitForRun, type RunProgress } from '../../queues/run-jobs.js';
 import type { Logger } from '../../src/logger.js';
@@ -12,24 +13,30 @@ import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
 import { fixturesPath } from '../../src/util/package-root.js';
 import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
 
-export const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+/** The tests' Redis: REDIS_URL, or the default, or a private redis-server when neither answers (see requireRedis). */
+export let REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 /** The `envfleet` command, as a user runs it (from the build). */
 export const ENVFLEET_BIN = fileURLToPath(new URL('../../bin/envfleet.js', import.meta.url));
 /** The demo's fixture scripts and source tasks. */
 export const DEMO = fixturesPath('demo');
 
-/** Fails the suite with a clear message when the test Redis is not up. */
-export async function requireRedis(): Promise<void> {
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null });
-  redis.on('error', () => undefined);
-  try {
-    await redis.connect();
-    await redis.ping();
-  } catch (err) {
-    throw new Error(`integration tests need Redis at ${REDIS_URL} (${(err as Error).message}); start redis-server or set REDIS_URL`, { cause: err });
-  } finally {
-    redis.disconnect();
-  }
+let redisReady: Promise<void> | undefined;
+
+/**
+ * Makes sure the integration tests have a Redis: the one at REDIS_URL when it answers, otherwise a
+ * private redis-server on a free port, started once for the whole test run and stopped when it ends
+ * (as `envfleet demo` does), so `npm test` passes by itself on a fresh machine. When neither is
+ * possible, the suite fails with one line saying what to install.
+ */
+export function requireRedis(): Promise<void> {
+  redisReady ??= (async () => {
+    const choice = await chooseRedis(REDIS_URL, () => undefined);
+    if (!choice.private) return;
+    process.stderr.write(`integration tests: no Redis answers at ${REDIS_URL}; using a private redis-server at ${choice.url} for this run\n`);
+    REDIS_URL = choice.url;
+    process.once('exit', () => choice.stopNow());
+  })();
+  return redisReady;
 }
 
 export type Overrides = Partial<Record<EnvVarName, string>>;

@@ -5,12 +5,12 @@ import { emptyCounters, type EndpointLimiter, type Ledger, type LedgerCounters, 
 export function createMemoryResponseCache(): ResponseCache & { size(): number } {
   const store = new Map<string, { value: Parameters<ResponseCache['set']>[1]; expires: number }>();
   return {
-    get(key) {
-      const hit = store.get(key);
+    get(slot) {
+      const hit = store.get(`${slot.runId}/${slot.key}`);
       return Promise.resolve(hit && hit.expires > Date.now() ? hit.value : null);
     },
-    set(key, value, ttlSeconds) {
-      store.set(key, { value, expires: Date.now() + ttlSeconds * 1000 });
+    set(slot, value, ttlSeconds) {
+      store.set(`${slot.runId}/${slot.key}`, { value, expires: Date.now() + ttlSeconds * 1000 });
       return Promise.resolve();
     },
     size: () => store.size,

@@ -3,6 +3,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import type { EndpointConfig } from '../../config/index.js';
 import { createRedisResponseCache } from '../../src/llm/redis-cache.js';
+import { runKeys } from '../../src/runs/keys.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { createRedisLimiter } from '../../src/llm/redis-limiter.js';
 import { hashOf } from '../../src/util/canonical.js';
@@ -151,13 +152,17 @@ describe('Redis implementations of the gateway ports', () => {
     expect(totals.byModel['n']?.promptTokens).to.equal(10);
   });
 
-  it('stores and expires cached responses, and drops a damaged entry', async () => {
+  it('stores and expires cached responses under their run, counts their bytes by stage, and drops a damaged entry', async () => {
     const cache = createRedisResponseCache(a, prefix);
-    await cache.set('k1', { body: { x: 1 }, storedAt: 'now' }, 60);
-    expect(await cache.get('k1')).to.deep.equal({ body: { x: 1 }, storedAt: 'now' });
-    expect(await a.ttl(`${prefix}:llm-cache:k1`)).to.be.within(1, 60);
-    await a.set(`${prefix}:llm-cache:k2`, '{not json');
-    expect(await cache.get('k2')).to.equal(null);
-    expect(await a.exists(`${prefix}:llm-cache:k2`)).to.equal(0);
+    const slot = (key: string) => ({ runId: 'run', stage: 'mine.judge', key });
+    await cache.set(slot('k1'), { body: { x: 1, text: 'déjà vu 😀' }, storedAt: 'now' }, 60);
+    expect(await cache.get(slot('k1'))).to.deep.equal({ body: { x: 1, text: 'déjà vu 😀' }, storedAt: 'now' });
+    const keys = runKeys(prefix, 'run');
+    expect(await a.ttl(keys.cache('k1'))).to.be.within(1, 60);
+    expect(Number(await a.hget(keys.bytes, 'cache:mine.judge'))).to.equal(await a.strlen(keys.cache('k1')));
+    expect(await cache.get({ ...slot('k1'), runId: 'another run' })).to.equal(null);
+    await a.set(keys.cache('k2'), '{not json');
+    expect(await cache.get(slot('k2'))).to.equal(null);
+    expect(await a.exists(keys.cache('k2'))).to.equal(0);
   });
 });

@@ -140,7 +140,7 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
 
     // `run status` (also behind the dashboard and /metrics) gives the trajectories' statistics from counters.
     const prefix = f.config.redis.prefix;
-    const statusDeps = { at: { connection: f.redis, prefix }, store, ledger: f.workers.ctx.ledger, control: f.workers.ctx.runControl };
+    const statusDeps = { store, ledger: f.workers.ctx.ledger, control: f.workers.ctx.runControl };
     const terminations: Record<string, number> = {};
     for (const t of all) terminations[t.termination.reason] = (terminations[t.termination.reason] ?? 0) + 1;
     const expectStatus = async () => {

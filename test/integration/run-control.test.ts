@@ -1,11 +1,15 @@
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Queue } from 'bullmq';
 import { expect } from 'chai';
-import { cancelRun } from '../../queues/run-jobs.js';
+import { parsePendingKey } from '../../queues/enqueuer.js';
+import { cancelRun, resumeRun } from '../../queues/run-jobs.js';
 import { submitSynthesis } from '../../queues/submit.js';
-import type { ModelServer } from '../../src/model-server/index.js';
-import { until, useFleet } from '../helpers/integration.js';
+import { parseModelScript, type ModelServer } from '../../src/model-server/index.js';
+import { createRedisRunControl, type RunControl } from '../../src/runs/control.js';
+import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
+import { silentLogger, until, useFleet, type Fleet } from '../helpers/integration.js';
 
 const LIBRARY = {
   summary: 'Library circulation system',
@@ -18,15 +22,168 @@ async function descriptions(): Promise<string> {
   return join(dir, 'd.jsonl');
 }
 
+/** A file of `n` distinct source tasks. */
+async function tasks(n: number): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'envfleet-control-'));
+  const lines = Array.from({ length: n }, (_, i) => JSON.stringify({ id: `t${i}`, task: `Task ${i}: move booking number ${1000 + i} to the next free day and tell me the new date.`, source: 'test' }));
+  await writeFile(join(dir, 'tasks.jsonl'), `${lines.join('\n')}\n`);
+  return join(dir, 'tasks.jsonl');
+}
+
+/**
+ * A run of three stages that costs little: every task is judged (mine.judge) and given a topic
+ * (mine.topic) whose low scores keep it from becoming an environment, then mine.dedup runs once.
+ * The delays keep jobs of both model stages waiting at the same time.
+ */
+const miningScript = (judgeMs: number, topicMs: number) =>
+  parseModelScript(
+    {
+      rules: [
+        { stage: 'mine.judge', fault: { type: 'delay', ms: judgeMs }, respond: { json: { needsEnvironment: true, reason: 'It reads and changes stored bookings.' } } },
+        {
+          stage: 'mine.topic',
+          fault: { type: 'delay', ms: topicMs },
+          respond: { json: { summary: 'Booking records', introduction: 'A store of bookings with their days that staff look up and move every day.', usefulness: 2, modelability: 2 } },
+        },
+      ],
+    },
+    'mining script',
+  );
+
 /** Request bodies the server received, in a comparable form (stage + messages). */
 const bodies = (server: ModelServer) => server.log().filter(e => e.path.endsWith('/chat/completions')).map(e => `${e.stage} ${JSON.stringify((e.body as { messages: unknown }).messages)}`);
+
+/**
+ * Counts how often the fleet looks at whether `runId` is paused. Under the old re-check every look
+ * was a start of one waiting job (each job looked on every start); parked jobs do not look at all,
+ * only the workers' recheck does, once per run.
+ */
+function countLooks(control: RunControl, runId: string): () => number {
+  let looks = 0;
+  const get = control.get.bind(control);
+  control.get = async id => {
+    if (id === runId) looks += 1;
+    return get(id);
+  };
+  return () => looks;
+}
+
+interface Outstanding {
+  readonly key: string;
+  readonly queue: string;
+  readonly state: string;
+  readonly attemptsStarted: number;
+}
 
 describe('run control: budgets, pause, resume, cancel (real Redis, real workers)', function () {
   this.timeout(180_000);
   const fleet = useFleet();
+  const queues = new Map<string, Queue>();
+  afterEach(async () => {
+    for (const q of queues.values()) await q.close();
+    queues.clear();
+  });
 
-  it('pauses a run at its token budget with nothing lost, and after the budget is raised resumes without repeating a request', async () => {
-    const f = await fleet();
+  /** Every outstanding job of the run, with its BullMQ state and how often it was started. */
+  async function outstanding(f: Fleet, runId: string): Promise<Outstanding[]> {
+    const out: Outstanding[] = [];
+    for (const key of await f.store.pending(runId)) {
+      const { queue: name, jobId } = parsePendingKey(key);
+      let queue = queues.get(name);
+      if (!queue) queues.set(name, (queue = new Queue(name, { connection: f.redis, prefix: f.config.redis.prefix })));
+      const job = await queue.getJob(jobId);
+      out.push({ key, queue: name, state: job ? await job.getState() : 'missing', attemptsStarted: job?.attemptsStarted ?? 0 });
+    }
+    return out;
+  }
+
+  /** True once nothing of the run runs or waits to be taken: every outstanding job is delayed (parked) or waits for its children. */
+  async function held(f: Fleet, runId: string): Promise<boolean> {
+    const jobs = await outstanding(f, runId);
+    return jobs.some(j => j.state === 'delayed') && jobs.every(j => j.state === 'delayed' || j.state === 'waiting-children');
+  }
+
+  /** Items of the run that ended failed so far: tasks counted as failed at a stage, environments failed. */
+  async function failures(f: Fleet, runId: string): Promise<string[]> {
+    const out: string[] = [];
+    for (const [stage, outcomes] of Object.entries(await f.store.counters(runId))) for (const outcome of Object.keys(outcomes)) if (outcome.startsWith('failed')) out.push(`${stage} ${outcome}`);
+    for (const id of await f.store.listDocIds(runId, 'env')) {
+      const env = await f.store.getDoc(runId, 'env', id);
+      if (env?.status === 'failed') out.push(`env ${id} ${env.failure?.code ?? ''}`);
+    }
+    return out;
+  }
+
+  async function parkedKeys(control: RunControl, runId: string): Promise<string[]> {
+    const keys = new Set<string>();
+    for await (const batch of control.parked(runId)) for (const p of batch) keys.add(p.key);
+    return [...keys].sort();
+  }
+
+  /**
+   * Keeps the run paused until the fleet has looked at it 150 times as often as it has parked jobs:
+   * under the old re-check every look was a start of a waiting job, so that is 150 starts of each,
+   * and BullMQ failed a job at its 101st. Measured in looks, not in wall time (the recheck setting
+   * is short). Stops early if a job of the paused run ends meanwhile (the checks that follow say how).
+   */
+  async function stayPaused(f: Fleet, runId: string, looks: () => number, jobs: number): Promise<void> {
+    const from = looks();
+    const outstandingBefore = await f.store.pendingCount(runId);
+    await until(async () => looks() - from >= 150 * jobs || (await f.store.pendingCount(runId)) !== outstandingBefore, `${150 * jobs} looks at the paused run`, 120_000);
+  }
+
+  /** What the jobs of a paused run look like once they are all parked; checks nothing of it is taken or sent. */
+  async function expectParked(f: Fleet, control: RunControl, runId: string): Promise<Outstanding[]> {
+    const jobs = await outstanding(f, runId);
+    const parked = jobs.filter(j => j.state === 'delayed');
+    // Every delayed job is recorded as parked, so resume can find it.
+    expect(await parkedKeys(control, runId)).to.include.members(parked.map(j => j.key));
+    return parked;
+  }
+
+  it('parks a paused run’s jobs of several stages: no starts and no requests however long it stays paused, and after resume every item is done with no request repeated', async () => {
+    const f = await fleet({ script: miningScript(200, 400), overrides: { ENVFLEET_PAUSED_RECHECK_MS: '5' }, workers: { concurrency: 1 } });
+    const ctx = f.workers.ctx;
+    const file = await tasks(8);
+    // Reference: the same run, never paused.
+    await submitSynthesis(f.config, f.redis, { runId: 'reference', tasks: file });
+    await f.waitForRun('reference');
+    const reference = bodies(f.server);
+    const referenceCounters = await f.store.counters('reference');
+    f.server.reset();
+
+    await submitSynthesis(f.config, f.redis, { runId: 'paused', tasks: file });
+    // Paused while judges still wait and topics start to queue up behind the slower topic worker.
+    await until(() => Promise.resolve(f.server.log().some(e => e.stage === 'mine.topic')), 'the first topic request');
+    await ctx.runControl.pause('paused', 'paused by the test');
+    await until(() => held(f, 'paused'), 'every job of the paused run to be parked', 60_000);
+    expect(await failures(f, 'paused')).to.deep.equal([]);
+    const parked = await expectParked(f, ctx.runControl, 'paused');
+    expect(new Set(parked.map(j => j.queue)).size, 'stages with parked jobs').to.be.at.least(2);
+    const sentBeforeWait = f.server.log().length;
+
+    await stayPaused(f, 'paused', countLooks(ctx.runControl, 'paused'), parked.length);
+    expect(await failures(f, 'paused')).to.deep.equal([]);
+    // Nothing was taken (starts) or sent (requests) while the run stayed paused.
+    for (const job of await outstanding(f, 'paused')) {
+      if (job.state === 'waiting-children') continue;
+      expect(job.state, job.key).to.equal('delayed');
+      expect(job.attemptsStarted, `starts of ${job.key}`).to.be.at.most(2);
+    }
+    expect(f.server.log().length).to.equal(sentBeforeWait);
+
+    // `envfleet resume` (cli/runs.ts) does this: the run is marked running and its parked jobs are brought back.
+    await resumeRun({ connection: f.redis, prefix: f.config.redis.prefix }, ctx.runControl, 'paused');
+    await f.waitForRun('paused');
+    // Every item went through every stage as without the pause: nothing failed, nothing lost, no request sent twice.
+    expect(await f.store.counters('paused')).to.deep.equal(referenceCounters);
+    expect(bodies(f.server).sort()).to.deep.equal(reference.sort());
+    expect(await parkedKeys(ctx.runControl, 'paused')).to.deep.equal([]);
+    expect(await ctx.runControl.runsWithParkedJobs()).to.not.include('paused');
+  });
+
+  it('pauses a run at its token budget with nothing lost and no starts used while paused, and after the budget is raised resumes without repeating a request', async () => {
+    const f = await fleet({ overrides: { ENVFLEET_PAUSED_RECHECK_MS: '5' } });
     const ctx = f.workers.ctx;
     const file = await descriptions();
     // Reference: the same run without a budget.
@@ -39,15 +196,25 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     await submitSynthesis(f.config, f.redis, { runId: 'budget', descriptions: file, probeSteps: 8 });
     await until(async () => (await ctx.runControl.get('budget')).state === 'paused', 'the budget pause', 60_000);
     expect((await ctx.runControl.get('budget')).reason).to.match(/budget reached: .*tokens, its budget is 8000/);
-    // In-flight requests finish; after that nothing is sent while the run is paused.
     const spent = await ctx.ledger.totals('budget');
     expect(spent.promptTokens + spent.completionTokens).to.be.at.least(8_000);
-    await new Promise(resolve => setTimeout(resolve, 500));
+    // In-flight requests finish; then every job of the run is parked, and from then on nothing can be sent.
+    await until(() => held(f, 'budget'), 'every job of the paused run to be parked', 60_000);
+    expect(await failures(f, 'budget')).to.deep.equal([]);
+    const parked = await expectParked(f, ctx.runControl, 'budget');
     const atPause = f.server.log().length;
-    await new Promise(resolve => setTimeout(resolve, 3_000)); // longer than a paused job's re-check
+
+    await stayPaused(f, 'budget', countLooks(ctx.runControl, 'budget'), parked.length);
+    expect(await failures(f, 'budget')).to.deep.equal([]);
     expect(f.server.log().length).to.equal(atPause);
+    for (const job of await outstanding(f, 'budget')) {
+      if (job.state === 'waiting-children') continue;
+      expect(job.state, job.key).to.equal('delayed');
+      expect(job.attemptsStarted, `starts of ${job.key}`).to.be.at.most(2);
+    }
     expect(await ctx.store.pendingCount('budget')).to.be.greaterThan(0);
 
+    // Raised later; resumed through run control alone: the workers hear it and bring the parked jobs back.
     await ctx.runControl.setBudgets('budget', { usd: 0, tokens: 0, byStage: {} });
     await ctx.runControl.resume('budget');
     await f.waitForRun('budget');
@@ -55,19 +222,66 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     expect(env!.status).to.equal('kept');
     // The same requests as without a budget: none lost, none sent twice.
     expect(bodies(f.server).sort()).to.deep.equal(reference.sort());
+    expect(await parkedKeys(ctx.runControl, 'budget')).to.deep.equal([]);
   });
 
-  it('holds a paused run back entirely, and runs it after resume', async () => {
+  it('holds a paused run back entirely, also with no worker running; a worker that starts after a missed resume brings its jobs back', async () => {
     const f = await fleet();
     const ctx = f.workers.ctx;
     const file = await descriptions();
     await ctx.runControl.pause('held', 'held for the test');
     await submitSynthesis(f.config, f.redis, { runId: 'held', descriptions: file, probeSteps: 8 });
-    await new Promise(resolve => setTimeout(resolve, 3_000));
+    await until(() => held(f, 'held'), 'the run’s job to be parked');
+    const parked = await expectParked(f, ctx.runControl, 'held');
+    expect(parked.map(j => j.queue)).to.deep.equal(['skeleton.state']);
     expect(f.server.log()).to.have.length(0);
-    await ctx.runControl.resume('held');
+
+    // No worker runs, and the run is resumed by run control alone: nobody hears it, so the job stays parked.
+    await f.stopWorkers();
+    const control = createRedisRunControl(f.redis, f.config.redis.prefix);
+    await control.resume('held');
+    expect((await outstanding(f, 'held')).map(j => j.state)).to.deep.equal(['delayed']);
+    // A worker looks for parked jobs of runs no longer paused as it starts (and every ENVFLEET_PAUSED_RECHECK_MS).
+    await f.startWorkers();
     await f.waitForRun('held');
     expect(f.server.log().length).to.be.greaterThan(10);
+    expect(await parkedKeys(control, 'held')).to.deep.equal([]);
+  });
+
+  it('brings every parked job back exactly once while two worker processes and several resumers race with parking', async () => {
+    const f = await fleet({ script: miningScript(30, 60), workers: { concurrency: 2 } });
+    const second: RunningWorker = await startWorkerProcess(f.config, silentLogger(), { concurrency: 2 });
+    try {
+      const file = await tasks(8);
+      await submitSynthesis(f.config, f.redis, { runId: 'reference', tasks: file });
+      await f.waitForRun('reference');
+      const reference = bodies(f.server);
+      const referenceCounters = await f.store.counters('reference');
+      f.server.reset();
+
+      // Pause and resume over and over while the run goes on, through each way of resuming: the
+      // command's (resume and bring back at once), and run control alone (the workers bring back).
+      const at = { connection: f.redis, prefix: f.config.redis.prefix };
+      const control = createRedisRunControl(f.redis, f.config.redis.prefix);
+      // It starts paused, so that its first jobs are parked for sure.
+      await control.pause('flapping', 'flapping');
+      await submitSynthesis(f.config, f.redis, { runId: 'flapping', tasks: file });
+      await until(() => held(f, 'flapping'), 'the first jobs to be parked');
+      expect(await parkedKeys(control, 'flapping')).to.not.be.empty;
+      for (let i = 1; i < 400 && (await f.store.pendingCount('flapping')) > 0; i += 1) {
+        if (i % 2 === 0) await control.pause('flapping', 'flapping');
+        else if (i % 4 === 1) await resumeRun(at, control, 'flapping');
+        else await control.resume('flapping');
+        await new Promise(resolve => setTimeout(resolve, (i * 7) % 25));
+      }
+      await resumeRun(at, control, 'flapping');
+      await f.waitForRun('flapping');
+      expect(await f.store.counters('flapping')).to.deep.equal(referenceCounters);
+      expect(bodies(f.server).sort()).to.deep.equal(reference.sort());
+      expect(await parkedKeys(control, 'flapping')).to.deep.equal([]);
+    } finally {
+      await second.stop();
+    }
   });
 
   it('cancels a run: waiting jobs removed, nothing new starts, the run ends', async () => {
@@ -76,6 +290,7 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     const file = await descriptions();
     await ctx.runControl.pause('cancel', 'so that jobs wait');
     await submitSynthesis(f.config, f.redis, { runId: 'cancel', descriptions: file, probeSteps: 8 });
+    await until(() => held(f, 'cancel'), 'the run’s job to be parked');
     const result = await cancelRun({ connection: f.redis, prefix: f.config.redis.prefix }, ctx.store, ctx.runControl, 'cancel', 'not needed');
     expect(result.removed + result.running).to.be.greaterThan(0);
     await f.waitForRun('cancel');
@@ -83,6 +298,7 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     expect(f.server.log()).to.have.length(0);
     const envs = await Promise.all((await ctx.store.listDocIds('cancel', 'env')).map(id => ctx.store.getDoc('cancel', 'env', id)));
     expect(envs.map(e => [e!.status, e!.failure?.code])).to.deep.equal([['failed', 'RUN_CANCELLED']]);
+    expect(await parkedKeys(ctx.runControl, 'cancel')).to.deep.equal([]);
     let error: unknown;
     try {
       await ctx.runControl.resume('cancel');
@@ -90,5 +306,14 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
       error = err;
     }
     expect(String(error)).to.match(/cancelled run cannot be resumed/);
+    // Nor can a budget (or anyone) pause it: it stays cancelled.
+    error = undefined;
+    try {
+      await ctx.runControl.pause('cancel', 'budget reached');
+    } catch (err) {
+      error = err;
+    }
+    expect(String(error)).to.match(/cancelled run cannot be paused/);
+    expect((await ctx.runControl.get('cancel')).state).to.equal('cancelled');
   });
 });

@@ -55,4 +55,18 @@ describe('JsonlWriter', () => {
     await w.abort();
     expect(await readdir(dir)).to.deep.equal([]);
   });
+
+  it('leaves nothing behind when aborted before its file is even open (an export that fails at once)', async () => {
+    // The open is asynchronous; removing the partial file before it is through let it come back
+    // afterwards (now and then: hence many writers).
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-jsonl-'));
+    for (let i = 0; i < 400; i += 1) {
+      const w = new JsonlWriter(join(dir, `out-${i}.jsonl`));
+      if (i % 2) await w.write({ i });
+      await w.abort();
+    }
+    // Whatever an open or a write still had in flight has landed by now.
+    await new Promise(resolve => setTimeout(resolve, 50));
+    expect(await readdir(dir)).to.deep.equal([]);
+  });
 });

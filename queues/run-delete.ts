@@ -1,0 +1,85 @@
+import { Queue } from 'bullmq';
+import { RequestError } from '../src/errors.js';
+import type { Redis } from '../src/redis/connection.js';
+import type { RunControl } from '../src/runs/control.js';
+import { runKey, runsKey } from '../src/runs/keys.js';
+import type { RunStore } from '../src/runs/store.js';
+import { PIPELINE_STAGES } from './pipeline.js';
+import { runState } from './run-status.js';
+
+export interface DeletedRun {
+  readonly runId: string;
+  /** Redis keys removed (the run's record, documents, counters, cache, ledger, stream...). */
+  readonly keys: number;
+  /** Finished jobs of the run removed from the queues. */
+  readonly jobs: number;
+}
+
+const JOB_PAGE = 1_000;
+
+/**
+ * Deletes a run: its jobs kept in the queues (completed and failed jobs stay 30 days as the
+ * idempotency window of deterministic job ids), then every Redis key it owns (src/runs/keys.ts: record,
+ * documents, counters, probe steps, response cache, ledger, stream, control), then its name. A run
+ * with outstanding jobs is refused: cancel it first. Returns what was removed.
+ */
+export async function deleteRun(redis: Redis, prefix: string, store: RunStore, control: RunControl, runId: string): Promise<DeletedRun> {
+  const root = runKey(prefix, runId);
+  if (!(await store.getRun(runId))) {
+    // No record but keys under its name (a run interrupted while being created, or written by an older
+    // layout): they are removed too, since a new run of that name would otherwise find them.
+    const keys = await unlinkUnder(redis, root);
+    if (keys === 0) throw new RequestError(`run "${runId}" does not exist (see envfleet runs)`);
+    await redis.srem(runsKey(prefix), runId);
+    return { runId, keys, jobs: 0 };
+  }
+  const outstanding = await store.pendingCount(runId);
+  if (outstanding > 0) {
+    const state = runState(await control.get(runId), outstanding);
+    throw new RequestError(`run "${runId}" is ${state} with ${outstanding} outstanding jobs; cancel it first (envfleet cancel --run ${runId}), then delete it`);
+  }
+  let jobs = 0;
+  for (const name of PIPELINE_STAGES) {
+    const queue = new Queue(name, { connection: redis, prefix });
+    try {
+      // Page from the end so that removing jobs does not shift the pages still to read.
+      for (const state of ['completed', 'failed'] as const) {
+        const total = (await queue.getJobCounts(state))[state] ?? 0;
+        for (let end = total - 1; end >= 0; end -= JOB_PAGE) {
+          for (const job of await queue.getJobs([state], Math.max(0, end - JOB_PAGE + 1), end)) {
+            if ((job.data as { runId?: unknown } | null)?.runId !== runId) continue;
+            await job.remove();
+            jobs += 1;
+          }
+        }
+      }
+    } finally {
+      await queue.close();
+    }
+  }
+  const keys = await unlinkUnder(redis, root);
+  await redis.srem(runsKey(prefix), runId);
+  return { runId, keys, jobs };
+}
+
+/** Unlinks `root` and every key under `root:`; returns how many existed. */
+async function unlinkUnder(redis: Redis, root: string): Promise<number> {
+  let keys = 0;
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', `${root}:*`, 'COUNT', 1_000);
+    cursor = next;
+    if (found.length) keys += await redis.unlink(...found);
+  } while (cursor !== '0');
+  return keys + (await redis.unlink(root));
+}
+
+/** The runs that finished (no outstanding job) before `date`: what `envfleet runs delete --finished-before` deletes. */
+export async function runsFinishedBefore(store: RunStore, date: Date): Promise<string[]> {
+  const out: string[] = [];
+  for (const id of await store.listRuns()) {
+    const finishedAt = await store.finishedAt(id);
+    if (finishedAt && Date.parse(finishedAt) < date.getTime() && (await store.pendingCount(id)) === 0) out.push(id);
+  }
+  return out.sort();
+}

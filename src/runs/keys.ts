@@ -1,0 +1,47 @@
+/**
+ * Where a run's data lives in Redis: every key a run owns starts with `runKey(prefix, runId)`, so
+ * deleting a run is deleting that key and the keys under it (plus its jobs in the queues). The store,
+ * the response cache, the ledger, the trajectory stream and run control all take their keys from here.
+ */
+export const runKey = (prefix: string, runId: string) => `${prefix}:run:${runId}`;
+
+/** The set of every run's id. */
+export const runsKey = (prefix: string) => `${prefix}:runs`;
+
+/** The keys of one run. */
+export function runKeys(prefix: string, runId: string) {
+  const r = runKey(prefix, runId);
+  return {
+    /** The run record (JSON). */
+    record: r,
+    doc: (kind: string, id: string) => `${r}:doc:${kind}:${id}`,
+    /** Ids of a kind, scored by first write. */
+    ids: (kind: string) => `${r}:ids:${kind}`,
+    /** Counters: `stage|outcome` → n. */
+    funnel: `${r}:funnel`,
+    /** Id → status of the documents that have one (environments, scenarios). */
+    statusOf: (kind: string) => `${r}:status-of:${kind}`,
+    /** Status → how many documents of the kind have it. */
+    statuses: (kind: string) => `${r}:statuses:${kind}`,
+    /** Bytes the run keeps, by area (`doc:KIND`, `steps`, `cache:STAGE`). */
+    bytes: `${r}:bytes`,
+    steps: (envId: string, round: number) => `${r}:steps:${envId}:${round}`,
+    throughput: `${r}:throughput`,
+    claim: (key: string) => `${r}:claim:${key}`,
+    /** Outstanding jobs (`queue|jobId`), and how many per queue. */
+    pending: `${r}:pending`,
+    pendingByStage: `${r}:pending-by-stage`,
+    /** Jobs running now, per queue. */
+    active: (stage: string) => `${r}:active:${stage}`,
+    /** When the run last had no outstanding job (ISO time), cleared when work is added. */
+    finishedAt: `${r}:finished-at`,
+    /** A cached model response of this run. */
+    cache: (hash: string) => `${r}:cache:${hash}`,
+    ledger: `${r}:ledger`,
+    trajectories: `${r}:trajectories`,
+    sinkLock: `${r}:sink-lock`,
+    control: `${r}:control`,
+  };
+}
+
+export type RunKeys = ReturnType<typeof runKeys>;

@@ -1,0 +1,153 @@
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { loadConfig } from '../../config/index.js';
+import { runOptionsFrom } from '../../queues/submit.js';
+import { createModelGateway } from '../../src/llm/gateway.js';
+import { loadModelScript, mergeModelScripts, parseModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
+import { computeGroup } from '../../src/rollouts/stages.js';
+import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
+import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
+import { generateScenarioChecklist, generateScenarioChecks, generateScenarioState, generateScenarioTask } from '../../src/scenarios/stages.js';
+import type { StageDeps } from '../../src/stage-deps.js';
+import { decideEnvironment, makeTestConfig, probeEnvironment } from '../../src/synthesis/check.js';
+import { createEnvironment, failEnv } from '../../src/synthesis/environments.js';
+import { readTasksFile } from '../../src/synthesis/inputs.js';
+import { dedupDescriptions, inferTopic, judgeTask } from '../../src/synthesis/mining.js';
+import { assembleEnvironment, buildMethod, buildOperations, buildState } from '../../src/synthesis/skeleton.js';
+import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../helpers/memory-ports.js';
+import { DEMO, REDIS_URL, dropPrefix, requireRedis } from '../helpers/integration.js';
+
+/**
+ * Counts made apart from a document write: a process that dies right after the write loses them. Only
+ * these stand alone, each for a reason given where it is made (no document goes with it).
+ */
+const SEPARATE = /^(skeleton\.method\|invalid|check\.probe\|(done|round-\d+)|sandbox\|[A-Z_]+)$/;
+
+describe('funnel counts go in the write of their document (real Redis, scripted server, sandbox)', function () {
+  this.timeout(120_000);
+  const prefix = `envfleet-test-counts-${randomUUID().slice(0, 8)}`;
+  let server: ModelServer;
+  let redis: Redis;
+
+  before(async () => {
+    await requireRedis();
+    const demo = await loadModelScript(DEMO);
+    // Without the demo's one 429: here no job is there to retry it.
+    server = await startModelServer({ script: { ...demo, rules: (demo.rules ?? []).filter(r => r.fault?.type !== 'rate_limit') } });
+    redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+  });
+  after(async () => {
+    await server.close();
+    redis.disconnect();
+    await dropPrefix(prefix);
+  });
+
+  it('the demo run, stage by stage, with every separate count lost as in a crash after the write', async () => {
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'test-key', LOG_LEVEL: 'silent' } });
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    const real = createRedisRunStore(redis, prefix);
+    // The run store as a process sees it that dies after each document write: a count made on its own
+    // never reaches Redis. (Recorded here, to say which ones.)
+    const lost: string[] = [];
+    const store: RunStore = {
+      ...real,
+      count: (_runId, stage, outcome) => {
+        lost.push(`${stage}|${outcome}`);
+        return Promise.resolve();
+      },
+    };
+    const deps: StageDeps = { gateway, sandbox: createLocalSandboxRunner(), store };
+    const run = 'counts';
+    const options = runOptionsFrom(config, { probeSteps: 8 });
+    await real.createRun({ id: run, createdAt: new Date().toISOString(), input: 'tasks', options });
+
+    // Synthesis, in the pipeline's order (queues/pipeline.ts).
+    const { items } = await readTasksFile(join(DEMO, 'source-tasks.jsonl'));
+    for (const task of items) await real.putDoc(run, 'task', task.id, task);
+    for (const task of items) if ((await judgeTask(deps, run, task.id)).needsEnvironment) await inferTopic(deps, run, task.id);
+    const { envIds } = await dedupDescriptions(deps, run);
+    for (const envId of envIds) {
+      await buildState(deps, run, envId);
+      const { operations = [] } = await buildOperations(deps, run, envId);
+      for (const op of operations) await buildMethod(deps, run, envId, op);
+      await assembleEnvironment(deps, run, envId);
+      await makeTestConfig(deps, run, envId);
+      for (let round: number | undefined = 1; round !== undefined; ) {
+        await probeEnvironment(deps, run, envId, round);
+        round = (await decideEnvironment(deps, run, envId, round)).nextRound;
+      }
+    }
+    // An environment ended by a job that failed for good (workers/item-endings.ts calls failEnv).
+    const extra = await createEnvironment(store, run, options, { summary: 'Lighthouse keeping', introduction: 'A lighthouse log of lamps, keepers and shifts.' });
+    await failEnv(deps, run, extra, 'skeleton.state', 'MODEL_SERVER_ERROR', '[MODEL_SERVER_ERROR] 503');
+
+    // Scenarios: three states per kept environment.
+    await real.putDoc(run, 'scenario-config', 'current', { perEnv: 3, verifyWith: null, tries: 1 });
+    const ready: string[] = [];
+    for (const envId of envIds) {
+      if ((await real.getDoc(run, 'env', envId))?.status !== 'kept') continue;
+      for (let index = 0; index < 3; index += 1) {
+        const { ok, scenarioId } = await generateScenarioState(deps, run, envId, index, 3);
+        if (!ok || !(await generateScenarioTask(deps, run, scenarioId)).ok) continue;
+        await generateScenarioChecklist(deps, run, scenarioId);
+        if ((await generateScenarioChecks(deps, run, scenarioId)).ok) ready.push(scenarioId);
+      }
+    }
+    // A group whose two samples left no trajectory.
+    await computeGroup(store, run, ready[0]!, 'non-conversational', 2);
+    // A retried mine.dedup job (its worker died before the job ended) decides every description again:
+    // nothing is counted twice.
+    await dedupDescriptions(deps, run);
+
+    expect(lost.filter(c => !SEPARATE.test(c)), 'counts made apart from their document').to.deep.equal([]);
+    const counters = await real.counters(run);
+    expect(counters).to.deep.include({
+      'mine.judge': { 'needs-environment': 5, 'no-environment': 2 },
+      'mine.topic': { candidate: 4, 'low-scores': 1 },
+      'mine.dedup': { kept: 3, duplicate: 1 },
+      environments: { created: 4 },
+      'skeleton.state': { done: 3, 'failed:MODEL_SERVER_ERROR': 1 },
+      'skeleton.operations': { done: 3, operations: 14 },
+      'skeleton.method': { done: 13 },
+      'skeleton.assemble': { assembled: 2, 'assembled-after-repair': 1 },
+      'check.config': { done: 3 },
+      'check.verdict': { kept: 2, 'repair-round': 1, 'rejected-after-repair': 1 },
+      'scenario.state': { done: 5, 'dropped:DUPLICATE_STATE': 1 },
+      'scenario.task': { done: 4, 'dropped:DUPLICATE_TASK': 1 },
+      'scenario.checklist': { done: 4, items: 10 },
+      'scenario.check': { ready: 3, 'ready-after-repair': 1 },
+      'rollout.group': { done: 1, 'samples-missing': 2 },
+    });
+  });
+
+  it('records a topic the model never gives in a usable form, counted with the record, and asks once', async () => {
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'test-key', LOG_LEVEL: 'silent', ENVFLEET_REPAIR_ATTEMPTS: '1' } });
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    const store = createRedisRunStore(redis, prefix);
+    const deps: StageDeps = { gateway, sandbox: createLocalSandboxRunner(), store };
+    const demo = await loadModelScript(DEMO);
+    const unusable = parseModelScript({ rules: [{ name: 'topic-unusable', stage: 'mine.topic', matchAny: 'return two overdue books', respond: { json: { summary: 'Library' } } }] });
+    server.setScript(mergeModelScripts([unusable, { ...demo, rules: (demo.rules ?? []).filter(r => r.fault?.type !== 'rate_limit') }]));
+    const run = 'topic-fails';
+    await store.createRun({ id: run, createdAt: new Date().toISOString(), input: 'tasks', options: runOptionsFrom(config) });
+    const task = (await readTasksFile(join(DEMO, 'source-tasks.jsonl'))).items.find(t => t.id === 't1')!;
+    await store.putDoc(run, 'task', task.id, task);
+    await judgeTask(deps, run, task.id);
+
+    expect(await inferTopic(deps, run, task.id)).to.deep.equal({ candidate: false });
+    const asked = server.log().filter(e => e.rule === 'topic-unusable').length;
+    expect(asked).to.equal(2);
+    const record = await store.getDoc(run, 'topic', task.id);
+    expect(record).to.deep.include({ taskId: 't1', candidate: false, failed: true });
+    expect(record!.reason).to.match(/^unusable model output: /);
+    // A retried job finds the record: no model call, no second count.
+    expect(await inferTopic(deps, run, task.id)).to.deep.equal({ candidate: false });
+    expect(server.log().filter(e => e.rule === 'topic-unusable')).to.have.length(asked);
+    expect((await store.counters(run))['mine.topic']).to.deep.equal({ 'failed:MODEL_OUTPUT_INVALID': 1 });
+    // And dedup passes it by.
+    expect(await dedupDescriptions(deps, run)).to.deep.equal({ envIds: [] });
+  });
+});

@@ -1,0 +1,173 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { pendingKey } from '../../queues/enqueuer.js';
+import { deleteRun, runsFinishedBefore } from '../../queues/run-delete.js';
+import { reconcilePending } from '../../queues/run-jobs.js';
+import { runStatus, type StatusDeps } from '../../queues/run-status.js';
+import { runOptionsFrom, submitRollouts, submitScenarios, submitSynthesis } from '../../queues/submit.js';
+import { createRedisLedger } from '../../src/llm/redis-ledger.js';
+import { createRedisRunControl } from '../../src/runs/control.js';
+import { runKey } from '../../src/runs/keys.js';
+import { createRedisRunStore } from '../../src/runs/store.js';
+import type { EnvironmentRecord } from '../../src/synthesis/types.js';
+import { rejection } from '../helpers/assert.js';
+import { DEMO, REDIS_URL, useFleet } from '../helpers/integration.js';
+
+/** A connection that counts the commands it sends (how much work a read costs, independent of the machine). */
+function countingRedis(): Redis & { sent(): number } {
+  const redis = new Redis(REDIS_URL) as Redis & { sent(): number };
+  let n = 0;
+  const send = redis.sendCommand.bind(redis);
+  redis.sendCommand = (...args: Parameters<Redis['sendCommand']>) => {
+    n += 1;
+    return send(...args);
+  };
+  redis.sent = () => n;
+  return redis;
+}
+
+const env = (runId: string, i: number, status: EnvironmentRecord['status']): EnvironmentRecord => ({
+  id: `env-${i}`,
+  runId,
+  status,
+  description: { summary: `Domain ${i} — 図書館 📚`, introduction: 'An environment with a state.' },
+  failure: null,
+  lineage: { runId, sourceTaskId: null, models: {}, prompts: {}, createdAt: '2026-12-01T00:00:00.000Z' },
+});
+
+async function keysOf(redis: Redis, runId: string, prefix: string): Promise<string[]> {
+  const root = runKey(prefix, runId);
+  const found: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${root}*`, 'COUNT', 1000);
+    cursor = next;
+    found.push(...keys.filter(k => k === root || k.startsWith(`${root}:`)));
+  } while (cursor !== '0');
+  return found;
+}
+
+describe('runs over their lifetime: status at any size, settings that do not change silently, deletion', function () {
+  this.timeout(120_000);
+  const fleet = useFleet();
+
+  it('reads a run’s status with the same Redis commands for 10 items as for 2,000, and counts by status and stage correctly', async () => {
+    const f = await fleet({ workers: false });
+    const counting = countingRedis();
+    try {
+      const prefix = f.config.redis.prefix;
+      const countingDeps: StatusDeps = { store: createRedisRunStore(counting, prefix), ledger: createRedisLedger(counting, prefix), control: createRedisRunControl(counting, prefix) };
+      await f.store.createRun({ id: 'big', createdAt: new Date().toISOString(), input: 'descriptions', options: runOptionsFrom(f.config) });
+      const grow = async (from: number, to: number) => {
+        for (let i = from; i < to; i += 1) await f.store.putDoc('big', 'env', `env-${i}`, env('big', i, i % 3 === 0 ? 'kept' : 'building'));
+        await f.store.addPending('big', Array.from({ length: to - from }, (_, k) => pendingKey('skeleton.state', `job-${from + k}`)));
+      };
+      await grow(0, 10);
+      const before = counting.sent();
+      const small = (await runStatus(countingDeps, 'big'))!;
+      const smallCost = counting.sent() - before;
+      await grow(10, 2_000);
+      // An environment changes status: the counts follow, in the same write.
+      await f.store.putDoc('big', 'env', 'env-1', env('big', 1, 'kept'));
+      await f.store.donePending('big', pendingKey('skeleton.state', 'job-0'));
+      const mid = counting.sent();
+      const large = (await runStatus(countingDeps, 'big'))!;
+      expect(counting.sent() - mid).to.equal(smallCost);
+      expect(small.environments).to.deep.equal({ kept: 4, building: 6 });
+      expect(large.environments).to.deep.equal({ kept: 668, building: 1_332 });
+      expect(large.outstanding).to.equal(1_999);
+      expect(large.stages.find(s => s.stage === 'skeleton.state')).to.deep.include({ waiting: 1_999, running: 0 });
+      expect(large.redis.byArea['doc:env']).to.be.greaterThan(0);
+      expect(large.redis.perItem.environment).to.equal(Math.round(large.redis.byArea['doc:env']! / 2_000));
+      expect(large.state).to.equal('running');
+    } finally {
+      counting.disconnect();
+    }
+  });
+
+  it('refuses a re-submission with other settings, naming each difference, and accepts the same one', async () => {
+    const f = await fleet({ workers: false });
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-resubmit-'));
+    const descriptions = join(dir, 'd.jsonl');
+    await writeFile(descriptions, `${JSON.stringify({ summary: 'Library', introduction: 'A library with members, books and loans.' })}\n`);
+    await submitSynthesis(f.config, f.redis, { runId: 'r', descriptions, probeSteps: 8 });
+    expect(await submitSynthesis(f.config, f.redis, { runId: 'r', descriptions, probeSteps: 8 })).to.deep.include({ created: false, jobsAdded: 0 });
+    const synth = await rejection(submitSynthesis(f.config, f.redis, { runId: 'r', descriptions, probeSteps: 12, maxEnvs: 5 }));
+    expect(synth).to.have.property('code', 'INVALID_REQUEST');
+    expect(String(synth)).to.include('probeSteps: 8 → 12').and.to.include('maxEnvs: 0 → 5');
+
+    await submitScenarios(f.config, f.redis, { runId: 'r', perEnv: 3 });
+    const scenarios = await rejection(submitScenarios(f.config, f.redis, { runId: 'r', perEnv: 3, verifyWith: 'reference' }));
+    expect(String(scenarios)).to.include('verifyWith: null → "reference"');
+
+    await submitRollouts(f.config, f.redis, { runId: 'r', samples: 2, modes: ['non-conversational'] });
+    await submitRollouts(f.config, f.redis, { runId: 'r', samples: 2, modes: ['non-conversational'] });
+    const rollouts = await rejection(submitRollouts(f.config, f.redis, { runId: 'r', samples: 2, modes: ['non-conversational'], policyModel: 'new-checkpoint' }));
+    expect(rollouts).to.have.property('code', 'INVALID_REQUEST');
+    expect(String(rollouts)).to.include('policyModel: null → "new-checkpoint"');
+    expect((await f.store.getDoc('r', 'rollout-config', 'current'))?.policyModel).to.equal(null);
+  });
+
+  it('reconciles outstanding entries: a job that ended or never came is let go, one that exists is kept', async () => {
+    const f = await fleet({ workers: false });
+    const at = { connection: f.redis, prefix: f.config.redis.prefix };
+    const queue = new Queue('mine.judge', { connection: f.redis, prefix: f.config.redis.prefix });
+    try {
+      await queue.add('mine.judge', { runId: 'r', taskId: 't1' }, { jobId: 'waiting-job' });
+      await f.store.addPending('r', [pendingKey('mine.judge', 'waiting-job'), pendingKey('mine.judge', 'never-added')]);
+      expect(await reconcilePending(at, f.store, 'r', { unknownGraceMs: 50 })).to.equal(1);
+      expect(await f.store.pending('r')).to.deep.equal([pendingKey('mine.judge', 'waiting-job')]);
+      expect(await f.store.pendingByStage('r')).to.deep.equal({ 'mine.judge': 1 });
+    } finally {
+      await queue.close();
+    }
+  });
+
+  it('deletes a finished run entirely — documents, counters, cache, ledger, stream, finished jobs — and refuses one with outstanding jobs', async () => {
+    const f = await fleet();
+    await submitSynthesis(f.config, f.redis, { runId: 'done', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await f.waitForRun('done');
+    const prefix = f.config.redis.prefix;
+    const before = await keysOf(f.redis, 'done', prefix);
+    expect(before.some(k => k.includes(':cache:'))).to.equal(true);
+    expect(before.some(k => k.endsWith(':ledger'))).to.equal(true);
+    const status = (await runStatus({ store: f.store, ledger: f.workers.ctx.ledger, control: f.workers.ctx.runControl }, 'done'))!;
+    expect(status.state).to.equal('finished');
+    expect(status.redis.byArea).to.have.property('cache:mine.judge');
+    expect(status.redis.perItem.environment).to.be.greaterThan(0);
+    expect(await runsFinishedBefore(f.store, new Date(Date.now() + 60_000))).to.deep.equal(['done']);
+    expect(await runsFinishedBefore(f.store, new Date(Date.now() - 3_600_000))).to.deep.equal([]);
+
+    // A run with outstanding jobs is refused.
+    await f.workers.ctx.runControl.pause('busy', 'hold it');
+    await submitSynthesis(f.config, f.redis, { runId: 'busy', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    const busy = await rejection(deleteRun(f.redis, prefix, f.store, f.workers.ctx.runControl, 'busy'));
+    expect(String(busy)).to.match(/outstanding jobs; cancel it first/);
+
+    const deleted = await deleteRun(f.redis, prefix, f.store, f.workers.ctx.runControl, 'done');
+    expect(deleted.keys).to.equal(before.length);
+    expect(deleted.jobs).to.be.greaterThan(0);
+    expect(await keysOf(f.redis, 'done', prefix)).to.deep.equal([]);
+    expect(await f.store.listRuns()).to.not.include('done');
+    const judge = new Queue('mine.judge', { connection: f.redis, prefix });
+    try {
+      const left = await judge.getJobs(['completed', 'failed']);
+      expect(left.filter(j => (j.data as { runId: string }).runId === 'done')).to.deep.equal([]);
+    } finally {
+      await judge.close();
+    }
+    // The other run is untouched.
+    expect(await f.store.getRun('busy')).to.not.equal(null);
+
+    // Keys under a name without a run record (a run written by an older layout) are removed too; a name
+    // with nothing under it is refused.
+    await f.redis.set(`${prefix}:run:orphan:doc:judge:t1`, '{"needsEnvironment":true}');
+    await f.redis.set(`${prefix}:run:orphan:ids:judge`, 'x');
+    expect(await deleteRun(f.redis, prefix, f.store, f.workers.ctx.runControl, 'orphan')).to.deep.equal({ runId: 'orphan', keys: 2, jobs: 0 });
+    expect(String(await rejection(deleteRun(f.redis, prefix, f.store, f.workers.ctx.runControl, 'orphan')))).to.match(/run "orphan" does not exist/);
+  });
+});
