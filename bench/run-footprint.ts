@@ -64,7 +64,7 @@ try {
     const root = runKey(prefix, 'demo');
     const family = (key: string) => {
       const rest = key.slice(root.length + 1);
-      if (/^doc:(task|judge|topic|dedup|env|method):|^steps:/.test(rest)) return 'environment';
+      if (/^doc:(task|judge|topic|dedup|env|method):|^steps:|^probe-state:/.test(rest)) return 'environment';
       if (/^doc:scenario/.test(rest)) return 'scenario';
       if (/^doc:(trajectory|group|rollout-config):/.test(rest)) return 'trajectory';
       if (rest.startsWith('cache:')) return 'cache';

@@ -133,8 +133,9 @@ export async function computeGroup(store: RunStore, runId: string, scenarioId: s
   const scenario = await store.getDoc(runId, 'scenario', scenarioId);
   const stats = groupStats(runId, scenarioId, scenario?.environmentId ?? '', mode, trajectories, samples);
   // A sample without a trajectory still counts, with reward 0 (groupStats pads to the planned samples).
-  const counts: FunnelCount[] = [{ stage: 'rollout.group', outcome: 'done', n: 1 }];
-  if (missing) counts.push({ stage: 'rollout.group', outcome: 'samples-missing', n: missing });
+  // Counted when the group is first written: a retried job recomputes the same group, uncounted.
+  const counts: FunnelCount[] = [{ stage: 'rollout.group', outcome: 'done', n: 1, once: true }];
+  if (missing) counts.push({ stage: 'rollout.group', outcome: 'samples-missing', n: missing, once: true });
   await store.putDoc(runId, 'group', stats.id, stats, counts);
   return stats;
 }

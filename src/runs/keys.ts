@@ -26,6 +26,8 @@ export function runKeys(prefix: string, runId: string) {
     /** Bytes the run keeps, by area (`doc:KIND`, `steps`, `cache:STAGE`). */
     bytes: `${r}:bytes`,
     steps: (envId: string, round: number) => `${r}:steps:${envId}:${round}`,
+    /** The environment's state after the latest recorded step of a probe round (JSON). */
+    probeState: (envId: string, round: number) => `${r}:probe-state:${envId}:${round}`,
     throughput: `${r}:throughput`,
     claim: (key: string) => `${r}:claim:${key}`,
     /** Outstanding jobs (`queue|jobId`), and how many per queue. */

@@ -43,6 +43,11 @@ export interface FunnelCount {
   readonly stage: string;
   readonly outcome: string;
   readonly n: number;
+  /**
+   * Counted only when the write creates the document: a job that is retried after its write (a crash
+   * before it completed) and writes the same document again does not count it twice.
+   */
+  readonly once?: boolean;
 }
 
 /** Kinds whose documents carry a `status` the store counts (status does not read every document). */
@@ -74,9 +79,15 @@ export interface RunStore {
   listDocIds(runId: string, kind: DocKind): Promise<string[]>;
   /** How many environments (or scenarios) have each status. */
   statusCounts(runId: string, kind: 'env' | 'scenario'): Promise<Record<string, number>>;
-  /** Appends step `index` of a probe round unless it is there already (idempotent on resume). */
-  appendStep(runId: string, envId: string, round: number, index: number, step: ProbeStepRecord): Promise<boolean>;
+  /**
+   * Appends step `index` of a probe round unless it is there already (idempotent on resume), with the
+   * state after it (replacing the previous step's) and `counts`, in one atomic step. False when the
+   * step was there already (nothing is written or counted).
+   */
+  appendStep(runId: string, envId: string, round: number, index: number, step: ProbeStepRecord, stateAfter: unknown, counts?: readonly FunnelCount[]): Promise<boolean>;
   steps(runId: string, envId: string, round: number): Promise<ProbeStepRecord[]>;
+  /** The state after the latest recorded step of a probe round; undefined when no step is recorded. */
+  probeState(runId: string, envId: string, round: number): Promise<unknown>;
   /** Adds to a counter: how many items entered / left a stage and why, or a run event (queues/pipeline.ts names them). */
   count(runId: string, stage: string, outcome: string, n?: number): Promise<void>;
   counters(runId: string): Promise<Record<string, Record<string, number>>>;
@@ -117,14 +128,19 @@ if ARGV[5] ~= '' then
     redis.call('HSET', KEYS[5], ARGV[1], ARGV[5])
   end
 end
-for i = 6, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 3 do
+  if ARGV[i + 2] == '0' or old == 0 then redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
+end
 return 1
 `;
 
 const APPEND_STEP = `
 if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then
+  local old = redis.call('STRLEN', KEYS[3])
   redis.call('RPUSH', KEYS[1], ARGV[2])
-  redis.call('HINCRBY', KEYS[2], 'steps', string.len(ARGV[2]))
+  redis.call('SET', KEYS[3], ARGV[3])
+  redis.call('HINCRBY', KEYS[2], 'steps', string.len(ARGV[2]) + string.len(ARGV[3]) - old)
+  for i = 4, #ARGV, 2 do redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1]) end
   return 1
 end
 return 0
@@ -187,7 +203,7 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
         String(Date.now()),
         kind,
         status,
-        ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n)]),
+        ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0']),
       );
     },
     async getDoc<K extends DocKind>(runId: string, kind: K, id: string) {
@@ -198,10 +214,27 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     async statusCounts(runId, kind) {
       return toCounts(await redis.hgetall(keys(runId).statuses(kind)));
     },
-    async appendStep(runId, envId, round, index, step) {
+    async appendStep(runId, envId, round, index, step, stateAfter, counts = []) {
       const k = keys(runId);
-      const added = await redis.eval(APPEND_STEP, 2, k.steps(envId, round), k.bytes, String(index), JSON.stringify(step));
+      const state = JSON.stringify(stateAfter);
+      if (state === undefined) throw new Error(`probe step ${index} of ${envId}: the state after it is not JSON`);
+      const added = await redis.eval(
+        APPEND_STEP,
+        4,
+        k.steps(envId, round),
+        k.bytes,
+        k.probeState(envId, round),
+        k.funnel,
+        String(index),
+        JSON.stringify(step),
+        state,
+        ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n)]),
+      );
       return added === 1;
+    },
+    async probeState(runId, envId, round) {
+      const raw = await redis.get(keys(runId).probeState(envId, round));
+      return raw === null ? undefined : (JSON.parse(raw) as unknown);
     },
     async steps(runId, envId, round) {
       const raw = await redis.lrange(keys(runId).steps(envId, round), 0, -1);

@@ -61,13 +61,14 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
     // The class keeps all its state in this.state and its constructor copies the initial state in,
     // so a checkpointed state restores the environment exactly: no call is replayed.
     const open = (state: unknown): Promise<EnvSession> => deps.sandbox.openSession(code, state, opts.limits);
-    let session = await open(steps.at(-1)?.stateAfter ?? env.testState);
+    let session = await open(steps.length > 0 ? await resumeState(deps, runId, envId, round, steps) : env.testState);
     try {
       for (let index = steps.length; index < opts.probeSteps; index += 1) {
         deps.signal?.throwIfAborted();
         const stateBefore = await session.snapshot();
         const stats = statsOf(env, steps);
-        let tester: TesterOutput;
+        let tester: TesterOutput | undefined;
+        let unusable: ModelOutputError | undefined;
         try {
           ({ value: tester } = await deps.gateway.structured(ctx(deps, runId, 'check.probe.tester', `${round}:${index}`), {
             messages: testerPrompt(env, stats, stateBefore),
@@ -76,8 +77,13 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
           }));
         } catch (err) {
           if (!(err instanceof ModelOutputError)) throw err;
-          const step: ProbeStepRecord = { index, tool: '', arguments: null, caseType: 'positive', thought: '', result: null, runtimeError: null, stateBefore, stateAfter: stateBefore, diff: diffStates(stateBefore, stateBefore), verdict: 'not-judged', judgedBy: 'tester', checker: { analysis: '', reason: `tester output unusable: ${err.message}` } };
-          await deps.store.appendStep(runId, envId, round, index, step);
+          unusable = err;
+        }
+        if (!tester) {
+          const step: ProbeStepRecord = { index, tool: '', arguments: null, caseType: 'positive', thought: '', result: null, runtimeError: null, diff: diffStates(stateBefore, stateBefore), verdict: 'not-judged', judgedBy: 'tester', checker: { analysis: '', reason: `tester output unusable: ${unusable?.message ?? 'no answer'}` } };
+          if (!(await deps.store.appendStep(runId, envId, round, index, step, stateBefore))) {
+            throw new Error(`probe step ${index} of ${envId} was recorded by another worker; retrying from the checkpoint`);
+          }
           steps.push(step);
           continue;
         }
@@ -98,8 +104,6 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
           thought: tester.thought,
           result: outcome.result,
           runtimeError: outcome.runtimeError ?? null,
-          stateBefore,
-          stateAfter,
           diff: diffStates(stateBefore, stateAfter),
         };
         let step: ProbeStepRecord;
@@ -109,19 +113,19 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
             : { ...base, verdict: 'not-judged', judgedBy: 'tester', checker: { analysis: '', reason: 'a positive case with arguments the tool schema refuses: a tester error' } };
         } else {
           try {
-            const { value } = await deps.gateway.structured(ctx(deps, runId, 'check.probe.checker', `${round}:${index}`), { messages: checkerPrompt(env, base), schema: CheckerOutput });
+            const { value } = await deps.gateway.structured(ctx(deps, runId, 'check.probe.checker', `${round}:${index}`), { messages: checkerPrompt(env, base, stateBefore), schema: CheckerOutput });
             step = { ...base, verdict: value.verdict, judgedBy: 'checker', checker: { analysis: value.analysis, reason: value.reason } };
           } catch (err) {
             if (!(err instanceof ModelOutputError)) throw err;
             step = { ...base, verdict: 'not-judged', judgedBy: 'checker', checker: { analysis: '', reason: `checker output unusable: ${err.message}` } };
           }
         }
-        if (!(await deps.store.appendStep(runId, envId, round, index, step))) {
+        // The runtime error is counted in the step's own write: a step another worker recorded first is
+        // neither written nor counted again.
+        const counts = step.runtimeError ? [{ stage: 'sandbox', outcome: step.runtimeError, n: 1 }] : [];
+        if (!(await deps.store.appendStep(runId, envId, round, index, step, stateAfter, counts))) {
           throw new Error(`probe step ${index} of ${envId} was recorded by another worker; retrying from the checkpoint`);
         }
-        // Counted once the step is recorded, so a step another worker recorded is not counted twice. A
-        // step is not a document: its count cannot go in its write (RunStore.appendStep takes none).
-        if (step.runtimeError) await deps.store.count(runId, 'sandbox', step.runtimeError);
         steps.push(step);
       }
     } finally {
@@ -133,6 +137,18 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
     await deps.store.count(runId, 'check.probe', `round-${round}`);
     return { ok: true };
   });
+}
+
+/**
+ * The state to resume a probe round from: the one stored with its latest step. Steps recorded before
+ * states were kept apart (an older version) carry their own `stateAfter`.
+ */
+async function resumeState(deps: SynthesisDeps, runId: string, envId: string, round: number, steps: readonly ProbeStepRecord[]): Promise<unknown> {
+  const stored = await deps.store.probeState(runId, envId, round);
+  if (stored !== undefined) return stored;
+  const legacy = steps.at(-1) as { stateAfter?: unknown } | undefined;
+  if (legacy?.stateAfter !== undefined) return legacy.stateAfter;
+  throw new Error(`probe round ${round} of ${envId} has ${steps.length} steps but no stored state to resume from`);
 }
 
 /** Unknown tools and argument keys the tool does not have are tester errors (sent back to the tester). */

@@ -115,9 +115,8 @@ export async function dedupDescriptions(deps: SynthesisDeps, runId: string): Pro
           : 'distinct',
     };
     // A retried job decides every description again (the same way); only the first decision is counted.
-    const decided = await deps.store.getDoc(runId, 'dedup', topic.taskId);
     const outcome = decision.kept ? 'kept' : duplicate ? 'duplicate' : 'over-limit';
-    await deps.store.putDoc(runId, 'dedup', topic.taskId, decision, decided ? [] : [{ stage: 'mine.dedup', outcome, n: 1 }]);
+    await deps.store.putDoc(runId, 'dedup', topic.taskId, decision, [{ stage: 'mine.dedup', outcome, n: 1, once: true }]);
   }
   return { envIds };
 }

@@ -188,7 +188,7 @@ export function testerPrompt(env: EnvironmentRecord, stats: Record<string, ToolS
   ];
 }
 
-export function checkerPrompt(env: EnvironmentRecord, step: Omit<ProbeStepRecord, 'verdict' | 'judgedBy' | 'checker'>): ChatMessage[] {
+export function checkerPrompt(env: EnvironmentRecord, step: Omit<ProbeStepRecord, 'verdict' | 'judgedBy' | 'checker'>, stateBefore: unknown): ChatMessage[] {
   const op = env.operations?.find(o => o.name === step.tool);
   return [
     {
@@ -202,7 +202,7 @@ export function checkerPrompt(env: EnvironmentRecord, step: Omit<ProbeStepRecord
         `Environment: ${env.description.summary}\nRules: ${json(env.state?.rules ?? [])}\nTool: ${json(op ?? { name: step.tool })}\n` +
         `Method source:\n${env.methods?.[step.tool] ?? '(missing)'}\nCase type: ${step.caseType}\nArguments: ${json(step.arguments)}\n` +
         `Result: ${clip(json(step.result), 4000)}${step.runtimeError ? `\nRuntime error: ${step.runtimeError}` : ''}\n` +
-        `State before: ${clip(JSON.stringify(step.stateBefore), 6000)}\nDiff: ${clip(json(step.diff), 4000)}`,
+        `State before: ${clip(JSON.stringify(stateBefore), 6000)}\nDiff: ${clip(json(step.diff), 4000)}`,
     },
   ];
 }

@@ -131,8 +131,11 @@ export interface ProbeStepRecord {
   readonly thought: string;
   readonly result: unknown;
   readonly runtimeError: string | null;
-  readonly stateBefore: unknown;
-  readonly stateAfter: unknown;
+  /**
+   * What the call changed. The states themselves are not kept with each step (a 65 KB state twice per
+   * step was most of a run's bytes): only the state after the latest step, to resume from
+   * (RunStore.probeState).
+   */
   readonly diff: StateDiff;
   readonly verdict: 'pass' | 'warning' | 'fail' | 'not-judged';
   /** 'checker' (the model judged, or its answer was unusable), 'schema' (the tool's schema refused the arguments of a negative case before the method ran), 'tester' (unusable tester answer). Steps 'not-judged' do not count. */
