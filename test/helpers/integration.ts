@@ -99,7 +99,7 @@ export async function dropPrefix(prefix: string): Promise<void> {
 }
 
 /** Waits for a job to finish through the queue's events stream; resolves with the job. */
-export async function finished(queue: Queue, jobId: string, timeoutMs = 30_000): Promise<Job> {
+export async function finished(queue: Queue, jobId: string, timeoutMs = 300_000): Promise<Job> {
   const events = new QueueEvents(queue.name, { connection: { url: REDIS_URL }, prefix: queue.opts.prefix! });
   try {
     await events.waitUntilReady();
@@ -114,7 +114,7 @@ export async function finished(queue: Queue, jobId: string, timeoutMs = 30_000):
 }
 
 /** Polls until `predicate` holds (for states with no event, e.g. "active"); never asserts on time. */
-export async function until(predicate: () => Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
+export async function until(predicate: () => Promise<boolean>, what: string, timeoutMs = 300_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await predicate())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);

@@ -17,7 +17,6 @@ function metricSum(text: string, name: string, filter = ''): number {
 }
 
 describe('dashboard (real run, real browser)', function () {
-  this.timeout(180_000);
   let chromiumExecutable: string;
   before(function () {
     this.timeout(600_000); // installing Chromium on a fresh machine takes a while
@@ -87,7 +86,7 @@ describe('dashboard (real run, real browser)', function () {
 
     // The cookie set by ?token= carries on to bull-board.
     await page.goto(`${dashboard!.url}/queues`);
-    await page.waitForSelector('text=rollout.run', { timeout: 20_000 });
+    await page.waitForSelector('text=rollout.run', { timeout: 120_000 });
     for (const q of ['mine.judge', 'skeleton.method', 'check.probe', 'scenario.check']) expect(await page.textContent('body')).to.include(q);
 
     await page.goto(`${dashboard!.url}/`);

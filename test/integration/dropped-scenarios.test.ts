@@ -25,7 +25,6 @@ interface DroppedLine {
 }
 
 describe('a scenario dropped while its checks are written (real Redis, real workers, scripted server)', function () {
-  this.timeout(180_000);
   const fleet = useFleet();
 
   it('keeps the checklist, the checks written and the repairs, and names the item whose check stayed invalid', async () => {

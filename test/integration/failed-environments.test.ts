@@ -10,7 +10,6 @@ import { useFleet } from '../helpers/integration.js';
 const CLINIC = { summary: 'Clinic appointment scheduling', introduction: "An outpatient clinic's scheduling system holding doctors with their specialties, registered patients, and appointments in day and time slots. Receptionists list doctors, book, look up and cancel appointments and review a patient's visits. A doctor can see one patient per slot." };
 
 describe('an environment that fails during its repair round (real Redis, real workers, scripted server)', function () {
-  this.timeout(120_000);
   const fleet = useFleet();
 
   it('keeps the quality report of the round that sent it to repair', async () => {

@@ -27,7 +27,6 @@ import { DEMO, REDIS_URL, dropPrefix, requireRedis } from '../helpers/integratio
 const SEPARATE = /^(skeleton\.method\|invalid|check\.probe\|(done|round-\d+))$/;
 
 describe('funnel counts go in the write of their document (real Redis, scripted server, sandbox)', function () {
-  this.timeout(120_000);
   const prefix = `envfleet-test-counts-${randomUUID().slice(0, 8)}`;
   let server: ModelServer;
   let redis: Redis;

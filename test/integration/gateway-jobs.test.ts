@@ -18,7 +18,6 @@ const GOOD = { needsEnvironment: true, reason: 'stateful bookings' };
  * watches exactly the judge calls.
  */
 describe('model calls in jobs: repair, retries, rate limits, cache (real Redis, real workers, scripted server)', function () {
-  this.timeout(60_000);
   const fleet = useFleet();
   let f: Fleet;
   let queue: Queue;

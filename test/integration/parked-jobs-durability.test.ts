@@ -61,7 +61,6 @@ async function durableRedis(): Promise<{ url: string; start(): Promise<void>; ki
  * in a worker. It survives its worker being killed and Redis being killed and started again.
  */
 describe('parked jobs survive a worker crash and a Redis restart (real workers, a redis-server of its own)', function () {
-  this.timeout(180_000);
   let redisServer: Awaited<ReturnType<typeof durableRedis>> | undefined;
   let server: ModelServer | undefined;
   const children: ChildProcess[] = [];
@@ -106,7 +105,7 @@ describe('parked jobs survive a worker crash and a Redis restart (real workers, 
       for await (const batch of control.parked('durable')) keys.push(...batch.map(p => p.key));
       return keys;
     };
-    await until(async () => (await q.getJobState(jobId)) === 'delayed' && (await parkedKeys()).length === 1, 'the job to be parked', 60_000);
+    await until(async () => (await q.getJobState(jobId)) === 'delayed' && (await parkedKeys()).length === 1, 'the job to be parked', 300_000);
 
     // The worker dies, then Redis dies and comes back from its append-only file.
     first.kill('SIGKILL');

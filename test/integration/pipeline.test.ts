@@ -89,7 +89,6 @@ const V2_PROCESSORS: StageProcessors<typeof V2.stages, { 'toy.square': number; '
 };
 
 describe('a pipeline built from a declaration (real Redis, real BullMQ workers)', function () {
-  this.timeout(60_000);
   let ctx: FleetContext | undefined;
   before(requireRedis);
   afterEach(async () => {

@@ -24,7 +24,6 @@ async function tasksFile(tasks: readonly string[]): Promise<string> {
  * starts are no longer capped (the old cap, 100, failed jobs of long storms before they ran).
  */
 describe('long rate limits: 429 storms use no start budget (real Redis, real workers, scripted server)', function () {
-  this.timeout(180_000);
   const fleet = useFleet();
   let f: Fleet;
   let queue: Queue | undefined;

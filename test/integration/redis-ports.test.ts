@@ -63,7 +63,6 @@ describe('Redis implementations of the gateway ports', () => {
   });
 
   it('hands a slot freed in the same process to the longest waiter at once, without polling', async function () {
-    this.timeout(10_000);
     const e = endpoint({ maxConcurrency: 1 });
     // A minute between polls: a waiter only gets the slot within the test's time if a release wakes it.
     const lim = createRedisLimiter(a, prefix, { maxPollMs: 60_000 });
@@ -85,7 +84,6 @@ describe('Redis implementations of the gateway ports', () => {
   });
 
   it('hands a slot freed in another process to a waiter here at once, through pub/sub', async function () {
-    this.timeout(10_000);
     const e = endpoint({ maxConcurrency: 1 });
     const subB = new Redis(REDIS_URL);
     try {

@@ -76,7 +76,6 @@ interface Outstanding {
 }
 
 describe('run control: budgets, pause, resume, cancel (real Redis, real workers)', function () {
-  this.timeout(180_000);
   const fleet = useFleet();
   const queues = new Map<string, Queue>();
   afterEach(async () => {
@@ -129,7 +128,7 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
   async function stayPaused(f: Fleet, runId: string, looks: () => number, jobs: number): Promise<void> {
     const from = looks();
     const outstandingBefore = await f.store.pendingCount(runId);
-    await until(async () => looks() - from >= 150 * jobs || (await f.store.pendingCount(runId)) !== outstandingBefore, `${150 * jobs} looks at the paused run`, 120_000);
+    await until(async () => looks() - from >= 150 * jobs || (await f.store.pendingCount(runId)) !== outstandingBefore, `${150 * jobs} looks at the paused run`, 300_000);
   }
 
   /** What the jobs of a paused run look like once they are all parked; checks nothing of it is taken or sent. */
@@ -156,7 +155,7 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     // Paused while judges still wait and topics start to queue up behind the slower topic worker.
     await until(() => Promise.resolve(f.server.log().some(e => e.stage === 'mine.topic')), 'the first topic request');
     await ctx.runControl.pause('paused', 'paused by the test');
-    await until(() => held(f, 'paused'), 'every job of the paused run to be parked', 60_000);
+    await until(() => held(f, 'paused'), 'every job of the paused run to be parked', 300_000);
     expect(await failures(f, 'paused')).to.deep.equal([]);
     const parked = await expectParked(f, ctx.runControl, 'paused');
     expect(new Set(parked.map(j => j.queue)).size, 'stages with parked jobs').to.be.at.least(2);
@@ -194,12 +193,12 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
 
     await ctx.runControl.setBudgets('budget', { usd: 0, tokens: 8_000, byStage: {} });
     await submitSynthesis(f.config, f.redis, { runId: 'budget', descriptions: file, probeSteps: 8 });
-    await until(async () => (await ctx.runControl.get('budget')).state === 'paused', 'the budget pause', 60_000);
+    await until(async () => (await ctx.runControl.get('budget')).state === 'paused', 'the budget pause', 300_000);
     expect((await ctx.runControl.get('budget')).reason).to.match(/budget reached: .*tokens, its budget is 8000/);
     const spent = await ctx.ledger.totals('budget');
     expect(spent.promptTokens + spent.completionTokens).to.be.at.least(8_000);
     // In-flight requests finish; then every job of the run is parked, and from then on nothing can be sent.
-    await until(() => held(f, 'budget'), 'every job of the paused run to be parked', 60_000);
+    await until(() => held(f, 'budget'), 'every job of the paused run to be parked', 300_000);
     expect(await failures(f, 'budget')).to.deep.equal([]);
     const parked = await expectParked(f, ctx.runControl, 'budget');
     const atPause = f.server.log().length;

@@ -52,7 +52,6 @@ async function keysOf(redis: Redis, runId: string, prefix: string): Promise<stri
 }
 
 describe('runs over their lifetime: status at any size, settings that do not change silently, deletion', function () {
-  this.timeout(120_000);
   const fleet = useFleet();
 
   it('reads a run’s status with the same Redis commands for 10 items as for 2,000, and counts by status and stage correctly', async () => {

@@ -19,7 +19,6 @@ async function envfleet(args: string[], env: Record<string, string> = {}): Promi
 }
 
 describe('envfleet sandbox (command line)', function () {
-  this.timeout(60_000);
   let dir: string;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'envfleet-cli-'));

@@ -48,7 +48,6 @@ const NOTES: EnvironmentCode = {
 const codes = (outcomes: readonly CallOutcome[]) => outcomes.map(o => o.runtimeError ?? 'ok');
 
 describe('sandbox isolation between the environments of one pool thread', function () {
-  this.timeout(120_000);
   // One thread, so every session below shares it. Its bound (192 MiB) is less than the hoarder
   // would take (240 MiB) if its own allowance (the default 64 MiB) did not stop it first.
   const LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, heapMb: 192 };
@@ -105,7 +104,6 @@ describe('sandbox isolation between the environments of one pool thread', functi
 });
 
 describe("sandbox thread memory bound (the worker's ENVFLEET_SANDBOX_HEAP_MB)", function () {
-  this.timeout(120_000);
   const pool = createSandboxPool({ pool: { threads: 1, tasksPerThread: 64 }, sandbox: { ...DEFAULT_SANDBOX_LIMITS, heapMb: 96 } }, pino({ level: 'silent' }), SANDBOX_THREAD_FILE);
   before(() => pool.started());
   after(() => pool.close());

@@ -15,7 +15,6 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
  * the worker is started from another directory, as an installed command is.
  */
 describe('a worker whose sandbox threads cannot start', function () {
-  this.timeout(60_000);
   before(requireRedis);
   let dir: string;
   before(async () => {

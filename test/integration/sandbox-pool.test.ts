@@ -28,7 +28,6 @@ const COUNTER: EnvironmentCode = {
 };
 
 describe('sandbox pool (real piscina threads)', function () {
-  this.timeout(60_000);
   const pool = createSandboxPool({ pool: { threads: 2, tasksPerThread: 64 }, sandbox: LIMITS }, pino({ level: 'silent' }), SANDBOX_THREAD_FILE);
   after(() => pool.close());
 
@@ -102,7 +101,6 @@ describe('sandbox pool (real piscina threads)', function () {
 });
 
 describe('the memory allowance of ENVFLEET_SANDBOX_ENV_MEMORY_MB, through the worker path', function () {
-  this.timeout(60_000);
   const silent = pino({ level: 'silent' });
 
   /** A pool and limits made from the environment as a worker and a submitter make them. */
@@ -141,7 +139,6 @@ describe('the memory allowance of ENVFLEET_SANDBOX_ENV_MEMORY_MB, through the wo
 });
 
 describe('sandbox pool start-up', function () {
-  this.timeout(60_000);
   const silent = pino({ level: 'silent' });
   let dir: string;
   before(async () => {

@@ -29,7 +29,6 @@ async function synthesize(f: Fleet, runId: string) {
 }
 
 describe('scenario generation (real Redis, real workers, scripted server)', function () {
-  this.timeout(180_000);
   const fleet = useFleet();
 
   it('produces the scenarios the fixtures imply, with the dropped ones and their reasons; checks hold up in `envfleet sandbox check`', async () => {
@@ -96,7 +95,7 @@ describe('scenario generation (real Redis, real workers, scripted server)', func
     await f.stopWorkers();
     const child = f.spawnWorker();
     await submitScenarios(f.config, f.redis, { runId: 'kill', perEnv: 3 });
-    await until(() => Promise.resolve(f.server.log().some(e => e.rule === 'slow-check')), 'the slow check call', 60_000);
+    await until(() => Promise.resolve(f.server.log().some(e => e.rule === 'slow-check')), 'the slow check call', 300_000);
     child.kill('SIGKILL');
     await exited(child);
     await f.startWorkers();

@@ -32,7 +32,6 @@ async function envs(store: RunStore, runId: string): Promise<EnvironmentRecord[]
 const bySummary = (list: readonly EnvironmentRecord[], summary: string) => list.find(e => e.description.summary === summary)!;
 
 describe('environment synthesis (real Redis, real workers, scripted server)', function () {
-  this.timeout(120_000);
   const fleet = useFleet();
 
   it('mines, deduplicates, builds, probes and exports the demo set, as the fixtures imply', async () => {
@@ -112,7 +111,7 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
     const file = await descriptionsFile([DESCRIPTIONS[0]!]);
     const child = f.spawnWorker();
     await submitSynthesis(f.config, f.redis, { runId: 'kill', descriptions: file, probeSteps: 8 });
-    await until(() => Promise.resolve(f.server.log().some(e => e.rule === 'slow-checker')), 'the slow checker call', 60_000);
+    await until(() => Promise.resolve(f.server.log().some(e => e.rule === 'slow-checker')), 'the slow checker call', 300_000);
     child.kill('SIGKILL');
     await exited(child);
     await f.startWorkers();

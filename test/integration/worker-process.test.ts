@@ -43,7 +43,6 @@ async function privateRedis(args: string[]): Promise<{ url: string; stop: () => 
 }
 
 describe('worker process', function () {
-  this.timeout(60_000);
   before(requireRedis);
 
   it('refuses to start against a Redis whose maxmemory-policy is allkeys-lru', async () => {
@@ -103,7 +102,6 @@ describe('worker process', function () {
 });
 
 describe('envfleet doctor', function () {
-  this.timeout(30_000);
   before(requireRedis);
 
   it('reports a rejected API key', async () => {
