@@ -2,7 +2,7 @@ import { InvalidArgumentError } from 'commander';
 import { loadConfig } from '../config/index.js';
 import { DATASET_FORMATS, exportRun, type DatasetFormat } from '../src/datasets/export.js';
 import { runSink } from '../src/datasets/sink.js';
-import { createRedisConnection, waitForRedis } from '../src/redis/connection.js';
+import { createRedisConnection, waitForRedisToStart } from '../src/redis/connection.js';
 import { createRedisRunStore } from '../src/runs/store.js';
 import { withRuns } from './context.js';
 
@@ -15,7 +15,9 @@ export async function sinkCommand(opts: { run: string; out: string; follow?: boo
   process.once('SIGINT', () => controller.abort());
   process.once('SIGTERM', () => controller.abort());
   try {
-    await waitForRedis(redis, config.redis.url);
+    await waitForRedisToStart(redis, config.redis.url, config.redis.startupWaitMs, reason =>
+      process.stderr.write(`envfleet sink: Redis does not answer yet (${reason}); waiting up to ${config.redis.startupWaitMs} ms for it (ENVFLEET_REDIS_STARTUP_WAIT_MS)\n`),
+    );
     const store = createRedisRunStore(redis, config.redis.prefix);
     const result = await runSink({ redis, prefix: config.redis.prefix, store, runId: opts.run, dir: opts.out, follow: opts.follow ?? false, signal: controller.signal });
     process.stdout.write(`wrote ${result.written} trajectories to ${opts.out}/trajectories (${result.shards.join(', ')}); ${result.skippedDuplicates} duplicates skipped\n`);

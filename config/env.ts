@@ -41,6 +41,11 @@ export const ENV_VARS = {
     example: 'false',
     description: 'If true, a worker refuses to start against a Redis with neither AOF nor RDB persistence (otherwise it only warns).',
   },
+  ENVFLEET_REDIS_STARTUP_WAIT_MS: {
+    schema: nonNegativeInt.default(60_000),
+    example: '60000',
+    description: 'How long a long-running process (worker, sink) started while Redis is down or restarting waits for it before it gives up; commands such as status or submit fail at once.',
+  },
   OPENAI_BASE_URL: {
     schema: httpUrl.default('http://127.0.0.1:8787/v1'),
     example: 'http://127.0.0.1:8787/v1',

@@ -42,7 +42,13 @@ export interface ModelProfile {
 }
 
 export interface AppConfig {
-  readonly redis: { readonly url: string; readonly prefix: string; readonly requirePersistence: boolean };
+  readonly redis: {
+    readonly url: string;
+    readonly prefix: string;
+    readonly requirePersistence: boolean;
+    /** How long a worker or the sink waits at start for a Redis that is down. */
+    readonly startupWaitMs: number;
+  };
   readonly endpoints: Readonly<Record<string, EndpointConfig>>;
   readonly profiles: Readonly<Record<ModelStage, ModelProfile>>;
   readonly prices: Readonly<Record<string, PriceEntry>>;
@@ -204,7 +210,7 @@ export function loadConfig(
 
   const queues = parseQueueList(e.ENVFLEET_WORKER_QUEUES);
   const config: AppConfig = {
-    redis: { url: e.REDIS_URL, prefix: e.ENVFLEET_REDIS_PREFIX, requirePersistence: e.ENVFLEET_REQUIRE_PERSISTENCE },
+    redis: { url: e.REDIS_URL, prefix: e.ENVFLEET_REDIS_PREFIX, requirePersistence: e.ENVFLEET_REQUIRE_PERSISTENCE, startupWaitMs: e.ENVFLEET_REDIS_STARTUP_WAIT_MS },
     endpoints,
     profiles,
     prices: { ...DEFAULT_PRICES, ...(file.prices ?? {}) },

@@ -6,7 +6,7 @@ import { SANDBOX_ERROR_CODES, SandboxError } from './sandbox/errors.js';
 export { ConfigError };
 
 /** What a job that fails with a code does next (decided by `classifyError`, applied by the worker bootstrap). */
-export type ErrorAction = 'retry' | 'give-up' | 'rate-limit' | 'pause-run';
+export type ErrorAction = 'retry' | 'give-up' | 'rate-limit' | 'pause-run' | 'wait';
 
 /** Where a failure comes from: a rollout that ends on an `environment` code is an environment error, otherwise a model error. */
 export type ErrorArea = 'model' | 'environment' | 'item' | 'run' | 'fleet';
@@ -40,7 +40,7 @@ export const ERROR_CODES = {
   BUDGET_EXCEEDED: { area: 'run', action: 'pause-run', means: 'the run reached a token or cost budget: the run pauses and its jobs are parked, no attempt used, until the budget is raised and the run resumed' },
   RUN_CANCELLED: { area: 'run', action: 'give-up', means: 'the run was cancelled: its jobs end without running' },
   JOB_ABORTED: { area: 'fleet', action: 'retry', means: 'the job was cancelled or its worker is shutting down: a graceful shutdown puts it back in its queue' },
-  JOB_FAILED: { area: 'fleet', action: 'give-up', means: 'BullMQ failed the job before its stage ran: it stalled more often than allowed (the workers holding it kept dying)' },
+  JOB_FAILED: { area: 'fleet', action: 'give-up', means: 'the job stalled more than 20 times (the workers running it kept dying: a job that crashes its worker), or BullMQ failed it before its stage ran' },
   INVALID_JOB_DATA: { area: 'fleet', action: 'give-up', means: "job data does not match its queue's schema: refused at enqueue, fails at once in a worker" },
   INVALID_DATA: { area: 'fleet', action: 'give-up', means: 'a value read back does not match its schema: fails at once' },
   UNEXPECTED: { area: 'fleet', action: 'retry', means: 'an error envfleet did not foresee: retried, and logged with its stack' },
@@ -52,8 +52,9 @@ export const ERROR_CODES = {
   TRAJECTORY_ARCHIVE_MISSING: { area: 'fleet', action: 'give-up', means: "the sink or an export needs a trajectory's full line and the shard the sink wrote it to is gone or moved: run it where the sink's output directory is, or pass export --trajectories DIR" },
   CLASS_DOES_NOT_LOAD: { area: 'item', action: 'give-up', means: 'skeleton.assemble: the assembled class still does not load or instantiate after the repair rounds; the environment fails' },
   METHODS_INVALID: { area: 'item', action: 'give-up', means: 'skeleton.assemble: some methods are still missing or do not load after the repair rounds; the environment fails' },
-  DUPLICATE_STATE: { area: 'item', action: 'give-up', means: 'scenario.state: the same initial state as another scenario of the environment; the scenario is dropped' },
-  DUPLICATE_TASK: { area: 'item', action: 'give-up', means: 'scenario.task: the same task (normalized text) as another scenario of the environment; the scenario is dropped' },
+  DUPLICATE_STATE: { area: 'item', action: 'give-up', means: 'scenario.state: the same initial state as a scenario of the environment with a lower index; the scenario is dropped' },
+  DUPLICATE_TASK: { area: 'item', action: 'give-up', means: 'scenario.task: the same task (normalized text) as a scenario of the environment with a lower index; the scenario is dropped' },
+  LOWER_INDEX_PENDING: { area: 'item', action: 'wait', means: 'scenario.state, scenario.task: a scenario of the same environment with a lower index has not claimed its initial state (or task) yet; duplicates are decided in index order (the lower index is kept), so the job comes back a moment later without using an attempt' },
   ALREADY_SOLVED: { area: 'item', action: 'give-up', means: 'scenario.check: every check is already true on the initial state; the scenario is dropped' },
   UNSOLVABLE: { area: 'item', action: 'give-up', means: 'scenario.verify: no reference rollout solved the scenario; it is dropped' },
   ...sandboxCodes,
@@ -90,6 +91,18 @@ export class RequestError extends AppError {
 export class InvalidJobDataError extends AppError {
   constructor(queue: string, issues: string) {
     super('INVALID_JOB_DATA', `invalid job data for queue "${queue}": ${issues}`);
+  }
+}
+
+/**
+ * Not this job's turn yet: it decides something in an order other jobs of its run must reach first
+ * (a scenario's duplicates, after the scenarios with lower indexes). Back in `retryAfterMs`, no attempt used.
+ */
+export class LowerIndexPendingError extends AppError {
+  readonly retryAfterMs: number;
+  constructor(message: string, retryAfterMs = 1_000) {
+    super('LOWER_INDEX_PENDING', message);
+    this.retryAfterMs = retryAfterMs;
   }
 }
 
@@ -165,7 +178,7 @@ export function modelCodeOfStatus(status: number): ErrorCode {
 export interface ErrorClass {
   readonly action: ErrorAction;
   readonly code: ErrorCode;
-  /** For 'rate-limit': how long the queue should wait. */
+  /** For 'rate-limit': how long the queue should wait; for 'wait': how long the job waits. */
   readonly delayMs?: number;
 }
 
@@ -184,14 +197,16 @@ export function codeOf(err: unknown): ErrorCode {
 
 /**
  * Decides, for any thrown value, whether its job is retried with backoff, given up, put back
- * without using an attempt while the whole queue waits (rate limit), or put back while its run is
- * paused (budget reached). The only such decision in the code base: it reads ERROR_CODES.
+ * without using an attempt while the whole queue waits (rate limit), put back while its run is
+ * paused (budget reached), or put back for a moment without using an attempt (wait: not its turn
+ * yet). The only such decision in the code base: it reads ERROR_CODES.
  */
 export function classifyError(err: unknown): ErrorClass {
   const code = codeOf(err);
   const { action } = ERROR_CODES[code];
-  if (action !== 'rate-limit') return { action, code };
-  return { action, code, delayMs: err instanceof RateLimitedError ? err.retryAfterMs : 5_000 };
+  if (action === 'rate-limit') return { action, code, delayMs: err instanceof RateLimitedError ? err.retryAfterMs : 5_000 };
+  if (action === 'wait') return { action, code, delayMs: err instanceof LowerIndexPendingError ? err.retryAfterMs : 1_000 };
+  return { action, code };
 }
 
 /** Normalises any thrown value into an Error (for logging and wrapping). */

@@ -54,6 +54,23 @@ export interface WorkerSettings {
  */
 const PARK_HORIZON_MS = 30 * 24 * 3_600_000;
 
+/**
+ * How many times a job may stall (its worker died holding it, or lost its lock) before it fails with
+ * JOB_FAILED. A stall is not evidence against the job: a worker that dies stalls every job it holds,
+ * and BullMQ never forgets a job's stalls, so in a fleet whose workers get killed (preempted machines,
+ * deploys, a chaos run killing one every few seconds) innocent jobs collected three stalls and their
+ * items were lost. The bound is there for a job that kills every worker that runs it; such a job
+ * costs at most this many worker restarts.
+ */
+const MAX_STALLS = 20;
+/**
+ * BullMQ's own stall limit, never reached: envfleet applies MAX_STALLS in the processor instead, so
+ * that the item is ended before the job is recorded as failed (settle first, as for every other
+ * failure). When BullMQ failed the job, only the 'failed' event of the worker that did so ended the
+ * item, and that worker could die first: the item was lost, its pending entry dropped by reconcile.
+ */
+const BULLMQ_MAX_STALLED = 1_000_000_000;
+
 /** A failed job's `failedReason`: its code, then the message. */
 const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}`;
 
@@ -62,7 +79,8 @@ const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}
  * settings (they must match across machines), an error listener, data validation, a child
  * logger per job, and the single translation from `classifyError` to BullMQ:
  * give up → UnrecoverableError; rate limit → the whole queue waits, the attempt is kept;
- * retry → rethrown for BullMQ's exponential backoff; pause the run → the job is parked.
+ * retry → rethrown for BullMQ's exponential backoff; pause the run → the job is parked; wait → the
+ * job alone is delayed a moment, the attempt is kept.
  *
  * Starts are not a budget here. BullMQ counts a start (`attemptsStarted`, in moveToActive) every
  * time a worker takes a job, also when the job only goes back (rate limited, parked, interrupted by
@@ -76,7 +94,7 @@ const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}
  *   lives), so a storm costs one start per cool-down, not a hot loop. How long a job may keep being
  *   rate limited is bounded by wall time: past `worker.rateLimitPauseMs` of one unbroken streak its
  *   run pauses (nothing is lost; `envfleet resume` goes on once the endpoint answers again);
- * - a job whose worker keeps dying fails once it stalls more than `maxStalledCount` times; errors use attempts.
+ * - a job whose workers keep dying fails once it has stalled more than MAX_STALLS times; errors use attempts.
  */
 export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: QueueDefinition<D, R>, handler: JobHandler<D, R>, settings: WorkerSettings): QueueWorker {
   const { config, connection } = settings;
@@ -86,8 +104,8 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
   let shuttingDown = false;
   /**
    * Jobs settled in this process (the processor settles a job before BullMQ records its end, so a
-   * crash in between cannot leave it unsettled; the worker events settle what never reached the
-   * processor, e.g. a job that stalled too often). Settling is idempotent; this only avoids doing it twice.
+   * crash in between cannot leave it unsettled, and that includes a job that stalled too often; the
+   * worker events settle whatever else BullMQ ends on its own). Settling is idempotent; this only avoids doing it twice.
    */
   const settled = new Set<string>();
   const settleOnce = async (job: Job, outcome: JobOutcome) => {
@@ -107,6 +125,9 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
     def.name,
     async (job: Job, token?: string, signal?: AbortSignal) => {
       const jobLog = log.child({ jobId: job.id, attempt: job.attemptsMade + 1 });
+      if (job.stalledCounter > MAX_STALLS) {
+        return giveUp(job, 'JOB_FAILED', `the job stalled ${job.stalledCounter} times (more than ${MAX_STALLS}): the workers running it kept dying`);
+      }
       const abort = signal ?? new AbortController().signal;
       // One job makes many model calls with its signal; each adds a listener while in flight.
       setMaxListeners(1_000, abort);
@@ -191,6 +212,12 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
           throw new RateLimitError();
         }
         await endRateLimitStreak();
+        if (verdict.action === 'wait' && token) {
+          // Not its turn yet (other jobs of its run must get somewhere first): back in a moment, no attempt used.
+          jobLog.debug({ code: verdict.code, delayMs: verdict.delayMs, reason: err.message }, 'the job waits for others of its run');
+          await job.moveToDelayed(Date.now() + (verdict.delayMs ?? 1_000), token);
+          throw new DelayedError();
+        }
         if (verdict.action === 'give-up' || verdict.action === 'pause-run') {
           jobLog.error({ err, code: verdict.code }, 'job failed permanently');
           return giveUp(job, verdict.code, err.message);
@@ -210,8 +237,8 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
       concurrency: settings.concurrency,
       lockDuration: config.worker.lockDurationMs,
       stalledInterval: config.worker.stalledIntervalMs,
-      // A job interrupted by a crash (not by a graceful shutdown) may stall twice before it fails.
-      maxStalledCount: 2,
+      // Stalls are bounded by MAX_STALLS, in the processor (see above).
+      maxStalledCount: BULLMQ_MAX_STALLED,
       // No maxStartedAttempts: starts are not a budget (see above).
       // Must be set for manual rate limiting (queue.rateLimit) to be honoured; it never binds by itself.
       limiter: { max: 1_000_000, duration: 1_000 },
@@ -231,8 +258,8 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
       state => {
         if (state !== 'failed') return;
         log.error({ jobId: job.id, reason: err.message }, 'job failed');
-        // The processor settled what it failed itself; what reaches only this event failed in BullMQ
-        // before the processor ran (it stalled too often).
+        // The processor settled what it failed itself (stalls included); what reaches only this event
+        // failed in BullMQ before the processor ran, which envfleet's settings leave no way to do.
         settle(job, { status: 'failed', code: 'JOB_FAILED', message: err.message });
       },
       (e: unknown) => log.warn({ err: e }, 'could not read the state of a failed job'),

@@ -5,7 +5,7 @@ import { createRedisResponseCache } from '../src/llm/redis-cache.js';
 import { createRedisLedger } from '../src/llm/redis-ledger.js';
 import { createRedisLimiter } from '../src/llm/redis-limiter.js';
 import type { Logger } from '../src/logger.js';
-import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/connection.js';
+import { createRedisConnection, waitForRedisToStart, type Redis } from '../src/redis/connection.js';
 import { createRedisTrajectoryStream, type TrajectoryStream } from '../src/rollouts/stream.js';
 import { createRedisRunControl, type RunControl } from '../src/runs/control.js';
 import { createRedisMetrics, type MetricsRecorder } from '../src/runs/metrics.js';
@@ -35,7 +35,9 @@ export interface FleetContext {
 
 export async function createFleetContext(config: AppConfig, logger: Logger): Promise<FleetContext> {
   const redis = createRedisConnection(config.redis.url, 'worker');
-  await waitForRedis(redis, config.redis.url);
+  await waitForRedisToStart(redis, config.redis.url, config.redis.startupWaitMs, reason =>
+    logger.warn({ reason, waitMs: config.redis.startupWaitMs }, 'Redis does not answer yet; waiting for it (ENVFLEET_REDIS_STARTUP_WAIT_MS)'),
+  );
   const workerConnection = createRedisConnection(config.redis.url, 'worker');
   // Pub/sub only: hears other processes free endpoint slots.
   const limiterSubscriber = createRedisConnection(config.redis.url, 'worker');

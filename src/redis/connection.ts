@@ -52,13 +52,37 @@ export async function waitForRedis(redis: Redis, url: string, timeoutMs = 5_000)
     if (redis.status === 'wait') await Promise.race([redis.connect(), timeout]);
     await Promise.race([redis.ping(), timeout]);
   } catch (err) {
-    throw new RedisUnsafeError(
-      'REDIS_UNAVAILABLE',
-      `cannot reach Redis at ${redactRedisUrl(url)} (${(err as Error).message}). ` +
-        'Start Redis (for example `redis-server --appendonly yes --maxmemory-policy noeviction`) or point REDIS_URL at a running one.',
-      { cause: err },
-    );
+    throw unavailable(url, err);
   } finally {
     clearTimeout(timer);
+  }
+}
+
+const unavailable = (url: string, err: unknown) =>
+  new RedisUnsafeError(
+    'REDIS_UNAVAILABLE',
+    `cannot reach Redis at ${redactRedisUrl(url)} (${(err as Error).message}). ` +
+      'Start Redis (for example `redis-server --appendonly yes --maxmemory-policy noeviction`) or point REDIS_URL at a running one.',
+    { cause: err },
+  );
+
+/**
+ * For a process that runs for hours (a worker, the sink): a Redis that is down or still loading its
+ * files when the process starts (a restart, containers started in any order) is waited for, up to
+ * `waitMs` (ENVFLEET_REDIS_STARTUP_WAIT_MS), trying again every `everyMs`; `onWaiting` is told once.
+ * Then REDIS_UNAVAILABLE, as for a command.
+ */
+export async function waitForRedisToStart(redis: Redis, url: string, waitMs: number, onWaiting?: (reason: string) => void, everyMs = 500): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  let told = false;
+  for (;;) {
+    try {
+      return await waitForRedis(redis, url, Math.max(1, Math.min(5_000, deadline - Date.now())));
+    } catch (err) {
+      if (Date.now() + everyMs >= deadline) throw err;
+      if (!told) onWaiting?.((err as Error).message);
+      told = true;
+      await new Promise(resolve => setTimeout(resolve, everyMs));
+    }
   }
 }

@@ -1,5 +1,5 @@
 import type { ModelStage } from '../../config/index.js';
-import { ModelOutputError, type ErrorCode } from '../errors.js';
+import { LowerIndexPendingError, ModelOutputError, type ErrorCode } from '../errors.js';
 import type { CallContext } from '../llm/gateway.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
@@ -66,6 +66,24 @@ const orDrop = (deps: ScenarioDeps, runId: string, scenarioId: string, stage: st
     return { ok: false, scenarioId, reason: err.message };
   });
 
+/**
+ * Duplicates are decided in index order, the lower index kept: a scenario claims its initial state
+ * (or its task) only once every scenario of its environment with a lower index has claimed its own
+ * or was dropped. Claims used to go to whichever job got there first, so with several workers (or a
+ * killed worker's job coming back late) the same run kept a different one of two equal scenarios
+ * from one time to the next. Until then the job comes back a moment later (LowerIndexPendingError,
+ * no attempt used); its model answers come from the cache.
+ */
+async function lowerIndexesClaimed(deps: ScenarioDeps, runId: string, envId: string, index: number, what: 'initialState' | 'task'): Promise<void> {
+  for (let i = 0; i < index; i += 1) {
+    const id = scenarioIdOf(runId, envId, i);
+    const sibling = await deps.store.getDoc(runId, 'scenario', id);
+    if (!sibling || (sibling.status === 'building' && sibling[what] === undefined)) {
+      throw new LowerIndexPendingError(`scenario ${index} of ${envId} decides whether its ${what === 'task' ? 'task' : 'initial state'} is a duplicate after scenario ${i} (${id}) has claimed its own`);
+    }
+  }
+}
+
 /** scenario.state: the index-th initial state of a kept environment, valid against its schema and instantiating; duplicates dropped. */
 export async function generateScenarioState(deps: ScenarioDeps, runId: string, envId: string, index: number, total: number): Promise<ScenarioOutcome> {
   const scenarioId = scenarioIdOf(runId, envId, index);
@@ -99,6 +117,7 @@ export async function generateScenarioState(deps: ScenarioDeps, runId: string, e
       },
     });
     const stateHash = hashOf(value.state, 32);
+    await lowerIndexesClaimed(deps, runId, envId, index, 'initialState');
     const owner = await deps.store.claim(runId, `state:${envId}:${stateHash}`, scenarioId);
     const withState: ScenarioRecord = { ...scenario, initialState: value.state, stateHash };
     // One write either way: a crash cannot leave a duplicate stored with its state but not dropped
@@ -134,6 +153,7 @@ export async function generateScenarioTask(deps: ScenarioDeps, runId: string, sc
         return Promise.resolve(null);
       },
     });
+    await lowerIndexesClaimed(deps, runId, scenario.environmentId, scenario.index, 'task');
     const owner = await deps.store.claim(runId, `task:${scenario.environmentId}:${hashOf(normalize(value.instruction), 32)}`, scenarioId);
     const withTask: ScenarioRecord = { ...scenario, task: value.instruction, userGoal: value.userGoal, expectedTools: value.expectedTools };
     // One write either way (see scenario.state).

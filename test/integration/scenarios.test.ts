@@ -3,10 +3,11 @@ import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { Queue } from 'bullmq';
 import { expect } from 'chai';
 import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
 import { exportRun } from '../../src/datasets/export.js';
-import { parseModelScript } from '../../src/model-server/index.js';
+import { loadModelScript, parseModelScript } from '../../src/model-server/index.js';
 import type { RunStore } from '../../src/runs/store.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
@@ -107,6 +108,38 @@ describe('scenario generation (real Redis, real workers, scripted server)', func
     expect(iris.checklist).to.have.length(3);
     // The check already written before the kill (item 1) was not asked again.
     expect(f.server.log().filter(e => e.stage === 'scenario.check' && JSON.stringify(e.body).includes('Checklist item: Has loan L21 marked as returned'))).to.have.length(1);
+  });
+
+  it('decides duplicates in index order: the lower index is kept even when its answer comes last', async () => {
+    // Library states 1 and 3 of the demo are equal. State 1's first request hangs in a worker that is
+    // then killed, so state 3 is answered first; the scenario with index 0 must still be the one kept.
+    const demo = await loadModelScript(DEMO);
+    const first = demo.rules!.find(r => r.name === 'library-scenario-state-1')!;
+    const hang = parseModelScript({ rules: [{ ...first, name: 'hang-state-1', matchAny: 'Environment: Library circulation system[\\s\\S]*This is state 1 of 3', times: 1, fault: { type: 'delay', ms: 600_000 } }] });
+    const f = await fleet({ extra: hang });
+    await synthesize(f, 'order');
+    await f.stopWorkers();
+    const child = f.spawnWorker();
+    await submitScenarios(f.config, f.redis, { runId: 'order', perEnv: 3 });
+    const answered = (state: number) => () =>
+      Promise.resolve(f.server.log().some(e => e.stage === 'scenario.state' && e.status === 200 && JSON.stringify(e.body).includes('Library circulation system') && JSON.stringify(e.body).includes(`This is state ${state} of 3`)));
+    await until(() => Promise.resolve(f.server.log().some(e => e.rule === 'hang-state-1')), 'the hanging request of state 1');
+    await until(answered(3), 'state 3 to be answered');
+    // Index 2's job has done what it can: claimed its state (completed) or found index 0 unclaimed (delayed).
+    const libraryId = (await scenariosOf(f.store, 'order')).find(s => s.env.description.summary === 'Library circulation system')!.env.id;
+    const states = new Queue('scenario.state', { connection: f.redis, prefix: f.config.redis.prefix });
+    await until(async () => (await states.getJobs(['delayed', 'completed'])).some(j => (j.data as { envId: string; index: number }).envId === libraryId && (j.data as { index: number }).index === 2), "index 2's scenario.state job to get past its answer");
+    await states.close();
+    child.kill('SIGKILL');
+    await exited(child);
+    await f.startWorkers();
+    await f.waitForRun('order');
+    const library = (await scenariosOf(f.store, 'order')).filter(s => s.env.description.summary === 'Library circulation system').map(s => s.scenario);
+    expect(library.map(s => [s.index, s.status, s.dropReason?.code ?? null]).sort()).to.deep.equal([
+      [0, 'ready', null],
+      [1, 'ready', null],
+      [2, 'dropped', 'DUPLICATE_STATE'],
+    ]);
   });
 
   it('generates scenarios for environments imported from an environments.jsonl export', async () => {

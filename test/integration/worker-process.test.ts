@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
+import { pino } from 'pino';
 import { expect } from 'chai';
 import { formatChecks, runDoctor } from '../../cli/doctor.js';
 import { freePort } from '../../cli/private-redis.js';
@@ -13,8 +14,8 @@ import { parseModelScript } from '../../src/model-server/index.js';
 import { startWorkerProcess } from '../../workers/main.js';
 import { ENVFLEET_BIN, REDIS_URL, childEnv, exited, requireRedis, scriptedServer, silentLogger, testConfig, until, useFleet } from '../helpers/integration.js';
 
-async function privateRedis(args: string[]): Promise<{ url: string; stop: () => Promise<void> }> {
-  const port = await freePort();
+async function privateRedis(args: string[], port?: number): Promise<{ url: string; stop: () => Promise<void> }> {
+  port ??= await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'envfleet-test-redis-'));
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...args], { stdio: 'ignore' });
   const url = `redis://127.0.0.1:${port}`;
@@ -63,6 +64,32 @@ describe('worker process', function () {
     }
   });
 
+  it('waits for a Redis that is not up yet when it starts, and gives up after ENVFLEET_REDIS_STARTUP_WAIT_MS', async () => {
+    const port = await freePort();
+    const url = `redis://127.0.0.1:${port}`;
+    const gaveUp = await startWorkerProcess(testConfig(null, { REDIS_URL: url, ENVFLEET_REDIS_STARTUP_WAIT_MS: '0' }), silentLogger()).then(
+      async running => (await running.stop(), null),
+      (err: unknown) => err,
+    );
+    expect(gaveUp).to.have.property('code', 'REDIS_UNAVAILABLE');
+    expect(String(gaveUp)).to.match(/cannot reach Redis at redis:\/\/127\.0\.0\.1/);
+
+    const warnings: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+    const starting = startWorkerProcess(testConfig(null, { REDIS_URL: url, ENVFLEET_REDIS_STARTUP_WAIT_MS: '600000' }), logger);
+    let settled = false;
+    void starting.then(() => (settled = true), () => (settled = true));
+    await until(() => Promise.resolve(warnings.some(w => /Redis does not answer yet; waiting for it/.test(w))), 'the worker to say it waits for Redis');
+    expect(settled).to.equal(false);
+    const redis = await privateRedis(['--appendonly', 'yes'], port);
+    try {
+      const running = await starting;
+      await running.stop();
+    } finally {
+      await redis.stop();
+    }
+  });
+
   const fleet = useFleet();
 
   it('exits 0 on SIGTERM during a long job and leaves the job to be finished by another worker', async () => {
@@ -95,6 +122,35 @@ describe('worker process', function () {
       const judged = await queue.getJob(jobId);
       expect(await judged!.getState(), judged!.failedReason).to.equal('completed');
       expect(await f.store.getDoc('long', 'judge', 't1')).to.deep.include({ needsEnvironment: true });
+    } finally {
+      await queue.close();
+    }
+  });
+
+  it('keeps a job whose workers were SIGKILLed while running it, three times over (stalls are not failures)', async () => {
+    // Each of the first 4 answers hangs: the worker holding the job is SIGKILLed while it waits.
+    const hang = parseModelScript({ rules: [{ name: 'hang', stage: 'mine.judge', times: 4, fault: { type: 'delay', ms: 600_000 }, respond: { json: { needsEnvironment: true, reason: 'stateful loans' } } }] });
+    const f = await fleet({ extra: hang, workers: false });
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-stalls-'));
+    await writeFile(join(dir, 'tasks.jsonl'), `${JSON.stringify({ id: 't1', task: 'A library member wants to return two overdue books and pay the fine.' })}\n`);
+    await submitSynthesis(f.config, f.redis, { runId: 'stalls', tasks: join(dir, 'tasks.jsonl'), probeSteps: 8 });
+    const queue = new Queue('mine.judge', { connection: f.redis, prefix: f.config.redis.prefix });
+    try {
+      const jobId = STAGE_QUEUES['mine.judge'].jobId({ runId: 'stalls', taskId: 't1' });
+      for (let kill = 1; kill <= 4; kill += 1) {
+        const child = f.spawnWorker({ LOG_LEVEL: 'warn' });
+        await until(() => Promise.resolve(f.server.log().filter(e => e.rule === 'hang').length >= kill), `the model request of worker ${kill} to arrive`);
+        child.kill('SIGKILL');
+        await exited(child);
+      }
+      // Four deaths: the job stalled (at least) three times, which used to fail it (maxStalledCount 2).
+      await f.startWorkers();
+      await f.waitForRun('stalls');
+      const job = await queue.getJob(jobId);
+      expect(await job!.getState(), job!.failedReason).to.equal('completed');
+      expect(job!.stalledCounter).to.be.at.least(3);
+      expect(job!.attemptsMade).to.equal(1);
+      expect(await f.store.getDoc('stalls', 'judge', 't1')).to.deep.include({ needsEnvironment: true });
     } finally {
       await queue.close();
     }

@@ -51,7 +51,7 @@ const withModels = (file: string, env: Env = {}): Env => ({ ENVFLEET_MODELS_FILE
 describe('config: loadConfig defaults', () => {
   it('gives every default for an empty environment', () => {
     const config = loadConfig({});
-    expect(config.redis).to.deep.equal({ url: 'redis://127.0.0.1:6379', prefix: 'envfleet', requirePersistence: false });
+    expect(config.redis).to.deep.equal({ url: 'redis://127.0.0.1:6379', prefix: 'envfleet', requirePersistence: false, startupWaitMs: 60_000 });
     expect(config.endpoints).to.deep.equal({
       default: {
         name: 'default',
@@ -154,7 +154,7 @@ describe('config: loadConfig defaults', () => {
       ENVFLEET_BUDGET_USD: '12.5',
       LOG_LEVEL: 'debug',
     });
-    expect(config.redis).to.deep.equal({ url: 'rediss://user:pw@redis.example:6380/2', prefix: '{fleet}', requirePersistence: true });
+    expect(config.redis).to.deep.equal({ url: 'rediss://user:pw@redis.example:6380/2', prefix: '{fleet}', requirePersistence: true, startupWaitMs: 60_000 });
     expect(config.endpoints['default']).to.include({ baseURL: 'https://api.example.com/v1', apiKey: 'sk-test', timeoutMs: 9000 });
     expect(config.profiles['mine.judge'].model).to.equal('gpt-4.1');
     expect(config.profiles['mine.dedup'].model).to.equal('text-embedding-3-large');
