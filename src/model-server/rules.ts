@@ -75,6 +75,7 @@ function matches(compiled: CompiledRule, query: RuleQuery): boolean {
 /** The ordered, stateful rule list of one script. */
 export class RuleBook {
   readonly #rules: CompiledRule[];
+  #injected = 0;
 
   constructor(script: ModelScript) {
     this.#rules = (script.rules ?? []).map(compileRule);
@@ -86,6 +87,24 @@ export class RuleBook {
     if (compiled === undefined) return undefined;
     const use = compiled.uses++;
     return { rule: compiled.rule, label: compiled.label, use };
+  }
+
+  /** The rule `pick` would choose, without using it. */
+  peek(query: RuleQuery): ScriptRule | undefined {
+    return this.#rules.find((candidate) => matches(candidate, query))?.rule;
+  }
+
+  /**
+   * Puts rules ahead of the others (a rule without a name is labelled `injected#<k>`, k counting every
+   * injected rule); the rules already there keep their use counters.
+   */
+  prepend(rules: readonly ScriptRule[]): void {
+    const compiled = rules.map((rule) => {
+      const c = compileRule(rule, 0);
+      c.label = rule.name ?? `injected#${this.#injected++}`;
+      return c;
+    });
+    this.#rules.unshift(...compiled);
   }
 
   /** Forgets all uses, so `times` and `responses` sequences start over. */

@@ -5,7 +5,7 @@
  *
  * Endpoints, fixture format and faults are documented in docs/scripted-model.md.
  */
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -15,7 +15,7 @@ import {
   embeddingToBase64,
   hashEmbedding,
 } from './embedder.js';
-import { parseModelScript, type FaultType, type ModelScript, type ScriptedFault, type ScriptedResponse } from './fixtures.js';
+import { parseModelScript, type FaultType, type ModelScript, type ScriptedFault, type ScriptedResponse, type ScriptRule } from './fixtures.js';
 import { BodyTooLargeError, headerValue, readBody, sendJson, sleep, waitForAbort } from './http.js';
 import {
   buildChoice,
@@ -55,6 +55,14 @@ export interface ModelServerOptions {
   logFile?: string | undefined;
   /** Called with every finished log entry (after the response was sent or the client went away). */
   onLog?: ((entry: ReceivedRequest) => void) | undefined;
+  /**
+   * Answer a chat request identical to one already answered (same stage, same body, one choice) with
+   * the same completion again, as a deterministic model would, without using a rule. Scripted
+   * sequences (`responses`) then advance once per distinct request: a client that dies after the
+   * server answered and sends the same request again gets the same answer, not the sequence's next
+   * one. A fault rule that matches still fails the request (faults are never replayed).
+   */
+  replay?: boolean | undefined;
 }
 
 /** One request received on `/v1/*`. */
@@ -82,6 +90,8 @@ export interface ReceivedRequest {
   authorization: boolean;
   /** The parsed JSON request body (null when there was none or it was not JSON). */
   body: unknown;
+  /** With `replay`: true when the answer repeated that of an identical earlier request (`rule` names the rule that first answered it). */
+  replayed: boolean;
 }
 
 export interface ModelServer {
@@ -91,10 +101,15 @@ export interface ModelServer {
   readonly host: string;
   /** Snapshot of the request log, in arrival order. */
   log(): ReceivedRequest[];
-  /** Clears the log and every rule's use counter. */
+  /** Clears the log and every rule's use counter (and, with `replay`, the answers remembered). */
   reset(): void;
   /** Validates and installs a new script (rule counters start over; the log is kept). */
   setScript(script: ModelScript): void;
+  /**
+   * Validates rules and puts them ahead of the script's, keeping every rule's use counter (faults
+   * injected while a run goes on, e.g. `{ stage: 'rollout.*', times: 500, fault: { type: 'rate_limit' } }`).
+   */
+  inject(rules: readonly ScriptRule[]): void;
   /** Stops listening, destroys open connections (hanging ones included) and flushes the log file. */
   close(): Promise<void>;
 }
@@ -196,6 +211,8 @@ class ScriptedModelServer implements ModelServer {
   #seq = 0;
   /** Never reset, so completion and tool-call ids stay unique for the server's lifetime. */
   #completions = 0;
+  /** With `replay`: the completion given to each distinct request (stage and body hash), and the rule that chose it. */
+  readonly #answered = new Map<string, { completion: ChatCompletion; label: string }>();
   #logStream: WriteStream | undefined;
   #logStreamError: Error | undefined;
   #closing: Promise<void> | undefined;
@@ -256,11 +273,19 @@ class ScriptedModelServer implements ModelServer {
     this.#entries = [];
     this.#seq = 0;
     this.#rules.resetCounters();
+    this.#answered.clear();
   }
 
   setScript(script: ModelScript): void {
     this.#script = parseModelScript(script, '<setScript>');
     this.#rules = new RuleBook(this.#script);
+    this.#answered.clear();
+  }
+
+  inject(rules: readonly ScriptRule[]): void {
+    const parsed = parseModelScript({ rules }, '<inject>').rules ?? [];
+    this.#rules.prepend(parsed);
+    this.#script = { ...this.#script, rules: [...parsed, ...(this.#script.rules ?? [])] };
   }
 
   close(): Promise<void> {
@@ -382,12 +407,23 @@ class ScriptedModelServer implements ModelServer {
     const userText = lastUserMessage(request.messages);
     entry.lastUserMessage = userText === null ? null : userText.slice(0, LOGGED_MESSAGE_CHARS);
     const query: RuleQuery = { endpoint: 'chat', stage: entry.stage, model: request.model, text: userText ?? '', serializedBody: JSON.stringify(body), last: lastMessageText(request.messages) };
+    // Replay: an identical request already answered gets that answer, unless a fault rule takes it first.
+    const replayKey = this.#options.replay && (request.n ?? 1) === 1 ? createHash('sha256').update(`${entry.stage ?? ''}\u0000${query.serializedBody}`).digest('hex') : null;
+    const earlier = replayKey === null ? undefined : this.#answered.get(replayKey);
+    const first = earlier === undefined ? undefined : this.#rules.peek(query);
+    if (earlier !== undefined && (first?.fault === undefined || first.fault.type === 'delay')) {
+      entry.rule = earlier.label;
+      entry.replayed = true;
+      return json(200, earlier.completion, { usage: earlier.completion.usage });
+    }
     const selection = selectRules(this.#rules, new Array<RuleQuery>(request.n ?? 1).fill(query));
     this.#recordSelection(entry, selection);
     if (selection.picks.includes(undefined)) return this.#noRuleMatched(entry.stage, userText ?? '');
     const picks = selection.picks.filter((pick) => pick !== undefined);
     return this.#answer(selection, signal, () => {
       const completion = this.#completion(request, picks);
+      // Only a normal answer is remembered (the success of a truncated fault was never delivered whole).
+      if (replayKey !== null && selection.fault === undefined) this.#answered.set(replayKey, { completion, label: entry.rule ?? '' });
       return json(200, completion, { usage: completion.usage });
     });
   }
@@ -491,6 +527,7 @@ class ScriptedModelServer implements ModelServer {
       lastUserMessage: null,
       authorization: headerValue(req, 'authorization') !== null,
       body: null,
+      replayed: false,
     };
     this.#entries.push(entry);
     return entry;

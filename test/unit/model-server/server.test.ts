@@ -285,6 +285,30 @@ describe('model-server: HTTP server', () => {
       expect(() => s.setScript({ rules: [{ match: '(', respond: { content: 'x' } }] })).to.throw(ModelScriptError, /rules\[0\]\.match: not a valid regular expression/);
       expect(content(await chat(s, 'hi'))).to.equal('new');
     });
+
+    it('inject() puts rules ahead of the script and keeps every counter', async () => {
+      const s = await start({ rules: [{ name: 'seq', responses: [{ content: 'one' }, { content: 'two' }, { content: 'three' }] }] });
+      expect(content(await chat(s, 'hi'))).to.equal('one');
+      s.inject([{ times: 2, fault: { type: 'server_error', status: 503 } }]);
+      expect((await chat(s, 'hi')).status).to.equal(503);
+      expect((await chat(s, 'hi')).status).to.equal(503);
+      expect(content(await chat(s, 'hi'))).to.equal('two');
+      expect(s.log().map(entry => entry.rule)).to.deep.equal(['seq', 'injected#0', 'injected#0', 'seq']);
+      expect(() => s.inject([{ match: '(', respond: { content: 'x' } }])).to.throw(ModelScriptError, /rules\[0\]\.match/);
+    });
+
+    it('with replay, an identical request gets the same answer without advancing a sequence, and faults still hit', async () => {
+      server = await startModelServer({ script: { rules: [{ name: 'seq', responses: [{ content: 'one' }, { content: 'two' }] }] }, replay: true });
+      const s = server;
+      const first = completion(await chat(s, 'hi'));
+      const again = completion(await chat(s, 'hi'));
+      expect(again).to.deep.equal(first);
+      expect(content(await chat(s, 'other'))).to.equal('two');
+      s.inject([{ times: 1, fault: { type: 'rate_limit' } }]);
+      expect((await chat(s, 'hi')).status).to.equal(429);
+      expect(completion(await chat(s, 'hi')).id).to.equal(first.id);
+      expect(s.log().map(entry => [entry.rule, entry.replayed])).to.deep.equal([['seq', false], ['seq', true], ['seq', false], ['injected#0', false], ['seq', true]]);
+    });
   });
 
   describe('embeddings', () => {
