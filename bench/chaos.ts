@@ -63,7 +63,11 @@ const RECHECK_MS = 20;
 const PAUSE_RECHECKS = QUICK ? 150 : 500;
 const KILL_EVERY_MS: readonly [number, number] = QUICK ? [1_500, 3_500] : [2_000, 5_000];
 const RESTART_AFTER_MS: readonly [number, number] = [200, 1_500];
-const STORM_429 = QUICK ? 100 : 1_500;
+/**
+ * 429s of the storm. After a 429 the whole fleet waits out the endpoint's cool-down (retry-after 1 s)
+ * and then sends again, so the storm lasts about this many seconds: a count, not a duration.
+ */
+const STORM_429 = QUICK ? 30 : 120;
 const BURST_5XX = QUICK ? 40 : 400;
 const BURST_TRUNCATED = QUICK ? 20 : 200;
 /** Faults while synthesis and scenarios run (small: those stages make few requests). */
