@@ -1,9 +1,11 @@
 import OpenAI, { APIConnectionError, APIError } from 'openai';
-import { ConfigError, loadConfig, type AppConfig, type EndpointConfig } from '../config/index.js';
+import { z } from 'zod';
+import { ConfigError, loadConfig, type AppConfig, type EndpointConfig, type ModelProfile, type RequestShape } from '../config/index.js';
 import { modelCodeOfStatus } from '../src/errors.js';
 import { createRedisConnection, redactRedisUrl, waitForRedis } from '../src/redis/connection.js';
 import { inspectRedis, judgeRedis } from '../src/redis/guard.js';
 import { STAGE_HEADER } from '../src/llm/gateway.js';
+import { jsonSchemaResponseFormat, shapeChatRequest } from '../src/llm/request-shape.js';
 
 export interface Check {
   readonly name: string;
@@ -37,9 +39,91 @@ export async function runDoctor(load: () => AppConfig = () => loadConfig()): Pro
       models.set(name, set);
     }
   }
-  for (const [name, wanted] of models) checks.push(await checkEndpoint(config.endpoints[name]!, [...wanted]));
+  for (const [name, wanted] of models) {
+    const check = await checkEndpoint(config.endpoints[name]!, [...wanted]);
+    checks.push(check);
+    if (check.status !== 'fail') checks.push(...(await checkRequestShapes(config, name)));
+  }
   return checks;
 }
+
+/** The chat profiles that send the same request shape to one endpoint and model, grouped (one probe each). */
+function shapeGroups(config: AppConfig, endpointName: string): { profile: ModelProfile; stages: string[] }[] {
+  const groups = new Map<string, { profile: ModelProfile; stages: string[] }>();
+  for (const profile of Object.values(config.profiles)) {
+    if (profile.kind !== 'chat' || !profile.endpoints.some(e => e.name === endpointName)) continue;
+    const key = JSON.stringify([profile.model, profile.request]);
+    const group = groups.get(key) ?? { profile, stages: [] };
+    group.stages.push(profile.stage);
+    groups.set(key, group);
+  }
+  return [...groups.values()];
+}
+
+/** What to change in the models file when the endpoint refused a parameter, by the parameter it named. */
+function fixFor(param: string, shape: RequestShape): string {
+  switch (param) {
+    case 'max_tokens':
+      return 'set "tokenParam: max_completion_tokens" (or "preset: openai-reasoning" / "openai-chat")';
+    case 'max_completion_tokens':
+      return 'set "tokenParam: max_tokens" (or a preset such as "vllm")';
+    case 'temperature':
+      return 'set "sampling: false" (or "preset: openai-reasoning")';
+    case 'reasoning_effort':
+      return 'remove "reasoningEffort"';
+    case 'response_format':
+    case 'json_schema':
+      return 'set "structuredOutput: prompt"';
+    default:
+      return Object.hasOwn(shape.extraBody, param) ? `remove "${param}" from "extraBody"` : 'check the profile\'s request shape';
+  }
+}
+
+/**
+ * One tiny request per request shape (profile model and settings) on the endpoint: the parameters
+ * the gateway will send, so an endpoint that refuses one (OpenAI's reasoning models and max_tokens
+ * or temperature, a server without json_schema) is named before a run fails on it, with the setting
+ * that fixes it.
+ */
+async function checkRequestShapes(config: AppConfig, endpointName: string): Promise<Check[]> {
+  const endpoint = config.endpoints[endpointName]!;
+  const client = new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: 30_000 });
+  const checks: Check[] = [];
+  for (const { profile, stages } of shapeGroups(config, endpointName)) {
+    const shape = profile.request;
+    const name = `request shape ${endpointName} ${profile.model}${shape.preset ? ` (preset ${shape.preset})` : ''}`;
+    const where = `profiles ${stages.length > 3 ? `${stages.slice(0, 3).join(', ')} and ${stages.length - 3} more` : stages.join(', ')}`;
+    const params = shapeChatRequest(profile, {
+      model: profile.model,
+      messages: [{ role: 'user', content: 'Reply with {"ok": true}.' }],
+      temperature: profile.temperature,
+      maxTokens: 32,
+      responseFormat: shape.structuredOutput === 'json_schema' ? (jsonSchemaResponseFormat('doctor', DoctorAnswer) ?? undefined) : undefined,
+    });
+    const sent = Object.keys(params).filter(k => k !== 'model' && k !== 'messages');
+    try {
+      await client.chat.completions.create(params, { headers: { [STAGE_HEADER]: 'doctor' } });
+      checks.push({ name, status: 'ok', detail: `accepts ${sent.join(', ')} (${where})` });
+    } catch (err) {
+      const status = err instanceof APIError ? (err.status as number | undefined) : undefined;
+      const message = (err as Error).message;
+      // The parameter refused: of those sent, the one the message names first ("'max_tokens' is not supported … use 'max_completion_tokens'").
+      const candidates = [...sent, ...(sent.includes('response_format') ? ['json_schema'] : [])];
+      const named = candidates
+        .map(p => ({ p, at: message.search(new RegExp(`\\b${p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\b`)) }))
+        .filter(c => c.at >= 0)
+        .sort((a, b) => a.at - b.at)[0]?.p;
+      if ((status === 400 || status === 422) && named) {
+        checks.push({ name, status: 'fail', detail: `the endpoint refused "${named}" (${status}: ${message.slice(0, 200)}). In ${config.modelsFile ?? 'ENVFLEET_MODELS_FILE'}, ${where}: ${fixFor(named, shape)}.` });
+      } else {
+        checks.push({ name, status: 'fail', detail: `a request with ${sent.join(', ')} failed (${where}): ${message.slice(0, 300)}` });
+      }
+    }
+  }
+  return checks;
+}
+
+const DoctorAnswer = z.strictObject({ ok: z.boolean() });
 
 async function checkRedis(config: AppConfig): Promise<Check[]> {
   const where = redactRedisUrl(config.redis.url);

@@ -5,10 +5,12 @@ import type { z } from 'zod';
 import { ENV_VARS, ENV_VAR_NAMES, EnvSchema, type EnvVarName } from './env.js';
 import { ModelsFile, type PriceEntry } from './models-file.js';
 import { DEFAULT_PRICES } from './prices.js';
+import { resolveRequestShape, type RequestShape } from './request-shapes.js';
 import { MODEL_STAGES, MODEL_STAGE_NAMES, type ModelStage } from './model-stages.js';
 
 export { ENV_VARS, ENV_VAR_NAMES, type EnvVarName } from './env.js';
 export { MODEL_STAGES, MODEL_STAGE_NAMES, isModelStage, type ModelStage } from './model-stages.js';
+export { REQUEST_PRESETS, REQUEST_PRESET_NAMES, TOOL_CALL_FORMATS, type RequestShape, type RequestPresetName, type ToolCallFormat } from './request-shapes.js';
 export type { PriceEntry } from './models-file.js';
 
 /** Thrown when the configuration is invalid. The message says which variable or file, and what to put there. */
@@ -38,6 +40,8 @@ export interface ModelProfile {
   readonly temperature: number;
   readonly maxTokens: number;
   readonly cache: boolean | 'salted';
+  /** How requests of this stage are shaped for its endpoint (preset, token parameter, sampling, extra body, tool-call format). */
+  readonly request: RequestShape;
   readonly endpoints: readonly { readonly name: string; readonly weight: number }[];
 }
 
@@ -202,6 +206,7 @@ export function loadConfig(
         temperature: override?.temperature ?? (base.kind === 'chat' ? fileDefault?.temperature : undefined) ?? base.temperature,
         maxTokens: override?.maxTokens ?? fileDefault?.maxTokens ?? base.maxTokens,
         cache: base.cache,
+        request: resolveRequestShape(fileDefault, override),
         endpoints: weighted,
       };
       return [stage, profile];

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { MODEL_STAGE_NAMES } from './model-stages.js';
+import { RequestShapeFields } from './request-shapes.js';
 
 /** Name of an endpoint: the default one (OPENAI_BASE_URL) is called `default`. */
 const EndpointName = z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only');
@@ -22,6 +23,8 @@ export const ProfileFileEntry = z.strictObject({
   maxTokens: z.number().int().positive().optional(),
   /** One endpoint name, or several with weights (requests are spread by weight). */
   endpoint: z.union([EndpointName, z.array(WeightedEndpoint).min(1)]).optional(),
+  /** How requests are shaped for the endpoint (config/request-shapes.ts): a preset and/or single fields. */
+  ...RequestShapeFields,
 });
 export type ProfileFileEntry = z.infer<typeof ProfileFileEntry>;
 

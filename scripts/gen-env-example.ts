@@ -13,6 +13,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ENV_VARS, ENV_VAR_NAMES, type EnvVarName } from '../config/env.js';
 import { DEFAULT_PRICES } from '../config/prices.js';
 import { MODEL_STAGES, MODEL_STAGE_NAMES } from '../config/model-stages.js';
+import { DEFAULT_REQUEST_SHAPE, REASONING_EFFORTS, REQUEST_PRESETS, REQUEST_PRESET_NAMES, RESERVED_BODY_FIELDS, TOOL_CALL_FORMATS } from '../config/request-shapes.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const ENV_EXAMPLE_PATH = resolve(REPO_ROOT, '.env.example');
@@ -109,6 +110,7 @@ profiles:
     model: gpt-4.1-mini
     maxTokens: 4096
     endpoint: openai
+    preset: openai-chat        # how requests are shaped (see "Request shapes")
   # Embedding stage: its model comes from here or ENVFLEET_EMBEDDING_MODEL, never from \`default\`.
   mine.dedup:
     model: text-embedding-3-large
@@ -116,13 +118,17 @@ profiles:
     model: gpt-4.1
     maxTokens: 16384
   check.probe.checker:
-    model: gpt-4.1
-    temperature: 0
+    model: o4-mini
+    preset: openai-reasoning   # max_completion_tokens, no temperature
+    reasoningEffort: low
   # The policy under training, served by two vLLM replicas; requests are spread 3:1.
   rollout.policy:
     model: Qwen/Qwen3-8B
     temperature: 0.8
     maxTokens: 8192
+    preset: vllm
+    extraBody: { chat_template_kwargs: { enable_thinking: false }, top_k: 20 }
+    toolCallFormat: hermes     # served without --tool-call-parser: calls arrive as <tool_call> text
     endpoint:
       - { name: vllm-a, weight: 3 }
       - { name: vllm-b, weight: 1 }
@@ -133,6 +139,18 @@ prices:
   Qwen/Qwen3-8B: { inputPerMTok: 0, outputPerMTok: 0 }
   gpt-4.1: { inputPerMTok: 1.8, outputPerMTok: 7.2 }
 `;
+
+const PRESET_FOR: Record<keyof typeof REQUEST_PRESETS, string> = {
+  'openai-chat': 'OpenAI chat models (gpt-4o, gpt-4.1)',
+  'openai-reasoning': 'OpenAI reasoning models (o-series, GPT-5)',
+  vllm: "vLLM's OpenAI server (native tool calls need `--enable-auto-tool-choice --tool-call-parser …`; without, set `toolCallFormat`)",
+  sglang: "SGLang's OpenAI server (native tool calls need `--tool-call-parser`)",
+  ollama: "Ollama's `/v1` API (JSON Schema answers from Ollama 0.5)",
+};
+
+function describeShape(shape: typeof DEFAULT_REQUEST_SHAPE): string {
+  return [`\`${shape.tokenParam}\``, shape.sampling ? '`temperature`' : 'no `temperature`', shape.structuredOutput === 'json_schema' ? 'the schema as `response_format` (`json_schema`)' : 'the schema in the prompt only', `tool calls \`${shape.toolCallFormat}\``].join(', ');
+}
 
 export function renderConfigurationDoc(): string {
   const envRows = ENV_VAR_NAMES.map(name => {
@@ -210,6 +228,7 @@ longer come from \`OPENAI_API_KEY\`.
 | \`temperature\` | 0 to 2. |
 | \`maxTokens\` | Completion token limit (positive integer). |
 | \`endpoint\` | One endpoint name, or a list \`[{ name, weight }]\` (weight > 0, default 1): each request picks one endpoint at random in proportion to the weights. Every name must be \`default\` or declared under \`endpoints\`. |
+| \`preset\`, \`tokenParam\`, \`sampling\`, \`reasoningEffort\`, \`extraBody\`, \`structuredOutput\`, \`toolCallFormat\` | How requests are shaped for the endpoint: see "Request shapes" below. |
 
 A key that is neither \`default\` nor a stage name is rejected, and so is an endpoint name that is
 not declared.
@@ -222,6 +241,34 @@ A complete example:
 \`\`\`yaml
 ${MODELS_FILE_EXAMPLE.trimEnd()}
 \`\`\`
+
+## Request shapes
+
+Endpoints differ in what a chat request may contain: OpenAI's reasoning models (o-series, GPT-5)
+answer 400 to \`max_tokens\` and to \`temperature\`; vLLM and SGLang take extra fields such as
+\`chat_template_kwargs\` and enforce a JSON Schema on the answer; a model served without a
+tool-call parser writes its tool calls in the text. A profile says which, with a preset and/or
+single fields (single fields win over the preset; a stage entry's preset and fields win over the
+\`default\` entry's; \`extraBody\` objects are merged):
+
+| Field | Values | Meaning |
+|---|---|---|
+| \`preset\` | ${REQUEST_PRESET_NAMES.map(n => `\`${n}\``).join(', ')} | a documented starting point (table below) |
+| \`tokenParam\` | \`max_tokens\`, \`max_completion_tokens\` | the parameter that carries \`maxTokens\` |
+| \`sampling\` | \`true\`, \`false\` | whether \`temperature\` is sent at all |
+| \`reasoningEffort\` | ${REASONING_EFFORTS.map(n => `\`${n}\``).join(', ')} | sent as \`reasoning_effort\` |
+| \`extraBody\` | an object | added to every request body (e.g. \`chat_template_kwargs\`, \`top_k\`, \`min_p\`, guided decoding options); it may not set ${RESERVED_BODY_FIELDS.map(n => `\`${n}\``).join(', ')} |
+| \`structuredOutput\` | \`json_schema\`, \`prompt\` | \`json_schema\`: stages that expect JSON send their schema as \`response_format: {type: "json_schema"}\` (converted from the stage's zod schema, \`strict: false\`), so an endpoint that enforces it cannot answer off-schema; the repair loop stays for the rest. \`prompt\`: the schema is only described in the prompt |
+| \`toolCallFormat\` | ${TOOL_CALL_FORMATS.map(n => `\`${n}\``).join(', ')} | how the policy model's tool calls arrive: \`native\` (\`message.tool_calls\`), or written in the text — \`hermes\` (Hermes, Qwen2.5/Qwen3: \`<tool_call>{…}</tool_call>\`), \`llama3\` (a JSON object with \`parameters\`), \`mistral\` (\`[TOOL_CALLS]\`), \`json\` (fenced JSON), \`auto\` (any of them). Text calls become ordinary tool calls; a reply that looks like a tool call but cannot be read ends the episode as \`unparsed-tool-call\`, never as a finished answer |
+
+Without a preset or fields, envfleet sends what it always sent: ${describeShape(DEFAULT_REQUEST_SHAPE)}.
+
+| Preset | For | Sends |
+|---|---|---|
+${Object.entries(REQUEST_PRESETS).map(([name, fields]) => `| \`${name}\` | ${PRESET_FOR[name as keyof typeof REQUEST_PRESETS]} | ${describeShape({ ...DEFAULT_REQUEST_SHAPE, ...fields })} |`).join('\n')}
+
+\`envfleet doctor\` sends one tiny request per request shape in use (model and settings) and names
+any parameter the endpoint refused, with the setting that fixes it.
 
 ## How a stage's profile resolves
 

@@ -8,12 +8,13 @@ import type {
   ChatCompletionToolChoiceOption,
 } from 'openai/resources/chat/completions';
 import type { z } from 'zod';
-import type { AppConfig, EndpointConfig, ModelProfile, ModelStage } from '../../config/index.js';
+import type { AppConfig, EndpointConfig, ModelProfile, ModelStage, ToolCallFormat } from '../../config/index.js';
 import { AppError, BudgetExceededError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, modelCodeOfStatus } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { hashOf } from '../util/canonical.js';
 import { parseStructured } from './json-output.js';
+import { jsonSchemaResponseFormat, shapeChatRequest } from './request-shape.js';
 import type { EndpointLimiter, Ledger, ResponseCache, Usage } from './ports.js';
 import type { RunBudgets } from '../runs/control.js';
 
@@ -53,6 +54,8 @@ export interface ChatResult {
   readonly usage: Usage;
   readonly model: string;
   readonly cached: boolean;
+  /** How the profile says this model writes tool calls (native, or a text format to parse: src/llm/text-tool-calls.ts). */
+  readonly toolCallFormat: ToolCallFormat;
 }
 
 export interface StructuredRequest<T> extends ChatRequest {
@@ -247,15 +250,15 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   async function chat(ctx: CallContext, request: ChatRequest): Promise<ChatResult> {
     const base = profileOf(ctx.stage);
     const profile = request.model ? { ...base, model: request.model } : base;
-    const params: ChatCompletionCreateParamsNonStreaming = {
+    const params = shapeChatRequest(profile, {
       model: profile.model,
-      messages: [...request.messages],
+      messages: request.messages,
       temperature: request.temperature ?? profile.temperature,
-      max_tokens: request.maxTokens ?? profile.maxTokens,
-      ...(request.tools?.length ? { tools: [...request.tools] } : {}),
-      ...(request.toolChoice ? { tool_choice: request.toolChoice } : {}),
-      ...(request.responseFormat ? { response_format: request.responseFormat } : {}),
-    };
+      maxTokens: request.maxTokens ?? profile.maxTokens,
+      tools: request.tools,
+      toolChoice: request.toolChoice,
+      responseFormat: request.responseFormat,
+    });
     const { body, cached } = await send<ChatCompletion>(ctx, profile, params, chatUsage, (c, _e, options) =>
       c.chat.completions.create(params, options),
     );
@@ -263,7 +266,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     if (!choice?.message) {
       throw new ModelError('MODEL_RESPONSE_MALFORMED', `response without a choice from model "${profile.model}" (stage ${ctx.stage})`);
     }
-    return { message: choice.message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached };
+    return { message: choice.message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached, toolCallFormat: profile.request.toolCallFormat };
   }
 
   async function structured<T>(ctx: CallContext, request: StructuredRequest<T>): Promise<StructuredResult<T>> {
@@ -272,8 +275,10 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     let promptTokens = 0;
     let completionTokens = 0;
     const errors: string[] = [];
+    // Where the endpoint enforces a JSON Schema, the model cannot answer off-schema; elsewhere the prompt and the repair loop hold it to the schema.
+    const responseFormat = request.responseFormat ?? (profileOf(ctx.stage).request.structuredOutput === 'json_schema' ? (jsonSchemaResponseFormat(ctx.stage, request.schema) ?? undefined) : undefined);
     for (let call = 1; call <= maxCalls; call += 1) {
-      const result = await chat(ctx, { ...request, messages });
+      const result = await chat(ctx, { ...request, messages, responseFormat });
       promptTokens += result.usage.promptTokens;
       completionTokens += result.usage.completionTokens;
       const content = result.message.content ?? '';

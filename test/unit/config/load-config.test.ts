@@ -14,6 +14,9 @@ import { DEFAULT_PRICES } from '../../../config/prices.js';
 
 type Env = Record<string, string | undefined>;
 
+/** What a profile without request-shape settings sends (what envfleet always sent). */
+const DEFAULT_SHAPE = { preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native' };
+
 /** loadConfig with an in-memory models file system; returns the paths that were read too. */
 function load(env: Env, files: Record<string, string> = {}): AppConfig {
   return loadConfig(env, {
@@ -98,6 +101,7 @@ describe('config: loadConfig defaults', () => {
         model: base.kind === 'embedding' ? 'text-embedding-3-small' : 'gpt-4o-mini',
         temperature: base.temperature,
         maxTokens: base.maxTokens,
+        request: DEFAULT_SHAPE,
         cache: base.cache,
         endpoints: [{ name: 'default', weight: 1 }],
       });
@@ -254,6 +258,7 @@ describe('config: models file', () => {
       kind: 'chat',
       model: 'judge-model',
       temperature: 0.9,
+      request: DEFAULT_SHAPE,
       maxTokens: 333,
       cache: true,
       endpoints: [{ name: 'default', weight: 1 }],

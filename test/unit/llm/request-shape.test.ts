@@ -1,0 +1,155 @@
+import { expect } from 'chai';
+import { pino } from 'pino';
+import { z } from 'zod';
+import { ConfigError, loadConfig, type AppConfig } from '../../../config/index.js';
+import { runDoctor } from '../../../cli/doctor.js';
+import { createModelGateway, type ModelGateway } from '../../../src/llm/gateway.js';
+import { parseModelScript, startModelServer, type ModelServer, type ScriptRule } from '../../../src/model-server/index.js';
+import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../../helpers/memory-ports.js';
+import { rejection } from '../../helpers/assert.js';
+
+/** A configuration whose models file is `models` (YAML), pointing at `url`. */
+function configWith(models: string, url = 'http://127.0.0.1:1/v1'): AppConfig {
+  return loadConfig({}, { overrides: { OPENAI_BASE_URL: url, ENVFLEET_MODELS_FILE: 'models.yaml', REDIS_URL: 'redis://127.0.0.1:6379' }, readFile: () => models });
+}
+
+/** Rules that make the scripted server behave like an endpoint that refuses some parameters, as OpenAI words it. */
+const refuses = (param: string, message: string): ScriptRule => ({ name: `refuses-${param}`, matchAny: `"${param}"`, fault: { type: 'server_error', status: 400, message } });
+const REFUSES_MAX_TOKENS = refuses('max_tokens', "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.");
+const REFUSES_TEMPERATURE = refuses('temperature', "Unsupported value: 'temperature' does not support 0.7 with this model. Only the default (1) value is supported.");
+
+describe('request shapes: presets and fields per profile', () => {
+  it('keeps what envfleet always sent when nothing is set', () => {
+    const config = loadConfig({});
+    expect(config.profiles['rollout.policy'].request).to.deep.equal({ preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native' });
+  });
+
+  it('layers the default profile, its preset, then the stage preset and fields', () => {
+    const config = configWith(
+      [
+        'profiles:',
+        '  default: { preset: vllm, extraBody: { chat_template_kwargs: { enable_thinking: false }, top_k: 20 }, toolCallFormat: hermes }',
+        '  rollout.policy: { preset: openai-reasoning, reasoningEffort: low, extraBody: { top_k: 40 } }',
+        '',
+      ].join('\n'),
+    );
+    expect(config.profiles['mine.judge'].request).to.deep.equal({
+      preset: 'vllm',
+      tokenParam: 'max_tokens',
+      sampling: true,
+      reasoningEffort: null,
+      extraBody: { chat_template_kwargs: { enable_thinking: false }, top_k: 20 },
+      structuredOutput: 'json_schema',
+      toolCallFormat: 'hermes',
+    });
+    expect(config.profiles['rollout.policy'].request).to.deep.equal({
+      preset: 'openai-reasoning',
+      tokenParam: 'max_completion_tokens',
+      sampling: false,
+      reasoningEffort: 'low',
+      extraBody: { chat_template_kwargs: { enable_thinking: false }, top_k: 40 },
+      structuredOutput: 'json_schema',
+      toolCallFormat: 'hermes',
+    });
+  });
+
+  it('refuses an unknown preset and extra body fields that envfleet sets itself, saying what to use', () => {
+    const thrown = (fn: () => unknown): unknown => {
+      try {
+        fn();
+      } catch (e) {
+        return e;
+      }
+      return null;
+    };
+    let err = thrown(() => configWith('profiles:\n  default: { preset: openai-o1 }\n'));
+    expect(err).to.be.instanceOf(ConfigError);
+    expect(String(err)).to.match(/preset/).and.to.match(/openai-reasoning/);
+    err = thrown(() => configWith('profiles:\n  rollout.policy: { extraBody: { max_tokens: 10, top_k: 5 } }\n'));
+    expect(err).to.be.instanceOf(ConfigError);
+    expect(String(err)).to.match(/extraBody may not set max_tokens/).and.to.match(/tokenParam/);
+  });
+});
+
+describe('request shapes against endpoints that behave like each preset (scripted HTTP server)', function () {
+  this.timeout(20_000);
+  let server: ModelServer;
+  afterEach(() => server?.close());
+
+  async function gateway(rules: ScriptRule[], models: string): Promise<ModelGateway> {
+    server = await startModelServer({ script: parseModelScript({ rules }) });
+    const config = configWith(models, server.url);
+    return createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+  }
+  const ask = (g: ModelGateway) => g.chat({ runId: 'r', stage: 'rollout.policy' }, { messages: [{ role: 'user', content: 'Bonjour — 你好 👋' }] });
+
+  it('an endpoint that refuses max_tokens and temperature (OpenAI reasoning models): fails without the preset, answers with it', async () => {
+    const rules = [REFUSES_MAX_TOKENS, REFUSES_TEMPERATURE, { name: 'ok', respond: { content: 'Salut 👋' } }];
+    const err = await rejection(ask(await gateway(rules, 'profiles: {}\n')));
+    expect(err).to.have.property('code', 'MODEL_BAD_REQUEST');
+    expect(String(err)).to.match(/max_tokens/);
+    await server.close();
+    const g = await gateway(rules, 'profiles:\n  rollout.policy: { preset: openai-reasoning, reasoningEffort: high }\n');
+    expect((await ask(g)).message.content).to.equal('Salut 👋');
+    const body = server.log().at(-1)!.body as Record<string, unknown>;
+    expect(body).to.include({ max_completion_tokens: 4096, reasoning_effort: 'high' });
+    expect(body).not.to.have.any.keys('max_tokens', 'temperature');
+  });
+
+  it('sends extra body fields (vLLM chat_template_kwargs, top_k) as they are written', async () => {
+    const g = await gateway([{ name: 'ok', respond: { content: 'ok' } }], 'profiles:\n  default: { preset: vllm, extraBody: { chat_template_kwargs: { enable_thinking: false }, top_k: 20 } }\n');
+    await ask(g);
+    expect(server.log().at(-1)!.body).to.deep.include({ chat_template_kwargs: { enable_thinking: false }, top_k: 20, max_tokens: 4096, temperature: 1 });
+  });
+
+  it('an endpoint that enforces a JSON Schema gets the stage schema as response_format, and answers on-schema', async () => {
+    const Answer = z.strictObject({ city: z.string(), population: z.number().int() });
+    const rules: ScriptRule[] = [
+      { name: 'guided', matchAny: '"response_format":\\{"type":"json_schema"', respond: { json: { city: 'São Paulo', population: 12_325_232 } } },
+      { name: 'free', respond: { content: 'São Paulo, about 12 million people.' } },
+    ];
+    const g = await gateway(rules, 'profiles:\n  default: { preset: vllm }\n');
+    const result = await g.structured({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'largest city of Brazil?' }], schema: Answer });
+    expect(result).to.deep.include({ value: { city: 'São Paulo', population: 12_325_232 }, calls: 1 });
+    const format = (server.log()[0]!.body as { response_format: { type: string; json_schema: { name: string; schema: { properties: Record<string, unknown>; required: string[] }; strict: boolean } } }).response_format;
+    expect(format.type).to.equal('json_schema');
+    expect(format.json_schema.name).to.equal('mine_topic');
+    expect(format.json_schema.schema.properties).to.have.keys('city', 'population');
+    expect(format.json_schema.schema.required).to.have.members(['city', 'population']);
+    // Without the preset the schema is only in the prompt: prose costs a repair round.
+    await server.close();
+    const plain = await gateway(rules, 'profiles: {}\n');
+    const err = await rejection(plain.structured({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'largest city of Brazil?' }], schema: Answer }));
+    expect(err).to.have.property('code', 'MODEL_OUTPUT_INVALID');
+    expect(server.log()[0]!.body).not.to.have.property('response_format');
+  });
+
+  it('drops keys the schema does not know instead of asking again, and tries every JSON block in the reply', async () => {
+    const Answer = z.strictObject({ verdict: z.enum(['yes', 'no']), reason: z.string() });
+    const g = await gateway(
+      [
+        { name: 'extra-keys', match: 'first', respond: { json: { verdict: 'yes', reason: 'état modifié — 状态', confidence: 0.9, explanation: 'because' } } },
+        { name: 'two-blocks', match: 'second', respond: { content: 'A draft:\n```json\n{"draft": true}\n```\nFinal answer: {"verdict": "no", "reason": "rien à changer 🙂"}' } },
+      ],
+      'profiles: {}\n',
+    );
+    const first = await g.structured({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'first' }], schema: Answer });
+    expect(first).to.deep.include({ value: { verdict: 'yes', reason: 'état modifié — 状态' }, calls: 1 });
+    const second = await g.structured({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'second' }], schema: Answer });
+    expect(second).to.deep.include({ value: { verdict: 'no', reason: 'rien à changer 🙂' }, calls: 1 });
+    expect(server.log()).to.have.length(2);
+  });
+
+  it('envfleet doctor names the parameter an endpoint refused and the setting that fixes it', async () => {
+    server = await startModelServer({ script: parseModelScript({ models: ['gpt-4o-mini', 'o4-mini', 'text-embedding-3-small'], rules: [REFUSES_MAX_TOKENS, { name: 'doctor', stage: 'doctor', respond: { json: { ok: true } } }] }) });
+    const models = 'profiles:\n  rollout.policy: { model: o4-mini, preset: openai-reasoning }\n';
+    const checks = await runDoctor(() => configWith(models, server.url));
+    const shapes = checks.filter(c => c.name.startsWith('request shape'));
+    const refused = shapes.find(c => c.status === 'fail')!;
+    expect(refused.name).to.equal('request shape default gpt-4o-mini');
+    expect(refused.detail).to.match(/refused "max_tokens"/).and.to.match(/tokenParam: max_completion_tokens/).and.to.match(/models\.yaml/);
+    const reasoning = shapes.find(c => c.name.includes('o4-mini'))!;
+    expect(reasoning).to.deep.include({ status: 'ok', name: 'request shape default o4-mini (preset openai-reasoning)' });
+    expect(reasoning.detail).to.match(/max_completion_tokens/).and.to.match(/rollout\.policy/);
+  });
+});
