@@ -17,7 +17,15 @@ interface Msg {
   reasoning_content?: string;
 }
 
-const msgs = (t: Trajectory) => t.messages as unknown as Msg[];
+/**
+ * The messages a trainer learns from. An episode that ended on a reply that looked like a tool call
+ * but could not be read (`unparsed-tool-call`) loses that last reply: it is kept in the trajectory,
+ * never trained on.
+ */
+const msgs = (t: Trajectory): Msg[] => {
+  const all = t.messages as unknown as Msg[];
+  return t.termination.reason === 'unparsed-tool-call' && all.at(-1)?.role === 'assistant' ? all.slice(0, -1) : all;
+};
 
 /** Drops what follows the last assistant message: a training example ends with the model's turn. */
 function upToLastAssistant(messages: Msg[]): Msg[] {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { classifyError } from '../errors.js';
 import type { ChatMessage, ChatTool } from '../llm/gateway.js';
+import { parseTextToolCalls } from '../llm/text-tool-calls.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
 import { ENDS_SESSION } from '../sandbox/errors.js';
 import type { EnvSession } from '../sandbox/runner.js';
@@ -50,6 +51,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   const started = Date.now();
   const startedAt = new Date(started).toISOString();
   const tools = (env.tools ?? []) as ChatTool[];
+  const toolNames = tools.flatMap(t => (t.type === 'function' ? [t.function.name] : []));
   const messages: ChatMessage[] = [{ role: 'system', content: agentSystemPrompt(mode, env.description.introduction) }];
   const userMessages: ChatMessage[] | null = mode === 'conversational' ? [userSimulatorPrompt(scenario.userGoal?.goal ?? scenario.task ?? '', scenario.userGoal?.facts ?? [])] : null;
   const steps: StepRecord[] = [];
@@ -111,13 +113,27 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       account(reply.usage);
       modelUsed = reply.model;
       const m = reply.message;
-      const calls = (m.tool_calls ?? []).filter(c => c.type === 'function');
+      let calls: { id: string; type: 'function'; function: { name: string; arguments: string } }[] = (m.tool_calls ?? []).filter(c => c.type === 'function');
+      let content = m.content ?? null;
+      // Tool calls the model wrote in its text (served without a tool-call parser) become the same tool
+      // calls; a reply that looks like a call but cannot be read is never taken for an answer.
+      let unparsed: string | null = null;
+      if (calls.length === 0 && content && tools.length) {
+        const parsed = parseTextToolCalls(content, reply.toolCallFormat, toolNames);
+        if (parsed.kind === 'calls') {
+          calls = parsed.calls.map((c, i) => ({ id: `call_${turns}_${i}`, type: 'function' as const, function: { name: c.name, arguments: c.arguments } }));
+          content = parsed.content;
+        } else if (parsed.kind === 'malformed') {
+          unparsed = parsed.problem;
+        }
+      }
       messages.push({
         role: 'assistant',
-        content: m.content ?? null,
+        content,
         ...(calls.length ? { tool_calls: calls } : {}),
         ...(m.reasoning_content ? { reasoning_content: m.reasoning_content } : {}),
       });
+      if (unparsed !== null) throw new EpisodeEnd('unparsed-tool-call', unparsed);
       if (calls.length === 0) {
         if (mode === 'non-conversational') {
           termination = { reason: 'agent-finished', detail: null };

@@ -15,7 +15,7 @@ import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../src/roll
 import { isArchived, type Trajectory } from '../../src/rollouts/types.js';
 import type { RunStore } from '../../src/runs/store.js';
 import { AlpacaLine, OpenAIFineTuneLine, RLGroupLine, RLScenarioLine, ShareGPTLine } from '../helpers/formats.js';
-import { DEMO, ENVFLEET_BIN, childEnv, exited, until, useFleet, type Fleet, type Overrides } from '../helpers/integration.js';
+import { DEMO, ENVFLEET_BIN, childEnv, exited, testConfig, until, useFleet, type Fleet, type Overrides } from '../helpers/integration.js';
 
 const run = promisify(execFile);
 
@@ -244,6 +244,68 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     const envErrors = await rollouts({ runId: 'env-error', samples: 1, modes: ['non-conversational'] });
     expect(new Set(envErrors.map(t => t.termination.reason))).to.deep.equal(new Set(['environment-error']));
     expect(envErrors.every(t => t.reward === null && t.checksError !== null)).to.equal(true);
+  });
+
+  it('reads tool calls written as text in each format the profile names, with the rewards of native calls; a failed text call ends as unparsed-tool-call and is not trained on', async () => {
+    const demo = await loadModelScript(DEMO);
+    type Call = { name: string; arguments?: unknown };
+    const writers: Record<'hermes' | 'llama3' | 'mistral', (calls: Call[]) => string> = {
+      hermes: calls => `Je vérifie — 确认 ✅\n${calls.map(c => `<tool_call>\n${JSON.stringify({ name: c.name, arguments: c.arguments ?? {} })}\n</tool_call>`).join('\n')}`,
+      llama3: calls => `<|python_tag|>${calls.map(c => JSON.stringify({ name: c.name, parameters: c.arguments ?? {} })).join('; ')}`,
+      mistral: calls => `[TOOL_CALLS]${JSON.stringify(calls.map(c => ({ name: c.name, arguments: c.arguments ?? {} })))}`,
+    };
+    /** The demo policy writing its calls as text (the deliberately broken call of the demo stays native: its envelope is not text). */
+    const asText = (format: keyof typeof writers): ModelScript => ({
+      ...demo,
+      rules: (demo.rules ?? []).map(r => {
+        const calls = r.respond?.toolCalls;
+        if (r.stage !== 'rollout.policy' || !calls || calls.some(c => typeof c.arguments === 'string')) return r;
+        const { toolCalls: _, ...rest } = r.respond!;
+        return { ...r, respond: { ...rest, content: writers[format](calls) } };
+      }),
+    });
+    const summary = (list: Trajectory[]) =>
+      list
+        .map(t => JSON.stringify([t.scenarioId, t.mode, t.reward, t.termination.reason, t.steps.map(st => [st.tool, st.rawArguments.trim().startsWith('{') && !st.runtimeError ? (JSON.parse(st.rawArguments) as unknown) : st.rawArguments, st.result])]))
+        .sort();
+
+    await start();
+    await prepare('native');
+    const native = await rollouts({ runId: 'native', samples: 1, modes: ['non-conversational', 'conversational'] });
+    expect(native.map(t => t.termination.reason)).to.not.include('unparsed-tool-call');
+    for (const format of ['hermes', 'llama3', 'mistral', 'auto'] as const) {
+      const dir = await mkdtemp(join(tmpdir(), `envfleet-text-calls-${format}-`));
+      await writeFile(join(dir, 'models.yaml'), `profiles:\n  rollout.policy: { preset: vllm, structuredOutput: prompt, toolCallFormat: ${format} }\n`);
+      await f.stopWorkers();
+      await f.startWorkers({ config: testConfig(f.server, { ENVFLEET_REDIS_PREFIX: f.config.redis.prefix, ENVFLEET_MODELS_FILE: join(dir, 'models.yaml') }) });
+      f.server.setScript(asText(format === 'auto' ? 'hermes' : format));
+      await copyRun(f.store, 'native', `text-${format}`);
+      const text = await rollouts({ runId: `text-${format}`, samples: 1, modes: ['non-conversational', 'conversational'] });
+      expect(summary(text), format).to.deep.equal(summary(native));
+      // The calls were read from the text: ids numbered by turn, the prose kept as the content.
+      const fromText = text.flatMap(t => t.messages).filter(m => m.role === 'assistant' && m.tool_calls?.some(c => /^call_\d+_\d+$/.test(c.id)));
+      expect(fromText.length, format).to.be.greaterThan(0);
+      if (format === 'hermes' || format === 'auto') expect(fromText.every(m => m.content === 'Je vérifie — 确认 ✅'), format).to.equal(true);
+      else expect(fromText.every(m => m.content === null), format).to.equal(true);
+    }
+
+    // The profile expects native calls, and the model writes one as text: not an answer.
+    f.server.setScript(asText('hermes'));
+    await f.stopWorkers();
+    await f.startWorkers();
+    await copyRun(f.store, 'native', 'misread');
+    const misread = await rollouts({ runId: 'misread', samples: 1, modes: ['non-conversational'] });
+    const ended = misread.filter(t => t.termination.reason === 'unparsed-tool-call');
+    expect(ended.length).to.be.greaterThan(0);
+    for (const t of ended) {
+      expect(t.termination.detail).to.match(/tool call as text/);
+      expect(text(t.messages.at(-1))).to.include('<tool_call>');
+    }
+    const out = await mkdtemp(join(tmpdir(), 'envfleet-misread-'));
+    await exportRun(f.store, 'misread', out);
+    for (const line of (await jsonl(join(out, 'sft-openai.jsonl'))) as { messages: { content?: string }[] }[]) {
+      expect(line.messages.some(m => (m.content ?? '').includes('<tool_call>')), 'a failed text call is never a training target').to.equal(false);
+    }
   });
 
   it('keeps only scenarios a reference rollout solves when the solvability gate is on', async () => {
