@@ -1,5 +1,5 @@
 import { ModelOutputError } from '../errors.js';
-import { ENDS_SESSION } from '../sandbox/errors.js';
+import { ENDS_SESSION, FATAL_CODES, SANDBOX_ERROR_CODES, type SandboxErrorCode } from '../sandbox/errors.js';
 import { diffStates } from '../sandbox/diff.js';
 import type { EnvSession } from '../sandbox/runner.js';
 import { assembleSource, checkMethodSource } from './assemble.js';
@@ -30,6 +30,9 @@ export async function makeTestConfig(deps: SynthesisDeps, runId: string, envId: 
     return { ok: true };
   });
 }
+
+/** Runtime errors that fail a probe step by rule, without the checker: the sandbox's limits, and a method that broke its result or its state. */
+const RUNTIME_FAILURES: ReadonlySet<string> = new Set<string>([...FATAL_CODES, 'NON_JSON_RESULT', 'RESULT_TOO_LARGE', 'STATE_TOO_LARGE', 'STATE_INVALID']);
 
 const emptyStats = (): ToolQuality => ({ total: 0, positive: 0, negative: 0, pass: 0, warning: 0, fail: 0 });
 
@@ -62,8 +65,16 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
     // so a checkpointed state restores the environment exactly: no call is replayed.
     const open = (state: unknown): Promise<EnvSession> => deps.sandbox.openSession(code, state, opts.limits);
     let session = await open(steps.length > 0 ? await resumeState(deps, runId, envId, round, steps) : env.testState);
+    const toolNames = (env.tools ?? []).map(t => t.function.name);
     try {
-      for (let index = steps.length; index < opts.probeSteps; index += 1) {
+      for (let index = steps.length; ; index += 1) {
+        // Every tool is called at least once before the verdict: once the steps left are no more than
+        // the tools never called, the tester is told which one to call; past the planned steps, extra
+        // steps (at most one per tool) call the ones still missing.
+        const uncalled = toolNames.filter(name => !steps.some(s => s.tool === name && s.judgedBy !== 'tester'));
+        const left = opts.probeSteps - index;
+        if (left <= 0 && (uncalled.length === 0 || index >= opts.probeSteps + toolNames.length)) break;
+        const mustTest = uncalled.length > 0 && uncalled.length >= left ? uncalled[0] : undefined;
         deps.signal?.throwIfAborted();
         const stateBefore = await session.snapshot();
         const stats = statsOf(env, steps);
@@ -71,9 +82,9 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
         let unusable: ModelOutputError | undefined;
         try {
           ({ value: tester } = await deps.gateway.structured(ctx(deps, runId, 'check.probe.tester', `${round}:${index}`), {
-            messages: testerPrompt(env, stats, stateBefore),
+            messages: testerPrompt(env, stats, stateBefore, mustTest),
             schema: TesterOutput,
-            check: v => Promise.resolve(testerProblem(env, v)),
+            check: v => Promise.resolve(testerProblem(env, v, mustTest)),
           }));
         } catch (err) {
           if (!(err instanceof ModelOutputError)) throw err;
@@ -108,9 +119,13 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
         };
         let step: ProbeStepRecord;
         if (outcome.runtimeError === 'INVALID_ARGUMENTS') {
+          // The method did not run: the step says nothing about it (it does count as the tool called).
           step = tester.caseType === 'negative'
-            ? { ...base, verdict: 'pass', judgedBy: 'schema', checker: { analysis: 'The tool schema refused the invalid arguments before the method ran.', reason: 'no error' } }
+            ? { ...base, verdict: 'not-judged', judgedBy: 'schema', checker: { analysis: 'The tool schema refused the invalid arguments before the method ran.', reason: 'the method did not run' } }
             : { ...base, verdict: 'not-judged', judgedBy: 'tester', checker: { analysis: '', reason: 'a positive case with arguments the tool schema refuses: a tester error' } };
+        } else if (outcome.runtimeError && RUNTIME_FAILURES.has(outcome.runtimeError)) {
+          // A method that hits a sandbox limit or breaks its state fails by rule: no checker can keep it.
+          step = { ...base, verdict: 'fail', judgedBy: 'runtime', checker: { analysis: '', reason: `${outcome.runtimeError}: ${SANDBOX_ERROR_CODES[outcome.runtimeError as SandboxErrorCode]}` } };
         } else {
           try {
             const { value } = await deps.gateway.structured(ctx(deps, runId, 'check.probe.checker', `${round}:${index}`), { messages: checkerPrompt(env, base, stateBefore), schema: CheckerOutput });
@@ -152,7 +167,8 @@ async function resumeState(deps: SynthesisDeps, runId: string, envId: string, ro
 }
 
 /** Unknown tools and argument keys the tool does not have are tester errors (sent back to the tester). */
-function testerProblem(env: EnvironmentRecord, v: TesterOutput): string | null {
+function testerProblem(env: EnvironmentRecord, v: TesterOutput, mustTest?: string): string | null {
+  if (mustTest !== undefined && v.tool !== mustTest) return `this round must call ${mustTest}, which has not been called yet (every tool is called at least once); you chose ${v.tool}`;
   const tool = env.tools?.find(t => t.function.name === v.tool);
   if (!tool) return `"${v.tool}" is not a tool of this environment; choose one of: ${(env.tools ?? []).map(t => t.function.name).join(', ')}`;
   const props = Object.keys(((tool.function.parameters ?? {}) as { properties?: Record<string, unknown> }).properties ?? {});
@@ -166,7 +182,18 @@ export function qualityOf(env: EnvironmentRecord, steps: readonly ProbeStepRecor
   for (const t of Object.values(perTool)) for (const k of Object.keys(counts) as (keyof ToolQuality)[]) counts[k] += t[k];
   const notFailRate = counts.total ? (counts.pass + counts.warning) / counts.total : 0;
   const passRate = counts.total ? counts.pass / counts.total : 0;
-  const kept = counts.total > 0 && notFailRate >= threshold;
+  // A tool that failed every judged call sinks the environment whatever the average; so does a tool never called.
+  const allFailed = Object.entries(perTool).filter(([, t]) => t.total > 0 && t.fail === t.total).map(([name]) => name);
+  const neverCalled = Object.keys(perTool).filter(name => !steps.some(s => s.tool === name && s.judgedBy !== 'tester'));
+  const rateOk = counts.total > 0 && notFailRate >= threshold;
+  const kept = rateOk && allFailed.length === 0 && neverCalled.length === 0;
+  const reasons: string[] = [];
+  if (counts.total === 0) reasons.push('no probe step could be judged');
+  else if (!rateOk) {
+    reasons.push(`not-fail rate ${(notFailRate * 100).toFixed(1)}% is below ${(threshold * 100).toFixed(1)}% (${counts.fail} of ${counts.total} judged calls failed: ${Object.entries(perTool).filter(([, t]) => t.fail > 0).map(([n, t]) => `${n} ×${t.fail}`).join(', ')})`);
+  }
+  if (allFailed.length) reasons.push(`every judged call of ${allFailed.join(', ')} failed`);
+  if (neverCalled.length) reasons.push(`never called: ${neverCalled.join(', ')}`);
   return {
     round,
     verdict: kept ? 'kept' : 'rejected',
@@ -175,12 +202,10 @@ export function qualityOf(env: EnvironmentRecord, steps: readonly ProbeStepRecor
     threshold,
     counts,
     perTool,
-    testerErrors: steps.filter(s => s.verdict === 'not-judged').length,
-    rejectionReason: kept
-      ? null
-      : counts.total === 0
-        ? 'no probe step could be judged'
-        : `not-fail rate ${(notFailRate * 100).toFixed(1)}% is below ${(threshold * 100).toFixed(1)}% (${counts.fail} of ${counts.total} judged calls failed: ${Object.entries(perTool).filter(([, t]) => t.fail > 0).map(([n, t]) => `${n} ×${t.fail}`).join(', ')})`,
+    testerErrors: steps.filter(s => s.verdict === 'not-judged' && s.judgedBy !== 'schema').length,
+    schemaRefusals: steps.filter(s => s.judgedBy === 'schema').length,
+    runtimeFailures: steps.filter(s => s.judgedBy === 'runtime').length,
+    rejectionReason: kept ? null : reasons.join('; '),
   };
 }
 

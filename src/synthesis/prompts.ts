@@ -163,7 +163,7 @@ export function configPrompt(env: EnvironmentRecord): ChatMessage[] {
 
 export type ToolStats = ToolQuality;
 
-export function testerPrompt(env: EnvironmentRecord, stats: Record<string, ToolStats>, state: unknown): ChatMessage[] {
+export function testerPrompt(env: EnvironmentRecord, stats: Record<string, ToolStats>, state: unknown, mustTest?: string): ChatMessage[] {
   const tools = (env.tools ?? []).map(t => ({ name: t.function.name, description: t.function.description, parameters: t.function.parameters }));
   const table = Object.entries(stats)
     .map(([tool, s]) => `| ${tool} | ${s.total} | ${s.positive} | ${s.negative} | ${s.pass} | ${s.warning} | ${s.fail} |`)
@@ -183,7 +183,8 @@ export function testerPrompt(env: EnvironmentRecord, stats: Record<string, ToolS
       role: 'user',
       content:
         `Tests so far:\n| Tool | Total | Positive | Negative | Pass | Warning | Fail |\n|---|---|---|---|---|---|---|\n${table}\n` +
-        `Current state:\n${clip(JSON.stringify(state), 10000)}\nChoose the next call.`,
+        `Current state:\n${clip(JSON.stringify(state), 10000)}\n` +
+        (mustTest === undefined ? 'Choose the next call.' : `This round must call ${mustTest}: it has not been called yet, and every tool is called at least once. Choose its arguments and case type.`),
     },
   ];
 }

@@ -40,8 +40,12 @@ export interface QualityReport {
   readonly threshold: number;
   readonly counts: ToolQuality;
   readonly perTool: Record<string, ToolQuality>;
-  /** Probe steps whose tester answer could not be used (not counted against the environment). */
+  /** Probe steps whose tester (or checker) answer could not be used (not counted against the environment). */
   readonly testerErrors: number;
+  /** Negative cases the tool schema refused before the method ran: the tool was called, the method not judged. */
+  readonly schemaRefusals?: number;
+  /** Steps failed by rule: the method hit a sandbox limit (deadline, memory, CPU, stack) or broke its result or state. */
+  readonly runtimeFailures?: number;
   readonly rejectionReason: string | null;
   /** Present when a repair round ran: what was regenerated and whether it saved the environment. */
   readonly repair?: { readonly attempted: boolean; readonly methods: readonly string[]; readonly saved: boolean; readonly before: { notFailRate: number } };
@@ -138,7 +142,11 @@ export interface ProbeStepRecord {
    */
   readonly diff: StateDiff;
   readonly verdict: 'pass' | 'warning' | 'fail' | 'not-judged';
-  /** 'checker' (the model judged, or its answer was unusable), 'schema' (the tool's schema refused the arguments of a negative case before the method ran), 'tester' (unusable tester answer). Steps 'not-judged' do not count. */
-  readonly judgedBy: 'checker' | 'schema' | 'tester';
+  /**
+   * 'checker' (the model judged, or its answer was unusable), 'runtime' (failed by rule: a sandbox limit
+   * or a broken result or state), 'schema' (the tool's schema refused the arguments of a negative case
+   * before the method ran: not judged), 'tester' (unusable tester answer). Steps 'not-judged' do not count.
+   */
+  readonly judgedBy: 'checker' | 'runtime' | 'schema' | 'tester';
   readonly checker: { readonly analysis: string; readonly reason: string } | null;
 }

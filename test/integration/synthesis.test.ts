@@ -8,6 +8,7 @@ import { submitSynthesis } from '../../queues/submit.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { parseModelScript } from '../../src/model-server/index.js';
 import type { RunStore } from '../../src/runs/store.js';
+import { qualityOf } from '../../src/synthesis/check.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { DEMO, exited, until, useFleet } from '../helpers/integration.js';
 
@@ -84,6 +85,33 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
     expect(again).to.deep.include({ created: false, jobsAdded: 0 });
     await f.waitForRun('e2e');
     expect(f.server.log().length).to.equal(before);
+  });
+
+  it('fails a method that runs past its deadline by rule, even when the checker passes everything, and calls every tool', async () => {
+    const loop = { helpers: [], source: 'search_books({ query }) {\n  const seen = [];\n  while (true) seen.length = 0;\n}\n' };
+    const lenient = parseModelScript({
+      rules: [
+        { name: 'loop-search', stage: 'skeleton.method', matchAny: 'Environment: Library circulation system[\\s\\S]*Write the method for operation search_books:', respond: { json: loop } },
+        { name: 'loop-repair', stage: 'check.repair', matchAny: 'Library circulation system', respond: { json: loop } },
+        { name: 'lenient-checker', stage: 'check.probe.checker', respond: { json: { analysis: 'Looks fine to me — très bien 👍', verdict: 'pass', reason: 'no error' } } },
+      ],
+    });
+    const f = await fleet({ extra: lenient, overrides: { ENVFLEET_SANDBOX_DEADLINE_MS: '200' } });
+    await submitSynthesis(f.config, f.redis, { runId: 'gate', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await f.waitForRun('gate');
+    const library = bySummary(await envs(f.store, 'gate'), 'Library circulation system');
+    expect(library.status, JSON.stringify(library.failure)).to.equal('rejected');
+    // Round 1: the looping method failed by rule (the lenient checker was never asked about it), every
+    // tool was called, and the round was rejected on the per-tool floor although 7 of 8 calls passed.
+    const steps = await f.store.steps('gate', library.id, 1);
+    const looped = steps.filter(s => s.tool === 'search_books');
+    expect(looped.length).to.be.at.least(1);
+    for (const s of looped) expect(s).to.deep.include({ verdict: 'fail', judgedBy: 'runtime', runtimeError: 'DEADLINE_EXCEEDED' });
+    const first = qualityOf(library, steps, 1, 0.85);
+    expect(first.notFailRate).to.be.at.least(0.85);
+    expect(first.rejectionReason).to.equal('every judged call of search_books failed');
+    expect(library.qualityHistory![0]).to.deep.include({ round: 1, verdict: 'rejected' });
+    for (const tool of library.tools!) expect(steps.some(s => s.tool === tool.function.name), tool.function.name).to.equal(true);
   });
 
   it('ends an item whose model output stays invalid with the reason, and the run goes on', async () => {
