@@ -33,6 +33,7 @@ export interface RolloutsOptions extends Waiting {
   readonly samples: number;
   readonly mode: string;
   readonly model?: string;
+  readonly policyVersion?: string;
   readonly userModel?: string;
   readonly maxSteps?: number;
   readonly maxTokens?: number;
@@ -113,6 +114,7 @@ export async function rolloutsCommand(opts: RolloutsOptions): Promise<void> {
         samples: opts.samples,
         modes: modes as RolloutMode[],
         ...(opts.model ? { policyModel: opts.model } : {}),
+        ...(opts.policyVersion ? { policyVersion: opts.policyVersion } : {}),
         ...(opts.userModel ? { userModel: opts.userModel } : {}),
         ...(opts.maxSteps ? { maxSteps: { 'non-conversational': opts.maxSteps, conversational: opts.maxSteps } } : {}),
         ...(opts.maxTokens ? { maxTokens: opts.maxTokens } : {}),

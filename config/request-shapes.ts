@@ -14,7 +14,7 @@ export const REASONING_EFFORTS = ['minimal', 'low', 'medium', 'high'] as const;
 export type ReasoningEffort = (typeof REASONING_EFFORTS)[number];
 
 /** Body fields envfleet sets itself: extraBody may not replace them. */
-export const RESERVED_BODY_FIELDS = ['model', 'messages', 'tools', 'tool_choice', 'response_format', 'max_tokens', 'max_completion_tokens', 'temperature', 'reasoning_effort', 'stream', 'n'] as const;
+export const RESERVED_BODY_FIELDS = ['model', 'messages', 'tools', 'tool_choice', 'response_format', 'max_tokens', 'max_completion_tokens', 'temperature', 'reasoning_effort', 'logprobs', 'return_token_ids', 'stream', 'n'] as const;
 
 export interface RequestShape {
   /** The preset it started from, or null. */
@@ -30,12 +30,16 @@ export interface RequestShape {
   /** `json_schema`: structured stages send their schema as `response_format: {type: "json_schema"}`; `prompt`: the schema is only described in the prompt. */
   readonly structuredOutput: 'json_schema' | 'prompt';
   readonly toolCallFormat: ToolCallFormat;
+  /** Ask for the log-probability of every sampled token (`logprobs: true`). */
+  readonly logprobs: boolean;
+  /** Ask for the token ids of the prompt and the completion (vLLM: `return_token_ids: true`). */
+  readonly returnTokenIds: boolean;
 }
 
 type Fields = Omit<RequestShape, 'preset'>;
 
 /** What envfleet sends without a preset: what it always sent. */
-export const DEFAULT_REQUEST_SHAPE: Fields = { tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native' };
+export const DEFAULT_REQUEST_SHAPE: Fields = { tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', logprobs: false, returnTokenIds: false };
 
 export const REQUEST_PRESETS = {
   /** OpenAI chat models (gpt-4o, gpt-4.1): max_completion_tokens, sampling, JSON Schema answers, native tool calls. */
@@ -66,6 +70,8 @@ export const RequestShapeFields = {
     .optional(),
   structuredOutput: z.enum(['json_schema', 'prompt']).optional(),
   toolCallFormat: z.enum(TOOL_CALL_FORMATS).optional(),
+  logprobs: z.boolean().optional(),
+  returnTokenIds: z.boolean().optional(),
 };
 
 type FileFields = { [K in keyof typeof RequestShapeFields]?: z.infer<(typeof RequestShapeFields)[K]> };
@@ -89,5 +95,7 @@ export function resolveRequestShape(defaultEntry: FileFields | undefined, stageE
     extraBody: { ...(layer(defaultEntry).extraBody ?? {}), ...(layer(stageEntry).extraBody ?? {}) },
     structuredOutput: merged.structuredOutput,
     toolCallFormat: merged.toolCallFormat,
+    logprobs: merged.logprobs,
+    returnTokenIds: merged.returnTokenIds,
   };
 }

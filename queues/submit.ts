@@ -156,6 +156,8 @@ export interface RolloutRequest {
   readonly maxTokens?: number;
   readonly maxWallMs?: number;
   readonly temperature?: number;
+  /** The policy's version (a checkpoint step, a tag): recorded with every trajectory of the run. */
+  readonly policyVersion?: string;
 }
 
 /** `envfleet rollouts`: freezes the run's rollout settings (first call wins) and submits one group per (ready scenario, mode). */
@@ -172,6 +174,7 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
       userModel: request.userModel ?? null,
       temperature: request.temperature ?? config.profiles['rollout.policy'].temperature,
       maxTokensPerTurn: config.profiles['rollout.policy'].maxTokens,
+      ...(request.policyVersion !== undefined ? { policyVersion: request.policyVersion } : {}),
     };
     const frozen = (await store.getDoc(runId, 'rollout-config', 'current')) ?? asked;
     if (frozen === asked) await store.putDoc(runId, 'rollout-config', 'current', asked);

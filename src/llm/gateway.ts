@@ -14,7 +14,7 @@ import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { hashOf } from '../util/canonical.js';
 import { parseStructured } from './json-output.js';
-import { jsonSchemaResponseFormat, shapeChatRequest } from './request-shape.js';
+import { jsonSchemaResponseFormat, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
 import type { EndpointLimiter, Ledger, ResponseCache, Usage } from './ports.js';
 import type { RunBudgets } from '../runs/control.js';
 
@@ -56,6 +56,8 @@ export interface ChatResult {
   readonly cached: boolean;
   /** How the profile says this model writes tool calls (native, or a text format to parse: src/llm/text-tool-calls.ts). */
   readonly toolCallFormat: ToolCallFormat;
+  /** Log-probabilities and token ids, when the profile asked for them and the endpoint returned them. */
+  readonly tokens: TokenRecord | null;
 }
 
 export interface StructuredRequest<T> extends ChatRequest {
@@ -266,7 +268,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     if (!choice?.message) {
       throw new ModelError('MODEL_RESPONSE_MALFORMED', `response without a choice from model "${profile.model}" (stage ${ctx.stage})`);
     }
-    return { message: choice.message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached, toolCallFormat: profile.request.toolCallFormat };
+    return { message: choice.message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached, toolCallFormat: profile.request.toolCallFormat, tokens: tokenRecordOf(body) };
   }
 
   async function structured<T>(ctx: CallContext, request: StructuredRequest<T>): Promise<StructuredResult<T>> {

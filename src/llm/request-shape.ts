@@ -28,6 +28,8 @@ export function shapeChatRequest(profile: Pick<ModelProfile, 'request'>, input: 
     ...(shape.sampling ? { temperature: input.temperature } : {}),
     [shape.tokenParam]: input.maxTokens,
     ...(shape.reasoningEffort ? { reasoning_effort: shape.reasoningEffort } : {}),
+    ...(shape.logprobs ? { logprobs: true } : {}),
+    ...(shape.returnTokenIds ? { return_token_ids: true } : {}),
     ...(input.tools?.length ? { tools: [...input.tools] } : {}),
     ...(input.toolChoice ? { tool_choice: input.toolChoice } : {}),
     ...(input.responseFormat ? { response_format: input.responseFormat } : {}),
@@ -55,4 +57,27 @@ export function jsonSchemaResponseFormat(name: string, schema: z.ZodType): ChatC
   }
   if (json === null) return null;
   return { type: 'json_schema', json_schema: { name: name.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 64), schema: json, strict: false } };
+}
+
+/** What a trainer needs of one sampled completion to correct for off-policy samples, when the endpoint returned it. */
+export interface TokenRecord {
+  /** Log-probability of each completion token (`choices[0].logprobs.content[].logprob`), or null. */
+  readonly logprobs: readonly number[] | null;
+  /** Completion token ids (vLLM `choices[0].token_ids`), or null. */
+  readonly tokenIds: readonly number[] | null;
+  /** Prompt token ids (vLLM `prompt_token_ids`), or null. */
+  readonly promptTokenIds: readonly number[] | null;
+}
+
+const numbers = (v: unknown): number[] | null => (Array.isArray(v) && v.every(x => typeof x === 'number') ? (v) : null);
+
+/** The token data of a chat completion body (any of it may be absent: null then), or null when there is none at all. */
+export function tokenRecordOf(body: unknown): TokenRecord | null {
+  const b = (body ?? {}) as { prompt_token_ids?: unknown; choices?: { logprobs?: { content?: { logprob?: unknown }[] | null } | null; token_ids?: unknown; prompt_token_ids?: unknown }[] };
+  const choice = b.choices?.[0];
+  const content = choice?.logprobs?.content;
+  const logprobs = Array.isArray(content) ? numbers(content.map(c => c?.logprob)) : null;
+  const tokenIds = numbers(choice?.token_ids);
+  const promptTokenIds = numbers(b.prompt_token_ids) ?? numbers(choice?.prompt_token_ids);
+  return logprobs || tokenIds || promptTokenIds ? { logprobs, tokenIds, promptTokenIds } : null;
 }

@@ -16,6 +16,7 @@ import {
   hashEmbedding,
 } from './embedder.js';
 import { parseModelScript, type FaultType, type ModelScript, type ScriptedFault, type ScriptedResponse, type ScriptRule } from './fixtures.js';
+import { logprobOf, messagePieces, tokenIds } from './tokens.js';
 import { BodyTooLargeError, headerValue, readBody, sendJson, sleep, waitForAbort } from './http.js';
 import {
   buildChoice,
@@ -439,14 +440,27 @@ class ScriptedModelServer implements ModelServer {
       const response = responseFor(pick) ?? EMPTY_RESPONSE;
       return { response, choice: buildChoice(index, response, (call) => `call_${id}_${index}_${call}`) };
     });
+    // Token data as vLLM gives it when asked: per choice, the completion's log-probabilities and ids; the prompt's ids once.
+    const wantLogprobs = request['logprobs'] === true;
+    const wantIds = request['return_token_ids'] === true;
+    const withTokens = (choice: (typeof choices)[number]['choice']) => {
+      if (!wantLogprobs && !wantIds) return choice;
+      const completion = messagePieces([choice.message]);
+      return {
+        ...choice,
+        ...(wantLogprobs ? { logprobs: { content: completion.map(token => ({ token, logprob: logprobOf(token), bytes: [...Buffer.from(token, 'utf8')], top_logprobs: [] })) } } : {}),
+        ...(wantIds ? { token_ids: tokenIds(completion) } : {}),
+      };
+    };
     return {
       id: `chatcmpl-scripted-${id}`,
       object: 'chat.completion',
       created: Math.floor(Date.now() / 1000),
       model: request.model,
-      choices: choices.map(({ choice }) => choice),
+      choices: choices.map(({ choice }) => withTokens(choice)),
       usage: completionUsage(request, choices, this.#script.defaults),
-    };
+      ...(wantIds ? { prompt_token_ids: tokenIds(messagePieces(request.messages)) } : {}),
+    } as ChatCompletion;
   }
 
   async #embeddings(body: Record<string, unknown>, entry: ReceivedRequest, signal: AbortSignal): Promise<Outcome> {

@@ -8,7 +8,8 @@ import type { EnvSession } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import { ROLLOUT_PROMPT_VERSIONS, STOP_TOKEN, agentSystemPrompt, userSimulatorPrompt } from './prompts.js';
-import type { CheckResult, RolloutLimits, RolloutMode, StepRecord, Termination, Trajectory } from './types.js';
+import type { CheckResult, PolicyTurn, RolloutLimits, RolloutMode, StepRecord, Termination, Trajectory } from './types.js';
+import type { TokenRecord } from '../llm/request-shape.js';
 import { trajectoryIdOf } from '../runs/ids.js';
 import type { StageDeps } from '../stage-deps.js';
 
@@ -27,6 +28,8 @@ export interface EpisodeInput {
   readonly policyModel: string | null;
   readonly userModel: string | null;
   readonly sampling: { readonly temperature: number; readonly maxTokens: number };
+  /** The policy version given with `envfleet rollouts --policy-version` (null: none). */
+  readonly policyVersion?: string | null;
 }
 
 const UserTurn = z.strictObject({ thought: z.string(), reply: z.string().min(1) });
@@ -58,6 +61,20 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   const usage = { promptTokens: 0, completionTokens: 0, modelCalls: 0 };
   let envUs = 0;
   let turns = 0;
+  const policyTurns: PolicyTurn[] = [];
+  /** The full prompt and completion ids of the previous turn, to store only what the next prompt appends. */
+  let lastIds: number[] | null = null;
+  const policyTurnOf = (turn: number, reply: { model: string; finishReason: string; tokens: TokenRecord | null }): PolicyTurn => {
+    const t = reply.tokens;
+    let prompt: Pick<PolicyTurn, 'promptTokenIds' | 'promptTokenIdsAppended'> = {};
+    if (t?.promptTokenIds) {
+      const before = lastIds;
+      const isPrefix = before !== null && before.length <= t.promptTokenIds.length && before.every((id, i) => t.promptTokenIds![i] === id);
+      prompt = isPrefix ? { promptTokenIdsAppended: t.promptTokenIds.slice(before.length) } : { promptTokenIds: t.promptTokenIds };
+      lastIds = t.tokenIds ? [...t.promptTokenIds, ...t.tokenIds] : null;
+    } else lastIds = null;
+    return { turn, model: reply.model, finishReason: reply.finishReason, ...(t?.logprobs ? { logprobs: t.logprobs } : {}), ...(t?.tokenIds ? { tokenIds: t.tokenIds } : {}), ...prompt };
+  };
   let termination: { reason: Termination; detail: string | null };
   let session: EnvSession | null = null;
   let modelUsed: string | null = input.policyModel;
@@ -112,6 +129,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       );
       account(reply.usage);
       modelUsed = reply.model;
+      policyTurns.push(policyTurnOf(turns, reply));
       const m = reply.message;
       let calls: { id: string; type: 'function'; function: { name: string; arguments: string } }[] = (m.tool_calls ?? []).filter(c => c.type === 'function');
       let content = m.content ?? null;
@@ -206,6 +224,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     model: modelUsed ?? 'rollout.policy profile',
     userModel: mode === 'conversational' ? (input.userModel ?? 'profile:rollout.user') : null,
     sampling: input.sampling,
+    policyVersion: input.policyVersion ?? null,
+    policyTurns,
     tools,
     messages,
     userMessages,

@@ -64,6 +64,7 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
       policyModel: config.policyModel,
       userModel: config.userModel,
       sampling: { temperature: config.temperature, maxTokens: config.maxTokensPerTurn },
+      policyVersion: config.policyVersion ?? null,
     },
   );
   await deps.store.putDoc(runId, 'trajectory', id, trajectory, outcomeCounts(trajectory));

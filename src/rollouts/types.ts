@@ -36,6 +36,16 @@ export interface StepRecord {
   readonly us: number;
 }
 
+export interface PolicyTurn {
+  readonly turn: number;
+  readonly model: string;
+  readonly finishReason: string;
+  readonly logprobs?: readonly number[];
+  readonly tokenIds?: readonly number[];
+  readonly promptTokenIds?: readonly number[];
+  readonly promptTokenIdsAppended?: readonly number[];
+}
+
 /** One trajectory: the record written to trajectories/*.jsonl (docs/formats.md). */
 export interface Trajectory {
   readonly id: string;
@@ -48,6 +58,15 @@ export interface Trajectory {
   readonly model: string;
   readonly userModel: string | null;
   readonly sampling: { readonly temperature: number; readonly maxTokens: number };
+  /** `envfleet rollouts --policy-version` (null when none was given; absent in trajectories of older versions). */
+  readonly policyVersion?: string | null;
+  /**
+   * One record per policy reply, in order: the model the server reported, the finish reason, and, when the
+   * profile asked for them (`logprobs`, `returnTokenIds`) and the endpoint returned them, the completion's
+   * log-probabilities and token ids and the prompt's token ids — only what the prompt appended to the
+   * previous turn's prompt and completion when it extends them (`promptTokenIdsAppended`).
+   */
+  readonly policyTurns?: readonly PolicyTurn[];
   readonly tools: readonly unknown[];
   /** OpenAI chat format: system, user, assistant (with tool_calls and reasoning_content as returned), tool. */
   readonly messages: readonly ChatMessage[];
@@ -68,7 +87,7 @@ export interface Trajectory {
 }
 
 /** The parts of a trajectory that only the dataset files keep once the sink has written them. */
-export type TranscriptField = 'tools' | 'messages' | 'userMessages' | 'steps' | 'finalState';
+export type TranscriptField = 'tools' | 'messages' | 'userMessages' | 'steps' | 'finalState' | 'policyTurns';
 
 /**
  * What stays in Redis of a trajectory once the sink has written its line to a shard and synced it:
@@ -87,7 +106,7 @@ export const isArchived = (t: StoredTrajectory): t is ArchivedTrajectory => 'arc
 /** The archived form of a trajectory whose line is in the shard at `path`. */
 export function archivedTrajectory(t: StoredTrajectory, path: string): ArchivedTrajectory {
   if (isArchived(t)) return { ...t, archived: { path } };
-  const { tools: _tools, messages: _messages, userMessages: _userMessages, steps: _steps, finalState: _finalState, ...rest } = t;
+  const { tools: _tools, messages: _messages, userMessages: _userMessages, steps: _steps, finalState: _finalState, policyTurns: _policyTurns, ...rest } = t;
   return { ...rest, archived: { path } };
 }
 
@@ -100,4 +119,6 @@ export interface RolloutConfig {
   readonly userModel: string | null;
   readonly temperature: number;
   readonly maxTokensPerTurn: number;
+  /** `--policy-version`, absent when none was given. */
+  readonly policyVersion?: string;
 }

@@ -308,6 +308,39 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     }
   });
 
+  it('keeps per policy turn the log-probabilities and token ids the endpoint returned, the model it reported, and the policy version', async () => {
+    await start();
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-tokens-'));
+    await writeFile(join(dir, 'models.yaml'), 'profiles:\n  rollout.policy: { preset: vllm, structuredOutput: prompt, logprobs: true, returnTokenIds: true }\n');
+    await f.stopWorkers();
+    await f.startWorkers({ config: testConfig(f.server, { ENVFLEET_REDIS_PREFIX: f.config.redis.prefix, ENVFLEET_MODELS_FILE: join(dir, 'models.yaml') }) });
+    await prepare('tokens');
+    const list = await rollouts({ runId: 'tokens', samples: 1, modes: ['non-conversational', 'conversational'], policyVersion: 'step-1200 — v2 ✅' });
+    expect(list.length).to.be.greaterThan(0);
+    for (const t of list) {
+      expect(t.policyVersion).to.equal('step-1200 — v2 ✅');
+      const turns = t.policyTurns!;
+      expect(turns.map(p => p.turn)).to.deep.equal(Array.from({ length: t.turns }, (_, i) => i + 1));
+      for (const p of turns) {
+        expect(p.model).to.equal('gpt-4o-mini');
+        expect(p.logprobs!.length).to.be.greaterThan(0);
+        expect(p.logprobs!.every(x => x <= 0)).to.equal(true);
+        expect(p.tokenIds).to.have.length(p.logprobs!.length);
+      }
+      // The first prompt in full; later prompts extend the previous prompt and completion: only what they append.
+      expect(turns[0]!.promptTokenIds!.length).to.be.greaterThan(0);
+      for (const p of turns.slice(1)) {
+        expect(p.promptTokenIds, `turn ${p.turn} of ${t.id}`).to.equal(undefined);
+        expect(p.promptTokenIdsAppended!.length).to.be.greaterThan(0);
+      }
+    }
+    const body = f.server.log().find(e => e.stage === 'rollout.policy')!.body as Record<string, unknown>;
+    expect(body).to.include({ logprobs: true, return_token_ids: true });
+    // A run keeps one policy version: another one is refused with what to do instead.
+    const err = await submitRollouts(f.config, f.redis, { runId: 'tokens', samples: 1, modes: ['non-conversational', 'conversational'], policyVersion: 'step-1300' }).catch((e: unknown) => e);
+    expect(String(err)).to.match(/policyVersion/).and.to.match(/another run/);
+  });
+
   it('keeps only scenarios a reference rollout solves when the solvability gate is on', async () => {
     await start();
     await submitSynthesis(f.config, f.redis, { runId: 'gate', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
