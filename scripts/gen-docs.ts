@@ -2,7 +2,8 @@
  * Writes the documents generated from the code, so they can never drift from it (a unit test fails
  * when a committed one is out of date):
  * - docs/stages.md: the pipeline (from queues/pipeline.ts) and each model stage's protocol (from
- *   config/model-stages.ts and the zod output schemas of src/synthesis/schemas.ts and src/scenarios/schemas.ts);
+ *   config/model-stages.ts, the prompt markers of src/{synthesis,scenarios,rollouts}/prompt-markers.ts and
+ *   the zod answer schemas of src/synthesis/schemas.ts, src/scenarios/schemas.ts and src/rollouts/prompts.ts);
  * - docs/errors.md: every error code (from ERROR_CODES in src/errors.ts);
  * - the generated blocks of docs/architecture.md (the stage graph), between their markers.
  *
@@ -12,63 +13,145 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { MODEL_STAGES, MODEL_STAGE_NAMES } from '../config/model-stages.js';
+import { MODEL_STAGES, MODEL_STAGE_NAMES, type ModelStage } from '../config/model-stages.js';
 import type { Edge } from '../queues/define-pipeline.js';
 import { ITEMS, PIPELINE, PIPELINE_STAGES, RUN_COUNTERS, STAGES } from '../queues/pipeline.js';
 import { ERROR_CODES, type ErrorAction } from '../src/errors.js';
+import { ROLLOUT_PROMPT_MARKERS } from '../src/rollouts/prompt-markers.js';
+import { AGENT_PREFIX, ROLLOUT_PROMPT_VERSIONS, STOP_TOKEN, USER_GREETING, UserSimulatorAnswer } from '../src/rollouts/prompts.js';
+import { SCENARIO_PROMPT_MARKERS } from '../src/scenarios/prompt-markers.js';
 import { SCENARIO_PROMPT_VERSIONS } from '../src/scenarios/prompts.js';
 import { SCENARIO_STAGE_OUTPUTS } from '../src/scenarios/schemas.js';
+import { PROMPT_MARKERS, type PromptMarker } from '../src/synthesis/prompt-markers.js';
 import { PROMPT_VERSIONS } from '../src/synthesis/prompts.js';
 import { STAGE_OUTPUTS } from '../src/synthesis/schemas.js';
 
-const ALL_OUTPUTS = { ...STAGE_OUTPUTS, ...SCENARIO_STAGE_OUTPUTS };
+/** The model stages that send chat requests (every one but mine.dedup). */
+export type ChatStage = { [S in ModelStage]: (typeof MODEL_STAGES)[S]['kind'] extends 'chat' ? S : never }[ModelStage];
+
+/** What each chat stage must answer: a zod schema (rendered as JSON Schema), or, for the policy, words. */
+export const STAGE_ANSWERS = { ...STAGE_OUTPUTS, ...SCENARIO_STAGE_OUTPUTS, 'rollout.user': UserSimulatorAnswer } as const;
+
+/** The markers of every chat stage's prompt, in the order they appear. */
+export const STAGE_MARKERS: Record<ChatStage, readonly PromptMarker[]> = { ...PROMPT_MARKERS, ...SCENARIO_PROMPT_MARKERS, ...ROLLOUT_PROMPT_MARKERS };
+
+const PROMPT_VERSION_OF: Record<string, string> = { ...PROMPT_VERSIONS, ...SCENARIO_PROMPT_VERSIONS, ...ROLLOUT_PROMPT_VERSIONS };
+
+/** The answer check of skeleton.method and check.repair (src/synthesis/assemble.ts checkMethodSource), in words. */
+const METHOD_CHECK =
+  'Each answer is checked before it is accepted: a `source` with a line that starts (after indentation) with `import` or `export` and a space, ' +
+  'or with `require(` anywhere (spaces before the parenthesis, comments and strings included), is refused with ' +
+  '"the method must not use import, export or require: environments have no modules"; otherwise it must parse in the sandbox inside a class ' +
+  "body and define a method of the operation's name. A refused answer goes back to the model with the problem, like a schema error.";
 
 const docPath = (name: string) => fileURLToPath(new URL(`../docs/${name}`, import.meta.url));
 export const STAGE_DOC_PATH = docPath('stages.md');
 export const ERRORS_DOC_PATH = docPath('errors.md');
 export const ARCHITECTURE_DOC_PATH = docPath('architecture.md');
 
-/** What each synthesis stage's request contains (the prompts themselves are in src/synthesis/prompts.ts). */
-const REQUESTS: Record<keyof typeof ALL_OUTPUTS, string> = {
-  'scenario.state': 'system: what a valid, rich initial state is; user: the environment (description, rules, operations), the state schema and `This is state <k> of <M>` with a focus hint that differs per state. The state must match the schema and instantiate in the sandbox; an exact duplicate (canonical JSON) of another state of the environment is dropped.',
+/** What each chat stage's request contains, in words (the prompts are in each area's prompts.ts; their markers are listed after this). */
+const REQUESTS: Record<ChatStage, string> = {
+  'mine.judge': 'system: the criteria of a stateful, domain-specific task with two worked examples; user: the task.',
+  'mine.topic': 'system: how to infer the environment, the two scores and two worked examples; user: the task.',
+  'skeleton.state': 'system: what to design (entities, rules, JSON Schema of `this.state`, example state) with a worked e-commerce example; user: the description. The example state must be valid against the state schema.',
+  'skeleton.operations': 'system: queries and state changes with a worked example; user: the description, entities, rules and state schema. Each operation\'s `parameters` must compile as a JSON Schema.',
+  'skeleton.method': `system: the method contract (one object of named arguments, envelope results, never throw, no import, require or host APIs) and a worked example; user: the description, class name, rules, state schema, all operation names and the operation to write. One request per operation, and again from skeleton.assemble for a method that is missing or does not load (with the same stage header). ${METHOD_CHECK}`,
+  'check.config': 'user only: rules for a rich, valid test state; the description, rules, state schema and the assembled class source. The state must match the schema and instantiate in the sandbox.',
+  'check.probe.tester': 'system: the tester role (positive and negative cases, balanced coverage) with the environment and its tools; user: a per-tool table of tests so far, the current state and what to do next. Unknown tools and unknown argument keys go back to the tester.',
+  'check.probe.checker': 'user only: pass / warning / fail criteria; the environment, rules, the tool, the method source, the case type, the arguments, the result (and runtime error), the state before and the diff. One request per judged probe step.',
+  'check.repair': `system: the method contract; user: the environment, class, rules, state schema, the operation, the current method and the checker's reasons. One request per failing tool of a rejected environment with repair rounds left. ${METHOD_CHECK}`,
+  'scenario.state': 'system: what a valid, rich initial state is; user: the environment (description, rules, operations), the state schema and which state of how many, with a focus hint that differs per state. The state must match the schema and instantiate in the sandbox; an exact duplicate (canonical JSON) of another state of the environment is dropped.',
   'scenario.task': 'system: task design rules (realistic, grounded in the state, achievable with the tools, must change the state, several calls, goals not steps), asking for both forms; user: the environment and the initial state. `expectedTools` must name existing tools and at least one state change; a task that duplicates another of the environment (normalized text) is dropped.',
   'scenario.checklist': 'system: checklist rules (independent "Has …" items, exact fields and values, one boolean each) with a worked example; user: the environment, the initial state and the task.',
-  'scenario.check': 'system: the check-function contract (`function check(finalState, initialState)`, true or false, strict equality for explicit values, presence for generated ids, no mutation, never throw); user: the environment, state schema, initial state, task and one checklist item. The function is run in the sandbox on the initial state; a throw, a timeout or a non-boolean goes back to the model with what happened.',
-  'mine.judge': 'system: the criteria of a stateful, domain-specific task with two worked examples; user: `Task: <source task>`.',
-  'mine.topic': 'system: how to infer the environment, the two scores and two worked examples; user: `Task: <source task>`.',
-  'skeleton.state': 'system: what to design (entities, rules, JSON Schema of `this.state`, example state) with a worked e-commerce example; user: `Environment: <summary>`, `Introduction: …`, `Example task: …`.',
-  'skeleton.operations': 'system: queries and state changes with a worked example; user: the description, entities, rules and state schema.',
-  'skeleton.method': 'system: the method contract (one object of named arguments, envelope results, never throw, no host APIs) and a worked example; user: the description, class name, rules, state schema, all operation names and `Write the method for operation <name>: <operation JSON>`. A method that does not load in the sandbox goes back with the error.',
-  'check.config': 'user only: rules for a rich, valid test state; the description, rules, state schema and the assembled class source. The state must match the schema and instantiate in the sandbox.',
-  'check.probe.tester': 'system: the tester role (positive and negative cases, balanced coverage) with the environment and its tools (name, description, parameters); user: a per-tool table of tests so far and the current state. Unknown tools and unknown argument keys go back to the tester.',
-  'check.probe.checker': 'user only: pass / warning / fail criteria; the environment, rules, the tool, the method source, the case type, the arguments, the result (and runtime error), the state before and the diff.',
-  'check.repair': 'system: the method contract; user: the environment, rules, state schema, the operation, the current method and the checker’s reasons.',
+  'scenario.check': 'system: the check-function contract (`function check(finalState, initialState)`, true or false, strict equality for explicit values, presence for generated ids, no mutation, never throw); user: the environment, state schema, initial state, task and one checklist item. One request per checklist item. The function is run in the sandbox on the initial state; a throw, a timeout or a non-boolean goes back to the model with what happened.',
+  'rollout.policy':
+    'one per agent turn of an episode (`rollout.run`), with the whole conversation so far. System: how to act, which differs by mode, and the environment\'s introduction. ' +
+    "Then, non-conversational: one user message, the scenario's instruction as it is; conversational: the simulated user's replies (`rollout.user`) as user messages, as they are. " +
+    "The policy's earlier replies are assistant messages (with their `tool_calls`); the result of each call is a `tool` message whose content is the JSON the method returned " +
+    '(`{"success": true, …}` or `{"success": false, "error": …}`; arguments that are not JSON come back as an error result too). ' +
+    "`tools` lists every tool of the environment; temperature and max tokens are the run's sampling settings; answers are cached only per sample and turn.",
+  'rollout.user':
+    "conversational mode only: the simulated user's own conversation, kept apart from the agent's. System: how to play the user (reveal facts gradually and only when asked, " +
+    `stay within the goal, keep ids exact, end the reply with \`${STOP_TOKEN}\` once the goal is achieved), then the goal and the facts. ` +
+    `Then user messages, each \`${AGENT_PREFIX}\` and what the agent said, alternating with the simulator's own earlier answers as assistant messages (the JSON it returned). ` +
+    `The first request is sent before the policy is asked anything: its only user message is \`${AGENT_PREFIX}${USER_GREETING}\`, and the answer's reply opens the agent's conversation. ` +
+    'After that the simulator is asked once after every agent message without a tool call.',
 };
+
+/** What a stage must answer when it is not one JSON object, or what happens to the object (after the JSON Schema). */
+const ANSWER_NOTES: Partial<Record<ChatStage, string>> = {
+  'rollout.policy':
+    "The model answers as a chat model, not with a JSON object. With tool calls — native `tool_calls`, or written in the text in the format the profile's " +
+    '`toolCallFormat` names (docs/configuration.md) — every call runs, in order, and the episode goes on; a reply that looks like a tool call but cannot be read ends it as ' +
+    '`unparsed-tool-call`. Without a tool call the text is the agent\'s answer: non-conversational, it ends the episode (`agent-finished`); conversational, it goes to the ' +
+    'simulated user. `reasoning_content` is kept in the trajectory. A scripted server answers with `toolCalls` and/or `content` and routes on the last message of the ' +
+    "conversation with `matchLast` (e.g. `^tool: .*Returned`, `^user: Hi, I'd like`): see docs/scripted-model.md.",
+  'rollout.user':
+    `Only \`reply\` reaches the agent, as the next user message, unchanged. \`${STOP_TOKEN}\` in \`reply\` ends the episode as \`user-stopped\` (that reply, token included, is the ` +
+    `last user message of the trajectory); in \`thought\` it means nothing; in the answer to the greeting it is removed, since the agent has not spoken yet.`,
+};
+
+const cell = (text: string) => text.replaceAll('|', '\\|');
+
+/** One model stage's section of docs/stages.md: the request, its markers, the answer. */
+function stageSection(stage: ChatStage): string[] {
+  const out = [`### \`${stage}\``, '', `Request: ${REQUESTS[stage]}`, ''];
+  out.push('Lines of the request that start with a marker, in the order they appear:', '', '| message | marker | followed by |', '|---|---|---|');
+  for (const m of STAGE_MARKERS[stage]) out.push(`| ${m.in} | \`${cell(m.text)}\` | ${cell(m.then)}${m.when ? ` (only when ${cell(m.when)})` : ''} |`);
+  out.push('');
+  const schema = (STAGE_ANSWERS as Partial<Record<ChatStage, z.ZodType>>)[stage];
+  if (schema) {
+    const json = z.toJSONSchema(schema, { io: 'output', unrepresentable: 'any' }) as Record<string, unknown>;
+    delete json['$schema'];
+    out.push('The model must answer one JSON object matching:', '', '```json', JSON.stringify(json, null, 2), '```', '');
+  }
+  if (ANSWER_NOTES[stage]) out.push(ANSWER_NOTES[stage], '');
+  return out;
+}
+
+/** How the gateway's repair request starts (src/llm/gateway.ts `structured`; a unit test sends an invalid answer and reads it). */
+export const REPAIR_PREFIX = 'Your previous reply could not be used: ';
 
 export function renderStageDoc(): string {
   const out: string[] = [];
   out.push(
     '# Stages: the pipeline and its model protocol',
     '',
-    '<!-- Generated by scripts/gen-docs.ts from queues/pipeline.ts, config/model-stages.ts and the stage schemas: do not edit by hand. -->',
+    '<!-- Generated by scripts/gen-docs.ts from queues/pipeline.ts, config/model-stages.ts, the prompt markers and the answer schemas: do not edit by hand. -->',
     '',
     ...pipelineSection(),
     '## Model stages',
     '',
     'Every model request envfleet sends is a chat completion (or an embeddings request) to an OpenAI-compatible',
-    'endpoint, with the pipeline stage named in an `X-Envfleet-Stage` header. The stage decides the model profile',
-    '(model, temperature, max tokens, endpoint) and whether identical requests of one run are served from the',
-    'cache. Any server — a real model, a gateway, or `envfleet model-server` with a fixture script',
+    'endpoint, with the model stage named in an `X-Envfleet-Stage` header. The stage decides the model profile',
+    '(model, temperature, max tokens, endpoint, request shape) and whether identical requests of one run are served',
+    'from the cache. Any server — a real model, a gateway, or `envfleet model-server` with a fixture script',
     '([docs/scripted-model.md](scripted-model.md)) — can stand behind a stage as long as it answers what the',
-    "stage's output schema says.",
+    "stage's section below says. Each section lists what the request holds, its markers and the answer.",
     '',
-    "Structured outputs are read from the assistant message's `content`: a bare JSON value, a JSON value in a",
-    '```` ```json ```` fence, or the first balanced JSON object in prose; `<think>…</think>` blocks are ignored.',
-    'When the value does not match the schema (or a stage check such as "the method loads in the sandbox"',
-    'fails), the next request repeats the conversation plus the reply and a user message listing each problem',
-    '(`- at path: message`), at most `ENVFLEET_REPAIR_ATTEMPTS` times; then the item ends with',
-    '`MODEL_OUTPUT_INVALID` and its reason, and the run goes on. A reply cut at the token limit',
-    '(`finish_reason: "length"`) counts as invalid.',
+    '### Answers and repairs',
+    '',
+    "Every chat stage but `rollout.policy` answers one JSON object, read from the assistant message's `content`",
+    'with `<think>…</think>` blocks left out: the whole reply, each ```` ```json ```` fence and each top-level `{…}` or',
+    "`[…]` block are tried in that order, and the first that matches the stage's schema is taken; keys the schema",
+    'does not know are dropped. Where the profile enforces structured output (`structuredOutput: json_schema`,',
+    '[configuration.md](configuration.md)) the schema is also sent as `response_format`.',
+    '',
+    'When no candidate matches the schema (or a stage check, such as "the method loads in the sandbox", fails), the',
+    'next request repeats the conversation, the reply as an assistant message and a user message that starts',
+    `\`${REPAIR_PREFIX}\` and says what is wrong (one \`- at <path>: <message>\` line per schema problem), at most`,
+    '`ENVFLEET_REPAIR_ATTEMPTS` times; then the item ends with `MODEL_OUTPUT_INVALID` and its reason, and the run',
+    'goes on. A reply cut at the token limit (`finish_reason: "length"`) counts as invalid. In a repair request the',
+    "last user message is the repair, so a scripted rule's `match` sees it while `matchAny` still sees the prompt.",
+    '',
+    '### Markers',
+    '',
+    "Each chat stage's prompt has markers: fixed texts at the start of a line of a message, each followed by a value",
+    'of this request (`Environment: Library circulation system`, `Checklist item: Has …`). A scripted model routes on',
+    'them ([docs/scripted-model.md](scripted-model.md): `match` tests the last user message, `matchAny` the whole',
+    'request body, `matchLast` the last message). Values that are JSON are indented by one space over several lines',
+    'unless a table says compact; in the request body that `matchAny` reads, a newline is `\\n` and a quote `\\"`.',
+    'test/unit/docs/stage-protocol.test.ts builds every prompt from a small fixture and finds each marker in it.',
     '',
     '### Names and defaults',
     '',
@@ -77,26 +160,29 @@ export function renderStageDoc(): string {
   );
   for (const stage of MODEL_STAGE_NAMES) {
     const s = MODEL_STAGES[stage];
-    const version = ({ ...PROMPT_VERSIONS, ...SCENARIO_PROMPT_VERSIONS } as Record<string, string>)[stage] ?? '—';
-    out.push(`| \`${stage}\` | ${s.kind} | ${s.cache === 'salted' ? 'per sample and turn' : s.cache ? 'yes' : 'no'} | ${s.kind === 'chat' ? s.temperature : '—'} | ${s.kind === 'chat' ? s.maxTokens : '—'} | ${version} |`);
+    out.push(`| \`${stage}\` | ${s.kind} | ${s.cache === 'salted' ? 'per sample and turn' : s.cache ? 'yes' : 'no'} | ${s.kind === 'chat' ? s.temperature : '—'} | ${s.kind === 'chat' ? s.maxTokens : '—'} | ${PROMPT_VERSION_OF[stage] ?? '—'} |`);
   }
-  out.push('', '`ENVFLEET_MODELS_FILE` overrides model, temperature, max tokens and endpoint per stage (docs/configuration.md).', '');
   out.push(
-    '### `mine.dedup` (embeddings)',
     '',
-    'One `/v1/embeddings` request per batch of up to 64 candidate descriptions, each input `"<summary>: <introduction>"`,',
-    'with `encoding_format: "float"`. A description is dropped when its cosine similarity to an already kept one reaches',
-    '`ENVFLEET_DEDUP_THRESHOLD`; candidates are taken best scores first (modelability, then usefulness), then in input order.',
+    '`ENVFLEET_MODELS_FILE` overrides model, temperature, max tokens and endpoint per stage (docs/configuration.md).',
+    '`envfleet doctor` sends its one test request per request shape with `X-Envfleet-Stage: doctor` (not a model',
+    'stage: any answer that is not an error will do).',
     '',
   );
-  for (const [stage, schema] of Object.entries(ALL_OUTPUTS)) {
-    const json = z.toJSONSchema(schema as z.ZodType, { io: 'output', unrepresentable: 'any' }) as Record<string, unknown>;
-    delete json['$schema'];
-    out.push(`### \`${stage}\``, '', `Request: ${REQUESTS[stage as keyof typeof ALL_OUTPUTS]}`, '', 'The model must answer one JSON object matching:', '', '```json', JSON.stringify(json, null, 2), '```', '');
+  for (const stage of MODEL_STAGE_NAMES) {
+    if (stage === 'mine.dedup') {
+      out.push(
+        '### `mine.dedup` (embeddings)',
+        '',
+        'One `/v1/embeddings` request per batch of up to 64 candidate descriptions, each input `"<summary>: <introduction>"`,',
+        'with `encoding_format: "float"`. A description is dropped when its cosine similarity to an already kept one reaches',
+        '`ENVFLEET_DEDUP_THRESHOLD`; candidates are taken best scores first (modelability, then usefulness), then in input order.',
+        '',
+      );
+    } else out.push(...stageSection(stage));
   }
   return out.join('\n');
 }
-
 
 const code = (x: string) => `\`${x}\``;
 const EDGE_WORDS: Record<Edge['kind'], string> = { next: '→', 'fan-out': '⇉ each', 'flow-child': '→ (flow)', 'fan-in': '⇒ all done' };

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import type { ChatMessage } from '../llm/gateway.js';
 import type { RolloutMode } from './types.js';
 
@@ -30,3 +31,20 @@ export function userSimulatorPrompt(goal: string, facts: readonly string[]): Cha
 }
 
 export const STOP_TOKEN = '###STOP###';
+
+/** Every message the user simulator reads from the agent starts with this (its own replies are its assistant messages). */
+export const AGENT_PREFIX = '[Agent] ';
+
+/** What the agent "says" first in conversational mode, before the policy model is asked anything: the user simulator answers it with its opening request. */
+export const USER_GREETING = 'Hi! How can I help you today?';
+
+/**
+ * The user simulator's answer (rollout.user), as src/rollouts/episode.ts parses it: only `reply` reaches the agent;
+ * STOP_TOKEN in the reply, once the agent has spoken, ends the episode as `user-stopped`.
+ */
+export const UserSimulatorAnswer = z
+  .strictObject({
+    thought: z.string().describe('private reasoning, never shown to the agent'),
+    reply: z.string().min(1).describe(`what the user says to the agent; ${STOP_TOKEN} in it ends the conversation`),
+  })
+  .describe('rollout.user');

@@ -17,7 +17,7 @@ export const PROMPT_VERSIONS = {
   'check.config': 'config-v1',
   'check.probe.tester': 'tester-v1',
   'check.probe.checker': 'checker-v1',
-  'check.repair': 'repair-v1',
+  'check.repair': 'repair-v2',
 } as const;
 
 const json = (value: unknown) => JSON.stringify(value, null, 1);
@@ -215,7 +215,7 @@ export function repairPrompt(env: EnvironmentRecord, tool: string, reasons: read
     {
       role: 'user',
       content:
-        `A tester found faults in this method of ${env.description.summary} (class ${env.className ?? ''}).\nRules: ${json(env.state?.rules ?? [])}\n` +
+        `A tester found faults in this method.\nEnvironment: ${env.description.summary}\nClass: ${env.className ?? ''}\nRules: ${json(env.state?.rules ?? [])}\n` +
         `State schema: ${clip(json(env.state?.stateSchema ?? {}), 6000)}\nOperation: ${json(op ?? { name: tool })}\nCurrent method:\n${env.methods?.[tool] ?? ''}\n` +
         `What the checker reported:\n${reasons.map(r => `- ${r}`).join('\n')}\nRewrite the method so that it is correct.`,
     },
