@@ -249,7 +249,8 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
   it('reads tool calls written as text in each format the profile names, with the rewards of native calls; a failed text call ends as unparsed-tool-call and is not trained on', async () => {
     const demo = await loadModelScript(DEMO);
     type Call = { name: string; arguments?: unknown };
-    const writers: Record<'hermes' | 'llama3' | 'mistral', (calls: Call[]) => string> = {
+    const writers: Record<'hermes' | 'llama3' | 'mistral' | 'json', (calls: Call[]) => string> = {
+      json: calls => `\`\`\`json\n${JSON.stringify(calls.map(c => ({ name: c.name, arguments: c.arguments ?? {} })))}\n\`\`\``,
       hermes: calls => `Je vérifie — 确认 ✅\n${calls.map(c => `<tool_call>\n${JSON.stringify({ name: c.name, arguments: c.arguments ?? {} })}\n</tool_call>`).join('\n')}`,
       llama3: calls => `<|python_tag|>${calls.map(c => JSON.stringify({ name: c.name, parameters: c.arguments ?? {} })).join('; ')}`,
       mistral: calls => `[TOOL_CALLS]${JSON.stringify(calls.map(c => ({ name: c.name, arguments: c.arguments ?? {} })))}`,
@@ -273,7 +274,7 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     await prepare('native');
     const native = await rollouts({ runId: 'native', samples: 1, modes: ['non-conversational', 'conversational'] });
     expect(native.map(t => t.termination.reason)).to.not.include('unparsed-tool-call');
-    for (const format of ['hermes', 'llama3', 'mistral', 'auto'] as const) {
+    for (const format of ['hermes', 'llama3', 'mistral', 'json', 'auto'] as const) {
       const dir = await mkdtemp(join(tmpdir(), `envfleet-text-calls-${format}-`));
       await writeFile(join(dir, 'models.yaml'), `profiles:\n  rollout.policy: { preset: vllm, structuredOutput: prompt, toolCallFormat: ${format} }\n`);
       await f.stopWorkers();
