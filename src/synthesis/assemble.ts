@@ -2,6 +2,7 @@ import type { FunctionTool } from '../sandbox/bundle.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
 import type { SandboxRunner } from '../sandbox/runner.js';
 import type { Operation } from './schemas.js';
+import { typedParameters } from './tool-schemas.js';
 
 /**
  * Builds the environment class from its parts. The constructor is envfleet's own (it keeps the
@@ -15,8 +16,9 @@ export function assembleSource(className: string, methods: readonly string[], he
   return `class ${className} {\n  constructor(initialState) {\n    this.state = initialState === undefined || initialState === null ? {} : initialState;\n  }\n\n${body}\n}\n`;
 }
 
+/** The tools of the operations; every property of their parameters gets a `type` (typedParameters), which trainers and chat templates need. */
 export function toolsOf(operations: readonly Operation[]): FunctionTool[] {
-  return operations.map(op => ({ type: 'function', function: { name: op.name, description: op.description, parameters: op.parameters } }));
+  return operations.map(op => ({ type: 'function', function: { name: op.name, description: op.description, parameters: typedParameters(op.parameters) } }));
 }
 
 /**

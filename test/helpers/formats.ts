@@ -103,3 +103,172 @@ export const RLGroupLine = z.object({
   passAtK: z.boolean(),
   trajectoryIds: z.array(z.string()),
 });
+
+// ---------------------------------------------------------------------------------------------
+// RL trainers: verl's RLHFDataset, TRL's GRPOTrainer, verifiers (docs/formats.md, rl-verl.json and rl-prompts.jsonl).
+
+/** Keywords whose value maps names to schemas that each describe a value (so need a type). */
+const TYPED_MAPS = ['properties', 'patternProperties'];
+/** Keywords whose value is a schema (or list of schemas, for items) that describes a value. */
+const TYPED_VALUES = ['items', 'additionalItems', 'additionalProperties', 'contains'];
+
+/**
+ * Paths (`properties.a.items`) of the schemas in a tool's parameters that describe a value but have no
+ * `type` — what verl's OpenAIFunctionPropertySchema refuses. Walks without recursion, `maxDepth` levels deep.
+ */
+export function untypedProperties(schema: unknown, maxDepth = 64): string[] {
+  const out: string[] = [];
+  const stack: [unknown, string, number, boolean][] = [[schema, '', 0, true]];
+  while (stack.length) {
+    const [node, path, depth, typed] = stack.pop()!;
+    if (node === null || typeof node !== 'object' || Array.isArray(node) || depth > maxDepth) continue;
+    const s = node as Record<string, unknown>;
+    if (typed && !Object.prototype.hasOwnProperty.call(s, 'type')) out.push(path || '(root)');
+    const at = (k: string) => (path ? `${path}.${k}` : k);
+    for (const key of TYPED_MAPS) {
+      const map = s[key];
+      if (map && typeof map === 'object' && !Array.isArray(map)) for (const [name, sub] of Object.entries(map)) stack.push([sub, at(`${key}.${name}`), depth + 1, true]);
+    }
+    for (const key of TYPED_VALUES) {
+      const v = s[key];
+      if (Array.isArray(v)) v.forEach((sub, i) => stack.push([sub, at(`${key}.${i}`), depth + 1, true]));
+      else if (v && typeof v === 'object') stack.push([v, at(key), depth + 1, true]);
+    }
+    for (const key of ['anyOf', 'oneOf', 'allOf']) {
+      const v = s[key];
+      if (Array.isArray(v)) v.forEach((sub, i) => stack.push([sub, at(`${key}.${i}`), depth + 1, false]));
+    }
+  }
+  return out.sort();
+}
+
+/** verl's tool schema (verl/tools/schemas.py, OpenAIFunctionToolSchema): every property has a `type`, `enum` holds strings, `required` is a list. */
+export const VerlToolSchema = z.object({
+  type: z.string(),
+  function: z.object({
+    name: z.string(),
+    description: z.string(),
+    parameters: z.object({
+      type: z.string(),
+      properties: z.record(z.string(), z.object({ type: z.string(), description: z.string().nullish(), enum: z.array(z.string()).nullish() })),
+      required: z.array(z.string()),
+    }),
+  }),
+});
+
+const ChatPromptMessage = z.object({ role: z.enum(['system', 'user', 'assistant']), content: z.string() });
+
+/** A JSON string that parses to a value `schema` accepts. */
+const jsonStringOf = <T extends z.ZodType>(schema: T) =>
+  z.string().transform((s, ctx) => {
+    try {
+      const r = schema.safeParse(JSON.parse(s));
+      if (r.success) return r.data;
+      ctx.addIssue({ code: 'custom', message: `JSON string: ${JSON.stringify(r.error.issues).slice(0, 300)}` });
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'not a JSON string' });
+    }
+    return z.NEVER;
+  });
+
+/**
+ * verl's RL dataset row: RLHFDataset reads `prompt` (data.prompt_key: chat messages, ending with the
+ * turn the policy answers), `data_source` (data.reward_fn_key), `reward_model.ground_truth` (the reward
+ * manager), and `extra_info` (`index`; ToolAgentLoop's `tools_kwargs[tool].create_kwargs` and
+ * `interaction_kwargs.name`).
+ */
+export const VerlLine = z
+  .looseObject({
+    data_source: z.string().min(1),
+    prompt: z.array(ChatPromptMessage).min(1),
+    reward_model: z.looseObject({ style: z.string(), ground_truth: z.string().min(1) }),
+    extra_info: z.looseObject({
+      index: z.number().int().min(0),
+      split: z.string().min(1),
+      run_id: z.string().min(1),
+      scenario_id: z.string().min(1),
+      environment_id: z.string().min(1),
+      tools: jsonStringOf(z.array(VerlToolSchema).min(1)),
+      need_tools_kwargs: z.boolean().optional(),
+      tools_kwargs: z.record(z.string(), z.looseObject({ create_kwargs: z.record(z.string(), z.unknown()) })),
+      interaction_kwargs: z.looseObject({ name: z.string().min(1) }),
+    }),
+  })
+  .superRefine((line, ctx) => {
+    if (line.prompt.at(-1)?.role !== 'user') ctx.addIssue({ code: 'custom', message: 'the prompt must end with the user turn the policy answers' });
+    const names = line.extra_info.tools.map(t => t.function.name);
+    if (JSON.stringify(Object.keys(line.extra_info.tools_kwargs).sort()) !== JSON.stringify([...names].sort())) ctx.addIssue({ code: 'custom', message: 'tools_kwargs must have one entry per tool' });
+    for (const t of line.extra_info.tools) {
+      const untyped = untypedProperties(t.function.parameters);
+      if (untyped.length) ctx.addIssue({ code: 'custom', message: `${t.function.name}: untyped ${untyped.join(', ')}` });
+    }
+  });
+
+const OpenAITool = z.object({ type: z.literal('function'), function: z.object({ name: z.string().min(1), description: z.string().optional(), parameters: z.record(z.string(), z.unknown()) }) });
+/** verifiers' provider-agnostic tool (`info.tool_defs`: vf.Tool). */
+const VerifiersTool = z.object({ name: z.string().min(1), description: z.string(), parameters: z.record(z.string(), z.unknown()) });
+
+/**
+ * A prompt-column row for TRL's GRPOTrainer (a conversational `prompt`; every other column is passed to
+ * the reward functions; `tools` as a JSON string, TRL's advice for `datasets` without the Json type) and
+ * verifiers (`prompt`, an int `example_id`, a string `answer`, `info` as a dict or JSON string with
+ * `tool_defs`). Neither a `task` column nor `info.task` (verifiers reads it as a task payload), nor an
+ * `environment` column (TRL's multi-environment selector).
+ */
+export const PromptLine = z
+  .looseObject({
+    prompt: z.array(ChatPromptMessage).min(1),
+    tools: jsonStringOf(z.array(OpenAITool).min(1)),
+    run_id: z.string().min(1),
+    scenario_id: z.string().min(1),
+    environment_id: z.string().min(1),
+    example_id: z.number().int().min(0),
+    answer: z.string(),
+    info: jsonStringOf(z.looseObject({ tool_defs: z.array(VerifiersTool).min(1) })),
+  })
+  .superRefine((line, ctx) => {
+    if (line.prompt.at(-1)?.role !== 'user') ctx.addIssue({ code: 'custom', message: 'the prompt must end with the user turn the policy answers' });
+    for (const key of ['task', 'environment']) if (key in line) ctx.addIssue({ code: 'custom', message: `a "${key}" column means something else to verifiers / TRL` });
+    if ('task' in line.info) ctx.addIssue({ code: 'custom', message: 'info.task is read by verifiers as a task payload' });
+    for (const t of line.tools) {
+      const untyped = untypedProperties(t.function.parameters);
+      if (untyped.length) ctx.addIssue({ code: 'custom', message: `${t.function.name}: untyped ${untyped.join(', ')}` });
+    }
+  });
+
+/**
+ * What stops HF `datasets` (Arrow) from giving rows back as written, across all the lines of a file: a
+ * key with values of two JSON types in different rows (pyarrow's reader fails, or newer `datasets`
+ * turns the column into JSON), an empty object (Arrow has no empty struct), and objects at one path
+ * with different keys (older `datasets` adds the missing keys as null), except under `mapPaths`, whose
+ * keys are names (their values are compared with each other as `path.*`). Iterative, `maxDepth` deep.
+ */
+export function arrowProblems(lines: readonly unknown[], mapPaths: readonly string[] = [], maxDepth = 32): string[] {
+  const types = new Map<string, Set<string>>();
+  const keySets = new Map<string, string>();
+  const problems = new Set<string>();
+  for (const line of lines) {
+    const stack: [unknown, string, number][] = [[line, '', 0]];
+    while (stack.length) {
+      const [v, path, depth] = stack.pop()!;
+      if (v === null || depth > maxDepth) continue;
+      const type = Array.isArray(v) ? 'array' : typeof v;
+      if (!types.has(path)) types.set(path, new Set());
+      types.get(path)!.add(type);
+      if (Array.isArray(v)) for (const x of v) stack.push([x, `${path}[]`, depth + 1]);
+      else if (type === 'object') {
+        const keys = Object.keys(v as object);
+        if (!keys.length) problems.add(`${path || '(row)'}: an empty object`);
+        const isMap = mapPaths.includes(path);
+        if (!isMap) {
+          const set = JSON.stringify([...keys].sort());
+          if (keySets.has(path) && keySets.get(path) !== set) problems.add(`${path || '(row)'}: different keys in different rows`);
+          keySets.set(path, set);
+        }
+        for (const k of keys) stack.push([(v as Record<string, unknown>)[k], isMap ? `${path}.*` : path ? `${path}.${k}` : k, depth + 1]);
+      }
+    }
+  }
+  for (const [path, set] of types) if (set.size > 1) problems.add(`${path || '(row)'}: ${[...set].sort().join(' and ')} in different rows`);
+  return [...problems].sort();
+}
