@@ -1,4 +1,3 @@
-import { z } from 'zod';
 import { classifyError } from '../errors.js';
 import type { ChatMessage, ChatTool } from '../llm/gateway.js';
 import { parseTextToolCalls } from '../llm/text-tool-calls.js';
@@ -7,7 +6,7 @@ import { ENDS_SESSION } from '../sandbox/errors.js';
 import type { EnvSession } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
-import { ROLLOUT_PROMPT_VERSIONS, STOP_TOKEN, agentSystemPrompt, userSimulatorPrompt } from './prompts.js';
+import { AGENT_PREFIX, ROLLOUT_PROMPT_VERSIONS, STOP_TOKEN, USER_GREETING, UserSimulatorAnswer, agentSystemPrompt, userSimulatorPrompt } from './prompts.js';
 import type { CheckResult, PolicyTurn, RolloutLimits, RolloutMode, StepRecord, Termination, Trajectory } from './types.js';
 import type { TokenRecord } from '../llm/request-shape.js';
 import { trajectoryIdOf } from '../runs/ids.js';
@@ -32,7 +31,6 @@ export interface EpisodeInput {
   readonly policyVersion?: string | null;
 }
 
-const UserTurn = z.strictObject({ thought: z.string(), reply: z.string().min(1) });
 
 
 class EpisodeEnd extends Error {
@@ -95,10 +93,10 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   /** The simulated user's next reply; a stop token only counts in the reply, and never before the agent has spoken. */
   const userSays = async (agentText: string | null): Promise<{ reply: string; stop: boolean }> => {
     checkTime();
-    userMessages!.push({ role: 'user', content: `[Agent] ${agentText ?? 'Hi! How can I help you today?'}` });
+    userMessages!.push({ role: 'user', content: `${AGENT_PREFIX}${agentText ?? USER_GREETING}` });
     const { value, usage: u } = await deps.gateway.structured(
       { runId: input.runId, stage: 'rollout.user', signal: deps.signal, logger: deps.logger, cacheSalt: salt(`user-${turns}`) },
-      { messages: userMessages!, schema: UserTurn, model: input.userModel ?? undefined },
+      { messages: userMessages!, schema: UserSimulatorAnswer, model: input.userModel ?? undefined },
     );
     account(u);
     userMessages!.push({ role: 'assistant', content: JSON.stringify(value) });
