@@ -6,10 +6,11 @@ import type { DocKind, RunDocuments, RunStore } from '../runs/store.js';
 import { JsonlWriter } from './jsonl-writer.js';
 import { droppedScenarioLine, environmentLine, scenarioLine } from './lines.js';
 import { forEachFullTrajectory, shardsMovedTo } from './shards.js';
+import { writeRLTrainerFiles } from './rl-exports.js';
 import { passesFilter, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type SftFilter } from './trajectories.js';
 
-export type DatasetFormat = 'openai' | 'sharegpt' | 'llamafactory' | 'rl';
-export const DATASET_FORMATS: readonly DatasetFormat[] = ['openai', 'sharegpt', 'llamafactory', 'rl'];
+export type DatasetFormat = 'openai' | 'sharegpt' | 'llamafactory' | 'rl' | 'verl' | 'prompts';
+export const DATASET_FORMATS: readonly DatasetFormat[] = ['openai', 'sharegpt', 'llamafactory', 'rl', 'verl', 'prompts'];
 
 export interface ExportOptions {
   readonly formats?: readonly DatasetFormat[];
@@ -55,6 +56,11 @@ export async function exportRun(store: RunStore, runId: string, dir: string, opt
     }
   }
   const datasets = await exportDatasets(store, runId, dir, options);
+  // The RL trainers' files (rl-exports.ts) need ready scenarios, not trajectories.
+  if (scenarios.ready) {
+    const formats = new Set(options.formats ?? DATASET_FORMATS);
+    Object.assign(datasets, await writeRLTrainerFiles(store, runId, dir, { verl: formats.has('verl'), prompts: formats.has('prompts') }));
+  }
   return { path, count, byStatus, scenarios, datasets };
 }
 
