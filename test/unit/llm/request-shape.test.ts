@@ -21,7 +21,7 @@ const REFUSES_TEMPERATURE = refuses('temperature', "Unsupported value: 'temperat
 describe('request shapes: presets and fields per profile', () => {
   it('keeps what envfleet always sent when nothing is set', () => {
     const config = loadConfig({});
-    expect(config.profiles['rollout.policy'].request).to.deep.equal({ preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native' });
+    expect(config.profiles['rollout.policy'].request).to.deep.equal({ preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', logprobs: false, returnTokenIds: false });
   });
 
   it('layers the default profile, its preset, then the stage preset and fields', () => {
@@ -41,6 +41,8 @@ describe('request shapes: presets and fields per profile', () => {
       extraBody: { chat_template_kwargs: { enable_thinking: false }, top_k: 20 },
       structuredOutput: 'json_schema',
       toolCallFormat: 'hermes',
+      logprobs: false,
+      returnTokenIds: false,
     });
     expect(config.profiles['rollout.policy'].request).to.deep.equal({
       preset: 'openai-reasoning',
@@ -50,6 +52,8 @@ describe('request shapes: presets and fields per profile', () => {
       extraBody: { chat_template_kwargs: { enable_thinking: false }, top_k: 40 },
       structuredOutput: 'json_schema',
       toolCallFormat: 'hermes',
+      logprobs: false,
+      returnTokenIds: false,
     });
   });
 
