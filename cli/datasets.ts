@@ -2,6 +2,7 @@ import { InvalidArgumentError } from 'commander';
 import { loadConfig } from '../config/index.js';
 import { DATASET_FORMATS, exportRun, type DatasetFormat } from '../src/datasets/export.js';
 import { runSink } from '../src/datasets/sink.js';
+import { REASONING_MODES, type ReasoningMode } from '../src/datasets/trajectories.js';
 import { createRedisConnection, waitForRedisToStart } from '../src/redis/connection.js';
 import { createRedisRunStore } from '../src/runs/store.js';
 import { withRuns } from './context.js';
@@ -35,6 +36,7 @@ export interface ExportCommandOptions {
   readonly format?: string;
   readonly filter?: string;
   readonly minReward?: number;
+  readonly reasoning?: string;
   readonly trajectories?: string;
 }
 
@@ -44,10 +46,12 @@ export async function exportCommand(opts: ExportCommandOptions): Promise<void> {
   for (const f of formats) if (!DATASET_FORMATS.includes(f as DatasetFormat)) throw new InvalidArgumentError(`unknown --format "${f}"; use ${DATASET_FORMATS.join(', ')}`);
   if (opts.filter !== undefined && opts.filter !== 'solved') throw new InvalidArgumentError('--filter takes "solved"');
   if (opts.minReward !== undefined && !(opts.minReward >= 0 && opts.minReward <= 1)) throw new InvalidArgumentError('--min-reward takes a number between 0 and 1');
+  if (opts.reasoning !== undefined && !REASONING_MODES.includes(opts.reasoning as ReasoningMode)) throw new InvalidArgumentError(`--reasoning takes ${REASONING_MODES.join(' or ')}`);
   await withRuns(async ({ store }) => {
     const result = await exportRun(store, opts.run, opts.out, {
       formats: formats as DatasetFormat[],
       filter: { solvedOnly: opts.filter === 'solved', minReward: opts.minReward ?? null },
+      ...(opts.reasoning ? { reasoning: opts.reasoning as ReasoningMode } : {}),
       ...(opts.trajectories ? { trajectoriesDir: opts.trajectories } : {}),
     });
     for (const [file, n] of Object.entries(result.datasets)) process.stdout.write(`wrote ${n} records to ${opts.out}/${file}\n`);

@@ -7,14 +7,17 @@ import { JsonlWriter } from './jsonl-writer.js';
 import { droppedScenarioLine, environmentLine, scenarioLine } from './lines.js';
 import { forEachFullTrajectory, shardsMovedTo } from './shards.js';
 import { writeRLTrainerFiles } from './rl-exports.js';
-import { passesFilter, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type SftFilter } from './trajectories.js';
+import { LLAMAFACTORY_INFO_FILE, writeLlamaFactoryInfo } from './llamafactory-info.js';
+import { DEFAULT_SFT_OPTIONS, passesFilter, toHF, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type ReasoningMode, type SftFilter } from './trajectories.js';
 
-export type DatasetFormat = 'openai' | 'sharegpt' | 'llamafactory' | 'rl' | 'verl' | 'prompts';
-export const DATASET_FORMATS: readonly DatasetFormat[] = ['openai', 'sharegpt', 'llamafactory', 'rl', 'verl', 'prompts'];
+export type DatasetFormat = 'openai' | 'sharegpt' | 'llamafactory' | 'hf' | 'rl' | 'verl' | 'prompts';
+export const DATASET_FORMATS: readonly DatasetFormat[] = ['openai', 'sharegpt', 'llamafactory', 'hf', 'rl', 'verl', 'prompts'];
 
 export interface ExportOptions {
   readonly formats?: readonly DatasetFormat[];
   readonly filter?: SftFilter;
+  /** SFT files: keep every assistant turn's reasoning or drop it from all (default: drop). */
+  readonly reasoning?: ReasoningMode;
   /** Where the sink's shard files are now, if its output directory was moved. */
   readonly trajectoriesDir?: string;
 }
@@ -99,11 +102,13 @@ async function exportDatasets(store: RunStore, runId: string, dir: string, optio
   if (!ids.length) return {};
   const formats = new Set(options.formats ?? DATASET_FORMATS);
   const filter = options.filter ?? { solvedOnly: false, minReward: null };
-  // Each SFT format: its file, and the records one trajectory gives (none when it has no assistant turn).
+  const o = options.reasoning ? { reasoning: options.reasoning } : DEFAULT_SFT_OPTIONS;
+  // Each SFT format: its file, and the records one trajectory gives (none when it has no assistant turn to learn from).
   const sft: readonly [DatasetFormat, string, (t: Trajectory) => readonly unknown[]][] = [
-    ['openai', 'sft-openai.jsonl', t => [toOpenAI(t)].filter(x => x !== null)],
-    ['sharegpt', 'sft-sharegpt.jsonl', t => [toShareGPT(t)].filter(x => x !== null)],
-    ['llamafactory', 'sft-llamafactory.jsonl', toLlamaFactory],
+    ['openai', 'sft-openai.jsonl', t => [toOpenAI(t, o)].filter(x => x !== null)],
+    ['sharegpt', 'sft-sharegpt.jsonl', t => toShareGPT(t, o)],
+    ['llamafactory', 'sft-llamafactory.jsonl', t => toLlamaFactory(t, o)],
+    ['hf', 'sft-hf.jsonl', t => toHF(t, o)],
   ];
   const writers = sft.filter(([format]) => formats.has(format)).map(([, file, records]) => ({ writer: new JsonlWriter(join(dir, file)), file, records }));
   const out: Record<string, number> = {};
@@ -118,6 +123,9 @@ async function exportDatasets(store: RunStore, runId: string, dir: string, optio
     await Promise.all(writers.map(w => w.writer.abort()));
     throw err;
   }
+  // LLaMA-Factory finds its files through dataset_info.json beside them.
+  const lf = await writeLlamaFactoryInfo(dir, Object.fromEntries(sft.filter(([format]) => formats.has(format) && (format === 'sharegpt' || format === 'llamafactory')).map(([format, file]) => [format, file])));
+  if (lf) out[LLAMAFACTORY_INFO_FILE] = lf;
   if (formats.has('rl')) {
     const envs = new Map<string, RunDocuments['env'] | null>();
     const envOf = async (id: string) => {

@@ -4,142 +4,314 @@ import type { GroupStats } from '../rollouts/groups.js';
 import type { Trajectory } from '../rollouts/types.js';
 
 /**
- * The dataset formats trainers load (docs/formats.md has each with an example line):
- * OpenAI chat fine-tuning, LlamaFactory ShareGPT (with function_call / observation turns), LlamaFactory
- * alpaca with one sample per assistant turn, and RL scenario and group records.
+ * The dataset formats trainers load (docs/formats.md has each with an example line and the loader
+ * settings): OpenAI chat fine-tuning, LLaMA-Factory ShareGPT (function_call / observation turns) and
+ * alpaca, the Hugging Face / TRL conversational prompt-completion file, and RL scenario and group records.
+ *
+ * Two rules hold in every SFT file:
+ * - An assistant turn with a broken tool call (arguments that do not parse, that the tool's schema refused,
+ *   or a tool that does not exist) stays in the conversation, as context, but is never a training target.
+ * - Reasoning (`reasoning_content`) is kept on every assistant turn or dropped from every one (`SftOptions`).
  */
+
+interface Call {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+}
 
 interface Msg {
   role: string;
   content?: string | null;
-  tool_calls?: { id: string; type: 'function'; function: { name: string; arguments: string } }[];
+  tool_calls?: Call[];
   tool_call_id?: string;
-  reasoning_content?: string;
+  reasoning_content?: string | null;
 }
+
+export const REASONING_MODES = ['keep', 'drop'] as const;
+export type ReasoningMode = (typeof REASONING_MODES)[number];
+
+export interface SftOptions {
+  /** `keep`: every assistant turn's reasoning goes into every file, in the form each format carries it; `drop`: into none. */
+  readonly reasoning: ReasoningMode;
+}
+
+export const DEFAULT_SFT_OPTIONS: SftOptions = { reasoning: 'drop' };
 
 /**
- * The messages a trainer learns from. An episode that ended on a reply that looked like a tool call
- * but could not be read (`unparsed-tool-call`) loses that last reply: it is kept in the trajectory,
- * never trained on.
+ * Runtime codes of a tool call whose arguments were the model's fault: not JSON, not an object, or refused by
+ * the tool's JSON Schema (src/rollouts/episode.ts for the parse, src/sandbox/quickjs-host.ts for the schema).
+ * A call to a tool the policy was not given is broken too (checked by name: the sandbox's UNKNOWN_TOOL also
+ * covers a declared tool whose method is missing, which is the environment's fault).
  */
-const msgs = (t: Trajectory): Msg[] => {
-  const all = t.messages as unknown as Msg[];
-  return t.termination.reason === 'unparsed-tool-call' && all.at(-1)?.role === 'assistant' ? all.slice(0, -1) : all;
-};
+export const BAD_ARGUMENT_CODES: ReadonlySet<string> = new Set(['INVALID_ARGUMENTS']);
 
-/** Drops what follows the last assistant message: a training example ends with the model's turn. */
-function upToLastAssistant(messages: Msg[]): Msg[] {
-  let last = -1;
-  messages.forEach((m, i) => {
-    if (m.role === 'assistant') last = i;
-  });
-  return messages.slice(0, last + 1);
+/** The arguments of a call as a value, or undefined when they are not JSON (an empty string is `{}`, as the episode reads it). */
+function parsedArguments(raw: string): { value: unknown } | undefined {
+  if (raw.trim() === '') return { value: {} };
+  try {
+    return { value: JSON.parse(raw) as unknown };
+  } catch {
+    return undefined;
+  }
 }
 
-/** OpenAI chat fine-tuning: {"messages": [...], "tools": [...]} (reasoning is not part of the format). */
-export function toOpenAI(t: Trajectory): { messages: Msg[]; tools: unknown[]; parallel_tool_calls: boolean } | null {
-  const messages = upToLastAssistant(msgs(t)).map(m => {
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The arguments as the chat templates expect them: an object; a broken call's arguments as they were (the string, when not JSON). */
+const argumentsValue = (raw: string): unknown => parsedArguments(raw)?.value ?? raw;
+
+/**
+ * The transcript a trainer sees, and which assistant messages are training targets. An episode that ended on
+ * a reply that looked like a tool call but could not be read (`unparsed-tool-call`) loses that last reply.
+ */
+interface Transcript {
+  readonly messages: readonly Msg[];
+  /** Per message: true for an assistant message a trainer learns from (not broken, not empty). */
+  readonly target: readonly boolean[];
+  readonly system: string;
+}
+
+function transcript(t: Trajectory): Transcript {
+  const all = t.messages as unknown as Msg[];
+  const messages = t.termination.reason === 'unparsed-tool-call' && all.at(-1)?.role === 'assistant' ? all.slice(0, -1) : all;
+  const toolNames = new Set(t.tools.map(x => (x as { function?: { name?: string } }).function?.name));
+  let turn = 0;
+  const broken = messages.map(m => {
+    if (m.role !== 'assistant') return false;
+    turn += 1;
+    const steps = t.steps.filter(s => s.turn === turn);
+    return (m.tool_calls ?? []).some((c, i) => {
+      const step = steps.find(s => s.toolCallId === c.id) ?? steps[i];
+      if (step?.runtimeError && BAD_ARGUMENT_CODES.has(step.runtimeError)) return true;
+      if (!toolNames.has(c.function.name)) return true;
+      return !isObject(parsedArguments(c.function.arguments)?.value);
+    });
+  });
+  // An empty reply (no text, no call) teaches nothing: context only, like a broken one.
+  const target = messages.map((m, i) => m.role === 'assistant' && !broken[i] && (!!m.content || !!m.tool_calls?.length));
+  return { messages, target, system: messages.find(m => m.role === 'system')?.content ?? '' };
+}
+
+const reasoningOf = (m: Msg, o: SftOptions): string | null => {
+  const r = o.reasoning === 'keep' && typeof m.reasoning_content === 'string' ? m.reasoning_content.replace(/^\n+|\n+$/g, '') : '';
+  return r.trim() ? r : null;
+};
+
+/** Reasoning in text form, as Qwen3 and LLaMA-Factory's reasoning templates write it (their thought words). */
+const withThink = (r: string | null, body: string): string => (r === null ? body : `<think>\n${r}\n</think>\n\n${body}`);
+
+/**
+ * JSON as Python's `json.dumps(..., ensure_ascii=False)` writes it (", " and ": "): the form of the chat
+ * templates' `tojson` and of LLaMA-Factory's tool formatters, so text rendered here matches theirs.
+ */
+export function pyJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(x => pyJson(x ?? null)).join(', ')}]`;
+  if (isObject(v)) {
+    return `{${Object.entries(v)
+      .filter(([, x]) => x !== undefined)
+      .map(([k, x]) => `${JSON.stringify(k)}: ${pyJson(x)}`)
+      .join(', ')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
+}
+
+// ------------------------------------------------------------------------------------------------ OpenAI
+
+type OpenAIMessage =
+  | { role: 'system' | 'user'; content: string }
+  | { role: 'assistant'; content?: string; tool_calls?: Call[]; weight?: 0 }
+  | { role: 'tool'; tool_call_id: string; content: string };
+
+/**
+ * OpenAI chat fine-tuning: {"messages": [...], "tools": [...], "parallel_tool_calls": true}, one line per
+ * trajectory ending at its last target. Arguments stay strings, as OpenAI specifies; an assistant message
+ * with a broken call gets `weight: 0`. The format has no reasoning field: kept reasoning is a `<think>` block
+ * at the start of the content.
+ */
+export function toOpenAI(t: Trajectory, o: SftOptions = DEFAULT_SFT_OPTIONS): { messages: OpenAIMessage[]; tools: unknown[]; parallel_tool_calls: boolean } | null {
+  const tr = transcript(t);
+  const end = tr.target.lastIndexOf(true);
+  if (end < 0) return null;
+  const messages = tr.messages.slice(0, end + 1).map((m, i): OpenAIMessage => {
     if (m.role === 'assistant') {
+      const content = withThink(reasoningOf(m, o), m.content ?? '');
+      const calls = m.tool_calls?.length ? m.tool_calls.map(c => ({ id: c.id, type: 'function' as const, function: { name: c.function.name, arguments: c.function.arguments } })) : null;
       return {
         role: 'assistant',
-        ...(m.content ? { content: m.content } : {}),
-        ...(m.tool_calls?.length ? { tool_calls: m.tool_calls.map(c => ({ id: c.id, type: 'function' as const, function: { name: c.function.name, arguments: c.function.arguments } })) } : {}),
+        ...(content || !calls ? { content } : {}),
+        ...(calls ? { tool_calls: calls } : {}),
+        ...(tr.target[i] ? {} : { weight: 0 as const }),
       };
     }
     if (m.role === 'tool') return { role: 'tool', tool_call_id: m.tool_call_id!, content: m.content ?? '' };
-    return { role: m.role, content: m.content ?? '' };
+    return { role: m.role === 'system' ? 'system' : 'user', content: m.content ?? '' };
   });
-  if (!messages.some(m => m.role === 'assistant')) return null;
   return { messages, tools: [...t.tools], parallel_tool_calls: true };
 }
 
-const parseArgs = (raw: string): unknown => {
-  try {
-    return JSON.parse(raw);
-  } catch {
-    return raw;
-  }
-};
+// ------------------------------------------------------------------------------------------------ ShareGPT
 
 /**
- * LlamaFactory ShareGPT: {"conversations": [{"from": "human" | "gpt" | "function_call" | "observation", "value"}],
- * "system", "tools"}; human/observation at even indices, gpt/function_call at odd ones. Several tool calls of one
- * message become one function_call turn holding a JSON list, and their results one observation turn (a JSON list).
+ * Several results of one assistant turn in one observation, separated as LLaMA-Factory's own converter of
+ * OpenAI-style data joins them: its Qwen templates wrap an observation in <tool_response> … </tool_response>,
+ * so each result becomes its own block, as the model's chat template renders consecutive tool messages.
  */
-export function toShareGPT(t: Trajectory): { conversations: { from: string; value: string }[]; system: string; tools: string } | null {
-  const all = msgs(t);
-  const system = all.find(m => m.role === 'system')?.content ?? '';
-  const turns: { from: string; value: string }[] = [];
-  let pendingResults: string[] = [];
-  const flushResults = () => {
-    if (!pendingResults.length) return;
-    turns.push({ from: 'observation', value: pendingResults.length === 1 ? pendingResults[0]! : JSON.stringify(pendingResults) });
-    pendingResults = [];
-  };
-  for (const m of all) {
-    if (m.role === 'system') continue;
-    if (m.role === 'tool') {
-      pendingResults.push(m.content ?? '');
-      continue;
-    }
-    flushResults();
-    if (m.role === 'user') turns.push({ from: 'human', value: m.content ?? '' });
-    else if (m.role === 'assistant' && m.tool_calls?.length) {
-      const calls = m.tool_calls.map(c => ({ name: c.function.name, arguments: parseArgs(c.function.arguments) }));
-      turns.push({ from: 'function_call', value: JSON.stringify(calls.length === 1 ? calls[0] : calls) });
-    } else if (m.role === 'assistant') turns.push({ from: 'gpt', value: m.content ?? '' });
-  }
-  flushResults();
-  while (turns.length && (turns.at(-1)!.from === 'human' || turns.at(-1)!.from === 'observation')) turns.pop();
-  if (!turns.length || turns[0]!.from !== 'human') return null;
-  for (let i = 0; i < turns.length; i += 1) {
-    const expectOdd = turns[i]!.from === 'gpt' || turns[i]!.from === 'function_call';
-    if (expectOdd !== (i % 2 === 1)) return null; // cannot alternate (e.g. two user turns in a row)
-  }
-  return { conversations: turns, system, tools: JSON.stringify(t.tools.map(x => (x as { function: unknown }).function)) };
+export const OBSERVATION_SEPARATOR = '\n</tool_response>\n<tool_response>\n';
+
+type ShareGPTTurn = { from: 'human' | 'gpt' | 'function_call' | 'observation'; value: string };
+
+/** A function_call value LLaMA-Factory's FunctionFormatter reads: `[<think>…</think>\n\n][content\n<tool_call>]JSON[</tool_call>]`. */
+function functionCallValue(m: Msg, o: SftOptions): string {
+  const calls = m.tool_calls!.map(c => ({ name: c.function.name, arguments: argumentsValue(c.function.arguments) }));
+  const json = pyJson(calls.length === 1 ? calls[0] : calls);
+  // Prose next to the calls: the calls go inside the template's tool-call words so the prose stays (LLaMA-Factory ≥ 0.9.4).
+  const body = m.content ? `${m.content}\n<tool_call>${json}</tool_call>` : json;
+  return withThink(reasoningOf(m, o), body);
 }
 
-/** Qwen3-style rendering of the tools into the system prompt (as the seed's SFT step 1 does). */
+/**
+ * LLaMA-Factory ShareGPT: {"conversations": [{"from", "value"}], "system", "tools"}, human/observation at even
+ * positions, gpt/function_call at odd ones. One line per target assistant turn: the conversation up to and
+ * including it (train with `mask_history: true`, which supervises the last turn only), so a broken turn is only
+ * ever context and the recovery after it is still learned.
+ */
+export function toShareGPT(t: Trajectory, o: SftOptions = DEFAULT_SFT_OPTIONS): { conversations: ShareGPTTurn[]; system: string; tools: string }[] {
+  const tr = transcript(t);
+  const turns: ShareGPTTurn[] = [];
+  const target: boolean[] = [];
+  let results: string[] = [];
+  const flush = () => {
+    if (!results.length) return;
+    turns.push({ from: 'observation', value: results.join(OBSERVATION_SEPARATOR) });
+    target.push(false);
+    results = [];
+  };
+  tr.messages.forEach((m, i) => {
+    if (m.role === 'system') return;
+    if (m.role === 'tool') {
+      results.push(m.content ?? '');
+      return;
+    }
+    flush();
+    if (m.role === 'user') turns.push({ from: 'human', value: m.content ?? '' });
+    else if (m.tool_calls?.length) turns.push({ from: 'function_call', value: functionCallValue(m, o) });
+    else turns.push({ from: 'gpt', value: withThink(reasoningOf(m, o), m.content ?? '') });
+    target.push(tr.target[i]!);
+  });
+  flush();
+  // Alternation as LLaMA-Factory checks it; a conversation that breaks it (two user turns in a row) gives lines only before the break.
+  let ok = 0;
+  while (ok < turns.length && (turns[ok]!.from === 'gpt' || turns[ok]!.from === 'function_call') === (ok % 2 === 1) && (ok > 0 || turns[0]!.from === 'human')) ok += 1;
+  const tools = JSON.stringify(t.tools.map(x => (x as { function: unknown }).function));
+  return turns.flatMap((_, k) => (k < ok && target[k] ? [{ conversations: turns.slice(0, k + 1), system: tr.system, tools }] : []));
+}
+
+// ------------------------------------------------------------------------------------------------ alpaca
+
+/** Qwen3-style rendering of the tools into the system prompt, as the Qwen2.5 / Qwen3 chat templates write it. */
 function qwenSystem(system: string, tools: readonly unknown[]): string {
   return (
     `${system}\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n` +
-    `${tools.map(tool => JSON.stringify(tool)).join('\n')}\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>`
+    `${tools.map(tool => pyJson(tool)).join('\n')}\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>`
   );
 }
 
-function qwenAssistant(m: Msg, withThinking: boolean): string {
-  const calls = (m.tool_calls ?? []).map(c => `<tool_call>\n${JSON.stringify({ name: c.function.name, arguments: parseArgs(c.function.arguments) })}\n</tool_call>`);
-  const body = [m.content ?? '', ...calls].filter(Boolean).join('\n');
-  return withThinking && m.reasoning_content ? `<think>\n${m.reasoning_content.trim()}\n</think>\n\n${body}` : body;
+/** An assistant turn in Qwen's text form; a call whose arguments are not JSON shows them exactly as the model sent them. */
+function qwenAssistant(m: Msg, o: SftOptions): string {
+  const calls = (m.tool_calls ?? []).map(c => {
+    const args = parsedArguments(c.function.arguments);
+    return `<tool_call>\n{"name": ${JSON.stringify(c.function.name)}, "arguments": ${args ? pyJson(args.value) : c.function.arguments}}\n</tool_call>`;
+  });
+  return withThink(reasoningOf(m, o), [m.content ?? '', ...calls].filter(Boolean).join('\n'));
 }
 
 /**
- * LlamaFactory alpaca with history: one sample per assistant turn (instruction = the user or tool-result turn
- * before it, output = the assistant turn with its reasoning, history = earlier [user, assistant] pairs without
- * reasoning), tools rendered in the Qwen3 chat format as the seed's SFT steps do.
+ * LLaMA-Factory alpaca with history: one sample per target assistant turn (instruction = the user or tool-result
+ * turn before it, output = the assistant turn, history = every earlier [instruction, output] pair, broken turns
+ * included as context), the tools rendered into the system prompt as Qwen's chat templates do. Train with
+ * `mask_history: true`: LLaMA-Factory otherwise trains the history's assistant turns too.
  */
-export function toLlamaFactory(t: Trajectory): { instruction: string; input: string; output: string; system: string; history: [string, string][] }[] {
-  const all = msgs(t);
-  const system = qwenSystem(all.find(m => m.role === 'system')?.content ?? '', t.tools);
-  const pairs: { user: string; assistant: Msg }[] = [];
+export function toLlamaFactory(t: Trajectory, o: SftOptions = DEFAULT_SFT_OPTIONS): { instruction: string; input: string; output: string; system: string; history: [string, string][] }[] {
+  const tr = transcript(t);
+  const system = qwenSystem(tr.system, t.tools);
+  const pairs: { user: string; assistant: string; target: boolean }[] = [];
   let pendingUser: string[] = [];
-  for (const m of all) {
-    if (m.role === 'system') continue;
+  tr.messages.forEach((m, i) => {
     if (m.role === 'user') pendingUser.push(m.content ?? '');
     else if (m.role === 'tool') pendingUser.push(`<tool_response>\n${m.content ?? ''}\n</tool_response>`);
     else if (m.role === 'assistant') {
-      pairs.push({ user: pendingUser.join('\n'), assistant: m });
+      pairs.push({ user: pendingUser.join('\n'), assistant: qwenAssistant(m, o), target: tr.target[i]! });
       pendingUser = [];
     }
-  }
-  return pairs.map((p, i) => ({
-    instruction: p.user,
-    input: '',
-    output: qwenAssistant(p.assistant, true),
-    system,
-    history: pairs.slice(0, i).map(q => [q.user, qwenAssistant(q.assistant, false)] as [string, string]),
-  }));
+  });
+  return pairs.flatMap((p, i) =>
+    p.target
+      ? [{ instruction: p.user, input: '', output: p.assistant, system, history: pairs.slice(0, i).map(q => [q.user, q.assistant] as [string, string]) }]
+      : [],
+  );
 }
+
+// ------------------------------------------------------------------------------------------------ Hugging Face / TRL
+
+type HFMessage =
+  | { role: 'system' | 'user'; content: string }
+  | { role: 'assistant'; content?: string; reasoning_content?: string; tool_calls?: { id: string; type: 'function'; function: { name: string; arguments: unknown } }[] }
+  | { role: 'tool'; tool_call_id: string; name: string; content: string };
+
+/**
+ * Hugging Face chat messages (what `apply_chat_template` and TRL read): tool-call `arguments` as objects, kept
+ * reasoning as `reasoning_content` (the field Qwen3's template renders), tool messages with the tool's `name`.
+ * No key is ever null: TRL does not strip nulls, and a template renders them.
+ */
+function hfMessages(tr: Transcript, o: SftOptions): HFMessage[] {
+  const names = new Map<string, string>();
+  return tr.messages.map((m): HFMessage => {
+    if (m.role === 'assistant') {
+      const reasoning = reasoningOf(m, o);
+      for (const c of m.tool_calls ?? []) names.set(c.id, c.function.name);
+      return {
+        role: 'assistant',
+        ...(m.content || !m.tool_calls?.length ? { content: m.content ?? '' } : {}),
+        ...(reasoning !== null ? { reasoning_content: reasoning } : {}),
+        ...(m.tool_calls?.length ? { tool_calls: m.tool_calls.map(c => ({ id: c.id, type: 'function' as const, function: { name: c.function.name, arguments: argumentsValue(c.function.arguments) } })) } : {}),
+      };
+    }
+    if (m.role === 'tool') return { role: 'tool', tool_call_id: m.tool_call_id!, name: names.get(m.tool_call_id!) ?? '', content: m.content ?? '' };
+    return { role: m.role === 'system' ? 'system' : 'user', content: m.content ?? '' };
+  });
+}
+
+/**
+ * Hugging Face / TRL conversational prompt-completion: {"prompt": [...], "completion": [...], "tools": [...]}.
+ * The targets of a trajectory come in runs between broken turns; each run is one line whose completion is the
+ * run (its assistant turns and what came between them) and whose prompt is everything before it, broken turns
+ * included. A trajectory without a broken call is one line. Train with `assistant_only_loss=True` (the loss is
+ * then on the completion's assistant turns only).
+ */
+export function toHF(t: Trajectory, o: SftOptions = DEFAULT_SFT_OPTIONS): { prompt: HFMessage[]; completion: HFMessage[]; tools: unknown[] }[] {
+  const tr = transcript(t);
+  const messages = hfMessages(tr, o);
+  const lines: { prompt: HFMessage[]; completion: HFMessage[]; tools: unknown[] }[] = [];
+  let start = -1;
+  let end = -1;
+  const close = () => {
+    if (start > 0) lines.push({ prompt: messages.slice(0, start), completion: messages.slice(start, end + 1), tools: [...t.tools] });
+    start = -1;
+  };
+  tr.messages.forEach((m, i) => {
+    if (m.role !== 'assistant') return;
+    if (!tr.target[i]) close();
+    else {
+      if (start < 0) start = i;
+      end = i;
+    }
+  });
+  close();
+  return lines;
+}
+
+// ------------------------------------------------------------------------------------------------ RL
 
 /** One RL record per scenario: everything a trainer's environment needs. */
 export function toRLScenario(s: ScenarioRecord, env: EnvironmentRecord) {

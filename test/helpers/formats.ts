@@ -14,23 +14,28 @@ const parsesAsJson = (s: string) => {
   }
 };
 
-/** OpenAI chat fine-tuning (with tools): {messages, tools?, parallel_tool_calls?}. */
+/**
+ * OpenAI chat fine-tuning (with tools): {messages, tools?, parallel_tool_calls?}. Message keys as OpenAI's
+ * fine-tuning request schema lists them (no others: e.g. `reasoning_content` is not one); `weight` (0 or 1)
+ * only on assistant messages, and at least one assistant message is trained (no weight, or 1).
+ */
+const ToolCallText = z.strictObject({ id: z.string().min(1), type: z.literal('function'), function: z.strictObject({ name: z.string().min(1), arguments: z.string() }) });
 export const OpenAIFineTuneLine = z
   .object({
     messages: z
       .array(
         z.discriminatedUnion('role', [
-          z.object({ role: z.literal('system'), content: z.string() }),
-          z.object({ role: z.literal('user'), content: z.string() }),
-          z.object({
+          z.strictObject({ role: z.literal('system'), content: z.string(), name: z.string().optional() }),
+          z.strictObject({ role: z.literal('user'), content: z.string(), name: z.string().optional() }),
+          z.strictObject({
             role: z.literal('assistant'),
             content: z.string().nullable().optional(),
-            tool_calls: z
-              .array(z.object({ id: z.string().min(1), type: z.literal('function'), function: z.object({ name: z.string().min(1), arguments: z.string() }) }))
-              .optional(),
+            refusal: z.string().nullable().optional(),
+            name: z.string().optional(),
+            tool_calls: z.array(ToolCallText).optional(),
             weight: z.union([z.literal(0), z.literal(1)]).optional(),
           }),
-          z.object({ role: z.literal('tool'), tool_call_id: z.string().min(1), content: z.string() }),
+          z.strictObject({ role: z.literal('tool'), tool_call_id: z.string().min(1), content: z.string() }),
         ]),
       )
       .min(2),
@@ -38,18 +43,39 @@ export const OpenAIFineTuneLine = z
     parallel_tool_calls: z.boolean().optional(),
   })
   .superRefine((line, ctx) => {
-    if (!line.messages.some(m => m.role === 'assistant')) ctx.addIssue({ code: 'custom', message: 'needs at least one assistant message' });
+    if (!line.messages.some(m => m.role === 'assistant' && m.weight !== 0)) ctx.addIssue({ code: 'custom', message: 'needs at least one trained assistant message' });
     const open = new Set<string>();
     for (const m of line.messages) {
       if (m.role === 'assistant') {
-        if (!m.content && !m.tool_calls?.length) ctx.addIssue({ code: 'custom', message: 'an assistant message needs content or tool_calls' });
+        if (m.content === undefined && !m.tool_calls?.length) ctx.addIssue({ code: 'custom', message: 'an assistant message needs content or tool_calls' });
         for (const c of m.tool_calls ?? []) open.add(c.id);
       }
       if (m.role === 'tool' && !open.has(m.tool_call_id)) ctx.addIssue({ code: 'custom', message: `tool message answers unknown call ${m.tool_call_id}` });
     }
   });
 
-/** LlamaFactory ShareGPT: human/observation at even positions, gpt/function_call at odd ones. */
+/**
+ * The tool calls of a LLaMA-Factory function_call value, read as its FunctionFormatter reads them: the JSON
+ * inside the template's tool-call words if present (prose and thought before them are kept), else the value
+ * without a leading `<think>` block; one {name, arguments} or a list of them. Null when it cannot be read.
+ */
+export function functionCallsOf(value: string): { name: string; arguments: unknown }[] | null {
+  const inside = /<tool_call>([\s\S]*?)<\/tool_call>/.exec(value);
+  const json = inside ? inside[1]! : value.replace(/<think>\n[\s\S]*?\n<\/think>\n\n/, '');
+  if (!parsesAsJson(json)) return null;
+  const v = JSON.parse(json) as unknown;
+  const calls = Array.isArray(v) ? v : [v];
+  const ok = calls.every(c => !!c && typeof c === 'object' && typeof (c as { name?: unknown }).name === 'string' && 'arguments' in c);
+  return ok ? (calls as { name: string; arguments: unknown }[]) : null;
+}
+
+const isPlainObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * LlamaFactory ShareGPT: human/observation at even positions, gpt/function_call at odd ones, an even count.
+ * The last turn is the one trained on (`mask_history: true`): a call there has its arguments as an object.
+ * Several results are never a JSON list of JSON strings (LLaMA-Factory would render the list as one result).
+ */
 export const ShareGPTLine = z
   .object({
     conversations: z.array(z.object({ from: z.enum(['human', 'gpt', 'function_call', 'observation']), value: z.string() })).min(2),
@@ -61,12 +87,13 @@ export const ShareGPTLine = z
       const odd = turn.from === 'gpt' || turn.from === 'function_call';
       if (odd !== (i % 2 === 1)) ctx.addIssue({ code: 'custom', message: `turn ${i} (${turn.from}) is out of order` });
       if (turn.from === 'function_call') {
-        if (!parsesAsJson(turn.value)) ctx.addIssue({ code: 'custom', message: `function_call ${i} is not JSON` });
-        else {
-          const v = JSON.parse(turn.value) as unknown;
-          const calls = Array.isArray(v) ? v : [v];
-          for (const c of calls) if (!c || typeof c !== 'object' || typeof (c as { name?: unknown }).name !== 'string' || !('arguments' in c)) ctx.addIssue({ code: 'custom', message: `function_call ${i} needs name and arguments` });
-        }
+        const calls = functionCallsOf(turn.value);
+        if (!calls) ctx.addIssue({ code: 'custom', message: `function_call ${i} cannot be read (JSON {name, arguments} or a list of them)` });
+        else if (i === line.conversations.length - 1 && !calls.every(c => isPlainObject(c.arguments))) ctx.addIssue({ code: 'custom', message: `the trained function_call ${i} has arguments that are not an object` });
+      }
+      if (turn.from === 'observation' && parsesAsJson(turn.value)) {
+        const v = JSON.parse(turn.value) as unknown;
+        if (Array.isArray(v) && v.length > 1 && v.every(x => typeof x === 'string')) ctx.addIssue({ code: 'custom', message: `observation ${i} is a JSON list of results` });
       }
     });
     if (line.conversations.length % 2 !== 0) ctx.addIssue({ code: 'custom', message: 'must end with a gpt or function_call turn' });
@@ -80,6 +107,58 @@ export const AlpacaLine = z.object({
   system: z.string().optional(),
   history: z.array(z.tuple([z.string(), z.string()])).optional(),
 });
+
+/**
+ * A Hugging Face chat message as the chat templates and TRL read it: tool-call arguments are objects (the
+ * templates apply `tojson` to them), no key holds null (TRL ≥ 1.0 does not strip nulls; a template prints them).
+ */
+const HFToolCall = z.object({ id: z.string().optional(), type: z.literal('function'), function: z.object({ name: z.string().min(1), arguments: z.unknown() }) });
+const HFMessage = z.discriminatedUnion('role', [
+  z.strictObject({ role: z.literal('system'), content: z.string() }),
+  z.strictObject({ role: z.literal('user'), content: z.string() }),
+  z.strictObject({ role: z.literal('assistant'), content: z.string().optional(), reasoning_content: z.string().optional(), tool_calls: z.array(HFToolCall).min(1).optional() }),
+  z.strictObject({ role: z.literal('tool'), content: z.string(), tool_call_id: z.string().optional(), name: z.string().optional() }),
+]);
+type HFMessage = z.infer<typeof HFMessage>;
+
+/**
+ * TRL conversational prompt-completion with tools: {prompt: messages, completion: messages, tools: [function
+ * tools]}. The prompt starts with system or user and ends where the model speaks (a user or tool message); the
+ * completion ends with an assistant message; every call in the completion has an object of arguments.
+ */
+export const HFPromptCompletionLine = z
+  .strictObject({
+    prompt: z.array(HFMessage).min(1),
+    completion: z.array(HFMessage).min(1),
+    tools: z.array(z.object({ type: z.literal('function'), function: z.object({ name: z.string().min(1), parameters: z.record(z.string(), z.unknown()).optional() }) })).min(1),
+  })
+  .superRefine((line, ctx) => {
+    const issue = (message: string) => ctx.addIssue({ code: 'custom', message });
+    if (!['system', 'user'].includes(line.prompt[0]!.role)) issue('the prompt must start with a system or user message');
+    if (!['user', 'tool'].includes(line.prompt.at(-1)!.role)) issue('the prompt must end with a user or tool message');
+    if (line.completion.at(-1)!.role !== 'assistant') issue('the completion must end with an assistant message');
+    const calls = (m: HFMessage) => (m.role === 'assistant' ? (m.tool_calls ?? []) : []);
+    for (const m of line.completion) for (const c of calls(m)) if (!isPlainObject(c.function.arguments)) issue(`call ${c.function.name} in the completion has arguments that are not an object`);
+    const open = new Set<string>();
+    for (const m of [...line.prompt, ...line.completion]) {
+      if (m.role === 'assistant' && m.content === undefined && !m.tool_calls) issue('an assistant message needs content or tool_calls');
+      for (const c of calls(m)) if (c.id) open.add(c.id);
+      if (m.role === 'tool' && m.tool_call_id && !open.has(m.tool_call_id)) issue(`tool message answers unknown call ${m.tool_call_id}`);
+    }
+    const nulls = JSON.stringify(line).match(/:null[,}]/g);
+    if (nulls) issue('no key may hold null');
+  });
+
+/** LLaMA-Factory's dataset_info.json: each entry names its file and formatting; columns and tags as DatasetAttr reads them. */
+export const LlamaFactoryDatasetInfo = z.record(
+  z.string(),
+  z.strictObject({
+    file_name: z.string().min(1),
+    formatting: z.enum(['alpaca', 'sharegpt', 'openai']),
+    columns: z.partialRecord(z.enum(['prompt', 'query', 'response', 'history', 'messages', 'system', 'tools', 'images', 'videos', 'audios', 'chosen', 'rejected', 'kto_tag']), z.string()).optional(),
+    tags: z.partialRecord(z.enum(['role_tag', 'content_tag', 'user_tag', 'assistant_tag', 'observation_tag', 'function_tag', 'system_tag']), z.string()).optional(),
+  }),
+);
 
 export const RLScenarioLine = z.object({
   id: z.string(),

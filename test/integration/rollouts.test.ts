@@ -14,7 +14,7 @@ import { computeGroup, runRollout, type RolloutDeps } from '../../src/rollouts/s
 import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../src/rollouts/stream.js';
 import { isArchived, type Trajectory } from '../../src/rollouts/types.js';
 import type { RunStore } from '../../src/runs/store.js';
-import { AlpacaLine, OpenAIFineTuneLine, RLGroupLine, RLScenarioLine, ShareGPTLine } from '../helpers/formats.js';
+import { AlpacaLine, functionCallsOf, HFPromptCompletionLine, LlamaFactoryDatasetInfo, OpenAIFineTuneLine, RLGroupLine, RLScenarioLine, ShareGPTLine } from '../helpers/formats.js';
 import { DEMO, ENVFLEET_BIN, childEnv, exited, testConfig, until, useFleet, type Fleet, type Overrides } from '../helpers/integration.js';
 
 const run = promisify(execFile);
@@ -132,6 +132,25 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     validateAll(OpenAIFineTuneLine, await jsonl(join(dir, 'sft-openai.jsonl')), 'sft-openai');
     validateAll(ShareGPTLine, await jsonl(join(dir, 'sft-sharegpt.jsonl')), 'sft-sharegpt');
     validateAll(AlpacaLine, await jsonl(join(dir, 'sft-llamafactory.jsonl')), 'sft-llamafactory');
+    validateAll(HFPromptCompletionLine, await jsonl(join(dir, 'sft-hf.jsonl')), 'sft-hf');
+    const info = LlamaFactoryDatasetInfo.parse(JSON.parse(await readFile(join(dir, 'dataset_info.json'), 'utf8')));
+    expect(Object.values(info).map(d => d.file_name).sort()).to.deep.equal(['sft-llamafactory.jsonl', 'sft-sharegpt.jsonl']);
+    // Oskar's broken calls stay as context and are never a target: weight 0 in the OpenAI file, never the
+    // last (trained) turn of a ShareGPT line, an alpaca output or an HF completion; the recovery after them is.
+    const brokenArgs = '{"member_id": "M3"';
+    const openai = (await jsonl(join(dir, 'sft-openai.jsonl'))) as { messages: { role: string; weight?: number; tool_calls?: { function: { arguments: string } }[] }[] }[];
+    const withBroken = openai.filter(l => l.messages.some(m => m.tool_calls?.some(c => c.function.arguments === brokenArgs)));
+    expect(withBroken).to.have.length(all.filter(t => t.steps.some(st => st.rawArguments === brokenArgs)).length).and.to.have.length.greaterThan(0);
+    for (const l of withBroken) {
+      expect(l.messages.filter(m => m.weight === 0)).to.have.length(1);
+      expect(l.messages.find(m => m.tool_calls?.some(c => c.function.arguments === brokenArgs))!.weight).to.equal(0);
+    }
+    const sharegpt = (await jsonl(join(dir, 'sft-sharegpt.jsonl'))) as { conversations: { from: string; value: string }[] }[];
+    const contextOnly = sharegpt.filter(l => l.conversations.some(c => c.from === 'function_call' && functionCallsOf(c.value)!.some(x => x.arguments === brokenArgs)));
+    expect(contextOnly.length).to.be.greaterThan(0);
+    for (const l of contextOnly) expect(functionCallsOf(l.conversations.at(-1)!.value) ?? []).to.satisfy((calls: { arguments: unknown }[]) => calls.every(x => typeof x.arguments === 'object'));
+    for (const l of (await jsonl(join(dir, 'sft-llamafactory.jsonl'))) as { output: string }[]) expect(l.output).not.to.include('"amount": "6"');
+    for (const l of (await jsonl(join(dir, 'sft-hf.jsonl'))) as { completion: unknown[] }[]) expect(JSON.stringify(l.completion)).not.to.include('"amount":"6"');
     validateAll(RLScenarioLine, await jsonl(join(dir, 'rl-scenarios.jsonl')), 'rl-scenarios');
     validateAll(RLGroupLine, await jsonl(join(dir, 'rl-groups.jsonl')), 'rl-groups');
     const solvedOnly = await exportRun(store, 'r1', await mkdtemp(join(tmpdir(), 'envfleet-solved-')), { formats: ['openai'], filter: { solvedOnly: true, minReward: null } });
@@ -171,7 +190,7 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     expect(again.datasets).to.deep.equal(exported.datasets);
     // The same lines; from the shards they come in the sink's order, from Redis in id order.
     const sortedLines = async (path: string) => (await readFile(path, 'utf8')).split('\n').sort();
-    for (const file of ['sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl', 'rl-groups.jsonl', 'rl-scenarios.jsonl']) {
+    for (const file of ['sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl', 'sft-hf.jsonl', 'rl-groups.jsonl', 'rl-scenarios.jsonl']) {
       expect(await sortedLines(join(againDir, file)), file).to.deep.equal(await sortedLines(join(dir, file)));
     }
     expect((await readdir(againDir)).filter(f => f.endsWith('.partial'))).to.deep.equal([]);
@@ -209,7 +228,7 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     // Told where the shards are now, it exports the same lines.
     const movedDir = await mkdtemp(join(tmpdir(), 'envfleet-moved-'));
     await exportRun(store, 'r1', movedDir, { trajectoriesDir: join(sinkDir, 'moved') });
-    for (const file of ['sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl']) {
+    for (const file of ['sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl', 'sft-hf.jsonl']) {
       expect(await sortedLines(join(movedDir, file)), file).to.deep.equal(await sortedLines(join(dir, file)));
     }
     await rename(join(sinkDir, 'moved'), join(sinkDir, 'trajectories'));

@@ -105,7 +105,7 @@ describe('a failing export (real Redis)', () => {
     await corrupt(docs.grpB);
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-export-fail-'));
     await rejection(exportRun(store, 'fail-grp', dir));
-    expect((await readdir(dir)).sort()).to.deep.equal(['environments.jsonl', 'rl-scenarios.jsonl', 'scenarios-dropped.jsonl', 'scenarios.jsonl', 'sft-llamafactory.jsonl', 'sft-openai.jsonl', 'sft-sharegpt.jsonl']);
+    expect((await readdir(dir)).sort()).to.deep.equal(['dataset_info.json', 'environments.jsonl', 'rl-scenarios.jsonl', 'scenarios-dropped.jsonl', 'scenarios.jsonl', 'sft-hf.jsonl', 'sft-llamafactory.jsonl', 'sft-openai.jsonl', 'sft-sharegpt.jsonl']);
     expect(await lines(join(dir, 'environments.jsonl'))).to.equal(2);
     expect(await lines(join(dir, 'rl-scenarios.jsonl'))).to.equal(1);
   });
@@ -117,7 +117,7 @@ describe('a failing export (real Redis)', () => {
     await mkdir(join(dir, 'rl-scenarios.jsonl'));
     await writeFile(join(dir, 'rl-scenarios.jsonl', 'keep'), 'not ours');
     await rejection(exportRun(store, 'fail-rename', dir));
-    expect((await readdir(dir)).sort()).to.deep.equal(['environments.jsonl', 'rl-scenarios.jsonl', 'scenarios-dropped.jsonl', 'scenarios.jsonl', 'sft-llamafactory.jsonl', 'sft-openai.jsonl', 'sft-sharegpt.jsonl']);
+    expect((await readdir(dir)).sort()).to.deep.equal(['dataset_info.json', 'environments.jsonl', 'rl-scenarios.jsonl', 'scenarios-dropped.jsonl', 'scenarios.jsonl', 'sft-hf.jsonl', 'sft-llamafactory.jsonl', 'sft-openai.jsonl', 'sft-sharegpt.jsonl']);
     expect((await stat(join(dir, 'rl-scenarios.jsonl'))).isDirectory()).to.equal(true);
     expect(await readdir(join(dir, 'rl-scenarios.jsonl'))).to.deep.equal(['keep']);
   });
