@@ -162,7 +162,7 @@ program
   .description('write the datasets of a run: DIR/environments.jsonl (every environment), DIR/scenarios.jsonl and DIR/scenarios-dropped.jsonl, and the SFT and RL files of its trajectories')
   .requiredOption('--run <name>', 'run name')
   .requiredOption('--out <dir>', 'output directory (created if missing)')
-  .option('--format <f>', 'dataset formats, comma-separated: openai, sharegpt, llamafactory, hf, rl (default: all)')
+  .option('--format <f>', 'dataset formats, comma-separated: openai, sharegpt, llamafactory, hf, rl, verl, prompts (default: all)')
   .option('--reasoning <mode>', 'SFT exports: keep or drop the policy’s reasoning (reasoning_content), the same way in every file (default: drop)')
   .option('--filter <which>', 'SFT exports: "solved" keeps only solved trajectories')
   .option('--min-reward <x>', 'SFT exports: keep trajectories with at least this reward', Number)
