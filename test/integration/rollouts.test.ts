@@ -14,7 +14,7 @@ import { computeGroup, runRollout, type RolloutDeps } from '../../src/rollouts/s
 import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../src/rollouts/stream.js';
 import { isArchived, type Trajectory } from '../../src/rollouts/types.js';
 import type { RunStore } from '../../src/runs/store.js';
-import { AlpacaLine, functionCallsOf, HFPromptCompletionLine, LlamaFactoryDatasetInfo, OpenAIFineTuneLine, RLGroupLine, RLScenarioLine, ShareGPTLine } from '../helpers/formats.js';
+import { AlpacaLine, arrowProblems, functionCallsOf, HFPromptCompletionLine, LlamaFactoryDatasetInfo, OpenAIFineTuneLine, PromptLine, RLGroupLine, RLScenarioLine, ShareGPTLine, untypedProperties, VerlLine } from '../helpers/formats.js';
 import { DEMO, ENVFLEET_BIN, childEnv, exited, testConfig, until, useFleet, type Fleet, type Overrides } from '../helpers/integration.js';
 
 const run = promisify(execFile);
@@ -70,6 +70,11 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
   it('runs both modes with parallel calls and recovered bad arguments; rewards match `envfleet sandbox check`; groups are right; every export validates', async () => {
     await start();
     await prepare('r1');
+    // The RL trainers' files need ready scenarios only; every tool stored at synthesis has typed parameters (the parking tools' `size` had only an enum).
+    const early = await exportRun(f.store, 'r1', await mkdtemp(join(tmpdir(), 'envfleet-rl-')), { formats: ['verl', 'prompts'] });
+    expect(early.scenarios.ready).to.be.greaterThan(0);
+    expect(early.datasets).to.deep.equal({ 'rl-verl.json': early.scenarios.ready, 'rl-prompts.jsonl': early.scenarios.ready });
+    for (const id of await f.store.listDocIds('r1', 'env')) for (const t of (await f.store.getDoc('r1', 'env', id))?.tools ?? []) expect(untypedProperties(t.function.parameters), `${id} ${t.function.name}`).to.deep.equal([]);
     const all = await rollouts({ runId: 'r1', samples: 2, modes: ['non-conversational', 'conversational'] });
     expect(all).to.have.length(16);
     const byTask = (needle: string, mode: string) => all.filter(t => t.mode === mode && text(t.messages[1]).includes(needle));
@@ -153,6 +158,13 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     for (const l of (await jsonl(join(dir, 'sft-hf.jsonl'))) as { completion: unknown[] }[]) expect(JSON.stringify(l.completion)).not.to.include('"amount":"6"');
     validateAll(RLScenarioLine, await jsonl(join(dir, 'rl-scenarios.jsonl')), 'rl-scenarios');
     validateAll(RLGroupLine, await jsonl(join(dir, 'rl-groups.jsonl')), 'rl-groups');
+    const verlRows = await jsonl(join(dir, 'rl-verl.json'));
+    const promptRows = await jsonl(join(dir, 'rl-prompts.jsonl'));
+    validateAll(VerlLine, verlRows, 'rl-verl');
+    validateAll(PromptLine, promptRows, 'rl-prompts');
+    expect(verlRows).to.have.length(exported.scenarios.ready);
+    expect(arrowProblems(verlRows, ['extra_info.tools_kwargs'])).to.deep.equal([]);
+    expect(arrowProblems(promptRows)).to.deep.equal([]);
     const solvedOnly = await exportRun(store, 'r1', await mkdtemp(join(tmpdir(), 'envfleet-solved-')), { formats: ['openai'], filter: { solvedOnly: true, minReward: null } });
     expect(solvedOnly.datasets['sft-openai.jsonl']).to.equal(all.filter(t => t.solved).length);
 
