@@ -92,7 +92,8 @@ export function resolveRequestShape(defaultEntry: FileFields | undefined, stageE
     tokenParam: merged.tokenParam,
     sampling: merged.sampling,
     reasoningEffort: merged.reasoningEffort ?? null,
-    extraBody: { ...(layer(defaultEntry).extraBody ?? {}), ...(layer(stageEntry).extraBody ?? {}) },
+    // Merged, the stage's keys over the default's; a stage removes an inherited key by setting it to null.
+    extraBody: Object.fromEntries(Object.entries({ ...(layer(defaultEntry).extraBody ?? {}), ...(layer(stageEntry).extraBody ?? {}) }).filter(([, v]) => v !== null)),
     structuredOutput: merged.structuredOutput,
     toolCallFormat: merged.toolCallFormat,
     logprobs: merged.logprobs,

@@ -14,6 +14,7 @@ import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { hashOf } from '../util/canonical.js';
 import { parseStructured } from './json-output.js';
+import { contentText } from './thinking.js';
 import { jsonSchemaResponseFormat, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
 import type { EndpointLimiter, Ledger, ResponseCache, Usage } from './ports.js';
 import type { RunBudgets } from '../runs/control.js';
@@ -258,7 +259,9 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       temperature: request.temperature ?? profile.temperature,
       maxTokens: request.maxTokens ?? profile.maxTokens,
       tools: request.tools,
-      toolChoice: request.toolChoice,
+      // A model whose calls arrive as text is served without a tool-call parser: vLLM refuses the default
+      // "auto" there, and "none" still renders the tools into the prompt.
+      toolChoice: request.toolChoice ?? (request.tools?.length && profile.request.toolCallFormat !== 'native' ? 'none' : undefined),
       responseFormat: request.responseFormat,
     });
     const { body, cached } = await send<ChatCompletion>(ctx, profile, params, chatUsage, (c, _e, options) =>
@@ -268,7 +271,10 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     if (!choice?.message) {
       throw new ModelError('MODEL_RESPONSE_MALFORMED', `response without a choice from model "${profile.model}" (stage ${ctx.stage})`);
     }
-    return { message: choice.message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached, toolCallFormat: profile.request.toolCallFormat, tokens: tokenRecordOf(body) };
+    // Content as text: some servers answer with an array of parts (Mistral's reasoning chunks).
+    const raw = choice.message as ChatCompletionMessage & { content: unknown };
+    const message = Array.isArray(raw.content) ? { ...choice.message, content: contentText(raw.content) } : choice.message;
+    return { message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached, toolCallFormat: profile.request.toolCallFormat, tokens: tokenRecordOf(body) };
   }
 
   async function structured<T>(ctx: CallContext, request: StructuredRequest<T>): Promise<StructuredResult<T>> {

@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { splitThinking } from './thinking.js';
 
 export type ExtractResult = { ok: true; value: unknown } | { ok: false; error: string };
 
@@ -9,56 +10,45 @@ export type ExtractResult = { ok: true; value: unknown } | { ok: false; error: s
  */
 export function extractJson(content: string): ExtractResult {
   const found = jsonCandidates(content);
-  if (found.values.length) return { ok: true, value: found.values[0] };
+  if (found.whole) return { ok: true, value: found.whole.value };
+  if (found.blocks.length) return { ok: true, value: found.blocks[0] };
   return { ok: false, error: found.error };
 }
 
-/** At most this many bracketed blocks are tried per reply (each scan is linear in the reply). */
-const MAX_BLOCKS = 16;
-
 /**
- * Every JSON value a reply may hold, in the order they are tried: the whole reply, each ```json
- * fence, each top-level {...} or [...] block. `error` explains why there is none.
+ * Every JSON value a reply may hold: the whole reply (`whole`, when it parses), then each top-level
+ * {...} or [...] block and each ```json fence, in the order they appear (`blocks`). `error` explains
+ * why there is none.
  */
-export function jsonCandidates(content: string): { values: unknown[]; error: string } {
-  const text = stripThink(content).trim();
-  if (text === '') return { values: [], error: 'the reply was empty; a JSON value was expected' };
-  const texts: string[] = [text, ...fencedBlocks(text), ...balancedBlocks(text)];
-  const values: unknown[] = [];
-  const seen = new Set<string>();
+export function jsonCandidates(content: string): { whole: { value: unknown } | null; blocks: unknown[]; error: string } {
+  const text = splitThinking(content).answer;
+  if (text === '') return { whole: null, blocks: [], error: 'the reply was empty; a JSON value was expected' };
   let firstError = '';
-  for (const candidate of texts) {
+  let whole: { value: unknown } | null = null;
+  try {
+    whole = { value: JSON.parse(text) as unknown };
+  } catch (err) {
+    firstError = (err as Error).message;
+  }
+  const blocks: unknown[] = [];
+  const seen = new Set<string>([text]);
+  for (const candidate of [...balancedBlocks(text), ...fencedBlocks(text)]) {
     if (seen.has(candidate)) continue;
     seen.add(candidate);
     try {
-      values.push(JSON.parse(candidate) as unknown);
+      blocks.push(JSON.parse(candidate) as unknown);
     } catch (err) {
       firstError ||= (err as Error).message;
     }
   }
-  return { values, error: `the reply is not valid JSON (${firstError})` };
+  return { whole, blocks, error: `the reply is not valid JSON (${firstError})` };
 }
 
-/** The reply without <think>…</think> blocks (an unclosed one hides the rest), scanned with indexOf: linear in the reply. */
-function stripThink(text: string): string {
-  const lower = text.toLowerCase();
-  let out = '';
-  let at = 0;
-  for (;;) {
-    const open = lower.indexOf('<think>', at);
-    if (open < 0) return out + text.slice(at);
-    const close = lower.indexOf('</think>', open + 7);
-    if (close < 0) return out + text.slice(at);
-    out += text.slice(at, open);
-    at = close + 8;
-  }
-}
-
-/** The bodies of ``` fences (an optional json language tag), scanned with indexOf. */
+/** The bodies of ``` fences (an optional json language tag), scanned with indexOf: linear in the reply. */
 function fencedBlocks(text: string): string[] {
   const out: string[] = [];
   let at = 0;
-  while (out.length < MAX_BLOCKS) {
+  for (;;) {
     const open = text.indexOf('```', at);
     if (open < 0) break;
     const lineEnd = text.indexOf('\n', open + 3);
@@ -72,24 +62,36 @@ function fencedBlocks(text: string): string[] {
   return out;
 }
 
-/** Top-level balanced {...} or [...] blocks, respecting strings and escapes. */
+/**
+ * Top-level balanced {...} or [...] blocks that parse as JSON, respecting strings and escapes. A
+ * bracket that opens nothing parseable (a link "[text](url)", an unclosed brace) is skipped; the scans
+ * together read at most eight times the reply, so hostile text stays linear.
+ */
 function balancedBlocks(text: string): string[] {
   const out: string[] = [];
   let from = 0;
-  let tries = 0;
-  while (out.length < MAX_BLOCKS && tries < MAX_BLOCKS * 2) {
+  let budget = 8 * text.length + 10_000;
+  while (budget > 0) {
     const start = nextBracket(text, from);
     if (start < 0) break;
-    tries += 1;
     const end = balancedEnd(text, start);
-    if (end < 0) {
-      from = start + 1;
-      continue;
-    }
-    out.push(text.slice(start, end + 1));
-    from = end + 1;
+    budget -= (end < 0 ? text.length : end + 1) - start;
+    const block = end < 0 ? null : text.slice(start, end + 1);
+    if (block !== null && parses(block)) {
+      out.push(block);
+      from = end + 1;
+    } else from = start + 1;
   }
   return out;
+}
+
+function parses(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function nextBracket(text: string, from: number): number {
@@ -129,36 +131,63 @@ export function describeZodError(error: z.ZodError): string {
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; error: string };
 
 /**
- * The first JSON value in the reply that matches the schema (every candidate block is tried, not
- * only the first). Keys the schema does not know are dropped rather than sent back for repair: a
- * model that adds `"explanation"` to a correct answer costs no repair round.
+ * The JSON value of the reply that matches the schema: the whole reply when it does, else the last
+ * block that does (a model that echoes the format's example or writes a draft first ends with its
+ * answer). Keys the schema does not know are dropped rather than sent back for repair — a model that
+ * adds `"explanation"` to a correct answer costs no repair round — unless one looks like a misspelt
+ * key of the schema (`helper` for `helpers`): that goes back to the model.
  */
 export function parseStructured<T>(content: string, schema: z.ZodType<T>): ParseResult<T> {
   const found = jsonCandidates(content);
-  if (!found.values.length) return { ok: false, error: found.error };
+  if (!found.whole && !found.blocks.length) return { ok: false, error: found.error };
+  const order = [...(found.whole ? [found.whole.value] : []), ...[...found.blocks].reverse()];
   let firstError: z.ZodError | null = null;
-  for (const value of found.values) {
+  for (const value of order) {
     const result = schema.safeParse(value);
     if (result.success) return { ok: true, value: result.data };
     const pruned = withoutUnknownKeys(value, result.error);
     if (pruned !== null) {
-      const again = schema.safeParse(pruned);
-      if (again.success) return { ok: true, value: again.data };
+      const again = schema.safeParse(pruned.value);
+      if (again.success && !misspelt(again.data, pruned.dropped)) return { ok: true, value: again.data };
     }
     firstError ??= result.error;
   }
   return { ok: false, error: `the JSON does not match the required format:\n${describeZodError(firstError!)}` };
 }
 
-/** A copy of `value` without the keys the error reports as unrecognized, or null when other problems remain. */
-function withoutUnknownKeys(value: unknown, error: z.ZodError): unknown {
+interface Dropped {
+  readonly path: readonly PropertyKey[];
+  readonly key: string;
+}
+
+/** A copy of `value` without the keys the error reports as unrecognized (and what was dropped), or null when other problems remain. */
+function withoutUnknownKeys(value: unknown, error: z.ZodError): { value: unknown; dropped: Dropped[] } | null {
   if (!error.issues.every(issue => issue.code === 'unrecognized_keys')) return null;
   const copy = structuredClone(value) as Record<string, unknown>;
+  const dropped: Dropped[] = [];
   for (const issue of error.issues) {
     if (issue.code !== 'unrecognized_keys') continue;
     let target: unknown = copy;
     for (const step of issue.path) target = (target as Record<PropertyKey, unknown> | undefined)?.[step];
-    if (target && typeof target === 'object') for (const key of issue.keys) delete (target as Record<string, unknown>)[key];
+    if (!target || typeof target !== 'object') continue;
+    for (const key of issue.keys) {
+      delete (target as Record<string, unknown>)[key];
+      dropped.push({ path: issue.path, key });
+    }
   }
-  return copy;
+  return { value: copy, dropped };
+}
+
+/** Lower case, without _ - and spaces, and without a final s: the form two spellings of one key share. */
+const keyForm = (key: string) => key.toLowerCase().replace(/[_\- ]/g, '').replace(/s$/, '');
+
+/** Whether a dropped key is another spelling of a key the parsed value has at the same place (filled by a default, say). */
+function misspelt(parsed: unknown, dropped: readonly Dropped[]): boolean {
+  return dropped.some(({ path, key }) => {
+    let target: unknown = parsed;
+    for (const step of path) target = (target as Record<PropertyKey, unknown> | undefined)?.[step];
+    if (!target || typeof target !== 'object') return false;
+    const form = keyForm(key);
+    return Object.keys(target).some(known => keyForm(known) === form);
+  });
 }

@@ -37,6 +37,17 @@ export function shapeChatRequest(profile: Pick<ModelProfile, 'request'>, input: 
   return body as unknown as ChatCompletionCreateParamsNonStreaming;
 }
 
+/**
+ * zod writes `propertyNames: {type: "string"}` under every record; vLLM's default guided-decoding
+ * backend (xgrammar) does not support the keyword and falls back or fails, and it says nothing
+ * (keys are strings in JSON anyway). Our own stage schemas only: bounded by their depth.
+ */
+function withoutPropertyNames(node: unknown): unknown {
+  if (Array.isArray(node)) return node.map(withoutPropertyNames);
+  if (!node || typeof node !== 'object') return node;
+  return Object.fromEntries(Object.entries(node).filter(([k]) => k !== 'propertyNames').map(([k, v]) => [k, withoutPropertyNames(v)]));
+}
+
 const schemaCache = new WeakMap<z.ZodType, Record<string, unknown> | null>();
 
 /**
@@ -48,7 +59,7 @@ export function jsonSchemaResponseFormat(name: string, schema: z.ZodType): ChatC
   let json = schemaCache.get(schema);
   if (json === undefined) {
     try {
-      json = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'throw' });
+      json = withoutPropertyNames(z.toJSONSchema(schema, { io: 'input', unrepresentable: 'throw' })) as Record<string, unknown>;
       delete json['$schema'];
     } catch {
       json = null;

@@ -1,6 +1,7 @@
 import { classifyError } from '../errors.js';
 import type { ChatMessage, ChatTool } from '../llm/gateway.js';
-import { parseTextToolCalls } from '../llm/text-tool-calls.js';
+import { looksLikeToolCall, parseTextToolCalls } from '../llm/text-tool-calls.js';
+import { splitThinking } from '../llm/thinking.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
 import { ENDS_SESSION } from '../sandbox/errors.js';
 import type { EnvSession } from '../sandbox/runner.js';
@@ -131,6 +132,13 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       const m = reply.message;
       let calls: { id: string; type: 'function'; function: { name: string; arguments: string } }[] = (m.tool_calls ?? []).filter(c => c.type === 'function');
       let content = m.content ?? null;
+      // Reasoning written in the text (no reasoning parser on the server) goes where a parser would put it.
+      let reasoning = m.reasoning_content ?? null;
+      if (content !== null && (content.includes('<think>') || content.includes('</think>'))) {
+        const split = splitThinking(content);
+        content = split.answer || null;
+        if (split.reasoning) reasoning = reasoning ? `${reasoning}\n\n${split.reasoning}` : split.reasoning;
+      }
       // Tool calls the model wrote in its text (served without a tool-call parser) become the same tool
       // calls; a reply that looks like a call but cannot be read is never taken for an answer.
       let unparsed: string | null = null;
@@ -141,13 +149,16 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
           content = parsed.content;
         } else if (parsed.kind === 'malformed') {
           unparsed = parsed.problem;
+        } else if (reply.toolCallFormat !== 'native' && looksLikeToolCall(content, toolNames)) {
+          // The profile's format found nothing, but the reply still reads like a call (a call after prose, another format).
+          unparsed = `the reply looks like a tool call the ${reply.toolCallFormat} format cannot read`;
         }
       }
       messages.push({
         role: 'assistant',
         content,
         ...(calls.length ? { tool_calls: calls } : {}),
-        ...(m.reasoning_content ? { reasoning_content: m.reasoning_content } : {}),
+        ...(reasoning ? { reasoning_content: reasoning } : {}),
       });
       if (unparsed !== null) throw new EpisodeEnd('unparsed-tool-call', unparsed);
       if (calls.length === 0) {

@@ -34,6 +34,9 @@ export async function makeTestConfig(deps: SynthesisDeps, runId: string, envId: 
 /** Runtime errors that fail a probe step by rule, without the checker: the sandbox's limits, and a method that broke its result or its state. */
 const RUNTIME_FAILURES: ReadonlySet<string> = new Set<string>([...FATAL_CODES, 'NON_JSON_RESULT', 'RESULT_TOO_LARGE', 'STATE_TOO_LARGE', 'STATE_INVALID']);
 
+/** Whether a probe step ran the tool's method: not an unusable tester answer, not arguments the tool's schema refused. */
+const methodRan = (s: ProbeStepRecord) => s.judgedBy !== 'tester' && s.runtimeError !== 'INVALID_ARGUMENTS';
+
 const emptyStats = (): ToolQuality => ({ total: 0, positive: 0, negative: 0, pass: 0, warning: 0, fail: 0 });
 
 function statsOf(env: EnvironmentRecord, steps: readonly ProbeStepRecord[]): Record<string, ToolStats> {
@@ -68,10 +71,10 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
     const toolNames = (env.tools ?? []).map(t => t.function.name);
     try {
       for (let index = steps.length; ; index += 1) {
-        // Every tool is called at least once before the verdict: once the steps left are no more than
+        // Every tool's method runs at least once before the verdict: once the steps left are no more than
         // the tools never called, the tester is told which one to call; past the planned steps, extra
         // steps (at most one per tool) call the ones still missing.
-        const uncalled = toolNames.filter(name => !steps.some(s => s.tool === name && s.judgedBy !== 'tester'));
+        const uncalled = toolNames.filter(name => !steps.some(s => s.tool === name && methodRan(s)));
         const left = opts.probeSteps - index;
         if (left <= 0 && (uncalled.length === 0 || index >= opts.probeSteps + toolNames.length)) break;
         const mustTest = uncalled.length > 0 && uncalled.length >= left ? uncalled[0] : undefined;
@@ -182,9 +185,9 @@ export function qualityOf(env: EnvironmentRecord, steps: readonly ProbeStepRecor
   for (const t of Object.values(perTool)) for (const k of Object.keys(counts) as (keyof ToolQuality)[]) counts[k] += t[k];
   const notFailRate = counts.total ? (counts.pass + counts.warning) / counts.total : 0;
   const passRate = counts.total ? counts.pass / counts.total : 0;
-  // A tool that failed every judged call sinks the environment whatever the average; so does a tool never called.
+  // A tool that failed every judged call sinks the environment whatever the average; so does a tool whose method never ran.
   const allFailed = Object.entries(perTool).filter(([, t]) => t.total > 0 && t.fail === t.total).map(([name]) => name);
-  const neverCalled = Object.keys(perTool).filter(name => !steps.some(s => s.tool === name && s.judgedBy !== 'tester'));
+  const neverCalled = Object.keys(perTool).filter(name => !steps.some(s => s.tool === name && methodRan(s)));
   const rateOk = counts.total > 0 && notFailRate >= threshold;
   const kept = rateOk && allFailed.length === 0 && neverCalled.length === 0;
   const reasons: string[] = [];

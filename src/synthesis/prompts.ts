@@ -184,7 +184,7 @@ export function testerPrompt(env: EnvironmentRecord, stats: Record<string, ToolS
       content:
         `Tests so far:\n| Tool | Total | Positive | Negative | Pass | Warning | Fail |\n|---|---|---|---|---|---|---|\n${table}\n` +
         `Current state:\n${clip(JSON.stringify(state), 10000)}\n` +
-        (mustTest === undefined ? 'Choose the next call.' : `This round must call ${mustTest}: it has not been called yet, and every tool is called at least once. Choose its arguments and case type.`),
+        (mustTest === undefined ? 'Choose the next call.' : `This round must call ${mustTest}: its method has not run yet, and every tool's method runs at least once. Choose arguments its schema accepts (a positive case is best).`),
     },
   ];
 }

@@ -315,6 +315,8 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
       const text = await rollouts({ runId: `text-${format}`, samples: 1, modes: ['non-conversational', 'conversational'] });
       expect(summary(text), format).to.deep.equal(summary(native));
       // The calls were read from the text: ids numbered by turn, the prose kept as the content.
+      // Served without a tool-call parser: tool_choice "none" (vLLM refuses its default "auto" there; "none" still renders the tools).
+      expect(f.server.log().filter(e => e.stage === 'rollout.policy').slice(-3).map(e => (e.body as { tool_choice?: unknown }).tool_choice), format).to.deep.equal(['none', 'none', 'none']);
       const fromText = text.flatMap(t => t.messages).filter(m => m.role === 'assistant' && m.tool_calls?.some(c => /^call_\d+_\d+$/.test(c.id)));
       expect(fromText.length, format).to.be.greaterThan(0);
       if (format === 'hermes' || format === 'auto') expect(fromText.every(m => m.content === 'Je vérifie — 确认 ✅'), format).to.equal(true);

@@ -50,3 +50,33 @@ describe('parseStructured', () => {
     }
   });
 });
+
+describe('parseStructured: replies as models write them', () => {
+  const Verdict = z.strictObject({ verdict: z.enum(['yes', 'no']), reason: z.string() });
+
+  it('takes the last block that matches when a draft or an echoed example comes first', () => {
+    const reply = 'The format is {"verdict": "yes", "reason": "…"}. Draft: {"verdict":"yes","reason":"first try"}\nFinal: {"verdict":"no","reason":"état inchangé — 状态不变 🙂"}';
+    expect(parseStructured(reply, Verdict)).to.deep.equal({ ok: true, value: { verdict: 'no', reason: 'état inchangé — 状态不变 🙂' } });
+  });
+
+  it('reads past reasoning: a <think> block, a leading </think> whose <think> was in the prompt, and refuses a reply cut off while thinking', () => {
+    expect(parseStructured('<think>maybe {"verdict":"yes","reason":"x"}</think>\n{"verdict":"no","reason":"y"}', Verdict)).to.deep.equal({ ok: true, value: { verdict: 'no', reason: 'y' } });
+    expect(parseStructured('draft {"verdict":"yes","reason":"x"}</think>\n{"verdict":"no","reason":"z"}', Verdict)).to.deep.equal({ ok: true, value: { verdict: 'no', reason: 'z' } });
+    const cut = parseStructured('<think>I think {"verdict":"yes","reason":"x"} but', Verdict);
+    expect(cut.ok).to.equal(false);
+    expect(!cut.ok && cut.error).to.match(/empty/);
+  });
+
+  it('finds the JSON after many bracketed citations in the prose', () => {
+    const prose = Array.from({ length: 40 }, (_, i) => `see [${i + 1}] and [link](x)`).join(' ');
+    expect(parseStructured(`${prose}\n{"verdict":"yes","reason":"ok"}`, Verdict)).to.deep.equal({ ok: true, value: { verdict: 'yes', reason: 'ok' } });
+  });
+
+  it('drops an extra key but sends a misspelt one back for repair', () => {
+    const Method = z.strictObject({ source: z.string(), helpers: z.array(z.string()).default([]) });
+    expect(parseStructured('{"source":"f() {}","explanation":"simple"}', Method)).to.deep.equal({ ok: true, value: { source: 'f() {}', helpers: [] } });
+    const typo = parseStructured('{"source":"f() {}","helper":["_h() {}"]}', Method);
+    expect(typo.ok).to.equal(false);
+    expect(!typo.ok && typo.error).to.match(/helper/);
+  });
+});

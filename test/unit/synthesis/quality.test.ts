@@ -31,10 +31,12 @@ describe('synthesis quality gate (qualityOf)', () => {
     expect(q.rejectionReason).to.equal('never called: cancel');
   });
 
-  it('does not count a negative case the tool schema refused as a pass of the method, but as the tool called', () => {
-    const q = qualityOf(env, [step('lookup', 'pass'), step('reserve', 'pass'), step('cancel', 'not-judged', 'schema', 'negative')], 1, 0.85);
+  it('does not count a negative case the tool schema refused as a pass of the method, nor as its method run', () => {
+    const refused = { ...step('cancel', 'not-judged', 'schema', 'negative'), runtimeError: 'INVALID_ARGUMENTS' };
+    const q = qualityOf(env, [step('lookup', 'pass'), step('reserve', 'pass'), refused], 1, 0.85);
     expect(q.counts.total).to.equal(2);
     expect(q.perTool['cancel']).to.deep.include({ total: 0, pass: 0 });
-    expect(q).to.deep.include({ schemaRefusals: 1, testerErrors: 0, verdict: 'kept' });
+    expect(q).to.deep.include({ schemaRefusals: 1, testerErrors: 0, verdict: 'rejected', rejectionReason: 'never called: cancel' });
+    expect(qualityOf(env, [step('lookup', 'pass'), step('reserve', 'pass'), refused, step('cancel', 'pass')], 1, 0.85).verdict).to.equal('kept');
   });
 });

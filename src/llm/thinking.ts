@@ -1,0 +1,51 @@
+/**
+ * Reasoning that a model writes in its text (`<think>…</think>`, as Qwen3, DeepSeek-R1 and QwQ do when
+ * the server has no reasoning parser), split from the answer. Found with indexOf: linear in the text.
+ */
+const OPEN = '<think>';
+const CLOSE = '</think>';
+
+/**
+ * `reasoning`: the text of every `<think>` block, of everything before a leading `</think>` whose
+ * `<think>` was in the prompt (Qwen3 thinking templates), and of a `<think>` never closed (a reply cut
+ * off while thinking); null when there is none. `answer`: the rest, trimmed.
+ */
+export function splitThinking(text: string): { reasoning: string | null; answer: string } {
+  if (!text.includes(OPEN) && !text.includes(CLOSE)) return { reasoning: null, answer: text.trim() };
+  const thoughts: string[] = [];
+  let answer = '';
+  let pos = 0;
+  const firstClose = text.indexOf(CLOSE);
+  const firstOpen = text.indexOf(OPEN);
+  if (firstClose !== -1 && (firstOpen === -1 || firstClose < firstOpen)) {
+    thoughts.push(text.slice(0, firstClose));
+    pos = firstClose + CLOSE.length;
+  }
+  for (;;) {
+    const open = text.indexOf(OPEN, pos);
+    if (open === -1) {
+      answer += text.slice(pos);
+      break;
+    }
+    answer += text.slice(pos, open);
+    const close = text.indexOf(CLOSE, open + OPEN.length);
+    if (close === -1) {
+      thoughts.push(text.slice(open + OPEN.length));
+      break;
+    }
+    thoughts.push(text.slice(open + OPEN.length, close));
+    pos = close + CLOSE.length;
+  }
+  const reasoning = thoughts.map(t => t.trim()).filter(Boolean).join('\n\n');
+  return { reasoning: reasoning || null, answer: answer.trim() };
+}
+
+/** A message's content as text: a string as it is, an array of parts as its text parts joined (other parts dropped), else ''. */
+export function contentText(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content
+    .map(part => (part && typeof part === 'object' && (part as { type?: unknown }).type === 'text' && typeof (part as { text?: unknown }).text === 'string' ? (part as { text: string }).text : ''))
+    .filter(Boolean)
+    .join('\n');
+}

@@ -1,0 +1,70 @@
+import { expect } from 'chai';
+import type { ToolCallFormat } from '../../../config/index.js';
+import type { ChatResult, ModelGateway } from '../../../src/llm/gateway.js';
+import { runEpisode } from '../../../src/rollouts/episode.js';
+import type { Trajectory } from '../../../src/rollouts/types.js';
+import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
+import type { SandboxRunner } from '../../../src/sandbox/runner.js';
+import type { ChecksInput } from '../../../src/sandbox/tasks.js';
+import type { ScenarioRecord } from '../../../src/scenarios/types.js';
+import type { EnvironmentRecord } from '../../../src/synthesis/types.js';
+
+const TOOLS = ['get_member', 'return_book'].map(name => ({ type: 'function', function: { name, description: name, parameters: { type: 'object', properties: { loan_id: { type: 'string' } } } } }));
+const ENV = { id: 'env-1', description: { summary: 'Bibliothèque 图书馆', introduction: 'A library 📚.' }, className: 'Library', source: 'class Library {}', tools: TOOLS } as unknown as EnvironmentRecord;
+const SCENARIO = { id: 's1', runId: 'r', environmentId: ENV.id, index: 0, status: 'ready', initialState: {}, task: 'Rends le prêt L1 — 归还 L1', checklist: [{ item: 'Has loan L1 returned', check: 'function check() { return true; }' }] } as unknown as ScenarioRecord;
+
+/** One non-conversational episode whose policy answers `replies` in turn (as text content), under a profile with `format`. */
+async function episode(format: ToolCallFormat, replies: readonly unknown[]): Promise<{ t: Trajectory; calls: unknown[] }> {
+  let turn = 0;
+  const calls: unknown[] = [];
+  const gateway = {
+    chat: () => {
+      const content = replies[Math.min(turn, replies.length - 1)];
+      turn += 1;
+      return Promise.resolve({ message: { role: 'assistant', content, refusal: null }, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'policy-v1', cached: false, toolCallFormat: format, tokens: null } as unknown as ChatResult);
+    },
+    structured: () => Promise.reject(new Error('not used')),
+    embed: () => Promise.reject(new Error('not used')),
+  } as unknown as ModelGateway;
+  const sandbox = {
+    openSession: () =>
+      Promise.resolve({
+        call: (tool: string, args: unknown) => (calls.push([tool, args]), Promise.resolve({ result: { success: true }, us: 1 })),
+        snapshot: () => Promise.resolve({}),
+        close: () => Promise.resolve(),
+      }),
+    checks: (input: ChecksInput) => Promise.resolve({ results: input.checks.map(c => ({ item: c.item, passed: true })), reward: 1, solved: true }),
+  } as unknown as SandboxRunner;
+  const t = await runEpisode(
+    { gateway, sandbox },
+    { runId: 'r', scenario: SCENARIO, env: ENV, mode: 'non-conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs: 60_000 }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
+  );
+  return { t, calls };
+}
+
+describe('episode: replies as models write them', () => {
+  it('a call written after prose in another shape than the profile names is not a finished answer', async () => {
+    const { t, calls } = await episode('llama3', ['Sure! Je m’en occupe 👍\n\n{"name": "return_book", "parameters": {"loan_id": "L1"}}']);
+    expect(t.termination.reason).to.equal('unparsed-tool-call');
+    expect(t.termination.detail).to.match(/llama3/);
+    expect(calls).to.deep.equal([]);
+  });
+
+  it('moves reasoning written in the text to reasoning_content, and reads the call after it', async () => {
+    const { t, calls } = await episode('hermes', ['Let me plan: L1 first — 先还书.</think>\n<tool_call>\n{"name": "return_book", "arguments": {"loan_id": "L1"}}\n</tool_call>', 'C’est fait ✅']);
+    expect(calls).to.deep.equal([['return_book', { loan_id: 'L1' }]]);
+    const first = t.messages.find(m => m.role === 'assistant') as { content: string | null; reasoning_content?: string; tool_calls?: unknown[] };
+    expect(first.content).to.equal(null);
+    expect(first.reasoning_content).to.equal('Let me plan: L1 first — 先还书.');
+    expect(first.tool_calls).to.have.length(1);
+    expect(t.termination.reason).to.equal('agent-finished');
+    expect(t.messages.at(-1)).to.deep.include({ role: 'assistant', content: 'C’est fait ✅' });
+  });
+
+  it('an answer in prose stays an answer under every format', async () => {
+    for (const format of ['native', 'hermes', 'llama3', 'mistral', 'json', 'auto'] as const) {
+      const { t } = await episode(format, ['Le prêt L1 est rendu — 已归还. Anything else? {"note": "no call here"}']);
+      expect(t.termination.reason, format).to.equal('agent-finished');
+    }
+  });
+});
