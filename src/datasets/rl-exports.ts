@@ -6,6 +6,9 @@ import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import { withTypedParameters } from '../synthesis/tool-schemas.js';
 import { JsonlWriter } from './jsonl-writer.js';
+import { pythonJson } from './python-json.js';
+
+export { pythonJson } from './python-json.js';
 
 /**
  * The RL datasets a trainer loads unchanged (docs/formats.md has each with an example line and the
@@ -134,34 +137,6 @@ export function hermesToolsBlock(tools: readonly unknown[]): string {
     tools.map(t => `\n${pythonJson(t)}`).join('') +
     '\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
   );
-}
-
-/** Nesting pythonJson writes; tool schemas are held to 64 levels when they are compiled. */
-const PYTHON_JSON_MAX_DEPTH = 256;
-
-/**
- * JSON as Python's `json.dumps(value, ensure_ascii=False)` writes what `json.loads` read from this
- * module's JSON.stringify: `", "` and `": "` separators, strings escaped alike, and floats with a
- * two-digit exponent (`1e-07`).
- */
-export function pythonJson(value: unknown, depth = 0): string {
-  if (depth > PYTHON_JSON_MAX_DEPTH) throw new RangeError(`a value nests deeper than ${PYTHON_JSON_MAX_DEPTH} levels`);
-  if (value === null || value === undefined) return 'null';
-  if (typeof value === 'number') {
-    const s = JSON.stringify(value);
-    const e = s.indexOf('e');
-    if (e < 0) return s;
-    const sign = s[e + 1] === '-' || s[e + 1] === '+' ? s[e + 1]! : '+';
-    const digits = s.slice(e + (s[e + 1] === '-' || s[e + 1] === '+' ? 2 : 1));
-    return `${s.slice(0, e)}e${sign}${digits.length < 2 ? `0${digits}` : digits}`;
-  }
-  if (typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) return `[${value.map(v => pythonJson(v, depth + 1)).join(', ')}]`;
-  const entries = Object.keys(value).flatMap(k => {
-    const v = (value as Record<string, unknown>)[k];
-    return v === undefined ? [] : [`${JSON.stringify(k)}: ${pythonJson(v, depth + 1)}`];
-  });
-  return `{${entries.join(', ')}}`;
 }
 
 /**

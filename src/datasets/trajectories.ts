@@ -2,6 +2,7 @@ import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import type { GroupStats } from '../rollouts/groups.js';
 import type { Trajectory } from '../rollouts/types.js';
+import { pythonJson } from './python-json.js';
 
 /**
  * The dataset formats trainers load (docs/formats.md has each with an example line and the loader
@@ -101,20 +102,8 @@ const reasoningOf = (m: Msg, o: SftOptions): string | null => {
 /** Reasoning in text form, as Qwen3 and LLaMA-Factory's reasoning templates write it (their thought words). */
 const withThink = (r: string | null, body: string): string => (r === null ? body : `<think>\n${r}\n</think>\n\n${body}`);
 
-/**
- * JSON as Python's `json.dumps(..., ensure_ascii=False)` writes it (", " and ": "): the form of the chat
- * templates' `tojson` and of LLaMA-Factory's tool formatters, so text rendered here matches theirs.
- */
-export function pyJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(x => pyJson(x ?? null)).join(', ')}]`;
-  if (isObject(v)) {
-    return `{${Object.entries(v)
-      .filter(([, x]) => x !== undefined)
-      .map(([k, x]) => `${JSON.stringify(k)}: ${pyJson(x)}`)
-      .join(', ')}}`;
-  }
-  return JSON.stringify(v) ?? 'null';
-}
+/** JSON as Python's json.dumps writes it (the templates' tojson). */
+export const pyJson = (v: unknown): string => pythonJson(v);
 
 // ------------------------------------------------------------------------------------------------ OpenAI
 
