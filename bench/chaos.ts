@@ -187,7 +187,14 @@ async function runOnce(kind: RunResult['kind']): Promise<RunResult> {
   await waitForRedis(conn, redis!.url);
   const store = createRedisRunStore(conn, prefix);
   const control = createRedisRunControl(conn, prefix);
-  const queues = new Map(PIPELINE_STAGES.map(s => [s, new Queue(s, { connection: conn, prefix })]));
+  const queues = new Map(
+    PIPELINE_STAGES.map(s => {
+      const q = new Queue(s, { connection: conn, prefix });
+      // Redis is SIGKILLed on purpose: its connection errors are expected here (the connection reconnects).
+      q.on('error', () => undefined);
+      return [s, q] as const;
+    }),
+  );
   const at = { connection: conn, prefix };
   const workers = Array.from({ length: WORKERS }, (_, i) => new Managed(`${kind}-worker-${i + 1}`, ['worker'], env, logs, progress));
   const sink = new Managed(`${kind}-sink`, ['sink', '--run', RUN, '--out', dir], env, logs, progress, true);

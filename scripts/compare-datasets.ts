@@ -4,7 +4,8 @@
  * what varies between two runs of the same input is set aside — timestamps and durations
  * (createdAt, startedAt, storedAt, wallMs, envUs, us, ms) and the tool-call ids the scripted model
  * server numbers in the order requests arrive (call_N_T_I). Exits 1 when a file differs, is missing
- * or is extra, and prints the first differing field of the first differing record. `--merge-shards`
+ * or is extra, and prints the first differing field of the first differing record. A file that is one JSON
+ * document over several lines (dataset_info.json) is compared as one record. `--merge-shards`
  * compares the sink's shard files (trajectories/part-NNNNN.jsonl) as one file: which shard a line
  * went to depends on the order trajectories finished in.
  *
@@ -51,6 +52,15 @@ function firstDifference(x: unknown, y: unknown, path: string): string | null {
   return `${path}: ${JSON.stringify(x)?.slice(0, 160)} ≠ ${JSON.stringify(y)?.slice(0, 160)}`;
 }
 
+function parsesAsJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Compares the datasets of two directories; returns how many files differ, are missing or are extra. */
 export function compareDatasets(a: string, b: string, options: CompareOptions = {}): number {
   const log = options.log ?? ((line: string) => console.log(line));
@@ -64,7 +74,13 @@ export function compareDatasets(a: string, b: string, options: CompareOptions = 
     }
     return out;
   };
-  const lines = (dir: string, fs: readonly string[]) => fs.flatMap(f => readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean));
+  // JSON Lines, or one JSON document over several lines (dataset_info.json), compared as one record.
+  const recordsOf = (text: string): string[] => {
+    const ls = text.split('\n').filter(Boolean);
+    if (ls.every(l => parsesAsJson(l))) return ls;
+    return [JSON.stringify(JSON.parse(text))];
+  };
+  const lines = (dir: string, fs: readonly string[]) => fs.flatMap(f => recordsOf(readFileSync(join(dir, f), 'utf8')));
   let bad = 0;
   const inA = groups(a);
   const inB = groups(b);
