@@ -16,11 +16,12 @@
  *
  * The chaos run, meanwhile: SIGKILLs a random worker or the sink every 2–5 s (1.5–3.5 s with
  * --quick) and starts it again; has the model server answer a few 5xx, truncated replies and 429s
- * during synthesis and scenarios; once rollouts have begun, pauses the run (`envfleet pause`) and
- * holds it paused for 500 rechecks (150 with --quick) of ENVFLEET_PAUSED_RECHECK_MS = 20 ms — the
- * old code failed a paused job after 100 restarts of its recheck — then resumes it (`envfleet
- * resume`); then a 429 storm, a SIGKILL of Redis (started again on its files) and a burst of 5xx and
- * of truncated replies.
+ * during synthesis and scenarios; pauses the run (`envfleet pause`) before its rollouts are
+ * submitted, so that every rollout job is parked, and holds it paused for 500 rechecks (150 with
+ * --quick) of ENVFLEET_PAUSED_RECHECK_MS = 20 ms — the old code failed a paused job after 100
+ * restarts of its recheck; then has the first rollout requests after `envfleet resume` answered by a
+ * 429 storm, a burst of 5xx and a burst of truncated replies, in that order; and SIGKILLs Redis once
+ * a quarter of the episodes are stored (started again on its files).
  *
  * Then prints a report on stdout (progress on stderr) and asserts, exiting 1 when one fails: every
  * item done or left with a reason; no trajectory lost; none written twice; the datasets identical,
@@ -244,6 +245,13 @@ async function runOnce(kind: RunResult['kind']): Promise<RunResult> {
     await waitForRun(store, RUN, report(`${kind} synthesis`), { queues: at });
     progress(await cli(['scenarios', '--run', RUN, '--per-env', '3', '--no-wait'], env));
     await waitForRun(store, RUN, report(`${kind} scenarios`), { queues: at });
+    // The chaos run is paused before its rollouts are submitted: every rollout job is parked when a worker
+    // takes it, whatever the machine's speed (a quick run's rollouts end in seconds once they go).
+    let pausedAt = 0;
+    if (chaos) {
+      progress(await cli(['pause', '--run', RUN, '--reason', 'chaos: paused for longer than the old limit in starts'], env));
+      pausedAt = Date.now();
+    }
     progress(await cli(['rollouts', '--run', RUN, '--samples', String(SAMPLES), '--mode', 'both', '--no-wait'], env));
     const ready = (await store.statusCounts(RUN, 'scenario'))['ready'] ?? 0;
     const planned = ready * MODES.length * SAMPLES;
@@ -256,27 +264,21 @@ async function runOnce(kind: RunResult['kind']): Promise<RunResult> {
           const at = (share: number) => async () => {
             while ((await episodes()) < share * planned) await sleep(100);
           };
-          // The pause first, while most of the run is still to do (a quick run's rollouts end in seconds).
-          await at(0.05)();
-          pause = await pauseAndHold();
-          inject([{ name: 'storm-429', stage: 'rollout.*', times: STORM_429, fault: { type: 'rate_limit', retryAfterS: 1 } }]);
+          pause = await holdAndResume();
           await at(0.25)();
           progress('SIGKILL redis-server; starting it again on its append-only file in 1 s');
           redisRestartedAt = elapsed();
           redisDownMs = await redis!.killAndRestart(1_000);
           progress(`redis-server is back after ${redisDownMs} ms`);
-          await at(0.4)();
-          inject([
-            { name: 'burst-5xx', stage: 'rollout.*', times: BURST_5XX, fault: { type: 'server_error', status: 503 } },
-            { name: 'burst-truncated', stage: 'rollout.*', times: BURST_TRUNCATED, fault: { type: 'truncated' } },
-          ]);
         })()
       : Promise.resolve();
 
-    /** envfleet pause; once nothing of the run waits or runs (all parked), hold; then envfleet resume. */
-    async function pauseAndHold(): Promise<PauseRecord> {
-      progress(await cli(['pause', '--run', RUN, '--reason', 'chaos: paused for longer than the old limit in starts'], env));
-      const pausedAt = Date.now();
+    /**
+     * Once nothing of the paused run waits or runs (all parked), hold; then the 429 storm and the bursts of
+     * 5xx and truncated replies, in that order, for the first requests after `envfleet resume`.
+     */
+    async function holdAndResume(): Promise<PauseRecord> {
+      while ((await liveJobs([...queues.values()])) === 0 && (await episodes()) === 0 && Date.now() - pausedAt < 5_000) await sleep(100);
       while ((await liveJobs([...queues.values()])) > 0 && Date.now() - pausedAt < 180_000) await sleep(200);
       const settleMs = Date.now() - pausedAt;
       const parkedJobs: { queue: Queue; jobId: string; starts: number }[] = [];
@@ -298,6 +300,11 @@ async function runOnce(kind: RunResult['kind']): Promise<RunResult> {
         startsWhileParked += (job?.attemptsStarted ?? p.starts) - p.starts;
         if (!job || (await job.getState()) !== 'delayed') notDelayed += 1;
       }
+      inject([
+        { name: 'storm-429', stage: 'rollout.*', times: STORM_429, fault: { type: 'rate_limit', retryAfterS: 1 } },
+        { name: 'burst-5xx', stage: 'rollout.*', times: BURST_5XX, fault: { type: 'server_error', status: 503 } },
+        { name: 'burst-truncated', stage: 'rollout.*', times: BURST_TRUNCATED, fault: { type: 'truncated' } },
+      ]);
       const resumeOutput = (await cli(['resume', '--run', RUN], env)).trim();
       progress(resumeOutput);
       return { parked: parkedJobs.length, startsWhileParked, notDelayed, settleMs, holdMs, resumeOutput };
