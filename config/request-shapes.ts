@@ -14,7 +14,7 @@ export const REASONING_EFFORTS = ['minimal', 'low', 'medium', 'high'] as const;
 export type ReasoningEffort = (typeof REASONING_EFFORTS)[number];
 
 /** Body fields envfleet sets itself: extraBody may not replace them. */
-export const RESERVED_BODY_FIELDS = ['model', 'messages', 'tools', 'tool_choice', 'response_format', 'max_tokens', 'max_completion_tokens', 'temperature', 'reasoning_effort', 'logprobs', 'return_token_ids', 'stream', 'n'] as const;
+export const RESERVED_BODY_FIELDS = ['model', 'messages', 'tools', 'tool_choice', 'response_format', 'max_tokens', 'max_completion_tokens', 'temperature', 'reasoning_effort', 'logprobs', 'return_token_ids', 'seed', 'stream', 'n'] as const;
 
 export interface RequestShape {
   /** The preset it started from, or null. */
@@ -34,12 +34,14 @@ export interface RequestShape {
   readonly logprobs: boolean;
   /** Ask for the token ids of the prompt and the completion (vLLM: `return_token_ids: true`). */
   readonly returnTokenIds: boolean;
+  /** Send a seed with each request that has one (a rollout: one seed per episode, derived from its id, recorded with it). */
+  readonly seed: boolean;
 }
 
 type Fields = Omit<RequestShape, 'preset'>;
 
 /** What envfleet sends without a preset: what it always sent. */
-export const DEFAULT_REQUEST_SHAPE: Fields = { tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', logprobs: false, returnTokenIds: false };
+export const DEFAULT_REQUEST_SHAPE: Fields = { tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', logprobs: false, returnTokenIds: false, seed: false };
 
 export const REQUEST_PRESETS = {
   /** OpenAI chat models (gpt-4o, gpt-4.1): max_completion_tokens, sampling, JSON Schema answers, native tool calls. */
@@ -72,6 +74,7 @@ export const RequestShapeFields = {
   toolCallFormat: z.enum(TOOL_CALL_FORMATS).optional(),
   logprobs: z.boolean().optional(),
   returnTokenIds: z.boolean().optional(),
+  seed: z.boolean().optional(),
 };
 
 type FileFields = { [K in keyof typeof RequestShapeFields]?: z.infer<(typeof RequestShapeFields)[K]> };
@@ -98,5 +101,6 @@ export function resolveRequestShape(defaultEntry: FileFields | undefined, stageE
     toolCallFormat: merged.toolCallFormat,
     logprobs: merged.logprobs,
     returnTokenIds: merged.returnTokenIds,
+    seed: merged.seed,
   };
 }

@@ -15,7 +15,7 @@ import { truncateForLog } from '../logger.js';
 import { hashOf } from '../util/canonical.js';
 import { parseStructured } from './json-output.js';
 import { contentText } from './thinking.js';
-import { jsonSchemaResponseFormat, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
+import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
 import type { EndpointLimiter, Ledger, ResponseCache, Usage } from './ports.js';
 import type { RunBudgets } from '../runs/control.js';
 
@@ -47,6 +47,8 @@ export interface ChatRequest {
   readonly temperature?: number | undefined;
   readonly maxTokens?: number | undefined;
   readonly responseFormat?: ChatCompletionCreateParamsNonStreaming['response_format'] | undefined;
+  /** A seed, sent when the profile's request shape has `seed: true`. */
+  readonly seed?: number | undefined;
 }
 
 export interface ChatResult {
@@ -59,6 +61,8 @@ export interface ChatResult {
   readonly toolCallFormat: ToolCallFormat;
   /** Log-probabilities and token ids, when the profile asked for them and the endpoint returned them. */
   readonly tokens: TokenRecord | null;
+  /** The sampling parameters the request carried (temperature only where the profile sends it, seed, top_k…). */
+  readonly sampling: Readonly<Record<string, unknown>>;
 }
 
 export interface StructuredRequest<T> extends ChatRequest {
@@ -263,6 +267,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       // "auto" there, and "none" still renders the tools into the prompt.
       toolChoice: request.toolChoice ?? (request.tools?.length && profile.request.toolCallFormat !== 'native' ? 'none' : undefined),
       responseFormat: request.responseFormat,
+      seed: request.seed,
     });
     const { body, cached } = await send<ChatCompletion>(ctx, profile, params, chatUsage, (c, _e, options) =>
       c.chat.completions.create(params, options),
@@ -274,7 +279,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     // Content as text: some servers answer with an array of parts (Mistral's reasoning chunks).
     const raw = choice.message as ChatCompletionMessage & { content: unknown };
     const message = Array.isArray(raw.content) ? { ...choice.message, content: contentText(raw.content) } : choice.message;
-    return { message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached, toolCallFormat: profile.request.toolCallFormat, tokens: tokenRecordOf(body) };
+    return { message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached, toolCallFormat: profile.request.toolCallFormat, tokens: tokenRecordOf(body), sampling: samplingOf(params) };
   }
 
   async function structured<T>(ctx: CallContext, request: StructuredRequest<T>): Promise<StructuredResult<T>> {

@@ -16,6 +16,8 @@ export interface ShapedChatInput {
   readonly tools?: readonly ChatCompletionTool[] | undefined;
   readonly toolChoice?: ChatCompletionToolChoiceOption | undefined;
   readonly responseFormat?: ChatCompletionCreateParamsNonStreaming['response_format'] | undefined;
+  /** Sent as `seed` when the profile's shape says so. */
+  readonly seed?: number | undefined;
 }
 
 /** The request body for `profile`'s endpoint. Extra body fields come last but never replace a field envfleet sets (refused in the configuration). */
@@ -30,6 +32,7 @@ export function shapeChatRequest(profile: Pick<ModelProfile, 'request'>, input: 
     ...(shape.reasoningEffort ? { reasoning_effort: shape.reasoningEffort } : {}),
     ...(shape.logprobs ? { logprobs: true } : {}),
     ...(shape.returnTokenIds ? { return_token_ids: true } : {}),
+    ...(shape.seed && input.seed !== undefined ? { seed: input.seed } : {}),
     ...(input.tools?.length ? { tools: [...input.tools] } : {}),
     ...(input.toolChoice ? { tool_choice: input.toolChoice } : {}),
     ...(input.responseFormat ? { response_format: input.responseFormat } : {}),
@@ -91,4 +94,13 @@ export function tokenRecordOf(body: unknown): TokenRecord | null {
   const tokenIds = numbers(choice?.token_ids);
   const promptTokenIds = numbers(b.prompt_token_ids) ?? numbers(choice?.prompt_token_ids);
   return logprobs || tokenIds || promptTokenIds ? { logprobs, tokenIds, promptTokenIds } : null;
+}
+
+/** Body fields that decide how tokens are sampled (OpenAI's and vLLM/SGLang's extra ones). */
+const SAMPLING_FIELDS = ['temperature', 'top_p', 'top_k', 'min_p', 'seed', 'presence_penalty', 'frequency_penalty', 'repetition_penalty', 'reasoning_effort'] as const;
+
+/** The sampling parameters a request body actually carries (what a trainer needs to know a sample was drawn with). */
+export function samplingOf(body: ChatCompletionCreateParamsNonStreaming): Record<string, unknown> {
+  const b = body as unknown as Record<string, unknown>;
+  return Object.fromEntries(SAMPLING_FIELDS.filter(k => b[k] !== undefined).map(k => [k, b[k]]));
 }

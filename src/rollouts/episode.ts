@@ -11,6 +11,7 @@ import { AGENT_PREFIX, ROLLOUT_PROMPT_VERSIONS, STOP_TOKEN, USER_GREETING, UserS
 import type { CheckResult, PolicyTurn, RolloutLimits, RolloutMode, StepRecord, Termination, Trajectory } from './types.js';
 import type { TokenRecord } from '../llm/request-shape.js';
 import { trajectoryIdOf } from '../runs/ids.js';
+import { hashOf } from '../util/canonical.js';
 import type { StageDeps } from '../stage-deps.js';
 
 /** An episode reads nothing from the run store: the rollout stage hands it what it needs. */
@@ -61,6 +62,10 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   let envUs = 0;
   let turns = 0;
   const policyTurns: PolicyTurn[] = [];
+  const id = trajectoryIdOf(input.runId, scenario.id, mode, input.sample);
+  /** One seed per episode, from its id: sent where the profile's shape says so (`seed: true`). */
+  const seed = Number.parseInt(hashOf(id, 8), 16) & 0x7fffffff;
+  let samplingSent: Readonly<Record<string, unknown>> | undefined;
   /** The full prompt and completion ids of the previous turn, to store only what the next prompt appends. */
   let lastIds: number[] | null = null;
   const policyTurnOf = (turn: number, reply: { model: string; finishReason: string; tokens: TokenRecord | null }): PolicyTurn => {
@@ -124,10 +129,11 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       turns += 1;
       const reply = await deps.gateway.chat(
         { runId: input.runId, stage: 'rollout.policy', signal: deps.signal, logger: deps.logger, cacheSalt: salt(`agent-${turns}`) },
-        { messages, tools, temperature: input.sampling.temperature, maxTokens: input.sampling.maxTokens, model: input.policyModel ?? undefined },
+        { messages, tools, temperature: input.sampling.temperature, maxTokens: input.sampling.maxTokens, model: input.policyModel ?? undefined, seed },
       );
       account(reply.usage);
       modelUsed = reply.model;
+      samplingSent ??= reply.sampling;
       policyTurns.push(policyTurnOf(turns, reply));
       const m = reply.message;
       let calls: { id: string; type: 'function'; function: { name: string; arguments: string } }[] = (m.tool_calls ?? []).filter(c => c.type === 'function');
@@ -224,7 +230,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     reward = result.reward;
   }
   return {
-    id: trajectoryIdOf(input.runId, scenario.id, mode, input.sample),
+    id,
     runId: input.runId,
     scenarioId: scenario.id,
     environmentId: env.id,
@@ -233,6 +239,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     model: modelUsed ?? 'rollout.policy profile',
     userModel: mode === 'conversational' ? (input.userModel ?? 'profile:rollout.user') : null,
     sampling: input.sampling,
+    ...(samplingSent ? { samplingSent } : {}),
     policyVersion: input.policyVersion ?? null,
     policyTurns,
     tools,

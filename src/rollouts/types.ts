@@ -58,6 +58,8 @@ export interface Trajectory {
   readonly model: string;
   readonly userModel: string | null;
   readonly sampling: { readonly temperature: number; readonly maxTokens: number };
+  /** The sampling parameters the policy's requests carried: temperature where the profile sends it, seed, top_k… (absent when no request was made). */
+  readonly samplingSent?: Readonly<Record<string, unknown>>;
   /** `envfleet rollouts --policy-version` (null when none was given; absent in trajectories of older versions). */
   readonly policyVersion?: string | null;
   /**

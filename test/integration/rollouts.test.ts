@@ -345,7 +345,7 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
   it('keeps per policy turn the log-probabilities and token ids the endpoint returned, the model it reported, and the policy version', async () => {
     await start();
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-tokens-'));
-    await writeFile(join(dir, 'models.yaml'), 'profiles:\n  rollout.policy: { preset: vllm, structuredOutput: prompt, logprobs: true, returnTokenIds: true }\n');
+    await writeFile(join(dir, 'models.yaml'), 'profiles:\n  rollout.policy: { preset: vllm, structuredOutput: prompt, logprobs: true, returnTokenIds: true, seed: true, extraBody: { top_k: 20 } }\n');
     await f.stopWorkers();
     await f.startWorkers({ config: testConfig(f.server, { ENVFLEET_REDIS_PREFIX: f.config.redis.prefix, ENVFLEET_MODELS_FILE: join(dir, 'models.yaml') }) });
     await prepare('tokens');
@@ -353,6 +353,9 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     expect(list.length).to.be.greaterThan(0);
     for (const t of list) {
       expect(t.policyVersion).to.equal('step-1200 — v2 ✅');
+      // What the requests carried: one seed per episode, the same on every turn.
+      expect(t.samplingSent).to.include({ temperature: 1, top_k: 20 });
+      expect(t.samplingSent!['seed']).to.be.a('number');
       const turns = t.policyTurns!;
       expect(turns.map(p => p.turn)).to.deep.equal(Array.from({ length: t.turns }, (_, i) => i + 1));
       for (const p of turns) {
@@ -369,7 +372,13 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
       }
     }
     const body = f.server.log().find(e => e.stage === 'rollout.policy')!.body as Record<string, unknown>;
-    expect(body).to.include({ logprobs: true, return_token_ids: true });
+    expect(body).to.include({ logprobs: true, return_token_ids: true, top_k: 20 });
+    const seeds = new Set(list.map(t => t.samplingSent!['seed']));
+    expect(seeds.size).to.equal(list.length);
+    for (const t of list.slice(0, 2)) {
+      const sent = f.server.log().filter(e => e.stage === 'rollout.policy' && (e.body as { seed?: unknown }).seed === t.samplingSent!['seed']);
+      expect(sent.length, t.id).to.equal(t.turns);
+    }
     // A run keeps one policy version: another one is refused with what to do instead.
     const err = await submitRollouts(f.config, f.redis, { runId: 'tokens', samples: 1, modes: ['non-conversational', 'conversational'], policyVersion: 'step-1300' }).catch((e: unknown) => e);
     expect(String(err)).to.match(/policyVersion/).and.to.match(/another run/);

@@ -21,7 +21,7 @@ const REFUSES_TEMPERATURE = refuses('temperature', "Unsupported value: 'temperat
 describe('request shapes: presets and fields per profile', () => {
   it('keeps what envfleet always sent when nothing is set', () => {
     const config = loadConfig({});
-    expect(config.profiles['rollout.policy'].request).to.deep.equal({ preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', logprobs: false, returnTokenIds: false });
+    expect(config.profiles['rollout.policy'].request).to.deep.equal({ preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', logprobs: false, returnTokenIds: false, seed: false });
   });
 
   it('layers the default profile, its preset, then the stage preset and fields', () => {
@@ -43,6 +43,7 @@ describe('request shapes: presets and fields per profile', () => {
       toolCallFormat: 'hermes',
       logprobs: false,
       returnTokenIds: false,
+      seed: false,
     });
     expect(config.profiles['rollout.policy'].request).to.deep.equal({
       preset: 'openai-reasoning',
@@ -54,6 +55,7 @@ describe('request shapes: presets and fields per profile', () => {
       toolCallFormat: 'hermes',
       logprobs: false,
       returnTokenIds: false,
+      seed: false,
     });
   });
 
