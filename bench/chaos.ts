@@ -451,7 +451,7 @@ try {
         r.sinkExit === 'exit 0',
       `state ${r.status.state}, ${r.status.outstanding} outstanding; environments ${JSON.stringify(r.status.environments)} (${envProblems.length} without a reason); ` +
         `scenarios ${JSON.stringify(r.status.scenarios)} (${dropped.filter(d => !d.reason?.code).length} dropped without a reason); ` +
-        `${s.ids.size} trajectories of ${r.readyScenarios.length * MODES.length * SAMPLES} planned, by termination ${JSON.stringify(s.terminations)}; ${groups} groups; ` +
+        `${s.ids.size} trajectories of ${r.readyScenarios.length * MODES.length * SAMPLES} planned (envfleet status counts ${r.status.trajectories.count}), by termination ${JSON.stringify(s.terminations)}; ${groups} groups; ` +
         `jobs ${r.jobs.completed} completed, ${r.jobs.failed} failed for good; sink ${r.sinkExit}` +
         (undeclared.length ? `; undeclared outcomes in ${undeclared.map(f => f.stage).join(', ')}` : ''),
     );

@@ -114,8 +114,15 @@ export interface RunStore {
   runningByStage(runId: string, stages: readonly string[]): Promise<Record<string, number>>;
 }
 
-/** Writes a document: its value, first-write order, byte count, status counts and funnel counts, atomically. */
+/**
+ * Writes a document: its value, first-write order, byte count, status counts and funnel counts,
+ * atomically. Writing the value a document already has changes nothing and counts nothing: the
+ * client sends a command again when Redis went away before it answered (ioredis resends what was
+ * not answered once it reconnects, and a Redis with an append-only file kept the first one), and a
+ * retried job may write the same value again.
+ */
 const PUT_DOC = `
+if redis.call('GET', KEYS[1]) == ARGV[2] then return 0 end
 local old = redis.call('STRLEN', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[1])

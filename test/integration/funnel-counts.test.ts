@@ -125,6 +125,18 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
     });
   });
 
+  it('counts a write sent twice once (ioredis sends again what Redis kept but never answered), and a new value again', async () => {
+    const store = createRedisRunStore(redis, prefix);
+    const run = 'resent';
+    const doc = { id: 'trj-1', note: 'épisode — 回合 🎲' } as never;
+    const counts = [{ stage: 'rollout.run', outcome: 'agent-finished', n: 1 }];
+    await store.putDoc(run, 'trajectory', 'trj-1', doc, counts);
+    await store.putDoc(run, 'trajectory', 'trj-1', doc, counts);
+    expect((await store.counters(run))['rollout.run']).to.deep.equal({ 'agent-finished': 1 });
+    await store.putDoc(run, 'trajectory', 'trj-1', { id: 'trj-1', note: 'changed' } as never, counts);
+    expect((await store.counters(run))['rollout.run']).to.deep.equal({ 'agent-finished': 2 });
+  });
+
   it('records a topic the model never gives in a usable form, counted with the record, and asks once', async () => {
     const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'test-key', LOG_LEVEL: 'silent', ENVFLEET_REPAIR_ATTEMPTS: '1' } });
     const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
