@@ -140,7 +140,7 @@ program
   .option('--samples <k>', 'episodes per scenario and mode (a group)', positiveInt, 4)
   .option('--mode <mode>', 'non-conversational, conversational or both', 'both')
   .option('--model <name>', 'policy model (default: the rollout.policy profile)')
-  .option('--policy-version <v>', 'the policy’s version (a checkpoint step, a tag), recorded with every trajectory for off-policy correction; one per run')
+  .option('--policy-version <v>', 'the policy’s version (a checkpoint step, a tag), recorded with every trajectory for off-policy correction; another version (or --model) on the same run is a generation of its own')
   .option('--user-model <name>', 'user-simulator model (default: the rollout.user profile)')
   .option('--max-steps <n>', 'agent turns per episode (default 30 non-conversational, 40 conversational)', positiveInt)
   .option('--max-tokens <n>', 'tokens per episode (default: no limit)', positiveInt)

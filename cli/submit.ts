@@ -120,7 +120,7 @@ export async function rolloutsCommand(opts: RolloutsOptions): Promise<void> {
         ...(opts.maxTokens ? { maxTokens: opts.maxTokens } : {}),
         ...(opts.maxWallMs ? { maxWallMs: opts.maxWallMs } : {}),
       });
-      process.stdout.write(`run ${opts.run}: ${r.scenarios} ready scenarios, ${r.groupsAdded} groups of ${r.config.samples} added (modes ${r.config.modes.join(', ')})\n`);
+      process.stdout.write(`run ${opts.run}: ${r.scenarios} ready scenarios, ${r.groupsAdded} groups of ${r.config.samples} added (modes ${r.config.modes.join(', ')})${r.policy ? `, policy generation ${r.policy}${r.config.policyVersion ? ` (version ${r.config.policyVersion})` : ''}` : ''}\n`);
     },
     () => `run ${opts.run}: rollouts finished. Write them with: envfleet sink --run ${opts.run} --out DIR`,
   );

@@ -26,8 +26,10 @@ export const RoundRef = z.strictObject({ runId: id, envId: id, round: z.number()
 export const StateRef = z.strictObject({ runId: id, envId: id, index: z.number().int().nonnegative(), total: z.number().int().positive() });
 export const ScenarioRef = z.strictObject({ runId: id, scenarioId: id });
 export const RolloutMode = z.enum(ROLLOUT_MODES);
-export const RolloutRef = z.strictObject({ runId: id, scenarioId: id, mode: RolloutMode, sample: z.number().int().nonnegative() });
-export const GroupRef = z.strictObject({ runId: id, scenarioId: id, mode: RolloutMode, samples: z.number().int().positive() });
+/** A policy generation of a run's rollouts (absent: the run's first): see policyKeyOf. */
+const policy = z.string().regex(/^p-[0-9a-f]{12}$/).optional();
+export const RolloutRef = z.strictObject({ runId: id, scenarioId: id, mode: RolloutMode, sample: z.number().int().nonnegative(), policy });
+export const GroupRef = z.strictObject({ runId: id, scenarioId: id, mode: RolloutMode, samples: z.number().int().positive(), policy });
 
 // ---------------------------------------------------------------- items
 
@@ -192,7 +194,7 @@ export const STAGES = {
   'rollout.run': stage({
     description: "one episode of the policy against a scenario (one sample of its group); the trajectory goes to the run's stream",
     data: RolloutRef,
-    item: { kind: 'episode', id: d => trajectoryIdOf(d.runId, d.scenarioId, d.mode, d.sample) },
+    item: { kind: 'episode', id: d => trajectoryIdOf(d.runId, d.scenarioId, d.mode, d.sample, d.policy) },
     onFailure: 'ends-item',
     funnel: { passed: TERMINATIONS },
     models: ['rollout.policy', 'rollout.user'],
@@ -201,7 +203,7 @@ export const STAGES = {
   'rollout.group': stage({
     description: "the reward statistics of a scenario's K samples in one mode",
     data: GroupRef,
-    item: { kind: 'group', id: d => groupIdOf(d.scenarioId, d.mode) },
+    item: { kind: 'group', id: d => groupIdOf(d.scenarioId, d.mode, d.policy) },
     onFailure: 'item-goes-on',
     funnel: { passed: ['done'], measures: ['samples-missing'] },
     models: [],
@@ -242,7 +244,7 @@ export type EntryInputs = {
   /** `envfleet scenarios`: M initial states per kept environment. */
   readonly scenarios: { readonly runId: string; readonly envIds: readonly string[]; readonly perEnv: number };
   /** `envfleet rollouts`: one group of K samples of one scenario in one mode. */
-  readonly rollouts: { readonly runId: string; readonly scenarioId: string; readonly mode: z.infer<typeof RolloutMode>; readonly samples: number };
+  readonly rollouts: { readonly runId: string; readonly scenarioId: string; readonly mode: z.infer<typeof RolloutMode>; readonly samples: number; readonly policy?: string };
 };
 export type Entry = keyof EntryInputs;
 
@@ -285,7 +287,7 @@ export const PIPELINE = definePipeline<typeof STAGES, StageOutputs, EntryInputs>
       feed: {
         fanIn: 'rollout.group',
         through: ['rollout.run'],
-        data: i => ({ parent: i, children: Array.from({ length: i.samples }, (_, sample) => ({ runId: i.runId, scenarioId: i.scenarioId, mode: i.mode, sample })) }),
+        data: i => ({ parent: i, children: Array.from({ length: i.samples }, (_, sample) => ({ runId: i.runId, scenarioId: i.scenarioId, mode: i.mode, sample, ...(i.policy ? { policy: i.policy } : {}) })) }),
       },
     },
   },

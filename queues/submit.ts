@@ -5,6 +5,7 @@ import { canonicalJson } from '../src/util/canonical.js';
 import type { Redis } from '../src/redis/connection.js';
 import type { RolloutConfig, RolloutMode } from '../src/rollouts/types.js';
 import type { RunOptions } from '../src/runs/options.js';
+import { policyKeyOf } from '../src/runs/ids.js';
 import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
 import type { ScenarioConfig } from '../src/scenarios/types.js';
 import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
@@ -161,7 +162,7 @@ export interface RolloutRequest {
 }
 
 /** `envfleet rollouts`: freezes the run's rollout settings (first call wins) and submits one group per (ready scenario, mode). */
-export async function submitRollouts(config: AppConfig, redis: Redis, request: RolloutRequest): Promise<{ scenarios: number; groupsAdded: number; config: RolloutConfig }> {
+export async function submitRollouts(config: AppConfig, redis: Redis, request: RolloutRequest): Promise<{ scenarios: number; groupsAdded: number; config: RolloutConfig; policy?: string }> {
   return producing(config, redis, async (store, enqueuer) => {
     const { runId } = request;
     if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist; synthesize it and generate scenarios first`);
@@ -176,17 +177,31 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
       maxTokensPerTurn: config.profiles['rollout.policy'].maxTokens,
       ...(request.policyVersion !== undefined ? { policyVersion: request.policyVersion } : {}),
     };
-    const frozen = (await store.getDoc(runId, 'rollout-config', 'current')) ?? asked;
-    if (frozen === asked) await store.putDoc(runId, 'rollout-config', 'current', asked);
-    // Trajectory ids name the scenario, mode and sample, not the policy: another policy's samples would count as done.
-    else refuseChanged(runId, 'rollout settings (frozen at its first envfleet rollouts)', frozen, asked, 'Submit again with the same settings to resume; to roll out another policy or other settings on these scenarios, export them and start another run (envfleet export, then envfleet scenarios --run NEW --environments DIR/environments.jsonl).');
+    // A policy generation: the run's first rollouts are 'current'; another policy (model or version) on
+    // the same scenarios is a generation of its own, with its own settings, trajectories and groups
+    // (their ids include its key), so one run compares policies without mistaking one's samples for another's.
+    const first = await store.getDoc(runId, 'rollout-config', 'current');
+    const samePolicy = (c: RolloutConfig) => c.policyModel === asked.policyModel && (c.policyVersion ?? null) === (asked.policyVersion ?? null);
+    const generation = first && !samePolicy(first) ? policyKeyOf(asked.policyModel, asked.policyVersion ?? null) : 'current';
+    const frozen = (await store.getDoc(runId, 'rollout-config', generation)) ?? asked;
+    if (frozen === asked) await store.putDoc(runId, 'rollout-config', generation, asked);
+    else {
+      refuseChanged(
+        runId,
+        `rollout settings for ${asked.policyVersion ? `policy version "${asked.policyVersion}"` : 'this policy'} (frozen when it was first submitted)`,
+        frozen,
+        asked,
+        'Submit again with the same settings to resume; to roll out other settings, give another --policy-version (a generation of its own on the same scenarios), or export the scenarios and start another run.',
+      );
+    }
+    const policy = generation === 'current' ? undefined : generation;
     let scenarios = 0;
     let groupsAdded = 0;
     for (const scenarioId of await store.listDocIds(runId, 'scenario')) {
       if ((await store.getDoc(runId, 'scenario', scenarioId))?.status !== 'ready') continue;
       scenarios += 1;
-      for (const mode of frozen.modes) if (await enqueuer.enter('rollouts', { runId, scenarioId, mode, samples: frozen.samples })) groupsAdded += 1;
+      for (const mode of frozen.modes) if (await enqueuer.enter('rollouts', { runId, scenarioId, mode, samples: frozen.samples, ...(policy ? { policy } : {}) })) groupsAdded += 1;
     }
-    return { scenarios, groupsAdded, config: frozen };
+    return { scenarios, groupsAdded, config: frozen, ...(policy ? { policy } : {}) };
   });
 }

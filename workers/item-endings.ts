@@ -33,7 +33,7 @@ export function endEnvfleetItem(deps: { readonly store: RunStore; readonly strea
         if (failure.code === 'RUN_CANCELLED') return;
         const d = data as StageData<'rollout.run'>;
         const termination = ERROR_CODES[failure.code].area === 'environment' ? 'environment-error' : 'model-error';
-        await recordFailedRollout(deps, d.runId, d.scenarioId, d.mode, d.sample, termination, reason);
+        await recordFailedRollout(deps, d.runId, d.scenarioId, d.mode, d.sample, termination, reason, d.policy);
         return;
       }
       case 'group':

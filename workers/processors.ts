@@ -43,11 +43,11 @@ export const PROCESSORS: StageProcessors<typeof STAGES, StageOutputs, ProcessorD
   'scenario.check': { run: (d, deps) => generateScenarioChecks(deps, d.runId, d.scenarioId), result: o => outcome(o) },
   'scenario.verify': { run: (d, deps) => verifyScenario(deps, d.runId, d.scenarioId), result: o => outcome(o) },
   'rollout.run': {
-    run: (d, deps) => runRollout(deps, d.runId, d.scenarioId, d.mode, d.sample),
+    run: (d, deps) => runRollout(deps, d.runId, d.scenarioId, d.mode, d.sample, d.policy),
     result: t => outcome({ ok: true }, { trajectoryId: t.id, reward: t.reward, termination: t.termination.reason }),
   },
   'rollout.group': {
-    run: (d, deps) => computeGroup(deps.store, d.runId, d.scenarioId, d.mode, d.samples),
+    run: (d, deps) => computeGroup(deps.store, d.runId, d.scenarioId, d.mode, d.samples, d.policy),
     result: g => outcome({ ok: true }, { mean: g.mean, std: g.std, passAtK: g.passAtK }),
   },
 };

@@ -31,6 +31,8 @@ export interface EpisodeInput {
   readonly sampling: { readonly temperature: number; readonly maxTokens: number };
   /** The policy version given with `envfleet rollouts --policy-version` (null: none). */
   readonly policyVersion?: string | null;
+  /** The policy generation of the run's rollouts (absent: the run's first; see policyKeyOf). */
+  readonly policy?: string;
 }
 
 
@@ -62,7 +64,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   let envUs = 0;
   let turns = 0;
   const policyTurns: PolicyTurn[] = [];
-  const id = trajectoryIdOf(input.runId, scenario.id, mode, input.sample);
+  const id = trajectoryIdOf(input.runId, scenario.id, mode, input.sample, input.policy);
   /** One seed per episode, from its id: sent where the profile's shape says so (`seed: true`). */
   const seed = Number.parseInt(hashOf(id, 8), 16) & 0x7fffffff;
   let samplingSent: Readonly<Record<string, unknown>> | undefined;
@@ -236,6 +238,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     environmentId: env.id,
     mode,
     sample: input.sample,
+    ...(input.policy ? { policy: input.policy } : {}),
     model: modelUsed ?? 'rollout.policy profile',
     userModel: mode === 'conversational' ? (input.userModel ?? 'profile:rollout.user') : null,
     sampling: input.sampling,

@@ -11,6 +11,8 @@ export interface GroupStats {
   readonly scenarioId: string;
   readonly environmentId: string;
   readonly mode: RolloutMode;
+  /** The policy generation (absent: the run's first). */
+  readonly policy?: string;
   readonly samples: number;
   readonly trajectoryIds: readonly string[];
   /** Rewards in sample order; a trajectory without a reward counts 0. */
@@ -26,7 +28,7 @@ export interface GroupStats {
   readonly terminations: Record<string, number>;
 }
 
-export function groupStats(runId: string, scenarioId: string, environmentId: string, mode: RolloutMode, trajectories: readonly GroupMember[], planned = trajectories.length): GroupStats {
+export function groupStats(runId: string, scenarioId: string, environmentId: string, mode: RolloutMode, trajectories: readonly GroupMember[], planned = trajectories.length, policy?: string): GroupStats {
   const sorted = [...trajectories].sort((a, b) => a.sample - b.sample);
   // Scores are over the planned samples: one without a trajectory counts 0.
   const rewards = [...sorted.map(t => t.reward ?? 0), ...Array<number>(Math.max(0, planned - sorted.length)).fill(0)];
@@ -39,7 +41,8 @@ export function groupStats(runId: string, scenarioId: string, environmentId: str
   if (planned > sorted.length) terminations['missing'] = planned - sorted.length;
   const round = (x: number) => Math.round(x * 1e6) / 1e6;
   return {
-    id: groupIdOf(scenarioId, mode),
+    id: groupIdOf(scenarioId, mode, policy),
+    ...(policy ? { policy } : {}),
     runId,
     scenarioId,
     environmentId,

@@ -19,20 +19,20 @@ export interface RolloutDeps extends StageDeps {
 const contextCache = new Map<string, { at: number; value: Promise<Awaited<ReturnType<typeof loadContext>>> }>();
 const CONTEXT_TTL_MS = 60_000;
 
-function context(store: RunStore, runId: string, scenarioId: string) {
-  const key = `${runId}\u0000${scenarioId}`;
+function context(store: RunStore, runId: string, scenarioId: string, policy?: string) {
+  const key = `${runId}\u0000${scenarioId}\u0000${policy ?? ''}`;
   const hit = contextCache.get(key);
   if (hit && Date.now() - hit.at < CONTEXT_TTL_MS) return hit.value;
-  const value = loadContext(store, runId, scenarioId);
+  const value = loadContext(store, runId, scenarioId, policy);
   contextCache.set(key, { at: Date.now(), value });
   value.catch(() => contextCache.delete(key));
   if (contextCache.size > 5_000) contextCache.delete(contextCache.keys().next().value!);
   return value;
 }
 
-async function loadContext(store: RunStore, runId: string, scenarioId: string) {
-  const config = await store.getDoc(runId, 'rollout-config', 'current');
-  if (!config) throw new Error(`run ${runId} has no rollout configuration (start rollouts with envfleet rollouts)`);
+async function loadContext(store: RunStore, runId: string, scenarioId: string, policy?: string) {
+  const config = await store.getDoc(runId, 'rollout-config', policy ?? 'current');
+  if (!config) throw new Error(`run ${runId} has no rollout configuration${policy ? ` for policy generation ${policy}` : ''} (start rollouts with envfleet rollouts)`);
   const scenario = await store.getDoc(runId, 'scenario', scenarioId);
   if (!scenario) throw new Error(`scenario ${scenarioId} of run ${runId} not found`);
   const env = await store.getDoc(runId, 'env', scenario.environmentId);
@@ -43,14 +43,14 @@ async function loadContext(store: RunStore, runId: string, scenarioId: string) {
 }
 
 /** rollout.run: one episode, stored and published once (a retried job republishes; the sink writes each id once). */
-export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: string, mode: RolloutMode, sample: number): Promise<StoredTrajectory> {
-  const id = trajectoryIdOf(runId, scenarioId, mode, sample);
+export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: string, mode: RolloutMode, sample: number, policy?: string): Promise<StoredTrajectory> {
+  const id = trajectoryIdOf(runId, scenarioId, mode, sample, policy);
   const existing = await deps.store.getDoc(runId, 'trajectory', id);
   if (existing) {
     await deps.stream.publish(runId, id);
     return existing;
   }
-  const { config, scenario, env, limits } = await context(deps.store, runId, scenarioId);
+  const { config, scenario, env, limits } = await context(deps.store, runId, scenarioId, policy);
   const trajectory = await runEpisode(
     { gateway: deps.gateway, sandbox: deps.sandbox, logger: deps.logger, signal: deps.signal },
     {
@@ -65,6 +65,7 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
       userModel: config.userModel,
       sampling: { temperature: config.temperature, maxTokens: config.maxTokensPerTurn },
       policyVersion: config.policyVersion ?? null,
+      ...(policy ? { policy } : {}),
     },
   );
   await deps.store.putDoc(runId, 'trajectory', id, trajectory, outcomeCounts(trajectory));
@@ -90,8 +91,8 @@ function outcomeCounts(t: Pick<Trajectory, 'reward' | 'solved' | 'termination' |
 }
 
 /** The record of an episode whose job failed for good (so scores are over the planned set, not the survivors). */
-export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'stream'>, runId: string, scenarioId: string, mode: RolloutMode, sample: number, reason: Termination, detail: string): Promise<void> {
-  const id = trajectoryIdOf(runId, scenarioId, mode, sample);
+export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'stream'>, runId: string, scenarioId: string, mode: RolloutMode, sample: number, reason: Termination, detail: string, policy?: string): Promise<void> {
+  const id = trajectoryIdOf(runId, scenarioId, mode, sample, policy);
   if (await deps.store.getDoc(runId, 'trajectory', id)) return;
   const scenario = await deps.store.getDoc(runId, 'scenario', scenarioId);
   const record: Trajectory = {
@@ -101,6 +102,7 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
     environmentId: scenario?.environmentId ?? '',
     mode,
     sample,
+    ...(policy ? { policy } : {}),
     model: 'unknown',
     userModel: null,
     sampling: { temperature: 0, maxTokens: 0 },
@@ -123,16 +125,16 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
   await deps.stream.publish(runId, id);
 }
 
-export async function computeGroup(store: RunStore, runId: string, scenarioId: string, mode: RolloutMode, samples: number): Promise<GroupStats> {
+export async function computeGroup(store: RunStore, runId: string, scenarioId: string, mode: RolloutMode, samples: number, policy?: string): Promise<GroupStats> {
   const trajectories: StoredTrajectory[] = [];
   let missing = 0;
   for (let sample = 0; sample < samples; sample += 1) {
-    const t = await store.getDoc(runId, 'trajectory', trajectoryIdOf(runId, scenarioId, mode, sample));
+    const t = await store.getDoc(runId, 'trajectory', trajectoryIdOf(runId, scenarioId, mode, sample, policy));
     if (t) trajectories.push(t);
     else missing += 1;
   }
   const scenario = await store.getDoc(runId, 'scenario', scenarioId);
-  const stats = groupStats(runId, scenarioId, scenario?.environmentId ?? '', mode, trajectories, samples);
+  const stats = groupStats(runId, scenarioId, scenario?.environmentId ?? '', mode, trajectories, samples, policy);
   // A sample without a trajectory still counts, with reward 0 (groupStats pads to the planned samples).
   // Counted when the group is first written: a retried job recomputes the same group, uncounted.
   const counts: FunnelCount[] = [{ stage: 'rollout.group', outcome: 'done', n: 1, once: true }];

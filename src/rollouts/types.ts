@@ -55,6 +55,8 @@ export interface Trajectory {
   readonly mode: RolloutMode;
   /** Sample index within the scenario's group. */
   readonly sample: number;
+  /** The policy generation, when it is not the run's first (see `envfleet rollouts --policy-version`). */
+  readonly policy?: string;
   readonly model: string;
   readonly userModel: string | null;
   readonly sampling: { readonly temperature: number; readonly maxTokens: number };

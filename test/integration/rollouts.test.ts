@@ -12,7 +12,7 @@ import { runSink } from '../../src/datasets/sink.js';
 import { loadModelScript, mergeModelScripts, parseModelScript, type ModelScript } from '../../src/model-server/index.js';
 import { computeGroup, runRollout, type RolloutDeps } from '../../src/rollouts/stages.js';
 import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../src/rollouts/stream.js';
-import { isArchived, type Trajectory } from '../../src/rollouts/types.js';
+import { isArchived, type RolloutMode, type Trajectory } from '../../src/rollouts/types.js';
 import type { RunStore } from '../../src/runs/store.js';
 import { AlpacaLine, arrowProblems, functionCallsOf, HFPromptCompletionLine, LlamaFactoryDatasetInfo, OpenAIFineTuneLine, PromptLine, RLGroupLine, RLScenarioLine, ShareGPTLine, untypedProperties, VerlLine } from '../helpers/formats.js';
 import { DEMO, ENVFLEET_BIN, childEnv, exited, testConfig, until, useFleet, type Fleet, type Overrides } from '../helpers/integration.js';
@@ -379,9 +379,26 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
       const sent = f.server.log().filter(e => e.stage === 'rollout.policy' && (e.body as { seed?: unknown }).seed === t.samplingSent!['seed']);
       expect(sent.length, t.id).to.equal(t.turns);
     }
-    // A run keeps one policy version: another one is refused with what to do instead.
-    const err = await submitRollouts(f.config, f.redis, { runId: 'tokens', samples: 1, modes: ['non-conversational', 'conversational'], policyVersion: 'step-1300' }).catch((e: unknown) => e);
-    expect(String(err)).to.match(/policyVersion/).and.to.match(/another run/);
+    // Another version on the same run is a policy generation of its own: new trajectories and groups, the first ones untouched.
+    const next = { runId: 'tokens', samples: 1, modes: ['non-conversational', 'conversational'] as RolloutMode[], policyVersion: 'step-1300' };
+    const second = await submitRollouts(f.config, f.redis, next);
+    expect(second.policy).to.match(/^p-[0-9a-f]{12}$/);
+    expect(second.groupsAdded).to.equal(list.length);
+    await f.waitForRun('tokens');
+    const all = await trajectories(f.store, 'tokens');
+    expect(all).to.have.length(2 * list.length);
+    const v2 = all.filter(t => t.policyVersion === 'step-1300');
+    expect(v2).to.have.length(list.length);
+    expect(v2.every(t => t.policy === second.policy)).to.equal(true);
+    expect(v2.map(t => t.id).filter(id => list.some(t => t.id === id))).to.deep.equal([]);
+    expect(all.filter(t => t.policyVersion === 'step-1200 — v2 ✅').map(t => JSON.stringify([t.id, t.reward])).sort()).to.deep.equal(list.map(t => JSON.stringify([t.id, t.reward])).sort());
+    const groups = await f.store.listDocIds('tokens', 'group');
+    expect(groups).to.have.length(2 * list.length);
+    expect(groups.filter(g => g.endsWith(`.${second.policy}`))).to.have.length(list.length);
+    // The same generation again adds nothing; the same version with other settings is refused, saying what differs.
+    expect((await submitRollouts(f.config, f.redis, next)).groupsAdded).to.equal(0);
+    const err = await submitRollouts(f.config, f.redis, { ...next, samples: 2 }).catch((e: unknown) => e);
+    expect(String(err)).to.match(/samples/).and.to.match(/step-1300/);
   });
 
   it('keeps only scenarios a reference rollout solves when the solvability gate is on', async () => {

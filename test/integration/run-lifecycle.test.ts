@@ -105,10 +105,16 @@ describe('runs over their lifetime: status at any size, settings that do not cha
 
     await submitRollouts(f.config, f.redis, { runId: 'r', samples: 2, modes: ['non-conversational'] });
     await submitRollouts(f.config, f.redis, { runId: 'r', samples: 2, modes: ['non-conversational'] });
-    const rollouts = await rejection(submitRollouts(f.config, f.redis, { runId: 'r', samples: 2, modes: ['non-conversational'], policyModel: 'new-checkpoint' }));
+    const rollouts = await rejection(submitRollouts(f.config, f.redis, { runId: 'r', samples: 3, modes: ['non-conversational'] }));
     expect(rollouts).to.have.property('code', 'INVALID_REQUEST');
-    expect(String(rollouts)).to.include('policyModel: null → "new-checkpoint"');
-    expect((await f.store.getDoc('r', 'rollout-config', 'current'))?.policyModel).to.equal(null);
+    expect(String(rollouts)).to.include('samples: 2 → 3');
+    expect((await f.store.getDoc('r', 'rollout-config', 'current'))?.samples).to.equal(2);
+    // Another policy is not a changed setting but a generation of its own, frozen in its turn.
+    const generation = await submitRollouts(f.config, f.redis, { runId: 'r', samples: 3, modes: ['non-conversational'], policyModel: 'new-checkpoint' });
+    expect(generation.policy).to.match(/^p-[0-9a-f]{12}$/);
+    expect((await f.store.getDoc('r', 'rollout-config', generation.policy!))?.policyModel).to.equal('new-checkpoint');
+    const again = await rejection(submitRollouts(f.config, f.redis, { runId: 'r', samples: 4, modes: ['non-conversational'], policyModel: 'new-checkpoint' }));
+    expect(String(again)).to.include('samples: 3 → 4');
   });
 
   it('reconciles outstanding entries: a job that ended or never came is let go, one that exists is kept', async () => {
