@@ -85,7 +85,9 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   let session: EnvSession | null = null;
   let modelUsed: string | null = input.policyModel;
   let finalState: unknown = null;
-  const salt = (what: string) => `${scenario.id}:${mode}:${input.sample}:${what}`;
+  // The cache salt names the sample and turn, and the policy generation when it is not the run's first:
+  // another version of the policy (even under the same model name) never gets this one's answers.
+  const salt = (what: string) => `${input.policy ? `${input.policy}:` : ''}${scenario.id}:${mode}:${input.sample}:${what}`;
 
   const account = (u: { promptTokens: number; completionTokens: number }) => {
     usage.promptTokens += u.promptTokens;

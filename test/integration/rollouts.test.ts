@@ -381,6 +381,8 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     }
     // Another version on the same run is a policy generation of its own: new trajectories and groups, the first ones untouched.
     const next = { runId: 'tokens', samples: 1, modes: ['non-conversational', 'conversational'] as RolloutMode[], policyVersion: 'step-1300' };
+    const policyRequests = () => f.server.log().filter(e => e.stage === 'rollout.policy').length;
+    const asked = policyRequests();
     const second = await submitRollouts(f.config, f.redis, next);
     expect(second.policy).to.match(/^p-[0-9a-f]{12}$/);
     expect(second.groupsAdded).to.equal(list.length);
@@ -390,6 +392,8 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     const v2 = all.filter(t => t.policyVersion === 'step-1300');
     expect(v2).to.have.length(list.length);
     expect(v2.every(t => t.policy === second.policy)).to.equal(true);
+    // Its answers come from the model, not from the first generation's cache (the model name is the same).
+    expect(policyRequests() - asked).to.equal(v2.reduce((n, t) => n + t.turns, 0));
     expect(v2.map(t => t.id).filter(id => list.some(t => t.id === id))).to.deep.equal([]);
     expect(all.filter(t => t.policyVersion === 'step-1200 — v2 ✅').map(t => JSON.stringify([t.id, t.reward])).sort()).to.deep.equal(list.map(t => JSON.stringify([t.id, t.reward])).sort());
     const groups = await f.store.listDocIds('tokens', 'group');
