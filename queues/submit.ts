@@ -157,7 +157,7 @@ export interface RolloutRequest {
   readonly maxTokens?: number;
   readonly maxWallMs?: number;
   readonly temperature?: number;
-  /** The policy's version (a checkpoint step, a tag): recorded with every trajectory of the run. */
+  /** The policy's version (a checkpoint step, a tag): recorded with every trajectory; a new version on a run with rollouts is a policy generation of its own. */
   readonly policyVersion?: string;
 }
 
@@ -180,9 +180,23 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
     // A policy generation: the run's first rollouts are 'current'; another policy (model or version) on
     // the same scenarios is a generation of its own, with its own settings, trajectories and groups
     // (their ids include its key), so one run compares policies without mistaking one's samples for another's.
-    const first = await store.getDoc(runId, 'rollout-config', 'current');
-    const samePolicy = (c: RolloutConfig) => c.policyModel === asked.policyModel && (c.policyVersion ?? null) === (asked.policyVersion ?? null);
-    const generation = first && !samePolicy(first) ? policyKeyOf(asked.policyModel, asked.policyVersion ?? null) : 'current';
+    // Which policy is the run's first is decided once, atomically (two first submissions at once
+    // must not both take 'current').
+    const mine = policyKeyOf(asked.policyModel, asked.policyVersion ?? null);
+    const existing = await store.getDoc(runId, 'rollout-config', 'current');
+    const firstKey = existing ? policyKeyOf(existing.policyModel, existing.policyVersion ?? null) : await store.claim(runId, 'rollout-generation:first', mine);
+    const generation = firstKey === mine ? 'current' : mine;
+    if (generation !== 'current' && (await store.getDoc(runId, 'rollout-config', generation)) === null) {
+      // A new generation costs a full set of rollouts: only on purpose, named by a version of its own.
+      const first = existing ?? (await store.getDoc(runId, 'rollout-config', 'current'));
+      const firstVersion = first?.policyVersion ?? null;
+      if (asked.policyVersion === undefined || asked.policyVersion === firstVersion) {
+        throw new RequestError(
+          `run "${runId}" already has rollouts of ${first ? `policy model ${JSON.stringify(first.policyModel)}${firstVersion ? `, version ${JSON.stringify(firstVersion)}` : ''}` : 'another policy'}; this request asks for model ${JSON.stringify(asked.policyModel)}` +
+            `${asked.policyVersion ? `, version ${JSON.stringify(asked.policyVersion)}` : ' without a version'}. To resume, submit with the same --model and --policy-version; to roll out another policy on these scenarios, give it a --policy-version of its own (a new generation: every scenario and mode again).`,
+        );
+      }
+    }
     const frozen = (await store.getDoc(runId, 'rollout-config', generation)) ?? asked;
     if (frozen === asked) await store.putDoc(runId, 'rollout-config', generation, asked);
     else {
@@ -191,7 +205,7 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
         `rollout settings for ${asked.policyVersion ? `policy version "${asked.policyVersion}"` : 'this policy'} (frozen when it was first submitted)`,
         frozen,
         asked,
-        'Submit again with the same settings to resume; to roll out other settings, give another --policy-version (a generation of its own on the same scenarios), or export the scenarios and start another run.',
+        'Submit again with the same settings to resume; for other settings, export the scenarios and start another run (envfleet export, then envfleet scenarios --run NEW --environments DIR/environments.jsonl).',
       );
     }
     const policy = generation === 'current' ? undefined : generation;

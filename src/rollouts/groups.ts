@@ -13,6 +13,9 @@ export interface GroupStats {
   readonly mode: RolloutMode;
   /** The policy generation (absent: the run's first). */
   readonly policy?: string;
+  /** The generation's policy model (null: the rollout.policy profile's) and version (null: none), from its rollout settings. */
+  readonly policyModel?: string | null;
+  readonly policyVersion?: string | null;
   readonly samples: number;
   readonly trajectoryIds: readonly string[];
   /** Rewards in sample order; a trajectory without a reward counts 0. */

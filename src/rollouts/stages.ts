@@ -95,6 +95,7 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
   const id = trajectoryIdOf(runId, scenarioId, mode, sample, policy);
   if (await deps.store.getDoc(runId, 'trajectory', id)) return;
   const scenario = await deps.store.getDoc(runId, 'scenario', scenarioId);
+  const config = await deps.store.getDoc(runId, 'rollout-config', policy ?? 'current');
   const record: Trajectory = {
     id,
     runId,
@@ -103,7 +104,8 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
     mode,
     sample,
     ...(policy ? { policy } : {}),
-    model: 'unknown',
+    model: config?.policyModel ?? 'unknown',
+    policyVersion: config?.policyVersion ?? null,
     userModel: null,
     sampling: { temperature: 0, maxTokens: 0 },
     tools: [],
@@ -134,7 +136,8 @@ export async function computeGroup(store: RunStore, runId: string, scenarioId: s
     else missing += 1;
   }
   const scenario = await store.getDoc(runId, 'scenario', scenarioId);
-  const stats = groupStats(runId, scenarioId, scenario?.environmentId ?? '', mode, trajectories, samples, policy);
+  const config = await store.getDoc(runId, 'rollout-config', policy ?? 'current');
+  const stats = { ...groupStats(runId, scenarioId, scenario?.environmentId ?? '', mode, trajectories, samples, policy), policyModel: config?.policyModel ?? null, policyVersion: config?.policyVersion ?? null };
   // A sample without a trajectory still counts, with reward 0 (groupStats pads to the planned samples).
   // Counted when the group is first written: a retried job recomputes the same group, uncounted.
   const counts: FunnelCount[] = [{ stage: 'rollout.group', outcome: 'done', n: 1, once: true }];

@@ -123,6 +123,6 @@ export interface RolloutConfig {
   readonly userModel: string | null;
   readonly temperature: number;
   readonly maxTokensPerTurn: number;
-  /** `--policy-version`, absent when none was given. */
+  /** `--policy-version`, absent when none was given; the first generation's, or that of the generation this document belongs to. */
   readonly policyVersion?: string;
 }

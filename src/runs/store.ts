@@ -20,9 +20,9 @@ export interface RunDocuments {
   readonly scenario: ScenarioRecord;
   /** A trajectory: whole until the sink writes it, then its summary (id: trajectory id). */
   readonly trajectory: StoredTrajectory;
-  /** A scenario's group statistics in one mode (id: `<scenarioId>.<mode>`). */
+  /** A scenario's group statistics in one mode (id: `<scenarioId>.<mode>`, `.<policy>` added for a later policy generation). */
   readonly group: GroupStats;
-  /** The run's frozen rollout settings (id: `current`). */
+  /** The run's frozen rollout settings (id: `current` for its first policy generation, the generation's key for the others). */
   readonly 'rollout-config': RolloutConfig;
   /** The run's frozen scenario settings (id: `current`). */
   readonly 'scenario-config': ScenarioConfig;
@@ -122,7 +122,7 @@ export interface RunStore {
  * retried job may write the same value again.
  */
 const PUT_DOC = `
-if redis.call('GET', KEYS[1]) == ARGV[2] then return 0 end
+if redis.call('STRLEN', KEYS[1]) == string.len(ARGV[2]) and redis.call('GET', KEYS[1]) == ARGV[2] then return 0 end
 local old = redis.call('STRLEN', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[1])

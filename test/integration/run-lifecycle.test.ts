@@ -109,12 +109,22 @@ describe('runs over their lifetime: status at any size, settings that do not cha
     expect(rollouts).to.have.property('code', 'INVALID_REQUEST');
     expect(String(rollouts)).to.include('samples: 2 → 3');
     expect((await f.store.getDoc('r', 'rollout-config', 'current'))?.samples).to.equal(2);
-    // Another policy is not a changed setting but a generation of its own, frozen in its turn.
-    const generation = await submitRollouts(f.config, f.redis, { runId: 'r', samples: 3, modes: ['non-conversational'], policyModel: 'new-checkpoint' });
+    // Another policy is not a changed setting but a generation of its own, frozen in its turn — only on
+    // purpose: it needs a version of its own (a forgotten or mistyped flag does not start a paid generation).
+    const unnamed = await rejection(submitRollouts(f.config, f.redis, { runId: 'r', samples: 3, modes: ['non-conversational'], policyModel: 'new-checkpoint' }));
+    expect(String(unnamed)).to.match(/model null/).and.to.match(/--policy-version of its own/);
+    const generation = await submitRollouts(f.config, f.redis, { runId: 'r', samples: 3, modes: ['non-conversational'], policyModel: 'new-checkpoint', policyVersion: 'step-2000' });
     expect(generation.policy).to.match(/^p-[0-9a-f]{12}$/);
     expect((await f.store.getDoc('r', 'rollout-config', generation.policy!))?.policyModel).to.equal('new-checkpoint');
-    const again = await rejection(submitRollouts(f.config, f.redis, { runId: 'r', samples: 4, modes: ['non-conversational'], policyModel: 'new-checkpoint' }));
+    const again = await rejection(submitRollouts(f.config, f.redis, { runId: 'r', samples: 4, modes: ['non-conversational'], policyModel: 'new-checkpoint', policyVersion: 'step-2000' }));
     expect(String(again)).to.include('samples: 3 → 4');
+    // Two first submissions at once: one is the run's first generation, the other a generation of its own.
+    await f.store.createRun({ ...(await f.store.getRun('r'))!, id: 'r2' });
+    const both = await Promise.all(['v1', 'v2'].map(v => submitRollouts(f.config, f.redis, { runId: 'r2', samples: 2, modes: ['non-conversational'], policyVersion: v })));
+    expect(both.filter(b => b.policy === undefined)).to.have.length(1);
+    const later = both.find(b => b.policy !== undefined)!;
+    expect((await f.store.getDoc('r2', 'rollout-config', later.policy!))?.policyVersion).to.equal(later.config.policyVersion);
+    expect((await f.store.getDoc('r2', 'rollout-config', 'current'))?.policyVersion).to.equal(both.find(b => b.policy === undefined)!.config.policyVersion);
   });
 
   it('reconciles outstanding entries: a job that ended or never came is let go, one that exists is kept', async () => {
