@@ -8,7 +8,8 @@ import type { EnvSession } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import { AGENT_PREFIX, ROLLOUT_PROMPT_VERSIONS, STOP_TOKEN, USER_GREETING, UserSimulatorAnswer, agentSystemPrompt, userSimulatorPrompt } from './prompts.js';
-import type { CheckResult, PolicyTurn, RolloutLimits, RolloutMode, StepRecord, Termination, Trajectory } from './types.js';
+import { scoreFinalState } from './score.js';
+import type { PolicyTurn, RolloutLimits, RolloutMode, StepRecord, Termination, Trajectory } from './types.js';
 import type { TokenRecord } from '../llm/request-shape.js';
 import { trajectoryIdOf } from '../runs/ids.js';
 import { hashOf } from '../util/canonical.js';
@@ -215,24 +216,15 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     }
   }
 
-  let checks: CheckResult[] = [];
-  let reward: number | null = null;
-  let checksError: string | null = null;
+  let readError: string | null = null;
   try {
     if (session) finalState = await session.snapshot();
   } catch (err) {
-    checksError = `the final state could not be read: ${(err as Error).message}`;
+    readError = `the final state could not be read: ${(err as Error).message}`;
   } finally {
     await session?.close().catch(() => undefined);
   }
-  const checklist = scenario.checklist ?? [];
-  if (checklist.length === 0) checksError ??= 'EMPTY_CHECKLIST: the scenario has no checks, so no reward can be computed';
-  else if (finalState === null) checksError ??= 'no final state: the environment did not run, so no reward can be computed';
-  else {
-    const result = await deps.sandbox.checks({ checks: checklist, finalState, initialState: scenario.initialState, limits: input.sandboxLimits });
-    checks = result.results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error } : {}), ...(r.errorCode ? { errorCode: r.errorCode } : {}) }));
-    reward = result.reward;
-  }
+  const { checks, reward, checksError } = await scoreFinalState(deps.sandbox, scenario, finalState, input.sandboxLimits, readError);
   return {
     id,
     runId: input.runId,
