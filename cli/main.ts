@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import type { ExportCommandOptions } from './datasets.js';
 import type { BudgetOptions, ControlOptions, DeleteRunsOptions } from './runs.js';
 import type { SandboxCommandOptions } from './sandbox.js';
+import type { ServeOptions } from './serve.js';
 import type { RolloutsOptions, ScenariosOptions, SynthOptions } from './submit.js';
 
 function positiveInt(value: string): number {
@@ -175,6 +176,17 @@ program
   .option('--port <n>', 'port (default ENVFLEET_DASHBOARD_PORT)', port)
   .option('--host <host>', 'address (default ENVFLEET_DASHBOARD_HOST)')
   .action(guarded(async (opts: { port?: number; host?: string }) => (await import('./servers.js')).dashboardCommand(opts)));
+
+program
+  .command('serve')
+  .description('serve the ready scenarios of a run to RL trainers (NeMo Gym style: POST /seed_session, POST /{tool}, POST /verify; GET /health); docs/env-server.md')
+  .requiredOption('--run <name>', 'the run whose scenarios are served')
+  .option('--port <n>', 'port (default 8090; 0: any free port)', port, 8090)
+  .option('--host <host>', 'address (default 127.0.0.1; anything else needs --token)', '127.0.0.1')
+  .option('--max-sessions <n>', 'live sessions at most; one more is answered 503 OVER_CAPACITY (default 64)', positiveInt, 64)
+  .option('--idle-timeout <ms>', 'a session with no request for this long ends, its reward kept (default 600000; 0: never)', nonNegative('--idle-timeout'), 600_000)
+  .option('--token <token>', 'required from clients as Authorization: Bearer TOKEN (needed unless bound to loopback)')
+  .action(guarded(async (opts: ServeOptions) => (await import('./serve.js')).serveCommand(opts)));
 
 program
   .command('runs')

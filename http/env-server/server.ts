@@ -1,0 +1,247 @@
+import { timingSafeEqual } from 'node:crypto';
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { ConfigError } from '../../config/index.js';
+import { ENV_SERVER_ERROR_CODES, EnvServerError, type EnvServerErrorCode } from '../../src/env-server/errors.js';
+import type { SessionRegistry, SessionResult } from '../../src/env-server/sessions.js';
+import type { Logger } from '../../src/logger.js';
+import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
+
+export interface EnvServerOptions {
+  readonly port: number;
+  readonly host: string;
+  /** Required unless the server binds to loopback only. */
+  readonly token: string | null;
+  /** The served run, for /health. */
+  readonly runId: string;
+}
+
+export interface EnvServer {
+  readonly url: string;
+  readonly server: Server;
+  /** Stops listening (the registry's sessions are the caller's to close). */
+  close(): Promise<void>;
+}
+
+export const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', 'localhost', '::1']);
+
+/** The cookie that carries a NeMo Gym session; every response re-sends it. */
+export const SESSION_COOKIE = 'envfleet_session';
+
+/** Routes of the server itself: no tool is served under these names. */
+export const RESERVED_ROUTES: ReadonlySet<string> = new Set(['seed_session', 'verify', 'health', 'session', 'aggregate_metrics', 'mcp']);
+
+const STATUS: Record<EnvServerErrorCode | 'UNKNOWN_TOOL' | 'INVALID_ARGUMENTS', number> = {
+  UNKNOWN_SCENARIO: 404,
+  SCENARIO_NOT_READY: 409,
+  NO_SESSION: 400,
+  UNKNOWN_SESSION: 404,
+  SESSION_CLOSED: 410,
+  OVER_CAPACITY: 503,
+  ENVIRONMENT_FAILED: 500,
+  MALFORMED_JSON: 400,
+  INVALID_REQUEST_BODY: 400,
+  UNAUTHORIZED: 401,
+  NOT_FOUND: 404,
+  UNKNOWN_TOOL: 404,
+  INVALID_ARGUMENTS: 400,
+};
+
+/** The one error shape of this surface: `{ error: { code, message, …details } }`. */
+function sendError(res: Response, code: string, message: string, details: Readonly<Record<string, unknown>> = {}, status?: number): void {
+  const s = status ?? STATUS[code as keyof typeof STATUS] ?? 422;
+  if (code === 'OVER_CAPACITY') res.setHeader('Retry-After', '1');
+  res.status(s).json({ error: { code, message, ...details } });
+}
+
+/** The body as JSON: {} when empty; MALFORMED_JSON when it does not parse. */
+function bodyOf(req: Request): unknown {
+  const text = typeof req.body === 'string' ? req.body : '';
+  if (text.trim() === '') return {};
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new EnvServerError('MALFORMED_JSON', `the request body is not JSON (${(err as Error).message}); send one JSON object`);
+  }
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The scenario a seed_session body names: a scenario id as a JSON string, `{ "scenario_id": … }`, a row
+ * of rl-prompts.jsonl (`scenario_id`, or inside `info`), or a row of rl-verl.json (`extra_info.scenario_id`).
+ */
+export function scenarioIdOf(body: unknown): string {
+  if (typeof body === 'string' && body) return body;
+  if (isObject(body)) {
+    const candidates: unknown[] = [body['scenario_id'], isObject(body['extra_info']) ? body['extra_info']['scenario_id'] : undefined];
+    const info = body['info'];
+    if (isObject(info)) candidates.push(info['scenario_id']);
+    else if (typeof info === 'string') {
+      try {
+        const parsed = JSON.parse(info) as unknown;
+        if (isObject(parsed)) candidates.push(parsed['scenario_id']);
+      } catch {
+        // not JSON: no id there
+      }
+    }
+    for (const c of candidates) if (typeof c === 'string' && c) return c;
+  }
+  throw new EnvServerError('INVALID_REQUEST_BODY', 'seed_session needs a scenario: send {"scenario_id": "ID"}, or a row of rl-verl.json (extra_info.scenario_id) or rl-prompts.jsonl (scenario_id)');
+}
+
+const sessionOf = (req: Request): string | null => {
+  const m = new RegExp(`(?:^|;\\s*)${SESSION_COOKIE}=([^;]+)`).exec(req.headers.cookie ?? '');
+  return m ? decodeURIComponent(m[1]!) : null;
+};
+
+const setSession = (res: Response, id: string) => res.setHeader('Set-Cookie', `${SESSION_COOKIE}=${encodeURIComponent(id)}; Path=/; HttpOnly; SameSite=Lax`);
+
+/** An ended session's result as the server reports it. */
+export function resultBody(r: SessionResult) {
+  return {
+    session_id: r.sessionId,
+    scenario_id: r.scenarioId,
+    environment_id: r.environmentId,
+    reward: r.reward,
+    solved: r.solved,
+    checks: r.checks,
+    checks_error: r.checksError,
+    ended_by: r.endedBy,
+    detail: r.detail,
+    calls: r.calls,
+    final_state: r.finalState,
+  };
+}
+
+/**
+ * The environment server's HTTP surface, NeMo Gym style: `POST /seed_session` opens a session (the cookie
+ * `envfleet_session`, re-sent by every response), `POST /{tool}` calls a tool with the raw JSON arguments
+ * (the body is the tool's result, as an episode gives it to the model), `POST /verify` ends the session and
+ * returns the request body with `reward` (the checks' fraction), `reward_components` and `envfleet` (the
+ * checks, the final state). `DELETE /session` ends it too; `GET /health`. Anything but loopback needs a token.
+ */
+export async function startEnvServer(registry: SessionRegistry, logger: Logger, options: EnvServerOptions): Promise<EnvServer> {
+  if (!LOOPBACK_HOSTS.has(options.host) && !options.token) {
+    throw new ConfigError(`envfleet serve would listen on ${options.host} without a token: anyone who can reach it could run environments. Pass --token TOKEN, or bind to 127.0.0.1.`);
+  }
+  const app = express();
+  app.disable('x-powered-by');
+  app.disable('etag');
+  app.use(express.text({ type: () => true, limit: '4mb', defaultCharset: 'utf-8' }));
+  // Every response re-sends the session cookie the request carried (NeMo Gym keeps only the latest response's cookies).
+  app.use((req, res, next) => {
+    const id = sessionOf(req);
+    if (id) setSession(res, id);
+    next();
+  });
+  app.get('/health', (_req, res) => {
+    res.json({ status: 'healthy', run: options.runId, sessions: registry.stats() });
+  });
+  if (options.token) app.use(requireToken(options.token));
+
+  const route = (handler: (req: Request, res: Response) => Promise<void>) => (req: Request, res: Response, next: NextFunction) => {
+    handler(req, res).catch(next);
+  };
+  const requireSession = (req: Request): string => {
+    const id = sessionOf(req);
+    if (!id) throw new EnvServerError('NO_SESSION', `the request carries no ${SESSION_COOKIE} cookie: POST /seed_session first and send back the cookie of the latest response`);
+    return id;
+  };
+
+  app.post(
+    '/seed_session',
+    route(async (req, res) => {
+      const scenarioId = scenarioIdOf(bodyOf(req));
+      // A new seed on the same cookie replaces the session it named.
+      const previous = sessionOf(req);
+      if (previous && !registry.result(previous)) await registry.finish(previous, 'replaced').catch(() => undefined);
+      const info = await registry.open(scenarioId);
+      setSession(res, info.id);
+      res.json({ session_id: info.id, scenario_id: info.scenarioId, environment_id: info.environmentId, tools: info.tools, task: info.task });
+    }),
+  );
+  app.post(
+    '/verify',
+    route(async (req, res) => {
+      const body = bodyOf(req);
+      const id = requireSession(req);
+      const result = await registry.finish(id, 'finished');
+      res.json({
+        ...(isObject(body) ? body : {}),
+        reward: result.reward ?? 0,
+        reward_components: Object.fromEntries(result.checks.map(c => [c.item, c.passed ? 1 : 0])),
+        envfleet: resultBody(result),
+      });
+    }),
+  );
+  app.delete(
+    '/session',
+    route(async (req, res) => {
+      const result = await registry.finish(requireSession(req), 'closed');
+      res.json(resultBody(result));
+    }),
+  );
+  app.post(
+    '/:tool',
+    route(async (req, res) => {
+      const tool = String(req.params['tool']);
+      const id = requireSession(req);
+      const info = registry.info(id);
+      if (!info.tools.includes(tool)) {
+        sendError(res, 'UNKNOWN_TOOL', `no tool "${tool}" in this session's environment; the tools are: ${info.tools.join(', ')}`, { tools: info.tools });
+        return;
+      }
+      const args = bodyOf(req);
+      if (!isObject(args)) {
+        sendError(res, 'INVALID_ARGUMENTS', `the arguments of ${tool} must be one JSON object of named arguments, not ${Array.isArray(args) ? 'an array' : typeof args}`);
+        return;
+      }
+      const outcome = await registry.call(id, tool, args);
+      if (outcome.runtimeError) {
+        const result = outcome.result as { error?: unknown } | null;
+        const message = typeof result?.error === 'string' ? result.error : SANDBOX_ERROR_CODES[outcome.runtimeError];
+        sendError(res, outcome.runtimeError, message, { session_ended: registry.result(id) !== null });
+        return;
+      }
+      res.type('application/json').send(JSON.stringify(outcome.result));
+    }),
+  );
+  app.use((_req, res) => {
+    sendError(res, 'NOT_FOUND', 'no such route: POST /seed_session, POST /{tool}, POST /verify, DELETE /session, GET /health');
+  });
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    if (err instanceof EnvServerError) return sendError(res, err.code, err.message, err.details);
+    const e = err as { type?: unknown; status?: unknown };
+    if (e.type === 'entity.too.large') return sendError(res, 'INVALID_REQUEST_BODY', 'the request body is larger than 4 MB', {}, 413);
+    if (typeof e.type === 'string' && typeof e.status === 'number' && e.status < 500) return sendError(res, 'INVALID_REQUEST_BODY', String((err as Error).message), {}, e.status);
+    logger.error({ err }, 'env-server request failed');
+    sendError(res, 'INTERNAL', 'the server failed on this request; see its log', {}, 500);
+  });
+
+  const server = app.listen(options.port, options.host);
+  await once(server, 'listening');
+  const address = server.address() as AddressInfo;
+  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  logger.info({ url, run: options.runId, token: options.token ? 'required' : 'not required (loopback only)' }, 'env server listening');
+  return {
+    url,
+    server,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>(resolve => server.close(() => resolve()));
+    },
+  };
+}
+
+function requireToken(token: string) {
+  const expected = Buffer.from(token);
+  return (req: Request, res: Response, next: NextFunction) => {
+    const given = req.headers.authorization?.replace(/^Bearer\s+/i, '');
+    const b = Buffer.from(given ?? '');
+    if (given && b.length === expected.length && timingSafeEqual(b, expected)) return next();
+    sendError(res, 'UNAUTHORIZED', ENV_SERVER_ERROR_CODES.UNAUTHORIZED);
+  };
+}

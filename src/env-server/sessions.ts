@@ -1,0 +1,246 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../logger.js';
+import { scoreFinalState } from '../rollouts/score.js';
+import type { CheckResult } from '../rollouts/types.js';
+import type { RunStore } from '../runs/store.js';
+import { ENDS_SESSION } from '../sandbox/errors.js';
+import type { SandboxLimits } from '../sandbox/limits.js';
+import type { CallOutcome } from '../sandbox/quickjs-host.js';
+import type { EnvSession, SandboxRunner } from '../sandbox/runner.js';
+import type { ScenarioRecord } from '../scenarios/types.js';
+import type { EnvironmentRecord } from '../synthesis/types.js';
+import { EnvServerError } from './errors.js';
+
+/** What a session needs of a scenario: the scenario, its environment, and the sandbox limits its run froze. */
+export interface ServedScenario {
+  readonly scenario: ScenarioRecord;
+  readonly env: EnvironmentRecord;
+  readonly limits: SandboxLimits;
+}
+
+/** Where the registry finds scenarios; rejects with UNKNOWN_SCENARIO or SCENARIO_NOT_READY. */
+export interface ScenarioSource {
+  scenario(scenarioId: string): Promise<ServedScenario>;
+}
+
+/** The scenarios of one run in the run store (read once each, then kept: a ready scenario never changes). */
+export function runScenarioSource(store: Pick<RunStore, 'getDoc' | 'getRun'>, runId: string): ScenarioSource {
+  const cache = new Map<string, ServedScenario>();
+  return {
+    async scenario(scenarioId) {
+      const hit = cache.get(scenarioId);
+      if (hit) return hit;
+      const scenario = await store.getDoc(runId, 'scenario', scenarioId);
+      if (!scenario) throw new EnvServerError('UNKNOWN_SCENARIO', `no scenario "${scenarioId}" in run ${runId}; use a scenario_id from the run's exports (rl-verl.json extra_info.scenario_id, rl-prompts.jsonl scenario_id)`);
+      if (scenario.status !== 'ready' || !scenario.initialState) {
+        throw new EnvServerError('SCENARIO_NOT_READY', `scenario "${scenarioId}" of run ${runId} is ${scenario.status}, not ready: serve only ready scenarios (envfleet status --run ${runId})`);
+      }
+      const env = await store.getDoc(runId, 'env', scenario.environmentId);
+      if (!env?.source || !env.className) throw new EnvServerError('SCENARIO_NOT_READY', `the environment ${scenario.environmentId} of scenario "${scenarioId}" has no assembled code in run ${runId}`);
+      const run = await store.getRun(runId);
+      if (!run) throw new EnvServerError('UNKNOWN_SCENARIO', `run "${runId}" does not exist`);
+      const served = { scenario, env, limits: run.options.limits };
+      cache.set(scenarioId, served);
+      return served;
+    },
+  };
+}
+
+/** Why a session ended. */
+export type SessionEnd = 'finished' | 'closed' | 'idle-timeout' | 'environment-error' | 'replaced' | 'shutdown';
+
+export interface SessionInfo {
+  readonly id: string;
+  readonly scenarioId: string;
+  readonly environmentId: string;
+  readonly tools: readonly string[];
+  readonly task: string | null;
+  readonly openedAt: string;
+}
+
+/** What a session leaves when it ends: kept after the environment is gone. */
+export interface SessionResult {
+  readonly sessionId: string;
+  readonly scenarioId: string;
+  readonly environmentId: string;
+  readonly endedBy: SessionEnd;
+  readonly detail: string | null;
+  readonly endedAt: string;
+  readonly calls: number;
+  readonly finalState: unknown;
+  /** The fraction of the scenario's checks true on the final state (as a rollout's reward); null when none could run. */
+  readonly reward: number | null;
+  readonly solved: boolean;
+  readonly checks: readonly CheckResult[];
+  readonly checksError: string | null;
+}
+
+export interface SessionRegistryOptions {
+  /** At most this many live sessions (opening ones count); one more is refused with OVER_CAPACITY. */
+  readonly maxSessions: number;
+  /** A session with no request for this long ends (`idle-timeout`); 0: never. */
+  readonly idleTimeoutMs: number;
+  /** How many ended sessions' results are kept (the oldest are forgotten first). */
+  readonly keepResults?: number;
+}
+
+export interface SessionRegistryDeps {
+  readonly sandbox: Pick<SandboxRunner, 'openSession' | 'checks'>;
+  readonly scenarios: ScenarioSource;
+  readonly logger?: Logger;
+}
+
+export interface SessionRegistry {
+  /** Opens a session on the scenario's initial state; OVER_CAPACITY (with active and max) when full. */
+  open(scenarioId: string): Promise<SessionInfo>;
+  /** A live session; UNKNOWN_SESSION or SESSION_CLOSED otherwise. */
+  info(sessionId: string): SessionInfo;
+  /** Calls a tool: the outcome as an episode gets it (sandbox codes in `runtimeError`). A code that discards the environment ends the session. */
+  call(sessionId: string, tool: string, args: unknown): Promise<CallOutcome>;
+  /** Ends the session (final state, reward from the checks) and returns its result; the kept result when it has ended already. */
+  finish(sessionId: string, endedBy?: SessionEnd): Promise<SessionResult>;
+  /** The kept result of an ended session, or null. */
+  result(sessionId: string): SessionResult | null;
+  stats(): { readonly active: number; readonly max: number };
+  /** Ends every live session (`shutdown`); new ones are refused. */
+  closeAll(): Promise<void>;
+}
+
+interface Live {
+  info: SessionInfo | null;
+  served: ServedScenario | null;
+  env: EnvSession | null;
+  calls: number;
+  timer: NodeJS.Timeout | null;
+  ending: Promise<SessionResult> | null;
+}
+
+export function createSessionRegistry(deps: SessionRegistryDeps, options: SessionRegistryOptions): SessionRegistry {
+  const live = new Map<string, Live>();
+  const ended = new Map<string, SessionResult>();
+  const keep = options.keepResults ?? 10_000;
+  let shuttingDown = false;
+
+  const touch = (id: string, s: Live) => {
+    if (options.idleTimeoutMs <= 0) return;
+    if (s.timer) clearTimeout(s.timer);
+    s.timer = setTimeout(() => {
+      void finish(id, 'idle-timeout', `no request for ${options.idleTimeoutMs} ms`).catch(err => deps.logger?.warn({ err, session: id }, 'ending an idle session failed'));
+    }, options.idleTimeoutMs);
+    s.timer.unref();
+  };
+
+  const liveOrThrow = (id: string): Live => {
+    const s = live.get(id);
+    if (s && !s.ending && s.info) return s;
+    const done = ended.get(id);
+    if (s?.ending || done) {
+      throw new EnvServerError('SESSION_CLOSED', `session ${id} has ended${done ? ` (${done.endedBy}${done.detail ? `: ${done.detail}` : ''})` : ''}; verify returns its reward, and seed_session starts a new one`, { endedBy: done?.endedBy ?? 'ending' });
+    }
+    throw new EnvServerError('UNKNOWN_SESSION', `no session ${id} on this server; start one with seed_session`);
+  };
+
+  async function finish(id: string, endedBy: SessionEnd, detail: string | null = null): Promise<SessionResult> {
+    const done = ended.get(id);
+    if (done) return done;
+    const s = live.get(id);
+    if (!s?.info || !s.served) throw new EnvServerError('UNKNOWN_SESSION', `no session ${id} on this server; start one with seed_session`);
+    if (s.ending) return s.ending;
+    if (s.timer) clearTimeout(s.timer);
+    const { info, served } = s;
+    s.ending = (async () => {
+      let finalState: unknown = null;
+      let readError: string | null = null;
+      try {
+        finalState = await s.env!.snapshot();
+      } catch (err) {
+        readError = `the final state could not be read: ${(err as Error).message}`;
+      } finally {
+        await s.env!.close().catch(() => undefined);
+      }
+      let score: Awaited<ReturnType<typeof scoreFinalState>>;
+      try {
+        score = await scoreFinalState(deps.sandbox, served.scenario, finalState, served.limits, readError);
+      } catch (err) {
+        score = { checks: [], reward: null, checksError: `the checks could not run: ${(err as Error).message}` };
+      }
+      const result: SessionResult = {
+        sessionId: id,
+        scenarioId: info.scenarioId,
+        environmentId: info.environmentId,
+        endedBy,
+        detail,
+        endedAt: new Date().toISOString(),
+        calls: s.calls,
+        finalState,
+        reward: score.reward,
+        solved: score.reward === 1,
+        checks: score.checks,
+        checksError: score.checksError,
+      };
+      ended.set(id, result);
+      while (ended.size > keep) ended.delete(ended.keys().next().value!);
+      live.delete(id);
+      return result;
+    })();
+    return s.ending;
+  }
+
+  return {
+    async open(scenarioId) {
+      if (shuttingDown) throw new EnvServerError('OVER_CAPACITY', 'the server is shutting down; open the session on another server', { active: live.size, max: 0 });
+      if (live.size >= options.maxSessions) {
+        throw new EnvServerError('OVER_CAPACITY', `the server holds ${live.size} sessions, its maximum (--max-sessions ${options.maxSessions}): finish or close a session (verify ends it), or retry later`, { active: live.size, max: options.maxSessions });
+      }
+      const id = randomUUID();
+      // The slot is taken before anything is awaited, so sessions opened at once never pass the maximum.
+      const s: Live = { info: null, served: null, env: null, calls: 0, timer: null, ending: null };
+      live.set(id, s);
+      try {
+        const served = await deps.scenarios.scenario(scenarioId);
+        const { scenario, env } = served;
+        try {
+          s.env = await deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [] }, scenario.initialState, served.limits);
+        } catch (err) {
+          throw new EnvServerError('ENVIRONMENT_FAILED', `the environment of scenario "${scenarioId}" did not start: ${(err as Error).message}`);
+        }
+        s.served = served;
+        s.info = { id, scenarioId, environmentId: env.id, tools: s.env.tools, task: scenario.task ?? null, openedAt: new Date().toISOString() };
+      } catch (err) {
+        live.delete(id);
+        throw err;
+      }
+      if (shuttingDown) {
+        await finish(id, 'shutdown');
+        throw new EnvServerError('OVER_CAPACITY', 'the server is shutting down; open the session on another server', { active: live.size, max: 0 });
+      }
+      touch(id, s);
+      return s.info;
+    },
+    info: id => liveOrThrow(id).info!,
+    async call(id, tool, args) {
+      const s = liveOrThrow(id);
+      touch(id, s);
+      s.calls += 1;
+      let outcome: CallOutcome;
+      try {
+        outcome = await s.env!.call(tool, args);
+      } catch (err) {
+        // The sandbox thread holding the environment is gone: the session ends with what can be read.
+        await finish(id, 'environment-error', `the environment failed: ${(err as Error).message}`).catch(() => undefined);
+        throw new EnvServerError('ENVIRONMENT_FAILED', `the environment of session ${id} failed: ${(err as Error).message}; the session has ended, verify returns its result`);
+      }
+      if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
+        await finish(id, 'environment-error', `${outcome.runtimeError} in ${tool}; the environment was discarded`);
+      } else if (!s.ending) touch(id, s);
+      return outcome;
+    },
+    finish: (id, endedBy = 'finished') => finish(id, endedBy),
+    result: id => ended.get(id) ?? null,
+    stats: () => ({ active: live.size, max: options.maxSessions }),
+    async closeAll() {
+      shuttingDown = true;
+      await Promise.all([...live.entries()].filter(([, s]) => s.info).map(([id]) => finish(id, 'shutdown').catch(() => undefined)));
+    },
+  };
+}

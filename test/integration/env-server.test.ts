@@ -1,0 +1,219 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { expect } from 'chai';
+import { startServing, type Serving } from '../../cli/serve.js';
+import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
+import { exportRun } from '../../src/datasets/export.js';
+import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
+import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import { DEMO, ENVFLEET_BIN, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
+
+const run = promisify(execFile);
+
+interface Reply {
+  readonly status: number;
+  readonly text: string;
+  readonly json: Record<string, unknown>;
+  readonly headers: Headers;
+}
+
+/** A NeMo Gym-like client: it sends back only the cookies of the latest response (none when that response set none). */
+class LatestCookieClient {
+  cookie: string | null = null;
+  constructor(
+    readonly base: string,
+    readonly token: string | null = null,
+  ) {}
+  async send(method: string, path: string, body?: unknown, raw = false): Promise<Reply> {
+    const res = await fetch(this.base + path, {
+      method,
+      headers: { 'content-type': 'application/json', ...(this.cookie ? { cookie: this.cookie } : {}), ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) },
+      ...(body === undefined ? {} : { body: raw ? (body as string) : JSON.stringify(body) }),
+    });
+    const set = res.headers.getSetCookie();
+    this.cookie = set.length ? set.map(c => c.split(';')[0]!).join('; ') : null;
+    const text = await res.text();
+    return { status: res.status, text, json: JSON.parse(text) as Record<string, unknown>, headers: res.headers };
+  }
+  post(path: string, body?: unknown, raw = false) {
+    return this.send('POST', path, body, raw);
+  }
+}
+
+const errorOf = (r: Reply) => r.json['error'] as { code: string; message: string; [k: string]: unknown };
+
+describe('envfleet serve: the environment server, NeMo Gym style (real Redis, real sandbox pool, real HTTP)', function () {
+  const fleet = useFleet('suite');
+  let f: Fleet;
+  let serving: Serving;
+  let scenarios: ScenarioRecord[];
+  let verlRows: { extra_info: { scenario_id: string } }[];
+  const byTask = (needle: string) => scenarios.find(s => s.task?.includes(needle))!;
+
+  before(async function () {
+    f = await fleet();
+    await submitSynthesis(f.config, f.redis, { runId: 's1', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await f.waitForRun('s1');
+    await submitScenarios(f.config, f.redis, { runId: 's1', perEnv: 3 });
+    await f.waitForRun('s1');
+    scenarios = [];
+    for (const id of await f.store.listDocIds('s1', 'scenario')) {
+      const s = (await f.store.getDoc('s1', 'scenario', id))!;
+      if (s.status === 'ready') scenarios.push(s);
+    }
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-serve-'));
+    await exportRun(f.store, 's1', dir, { formats: ['verl', 'prompts'] });
+    // rl-verl.json is one JSON row per line.
+    verlRows = (await readFile(join(dir, 'rl-verl.json'), 'utf8')).trim().split('\n').map(l => JSON.parse(l) as (typeof verlRows)[number]);
+    serving = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 2, idleTimeout: 600_000 });
+  });
+  after(async () => {
+    await serving?.close();
+  });
+
+  it('drives a scenario to its reward from a verl row; the reward is `envfleet sandbox check` on the same final state; the cookie is re-sent every time', async () => {
+    const iris = byTask('Iris Vance');
+    const row = verlRows.find(r => r.extra_info.scenario_id === iris.id)!;
+    expect(row, 'the verl export has the Iris scenario').to.not.equal(undefined);
+    const c = new LatestCookieClient(serving.url);
+    const seeded = await c.post('/seed_session', row);
+    expect(seeded.status).to.equal(200);
+    expect(seeded.json).to.include({ scenario_id: iris.id });
+    expect(seeded.json['tools']).to.include.members(['get_member', 'return_book', 'pay_fine', 'borrow_book']);
+    const session = c.cookie;
+    expect(session).to.match(/^envfleet_session=/);
+
+    const member = await c.post('/get_member', { member_id: 'M7' });
+    expect(member.status).to.equal(200);
+    expect(member.text).to.include('Iris Vance');
+    expect(c.cookie, 'every response re-sends the session cookie').to.equal(session);
+    expect((await c.post('/return_book', { loan_id: 'L21' })).text).to.match(/Returned 5 days late/);
+    expect((await c.post('/pay_fine', { member_id: 'M7', amount: 2.5 })).text).to.match(/Paid 2\.5; 0 left/);
+    expect((await c.post('/borrow_book', { member_id: 'M7', book_id: 'B5' })).text).to.match(/Lent Kindred to Iris Vance/);
+    expect(c.cookie).to.equal(session);
+
+    const verified = await c.post('/verify', { ...row, response: { output: [] } });
+    expect(verified.status).to.equal(200);
+    expect(verified.json['extra_info'], 'verify echoes the request body').to.deep.equal(row.extra_info);
+    const env = verified.json['envfleet'] as { reward: number; solved: boolean; checks: { item: string; passed: boolean }[]; final_state: unknown; ended_by: string; calls: number };
+    expect(verified.json['reward']).to.equal(1);
+    expect(env).to.include({ reward: 1, solved: true, ended_by: 'finished', calls: 4 });
+    expect(Object.keys(verified.json['reward_components'] as object)).to.deep.equal(iris.checklist!.map(c => c.item));
+
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-serve-check-'));
+    await writeFile(join(dir, 'c.json'), JSON.stringify(iris.checklist));
+    await writeFile(join(dir, 'i.json'), JSON.stringify(iris.initialState));
+    await writeFile(join(dir, 'f.json'), JSON.stringify(env.final_state));
+    const { stdout } = await run(process.execPath, [ENVFLEET_BIN, 'sandbox', 'check', join(dir, 'c.json'), '--initial', join(dir, 'i.json'), '--final', join(dir, 'f.json')]);
+    const cli = JSON.parse(stdout) as { reward: number; results: { passed: boolean }[] };
+    expect(cli.reward).to.equal(env.reward);
+    expect(cli.results.map(r => r.passed)).to.deep.equal(env.checks.map(c => c.passed));
+
+    // The session has ended: its result is kept, tools are refused.
+    const again = await c.post('/verify', {});
+    expect(again.json['reward']).to.equal(1);
+    const closed = await c.post('/get_member', { member_id: 'M7' });
+    expect(closed.status).to.equal(410);
+    expect(errorOf(closed).code).to.equal('SESSION_CLOSED');
+    expect(serving.registry.stats().active).to.equal(0);
+  });
+
+  it('a partly done scenario gets a partial reward that the checks give on the same final state', async () => {
+    const pl = byTask('PL-900');
+    const c = new LatestCookieClient(serving.url);
+    expect((await c.post('/seed_session', { scenario_id: pl.id })).status).to.equal(200);
+    expect((await c.post('/exit_vehicle', { ticket_id: 'T2' })).text).to.match(/PL-900 left S2/);
+    const v = await c.post('/verify');
+    const env = v.json['envfleet'] as { final_state: unknown; reward: number; session_id: string };
+    expect(serving.registry.result(env.session_id)?.reward).to.equal(0.5);
+    const checks = await createLocalSandboxRunner().checks({ checks: pl.checklist!, finalState: env.final_state, initialState: pl.initialState, limits: (await f.store.getRun('s1'))!.options.limits });
+    expect(v.json['reward']).to.equal(checks.reward);
+  });
+
+  it('answers bad input with a stable code and a message that says what to do', async () => {
+    const iris = byTask('Iris Vance');
+    const c = new LatestCookieClient(serving.url);
+    const cases: [Reply, number, string][] = [];
+    cases.push([await c.post('/seed_session', { scenario_id: 'no-such-scenario' }), 404, 'UNKNOWN_SCENARIO']);
+    cases.push([await c.post('/seed_session', '{"scenario_id": ', true), 400, 'MALFORMED_JSON']);
+    cases.push([await c.post('/seed_session', { prompt: [] }), 400, 'INVALID_REQUEST_BODY']);
+    cases.push([await c.post('/get_member', { member_id: 'M7' }), 400, 'NO_SESSION']);
+    c.cookie = 'envfleet_session=00000000-0000-0000-0000-000000000000';
+    cases.push([await c.post('/get_member', { member_id: 'M7' }), 404, 'UNKNOWN_SESSION']);
+    c.cookie = null;
+    expect((await c.post('/seed_session', { scenario_id: iris.id })).status).to.equal(200);
+    cases.push([await c.post('/launch_rocket', {}), 404, 'UNKNOWN_TOOL']);
+    cases.push([await c.post('/pay_fine', { member_id: 'M7', amount: '6' }), 400, 'INVALID_ARGUMENTS']);
+    cases.push([await c.post('/pay_fine', [1, 2]), 400, 'INVALID_ARGUMENTS']);
+    cases.push([await c.post('/pay_fine', '{"member_id": "M7"', true), 400, 'MALFORMED_JSON']);
+    cases.push([await c.send('GET', '/nowhere'), 404, 'NOT_FOUND']);
+    for (const [reply, status, code] of cases) {
+      expect(reply.status, `${code}: ${reply.text}`).to.equal(status);
+      expect(errorOf(reply).code, reply.text).to.equal(code);
+      expect(errorOf(reply).message.length, reply.text).to.be.greaterThan(20);
+    }
+    expect(errorOf(cases[5]![0]).message).to.include('get_member');
+    // After all that, the session still works; a bad call does not end it.
+    expect(c.cookie).to.match(/^envfleet_session=/);
+    expect((await c.post('/get_member', { member_id: 'M7' })).status).to.equal(200);
+    const closed = await c.send('DELETE', '/session');
+    expect(closed.status).to.equal(200);
+    expect(closed.json).to.include({ ended_by: 'closed' });
+  });
+
+  it('over capacity answers 503 with active and max, without disturbing the open sessions; multi-byte text round-trips', async () => {
+    const gx = byTask('GX-310');
+    const a = new LatestCookieClient(serving.url);
+    const b = new LatestCookieClient(serving.url);
+    const extra = new LatestCookieClient(serving.url);
+    expect((await a.post('/seed_session', { scenario_id: gx.id })).status).to.equal(200);
+    expect((await b.post('/seed_session', { scenario_id: gx.id })).status).to.equal(200);
+    const full = await extra.post('/seed_session', { scenario_id: gx.id });
+    expect(full.status).to.equal(503);
+    expect(full.headers.get('retry-after')).to.equal('1');
+    expect(errorOf(full)).to.include({ code: 'OVER_CAPACITY', active: 2, max: 2 });
+    expect(errorOf(full).message).to.match(/--max-sessions 2/);
+    const health = await extra.send('GET', '/health');
+    expect(health.json).to.deep.include({ status: 'healthy', sessions: { active: 2, max: 2 } });
+
+    const plate = 'ÄÖ-漢字-🚗';
+    const parked = await a.post('/enter_vehicle', { plate, size: 'compact' });
+    expect(parked.status).to.equal(200);
+    expect(JSON.parse(parked.text)).to.deep.include({ success: true });
+    expect(parked.text).to.include(`${plate} parked in`);
+    const ended = await a.send('DELETE', '/session');
+    expect(JSON.stringify(ended.json['final_state'])).to.include(plate);
+    // b never noticed; a slot is free again.
+    expect((await b.post('/exit_vehicle', { ticket_id: 'T5' })).text).to.match(/GX-310 left S9/);
+    expect((await extra.post('/seed_session', { scenario_id: gx.id })).status).to.equal(200);
+    await b.send('DELETE', '/session');
+    await extra.send('DELETE', '/session');
+    expect(serving.registry.stats().active).to.equal(0);
+  });
+
+  it('needs a token off loopback, and checks it', async () => {
+    let refused: unknown;
+    try {
+      await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '0.0.0.0', maxSessions: 1, idleTimeout: 0 });
+    } catch (err) {
+      refused = err;
+    }
+    expect(String((refused as Error).message)).to.match(/--token/);
+    const secured = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 0, token: 'sekrit-token' });
+    try {
+      const anon = new LatestCookieClient(secured.url);
+      const r = await anon.post('/seed_session', { scenario_id: byTask('GX-310').id });
+      expect(r.status).to.equal(401);
+      expect(errorOf(r).code).to.equal('UNAUTHORIZED');
+      expect((await anon.send('GET', '/health')).status).to.equal(200);
+      const ok = new LatestCookieClient(secured.url, 'sekrit-token');
+      expect((await ok.post('/seed_session', { scenario_id: byTask('GX-310').id })).status).to.equal(200);
+      expect((await ok.post('/verify')).json['reward']).to.be.a('number');
+    } finally {
+      await secured.close();
+    }
+  });
+});
