@@ -1,0 +1,122 @@
+import { expect } from 'chai';
+import { EnvServerError } from '../../../src/env-server/errors.js';
+import { createSessionRegistry, type ScenarioSource, type ServedScenario } from '../../../src/env-server/sessions.js';
+import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
+import type { EnvSession, SandboxRunner } from '../../../src/sandbox/runner.js';
+import type { ScenarioRecord } from '../../../src/scenarios/types.js';
+import type { EnvironmentRecord } from '../../../src/synthesis/types.js';
+
+const served: ServedScenario = {
+  scenario: { id: 'sc1', runId: 'r', environmentId: 'e1', index: 0, status: 'ready', initialState: { n: 0 }, task: 'count to 2', checklist: [{ item: 'n is 2', check: '' }, { item: 'n is positive', check: '' }] } as unknown as ScenarioRecord,
+  env: { id: 'e1', className: 'C', source: 'class C {}', tools: [], description: { summary: 'counter' } } as unknown as EnvironmentRecord,
+  limits: DEFAULT_SANDBOX_LIMITS,
+};
+
+const scenarios: ScenarioSource = {
+  scenario: id => (id === 'sc1' ? Promise.resolve(served) : Promise.reject(new EnvServerError('UNKNOWN_SCENARIO', `no scenario ${id}`))),
+};
+
+/** A sandbox whose environments count `inc` calls; `boom` discards the environment; checks read `n`. */
+function fakeSandbox() {
+  const stats = { opened: 0, closed: 0, snapshots: 0 };
+  const sandbox: Pick<SandboxRunner, 'openSession' | 'checks'> = {
+    async openSession(_code, initialState) {
+      stats.opened += 1;
+      await new Promise(resolve => setTimeout(resolve, 5));
+      const state = { ...(initialState as { n: number }) };
+      let disposed = false;
+      const session: EnvSession = {
+        tools: ['inc', 'boom'],
+        call(tool) {
+          if (disposed) return Promise.resolve({ result: { success: false, error: 'disposed' }, runtimeError: 'ENV_DISPOSED', us: 0 });
+          if (tool === 'boom') {
+            disposed = true;
+            return Promise.resolve({ result: { success: false, error: 'out of time' }, runtimeError: 'DEADLINE_EXCEEDED', us: 0 });
+          }
+          state.n += 1;
+          return Promise.resolve({ result: { success: true, n: state.n }, us: 1 });
+        },
+        snapshot() {
+          stats.snapshots += 1;
+          return disposed ? Promise.reject(new Error('ENV_DISPOSED')) : Promise.resolve(structuredClone(state));
+        },
+        close() {
+          stats.closed += 1;
+          return Promise.resolve();
+        },
+      };
+      return session;
+    },
+    checks(input) {
+      const n = (input.finalState as { n: number }).n;
+      const results = [{ item: 'n is 2', passed: n === 2 }, { item: 'n is positive', passed: n > 0 }];
+      return Promise.resolve({ results, reward: results.filter(r => r.passed).length / results.length } as never);
+    },
+  };
+  return { sandbox, stats };
+}
+
+const codeOf = async (p: Promise<unknown>) => {
+  try {
+    await p;
+  } catch (err) {
+    return err instanceof EnvServerError ? err.code : String(err);
+  }
+  return 'no error';
+};
+
+describe('env-server session registry', () => {
+  it('opens, calls, finishes with the checks reward, keeps the result; finishing twice snapshots once', async () => {
+    const { sandbox, stats } = fakeSandbox();
+    const reg = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 4, idleTimeoutMs: 0 });
+    const s = await reg.open('sc1');
+    expect(s).to.include({ scenarioId: 'sc1', environmentId: 'e1', task: 'count to 2' });
+    expect((await reg.call(s.id, 'inc', {})).result).to.deep.equal({ success: true, n: 1 });
+    await reg.call(s.id, 'inc', {});
+    const [a, b] = await Promise.all([reg.finish(s.id), reg.finish(s.id, 'closed')]);
+    expect(a).to.equal(b);
+    expect(a).to.include({ reward: 1, solved: true, endedBy: 'finished', calls: 2, checksError: null });
+    expect(a.finalState).to.deep.equal({ n: 2 });
+    expect(stats).to.deep.include({ snapshots: 1, closed: 1 });
+    expect(reg.result(s.id)).to.equal(a);
+    expect(await codeOf(reg.call(s.id, 'inc', {}))).to.equal('SESSION_CLOSED');
+    expect(await codeOf(reg.finish('nope'))).to.equal('UNKNOWN_SESSION');
+    expect(reg.stats()).to.deep.equal({ active: 0, max: 4 });
+  });
+
+  it('never passes the maximum, even for sessions opened at once; a failed open frees its slot', async () => {
+    const { sandbox } = fakeSandbox();
+    const reg = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 2, idleTimeoutMs: 0 });
+    const opened = await Promise.allSettled([reg.open('sc1'), reg.open('sc1'), reg.open('sc1')]);
+    expect(opened.filter(o => o.status === 'fulfilled')).to.have.length(2);
+    const refused = opened.find(o => o.status === 'rejected')!;
+    expect((refused.reason as EnvServerError).details).to.deep.equal({ active: 2, max: 2 });
+    const first = (opened[0] as PromiseFulfilledResult<{ id: string }>).value.id;
+    await reg.finish(first);
+    expect(await codeOf(reg.open('unknown'))).to.equal('UNKNOWN_SCENARIO');
+    expect(reg.stats().active).to.equal(1);
+    await reg.open('sc1');
+    expect(reg.stats().active).to.equal(2);
+    await reg.closeAll();
+    expect(reg.stats().active).to.equal(0);
+    expect(await codeOf(reg.open('sc1'))).to.equal('OVER_CAPACITY');
+  });
+
+  it('ends a session that is idle too long, and one whose environment was discarded; their results are kept', async () => {
+    const { sandbox } = fakeSandbox();
+    const reg = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 4, idleTimeoutMs: 40 });
+    const idle = await reg.open('sc1');
+    await reg.call(idle.id, 'inc', {});
+    await new Promise(resolve => setTimeout(resolve, 120));
+    expect(reg.result(idle.id)).to.include({ endedBy: 'idle-timeout', reward: 0.5 });
+    expect(await codeOf(reg.call(idle.id, 'inc', {}))).to.equal('SESSION_CLOSED');
+
+    const broken = await reg.open('sc1');
+    const outcome = await reg.call(broken.id, 'boom', {});
+    expect(outcome.runtimeError).to.equal('DEADLINE_EXCEEDED');
+    const r = reg.result(broken.id)!;
+    expect(r).to.include({ endedBy: 'environment-error', reward: null });
+    expect(r.checksError).to.match(/final state could not be read/);
+    expect(reg.stats().active).to.equal(0);
+  });
+});
