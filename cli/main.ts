@@ -181,10 +181,10 @@ program
   .command('serve')
   .description('serve the ready scenarios of a run to RL trainers (NeMo Gym style: POST /seed_session, POST /{tool}, POST /verify; GET /health); docs/env-server.md')
   .requiredOption('--run <name>', 'the run whose scenarios are served')
-  .option('--port <n>', 'port (default 8090; 0: any free port)', port, 8090)
-  .option('--host <host>', 'address (default 127.0.0.1; anything else needs --token)', '127.0.0.1')
-  .option('--max-sessions <n>', 'live sessions at most; one more is answered 503 OVER_CAPACITY (default 64)', positiveInt, 64)
-  .option('--idle-timeout <ms>', 'a session with no request for this long ends, its reward kept (default 600000; 0: never)', nonNegative('--idle-timeout'), 600_000)
+  .option('--port <n>', 'port (0: any free port)', port, 8090)
+  .option('--host <host>', 'address (anything but loopback needs --token)', '127.0.0.1')
+  .option('--max-sessions <n>', 'live sessions at most; one more is answered 503 OVER_CAPACITY', positiveInt, 64)
+  .option('--idle-timeout <ms>', 'a session with no request for this long (ms) ends, its reward kept (0: never)', nonNegative('--idle-timeout'), 600_000)
   .option('--token <token>', 'required from clients as Authorization: Bearer TOKEN (needed unless bound to loopback)')
   .action(guarded(async (opts: ServeOptions) => (await import('./serve.js')).serveCommand(opts)));
 

@@ -34,7 +34,7 @@ export function validateServeOptions(opts: ServeOptions): void {
   if (opts.idleTimeout > 0 && opts.idleTimeout < 1_000) problems.push(`--idle-timeout ${opts.idleTimeout} ms would end sessions between a model's turns: give at least 1000 ms (or 0 for never)`);
   if (opts.token !== undefined && opts.token.trim().length < 8) problems.push('--token must be at least 8 characters');
   if (!LOOPBACK_HOSTS.has(opts.host) && !opts.token) problems.push(`--host ${opts.host} is not loopback: anyone who can reach it could run environments; pass --token TOKEN (clients send Authorization: Bearer TOKEN), or bind to 127.0.0.1`);
-  if (problems.length) throw new ConfigError(`envfleet serve: ${problems.join('; ')}`);
+  if (problems.length) throw new ConfigError(`serve settings: ${problems.join('; ')}`);
 }
 
 /** Starts the environment server of a run: the sandbox pool, the session registry and the HTTP surface. */
