@@ -185,7 +185,7 @@ program
   .option('--host <host>', 'address (anything but loopback needs --token)', '127.0.0.1')
   .option('--max-sessions <n>', 'live sessions at most; one more is answered 503 OVER_CAPACITY', positiveInt, 64)
   .option('--idle-timeout <ms>', 'a session with no request for this long (ms) ends, its reward kept (0: never)', nonNegative('--idle-timeout'), 600_000)
-  .option('--token <token>', 'required from clients as Authorization: Bearer TOKEN (needed unless bound to loopback)')
+  .option('--token <token>', 'required from clients as Authorization: Bearer TOKEN (needed unless bound to loopback; default ENVFLEET_SERVE_TOKEN, which keeps it out of the process list)')
   .action(guarded(async (opts: ServeOptions) => (await import('./serve.js')).serveCommand(opts)));
 
 program

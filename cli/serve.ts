@@ -33,12 +33,15 @@ export function validateServeOptions(opts: ServeOptions): void {
   if (!Number.isInteger(opts.idleTimeout) || opts.idleTimeout < 0) problems.push(`--idle-timeout must be milliseconds, a whole number ≥ 0 (0: never; got ${opts.idleTimeout})`);
   if (opts.idleTimeout > 0 && opts.idleTimeout < 1_000) problems.push(`--idle-timeout ${opts.idleTimeout} ms would end sessions between a model's turns: give at least 1000 ms (or 0 for never)`);
   if (opts.token !== undefined && opts.token.trim().length < 8) problems.push('--token must be at least 8 characters');
-  if (!LOOPBACK_HOSTS.has(opts.host) && !opts.token) problems.push(`--host ${opts.host} is not loopback: anyone who can reach it could run environments; pass --token TOKEN (clients send Authorization: Bearer TOKEN), or bind to 127.0.0.1`);
+  if (!LOOPBACK_HOSTS.has(opts.host) && !opts.token) problems.push(`--host ${opts.host} is not loopback: anyone who can reach it could run environments; set ENVFLEET_SERVE_TOKEN (or pass --token TOKEN; clients send Authorization: Bearer TOKEN), or bind to 127.0.0.1`);
   if (problems.length) throw new ConfigError(`serve settings: ${problems.join('; ')}`);
 }
 
 /** Starts the environment server of a run: the sandbox pool, the session registry and the HTTP surface. */
-export async function startServing(config: AppConfig, logger: Logger, opts: ServeOptions): Promise<Serving> {
+export async function startServing(config: AppConfig, logger: Logger, given: ServeOptions): Promise<Serving> {
+  // The token from --token, else ENVFLEET_SERVE_TOKEN (kept out of the process list).
+  const token = given.token ?? config.serve.token ?? undefined;
+  const opts: ServeOptions = { ...given, token };
   validateServeOptions(opts);
   const redis = createRedisConnection(config.redis.url, 'worker');
   try {
@@ -84,11 +87,12 @@ export async function startServing(config: AppConfig, logger: Logger, opts: Serv
 
 /** `envfleet serve`. */
 export async function serveCommand(opts: ServeOptions): Promise<void> {
-  validateServeOptions(opts);
   const config = loadConfig();
+  const token = opts.token ?? config.serve.token ?? undefined;
+  validateServeOptions({ ...opts, token });
   const logger = createLogger(config);
   const serving = await startServing(config, logger, opts);
-  process.stdout.write(`envfleet environment server for run ${opts.run} at ${serving.url} (NeMo Gym style: POST /seed_session, POST /{tool}, POST /verify; ${opts.token ? 'token required' : 'no token: loopback only'})\n`);
+  process.stdout.write(`envfleet environment server for run ${opts.run} at ${serving.url} (NeMo Gym style: POST /seed_session, POST /{tool}, POST /verify; ${token ? 'token required' : 'no token: loopback only'})\n`);
   let closing = false;
   const stop = () => {
     if (closing) return;

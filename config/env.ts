@@ -269,6 +269,12 @@ export const ENV_VARS = {
     description: 'Token the dashboard requires (Authorization: Bearer TOKEN, or ?token=TOKEN once); required unless it binds to loopback only.',
     secret: true,
   },
+  ENVFLEET_SERVE_TOKEN: {
+    schema: z.string().trim().min(8, 'use at least 8 characters').optional(),
+    example: '',
+    description: 'Token `envfleet serve` requires from clients (Authorization: Bearer TOKEN); required unless it binds to loopback. `--token` overrides it (but shows in the process list).',
+    secret: true,
+  },
   LOG_LEVEL: {
     schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     example: 'info',

@@ -9,7 +9,7 @@ import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { DEMO, ENVFLEET_BIN, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
+import { DEMO, ENVFLEET_BIN, silentLogger, testConfig, useFleet, type Fleet } from '../helpers/integration.js';
 
 const run = promisify(execFile);
 
@@ -201,7 +201,16 @@ describe('envfleet serve: the environment server, NeMo Gym style (real Redis, re
     } catch (err) {
       refused = err;
     }
-    expect(String((refused as Error).message)).to.match(/--token/);
+    expect(String((refused as Error).message)).to.match(/ENVFLEET_SERVE_TOKEN/).and.to.match(/--token/);
+    // From the environment (kept out of the process list), as from --token.
+    const fromEnv = await startServing(testConfig(f.server, { ENVFLEET_REDIS_PREFIX: f.config.redis.prefix, ENVFLEET_SERVE_TOKEN: 'env-token-1234' }), silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 0 });
+    try {
+      expect((await new LatestCookieClient(fromEnv.url).post('/seed_session', { scenario_id: byTask('GX-310').id })).status).to.equal(401);
+      const ok = new LatestCookieClient(fromEnv.url, 'env-token-1234');
+      expect((await ok.post('/seed_session', { scenario_id: byTask('GX-310').id })).status).to.equal(200);
+    } finally {
+      await fromEnv.close();
+    }
     const secured = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 0, token: 'sekrit-token' });
     try {
       const anon = new LatestCookieClient(secured.url);
