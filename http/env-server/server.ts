@@ -8,6 +8,7 @@ import { ENV_SERVER_ERROR_CODES, EnvServerError, type EnvServerErrorCode } from 
 import type { SessionRegistry, SessionResult } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
+import { mcpRouter } from './mcp.js';
 
 export interface EnvServerOptions {
   readonly port: number;
@@ -31,7 +32,7 @@ export const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', 'localh
 export const SESSION_COOKIE = 'envfleet_session';
 
 /** Routes of the server itself: no tool is served under these names. */
-export const RESERVED_ROUTES: ReadonlySet<string> = new Set(['seed_session', 'verify', 'health', 'session', 'aggregate_metrics', 'mcp']);
+export const RESERVED_ROUTES: ReadonlySet<string> = new Set(['seed_session', 'verify', 'health', 'session', 'aggregate_metrics', 'mcp', 'sessions']);
 
 const STATUS: Record<EnvServerErrorCode | 'UNKNOWN_TOOL' | 'INVALID_ARGUMENTS', number> = {
   UNKNOWN_SCENARIO: 404,
@@ -141,6 +142,8 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
     res.json({ status: 'healthy', run: options.runId, sessions: registry.stats() });
   });
   if (options.token) app.use(requireToken(options.token));
+  // MCP: POST /sessions, /sessions/{id}/mcp (Streamable HTTP), /sessions/{id}/verify (http/env-server/mcp.ts).
+  app.use(mcpRouter(registry, logger, { scenarioIdOf, resultBody }));
 
   const route = (handler: (req: Request, res: Response) => Promise<void>) => (req: Request, res: Response, next: NextFunction) => {
     handler(req, res).catch(next);

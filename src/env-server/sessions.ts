@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../logger.js';
+import type { FunctionTool } from '../sandbox/bundle.js';
 import { scoreFinalState } from '../rollouts/score.js';
 import type { CheckResult } from '../rollouts/types.js';
 import type { RunStore } from '../runs/store.js';
@@ -54,6 +55,8 @@ export interface SessionInfo {
   readonly scenarioId: string;
   readonly environmentId: string;
   readonly tools: readonly string[];
+  /** The environment's tool definitions (OpenAI function tools, JSON Schema parameters). */
+  readonly toolDefs: readonly FunctionTool[];
   readonly task: string | null;
   readonly openedAt: string;
 }
@@ -205,7 +208,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           throw new EnvServerError('ENVIRONMENT_FAILED', `the environment of scenario "${scenarioId}" did not start: ${(err as Error).message}`);
         }
         s.served = served;
-        s.info = { id, scenarioId, environmentId: env.id, tools: s.env.tools, task: scenario.task ?? null, openedAt: new Date().toISOString() };
+        s.info = { id, scenarioId, environmentId: env.id, tools: s.env.tools, toolDefs: env.tools ?? [], task: scenario.task ?? null, openedAt: new Date().toISOString() };
       } catch (err) {
         live.delete(id);
         throw err;

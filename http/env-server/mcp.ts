@@ -1,0 +1,174 @@
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { CallToolRequestSchema, ListToolsRequestSchema, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
+import express, { type NextFunction, type Request, type Response, type Router } from 'express';
+import { EnvServerError } from '../../src/env-server/errors.js';
+import type { SessionInfo, SessionRegistry, SessionResult } from '../../src/env-server/sessions.js';
+import type { Logger } from '../../src/logger.js';
+import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
+
+/** What the MCP surface needs from server.ts (passed in, so the two files do not import each other). */
+export interface McpSurfaceHelpers {
+  /** The scenario a request body names (`{"scenario_id": …}`, a dataset row, or the id as a JSON string). */
+  scenarioIdOf(body: unknown): string;
+  /** An ended session's result as the server reports it. */
+  resultBody(r: SessionResult): Record<string, unknown>;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** JSON-RPC error codes of this surface (server-defined range): the session in the URL is unknown, or has ended. */
+export const MCP_UNKNOWN_SESSION = -32001;
+export const MCP_SESSION_CLOSED = -32002;
+
+/** The raw body (server.ts reads every body as text) parsed as JSON; {} when empty. */
+function parseBody(req: Request): unknown {
+  const text = typeof req.body === 'string' ? req.body : '';
+  if (text.trim() === '') return {};
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new EnvServerError('MALFORMED_JSON', `the request body is not JSON (${(err as Error).message}); send one JSON object`);
+  }
+}
+
+const jsonRpcError = (res: Response, status: number, code: number, message: string, data?: Record<string, unknown>) => {
+  res.status(status).json({ jsonrpc: '2.0', error: { code, message, ...(data ? { data } : {}) }, id: null });
+};
+
+/** A session's tools as MCP lists them: name, description and the JSON Schema of the arguments (always an object schema). */
+export function mcpTools(info: SessionInfo): Tool[] {
+  const defs = new Map(info.toolDefs.map(t => [t.function.name, t.function]));
+  return info.tools.map(name => {
+    const def = defs.get(name);
+    return {
+      name,
+      ...(def?.description ? { description: def.description } : {}),
+      inputSchema: { properties: {}, ...(def?.parameters ?? {}), type: 'object' },
+    };
+  });
+}
+
+const textResult = (value: unknown, isError: boolean, structured: Record<string, unknown> | null): CallToolResult => ({
+  content: [{ type: 'text', text: typeof value === 'string' ? value : JSON.stringify(value) }],
+  ...(structured ? { structuredContent: structured } : {}),
+  isError,
+});
+
+/** One MCP server for one request on one session: tools/list and tools/call against the registry. */
+function sessionServer(registry: SessionRegistry, sessionId: string, info: SessionInfo): Server {
+  const server = new Server({ name: 'envfleet', version: '0.1.0' }, { capabilities: { tools: {} }, ...(info.task ? { instructions: info.task } : {}) });
+  server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: mcpTools(registry.info(sessionId)) }));
+  server.setRequestHandler(CallToolRequestSchema, async request => {
+    const { name, arguments: args } = request.params;
+    try {
+      const live = registry.info(sessionId);
+      if (!live.tools.includes(name)) {
+        const message = `no tool "${name}" in this session's environment; the tools are: ${live.tools.join(', ')}`;
+        return textResult({ success: false, error: message }, true, { success: false, error: message, code: 'UNKNOWN_TOOL', tools: live.tools });
+      }
+      const outcome = await registry.call(sessionId, name, args ?? {});
+      if (outcome.runtimeError) {
+        const result = outcome.result as { error?: unknown } | null;
+        const message = typeof result?.error === 'string' ? result.error : SANDBOX_ERROR_CODES[outcome.runtimeError];
+        return textResult(outcome.result, true, { success: false, error: message, code: outcome.runtimeError, session_ended: registry.result(sessionId) !== null });
+      }
+      // The text is exactly what an episode gives the model; an environment's own error result ({success: false}) is an error too.
+      const value = outcome.result;
+      return textResult(value, isObject(value) && value['success'] === false, isObject(value) ? value : null);
+    } catch (err) {
+      // The session ended meanwhile, or its environment failed: an error result the model can read.
+      if (err instanceof EnvServerError) return textResult({ success: false, error: err.message }, true, { success: false, error: err.message, code: err.code, ...err.details });
+      throw err;
+    }
+  });
+  return server;
+}
+
+/**
+ * The MCP surface: `POST /sessions` opens a session (`{session_id, mcp_url, …}`), `/sessions/{id}/mcp` is a
+ * stateless Streamable HTTP MCP endpoint on it (a new transport per request, so clients may reconnect per
+ * call), `POST /sessions/{id}/verify` ends it with the reward, `DELETE /sessions/{id}` ends it too.
+ * Mounted by server.ts after the token check.
+ */
+export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: McpSurfaceHelpers): Router {
+  const router = express.Router();
+  const route = (handler: (req: Request, res: Response) => Promise<void>) => (req: Request, res: Response, next: NextFunction) => {
+    handler(req, res).catch(next);
+  };
+
+  router.post(
+    '/sessions',
+    route(async (req, res) => {
+      const info = await registry.open(helpers.scenarioIdOf(parseBody(req)));
+      const path = `/sessions/${encodeURIComponent(info.id)}/mcp`;
+      res.status(201).json({
+        session_id: info.id,
+        scenario_id: info.scenarioId,
+        environment_id: info.environmentId,
+        tools: info.tools,
+        task: info.task,
+        mcp_url: `${req.protocol}://${req.get('host') ?? 'localhost'}${path}`,
+        mcp_path: path,
+      });
+    }),
+  );
+  router.post(
+    '/sessions/:id/verify',
+    route(async (req, res) => {
+      const result = await registry.finish(String(req.params['id']), 'finished');
+      res.json({
+        reward: result.reward ?? 0,
+        reward_components: Object.fromEntries(result.checks.map(c => [c.item, c.passed ? 1 : 0])),
+        envfleet: helpers.resultBody(result),
+      });
+    }),
+  );
+  router.delete(
+    '/sessions/:id',
+    route(async (req, res) => {
+      res.json(helpers.resultBody(await registry.finish(String(req.params['id']), 'closed')));
+    }),
+  );
+  router.all(
+    '/sessions/:id/mcp',
+    route(async (req, res) => {
+      const id = String(req.params['id']);
+      if (req.method !== 'POST') {
+        res.setHeader('Allow', 'POST');
+        jsonRpcError(res, 405, -32000, `${req.method} is not served: this endpoint is stateless, POST each JSON-RPC message (the session is in the URL; POST /sessions/${id}/verify or DELETE /sessions/${id} ends it)`);
+        return;
+      }
+      let info: SessionInfo;
+      try {
+        info = registry.info(id);
+      } catch (err) {
+        if (!(err instanceof EnvServerError)) throw err;
+        const closed = err.code === 'SESSION_CLOSED';
+        jsonRpcError(res, closed ? 410 : 404, closed ? MCP_SESSION_CLOSED : MCP_UNKNOWN_SESSION, closed ? `${err.message}` : `no session ${id} on this server; open one with POST /sessions {"scenario_id": …}`, { code: err.code, ...err.details });
+        return;
+      }
+      let body: unknown;
+      try {
+        body = parseBody(req);
+      } catch (err) {
+        jsonRpcError(res, 400, -32700, (err as Error).message);
+        return;
+      }
+      const server = sessionServer(registry, id, info);
+      const transport = new StreamableHTTPServerTransport({ enableJsonResponse: true }) // no sessionIdGenerator: stateless;
+      res.on('close', () => {
+        void transport.close().catch(() => undefined);
+        void server.close().catch(() => undefined);
+      });
+      try {
+        await server.connect(transport);
+        await transport.handleRequest(req, res, body);
+      } catch (err) {
+        logger.error({ err, session: id }, 'MCP request failed');
+        if (!res.headersSent) jsonRpcError(res, 500, -32603, 'the server failed on this request; see its log');
+      }
+    }),
+  );
+  return router;
+}

@@ -1,0 +1,178 @@
+import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { expect } from 'chai';
+import { startServing, type Serving } from '../../cli/serve.js';
+import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
+import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
+import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import { DEMO, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
+
+/** Opens a new MCP client and transport, runs fn, closes them: a client that reconnects for every call. */
+async function withMcp<T>(url: string, fn: (client: Client) => Promise<T>, token: string | null = null): Promise<T> {
+  const client = new Client({ name: 'envfleet-test', version: '0.0.0' });
+  const transport = new StreamableHTTPClientTransport(new URL(url), token ? { requestInit: { headers: { authorization: `Bearer ${token}` } } } : {});
+  await client.connect(transport);
+  try {
+    return await fn(client);
+  } finally {
+    await client.close();
+  }
+}
+
+const call = async (url: string, name: string, args: Record<string, unknown>, token: string | null = null) => (await withMcp(url, c => c.callTool({ name, arguments: args }), token)) as CallToolResult;
+const textOf = (r: CallToolResult) => (r.content[0] as { type: 'text'; text: string }).text;
+
+async function openSession(base: string, scenarioId: string, token: string | null = null) {
+  const res = await fetch(`${base}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify({ scenario_id: scenarioId }) });
+  return { status: res.status, json: (await res.json()) as { session_id: string; mcp_url: string; tools: string[]; error?: { code: string } } };
+}
+
+async function verify(base: string, sessionId: string) {
+  const res = await fetch(`${base}/sessions/${sessionId}/verify`, { method: 'POST' });
+  return { status: res.status, json: (await res.json()) as { reward: number; reward_components: Record<string, number>; envfleet: { reward: number; solved: boolean; checks: { passed: boolean }[]; final_state: unknown; ended_by: string; calls: number } } };
+}
+
+describe('envfleet serve: the MCP surface, Streamable HTTP per session (real Redis, real sandbox pool, the official MCP client)', function () {
+  const fleet = useFleet('suite');
+  let f: Fleet;
+  let serving: Serving;
+  let scenarios: ScenarioRecord[];
+  const byTask = (needle: string) => scenarios.find(s => s.task?.includes(needle))!;
+
+  before(async function () {
+    f = await fleet();
+    await submitSynthesis(f.config, f.redis, { runId: 's1', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await f.waitForRun('s1');
+    await submitScenarios(f.config, f.redis, { runId: 's1', perEnv: 3 });
+    await f.waitForRun('s1');
+    scenarios = [];
+    for (const id of await f.store.listDocIds('s1', 'scenario')) {
+      const s = (await f.store.getDoc('s1', 'scenario', id))!;
+      if (s.status === 'ready') scenarios.push(s);
+    }
+    serving = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 4, idleTimeout: 600_000 });
+  });
+  after(async () => {
+    await serving?.close();
+  });
+
+  it('lists the tools with their JSON Schemas and drives a scenario to its reward, reconnecting per call; the reward is what the checks give on the same final state', async () => {
+    const iris = byTask('Iris Vance');
+    const opened = await openSession(serving.url, iris.id);
+    expect(opened.status).to.equal(201);
+    const { session_id: id, mcp_url: url } = opened.json;
+    expect(url).to.equal(`${serving.url}/sessions/${id}/mcp`);
+
+    const listed = await withMcp(url, c => c.listTools());
+    const names = listed.tools.map(t => t.name);
+    expect(names).to.include.members(['get_member', 'return_book', 'pay_fine', 'borrow_book']);
+    const payFine = listed.tools.find(t => t.name === 'pay_fine')!;
+    expect(payFine.inputSchema.type).to.equal('object');
+    expect(payFine.inputSchema.properties).to.have.property('amount');
+    const instructions = await withMcp(url, c => Promise.resolve(c.getInstructions()));
+    expect(instructions).to.equal(iris.task);
+
+    const member = await call(url, 'get_member', { member_id: 'M7' });
+    expect(member.isError).to.equal(false);
+    expect(textOf(member)).to.include('Iris Vance');
+    if (member.structuredContent) expect(member.structuredContent).to.deep.equal(JSON.parse(textOf(member)));
+    expect(textOf(await call(url, 'return_book', { loan_id: 'L21' }))).to.match(/Returned 5 days late/);
+    expect(textOf(await call(url, 'pay_fine', { member_id: 'M7', amount: 2.5 }))).to.match(/Paid 2\.5; 0 left/);
+    const lent = await call(url, 'borrow_book', { member_id: 'M7', book_id: 'B5' });
+    expect(textOf(lent)).to.match(/Lent Kindred to Iris Vance/);
+    expect(lent.structuredContent).to.deep.include({ success: true });
+
+    const v = await verify(serving.url, id);
+    expect(v.status).to.equal(200);
+    expect(v.json.reward).to.equal(1);
+    expect(v.json.envfleet).to.include({ reward: 1, solved: true, ended_by: 'finished', calls: 4 });
+    expect(Object.keys(v.json.reward_components)).to.deep.equal(iris.checklist!.map(c => c.item));
+    const checks = await createLocalSandboxRunner().checks({ checks: iris.checklist!, finalState: v.json.envfleet.final_state, initialState: iris.initialState, limits: (await f.store.getRun('s1'))!.options.limits });
+    expect(checks.reward).to.equal(v.json.reward);
+    expect(checks.results.map(r => r.passed)).to.deep.equal(v.json.envfleet.checks.map(c => c.passed));
+
+    // Ended: verify again gives the kept result; the MCP endpoint answers a JSON-RPC error (410) before any transport.
+    expect((await verify(serving.url, id)).json.reward).to.equal(1);
+    let refused: unknown;
+    try {
+      await withMcp(url, c => c.listTools());
+    } catch (err) {
+      refused = err;
+    }
+    expect((refused as { code?: unknown }).code, String(refused)).to.equal(410);
+    expect(String(refused)).to.match(/has ended/).and.to.include('-32002');
+  });
+
+  it('an unknown tool and wrong argument types come back as isError results and the session goes on; an unknown session is a JSON-RPC error', async () => {
+    const iris = byTask('Iris Vance');
+    const { json } = await openSession(serving.url, iris.id);
+    const url = json.mcp_url;
+    const unknown = await call(url, 'launch_rocket', {});
+    expect(unknown.isError).to.equal(true);
+    expect(textOf(unknown)).to.include('get_member');
+    expect(unknown.structuredContent).to.include({ code: 'UNKNOWN_TOOL' });
+    const wrong = await call(url, 'pay_fine', { member_id: 'M7', amount: '6' });
+    expect(wrong.isError).to.equal(true);
+    expect(wrong.structuredContent).to.include({ code: 'INVALID_ARGUMENTS', session_ended: false });
+    expect(textOf(wrong)).to.match(/amount/);
+    // The session still works.
+    const member = await call(url, 'get_member', { member_id: 'M7' });
+    expect(member.isError).to.equal(false);
+    expect(textOf(member)).to.include('Iris Vance');
+    expect(serving.registry.info(json.session_id).id).to.equal(json.session_id);
+
+    // An unknown session: a JSON-RPC error with HTTP 404 before the transport.
+    const raw = await fetch(`${serving.url}/sessions/00000000-0000-0000-0000-000000000000/mcp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+    });
+    expect(raw.status).to.equal(404);
+    const body = (await raw.json()) as { jsonrpc: string; error: { code: number; message: string; data: { code: string } } };
+    expect(body).to.include({ jsonrpc: '2.0' });
+    expect(body.error).to.include({ code: -32001 });
+    expect(body.error.data.code).to.equal('UNKNOWN_SESSION');
+    expect(body.error.message).to.match(/POST \/sessions/);
+    const unknownScenario = await openSession(serving.url, 'no-such-scenario');
+    expect(unknownScenario.status).to.equal(404);
+    expect(unknownScenario.json.error?.code).to.equal('UNKNOWN_SCENARIO');
+
+    const closed = await fetch(`${serving.url}/sessions/${json.session_id}`, { method: 'DELETE' });
+    expect(((await closed.json()) as { ended_by: string }).ended_by).to.equal('closed');
+  });
+
+  it('multi-byte text round-trips through MCP', async () => {
+    const gx = byTask('GX-310');
+    const { json } = await openSession(serving.url, gx.id);
+    const plate = 'ÄÖ-漢字-🚗';
+    const parked = await call(json.mcp_url, 'enter_vehicle', { plate, size: 'compact' });
+    expect(parked.isError).to.equal(false);
+    expect(parked.structuredContent).to.deep.include({ success: true });
+    expect(textOf(parked)).to.include(`${plate} parked in`);
+    const v = await verify(serving.url, json.session_id);
+    expect(JSON.stringify(v.json.envfleet.final_state)).to.include(plate);
+    expect(serving.registry.stats().active).to.equal(0);
+  });
+
+  it('takes the same token as the rest of the server', async () => {
+    const secured = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 0, token: 'sekrit-token' });
+    try {
+      expect((await openSession(secured.url, byTask('GX-310').id)).status).to.equal(401);
+      const { json } = await openSession(secured.url, byTask('GX-310').id, 'sekrit-token');
+      let refused: unknown;
+      try {
+        await withMcp(json.mcp_url, c => c.listTools());
+      } catch (err) {
+        refused = err;
+      }
+      expect((refused as { code?: unknown }).code, String(refused)).to.equal(401);
+      expect(String(refused)).to.include('UNAUTHORIZED');
+      const tools = await withMcp(json.mcp_url, c => c.listTools(), 'sekrit-token');
+      expect(tools.tools.map(t => t.name)).to.include('enter_vehicle');
+    } finally {
+      await secured.close();
+    }
+  });
+});
