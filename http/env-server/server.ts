@@ -9,6 +9,7 @@ import type { SessionRegistry, SessionResult } from '../../src/env-server/sessio
 import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 import { mcpRouter } from './mcp.js';
+import { attachOpenEnvWebSocket, mountOpenEnvPublic, mountOpenEnvStateless } from './openenv.js';
 
 export interface EnvServerOptions {
   readonly port: number;
@@ -32,7 +33,7 @@ export const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', 'localh
 export const SESSION_COOKIE = 'envfleet_session';
 
 /** Routes of the server itself: no tool is served under these names. */
-export const RESERVED_ROUTES: ReadonlySet<string> = new Set(['seed_session', 'verify', 'health', 'session', 'aggregate_metrics', 'mcp', 'sessions']);
+export const RESERVED_ROUTES: ReadonlySet<string> = new Set(['seed_session', 'verify', 'health', 'session', 'aggregate_metrics', 'mcp', 'sessions', 'reset', 'step', 'state', 'metadata', 'schema', 'openapi.json', 'ws']);
 
 const STATUS: Record<EnvServerErrorCode | 'UNKNOWN_TOOL' | 'INVALID_ARGUMENTS', number> = {
   UNKNOWN_SCENARIO: 404,
@@ -141,7 +142,10 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
   app.get('/health', (_req, res) => {
     res.json({ status: 'healthy', run: options.runId, sessions: registry.stats() });
   });
+  // OpenEnv: /metadata, /schema, /openapi.json (no token, like /health); /reset, /step, /state and WS /ws (http/env-server/openenv.ts).
+  mountOpenEnvPublic(app, { token: options.token, runId: options.runId });
   if (options.token) app.use(requireToken(options.token));
+  mountOpenEnvStateless(app, registry, { token: options.token, runId: options.runId });
   // MCP: POST /sessions, /sessions/{id}/mcp (Streamable HTTP), /sessions/{id}/verify (http/env-server/mcp.ts).
   app.use(mcpRouter(registry, logger, { scenarioIdOf, resultBody }));
 
@@ -225,6 +229,7 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
   });
 
   const server = app.listen(options.port, options.host);
+  const openEnvWs = attachOpenEnvWebSocket(server, registry, logger, { token: options.token, runId: options.runId });
   await once(server, 'listening');
   const address = server.address() as AddressInfo;
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
@@ -233,6 +238,7 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
     url,
     server,
     async close() {
+      await openEnvWs.close();
       server.closeAllConnections();
       await new Promise<void>(resolve => server.close(() => resolve()));
     },

@@ -1,0 +1,447 @@
+import { timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Express, NextFunction, Request, Response } from 'express';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { EnvServerError } from '../../src/env-server/errors.js';
+import type { SessionInfo, SessionRegistry, SessionResult } from '../../src/env-server/sessions.js';
+import type { Logger } from '../../src/logger.js';
+import type { FunctionTool } from '../../src/sandbox/bundle.js';
+import type { CallOutcome } from '../../src/sandbox/quickjs-host.js';
+import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
+
+/**
+ * OpenEnv's surface (meta-pytorch/OpenEnv `http_server.py`, see ../shared/reference/env-server-protocols.md §1):
+ * the WebSocket `/ws` (one episode per connection: reset with a scenario id, step with MCP-style `call_tool` /
+ * `list_tools` actions, state, close), `GET /metadata`, `GET /schema`, `GET /openapi.json`, and the stateless
+ * `POST /reset`, `POST /step`, `GET /state` (a throwaway session per request).
+ */
+
+/** The control-only action that ends the episode with its reward; never listed as a tool. */
+export const FINISH_TOOL = '__envfleet_finish__';
+
+/** Steps (tool calls) per WebSocket episode before it ends with its reward. */
+export const DEFAULT_MAX_STEPS = 100;
+
+export interface OpenEnvOptions {
+  readonly token: string | null;
+  readonly runId: string;
+  readonly maxSteps?: number;
+}
+
+const VERSION: string = (() => {
+  for (const rel of ['../../package.json', '../../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'envfleet' && pkg.version) return pkg.version;
+    } catch {
+      // not there: the other layout (source or dist)
+    }
+  }
+  return '0.0.0';
+})();
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+type ToolErrorType = 'execution_error' | 'invalid_args' | 'transport_error' | 'tool_not_found' | 'timeout';
+
+interface ObservationMessage {
+  readonly observation: Record<string, unknown>;
+  readonly reward: number | null;
+  readonly done: boolean;
+}
+
+const toolDefsOf = (info: SessionInfo): readonly FunctionTool[] => (info as SessionInfo & { toolDefs?: readonly FunctionTool[] }).toolDefs ?? [];
+
+/** The tools as OpenEnv's `ListToolsObservation` gives them (snake_case `input_schema`). */
+function toolList(info: SessionInfo) {
+  const defs = new Map(toolDefsOf(info).map(t => [t.function.name, t.function]));
+  return info.tools.map(name => ({
+    name,
+    description: defs.get(name)?.description ?? '',
+    input_schema: defs.get(name)?.parameters ?? { type: 'object', properties: {} },
+  }));
+}
+
+/** A result as a FastMCP-backed OpenEnv environment serializes its `CallToolResult`. */
+function callResult(value: unknown) {
+  return {
+    content: [{ type: 'text', text: JSON.stringify(value) ?? 'null' }],
+    structured_content: isObject(value) ? value : { result: value },
+    data: value,
+    is_error: false,
+  };
+}
+
+const errorTypeOf = (code: string): ToolErrorType => (code === 'INVALID_ARGUMENTS' ? 'invalid_args' : code === 'UNKNOWN_TOOL' ? 'tool_not_found' : code === 'DEADLINE_EXCEEDED' ? 'timeout' : 'execution_error');
+
+const rewardOf = (r: SessionResult) => r.reward ?? 0;
+
+const endSummary = (r: SessionResult) => ({ reward: r.reward, solved: r.solved, checks: r.checks, checks_error: r.checksError, ended_by: r.endedBy, detail: r.detail, calls: r.calls });
+
+/** An error of the `{type: "error", data: {message, code, …}}` envelope. */
+class OpenEnvError extends Error {
+  constructor(
+    readonly code: 'INVALID_JSON' | 'UNKNOWN_TYPE' | 'VALIDATION_ERROR' | 'EXECUTION_ERROR' | 'CAPACITY_REACHED' | 'FACTORY_ERROR' | 'SESSION_ERROR',
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+/** Maps the registry's errors to OpenEnv's codes (the envfleet code kept as `envfleet_code`). */
+function toOpenEnvError(err: unknown): OpenEnvError {
+  if (err instanceof OpenEnvError) return err;
+  if (err instanceof EnvServerError) {
+    const extra = { envfleet_code: err.code };
+    switch (err.code) {
+      case 'OVER_CAPACITY':
+        return new OpenEnvError('CAPACITY_REACHED', err.message, { ...extra, active_sessions: err.details['active'], max_sessions: err.details['max'] });
+      case 'ENVIRONMENT_FAILED':
+        return new OpenEnvError('FACTORY_ERROR', err.message, { ...extra, factory_name: 'envfleet' });
+      case 'UNKNOWN_SESSION':
+      case 'SESSION_CLOSED':
+        return new OpenEnvError('SESSION_ERROR', err.message, extra);
+      default:
+        return new OpenEnvError('VALIDATION_ERROR', err.message, extra);
+    }
+  }
+  return new OpenEnvError('EXECUTION_ERROR', `the server failed on this message: ${(err as Error).message}`);
+}
+
+/** One episode: the session behind a WebSocket (or a stateless request). */
+class Episode {
+  sessionId: string | null = null;
+  info: SessionInfo | null = null;
+  episodeId: string | null = null;
+  stepCount = 0;
+  done = false;
+  ended: SessionResult | null = null;
+
+  constructor(
+    private readonly registry: SessionRegistry,
+    private readonly maxSteps: number,
+  ) {}
+
+  async reset(data: unknown): Promise<ObservationMessage> {
+    if (!isObject(data)) throw new OpenEnvError('VALIDATION_ERROR', 'reset data must be a JSON object such as {"scenario_id": "ID"}');
+    const scenarioId = [data['scenario_id'], data['scenario']].find(v => typeof v === 'string' && v !== '') as string | undefined;
+    if (!scenarioId) throw new OpenEnvError('VALIDATION_ERROR', 'reset needs a scenario: send {"type": "reset", "data": {"scenario_id": "ID"}} with an id from the run\'s exports', { errors: [{ loc: ['scenario_id'], msg: 'required string' }] });
+    await this.end('replaced');
+    const info = await this.registry.open(scenarioId);
+    this.sessionId = info.id;
+    this.info = info;
+    this.episodeId = typeof data['episode_id'] === 'string' ? data['episode_id'] : info.id;
+    this.stepCount = 0;
+    this.done = false;
+    this.ended = null;
+    const meta = { task: info.task, session_id: info.id, scenario_id: info.scenarioId, environment_id: info.environmentId, episode_id: this.episodeId, tools: info.tools, finish_tool: FINISH_TOOL, max_steps: this.maxSteps };
+    return { observation: { ...meta, tools: toolList(info), metadata: meta }, reward: null, done: false };
+  }
+
+  private live(): { id: string; info: SessionInfo } {
+    if (!this.sessionId || !this.info) throw new OpenEnvError('VALIDATION_ERROR', 'no episode on this connection: send {"type": "reset", "data": {"scenario_id": "ID"}} first');
+    if (this.done) throw new OpenEnvError('VALIDATION_ERROR', `the episode has ended (reward ${this.ended ? rewardOf(this.ended) : 'pending'}); reset starts a new one`, { envfleet_code: 'SESSION_CLOSED' });
+    return { id: this.sessionId, info: this.info };
+  }
+
+  private finishWith(result: SessionResult, observation: Record<string, unknown>): ObservationMessage {
+    this.done = true;
+    this.ended = result;
+    return { observation: { ...observation, metadata: { step_count: this.stepCount, ...endSummary(result) } }, reward: rewardOf(result), done: true };
+  }
+
+  async step(action: unknown): Promise<ObservationMessage> {
+    if (!isObject(action)) throw new OpenEnvError('VALIDATION_ERROR', 'step data must be an action object: {"type": "call_tool", "tool_name": "NAME", "arguments": {…}} or {"type": "list_tools"}');
+    const type = action['type'];
+    if (type === 'list_tools') {
+      const { info } = this.live();
+      return { observation: { tools: toolList(info), metadata: { step_count: this.stepCount } }, reward: null, done: false };
+    }
+    if (type !== 'call_tool') {
+      throw new OpenEnvError('VALIDATION_ERROR', `unknown action type ${JSON.stringify(type)}: send "call_tool" (with tool_name and arguments) or "list_tools"`, { errors: [{ loc: ['type'], msg: 'must be "call_tool" or "list_tools"' }] });
+    }
+    const toolName = action['tool_name'];
+    const args = action['arguments'] ?? {};
+    const errors: { loc: string[]; msg: string }[] = [];
+    if (typeof toolName !== 'string' || toolName === '') errors.push({ loc: ['tool_name'], msg: 'required non-empty string' });
+    if (!isObject(args)) errors.push({ loc: ['arguments'], msg: 'must be a JSON object of named arguments' });
+    const extra = Object.keys(action).filter(k => !['type', 'tool_name', 'arguments', 'metadata'].includes(k));
+    if (extra.length) errors.push({ loc: extra, msg: 'extra fields not permitted' });
+    if (errors.length) throw new OpenEnvError('VALIDATION_ERROR', `invalid call_tool action: ${errors.map(e => `${e.loc.join(', ')}: ${e.msg}`).join('; ')}`, { errors });
+    const tool = toolName as string;
+    const { id, info } = this.live();
+    if (tool === FINISH_TOOL) {
+      const result = await this.registry.finish(id, 'finished');
+      return this.finishWith(result, { tool_name: tool, result: callResult(endSummary(result)), error: null });
+    }
+    this.stepCount += 1;
+    let observation: Record<string, unknown>;
+    if (!info.tools.includes(tool)) {
+      observation = { tool_name: tool, result: null, error: { error_type: 'tool_not_found', message: `no tool "${tool}" in this environment; the tools are: ${info.tools.join(', ')}` } };
+    } else {
+      let outcome: CallOutcome | null = null;
+      try {
+        outcome = await this.registry.call(id, tool, args);
+      } catch (err) {
+        if (!(err instanceof EnvServerError) || err.code !== 'ENVIRONMENT_FAILED') throw err;
+        observation = { tool_name: tool, result: null, error: { error_type: 'execution_error', message: err.message } };
+      }
+      if (outcome?.runtimeError) {
+        const r = outcome.result as { error?: unknown } | null;
+        const message = typeof r?.error === 'string' ? r.error : SANDBOX_ERROR_CODES[outcome.runtimeError];
+        observation = { tool_name: tool, result: null, error: { error_type: errorTypeOf(outcome.runtimeError), message: `${outcome.runtimeError}: ${message}` } };
+      } else if (outcome) {
+        observation = { tool_name: tool, result: callResult(outcome.result), error: null };
+      }
+    }
+    // The environment may have been discarded by that call (a sandbox limit): the episode ends with what the checks give.
+    const ended = this.registry.result(id);
+    if (ended) return this.finishWith(ended, observation!);
+    if (this.stepCount >= this.maxSteps) return this.finishWith(await this.registry.finish(id, 'finished'), { ...observation!, step_limit: this.maxSteps });
+    return { observation: { ...observation!, metadata: { step_count: this.stepCount } }, reward: null, done: false };
+  }
+
+  state() {
+    return {
+      episode_id: this.episodeId,
+      step_count: this.stepCount,
+      done: this.done,
+      reward: this.ended ? rewardOf(this.ended) : null,
+      session_id: this.sessionId,
+      scenario_id: this.info?.scenarioId ?? null,
+      max_steps: this.maxSteps,
+    };
+  }
+
+  /** Ends a live episode (scored); returns the result when this call ended it. */
+  async end(endedBy: 'closed' | 'replaced'): Promise<SessionResult | null> {
+    if (!this.sessionId || this.done) return null;
+    const id = this.sessionId;
+    this.done = true;
+    const result = this.registry.result(id) ?? (await this.registry.finish(id, endedBy));
+    this.ended = result;
+    return result;
+  }
+}
+
+const ACTION_SCHEMA = {
+  title: 'CallToolAction',
+  type: 'object',
+  description: `An MCP-style action: {"type": "call_tool", "tool_name", "arguments"}, or {"type": "list_tools"}. The control-only tool "${FINISH_TOOL}" ends the episode with its reward.`,
+  properties: {
+    type: { type: 'string', enum: ['call_tool', 'list_tools'], default: 'call_tool' },
+    tool_name: { type: 'string', description: 'A tool of the episode\'s environment (see list_tools)' },
+    arguments: { type: 'object', description: 'The tool\'s named arguments (its input_schema)', additionalProperties: true },
+    metadata: { type: 'object', additionalProperties: true },
+  },
+  required: ['type'],
+  additionalProperties: false,
+};
+const OBSERVATION_SCHEMA = {
+  title: 'CallToolObservation',
+  type: 'object',
+  description: 'After reset: task, session_id, scenario_id, tools; after list_tools: tools; after call_tool: tool_name, result, error.',
+  properties: {
+    tool_name: { type: 'string' },
+    result: { description: '{content, structured_content, data, is_error}, or null when error is set' },
+    error: {
+      anyOf: [
+        { type: 'null' },
+        { type: 'object', properties: { error_type: { type: 'string', enum: ['execution_error', 'invalid_args', 'transport_error', 'tool_not_found', 'timeout'] }, message: { type: 'string' } }, required: ['error_type', 'message'] },
+      ],
+    },
+    tools: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, description: { type: 'string' }, input_schema: { type: 'object' } } } },
+    task: { type: ['string', 'null'] },
+    done: { type: 'boolean' },
+    reward: { type: ['number', 'null'] },
+    metadata: { type: 'object', additionalProperties: true },
+  },
+  additionalProperties: true,
+};
+const STATE_SCHEMA = {
+  title: 'State',
+  type: 'object',
+  properties: {
+    episode_id: { type: ['string', 'null'] },
+    step_count: { type: 'integer', minimum: 0 },
+    done: { type: 'boolean' },
+    reward: { type: ['number', 'null'] },
+    session_id: { type: ['string', 'null'] },
+    scenario_id: { type: ['string', 'null'] },
+  },
+  required: ['episode_id', 'step_count'],
+  additionalProperties: true,
+};
+
+function openApi() {
+  const json = (schema: unknown) => ({ content: { 'application/json': { schema } } });
+  const stepResponse = { type: 'object', properties: { observation: OBSERVATION_SCHEMA, reward: { type: ['number', 'null'] }, done: { type: 'boolean' } } };
+  return {
+    openapi: '3.1.0',
+    info: { title: 'envfleet environment server (OpenEnv surface)', version: VERSION },
+    paths: {
+      '/reset': { post: { summary: 'A throwaway episode: reset on a scenario, then closed', requestBody: json({ type: 'object', properties: { scenario_id: { type: 'string' }, seed: { type: 'integer' }, episode_id: { type: 'string' } }, additionalProperties: true }), responses: { '200': { description: 'observation', ...json(stepResponse) } } } },
+      '/step': { post: { summary: 'A throwaway one-step episode on scenario_id: the action, then the checks', requestBody: json({ type: 'object', properties: { action: ACTION_SCHEMA, scenario_id: { type: 'string' } }, required: ['action'], additionalProperties: true }), responses: { '200': { description: 'observation', ...json(stepResponse) } } } },
+      '/state': { get: { summary: 'The state of a fresh environment', responses: { '200': { description: 'state', ...json(STATE_SCHEMA) } } } },
+      '/metadata': { get: { summary: 'Environment metadata', responses: { '200': { description: 'metadata' } } } },
+      '/schema': { get: { summary: 'JSON Schemas of action, observation and state', responses: { '200': { description: 'schemas' } } } },
+      '/health': { get: { summary: 'Health', responses: { '200': { description: '{"status": "healthy"}' } } } },
+    },
+  };
+}
+
+/** The unauthenticated descriptions (like /health: nothing about sessions): /metadata, /schema, /openapi.json. */
+export function mountOpenEnvPublic(app: Express, options: OpenEnvOptions): void {
+  app.get('/metadata', (_req, res) => {
+    res.json({
+      name: `envfleet-${options.runId}`,
+      description: `The scenarios of envfleet run ${options.runId}: reset with {"scenario_id": ID}, then call_tool actions; the reward (the scenario's checks) comes once, when the episode ends (the ${FINISH_TOOL} action, the step limit, or close).`,
+      version: VERSION,
+      author: 'envfleet',
+      documentation_url: null,
+      readme_content: null,
+    });
+  });
+  app.get('/schema', (_req, res) => {
+    res.json({ action: ACTION_SCHEMA, observation: OBSERVATION_SCHEMA, state: STATE_SCHEMA });
+  });
+  app.get('/openapi.json', (_req, res) => {
+    res.json(openApi());
+  });
+}
+
+/** The stateless POST /reset, POST /step, GET /state (behind the token): each request is a throwaway episode. */
+export function mountOpenEnvStateless(app: Express, registry: SessionRegistry, options: OpenEnvOptions): void {
+  const parse = (req: Request): Record<string, unknown> => {
+    const text = typeof req.body === 'string' ? req.body : '';
+    if (text.trim() === '') return {};
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch (err) {
+      throw new OpenEnvError('INVALID_JSON', `the request body is not JSON (${(err as Error).message})`);
+    }
+    if (!isObject(body)) throw new OpenEnvError('VALIDATION_ERROR', 'the request body must be a JSON object');
+    return body;
+  };
+  const handle = (fn: (episode: Episode, body: Record<string, unknown>) => Promise<unknown>) => (req: Request, res: Response, _next: NextFunction) => {
+    const episode = new Episode(registry, options.maxSteps ?? DEFAULT_MAX_STEPS);
+    (async () => fn(episode, parse(req)))().then(
+      out => res.json(out),
+      err => {
+        const e = toOpenEnvError(err);
+        res.status(e.code === 'CAPACITY_REACHED' ? 503 : e.code === 'EXECUTION_ERROR' || e.code === 'FACTORY_ERROR' ? 500 : 422).json({ detail: [{ type: e.code, loc: ['body'], msg: e.message, input: null }], error: { code: e.code, message: e.message, ...e.extra } });
+      },
+    ).finally(() => void episode.end('closed').catch(() => undefined));
+  };
+  app.post('/reset', handle((episode, body) => episode.reset(body)));
+  app.post('/step', handle(async (episode, body) => {
+    const action = body['action'];
+    const scenarioId = body['scenario_id'];
+    if (typeof scenarioId !== 'string') throw new OpenEnvError('VALIDATION_ERROR', 'a stateless step runs on a fresh environment: send {"scenario_id": "ID", "action": {…}}; use the WebSocket /ws for episodes');
+    await episode.reset({ scenario_id: scenarioId });
+    const out = await episode.step(action);
+    if (out.done) return out;
+    const result = await episode.end('closed');
+    return { observation: { ...out.observation, metadata: { ...(out.observation['metadata'] as object), ...(result ? endSummary(result) : {}) } }, reward: result ? rewardOf(result) : null, done: true };
+  }));
+  app.get('/state', (_req, res) => {
+    res.json(new Episode(registry, options.maxSteps ?? DEFAULT_MAX_STEPS).state());
+  });
+}
+
+function tokenOk(req: IncomingMessage, token: string): boolean {
+  const url = new URL(req.url ?? '/', 'http://x');
+  const given = req.headers.authorization?.replace(/^Bearer\s+/i, '') ?? url.searchParams.get('token') ?? '';
+  const a = Buffer.from(given);
+  const b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** Attaches the WebSocket `/ws` to the HTTP server; returns a closer that ends every connection. */
+export function attachOpenEnvWebSocket(server: Server, registry: SessionRegistry, logger: Logger, options: OpenEnvOptions): { close(): Promise<void> } {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024 });
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path !== '/ws') {
+      // Another surface may own this path; if none does, answer 404.
+      if (server.listenerCount('upgrade') > 1) return;
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    if (options.token && !tokenOk(req, options.token)) {
+      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n{"error":{"code":"UNAUTHORIZED","message":"a valid token is required: Authorization: Bearer TOKEN, or ?token=TOKEN"}}');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, ws => wss.emit('connection', ws, req));
+  };
+  server.on('upgrade', onUpgrade);
+  wss.on('connection', (ws: WebSocket) => serveConnection(ws, registry, logger, options.maxSteps ?? DEFAULT_MAX_STEPS));
+  return {
+    async close() {
+      server.off('upgrade', onUpgrade);
+      for (const ws of wss.clients) ws.terminate();
+      await new Promise<void>(resolve => wss.close(() => resolve()));
+    },
+  };
+}
+
+const textOf = (raw: RawData): string => (Array.isArray(raw) ? Buffer.concat(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from(raw)).toString('utf8');
+
+function serveConnection(ws: WebSocket, registry: SessionRegistry, logger: Logger, maxSteps: number): void {
+  const episode = new Episode(registry, maxSteps);
+  let chain = Promise.resolve();
+  let closing = false;
+  const send = (msg: unknown) => {
+    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
+  };
+  const handle = async (raw: RawData): Promise<void> => {
+    if (closing) return;
+    try {
+      let msg: unknown;
+      try {
+        msg = JSON.parse(textOf(raw));
+      } catch (err) {
+        throw new OpenEnvError('INVALID_JSON', `the message is not JSON: ${(err as Error).message}`);
+      }
+      if (!isObject(msg) || typeof msg['type'] !== 'string') throw new OpenEnvError('VALIDATION_ERROR', 'a message is {"type": "reset"|"step"|"state"|"close", "data": {…}}', { errors: [{ loc: ['type'], msg: 'required string' }] });
+      switch (msg['type']) {
+        case 'reset':
+          send({ type: 'observation', data: await episode.reset(msg['data'] ?? {}) });
+          return;
+        case 'step':
+          if (msg['data'] === undefined) throw new OpenEnvError('VALIDATION_ERROR', 'step needs data: the action', { errors: [{ loc: ['data'], msg: 'field required' }] });
+          send({ type: 'observation', data: await episode.step(msg['data']) });
+          return;
+        case 'state':
+          send({ type: 'state', data: episode.state() });
+          return;
+        case 'close': {
+          closing = true;
+          const result = await episode.end('closed');
+          // The reward of an episode ended by close goes out once, before the socket closes.
+          if (result) send({ type: 'observation', data: { observation: { closed: true, metadata: { step_count: episode.stepCount, ...endSummary(result) } }, reward: rewardOf(result), done: true } });
+          ws.close(1000, 'closed');
+          return;
+        }
+        default:
+          throw new OpenEnvError('UNKNOWN_TYPE', `unknown message type ${JSON.stringify(msg['type'])}: send reset, step, state or close`);
+      }
+    } catch (err) {
+      const e = toOpenEnvError(err);
+      if (e.code === 'EXECUTION_ERROR') logger.warn({ err }, 'openenv message failed');
+      send({ type: 'error', data: { message: e.message, code: e.code, ...e.extra } });
+    }
+  };
+  ws.on('message', (raw: RawData) => {
+    chain = chain.then(() => handle(raw));
+  });
+  ws.on('close', () => {
+    closing = true;
+    chain = chain.then(() => episode.end('closed').then(() => undefined)).catch(err => logger.warn({ err }, 'ending an OpenEnv episode on disconnect failed'));
+  });
+  ws.on('error', err => logger.warn({ err }, 'openenv websocket error'));
+}

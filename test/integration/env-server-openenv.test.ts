@@ -1,0 +1,283 @@
+import { join } from 'node:path';
+import { expect } from 'chai';
+import WebSocket from 'ws';
+import { startServing, type Serving } from '../../cli/serve.js';
+import { FINISH_TOOL } from '../../http/env-server/openenv.js';
+import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
+import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
+import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import { DEMO, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
+
+type Msg = { type: string; data: Record<string, unknown> };
+type Obs = { observation: Record<string, unknown>; reward: number | null; done: boolean };
+
+/** A client speaking OpenEnv's /ws messages: one reply per request, in order (as OpenEnv's EnvClient). */
+class OpenEnvWs {
+  private readonly queue: Msg[] = [];
+  private waiting: ((m: Msg) => void) | null = null;
+  closed = false;
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', raw => {
+      const m = JSON.parse(Buffer.isBuffer(raw) ? raw.toString('utf8') : Buffer.from(raw as ArrayBuffer).toString('utf8')) as Msg;
+      if (this.waiting) {
+        const w = this.waiting;
+        this.waiting = null;
+        w(m);
+      } else this.queue.push(m);
+    });
+    ws.on('close', () => {
+      this.closed = true;
+    });
+  }
+  static async connect(base: string, headers: Record<string, string> = {}, query = ''): Promise<OpenEnvWs> {
+    const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/ws${query}`, { headers });
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+      ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+    });
+    return new OpenEnvWs(ws);
+  }
+  next(): Promise<Msg> {
+    const m = this.queue.shift();
+    if (m) return Promise.resolve(m);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('no reply within 30 s')), 30_000);
+      this.waiting = msg => {
+        clearTimeout(t);
+        resolve(msg);
+      };
+    });
+  }
+  async request(msg: unknown): Promise<Msg> {
+    this.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+    return this.next();
+  }
+  async reset(scenarioId: string): Promise<Obs> {
+    const m = await this.request({ type: 'reset', data: { scenario_id: scenarioId } });
+    expect(m.type, JSON.stringify(m)).to.equal('observation');
+    return m.data as unknown as Obs;
+  }
+  async call(tool: string, args: unknown): Promise<Obs> {
+    const m = await this.request({ type: 'step', data: { type: 'call_tool', tool_name: tool, arguments: args } });
+    expect(m.type, JSON.stringify(m)).to.equal('observation');
+    return m.data as unknown as Obs;
+  }
+  close() {
+    this.ws.close();
+  }
+}
+
+const textOf = (o: Obs) => ((o.observation['result'] as { content: { text: string }[] }).content[0]!.text);
+
+describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema, /openapi.json, stateless /reset /step /state)', function () {
+  const fleet = useFleet('suite');
+  let f: Fleet;
+  let serving: Serving;
+  let scenarios: ScenarioRecord[];
+  const byTask = (needle: string) => scenarios.find(s => s.task?.includes(needle))!;
+
+  before(async function () {
+    f = await fleet();
+    await submitSynthesis(f.config, f.redis, { runId: 's1', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await f.waitForRun('s1');
+    await submitScenarios(f.config, f.redis, { runId: 's1', perEnv: 3 });
+    await f.waitForRun('s1');
+    scenarios = [];
+    for (const id of await f.store.listDocIds('s1', 'scenario')) {
+      const s = (await f.store.getDoc('s1', 'scenario', id))!;
+      if (s.status === 'ready') scenarios.push(s);
+    }
+    serving = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 3, idleTimeout: 600_000 });
+  });
+  after(async () => {
+    await serving?.close();
+  });
+
+  it('drives a scenario to its reward over /ws: task and tools on reset, null rewards on the way, the checks\' score once at the finish action', async () => {
+    const iris = byTask('Iris Vance');
+    const c = await OpenEnvWs.connect(serving.url);
+    const reset = await c.reset(iris.id);
+    expect(reset).to.include({ reward: null, done: false });
+    expect(reset.observation['task']).to.equal(iris.task);
+    const tools = reset.observation['tools'] as { name: string; description: string; input_schema: { type: string } }[];
+    expect(tools.map(t => t.name)).to.include.members(['get_member', 'return_book', 'pay_fine', 'borrow_book']);
+    expect(tools.every(t => t.input_schema.type === 'object')).to.equal(true);
+    expect((reset.observation['metadata'] as Record<string, unknown>)['session_id']).to.be.a('string');
+
+    const listed = await c.request({ type: 'step', data: { type: 'list_tools' } });
+    expect((listed.data['observation'] as { tools: { name: string }[] }).tools.map(t => t.name)).to.deep.equal(tools.map(t => t.name));
+
+    const member = await c.call('get_member', { member_id: 'M7' });
+    expect(member).to.include({ reward: null, done: false });
+    expect(member.observation).to.include({ tool_name: 'get_member', error: null });
+    expect(textOf(member)).to.include('Iris Vance');
+    expect((member.observation['result'] as { data: unknown }).data).to.deep.equal(JSON.parse(textOf(member)));
+    const steps = [await c.call('return_book', { loan_id: 'L21' }), await c.call('pay_fine', { member_id: 'M7', amount: 2.5 }), await c.call('borrow_book', { member_id: 'M7', book_id: 'B5' })];
+    expect(steps.map(s => s.reward)).to.deep.equal([null, null, null]);
+    expect(steps.map(s => s.done)).to.deep.equal([false, false, false]);
+    expect(textOf(steps[2]!)).to.match(/Lent Kindred to Iris Vance/);
+
+    const state = await c.request({ type: 'state' });
+    expect(state.type).to.equal('state');
+    expect(state.data).to.include({ step_count: 4, done: false, reward: null, scenario_id: iris.id });
+
+    const fin = await c.call(FINISH_TOOL, {});
+    expect(fin.done).to.equal(true);
+    expect(fin.reward).to.equal(1);
+    const sessionId = (reset.observation['metadata'] as { session_id: string }).session_id;
+    const kept = serving.registry.result(sessionId)!;
+    expect(kept).to.include({ reward: 1, solved: true, endedBy: 'finished', calls: 4 });
+    // The reward is what the checks give on the same final state.
+    const checks = await createLocalSandboxRunner().checks({ checks: iris.checklist!, finalState: kept.finalState, initialState: iris.initialState, limits: (await f.store.getRun('s1'))!.options.limits });
+    expect(fin.reward).to.equal(checks.reward);
+
+    // Further steps are refused (the connection stays); a new reset starts a new episode.
+    const after = await c.request({ type: 'step', data: { type: 'call_tool', tool_name: 'get_member', arguments: { member_id: 'M7' } } });
+    expect(after.type).to.equal('error');
+    expect(after.data['code']).to.equal('VALIDATION_ERROR');
+    expect((await c.request({ type: 'state' })).data).to.include({ done: true, reward: 1 });
+    c.close();
+  });
+
+  it('close ends the episode with the checks\' score, sent once; a partly done scenario gets a partial reward', async () => {
+    const pl = byTask('PL-900');
+    const c = await OpenEnvWs.connect(serving.url);
+    const reset = await c.reset(pl.id);
+    const step = await c.call('exit_vehicle', { ticket_id: 'T2' });
+    expect(step).to.include({ reward: null, done: false });
+    expect(textOf(step)).to.match(/PL-900 left S2/);
+    const closing = await c.request({ type: 'close' });
+    expect(closing.type).to.equal('observation');
+    expect(closing.data).to.include({ done: true, reward: 0.5 });
+    const kept = serving.registry.result((reset.observation['metadata'] as { session_id: string }).session_id)!;
+    expect(kept).to.include({ endedBy: 'closed', reward: 0.5 });
+    const checks = await createLocalSandboxRunner().checks({ checks: pl.checklist!, finalState: kept.finalState, initialState: pl.initialState, limits: (await f.store.getRun('s1'))!.options.limits });
+    expect(closing.data['reward']).to.equal(checks.reward);
+    await new Promise(r => setTimeout(r, 100));
+    expect(c.closed).to.equal(true);
+  });
+
+  it('answers bad input in OpenEnv\'s error shapes without closing the connection or disturbing another session; multi-byte text round-trips', async () => {
+    const gx = byTask('GX-310');
+    const iris = byTask('Iris Vance');
+    const other = await OpenEnvWs.connect(serving.url);
+    await other.reset(iris.id);
+    const c = await OpenEnvWs.connect(serving.url);
+
+    const errors: [Msg, string][] = [];
+    errors.push([await c.request({ type: 'reset', data: { scenario_id: 'no-such-scenario' } }), 'VALIDATION_ERROR']);
+    errors.push([await c.request('{"type": "reset", "data": '), 'INVALID_JSON']);
+    errors.push([await c.request({ type: 'dance' }), 'UNKNOWN_TYPE']);
+    errors.push([await c.request({ type: 'step', data: { type: 'call_tool', tool_name: 'get_member', arguments: {} } }), 'VALIDATION_ERROR']); // no reset yet
+    await c.reset(gx.id);
+    errors.push([await c.request({ type: 'step', data: { type: 'call_tool', tool_name: 42, arguments: [] } }), 'VALIDATION_ERROR']);
+    errors.push([await c.request({ type: 'step', data: { type: 'teleport' } }), 'VALIDATION_ERROR']);
+    errors.push([await c.request({ type: 'step' }), 'VALIDATION_ERROR']);
+    for (const [m, code] of errors) {
+      expect(m.type, JSON.stringify(m)).to.equal('error');
+      expect(m.data['code'], JSON.stringify(m)).to.equal(code);
+      expect(String(m.data['message']).length).to.be.greaterThan(20);
+    }
+    expect(errors[0]![0].data['envfleet_code']).to.equal('UNKNOWN_SCENARIO');
+    expect(errors[4]![0].data['errors']).to.have.length(2);
+
+    // Tool-level failures come back as the observation's ToolError, as MCP-backed OpenEnv environments give them.
+    const unknown = await c.call('launch_rocket', {});
+    expect(unknown).to.include({ reward: null, done: false });
+    expect(unknown.observation).to.deep.include({ tool_name: 'launch_rocket', result: null });
+    expect(unknown.observation['error']).to.include({ error_type: 'tool_not_found' });
+    const wrongType = await c.call('exit_vehicle', { ticket_id: 5 });
+    expect((wrongType.observation['error'] as { error_type: string }).error_type).to.equal('invalid_args');
+    expect(wrongType.done).to.equal(false);
+
+    // Multi-byte text round-trips, and the session still works after all that.
+    const plate = 'ÄÖ-漢字-🚗';
+    const parked = await c.call('enter_vehicle', { plate, size: 'compact' });
+    expect(parked.observation['error']).to.equal(null);
+    expect(textOf(parked)).to.include(`${plate} parked in`);
+    expect(JSON.stringify((parked.observation['result'] as { structured_content: unknown }).structured_content)).to.include(plate);
+    const closing = await c.request({ type: 'close' });
+    expect(closing.data['done']).to.equal(true);
+
+    // The other connection never noticed.
+    const member = await other.call('get_member', { member_id: 'M7' });
+    expect(textOf(member)).to.include('Iris Vance');
+    expect((await other.request({ type: 'state' })).data).to.include({ step_count: 1, done: false });
+    other.close();
+    await new Promise(r => setTimeout(r, 200));
+    expect(serving.registry.stats().active, 'a disconnect ends the session').to.equal(0);
+  });
+
+  it('over capacity answers CAPACITY_REACHED with active and max sessions; the connection stays for a later reset', async () => {
+    const gx = byTask('GX-310');
+    const held = await Promise.all([0, 1, 2].map(() => OpenEnvWs.connect(serving.url)));
+    for (const c of held) await c.reset(gx.id);
+    const extra = await OpenEnvWs.connect(serving.url);
+    const full = await extra.request({ type: 'reset', data: { scenario_id: gx.id } });
+    expect(full.type).to.equal('error');
+    expect(full.data).to.include({ code: 'CAPACITY_REACHED', active_sessions: 3, max_sessions: 3 });
+    expect((await held[0]!.call('exit_vehicle', { ticket_id: 'T5' })).done).to.equal(false);
+    await held[0]!.request({ type: 'close' });
+    expect((await extra.reset(gx.id)).done).to.equal(false);
+    for (const c of [...held.slice(1), extra]) c.close();
+    await new Promise(r => setTimeout(r, 200));
+    expect(serving.registry.stats().active).to.equal(0);
+  });
+
+  it('serves /metadata, /schema, /openapi.json with a version, and the stateless /reset, /step, /state', async () => {
+    const get = async (path: string) => (await fetch(serving.url + path)).json() as Promise<Record<string, unknown>>;
+    const meta = await get('/metadata');
+    expect(meta['name']).to.be.a('string');
+    expect(meta['description']).to.be.a('string');
+    expect(meta['version']).to.be.a('string');
+    const schema = await get('/schema');
+    expect(schema).to.have.keys('action', 'observation', 'state');
+    expect((schema['action'] as { properties: object }).properties).to.include.keys('tool_name', 'arguments');
+    const api = (await get('/openapi.json')) as { info: { version: unknown }; paths: object };
+    expect(api.info.version).to.be.a('string');
+    expect(api.paths).to.include.keys('/reset', '/step', '/state');
+
+    const gx = byTask('GX-310');
+    const post = async (path: string, body: unknown) => {
+      const r = await fetch(serving.url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: r.status, json: (await r.json()) as Record<string, unknown> };
+    };
+    const reset = await post('/reset', { scenario_id: gx.id });
+    expect(reset.status).to.equal(200);
+    expect(reset.json).to.include({ reward: null, done: false });
+    const step = await post('/step', { scenario_id: gx.id, action: { type: 'call_tool', tool_name: 'exit_vehicle', arguments: { ticket_id: 'T5' } } });
+    expect(step.status).to.equal(200);
+    expect(step.json['done']).to.equal(true);
+    expect(step.json['reward']).to.be.a('number');
+    expect(JSON.stringify(step.json['observation'])).to.match(/GX-310 left S9/);
+    const bad = await post('/reset', { scenario_id: 'nope' });
+    expect(bad.status).to.equal(422);
+    expect((await get('/state'))).to.include({ episode_id: null, step_count: 0 });
+    expect(serving.registry.stats().active).to.equal(0);
+  });
+
+  it('needs the token on the upgrade request (Authorization header or ?token=) when the server has one', async () => {
+    const secured = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 0, token: 'sekrit-token' });
+    try {
+      let refused: unknown;
+      try {
+        await OpenEnvWs.connect(secured.url);
+      } catch (err) {
+        refused = err;
+      }
+      expect(String(refused)).to.match(/401/);
+      const byHeader = await OpenEnvWs.connect(secured.url, { authorization: 'Bearer sekrit-token' });
+      expect((await byHeader.request({ type: 'state' })).type).to.equal('state');
+      byHeader.close();
+      const byQuery = await OpenEnvWs.connect(secured.url, {}, '?token=sekrit-token');
+      const r = await byQuery.reset(byTask('GX-310').id);
+      expect(r.done).to.equal(false);
+      byQuery.close();
+      expect((await fetch(`${secured.url}/metadata`)).status).to.equal(200);
+      expect((await fetch(`${secured.url}/state`)).status).to.equal(401);
+    } finally {
+      await secured.close();
+    }
+  });
+});
