@@ -15,7 +15,7 @@ import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
  * OpenEnv's surface (meta-pytorch/OpenEnv `http_server.py`, see ../shared/reference/env-server-protocols.md §1):
  * the WebSocket `/ws` (one episode per connection: reset with a scenario id, step with MCP-style `call_tool` /
  * `list_tools` actions, state, close), `GET /metadata`, `GET /schema`, `GET /openapi.json`, and the stateless
- * `POST /reset`, `POST /step`, `GET /state` (a throwaway session per request).
+ * `POST /reset`, `POST /step`, `GET /state` (a throwaway session per request), and OpenEnv's JSON-RPC `POST /mcp`.
  */
 
 /** The control-only action that ends the episode with its reward; never listed as a tool. */
@@ -137,7 +137,7 @@ class Episode {
     this.stepCount = 0;
     this.done = false;
     this.ended = null;
-    const meta = { task: info.task, session_id: info.id, scenario_id: info.scenarioId, environment_id: info.environmentId, episode_id: this.episodeId, tools: info.tools, finish_tool: FINISH_TOOL, max_steps: this.maxSteps };
+    const meta = { task: info.task, session_id: info.id, mcp_path: `/sessions/${encodeURIComponent(info.id)}/mcp`, scenario_id: info.scenarioId, environment_id: info.environmentId, episode_id: this.episodeId, tools: info.tools, finish_tool: FINISH_TOOL, max_steps: this.maxSteps };
     return { observation: { ...meta, tools: toolList(info), metadata: meta }, reward: null, done: false };
   }
 
@@ -288,6 +288,7 @@ function openApi() {
       '/state': { get: { summary: 'The state of a fresh environment', responses: { '200': { description: 'state', ...json(STATE_SCHEMA) } } } },
       '/metadata': { get: { summary: 'Environment metadata', responses: { '200': { description: 'metadata' } } } },
       '/schema': { get: { summary: 'JSON Schemas of action, observation and state', responses: { '200': { description: 'schemas' } } } },
+      '/mcp': { post: { summary: 'OpenEnv JSON-RPC: tools/list, tools/call, openenv/session/create, openenv/session/close', requestBody: json({ type: 'object' }), responses: { '200': { description: 'a JSON-RPC 2.0 response' } } } },
       '/health': { get: { summary: 'Health', responses: { '200': { description: '{"status": "healthy"}' } } } },
     },
   };
@@ -351,6 +352,108 @@ export function mountOpenEnvStateless(app: Express, registry: SessionRegistry, o
   app.get('/state', (_req, res) => {
     res.json(new Episode(registry, options.maxSteps ?? DEFAULT_MAX_STEPS).state());
   });
+  app.post('/mcp', (req, res) => {
+    void jsonRpc(registry, typeof req.body === 'string' ? req.body : '').then(reply => res.json(reply));
+  });
+}
+
+type RpcReply = { jsonrpc: '2.0'; id: unknown; result?: unknown; error?: { code: number; message: string; data?: unknown } };
+
+class RpcError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data?: unknown,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * OpenEnv's JSON-RPC `POST /mcp` (plain JSON, always HTTP 200; not MCP Streamable HTTP — that is
+ * /sessions/{id}/mcp): `openenv/session/create {scenario_id}`, `openenv/session/close {session_id}`,
+ * `tools/list {session_id}`, `tools/call {name, arguments, session_id}`; without a session_id, a
+ * `scenario_id` gives a throwaway session for that one request.
+ */
+async function jsonRpc(registry: SessionRegistry, text: string): Promise<RpcReply> {
+  let id: unknown = null;
+  try {
+    let msg: unknown;
+    try {
+      msg = JSON.parse(text);
+    } catch (err) {
+      throw new RpcError(-32700, `parse error: ${(err as Error).message}`);
+    }
+    if (!isObject(msg) || msg['jsonrpc'] !== '2.0' || typeof msg['method'] !== 'string') {
+      throw new RpcError(-32600, 'invalid request: send {"jsonrpc": "2.0", "id": 1, "method": "tools/list" | "tools/call" | "openenv/session/create" | "openenv/session/close", "params": {…}}');
+    }
+    id = msg['id'] ?? null;
+    const params = isObject(msg['params']) ? msg['params'] : {};
+    const method = msg['method'];
+    const str = (k: string) => (typeof params[k] === 'string' && params[k] !== '' ? params[k] : null);
+    // The session to use: the one named, or a throwaway one on scenario_id.
+    const withSession = async <T>(fn: (info: SessionInfo) => Promise<T>): Promise<T> => {
+      const sid = str('session_id');
+      if (sid) return fn(registry.info(sid));
+      const scenarioId = str('scenario_id');
+      if (!scenarioId) throw new RpcError(-32602, `${method} needs params.session_id (from openenv/session/create) or params.scenario_id (a throwaway session)`);
+      const info = await registry.open(scenarioId);
+      try {
+        return await fn(info);
+      } finally {
+        await registry.finish(info.id, 'closed').catch(() => undefined);
+      }
+    };
+    let result: unknown;
+    switch (method) {
+      case 'openenv/session/create': {
+        const scenarioId = str('scenario_id');
+        if (!scenarioId) throw new RpcError(-32602, 'openenv/session/create needs params.scenario_id');
+        const info = await registry.open(scenarioId);
+        result = { session_id: info.id, scenario_id: info.scenarioId, task: info.task, tools: info.tools };
+        break;
+      }
+      case 'openenv/session/close': {
+        const sid = str('session_id');
+        if (!sid) throw new RpcError(-32602, 'openenv/session/close needs params.session_id');
+        const r = await registry.finish(sid, 'closed');
+        result = { session_id: sid, closed: true, reward: r.reward, solved: r.solved };
+        break;
+      }
+      case 'tools/list':
+        result = await withSession(info => Promise.resolve({ tools: toolList(info).map(t => ({ name: t.name, description: t.description, inputSchema: t.input_schema })) }));
+        break;
+      case 'tools/call': {
+        const name = str('name');
+        const args = params['arguments'] ?? {};
+        if (!name || !isObject(args)) throw new RpcError(-32602, 'tools/call needs params.name (a tool) and params.arguments (an object)');
+        result = await withSession(async info => {
+          const errorResult = (code: string, message: string, extra: Record<string, unknown> = {}) => {
+            const body = { success: false, error: message, code, ...extra };
+            return { content: [{ type: 'text', text: JSON.stringify(body) }], structuredContent: body, isError: true };
+          };
+          if (!info.tools.includes(name)) return errorResult('UNKNOWN_TOOL', `no tool "${name}"; the tools are: ${info.tools.join(', ')}`, { tools: info.tools });
+          const outcome = await registry.call(info.id, name, args);
+          if (outcome.runtimeError) {
+            const r = outcome.result as { error?: unknown } | null;
+            return errorResult(outcome.runtimeError, typeof r?.error === 'string' ? r.error : SANDBOX_ERROR_CODES[outcome.runtimeError], { session_ended: registry.result(info.id) !== null });
+          }
+          return { content: [{ type: 'text', text: JSON.stringify(outcome.result) ?? 'null' }], structuredContent: isObject(outcome.result) ? outcome.result : { result: outcome.result }, isError: false };
+        });
+        break;
+      }
+      default:
+        throw new RpcError(-32601, `method not found: ${method}; served: tools/list, tools/call, openenv/session/create, openenv/session/close`);
+    }
+    return { jsonrpc: '2.0', id, result };
+  } catch (err) {
+    if (err instanceof RpcError) return { jsonrpc: '2.0', id, error: { code: err.code, message: err.message, ...(err.data === undefined ? {} : { data: err.data }) } };
+    if (err instanceof EnvServerError) {
+      if (err.code === 'OVER_CAPACITY') return { jsonrpc: '2.0', id, error: { code: -32000, message: err.message, data: { code: err.code, active_sessions: err.details['active'], max_sessions: err.details['max'] } } };
+      return { jsonrpc: '2.0', id, error: { code: err.code === 'ENVIRONMENT_FAILED' ? -32603 : -32602, message: err.message, data: { code: err.code } } };
+    }
+    return { jsonrpc: '2.0', id, error: { code: -32603, message: `internal error: ${(err as Error).message}` } };
+  }
 }
 
 function tokenOk(req: IncomingMessage, token: string): boolean {

@@ -257,6 +257,44 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     expect(serving.registry.stats().active).to.equal(0);
   });
 
+  it('serves OpenEnv\'s JSON-RPC POST /mcp: {} is a JSON-RPC error; a session created, its tools listed and called, closed with its reward', async () => {
+    const rpc = async (body: unknown, raw = false) => {
+      const r = await fetch(`${serving.url}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw ? (body as string) : JSON.stringify(body) });
+      expect(r.status).to.equal(200);
+      return (await r.json()) as { jsonrpc: string; id: unknown; result?: Record<string, unknown>; error?: { code: number; message: string; data?: Record<string, unknown> } };
+    };
+    const empty = await rpc({});
+    expect(empty).to.deep.include({ jsonrpc: '2.0', id: null });
+    expect(empty.error!.code).to.equal(-32600);
+    expect((await rpc('{"jsonrpc": ', true)).error!.code).to.equal(-32700);
+    expect((await rpc({ jsonrpc: '2.0', id: 1, method: 'initialize' })).error!.code).to.equal(-32601);
+    const unknown = await rpc({ jsonrpc: '2.0', id: 2, method: 'openenv/session/create', params: { scenario_id: 'nope' } });
+    expect(unknown.error).to.deep.include({ code: -32602, data: { code: 'UNKNOWN_SCENARIO' } });
+
+    const iris = byTask('Iris Vance');
+    const created = await rpc({ jsonrpc: '2.0', id: 3, method: 'openenv/session/create', params: { scenario_id: iris.id } });
+    const sid = created.result!['session_id'] as string;
+    expect(created.id).to.equal(3);
+    const listed = await rpc({ jsonrpc: '2.0', id: 4, method: 'tools/list', params: { session_id: sid } });
+    const tools = listed.result!['tools'] as { name: string; inputSchema: { type: string } }[];
+    expect(tools.map(t => t.name)).to.include('get_member');
+    expect(tools.every(t => t.inputSchema.type === 'object')).to.equal(true);
+    const call = async (name: string, args: unknown) => (await rpc({ jsonrpc: '2.0', id: 5, method: 'tools/call', params: { session_id: sid, name, arguments: args } })).result as { content: { text: string }[]; isError: boolean; structuredContent: Record<string, unknown> };
+    expect((await call('get_member', { member_id: 'M7' })).content[0]!.text).to.include('Iris Vance');
+    const missing = await call('launch_rocket', {});
+    expect(missing.isError).to.equal(true);
+    expect(missing.structuredContent['code']).to.equal('UNKNOWN_TOOL');
+    expect((await call('pay_fine', { member_id: 'M7', amount: '6' })).structuredContent['code']).to.equal('INVALID_ARGUMENTS');
+    await call('return_book', { loan_id: 'L21' });
+    await call('pay_fine', { member_id: 'M7', amount: 2.5 });
+    await call('borrow_book', { member_id: 'M7', book_id: 'B5' });
+    const closed = await rpc({ jsonrpc: '2.0', id: 6, method: 'openenv/session/close', params: { session_id: sid } });
+    expect(closed.result).to.deep.include({ session_id: sid, closed: true, reward: 1 });
+    expect(serving.registry.result(sid)!.reward).to.equal(1);
+    expect((await rpc({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { session_id: sid, name: 'get_member', arguments: {} } })).error!.data).to.deep.include({ code: 'SESSION_CLOSED' });
+    expect(serving.registry.stats().active).to.equal(0);
+  });
+
   it('needs the token on the upgrade request (Authorization header or ?token=) when the server has one', async () => {
     const secured = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 0, token: 'sekrit-token' });
     try {
