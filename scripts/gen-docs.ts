@@ -4,7 +4,7 @@
  * - docs/stages.md: the pipeline (from queues/pipeline.ts) and each model stage's protocol (from
  *   config/model-stages.ts, the prompt markers of src/{synthesis,scenarios,rollouts}/prompt-markers.ts and
  *   the zod answer schemas of src/synthesis/schemas.ts, src/scenarios/schemas.ts and src/rollouts/prompts.ts);
- * - docs/errors.md: every error code (from ERROR_CODES in src/errors.ts);
+ * - docs/errors.md: every error code (from ERROR_CODES in src/errors.ts), and the environment server's (envServerCodeDocs in src/env-server/errors.ts);
  * - the generated blocks of docs/architecture.md (the stage graph), between their markers.
  *
  *   npx tsx scripts/gen-docs.ts           # rewrite them
@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { MODEL_STAGES, MODEL_STAGE_NAMES, type ModelStage } from '../config/model-stages.js';
 import type { Edge } from '../queues/define-pipeline.js';
 import { ITEMS, PIPELINE, PIPELINE_STAGES, RUN_COUNTERS, STAGES } from '../queues/pipeline.js';
+import { envServerCodeDocs } from '../src/env-server/errors.js';
 import { ERROR_CODES, type ErrorAction } from '../src/errors.js';
 import { ROLLOUT_PROMPT_MARKERS } from '../src/rollouts/prompt-markers.js';
 import { AGENT_PREFIX, ROLLOUT_PROMPT_VERSIONS, STOP_TOKEN, USER_GREETING, UserSimulatorAnswer } from '../src/rollouts/prompts.js';
@@ -265,6 +266,22 @@ export function renderErrorsDoc(): string {
     '|---|---|---|---|',
   ];
   for (const [name, spec] of Object.entries(ERROR_CODES)) out.push(`| ${code(name)} | ${spec.area} | ${ACTION_WORDS[spec.action]} | ${spec.means.replaceAll('|', '\\|')} |`);
+  out.push(
+    '',
+    '## The environment server',
+    '',
+    '<!-- From envServerCodeDocs in src/env-server/errors.ts. -->',
+    '',
+    "What a trainer's request to `envfleet serve` can run into ([env-server.md](env-server.md)): the server's own codes",
+    '(`{"error": {code, message, …}}` with the HTTP status on the NeMo Gym surface and the session routes), the sandbox',
+    'codes as each surface shows them, the JSON-RPC codes of the MCP endpoint (`/sessions/{id}/mcp`) and of OpenEnv\'s',
+    '`POST /mcp`, and the codes of OpenEnv\'s `{"type": "error"}` messages on `/ws`. None of them fails a job.',
+    '',
+    '| code | HTTP status or protocol shape | meaning | what to do |',
+    '|---|---|---|---|',
+  );
+  const cell = (s: string) => s.replaceAll('|', '\\|');
+  for (const row of envServerCodeDocs()) out.push(`| ${/^[A-Z_]+$/.test(row.code) ? code(row.code) : row.code} | ${cell(row.shape)} | ${cell(row.means)} | ${cell(row.todo)} |`);
   return `${out.join('\n')}\n`;
 }
 

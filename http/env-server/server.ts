@@ -4,7 +4,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { ConfigError } from '../../config/index.js';
-import { ENV_SERVER_ERROR_CODES, EnvServerError, type EnvServerErrorCode } from '../../src/env-server/errors.js';
+import { ENV_SERVER_ERROR_CODES, ENV_SERVER_HTTP_STATUS, EnvServerError } from '../../src/env-server/errors.js';
 import type { SessionRegistry, SessionResult } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
@@ -35,25 +35,10 @@ export const SESSION_COOKIE = 'envfleet_session';
 /** Routes of the server itself: no tool is served under these names. */
 export const RESERVED_ROUTES: ReadonlySet<string> = new Set(['seed_session', 'verify', 'health', 'session', 'aggregate_metrics', 'mcp', 'sessions', 'reset', 'step', 'state', 'metadata', 'schema', 'openapi.json', 'ws']);
 
-const STATUS: Record<EnvServerErrorCode | 'UNKNOWN_TOOL' | 'INVALID_ARGUMENTS', number> = {
-  UNKNOWN_SCENARIO: 404,
-  SCENARIO_NOT_READY: 409,
-  NO_SESSION: 400,
-  UNKNOWN_SESSION: 404,
-  SESSION_CLOSED: 410,
-  OVER_CAPACITY: 503,
-  ENVIRONMENT_FAILED: 500,
-  MALFORMED_JSON: 400,
-  INVALID_REQUEST_BODY: 400,
-  UNAUTHORIZED: 401,
-  NOT_FOUND: 404,
-  UNKNOWN_TOOL: 404,
-  INVALID_ARGUMENTS: 400,
-};
 
 /** The one error shape of this surface: `{ error: { code, message, …details } }`. */
 function sendError(res: Response, code: string, message: string, details: Readonly<Record<string, unknown>> = {}, status?: number): void {
-  const s = status ?? STATUS[code as keyof typeof STATUS] ?? 422;
+  const s = status ?? ENV_SERVER_HTTP_STATUS[code as keyof typeof ENV_SERVER_HTTP_STATUS] ?? 422;
   if (code === 'OVER_CAPACITY') res.setHeader('Retry-After', '1');
   res.status(s).json({ error: { code, message, ...details } });
 }

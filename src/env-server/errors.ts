@@ -29,3 +29,93 @@ export class EnvServerError extends Error {
     this.details = details;
   }
 }
+
+/** The HTTP status of each code on the NeMo Gym surface and the session routes (`{"error": {code, message, …}}`); other sandbox codes are 422. */
+export const ENV_SERVER_HTTP_STATUS: Readonly<Record<EnvServerErrorCode | 'UNKNOWN_TOOL' | 'INVALID_ARGUMENTS', number>> = {
+  UNKNOWN_SCENARIO: 404,
+  SCENARIO_NOT_READY: 409,
+  NO_SESSION: 400,
+  UNKNOWN_SESSION: 404,
+  SESSION_CLOSED: 410,
+  OVER_CAPACITY: 503,
+  ENVIRONMENT_FAILED: 500,
+  MALFORMED_JSON: 400,
+  INVALID_REQUEST_BODY: 400,
+  UNAUTHORIZED: 401,
+  NOT_FOUND: 404,
+  UNKNOWN_TOOL: 404,
+  INVALID_ARGUMENTS: 400,
+};
+
+/** One row of the environment server's error table in docs/errors.md (scripts/gen-docs.ts). */
+export interface EnvServerCodeDoc {
+  readonly code: string;
+  /** The HTTP status, or the protocol's shape, on each surface. */
+  readonly shape: string;
+  readonly means: string;
+  readonly todo: string;
+}
+
+/** How each env-server code shows on the MCP and OpenEnv surfaces, beside its HTTP status. */
+const ELSEWHERE: Record<EnvServerErrorCode, string> = {
+  UNKNOWN_SCENARIO: 'OpenEnv `/ws`: `VALIDATION_ERROR` with `envfleet_code`; `POST /mcp`: `-32602`, `data.code`; stateless routes: 422',
+  SCENARIO_NOT_READY: 'OpenEnv `/ws`: `VALIDATION_ERROR` with `envfleet_code`; `POST /mcp`: `-32602`, `data.code`; stateless routes: 422',
+  NO_SESSION: 'NeMo Gym surface only (no cookie)',
+  UNKNOWN_SESSION: 'MCP `/sessions/{id}/mcp`: HTTP 404, `-32001`; OpenEnv `POST /mcp`: `-32602`, `data.code`',
+  SESSION_CLOSED: 'MCP `/sessions/{id}/mcp`: HTTP 410, `-32002`; OpenEnv `/ws`: `VALIDATION_ERROR` with `envfleet_code`; `POST /mcp`: `-32602`, `data.code`',
+  OVER_CAPACITY: '`Retry-After: 1`; OpenEnv `/ws`: `CAPACITY_REACHED`; `POST /mcp`: `-32000`; stateless routes: 503',
+  ENVIRONMENT_FAILED: 'OpenEnv `/ws`: `FACTORY_ERROR`; `POST /mcp`: `-32603`, `data.code`; stateless routes: 500',
+  MALFORMED_JSON: 'OpenEnv: `INVALID_JSON`, `-32700`',
+  INVALID_REQUEST_BODY: '413 over 4 MB; OpenEnv: `VALIDATION_ERROR`, `-32602`',
+  UNAUTHORIZED: 'every surface, the `/ws` upgrade too',
+  NOT_FOUND: '',
+};
+
+/** What a client does about each env-server code. */
+const TODO: Record<EnvServerErrorCode, string> = {
+  UNKNOWN_SCENARIO: "use a scenario_id from the run's exports (rl-verl.json `extra_info.scenario_id`, rl-prompts.jsonl `scenario_id`)",
+  SCENARIO_NOT_READY: 'serve only ready scenarios (`envfleet status --run RUN`); skip this one',
+  NO_SESSION: 'seed a session first (`POST /seed_session`) and send its cookie back',
+  UNKNOWN_SESSION: 'open a new session; a session lives in the process that opened it (lost when it restarts)',
+  SESSION_CLOSED: 'verify (or DELETE) still returns its reward; open a new session to go on',
+  OVER_CAPACITY: 'finish or close a session, or retry later; raise `--max-sessions` if the machine has room',
+  ENVIRONMENT_FAILED: "open a new session; if it repeats, the environment's code or the sandbox pool is broken: see the server's log",
+  MALFORMED_JSON: 'send a JSON body',
+  INVALID_REQUEST_BODY: 'send the shape the message names (e.g. `{"scenario_id": "ID"}`), under 4 MB',
+  UNAUTHORIZED: 'send `Authorization: Bearer TOKEN` (or `?token=TOKEN` on the `/ws` upgrade)',
+  NOT_FOUND: 'check the route (docs/env-server.md)',
+};
+
+/**
+ * The environment server's error table: its own codes, the sandbox codes as its surfaces show them,
+ * the JSON-RPC codes of its MCP and OpenEnv endpoints, and OpenEnv's `/ws` error codes.
+ */
+export function envServerCodeDocs(): EnvServerCodeDoc[] {
+  const own = (Object.keys(ENV_SERVER_ERROR_CODES) as EnvServerErrorCode[]).map(code => ({
+    code,
+    shape: [`HTTP ${ENV_SERVER_HTTP_STATUS[code]}`, ELSEWHERE[code]].filter(Boolean).join('; '),
+    means: ENV_SERVER_ERROR_CODES[code],
+    todo: TODO[code],
+  }));
+  return [
+    ...own,
+    { code: 'UNKNOWN_TOOL', shape: `HTTP ${ENV_SERVER_HTTP_STATUS.UNKNOWN_TOOL}; MCP and \`POST /mcp\`: an \`isError\` result, \`structuredContent.code\`; OpenEnv \`/ws\`: observation \`error.error_type: tool_not_found\``, means: 'not a tool of the session\'s environment (the message, or `tools`, lists them)', todo: 'call one of the listed tools; the session goes on' },
+    { code: 'INVALID_ARGUMENTS', shape: `HTTP ${ENV_SERVER_HTTP_STATUS.INVALID_ARGUMENTS}; MCP and \`POST /mcp\`: an \`isError\` result; OpenEnv \`/ws\`: \`invalid_args\``, means: "the arguments are not an object, or do not match the tool's JSON Schema", todo: 'fix the arguments; the session goes on' },
+    { code: 'other sandbox codes', shape: 'HTTP 422 with `session_ended`; MCP and `POST /mcp`: an `isError` result with `code` (and `session_ended`); OpenEnv `/ws`: `timeout` (`DEADLINE_EXCEEDED`) or `execution_error`, and `done: true` with the reward when the environment was discarded', means: '`TOOL_THREW`, `DEADLINE_EXCEEDED`, `MEMORY_EXCEEDED`, `CPU_BUDGET_EXCEEDED`, … (the sandbox codes above): the environment failed the call', todo: 'when `session_ended` is true, the environment was discarded and the session has ended: verify gives its kept result (`ended_by: environment-error`); open a new session to go on. Otherwise the session goes on' },
+    { code: '`-32700`', shape: 'JSON-RPC: MCP endpoint (HTTP 400), OpenEnv `POST /mcp` (HTTP 200)', means: 'parse error: the body is not JSON', todo: 'send a JSON-RPC 2.0 message' },
+    { code: '`-32600`', shape: 'JSON-RPC: OpenEnv `POST /mcp`', means: 'not a JSON-RPC request (e.g. `{}`)', todo: 'send `{"jsonrpc": "2.0", "id", "method", "params"}`' },
+    { code: '`-32601`', shape: 'JSON-RPC: OpenEnv `POST /mcp` (and the MCP SDK for methods it does not serve)', means: 'method not found (`initialize` too on `POST /mcp`)', todo: 'use `openenv/session/create`, `tools/list`, `tools/call`, `openenv/session/close`' },
+    { code: '`-32602`', shape: 'JSON-RPC: OpenEnv `POST /mcp`, `data.code` the envfleet code', means: 'bad params, or an unknown scenario or session, a closed session (`UNKNOWN_SCENARIO`, `UNKNOWN_SESSION`, `SESSION_CLOSED`, …)', todo: 'as for `data.code`' },
+    { code: '`-32603`', shape: 'JSON-RPC: OpenEnv `POST /mcp` (`data.code: ENVIRONMENT_FAILED`), MCP endpoint (HTTP 500)', means: 'the environment failed, or the server failed on the request', todo: "open a new session; see the server's log" },
+    { code: '`-32000`', shape: 'JSON-RPC: OpenEnv `POST /mcp`, `data: {code, active_sessions, max_sessions}`; MCP endpoint: HTTP 405 to GET and DELETE', means: 'over capacity; or a method the stateless MCP endpoint does not serve', todo: 'retry later; POST each MCP message' },
+    { code: '`-32001`', shape: 'JSON-RPC: MCP `/sessions/{id}/mcp`, HTTP 404, `data.code: UNKNOWN_SESSION`', means: 'the session in the URL is not known to this server', todo: 'open a session with `POST /sessions`' },
+    { code: '`-32002`', shape: 'JSON-RPC: MCP `/sessions/{id}/mcp`, HTTP 410, `data.code: SESSION_CLOSED`', means: 'the session in the URL has ended', todo: '`POST /sessions/{id}/verify` gives its reward; open a new session to go on' },
+    { code: 'INVALID_JSON', shape: 'OpenEnv `/ws` `{"type": "error", "data": {message, code}}`, stateless routes 422', means: 'the message is not JSON', todo: 'send JSON; the connection stays open' },
+    { code: 'UNKNOWN_TYPE', shape: 'OpenEnv `/ws` error message', means: 'not `reset`, `step`, `state` or `close` (`mcp` is not served on `/ws` yet)', todo: 'send one of those; `POST /mcp` for MCP' },
+    { code: 'VALIDATION_ERROR', shape: 'OpenEnv `/ws` error message (`errors: [{loc, msg}]`, `envfleet_code`), stateless routes 422', means: 'a malformed action, a step before reset or after the end, an unknown or not-ready scenario', todo: 'fix the message; after the end, `reset` starts a new episode' },
+    { code: 'CAPACITY_REACHED', shape: 'OpenEnv `/ws` error message (`active_sessions`, `max_sessions`), stateless routes 503', means: 'over capacity at reset; the connection stays', todo: 'reset again later' },
+    { code: 'FACTORY_ERROR', shape: 'OpenEnv `/ws` error message, stateless routes 500', means: 'the environment did not start', todo: "reset again; see the server's log if it repeats" },
+    { code: 'SESSION_ERROR', shape: 'OpenEnv `/ws` error message', means: "the connection's session is unknown or closed on the server", todo: 'reset to start a new episode' },
+    { code: 'EXECUTION_ERROR', shape: 'OpenEnv `/ws` error message, stateless routes 500', means: 'the server failed on the message', todo: "see the server's log" },
+  ];
+}
