@@ -37,12 +37,28 @@ export function validateServeOptions(opts: ServeOptions): void {
   if (problems.length) throw new ConfigError(`serve settings: ${problems.join('; ')}`);
 }
 
+/**
+ * Each session holds one task of the sandbox pool for its whole life, and the pool runs at most
+ * threads × tasks per thread: a session opened beyond that would wait in the pool's queue, unanswered,
+ * instead of being refused with OVER_CAPACITY. So --max-sessions may not exceed it.
+ */
+export function validateCapacity(config: Pick<AppConfig, 'pool'>, opts: Pick<ServeOptions, 'maxSessions'>): void {
+  const capacity = config.pool.threads * config.pool.tasksPerThread;
+  if (opts.maxSessions > capacity) {
+    throw new ConfigError(
+      `serve settings: --max-sessions ${opts.maxSessions} is more than the sandbox pool holds (${config.pool.threads} threads × ${config.pool.tasksPerThread} tasks per thread = ${capacity}); ` +
+        'sessions past it would wait unanswered. Lower --max-sessions, or raise ENVFLEET_POOL_TASKS_PER_THREAD (or ENVFLEET_POOL_THREADS); each thread also bounds its environments\' memory (ENVFLEET_SANDBOX_HEAP_MB).',
+    );
+  }
+}
+
 /** Starts the environment server of a run: the sandbox pool, the session registry and the HTTP surface. */
 export async function startServing(config: AppConfig, logger: Logger, given: ServeOptions): Promise<Serving> {
   // The token from --token, else ENVFLEET_SERVE_TOKEN (kept out of the process list).
   const token = given.token ?? config.serve.token ?? undefined;
   const opts: ServeOptions = { ...given, token };
   validateServeOptions(opts);
+  validateCapacity(config, opts);
   const redis = createRedisConnection(config.redis.url, 'worker');
   try {
     await waitForRedis(redis, config.redis.url);
@@ -90,6 +106,7 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   const config = loadConfig();
   const token = opts.token ?? config.serve.token ?? undefined;
   validateServeOptions({ ...opts, token });
+  validateCapacity(config, opts);
   const logger = createLogger(config);
   const serving = await startServing(config, logger, opts);
   process.stdout.write(`envfleet environment server for run ${opts.run} at ${serving.url} (NeMo Gym style: POST /seed_session, POST /{tool}, POST /verify; ${token ? 'token required' : 'no token: loopback only'})\n`);

@@ -194,6 +194,18 @@ describe('envfleet serve: the environment server, NeMo Gym style (real Redis, re
     expect(serving.registry.stats().active).to.equal(0);
   });
 
+  it('refuses at start-up more sessions than the sandbox pool holds (they would wait unanswered)', async () => {
+    const small = testConfig(f.server, { ENVFLEET_REDIS_PREFIX: f.config.redis.prefix, ENVFLEET_POOL_THREADS: '1', ENVFLEET_POOL_TASKS_PER_THREAD: '2' });
+    let refused: unknown;
+    try {
+      await startServing(small, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 3, idleTimeout: 0 });
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).to.have.property('code', 'CONFIG_INVALID');
+    expect(String(refused)).to.match(/--max-sessions 3 is more than the sandbox pool holds \(1 threads × 2 tasks per thread = 2\)/).and.to.match(/ENVFLEET_POOL_TASKS_PER_THREAD/);
+  });
+
   it('needs a token off loopback, and checks it', async () => {
     let refused: unknown;
     try {
