@@ -88,11 +88,14 @@ const between = ([lo, hi]: readonly [number, number]) => lo + Math.random() * (h
 const tmp = mkdtempSync(join(os.tmpdir(), 'envfleet-chaos-'));
 let redis: PrivateRedis | null = null;
 let cleaned = false;
+/** 0 once every assertion held; until then a failure, whose logs are kept. */
+let exitCode = 1;
 const cleanup = () => {
   if (cleaned) return;
   cleaned = true;
   killAll();
-  if (!KEEP) rmSync(tmp, { recursive: true, force: true });
+  // A failed run keeps its logs and datasets: what went wrong can be read afterwards.
+  if (!KEEP && exitCode === 0) rmSync(tmp, { recursive: true, force: true });
 };
 process.once('exit', cleanup);
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -410,7 +413,6 @@ function requestSummary(log: readonly ReceivedRequest[]) {
 const checks: { name: string; ok: boolean; detail: string }[] = [];
 const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
 const out = (line = '') => process.stdout.write(`${line}\n`);
-let exitCode = 1;
 const busyAtStart = machineBusyS();
 const loadAtStart = os.loadavg();
 try {
@@ -473,7 +475,13 @@ try {
     pause ? `${pause.parked} jobs parked; held ${pause.holdMs} ms = ${PAUSE_RECHECKS} rechecks (the old code failed a paused job after 100); starts meanwhile ${pause.startsWhileParked}; parked jobs no longer delayed ${pause.notDelayed}` : 'the run never reached the pause',
   );
   const unexpected = runs.flatMap(r => r.unexpected);
-  check('no process died by itself', unexpected.length === 0, unexpected.length ? unexpected.map(u => `${u.name} code ${u.code} signal ${u.signal}`).join('; ') : 'every exit was ours');
+  // The end of a dead process's log says why it died.
+  const lastWords = (name: string) => {
+    const lines = readLines(join(tmp, 'logs', `${name}.log`));
+    const end = lines.findLastIndex(l => l.startsWith('===== ') && l.includes('exit code'));
+    return lines.slice(Math.max(0, end - 6), end).join(' ⏎ ').slice(-1_200);
+  };
+  check('no process died by itself', unexpected.length === 0, unexpected.length ? unexpected.map(u => `${u.name} code ${u.code} signal ${u.signal}: ${lastWords(u.name)}`).join('; ') : 'every exit was ours');
   const cr = requestSummary(chaos.requests);
   const br = requestSummary(base.requests);
   const killed = Object.values(c.kills).reduce((a, b) => a + b, 0);
@@ -531,9 +539,9 @@ try {
   exitCode = checks.every(ch => ch.ok) ? 0 : 1;
   out();
   out(exitCode === 0 ? `chaos: all ${checks.length} assertions hold` : `chaos: ${checks.filter(ch => !ch.ok).length} of ${checks.length} assertions FAILED`);
-  if (KEEP) out(`(logs and datasets kept in ${tmp})`);
+  if (KEEP || exitCode !== 0) out(`(logs and datasets kept in ${tmp})`);
 } catch (err) {
-  process.stderr.write(`[chaos] failed: ${(err as Error).stack ?? String(err)}\n${KEEP ? `(logs kept in ${tmp})\n` : `(rerun with --keep to keep the logs)\n`}`);
+  process.stderr.write(`[chaos] failed: ${(err as Error).stack ?? String(err)}\n(logs kept in ${tmp})\n`);
 } finally {
   await redis?.stop().catch(() => undefined);
   cleanup();
