@@ -233,7 +233,8 @@ async function runOnce(kind: RunResult['kind']): Promise<RunResult> {
           while (killing && Date.now() < until) await sleep(100);
           if (!killing) break;
           const targets = [...workers, sink].filter(t => t.running);
-          const target = targets[Math.floor(Math.random() * targets.length)];
+          // The sink runs only while rollouts do (half a minute in a quick run): its first kill is not left to chance.
+          const target = sink.running && !sink.kills ? sink : targets[Math.floor(Math.random() * targets.length)];
           if (!target) continue;
           progress(`SIGKILL ${target.name}`);
           kills[target.name.replace(/-\d+$/, '')] = (kills[target.name.replace(/-\d+$/, '')] ?? 0) + 1;
