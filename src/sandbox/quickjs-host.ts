@@ -661,6 +661,7 @@ export class SandboxEnvironment {
     }
     if (!validate(input)) return stop('INVALID_ARGUMENTS', `invalid arguments for ${tool}:\n${describeAjvErrors(validate.errors)}`);
     this.calls += 1;
+    let outOfBudget = false;
     try {
       const over = this.armWithin(this.limits.callDeadlineMs);
       if (over) return stop(over.code, over.message);
@@ -669,6 +670,7 @@ export class SandboxEnvironment {
         text = this.vm.callHarnessText('call', tool, JSON.stringify(input));
       } catch (err) {
         const e = err instanceof SandboxError ? err : new SandboxError('TOOL_THREW', String(err));
+        outOfBudget = e.code === 'CPU_BUDGET_EXCEEDED';
         return stop(e.code, e.code === 'CPU_BUDGET_EXCEEDED' ? this.budgetError(performance.now() - started).message : e.message);
       }
       if (text.length > this.limits.maxResultBytes) {
@@ -679,6 +681,8 @@ export class SandboxEnvironment {
       return { result: reply.ok, us: (performance.now() - started) * 1000 };
     } finally {
       this.spentMs += performance.now() - started;
+      // Stopped for the budget: the session spent it all (the interrupt's clock may fire a fraction of a millisecond early).
+      if (outOfBudget) this.spentMs = Math.max(this.spentMs, this.budgetMs);
     }
   }
 
