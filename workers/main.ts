@@ -48,7 +48,15 @@ export async function startWorkerProcess(config: AppConfig, logger: Logger, opti
     endItem: endEnvfleetItem(ctx),
     ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
   });
-  await Promise.all(workers.map(w => w.worker.waitUntilReady()));
+  try {
+    await Promise.all(workers.map(w => w.worker.waitUntilReady()));
+  } catch (err) {
+    // Redis went away while the workers connected: close what was started; the caller may start again.
+    await Promise.all(workers.map(w => w.worker.close(true).catch(() => undefined)));
+    await enqueuer.close().catch(() => undefined);
+    await ctx.close().catch(() => undefined);
+    throw err;
+  }
   logger.info({ queues: stages, concurrency: options.concurrency ?? config.worker.concurrency }, 'worker started');
   return {
     ctx,
