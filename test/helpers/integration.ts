@@ -7,9 +7,11 @@ import { pino } from 'pino';
 import { chooseRedis } from '../../cli/private-redis.js';
 import { loadConfig, type AppConfig, type EnvVarName } from '../../config/index.js';
 import { waitForRun, type RunProgress } from '../../queues/run-jobs.js';
+import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
 import type { Logger } from '../../src/logger.js';
 import { loadModelScript, mergeModelScripts, parseModelScript, startModelServer, type ModelScript, type ModelServer } from '../../src/model-server/index.js';
 import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
+import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import { fixturesPath } from '../../src/util/package-root.js';
 import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
 
@@ -223,4 +225,18 @@ export function useFleet(scope: 'test' | 'suite' = 'test'): (options?: FleetOpti
     if (workers) await fleet.startWorkers(workers === true ? {} : workers);
     return fleet;
   };
+}
+
+/** Builds the demo run `runId` in a fleet (synthesis, then 3 scenarios per kept environment) and returns its ready scenarios. */
+export async function buildDemoRun(f: Fleet, runId: string): Promise<ScenarioRecord[]> {
+  await submitSynthesis(f.config, f.redis, { runId, tasks: `${DEMO}/source-tasks.jsonl`, probeSteps: 8 });
+  await f.waitForRun(runId);
+  await submitScenarios(f.config, f.redis, { runId, perEnv: 3 });
+  await f.waitForRun(runId);
+  const ready: ScenarioRecord[] = [];
+  for (const id of await f.store.listDocIds(runId, 'scenario')) {
+    const s = (await f.store.getDoc(runId, 'scenario', id))!;
+    if (s.status === 'ready') ready.push(s);
+  }
+  return ready;
 }

@@ -1,10 +1,8 @@
 import { expect } from 'chai';
 import { startServing, type Serving } from '../../cli/serve.js';
-import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
 import type { AppConfig } from '../../config/index.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { join } from 'node:path';
-import { DEMO, silentLogger, testConfig, useFleet, type Fleet } from '../helpers/integration.js';
+import { buildDemoRun, silentLogger, testConfig, useFleet, type Fleet } from '../helpers/integration.js';
 
 /**
  * Issue 13: "A session whose environment hoards memory or burns CPU is ended with its error code
@@ -72,10 +70,7 @@ describe('envfleet serve: a hoarding or CPU-burning session ends with its code; 
 
   before(async function () {
     f = await fleet();
-    await submitSynthesis(f.config, f.redis, { runId: 's1', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
-    await f.waitForRun('s1');
-    await submitScenarios(f.config, f.redis, { runId: 's1', perEnv: 3 });
-    await f.waitForRun('s1');
+    await buildDemoRun(f, 's1');
     // The served process: one pool thread and small limits.
     serveConfig = testConfig(null, {
       ENVFLEET_REDIS_PREFIX: f.config.redis.prefix,

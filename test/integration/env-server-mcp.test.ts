@@ -1,13 +1,11 @@
-import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { expect } from 'chai';
 import { startServing, type Serving } from '../../cli/serve.js';
-import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { DEMO, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
+import { buildDemoRun, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
 
 /** Opens a new MCP client and transport, runs fn, closes them: a client that reconnects for every call. */
 async function withMcp<T>(url: string, fn: (client: Client) => Promise<T>, token: string | null = null): Promise<T> {
@@ -43,15 +41,7 @@ describe('envfleet serve: the MCP surface, Streamable HTTP per session (real Red
 
   before(async function () {
     f = await fleet();
-    await submitSynthesis(f.config, f.redis, { runId: 's1', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
-    await f.waitForRun('s1');
-    await submitScenarios(f.config, f.redis, { runId: 's1', perEnv: 3 });
-    await f.waitForRun('s1');
-    scenarios = [];
-    for (const id of await f.store.listDocIds('s1', 'scenario')) {
-      const s = (await f.store.getDoc('s1', 'scenario', id))!;
-      if (s.status === 'ready') scenarios.push(s);
-    }
+    scenarios = await buildDemoRun(f, 's1');
     serving = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 4, idleTimeout: 600_000 });
   });
   after(async () => {

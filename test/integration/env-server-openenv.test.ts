@@ -1,12 +1,10 @@
-import { join } from 'node:path';
 import { expect } from 'chai';
 import WebSocket from 'ws';
 import { startServing, type Serving } from '../../cli/serve.js';
 import { FINISH_TOOL } from '../../http/env-server/openenv.js';
-import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { DEMO, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
+import { buildDemoRun, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
 
 type Msg = { type: string; data: Record<string, unknown> };
 type Obs = { observation: Record<string, unknown>; reward: number | null; done: boolean };
@@ -79,15 +77,7 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
 
   before(async function () {
     f = await fleet();
-    await submitSynthesis(f.config, f.redis, { runId: 's1', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
-    await f.waitForRun('s1');
-    await submitScenarios(f.config, f.redis, { runId: 's1', perEnv: 3 });
-    await f.waitForRun('s1');
-    scenarios = [];
-    for (const id of await f.store.listDocIds('s1', 'scenario')) {
-      const s = (await f.store.getDoc('s1', 'scenario', id))!;
-      if (s.status === 'ready') scenarios.push(s);
-    }
+    scenarios = await buildDemoRun(f, 's1');
     serving = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 3, idleTimeout: 600_000 });
   });
   after(async () => {

@@ -5,11 +5,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { startServing, type Serving } from '../../cli/serve.js';
-import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { DEMO, ENVFLEET_BIN, silentLogger, testConfig, useFleet, type Fleet } from '../helpers/integration.js';
+import { buildDemoRun, ENVFLEET_BIN, silentLogger, testConfig, useFleet, type Fleet } from '../helpers/integration.js';
 
 const run = promisify(execFile);
 
@@ -55,15 +54,7 @@ describe('envfleet serve: the environment server, NeMo Gym style (real Redis, re
 
   before(async function () {
     f = await fleet();
-    await submitSynthesis(f.config, f.redis, { runId: 's1', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
-    await f.waitForRun('s1');
-    await submitScenarios(f.config, f.redis, { runId: 's1', perEnv: 3 });
-    await f.waitForRun('s1');
-    scenarios = [];
-    for (const id of await f.store.listDocIds('s1', 'scenario')) {
-      const s = (await f.store.getDoc('s1', 'scenario', id))!;
-      if (s.status === 'ready') scenarios.push(s);
-    }
+    scenarios = await buildDemoRun(f, 's1');
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-serve-'));
     await exportRun(f.store, 's1', dir, { formats: ['verl', 'prompts'] });
     // rl-verl.json is one JSON row per line.
