@@ -1,0 +1,66 @@
+import { z } from 'zod';
+import type { ScenarioRecord } from '../scenarios/types.js';
+
+/**
+ * A line of scenarios.jsonl (the export format, docs/formats.md; written by `scenarioLine` in
+ * lines.ts), as much of it as serving a scenario needs. Unknown fields are ignored. The export writes
+ * ready scenarios only, without a status; a line that has one says whether it is ready.
+ */
+export const ScenarioLine = z.object({
+  id: z.string().min(1),
+  environmentId: z.string().min(1),
+  index: z.number().int().min(0),
+  status: z.enum(['building', 'ready', 'dropped']).optional(),
+  initialState: z.record(z.string(), z.unknown()),
+  task: z.string().nullish(),
+  userGoal: z.object({ goal: z.string(), facts: z.array(z.string()) }).nullish(),
+  expectedTools: z.array(z.string()).nullish(),
+  checklist: z.array(z.object({ item: z.string(), check: z.string() })),
+  validation: z
+    .object({
+      onInitialState: z.array(z.object({ item: z.string(), passed: z.boolean() })),
+      repairs: z.array(z.object({ item: z.string(), problem: z.string() })),
+      verification: z.object({ model: z.string(), tries: z.array(z.object({ reward: z.number().nullable(), termination: z.string() })), solved: z.boolean() }).optional(),
+    })
+    .nullish(),
+  lineage: z
+    .object({
+      runId: z.string().optional(),
+      environmentId: z.string().optional(),
+      models: z.record(z.string(), z.string()).optional(),
+      prompts: z.record(z.string(), z.string()).optional(),
+      createdAt: z.string().optional(),
+    })
+    .nullish(),
+});
+
+export type ScenarioLineValue = z.infer<typeof ScenarioLine>;
+
+/** The scenario record of a line of scenarios.jsonl; `runId` when the line's lineage names no run. */
+export function scenarioRecordFromLine(s: ScenarioLineValue, runId: string): ScenarioRecord {
+  const run = s.lineage?.runId ?? runId;
+  return {
+    id: s.id,
+    runId: run,
+    environmentId: s.environmentId,
+    index: s.index,
+    status: s.status ?? 'ready',
+    initialState: s.initialState,
+    ...(s.task != null ? { task: s.task } : {}),
+    ...(s.userGoal ? { userGoal: s.userGoal } : {}),
+    ...(s.expectedTools ? { expectedTools: s.expectedTools } : {}),
+    checklistItems: s.checklist.map(c => c.item),
+    checklist: s.checklist,
+    ...(s.validation
+      ? { validation: { onInitialState: s.validation.onInitialState, repairs: s.validation.repairs, ...(s.validation.verification ? { verification: s.validation.verification } : {}) } }
+      : {}),
+    dropReason: null,
+    lineage: {
+      runId: run,
+      environmentId: s.lineage?.environmentId ?? s.environmentId,
+      models: s.lineage?.models ?? {},
+      prompts: s.lineage?.prompts ?? {},
+      createdAt: s.lineage?.createdAt ?? '',
+    },
+  };
+}
