@@ -179,13 +179,17 @@ program
 
 program
   .command('serve')
-  .description('serve the ready scenarios of a run to RL trainers (NeMo Gym style: POST /seed_session, POST /{tool}, POST /verify; GET /health); docs/env-server.md')
-  .requiredOption('--run <name>', 'the run whose scenarios are served')
+  .description('serve the ready scenarios of a run, or of an export, to RL trainers: NeMo Gym style (POST /seed_session, /{tool}, /verify), MCP (/sessions/{id}/mcp), OpenEnv (/ws, POST /mcp); several processes share one Redis; docs/env-server.md')
+  .option('--run <name>', 'the run whose ready scenarios are served (from Redis)')
+  .option('--environments <file>', "instead of --run: an export's environments.jsonl (envfleet export), with --scenarios")
+  .option('--scenarios <file>', "the same export's scenarios.jsonl (its ready scenarios)")
   .option('--port <n>', 'port (0: any free port)', port, 8090)
   .option('--host <host>', 'address (anything but loopback needs --token)', '127.0.0.1')
   .option('--max-sessions <n>', 'live sessions at most; one more is answered 503 OVER_CAPACITY', positiveInt, 64)
   .option('--idle-timeout <ms>', 'a session with no request for this long (ms) ends, its reward kept (0: never)', nonNegative('--idle-timeout'), 600_000)
   .option('--token <token>', 'required from clients as Authorization: Bearer TOKEN (needed unless bound to loopback; default ENVFLEET_SERVE_TOKEN, which keeps it out of the process list)')
+  .option('--advertise-url <url>', 'where the other serve processes sharing this Redis reach this one, to forward requests about its sessions (default http://HOST:PORT; the machine name for 0.0.0.0)')
+  .option('--result-ttl <seconds>', "how long an ended session's result (reward, final state) stays readable through every serve process", positiveInt, 600)
   .action(guarded(async (opts: ServeOptions) => (await import('./serve.js')).serveCommand(opts)));
 
 program

@@ -1,26 +1,48 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { basename, dirname, resolve } from 'node:path';
 import type { AppConfig } from '../config/index.js';
 import { ConfigError, loadConfig } from '../config/index.js';
 import { LOOPBACK_HOSTS, startEnvServer, type EnvServer } from '../http/env-server/server.js';
-import { createSessionRegistry, runScenarioSource, type SessionRegistry } from '../src/env-server/sessions.js';
+import { createRedisSessionDirectory, type SessionDirectory } from '../src/env-server/directory.js';
+import { loadExportScenarioSource } from '../src/env-server/file-source.js';
+import { createSessionRegistry, runScenarioSource, type ScenarioSource, type SessionRegistry } from '../src/env-server/sessions.js';
 import { RequestError } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logger.js';
-import { createRedisConnection, waitForRedis } from '../src/redis/connection.js';
+import { createRedisConnection, redactRedisUrl, waitForRedis, type Redis } from '../src/redis/connection.js';
 import { createRedisRunStore } from '../src/runs/store.js';
 import { createSandboxPool, SANDBOX_THREAD_FILE } from '../workers/sandbox-pool.js';
 
 export interface ServeOptions {
-  readonly run: string;
+  /** The run whose ready scenarios are served (from its Redis); or, instead, an export's two files: */
+  readonly run?: string | undefined;
+  /** environments.jsonl of an export (`envfleet export`). */
+  readonly environments?: string | undefined;
+  /** scenarios.jsonl of the same export. */
+  readonly scenarios?: string | undefined;
   readonly port: number;
   readonly host: string;
   readonly maxSessions: number;
   readonly idleTimeout: number;
   readonly token?: string | undefined;
+  /** Where the other serve processes reach this one (default: http://HOST:PORT, the machine's name for 0.0.0.0). */
+  readonly advertiseUrl?: string | undefined;
+  /** Seconds an ended session's result stays readable through every serve process. */
+  readonly resultTtl?: number | undefined;
 }
+
+/** A process whose heartbeat is older than this is gone; it beats every third of it. */
+export const HEARTBEAT_TTL_MS = 10_000;
+export const DEFAULT_RESULT_TTL_S = 600;
 
 export interface Serving {
   readonly url: string;
   readonly registry: SessionRegistry;
   readonly server: EnvServer;
+  /** Null when the server runs alone (an export served without Redis). */
+  readonly directory: SessionDirectory | null;
+  /** What it serves: the run's name (from an export, the run its scenarios name). */
+  readonly serves: string;
   /** Stops listening, ends every session (their results are then gone with the process), closes the pool and Redis. */
   close(): Promise<void>;
 }
@@ -28,10 +50,25 @@ export interface Serving {
 /** Checks the settings of `envfleet serve`; the message says what to fix. */
 export function validateServeOptions(opts: ServeOptions): void {
   const problems: string[] = [];
-  if (!/^[A-Za-z0-9_.-]{1,100}$/.test(opts.run)) problems.push(`--run "${opts.run}" is not a run name (letters, digits, . _ -): envfleet runs lists them`);
+  const fromExport = opts.environments !== undefined || opts.scenarios !== undefined;
+  if (opts.run !== undefined && fromExport) problems.push('give either --run NAME (a run in Redis) or --environments FILE --scenarios FILE (an export), not both');
+  else if (opts.run === undefined && !fromExport) problems.push('say what to serve: --run NAME (a run in Redis), or --environments DIR/environments.jsonl --scenarios DIR/scenarios.jsonl (an export made by envfleet export)');
+  else if (fromExport && (!opts.environments || !opts.scenarios)) problems.push(`an export is served from two files: give both --environments DIR/environments.jsonl and --scenarios DIR/scenarios.jsonl (missing: ${opts.environments ? '--scenarios' : '--environments'})`);
+  if (opts.run !== undefined && !/^[A-Za-z0-9_.-]{1,100}$/.test(opts.run)) problems.push(`--run "${opts.run}" is not a run name (letters, digits, . _ -): envfleet runs lists them`);
   if (!Number.isInteger(opts.maxSessions) || opts.maxSessions < 1) problems.push(`--max-sessions must be a whole number ≥ 1 (got ${opts.maxSessions})`);
   if (!Number.isInteger(opts.idleTimeout) || opts.idleTimeout < 0) problems.push(`--idle-timeout must be milliseconds, a whole number ≥ 0 (0: never; got ${opts.idleTimeout})`);
   if (opts.idleTimeout > 0 && opts.idleTimeout < 1_000) problems.push(`--idle-timeout ${opts.idleTimeout} ms would end sessions between a model's turns: give at least 1000 ms (or 0 for never)`);
+  if (opts.resultTtl !== undefined && (!Number.isInteger(opts.resultTtl) || opts.resultTtl < 1)) problems.push(`--result-ttl must be seconds, a whole number ≥ 1 (got ${opts.resultTtl})`);
+  if (opts.advertiseUrl !== undefined) {
+    let ok: boolean;
+    try {
+      const u = new URL(opts.advertiseUrl);
+      ok = (u.protocol === 'http:' || u.protocol === 'https:') && u.pathname === '/' && !u.search && !u.username;
+    } catch {
+      ok = false;
+    }
+    if (!ok) problems.push(`--advertise-url "${opts.advertiseUrl}" is not a base URL such as http://10.0.0.5:8090 (http or https, no path, no credentials): the other serve processes forward requests there`);
+  }
   if (opts.token !== undefined && opts.token.trim().length < 8) problems.push('--token must be at least 8 characters');
   if (!LOOPBACK_HOSTS.has(opts.host) && !opts.token) problems.push(`--host ${opts.host} is not loopback: anyone who can reach it could run environments; set ENVFLEET_SERVE_TOKEN (or pass --token TOKEN; clients send Authorization: Bearer TOKEN), or bind to 127.0.0.1`);
   if (problems.length) throw new ConfigError(`serve settings: ${problems.join('; ')}`);
@@ -52,53 +89,106 @@ export function validateCapacity(config: Pick<AppConfig, 'pool'>, opts: Pick<Ser
   }
 }
 
-/** Starts the environment server of a run: the sandbox pool, the session registry and the HTTP surface. */
+/** The URL other processes reach a server at: its own, with the machine's name for a wildcard address. */
+export function advertisedUrl(listening: string, host: string): string {
+  const u = new URL(listening);
+  if (host === '0.0.0.0' || host === '::' || host === '') u.hostname = hostname();
+  return u.origin;
+}
+
+/** What a server serves: a run in Redis, or an export's files. */
+async function openSource(config: AppConfig, opts: ServeOptions, redis: Redis | null, logger: Logger): Promise<{ source: ScenarioSource; serves: string }> {
+  if (opts.run) {
+    if (!redis) throw new RequestError(`serving run "${opts.run}" needs its Redis (${redactRedisUrl(config.redis.url)}), which does not answer: start it, or serve an export with --environments and --scenarios`);
+    const store = createRedisRunStore(redis, config.redis.prefix);
+    if (!(await store.getRun(opts.run))) throw new RequestError(`run "${opts.run}" does not exist (envfleet runs lists the runs under this ENVFLEET_REDIS_PREFIX)`);
+    const ready = (await store.statusCounts(opts.run, 'scenario'))['ready'] ?? 0;
+    if (ready === 0) throw new RequestError(`run "${opts.run}" has no ready scenario to serve: make some with envfleet scenarios --run ${opts.run}`);
+    return { source: runScenarioSource(store, opts.run), serves: opts.run };
+  }
+  // An export: the limits a run freezes at submission are the configured ones (ENVFLEET_SANDBOX_*).
+  const loaded = await loadExportScenarioSource({ environments: opts.environments!, scenarios: opts.scenarios! }, config.sandbox);
+  if (loaded.ready === 0) {
+    throw new RequestError(`${opts.scenarios} has no scenario to serve (${loaded.unservable} whose environment is missing from ${opts.environments} or not kept): pass the environments.jsonl and scenarios.jsonl of one export`);
+  }
+  logger.info({ ready: loaded.ready, unservable: loaded.unservable, environments: loaded.environments, run: loaded.runName }, 'serving an export');
+  return { source: loaded.source, serves: loaded.runName ?? `export:${basename(dirname(resolve(opts.scenarios!)))}` };
+}
+
+/**
+ * Starts the environment server: the sandbox pool, the session registry, the HTTP surface, and its entry in
+ * the session directory that the serve processes sharing its Redis use to forward requests to each other.
+ * From an export, a Redis that does not answer leaves the server on its own (no directory).
+ */
 export async function startServing(config: AppConfig, logger: Logger, given: ServeOptions): Promise<Serving> {
   // The token from --token, else ENVFLEET_SERVE_TOKEN (kept out of the process list).
   const token = given.token ?? config.serve.token ?? undefined;
   const opts: ServeOptions = { ...given, token };
   validateServeOptions(opts);
   validateCapacity(config, opts);
-  const redis = createRedisConnection(config.redis.url, 'worker');
-  try {
-    await waitForRedis(redis, config.redis.url);
-    const store = createRedisRunStore(redis, config.redis.prefix);
-    if (!(await store.getRun(opts.run))) throw new RequestError(`run "${opts.run}" does not exist (envfleet runs lists the runs under this ENVFLEET_REDIS_PREFIX)`);
-    const ready = (await store.statusCounts(opts.run, 'scenario'))['ready'] ?? 0;
-    if (ready === 0) throw new RequestError(`run "${opts.run}" has no ready scenario to serve: make some with envfleet scenarios --run ${opts.run}`);
-  } catch (err) {
-    redis.disconnect();
-    throw err;
-  }
-  const store = createRedisRunStore(redis, config.redis.prefix);
-  const pool = createSandboxPool(config, logger, SANDBOX_THREAD_FILE);
-  try {
-    await pool.started();
-  } catch (err) {
-    await pool.close().catch(() => undefined);
-    redis.disconnect();
-    throw err;
-  }
-  const registry = createSessionRegistry({ sandbox: pool, scenarios: runScenarioSource(store, opts.run), logger }, { maxSessions: opts.maxSessions, idleTimeoutMs: opts.idleTimeout });
-  let server: EnvServer;
-  try {
-    server = await startEnvServer(registry, logger, { port: opts.port, host: opts.host, token: opts.token ?? null, runId: opts.run });
-  } catch (err) {
-    await pool.close().catch(() => undefined);
-    redis.disconnect();
-    throw err;
-  }
-  return {
-    url: server.url,
-    registry,
-    server,
-    async close() {
-      await server.close();
-      await registry.closeAll();
-      await pool.close();
-      redis.disconnect();
-    },
+  const closers: (() => Promise<void> | void)[] = [];
+  const closeAll = async () => {
+    for (const close of closers.splice(0).reverse()) await Promise.resolve(close()).catch(() => undefined);
   };
+  try {
+    let redis: Redis | null = createRedisConnection(config.redis.url, 'worker');
+    const r = redis;
+    closers.push(() => r.disconnect());
+    try {
+      await waitForRedis(redis, config.redis.url);
+    } catch (err) {
+      if (opts.run) throw err;
+      logger.warn({ err }, 'Redis does not answer: serving the export from this process alone (no session directory, no forwarding)');
+      redis.disconnect();
+      redis = null;
+    }
+    const { source, serves } = await openSource(config, opts, redis, logger);
+    const pool = createSandboxPool(config, logger, SANDBOX_THREAD_FILE);
+    closers.push(() => pool.close());
+    await pool.started();
+    // The directory's address is known once the port is: the URL is filled in before the first heartbeat.
+    let advertised = opts.advertiseUrl ?? '';
+    let directory: SessionDirectory | null = null;
+    if (redis) {
+      // Its own connection, failing fast: a request waiting on the directory while Redis is down would hang.
+      const directoryRedis = createRedisConnection(config.redis.url, 'producer');
+      closers.push(() => directoryRedis.disconnect());
+      await directoryRedis.connect().catch(() => undefined);
+      directory = createRedisSessionDirectory(directoryRedis, config.redis.prefix, {
+        serverId: `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`,
+        get url() {
+          return advertised;
+        },
+        serves,
+        heartbeatTtlMs: HEARTBEAT_TTL_MS,
+        resultTtlMs: (opts.resultTtl ?? DEFAULT_RESULT_TTL_S) * 1000,
+      });
+    }
+    const registry = createSessionRegistry({ sandbox: pool, scenarios: source, logger, ...(directory ? { directory } : {}) }, { maxSessions: opts.maxSessions, idleTimeoutMs: opts.idleTimeout });
+    const server = await startEnvServer(registry, logger, { port: opts.port, host: opts.host, token: opts.token ?? null, runId: serves, directory });
+    // Closed in reverse: the server stops listening, the sessions end (their results go to the directory), the process leaves it.
+    if (directory) {
+      const d = directory;
+      closers.push(() => d.leave().catch(err => logger.warn({ err }, 'leaving the session directory failed; the entry expires by itself')));
+    }
+    closers.push(() => registry.closeAll());
+    closers.push(() => server.close());
+    if (directory) {
+      const d = directory;
+      if (!advertised) advertised = advertisedUrl(server.url, opts.host);
+      await d.heartbeat(registry.stats());
+      const beat = setInterval(() => {
+        d.heartbeat(registry.stats()).catch(err => logger.warn({ err }, 'the session directory heartbeat failed; other serve processes may count this one gone'));
+      }, HEARTBEAT_TTL_MS / 3);
+      beat.unref();
+      closers.push(() => clearInterval(beat));
+      logger.info({ server: d.serverId, advertised }, 'env server registered in the session directory');
+    }
+    return { url: server.url, registry, server, directory, serves, close: closeAll };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
 }
 
 /** `envfleet serve`. */
@@ -109,7 +199,8 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   validateCapacity(config, opts);
   const logger = createLogger(config);
   const serving = await startServing(config, logger, opts);
-  process.stdout.write(`envfleet environment server for run ${opts.run} at ${serving.url} (NeMo Gym style: POST /seed_session, POST /{tool}, POST /verify; ${token ? 'token required' : 'no token: loopback only'})\n`);
+  const what = opts.run ? `run ${opts.run}` : `the export ${opts.scenarios} (run ${serving.serves})`;
+  process.stdout.write(`envfleet environment server for ${what} at ${serving.url} (NeMo Gym style: POST /seed_session, POST /{tool}, POST /verify; MCP: POST /sessions, /sessions/{id}/mcp; OpenEnv: /ws; ${token ? 'token required' : 'no token: loopback only'}); ${serving.directory ? `server id ${serving.directory.serverId}` : 'alone: no Redis, no forwarding between serve processes'}\n`);
   let closing = false;
   const stop = () => {
     if (closing) return;

@@ -145,7 +145,8 @@ export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: Mc
       } catch (err) {
         if (!(err instanceof EnvServerError)) throw err;
         const closed = err.code === 'SESSION_CLOSED';
-        jsonRpcError(res, closed ? 410 : 404, closed ? MCP_SESSION_CLOSED : MCP_UNKNOWN_SESSION, closed ? `${err.message}` : `no session ${id} on this server; open one with POST /sessions {"scenario_id": …}`, { code: err.code, ...err.details });
+        const lost = err.code === 'SESSION_LOST';
+        jsonRpcError(res, closed || lost ? 410 : 404, closed ? MCP_SESSION_CLOSED : MCP_UNKNOWN_SESSION, closed || lost ? err.message : `no session ${id} on this server; open one with POST /sessions {"scenario_id": …}`, { code: err.code, ...err.details });
         return;
       }
       let body: unknown;

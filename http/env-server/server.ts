@@ -8,6 +8,8 @@ import { ENV_SERVER_ERROR_CODES, ENV_SERVER_HTTP_STATUS, EnvServerError } from '
 import type { SessionRegistry, SessionResult } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
+import type { SessionDirectory } from '../../src/env-server/directory.js';
+import { forwardingMiddleware, SERVED_BY_HEADER } from './forward.js';
 import { mcpRouter } from './mcp.js';
 import { attachOpenEnvWebSocket, mountOpenEnvPublic, mountOpenEnvStateless } from './openenv.js';
 
@@ -18,6 +20,8 @@ export interface EnvServerOptions {
   readonly token: string | null;
   /** The served run, for /health. */
   readonly runId: string;
+  /** Shared with other serve processes on the same Redis: requests about their sessions are forwarded to them. */
+  readonly directory?: SessionDirectory | null;
 }
 
 export interface EnvServer {
@@ -31,6 +35,25 @@ export const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', 'localh
 
 /** The cookie that carries a NeMo Gym session; every response re-sends it. */
 export const SESSION_COOKIE = 'envfleet_session';
+
+/**
+ * The token in the path, for clients that cannot set headers (OpenEnv's Python clients append `/ws` to the
+ * base URL and send no headers): `BASE/t/TOKEN/…` is `BASE/…` with `Authorization: Bearer TOKEN`.
+ */
+export const PATH_TOKEN_PREFIX = '/t/';
+
+/** Splits `/t/TOKEN/rest?query` into the token and `/rest?query`; null for any other path. */
+export function pathToken(url: string): { token: string; rest: string } | null {
+  const m = /^\/t\/([^/?#]+)(\/[^?#]*)?(\?[^#]*)?$/.exec(url);
+  if (!m) return null;
+  let token: string;
+  try {
+    token = decodeURIComponent(m[1]!);
+  } catch {
+    return null;
+  }
+  return { token, rest: `${m[2] ?? '/'}${m[3] ?? ''}` };
+}
 
 /** Routes of the server itself: no tool is served under these names. */
 export const RESERVED_ROUTES: ReadonlySet<string> = new Set(['seed_session', 'verify', 'health', 'session', 'aggregate_metrics', 'mcp', 'sessions', 'reset', 'step', 'state', 'metadata', 'schema', 'openapi.json', 'ws']);
@@ -117,7 +140,22 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');
+  app.use((req, _res, next) => {
+    const inPath = pathToken(req.url);
+    if (inPath) {
+      req.url = inPath.rest;
+      req.headers.authorization = `Bearer ${inPath.token}`;
+    }
+    next();
+  });
   app.use(express.text({ type: () => true, limit: '4mb', defaultCharset: 'utf-8' }));
+  const directory = options.directory ?? null;
+  if (directory) {
+    app.use((_req, res, next) => {
+      res.setHeader(SERVED_BY_HEADER, directory.serverId);
+      next();
+    });
+  }
   // Every response re-sends the session cookie the request carried (NeMo Gym keeps only the latest response's cookies).
   app.use((req, res, next) => {
     const id = sessionOf(req);
@@ -125,11 +163,13 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
     next();
   });
   app.get('/health', (_req, res) => {
-    res.json({ status: 'healthy', run: options.runId, sessions: registry.stats() });
+    res.json({ status: 'healthy', run: options.runId, sessions: registry.stats(), ...(directory ? { server_id: directory.serverId } : {}) });
   });
   // OpenEnv: /metadata, /schema, /openapi.json (no token, like /health); /reset, /step, /state and WS /ws (http/env-server/openenv.ts).
   mountOpenEnvPublic(app, { token: options.token, runId: options.runId });
   if (options.token) app.use(requireToken(options.token));
+  // Sessions held by another serve process: forwarded there (http/env-server/forward.ts).
+  if (directory) app.use(forwardingMiddleware({ directory, registry, logger, serves: options.runId, cookieName: SESSION_COOKIE }));
   mountOpenEnvStateless(app, registry, { token: options.token, runId: options.runId });
   // MCP: POST /sessions, /sessions/{id}/mcp (Streamable HTTP), /sessions/{id}/verify (http/env-server/mcp.ts).
   app.use(mcpRouter(registry, logger, { scenarioIdOf, resultBody }));

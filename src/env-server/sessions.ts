@@ -10,6 +10,7 @@ import type { CallOutcome } from '../sandbox/quickjs-host.js';
 import type { EnvSession, SandboxRunner } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
+import type { SessionDirectory } from './directory.js';
 import { EnvServerError } from './errors.js';
 
 /** What a session needs of a scenario: the scenario, its environment, and the sandbox limits its run froze. */
@@ -91,6 +92,8 @@ export interface SessionRegistryDeps {
   readonly sandbox: Pick<SandboxRunner, 'openSession' | 'checks'>;
   readonly scenarios: ScenarioSource;
   readonly logger?: Logger;
+  /** Shared with the other serve processes on the same Redis: who holds which session, and ended sessions' results. */
+  readonly directory?: SessionDirectory;
 }
 
 export interface SessionRegistry {
@@ -105,6 +108,12 @@ export interface SessionRegistry {
   /** The kept result of an ended session, or null. */
   result(sessionId: string): SessionResult | null;
   stats(): { readonly active: number; readonly max: number };
+  /** Whether this process knows the session itself (live, ended here, or learnt with `remember`/`markLost`). */
+  knows(sessionId: string): boolean;
+  /** Keeps the result of a session another process ended (from the directory), so every surface answers as for its own. */
+  remember(result: SessionResult): void;
+  /** Records that the session was held by a process that stopped: requests on it get SESSION_LOST. */
+  markLost(sessionId: string, detail: string): void;
   /** Ends every live session (`shutdown`); new ones are refused. */
   closeAll(): Promise<void>;
 }
@@ -121,6 +130,10 @@ interface Live {
 export function createSessionRegistry(deps: SessionRegistryDeps, options: SessionRegistryOptions): SessionRegistry {
   const live = new Map<string, Live>();
   const ended = new Map<string, SessionResult>();
+  const lost = new Map<string, string>();
+  const bounded = <V>(m: Map<string, V>) => {
+    while (m.size > keep) m.delete(m.keys().next().value!);
+  };
   const keep = options.keepResults ?? 10_000;
   let shuttingDown = false;
 
@@ -136,6 +149,8 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
   const liveOrThrow = (id: string): Live => {
     const s = live.get(id);
     if (s && !s.ending && s.info) return s;
+    const gone = lost.get(id);
+    if (gone) throw new EnvServerError('SESSION_LOST', `session ${id} is lost: ${gone}; open a new session`);
     const done = ended.get(id);
     if (s?.ending || done) {
       throw new EnvServerError('SESSION_CLOSED', `session ${id} has ended${done ? ` (${done.endedBy}${done.detail ? `: ${done.detail}` : ''})` : ''}; verify returns its reward, and seed_session starts a new one`, { endedBy: done?.endedBy ?? 'ending' });
@@ -147,6 +162,8 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     const done = ended.get(id);
     if (done) return done;
     const s = live.get(id);
+    const gone = lost.get(id);
+    if (gone) throw new EnvServerError('SESSION_LOST', `session ${id} is lost: ${gone}; open a new session`);
     if (!s?.info || !s.served) throw new EnvServerError('UNKNOWN_SESSION', `no session ${id} on this server; start one with seed_session`);
     if (s.ending) return s.ending;
     if (s.timer) clearTimeout(s.timer);
@@ -182,8 +199,10 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         checksError: score.checksError,
       };
       ended.set(id, result);
-      while (ended.size > keep) ended.delete(ended.keys().next().value!);
+      bounded(ended);
       live.delete(id);
+      // Then every process sharing the directory answers with this result (verify through another one).
+      await deps.directory?.release(result).catch(err => deps.logger?.warn({ err, session: id }, 'the session directory did not take the result; only this process knows it'));
       return result;
     })();
     return s.ending;
@@ -209,6 +228,8 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         }
         s.served = served;
         s.info = { id, scenarioId, environmentId: env.id, tools: s.env.tools, toolDefs: env.tools ?? [], task: scenario.task ?? null, openedAt: new Date().toISOString() };
+        // Without this entry the session still works through this process; the others answer UNKNOWN_SESSION for it.
+        await deps.directory?.claim(id).catch(err => deps.logger?.warn({ err, session: id }, 'the session directory did not record the session; other serve processes will not find it'));
       } catch (err) {
         live.delete(id);
         throw err;
@@ -241,6 +262,17 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     finish: (id, endedBy = 'finished') => finish(id, endedBy),
     result: id => ended.get(id) ?? null,
     stats: () => ({ active: live.size, max: options.maxSessions }),
+    knows: id => live.has(id) || ended.has(id) || lost.has(id),
+    remember(result) {
+      if (live.has(result.sessionId)) return;
+      ended.set(result.sessionId, result);
+      bounded(ended);
+    },
+    markLost(id, detail) {
+      if (live.has(id) || ended.has(id)) return;
+      lost.set(id, detail);
+      bounded(lost);
+    },
     async closeAll() {
       shuttingDown = true;
       await Promise.all([...live.entries()].filter(([, s]) => s.info).map(([id]) => finish(id, 'shutdown').catch(() => undefined)));

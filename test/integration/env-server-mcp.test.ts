@@ -1,23 +1,10 @@
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { expect } from 'chai';
 import { startServing, type Serving } from '../../cli/serve.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import { withMcp } from '../helpers/env-server-clients.js';
 import { buildDemoRun, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
-
-/** Opens a new MCP client and transport, runs fn, closes them: a client that reconnects for every call. */
-async function withMcp<T>(url: string, fn: (client: Client) => Promise<T>, token: string | null = null): Promise<T> {
-  const client = new Client({ name: 'envfleet-test', version: '0.0.0' });
-  const transport = new StreamableHTTPClientTransport(new URL(url), token ? { requestInit: { headers: { authorization: `Bearer ${token}` } } } : {});
-  await client.connect(transport);
-  try {
-    return await fn(client);
-  } finally {
-    await client.close();
-  }
-}
 
 const call = async (url: string, name: string, args: Record<string, unknown>, token: string | null = null) => (await withMcp(url, c => c.callTool({ name, arguments: args }), token)) as CallToolResult;
 const textOf = (r: CallToolResult) => (r.content[0] as { type: 'text'; text: string }).text;

@@ -8,41 +8,10 @@ import { startServing, type Serving } from '../../cli/serve.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import { errorOf, LatestCookieClient, type Reply } from '../helpers/env-server-clients.js';
 import { buildDemoRun, ENVFLEET_BIN, silentLogger, testConfig, useFleet, type Fleet } from '../helpers/integration.js';
 
 const run = promisify(execFile);
-
-interface Reply {
-  readonly status: number;
-  readonly text: string;
-  readonly json: Record<string, unknown>;
-  readonly headers: Headers;
-}
-
-/** A NeMo Gym-like client: it sends back only the cookies of the latest response (none when that response set none). */
-class LatestCookieClient {
-  cookie: string | null = null;
-  constructor(
-    readonly base: string,
-    readonly token: string | null = null,
-  ) {}
-  async send(method: string, path: string, body?: unknown, raw = false): Promise<Reply> {
-    const res = await fetch(this.base + path, {
-      method,
-      headers: { 'content-type': 'application/json', ...(this.cookie ? { cookie: this.cookie } : {}), ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) },
-      ...(body === undefined ? {} : { body: raw ? (body as string) : JSON.stringify(body) }),
-    });
-    const set = res.headers.getSetCookie();
-    this.cookie = set.length ? set.map(c => c.split(';')[0]!).join('; ') : null;
-    const text = await res.text();
-    return { status: res.status, text, json: JSON.parse(text) as Record<string, unknown>, headers: res.headers };
-  }
-  post(path: string, body?: unknown, raw = false) {
-    return this.send('POST', path, body, raw);
-  }
-}
-
-const errorOf = (r: Reply) => r.json['error'] as { code: string; message: string; [k: string]: unknown };
 
 describe('envfleet serve: the environment server, NeMo Gym style (real Redis, real sandbox pool, real HTTP)', function () {
   const fleet = useFleet('suite');
@@ -195,6 +164,60 @@ describe('envfleet serve: the environment server, NeMo Gym style (real Redis, re
     }
     expect(refused).to.have.property('code', 'CONFIG_INVALID');
     expect(String(refused)).to.match(/--max-sessions 3 is more than the sandbox pool holds \(1 threads × 2 tasks per thread = 2\)/).and.to.match(/ENVFLEET_POOL_TASKS_PER_THREAD/);
+  });
+
+  it('serves an export (--environments, --scenarios) without Redis: the same scenario gets the same reward; bad files are refused with what to fix', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-export-ÄÖ-漢字-🚗-'));
+    await exportRun(f.store, 's1', dir, { formats: [] });
+    // A Redis that does not answer: the export is served by this process alone.
+    const noRedis = testConfig(f.server, { REDIS_URL: 'redis://127.0.0.1:1' });
+    const fromExport = await startServing(noRedis, silentLogger(), { environments: join(dir, 'environments.jsonl'), scenarios: join(dir, 'scenarios.jsonl'), port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 0 });
+    try {
+      expect(fromExport.directory).to.equal(null);
+      expect(fromExport.serves, 'the run its scenarios name').to.equal('s1');
+      const c = new LatestCookieClient(fromExport.url);
+      expect((await c.post('/seed_session', { scenario_id: byTask('Iris Vance').id })).status).to.equal(200);
+      await c.post('/return_book', { loan_id: 'L21' });
+      await c.post('/pay_fine', { member_id: 'M7', amount: 2.5 });
+      expect((await c.post('/borrow_book', { member_id: 'M7', book_id: 'B5' })).text).to.match(/Lent Kindred to Iris Vance/);
+      const v = await c.post('/verify', {});
+      expect(v.json['reward']).to.equal(1);
+      expect(errorOf(await c.post('/seed_session', { scenario_id: 'no-such-scenario' })).message).to.include('scenarios.jsonl');
+    } finally {
+      await fromExport.close();
+    }
+    const refusals: [Parameters<typeof startServing>[2], RegExp][] = [
+      [{ environments: join(dir, 'environments.jsonl'), port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 0 }, /give both --environments .* and --scenarios/],
+      [{ run: 's1', environments: join(dir, 'environments.jsonl'), scenarios: join(dir, 'scenarios.jsonl'), port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 0 }, /not both/],
+      [{ environments: join(dir, 'scenarios.jsonl'), scenarios: join(dir, 'environments.jsonl'), port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 0 }, /line 1.*scenarios\.jsonl/s],
+      [{ environments: join(dir, 'missing.jsonl'), scenarios: join(dir, 'scenarios.jsonl'), port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 0 }, /missing\.jsonl/],
+    ];
+    for (const [opts, message] of refusals) {
+      let refused: unknown;
+      try {
+        await (await startServing(noRedis, silentLogger(), opts)).close();
+      } catch (err) {
+        refused = err;
+      }
+      expect(String((refused as Error | undefined)?.message), JSON.stringify(opts)).to.match(message);
+    }
+  });
+
+  it('takes the token in the path for clients that cannot set headers (BASE/t/TOKEN/…)', async () => {
+    const secured = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 0, token: 'path-token-ÄÖ/1234' });
+    try {
+      const base = `${secured.url}/t/${encodeURIComponent('path-token-ÄÖ/1234')}`;
+      const c = new LatestCookieClient(base);
+      expect((await c.post('/seed_session', { scenario_id: byTask('GX-310').id })).status).to.equal(200);
+      expect((await c.post('/exit_vehicle', { ticket_id: 'T5' })).text).to.match(/GX-310 left S9/);
+      expect((await c.post('/verify')).json['reward']).to.be.a('number');
+      const wrong = new LatestCookieClient(`${secured.url}/t/not-the-token`);
+      const refused = await wrong.post('/seed_session', { scenario_id: byTask('GX-310').id });
+      expect(refused.status).to.equal(401);
+      expect(errorOf(refused).code).to.equal('UNAUTHORIZED');
+    } finally {
+      await secured.close();
+    }
   });
 
   it('needs a token off loopback, and checks it', async () => {

@@ -1,0 +1,127 @@
+import type { Redis } from '../redis/connection.js';
+import type { SessionResult } from './sessions.js';
+
+/**
+ * The directory of live sessions that several `envfleet serve` processes share through one Redis: which
+ * process holds which session, where each process answers, and the results of ended sessions. A request
+ * that lands on a process that does not hold its session is forwarded to the one that does
+ * (http/env-server/forward.ts), so a trainer needs no routing of its own.
+ */
+
+/** One serving process as its heartbeat describes it. */
+export interface ServerEntry {
+  readonly id: string;
+  /** Where the other processes reach it (--advertise-url). */
+  readonly url: string;
+  /** What it serves (a run name, or the export it was started from). */
+  readonly serves: string;
+  readonly active: number;
+  readonly max: number;
+}
+
+/** Where a session is, as the directory knows it. */
+export type SessionWhere =
+  | { readonly kind: 'held'; readonly server: ServerEntry }
+  | { readonly kind: 'ended'; readonly result: SessionResult }
+  /** Its process stopped without ending it (killed, or its Redis entry expired): the environment is gone. */
+  | { readonly kind: 'lost'; readonly serverId: string }
+  | { readonly kind: 'unknown' };
+
+export interface SessionDirectory {
+  /** This process's id in the directory. */
+  readonly serverId: string;
+  /** Records that this process holds the session. */
+  claim(sessionId: string): Promise<void>;
+  /** Records the result of a session this process ended (kept for the result TTL) and drops its holder. */
+  release(result: SessionResult): Promise<void>;
+  locate(sessionId: string): Promise<SessionWhere>;
+  /** Says this process is alive, where it answers and how full it is; the entry expires unless renewed. */
+  heartbeat(load: { readonly active: number; readonly max: number }): Promise<void>;
+  /** The other live processes. */
+  peers(): Promise<ServerEntry[]>;
+  /** Removes this process's entry (at shutdown, after its sessions have been released). */
+  leave(): Promise<void>;
+}
+
+export interface RedisDirectoryOptions {
+  readonly serverId: string;
+  readonly url: string;
+  readonly serves: string;
+  /** A process whose heartbeat is older than this is gone (its sessions are lost). */
+  readonly heartbeatTtlMs: number;
+  /** How long an ended session's result stays readable from every process. */
+  readonly resultTtlMs: number;
+}
+
+/** Sessions outlive no process, but a killed process leaves its entries behind: they expire after this. */
+const HOLDER_TTL_S = 7 * 24 * 3600;
+
+const isServerEntry = (v: unknown): v is ServerEntry => {
+  const e = v as Partial<ServerEntry> | null;
+  return typeof e === 'object' && e !== null && typeof e.id === 'string' && typeof e.url === 'string' && typeof e.active === 'number' && typeof e.max === 'number';
+};
+
+const parse = (text: string | null): unknown => {
+  if (text === null) return null;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return null;
+  }
+};
+
+/** The directory in Redis, under `PREFIX:serve:` (keys: `srv:ID`, `servers`, `sess:SID`, `res:SID`). */
+export function createRedisSessionDirectory(redis: Redis, prefix: string, options: RedisDirectoryOptions): SessionDirectory {
+  const k = {
+    servers: `${prefix}:serve:servers`,
+    server: (id: string) => `${prefix}:serve:srv:${id}`,
+    holder: (sid: string) => `${prefix}:serve:sess:${sid}`,
+    result: (sid: string) => `${prefix}:serve:res:${sid}`,
+  };
+  const self = options.serverId;
+
+  const entries = async (ids: string[]): Promise<Map<string, ServerEntry>> => {
+    const out = new Map<string, ServerEntry>();
+    if (!ids.length) return out;
+    const texts = await redis.mget(ids.map(k.server));
+    ids.forEach((id, i) => {
+      const e = parse(texts[i] ?? null);
+      if (isServerEntry(e)) out.set(id, e);
+    });
+    return out;
+  };
+
+  return {
+    serverId: self,
+    async claim(sessionId) {
+      await redis.set(k.holder(sessionId), self, 'EX', HOLDER_TTL_S);
+    },
+    async release(result) {
+      await redis.multi().set(k.result(result.sessionId), JSON.stringify(result), 'PX', options.resultTtlMs).del(k.holder(result.sessionId)).exec();
+    },
+    async locate(sessionId) {
+      const [holder, resultText] = await redis.mget(k.holder(sessionId), k.result(sessionId));
+      const result = parse(resultText ?? null);
+      if (result && typeof result === 'object') return { kind: 'ended', result: result as SessionResult };
+      if (!holder) return { kind: 'unknown' };
+      const server = (await entries([holder])).get(holder);
+      // This process's own entry naming a session it does not hold cannot happen: ids are new per process.
+      if (!server || holder === self) return { kind: 'lost', serverId: holder };
+      return { kind: 'held', server };
+    },
+    async heartbeat(load) {
+      const entry: ServerEntry = { id: self, url: options.url, serves: options.serves, active: load.active, max: load.max };
+      await redis.multi().set(k.server(self), JSON.stringify(entry), 'PX', options.heartbeatTtlMs).sadd(k.servers, self).exec();
+    },
+    async peers() {
+      const ids = (await redis.smembers(k.servers)).filter(id => id !== self);
+      const live = await entries(ids);
+      const gone = ids.filter(id => !live.has(id));
+      if (gone.length) await redis.srem(k.servers, ...gone);
+      return [...live.values()];
+    },
+    async leave() {
+      await redis.multi().del(k.server(self)).srem(k.servers, self).exec();
+    },
+  };
+}

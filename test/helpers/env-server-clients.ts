@@ -1,0 +1,47 @@
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+
+export interface Reply {
+  readonly status: number;
+  readonly text: string;
+  readonly json: Record<string, unknown>;
+  readonly headers: Headers;
+}
+
+/** A NeMo Gym-like client: it sends back only the cookies of the latest response (none when that response set none). */
+export class LatestCookieClient {
+  cookie: string | null = null;
+  constructor(
+    readonly base: string,
+    readonly token: string | null = null,
+  ) {}
+  async send(method: string, path: string, body?: unknown, raw = false): Promise<Reply> {
+    const res = await fetch(this.base + path, {
+      method,
+      headers: { 'content-type': 'application/json', ...(this.cookie ? { cookie: this.cookie } : {}), ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) },
+      ...(body === undefined ? {} : { body: raw ? (body as string) : JSON.stringify(body) }),
+    });
+    const set = res.headers.getSetCookie();
+    this.cookie = set.length ? set.map(c => c.split(';')[0]!).join('; ') : null;
+    const text = await res.text();
+    return { status: res.status, text, json: JSON.parse(text) as Record<string, unknown>, headers: res.headers };
+  }
+  post(path: string, body?: unknown, raw = false) {
+    return this.send('POST', path, body, raw);
+  }
+}
+
+/** The `{"error": {code, message, …}}` of a NeMo Gym style reply. */
+export const errorOf = (r: Reply) => r.json['error'] as { code: string; message: string; [k: string]: unknown };
+
+/** Opens a new MCP client and transport, runs fn, closes them: a client that reconnects for every call. */
+export async function withMcp<T>(url: string, fn: (client: Client) => Promise<T>, token: string | null = null): Promise<T> {
+  const client = new Client({ name: 'envfleet-test', version: '0.0.0' });
+  const transport = new StreamableHTTPClientTransport(new URL(url), token ? { requestInit: { headers: { authorization: `Bearer ${token}` } } } : {});
+  await client.connect(transport);
+  try {
+    return await fn(client);
+  } finally {
+    await client.close();
+  }
+}

@@ -1,0 +1,182 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { expect } from 'chai';
+import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import { errorOf, LatestCookieClient, withMcp } from '../helpers/env-server-clients.js';
+import { buildDemoRun, childEnv, ENVFLEET_BIN, exited, useFleet, type Fleet } from '../helpers/integration.js';
+
+interface ServeProcess {
+  readonly child: ChildProcess;
+  readonly url: string;
+  readonly id: string;
+}
+
+/** Starts `envfleet serve` as its own process and reads its address and server id from its first line. */
+async function spawnServe(f: Fleet, args: string[]): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [ENVFLEET_BIN, 'serve', '--port', '0', ...args], { env: childEnv(f.config, { LOG_LEVEL: 'warn' }), stdio: ['ignore', 'pipe', 'pipe'] });
+  f.children.push(child);
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = / at (http:\/\/\S+) .*server id (\S+)\n/.exec(out);
+      if (m) resolve({ child, url: m[1]!, id: m[2]! });
+    });
+    child.once('exit', code => reject(new Error(`envfleet serve exited ${code} before listening: ${err}`)));
+  });
+}
+
+const servedBy = (headers: Headers) => headers.get('x-envfleet-server');
+
+async function post(url: string, body: unknown) {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, unknown> };
+}
+
+describe('envfleet serve: several serve processes sharing one Redis (real processes, real Redis, real clients)', function () {
+  const fleet = useFleet('suite');
+  let f: Fleet;
+  let scenarios: ScenarioRecord[];
+  let a: ServeProcess;
+  let b: ServeProcess;
+  const byTask = (needle: string) => scenarios.find(s => s.task?.includes(needle))!;
+
+  before(async function () {
+    f = await fleet();
+    scenarios = await buildDemoRun(f, 'fl1');
+    await f.stopWorkers();
+    [a, b] = await Promise.all([spawnServe(f, ['--run', 'fl1', '--max-sessions', '2']), spawnServe(f, ['--run', 'fl1', '--max-sessions', '2'])]);
+  });
+
+  it('a NeMo Gym session seeded through one process is driven and verified through the other, with the reward it gets on one process', async () => {
+    const iris = byTask('Iris Vance');
+    // Alone on one process first: the reference reward and final state.
+    const alone = new LatestCookieClient(a.url);
+    await alone.post('/seed_session', { scenario_id: iris.id });
+    await alone.post('/return_book', { loan_id: 'L21' });
+    await alone.post('/pay_fine', { member_id: 'M7', amount: 2.5 });
+    const reference = await alone.post('/verify', {});
+
+    const c = new LatestCookieClient(a.url);
+    const seeded = await c.post('/seed_session', { scenario_id: iris.id });
+    expect(servedBy(seeded.headers)).to.equal(a.id);
+    const session = c.cookie;
+    // Every later request goes to b, which does not hold the session: forwarded to a, answered as a would.
+    const other = new LatestCookieClient(b.url);
+    other.cookie = session;
+    const returned = await other.post('/return_book', { loan_id: 'L21' });
+    expect(returned.status, returned.text).to.equal(200);
+    expect(servedBy(returned.headers), 'answered by the process holding the session').to.equal(a.id);
+    expect(returned.text).to.match(/Returned 5 days late/);
+    expect(other.cookie, 'the cookie comes back through the forward').to.equal(session);
+    const wrong = await other.post('/pay_fine', { member_id: 'M7', amount: 'two' });
+    expect(wrong.status).to.equal(400);
+    expect(errorOf(wrong).code).to.equal('INVALID_ARGUMENTS');
+    expect((await other.post('/pay_fine', { member_id: 'M7', amount: 2.5 })).status).to.equal(200);
+    const verified = await other.post('/verify', {});
+    expect(verified.status).to.equal(200);
+    expect(verified.json['reward']).to.equal(reference.json['reward']);
+    expect((verified.json['envfleet'] as { final_state: unknown }).final_state).to.deep.equal((reference.json['envfleet'] as { final_state: unknown }).final_state);
+    // The ended session's result is in the directory: b answers verify and refuses tools itself, in its own shapes.
+    const b2 = new LatestCookieClient(b.url);
+    b2.cookie = session;
+    const again = await b2.post('/verify', {});
+    expect(again.json['reward']).to.equal(reference.json['reward']);
+    expect(servedBy(again.headers)).to.equal(b.id);
+    b2.cookie = session;
+    const closed = await b2.post('/get_member', { member_id: 'M7' });
+    expect(closed.status).to.equal(410);
+    expect(errorOf(closed).code).to.equal('SESSION_CLOSED');
+  });
+
+  it('an MCP session opened on one process is played through the other by the official client reconnecting per call; OpenEnv POST /mcp too', async () => {
+    const gx = byTask('GX-310');
+    const opened = await post(`${b.url}/sessions`, { scenario_id: gx.id });
+    expect(opened.status).to.equal(201);
+    expect(servedBy(opened.headers)).to.equal(b.id);
+    const sid = opened.json['session_id'] as string;
+    const viaA = `${a.url}/sessions/${sid}/mcp`;
+    const tools = await withMcp(viaA, c => c.listTools());
+    expect(tools.tools.map(t => t.name)).to.include('enter_vehicle');
+    const plate = 'ÄÖ-漢字-🚗';
+    const parked = (await withMcp(viaA, c => c.callTool({ name: 'enter_vehicle', arguments: { plate, size: 'compact' } }))) as CallToolResult;
+    expect(parked.isError).to.equal(false);
+    expect((parked.content[0] as { text: string }).text).to.include(`${plate} parked in`);
+    const unknownTool = (await withMcp(viaA, c => c.callTool({ name: 'launch_rocket', arguments: {} }))) as CallToolResult;
+    expect(unknownTool.isError).to.equal(true);
+    // OpenEnv's JSON-RPC endpoint, naming the session in its params, through a.
+    const rpc = await post(`${a.url}/mcp`, { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { session_id: sid, name: 'exit_vehicle', arguments: { ticket_id: 'T5' } } });
+    expect(servedBy(rpc.headers)).to.equal(b.id);
+    expect(JSON.stringify(rpc.json['result'])).to.match(/GX-310 left S9/);
+    const verified = await post(`${a.url}/sessions/${sid}/verify`, {});
+    expect(verified.status).to.equal(200);
+    // Two tool calls (an unknown tool is refused before the environment and does not count).
+    expect((verified.json['envfleet'] as { ended_by: string; calls: number }).calls).to.equal(2);
+    expect(JSON.stringify((verified.json['envfleet'] as { final_state: unknown }).final_state)).to.include(plate);
+  });
+
+  it('a full process opens the session on a peer with room; when all are full the answer is OVER_CAPACITY with active and max', async () => {
+    const gx = byTask('GX-310');
+    const clients = Array.from({ length: 5 }, () => new LatestCookieClient(a.url));
+    const seeds = [];
+    for (const c of clients) seeds.push(await c.post('/seed_session', { scenario_id: gx.id }));
+    expect(seeds.slice(0, 4).map(s => s.status)).to.deep.equal([200, 200, 200, 200]);
+    expect(seeds.slice(0, 4).map(s => servedBy(s.headers))).to.have.members([a.id, a.id, b.id, b.id]);
+    expect(seeds[4]!.status).to.equal(503);
+    expect(errorOf(seeds[4]!)).to.include({ code: 'OVER_CAPACITY', active: 2, max: 2 });
+    // The sessions opened on b are played through a.
+    for (const c of clients.slice(0, 4)) expect((await c.post('/exit_vehicle', { ticket_id: 'T5' })).text).to.match(/GX-310 left S9/);
+    for (const c of clients.slice(0, 4)) expect((await c.send('DELETE', '/session')).status).to.equal(200);
+  });
+
+  it('a session of a process that is killed is SESSION_LOST through the other; one of a process that stops is ended and verified through the other', async () => {
+    const gx = byTask('GX-310');
+    const stopping = new LatestCookieClient(a.url);
+    const onA = await stopping.post('/seed_session', { scenario_id: gx.id });
+    expect(servedBy(onA.headers)).to.equal(a.id);
+    const killed = new LatestCookieClient(b.url);
+    expect(servedBy((await killed.post('/seed_session', { scenario_id: gx.id })).headers)).to.equal(b.id);
+    await stopping.post('/exit_vehicle', { ticket_id: 'T5' });
+    const sessionOnA = stopping.cookie;
+
+    b.child.kill('SIGKILL');
+    await exited(b.child);
+    const viaA = new LatestCookieClient(a.url);
+    viaA.cookie = killed.cookie;
+    const lost = await viaA.post('/exit_vehicle', { ticket_id: 'T5' });
+    expect(lost.status).to.equal(410);
+    expect(errorOf(lost).code).to.equal('SESSION_LOST');
+    expect(errorOf(lost).message).to.match(/did not answer/);
+
+    // A third process joins; a stops gracefully: its session ends (shutdown), scored, and the new process returns the result.
+    const c = await spawnServe(f, ['--run', 'fl1', '--max-sessions', '2']);
+    a.child.kill('SIGTERM');
+    await exited(a.child);
+    expect(a.child.exitCode).to.equal(0);
+    const viaC = new LatestCookieClient(c.url);
+    viaC.cookie = sessionOnA;
+    const result = await viaC.post('/verify', {});
+    expect(result.status, result.text).to.equal(200);
+    expect(result.json['envfleet']).to.include({ ended_by: 'shutdown', calls: 1 });
+    viaC.cookie = sessionOnA;
+    const refused = await viaC.post('/exit_vehicle', { ticket_id: 'T5' });
+    expect(errorOf(refused).code).to.equal('SESSION_CLOSED');
+    // A directory entry naming a process whose heartbeat has expired (killed long ago): SESSION_LOST, in each surface's shape.
+    const stale = '11111111-2222-3333-4444-555555555555';
+    await f.redis.set(`${f.config.redis.prefix}:serve:sess:${stale}`, 'a-process-long-gone');
+    const viaStale = new LatestCookieClient(c.url);
+    viaStale.cookie = `envfleet_session=${stale}`;
+    const gone = await viaStale.post('/exit_vehicle', { ticket_id: 'T5' });
+    expect(gone.status).to.equal(410);
+    expect(errorOf(gone)).to.include({ code: 'SESSION_LOST' });
+    expect(errorOf(gone).message).to.match(/a-process-long-gone\) stopped without ending it/);
+    const mcpGone = await post(`${c.url}/sessions/${stale}/mcp`, { jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} });
+    expect(mcpGone.status).to.equal(410);
+    expect((mcpGone.json['error'] as { data: { code: string } }).data.code).to.equal('SESSION_LOST');
+    const unknown = new LatestCookieClient(c.url);
+    unknown.cookie = 'envfleet_session=00000000-0000-0000-0000-000000000000';
+    expect(errorOf(await unknown.post('/exit_vehicle', { ticket_id: 'T5' })).code).to.equal('UNKNOWN_SESSION');
+  });
+});
