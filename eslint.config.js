@@ -31,7 +31,8 @@ export default tseslint.config(
     },
   },
   {
-    files: ['config/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts'],
+    // examples/ are stand-alone scripts a user runs, outside the product's layers: they read their own environment.
+    files: ['config/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts', 'examples/**/*.ts'],
     rules: { 'no-restricted-properties': 'off' },
   },
   // Dependencies point one way: config → src → queues → workers | http → cli (docs/architecture.md).
