@@ -11,7 +11,9 @@
  *    in 4 rounds: the registry directly (in-process `registry.call`), OpenEnv `/ws` (`call_tool` steps; a
  *    reset every 90 steps, untimed, as the server ends an episode at 100), MCP over `/sessions/{id}/mcp`
  *    with one persistent SDK client, and MCP with a new SDK client per call (connect + initialize + call +
- *    close, what a client reconnecting per call pays). Median and p99, and the ratios to the in-process call.
+ *    close, what a client reconnecting per call pays), NeMo Gym style `POST /{tool}` with the session cookie on
+ *    the server holding the session, and the same sent to a second serve process on the same Redis, which
+ *    forwards it (the directory lookup and one more HTTP hop). Median and p99, and the ratios to the in-process call.
  * 2. Sessions per process: `--sessions` (default 1,000) `POST /sessions` sent at once, with the default
  *    `--max-sessions` 64, with the max raised to N, and with the max raised to N and the sandbox pool's
  *    ENVFLEET_POOL_TASKS_PER_THREAD raised to N / threads (the pool queues session tasks beyond threads ×
@@ -159,6 +161,15 @@ try {
   const reconnectOpened = await openSession(s.url, scenarioId);
   const persistent = await mcpClient(mcpOpened.mcpUrl!);
   const ws = await Ws.connect(s.url);
+  // A second serve process (in this process) on the same Redis: it forwards requests about s's sessions to s.
+  const peer = await startServing(config, logger, { run: RUN, port: 0, host: '127.0.0.1', maxSessions: DEFAULT_MAX, idleTimeout: 0 });
+  const seeded = await fetch(`${s.url}/seed_session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ scenario_id: scenarioId }) });
+  const cookie = seeded.headers.getSetCookie()[0]!.split(';')[0]!;
+  const nemo = async (base: string) => {
+    const r = await fetch(`${base}/${TOOL}`, { method: 'POST', headers: { 'content-type': 'application/json', cookie }, body: JSON.stringify(TOOL_ARGS) });
+    await r.text();
+    if (r.status !== 200) failures += 1;
+  };
   let wsSteps = 0;
   const wsReset = async () => {
     const m = await ws.request({ type: 'reset', data: { scenario_id: scenarioId } });
@@ -203,6 +214,8 @@ try {
         if (r.isError) failures += 1;
       },
     },
+    { name: 'NeMo Gym `POST /{tool}` (cookie), the process holding the session', lat: [], call: () => nemo(s.url) },
+    { name: 'NeMo Gym `POST /{tool}` sent to another serve process, forwarded', lat: [], call: () => nemo(peer.url) },
   ];
   log(`latency: ${STEPS} calls per surface in ${ROUNDS} interleaved rounds (plus 20 warm-up calls each)`);
   for (const surface of surfaces) for (let i = 0; i < 20; i++) await surface.call();
@@ -220,6 +233,7 @@ try {
   }
   await persistent.close();
   ws.close();
+  await peer.close();
   await s.close();
   serving = undefined;
 
