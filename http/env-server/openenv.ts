@@ -10,6 +10,8 @@ import type { Logger } from '../../src/logger.js';
 import type { FunctionTool } from '../../src/sandbox/bundle.js';
 import type { CallOutcome } from '../../src/sandbox/quickjs-host.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
+// server.ts imports this module too; pathToken is only called per request, after both have loaded.
+import { pathToken } from './server.js';
 
 /**
  * OpenEnv's surface (meta-pytorch/OpenEnv `http_server.py`, see ../shared/reference/env-server-protocols.md §1):
@@ -41,6 +43,9 @@ const VERSION: string = (() => {
   }
   return '0.0.0';
 })();
+
+/** The OpenEnv HTTP API this surface implements (OpenEnv's `create_fastapi_app` declares 1.0.0). */
+export const OPENENV_HTTP_API_VERSION = '1.0.0';
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -204,6 +209,44 @@ class Episode {
     return { observation: { ...observation!, metadata: { step_count: this.stepCount } }, reward: null, done: false };
   }
 
+  /**
+   * OpenEnv's `{"type": "mcp"}` message: a JSON-RPC request on this connection's episode, beside `step` (no reward,
+   * no done, not a step). The same `tools/list` and `tools/call` as `POST /mcp`; `openenv/session/create` names the
+   * episode's session (as OpenEnv names the WebSocket's); the episode itself ends only with close or the finish action.
+   */
+  async mcp(request: RpcRequest): Promise<unknown> {
+    const session = (): SessionInfo => {
+      if (!this.sessionId || !this.info) throw new RpcError(-32600, `no episode on this connection: send {"type": "reset", "data": {"scenario_id": "ID"}} first, then ${request.method}`);
+      if (this.done) throw new RpcError(-32602, `the episode has ended (reward ${this.ended ? rewardOf(this.ended) : 'pending'}); reset starts a new one`, { code: 'SESSION_CLOSED' });
+      return this.registry.info(this.sessionId);
+    };
+    switch (request.method) {
+      case 'tools/list':
+        return rpcToolsList(session());
+      case 'tools/call': {
+        const info = session();
+        try {
+          return await rpcToolsCall(this.registry, info, request.params);
+        } finally {
+          // A call whose sandbox code discards the environment ends the episode (its reward is in state).
+          const ended = this.registry.result(info.id);
+          if (ended && !this.done) {
+            this.done = true;
+            this.ended = ended;
+          }
+        }
+      }
+      case 'openenv/session/create': {
+        const info = session();
+        return { session_id: info.id, scenario_id: info.scenarioId, task: info.task, tools: info.tools };
+      }
+      case 'openenv/session/close':
+        throw new RpcError(-32600, 'the episode of a WebSocket is not closed over mcp: send {"type": "close"} or the finish action (sessions made with POST /mcp are closed there)');
+      default:
+        throw new RpcError(-32601, `method not found: ${request.method}; served on /ws: tools/list, tools/call`);
+    }
+  }
+
   state() {
     return {
       episode_id: this.episodeId,
@@ -281,7 +324,9 @@ function openApi() {
   const stepResponse = { type: 'object', properties: { observation: OBSERVATION_SCHEMA, reward: { type: ['number', 'null'] }, done: { type: 'boolean' } } };
   return {
     openapi: '3.1.0',
-    info: { title: 'envfleet environment server (OpenEnv surface)', version: VERSION },
+    // info.version is the OpenEnv HTTP API's version, as OpenEnv's servers declare it (`openenv validate` reads it as
+    // the standard: "1.x" is the profile openenv-http/1.x); envfleet's own version is beside it (and in /metadata).
+    info: { title: 'envfleet environment server (OpenEnv surface)', version: OPENENV_HTTP_API_VERSION, 'x-envfleet-version': VERSION },
     paths: {
       '/reset': { post: { summary: 'A throwaway episode: reset on a scenario, then closed', requestBody: json({ type: 'object', properties: { scenario_id: { type: 'string' }, seed: { type: 'integer' }, episode_id: { type: 'string' } }, additionalProperties: true }), responses: { '200': { description: 'observation', ...json(stepResponse) } } } },
       '/step': { post: { summary: 'A throwaway one-step episode on scenario_id: the action, then the checks', requestBody: json({ type: 'object', properties: { action: ACTION_SCHEMA, scenario_id: { type: 'string' } }, required: ['action'], additionalProperties: true }), responses: { '200': { description: 'observation', ...json(stepResponse) } } } },
@@ -364,9 +409,84 @@ class RpcError extends Error {
     readonly code: number,
     message: string,
     readonly data?: unknown,
+    /** The id of the request it answers, when it is known before the request is accepted. */
+    readonly requestId: unknown = null,
   ) {
     super(message);
   }
+}
+
+interface RpcRequest {
+  readonly id: unknown;
+  readonly method: string;
+  readonly params: Record<string, unknown>;
+}
+
+const RPC_METHODS = '"tools/list" | "tools/call" | "openenv/session/create" | "openenv/session/close"';
+
+/** A JSON-RPC 2.0 request, or -32600 (not a request; `{}` too) / -32602 (params not an object). */
+function rpcRequestOf(msg: unknown): RpcRequest {
+  if (!isObject(msg) || msg['jsonrpc'] !== '2.0' || typeof msg['method'] !== 'string') {
+    throw new RpcError(-32600, `invalid request: send {"jsonrpc": "2.0", "id": 1, "method": ${RPC_METHODS}, "params": {…}}`);
+  }
+  const id = msg['id'] ?? null;
+  const params = msg['params'] ?? {};
+  if (!isObject(params)) throw new RpcError(-32602, 'params must be a JSON object', undefined, id);
+  return { id, method: msg['method'], params };
+}
+
+/** `tools/list`: each tool with its description and JSON Schema as `inputSchema`. */
+const rpcToolsList = (info: SessionInfo) => ({ tools: toolList(info).map(t => ({ name: t.name, description: t.description, inputSchema: t.input_schema })) });
+
+/**
+ * `tools/call {name, arguments}` on a session: an MCP `CallToolResult` (`content`, `structuredContent`, `isError`).
+ * An unknown tool, arguments that do not match the schema and sandbox codes are `isError: true` results.
+ */
+async function rpcToolsCall(registry: SessionRegistry, info: SessionInfo, params: Record<string, unknown>) {
+  const name = typeof params['name'] === 'string' && params['name'] !== '' ? params['name'] : null;
+  const args = params['arguments'] ?? {};
+  if (!name || !isObject(args)) throw new RpcError(-32602, 'tools/call needs params.name (a tool) and params.arguments (an object)');
+  const errorResult = (code: string, message: string, extra: Record<string, unknown> = {}) => {
+    const body = { success: false, error: message, code, ...extra };
+    return { content: [{ type: 'text', text: JSON.stringify(body) }], structuredContent: body, isError: true };
+  };
+  if (!info.tools.includes(name)) return errorResult('UNKNOWN_TOOL', `no tool "${name}"; the tools are: ${info.tools.join(', ')}`, { tools: info.tools });
+  const outcome = await registry.call(info.id, name, args);
+  if (outcome.runtimeError) {
+    const r = outcome.result as { error?: unknown } | null;
+    return errorResult(outcome.runtimeError, typeof r?.error === 'string' ? r.error : SANDBOX_ERROR_CODES[outcome.runtimeError], { session_ended: registry.result(info.id) !== null });
+  }
+  return { content: [{ type: 'text', text: JSON.stringify(outcome.result) ?? 'null' }], structuredContent: isObject(outcome.result) ? outcome.result : { result: outcome.result }, isError: false };
+}
+
+/** Runs a JSON-RPC method: its result, or the error it threw. */
+async function rpcReply(id: unknown, run: () => Promise<unknown>): Promise<RpcReply> {
+  try {
+    return { jsonrpc: '2.0', id, result: await run() };
+  } catch (err) {
+    return rpcErrorReply(id, err);
+  }
+}
+
+/** The JSON-RPC error a thrown error maps to (the envfleet code as `data.code`). */
+function rpcErrorReply(id: unknown, err: unknown): RpcReply {
+  if (err instanceof RpcError) return { jsonrpc: '2.0', id, error: { code: err.code, message: err.message, ...(err.data === undefined ? {} : { data: err.data }) } };
+  if (err instanceof EnvServerError) {
+    if (err.code === 'OVER_CAPACITY') return { jsonrpc: '2.0', id, error: { code: -32000, message: err.message, data: { code: err.code, active_sessions: err.details['active'], max_sessions: err.details['max'] } } };
+    return { jsonrpc: '2.0', id, error: { code: err.code === 'ENVIRONMENT_FAILED' ? -32603 : -32602, message: err.message, data: { code: err.code } } };
+  }
+  return { jsonrpc: '2.0', id, error: { code: -32603, message: `internal error: ${(err as Error).message}` } };
+}
+
+/** Parses a request and runs it (the id of a request whose params are wrong is kept); -32700/-32600 have id null. */
+async function rpcHandle(parse: () => RpcRequest, run: (request: RpcRequest) => Promise<unknown>): Promise<RpcReply> {
+  let request: RpcRequest;
+  try {
+    request = parse();
+  } catch (err) {
+    return rpcErrorReply(err instanceof RpcError ? err.requestId : null, err);
+  }
+  return rpcReply(request.id, () => run(request));
 }
 
 /**
@@ -375,21 +495,17 @@ class RpcError extends Error {
  * `tools/list {session_id}`, `tools/call {name, arguments, session_id}`; without a session_id, a
  * `scenario_id` gives a throwaway session for that one request.
  */
-async function jsonRpc(registry: SessionRegistry, text: string): Promise<RpcReply> {
-  let id: unknown = null;
-  try {
+function jsonRpc(registry: SessionRegistry, text: string): Promise<RpcReply> {
+  const parse = (): RpcRequest => {
     let msg: unknown;
     try {
       msg = JSON.parse(text);
     } catch (err) {
       throw new RpcError(-32700, `parse error: ${(err as Error).message}`);
     }
-    if (!isObject(msg) || msg['jsonrpc'] !== '2.0' || typeof msg['method'] !== 'string') {
-      throw new RpcError(-32600, 'invalid request: send {"jsonrpc": "2.0", "id": 1, "method": "tools/list" | "tools/call" | "openenv/session/create" | "openenv/session/close", "params": {…}}');
-    }
-    id = msg['id'] ?? null;
-    const params = isObject(msg['params']) ? msg['params'] : {};
-    const method = msg['method'];
+    return rpcRequestOf(msg);
+  };
+  return rpcHandle(parse, async ({ method, params }) => {
     const str = (k: string) => (typeof params[k] === 'string' && params[k] !== '' ? params[k] : null);
     // The session to use: the one named, or a throwaway one on scenario_id.
     const withSession = async <T>(fn: (info: SessionInfo) => Promise<T>): Promise<T> => {
@@ -404,61 +520,33 @@ async function jsonRpc(registry: SessionRegistry, text: string): Promise<RpcRepl
         await registry.finish(info.id, 'closed').catch(() => undefined);
       }
     };
-    let result: unknown;
     switch (method) {
       case 'openenv/session/create': {
         const scenarioId = str('scenario_id');
         if (!scenarioId) throw new RpcError(-32602, 'openenv/session/create needs params.scenario_id');
         const info = await registry.open(scenarioId);
-        result = { session_id: info.id, scenario_id: info.scenarioId, task: info.task, tools: info.tools };
-        break;
+        return { session_id: info.id, scenario_id: info.scenarioId, task: info.task, tools: info.tools };
       }
       case 'openenv/session/close': {
         const sid = str('session_id');
         if (!sid) throw new RpcError(-32602, 'openenv/session/close needs params.session_id');
         const r = await registry.finish(sid, 'closed');
-        result = { session_id: sid, closed: true, reward: r.reward, solved: r.solved };
-        break;
+        return { session_id: sid, closed: true, reward: r.reward, solved: r.solved };
       }
       case 'tools/list':
-        result = await withSession(info => Promise.resolve({ tools: toolList(info).map(t => ({ name: t.name, description: t.description, inputSchema: t.input_schema })) }));
-        break;
-      case 'tools/call': {
-        const name = str('name');
-        const args = params['arguments'] ?? {};
-        if (!name || !isObject(args)) throw new RpcError(-32602, 'tools/call needs params.name (a tool) and params.arguments (an object)');
-        result = await withSession(async info => {
-          const errorResult = (code: string, message: string, extra: Record<string, unknown> = {}) => {
-            const body = { success: false, error: message, code, ...extra };
-            return { content: [{ type: 'text', text: JSON.stringify(body) }], structuredContent: body, isError: true };
-          };
-          if (!info.tools.includes(name)) return errorResult('UNKNOWN_TOOL', `no tool "${name}"; the tools are: ${info.tools.join(', ')}`, { tools: info.tools });
-          const outcome = await registry.call(info.id, name, args);
-          if (outcome.runtimeError) {
-            const r = outcome.result as { error?: unknown } | null;
-            return errorResult(outcome.runtimeError, typeof r?.error === 'string' ? r.error : SANDBOX_ERROR_CODES[outcome.runtimeError], { session_ended: registry.result(info.id) !== null });
-          }
-          return { content: [{ type: 'text', text: JSON.stringify(outcome.result) ?? 'null' }], structuredContent: isObject(outcome.result) ? outcome.result : { result: outcome.result }, isError: false };
-        });
-        break;
-      }
+        return withSession(info => Promise.resolve(rpcToolsList(info)));
+      case 'tools/call':
+        return withSession(info => rpcToolsCall(registry, info, params));
       default:
         throw new RpcError(-32601, `method not found: ${method}; served: tools/list, tools/call, openenv/session/create, openenv/session/close`);
     }
-    return { jsonrpc: '2.0', id, result };
-  } catch (err) {
-    if (err instanceof RpcError) return { jsonrpc: '2.0', id, error: { code: err.code, message: err.message, ...(err.data === undefined ? {} : { data: err.data }) } };
-    if (err instanceof EnvServerError) {
-      if (err.code === 'OVER_CAPACITY') return { jsonrpc: '2.0', id, error: { code: -32000, message: err.message, data: { code: err.code, active_sessions: err.details['active'], max_sessions: err.details['max'] } } };
-      return { jsonrpc: '2.0', id, error: { code: err.code === 'ENVIRONMENT_FAILED' ? -32603 : -32602, message: err.message, data: { code: err.code } } };
-    }
-    return { jsonrpc: '2.0', id, error: { code: -32603, message: `internal error: ${(err as Error).message}` } };
-  }
+  });
 }
 
-function tokenOk(req: IncomingMessage, token: string): boolean {
+/** The token of an upgrade request: in the path (`/t/TOKEN/ws`), else `Authorization: Bearer`, else `?token=`. */
+function tokenOk(req: IncomingMessage, inPath: string | null, token: string): boolean {
   const url = new URL(req.url ?? '/', 'http://x');
-  const given = req.headers.authorization?.replace(/^Bearer\s+/i, '') ?? url.searchParams.get('token') ?? '';
+  const given = inPath ?? req.headers.authorization?.replace(/^Bearer\s+/i, '') ?? url.searchParams.get('token') ?? '';
   const a = Buffer.from(given);
   const b = Buffer.from(token);
   return a.length === b.length && timingSafeEqual(a, b);
@@ -468,15 +556,17 @@ function tokenOk(req: IncomingMessage, token: string): boolean {
 export function attachOpenEnvWebSocket(server: Server, registry: SessionRegistry, logger: Logger, options: OpenEnvOptions): { close(): Promise<void> } {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024 });
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    // OpenEnv's clients send no headers and append /ws to their base URL: BASE/t/TOKEN/ws carries the token.
+    const inPath = pathToken(req.url ?? '/');
+    const path = new URL(inPath ? inPath.rest : (req.url ?? '/'), 'http://x').pathname;
     if (path !== '/ws') {
       // Another surface may own this path; if none does, answer 404.
       if (server.listenerCount('upgrade') > 1) return;
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
-    if (options.token && !tokenOk(req, options.token)) {
-      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n{"error":{"code":"UNAUTHORIZED","message":"a valid token is required: Authorization: Bearer TOKEN, or ?token=TOKEN"}}');
+    if (options.token && !tokenOk(req, inPath?.token ?? null, options.token)) {
+      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n{"error":{"code":"UNAUTHORIZED","message":"a valid token is required: Authorization: Bearer TOKEN, ?token=TOKEN, or the path BASE/t/TOKEN/ws"}}');
       return;
     }
     wss.handleUpgrade(req, socket, head, ws => wss.emit('connection', ws, req));
@@ -510,7 +600,7 @@ function serveConnection(ws: WebSocket, registry: SessionRegistry, logger: Logge
       } catch (err) {
         throw new OpenEnvError('INVALID_JSON', `the message is not JSON: ${(err as Error).message}`);
       }
-      if (!isObject(msg) || typeof msg['type'] !== 'string') throw new OpenEnvError('VALIDATION_ERROR', 'a message is {"type": "reset"|"step"|"state"|"close", "data": {…}}', { errors: [{ loc: ['type'], msg: 'required string' }] });
+      if (!isObject(msg) || typeof msg['type'] !== 'string') throw new OpenEnvError('VALIDATION_ERROR', 'a message is {"type": "reset"|"step"|"state"|"mcp"|"close", "data": {…}}', { errors: [{ loc: ['type'], msg: 'required string' }] });
       switch (msg['type']) {
         case 'reset':
           send({ type: 'observation', data: await episode.reset(msg['data'] ?? {}) });
@@ -522,6 +612,13 @@ function serveConnection(ws: WebSocket, registry: SessionRegistry, logger: Logge
         case 'state':
           send({ type: 'state', data: episode.state() });
           return;
+        case 'mcp': {
+          // OpenEnv's WSMCPMessage: data must be an object (else VALIDATION_ERROR); a bad JSON-RPC request is a JSON-RPC error.
+          const data = msg['data'];
+          if (!isObject(data)) throw new OpenEnvError('VALIDATION_ERROR', 'mcp needs data: a JSON-RPC 2.0 request such as {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}', { errors: [{ loc: ['data'], msg: 'required JSON object' }] });
+          send({ type: 'mcp', data: await rpcHandle(() => rpcRequestOf(data), request => episode.mcp(request)) });
+          return;
+        }
         case 'close': {
           closing = true;
           const result = await episode.end('closed');
@@ -531,7 +628,7 @@ function serveConnection(ws: WebSocket, registry: SessionRegistry, logger: Logge
           return;
         }
         default:
-          throw new OpenEnvError('UNKNOWN_TYPE', `unknown message type ${JSON.stringify(msg['type'])}: send reset, step, state or close`);
+          throw new OpenEnvError('UNKNOWN_TYPE', `unknown message type ${JSON.stringify(msg['type'])}: send reset, step, state, mcp or close`);
       }
     } catch (err) {
       const e = toOpenEnvError(err);

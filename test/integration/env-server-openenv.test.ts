@@ -148,6 +148,71 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     expect(c.closed).to.equal(true);
   });
 
+  it('serves {"type": "mcp"} on /ws: tools/list and tools/call on the connection\'s episode as JSON-RPC, beside step (no reward, no done, not a step)', async () => {
+    type Rpc = { jsonrpc: string; id: unknown; result?: Record<string, unknown>; error?: { code: number; message: string; data?: Record<string, unknown> } };
+    const c = await OpenEnvWs.connect(serving.url);
+    const mcp = async (data: unknown): Promise<Rpc> => {
+      const m = await c.request({ type: 'mcp', data });
+      expect(m.type, JSON.stringify(m)).to.equal('mcp');
+      expect(m.data['jsonrpc']).to.equal('2.0');
+      return m.data as unknown as Rpc;
+    };
+    const rpc = (id: number, method: string, params?: unknown) => mcp({ jsonrpc: '2.0', id, method, ...(params === undefined ? {} : { params }) });
+
+    // Before reset there is no episode: a JSON-RPC error that says to reset first.
+    const early = await rpc(1, 'tools/list');
+    expect(early.id).to.equal(1);
+    expect(early.error!.code).to.equal(-32600);
+    expect(early.error!.message).to.match(/reset/);
+    // OpenEnv's shapes for malformed messages: data not an object is a VALIDATION_ERROR message; not a request, a JSON-RPC -32600 with id null.
+    const noData = await c.request({ type: 'mcp' });
+    expect(noData.type).to.equal('error');
+    expect(noData.data['code']).to.equal('VALIDATION_ERROR');
+    expect((await mcp({})).error).to.include({ code: -32600 });
+    expect((await mcp({})).id).to.equal(null);
+
+    const iris = byTask('Iris Vance');
+    const reset = await c.reset(iris.id);
+    const sessionId = (reset.observation['metadata'] as { session_id: string }).session_id;
+    const listed = await rpc(2, 'tools/list');
+    expect(listed.id).to.equal(2);
+    const tools = listed.result!['tools'] as { name: string; description: string; inputSchema: { type: string } }[];
+    expect(tools.map(t => t.name)).to.deep.equal((reset.observation['tools'] as { name: string }[]).map(t => t.name));
+    expect(tools.every(t => t.inputSchema.type === 'object' && typeof t.description === 'string')).to.equal(true);
+
+    const call = async (name: string, args: unknown) => (await rpc(3, 'tools/call', { name, arguments: args })).result as { content: { type: string; text: string }[]; structuredContent: Record<string, unknown>; isError: boolean };
+    const member = await call('get_member', { member_id: 'M7' });
+    expect(member.isError).to.equal(false);
+    expect(member.content[0]!.type).to.equal('text');
+    expect(member.content[0]!.text).to.include('Iris Vance');
+    expect(member.structuredContent).to.deep.equal(JSON.parse(member.content[0]!.text));
+    const missing = await call('launch_rocket', {});
+    expect(missing.isError).to.equal(true);
+    expect(missing.structuredContent['code']).to.equal('UNKNOWN_TOOL');
+    expect((await call('pay_fine', { member_id: 'M7', amount: '6' })).structuredContent['code']).to.equal('INVALID_ARGUMENTS');
+    const noName = await rpc(4, 'tools/call', { arguments: {} });
+    expect(noName.id).to.equal(4);
+    expect(noName.error!.code).to.equal(-32602);
+    expect((await rpc(5, 'initialize')).error!.code).to.equal(-32601);
+    expect((await rpc(6, 'openenv/session/create')).result).to.include({ session_id: sessionId, scenario_id: iris.id });
+    expect((await rpc(7, 'openenv/session/close', { session_id: sessionId })).error!.code).to.equal(-32600);
+
+    // Calls over mcp change the episode's state but are not steps and carry no reward.
+    for (const [name, args] of [['return_book', { loan_id: 'L21' }], ['pay_fine', { member_id: 'M7', amount: 2.5 }], ['borrow_book', { member_id: 'M7', book_id: 'B5' }]] as const) {
+      expect((await call(name, args)).isError, name).to.equal(false);
+    }
+    expect((await c.request({ type: 'state' })).data).to.include({ step_count: 0, done: false, reward: null });
+    const fin = await c.call(FINISH_TOOL, {});
+    expect(fin).to.include({ done: true, reward: 1 });
+    expect(serving.registry.result(sessionId)).to.include({ reward: 1, endedBy: 'finished', calls: 5 }); // the registry's calls: the refused arguments too
+
+    // After the end: SESSION_CLOSED, and the connection still answers.
+    const late = await rpc(8, 'tools/call', { name: 'get_member', arguments: { member_id: 'M7' } });
+    expect(late.error).to.deep.include({ code: -32602, data: { code: 'SESSION_CLOSED' } });
+    expect((await c.request({ type: 'state' })).data).to.include({ done: true, reward: 1 });
+    c.close();
+  });
+
   it('answers bad input in OpenEnv\'s error shapes without closing the connection or disturbing another session; multi-byte text round-trips', async () => {
     const gx = byTask('GX-310');
     const iris = byTask('Iris Vance');
@@ -224,8 +289,10 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     const schema = await get('/schema');
     expect(schema).to.have.keys('action', 'observation', 'state');
     expect((schema['action'] as { properties: object }).properties).to.include.keys('tool_name', 'arguments');
-    const api = (await get('/openapi.json')) as { info: { version: unknown }; paths: object };
-    expect(api.info.version).to.be.a('string');
+    const api = (await get('/openapi.json')) as { info: { version: unknown; 'x-envfleet-version': unknown }; paths: object };
+    // OpenEnv's HTTP API version (openenv validate's standard_profile openenv-http/1.x), envfleet's beside it.
+    expect(api.info.version).to.equal('1.0.0');
+    expect(api.info['x-envfleet-version']).to.equal(meta['version']);
     expect(api.paths).to.include.keys('/reset', '/step', '/state');
 
     const gx = byTask('GX-310');
@@ -285,7 +352,7 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     expect(serving.registry.stats().active).to.equal(0);
   });
 
-  it('needs the token on the upgrade request (Authorization header or ?token=) when the server has one', async () => {
+  it('needs the token on the upgrade request (Authorization header, ?token= or the path /t/TOKEN/ws) when the server has one', async () => {
     const secured = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 0, token: 'sekrit-token' });
     try {
       let refused: unknown;
@@ -302,6 +369,17 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
       const r = await byQuery.reset(byTask('GX-310').id);
       expect(r.done).to.equal(false);
       byQuery.close();
+      // OpenEnv's Python clients send no headers and append /ws to the base URL: the token in the path.
+      const byPath = await OpenEnvWs.connect(`${secured.url}/t/sekrit-token`);
+      expect((await byPath.request({ type: 'state' })).type).to.equal('state');
+      byPath.close();
+      let wrongPath: unknown;
+      try {
+        await OpenEnvWs.connect(`${secured.url}/t/wrong-token`);
+      } catch (err) {
+        wrongPath = err;
+      }
+      expect(String(wrongPath)).to.match(/401/);
       expect((await fetch(`${secured.url}/metadata`)).status).to.equal(200);
       expect((await fetch(`${secured.url}/state`)).status).to.equal(401);
     } finally {
