@@ -50,7 +50,8 @@ import { trajectoryIdOf } from '../src/runs/ids.js';
 import { createRedisRunStore } from '../src/runs/store.js';
 import { fixturesPath } from '../src/util/package-root.js';
 import { benchArgs } from './args.js';
-import { Managed, PrivateRedis, envfleet, killAll, sleep, type Ending } from './chaos/processes.js';
+import type { RedisServerProcess } from '../cli/private-redis.js';
+import { Managed, envfleet, killAll, sleep, startPrivateRedis, type Ending } from './chaos/processes.js';
 import { machineBusyS } from './rollouts/common.js';
 
 const args = benchArgs(import.meta.url, { values: ['samples'], booleans: ['quick', 'keep'] });
@@ -86,7 +87,7 @@ const progress = (line: string) => process.stderr.write(`[chaos +${elapsed()}] $
 const between = ([lo, hi]: readonly [number, number]) => lo + Math.random() * (hi - lo);
 
 const tmp = mkdtempSync(join(os.tmpdir(), 'envfleet-chaos-'));
-let redis: PrivateRedis | null = null;
+let redis: RedisServerProcess | null = null;
 let cleaned = false;
 /** 0 once every assertion held; until then a failure, whose logs are kept. */
 let exitCode = 1;
@@ -418,7 +419,7 @@ const busyAtStart = machineBusyS();
 const loadAtStart = os.loadavg();
 try {
   progress(`temporary directory ${tmp}${KEEP ? ' (kept: --keep)' : ''}`);
-  redis = await PrivateRedis.start(join(tmp, 'redis'));
+  redis = await startPrivateRedis(join(tmp, 'redis'));
   progress(`private redis-server on port ${redis.port} (appendonly yes, appendfsync always)`);
   const base = await runOnce('fault-free');
   const chaos = await runOnce('chaos');

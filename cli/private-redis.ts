@@ -39,6 +39,121 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** Resolves when the child has exited (at once when it already has). */
+const exitOf = (child: ChildProcess): Promise<void> =>
+  child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>(resolve => child.once('exit', () => resolve()));
+
+export interface RedisServerOptions {
+  /** Arguments after `--port P --bind 127.0.0.1 --dir DIR --save ''` (e.g. `--appendonly yes`). */
+  readonly args?: readonly string[];
+  /** The data directory (kept); default: a new temporary one, deleted by `remove`. */
+  readonly dir?: string;
+  /** The port; default: a free one. */
+  readonly port?: number;
+  /** Called with every redis-server child started (to register it for a kill-all on exit). */
+  readonly onSpawn?: (child: ChildProcess) => void;
+  /** How long to wait for it to answer (and finish loading its data). */
+  readonly startTimeoutMs?: number;
+}
+
+/**
+ * A redis-server of our own on loopback (the demo without a Redis, tests and benchmarks that kill or
+ * configure Redis): started and waited for until it answers and has loaded its data; killed, stopped,
+ * or started again on the same port and directory (it then loads what it persisted).
+ */
+export class RedisServerProcess {
+  private child: ChildProcess | null = null;
+  private constructor(
+    readonly port: number,
+    readonly dir: string,
+    private readonly ownDir: boolean,
+    private readonly options: RedisServerOptions,
+  ) {}
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  static async start(options: RedisServerOptions = {}): Promise<RedisServerProcess> {
+    const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'envfleet-redis-')));
+    const server = new RedisServerProcess(options.port ?? (await freePort()), dir, options.dir === undefined, options);
+    try {
+      await server.spawn();
+    } catch (err) {
+      await server.remove();
+      throw err;
+    }
+    return server;
+  }
+
+  /** Starts it (again) on its port and directory. */
+  async spawn(): Promise<void> {
+    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', ...(this.options.args ?? [])], { stdio: 'ignore' });
+    this.child = child;
+    this.options.onSpawn?.(child);
+    const failed = new Promise<Error>(resolve => child.once('error', resolve));
+    const deadline = Date.now() + (this.options.startTimeoutMs ?? 30_000);
+    while (Date.now() < deadline) {
+      const error = await Promise.race([failed, sleep(100).then(() => null)]);
+      if (error) throw new Error(`redis-server could not be started (${error.message}): install Redis (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis)`);
+      if (child.exitCode !== null) throw new Error(`redis-server on port ${this.port} exited with code ${child.exitCode} at start (its directory: ${this.dir})`);
+      if (await this.answers()) return;
+    }
+    throw new Error(`redis-server on port ${this.port} never answered; run it by hand to see why`);
+  }
+
+  /** PING answered, and any persisted data loaded. */
+  private async answers(): Promise<boolean> {
+    const redis = createRedisConnection(this.url, 'producer', { retryStrategy: () => null });
+    try {
+      await waitForRedis(redis, this.url, 500);
+      return /loading:0/.test(await redis.info('persistence'));
+    } catch {
+      return false;
+    } finally {
+      redis.disconnect();
+    }
+  }
+
+  /** SIGKILL: nothing is flushed at exit. */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGKILL');
+    await exitOf(child);
+  }
+
+  /** SIGKILL, a pause, then the same port and directory again. Returns how long it was down. */
+  async killAndRestart(downMs: number): Promise<number> {
+    const started = Date.now();
+    await this.kill();
+    await sleep(downMs);
+    await this.spawn();
+    return Date.now() - started;
+  }
+
+  /** SIGTERM (SIGKILL after `graceMs`). */
+  async stop(graceMs = 5_000): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    await Promise.race([exitOf(child), sleep(graceMs)]);
+    if (child.exitCode === null && child.signalCode === null) await this.kill();
+  }
+
+  /** Stops it and deletes its directory when it made that directory. */
+  async remove(): Promise<void> {
+    await this.stop(3_000);
+    if (this.ownDir) await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** From a process 'exit' handler, where nothing can be awaited. */
+  stopNow(): void {
+    if (this.child && this.child.exitCode === null) this.child.kill('SIGTERM');
+    if (this.ownDir) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
 /**
  * Uses the Redis at `url` if it answers; otherwise starts a private `redis-server` on a free port
  * in a temporary directory (stopped and deleted by `stop`); otherwise says how to get Redis.
@@ -48,41 +163,12 @@ export async function chooseRedis(url: string, log: (line: string) => void): Pro
     log(`using Redis at ${redactRedisUrl(url)}`);
     return { url, private: false, stop: () => Promise.resolve(), stopNow: () => undefined };
   }
-  const port = await freePort();
-  const dir = await mkdtemp(join(tmpdir(), 'envfleet-redis-'));
-  const child: ChildProcess = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--maxmemory-policy', 'noeviction'],
-    { stdio: 'ignore' },
-  );
-  const spawnError = new Promise<Error>(resolve => child.once('error', resolve));
-  const privateUrl = `redis://127.0.0.1:${port}`;
-  const stopNow = () => {
-    if (child.exitCode === null) child.kill('SIGTERM');
-    rmSync(dir, { recursive: true, force: true });
-  };
-  const stop = async () => {
-    if (child.exitCode === null) {
-      child.kill('SIGTERM');
-      await Promise.race([new Promise(resolve => child.once('exit', resolve)), sleep(3_000)]);
-    }
-    await rm(dir, { recursive: true, force: true });
-  };
-  for (let i = 0; i < 50; i += 1) {
-    const failed = await Promise.race([spawnError, sleep(100).then(() => null)]);
-    if (failed) {
-      await rm(dir, { recursive: true, force: true });
-      throw new Error(
-        `no Redis answers at ${redactRedisUrl(url)} and redis-server could not be started (${failed.message}). ` +
-          'Install Redis (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis), ' +
-          'or run `docker compose up -d redis`, or set REDIS_URL to a running Redis.',
-      );
-    }
-    if (await answers(privateUrl, 500)) {
-      log(`no Redis at ${redactRedisUrl(url)}; started a private redis-server on port ${port} (removed when the demo ends)`);
-      return { url: privateUrl, private: true, stop, stopNow };
-    }
+  let server: RedisServerProcess;
+  try {
+    server = await RedisServerProcess.start({ args: ['--appendonly', 'yes', '--maxmemory-policy', 'noeviction'], startTimeoutMs: 5_000 });
+  } catch (err) {
+    throw new Error(`no Redis answers at ${redactRedisUrl(url)}, and a private one could not be started: ${(err as Error).message}. Or run \`docker compose up -d redis\`, or set REDIS_URL to a running Redis.`, { cause: err });
   }
-  await stop();
-  throw new Error(`started redis-server on port ${port} but it never answered; run it by hand to see why`);
+  log(`no Redis at ${redactRedisUrl(url)}; started a private redis-server on port ${server.port} (removed when the demo ends)`);
+  return { url: server.url, private: true, stop: () => server.remove(), stopNow: () => server.stopNow() };
 }

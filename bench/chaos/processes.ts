@@ -8,8 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
-import { freePort } from '../../cli/private-redis.js';
+import { RedisServerProcess } from '../../cli/private-redis.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const ENVFLEET_BIN = join(ROOT, 'bin', 'envfleet.js');
@@ -34,70 +33,16 @@ export const exited = (child: ChildProcess): Promise<void> =>
 /**
  * A redis-server of our own: `--appendonly yes --appendfsync always`, so every write Redis has
  * acknowledged is on disk before the reply leaves (a SIGKILL loses nothing acknowledged); no RDB
- * snapshots; `noeviction`, as envfleet requires.
+ * snapshots; `noeviction`, as envfleet requires. Killed and started again on the same port and
+ * directory with `killAndRestart`.
  */
-export class PrivateRedis {
-  private child: ChildProcess | null = null;
-  private constructor(readonly port: number, readonly dir: string) {}
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-
-  static async start(dir: string): Promise<PrivateRedis> {
-    mkdirSync(dir, { recursive: true });
-    const redis = new PrivateRedis(await freePort(), dir);
-    await redis.spawn();
-    return redis;
-  }
-
-  private async spawn(): Promise<void> {
-    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--maxmemory-policy', 'noeviction', '--logfile', join(this.dir, 'redis.log')];
-    const child = track(spawn('redis-server', args, { stdio: 'ignore' }));
-    const failed = new Promise<Error>(resolve => child.once('error', resolve));
-    this.child = child;
-    for (let i = 0; i < 300; i += 1) {
-      const error = await Promise.race([failed, sleep(100).then(() => null)]);
-      if (error) throw new Error(`redis-server could not be started (${error.message}); install Redis (Debian/Ubuntu: apt-get install redis-server)`);
-      if (child.exitCode !== null) throw new Error(`redis-server exited with code ${child.exitCode}; see ${join(this.dir, 'redis.log')}`);
-      if (await this.answers()) return;
-    }
-    throw new Error(`redis-server on port ${this.port} never answered; see ${join(this.dir, 'redis.log')}`);
-  }
-
-  /** PING, and Redis has finished loading its append-only file. */
-  private async answers(): Promise<boolean> {
-    const r = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0, enableOfflineQueue: false });
-    r.on('error', () => undefined);
-    try {
-      await r.connect();
-      if ((await r.ping()) !== 'PONG') return false;
-      return /loading:0/.test(await r.info('persistence'));
-    } catch {
-      return false;
-    } finally {
-      r.disconnect();
-    }
-  }
-
-  /** SIGKILL (nothing flushed at exit), then the same port and directory again: Redis loads its AOF. Returns how long it was down. */
-  async killAndRestart(downMs: number): Promise<number> {
-    const started = Date.now();
-    const child = this.child!;
-    child.kill('SIGKILL');
-    await exited(child);
-    await sleep(downMs);
-    await this.spawn();
-    return Date.now() - started;
-  }
-
-  async stop(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGTERM');
-    await Promise.race([exited(child), sleep(5_000)]);
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  }
+export async function startPrivateRedis(dir: string): Promise<RedisServerProcess> {
+  mkdirSync(dir, { recursive: true });
+  return RedisServerProcess.start({
+    dir,
+    args: ['--appendonly', 'yes', '--appendfsync', 'always', '--maxmemory-policy', 'noeviction', '--logfile', join(dir, 'redis.log')],
+    onSpawn: track,
+  });
 }
 
 /** How one incarnation of a managed process ended. */

@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { freePort } from '../../cli/private-redis.js';
+import { RedisServerProcess } from '../../cli/private-redis.js';
 import { parsePendingKey } from '../../queues/enqueuer.js';
 import { resumeRun, waitForRun } from '../../queues/run-jobs.js';
 import { submitSynthesis } from '../../queues/submit.js';
@@ -19,49 +19,13 @@ const LIBRARY = {
   introduction: 'A public library circulation system that tracks members, the book catalogue with copies on the shelf, and loans with their due days. Staff and members look up members and books, lend and take back copies, and settle overdue fines. It enforces loan limits and blocks lending to members with unpaid fines.',
 };
 
-/** A redis-server of the test's own that keeps every write on disk (so it can be killed and started again with its data). */
-async function durableRedis(): Promise<{ url: string; start(): Promise<void>; kill(): Promise<void>; remove(): Promise<void> }> {
-  const port = await freePort();
-  const dir = await mkdtemp(join(tmpdir(), 'envfleet-test-redis-'));
-  const url = `redis://127.0.0.1:${port}`;
-  let child: ChildProcess | undefined;
-  const answers = async () => {
-    const r = new Redis(url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-    r.on('error', () => undefined);
-    try {
-      await r.connect();
-      return (await r.ping()) === 'PONG';
-    } catch {
-      return false;
-    } finally {
-      r.disconnect();
-    }
-  };
-  const kill = async () => {
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGKILL');
-    await exited(child);
-  };
-  return {
-    url,
-    async start() {
-      child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always'], { stdio: 'ignore' });
-      await until(answers, 'the test’s redis-server');
-    },
-    kill,
-    async remove() {
-      await kill();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 /**
  * A parked job is plain BullMQ state (a delayed job) plus a record in Redis: nothing of it lives
  * in a worker. It survives its worker being killed and Redis being killed and started again.
  */
 describe('parked jobs survive a worker crash and a Redis restart (real workers, a redis-server of its own)', function () {
-  let redisServer: Awaited<ReturnType<typeof durableRedis>> | undefined;
+  let redisServer: RedisServerProcess | undefined;
   let server: ModelServer | undefined;
   const children: ChildProcess[] = [];
   let queue: Queue | undefined;
@@ -75,8 +39,8 @@ describe('parked jobs survive a worker crash and a Redis restart (real workers, 
   });
 
   it('keeps a paused run’s job parked through both, and runs it after resume', async () => {
-    redisServer = await durableRedis();
-    await redisServer.start();
+    // A redis-server of the test's own that keeps every write on disk (so it can be killed and started again with its data).
+    redisServer = await RedisServerProcess.start({ args: ['--appendonly', 'yes', '--appendfsync', 'always'] });
     server = await startModelServer({ script: await loadModelScript(DEMO) });
     const config = testConfig(server, { REDIS_URL: redisServer.url });
     const client = new Redis(redisServer.url, { maxRetriesPerRequest: null });
@@ -110,8 +74,7 @@ describe('parked jobs survive a worker crash and a Redis restart (real workers, 
     // The worker dies, then Redis dies and comes back from its append-only file.
     first.kill('SIGKILL');
     await exited(first);
-    await redisServer.kill();
-    await redisServer.start();
+    await redisServer.killAndRestart(0);
     await until(async () => (await client.ping().catch(() => '')) === 'PONG', 'the client to reconnect');
     expect(await q.getJobState(jobId)).to.equal('delayed');
     expect(await parkedKeys()).to.deep.equal([key]);

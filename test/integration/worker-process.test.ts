@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { pino } from 'pino';
 import { expect } from 'chai';
 import { formatChecks, runDoctor } from '../../cli/doctor.js';
-import { freePort } from '../../cli/private-redis.js';
+import { freePort, RedisServerProcess } from '../../cli/private-redis.js';
 import { loadConfig } from '../../config/index.js';
 import { STAGE_QUEUES } from '../../queues/pipeline.js';
 import { submitSynthesis } from '../../queues/submit.js';
@@ -14,40 +14,12 @@ import { parseModelScript } from '../../src/model-server/index.js';
 import { startWorkerProcess } from '../../workers/main.js';
 import { ENVFLEET_BIN, REDIS_URL, childEnv, exited, requireRedis, scriptedServer, silentLogger, testConfig, until, useFleet } from '../helpers/integration.js';
 
-async function privateRedis(args: string[], port?: number): Promise<{ url: string; stop: () => Promise<void> }> {
-  port ??= await freePort();
-  const dir = await mkdtemp(join(tmpdir(), 'envfleet-test-redis-'));
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...args], { stdio: 'ignore' });
-  const url = `redis://127.0.0.1:${port}`;
-  const probe = async () => {
-    const { Redis } = await import('ioredis');
-    const r = new Redis(url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-    r.on('error', () => undefined);
-    try {
-      await r.connect();
-      return (await r.ping()) === 'PONG';
-    } catch {
-      return false;
-    } finally {
-      r.disconnect();
-    }
-  };
-  await until(probe, 'private redis-server');
-  return {
-    url,
-    stop: async () => {
-      child.kill('SIGTERM');
-      await new Promise(resolve => child.once('exit', resolve));
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 describe('worker process', function () {
   before(requireRedis);
 
   it('refuses to start against a Redis whose maxmemory-policy is allkeys-lru', async () => {
-    const redis = await privateRedis(['--maxmemory-policy', 'allkeys-lru', '--appendonly', 'yes']);
+    const redis = await RedisServerProcess.start({ args: ['--maxmemory-policy', 'allkeys-lru', '--appendonly', 'yes'] });
     try {
       const config = testConfig(null, { REDIS_URL: redis.url });
       let error: unknown;
@@ -60,7 +32,7 @@ describe('worker process', function () {
       expect(error).to.have.property('code', 'REDIS_UNSAFE');
       expect(String(error)).to.match(/allkeys-lru/).and.to.match(/noeviction/).and.to.match(/CONFIG SET maxmemory-policy noeviction/);
     } finally {
-      await redis.stop();
+      await redis.remove();
     }
   });
 
@@ -81,12 +53,12 @@ describe('worker process', function () {
     void starting.then(() => (settled = true), () => (settled = true));
     await until(() => Promise.resolve(warnings.some(w => /Redis does not answer yet; waiting for it/.test(w))), 'the worker to say it waits for Redis');
     expect(settled).to.equal(false);
-    const redis = await privateRedis(['--appendonly', 'yes'], port);
+    const redis = await RedisServerProcess.start({ args: ['--appendonly', 'yes'], port });
     try {
       const running = await starting;
       await running.stop();
     } finally {
-      await redis.stop();
+      await redis.remove();
     }
   });
 
