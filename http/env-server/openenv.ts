@@ -10,8 +10,7 @@ import type { Logger } from '../../src/logger.js';
 import type { FunctionTool } from '../../src/sandbox/bundle.js';
 import type { CallOutcome } from '../../src/sandbox/quickjs-host.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
-// server.ts imports this module too; pathToken is only called per request, after both have loaded.
-import { pathToken } from './server.js';
+import { pathToken } from './path-token.js';
 
 /**
  * OpenEnv's surface (meta-pytorch/OpenEnv `http_server.py`, see ../shared/reference/env-server-protocols.md §1):

@@ -10,6 +10,7 @@ import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 import type { SessionDirectory } from '../../src/env-server/directory.js';
 import { forwardingMiddleware, SERVED_BY_HEADER } from './forward.js';
+import { pathToken } from './path-token.js';
 import { mcpRouter } from './mcp.js';
 import { attachOpenEnvWebSocket, mountOpenEnvPublic, mountOpenEnvStateless } from './openenv.js';
 
@@ -35,25 +36,6 @@ export const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', 'localh
 
 /** The cookie that carries a NeMo Gym session; every response re-sends it. */
 export const SESSION_COOKIE = 'envfleet_session';
-
-/**
- * The token in the path, for clients that cannot set headers (OpenEnv's Python clients append `/ws` to the
- * base URL and send no headers): `BASE/t/TOKEN/…` is `BASE/…` with `Authorization: Bearer TOKEN`.
- */
-export const PATH_TOKEN_PREFIX = '/t/';
-
-/** Splits `/t/TOKEN/rest?query` into the token and `/rest?query`; null for any other path. */
-export function pathToken(url: string): { token: string; rest: string } | null {
-  const m = /^\/t\/([^/?#]+)(\/[^?#]*)?(\?[^#]*)?$/.exec(url);
-  if (!m) return null;
-  let token: string;
-  try {
-    token = decodeURIComponent(m[1]!);
-  } catch {
-    return null;
-  }
-  return { token, rest: `${m[2] ?? '/'}${m[3] ?? ''}` };
-}
 
 /** Routes of the server itself: no tool is served under these names. */
 export const RESERVED_ROUTES: ReadonlySet<string> = new Set(['seed_session', 'verify', 'health', 'session', 'aggregate_metrics', 'mcp', 'sessions', 'reset', 'step', 'state', 'metadata', 'schema', 'openapi.json', 'ws']);

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { validateServeOptions, type ServeOptions } from '../../../cli/serve.js';
-import { pathToken } from '../../../http/env-server/server.js';
+import { pathToken } from '../../../http/env-server/path-token.js';
 
 const base: ServeOptions = { run: 'r1', port: 0, host: '127.0.0.1', maxSessions: 4, idleTimeout: 0 };
 const problemOf = (opts: ServeOptions): string => {
