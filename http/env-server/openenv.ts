@@ -246,12 +246,22 @@ class Episode {
     }
   }
 
-  state() {
+  /** The episode's state; while it is live, `reward_preview`: the checks on the current state (null when none could run). */
+  async state() {
+    let preview: number | null = null;
+    if (this.sessionId && !this.done) {
+      try {
+        preview = (await this.registry.preview(this.sessionId)).reward;
+      } catch {
+        preview = null;
+      }
+    }
     return {
       episode_id: this.episodeId,
       step_count: this.stepCount,
       done: this.done,
       reward: this.ended ? rewardOf(this.ended) : null,
+      reward_preview: this.done ? null : preview,
       session_id: this.sessionId,
       scenario_id: this.info?.scenarioId ?? null,
       max_steps: this.maxSteps,
@@ -311,6 +321,7 @@ const STATE_SCHEMA = {
     step_count: { type: 'integer', minimum: 0 },
     done: { type: 'boolean' },
     reward: { type: ['number', 'null'] },
+    reward_preview: { type: ['number', 'null'], description: 'while the episode is live: the fraction of checks true on the current state (the episode goes on)' },
     session_id: { type: ['string', 'null'] },
     scenario_id: { type: ['string', 'null'] },
   },
@@ -394,7 +405,7 @@ export function mountOpenEnvStateless(app: Express, registry: SessionRegistry, o
     return { observation: { ...out.observation, metadata: { ...(out.observation['metadata'] as object), ...(result ? endSummary(result) : {}) } }, reward: result ? rewardOf(result) : null, done: true };
   }));
   app.get('/state', (_req, res) => {
-    res.json(new Episode(registry, options.maxSteps ?? DEFAULT_MAX_STEPS).state());
+    void new Episode(registry, options.maxSteps ?? DEFAULT_MAX_STEPS).state().then(state => res.json(state));
   });
   app.post('/mcp', (req, res) => {
     void jsonRpc(registry, typeof req.body === 'string' ? req.body : '').then(reply => res.json(reply));
@@ -609,7 +620,7 @@ function serveConnection(ws: WebSocket, registry: SessionRegistry, logger: Logge
           send({ type: 'observation', data: await episode.step(msg['data']) });
           return;
         case 'state':
-          send({ type: 'state', data: episode.state() });
+          send({ type: 'state', data: await episode.state() });
           return;
         case 'mcp': {
           // OpenEnv's WSMCPMessage: data must be an object (else VALIDATION_ERROR); a bad JSON-RPC request is a JSON-RPC error.

@@ -103,6 +103,8 @@ export interface SessionRegistry {
   info(sessionId: string): SessionInfo;
   /** Calls a tool: the outcome as an episode gets it (sandbox codes in `runtimeError`). A code that discards the environment ends the session. */
   call(sessionId: string, tool: string, args: unknown): Promise<CallOutcome>;
+  /** The reward the session would get if it ended now (its current state read and checked); the session goes on. */
+  preview(sessionId: string): Promise<Pick<SessionResult, 'reward' | 'checks' | 'checksError'>>;
   /** Ends the session (final state, reward from the checks) and returns its result; the kept result when it has ended already. */
   finish(sessionId: string, endedBy?: SessionEnd): Promise<SessionResult>;
   /** The kept result of an ended session, or null. */
@@ -258,6 +260,17 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         await finish(id, 'environment-error', `${outcome.runtimeError} in ${tool}; the environment was discarded`);
       } else if (!s.ending) touch(id, s);
       return outcome;
+    },
+    async preview(id) {
+      const s = liveOrThrow(id);
+      touch(id, s);
+      let state: unknown;
+      try {
+        state = await s.env!.snapshot();
+      } catch (err) {
+        return { reward: null, checks: [], checksError: `the current state could not be read: ${(err as Error).message}` };
+      }
+      return scoreFinalState(deps.sandbox, s.served!.scenario, state, s.served!.limits, null);
     },
     finish: (id, endedBy = 'finished') => finish(id, endedBy),
     result: id => ended.get(id) ?? null,

@@ -110,7 +110,7 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
 
     const state = await c.request({ type: 'state' });
     expect(state.type).to.equal('state');
-    expect(state.data).to.include({ step_count: 4, done: false, reward: null, scenario_id: iris.id });
+    expect(state.data).to.include({ step_count: 4, done: false, reward: null, reward_preview: 1, scenario_id: iris.id });
 
     const fin = await c.call(FINISH_TOOL, {});
     expect(fin.done).to.equal(true);
@@ -126,7 +126,7 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     const after = await c.request({ type: 'step', data: { type: 'call_tool', tool_name: 'get_member', arguments: { member_id: 'M7' } } });
     expect(after.type).to.equal('error');
     expect(after.data['code']).to.equal('VALIDATION_ERROR');
-    expect((await c.request({ type: 'state' })).data).to.include({ done: true, reward: 1 });
+    expect((await c.request({ type: 'state' })).data).to.include({ done: true, reward: 1, reward_preview: null });
     c.close();
   });
 
@@ -134,8 +134,11 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     const pl = byTask('PL-900');
     const c = await OpenEnvWs.connect(serving.url);
     const reset = await c.reset(pl.id);
+    // state previews the checks on the current state, without ending the episode: 0 before, 0.5 after the exit.
+    expect((await c.request({ type: 'state' })).data).to.include({ reward_preview: 0, reward: null, done: false });
     const step = await c.call('exit_vehicle', { ticket_id: 'T2' });
     expect(step).to.include({ reward: null, done: false });
+    expect((await c.request({ type: 'state' })).data).to.include({ reward_preview: 0.5, reward: null, done: false, step_count: 1 });
     expect(textOf(step)).to.match(/PL-900 left S2/);
     const closing = await c.request({ type: 'close' });
     expect(closing.type).to.equal('observation');

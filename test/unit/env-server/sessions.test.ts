@@ -84,6 +84,21 @@ describe('env-server session registry', () => {
     expect(reg.stats()).to.deep.equal({ active: 0, max: 4 });
   });
 
+  it('previews the reward of the current state without ending the session', async () => {
+    const { sandbox, stats } = fakeSandbox();
+    const reg = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 4, idleTimeoutMs: 0 });
+    const s = await reg.open('sc1');
+    expect((await reg.preview(s.id)).reward).to.equal(0);
+    await reg.call(s.id, 'inc', {});
+    expect((await reg.preview(s.id)).reward).to.equal(0.5);
+    await reg.call(s.id, 'inc', {});
+    expect(await reg.preview(s.id)).to.deep.include({ reward: 1, checksError: null });
+    expect(stats.closed, 'the session goes on').to.equal(0);
+    expect((await reg.call(s.id, 'inc', {})).result).to.deep.equal({ success: true, n: 3 });
+    expect((await reg.finish(s.id)).reward).to.equal(0.5);
+    expect(await codeOf(reg.preview(s.id))).to.equal('SESSION_CLOSED');
+  });
+
   it('never passes the maximum, even for sessions opened at once; a failed open frees its slot', async () => {
     const { sandbox } = fakeSandbox();
     const reg = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 2, idleTimeoutMs: 0 });
