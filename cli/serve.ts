@@ -164,9 +164,15 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
         resultTtlMs: (opts.resultTtl ?? DEFAULT_RESULT_TTL_S) * 1000,
       });
     }
-    const registry = createSessionRegistry({ sandbox: pool, scenarios: source, logger, ...(directory ? { directory } : {}) }, { maxSessions: opts.maxSessions, idleTimeoutMs: opts.idleTimeout });
+    const resultTtlMs = (opts.resultTtl ?? DEFAULT_RESULT_TTL_S) * 1000;
+    const registry = createSessionRegistry(
+      { sandbox: pool, scenarios: source, logger, ...(directory ? { directory } : {}) },
+      { maxSessions: opts.maxSessions, idleTimeoutMs: opts.idleTimeout, keepResultsForMs: resultTtlMs },
+    );
     const server = await startEnvServer(registry, logger, { port: opts.port, host: opts.host, token: opts.token ?? null, runId: serves, directory });
-    // Closed in reverse: the server stops listening, the sessions end (their results go to the directory), the process leaves it.
+    // Closed in reverse: the process says it has no room (no peer sends it new sessions), stops listening
+    // (peers' forwards get PEER_UNREACHABLE, retryable), ends its sessions (their results go to the directory,
+    // where every peer finds them), then leaves the directory.
     if (directory) {
       const d = directory;
       closers.push(() => d.leave().catch(err => logger.warn({ err }, 'leaving the session directory failed; the entry expires by itself')));
@@ -181,7 +187,10 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
         d.heartbeat(registry.stats()).catch(err => logger.warn({ err }, 'the session directory heartbeat failed; other serve processes may count this one gone'));
       }, HEARTBEAT_TTL_MS / 3);
       beat.unref();
-      closers.push(() => clearInterval(beat));
+      closers.push(async () => {
+        clearInterval(beat);
+        await d.heartbeat({ active: registry.stats().active, max: 0 }).catch(() => undefined);
+      });
       logger.info({ server: d.serverId, advertised }, 'env server registered in the session directory');
     }
     return { url: server.url, registry, server, directory, serves, close: closeAll };

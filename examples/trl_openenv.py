@@ -25,7 +25,8 @@ Run with the real TRL and OpenEnv (after `envfleet serve --run NAME` and `envfle
     pip install trl "openenv[core]>=0.3.1"
     python examples/trl_openenv.py --url http://127.0.0.1:8090 --data DIR/rl-prompts.jsonl --model Qwen/Qwen3-0.6B
 
-OpenEnv's client cannot send a token (docs/env-server.md): serve on loopback, or behind a proxy that adds it.
+OpenEnv's client sends no headers: against a server that needs a token, put it in the path,
+--url http://HOST:8090/t/TOKEN (the client appends /ws; docs/env-server.md).
 Keep GRPOConfig's generation batch ≤ `envfleet serve --max-sessions` (one live session per rollout).
 """
 

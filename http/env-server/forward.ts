@@ -48,7 +48,7 @@ const rpcOf = (req: Request): Record<string, unknown> | null => {
 /** The session a request is about: in the path (`/sessions/{id}/…`), in OpenEnv's `POST /mcp` params, or the cookie. */
 export function sessionIdOfRequest(req: Request, cookieName: string): string | null {
   const path = /^\/sessions\/([^/]+)(?:\/|$)/.exec(req.path);
-  if (path) return decodeURIComponent(path[1]!);
+  if (path) return safeDecode(path[1]!);
   const rpc = rpcOf(req);
   if (rpc) {
     const params = rpc['params'];
@@ -56,8 +56,17 @@ export function sessionIdOfRequest(req: Request, cookieName: string): string | n
   }
   if (req.path === '/sessions') return null;
   const m = new RegExp(`(?:^|;\\s*)${cookieName}=([^;]+)`).exec(req.headers.cookie ?? '');
-  return m ? decodeURIComponent(m[1]!) : null;
+  return m ? safeDecode(m[1]!) : null;
 }
+
+/** A URL-encoded id, or the raw text when its escapes are broken (then no session has that id). */
+export const safeDecode = (text: string): string => {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+};
 
 /** Whether the request opens a session (the ones sent to a peer with room when this process is full). */
 function opensSession(req: Request): boolean {
@@ -66,23 +75,63 @@ function opensSession(req: Request): boolean {
   return rpcOf(req)?.['method'] === 'openenv/session/create';
 }
 
+/** A forwarded request not answered by then is given up on (PEER_UNREACHABLE): longer than any tool call's deadline. */
+export const FORWARD_TIMEOUT_MS = 120_000;
+
+/** Thrown when a peer does not answer a forwarded request. */
+class PeerUnreachable extends EnvServerError {
+  constructor(to: ServerEntry, why: string) {
+    super('PEER_UNREACHABLE', `the serve process holding this session (${to.url}) did not answer (${why}); retry in a few seconds (if it was killed, the session is then SESSION_LOST)`, { server: to.url });
+  }
+}
+
+/**
+ * The target of a forwarded request: the peer's origin and the request's own path. Only an origin-form
+ * target (one `/`, not `//host…` nor `http://host…`) is forwarded, and never to another origin.
+ */
+export function forwardTarget(originalUrl: string, peerUrl: string): URL | null {
+  if (!originalUrl.startsWith('/') || originalUrl.startsWith('//') || originalUrl.includes('\\')) return null;
+  const origin = new URL(peerUrl).origin;
+  const target = new URL(origin + originalUrl);
+  return target.origin === origin ? target : null;
+}
+
 /** Sends the request to another process and relays its answer. */
 async function forward(req: Request, res: Response, to: ServerEntry, selfId: string): Promise<void> {
+  const target = forwardTarget(req.originalUrl, to.url);
+  if (!target) throw new EnvServerError('INVALID_REQUEST_BODY', 'the request target is not a path on this server (it must start with a single /)');
   const headers = new Headers();
   for (const name of FORWARDED_REQUEST_HEADERS) {
     const v = req.headers[name];
     if (typeof v === 'string') headers.set(name, v);
   }
   headers.set(FORWARDED_BY_HEADER, selfId);
+  // Addresses the peer puts in its answers (mcp_url) are the ones the client used.
+  headers.set('x-forwarded-host', firstHeader(req.headers['x-forwarded-host']) ?? req.headers.host ?? '');
+  headers.set('x-forwarded-proto', firstHeader(req.headers['x-forwarded-proto']) ?? req.protocol);
   const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
+  const gone = new AbortController();
+  const onClose = () => {
+    if (!res.writableEnded) gone.abort(new Error('the client went away'));
+  };
+  res.once('close', onClose);
   let answer: globalThis.Response;
+  let body: Buffer;
   try {
-    answer = await fetch(new URL(req.originalUrl, to.url), { method: req.method, headers, ...(hasBody ? { body: typeof req.body === 'string' ? req.body : '' } : {}), redirect: 'manual' });
+    answer = await fetch(target, {
+      method: req.method,
+      headers,
+      ...(hasBody ? { body: typeof req.body === 'string' ? req.body : '' } : {}),
+      redirect: 'manual',
+      signal: AbortSignal.any([gone.signal, AbortSignal.timeout(FORWARD_TIMEOUT_MS)]),
+    });
+    body = Buffer.from(await answer.arrayBuffer());
   } catch (err) {
-    const why = (err as { cause?: { message?: string } }).cause?.message ?? (err as Error).message;
-    throw new EnvServerError('SESSION_LOST', `the serve process holding this session (${to.url}) did not answer (${why}); if it stopped, the session is lost: open a new one`, { server: to.url });
+    const e = err as { name?: string; cause?: { message?: string }; message?: string };
+    throw new PeerUnreachable(to, e.name === 'TimeoutError' ? `no answer within ${FORWARD_TIMEOUT_MS / 1000} s` : (e.cause?.message ?? e.message ?? String(err)));
+  } finally {
+    res.off('close', onClose);
   }
-  const body = Buffer.from(await answer.arrayBuffer());
   res.status(answer.status);
   for (const name of RELAYED_RESPONSE_HEADERS) {
     const v = answer.headers.get(name);
@@ -93,12 +142,48 @@ async function forward(req: Request, res: Response, to: ServerEntry, selfId: str
   res.end(body);
 }
 
+/** The first value of a header that proxies may have appended to (`a, b`). */
+export const firstHeader = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v)?.split(',')[0]?.trim() || undefined;
+
+/** Which protocol's error shape a request expects. */
+function surfaceOf(req: Request): 'mcp-endpoint' | 'openenv-rpc' | 'http' {
+  if (/^\/sessions\/[^/]+\/mcp$/.test(req.path)) return 'mcp-endpoint';
+  if (req.method === 'POST' && req.path === '/mcp') return 'openenv-rpc';
+  return 'http';
+}
+
+/** Answers an error of the forwarding step in the shape of the request's protocol (http: the server's error handler). */
+function answerError(req: Request, res: Response, next: NextFunction, err: EnvServerError): void {
+  const surface = surfaceOf(req);
+  if (surface === 'http') return next(err);
+  if (err.code === 'PEER_UNREACHABLE') res.setHeader('Retry-After', '2');
+  const rpc = rpcOf(req) ?? (() => {
+    try {
+      return JSON.parse(typeof req.body === 'string' ? req.body : '') as Record<string, unknown>;
+    } catch {
+      return null;
+    }
+  })();
+  const id = isObject(rpc) && (typeof rpc['id'] === 'string' || typeof rpc['id'] === 'number') ? rpc['id'] : null;
+  const failed = err.code === 'PEER_UNREACHABLE' || err.code === 'ENVIRONMENT_FAILED' || err.code === 'INTERNAL';
+  if (surface === 'openenv-rpc') {
+    res.status(200).json({ jsonrpc: '2.0', id, error: { code: failed ? -32603 : -32602, message: err.message, data: { code: err.code, ...err.details } } });
+    return;
+  }
+  const status = err.code === 'PEER_UNREACHABLE' ? 502 : err.code === 'SESSION_LOST' ? 410 : 400;
+  res.status(status).json({ jsonrpc: '2.0', id, error: { code: failed ? -32603 : err.code === 'SESSION_LOST' ? -32001 : -32600, message: err.message, data: { code: err.code, ...err.details } } });
+}
+
 /**
  * The middleware: runs after the token check and before the routes (the body is already read as text).
  * A session this process does not know is looked up in the directory: held by another live process →
- * forwarded; ended → its kept result is remembered here, so verify and the error of each surface answer
- * as for a local session; held by a process that stopped → SESSION_LOST. A failure of Redis itself leaves
- * the request to this process (which then knows only its own sessions).
+ * forwarded (a peer that does not answer: PEER_UNREACHABLE, retryable); ended → its kept result is
+ * remembered here, so verify and the error of each surface answer as for a local session; held by a
+ * process whose heartbeat has expired → SESSION_LOST (looked up again on every request, so a process
+ * that stalled and came back is found again). A failure of Redis itself leaves the request to this
+ * process, which then knows only its own sessions. A request that opens a session on a full process
+ * goes to the peer with the most room (the next one if it does not answer; this process's OVER_CAPACITY
+ * when none does).
  */
 export function forwardingMiddleware(options: ForwardingOptions): RequestHandler {
   const { directory, registry, logger } = options;
@@ -119,26 +204,30 @@ export function forwardingMiddleware(options: ForwardingOptions): RequestHandler
             return forward(req, res, where.server, directory.serverId);
           case 'ended':
             registry.remember(where.result);
-            break;
+            return next();
           case 'lost':
-            registry.markLost(id, `the serve process that held it (${where.serverId}) stopped without ending it`);
-            break;
+            throw new EnvServerError('SESSION_LOST', `session ${id} is lost: the serve process that held it (${where.serverId}) stopped without ending it; open a new session`);
           case 'unknown':
-            break;
+            return next();
         }
-        return next();
       }
       // A seed on the cookie of a live session here replaces it here (the slot it frees is this process's).
       const replacesHere = id !== null && registry.knows(id) && registry.result(id) === null;
       if (opensSession(req) && !replacesHere) {
         const { active, max } = registry.stats();
         if (active >= max) {
-          const peers = await directory.peers().catch(() => [] as ServerEntry[]);
-          const roomiest = peers.filter(p => p.serves === options.serves && p.active < p.max).sort((a, b) => b.max - b.active - (a.max - a.active))[0];
-          if (roomiest) return forward(req, res, roomiest, directory.serverId);
+          const withRoom = await directory.peersWithRoom().catch(() => [] as ServerEntry[]);
+          for (const peer of withRoom) {
+            try {
+              return await forward(req, res, peer, directory.serverId);
+            } catch (err) {
+              if (!(err instanceof PeerUnreachable) || res.headersSent) throw err;
+              logger.warn({ err, peer: peer.url }, 'a peer with room did not answer; trying the next');
+            }
+          }
         }
       }
       return next();
-    })().catch(next);
+    })().catch((err: unknown) => (err instanceof EnvServerError && !res.headersSent ? answerError(req, res, next, err) : next(err)));
   };
 }

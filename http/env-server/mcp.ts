@@ -6,6 +6,7 @@ import { EnvServerError } from '../../src/env-server/errors.js';
 import type { SessionInfo, SessionRegistry, SessionResult } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
+import { firstHeader } from './forward.js';
 
 /** What the MCP surface needs from server.ts (passed in, so the two files do not import each other). */
 export interface McpSurfaceHelpers {
@@ -13,6 +14,17 @@ export interface McpSurfaceHelpers {
   scenarioIdOf(body: unknown): string;
   /** An ended session's result as the server reports it. */
   resultBody(r: SessionResult): Record<string, unknown>;
+}
+
+/**
+ * The URL a client reaches `path` at: the address it used (behind a proxy or another serve process that
+ * forwarded the request: X-Forwarded-Host and -Proto), with the path token when it came with one.
+ */
+export function publicUrl(req: Request, path: string): string {
+  const host = firstHeader(req.headers['x-forwarded-host']) ?? req.get('host') ?? 'localhost';
+  const proto = firstHeader(req.headers['x-forwarded-proto']) ?? req.protocol;
+  const token = /^\/t\/[^/?#]+/.exec(req.originalUrl)?.[0] ?? '';
+  return `${proto}://${host}${token}${path}`;
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -108,7 +120,7 @@ export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: Mc
         environment_id: info.environmentId,
         tools: info.tools,
         task: info.task,
-        mcp_url: `${req.protocol}://${req.get('host') ?? 'localhost'}${path}`,
+        mcp_url: publicUrl(req, path),
         mcp_path: path,
       });
     }),

@@ -102,7 +102,7 @@ function toOpenEnvError(err: unknown): OpenEnvError {
     const extra = { envfleet_code: err.code };
     switch (err.code) {
       case 'OVER_CAPACITY':
-        return new OpenEnvError('CAPACITY_REACHED', err.message, { ...extra, active_sessions: err.details['active'], max_sessions: err.details['max'] });
+        return new OpenEnvError('CAPACITY_REACHED', err.message, { ...extra, active_sessions: err.details['active'], max_sessions: err.details['max'], ...(err.details['room_at'] ? { room_at: err.details['room_at'] } : {}) });
       case 'ENVIRONMENT_FAILED':
         return new OpenEnvError('FACTORY_ERROR', err.message, { ...extra, factory_name: 'envfleet' });
       case 'UNKNOWN_SESSION':
@@ -145,6 +145,12 @@ class Episode {
     return { observation: { ...meta, tools: toolList(info), metadata: meta }, reward: null, done: false };
   }
 
+  /** The session ended without this episode ending it (idle timeout, server shutdown): the episode has ended too. */
+  private endedElsewhere(): SessionResult | null {
+    if (this.done || !this.sessionId) return null;
+    return this.registry.result(this.sessionId);
+  }
+
   private live(): { id: string; info: SessionInfo } {
     if (!this.sessionId || !this.info) throw new OpenEnvError('VALIDATION_ERROR', 'no episode on this connection: send {"type": "reset", "data": {"scenario_id": "ID"}} first');
     if (this.done) throw new OpenEnvError('VALIDATION_ERROR', `the episode has ended (reward ${this.ended ? rewardOf(this.ended) : 'pending'}); reset starts a new one`, { envfleet_code: 'SESSION_CLOSED' });
@@ -177,6 +183,8 @@ class Episode {
     if (errors.length) throw new OpenEnvError('VALIDATION_ERROR', `invalid call_tool action: ${errors.map(e => `${e.loc.join(', ')}: ${e.msg}`).join('; ')}`, { errors });
     const tool = toolName as string;
     const { id, info } = this.live();
+    const gone = this.endedElsewhere();
+    if (gone) return this.finishWith(gone, { tool_name: tool, result: null, error: { error_type: 'execution_error', message: `the episode had already ended (${gone.endedBy}${gone.detail ? `: ${gone.detail}` : ''}); this is its reward, reset starts a new one` } });
     if (tool === FINISH_TOOL) {
       const result = await this.registry.finish(id, 'finished');
       return this.finishWith(result, { tool_name: tool, result: callResult(endSummary(result)), error: null });
@@ -190,7 +198,7 @@ class Episode {
       try {
         outcome = await this.registry.call(id, tool, args);
       } catch (err) {
-        if (!(err instanceof EnvServerError) || err.code !== 'ENVIRONMENT_FAILED') throw err;
+        if (!(err instanceof EnvServerError) || (err.code !== 'ENVIRONMENT_FAILED' && err.code !== 'SESSION_CLOSED')) throw err;
         observation = { tool_name: tool, result: null, error: { error_type: 'execution_error', message: err.message } };
       }
       if (outcome?.runtimeError) {
@@ -248,6 +256,11 @@ class Episode {
 
   /** The episode's state; while it is live, `reward_preview`: the checks on the current state (null when none could run). */
   async state() {
+    const gone = this.endedElsewhere();
+    if (gone) {
+      this.done = true;
+      this.ended = gone;
+    }
     let preview: number | null = null;
     if (this.sessionId && !this.done) {
       try {

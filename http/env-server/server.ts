@@ -9,7 +9,7 @@ import type { SessionRegistry, SessionResult } from '../../src/env-server/sessio
 import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 import type { SessionDirectory } from '../../src/env-server/directory.js';
-import { forwardingMiddleware, SERVED_BY_HEADER } from './forward.js';
+import { forwardingMiddleware, safeDecode, SERVED_BY_HEADER } from './forward.js';
 import { pathToken } from './path-token.js';
 import { mcpRouter } from './mcp.js';
 import { attachOpenEnvWebSocket, mountOpenEnvPublic, mountOpenEnvStateless } from './openenv.js';
@@ -45,6 +45,7 @@ export const RESERVED_ROUTES: ReadonlySet<string> = new Set(['seed_session', 've
 function sendError(res: Response, code: string, message: string, details: Readonly<Record<string, unknown>> = {}, status?: number): void {
   const s = status ?? ENV_SERVER_HTTP_STATUS[code as keyof typeof ENV_SERVER_HTTP_STATUS] ?? 422;
   if (code === 'OVER_CAPACITY') res.setHeader('Retry-After', '1');
+  if (code === 'PEER_UNREACHABLE') res.setHeader('Retry-After', '2');
   res.status(s).json({ error: { code, message, ...details } });
 }
 
@@ -86,7 +87,7 @@ export function scenarioIdOf(body: unknown): string {
 
 const sessionOf = (req: Request): string | null => {
   const m = new RegExp(`(?:^|;\\s*)${SESSION_COOKIE}=([^;]+)`).exec(req.headers.cookie ?? '');
-  return m ? decodeURIComponent(m[1]!) : null;
+  return m ? safeDecode(m[1]!) : null;
 };
 
 const setSession = (res: Response, id: string) => res.setHeader('Set-Cookie', `${SESSION_COOKIE}=${encodeURIComponent(id)}; Path=/; HttpOnly; SameSite=Lax`);
@@ -174,7 +175,9 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
       if (previous && !registry.result(previous)) await registry.finish(previous, 'replaced').catch(() => undefined);
       const info = await registry.open(scenarioId);
       setSession(res, info.id);
-      res.json({ session_id: info.id, scenario_id: info.scenarioId, environment_id: info.environmentId, tools: info.tools, task: info.task });
+      // Tools named like a route of the server cannot be called here (MCP and OpenEnv call them by name).
+      const shadowed = info.tools.filter(t => RESERVED_ROUTES.has(t));
+      res.json({ session_id: info.id, scenario_id: info.scenarioId, environment_id: info.environmentId, tools: info.tools, task: info.task, ...(shadowed.length ? { shadowed_tools: shadowed } : {}) });
     }),
   );
   app.post(
@@ -230,7 +233,7 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
     if (err instanceof EnvServerError) return sendError(res, err.code, err.message, err.details);
     const e = err as { type?: unknown; status?: unknown };
     if (e.type === 'entity.too.large') return sendError(res, 'INVALID_REQUEST_BODY', 'the request body is larger than 4 MB', {}, 413);
-    if (typeof e.type === 'string' && typeof e.status === 'number' && e.status < 500) return sendError(res, 'INVALID_REQUEST_BODY', String((err as Error).message), {}, e.status);
+    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return sendError(res, 'INVALID_REQUEST_BODY', `the request could not be read: ${String((err as Error).message)}`, {}, e.status);
     logger.error({ err }, 'env-server request failed');
     sendError(res, 'INTERNAL', 'the server failed on this request; see its log', {}, 500);
   });

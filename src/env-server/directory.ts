@@ -39,6 +39,8 @@ export interface SessionDirectory {
   heartbeat(load: { readonly active: number; readonly max: number }): Promise<void>;
   /** The other live processes. */
   peers(): Promise<ServerEntry[]>;
+  /** The other live processes serving the same as this one with room for a session, the roomiest first. */
+  peersWithRoom(): Promise<ServerEntry[]>;
   /** Removes this process's entry (at shutdown, after its sessions have been released). */
   leave(): Promise<void>;
 }
@@ -79,6 +81,7 @@ export function createRedisSessionDirectory(redis: Redis, prefix: string, option
     result: (sid: string) => `${prefix}:serve:res:${sid}`,
   };
   const self = options.serverId;
+  let left = false;
 
   const entries = async (ids: string[]): Promise<Map<string, ServerEntry>> => {
     const out = new Map<string, ServerEntry>();
@@ -110,8 +113,13 @@ export function createRedisSessionDirectory(redis: Redis, prefix: string, option
       return { kind: 'held', server };
     },
     async heartbeat(load) {
+      // A beat already on its way when the process leaves must not bring its entry back.
+      if (left) return;
       const entry: ServerEntry = { id: self, url: options.url, serves: options.serves, active: load.active, max: load.max };
-      await redis.multi().set(k.server(self), JSON.stringify(entry), 'PX', options.heartbeatTtlMs).sadd(k.servers, self).exec();
+      // The set of ids outlives no process by long: renewed by every beat, and cleaned of dead ids by peers().
+      await redis.multi().set(k.server(self), JSON.stringify(entry), 'PX', options.heartbeatTtlMs).sadd(k.servers, self).pexpire(k.servers, options.heartbeatTtlMs * 6).exec();
+      if (left) await redis.multi().del(k.server(self)).srem(k.servers, self).exec();
+      else await this.peers();
     },
     async peers() {
       const ids = (await redis.smembers(k.servers)).filter(id => id !== self);
@@ -120,7 +128,11 @@ export function createRedisSessionDirectory(redis: Redis, prefix: string, option
       if (gone.length) await redis.srem(k.servers, ...gone);
       return [...live.values()];
     },
+    async peersWithRoom() {
+      return (await this.peers()).filter(p => p.serves === options.serves && p.active < p.max).sort((a, b) => b.max - b.active - (a.max - a.active));
+    },
     async leave() {
+      left = true;
       await redis.multi().del(k.server(self)).srem(k.servers, self).exec();
     },
   };

@@ -10,12 +10,14 @@ export const ENV_SERVER_ERROR_CODES = {
   UNKNOWN_SESSION: 'no session with that id on this server or any serve process sharing its Redis (never opened, or ended so long ago its result expired)',
   SESSION_CLOSED: 'the session has ended (finished, closed, idle timeout or an environment limit); its final state and reward are kept',
   SESSION_LOST: 'the serve process that held the session stopped without ending it (killed, or cut off from Redis): its environment and state are gone',
+  PEER_UNREACHABLE: 'the serve process holding the session did not answer the forwarded request (it may be stopping, stalled or just killed)',
   OVER_CAPACITY: 'the server holds its maximum number of sessions: finish or close one, or retry later',
   ENVIRONMENT_FAILED: 'the environment did not start in the sandbox',
   MALFORMED_JSON: 'the request body is not JSON',
   INVALID_REQUEST_BODY: 'the request body is JSON of the wrong shape',
   UNAUTHORIZED: 'a valid token is required (Authorization: Bearer TOKEN)',
   NOT_FOUND: 'no such route',
+  INTERNAL: 'the server failed on the request (a defect, or a dependency such as Redis failing)',
 } as const;
 
 export type EnvServerErrorCode = keyof typeof ENV_SERVER_ERROR_CODES;
@@ -39,12 +41,14 @@ export const ENV_SERVER_HTTP_STATUS: Readonly<Record<EnvServerErrorCode | 'UNKNO
   UNKNOWN_SESSION: 404,
   SESSION_CLOSED: 410,
   SESSION_LOST: 410,
+  PEER_UNREACHABLE: 502,
   OVER_CAPACITY: 503,
   ENVIRONMENT_FAILED: 500,
   MALFORMED_JSON: 400,
   INVALID_REQUEST_BODY: 400,
   UNAUTHORIZED: 401,
   NOT_FOUND: 404,
+  INTERNAL: 500,
   UNKNOWN_TOOL: 404,
   INVALID_ARGUMENTS: 400,
 };
@@ -66,12 +70,14 @@ const ELSEWHERE: Record<EnvServerErrorCode, string> = {
   UNKNOWN_SESSION: 'MCP `/sessions/{id}/mcp`: HTTP 404, `-32001`; OpenEnv `POST /mcp`: `-32602`, `data.code`',
   SESSION_CLOSED: 'MCP `/sessions/{id}/mcp`: HTTP 410, `-32002`; OpenEnv `/ws`: `VALIDATION_ERROR` with `envfleet_code`; `POST /mcp`: `-32602`, `data.code`',
   SESSION_LOST: 'MCP `/sessions/{id}/mcp`: HTTP 410, `-32001`, `data.code`; OpenEnv `POST /mcp`: `-32602`, `data.code`',
+  PEER_UNREACHABLE: '`Retry-After: 2`; MCP `/sessions/{id}/mcp`: HTTP 502, `-32603`, `data.code`; OpenEnv `POST /mcp`: `-32603`, `data.code`',
   OVER_CAPACITY: '`Retry-After: 1`; OpenEnv `/ws`: `CAPACITY_REACHED`; `POST /mcp`: `-32000`; stateless routes: 503',
   ENVIRONMENT_FAILED: 'OpenEnv `/ws`: `FACTORY_ERROR`; `POST /mcp`: `-32603`, `data.code`; stateless routes: 500',
   MALFORMED_JSON: 'OpenEnv: `INVALID_JSON`, `-32700`',
   INVALID_REQUEST_BODY: '413 over 4 MB; OpenEnv: `VALIDATION_ERROR`, `-32602`',
   UNAUTHORIZED: 'every surface, the `/ws` upgrade too',
   NOT_FOUND: '',
+  INTERNAL: 'JSON-RPC endpoints: `-32603`',
 };
 
 /** What a client does about each env-server code. */
@@ -82,12 +88,14 @@ const TODO: Record<EnvServerErrorCode, string> = {
   UNKNOWN_SESSION: 'open a new session; behind several serve processes, check they share one Redis (`ENVFLEET_REDIS_URL`, `ENVFLEET_REDIS_PREFIX`)',
   SESSION_CLOSED: 'verify (or DELETE) still returns its reward; open a new session to go on',
   SESSION_LOST: 'open a new session and play the episode again; nothing of the lost one can be recovered',
+  PEER_UNREACHABLE: 'retry in a few seconds: a stalled process answers again, and the session of a killed one turns SESSION_LOST once its heartbeat expires (10 s)',
   OVER_CAPACITY: 'finish or close a session, or retry later; raise `--max-sessions` if the machine has room',
   ENVIRONMENT_FAILED: "open a new session; if it repeats, the environment's code or the sandbox pool is broken: see the server's log",
   MALFORMED_JSON: 'send a JSON body',
   INVALID_REQUEST_BODY: 'send the shape the message names (e.g. `{"scenario_id": "ID"}`), under 4 MB',
   UNAUTHORIZED: 'send `Authorization: Bearer TOKEN` (or `?token=TOKEN` on the `/ws` upgrade)',
   NOT_FOUND: 'check the route (docs/env-server.md)',
+  INTERNAL: "retry; if it repeats, report it with the server's log",
 };
 
 /**

@@ -84,8 +84,12 @@ export interface SessionRegistryOptions {
   readonly maxSessions: number;
   /** A session with no request for this long ends (`idle-timeout`); 0: never. */
   readonly idleTimeoutMs: number;
-  /** How many ended sessions' results are kept (the oldest are forgotten first). */
+  /** How many ended sessions' results are kept in memory (the oldest are forgotten first; default 10,000). */
   readonly keepResults?: number;
+  /** At most about this many bytes of kept results (their final states; default 256 MiB). */
+  readonly keepResultBytes?: number;
+  /** A kept result older than this is forgotten (the directory's copy expires at the same age). */
+  readonly keepResultsForMs?: number;
 }
 
 export interface SessionRegistryDeps {
@@ -110,12 +114,11 @@ export interface SessionRegistry {
   /** The kept result of an ended session, or null. */
   result(sessionId: string): SessionResult | null;
   stats(): { readonly active: number; readonly max: number };
-  /** Whether this process knows the session itself (live, ended here, or learnt with `remember`/`markLost`). */
+  /** Whether this process knows the session itself (live, ended here, or learnt with `remember`). */
   knows(sessionId: string): boolean;
   /** Keeps the result of a session another process ended (from the directory), so every surface answers as for its own. */
   remember(result: SessionResult): void;
-  /** Records that the session was held by a process that stopped: requests on it get SESSION_LOST. */
-  markLost(sessionId: string, detail: string): void;
+
   /** Ends every live session (`shutdown`); new ones are refused. */
   closeAll(): Promise<void>;
 }
@@ -126,22 +129,52 @@ interface Live {
   env: EnvSession | null;
   calls: number;
   timer: NodeJS.Timeout | null;
+  /** Requests being served: the idle clock runs only while there are none. */
+  busy: number;
   ending: Promise<SessionResult> | null;
 }
 
 export function createSessionRegistry(deps: SessionRegistryDeps, options: SessionRegistryOptions): SessionRegistry {
   const live = new Map<string, Live>();
-  const ended = new Map<string, SessionResult>();
-  const lost = new Map<string, string>();
-  const bounded = <V>(m: Map<string, V>) => {
-    while (m.size > keep) m.delete(m.keys().next().value!);
-  };
+  // Ended sessions' results, oldest first, bounded by count, by the bytes of their final states and by age.
+  const ended = new Map<string, { result: SessionResult; bytes: number; at: number }>();
   const keep = options.keepResults ?? 10_000;
+  const keepBytes = options.keepResultBytes ?? 256 * 1024 * 1024;
+  let endedBytes = 0;
+  const forgetOldest = () => {
+    const [id, e] = ended.entries().next().value!;
+    ended.delete(id);
+    endedBytes -= e.bytes;
+  };
+  const keepResult = (result: SessionResult) => {
+    const old = ended.get(result.sessionId);
+    if (old) {
+      ended.delete(result.sessionId);
+      endedBytes -= old.bytes;
+    }
+    const bytes = 2 * (JSON.stringify(result.finalState)?.length ?? 0) + 1024;
+    ended.set(result.sessionId, { result, bytes, at: Date.now() });
+    endedBytes += bytes;
+    while (ended.size > 1 && (ended.size > keep || endedBytes > keepBytes)) forgetOldest();
+  };
+  const endedResult = (id: string): SessionResult | undefined => {
+    const e = ended.get(id);
+    if (!e) return undefined;
+    if (options.keepResultsForMs !== undefined && Date.now() - e.at > options.keepResultsForMs) {
+      ended.delete(id);
+      endedBytes -= e.bytes;
+      return undefined;
+    }
+    return e.result;
+  };
   let shuttingDown = false;
 
+  /** Restarts the idle clock (stopped while a request is being served: a long call is not idleness). */
   const touch = (id: string, s: Live) => {
     if (options.idleTimeoutMs <= 0) return;
     if (s.timer) clearTimeout(s.timer);
+    s.timer = null;
+    if (s.busy > 0 || s.ending) return;
     s.timer = setTimeout(() => {
       void finish(id, 'idle-timeout', `no request for ${options.idleTimeoutMs} ms`).catch(err => deps.logger?.warn({ err, session: id }, 'ending an idle session failed'));
     }, options.idleTimeoutMs);
@@ -151,9 +184,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
   const liveOrThrow = (id: string): Live => {
     const s = live.get(id);
     if (s && !s.ending && s.info) return s;
-    const gone = lost.get(id);
-    if (gone) throw new EnvServerError('SESSION_LOST', `session ${id} is lost: ${gone}; open a new session`);
-    const done = ended.get(id);
+    const done = endedResult(id);
     if (s?.ending || done) {
       throw new EnvServerError('SESSION_CLOSED', `session ${id} has ended${done ? ` (${done.endedBy}${done.detail ? `: ${done.detail}` : ''})` : ''}; verify returns its reward, and seed_session starts a new one`, { endedBy: done?.endedBy ?? 'ending' });
     }
@@ -161,11 +192,9 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
   };
 
   async function finish(id: string, endedBy: SessionEnd, detail: string | null = null): Promise<SessionResult> {
-    const done = ended.get(id);
+    const done = endedResult(id);
     if (done) return done;
     const s = live.get(id);
-    const gone = lost.get(id);
-    if (gone) throw new EnvServerError('SESSION_LOST', `session ${id} is lost: ${gone}; open a new session`);
     if (!s?.info || !s.served) throw new EnvServerError('UNKNOWN_SESSION', `no session ${id} on this server; start one with seed_session`);
     if (s.ending) return s.ending;
     if (s.timer) clearTimeout(s.timer);
@@ -200,8 +229,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         checks: score.checks,
         checksError: score.checksError,
       };
-      ended.set(id, result);
-      bounded(ended);
+      keepResult(result);
       live.delete(id);
       // Then every process sharing the directory answers with this result (verify through another one).
       await deps.directory?.release(result).catch(err => deps.logger?.warn({ err, session: id }, 'the session directory did not take the result; only this process knows it'));
@@ -214,11 +242,15 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     async open(scenarioId) {
       if (shuttingDown) throw new EnvServerError('OVER_CAPACITY', 'the server is shutting down; open the session on another server', { active: live.size, max: 0 });
       if (live.size >= options.maxSessions) {
-        throw new EnvServerError('OVER_CAPACITY', `the server holds ${live.size} sessions, its maximum (--max-sessions ${options.maxSessions}): finish or close a session (verify ends it), or retry later`, { active: live.size, max: options.maxSessions });
+        const active = live.size;
+        // Behind several serve processes: say where there is room (a WebSocket cannot be forwarded).
+        const room = deps.directory ? await deps.directory.peersWithRoom().catch(() => []) : [];
+        const where = room.length ? `; ${room.length} other serve process${room.length > 1 ? 'es have' : ' has'} room: ${room.slice(0, 3).map(p => p.url).join(', ')}` : '';
+        throw new EnvServerError('OVER_CAPACITY', `the server holds ${active} sessions, its maximum (--max-sessions ${options.maxSessions}): finish or close a session (verify ends it), or retry later${where}`, { active, max: options.maxSessions, ...(room.length ? { room_at: room.map(p => p.url) } : {}) });
       }
       const id = randomUUID();
       // The slot is taken before anything is awaited, so sessions opened at once never pass the maximum.
-      const s: Live = { info: null, served: null, env: null, calls: 0, timer: null, ending: null };
+      const s: Live = { info: null, served: null, env: null, calls: 0, timer: null, busy: 0, ending: null };
       live.set(id, s);
       try {
         const served = await deps.scenarios.scenario(scenarioId);
@@ -243,49 +275,55 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       touch(id, s);
       return s.info;
     },
-    info: id => liveOrThrow(id).info!,
+    info(id) {
+      const s = liveOrThrow(id);
+      touch(id, s);
+      return s.info!;
+    },
     async call(id, tool, args) {
       const s = liveOrThrow(id);
+      s.busy += 1;
       touch(id, s);
       s.calls += 1;
       let outcome: CallOutcome;
       try {
         outcome = await s.env!.call(tool, args);
       } catch (err) {
+        s.busy -= 1;
         // The sandbox thread holding the environment is gone: the session ends with what can be read.
         await finish(id, 'environment-error', `the environment failed: ${(err as Error).message}`).catch(() => undefined);
         throw new EnvServerError('ENVIRONMENT_FAILED', `the environment of session ${id} failed: ${(err as Error).message}; the session has ended, verify returns its result`);
       }
+      s.busy -= 1;
       if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
         await finish(id, 'environment-error', `${outcome.runtimeError} in ${tool}; the environment was discarded`);
-      } else if (!s.ending) touch(id, s);
+      } else touch(id, s);
       return outcome;
     },
     async preview(id) {
       const s = liveOrThrow(id);
+      s.busy += 1;
       touch(id, s);
       let state: unknown;
       try {
         state = await s.env!.snapshot();
       } catch (err) {
         return { reward: null, checks: [], checksError: `the current state could not be read: ${(err as Error).message}` };
+      } finally {
+        s.busy -= 1;
+        touch(id, s);
       }
       return scoreFinalState(deps.sandbox, s.served!.scenario, state, s.served!.limits, null);
     },
     finish: (id, endedBy = 'finished') => finish(id, endedBy),
-    result: id => ended.get(id) ?? null,
+    result: id => endedResult(id) ?? null,
     stats: () => ({ active: live.size, max: options.maxSessions }),
-    knows: id => live.has(id) || ended.has(id) || lost.has(id),
+    knows: id => live.has(id) || endedResult(id) !== undefined,
     remember(result) {
       if (live.has(result.sessionId)) return;
-      ended.set(result.sessionId, result);
-      bounded(ended);
+      keepResult(result);
     },
-    markLost(id, detail) {
-      if (live.has(id) || ended.has(id)) return;
-      lost.set(id, detail);
-      bounded(lost);
-    },
+
     async closeAll() {
       shuttingDown = true;
       await Promise.all([...live.entries()].filter(([, s]) => s.info).map(([id]) => finish(id, 'shutdown').catch(() => undefined)));

@@ -1,6 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { expect } from 'chai';
+import WebSocket from 'ws';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import { errorOf, LatestCookieClient, withMcp } from '../helpers/env-server-clients.js';
 import { buildDemoRun, childEnv, ENVFLEET_BIN, exited, useFleet, type Fleet } from '../helpers/integration.js';
@@ -117,18 +121,79 @@ describe('envfleet serve: several serve processes sharing one Redis (real proces
     expect(JSON.stringify((verified.json['envfleet'] as { final_state: unknown }).final_state)).to.include(plate);
   });
 
-  it('a full process opens the session on a peer with room; when all are full the answer is OVER_CAPACITY with active and max', async () => {
+  it('never forwards a request to another origin (a path such as //host/… or an absolute-form target), and a broken cookie is no session', async () => {
+    // A listener that must never be reached.
+    let reached = 0;
+    const sink = createServer((_req, res) => {
+      reached += 1;
+      res.end('secret');
+    });
+    sink.listen(0, '127.0.0.1');
+    await once(sink, 'listening');
+    const sinkPort = (sink.address() as AddressInfo).port;
+    try {
+      const c = new LatestCookieClient(a.url);
+      await c.post('/seed_session', { scenario_id: byTask('GX-310').id });
+      const cookie = c.cookie!;
+      const origin = new URL(b.url);
+      // //host/… through the peer that would forward (fetch keeps the double slash in the path).
+      const viaPath = await fetch(`${b.url}//127.0.0.1:${sinkPort}/steal`, { headers: { cookie } });
+      expect(await viaPath.text()).to.not.include('secret');
+      expect(viaPath.status).to.be.within(400, 499);
+      // An absolute-form request target, written on a raw socket.
+      const raw = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(origin.port), origin.hostname, () => socket.write(`GET http://127.0.0.1:${sinkPort}/absolute HTTP/1.1\r\nHost: ${origin.host}\r\nCookie: ${cookie}\r\nConnection: close\r\n\r\n`));
+        let text = '';
+        socket.on('data', d => (text += d.toString()));
+        socket.on('end', () => resolve(text));
+        socket.on('error', reject);
+      });
+      expect(raw).to.not.include('secret');
+      expect(reached, 'the sink was never reached').to.equal(0);
+      await c.send('DELETE', '/session');
+      // A cookie whose escapes are broken is no session, not a server error.
+      const health = await fetch(`${b.url}/health`, { headers: { cookie: 'envfleet_session=%E0%A4%A' } });
+      expect(health.status).to.equal(200);
+      const bad = new LatestCookieClient(b.url);
+      bad.cookie = 'envfleet_session=%E0%A4%A';
+      expect(errorOf(await bad.post('/exit_vehicle', {})).code).to.equal('UNKNOWN_SESSION');
+    } finally {
+      sink.close();
+    }
+  });
+
+  it('a full process opens the session on a peer with room (its mcp_url the address the client used); a full /ws says where there is room; when all are full the answer is OVER_CAPACITY', async () => {
     const gx = byTask('GX-310');
-    const clients = Array.from({ length: 5 }, () => new LatestCookieClient(a.url));
+    const clients = Array.from({ length: 4 }, () => new LatestCookieClient(a.url));
     const seeds = [];
-    for (const c of clients) seeds.push(await c.post('/seed_session', { scenario_id: gx.id }));
-    expect(seeds.slice(0, 4).map(s => s.status)).to.deep.equal([200, 200, 200, 200]);
-    expect(seeds.slice(0, 4).map(s => servedBy(s.headers))).to.have.members([a.id, a.id, b.id, b.id]);
-    expect(seeds[4]!.status).to.equal(503);
-    expect(errorOf(seeds[4]!)).to.include({ code: 'OVER_CAPACITY', active: 2, max: 2 });
+    for (const c of clients.slice(0, 2)) seeds.push(await c.post('/seed_session', { scenario_id: gx.id }));
+    expect(seeds.map(s => servedBy(s.headers))).to.deep.equal([a.id, a.id]);
+    // a is full: an OpenEnv reset there cannot be forwarded (a WebSocket), so it says where there is room.
+    const ws = new WebSocket(`${a.url.replace(/^http/, 'ws')}/ws`);
+    await once(ws, 'open');
+    ws.send(JSON.stringify({ type: 'reset', data: { scenario_id: gx.id } }));
+    const [raw] = (await once(ws, 'message')) as [Buffer];
+    ws.close();
+    const refused = JSON.parse(raw.toString('utf8')) as { type: string; data: { code: string; room_at?: string[]; message: string } };
+    expect(refused.type).to.equal('error');
+    expect(refused.data.code).to.equal('CAPACITY_REACHED');
+    expect(refused.data.room_at).to.deep.equal([b.url]);
+    expect(refused.data.message).to.include(b.url);
+    // POST /sessions on the full a lands on b; the MCP address it returns is the one the client used (a's), which forwards.
+    const opened = await post(`${a.url}/sessions`, { scenario_id: gx.id });
+    expect(opened.status).to.equal(201);
+    expect(servedBy(opened.headers)).to.equal(b.id);
+    expect(opened.json['mcp_url']).to.equal(`${a.url}/sessions/${opened.json['session_id'] as string}/mcp`);
+    expect((await withMcp(opened.json['mcp_url'] as string, c => c.listTools())).tools.map(t => t.name)).to.include('exit_vehicle');
+    seeds.push(await clients[2]!.post('/seed_session', { scenario_id: gx.id }));
+    expect(servedBy(seeds[2]!.headers)).to.equal(b.id);
+    const full = await clients[3]!.post('/seed_session', { scenario_id: gx.id });
+    expect(full.status).to.equal(503);
+    expect(errorOf(full)).to.include({ code: 'OVER_CAPACITY', active: 2, max: 2 });
     // The sessions opened on b are played through a.
-    for (const c of clients.slice(0, 4)) expect((await c.post('/exit_vehicle', { ticket_id: 'T5' })).text).to.match(/GX-310 left S9/);
-    for (const c of clients.slice(0, 4)) expect((await c.send('DELETE', '/session')).status).to.equal(200);
+    for (const c of clients.slice(0, 3)) expect((await c.post('/exit_vehicle', { ticket_id: 'T5' })).text).to.match(/GX-310 left S9/);
+    for (const c of clients.slice(0, 3)) expect((await c.send('DELETE', '/session')).status).to.equal(200);
+    expect((await fetch(`${a.url}/sessions/${opened.json['session_id'] as string}`, { method: 'DELETE' })).status).to.equal(200);
   });
 
   it('a session of a process that is killed is SESSION_LOST through the other; one of a process that stops is ended and verified through the other', async () => {
@@ -141,14 +206,25 @@ describe('envfleet serve: several serve processes sharing one Redis (real proces
     await stopping.post('/exit_vehicle', { ticket_id: 'T5' });
     const sessionOnA = stopping.cookie;
 
+    const killedId = decodeURIComponent(killed.cookie!.split('=')[1]!);
     b.child.kill('SIGKILL');
     await exited(b.child);
+    // Its heartbeat has not expired yet: the forward finds nobody, which may be a stall, so the answer is retryable, in each surface's shape.
     const viaA = new LatestCookieClient(a.url);
     viaA.cookie = killed.cookie;
-    const lost = await viaA.post('/exit_vehicle', { ticket_id: 'T5' });
-    expect(lost.status).to.equal(410);
-    expect(errorOf(lost).code).to.equal('SESSION_LOST');
-    expect(errorOf(lost).message).to.match(/did not answer/);
+    const unreachable = await viaA.post('/exit_vehicle', { ticket_id: 'T5' });
+    expect(unreachable.status).to.equal(502);
+    expect(unreachable.headers.get('retry-after')).to.equal('2');
+    expect(errorOf(unreachable).code).to.equal('PEER_UNREACHABLE');
+    expect(errorOf(unreachable).message).to.match(/did not answer/);
+    const mcpUnreachable = await post(`${a.url}/sessions/${killedId}/mcp`, { jsonrpc: '2.0', id: 7, method: 'tools/list', params: {} });
+    expect(mcpUnreachable.status).to.equal(502);
+    expect(mcpUnreachable.json).to.deep.include({ jsonrpc: '2.0', id: 7 });
+    expect((mcpUnreachable.json['error'] as { code: number; data: { code: string } }).data.code).to.equal('PEER_UNREACHABLE');
+    const rpcUnreachable = await post(`${a.url}/mcp`, { jsonrpc: '2.0', id: 8, method: 'tools/list', params: { session_id: killedId } });
+    expect(rpcUnreachable.status, 'OpenEnv POST /mcp answers 200 with a JSON-RPC error').to.equal(200);
+    expect(rpcUnreachable.json).to.deep.include({ jsonrpc: '2.0', id: 8 });
+    expect((rpcUnreachable.json['error'])).to.deep.include({ code: -32603 });
 
     // A third process joins; a stops gracefully: its session ends (shutdown), scored, and the new process returns the result.
     const c = await spawnServe(f, ['--run', 'fl1', '--max-sessions', '2']);
@@ -174,7 +250,15 @@ describe('envfleet serve: several serve processes sharing one Redis (real proces
     expect(errorOf(gone).message).to.match(/a-process-long-gone\) stopped without ending it/);
     const mcpGone = await post(`${c.url}/sessions/${stale}/mcp`, { jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} });
     expect(mcpGone.status).to.equal(410);
+    expect(mcpGone.json['error']).to.deep.include({ code: -32001 });
     expect((mcpGone.json['error'] as { data: { code: string } }).data.code).to.equal('SESSION_LOST');
+    const rpcGone = await post(`${c.url}/mcp`, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { session_id: stale, name: 'exit_vehicle', arguments: {} } });
+    expect(rpcGone.json).to.deep.include({ id: 2 });
+    expect(rpcGone.json['error']).to.deep.include({ code: -32602, data: { code: 'SESSION_LOST' } });
+    // Not cached: once the directory no longer names a holder, the session is simply unknown.
+    await f.redis.del(`${f.config.redis.prefix}:serve:sess:${stale}`);
+    viaStale.cookie = `envfleet_session=${stale}`;
+    expect(errorOf(await viaStale.post('/exit_vehicle', { ticket_id: 'T5' })).code).to.equal('UNKNOWN_SESSION');
     const unknown = new LatestCookieClient(c.url);
     unknown.cookie = 'envfleet_session=00000000-0000-0000-0000-000000000000';
     expect(errorOf(await unknown.post('/exit_vehicle', { ticket_id: 'T5' })).code).to.equal('UNKNOWN_SESSION');

@@ -26,9 +26,10 @@ function fakeSandbox() {
       const state = { ...(initialState as { n: number }) };
       let disposed = false;
       const session: EnvSession = {
-        tools: ['inc', 'boom'],
+        tools: ['inc', 'boom', 'slow'],
         call(tool) {
           if (disposed) return Promise.resolve({ result: { success: false, error: 'disposed' }, runtimeError: 'ENV_DISPOSED', us: 0 });
+          if (tool === 'slow') return new Promise(resolve => setTimeout(() => resolve({ result: { success: true, n: state.n }, us: 1 }), 150));
           if (tool === 'boom') {
             disposed = true;
             return Promise.resolve({ result: { success: false, error: 'out of time' }, runtimeError: 'DEADLINE_EXCEEDED', us: 0 });
@@ -133,5 +134,36 @@ describe('env-server session registry', () => {
     expect(r).to.include({ endedBy: 'environment-error', reward: null });
     expect(r.checksError).to.match(/final state could not be read/);
     expect(reg.stats().active).to.equal(0);
+  });
+
+  it('does not end a session for idleness while one of its calls is running longer than the idle timeout', async () => {
+    const { sandbox } = fakeSandbox();
+    const reg = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 4, idleTimeoutMs: 40 });
+    const s = await reg.open('sc1');
+    expect((await reg.call(s.id, 'slow', {})).result).to.deep.include({ success: true });
+    expect(reg.result(s.id), 'still live after a 150 ms call with a 40 ms idle timeout').to.equal(null);
+    expect((await reg.call(s.id, 'inc', {})).result).to.deep.equal({ success: true, n: 1 });
+    await new Promise(resolve => setTimeout(resolve, 120));
+    expect(reg.result(s.id)).to.include({ endedBy: 'idle-timeout' });
+  });
+
+  it('keeps ended results within a byte budget and an age, oldest forgotten first', async () => {
+    const { sandbox } = fakeSandbox();
+    const reg = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 4, idleTimeoutMs: 0, keepResultBytes: 3 * 1024 + 100, keepResultsForMs: 60_000 });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const s = await reg.open('sc1');
+      await reg.finish(s.id);
+      ids.push(s.id);
+    }
+    // About 1 KB each: the last three are kept.
+    expect(ids.map(id => reg.result(id) !== null)).to.deep.equal([false, false, true, true, true]);
+    const aged = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 4, idleTimeoutMs: 0, keepResultsForMs: 30 });
+    const s = await aged.open('sc1');
+    await aged.finish(s.id);
+    expect(aged.result(s.id)).to.not.equal(null);
+    await new Promise(resolve => setTimeout(resolve, 60));
+    expect(aged.result(s.id)).to.equal(null);
+    expect(aged.knows(s.id)).to.equal(false);
   });
 });
