@@ -258,6 +258,11 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         try {
           s.env = await deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [] }, scenario.initialState, served.limits);
         } catch (err) {
+          // The sandbox thread's memory bound is full: a capacity limit like --max-sessions, not a broken environment.
+          if ((err as { code?: unknown }).code === 'SANDBOX_MEMORY_FULL') {
+            const active = live.size - 1;
+            throw new EnvServerError('OVER_CAPACITY', `the sandbox has no memory left for another environment with ${active} sessions open (${(err as Error).message}): finish or close a session, or retry later; raise ENVFLEET_SANDBOX_HEAP_MB or ENVFLEET_POOL_THREADS if the machine has room`, { active, max: options.maxSessions });
+          }
           throw new EnvServerError('ENVIRONMENT_FAILED', `the environment of scenario "${scenarioId}" did not start: ${(err as Error).message}`);
         }
         s.served = served;

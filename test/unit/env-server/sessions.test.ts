@@ -147,6 +147,22 @@ describe('env-server session registry', () => {
     expect(reg.result(s.id)).to.include({ endedBy: 'idle-timeout' });
   });
 
+  it('answers OVER_CAPACITY, not ENVIRONMENT_FAILED, when the sandbox thread has no memory left for another environment', async () => {
+    const { sandbox } = fakeSandbox();
+    const full: typeof sandbox = { ...sandbox, openSession: () => Promise.reject(Object.assign(new Error('no room for a new environment'), { code: 'SANDBOX_MEMORY_FULL' })) };
+    const reg = createSessionRegistry({ sandbox: full, scenarios }, { maxSessions: 4, idleTimeoutMs: 0 });
+    let refused: unknown;
+    try {
+      await reg.open('sc1');
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).to.be.instanceOf(EnvServerError);
+    expect(refused).to.deep.include({ code: 'OVER_CAPACITY', details: { active: 0, max: 4 } });
+    expect(String((refused as Error).message)).to.match(/ENVFLEET_SANDBOX_HEAP_MB/);
+    expect(reg.stats().active).to.equal(0);
+  });
+
   it('keeps ended results within a byte budget and an age, oldest forgotten first', async () => {
     const { sandbox } = fakeSandbox();
     const reg = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 4, idleTimeoutMs: 0, keepResultBytes: 3 * 1024 + 100, keepResultsForMs: 60_000 });
