@@ -170,15 +170,16 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
       { maxSessions: opts.maxSessions, idleTimeoutMs: opts.idleTimeout, keepResultsForMs: resultTtlMs },
     );
     const server = await startEnvServer(registry, logger, { port: opts.port, host: opts.host, token: opts.token ?? null, runId: serves, directory });
-    // Closed in reverse: the process says it has no room (no peer sends it new sessions), stops listening
-    // (peers' forwards get PEER_UNREACHABLE, retryable), ends its sessions (their results go to the directory,
-    // where every peer finds them), then leaves the directory.
+    // Closed in reverse: the process says it has no room (no peer sends it new sessions), ends its sessions
+    // (their results go to the directory, where every peer finds them; requests meanwhile get SESSION_CLOSED and
+    // the kept result, new sessions OVER_CAPACITY), stops listening (a /ws client first gets the reward of its
+    // episode), then leaves the directory.
     if (directory) {
       const d = directory;
       closers.push(() => d.leave().catch(err => logger.warn({ err }, 'leaving the session directory failed; the entry expires by itself')));
     }
-    closers.push(() => registry.closeAll());
     closers.push(() => server.close());
+    closers.push(() => registry.closeAll());
     if (directory) {
       const d = directory;
       if (!advertised) advertised = advertisedUrl(server.url, opts.host);

@@ -595,10 +595,13 @@ export function attachOpenEnvWebSocket(server: Server, registry: SessionRegistry
     wss.handleUpgrade(req, socket, head, ws => wss.emit('connection', ws, req));
   };
   server.on('upgrade', onUpgrade);
-  wss.on('connection', (ws: WebSocket) => serveConnection(ws, registry, logger, options.maxSteps ?? DEFAULT_MAX_STEPS));
+  const hooks = new Set<ShutdownHook>();
+  wss.on('connection', (ws: WebSocket) => serveConnection(ws, registry, logger, options.maxSteps ?? DEFAULT_MAX_STEPS, hooks));
   return {
+    /** Each connection gets the reward of an episode ended by the shutdown (the registry ends sessions first), then is closed. */
     async close() {
       server.off('upgrade', onUpgrade);
+      await Promise.all([...hooks].map(hook => hook().catch(() => undefined)));
       for (const ws of wss.clients) ws.terminate();
       await new Promise<void>(resolve => wss.close(() => resolve()));
     },
@@ -607,7 +610,10 @@ export function attachOpenEnvWebSocket(server: Server, registry: SessionRegistry
 
 const textOf = (raw: RawData): string => (Array.isArray(raw) ? Buffer.concat(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from(raw)).toString('utf8');
 
-function serveConnection(ws: WebSocket, registry: SessionRegistry, logger: Logger, maxSteps: number): void {
+/** What a connection does when the server stops: sends the reward of an episode the shutdown ended, then closes. */
+type ShutdownHook = () => Promise<void>;
+
+function serveConnection(ws: WebSocket, registry: SessionRegistry, logger: Logger, maxSteps: number, hooks: Set<ShutdownHook>): void {
   const episode = new Episode(registry, maxSteps);
   let chain = Promise.resolve();
   let closing = false;
@@ -662,7 +668,20 @@ function serveConnection(ws: WebSocket, registry: SessionRegistry, logger: Logge
   ws.on('message', (raw: RawData) => {
     chain = chain.then(() => handle(raw));
   });
+  const onShutdown: ShutdownHook = async () => {
+    closing = true;
+    await chain.catch(() => undefined);
+    const result = episode.sessionId && !episode.done ? registry.result(episode.sessionId) : null;
+    if (result) send({ type: 'observation', data: { observation: { closed: true, metadata: { step_count: episode.stepCount, ...endSummary(result) } }, reward: rewardOf(result), done: true } });
+    if (ws.readyState === ws.OPEN) {
+      ws.close(1001, 'the server is stopping');
+      await Promise.race([new Promise(resolve => ws.once('close', resolve)), new Promise(resolve => setTimeout(resolve, 1_000).unref())]);
+    }
+    ws.terminate();
+  };
+  hooks.add(onShutdown);
   ws.on('close', () => {
+    hooks.delete(onShutdown);
     closing = true;
     chain = chain.then(() => episode.end('closed').then(() => undefined)).catch(err => logger.warn({ err }, 'ending an OpenEnv episode on disconnect failed'));
   });

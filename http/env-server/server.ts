@@ -247,10 +247,14 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
   return {
     url,
     server,
+    /** Stops accepting; requests in flight get up to 5 s to be answered; WebSocket clients get their episode's end. */
     async close() {
+      const closed = new Promise<void>(resolve => server.close(() => resolve()));
+      server.closeIdleConnections();
       await openEnvWs.close();
+      await Promise.race([closed, new Promise(resolve => setTimeout(resolve, 5_000).unref())]);
       server.closeAllConnections();
-      await new Promise<void>(resolve => server.close(() => resolve()));
+      await closed;
     },
   };
 }

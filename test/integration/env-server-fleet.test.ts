@@ -228,7 +228,20 @@ describe('envfleet serve: several serve processes sharing one Redis (real proces
 
     // A third process joins; a stops gracefully: its session ends (shutdown), scored, and the new process returns the result.
     const c = await spawnServe(f, ['--run', 'fl1', '--max-sessions', '2']);
+    // An OpenEnv client on a: the stop ends its episode, and it gets the reward before the socket closes.
+    const ws = new WebSocket(`${a.url.replace(/^http/, 'ws')}/ws`);
+    await once(ws, 'open');
+    const messages: { type: string; data: Record<string, unknown> }[] = [];
+    ws.on('message', (raw: Buffer) => messages.push(JSON.parse(raw.toString('utf8')) as (typeof messages)[number]));
+    const wsClosed = once(ws, 'close');
+    ws.send(JSON.stringify({ type: 'reset', data: { scenario_id: gx.id } }));
+    while (messages.length === 0) await new Promise(resolve => setTimeout(resolve, 20));
+    expect(messages[0]!.type, JSON.stringify(messages[0])).to.equal('observation');
     a.child.kill('SIGTERM');
+    await wsClosed;
+    expect(messages[1], 'the reward of the episode the stop ended').to.deep.include({ type: 'observation' });
+    expect(messages[1]!.data).to.include({ done: true });
+    expect((messages[1]!.data['observation'] as { metadata: { ended_by: string } }).metadata.ended_by).to.equal('shutdown');
     await exited(a.child);
     expect(a.child.exitCode).to.equal(0);
     const viaC = new LatestCookieClient(c.url);
