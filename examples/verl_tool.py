@@ -45,6 +45,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from typing import Any, Optional
 from uuid import uuid4
 
@@ -68,14 +69,21 @@ class _Trajectory:
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.session: Optional[EnvfleetSession] = None
+        self.created = time.monotonic()
 
 
 # request_id → the trajectory's session. Tools and the interaction of one trajectory run in the same agent
 # loop worker process, so a module-level table is where they meet.
 SESSIONS: dict[str, _Trajectory] = {}
+# A trajectory cut short (response length, turn limit) never reaches the interaction: its entry is dropped
+# after this long, as the server's --idle-timeout ends its session.
+FORGET_AFTER_S = float(os.environ.get("ENVFLEET_TRAJECTORY_TTL_S", "3600"))
 
 
 def _trajectory(key: str) -> _Trajectory:
+    now = time.monotonic()
+    for old in [k for k, v in SESSIONS.items() if now - v.created > FORGET_AFTER_S]:
+        SESSIONS.pop(old, None)
     t = SESSIONS.get(key)
     if t is None:
         t = SESSIONS[key] = _Trajectory()
