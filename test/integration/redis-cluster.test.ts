@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { FlowProducer } from 'bullmq';
 import { expect } from 'chai';
 import type { AppConfig } from '../../config/index.js';
@@ -15,8 +17,10 @@ import { createRedisConnection, isCluster, waitForRedis, type Redis } from '../.
 import { createRedisRunControl } from '../../src/runs/control.js';
 import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
 import { startWorkerProcess } from '../../workers/main.js';
-import { DEMO, silentLogger, testConfig, useFleet } from '../helpers/integration.js';
+import { DEMO, ENVFLEET_BIN, childEnv, silentLogger, testConfig, useFleet } from '../helpers/integration.js';
 import { startLocalCluster, type LocalCluster } from '../helpers/redis-cluster.js';
+
+const run = promisify(execFile);
 
 /** Where one demo run happens: its configuration, a producer connection and the run store on it. */
 interface Where {
@@ -130,7 +134,7 @@ describe('a fleet on a Redis Cluster (3 local masters, real workers, scripted se
     return { config, redis, store: createRedisRunStore(redis, config.redis.prefix), prefix: config.redis.prefix };
   }
 
-  it('runs the demo pipeline to the same datasets as on one Redis, with its keys on every master', async () => {
+  it('runs the demo pipeline to the same datasets as on one Redis, with its keys on every master; the command line shows and deletes the run', async () => {
     const single = await fleet();
     const expected = await demoResults(single, 'demo');
     expect(expected.trajectoryCount).to.be.greaterThan(0);
@@ -152,6 +156,16 @@ describe('a fleet on a Redis Cluster (3 local masters, real workers, scripted se
       for (const k of keys) slots.add(Number(await node.cluster('KEYSLOT', k)));
     }
     expect(slots.size).to.equal(1);
+
+    // The command line on the cluster (producer connections): status, then deleting the run takes
+    // every key of it off every master, and its finished jobs out of the queues.
+    const env = childEnv(c.config, { ENVFLEET_REDIS_CLUSTER_NODES: cluster!.nodes.join(',') });
+    const status = JSON.parse((await run(process.execPath, [ENVFLEET_BIN, 'status', '--run', 'demo', '--json'], { env })).stdout) as { trajectories: { count: number } };
+    expect(status.trajectories.count).to.equal(expected.trajectoryCount);
+    await run(process.execPath, [ENVFLEET_BIN, 'runs', 'delete', '--run', 'demo'], { env });
+    const left = await keysPerMaster(c.redis, `${c.prefix}:run:{demo}`);
+    expect(left).to.deep.equal([0, 0, 0]);
+    expect(await c.store.getRun('demo')).to.equal(null);
   });
 
   it('needs one hash tag for the queues of a flow: under two tags the flow is refused', async () => {
