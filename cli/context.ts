@@ -19,9 +19,9 @@ export interface CommandContext {
 
 /** Loads the configuration, connects, runs `fn`, disconnects. */
 export async function withRuns<T>(fn: (c: CommandContext) => Promise<T>, config: AppConfig = loadConfig()): Promise<T> {
-  const redis = createRedisConnection(config.redis.url, 'producer');
+  const redis = createRedisConnection(config.redis, 'producer');
   try {
-    await waitForRedis(redis, config.redis.url);
+    await waitForRedis(redis, config.redis);
     const prefix = config.redis.prefix;
     return await fn({ config, redis, at: { connection: redis, prefix }, store: createRedisRunStore(redis, prefix), control: createRedisRunControl(redis, prefix), ledger: createRedisLedger(redis, prefix) });
   } finally {

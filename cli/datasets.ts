@@ -11,12 +11,12 @@ import { withRuns } from './context.js';
 export async function sinkCommand(opts: { run: string; out: string; follow?: boolean }): Promise<void> {
   const config = loadConfig();
   // The sink blocks on the stream: a worker-style connection that waits through reconnects.
-  const redis = createRedisConnection(config.redis.url, 'worker');
+  const redis = createRedisConnection(config.redis, 'worker');
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
   process.once('SIGTERM', () => controller.abort());
   try {
-    await waitForRedisToStart(redis, config.redis.url, config.redis.startupWaitMs, reason =>
+    await waitForRedisToStart(redis, config.redis, config.redis.startupWaitMs, reason =>
       process.stderr.write(`envfleet sink: Redis does not answer yet (${reason}); waiting up to ${config.redis.startupWaitMs} ms for it (ENVFLEET_REDIS_STARTUP_WAIT_MS)\n`),
     );
     const store = createRedisRunStore(redis, config.redis.prefix);

@@ -127,9 +127,9 @@ const DoctorAnswer = z.strictObject({ ok: z.boolean() });
 
 async function checkRedis(config: AppConfig): Promise<Check[]> {
   const where = redactRedisUrl(config.redis.url);
-  const redis = createRedisConnection(config.redis.url, 'producer');
+  const redis = createRedisConnection(config.redis, 'producer');
   try {
-    await waitForRedis(redis, config.redis.url, 3_000);
+    await waitForRedis(redis, config.redis, 3_000);
   } catch (err) {
     redis.disconnect();
     return [{ name: 'redis', status: 'fail', detail: (err as Error).message }];

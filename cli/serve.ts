@@ -131,11 +131,11 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
     for (const close of closers.splice(0).reverse()) await Promise.resolve(close()).catch(() => undefined);
   };
   try {
-    let redis: Redis | null = createRedisConnection(config.redis.url, 'worker');
+    let redis: Redis | null = createRedisConnection(config.redis, 'worker');
     const r = redis;
     closers.push(() => r.disconnect());
     try {
-      await waitForRedis(redis, config.redis.url);
+      await waitForRedis(redis, config.redis);
     } catch (err) {
       if (opts.run) throw err;
       logger.warn({ err }, 'Redis does not answer: serving the export from this process alone (no session directory, no forwarding)');
@@ -151,7 +151,7 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
     let directory: SessionDirectory | null = null;
     if (redis) {
       // Its own connection, failing fast: a request waiting on the directory while Redis is down would hang.
-      const directoryRedis = createRedisConnection(config.redis.url, 'producer');
+      const directoryRedis = createRedisConnection(config.redis, 'producer');
       closers.push(() => directoryRedis.disconnect());
       await directoryRedis.connect().catch(() => undefined);
       directory = createRedisSessionDirectory(directoryRedis, config.redis.prefix, {

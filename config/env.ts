@@ -24,6 +24,21 @@ const nonNegativeInt = int(0);
 const nonNegativeNumber = decimal(/^\d+(\.\d+)?$/, 'a decimal number such as 12.5').pipe(z.number().nonnegative());
 const httpUrl = z.url({ protocol: /^https?$/ });
 const redisUrl = z.url({ protocol: /^rediss?$/ });
+/** `host:port,host:port`: some nodes of a Redis Cluster (the client learns the rest from them). */
+const clusterNodes = z
+  .string()
+  .trim()
+  .transform(s => s.split(',').map(n => n.trim()).filter(n => n !== ''))
+  .pipe(
+    z
+      .array(
+        z
+          .string()
+          .regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port (for example 10.0.0.5:7000)')
+          .refine(n => Number(n.slice(n.lastIndexOf(':') + 1)) >= 1 && Number(n.slice(n.lastIndexOf(':') + 1)) <= 65_535, 'the port must be 1–65535'),
+      )
+      .min(1, 'expected at least one host:port'),
+  );
 
 export const ENV_VARS = {
   REDIS_URL: {
@@ -34,7 +49,12 @@ export const ENV_VARS = {
   ENVFLEET_REDIS_PREFIX: {
     schema: z.string().regex(/^[A-Za-z0-9_{}.-]+$/, 'letters, digits, _ . - { } only').default('envfleet'),
     example: 'envfleet',
-    description: 'Prefix of every Redis key; wrap it in {braces} to pin all keys to one Redis Cluster slot.',
+    description: 'Prefix of every Redis key. Without a cluster, {braces} in it are allowed (they pin every key to one slot); with ENVFLEET_REDIS_CLUSTER_NODES they are refused, because envfleet puts its own hash tags after the prefix.',
+  },
+  ENVFLEET_REDIS_CLUSTER_NODES: {
+    schema: clusterNodes.optional(),
+    example: '',
+    description: 'Use a Redis Cluster instead of the one Redis at REDIS_URL: some of its nodes as host:port,host:port (the rest are discovered). REDIS_URL then only gives the user, password and TLS (rediss://) of every node, and must name db 0. Each queue (or the queues of one flow) and each run get their own hash tag, so they spread over the masters (docs/scaling.md).',
   },
   ENVFLEET_REQUIRE_PERSISTENCE: {
     schema: z.stringbool().default(false),

@@ -48,6 +48,8 @@ export interface ModelProfile {
 export interface AppConfig {
   readonly redis: {
     readonly url: string;
+    /** `host:port` of some nodes of a Redis Cluster; empty for the one Redis at `url`. */
+    readonly clusterNodes: readonly string[];
     readonly prefix: string;
     readonly requirePersistence: boolean;
     /** How long a worker or the sink waits at start for a Redis that is down. */
@@ -141,6 +143,8 @@ export function loadConfig(
   if (!parsed.success) throw new ConfigError(describeEnvIssues(parsed.error, raw));
   const e = parsed.data;
 
+  if (e.ENVFLEET_REDIS_CLUSTER_NODES) checkClusterSettings(e);
+
   const file = e.ENVFLEET_MODELS_FILE ? readModelsFile(e.ENVFLEET_MODELS_FILE, options.readFile) : {};
 
   const endpoints: Record<string, EndpointConfig> = {
@@ -217,7 +221,7 @@ export function loadConfig(
 
   const queues = parseQueueList(e.ENVFLEET_WORKER_QUEUES);
   const config: AppConfig = {
-    redis: { url: e.REDIS_URL, prefix: e.ENVFLEET_REDIS_PREFIX, requirePersistence: e.ENVFLEET_REQUIRE_PERSISTENCE, startupWaitMs: e.ENVFLEET_REDIS_STARTUP_WAIT_MS },
+    redis: { url: e.REDIS_URL, clusterNodes: e.ENVFLEET_REDIS_CLUSTER_NODES ?? [], prefix: e.ENVFLEET_REDIS_PREFIX, requirePersistence: e.ENVFLEET_REQUIRE_PERSISTENCE, startupWaitMs: e.ENVFLEET_REDIS_STARTUP_WAIT_MS },
     endpoints,
     profiles,
     prices: { ...DEFAULT_PRICES, ...(file.prices ?? {}) },
@@ -267,6 +271,23 @@ export function loadConfig(
     explicit,
   };
   return deepFreeze(config);
+}
+
+/** What a Redis Cluster cannot take: braces in the prefix (they would pin every key to one slot), a db other than 0. */
+function checkClusterSettings(e: EnvSchema): void {
+  if (/[{}]/.test(e.ENVFLEET_REDIS_PREFIX)) {
+    throw new ConfigError(
+      `ENVFLEET_REDIS_PREFIX=${e.ENVFLEET_REDIS_PREFIX}: with ENVFLEET_REDIS_CLUSTER_NODES the prefix must not contain { or }. ` +
+        'envfleet gives each queue and each run its own hash tag after the prefix; braces in the prefix would put every key in one slot, on one node. ' +
+        `Use ENVFLEET_REDIS_PREFIX=${e.ENVFLEET_REDIS_PREFIX.replace(/[{}]/g, '') || 'envfleet'}.`,
+    );
+  }
+  const db = new URL(e.REDIS_URL).pathname.replace(/^\//, '');
+  if (db !== '' && db !== '0') {
+    throw new ConfigError(
+      `REDIS_URL names database ${db}, but a Redis Cluster has only database 0. With ENVFLEET_REDIS_CLUSTER_NODES, REDIS_URL gives only the user, password and TLS of the nodes: drop the /${db}.`,
+    );
+  }
 }
 
 /** The configuration with every secret replaced, safe to log or store with a run. */

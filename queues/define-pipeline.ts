@@ -103,6 +103,12 @@ export interface Pipeline<St extends AnyStages, Out extends OutputsOf<St>, En ex
   stagesOfKind(kind: string): NameOf<St>[];
   /** Every edge of the graph: entries first, then stages in pipeline order. */
   edges(): Edge<NameOf<St>>[];
+  /**
+   * A stage's hash tag on a Redis Cluster: the stages joined by flows (a fan-in's `through` stages and
+   * its target) share the fan-in target's name, so a flow's scripts stay in one slot; any other stage
+   * has its own name.
+   */
+  slotTagOf(name: string): string;
   /** How the funnel report reads one counter of a stage. */
   classify(stage: NameOf<St>, outcome: string): 'passed' | 'left' | 'measure' | 'undeclared';
 }
@@ -147,10 +153,25 @@ export function definePipeline<St extends AnyStages, Out extends OutputsOf<St>, 
   const unreachable = names.filter(s => !reached.has(s));
   if (unreachable.length) throw new Error(`pipeline: no entry point leads to ${unreachable.join(', ')}`);
 
+  // Flow groups: every stage of a fan-in's chain joins its target's group, the group's tag being the
+  // name of the target it ends in (a fan-in target that is itself a flow child joins that flow too).
+  const parent = new Map<string, string>();
+  const groupOf = (s: string): string => {
+    let g = s;
+    while (parent.has(g)) g = parent.get(g)!;
+    return g;
+  };
+  for (const e of edges()) {
+    if (e.kind !== 'flow-child' && e.kind !== 'fan-in') continue;
+    const [from, to] = [groupOf(e.from), groupOf(e.to)];
+    if (from !== to) parent.set(from, to);
+  }
+  const slotTagOf = (name: string): string => groupOf(name);
+
   const queues = Object.fromEntries(
     names.map(name => {
       const spec = declaration.stages[name]!;
-      return [name, defineQueue({ name, description: spec.description, data: spec.data, result: StageResult, jobOptions: baseJobOptions, identity: d => d })];
+      return [name, defineQueue({ name, description: spec.description, data: spec.data, result: StageResult, jobOptions: baseJobOptions, identity: d => d, slotTag: slotTagOf(name) })];
     }),
   ) as Pipeline<St, Out, En>['queues'];
 
@@ -165,6 +186,7 @@ export function definePipeline<St extends AnyStages, Out extends OutputsOf<St>, 
     },
     stagesOfKind: kind => names.filter(s => declaration.stages[s]!.item.kind === kind),
     edges,
+    slotTagOf,
     classify(stage, outcome) {
       const f = declaration.stages[stage]!.funnel;
       const matches = (list: readonly string[] | undefined) => (list ?? []).some(n => (n.endsWith('*') ? outcome.startsWith(n.slice(0, -1)) : n === outcome));

@@ -2,6 +2,7 @@ import type { JobsOptions } from 'bullmq';
 import type { z } from 'zod';
 import type { AppConfig } from '../config/index.js';
 import { InvalidJobDataError } from '../src/errors.js';
+import { isCluster, tag } from '../src/redis/slots.js';
 import { describeZodError } from '../src/llm/json-output.js';
 import { hashOf } from '../src/util/canonical.js';
 
@@ -29,6 +30,11 @@ export interface QueueSpec<D extends z.ZodType, R extends z.ZodType> {
    * a no-op and a resumed run does not redo finished jobs.
    */
   readonly identity: (data: z.infer<D>) => unknown;
+  /**
+   * The queue's hash tag on a Redis Cluster (default: its name). Queues joined by a BullMQ flow must
+   * share one: the flow's scripts touch the parent's and the children's queues together.
+   */
+  readonly slotTag?: string;
 }
 
 export interface QueueDefinition<D extends z.ZodType = z.ZodType, R extends z.ZodType = z.ZodType> extends QueueSpec<D, R> {
@@ -55,6 +61,14 @@ export function defineQueue<D extends z.ZodType, R extends z.ZodType>(spec: Queu
     },
   };
 }
+
+/**
+ * The key prefix of a queue's BullMQ keys. On a Redis Cluster connection it is the prefix followed by
+ * the queue's hash tag (`PREFIX:{TAG}`, so BullMQ's keys are `PREFIX:{TAG}:QUEUE:…`): every key of a
+ * queue is in one slot, as BullMQ's scripts need, and the queues spread over the nodes. On one Redis
+ * it is the prefix itself, the layout it always was.
+ */
+export const queuePrefix = (prefix: string, slotTag: string, connection: unknown): string => (isCluster(connection) ? `${prefix}:${tag(true, slotTag)}` : prefix);
 
 /** Default options every queue starts from: bounded retries with exponential backoff, bounded retention. */
 export function baseJobOptions(jobs: JobsConfig): JobsOptions {

@@ -1,7 +1,7 @@
 import { FlowProducer, Queue, type ConnectionOptions, type FlowJob } from 'bullmq';
 import type { RunStore } from '../src/runs/store.js';
 import type { AnyStages, DataOf, EntryInputsOf, Feed, NameOf, OutputsOf, Pipeline } from './define-pipeline.js';
-import type { JobsConfig, QueueDefinition } from './define-queue.js';
+import { queuePrefix, type JobsConfig, type QueueDefinition } from './define-queue.js';
 
 /** The key under which a job is tracked in its run's set of outstanding jobs. */
 export const pendingKey = (queue: string, jobId: string) => `${queue}|${jobId}`;
@@ -33,10 +33,11 @@ export function createRunEnqueuer<St extends AnyStages, Out extends OutputsOf<St
 ): RunEnqueuer<St, Out, En> {
   const queues = new Map<string, Queue>();
   const definition = (name: string): QueueDefinition => pipeline.queues[name as NameOf<St>];
+  const prefixOf = (name: string) => queuePrefix(options.prefix, pipeline.slotTagOf(name), connection);
   const queueOf = (name: string): Queue => {
     let q = queues.get(name);
     if (!q) {
-      q = new Queue(name, { connection, prefix: options.prefix, defaultJobOptions: definition(name).jobOptions(options.jobs), streams: { events: { maxLen: 2_000 } } });
+      q = new Queue(name, { connection, prefix: prefixOf(name), defaultJobOptions: definition(name).jobOptions(options.jobs), streams: { events: { maxLen: 2_000 } } });
       q.on('error', () => undefined);
       queues.set(name, q);
     }
@@ -69,6 +70,8 @@ export function createRunEnqueuer<St extends AnyStages, Out extends OutputsOf<St
     return {
       name,
       queueName: name,
+      // On a Redis Cluster every node of a flow is under the flow's hash tag (its stages share it).
+      prefix: prefixOf(name),
       data,
       opts: {
         ...queueOf(name).defaultJobOptions,

@@ -1,10 +1,10 @@
-import { Queue } from 'bullmq';
 import { RequestError } from '../src/errors.js';
-import type { Redis } from '../src/redis/connection.js';
+import { isCluster, scanKeys, type Redis } from '../src/redis/connection.js';
 import type { RunControl } from '../src/runs/control.js';
 import { runKey, runsKey } from '../src/runs/keys.js';
 import type { RunStore } from '../src/runs/store.js';
 import { PIPELINE_STAGES } from './pipeline.js';
+import { queueAt } from './run-jobs.js';
 import { runState } from './run-status.js';
 
 export interface DeletedRun {
@@ -24,7 +24,7 @@ const JOB_PAGE = 1_000;
  * with outstanding jobs is refused: cancel it first. Returns what was removed.
  */
 export async function deleteRun(redis: Redis, prefix: string, store: RunStore, control: RunControl, runId: string): Promise<DeletedRun> {
-  const root = runKey(prefix, runId);
+  const root = runKey(prefix, runId, isCluster(redis));
   if (!(await store.getRun(runId))) {
     // No record but keys under its name (a run interrupted while being created, or written by an older
     // layout): they are removed too, since a new run of that name would otherwise find them.
@@ -40,7 +40,7 @@ export async function deleteRun(redis: Redis, prefix: string, store: RunStore, c
   }
   let jobs = 0;
   for (const name of PIPELINE_STAGES) {
-    const queue = new Queue(name, { connection: redis, prefix });
+    const queue = queueAt({ connection: redis, prefix }, name);
     try {
       // Page from the end so that removing jobs does not shift the pages still to read.
       for (const state of ['completed', 'failed'] as const) {
@@ -62,15 +62,13 @@ export async function deleteRun(redis: Redis, prefix: string, store: RunStore, c
   return { runId, keys, jobs };
 }
 
-/** Unlinks `root` and every key under `root:`; returns how many existed. */
+/**
+ * Unlinks `root` and every key under `root:`; returns how many existed. On a Redis Cluster they all
+ * carry the run's hash tag, so one UNLINK may take a batch of them.
+ */
 async function unlinkUnder(redis: Redis, root: string): Promise<number> {
   let keys = 0;
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${root}:*`, 'COUNT', 1_000);
-    cursor = next;
-    if (found.length) keys += await redis.unlink(...found);
-  } while (cursor !== '0');
+  for await (const found of scanKeys(redis, `${root}:*`)) keys += await redis.unlink(...found);
   return keys + (await redis.unlink(root));
 }
 

@@ -2,12 +2,22 @@ import { Queue, type ConnectionOptions } from 'bullmq';
 import type { ParkedJob, RunControl } from '../src/runs/control.js';
 import type { RunStore } from '../src/runs/store.js';
 import { sleep } from '../src/util/sleep.js';
+import { queuePrefix } from './define-queue.js';
 import { parsePendingKey } from './enqueuer.js';
+import { PIPELINE } from './pipeline.js';
 
 /** Where a run's jobs are: the Redis connection and key prefix their queues use. */
 export interface QueuesAt {
   readonly connection: ConnectionOptions;
   readonly prefix: string;
+  /** A queue's hash tag on a Redis Cluster (default: as `PIPELINE` says; a queue it does not know, its name). */
+  readonly slotTagOf?: (queue: string) => string;
+}
+
+/** A Queue of `at` (its keys under the queue's hash tag on a Redis Cluster). */
+export function queueAt(at: QueuesAt, name: string): Queue {
+  const slotTag = at.slotTagOf?.(name) ?? (PIPELINE.isStage(name) ? PIPELINE.slotTagOf(name) : name);
+  return new Queue(name, { connection: at.connection, prefix: queuePrefix(at.prefix, slotTag, at.connection) });
 }
 
 /** Visits every outstanding job of a run, with a Queue to inspect or change it. */
@@ -23,7 +33,7 @@ export async function forEachPendingJob(
       const { queue: name, jobId } = parsePendingKey(key);
       let queue = queues.get(name);
       if (!queue) {
-        queue = new Queue(name, { connection: at.connection, prefix: at.prefix });
+        queue = queueAt(at, name);
         queues.set(name, queue);
       }
       await visit({ key, queue, jobId });
@@ -143,7 +153,7 @@ export async function releaseParkedJobs(at: QueuesAt, control: RunControl, runId
         const { queue: name } = parsePendingKey(parked.key);
         let queue = queues.get(name);
         if (!queue) {
-          queue = new Queue(name, { connection: at.connection, prefix: at.prefix });
+          queue = queueAt(at, name);
           queues.set(name, queue);
         }
         try {

@@ -188,10 +188,16 @@ configuration object to the rest of the program.
 - **Secrets.** \`OPENAI_API_KEY\` and the variables named by \`apiKeyEnv\` in the models file are never
   logged, never echoed in error messages and never stored in job data or with a run.
 - **Fleet-wide settings.** Every worker of a fleet must use the same \`REDIS_URL\`,
+  \`ENVFLEET_REDIS_CLUSTER_NODES\` (set everywhere or nowhere: the key layout differs),
   \`ENVFLEET_REDIS_PREFIX\`, \`ENVFLEET_LOCK_DURATION_MS\` and \`ENVFLEET_STALLED_INTERVAL_MS\`.
   The per-process settings (\`ENVFLEET_WORKER_CONCURRENCY\`, \`ENVFLEET_WORKER_QUEUES\`,
   \`ENVFLEET_POOL_THREADS\`) may differ from machine to machine. \`envfleet worker --queues a,b
   --concurrency N\` overrides the two worker settings for one process.
+- **One Redis or a Redis Cluster.** By default everything is in the one Redis at \`REDIS_URL\`.
+  With \`ENVFLEET_REDIS_CLUSTER_NODES=host:port,host:port\` the fleet uses a Redis Cluster: each
+  queue (the queues joined by a flow share one) and each run get a hash tag of their own, so they
+  spread over the masters (\`PREFIX:{TAG}:QUEUE:…\`, \`PREFIX:run:{RUN}:…\`); see
+  [scaling.md](scaling.md) for the layout and for what one Redis carries.
 
 ## Environment variables
 

@@ -3,7 +3,7 @@ import { setMaxListeners } from 'node:events';
 import { hostname } from 'node:os';
 import type { z } from 'zod';
 import type { AppConfig } from '../config/index.js';
-import type { QueueDefinition } from '../queues/define-queue.js';
+import { queuePrefix, type QueueDefinition } from '../queues/define-queue.js';
 import { pendingKey } from '../queues/enqueuer.js';
 import { releaseParkedJob } from '../queues/run-jobs.js';
 import { RequestError, RunCancelledError, castToError, classifyError, type ErrorCode } from '../src/errors.js';
@@ -99,7 +99,8 @@ const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}
 export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: QueueDefinition<D, R>, handler: JobHandler<D, R>, settings: WorkerSettings): QueueWorker {
   const { config, connection } = settings;
   const log = settings.logger.child({ queue: def.name });
-  const queue = new Queue(def.name, { connection, prefix: config.redis.prefix, defaultJobOptions: def.jobOptions(config.jobs), streams: { events: { maxLen: 2_000 } } });
+  const prefix = queuePrefix(config.redis.prefix, def.slotTag ?? def.name, connection);
+  const queue = new Queue(def.name, { connection, prefix, defaultJobOptions: def.jobOptions(config.jobs), streams: { events: { maxLen: 2_000 } } });
   queue.on('error', err => log.error({ err }, 'queue connection error'));
   let shuttingDown = false;
   /**
@@ -231,7 +232,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
     },
     {
       connection,
-      prefix: config.redis.prefix,
+      prefix,
       // Recorded on each job it takes (job.processedBy), so a run shows which machines did what.
       name: `${hostname()}:${process.pid}`,
       concurrency: settings.concurrency,

@@ -34,13 +34,13 @@ export interface FleetContext {
 }
 
 export async function createFleetContext(config: AppConfig, logger: Logger): Promise<FleetContext> {
-  const redis = createRedisConnection(config.redis.url, 'worker');
-  await waitForRedisToStart(redis, config.redis.url, config.redis.startupWaitMs, reason =>
+  const redis = createRedisConnection(config.redis, 'worker');
+  await waitForRedisToStart(redis, config.redis, config.redis.startupWaitMs, reason =>
     logger.warn({ reason, waitMs: config.redis.startupWaitMs }, 'Redis does not answer yet; waiting for it (ENVFLEET_REDIS_STARTUP_WAIT_MS)'),
   );
-  const workerConnection = createRedisConnection(config.redis.url, 'worker');
+  const workerConnection = createRedisConnection(config.redis, 'worker');
   // Pub/sub only: hears other processes free endpoint slots.
-  const limiterSubscriber = createRedisConnection(config.redis.url, 'worker');
+  const limiterSubscriber = createRedisConnection(config.redis, 'worker');
   const prefix = config.redis.prefix;
   const ledger = createRedisLedger(redis, prefix);
   const runControl = createRedisRunControl(redis, prefix);

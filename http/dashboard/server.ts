@@ -5,10 +5,10 @@ import type { AddressInfo } from 'node:net';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { Queue } from 'bullmq';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { ConfigError, type AppConfig } from '../../config/index.js';
 import { PIPELINE_STAGES } from '../../queues/pipeline.js';
+import { queueAt } from '../../queues/run-jobs.js';
 import { listRuns, runStatus, type RunStatus, type StatusDeps } from '../../queues/run-status.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import type { Logger } from '../../src/logger.js';
@@ -47,14 +47,14 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
         'Set ENVFLEET_DASHBOARD_TOKEN, or bind to 127.0.0.1.',
     );
   }
-  const redis = createRedisConnection(config.redis.url, 'worker');
-  await waitForRedis(redis, config.redis.url);
+  const redis = createRedisConnection(config.redis, 'worker');
+  await waitForRedis(redis, config.redis);
   const prefix = config.redis.prefix;
   const store = createRedisRunStore(redis, prefix);
   const control = createRedisRunControl(redis, prefix);
   const ledger = createRedisLedger(redis, prefix);
   const metrics = createRedisMetrics(redis, prefix);
-  const queues = PIPELINE_STAGES.map(name => new Queue(name, { connection: redis, prefix }));
+  const queues = PIPELINE_STAGES.map(name => queueAt({ connection: redis, prefix }, name));
   for (const q of queues) q.on('error', err => logger.warn({ err }, 'dashboard queue error'));
 
   const app = express();

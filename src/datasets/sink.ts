@@ -2,11 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { mkdir, open, readdir, readFile, truncate } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { Redis } from 'ioredis';
+import { isCluster, type Redis } from '../redis/connection.js';
+import { runKeys } from '../runs/keys.js';
 import type { RunStore } from '../runs/store.js';
 import { sleep } from '../util/sleep.js';
 import { readTrajectoryLines } from './shards.js';
-import { trajectoryStreamKey } from '../rollouts/stream.js';
 import { archivedTrajectory, isArchived, type StoredTrajectory } from '../rollouts/types.js';
 
 export interface SinkOptions {
@@ -44,8 +44,9 @@ const LOCK_MS = 5_000;
  * archived into another directory is copied from there (ArchivedTrajectoryMissingError if it is gone).
  */
 export async function runSink(o: SinkOptions): Promise<SinkResult> {
-  const key = trajectoryStreamKey(o.prefix, o.runId);
-  const lockKey = `${o.prefix}:run:${o.runId}:sink-lock`;
+  const keys = runKeys(o.prefix, o.runId, isCluster(o.redis));
+  const key = keys.trajectories;
+  const lockKey = keys.sinkLock;
   const token = randomUUID();
   const consumer = `${hostname()}-${process.pid}`;
   const shardLines = o.shardLines ?? 5_000;

@@ -1,4 +1,4 @@
-import type { Redis } from '../redis/connection.js';
+import { isCluster, tag, type Redis } from '../redis/connection.js';
 import type { SessionResult } from './sessions.js';
 
 /**
@@ -72,13 +72,20 @@ const parse = (text: string | null): unknown => {
   }
 };
 
-/** The directory in Redis, under `PREFIX:serve:` (keys: `srv:ID`, `servers`, `sess:SID`, `res:SID`). */
+/**
+ * The directory in Redis, under `PREFIX:serve:` (keys: `srv:ID`, `servers`, `sess:SID`, `res:SID`).
+ * On a Redis Cluster the servers' keys share the hash tag `{servers}` (one MULTI and one MGET touch
+ * several of them) and a session's two keys share its id as tag (`sess:{SID}`, `res:{SID}`), so
+ * sessions spread over the nodes.
+ */
 export function createRedisSessionDirectory(redis: Redis, prefix: string, options: RedisDirectoryOptions): SessionDirectory {
+  const cluster = isCluster(redis);
+  const servers = `${prefix}:serve:${tag(cluster, 'servers')}`;
   const k = {
-    servers: `${prefix}:serve:servers`,
-    server: (id: string) => `${prefix}:serve:srv:${id}`,
-    holder: (sid: string) => `${prefix}:serve:sess:${sid}`,
-    result: (sid: string) => `${prefix}:serve:res:${sid}`,
+    servers: cluster ? servers : `${prefix}:serve:servers`,
+    server: (id: string) => (cluster ? `${servers}:srv:${id}` : `${prefix}:serve:srv:${id}`),
+    holder: (sid: string) => `${prefix}:serve:sess:${tag(cluster, sid)}`,
+    result: (sid: string) => `${prefix}:serve:res:${tag(cluster, sid)}`,
   };
   const self = options.serverId;
   let left = false;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { isCluster, type Redis } from '../redis/connection.js';
 import { runKeys } from '../runs/keys.js';
 import type { CachedResponse, ResponseCache } from './ports.js';
 
@@ -9,7 +9,7 @@ import type { CachedResponse, ResponseCache } from './ports.js';
 export function createRedisResponseCache(redis: Redis, prefix: string): ResponseCache {
   return {
     async get(slot) {
-      const key = runKeys(prefix, slot.runId).cache(slot.key);
+      const key = runKeys(prefix, slot.runId, isCluster(redis)).cache(slot.key);
       const raw = await redis.get(key);
       if (raw === null) return null;
       try {
@@ -20,7 +20,7 @@ export function createRedisResponseCache(redis: Redis, prefix: string): Response
       }
     },
     async set(slot, value, ttlSeconds) {
-      const keys = runKeys(prefix, slot.runId);
+      const keys = runKeys(prefix, slot.runId, isCluster(redis));
       const text = JSON.stringify(value);
       await redis.multi().set(keys.cache(slot.key), text, 'EX', ttlSeconds).hincrby(keys.bytes, `cache:${slot.stage}`, Buffer.byteLength(text)).exec();
     },

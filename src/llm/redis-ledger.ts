@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { isCluster, type Redis } from '../redis/connection.js';
 import { runKeys } from '../runs/keys.js';
 import { emptyCounters, type Ledger, type LedgerCounters, type LedgerEntry, type LedgerTotals } from './ports.js';
 
@@ -29,7 +29,7 @@ function increments(entry: LedgerEntry): Record<keyof LedgerCounters, number> {
  * (MULTI), so every process of the fleet can record into the same run.
  */
 export function createRedisLedger(redis: Redis, prefix: string): Ledger {
-  const key = (runId: string) => runKeys(prefix, runId).ledger;
+  const key = (runId: string) => runKeys(prefix, runId, isCluster(redis)).ledger;
   return {
     async record(entry) {
       const inc = increments(entry);

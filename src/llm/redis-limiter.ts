@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import { isCluster, tag, type Redis } from '../redis/connection.js';
 import type { EndpointConfig } from '../../config/index.js';
 import { RateLimitedError } from '../errors.js';
 import { hashOf } from '../util/canonical.js';
@@ -89,8 +89,11 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
     // A failed subscription only costs the wake-ups: waiters still poll.
     subscriber.subscribe(channelOf(inflight)).catch(() => subscribed.delete(inflight));
   };
+  const cluster = isCluster(redis);
   const keys = (endpoint: EndpointConfig) => {
-    const id = hashOf(endpoint.baseURL, 16);
+    // On a Redis Cluster the endpoint's id is the hash tag: the ACQUIRE script and the release's MULTI
+    // touch its three keys together.
+    const id = tag(cluster, hashOf(endpoint.baseURL, 16));
     return [`${prefix}:limit:${id}:cooldown`, `${prefix}:limit:${id}:inflight`, `${prefix}:limit:${id}:window`] as const;
   };
   const queueOf = (inflight: string): Waiter[] => {

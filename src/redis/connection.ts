@@ -1,7 +1,24 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis as SingleRedis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { RedisUnsafeError } from '../errors.js';
+import { isCluster } from './slots.js';
 
-export type { Redis } from 'ioredis';
+/**
+ * A connection to the fleet's Redis: one server (ioredis `Redis`) or a Redis Cluster (ioredis
+ * `Cluster`, when ENVFLEET_REDIS_CLUSTER_NODES is set). Both speak the same commands; what differs is
+ * that in a cluster every Lua script, MULTI and multi-key command must touch keys of one hash slot
+ * (see `tag` and docs/scaling.md).
+ */
+export type Redis = SingleRedis | Cluster;
+export type { Cluster } from 'ioredis';
+
+/** Where the fleet's Redis is: `config.redis` satisfies this. */
+export interface RedisTarget {
+  readonly url: string;
+  /** `host:port` of some nodes of a Redis Cluster; empty for one server at `url`. */
+  readonly clusterNodes: readonly string[];
+}
+
+export { isCluster, tag } from './slots.js';
 
 /**
  * `worker`: blocking BullMQ connections; commands wait through reconnects (`maxRetriesPerRequest: null`,
@@ -10,23 +27,77 @@ export type { Redis } from 'ioredis';
  */
 export type RedisRole = 'worker' | 'producer';
 
-export function createRedisConnection(url: string, role: RedisRole, extra: RedisOptions = {}): Redis {
-  const base: RedisOptions =
-    role === 'worker'
-      ? { maxRetriesPerRequest: null, enableReadyCheck: true }
-      : {
-          maxRetriesPerRequest: 1,
-          enableOfflineQueue: false,
-          connectTimeout: 5_000,
-          // Keep reconnecting in the background, but commands issued while down fail fast.
-          retryStrategy: (times: number) => Math.min(times * 200, 2_000),
-        };
-  const options: RedisOptions = Object.assign({}, base, { lazyConnect: true }, extra);
-  const redis = new Redis(url, options as never);
+const ROLE_OPTIONS: Record<RedisRole, RedisOptions> = {
+  worker: { maxRetriesPerRequest: null, enableReadyCheck: true },
+  producer: {
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    connectTimeout: 5_000,
+    // Keep reconnecting in the background, but commands issued while down fail fast.
+    retryStrategy: (times: number) => Math.min(times * 200, 2_000),
+  },
+};
+
+export function createRedisConnection(target: string | RedisTarget, role: RedisRole, extra: RedisOptions = {}): Redis {
+  const { url, clusterNodes } = typeof target === 'string' ? { url: target, clusterNodes: [] } : target;
+  const options: RedisOptions = Object.assign({}, ROLE_OPTIONS[role], { lazyConnect: true }, extra);
+  const redis: Redis = clusterNodes.length ? createCluster(url, clusterNodes, options) : new SingleRedis(url, options as never);
   // Connection errors surface through commands and `waitForRedis`; an unhandled 'error' event
   // would otherwise crash the process.
   redis.on('error', () => undefined);
   return redis;
+}
+
+/**
+ * A Cluster client seeded with `nodes`; the credentials and TLS of `url` (rediss://) apply to every
+ * node. The role's options go to each node's connection, except those a Cluster takes itself.
+ */
+function createCluster(url: string, nodes: readonly string[], options: RedisOptions): Cluster {
+  const parsed = new URL(url);
+  // The reply mapping stays the Cluster's default (as for one server).
+  const { retryStrategy, enableOfflineQueue, lazyConnect, enableReadyCheck, replyMapping: _replyMapping, ...nodeOptions } = options;
+  const redisOptions: Omit<NonNullable<ClusterOptions['redisOptions']>, 'replyMapping'> = {
+    ...nodeOptions,
+    ...(parsed.username ? { username: decodeURIComponent(parsed.username) } : {}),
+    ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
+    ...(parsed.protocol === 'rediss:' ? { tls: {} } : {}),
+  };
+  const clusterOptions: Omit<ClusterOptions, 'redisOptions'> = {
+    lazyConnect: lazyConnect ?? true,
+    ...(enableOfflineQueue === undefined ? {} : { enableOfflineQueue }),
+    ...(enableReadyCheck === undefined ? {} : { enableReadyCheck }),
+    ...(retryStrategy ? { clusterRetryStrategy: (times: number) => retryStrategy(times) ?? null } : {}),
+  };
+  return new Cluster(
+    nodes.map(node => {
+      const at = node.lastIndexOf(':');
+      return { host: node.slice(0, at), port: Number(node.slice(at + 1)) };
+    }),
+    { ...clusterOptions, redisOptions },
+  );
+}
+
+/** A new connection like `redis` (same server or cluster, same options), e.g. for a subscriber. */
+export function duplicateConnection(redis: Redis): Redis {
+  const copy: Redis = isCluster(redis) ? redis.duplicate() : redis.duplicate();
+  copy.on('error', () => undefined);
+  return copy;
+}
+
+/**
+ * Every key that matches `match`, in batches: on one server, or on every master of a cluster (a SCAN
+ * sees one node's keys only).
+ */
+export async function* scanKeys(redis: Redis, match: string, count = 1_000): AsyncGenerator<string[]> {
+  const servers = isCluster(redis) ? redis.nodes('master') : [redis];
+  for (const server of servers) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await server.scan(cursor, 'MATCH', match, 'COUNT', count);
+      cursor = next;
+      if (keys.length) yield keys;
+    } while (cursor !== '0');
+  }
 }
 
 /** The URL with its password hidden, for messages and logs. */
@@ -40,10 +111,16 @@ export function redactRedisUrl(url: string): string {
   }
 }
 
+/** Where Redis is, for messages: the URL without its password, or the cluster's nodes. */
+export function describeRedis(target: string | RedisTarget): string {
+  if (typeof target === 'string' || target.clusterNodes.length === 0) return redactRedisUrl(typeof target === 'string' ? target : target.url);
+  return `the Redis Cluster at ${target.clusterNodes.join(',')}`;
+}
+
 /**
  * Connects and PINGs within `timeoutMs`, or throws REDIS_UNAVAILABLE with a message that says what to do.
  */
-export async function waitForRedis(redis: Redis, url: string, timeoutMs = 5_000): Promise<void> {
+export async function waitForRedis(redis: Redis, where: string | RedisTarget, timeoutMs = 5_000): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
@@ -52,17 +129,19 @@ export async function waitForRedis(redis: Redis, url: string, timeoutMs = 5_000)
     if (redis.status === 'wait') await Promise.race([redis.connect(), timeout]);
     await Promise.race([redis.ping(), timeout]);
   } catch (err) {
-    throw unavailable(url, err);
+    throw unavailable(where, err);
   } finally {
     clearTimeout(timer);
   }
 }
 
-const unavailable = (url: string, err: unknown) =>
+const unavailable = (where: string | RedisTarget, err: unknown) =>
   new RedisUnsafeError(
     'REDIS_UNAVAILABLE',
-    `cannot reach Redis at ${redactRedisUrl(url)} (${(err as Error).message}). ` +
-      'Start Redis (for example `redis-server --appendonly yes --maxmemory-policy noeviction`) or point REDIS_URL at a running one.',
+    `cannot reach Redis at ${describeRedis(where)} (${(err as Error).message}). ` +
+      (typeof where !== 'string' && where.clusterNodes.length
+        ? 'Check that the nodes of ENVFLEET_REDIS_CLUSTER_NODES run with --cluster-enabled yes and that the cluster is up (`redis-cli -p PORT cluster info` says cluster_state:ok).'
+        : 'Start Redis (for example `redis-server --appendonly yes --maxmemory-policy noeviction`) or point REDIS_URL at a running one.'),
     { cause: err },
   );
 
@@ -72,7 +151,7 @@ const unavailable = (url: string, err: unknown) =>
  * `waitMs` (ENVFLEET_REDIS_STARTUP_WAIT_MS), trying again every `everyMs`; `onWaiting` is told once.
  * Then REDIS_UNAVAILABLE, as for a command.
  */
-export async function waitForRedisToStart(redis: Redis, url: string, waitMs: number, onWaiting?: (reason: string) => void, everyMs = 500): Promise<void> {
+export async function waitForRedisToStart(redis: Redis, url: string | RedisTarget, waitMs: number, onWaiting?: (reason: string) => void, everyMs = 500): Promise<void> {
   const deadline = Date.now() + waitMs;
   let told = false;
   for (;;) {

@@ -1,5 +1,5 @@
 import { RedisUnsafeError } from '../errors.js';
-import type { Redis } from './connection.js';
+import { isCluster, type Cluster, type Redis } from './connection.js';
 
 export interface RedisFacts {
   readonly version: string;
@@ -21,8 +21,23 @@ function infoField(info: string, field: string): string | undefined {
   return line?.slice(field.length + 1).trim();
 }
 
-/** Reads what matters about a Redis server for running a fleet on it. Works where CONFIG is disabled. */
+/**
+ * Reads what matters about a Redis server for running a fleet on it. Works where CONFIG is disabled.
+ * On a cluster, every master is read and the worst answer counts (one evicting node loses jobs too).
+ */
 export async function inspectRedis(redis: Redis): Promise<RedisFacts> {
+  if (!isCluster(redis)) return inspectServer(redis);
+  const all = await Promise.all(redis.nodes('master').map(inspectServer));
+  if (all.length === 0) throw new RedisUnsafeError('REDIS_UNAVAILABLE', 'the Redis Cluster has no reachable master');
+  return {
+    version: all.map(f => f.version).sort()[0]!,
+    maxmemoryPolicy: all.find(f => f.maxmemoryPolicy !== 'noeviction')?.maxmemoryPolicy ?? 'noeviction',
+    aofEnabled: all.every(f => f.aofEnabled),
+    rdbEnabled: all.some(f => f.rdbEnabled === null) ? null : all.every(f => f.rdbEnabled === true),
+  };
+}
+
+async function inspectServer(redis: Exclude<Redis, Cluster>): Promise<RedisFacts> {
   const [server, memory, persistence] = await Promise.all([
     redis.info('server'),
     redis.info('memory'),

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { isCluster, type Redis } from '../redis/connection.js';
 import { runKeys } from '../runs/keys.js';
 
 /**
@@ -9,12 +9,12 @@ export interface TrajectoryStream {
   publish(runId: string, trajectoryId: string): Promise<void>;
 }
 
-export const trajectoryStreamKey = (prefix: string, runId: string) => runKeys(prefix, runId).trajectories;
+export const trajectoryStreamKey = (prefix: string, runId: string, cluster = false) => runKeys(prefix, runId, cluster).trajectories;
 
 export function createRedisTrajectoryStream(redis: Redis, prefix: string): TrajectoryStream {
   return {
     async publish(runId, trajectoryId) {
-      await redis.xadd(trajectoryStreamKey(prefix, runId), '*', 'id', trajectoryId);
+      await redis.xadd(trajectoryStreamKey(prefix, runId, isCluster(redis)), '*', 'id', trajectoryId);
     },
   };
 }

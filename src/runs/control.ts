@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import { duplicateConnection, isCluster, type Redis } from '../redis/connection.js';
+import { runKeys } from './keys.js';
 import { RequestError } from '../errors.js';
 
 export type RunState = 'running' | 'paused' | 'cancelled';
@@ -88,18 +89,18 @@ if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
 `;
 
-/** Forgets a parking if its token still names it; the run leaves the index with its last parked job. KEYS: parked hash, index. ARGV: key, token, run id. */
+/**
+ * Forgets a parking if its token still names it; returns how many parked jobs the run has left.
+ * KEYS: parked hash. ARGV: key, token.
+ *
+ * The index of runs with parked jobs is a key of its own, in another hash slot than the run's keys on
+ * a Redis Cluster, so no script or MULTI touches both. The order keeps it right: a parking writes the
+ * run's hash first and the index after; leaving the index removes the run first and then looks at the
+ * run's hash again, putting the run back if a job was parked meanwhile (see `leaveIndex`).
+ */
 const UNPARK = `
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
-if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end
-return 1
-`;
-
-/** Drops a run from the index when it has no parked job left (1 = it still has some). KEYS: parked hash, index. ARGV: run id. */
-const TIDY_INDEX = `
-if redis.call('HLEN', KEYS[1]) > 0 then return 1 end
-redis.call('SREM', KEYS[2], ARGV[1])
-return 0
+return redis.call('HLEN', KEYS[1])
 `;
 
 /** Starts a rate-limit streak unless one runs, on Redis time; returns its length in ms. KEYS: hash. ARGV: key, ttl ms. */
@@ -115,12 +116,20 @@ return now - tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
 const RATE_LIMITED_TTL_MS = 7 * 24 * 3_600_000;
 
 export function createRedisRunControl(redis: Redis, prefix: string): RunControl {
-  const key = (runId: string) => `${prefix}:run:${runId}:control`;
-  const parkedKey = (runId: string) => `${prefix}:run:${runId}:parked`;
-  const rateLimitedKey = (runId: string) => `${prefix}:run:${runId}:rate-limited`;
+  const cluster = isCluster(redis);
+  const key = (runId: string) => runKeys(prefix, runId, cluster).control;
+  const parkedKey = (runId: string) => runKeys(prefix, runId, cluster).parked;
+  const rateLimitedKey = (runId: string) => runKeys(prefix, runId, cluster).rateLimited;
   // Outside the runs' keys on purpose: the recheck must find parked jobs without visiting every run ever made.
   const index = `${prefix}:parked-runs`;
   const channel = `${prefix}:run-control`;
+  /** Takes the run out of the index unless it has parked jobs (again); true if it still has some. */
+  const leaveIndex = async (runId: string): Promise<boolean> => {
+    await redis.srem(index, runId);
+    if ((await redis.hlen(parkedKey(runId))) === 0) return false;
+    await redis.sadd(index, runId);
+    return true;
+  };
   const setState = async (runId: string, state: RunState, reason: string | null, announce: boolean): Promise<boolean> =>
     (await redis.eval(SET_STATE, 1, key(runId), state, reason ?? '', new Date().toISOString(), announce ? channel : '', runId)) === 1;
   return {
@@ -152,7 +161,11 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     async park(runId, jobKey) {
       const token = randomUUID();
       // A new parking also ends the job's rate-limit streak: after a resume it starts afresh.
-      await redis.multi().hset(parkedKey(runId), jobKey, token).sadd(index, runId).hdel(rateLimitedKey(runId), jobKey).exec();
+      // Into the index before (a process that dies after the parking still left it there) and after
+      // (a concurrent `leaveIndex` may have taken it out in between).
+      await redis.sadd(index, runId);
+      await redis.multi().hset(parkedKey(runId), jobKey, token).hdel(rateLimitedKey(runId), jobKey).exec();
+      await redis.sadd(index, runId);
       return { key: jobKey, token };
     },
     async *parked(runId) {
@@ -169,15 +182,16 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
       return (await redis.hget(parkedKey(runId), job.key)) === job.token;
     },
     async unpark(runId, job) {
-      await redis.eval(UNPARK, 2, parkedKey(runId), index, job.key, job.token, runId);
+      if (Number(await redis.eval(UNPARK, 1, parkedKey(runId), job.key, job.token)) === 0) await leaveIndex(runId);
     },
     async forgetParked(runId) {
-      await redis.multi().del(parkedKey(runId)).srem(index, runId).exec();
+      await redis.del(parkedKey(runId));
+      await redis.srem(index, runId);
     },
     async runsWithParkedJobs() {
       const runs: string[] = [];
       for (const runId of await redis.smembers(index)) {
-        if ((await redis.eval(TIDY_INDEX, 2, parkedKey(runId), index, runId)) === 1) runs.push(runId);
+        if ((await redis.hlen(parkedKey(runId))) > 0 || (await leaveIndex(runId))) runs.push(runId);
       }
       return runs;
     },
@@ -188,7 +202,7 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
       await redis.hdel(rateLimitedKey(runId), jobKey);
     },
     async watch(listener) {
-      const subscriber = redis.duplicate();
+      const subscriber = duplicateConnection(redis);
       // It reconnects and resubscribes by itself; what it misses meanwhile, the listeners' recheck finds.
       subscriber.on('error', () => undefined);
       subscriber.on('message', (from: string, runId: string) => {

@@ -1,16 +1,22 @@
+import { tag } from '../redis/slots.js';
+
 /**
  * Where a run's data lives in Redis: every key a run owns starts with `runKey(prefix, runId)`, so
  * deleting a run is deleting that key and the keys under it (plus its jobs in the queues). The store,
  * the response cache, the ledger, the trajectory stream and run control all take their keys from here.
+ *
+ * On a Redis Cluster (`cluster` true) the run's id is the hash tag (`PREFIX:run:{RUN}:…`): every key
+ * of one run is in one slot, so the run's scripts and MULTIs stay atomic, and different runs spread
+ * over the nodes. On one Redis the layout is the one it always was (`PREFIX:run:RUN:…`).
  */
-export const runKey = (prefix: string, runId: string) => `${prefix}:run:${runId}`;
+export const runKey = (prefix: string, runId: string, cluster = false) => `${prefix}:run:${tag(cluster, runId)}`;
 
 /** The set of every run's id. */
 export const runsKey = (prefix: string) => `${prefix}:runs`;
 
 /** The keys of one run. */
-export function runKeys(prefix: string, runId: string) {
-  const r = runKey(prefix, runId);
+export function runKeys(prefix: string, runId: string, cluster = false) {
+  const r = runKey(prefix, runId, cluster);
   return {
     /** The run record (JSON). */
     record: r,
@@ -43,6 +49,10 @@ export function runKeys(prefix: string, runId: string) {
     trajectories: `${r}:trajectories`,
     sinkLock: `${r}:sink-lock`,
     control: `${r}:control`,
+    /** Parked jobs of a paused run: job key → token. */
+    parked: `${r}:parked`,
+    /** Rate-limit streaks: job key → when the streak began. */
+    rateLimited: `${r}:rate-limited`,
   };
 }
 

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { isCluster, tag, type Redis } from '../redis/connection.js';
 
 /** Histogram buckets (seconds) shared by every envfleet duration series. */
 export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
@@ -26,8 +26,10 @@ const labelKey = (labels: Readonly<Record<string, string>>) =>
     .map(k => `${k}=${labels[k]}`)
     .join(',');
 
+/** On a Redis Cluster every metrics key shares the hash tag `{metrics}`: one MULTI writes a series and the list of series. */
 export function createRedisMetrics(redis: Redis, prefix: string): MetricsRecorder & { read(series: string): Promise<HistogramSnapshot[]> } {
-  const key = (series: string) => `${prefix}:metrics:${series}`;
+  const root = `${prefix}:${tag(isCluster(redis), 'metrics')}`;
+  const key = (series: string) => `${root}:${series}`;
   return {
     observe(series, labels, seconds) {
       const lk = labelKey(labels);
@@ -36,7 +38,7 @@ export function createRedisMetrics(redis: Redis, prefix: string): MetricsRecorde
       multi.hincrby(key(series), `${lk}|+Inf`, 1);
       multi.hincrbyfloat(key(series), `${lk}|sum`, seconds);
       multi.hincrby(key(series), `${lk}|count`, 1);
-      multi.sadd(`${prefix}:metrics:series`, series);
+      multi.sadd(`${root}:series`, series);
       multi.exec().catch(() => undefined); // metrics never fail a job
     },
     async read(series) {

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { isCluster, type Redis } from '../redis/connection.js';
 import type { GroupStats } from '../rollouts/groups.js';
 import type { RolloutConfig, StoredTrajectory } from '../rollouts/types.js';
 import type { ScenarioConfig, ScenarioRecord } from '../scenarios/types.js';
@@ -181,7 +181,8 @@ function toCounts(hash: Record<string, string>): Record<string, number> {
 }
 
 export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
-  const keys = (runId: string) => runKeys(prefix, runId);
+  const cluster = isCluster(redis);
+  const keys = (runId: string) => runKeys(prefix, runId, cluster);
   return {
     async createRun(record) {
       const created = await redis.set(keys(record.id).record, JSON.stringify(record), 'NX');

@@ -54,7 +54,7 @@ const withModels = (file: string, env: Env = {}): Env => ({ ENVFLEET_MODELS_FILE
 describe('config: loadConfig defaults', () => {
   it('gives every default for an empty environment', () => {
     const config = loadConfig({});
-    expect(config.redis).to.deep.equal({ url: 'redis://127.0.0.1:6379', prefix: 'envfleet', requirePersistence: false, startupWaitMs: 60_000 });
+    expect(config.redis).to.deep.equal({ url: 'redis://127.0.0.1:6379', clusterNodes: [], prefix: 'envfleet', requirePersistence: false, startupWaitMs: 60_000 });
     expect(config.endpoints).to.deep.equal({
       default: {
         name: 'default',
@@ -158,7 +158,7 @@ describe('config: loadConfig defaults', () => {
       ENVFLEET_BUDGET_USD: '12.5',
       LOG_LEVEL: 'debug',
     });
-    expect(config.redis).to.deep.equal({ url: 'rediss://user:pw@redis.example:6380/2', prefix: '{fleet}', requirePersistence: true, startupWaitMs: 60_000 });
+    expect(config.redis).to.deep.equal({ url: 'rediss://user:pw@redis.example:6380/2', clusterNodes: [], prefix: '{fleet}', requirePersistence: true, startupWaitMs: 60_000 });
     expect(config.endpoints['default']).to.include({ baseURL: 'https://api.example.com/v1', apiKey: 'sk-test', timeoutMs: 9000 });
     expect(config.profiles['mine.judge'].model).to.equal('gpt-4.1');
     expect(config.profiles['mine.dedup'].model).to.equal('text-embedding-3-large');
@@ -210,6 +210,9 @@ describe('config: invalid environment values', () => {
     ['ENVFLEET_WORKER_CONCURRENCY', '1.5'],
     ['ENVFLEET_LOCK_DURATION_MS', '10'],
     ['ENVFLEET_REDIS_PREFIX', 'has space'],
+    ['ENVFLEET_REDIS_CLUSTER_NODES', 'redis-a'],
+    ['ENVFLEET_REDIS_CLUSTER_NODES', '10.0.0.5:7000,10.0.0.6:99999'],
+    ['ENVFLEET_REDIS_CLUSTER_NODES', 'redis://10.0.0.5:7000'],
   ];
   for (const [name, value] of cases) {
     it(`${name}=${JSON.stringify(value)} throws a ConfigError naming the variable, with an example`, () => {
@@ -237,6 +240,29 @@ describe('config: invalid environment values', () => {
     const err = configError(() => loadConfig({ REDIS_URL: 'redis://:hunter2-secret@redis.example:99999' }));
     expect(err.message).to.include('REDIS_URL');
     expect(err.message).not.to.include('hunter2-secret');
+  });
+});
+
+describe('config: ENVFLEET_REDIS_CLUSTER_NODES', () => {
+  it('lists the nodes, trimmed, with REDIS_URL kept for the credentials', () => {
+    const config = loadConfig({ ENVFLEET_REDIS_CLUSTER_NODES: ' 10.0.0.5:7000, redis-b.internal:7001 ,[::1]:7002', REDIS_URL: 'rediss://user:pw@ignored:6379' });
+    expect(config.redis.clusterNodes).to.deep.equal(['10.0.0.5:7000', 'redis-b.internal:7001', '[::1]:7002']);
+    expect(config.redis.url).to.equal('rediss://user:pw@ignored:6379');
+  });
+
+  it('refuses braces in the prefix, saying why and what to use instead', () => {
+    const err = configError(() => loadConfig({ ENVFLEET_REDIS_CLUSTER_NODES: '10.0.0.5:7000', ENVFLEET_REDIS_PREFIX: '{fleet}' }));
+    expect(err.message).to.include('ENVFLEET_REDIS_PREFIX={fleet}');
+    expect(err.message).to.include('one slot');
+    expect(err.message).to.include('Use ENVFLEET_REDIS_PREFIX=fleet');
+    // Without a cluster, braces are as they were: allowed.
+    expect(loadConfig({ ENVFLEET_REDIS_PREFIX: '{fleet}' }).redis.prefix).to.equal('{fleet}');
+  });
+
+  it('refuses a REDIS_URL with a database other than 0', () => {
+    const err = configError(() => loadConfig({ ENVFLEET_REDIS_CLUSTER_NODES: '10.0.0.5:7000', REDIS_URL: 'redis://127.0.0.1:6379/3' }));
+    expect(err.message).to.include('only database 0');
+    expect(loadConfig({ ENVFLEET_REDIS_CLUSTER_NODES: '10.0.0.5:7000', REDIS_URL: 'redis://127.0.0.1:6379/0' }).redis.clusterNodes).to.have.length(1);
   });
 });
 
