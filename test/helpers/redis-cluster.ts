@@ -1,9 +1,10 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { RedisServerProcess } from '../../cli/private-redis.js';
 
 const run = promisify(execFile);
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
@@ -48,39 +49,18 @@ async function cli(port: number, ...args: string[]): Promise<string> {
  */
 export async function startLocalCluster(masters = 3): Promise<LocalCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'envfleet-cluster-'));
-  const children: ChildProcess[] = [];
+  const servers: RedisServerProcess[] = [];
   const taken = new Set<number>();
   const ports: number[] = [];
   const stop = async () => {
-    await Promise.all(
-      children.map(
-        c =>
-          new Promise<void>(resolve => {
-            if (c.exitCode !== null || c.signalCode !== null) return resolve();
-            c.once('exit', () => resolve());
-            c.kill('SIGKILL');
-          }),
-      ),
-    );
+    await Promise.all(servers.map(s => s.kill()));
     await rm(dir, { recursive: true, force: true });
   };
   try {
     for (let i = 0; i < masters; i += 1) {
       const port = await freeClusterPort(taken);
       ports.push(port);
-      const child = spawn(
-        'redis-server',
-        ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--save', '', '--appendonly', 'no', '--dir', dir, '--maxmemory-policy', 'noeviction'],
-        { stdio: 'ignore' },
-      );
-      const failed = new Promise<Error>(resolve => child.once('error', resolve));
-      children.push(child);
-      for (let tries = 0; ; tries += 1) {
-        const error = await Promise.race([failed, sleep(100).then(() => null)]);
-        if (error) throw new Error(`redis-server could not be started (${error.message}); install Redis (Debian/Ubuntu: apt-get install redis-server)`);
-        if ((await cli(port, 'ping').catch(() => '')).trim() === 'PONG') break;
-        if (tries > 100) throw new Error(`redis-server on port ${port} never answered`);
-      }
+      servers.push(await RedisServerProcess.start({ port, dir, args: ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--appendonly', 'no', '--maxmemory-policy', 'noeviction'] }));
     }
     await run('redis-cli', ['--cluster', 'create', ...ports.map(p => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes']);
     for (let tries = 0; ; tries += 1) {
