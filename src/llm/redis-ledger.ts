@@ -23,23 +23,27 @@ function increments(entry: LedgerEntry): Record<keyof LedgerCounters, number> {
   return c;
 }
 
+/** Adds each (field, value) pair of ARGV to the hash KEYS[1]: one command for all the counters of a model call. */
+const HINCRBY_PAIRS = `for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1`;
+
 /**
  * Ledger in one Redis hash per run (under the run's keys, src/runs/keys.ts), fields
  * `<scope>|<counter>` with scope `all`, `stage:<name>` or `model:<name>`. Increments are atomic
- * (MULTI), so every process of the fleet can record into the same run.
+ * (one script per model call), so every process of the fleet can record into the same run.
  */
 export function createRedisLedger(redis: Redis, prefix: string): Ledger {
   const key = (runId: string) => runKeys(prefix, runId, isCluster(redis)).ledger;
   return {
     async record(entry) {
       const inc = increments(entry);
-      const multi = redis.multi();
+      const pairs: string[] = [];
       for (const scope of ['all', `stage:${entry.stage}`, `model:${entry.model}`]) {
         for (const [counter, value] of Object.entries(inc)) {
-          if (value !== 0) multi.hincrby(key(entry.runId), `${scope}|${counter}`, value);
+          if (value !== 0) pairs.push(`${scope}|${counter}`, String(value));
         }
       }
-      await multi.exec();
+      if (pairs.length) await redis.eval(HINCRBY_PAIRS, 1, key(entry.runId), ...pairs);
     },
     async totals(runId) {
       const hash = await redis.hgetall(key(runId));

@@ -26,6 +26,16 @@ const labelKey = (labels: Readonly<Record<string, string>>) =>
     .map(k => `${k}=${labels[k]}`)
     .join(',');
 
+/**
+ * One observation in one command: its bucket's count (`LABELS|b:LE`, not cumulative: one write, not one per
+ * bucket above the value), the sum, the count, and the series in the list of series.
+ */
+const OBSERVE = `redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HINCRBYFLOAT', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HINCRBY', KEYS[1], ARGV[4], 1)
+redis.call('SADD', KEYS[2], ARGV[5])
+return 1`;
+
 /** On a Redis Cluster every metrics key shares the hash tag `{metrics}`: one MULTI writes a series and the list of series. */
 export function createRedisMetrics(redis: Redis, prefix: string): MetricsRecorder & { read(series: string): Promise<HistogramSnapshot[]> } {
   const root = `${prefix}:${tag(isCluster(redis), 'metrics')}`;
@@ -33,13 +43,9 @@ export function createRedisMetrics(redis: Redis, prefix: string): MetricsRecorde
   return {
     observe(series, labels, seconds) {
       const lk = labelKey(labels);
-      const multi = redis.multi();
-      for (const le of DURATION_BUCKETS) if (seconds <= le) multi.hincrby(key(series), `${lk}|${le}`, 1);
-      multi.hincrby(key(series), `${lk}|+Inf`, 1);
-      multi.hincrbyfloat(key(series), `${lk}|sum`, seconds);
-      multi.hincrby(key(series), `${lk}|count`, 1);
-      multi.sadd(`${root}:series`, series);
-      multi.exec().catch(() => undefined); // metrics never fail a job
+      const le = DURATION_BUCKETS.find(b => seconds <= b) ?? '+Inf';
+      // Metrics never fail a job.
+      redis.eval(OBSERVE, 2, key(series), `${root}:series`, `${lk}|b:${le}`, `${lk}|sum`, String(seconds), `${lk}|count`, series).catch(() => undefined);
     },
     async read(series) {
       const hash = await redis.hgetall(key(series));
@@ -51,12 +57,21 @@ export function createRedisMetrics(redis: Redis, prefix: string): MetricsRecorde
         m.set(field.slice(sep + 1), Number(value));
         byLabels.set(lk, m);
       }
-      return [...byLabels].map(([lk, m]) => ({
-        labels: Object.fromEntries(lk ? lk.split(',').map(kv => kv.split('=') as [string, string]) : []),
-        buckets: [...DURATION_BUCKETS.map(le => ({ le: String(le), count: m.get(String(le)) ?? 0 })), { le: '+Inf', count: m.get('+Inf') ?? 0 }],
-        sum: m.get('sum') ?? 0,
-        count: m.get('count') ?? 0,
-      }));
+      // Cumulative counts: the per-bucket counts (`b:LE`) summed up to each bound, plus the cumulative fields
+      // (`LE`) that series written before per-bucket counts hold.
+      return [...byLabels].map(([lk, m]) => {
+        let below = 0;
+        const cumulative = (le: string) => {
+          below += m.get(`b:${le}`) ?? 0;
+          return below + (m.get(le) ?? 0);
+        };
+        return {
+          labels: Object.fromEntries(lk ? lk.split(',').map(kv => kv.split('=') as [string, string]) : []),
+          buckets: [...DURATION_BUCKETS.map(le => ({ le: String(le), count: cumulative(String(le)) })), { le: '+Inf', count: cumulative('+Inf') }],
+          sum: m.get('sum') ?? 0,
+          count: m.get('count') ?? 0,
+        };
+      });
     },
   };
 }

@@ -6,6 +6,7 @@ import { createRedisResponseCache } from '../../src/llm/redis-cache.js';
 import { runKeys } from '../../src/runs/keys.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { createRedisLimiter } from '../../src/llm/redis-limiter.js';
+import { createRedisMetrics } from '../../src/runs/metrics.js';
 import { hashOf } from '../../src/util/canonical.js';
 import { REDIS_URL, dropPrefix, requireRedis, until } from '../helpers/integration.js';
 import { rejection } from '../helpers/assert.js';
@@ -148,6 +149,28 @@ describe('Redis implementations of the gateway ports', () => {
     expect(totals.costUsd).to.equal(1);
     expect(totals.byStage['mine.judge']?.requests).to.equal(10);
     expect(totals.byModel['n']?.promptTokens).to.equal(10);
+  });
+
+  it('records histogram observations from several processes, one command each, read back cumulative (series written before per-bucket counts too)', async () => {
+    const ma = createRedisMetrics(a, prefix);
+    const mb = createRedisMetrics(b, prefix);
+    const labels = { queue: 'rollout.run', état: 'fini-漢字' };
+    const seconds = [0.001, 0.02, 0.02, 0.7, 1_000];
+    seconds.forEach((x, i) => (i % 2 ? ma : mb).observe('job', labels, x));
+    // A series of the old layout: cumulative counts under LE itself (one observation of 0.3 s).
+    const key = `${prefix}:metrics:job`;
+    await until(async () => Number(await a.hget(key, 'queue=rollout.run,état=fini-漢字|count')) === seconds.length, 'the observations');
+    for (const le of [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, '+Inf']) await a.hincrby(key, `old=1|${le}`, 1);
+    await a.hincrby(key, 'old=1|count', 1);
+    const read = await ma.read('job');
+    const now = read.find(h => h.labels['queue'] === 'rollout.run')!;
+    expect(now.labels).to.deep.equal(labels);
+    const at = (h: (typeof read)[number], le: string) => h.buckets.find(x => x.le === le)!.count;
+    expect([at(now, '0.005'), at(now, '0.025'), at(now, '0.5'), at(now, '1'), at(now, '600'), at(now, '+Inf')]).to.deep.equal([1, 3, 3, 4, 4, 5]);
+    expect(now.count).to.equal(5);
+    expect(now.sum).to.be.closeTo(1_000.741, 1e-9);
+    const old = read.find(h => h.labels['old'] === '1')!;
+    expect([at(old, '0.25'), at(old, '0.5'), at(old, '+Inf')]).to.deep.equal([0, 1, 1]);
   });
 
   it('stores and expires cached responses under their run, counts their bytes by stage, and drops a damaged entry', async () => {
