@@ -1,5 +1,12 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import { ENVFLEET_BIN } from './integration.js';
 
 export interface Reply {
   readonly status: number;
@@ -43,5 +50,20 @@ export async function withMcp<T>(url: string, fn: (client: Client) => Promise<T>
     return await fn(client);
   } finally {
     await client.close();
+  }
+}
+
+/** `envfleet sandbox check` (the command a user runs) on a scenario's checklist and a final state: its reward and each check's verdict. */
+export async function cliCheck(scenario: ScenarioRecord, finalState: unknown): Promise<{ reward: number; passed: boolean[] }> {
+  const dir = await mkdtemp(join(tmpdir(), 'envfleet-cli-check-'));
+  try {
+    await writeFile(join(dir, 'c.json'), JSON.stringify(scenario.checklist));
+    await writeFile(join(dir, 'i.json'), JSON.stringify(scenario.initialState));
+    await writeFile(join(dir, 'f.json'), JSON.stringify(finalState));
+    const { stdout } = await promisify(execFile)(process.execPath, [ENVFLEET_BIN, 'sandbox', 'check', join(dir, 'c.json'), '--initial', join(dir, 'i.json'), '--final', join(dir, 'f.json')]);
+    const out = JSON.parse(stdout) as { reward: number; results: { passed: boolean }[] };
+    return { reward: out.reward, passed: out.results.map(r => r.passed) };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 }

@@ -1,9 +1,8 @@
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { expect } from 'chai';
 import { startServing, type Serving } from '../../cli/serve.js';
-import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { withMcp } from '../helpers/env-server-clients.js';
+import { cliCheck, withMcp } from '../helpers/env-server-clients.js';
 import { buildDemoRun, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
 
 const call = async (url: string, name: string, args: Record<string, unknown>, token: string | null = null) => (await withMcp(url, c => c.callTool({ name, arguments: args }), token)) as CallToolResult;
@@ -54,7 +53,7 @@ describe('envfleet serve: the MCP surface, Streamable HTTP per session (real Red
     const member = await call(url, 'get_member', { member_id: 'M7' });
     expect(member.isError).to.equal(false);
     expect(textOf(member)).to.include('Iris Vance');
-    if (member.structuredContent) expect(member.structuredContent).to.deep.equal(JSON.parse(textOf(member)));
+    expect(member.structuredContent, 'an object result comes as structuredContent too').to.deep.equal(JSON.parse(textOf(member)));
     expect(textOf(await call(url, 'return_book', { loan_id: 'L21' }))).to.match(/Returned 5 days late/);
     expect(textOf(await call(url, 'pay_fine', { member_id: 'M7', amount: 2.5 }))).to.match(/Paid 2\.5; 0 left/);
     const lent = await call(url, 'borrow_book', { member_id: 'M7', book_id: 'B5' });
@@ -66,9 +65,10 @@ describe('envfleet serve: the MCP surface, Streamable HTTP per session (real Red
     expect(v.json.reward).to.equal(1);
     expect(v.json.envfleet).to.include({ reward: 1, solved: true, ended_by: 'finished', calls: 4 });
     expect(Object.keys(v.json.reward_components)).to.deep.equal(iris.checklist!.map(c => c.item));
-    const checks = await createLocalSandboxRunner().checks({ checks: iris.checklist!, finalState: v.json.envfleet.final_state, initialState: iris.initialState, limits: (await f.store.getRun('s1'))!.options.limits });
+    // The reward is what `envfleet sandbox check` gives on the same final state.
+    const checks = await cliCheck(iris, v.json.envfleet.final_state);
     expect(checks.reward).to.equal(v.json.reward);
-    expect(checks.results.map(r => r.passed)).to.deep.equal(v.json.envfleet.checks.map(c => c.passed));
+    expect(checks.passed).to.deep.equal(v.json.envfleet.checks.map(c => c.passed));
 
     // Ended: verify again gives the kept result; the MCP endpoint answers a JSON-RPC error (410) before any transport.
     expect((await verify(serving.url, id)).json.reward).to.equal(1);

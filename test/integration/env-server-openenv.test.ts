@@ -4,6 +4,7 @@ import { startServing, type Serving } from '../../cli/serve.js';
 import { FINISH_TOOL } from '../../http/env-server/openenv.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import { cliCheck } from '../helpers/env-server-clients.js';
 import { buildDemoRun, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
 
 type Msg = { type: string; data: Record<string, unknown> };
@@ -118,9 +119,10 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     const sessionId = (reset.observation['metadata'] as { session_id: string }).session_id;
     const kept = serving.registry.result(sessionId)!;
     expect(kept).to.include({ reward: 1, solved: true, endedBy: 'finished', calls: 4 });
-    // The reward is what the checks give on the same final state.
-    const checks = await createLocalSandboxRunner().checks({ checks: iris.checklist!, finalState: kept.finalState, initialState: iris.initialState, limits: (await f.store.getRun('s1'))!.options.limits });
+    // The reward is what `envfleet sandbox check` gives on the same final state.
+    const checks = await cliCheck(iris, kept.finalState);
     expect(fin.reward).to.equal(checks.reward);
+    expect(checks.passed).to.deep.equal(kept.checks.map(c => c.passed));
 
     // Further steps are refused (the connection stays); a new reset starts a new episode.
     const after = await c.request({ type: 'step', data: { type: 'call_tool', tool_name: 'get_member', arguments: { member_id: 'M7' } } });

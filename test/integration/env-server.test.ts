@@ -1,17 +1,14 @@
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { startServing, type Serving } from '../../cli/serve.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { errorOf, LatestCookieClient, type Reply } from '../helpers/env-server-clients.js';
-import { buildDemoRun, ENVFLEET_BIN, silentLogger, testConfig, useFleet, type Fleet } from '../helpers/integration.js';
+import { cliCheck, errorOf, LatestCookieClient, type Reply } from '../helpers/env-server-clients.js';
+import { buildDemoRun, silentLogger, testConfig, useFleet, type Fleet } from '../helpers/integration.js';
 
-const run = promisify(execFile);
 
 describe('envfleet serve: the environment server, NeMo Gym style (real Redis, real sandbox pool, real HTTP)', function () {
   const fleet = useFleet('suite');
@@ -63,14 +60,9 @@ describe('envfleet serve: the environment server, NeMo Gym style (real Redis, re
     expect(env).to.include({ reward: 1, solved: true, ended_by: 'finished', calls: 4 });
     expect(Object.keys(verified.json['reward_components'] as object)).to.deep.equal(iris.checklist!.map(c => c.item));
 
-    const dir = await mkdtemp(join(tmpdir(), 'envfleet-serve-check-'));
-    await writeFile(join(dir, 'c.json'), JSON.stringify(iris.checklist));
-    await writeFile(join(dir, 'i.json'), JSON.stringify(iris.initialState));
-    await writeFile(join(dir, 'f.json'), JSON.stringify(env.final_state));
-    const { stdout } = await run(process.execPath, [ENVFLEET_BIN, 'sandbox', 'check', join(dir, 'c.json'), '--initial', join(dir, 'i.json'), '--final', join(dir, 'f.json')]);
-    const cli = JSON.parse(stdout) as { reward: number; results: { passed: boolean }[] };
+    const cli = await cliCheck(iris, env.final_state);
     expect(cli.reward).to.equal(env.reward);
-    expect(cli.results.map(r => r.passed)).to.deep.equal(env.checks.map(c => c.passed));
+    expect(cli.passed).to.deep.equal(env.checks.map(c => c.passed));
 
     // The session has ended: its result is kept, tools are refused.
     const again = await c.post('/verify', {});
