@@ -11,6 +11,7 @@ import { loadModelScript, startModelServer } from '../src/model-server/index.js'
 import type { StoredTrajectory } from '../src/rollouts/types.js';
 import { fixturesPath } from '../src/util/package-root.js';
 import { startWorkerProcess } from '../workers/main.js';
+import { describeRedis } from '../src/redis/connection.js';
 import { chooseRedis } from './private-redis.js';
 import { formatEvents, formatFunnel } from './runs.js';
 
@@ -24,7 +25,11 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
   const started = Date.now();
   const FIXTURES = fixturesPath('demo');
   const base = loadConfig();
-  const redis = await chooseRedis(base.redis.url, line => out(`[demo] ${line}`));
+  // On a Redis Cluster (ENVFLEET_REDIS_CLUSTER_NODES) the demo runs there, as configured; else on REDIS_URL or a private redis-server.
+  const redis = base.redis.clusterNodes.length
+    ? { url: base.redis.url, private: false, stop: () => Promise.resolve(), stopNow: () => undefined }
+    : await chooseRedis(base.redis.url, line => out(`[demo] ${line}`));
+  if (base.redis.clusterNodes.length) out(`[demo] using the Redis Cluster at ${describeRedis(base.redis)}`);
   const useReal = base.explicit.includes('OPENAI_BASE_URL');
   const server = useReal ? null : await startModelServer({ script: await loadModelScript(FIXTURES) });
   out(useReal ? `[demo] using the model endpoint ${base.endpoints['default']?.baseURL}` : `[demo] scripted model server at ${server?.url} (fixtures/demo)`);

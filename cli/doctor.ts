@@ -2,7 +2,7 @@ import OpenAI, { APIConnectionError, APIError } from 'openai';
 import { z } from 'zod';
 import { ConfigError, loadConfig, type AppConfig, type EndpointConfig, type ModelProfile, type RequestShape } from '../config/index.js';
 import { modelCodeOfStatus } from '../src/errors.js';
-import { createRedisConnection, redactRedisUrl, waitForRedis } from '../src/redis/connection.js';
+import { createRedisConnection, describeRedis, waitForRedis } from '../src/redis/connection.js';
 import { inspectRedis, judgeRedis } from '../src/redis/guard.js';
 import { STAGE_HEADER } from '../src/llm/gateway.js';
 import { jsonSchemaResponseFormat, shapeChatRequest } from '../src/llm/request-shape.js';
@@ -126,7 +126,7 @@ async function checkRequestShapes(config: AppConfig, endpointName: string): Prom
 const DoctorAnswer = z.strictObject({ ok: z.boolean() });
 
 async function checkRedis(config: AppConfig): Promise<Check[]> {
-  const where = redactRedisUrl(config.redis.url);
+  const where = describeRedis(config.redis);
   const redis = createRedisConnection(config.redis, 'producer');
   try {
     await waitForRedis(redis, config.redis, 3_000);

@@ -9,7 +9,7 @@ import { loadExportScenarioSource } from '../src/env-server/file-source.js';
 import { createSessionRegistry, runScenarioSource, type ScenarioSource, type SessionRegistry } from '../src/env-server/sessions.js';
 import { RequestError } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logger.js';
-import { createRedisConnection, redactRedisUrl, waitForRedis, type Redis } from '../src/redis/connection.js';
+import { createRedisConnection, describeRedis, waitForRedis, type Redis } from '../src/redis/connection.js';
 import { createRedisRunStore } from '../src/runs/store.js';
 import { createSandboxPool, SANDBOX_THREAD_FILE } from '../workers/sandbox-pool.js';
 
@@ -99,7 +99,7 @@ export function advertisedUrl(listening: string, host: string): string {
 /** What a server serves: a run in Redis, or an export's files. */
 async function openSource(config: AppConfig, opts: ServeOptions, redis: Redis | null, logger: Logger): Promise<{ source: ScenarioSource; serves: string }> {
   if (opts.run) {
-    if (!redis) throw new RequestError(`serving run "${opts.run}" needs its Redis (${redactRedisUrl(config.redis.url)}), which does not answer: start it, or serve an export with --environments and --scenarios`);
+    if (!redis) throw new RequestError(`serving run "${opts.run}" needs its Redis (${describeRedis(config.redis)}), which does not answer: start it, or serve an export with --environments and --scenarios`);
     const store = createRedisRunStore(redis, config.redis.prefix);
     if (!(await store.getRun(opts.run))) throw new RequestError(`run "${opts.run}" does not exist (envfleet runs lists the runs under this ENVFLEET_REDIS_PREFIX)`);
     const ready = (await store.statusCounts(opts.run, 'scenario'))['ready'] ?? 0;

@@ -12,6 +12,9 @@ import type { Logger } from '../../src/logger.js';
  * accepted it (the session's MCP endpoint, `/sessions/{id}/mcp`, is forwarded like any other request).
  */
 
+/** The form of a session id (randomUUID). */
+const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 /** Set on a forwarded request: the receiver answers itself and never forwards it again (no loops). */
 export const FORWARDED_BY_HEADER = 'x-envfleet-forwarded-by';
 /** Set on every response: the process that answered. */
@@ -191,7 +194,8 @@ export function forwardingMiddleware(options: ForwardingOptions): RequestHandler
     if (req.headers[FORWARDED_BY_HEADER]) return next();
     void (async () => {
       const id = sessionIdOfRequest(req, options.cookieName);
-      if (id && !registry.knows(id)) {
+      // Only an id of the form this server gives (a UUID) is looked up: any other is unknown here and everywhere.
+      if (id && SESSION_ID.test(id) && !registry.knows(id)) {
         let where: Awaited<ReturnType<SessionDirectory['locate']>>;
         try {
           where = await directory.locate(id);

@@ -71,7 +71,8 @@ function createCluster(url: string, nodes: readonly string[], options: RedisOpti
   return new Cluster(
     nodes.map(node => {
       const at = node.lastIndexOf(':');
-      return { host: node.slice(0, at), port: Number(node.slice(at + 1)) };
+      // An IPv6 address is written in brackets in the setting ([::1]:7000); the socket wants it bare.
+      return { host: node.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(node.slice(at + 1)) };
     }),
     { ...clusterOptions, redisOptions },
   );
@@ -135,10 +136,16 @@ export async function waitForRedis(redis: Redis, where: string | RedisTarget, ti
   }
 }
 
+/** ioredis's Cluster says only "None of startup nodes is available": the reason (NOAUTH, refused, …) is on lastNodeError. */
+const lastNodeError = (err: unknown): string => {
+  const last = (err as { lastNodeError?: { message?: unknown } } | null)?.lastNodeError;
+  return last && typeof last.message === 'string' ? `: ${last.message}` : '';
+};
+
 const unavailable = (where: string | RedisTarget, err: unknown) =>
   new RedisUnsafeError(
     'REDIS_UNAVAILABLE',
-    `cannot reach Redis at ${describeRedis(where)} (${(err as Error).message}). ` +
+    `cannot reach Redis at ${describeRedis(where)} (${(err as Error).message}${lastNodeError(err)}). ` +
       (typeof where !== 'string' && where.clusterNodes.length
         ? 'Check that the nodes of ENVFLEET_REDIS_CLUSTER_NODES run with --cluster-enabled yes and that the cluster is up (`redis-cli -p PORT cluster info` says cluster_state:ok).'
         : 'Start Redis (for example `redis-server --appendonly yes --maxmemory-policy noeviction`) or point REDIS_URL at a running one.'),

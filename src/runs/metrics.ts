@@ -36,7 +36,7 @@ redis.call('HINCRBY', KEYS[1], ARGV[4], 1)
 redis.call('SADD', KEYS[2], ARGV[5])
 return 1`;
 
-/** On a Redis Cluster every metrics key shares the hash tag `{metrics}`: one MULTI writes a series and the list of series. */
+/** On a Redis Cluster every metrics key shares the hash tag `{metrics}`: one script writes a series and the list of series. */
 export function createRedisMetrics(redis: Redis, prefix: string): MetricsRecorder & { read(series: string): Promise<HistogramSnapshot[]> } {
   const root = `${prefix}:${tag(isCluster(redis), 'metrics')}`;
   const key = (series: string) => `${root}:${series}`;

@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import { queuePrefix } from '../../../queues/define-queue.js';
 import { PIPELINE } from '../../../queues/pipeline.js';
+import { loadConfig } from '../../../config/index.js';
+import { createRedisConnection } from '../../../src/redis/connection.js';
 import { isCluster, tag } from '../../../src/redis/slots.js';
 import { runKey, runKeys } from '../../../src/runs/keys.js';
 
@@ -66,5 +68,22 @@ describe('Redis Cluster hash tags', () => {
     expect(queuePrefix('envfleet', 'rollout.group', { url: 'redis://127.0.0.1:6379' })).to.equal('envfleet');
     expect(queuePrefix('envfleet', 'rollout.group', cluster)).to.equal('envfleet:{rollout.group}');
     expect(hashTagOf(`${queuePrefix('envfleet', 'rollout.group', cluster)}:rollout.run:wait`)).to.equal('rollout.group');
+  });
+});
+
+describe('the Redis Cluster connection', () => {
+  it('gives ioredis the nodes of ENVFLEET_REDIS_CLUSTER_NODES as sockets take them (an IPv6 address without its brackets)', () => {
+    const config = loadConfig({ ENVFLEET_REDIS_CLUSTER_NODES: '10.0.0.5:7000,redis-b.internal:7001,[::1]:7002' });
+    const redis = createRedisConnection(config.redis, 'producer');
+    try {
+      expect(isCluster(redis)).to.equal(true);
+      expect((redis as unknown as { startupNodes: unknown }).startupNodes).to.deep.equal([
+        { host: '10.0.0.5', port: 7000 },
+        { host: 'redis-b.internal', port: 7001 },
+        { host: '::1', port: 7002 },
+      ]);
+    } finally {
+      redis.disconnect();
+    }
   });
 });
