@@ -98,13 +98,6 @@ const BASELINE_C = 3;
 const progress = (line: string) => process.stderr.write(`[bench/rollouts] ${line}\n`);
 const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms));
 
-/** N = max(3 × C, 30); 2 × C for C ≥ 1000, to bound the time (max(2 × C, 12) with --quick). */
-function episodesFor(c: number): number {
-  if (QUICK) return Math.max(2 * c, 12);
-  if (c >= 1000) return 2 * c;
-  return Math.max(3 * c, 30);
-}
-
 /**
  * N at a latency L: episodesFor(C) up to L = 1 s; for L > 1 s, where one wave of C episodes takes S × L (10 s at
  * 2 s), max(2 × C, 20), and 12 for the baseline (C = 3, 40 s at 2 s), to bound the full run's time.
@@ -114,7 +107,14 @@ function episodesAt(c: number, delayMs: number, baseline: boolean): number {
   return baseline ? 12 : Math.max(2 * c, 20);
 }
 
-const LIGHT_C = args.flag('no-light') ? 0 : intArg('light', QUICK ? 0 : 1000);
+/** N = max(3 × C, 30); 2 × C for C ≥ 1000, to bound the time (max(2 × C, 12) with --quick). */
+function episodesFor(c: number): number {
+  if (QUICK) return Math.max(2 * c, 12);
+  if (c >= 1000) return 2 * c;
+  return Math.max(3 * c, 30);
+}
+
+const LIGHT_C = intArg('light', QUICK ? 0 : 1000);
 const makeSpec = (label: string, concurrency: number, delayMs: number, extra: Partial<ConfigSpec> = {}): ConfigSpec =>
   ({ label, concurrency, processes: 1, delayMs, episodes: episodesAt(concurrency, delayMs, extra.baseline ?? false), steps: STEPS, baseline: false, light: false, ...extra });
 /** C in total over P processes: C / P each (rounded up, so the fleet's C is at least the one asked for). */
@@ -126,7 +126,7 @@ const specs: ConfigSpec[] = [
     ...CONCURRENCY.flatMap(c => PROCESSES.map(p => fleetSpec(c, delay, p))),
   ]),
   ...(EXTRA_DELAY > 0 && !DELAYS.includes(EXTRA_DELAY) ? [makeSpec(`c1000-l${EXTRA_DELAY}`, 1000, EXTRA_DELAY)] : []),
-  ...(LIGHT_C > 0 ? [makeSpec(`light-c${LIGHT_C}-l${DELAYS[0] ?? DELAY}`, LIGHT_C, DELAYS[0] ?? DELAY, { light: true })] : []),
+  ...(LIGHT_C > 0 && !args.flag('no-light') ? [makeSpec(`light-c${LIGHT_C}-l${DELAYS[0] ?? DELAY}`, LIGHT_C, DELAYS[0] ?? DELAY, { light: true })] : []),
 ];
 
 // ---------------------------------------------------------------- child processes
