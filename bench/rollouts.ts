@@ -1,27 +1,45 @@
 /**
- * Rollout throughput: how many episodes per second one worker process finishes when C episodes are
- * in flight and every model answer takes L ms, against the bound C / (S × L).
+ * Rollout throughput: how many episodes per second the fleet (1 or more worker processes, plus the sink)
+ * finishes when C episodes are in flight and every model answer takes L ms, against the bound C / (S × L),
+ * and what an episode costs the fleet in CPU (issue 14, item 2).
  *
- *   node --import tsx bench/rollouts.ts [--quick] [--steps 5] [--delay 500] [--concurrency 10,100,1000]
- *                                       [--extra-delay 5000] [--light 1000] [--threads 2] [--no-baseline] [--profile]
+ *   node --import tsx bench/rollouts.ts [--quick] [--steps 5] [--delays 500,2000] [--concurrency 10,100,1000]
+ *                                       [--processes 1,2] [--extra-delay 0] [--light 1000] [--threads 2]
+ *                                       [--no-baseline] [--no-light] [--no-sink] [--profile]
  *
- * Each configuration: a fresh worker process (bench/rollouts/fleet.ts: `startWorkerProcess` for
- * rollout.run and rollout.group, sandbox pool of --threads piscina threads) under its own Redis
- * prefix; one kept environment (the reference hotel env, fixtures/reference/) and one ready scenario
- * put straight into the run store; N samples of that scenario submitted with `submitRollouts`
- * (non-conversational). The policy is the scripted model server (bench/rollouts/server.ts, in its
- * own process, shared by all configurations): exactly S agent turns per episode, S − 1 get_guest
- * calls then a text answer, every answer after L ms. A short warm-up run (answers at once) precedes
- * each timed run. The baseline is the same workload with the seed's three sequential runners
- * (C = 3). `--extra-delay X` adds C = 1000 with L = X (default 5000; 0: none). `--light C` adds a
- * diagnostic configuration (default C = 1000; 0: none): the same policy against a one-guest initial
- * state and a single one-line check, to separate the sandbox's per-episode cost from the rest.
- * `--profile` writes a V8 CPU profile of the worker process of each C ≥ 1000 configuration and
- * summarises its main thread. `--quick`: baseline, C = 10 and 100 only, N = max(2 × C, 12).
- * N = max(3 × C, 30), and 2 × C for C ≥ 1000 (to bound the time; a full run takes about 4 minutes).
+ * The configurations: for each latency L of --delays, the baseline, then every C of --concurrency with
+ * every P of --processes. Each configuration gets its own Redis prefix and P fresh worker processes
+ * (bench/rollouts/fleet.ts: `startWorkerProcess` for rollout.run and rollout.group) sharing its queues,
+ * each with ENVFLEET_ROLLOUT_CONCURRENCY = C / P (rounded up) and its own sandbox pool of --threads piscina
+ * threads, so that the fleet as a whole has C in flight; and one sink process (`envfleet sink --run main
+ * --follow`, cli/main.ts, the trajectory writer of src/datasets/sink.ts) writing the timed run's
+ * trajectories to a temporary directory, whose CPU is counted with the fleet's (`--no-sink`: none, as
+ * before). One kept environment (the reference hotel env, fixtures/reference/) and one ready scenario are
+ * put straight into the run store; N samples of that scenario are submitted with `submitRollouts`
+ * (non-conversational). The policy is the scripted model server (bench/rollouts/server.ts, in its own
+ * process, shared by all configurations): exactly S agent turns per episode, S − 1 get_guest calls then a
+ * text answer, every answer after L ms. A short warm-up run (answers at once) precedes each timed run. The
+ * baseline is the same workload with the seed's three sequential runners (C = 3, one process) at each L.
+ * `--delay L` (without --delays) measures that one latency. `--extra-delay X` adds C = 1000 with L = X, one
+ * process (default 0: none). `--light C` adds a diagnostic configuration (default C = 1000 at the first
+ * latency, one process; 0 or --no-light: none): the same policy against a one-guest initial state and a
+ * single one-line check, to separate the sandbox's per-episode cost from the rest. `--profile` writes a V8 CPU profile of
+ * the (first) worker process of each C ≥ 1000 configuration and summarises its main thread.
  *
- * Prints a markdown report on stdout (progress on stderr). Exits 1 if a configuration did not check
- * out (request count ≠ N × S, an episode without exactly S turns, keys left in Redis).
+ * N = max(3 × C, 30), and 2 × C for C ≥ 1000; for L > 1 s (a wave of episodes takes S × L, 10 s at 2 s):
+ * max(2 × C, 20), and 12 for the baseline. The full default run (2 latencies × (baseline + 3 C × 2 P) +
+ * light = 15 configurations) should take about 10 minutes on 2 cores at the fleet cost of 2026-11-26 (an
+ * estimate from per-configuration times, docs/benchmarks.md; C = 1,000 is the bulk of it, and a cheaper
+ * fleet shortens it). `--quick`: L = 500 ms only, baseline, C = 10 and 100 with
+ * P = 1 and 2, N = max(2 × C, 12), no light: about a minute.
+ *
+ * Prints a markdown report on stdout (progress on stderr): per configuration the throughput, CPU (fleet
+ * CPU per episode by process kind: worker main threads, worker sandbox pool threads, other worker threads,
+ * sink; summed over the worker processes), operation times and memory, and a scaling table with one summary
+ * line per latency (best fraction of the bound at the largest C, and its ratio to the baseline at that L).
+ * Exits 1 if a configuration did not check out (request count ≠ N × S, an episode without exactly S turns,
+ * trajectory ids in Redis or lines the sink wrote ≠ N, a worker process that ran no episode, keys left in
+ * Redis).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -38,11 +56,14 @@ import type { Operation } from '../src/synthesis/schemas.js';
 import type { EnvironmentRecord } from '../src/synthesis/types.js';
 import { runOptionsFrom, submitRollouts } from '../queues/submit.js';
 import { benchArgs } from './args.js';
-import { analyse, type Analysis, type ConfigSpec, type CpuSample, type EpisodeSummary, type HostSample, type RunRaw } from './rollouts/analyze.js';
+import { trajectoryStreamKey } from '../src/rollouts/stream.js';
+import { runKeys } from '../src/runs/keys.js';
+import { analyse, fleetConcurrency, type Analysis, type ConfigSpec, type CpuSample, type EpisodeSummary, type HostSample, type RunRaw } from './rollouts/analyze.js';
 import {
   WARMUP_MARK,
   deletePrefix,
   machineBusyS,
+  processCpuUs,
   type FleetCommand,
   type FleetMessage,
   type FleetSettings,
@@ -55,8 +76,8 @@ import { summarizeProfile, type ProfileSummary } from './rollouts/profile.js';
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const args = benchArgs(import.meta.url, {
-  values: ['steps', 'delay', 'concurrency', 'extra-delay', 'light', 'threads'],
-  booleans: ['quick', 'no-baseline', 'profile'],
+  values: ['steps', 'delay', 'delays', 'concurrency', 'processes', 'extra-delay', 'light', 'threads'],
+  booleans: ['quick', 'no-baseline', 'profile', 'no-sink', 'no-light'],
 });
 const argv = args.raw;
 const QUICK = args.flag('quick');
@@ -65,12 +86,26 @@ const intArg = (name: string, fallback: number) => args.int(name, fallback);
 
 const STEPS = intArg('steps', 5);
 const DELAY = intArg('delay', 500);
+/** Model latencies L to measure (`--delays`; `--delay L` alone means just that one). */
+const DELAYS = args.ints('delays', argv.some(a => a === '--delay' || a.startsWith('--delay=')) ? String(DELAY) : QUICK ? '500' : '500,2000');
+/** Worker processes sharing each configuration's queues (`--processes`); each runs C / P rollouts at once. */
+const PROCESSES = args.ints('processes', '1,2');
+const SINK = !args.flag('no-sink');
 const THREADS = intArg('threads', 2);
 const CONCURRENCY = args.ints('concurrency', QUICK ? '10,100' : '10,100,1000');
-const EXTRA_DELAY = intArg('extra-delay', QUICK ? 0 : 5000);
+const EXTRA_DELAY = intArg('extra-delay', 0);
 const BASELINE_C = 3;
 const progress = (line: string) => process.stderr.write(`[bench/rollouts] ${line}\n`);
 const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms));
+
+/**
+ * N at a latency L: episodesFor(C) up to L = 1 s; for L > 1 s, where one wave of C episodes takes S × L (10 s at
+ * 2 s), max(2 × C, 20), and 12 for the baseline (C = 3, 40 s at 2 s), to bound the full run's time.
+ */
+function episodesAt(c: number, delayMs: number, baseline: boolean): number {
+  if (QUICK || delayMs <= 1000) return episodesFor(c);
+  return baseline ? 12 : Math.max(2 * c, 20);
+}
 
 /** N = max(3 × C, 30); 2 × C for C ≥ 1000, to bound the time (max(2 × C, 12) with --quick). */
 function episodesFor(c: number): number {
@@ -81,12 +116,17 @@ function episodesFor(c: number): number {
 
 const LIGHT_C = intArg('light', QUICK ? 0 : 1000);
 const makeSpec = (label: string, concurrency: number, delayMs: number, extra: Partial<ConfigSpec> = {}): ConfigSpec =>
-  ({ label, concurrency, delayMs, episodes: episodesFor(concurrency), steps: STEPS, baseline: false, light: false, ...extra });
+  ({ label, concurrency, processes: 1, delayMs, episodes: episodesAt(concurrency, delayMs, extra.baseline ?? false), steps: STEPS, baseline: false, light: false, ...extra });
+/** C in total over P processes: C / P each (rounded up, so the fleet's C is at least the one asked for). */
+const fleetSpec = (c: number, delayMs: number, p: number): ConfigSpec =>
+  makeSpec(`c${c}-l${delayMs}${p > 1 ? `-p${p}` : ''}`, Math.ceil(c / p), delayMs, { processes: p, episodes: episodesAt(c, delayMs, false) });
 const specs: ConfigSpec[] = [
-  ...(args.flag('no-baseline') ? [] : [makeSpec(`baseline-c${BASELINE_C}`, BASELINE_C, DELAY, { baseline: true })]),
-  ...CONCURRENCY.map(c => makeSpec(`c${c}-l${DELAY}`, c, DELAY)),
-  ...(EXTRA_DELAY > 0 && EXTRA_DELAY !== DELAY ? [makeSpec(`c1000-l${EXTRA_DELAY}`, 1000, EXTRA_DELAY)] : []),
-  ...(LIGHT_C > 0 ? [makeSpec(`light-c${LIGHT_C}-l${DELAY}`, LIGHT_C, DELAY, { light: true })] : []),
+  ...DELAYS.flatMap(delay => [
+    ...(args.flag('no-baseline') ? [] : [makeSpec(`baseline-c${BASELINE_C}-l${delay}`, BASELINE_C, delay, { baseline: true })]),
+    ...CONCURRENCY.flatMap(c => PROCESSES.map(p => fleetSpec(c, delay, p))),
+  ]),
+  ...(EXTRA_DELAY > 0 && !DELAYS.includes(EXTRA_DELAY) ? [makeSpec(`c1000-l${EXTRA_DELAY}`, 1000, EXTRA_DELAY)] : []),
+  ...(LIGHT_C > 0 && !args.flag('no-light') ? [makeSpec(`light-c${LIGHT_C}-l${DELAYS[0] ?? DELAY}`, LIGHT_C, DELAYS[0] ?? DELAY, { light: true })] : []),
 ];
 
 // ---------------------------------------------------------------- child processes
@@ -237,6 +277,80 @@ async function episodeSummaries(redis: Redis, prefix: string, runId: string): Pr
 
 let activePrefix: string | null = null;
 
+// ---------------------------------------------------------------- the sink
+
+/**
+ * `envfleet sink --run main --out DIR --follow` (cli/main.ts, as `npm run dev -- sink` runs it) on the
+ * configuration's prefix: the trajectory writer as a process of its own, so its CPU is measured (from
+ * /proc/PID/stat) and counted with the fleet's. --follow, so that it can start before the run has any
+ * job; it is stopped (SIGTERM) once it has written every trajectory.
+ */
+function spawnSink(prefix: string, dir: string): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/main.ts', 'sink', '--run', 'main', '--out', dir, '--follow'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix, LOG_LEVEL: 'silent' },
+  });
+  child.stdout?.on('data', (d: Buffer) => process.stderr.write(d));
+  child.stderr?.on('data', (d: Buffer) => process.stderr.write(d));
+  return child;
+}
+
+/** The sink holds its run's lock once it has started (and created its consumer group). */
+async function sinkStarted(redis: Redis, prefix: string, sink: ChildProcess): Promise<void> {
+  const lock = runKeys(prefix, 'main', false).sinkLock;
+  for (const started = Date.now(); !(await redis.exists(lock)); await sleep(50)) {
+    if (sink.exitCode !== null || sink.signalCode !== null) throw new Error(`the sink exited (${sink.exitCode ?? sink.signalCode}) before it started`);
+    if (Date.now() - started > 60_000) throw new Error('the sink did not start within 60 s');
+  }
+}
+
+/** Waits until the sink has written (acknowledged and deleted) every entry of the run's trajectory stream. */
+async function sinkDrained(redis: Redis, prefix: string, sink: ChildProcess, label: string): Promise<void> {
+  const stream = trajectoryStreamKey(prefix, 'main');
+  for (const started = Date.now(); (await redis.xlen(stream)) > 0; await sleep(50)) {
+    if (sink.exitCode !== null || sink.signalCode !== null || Date.now() - started > 60_000) {
+      progress(`${label}: the sink did not write every trajectory (${await redis.xlen(stream)} left in the stream)`);
+      return;
+    }
+  }
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  await Promise.race([exited(child), sleep(10_000)]);
+  if (child.exitCode === null && child.signalCode === null) {
+    child.kill('SIGKILL');
+    await exited(child);
+  }
+}
+
+/** The episodes as the sink wrote them (DIR/trajectories/part-*.jsonl): the same summary as episodeSummaries, and the number of lines. */
+function shardSummaries(dir: string): { episodes: EpisodeSummary[]; lines: number } {
+  const episodes: EpisodeSummary[] = [];
+  let lines = 0;
+  const shardDir = join(dir, 'trajectories');
+  for (const file of readdirSync(shardDir).filter(f => /^part-\d{5}\.jsonl$/.test(f)).sort()) {
+    for (const line of readFileSync(join(shardDir, file), 'utf8').split('\n')) {
+      if (!line) continue;
+      lines += 1;
+      const t = JSON.parse(line) as {
+        turns: number;
+        steps: unknown[];
+        usage: { modelCalls: number };
+        termination: { reason: string };
+        reward: number | null;
+        checksError: string | null;
+        timings: { startedAt: string; wallMs: number };
+      };
+      const start = Date.parse(t.timings.startedAt);
+      episodes.push({ start, end: start + t.timings.wallMs, turns: t.turns, toolSteps: t.steps.length, modelCalls: t.usage.modelCalls, reason: t.termination.reason, reward: t.reward, checksError: t.checksError });
+    }
+  }
+  return { episodes, lines };
+}
+
 async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl: string, serverCpu: CpuSample[]): Promise<Analysis> {
   const prefix = `envfleet-bench-rollouts-${randomUUID().slice(0, 8)}-${spec.label}`;
   activePrefix = prefix;
@@ -246,15 +360,23 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
 
   const settings: FleetSettings = { redisUrl: REDIS_URL, prefix, modelUrl, concurrency: spec.concurrency, poolThreads: THREADS, tasksPerThread };
   const spawnedAt = Date.now();
-  const profileDir = PROFILE && spec.concurrency >= 1000 && !spec.baseline ? mkdtempSync(join(os.tmpdir(), 'envfleet-bench-prof-')) : null;
-  const fleet = track(spawnChild('bench/rollouts/fleet.ts', [JSON.stringify(settings)], profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []));
-  const memory: MemoryProbe[] = [];
-  fleet.on('message', (m: FleetMessage) => {
-    if (m.type === 'memory') memory.push(m.probe);
-  });
-  const toFleet = (cmd: FleetCommand) => fleet.send(cmd);
-  await nextMessage<FleetMessage, 'ready'>(fleet, 'ready', 60_000);
+  const profileDir = PROFILE && fleetConcurrency(spec) >= 1000 && !spec.baseline ? mkdtempSync(join(os.tmpdir(), 'envfleet-bench-prof-')) : null;
+  // P worker processes on the same prefix (so the same queues); the first is the profiled one with --profile.
+  const fleets = Array.from({ length: spec.processes }, (_, i) =>
+    track(spawnChild('bench/rollouts/fleet.ts', [JSON.stringify(settings)], profileDir && i === 0 ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])));
+  const memory: MemoryProbe[][] = fleets.map(() => []);
+  fleets.forEach((child, i) => child.on('message', (m: FleetMessage) => {
+    if (m.type === 'memory') memory[i]!.push(m.probe);
+  }));
+  const toFleet = (cmd: FleetCommand) => {
+    for (const child of fleets) child.send(cmd);
+  };
+  // The sink (`envfleet sink --follow` on the timed run), a process of its own, started with the workers.
+  const sinkDir = SINK ? mkdtempSync(join(os.tmpdir(), 'envfleet-bench-sink-')) : null;
+  const sink = sinkDir ? track(spawnSink(prefix, sinkDir)) : null;
+  const ready = await Promise.all(fleets.map(child => nextMessage<FleetMessage, 'ready'>(child, 'ready', 60_000)));
   const fleetStartupMs = Date.now() - spawnedAt;
+  const poolTids = ready.map(r => r.poolTids?.length ?? 0);
 
   const config = loadConfig({}, { overrides: { REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix, OPENAI_BASE_URL: modelUrl, LOG_LEVEL: 'silent' } });
   const redis = createRedisConnection(REDIS_URL, 'producer');
@@ -263,7 +385,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   let samplerTimer: NodeJS.Timeout | undefined;
   try {
     // Warm-up: a few episodes whose answers come at once (JIT, ajv schemas and QuickJS in every pool thread, HTTP connections).
-    const warmupEpisodes = Math.max(2 * THREADS, Math.min(spec.concurrency, 8));
+    const warmupEpisodes = spec.processes * Math.max(2 * THREADS, Math.min(spec.concurrency, 8));
     const warmStart = Date.now();
     await seedRun(config, store, 'warmup', `${WARMUP_MARK}: look up guest G0001 and report the balance.`, spec.light);
     await submitRollouts(config, redis, { runId: 'warmup', samples: warmupEpisodes, modes: ['non-conversational'] });
@@ -273,20 +395,24 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
     }
     const warmupMs = Date.now() - warmStart;
     await sleep(300);
+    const idleProbes = fleets.map(child => nextMessage<FleetMessage, 'memory'>(child, 'memory', 30_000));
     toFleet({ type: 'memory', label: 'idle', gc: true });
-    await nextMessage<FleetMessage, 'memory'>(fleet, 'memory', 30_000);
+    await Promise.all(idleProbes);
+    if (sink) await sinkStarted(redis, prefix, sink);
     server.send({ type: 'collect' } satisfies ServerCommand);
     await nextMessage<ServerMessage, 'records'>(server, 'records', 30_000);
 
     // The timed run.
     await seedRun(config, store, 'main', 'Look up guest G0001 and report their balance.', spec.light);
     const host: HostSample[] = [];
+    const sinkCpu: CpuSample[] = [];
     let sampling = false;
     const sampleHost = async () => {
       if (sampling) return;
       sampling = true;
       try {
         const u = process.cpuUsage();
+        if (sink?.pid) sinkCpu.push({ t: Date.now(), cpuUs: processCpuUs(sink.pid) });
         host.push({ t: Date.now(), machineBusyS: machineBusyS(), redisCpuS: await redisCpuS(redis), selfCpuUs: u.user + u.system });
       } finally {
         sampling = false;
@@ -301,7 +427,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
     await submitRollouts(config, redis, { runId: 'main', samples: spec.episodes, modes: ['non-conversational'] });
     const tSubmitted = Date.now();
     // Memory is probed once mid-way through the steady phase (about (N − C) / 2 episodes done).
-    const probeAt = Math.max(1, Math.floor((spec.episodes - spec.concurrency) / 2));
+    const probeAt = Math.max(1, Math.floor((spec.episodes - fleetConcurrency(spec)) / 2));
     let probed = false;
     let tEpisodesDone = 0;
     let tRunDone = 0;
@@ -327,6 +453,8 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
       await sleep(50);
     }
     const finished = tRunDone > 0;
+    // The sink's CPU counts until it has written the last trajectory (the run's stream is empty once it has).
+    if (sink && finished) await sinkDrained(redis, prefix, sink, spec.label);
     clearInterval(samplerTimer);
     await sampleHost();
     if (!probed) {
@@ -334,9 +462,12 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
     }
     await sleep(200);
 
+    const stopped = fleets.map(child => nextMessage<FleetMessage, 'samples'>(child, 'samples', 60_000));
     toFleet({ type: 'stop' });
-    const { samples, timings, hrFromUs, hrToUs } = await nextMessage<FleetMessage, 'samples'>(fleet, 'samples', 60_000);
-    await exited(fleet);
+    const collected = await Promise.all(stopped);
+    await Promise.all(fleets.map(exited));
+    const { hrFromUs, hrToUs } = collected[0]!;
+    if (sink) await stopChild(sink);
     let profile: ProfileSummary | null = null;
     if (profileDir) {
       try {
@@ -350,7 +481,10 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
     }
     server.send({ type: 'collect' } satisfies ServerCommand);
     const { records } = await nextMessage<ServerMessage, 'records'>(server, 'records', 30_000);
-    const episodes = await episodeSummaries(redis, prefix, 'main');
+    // With the sink, the dataset it wrote is what is checked (its documents in Redis are summaries by then).
+    const sunk = sinkDir ? shardSummaries(sinkDir) : null;
+    const episodes = sunk ? sunk.episodes : await episodeSummaries(redis, prefix, 'main');
+    const trajectoryIds = await redis.zcard(`${prefix}:run:main:ids:trajectory`);
     const funnel = await funnelOf(redis, prefix, 'main');
     const keysLeft = await deletePrefix(redis, prefix);
     activePrefix = null;
@@ -369,11 +503,12 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
       finished,
       episodes,
       requests: records,
-      fleet: samples,
-      timings,
+      fleets: collected.map((c, i) => ({ pid: ready[i]!.pid, samples: c.samples, timings: c.timings, memory: memory[i]!, poolTids: poolTids[i]! })),
       profile,
-      memory,
       host,
+      sinkCpu: sink ? sinkCpu : null,
+      sinkLines: sunk ? sunk.lines : null,
+      trajectoryIds,
       serverCpu: serverCpu.slice(serverCpuFrom),
       funnel,
       keysLeft,
@@ -382,10 +517,14 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   } finally {
     if (profileDir) rmSync(profileDir, { recursive: true, force: true });
     clearInterval(samplerTimer);
-    if (fleet.exitCode === null && fleet.signalCode === null) {
-      fleet.kill('SIGTERM');
-      await exited(fleet);
+    for (const child of fleets) {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        await exited(child);
+      }
     }
+    if (sink) await stopChild(sink);
+    if (sinkDir) rmSync(sinkDir, { recursive: true, force: true });
     if (activePrefix) {
       await deletePrefix(redis, activePrefix).catch(() => undefined);
       activePrefix = null;
@@ -409,8 +548,8 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
   const cpu = os.cpus()[0];
   const name = (a: Analysis) =>
     a.raw.spec.baseline
-      ? `baseline C = ${a.raw.spec.concurrency}`
-      : `${a.raw.spec.light ? 'light ' : ''}C = ${a.raw.spec.concurrency}, L = ${a.raw.spec.delayMs} ms`;
+      ? `baseline C = ${a.raw.spec.concurrency}${DELAYS.length > 1 ? `, L = ${a.raw.spec.delayMs} ms` : ''}`
+      : `${a.raw.spec.light ? 'light ' : ''}C = ${fleetConcurrency(a.raw.spec)}, L = ${a.raw.spec.delayMs} ms${a.raw.spec.processes > 1 ? `, ${a.raw.spec.processes} processes` : ''}`;
   const table = (rows: [string, (a: Analysis) => string][]) => {
     push(row(['', ...results.map(name)]), row(['---', ...results.map(() => '---')]));
     for (const [label, f] of rows) push(row([label, ...results.map(f)]));
@@ -422,7 +561,10 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
   push(`- date: ${new Date().toISOString()}`);
   push(`- command: \`node --import tsx bench/rollouts.ts${argv.length ? ` ${argv.join(' ')}` : ''}\` (whole benchmark ${f1((Date.now() - startedMs) / 1000)} s)`);
   push(`- workload: one kept environment (reference hotel env, 65 KB state, 4 checks) and one ready scenario, N samples of it, non-conversational; the scripted policy makes exactly S = ${STEPS} agent turns per episode (${STEPS - 1} × get_guest, then a text answer), each answered after L ms (a \`delay\` fault)`);
-  push(`- fleet: one worker process per configuration (\`startWorkerProcess\`, queues rollout.run and rollout.group), ENVFLEET_ROLLOUT_CONCURRENCY = C, sandbox pool ${THREADS} threads × ceil(C / ${THREADS}) + 16 tasks, ENVFLEET_MODEL_MAX_CONCURRENCY = 0, log level silent; a warm-up run (answers at once) before each timed run`);
+  push(`- fleet: P fresh worker processes per configuration (\`startWorkerProcess\`, queues rollout.run and rollout.group, all on the configuration's prefix), each with ENVFLEET_ROLLOUT_CONCURRENCY = C / P and its own sandbox pool of ${THREADS} threads × ceil(C / P / ${THREADS}) + 16 tasks, ENVFLEET_MODEL_MAX_CONCURRENCY = 0, log level silent; a warm-up run (answers at once) before each timed run`);
+  push(SINK
+    ? '- sink: `envfleet sink --run main --out DIR --follow` (cli/main.ts) in a process of its own per configuration, writing the timed run\'s trajectories to a temporary directory (fsync per batch) and replacing their Redis documents by summaries; its CPU is counted from the start of the timed run until it has written the last trajectory, and the checks read the episodes from its shard files'
+    : '- sink: none (--no-sink); the trajectories stay in Redis and the fleet CPU counts the worker processes only');
   push('- model server: the scripted server in a child process of its own (not sharing the fleet\'s event loop), on the same machine; the benchmark itself (submission, polling, sampling) in a third process');
   push('- bound: C / (S × L) rollouts/s, i.e. every episode is nothing but S model waits of L ms and the fleet keeps C episodes in flight');
   if (results.some(a => a.raw.spec.light)) {
@@ -439,13 +581,13 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
     ['submitRollouts call', a => `${f0(a.raw.tSubmitted - a.raw.t0)} ms`],
     ['**rollouts/s (N ÷ wall)**', a => `**${f1(a.overallPerS)}**`],
     ['**achieved ÷ bound**', a => `**${pct(a.overallPerS / a.boundPerS)}**`],
-    ['ideal wall ⌈N / C⌉ × S × L', a => `${f2((Math.ceil(a.raw.spec.episodes / a.raw.spec.concurrency) * a.raw.spec.steps * a.raw.spec.delayMs) / 1000)} s`],
+    ['ideal wall ⌈N / C⌉ × S × L', a => `${f2((Math.ceil(a.raw.spec.episodes / fleetConcurrency(a.raw.spec)) * a.raw.spec.steps * a.raw.spec.delayMs) / 1000)} s`],
     ['steady window (first episode done → last episode started)', a => `${f2(a.windowS)} s${a.window.how.startsWith('whole') ? ' (whole run)' : ''}`],
     ['rollouts/s in the steady window: Little\'s law (mean in flight ÷ mean episode wall) / episodes finished ÷ window', a => `${f1(a.steadyPerS)} / ${f1(a.steadyCountPerS)}`],
     ['steady ÷ bound', a => pct(a.steadyPerS / a.boundPerS)],
     ['episodes in flight (steady): median / max', a => `${f0(a.episodesInFlight.median)} / ${f0(a.episodesInFlight.max)}`],
     ['model requests in flight at the server (steady): median / max', a => `${f0(a.modelInFlight.median)} / ${f0(a.modelInFlight.max)}`],
-    ['model requests in flight ÷ C (steady, median)', a => pct(a.modelInFlight.median / a.raw.spec.concurrency)],
+    ['model requests in flight ÷ C (steady, median)', a => pct(a.modelInFlight.median / fleetConcurrency(a.raw.spec))],
     ['server time per request (arrival → answer): median / p99', a => `${f0(a.serverTimeMs.median)} / ${f0(a.serverTimeMs.p99)} ms`],
     ['episode wall time: median / p99', a => `${f0(a.episodeWallMs.median)} / ${f0(a.episodeWallMs.p99)} ms`],
     ['episode time outside the server (median wall − S × median server time)', a => `${f0(a.episodeWallMs.median - a.raw.spec.steps * a.serverTimeMs.median)} ms`],
@@ -459,10 +601,13 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
     'event-loop delay from `monitorEventLoopDelay` (10 ms resolution) per 200 ms sample; run-queue delay (runnable, but no CPU free) from /proc/self/task/*/schedstat; ' +
     'Redis from `INFO cpu`; machine from /proc/stat; "other" = machine − the four processes of the benchmark.', '');
   table([
-    ['fleet process', a => `${f2(a.cpu.fleetCores)} cores`],
+    ['fleet process (all worker processes)', a => `${f2(a.cpu.fleetCores)} cores`],
     ['… main thread', a => `${f2(a.cpu.mainCores)} cores (ELU ${pct(a.cpu.mainElu)})`],
     ['… other threads (sandbox pool + V8/libuv helpers)', a => `${f2(a.cpu.otherThreadsCores)} cores`],
-    ['… sandbox pool threads ELU', a => a.cpu.poolElu.map(pct).join(', ')],
+    ['… sandbox pool threads ELU', a => a.cpu.poolEluByProcess.map(p => p.map(pct).join(', ')).join('; ')],
+    ['… … sandbox pool threads (CPU)', a => `${f2(a.cpu.poolCores)} cores`],
+    ['… main-thread ELU per worker process', a => a.cpu.mainEluByProcess.map(pct).join('; ')],
+    ['sink process', a => (a.raw.sinkCpu ? `${f2(a.cpu.sinkCores)} cores` : '–')],
     ['… waiting for a CPU (run-queue delay): main thread / other threads', a => `${f2(a.cpu.mainRunDelay)} / ${f2(a.cpu.otherRunDelay)} thread-s per s`],
     ['… main-thread GC pauses: share of the window / longest', a => `${pct(a.cpu.gcShare)} / ${f0(a.cpu.gcMaxMs)} ms`],
     ['scripted model server (child)', a => `${f2(a.cpu.serverCores)} cores`],
@@ -470,7 +615,9 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
     ['benchmark process (submit, poll, sample)', a => `${f2(a.cpu.selfCores)} cores`],
     ['other processes on the machine', a => `${f2(a.cpu.otherCores)} cores`],
     ['whole machine', a => `${f2(a.cpu.machineCores)} of ${os.cpus().length} cores`],
-    ['**fleet CPU per episode** (whole run ÷ N): all / main thread / other threads', a => `**${f1(a.cpu.fleetMsPerEpisode)} ms** / ${f1(a.cpu.mainMsPerEpisode)} / ${f1(a.cpu.otherThreadsMsPerEpisode)} ms`],
+    ['**fleet CPU per episode** (worker processes, whole run ÷ N): all / main thread / other threads', a => `**${f1(a.cpu.fleetMsPerEpisode)} ms** / ${f1(a.cpu.mainMsPerEpisode)} / ${f1(a.cpu.otherThreadsMsPerEpisode)} ms`],
+    ['**fleet CPU per episode by process kind**: worker main threads / worker pool threads / other worker threads / sink = all', a =>
+      `${f2(a.cpu.mainMsPerEpisode)} / ${f2(a.cpu.poolMsPerEpisode)} / ${f2(a.cpu.helperMsPerEpisode)} / ${a.raw.sinkCpu ? f2(a.cpu.sinkMsPerEpisode) : '–'} = **${f2(a.cpu.allMsPerEpisode)} ms**`],
     ['pool threads\' event-loop active time per episode (whole run ÷ N)', a => `${f1(a.cpu.poolActiveMsPerEpisode)} ms`],
     ['fleet CPU per model request (whole run ÷ N × S)', a => `${f2(a.cpu.fleetMsPerRequest)} ms`],
     ['server CPU per model request (whole run)', a => `${f2(a.cpu.serverMsPerRequest)} ms`],
@@ -529,7 +676,7 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
   }
   push('');
 
-  const top = results.filter(a => !a.raw.spec.baseline && !a.raw.spec.light && a.raw.spec.concurrency >= 1000);
+  const top = results.filter(a => !a.raw.spec.baseline && !a.raw.spec.light && fleetConcurrency(a.raw.spec) >= 1000);
   push('## The 95 % bar at C = 1,000', '');
   if (!top.length) push('- not measured in this run (C = 1,000 not among the configurations).');
   for (const a of top) {
@@ -537,17 +684,67 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
     push(`- L = ${a.raw.spec.delayMs} ms: ${f1(a.overallPerS)} rollouts/s of a ${f1(a.boundPerS)} /s bound = **${pct(ratio)}** (steady window ${pct(a.steadyPerS / a.boundPerS)}): **${ratio >= 0.95 ? 'holds' : 'does not hold'}**. ` +
       `Machine busy ${f2(a.cpu.machineCores)} of ${os.cpus().length} cores in the steady window (fleet ${f2(a.cpu.fleetCores)}, model server ${f2(a.cpu.serverCores)}, Redis ${f2(a.cpu.redisCores)}, other processes ${f2(a.cpu.otherCores)}); ` +
       `the fleet's threads waited ${f2(a.cpu.mainRunDelay + a.cpu.otherRunDelay)} thread-seconds per second for a CPU. ` +
-      `At the bound the fleet would need ${f1(a.boundPerS)} × ${f1(a.cpu.fleetMsPerEpisode)} ms = **${f1((a.boundPerS * a.cpu.fleetMsPerEpisode) / 1000)} cores** ` +
-      `(its main thread alone ${f2((a.boundPerS * a.cpu.mainMsPerEpisode) / 1000)} cores of one thread); with all ${os.cpus().length} cores it could do at most ${f0((os.cpus().length * 1000) / a.cpu.fleetMsPerEpisode)} episodes/s.`);
+      `At the bound the fleet${a.raw.sinkCpu ? ' (sink included)' : ''} would need ${f1(a.boundPerS)} × ${f1(a.cpu.allMsPerEpisode)} ms = **${f1((a.boundPerS * a.cpu.allMsPerEpisode) / 1000)} cores** ` +
+      `(its main thread${a.raw.spec.processes > 1 ? 's' : ''} alone ${f2((a.boundPerS * a.cpu.mainMsPerEpisode) / 1000)} cores); with all ${os.cpus().length} cores it could do at most ${f0((os.cpus().length * 1000) / a.cpu.allMsPerEpisode)} episodes/s.`);
   }
   for (const a of results.filter(r => r.raw.spec.light)) {
-    push(`- diagnostic, light scenario (C = ${a.raw.spec.concurrency}, L = ${a.raw.spec.delayMs} ms): ${f1(a.overallPerS)} rollouts/s = ${pct(a.overallPerS / a.boundPerS)} of the bound; fleet CPU ${f1(a.cpu.fleetMsPerEpisode)} ms per episode ` +
+    push(`- diagnostic, light scenario (C = ${fleetConcurrency(a.raw.spec)}, L = ${a.raw.spec.delayMs} ms): ${f1(a.overallPerS)} rollouts/s = ${pct(a.overallPerS / a.boundPerS)} of the bound; fleet CPU ${f1(a.cpu.fleetMsPerEpisode)} ms per episode ` +
       `(main thread ${f1(a.cpu.mainMsPerEpisode)} ms, ELU ${pct(a.cpu.mainElu)}; other threads ${f1(a.cpu.otherThreadsMsPerEpisode)} ms); model call in the fleet − at the server: ${f0((a.ops.find(o => o.name === 'model call')?.median ?? NaN) - a.serverTimeMs.median)} ms (median).`);
   }
-  const base = results.find(a => a.raw.spec.baseline);
-  if (base) push(`- baseline (C = ${base.raw.spec.concurrency}, the seed's three sequential runners): ${f2(base.overallPerS)} rollouts/s of a ${f2(base.boundPerS)} /s bound (${pct(base.overallPerS / base.boundPerS)}).`);
+  for (const base of results.filter(a => a.raw.spec.baseline)) {
+    push(`- baseline (C = ${base.raw.spec.concurrency}, the seed's three sequential runners, L = ${base.raw.spec.delayMs} ms): ${f2(base.overallPerS)} rollouts/s of a ${f2(base.boundPerS)} /s bound (${pct(base.overallPerS / base.boundPerS)}).`);
+  }
   push('');
+  push(...scalingSummary(results));
   return out.join('\n');
+}
+
+/**
+ * Issue 14 item 2 in one table: per latency, the seed's baseline and each C × P against the bound, fleet CPU
+ * per episode by process kind; then a line per latency with the best fraction of the bound at C = 1,000 and
+ * the ratio of that throughput to the baseline's at the same latency (bars: ≥ 95 % at L = 2 s, ≥ 300×).
+ */
+function scalingSummary(results: readonly Analysis[]): string[] {
+  const out: string[] = ['## Scaling: fraction of the bound by C, L and worker processes', ''];
+  const fleetRuns = results.filter(a => !a.raw.spec.light && !a.raw.spec.baseline);
+  const delays = [...new Set(results.filter(a => !a.raw.spec.light).map(a => a.raw.spec.delayMs))].sort((x, y) => x - y);
+  if (!fleetRuns.length) return [];
+  out.push('Throughput = N ÷ wall (submit → every episode recorded); bound = C / (S × L). CPU per episode = whole timed run ÷ N, summed over the worker processes; ' +
+    '"pool" = the threads that appeared while a worker process started (its sandbox pool), "other" = the rest of the worker threads (V8, libuv); the sink is its own process.', '');
+  out.push(row(['L', 'configuration', 'N', 'rollouts/s', 'bound', '**÷ bound**', '÷ baseline', 'CPU ms per episode: main / pool / other / sink = **all**', 'check']));
+  out.push(row(['---', '---', '---', '---', '---', '---', '---', '---', '---']));
+  const baselineAt = (delay: number) => results.find(a => a.raw.spec.baseline && a.raw.spec.delayMs === delay);
+  const cpuCell = (a: Analysis) => `${f2(a.cpu.mainMsPerEpisode)} / ${f2(a.cpu.poolMsPerEpisode)} / ${f2(a.cpu.helperMsPerEpisode)} / ${a.raw.sinkCpu ? f2(a.cpu.sinkMsPerEpisode) : '–'} = **${f2(a.cpu.allMsPerEpisode)}**`;
+  for (const delay of delays) {
+    const base = baselineAt(delay);
+    const runs = results.filter(a => !a.raw.spec.light && a.raw.spec.delayMs === delay)
+      .sort((x, y) => Number(y.raw.spec.baseline) - Number(x.raw.spec.baseline) || fleetConcurrency(x.raw.spec) - fleetConcurrency(y.raw.spec) || x.raw.spec.processes - y.raw.spec.processes);
+    for (const a of runs) {
+      const what = a.raw.spec.baseline ? `baseline: ${a.raw.spec.concurrency} sequential runners` : `C = ${fleetConcurrency(a.raw.spec)}, ${a.raw.spec.processes} process${a.raw.spec.processes > 1 ? 'es' : ''}`;
+      out.push(row([`${delay} ms`, what, String(a.raw.spec.episodes), f1(a.overallPerS), `${f1(a.boundPerS)} /s`, `**${pct(a.overallPerS / a.boundPerS)}**`,
+        base && !a.raw.spec.baseline ? `${f0(a.overallPerS / base.overallPerS)}×` : '–', cpuCell(a), a.check.ok ? 'PASS' : '**FAIL**']));
+    }
+  }
+  out.push('');
+  for (const delay of delays) {
+    const at = fleetRuns.filter(a => a.raw.spec.delayMs === delay);
+    if (!at.length) continue;
+    const maxC = Math.max(...at.map(a => fleetConcurrency(a.raw.spec)));
+    const best = at.filter(a => fleetConcurrency(a.raw.spec) === maxC).sort((x, y) => y.overallPerS / y.boundPerS - x.overallPerS / x.boundPerS)[0]!;
+    const base = baselineAt(delay);
+    const frac = best.overallPerS / best.boundPerS;
+    const ratio = base ? best.overallPerS / base.overallPerS : NaN;
+    const bar = maxC >= 1000 && delay >= 2000 ? ` (bar ≥ 95 %: **${frac >= 0.95 ? 'met' : 'not met'}**)` : '';
+    out.push(`- **L = ${delay} ms**: best at C = ${maxC.toLocaleString('en-US')}${maxC < 1000 ? ' (C = 1,000 not measured in this run)' : ''}: ` +
+      `${best.raw.spec.processes} process${best.raw.spec.processes > 1 ? 'es' : ''}, ${f1(best.overallPerS)} rollouts/s = **${pct(frac)} of the bound**${bar}; ` +
+      (base
+        ? `${f0(ratio)}× the seed baseline at the same latency (${f2(base.overallPerS)} rollouts/s; ` +
+          (maxC >= 1000 ? `bar ≥ 300×: **${ratio >= 300 ? 'met' : 'not met'}**)` : `the 300× bar is not evaluated below C = 1,000: C = ${maxC} allows at most ${f0(maxC / BASELINE_C)}×)`)
+        : 'no baseline in this run') +
+      `; fleet CPU ${f2(best.cpu.allMsPerEpisode)} ms per episode.`);
+  }
+  out.push('');
+  return out;
 }
 
 // ---------------------------------------------------------------- main
@@ -575,7 +772,7 @@ try {
   const { url, pid } = await nextMessage<ServerMessage, 'ready'>(server, 'ready', 60_000);
   progress(`scripted model server at ${url} (pid ${pid}); configurations: ${specs.map(s => `${s.label} (N = ${s.episodes})`).join(', ')}`);
   for (const spec of specs) {
-    progress(`${spec.label}: C = ${spec.concurrency}, L = ${spec.delayMs} ms, N = ${spec.episodes}, S = ${spec.steps}`);
+    progress(`${spec.label}: C = ${fleetConcurrency(spec)}${spec.processes > 1 ? ` (${spec.processes} processes × ${spec.concurrency})` : ''}, L = ${spec.delayMs} ms, N = ${spec.episodes}, S = ${spec.steps}`);
     const a = await runConfiguration(spec, server, url, serverCpu);
     progress(`${spec.label}: ${a.overallPerS.toFixed(1)} rollouts/s of ${a.boundPerS.toFixed(1)} (${((a.overallPerS / a.boundPerS) * 100).toFixed(0)} %), steady ${a.steadyPerS.toFixed(1)}; check ${a.check.ok ? 'PASS' : 'FAIL'}`);
     results.push(a);

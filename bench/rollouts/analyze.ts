@@ -1,15 +1,19 @@
 /**
  * The figures of one bench/rollouts.ts configuration, computed from what the run left behind:
- * the scripted server's request timings, the trajectories' start and wall times, the fleet
- * process's samples, and the orchestrator's machine / Redis CPU samples.
+ * the scripted server's request timings, the trajectories' start and wall times, the samples of
+ * each fleet (worker) process, the sink process's CPU, and the orchestrator's machine / Redis CPU
+ * samples. With several worker processes, CPU and memory are summed over them, operation timings
+ * pooled, and event-loop figures listed per process (the "main thread" ELU is the busiest one's).
  */
 import type { ProfileSummary } from './profile.js';
 import { median, quantile, type FleetSample, type MemoryProbe, type ServerRecord, type Timings } from './common.js';
 
 export interface ConfigSpec {
   readonly label: string;
-  /** Episodes in flight per process (ENVFLEET_ROLLOUT_CONCURRENCY). */
+  /** Episodes in flight per process (ENVFLEET_ROLLOUT_CONCURRENCY); the fleet's C is concurrency × processes. */
   readonly concurrency: number;
+  /** Worker processes sharing the run's queues (each with its own sandbox pool). */
+  readonly processes: number;
   readonly delayMs: number;
   readonly episodes: number;
   readonly steps: number;
@@ -41,6 +45,19 @@ export interface CpuSample {
   readonly cpuUs: number;
 }
 
+/** C of the whole fleet: episodes in flight per process × processes. */
+export const fleetConcurrency = (spec: ConfigSpec) => spec.concurrency * spec.processes;
+
+/** What one worker process of a configuration left behind. */
+export interface FleetRun {
+  readonly pid: number;
+  readonly samples: readonly FleetSample[];
+  readonly timings: Timings;
+  readonly memory: readonly MemoryProbe[];
+  /** Threads counted as the sandbox pool's (FleetSample.poolCpuUs). */
+  readonly poolTids: number;
+}
+
 export interface RunRaw {
   readonly spec: ConfigSpec;
   readonly prefix: string;
@@ -58,12 +75,17 @@ export interface RunRaw {
   readonly finished: boolean;
   readonly episodes: readonly EpisodeSummary[];
   readonly requests: readonly ServerRecord[];
-  readonly fleet: readonly FleetSample[];
-  readonly timings: Timings;
-  /** Main-thread CPU profile of the fleet process (with --profile). */
+  /** One entry per worker process. */
+  readonly fleets: readonly FleetRun[];
+  /** Main-thread CPU profile of the (first) fleet process (with --profile). */
   readonly profile: ProfileSummary | null;
-  readonly memory: readonly MemoryProbe[];
   readonly host: readonly HostSample[];
+  /** CPU of the sink process (`envfleet sink --follow` on the run), from sample-start until it had written every trajectory; null without a sink. */
+  readonly sinkCpu: readonly CpuSample[] | null;
+  /** Trajectory lines in the sink's shard files; null without a sink. */
+  readonly sinkLines: number | null;
+  /** Trajectory ids of the run in Redis (its ids:trajectory index). */
+  readonly trajectoryIds: number;
   readonly serverCpu: readonly CpuSample[];
   readonly funnel: Record<string, number>;
   readonly keysLeft: number;
@@ -108,9 +130,22 @@ export interface Analysis {
   readonly requestsOther: number;
   readonly check: { readonly ok: boolean; readonly lines: readonly string[] };
   readonly cpu: {
+    /** All worker processes together (every figure of `cpu` is summed over them unless it says otherwise). */
     readonly fleetCores: number;
     readonly mainCores: number;
+    /** Main-thread ELU of the busiest worker process, and of each. */
     readonly mainElu: number;
+    readonly mainEluByProcess: readonly number[];
+    /** The sandbox pool threads alone (the threads that appeared while each worker started); NaN if they could not be told apart. */
+    readonly poolCores: number;
+    readonly poolMsPerEpisode: number;
+    /** Worker threads other than the main thread and the pool's (V8 platform and libuv helpers): other − pool. */
+    readonly helperMsPerEpisode: number;
+    /** The sink process (NaN without one). */
+    readonly sinkCores: number;
+    readonly sinkMsPerEpisode: number;
+    /** Every fleet process: worker processes + sink. */
+    readonly allMsPerEpisode: number;
     /** Fleet process minus its main thread: the sandbox pool threads and V8/libuv helper threads. */
     readonly otherThreadsCores: number;
     /** Time runnable but waiting for a CPU, per wall second (kernel run-queue delay): main thread, other threads of the fleet. */
@@ -119,7 +154,9 @@ export interface Analysis {
     /** Share of the window the main thread spent in GC pauses, and the longest pause (ms). */
     readonly gcShare: number;
     readonly gcMaxMs: number;
+    /** Every pool thread of every worker process; and grouped by process. */
     readonly poolElu: readonly number[];
+    readonly poolEluByProcess: readonly (readonly number[])[];
     readonly serverCores: number;
     readonly redisCores: number;
     readonly selfCores: number;
@@ -179,7 +216,7 @@ function rateIn<T extends { t: number }>(samples: readonly T[], w: Window, get: 
 
 export function analyse(raw: RunRaw): Analysis {
   const { spec } = raw;
-  const boundPerS = spec.concurrency / ((spec.steps * spec.delayMs) / 1000);
+  const boundPerS = fleetConcurrency(spec) / ((spec.steps * spec.delayMs) / 1000);
   const wallS = (raw.tEpisodesDone - raw.t0) / 1000;
   const runWallS = (raw.tRunDone - raw.t0) / 1000;
   const eps = raw.episodes;
@@ -225,55 +262,101 @@ export function analyse(raw: RunRaw): Analysis {
   const rewards: Record<string, number> = {};
   for (const e of eps) rewards[String(e.reward)] = (rewards[String(e.reward)] ?? 0) + 1;
   lines.push(`trajectories: ${eps.length} of ${spec.episodes}; with exactly ${spec.steps} turns, ${spec.steps - 1} tool steps and ${spec.steps} model calls: ${eps.length - wrongTurns}; terminations ${JSON.stringify(reasons)}; rewards ${JSON.stringify(rewards)}`);
-  const ok = raw.finished && requestsOk === expected && policy.length === expected && rulesOk && eps.length === spec.episodes && wrongTurns === 0 && reasons['agent-finished'] === spec.episodes && raw.keysLeft === 0;
+  lines.push(`trajectory ids in Redis: ${raw.trajectoryIds} of ${spec.episodes}` + (raw.sinkLines === null ? ' (no sink)' : `; lines the sink wrote: ${raw.sinkLines}`));
+  const sinkOk = raw.sinkLines === null || raw.sinkLines === spec.episodes;
+  // Which process ran how many episodes: its model calls ÷ S (every call of a timed-run episode goes through its gateway).
+  const perProcess = raw.fleets.map(run => (run.timings['model call']?.length ?? 0) / spec.steps);
+  const everyProcessWorked = perProcess.every(n => n > 0);
+  lines.push(`episodes per worker process (its model calls ÷ S): ${perProcess.map(n => n.toFixed(0)).join(' + ')}; sandbox pool threads counted per process: ${raw.fleets.map(run => run.poolTids).join(' + ')}`);
+  const ok = raw.finished && requestsOk === expected && policy.length === expected && rulesOk && eps.length === spec.episodes && wrongTurns === 0 && reasons['agent-finished'] === spec.episodes && raw.keysLeft === 0 &&
+    raw.trajectoryIds === spec.episodes && sinkOk && everyProcessWorked;
 
-  // CPU in the window.
-  const fleetCpu = rateIn(raw.fleet, window, s => s.cpuUs);
-  const mainCpu = rateIn(raw.fleet, window, s => s.mainCpuUs);
-  const mainActive = rateIn(raw.fleet, window, s => s.mainActiveMs);
-  const threadIds = [...new Set(raw.fleet.flatMap(s => Object.keys(s.poolActiveMs)))];
-  const poolElu = threadIds.map(id => {
-    const r = rateIn(raw.fleet.filter(s => id in s.poolActiveMs), window, s => s.poolActiveMs[id] ?? 0);
+  // CPU in the window, summed over the worker processes.
+  const fleets = raw.fleets;
+  const sumOver = (f: (run: FleetRun) => number) => fleets.reduce((a, run) => a + f(run), 0);
+  const rateSum = (w: Window, get: (s: FleetSample) => number) => {
+    const parts = fleets.map(run => rateIn(run.samples, w, get));
+    return { delta: parts.reduce((a, r) => a + r.delta / r.ms, 0), ms: 1 };
+  };
+  const fleetCpu = rateSum(window, s => s.cpuUs);
+  const mainCpu = rateSum(window, s => s.mainCpuUs);
+  const poolCpu = rateSum(window, s => s.poolCpuUs);
+  const mainEluByProcess = fleets.map(run => {
+    const r = rateIn(run.samples, window, s => s.mainActiveMs);
     return r.delta / r.ms;
   });
+  const threadIdsOf = (run: FleetRun) => [...new Set(run.samples.flatMap(s => Object.keys(s.poolActiveMs)))];
+  const poolEluByProcess = fleets.map(run => threadIdsOf(run).map(id => {
+    const r = rateIn(run.samples.filter(s => id in s.poolActiveMs), window, s => s.poolActiveMs[id] ?? 0);
+    return r.delta / r.ms;
+  }));
   const server = rateIn(raw.serverCpu, window, s => s.cpuUs);
   const machine = rateIn(raw.host, window, s => s.machineBusyS * 1e6);
   const redis = rateIn(raw.host, window, s => s.redisCpuS * 1e6);
   const self = rateIn(raw.host, window, s => s.selfCpuUs);
+  const sink = raw.sinkCpu ? rateIn(raw.sinkCpu, window, s => s.cpuUs) : { delta: NaN, ms: NaN };
   const cores = (r: { delta: number; ms: number }) => r.delta / 1000 / r.ms;
   const fleetCores = cores(fleetCpu);
   const serverCores = cores(server);
   const redisCores = cores(redis);
   const selfCores = cores(self);
   const machineCores = cores(machine);
-  const fleetInWindow = raw.fleet.filter(s => s.t >= window.from && s.t <= window.to);
+  const sinkCores = raw.sinkCpu ? cores(sink) : NaN;
+  const fleetInWindow = fleets.flatMap(run => run.samples.filter(s => s.t >= window.from && s.t <= window.to));
   // CPU per episode over the whole timed run (from the submission to the run's end, the group job
   // included), so that it does not depend on how the steady window is chosen.
-  const whole: Window = { from: raw.fleet[0]?.t ?? raw.t0, to: raw.fleet.at(-1)?.t ?? raw.tRunDone, how: 'whole timed run' };
+  const wholeOf = (run: FleetRun): Window => ({ from: run.samples[0]?.t ?? raw.t0, to: run.samples.at(-1)?.t ?? raw.tRunDone, how: 'whole timed run' });
   const n = Math.max(1, eps.length);
-  const wholeFleet = rateIn(raw.fleet, whole, s => s.cpuUs).delta / 1000;
-  const wholeMain = rateIn(raw.fleet, whole, s => s.mainCpuUs).delta / 1000;
-  const wholePoolActive = threadIds.reduce((sum, id) => sum + rateIn(raw.fleet.filter(s => id in s.poolActiveMs), whole, s => s.poolActiveMs[id] ?? 0).delta, 0);
+  const wholeFleet = sumOver(run => rateIn(run.samples, wholeOf(run), s => s.cpuUs).delta) / 1000;
+  const wholeMain = sumOver(run => rateIn(run.samples, wholeOf(run), s => s.mainCpuUs).delta) / 1000;
+  const wholePool = sumOver(run => rateIn(run.samples, wholeOf(run), s => s.poolCpuUs).delta) / 1000;
+  const wholePoolActive = sumOver(run => threadIdsOf(run).reduce((sum, id) => sum + rateIn(run.samples.filter(s => id in s.poolActiveMs), wholeOf(run), s => s.poolActiveMs[id] ?? 0).delta, 0));
+  const whole: Window = { from: Math.min(...fleets.map(run => wholeOf(run).from)), to: Math.max(...fleets.map(run => wholeOf(run).to)), how: 'whole timed run' };
   const wholeServer = rateIn(raw.serverCpu, whole, s => s.cpuUs).delta / 1000;
   const wholeRedis = rateIn(raw.host, whole, s => s.redisCpuS * 1e6).delta / 1000;
+  // The sink: from sample-start until it had written the last trajectory (its own first and last samples).
+  const sinkFirst = raw.sinkCpu?.find(s => Number.isFinite(s.cpuUs));
+  const sinkLast = raw.sinkCpu?.findLast(s => Number.isFinite(s.cpuUs));
+  const wholeSink = sinkFirst && sinkLast ? (sinkLast.cpuUs - sinkFirst.cpuUs) / 1000 : NaN;
 
   // Over the whole timed run (every operation belongs to one of its N episodes), so that the
   // per-episode sums add up to the mean episode wall time.
-  const ops: OpStat[] = Object.entries(raw.timings)
+  const timings: Record<string, number[]> = {};
+  for (const run of fleets) for (const [name, list] of Object.entries(run.timings)) (timings[name] ??= []).push(...list.map(([, d]) => d));
+  const ops: OpStat[] = Object.entries(timings)
     .filter(([name]) => name !== 'gc')
     .map(([name, list]) => {
-      const ms = list.map(([, d]) => d).sort((a, b) => a - b);
+      const ms = [...list].sort((a, b) => a - b);
       return { name, count: ms.length, median: quantile(ms, 0.5), p99: quantile(ms, 0.99), mean: ms.reduce((a, b) => a + b, 0) / Math.max(1, ms.length), perEpisode: ms.length / Math.max(1, eps.length) };
     });
   const meanWallAllMs = eps.reduce((a, e) => a + e.end - e.start, 0) / Math.max(1, eps.length);
-  const gcIn = (raw.timings['gc'] ?? []).filter(([end]) => end > window.from && end <= window.to).map(([, d]) => d);
+  // GC pauses per process (each has its own main thread): the largest share, the longest pause.
+  const gcInByProcess = fleets.map(run => (run.timings['gc'] ?? []).filter(([end]) => end > window.from && end <= window.to).map(([, d]) => d));
 
-  // Memory: RSS in the window against the idle process after warm-up.
-  const idle = raw.memory.find(m => m.label === 'idle') ?? null;
-  const steady = raw.memory.find(m => m.label === 'steady') ?? null;
-  const steadyRssMedian = median(fleetInWindow.map(s => s.rss));
-  const steadyHeapMedian = median(fleetInWindow.map(s => s.heapUsed));
-  const kbPer = (bytes: number) => bytes / 1024 / spec.concurrency;
+  // Memory: RSS in the window against the idle process after warm-up, summed over the processes.
+  const sumProbes = (label: string): MemoryProbe | null => {
+    const probes = fleets.map(run => run.memory.find(m => m.label === label) ?? null);
+    if (!probes.length || probes.some(p => p === null)) return null;
+    const ps = probes as MemoryProbe[];
+    const total = (f: (p: MemoryProbe) => number) => ps.reduce((a, p) => a + f(p), 0);
+    return {
+      label,
+      t: Math.max(...ps.map(p => p.t)),
+      rss: total(p => p.rss),
+      heapUsed: total(p => p.heapUsed),
+      external: total(p => p.external),
+      arrayBuffers: total(p => p.arrayBuffers),
+      wasmRss: ps.some(p => p.wasmRss === null) ? null : total(p => p.wasmRss ?? 0),
+      wasmMemories: total(p => p.wasmMemories),
+      smapsMs: Math.max(...ps.map(p => p.smapsMs)),
+    };
+  };
+  const idle = sumProbes('idle');
+  const steady = sumProbes('steady');
+  const inWindow = (run: FleetRun) => run.samples.filter(s => s.t >= window.from && s.t <= window.to);
+  const steadyRssMedian = sumOver(run => median(inWindow(run).map(s => s.rss)));
+  const steadyHeapMedian = sumOver(run => median(inWindow(run).map(s => s.heapUsed)));
+  const kbPer = (bytes: number) => bytes / 1024 / fleetConcurrency(spec);
 
   return {
     raw,
@@ -302,18 +385,26 @@ export function analyse(raw: RunRaw): Analysis {
     cpu: {
       fleetCores,
       mainCores: cores(mainCpu),
-      mainElu: mainActive.delta / mainActive.ms,
+      mainElu: Math.max(...mainEluByProcess),
+      mainEluByProcess,
       otherThreadsCores: fleetCores - cores(mainCpu),
-      mainRunDelay: cores(rateIn(raw.fleet, window, s => s.mainRunDelayUs)),
-      otherRunDelay: cores(rateIn(raw.fleet, window, s => s.otherRunDelayUs)),
-      gcShare: gcIn.reduce((a, b) => a + b, 0) / windowMs,
-      gcMaxMs: Math.max(0, ...gcIn),
-      poolElu,
+      poolCores: cores(poolCpu),
+      poolMsPerEpisode: wholePool / n,
+      helperMsPerEpisode: (wholeFleet - wholeMain - wholePool) / n,
+      sinkCores,
+      sinkMsPerEpisode: wholeSink / n,
+      allMsPerEpisode: (wholeFleet + (raw.sinkCpu ? wholeSink : 0)) / n,
+      mainRunDelay: cores(rateSum(window, s => s.mainRunDelayUs)),
+      otherRunDelay: cores(rateSum(window, s => s.otherRunDelayUs)),
+      gcShare: Math.max(0, ...gcInByProcess.map(gc => gc.reduce((a, b) => a + b, 0) / windowMs)),
+      gcMaxMs: Math.max(0, ...gcInByProcess.flat()),
+      poolElu: poolEluByProcess.flat(),
+      poolEluByProcess,
       serverCores,
       redisCores,
       selfCores,
       machineCores,
-      otherCores: machineCores - fleetCores - serverCores - redisCores - selfCores,
+      otherCores: machineCores - fleetCores - serverCores - redisCores - selfCores - (Number.isFinite(sinkCores) ? sinkCores : 0),
       fleetMsPerRequest: wholeFleet / (n * spec.steps),
       fleetMsPerEpisode: wholeFleet / n,
       mainMsPerEpisode: wholeMain / n,

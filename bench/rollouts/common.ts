@@ -80,6 +80,11 @@ export interface FleetSample {
    */
   readonly mainRunDelayUs: number;
   readonly otherRunDelayUs: number;
+  /**
+   * Cumulative CPU time of the threads that appeared while the worker process started (the sandbox
+   * pool's threads: piscina starts minThreads = ENVFLEET_POOL_THREADS there), µs; NaN if unreadable.
+   */
+  readonly poolCpuUs: number;
 }
 
 /** [epoch ms when it ended, duration ms] of one timed operation in the fleet process. */
@@ -96,7 +101,8 @@ export type Timings = Readonly<Record<string, readonly Timing[]>>;
 
 /** Fleet child → parent. */
 export type FleetMessage =
-  | { readonly type: 'ready'; readonly pid: number; readonly startMs: number }
+  /** poolTids: the threads counted in FleetSample.poolCpuUs. */
+  | { readonly type: 'ready'; readonly pid: number; readonly startMs: number; readonly poolTids?: readonly number[] }
   | { readonly type: 'memory'; readonly probe: MemoryProbe }
   /** hrFromUs/hrToUs: process.hrtime (µs) at sample-start and at stop, to cut a CPU profile to the timed run. */
   | { readonly type: 'samples'; readonly samples: readonly FleetSample[]; readonly timings: Timings; readonly hrFromUs: number; readonly hrToUs: number };
@@ -231,3 +237,23 @@ export function quantile(sorted: readonly number[], q: number): number {
 export const median = (xs: readonly number[]) => quantile([...xs].sort((a, b) => a - b), 0.5);
 
 export { deletePrefix };
+
+/** Thread ids of this process (/proc/self/task); empty when /proc is not there. */
+export function taskIds(): number[] {
+  try {
+    return readdirSync('/proc/self/task').map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** CPU time of another process, all its threads (utime + stime of /proc/PID/stat), µs; NaN when unreadable (or it ended). */
+export function processCpuUs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) / TICKS) * 1e6;
+  } catch {
+    return NaN;
+  }
+}

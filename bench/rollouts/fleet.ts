@@ -12,7 +12,7 @@ import { pino } from 'pino';
 import { loadConfig } from '../../config/index.js';
 import { startWorkerProcess } from '../../workers/main.js';
 import type { EnvSession } from '../../src/sandbox/runner.js';
-import { SAMPLE_MS, runQueueDelayUs, threadCpuUs, wasmResident, type FleetCommand, type FleetMessage, type FleetSample, type FleetSettings, type MemoryProbe, type Timing } from './common.js';
+import { SAMPLE_MS, runQueueDelayUs, taskIds, threadCpuUs, wasmResident, type FleetCommand, type FleetMessage, type FleetSample, type FleetSettings, type MemoryProbe, type Timing } from './common.js';
 
 const settings = JSON.parse(process.argv[2] ?? '{}') as FleetSettings;
 const send = (m: FleetMessage, then?: () => void) => process.send?.(m, undefined, {}, () => then?.());
@@ -35,8 +35,20 @@ const config = loadConfig({}, {
   },
 });
 const startMs = Date.now();
+// Threads there before the worker starts; those that appear while it starts are the sandbox pool's.
+const tidsBefore = new Set(taskIds());
 const running = await startWorkerProcess(config, pino({ level: 'silent' }), { queues: ['rollout.run', 'rollout.group'] });
 const piscina = (running.ctx.sandbox as unknown as { piscina?: Piscina }).piscina;
+const poolTids = taskIds().filter(tid => !tidsBefore.has(tid));
+// Per-thread CPU of the pool threads, kept when a thread has ended (its last reading stays counted).
+const poolCpuByTid = new Map<number, number>();
+const poolCpuUs = () => {
+  for (const tid of poolTids) {
+    const us = threadCpuUs(tid);
+    if (Number.isFinite(us)) poolCpuByTid.set(tid, us);
+  }
+  return poolTids.length ? [...poolCpuByTid.values()].reduce((a, b) => a + b, 0) : NaN;
+};
 
 // Timing wrappers, installed on the context's own gateway and sandbox objects (the processors
 // call them through these objects, so every episode goes through the wrappers).
@@ -92,6 +104,7 @@ const sample = () => {
     poolQueue: piscina?.queueSize ?? 0,
     mainRunDelayUs: delay.main,
     otherRunDelayUs: delay.others,
+    poolCpuUs: poolCpuUs(),
   });
   eld.reset();
 };
@@ -143,4 +156,4 @@ process.on('message', (cmd: FleetCommand) => {
   }
 });
 
-send({ type: 'ready', pid: process.pid, startMs });
+send({ type: 'ready', pid: process.pid, startMs, poolTids });
