@@ -79,6 +79,14 @@ function episodesFor(c: number): number {
   return Math.max(3 * c, 30);
 }
 
+/**
+ * The fleet's ENVFLEET_SANDBOX_HEAP_MB: the default (512), or 2 MiB per task of a thread when that is
+ * more. Every session holds a module charged ≈1.6 MiB (docs/sandbox.md), so at the default a thread
+ * holds about 320 sessions, and C = 1,000 on 2 threads (516 tasks each) ended most episodes with
+ * SANDBOX_MEMORY_FULL.
+ */
+const heapMbFor = (tasksPerThread: number) => Math.max(512, 2 * tasksPerThread);
+
 const LIGHT_C = intArg('light', QUICK ? 0 : 1000);
 const makeSpec = (label: string, concurrency: number, delayMs: number, extra: Partial<ConfigSpec> = {}): ConfigSpec =>
   ({ label, concurrency, delayMs, episodes: episodesFor(concurrency), steps: STEPS, baseline: false, light: false, ...extra });
@@ -124,6 +132,8 @@ function nextMessage<M extends { type: string }, T extends M['type']>(child: Chi
   });
 }
 
+/** Terminations whose detail was printed already (one example each, on stderr). */
+const seenDetails = new Set<string>();
 const children = new Set<ChildProcess>();
 function track(child: ChildProcess): ChildProcess {
   children.add(child);
@@ -221,11 +231,15 @@ async function episodeSummaries(redis: Redis, prefix: string, runId: string): Pr
         turns: number;
         steps: unknown[];
         usage: { modelCalls: number };
-        termination: { reason: string };
+        termination: { reason: string; detail: string | null };
         reward: number | null;
         checksError: string | null;
         timings: { startedAt: string; wallMs: number };
       };
+      if (t.termination.detail && !seenDetails.has(t.termination.reason)) {
+        seenDetails.add(t.termination.reason);
+        progress(`a trajectory ended with ${t.termination.reason}: ${t.termination.detail}`);
+      }
       const start = Date.parse(t.timings.startedAt);
       out.push({ start, end: start + t.timings.wallMs, turns: t.turns, toolSteps: t.steps.length, modelCalls: t.usage.modelCalls, reason: t.termination.reason, reward: t.reward, checksError: t.checksError });
     }
@@ -241,10 +255,11 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   const prefix = `envfleet-bench-rollouts-${randomUUID().slice(0, 8)}-${spec.label}`;
   activePrefix = prefix;
   const tasksPerThread = Math.ceil(spec.concurrency / THREADS) + 16;
+  const heapMb = heapMbFor(tasksPerThread);
   server.send({ type: 'script', steps: spec.steps, delayMs: spec.delayMs } satisfies ServerCommand);
   await nextMessage<ServerMessage, 'script-ok'>(server, 'script-ok', 10_000);
 
-  const settings: FleetSettings = { redisUrl: REDIS_URL, prefix, modelUrl, concurrency: spec.concurrency, poolThreads: THREADS, tasksPerThread };
+  const settings: FleetSettings = { redisUrl: REDIS_URL, prefix, modelUrl, concurrency: spec.concurrency, poolThreads: THREADS, tasksPerThread, heapMb };
   const spawnedAt = Date.now();
   const profileDir = PROFILE && spec.concurrency >= 1000 && !spec.baseline ? mkdtempSync(join(os.tmpdir(), 'envfleet-bench-prof-')) : null;
   const fleet = track(spawnChild('bench/rollouts/fleet.ts', [JSON.stringify(settings)], profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []));
@@ -422,7 +437,7 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
   push(`- date: ${new Date().toISOString()}`);
   push(`- command: \`node --import tsx bench/rollouts.ts${argv.length ? ` ${argv.join(' ')}` : ''}\` (whole benchmark ${f1((Date.now() - startedMs) / 1000)} s)`);
   push(`- workload: one kept environment (reference hotel env, 65 KB state, 4 checks) and one ready scenario, N samples of it, non-conversational; the scripted policy makes exactly S = ${STEPS} agent turns per episode (${STEPS - 1} × get_guest, then a text answer), each answered after L ms (a \`delay\` fault)`);
-  push(`- fleet: one worker process per configuration (\`startWorkerProcess\`, queues rollout.run and rollout.group), ENVFLEET_ROLLOUT_CONCURRENCY = C, sandbox pool ${THREADS} threads × ceil(C / ${THREADS}) + 16 tasks, ENVFLEET_MODEL_MAX_CONCURRENCY = 0, log level silent; a warm-up run (answers at once) before each timed run`);
+  push(`- fleet: one worker process per configuration (\`startWorkerProcess\`, queues rollout.run and rollout.group), ENVFLEET_ROLLOUT_CONCURRENCY = C, sandbox pool ${THREADS} threads × ceil(C / ${THREADS}) + 16 tasks, ENVFLEET_SANDBOX_HEAP_MB = max(512, 2 × tasks per thread), ENVFLEET_MODEL_MAX_CONCURRENCY = 0, log level silent; a warm-up run (answers at once) before each timed run`);
   push('- model server: the scripted server in a child process of its own (not sharing the fleet\'s event loop), on the same machine; the benchmark itself (submission, polling, sampling) in a third process');
   push('- bound: C / (S × L) rollouts/s, i.e. every episode is nothing but S model waits of L ms and the fleet keeps C episodes in flight');
   if (results.some(a => a.raw.spec.light)) {

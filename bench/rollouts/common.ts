@@ -32,6 +32,8 @@ export interface FleetSettings {
   readonly concurrency: number;
   readonly poolThreads: number;
   readonly tasksPerThread: number;
+  /** ENVFLEET_SANDBOX_HEAP_MB of the fleet: room for a module (≈1.6 MiB charged) per task of a thread. */
+  readonly heapMb: number;
 }
 
 /** Parent → fleet child. */
