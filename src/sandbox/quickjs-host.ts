@@ -72,6 +72,14 @@ export interface CheckOutcome {
 
 type Reply = { ok: unknown } | { err: SandboxErrorCode; message: string };
 
+/** A module's statics and heap at one moment (GuestModule.capture). */
+interface MemoryImage {
+  readonly statics: Uint8Array;
+  readonly heap: Uint8Array;
+  /** The memory's size then. */
+  readonly length: number;
+}
+
 /** Why a module refused to grow: its tenant's own allowance, or the thread's bound. */
 type Exhaustion = 'allowance' | 'thread';
 
@@ -153,6 +161,29 @@ class GuestModule {
     // No QuickJS memory limit: in this build it counts 8 bytes per allocation (Emscripten has no
     // malloc_usable_size) and its refusals would bypass the accounting here.
     return this.qjs.newRuntime({ maxStackSizeBytes: stackBytes, interruptHandler });
+  }
+
+  /**
+   * A copy of the module's state, taken while no call runs: the statics and the heap (see
+   * QuickJSBuild.staticEnd). Null when the build's layout is not known well enough to restore one.
+   */
+  capture(): MemoryImage | null {
+    const { staticEnd, heapBase } = this.build;
+    if (staticEnd <= 0 || heapBase < staticEnd) return null;
+    const bytes = new Uint8Array(this.memory.buffer);
+    return { statics: bytes.slice(0, staticEnd), heap: bytes.slice(heapBase), length: bytes.length };
+  }
+
+  /**
+   * Puts the module back as it was when `image` was taken, while no call runs: every allocation
+   * and every write since then is gone, in QuickJS and in the allocator alike. Memory grown since
+   * is zeroed (the allocator takes it for fresh memory); it stays charged until the module is dropped.
+   */
+  restore(image: MemoryImage): void {
+    const bytes = new Uint8Array(this.memory.buffer);
+    bytes.set(image.statics, 0);
+    bytes.set(image.heap, this.build.heapBase);
+    if (bytes.length > image.length) bytes.fill(0, image.length);
   }
 
   /** Bytes charged to the thread's bound: the whole memory but the stack area no guest reaches. */
@@ -283,43 +314,57 @@ export class QuickJSHost {
     });
   }
 
-  /** Runs each check in a fresh runtime as check(finalState, initialState); a failure counts as false. */
+  /** Runs each check as check(finalState, initialState), isolated from the others; a failure counts as false. */
   async runChecks(checks: readonly CheckSpec[], finalState: unknown, initialState: unknown, limits: SandboxLimits): Promise<CheckOutcome[]> {
-    const finalJson = JSON.stringify(finalState);
-    const initialJson = JSON.stringify(initialState);
+    return this.runChecksOnText(checks, JSON.stringify(finalState), JSON.stringify(initialState), limits);
+  }
+
+  /**
+   * runChecks on the states' JSON text. Each check runs in a sandbox of its own as far as it can
+   * tell: one module, runtime and context parse both states once (`prepare`), the module's memory
+   * is copied there, and before every check but the first it is written back, so a check starts
+   * from exactly those bytes whatever the one before it did (sorted or changed the states, changed
+   * globals or built-ins, ran out of time). A check that exhausted the module, or broke it, is
+   * followed by a fresh one. Without a copy (a build whose layout is not known), every check gets
+   * a fresh runtime.
+   */
+  async runChecksOnText(checks: readonly CheckSpec[], finalJson: string, initialJson: string, limits: SandboxLimits): Promise<CheckOutcome[]> {
     const out: CheckOutcome[] = [];
-    // One module serves the checks in turn (each in a fresh runtime); one that a check exhausted is replaced.
-    let module: GuestModule | null = null;
+    let batch: CheckBatch | null = null;
     try {
       for (const { item, check } of checks) {
-        let vm: GuestVm | null = null;
         try {
-          module ??= await this.acquire(limits);
-          vm = GuestVm.open(module, limits.stackBytes, () => undefined);
-          vm.arm(limits.checkDeadlineMs);
-          const fn = vm.eval(`${check}\n;(typeof check === 'function' ? check : undefined)`, 'CHECK_INVALID');
-          let reply: Reply;
-          try {
-            reply = vm.callHarness('check', [fn, finalJson, initialJson]);
-          } finally {
-            fn.dispose();
-          }
-          out.push('ok' in reply ? { item, passed: reply.ok === true } : { item, passed: false, error: reply.message, errorCode: reply.err });
+          batch ??= await this.openCheckBatch(finalJson, initialJson, limits);
+          out.push({ item, ...batch.run(check, limits.checkDeadlineMs) });
         } catch (err) {
           const e = err instanceof SandboxError ? err : new SandboxError('CHECK_THREW', String(err));
           out.push({ item, passed: false, error: e.message, errorCode: e.code });
         } finally {
-          vm?.dispose();
-          if (module && (module.exhausted || module.fatal)) {
-            this.release(module);
-            module = null;
+          if (batch && !batch.reusable()) {
+            batch.dispose();
+            batch = null;
           }
         }
       }
     } finally {
-      if (module) this.release(module);
+      batch?.dispose();
     }
     return out;
+  }
+
+  /** A module with a runtime, a context and both states parsed, and a copy of its memory at that point. Throws SandboxError. */
+  private async openCheckBatch(finalJson: string, initialJson: string, limits: SandboxLimits): Promise<CheckBatch> {
+    const module = await this.acquire(limits);
+    const vm = GuestVm.open(module, limits.stackBytes, () => this.release(module));
+    try {
+      vm.arm(limits.checkDeadlineMs);
+      vm.expectOk(vm.callHarness('prepare', [finalJson, initialJson]));
+      vm.preload('check');
+    } catch (err) {
+      vm.dispose();
+      throw err;
+    }
+    return new CheckBatch(vm, module.capture());
   }
 
   /** A module for a new tenant: an idle one, or a fresh one if the thread's bound has room for it. */
@@ -391,6 +436,46 @@ const WARM_CODE: EnvironmentCode = {
   source: 'class WarmUp { constructor(s) { this.state = s; } ping() { return { success: true, data: "pong" }; } }',
   tools: [{ type: 'function', function: { name: 'ping', parameters: { type: 'object' } } }],
 };
+
+/**
+ * The checks of one batch, in one module whose runtime and context have both states parsed:
+ * `run` writes the module's memory back to that point (from the second check on), then evaluates
+ * the check's source and calls it on the states.
+ */
+class CheckBatch {
+  private used = false;
+
+  constructor(
+    private readonly vm: GuestVm,
+    /** The module's memory once the states were parsed; null: one check per batch. */
+    private readonly image: MemoryImage | null,
+  ) {}
+
+  run(check: string, deadlineMs: number): Omit<CheckOutcome, 'item'> {
+    if (this.used && this.image) this.vm.module.restore(this.image);
+    this.used = true;
+    this.vm.arm(deadlineMs);
+    const fn = this.vm.eval(`${check}\n;(typeof check === 'function' ? check : undefined)`, 'CHECK_INVALID');
+    let reply: Reply;
+    try {
+      reply = this.vm.callHarness('check', [fn]);
+    } finally {
+      fn.dispose();
+    }
+    return 'ok' in reply ? { passed: reply.ok === true } : { passed: false, error: reply.message, errorCode: reply.err };
+  }
+
+  /** Whether the next check may run here: there is a copy to restore, and the module is sound and within its allowance. */
+  reusable(): boolean {
+    return this.image !== null && !this.vm.module.exhausted && !this.vm.module.fatal;
+  }
+
+  dispose(): void {
+    // The memory may hold a check's leftovers: back to the copy first, so the runtime frees cleanly and the module can be reused.
+    if (this.used && this.reusable() && this.image) this.vm.module.restore(this.image);
+    this.vm.dispose();
+  }
+}
 
 /** What stopped a guest run: its deadline, its session's CPU budget, or its module's memory. */
 type Stop = 'deadline' | 'budget' | 'memory';
@@ -491,6 +576,11 @@ class GuestVm {
       throw hit;
     }
     return result.value;
+  }
+
+  /** Looks the harness functions up now (a handle taken after a memory copy would not survive its restore). */
+  preload(...names: string[]): void {
+    for (const name of names) this.fn(name);
   }
 
   private fn(name: string): QuickJSHandle {

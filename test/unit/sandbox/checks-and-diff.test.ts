@@ -66,6 +66,47 @@ describe('check functions', function () {
     expect(result.solved).to.equal(true);
   });
 
+  it('keeps each check isolated when the states are parsed once per batch: in-place sorts, changes to the initial state, built-ins and globals, a timeout or a hoard before it change nothing', async () => {
+    const sees = (item: string) => ({
+      item,
+      check: `function check(f, i) {
+        return JSON.stringify(f.list) === '[3,1,2]' && f.map.k === 'v' && i.list.length === 3 && i.list[0] === 3 && i.nested.deep.n === 1
+          && typeof leak === 'undefined' && [2, 1].sort()[0] === 1 && typeof Object.keys === 'function' && Object.isFrozen(f) === false;
+      }`,
+    });
+    const result = await runner.checks({
+      checks: [
+        sees('sees the states first'),
+        { item: 'sorts in place', check: 'function check(f, i) { f.list.sort(); i.list.sort(); return f.list[0] === 1 && i.list[0] === 1; }' },
+        sees('after a sort in place'),
+        { item: 'changes the initial state', check: 'function check(f, i) { i.list.length = 0; delete i.nested.deep; i.extra = 1; delete f.map.k; return true; }' },
+        sees('after changes to the initial state'),
+        { item: 'changes built-ins and globals', check: 'function check(f) { Array.prototype.sort = function () { return [9]; }; Object.keys = null; globalThis.leak = 1; Object.freeze(f); return true; }' },
+        sees('after changes to built-ins'),
+        { item: 'times out mid-change', check: 'function check(f, i) { f.list.reverse(); i.nested.deep.n = 2; for (;;) {} }' },
+        sees('after a timeout'),
+        { item: 'hoards', check: 'function check(f) { const a = []; for (;;) { a.push("z".repeat(1 << 20) + a.length); f.list.push(a.length); } }' },
+        sees('after a hoard'),
+      ],
+      finalState: { list: [3, 1, 2], map: { k: 'v' } },
+      initialState: { list: [3, 1, 2], nested: { deep: { n: 1 } } },
+      limits: { ...LIMITS, envMemoryMb: 16, heapMb: 128 },
+    });
+    expect(result.results.map(r => [r.item, r.passed, r.errorCode ?? null])).to.deep.equal([
+      ['sees the states first', true, null],
+      ['sorts in place', true, null],
+      ['after a sort in place', true, null],
+      ['changes the initial state', true, null],
+      ['after changes to the initial state', true, null],
+      ['changes built-ins and globals', true, null],
+      ['after changes to built-ins', true, null],
+      ['times out mid-change', false, 'DEADLINE_EXCEEDED'],
+      ['after a timeout', true, null],
+      ['hoards', false, 'MEMORY_EXCEEDED'],
+      ['after a hoard', true, null],
+    ]);
+  });
+
   it('scores the reference environment checks on its initial state', async () => {
     const state = fixture('hotel-state.json');
     const result = await runner.checks({ checks: fixture('hotel-checks.json') as never, finalState: state, initialState: state, limits: LIMITS });
