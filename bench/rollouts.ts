@@ -498,7 +498,7 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
   push('Wall time of each operation as the episode sees it (queueing included), from wrappers around the worker process\'s own gateway and sandbox runner; ' +
     'median / p99 per operation over the whole timed run, and its total ÷ N (the mean time an episode spends in it). "rest" = mean episode wall − the timed operations: ' +
     'the run store (Redis reads of the scenario, environment, run; the trajectory write), BullMQ, and anything the main thread does between them.', '');
-  const opNames = ['model call', 'session open', 'tool call', 'snapshot', 'session close', 'checks'];
+  const opNames = ['model call', 'session open', 'tool call', 'snapshot', 'session close', 'checks', 'finish'];
   const opOf = (a: Analysis, n: string) => a.ops.find(o => o.name === n);
   table([
     ...opNames.map((n): [string, (a: Analysis) => string] => [n, a => {

@@ -289,6 +289,11 @@ export class QuickJSHost {
   async createEnvironment(code: EnvironmentCode, initialState: unknown, limits: SandboxLimits): Promise<SandboxEnvironment> {
     const stateJson = JSON.stringify(initialState);
     if (stateJson === undefined) throw new SandboxError('STATE_INVALID', 'the initial state is not JSON');
+    return this.createEnvironmentFromText(code, stateJson, limits);
+  }
+
+  /** createEnvironment on the initial state's JSON text (as JSON.stringify wrote it). */
+  async createEnvironmentFromText(code: EnvironmentCode, stateJson: string, limits: SandboxLimits): Promise<SandboxEnvironment> {
     if (stateJson.length > limits.maxStateBytes) {
       throw new SandboxError('STATE_TOO_LARGE', `the initial state is ${stateJson.length} bytes; the cap is ${limits.maxStateBytes}`);
     }

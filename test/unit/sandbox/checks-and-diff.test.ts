@@ -3,6 +3,7 @@ import { expect } from 'chai';
 import { diffStates, isEmptyDiff } from '../../../src/sandbox/diff.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
 import { createLocalSandboxRunner } from '../../../src/sandbox/runner.js';
+import { rejection } from '../../helpers/assert.js';
 
 const LIMITS = { ...DEFAULT_SANDBOX_LIMITS, checkDeadlineMs: 200 };
 const fixture = (name: string): unknown => JSON.parse(readFileSync(new URL(`../../../fixtures/reference/${name}`, import.meta.url), 'utf8'));
@@ -105,6 +106,36 @@ describe('check functions', function () {
       ['hoards', false, 'MEMORY_EXCEEDED'],
       ['after a hoard', true, null],
     ]);
+  });
+
+  it("ends a session with finish: the final state's text and the checks on it, run in the session's thread as a checks task would run them, then the session is closed", async () => {
+    const code = fixture('hotel-env.bundle.json') as never;
+    const state = fixture('hotel-state.json') as Record<string, unknown>;
+    const checks = [
+      ...(fixture('hotel-checks.json') as { item: string; check: string }[]),
+      { item: 'sorts the initial reservations in place', check: 'function check(f, i) { Object.values(i.reservations).sort(); i.reservations = {}; return true; }' },
+      { item: 'reservations still there', check: 'function check(f, i) { return Object.keys(i.reservations).length === Object.keys(f.reservations).length - 1; }' },
+    ];
+    const session = await runner.openSession(code, state, LIMITS, JSON.stringify(state));
+    const booked = await session.call('create_reservation', { guest_id: 'G0001', room_id: 'R111', check_in: '2026-03-20', check_out: '2026-03-22' });
+    expect(booked.runtimeError).to.equal(undefined);
+    const end = await session.finish(checks);
+    expect(end.stateError).to.equal(null);
+    const finalState = JSON.parse(end.stateJson!) as unknown;
+    const alone = await runner.checks({ checks, finalState, initialState: state, limits: LIMITS });
+    expect(end.checks).to.deep.equal(alone);
+    expect(end.checks!.results.map(r => r.passed)).to.deep.equal([true, true, true, true, true, true]);
+    const after = await rejection(session.call('get_guest', { guest_id: 'G0001' }));
+    expect(after).to.have.property('code', 'SANDBOX_UNAVAILABLE');
+  });
+
+  it('answers finish on a discarded environment with the reason and no checks', async () => {
+    const code = { name: 'spin', className: 'Spin', source: 'class Spin { constructor(s) { this.state = s; } spin() { for (;;) {} } }', tools: [{ type: 'function' as const, function: { name: 'spin', parameters: { type: 'object' } } }] };
+    const session = await runner.openSession(code, { n: 1 }, LIMITS);
+    expect((await session.call('spin', {})).runtimeError).to.equal('DEADLINE_EXCEEDED');
+    const end = await session.finish([{ item: 'n is 1', check: 'function check(f) { return f.n === 1; }' }]);
+    expect(end).to.deep.include({ stateJson: null, checks: null });
+    expect(end.stateError).to.have.property('code', 'ENV_DISPOSED');
   });
 
   it('scores the reference environment checks on its initial state', async () => {
