@@ -79,10 +79,14 @@ export const HARNESS_SOURCE = String.raw`(() => {
       if (typeof text !== 'string') return fail('STATE_INVALID', 'this.state is not JSON');
       return '{"ok":' + text + '}';
     },
-    prepare(finalJson, initialJson) {
-      // The states the checks of a batch get, parsed once (the host restores the module's memory
-      // to this point before each check, so every check sees them as parsed).
-      try { finalState = parse(finalJson); initialState = parse(initialJson); } catch (e) { return thrown('CHECK_THREW', e); }
+    // The states the checks of a batch get, each parsed once (the host restores the module's memory
+    // to the point after the parse before each check, so every check sees them as just parsed).
+    prepareInitial(initialJson) {
+      try { initialState = parse(initialJson); } catch (e) { return thrown('CHECK_THREW', e); }
+      return '{"ok":true}';
+    },
+    prepareFinal(finalJson) {
+      try { finalState = parse(finalJson); } catch (e) { return thrown('CHECK_THREW', e); }
       return '{"ok":true}';
     },
     check(fn) {

@@ -100,6 +100,22 @@ export interface CheckOutcome {
 
 type Reply = { ok: unknown } | { err: SandboxErrorCode; message: string };
 
+/** Check templates a thread keeps: the initial states of the scenarios whose episodes it scored last. */
+const CHECK_TEMPLATES = 4;
+
+/** A module whose runtime and context parsed an initial state for checks, and a copy of its memory then. */
+interface CheckTemplate {
+  readonly initialJson: string;
+  readonly stackBytes: number;
+  readonly envMemoryMb: number;
+  readonly vm: GuestVm;
+  readonly image: MemoryImage;
+  /** A batch is using it. */
+  busy: boolean;
+  /** Used since the copy: written back before the next batch. */
+  dirty: boolean;
+}
+
 /** A module's statics and heap at one moment (GuestModule.capture). */
 interface MemoryImage {
   readonly statics: Uint8Array;
@@ -276,6 +292,9 @@ export class QuickJSHost {
   private readonly modules = new Set<GuestModule>();
   private readonly idle: GuestModule[] = [];
   private readonly validators = new Map<string, Map<string, ValidateFunction>>();
+  /** Check templates, least recently used first (see checkTemplate). */
+  private readonly templates: CheckTemplate[] = [];
+  private templateUnderway = false;
   private readonly boundBytes: number;
   private live = 0;
 
@@ -355,12 +374,14 @@ export class QuickJSHost {
 
   /**
    * runChecks on the states' JSON text. Each check runs in a sandbox of its own as far as it can
-   * tell: one module, runtime and context parse both states once (`prepare`), the module's memory
-   * is copied there, and before every check but the first it is written back, so a check starts
-   * from exactly those bytes whatever the one before it did (sorted or changed the states, changed
-   * globals or built-ins, ran out of time). A check that exhausted the module, or broke it, is
-   * followed by a fresh one. Without a copy (a build whose layout is not known), every check gets
-   * a fresh runtime.
+   * tell: one module, runtime and context parse both states once, the module's memory is copied
+   * there, and before every check but the first it is written back, so a check starts from exactly
+   * those bytes whatever the one before it did (sorted or changed the states, changed globals or
+   * built-ins, ran out of time). The initial state is parsed once per thread rather than once per
+   * batch: a module with it parsed is kept (a check template, copied the same way) for the next
+   * batches on the same initial state, i.e. the next episodes of the scenario. A check that
+   * exhausted the module, or broke it, is followed by a fresh one. Without a copy (a build whose
+   * layout is not known), every check gets a fresh runtime.
    */
   async runChecksOnText(checks: readonly CheckSpec[], finalJson: string, initialJson: string, limits: SandboxLimits): Promise<CheckOutcome[]> {
     const out: CheckOutcome[] = [];
@@ -388,17 +409,101 @@ export class QuickJSHost {
 
   /** A module with a runtime, a context and both states parsed, and a copy of its memory at that point. Throws SandboxError. */
   private async openCheckBatch(finalJson: string, initialJson: string, limits: SandboxLimits): Promise<CheckBatch> {
+    const template = await this.checkTemplate(initialJson, limits);
+    if (template) {
+      const { vm } = template;
+      try {
+        if (template.dirty) vm.module.restore(template.image);
+        template.dirty = true;
+        vm.arm(limits.checkDeadlineMs);
+        vm.expectOk(vm.callHarness('prepareFinal', [finalJson]));
+      } catch (err) {
+        this.leaveTemplate(template);
+        throw err;
+      }
+      return new CheckBatch(vm, vm.module.capture(), () => this.leaveTemplate(template));
+    }
     const module = await this.acquire(limits);
     const vm = GuestVm.open(module, limits.stackBytes, () => this.release(module));
     try {
       vm.arm(limits.checkDeadlineMs);
-      vm.expectOk(vm.callHarness('prepare', [finalJson, initialJson]));
+      vm.expectOk(vm.callHarness('prepareFinal', [finalJson]));
+      vm.expectOk(vm.callHarness('prepareInitial', [initialJson]));
       vm.preload('check');
     } catch (err) {
       vm.dispose();
       throw err;
     }
-    return new CheckBatch(vm, module.capture());
+    const image = module.capture();
+    return new CheckBatch(vm, image, () => {
+      // Back to the copy first, so the runtime frees cleanly and the module can be reused.
+      if (image && !module.exhausted && !module.fatal) module.restore(image);
+      vm.dispose();
+    });
+  }
+
+  /**
+   * The thread's check template for this initial state (and stack and allowance), made if there is
+   * none: a module with a runtime and context that parsed it, and a copy of its memory then; marked
+   * busy for the caller's batch. Null when it cannot be made (the plain way then reports why) or one
+   * is being made already.
+   */
+  private async checkTemplate(initialJson: string, limits: SandboxLimits): Promise<CheckTemplate | null> {
+    const i = this.templates.findIndex(t => !t.busy && t.stackBytes === limits.stackBytes && t.envMemoryMb === limits.envMemoryMb && t.initialJson === initialJson);
+    if (i >= 0) {
+      const found = this.templates.splice(i, 1)[0]!;
+      this.templates.push(found);
+      found.busy = true;
+      return found;
+    }
+    if (this.templateUnderway) return null;
+    this.templateUnderway = true;
+    try {
+      const module = await this.acquire(limits);
+      const vm = GuestVm.open(module, limits.stackBytes, () => this.release(module));
+      let image: MemoryImage | null = null;
+      try {
+        vm.arm(limits.checkDeadlineMs);
+        vm.expectOk(vm.callHarness('prepareInitial', [initialJson]));
+        vm.preload('prepareFinal', 'check');
+        image = module.capture();
+      } catch {
+        image = null;
+      }
+      if (!image) {
+        vm.dispose();
+        return null;
+      }
+      const template: CheckTemplate = { initialJson, stackBytes: limits.stackBytes, envMemoryMb: limits.envMemoryMb, vm, image, busy: true, dirty: false };
+      this.templates.push(template);
+      const spare = this.templates.length - CHECK_TEMPLATES;
+      for (const old of this.templates.filter(t => !t.busy && t !== template).slice(0, Math.max(0, spare))) this.dropTemplate(old, true);
+      return template;
+    } catch {
+      return null;
+    } finally {
+      this.templateUnderway = false;
+    }
+  }
+
+  /** A batch is done with its template: kept for the next one unless the batch exhausted or broke its module. */
+  private leaveTemplate(template: CheckTemplate): void {
+    template.busy = false;
+    const { module } = template.vm;
+    if (module.exhausted || module.fatal) this.dropTemplate(template, true);
+  }
+
+  /** Drops a template: its runtime freed and its module handed back (`free`), or the module dropped whole (to make room). */
+  private dropTemplate(template: CheckTemplate, free: boolean): void {
+    const at = this.templates.indexOf(template);
+    if (at >= 0) this.templates.splice(at, 1);
+    const { vm } = template;
+    if (!free) {
+      this.modules.delete(vm.module);
+      return;
+    }
+    if (template.dirty && !vm.module.exhausted && !vm.module.fatal) vm.module.restore(template.image);
+    vm.dispose();
   }
 
   /** A module for a new tenant: an idle one, or a fresh one if the thread's bound has room for it. */
@@ -442,6 +547,11 @@ export class QuickJSHost {
       this.modules.delete(this.idle.shift()!);
       free = this.boundBytes - this.heapBytes();
     }
+    // Then the check templates no batch is using: they only save time.
+    for (let t = this.templates.find(x => !x.busy); free < wanted && t; t = this.templates.find(x => !x.busy)) {
+      this.dropTemplate(t, false);
+      free = this.boundBytes - this.heapBytes();
+    }
     return free;
   }
 
@@ -483,6 +593,8 @@ class CheckBatch {
     private readonly vm: GuestVm,
     /** The module's memory once the states were parsed; null: one check per batch. */
     private readonly image: MemoryImage | null,
+    /** Hands the runtime and module back once the batch is done. */
+    private readonly done: () => void,
   ) {}
 
   run(check: string, deadlineMs: number): Omit<CheckOutcome, 'item'> {
@@ -505,9 +617,7 @@ class CheckBatch {
   }
 
   dispose(): void {
-    // The memory may hold a check's leftovers: back to the copy first, so the runtime frees cleanly and the module can be reused.
-    if (this.used && this.reusable() && this.image) this.vm.module.restore(this.image);
-    this.vm.dispose();
+    this.done();
   }
 }
 

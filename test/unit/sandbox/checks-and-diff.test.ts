@@ -108,6 +108,27 @@ describe('check functions', function () {
     ]);
   });
 
+  it('gives the next batch on the same initial state that state as it was, whatever a check of an earlier batch did to it, and each batch its own final state', async () => {
+    const limits = { ...LIMITS, envMemoryMb: 16 };
+    const initialState = { list: [3, 1, 2], nested: { deep: { n: 1 } } };
+    const spoil = { item: 'spoils the initial state', check: 'function check(f, i) { i.list.sort(); i.nested.deep.n = 9; i.added = true; Object.prototype.polluted = 1; return true; }' };
+    const sees = (n: number) => ({
+      item: `sees final ${n} and the initial state as given`,
+      check: `function check(f, i) { return f.n === ${n} && JSON.stringify(i) === '{"list":[3,1,2],"nested":{"deep":{"n":1}}}' && ({}).polluted === undefined; }`,
+    });
+    for (let n = 1; n <= 3; n += 1) {
+      const result = await runner.checks({ checks: [sees(n), spoil, sees(n)], finalState: { n }, initialState, limits });
+      expect(result.results.map(r => r.passed)).to.deep.equal([true, true, true]);
+    }
+    // Another initial state between batches on the first one, and a batch whose final state does not fit the allowance.
+    const other = await runner.checks({ checks: [{ item: 'other', check: 'function check(f, i) { return i.other === true; }' }], finalState: { n: 0 }, initialState: { other: true }, limits });
+    expect(other.solved).to.equal(true);
+    const failed = await runner.checks({ checks: [sees(4), sees(4)], finalState: { n: 4, big: 'x'.repeat(24 << 20) }, initialState, limits });
+    expect(failed.results.map(r => [r.passed, r.errorCode])).to.deep.equal([[false, 'MEMORY_EXCEEDED'], [false, 'MEMORY_EXCEEDED']]);
+    const again = await runner.checks({ checks: [sees(5), spoil, sees(5)], finalState: { n: 5 }, initialState, limits });
+    expect(again.results.map(r => r.passed)).to.deep.equal([true, true, true]);
+  });
+
   it("ends a session with finish: the final state's text and the checks on it, run in the session's thread as a checks task would run them, then the session is closed", async () => {
     const code = fixture('hotel-env.bundle.json') as never;
     const state = fixture('hotel-state.json') as Record<string, unknown>;
