@@ -14,6 +14,7 @@ import type { PolicyTurn, RolloutLimits, RolloutMode, StepRecord, Termination, T
 import type { TokenRecord } from '../llm/request-shape.js';
 import { trajectoryIdOf } from '../runs/ids.js';
 import { hashOf } from '../util/canonical.js';
+import { RawJson } from '../util/raw-json.js';
 import type { StageDeps } from '../stage-deps.js';
 
 /** An episode reads nothing from the run store: the rollout stage hands it what it needs. */
@@ -226,7 +227,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     if (session) {
       const end = await session.finish(scenario.checklist ?? []);
       if (end.stateJson === null) throw new SandboxError(end.stateError?.code ?? 'STATE_INVALID', end.stateError?.message ?? 'no final state');
-      finalState = JSON.parse(end.stateJson) as unknown;
+      // Kept as the sandbox wrote it: the trajectory is stored with this text, never parsed here.
+      finalState = new RawJson(end.stateJson);
       ran = end.checks;
     }
   } catch (err) {

@@ -1,6 +1,7 @@
 import type { SandboxLimits } from '../sandbox/limits.js';
 import type { SandboxRunner } from '../sandbox/runner.js';
 import type { ChecksResult } from '../sandbox/tasks.js';
+import { RawJson } from '../util/raw-json.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { CheckResult } from './types.js';
 
@@ -31,7 +32,8 @@ export async function scoreFinalState(
   if (checklist.length === 0) checksError ??= 'EMPTY_CHECKLIST: the scenario has no checks, so no reward can be computed';
   else if (finalState === null) checksError ??= 'no final state: the environment did not run, so no reward can be computed';
   else {
-    const result = ran ?? (await sandbox.checks({ checks: checklist, finalState, initialState: scenario.initialState, limits }));
+    const state = finalState instanceof RawJson ? finalState.value() : finalState;
+    const result = ran ?? (await sandbox.checks({ checks: checklist, finalState: state, initialState: scenario.initialState, limits }));
     const checks = result.results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error } : {}), ...(r.errorCode ? { errorCode: r.errorCode } : {}) }));
     return { checks, reward: result.reward, checksError };
   }
