@@ -32,8 +32,7 @@ export async function scoreFinalState(
   if (checklist.length === 0) checksError ??= 'EMPTY_CHECKLIST: the scenario has no checks, so no reward can be computed';
   else if (finalState === null) checksError ??= 'no final state: the environment did not run, so no reward can be computed';
   else {
-    const state = finalState instanceof RawJson ? finalState.value() : finalState;
-    const result = ran ?? (await sandbox.checks({ checks: checklist, finalState: state, initialState: scenario.initialState, limits }));
+    const result = ran ?? (await sandbox.checks({ checks: checklist, finalState: finalState instanceof RawJson ? finalState.value() : finalState, initialState: scenario.initialState, limits }));
     const checks = result.results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error } : {}), ...(r.errorCode ? { errorCode: r.errorCode } : {}) }));
     return { checks, reward: result.reward, checksError };
   }

@@ -387,10 +387,10 @@ export class QuickJSHost {
     const out: CheckOutcome[] = [];
     let batch: CheckBatch | null = null;
     try {
-      for (const { item, check } of checks) {
+      for (const [i, { item, check }] of checks.entries()) {
         try {
           batch ??= await this.openCheckBatch(finalJson, initialJson, limits);
-          out.push({ item, ...batch.run(check, limits.checkDeadlineMs) });
+          out.push({ item, ...batch.run(check, limits.checkDeadlineMs, i < checks.length - 1) });
         } catch (err) {
           const e = err instanceof SandboxError ? err : new SandboxError('CHECK_THREW', String(err));
           out.push({ item, passed: false, error: e.message, errorCode: e.code });
@@ -421,7 +421,7 @@ export class QuickJSHost {
         this.leaveTemplate(template);
         throw err;
       }
-      return new CheckBatch(vm, vm.module.capture(), () => this.leaveTemplate(template));
+      return new CheckBatch(vm, () => this.leaveTemplate(template));
     }
     const module = await this.acquire(limits);
     const vm = GuestVm.open(module, limits.stackBytes, () => this.release(module));
@@ -434,12 +434,7 @@ export class QuickJSHost {
       vm.dispose();
       throw err;
     }
-    const image = module.capture();
-    return new CheckBatch(vm, image, () => {
-      // Back to the copy first, so the runtime frees cleanly and the module can be reused.
-      if (image && !module.exhausted && !module.fatal) module.restore(image);
-      vm.dispose();
-    });
+    return new CheckBatch(vm, () => vm.dispose());
   }
 
   /**
@@ -486,11 +481,11 @@ export class QuickJSHost {
     }
   }
 
-  /** A batch is done with its template: kept for the next one unless the batch exhausted or broke its module. */
+  /** A batch is done with its template: kept for the next one unless the batch exhausted or broke its module, or grew it as a reused module may not. */
   private leaveTemplate(template: CheckTemplate): void {
     template.busy = false;
     const { module } = template.vm;
-    if (module.exhausted || module.fatal) this.dropTemplate(template, true);
+    if (module.exhausted || module.fatal || module.grownBytes() > REUSE_GROWTH) this.dropTemplate(template, true);
   }
 
   /** Drops a template: its runtime freed and its module handed back (`free`), or the module dropped whole (to make room). */
@@ -588,17 +583,23 @@ const WARM_CODE: EnvironmentCode = {
  */
 class CheckBatch {
   private used = false;
+  /** The module's memory once the states were parsed, taken before the first check when more follow. */
+  private image: MemoryImage | null = null;
 
   constructor(
     private readonly vm: GuestVm,
-    /** The module's memory once the states were parsed; null: one check per batch. */
-    private readonly image: MemoryImage | null,
     /** Hands the runtime and module back once the batch is done. */
     private readonly done: () => void,
   ) {}
 
-  run(check: string, deadlineMs: number): Omit<CheckOutcome, 'item'> {
-    if (this.used && this.image) this.vm.module.restore(this.image);
+  /** Runs one check; `more`: other checks of the list follow (the memory is copied before the first one then). */
+  run(check: string, deadlineMs: number, more: boolean): Omit<CheckOutcome, 'item'> {
+    if (this.used) {
+      if (!this.image) throw new Error('a check batch without a copy of its memory runs one check');
+      this.vm.module.restore(this.image);
+    } else if (more) {
+      this.image = this.vm.module.capture();
+    }
     this.used = true;
     this.vm.arm(deadlineMs);
     const fn = this.vm.eval(`${check}\n;(typeof check === 'function' ? check : undefined)`, 'CHECK_INVALID');
