@@ -172,20 +172,23 @@ export async function runSession(host: QuickJSHost, input: SessionInput): Promis
       resolve({ calls, closedBy });
     };
     /** The final state, the environment disposed (its module free for the checks), then the checks on the state's text. */
-    const finishSession = async (id: number, checks: readonly CheckSpec[]) => {
-      let end: SessionEnd;
-      let stateJson: string | null = null;
+    const finishSession = async (id: number, checks: readonly CheckSpec[]): Promise<void> => {
+      let reply: SessionReply;
       try {
-        stateJson = env.snapshotText();
+        let stateJson: string | null = null;
+        let stateError: SandboxFailure | null = null;
+        try {
+          stateJson = env.snapshotText();
+        } catch (err) {
+          stateError = failure(err);
+        }
+        env.dispose();
+        const results = stateJson !== null && checks.length ? await host.runChecksOnText(checks, stateJson, input.initialStateJson, input.limits) : null;
+        reply = { id, ok: true, value: { stateJson, stateError, checks: results && checksResult(results) } satisfies SessionEnd };
       } catch (err) {
-        end = { stateJson: null, stateError: failure(err), checks: null };
+        reply = { id, ok: false, error: failure(err) };
       }
-      env.dispose();
-      if (stateJson !== null) {
-        const results = checks.length ? await host.runChecksOnText(checks, stateJson, input.initialStateJson, input.limits) : null;
-        end = { stateJson, stateError: null, checks: results && checksResult(results) };
-      }
-      port.postMessage({ id, ok: true, value: end! } satisfies SessionReply);
+      port.postMessage(reply);
       finish('host');
     };
     port.on('close', () => finish('port-closed'));
