@@ -292,6 +292,8 @@ export class QuickJSHost {
   private readonly modules = new Set<GuestModule>();
   private readonly idle: GuestModule[] = [];
   private readonly validators = new Map<string, Map<string, ValidateFunction>>();
+  /** Checks may share a parse through memory copies (cleared by warm() if the copies do not isolate). */
+  private copies = true;
   /** Check templates, least recently used first (see checkTemplate). */
   private readonly templates: CheckTemplate[] = [];
   private templateUnderway = false;
@@ -331,6 +333,11 @@ export class QuickJSHost {
     } finally {
       env.dispose();
     }
+    // Checks share a parse through memory copies; should a build's layout defeat the copies (a check
+    // seeing what the one before it did), this thread gives every check a fresh runtime instead.
+    const isolated = await this.runChecksOnText(WARM_CHECKS, '{"list":[3,1,2]}', '{"n":1}', DEFAULT_SANDBOX_LIMITS);
+    if (!isolated.every(o => o.passed)) this.copies = false;
+    for (const t of [...this.templates]) this.dropTemplate(t, this.copies);
   }
 
   /** Loads the source, instantiates the class on the initial state. Throws SandboxError. */
@@ -409,7 +416,7 @@ export class QuickJSHost {
 
   /** A module with a runtime, a context and both states parsed, and a copy of its memory at that point. Throws SandboxError. */
   private async openCheckBatch(finalJson: string, initialJson: string, limits: SandboxLimits): Promise<CheckBatch> {
-    const template = await this.checkTemplate(initialJson, limits);
+    const template = this.copies ? await this.checkTemplate(initialJson, limits) : null;
     if (template) {
       const { vm } = template;
       try {
@@ -421,7 +428,7 @@ export class QuickJSHost {
         this.leaveTemplate(template);
         throw err;
       }
-      return new CheckBatch(vm, () => this.leaveTemplate(template));
+      return new CheckBatch(vm, () => this.leaveTemplate(template), true);
     }
     const module = await this.acquire(limits);
     const vm = GuestVm.open(module, limits.stackBytes, () => this.release(module));
@@ -434,7 +441,7 @@ export class QuickJSHost {
       vm.dispose();
       throw err;
     }
-    return new CheckBatch(vm, () => vm.dispose());
+    return new CheckBatch(vm, () => vm.dispose(), this.copies);
   }
 
   /**
@@ -569,6 +576,13 @@ export class QuickJSHost {
   }
 }
 
+/** A check that changes everything it can, then one that must not see it (warm-up's test of the memory copies). */
+const WARM_CHECKS: readonly CheckSpec[] = [
+  { item: 'changes', check: 'function check(f, i) { f.list.sort(); i.n = 2; globalThis.leak = 1; Array.prototype.sort = null; const a = []; for (let k = 0; k < 2e4; k++) a.push({ k }); globalThis.keep = a; return true; }' },
+  { item: 'sees none of it', check: 'function check(f, i) { return f.list.join() === "3,1,2" && i.n === 1 && typeof leak === "undefined" && typeof keep === "undefined" && typeof [].sort === "function"; }' },
+  { item: 'again', check: 'function check(f, i) { return f.list[0] === 3 && i.n === 1 && typeof keep === "undefined"; }' },
+];
+
 const WARM_CODE: EnvironmentCode = {
   name: 'warm-up',
   className: 'WarmUp',
@@ -590,6 +604,8 @@ class CheckBatch {
     private readonly vm: GuestVm,
     /** Hands the runtime and module back once the batch is done. */
     private readonly done: () => void,
+    /** Whether the memory may be copied (false: one check per batch). */
+    private readonly copies: boolean,
   ) {}
 
   /** Runs one check; `more`: other checks of the list follow (the memory is copied before the first one then). */
@@ -597,7 +613,7 @@ class CheckBatch {
     if (this.used) {
       if (!this.image) throw new Error('a check batch without a copy of its memory runs one check');
       this.vm.module.restore(this.image);
-    } else if (more) {
+    } else if (more && this.copies) {
       this.image = this.vm.module.capture();
     }
     this.used = true;
