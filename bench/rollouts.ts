@@ -114,6 +114,14 @@ function episodesFor(c: number): number {
   return Math.max(3 * c, 30);
 }
 
+/**
+ * The fleet's ENVFLEET_SANDBOX_HEAP_MB: the default (512), or 2 MiB per task of a thread when that is
+ * more. Every session holds a module charged ≈1.6 MiB (docs/sandbox.md), so at the default a thread
+ * holds about 320 sessions, and C = 1,000 on 2 threads (516 tasks each) ended most episodes with
+ * SANDBOX_MEMORY_FULL.
+ */
+const heapMbFor = (tasksPerThread: number) => Math.max(512, 2 * tasksPerThread);
+
 const LIGHT_C = intArg('light', QUICK ? 0 : 1000);
 const makeSpec = (label: string, concurrency: number, delayMs: number, extra: Partial<ConfigSpec> = {}): ConfigSpec =>
   ({ label, concurrency, processes: 1, delayMs, episodes: episodesAt(concurrency, delayMs, extra.baseline ?? false), steps: STEPS, baseline: false, light: false, ...extra });
@@ -164,6 +172,8 @@ function nextMessage<M extends { type: string }, T extends M['type']>(child: Chi
   });
 }
 
+/** Terminations whose detail was printed already (one example each, on stderr). */
+const seenDetails = new Set<string>();
 const children = new Set<ChildProcess>();
 function track(child: ChildProcess): ChildProcess {
   children.add(child);
@@ -261,11 +271,15 @@ async function episodeSummaries(redis: Redis, prefix: string, runId: string): Pr
         turns: number;
         steps: unknown[];
         usage: { modelCalls: number };
-        termination: { reason: string };
+        termination: { reason: string; detail: string | null };
         reward: number | null;
         checksError: string | null;
         timings: { startedAt: string; wallMs: number };
       };
+      if (t.termination.detail && !seenDetails.has(t.termination.reason)) {
+        seenDetails.add(t.termination.reason);
+        progress(`a trajectory ended with ${t.termination.reason}: ${t.termination.detail}`);
+      }
       const start = Date.parse(t.timings.startedAt);
       out.push({ start, end: start + t.timings.wallMs, turns: t.turns, toolSteps: t.steps.length, modelCalls: t.usage.modelCalls, reason: t.termination.reason, reward: t.reward, checksError: t.checksError });
     }
@@ -355,10 +369,11 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   const prefix = `envfleet-bench-rollouts-${randomUUID().slice(0, 8)}-${spec.label}`;
   activePrefix = prefix;
   const tasksPerThread = Math.ceil(spec.concurrency / THREADS) + 16;
+  const heapMb = heapMbFor(tasksPerThread);
   server.send({ type: 'script', steps: spec.steps, delayMs: spec.delayMs } satisfies ServerCommand);
   await nextMessage<ServerMessage, 'script-ok'>(server, 'script-ok', 10_000);
 
-  const settings: FleetSettings = { redisUrl: REDIS_URL, prefix, modelUrl, concurrency: spec.concurrency, poolThreads: THREADS, tasksPerThread };
+  const settings: FleetSettings = { redisUrl: REDIS_URL, prefix, modelUrl, concurrency: spec.concurrency, poolThreads: THREADS, tasksPerThread, heapMb };
   const spawnedAt = Date.now();
   const profileDir = PROFILE && fleetConcurrency(spec) >= 1000 && !spec.baseline ? mkdtempSync(join(os.tmpdir(), 'envfleet-bench-prof-')) : null;
   // P worker processes on the same prefix (so the same queues); the first is the profiled one with --profile.
@@ -561,7 +576,7 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
   push(`- date: ${new Date().toISOString()}`);
   push(`- command: \`node --import tsx bench/rollouts.ts${argv.length ? ` ${argv.join(' ')}` : ''}\` (whole benchmark ${f1((Date.now() - startedMs) / 1000)} s)`);
   push(`- workload: one kept environment (reference hotel env, 65 KB state, 4 checks) and one ready scenario, N samples of it, non-conversational; the scripted policy makes exactly S = ${STEPS} agent turns per episode (${STEPS - 1} × get_guest, then a text answer), each answered after L ms (a \`delay\` fault)`);
-  push(`- fleet: P fresh worker processes per configuration (\`startWorkerProcess\`, queues rollout.run and rollout.group, all on the configuration's prefix), each with ENVFLEET_ROLLOUT_CONCURRENCY = C / P and its own sandbox pool of ${THREADS} threads × ceil(C / P / ${THREADS}) + 16 tasks, ENVFLEET_MODEL_MAX_CONCURRENCY = 0, log level silent; a warm-up run (answers at once) before each timed run`);
+  push(`- fleet: P fresh worker processes per configuration (\`startWorkerProcess\`, queues rollout.run and rollout.group, all on the configuration's prefix), each with ENVFLEET_ROLLOUT_CONCURRENCY = C / P and its own sandbox pool of ${THREADS} threads × ceil(C / P / ${THREADS}) + 16 tasks, ENVFLEET_SANDBOX_HEAP_MB = max(512, 2 × tasks per thread), ENVFLEET_MODEL_MAX_CONCURRENCY = 0, log level silent; a warm-up run (answers at once) before each timed run`);
   push(SINK
     ? '- sink: `envfleet sink --run main --out DIR --follow` (cli/main.ts) in a process of its own per configuration, writing the timed run\'s trajectories to a temporary directory (fsync per batch) and replacing their Redis documents by summaries; its CPU is counted from the start of the timed run until it has written the last trajectory, and the checks read the episodes from its shard files'
     : '- sink: none (--no-sink); the trajectories stay in Redis and the fleet CPU counts the worker processes only');
@@ -630,7 +645,7 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
   push('Wall time of each operation as the episode sees it (queueing included), from wrappers around the worker process\'s own gateway and sandbox runner; ' +
     'median / p99 per operation over the whole timed run, and its total ÷ N (the mean time an episode spends in it). "rest" = mean episode wall − the timed operations: ' +
     'the run store (Redis reads of the scenario, environment, run; the trajectory write), BullMQ, and anything the main thread does between them.', '');
-  const opNames = ['model call', 'session open', 'tool call', 'snapshot', 'session close', 'checks'];
+  const opNames = ['model call', 'session open', 'tool call', 'snapshot', 'session close', 'checks', 'finish'];
   const opOf = (a: Analysis, n: string) => a.ops.find(o => o.name === n);
   table([
     ...opNames.map((n): [string, (a: Analysis) => string] => [n, a => {

@@ -313,7 +313,7 @@ async function deadlines(host: QuickJSHost) {
     overshoot.push(performance.now() - t - 100);
     codes.push(o?.errorCode ?? 'none');
   }
-  rows.push({ what: 'check `for(;;){}` (incl. fresh runtime)', limitMs: 100, overshoot, codes });
+  rows.push({ what: 'check `for(;;){}` (incl. parsing the states)', limitMs: 100, overshoot, codes });
   return rows;
 }
 
@@ -623,7 +623,7 @@ say(
 );
 say();
 
-say(`## 7. Check functions on the trace's final state (fresh runtime per check, median of ${N.checkRuns})`);
+say(`## 7. Check functions on the trace's final state (each state parsed once per batch, the module's memory restored before each later check, the initial state from the thread's check template after the first run; median of ${N.checkRuns})`);
 say();
 say(
   table(

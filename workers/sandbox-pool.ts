@@ -5,7 +5,7 @@ import { Piscina } from 'piscina';
 import type { AppConfig } from '../config/index.js';
 import type { Logger } from '../src/logger.js';
 import { SandboxError } from '../src/sandbox/errors.js';
-import { connectSession, type SandboxRunner } from '../src/sandbox/runner.js';
+import { connectSession, sessionStateJson, type SandboxRunner } from '../src/sandbox/runner.js';
 import type { ChecksResult, ProbeResult } from '../src/sandbox/tasks.js';
 import type { PoolTask, SandboxThreadData, WarmResult } from './sandbox-thread.js';
 
@@ -94,14 +94,15 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
     },
     probe: input => run<ProbeResult>({ kind: 'probe', ...input }),
     checks: input => run<ChecksResult>({ kind: 'checks', ...input }),
-    async openSession(code, initialState, limits) {
+    async openSession(code, initialState, limits, initialStateJson) {
+      const json = sessionStateJson(initialState, initialStateJson);
       const { port1, port2 } = new MessageChannel();
       openPorts.add(port1);
       port1.once('close', () => openPorts.delete(port1));
       const session = connectSession(port1);
       // The host end closes the port itself once it has read the thread's last reply; only a
       // task that failed (its thread died) closes it from here.
-      run({ kind: 'session', code, initialState, limits, port: port2 }, [port2]).catch((err: unknown) => {
+      run({ kind: 'session', code, initialStateJson: json, limits, port: port2 }, [port2]).catch((err: unknown) => {
         if (!closing) logger.warn({ err }, 'sandbox session task ended with an error');
         port1.close();
       });

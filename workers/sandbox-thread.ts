@@ -2,16 +2,15 @@
  * The piscina task file: one module instance per pool thread. It only dispatches; the work is in
  * src/sandbox/tasks.ts. Code inside a pool thread does not log; it returns data.
  */
-import { threadId, workerData, type MessagePort } from 'node:worker_threads';
-import type { EnvironmentCode } from '../src/sandbox/bundle.js';
-import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../src/sandbox/limits.js';
+import { threadId, workerData } from 'node:worker_threads';
+import { DEFAULT_SANDBOX_LIMITS } from '../src/sandbox/limits.js';
 import { QuickJSHost } from '../src/sandbox/quickjs-host.js';
-import { runChecks, runProbe, runSession, type ChecksInput, type ProbeInput } from '../src/sandbox/tasks.js';
+import { runChecks, runProbe, runSession, type ChecksInput, type ProbeInput, type SessionInput } from '../src/sandbox/tasks.js';
 
 export type PoolTask =
   | ({ readonly kind: 'probe' } & ProbeInput)
   | ({ readonly kind: 'checks' } & ChecksInput)
-  | { readonly kind: 'session'; readonly code: EnvironmentCode; readonly initialState: unknown; readonly limits: SandboxLimits; readonly port: MessagePort }
+  | ({ readonly kind: 'session' } & SessionInput)
   | { readonly kind: 'warm' };
 
 /** What the pool hands each thread: the bound on the thread's WebAssembly memory (the worker's own setting). */

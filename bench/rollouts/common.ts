@@ -32,6 +32,8 @@ export interface FleetSettings {
   readonly concurrency: number;
   readonly poolThreads: number;
   readonly tasksPerThread: number;
+  /** ENVFLEET_SANDBOX_HEAP_MB of the fleet: room for a module (≈1.6 MiB charged) per task of a thread. */
+  readonly heapMb: number;
 }
 
 /** Parent → fleet child. */
@@ -94,7 +96,8 @@ export type Timing = readonly [number, number];
  * Operations timed in the fleet process by thin wrappers around its gateway and sandbox runner
  * (wall time as the episode sees it, queueing included): `model call` (gateway.chat), `session open`
  * (until the environment is created in a pool thread), `tool call`, `snapshot`, `session close`,
- * `checks` (the checklist on the final state, a pool task). Plus `gc` (every V8 GC pause of the main
+ * `checks` (the checklist on the final state, a pool task), `finish` (final state, checks and close in
+ * the session's thread, which episodes use instead of the three before). Plus `gc` (every V8 GC pause of the main
  * thread, from a PerformanceObserver).
  */
 export type Timings = Readonly<Record<string, readonly Timing[]>>;

@@ -28,6 +28,7 @@ const config = loadConfig({}, {
     ENVFLEET_ROLLOUT_CONCURRENCY: String(settings.concurrency),
     ENVFLEET_POOL_THREADS: String(settings.poolThreads),
     ENVFLEET_POOL_TASKS_PER_THREAD: String(settings.tasksPerThread),
+    ENVFLEET_SANDBOX_HEAP_MB: String(settings.heapMb),
     ENVFLEET_MODEL_MAX_CONCURRENCY: '0',
     ENVFLEET_MODEL_TIMEOUT_MS: '600000',
     ENVFLEET_SHUTDOWN_TIMEOUT_MS: '10000',
@@ -74,6 +75,7 @@ sandbox.openSession = async (...args: Parameters<typeof openSession>): Promise<E
     tools: session.tools,
     call: timed('tool call', session.call.bind(session)),
     snapshot: timed('snapshot', session.snapshot.bind(session)),
+    finish: timed('finish', session.finish.bind(session)),
     close: timed('session close', session.close.bind(session)),
   };
 };

@@ -3,7 +3,8 @@ import type { ChatMessage, ChatTool } from '../llm/gateway.js';
 import { looksLikeToolCall, parseTextToolCalls } from '../llm/text-tool-calls.js';
 import { splitThinking } from '../llm/thinking.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
-import { ENDS_SESSION } from '../sandbox/errors.js';
+import { ENDS_SESSION, SandboxError } from '../sandbox/errors.js';
+import type { ChecksResult } from '../sandbox/tasks.js';
 import type { EnvSession } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
@@ -13,6 +14,7 @@ import type { PolicyTurn, RolloutLimits, RolloutMode, StepRecord, Termination, T
 import type { TokenRecord } from '../llm/request-shape.js';
 import { trajectoryIdOf } from '../runs/ids.js';
 import { hashOf } from '../util/canonical.js';
+import { RawJson } from '../util/raw-json.js';
 import type { StageDeps } from '../stage-deps.js';
 
 /** An episode reads nothing from the run store: the rollout stage hands it what it needs. */
@@ -21,6 +23,8 @@ export type EpisodeDeps = Omit<StageDeps, 'store'>;
 export interface EpisodeInput {
   readonly runId: string;
   readonly scenario: ScenarioRecord;
+  /** `scenario.initialState` as JSON text, when the caller keeps it for many episodes (written once, not per episode). */
+  readonly initialStateJson?: string;
   readonly env: EnvironmentRecord;
   readonly mode: RolloutMode;
   readonly sample: number;
@@ -118,7 +122,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
 
   try {
     try {
-      session = await deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [] }, scenario.initialState, input.sandboxLimits);
+      session = await deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [] }, scenario.initialState, input.sandboxLimits, input.initialStateJson);
     } catch (err) {
       throw new EpisodeEnd('environment-error', `the environment did not start: ${(err as Error).message}`);
     }
@@ -217,14 +221,22 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   }
 
   let readError: string | null = null;
+  let ran: ChecksResult | null = null;
   try {
-    if (session) finalState = await session.snapshot();
+    // The final state and the checks on it, in the session's thread, and the session closed: one round trip.
+    if (session) {
+      const end = await session.finish(scenario.checklist ?? []);
+      if (end.stateJson === null) throw new SandboxError(end.stateError?.code ?? 'STATE_INVALID', end.stateError?.message ?? 'no final state');
+      // Kept as the sandbox wrote it: the trajectory is stored with this text, never parsed here.
+      finalState = new RawJson(end.stateJson);
+      ran = end.checks;
+    }
   } catch (err) {
     readError = `the final state could not be read: ${(err as Error).message}`;
   } finally {
     await session?.close().catch(() => undefined);
   }
-  const { checks, reward, checksError } = await scoreFinalState(deps.sandbox, scenario, finalState, input.sandboxLimits, readError);
+  const { checks, reward, checksError } = await scoreFinalState(deps.sandbox, scenario, finalState, input.sandboxLimits, readError, ran);
   return {
     id,
     runId: input.runId,

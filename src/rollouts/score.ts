@@ -1,5 +1,7 @@
 import type { SandboxLimits } from '../sandbox/limits.js';
 import type { SandboxRunner } from '../sandbox/runner.js';
+import type { ChecksResult } from '../sandbox/tasks.js';
+import { RawJson } from '../util/raw-json.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { CheckResult } from './types.js';
 
@@ -14,7 +16,8 @@ export interface Score {
  * The reward of a final state: the scenario's check functions run in the sandbox on it (and the
  * initial state). One function for every place that scores an episode (a rollout, a served session),
  * so they all give what `envfleet sandbox check` gives. `readError` is why the final state could not
- * be read, when it could not.
+ * be read, when it could not. `ran`: the scenario's checklist already run on this final state (by
+ * the session that held it, EnvSession.finish), so they are not run again.
  */
 export async function scoreFinalState(
   sandbox: Pick<SandboxRunner, 'checks'>,
@@ -22,13 +25,14 @@ export async function scoreFinalState(
   finalState: unknown,
   limits: SandboxLimits,
   readError: string | null = null,
+  ran: ChecksResult | null = null,
 ): Promise<Score> {
   let checksError = readError;
   const checklist = scenario.checklist ?? [];
   if (checklist.length === 0) checksError ??= 'EMPTY_CHECKLIST: the scenario has no checks, so no reward can be computed';
   else if (finalState === null) checksError ??= 'no final state: the environment did not run, so no reward can be computed';
   else {
-    const result = await sandbox.checks({ checks: checklist, finalState, initialState: scenario.initialState, limits });
+    const result = ran ?? (await sandbox.checks({ checks: checklist, finalState: finalState instanceof RawJson ? finalState.value() : finalState, initialState: scenario.initialState, limits }));
     const checks = result.results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error } : {}), ...(r.errorCode ? { errorCode: r.errorCode } : {}) }));
     return { checks, reward: result.reward, checksError };
   }

@@ -39,7 +39,9 @@ async function loadContext(store: RunStore, runId: string, scenarioId: string, p
   if (!env?.source) throw new Error(`environment ${scenario.environmentId} of run ${runId} not found`);
   const run = await store.getRun(runId);
   if (!run) throw new Error(`run "${runId}" does not exist`);
-  return { config, scenario, env, limits: run.options.limits };
+  // Written once here for every episode of the scenario: sessions get the initial state as JSON text.
+  const initialStateJson = scenario.initialState === undefined ? undefined : JSON.stringify(scenario.initialState);
+  return { config, scenario, env, limits: run.options.limits, initialStateJson };
 }
 
 /** rollout.run: one episode, stored and published once (a retried job republishes; the sink writes each id once). */
@@ -50,12 +52,13 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
     await deps.stream.publish(runId, id);
     return existing;
   }
-  const { config, scenario, env, limits } = await context(deps.store, runId, scenarioId, policy);
+  const { config, scenario, env, limits, initialStateJson } = await context(deps.store, runId, scenarioId, policy);
   const trajectory = await runEpisode(
     { gateway: deps.gateway, sandbox: deps.sandbox, logger: deps.logger, signal: deps.signal },
     {
       runId,
       scenario,
+      ...(initialStateJson === undefined ? {} : { initialStateJson }),
       env,
       mode,
       sample,

@@ -86,6 +86,7 @@ export interface Trajectory {
   readonly turns: number;
   readonly usage: { readonly promptTokens: number; readonly completionTokens: number; readonly modelCalls: number };
   readonly timings: { readonly startedAt: string; readonly wallMs: number; readonly envUs: number };
+  /** The final state (null when none could be read); in the worker that ran the episode, its JSON text as a RawJson until it is stored. */
   readonly finalState: unknown;
   readonly lineage: Readonly<Record<string, unknown>>;
 }

@@ -3,6 +3,7 @@ import type { GroupStats } from '../rollouts/groups.js';
 import type { RolloutConfig, StoredTrajectory } from '../rollouts/types.js';
 import type { ScenarioConfig, ScenarioRecord } from '../scenarios/types.js';
 import type { DedupDecision, EnvironmentRecord, JudgeRecord, MethodDoc, ProbeStepRecord, SourceTask, TopicRecord } from '../synthesis/types.js';
+import { stringifyJson } from '../util/raw-json.js';
 import { runKeys, runsKey } from './keys.js';
 import type { RunOptions } from './options.js';
 
@@ -196,6 +197,9 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     listRuns: () => redis.smembers(runsKey(prefix)),
     async putDoc(runId, kind, id, value, counts = []) {
       const k = keys(runId);
+      // A trajectory's final state arrives as JSON text (RawJson) and is written as it is.
+      const text = stringifyJson(value);
+      if (text === undefined) throw new Error(`${kind} ${id}: the document is not JSON`);
       const status = COUNTED_STATUS.has(kind) ? ((value as { status?: string }).status ?? '') : '';
       await redis.eval(
         PUT_DOC,
@@ -207,7 +211,7 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
         k.statusOf(kind),
         k.statuses(kind),
         id,
-        JSON.stringify(value),
+        text,
         String(Date.now()),
         kind,
         status,

@@ -17,7 +17,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
   for (const name of ['SharedArrayBuffer', 'Atomics', 'WebAssembly', 'FinalizationRegistry', 'WeakRef']) {
     try { delete G[name]; } catch (e) {}
   }
-  let Cls, inst;
+  let Cls, inst, finalState, initialState;
   const fail = (code, message) => stringify({ err: code, message: StringFn(message) });
   const thrown = (code, e) => {
     let msg;
@@ -79,10 +79,20 @@ export const HARNESS_SOURCE = String.raw`(() => {
       if (typeof text !== 'string') return fail('STATE_INVALID', 'this.state is not JSON');
       return '{"ok":' + text + '}';
     },
-    check(fn, finalJson, initialJson) {
+    // The states the checks of a batch get, each parsed once (the host restores the module's memory
+    // to the point after the parse before each check, so every check sees them as just parsed).
+    prepareInitial(initialJson) {
+      try { initialState = parse(initialJson); } catch (e) { return thrown('CHECK_THREW', e); }
+      return '{"ok":true}';
+    },
+    prepareFinal(finalJson) {
+      try { finalState = parse(finalJson); } catch (e) { return thrown('CHECK_THREW', e); }
+      return '{"ok":true}';
+    },
+    check(fn) {
       if (typeof fn !== 'function') return fail('CHECK_INVALID', 'the source does not define a function check(finalState, initialState)');
       let result;
-      try { result = fn(parse(finalJson), parse(initialJson)); } catch (e) { return thrown('CHECK_THREW', e); }
+      try { result = fn(finalState, initialState); } catch (e) { return thrown('CHECK_THREW', e); }
       if (result !== true && result !== false) {
         let shown;
         try { shown = stringify(result); } catch (e) { shown = typeof result; }

@@ -43,6 +43,14 @@ export interface QuickJSBuild {
   readonly unreachableBytes: number;
   /** False when the layout was not as expected and the build is used unmodified (16 MiB minimum). */
   readonly patched: boolean;
+  /**
+   * End of the static data and the zero-initialized statics after it (0 when unknown). With the
+   * heap, this is all the mutable state of a module between two calls: the build's one mutable
+   * global is the stack pointer, back at the top of the stack whenever no call is running, and the
+   * stack below it is dead then. So a copy of [0, staticEnd) and of the heap, written back, returns
+   * a module to the moment the copy was taken (see GuestModule.capture in quickjs-host.ts).
+   */
+  readonly staticEnd: number;
 }
 
 export const WASM_PAGE = 65_536;
@@ -60,6 +68,8 @@ interface Layout {
   min: number;
   stackTop: number;
   dataEnd: number;
+  /** How many globals the module defines (Emscripten's stack pointer is the only mutable one expected). */
+  globals: number;
 }
 
 /** Reads what the build's binary says about its memory: the import's minimum, the stack top, the end of the static data. */
@@ -98,6 +108,7 @@ function readLayout(bytes: Uint8Array): Layout | null {
   let memory: Pick<Layout, 'minAt' | 'minLength' | 'min'> | null = null;
   let stackTop: number | null = null;
   let dataEnd = 0;
+  let globals = 0;
   while (p < bytes.length) {
     const id = bytes[p++]!;
     const size = u32();
@@ -123,7 +134,8 @@ function readLayout(bytes: Uint8Array): Layout | null {
       }
     } else if (id === 6 && stackTop === null) {
       // globals: Emscripten's first one is the stack pointer, a mutable i32 set by i32.const
-      if (u32() > 0) {
+      globals = u32();
+      if (globals > 0) {
         const type = bytes[p++];
         const mutable = bytes[p++];
         const op = bytes[p++];
@@ -144,7 +156,7 @@ function readLayout(bytes: Uint8Array): Layout | null {
     p = end;
   }
   if (!memory || stackTop === null || stackTop <= dataEnd) return null;
-  return { ...memory, stackTop, dataEnd };
+  return { ...memory, stackTop, dataEnd, globals };
 }
 
 /** Writes `value` as an unsigned LEB128 of exactly `length` bytes (padding is valid in WebAssembly). */
@@ -176,12 +188,14 @@ export function quickjsBuild(): Promise<QuickJSBuild> {
           heapBase: layout.stackTop,
           unreachableBytes: Math.max(0, stackArea - REACHABLE_STACK),
           patched: true,
+          // Only the stack pointer as global state, and the statics well below the reachable stack.
+          staticEnd: layout.globals === 1 && stackArea > REACHABLE_STACK ? layout.dataEnd + BSS_SLACK : 0,
         };
       }
     }
     // Unexpected layout: run the build as it is. Its heap below the declared minimum is then charged as used.
     const min = layout?.min ?? 256;
-    return { module: new Wasm.Module(bytes), initialPages: min, heapBase: layout?.stackTop ?? 0, unreachableBytes: 0, patched: false };
+    return { module: new Wasm.Module(bytes), initialPages: min, heapBase: layout?.stackTop ?? 0, unreachableBytes: 0, patched: false, staticEnd: 0 };
   })();
   return build;
 }

@@ -55,6 +55,34 @@ function quickjsLoader(): Promise<QuickJSLoader> {
   return loader;
 }
 
+const utf8 = new TextEncoder();
+/** Strings at least this long are written into a module natively; shorter ones cost about the same either way. */
+const NATIVE_UTF8_FROM = 64;
+const isWellFormed = (s: string): boolean => (s as unknown as { isWellFormed(): boolean }).isWellFormed();
+
+/**
+ * Every string handed to a module (states, arguments, sources) is written into its memory as UTF-8
+ * by the Emscripten glue, a JavaScript loop over its code points: about 0.3 ms for a 65 KB state,
+ * three times an episode. For well-formed strings (all JSON.stringify writes), the byte count and
+ * the bytes come from Node's encoder instead; they are the same bytes. A string with a lone
+ * surrogate, which the glue and TextEncoder encode differently, still goes through the glue.
+ */
+function useNativeUtf8(raw: QuickJSEmscriptenModule, memory: WasmMemory): void {
+  const glueLength = raw.lengthBytesUTF8.bind(raw);
+  const glueWrite = raw.stringToUTF8.bind(raw);
+  raw.lengthBytesUTF8 = s => (s.length >= NATIVE_UTF8_FROM && isWellFormed(s) ? Buffer.byteLength(s, 'utf8') : glueLength(s));
+  raw.stringToUTF8 = (s, ptr, maxBytes) => {
+    if (s.length < NATIVE_UTF8_FROM || maxBytes === undefined || !isWellFormed(s)) {
+      glueWrite(s, ptr, maxBytes);
+      return;
+    }
+    if (maxBytes <= 0) return;
+    const heap = new Uint8Array(memory.buffer);
+    const { written } = utf8.encodeInto(s, heap.subarray(ptr, ptr + maxBytes - 1));
+    heap[ptr + written] = 0;
+  };
+}
+
 /** What one tool call produced. `result` is what the method returned, or `{success:false, error}`. */
 export interface CallOutcome {
   readonly result: unknown;
@@ -71,6 +99,30 @@ export interface CheckOutcome {
 }
 
 type Reply = { ok: unknown } | { err: SandboxErrorCode; message: string };
+
+/** Check templates a thread keeps: the initial states of the scenarios whose episodes it scored last. */
+const CHECK_TEMPLATES = 4;
+
+/** A module whose runtime and context parsed an initial state for checks, and a copy of its memory then. */
+interface CheckTemplate {
+  readonly initialJson: string;
+  readonly stackBytes: number;
+  readonly envMemoryMb: number;
+  readonly vm: GuestVm;
+  readonly image: MemoryImage;
+  /** A batch is using it. */
+  busy: boolean;
+  /** Used since the copy: written back before the next batch. */
+  dirty: boolean;
+}
+
+/** A module's statics and heap at one moment (GuestModule.capture). */
+interface MemoryImage {
+  readonly statics: Uint8Array;
+  readonly heap: Uint8Array;
+  /** The memory's size then. */
+  readonly length: number;
+}
 
 /** Why a module refused to grow: its tenant's own allowance, or the thread's bound. */
 type Exhaustion = 'allowance' | 'thread';
@@ -135,6 +187,7 @@ class GuestModule {
       }) as never,
     });
     raw.type = 'sync';
+    useNativeUtf8(raw, this.memory);
     this.qjs = new QuickJSWASMModule(raw, new FFI(raw));
   }
 
@@ -153,6 +206,29 @@ class GuestModule {
     // No QuickJS memory limit: in this build it counts 8 bytes per allocation (Emscripten has no
     // malloc_usable_size) and its refusals would bypass the accounting here.
     return this.qjs.newRuntime({ maxStackSizeBytes: stackBytes, interruptHandler });
+  }
+
+  /**
+   * A copy of the module's state, taken while no call runs: the statics and the heap (see
+   * QuickJSBuild.staticEnd). Null when the build's layout is not known well enough to restore one.
+   */
+  capture(): MemoryImage | null {
+    const { staticEnd, heapBase } = this.build;
+    if (staticEnd <= 0 || heapBase < staticEnd) return null;
+    const bytes = new Uint8Array(this.memory.buffer);
+    return { statics: bytes.slice(0, staticEnd), heap: bytes.slice(heapBase), length: bytes.length };
+  }
+
+  /**
+   * Puts the module back as it was when `image` was taken, while no call runs: every allocation
+   * and every write since then is gone, in QuickJS and in the allocator alike. Memory grown since
+   * is zeroed (the allocator takes it for fresh memory); it stays charged until the module is dropped.
+   */
+  restore(image: MemoryImage): void {
+    const bytes = new Uint8Array(this.memory.buffer);
+    bytes.set(image.statics, 0);
+    bytes.set(image.heap, this.build.heapBase);
+    if (bytes.length > image.length) bytes.fill(0, image.length);
   }
 
   /** Bytes charged to the thread's bound: the whole memory but the stack area no guest reaches. */
@@ -216,6 +292,11 @@ export class QuickJSHost {
   private readonly modules = new Set<GuestModule>();
   private readonly idle: GuestModule[] = [];
   private readonly validators = new Map<string, Map<string, ValidateFunction>>();
+  /** Checks may share a parse through memory copies (cleared by warm() if the copies do not isolate). */
+  private copies = true;
+  /** Check templates, least recently used first (see checkTemplate). */
+  private readonly templates: CheckTemplate[] = [];
+  private templateUnderway = false;
   private readonly boundBytes: number;
   private live = 0;
 
@@ -252,12 +333,22 @@ export class QuickJSHost {
     } finally {
       env.dispose();
     }
+    // Checks share a parse through memory copies; should a build's layout defeat the copies (a check
+    // seeing what the one before it did), this thread gives every check a fresh runtime instead.
+    const isolated = await this.runChecksOnText(WARM_CHECKS, '{"list":[3,1,2]}', '{"n":1}', DEFAULT_SANDBOX_LIMITS);
+    if (!isolated.every(o => o.passed)) this.copies = false;
+    for (const t of [...this.templates]) this.dropTemplate(t, this.copies);
   }
 
   /** Loads the source, instantiates the class on the initial state. Throws SandboxError. */
   async createEnvironment(code: EnvironmentCode, initialState: unknown, limits: SandboxLimits): Promise<SandboxEnvironment> {
     const stateJson = JSON.stringify(initialState);
     if (stateJson === undefined) throw new SandboxError('STATE_INVALID', 'the initial state is not JSON');
+    return this.createEnvironmentFromText(code, stateJson, limits);
+  }
+
+  /** createEnvironment on the initial state's JSON text (as JSON.stringify wrote it). */
+  async createEnvironmentFromText(code: EnvironmentCode, stateJson: string, limits: SandboxLimits): Promise<SandboxEnvironment> {
     if (stateJson.length > limits.maxStateBytes) {
       throw new SandboxError('STATE_TOO_LARGE', `the initial state is ${stateJson.length} bytes; the cap is ${limits.maxStateBytes}`);
     }
@@ -283,43 +374,138 @@ export class QuickJSHost {
     });
   }
 
-  /** Runs each check in a fresh runtime as check(finalState, initialState); a failure counts as false. */
+  /** Runs each check as check(finalState, initialState), isolated from the others; a failure counts as false. */
   async runChecks(checks: readonly CheckSpec[], finalState: unknown, initialState: unknown, limits: SandboxLimits): Promise<CheckOutcome[]> {
-    const finalJson = JSON.stringify(finalState);
-    const initialJson = JSON.stringify(initialState);
+    return this.runChecksOnText(checks, JSON.stringify(finalState), JSON.stringify(initialState), limits);
+  }
+
+  /**
+   * runChecks on the states' JSON text. Each check runs in a sandbox of its own as far as it can
+   * tell: one module, runtime and context parse both states once, the module's memory is copied
+   * there, and before every check but the first it is written back, so a check starts from exactly
+   * those bytes whatever the one before it did (sorted or changed the states, changed globals or
+   * built-ins, ran out of time). The initial state is parsed once per thread rather than once per
+   * batch: a module with it parsed is kept (a check template, copied the same way) for the next
+   * batches on the same initial state, i.e. the next episodes of the scenario. A check that
+   * exhausted the module, or broke it, is followed by a fresh one. Without a copy (a build whose
+   * layout is not known), every check gets a fresh runtime.
+   */
+  async runChecksOnText(checks: readonly CheckSpec[], finalJson: string, initialJson: string, limits: SandboxLimits): Promise<CheckOutcome[]> {
     const out: CheckOutcome[] = [];
-    // One module serves the checks in turn (each in a fresh runtime); one that a check exhausted is replaced.
-    let module: GuestModule | null = null;
+    let batch: CheckBatch | null = null;
     try {
-      for (const { item, check } of checks) {
-        let vm: GuestVm | null = null;
+      for (const [i, { item, check }] of checks.entries()) {
         try {
-          module ??= await this.acquire(limits);
-          vm = GuestVm.open(module, limits.stackBytes, () => undefined);
-          vm.arm(limits.checkDeadlineMs);
-          const fn = vm.eval(`${check}\n;(typeof check === 'function' ? check : undefined)`, 'CHECK_INVALID');
-          let reply: Reply;
-          try {
-            reply = vm.callHarness('check', [fn, finalJson, initialJson]);
-          } finally {
-            fn.dispose();
-          }
-          out.push('ok' in reply ? { item, passed: reply.ok === true } : { item, passed: false, error: reply.message, errorCode: reply.err });
+          batch ??= await this.openCheckBatch(finalJson, initialJson, limits);
+          out.push({ item, ...batch.run(check, limits.checkDeadlineMs, i < checks.length - 1) });
         } catch (err) {
           const e = err instanceof SandboxError ? err : new SandboxError('CHECK_THREW', String(err));
           out.push({ item, passed: false, error: e.message, errorCode: e.code });
         } finally {
-          vm?.dispose();
-          if (module && (module.exhausted || module.fatal)) {
-            this.release(module);
-            module = null;
+          if (batch && !batch.reusable()) {
+            batch.dispose();
+            batch = null;
           }
         }
       }
     } finally {
-      if (module) this.release(module);
+      batch?.dispose();
     }
     return out;
+  }
+
+  /** A module with a runtime, a context and both states parsed, and a copy of its memory at that point. Throws SandboxError. */
+  private async openCheckBatch(finalJson: string, initialJson: string, limits: SandboxLimits): Promise<CheckBatch> {
+    const template = this.copies ? await this.checkTemplate(initialJson, limits) : null;
+    if (template) {
+      const { vm } = template;
+      try {
+        if (template.dirty) vm.module.restore(template.image);
+        template.dirty = true;
+        vm.arm(limits.checkDeadlineMs);
+        vm.expectOk(vm.callHarness('prepareFinal', [finalJson]));
+      } catch (err) {
+        this.leaveTemplate(template);
+        throw err;
+      }
+      return new CheckBatch(vm, () => this.leaveTemplate(template), true);
+    }
+    const module = await this.acquire(limits);
+    const vm = GuestVm.open(module, limits.stackBytes, () => this.release(module));
+    try {
+      vm.arm(limits.checkDeadlineMs);
+      vm.expectOk(vm.callHarness('prepareFinal', [finalJson]));
+      vm.expectOk(vm.callHarness('prepareInitial', [initialJson]));
+      vm.preload('check');
+    } catch (err) {
+      vm.dispose();
+      throw err;
+    }
+    return new CheckBatch(vm, () => vm.dispose(), this.copies);
+  }
+
+  /**
+   * The thread's check template for this initial state (and stack and allowance), made if there is
+   * none: a module with a runtime and context that parsed it, and a copy of its memory then; marked
+   * busy for the caller's batch. Null when it cannot be made (the plain way then reports why) or one
+   * is being made already.
+   */
+  private async checkTemplate(initialJson: string, limits: SandboxLimits): Promise<CheckTemplate | null> {
+    const i = this.templates.findIndex(t => !t.busy && t.stackBytes === limits.stackBytes && t.envMemoryMb === limits.envMemoryMb && t.initialJson === initialJson);
+    if (i >= 0) {
+      const found = this.templates.splice(i, 1)[0]!;
+      this.templates.push(found);
+      found.busy = true;
+      return found;
+    }
+    if (this.templateUnderway) return null;
+    this.templateUnderway = true;
+    try {
+      const module = await this.acquire(limits);
+      const vm = GuestVm.open(module, limits.stackBytes, () => this.release(module));
+      let image: MemoryImage | null = null;
+      try {
+        vm.arm(limits.checkDeadlineMs);
+        vm.expectOk(vm.callHarness('prepareInitial', [initialJson]));
+        vm.preload('prepareFinal', 'check');
+        image = module.capture();
+      } catch {
+        image = null;
+      }
+      if (!image) {
+        vm.dispose();
+        return null;
+      }
+      const template: CheckTemplate = { initialJson, stackBytes: limits.stackBytes, envMemoryMb: limits.envMemoryMb, vm, image, busy: true, dirty: false };
+      this.templates.push(template);
+      const spare = this.templates.length - CHECK_TEMPLATES;
+      for (const old of this.templates.filter(t => !t.busy && t !== template).slice(0, Math.max(0, spare))) this.dropTemplate(old, true);
+      return template;
+    } catch {
+      return null;
+    } finally {
+      this.templateUnderway = false;
+    }
+  }
+
+  /** A batch is done with its template: kept for the next one unless the batch exhausted or broke its module, or grew it as a reused module may not. */
+  private leaveTemplate(template: CheckTemplate): void {
+    template.busy = false;
+    const { module } = template.vm;
+    if (module.exhausted || module.fatal || module.grownBytes() > REUSE_GROWTH) this.dropTemplate(template, true);
+  }
+
+  /** Drops a template: its runtime freed and its module handed back (`free`), or the module dropped whole (to make room). */
+  private dropTemplate(template: CheckTemplate, free: boolean): void {
+    const at = this.templates.indexOf(template);
+    if (at >= 0) this.templates.splice(at, 1);
+    const { vm } = template;
+    if (!free) {
+      this.modules.delete(vm.module);
+      return;
+    }
+    if (template.dirty && !vm.module.exhausted && !vm.module.fatal) vm.module.restore(template.image);
+    vm.dispose();
   }
 
   /** A module for a new tenant: an idle one, or a fresh one if the thread's bound has room for it. */
@@ -363,6 +549,11 @@ export class QuickJSHost {
       this.modules.delete(this.idle.shift()!);
       free = this.boundBytes - this.heapBytes();
     }
+    // Then the check templates no batch is using: they only save time.
+    for (let t = this.templates.find(x => !x.busy); free < wanted && t; t = this.templates.find(x => !x.busy)) {
+      this.dropTemplate(t, false);
+      free = this.boundBytes - this.heapBytes();
+    }
     return free;
   }
 
@@ -385,12 +576,67 @@ export class QuickJSHost {
   }
 }
 
+/** A check that changes everything it can, then one that must not see it (warm-up's test of the memory copies). */
+const WARM_CHECKS: readonly CheckSpec[] = [
+  { item: 'changes', check: 'function check(f, i) { f.list.sort(); i.n = 2; globalThis.leak = 1; Array.prototype.sort = null; const a = []; for (let k = 0; k < 2e4; k++) a.push({ k }); globalThis.keep = a; return true; }' },
+  { item: 'sees none of it', check: 'function check(f, i) { return f.list.join() === "3,1,2" && i.n === 1 && typeof leak === "undefined" && typeof keep === "undefined" && typeof [].sort === "function"; }' },
+  { item: 'again', check: 'function check(f, i) { return f.list[0] === 3 && i.n === 1 && typeof keep === "undefined"; }' },
+];
+
 const WARM_CODE: EnvironmentCode = {
   name: 'warm-up',
   className: 'WarmUp',
   source: 'class WarmUp { constructor(s) { this.state = s; } ping() { return { success: true, data: "pong" }; } }',
   tools: [{ type: 'function', function: { name: 'ping', parameters: { type: 'object' } } }],
 };
+
+/**
+ * The checks of one batch, in one module whose runtime and context have both states parsed:
+ * `run` writes the module's memory back to that point (from the second check on), then evaluates
+ * the check's source and calls it on the states.
+ */
+class CheckBatch {
+  private used = false;
+  /** The module's memory once the states were parsed, taken before the first check when more follow. */
+  private image: MemoryImage | null = null;
+
+  constructor(
+    private readonly vm: GuestVm,
+    /** Hands the runtime and module back once the batch is done. */
+    private readonly done: () => void,
+    /** Whether the memory may be copied (false: one check per batch). */
+    private readonly copies: boolean,
+  ) {}
+
+  /** Runs one check; `more`: other checks of the list follow (the memory is copied before the first one then). */
+  run(check: string, deadlineMs: number, more: boolean): Omit<CheckOutcome, 'item'> {
+    if (this.used) {
+      if (!this.image) throw new Error('a check batch without a copy of its memory runs one check');
+      this.vm.module.restore(this.image);
+    } else if (more && this.copies) {
+      this.image = this.vm.module.capture();
+    }
+    this.used = true;
+    this.vm.arm(deadlineMs);
+    const fn = this.vm.eval(`${check}\n;(typeof check === 'function' ? check : undefined)`, 'CHECK_INVALID');
+    let reply: Reply;
+    try {
+      reply = this.vm.callHarness('check', [fn]);
+    } finally {
+      fn.dispose();
+    }
+    return 'ok' in reply ? { passed: reply.ok === true } : { passed: false, error: reply.message, errorCode: reply.err };
+  }
+
+  /** Whether the next check may run here: there is a copy to restore, and the module is sound and within its allowance. */
+  reusable(): boolean {
+    return this.image !== null && !this.vm.module.exhausted && !this.vm.module.fatal;
+  }
+
+  dispose(): void {
+    this.done();
+  }
+}
 
 /** What stopped a guest run: its deadline, its session's CPU budget, or its module's memory. */
 type Stop = 'deadline' | 'budget' | 'memory';
@@ -491,6 +737,11 @@ class GuestVm {
       throw hit;
     }
     return result.value;
+  }
+
+  /** Looks the harness functions up now (a handle taken after a memory copy would not survive its restore). */
+  preload(...names: string[]): void {
+    for (const name of names) this.fn(name);
   }
 
   private fn(name: string): QuickJSHandle {

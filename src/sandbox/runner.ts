@@ -1,5 +1,5 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
-import type { EnvironmentCode } from './bundle.js';
+import type { CheckSpec, EnvironmentCode } from './bundle.js';
 import { SandboxError } from './errors.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from './limits.js';
 import { QuickJSHost, type CallOutcome } from './quickjs-host.js';
@@ -11,6 +11,7 @@ import {
   type ChecksResult,
   type ProbeInput,
   type ProbeResult,
+  type SessionEnd,
   type SessionReply,
   type SessionRequest,
 } from './tasks.js';
@@ -23,6 +24,13 @@ export interface EnvSession {
   call(tool: string, args: unknown): Promise<CallOutcome>;
   /** The current state (parsed JSON). Rejects with SandboxError (STATE_TOO_LARGE, …). */
   snapshot(): Promise<unknown>;
+  /**
+   * Ends the session in one round trip: the final state as JSON text, and `checks` run on it (and
+   * on the initial state) in the session's own thread, so neither state crosses threads for them.
+   * The session is closed afterwards. Rejects with SandboxError (SANDBOX_UNAVAILABLE) when the
+   * thread went away; a state that cannot be read is `stateError`.
+   */
+  finish(checks: readonly CheckSpec[]): Promise<SessionEnd>;
   close(): Promise<void>;
 }
 
@@ -33,8 +41,16 @@ export interface EnvSession {
 export interface SandboxRunner {
   probe(input: ProbeInput): Promise<ProbeResult>;
   checks(input: ChecksInput): Promise<ChecksResult>;
-  openSession(code: EnvironmentCode, initialState: unknown, limits: SandboxLimits): Promise<EnvSession>;
+  /** `initialStateJson`: the same state as JSON.stringify writes it, when the caller keeps it (it is then not written again). */
+  openSession(code: EnvironmentCode, initialState: unknown, limits: SandboxLimits, initialStateJson?: string): Promise<EnvSession>;
   close(): Promise<void>;
+}
+
+/** The initial state's JSON text for a session task; rejects a state JSON cannot write as createEnvironment does. */
+export function sessionStateJson(initialState: unknown, initialStateJson?: string): string {
+  const json = initialStateJson ?? JSON.stringify(initialState);
+  if (json === undefined) throw new SandboxError('STATE_INVALID', 'the initial state is not JSON');
+  return json;
 }
 
 /** The host end of a session port; `started` resolves once the thread has created the environment. */
@@ -73,6 +89,12 @@ export function connectSession(port: MessagePort): { started: Promise<EnvSession
           tools,
           call: (tool, args) => request({ op: 'call', tool, arguments: args }) as Promise<CallOutcome>,
           snapshot: async () => JSON.parse((await request({ op: 'snapshot' })) as string) as unknown,
+          finish: async checks => {
+            const end = (await request({ op: 'finish', checks })) as SessionEnd;
+            closed = true;
+            port.close();
+            return end;
+          },
           close: async () => {
             if (closed) return;
             try {
@@ -106,9 +128,10 @@ export function createLocalSandboxRunner(heapMb: number = DEFAULT_SANDBOX_LIMITS
   return {
     probe: input => runProbe(host, input),
     checks: input => runChecks(host, input),
-    async openSession(code, initialState, limits) {
+    async openSession(code, initialState, limits, initialStateJson) {
+      const json = sessionStateJson(initialState, initialStateJson);
       const { port1, port2 } = new MessageChannel();
-      void runSession(host, { code, initialState, limits, port: port2 });
+      void runSession(host, { code, initialStateJson: json, limits, port: port2 });
       return connectSession(port1).started;
     },
     close: () => Promise.resolve(),

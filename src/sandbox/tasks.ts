@@ -61,7 +61,19 @@ export interface ChecksResult {
 export type SessionRequest =
   | { readonly id: number; readonly op: 'call'; readonly tool: string; readonly arguments: unknown }
   | { readonly id: number; readonly op: 'snapshot' }
+  | { readonly id: number; readonly op: 'finish'; readonly checks: readonly CheckSpec[] }
   | { readonly id: number; readonly op: 'close' };
+
+/**
+ * The answer to `finish`: the final state's JSON text (or why it could not be read), and the
+ * checks run on it and on the initial state in the session's thread (null when there were none to
+ * run, or no final state). The session is closed once it is sent.
+ */
+export interface SessionEnd {
+  readonly stateJson: string | null;
+  readonly stateError: SandboxFailure | null;
+  readonly checks: ChecksResult | null;
+}
 
 /** Messages of the session protocol, thread → host. `id: 0` is the ready/failed message. */
 export type SessionReply =
@@ -117,23 +129,32 @@ function safeSnapshot(env: SandboxEnvironment): unknown {
 }
 
 export async function runChecks(host: QuickJSHost, input: ChecksInput): Promise<ChecksResult> {
-  const results = await host.runChecks(input.checks, input.finalState, input.initialState, input.limits);
+  return checksResult(await host.runChecks(input.checks, input.finalState, input.initialState, input.limits));
+}
+
+function checksResult(results: readonly CheckOutcome[]): ChecksResult {
   const passed = results.filter(r => r.passed).length;
   return { results, reward: results.length ? passed / results.length : 0, solved: results.length > 0 && passed === results.length };
 }
 
+/** What a session task gets: the initial state as JSON text (a string crosses threads as one copy, an object graph as a structured clone). */
+export interface SessionInput {
+  readonly code: EnvironmentCode;
+  readonly initialStateJson: string;
+  readonly limits: SandboxLimits;
+  readonly port: MessagePort;
+}
+
 /**
- * Serves one environment over a MessagePort until the host closes it: the environment lives in
- * this thread for the whole episode while other sessions share the thread.
+ * Serves one environment over a MessagePort until the host closes it (`close`) or ends it
+ * (`finish`: the final state and the checks on it, run here, where the final state already is):
+ * the environment lives in this thread for the whole episode while other sessions share the thread.
  */
-export async function runSession(
-  host: QuickJSHost,
-  input: { code: EnvironmentCode; initialState: unknown; limits: SandboxLimits; port: MessagePort },
-): Promise<SessionSummary> {
+export async function runSession(host: QuickJSHost, input: SessionInput): Promise<SessionSummary> {
   const { port } = input;
   let env: SandboxEnvironment;
   try {
-    env = await host.createEnvironment(input.code, input.initialState, input.limits);
+    env = await host.createEnvironmentFromText(input.code, input.initialStateJson, input.limits);
   } catch (err) {
     // The host closes the port after reading this (closing here could overtake the message).
     port.postMessage({ id: 0, ok: false, error: failure(err) } satisfies SessionReply);
@@ -150,6 +171,26 @@ export async function runSession(
       port.removeAllListeners();
       resolve({ calls, closedBy });
     };
+    /** The final state, the environment disposed (its module free for the checks), then the checks on the state's text. */
+    const finishSession = async (id: number, checks: readonly CheckSpec[]): Promise<void> => {
+      let reply: SessionReply;
+      try {
+        let stateJson: string | null = null;
+        let stateError: SandboxFailure | null = null;
+        try {
+          stateJson = env.snapshotText();
+        } catch (err) {
+          stateError = failure(err);
+        }
+        env.dispose();
+        const results = stateJson !== null && checks.length ? await host.runChecksOnText(checks, stateJson, input.initialStateJson, input.limits) : null;
+        reply = { id, ok: true, value: { stateJson, stateError, checks: results && checksResult(results) } satisfies SessionEnd };
+      } catch (err) {
+        reply = { id, ok: false, error: failure(err) };
+      }
+      port.postMessage(reply);
+      finish('host');
+    };
     port.on('close', () => finish('port-closed'));
     port.on('message', (msg: SessionRequest) => {
       let reply: SessionReply;
@@ -165,6 +206,9 @@ export async function runSession(
             reply = { id: msg.id, ok: false, error: failure(err) };
           }
           break;
+        case 'finish':
+          void finishSession(msg.id, msg.checks);
+          return;
         case 'close':
           port.postMessage({ id: msg.id, ok: true, value: null } satisfies SessionReply);
           finish('host');

@@ -67,6 +67,22 @@ describe('sandbox pool (real piscina threads)', function () {
     await Promise.all(sessions.map(s => s.close()));
   });
 
+  it("ends sessions with finish: each one's final state and the checks on it (against the initial state it was given as text), in its own thread", async () => {
+    const initial = (i: number) => ({ n: i * 100 });
+    const sessions = await Promise.all([...Array(12).keys()].map(i => pool.openSession(COUNTER, initial(i), LIMITS, JSON.stringify(initial(i)))));
+    await Promise.all(sessions.map((s, i) => s.call('add', { k: i + 1 })));
+    const checks = [
+      { item: 'n grew by the session index + 1', check: 'function check(f, i) { f.log.sort(); return f.n - i.n === f.log[0]; }' },
+      { item: 'log has one entry', check: 'function check(f) { return f.log.length === 1; }' },
+    ];
+    const ends = await Promise.all(sessions.map(s => s.finish(checks)));
+    ends.forEach((end, i) => {
+      expect(JSON.parse(end.stateJson!)).to.deep.equal({ n: i * 100 + i + 1, log: [i + 1] });
+      expect(end.checks).to.deep.include({ reward: 1, solved: true });
+    });
+    await Promise.all(sessions.map(s => s.close()));
+  });
+
   it('throws away only the session that hit a limit; its neighbours keep their state', async () => {
     // The bomber gets a long deadline so that memory, not time, is the limit it hits.
     const sessions = await Promise.all([...Array(6).keys()].map(i => pool.openSession(COUNTER, { n: i }, i === 1 ? { ...LIMITS, callDeadlineMs: 20_000 } : LIMITS)));

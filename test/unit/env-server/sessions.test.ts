@@ -41,6 +41,9 @@ function fakeSandbox() {
           stats.snapshots += 1;
           return disposed ? Promise.reject(new Error('ENV_DISPOSED')) : Promise.resolve(structuredClone(state));
         },
+        finish() {
+          return Promise.reject(new Error('the environment server reads the state with snapshot'));
+        },
         close() {
           stats.closed += 1;
           return Promise.resolve();

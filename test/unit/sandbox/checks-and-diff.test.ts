@@ -3,6 +3,7 @@ import { expect } from 'chai';
 import { diffStates, isEmptyDiff } from '../../../src/sandbox/diff.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
 import { createLocalSandboxRunner } from '../../../src/sandbox/runner.js';
+import { rejection } from '../../helpers/assert.js';
 
 const LIMITS = { ...DEFAULT_SANDBOX_LIMITS, checkDeadlineMs: 200 };
 const fixture = (name: string): unknown => JSON.parse(readFileSync(new URL(`../../../fixtures/reference/${name}`, import.meta.url), 'utf8'));
@@ -64,6 +65,98 @@ describe('check functions', function () {
       limits: LIMITS,
     });
     expect(result.solved).to.equal(true);
+  });
+
+  it('keeps each check isolated when the states are parsed once per batch: in-place sorts, changes to the initial state, built-ins and globals, a timeout or a hoard before it change nothing', async () => {
+    const sees = (item: string) => ({
+      item,
+      check: `function check(f, i) {
+        return JSON.stringify(f.list) === '[3,1,2]' && f.map.k === 'v' && i.list.length === 3 && i.list[0] === 3 && i.nested.deep.n === 1
+          && typeof leak === 'undefined' && [2, 1].sort()[0] === 1 && typeof Object.keys === 'function' && Object.isFrozen(f) === false;
+      }`,
+    });
+    const result = await runner.checks({
+      checks: [
+        sees('sees the states first'),
+        { item: 'sorts in place', check: 'function check(f, i) { f.list.sort(); i.list.sort(); return f.list[0] === 1 && i.list[0] === 1; }' },
+        sees('after a sort in place'),
+        { item: 'changes the initial state', check: 'function check(f, i) { i.list.length = 0; delete i.nested.deep; i.extra = 1; delete f.map.k; return true; }' },
+        sees('after changes to the initial state'),
+        { item: 'changes built-ins and globals', check: 'function check(f) { Array.prototype.sort = function () { return [9]; }; Object.keys = null; globalThis.leak = 1; Object.freeze(f); return true; }' },
+        sees('after changes to built-ins'),
+        { item: 'times out mid-change', check: 'function check(f, i) { f.list.reverse(); i.nested.deep.n = 2; for (;;) {} }' },
+        sees('after a timeout'),
+        { item: 'hoards', check: 'function check(f) { const a = []; for (;;) { a.push("z".repeat(1 << 20) + a.length); f.list.push(a.length); } }' },
+        sees('after a hoard'),
+      ],
+      finalState: { list: [3, 1, 2], map: { k: 'v' } },
+      initialState: { list: [3, 1, 2], nested: { deep: { n: 1 } } },
+      limits: { ...LIMITS, envMemoryMb: 16, heapMb: 128 },
+    });
+    expect(result.results.map(r => [r.item, r.passed, r.errorCode ?? null])).to.deep.equal([
+      ['sees the states first', true, null],
+      ['sorts in place', true, null],
+      ['after a sort in place', true, null],
+      ['changes the initial state', true, null],
+      ['after changes to the initial state', true, null],
+      ['changes built-ins and globals', true, null],
+      ['after changes to built-ins', true, null],
+      ['times out mid-change', false, 'DEADLINE_EXCEEDED'],
+      ['after a timeout', true, null],
+      ['hoards', false, 'MEMORY_EXCEEDED'],
+      ['after a hoard', true, null],
+    ]);
+  });
+
+  it('gives the next batch on the same initial state that state as it was, whatever a check of an earlier batch did to it, and each batch its own final state', async () => {
+    const limits = { ...LIMITS, envMemoryMb: 16 };
+    const initialState = { list: [3, 1, 2], nested: { deep: { n: 1 } } };
+    const spoil = { item: 'spoils the initial state', check: 'function check(f, i) { i.list.sort(); i.nested.deep.n = 9; i.added = true; Object.prototype.polluted = 1; return true; }' };
+    const sees = (n: number) => ({
+      item: `sees final ${n} and the initial state as given`,
+      check: `function check(f, i) { return f.n === ${n} && JSON.stringify(i) === '{"list":[3,1,2],"nested":{"deep":{"n":1}}}' && ({}).polluted === undefined; }`,
+    });
+    for (let n = 1; n <= 3; n += 1) {
+      const result = await runner.checks({ checks: [sees(n), spoil, sees(n)], finalState: { n }, initialState, limits });
+      expect(result.results.map(r => r.passed)).to.deep.equal([true, true, true]);
+    }
+    // Another initial state between batches on the first one, and a batch whose final state does not fit the allowance.
+    const other = await runner.checks({ checks: [{ item: 'other', check: 'function check(f, i) { return i.other === true; }' }], finalState: { n: 0 }, initialState: { other: true }, limits });
+    expect(other.solved).to.equal(true);
+    const failed = await runner.checks({ checks: [sees(4), sees(4)], finalState: { n: 4, big: 'x'.repeat(24 << 20) }, initialState, limits });
+    expect(failed.results.map(r => [r.passed, r.errorCode])).to.deep.equal([[false, 'MEMORY_EXCEEDED'], [false, 'MEMORY_EXCEEDED']]);
+    const again = await runner.checks({ checks: [sees(5), spoil, sees(5)], finalState: { n: 5 }, initialState, limits });
+    expect(again.results.map(r => r.passed)).to.deep.equal([true, true, true]);
+  });
+
+  it("ends a session with finish: the final state's text and the checks on it, run in the session's thread as a checks task would run them, then the session is closed", async () => {
+    const code = fixture('hotel-env.bundle.json') as never;
+    const state = fixture('hotel-state.json') as Record<string, unknown>;
+    const checks = [
+      ...(fixture('hotel-checks.json') as { item: string; check: string }[]),
+      { item: 'sorts the initial reservations in place', check: 'function check(f, i) { Object.values(i.reservations).sort(); i.reservations = {}; return true; }' },
+      { item: 'reservations still there', check: 'function check(f, i) { return Object.keys(i.reservations).length === Object.keys(f.reservations).length - 1; }' },
+    ];
+    const session = await runner.openSession(code, state, LIMITS, JSON.stringify(state));
+    const booked = await session.call('create_reservation', { guest_id: 'G0001', room_id: 'R111', check_in: '2026-03-20', check_out: '2026-03-22' });
+    expect(booked.runtimeError).to.equal(undefined);
+    const end = await session.finish(checks);
+    expect(end.stateError).to.equal(null);
+    const finalState = JSON.parse(end.stateJson!) as unknown;
+    const alone = await runner.checks({ checks, finalState, initialState: state, limits: LIMITS });
+    expect(end.checks).to.deep.equal(alone);
+    expect(end.checks!.results.map(r => r.passed)).to.deep.equal([true, true, true, true, true, true]);
+    const after = await rejection(session.call('get_guest', { guest_id: 'G0001' }));
+    expect(after).to.have.property('code', 'SANDBOX_UNAVAILABLE');
+  });
+
+  it('answers finish on a discarded environment with the reason and no checks', async () => {
+    const code = { name: 'spin', className: 'Spin', source: 'class Spin { constructor(s) { this.state = s; } spin() { for (;;) {} } }', tools: [{ type: 'function' as const, function: { name: 'spin', parameters: { type: 'object' } } }] };
+    const session = await runner.openSession(code, { n: 1 }, LIMITS);
+    expect((await session.call('spin', {})).runtimeError).to.equal('DEADLINE_EXCEEDED');
+    const end = await session.finish([{ item: 'n is 1', check: 'function check(f) { return f.n === 1; }' }]);
+    expect(end).to.deep.include({ stateJson: null, checks: null });
+    expect(end.stateError).to.have.property('code', 'ENV_DISPOSED');
   });
 
   it('scores the reference environment checks on its initial state', async () => {

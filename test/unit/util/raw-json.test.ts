@@ -1,0 +1,24 @@
+import { expect } from 'chai';
+import { RawJson, stringifyJson } from '../../../src/util/raw-json.js';
+
+describe('RawJson and stringifyJson', () => {
+  const state = { rooms: { R1: { n: 1.5, tags: ['a', 'é\u2028"q"'], none: null } }, list: [1, -0, 1e21, 5e-7] };
+  const text = JSON.stringify(state);
+
+  it('writes a value holding raw JSON text exactly as JSON.stringify writes the parsed value', () => {
+    const doc = { id: 't1', finalState: new RawJson(text), nested: [{ also: new RawJson('[1,2]') }], s: 'a "quoted" \u0000 string' };
+    expect(stringifyJson(doc)).to.equal(JSON.stringify({ id: 't1', finalState: state, nested: [{ also: [1, 2] }], s: 'a "quoted" \u0000 string' }));
+  });
+
+  it('gives the parsed value to a plain JSON.stringify and to value()', () => {
+    const raw = new RawJson(text);
+    expect(JSON.stringify({ x: raw })).to.equal(JSON.stringify({ x: state }));
+    expect(raw.value()).to.deep.equal(JSON.parse(text));
+  });
+
+  it('leaves alone strings that look like a placeholder and values without raw JSON', () => {
+    const doc = { a: '\u0000envfleet-raw-json:0', b: [1, { c: 'x' }] };
+    expect(stringifyJson(doc)).to.equal(JSON.stringify(doc));
+    expect(stringifyJson(undefined)).to.equal(undefined);
+  });
+});
