@@ -186,7 +186,7 @@ export const ENV_VARS = {
   ENVFLEET_POOL_TASKS_PER_THREAD: {
     schema: int(1, 10_000).default(64),
     example: '64',
-    description: 'Sandbox tasks one pool thread serves at once; an environment session held for an episode counts as one.',
+    description: 'Sandbox tasks one pool thread serves at once; an environment session held for an episode counts as one. Each may hold an environment of about 1.6 MiB of WebAssembly memory, so this × 1.6 must fit ENVFLEET_SANDBOX_HEAP_MB (checked at start-up).',
   },
   ENVFLEET_SANDBOX_DEADLINE_MS: {
     schema: int(1, 600_000).default(1_000),

@@ -144,6 +144,7 @@ export function loadConfig(
   const e = parsed.data;
 
   if (e.ENVFLEET_REDIS_CLUSTER_NODES) checkClusterSettings(e);
+  checkSandboxRoom(e);
 
   const file = e.ENVFLEET_MODELS_FILE ? readModelsFile(e.ENVFLEET_MODELS_FILE, options.readFile) : {};
 
@@ -271,6 +272,29 @@ export function loadConfig(
     explicit,
   };
   return deepFreeze(config);
+}
+
+/**
+ * WebAssembly memory one environment's sandbox module is charged at least (its initial pages; measured
+ * 1.6 MiB for the QuickJS build, docs/benchmarks.md § Sandbox runtime).
+ */
+export const SANDBOX_MODULE_MIB = 1.6;
+
+/**
+ * Every task of a pool thread may hold an environment (an episode's or a served session's): their modules
+ * must fit the thread's memory bound, or episodes past it end with SANDBOX_MEMORY_FULL instead of waiting.
+ */
+function checkSandboxRoom(e: EnvSchema): void {
+  const needMb = Math.ceil(e.ENVFLEET_POOL_TASKS_PER_THREAD * SANDBOX_MODULE_MIB);
+  if (needMb > e.ENVFLEET_SANDBOX_HEAP_MB) {
+    const fit = Math.floor(e.ENVFLEET_SANDBOX_HEAP_MB / SANDBOX_MODULE_MIB);
+    throw new ConfigError(
+      `ENVFLEET_POOL_TASKS_PER_THREAD=${e.ENVFLEET_POOL_TASKS_PER_THREAD} environments per sandbox thread need about ${needMb} MiB ` +
+        `(${SANDBOX_MODULE_MIB} MiB of WebAssembly memory each, at least), more than ENVFLEET_SANDBOX_HEAP_MB=${e.ENVFLEET_SANDBOX_HEAP_MB}: ` +
+        `episodes past about ${fit} per thread would end with SANDBOX_MEMORY_FULL. Raise ENVFLEET_SANDBOX_HEAP_MB to at least ${needMb}, ` +
+        `or lower ENVFLEET_POOL_TASKS_PER_THREAD to at most ${fit} (or add threads with ENVFLEET_POOL_THREADS).`,
+    );
+  }
 }
 
 /** What a Redis Cluster cannot take: braces in the prefix (they would pin every key to one slot), a db other than 0. */

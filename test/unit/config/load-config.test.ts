@@ -521,6 +521,13 @@ describe('config: stricter values', () => {
     expect(loadConfig({ ENVFLEET_WORKER_QUEUES: 'rollout.run, rollout.run' }).worker.queues).to.deep.equal(['rollout.run']);
   });
 
+  it('refuses more environments per sandbox thread than its memory bound holds, saying what to raise or lower', () => {
+    expect(() => loadConfig({ ENVFLEET_POOL_TASKS_PER_THREAD: '320' })).to.not.throw();
+    expect(() => loadConfig({ ENVFLEET_POOL_TASKS_PER_THREAD: '516' }))
+      .to.throw(/ENVFLEET_POOL_TASKS_PER_THREAD=516 .* about 826 MiB .* ENVFLEET_SANDBOX_HEAP_MB=512: .* about 320 per thread .* at least 826, or lower ENVFLEET_POOL_TASKS_PER_THREAD to at most 320/);
+    expect(() => loadConfig({ ENVFLEET_POOL_TASKS_PER_THREAD: '516', ENVFLEET_SANDBOX_HEAP_MB: '1032' })).to.not.throw();
+  });
+
   it('accepts only plain decimal numbers', () => {
     for (const value of ['0x4', '1e3', '4.5', '-1']) {
       expect(configError(() => loadConfig({ ENVFLEET_WORKER_CONCURRENCY: value })).message).to.match(/ENVFLEET_WORKER_CONCURRENCY/);
