@@ -187,6 +187,8 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     async forgetParked(runId) {
       await redis.del(parkedKey(runId));
       await redis.srem(index, runId);
+      // A job parked between the two (its HSET after our DEL, its last SADD before our SREM) must stay in the index.
+      if ((await redis.hlen(parkedKey(runId))) > 0) await redis.sadd(index, runId);
     },
     async runsWithParkedJobs() {
       const runs: string[] = [];
