@@ -3,7 +3,8 @@
  * calls) through envfleet's own guest harness (src/sandbox/harness.ts: bind, create, call with JSON
  * in and out) on the QuickJS build envfleet ships (`@jitl/quickjs-wasmfile-release-sync`) and on the
  * QuickJS-ng build of the same quickjs-emscripten release, against the seed's unsandboxed CPython
- * (`cpython-baseline.py`), in one run. The host side is reduced to what any embedding pays (two strings
+ * (`cpython-baseline.py`), in one run, and envfleet's own call path (`QuickJSHost` environment, `env.call`:
+ * the same engine and harness with envfleet's host side) as the reference. The host side is reduced to what any embedding pays (two strings
  * in, a call, a string out, the reply parsed, a deadline interrupt handler re-armed per call); the
  * difference to bench/sandbox.ts's per-call figure is envfleet's own host work (argument validation,
  * reply cap, accounting).
@@ -22,6 +23,7 @@ import { newQuickJSWASMModuleFromVariant, type QuickJSContext, type QuickJSHandl
 import releaseSync from '@jitl/quickjs-wasmfile-release-sync';
 import { HARNESS_SOURCE } from '../src/sandbox/harness.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../src/sandbox/limits.js';
+import { QuickJSHost } from '../src/sandbox/quickjs-host.js';
 import { benchArgs } from './args.js';
 import { baseline, loadEnv, median } from './sandbox/common.js';
 
@@ -83,9 +85,25 @@ function replay(engine: QuickJSWASMModule): { lat: number[]; hash: string } {
   return { lat, hash: hash.digest('hex') };
 }
 
+/** envfleet's own path: a QuickJSHost environment (its module, limits, validation, accounting) and env.call. */
+async function replayEnvfleet(): Promise<number[]> {
+  const host = new QuickJSHost(DEFAULT_SANDBOX_LIMITS.heapMb);
+  const e = await host.createEnvironment(env.code, env.state, DEFAULT_SANDBOX_LIMITS);
+  const lat: number[] = [];
+  for (const c of env.calls) {
+    const t = performance.now();
+    e.call(c.tool, c.arguments);
+    lat.push((performance.now() - t) * 1000);
+  }
+  e.dispose();
+  return lat;
+}
+
 const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 for (const e of Object.values(engines)) replay(e); // warm-up
+await replayEnvfleet();
 const rows: Record<string, { medians: number[]; means: number[]; hashes: Set<string> }> = {
+  envfleet: { medians: [], means: [], hashes: new Set() },
   quickjs: { medians: [], means: [], hashes: new Set() },
   'quickjs-ng': { medians: [], means: [], hashes: new Set() },
   cpython: { medians: [], means: [], hashes: new Set() },
@@ -99,6 +117,9 @@ for (let r = 0; r < ROUNDS; r++) {
     rows[name]!.means.push(mean(lat));
     rows[name]!.hashes.add(hash);
   }
+  const own = await replayEnvfleet();
+  rows['envfleet']!.medians.push(median(own));
+  rows['envfleet']!.means.push(mean(own));
   const cp = JSON.parse(execFileSync('python3', [baseline('cpython-baseline.py'), python.file, python.className, python.stateFile, python.callsFile], { encoding: 'utf8' })) as { medianUs: number; callsPerSecond: number };
   rows['cpython']!.medians.push(cp.medianUs);
   rows['cpython']!.means.push(1e6 / cp.callsPerSecond);
@@ -112,8 +133,14 @@ console.log(`- ${new Date().toISOString()}; ${os.cpus()[0]?.model ?? 'unknown'},
 console.log(`- ${calls.length} calls per round, ${ROUNDS} rounds; replies identical across engines and rounds: ${rows['quickjs']!.hashes.size === 1 && rows['quickjs-ng']!.hashes.size === 1 && [...rows['quickjs']!.hashes][0] === [...rows['quickjs-ng']!.hashes][0] ? 'yes' : 'NO'}\n`);
 console.log('| engine | median µs per call | mean µs per call (CPython: 1 / calls per second) | median ÷ CPython | mean ÷ CPython |');
 console.log('|---|---|---|---|---|');
-for (const name of ['quickjs', 'quickjs-ng', 'cpython']) {
+const label: Record<string, string> = {
+  envfleet: "envfleet's `env.call` (QuickJS, its host side)",
+  quickjs: 'QuickJS (envfleet\'s build), bare host side',
+  'quickjs-ng': 'QuickJS-ng, bare host side',
+  cpython: "CPython, the seed's `exec` way",
+};
+for (const name of ['envfleet', 'quickjs', 'quickjs-ng', 'cpython']) {
   const m = median(rows[name]!.medians);
   const a = median(rows[name]!.means);
-  console.log(`| ${name === 'cpython' ? 'CPython, the seed\'s `exec` way' : name} | ${m.toFixed(2)} | ${a.toFixed(2)} | ${name === 'cpython' ? '–' : `${(m / cpMedian).toFixed(2)}×`} | ${name === 'cpython' ? '–' : `${(a / cpMean).toFixed(2)}×`} |`);
+  console.log(`| ${label[name]} | ${m.toFixed(2)} | ${a.toFixed(2)} | ${name === 'cpython' ? '–' : `${(m / cpMedian).toFixed(2)}×`} | ${name === 'cpython' ? '–' : `${(a / cpMean).toFixed(2)}×`} |`);
 }
