@@ -3,6 +3,7 @@ import type { ServerEntry, SessionDirectory } from '../../src/env-server/directo
 import { EnvServerError } from '../../src/env-server/errors.js';
 import type { SessionRegistry } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
+import { bodyObjectOrNull, bodyText, isObject } from './request-body.js';
 
 /**
  * Several `envfleet serve` processes behind one address (a load balancer, DNS round robin): a request about
@@ -35,18 +36,8 @@ export interface ForwardingOptions {
   readonly cookieName: string;
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
 /** The OpenEnv JSON-RPC body of `POST /mcp`, when it parses. */
-const rpcOf = (req: Request): Record<string, unknown> | null => {
-  if (req.method !== 'POST' || req.path !== '/mcp' || typeof req.body !== 'string') return null;
-  try {
-    const body = JSON.parse(req.body) as unknown;
-    return isObject(body) ? body : null;
-  } catch {
-    return null;
-  }
-};
+const rpcOf = (req: Request): Record<string, unknown> | null => (req.method === 'POST' && req.path === '/mcp' ? bodyObjectOrNull(req) : null);
 
 /** The session a request is about: in the path (`/sessions/{id}/…`), in OpenEnv's `POST /mcp` params, or the cookie. */
 export function sessionIdOfRequest(req: Request, cookieName: string): string | null {
@@ -124,7 +115,7 @@ async function forward(req: Request, res: Response, to: ServerEntry, selfId: str
     answer = await fetch(target, {
       method: req.method,
       headers,
-      ...(hasBody ? { body: typeof req.body === 'string' ? req.body : '' } : {}),
+      ...(hasBody ? { body: bodyText(req) } : {}),
       redirect: 'manual',
       signal: AbortSignal.any([gone.signal, AbortSignal.timeout(FORWARD_TIMEOUT_MS)]),
     });
@@ -160,14 +151,8 @@ function answerError(req: Request, res: Response, next: NextFunction, err: EnvSe
   const surface = surfaceOf(req);
   if (surface === 'http') return next(err);
   if (err.code === 'PEER_UNREACHABLE') res.setHeader('Retry-After', '2');
-  const rpc = rpcOf(req) ?? (() => {
-    try {
-      return JSON.parse(typeof req.body === 'string' ? req.body : '') as Record<string, unknown>;
-    } catch {
-      return null;
-    }
-  })();
-  const id = isObject(rpc) && (typeof rpc['id'] === 'string' || typeof rpc['id'] === 'number') ? rpc['id'] : null;
+  const rpc = bodyObjectOrNull(req);
+  const id = rpc && (typeof rpc['id'] === 'string' || typeof rpc['id'] === 'number') ? rpc['id'] : null;
   const failed = err.code === 'PEER_UNREACHABLE' || err.code === 'ENVIRONMENT_FAILED' || err.code === 'INTERNAL';
   if (surface === 'openenv-rpc') {
     res.status(200).json({ jsonrpc: '2.0', id, error: { code: failed ? -32603 : -32602, message: err.message, data: { code: err.code, ...err.details } } });

@@ -7,6 +7,7 @@ import type { SessionInfo, SessionRegistry, SessionResult } from '../../src/env-
 import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 import { firstHeader } from './forward.js';
+import { bodyOf, isObject } from './request-body.js';
 
 /** What the MCP surface needs from server.ts (passed in, so the two files do not import each other). */
 export interface McpSurfaceHelpers {
@@ -27,22 +28,11 @@ export function publicUrl(req: Request, path: string): string {
   return `${proto}://${host}${token}${path}`;
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** JSON-RPC error codes of this surface (server-defined range): the session in the URL is unknown, or has ended. */
 export const MCP_UNKNOWN_SESSION = -32001;
 export const MCP_SESSION_CLOSED = -32002;
 
-/** The raw body (server.ts reads every body as text) parsed as JSON; {} when empty. */
-function parseBody(req: Request): unknown {
-  const text = typeof req.body === 'string' ? req.body : '';
-  if (text.trim() === '') return {};
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (err) {
-    throw new EnvServerError('MALFORMED_JSON', `the request body is not JSON (${(err as Error).message}); send one JSON object`);
-  }
-}
 
 const jsonRpcError = (res: Response, status: number, code: number, message: string, data?: Record<string, unknown>) => {
   res.status(status).json({ jsonrpc: '2.0', error: { code, message, ...(data ? { data } : {}) }, id: null });
@@ -112,7 +102,7 @@ export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: Mc
   router.post(
     '/sessions',
     route(async (req, res) => {
-      const info = await registry.open(helpers.scenarioIdOf(parseBody(req)));
+      const info = await registry.open(helpers.scenarioIdOf(bodyOf(req)));
       const path = `/sessions/${encodeURIComponent(info.id)}/mcp`;
       res.status(201).json({
         session_id: info.id,
@@ -163,7 +153,7 @@ export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: Mc
       }
       let body: unknown;
       try {
-        body = parseBody(req);
+        body = bodyOf(req);
       } catch (err) {
         jsonRpcError(res, 400, -32700, (err as Error).message);
         return;

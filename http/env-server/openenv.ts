@@ -11,6 +11,7 @@ import type { FunctionTool } from '../../src/sandbox/bundle.js';
 import type { CallOutcome } from '../../src/sandbox/quickjs-host.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 import { pathToken } from './path-token.js';
+import { bodyOf, bodyText, isObject } from './request-body.js';
 
 /**
  * OpenEnv's surface (meta-pytorch/OpenEnv `http_server.py`, see ../shared/reference/env-server-protocols.md §1):
@@ -46,7 +47,6 @@ const VERSION: string = (() => {
 /** The OpenEnv HTTP API this surface implements (OpenEnv's `create_fastapi_app` declares 1.0.0). */
 export const OPENENV_HTTP_API_VERSION = '1.0.0';
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 type ToolErrorType = 'execution_error' | 'invalid_args' | 'transport_error' | 'tool_not_found' | 'timeout';
 
@@ -385,14 +385,7 @@ export function mountOpenEnvPublic(app: Express, options: OpenEnvOptions): void 
 /** The stateless POST /reset, POST /step, GET /state (behind the token): each request is a throwaway episode. */
 export function mountOpenEnvStateless(app: Express, registry: SessionRegistry, options: OpenEnvOptions): void {
   const parse = (req: Request): Record<string, unknown> => {
-    const text = typeof req.body === 'string' ? req.body : '';
-    if (text.trim() === '') return {};
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch (err) {
-      throw new OpenEnvError('INVALID_JSON', `the request body is not JSON (${(err as Error).message})`);
-    }
+    const body = bodyOf(req, err => new OpenEnvError('INVALID_JSON', `the request body is not JSON (${err.message})`));
     if (!isObject(body)) throw new OpenEnvError('VALIDATION_ERROR', 'the request body must be a JSON object');
     return body;
   };
@@ -421,7 +414,7 @@ export function mountOpenEnvStateless(app: Express, registry: SessionRegistry, o
     void new Episode(registry, options.maxSteps ?? DEFAULT_MAX_STEPS).state().then(state => res.json(state));
   });
   app.post('/mcp', (req, res) => {
-    void jsonRpc(registry, typeof req.body === 'string' ? req.body : '').then(reply => res.json(reply));
+    void jsonRpc(registry, bodyText(req)).then(reply => res.json(reply));
   });
 }
 

@@ -11,6 +11,7 @@ import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 import type { SessionDirectory } from '../../src/env-server/directory.js';
 import { forwardingMiddleware, safeDecode, SERVED_BY_HEADER } from './forward.js';
 import { pathToken } from './path-token.js';
+import { bodyOf, isObject } from './request-body.js';
 import { mcpRouter } from './mcp.js';
 import { attachOpenEnvWebSocket, mountOpenEnvPublic, mountOpenEnvStateless } from './openenv.js';
 
@@ -49,18 +50,6 @@ function sendError(res: Response, code: string, message: string, details: Readon
   res.status(s).json({ error: { code, message, ...details } });
 }
 
-/** The body as JSON: {} when empty; MALFORMED_JSON when it does not parse. */
-function bodyOf(req: Request): unknown {
-  const text = typeof req.body === 'string' ? req.body : '';
-  if (text.trim() === '') return {};
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (err) {
-    throw new EnvServerError('MALFORMED_JSON', `the request body is not JSON (${(err as Error).message}); send one JSON object`);
-  }
-}
-
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
  * The scenario a seed_session body names: a scenario id as a JSON string, `{ "scenario_id": … }`, a row

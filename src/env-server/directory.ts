@@ -32,8 +32,8 @@ export interface SessionDirectory {
   readonly serverId: string;
   /** Records that this process holds the session. */
   claim(sessionId: string): Promise<void>;
-  /** Records the result of a session this process ended (kept for the result TTL) and drops its holder. */
-  release(result: SessionResult): Promise<void>;
+  /** Records the result of a session this process ended (`json`: the result as JSON text; kept for the result TTL) and drops its holder. */
+  release(sessionId: string, json: string): Promise<void>;
   locate(sessionId: string): Promise<SessionWhere>;
   /** Says this process is alive, where it answers and how full it is; the entry expires unless renewed. */
   heartbeat(load: { readonly active: number; readonly max: number }): Promise<void>;
@@ -106,8 +106,8 @@ export function createRedisSessionDirectory(redis: Redis, prefix: string, option
     async claim(sessionId) {
       await redis.set(k.holder(sessionId), self, 'EX', HOLDER_TTL_S);
     },
-    async release(result) {
-      await redis.multi().set(k.result(result.sessionId), JSON.stringify(result), 'PX', options.resultTtlMs).del(k.holder(result.sessionId)).exec();
+    async release(sessionId, json) {
+      await redis.multi().set(k.result(sessionId), json, 'PX', options.resultTtlMs).del(k.holder(sessionId)).exec();
     },
     async locate(sessionId) {
       const [holder, resultText] = await redis.mget(k.holder(sessionId), k.result(sessionId));

@@ -146,13 +146,14 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     ended.delete(id);
     endedBytes -= e.bytes;
   };
-  const keepResult = (result: SessionResult) => {
+  /** `jsonLength`: the length of the result as JSON text (what it holds is mostly its final state). */
+  const keepResult = (result: SessionResult, jsonLength: number) => {
     const old = ended.get(result.sessionId);
     if (old) {
       ended.delete(result.sessionId);
       endedBytes -= old.bytes;
     }
-    const bytes = 2 * (JSON.stringify(result.finalState)?.length ?? 0) + 1024;
+    const bytes = 2 * jsonLength + 1024;
     ended.set(result.sessionId, { result, bytes, at: Date.now() });
     endedBytes += bytes;
     while (ended.size > 1 && (ended.size > keep || endedBytes > keepBytes)) forgetOldest();
@@ -229,10 +230,12 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         checks: score.checks,
         checksError: score.checksError,
       };
-      keepResult(result);
+      // Serialized once: its length bounds what this process keeps, and the directory stores the text.
+      const json = JSON.stringify(result);
+      keepResult(result, json.length);
       live.delete(id);
       // Then every process sharing the directory answers with this result (verify through another one).
-      await deps.directory?.release(result).catch(err => deps.logger?.warn({ err, session: id }, 'the session directory did not take the result; only this process knows it'));
+      await deps.directory?.release(id, json).catch(err => deps.logger?.warn({ err, session: id }, 'the session directory did not take the result; only this process knows it'));
       return result;
     })();
     return s.ending;
@@ -326,7 +329,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     knows: id => live.has(id) || endedResult(id) !== undefined,
     remember(result) {
       if (live.has(result.sessionId)) return;
-      keepResult(result);
+      keepResult(result, JSON.stringify(result).length);
     },
 
     async closeAll() {

@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { startServing, type Serving } from '../../cli/serve.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { ENVFLEET_BIN } from './integration.js';
+import { buildDemoRun, ENVFLEET_BIN, silentLogger, useFleet, type Fleet } from './integration.js';
 
 export interface Reply {
   readonly status: number;
@@ -67,3 +68,38 @@ export async function cliCheck(scenario: ScenarioRecord, finalState: unknown): P
     await rm(dir, { recursive: true, force: true });
   }
 }
+
+/** What a suite serving the demo run gets. */
+export interface ServedDemoRun {
+  readonly f: Fleet;
+  readonly serving: Serving;
+  /** The run's ready scenarios. */
+  readonly scenarios: ScenarioRecord[];
+}
+
+/**
+ * Registers the hooks of a suite that serves the demo run: a fleet (`useFleet('suite')`), the demo run
+ * `runId` built in it, `prepare` (e.g. an export), then `envfleet serve` in this process; `ready` gets
+ * them before the first test. The server is closed after the suite.
+ */
+export function useServedDemoRun(runId: string, maxSessions: number, ready: (run: ServedDemoRun) => void, prepare?: (f: Fleet) => Promise<void>): void {
+  const fleet = useFleet('suite');
+  let serving: Serving | undefined;
+  before(async function () {
+    const f = await fleet();
+    const scenarios = await buildDemoRun(f, runId);
+    await prepare?.(f);
+    serving = await startServing(f.config, silentLogger(), { run: runId, port: 0, host: '127.0.0.1', maxSessions, idleTimeout: 600_000 });
+    ready({ f, serving, scenarios });
+  });
+  after(async () => {
+    await serving?.close();
+  });
+}
+
+/** The scenario of the demo run whose task mentions `needle`. */
+export const scenarioWith = (scenarios: readonly ScenarioRecord[], needle: string): ScenarioRecord => {
+  const s = scenarios.find(x => x.task?.includes(needle));
+  if (!s) throw new Error(`no ready demo scenario mentions "${needle}"`);
+  return s;
+};

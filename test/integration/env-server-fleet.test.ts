@@ -6,7 +6,7 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { expect } from 'chai';
 import WebSocket from 'ws';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { errorOf, LatestCookieClient, withMcp } from '../helpers/env-server-clients.js';
+import { errorOf, LatestCookieClient, scenarioWith, withMcp } from '../helpers/env-server-clients.js';
 import { buildDemoRun, childEnv, ENVFLEET_BIN, exited, useFleet, type Fleet } from '../helpers/integration.js';
 
 interface ServeProcess {
@@ -45,7 +45,7 @@ describe('envfleet serve: several serve processes sharing one Redis (real proces
   let scenarios: ScenarioRecord[];
   let a: ServeProcess;
   let b: ServeProcess;
-  const byTask = (needle: string) => scenarios.find(s => s.task?.includes(needle))!;
+  const byTask = (needle: string) => scenarioWith(scenarios, needle);
 
   before(async function () {
     f = await fleet();

@@ -2,8 +2,8 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { expect } from 'chai';
 import { startServing, type Serving } from '../../cli/serve.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { cliCheck, withMcp } from '../helpers/env-server-clients.js';
-import { buildDemoRun, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
+import { cliCheck, scenarioWith, useServedDemoRun, withMcp } from '../helpers/env-server-clients.js';
+import { silentLogger, type Fleet } from '../helpers/integration.js';
 
 const call = async (url: string, name: string, args: Record<string, unknown>, token: string | null = null) => (await withMcp(url, c => c.callTool({ name, arguments: args }), token)) as CallToolResult;
 const textOf = (r: CallToolResult) => (r.content[0] as { type: 'text'; text: string }).text;
@@ -19,20 +19,11 @@ async function verify(base: string, sessionId: string) {
 }
 
 describe('envfleet serve: the MCP surface, Streamable HTTP per session (real Redis, real sandbox pool, the official MCP client)', function () {
-  const fleet = useFleet('suite');
   let f: Fleet;
   let serving: Serving;
   let scenarios: ScenarioRecord[];
-  const byTask = (needle: string) => scenarios.find(s => s.task?.includes(needle))!;
-
-  before(async function () {
-    f = await fleet();
-    scenarios = await buildDemoRun(f, 's1');
-    serving = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 4, idleTimeout: 600_000 });
-  });
-  after(async () => {
-    await serving?.close();
-  });
+  useServedDemoRun('s1', 4, run => ({ f, serving, scenarios } = run));
+  const byTask = (needle: string) => scenarioWith(scenarios, needle);
 
   it('lists the tools with their JSON Schemas and drives a scenario to its reward, reconnecting per call; the reward is what the checks give on the same final state', async () => {
     const iris = byTask('Iris Vance');

@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { startServing, type Serving } from '../../cli/serve.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { buildDemoRun, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
+import { useServedDemoRun } from '../helpers/env-server-clients.js';
+import { silentLogger, type Fleet } from '../helpers/integration.js';
 
 /**
  * OpenEnv's own Python clients (GenericEnvClient, MCPToolClient, what `openenv validate --url` runs), unmodified,
@@ -81,19 +82,10 @@ describe("envfleet serve: OpenEnv's own Python clients (GenericEnvClient, MCPToo
     } else python = found.python;
   });
 
-  const fleet = useFleet('suite');
   let f: Fleet;
   let serving: Serving;
   let scenarios: ScenarioRecord[];
-
-  before(async function () {
-    f = await fleet();
-    scenarios = await buildDemoRun(f, 'py1');
-    serving = await startServing(f.config, silentLogger(), { run: 'py1', port: 0, host: '127.0.0.1', maxSessions: 4, idleTimeout: 600_000 });
-  });
-  after(async () => {
-    await serving?.close();
-  });
+  useServedDemoRun('py1', 4, run => ({ f, serving, scenarios } = run));
 
   it('the clients drive a scenario to the reward of its checks, the mcp message works beside step, and openenv validate passes', async () => {
     const iris = scenarios.find(s => s.task?.includes('Iris Vance'))!;

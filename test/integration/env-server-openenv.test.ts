@@ -4,8 +4,8 @@ import { startServing, type Serving } from '../../cli/serve.js';
 import { FINISH_TOOL } from '../../http/env-server/openenv.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { cliCheck } from '../helpers/env-server-clients.js';
-import { buildDemoRun, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
+import { cliCheck, scenarioWith, useServedDemoRun } from '../helpers/env-server-clients.js';
+import { silentLogger, type Fleet } from '../helpers/integration.js';
 
 type Msg = { type: string; data: Record<string, unknown> };
 type Obs = { observation: Record<string, unknown>; reward: number | null; done: boolean };
@@ -70,20 +70,11 @@ class OpenEnvWs {
 const textOf = (o: Obs) => ((o.observation['result'] as { content: { text: string }[] }).content[0]!.text);
 
 describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema, /openapi.json, stateless /reset /step /state)', function () {
-  const fleet = useFleet('suite');
   let f: Fleet;
   let serving: Serving;
   let scenarios: ScenarioRecord[];
-  const byTask = (needle: string) => scenarios.find(s => s.task?.includes(needle))!;
-
-  before(async function () {
-    f = await fleet();
-    scenarios = await buildDemoRun(f, 's1');
-    serving = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 3, idleTimeout: 600_000 });
-  });
-  after(async () => {
-    await serving?.close();
-  });
+  useServedDemoRun('s1', 3, run => ({ f, serving, scenarios } = run));
+  const byTask = (needle: string) => scenarioWith(scenarios, needle);
 
   it('drives a scenario to its reward over /ws: task and tools on reset, null rewards on the way, the checks\' score once at the finish action', async () => {
     const iris = byTask('Iris Vance');

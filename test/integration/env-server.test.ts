@@ -6,29 +6,21 @@ import { startServing, type Serving } from '../../cli/serve.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { cliCheck, errorOf, LatestCookieClient, type Reply } from '../helpers/env-server-clients.js';
-import { buildDemoRun, silentLogger, testConfig, useFleet, type Fleet } from '../helpers/integration.js';
+import { cliCheck, errorOf, LatestCookieClient, scenarioWith, useServedDemoRun, type Reply } from '../helpers/env-server-clients.js';
+import { silentLogger, testConfig, type Fleet } from '../helpers/integration.js';
 
 
 describe('envfleet serve: the environment server, NeMo Gym style (real Redis, real sandbox pool, real HTTP)', function () {
-  const fleet = useFleet('suite');
   let f: Fleet;
   let serving: Serving;
   let scenarios: ScenarioRecord[];
   let verlRows: { extra_info: { scenario_id: string } }[];
-  const byTask = (needle: string) => scenarios.find(s => s.task?.includes(needle))!;
-
-  before(async function () {
-    f = await fleet();
-    scenarios = await buildDemoRun(f, 's1');
+  const byTask = (needle: string) => scenarioWith(scenarios, needle);
+  useServedDemoRun('s1', 2, run => ({ f, serving, scenarios } = run), async fleet => {
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-serve-'));
-    await exportRun(f.store, 's1', dir, { formats: ['verl', 'prompts'] });
+    await exportRun(fleet.store, 's1', dir, { formats: ['verl', 'prompts'] });
     // rl-verl.json is one JSON row per line.
     verlRows = (await readFile(join(dir, 'rl-verl.json'), 'utf8')).trim().split('\n').map(l => JSON.parse(l) as (typeof verlRows)[number]);
-    serving = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 2, idleTimeout: 600_000 });
-  });
-  after(async () => {
-    await serving?.close();
   });
 
   it('drives a scenario to its reward from a verl row; the reward is `envfleet sandbox check` on the same final state; the cookie is re-sent every time', async () => {

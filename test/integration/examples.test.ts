@@ -7,13 +7,14 @@ import { promisify } from 'node:util';
 import { expect } from 'chai';
 import type { Context } from 'mocha';
 import { parse as parseYaml } from 'yaml';
-import { startServing, type Serving } from '../../cli/serve.js';
+import type { Serving } from '../../cli/serve.js';
 import { runAgent, type AgentResult } from '../../examples/mcp-agent.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { startModelServer, type ModelServer } from '../../src/model-server/index.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
-import { buildDemoRun, silentLogger, useFleet, type Fleet } from '../helpers/integration.js';
+import { scenarioWith, useServedDemoRun } from '../helpers/env-server-clients.js';
+import type { Fleet } from '../helpers/integration.js';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -55,24 +56,18 @@ function skip(ctx: Context, reason: string): never {
 }
 
 describe('examples/: the trainer recipes against a real `envfleet serve` (real Redis, real sandbox pool; the frameworks stubbed)', function () {
-  const fleet = useFleet('suite');
   let f: Fleet;
   let serving: Serving;
   let scenarios: ScenarioRecord[];
   let dir: string;
   let model: ModelServer | undefined;
   const py = python();
-  const byTask = (needle: string) => scenarios.find(s => s.task?.includes(needle))!;
-
-  before(async function () {
-    f = await fleet();
-    scenarios = await buildDemoRun(f, 'ex');
+  const byTask = (needle: string) => scenarioWith(scenarios, needle);
+  useServedDemoRun('ex', 4, run => ({ f, serving, scenarios } = run), async fleet => {
     dir = await mkdtemp(join(tmpdir(), 'envfleet-examples-'));
-    await exportRun(f.store, 'ex', dir, { formats: ['verl', 'prompts'] });
-    serving = await startServing(f.config, silentLogger(), { run: 'ex', port: 0, host: '127.0.0.1', maxSessions: 4, idleTimeout: 600_000 });
+    await exportRun(fleet.store, 'ex', dir, { formats: ['verl', 'prompts'] });
   });
   after(async () => {
-    await serving?.close();
     await model?.close();
   });
 

@@ -168,14 +168,17 @@ describe('env-server session registry', () => {
 
   it('keeps ended results within a byte budget and an age, oldest forgotten first', async () => {
     const { sandbox } = fakeSandbox();
-    const reg = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 4, idleTimeoutMs: 0, keepResultBytes: 3 * 1024 + 100, keepResultsForMs: 60_000 });
+    // What one result is charged (twice its JSON text, plus 1 KB), from a result like the ones below.
+    const probe = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 1, idleTimeoutMs: 0 });
+    const one = 2 * JSON.stringify(await probe.finish((await probe.open('sc1')).id)).length + 1024;
+    const reg = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 4, idleTimeoutMs: 0, keepResultBytes: 3 * one + 100, keepResultsForMs: 60_000 });
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) {
       const s = await reg.open('sc1');
       await reg.finish(s.id);
       ids.push(s.id);
     }
-    // About 1 KB each: the last three are kept.
+    // Room for three: the last three are kept.
     expect(ids.map(id => reg.result(id) !== null)).to.deep.equal([false, false, true, true, true]);
     const aged = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 4, idleTimeoutMs: 0, keepResultsForMs: 30 });
     const s = await aged.open('sc1');

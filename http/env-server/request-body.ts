@@ -1,0 +1,32 @@
+import type { Request } from 'express';
+import { EnvServerError } from '../../src/env-server/errors.js';
+
+/** A JSON object (not null, not an array). */
+export const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The raw text of a request's body: server.ts reads every body as text (''  when there is none). */
+export const bodyText = (req: Request): string => (typeof req.body === 'string' ? req.body : '');
+
+/**
+ * The body as JSON: {} when empty. A body that does not parse throws what `malformed` makes of the
+ * parse error (by default MALFORMED_JSON; each protocol surface passes its own error).
+ */
+export function bodyOf(req: Request, malformed: (err: Error) => Error = err => new EnvServerError('MALFORMED_JSON', `the request body is not JSON (${err.message}); send one JSON object`)): unknown {
+  const text = bodyText(req);
+  if (text.trim() === '') return {};
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw malformed(err as Error);
+  }
+}
+
+/** The body as a JSON object, or null when it is empty, not JSON or not an object. */
+export function bodyObjectOrNull(req: Request): Record<string, unknown> | null {
+  try {
+    const body = JSON.parse(bodyText(req)) as unknown;
+    return isObject(body) ? body : null;
+  } catch {
+    return null;
+  }
+}
