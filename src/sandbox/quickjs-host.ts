@@ -28,6 +28,12 @@ const GROWTH_STEP = 256 * 1024;
 const IDLE_MODULES = 8;
 /** A module whose heap grew more than this is not reused: a heap never shrinks, dropping it returns the memory. */
 const REUSE_GROWTH = 4 * MiB;
+/** Session templates a thread keeps: memory copies of environments just created (see createEnvironmentFromText). */
+const SESSION_TEMPLATES = 8;
+/** Environments (by seed) a thread remembers having created, to copy the second creation of one. */
+const SEEN_ENVIRONMENTS = 256;
+/** The harness functions a session uses, looked up before its module's memory is copied. */
+const SESSION_FNS = ['seed', 'bind', 'create', 'call', 'snapshot'] as const;
 
 /** The release variant, whether the loader hands us its ESM default or the CommonJS namespace. */
 const RELEASE_VARIANT: QuickJSSyncVariant = (() => {
@@ -116,6 +122,31 @@ interface CheckTemplate {
   dirty: boolean;
 }
 
+/**
+ * A memory copy of a module in which an environment was just created (source evaluated, class
+ * instantiated on the initial state): the next sessions of the same environment and state start
+ * from it instead of running the source and the constructor again.
+ */
+interface SessionTemplate {
+  readonly className: string;
+  readonly source: string;
+  readonly stateJson: string;
+  readonly envMemoryMb: number;
+  readonly image: MemoryImage;
+}
+
+/**
+ * The first module a thread opened for a session, copied once its runtime, context and harness were
+ * made: every module opened first thing the same way has the same layout (the same addresses for
+ * the runtime, the context and the harness functions, which is what `layout` records), so a copy
+ * taken in one is a working state of any other.
+ */
+interface SessionBase {
+  readonly stackBytes: number;
+  readonly layout: string;
+  readonly image: MemoryImage;
+}
+
 /** A module's statics and heap at one moment (GuestModule.capture). */
 interface MemoryImage {
   readonly statics: Uint8Array;
@@ -140,6 +171,7 @@ const mb = (bytes: number) => `${Math.round((bytes / MiB) * 10) / 10} MiB`;
  */
 class GuestModule {
   private qjs: QuickJSWASMModule | null = null;
+  private raw: QuickJSEmscriptenModule | null = null;
   private readonly memory: WasmMemory;
   /** Heap bytes the current tenant may hold. */
   private allowance = 0;
@@ -188,6 +220,7 @@ class GuestModule {
     });
     raw.type = 'sync';
     useNativeUtf8(raw, this.memory);
+    this.raw = raw;
     this.qjs = new QuickJSWASMModule(raw, new FFI(raw));
   }
 
@@ -229,6 +262,25 @@ class GuestModule {
     bytes.set(image.statics, 0);
     bytes.set(image.heap, this.build.heapBase);
     if (bytes.length > image.length) bytes.fill(0, image.length);
+  }
+
+  /**
+   * restore() for an image taken in another module of the same layout (see SessionBase), which may
+   * have had more memory: the memory is first grown the way the allocator grows it (through its
+   * resize import, so the allowance and the thread's bound apply and the glue's views follow), and
+   * the copy then replaces the allocator's state along with the rest. Throws SandboxError when the
+   * growth is refused (the module is exhausted then).
+   */
+  adopt(image: MemoryImage): void {
+    if (!this.raw) throw new Error('module not instantiated');
+    for (let have = this.memory.buffer.byteLength; have < image.length; have = this.memory.buffer.byteLength) {
+      if (this.raw._malloc(image.length - have) === 0) {
+        throw this.exhausted === 'thread'
+          ? new SandboxError('SANDBOX_MEMORY_FULL', 'no room to start the environment: its sandbox thread has reached its bound (ENVFLEET_SANDBOX_HEAP_MB)')
+          : new SandboxError('MEMORY_EXCEEDED', `the environment needs more than its memory allowance (${mb(this.allowance)}, ENVFLEET_SANDBOX_ENV_MEMORY_MB)`);
+      }
+    }
+    this.restore(image);
   }
 
   /** Bytes charged to the thread's bound: the whole memory but the stack area no guest reaches. */
@@ -297,6 +349,15 @@ export class QuickJSHost {
   /** Check templates, least recently used first (see checkTemplate). */
   private readonly templates: CheckTemplate[] = [];
   private templateUnderway = false;
+  /** Sessions may start from memory copies (cleared by warm() if the copies do not isolate). */
+  private sessionCopies = true;
+  private sessionBase: SessionBase | null = null;
+  /** Session templates, least recently used first. */
+  private readonly sessionTemplates: SessionTemplate[] = [];
+  /** Seeds of environments created here, oldest first (a template is made on the second creation). */
+  private readonly seen = new Set<string>();
+  /** Modules on the session layout whose session ended, their runtime kept for the next one. */
+  private readonly spare: GuestVm[] = [];
   private readonly boundBytes: number;
   private live = 0;
 
@@ -307,6 +368,11 @@ export class QuickJSHost {
   /** Environments created here and not yet disposed. */
   get liveEnvironments(): number {
     return this.live;
+  }
+
+  /** Session templates held (memory copies of environments created here twice or more). */
+  get sessionTemplateCount(): number {
+    return this.sessionTemplates.length;
   }
 
   /** Modules held (leased or idle). */
@@ -333,6 +399,24 @@ export class QuickJSHost {
     } finally {
       env.dispose();
     }
+    // Sessions start from memory copies of an environment created before; should the copies not
+    // isolate (a session seeing what the one before it did), every session here is created afresh.
+    // Three sessions: created, created and copied, started from the copy; each sees the same
+    // untouched environment and draws the same random numbers.
+    let first: string | undefined;
+    for (let i = 0; i < 3 && this.sessionCopies; i++) {
+      const session = await this.createEnvironment(WARM_CODE, WARM_SESSION_STATE, DEFAULT_SANDBOX_LIMITS);
+      try {
+        const [clean, ...drawn] = session.call('untouched', {}).result as [boolean, number, number];
+        session.call('change', {});
+        first ??= JSON.stringify(drawn);
+        if (clean !== true || JSON.stringify(drawn) !== first) this.sessionCopies = false;
+      } finally {
+        session.dispose();
+      }
+    }
+    this.dropSessionTemplates();
+    if (!this.sessionCopies) for (const vm of this.spare.splice(0)) vm.dispose();
     // Checks share a parse through memory copies; should a build's layout defeat the copies (a check
     // seeing what the one before it did), this thread gives every check a fresh runtime instead.
     const isolated = await this.runChecksOnText(WARM_CHECKS, '{"list":[3,1,2]}', '{"n":1}', DEFAULT_SANDBOX_LIMITS);
@@ -353,25 +437,112 @@ export class QuickJSHost {
       throw new SandboxError('STATE_TOO_LARGE', `the initial state is ${stateJson.length} bytes; the cap is ${limits.maxStateBytes}`);
     }
     const validators = this.validatorsFor(code);
-    const module = await this.acquire(limits);
-    const vm = GuestVm.open(module, limits.stackBytes, () => this.release(module));
+    const vm = (await this.sessionVm(limits)) ?? GuestVm.open(await this.acquire(limits), limits.stackBytes, module => this.release(module));
     try {
-      vm.arm(limits.createDeadlineMs);
-      const cls = vm.eval(`${code.source}\n;(typeof ${code.className} === 'function' ? ${code.className} : undefined)`, 'SOURCE_LOAD_FAILED');
-      try {
-        vm.expectOk(vm.callHarness('bind', [cls]), `the source does not declare class ${code.className}`);
-      } finally {
-        cls.dispose();
+      const template = vm.onLayout ? this.sessionTemplate(code, stateJson, limits) : undefined;
+      if (template) {
+        vm.module.adopt(template.image);
+        vm.used = true;
+      } else {
+        if (vm.onLayout && vm.used) vm.module.restore(this.sessionBase!.image);
+        vm.used = true;
+        const seed = seedOf(code, stateJson);
+        vm.arm(limits.createDeadlineMs);
+        vm.expectOk(vm.callHarness('seed', [seed]));
+        const cls = vm.eval(`${code.source}\n;(typeof ${code.className} === 'function' ? ${code.className} : undefined)`, 'SOURCE_LOAD_FAILED');
+        try {
+          vm.expectOk(vm.callHarness('bind', [cls]), `the source does not declare class ${code.className}`);
+        } finally {
+          cls.dispose();
+        }
+        vm.expectOk(vm.callHarness('create', [stateJson]));
+        if (vm.onLayout) this.keepTemplate(vm, seed, code, stateJson, limits);
       }
-      vm.expectOk(vm.callHarness('create', [stateJson]));
     } catch (err) {
-      vm.dispose();
+      this.endSession(vm);
       throw err;
     }
     this.live += 1;
     return new SandboxEnvironment(vm, validators, limits, () => {
       this.live -= 1;
+      this.endSession(vm);
     });
+  }
+
+  /**
+   * A module on the session layout for a new session: a spare one (its last session's memory still
+   * in it: the caller writes a copy over it), or a fresh module opened first thing, whose layout is
+   * then the thread's (the first one's memory becomes the base copy). Null when sessions cannot
+   * start from copies here: the caller opens a module the plain way.
+   */
+  private async sessionVm(limits: SandboxLimits): Promise<GuestVm | null> {
+    if (!this.sessionCopies || (this.sessionBase && this.sessionBase.stackBytes !== limits.stackBytes)) return null;
+    const spare = this.spare.pop();
+    if (spare) {
+      spare.module.lease(limits.envMemoryMb * MiB);
+      return spare;
+    }
+    const module = await this.acquire(limits, true);
+    const vm = GuestVm.open(module, limits.stackBytes, m => this.release(m));
+    vm.onLayout = true;
+    try {
+      vm.preload(...SESSION_FNS);
+    } catch (err) {
+      vm.dispose();
+      throw err;
+    }
+    const layout = vm.layout();
+    if (!this.sessionBase) {
+      const image = module.capture();
+      if (!image) {
+        // The build's layout is not known well enough to copy memory: plain sessions from now on.
+        this.sessionCopies = false;
+        return vm.asPlain();
+      }
+      this.sessionBase = { stackBytes: limits.stackBytes, layout, image };
+    }
+    return layout === this.sessionBase.layout ? vm : vm.asPlain();
+  }
+
+  /** The template of this environment and state, if the thread has one (marked most recently used). */
+  private sessionTemplate(code: EnvironmentCode, stateJson: string, limits: SandboxLimits): SessionTemplate | undefined {
+    const i = this.sessionTemplates.findIndex(
+      t => t.envMemoryMb === limits.envMemoryMb && t.stateJson.length === stateJson.length && t.className === code.className && t.stateJson === stateJson && t.source === code.source,
+    );
+    if (i < 0) return undefined;
+    const found = this.sessionTemplates.splice(i, 1)[0]!;
+    this.sessionTemplates.push(found);
+    return found;
+  }
+
+  /** After a creation on the session layout: copies the module when this environment was created here before (a one-off costs no copy). */
+  private keepTemplate(vm: GuestVm, seed: string, code: EnvironmentCode, stateJson: string, limits: SandboxLimits): void {
+    const key = `${seed}:${stateJson.length}:${code.source.length}`;
+    if (!this.seen.has(key)) {
+      this.seen.add(key);
+      if (this.seen.size > SEEN_ENVIRONMENTS) this.seen.delete(this.seen.values().next().value!);
+      return;
+    }
+    if (vm.module.exhausted || vm.module.fatal) return;
+    const image = vm.module.capture();
+    if (!image) return;
+    this.sessionTemplates.push({ className: code.className, source: code.source, stateJson, envMemoryMb: limits.envMemoryMb, image });
+    if (this.sessionTemplates.length > SESSION_TEMPLATES) this.sessionTemplates.shift();
+  }
+
+  private dropSessionTemplates(): void {
+    this.sessionTemplates.length = 0;
+    this.seen.clear();
+  }
+
+  /** A session's module once it ended: kept with its runtime for the next session if it is on the session layout, sound and small; freed otherwise. */
+  private endSession(vm: GuestVm): void {
+    const { module } = vm;
+    if (vm.onLayout && !vm.disposed && !module.fatal && !module.exhausted && module.grownBytes() <= REUSE_GROWTH && this.spare.length < IDLE_MODULES) {
+      this.spare.push(vm);
+      return;
+    }
+    vm.dispose();
   }
 
   /** Runs each check as check(finalState, initialState), isolated from the others; a failure counts as false. */
@@ -508,10 +679,10 @@ export class QuickJSHost {
     vm.dispose();
   }
 
-  /** A module for a new tenant: an idle one, or a fresh one if the thread's bound has room for it. */
-  private async acquire(limits: SandboxLimits): Promise<GuestModule> {
+  /** A module for a new tenant: an idle one (unless `fresh`), or a fresh one if the thread's bound has room for it. */
+  private async acquire(limits: SandboxLimits, fresh = false): Promise<GuestModule> {
     const allowance = limits.envMemoryMb * MiB;
-    const reused = this.idle.pop();
+    const reused = fresh ? undefined : this.idle.pop();
     if (reused) {
       reused.lease(allowance);
       return reused;
@@ -547,6 +718,10 @@ export class QuickJSHost {
     let free = this.boundBytes - this.heapBytes();
     while (free < wanted && this.idle.length > 0) {
       this.modules.delete(this.idle.shift()!);
+      free = this.boundBytes - this.heapBytes();
+    }
+    while (free < wanted && this.spare.length > 0) {
+      this.modules.delete(this.spare.shift()!.module);
       free = this.boundBytes - this.heapBytes();
     }
     // Then the check templates no batch is using: they only save time.
@@ -586,9 +761,33 @@ const WARM_CHECKS: readonly CheckSpec[] = [
 const WARM_CODE: EnvironmentCode = {
   name: 'warm-up',
   className: 'WarmUp',
-  source: 'class WarmUp { constructor(s) { this.state = s; } ping() { return { success: true, data: "pong" }; } }',
-  tools: [{ type: 'function', function: { name: 'ping', parameters: { type: 'object' } } }],
+  source: [
+    'class WarmUp {',
+    '  constructor(s) { this.state = s; this.drawn = Math.random(); }',
+    '  ping() { return { success: true, data: "pong" }; }',
+    // warm()'s test of session copies: what one session changes, the next must not see.
+    '  change() { this.state.list.sort(); this.state.n = 2; globalThis.leak = 1; Array.prototype.sort = null; WarmUp.prototype.untouched = () => false; Math.random(); return true; }',
+    '  untouched() { return [this.state.list.join() === "3,1,2" && this.state.n === 1 && typeof leak === "undefined" && typeof [].sort === "function", this.drawn, Math.random()]; }',
+    '}',
+  ].join('\n'),
+  tools: ['ping', 'change', 'untouched'].map(name => ({ type: 'function' as const, function: { name, parameters: { type: 'object' } } })),
 };
+const WARM_SESSION_STATE = { list: [3, 1, 2], n: 1 };
+
+/**
+ * The seed of an environment's Math.random: FNV-1a over its class name and initial state, so the
+ * sessions of one scenario draw the same numbers wherever they run.
+ */
+function seedOf(code: EnvironmentCode, stateJson: string): string {
+  let h = 0x811c9dc5;
+  const mix = (text: string) => {
+    for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  };
+  mix(code.className);
+  mix('\u0000');
+  mix(stateJson);
+  return String(h >>> 0);
+}
 
 /**
  * The checks of one batch, in one module whose runtime and context have both states parsed:
@@ -655,14 +854,21 @@ class GuestVm {
   private deadlineIsBudget = false;
   private stopped: Stop | null = null;
   disposed = false;
+  /**
+   * Opened first thing in a fresh module, with the session functions looked up, on the thread's
+   * session layout (see SessionBase): memory copies from other such modules may be written over it.
+   */
+  onLayout = false;
+  /** An environment was created here (its memory must be written over before the next one). */
+  used = false;
 
   private constructor(
     readonly module: GuestModule,
-    private readonly onDisposed: () => void,
+    private readonly onDisposed: (module: GuestModule) => void,
   ) {}
 
   /** A runtime, a context and the harness in `module`. Throws SandboxError; the module is handed back on failure. */
-  static open(module: GuestModule, stackBytes: number, onDisposed: () => void): GuestVm {
+  static open(module: GuestModule, stackBytes: number, onDisposed: (module: GuestModule) => void): GuestVm {
     const vm = new GuestVm(module, onDisposed);
     try {
       vm.runtime = module.newRuntime(stackBytes, () => vm.shouldInterrupt());
@@ -744,9 +950,28 @@ class GuestVm {
     for (const name of names) this.fn(name);
   }
 
+  /** Not on the session layout after all (another layout than the thread's): used the plain way. */
+  asPlain(): GuestVm {
+    this.onLayout = false;
+    return this;
+  }
+
+  /**
+   * The addresses of what the host holds in this module between calls: the runtime, the context
+   * (and the buffer it keeps), the harness and its looked-up functions. Equal layouts make a memory
+   * copy from one module a working state of the other.
+   */
+  layout(): string {
+    const rt = (this.runtime as unknown as { rt: { value: number } }).rt.value;
+    const ctx = this.context as unknown as { ctx: { value: number }; uint32Out: { value: { ptr: number } } };
+    const handles = [this.harnessHandle, ...this.fns.values()].map(h => (h ? String(h.value) : '-'));
+    return [rt, ctx.ctx.value, ctx.uint32Out.value.ptr, ...handles, [...this.fns.keys()].join('/')].join(',');
+  }
+
   private fn(name: string): QuickJSHandle {
     let fn = this.fns.get(name);
     if (!fn) {
+      if (this.onLayout && this.used) throw new Error(`harness function ${name} was not looked up before the module's memory was copied`);
       if (!this.harnessHandle) throw new Error('the sandbox harness is not loaded');
       fn = this.ctx.getProp(this.harnessHandle, name);
       this.fns.set(name, fn);
@@ -847,7 +1072,7 @@ class GuestVm {
         this.module.fatal = true;
       }
     }
-    this.onDisposed();
+    this.onDisposed(this.module);
   }
 }
 
@@ -858,6 +1083,7 @@ class GuestVm {
  * exhausts it is interrupted and the session ends with CPU_BUDGET_EXCEEDED.
  */
 export class SandboxEnvironment {
+  private ended = false;
   private spentMs = 0;
   private calls = 0;
   private readonly budgetMs: number;
@@ -872,7 +1098,7 @@ export class SandboxEnvironment {
   }
 
   get disposed(): boolean {
-    return this.vm.disposed;
+    return this.ended;
   }
 
   get toolNames(): string[] {
@@ -903,7 +1129,7 @@ export class SandboxEnvironment {
       if (FATAL_CODES.has(code)) this.dispose();
       return { result: { success: false, error: message }, runtimeError: code, us: (performance.now() - started) * 1000 };
     };
-    if (this.vm.disposed) return stop('ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
+    if (this.ended) return stop('ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
     const validate = this.validators.get(tool);
     if (!validate) return stop('UNKNOWN_TOOL', `unknown tool "${tool}"; the tools are: ${this.toolNames.join(', ')}`);
     const input = args ?? {};
@@ -939,7 +1165,7 @@ export class SandboxEnvironment {
 
   /** The state as JSON text. Throws SandboxError (STATE_TOO_LARGE, STATE_INVALID, ENV_DISPOSED, a limit). */
   snapshotText(): string {
-    if (this.vm.disposed) throw new SandboxError('ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
+    if (this.ended) throw new SandboxError('ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
     const started = performance.now();
     try {
       const over = this.armWithin(this.limits.callDeadlineMs);
@@ -966,9 +1192,10 @@ export class SandboxEnvironment {
     return JSON.parse(this.snapshotText());
   }
 
+  /** Ends the environment: its module is freed, or kept for the thread's next environment (the host decides). */
   dispose(): void {
-    if (this.vm.disposed) return;
-    this.vm.dispose();
+    if (this.ended) return;
+    this.ended = true;
     this.onDisposed();
   }
 }
