@@ -32,6 +32,13 @@ const REUSE_GROWTH = 4 * MiB;
 const SESSION_TEMPLATES = 8;
 /** Environments (by seed) a thread remembers having created, to copy the second creation of one. */
 const SEEN_ENVIRONMENTS = 256;
+/**
+ * Modules a thread keeps for its next sessions. Sessions end and start in bursts (a pool thread
+ * serves hundreds at once), and a burst of starts that finds no spare module instantiates fresh ones
+ * (about 2 ms each); spare modules count against the thread's bound and are the first dropped when
+ * it needs room.
+ */
+const SPARE_MODULES = 128;
 /** The harness functions a session uses, looked up before its module's memory is copied. */
 const SESSION_FNS = ['seed', 'bind', 'create', 'call', 'snapshot'] as const;
 
@@ -551,11 +558,16 @@ export class QuickJSHost {
     this.seen.clear();
   }
 
-  /** A session's module once it ended: kept with its runtime for the next session if it is on the session layout, sound and small; freed otherwise. */
+  /**
+   * A session's module once it ended: kept with its runtime for the next session if it is on the
+   * session layout, sound and small; dropped whole when there are spare modules enough (freeing its
+   * runtime object by object would be wasted work); freed otherwise.
+   */
   private endSession(vm: GuestVm): void {
     const { module } = vm;
-    if (vm.onLayout && !vm.disposed && !module.fatal && !module.exhausted && module.grownBytes() <= REUSE_GROWTH && this.spare.length < IDLE_MODULES) {
-      this.spare.push(vm);
+    if (vm.onLayout && !vm.disposed && !module.fatal && !module.exhausted && module.grownBytes() <= REUSE_GROWTH) {
+      if (this.spare.length < SPARE_MODULES) this.spare.push(vm);
+      else this.modules.delete(module);
       return;
     }
     vm.dispose();
