@@ -17,10 +17,11 @@ export const EnvironmentCode = z.object({
   className: z.string().regex(/^[A-Za-z_$][\w$]*$/, 'a JavaScript identifier'),
   source: z.string().min(1),
   tools: z.array(FunctionTool).readonly(),
+  language: z.enum(['js', 'python']).optional(),
 });
 export type EnvironmentCode = z.infer<typeof EnvironmentCode>;
 
-export const CheckSpec = z.object({ item: z.string(), check: z.string().min(1) });
+export const CheckSpec = z.object({ item: z.string(), check: z.string().min(1), language: z.enum(['js', 'python']).optional() });
 export type CheckSpec = z.infer<typeof CheckSpec>;
 
 export const ToolCall = z.object({ tool: z.string().min(1), arguments: z.unknown().default({}) });
