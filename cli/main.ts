@@ -4,6 +4,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import type { ExportCommandOptions } from './datasets.js';
+import type { ImportEnvscalerOptions } from './import.js';
 import type { BudgetOptions, ControlOptions, DeleteRunsOptions } from './runs.js';
 import type { SandboxCommandOptions } from './sandbox.js';
 import type { ServeOptions } from './serve.js';
@@ -133,6 +134,21 @@ program
   .option('--no-wait', 'enqueue and return without waiting')
   .option('--workers', 'also run workers for every queue in this process')
   .action(guarded(async (opts: ScenariosOptions) => (await import('./submit.js')).scenariosCommand(opts)));
+
+const importing = program.command('import').description("import environments and scenarios from another project's published files into a run (as kept environments and ready scenarios)");
+
+importing
+  .command('envscaler')
+  .description("EnvScaler's environments (Python classes) and RL/SFT scenarios: the GitHub files (a JSON object keyed by env_id, JSON lists) or the Hugging Face rows (JSON-string fields), JSON or JSON Lines; a malformed record is skipped and reported")
+  .requiredOption('--run <name>', 'run to import into (created when absent; importing the same files again adds nothing)')
+  .option('--from <dir>', 'directory holding 191_env_metadata.json and rl_scenario_metadata.json and/or sft_scenario_metadata.json (interact_with_env/envscaler_env/data in a checkout)')
+  .option('--envs <file>', 'instead of --from: the env metadata file')
+  .option('--scenarios <file>', 'with --envs: a scenario metadata file (repeat for RL and SFT)', (value: string, previous: string[]) => [...previous, value], [] as string[])
+  .option('--split <which>', 'rl (scenarios with check functions), sft (without) or all', 'all')
+  .option('--limit <n>', 'at most N environments (the first selected, in the env file order), with their scenarios', positiveInt)
+  .option('--append', 'import into a run that holds synthesized environments')
+  .option('--json', 'print the summary as JSON (every skipped record with its reason)')
+  .action(guarded(async (opts: ImportEnvscalerOptions) => (await import('./import.js')).importEnvscalerCommand(opts)));
 
 program
   .command('rollouts')

@@ -306,6 +306,7 @@ export const EPISODE_STAGE = PIPELINE.stagesOfKind('episode')[0]!;
 /** Run counters that count events, not items of a stage (the funnel report leaves them out; status reads them). */
 export const RUN_COUNTERS = {
   input: 'source items submitted (tasks, descriptions)',
+  import: 'documents imported from another project (envfleet import envscaler): environments, scenarios, checks',
   environments: 'environments created (from mined tasks or from descriptions)',
   sandbox: 'tool calls the sandbox stopped, by code',
   run: 'run events (cancelled)',

@@ -17,6 +17,7 @@ export function environmentLine(env: EnvironmentRecord) {
     tools: env.tools ?? null,
     className: env.className ?? null,
     source: env.source ?? null,
+    language: env.language ?? 'js',
     exampleState: env.state?.exampleState ?? null,
     testState: env.testState ?? null,
     quality: env.quality
@@ -39,6 +40,7 @@ export function scenarioLine(s: ScenarioRecord) {
     userGoal: s.userGoal,
     expectedTools: s.expectedTools ?? [],
     checklist: s.checklist ?? [],
+    ...(s.unscored ? { unscored: true } : {}),
     validation: s.validation ?? null,
     lineage: s.lineage,
   };

@@ -52,7 +52,8 @@ export interface RowContext {
 
 /** What every row needs of a scenario and its environment; null when the scenario cannot be a row. */
 function parts(s: ScenarioRecord, env: EnvironmentRecord) {
-  if (s.status !== 'ready' || !s.task || !env.tools?.length) return null;
+  // A scenario without checks (EnvScaler's SFT scenarios, imported unscored) gives a trainer no reward: not an RL row.
+  if (s.status !== 'ready' || !s.task || !env.tools?.length || !s.checklist?.length) return null;
   const tools = trainerTools(env.tools);
   return {
     tools,

@@ -15,7 +15,8 @@ export const ScenarioLine = z.object({
   task: z.string().nullish(),
   userGoal: z.object({ goal: z.string(), facts: z.array(z.string()) }).nullish(),
   expectedTools: z.array(z.string()).nullish(),
-  checklist: z.array(z.object({ item: z.string(), check: z.string() })),
+  checklist: z.array(z.object({ item: z.string(), check: z.string(), language: z.enum(['js', 'python']).optional() })),
+  unscored: z.boolean().optional(),
   validation: z
     .object({
       onInitialState: z.array(z.object({ item: z.string(), passed: z.boolean() })),
@@ -50,7 +51,8 @@ export function scenarioRecordFromLine(s: ScenarioLineValue, runId: string): Sce
     ...(s.userGoal ? { userGoal: s.userGoal } : {}),
     ...(s.expectedTools ? { expectedTools: s.expectedTools } : {}),
     checklistItems: s.checklist.map(c => c.item),
-    checklist: s.checklist,
+    checklist: s.checklist.map(c => ({ item: c.item, check: c.check, ...(c.language ? { language: c.language } : {}) })),
+    ...(s.unscored ? { unscored: true } : {}),
     ...(s.validation
       ? { validation: { onInitialState: s.validation.onInitialState, repairs: s.validation.repairs, ...(s.validation.verification ? { verification: s.validation.verification } : {}) } }
       : {}),

@@ -122,7 +122,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
 
   try {
     try {
-      session = await deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [] }, scenario.initialState, input.sandboxLimits, input.initialStateJson);
+      session = await deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, input.sandboxLimits, input.initialStateJson);
     } catch (err) {
       throw new EpisodeEnd('environment-error', `the environment did not start: ${(err as Error).message}`);
     }

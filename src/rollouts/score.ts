@@ -21,7 +21,7 @@ export interface Score {
  */
 export async function scoreFinalState(
   sandbox: Pick<SandboxRunner, 'checks'>,
-  scenario: Pick<ScenarioRecord, 'checklist' | 'initialState'>,
+  scenario: Pick<ScenarioRecord, 'checklist' | 'initialState' | 'unscored'>,
   finalState: unknown,
   limits: SandboxLimits,
   readError: string | null = null,
@@ -29,7 +29,8 @@ export async function scoreFinalState(
 ): Promise<Score> {
   let checksError = readError;
   const checklist = scenario.checklist ?? [];
-  if (checklist.length === 0) checksError ??= 'EMPTY_CHECKLIST: the scenario has no checks, so no reward can be computed';
+  if (checklist.length === 0 && scenario.unscored) checksError ??= 'UNSCORED: the scenario has no checks by design (an EnvScaler SFT scenario), so its episodes get no reward';
+  else if (checklist.length === 0) checksError ??= 'EMPTY_CHECKLIST: the scenario has no checks, so no reward can be computed';
   else if (finalState === null) checksError ??= 'no final state: the environment did not run, so no reward can be computed';
   else {
     const result = ran ?? (await sandbox.checks({ checks: checklist, finalState: finalState instanceof RawJson ? finalState.value() : finalState, initialState: scenario.initialState, limits }));

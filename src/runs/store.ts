@@ -34,7 +34,8 @@ export type DocKind = keyof RunDocuments;
 export interface RunRecord {
   readonly id: string;
   readonly createdAt: string;
-  readonly input: 'tasks' | 'descriptions';
+  /** What the run was made from: synthesis input, or the files of another project (`envfleet import envscaler`). */
+  readonly input: 'tasks' | 'descriptions' | 'envscaler';
   /** Options frozen at creation (thresholds, limits, probe steps, models). */
   readonly options: RunOptions;
 }

@@ -1,4 +1,4 @@
-import type { ItemFailure } from '../synthesis/types.js';
+import type { ImportedFrom, ImportSource, ItemFailure } from '../synthesis/types.js';
 
 export type ScenarioStatus = 'building' | 'ready' | 'dropped';
 
@@ -42,7 +42,13 @@ export interface ScenarioRecord {
   readonly userGoal?: { readonly goal: string; readonly facts: readonly string[] };
   readonly expectedTools?: readonly string[];
   readonly checklistItems?: readonly string[];
-  readonly checklist?: readonly { readonly item: string; readonly check: string }[];
+  /** Check functions: JavaScript `check(finalState, initialState)` unless `language` is 'python' (EnvScaler's `check_func(final_state)`). */
+  readonly checklist?: readonly { readonly item: string; readonly check: string; readonly language?: 'js' | 'python' }[];
+  /**
+   * The scenario has no checks by design (EnvScaler's SFT scenarios): its episodes get no reward
+   * (reward null, checksError UNSCORED), and the RL exports leave it out.
+   */
+  readonly unscored?: boolean;
   readonly validation?: ScenarioValidation;
   readonly dropReason?: ScenarioDropReason | null;
   readonly lineage: {
@@ -51,5 +57,8 @@ export interface ScenarioRecord {
     readonly models: Readonly<Record<string, string>>;
     readonly prompts: Readonly<Record<string, string>>;
     readonly createdAt: string;
+    /** Where an imported scenario comes from (`envfleet import`); absent for generated ones. */
+    readonly source?: ImportSource;
+    readonly original?: ImportedFrom;
   };
 }

@@ -64,6 +64,8 @@ export interface EnvironmentRecord {
   readonly methods?: Readonly<Record<string, string>>;
   readonly helpers?: readonly string[];
   readonly source?: string;
+  /** The language of `source`: absent (synthesized environments) is JavaScript; EnvScaler's imported classes are Python. */
+  readonly language?: 'js' | 'python';
   readonly tools?: readonly FunctionTool[];
   readonly testState?: Readonly<Record<string, unknown>>;
   /** Assemble repair rounds used, and which methods they regenerated. */
@@ -78,7 +80,25 @@ export interface EnvironmentRecord {
     readonly models: Readonly<Record<string, string>>;
     readonly prompts: Readonly<Record<string, string>>;
     readonly createdAt: string;
+    /** Where an imported environment comes from (`envfleet import`); absent for synthesized ones. */
+    readonly source?: ImportSource;
+    /** Its ids and place in the files it was imported from. */
+    readonly original?: ImportedFrom;
   };
+}
+
+/** The projects `envfleet import` reads. */
+export type ImportSource = 'envscaler';
+
+/** Where an imported document comes from: the ids it had there, and the file (base name) and record (index or key) it was read from. */
+export interface ImportedFrom {
+  readonly envId: string;
+  readonly className?: string;
+  readonly taskId?: string;
+  /** EnvScaler's scenario sets: `rl` (with check functions), `sft` (without). */
+  readonly split?: 'rl' | 'sft';
+  readonly file: string;
+  readonly record: number | string;
 }
 
 /** Why an item (environment or scenario) left the pipeline: the stage, a code of ERROR_CODES, and what happened. */

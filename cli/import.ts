@@ -1,0 +1,77 @@
+import { stat } from 'node:fs/promises';
+import { InvalidArgumentError } from 'commander';
+import { runOptionsFrom } from '../queues/submit.js';
+import { ENVSCALER_SPLITS, findEnvscalerFiles, importEnvscaler, splitOfFileName, type EnvscalerFiles, type EnvscalerImportSummary, type EnvscalerSplit, type ImportProgress } from '../src/importers/envscaler.js';
+import { withRuns } from './context.js';
+
+export interface ImportEnvscalerOptions {
+  readonly run: string;
+  readonly from?: string;
+  readonly envs?: string;
+  readonly scenarios: readonly string[];
+  readonly split: string;
+  readonly limit?: number;
+  readonly append?: boolean;
+  readonly json?: boolean;
+}
+
+/** Skipped records printed one by one before the rest are only counted. */
+const SHOWN = 50;
+
+async function requireFile(option: string, path: string): Promise<void> {
+  const s = await stat(path).catch((err: NodeJS.ErrnoException) => {
+    throw new InvalidArgumentError(`${option} ${path}: ${err.code === 'ENOENT' ? 'no such file' : (err.code ?? err.message)}`);
+  });
+  if (!s.isFile()) throw new InvalidArgumentError(`${option} ${path} is not a file${s.isDirectory() ? ' (for a directory of EnvScaler files use --from DIR)' : ''}`);
+}
+
+/** The options, checked before anything connects: each message says what to fix. */
+async function filesOf(opts: ImportEnvscalerOptions): Promise<EnvscalerFiles> {
+  if (!ENVSCALER_SPLITS.includes(opts.split as EnvscalerSplit)) throw new InvalidArgumentError(`--split takes rl, sft or all, not "${opts.split}"`);
+  if (opts.from && (opts.envs || opts.scenarios.length)) throw new InvalidArgumentError('give either --from DIR (files found by their published names) or --envs FILE [--scenarios FILE ...], not both');
+  if (!opts.from && !opts.envs) {
+    throw new InvalidArgumentError(
+      opts.scenarios.length
+        ? '--scenarios needs --envs FILE too: scenarios are imported with the env metadata file that defines their environments'
+        : 'say what to import: --from DIR (holding 191_env_metadata.json and rl_scenario_metadata.json / sft_scenario_metadata.json) or --envs FILE [--scenarios FILE ...]',
+    );
+  }
+  if (opts.from) return findEnvscalerFiles(opts.from);
+  await requireFile('--envs', opts.envs!);
+  for (const s of opts.scenarios) await requireFile('--scenarios', s);
+  return { envs: opts.envs!, scenarios: opts.scenarios.map(path => ({ path, split: splitOfFileName(path) })) };
+}
+
+function reporter(): (p: ImportProgress) => void {
+  return p => {
+    if (p.phase === 'read') process.stderr.write(`envfleet import: read ${p.records} records of ${p.file}\n`);
+    else process.stderr.write(`envfleet import: wrote ${p.done}/${p.total} ${p.kind === 'env' ? 'environments' : 'scenarios'}\n`);
+  };
+}
+
+function summaryText(s: EnvscalerImportSummary, opts: ImportEnvscalerOptions): string {
+  const counts = (c: { imported: number; unchanged: number; updated: number }) => `${c.imported} new, ${c.unchanged} unchanged, ${c.updated} updated`;
+  const lines = [
+    `run ${s.runId}: ${s.created ? 'created' : 'exists'}`,
+    `environments: ${counts(s.environments)}`,
+    `scenarios:    ${counts(s.scenarios)} (rl ${s.scenarios.rl}, sft ${s.scenarios.sft}; ${s.unscored} without checks, imported unscored)`,
+    `checks:       ${s.checks}`,
+    `not selected: ${s.notSelected.environments} environments, ${s.notSelected.scenarios} scenarios (--split ${opts.split}${opts.limit ? `, --limit ${opts.limit}` : ''})`,
+    `skipped:      ${s.skipped.length} records${s.skipped.length ? ':' : ''}`,
+    ...s.skipped.slice(0, SHOWN).map(k => `  ${k.file} ${k.where}: ${k.problem}`),
+    ...(s.skipped.length > SHOWN ? [`  … and ${s.skipped.length - SHOWN} more (--json lists them all)`] : []),
+    ...(s.warnings.length ? [`warnings:     ${s.warnings.length}`, ...s.warnings.slice(0, SHOWN).map(k => `  ${k.file} ${k.where}: ${k.problem}`)] : []),
+    ...s.fileProblems.map(p => `file problem: ${p}`),
+    `The environments are Python (language "python"): rollouts and serving need the Python runtime. Export with: envfleet export --run ${s.runId} --out DIR`,
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+/** `envfleet import envscaler`. */
+export async function importEnvscalerCommand(opts: ImportEnvscalerOptions): Promise<void> {
+  const files = await filesOf(opts);
+  await withRuns(async c => {
+    const summary = await importEnvscaler(c.store, { runId: opts.run, files, split: opts.split as EnvscalerSplit, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false }, runOptionsFrom(c.config), reporter());
+    process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : summaryText(summary, opts));
+  });
+}

@@ -1,0 +1,271 @@
+import { readdir, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { RequestError } from '../errors.js';
+import type { RunOptions } from '../runs/options.js';
+import type { RunStore } from '../runs/store.js';
+import type { ScenarioRecord } from '../scenarios/types.js';
+import type { EnvironmentRecord } from '../synthesis/types.js';
+import { ENVSCALER_FIELDS, environmentFromEnvscaler, sameDocument, scenarioFromEnvscaler, type MappedScenario, type RecordPlace, type ScenarioEnv } from './envscaler-records.js';
+import { readJsonRecords, type JsonFileEnd } from './json-records.js';
+
+/**
+ * `envfleet import envscaler`: EnvScaler's environments and scenarios (files the user supplies; none
+ * of EnvScaler's code or data is in this repository) into a run, as kept environments and ready
+ * scenarios, so `envfleet rollouts`, `serve` and `export` use them as they use synthesized ones. The
+ * environments are Python (`language: 'python'`), run by the Python runtime.
+ */
+
+export type EnvscalerSplit = 'rl' | 'sft' | 'all';
+export const ENVSCALER_SPLITS: readonly EnvscalerSplit[] = ['rl', 'sft', 'all'];
+
+/** The files of an import: the env metadata, and scenario files with the set their name says (null: decided per record). */
+export interface EnvscalerFiles {
+  readonly envs: string;
+  readonly scenarios: readonly { readonly path: string; readonly split: 'rl' | 'sft' | null }[];
+}
+
+/** EnvScaler's published names: `191_env_metadata.json`, `rl_scenario_metadata.json` (or `envscaler_rl_…`), `sft_scenario_metadata.json`; `.jsonl` too. */
+const ENV_FILE = /env_metadata[^/]*\.jsonl?$/i;
+const RL_FILE = /(^|[^a-z])rl_scenario_metadata[^/]*\.jsonl?$/i;
+const SFT_FILE = /(^|[^a-z])sft_scenario_metadata[^/]*\.jsonl?$/i;
+
+/** The split a scenario file's name says, or null. */
+export const splitOfFileName = (path: string): 'rl' | 'sft' | null => (RL_FILE.test(basename(path)) ? 'rl' : SFT_FILE.test(basename(path)) ? 'sft' : null);
+
+/** The EnvScaler files in a directory, by their published names; refuses with what it found and expected. */
+export async function findEnvscalerFiles(dir: string): Promise<EnvscalerFiles> {
+  let names: string[];
+  try {
+    if (!(await stat(dir)).isDirectory()) throw new RequestError(`--from ${dir} is a file, not a directory: pass the directory holding EnvScaler's data files, or the files themselves with --envs FILE --scenarios FILE`);
+    names = (await readdir(dir)).sort();
+  } catch (err) {
+    if (err instanceof RequestError) throw err;
+    throw new RequestError(`--from ${dir}: cannot read the directory (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); pass the directory holding EnvScaler's data files (interact_with_env/envscaler_env/data in a checkout)`);
+  }
+  const envs = names.filter(n => ENV_FILE.test(n));
+  const scenarios = names.filter(n => RL_FILE.test(n) || SFT_FILE.test(n));
+  const expected = 'an env metadata file (191_env_metadata.json) and RL and/or SFT scenario files (rl_scenario_metadata.json, sft_scenario_metadata.json; .json or .jsonl)';
+  if (envs.length === 0) {
+    throw new RequestError(`--from ${dir}: no env metadata file (*env_metadata*.json or .jsonl) there; expected ${expected}${names.includes('interact_with_env') ? `; in an EnvScaler checkout pass --from ${join(dir, 'interact_with_env/envscaler_env/data')}` : ''}. Or name the files with --envs FILE --scenarios FILE.`);
+  }
+  if (envs.length > 1) throw new RequestError(`--from ${dir}: several env metadata files (${envs.join(', ')}); name the one to import with --envs FILE (and --scenarios FILE)`);
+  return { envs: join(dir, envs[0]!), scenarios: scenarios.map(n => ({ path: join(dir, n), split: splitOfFileName(n) })) };
+}
+
+/** A record that was not imported, and why. */
+export interface SkippedRecord {
+  readonly file: string;
+  /** `record 12`, `env_id env_3_rl` or `task_id env_3_rl-task_2`, with the line. */
+  readonly where: string;
+  readonly problem: string;
+}
+
+export interface ImportCounts {
+  /** Written now (new). */
+  readonly imported: number;
+  /** Already in the run, the same: nothing written. */
+  readonly unchanged: number;
+  /** Already in the run from an earlier import of other content: written again. */
+  readonly updated: number;
+}
+
+export interface EnvscalerImportSummary {
+  readonly runId: string;
+  readonly created: boolean;
+  readonly environments: ImportCounts;
+  readonly scenarios: ImportCounts & { readonly rl: number; readonly sft: number };
+  /** Check functions of the imported scenarios (new and unchanged). */
+  readonly checks: number;
+  /** Scenarios without checks (EnvScaler SFT): imported unscored. */
+  readonly unscored: number;
+  readonly skipped: readonly SkippedRecord[];
+  /** Records left out by --split or --limit (not errors). */
+  readonly notSelected: { readonly environments: number; readonly scenarios: number };
+  readonly warnings: readonly SkippedRecord[];
+  /** Problems of a file as a whole (truncated, text after the JSON value). */
+  readonly fileProblems: readonly string[];
+}
+
+export interface EnvscalerImportRequest {
+  readonly runId: string;
+  readonly files: EnvscalerFiles;
+  readonly split: EnvscalerSplit;
+  /** At most this many environments (the first selected ones, in the env file's order), with their scenarios. */
+  readonly limit?: number;
+  /** Import into a run that holds other content (synthesized environments). */
+  readonly append?: boolean;
+}
+
+export type ImportProgress = { readonly phase: 'read'; readonly file: string; readonly records: number } | { readonly phase: 'write'; readonly kind: 'env' | 'scenario'; readonly done: number; readonly total: number };
+
+const RUN_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
+
+const whereOf = (p: RecordPlace, ids: string) => `${ids || `record ${p.index}`} (line ${p.line})`;
+
+/** Reads the records of one file, with a progress call every 200 records. */
+async function eachRecord(path: string, fn: (value: unknown, place: RecordPlace, error: string | undefined) => void, progress: ((p: ImportProgress) => void) | undefined, fileProblems: string[]): Promise<void> {
+  const file = basename(path);
+  const records = readJsonRecords(path, ENVSCALER_FIELDS);
+  let n = 0;
+  let end: JsonFileEnd;
+  for (;;) {
+    const next = await records.next();
+    if (next.done) {
+      end = next.value;
+      break;
+    }
+    const r = next.value;
+    fn(r.value, { file, index: r.index, line: r.line, ...(r.key !== undefined ? { key: r.key } : {}) }, r.error);
+    n += 1;
+    if (n % 200 === 0) progress?.({ phase: 'read', file, records: n });
+  }
+  progress?.({ phase: 'read', file, records: n });
+  const { shape, problem } = end;
+  if (problem) fileProblems.push(`${path}: ${problem}`);
+  if (shape === 'empty') fileProblems.push(`${path}: the file is empty`);
+}
+
+/**
+ * Imports EnvScaler's files into run `runId`: creates the run (input `envscaler`, `options` frozen)
+ * when absent; refuses a run made from other input unless `append`. Every record is read and mapped
+ * first (a malformed one is skipped with its file, place and problem); then environments are written
+ * as kept and scenarios as ready through the run store, which keeps the status counts. Idempotent:
+ * a document already in the run with the same content is not written again.
+ */
+export async function importEnvscaler(store: RunStore, request: EnvscalerImportRequest, options: RunOptions, progress?: (p: ImportProgress) => void): Promise<EnvscalerImportSummary> {
+  const { runId } = request;
+  if (!RUN_NAME.test(runId)) throw new RequestError(`run name "${runId}" may only contain letters, digits, _ . - (at most 100 characters)`);
+  const existing = await store.getRun(runId);
+  if (existing && existing.input !== 'envscaler' && !request.append) {
+    throw new RequestError(`run "${runId}" exists and was made from ${existing.input} (envfleet synth), not imported from EnvScaler: import into another run name, or pass --append to add EnvScaler's environments and scenarios to it`);
+  }
+
+  const now = new Date().toISOString();
+  const skipped: SkippedRecord[] = [];
+  const warnings: SkippedRecord[] = [];
+  const fileProblems: string[] = [];
+
+  // Environments, in the file's order.
+  const envs = new Map<string, EnvironmentRecord>();
+  const byEnvscalerId = new Map<string, ScenarioEnv>();
+  const envFirstSeen = new Map<string, string>();
+  await eachRecord(
+    request.files.envs,
+    (value, place, error) => {
+      const keyId = place.key ?? (value && typeof value === 'object' && typeof (value as { env_id?: unknown }).env_id === 'string' ? (value as { env_id: string }).env_id : '');
+      const where = whereOf(place, keyId ? `env_id ${keyId}` : '');
+      if (error) return void skipped.push({ file: place.file, where, problem: error });
+      const mapped = environmentFromEnvscaler(value, place, runId, now);
+      if (!mapped.ok) return void skipped.push({ file: place.file, where, problem: mapped.problem });
+      const env = mapped.value;
+      const envId = env.lineage.original!.envId;
+      const first = envFirstSeen.get(envId);
+      if (first) return void skipped.push({ file: place.file, where, problem: `env_id ${envId} was already read at ${first}` });
+      envFirstSeen.set(envId, where);
+      for (const w of mapped.warnings) warnings.push({ file: place.file, where, problem: w });
+      envs.set(env.id, env);
+      byEnvscalerId.set(envId, { id: env.id, envId, className: env.className! });
+    },
+    progress,
+    fileProblems,
+  );
+
+  // A scenario's environment: one of the env file's (its records that were skipped are not there).
+  const envOf = (envId: string) => byEnvscalerId.get(envId);
+
+  // Scenarios, in file order.
+  const scenarios: MappedScenario[] = [];
+  const seenIds = new Map<string, string>();
+  let scenariosNotSelected = 0;
+  for (const { path, split } of request.files.scenarios) {
+    await eachRecord(
+      path,
+      (value, place, error) => {
+        const v = value && typeof value === 'object' ? (value as { task_id?: unknown; env_id?: unknown }) : {};
+        const where = whereOf(place, typeof v.task_id === 'string' ? `task_id ${v.task_id}` : typeof v.env_id === 'string' ? `env_id ${v.env_id}` : '');
+        if (error) return void skipped.push({ file: place.file, where, problem: error });
+        const mapped = scenarioFromEnvscaler(value, place, runId, now, envOf, split);
+        if (!mapped.ok) return void skipped.push({ file: place.file, where, problem: mapped.problem });
+        if (request.split !== 'all' && mapped.value.split !== request.split) {
+          scenariosNotSelected += 1;
+          return;
+        }
+        const first = seenIds.get(mapped.value.scenario.id);
+        if (first) return void skipped.push({ file: place.file, where, problem: `scenario ${mapped.value.scenario.id} was already read at ${first}` });
+        seenIds.set(mapped.value.scenario.id, `${place.file} ${where}`);
+        for (const w of mapped.warnings) warnings.push({ file: place.file, where, problem: w });
+        scenarios.push(mapped.value);
+      },
+      progress,
+      fileProblems,
+    );
+  }
+
+  // Which environments: every one (--split all, or no scenario file), else those the selected scenarios use; then --limit.
+  const used = new Set(scenarios.map(s => s.scenario.environmentId));
+  let chosen = [...envs.values()].filter(e => request.split === 'all' || request.files.scenarios.length === 0 || used.has(e.id));
+  if (request.limit !== undefined) chosen = chosen.slice(0, request.limit);
+  const chosenIds = new Set(chosen.map(e => e.id));
+  const chosenScenarios = scenarios.filter(s => chosenIds.has(s.scenario.environmentId));
+  scenariosNotSelected += scenarios.length - chosenScenarios.length;
+
+  const created = existing ? false : await store.createRun({ id: runId, createdAt: now, input: 'envscaler', options });
+
+  const envCounts = { imported: 0, unchanged: 0, updated: 0 };
+  for (const [i, env] of chosen.entries()) {
+    const before = await store.getDoc(runId, 'env', env.id);
+    if (before && before.lineage.source !== 'envscaler') {
+      skipped.push({ file: env.lineage.original!.file, where: `env_id ${env.lineage.original!.envId}`, problem: `run "${runId}" already has a ${before.status} environment ${env.id} that was not imported from EnvScaler: left as it is` });
+      chosenIds.delete(env.id);
+      continue;
+    }
+    if (before && sameDocument(before, env)) envCounts.unchanged += 1;
+    else {
+      await store.putDoc(runId, 'env', env.id, before ? { ...env, lineage: { ...env.lineage, createdAt: before.lineage.createdAt } } : env, [{ stage: 'import', outcome: 'environments', n: 1, once: true }]);
+      envCounts[before ? 'updated' : 'imported'] += 1;
+    }
+    if ((i + 1) % 50 === 0 || i + 1 === chosen.length) progress?.({ phase: 'write', kind: 'env', done: i + 1, total: chosen.length });
+  }
+
+  const scnCounts = { imported: 0, unchanged: 0, updated: 0, rl: 0, sft: 0 };
+  let checks = 0;
+  let unscored = 0;
+  const indexOf = new Map<string, number>();
+  const writable = chosenScenarios.filter(s => chosenIds.has(s.scenario.environmentId));
+  for (const [i, s] of writable.entries()) {
+    const index = indexOf.get(s.scenario.environmentId) ?? 0;
+    indexOf.set(s.scenario.environmentId, index + 1);
+    const doc: ScenarioRecord = { ...s.scenario, index };
+    const before = await store.getDoc(runId, 'scenario', doc.id);
+    if (before && before.lineage.source !== 'envscaler') {
+      skipped.push({ file: doc.lineage.original!.file, where: `task_id ${doc.lineage.original!.taskId ?? doc.id}`, problem: `run "${runId}" already has a scenario ${doc.id} that was not imported from EnvScaler: left as it is` });
+      continue;
+    }
+    if (before && sameDocument(before, doc)) scnCounts.unchanged += 1;
+    else {
+      const n = doc.checklist?.length ?? 0;
+      await store.putDoc(runId, 'scenario', doc.id, before ? { ...doc, lineage: { ...doc.lineage, createdAt: before.lineage.createdAt } } : doc, [
+        { stage: 'import', outcome: 'scenarios', n: 1, once: true },
+        ...(n ? [{ stage: 'import', outcome: 'checks', n, once: true }] : []),
+      ]);
+      scnCounts[before ? 'updated' : 'imported'] += 1;
+    }
+    scnCounts[s.split] += 1;
+    checks += doc.checklist?.length ?? 0;
+    if (doc.unscored) unscored += 1;
+    if ((i + 1) % 200 === 0 || i + 1 === writable.length) progress?.({ phase: 'write', kind: 'scenario', done: i + 1, total: writable.length });
+  }
+
+  return {
+    runId,
+    created,
+    environments: envCounts,
+    scenarios: scnCounts,
+    checks,
+    unscored,
+    skipped,
+    notSelected: { environments: envs.size - chosen.length, scenarios: scenariosNotSelected },
+    warnings,
+    fileProblems,
+  };
+}

@@ -1,0 +1,236 @@
+import { createReadStream } from 'node:fs';
+import { InputFileError } from '../sandbox/files.js';
+
+/**
+ * Reads the records of a JSON data file one at a time, in any of the shapes other projects publish
+ * their data in: a JSON array of records, a JSON object keyed by id (each member a record), or JSON
+ * Lines (one record per line, whatever the file's extension). The file is streamed: the text is
+ * decoded as UTF-8 across chunk boundaries (no character is cut) and each record is parsed on its own,
+ * so a malformed record is reported with its position and the others are still read. Nothing is
+ * evaluated: records are parsed with JSON.parse.
+ */
+
+/** One record of a file: its value, or why it could not be parsed. */
+export interface JsonRecord {
+  /** 0-based position among the file's records. */
+  readonly index: number;
+  /** The member name, in a JSON object keyed by id. */
+  readonly key?: string;
+  /** 1-based line on which the record starts. */
+  readonly line: number;
+  readonly value?: unknown;
+  /** Set when the record is not valid JSON (value is then absent). */
+  readonly error?: string;
+}
+
+export type JsonFileShape = 'array' | 'object' | 'lines' | 'empty';
+
+/** How a file ended: its shape, and a problem with the file as a whole (truncated, trailing text) that is not one record's. */
+export interface JsonFileEnd {
+  readonly shape: JsonFileShape;
+  readonly problem: string | null;
+}
+
+const BOM = 0xfeff;
+const isSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+const KEY_AT_START = /^\s*"((?:[^"\\]|\\.)*)"\s*:/;
+const firstLineOf = (text: string) => (text.length > 80 ? `${text.slice(0, 80)}…` : text);
+
+/**
+ * The splitter: fed text chunks, emits records. A top-level `{` is a JSON object keyed by id unless
+ * its first member is a field of a record (`rowKeys`) or not an object: then the file is JSON Lines
+ * of records, and the text read so far is read again as lines.
+ */
+class RecordSplitter {
+  shape: JsonFileShape | 'detect' | 'none' = 'none';
+  problem: string | null = null;
+  readonly out: JsonRecord[] = [];
+  private depth = 0;
+  private inString = false;
+  private escape = false;
+  private closed = false;
+  private parts: string[] = [];
+  private line = 1;
+  private elementLine = 1;
+  private index = 0;
+  /** The text read while the shape of a top-level `{` is not known yet (to read it again as lines). */
+  private seen: string[] | null = [];
+  private carry = '';
+  private lineNo = 0;
+
+  constructor(private readonly rowKeys: ReadonlySet<string>) {}
+
+  feed(chunk: string): void {
+    if (this.problem !== null && this.shape !== 'lines') return;
+    if (this.shape === 'lines') return this.feedLines(chunk);
+    this.seen?.push(chunk);
+    let seg = 0;
+    for (let i = 0; i < chunk.length; i += 1) {
+      const c = chunk.charCodeAt(i);
+      if (c === 0x0a) this.line += 1;
+      if (this.inString) {
+        if (this.escape) this.escape = false;
+        else if (c === 0x5c) this.escape = true;
+        else if (c === 0x22) this.inString = false;
+        continue;
+      }
+      if (this.depth === 0) {
+        if (isSpace(c) || (c === BOM && this.shape === 'none')) continue;
+        if (this.closed) {
+          this.problem = `unexpected text after the end of the top-level JSON value, at line ${this.line}: ${firstLineOf(chunk.slice(i).split('\n')[0] ?? '')}`;
+          return;
+        }
+        if (c === 0x5b || c === 0x7b) {
+          this.shape = c === 0x5b ? 'array' : 'detect';
+          if (this.shape === 'array') this.seen = null;
+          this.depth = 1;
+          seg = i + 1;
+          this.parts = [];
+          this.elementLine = this.line;
+          continue;
+        }
+        // Neither an array nor an object: the file can only be JSON Lines (of records that are not objects).
+        this.shape = 'lines';
+        const text = this.seen!.join('');
+        this.seen = null;
+        this.line = 1;
+        return this.feedLines(text);
+      }
+      if (c === 0x22) this.inString = true;
+      else if (c === 0x7b || c === 0x5b) this.depth += 1;
+      else if (c === 0x7d || c === 0x5d) {
+        if (this.depth === 1) {
+          this.parts.push(chunk.slice(seg, i));
+          this.depth = 0;
+          this.closed = true;
+          if (!this.element(true)) return;
+          seg = i + 1;
+        } else this.depth -= 1;
+      } else if (c === 0x2c && this.depth === 1) {
+        this.parts.push(chunk.slice(seg, i));
+        if (!this.element(false)) return;
+        seg = i + 1;
+      }
+    }
+    if (this.depth >= 1) this.parts.push(chunk.slice(seg));
+  }
+
+  /** One element of the top-level array or object is complete; false when the file turned out to be JSON Lines (read again). */
+  private element(last: boolean): boolean {
+    const raw = this.parts.join('');
+    this.parts = [];
+    const leading = raw.length - raw.trimStart().length;
+    const line = this.elementLine + (raw.slice(0, leading).match(/\n/g)?.length ?? 0);
+    this.elementLine = this.line;
+    const text = raw.trim();
+    if (!text) {
+      // `[]`, `{}` or a trailing comma: nothing to read; `,,` is an empty record.
+      if (!last) this.out.push({ index: this.index++, line, error: 'an empty record (two commas in a row)' });
+      return true;
+    }
+    if (this.shape === 'array') {
+      try {
+        this.out.push({ index: this.index++, line, value: JSON.parse(text) as unknown });
+      } catch (err) {
+        this.out.push({ index: this.index++, line, error: `not valid JSON (${(err as Error).message})` });
+      }
+      return true;
+    }
+    let key: string | undefined;
+    let value: unknown;
+    let error: string | undefined;
+    try {
+      const entries = Object.entries(JSON.parse(`{${text}}`) as Record<string, unknown>);
+      if (entries.length !== 1) error = 'expected one "key": value member';
+      else [key, value] = entries[0]!;
+    } catch (err) {
+      const m = KEY_AT_START.exec(text);
+      if (m) {
+        try {
+          key = JSON.parse(`"${m[1]!}"`) as string;
+        } catch {
+          key = m[1];
+        }
+      }
+      error = `not valid JSON (${(err as Error).message})`;
+    }
+    if (this.shape === 'detect') {
+      const isRow = (key !== undefined && this.rowKeys.has(key)) || (error === undefined && (typeof value !== 'object' || value === null || Array.isArray(value)));
+      if (isRow) {
+        // The first member is a field of a record: the file is JSON Lines of records. Read it again as lines.
+        this.shape = 'lines';
+        const seen = this.seen!.join('');
+        this.seen = null;
+        this.depth = 0;
+        this.inString = false;
+        this.feedLines(seen);
+        return false;
+      }
+      this.shape = 'object';
+      this.seen = null;
+    }
+    this.out.push({ index: this.index++, line, ...(key !== undefined ? { key } : {}), ...(error ? { error } : { value }) });
+    return true;
+  }
+
+  private feedLines(text: string): void {
+    const lines = (this.carry + text).split('\n');
+    this.carry = lines.pop()!;
+    for (const l of lines) this.lineRecord(l);
+  }
+
+  private lineRecord(raw: string): void {
+    this.lineNo += 1;
+    let text = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (this.lineNo === 1 && text.charCodeAt(0) === BOM) text = text.slice(1);
+    if (!text.trim()) return;
+    try {
+      this.out.push({ index: this.index++, line: this.lineNo, value: JSON.parse(text) as unknown });
+    } catch (err) {
+      this.out.push({ index: this.index++, line: this.lineNo, error: `not valid JSON (${(err as Error).message})` });
+    }
+  }
+
+  end(): JsonFileEnd {
+    if (this.shape === 'lines') {
+      if (this.carry) this.lineRecord(this.carry);
+      this.carry = '';
+      return { shape: 'lines', problem: this.problem };
+    }
+    if (this.shape === 'none') return { shape: 'empty', problem: null };
+    if (this.depth > 0 && this.problem === null) {
+      const partial = this.parts.join('');
+      const m = this.shape !== 'array' ? KEY_AT_START.exec(partial) : null;
+      this.out.push({
+        index: this.index++,
+        line: this.elementLine,
+        ...(m ? { key: m[1]! } : {}),
+        error: `the file ends inside this record (${this.inString ? 'in a string' : 'an unclosed bracket'}): the file is truncated, or a bracket or quote is unbalanced; the records before it were read`,
+      });
+      this.problem = `the file ends before its top-level ${this.shape === 'array' ? 'array' : 'object'} is closed (truncated?)`;
+    }
+    return { shape: this.shape === 'detect' ? 'object' : this.shape, problem: this.problem };
+  }
+}
+
+/** Fields of a record: a top-level object whose first member has one of these names is a JSON Lines file of records. */
+export async function* readJsonRecords(path: string, rowKeys: ReadonlySet<string>): AsyncGenerator<JsonRecord, JsonFileEnd, undefined> {
+  const splitter = new RecordSplitter(rowKeys);
+  const input = createReadStream(path, { encoding: 'utf8', highWaterMark: 1 << 16 });
+  try {
+    for await (const chunk of input) {
+      splitter.feed(chunk as string);
+      while (splitter.out.length) yield splitter.out.shift()!;
+    }
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (!code) throw err;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
+    throw new InputFileError(`${path}: cannot read the file (${code}: ${why})`);
+  } finally {
+    input.destroy();
+  }
+  const end = splitter.end();
+  while (splitter.out.length) yield splitter.out.shift()!;
+  return end;
+}
