@@ -34,6 +34,14 @@ export interface JsonFileEnd {
 const BOM = 0xfeff;
 const isSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 const KEY_AT_START = /^\s*"((?:[^"\\]|\\.)*)"\s*:/;
+/** A record's value, or why it is not JSON. */
+function parsed(text: string): { value: unknown } | { error: string } {
+  try {
+    return { value: JSON.parse(text) as unknown };
+  } catch (err) {
+    return { error: `not valid JSON (${(err as Error).message})` };
+  }
+}
 const firstLineOf = (text: string) => (text.length > 80 ? `${text.slice(0, 80)}…` : text);
 
 /**
@@ -129,11 +137,7 @@ class RecordSplitter {
       return true;
     }
     if (this.shape === 'array') {
-      try {
-        this.out.push({ index: this.index++, line, value: JSON.parse(text) as unknown });
-      } catch (err) {
-        this.out.push({ index: this.index++, line, error: `not valid JSON (${(err as Error).message})` });
-      }
+      this.out.push({ index: this.index++, line, ...parsed(text) });
       return true;
     }
     let key: string | undefined;
@@ -184,11 +188,7 @@ class RecordSplitter {
     let text = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
     if (this.lineNo === 1 && text.charCodeAt(0) === BOM) text = text.slice(1);
     if (!text.trim()) return;
-    try {
-      this.out.push({ index: this.index++, line: this.lineNo, value: JSON.parse(text) as unknown });
-    } catch (err) {
-      this.out.push({ index: this.index++, line: this.lineNo, error: `not valid JSON (${(err as Error).message})` });
-    }
+    this.out.push({ index: this.index++, line: this.lineNo, ...parsed(text) });
   }
 
   end(): JsonFileEnd {
@@ -201,9 +201,10 @@ class RecordSplitter {
     if (this.depth > 0 && this.problem === null) {
       const partial = this.parts.join('');
       const m = this.shape !== 'array' ? KEY_AT_START.exec(partial) : null;
+      const leading = partial.length - partial.trimStart().length;
       this.out.push({
         index: this.index++,
-        line: this.elementLine,
+        line: this.elementLine + (partial.slice(0, leading).match(/\n/g)?.length ?? 0),
         ...(m ? { key: m[1]! } : {}),
         error: `the file ends inside this record (${this.inString ? 'in a string' : 'an unclosed bracket'}): the file is truncated, or a bracket or quote is unbalanced; the records before it were read`,
       });
