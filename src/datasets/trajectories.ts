@@ -307,13 +307,15 @@ export function toRLScenario(s: ScenarioRecord, env: EnvironmentRecord) {
   return {
     id: s.id,
     environmentId: env.id,
-    environment: { name: env.description.summary, introduction: env.description.introduction, className: env.className, source: env.source, stateSchema: env.state?.stateSchema ?? null },
+    environment: { name: env.description.summary, introduction: env.description.introduction, className: env.className, source: env.source, language: env.language ?? 'js', stateSchema: env.state?.stateSchema ?? null },
     tools: env.tools ?? [],
     initialState: s.initialState,
     task: s.task,
     userGoal: s.userGoal,
     checks: s.checklist ?? [],
-    reward: { kind: 'checklist-fraction', solvedWhen: 'all checks true', checkSignature: 'check(finalState, initialState) -> boolean' },
+    reward: s.unscored
+      ? { kind: 'none', reason: 'the scenario has no checks by design (EnvScaler SFT)' }
+      : { kind: 'checklist-fraction', solvedWhen: 'all checks true', checkSignature: env.language === 'python' ? 'check_func(final_state) -> bool, initial_state a global' : 'check(finalState, initialState) -> boolean' },
   };
 }
 

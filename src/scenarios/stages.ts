@@ -37,7 +37,7 @@ async function load(deps: ScenarioDeps, runId: string, scenarioId: string) {
   return { scenario, env };
 }
 
-const codeOf = (env: EnvironmentRecord) => ({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [] });
+const codeOf = (env: EnvironmentRecord) => ({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) });
 
 /** What a stage knows when it drops a scenario, besides the reason. */
 export interface DropDetails {
