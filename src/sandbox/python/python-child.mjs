@@ -196,7 +196,23 @@ function endSession(s, why) {
   s.ended = true;
   s.lost = why;
   s.interp.sessions.delete(s.sid);
-  void s.interp.run('drop', [s.sid], 1000).then(() => s.interp.maybeRetire());
+  void drop(s.interp, s.sid);
+}
+
+/**
+ * Forgets a session in its interpreter. An interpreter whose harness was tampered with (its import
+ * blocker removed, the clock or uuid4 replaced: Python code can do that through the object graph) is
+ * replaced once its other sessions end.
+ * @param {Interpreter} interp @param {string} sid
+ */
+async function drop(interp, sid) {
+  const a = await interp.run('drop', [sid], 1000);
+  const r = envelope(a.text);
+  if (!a.lost && !('err' in r) && r.ok === false && !interp.retiring) {
+    interp.retiring = true;
+    log('warn', 'a Python environment tampered with its interpreter; it is replaced once its other sessions end', { interpreter: interp.n });
+  }
+  interp.maybeRetire();
 }
 
 /** Ends with an error when the environment was lost or the answer is a limit (which disposes it). */
@@ -217,7 +233,7 @@ async function handle(msg) {
       if ('err' in r || a.exhausted) {
         sessions.delete(sid);
         interp.sessions.delete(sid);
-        if (!a.lost) void interp.run('drop', [sid], 1000).then(() => interp.maybeRetire());
+        if (!a.lost) void drop(interp, sid);
         const code = a.exhausted ? 'MEMORY_EXCEEDED' : r.err;
         return { error: { code, message: a.exhausted ? 'the interpreter ran out of memory while creating the environment' : r.message } };
       }
@@ -269,7 +285,7 @@ async function handle(msg) {
       let checks = null;
       if (st.value !== undefined && msg.checks.length && !a.lost) checks = await runChecks(s.interp, s.sid, msg.checks, s.limits);
       s.interp.sessions.delete(s.sid);
-      void s.interp.run('drop', [s.sid], 1000).then(() => s.interp.maybeRetire());
+      void drop(s.interp, s.sid);
       return { value: { stateJson: st.value ?? null, stateError: st.error ?? null, checks } };
     }
     case 'close': {
@@ -277,8 +293,7 @@ async function handle(msg) {
       if (!s) return { value: null };
       sessions.delete(msg.sid);
       s.interp.sessions.delete(s.sid);
-      await s.interp.run('drop', [s.sid], 1000);
-      s.interp.maybeRetire();
+      await drop(s.interp, s.sid);
       return { value: null };
     }
     case 'checks': {
@@ -288,11 +303,11 @@ async function handle(msg) {
       try {
         const a = await interp.run('checks_context', [sid, msg.finalStateJson, msg.initialStateJson], msg.limits.checkDeadlineMs);
         const r = envelope(a.text);
-        if ('err' in r) return { value: msg.checks.map((/** @type {any} */ c) => ({ item: c.item, passed: false, error: r.message, errorCode: r.err })) };
+        if ('err' in r) return { value: { results: msg.checks.map((/** @type {any} */ c) => ({ item: c.item, passed: false, error: r.message, errorCode: r.err })), reward: 0, solved: false } };
         return { value: await runChecks(interp, sid, msg.checks, msg.limits) };
       } finally {
         interp.sessions.delete(sid);
-        void interp.run('drop', [sid], 1000).then(() => interp.maybeRetire());
+        void drop(interp, sid);
       }
     }
     default:

@@ -350,17 +350,23 @@ def check(sid, source):
         _leave()
 
 def drop(sid):
+    """Forgets a session; answers whether the interpreter still looks intact (false: the child replaces it once idle)."""
     s = SESSIONS.pop(sid, None)
     if s is not None:
         s.dropped = True
         s.inst = None
         if _RNG_OWNER[0] is s:
             _RNG_OWNER[0] = None
-    return '{"ok":null}'
+    intact = (_sys.meta_path[:1] == [_BLOCKER] and _uuid.uuid4 is _UUID4 and _time.time is _TIME and _random.Random.seed is _seed
+              and _dt.datetime is _FixedDatetime and not any(n.split('.')[0] in BLOCKED_MODULES for n in _sys.modules))
+    return '{"ok":true}' if intact else '{"ok":false}'
 
 # --- the route back to the host: removed ---------------------------------------------------------
 
-_sys.meta_path.insert(0, _Blocker())
+_BLOCKER = _Blocker()
+_UUID4 = _uuid.uuid4
+_TIME = _time.time
+_sys.meta_path.insert(0, _BLOCKER)
 for _name in list(_sys.modules):
     if _name.split('.')[0] in BLOCKED_MODULES:
         del _sys.modules[_name]

@@ -11,7 +11,7 @@ import type { CheckSpec, EnvironmentCode } from '../bundle.js';
 import { diffStates } from '../diff.js';
 import { SandboxError, type SandboxErrorCode } from '../errors.js';
 import { sessionCpuMsOf, type SandboxLimits } from '../limits.js';
-import type { CallOutcome, CheckOutcome } from '../quickjs-host.js';
+import type { CallOutcome } from '../quickjs-host.js';
 import { sessionStateJson, type EnvSession, type SandboxRunner } from '../runner.js';
 import type { ChecksInput, ChecksResult, ProbeInput, ProbeResult, ProbeStep, SandboxFailure, SessionEnd } from '../tasks.js';
 
@@ -322,15 +322,13 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
     async checks(input: ChecksInput): Promise<ChecksResult> {
       const finalStateJson = JSON.stringify(input.finalState) ?? 'null';
       const initialStateJson = JSON.stringify(input.initialState) ?? 'null';
-      const results = (await request({
+      return (await request({
         op: 'checks',
         finalStateJson,
         initialStateJson,
         checks: input.checks.map(c => ({ item: c.item, check: c.check })),
         limits: { checkDeadlineMs: input.limits.checkDeadlineMs },
-      })) as readonly CheckOutcome[];
-      const passed = results.filter(r => r.passed).length;
-      return { results, reward: results.length ? passed / results.length : 0, solved: results.length > 0 && passed === results.length };
+      })) as ChecksResult;
     },
     async close() {
       closed = true;
