@@ -187,8 +187,12 @@ const sessions = new Map();
 
 /** @param {string} text */
 function envelope(text) {
-  const parsed = JSON.parse(text);
-  return parsed;
+  return JSON.parse(text);
+}
+
+/** The JSON text inside `{"ok":...}` as the harness wrote it (passed on as text: never re-serialized, so big integers stay exact), or null for an error envelope. @param {string} text */
+function okText(text) {
+  return text.startsWith('{"ok":') ? text.slice(6, -1) : null;
 }
 
 /** @param {Session} s @param {Failure} why */
@@ -252,16 +256,20 @@ async function handle(msg) {
       const byBudget = budgetLeftMs < s.limits.callDeadlineMs;
       const a = await s.interp.run('call', [s.sid, msg.tool, msg.argsJson], Math.max(1, Math.min(s.limits.callDeadlineMs, budgetLeftMs)));
       s.cpuUs += a.us;
+      const resultJson = a.exhausted ? null : okText(a.text);
+      if (resultJson !== null) {
+        const bytes = Buffer.byteLength(resultJson);
+        if (bytes > s.limits.maxResultBytes) {
+          return { value: { result: { success: false, error: `the result is ${bytes} bytes of JSON, more than the result cap of ${s.limits.maxResultBytes}` }, runtimeError: 'RESULT_TOO_LARGE', us: a.us } };
+        }
+        return { value: { resultJson, us: a.us } };
+      }
       let r = envelope(a.text);
       if (a.exhausted && !('err' in r && r.err === 'MEMORY_EXCEEDED')) r = { err: 'MEMORY_EXCEEDED', message: 'the interpreter hit its memory cap during the call (the code caught the MemoryError)' };
       if ('err' in r && r.err === 'DEADLINE_EXCEEDED' && byBudget) r = { err: 'CPU_BUDGET_EXCEEDED', message: `the session used up its CPU budget of ${s.limits.sessionCpuMs} ms` };
       if ('err' in r) {
         if (ENDS.has(r.err) || a.lost) endSession(s, { code: r.err, message: r.message });
         return { value: { result: { success: false, error: r.message }, runtimeError: r.err, us: a.us } };
-      }
-      const json = JSON.stringify(r.ok);
-      if (Buffer.byteLength(json) > s.limits.maxResultBytes) {
-        return { value: { result: { success: false, error: `the result is ${Buffer.byteLength(json)} bytes of JSON, more than the result cap of ${s.limits.maxResultBytes}` }, runtimeError: 'RESULT_TOO_LARGE', us: a.us } };
       }
       return { value: { result: r.ok, us: a.us } };
     }
@@ -317,9 +325,11 @@ async function handle(msg) {
 
 /** @param {Answer} a @param {Limits} limits */
 function stateAnswer(a, limits) {
-  const r = envelope(a.text);
-  if ('err' in r) return { error: { code: r.err, message: r.message } };
-  const json = JSON.stringify(r.ok);
+  const json = okText(a.text);
+  if (json === null) {
+    const r = envelope(a.text);
+    return { error: { code: r.err, message: r.message } };
+  }
   if (Buffer.byteLength(json) > limits.maxStateBytes) return { error: { code: 'STATE_TOO_LARGE', message: `the state is ${Buffer.byteLength(json)} bytes of JSON, more than the state cap of ${limits.maxStateBytes}` } };
   return { value: json };
 }

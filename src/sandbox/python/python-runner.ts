@@ -256,7 +256,8 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         if (!validate(input)) return stop('INVALID_ARGUMENTS', `invalid arguments for ${tool}:\n${describeAjvErrors(validate.errors)}`);
         const badKey = Object.keys(input).find(k => !PYTHON_IDENTIFIER.test(k));
         if (badKey !== undefined) return stop('INVALID_ARGUMENTS', `invalid arguments for ${tool}: "${badKey}" is not a Python identifier, so it cannot be a keyword argument`);
-        return (await request({ op: 'call', sid, tool, argsJson: JSON.stringify(input) })) as CallOutcome;
+        const out = (await request({ op: 'call', sid, tool, argsJson: JSON.stringify(input) })) as CallOutcome & { resultJson?: string };
+        return out.resultJson !== undefined ? { result: JSON.parse(out.resultJson) as unknown, us: out.us } : out;
       },
       async snapshot() {
         alive();
