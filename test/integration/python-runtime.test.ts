@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -318,9 +318,10 @@ class Env:
 `;
 
     it('blocks js, pyodide_js, run_js, pyodide.ffi, the subclasses walk, os.environ, sockets and host files when names are built at run time', async () => {
-      const s = await session(python(ESCAPES, ['probe', 'without_blocker']), { port: listenerPort });
+      // The walk visits ~1,000 classes: a generous deadline, so that a loaded machine does not turn it into DEADLINE_EXCEEDED.
+      const s = await session(python(ESCAPES, ['probe', 'without_blocker']), { port: listenerPort }, { ...LIMITS, callDeadlineMs: 20_000 });
       const { result, runtimeError } = await s.call('probe', {});
-      expect(runtimeError).to.equal(undefined);
+      expect(runtimeError, JSON.stringify(result)).to.equal(undefined);
       const data = (result as { data: Record<string, string> }).data;
       if (process.env['ENVFLEET_TEST_VERBOSE']) console.log(data);
       for (const route of ['js', 'pyodide_js', 'run_js', 'ffi']) expect(data[route], route).to.match(/^refused: ImportError: import of "[a-z_.]+" is not allowed/);
@@ -416,6 +417,37 @@ class Env:
       expect(bad.success).to.equal(false);
       expect(EnvironmentCode.safeParse({ ...HELP_DESK, className: '$Desk' }).success).to.equal(false);
       expect(EnvironmentCode.safeParse({ ...HELP_DESK, language: undefined, className: '$Desk', tools: [tool('$weird')] }).success).to.equal(true);
+    });
+  });
+
+  describe('the memory snapshot cache', () => {
+    let dir: string;
+    before(() => {
+      dir = mkdtempSync(join(tmpdir(), 'envfleet-pyodide-snapshot-'));
+    });
+    after(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('builds the snapshot on first use into an empty cache folder; the next start restores from it and behaves the same', async () => {
+      const first = createPythonSandboxRunner({ snapshotDir: join(dir, 'cache'), interpreters: 1, heapMb: HEAP_MB, logger: pino({ level: 'silent' }) });
+      const a = await first.started();
+      const files = readdirSync(join(dir, 'cache'));
+      expect(a).to.include({ builtSnapshot: true, fromSnapshot: true });
+      expect(files).to.have.length(1);
+      expect(files[0]).to.match(/^pyodide-314\.\d+\.\d+-[0-9a-f]{16}\.snapshot$/);
+      expect(statSync(join(dir, 'cache', files[0]!)).size).to.be.greaterThan(10 << 20);
+      const s1 = await first.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+      await s1.call('open_ticket', { title: 'same' });
+      const state1 = await s1.snapshot();
+      await first.close();
+      const second = createPythonSandboxRunner({ snapshotDir: join(dir, 'cache'), interpreters: 1, heapMb: HEAP_MB, logger: pino({ level: 'silent' }) });
+      try {
+        expect(await second.started()).to.include({ builtSnapshot: false, fromSnapshot: true });
+        const s2 = await second.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+        await s2.call('open_ticket', { title: 'same' });
+        expect(await s2.snapshot()).to.deep.equal(state1);
+      } finally {
+        await second.close();
+      }
     });
   });
 });
