@@ -52,12 +52,14 @@ class Interpreter {
     /** @type {NodeJS.Timeout | undefined} */ this.interruptTimer = undefined;
     /** @type {NodeJS.Timeout | undefined} */ this.killTimer = undefined;
     this.interrupted = false;
+    this.wasReady = false;
     this.worker = new Worker(INTERPRETER, { workerData: { indexURL: settings.indexURL, heapMb: settings.heapMb, snapshot, interrupt: this.interrupt }, env: {}, stdout: true, stderr: true });
     this.worker.stdout.resume();
     this.worker.stderr.resume();
     this.ready = new Promise((resolve, reject) => {
       const onMessage = (/** @type {any} */ m) => {
         if (m.ready) {
+          this.wasReady = true;
           this.heapBytes = m.heapBytes;
           this.worker.off('error', reject);
           this.worker.on('message', answer => this.answered(answer));
@@ -139,7 +141,9 @@ class Interpreter {
       const s = sessions.get(sid);
       if (s) s.lost = why;
     }
-    replace(this);
+    // One that never became ready is not replaced: that would loop (the start-up reports it instead).
+    if (this.wasReady) replace(this);
+    else log('error', 'a Python interpreter thread ended before it was ready; it is not replaced', { interpreter: this.n });
   }
 
   maybeRetire() {

@@ -115,10 +115,19 @@ if (data.makeSnapshot) {
     try {
       text = String(fns[msg.fn](...msg.args));
     } catch (err) {
-      // A JavaScript error out of Pyodide (not a Python exception, which the harness turns into an
-      // envelope): the interpreter may be broken; the child replaces this thread.
-      fatal = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-      text = JSON.stringify({ err: 'SANDBOX_UNAVAILABLE', message: `the Python interpreter failed: ${fatal.slice(0, 500)}` });
+      if (err instanceof pyodide.ffi.PythonError) {
+        // A Python exception outside the harness's own handlers (an interrupt that landed between the
+        // tool's return and the harness's): the interpreter is sound.
+        const type = /** @type {{ type: string }} */ (/** @type {unknown} */ (err)).type;
+        text = type === 'KeyboardInterrupt'
+          ? JSON.stringify({ err: 'DEADLINE_EXCEEDED', message: 'the call ran past its deadline and was interrupted' })
+          : JSON.stringify({ err: type === 'MemoryError' ? 'MEMORY_EXCEEDED' : 'TOOL_THREW', message: `${type} in the sandbox harness` });
+      } else {
+        // A JavaScript error out of Pyodide (a fatal error, a trap): the interpreter may be broken;
+        // the child replaces this thread.
+        fatal = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+        text = JSON.stringify({ err: 'SANDBOX_UNAVAILABLE', message: `the Python interpreter failed: ${fatal.slice(0, 500)}` });
+      }
     }
     port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, fatal: fatal !== null, heapBytes: heapBytes() });
   });
