@@ -390,6 +390,17 @@ class Env:
       expect(await after.call('echo', { text: 'still here' })).to.deep.include({ result: { success: true, data: { text: 'still here', length: 10 } } });
     });
 
+    it('ends a session that used up its CPU budget with CPU_BUDGET_EXCEEDED, and caps results', async () => {
+      const code = python('import time\nclass Env:\n    def __init__(self, c):\n        pass\n    def busy(self):\n        t = time.perf_counter\n        a = t()\n        while t() - a < 0.1:\n            pass\n        return {"success": True}\n    def big(self):\n        return {"success": True, "data": "x" * 5000}\n', ['busy', 'big']);
+      const s = await session(code, {}, { ...LIMITS, sessionCpuMs: 350, maxResultBytes: 1000 });
+      expect(await s.call('big', {})).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE' });
+      const codes: (string | undefined)[] = [];
+      for (let i = 0; i < 6 && !codes.includes('CPU_BUDGET_EXCEEDED'); i++) codes.push((await s.call('busy', {})).runtimeError);
+      expect(codes.slice(0, 3)).to.deep.equal([undefined, undefined, undefined]);
+      expect(codes.at(-1)).to.equal('CPU_BUDGET_EXCEEDED');
+      expect(await s.call('big', {})).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+    });
+
     it('maps a runaway recursion to STACK_OVERFLOW', async () => {
       const s = await session(python('class Env:\n    def __init__(self, c):\n        pass\n    def deep(self, n=0):\n        return self.deep(n + 1)\n', ['deep']), {});
       expect(await s.call('deep', {})).to.deep.include({ runtimeError: 'STACK_OVERFLOW' });
@@ -417,6 +428,27 @@ class Env:
       expect(bad.success).to.equal(false);
       expect(EnvironmentCode.safeParse({ ...HELP_DESK, className: '$Desk' }).success).to.equal(false);
       expect(EnvironmentCode.safeParse({ ...HELP_DESK, language: undefined, className: '$Desk', tools: [tool('$weird')] }).success).to.equal(true);
+    });
+  });
+
+  describe('one interpreter', () => {
+    it('loses every session of an interpreter it had to terminate (ENV_DISPOSED), and serves new ones from a fresh interpreter', async () => {
+      const single = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: HEAP_MB, logger: pino({ level: 'silent' }) });
+      try {
+        const bystander = await single.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+        expect(await bystander.call('echo', { text: 'before' })).to.deep.include({ result: { success: true, data: { text: 'before', length: 6 } } });
+        const swallow = await single.openSession(python('class Env:\n    def __init__(self, c):\n        pass\n    def swallow(self):\n        while True:\n            try:\n                while True:\n                    pass\n            except:\n                pass\n', ['swallow']), {}, { ...LIMITS, callDeadlineMs: 300 });
+        expect(await swallow.call('swallow', {})).to.deep.include({ runtimeError: 'DEADLINE_EXCEEDED' });
+        expect(await bystander.call('echo', { text: 'after' })).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+        const end = await bystander.finish([pyCheck('any', 'def check_func(s):\n    return True')]);
+        expect(end).to.deep.include({ stateJson: null, checks: null });
+        expect(end.stateError).to.have.property('code', 'ENV_DISPOSED');
+        const fresh = await single.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+        expect(await fresh.call('echo', { text: 'fresh' })).to.deep.include({ result: { success: true, data: { text: 'fresh', length: 5 } } });
+        expect((await single.stats()).interpreters.map(i => i.n)).to.deep.equal([2]);
+      } finally {
+        await single.close();
+      }
     });
   });
 
