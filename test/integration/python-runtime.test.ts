@@ -396,7 +396,9 @@ class Env:
       expect(await s.call('big', {})).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE' });
       const codes: (string | undefined)[] = [];
       for (let i = 0; i < 6 && !codes.includes('CPU_BUDGET_EXCEEDED'); i++) codes.push((await s.call('busy', {})).runtimeError);
-      expect(codes.slice(0, 3)).to.deep.equal([undefined, undefined, undefined]);
+      // Each busy call takes at least 100 ms: at most 3 fit in 350 ms (fewer on a loaded machine, where a call takes longer).
+      expect(codes[0]).to.equal(undefined);
+      expect(codes.filter(c => c === undefined).length).to.be.within(1, 3);
       expect(codes.at(-1)).to.equal('CPU_BUDGET_EXCEEDED');
       expect(await s.call('big', {})).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
     });

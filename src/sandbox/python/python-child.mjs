@@ -6,13 +6,15 @@
  * the interpreter threads (python-interpreter.mjs), places sessions on them, enforces the deadlines
  * and the CPU budget, and recycles an interpreter that a deadline could not stop, that failed, or
  * whose heap hit its cap. Node built-ins only. It never touches the filesystem beyond loading code:
- * the memory snapshot comes from, and goes to, the parent over IPC.
+ * it reads the cached memory snapshot (the one file it may read there), and a snapshot it built goes
+ * to the parent over IPC (base64), which writes it.
  *
- * Protocol (IPC, advanced serialization): the parent sends `{type: 'init', ...}` once, then requests
+ * Protocol (IPC, JSON serialization): the parent sends `{type: 'init', ...}` once, then requests
  * `{id, op, ...}`; the child answers `{id, ok: true, value}` or `{id, ok: false, error: {code, message}}`,
- * and sends `{type: 'snapshot', bytes}` once when it built a snapshot, `{type: 'ready', ...}` when its
+ * and sends `{type: 'snapshot', base64}` once when it built a snapshot, `{type: 'ready', ...}` when its
  * interpreters are up, and `{type: 'log', level, msg, data}` for the parent's logger.
  */
+import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
 const INTERPRETER = new URL('./python-interpreter.mjs', import.meta.url);
@@ -375,8 +377,14 @@ async function buildSnapshot() {
 process.on('message', (/** @type {any} */ msg) => {
   if (msg.type === 'init') {
     settings = msg.settings;
-    // A copy: what IPC delivers may be a view at an unaligned offset, which Pyodide's loader refuses.
-    snapshot = msg.snapshot ? new Uint8Array(msg.snapshot) : undefined;
+    if (msg.snapshotFile) {
+      try {
+        // A copy at offset 0: a Buffer may be a view at an unaligned offset, which Pyodide's loader refuses.
+        snapshot = new Uint8Array(readFileSync(msg.snapshotFile));
+      } catch (err) {
+        log('warn', 'cannot read the cached Python memory snapshot; building a new one', { err: String(err) });
+      }
+    }
     void (async () => {
       try {
         let built = null;
@@ -384,7 +392,7 @@ process.on('message', (/** @type {any} */ msg) => {
           built = await buildSnapshot();
           if (built) {
             snapshot = built.bytes;
-            send({ type: 'snapshot', bytes: built.bytes, ms: built.ms });
+            send({ type: 'snapshot', base64: Buffer.from(built.bytes.buffer, built.bytes.byteOffset, built.bytes.byteLength).toString('base64'), ms: built.ms });
           }
         }
         interpreters = Array.from({ length: settings.interpreters }, () => new Interpreter());

@@ -1,6 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -114,24 +114,20 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
       const pkg = pyodidePackage();
       const useSnapshot = options.useSnapshot ?? true;
       const snapshotFile = useSnapshot && options.snapshotDir ? join(options.snapshotDir, snapshotName(pkg.version)) : null;
-      let snapshot: Uint8Array | null = null;
-      if (snapshotFile && existsSync(snapshotFile)) {
-        try {
-          snapshot = readFileSync(snapshotFile);
-        } catch (err) {
-          logger.warn({ err, snapshotFile }, 'cannot read the Python memory snapshot; building a new one');
-        }
-      }
+      // The child reads a cached snapshot itself (read access to that one file); a new one comes back over IPC.
+      const cached = snapshotFile !== null && existsSync(snapshotFile);
       const execArgv = [
         PERMISSION_FLAG,
         `--allow-fs-read=${pkg.dir}`,
         `--allow-fs-read=${HERE}`,
+        ...(cached ? [`--allow-fs-read=${snapshotFile}`] : []),
         '--allow-worker',
         '--disallow-code-generation-from-strings',
         `--max-old-space-size=${options.processHeapMb ?? 512}`,
         '--no-warnings',
       ];
-      const proc = fork(fileURLToPath(CHILD_FILE), [], { env: {}, execArgv, serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+      // JSON serialization: about twice as fast as 'advanced' for the small messages of every call.
+      const proc = fork(fileURLToPath(CHILD_FILE), [], { env: {}, execArgv, serialization: 'json', stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
       child = proc;
       proc.stderr?.setEncoding('utf8');
       proc.stderr?.on('data', (chunk: string) => {
@@ -157,8 +153,11 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
             return;
           case 'snapshot':
             builtSnapshot = true;
-            logger.info({ ms: Math.round(msg.ms), bytes: msg.bytes.byteLength, snapshotFile }, 'built the Python memory snapshot');
-            if (snapshotFile) writeSnapshot(snapshotFile, msg.bytes, logger);
+            {
+              const bytes = Buffer.from(msg.base64, 'base64');
+              logger.info({ ms: Math.round(msg.ms), bytes: bytes.byteLength, snapshotFile }, 'built the Python memory snapshot');
+              if (snapshotFile) writeSnapshot(snapshotFile, bytes, logger);
+            }
             return;
           case 'ready':
             clearTimeout(timer);
@@ -194,8 +193,8 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
           graceMs: options.graceMs ?? 1_000,
           recycleHeapMb: options.recycleHeapMb ?? Math.floor(options.heapMb * 0.75),
         },
-        snapshot,
-        buildSnapshot: useSnapshot && !snapshot,
+        snapshotFile: cached ? snapshotFile : null,
+        buildSnapshot: useSnapshot,
       });
     });
     return starting;
@@ -353,7 +352,7 @@ type ChildMessage =
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; error: { code: string; message: string } }
   | { type: 'log'; level: string; msg: string; data: Record<string, unknown> }
-  | { type: 'snapshot'; bytes: Uint8Array; ms: number }
+  | { type: 'snapshot'; base64: string; ms: number }
   | { type: 'ready'; fromSnapshot: boolean; startMs: number }
   | { type: 'failed'; message: string };
 
