@@ -546,7 +546,8 @@ export class QuickJSHost {
       if (this.seen.size > SEEN_ENVIRONMENTS) this.seen.delete(this.seen.values().next().value!);
       return;
     }
-    if (vm.module.exhausted || vm.module.fatal) return;
+    // A copy of a module that is not reused (exhausted, broken, grown past the bound) would make every session of the scenario adopt it into a fresh one.
+    if (vm.module.exhausted || vm.module.fatal || vm.module.grownBytes() > REUSE_GROWTH) return;
     const image = vm.module.capture();
     if (!image) return;
     this.sessionTemplates.push({ className: code.className, source: code.source, stateJson, envMemoryMb: limits.envMemoryMb, image });
