@@ -849,7 +849,7 @@ class GuestVm {
     const raw = this.raw ??= rawAccess(this.ctx);
     if (!raw) return this.call('call', [tool, argsJson]);
     const { ffi, module, ctx } = raw;
-    let resultPtr = 0;
+    let resultPtr: number;
     try {
       const fnPtr = this.fn('call').value;
       const toolPtr = this.toolName(tool).value;
