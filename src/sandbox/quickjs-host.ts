@@ -721,6 +721,9 @@ class GuestVm {
   private readonly toolNames = new Map<string, QuickJSHandle>();
   /** The FFI behind the context (callTool), looked up at the first tool call; null: not reachable. */
   private raw: RawContext | null | undefined;
+  /** callTool's block in the module's heap (scratchFor), and its size. */
+  private scratch = 0;
+  private scratchBytes = 0;
   private deadline = 0;
   private deadlineIsBudget = false;
   private stopped: Stop | null = null;
@@ -839,8 +842,8 @@ class GuestVm {
    * quickjs-emscripten's FFI directly, the hot path of every session. The wrapper would make three
    * allocations in the module (two C strings and the argument array) and a handle object per
    * value, and find the end of the reply with a JavaScript loop over its bytes; here the tool's
-   * name is a guest string made once per tool (toolName), one allocation holds the argument array
-   * and the arguments' text, and the reply's end is found natively. The arguments are written by
+   * name is a guest string made once per tool (toolName), the argument array and the arguments'
+   * text go to a block kept for the VM's life (scratchFor), and the reply's end is found natively. The arguments are written by
    * the same (native or glue) UTF-8 functions and the reply is decoded by the same decoder, so the
    * guest sees the same strings and the host the same reply. Falls back to the wrapper where the internals it reaches
    * are not there (another quickjs-emscripten release). Throws SandboxError as `call` does.
@@ -854,9 +857,8 @@ class GuestVm {
       const fnPtr = this.fn('call').value;
       const toolPtr = this.toolName(tool).value;
       const argsBytes = module.lengthBytesUTF8(argsJson) + 1;
-      // [argv: 2 JSValue pointers][args\0]
-      const block = module._malloc(8 + argsBytes);
-      if (!block) throw this.limitHit() ?? new SandboxError('MEMORY_EXCEEDED', 'out of memory passing the arguments');
+      // [argv: 2 JSValue pointers][args\0], in the VM's scratch block
+      const block = this.scratchFor(raw, 8 + argsBytes);
       let argsPtr = 0;
       try {
         module.stringToUTF8(argsJson, block + 8, argsBytes);
@@ -867,7 +869,6 @@ class GuestVm {
         resultPtr = ffi.QTS_Call(ctx, fnPtr, raw.undefinedPtr, 2, block);
       } finally {
         if (argsPtr) ffi.QTS_FreeValuePointer(ctx, argsPtr);
-        module._free(block);
       }
     } catch (err) {
       if (err instanceof SandboxError) throw err;
@@ -891,6 +892,38 @@ class GuestVm {
     } finally {
       ffi.QTS_FreeCString(ctx, chars);
       ffi.QTS_FreeValuePointer(ctx, resultPtr);
+    }
+  }
+
+  /**
+   * The VM's scratch block in the module's heap, at least `bytes` long: callTool writes the argument
+   * array and the arguments there instead of allocating for every call. It grows in powers of two
+   * (the arguments are bounded by what the schema let through) and is freed by releaseScratch.
+   */
+  private scratchFor(raw: RawContext, bytes: number): number {
+    if (bytes > this.scratchBytes) {
+      if (this.scratch) raw.module._free(this.scratch);
+      this.scratch = 0;
+      this.scratchBytes = 0;
+      const size = Math.max(256, 2 ** Math.ceil(Math.log2(bytes)));
+      const ptr = raw.module._malloc(size);
+      if (!ptr) throw this.limitHit() ?? new SandboxError('MEMORY_EXCEEDED', 'out of memory passing the arguments');
+      this.scratch = ptr;
+      this.scratchBytes = size;
+    }
+    return this.scratch;
+  }
+
+  /** Frees the scratch block (SandboxEnvironment.dispose, before dispose()); a module that is dropped whole needs nothing freed. */
+  releaseScratch(): void {
+    const { scratch } = this;
+    this.scratch = 0;
+    this.scratchBytes = 0;
+    if (!scratch || !this.raw || this.disposed || this.module.fatal || this.module.exhausted) return;
+    try {
+      this.raw.module._free(scratch);
+    } catch {
+      this.module.fatal = true;
     }
   }
 
@@ -1157,6 +1190,7 @@ export class SandboxEnvironment {
 
   dispose(): void {
     if (this.vm.disposed) return;
+    this.vm.releaseScratch();
     this.vm.dispose();
     this.onDisposed();
   }

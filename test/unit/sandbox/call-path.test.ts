@@ -140,6 +140,25 @@ describe('the sandbox call path', function () {
   });
 });
 
+describe('the sandbox call path and module reuse', function () {
+  this.timeout(60_000);
+
+  it("leaves nothing behind in a reused module: the calls' scratch block goes with the environment", async () => {
+    const host = new QuickJSHost(DEFAULT_SANDBOX_LIMITS.heapMb);
+    const limits = { ...LIMITS, maxResultBytes: 1 << 20 };
+    const tenant = async () => {
+      const env = await host.createEnvironment(CODE, { n: 1 }, limits);
+      for (const size of [10, 1000, 60_000]) expect(env.call('echo', { text: 'x'.repeat(size) }).runtimeError).to.equal(undefined);
+      env.dispose();
+    };
+    await tenant();
+    const heap = host.heapBytes();
+    for (let i = 0; i < 30; i++) await tenant();
+    expect(host.moduleCount).to.equal(1);
+    expect(host.heapBytes()).to.equal(heap);
+  });
+});
+
 describe('the sandbox call path through a session', function () {
   this.timeout(30_000);
 
