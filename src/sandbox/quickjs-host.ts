@@ -766,16 +766,21 @@ class GuestVm {
       this.stopped = 'memory';
       return true;
     }
-    if (Date.now() > this.deadline) {
+    if (performance.now() > this.deadline) {
       this.stopped = this.deadlineIsBudget ? 'budget' : 'deadline';
       return true;
     }
     return false;
   }
 
-  /** Sets the deadline of the next run; `isBudget` when it is the session's CPU budget rather than the call's deadline. */
-  arm(ms: number, isBudget = false): void {
-    this.deadline = Date.now() + ms;
+  /**
+   * Sets the deadline of the next run, `ms` after `now` (a performance.now() reading the caller took
+   * just before, so a tool call arms it without reading the clock again); `isBudget` when it is the
+   * session's CPU budget rather than the call's deadline. The clock is performance.now(), which the
+   * calls read anyway for their accounting (and which, unlike Date.now(), never steps back).
+   */
+  arm(ms: number, isBudget = false, now = performance.now()): void {
+    this.deadline = now + ms;
     this.deadlineIsBudget = isBudget;
     this.stopped = null;
   }
@@ -1062,11 +1067,11 @@ export class SandboxEnvironment {
     return this.spentMs;
   }
 
-  /** Arms the call's deadline, or the rest of the session's budget when that is shorter. */
-  private armWithin(deadlineMs: number): SandboxError | null {
+  /** Arms the call's deadline from `started`, or the rest of the session's budget when that is shorter. */
+  private armWithin(deadlineMs: number, started: number): SandboxError | null {
     const left = this.budgetMs - this.spentMs;
     if (left <= 0) return this.budgetError();
-    this.vm.arm(Math.min(deadlineMs, left), left < deadlineMs);
+    this.vm.arm(Math.min(deadlineMs, left), left < deadlineMs, started);
     return null;
   }
 
@@ -1104,7 +1109,7 @@ export class SandboxEnvironment {
     if (!validate(input)) return this.stop(started, parse, 'INVALID_ARGUMENTS', `invalid arguments for ${tool}:\n${describeAjvErrors(validate.errors)}`);
     this.calls += 1;
     try {
-      const over = this.armWithin(this.limits.callDeadlineMs);
+      const over = this.armWithin(this.limits.callDeadlineMs, started);
       if (over) return this.stop(started, parse, over.code, over.message, true);
       let text: string;
       try {
@@ -1164,7 +1169,7 @@ export class SandboxEnvironment {
     if (this.vm.disposed) throw new SandboxError('ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
     const started = performance.now();
     try {
-      const over = this.armWithin(this.limits.callDeadlineMs);
+      const over = this.armWithin(this.limits.callDeadlineMs, started);
       if (over) throw over;
       const text = this.vm.callHarnessText('snapshot', '', '');
       if (text.length > this.limits.maxStateBytes + 7) {
