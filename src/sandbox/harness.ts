@@ -18,6 +18,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
   const ObjectProto = Object.prototype, getProto = Object.getPrototypeOf, hasOwnProperty = ObjectProto.hasOwnProperty;
   const hasOwn = Object.hasOwn || ((o, key) => apply(hasOwnProperty, o, [key]));
   const PromiseCtor = G.Promise, InternalErr = G.InternalError, RangeErr = G.RangeError, StringFn = String;
+  const imul = Math.imul, defineProp = Object.defineProperty, MathObj = G.Math;
   for (const name of ['SharedArrayBuffer', 'Atomics', 'WebAssembly', 'FinalizationRegistry', 'WeakRef']) {
     try { delete G[name]; } catch (e) {}
   }
@@ -42,6 +43,20 @@ export const HARNESS_SOURCE = String.raw`(() => {
     return text;
   };
   return {
+    // Math.random from a seed the host derives from the environment and its initial state
+    // (mulberry32, two draws per number): the sessions of one scenario draw the same numbers.
+    seed(n) {
+      let s = StringFn(n) >>> 0;
+      const next = () => {
+        s = (s + 0x6D2B79F5) | 0;
+        let t = imul(s ^ (s >>> 15), 1 | s);
+        t = (t + imul(t ^ (t >>> 7), 61 | t)) ^ t;
+        return (t ^ (t >>> 14)) >>> 0;
+      };
+      const random = function random() { return ((next() >>> 5) * 67108864 + (next() >>> 6)) / 9007199254740992; };
+      defineProp(MathObj, 'random', { value: random, writable: true, enumerable: false, configurable: true });
+      return '{"ok":true}';
+    },
     bind(cls) {
       if (typeof cls !== 'function') return fail('CLASS_MISSING', 'not a class');
       Cls = cls;

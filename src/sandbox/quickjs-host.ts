@@ -28,6 +28,12 @@ const GROWTH_STEP = 256 * 1024;
 const IDLE_MODULES = 8;
 /** A module whose heap grew more than this is not reused: a heap never shrinks, dropping it returns the memory. */
 const REUSE_GROWTH = 4 * MiB;
+/** Session templates a thread keeps: memory copies of environments just created (see createEnvironmentFromText). */
+const SESSION_TEMPLATES = 8;
+/** Environments (by seed) a thread remembers having created, to copy the second creation of one. */
+const SEEN_ENVIRONMENTS = 256;
+/** The harness functions a session uses, looked up before its module's memory is copied. */
+const SESSION_FNS = ['seed', 'bind', 'create', 'call', 'snapshot'] as const;
 
 /** The release variant, whether the loader hands us its ESM default or the CommonJS namespace. */
 const RELEASE_VARIANT: QuickJSSyncVariant = (() => {
@@ -127,6 +133,31 @@ interface CheckTemplate {
   dirty: boolean;
 }
 
+/**
+ * A memory copy of a module in which an environment was just created (source evaluated, class
+ * instantiated on the initial state): the next sessions of the same environment and state start
+ * from it instead of running the source and the constructor again.
+ */
+interface SessionTemplate {
+  readonly className: string;
+  readonly source: string;
+  readonly stateJson: string;
+  readonly envMemoryMb: number;
+  readonly image: MemoryImage;
+}
+
+/**
+ * The first module a thread opened for a session, copied once its runtime, context and harness were
+ * made: every module opened first thing the same way has the same layout (the same addresses for
+ * the runtime, the context and the harness functions, which is what `layout` records), so a copy
+ * taken in one is a working state of any other.
+ */
+interface SessionBase {
+  readonly stackBytes: number;
+  readonly layout: string;
+  readonly image: MemoryImage;
+}
+
 /** A module's statics and heap at one moment (GuestModule.capture). */
 interface MemoryImage {
   readonly statics: Uint8Array;
@@ -151,6 +182,7 @@ const mb = (bytes: number) => `${Math.round((bytes / MiB) * 10) / 10} MiB`;
  */
 class GuestModule {
   private qjs: QuickJSWASMModule | null = null;
+  private raw: QuickJSEmscriptenModule | null = null;
   private readonly memory: WasmMemory;
   /** Heap bytes the current tenant may hold. */
   private allowance = 0;
@@ -199,6 +231,7 @@ class GuestModule {
     });
     raw.type = 'sync';
     useNativeUtf8(raw, this.memory);
+    this.raw = raw;
     this.qjs = new QuickJSWASMModule(raw, new FFI(raw));
   }
 
@@ -240,6 +273,25 @@ class GuestModule {
     bytes.set(image.statics, 0);
     bytes.set(image.heap, this.build.heapBase);
     if (bytes.length > image.length) bytes.fill(0, image.length);
+  }
+
+  /**
+   * restore() for an image taken in another module of the same layout (see SessionBase), which may
+   * have had more memory: the memory is first grown the way the allocator grows it (through its
+   * resize import, so the allowance and the thread's bound apply and the glue's views follow), and
+   * the copy then replaces the allocator's state along with the rest. Throws SandboxError when the
+   * growth is refused (the module is exhausted then).
+   */
+  adopt(image: MemoryImage): void {
+    if (!this.raw) throw new Error('module not instantiated');
+    for (let have = this.memory.buffer.byteLength; have < image.length; have = this.memory.buffer.byteLength) {
+      if (this.raw._malloc(image.length - have) === 0) {
+        throw this.exhausted === 'thread'
+          ? new SandboxError('SANDBOX_MEMORY_FULL', 'no room to start the environment: its sandbox thread has reached its bound (ENVFLEET_SANDBOX_HEAP_MB)')
+          : new SandboxError('MEMORY_EXCEEDED', `the environment needs more than its memory allowance (${mb(this.allowance)}, ENVFLEET_SANDBOX_ENV_MEMORY_MB)`);
+      }
+    }
+    this.restore(image);
   }
 
   /** Bytes charged to the thread's bound: the whole memory but the stack area no guest reaches. */
@@ -308,6 +360,15 @@ export class QuickJSHost {
   /** Check templates, least recently used first (see checkTemplate). */
   private readonly templates: CheckTemplate[] = [];
   private templateUnderway = false;
+  /** Sessions may start from memory copies (cleared by warm() if the copies do not isolate). */
+  private sessionCopies = true;
+  private sessionBase: SessionBase | null = null;
+  /** Session templates, least recently used first. */
+  private readonly sessionTemplates: SessionTemplate[] = [];
+  /** Seeds of environments created here, oldest first (a template is made on the second creation). */
+  private readonly seen = new Set<string>();
+  /** Modules on the session layout whose session ended, their runtime kept for the next one. */
+  private readonly spare: GuestVm[] = [];
   private readonly boundBytes: number;
   private live = 0;
 
@@ -318,6 +379,11 @@ export class QuickJSHost {
   /** Environments created here and not yet disposed. */
   get liveEnvironments(): number {
     return this.live;
+  }
+
+  /** Session templates held (memory copies of environments created here twice or more). */
+  get sessionTemplateCount(): number {
+    return this.sessionTemplates.length;
   }
 
   /** Modules held (leased or idle). */
@@ -344,6 +410,24 @@ export class QuickJSHost {
     } finally {
       env.dispose();
     }
+    // Sessions start from memory copies of an environment created before; should the copies not
+    // isolate (a session seeing what the one before it did), every session here is created afresh.
+    // Three sessions: created, created and copied, started from the copy; each sees the same
+    // untouched environment and draws the same random numbers.
+    let first: string | undefined;
+    for (let i = 0; i < 3 && this.sessionCopies; i++) {
+      const session = await this.createEnvironment(WARM_CODE, WARM_SESSION_STATE, DEFAULT_SANDBOX_LIMITS);
+      try {
+        const [clean, ...drawn] = session.call('untouched', {}).result as [boolean, number, number];
+        session.call('change', {});
+        first ??= JSON.stringify(drawn);
+        if (clean !== true || JSON.stringify(drawn) !== first) this.sessionCopies = false;
+      } finally {
+        session.dispose();
+      }
+    }
+    this.dropSessionTemplates();
+    if (!this.sessionCopies) for (const vm of this.spare.splice(0)) vm.dispose();
     // Checks share a parse through memory copies; should a build's layout defeat the copies (a check
     // seeing what the one before it did), this thread gives every check a fresh runtime instead.
     const isolated = await this.runChecksOnText(WARM_CHECKS, '{"list":[3,1,2]}', '{"n":1}', DEFAULT_SANDBOX_LIMITS);
@@ -364,25 +448,112 @@ export class QuickJSHost {
       throw new SandboxError('STATE_TOO_LARGE', `the initial state is ${stateJson.length} bytes; the cap is ${limits.maxStateBytes}`);
     }
     const validators = this.validatorsFor(code);
-    const module = await this.acquire(limits);
-    const vm = GuestVm.open(module, limits.stackBytes, () => this.release(module));
+    const vm = (await this.sessionVm(limits)) ?? GuestVm.open(await this.acquire(limits), limits.stackBytes, module => this.release(module));
     try {
-      vm.arm(limits.createDeadlineMs);
-      const cls = vm.eval(`${code.source}\n;(typeof ${code.className} === 'function' ? ${code.className} : undefined)`, 'SOURCE_LOAD_FAILED');
-      try {
-        vm.expectOk(vm.callHarness('bind', [cls]), `the source does not declare class ${code.className}`);
-      } finally {
-        cls.dispose();
+      const template = vm.onLayout ? this.sessionTemplate(code, stateJson, limits) : undefined;
+      if (template) {
+        vm.module.adopt(template.image);
+        vm.used = true;
+      } else {
+        if (vm.onLayout && vm.used) vm.module.restore(this.sessionBase!.image);
+        vm.used = true;
+        const seed = seedOf(code, stateJson);
+        vm.arm(limits.createDeadlineMs);
+        vm.expectOk(vm.callHarness('seed', [seed]));
+        const cls = vm.eval(`${code.source}\n;(typeof ${code.className} === 'function' ? ${code.className} : undefined)`, 'SOURCE_LOAD_FAILED');
+        try {
+          vm.expectOk(vm.callHarness('bind', [cls]), `the source does not declare class ${code.className}`);
+        } finally {
+          cls.dispose();
+        }
+        vm.expectOk(vm.callHarness('create', [stateJson]));
+        if (vm.onLayout) this.keepTemplate(vm, seed, code, stateJson, limits);
       }
-      vm.expectOk(vm.callHarness('create', [stateJson]));
     } catch (err) {
-      vm.dispose();
+      this.endSession(vm);
       throw err;
     }
     this.live += 1;
     return new SandboxEnvironment(vm, validators, limits, () => {
       this.live -= 1;
+      this.endSession(vm);
     });
+  }
+
+  /**
+   * A module on the session layout for a new session: a spare one (its last session's memory still
+   * in it: the caller writes a copy over it), or a fresh module opened first thing, whose layout is
+   * then the thread's (the first one's memory becomes the base copy). Null when sessions cannot
+   * start from copies here: the caller opens a module the plain way.
+   */
+  private async sessionVm(limits: SandboxLimits): Promise<GuestVm | null> {
+    if (!this.sessionCopies || (this.sessionBase && this.sessionBase.stackBytes !== limits.stackBytes)) return null;
+    const spare = this.spare.pop();
+    if (spare) {
+      spare.module.lease(limits.envMemoryMb * MiB);
+      return spare;
+    }
+    const module = await this.acquire(limits, true);
+    const vm = GuestVm.open(module, limits.stackBytes, m => this.release(m));
+    vm.onLayout = true;
+    try {
+      vm.preload(...SESSION_FNS);
+    } catch (err) {
+      vm.dispose();
+      throw err;
+    }
+    const layout = vm.layout();
+    if (!this.sessionBase) {
+      const image = module.capture();
+      if (!image) {
+        // The build's layout is not known well enough to copy memory: plain sessions from now on.
+        this.sessionCopies = false;
+        return vm.asPlain();
+      }
+      this.sessionBase = { stackBytes: limits.stackBytes, layout, image };
+    }
+    return layout === this.sessionBase.layout ? vm : vm.asPlain();
+  }
+
+  /** The template of this environment and state, if the thread has one (marked most recently used). */
+  private sessionTemplate(code: EnvironmentCode, stateJson: string, limits: SandboxLimits): SessionTemplate | undefined {
+    const i = this.sessionTemplates.findIndex(
+      t => t.envMemoryMb === limits.envMemoryMb && t.stateJson.length === stateJson.length && t.className === code.className && t.stateJson === stateJson && t.source === code.source,
+    );
+    if (i < 0) return undefined;
+    const found = this.sessionTemplates.splice(i, 1)[0]!;
+    this.sessionTemplates.push(found);
+    return found;
+  }
+
+  /** After a creation on the session layout: copies the module when this environment was created here before (a one-off costs no copy). */
+  private keepTemplate(vm: GuestVm, seed: string, code: EnvironmentCode, stateJson: string, limits: SandboxLimits): void {
+    const key = `${seed}:${stateJson.length}:${code.source.length}`;
+    if (!this.seen.has(key)) {
+      this.seen.add(key);
+      if (this.seen.size > SEEN_ENVIRONMENTS) this.seen.delete(this.seen.values().next().value!);
+      return;
+    }
+    if (vm.module.exhausted || vm.module.fatal) return;
+    const image = vm.module.capture();
+    if (!image) return;
+    this.sessionTemplates.push({ className: code.className, source: code.source, stateJson, envMemoryMb: limits.envMemoryMb, image });
+    if (this.sessionTemplates.length > SESSION_TEMPLATES) this.sessionTemplates.shift();
+  }
+
+  private dropSessionTemplates(): void {
+    this.sessionTemplates.length = 0;
+    this.seen.clear();
+  }
+
+  /** A session's module once it ended: kept with its runtime for the next session if it is on the session layout, sound and small; freed otherwise. */
+  private endSession(vm: GuestVm): void {
+    const { module } = vm;
+    if (vm.onLayout && !vm.disposed && !module.fatal && !module.exhausted && module.grownBytes() <= REUSE_GROWTH && this.spare.length < IDLE_MODULES) {
+      this.spare.push(vm);
+      return;
+    }
+    vm.dispose();
   }
 
   /** Runs each check as check(finalState, initialState), isolated from the others; a failure counts as false. */
@@ -519,10 +690,10 @@ export class QuickJSHost {
     vm.dispose();
   }
 
-  /** A module for a new tenant: an idle one, or a fresh one if the thread's bound has room for it. */
-  private async acquire(limits: SandboxLimits): Promise<GuestModule> {
+  /** A module for a new tenant: an idle one (unless `fresh`), or a fresh one if the thread's bound has room for it. */
+  private async acquire(limits: SandboxLimits, fresh = false): Promise<GuestModule> {
     const allowance = limits.envMemoryMb * MiB;
-    const reused = this.idle.pop();
+    const reused = fresh ? undefined : this.idle.pop();
     if (reused) {
       reused.lease(allowance);
       return reused;
@@ -558,6 +729,10 @@ export class QuickJSHost {
     let free = this.boundBytes - this.heapBytes();
     while (free < wanted && this.idle.length > 0) {
       this.modules.delete(this.idle.shift()!);
+      free = this.boundBytes - this.heapBytes();
+    }
+    while (free < wanted && this.spare.length > 0) {
+      this.modules.delete(this.spare.shift()!.module);
       free = this.boundBytes - this.heapBytes();
     }
     // Then the check templates no batch is using: they only save time.
@@ -597,9 +772,33 @@ const WARM_CHECKS: readonly CheckSpec[] = [
 const WARM_CODE: EnvironmentCode = {
   name: 'warm-up',
   className: 'WarmUp',
-  source: 'class WarmUp { constructor(s) { this.state = s; } ping() { return { success: true, data: "pong" }; } }',
-  tools: [{ type: 'function', function: { name: 'ping', parameters: { type: 'object' } } }],
+  source: [
+    'class WarmUp {',
+    '  constructor(s) { this.state = s; this.drawn = Math.random(); }',
+    '  ping() { return { success: true, data: "pong" }; }',
+    // warm()'s test of session copies: what one session changes, the next must not see.
+    '  change() { this.state.list.sort(); this.state.n = 2; globalThis.leak = 1; Array.prototype.sort = null; WarmUp.prototype.untouched = () => false; Math.random(); return true; }',
+    '  untouched() { return [this.state.list.join() === "3,1,2" && this.state.n === 1 && typeof leak === "undefined" && typeof [].sort === "function", this.drawn, Math.random()]; }',
+    '}',
+  ].join('\n'),
+  tools: ['ping', 'change', 'untouched'].map(name => ({ type: 'function' as const, function: { name, parameters: { type: 'object' } } })),
 };
+const WARM_SESSION_STATE = { list: [3, 1, 2], n: 1 };
+
+/**
+ * The seed of an environment's Math.random: FNV-1a over its class name and initial state, so the
+ * sessions of one scenario draw the same numbers wherever they run.
+ */
+function seedOf(code: EnvironmentCode, stateJson: string): string {
+  let h = 0x811c9dc5;
+  const mix = (text: string) => {
+    for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  };
+  mix(code.className);
+  mix('\u0000');
+  mix(stateJson);
+  return String(h >>> 0);
+}
 
 /**
  * The checks of one batch, in one module whose runtime and context have both states parsed:
@@ -704,6 +903,19 @@ function rawAccess(context: QuickJSContext): RawContext | null {
 /** Emscripten's UTF8ToString decodes with a default TextDecoder; so does callTool. */
 const GLUE_UTF8 = new TextDecoder();
 
+/**
+ * What an environment's tool calls keep in its module between calls (GuestVm.callTool): a block
+ * for the argument array and the arguments, and its tools' names as guest strings. It belongs to
+ * one environment (one session), not to the VM: a VM on the session layout serves one session after
+ * another with its memory written over in between, which would leave pointers kept in the VM
+ * dangling. Freed by GuestVm.releaseCalls when the environment ends.
+ */
+interface CallScratch {
+  block: number;
+  bytes: number;
+  names: Map<string, number>;
+}
+
 /** What stopped a guest run: its deadline, its session's CPU budget, or its module's memory. */
 type Stop = 'deadline' | 'budget' | 'memory';
 
@@ -717,25 +929,27 @@ class GuestVm {
   private context: QuickJSContext | undefined;
   private harnessHandle: QuickJSHandle | undefined;
   private readonly fns = new Map<string, QuickJSHandle>();
-  /** Guest strings of tool names (toolName); each is also in `fns`, which owns it. */
-  private readonly toolNames = new Map<string, QuickJSHandle>();
   /** The FFI behind the context (callTool), looked up at the first tool call; null: not reachable. */
   private raw: RawContext | null | undefined;
-  /** callTool's block in the module's heap (scratchFor), and its size. */
-  private scratch = 0;
-  private scratchBytes = 0;
   private deadline = 0;
   private deadlineIsBudget = false;
   private stopped: Stop | null = null;
   disposed = false;
+  /**
+   * Opened first thing in a fresh module, with the session functions looked up, on the thread's
+   * session layout (see SessionBase): memory copies from other such modules may be written over it.
+   */
+  onLayout = false;
+  /** An environment was created here (its memory must be written over before the next one). */
+  used = false;
 
   private constructor(
     readonly module: GuestModule,
-    private readonly onDisposed: () => void,
+    private readonly onDisposed: (module: GuestModule) => void,
   ) {}
 
   /** A runtime, a context and the harness in `module`. Throws SandboxError; the module is handed back on failure. */
-  static open(module: GuestModule, stackBytes: number, onDisposed: () => void): GuestVm {
+  static open(module: GuestModule, stackBytes: number, onDisposed: (module: GuestModule) => void): GuestVm {
     const vm = new GuestVm(module, onDisposed);
     try {
       vm.runtime = module.newRuntime(stackBytes, () => vm.shouldInterrupt());
@@ -822,9 +1036,28 @@ class GuestVm {
     for (const name of names) this.fn(name);
   }
 
+  /** Not on the session layout after all (another layout than the thread's): used the plain way. */
+  asPlain(): GuestVm {
+    this.onLayout = false;
+    return this;
+  }
+
+  /**
+   * The addresses of what the host holds in this module between calls: the runtime, the context
+   * (and the buffer it keeps), the harness and its looked-up functions. Equal layouts make a memory
+   * copy from one module a working state of the other.
+   */
+  layout(): string {
+    const rt = (this.runtime as unknown as { rt: { value: number } }).rt.value;
+    const ctx = this.context as unknown as { ctx: { value: number }; uint32Out: { value: { ptr: number } } };
+    const handles = [this.harnessHandle, ...this.fns.values()].map(h => (h ? String(h.value) : '-'));
+    return [rt, ctx.ctx.value, ctx.uint32Out.value.ptr, ...handles, [...this.fns.keys()].join('/')].join(',');
+  }
+
   private fn(name: string): QuickJSHandle {
     let fn = this.fns.get(name);
     if (!fn) {
+      if (this.onLayout && this.used) throw new Error(`harness function ${name} was not looked up before the module's memory was copied`);
       if (!this.harnessHandle) throw new Error('the sandbox harness is not loaded');
       fn = this.ctx.getProp(this.harnessHandle, name);
       this.fns.set(name, fn);
@@ -853,17 +1086,17 @@ class GuestVm {
    * guest sees the same strings and the host the same reply. Falls back to the wrapper where the internals it reaches
    * are not there (another quickjs-emscripten release). Throws SandboxError as `call` does.
    */
-  callTool(tool: string, argsJson: string): string {
+  callTool(tool: string, argsJson: string, scratch: CallScratch): string {
     const raw = this.raw ??= rawAccess(this.ctx);
     if (!raw) return this.call('call', [tool, argsJson]);
     const { ffi, module, ctx } = raw;
     let resultPtr: number;
     try {
       const fnPtr = this.fn('call').value;
-      const toolPtr = this.toolName(tool).value;
+      const toolPtr = this.toolName(raw, scratch, tool);
       const argsBytes = module.lengthBytesUTF8(argsJson) + 1;
-      // [argv: 2 JSValue pointers][args\0], in the VM's scratch block
-      const block = this.scratchFor(raw, 8 + argsBytes);
+      // [argv: 2 JSValue pointers][args\0], in the environment's scratch block
+      const block = this.scratchFor(raw, scratch, 8 + argsBytes);
       let argsPtr = 0;
       try {
         module.stringToUTF8(argsJson, block + 8, argsBytes);
@@ -901,50 +1134,63 @@ class GuestVm {
   }
 
   /**
-   * The VM's scratch block in the module's heap, at least `bytes` long: callTool writes the argument
-   * array and the arguments there instead of allocating for every call. It grows in powers of two
-   * (the arguments are bounded by what the schema let through) and is freed by releaseScratch.
+   * The environment's scratch block in the module's heap, at least `bytes` long: callTool writes the
+   * argument array and the arguments there instead of allocating for every call. It grows in powers
+   * of two (the arguments are bounded by what the schema let through) and is freed by releaseCalls.
    */
-  private scratchFor(raw: RawContext, bytes: number): number {
-    if (bytes > this.scratchBytes) {
-      if (this.scratch) raw.module._free(this.scratch);
-      this.scratch = 0;
-      this.scratchBytes = 0;
+  private scratchFor(raw: RawContext, scratch: CallScratch, bytes: number): number {
+    if (bytes > scratch.bytes) {
+      if (scratch.block) raw.module._free(scratch.block);
+      scratch.block = 0;
+      scratch.bytes = 0;
       const size = Math.max(256, 2 ** Math.ceil(Math.log2(bytes)));
       const ptr = raw.module._malloc(size);
       if (!ptr) throw this.limitHit() ?? new SandboxError('MEMORY_EXCEEDED', 'out of memory passing the arguments');
-      this.scratch = ptr;
-      this.scratchBytes = size;
+      scratch.block = ptr;
+      scratch.bytes = size;
     }
-    return this.scratch;
-  }
-
-  /** Frees the scratch block (SandboxEnvironment.dispose, before dispose()); a module that is dropped whole needs nothing freed. */
-  releaseScratch(): void {
-    const { scratch } = this;
-    this.scratch = 0;
-    this.scratchBytes = 0;
-    if (!scratch || !this.raw || this.disposed || this.module.fatal || this.module.exhausted) return;
-    try {
-      this.raw.module._free(scratch);
-    } catch {
-      this.module.fatal = true;
-    }
+    return scratch.block;
   }
 
   /**
-   * The guest string of a tool's name, made at its first call and kept with the harness functions
-   * (freed with them): a string value is immutable, and an environment has a handful of tools.
+   * The guest string of a tool's name, made at the environment's first call of the tool and kept
+   * in its scratch (a string value is immutable; an environment has a handful of tools).
    */
-  private toolName(tool: string): QuickJSHandle {
-    let handle = this.toolNames.get(tool);
-    if (!handle) {
-      handle = this.ctx.newString(tool);
-      // In `fns` too, under a key no harness function has, so that dispose() frees it with them.
-      this.fns.set(`\u0000tool:${tool}`, handle);
-      this.toolNames.set(tool, handle);
+  private toolName(raw: RawContext, scratch: CallScratch, tool: string): number {
+    let ptr = scratch.names.get(tool);
+    if (ptr === undefined) {
+      const bytes = raw.module.lengthBytesUTF8(tool) + 1;
+      const chars = raw.module._malloc(bytes);
+      if (!chars) throw this.limitHit() ?? new SandboxError('MEMORY_EXCEEDED', 'out of memory passing the tool name');
+      try {
+        raw.module.stringToUTF8(tool, chars, bytes);
+        ptr = raw.ffi.QTS_NewString(raw.ctx, chars);
+      } finally {
+        raw.module._free(chars);
+      }
+      scratch.names.set(tool, ptr);
     }
-    return handle;
+    return ptr;
+  }
+
+  /**
+   * Frees what an environment's calls kept in the module (its scratch block and tool names), when
+   * it ends and before its module is freed, reused or written over. A module that is dropped whole
+   * needs nothing freed.
+   */
+  releaseCalls(scratch: CallScratch): void {
+    const { block, names } = scratch;
+    scratch.block = 0;
+    scratch.bytes = 0;
+    scratch.names = new Map();
+    const raw = this.raw;
+    if (!raw || this.disposed || this.module.fatal || this.module.exhausted) return;
+    try {
+      for (const ptr of names.values()) raw.ffi.QTS_FreeValuePointer(raw.ctx, ptr);
+      if (block) raw.module._free(block);
+    } catch {
+      this.module.fatal = true;
+    }
   }
 
   private call(name: string, args: readonly (QuickJSHandle | string)[]): string {
@@ -1030,7 +1276,7 @@ class GuestVm {
         this.module.fatal = true;
       }
     }
-    this.onDisposed();
+    this.onDisposed(this.module);
   }
 }
 
@@ -1041,6 +1287,9 @@ class GuestVm {
  * exhausts it is interrupted and the session ends with CPU_BUDGET_EXCEEDED.
  */
 export class SandboxEnvironment {
+  private ended = false;
+  /** What this environment's calls keep in its module (see CallScratch). */
+  private readonly scratch: CallScratch = { block: 0, bytes: 0, names: new Map() };
   private spentMs = 0;
   private calls = 0;
   private readonly budgetMs: number;
@@ -1055,7 +1304,7 @@ export class SandboxEnvironment {
   }
 
   get disposed(): boolean {
-    return this.vm.disposed;
+    return this.ended;
   }
 
   get toolNames(): string[] {
@@ -1099,7 +1348,7 @@ export class SandboxEnvironment {
   /** call and callText: `parse` the result or not. Two clock reads on the way to a result, and no closure. */
   private invoke(tool: string, args: unknown, parse: boolean): CallOutcome | CallTextOutcome {
     const started = performance.now();
-    if (this.vm.disposed) return this.stop(started, parse, 'ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
+    if (this.ended) return this.stop(started, parse, 'ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
     const validate = this.validators.get(tool);
     if (!validate) return this.stop(started, parse, 'UNKNOWN_TOOL', `unknown tool "${tool}"; the tools are: ${this.toolNames.join(', ')}`);
     const input = args ?? {};
@@ -1113,7 +1362,7 @@ export class SandboxEnvironment {
       if (over) return this.stop(started, parse, over.code, over.message, true);
       let text: string;
       try {
-        text = this.vm.callTool(tool, JSON.stringify(input));
+        text = this.vm.callTool(tool, JSON.stringify(input), this.scratch);
       } catch (err) {
         const e = err instanceof SandboxError ? err : new SandboxError('TOOL_THREW', String(err));
         if (e.code !== 'CPU_BUDGET_EXCEEDED') return this.stop(started, parse, e.code, e.message, true);
@@ -1166,7 +1415,7 @@ export class SandboxEnvironment {
 
   /** The state as JSON text. Throws SandboxError (STATE_TOO_LARGE, STATE_INVALID, ENV_DISPOSED, a limit). */
   snapshotText(): string {
-    if (this.vm.disposed) throw new SandboxError('ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
+    if (this.ended) throw new SandboxError('ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
     const started = performance.now();
     try {
       const over = this.armWithin(this.limits.callDeadlineMs, started);
@@ -1193,10 +1442,11 @@ export class SandboxEnvironment {
     return JSON.parse(this.snapshotText());
   }
 
+  /** Ends the environment: its module is freed, or kept for the thread's next environment (the host decides). */
   dispose(): void {
-    if (this.vm.disposed) return;
-    this.vm.releaseScratch();
-    this.vm.dispose();
+    if (this.ended) return;
+    this.ended = true;
+    this.vm.releaseCalls(this.scratch);
     this.onDisposed();
   }
 }

@@ -143,9 +143,13 @@ describe('the sandbox call path', function () {
 describe('the sandbox call path and module reuse', function () {
   this.timeout(60_000);
 
-  it("leaves nothing behind in a reused module: the calls' scratch block goes with the environment", async () => {
+  // Sessions on the thread's session layout start from memory copies, which would hide a leak; an
+  // environment with another stack size than the layout's is made the plain way, in a reused module.
+  for (const [path, stackBytes] of [['a module on the session layout', LIMITS.stackBytes], ['a module reused the plain way', LIMITS.stackBytes + 64 * 1024]] as const) {
+  it(`leaves nothing behind in ${path}: the calls' scratch block and tool names go with the environment`, async () => {
     const host = new QuickJSHost(DEFAULT_SANDBOX_LIMITS.heapMb);
-    const limits = { ...LIMITS, maxResultBytes: 1 << 20 };
+    (await host.createEnvironment(CODE, { n: 0 }, LIMITS)).dispose();
+    const limits = { ...LIMITS, stackBytes, maxResultBytes: 1 << 20 };
     const tenant = async () => {
       const env = await host.createEnvironment(CODE, { n: 1 }, limits);
       for (const size of [10, 1000, 60_000]) expect(env.call('echo', { text: 'x'.repeat(size) }).runtimeError).to.equal(undefined);
@@ -154,9 +158,9 @@ describe('the sandbox call path and module reuse', function () {
     await tenant();
     const heap = host.heapBytes();
     for (let i = 0; i < 30; i++) await tenant();
-    expect(host.moduleCount).to.equal(1);
     expect(host.heapBytes()).to.equal(heap);
   });
+  }
 });
 
 describe('the sandbox call path through a session', function () {
