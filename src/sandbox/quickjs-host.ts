@@ -32,6 +32,13 @@ const REUSE_GROWTH = 4 * MiB;
 const SESSION_TEMPLATES = 8;
 /** Environments (by seed) a thread remembers having created, to copy the second creation of one. */
 const SEEN_ENVIRONMENTS = 256;
+/**
+ * Modules a thread keeps for its next sessions. Sessions end and start in bursts (a pool thread
+ * serves hundreds at once), and a burst of starts that finds no spare module instantiates fresh ones
+ * (about 2 ms each); spare modules count against the thread's bound and are the first dropped when
+ * it needs room.
+ */
+const SPARE_MODULES = 128;
 /** The harness functions a session uses, looked up before its module's memory is copied. */
 const SESSION_FNS = ['seed', 'bind', 'create', 'call', 'snapshot'] as const;
 
@@ -183,6 +190,7 @@ const mb = (bytes: number) => `${Math.round((bytes / MiB) * 10) / 10} MiB`;
 class GuestModule {
   private qjs: QuickJSWASMModule | null = null;
   private raw: QuickJSEmscriptenModule | null = null;
+  private scratch: MemoryImage | null = null;
   private readonly memory: WasmMemory;
   /** Heap bytes the current tenant may hold. */
   private allowance = 0;
@@ -261,6 +269,21 @@ class GuestModule {
     if (staticEnd <= 0 || heapBase < staticEnd) return null;
     const bytes = new Uint8Array(this.memory.buffer);
     return { statics: bytes.slice(0, staticEnd), heap: bytes.slice(heapBase), length: bytes.length };
+  }
+
+  /**
+   * capture() into this module's scratch copy, reused while the memory keeps its size: for a copy
+   * that lives only until the next one (a check batch's). Allocating a fresh 2 MB copy per batch cost
+   * more than writing it (new pages, and the collector's pressure from external memory).
+   */
+  captureScratch(): MemoryImage | null {
+    const { staticEnd, heapBase } = this.build;
+    const scratch = this.scratch;
+    if (!scratch || scratch.length !== this.memory.buffer.byteLength) return (this.scratch = this.capture());
+    const bytes = new Uint8Array(this.memory.buffer);
+    scratch.statics.set(bytes.subarray(0, staticEnd));
+    scratch.heap.set(bytes.subarray(heapBase));
+    return scratch;
   }
 
   /**
@@ -546,11 +569,16 @@ export class QuickJSHost {
     this.seen.clear();
   }
 
-  /** A session's module once it ended: kept with its runtime for the next session if it is on the session layout, sound and small; freed otherwise. */
+  /**
+   * A session's module once it ended: kept with its runtime for the next session if it is on the
+   * session layout, sound and small; dropped whole when there are spare modules enough (freeing its
+   * runtime object by object would be wasted work); freed otherwise.
+   */
   private endSession(vm: GuestVm): void {
     const { module } = vm;
-    if (vm.onLayout && !vm.disposed && !module.fatal && !module.exhausted && module.grownBytes() <= REUSE_GROWTH && this.spare.length < IDLE_MODULES) {
-      this.spare.push(vm);
+    if (vm.onLayout && !vm.disposed && !module.fatal && !module.exhausted && module.grownBytes() <= REUSE_GROWTH) {
+      if (this.spare.length < SPARE_MODULES) this.spare.push(vm);
+      else this.modules.delete(module);
       return;
     }
     vm.dispose();
@@ -824,7 +852,7 @@ class CheckBatch {
       if (!this.image) throw new Error('a check batch without a copy of its memory runs one check');
       this.vm.module.restore(this.image);
     } else if (more && this.copies) {
-      this.image = this.vm.module.capture();
+      this.image = this.vm.module.captureScratch();
     }
     this.used = true;
     this.vm.arm(deadlineMs);

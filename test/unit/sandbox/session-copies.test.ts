@@ -160,6 +160,32 @@ describe('sessions started from memory copies (one thread)', function () {
     expect(await session(host, STATE, look)).to.deep.equal(fresh);
   });
 
+  it('keeps the modules of ended sessions only while the thread has room: a session that needs the room gets it', async () => {
+    const host = new QuickJSHost(64);
+    await host.warm();
+    const open: SandboxEnvironment[] = [];
+    for (let i = 0; i < 200; i++) {
+      try {
+        open.push(await host.createEnvironment(CARELESS, STATE, LIMITS));
+      } catch (err) {
+        expect(err).to.have.property('code', 'SANDBOX_MEMORY_FULL');
+        break;
+      }
+    }
+    expect(open.length).to.be.within(3, 199);
+    for (const env of open.splice(0)) env.dispose();
+    const held = host.heapBytes();
+    expect(held).to.be.above(32 * MiB); // the spare modules
+    // 40 MiB in one session: the spare modules make way.
+    const hog = await host.createEnvironment(CARELESS, { ...STATE, guest: 'hog' }, { ...LIMITS, envMemoryMb: 48 });
+    try {
+      expect(hog.call('grow', { mb: 40 }).result).to.deep.equal({ success: true, data: 40 });
+      expect(host.heapBytes()).to.be.at.most(64 * MiB);
+    } finally {
+      hog.dispose();
+    }
+  });
+
   it('adopts a copy larger than a fresh module within the allowance, and refuses a session when the thread has no room for it', async () => {
     // A constructor that builds a large state: the copy is about 16 MiB more than a fresh module.
     const big = { ...STATE, pad: 'p'.repeat(4 * MiB) };
