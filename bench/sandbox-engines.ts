@@ -16,8 +16,11 @@
  *   npm install --no-save @jitl/quickjs-ng-wasmfile-release-sync@0.32.0   # not a dependency of envfleet
  *   node --import tsx bench/sandbox-engines.ts [--rounds 9] [--compare ../main]
  *
- * Rounds alternate the order of the engines; each replays the whole trace on a fresh runtime after an
- * untimed warm-up. Prints markdown (median of the rounds' medians and means, ratios to CPython, whether
+ * Each round replays the whole trace on a fresh runtime per row, after an untimed warm-up round; the
+ * in-process rows are interleaved in blocks of 500 calls (every row makes a block before the next
+ * block, in alternating order), so that they all see the same machine state, and the last column is
+ * each row's median ratio, block by block, to --compare's env.call (or to bare QuickJS): the figure
+ * to read on a loaded machine. CPython runs after each round, in its own process. Prints markdown (median of the rounds' medians and means, ratios to CPython, whether
  * the two engines returned identical replies: a SHA-256 over every reply text).
  */
 import { execFileSync } from 'node:child_process';
@@ -58,7 +61,16 @@ const env = loadEnv('library');
 const stateJson = JSON.stringify(env.state);
 const calls = env.calls.map(c => ({ tool: c.tool, args: JSON.stringify(c.arguments) }));
 
-function replay(engine: QuickJSWASMModule): { lat: number[]; hash: string } {
+/** One row's replay of the trace, a call at a time, so that the rows' calls can be interleaved. */
+interface Replay {
+  /** Makes call `i` of the trace; returns its latency in µs. */
+  step(i: number): number;
+  /** Ends the replay; returns a hash of its replies. */
+  close(): string;
+}
+
+/** The bare host side on `engine`: the wrapper's two strings in, the call, a string out, the reply parsed. */
+function replay(engine: QuickJSWASMModule): Replay {
   let deadline = 0;
   const rt = engine.newRuntime({ maxStackSizeBytes: DEFAULT_SANDBOX_LIMITS.stackBytes, interruptHandler: () => Date.now() > deadline });
   const ctx: QuickJSContext = rt.newContext();
@@ -77,21 +89,26 @@ function replay(engine: QuickJSWASMModule): { lat: number[]; hash: string } {
   if (invoke(bind!, cls) !== '{"ok":true}') throw new Error('the harness did not bind the class');
   cls.dispose();
   if (invoke(create!, stateJson) !== '{"ok":true}') throw new Error('the environment was not created');
-  const lat: number[] = [];
   const hash = createHash('sha256');
-  for (const c of calls) {
-    const t = performance.now();
-    deadline = Date.now() + DEADLINE_MS;
-    const text = invoke(call!, c.tool, c.args);
-    // The harness's call reply: the result's JSON text, or "!" and an error reply.
-    JSON.parse(text.charCodeAt(0) === 33 ? text.slice(1) : text);
-    lat.push((performance.now() - t) * 1000);
-    hash.update(text).update('\n');
-  }
-  for (const h of [bind!, create!, call!, harness]) h.dispose();
-  ctx.dispose();
-  rt.dispose();
-  return { lat, hash: hash.digest('hex') };
+  return {
+    step(i) {
+      const c = calls[i]!;
+      const t = performance.now();
+      deadline = Date.now() + DEADLINE_MS;
+      const text = invoke(call!, c.tool, c.args);
+      // The harness's call reply: the result's JSON text, or "!" and an error reply.
+      JSON.parse(text.charCodeAt(0) === 33 ? text.slice(1) : text);
+      const us = (performance.now() - t) * 1000;
+      hash.update(text).update('\n');
+      return us;
+    },
+    close() {
+      for (const h of [bind!, create!, call!, harness]) h.dispose();
+      ctx.dispose();
+      rt.dispose();
+      return hash.digest('hex');
+    },
+  };
 }
 
 type Host = typeof QuickJSHost;
@@ -107,53 +124,75 @@ if (COMPARE) {
 
 /**
  * envfleet's own path: a QuickJSHost environment (its module, limits, validation, accounting) and
- * env.call, or env.callText (`text`). Returns the latencies and a hash of the results.
+ * env.call, or env.callText (`text`); the hash is over the outcomes (results parsed).
  */
-async function replayEnvfleet(Host: Host, text = false): Promise<{ lat: number[]; hash: string }> {
+async function replayEnvfleet(Host: Host, text = false): Promise<Replay> {
   const host = new Host(DEFAULT_SANDBOX_LIMITS.heapMb);
   const e = await host.createEnvironment(env.code, env.state, DEFAULT_SANDBOX_LIMITS);
-  const lat: number[] = [];
   const outcomes: unknown[] = [];
-  for (const c of env.calls) {
-    const t = performance.now();
-    const outcome = text ? e.callText(c.tool, c.arguments) : e.call(c.tool, c.arguments);
-    lat.push((performance.now() - t) * 1000);
-    outcomes.push(outcome);
-  }
-  e.dispose();
-  const hash = createHash('sha256');
-  for (const o of outcomes as { result?: unknown; resultJson?: string; runtimeError?: string }[]) {
-    hash.update(JSON.stringify([o.resultJson === undefined ? o.result : JSON.parse(o.resultJson), o.runtimeError ?? null])).update('\n');
-  }
-  return { lat, hash: hash.digest('hex') };
+  return {
+    step(i) {
+      const c = env.calls[i]!;
+      const t = performance.now();
+      const outcome = text ? e.callText(c.tool, c.arguments) : e.call(c.tool, c.arguments);
+      const us = (performance.now() - t) * 1000;
+      outcomes.push(outcome);
+      return us;
+    },
+    close() {
+      e.dispose();
+      const hash = createHash('sha256');
+      for (const o of outcomes as { result?: unknown; resultJson?: string; runtimeError?: string }[]) {
+        hash.update(JSON.stringify([o.resultJson === undefined ? o.result : JSON.parse(o.resultJson), o.runtimeError ?? null])).update('\n');
+      }
+      return hash.digest('hex');
+    },
+  };
 }
 
 const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-/** The envfleet rows: this checkout's env.call and env.callText, and --compare's env.call. */
-const own: Record<string, () => Promise<{ lat: number[]; hash: string }>> = {
+/** The rows replayed in this process: envfleet's env.call and env.callText, --compare's env.call, the two bare engines. */
+const inProcess: Record<string, () => Promise<Replay>> = {
   envfleet: () => replayEnvfleet(QuickJSHost),
   'envfleet-text': () => replayEnvfleet(QuickJSHost, true),
   ...(CompareHost ? { compare: () => replayEnvfleet(CompareHost) } : {}),
+  quickjs: () => Promise.resolve(replay(engines.quickjs)),
+  'quickjs-ng': () => Promise.resolve(replay(engines['quickjs-ng'])),
 };
-for (const e of Object.values(engines)) replay(e); // warm-up
-for (const run of Object.values(own)) await run();
-const rows: Record<string, { medians: number[]; means: number[]; hashes: Set<string> }> = {};
-for (const name of [...Object.keys(own), 'quickjs', 'quickjs-ng', 'cpython']) rows[name] = { medians: [], means: [], hashes: new Set() };
+const envfleetRows = Object.keys(inProcess).filter(n => n.startsWith('envfleet') || n === 'compare');
+/** Calls per block: every in-process row makes the same block of calls before the next block, so that all rows see the same machine state. */
+const BLOCK = 500;
+async function round(): Promise<Record<string, { lat: number[]; blocks: number[]; hash: string }>> {
+  const names = Object.keys(inProcess);
+  const replays: Record<string, Replay> = {};
+  for (const name of names) replays[name] = await inProcess[name]!();
+  const out: Record<string, { lat: number[]; blocks: number[]; hash: string }> = {};
+  for (const name of names) out[name] = { lat: [], blocks: [], hash: '' };
+  for (let b = 0; b < calls.length; b += BLOCK) {
+    // The order of the rows alternates from block to block.
+    for (const name of (b / BLOCK) % 2 === 0 ? names : [...names].reverse()) {
+      const block: number[] = [];
+      for (let i = b; i < Math.min(b + BLOCK, calls.length); i++) block.push(replays[name]!.step(i));
+      out[name]!.lat.push(...block);
+      out[name]!.blocks.push(median(block));
+    }
+  }
+  for (const name of names) out[name]!.hash = replays[name]!.close();
+  return out;
+}
+await round(); // warm-up
+const rows: Record<string, { medians: number[]; means: number[]; hashes: Set<string>; blockRatios: number[] }> = {};
+for (const name of [...Object.keys(inProcess), 'cpython']) rows[name] = { medians: [], means: [], hashes: new Set(), blockRatios: [] };
+/** The row the last column compares with: --compare's env.call, or else the bare QuickJS row. */
+const reference = CompareHost ? 'compare' : 'quickjs';
 const python = env.python!;
 for (let r = 0; r < ROUNDS; r++) {
-  const order = r % 2 === 0 ? (['quickjs', 'quickjs-ng'] as const) : (['quickjs-ng', 'quickjs'] as const);
-  for (const name of order) {
-    const { lat, hash } = replay(engines[name]);
+  const got = await round();
+  for (const [name, { lat, blocks, hash }] of Object.entries(got)) {
     rows[name]!.medians.push(median(lat));
     rows[name]!.means.push(mean(lat));
     rows[name]!.hashes.add(hash);
-  }
-  const names = Object.keys(own);
-  for (const name of r % 2 === 0 ? names : [...names].reverse()) {
-    const { lat, hash } = await own[name]!();
-    rows[name]!.medians.push(median(lat));
-    rows[name]!.means.push(mean(lat));
-    rows[name]!.hashes.add(hash);
+    rows[name]!.blockRatios.push(...blocks.map((x, i) => x / got[reference]!.blocks[i]!));
   }
   const cp = JSON.parse(execFileSync('python3', [baseline('cpython-baseline.py'), python.file, python.className, python.stateFile, python.callsFile], { encoding: 'utf8' })) as { medianUs: number; callsPerSecond: number };
   rows['cpython']!.medians.push(cp.medianUs);
@@ -169,9 +208,9 @@ const sameHashes = (names: string[]) => {
   const all = new Set(names.flatMap(n => [...rows[n]!.hashes]));
   return all.size === 1 ? 'yes' : 'NO';
 };
-console.log(`- ${calls.length} calls per round, ${ROUNDS} rounds; replies identical across engines and rounds: ${sameHashes(['quickjs', 'quickjs-ng'])}; envfleet's outcomes identical across its rows and rounds: ${sameHashes(Object.keys(own))}\n`);
-console.log('| engine | median µs per call | mean µs per call (CPython: 1 / calls per second) | median ÷ CPython | mean ÷ CPython |');
-console.log('|---|---|---|---|---|');
+console.log(`- ${calls.length} calls per round, ${ROUNDS} rounds, the in-process rows interleaved in blocks of ${BLOCK} calls; replies identical across engines and rounds: ${sameHashes(['quickjs', 'quickjs-ng'])}; envfleet's outcomes identical across its rows and rounds: ${sameHashes(envfleetRows)}\n`);
+console.log(`| engine | median µs per call | mean µs per call (CPython: 1 / calls per second) | median ÷ CPython | mean ÷ CPython | ÷ ${reference === 'compare' ? "--compare's env.call" : 'bare QuickJS'} (median of per-block ratios) |`);
+console.log('|---|---|---|---|---|---|');
 const label: Record<string, string> = {
   envfleet: "envfleet's `env.call` (QuickJS, its host side)",
   'envfleet-text': "envfleet's `env.callText` (a session's call: the result left as text)",
@@ -183,5 +222,6 @@ const label: Record<string, string> = {
 for (const name of Object.keys(rows)) {
   const m = median(rows[name]!.medians);
   const a = median(rows[name]!.means);
-  console.log(`| ${label[name]} | ${m.toFixed(2)} | ${a.toFixed(2)} | ${name === 'cpython' ? '–' : `${(m / cpMedian).toFixed(2)}×`} | ${name === 'cpython' ? '–' : `${(a / cpMean).toFixed(2)}×`} |`);
+  const vsReference = name === 'cpython' ? '–' : `${median(rows[name]!.blockRatios).toFixed(3)}`;
+  console.log(`| ${label[name]} | ${m.toFixed(2)} | ${a.toFixed(2)} | ${name === 'cpython' ? '–' : `${(m / cpMedian).toFixed(2)}×`} | ${name === 'cpython' ? '–' : `${(a / cpMean).toFixed(2)}×`} | ${vsReference} |`);
 }
