@@ -1107,12 +1107,13 @@ class GuestVm {
    * The harness's `call` for one tool call: what callHarnessText('call', tool, argsJson) does, on
    * quickjs-emscripten's FFI directly, the hot path of every session. The wrapper would make three
    * allocations in the module (two C strings and the argument array) and a handle object per
-   * value, and find the end of the reply with a JavaScript loop over its bytes; here the tool's
-   * name is a guest string made once per tool (toolName), the argument array and the arguments'
-   * text go to a block kept for the VM's life (scratchFor), and the reply's end is found natively. The arguments are written by
-   * the same (native or glue) UTF-8 functions and the reply is decoded by the same decoder, so the
-   * guest sees the same strings and the host the same reply. Falls back to the wrapper where the internals it reaches
-   * are not there (another quickjs-emscripten release). Throws SandboxError as `call` does.
+   * value, and find the end of the reply with a JavaScript loop over its bytes; here the tool's name
+   * is a guest string made once per environment and tool (toolName), the argument array and the
+   * arguments' text go to the environment's scratch block (scratchFor; both in `scratch`, freed by
+   * releaseCalls), and the reply's end is found natively. The arguments are written by the same
+   * (native or glue) UTF-8 functions and the reply is decoded by the same decoder, so the guest sees
+   * the same strings and the host the same reply. Falls back to the wrapper where the internals it
+   * reaches are not there (another quickjs-emscripten release). Throws SandboxError as `call` does.
    */
   callTool(tool: string, argsJson: string, scratch: CallScratch): string {
     const raw = this.raw ??= rawAccess(this.ctx);
