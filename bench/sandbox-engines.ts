@@ -11,7 +11,8 @@
  * handler re-armed per call); the difference to the envfleet rows is envfleet's own host work
  * (argument validation, reply cap, accounting) and its cheaper crossing (GuestVm.callTool).
  * `--compare DIR` adds `env.call` of another checkout of envfleet (e.g. /work/main, before a
- * change), timed in the same rounds; its results must equal this checkout's.
+ * change), timed in the same rounds; its results must equal this checkout's. It loads the sources
+ * in DIR's working tree as they are (the label names DIR's HEAD commit; uncommitted changes count).
  *
  *   npm install --no-save @jitl/quickjs-ng-wasmfile-release-sync@0.32.0   # not a dependency of envfleet
  *   node --import tsx bench/sandbox-engines.ts [--rounds 9] [--compare ../main]
