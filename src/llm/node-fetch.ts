@@ -17,7 +17,10 @@ import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
  * undici does. Answers are read whole (the gateway never streams).
  */
 export function createNodeFetch(options: { readonly maxSockets?: number } = {}): typeof fetch {
-  const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? Infinity, scheduling: 'lifo' as const };
+  // Every idle connection is kept (Node's default keeps 256 and closes the rest, so a worker with a thousand
+  // requests in flight opened and closed connections all the time); an idle one closes when the server's
+  // Keep-Alive timeout hint says so, or when the server closes it.
+  const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? Infinity, maxFreeSockets: Number.MAX_SAFE_INTEGER, scheduling: 'lifo' as const };
   const agents = { 'http:': new http.Agent(agentOptions), 'https:': new https.Agent(agentOptions) };
 
   const nodeFetch: typeof fetch = async (input, init = {}) => {
