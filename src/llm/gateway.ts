@@ -1,4 +1,5 @@
-import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
+import type OpenAI from 'openai';
+import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
 import type {
   ChatCompletion,
   ChatCompletionCreateParamsNonStreaming,
@@ -13,7 +14,8 @@ import { AppError, BudgetExceededError, JobAbortedError, ModelError, ModelOutput
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { hashOf } from '../util/canonical.js';
-import { createNodeFetch } from './node-fetch.js';
+import { createHttpSender, type HttpSender } from './node-fetch.js';
+import { createOpenAIPost, type OpenAIPost } from './openai-http.js';
 import { parseStructured } from './json-output.js';
 import { contentText } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
@@ -97,7 +99,11 @@ export interface GatewayDeps {
   readonly logger: Logger;
   /** Longest a request waits for a fleet-wide slot before its job is put back in the queue. */
   readonly limitWaitMs?: number;
-  /** For tests: build the client for an endpoint. */
+  /**
+   * For tests: build the openai client for an endpoint, through which requests then go. Without it the
+   * gateway posts to the endpoint itself (src/llm/openai-http.ts: the client's request and errors,
+   * without its per-request overhead).
+   */
   readonly clientFor?: (endpoint: EndpointConfig) => OpenAI;
   /** Per-run budgets (set with the run); the configured budgets apply when it returns null. */
   readonly budgets?: (runId: string) => Promise<RunBudgets | null>;
@@ -113,20 +119,22 @@ export interface GatewayDeps {
  * retried by its job (one retry owner).
  */
 export function createModelGateway(deps: GatewayDeps): ModelGateway {
-  const clients = new Map<string, OpenAI>();
-  // The SDK over node:http keep-alive agents: half the main-thread CPU per request of Node's global fetch (src/llm/node-fetch.ts).
-  let nodeFetch: typeof fetch | undefined;
-  const clientFor =
-    deps.clientFor ??
-    ((endpoint: EndpointConfig) =>
-      new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: endpoint.timeoutMs, fetch: (nodeFetch ??= createNodeFetch()) }));
-  const client = (endpoint: EndpointConfig) => {
-    let c = clients.get(endpoint.name);
-    if (!c) {
-      c = clientFor(endpoint);
-      clients.set(endpoint.name, c);
+  const posts = new Map<string, OpenAIPost>();
+  let sender: HttpSender | undefined;
+  /** How requests reach an endpoint: a JSON POST, through the test's openai client when one is given. */
+  const postFor = (endpoint: EndpointConfig): OpenAIPost => {
+    let post = posts.get(endpoint.name);
+    if (!post) {
+      if (deps.clientFor) {
+        const c = deps.clientFor(endpoint);
+        post = <T>(path: string, body: unknown, o: { headers: Readonly<Record<string, string>>; signal?: AbortSignal | null | undefined; timeout: number }) =>
+          c.post<T>(path, { body, headers: o.headers, signal: o.signal ?? null, timeout: o.timeout, maxRetries: 0 }) as Promise<T>;
+      } else {
+        post = createOpenAIPost((sender ??= createHttpSender()), endpoint);
+      }
+      posts.set(endpoint.name, post);
     }
-    return c;
+    return post;
   };
 
   const profileOf = (stage: ModelStage): ModelProfile => deps.config.profiles[stage];
@@ -176,7 +184,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     profile: ModelProfile,
     keyMaterial: unknown,
     usageOf: (body: T) => Usage,
-    perform: (c: OpenAI, endpoint: EndpointConfig, options: OpenAI.RequestOptions) => Promise<T>,
+    perform: (post: OpenAIPost, options: { headers: Record<string, string>; signal: AbortSignal | null; timeout: number }) => Promise<T>,
   ): Promise<{ body: T; cached: boolean }> {
     const useCache = deps.config.gateway.cacheEnabled && (profile.cache === 'salted' ? ctx.cacheSalt !== undefined : profile.cache);
     const cacheSlot = useCache
@@ -206,11 +214,10 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     const limiterWaitMs = started - waitStarted;
     let body: T;
     try {
-      body = await perform(client(endpoint), endpoint, {
+      body = await perform(postFor(endpoint), {
         headers: { [STAGE_HEADER]: ctx.stage },
         signal: ctx.signal ?? null,
         timeout: endpoint.timeoutMs,
-        maxRetries: 0,
       });
     } catch (err) {
       deps.observe?.(ctx.stage, (Date.now() - started) / 1000, false);
@@ -272,9 +279,8 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       responseFormat: request.responseFormat,
       seed: request.seed,
     });
-    const { body, cached } = await send<ChatCompletion>(ctx, profile, params, chatUsage, (c, _e, options) =>
-      c.chat.completions.create(params, options),
-    );
+    // POST /chat/completions with the request as its body, as the openai client's chat.completions.create sends it.
+    const { body, cached } = await send<ChatCompletion>(ctx, profile, params, chatUsage, (post, options) => post<ChatCompletion>('/chat/completions', params, options));
     const choice = body.choices?.[0];
     if (!choice?.message) {
       throw new ModelError('MODEL_RESPONSE_MALFORMED', `response without a choice from model "${profile.model}" (stage ${ctx.stage})`);
@@ -328,7 +334,8 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     const profile = profileOf(ctx.stage);
     const params = { model: profile.model, input: [...inputs], encoding_format: 'float' as const };
     const usageOf = (body: OpenAI.CreateEmbeddingResponse): Usage => ({ promptTokens: body.usage?.prompt_tokens ?? 0, completionTokens: 0 });
-    const { body, cached } = await send(ctx, profile, params, usageOf, (c, _e, options) => c.embeddings.create(params, options));
+    // POST /embeddings with encoding_format float, as the openai client's embeddings.create sends it.
+    const { body, cached } = await send(ctx, profile, params, usageOf, (post, options) => post<OpenAI.CreateEmbeddingResponse>('/embeddings', params, options));
     const vectors = [...body.data].sort((a, b) => a.index - b.index).map(d => d.embedding);
     if (vectors.length !== inputs.length) {
       throw new ModelError('MODEL_RESPONSE_MALFORMED', `asked for ${inputs.length} embeddings, got ${vectors.length}`);

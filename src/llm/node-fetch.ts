@@ -16,64 +16,91 @@ import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
  * lost before any answer (the server closed it while idle) is sent once more on a new connection, as
  * undici does. Answers are read whole (the gateway never streams).
  */
-export function createNodeFetch(options: { readonly maxSockets?: number } = {}): typeof fetch {
+/** An answer read whole: status, headers and the body's bytes (decoded when the server compressed them). */
+export interface HttpAnswer {
+  readonly status: number;
+  readonly statusText: string;
+  readonly headers: http.IncomingHttpHeaders;
+  readonly rawHeaders: readonly string[];
+  readonly bytes: Buffer;
+}
+
+export interface HttpSender {
+  /**
+   * One request; rejects with the signal's `AbortError` when it is aborted, with a `TypeError('fetch failed')`
+   * (its cause the socket's error) when the connection fails.
+   */
+  send(url: URL, init: { readonly method: string; readonly headers: Record<string, string>; readonly body?: string | Uint8Array | undefined; readonly signal?: AbortSignal | null | undefined }): Promise<HttpAnswer>;
+}
+
+/** node:http / node:https keep-alive agents and one request at a time over them (see createNodeFetch). */
+export function createHttpSender(options: { readonly maxSockets?: number } = {}): HttpSender {
   // Every idle connection is kept (Node's default keeps 256 and closes the rest, so a worker with a thousand
   // requests in flight opened and closed connections all the time); an idle one closes when the server's
   // Keep-Alive timeout hint says so, or when the server closes it.
   const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? Infinity, maxFreeSockets: Number.MAX_SAFE_INTEGER, scheduling: 'lifo' as const };
-  const agents = { 'http:': new http.Agent(agentOptions), 'https:': new https.Agent(agentOptions) };
-
-  const nodeFetch: typeof fetch = async (input, init = {}) => {
-    const body = init.body;
-    if (input instanceof Request || (body !== undefined && body !== null && typeof body !== 'string' && !(body instanceof Uint8Array))) {
-      return fetch(input, init);
-    }
-    const url = typeof input === 'string' ? new URL(input) : input;
-    const agent = url.protocol === 'https:' ? agents['https:'] : url.protocol === 'http:' ? agents['http:'] : null;
-    if (!agent) return fetch(input, init);
-    const headers = headerRecord(init.headers);
-    if (!('accept-encoding' in headers)) headers['accept-encoding'] = 'gzip, deflate, br';
-    if (body !== undefined && body !== null && !('content-length' in headers)) headers['content-length'] = String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength);
-    const signal = init.signal ?? null;
-    const send = (retried: boolean): Promise<Response> =>
-      new Promise<Response>((resolve, reject) => {
-        if (signal?.aborted) {
-          reject(abortReason(signal));
-          return;
-        }
-        const request = (url.protocol === 'https:' ? https : http).request(
-          url,
-          { method: init.method ?? 'GET', headers, agent },
-          res => {
+  const agents = { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) };
+  return {
+    send(url, init) {
+      const https_ = url.protocol === 'https:';
+      const headers = init.headers;
+      if (!('accept-encoding' in headers)) headers['accept-encoding'] = 'gzip, deflate, br';
+      const body = init.body;
+      if (body !== undefined && !('content-length' in headers)) headers['content-length'] = String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength);
+      const signal = init.signal ?? null;
+      const attempt = (retried: boolean): Promise<HttpAnswer> =>
+        new Promise<HttpAnswer>((resolve, reject) => {
+          if (signal?.aborted) {
+            reject(abortReason(signal));
+            return;
+          }
+          const request = (https_ ? https : http).request(url, { method: init.method, headers, agent: https_ ? agents.https : agents.http }, res => {
             const chunks: Buffer[] = [];
             res.on('data', (c: Buffer) => chunks.push(c));
             res.on('error', fail);
             res.on('end', () => {
               signal?.removeEventListener('abort', onAbort);
               try {
-                resolve(responseOf(res, chunks));
+                resolve(answerOf(res, chunks));
               } catch (err) {
                 reject(err instanceof Error ? err : new Error(String(err)));
               }
             });
-          },
-        );
-        function fail(err: Error) {
-          signal?.removeEventListener('abort', onAbort);
-          if (signal?.aborted) reject(abortReason(signal));
-          // The server closed an idle keep-alive connection as this request went out on it: once more, on a new one.
-          else if (!retried && request.reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') resolve(send(true));
-          else reject(new TypeError('fetch failed', { cause: err }));
-        }
-        function onAbort() {
-          request.destroy();
-          reject(abortReason(signal!));
-        }
-        signal?.addEventListener('abort', onAbort, { once: true });
-        request.on('error', fail);
-        request.end(body ?? undefined);
-      });
-    return send(false);
+          });
+          function fail(err: Error) {
+            signal?.removeEventListener('abort', onAbort);
+            if (signal?.aborted) reject(abortReason(signal));
+            // The server closed an idle keep-alive connection as this request went out on it: once more, on a new one.
+            else if (!retried && request.reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') resolve(attempt(true));
+            else reject(new TypeError('fetch failed', { cause: err }));
+          }
+          function onAbort() {
+            request.destroy();
+            reject(abortReason(signal!));
+          }
+          signal?.addEventListener('abort', onAbort, { once: true });
+          request.on('error', fail);
+          request.end(body);
+        });
+      return attempt(false);
+    },
+  };
+}
+
+export function createNodeFetch(options: { readonly maxSockets?: number } = {}): typeof fetch {
+  const sender = createHttpSender(options);
+  const nodeFetch: typeof fetch = async (input, init = {}) => {
+    const body = init.body;
+    if (input instanceof Request || (body !== undefined && body !== null && typeof body !== 'string' && !(body instanceof Uint8Array))) {
+      return fetch(input, init);
+    }
+    const url = typeof input === 'string' ? new URL(input) : input;
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') return fetch(input, init);
+    const answer = await sender.send(url, { method: init.method ?? 'GET', headers: headerRecord(init.headers), body: body ?? undefined, signal: init.signal ?? null });
+    const headers = new Headers();
+    const raw = answer.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+    return new Response(NULL_BODY.has(answer.status) ? null : answer.bytes, { status: answer.status, statusText: answer.statusText, headers });
   };
   return nodeFetch;
 }
@@ -95,11 +122,7 @@ function headerRecord(h: RequestInit['headers']): Record<string, string> {
 /** Statuses whose Response must have a null body. */
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
-function responseOf(res: http.IncomingMessage, chunks: Buffer[]): Response {
-  const status = res.statusCode ?? 0;
-  const headers = new Headers();
-  const raw = res.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+function answerOf(res: http.IncomingMessage, chunks: Buffer[]): HttpAnswer {
   let bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
   const encoding = (res.headers['content-encoding'] ?? '').trim().toLowerCase();
   if (bytes.length && encoding) {
@@ -107,5 +130,5 @@ function responseOf(res: http.IncomingMessage, chunks: Buffer[]): Response {
     else if (encoding === 'deflate') bytes = inflateSync(bytes);
     else if (encoding === 'br') bytes = brotliDecompressSync(bytes);
   }
-  return new Response(NULL_BODY.has(status) ? null : bytes, { status, statusText: res.statusMessage ?? '', headers });
+  return { status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: res.headers, rawHeaders: res.rawHeaders, bytes };
 }
