@@ -5,7 +5,7 @@
  *
  *   node --import tsx bench/rollouts.ts [--quick] [--steps 5] [--delays 500,2000] [--concurrency 10,100,1000]
  *                                       [--processes 1,2] [--extra-delay 0] [--light 1000] [--threads 2]
- *                                       [--no-baseline] [--no-light] [--no-sink] [--profile]
+ *                                       [--no-baseline] [--no-light] [--no-sink] [--profile [--profile-sink]]
  *
  * The configurations: for each latency L of --delays, the baseline, then every C of --concurrency with
  * every P of --processes. Each configuration gets its own Redis prefix and P fresh worker processes
@@ -24,7 +24,8 @@
  * process (default 0: none). `--light C` adds a diagnostic configuration (default C = 1000 at the first
  * latency, one process; 0 or --no-light: none): the same policy against a one-guest initial state and a
  * single one-line check, to separate the sandbox's per-episode cost from the rest. `--profile` writes a V8 CPU profile of
- * the (first) worker process of each C ≥ 1000 configuration and summarises its main thread.
+ * the (first) worker process of each C ≥ 1000 configuration and summarises its main thread; `--profile-sink` profiles
+ * the sink process too (its CPU then includes the profiler's overhead). ENVFLEET_BENCH_KEEP_PROFILES=DIR keeps the .cpuprofile files.
  *
  * N = max(3 × C, 30), and 2 × C for C ≥ 1000; for L > 1 s (a wave of episodes takes S × L, 10 s at 2 s):
  * max(2 × C, 20), and 12 for the baseline. The full default run (2 latencies × (baseline + 3 C × 2 P) +
@@ -77,11 +78,13 @@ const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const args = benchArgs(import.meta.url, {
   values: ['steps', 'delay', 'delays', 'concurrency', 'processes', 'extra-delay', 'light', 'threads'],
-  booleans: ['quick', 'no-baseline', 'profile', 'no-sink', 'no-light'],
+  booleans: ['quick', 'no-baseline', 'profile', 'profile-sink', 'no-sink', 'no-light'],
 });
 const argv = args.raw;
 const QUICK = args.flag('quick');
 const PROFILE = args.flag('profile');
+/** --profile-sink (with --profile): the sink process is profiled too (the profiler's overhead then counts in its CPU). */
+const PROFILE_SINK = PROFILE && args.flag('profile-sink');
 /** With --profile: copy the raw .cpuprofile files (worker threads, and the sink's under sink/) to DIR/<configuration> (env ENVFLEET_BENCH_KEEP_PROFILES=DIR). */
 const KEEP_PROFILES = process.env['ENVFLEET_BENCH_KEEP_PROFILES'] ?? null;
 const intArg = (name: string, fallback: number) => args.int(name, fallback);
@@ -391,7 +394,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   };
   // The sink (`envfleet sink --follow` on the timed run), a process of its own, started with the workers.
   const sinkDir = SINK ? mkdtempSync(join(os.tmpdir(), 'envfleet-bench-sink-')) : null;
-  const sink = sinkDir ? track(spawnSink(prefix, sinkDir, profileDir)) : null;
+  const sink = sinkDir ? track(spawnSink(prefix, sinkDir, PROFILE_SINK ? profileDir : null)) : null;
   const ready = await Promise.all(fleets.map(child => nextMessage<FleetMessage, 'ready'>(child, 'ready', 60_000)));
   const fleetStartupMs = Date.now() - spawnedAt;
   const poolTids = ready.map(r => r.poolTids?.length ?? 0);
@@ -494,7 +497,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
         cpSync(profileDir, kept, { recursive: true });
         progress(`${spec.label}: CPU profiles kept in ${kept}`);
       }
-      if (sink) {
+      if (sink && PROFILE_SINK) {
         try {
           // The sink's main thread; its timed part is from the start of the timed run to its stop (hrtime is per machine on Linux).
           const dir = join(profileDir, 'sink');
