@@ -3,18 +3,19 @@ import https from 'node:https';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 
 /**
- * A `fetch` for the openai client on node:http / node:https with keep-alive agents, instead of Node's
- * global fetch (undici). The client, its errors, timeouts (it aborts the signal it passes), headers and
- * request shapes stay the SDK's; only the transport changes. On the scripted server one chat request cost
- * the worker's main thread ≈ 0.45 ms of CPU this way against ≈ 0.9 ms through the global fetch
- * (docs/benchmarks.md, "where the remaining milliseconds go").
+ * HTTP to model endpoints on node:http / node:https with keep-alive agents, instead of Node's global
+ * fetch (undici): `createHttpSender` is what the gateway's own POST uses (src/llm/openai-http.ts), and
+ * `createNodeFetch` is the same as a `fetch` for an openai client (`new OpenAI({ fetch: createNodeFetch() })`).
+ * In a micro-benchmark on the loaded 2-core machine (200 at a time, a hotel-sized chat request), the openai
+ * client cost ≈ 0.85–0.94 ms of CPU per request over the global fetch, ≈ 0.45–0.49 ms over this fetch, and a
+ * bare request over the sender ≈ 0.23 ms (docs/benchmarks.md, "main thread and sink after the HTTP client change").
  *
- * What it keeps of the global fetch's behaviour: request bodies of text or bytes (anything else, such as
- * a stream or form data, goes to the global fetch), `accept-encoding: gzip, deflate, br` unless the
- * caller sets one, and gzip / deflate / br answers decompressed; an abort rejects with an `AbortError`
- * (which the SDK turns into its abort or timeout error); a request that a reused keep-alive connection
- * lost before any answer (the server closed it while idle) is sent once more on a new connection, as
- * undici does. Answers are read whole (the gateway never streams).
+ * What it keeps of the global fetch's behaviour: request bodies of text or bytes (createNodeFetch hands
+ * anything else, such as a stream or form data, to the global fetch), `accept-encoding: gzip, deflate, br`
+ * unless the caller sets one, and gzip / deflate / br answers decompressed; an abort rejects with an
+ * `AbortError`; a request that a reused keep-alive connection lost before any answer (the server closed it
+ * while idle) is sent once more on a new connection, as undici does. Not kept: redirects are not followed
+ * (a 3xx is an answer like any other), and answers are read whole (the gateway never streams).
  */
 /** An answer read whole: status, headers and the body's bytes (decoded when the server compressed them). */
 export interface HttpAnswer {
