@@ -103,6 +103,7 @@ try {
   }
 } finally {
   child.kill('SIGTERM');
+  await metrics.flush(); // before the clean-up, or its timer writes the last observations back
   await deletePrefix(redis, prefix);
   redis.disconnect();
   subscriber.disconnect();
