@@ -90,6 +90,8 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     async close() {
       await parkedJobs.stop();
       await sandbox.close();
+      // Observations still gathered in this process (src/runs/metrics.ts writes them every 250 ms).
+      await metrics.flush();
       await Promise.allSettled([redis.quit(), workerConnection.quit(), limiterSubscriber.quit()]);
     },
   };
