@@ -20,6 +20,8 @@ export interface BenchArgs {
   int(name: string, fallback: number): number;
   /** The value of a value flag as a comma-separated list of positive integers. */
   ints(name: string, fallback: string): number[];
+  /** The value of a value flag as given, or undefined when it is not given. */
+  str(name: string): string | undefined;
   /** The command line as given, for the report. */
   readonly raw: readonly string[];
 }
@@ -75,6 +77,11 @@ export function benchArgs(scriptUrl: string, spec: FlagSpec, argv: readonly stri
       const list = value.split(',').map(s => Number(s.trim()));
       if (list.length === 0 || list.some(n => !Number.isInteger(n) || n <= 0)) fail(script, `--${name} needs a comma-separated list of positive integers, got "${value}"`, usage);
       return list;
+    },
+    str(name) {
+      if (!(name in options)) throw new Error(`bench flag --${name} is not declared`);
+      const given = parsed[name];
+      return typeof given === 'string' ? given : undefined;
     },
   };
 }

@@ -5,7 +5,7 @@
  *
  *   node --import tsx bench/rollouts.ts [--quick] [--steps 5] [--delays 500,2000] [--concurrency 10,100,1000]
  *                                       [--processes 1,2] [--extra-delay 0] [--light 1000] [--threads 2]
- *                                       [--no-baseline] [--no-light] [--no-sink] [--profile]
+ *                                       [--no-baseline] [--no-light] [--no-sink] [--profile [--profile-sink]]
  *
  * The configurations: for each latency L of --delays, the baseline, then every C of --concurrency with
  * every P of --processes. Each configuration gets its own Redis prefix and P fresh worker processes
@@ -24,7 +24,8 @@
  * process (default 0: none). `--light C` adds a diagnostic configuration (default C = 1000 at the first
  * latency, one process; 0 or --no-light: none): the same policy against a one-guest initial state and a
  * single one-line check, to separate the sandbox's per-episode cost from the rest. `--profile` writes a V8 CPU profile of
- * the (first) worker process of each C ≥ 1000 configuration and summarises its main thread.
+ * the (first) worker process of each C ≥ 1000 configuration and summarises its main thread; `--profile-sink` profiles
+ * the sink process too (its CPU then includes the profiler's overhead). ENVFLEET_BENCH_KEEP_PROFILES=DIR keeps the .cpuprofile files.
  *
  * N = max(3 × C, 30), and 2 × C for C ≥ 1000; for L > 1 s (a wave of episodes takes S × L, 10 s at 2 s):
  * max(2 × C, 20), and 12 for the baseline. The full default run (2 latencies × (baseline + 3 C × 2 P) +
@@ -43,7 +44,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -77,11 +78,15 @@ const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const args = benchArgs(import.meta.url, {
   values: ['steps', 'delay', 'delays', 'concurrency', 'processes', 'extra-delay', 'light', 'threads'],
-  booleans: ['quick', 'no-baseline', 'profile', 'no-sink', 'no-light'],
+  booleans: ['quick', 'no-baseline', 'profile', 'profile-sink', 'no-sink', 'no-light'],
 });
 const argv = args.raw;
 const QUICK = args.flag('quick');
 const PROFILE = args.flag('profile');
+/** --profile-sink (with --profile): the sink process is profiled too (the profiler's overhead then counts in its CPU). */
+const PROFILE_SINK = PROFILE && args.flag('profile-sink');
+/** With --profile: copy the raw .cpuprofile files (worker threads, and the sink's under sink/) to DIR/<configuration> (env ENVFLEET_BENCH_KEEP_PROFILES=DIR). */
+const KEEP_PROFILES = process.env['ENVFLEET_BENCH_KEEP_PROFILES'] ?? null;
 const intArg = (name: string, fallback: number) => args.int(name, fallback);
 
 const STEPS = intArg('steps', 5);
@@ -299,8 +304,9 @@ let activePrefix: string | null = null;
  * /proc/PID/stat) and counted with the fleet's. --follow, so that it can start before the run has any
  * job; it is stopped (SIGTERM) once it has written every trajectory.
  */
-function spawnSink(prefix: string, dir: string): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/main.ts', 'sink', '--run', 'main', '--out', dir, '--follow'], {
+function spawnSink(prefix: string, dir: string, profileDir: string | null): ChildProcess {
+  const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, 'sink')}`] : [];
+  const child = spawn(process.execPath, [...prof, '--import', 'tsx', 'cli/main.ts', 'sink', '--run', 'main', '--out', dir, '--follow'], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix, LOG_LEVEL: 'silent' },
@@ -388,7 +394,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   };
   // The sink (`envfleet sink --follow` on the timed run), a process of its own, started with the workers.
   const sinkDir = SINK ? mkdtempSync(join(os.tmpdir(), 'envfleet-bench-sink-')) : null;
-  const sink = sinkDir ? track(spawnSink(prefix, sinkDir)) : null;
+  const sink = sinkDir ? track(spawnSink(prefix, sinkDir, PROFILE_SINK ? profileDir : null)) : null;
   const ready = await Promise.all(fleets.map(child => nextMessage<FleetMessage, 'ready'>(child, 'ready', 60_000)));
   const fleetStartupMs = Date.now() - spawnedAt;
   const poolTids = ready.map(r => r.poolTids?.length ?? 0);
@@ -484,7 +490,24 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
     const { hrFromUs, hrToUs } = collected[0]!;
     if (sink) await stopChild(sink);
     let profile: ProfileSummary | null = null;
+    let sinkProfile: ProfileSummary | null = null;
     if (profileDir) {
+      if (KEEP_PROFILES) {
+        const kept = join(KEEP_PROFILES, spec.label);
+        cpSync(profileDir, kept, { recursive: true });
+        progress(`${spec.label}: CPU profiles kept in ${kept}`);
+      }
+      if (sink && PROFILE_SINK) {
+        try {
+          // The sink's main thread; its timed part is from the start of the timed run to its stop (hrtime is per machine on Linux).
+          const dir = join(profileDir, 'sink');
+          const file = readdirSync(dir).find(f => /^CPU\.\d+\.\d+\.\d+\.0\.\d+\.cpuprofile$/.test(f));
+          if (!file) throw new Error(`no sink profile in ${dir}`);
+          sinkProfile = summarizeProfile(join(dir, file), hrFromUs, Number.MAX_SAFE_INTEGER);
+        } catch (err) {
+          progress(`${spec.label}: could not read the sink's CPU profile: ${(err as Error).message}`);
+        }
+      }
       try {
         // One profile per thread (the module loader's and the pool's too); the main thread's has thread id 0.
         const file = readdirSync(profileDir).find(f => /^CPU\.\d+\.\d+\.\d+\.0\.\d+\.cpuprofile$/.test(f));
@@ -520,6 +543,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
       requests: records,
       fleets: collected.map((c, i) => ({ pid: ready[i]!.pid, samples: c.samples, timings: c.timings, memory: memory[i]!, poolTids: poolTids[i]! })),
       profile,
+      sinkProfile,
       host,
       sinkCpu: sink ? sinkCpu : null,
       sinkLines: sunk ? sunk.lines : null,
@@ -656,6 +680,19 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
     ['mean episode wall', a => `${f0(a.meanWallMs)} ms`],
     ['model call in the fleet − server time (median)', a => `${f0((opOf(a, 'model call')?.median ?? NaN) - a.serverTimeMs.median)} ms`],
   ]);
+
+  for (const a of results.filter(r => r.raw.sinkProfile)) {
+    const p = a.raw.sinkProfile!;
+    push(`## CPU profile of the sink process, ${name(a)}`, '');
+    push(`\`node --cpu-prof\` on the sink (\`envfleet sink --follow\`), its main thread from the start of the timed run until it was stopped. ` +
+      `${f0(p.totalMs)} ms of non-idle samples (and ${f0(p.idleMs)} ms idle), i.e. ${f2(p.totalMs / a.raw.spec.episodes)} ms per episode (wall-clock samples: read the shares).`, '');
+    push(row(['self time by category', 'ms', 'share', 'per episode']), row(['---', '---', '---', '---']));
+    for (const [cat, ms] of p.categories.slice(0, 14)) push(row([cat, f0(ms), pct(ms / p.totalMs), `${f2(ms / a.raw.spec.episodes)} ms`]));
+    push('');
+    push(row(['function (self time)', 'where', 'ms', 'share']), row(['---', '---', '---', '---']));
+    for (const [fn, where, ms] of p.top) push(row([`\`${fn}\``, where, f0(ms), pct(ms / p.totalMs)]));
+    push('');
+  }
 
   for (const a of results.filter(r => r.raw.profile)) {
     const p = a.raw.profile!;

@@ -4,21 +4,31 @@
  * in and out) on the QuickJS build envfleet ships (`@jitl/quickjs-wasmfile-release-sync`) and on the
  * QuickJS-ng build of the same quickjs-emscripten release, against the seed's unsandboxed CPython
  * (`cpython-baseline.py`), in one run, and envfleet's own call path (`QuickJSHost` environment, `env.call`:
- * the same engine and harness with envfleet's host side) as the reference. The host side is reduced to what any embedding pays (two strings
- * in, a call, a string out, the reply parsed, a deadline interrupt handler re-armed per call); the
- * difference to bench/sandbox.ts's per-call figure is envfleet's own host work (argument validation,
- * reply cap, accounting).
+ * the same engine and harness with envfleet's host side) as the reference, in two forms: `env.call`
+ * (the result parsed) and `env.callText` (the result as the guest's JSON text, what a session sends
+ * to its host thread, which parses it there). The "bare" host side is reduced to what any embedding
+ * of the wrapper pays (two strings in, a call, a string out, the reply parsed, a deadline interrupt
+ * handler re-armed per call); the difference to the envfleet rows is envfleet's own host work
+ * (argument validation, reply cap, accounting) and its cheaper crossing (GuestVm.callTool).
+ * `--compare DIR` adds `env.call` of another checkout of envfleet (e.g. /work/main, before a
+ * change), timed in the same rounds; its results must equal this checkout's. It loads the sources
+ * in DIR's working tree as they are (the label names DIR's HEAD commit; uncommitted changes count).
  *
  *   npm install --no-save @jitl/quickjs-ng-wasmfile-release-sync@0.32.0   # not a dependency of envfleet
- *   node --import tsx bench/sandbox-engines.ts [--rounds 9]
+ *   node --import tsx bench/sandbox-engines.ts [--rounds 9] [--compare ../main]
  *
- * Rounds alternate the order of the engines; each replays the whole trace on a fresh runtime after an
- * untimed warm-up. Prints markdown (median of the rounds' medians and means, ratios to CPython, whether
+ * Each round replays the whole trace on a fresh runtime per row, after an untimed warm-up round; the
+ * in-process rows are interleaved in blocks of 500 calls (every row makes a block before the next
+ * block, in alternating order), so that they all see the same machine state, and the last column is
+ * each row's median ratio, block by block, to --compare's env.call (or to bare QuickJS): the figure
+ * to read on a loaded machine. CPython runs after each round, in its own process. Prints markdown (median of the rounds' medians and means, ratios to CPython, whether
  * the two engines returned identical replies: a SHA-256 over every reply text).
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import os from 'node:os';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { newQuickJSWASMModuleFromVariant, type QuickJSContext, type QuickJSHandle, type QuickJSWASMModule } from 'quickjs-emscripten-core';
 import releaseSync from '@jitl/quickjs-wasmfile-release-sync';
 import { HARNESS_SOURCE } from '../src/sandbox/harness.js';
@@ -27,7 +37,9 @@ import { QuickJSHost } from '../src/sandbox/quickjs-host.js';
 import { benchArgs } from './args.js';
 import { baseline, loadEnv, median } from './sandbox/common.js';
 
-const ROUNDS = benchArgs(import.meta.url, { values: ['rounds'] }).int('rounds', 9);
+const args = benchArgs(import.meta.url, { values: ['rounds', 'compare'] });
+const ROUNDS = args.int('rounds', 9);
+const COMPARE = args.str('compare');
 const NG_PACKAGE = '@jitl/quickjs-ng-wasmfile-release-sync';
 const DEADLINE_MS = DEFAULT_SANDBOX_LIMITS.callDeadlineMs;
 
@@ -50,7 +62,16 @@ const env = loadEnv('library');
 const stateJson = JSON.stringify(env.state);
 const calls = env.calls.map(c => ({ tool: c.tool, args: JSON.stringify(c.arguments) }));
 
-function replay(engine: QuickJSWASMModule): { lat: number[]; hash: string } {
+/** One row's replay of the trace, a call at a time, so that the rows' calls can be interleaved. */
+interface Replay {
+  /** Makes call `i` of the trace; returns its latency in µs. */
+  step(i: number): number;
+  /** Ends the replay; returns a hash of its replies. */
+  close(): string;
+}
+
+/** The bare host side on `engine`: the wrapper's two strings in, the call, a string out, the reply parsed. */
+function replay(engine: QuickJSWASMModule): Replay {
   let deadline = 0;
   const rt = engine.newRuntime({ maxStackSizeBytes: DEFAULT_SANDBOX_LIMITS.stackBytes, interruptHandler: () => Date.now() > deadline });
   const ctx: QuickJSContext = rt.newContext();
@@ -69,57 +90,111 @@ function replay(engine: QuickJSWASMModule): { lat: number[]; hash: string } {
   if (invoke(bind!, cls) !== '{"ok":true}') throw new Error('the harness did not bind the class');
   cls.dispose();
   if (invoke(create!, stateJson) !== '{"ok":true}') throw new Error('the environment was not created');
-  const lat: number[] = [];
   const hash = createHash('sha256');
-  for (const c of calls) {
-    const t = performance.now();
-    deadline = Date.now() + DEADLINE_MS;
-    const text = invoke(call!, c.tool, c.args);
-    JSON.parse(text);
-    lat.push((performance.now() - t) * 1000);
-    hash.update(text).update('\n');
-  }
-  for (const h of [bind!, create!, call!, harness]) h.dispose();
-  ctx.dispose();
-  rt.dispose();
-  return { lat, hash: hash.digest('hex') };
+  return {
+    step(i) {
+      const c = calls[i]!;
+      const t = performance.now();
+      deadline = Date.now() + DEADLINE_MS;
+      const text = invoke(call!, c.tool, c.args);
+      // The harness's call reply: the result's JSON text, or "!" and an error reply.
+      JSON.parse(text.charCodeAt(0) === 33 ? text.slice(1) : text);
+      const us = (performance.now() - t) * 1000;
+      hash.update(text).update('\n');
+      return us;
+    },
+    close() {
+      for (const h of [bind!, create!, call!, harness]) h.dispose();
+      ctx.dispose();
+      rt.dispose();
+      return hash.digest('hex');
+    },
+  };
 }
 
-/** envfleet's own path: a QuickJSHost environment (its module, limits, validation, accounting) and env.call. */
-async function replayEnvfleet(): Promise<number[]> {
-  const host = new QuickJSHost(DEFAULT_SANDBOX_LIMITS.heapMb);
+type Host = typeof QuickJSHost;
+/** The other checkout's QuickJSHost (--compare), loaded from its sources with its own dependencies. */
+let CompareHost: Host | null = null;
+let compareLabel = '';
+if (COMPARE) {
+  const dir = resolve(COMPARE);
+  CompareHost = ((await import(pathToFileURL(`${dir}/src/sandbox/quickjs-host.ts`).href)) as { QuickJSHost: Host }).QuickJSHost;
+  const rev = execFileSync('git', ['-C', dir, 'log', '-1', '--format=%h %cI'], { encoding: 'utf8' }).trim();
+  compareLabel = `envfleet's \`env.call\` at ${COMPARE} (${rev})`;
+}
+
+/**
+ * envfleet's own path: a QuickJSHost environment (its module, limits, validation, accounting) and
+ * env.call, or env.callText (`text`); the hash is over the outcomes (results parsed).
+ */
+async function replayEnvfleet(Host: Host, text = false): Promise<Replay> {
+  const host = new Host(DEFAULT_SANDBOX_LIMITS.heapMb);
   const e = await host.createEnvironment(env.code, env.state, DEFAULT_SANDBOX_LIMITS);
-  const lat: number[] = [];
-  for (const c of env.calls) {
-    const t = performance.now();
-    e.call(c.tool, c.arguments);
-    lat.push((performance.now() - t) * 1000);
-  }
-  e.dispose();
-  return lat;
+  const outcomes: unknown[] = [];
+  return {
+    step(i) {
+      const c = env.calls[i]!;
+      const t = performance.now();
+      const outcome = text ? e.callText(c.tool, c.arguments) : e.call(c.tool, c.arguments);
+      const us = (performance.now() - t) * 1000;
+      outcomes.push(outcome);
+      return us;
+    },
+    close() {
+      e.dispose();
+      const hash = createHash('sha256');
+      for (const o of outcomes as { result?: unknown; resultJson?: string; runtimeError?: string }[]) {
+        hash.update(JSON.stringify([o.resultJson === undefined ? o.result : JSON.parse(o.resultJson), o.runtimeError ?? null])).update('\n');
+      }
+      return hash.digest('hex');
+    },
+  };
 }
 
 const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-for (const e of Object.values(engines)) replay(e); // warm-up
-await replayEnvfleet();
-const rows: Record<string, { medians: number[]; means: number[]; hashes: Set<string> }> = {
-  envfleet: { medians: [], means: [], hashes: new Set() },
-  quickjs: { medians: [], means: [], hashes: new Set() },
-  'quickjs-ng': { medians: [], means: [], hashes: new Set() },
-  cpython: { medians: [], means: [], hashes: new Set() },
+/** The rows replayed in this process: envfleet's env.call and env.callText, --compare's env.call, the two bare engines. */
+const inProcess: Record<string, () => Promise<Replay>> = {
+  envfleet: () => replayEnvfleet(QuickJSHost),
+  'envfleet-text': () => replayEnvfleet(QuickJSHost, true),
+  ...(CompareHost ? { compare: () => replayEnvfleet(CompareHost) } : {}),
+  quickjs: () => Promise.resolve(replay(engines.quickjs)),
+  'quickjs-ng': () => Promise.resolve(replay(engines['quickjs-ng'])),
 };
+const envfleetRows = Object.keys(inProcess).filter(n => n.startsWith('envfleet') || n === 'compare');
+/** Calls per block: every in-process row makes the same block of calls before the next block, so that all rows see the same machine state. */
+const BLOCK = 500;
+async function round(): Promise<Record<string, { lat: number[]; blocks: number[]; hash: string }>> {
+  const names = Object.keys(inProcess);
+  const replays: Record<string, Replay> = {};
+  for (const name of names) replays[name] = await inProcess[name]!();
+  const out: Record<string, { lat: number[]; blocks: number[]; hash: string }> = {};
+  for (const name of names) out[name] = { lat: [], blocks: [], hash: '' };
+  for (let b = 0; b < calls.length; b += BLOCK) {
+    // The order of the rows alternates from block to block.
+    for (const name of (b / BLOCK) % 2 === 0 ? names : [...names].reverse()) {
+      const block: number[] = [];
+      for (let i = b; i < Math.min(b + BLOCK, calls.length); i++) block.push(replays[name]!.step(i));
+      out[name]!.lat.push(...block);
+      out[name]!.blocks.push(median(block));
+    }
+  }
+  for (const name of names) out[name]!.hash = replays[name]!.close();
+  return out;
+}
+await round(); // warm-up
+const rows: Record<string, { medians: number[]; means: number[]; hashes: Set<string>; blockRatios: number[] }> = {};
+for (const name of [...Object.keys(inProcess), 'cpython']) rows[name] = { medians: [], means: [], hashes: new Set(), blockRatios: [] };
+/** The row the last column compares with: --compare's env.call, or else the bare QuickJS row. */
+const reference = CompareHost ? 'compare' : 'quickjs';
 const python = env.python!;
 for (let r = 0; r < ROUNDS; r++) {
-  const order = r % 2 === 0 ? (['quickjs', 'quickjs-ng'] as const) : (['quickjs-ng', 'quickjs'] as const);
-  for (const name of order) {
-    const { lat, hash } = replay(engines[name]);
+  const got = await round();
+  for (const [name, { lat, blocks, hash }] of Object.entries(got)) {
     rows[name]!.medians.push(median(lat));
     rows[name]!.means.push(mean(lat));
     rows[name]!.hashes.add(hash);
+    rows[name]!.blockRatios.push(...blocks.map((x, i) => x / got[reference]!.blocks[i]!));
   }
-  const own = await replayEnvfleet();
-  rows['envfleet']!.medians.push(median(own));
-  rows['envfleet']!.means.push(mean(own));
   const cp = JSON.parse(execFileSync('python3', [baseline('cpython-baseline.py'), python.file, python.className, python.stateFile, python.callsFile], { encoding: 'utf8' })) as { medianUs: number; callsPerSecond: number };
   rows['cpython']!.medians.push(cp.medianUs);
   rows['cpython']!.means.push(1e6 / cp.callsPerSecond);
@@ -130,17 +205,24 @@ const cpMean = median(rows['cpython']!.means);
 const python3 = execFileSync('python3', ['--version'], { encoding: 'utf8' }).trim();
 console.log(`## Guest engines on the library trace (\`node --import tsx bench/sandbox-engines.ts --rounds ${ROUNDS}\`)\n`);
 console.log(`- ${new Date().toISOString()}; ${os.cpus()[0]?.model ?? 'unknown'}, nproc ${os.availableParallelism()}, Node ${process.version}, ${python3}; load average ${os.loadavg().map(x => x.toFixed(2)).join(' / ')}`);
-console.log(`- ${calls.length} calls per round, ${ROUNDS} rounds; replies identical across engines and rounds: ${rows['quickjs']!.hashes.size === 1 && rows['quickjs-ng']!.hashes.size === 1 && [...rows['quickjs']!.hashes][0] === [...rows['quickjs-ng']!.hashes][0] ? 'yes' : 'NO'}\n`);
-console.log('| engine | median µs per call | mean µs per call (CPython: 1 / calls per second) | median ÷ CPython | mean ÷ CPython |');
-console.log('|---|---|---|---|---|');
+const sameHashes = (names: string[]) => {
+  const all = new Set(names.flatMap(n => [...rows[n]!.hashes]));
+  return all.size === 1 ? 'yes' : 'NO';
+};
+console.log(`- ${calls.length} calls per round, ${ROUNDS} rounds, the in-process rows interleaved in blocks of ${BLOCK} calls; replies identical across engines and rounds: ${sameHashes(['quickjs', 'quickjs-ng'])}; envfleet's outcomes identical across its rows and rounds: ${sameHashes(envfleetRows)}\n`);
+console.log(`| engine | median µs per call | mean µs per call (CPython: 1 / calls per second) | median ÷ CPython | mean ÷ CPython | ÷ ${reference === 'compare' ? "--compare's env.call" : 'bare QuickJS'} (median of per-block ratios) |`);
+console.log('|---|---|---|---|---|---|');
 const label: Record<string, string> = {
   envfleet: "envfleet's `env.call` (QuickJS, its host side)",
+  'envfleet-text': "envfleet's `env.callText` (a session's call: the result left as text)",
+  compare: compareLabel,
   quickjs: 'QuickJS (envfleet\'s build), bare host side',
   'quickjs-ng': 'QuickJS-ng, bare host side',
   cpython: "CPython, the seed's `exec` way",
 };
-for (const name of ['envfleet', 'quickjs', 'quickjs-ng', 'cpython']) {
+for (const name of Object.keys(rows)) {
   const m = median(rows[name]!.medians);
   const a = median(rows[name]!.means);
-  console.log(`| ${label[name]} | ${m.toFixed(2)} | ${a.toFixed(2)} | ${name === 'cpython' ? '–' : `${(m / cpMedian).toFixed(2)}×`} | ${name === 'cpython' ? '–' : `${(a / cpMean).toFixed(2)}×`} |`);
+  const vsReference = name === 'cpython' ? '–' : `${median(rows[name]!.blockRatios).toFixed(3)}`;
+  console.log(`| ${label[name]} | ${m.toFixed(2)} | ${a.toFixed(2)} | ${name === 'cpython' ? '–' : `${(m / cpMedian).toFixed(2)}×`} | ${name === 'cpython' ? '–' : `${(a / cpMean).toFixed(2)}×`} | ${vsReference} |`);
 }

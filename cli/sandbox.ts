@@ -3,7 +3,10 @@ import { loadConfig, type AppConfig } from '../config/index.js';
 import { CheckSpec, EnvironmentCode, ToolCall } from '../src/sandbox/bundle.js';
 import { readJsonFile, readJsonlFile } from '../src/sandbox/files.js';
 import type { SandboxLimits } from '../src/sandbox/limits.js';
-import { createLocalSandboxRunner } from '../src/sandbox/runner.js';
+import { createLanguageRouter } from '../src/sandbox/language-router.js';
+import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
+import { createLocalSandboxRunner, type SandboxRunner } from '../src/sandbox/runner.js';
+import { createLogger } from '../src/logger.js';
 
 export interface SandboxCliOptions {
   readonly deadlineMs?: number;
@@ -25,6 +28,22 @@ function limitsFrom(config: AppConfig, options: SandboxCliOptions): SandboxLimit
   };
 }
 
+/**
+ * QuickJS in this thread for JavaScript; Python (language "python") in the Pyodide child process, which
+ * is only forked when a Python environment or check comes. Closed by the caller.
+ */
+function commandRunner(config: AppConfig, limits: SandboxLimits): SandboxRunner {
+  return createLanguageRouter({
+    js: createLocalSandboxRunner(limits.heapMb),
+    python: createPythonSandboxRunner({
+      snapshotDir: config.python.snapshotDir,
+      interpreters: 1,
+      heapMb: config.python.heapMb,
+      logger: createLogger(config).child({ component: 'python-sandbox' }),
+    }),
+  });
+}
+
 /** `envfleet sandbox run`: loads a bundle, instantiates it on a state, runs the calls, prints JSON. */
 export async function sandboxRun(
   config: AppConfig,
@@ -35,8 +54,8 @@ export async function sandboxRun(
   const state = await readJsonFile(files.state);
   const calls = await readJsonlFile(files.calls, ToolCall);
   const limits = limitsFrom(config, options);
-  const runner = createLocalSandboxRunner(limits.heapMb);
-  const probe = await runner.probe({ code, initialState: state, calls, limits });
+  const runner = commandRunner(config, limits);
+  const probe = await runner.probe({ code, initialState: state, calls, limits }).finally(() => runner.close());
   if (probe.createError) {
     return { results: [], finalState: null, createError: probe.createError };
   }
@@ -57,8 +76,8 @@ export async function sandboxCheck(
   const initial = await readJsonFile(files.initial);
   const final = await readJsonFile(files.final);
   const limits = limitsFrom(config, options);
-  const runner = createLocalSandboxRunner(limits.heapMb);
-  const result = await runner.checks({ checks, finalState: final, initialState: initial, limits });
+  const runner = commandRunner(config, limits);
+  const result = await runner.checks({ checks, finalState: final, initialState: initial, limits }).finally(() => runner.close());
   return {
     results: result.results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error, errorCode: r.errorCode } : {}) })),
     reward: result.reward,

@@ -12,6 +12,8 @@ import { createLogger, type Logger } from '../src/logger.js';
 import { createRedisConnection, describeRedis, waitForRedis, type Redis } from '../src/redis/connection.js';
 import { createRedisRunStore } from '../src/runs/store.js';
 import { createSandboxPool, SANDBOX_THREAD_FILE } from '../workers/sandbox-pool.js';
+import { createLanguageRouter } from '../src/sandbox/language-router.js';
+import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
 
 export interface ServeOptions {
   /** The run whose ready scenarios are served (from its Redis); or, instead, an export's two files: */
@@ -146,6 +148,10 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
     const pool = createSandboxPool(config, logger, SANDBOX_THREAD_FILE);
     closers.push(() => pool.close());
     await pool.started();
+    // Python environments (language "python") go to the Pyodide runtime, forked on the first one.
+    const python = createPythonSandboxRunner({ ...config.python, logger: logger.child({ component: 'python-sandbox' }) });
+    closers.push(() => python.close());
+    const sandbox = createLanguageRouter({ js: pool, python });
     // The directory's address is known once the port is: the URL is filled in before the first heartbeat.
     let advertised = opts.advertiseUrl ?? '';
     let directory: SessionDirectory | null = null;
@@ -166,7 +172,7 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
     }
     const resultTtlMs = (opts.resultTtl ?? DEFAULT_RESULT_TTL_S) * 1000;
     const registry = createSessionRegistry(
-      { sandbox: pool, scenarios: source, logger, ...(directory ? { directory } : {}) },
+      { sandbox, scenarios: source, logger, ...(directory ? { directory } : {}) },
       { maxSessions: opts.maxSessions, idleTimeoutMs: opts.idleTimeout, keepResultsForMs: resultTtlMs },
     );
     const server = await startEnvServer(registry, logger, { port: opts.port, host: opts.host, token: opts.token ?? null, runId: serves, directory });

@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os';
+import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 
 /**
@@ -227,6 +228,25 @@ export const ENV_VARS = {
     schema: int(1, 1_048_576).default(8_192),
     example: '8192',
     description: 'Largest environment state, serialized, in KiB.',
+  },
+  ENVFLEET_PYTHON_SNAPSHOT_DIR: {
+    schema: z
+      .string()
+      .trim()
+      .refine(p => isAbsolute(p), 'expected an absolute path')
+      .optional(),
+    example: '',
+    description: 'Folder where the Python runtime keeps its Pyodide memory snapshot (about 30 MB, built on first use, named by Pyodide version and runtime code, never committed). Default: envfleet/pyodide under the OS temporary folder. Must be an absolute path; it is created if missing.',
+  },
+  ENVFLEET_PYTHON_INTERPRETERS: {
+    schema: int(1, 64).default(1),
+    example: '1',
+    description: 'Pyodide interpreters (threads of the Python sandbox process) in each process that runs Python environments; sessions are spread over them. Each costs about 45–135 MB of memory.',
+  },
+  ENVFLEET_PYTHON_HEAP_MB: {
+    schema: int(64, 4_096).default(512),
+    example: '512',
+    description: 'Cap on each Pyodide interpreter\'s WebAssembly heap, shared by the Python environments on it: an allocation past it is a MemoryError and the call ends with MEMORY_EXCEEDED.',
   },
   ENVFLEET_MIN_USEFULNESS: {
     schema: int(1, 10).default(7),

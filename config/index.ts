@@ -1,5 +1,6 @@
-import { readFileSync } from 'node:fs';
-import { extname, resolve } from 'node:path';
+import { readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { extname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { ENV_VARS, ENV_VAR_NAMES, EnvSchema, type EnvVarName } from './env.js';
@@ -99,6 +100,13 @@ export interface AppConfig {
     readonly maxStateBytes: number;
     /** Guest stack size (QuickJS frames use the host thread's stack). */
     readonly stackBytes: number;
+  };
+  /** The Python runtime (Pyodide), read by the process that runs it. */
+  readonly python: {
+    /** Folder of the memory snapshot cache. */
+    readonly snapshotDir: string;
+    readonly interpreters: number;
+    readonly heapMb: number;
   };
   readonly budgets: { readonly usd: number; readonly tokens: number };
   readonly synthesis: {
@@ -255,6 +263,11 @@ export function loadConfig(
       maxStateBytes: e.ENVFLEET_SANDBOX_MAX_STATE_KB * 1024,
       stackBytes: 256 * 1024,
     },
+    python: {
+      snapshotDir: checkSnapshotDir(e.ENVFLEET_PYTHON_SNAPSHOT_DIR ?? join(tmpdir(), 'envfleet', 'pyodide')),
+      interpreters: e.ENVFLEET_PYTHON_INTERPRETERS,
+      heapMb: e.ENVFLEET_PYTHON_HEAP_MB,
+    },
     budgets: { usd: e.ENVFLEET_BUDGET_USD, tokens: e.ENVFLEET_BUDGET_TOKENS },
     synthesis: {
       minUsefulness: e.ENVFLEET_MIN_USEFULNESS,
@@ -295,6 +308,20 @@ function checkSandboxRoom(e: EnvSchema): void {
         `or lower ENVFLEET_POOL_TASKS_PER_THREAD to at most ${fit} (or add threads with ENVFLEET_POOL_THREADS).`,
     );
   }
+}
+
+/** The snapshot folder must be a folder when it exists (it is created on first use otherwise). */
+function checkSnapshotDir(dir: string): string {
+  let stats;
+  try {
+    stats = statSync(dir);
+  } catch {
+    return dir;
+  }
+  if (!stats.isDirectory()) {
+    throw new ConfigError(`ENVFLEET_PYTHON_SNAPSHOT_DIR=${dir}: this is a file, not a folder. Point it at a folder envfleet may write to (it is created if missing), or unset it.`);
+  }
+  return dir;
 }
 
 /** What a Redis Cluster cannot take: braces in the prefix (they would pin every key to one slot), a db other than 0. */

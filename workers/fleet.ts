@@ -10,6 +10,8 @@ import { createRedisTrajectoryStream, type TrajectoryStream } from '../src/rollo
 import { createRedisRunControl, type RunControl } from '../src/runs/control.js';
 import { createRedisMetrics, type MetricsRecorder } from '../src/runs/metrics.js';
 import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
+import { createLanguageRouter } from '../src/sandbox/language-router.js';
+import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
 import type { SandboxRunner } from '../src/sandbox/runner.js';
 import { startParkedJobsKeeper } from './parked-jobs.js';
 import { SANDBOX_THREAD_FILE, createSandboxPool } from './sandbox-pool.js';
@@ -24,7 +26,10 @@ export interface FleetContext {
   readonly redis: Redis;
   readonly gateway: ModelGateway;
   readonly ledger: Ledger;
-  /** The sandbox pool of this process (piscina threads running QuickJS). */
+  /**
+   * The sandbox of this process: the piscina pool (QuickJS) for JavaScript environments and checks, the
+   * Python runtime (Pyodide in a child process, forked on the first Python environment) for Python ones.
+   */
   readonly sandbox: SandboxRunner;
   readonly store: RunStore;
   readonly stream: TrajectoryStream;
@@ -54,15 +59,19 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     ledger,
     logger: logger.child({ component: 'gateway' }),
   });
-  const sandbox = createSandboxPool(config, logger.child({ component: 'sandbox' }), SANDBOX_THREAD_FILE);
+  const pool = createSandboxPool(config, logger.child({ component: 'sandbox' }), SANDBOX_THREAD_FILE);
   try {
     // A pool whose threads cannot start fails the process now, not each job later.
-    await sandbox.started();
+    await pool.started();
   } catch (err) {
-    await sandbox.close().catch(() => undefined);
+    await pool.close().catch(() => undefined);
     await Promise.allSettled([redis.quit(), workerConnection.quit(), limiterSubscriber.quit()]);
     throw err;
   }
+  const sandbox = createLanguageRouter({
+    js: pool,
+    python: createPythonSandboxRunner({ ...config.python, logger: logger.child({ component: 'python-sandbox' }) }),
+  });
   const store = createRedisRunStore(redis, prefix);
   // Brings back the parked jobs of paused runs once they resume (workers/parked-jobs.ts).
   const parkedJobs = startParkedJobsKeeper(runControl, { connection: redis, prefix }, config.worker.pausedRecheckMs, logger.child({ component: 'parked-jobs' }));
@@ -81,6 +90,8 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     async close() {
       await parkedJobs.stop();
       await sandbox.close();
+      // Observations still gathered in this process (src/runs/metrics.ts writes them every 250 ms).
+      await metrics.flush();
       await Promise.allSettled([redis.quit(), workerConnection.quit(), limiterSubscriber.quit()]);
     },
   };

@@ -79,6 +79,8 @@ export interface RunRaw {
   readonly fleets: readonly FleetRun[];
   /** Main-thread CPU profile of the (first) fleet process (with --profile). */
   readonly profile: ProfileSummary | null;
+  /** The sink's main thread (--profile with a sink). */
+  readonly sinkProfile?: ProfileSummary | null;
   readonly host: readonly HostSample[];
   /** CPU of the sink process (`envfleet sink --follow` on the run), from sample-start until it had written every trajectory; null without a sink. */
   readonly sinkCpu: readonly CpuSample[] | null;

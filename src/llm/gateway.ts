@@ -13,6 +13,7 @@ import { AppError, BudgetExceededError, JobAbortedError, ModelError, ModelOutput
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { hashOf } from '../util/canonical.js';
+import { createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
 import { contentText } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
@@ -113,10 +114,12 @@ export interface GatewayDeps {
  */
 export function createModelGateway(deps: GatewayDeps): ModelGateway {
   const clients = new Map<string, OpenAI>();
+  // The SDK over node:http keep-alive agents: half the main-thread CPU per request of Node's global fetch (src/llm/node-fetch.ts).
+  let nodeFetch: typeof fetch | undefined;
   const clientFor =
     deps.clientFor ??
     ((endpoint: EndpointConfig) =>
-      new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: endpoint.timeoutMs }));
+      new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: endpoint.timeoutMs, fetch: (nodeFetch ??= createNodeFetch()) }));
   const client = (endpoint: EndpointConfig) => {
     let c = clients.get(endpoint.name);
     if (!c) {

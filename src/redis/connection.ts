@@ -129,6 +129,12 @@ export async function waitForRedis(redis: Redis, where: string | RedisTarget, ti
   try {
     if (redis.status === 'wait') await Promise.race([redis.connect(), timeout]);
     await Promise.race([redis.ping(), timeout]);
+    if (redis.isCluster) {
+      // A cluster answers PING while its slots are still being assigned or a master is down.
+      const info = String(await Promise.race([redis.cluster('INFO'), timeout]));
+      const state = /cluster_state:(\w+)/.exec(info)?.[1] ?? 'unknown';
+      if (state !== 'ok') throw new Error(`the cluster answers but its cluster_state is ${state}`);
+    }
   } catch (err) {
     throw unavailable(where, err);
   } finally {

@@ -7,12 +7,16 @@
  * Every reply is a JSON string whose first key tells the host what happened:
  *   {"ok": <result>}                  the method's result (JSON)
  *   {"err": CODE, "message": TEXT}    a sandbox error code (see errors.ts)
+ * except the reply of `call`, the one on every tool call, which is not wrapped: the method's
+ * result as JSON text itself, or "!" followed by an error reply ({"err": ...}). JSON text never
+ * starts with "!". (QuickJS spends about as long on a concatenation as on a small JSON value.)
  */
 export const HARNESS_SOURCE = String.raw`(() => {
   'use strict';
   const G = globalThis;
   const parse = JSON.parse, stringify = JSON.stringify, apply = Reflect.apply;
-  const hasOwn = Object.prototype.hasOwnProperty, getProto = Object.getPrototypeOf;
+  const ObjectProto = Object.prototype, getProto = Object.getPrototypeOf, hasOwnProperty = ObjectProto.hasOwnProperty;
+  const hasOwn = Object.hasOwn || ((o, key) => apply(hasOwnProperty, o, [key]));
   const PromiseCtor = G.Promise, InternalErr = G.InternalError, RangeErr = G.RangeError, StringFn = String;
   const imul = Math.imul, defineProp = Object.defineProperty, MathObj = G.Math;
   for (const name of ['SharedArrayBuffer', 'Atomics', 'WebAssembly', 'FinalizationRegistry', 'WeakRef']) {
@@ -29,13 +33,14 @@ export const HARNESS_SOURCE = String.raw`(() => {
     }
     return fail(code, msg);
   };
+  // A method's result as call's reply: its JSON text, or "!" and an error reply.
   const encode = (value) => {
-    if (value === undefined) return fail('NON_JSON_RESULT', 'the method returned undefined');
-    if (value instanceof PromiseCtor) return fail('NON_JSON_RESULT', 'the method returned a promise; environment methods must be synchronous');
+    if (value === undefined) return '!' + fail('NON_JSON_RESULT', 'the method returned undefined');
+    if (value instanceof PromiseCtor) return '!' + fail('NON_JSON_RESULT', 'the method returned a promise; environment methods must be synchronous');
     let text;
-    try { text = stringify(value); } catch (e) { return thrown('NON_JSON_RESULT', e); }
-    if (text === undefined) return fail('NON_JSON_RESULT', 'the method returned a value JSON cannot represent');
-    return '{"ok":' + text + '}';
+    try { text = stringify(value); } catch (e) { return '!' + thrown('NON_JSON_RESULT', e); }
+    if (text === undefined) return '!' + fail('NON_JSON_RESULT', 'the method returned a value JSON cannot represent');
+    return text;
   };
   return {
     // Math.random from a seed the host derives from the environment and its initial state
@@ -76,16 +81,18 @@ export const HARNESS_SOURCE = String.raw`(() => {
       return '{"ok":true}';
     },
     call(name, argsJson) {
-      if (name === 'constructor' || name.charAt(0) === '_') return fail('UNKNOWN_TOOL', name + ' is not a tool');
+      if (name === 'constructor' || (name !== '' && name[0] === '_')) return '!' + fail('UNKNOWN_TOOL', name + ' is not a tool');
+      // A method of the class or a class it extends: an own property of a prototype on the instance's
+      // chain before Object.prototype (the one the harness captured: guest code may replace globals).
       let method;
       try {
         let p = getProto(inst);
-        while (p && p !== Object.prototype && !hasOwn.call(p, name)) p = getProto(p);
-        method = p && p !== Object.prototype ? p[name] : undefined;
-      } catch (e) { return thrown('TOOL_THREW', e); }
-      if (typeof method !== 'function') return fail('UNKNOWN_TOOL', 'the class has no method ' + name);
+        while (p && p !== ObjectProto && !hasOwn(p, name)) p = getProto(p);
+        method = p && p !== ObjectProto ? p[name] : undefined;
+      } catch (e) { return '!' + thrown('TOOL_THREW', e); }
+      if (typeof method !== 'function') return '!' + fail('UNKNOWN_TOOL', 'the class has no method ' + name);
       let result;
-      try { result = apply(method, inst, [parse(argsJson)]); } catch (e) { return thrown('TOOL_THREW', e); }
+      try { result = apply(method, inst, [parse(argsJson)]); } catch (e) { return '!' + thrown('TOOL_THREW', e); }
       return encode(result);
     },
     snapshot() {

@@ -104,6 +104,17 @@ export interface CallOutcome {
   readonly us: number;
 }
 
+/**
+ * CallOutcome with the result as JSON text (SandboxEnvironment.callText): what a session sends
+ * to its host thread, where it is parsed once (runner.ts) instead of being parsed here and then
+ * copied across as an object graph.
+ */
+export interface CallTextOutcome {
+  readonly resultJson: string;
+  readonly runtimeError?: SandboxErrorCode;
+  readonly us: number;
+}
+
 export interface CheckOutcome {
   readonly item: string;
   readonly passed: boolean;
@@ -546,7 +557,8 @@ export class QuickJSHost {
       if (this.seen.size > SEEN_ENVIRONMENTS) this.seen.delete(this.seen.values().next().value!);
       return;
     }
-    if (vm.module.exhausted || vm.module.fatal) return;
+    // A copy of a module that is not reused (exhausted, broken, grown past the bound) would make every session of the scenario adopt it into a fresh one.
+    if (vm.module.exhausted || vm.module.fatal || vm.module.grownBytes() > REUSE_GROWTH) return;
     const image = vm.module.capture();
     if (!image) return;
     this.sessionTemplates.push({ className: code.className, source: code.source, stateJson, envMemoryMb: limits.envMemoryMb, image });
@@ -865,6 +877,74 @@ class CheckBatch {
   }
 }
 
+/** The parts of quickjs-emscripten's FFI that GuestVm.callTool uses (pointers are numbers into the module's memory). */
+interface RawContext {
+  readonly ffi: {
+    QTS_NewString(ctx: number, chars: number): number;
+    QTS_Call(ctx: number, fn: number, self: number, argc: number, argv: number): number;
+    QTS_ResolveException(ctx: number, value: number): number;
+    QTS_GetString(ctx: number, value: number): number;
+    QTS_FreeCString(ctx: number, chars: number): void;
+    QTS_FreeValuePointer(ctx: number, value: number): void;
+  };
+  readonly module: {
+    _malloc(bytes: number): number;
+    _free(ptr: number): void;
+    readonly HEAPU8: Uint8Array;
+    lengthBytesUTF8(s: string): number;
+    stringToUTF8(s: string, ptr: number, maxBytes: number): void;
+  };
+  readonly ctx: number;
+  readonly undefinedPtr: number;
+  /** A handle owning a value pointer (what the wrapper gives for an exception). */
+  handle(ptr: number): QuickJSHandle;
+  /** The module glue's UTF-8 decoder (what getString decodes with). */
+  decode(bytes: Uint8Array): string;
+}
+
+/** The FFI behind a context, reached past the wrapper's `protected` members; null when this release lays them out differently. */
+function rawAccess(context: QuickJSContext): RawContext | null {
+  const c = context as unknown as {
+    ffi?: Partial<RawContext['ffi']>;
+    module?: Partial<RawContext['module']> & { UTF8ToString?: unknown };
+    ctx?: { value?: unknown };
+    memory?: { heapValueHandle?: (ptr: number) => QuickJSHandle };
+  };
+  const { ffi, module, ctx, memory } = c;
+  const fns = ['QTS_NewString', 'QTS_Call', 'QTS_ResolveException', 'QTS_GetString', 'QTS_FreeCString', 'QTS_FreeValuePointer'] as const;
+  if (!ffi || !fns.every(f => typeof ffi[f] === 'function')) return null;
+  if (!module || typeof module._malloc !== 'function' || typeof module._free !== 'function' || !(module.HEAPU8 instanceof Uint8Array)) return null;
+  if (typeof module.lengthBytesUTF8 !== 'function' || typeof module.stringToUTF8 !== 'function' || typeof module.UTF8ToString !== 'function') return null;
+  if (typeof ctx?.value !== 'number' || typeof memory?.heapValueHandle !== 'function') return null;
+  const undefinedPtr = (context.undefined as unknown as { value?: unknown }).value;
+  if (typeof undefinedPtr !== 'number') return null;
+  const heapValueHandle = memory.heapValueHandle.bind(memory);
+  return {
+    ffi: ffi as RawContext['ffi'],
+    module: module as RawContext['module'],
+    ctx: ctx.value,
+    undefinedPtr,
+    handle: heapValueHandle,
+    decode: bytes => GLUE_UTF8.decode(bytes),
+  };
+}
+
+/** Emscripten's UTF8ToString decodes with a default TextDecoder; so does callTool. */
+const GLUE_UTF8 = new TextDecoder();
+
+/**
+ * What an environment's tool calls keep in its module between calls (GuestVm.callTool): a block
+ * for the argument array and the arguments, and its tools' names as guest strings. It belongs to
+ * one environment (one session), not to the VM: a VM on the session layout serves one session after
+ * another with its memory written over in between, which would leave pointers kept in the VM
+ * dangling. Freed by GuestVm.releaseCalls when the environment ends.
+ */
+interface CallScratch {
+  block: number;
+  bytes: number;
+  names: Map<string, number>;
+}
+
 /** What stopped a guest run: its deadline, its session's CPU budget, or its module's memory. */
 type Stop = 'deadline' | 'budget' | 'memory';
 
@@ -878,6 +958,8 @@ class GuestVm {
   private context: QuickJSContext | undefined;
   private harnessHandle: QuickJSHandle | undefined;
   private readonly fns = new Map<string, QuickJSHandle>();
+  /** The FFI behind the context (callTool), looked up at the first tool call; null: not reachable. */
+  private raw: RawContext | null | undefined;
   private deadline = 0;
   private deadlineIsBudget = false;
   private stopped: Stop | null = null;
@@ -927,16 +1009,21 @@ class GuestVm {
       this.stopped = 'memory';
       return true;
     }
-    if (Date.now() > this.deadline) {
+    if (performance.now() > this.deadline) {
       this.stopped = this.deadlineIsBudget ? 'budget' : 'deadline';
       return true;
     }
     return false;
   }
 
-  /** Sets the deadline of the next run; `isBudget` when it is the session's CPU budget rather than the call's deadline. */
-  arm(ms: number, isBudget = false): void {
-    this.deadline = Date.now() + ms;
+  /**
+   * Sets the deadline of the next run, `ms` after `now` (a performance.now() reading the caller took
+   * just before, so a tool call arms it without reading the clock again); `isBudget` when it is the
+   * session's CPU budget rather than the call's deadline. The clock is performance.now(), which the
+   * calls read anyway for their accounting (and which, unlike Date.now(), never steps back).
+   */
+  arm(ms: number, isBudget = false, now = performance.now()): void {
+    this.deadline = now + ms;
     this.deadlineIsBudget = isBudget;
     this.stopped = null;
   }
@@ -1015,6 +1102,125 @@ class GuestVm {
   /** Like callHarness but returns the raw reply text (to measure and cap it before parsing). */
   callHarnessText(name: string, a: string, b: string): string {
     return this.call(name, [a, b]);
+  }
+
+  /**
+   * The harness's `call` for one tool call: what callHarnessText('call', tool, argsJson) does, on
+   * quickjs-emscripten's FFI directly, the hot path of every session. The wrapper would make three
+   * allocations in the module (two C strings and the argument array) and a handle object per
+   * value, and find the end of the reply with a JavaScript loop over its bytes; here the tool's name
+   * is a guest string made once per environment and tool (toolName), the argument array and the
+   * arguments' text go to the environment's scratch block (scratchFor; both in `scratch`, freed by
+   * releaseCalls), and the reply's end is found natively. The arguments are written by the same
+   * (native or glue) UTF-8 functions and the reply is decoded by the same decoder, so the guest sees
+   * the same strings and the host the same reply. Falls back to the wrapper where the internals it
+   * reaches are not there (another quickjs-emscripten release). Throws SandboxError as `call` does.
+   */
+  callTool(tool: string, argsJson: string, scratch: CallScratch): string {
+    const raw = this.raw ??= rawAccess(this.ctx);
+    if (!raw) return this.call('call', [tool, argsJson]);
+    const { ffi, module, ctx } = raw;
+    let resultPtr: number;
+    try {
+      const fnPtr = this.fn('call').value;
+      const toolPtr = this.toolName(raw, scratch, tool);
+      const argsBytes = module.lengthBytesUTF8(argsJson) + 1;
+      // [argv: 2 JSValue pointers][args\0], in the environment's scratch block
+      const block = this.scratchFor(raw, scratch, 8 + argsBytes);
+      let argsPtr = 0;
+      try {
+        module.stringToUTF8(argsJson, block + 8, argsBytes);
+        argsPtr = ffi.QTS_NewString(ctx, block + 8);
+        const argv = new Int32Array(module.HEAPU8.buffer, block, 2);
+        argv[0] = toolPtr;
+        argv[1] = argsPtr;
+        resultPtr = ffi.QTS_Call(ctx, fnPtr, raw.undefinedPtr, 2, block);
+      } finally {
+        if (argsPtr) ffi.QTS_FreeValuePointer(ctx, argsPtr);
+      }
+    } catch (err) {
+      if (err instanceof SandboxError) throw err;
+      throw this.hostFailure(err);
+    }
+    const errorPtr = ffi.QTS_ResolveException(ctx, resultPtr);
+    if (errorPtr) {
+      ffi.QTS_FreeValuePointer(ctx, resultPtr);
+      throw this.guestError(raw.handle(errorPtr), 'TOOL_THREW');
+    }
+    const hit = this.limitHit();
+    if (hit) {
+      ffi.QTS_FreeValuePointer(ctx, resultPtr);
+      throw hit;
+    }
+    const chars = ffi.QTS_GetString(ctx, resultPtr);
+    try {
+      if (!chars) return '';
+      const heap = module.HEAPU8;
+      return raw.decode(heap.subarray(chars, heap.indexOf(0, chars)));
+    } finally {
+      ffi.QTS_FreeCString(ctx, chars);
+      ffi.QTS_FreeValuePointer(ctx, resultPtr);
+    }
+  }
+
+  /**
+   * The environment's scratch block in the module's heap, at least `bytes` long: callTool writes the
+   * argument array and the arguments there instead of allocating for every call. It grows in powers
+   * of two (the arguments are bounded by what the schema let through) and is freed by releaseCalls.
+   */
+  private scratchFor(raw: RawContext, scratch: CallScratch, bytes: number): number {
+    if (bytes > scratch.bytes) {
+      if (scratch.block) raw.module._free(scratch.block);
+      scratch.block = 0;
+      scratch.bytes = 0;
+      const size = Math.max(256, 2 ** Math.ceil(Math.log2(bytes)));
+      const ptr = raw.module._malloc(size);
+      if (!ptr) throw this.limitHit() ?? new SandboxError('MEMORY_EXCEEDED', 'out of memory passing the arguments');
+      scratch.block = ptr;
+      scratch.bytes = size;
+    }
+    return scratch.block;
+  }
+
+  /**
+   * The guest string of a tool's name, made at the environment's first call of the tool and kept
+   * in its scratch (a string value is immutable; an environment has a handful of tools).
+   */
+  private toolName(raw: RawContext, scratch: CallScratch, tool: string): number {
+    let ptr = scratch.names.get(tool);
+    if (ptr === undefined) {
+      const bytes = raw.module.lengthBytesUTF8(tool) + 1;
+      const chars = raw.module._malloc(bytes);
+      if (!chars) throw this.limitHit() ?? new SandboxError('MEMORY_EXCEEDED', 'out of memory passing the tool name');
+      try {
+        raw.module.stringToUTF8(tool, chars, bytes);
+        ptr = raw.ffi.QTS_NewString(raw.ctx, chars);
+      } finally {
+        raw.module._free(chars);
+      }
+      scratch.names.set(tool, ptr);
+    }
+    return ptr;
+  }
+
+  /**
+   * Frees what an environment's calls kept in the module (its scratch block and tool names), when
+   * it ends and before its module is freed, reused or written over. A module that is dropped whole
+   * needs nothing freed.
+   */
+  releaseCalls(scratch: CallScratch): void {
+    const { block, names } = scratch;
+    scratch.block = 0;
+    scratch.bytes = 0;
+    scratch.names = new Map();
+    const raw = this.raw;
+    if (!raw || this.disposed || this.module.fatal || this.module.exhausted) return;
+    try {
+      for (const ptr of names.values()) raw.ffi.QTS_FreeValuePointer(raw.ctx, ptr);
+      if (block) raw.module._free(block);
+    } catch {
+      this.module.fatal = true;
+    }
   }
 
   private call(name: string, args: readonly (QuickJSHandle | string)[]): string {
@@ -1112,6 +1318,8 @@ class GuestVm {
  */
 export class SandboxEnvironment {
   private ended = false;
+  /** What this environment's calls keep in its module (see CallScratch). */
+  private readonly scratch: CallScratch = { block: 0, bytes: 0, names: new Map() };
   private spentMs = 0;
   private calls = 0;
   private readonly budgetMs: number;
@@ -1138,11 +1346,11 @@ export class SandboxEnvironment {
     return this.spentMs;
   }
 
-  /** Arms the call's deadline, or the rest of the session's budget when that is shorter. */
-  private armWithin(deadlineMs: number): SandboxError | null {
+  /** Arms the call's deadline from `started`, or the rest of the session's budget when that is shorter. */
+  private armWithin(deadlineMs: number, started: number): SandboxError | null {
     const left = this.budgetMs - this.spentMs;
     if (left <= 0) return this.budgetError();
-    this.vm.arm(Math.min(deadlineMs, left), left < deadlineMs);
+    this.vm.arm(Math.min(deadlineMs, left), left < deadlineMs, started);
     return null;
   }
 
@@ -1151,44 +1359,88 @@ export class SandboxEnvironment {
     return new SandboxError('CPU_BUDGET_EXCEEDED', `the session used up its CPU budget: ${spent} ms over ${this.calls} calls; the budget is ${this.budgetMs} ms (ENVFLEET_SANDBOX_SESSION_CPU_MS)`);
   }
 
+  /**
+   * Calls a tool. The limits are those of every call: the arguments validated against the tool's
+   * schema, the call's deadline or the rest of the session's budget, the module's memory, and the
+   * reply cap (`maxResultBytes`, on the reply's length as the harness wrapped replies before:
+   * `{"ok":` + result + `}`). The time the call took (`us`, and the session's CPU account)
+   * includes parsing the result.
+   */
   call(tool: string, args: unknown): CallOutcome {
+    return this.invoke(tool, args, true) as CallOutcome;
+  }
+
+  /** call() with the result as the guest's JSON text, not parsed (what a session sends to its host thread). */
+  callText(tool: string, args: unknown): CallTextOutcome {
+    return this.invoke(tool, args, false) as CallTextOutcome;
+  }
+
+  /** call and callText: `parse` the result or not. Two clock reads on the way to a result, and no closure. */
+  private invoke(tool: string, args: unknown, parse: boolean): CallOutcome | CallTextOutcome {
     const started = performance.now();
-    const stop = (code: SandboxErrorCode, message: string): CallOutcome => {
-      if (FATAL_CODES.has(code)) this.dispose();
-      return { result: { success: false, error: message }, runtimeError: code, us: (performance.now() - started) * 1000 };
-    };
-    if (this.ended) return stop('ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
+    if (this.ended) return this.stop(started, parse, 'ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
     const validate = this.validators.get(tool);
-    if (!validate) return stop('UNKNOWN_TOOL', `unknown tool "${tool}"; the tools are: ${this.toolNames.join(', ')}`);
+    if (!validate) return this.stop(started, parse, 'UNKNOWN_TOOL', `unknown tool "${tool}"; the tools are: ${this.toolNames.join(', ')}`);
     const input = args ?? {};
     if (typeof input !== 'object' || Array.isArray(input)) {
-      return stop('INVALID_ARGUMENTS', `invalid arguments for ${tool}: expected an object of named arguments`);
+      return this.stop(started, parse, 'INVALID_ARGUMENTS', `invalid arguments for ${tool}: expected an object of named arguments`);
     }
-    if (!validate(input)) return stop('INVALID_ARGUMENTS', `invalid arguments for ${tool}:\n${describeAjvErrors(validate.errors)}`);
+    if (!validate(input)) return this.stop(started, parse, 'INVALID_ARGUMENTS', `invalid arguments for ${tool}:\n${describeAjvErrors(validate.errors)}`);
     this.calls += 1;
-    let outOfBudget = false;
     try {
-      const over = this.armWithin(this.limits.callDeadlineMs);
-      if (over) return stop(over.code, over.message);
+      const over = this.armWithin(this.limits.callDeadlineMs, started);
+      if (over) return this.stop(started, parse, over.code, over.message, true);
       let text: string;
       try {
-        text = this.vm.callHarnessText('call', tool, JSON.stringify(input));
+        text = this.vm.callTool(tool, JSON.stringify(input), this.scratch);
       } catch (err) {
         const e = err instanceof SandboxError ? err : new SandboxError('TOOL_THREW', String(err));
-        outOfBudget = e.code === 'CPU_BUDGET_EXCEEDED';
-        return stop(e.code, e.code === 'CPU_BUDGET_EXCEEDED' ? this.budgetError(performance.now() - started).message : e.message);
+        if (e.code !== 'CPU_BUDGET_EXCEEDED') return this.stop(started, parse, e.code, e.message, true);
+        const outcome = this.stop(started, parse, e.code, this.budgetError(performance.now() - started).message, true);
+        // Stopped for the budget: the session spent it all (the interrupt's clock may fire a fraction of a millisecond early).
+        this.spentMs = Math.max(this.spentMs, this.budgetMs);
+        return outcome;
       }
-      if (text.length > this.limits.maxResultBytes) {
-        return stop('RESULT_TOO_LARGE', `the result of ${tool} is ${text.length} bytes; the cap is ${this.limits.maxResultBytes}`);
+      // The harness's reply: the result's JSON text, or "!" and an error reply (harness.ts). The cap
+      // applies to the length the reply had when it was {"ok":<result>}, or the error reply's.
+      const failed = text.charCodeAt(0) === 33;
+      const length = failed ? text.length - 1 : text.length + 7;
+      if (length > this.limits.maxResultBytes) {
+        return this.stop(started, parse, 'RESULT_TOO_LARGE', `the result of ${tool} is ${length} bytes; the cap is ${this.limits.maxResultBytes}`, true);
       }
-      const reply = JSON.parse(text) as Reply;
-      if ('err' in reply) return stop(reply.err, reply.message);
-      return { result: reply.ok, us: (performance.now() - started) * 1000 };
-    } finally {
+      if (failed) {
+        const reply = JSON.parse(text.slice(1)) as { err: SandboxErrorCode; message: string };
+        return this.stop(started, parse, reply.err, reply.message, true);
+      }
+      if (parse) {
+        const result: unknown = JSON.parse(text);
+        const ms = performance.now() - started;
+        this.spentMs += ms;
+        return { result, us: ms * 1000 };
+      }
+      const ms = performance.now() - started;
+      this.spentMs += ms;
+      return { resultJson: text, us: ms * 1000 };
+    } catch (err) {
+      // Not expected (every failure above is an outcome), but the time is still the session's.
       this.spentMs += performance.now() - started;
-      // Stopped for the budget: the session spent it all (the interrupt's clock may fire a fraction of a millisecond early).
-      if (outOfBudget) this.spentMs = Math.max(this.spentMs, this.budgetMs);
+      throw err;
     }
+  }
+
+  /**
+   * A call that ended without a result: the environment disposed first if the code discards it,
+   * then timed; `charged`: the call got as far as counting (`calls`), and its time goes to the
+   * session's CPU account.
+   */
+  private stop(started: number, parse: boolean, code: SandboxErrorCode, message: string, charged = false): CallOutcome | CallTextOutcome {
+    if (FATAL_CODES.has(code)) this.dispose();
+    const result = { success: false, error: message };
+    const outcome = parse ? { result, runtimeError: code, us: 0 } : { resultJson: JSON.stringify(result), runtimeError: code, us: 0 };
+    const ms = performance.now() - started;
+    if (charged) this.spentMs += ms;
+    outcome.us = ms * 1000;
+    return outcome;
   }
 
   /** The state as JSON text. Throws SandboxError (STATE_TOO_LARGE, STATE_INVALID, ENV_DISPOSED, a limit). */
@@ -1196,7 +1448,7 @@ export class SandboxEnvironment {
     if (this.ended) throw new SandboxError('ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
     const started = performance.now();
     try {
-      const over = this.armWithin(this.limits.callDeadlineMs);
+      const over = this.armWithin(this.limits.callDeadlineMs, started);
       if (over) throw over;
       const text = this.vm.callHarnessText('snapshot', '', '');
       if (text.length > this.limits.maxStateBytes + 7) {
@@ -1224,6 +1476,7 @@ export class SandboxEnvironment {
   dispose(): void {
     if (this.ended) return;
     this.ended = true;
+    this.vm.releaseCalls(this.scratch);
     this.onDisposed();
   }
 }

@@ -2,7 +2,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { CheckSpec, EnvironmentCode } from './bundle.js';
 import { SandboxError } from './errors.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from './limits.js';
-import { QuickJSHost, type CallOutcome } from './quickjs-host.js';
+import { QuickJSHost, type CallOutcome, type CallTextOutcome } from './quickjs-host.js';
 import {
   runChecks,
   runProbe,
@@ -53,6 +53,12 @@ export function sessionStateJson(initialState: unknown, initialStateJson?: strin
   return json;
 }
 
+/** A call's outcome as the session's thread sent it (the result as JSON text), with the result parsed. */
+function outcomeOf(sent: CallTextOutcome): CallOutcome {
+  const result: unknown = JSON.parse(sent.resultJson);
+  return sent.runtimeError === undefined ? { result, us: sent.us } : { result, runtimeError: sent.runtimeError, us: sent.us };
+}
+
 /** The host end of a session port; `started` resolves once the thread has created the environment. */
 export function connectSession(port: MessagePort): { started: Promise<EnvSession> } {
   let seq = 0;
@@ -87,7 +93,7 @@ export function connectSession(port: MessagePort): { started: Promise<EnvSession
         const tools = (reply.value as { tools: string[] }).tools;
         resolveStart({
           tools,
-          call: (tool, args) => request({ op: 'call', tool, arguments: args }) as Promise<CallOutcome>,
+          call: async (tool, args) => outcomeOf((await request({ op: 'call', tool, arguments: args })) as CallTextOutcome),
           snapshot: async () => JSON.parse((await request({ op: 'snapshot' })) as string) as unknown,
           finish: async checks => {
             const end = (await request({ op: 'finish', checks })) as SessionEnd;

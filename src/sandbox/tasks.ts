@@ -197,7 +197,8 @@ export async function runSession(host: QuickJSHost, input: SessionInput): Promis
       switch (msg.op) {
         case 'call':
           calls += 1;
-          reply = { id: msg.id, ok: true, value: env.call(msg.tool, msg.arguments) };
+          // The result crosses as the guest's JSON text (a CallTextOutcome): one string to copy, parsed once by the host (runner.ts).
+          reply = { id: msg.id, ok: true, value: env.callText(msg.tool, msg.arguments) };
           break;
         case 'snapshot':
           try {

@@ -189,4 +189,39 @@ describe('a fleet on a Redis Cluster (3 local masters, real workers, scripted se
     const added = await flows.add(flow('toy.parent'));
     expect(added.children).to.have.length(1);
   });
+
+  it('checks cluster_state, not only a PING: a cluster with a slot unassigned is REDIS_UNAVAILABLE and says so', async () => {
+    const cliAt = async (p: number, ...args: string[]) => (await run('redis-cli', ['-p', String(p), ...args])).stdout;
+    /** Until every node says `state` (the change reaches the others by gossip). */
+    const settle = async (state: string) => {
+      for (let i = 0; i < 200; i++) {
+        const infos = await Promise.all(cluster!.ports.map(p => cliAt(p, 'cluster', 'info')));
+        if (infos.every(info => info.includes(`cluster_state:${state}`))) return;
+        await new Promise(resolve => setTimeout(resolve, 50));
+      }
+      throw new Error(`the cluster never reached cluster_state:${state}`);
+    };
+    const config = testConfig(null, { ENVFLEET_REDIS_CLUSTER_NODES: cluster!.nodes.join(',') });
+    const redis = createRedisConnection(config.redis, 'worker');
+    try {
+      await waitForRedis(redis, config.redis, 10_000);
+      // `redis-cli --cluster create` gives the first node the first slots; every node forgets its owner.
+      for (const p of cluster!.ports) await cliAt(p, 'cluster', 'delslots', '0');
+      try {
+        await settle('fail');
+        const err = await waitForRedis(redis, config.redis, 10_000).then(
+          () => null,
+          (e: unknown) => e,
+        );
+        expect(err).to.have.property('code', 'REDIS_UNAVAILABLE');
+        expect(String((err as Error).message)).to.match(/cluster_state is fail.*cluster_state:ok/);
+      } finally {
+        await cliAt(cluster!.ports[0]!, 'cluster', 'addslots', '0');
+      }
+      await settle('ok');
+      await waitForRedis(redis, config.redis, 10_000);
+    } finally {
+      redis.disconnect();
+    }
+  });
 });

@@ -151,7 +151,7 @@ describe('Redis implementations of the gateway ports', () => {
     expect(totals.byModel['n']?.promptTokens).to.equal(10);
   });
 
-  it('records histogram observations from several processes, one command each, read back cumulative (series written before per-bucket counts too)', async () => {
+  it('records histogram observations from several processes, gathered and written in one command per series, read back cumulative (series written before per-bucket counts too)', async () => {
     const ma = createRedisMetrics(a, prefix);
     const mb = createRedisMetrics(b, prefix);
     const labels = { queue: 'rollout.run', état: 'fini-漢字' };

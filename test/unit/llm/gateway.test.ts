@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { pino } from 'pino';
+import OpenAI from 'openai';
 import { z } from 'zod';
 import { loadConfig, type EnvVarName } from '../../../config/index.js';
 import { createModelGateway, retryAfterMs, type ModelGateway } from '../../../src/llm/gateway.js';
@@ -43,6 +44,22 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     expect(entry?.stage).to.equal('rollout.policy');
     expect(entry?.model).to.equal('gpt-4o-mini');
     expect(entry?.body).to.deep.include({ temperature: 1, max_tokens: 4096 });
+  });
+
+  it('sends through a given openai client (clientFor) the same request and reads the same answer as through its own POST', async () => {
+    server = await startModelServer({ script: parseModelScript({ rules: [{ stage: 'rollout.policy', respond: { toolCalls: [{ name: 'get_book', arguments: { id: 7 } }] } }] }) });
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } });
+    const ports = () => ({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    const own = createModelGateway(ports());
+    const viaSdk = createModelGateway({ ...ports(), clientFor: e => new OpenAI({ baseURL: e.baseURL, apiKey: e.apiKey, maxRetries: 0 }) });
+    const request = { messages: [{ role: 'user' as const, content: 'find book 7' }], tools: [{ type: 'function' as const, function: { name: 'get_book', parameters: { type: 'object', properties: { id: { type: 'integer' } } } } }] };
+    const a = await own.chat({ runId: 'r', stage: 'rollout.policy' }, request);
+    const b = await viaSdk.chat({ runId: 'r', stage: 'rollout.policy' }, request);
+    // The scripted server numbers its tool-call ids by request.
+    const same = (r: unknown) => JSON.parse(JSON.stringify(r).replace(/call_\d+_/g, 'call_N_')) as unknown;
+    expect(same(b)).to.deep.equal(same(a));
+    const [first, second] = server.log();
+    expect(second?.body).to.deep.equal(first?.body);
   });
 
   it('caches rollout stages only per named sample and turn: each sample is a new request, a replayed turn is not', async () => {

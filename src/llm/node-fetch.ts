@@ -1,0 +1,135 @@
+import http from 'node:http';
+import https from 'node:https';
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+
+/**
+ * HTTP to model endpoints on node:http / node:https with keep-alive agents, instead of Node's global
+ * fetch (undici): `createNodeFetch` is the `fetch` of the gateway's openai clients
+ * (`new OpenAI({ fetch: createNodeFetch() })`), over `createHttpSender`.
+ * In a micro-benchmark on the loaded 2-core machine (200 at a time, a hotel-sized chat request), the openai
+ * client cost ≈ 0.85–0.94 ms of CPU per request over the global fetch, ≈ 0.45–0.49 ms over this fetch, and a
+ * bare request over the sender ≈ 0.23 ms (docs/benchmarks.md, "main thread and sink after the HTTP client change").
+ *
+ * What it keeps of the global fetch's behaviour: request bodies of text or bytes (createNodeFetch hands
+ * anything else, such as a stream or form data, to the global fetch), `accept-encoding: gzip, deflate, br`
+ * unless the caller sets one, and gzip / deflate / br answers decompressed; an abort rejects with an
+ * `AbortError`; a request that a reused keep-alive connection lost before any answer (the server closed it
+ * while idle) is sent once more on a new connection, as undici does. Not kept: redirects are not followed
+ * (a 3xx is an answer like any other), and answers are read whole (the gateway never streams).
+ */
+/** An answer read whole: status, headers and the body's bytes (decoded when the server compressed them). */
+export interface HttpAnswer {
+  readonly status: number;
+  readonly statusText: string;
+  readonly headers: http.IncomingHttpHeaders;
+  readonly rawHeaders: readonly string[];
+  readonly bytes: Buffer;
+}
+
+export interface HttpSender {
+  /**
+   * One request; rejects with the signal's `AbortError` when it is aborted, with a `TypeError('fetch failed')`
+   * (its cause the socket's error) when the connection fails.
+   */
+  send(url: URL, init: { readonly method: string; readonly headers: Record<string, string>; readonly body?: string | Uint8Array | undefined; readonly signal?: AbortSignal | null | undefined }): Promise<HttpAnswer>;
+}
+
+/** node:http / node:https keep-alive agents and one request at a time over them (see createNodeFetch). */
+export function createHttpSender(options: { readonly maxSockets?: number } = {}): HttpSender {
+  // Every idle connection is kept (Node's default keeps 256 and closes the rest, so a worker with a thousand
+  // requests in flight opened and closed connections all the time); an idle one closes when the server's
+  // Keep-Alive timeout hint says so, or when the server closes it.
+  const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? Infinity, maxFreeSockets: Number.MAX_SAFE_INTEGER, scheduling: 'lifo' as const };
+  const agents = { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) };
+  return {
+    send(url, init) {
+      const https_ = url.protocol === 'https:';
+      const headers = init.headers;
+      if (!('accept-encoding' in headers)) headers['accept-encoding'] = 'gzip, deflate, br';
+      const body = init.body;
+      if (body !== undefined && !('content-length' in headers)) headers['content-length'] = String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength);
+      const signal = init.signal ?? null;
+      const attempt = (retried: boolean): Promise<HttpAnswer> =>
+        new Promise<HttpAnswer>((resolve, reject) => {
+          if (signal?.aborted) {
+            reject(abortReason(signal));
+            return;
+          }
+          const request = (https_ ? https : http).request(url, { method: init.method, headers, agent: https_ ? agents.https : agents.http }, res => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('error', fail);
+            res.on('end', () => {
+              signal?.removeEventListener('abort', onAbort);
+              try {
+                resolve(answerOf(res, chunks));
+              } catch (err) {
+                reject(err instanceof Error ? err : new Error(String(err)));
+              }
+            });
+          });
+          function fail(err: Error) {
+            signal?.removeEventListener('abort', onAbort);
+            if (signal?.aborted) reject(abortReason(signal));
+            // The server closed an idle keep-alive connection as this request went out on it: once more, on a new one.
+            else if (!retried && request.reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') resolve(attempt(true));
+            else reject(new TypeError('fetch failed', { cause: err }));
+          }
+          function onAbort() {
+            request.destroy();
+            reject(abortReason(signal!));
+          }
+          signal?.addEventListener('abort', onAbort, { once: true });
+          request.on('error', fail);
+          request.end(body);
+        });
+      return attempt(false);
+    },
+  };
+}
+
+export function createNodeFetch(options: { readonly maxSockets?: number } = {}): typeof fetch {
+  const sender = createHttpSender(options);
+  const nodeFetch: typeof fetch = async (input, init = {}) => {
+    const body = init.body;
+    if (input instanceof Request || (body !== undefined && body !== null && typeof body !== 'string' && !(body instanceof Uint8Array))) {
+      return fetch(input, init);
+    }
+    const url = typeof input === 'string' ? new URL(input) : input;
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') return fetch(input, init);
+    const answer = await sender.send(url, { method: init.method ?? 'GET', headers: headerRecord(init.headers), body: body ?? undefined, signal: init.signal ?? null });
+    const headers = new Headers();
+    const raw = answer.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+    return new Response(NULL_BODY.has(answer.status) ? null : answer.bytes, { status: answer.status, statusText: answer.statusText, headers });
+  };
+  return nodeFetch;
+}
+
+function abortReason(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error && reason.name === 'AbortError' ? reason : new DOMException('This operation was aborted', 'AbortError');
+}
+
+function headerRecord(h: RequestInit['headers']): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!h) return out;
+  if (h instanceof Headers) h.forEach((v, k) => (out[k] = v));
+  else if (Array.isArray(h)) for (const [k, v] of h) out[k!.toLowerCase()] = v!;
+  else for (const [k, v] of Object.entries(h)) if (v !== undefined) out[k.toLowerCase()] = String(v);
+  return out;
+}
+
+/** Statuses whose Response must have a null body. */
+const NULL_BODY = new Set([101, 103, 204, 205, 304]);
+
+function answerOf(res: http.IncomingMessage, chunks: Buffer[]): HttpAnswer {
+  let bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+  const encoding = (res.headers['content-encoding'] ?? '').trim().toLowerCase();
+  if (bytes.length && encoding) {
+    if (encoding === 'gzip' || encoding === 'x-gzip') bytes = gunzipSync(bytes);
+    else if (encoding === 'deflate') bytes = inflateSync(bytes);
+    else if (encoding === 'br') bytes = brotliDecompressSync(bytes);
+  }
+  return { status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: res.headers, rawHeaders: res.rawHeaders, bytes };
+}

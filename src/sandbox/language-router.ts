@@ -1,0 +1,63 @@
+import { languageOf, type CheckSpec } from './bundle.js';
+import type { CheckOutcome } from './quickjs-host.js';
+import type { EnvSession, SandboxRunner } from './runner.js';
+import type { ChecksInput, ChecksResult, SessionEnd } from './tasks.js';
+
+/**
+ * One SandboxRunner over two runtimes: environments and checks go to `js` (QuickJS) or `python`
+ * (Pyodide) by their `language` (absent = JavaScript). A checks list may mix both; each runtime
+ * runs its own and the results keep the list's order.
+ */
+export function createLanguageRouter(runners: { readonly js: SandboxRunner; readonly python: SandboxRunner }): SandboxRunner {
+  const runnerFor = (language: 'js' | 'python') => (language === 'python' ? runners.python : runners.js);
+  const checks = async (input: ChecksInput): Promise<ChecksResult> => {
+    const python = input.checks.filter(c => languageOf(c) === 'python');
+    if (python.length === 0) return runners.js.checks(input);
+    if (python.length === input.checks.length) return runners.python.checks(input);
+    const js = input.checks.filter(c => languageOf(c) !== 'python');
+    const [jsResult, pyResult] = await Promise.all([runners.js.checks({ ...input, checks: js }), runners.python.checks({ ...input, checks: python })]);
+    return merge(input.checks, jsResult.results, pyResult.results);
+  };
+  return {
+    probe: input => runnerFor(languageOf(input.code)).probe(input),
+    checks,
+    async openSession(code, initialState, limits, initialStateJson) {
+      const session = await runnerFor(languageOf(code)).openSession(code, initialState, limits, initialStateJson);
+      if (languageOf(code) !== 'python') return withForeignChecks(session, 'python', runners.python, initialState, initialStateJson, limits);
+      return withForeignChecks(session, 'js', runners.js, initialState, initialStateJson, limits);
+    },
+    async close() {
+      await Promise.all([runners.js.close(), runners.python.close()]);
+    },
+  };
+}
+
+/** Checks of the session's own language run where its state is; the others run on the final state's JSON in the other runtime. */
+function withForeignChecks(session: EnvSession, foreign: 'js' | 'python', other: SandboxRunner, initialState: unknown, initialStateJson: string | undefined, limits: ChecksInput['limits']): EnvSession {
+  const isForeign = (c: CheckSpec) => (languageOf(c) === 'python') === (foreign === 'python');
+  return {
+    tools: session.tools,
+    call: (tool, args) => session.call(tool, args),
+    snapshot: () => session.snapshot(),
+    close: () => session.close(),
+    async finish(checks) {
+      const foreignChecks = checks.filter(isForeign);
+      if (foreignChecks.length === 0) return session.finish(checks);
+      const own = checks.filter(c => !isForeign(c));
+      const end = await session.finish(own);
+      if (end.stateJson === null) return end;
+      const initial = initialStateJson !== undefined ? (JSON.parse(initialStateJson) as unknown) : initialState;
+      const theirs = await other.checks({ checks: foreignChecks, finalState: JSON.parse(end.stateJson) as unknown, initialState: initial, limits });
+      return { ...end, checks: merge(checks, end.checks?.results ?? [], theirs.results, isForeign) } satisfies SessionEnd;
+    },
+  };
+}
+
+/** The results of both runtimes in the order of `checks`. */
+function merge(checks: readonly CheckSpec[], first: readonly CheckOutcome[], second: readonly CheckOutcome[], isSecond: (c: CheckSpec) => boolean = c => languageOf(c) === 'python'): ChecksResult {
+  let i = 0;
+  let j = 0;
+  const results = checks.map(c => (isSecond(c) ? second[j++] : first[i++])).filter((r): r is CheckOutcome => r !== undefined);
+  const passed = results.filter(r => r.passed).length;
+  return { results, reward: results.length ? passed / results.length : 0, solved: results.length > 0 && passed === results.length };
+}

@@ -1,0 +1,417 @@
+// @ts-check
+/**
+ * The Python child process: forked by PythonSandboxRunner (python-runner.ts) under Node's permission
+ * model (read-only access to Pyodide's package and to this folder, worker threads allowed, no child
+ * processes, no writes), with code generation from strings off and an empty environment. It holds
+ * the interpreter threads (python-interpreter.mjs), places sessions on them, enforces the deadlines
+ * and the CPU budget, and recycles an interpreter that a deadline could not stop, that failed, or
+ * whose heap hit its cap. Node built-ins only. It never touches the filesystem beyond loading code:
+ * it reads the cached memory snapshot (the one file it may read there), and a snapshot it built goes
+ * to the parent over IPC (base64), which writes it.
+ *
+ * Protocol (IPC, JSON serialization): the parent sends `{type: 'init', ...}` once, then requests
+ * `{id, op, ...}`; the child answers `{id, ok: true, value}` or `{id, ok: false, error: {code, message}}`,
+ * and sends `{type: 'snapshot', base64}` once when it built a snapshot, `{type: 'ready', ...}` when its
+ * interpreters are up, and `{type: 'log', level, msg, data}` for the parent's logger.
+ */
+import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+
+const INTERPRETER = new URL('./python-interpreter.mjs', import.meta.url);
+const send = (/** @type {any} */ msg) => /** @type {any} */ (process).send(msg);
+const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {Record<string, unknown>} */ data = {}) => send({ type: 'log', level, msg, data });
+
+/**
+ * @typedef {{ createDeadlineMs: number, callDeadlineMs: number, checkDeadlineMs: number, sessionCpuMs: number, maxResultBytes: number, maxStateBytes: number }} Limits
+ * @typedef {{ code: string, message: string }} Failure
+ * @typedef {{ fn: string, args: string[], deadlineMs: number, resolve: (r: Answer) => void }} Job
+ * @typedef {{ text: string, us: number, exhausted: boolean, fatal: boolean, heapBytes: number, lost?: Failure }} Answer
+ */
+
+/** @type {{ indexURL: string, heapMb: number, interpreters: number, sessionsPerInterpreter: number, graceMs: number, recycleHeapMb: number }} */
+let settings;
+/** @type {Uint8Array | undefined} */
+let snapshot;
+let nextSid = 0;
+let nextInterp = 0;
+
+/** One interpreter thread: a queue of jobs, run one at a time so that a deadline times the job that runs. */
+class Interpreter {
+  constructor() {
+    this.n = ++nextInterp;
+    this.interrupt = new SharedArrayBuffer(4);
+    this.flag = new Int32Array(this.interrupt);
+    /** @type {Set<string>} */
+    this.sessions = new Set();
+    /** @type {Job[]} */
+    this.queue = [];
+    /** @type {Job | null} */
+    this.running = null;
+    this.retiring = false;
+    this.dead = false;
+    this.heapBytes = 0;
+    this.jobSeq = 0;
+    /** @type {NodeJS.Timeout | undefined} */ this.interruptTimer = undefined;
+    /** @type {NodeJS.Timeout | undefined} */ this.killTimer = undefined;
+    this.interrupted = false;
+    this.wasReady = false;
+    this.worker = new Worker(INTERPRETER, { workerData: { indexURL: settings.indexURL, heapMb: settings.heapMb, snapshot, interrupt: this.interrupt }, env: {}, stdout: true, stderr: true });
+    this.worker.stdout.resume();
+    this.worker.stderr.resume();
+    this.ready = new Promise((resolve, reject) => {
+      const onMessage = (/** @type {any} */ m) => {
+        if (m.ready) {
+          this.wasReady = true;
+          this.heapBytes = m.heapBytes;
+          this.worker.off('error', reject);
+          this.worker.on('message', answer => this.answered(answer));
+          resolve(m);
+        } else reject(new Error(`unexpected first message from the interpreter: ${JSON.stringify(m).slice(0, 200)}`));
+      };
+      this.worker.once('message', onMessage);
+      this.worker.once('error', reject);
+      this.worker.once('exit', code => reject(new Error(`the interpreter thread exited (code ${code}) before it was ready`)));
+    });
+    this.worker.on('error', err => log('error', 'a Python interpreter thread failed', { interpreter: this.n, err: String(err) }));
+    this.worker.on('exit', () => this.lost({ code: 'SANDBOX_UNAVAILABLE', message: 'the Python interpreter thread ended' }));
+  }
+
+  /** @param {string} fn @param {string[]} args @param {number} deadlineMs @returns {Promise<Answer>} */
+  run(fn, args, deadlineMs) {
+    if (this.dead) return Promise.resolve(lostAnswer({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was recycled' }));
+    return new Promise(resolve => {
+      this.queue.push({ fn, args, deadlineMs, resolve });
+      this.pump();
+    });
+  }
+
+  pump() {
+    if (this.running || this.dead) return;
+    const job = this.queue.shift();
+    if (!job) return;
+    this.running = job;
+    this.interrupted = false;
+    Atomics.store(this.flag, 0, 0);
+    // At the deadline: SIGINT (KeyboardInterrupt in Python). If the code swallows it (a bare except
+    // around a loop) or sits in C, the thread is terminated after the grace period.
+    this.interruptTimer = setTimeout(() => {
+      this.interrupted = true;
+      Atomics.store(this.flag, 0, 2);
+      this.killTimer = setTimeout(() => this.kill(), settings.graceMs);
+    }, job.deadlineMs);
+    this.worker.postMessage({ id: ++this.jobSeq, fn: job.fn, args: job.args });
+  }
+
+  /** @param {any} answer */
+  answered(answer) {
+    clearTimeout(this.interruptTimer);
+    clearTimeout(this.killTimer);
+    const job = this.running;
+    this.running = null;
+    this.heapBytes = answer.heapBytes;
+    if (answer.fatal) this.retiring = true;
+    // A heap never shrinks: past the threshold (a memory bomb ends there) the interpreter is replaced once it is idle.
+    if (answer.heapBytes > settings.recycleHeapMb * 1024 * 1024) this.retiring = true;
+    // An interrupt that arrived after the code returned turns nothing into an error; one that was
+    // answered as KeyboardInterrupt is DEADLINE_EXCEEDED already.
+    job?.resolve(answer);
+    if (answer.fatal) this.kill();
+    else this.pump();
+    this.maybeRetire();
+  }
+
+  /** Terminates the thread: the running job ends with DEADLINE_EXCEEDED, every other session on it is lost. */
+  kill() {
+    if (this.dead) return;
+    const job = this.running;
+    this.running = null;
+    if (job) job.resolve(lostAnswer(this.interrupted ? { code: 'DEADLINE_EXCEEDED', message: `the call ran past its deadline, did not stop at the interrupt (a loop that catches KeyboardInterrupt, or a long C-level operation) and its interpreter was terminated` } : { code: 'SANDBOX_UNAVAILABLE', message: 'the Python interpreter failed and was replaced' }));
+    this.lost({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was recycled (another environment on it had to be stopped)' });
+    void this.worker.terminate();
+  }
+
+  /** @param {Failure} why */
+  lost(why) {
+    if (this.dead) return;
+    this.dead = true;
+    clearTimeout(this.interruptTimer);
+    clearTimeout(this.killTimer);
+    if (this.running) this.running.resolve(lostAnswer(why));
+    this.running = null;
+    for (const job of this.queue.splice(0)) job.resolve(lostAnswer(why));
+    for (const sid of this.sessions) {
+      const s = sessions.get(sid);
+      if (s) s.lost = why;
+    }
+    // One that never became ready is not replaced: that would loop (the start-up reports it instead).
+    if (this.wasReady) replace(this);
+    else log('error', 'a Python interpreter thread ended before it was ready; it is not replaced', { interpreter: this.n });
+  }
+
+  maybeRetire() {
+    if (this.retiring && !this.dead && this.sessions.size === 0 && !this.running && this.queue.length === 0) {
+      log('info', 'recycling a Python interpreter', { interpreter: this.n, heapMb: Math.round(this.heapBytes / 1048576) });
+      this.dead = true;
+      void this.worker.terminate();
+      replace(this);
+    }
+  }
+}
+
+/** @param {Failure} failure @returns {Answer} */
+function lostAnswer(failure) {
+  return { text: JSON.stringify({ err: failure.code, message: failure.message }), us: 0, exhausted: false, fatal: false, heapBytes: 0, lost: failure };
+}
+
+/** @type {Interpreter[]} */
+let interpreters = [];
+
+/** @param {Interpreter} old */
+function replace(old) {
+  const i = interpreters.indexOf(old);
+  if (i < 0) return;
+  const fresh = new Interpreter();
+  interpreters[i] = fresh;
+  fresh.ready.catch(err => log('error', 'a replacement Python interpreter did not start', { err: String(err) }));
+}
+
+/** The interpreter with the fewest sessions that is ready and not retiring. */
+async function pick() {
+  const live = interpreters.filter(p => !p.retiring && !p.dead);
+  live.sort((a, b) => a.sessions.size - b.sessions.size);
+  const p = live[0] ?? interpreters[0];
+  if (!p) throw new Error('no interpreter');
+  await p.ready;
+  return p;
+}
+
+/**
+ * @typedef {{ sid: string, interp: Interpreter, limits: Limits, cpuUs: number, lost: Failure | null, ended: boolean }} Session
+ * @type {Map<string, Session>}
+ */
+const sessions = new Map();
+
+/** @param {string} text */
+function envelope(text) {
+  return JSON.parse(text);
+}
+
+/** The JSON text inside `{"ok":...}` as the harness wrote it (passed on as text: never re-serialized, so big integers stay exact), or null for an error envelope. @param {string} text */
+function okText(text) {
+  return text.startsWith('{"ok":') ? text.slice(6, -1) : null;
+}
+
+/** @param {Session} s @param {Failure} why */
+function endSession(s, why) {
+  s.ended = true;
+  s.lost = why;
+  s.interp.sessions.delete(s.sid);
+  void drop(s.interp, s.sid);
+}
+
+/**
+ * Forgets a session in its interpreter. An interpreter whose harness was tampered with (its import
+ * blocker removed, the clock or uuid4 replaced: Python code can do that through the object graph) is
+ * replaced once its other sessions end.
+ * @param {Interpreter} interp @param {string} sid
+ */
+async function drop(interp, sid) {
+  const a = await interp.run('drop', [sid], 1000);
+  const r = envelope(a.text);
+  if (!a.lost && !('err' in r) && r.ok === false && !interp.retiring) {
+    interp.retiring = true;
+    log('warn', 'a Python environment tampered with its interpreter; it is replaced once its other sessions end', { interpreter: interp.n });
+  }
+  interp.maybeRetire();
+}
+
+/** Ends with an error when the environment was lost or the answer is a limit (which disposes it). */
+const ENDS = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'CPU_BUDGET_EXCEEDED', 'STACK_OVERFLOW', 'SANDBOX_MEMORY_FULL']);
+
+/** @param {any} msg @returns {Promise<{ error?: Failure, value?: unknown }>} */
+async function handle(msg) {
+  switch (msg.op) {
+    case 'open': {
+      const interp = await pick();
+      const sid = `s${++nextSid}`;
+      /** @type {Session} */
+      const s = { sid, interp, limits: msg.limits, cpuUs: 0, lost: null, ended: false };
+      interp.sessions.add(sid);
+      sessions.set(sid, s);
+      const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed], msg.limits.createDeadlineMs);
+      const r = envelope(a.text);
+      if ('err' in r || a.exhausted) {
+        sessions.delete(sid);
+        interp.sessions.delete(sid);
+        if (!a.lost) void drop(interp, sid);
+        const code = a.exhausted ? 'MEMORY_EXCEEDED' : r.err;
+        return { error: { code, message: a.exhausted ? 'the interpreter ran out of memory while creating the environment' : r.message } };
+      }
+      if (r.ok > msg.limits.maxStateBytes) {
+        endSession(s, { code: 'ENV_DISPOSED', message: 'closed' });
+        sessions.delete(sid);
+        return { error: { code: 'STATE_TOO_LARGE', message: `the initial state is ${r.ok} characters of JSON, more than the state cap of ${msg.limits.maxStateBytes} bytes` } };
+      }
+      return { value: { sid, createUs: a.us } };
+    }
+    case 'call': {
+      const s = sessions.get(msg.sid);
+      if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
+      if (s.lost) return { value: { result: { success: false, error: s.lost.message }, runtimeError: s.lost.code === 'ENV_DISPOSED' || ENDS.has(s.lost.code) ? 'ENV_DISPOSED' : s.lost.code, us: 0 } };
+      const budgetLeftMs = s.limits.sessionCpuMs - s.cpuUs / 1000;
+      const byBudget = budgetLeftMs < s.limits.callDeadlineMs;
+      const a = await s.interp.run('call', [s.sid, msg.tool, msg.argsJson], Math.max(1, Math.min(s.limits.callDeadlineMs, budgetLeftMs)));
+      s.cpuUs += a.us;
+      const resultJson = a.exhausted ? null : okText(a.text);
+      if (resultJson !== null) {
+        const bytes = Buffer.byteLength(resultJson);
+        if (bytes > s.limits.maxResultBytes) {
+          return { value: { result: { success: false, error: `the result is ${bytes} bytes of JSON, more than the result cap of ${s.limits.maxResultBytes}` }, runtimeError: 'RESULT_TOO_LARGE', us: a.us } };
+        }
+        return { value: { resultJson, us: a.us } };
+      }
+      let r = envelope(a.text);
+      if (a.exhausted && !('err' in r && r.err === 'MEMORY_EXCEEDED')) r = { err: 'MEMORY_EXCEEDED', message: 'the interpreter hit its memory cap during the call (the code caught the MemoryError)' };
+      if ('err' in r && r.err === 'DEADLINE_EXCEEDED' && byBudget) r = { err: 'CPU_BUDGET_EXCEEDED', message: `the session used up its CPU budget of ${s.limits.sessionCpuMs} ms` };
+      if ('err' in r) {
+        if (ENDS.has(r.err) || a.lost) endSession(s, { code: r.err, message: r.message });
+        return { value: { result: { success: false, error: r.message }, runtimeError: r.err, us: a.us } };
+      }
+      return { value: { result: r.ok, us: a.us } };
+    }
+    case 'state': {
+      const s = sessions.get(msg.sid);
+      if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
+      if (s.lost) return { error: { code: 'ENV_DISPOSED', message: s.lost.message } };
+      const a = await s.interp.run('state', [s.sid], s.limits.callDeadlineMs);
+      return stateAnswer(a, s.limits);
+    }
+    case 'finish': {
+      const s = sessions.get(msg.sid);
+      if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
+      sessions.delete(msg.sid);
+      if (s.lost) {
+        s.interp.sessions.delete(s.sid);
+        return { value: { stateJson: null, stateError: { code: 'ENV_DISPOSED', message: s.lost.message }, checks: null } };
+      }
+      const a = await s.interp.run('finish', [s.sid], s.limits.callDeadlineMs);
+      const st = stateAnswer(a, s.limits);
+      let checks = null;
+      if (st.value !== undefined && msg.checks.length && !a.lost) checks = await runChecks(s.interp, s.sid, msg.checks, s.limits);
+      s.interp.sessions.delete(s.sid);
+      void drop(s.interp, s.sid);
+      return { value: { stateJson: st.value ?? null, stateError: st.error ?? null, checks } };
+    }
+    case 'close': {
+      const s = sessions.get(msg.sid);
+      if (!s) return { value: null };
+      sessions.delete(msg.sid);
+      s.interp.sessions.delete(s.sid);
+      await drop(s.interp, s.sid);
+      return { value: null };
+    }
+    case 'checks': {
+      const interp = await pick();
+      const sid = `c${++nextSid}`;
+      interp.sessions.add(sid);
+      try {
+        const a = await interp.run('checks_context', [sid, msg.finalStateJson, msg.initialStateJson], msg.limits.checkDeadlineMs);
+        const r = envelope(a.text);
+        if ('err' in r) return { value: { results: msg.checks.map((/** @type {any} */ c) => ({ item: c.item, passed: false, error: r.message, errorCode: r.err })), reward: 0, solved: false } };
+        return { value: await runChecks(interp, sid, msg.checks, msg.limits) };
+      } finally {
+        interp.sessions.delete(sid);
+        void drop(interp, sid);
+      }
+    }
+    default:
+      return { error: { code: 'SANDBOX_UNAVAILABLE', message: `unknown request ${String(msg.op)}` } };
+  }
+}
+
+/** @param {Answer} a @param {Limits} limits */
+function stateAnswer(a, limits) {
+  const json = okText(a.text);
+  if (json === null) {
+    const r = envelope(a.text);
+    return { error: { code: r.err, message: r.message } };
+  }
+  if (Buffer.byteLength(json) > limits.maxStateBytes) return { error: { code: 'STATE_TOO_LARGE', message: `the state is ${Buffer.byteLength(json)} bytes of JSON, more than the state cap of ${limits.maxStateBytes}` } };
+  return { value: json };
+}
+
+/** Each check is its own job, so each has its own deadline. @param {Interpreter} interp @param {string} sid @param {{item: string, check: string}[]} checks @param {Limits} limits */
+async function runChecks(interp, sid, checks, limits) {
+  const results = [];
+  for (const c of checks) {
+    const a = await interp.run('check', [sid, c.check], limits.checkDeadlineMs);
+    const r = envelope(a.text);
+    if ('err' in r) results.push({ item: c.item, passed: false, error: r.message, errorCode: r.err });
+    else results.push({ item: c.item, passed: r.ok === true });
+  }
+  const passed = results.filter(r => r.passed).length;
+  return { results, reward: results.length ? passed / results.length : 0, solved: results.length > 0 && passed === results.length };
+}
+
+/** Builds a snapshot in a throw-away interpreter; null when it cannot. */
+async function buildSnapshot() {
+  const started = performance.now();
+  const w = new Worker(INTERPRETER, { workerData: { indexURL: settings.indexURL, heapMb: settings.heapMb, makeSnapshot: true }, env: {}, stdout: true, stderr: true });
+  w.stdout.resume();
+  w.stderr.resume();
+  try {
+    const m = await new Promise((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+      w.once('exit', code => reject(new Error(`the snapshot thread exited with code ${code}`)));
+    });
+    return { bytes: /** @type {Uint8Array} */ (m.snapshot), ms: performance.now() - started };
+  } catch (err) {
+    log('warn', 'building the Python memory snapshot failed; interpreters start cold', { err: String(err) });
+    return null;
+  } finally {
+    void w.terminate();
+  }
+}
+
+process.on('message', (/** @type {any} */ msg) => {
+  if (msg.type === 'init') {
+    settings = msg.settings;
+    if (msg.snapshotFile) {
+      try {
+        // A copy at offset 0: a Buffer may be a view at an unaligned offset, which Pyodide's loader refuses.
+        snapshot = new Uint8Array(readFileSync(msg.snapshotFile));
+      } catch (err) {
+        log('warn', 'cannot read the cached Python memory snapshot; building a new one', { err: String(err) });
+      }
+    }
+    void (async () => {
+      try {
+        let built = null;
+        if (!snapshot && msg.buildSnapshot) {
+          built = await buildSnapshot();
+          if (built) {
+            snapshot = built.bytes;
+            send({ type: 'snapshot', base64: Buffer.from(built.bytes.buffer, built.bytes.byteOffset, built.bytes.byteLength).toString('base64'), ms: built.ms });
+          }
+        }
+        interpreters = Array.from({ length: settings.interpreters }, () => new Interpreter());
+        const started = performance.now();
+        const infos = await Promise.all(interpreters.map(p => p.ready));
+        send({ type: 'ready', fromSnapshot: Boolean(snapshot), startMs: performance.now() - started, loadMs: infos.map(i => i.loadMs), heapBytes: infos.map(i => i.heapBytes) });
+      } catch (err) {
+        send({ type: 'failed', message: err instanceof Error ? err.message : String(err) });
+      }
+    })();
+    return;
+  }
+  if (msg.op === 'stats') {
+    send({ id: msg.id, ok: true, value: { interpreters: interpreters.map(p => ({ n: p.n, sessions: p.sessions.size, heapBytes: p.heapBytes, retiring: p.retiring })), rssBytes: process.memoryUsage().rss } });
+    return;
+  }
+  handle(msg).then(
+    r => send(r.error ? { id: msg.id, ok: false, error: r.error } : { id: msg.id, ok: true, value: r.value }),
+    err => send({ id: msg.id, ok: false, error: { code: 'SANDBOX_UNAVAILABLE', message: `the Python sandbox failed: ${err instanceof Error ? err.message : String(err)}` } }),
+  );
+});
+process.on('disconnect', () => process.exit(0));

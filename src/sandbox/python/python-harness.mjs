@@ -1,0 +1,374 @@
+// @ts-check
+/**
+ * The Python side of the runtime, run once in every interpreter after it loads (python-interpreter.mjs).
+ * Plain JavaScript holding Python source: the interpreter threads run in a child process under Node's
+ * permission model, which cannot load TypeScript (tsx would need child processes).
+ *
+ * Only strings cross between JavaScript and Python: every function below takes and returns `str`
+ * (JSON text, or an envelope `{"ok": ...}` / `{"err": CODE, "message": ...}`), so no Python object
+ * is handed to JavaScript and no JsProxy is handed to Python.
+ */
+
+/** Modules an environment or a check may import (checked on the source's AST before it runs). */
+export const ALLOWED_IMPORTS = [
+  '__future__', 'abc', 'base64', 'binascii', 'bisect', 'calendar', 'collections', 'contextlib', 'copy', 'csv', 'dataclasses',
+  'datetime', 'decimal', 'difflib', 'enum', 'fractions', 'functools', 'hashlib', 'heapq', 'itertools', 'json', 'logging',
+  'math', 'numbers', 'operator', 'pprint', 'random', 're', 'statistics', 'string', 'textwrap', 'time', 'typing',
+  'unicodedata', 'uuid', 'zoneinfo',
+];
+
+export const HARNESS_PY = String.raw`
+import ast as _ast, builtins as _builtins, copy as _copy, dataclasses as _dataclasses, datetime as _dt
+import decimal as _decimal, enum as _enum, json as _json, os as _os, random as _random, sys as _sys
+import time as _time, types as _types, uuid as _uuid
+
+ALLOWED_IMPORTS = frozenset(__ALLOWED__)
+# Attributes and names that only serve to walk the object graph or the interpreter's internals.
+DENIED_ATTRS = frozenset(['__subclasses__', '__globals__', '__builtins__', '__code__', '__closure__', '__bases__', '__base__',
+    '__mro__', '__import__', '__loader__', '__spec__', '__self__', '__func__', '__getattribute__', 'f_globals', 'f_locals',
+    'f_back', 'f_builtins', 'gi_frame', 'cr_frame', 'ag_frame', 'tb_frame', 'gi_code', 'cr_code', 'co_code'])
+# eval/exec/compile would run source this check never saw.
+DENIED_NAMES = frozenset(['__import__', '__builtins__', '__loader__', '__spec__', 'eval', 'exec', 'compile', 'breakpoint', 'input'])
+# Modules no code in the interpreter may import at run time, whatever route it takes (a meta_path blocker).
+BLOCKED_MODULES = frozenset(['js', 'pyodide_js', 'pyodide', '_pyodide', '_pyodide_core', 'micropip', 'ctypes', '_ctypes',
+    'socket', '_socket', 'select', 'selectors', 'ssl', '_ssl', 'subprocess', 'multiprocessing', '_multiprocessing',
+    'pyodide_http', 'webbrowser', 'urllib', 'http', 'ftplib', 'smtplib', 'asyncio'])
+
+class Refused(Exception):
+    pass
+
+def check_source(source, what):
+    """None, or why the source may not run: a syntax error, an import outside the allow-list, a denied name."""
+    try:
+        tree = _ast.parse(source, what)
+    except SyntaxError as e:
+        return 'syntax error in %s, line %s: %s' % (what, e.lineno, e.msg)
+    for node in _ast.walk(tree):
+        names = ()
+        if isinstance(node, _ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, _ast.ImportFrom):
+            if node.level:
+                return '%s, line %s: relative imports are not allowed' % (what, node.lineno)
+            names = [node.module or '']
+        for name in names:
+            if name.split('.')[0] not in ALLOWED_IMPORTS:
+                return ('%s, line %s: import of "%s" is not allowed in the sandbox; allowed modules: %s'
+                        % (what, node.lineno, name, ', '.join(sorted(ALLOWED_IMPORTS))))
+        if isinstance(node, _ast.Attribute) and node.attr in DENIED_ATTRS:
+            return '%s, line %s: the attribute "%s" is not allowed in the sandbox' % (what, node.lineno, node.attr)
+        if isinstance(node, _ast.Name) and node.id in DENIED_NAMES:
+            return '%s, line %s: "%s" is not allowed in the sandbox' % (what, node.lineno, node.id)
+    return None
+
+class _Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in BLOCKED_MODULES:
+            raise ImportError('import of "%s" is not allowed in the sandbox' % name)
+        return None
+
+# --- determinism: a clock, random, uuid4 and urandom per session -------------------------------
+
+EPOCH = 1735689600.0  # 2025-01-01T00:00:00Z: every session's clock starts here, and moves 1 s per tool call
+_real_datetime = _dt.datetime
+_real_date = _dt.date
+_real_time_cls = _dt.time
+
+class _Clock:
+    now = EPOCH
+_NO_SESSION = _Clock()
+_CURRENT = [None]
+_fallback_rng = _random.Random(0)
+
+def _now():
+    s = _CURRENT[0]
+    return s.clock if s is not None else EPOCH
+
+def _session_rng():
+    s = _CURRENT[0]
+    return s.aux_rng if s is not None else _fallback_rng
+
+_orig_localtime, _orig_gmtime, _orig_ctime, _orig_strftime = _time.localtime, _time.gmtime, _time.ctime, _time.strftime
+_time.time = lambda: _now()
+_time.time_ns = lambda: int(_now() * 1_000_000_000)
+_time.localtime = lambda secs=None: _orig_localtime(_now() if secs is None else secs)
+_time.gmtime = lambda secs=None: _orig_gmtime(_now() if secs is None else secs)
+_time.ctime = lambda secs=None: _orig_ctime(_now() if secs is None else secs)
+_time.strftime = lambda fmt, t=None: _orig_strftime(fmt, _orig_localtime(_now()) if t is None else t)
+
+class _FixedDate(_real_date):
+    __slots__ = ()
+    @classmethod
+    def today(cls):
+        return cls.fromtimestamp(_now())
+
+class _FixedDatetime(_real_datetime, _FixedDate):
+    __slots__ = ()
+    @classmethod
+    def now(cls, tz=None):
+        return cls.fromtimestamp(_now(), tz)
+    @classmethod
+    def utcnow(cls):
+        return cls.fromtimestamp(_now(), _dt.timezone.utc).replace(tzinfo=None)
+    @classmethod
+    def today(cls):
+        return cls.fromtimestamp(_now())
+
+_FixedDate.__name__ = _FixedDate.__qualname__ = 'date'
+_FixedDatetime.__name__ = _FixedDatetime.__qualname__ = 'datetime'
+_FixedDate.__module__ = _FixedDatetime.__module__ = 'datetime'
+_dt.date = _FixedDate
+_dt.datetime = _FixedDatetime
+
+_rnd = _random._inst
+_RNG_OWNER = [None]
+_orig_seed = _random.Random.seed
+def _seed(self, a=None, version=2):
+    if a is None:
+        a = _session_rng().getrandbits(64)
+    return _orig_seed(self, a, version)
+_random.Random.seed = _seed
+_urandom = lambda n: _session_rng().randbytes(n)
+_os.urandom = _urandom
+_random._urandom = _urandom
+_uuid.uuid4 = lambda: _uuid.UUID(int=_session_rng().getrandbits(128), version=4)
+
+def _enter(s):
+    owner = _RNG_OWNER[0]
+    if owner is not s:
+        if owner is not None and not owner.dropped:
+            owner.rng_state = _rnd.getstate()
+        _rnd.setstate(s.rng_state)
+        _RNG_OWNER[0] = s
+    _CURRENT[0] = s
+
+def _leave():
+    _CURRENT[0] = None
+
+# --- canonical JSON ------------------------------------------------------------------------------
+
+class NotJson(Exception):
+    pass
+
+def _default(o):
+    if isinstance(o, (set, frozenset)):
+        items = [(_json.dumps(x, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(',', ':'), default=_default), x) for x in o]
+        items.sort(key=lambda p: p[0])
+        return [x for _, x in items]
+    if isinstance(o, (_real_datetime, _real_date, _real_time_cls)):
+        return o.isoformat()
+    if isinstance(o, _enum.Enum):
+        return o.value
+    if isinstance(o, _decimal.Decimal):
+        return str(o)
+    if _dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return _dataclasses.asdict(o)
+    raise NotJson('a %s is not JSON (allowed: dict, list, tuple, set, str, int, float, bool, None, datetime, Enum, Decimal, dataclass)' % type(o).__name__)
+
+def canonical(o):
+    """JSON text: keys sorted, tuples as lists, sets as sorted lists, date/datetime/time as ISO 8601 strings."""
+    try:
+        return _json.dumps(o, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(',', ':'), default=_default)
+    except NotJson:
+        raise
+    except (TypeError, ValueError) as e:
+        raise NotJson(str(e))
+
+def _err(code, message):
+    return _json.dumps({'err': code, 'message': message}, ensure_ascii=False)
+
+def _describe(e):
+    text = str(e)
+    return '%s: %s' % (type(e).__name__, text) if text else type(e).__name__
+
+def _limit_error(e):
+    if isinstance(e, KeyboardInterrupt):
+        return _err('DEADLINE_EXCEEDED', 'the call ran past its deadline and was interrupted')
+    if isinstance(e, MemoryError):
+        return _err('MEMORY_EXCEEDED', 'the interpreter ran out of memory (MemoryError)')
+    if isinstance(e, OverflowError) and 'index-sized' in str(e):
+        return _err('MEMORY_EXCEEDED', 'the call asked for more memory than a 32-bit WebAssembly interpreter can address (%s)' % e)
+    if isinstance(e, RecursionError):
+        return _err('STACK_OVERFLOW', 'the call recursed too deeply: ' + str(e))
+    return None
+
+# --- sessions ------------------------------------------------------------------------------------
+
+class Session:
+    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped')
+
+SESSIONS = {}
+
+def _state_of(inst):
+    return {k: v for k, v in vars(inst).items() if not k.startswith('__')}
+
+def create(sid, class_name, source, config_json, tools_json, seed_hex):
+    """Loads the class in a module of its own and builds the instance the EnvScaler way; returns the envelope."""
+    seed = int(seed_hex, 16)
+    s = Session()
+    s.sid, s.inst, s.tools, s.final_state, s.dropped = sid, None, frozenset(_json.loads(tools_json)), None, False
+    s.rng_state = _random.Random(seed).getstate()
+    s.aux_rng = _random.Random(seed ^ 0x5DEECE66D)
+    s.clock = EPOCH
+    why = check_source(source, 'the environment source')
+    if why:
+        return _err('SOURCE_LOAD_FAILED', why)
+    try:
+        config = _json.loads(config_json)
+    except ValueError as e:
+        return _err('STATE_INVALID', 'the initial state is not JSON: %s' % e)
+    if not isinstance(config, dict):
+        return _err('STATE_INVALID', 'the initial state of a Python environment must be a JSON object (its keys are set on the instance), not %s' % type(config).__name__)
+    _enter(s)
+    try:
+        module = _types.ModuleType('envfleet_env_%s' % sid)
+        try:
+            exec(compile(source, '<environment %s>' % class_name, 'exec'), module.__dict__)
+        except BaseException as e:
+            return _limit_error(e) or _err('SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
+        cls = module.__dict__.get(class_name)
+        if not isinstance(cls, type):
+            return _err('CLASS_MISSING', 'the source defines no class named %s' % class_name)
+        try:
+            cfg = _copy.deepcopy(config)
+            try:
+                inst = cls(cfg if cfg else {})
+            except TypeError:
+                inst = cls()
+            for key, value in cfg.items():
+                setattr(inst, key, value)
+        except BaseException as e:
+            return _limit_error(e) or _err('CONSTRUCTOR_FAILED', 'constructing %s failed: %s' % (class_name, _describe(e)))
+        s.inst = inst
+        try:
+            s.initial_state = _copy.deepcopy(_state_of(inst))
+            text = canonical(s.initial_state)
+        except NotJson as e:
+            return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
+        except BaseException as e:
+            return _limit_error(e) or _err('STATE_INVALID', 'the instance state cannot be copied: ' + _describe(e))
+        SESSIONS[sid] = s
+        return _json.dumps({'ok': len(text)})
+    finally:
+        _leave()
+
+def call(sid, tool, args_json):
+    s = SESSIONS.get(sid)
+    if s is None or s.inst is None:
+        return _err('ENV_DISPOSED', 'the environment is gone')
+    if tool not in s.tools:
+        return _err('UNKNOWN_TOOL', 'unknown tool "%s"; the tools are: %s' % (tool, ', '.join(sorted(s.tools))))
+    method = getattr(type(s.inst), tool, None)
+    if method is None or not callable(method):
+        return _err('UNKNOWN_TOOL', 'the class has no method "%s" (the tool is advertised but not implemented)' % tool)
+    args = _json.loads(args_json)
+    _enter(s)
+    s.clock += 1.0
+    try:
+        try:
+            result = getattr(s.inst, tool)(**args)
+        except BaseException as e:
+            return _limit_error(e) or _err('TOOL_THREW', _describe(e))
+        try:
+            return '{"ok":' + canonical(result) + '}'
+        except NotJson as e:
+            return _err('NON_JSON_RESULT', 'the method returned something that is not JSON: %s' % e)
+        except BaseException as e:
+            return _limit_error(e) or _err('NON_JSON_RESULT', _describe(e))
+    finally:
+        _leave()
+
+def state(sid):
+    s = SESSIONS.get(sid)
+    if s is None or s.inst is None:
+        return _err('ENV_DISPOSED', 'the environment is gone')
+    try:
+        return '{"ok":' + canonical(_state_of(s.inst)) + '}'
+    except NotJson as e:
+        return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
+    except BaseException as e:
+        return _limit_error(e) or _err('STATE_INVALID', _describe(e))
+
+def finish(sid):
+    """The final state's JSON; the live state is kept (deep-copied) for the checks and the instance dropped."""
+    s = SESSIONS.get(sid)
+    if s is None or s.inst is None:
+        return _err('ENV_DISPOSED', 'the environment is gone')
+    try:
+        live = _state_of(s.inst)
+        text = canonical(live)
+        s.final_state = _copy.deepcopy(live)
+    except NotJson as e:
+        return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
+    except BaseException as e:
+        return _limit_error(e) or _err('STATE_INVALID', _describe(e))
+    finally:
+        s.inst = None
+    return '{"ok":' + text + '}'
+
+def checks_context(sid, final_json, initial_json):
+    """A context for checks outside a session: both states parsed from JSON."""
+    s = Session()
+    s.sid, s.inst, s.tools, s.dropped = sid, None, frozenset(), False
+    s.rng_state = _random.Random(0).getstate()
+    s.aux_rng = _random.Random(1)
+    s.clock = EPOCH
+    try:
+        s.final_state = _json.loads(final_json)
+        s.initial_state = _json.loads(initial_json)
+    except ValueError as e:
+        return _err('STATE_INVALID', 'a state is not JSON: %s' % e)
+    SESSIONS[sid] = s
+    return '{"ok":true}'
+
+def check(sid, source):
+    """Runs one check_func(final_state) with fresh globals {__builtins__, initial_state}; only a bool passes."""
+    s = SESSIONS.get(sid)
+    if s is None or s.final_state is None:
+        return _err('ENV_DISPOSED', 'the final state is gone')
+    why = check_source(source, 'the check')
+    if why:
+        return _err('CHECK_INVALID', why)
+    _enter(s)
+    try:
+        g = {'__builtins__': _builtins, 'initial_state': _copy.deepcopy(s.initial_state)}
+        try:
+            exec(compile(source, '<check>', 'exec'), g)
+        except BaseException as e:
+            return _limit_error(e) or _err('CHECK_INVALID', 'the check failed while loading: ' + _describe(e))
+        fn = g.get('check_func')
+        if not callable(fn):
+            return _err('CHECK_INVALID', 'the check defines no function check_func(final_state)')
+        try:
+            result = fn(_copy.deepcopy(s.final_state))
+        except BaseException as e:
+            return _limit_error(e) or _err('CHECK_THREW', _describe(e))
+        if type(result) is not bool:
+            return _err('CHECK_NOT_BOOLEAN', 'check_func returned a %s, not a bool' % type(result).__name__)
+        return '{"ok":true}' if result else '{"ok":false}'
+    finally:
+        _leave()
+
+def drop(sid):
+    """Forgets a session; answers whether the interpreter still looks intact (false: the child replaces it once idle)."""
+    s = SESSIONS.pop(sid, None)
+    if s is not None:
+        s.dropped = True
+        s.inst = None
+        if _RNG_OWNER[0] is s:
+            _RNG_OWNER[0] = None
+    intact = (_sys.meta_path[:1] == [_BLOCKER] and _uuid.uuid4 is _UUID4 and _time.time is _TIME and _random.Random.seed is _seed
+              and _dt.datetime is _FixedDatetime and not any(n.split('.')[0] in BLOCKED_MODULES for n in _sys.modules))
+    return '{"ok":true}' if intact else '{"ok":false}'
+
+# --- the route back to the host: removed ---------------------------------------------------------
+
+_BLOCKER = _Blocker()
+_UUID4 = _uuid.uuid4
+_TIME = _time.time
+_sys.meta_path.insert(0, _BLOCKER)
+for _name in list(_sys.modules):
+    if _name.split('.')[0] in BLOCKED_MODULES:
+        del _sys.modules[_name]
+_os.environ.clear()
+`.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS));

@@ -1,0 +1,135 @@
+// @ts-check
+/**
+ * One Pyodide interpreter: a worker thread of the Python child process (python-child.mjs). Plain
+ * JavaScript with node built-ins only, because the child runs under Node's permission model.
+ *
+ * Before Pyodide loads: `process.binding('constants')` is shimmed (Pyodide's NODEFS asks for it and
+ * the permission model denies process.binding), the `ws` package (Emscripten's socket layer in
+ * Node) is replaced in the require cache by a module that refuses every connection, and
+ * WebAssembly.Memory.prototype.grow is capped at `heapMb`: past it the allocation fails inside
+ * Python (MemoryError) and the thread reports `exhausted`.
+ *
+ * After it loads: `js` and `pyodide_js` are unregistered, the harness (python-harness.mjs) removes
+ * pyodide's own Python modules and installs an import blocker, the session clock, random, uuid4 and
+ * urandom. The thread then answers `{id, fn, args}` messages with `{id, text}`: the harness
+ * function's answer, one string.
+ *
+ * workerData: { indexURL, heapMb, snapshot?: Uint8Array, makeSnapshot?: boolean, interrupt: SharedArrayBuffer }
+ */
+import { constants as fsConstants } from 'node:fs';
+import { createRequire, Module } from 'node:module';
+import { constants as osConstants } from 'node:os';
+import { parentPort, workerData } from 'node:worker_threads';
+import { HARNESS_PY } from './python-harness.mjs';
+
+/** Modules imported before a snapshot is taken: what environments import most, so they are already in memory. */
+const PRELOAD = 'import ast, copy, json, re, datetime, uuid, random, math, collections, typing, dataclasses, enum, decimal, hashlib, itertools, functools, string, heapq, bisect, statistics, fractions, time, types';
+
+const data = /** @type {{ indexURL: string, heapMb: number, snapshot?: Uint8Array, makeSnapshot?: boolean, interrupt?: SharedArrayBuffer }} */ (workerData);
+const port = /** @type {import('node:worker_threads').MessagePort} */ (parentPort);
+
+// 1. process.binding: only the constants Pyodide's NODEFS reads.
+/** @type {any} */ (process).binding = (/** @type {string} */ name) => {
+  if (name === 'constants') return { fs: fsConstants, os: osConstants };
+  throw new Error(`process.binding(${JSON.stringify(name)}) is not available in the Python sandbox`);
+};
+
+// 2. No sockets: Emscripten's SOCKFS opens TCP connections through the `ws` package in Node.
+const requireFromPyodide = createRequire(`${data.indexURL}pyodide.asm.mjs`);
+let wsPath = null;
+try {
+  wsPath = requireFromPyodide.resolve('ws');
+} catch {
+  // Not installed: nothing to stub, and Emscripten cannot open sockets without it.
+}
+if (wsPath) {
+  const refuse = function WebSocketRefused() {
+    throw new Error('the network is not available in the Python sandbox');
+  };
+  refuse.Server = refuse;
+  refuse.WebSocket = refuse;
+  const stub = new Module(wsPath);
+  stub.filename = wsPath;
+  stub.exports = refuse;
+  stub.loaded = true;
+  requireFromPyodide.cache[wsPath] = stub;
+}
+
+// 3. The memory cap: every WebAssembly memory of this thread (Pyodide's heap) grows up to heapMb.
+const PAGE = 65536;
+const capPages = Math.floor((data.heapMb * 1024 * 1024) / PAGE);
+let exhausted = false;
+/** @type {{ prototype: { grow: (this: unknown, delta: number) => number } }} */
+const WasmMemory = /** @type {any} */ (globalThis).WebAssembly.Memory;
+const realGrow = WasmMemory.prototype.grow;
+WasmMemory.prototype.grow = function grow(/** @type {number} */ delta) {
+  const pages = /** @type {{ buffer: ArrayBuffer }} */ (/** @type {unknown} */ (this)).buffer.byteLength / PAGE;
+  if (pages + delta > capPages) {
+    exhausted = true;
+    throw new RangeError(`the Python sandbox's memory cap (${data.heapMb} MiB) is reached`);
+  }
+  return realGrow.call(this, delta);
+};
+
+const { loadPyodide } = await import(`${data.indexURL}pyodide.mjs`);
+/** @type {any} */
+const options = {
+  indexURL: data.indexURL,
+  env: { PYTHONHASHSEED: '0' },
+  jsglobals: Object.create(null),
+  stdout: () => undefined,
+  stderr: () => undefined,
+  checkAPIVersion: true,
+};
+if (data.makeSnapshot) options._makeSnapshot = true;
+else if (data.snapshot) options._loadSnapshot = data.snapshot;
+const started = performance.now();
+const pyodide = await loadPyodide(options);
+const loadMs = performance.now() - started;
+
+if (data.makeSnapshot) {
+  pyodide.runPython(PRELOAD);
+  const snapshot = pyodide.makeMemorySnapshot();
+  port.postMessage({ snapshot, loadMs }, [snapshot.buffer]);
+} else {
+  if (!data.snapshot) pyodide.runPython(PRELOAD);
+  for (const name of ['js', 'pyodide_js']) {
+    try {
+      pyodide.unregisterJsModule(name);
+    } catch {
+      // Not registered in this build.
+    }
+  }
+  if (data.interrupt) pyodide.setInterruptBuffer(new Int32Array(data.interrupt));
+  const ns = pyodide.globals.get('dict')();
+  pyodide.runPython(HARNESS_PY, { globals: ns });
+  /** @type {Record<string, any>} */
+  const fns = {};
+  for (const name of ['create', 'call', 'state', 'finish', 'checks_context', 'check', 'drop']) fns[name] = ns.get(name);
+  const heapBytes = () => /** @type {any} */ (pyodide)._module?.HEAPU8?.byteLength ?? 0;
+  port.on('message', (/** @type {{ id: number, fn: string, args: string[] }} */ msg) => {
+    exhausted = false;
+    const t0 = performance.now();
+    let text;
+    let fatal = null;
+    try {
+      text = String(fns[msg.fn](...msg.args));
+    } catch (err) {
+      if (err instanceof pyodide.ffi.PythonError) {
+        // A Python exception outside the harness's own handlers (an interrupt that landed between the
+        // tool's return and the harness's): the interpreter is sound.
+        const type = /** @type {{ type: string }} */ (/** @type {unknown} */ (err)).type;
+        text = type === 'KeyboardInterrupt'
+          ? JSON.stringify({ err: 'DEADLINE_EXCEEDED', message: 'the call ran past its deadline and was interrupted' })
+          : JSON.stringify({ err: type === 'MemoryError' ? 'MEMORY_EXCEEDED' : 'TOOL_THREW', message: `${type} in the sandbox harness` });
+      } else {
+        // A JavaScript error out of Pyodide (a fatal error, a trap): the interpreter may be broken;
+        // the child replaces this thread.
+        fatal = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+        text = JSON.stringify({ err: 'SANDBOX_UNAVAILABLE', message: `the Python interpreter failed: ${fatal.slice(0, 500)}` });
+      }
+    }
+    port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, fatal: fatal !== null, heapBytes: heapBytes() });
+  });
+  port.postMessage({ ready: true, loadMs, heapBytes: heapBytes(), fromSnapshot: Boolean(data.snapshot) });
+}

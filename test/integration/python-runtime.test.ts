@@ -1,0 +1,487 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { pino } from 'pino';
+import { EnvironmentCode, type CheckSpec } from '../../src/sandbox/bundle.js';
+import { createLanguageRouter } from '../../src/sandbox/language-router.js';
+import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
+import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
+import { createLocalSandboxRunner, type EnvSession } from '../../src/sandbox/runner.js';
+import { rejection } from '../helpers/assert.js';
+
+/**
+ * The Python runtime with the real Pyodide in the real child process (no mocks). One runner (two
+ * interpreters) serves the whole file; the snapshot is cached where ENVFLEET_PYTHON_SNAPSHOT_DIR's
+ * default points, so only the first run on a machine builds it.
+ */
+
+const LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, callDeadlineMs: 1_000, createDeadlineMs: 5_000, checkDeadlineMs: 1_000 };
+const HEAP_MB = 192;
+const CANARY = 'ENVFLEET_PY_CANARY_7f3a';
+
+const tool = (name: string, properties: Record<string, unknown> = {}, required: string[] = []) => ({
+  type: 'function' as const,
+  function: { name, parameters: { type: 'object', properties, required } },
+});
+
+const HELP_DESK: EnvironmentCode = EnvironmentCode.parse({
+  name: 'help desk',
+  language: 'python',
+  className: 'HelpDeskSystem',
+  source: readFileSync(new URL('../fixtures/python-envs/help_desk.py', import.meta.url), 'utf8'),
+  tools: [
+    tool('get_ticket', { ticket_id: { type: 'string' } }, ['ticket_id']),
+    tool('open_ticket', { title: { type: 'string' }, tags: { type: ['array', 'null'], items: { type: 'string' } } }, ['title']),
+    tool('assign_ticket', { ticket_id: { type: 'string' }, agent_id: { type: 'string' } }, ['ticket_id', 'agent_id']),
+    tool('close_ticket', { ticket_id: { type: 'string' } }, ['ticket_id']),
+    tool('tag_summary'),
+    tool('echo', { text: { type: 'string' } }, ['text']),
+    tool('missing_method'),
+  ],
+});
+
+const SEEDED_STATE = {
+  agents: { 'A-1': { agent_id: 'A-1', name: 'Zoë' } },
+  tickets: { 'T-1': { ticket_id: 'T-1', title: 'Printer on fire', status: 'open', assignee: null, tags: ['hardware'], opened_at: 0 } },
+};
+
+const python = (source: string, tools: string[], className = 'Env'): EnvironmentCode =>
+  EnvironmentCode.parse({ name: className, language: 'python', className, source, tools: tools.map(t => tool(t)) });
+
+const pyCheck = (item: string, check: string): CheckSpec => ({ item, check, language: 'python' });
+
+describe('Python runtime (Pyodide in a child process under the permission model)', function () {
+  this.timeout(180_000);
+  let runner: PythonSandboxRunner;
+  let listener: Server;
+  let connections = 0;
+  let listenerPort = 0;
+  const open: EnvSession[] = [];
+  const session = async (code: EnvironmentCode, state: unknown, limits = LIMITS) => {
+    const s = await runner.openSession(code, state, limits);
+    open.push(s);
+    return s;
+  };
+
+  before(async () => {
+    // Set before the child is forked: it must not see it.
+    process.env[CANARY] = 'leaked';
+    listener = createServer(socket => {
+      connections += 1;
+      socket.destroy();
+    });
+    await new Promise<void>(resolve => listener.listen(0, '127.0.0.1', resolve));
+    listenerPort = (listener.address() as { port: number }).port;
+    runner = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 2, heapMb: HEAP_MB, logger: pino({ level: 'silent' }) });
+    const info = await runner.started();
+    expect(info.fromSnapshot).to.equal(true);
+  });
+  afterEach(async () => {
+    for (const s of open.splice(0)) await s.close().catch(() => undefined);
+  });
+  after(async () => {
+    delete process.env[CANARY];
+    await runner?.close();
+    await new Promise(resolve => listener?.close(resolve));
+  });
+
+  describe('EnvScaler semantics', () => {
+    it('builds the instance with cls(config), then sets each config key on it; the state is vars() without dunder keys', async () => {
+      const s = await session(HELP_DESK, SEEDED_STATE);
+      const state = (await s.snapshot()) as Record<string, unknown>;
+      expect(state['agents']).to.deep.equal(SEEDED_STATE.agents);
+      expect(state['tickets']).to.deep.equal(SEEDED_STATE.tickets);
+      expect(state['events']).to.deep.equal([]);
+      expect(Object.keys(state)).not.to.include('__cache__');
+      expect(state['started_at']).to.equal(1735689600);
+      const assigned = await s.call('assign_ticket', { ticket_id: 'T-1', agent_id: 'A-1' });
+      expect(assigned).to.deep.include({ result: { success: true, message: 'T-1 assigned to Zoë' } });
+      expect(await s.call('get_ticket', { ticket_id: 'nope' })).to.deep.include({ result: { success: false, error: 'ticket nope does not exist' } });
+    });
+
+    it('falls back to cls() when cls(config) raises TypeError, then still sets the config keys', async () => {
+      const code = python('class Env:\n    def __init__(self):\n        self.count = 0\n        self.name = "default"\n    def bump(self):\n        self.count += 1\n        return {"success": True, "data": self.count}\n', ['bump']);
+      const s = await session(code, { count: 41, extra: [1, 2] });
+      expect(await s.snapshot()).to.deep.equal({ count: 41, extra: [1, 2], name: 'default' });
+      expect(await s.call('bump', {})).to.deep.include({ result: { success: true, data: 42 } });
+    });
+
+    it('calls only advertised tools that the class implements; arguments are checked against the schema first', async () => {
+      const s = await session(HELP_DESK, {});
+      expect(await s.call('not_a_tool', {})).to.deep.include({ runtimeError: 'UNKNOWN_TOOL' });
+      expect(await s.call('_find', { ticket_id: 'x' })).to.deep.include({ runtimeError: 'UNKNOWN_TOOL' });
+      expect(await s.call('missing_method', {})).to.deep.include({ runtimeError: 'UNKNOWN_TOOL' });
+      expect(await s.call('echo', {})).to.deep.include({ runtimeError: 'INVALID_ARGUMENTS' });
+      expect(await s.call('echo', { text: 1 })).to.deep.include({ runtimeError: 'INVALID_ARGUMENTS' });
+    });
+
+    it('returns canonical JSON: sets as sorted lists, tuples as lists, dates as ISO strings', async () => {
+      const s = await session(HELP_DESK, {});
+      await s.call('open_ticket', { title: 'b', tags: ['zeta', 'alpha'] });
+      await s.call('open_ticket', { title: 'a', tags: ['mid', 'alpha'] });
+      const { result } = await s.call('tag_summary', {});
+      expect(result).to.deep.equal({ success: true, data: { tags: ['alpha', 'mid', 'zeta'], pair: ['a', 1], today: '2025-01-01', now: '2025-01-01T00:00:03' } });
+    });
+
+    it('reports a tool that raises as TOOL_THREW and a non-JSON result as NON_JSON_RESULT; the session goes on', async () => {
+      const code = python('class Env:\n    def __init__(self, c):\n        self.n = 0\n    def boom(self):\n        raise ValueError("the fridge is empty")\n    def obj(self):\n        return {"success": True, "data": object()}\n    def ok(self):\n        return {"success": True}\n', ['boom', 'obj', 'ok']);
+      const s = await session(code, {});
+      expect(await s.call('boom', {})).to.deep.include({ runtimeError: 'TOOL_THREW', result: { success: false, error: 'ValueError: the fridge is empty' } });
+      expect(await s.call('obj', {})).to.deep.include({ runtimeError: 'NON_JSON_RESULT' });
+      expect(await s.call('ok', {})).to.deep.include({ result: { success: true } });
+    });
+
+    it('keeps multi-byte text (emoji, CJK, accents) exact in state and results', async () => {
+      const text = 'Crème brûlée 🍮 — 東京タワー 👩‍💻 ñandú Ωmega 𝔘𝔫𝔦';
+      const s = await session(HELP_DESK, { agents: { 'A-ü': { agent_id: 'A-ü', name: text } } });
+      expect(await s.call('echo', { text })).to.deep.include({ result: { success: true, data: { text, length: [...text].length } } });
+      await s.call('open_ticket', { title: text, tags: ['日本語', 'émoji😀'] });
+      const state = (await s.snapshot()) as { agents: Record<string, { name: string }>; tickets: Record<string, { title: string; tags: string[] }> };
+      expect(state.agents['A-ü']!.name).to.equal(text);
+      const ticket = Object.values(state.tickets)[0]!;
+      expect(ticket.title).to.equal(text);
+      expect(ticket.tags).to.deep.equal(['日本語', 'émoji😀']);
+    });
+
+    it('runs check_func(final_state) with initial_state visible; a non-bool fails; each check is isolated', async () => {
+      const s = await session(HELP_DESK, SEEDED_STATE);
+      await s.call('close_ticket', { ticket_id: 'T-1' });
+      const end = await s.finish([
+        pyCheck('closed now, open before', 'def check_func(final_state):\n    return final_state["tickets"]["T-1"]["status"] == "closed" and initial_state["tickets"]["T-1"]["status"] == "open"'),
+        pyCheck('mutates both states', 'def check_func(final_state):\n    final_state["tickets"].clear()\n    initial_state["tickets"].clear()\n    return True'),
+        pyCheck('sees neither change', 'def check_func(final_state):\n    return len(final_state["tickets"]) == 1 and len(initial_state["tickets"]) == 1'),
+        pyCheck('not a bool', 'def check_func(final_state):\n    return 1'),
+        pyCheck('raises', 'def check_func(final_state):\n    return final_state["nope"]'),
+        pyCheck('no check_func', 'def check(final_state):\n    return True'),
+        pyCheck('disallowed import', 'import os\ndef check_func(final_state):\n    return True'),
+        pyCheck('endless', 'def check_func(final_state):\n    while True:\n        pass'),
+      ]);
+      expect(end.stateError).to.equal(null);
+      expect((JSON.parse(end.stateJson!) as { tickets: Record<string, { status: string }> }).tickets['T-1']!.status).to.equal('closed');
+      const results = end.checks!.results;
+      expect(results.map(r => r.passed)).to.deep.equal([true, true, true, false, false, false, false, false]);
+      expect(results.slice(3).map(r => r.errorCode)).to.deep.equal(['CHECK_NOT_BOOLEAN', 'CHECK_THREW', 'CHECK_INVALID', 'CHECK_INVALID', 'DEADLINE_EXCEEDED']);
+      expect(end.checks!.reward).to.equal(3 / 8);
+    });
+
+    it('runs Python checks on JSON states outside a session (runner.checks)', async () => {
+      const result = await runner.checks({
+        checks: [pyCheck('grew', 'def check_func(final_state):\n    return final_state["n"] == initial_state["n"] + 1')],
+        finalState: { n: 2 },
+        initialState: { n: 1 },
+        limits: LIMITS,
+      });
+      expect(result).to.deep.include({ reward: 1, solved: true });
+    });
+  });
+
+  describe('determinism', () => {
+    const script = async (s: EnvSession) => {
+      const ids: unknown[] = [];
+      for (const title of ['one', 'two', 'three']) ids.push((await s.call('open_ticket', { title })).result);
+      return { ids, state: await s.snapshot() };
+    };
+
+    it('gives equal states in two sessions on two interpreters (clock, uuid4, random in the constructor and the tools)', async () => {
+      const a = await session(HELP_DESK, SEEDED_STATE);
+      const b = await session(HELP_DESK, SEEDED_STATE);
+      const stats = await runner.stats();
+      // Sessions go to the interpreter with the fewest: a and b are on different interpreters.
+      expect(stats.interpreters.map(i => i.sessions).sort()).to.deep.equal([1, 1]);
+      // Interleaved calls: each session keeps its own random stream.
+      const [ra, rb] = await Promise.all([script(a), script(b)]);
+      expect(ra).to.deep.equal(rb);
+      const state = ra.state as { events: string[]; desk_id: string; shift_code: number };
+      expect(state.events[0]).to.match(/^opened T-[0-9a-f]{8} at 2025-01-01T00:00:01 lucky 0\.\d{6}$/);
+      expect(state.desk_id).to.match(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      // A third session, opened later on whichever interpreter, gives the same again.
+      const c = await session(HELP_DESK, SEEDED_STATE);
+      expect(await script(c)).to.deep.equal(ra);
+    });
+
+    it('gives another scenario other random values', async () => {
+      const a = await session(HELP_DESK, SEEDED_STATE);
+      const b = await session(HELP_DESK, { ...SEEDED_STATE, events: ['x'] });
+      const [sa, sb] = [(await a.snapshot()) as { desk_id: string }, (await b.snapshot()) as { desk_id: string }];
+      expect(sa.desk_id).not.to.equal(sb.desk_id);
+    });
+  });
+
+  describe('hostile Python', () => {
+    const refused = async (source: string, pattern: RegExp) => {
+      const err = await rejection(runner.openSession(python(source, ['t']), {}, LIMITS));
+      expect(err).to.have.property('code', 'SOURCE_LOAD_FAILED');
+      expect((err as Error).message).to.match(pattern);
+    };
+
+    it('refuses imports outside the allow-list before anything runs (the module body would spin forever)', async () => {
+      const started = performance.now();
+      await refused('while True:\n    pass\nimport os\nclass Env:\n    pass\n', /import of "os" is not allowed/);
+      expect(performance.now() - started).to.be.below(LIMITS.createDeadlineMs);
+      await refused('import js\nclass Env:\n    pass\n', /import of "js"/);
+      await refused('import pyodide_js\nclass Env:\n    pass\n', /import of "pyodide_js"/);
+      await refused('from pyodide.ffi import run_js\nclass Env:\n    pass\n', /import of "pyodide.ffi"/);
+      await refused('import pyodide.code\nclass Env:\n    pass\n', /import of "pyodide.code"/);
+      await refused('import socket\nclass Env:\n    pass\n', /import of "socket"/);
+      await refused('class Env:\n    def t(self):\n        return object.__subclasses__()\n', /"__subclasses__" is not allowed/);
+      await refused('class Env:\n    def t(self):\n        return eval("1")\n', /"eval" is not allowed/);
+    });
+
+    /** Routes that get past the AST check by building names at run time: the deeper layers must hold. */
+    const ESCAPES = `
+B = getattr(print, "__se" + "lf__")
+imp = getattr(B, "__imp" + "ort__")
+
+def attempt(fn):
+    try:
+        return "reached: " + str(fn())
+    except BaseException as e:
+        return "refused: " + type(e).__name__ + ": " + str(e)
+
+def js_module():
+    return imp("js").process
+
+def pyodide_js():
+    return imp("pyodide_js").constructor.constructor("return process")()
+
+def run_js():
+    return imp("pyodide.code", None, None, ["run_js"]).run_js("process")
+
+def ffi():
+    return imp("pyodide.ffi", None, None, ["to_js"]).to_js([1]).constructor.constructor("return process")()
+
+def walk():
+    # The subclasses walk: every class, the globals of every function on it, any JS object in them
+    # (a JsProxy such as pyodide.webloop's scheduleCallback), and that object's Function constructor.
+    sub = "__subcl" + "asses__"
+    found = {}
+    todo = [object]
+    seen = set()
+    while todo:
+        cls = todo.pop()
+        if id(cls) in seen:
+            continue
+        seen.add(id(cls))
+        try:
+            todo.extend(getattr(cls, sub)() if cls is not type else getattr(type, sub)(type))
+        except BaseException:
+            pass
+        for v in list(getattr(cls, "__dict__", {}).values()):
+            g = getattr(v, "__glo" + "bals__", None)
+            if isinstance(g, dict):
+                for key, x in list(g.items()):
+                    if type(type(x)).__name__ == "_JsProxyMetaClass":
+                        found[key] = x
+    out = []
+    for key, o in found.items():
+        try:
+            out.append(key + " -> " + str(o.constructor.constructor("return JSON.stringify(process.env)")()))
+        except BaseException as e:
+            out.append(key + " -> " + str(e)[:120])
+    return out
+
+def environ():
+    return dict(imp("os").environ)
+
+def sock(port):
+    return imp("socket").create_connection(("127.0.0.1", port), timeout=1)
+
+def passwd():
+    return open("/etc/passwd").read()
+
+def unblocked(port):
+    # Python-level blocking is bypassable: drop the import blocker, then try the routes again.
+    meta_path = imp("sys").meta_path
+    for finder in list(meta_path):
+        if type(finder).__name__ == "_Blocker":
+            meta_path.remove(finder)
+    return {
+        "socket": attempt(lambda: sock(port)),
+        "js": attempt(js_module),
+        "pyodide_js": attempt(pyodide_js),
+        "run_js": attempt(run_js),
+        "ffi": attempt(ffi),
+    }
+
+class Env:
+    def __init__(self, c):
+        self.port = 0
+    def without_blocker(self):
+        return {"success": True, "data": unblocked(self.port)}
+    def probe(self):
+        return {"success": True, "data": {
+            "js": attempt(js_module), "pyodide_js": attempt(pyodide_js), "run_js": attempt(run_js), "ffi": attempt(ffi),
+            "walk": attempt(walk), "environ": attempt(environ), "socket": attempt(lambda: sock(self.port)), "passwd": attempt(passwd),
+        }}
+`;
+
+    it('blocks js, pyodide_js, run_js, pyodide.ffi, the subclasses walk, os.environ, sockets and host files when names are built at run time', async () => {
+      // The walk visits ~1,000 classes: a generous deadline, so that a loaded machine does not turn it into DEADLINE_EXCEEDED.
+      const s = await session(python(ESCAPES, ['probe', 'without_blocker']), { port: listenerPort }, { ...LIMITS, callDeadlineMs: 20_000 });
+      const { result, runtimeError } = await s.call('probe', {});
+      expect(runtimeError, JSON.stringify(result)).to.equal(undefined);
+      const data = (result as { data: Record<string, string> }).data;
+      if (process.env['ENVFLEET_TEST_VERBOSE']) console.log(data);
+      for (const route of ['js', 'pyodide_js', 'run_js', 'ffi']) expect(data[route], route).to.match(/^refused: ImportError: import of "[a-z_.]+" is not allowed/);
+      // The walk does reach a JS object (a JsProxy), but its Function constructor is off (--disallow-code-generation-from-strings).
+      const walk = JSON.parse(data['walk']!.replace(/^reached: /, '').replace(/'/g, '"')) as string[];
+      expect(walk.length).to.be.greaterThan(0);
+      for (const attempt of walk) expect(attempt).to.match(/ -> EvalError: Code generation from strings disallowed/);
+      expect(data['walk']).not.to.include(CANARY);
+      expect(data['environ']).to.equal('reached: {}');
+      expect(data['socket']).to.match(/^refused: ImportError: import of "socket" is not allowed/);
+      expect(data['passwd']).to.match(/^refused: FileNotFoundError/);
+      expect(connections).to.equal(0);
+    });
+
+    it('still reaches nothing once the import blocker is removed: no socket (ws stubbed), no js module, no code generation', async () => {
+      // Run last in its interpreter's life: it removes that interpreter's blocker, so the session's interpreter is then recycled.
+      const s = await session(python(ESCAPES, ['probe', 'without_blocker']), { port: listenerPort }, { ...LIMITS, callDeadlineMs: 20_000 });
+      const { result, runtimeError } = await s.call('without_blocker', {});
+      expect(runtimeError).to.equal(undefined);
+      const data = (result as { data: Record<string, string> }).data;
+      if (process.env['ENVFLEET_TEST_VERBOSE']) console.log(data);
+      expect(data['socket']).to.match(/^refused: OSError/);
+      expect(data['js']).to.match(/^refused: (ModuleNotFoundError|ImportError|AttributeError)/);
+      expect(data['pyodide_js']).to.match(/^refused: (ModuleNotFoundError|ImportError)/);
+      expect(data['run_js']).to.match(/^refused: /);
+      // Re-imported without its JS side, pyodide.ffi's to_js hands back a plain list (no constructor to climb).
+      expect(data['ffi']).to.match(/^refused: /);
+      for (const v of Object.values(data)) expect(v).not.to.match(/^reached/);
+      await new Promise(resolve => setTimeout(resolve, 200));
+      expect(connections).to.equal(0);
+      // Its interpreter is tampered with (no blocker): once the session ends, the interpreter is replaced.
+      const before = (await runner.stats()).interpreters.map(i => i.n);
+      open.splice(open.indexOf(s), 1);
+      await s.close();
+      const after = (await runner.stats()).interpreters.map(i => i.n);
+      expect(after.filter(n => !before.includes(n))).to.have.length(1);
+    });
+
+    it('interrupts a plain endless loop at the deadline (KeyboardInterrupt) and ends the session', async () => {
+      const s = await session(python('class Env:\n    def __init__(self, c):\n        pass\n    def spin(self):\n        while True:\n            pass\n    def ok(self):\n        return {"success": True}\n', ['spin', 'ok']), {});
+      expect(await s.call('spin', {})).to.deep.include({ runtimeError: 'DEADLINE_EXCEEDED' });
+      expect(await s.call('ok', {})).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+    });
+
+    it('terminates and recycles an interpreter whose loop swallows the interrupt (bare except); the runtime keeps serving', async () => {
+      const swallow = python('class Env:\n    def __init__(self, c):\n        pass\n    def swallow(self):\n        while True:\n            try:\n                while True:\n                    pass\n            except:\n                pass\n', ['swallow']);
+      const s = await session(swallow, {}, { ...LIMITS, callDeadlineMs: 300 });
+      const outcome = await s.call('swallow', {});
+      expect(outcome).to.deep.include({ runtimeError: 'DEADLINE_EXCEEDED' });
+      expect((outcome.result as { error: string }).error).to.match(/interpreter was terminated/);
+      const after = await session(HELP_DESK, SEEDED_STATE);
+      expect(await after.call('get_ticket', { ticket_id: 'T-1' })).to.deep.include({ result: { success: true, data: SEEDED_STATE.tickets['T-1'] } });
+    });
+
+    it('ends a bytearray(10**10) bomb and a growing-list bomb with MEMORY_EXCEEDED; the runtime keeps serving', async () => {
+      const bombs = python(
+        'class Env:\n    def __init__(self, c):\n        pass\n    def bytes_bomb(self):\n        return {"success": True, "data": len(bytearray(10**10))}\n    def gig(self):\n        return {"success": True, "data": len(bytearray(10**9))}\n    def list_bomb(self):\n        xs = []\n        while True:\n            xs.append(bytearray(1 << 20))\n    def caught(self):\n        xs = []\n        try:\n            while True:\n                xs.append(bytearray(1 << 20))\n        except MemoryError:\n            return {"success": True, "data": len(xs)}\n',
+        ['bytes_bomb', 'gig', 'list_bomb', 'caught'],
+      );
+      const limits = { ...LIMITS, callDeadlineMs: 20_000 };
+      for (const method of ['bytes_bomb', 'gig', 'list_bomb', 'caught']) {
+        const s = await session(bombs, {}, limits);
+        expect(await s.call(method, {}), method).to.deep.include({ runtimeError: 'MEMORY_EXCEEDED' });
+      }
+      const after = await session(HELP_DESK, SEEDED_STATE);
+      expect(await after.call('echo', { text: 'still here' })).to.deep.include({ result: { success: true, data: { text: 'still here', length: 10 } } });
+    });
+
+    it('ends a session that used up its CPU budget with CPU_BUDGET_EXCEEDED, and caps results', async () => {
+      const code = python('import time\nclass Env:\n    def __init__(self, c):\n        pass\n    def busy(self):\n        t = time.perf_counter\n        a = t()\n        while t() - a < 0.1:\n            pass\n        return {"success": True}\n    def big(self):\n        return {"success": True, "data": "x" * 5000}\n', ['busy', 'big']);
+      const s = await session(code, {}, { ...LIMITS, sessionCpuMs: 350, maxResultBytes: 1000 });
+      expect(await s.call('big', {})).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE' });
+      const codes: (string | undefined)[] = [];
+      for (let i = 0; i < 6 && !codes.includes('CPU_BUDGET_EXCEEDED'); i++) codes.push((await s.call('busy', {})).runtimeError);
+      // Each busy call takes at least 100 ms: at most 3 fit in 350 ms (fewer on a loaded machine, where a call takes longer).
+      expect(codes[0]).to.equal(undefined);
+      expect(codes.filter(c => c === undefined).length).to.be.within(1, 3);
+      expect(codes.at(-1)).to.equal('CPU_BUDGET_EXCEEDED');
+      expect(await s.call('big', {})).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+    });
+
+    it('maps a runaway recursion to STACK_OVERFLOW', async () => {
+      const s = await session(python('class Env:\n    def __init__(self, c):\n        pass\n    def deep(self, n=0):\n        return self.deep(n + 1)\n', ['deep']), {});
+      expect(await s.call('deep', {})).to.deep.include({ runtimeError: 'STACK_OVERFLOW' });
+    });
+  });
+
+  describe('routing by language', () => {
+    it('sends Python environments to Pyodide and JavaScript ones to QuickJS, and splits a mixed checks list', async () => {
+      const router = createLanguageRouter({ js: createLocalSandboxRunner(), python: runner });
+      const js = EnvironmentCode.parse({ name: 'js', className: 'Counter', source: 'class Counter { constructor(s) { this.state = s; } inc() { this.state.n += 1; return { success: true, data: this.state.n }; } }', tools: [tool('inc')] });
+      const jsSession = await router.openSession(js, { n: 1 }, LIMITS);
+      expect(await jsSession.call('inc', {})).to.deep.include({ result: { success: true, data: 2 } });
+      await jsSession.close();
+      const pySession = await router.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+      await pySession.call('close_ticket', { ticket_id: 'T-1' });
+      const end = await pySession.finish([
+        pyCheck('py', 'def check_func(s):\n    return s["tickets"]["T-1"]["status"] == "closed"'),
+        { item: 'js', check: 'function check(f, i) { return f.tickets["T-1"].status === "closed" && i.tickets["T-1"].status === "open"; }' },
+      ]);
+      expect(end.checks!.results.map(r => [r.item, r.passed])).to.deep.equal([['py', true], ['js', true]]);
+    });
+
+    it('rejects a Python environment whose class or tool name is not a Python identifier', () => {
+      const bad = EnvironmentCode.safeParse({ ...HELP_DESK, tools: [tool('$weird')] });
+      expect(bad.success).to.equal(false);
+      expect(EnvironmentCode.safeParse({ ...HELP_DESK, className: '$Desk' }).success).to.equal(false);
+      expect(EnvironmentCode.safeParse({ ...HELP_DESK, language: undefined, className: '$Desk', tools: [tool('$weird')] }).success).to.equal(true);
+    });
+  });
+
+  describe('one interpreter', () => {
+    it('loses every session of an interpreter it had to terminate (ENV_DISPOSED), and serves new ones from a fresh interpreter', async () => {
+      const single = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: HEAP_MB, logger: pino({ level: 'silent' }) });
+      try {
+        const bystander = await single.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+        expect(await bystander.call('echo', { text: 'before' })).to.deep.include({ result: { success: true, data: { text: 'before', length: 6 } } });
+        const swallow = await single.openSession(python('class Env:\n    def __init__(self, c):\n        pass\n    def swallow(self):\n        while True:\n            try:\n                while True:\n                    pass\n            except:\n                pass\n', ['swallow']), {}, { ...LIMITS, callDeadlineMs: 300 });
+        expect(await swallow.call('swallow', {})).to.deep.include({ runtimeError: 'DEADLINE_EXCEEDED' });
+        expect(await bystander.call('echo', { text: 'after' })).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+        const end = await bystander.finish([pyCheck('any', 'def check_func(s):\n    return True')]);
+        expect(end).to.deep.include({ stateJson: null, checks: null });
+        expect(end.stateError).to.have.property('code', 'ENV_DISPOSED');
+        const fresh = await single.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+        expect(await fresh.call('echo', { text: 'fresh' })).to.deep.include({ result: { success: true, data: { text: 'fresh', length: 5 } } });
+        expect((await single.stats()).interpreters.map(i => i.n)).to.deep.equal([2]);
+      } finally {
+        await single.close();
+      }
+    });
+  });
+
+  describe('the memory snapshot cache', () => {
+    let dir: string;
+    before(() => {
+      dir = mkdtempSync(join(tmpdir(), 'envfleet-pyodide-snapshot-'));
+    });
+    after(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('builds the snapshot on first use into an empty cache folder; the next start restores from it and behaves the same', async () => {
+      const first = createPythonSandboxRunner({ snapshotDir: join(dir, 'cache'), interpreters: 1, heapMb: HEAP_MB, logger: pino({ level: 'silent' }) });
+      const a = await first.started();
+      const files = readdirSync(join(dir, 'cache'));
+      expect(a).to.include({ builtSnapshot: true, fromSnapshot: true });
+      expect(files).to.have.length(1);
+      expect(files[0]).to.match(/^pyodide-314\.\d+\.\d+-[0-9a-f]{16}\.snapshot$/);
+      expect(statSync(join(dir, 'cache', files[0]!)).size).to.be.greaterThan(10 << 20);
+      const s1 = await first.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+      await s1.call('open_ticket', { title: 'same' });
+      const state1 = await s1.snapshot();
+      await first.close();
+      const second = createPythonSandboxRunner({ snapshotDir: join(dir, 'cache'), interpreters: 1, heapMb: HEAP_MB, logger: pino({ level: 'silent' }) });
+      try {
+        expect(await second.started()).to.include({ builtSnapshot: false, fromSnapshot: true });
+        const s2 = await second.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+        await s2.call('open_ticket', { title: 'same' });
+        expect(await s2.snapshot()).to.deep.equal(state1);
+      } finally {
+        await second.close();
+      }
+    });
+  });
+});
