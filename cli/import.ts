@@ -62,7 +62,7 @@ function summaryText(s: EnvscalerImportSummary, opts: ImportEnvscalerOptions): s
     ...(s.skipped.length > SHOWN ? [`  … and ${s.skipped.length - SHOWN} more (--json lists them all)`] : []),
     ...(s.warnings.length ? [`warnings:     ${s.warnings.length}`, ...s.warnings.slice(0, SHOWN).map(k => `  ${k.file} ${k.where}: ${k.problem}`)] : []),
     ...s.fileProblems.map(p => `file problem: ${p}`),
-    `The environments are Python (language "python"): rollouts and serving need the Python runtime. Export with: envfleet export --run ${s.runId} --out DIR`,
+    `The environments are Python (language "python", run by the Python runtime). Roll out with: envfleet rollouts --run ${s.runId}; serve with: envfleet serve --run ${s.runId}; export with: envfleet export --run ${s.runId} --out DIR`,
   ];
   return `${lines.join('\n')}\n`;
 }

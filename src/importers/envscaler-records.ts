@@ -1,4 +1,5 @@
 import { FunctionTool } from '../sandbox/bundle.js';
+import { ALLOWED_IMPORTS } from '../sandbox/python/python-harness.mjs';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { Operation, StateOutput } from '../synthesis/schemas.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
@@ -40,12 +41,11 @@ export const ENVSCALER_FIELDS: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * Modules the Python runtime lets environment code import (docs/formats.md, Python environments).
- * The import only warns about others: the runtime is what refuses them, when the environment loads.
+ * Modules the Python runtime lets environment code import (its own list, checked there on the
+ * source's syntax tree). The import only warns about others: the runtime refuses them when the
+ * environment loads.
  */
-export const PYTHON_IMPORT_ALLOW_LIST: ReadonlySet<string> = new Set(
-  'typing json re copy datetime time uuid random math collections dataclasses enum decimal hashlib itertools functools string heapq bisect statistics fractions zoneinfo abc base64 binascii calendar contextlib csv difflib logging numbers operator pprint textwrap unicodedata __future__'.split(' '),
-);
+export const PYTHON_IMPORT_ALLOW_LIST: ReadonlySet<string> = new Set(ALLOWED_IMPORTS);
 
 /** Where a record was read: the file's base name, and the record's index (or its key in a file keyed by env_id). */
 export interface RecordPlace {

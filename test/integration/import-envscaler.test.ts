@@ -18,8 +18,8 @@ const FIXTURES = new URL('../fixtures/envscaler/', import.meta.url).pathname;
 /**
  * `envfleet import envscaler` as a user runs it (the build, a child process) against the real Redis,
  * then the run read back: the store's documents and counts, `envfleet export`'s files, and those
- * files loaded as `envfleet serve --environments --scenarios` loads them. Nothing runs the Python
- * code (the Python runtime is another branch).
+ * files loaded as `envfleet serve --environments --scenarios` loads them. The Python code runs in
+ * import-envscaler-python.test.ts.
  */
 describe('envfleet import envscaler (command line, real Redis)', function () {
   this.timeout(120_000);

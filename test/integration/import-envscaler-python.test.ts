@@ -1,0 +1,99 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import type { AppConfig } from '../../config/index.js';
+import { findEnvscalerFiles, importEnvscaler } from '../../src/importers/envscaler.js';
+import { scoreFinalState } from '../../src/rollouts/score.js';
+import type { RunOptions } from '../../src/runs/options.js';
+import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
+import { EnvironmentCode } from '../../src/sandbox/bundle.js';
+import { createLanguageRouter } from '../../src/sandbox/language-router.js';
+import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
+import { createPythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
+import { createLocalSandboxRunner, type SandboxRunner } from '../../src/sandbox/runner.js';
+import type { EnvironmentRecord } from '../../src/synthesis/types.js';
+import { dropPrefix, requireRedis, testConfig } from '../helpers/integration.js';
+
+const FIXTURES = new URL('../fixtures/envscaler/', import.meta.url).pathname;
+const LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, callDeadlineMs: 2_000, createDeadlineMs: 10_000, checkDeadlineMs: 2_000 };
+
+/** The bundle episode.ts and the serve sessions open for an environment document. */
+const codeOf = (env: EnvironmentRecord) => ({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) });
+
+/**
+ * Imported EnvScaler documents run in the Python runtime (real Pyodide) as a rollout runs them: a
+ * session on the scenario's initial state through the language router, tool calls, the scenario's
+ * Python checks at the end, and the reward.
+ */
+describe('envfleet import envscaler: the imported documents in the Python runtime', function () {
+  this.timeout(240_000);
+  let config: AppConfig;
+  let redis: Redis;
+  let store: RunStore;
+  let sandbox: SandboxRunner;
+
+  before(async () => {
+    await requireRedis();
+    config = testConfig(null);
+    redis = new Redis(config.redis.url);
+    store = createRedisRunStore(redis, config.redis.prefix);
+    const python = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+    sandbox = createLanguageRouter({ js: createLocalSandboxRunner(), python });
+    await importEnvscaler(store, { runId: 'py', files: await findEnvscalerFiles(join(FIXTURES, 'github')), split: 'all' }, { limits: DEFAULT_SANDBOX_LIMITS, models: {} } as unknown as RunOptions);
+  });
+  after(async () => {
+    await sandbox?.close();
+    redis.disconnect();
+    await dropPrefix(config.redis.prefix);
+  });
+
+  it('an imported environment is a valid Python bundle', async () => {
+    for (const id of await store.listDocIds('py', 'env')) expect(EnvironmentCode.safeParse(codeOf((await store.getDoc('py', 'env', id))!)).success, id).to.equal(true);
+  });
+
+  it('an RL scenario: EnvScaler construction on init_config, tool calls with multi-byte arguments, the Python checks with initial_state give reward 1', async () => {
+    const env = (await store.getDoc('py', 'env', 'env_7_rl'))!;
+    const scenario = (await store.getDoc('py', 'scenario', 'env_7_rl-task_1'))!;
+    const session = await sandbox.openSession(codeOf(env), scenario.initialState, LIMITS);
+    const start = (await session.snapshot()) as Record<string, unknown>;
+    expect(start['tables']).to.deep.equal(scenario.initialState!['tables']);
+    expect(start['bookings']).to.deep.equal(scenario.initialState!['bookings']);
+    const free = await session.call('list_free_tables', {});
+    expect(free.runtimeError).to.equal(undefined);
+    expect((free.result as { data: { table_id: string }[] }).data.map(t => t.table_id)).to.deep.equal(['T1']);
+    const booked = await session.call('book_table', { table_id: 'T1', guest: '李雷', note: '靠窗 🍵' });
+    expect(booked.result).to.deep.include({ success: true, message: 'booked T1 for 李雷' });
+    const again = await session.call('book_table', { table_id: 'T1', guest: 'Zoë' });
+    expect(again.result).to.deep.include({ success: false });
+    const end = await session.finish(scenario.checklist ?? []);
+    expect(end.checks!.results.map(r => r.passed)).to.deep.equal([true, true]);
+    expect(end.checks!.reward).to.equal(1);
+    const bookings = (JSON.parse(end.stateJson!) as { bookings: Record<string, { guest: string; note: string }> }).bookings;
+    expect(Object.values(bookings).map(b => [b.guest, b.note])).to.deep.include(['李雷', '靠窗 🍵']);
+  });
+
+  it('the same checks on an episode that did nothing give 0, and init_config given as a string builds the same state', async () => {
+    const env = (await store.getDoc('py', 'env', 'env_7_rl'))!;
+    const scenario = (await store.getDoc('py', 'scenario', 'env_7_rl-task_2'))!;
+    const session = await sandbox.openSession(codeOf(env), scenario.initialState, LIMITS);
+    const end = await session.finish(scenario.checklist ?? []);
+    expect(end.checks!.reward).to.equal(0);
+    const score = await scoreFinalState(sandbox, scenario, JSON.parse(end.stateJson!), LIMITS);
+    expect(score.reward).to.equal(0);
+  });
+
+  it('an SFT scenario (unscored) runs its environment; its reward is null with UNSCORED', async () => {
+    const env = (await store.getDoc('py', 'env', 'env_2_sft'))!;
+    const scenario = (await store.getDoc('py', 'scenario', 'env_2_sft-task_1'))!;
+    const session = await sandbox.openSession(codeOf(env), scenario.initialState, LIMITS);
+    const found = await session.call('find_book', { title: 'petit prince' });
+    expect((found.result as { data: { book_id: string }[] }).data.map(b => b.book_id)).to.deep.equal(['K1']);
+    expect((await session.call('lend_book', { book_id: 'K1', member: 'Zoë' })).result).to.deep.include({ success: true });
+    const end = await session.finish(scenario.checklist ?? []);
+    const score = await scoreFinalState(sandbox, scenario, JSON.parse(end.stateJson!), LIMITS, null, end.checks);
+    expect(score.reward).to.equal(null);
+    expect(score.checksError).to.match(/^UNSCORED/);
+  });
+});
