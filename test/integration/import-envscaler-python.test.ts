@@ -4,6 +4,9 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import type { AppConfig } from '../../config/index.js';
+import { runOptionsFrom, submitRollouts } from '../../queues/submit.js';
+import { parseModelScript } from '../../src/model-server/index.js';
+import type { Trajectory } from '../../src/rollouts/types.js';
 import { findEnvscalerFiles, importEnvscaler } from '../../src/importers/envscaler.js';
 import { scoreFinalState } from '../../src/rollouts/score.js';
 import type { RunOptions } from '../../src/runs/options.js';
@@ -14,7 +17,7 @@ import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/li
 import { createPythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type SandboxRunner } from '../../src/sandbox/runner.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
-import { dropPrefix, requireRedis, testConfig } from '../helpers/integration.js';
+import { dropPrefix, requireRedis, testConfig, useFleet } from '../helpers/integration.js';
 
 const FIXTURES = new URL('../fixtures/envscaler/', import.meta.url).pathname;
 const LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, callDeadlineMs: 2_000, createDeadlineMs: 10_000, checkDeadlineMs: 2_000 };
@@ -95,5 +98,46 @@ describe('envfleet import envscaler: the imported documents in the Python runtim
     const score = await scoreFinalState(sandbox, scenario, JSON.parse(end.stateJson!), LIMITS, null, end.checks);
     expect(score.reward).to.equal(null);
     expect(score.checksError).to.match(/^UNSCORED/);
+  });
+});
+
+/** A scripted policy for the imported tea house and library (non-conversational mode). */
+const POLICY = parseModelScript({
+  rules: [
+    { name: 'book', stage: 'rollout.policy', matchLast: '^user: Book table T1 for 李雷', respond: { toolCalls: [{ name: 'book_table', arguments: { table_id: 'T1', guest: '李雷', note: '靠窗 🍵' } }] } },
+    { name: 'booked', stage: 'rollout.policy', matchLast: '^tool: .*booked T1', respond: { content: 'Booked T1 for 李雷.' } },
+    { name: 'lend', stage: 'rollout.policy', matchLast: '^user: Lend « Le Petit Prince »', respond: { toolCalls: [{ name: 'lend_book', arguments: { book_id: 'K1', member: 'Zoë' } }] } },
+    { name: 'lent', stage: 'rollout.policy', matchLast: '^tool: .*"lent"', respond: { content: 'Lent.' } },
+    { name: 'give-up', stage: 'rollout.policy', matchLast: '^user: Cancel booking B0', respond: { content: 'I cannot do that.' } },
+  ],
+});
+
+describe('envfleet rollouts on an imported EnvScaler run (real workers, Python runtime, scripted policy)', function () {
+  this.timeout(300_000);
+  const fleet = useFleet();
+
+  it('episodes run in the Python environments; rewards come from the Python checks; the SFT scenario gets none', async () => {
+    const f = await fleet({ script: POLICY });
+    await importEnvscaler(f.store, { runId: 'es-roll', files: await findEnvscalerFiles(join(FIXTURES, 'github')), split: 'all' }, runOptionsFrom(f.config));
+    const r = await submitRollouts(f.config, f.redis, { runId: 'es-roll', samples: 1, modes: ['non-conversational'] });
+    expect(r.scenarios).to.equal(3);
+    await f.waitForRun('es-roll');
+    const byScenario = new Map<string, Trajectory>();
+    for (const id of await f.store.listDocIds('es-roll', 'trajectory')) {
+      const t = (await f.store.getDoc('es-roll', 'trajectory', id)) as Trajectory;
+      byScenario.set(t.scenarioId, t);
+    }
+    const booked = byScenario.get('env_7_rl-task_1')!;
+    expect(booked.steps.map(s => [s.tool, s.runtimeError ?? null])).to.deep.equal([['book_table', null]]);
+    expect(booked.reward).to.equal(1);
+    expect(booked.solved).to.equal(true);
+    const finalState = (typeof booked.finalState === 'string' ? JSON.parse(booked.finalState) : booked.finalState) as { bookings: Record<string, { guest: string; note: string }> };
+    expect(Object.values(finalState.bookings).map(b => b.note)).to.include('靠窗 🍵');
+    const gaveUp = byScenario.get('env_7_rl-task_2')!;
+    expect(gaveUp.reward).to.equal(0);
+    const sft = byScenario.get('env_2_sft-task_1')!;
+    expect(sft.steps.map(s => s.tool)).to.deep.equal(['lend_book']);
+    expect(sft.reward).to.equal(null);
+    expect(sft.checksError).to.match(/^UNSCORED/);
   });
 });
