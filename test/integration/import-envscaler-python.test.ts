@@ -1,3 +1,4 @@
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -7,6 +8,9 @@ import type { AppConfig } from '../../config/index.js';
 import { runOptionsFrom, submitRollouts } from '../../queues/submit.js';
 import { parseModelScript } from '../../src/model-server/index.js';
 import type { Trajectory } from '../../src/rollouts/types.js';
+import { exportRun } from '../../src/datasets/export.js';
+import { loadExportScenarioSource } from '../../src/env-server/file-source.js';
+import { createSessionRegistry } from '../../src/env-server/sessions.js';
 import { findEnvscalerFiles, importEnvscaler } from '../../src/importers/envscaler.js';
 import { scoreFinalState } from '../../src/rollouts/score.js';
 import type { RunOptions } from '../../src/runs/options.js';
@@ -85,6 +89,21 @@ describe('envfleet import envscaler: the imported documents in the Python runtim
     expect(end.checks!.reward).to.equal(0);
     const score = await scoreFinalState(sandbox, scenario, JSON.parse(end.stateJson!), LIMITS);
     expect(score.reward).to.equal(0);
+  });
+
+  it('envfleet serve on the export files: a session on an imported scenario, a tool call, the reward from its Python checks', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-import-serve-'));
+    try {
+      await exportRun(store, 'py', dir, { formats: [] });
+      const loaded = await loadExportScenarioSource({ environments: join(dir, 'environments.jsonl'), scenarios: join(dir, 'scenarios.jsonl') }, LIMITS);
+      const registry = createSessionRegistry({ sandbox, scenarios: loaded.source }, { maxSessions: 2, idleTimeoutMs: 0 });
+      const session = await registry.open('env_7_rl-task_1');
+      expect(session.task).to.equal('Book table T1 for 李雷 with the note 靠窗 🍵.');
+      expect((await registry.call(session.id, 'book_table', { table_id: 'T1', guest: '李雷', note: '靠窗' })).runtimeError).to.equal(undefined);
+      expect(await registry.finish(session.id)).to.include({ reward: 1, solved: true, checksError: null });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('an SFT scenario (unscored) runs its environment; its reward is null with UNSCORED', async () => {
