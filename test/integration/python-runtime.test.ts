@@ -454,6 +454,36 @@ class Env:
     });
   });
 
+  describe('review fixes (one interpreter per test)', () => {
+    const single = (opts: Partial<Parameters<typeof createPythonSandboxRunner>[0]> = {}) =>
+      createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: HEAP_MB, logger: pino({ level: 'silent' }), ...opts });
+    const PING = 'class Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def ping(self):\n        self.n += 1\n        return self.n\n';
+
+    it('makes time.sleep virtual: it advances the session clock at once, refuses a negative length, and a bystander survives time.sleep(30)', async () => {
+      const r = single();
+      try {
+        const code = python(PING + '    def nap(self, secs=30):\n        import time\n        a = time.time()\n        time.sleep(secs)\n        return time.time() - a\n    def neg(self):\n        import time\n        time.sleep(-1)\n', ['ping', 'nap', 'neg']);
+        const bystander = await r.openSession(code, {}, LIMITS);
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 1 });
+        const s = await r.openSession(code, {}, LIMITS);
+        const t0 = performance.now();
+        expect(await s.call('nap', {})).to.deep.include({ result: 30 });
+        expect(performance.now() - t0).to.be.below(900);
+        const neg = await s.call('neg', {});
+        expect(neg).to.deep.include({ runtimeError: 'TOOL_THREW' });
+        expect((neg.result as { error: string }).error).to.match(/ValueError: sleep length must be non-negative/);
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 2 });
+        // The clock moved by 30 s + 1 s per call in the sleeping session only.
+        const clock = python('import time\nclass Env:\n    def __init__(self, c=None):\n        pass\n    def now(self):\n        return time.time()\n    def nap(self):\n        time.sleep(30)\n        return time.time()\n', ['now', 'nap']);
+        const c = await r.openSession(clock, {}, LIMITS);
+        expect(await c.call('nap', {})).to.deep.include({ result: 1735689600 + 1 + 30 });
+        expect(await c.call('now', {})).to.deep.include({ result: 1735689600 + 2 + 30 });
+      } finally {
+        await r.close();
+      }
+    });
+  });
+
   describe('the memory snapshot cache', () => {
     let dir: string;
     before(() => {

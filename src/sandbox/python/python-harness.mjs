@@ -96,6 +96,22 @@ _time.gmtime = lambda secs=None: _orig_gmtime(_now() if secs is None else secs)
 _time.ctime = lambda secs=None: _orig_ctime(_now() if secs is None else secs)
 _time.strftime = lambda fmt, t=None: _orig_strftime(fmt, _orig_localtime(_now()) if t is None else t)
 
+def _sleep(secs):
+    """Virtual: advances the session's clock by secs and returns at once (no real time passes)."""
+    if not isinstance(secs, (int, float)):
+        raise TypeError("'%s' object cannot be interpreted as an integer" % type(secs).__name__)
+    secs = float(secs)
+    if secs != secs:
+        raise ValueError('Invalid value NaN (not a number)')
+    if secs < 0:
+        raise ValueError('sleep length must be non-negative')
+    s = _CURRENT[0]
+    if s is not None:
+        s.clock += float(secs)
+    return None
+_sleep.__name__ = _sleep.__qualname__ = 'sleep'
+_time.sleep = _sleep
+
 class _FixedDate(_real_date):
     __slots__ = ()
     @classmethod
@@ -357,7 +373,7 @@ def drop(sid):
         s.inst = None
         if _RNG_OWNER[0] is s:
             _RNG_OWNER[0] = None
-    intact = (_sys.meta_path[:1] == [_BLOCKER] and _uuid.uuid4 is _UUID4 and _time.time is _TIME and _random.Random.seed is _seed
+    intact = (_sys.meta_path[:1] == [_BLOCKER] and _uuid.uuid4 is _UUID4 and _time.time is _TIME and _time.sleep is _sleep and _random.Random.seed is _seed
               and _dt.datetime is _FixedDatetime and not any(n.split('.')[0] in BLOCKED_MODULES for n in _sys.modules))
     return '{"ok":true}' if intact else '{"ok":false}'
 
