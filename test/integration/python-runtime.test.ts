@@ -482,6 +482,27 @@ class Env:
         await r.close();
       }
     });
+    it('maps an interpreter crash (recursion past a raised recursion limit, os.system) to STACK_OVERFLOW / ENV_DISPOSED for the caller and ENV_DISPOSED for co-tenants; a fresh interpreter serves', async () => {
+      const r = single();
+      try {
+        const reach = "        B = [c for c in getattr(object, '__sub'+'classes__')() if c.__name__ == '_Blocker'][0]\n        G = getattr(B.find_spec, '__glo'+'bals__')\n";
+        const code = python(PING + '    def deep(self):\n' + reach + "        G['_sys'].setrecursionlimit(10**6)\n        def f(n):\n            return f(n + 1) + 1\n        return f(0)\n    def system(self):\n" + reach + "        return G['_os'].system('id')\n", ['ping', 'deep', 'system']);
+        for (const [method, code1] of [['deep', 'STACK_OVERFLOW'], ['system', 'ENV_DISPOSED']] as const) {
+          const bystander = await r.openSession(code, {}, LIMITS);
+          expect(await bystander.call('ping', {})).to.deep.include({ result: 1 });
+          const s = await r.openSession(code, {}, { ...LIMITS, callDeadlineMs: 20_000 });
+          const out = await s.call(method, {});
+          expect(out, method).to.deep.include({ runtimeError: code1 });
+          expect(await s.call('ping', {}), method).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+          expect(await bystander.call('ping', {}), method).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+          const fresh = await r.openSession(code, {}, LIMITS);
+          expect(await fresh.call('ping', {}), method).to.deep.include({ result: 1 });
+          await fresh.close();
+        }
+      } finally {
+        await r.close();
+      }
+    });
   });
 
   describe('the memory snapshot cache', () => {

@@ -73,7 +73,9 @@ class Interpreter {
       this.worker.once('exit', code => reject(new Error(`the interpreter thread exited (code ${code}) before it was ready`)));
     });
     this.worker.on('error', err => log('error', 'a Python interpreter thread failed', { interpreter: this.n, err: String(err) }));
-    this.worker.on('exit', () => this.lost({ code: 'SANDBOX_UNAVAILABLE', message: 'the Python interpreter thread ended' }));
+    // A thread that ends on its own (a fatal error that escaped the message handler) ends its sessions:
+    // ENV_DISPOSED, which rollouts treat as the end of the environment (SANDBOX_UNAVAILABLE is not).
+    this.worker.on('exit', () => this.lost({ code: 'ENV_DISPOSED', message: 'the Python interpreter thread ended (a fatal error); the environment is gone' }));
   }
 
   /** @param {string} fn @param {string[]} args @param {number} deadlineMs @returns {Promise<Answer>} */
@@ -109,7 +111,10 @@ class Interpreter {
     const job = this.running;
     this.running = null;
     this.heapBytes = answer.heapBytes;
-    if (answer.fatal) this.retiring = true;
+    if (answer.fatal) {
+      this.retiring = true;
+      log('error', 'a Python interpreter failed fatally; it is replaced and its other sessions end (ENV_DISPOSED)', { interpreter: this.n, answer: String(answer.text).slice(0, 700) });
+    }
     // A heap never shrinks: past the threshold (a memory bomb ends there) the interpreter is replaced once it is idle.
     if (answer.heapBytes > settings.recycleHeapMb * 1024 * 1024) this.retiring = true;
     // An interrupt that arrived after the code returned turns nothing into an error; one that was
@@ -125,7 +130,7 @@ class Interpreter {
     if (this.dead) return;
     const job = this.running;
     this.running = null;
-    if (job) job.resolve(lostAnswer(this.interrupted ? { code: 'DEADLINE_EXCEEDED', message: `the call ran past its deadline, did not stop at the interrupt (a loop that catches KeyboardInterrupt, or a long C-level operation) and its interpreter was terminated` } : { code: 'SANDBOX_UNAVAILABLE', message: 'the Python interpreter failed and was replaced' }));
+    if (job) job.resolve(lostAnswer(this.interrupted ? { code: 'DEADLINE_EXCEEDED', message: `the call ran past its deadline, did not stop at the interrupt (a loop that catches KeyboardInterrupt, or a long C-level operation) and its interpreter was terminated` } : { code: 'ENV_DISPOSED', message: 'the Python interpreter failed and was replaced' }));
     this.lost({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was recycled (another environment on it had to be stopped)' });
     void this.worker.terminate();
   }
@@ -257,7 +262,7 @@ async function handle(msg) {
     case 'call': {
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
-      if (s.lost) return { value: { result: { success: false, error: s.lost.message }, runtimeError: s.lost.code === 'ENV_DISPOSED' || ENDS.has(s.lost.code) ? 'ENV_DISPOSED' : s.lost.code, us: 0 } };
+      if (s.lost) return { value: { result: { success: false, error: s.lost.message }, runtimeError: 'ENV_DISPOSED', us: 0 } };
       const budgetLeftMs = s.limits.sessionCpuMs - s.cpuUs / 1000;
       const byBudget = budgetLeftMs < s.limits.callDeadlineMs;
       const a = await s.interp.run('call', [s.sid, msg.tool, msg.argsJson], Math.max(1, Math.min(s.limits.callDeadlineMs, budgetLeftMs)));
@@ -271,7 +276,7 @@ async function handle(msg) {
         return { value: { resultJson, us: a.us } };
       }
       let r = envelope(a.text);
-      if (a.exhausted && !('err' in r && r.err === 'MEMORY_EXCEEDED')) r = { err: 'MEMORY_EXCEEDED', message: 'the interpreter hit its memory cap during the call (the code caught the MemoryError)' };
+      if (a.exhausted && !a.fatal && !('err' in r && r.err === 'MEMORY_EXCEEDED')) r = { err: 'MEMORY_EXCEEDED', message: 'the interpreter hit its memory cap during the call (the code caught the MemoryError)' };
       if ('err' in r && r.err === 'DEADLINE_EXCEEDED' && byBudget) r = { err: 'CPU_BUDGET_EXCEEDED', message: `the session used up its CPU budget of ${s.limits.sessionCpuMs} ms` };
       if ('err' in r) {
         if (ENDS.has(r.err) || a.lost) endSession(s, { code: r.err, message: r.message });

@@ -106,6 +106,7 @@ if (data.makeSnapshot) {
   /** @type {Record<string, any>} */
   const fns = {};
   for (const name of ['create', 'call', 'state', 'finish', 'checks_context', 'check', 'drop']) fns[name] = ns.get(name);
+  const PythonError = pyodide.ffi.PythonError;
   const heapBytes = () => /** @type {any} */ (pyodide)._module?.HEAPU8?.byteLength ?? 0;
   port.on('message', (/** @type {{ id: number, fn: string, args: string[] }} */ msg) => {
     exhausted = false;
@@ -115,18 +116,36 @@ if (data.makeSnapshot) {
     try {
       text = String(fns[msg.fn](...msg.args));
     } catch (err) {
-      if (err instanceof pyodide.ffi.PythonError) {
+      // Once Pyodide has fatally failed, its API (pyodide.ffi included) throws on every access: only
+      // what was captured at load is used here, and every test is guarded.
+      let isPython = false;
+      let type = '';
+      try {
+        isPython = err instanceof PythonError;
+        if (isPython) type = String(/** @type {{ type: string }} */ (/** @type {unknown} */ (err)).type);
+      } catch {
+        isPython = false;
+      }
+      if (isPython) {
         // A Python exception outside the harness's own handlers (an interrupt that landed between the
         // tool's return and the harness's): the interpreter is sound.
-        const type = /** @type {{ type: string }} */ (/** @type {unknown} */ (err)).type;
         text = type === 'KeyboardInterrupt'
           ? JSON.stringify({ err: 'DEADLINE_EXCEEDED', message: 'the call ran past its deadline and was interrupted' })
-          : JSON.stringify({ err: type === 'MemoryError' ? 'MEMORY_EXCEEDED' : 'TOOL_THREW', message: `${type} in the sandbox harness` });
+          : type === 'RecursionError'
+            ? JSON.stringify({ err: 'STACK_OVERFLOW', message: 'the call recursed too deeply (RecursionError in the sandbox harness)' })
+            : JSON.stringify({ err: type === 'MemoryError' ? 'MEMORY_EXCEEDED' : 'TOOL_THREW', message: `${type} in the sandbox harness` });
       } else {
         // A JavaScript error out of Pyodide (a fatal error, a trap): the interpreter may be broken;
-        // the child replaces this thread.
-        fatal = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-        text = JSON.stringify({ err: 'SANDBOX_UNAVAILABLE', message: `the Python interpreter failed: ${fatal.slice(0, 500)}` });
+        // the child replaces this thread and its other sessions end with ENV_DISPOSED.
+        let what = 'unknown error';
+        try {
+          what = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+        } catch {
+          // An exotic throw value.
+        }
+        fatal = what;
+        const code = /call stack|stack overflow|recursion/i.test(what) ? 'STACK_OVERFLOW' : exhausted ? 'MEMORY_EXCEEDED' : 'ENV_DISPOSED';
+        text = JSON.stringify({ err: code, message: `the Python interpreter failed fatally and is replaced: ${what.slice(0, 500)}` });
       }
     }
     port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, fatal: fatal !== null, heapBytes: heapBytes() });
