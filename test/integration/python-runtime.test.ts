@@ -503,6 +503,26 @@ class Env:
         await r.close();
       }
     });
+    it('keeps sessions in one interpreter deterministic: uuid1 caches, the decimal context, calendar and csv settings are per session', async () => {
+      const r = single();
+      try {
+        const code = python('import uuid, random, decimal, calendar, csv\nclass Env:\n    def __init__(self, c=None):\n        self.ids = []\n    def new_id(self):\n        self.ids.append(str(uuid.uuid1()))\n        self.ids.append(random.Random().randint(0, 10**9))\n        self.ids.append(str(decimal.Decimal(1) / decimal.Decimal(7)))\n        self.ids.append(calendar.firstweekday())\n        self.ids.append(csv.field_size_limit())\n        self.ids.append(sorted(csv.list_dialects()))\n        return self.ids\n    def meddle(self):\n        decimal.getcontext().prec = 3\n        calendar.setfirstweekday(6)\n        csv.field_size_limit(10)\n        csv.register_dialect("mine", delimiter=";")\n        uuid.uuid1()\n        return True\n', ['new_id', 'meddle']);
+        const states: unknown[] = [];
+        for (let i = 0; i < 3; i++) {
+          const s = await r.openSession(code, {}, LIMITS);
+          await s.call('new_id', {});
+          states.push(await s.snapshot());
+          // A session that changes module settings and stays open while the next one runs.
+          const m = await r.openSession(code, {}, LIMITS);
+          expect(await m.call('meddle', {})).to.deep.include({ result: true });
+          await s.close();
+        }
+        expect(states[1]).to.deep.equal(states[0]);
+        expect(states[2]).to.deep.equal(states[0]);
+      } finally {
+        await r.close();
+      }
+    });
   });
 
   describe('the memory snapshot cache', () => {

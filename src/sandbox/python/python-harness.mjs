@@ -20,7 +20,7 @@ export const ALLOWED_IMPORTS = [
 export const HARNESS_PY = String.raw`
 import ast as _ast, builtins as _builtins, copy as _copy, dataclasses as _dataclasses, datetime as _dt
 import decimal as _decimal, enum as _enum, json as _json, os as _os, random as _random, sys as _sys
-import time as _time, types as _types, uuid as _uuid
+import time as _time, types as _types, uuid as _uuid, calendar as _calendar, csv as _csv
 
 ALLOWED_IMPORTS = frozenset(__ALLOWED__)
 # Attributes and names that only serve to walk the object graph or the interpreter's internals.
@@ -149,12 +149,56 @@ _os.urandom = _urandom
 _random._urandom = _urandom
 _uuid.uuid4 = lambda: _uuid.UUID(int=_session_rng().getrandbits(128), version=4)
 
+# uuid1 would use the C generator (real time, real MAC) and the MAC getters: the pure-Python path only,
+# whose node comes from os.urandom (the session's stream).
+_uuid._generate_time_safe = None
+_uuid._GETTERS = []
+
+# Module-level state of the allowed modules that changes results, kept per session and swapped in
+# with the session: uuid's caches (node, last timestamps), the decimal context, calendar's first
+# weekday, csv's field size limit and dialects. (random's global instance is swapped with rng_state.)
+_UUID_VARS = ('_node', '_last_timestamp', '_last_timestamp_v6', '_last_timestamp_v7', '_last_counter_v7')
+_DEC_TEMPLATE = _decimal.getcontext().copy()
+_CSV_LIMIT = _csv.field_size_limit()
+_CSV_DIALECTS = {n: _csv.get_dialect(n) for n in _csv.list_dialects()}
+
+def _fresh_module_state():
+    return {
+        'uuid': {k: (0 if k == '_last_counter_v7' else None) for k in _UUID_VARS if k in _uuid.__dict__},
+        'decimal': _DEC_TEMPLATE.copy(),
+        'firstweekday': 0,
+        'csv_limit': _CSV_LIMIT,
+        'csv_dialects': dict(_CSV_DIALECTS),
+    }
+
+def _save_module_state():
+    return {
+        'uuid': {k: _uuid.__dict__.get(k) for k in _UUID_VARS if k in _uuid.__dict__},
+        'decimal': _decimal.getcontext(),
+        'firstweekday': _calendar.firstweekday(),
+        'csv_limit': _csv.field_size_limit(),
+        'csv_dialects': {n: _csv.get_dialect(n) for n in _csv.list_dialects()},
+    }
+
+def _load_module_state(m):
+    for k, v in m['uuid'].items():
+        setattr(_uuid, k, v)
+    _decimal.setcontext(m['decimal'])
+    _calendar.setfirstweekday(m['firstweekday'])
+    _csv.field_size_limit(m['csv_limit'])
+    for n in _csv.list_dialects():
+        _csv.unregister_dialect(n)
+    for n, d in m['csv_dialects'].items():
+        _csv.register_dialect(n, d)
+
 def _enter(s):
     owner = _RNG_OWNER[0]
     if owner is not s:
         if owner is not None and not owner.dropped:
             owner.rng_state = _rnd.getstate()
+            owner.modstate = _save_module_state()
         _rnd.setstate(s.rng_state)
+        _load_module_state(s.modstate)
         _RNG_OWNER[0] = s
     _CURRENT[0] = s
 
@@ -211,7 +255,7 @@ def _limit_error(e):
 # --- sessions ------------------------------------------------------------------------------------
 
 class Session:
-    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped')
+    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate')
 
 SESSIONS = {}
 
@@ -224,6 +268,7 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
     s = Session()
     s.sid, s.inst, s.tools, s.final_state, s.dropped = sid, None, frozenset(_json.loads(tools_json)), None, False
     s.rng_state = _random.Random(seed).getstate()
+    s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(seed ^ 0x5DEECE66D)
     s.clock = EPOCH
     why = check_source(source, 'the environment source')
@@ -327,6 +372,7 @@ def checks_context(sid, final_json, initial_json):
     s = Session()
     s.sid, s.inst, s.tools, s.dropped = sid, None, frozenset(), False
     s.rng_state = _random.Random(0).getstate()
+    s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(1)
     s.clock = EPOCH
     try:
