@@ -523,6 +523,22 @@ class Env:
         await r.close();
       }
     });
+    it('measures the initial state against the state cap in UTF-8 bytes, not characters', async () => {
+      const r = single();
+      try {
+        const code = python(PING, ['ping']);
+        const limits = { ...LIMITS, maxStateBytes: 1000 };
+        // {"n":0,"s":"<400 emoji>"}: 414 characters of JSON, 1614 bytes.
+        const err = await rejection(r.openSession(code, { s: '\u{1F600}'.repeat(400) }, limits));
+        expect(err).to.have.property('code', 'STATE_TOO_LARGE');
+        expect((err as Error).message).to.match(/1614 bytes/);
+        const ok = await r.openSession(code, { s: '\u{1F600}'.repeat(200) }, limits);
+        expect(await ok.call('ping', {})).to.deep.include({ result: 1 });
+        await ok.close();
+      } finally {
+        await r.close();
+      }
+    });
   });
 
   describe('the memory snapshot cache', () => {

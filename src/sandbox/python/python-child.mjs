@@ -255,7 +255,7 @@ async function handle(msg) {
       if (r.ok > msg.limits.maxStateBytes) {
         endSession(s, { code: 'ENV_DISPOSED', message: 'closed' });
         sessions.delete(sid);
-        return { error: { code: 'STATE_TOO_LARGE', message: `the initial state is ${r.ok} characters of JSON, more than the state cap of ${msg.limits.maxStateBytes} bytes` } };
+        return { error: { code: 'STATE_TOO_LARGE', message: `the initial state is ${r.ok} bytes of JSON, more than the state cap of ${msg.limits.maxStateBytes}` } };
       }
       return { value: { sid, createUs: a.us } };
     }

@@ -309,7 +309,7 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
         except BaseException as e:
             return _limit_error(e) or _err('STATE_INVALID', 'the instance state cannot be copied: ' + _describe(e))
         SESSIONS[sid] = s
-        return _json.dumps({'ok': len(text)})
+        return _json.dumps({'ok': len(text.encode('utf-8', 'surrogatepass'))})  # UTF-8 bytes, as the caps count
     finally:
         _leave()
 
