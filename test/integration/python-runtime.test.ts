@@ -1,4 +1,5 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -568,6 +569,38 @@ class Env:
         expect(await s2.snapshot()).to.deep.equal(state1);
       } finally {
         await second.close();
+      }
+    });
+
+    it('replaces a damaged cached snapshot (truncated, garbage, valid trailer but unloadable) instead of failing every start', async () => {
+      const source = (await runner.started()).snapshotFile!;
+      const name = source.split('/').at(-1)!;
+      const full = readFileSync(source);
+      const body = full.subarray(0, full.byteLength - 48);
+      // A file whose trailer is right but whose snapshot Pyodide cannot load.
+      const junk = Buffer.alloc(1 << 20, 7);
+      const trailer = Buffer.alloc(48);
+      trailer.write('EFSNAP01', 0, 'latin1');
+      trailer.writeBigUInt64LE(BigInt(junk.byteLength), 8);
+      createHash('sha256').update(junk).digest().copy(trailer, 16);
+      const damaged: Record<string, Buffer> = { truncate: full.subarray(0, full.byteLength >> 1), garbage: Buffer.alloc(1000, 7), untrailed: body, unloadable: Buffer.concat([junk, trailer]) };
+      for (const [mode, bytes] of Object.entries(damaged)) {
+        const cache = join(dir, mode);
+        mkdirSync(cache, { recursive: true });
+        writeFileSync(join(cache, name), bytes);
+        for (let i = 0; i < 2; i++) {
+          const r = createPythonSandboxRunner({ snapshotDir: cache, interpreters: 1, heapMb: HEAP_MB, logger: pino({ level: 'silent' }) });
+          try {
+            expect(await r.started(), `${mode} ${i}`).to.include({ builtSnapshot: i === 0, fromSnapshot: true });
+            const s = await r.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+            expect(await s.call('echo', { text: mode }), mode).to.deep.include({ result: { success: true, data: { text: mode, length: mode.length } } });
+          } finally {
+            await r.close();
+          }
+        }
+        const replaced = readFileSync(join(cache, name));
+        expect(replaced.byteLength, mode).to.be.greaterThan(10 << 20);
+        expect(replaced.subarray(-48, -40).toString('latin1'), mode).to.equal('EFSNAP01');
       }
     });
   });

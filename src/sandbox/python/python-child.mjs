@@ -14,6 +14,7 @@
  * and sends `{type: 'snapshot', base64}` once when it built a snapshot, `{type: 'ready', ...}` when its
  * interpreters are up, and `{type: 'log', level, msg, data}` for the parent's logger.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
@@ -72,6 +73,8 @@ class Interpreter {
       this.worker.once('error', reject);
       this.worker.once('exit', code => reject(new Error(`the interpreter thread exited (code ${code}) before it was ready`)));
     });
+    // Handled here too: a start that failed terminates its other threads, whose `ready` then rejects unobserved.
+    this.ready.catch(() => undefined);
     this.worker.on('error', err => log('error', 'a Python interpreter thread failed', { interpreter: this.n, err: String(err) }));
     // A thread that ends on its own (a fatal error that escaped the message handler) ends its sessions:
     // ENV_DISPOSED, which rollouts treat as the end of the environment (SANDBOX_UNAVAILABLE is not).
@@ -379,31 +382,81 @@ async function buildSnapshot() {
   }
 }
 
+/**
+ * A cached snapshot file: the snapshot, then a 48-byte trailer (8 bytes "EFSNAP01", the snapshot's
+ * length as a 64-bit little-endian integer, its SHA-256), written by the parent (python-runner.ts).
+ * @param {string} file @returns {Uint8Array}
+ */
+function readSnapshotFile(file) {
+  const buf = readFileSync(file);
+  if (buf.byteLength < 48) throw new Error(`the file is ${buf.byteLength} bytes: too short for a snapshot`);
+  const body = buf.byteLength - 48;
+  const trailer = buf.subarray(body);
+  if (trailer.subarray(0, 8).toString('latin1') !== 'EFSNAP01') throw new Error('the file has no snapshot trailer (an older format or a damaged file)');
+  if (trailer.readBigUInt64LE(8) !== BigInt(body)) throw new Error(`the file's length (${body} bytes before the trailer) is not the recorded ${trailer.readBigUInt64LE(8)}`);
+  const digest = createHash('sha256').update(buf.subarray(0, body)).digest();
+  if (!digest.equals(trailer.subarray(16, 48))) throw new Error('the file\'s checksum does not match: it is damaged');
+  // A copy at offset 0: a Buffer may be a view at an unaligned offset, which Pyodide's loader refuses.
+  return new Uint8Array(buf.subarray(0, body));
+}
+
+/** Starts the interpreters; resolves with what `ready` reports. */
+async function startInterpreters() {
+  interpreters = Array.from({ length: settings.interpreters }, () => new Interpreter());
+  const started = performance.now();
+  try {
+    const infos = await Promise.all(interpreters.map(p => p.ready));
+    return { startMs: performance.now() - started, infos };
+  } catch (err) {
+    for (const p of interpreters) {
+      p.dead = true;
+      void p.worker.terminate();
+    }
+    interpreters = [];
+    throw err;
+  }
+}
+
 process.on('message', (/** @type {any} */ msg) => {
   if (msg.type === 'init') {
     settings = msg.settings;
+    let fromCache = false;
     if (msg.snapshotFile) {
       try {
-        // A copy at offset 0: a Buffer may be a view at an unaligned offset, which Pyodide's loader refuses.
-        snapshot = new Uint8Array(readFileSync(msg.snapshotFile));
+        snapshot = readSnapshotFile(msg.snapshotFile);
+        fromCache = true;
       } catch (err) {
-        log('warn', 'cannot read the cached Python memory snapshot; building a new one', { err: String(err) });
+        log('warn', 'the cached Python memory snapshot is unusable; building a new one', { err: String(err) });
+        send({ type: 'snapshotInvalid' });
       }
     }
     void (async () => {
       try {
-        let built = null;
-        if (!snapshot && msg.buildSnapshot) {
-          built = await buildSnapshot();
-          if (built) {
-            snapshot = built.bytes;
-            send({ type: 'snapshot', base64: Buffer.from(built.bytes.buffer, built.bytes.byteOffset, built.bytes.byteLength).toString('base64'), ms: built.ms });
+        const build = async () => {
+          if (!snapshot && msg.buildSnapshot) {
+            const built = await buildSnapshot();
+            if (built) {
+              snapshot = built.bytes;
+              send({ type: 'snapshot', base64: Buffer.from(built.bytes.buffer, built.bytes.byteOffset, built.bytes.byteLength).toString('base64'), ms: built.ms });
+            }
           }
+        };
+        await build();
+        let up;
+        try {
+          up = await startInterpreters();
+        } catch (err) {
+          if (!fromCache) throw err;
+          // A cached snapshot that passed its checksum but does not start (another build of Node or
+          // Pyodide wrote it, say): it is dropped, and the start is tried once more without it.
+          log('warn', 'the interpreters did not start from the cached Python memory snapshot; it is replaced', { err: String(err) });
+          send({ type: 'snapshotInvalid' });
+          snapshot = undefined;
+          fromCache = false;
+          await build();
+          up = await startInterpreters();
         }
-        interpreters = Array.from({ length: settings.interpreters }, () => new Interpreter());
-        const started = performance.now();
-        const infos = await Promise.all(interpreters.map(p => p.ready));
-        send({ type: 'ready', fromSnapshot: Boolean(snapshot), startMs: performance.now() - started, loadMs: infos.map(i => i.loadMs), heapBytes: infos.map(i => i.heapBytes) });
+        send({ type: 'ready', fromSnapshot: Boolean(snapshot), startMs: up.startMs, loadMs: up.infos.map(i => i.loadMs), heapBytes: up.infos.map(i => i.heapBytes) });
       } catch (err) {
         send({ type: 'failed', message: err instanceof Error ? err.message : String(err) });
       }
