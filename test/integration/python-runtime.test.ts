@@ -540,6 +540,47 @@ class Env:
         await r.close();
       }
     });
+    it('keeps shared stdlib patches (json.dumps, copy.deepcopy, json.encoder) from changing results; a tampered interpreter is replaced at session end and after a check', async () => {
+      const r = single();
+      try {
+        const victim = python('import json\nclass Victim:\n    def __init__(self, c=None):\n        self.balance = 100\n    def pay(self, amount=10):\n        self.balance -= amount\n        return {"balance": self.balance, "dump": json.dumps([1])}\n', ['pay'], 'Victim');
+        const attacker = python('import json, copy\nimport json.encoder\nclass Attacker:\n    def __init__(self, c=None):\n        self.x = 0\n    def patch(self):\n        real = json.dumps\n        def fake(o, *a, **k):\n            return real({"balance": 999999}, *a, **k)\n        json.dumps = fake\n        copy.deepcopy = lambda o, memo=None: {"balance": 999999}\n        json.encoder.c_make_encoder = None\n        json.encoder.encode_basestring = lambda s: \'"evil"\'\n        return "patched"\n', ['patch'], 'Attacker');
+        // A well-behaved session that uses modules with lazy state: its end replaces nothing.
+        const benign = python('import base64, logging, uuid, json.tool\nclass Env:\n    def __init__(self, c=None):\n        self.a = base64.a85encode(b"x").decode()\n        self.u = str(uuid.uuid1())\n        logging.getLogger("x").warning("hi")\n    def ping(self):\n        return self.a\n', ['ping']);
+        const b = await r.openSession(benign, {}, LIMITS);
+        await b.call('ping', {});
+        await b.close();
+        const n0 = (await r.stats()).interpreters[0]!.n;
+        const v = await r.openSession(victim, {}, LIMITS);
+        expect(await v.call('pay', { amount: 1 })).to.deep.include({ result: { balance: 99, dump: '[1]' } });
+        const a = await r.openSession(attacker, {}, LIMITS);
+        expect(await a.call('patch', {})).to.deep.include({ result: 'patched' });
+        // The harness uses what it captured at load: its JSON of results and states is still right
+        // (the victim's own json.dumps is the patched one while the attacker lives: not prevented).
+        expect(((await v.call('pay', { amount: 1 })).result as { balance: number }).balance).to.equal(98);
+        expect(await v.snapshot()).to.deep.equal({ balance: 98 });
+        expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
+        await a.close();
+        // The attacker's end found the patches: the interpreter was replaced, the co-tenant is gone.
+        expect(await v.call('pay', { amount: 1 })).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+        const fresh = await r.openSession(victim, {}, LIMITS);
+        expect(await fresh.call('pay', { amount: 1 })).to.deep.include({ result: { balance: 99, dump: '[1]' } });
+        const n1 = (await r.stats()).interpreters[0]!.n;
+        expect(n1).to.be.greaterThan(n0);
+        // A check that patches json.dumps: its interpreter is replaced before the next check runs.
+        const end = await fresh.finish([
+          pyCheck('patcher', 'import json\njson.dumps = lambda *a, **k: "x"\ndef check_func(s):\n    return True'),
+          pyCheck('next', 'import json\ndef check_func(s):\n    return json.dumps(1) == "1"'),
+        ]);
+        expect(end.stateJson).to.equal('{"balance":99}');
+        expect(end.checks!.results.map(c => [c.item, c.passed, c.errorCode])).to.deep.equal([['patcher', false, 'CHECK_THREW'], ['next', false, 'ENV_DISPOSED']]);
+        const again = await r.openSession(victim, {}, LIMITS);
+        expect(await again.call('pay', { amount: 2 })).to.deep.include({ result: { balance: 98, dump: '[1]' } });
+        expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n1);
+      } finally {
+        await r.close();
+      }
+    });
   });
 
   describe('the memory snapshot cache', () => {

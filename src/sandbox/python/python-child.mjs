@@ -218,19 +218,26 @@ function endSession(s, why) {
 }
 
 /**
- * Forgets a session in its interpreter. An interpreter whose harness was tampered with (its import
- * blocker removed, the clock or uuid4 replaced: Python code can do that through the object graph) is
- * replaced once its other sessions end.
+ * Forgets a session in its interpreter. An interpreter whose shared state was tampered with (its
+ * import blocker removed, the clock or uuid4 replaced, a name of a stdlib module, of builtins or of the
+ * harness rebound, added or removed: Python code can do that) is terminated and replaced at once; its
+ * other sessions end with ENV_DISPOSED.
  * @param {Interpreter} interp @param {string} sid
  */
 async function drop(interp, sid) {
   const a = await interp.run('drop', [sid], 1000);
   const r = envelope(a.text);
-  if (!a.lost && !('err' in r) && r.ok === false && !interp.retiring) {
-    interp.retiring = true;
-    log('warn', 'a Python environment tampered with its interpreter; it is replaced once its other sessions end', { interpreter: interp.n });
-  }
+  if (!a.lost && !('err' in r)) tamperCheck(interp, r.ok);
   interp.maybeRetire();
+}
+
+/** @param {Interpreter} interp @param {unknown} changed what the harness found changed ([]: nothing) */
+function tamperCheck(interp, changed) {
+  if (!Array.isArray(changed) || changed.length === 0 || interp.dead) return false;
+  log('warn', 'Python code tampered with its interpreter\'s shared modules; the interpreter is replaced and its other sessions end', { interpreter: interp.n, changed });
+  interp.lost({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was replaced: another environment on it tampered with shared modules' });
+  void interp.worker.terminate();
+  return true;
 }
 
 /** Ends with an error when the environment was lost or the answer is a limit (which disposes it). */
@@ -356,6 +363,14 @@ async function runChecks(interp, sid, checks, limits) {
     const r = envelope(a.text);
     if ('err' in r) results.push({ item: c.item, passed: false, error: r.message, errorCode: r.err });
     else results.push({ item: c.item, passed: r.ok === true });
+    // A check that rebinds a shared name (json.dumps, say) would change the checks after it and other sessions.
+    if (!a.lost) {
+      const t = await interp.run('tamper_report', [], 1000);
+      // The answer is the list of what changed (or an error envelope, which is not a list).
+      if (!t.lost && tamperCheck(interp, envelope(t.text))) {
+        results[results.length - 1] = { item: c.item, passed: false, error: 'the check tampered with shared modules; its interpreter was replaced', errorCode: 'CHECK_THREW' };
+      }
+    }
   }
   const passed = results.filter(r => r.passed).length;
   return { results, reward: results.length ? passed / results.length : 0, solved: results.length > 0 && passed === results.length };

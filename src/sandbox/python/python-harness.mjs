@@ -210,9 +210,24 @@ def _leave():
 class NotJson(Exception):
     pass
 
+# Private references, taken before any environment code runs: an environment or a check that rebinds
+# json.dumps, copy.deepcopy or a global of json.encoder changes nothing the harness computes.
+_deepcopy = _copy.deepcopy
+import json.decoder as _json_decoder, json.encoder as _json_encoder
+_loads = _json_decoder.JSONDecoder().decode
+_c_make_encoder = _json_encoder.c_make_encoder
+_encode_basestring = _json_encoder.encode_basestring
+_PyEncoder = _json_encoder.JSONEncoder
+
+def _encode(o):
+    """Canonical JSON through the C encoder captured at load (no module global is looked up per call)."""
+    if _c_make_encoder is not None:
+        return ''.join(_c_make_encoder({}, _default, _encode_basestring, None, ':', ',', True, False, False)(o, 0))
+    return _PyEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(',', ':'), default=_default).encode(o)
+
 def _default(o):
     if isinstance(o, (set, frozenset)):
-        items = [(_json.dumps(x, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(',', ':'), default=_default), x) for x in o]
+        items = [(_encode(x), x) for x in o]
         items.sort(key=lambda p: p[0])
         return [x for _, x in items]
     if isinstance(o, (_real_datetime, _real_date, _real_time_cls)):
@@ -228,14 +243,14 @@ def _default(o):
 def canonical(o):
     """JSON text: keys sorted, tuples as lists, sets as sorted lists, date/datetime/time as ISO 8601 strings."""
     try:
-        return _json.dumps(o, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(',', ':'), default=_default)
+        return _encode(o)
     except NotJson:
         raise
     except (TypeError, ValueError) as e:
         raise NotJson(str(e))
 
 def _err(code, message):
-    return _json.dumps({'err': code, 'message': message}, ensure_ascii=False)
+    return _encode({'err': code, 'message': message})
 
 def _describe(e):
     text = str(e)
@@ -266,7 +281,7 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
     """Loads the class in a module of its own and builds the instance the EnvScaler way; returns the envelope."""
     seed = int(seed_hex, 16)
     s = Session()
-    s.sid, s.inst, s.tools, s.final_state, s.dropped = sid, None, frozenset(_json.loads(tools_json)), None, False
+    s.sid, s.inst, s.tools, s.final_state, s.dropped = sid, None, frozenset(_loads(tools_json)), None, False
     s.rng_state = _random.Random(seed).getstate()
     s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(seed ^ 0x5DEECE66D)
@@ -275,7 +290,7 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
     if why:
         return _err('SOURCE_LOAD_FAILED', why)
     try:
-        config = _json.loads(config_json)
+        config = _loads(config_json)
     except ValueError as e:
         return _err('STATE_INVALID', 'the initial state is not JSON: %s' % e)
     if not isinstance(config, dict):
@@ -291,7 +306,7 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
         if not isinstance(cls, type):
             return _err('CLASS_MISSING', 'the source defines no class named %s' % class_name)
         try:
-            cfg = _copy.deepcopy(config)
+            cfg = _deepcopy(config)
             try:
                 inst = cls(cfg if cfg else {})
             except TypeError:
@@ -302,14 +317,14 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
             return _limit_error(e) or _err('CONSTRUCTOR_FAILED', 'constructing %s failed: %s' % (class_name, _describe(e)))
         s.inst = inst
         try:
-            s.initial_state = _copy.deepcopy(_state_of(inst))
+            s.initial_state = _deepcopy(_state_of(inst))
             text = canonical(s.initial_state)
         except NotJson as e:
             return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
         except BaseException as e:
             return _limit_error(e) or _err('STATE_INVALID', 'the instance state cannot be copied: ' + _describe(e))
         SESSIONS[sid] = s
-        return _json.dumps({'ok': len(text.encode('utf-8', 'surrogatepass'))})  # UTF-8 bytes, as the caps count
+        return _encode({'ok': len(text.encode('utf-8', 'surrogatepass'))})  # UTF-8 bytes, as the caps count
     finally:
         _leave()
 
@@ -322,7 +337,7 @@ def call(sid, tool, args_json):
     method = getattr(type(s.inst), tool, None)
     if method is None or not callable(method):
         return _err('UNKNOWN_TOOL', 'the class has no method "%s" (the tool is advertised but not implemented)' % tool)
-    args = _json.loads(args_json)
+    args = _loads(args_json)
     _enter(s)
     s.clock += 1.0
     try:
@@ -358,7 +373,7 @@ def finish(sid):
     try:
         live = _state_of(s.inst)
         text = canonical(live)
-        s.final_state = _copy.deepcopy(live)
+        s.final_state = _deepcopy(live)
     except NotJson as e:
         return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
     except BaseException as e:
@@ -376,8 +391,8 @@ def checks_context(sid, final_json, initial_json):
     s.aux_rng = _random.Random(1)
     s.clock = EPOCH
     try:
-        s.final_state = _json.loads(final_json)
-        s.initial_state = _json.loads(initial_json)
+        s.final_state = _loads(final_json)
+        s.initial_state = _loads(initial_json)
     except ValueError as e:
         return _err('STATE_INVALID', 'a state is not JSON: %s' % e)
     SESSIONS[sid] = s
@@ -393,7 +408,7 @@ def check(sid, source):
         return _err('CHECK_INVALID', why)
     _enter(s)
     try:
-        g = {'__builtins__': _builtins, 'initial_state': _copy.deepcopy(s.initial_state)}
+        g = {'__builtins__': _builtins, 'initial_state': _deepcopy(s.initial_state)}
         try:
             exec(compile(source, '<check>', 'exec'), g)
         except BaseException as e:
@@ -402,7 +417,7 @@ def check(sid, source):
         if not callable(fn):
             return _err('CHECK_INVALID', 'the check defines no function check_func(final_state)')
         try:
-            result = fn(_copy.deepcopy(s.final_state))
+            result = fn(_deepcopy(s.final_state))
         except BaseException as e:
             return _limit_error(e) or _err('CHECK_THREW', _describe(e))
         if type(result) is not bool:
@@ -412,16 +427,24 @@ def check(sid, source):
         _leave()
 
 def drop(sid):
-    """Forgets a session; answers whether the interpreter still looks intact (false: the child replaces it once idle)."""
+    """Forgets a session; answers what was tampered with in the interpreter ([]: nothing; else the child replaces it at once)."""
     s = SESSIONS.pop(sid, None)
     if s is not None:
         s.dropped = True
         s.inst = None
         if _RNG_OWNER[0] is s:
             _RNG_OWNER[0] = None
-    intact = (_sys.meta_path[:1] == [_BLOCKER] and _uuid.uuid4 is _UUID4 and _time.time is _TIME and _time.sleep is _sleep and _random.Random.seed is _seed
-              and _dt.datetime is _FixedDatetime and not any(n.split('.')[0] in BLOCKED_MODULES for n in _sys.modules))
-    return '{"ok":true}' if intact else '{"ok":false}'
+    return '{"ok":' + tamper_report() + '}'
+
+def tamper_report():
+    """'[]' when the interpreter looks intact, else a JSON list of what changed."""
+    changed = []
+    if not (_sys.meta_path[:1] == [_BLOCKER] and _uuid.uuid4 is _UUID4 and _time.time is _TIME and _time.sleep is _sleep and _random.Random.seed is _seed
+            and _dt.datetime is _FixedDatetime):
+        changed.append('the harness hooks (import blocker, clock, uuid4, random seeding) were changed')
+    if any(n.split('.')[0] in BLOCKED_MODULES for n in _sys.modules):
+        changed.append('a blocked module was imported')
+    return _encode(changed + _loads(integrity()))
 
 # --- the route back to the host: removed ---------------------------------------------------------
 
@@ -433,4 +456,57 @@ for _name in list(_sys.modules):
     if _name.split('.')[0] in BLOCKED_MODULES:
         del _sys.modules[_name]
 _os.environ.clear()
+
+# --- tamper detection: a shallow identity snapshot of the shared modules ----------------------------
+# Every allowed module (imported now, with their submodules), os, builtins and this harness's own
+# globals: each name's value by identity, and the set of names. integrity() compares; any rebinding,
+# added or removed name retires the interpreter (python-child.mjs). Not caught: changes inside a value
+# (a class attribute of a stdlib class, an entry of a module-level dict or list).
+for _n in ALLOWED_IMPORTS:
+    __import__(_n)
+import base64 as _base64
+_base64.a85encode(b''); _base64.b85encode(b''); _base64.b85decode(b'')  # fill their lazy module-level tables now
+_IGNORED_KEYS = frozenset(['__warningregistry__'])
+_SWAPPED = {'uuid': frozenset(_UUID_VARS)}  # swapped per session by _enter
+
+def _watched():
+    out = {n: m for n, m in list(_sys.modules.items()) if isinstance(m, _types.ModuleType) and n.split('.')[0] in ALLOWED_IMPORTS}
+    out['builtins'] = _builtins
+    out['os'] = _os
+    return out
+
+_BASELINE = {n: (m, dict(m.__dict__)) for n, m in _watched().items()}
+_HARNESS = globals()
+
+def _diff(name, cur, base, skip):
+    out = []
+    for k, v in base.items():
+        if k in skip or k in _IGNORED_KEYS:
+            continue
+        if k not in cur:
+            out.append('%s.%s removed' % (name, k))
+        elif cur[k] is not v:
+            out.append('%s.%s rebound' % (name, k))
+    if len(out) < 10:
+        for k in cur:
+            if k in base or k in _IGNORED_KEYS:
+                continue
+            v = cur[k]
+            # A submodule imported later is bound on its parent: not a change.
+            if isinstance(v, _types.ModuleType) and _sys.modules.get(name + '.' + k) is v:
+                continue
+            out.append('%s.%s added' % (name, k))
+    return out
+
+def integrity():
+    """'[]' when every watched module, builtins and the harness are as at load; else what changed."""
+    changed = []
+    for name, (m, base) in _BASELINE.items():
+        if name != 'builtins' and _sys.modules.get(name) is not m:
+            changed.append('sys.modules[%r] replaced' % name)
+        changed.extend(_diff(name, m.__dict__, base, _SWAPPED.get(name, ())))
+    changed.extend(_diff('<harness>', _HARNESS, _HARNESS_BASE, frozenset(['_HARNESS_BASE'])))
+    return _encode(changed[:20])
+
+_HARNESS_BASE = dict(globals())
 `.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS));

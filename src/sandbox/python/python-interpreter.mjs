@@ -105,7 +105,7 @@ if (data.makeSnapshot) {
   pyodide.runPython(HARNESS_PY, { globals: ns });
   /** @type {Record<string, any>} */
   const fns = {};
-  for (const name of ['create', 'call', 'state', 'finish', 'checks_context', 'check', 'drop']) fns[name] = ns.get(name);
+  for (const name of ['create', 'call', 'state', 'finish', 'checks_context', 'check', 'drop', 'tamper_report']) fns[name] = ns.get(name);
   const PythonError = pyodide.ffi.PythonError;
   const heapBytes = () => /** @type {any} */ (pyodide)._module?.HEAPU8?.byteLength ?? 0;
   port.on('message', (/** @type {{ id: number, fn: string, args: string[] }} */ msg) => {
