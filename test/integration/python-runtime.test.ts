@@ -547,10 +547,14 @@ class Env:
         const attacker = python('import json, copy\nimport json.encoder\nclass Attacker:\n    def __init__(self, c=None):\n        self.x = 0\n    def patch(self):\n        real = json.dumps\n        def fake(o, *a, **k):\n            return real({"balance": 999999}, *a, **k)\n        json.dumps = fake\n        copy.deepcopy = lambda o, memo=None: {"balance": 999999}\n        json.encoder.c_make_encoder = None\n        json.encoder.encode_basestring = lambda s: \'"evil"\'\n        return "patched"\n', ['patch'], 'Attacker');
         // A well-behaved session that uses modules with lazy state: its end replaces nothing.
         const benign = python('import base64, logging, uuid, json.tool\nclass Env:\n    def __init__(self, c=None):\n        self.a = base64.a85encode(b"x").decode()\n        self.u = str(uuid.uuid1())\n        logging.getLogger("x").warning("hi")\n    def ping(self):\n        return self.a\n', ['ping']);
+        await r.started();
+        const nStart = (await r.stats()).interpreters[0]!.n;
         const b = await r.openSession(benign, {}, LIMITS);
         await b.call('ping', {});
-        await b.close();
+        const passing = await b.finish([pyCheck('ok', 'import json\ndef check_func(s):\n    return True'), pyCheck('ok2', 'def check_func(s):\n    return True')]);
+        expect(passing.checks!.results.map(c => c.passed)).to.deep.equal([true, true]);
         const n0 = (await r.stats()).interpreters[0]!.n;
+        expect(n0).to.equal(nStart);
         const v = await r.openSession(victim, {}, LIMITS);
         expect(await v.call('pay', { amount: 1 })).to.deep.include({ result: { balance: 99, dump: '[1]' } });
         const a = await r.openSession(attacker, {}, LIMITS);
@@ -577,6 +581,32 @@ class Env:
         const again = await r.openSession(victim, {}, LIMITS);
         expect(await again.call('pay', { amount: 2 })).to.deep.include({ result: { balance: 98, dump: '[1]' } });
         expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n1);
+      } finally {
+        await r.close();
+      }
+    });
+    it('counts files in the in-memory filesystem toward the recycle threshold and empties /tmp when the last session of the interpreter ends', async () => {
+      const r = single({ recycleHeapMb: 120 });
+      try {
+        const code = python('class Env:\n    def __init__(self, c=None):\n        pass\n    def write(self, text):\n        with open("/tmp/db.txt", "w") as f:\n            f.write(text)\n        return True\n    def read(self):\n        try:\n            with open("/tmp/db.txt") as f:\n                return f.read()\n        except FileNotFoundError:\n            return None\n    def fill(self, mb):\n        with open("/tmp/blob", "wb") as f:\n            f.write(b"a" * (mb << 20))\n        return True\n', ['write', 'read', 'fill']);
+        const a = await r.openSession(code, {}, LIMITS);
+        const c = await r.openSession(code, {}, LIMITS);
+        expect(await a.call('write', { text: 'rollout A' })).to.deep.include({ result: true });
+        await a.close();
+        // Shared with the co-tenant while it lives (documented).
+        expect(await c.call('read', {})).to.deep.include({ result: 'rollout A' });
+        await c.close();
+        const d = await r.openSession(code, {}, LIMITS);
+        expect(await d.call('read', {})).to.deep.include({ result: null });
+        const n0 = (await r.stats()).interpreters[0]!.n;
+        expect(await d.call('fill', { mb: 100 })).to.deep.include({ result: true });
+        const st = (await r.stats()).interpreters[0]!;
+        expect(st.fsBytes).to.be.at.least(100 << 20);
+        expect(st.retiring).to.equal(true);
+        await d.close();
+        const e = await r.openSession(code, {}, LIMITS);
+        expect(await e.call('read', {})).to.deep.include({ result: null });
+        expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n0);
       } finally {
         await r.close();
       }

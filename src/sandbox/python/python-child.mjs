@@ -51,6 +51,7 @@ class Interpreter {
     this.retiring = false;
     this.dead = false;
     this.heapBytes = 0;
+    this.fsBytes = 0;
     this.jobSeq = 0;
     /** @type {NodeJS.Timeout | undefined} */ this.interruptTimer = undefined;
     /** @type {NodeJS.Timeout | undefined} */ this.killTimer = undefined;
@@ -119,7 +120,9 @@ class Interpreter {
       log('error', 'a Python interpreter failed fatally; it is replaced and its other sessions end (ENV_DISPOSED)', { interpreter: this.n, answer: String(answer.text).slice(0, 700) });
     }
     // A heap never shrinks: past the threshold (a memory bomb ends there) the interpreter is replaced once it is idle.
-    if (answer.heapBytes > settings.recycleHeapMb * 1024 * 1024) this.retiring = true;
+    // Files in the in-memory filesystem live outside the heap: they count toward the threshold too.
+    this.fsBytes = answer.fsBytes ?? 0;
+    if (answer.heapBytes + this.fsBytes > settings.recycleHeapMb * 1024 * 1024) this.retiring = true;
     // An interrupt that arrived after the code returned turns nothing into an error; one that was
     // answered as KeyboardInterrupt is DEADLINE_EXCEEDED already.
     job?.resolve(answer);
@@ -228,6 +231,8 @@ async function drop(interp, sid) {
   const a = await interp.run('drop', [sid], 1000);
   const r = envelope(a.text);
   if (!a.lost && !('err' in r)) tamperCheck(interp, r.ok);
+  // The writable folders (/tmp, home) are shared by the interpreter's sessions: emptied when its last one ends.
+  if (!interp.dead && !interp.retiring && interp.sessions.size === 0) await interp.run('clear_fs', [], 5000);
   interp.maybeRetire();
 }
 
@@ -479,7 +484,7 @@ process.on('message', (/** @type {any} */ msg) => {
     return;
   }
   if (msg.op === 'stats') {
-    send({ id: msg.id, ok: true, value: { interpreters: interpreters.map(p => ({ n: p.n, sessions: p.sessions.size, heapBytes: p.heapBytes, retiring: p.retiring })), rssBytes: process.memoryUsage().rss } });
+    send({ id: msg.id, ok: true, value: { interpreters: interpreters.map(p => ({ n: p.n, sessions: p.sessions.size, heapBytes: p.heapBytes, fsBytes: p.fsBytes, retiring: p.retiring })), rssBytes: process.memoryUsage().rss } });
     return;
   }
   handle(msg).then(

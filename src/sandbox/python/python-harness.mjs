@@ -489,7 +489,7 @@ def _diff(name, cur, base, skip):
             out.append('%s.%s rebound' % (name, k))
     if len(out) < 10:
         for k in cur:
-            if k in base or k in _IGNORED_KEYS:
+            if k in base or k in skip or k in _IGNORED_KEYS:
                 continue
             v = cur[k]
             # A submodule imported later is bound on its parent: not a change.

@@ -108,6 +108,63 @@ if (data.makeSnapshot) {
   for (const name of ['create', 'call', 'state', 'finish', 'checks_context', 'check', 'drop', 'tamper_report']) fns[name] = ns.get(name);
   const PythonError = pyodide.ffi.PythonError;
   const heapBytes = () => /** @type {any} */ (pyodide)._module?.HEAPU8?.byteLength ?? 0;
+  // The in-memory filesystem keeps file contents in JavaScript arrays, outside the capped heap: its
+  // bytes (all of it but /dev and /proc, less what was there at load) count toward the recycle
+  // threshold, and the writable folders are emptied when the interpreter's last session ends.
+  const FS = /** @type {any} */ (pyodide).FS;
+  const fsBytesUnder = (/** @type {string} */ path, depth = 0) => {
+    let total = 0;
+    let names;
+    try {
+      names = FS.readdir(path);
+    } catch {
+      return 0;
+    }
+    for (const name of names) {
+      if (name === '.' || name === '..') continue;
+      const child = path === '/' ? `/${name}` : `${path}/${name}`;
+      if (child === '/dev' || child === '/proc') continue;
+      try {
+        const st = FS.lstat(child);
+        if (FS.isDir(st.mode)) {
+          if (depth < 64) total += fsBytesUnder(child, depth + 1);
+        } else total += st.size;
+      } catch {
+        // Vanished or unreadable.
+      }
+    }
+    return total;
+  };
+  const fsBase = fsBytesUnder('/');
+  const fsBytes = () => Math.max(0, fsBytesUnder('/') - fsBase);
+  const WRITABLE = ['/tmp', '/home/pyodide'];
+  const clearFs = () => {
+    const rm = (/** @type {string} */ path) => {
+      const st = FS.lstat(path);
+      if (FS.isDir(st.mode)) {
+        for (const name of FS.readdir(path)) if (name !== '.' && name !== '..') rm(`${path}/${name}`);
+        FS.rmdir(path);
+      } else FS.unlink(path);
+    };
+    for (const dir of WRITABLE) {
+      let names = [];
+      try {
+        names = FS.readdir(dir);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        if (name === '.' || name === '..') continue;
+        try {
+          rm(`${dir}/${name}`);
+        } catch {
+          // Best effort.
+        }
+      }
+    }
+    return '{"ok":true}';
+  };
+  fns.clear_fs = clearFs;
   port.on('message', (/** @type {{ id: number, fn: string, args: string[] }} */ msg) => {
     exhausted = false;
     const t0 = performance.now();
@@ -148,7 +205,15 @@ if (data.makeSnapshot) {
         text = JSON.stringify({ err: code, message: `the Python interpreter failed fatally and is replaced: ${what.slice(0, 500)}` });
       }
     }
-    port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, fatal: fatal !== null, heapBytes: heapBytes() });
+    let fs = 0;
+    if (fatal === null) {
+      try {
+        fs = fsBytes();
+      } catch {
+        // The filesystem is unreadable: counted as nothing.
+      }
+    }
+    port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, fatal: fatal !== null, heapBytes: heapBytes(), fsBytes: fs });
   });
   port.postMessage({ ready: true, loadMs, heapBytes: heapBytes(), fromSnapshot: Boolean(data.snapshot) });
 }

@@ -51,7 +51,7 @@ export interface PythonStartInfo {
 }
 
 export interface PythonRuntimeStats {
-  readonly interpreters: readonly { readonly n: number; readonly sessions: number; readonly heapBytes: number; readonly retiring: boolean }[];
+  readonly interpreters: readonly { readonly n: number; readonly sessions: number; readonly heapBytes: number; readonly fsBytes: number; readonly retiring: boolean }[];
   readonly rssBytes: number;
 }
 
