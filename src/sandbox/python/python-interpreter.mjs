@@ -147,7 +147,8 @@ if (data.makeSnapshot) {
       } else FS.unlink(path);
     };
     for (const dir of WRITABLE) {
-      let names = [];
+      /** @type {string[]} */
+      let names;
       try {
         names = FS.readdir(dir);
       } catch {
@@ -164,7 +165,7 @@ if (data.makeSnapshot) {
     }
     return '{"ok":true}';
   };
-  fns.clear_fs = clearFs;
+  fns['clear_fs'] = clearFs;
   let fsCheckedAt = 0;
   let lastFsBytes = 0;
   port.on('message', (/** @type {{ id: number, fn: string, args: string[] }} */ msg) => {
@@ -177,7 +178,7 @@ if (data.makeSnapshot) {
     } catch (err) {
       // Once Pyodide has fatally failed, its API (pyodide.ffi included) throws on every access: only
       // what was captured at load is used here, and every test is guarded.
-      let isPython = false;
+      let isPython;
       let type = '';
       try {
         isPython = err instanceof PythonError;
