@@ -312,6 +312,10 @@ function checkSandboxRoom(e: EnvSchema): void {
 
 /** The snapshot folder must be a folder when it exists (it is created on first use otherwise). */
 function checkSnapshotDir(dir: string): string {
+  const abs = resolve(dir);
+  if (/^\/(proc|sys)(\/|$)/.test(abs)) {
+    throw new ConfigError(`ENVFLEET_PYTHON_SNAPSHOT_DIR=${dir}: /proc and /sys are kernel interfaces, not storage. Point it at a folder envfleet may write to (it is created if missing), or unset it.`);
+  }
   let stats;
   try {
     stats = statSync(dir);

@@ -1,4 +1,5 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -454,6 +455,167 @@ class Env:
     });
   });
 
+  describe('review fixes (one interpreter per test)', () => {
+    const single = (opts: Partial<Parameters<typeof createPythonSandboxRunner>[0]> = {}) =>
+      createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: HEAP_MB, logger: pino({ level: 'silent' }), ...opts });
+    const PING = 'class Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def ping(self):\n        self.n += 1\n        return self.n\n';
+
+    it('makes time.sleep virtual: it advances the session clock at once, refuses a negative length, and a bystander survives time.sleep(30)', async () => {
+      const r = single();
+      try {
+        const code = python(PING + '    def nap(self, secs=30):\n        import time\n        a = time.time()\n        time.sleep(secs)\n        return time.time() - a\n    def neg(self):\n        import time\n        time.sleep(-1)\n', ['ping', 'nap', 'neg']);
+        const bystander = await r.openSession(code, {}, LIMITS);
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 1 });
+        const s = await r.openSession(code, {}, LIMITS);
+        const t0 = performance.now();
+        expect(await s.call('nap', {})).to.deep.include({ result: 30 });
+        expect(performance.now() - t0).to.be.below(900);
+        const neg = await s.call('neg', {});
+        expect(neg).to.deep.include({ runtimeError: 'TOOL_THREW' });
+        expect((neg.result as { error: string }).error).to.match(/ValueError: sleep length must be non-negative/);
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 2 });
+        // The clock moved by 30 s + 1 s per call in the sleeping session only.
+        const clock = python('import time\nclass Env:\n    def __init__(self, c=None):\n        pass\n    def now(self):\n        return time.time()\n    def nap(self):\n        time.sleep(30)\n        return time.time()\n', ['now', 'nap']);
+        const c = await r.openSession(clock, {}, LIMITS);
+        expect(await c.call('nap', {})).to.deep.include({ result: 1735689600 + 1 + 30 });
+        expect(await c.call('now', {})).to.deep.include({ result: 1735689600 + 2 + 30 });
+      } finally {
+        await r.close();
+      }
+    });
+    it('maps an interpreter crash (recursion past a raised recursion limit, os.system) to STACK_OVERFLOW / ENV_DISPOSED for the caller and ENV_DISPOSED for co-tenants; a fresh interpreter serves', async () => {
+      const r = single();
+      try {
+        const reach = "        B = [c for c in getattr(object, '__sub'+'classes__')() if c.__name__ == '_Blocker'][0]\n        G = getattr(B.find_spec, '__glo'+'bals__')\n";
+        const code = python(PING + '    def deep(self):\n' + reach + "        G['_sys'].setrecursionlimit(10**6)\n        def f(n):\n            return f(n + 1) + 1\n        return f(0)\n    def system(self):\n" + reach + "        return G['_os'].system('id')\n", ['ping', 'deep', 'system']);
+        for (const [method, code1] of [['deep', 'STACK_OVERFLOW'], ['system', 'ENV_DISPOSED']] as const) {
+          const bystander = await r.openSession(code, {}, LIMITS);
+          expect(await bystander.call('ping', {})).to.deep.include({ result: 1 });
+          const s = await r.openSession(code, {}, { ...LIMITS, callDeadlineMs: 20_000 });
+          const out = await s.call(method, {});
+          expect(out, method).to.deep.include({ runtimeError: code1 });
+          expect(await s.call('ping', {}), method).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+          expect(await bystander.call('ping', {}), method).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+          const fresh = await r.openSession(code, {}, LIMITS);
+          expect(await fresh.call('ping', {}), method).to.deep.include({ result: 1 });
+          await fresh.close();
+        }
+      } finally {
+        await r.close();
+      }
+    });
+    it('keeps sessions in one interpreter deterministic: uuid1 caches, the decimal context, calendar and csv settings are per session', async () => {
+      const r = single();
+      try {
+        const code = python('import uuid, random, decimal, calendar, csv\nclass Env:\n    def __init__(self, c=None):\n        self.ids = []\n    def new_id(self):\n        self.ids.append(str(uuid.uuid1()))\n        self.ids.append(random.Random().randint(0, 10**9))\n        self.ids.append(str(decimal.Decimal(1) / decimal.Decimal(7)))\n        self.ids.append(calendar.firstweekday())\n        self.ids.append(csv.field_size_limit())\n        self.ids.append(sorted(csv.list_dialects()))\n        return self.ids\n    def meddle(self):\n        decimal.getcontext().prec = 3\n        calendar.setfirstweekday(6)\n        csv.field_size_limit(10)\n        csv.register_dialect("mine", delimiter=";")\n        uuid.uuid1()\n        return True\n', ['new_id', 'meddle']);
+        const states: unknown[] = [];
+        for (let i = 0; i < 3; i++) {
+          const s = await r.openSession(code, {}, LIMITS);
+          await s.call('new_id', {});
+          states.push(await s.snapshot());
+          // A session that changes module settings and stays open while the next one runs.
+          const m = await r.openSession(code, {}, LIMITS);
+          expect(await m.call('meddle', {})).to.deep.include({ result: true });
+          await s.close();
+        }
+        expect(states[1]).to.deep.equal(states[0]);
+        expect(states[2]).to.deep.equal(states[0]);
+      } finally {
+        await r.close();
+      }
+    });
+    it('measures the initial state against the state cap in UTF-8 bytes, not characters', async () => {
+      const r = single();
+      try {
+        const code = python(PING, ['ping']);
+        const limits = { ...LIMITS, maxStateBytes: 1000 };
+        // {"n":0,"s":"<400 emoji>"}: 414 characters of JSON, 1614 bytes.
+        const err = await rejection(r.openSession(code, { s: '\u{1F600}'.repeat(400) }, limits));
+        expect(err).to.have.property('code', 'STATE_TOO_LARGE');
+        expect((err as Error).message).to.match(/1614 bytes/);
+        const ok = await r.openSession(code, { s: '\u{1F600}'.repeat(200) }, limits);
+        expect(await ok.call('ping', {})).to.deep.include({ result: 1 });
+        await ok.close();
+      } finally {
+        await r.close();
+      }
+    });
+    it('keeps shared stdlib patches (json.dumps, copy.deepcopy, json.encoder) from changing results; a tampered interpreter is replaced at session end and after a check', async () => {
+      const r = single();
+      try {
+        const victim = python('import json\nclass Victim:\n    def __init__(self, c=None):\n        self.balance = 100\n    def pay(self, amount=10):\n        self.balance -= amount\n        return {"balance": self.balance, "dump": json.dumps([1])}\n', ['pay'], 'Victim');
+        const attacker = python('import json, copy\nimport json.encoder\nclass Attacker:\n    def __init__(self, c=None):\n        self.x = 0\n    def patch(self):\n        real = json.dumps\n        def fake(o, *a, **k):\n            return real({"balance": 999999}, *a, **k)\n        json.dumps = fake\n        copy.deepcopy = lambda o, memo=None: {"balance": 999999}\n        json.encoder.c_make_encoder = None\n        json.encoder.encode_basestring = lambda s: \'"evil"\'\n        return "patched"\n', ['patch'], 'Attacker');
+        // A well-behaved session that uses modules with lazy state: its end replaces nothing.
+        const benign = python('import base64, logging, uuid, json.tool\nclass Env:\n    def __init__(self, c=None):\n        self.a = base64.a85encode(b"x").decode()\n        self.u = str(uuid.uuid1())\n        logging.getLogger("x").warning("hi")\n    def ping(self):\n        return self.a\n', ['ping']);
+        await r.started();
+        const nStart = (await r.stats()).interpreters[0]!.n;
+        const b = await r.openSession(benign, {}, LIMITS);
+        await b.call('ping', {});
+        const passing = await b.finish([pyCheck('ok', 'import json\ndef check_func(s):\n    return True'), pyCheck('ok2', 'def check_func(s):\n    return True')]);
+        expect(passing.checks!.results.map(c => c.passed)).to.deep.equal([true, true]);
+        const n0 = (await r.stats()).interpreters[0]!.n;
+        expect(n0).to.equal(nStart);
+        const v = await r.openSession(victim, {}, LIMITS);
+        expect(await v.call('pay', { amount: 1 })).to.deep.include({ result: { balance: 99, dump: '[1]' } });
+        const a = await r.openSession(attacker, {}, LIMITS);
+        expect(await a.call('patch', {})).to.deep.include({ result: 'patched' });
+        // The harness uses what it captured at load: its JSON of results and states is still right
+        // (the victim's own json.dumps is the patched one while the attacker lives: not prevented).
+        expect(((await v.call('pay', { amount: 1 })).result as { balance: number }).balance).to.equal(98);
+        expect(await v.snapshot()).to.deep.equal({ balance: 98 });
+        expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
+        await a.close();
+        // The attacker's end found the patches: the interpreter was replaced, the co-tenant is gone.
+        expect(await v.call('pay', { amount: 1 })).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+        const fresh = await r.openSession(victim, {}, LIMITS);
+        expect(await fresh.call('pay', { amount: 1 })).to.deep.include({ result: { balance: 99, dump: '[1]' } });
+        const n1 = (await r.stats()).interpreters[0]!.n;
+        expect(n1).to.be.greaterThan(n0);
+        // A check that patches json.dumps: its interpreter is replaced before the next check runs.
+        const end = await fresh.finish([
+          pyCheck('patcher', 'import json\njson.dumps = lambda *a, **k: "x"\ndef check_func(s):\n    return True'),
+          pyCheck('next', 'import json\ndef check_func(s):\n    return json.dumps(1) == "1"'),
+        ]);
+        expect(end.stateJson).to.equal('{"balance":99}');
+        expect(end.checks!.results.map(c => [c.item, c.passed, c.errorCode])).to.deep.equal([['patcher', false, 'CHECK_THREW'], ['next', false, 'ENV_DISPOSED']]);
+        const again = await r.openSession(victim, {}, LIMITS);
+        expect(await again.call('pay', { amount: 2 })).to.deep.include({ result: { balance: 98, dump: '[1]' } });
+        expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n1);
+      } finally {
+        await r.close();
+      }
+    });
+    it('counts files in the in-memory filesystem toward the recycle threshold and empties /tmp when the last session of the interpreter ends', async () => {
+      const r = single({ recycleHeapMb: 120 });
+      try {
+        const code = python('class Env:\n    def __init__(self, c=None):\n        pass\n    def write(self, text):\n        with open("/tmp/db.txt", "w") as f:\n            f.write(text)\n        return True\n    def read(self):\n        try:\n            with open("/tmp/db.txt") as f:\n                return f.read()\n        except FileNotFoundError:\n            return None\n    def fill(self, mb):\n        with open("/tmp/blob", "wb") as f:\n            f.write(b"a" * (mb << 20))\n        return True\n', ['write', 'read', 'fill']);
+        const a = await r.openSession(code, {}, LIMITS);
+        const c = await r.openSession(code, {}, LIMITS);
+        expect(await a.call('write', { text: 'rollout A' })).to.deep.include({ result: true });
+        await a.close();
+        // Shared with the co-tenant while it lives (documented).
+        expect(await c.call('read', {})).to.deep.include({ result: 'rollout A' });
+        await c.close();
+        const d = await r.openSession(code, {}, LIMITS);
+        expect(await d.call('read', {})).to.deep.include({ result: null });
+        const n0 = (await r.stats()).interpreters[0]!.n;
+        expect(await d.call('fill', { mb: 100 })).to.deep.include({ result: true });
+        // The filesystem is measured at most every 250 ms (and at every session end).
+        await new Promise(resolve => setTimeout(resolve, 300));
+        await d.call('read', {});
+        const st = (await r.stats()).interpreters[0]!;
+        expect(st.fsBytes).to.be.at.least(100 << 20);
+        expect(st.retiring).to.equal(true);
+        await d.close();
+        const e = await r.openSession(code, {}, LIMITS);
+        expect(await e.call('read', {})).to.deep.include({ result: null });
+        expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n0);
+      } finally {
+        await r.close();
+      }
+    });
+  });
+
   describe('the memory snapshot cache', () => {
     let dir: string;
     before(() => {
@@ -481,6 +643,38 @@ class Env:
         expect(await s2.snapshot()).to.deep.equal(state1);
       } finally {
         await second.close();
+      }
+    });
+
+    it('replaces a damaged cached snapshot (truncated, garbage, valid trailer but unloadable) instead of failing every start', async () => {
+      const source = (await runner.started()).snapshotFile!;
+      const name = source.split('/').at(-1)!;
+      const full = readFileSync(source);
+      const body = full.subarray(0, full.byteLength - 48);
+      // A file whose trailer is right but whose snapshot Pyodide cannot load.
+      const junk = Buffer.alloc(1 << 20, 7);
+      const trailer = Buffer.alloc(48);
+      trailer.write('EFSNAP01', 0, 'latin1');
+      trailer.writeBigUInt64LE(BigInt(junk.byteLength), 8);
+      createHash('sha256').update(junk).digest().copy(trailer, 16);
+      const damaged: Record<string, Buffer> = { truncate: full.subarray(0, full.byteLength >> 1), garbage: Buffer.alloc(1000, 7), untrailed: body, unloadable: Buffer.concat([junk, trailer]) };
+      for (const [mode, bytes] of Object.entries(damaged)) {
+        const cache = join(dir, mode);
+        mkdirSync(cache, { recursive: true });
+        writeFileSync(join(cache, name), bytes);
+        for (let i = 0; i < 2; i++) {
+          const r = createPythonSandboxRunner({ snapshotDir: cache, interpreters: 1, heapMb: HEAP_MB, logger: pino({ level: 'silent' }) });
+          try {
+            expect(await r.started(), `${mode} ${i}`).to.include({ builtSnapshot: i === 0, fromSnapshot: true });
+            const s = await r.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+            expect(await s.call('echo', { text: mode }), mode).to.deep.include({ result: { success: true, data: { text: mode, length: mode.length } } });
+          } finally {
+            await r.close();
+          }
+        }
+        const replaced = readFileSync(join(cache, name));
+        expect(replaced.byteLength, mode).to.be.greaterThan(10 << 20);
+        expect(replaced.subarray(-48, -40).toString('latin1'), mode).to.equal('EFSNAP01');
       }
     });
   });

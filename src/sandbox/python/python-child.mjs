@@ -14,6 +14,7 @@
  * and sends `{type: 'snapshot', base64}` once when it built a snapshot, `{type: 'ready', ...}` when its
  * interpreters are up, and `{type: 'log', level, msg, data}` for the parent's logger.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
@@ -50,6 +51,7 @@ class Interpreter {
     this.retiring = false;
     this.dead = false;
     this.heapBytes = 0;
+    this.fsBytes = 0;
     this.jobSeq = 0;
     /** @type {NodeJS.Timeout | undefined} */ this.interruptTimer = undefined;
     /** @type {NodeJS.Timeout | undefined} */ this.killTimer = undefined;
@@ -72,8 +74,12 @@ class Interpreter {
       this.worker.once('error', reject);
       this.worker.once('exit', code => reject(new Error(`the interpreter thread exited (code ${code}) before it was ready`)));
     });
+    // Handled here too: a start that failed terminates its other threads, whose `ready` then rejects unobserved.
+    this.ready.catch(() => undefined);
     this.worker.on('error', err => log('error', 'a Python interpreter thread failed', { interpreter: this.n, err: String(err) }));
-    this.worker.on('exit', () => this.lost({ code: 'SANDBOX_UNAVAILABLE', message: 'the Python interpreter thread ended' }));
+    // A thread that ends on its own (a fatal error that escaped the message handler) ends its sessions:
+    // ENV_DISPOSED, which rollouts treat as the end of the environment (SANDBOX_UNAVAILABLE is not).
+    this.worker.on('exit', () => this.lost({ code: 'ENV_DISPOSED', message: 'the Python interpreter thread ended (a fatal error); the environment is gone' }));
   }
 
   /** @param {string} fn @param {string[]} args @param {number} deadlineMs @returns {Promise<Answer>} */
@@ -109,9 +115,14 @@ class Interpreter {
     const job = this.running;
     this.running = null;
     this.heapBytes = answer.heapBytes;
-    if (answer.fatal) this.retiring = true;
+    if (answer.fatal) {
+      this.retiring = true;
+      log('error', 'a Python interpreter failed fatally; it is replaced and its other sessions end (ENV_DISPOSED)', { interpreter: this.n, answer: String(answer.text).slice(0, 700) });
+    }
     // A heap never shrinks: past the threshold (a memory bomb ends there) the interpreter is replaced once it is idle.
-    if (answer.heapBytes > settings.recycleHeapMb * 1024 * 1024) this.retiring = true;
+    // Files in the in-memory filesystem live outside the heap: they count toward the threshold too.
+    this.fsBytes = answer.fsBytes ?? 0;
+    if (answer.heapBytes + this.fsBytes > settings.recycleHeapMb * 1024 * 1024) this.retiring = true;
     // An interrupt that arrived after the code returned turns nothing into an error; one that was
     // answered as KeyboardInterrupt is DEADLINE_EXCEEDED already.
     job?.resolve(answer);
@@ -125,7 +136,7 @@ class Interpreter {
     if (this.dead) return;
     const job = this.running;
     this.running = null;
-    if (job) job.resolve(lostAnswer(this.interrupted ? { code: 'DEADLINE_EXCEEDED', message: `the call ran past its deadline, did not stop at the interrupt (a loop that catches KeyboardInterrupt, or a long C-level operation) and its interpreter was terminated` } : { code: 'SANDBOX_UNAVAILABLE', message: 'the Python interpreter failed and was replaced' }));
+    if (job) job.resolve(lostAnswer(this.interrupted ? { code: 'DEADLINE_EXCEEDED', message: `the call ran past its deadline, did not stop at the interrupt (a loop that catches KeyboardInterrupt, or a long C-level operation) and its interpreter was terminated` } : { code: 'ENV_DISPOSED', message: 'the Python interpreter failed and was replaced' }));
     this.lost({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was recycled (another environment on it had to be stopped)' });
     void this.worker.terminate();
   }
@@ -210,19 +221,28 @@ function endSession(s, why) {
 }
 
 /**
- * Forgets a session in its interpreter. An interpreter whose harness was tampered with (its import
- * blocker removed, the clock or uuid4 replaced: Python code can do that through the object graph) is
- * replaced once its other sessions end.
+ * Forgets a session in its interpreter. An interpreter whose shared state was tampered with (its
+ * import blocker removed, the clock or uuid4 replaced, a name of a stdlib module, of builtins or of the
+ * harness rebound, added or removed: Python code can do that) is terminated and replaced at once; its
+ * other sessions end with ENV_DISPOSED.
  * @param {Interpreter} interp @param {string} sid
  */
 async function drop(interp, sid) {
   const a = await interp.run('drop', [sid], 1000);
   const r = envelope(a.text);
-  if (!a.lost && !('err' in r) && r.ok === false && !interp.retiring) {
-    interp.retiring = true;
-    log('warn', 'a Python environment tampered with its interpreter; it is replaced once its other sessions end', { interpreter: interp.n });
-  }
+  if (!a.lost && !('err' in r)) tamperCheck(interp, r.ok);
+  // The writable folders (/tmp, home) are shared by the interpreter's sessions: emptied when its last one ends.
+  if (!interp.dead && !interp.retiring && interp.sessions.size === 0) await interp.run('clear_fs', [], 5000);
   interp.maybeRetire();
+}
+
+/** @param {Interpreter} interp @param {unknown} changed what the harness found changed ([]: nothing) */
+function tamperCheck(interp, changed) {
+  if (!Array.isArray(changed) || changed.length === 0 || interp.dead) return false;
+  log('warn', 'Python code tampered with its interpreter\'s shared modules; the interpreter is replaced and its other sessions end', { interpreter: interp.n, changed });
+  interp.lost({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was replaced: another environment on it tampered with shared modules' });
+  void interp.worker.terminate();
+  return true;
 }
 
 /** Ends with an error when the environment was lost or the answer is a limit (which disposes it). */
@@ -250,14 +270,14 @@ async function handle(msg) {
       if (r.ok > msg.limits.maxStateBytes) {
         endSession(s, { code: 'ENV_DISPOSED', message: 'closed' });
         sessions.delete(sid);
-        return { error: { code: 'STATE_TOO_LARGE', message: `the initial state is ${r.ok} characters of JSON, more than the state cap of ${msg.limits.maxStateBytes} bytes` } };
+        return { error: { code: 'STATE_TOO_LARGE', message: `the initial state is ${r.ok} bytes of JSON, more than the state cap of ${msg.limits.maxStateBytes}` } };
       }
       return { value: { sid, createUs: a.us } };
     }
     case 'call': {
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
-      if (s.lost) return { value: { result: { success: false, error: s.lost.message }, runtimeError: s.lost.code === 'ENV_DISPOSED' || ENDS.has(s.lost.code) ? 'ENV_DISPOSED' : s.lost.code, us: 0 } };
+      if (s.lost) return { value: { result: { success: false, error: s.lost.message }, runtimeError: 'ENV_DISPOSED', us: 0 } };
       const budgetLeftMs = s.limits.sessionCpuMs - s.cpuUs / 1000;
       const byBudget = budgetLeftMs < s.limits.callDeadlineMs;
       const a = await s.interp.run('call', [s.sid, msg.tool, msg.argsJson], Math.max(1, Math.min(s.limits.callDeadlineMs, budgetLeftMs)));
@@ -271,7 +291,7 @@ async function handle(msg) {
         return { value: { resultJson, us: a.us } };
       }
       let r = envelope(a.text);
-      if (a.exhausted && !('err' in r && r.err === 'MEMORY_EXCEEDED')) r = { err: 'MEMORY_EXCEEDED', message: 'the interpreter hit its memory cap during the call (the code caught the MemoryError)' };
+      if (a.exhausted && !a.fatal && !('err' in r && r.err === 'MEMORY_EXCEEDED')) r = { err: 'MEMORY_EXCEEDED', message: 'the interpreter hit its memory cap during the call (the code caught the MemoryError)' };
       if ('err' in r && r.err === 'DEADLINE_EXCEEDED' && byBudget) r = { err: 'CPU_BUDGET_EXCEEDED', message: `the session used up its CPU budget of ${s.limits.sessionCpuMs} ms` };
       if ('err' in r) {
         if (ENDS.has(r.err) || a.lost) endSession(s, { code: r.err, message: r.message });
@@ -348,6 +368,14 @@ async function runChecks(interp, sid, checks, limits) {
     const r = envelope(a.text);
     if ('err' in r) results.push({ item: c.item, passed: false, error: r.message, errorCode: r.err });
     else results.push({ item: c.item, passed: r.ok === true });
+    // A check that rebinds a shared name (json.dumps, say) would change the checks after it and other sessions.
+    if (!a.lost) {
+      const t = await interp.run('tamper_report', [], 1000);
+      // The answer is the list of what changed (or an error envelope, which is not a list).
+      if (!t.lost && tamperCheck(interp, envelope(t.text))) {
+        results[results.length - 1] = { item: c.item, passed: false, error: 'the check tampered with shared modules; its interpreter was replaced', errorCode: 'CHECK_THREW' };
+      }
+    }
   }
   const passed = results.filter(r => r.passed).length;
   return { results, reward: results.length ? passed / results.length : 0, solved: results.length > 0 && passed === results.length };
@@ -374,31 +402,81 @@ async function buildSnapshot() {
   }
 }
 
+/**
+ * A cached snapshot file: the snapshot, then a 48-byte trailer (8 bytes "EFSNAP01", the snapshot's
+ * length as a 64-bit little-endian integer, its SHA-256), written by the parent (python-runner.ts).
+ * @param {string} file @returns {Uint8Array}
+ */
+function readSnapshotFile(file) {
+  const buf = readFileSync(file);
+  if (buf.byteLength < 48) throw new Error(`the file is ${buf.byteLength} bytes: too short for a snapshot`);
+  const body = buf.byteLength - 48;
+  const trailer = buf.subarray(body);
+  if (trailer.subarray(0, 8).toString('latin1') !== 'EFSNAP01') throw new Error('the file has no snapshot trailer (an older format or a damaged file)');
+  if (trailer.readBigUInt64LE(8) !== BigInt(body)) throw new Error(`the file's length (${body} bytes before the trailer) is not the recorded ${trailer.readBigUInt64LE(8)}`);
+  const digest = createHash('sha256').update(buf.subarray(0, body)).digest();
+  if (!digest.equals(trailer.subarray(16, 48))) throw new Error('the file\'s checksum does not match: it is damaged');
+  // A copy at offset 0: a Buffer may be a view at an unaligned offset, which Pyodide's loader refuses.
+  return new Uint8Array(buf.subarray(0, body));
+}
+
+/** Starts the interpreters; resolves with what `ready` reports. */
+async function startInterpreters() {
+  interpreters = Array.from({ length: settings.interpreters }, () => new Interpreter());
+  const started = performance.now();
+  try {
+    const infos = await Promise.all(interpreters.map(p => p.ready));
+    return { startMs: performance.now() - started, infos };
+  } catch (err) {
+    for (const p of interpreters) {
+      p.dead = true;
+      void p.worker.terminate();
+    }
+    interpreters = [];
+    throw err;
+  }
+}
+
 process.on('message', (/** @type {any} */ msg) => {
   if (msg.type === 'init') {
     settings = msg.settings;
+    let fromCache = false;
     if (msg.snapshotFile) {
       try {
-        // A copy at offset 0: a Buffer may be a view at an unaligned offset, which Pyodide's loader refuses.
-        snapshot = new Uint8Array(readFileSync(msg.snapshotFile));
+        snapshot = readSnapshotFile(msg.snapshotFile);
+        fromCache = true;
       } catch (err) {
-        log('warn', 'cannot read the cached Python memory snapshot; building a new one', { err: String(err) });
+        log('warn', 'the cached Python memory snapshot is unusable; building a new one', { err: String(err) });
+        send({ type: 'snapshotInvalid' });
       }
     }
     void (async () => {
       try {
-        let built = null;
-        if (!snapshot && msg.buildSnapshot) {
-          built = await buildSnapshot();
-          if (built) {
-            snapshot = built.bytes;
-            send({ type: 'snapshot', base64: Buffer.from(built.bytes.buffer, built.bytes.byteOffset, built.bytes.byteLength).toString('base64'), ms: built.ms });
+        const build = async () => {
+          if (!snapshot && msg.buildSnapshot) {
+            const built = await buildSnapshot();
+            if (built) {
+              snapshot = built.bytes;
+              send({ type: 'snapshot', base64: Buffer.from(built.bytes.buffer, built.bytes.byteOffset, built.bytes.byteLength).toString('base64'), ms: built.ms });
+            }
           }
+        };
+        await build();
+        let up;
+        try {
+          up = await startInterpreters();
+        } catch (err) {
+          if (!fromCache) throw err;
+          // A cached snapshot that passed its checksum but does not start (another build of Node or
+          // Pyodide wrote it, say): it is dropped, and the start is tried once more without it.
+          log('warn', 'the interpreters did not start from the cached Python memory snapshot; it is replaced', { err: String(err) });
+          send({ type: 'snapshotInvalid' });
+          snapshot = undefined;
+          fromCache = false;
+          await build();
+          up = await startInterpreters();
         }
-        interpreters = Array.from({ length: settings.interpreters }, () => new Interpreter());
-        const started = performance.now();
-        const infos = await Promise.all(interpreters.map(p => p.ready));
-        send({ type: 'ready', fromSnapshot: Boolean(snapshot), startMs: performance.now() - started, loadMs: infos.map(i => i.loadMs), heapBytes: infos.map(i => i.heapBytes) });
+        send({ type: 'ready', fromSnapshot: Boolean(snapshot), startMs: up.startMs, loadMs: up.infos.map(i => i.loadMs), heapBytes: up.infos.map(i => i.heapBytes) });
       } catch (err) {
         send({ type: 'failed', message: err instanceof Error ? err.message : String(err) });
       }
@@ -406,7 +484,7 @@ process.on('message', (/** @type {any} */ msg) => {
     return;
   }
   if (msg.op === 'stats') {
-    send({ id: msg.id, ok: true, value: { interpreters: interpreters.map(p => ({ n: p.n, sessions: p.sessions.size, heapBytes: p.heapBytes, retiring: p.retiring })), rssBytes: process.memoryUsage().rss } });
+    send({ id: msg.id, ok: true, value: { interpreters: interpreters.map(p => ({ n: p.n, sessions: p.sessions.size, heapBytes: p.heapBytes, fsBytes: p.fsBytes, retiring: p.retiring })), rssBytes: process.memoryUsage().rss } });
     return;
   }
   handle(msg).then(

@@ -20,7 +20,7 @@ export const ALLOWED_IMPORTS = [
 export const HARNESS_PY = String.raw`
 import ast as _ast, builtins as _builtins, copy as _copy, dataclasses as _dataclasses, datetime as _dt
 import decimal as _decimal, enum as _enum, json as _json, os as _os, random as _random, sys as _sys
-import time as _time, types as _types, uuid as _uuid
+import time as _time, types as _types, uuid as _uuid, calendar as _calendar, csv as _csv
 
 ALLOWED_IMPORTS = frozenset(__ALLOWED__)
 # Attributes and names that only serve to walk the object graph or the interpreter's internals.
@@ -96,6 +96,22 @@ _time.gmtime = lambda secs=None: _orig_gmtime(_now() if secs is None else secs)
 _time.ctime = lambda secs=None: _orig_ctime(_now() if secs is None else secs)
 _time.strftime = lambda fmt, t=None: _orig_strftime(fmt, _orig_localtime(_now()) if t is None else t)
 
+def _sleep(secs):
+    """Virtual: advances the session's clock by secs and returns at once (no real time passes)."""
+    if not isinstance(secs, (int, float)):
+        raise TypeError("'%s' object cannot be interpreted as an integer" % type(secs).__name__)
+    secs = float(secs)
+    if secs != secs:
+        raise ValueError('Invalid value NaN (not a number)')
+    if secs < 0:
+        raise ValueError('sleep length must be non-negative')
+    s = _CURRENT[0]
+    if s is not None:
+        s.clock += float(secs)
+    return None
+_sleep.__name__ = _sleep.__qualname__ = 'sleep'
+_time.sleep = _sleep
+
 class _FixedDate(_real_date):
     __slots__ = ()
     @classmethod
@@ -133,12 +149,56 @@ _os.urandom = _urandom
 _random._urandom = _urandom
 _uuid.uuid4 = lambda: _uuid.UUID(int=_session_rng().getrandbits(128), version=4)
 
+# uuid1 would use the C generator (real time, real MAC) and the MAC getters: the pure-Python path only,
+# whose node comes from os.urandom (the session's stream).
+_uuid._generate_time_safe = None
+_uuid._GETTERS = []
+
+# Module-level state of the allowed modules that changes results, kept per session and swapped in
+# with the session: uuid's caches (node, last timestamps), the decimal context, calendar's first
+# weekday, csv's field size limit and dialects. (random's global instance is swapped with rng_state.)
+_UUID_VARS = ('_node', '_last_timestamp', '_last_timestamp_v6', '_last_timestamp_v7', '_last_counter_v7')
+_DEC_TEMPLATE = _decimal.getcontext().copy()
+_CSV_LIMIT = _csv.field_size_limit()
+_CSV_DIALECTS = {n: _csv.get_dialect(n) for n in _csv.list_dialects()}
+
+def _fresh_module_state():
+    return {
+        'uuid': {k: (0 if k == '_last_counter_v7' else None) for k in _UUID_VARS if k in _uuid.__dict__},
+        'decimal': _DEC_TEMPLATE.copy(),
+        'firstweekday': 0,
+        'csv_limit': _CSV_LIMIT,
+        'csv_dialects': dict(_CSV_DIALECTS),
+    }
+
+def _save_module_state():
+    return {
+        'uuid': {k: _uuid.__dict__.get(k) for k in _UUID_VARS if k in _uuid.__dict__},
+        'decimal': _decimal.getcontext(),
+        'firstweekday': _calendar.firstweekday(),
+        'csv_limit': _csv.field_size_limit(),
+        'csv_dialects': {n: _csv.get_dialect(n) for n in _csv.list_dialects()},
+    }
+
+def _load_module_state(m):
+    for k, v in m['uuid'].items():
+        setattr(_uuid, k, v)
+    _decimal.setcontext(m['decimal'])
+    _calendar.setfirstweekday(m['firstweekday'])
+    _csv.field_size_limit(m['csv_limit'])
+    for n in _csv.list_dialects():
+        _csv.unregister_dialect(n)
+    for n, d in m['csv_dialects'].items():
+        _csv.register_dialect(n, d)
+
 def _enter(s):
     owner = _RNG_OWNER[0]
     if owner is not s:
         if owner is not None and not owner.dropped:
             owner.rng_state = _rnd.getstate()
+            owner.modstate = _save_module_state()
         _rnd.setstate(s.rng_state)
+        _load_module_state(s.modstate)
         _RNG_OWNER[0] = s
     _CURRENT[0] = s
 
@@ -150,9 +210,24 @@ def _leave():
 class NotJson(Exception):
     pass
 
+# Private references, taken before any environment code runs: an environment or a check that rebinds
+# json.dumps, copy.deepcopy or a global of json.encoder changes nothing the harness computes.
+_deepcopy = _copy.deepcopy
+import json.decoder as _json_decoder, json.encoder as _json_encoder
+_loads = _json_decoder.JSONDecoder().decode
+_c_make_encoder = _json_encoder.c_make_encoder
+_encode_basestring = _json_encoder.encode_basestring
+_PyEncoder = _json_encoder.JSONEncoder
+
+def _encode(o):
+    """Canonical JSON through the C encoder captured at load (no module global is looked up per call)."""
+    if _c_make_encoder is not None:
+        return ''.join(_c_make_encoder({}, _default, _encode_basestring, None, ':', ',', True, False, False)(o, 0))
+    return _PyEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(',', ':'), default=_default).encode(o)
+
 def _default(o):
     if isinstance(o, (set, frozenset)):
-        items = [(_json.dumps(x, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(',', ':'), default=_default), x) for x in o]
+        items = [(_encode(x), x) for x in o]
         items.sort(key=lambda p: p[0])
         return [x for _, x in items]
     if isinstance(o, (_real_datetime, _real_date, _real_time_cls)):
@@ -168,14 +243,14 @@ def _default(o):
 def canonical(o):
     """JSON text: keys sorted, tuples as lists, sets as sorted lists, date/datetime/time as ISO 8601 strings."""
     try:
-        return _json.dumps(o, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(',', ':'), default=_default)
+        return _encode(o)
     except NotJson:
         raise
     except (TypeError, ValueError) as e:
         raise NotJson(str(e))
 
 def _err(code, message):
-    return _json.dumps({'err': code, 'message': message}, ensure_ascii=False)
+    return _encode({'err': code, 'message': message})
 
 def _describe(e):
     text = str(e)
@@ -195,7 +270,7 @@ def _limit_error(e):
 # --- sessions ------------------------------------------------------------------------------------
 
 class Session:
-    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped')
+    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate')
 
 SESSIONS = {}
 
@@ -206,15 +281,16 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
     """Loads the class in a module of its own and builds the instance the EnvScaler way; returns the envelope."""
     seed = int(seed_hex, 16)
     s = Session()
-    s.sid, s.inst, s.tools, s.final_state, s.dropped = sid, None, frozenset(_json.loads(tools_json)), None, False
+    s.sid, s.inst, s.tools, s.final_state, s.dropped = sid, None, frozenset(_loads(tools_json)), None, False
     s.rng_state = _random.Random(seed).getstate()
+    s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(seed ^ 0x5DEECE66D)
     s.clock = EPOCH
     why = check_source(source, 'the environment source')
     if why:
         return _err('SOURCE_LOAD_FAILED', why)
     try:
-        config = _json.loads(config_json)
+        config = _loads(config_json)
     except ValueError as e:
         return _err('STATE_INVALID', 'the initial state is not JSON: %s' % e)
     if not isinstance(config, dict):
@@ -230,7 +306,7 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
         if not isinstance(cls, type):
             return _err('CLASS_MISSING', 'the source defines no class named %s' % class_name)
         try:
-            cfg = _copy.deepcopy(config)
+            cfg = _deepcopy(config)
             try:
                 inst = cls(cfg if cfg else {})
             except TypeError:
@@ -241,14 +317,14 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
             return _limit_error(e) or _err('CONSTRUCTOR_FAILED', 'constructing %s failed: %s' % (class_name, _describe(e)))
         s.inst = inst
         try:
-            s.initial_state = _copy.deepcopy(_state_of(inst))
+            s.initial_state = _deepcopy(_state_of(inst))
             text = canonical(s.initial_state)
         except NotJson as e:
             return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
         except BaseException as e:
             return _limit_error(e) or _err('STATE_INVALID', 'the instance state cannot be copied: ' + _describe(e))
         SESSIONS[sid] = s
-        return _json.dumps({'ok': len(text)})
+        return _encode({'ok': len(text.encode('utf-8', 'surrogatepass'))})  # UTF-8 bytes, as the caps count
     finally:
         _leave()
 
@@ -261,7 +337,7 @@ def call(sid, tool, args_json):
     method = getattr(type(s.inst), tool, None)
     if method is None or not callable(method):
         return _err('UNKNOWN_TOOL', 'the class has no method "%s" (the tool is advertised but not implemented)' % tool)
-    args = _json.loads(args_json)
+    args = _loads(args_json)
     _enter(s)
     s.clock += 1.0
     try:
@@ -297,7 +373,7 @@ def finish(sid):
     try:
         live = _state_of(s.inst)
         text = canonical(live)
-        s.final_state = _copy.deepcopy(live)
+        s.final_state = _deepcopy(live)
     except NotJson as e:
         return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
     except BaseException as e:
@@ -311,11 +387,12 @@ def checks_context(sid, final_json, initial_json):
     s = Session()
     s.sid, s.inst, s.tools, s.dropped = sid, None, frozenset(), False
     s.rng_state = _random.Random(0).getstate()
+    s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(1)
     s.clock = EPOCH
     try:
-        s.final_state = _json.loads(final_json)
-        s.initial_state = _json.loads(initial_json)
+        s.final_state = _loads(final_json)
+        s.initial_state = _loads(initial_json)
     except ValueError as e:
         return _err('STATE_INVALID', 'a state is not JSON: %s' % e)
     SESSIONS[sid] = s
@@ -331,7 +408,7 @@ def check(sid, source):
         return _err('CHECK_INVALID', why)
     _enter(s)
     try:
-        g = {'__builtins__': _builtins, 'initial_state': _copy.deepcopy(s.initial_state)}
+        g = {'__builtins__': _builtins, 'initial_state': _deepcopy(s.initial_state)}
         try:
             exec(compile(source, '<check>', 'exec'), g)
         except BaseException as e:
@@ -340,7 +417,7 @@ def check(sid, source):
         if not callable(fn):
             return _err('CHECK_INVALID', 'the check defines no function check_func(final_state)')
         try:
-            result = fn(_copy.deepcopy(s.final_state))
+            result = fn(_deepcopy(s.final_state))
         except BaseException as e:
             return _limit_error(e) or _err('CHECK_THREW', _describe(e))
         if type(result) is not bool:
@@ -350,16 +427,24 @@ def check(sid, source):
         _leave()
 
 def drop(sid):
-    """Forgets a session; answers whether the interpreter still looks intact (false: the child replaces it once idle)."""
+    """Forgets a session; answers what was tampered with in the interpreter ([]: nothing; else the child replaces it at once)."""
     s = SESSIONS.pop(sid, None)
     if s is not None:
         s.dropped = True
         s.inst = None
         if _RNG_OWNER[0] is s:
             _RNG_OWNER[0] = None
-    intact = (_sys.meta_path[:1] == [_BLOCKER] and _uuid.uuid4 is _UUID4 and _time.time is _TIME and _random.Random.seed is _seed
-              and _dt.datetime is _FixedDatetime and not any(n.split('.')[0] in BLOCKED_MODULES for n in _sys.modules))
-    return '{"ok":true}' if intact else '{"ok":false}'
+    return '{"ok":' + tamper_report() + '}'
+
+def tamper_report():
+    """'[]' when the interpreter looks intact, else a JSON list of what changed."""
+    changed = []
+    if not (_sys.meta_path[:1] == [_BLOCKER] and _uuid.uuid4 is _UUID4 and _time.time is _TIME and _time.sleep is _sleep and _random.Random.seed is _seed
+            and _dt.datetime is _FixedDatetime):
+        changed.append('the harness hooks (import blocker, clock, uuid4, random seeding) were changed')
+    if any(n.split('.')[0] in BLOCKED_MODULES for n in _sys.modules):
+        changed.append('a blocked module was imported')
+    return _encode(changed + _loads(integrity()))
 
 # --- the route back to the host: removed ---------------------------------------------------------
 
@@ -371,4 +456,57 @@ for _name in list(_sys.modules):
     if _name.split('.')[0] in BLOCKED_MODULES:
         del _sys.modules[_name]
 _os.environ.clear()
+
+# --- tamper detection: a shallow identity snapshot of the shared modules ----------------------------
+# Every allowed module (imported now, with their submodules), os, builtins and this harness's own
+# globals: each name's value by identity, and the set of names. integrity() compares; any rebinding,
+# added or removed name retires the interpreter (python-child.mjs). Not caught: changes inside a value
+# (a class attribute of a stdlib class, an entry of a module-level dict or list).
+for _n in ALLOWED_IMPORTS:
+    __import__(_n)
+import base64 as _base64
+_base64.a85encode(b''); _base64.b85encode(b''); _base64.b85decode(b'')  # fill their lazy module-level tables now
+_IGNORED_KEYS = frozenset(['__warningregistry__'])
+_SWAPPED = {'uuid': frozenset(_UUID_VARS)}  # swapped per session by _enter
+
+def _watched():
+    out = {n: m for n, m in list(_sys.modules.items()) if isinstance(m, _types.ModuleType) and n.split('.')[0] in ALLOWED_IMPORTS}
+    out['builtins'] = _builtins
+    out['os'] = _os
+    return out
+
+_BASELINE = {n: (m, dict(m.__dict__)) for n, m in _watched().items()}
+_HARNESS = globals()
+
+def _diff(name, cur, base, skip):
+    out = []
+    for k, v in base.items():
+        if k in skip or k in _IGNORED_KEYS:
+            continue
+        if k not in cur:
+            out.append('%s.%s removed' % (name, k))
+        elif cur[k] is not v:
+            out.append('%s.%s rebound' % (name, k))
+    if len(out) < 10:
+        for k in cur:
+            if k in base or k in skip or k in _IGNORED_KEYS:
+                continue
+            v = cur[k]
+            # A submodule imported later is bound on its parent: not a change.
+            if isinstance(v, _types.ModuleType) and _sys.modules.get(name + '.' + k) is v:
+                continue
+            out.append('%s.%s added' % (name, k))
+    return out
+
+def integrity():
+    """'[]' when every watched module, builtins and the harness are as at load; else what changed."""
+    changed = []
+    for name, (m, base) in _BASELINE.items():
+        if name != 'builtins' and _sys.modules.get(name) is not m:
+            changed.append('sys.modules[%r] replaced' % name)
+        changed.extend(_diff(name, m.__dict__, base, _SWAPPED.get(name, ())))
+    changed.extend(_diff('<harness>', _HARNESS, _HARNESS_BASE, frozenset(['_HARNESS_BASE'])))
+    return _encode(changed[:20])
+
+_HARNESS_BASE = dict(globals())
 `.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS));

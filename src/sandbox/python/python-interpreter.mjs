@@ -105,8 +105,69 @@ if (data.makeSnapshot) {
   pyodide.runPython(HARNESS_PY, { globals: ns });
   /** @type {Record<string, any>} */
   const fns = {};
-  for (const name of ['create', 'call', 'state', 'finish', 'checks_context', 'check', 'drop']) fns[name] = ns.get(name);
+  for (const name of ['create', 'call', 'state', 'finish', 'checks_context', 'check', 'drop', 'tamper_report']) fns[name] = ns.get(name);
+  const PythonError = pyodide.ffi.PythonError;
   const heapBytes = () => /** @type {any} */ (pyodide)._module?.HEAPU8?.byteLength ?? 0;
+  // The in-memory filesystem keeps file contents in JavaScript arrays, outside the capped heap: its
+  // bytes (all of it but /dev and /proc, less what was there at load) count toward the recycle
+  // threshold, and the writable folders are emptied when the interpreter's last session ends.
+  const FS = /** @type {any} */ (pyodide).FS;
+  const fsBytesUnder = (/** @type {string} */ path, depth = 0) => {
+    let total = 0;
+    let names;
+    try {
+      names = FS.readdir(path);
+    } catch {
+      return 0;
+    }
+    for (const name of names) {
+      if (name === '.' || name === '..') continue;
+      const child = path === '/' ? `/${name}` : `${path}/${name}`;
+      if (child === '/dev' || child === '/proc') continue;
+      try {
+        const st = FS.lstat(child);
+        if (FS.isDir(st.mode)) {
+          if (depth < 64) total += fsBytesUnder(child, depth + 1);
+        } else total += st.size;
+      } catch {
+        // Vanished or unreadable.
+      }
+    }
+    return total;
+  };
+  const fsBase = fsBytesUnder('/');
+  const fsBytes = () => Math.max(0, fsBytesUnder('/') - fsBase);
+  const WRITABLE = ['/tmp', '/home/pyodide'];
+  const clearFs = () => {
+    const rm = (/** @type {string} */ path) => {
+      const st = FS.lstat(path);
+      if (FS.isDir(st.mode)) {
+        for (const name of FS.readdir(path)) if (name !== '.' && name !== '..') rm(`${path}/${name}`);
+        FS.rmdir(path);
+      } else FS.unlink(path);
+    };
+    for (const dir of WRITABLE) {
+      /** @type {string[]} */
+      let names;
+      try {
+        names = FS.readdir(dir);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        if (name === '.' || name === '..') continue;
+        try {
+          rm(`${dir}/${name}`);
+        } catch {
+          // Best effort.
+        }
+      }
+    }
+    return '{"ok":true}';
+  };
+  fns['clear_fs'] = clearFs;
+  let fsCheckedAt = 0;
+  let lastFsBytes = 0;
   port.on('message', (/** @type {{ id: number, fn: string, args: string[] }} */ msg) => {
     exhausted = false;
     const t0 = performance.now();
@@ -115,21 +176,49 @@ if (data.makeSnapshot) {
     try {
       text = String(fns[msg.fn](...msg.args));
     } catch (err) {
-      if (err instanceof pyodide.ffi.PythonError) {
+      // Once Pyodide has fatally failed, its API (pyodide.ffi included) throws on every access: only
+      // what was captured at load is used here, and every test is guarded.
+      let isPython;
+      let type = '';
+      try {
+        isPython = err instanceof PythonError;
+        if (isPython) type = String(/** @type {{ type: string }} */ (/** @type {unknown} */ (err)).type);
+      } catch {
+        isPython = false;
+      }
+      if (isPython) {
         // A Python exception outside the harness's own handlers (an interrupt that landed between the
         // tool's return and the harness's): the interpreter is sound.
-        const type = /** @type {{ type: string }} */ (/** @type {unknown} */ (err)).type;
         text = type === 'KeyboardInterrupt'
           ? JSON.stringify({ err: 'DEADLINE_EXCEEDED', message: 'the call ran past its deadline and was interrupted' })
-          : JSON.stringify({ err: type === 'MemoryError' ? 'MEMORY_EXCEEDED' : 'TOOL_THREW', message: `${type} in the sandbox harness` });
+          : type === 'RecursionError'
+            ? JSON.stringify({ err: 'STACK_OVERFLOW', message: 'the call recursed too deeply (RecursionError in the sandbox harness)' })
+            : JSON.stringify({ err: type === 'MemoryError' ? 'MEMORY_EXCEEDED' : 'TOOL_THREW', message: `${type} in the sandbox harness` });
       } else {
         // A JavaScript error out of Pyodide (a fatal error, a trap): the interpreter may be broken;
-        // the child replaces this thread.
-        fatal = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-        text = JSON.stringify({ err: 'SANDBOX_UNAVAILABLE', message: `the Python interpreter failed: ${fatal.slice(0, 500)}` });
+        // the child replaces this thread and its other sessions end with ENV_DISPOSED.
+        let what = 'unknown error';
+        try {
+          what = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+        } catch {
+          // An exotic throw value.
+        }
+        fatal = what;
+        const code = /call stack|stack overflow|recursion/i.test(what) ? 'STACK_OVERFLOW' : exhausted ? 'MEMORY_EXCEEDED' : 'ENV_DISPOSED';
+        text = JSON.stringify({ err: code, message: `the Python interpreter failed fatally and is replaced: ${what.slice(0, 500)}` });
       }
     }
-    port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, fatal: fatal !== null, heapBytes: heapBytes() });
+    // The walk costs ~2 ms: done at most every 250 ms, and after every drop (a session's end).
+    if (fatal === null && (msg.fn === 'drop' || msg.fn === 'clear_fs' || performance.now() - fsCheckedAt > 250)) {
+      fsCheckedAt = performance.now();
+      try {
+        lastFsBytes = fsBytes();
+      } catch {
+        // The filesystem is unreadable: counted as before.
+      }
+    }
+    const fs = lastFsBytes;
+    port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, fatal: fatal !== null, heapBytes: heapBytes(), fsBytes: fs });
   });
   port.postMessage({ ready: true, loadMs, heapBytes: heapBytes(), fromSnapshot: Boolean(data.snapshot) });
 }

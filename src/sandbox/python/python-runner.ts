@@ -1,6 +1,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,7 +51,7 @@ export interface PythonStartInfo {
 }
 
 export interface PythonRuntimeStats {
-  readonly interpreters: readonly { readonly n: number; readonly sessions: number; readonly heapBytes: number; readonly retiring: boolean }[];
+  readonly interpreters: readonly { readonly n: number; readonly sessions: number; readonly heapBytes: number; readonly fsBytes: number; readonly retiring: boolean }[];
   readonly rssBytes: number;
 }
 
@@ -134,6 +135,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         stderrTail = (stderrTail + chunk).slice(-4000);
       });
       let builtSnapshot = false;
+      let writing: Promise<void> = Promise.resolve();
       const timer = setTimeout(() => {
         reject(new SandboxError('SANDBOX_UNAVAILABLE', `the Python runtime did not start within ${START_TIMEOUT_MS / 1000} s`));
         proc.kill('SIGKILL');
@@ -151,18 +153,28 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
           case 'log':
             logger[msg.level === 'error' ? 'error' : msg.level === 'warn' ? 'warn' : 'info'](msg.data, msg.msg);
             return;
+          case 'snapshotInvalid':
+            // The cached file did not verify or did not start: removed, so that no later start uses it
+            // (a snapshot built in this start replaces it).
+            if (snapshotFile) {
+              logger.warn({ snapshotFile }, 'the cached Python memory snapshot is unusable; it is removed');
+              writing = writing.then(() => unlink(snapshotFile).catch(() => undefined));
+            }
+            return;
           case 'snapshot':
             builtSnapshot = true;
             {
               const bytes = Buffer.from(msg.base64, 'base64');
               logger.info({ ms: Math.round(msg.ms), bytes: bytes.byteLength, snapshotFile }, 'built the Python memory snapshot');
-              if (snapshotFile) writeSnapshot(snapshotFile, bytes, logger);
+              if (snapshotFile) writing = writing.then(() => writeSnapshot(snapshotFile, bytes, logger));
             }
             return;
           case 'ready':
             clearTimeout(timer);
             logger.info({ fromSnapshot: msg.fromSnapshot, startMs: Math.round(msg.startMs), pid: proc.pid }, 'the Python runtime is up');
-            resolve({ fromSnapshot: msg.fromSnapshot, builtSnapshot, snapshotFile, startMs: msg.startMs, pid: proc.pid ?? 0 });
+            // Once the snapshot is written (asynchronously: it is tens of MB), so that a start that
+            // reports builtSnapshot has its file in the cache.
+            void writing.then(() => resolve({ fromSnapshot: msg.fromSnapshot, builtSnapshot, snapshotFile, startMs: msg.startMs, pid: proc.pid ?? 0 }));
             return;
           case 'failed':
             clearTimeout(timer);
@@ -353,26 +365,36 @@ type ChildMessage =
   | { id: number; ok: false; error: { code: string; message: string } }
   | { type: 'log'; level: string; msg: string; data: Record<string, unknown> }
   | { type: 'snapshot'; base64: string; ms: number }
+  | { type: 'snapshotInvalid' }
   | { type: 'ready'; fromSnapshot: boolean; startMs: number }
   | { type: 'failed'; message: string };
 
 const failure = (err: unknown): SandboxFailure =>
   err instanceof SandboxError ? { code: err.code, message: err.message } : { code: 'SANDBOX_UNAVAILABLE', message: String(err) };
 
-/** Written beside its final name, then renamed: a reader never sees half a snapshot. */
-function writeSnapshot(file: string, bytes: Uint8Array, logger: Logger): void {
+/**
+ * Written asynchronously beside its final name, then renamed: a reader never sees half a snapshot.
+ * The file is the snapshot and a 48-byte trailer: "EFSNAP01", the snapshot's length (64-bit little
+ * endian) and its SHA-256; the child checks both before it uses the file (python-child.mjs).
+ */
+async function writeSnapshot(file: string, bytes: Uint8Array, logger: Logger): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
+  const trailer = Buffer.alloc(48);
+  trailer.write('EFSNAP01', 0, 'latin1');
+  trailer.writeBigUInt64LE(BigInt(bytes.byteLength), 8);
+  createHash('sha256').update(bytes).digest().copy(trailer, 16);
   try {
-    mkdirSync(dirname(file), { recursive: true });
-    writeFileSync(tmp, bytes);
-    renameSync(tmp, file);
+    await mkdir(dirname(file), { recursive: true });
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writev([bytes, trailer]);
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, file);
   } catch (err) {
     logger.warn({ err, snapshotFile: file }, 'cannot write the Python memory snapshot to its cache folder; the next start builds it again');
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // Never written.
-    }
+    await unlink(tmp).catch(() => undefined);
   }
 }
 

@@ -27,6 +27,13 @@ describe('config: the Python runtime', () => {
     expect(() => loadConfig({ ENVFLEET_PYTHON_SNAPSHOT_DIR: file })).to.throw(ConfigError, /ENVFLEET_PYTHON_SNAPSHOT_DIR=.*a-file: this is a file, not a folder/);
   });
 
+  it('refuses a folder under /proc or /sys', () => {
+    for (const bad of ['/proc/self/cwd', '/sys/kernel', '/proc', '/sys/../proc/x']) {
+      expect(() => loadConfig({ ENVFLEET_PYTHON_SNAPSHOT_DIR: bad }), bad).to.throw(ConfigError, /\/proc and \/sys are kernel interfaces/);
+    }
+    expect(loadConfig({ ENVFLEET_PYTHON_SNAPSHOT_DIR: '/processes/cache' }).python.snapshotDir).to.equal('/processes/cache');
+  });
+
   it('bounds the interpreters and the heap', () => {
     expect(() => loadConfig({ ENVFLEET_PYTHON_INTERPRETERS: '0' })).to.throw(ConfigError, /ENVFLEET_PYTHON_INTERPRETERS/);
     expect(() => loadConfig({ ENVFLEET_PYTHON_HEAP_MB: '32' })).to.throw(ConfigError, /ENVFLEET_PYTHON_HEAP_MB/);
