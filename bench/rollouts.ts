@@ -681,17 +681,21 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
     ['model call in the fleet − server time (median)', a => `${f0((opOf(a, 'model call')?.median ?? NaN) - a.serverTimeMs.median)} ms`],
   ]);
 
+  /** A profile's self time by category and its top functions, as two tables. */
+  const profileTables = (p: ProfileSummary, episodes: number) => {
+    push(row(['self time by category', 'ms', 'share', 'per episode']), row(['---', '---', '---', '---']));
+    for (const [cat, ms] of p.categories.slice(0, 14)) push(row([cat, f0(ms), pct(ms / p.totalMs), `${f2(ms / episodes)} ms`]));
+    push('');
+    push(row(['function (self time)', 'where', 'ms', 'share']), row(['---', '---', '---', '---']));
+    for (const [fn, where, ms] of p.top) push(row([`\`${fn}\``, where, f0(ms), pct(ms / p.totalMs)]));
+    push('');
+  };
   for (const a of results.filter(r => r.raw.sinkProfile)) {
     const p = a.raw.sinkProfile!;
     push(`## CPU profile of the sink process, ${name(a)}`, '');
     push(`\`node --cpu-prof\` on the sink (\`envfleet sink --follow\`), its main thread from the start of the timed run until it was stopped. ` +
       `${f0(p.totalMs)} ms of non-idle samples (and ${f0(p.idleMs)} ms idle), i.e. ${f2(p.totalMs / a.raw.spec.episodes)} ms per episode (wall-clock samples: read the shares).`, '');
-    push(row(['self time by category', 'ms', 'share', 'per episode']), row(['---', '---', '---', '---']));
-    for (const [cat, ms] of p.categories.slice(0, 14)) push(row([cat, f0(ms), pct(ms / p.totalMs), `${f2(ms / a.raw.spec.episodes)} ms`]));
-    push('');
-    push(row(['function (self time)', 'where', 'ms', 'share']), row(['---', '---', '---', '---']));
-    for (const [fn, where, ms] of p.top) push(row([`\`${fn}\``, where, f0(ms), pct(ms / p.totalMs)]));
-    push('');
+    profileTables(p, a.raw.spec.episodes);
   }
 
   for (const a of results.filter(r => r.raw.profile)) {
@@ -701,12 +705,7 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
       `${f0(p.totalMs)} ms of non-idle samples${p.restricted ? ' in the timed run' : ' (whole process lifetime: the profile clock did not match)'} (and ${f0(p.idleMs)} ms idle), ` +
       `i.e. ${f2(p.totalMs / a.raw.spec.episodes)} ms per episode. Samples are wall-clock time: when the thread is runnable but waits for a CPU the wait is counted ` +
       `in the function it was in, so read the shares, and the main thread's CPU per episode above for the absolute cost.`, '');
-    push(row(['self time by category', 'ms', 'share', 'per episode']), row(['---', '---', '---', '---']));
-    for (const [cat, ms] of p.categories.slice(0, 14)) push(row([cat, f0(ms), pct(ms / p.totalMs), `${f2(ms / a.raw.spec.episodes)} ms`]));
-    push('');
-    push(row(['function (self time)', 'where', 'ms', 'share']), row(['---', '---', '---', '---']));
-    for (const [fn, where, ms] of p.top) push(row([`\`${fn}\``, where, f0(ms), pct(ms / p.totalMs)]));
-    push('');
+    profileTables(p, a.raw.spec.episodes);
   }
 
   push('## Memory of the fleet process', '');

@@ -10,7 +10,7 @@
  * of the wrapper pays (two strings in, a call, a string out, the reply parsed, a deadline interrupt
  * handler re-armed per call); the difference to the envfleet rows is envfleet's own host work
  * (argument validation, reply cap, accounting) and its cheaper crossing (GuestVm.callTool).
- * `--compare DIR` adds `env.call` of another checkout of envfleet (e.g. /work/main, before a
+ * `--compare DIR` adds `env.call` of another checkout of envfleet (e.g. ../main, before a
  * change), timed in the same rounds; its results must equal this checkout's. It loads the sources
  * in DIR's working tree as they are (the label names DIR's HEAD commit; uncommitted changes count).
  *
