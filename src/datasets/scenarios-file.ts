@@ -15,7 +15,7 @@ export const ScenarioLine = z.object({
   task: z.string().nullish(),
   userGoal: z.object({ goal: z.string(), facts: z.array(z.string()) }).nullish(),
   expectedTools: z.array(z.string()).nullish(),
-  checklist: z.array(z.object({ item: z.string(), check: z.string(), language: z.enum(['js', 'python']).optional() })),
+  checklist: z.array(z.object({ item: z.string(), check: z.string(), language: z.enum(['js', 'python']).optional(), episode: z.literal(true).optional() })),
   unscored: z.boolean().optional(),
   validation: z
     .object({

@@ -225,7 +225,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   try {
     // The final state and the checks on it, in the session's thread, and the session closed: one round trip.
     if (session) {
-      const end = await session.finish(scenario.checklist ?? []);
+      // Episode checks read the transcript too: they run after the session (scoreFinalState), the others in it.
+      const end = await session.finish((scenario.checklist ?? []).filter(c => !c.episode));
       if (end.stateJson === null) throw new SandboxError(end.stateError?.code ?? 'STATE_INVALID', end.stateError?.message ?? 'no final state');
       // Kept as the sandbox wrote it: the trajectory is stored with this text, never parsed here.
       finalState = new RawJson(end.stateJson);
@@ -236,7 +237,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   } finally {
     await session?.close().catch(() => undefined);
   }
-  const { checks, reward, checksError } = await scoreFinalState(deps.sandbox, scenario, finalState, input.sandboxLimits, readError, ran);
+  const episodeRecord = scenario.checklist?.some(c => c.episode) ? { messages, turnStates: null } : null;
+  const { checks, reward, checksError } = await scoreFinalState(deps.sandbox, scenario, finalState, input.sandboxLimits, readError, ran, episodeRecord);
   return {
     id,
     runId: input.runId,

@@ -1,6 +1,7 @@
 import type { SandboxLimits } from '../sandbox/limits.js';
 import type { SandboxRunner } from '../sandbox/runner.js';
-import type { ChecksResult } from '../sandbox/tasks.js';
+import type { CheckOutcome } from '../sandbox/quickjs-host.js';
+import type { ChecksResult, EpisodeRecord } from '../sandbox/tasks.js';
 import { RawJson } from '../util/raw-json.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { CheckResult } from './types.js';
@@ -16,8 +17,10 @@ export interface Score {
  * The reward of a final state: the scenario's check functions run in the sandbox on it (and the
  * initial state). One function for every place that scores an episode (a rollout, a served session),
  * so they all give what `envfleet sandbox check` gives. `readError` is why the final state could not
- * be read, when it could not. `ran`: the scenario's checklist already run on this final state (by
- * the session that held it, EnvSession.finish), so they are not run again.
+ * be read, when it could not. `ran`: the scenario's checks other than episode checks already run on
+ * this final state (by the session that held it, EnvSession.finish), so they are not run again.
+ * Episode checks (`episode: true`) run here, with `episode` (the transcript, and the state after each
+ * scripted user turn); without it (a served session) they fail with CHECK_NEEDS_EPISODE.
  */
 export async function scoreFinalState(
   sandbox: Pick<SandboxRunner, 'checks'>,
@@ -26,6 +29,7 @@ export async function scoreFinalState(
   limits: SandboxLimits,
   readError: string | null = null,
   ran: ChecksResult | null = null,
+  episode: EpisodeRecord | null = null,
 ): Promise<Score> {
   let checksError = readError;
   const checklist = scenario.checklist ?? [];
@@ -33,9 +37,25 @@ export async function scoreFinalState(
   else if (checklist.length === 0) checksError ??= 'EMPTY_CHECKLIST: the scenario has no checks, so no reward can be computed';
   else if (finalState === null) checksError ??= 'no final state: the environment did not run, so no reward can be computed';
   else {
-    const result = ran ?? (await sandbox.checks({ checks: checklist, finalState: finalState instanceof RawJson ? finalState.value() : finalState, initialState: scenario.initialState, limits }));
-    const checks = result.results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error } : {}), ...(r.errorCode ? { errorCode: r.errorCode } : {}) }));
-    return { checks, reward: result.reward, checksError };
+    const plain = checklist.filter(c => !c.episode);
+    const later = checklist.filter(c => c.episode);
+    let parsed: unknown;
+    const state = () => (parsed ??= finalState instanceof RawJson ? finalState.value() : finalState);
+    const [first, second] = await Promise.all([
+      plain.length === 0 ? null : (ran ?? sandbox.checks({ checks: plain, finalState: state(), initialState: scenario.initialState, limits })),
+      later.length === 0 ? null : episode ? sandbox.checks({ checks: later, finalState: state(), initialState: scenario.initialState, limits, episode }) : null,
+    ]);
+    const needsEpisode = (item: string): CheckOutcome => ({
+      item,
+      passed: false,
+      error: 'the check reads the episode (its transcript) and there is none here: a served session is scored on its final state alone',
+      errorCode: 'CHECK_NEEDS_EPISODE',
+    });
+    let i = 0;
+    let j = 0;
+    const results = checklist.map(c => (c.episode ? (second?.results[j++] ?? needsEpisode(c.item)) : first!.results[i++]!));
+    const checks = results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error } : {}), ...(r.errorCode ? { errorCode: r.errorCode } : {}) }));
+    return { checks, reward: checks.filter(c => c.passed).length / checks.length, checksError };
   }
   return { checks: [], reward: null, checksError };
 }

@@ -41,8 +41,12 @@ export const EnvironmentCode = z
   });
 export type EnvironmentCode = z.infer<typeof EnvironmentCode>;
 
-/** `check` is `function check(finalState, initialState)` in JavaScript, `def check_func(final_state)` in Python (initial_state is a global). */
-export const CheckSpec = z.object({ item: z.string(), check: z.string().min(1), language: CodeLanguage.optional() });
+/**
+ * `check` is `function check(finalState, initialState)` in JavaScript, `def check_func(final_state)` in Python (initial_state is a global).
+ * `episode: true` (Python only): the check also reads the global `episode` ({messages, turn_states}: the agent's transcript, and the
+ * state at the end of each scripted user turn or null), so it runs after the episode rather than inside the session (docs/formats.md).
+ */
+export const CheckSpec = z.object({ item: z.string(), check: z.string().min(1), language: CodeLanguage.optional(), episode: z.literal(true).optional() });
 export type CheckSpec = z.infer<typeof CheckSpec>;
 
 /** The language of an environment or a check: JavaScript unless it says Python. */

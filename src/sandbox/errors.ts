@@ -24,6 +24,7 @@ export const SANDBOX_ERROR_CODES = {
   CHECK_INVALID: 'the check source does not load or does not define check()',
   CHECK_NOT_BOOLEAN: 'the check function returned something other than true or false',
   CHECK_THREW: 'the check function threw an exception',
+  CHECK_NEEDS_EPISODE: 'the check reads the episode (its transcript) but none was given: a served session, or a state checked on its own',
 } as const;
 
 export type SandboxErrorCode = keyof typeof SANDBOX_ERROR_CODES;

@@ -605,7 +605,11 @@ export class QuickJSHost {
     const out: CheckOutcome[] = [];
     let batch: CheckBatch | null = null;
     try {
-      for (const [i, { item, check }] of checks.entries()) {
+      for (const [i, { item, check, episode }] of checks.entries()) {
+        if (episode) {
+          out.push({ item, passed: false, error: 'a JavaScript check cannot read the episode (episode: true is for Python checks)', errorCode: 'CHECK_INVALID' });
+          continue;
+        }
         try {
           batch ??= await this.openCheckBatch(finalJson, initialJson, limits);
           out.push({ item, ...batch.run(check, limits.checkDeadlineMs, i < checks.length - 1) });

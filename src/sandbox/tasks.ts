@@ -42,11 +42,21 @@ export interface ProbeResult {
   readonly finalStateError: SandboxFailure | null;
 }
 
+/** What an episode check (CheckSpec.episode) reads besides the states: the transcript, and the state after each scripted user turn. */
+export interface EpisodeRecord {
+  /** The agent's messages in OpenAI chat format (system, user, assistant with tool_calls, tool). */
+  readonly messages: readonly unknown[];
+  /** The environment's state at the end of each user turn of a scripted multi-turn episode; null otherwise. */
+  readonly turnStates: readonly unknown[] | null;
+}
+
 export interface ChecksInput {
   readonly checks: readonly CheckSpec[];
   readonly finalState: unknown;
   readonly initialState: unknown;
   readonly limits: SandboxLimits;
+  /** For checks with `episode: true`; without it they fail with CHECK_NEEDS_EPISODE. */
+  readonly episode?: EpisodeRecord;
 }
 
 export interface ChecksResult {

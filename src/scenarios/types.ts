@@ -1,3 +1,4 @@
+import type { CheckSpec } from '../sandbox/bundle.js';
 import type { ImportedFrom, ImportSource, ItemFailure } from '../synthesis/types.js';
 
 export type ScenarioStatus = 'building' | 'ready' | 'dropped';
@@ -42,8 +43,11 @@ export interface ScenarioRecord {
   readonly userGoal?: { readonly goal: string; readonly facts: readonly string[] };
   readonly expectedTools?: readonly string[];
   readonly checklistItems?: readonly string[];
-  /** Check functions: JavaScript `check(finalState, initialState)` unless `language` is 'python' (EnvScaler's `check_func(final_state)`). */
-  readonly checklist?: readonly { readonly item: string; readonly check: string; readonly language?: 'js' | 'python' }[];
+  /**
+   * Check functions: JavaScript `check(finalState, initialState)` unless `language` is 'python' (EnvScaler's `check_func(final_state)`).
+   * `episode: true` (Python): the check reads the episode too (the transcript; imported τ-bench `outputs`, BFCL's per-turn judgement).
+   */
+  readonly checklist?: readonly CheckSpec[];
   /**
    * The scenario has no checks by design (EnvScaler's SFT scenarios): its episodes get no reward
    * (reward null, checksError UNSCORED), and the RL exports leave it out.

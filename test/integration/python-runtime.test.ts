@@ -10,6 +10,7 @@ import { createLanguageRouter } from '../../src/sandbox/language-router.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
 import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type EnvSession } from '../../src/sandbox/runner.js';
+import { scoreFinalState } from '../../src/rollouts/score.js';
 import { rejection } from '../helpers/assert.js';
 
 /**
@@ -175,6 +176,57 @@ describe('Python runtime (Pyodide in a child process under the permission model)
         limits: LIMITS,
       });
       expect(result).to.deep.include({ reward: 1, solved: true });
+    });
+  });
+
+  describe('episode checks (episode: true: the transcript and the turn states)', () => {
+    const said = 'def check_func(final_state):\n    said = [m.get("content") or "" for m in episode["messages"] if m["role"] == "assistant"]\n    return any("zoë 東京" in s.lower().replace(",", "") for s in said)';
+    const turns = 'def check_func(final_state):\n    return [t["n"] for t in episode["turn_states"]] == [1, 2] and final_state["n"] == 2';
+    const messages = [
+      { role: 'system', content: 'policy' },
+      { role: 'user', content: 'hello' },
+      { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'inc', arguments: '{}' } }] },
+      { role: 'tool', tool_call_id: 'c1', content: '{"success":true}' },
+      { role: 'assistant', content: 'Done, Zoë 東京 🎉' },
+    ];
+
+    it('gives a Python check the transcript and the turn states as the global episode; a check may sort them without the next one seeing it', async () => {
+      const sorter = 'def check_func(final_state):\n    episode["messages"].clear()\n    episode["turn_states"].reverse()\n    return True';
+      const result = await runner.checks({
+        checks: [{ ...pyCheck('sorts', sorter), episode: true }, { ...pyCheck('said', said), episode: true }, { ...pyCheck('turns', turns), episode: true }],
+        finalState: { n: 2 },
+        initialState: { n: 0 },
+        limits: LIMITS,
+        episode: { messages, turnStates: [{ n: 1 }, { n: 2 }] },
+      });
+      expect(result.results.map(r => [r.item, r.passed, r.errorCode])).to.deep.equal([['sorts', true, undefined], ['said', true, undefined], ['turns', true, undefined]]);
+    });
+
+    it('fails an episode check given no episode (CHECK_NEEDS_EPISODE) and a JavaScript check that asks for one (CHECK_INVALID); other checks are unaffected', async () => {
+      const bare = await runner.checks({ checks: [{ ...pyCheck('said', said), episode: true }, pyCheck('plain', 'def check_func(s):\n    return "episode" not in globals()')], finalState: { n: 2 }, initialState: { n: 0 }, limits: LIMITS });
+      expect(bare.results.map(r => [r.passed, r.errorCode])).to.deep.equal([[false, 'CHECK_NEEDS_EPISODE'], [true, undefined]]);
+      const js = await createLocalSandboxRunner().checks({ checks: [{ item: 'js', check: 'function check() { return true; }', episode: true }], finalState: {}, initialState: {}, limits: LIMITS });
+      expect(js.results[0]).to.deep.include({ passed: false, errorCode: 'CHECK_INVALID' });
+    });
+
+    it('scores a rollout-style end: the session runs the plain checks, the episode checks run after it with the transcript; a served session (no episode) fails them', async () => {
+      const router = createLanguageRouter({ js: createLocalSandboxRunner(), python: runner });
+      const scenario = {
+        initialState: SEEDED_STATE,
+        checklist: [pyCheck('closed', 'def check_func(s):\n    return s["tickets"]["T-1"]["status"] == "closed"'), { ...pyCheck('said', said), episode: true as const }],
+      };
+      const s = await router.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+      await s.call('close_ticket', { ticket_id: 'T-1' });
+      const end = await s.finish(scenario.checklist.filter(c => !c.episode));
+      expect(end.checks!.results.map(r => r.item)).to.deep.equal(['closed']);
+      const finalState = JSON.parse(end.stateJson!) as unknown;
+      const rolled = await scoreFinalState(router, scenario, finalState, LIMITS, null, end.checks, { messages, turnStates: null });
+      expect(rolled).to.deep.include({ reward: 1, checksError: null });
+      const served = await scoreFinalState(router, scenario, finalState, LIMITS);
+      expect(served.reward).to.equal(0.5);
+      expect(served.checks[1]).to.deep.include({ item: 'said', passed: false, errorCode: 'CHECK_NEEDS_EPISODE' });
+      const wrong = await scoreFinalState(router, scenario, finalState, LIMITS, null, end.checks, { messages: messages.slice(0, 4), turnStates: null });
+      expect(wrong.checks.map(c => c.passed)).to.deep.equal([true, false]);
     });
   });
 

@@ -25,7 +25,7 @@ const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {
 /**
  * @typedef {{ createDeadlineMs: number, callDeadlineMs: number, checkDeadlineMs: number, sessionCpuMs: number, maxResultBytes: number, maxStateBytes: number }} Limits
  * @typedef {{ code: string, message: string }} Failure
- * @typedef {{ fn: string, args: string[], deadlineMs: number, resolve: (r: Answer) => void }} Job
+ * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void }} Job
  * @typedef {{ text: string, us: number, exhausted: boolean, fatal: boolean, heapBytes: number, lost?: Failure }} Answer
  */
 
@@ -82,7 +82,7 @@ class Interpreter {
     this.worker.on('exit', () => this.lost({ code: 'ENV_DISPOSED', message: 'the Python interpreter thread ended (a fatal error); the environment is gone' }));
   }
 
-  /** @param {string} fn @param {string[]} args @param {number} deadlineMs @returns {Promise<Answer>} */
+  /** @param {string} fn @param {(string | boolean)[]} args @param {number} deadlineMs @returns {Promise<Answer>} */
   run(fn, args, deadlineMs) {
     if (this.dead) return Promise.resolve(lostAnswer({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was recycled' }));
     return new Promise(resolve => {
@@ -335,7 +335,7 @@ async function handle(msg) {
       const sid = `c${++nextSid}`;
       interp.sessions.add(sid);
       try {
-        const a = await interp.run('checks_context', [sid, msg.finalStateJson, msg.initialStateJson], msg.limits.checkDeadlineMs);
+        const a = await interp.run('checks_context', [sid, msg.finalStateJson, msg.initialStateJson, msg.episodeJson ?? ''], msg.limits.checkDeadlineMs);
         const r = envelope(a.text);
         if ('err' in r) return { value: { results: msg.checks.map((/** @type {any} */ c) => ({ item: c.item, passed: false, error: r.message, errorCode: r.err })), reward: 0, solved: false } };
         return { value: await runChecks(interp, sid, msg.checks, msg.limits) };
@@ -360,11 +360,11 @@ function stateAnswer(a, limits) {
   return { value: json };
 }
 
-/** Each check is its own job, so each has its own deadline. @param {Interpreter} interp @param {string} sid @param {{item: string, check: string}[]} checks @param {Limits} limits */
+/** Each check is its own job, so each has its own deadline. @param {Interpreter} interp @param {string} sid @param {{item: string, check: string, episode?: boolean}[]} checks @param {Limits} limits */
 async function runChecks(interp, sid, checks, limits) {
   const results = [];
   for (const c of checks) {
-    const a = await interp.run('check', [sid, c.check], limits.checkDeadlineMs);
+    const a = await interp.run('check', [sid, c.check, c.episode === true], limits.checkDeadlineMs);
     const r = envelope(a.text);
     if ('err' in r) results.push({ item: c.item, passed: false, error: r.message, errorCode: r.err });
     else results.push({ item: c.item, passed: r.ok === true });

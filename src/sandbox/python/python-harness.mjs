@@ -270,7 +270,7 @@ def _limit_error(e):
 # --- sessions ------------------------------------------------------------------------------------
 
 class Session:
-    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate')
+    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate', 'episode')
 
 SESSIONS = {}
 
@@ -281,7 +281,7 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
     """Loads the class in a module of its own and builds the instance the EnvScaler way; returns the envelope."""
     seed = int(seed_hex, 16)
     s = Session()
-    s.sid, s.inst, s.tools, s.final_state, s.dropped = sid, None, frozenset(_loads(tools_json)), None, False
+    s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode = sid, None, frozenset(_loads(tools_json)), None, False, None
     s.rng_state = _random.Random(seed).getstate()
     s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(seed ^ 0x5DEECE66D)
@@ -382,10 +382,10 @@ def finish(sid):
         s.inst = None
     return '{"ok":' + text + '}'
 
-def checks_context(sid, final_json, initial_json):
-    """A context for checks outside a session: both states parsed from JSON."""
+def checks_context(sid, final_json, initial_json, episode_json=''):
+    """A context for checks outside a session: both states parsed from JSON, and the episode (for episode checks) when given ('' when not)."""
     s = Session()
-    s.sid, s.inst, s.tools, s.dropped = sid, None, frozenset(), False
+    s.sid, s.inst, s.tools, s.dropped, s.episode = sid, None, frozenset(), False, None
     s.rng_state = _random.Random(0).getstate()
     s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(1)
@@ -393,13 +393,15 @@ def checks_context(sid, final_json, initial_json):
     try:
         s.final_state = _loads(final_json)
         s.initial_state = _loads(initial_json)
+        if episode_json:
+            s.episode = _loads(episode_json)
     except ValueError as e:
         return _err('STATE_INVALID', 'a state is not JSON: %s' % e)
     SESSIONS[sid] = s
     return '{"ok":true}'
 
-def check(sid, source):
-    """Runs one check_func(final_state) with fresh globals {__builtins__, initial_state}; only a bool passes."""
+def check(sid, source, with_episode=False):
+    """Runs one check_func(final_state) with fresh globals {__builtins__, initial_state[, episode]}; only a bool passes."""
     s = SESSIONS.get(sid)
     if s is None or s.final_state is None:
         return _err('ENV_DISPOSED', 'the final state is gone')
@@ -409,6 +411,10 @@ def check(sid, source):
     _enter(s)
     try:
         g = {'__builtins__': _builtins, 'initial_state': _deepcopy(s.initial_state)}
+        if with_episode:
+            if s.episode is None:
+                return _err('CHECK_NEEDS_EPISODE', 'the check reads the episode (episode: true) but none was given: a served session has no transcript')
+            g['episode'] = _deepcopy(s.episode)
         try:
             exec(compile(source, '<check>', 'exec'), g)
         except BaseException as e:

@@ -278,7 +278,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         alive();
         ended = true;
         liveSessions.delete(handle);
-        return (await request({ op: 'finish', sid, checks: checks.map(c => ({ item: c.item, check: c.check })) })) as SessionEnd;
+        return (await request({ op: 'finish', sid, checks: checks.map(c => ({ item: c.item, check: c.check, episode: c.episode === true })) })) as SessionEnd;
       },
       async close() {
         if (ended) return;
@@ -338,7 +338,8 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         op: 'checks',
         finalStateJson,
         initialStateJson,
-        checks: input.checks.map(c => ({ item: c.item, check: c.check })),
+        episodeJson: input.episode ? JSON.stringify({ messages: input.episode.messages, turn_states: input.episode.turnStates }) : null,
+        checks: input.checks.map(c => ({ item: c.item, check: c.check, episode: c.episode === true })),
         limits: { checkDeadlineMs: input.limits.checkDeadlineMs },
       })) as ChecksResult;
     },
