@@ -2,6 +2,9 @@ import { stat } from 'node:fs/promises';
 import { InvalidArgumentError } from 'commander';
 import { runOptionsFrom } from '../queues/submit.js';
 import { ENVSCALER_SPLITS, findEnvscalerFiles, importEnvscaler, splitOfFileName, type EnvscalerFiles, type EnvscalerImportSummary, type EnvscalerSplit, type ImportProgress } from '../src/importers/envscaler.js';
+import { BFCL_CATEGORIES, findBfclLayout, importBfcl, type BfclCategory, type BfclImportProgress, type BfclImportSummary } from '../src/importers/bfcl.js';
+import { createLogger } from '../src/logger.js';
+import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
 import { withRuns } from './context.js';
 
 export interface ImportEnvscalerOptions {
@@ -73,5 +76,67 @@ export async function importEnvscalerCommand(opts: ImportEnvscalerOptions): Prom
   await withRuns(async c => {
     const summary = await importEnvscaler(c.store, { runId: opts.run, files, split: opts.split as EnvscalerSplit, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false }, runOptionsFrom(c.config), reporter());
     process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : summaryText(summary, opts));
+  });
+}
+
+export interface ImportBfclOptions {
+  readonly run: string;
+  readonly from: string;
+  readonly category: string;
+  readonly limit?: number;
+  readonly append?: boolean;
+  readonly json?: boolean;
+}
+
+/** The --category list, checked. */
+export function bfclCategoriesOf(text: string): BfclCategory[] {
+  const list = text
+    .split(',')
+    .map(s => s.trim())
+    .filter(Boolean);
+  const bad = list.filter(c => !BFCL_CATEGORIES.includes(c as BfclCategory));
+  if (bad.length || list.length === 0) throw new InvalidArgumentError(`--category takes a comma-separated list of ${BFCL_CATEGORIES.join(', ')}${bad.length ? `, not ${bad.map(b => JSON.stringify(b)).join(', ')}` : ''}`);
+  return [...new Set(list as BfclCategory[])];
+}
+
+function bfclReporter(): (p: BfclImportProgress) => void {
+  return p => {
+    if (p.phase === 'read') process.stderr.write(`envfleet import: read ${p.records} entries of ${p.file}\n`);
+    else if (p.phase === 'replay') process.stderr.write(`envfleet import: replayed the gold calls of ${p.done}/${p.total} entries in the sandbox\n`);
+    else process.stderr.write(`envfleet import: wrote ${p.done}/${p.total} ${p.kind === 'env' ? 'environments' : 'scenarios'}\n`);
+  };
+}
+
+function bfclSummaryText(s: BfclImportSummary, opts: ImportBfclOptions): string {
+  const counts = (c: { imported: number; unchanged: number; updated: number }) => `${c.imported} new, ${c.unchanged} unchanged, ${c.updated} updated`;
+  const lines = [
+    `run ${s.runId}: ${s.created ? 'created' : 'exists'}`,
+    `environments: ${counts(s.environments)}`,
+    `scenarios:    ${counts(s.scenarios)} (${Object.entries(s.scenarios.byCategory).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'})`,
+    `checks:       ${s.checks}`,
+    `gold replay:  ${s.replay.entries} entries replayed in the sandbox (${s.replay.calls} calls, ${(s.replay.ms / 1000).toFixed(1)} s), ${s.replay.reused} already imported from the same input`,
+    `not selected: ${s.notSelected} entries${opts.limit ? ` (--limit ${opts.limit})` : ''}`,
+    `skipped:      ${s.skipped.length} entries${s.skipped.length ? ':' : ''}`,
+    ...s.skipped.slice(0, SHOWN).map(k => `  ${k.file} ${k.where}: ${k.problem}`),
+    ...(s.skipped.length > SHOWN ? [`  … and ${s.skipped.length - SHOWN} more (--json lists them all)`] : []),
+    ...s.notes.map(n => `note: ${n}`),
+    `The scenarios are scripted multi-turn (no user simulator). Roll out with: envfleet rollouts --run ${s.runId} --modes non-conversational; serve with: envfleet serve --run ${s.runId}`,
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+/** `envfleet import bfcl`. */
+export async function importBfclCommand(opts: ImportBfclOptions): Promise<void> {
+  const categories = bfclCategoriesOf(opts.category);
+  const layout = await findBfclLayout(opts.from, categories);
+  await withRuns(async c => {
+    const logger = createLogger(c.config).child({ component: 'import-bfcl' });
+    const python = createPythonSandboxRunner({ snapshotDir: c.config.python.snapshotDir, interpreters: Math.max(1, Math.min(2, c.config.python.interpreters)), heapMb: c.config.python.heapMb, logger: logger.child({ component: 'python-sandbox' }) });
+    try {
+      const summary = await importBfcl(c.store, python, { runId: opts.run, layout, categories, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false, concurrency: 2 }, runOptionsFrom(c.config), bfclReporter(), logger);
+      process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : bfclSummaryText(summary, opts));
+    } finally {
+      await python.close();
+    }
   });
 }

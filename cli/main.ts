@@ -4,7 +4,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import type { ExportCommandOptions } from './datasets.js';
-import type { ImportEnvscalerOptions } from './import.js';
+import type { ImportBfclOptions, ImportEnvscalerOptions } from './import.js';
 import type { BudgetOptions, ControlOptions, DeleteRunsOptions } from './runs.js';
 import type { SandboxCommandOptions } from './sandbox.js';
 import type { ServeOptions } from './serve.js';
@@ -149,6 +149,17 @@ importing
   .option('--append', 'import into a run that holds synthesized environments')
   .option('--json', 'print the summary as JSON (every skipped record with its reason)')
   .action(guarded(async (opts: ImportEnvscalerOptions) => (await import('./import.js')).importEnvscalerCommand(opts)));
+
+importing
+  .command('bfcl')
+  .description("BFCL's multi-turn entries (Berkeley Function-Calling Leaderboard): one Python environment per combination of classes, one scripted multi-turn scenario per entry, BFCL's per-turn judgement as its check (gold calls replayed in the sandbox at import)")
+  .requiredOption('--run <name>', 'run to import into (created when absent; importing the same checkout again adds nothing)')
+  .requiredOption('--from <path>', 'a gorilla checkout, its berkeley-function-call-leaderboard folder, or its bfcl_eval folder')
+  .option('--category <list>', 'comma-separated: base, miss_func, miss_param, long_context', 'base,miss_func,miss_param,long_context')
+  .option('--limit <n>', 'at most N entries of each category (the first ones, in file order)', positiveInt)
+  .option('--append', 'import into a run that holds other environments')
+  .option('--json', 'print the summary as JSON (every skipped entry with its reason)')
+  .action(guarded(async (opts: ImportBfclOptions) => (await import('./import.js')).importBfclCommand(opts)));
 
 program
   .command('rollouts')

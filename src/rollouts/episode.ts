@@ -60,10 +60,19 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   const { scenario, env, mode, limits } = input;
   const started = Date.now();
   const startedAt = new Date(started).toISOString();
-  const tools = (env.tools ?? []) as ChatTool[];
-  const toolNames = tools.flatMap(t => (t.type === 'function' ? [t.function.name] : []));
+  const allTools = (env.tools ?? []) as ChatTool[];
+  const nameOf = (t: ChatTool) => (t.type === 'function' ? t.function.name : '');
+  // A scripted multi-turn scenario (BFCL): fixed user turns, no user simulator, tools withheld until their turn.
+  const script = scenario.script && scenario.script.turns.length > 0 ? scenario.script : null;
+  const hidden = new Set([...(script?.excludedTools ?? []), ...(script?.withheldTools ?? [])]);
+  let tools = script ? allTools.filter(t => !hidden.has(nameOf(t))) : allTools;
+  let toolNames = tools.map(nameOf).filter(Boolean);
+  const turnStates: unknown[] = [];
+  let scriptTurn = 0;
+  let stepsInTurn = 0;
+  const maxStepsPerTurn = script?.maxStepsPerTurn ?? Number.POSITIVE_INFINITY;
   const messages: ChatMessage[] = [{ role: 'system', content: agentSystemPrompt(mode, env.description.introduction) }];
-  const userMessages: ChatMessage[] | null = mode === 'conversational' ? [userSimulatorPrompt(scenario.userGoal?.goal ?? scenario.task ?? '', scenario.userGoal?.facts ?? [])] : null;
+  const userMessages: ChatMessage[] | null = mode === 'conversational' && !script ? [userSimulatorPrompt(scenario.userGoal?.goal ?? scenario.task ?? '', scenario.userGoal?.facts ?? [])] : null;
   const steps: StepRecord[] = [];
   const usage = { promptTokens: 0, completionTokens: 0, modelCalls: 0 };
   let envUs = 0;
@@ -126,7 +135,29 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     } catch (err) {
       throw new EpisodeEnd('environment-error', `the environment did not start: ${(err as Error).message}`);
     }
-    if (mode === 'non-conversational') {
+    /** The environment's state at the end of a scripted turn, for the episode checks. */
+    const recordTurnState = async () => {
+      try {
+        turnStates.push(await session!.snapshot());
+      } catch (err) {
+        throw new EpisodeEnd('environment-error', `the state at the end of turn ${scriptTurn + 1} could not be read: ${(err as Error).message}`);
+      }
+    };
+    /** Opens scripted turn `i`: its tools added, its user messages appended. */
+    const openTurn = (i: number) => {
+      const turn = script!.turns[i]!;
+      if (turn.addTools?.length) {
+        for (const name of turn.addTools) hidden.delete(name);
+        tools = allTools.filter(t => !hidden.has(nameOf(t)));
+        toolNames = tools.map(nameOf).filter(Boolean);
+      }
+      for (const text of turn.messages) messages.push({ role: 'user', content: text });
+      scriptTurn = i;
+      stepsInTurn = 0;
+    };
+    if (script) {
+      openTurn(0);
+    } else if (mode === 'non-conversational') {
       messages.push({ role: 'user', content: scenario.task ?? '' });
     } else {
       const opening = await userSays(null);
@@ -134,8 +165,10 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     }
     for (;;) {
       if (turns >= limits.maxSteps) throw new EpisodeEnd('step-limit', `${turns} agent turns; the limit is ${limits.maxSteps}`);
+      if (stepsInTurn >= maxStepsPerTurn) throw new EpisodeEnd('step-limit', `${stepsInTurn} agent steps in user turn ${scriptTurn + 1}; the scenario allows ${maxStepsPerTurn} per turn`);
       checkTime();
       turns += 1;
+      stepsInTurn += 1;
       const reply = await deps.gateway.chat(
         { runId: input.runId, stage: 'rollout.policy', signal: deps.signal, logger: deps.logger, cacheSalt: salt(`agent-${turns}`) },
         { messages, tools, temperature: input.sampling.temperature, maxTokens: input.sampling.maxTokens, model: input.policyModel ?? undefined, seed },
@@ -177,6 +210,15 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       });
       if (unparsed !== null) throw new EpisodeEnd('unparsed-tool-call', unparsed);
       if (calls.length === 0) {
+        if (script) {
+          await recordTurnState();
+          if (scriptTurn + 1 < script.turns.length) {
+            openTurn(scriptTurn + 1);
+            continue;
+          }
+          termination = { reason: 'agent-finished', detail: null };
+          break;
+        }
         if (mode === 'non-conversational') {
           termination = { reason: 'agent-finished', detail: null };
           break;
@@ -195,7 +237,10 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         let outcome: { result: unknown; runtimeError?: string; us: number };
         try {
           args = call.function.arguments.trim() === '' ? {} : (JSON.parse(call.function.arguments) as unknown);
-          outcome = await session.call(call.function.name, args);
+          outcome =
+            script && !toolNames.includes(call.function.name)
+              ? { result: { success: false, error: `unknown tool "${call.function.name}"; the tools are: ${toolNames.join(', ')}` }, runtimeError: 'UNKNOWN_TOOL', us: 0 }
+              : await session.call(call.function.name, args);
         } catch (err) {
           if (err instanceof SyntaxError) {
             outcome = { result: { success: false, error: `the arguments are not valid JSON (${err.message}); send one JSON object of named arguments` }, runtimeError: 'INVALID_ARGUMENTS', us: 0 };
@@ -237,7 +282,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   } finally {
     await session?.close().catch(() => undefined);
   }
-  const episodeRecord = scenario.checklist?.some(c => c.episode) ? { messages, turnStates: null } : null;
+  const episodeRecord = scenario.checklist?.some(c => c.episode) ? { messages, turnStates: script ? turnStates : null } : null;
   const { checks, reward, checksError } = await scoreFinalState(deps.sandbox, scenario, finalState, input.sandboxLimits, readError, ran, episodeRecord);
   return {
     id,
@@ -248,7 +293,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     sample: input.sample,
     ...(input.policy ? { policy: input.policy } : {}),
     model: modelUsed ?? 'rollout.policy profile',
-    userModel: mode === 'conversational' ? (input.userModel ?? 'profile:rollout.user') : null,
+    userModel: mode === 'conversational' && !script ? (input.userModel ?? 'profile:rollout.user') : null,
     sampling: input.sampling,
     ...(samplingSent ? { samplingSent } : {}),
     policyVersion: input.policyVersion ?? null,

@@ -29,6 +29,22 @@ export interface ScenarioValidation {
   };
 }
 
+/** One scripted user turn: its user messages, and the tools offered from this turn on (BFCL's missed functions). */
+export interface ScriptedTurn {
+  readonly messages: readonly string[];
+  readonly addTools?: readonly string[];
+}
+
+export interface ScenarioScript {
+  readonly turns: readonly ScriptedTurn[];
+  /** Tools of the environment never offered in this scenario (BFCL's excluded functions). */
+  readonly excludedTools?: readonly string[];
+  /** Tools withheld until the turn that adds them (the union of the turns' addTools). */
+  readonly withheldTools?: readonly string[];
+  /** Agent steps (assistant messages) allowed per turn; the episode ends with step-limit past it (BFCL: 20). They count toward the run's step limit too. */
+  readonly maxStepsPerTurn?: number;
+}
+
 /** One scenario: an initial state, a task in two forms, and a checklist with check functions. Updated by writing a new record, never in place. */
 export interface ScenarioRecord {
   readonly id: string;
@@ -53,6 +69,14 @@ export interface ScenarioRecord {
    * (reward null, checksError UNSCORED), and the RL exports leave it out.
    */
   readonly unscored?: boolean;
+  /**
+   * A scripted multi-turn scenario (imported BFCL entries): the user's turns are fixed, so no
+   * user-simulator model is called whatever the rollout mode. The first turn opens the episode; each
+   * time the agent answers with text (no tool call) the next turn is appended; the episode ends after
+   * the last turn's answer. The environment's state is recorded at the end of every turn
+   * (episode.turn_states for episode checks).
+   */
+  readonly script?: ScenarioScript;
   readonly validation?: ScenarioValidation;
   readonly dropReason?: ScenarioDropReason | null;
   readonly lineage: {

@@ -88,7 +88,7 @@ export interface EnvironmentRecord {
 }
 
 /** The projects `envfleet import` reads. */
-export type ImportSource = 'envscaler';
+export type ImportSource = 'envscaler' | 'bfcl';
 
 /** Where an imported document comes from: the ids it had there, and the file (base name) and record (index or key) it was read from. */
 export interface ImportedFrom {
@@ -97,6 +97,10 @@ export interface ImportedFrom {
   readonly taskId?: string;
   /** EnvScaler's scenario sets: `rl` (with check functions), `sft` (without). */
   readonly split?: 'rl' | 'sft';
+  /** BFCL: the entry's category (base, miss_func, miss_param, long_context). */
+  readonly category?: string;
+  /** A hash of everything the document was made from (entry, gold answer, class sources): a re-import with the same one reuses the document. */
+  readonly contentHash?: string;
   readonly file: string;
   readonly record: number | string;
 }

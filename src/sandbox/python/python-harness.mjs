@@ -11,7 +11,7 @@
 
 /** Modules an environment or a check may import (checked on the source's AST before it runs). */
 export const ALLOWED_IMPORTS = [
-  '__future__', 'abc', 'base64', 'binascii', 'bisect', 'calendar', 'collections', 'contextlib', 'copy', 'csv', 'dataclasses',
+  '__future__', 'abc', 'ast', 'base64', 'binascii', 'bisect', 'calendar', 'collections', 'contextlib', 'copy', 'csv', 'dataclasses',
   'datetime', 'decimal', 'difflib', 'enum', 'fractions', 'functools', 'hashlib', 'heapq', 'itertools', 'json', 'logging',
   'math', 'numbers', 'operator', 'pprint', 'random', 're', 'statistics', 'string', 'textwrap', 'time', 'typing',
   'unicodedata', 'uuid', 'zoneinfo',
@@ -274,6 +274,13 @@ class Session:
 
 SESSIONS = {}
 
+# Environment sources already checked and compiled, by (class name, source): a rollout opens a session
+# per episode on the same source, and a large one (BFCL's classes with their long-context data, 250 KB)
+# takes a second to parse, check and compile. Code objects are immutable; each session still executes
+# the code in a module of its own. At most _CODE_CACHE_MAX sources, the oldest dropped first.
+_CODE_CACHE = {}
+_CODE_CACHE_MAX = 16
+
 def _state_of(inst):
     return {k: v for k, v in vars(inst).items() if not k.startswith('__')}
 
@@ -286,9 +293,11 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
     s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(seed ^ 0x5DEECE66D)
     s.clock = EPOCH
-    why = check_source(source, 'the environment source')
-    if why:
-        return _err('SOURCE_LOAD_FAILED', why)
+    code = _CODE_CACHE.get((class_name, source))
+    if code is None:
+        why = check_source(source, 'the environment source')
+        if why:
+            return _err('SOURCE_LOAD_FAILED', why)
     try:
         config = _loads(config_json)
     except ValueError as e:
@@ -299,7 +308,12 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
     try:
         module = _types.ModuleType('envfleet_env_%s' % sid)
         try:
-            exec(compile(source, '<environment %s>' % class_name, 'exec'), module.__dict__)
+            if code is None:
+                code = compile(source, '<environment %s>' % class_name, 'exec')
+                if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
+                    del _CODE_CACHE[next(iter(_CODE_CACHE))]
+                _CODE_CACHE[(class_name, source)] = code
+            exec(code, module.__dict__)
         except BaseException as e:
             return _limit_error(e) or _err('SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
         cls = module.__dict__.get(class_name)
