@@ -41,6 +41,7 @@ export function scenarioLine(s: ScenarioRecord) {
     expectedTools: s.expectedTools ?? [],
     checklist: s.checklist ?? [],
     ...(s.unscored ? { unscored: true } : {}),
+    ...(s.script ? { script: s.script } : {}),
     validation: s.validation ?? null,
     lineage: s.lineage,
   };

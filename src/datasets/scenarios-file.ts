@@ -17,6 +17,14 @@ export const ScenarioLine = z.object({
   expectedTools: z.array(z.string()).nullish(),
   checklist: z.array(z.object({ item: z.string(), check: z.string(), language: z.enum(['js', 'python']).optional(), episode: z.literal(true).optional() })),
   unscored: z.boolean().optional(),
+  script: z
+    .object({
+      turns: z.array(z.object({ messages: z.array(z.string()), addTools: z.array(z.string()).optional() })).min(1),
+      excludedTools: z.array(z.string()).optional(),
+      withheldTools: z.array(z.string()).optional(),
+      maxStepsPerTurn: z.number().int().positive().optional(),
+    })
+    .optional(),
   validation: z
     .object({
       onInitialState: z.array(z.object({ item: z.string(), passed: z.boolean() })),
@@ -51,8 +59,18 @@ export function scenarioRecordFromLine(s: ScenarioLineValue, runId: string): Sce
     ...(s.userGoal ? { userGoal: s.userGoal } : {}),
     ...(s.expectedTools ? { expectedTools: s.expectedTools } : {}),
     checklistItems: s.checklist.map(c => c.item),
-    checklist: s.checklist.map(c => ({ item: c.item, check: c.check, ...(c.language ? { language: c.language } : {}) })),
+    checklist: s.checklist.map(c => ({ item: c.item, check: c.check, ...(c.language ? { language: c.language } : {}), ...(c.episode ? { episode: true as const } : {}) })),
     ...(s.unscored ? { unscored: true } : {}),
+    ...(s.script
+      ? {
+          script: {
+            turns: s.script.turns.map(t => ({ messages: t.messages, ...(t.addTools ? { addTools: t.addTools } : {}) })),
+            ...(s.script.excludedTools ? { excludedTools: s.script.excludedTools } : {}),
+            ...(s.script.withheldTools ? { withheldTools: s.script.withheldTools } : {}),
+            ...(s.script.maxStepsPerTurn ? { maxStepsPerTurn: s.script.maxStepsPerTurn } : {}),
+          },
+        }
+      : {}),
     ...(s.validation
       ? { validation: { onInitialState: s.validation.onInitialState, repairs: s.validation.repairs, ...(s.validation.verification ? { verification: s.validation.verification } : {}) } }
       : {}),

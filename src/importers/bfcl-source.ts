@@ -198,7 +198,7 @@ const py = (s: string) => JSON.stringify(s);
  * state) are then set on it. It makes one instance per class and loads each stateful one with
  * `_load_scenario(deepcopy(config[Class]), long_context=...)`, as BFCL does. Its public state is one
  * attribute per class: that instance's public attributes as plain JSON (objects become their public
- * vars, `parent` links dropped), refreshed after every call. A tool method returns what BFCL hands
+ * vars, `parent` links dropped, dict keys as JSON writes them), refreshed after every call. A tool method returns what BFCL hands
  * the model: a string as it is, a dict when JSON can write it (else its str), anything else as str,
  * and an exception as "Error during execution: ...".
  */
@@ -237,7 +237,8 @@ export function routerSource(classes: readonly string[], modules: ReadonlyMap<st
     '    if value is None or isinstance(value, (str, bool, int, float)):',
     '        return value',
     '    if isinstance(value, dict):',
-    '        return {k: _bfcl_public(v) for k, v in value.items()}',
+    '        # Keys as JSON writes them (an int key becomes its text): some classes key one dict by both.',
+    '        return {(k if isinstance(k, str) else _json.dumps(k) if isinstance(k, (int, float, bool)) or k is None else str(k)): _bfcl_public(v) for k, v in value.items()}',
     '    if isinstance(value, (list, tuple)):',
     '        return [_bfcl_public(v) for v in value]',
     '    if isinstance(value, (set, frozenset)):',

@@ -1,0 +1,178 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import type { AppConfig } from '../../config/index.js';
+import { BFCL_CATEGORIES, findBfclLayout, importBfcl, type BfclImportSummary } from '../../src/importers/bfcl.js';
+import { runEpisode } from '../../src/rollouts/episode.js';
+import type { RunOptions } from '../../src/runs/options.js';
+import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
+import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
+import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
+import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import type { EnvironmentRecord } from '../../src/synthesis/types.js';
+import { canonicalJson } from '../../src/util/canonical.js';
+import { compileJsonSchema } from '../../src/util/json-schema.js';
+import { callingGateway, goldOf, type AgentCall } from '../helpers/bfcl.js';
+import { dropPrefix, requireRedis, testConfig } from '../helpers/integration.js';
+
+/**
+ * Against the real BFCL (not in this repository): with ENVFLEET_BFCL_SRC naming a gorilla checkout
+ * (or its berkeley-function-call-leaderboard / bfcl_eval folder) and ENVFLEET_CPYTHON a CPython ≥ 3.12
+ * (default python3.12), imports every multi_turn_base entry, replays its gold calls through upstream's
+ * own code in CPython (test/parity/bfcl-cpython-driver.py), and compares the results and the public
+ * state after every turn with envfleet's replay in the sandbox. Then submits the gold calls as an
+ * agent's through a scripted multi-turn rollout and expects the BFCL check to pass, and two
+ * deliberate faults to fail with BFCL's codes. Skipped, with this message, without the checkout.
+ */
+const SRC = process.env['ENVFLEET_BFCL_SRC'];
+const CPYTHON = process.env['ENVFLEET_CPYTHON'] ?? 'python3.12';
+const DRIVER = fileURLToPath(new URL('../parity/bfcl-cpython-driver.py', import.meta.url));
+const LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, createDeadlineMs: 30_000, callDeadlineMs: 5_000, checkDeadlineMs: 10_000, sessionCpuMs: 60_000 };
+
+interface DriverTurn {
+  readonly results: readonly string[];
+  readonly state: Record<string, unknown>;
+  readonly calls: readonly AgentCall[];
+}
+
+/** Runs the CPython driver on the entries; its answer per entry id. */
+async function upstream(leaderboardDir: string, entries: readonly unknown[]): Promise<Map<string, { turns: DriverTurn[]; python: string }>> {
+  const child = spawn(CPYTHON, [DRIVER, leaderboardDir], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+  child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
+  child.stdin.end(entries.map(e => JSON.stringify(e)).join('\n') + '\n');
+  const code = await new Promise<number | null>(resolve => child.on('close', resolve));
+  if (code !== 0) throw new Error(`the CPython driver failed (exit ${code}): ${err.slice(-2000)}`);
+  // The driver's JSON may hold NaN (json.dumps allows it); none is expected in these entries.
+  return new Map(out.trim().split('\n').map(l => JSON.parse(l) as { id: string; turns: DriverTurn[]; python: string }).map(r => [r.id, r]));
+}
+
+/** envfleet's result of a call and BFCL's string of it: the same when the string is the value's text (a dict's JSON, or the string itself). */
+function sameResult(envfleet: unknown, bfcl: string): boolean {
+  if (typeof envfleet === 'string') return envfleet === bfcl;
+  try {
+    return canonicalJson(JSON.parse(bfcl)) === canonicalJson(envfleet);
+  } catch {
+    return false;
+  }
+}
+
+describe('BFCL multi-turn against upstream (gated on ENVFLEET_BFCL_SRC)', function () {
+  this.timeout(3_600_000);
+  let config: AppConfig;
+  let redis: Redis;
+  let store: RunStore;
+  let python: PythonSandboxRunner;
+  let summary: BfclImportSummary;
+  let scenarios: ScenarioRecord[];
+  const envs = new Map<string, EnvironmentRecord>();
+  let driver: Map<string, { turns: DriverTurn[]; python: string }>;
+
+  before(async function () {
+    if (!SRC) {
+      console.log('    skipped: set ENVFLEET_BFCL_SRC to a gorilla checkout (and ENVFLEET_CPYTHON to a CPython >= 3.12) to compare with upstream BFCL');
+      this.skip();
+    }
+    const version = spawnSync(CPYTHON, ['-c', 'import sys; print("%d.%d" % sys.version_info[:2])'], { encoding: 'utf8' });
+    const [major, minor] = (version.stdout ?? '').trim().split('.').map(Number);
+    if (version.status !== 0 || major !== 3 || (minor ?? 0) < 12) {
+      console.log(`    skipped: ENVFLEET_CPYTHON (${CPYTHON}) is not a CPython >= 3.12 (${version.stdout?.trim() || version.error?.message || version.stderr})`);
+      this.skip();
+    }
+    await requireRedis();
+    config = testConfig(null);
+    redis = new Redis(config.redis.url);
+    store = createRedisRunStore(redis, config.redis.prefix);
+    python = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 2, heapMb: 256, logger: pino({ level: 'silent' }) });
+    const layout = await findBfclLayout(SRC!, ['base']);
+    const started = Date.now();
+    summary = await importBfcl(store, python, { runId: 'bfcl', layout, categories: ['base'], concurrency: 2 }, { limits: DEFAULT_SANDBOX_LIMITS, models: {} } as unknown as RunOptions);
+    console.log(`    imported ${summary.scenarios.imported} of 200 multi_turn_base entries in ${((Date.now() - started) / 1000).toFixed(1)} s (replay ${summary.replay.calls} calls, ${(summary.replay.ms / 1000).toFixed(1)} s); skipped ${summary.skipped.length}: ${summary.skipped.map(s => s.where.split(' ')[1]).join(', ')}`);
+    for (const s of summary.skipped) console.log(`      ${s.where}: ${s.problem}`);
+    scenarios = await Promise.all((await store.listDocIds('bfcl', 'scenario')).map(async id => (await store.getDoc('bfcl', 'scenario', id))!));
+    for (const id of await store.listDocIds('bfcl', 'env')) envs.set(id, (await store.getDoc('bfcl', 'env', id))!);
+    const entries = (await readFile(layout.categories.base!.entries, 'utf8')).trim().split('\n').map(l => JSON.parse(l) as { id: string; initial_config: unknown; involved_classes: string[] });
+    const answers = new Map((await readFile(layout.categories.base!.answers, 'utf8')).trim().split('\n').map(l => JSON.parse(l) as { id: string; ground_truth: string[][] }).map(a => [a.id, a.ground_truth]));
+    const imported = new Set(scenarios.map(s => s.id));
+    const t0 = Date.now();
+    driver = await upstream(dirname(layout.root), entries.filter(e => imported.has(e.id)).map(e => ({ id: e.id, initial_config: e.initial_config, involved_classes: e.involved_classes, long_context: false, gold: answers.get(e.id) })));
+    console.log(`    CPython ${[...driver.values()][0]?.python} replayed ${driver.size} entries in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  });
+  after(async () => {
+    await python?.close();
+    redis?.disconnect();
+    if (config) await dropPrefix(config.redis.prefix);
+  });
+
+  it('imports every multi_turn_base entry but those whose gold calls need mpmath', () => {
+    expect(BFCL_CATEGORIES).to.include('base');
+    expect(summary.skipped.map(s => s.problem).filter(p => !/needs mpmath/.test(p))).to.deep.equal([]);
+    expect(summary.scenarios.imported + summary.skipped.length).to.equal(200);
+  });
+
+  it('gives the same results and public state as upstream in CPython after every turn, entry for entry', () => {
+    const differ: string[] = [];
+    for (const s of scenarios) {
+      const gold = goldOf(s);
+      const up = driver.get(s.id)!;
+      const bad = gold.findIndex((t, i) => {
+        const u = up.turns[i]!;
+        return t.results.length !== u.results.length || t.results.some((r, j) => !sameResult(r, u.results[j]!)) || canonicalJson(t.state) !== canonicalJson(u.state);
+      });
+      if (bad >= 0 || up.turns.length !== gold.length) differ.push(`${s.id} turn ${bad}`);
+    }
+    console.log(`    parity: ${scenarios.length - differ.length}/${scenarios.length} entries equal turn by turn${differ.length ? `; differ: ${differ.join(', ')}` : ''}`);
+    expect(differ).to.deep.equal([]);
+  });
+
+  /** A scripted multi-turn episode of an agent making `calls` per turn, scored by the scenario's BFCL check. */
+  const episode = (s: ScenarioRecord, calls: readonly (readonly AgentCall[])[]) =>
+    runEpisode(
+      { gateway: callingGateway(calls), sandbox: python },
+      { runId: 'bfcl', scenario: s, env: envs.get(s.environmentId)!, mode: 'non-conversational', sample: 0, limits: { maxSteps: 200, maxTokens: 0, maxWallMs: 600_000 }, sandboxLimits: LIMITS, policyModel: null, userModel: null, sampling: { temperature: 0, maxTokens: 100 } },
+    );
+
+  it('the gold calls, submitted as the agent\'s, pass the check of every imported entry whose gold calls fit their tools\' schemas', async () => {
+    const failed: string[] = [];
+    const offSchema: string[] = [];
+    for (const s of scenarios) {
+      const turns = driver.get(s.id)!.turns.map(u => u.calls);
+      // envfleet checks an agent's arguments against the tool's schema (BFCL does not): a gold call that does not fit cannot be made.
+      const tools = new Map((envs.get(s.environmentId)!.tools ?? []).map(t => [t.function.name, compileJsonSchema(t.function.parameters ?? {})]));
+      const bad = turns.flat().filter(c => !tools.get(c.name)!(c.arguments));
+      if (bad.length) offSchema.push(`${s.id} (${bad.map(c => `${c.name}(${JSON.stringify(c.arguments)})`).join(', ')})`);
+      const t = await episode(s, turns);
+      if (t.reward !== 1 && !bad.length) failed.push(`${s.id}: ${t.termination.reason} ${t.checks[0]?.error ?? t.checksError}`);
+    }
+    console.log(`    gold as the agent: ${scenarios.length - failed.length - offSchema.length}/${scenarios.length - offSchema.length} pass; ${offSchema.length} entries have gold calls outside their tools' schemas: ${offSchema.join('; ')}`);
+    expect(failed).to.deep.equal([]);
+  });
+
+  it('dropping a state-changing call fails with multi_turn:instance_state_mismatch', async () => {
+    const s = scenarios.find(x => x.id === 'multi_turn_base_0')!;
+    const calls = driver.get(s.id)!.turns.map(u => u.calls);
+    const first = calls[0]!.filter(c => c.name !== 'mv');
+    expect(first.length).to.equal(calls[0]!.length - 1);
+    const t = await episode(s, [first, ...calls.slice(1)]);
+    expect(t.reward).to.equal(0);
+    expect(t.checks[0]!.error).to.match(/multi_turn:instance_state_mismatch: turn 0/);
+  });
+
+  it('a call in a turn whose gold answer is empty fails with the irrelevance error', async () => {
+    const s = scenarios.find(x => goldOf(x).some(t => t.calls === 0) && x.environmentId === 'bfcl-TravelAPI')!;
+    const gold = goldOf(s);
+    const empty = gold.findIndex(t => t.calls === 0);
+    const calls = driver.get(s.id)!.turns.map(u => u.calls);
+    const readOnly = { name: 'list_all_airports', arguments: {} };
+    const t = await episode(s, calls.map((c, i) => (i === empty ? [readOnly] : c)));
+    expect(t.reward).to.equal(0);
+    expect(t.checks[0]!.error).to.match(new RegExp(`multi_turn:irrelevance_error:decoder_success: turn ${empty}`));
+  });
+});
