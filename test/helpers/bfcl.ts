@@ -41,5 +41,5 @@ export function callingGateway(turns: readonly (readonly AgentCall[])[]): ModelG
     structured: () => Promise.reject(new Error('a scripted multi-turn episode must not call the user simulator')),
     embed: () => Promise.reject(new Error('not used')),
   };
-  return gateway as unknown as ModelGateway & { requests: number };
+  return gateway;
 }

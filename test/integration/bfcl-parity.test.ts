@@ -91,7 +91,7 @@ describe('BFCL multi-turn against upstream (gated on ENVFLEET_BFCL_SRC)', functi
     redis = new Redis(config.redis.url);
     store = createRedisRunStore(redis, config.redis.prefix);
     python = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 2, heapMb: 256, logger: pino({ level: 'silent' }) });
-    const layout = await findBfclLayout(SRC!, ['base']);
+    const layout = await findBfclLayout(SRC, ['base']);
     const started = Date.now();
     summary = await importBfcl(store, python, { runId: 'bfcl', layout, categories: ['base'], concurrency: 2 }, { limits: DEFAULT_SANDBOX_LIMITS, models: {} } as unknown as RunOptions);
     console.log(`    imported ${summary.scenarios.imported} of 200 multi_turn_base entries in ${((Date.now() - started) / 1000).toFixed(1)} s (replay ${summary.replay.calls} calls, ${(summary.replay.ms / 1000).toFixed(1)} s); skipped ${summary.skipped.length}: ${summary.skipped.map(s => s.where.split(' ')[1]).join(', ')}`);
