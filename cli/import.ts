@@ -120,7 +120,7 @@ function bfclSummaryText(s: BfclImportSummary, opts: ImportBfclOptions): string 
     ...s.skipped.slice(0, SHOWN).map(k => `  ${k.file} ${k.where}: ${k.problem}`),
     ...(s.skipped.length > SHOWN ? [`  … and ${s.skipped.length - SHOWN} more (--json lists them all)`] : []),
     ...s.notes.map(n => `note: ${n}`),
-    `The scenarios are scripted multi-turn (no user simulator). Roll out with: envfleet rollouts --run ${s.runId} --modes non-conversational; serve with: envfleet serve --run ${s.runId}`,
+    `The scenarios are scripted multi-turn (no user simulator). Roll out with: envfleet rollouts --run ${s.runId} --mode non-conversational --max-steps 100 (the steps of all turns count); serve with: envfleet serve --run ${s.runId}`,
   ];
   return `${lines.join('\n')}\n`;
 }

@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import type { AppConfig } from '../../config/index.js';
-import { BFCL_CATEGORIES, findBfclLayout, importBfcl, type BfclImportSummary } from '../../src/importers/bfcl.js';
+import { BFCL_CATEGORIES, findBfclLayout, importBfcl, type BfclCategory, type BfclImportSummary } from '../../src/importers/bfcl.js';
 import { runEpisode } from '../../src/rollouts/episode.js';
 import type { RunOptions } from '../../src/runs/options.js';
 import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
@@ -23,7 +23,7 @@ import { dropPrefix, requireRedis, testConfig } from '../helpers/integration.js'
 /**
  * Against the real BFCL (not in this repository): with ENVFLEET_BFCL_SRC naming a gorilla checkout
  * (or its berkeley-function-call-leaderboard / bfcl_eval folder) and ENVFLEET_CPYTHON a CPython ≥ 3.12
- * (default python3.12), imports every multi_turn_base entry, replays its gold calls through upstream's
+ * (default python3.12), imports every multi_turn_base entry (ENVFLEET_BFCL_CATEGORIES: other categories too), replays its gold calls through upstream's
  * own code in CPython (test/parity/bfcl-cpython-driver.py), and compares the results and the public
  * state after every turn with envfleet's replay in the sandbox. Then submits the gold calls as an
  * agent's through a scripted multi-turn rollout and expects the BFCL check to pass, and two
@@ -31,6 +31,8 @@ import { dropPrefix, requireRedis, testConfig } from '../helpers/integration.js'
  */
 const SRC = process.env['ENVFLEET_BFCL_SRC'];
 const CPYTHON = process.env['ENVFLEET_CPYTHON'] ?? 'python3.12';
+/** The categories to compare: multi_turn_base unless ENVFLEET_BFCL_CATEGORIES lists others (comma-separated). */
+const CATEGORIES = (process.env['ENVFLEET_BFCL_CATEGORIES'] ?? 'base').split(',').map(c => c.trim()) as BfclCategory[];
 const DRIVER = fileURLToPath(new URL('../parity/bfcl-cpython-driver.py', import.meta.url));
 const LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, createDeadlineMs: 30_000, callDeadlineMs: 5_000, checkDeadlineMs: 10_000, sessionCpuMs: 60_000 };
 
@@ -91,18 +93,23 @@ describe('BFCL multi-turn against upstream (gated on ENVFLEET_BFCL_SRC)', functi
     redis = new Redis(config.redis.url);
     store = createRedisRunStore(redis, config.redis.prefix);
     python = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 2, heapMb: 256, logger: pino({ level: 'silent' }) });
-    const layout = await findBfclLayout(SRC, ['base']);
+    for (const c of CATEGORIES) if (!BFCL_CATEGORIES.includes(c)) throw new Error(`ENVFLEET_BFCL_CATEGORIES: ${c} is not one of ${BFCL_CATEGORIES.join(', ')}`);
+    const layout = await findBfclLayout(SRC, CATEGORIES);
     const started = Date.now();
-    summary = await importBfcl(store, python, { runId: 'bfcl', layout, categories: ['base'], concurrency: 2 }, { limits: DEFAULT_SANDBOX_LIMITS, models: {} } as unknown as RunOptions);
-    console.log(`    imported ${summary.scenarios.imported} of 200 multi_turn_base entries in ${((Date.now() - started) / 1000).toFixed(1)} s (replay ${summary.replay.calls} calls, ${(summary.replay.ms / 1000).toFixed(1)} s); skipped ${summary.skipped.length}: ${summary.skipped.map(s => s.where.split(' ')[1]).join(', ')}`);
+    summary = await importBfcl(store, python, { runId: 'bfcl', layout, categories: CATEGORIES, concurrency: 2 }, { limits: DEFAULT_SANDBOX_LIMITS, models: {} } as unknown as RunOptions);
+    console.log(`    imported ${summary.scenarios.imported} of ${200 * CATEGORIES.length} entries (${CATEGORIES.join(', ')}) in ${((Date.now() - started) / 1000).toFixed(1)} s (replay ${summary.replay.calls} calls, ${(summary.replay.ms / 1000).toFixed(1)} s); skipped ${summary.skipped.length}: ${summary.skipped.map(s => s.where.split(' ')[1]).join(', ')}`);
     for (const s of summary.skipped) console.log(`      ${s.where}: ${s.problem}`);
     scenarios = await Promise.all((await store.listDocIds('bfcl', 'scenario')).map(async id => (await store.getDoc('bfcl', 'scenario', id))!));
     for (const id of await store.listDocIds('bfcl', 'env')) envs.set(id, (await store.getDoc('bfcl', 'env', id))!);
-    const entries = (await readFile(layout.categories.base!.entries, 'utf8')).trim().split('\n').map(l => JSON.parse(l) as { id: string; initial_config: unknown; involved_classes: string[] });
-    const answers = new Map((await readFile(layout.categories.base!.answers, 'utf8')).trim().split('\n').map(l => JSON.parse(l) as { id: string; ground_truth: string[][] }).map(a => [a.id, a.ground_truth]));
+    const input: unknown[] = [];
     const imported = new Set(scenarios.map(s => s.id));
+    for (const c of CATEGORIES) {
+      const entries = (await readFile(layout.categories[c]!.entries, 'utf8')).trim().split('\n').map(l => JSON.parse(l) as { id: string; initial_config: unknown; involved_classes: string[] });
+      const answers = new Map((await readFile(layout.categories[c]!.answers, 'utf8')).trim().split('\n').map(l => JSON.parse(l) as { id: string; ground_truth: string[][] }).map(a => [a.id, a.ground_truth]));
+      for (const e of entries) if (imported.has(e.id)) input.push({ id: e.id, initial_config: e.initial_config, involved_classes: e.involved_classes, long_context: c === 'long_context', gold: answers.get(e.id) });
+    }
     const t0 = Date.now();
-    driver = await upstream(dirname(layout.root), entries.filter(e => imported.has(e.id)).map(e => ({ id: e.id, initial_config: e.initial_config, involved_classes: e.involved_classes, long_context: false, gold: answers.get(e.id) })));
+    driver = await upstream(dirname(layout.root), input);
     console.log(`    CPython ${[...driver.values()][0]?.python} replayed ${driver.size} entries in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   });
   after(async () => {
@@ -111,10 +118,10 @@ describe('BFCL multi-turn against upstream (gated on ENVFLEET_BFCL_SRC)', functi
     if (config) await dropPrefix(config.redis.prefix);
   });
 
-  it('imports every multi_turn_base entry but those whose gold calls need mpmath', () => {
+  it('imports every entry but those whose gold calls need mpmath', () => {
     expect(BFCL_CATEGORIES).to.include('base');
     expect(summary.skipped.map(s => s.problem).filter(p => !/needs mpmath/.test(p))).to.deep.equal([]);
-    expect(summary.scenarios.imported + summary.skipped.length).to.equal(200);
+    expect(summary.scenarios.imported + summary.skipped.length).to.equal(200 * CATEGORIES.length);
   });
 
   it('gives the same results and public state as upstream in CPython after every turn, entry for entry', () => {
@@ -155,8 +162,9 @@ describe('BFCL multi-turn against upstream (gated on ENVFLEET_BFCL_SRC)', functi
     expect(failed).to.deep.equal([]);
   });
 
-  it('dropping a state-changing call fails with multi_turn:instance_state_mismatch', async () => {
-    const s = scenarios.find(x => x.id === 'multi_turn_base_0')!;
+  it('dropping a state-changing call fails with multi_turn:instance_state_mismatch', async function () {
+    const s = scenarios.find(x => x.id === 'multi_turn_base_0');
+    if (!s) return this.skip();
     const calls = driver.get(s.id)!.turns.map(u => u.calls);
     const first = calls[0]!.filter(c => c.name !== 'mv');
     expect(first.length).to.equal(calls[0]!.length - 1);
