@@ -88,15 +88,21 @@ export interface EnvironmentRecord {
 }
 
 /** The projects `envfleet import` reads. */
-export type ImportSource = 'envscaler';
+export type ImportSource = 'envscaler' | 'tau-bench';
 
 /** Where an imported document comes from: the ids it had there, and the file (base name) and record (index or key) it was read from. */
 export interface ImportedFrom {
   readonly envId: string;
   readonly className?: string;
   readonly taskId?: string;
-  /** EnvScaler's scenario sets: `rl` (with check functions), `sft` (without). */
-  readonly split?: 'rl' | 'sft';
+  /** EnvScaler's scenario sets: `rl` (with check functions), `sft` (without); τ-bench's task splits: `test`, `dev`, `train`. */
+  readonly split?: 'rl' | 'sft' | 'test' | 'dev' | 'train';
+  /** τ-bench: the task's user_id (the customer the simulated user plays). */
+  readonly userId?: string;
+  /** τ-bench: the database hash the task's gold actions give (the gold-hash check compares the final database's with it). */
+  readonly goldHash?: string;
+  /** τ-bench: what the gold hash was computed from (the generated module and the task as parsed); a re-import with the same key does not replay. */
+  readonly goldKey?: string;
   readonly file: string;
   readonly record: number | string;
 }

@@ -11,7 +11,7 @@
 
 /** Modules an environment or a check may import (checked on the source's AST before it runs). */
 export const ALLOWED_IMPORTS = [
-  '__future__', 'abc', 'base64', 'binascii', 'bisect', 'calendar', 'collections', 'contextlib', 'copy', 'csv', 'dataclasses',
+  '__future__', 'abc', 'ast', 'base64', 'binascii', 'bisect', 'calendar', 'collections', 'contextlib', 'copy', 'csv', 'dataclasses',
   'datetime', 'decimal', 'difflib', 'enum', 'fractions', 'functools', 'hashlib', 'heapq', 'itertools', 'json', 'logging',
   'math', 'numbers', 'operator', 'pprint', 'random', 're', 'statistics', 'string', 'textwrap', 'time', 'typing',
   'unicodedata', 'uuid', 'zoneinfo',
