@@ -185,7 +185,6 @@ const looseTools = (names: readonly string[]): FunctionTool[] => names.map(name 
 
 /** JSON text without the whitespace between tokens (strings untouched): the database's text as Python reads it, smaller. */
 export function minifyJson(text: string): string {
-  let out = '';
   let start = 0;
   let i = 0;
   const n = text.length;
@@ -209,8 +208,7 @@ export function minifyJson(text: string): string {
     } else i += 1;
   }
   if (start < n) parts.push(text.slice(start));
-  out = parts.join('');
-  return out;
+  return parts.join('');
 }
 
 /**
@@ -218,6 +216,7 @@ export function minifyJson(text: string): string {
  * quotes, which then need no escape (the source is stored as JSON, where each escape doubles).
  */
 export const pyString = (text: string): string =>
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what must be escaped
   `'${text.replace(/[\\'\u0000-\u001f\u007f\u2028\u2029]/g, c => (c === '\\' ? '\\\\' : c === "'" ? "\\'" : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`))}'`;
 
 const classNameOf = (domain: string) => `TauBench${domain.replace(/(^|_)([a-z0-9])/g, (_, __: string, c: string) => c.toUpperCase())}`;

@@ -49,7 +49,7 @@ describe('envfleet import tau-bench: the real τ-bench (ENVFLEET_TAU_BENCH_SRC)'
     await requireRedis();
     // τ-bench's own code in CPython, started first: it runs while the import replays in Pyodide.
     for (const domain of ['retail', 'airline']) {
-      upstream[domain] = run(CPYTHON, [DRIVER, SRC!, domain, 'test'], { maxBuffer: 64 << 20 }).then(r => JSON.parse(r.stdout) as Upstream);
+      upstream[domain] = run(CPYTHON, [DRIVER, SRC, domain, 'test'], { maxBuffer: 64 << 20 }).then(r => JSON.parse(r.stdout) as Upstream);
       upstream[domain].catch(() => undefined);
     }
     config = testConfig(null);
@@ -57,7 +57,7 @@ describe('envfleet import tau-bench: the real τ-bench (ENVFLEET_TAU_BENCH_SRC)'
     store = createRedisRunStore(redis, config.redis.prefix);
     python = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 2, heapMb: 1024, logger: pino({ level: 'silent' }) });
     const started = performance.now();
-    summary = await importTauBench(store, python, { runId: 'tau', domains: await findTauBenchDomains(SRC!), splits: ['test'] }, { limits: DEFAULT_SANDBOX_LIMITS, models: {} } as unknown as RunOptions, pino({ level: 'silent' }), p => {
+    summary = await importTauBench(store, python, { runId: 'tau', domains: await findTauBenchDomains(SRC), splits: ['test'] }, { limits: DEFAULT_SANDBOX_LIMITS, models: {} } as unknown as RunOptions, pino({ level: 'silent' }), p => {
       if (p.phase === 'replay' && p.done % 25 === 0) console.log(`      ${p.domain} ${p.split}: ${p.done}/${p.total}`);
     });
     console.log(`      import: ${((performance.now() - started) / 1000).toFixed(1)} s; ${JSON.stringify(summary.domains)}`);
