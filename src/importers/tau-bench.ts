@@ -476,6 +476,7 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
       source,
       language: 'python',
       tools,
+      endTools: TAU_TERMINATE_TOOLS.filter(name => tools.some(t => t.function.name === name)),
       failure: null,
       lineage: { runId, sourceTaskId: null, models: {}, prompts: {}, createdAt: now, source: 'tau-bench', original: { envId: domain.name, className, file: `${domain.name}/tools`, record: domain.name } },
     });

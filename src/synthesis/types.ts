@@ -67,6 +67,8 @@ export interface EnvironmentRecord {
   /** The language of `source`: absent (synthesized environments) is JavaScript; EnvScaler's imported classes are Python. */
   readonly language?: 'js' | 'python';
   readonly tools?: readonly FunctionTool[];
+  /** Tools whose call ends an episode (τ-bench's transfer_to_human_agents): the rollout stops after that assistant message's calls, termination `tool-ended`. */
+  readonly endTools?: readonly string[];
   readonly testState?: Readonly<Record<string, unknown>>;
   /** Assemble repair rounds used, and which methods they regenerated. */
   readonly assembleRepairs?: readonly { readonly round: number; readonly methods: readonly string[]; readonly problems: readonly string[] }[];

@@ -158,6 +158,7 @@ describe('envfleet import tau-bench: import, sessions, checks (real Redis, real 
     const env = (await store.getDoc('tau', 'env', 'tau-teashop'))!;
     expect(EnvironmentCode.safeParse(codeOf(env)).success).to.equal(true);
     expect(env.tools!.map(t => t.function.name)).to.deep.equal(['lookup_member', 'add_points', 'evaluate_sum', 'transfer_to_human_agents']);
+    expect(env.endTools).to.deep.equal(['transfer_to_human_agents']);
     expect(env.description.introduction).to.include('抹茶');
     expect(env.source).to.include("'{\"m_li\":{\"name\":\"李雷\",\"points\":120.0,");
     const run = (await store.getRun('tau'))!;
@@ -261,7 +262,6 @@ const POLICY = parseModelScript({
     { name: 'sum', stage: 'rollout.policy', matchLast: '^user: You are Zoë Müller\\. You want to know', respond: { toolCalls: [{ name: 'evaluate_sum', arguments: { expression: '1234 + 5000' } }] } },
     { name: 'summed', stage: 'rollout.policy', matchLast: '^tool: "6234', respond: { content: 'It is 6,234.' } },
     { name: 'human', stage: 'rollout.policy', matchLast: '^user: You are Zoë\\. You ask for a human', respond: { toolCalls: [{ name: 'transfer_to_human_agents', arguments: { summary: 'wants a person — une personne' } }] } },
-    { name: 'handed', stage: 'rollout.policy', matchLast: '^tool: "Handed over"', respond: { content: 'A colleague will take over.' } },
     { name: 'wrong', stage: 'rollout.policy', matchLast: '^user: You are Zoë Müller \\(m_zoe\\)', respond: { toolCalls: [{ name: 'add_points', arguments: { member_id: 'm_zoe', points: 50, note: 'une amie' } }] } },
   ],
 });
@@ -289,7 +289,10 @@ describe('envfleet rollouts on an imported τ-bench run (real workers, Python ru
     expect(by.get('tau-teashop-test-0')!.steps.map(s => s.tool)).to.deep.equal(['lookup_member', 'add_points']);
     expect(by.get('tau-teashop-test-0')!.reward).to.equal(1);
     expect(by.get('tau-teashop-test-1')!.checks.map(c => c.passed)).to.deep.equal([true, true]);
-    expect(by.get('tau-teashop-test-2')!.reward).to.equal(1);
+    const human = by.get('tau-teashop-test-2')!;
+    expect(human.steps.map(s => s.tool)).to.deep.equal(['transfer_to_human_agents']);
+    expect(human.termination).to.deep.equal({ reason: 'tool-ended', detail: 'transfer_to_human_agents ends the episode' });
+    expect(human.reward).to.equal(1);
     expect(by.get('tau-teashop-test-4')!.reward).to.equal(0);
     const finalState = by.get('tau-teashop-test-0')!.finalState;
     const data = ((typeof finalState === 'string' ? JSON.parse(finalState) : finalState) as { data: { members: Record<string, { points: number; history: unknown[] }> } }).data;
