@@ -43,7 +43,8 @@ export async function scoreFinalState(
     const state = () => (parsed ??= finalState instanceof RawJson ? finalState.value() : finalState);
     const [first, second] = await Promise.all([
       plain.length === 0 ? null : (ran ?? sandbox.checks({ checks: plain, finalState: state(), initialState: scenario.initialState, limits })),
-      later.length === 0 ? null : episode ? sandbox.checks({ checks: later, finalState: state(), initialState: scenario.initialState, limits, episode }) : null,
+      // The text itself when the state is kept as text: a Python check then sees the floats the environment wrote.
+      later.length === 0 ? null : episode ? sandbox.checks({ checks: later, finalState: finalState instanceof RawJson ? finalState : state(), initialState: scenario.initialState, limits, episode }) : null,
     ]);
     const needsEpisode = (item: string): CheckOutcome => ({
       item,

@@ -2,6 +2,7 @@ import { languageOf, type CheckSpec } from './bundle.js';
 import type { CheckOutcome } from './quickjs-host.js';
 import type { EnvSession, SandboxRunner } from './runner.js';
 import type { ChecksInput, ChecksResult, SessionEnd } from './tasks.js';
+import { RawJson } from '../util/raw-json.js';
 
 /**
  * One SandboxRunner over two runtimes: environments and checks go to `js` (QuickJS) or `python`
@@ -11,11 +12,13 @@ import type { ChecksInput, ChecksResult, SessionEnd } from './tasks.js';
 export function createLanguageRouter(runners: { readonly js: SandboxRunner; readonly python: SandboxRunner }): SandboxRunner {
   const runnerFor = (language: 'js' | 'python') => (language === 'python' ? runners.python : runners.js);
   const checks = async (input: ChecksInput): Promise<ChecksResult> => {
+    // A final state kept as its JSON text goes to Python as that text (1.0 stays a float); QuickJS threads get the value.
+    const forJs = (i: ChecksInput): ChecksInput => (i.finalState instanceof RawJson ? { ...i, finalState: i.finalState.value() } : i);
     const python = input.checks.filter(c => languageOf(c) === 'python');
-    if (python.length === 0) return runners.js.checks(input);
+    if (python.length === 0) return runners.js.checks(forJs(input));
     if (python.length === input.checks.length) return runners.python.checks(input);
     const js = input.checks.filter(c => languageOf(c) !== 'python');
-    const [jsResult, pyResult] = await Promise.all([runners.js.checks({ ...input, checks: js }), runners.python.checks({ ...input, checks: python })]);
+    const [jsResult, pyResult] = await Promise.all([runners.js.checks(forJs({ ...input, checks: js })), runners.python.checks({ ...input, checks: python })]);
     return merge(input.checks, jsResult.results, pyResult.results);
   };
   return {
@@ -47,7 +50,8 @@ function withForeignChecks(session: EnvSession, foreign: 'js' | 'python', other:
       const end = await session.finish(own);
       if (end.stateJson === null) return end;
       const initial = initialStateJson !== undefined ? (JSON.parse(initialStateJson) as unknown) : initialState;
-      const theirs = await other.checks({ checks: foreignChecks, finalState: JSON.parse(end.stateJson) as unknown, initialState: initial, limits });
+      const finalState = foreign === 'python' ? new RawJson(end.stateJson) : (JSON.parse(end.stateJson) as unknown);
+      const theirs = await other.checks({ checks: foreignChecks, finalState, initialState: initial, limits });
       return { ...end, checks: merge(checks, end.checks?.results ?? [], theirs.results, isForeign) } satisfies SessionEnd;
     },
   };

@@ -11,6 +11,7 @@ import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/li
 import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type EnvSession } from '../../src/sandbox/runner.js';
 import { scoreFinalState } from '../../src/rollouts/score.js';
+import { RawJson } from '../../src/util/raw-json.js';
 import { rejection } from '../helpers/assert.js';
 
 /**
@@ -227,6 +228,18 @@ describe('Python runtime (Pyodide in a child process under the permission model)
       expect(served.checks[1]).to.deep.include({ item: 'said', passed: false, errorCode: 'CHECK_NEEDS_EPISODE' });
       const wrong = await scoreFinalState(router, scenario, finalState, LIMITS, null, end.checks, { messages: messages.slice(0, 4), turnStates: null });
       expect(wrong.checks.map(c => c.passed)).to.deep.equal([true, false]);
+    });
+
+    it('hands an episode check the final state as the environment wrote it (a float 1.0 stays a float, as in the session)', async () => {
+      const router = createLanguageRouter({ js: createLocalSandboxRunner(), python: runner });
+      const floats = python('class Env:\n    def __init__(self, config):\n        self.price = 1.0\n    def noop(self):\n        return {"success": True}\n', ['noop']);
+      const isFloat = 'def check_func(s):\n    return type(s["price"]) is float and repr(s["price"]) == "1.0"';
+      const scenario = { initialState: {}, checklist: [pyCheck('in session', isFloat), { ...pyCheck('after', isFloat), episode: true as const }] };
+      const s = await router.openSession(floats, {}, LIMITS);
+      const end = await s.finish(scenario.checklist.filter(c => !c.episode));
+      expect(end.stateJson).to.equal('{"price":1.0}');
+      const score = await scoreFinalState(router, scenario, new RawJson(end.stateJson!), LIMITS, null, end.checks, { messages, turnStates: null });
+      expect(score.checks.map(c => [c.item, c.passed])).to.deep.equal([['in session', true], ['after', true]]);
     });
   });
 

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { ValidateFunction } from 'ajv';
 import type { Logger } from '../../logger.js';
 import { compileJsonSchema, describeAjvErrors } from '../../util/json-schema.js';
+import { RawJson } from '../../util/raw-json.js';
 import type { CheckSpec, EnvironmentCode } from '../bundle.js';
 import { diffStates } from '../diff.js';
 import { SandboxError, type SandboxErrorCode } from '../errors.js';
@@ -332,7 +333,8 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
       }
     },
     async checks(input: ChecksInput): Promise<ChecksResult> {
-      const finalStateJson = JSON.stringify(input.finalState) ?? 'null';
+      // Kept as text (RawJson: a session's final state as its runtime wrote it), it is passed on unparsed: 1.0 stays a float.
+      const finalStateJson = input.finalState instanceof RawJson ? input.finalState.json : (JSON.stringify(input.finalState) ?? 'null');
       const initialStateJson = JSON.stringify(input.initialState) ?? 'null';
       return (await request({
         op: 'checks',
