@@ -3,6 +3,7 @@ import { InvalidArgumentError } from 'commander';
 import { runOptionsFrom } from '../queues/submit.js';
 import { ENVSCALER_SPLITS, findEnvscalerFiles, importEnvscaler, splitOfFileName, type EnvscalerFiles, type EnvscalerImportSummary, type EnvscalerSplit, type ImportProgress } from '../src/importers/envscaler.js';
 import { BFCL_CATEGORIES, findBfclLayout, importBfcl, type BfclCategory, type BfclImportProgress, type BfclImportSummary } from '../src/importers/bfcl.js';
+import { findTauBenchDomains, importTauBench, TAU_SPLITS, type TauDomainFiles, type TauImportProgress, type TauImportSummary, type TauSplit } from '../src/importers/tau-bench.js';
 import { createLogger } from '../src/logger.js';
 import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
 import { withRuns } from './context.js';
@@ -135,6 +136,76 @@ export async function importBfclCommand(opts: ImportBfclOptions): Promise<void> 
     try {
       const summary = await importBfcl(c.store, python, { runId: opts.run, layout, categories, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false, concurrency: 2 }, runOptionsFrom(c.config), bfclReporter(), logger);
       process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : bfclSummaryText(summary, opts));
+    } finally {
+      await python.close();
+    }
+  });
+}
+
+export interface ImportTauBenchOptions {
+  readonly run: string;
+  readonly from: string;
+  readonly domain?: string;
+  readonly split: string;
+  readonly limit?: number;
+  readonly append?: boolean;
+  readonly json?: boolean;
+}
+
+/** The domains and splits asked for, checked against what --from holds before anything connects. */
+async function tauRequestOf(opts: ImportTauBenchOptions): Promise<{ domains: TauDomainFiles[]; splits: TauSplit[] }> {
+  const splits = opts.split.split(',').map(s => s.trim()).filter(Boolean);
+  const badSplit = splits.find(s => !TAU_SPLITS.includes(s as TauSplit));
+  if (badSplit !== undefined || splits.length === 0) throw new InvalidArgumentError(`--split takes a comma-separated list of ${TAU_SPLITS.join(', ')}, not "${opts.split}"`);
+  const found = await findTauBenchDomains(opts.from);
+  if (!opts.domain) return { domains: found, splits: splits as TauSplit[] };
+  const wanted = opts.domain.split(',').map(s => s.trim()).filter(Boolean);
+  const missing = wanted.filter(w => !found.some(d => d.name === w));
+  if (missing.length) throw new InvalidArgumentError(`--domain ${missing.join(', ')}: not a τ-bench domain under ${opts.from}; the domains there are ${found.map(d => d.name).join(', ')}`);
+  return { domains: found.filter(d => wanted.includes(d.name)), splits: splits as TauSplit[] };
+}
+
+function tauReporter(): (p: TauImportProgress) => void {
+  return p => {
+    if (p.phase === 'read') process.stderr.write(`envfleet import: ${p.domain}: reading ${p.what}\n`);
+    else if (p.phase === 'replay') process.stderr.write(`envfleet import: ${p.domain} ${p.split}: gold hashes ${p.done}/${p.total}${p.reused ? ` (${p.reused} kept from the run, not replayed)` : ''}\n`);
+    else process.stderr.write(`envfleet import: wrote ${p.done}/${p.total} ${p.kind === 'env' ? 'environments' : 'scenarios'}\n`);
+  };
+}
+
+function tauSummaryText(s: TauImportSummary, opts: ImportTauBenchOptions): string {
+  const counts = (c: { imported: number; unchanged: number; updated: number }) => `${c.imported} new, ${c.unchanged} unchanged, ${c.updated} updated`;
+  const lines = [
+    `run ${s.runId}: ${s.created ? 'created' : 'exists'}`,
+    ...s.domains.map(
+      d =>
+        `domain ${d.domain}: environment ${d.environmentId}, ${d.tools} tools, database ${d.stateBytes} bytes of JSON (initial hash ${d.initialHash.slice(0, 16)}…), tasks ${Object.entries(d.tasks)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ') || 'none'}; gold replays ${d.replayed} (${d.reused} kept), ${d.unchangedByGold} leave the database unchanged, ${d.withOutputs} with outputs; ${(d.replayMs / 1000).toFixed(1)} s`,
+    ),
+    `environments: ${counts(s.environments)}`,
+    `scenarios:    ${counts(s.scenarios)}`,
+    `checks:       ${s.checks}`,
+    `not selected: ${s.notSelected.scenarios} tasks (--limit ${opts.limit ?? 'none'})`,
+    `skipped:      ${s.skipped.length} tasks${s.skipped.length ? ':' : ''}`,
+    ...s.skipped.slice(0, SHOWN).map(k => `  ${k.file} ${k.where}: ${k.problem}`),
+    ...(s.skipped.length > SHOWN ? [`  … and ${s.skipped.length - SHOWN} more (--json lists them all)`] : []),
+    ...s.warnings.map(w => `warning: ${w}`),
+    `run limits:   create ${s.limits.createDeadlineMs} ms, call ${s.limits.callDeadlineMs} ms, check ${s.limits.checkDeadlineMs} ms, session CPU ${s.limits.sessionCpuMs} ms, state cap ${s.limits.maxStateBytes} bytes`,
+    `The environments are Python (run by the Python runtime). Roll out with: envfleet rollouts --run ${s.runId} --mode conversational; serve with: envfleet serve --run ${s.runId}`,
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+/** `envfleet import tau-bench`. */
+export async function importTauBenchCommand(opts: ImportTauBenchOptions): Promise<void> {
+  const request = await tauRequestOf(opts);
+  await withRuns(async c => {
+    const logger = createLogger(c.config).child({ command: 'import tau-bench' });
+    const python = createPythonSandboxRunner({ snapshotDir: c.config.python.snapshotDir, interpreters: 1, heapMb: c.config.python.heapMb, logger: logger.child({ component: 'python-sandbox' }) });
+    try {
+      const summary = await importTauBench(c.store, python, { runId: opts.run, ...request, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false }, runOptionsFrom(c.config), logger, tauReporter());
+      process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : tauSummaryText(summary, opts));
     } finally {
       await python.close();
     }

@@ -4,7 +4,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import type { ExportCommandOptions } from './datasets.js';
-import type { ImportBfclOptions, ImportEnvscalerOptions } from './import.js';
+import type { ImportBfclOptions, ImportEnvscalerOptions, ImportTauBenchOptions } from './import.js';
 import type { BudgetOptions, ControlOptions, DeleteRunsOptions } from './runs.js';
 import type { SandboxCommandOptions } from './sandbox.js';
 import type { ServeOptions } from './serve.js';
@@ -160,6 +160,18 @@ importing
   .option('--append', 'import into a run that holds other environments')
   .option('--json', 'print the summary as JSON (every skipped entry with its reason)')
   .action(guarded(async (opts: ImportBfclOptions) => (await import('./import.js')).importBfclCommand(opts)));
+
+importing
+  .command('tau-bench')
+  .description("τ-bench v1's domains (retail, airline): one Python environment per domain (a class over its tools/*.py holding the database, data/*.json, as self.data; wiki.md as its policy) and one scenario per task of tasks_<split>.py, checked by τ-bench's database hash after the gold actions (replayed in the sandbox at import) and, for tasks with outputs, by the transcript")
+  .requiredOption('--from <path>', 'a checkout of sierra-research/tau-bench, or its tau_bench/envs folder, or one domain folder')
+  .requiredOption('--run <name>', 'run to import into (created when absent, with the sandbox limits τ-bench needs; importing the same files again adds nothing)')
+  .option('--domain <names>', 'comma-separated domains (folder names under tau_bench/envs; default: every domain found)')
+  .option('--split <splits>', 'comma-separated task splits: test, dev, train', 'test')
+  .option('--limit <n>', 'at most N tasks per split and domain (the first ones)', positiveInt)
+  .option('--append', 'import into a run that holds other environments')
+  .option('--json', 'print the summary as JSON (every skipped task with its reason)')
+  .action(guarded(async (opts: ImportTauBenchOptions) => (await import('./import.js')).importTauBenchCommand(opts)));
 
 program
   .command('rollouts')

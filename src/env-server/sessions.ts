@@ -6,6 +6,7 @@ import type { CheckResult } from '../rollouts/types.js';
 import type { RunStore } from '../runs/store.js';
 import { ENDS_SESSION } from '../sandbox/errors.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
+import type { ChecksResult } from '../sandbox/tasks.js';
 import type { CallOutcome } from '../sandbox/quickjs-host.js';
 import type { EnvSession, SandboxRunner } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
@@ -203,8 +204,14 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     s.ending = (async () => {
       let finalState: unknown = null;
       let readError: string | null = null;
+      let ran: ChecksResult | null = null;
       try {
-        finalState = await s.env!.snapshot();
+        // The final state and the checks on it in the session, as an episode ends (episode.ts): a Python
+        // check then sees the live state (1.0 stays a float; through JSON it would come back as 1).
+        const end = await s.env!.finish((served.scenario.checklist ?? []).filter(c => !c.episode));
+        if (end.stateJson === null) throw new Error(end.stateError?.message ?? 'no final state');
+        finalState = JSON.parse(end.stateJson) as unknown;
+        ran = end.checks;
       } catch (err) {
         readError = `the final state could not be read: ${(err as Error).message}`;
       } finally {
@@ -212,7 +219,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       }
       let score: Awaited<ReturnType<typeof scoreFinalState>>;
       try {
-        score = await scoreFinalState(deps.sandbox, served.scenario, finalState, served.limits, readError);
+        score = await scoreFinalState(deps.sandbox, served.scenario, finalState, served.limits, readError, ran);
       } catch (err) {
         score = { checks: [], reward: null, checksError: `the checks could not run: ${(err as Error).message}` };
       }

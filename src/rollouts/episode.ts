@@ -255,6 +255,12 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
           throw new EpisodeEnd('environment-error', `${outcome.runtimeError} in ${call.function.name}; the environment was discarded`);
         }
       }
+      // A tool that ends the episode (τ-bench's transfer_to_human_agents), once the message's calls have their results.
+      const ender = env.endTools?.length ? calls.find(c => env.endTools!.includes(c.function.name)) : undefined;
+      if (ender) {
+        termination = { reason: 'tool-ended', detail: `${ender.function.name} ends the episode` };
+        break;
+      }
     }
   } catch (err) {
     if (err instanceof EpisodeEnd) termination = { reason: err.reason, detail: err.detail };

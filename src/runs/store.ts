@@ -35,7 +35,7 @@ export interface RunRecord {
   readonly id: string;
   readonly createdAt: string;
   /** What the run was made from: synthesis input, or the files of another project (`envfleet import envscaler`). */
-  readonly input: 'tasks' | 'descriptions' | 'envscaler' | 'bfcl';
+  readonly input: 'tasks' | 'descriptions' | 'envscaler' | 'bfcl' | 'tau-bench';
   /** Options frozen at creation (thresholds, limits, probe steps, models). */
   readonly options: RunOptions;
 }

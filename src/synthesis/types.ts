@@ -67,6 +67,8 @@ export interface EnvironmentRecord {
   /** The language of `source`: absent (synthesized environments) is JavaScript; EnvScaler's imported classes are Python. */
   readonly language?: 'js' | 'python';
   readonly tools?: readonly FunctionTool[];
+  /** Tools whose call ends an episode (τ-bench's transfer_to_human_agents): the rollout stops after that assistant message's calls, termination `tool-ended`. */
+  readonly endTools?: readonly string[];
   readonly testState?: Readonly<Record<string, unknown>>;
   /** Assemble repair rounds used, and which methods they regenerated. */
   readonly assembleRepairs?: readonly { readonly round: number; readonly methods: readonly string[]; readonly problems: readonly string[] }[];
@@ -88,15 +90,21 @@ export interface EnvironmentRecord {
 }
 
 /** The projects `envfleet import` reads. */
-export type ImportSource = 'envscaler' | 'bfcl';
+export type ImportSource = 'envscaler' | 'bfcl' | 'tau-bench';
 
 /** Where an imported document comes from: the ids it had there, and the file (base name) and record (index or key) it was read from. */
 export interface ImportedFrom {
   readonly envId: string;
   readonly className?: string;
   readonly taskId?: string;
-  /** EnvScaler's scenario sets: `rl` (with check functions), `sft` (without). */
-  readonly split?: 'rl' | 'sft';
+  /** EnvScaler's scenario sets: `rl` (with check functions), `sft` (without); τ-bench's task splits: `test`, `dev`, `train`. */
+  readonly split?: 'rl' | 'sft' | 'test' | 'dev' | 'train';
+  /** τ-bench: the task's user_id (the customer the simulated user plays). */
+  readonly userId?: string;
+  /** τ-bench: the database hash the task's gold actions give (the gold-hash check compares the final database's with it). */
+  readonly goldHash?: string;
+  /** τ-bench: what the gold hash was computed from (the generated module and the task as parsed); a re-import with the same key does not replay. */
+  readonly goldKey?: string;
   /** BFCL: the entry's category (base, miss_func, miss_param, long_context). */
   readonly category?: string;
   /** A hash of everything the document was made from (entry, gold answer, class sources): a re-import with the same one reuses the document. */
