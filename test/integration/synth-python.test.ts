@@ -1,0 +1,136 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { submitRollouts, submitScenarios, submitSynthesis } from '../../queues/submit.js';
+import { exportRun } from '../../src/datasets/export.js';
+import { runSink } from '../../src/datasets/sink.js';
+import { RequestError } from '../../src/errors.js';
+import type { Trajectory } from '../../src/rollouts/types.js';
+import { PYTHON_PROMPT_VERSIONS } from '../../src/synthesis/prompts.js';
+import { SCENARIO_PYTHON_PROMPT_VERSIONS } from '../../src/scenarios/prompts.js';
+import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import type { EnvironmentRecord } from '../../src/synthesis/types.js';
+import { AlpacaLine, OpenAIFineTuneLine } from '../helpers/formats.js';
+import { DEMO, useFleet } from '../helpers/integration.js';
+
+const jsonl = async (path: string): Promise<unknown[]> => (await readFile(path, 'utf8')).split('\n').filter(Boolean).map(l => JSON.parse(l) as unknown);
+
+/**
+ * `envfleet synth --language python` end to end on real Redis, real BullMQ workers and the real Pyodide
+ * runtime, with the scripted model answering from fixtures/demo (80-python-seeds.yaml): every synthesis
+ * stage writes Python, validated in the Python sandbox; scenarios get Python checks; rollouts score with
+ * them; the export carries the Python environment and checks.
+ */
+describe('envfleet synth --language python: synth, scenarios, rollouts, export (real workers, Pyodide, scripted model)', function () {
+  this.timeout(600_000);
+  const fleet = useFleet();
+
+  it('builds an EnvScaler-style Python class through the same stages, with Python checks that score the episodes', async () => {
+    const f = await fleet();
+    const runId = 'py-synth';
+    const submitted = await submitSynthesis(f.config, f.redis, { runId, descriptions: `${DEMO}/python-descriptions.jsonl`, probeSteps: 6, language: 'python' });
+    expect(submitted.language).to.equal('python');
+    expect((await f.store.getRun(runId))!.options.language).to.equal('python');
+    await f.waitForRun(runId);
+
+    const [envId] = await f.store.listDocIds(runId, 'env');
+    const env = (await f.store.getDoc(runId, 'env', envId!)) as EnvironmentRecord;
+    expect(env.status, JSON.stringify(env.failure ?? env.quality?.rejectionReason)).to.equal('kept');
+    expect(env.language).to.equal('python');
+    expect(env.className).to.equal('SeedLibrary');
+    expect(env.lineage.prompts).to.deep.equal({ ...PYTHON_PROMPT_VERSIONS });
+    // The class: typing imported, the constructor's attributes from the schema, each method indented whole.
+    expect(env.source).to.match(/^from typing import Any, Dict, List, Optional, Union\n/);
+    expect(env.source).to.include('class SeedLibrary:\n');
+    expect(env.source).to.include('    def __init__(self, init_config: Optional[dict] = None):\n');
+    expect(env.source).to.include('        self.members: Dict[str, Any] = {}  # member_id -> Member\n');
+    expect(env.source).to.include('    def return_seeds(self, loan_id: str, packets_back: int) -> dict:\n');
+    expect(env.source).to.not.include('```');
+    expect(env.methods!['lend_packets']).to.include('packets: int = 1');
+    expect(env.tools!.map(t => t.function.name)).to.deep.equal(['get_member', 'list_varieties', 'lend_packets', 'return_seeds']);
+    expect(env.quality!.verdict).to.equal('kept');
+    expect(env.quality!.counts.total).to.be.greaterThanOrEqual(6);
+
+    // The method answers went through the gateway's parsers and repair loop as JavaScript ones do: prose
+    // around a fence (parsed at once), a bare ```python fence with no JSON (asked again; the second answer's
+    // extra key is dropped), a signature that does not take the tool's parameter (asked again with the
+    // sandbox check's words), a fenced source inside the JSON string (taken without its fence).
+    const uses = (rule: string) => f.server.log().filter(r => r.rule === rule).length;
+    expect(uses('py-seeds-get_member')).to.equal(1);
+    expect(uses('py-seeds-list_varieties')).to.equal(2);
+    expect(uses('py-seeds-lend_packets')).to.equal(2);
+    expect(uses('py-seeds-return_seeds')).to.equal(1);
+    const asked = (rule: string) => f.server.log().filter(r => r.rule === rule).map(r => r.lastUserMessage ?? '');
+    expect(asked('py-seeds-list_varieties')[1]).to.match(/not valid JSON/);
+    expect(asked('py-seeds-lend_packets')[1]).to.include("the tool's parameters packets are not parameters of def lend_packets(self, ...)");
+
+    // The probe ran the Python methods: a refused loan past max_packets, a harvest return that restocks.
+    const steps = await f.store.steps(runId, envId!, 1);
+    const refused = steps.find(s => s.tool === 'lend_packets' && s.caseType === 'negative')!;
+    expect(refused.result).to.deep.equal({ success: false, error: '李娜 may hold 2 packet(s) and has 2 out' });
+    const returned = steps.find(s => s.tool === 'return_seeds')!;
+    expect(returned.result).to.deep.equal({ success: true, message: 'Returned loan L3: 6 packet(s) back on the shelf' });
+    expect(returned.runtimeError).to.equal(null);
+
+    // Scenarios: Python checks against the state as the runtime hands it over; the check that raised on the initial state was repaired.
+    await submitScenarios(f.config, f.redis, { runId, perEnv: 1 });
+    await f.waitForRun(runId);
+    const scenarios: ScenarioRecord[] = [];
+    for (const id of await f.store.listDocIds(runId, 'scenario')) scenarios.push((await f.store.getDoc(runId, 'scenario', id))!);
+    expect(scenarios.map(s => [s.status, s.dropReason?.message ?? null])).to.deep.equal([['ready', null]]);
+    const scenario = scenarios[0]!;
+    expect(scenario.lineage.prompts).to.deep.equal({ ...SCENARIO_PYTHON_PROMPT_VERSIONS });
+    expect(scenario.checklist!.map(c => c.language)).to.deep.equal(['python', 'python', 'python']);
+    expect(scenario.checklist!.every(c => c.check.startsWith('def check_func(final_state):'))).to.equal(true);
+    expect(scenario.validation!.repairs.map(r => r.item)).to.deep.equal(['Has variety V2 with the 6 saved packets on the shelf']);
+    expect(scenario.validation!.repairs[0]!.problem).to.match(/CHECK_THREW: KeyError/);
+    expect(scenario.validation!.onInitialState.map(r => r.passed)).to.deep.equal([false, false, false]);
+
+    // Rollouts in both modes: the scripted policy solves it; the reward comes from the Python checks.
+    const r = await submitRollouts(f.config, f.redis, { runId, samples: 1, modes: ['non-conversational', 'conversational'] });
+    expect(r.scenarios).to.equal(1);
+    await f.waitForRun(runId);
+    const trajectories: Trajectory[] = [];
+    for (const id of await f.store.listDocIds(runId, 'trajectory')) trajectories.push((await f.store.getDoc(runId, 'trajectory', id)) as Trajectory);
+    expect(trajectories.map(t => [t.mode, t.reward, t.solved]).sort()).to.deep.equal([
+      ['conversational', 1, true],
+      ['non-conversational', 1, true],
+    ]);
+    const nonConv = trajectories.find(t => t.mode === 'non-conversational')!;
+    expect(nonConv.steps.map(s => s.tool)).to.deep.equal(['get_member', 'return_seeds', 'lend_packets']);
+    expect(nonConv.checks.map(c => c.passed)).to.deep.equal([true, true, true]);
+
+    // Export: the sink writes the trajectories; the environment line carries its language and Python source.
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-py-synth-'));
+    try {
+      await runSink({ redis: f.redis, prefix: f.config.redis.prefix, store: f.store, runId, dir });
+      const exported = await exportRun(f.store, runId, dir, { trajectoriesDir: join(dir, 'trajectories') });
+      expect(exported.datasets['sft-openai.jsonl']).to.equal(2);
+      const [line] = (await jsonl(join(dir, 'environments.jsonl'))) as EnvironmentRecord[];
+      expect(line!.language).to.equal('python');
+      expect(line!.source).to.equal(env.source);
+      const [exportedScenario] = (await jsonl(join(dir, 'scenarios.jsonl'))) as ScenarioRecord[];
+      expect(exportedScenario!.checklist!.map(c => c.language)).to.deep.equal(['python', 'python', 'python']);
+      for (const l of await jsonl(join(dir, 'sft-openai.jsonl'))) expect(OpenAIFineTuneLine.safeParse(l).success).to.equal(true);
+      for (const l of await jsonl(join(dir, 'sft-llamafactory.jsonl'))) expect(AlpacaLine.safeParse(l).success).to.equal(true);
+      expect(await readFile(join(dir, 'sft-openai.jsonl'), 'utf8')).to.include('Haricot « Coco » 🫘');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses an unknown --language, and another language on a run frozen with one', async () => {
+    const f = await fleet({ workers: false });
+    const err = await submitSynthesis(f.config, f.redis, { runId: 'py-lang', descriptions: `${DEMO}/python-descriptions.jsonl`, language: 'ruby' }).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(RequestError);
+    expect(String(err)).to.include('--language "ruby" is not a language envfleet synthesizes: use js');
+    await submitSynthesis(f.config, f.redis, { runId: 'py-lang', descriptions: `${DEMO}/python-descriptions.jsonl`, language: 'python' });
+    const changed = await submitSynthesis(f.config, f.redis, { runId: 'py-lang', descriptions: `${DEMO}/python-descriptions.jsonl` }).catch((e: unknown) => e);
+    expect(changed).to.be.instanceOf(RequestError);
+    expect(String(changed)).to.include('run "py-lang" synthesizes Python environments (--language python, frozen when it was created)');
+    // The default stays JavaScript, frozen as before (no language key).
+    await submitSynthesis(f.config, f.redis, { runId: 'js-lang', descriptions: `${DEMO}/python-descriptions.jsonl` });
+    expect((await f.store.getRun('js-lang'))!.options).to.not.have.property('language');
+  });
+});
