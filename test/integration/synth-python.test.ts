@@ -2,7 +2,13 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { submitRollouts, submitScenarios, submitSynthesis } from '../../queues/submit.js';
+import { pino } from 'pino';
+import { runOptionsFrom, submitRollouts, submitScenarios, submitSynthesis } from '../../queues/submit.js';
+import { findEnvscalerFiles, importEnvscaler } from '../../src/importers/envscaler.js';
+import { parseModelScript } from '../../src/model-server/index.js';
+import { createLanguageRouter } from '../../src/sandbox/language-router.js';
+import { createPythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
+import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { runSink } from '../../src/datasets/sink.js';
 import { RequestError } from '../../src/errors.js';
@@ -13,6 +19,8 @@ import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { AlpacaLine, OpenAIFineTuneLine } from '../helpers/formats.js';
 import { DEMO, useFleet } from '../helpers/integration.js';
+
+const ENVSCALER = new URL('../fixtures/envscaler/', import.meta.url).pathname;
 
 const jsonl = async (path: string): Promise<unknown[]> => (await readFile(path, 'utf8')).split('\n').filter(Boolean).map(l => JSON.parse(l) as unknown);
 
@@ -62,7 +70,7 @@ describe('envfleet synth --language python: synth, scenarios, rollouts, export (
     expect(uses('py-seeds-lend_packets')).to.equal(2);
     expect(uses('py-seeds-return_seeds')).to.equal(1);
     const asked = (rule: string) => f.server.log().filter(r => r.rule === rule).map(r => r.lastUserMessage ?? '');
-    expect(asked('py-seeds-list_varieties')[1]).to.match(/not valid JSON/);
+    expect(asked('py-seeds-list_varieties')[1]).to.match(/^Your previous reply could not be used: /);
     expect(asked('py-seeds-lend_packets')[1]).to.include("the tool's parameters packets are not parameters of def lend_packets(self, ...)");
 
     // The probe ran the Python methods: a refused loan past max_packets, a harvest return that restocks.
@@ -132,5 +140,100 @@ describe('envfleet synth --language python: synth, scenarios, rollouts, export (
     // The default stays JavaScript, frozen as before (no language key).
     await submitSynthesis(f.config, f.redis, { runId: 'js-lang', descriptions: `${DEMO}/python-descriptions.jsonl` });
     expect((await f.store.getRun('js-lang'))!.options).to.not.have.property('language');
+  });
+});
+
+/**
+ * Scripted answers for scenarios on the imported tea house (test/fixtures/envscaler, env_7_rl): its class has
+ * no state schema, so the scenario.state prompt carries the shape probed from the class; the first state
+ * sets an attribute the class does not have and is asked again.
+ */
+const TEA_HOUSE = parseModelScript({
+  rules: [
+    {
+      name: 'tea-state',
+      stage: 'scenario.state',
+      // On the request body as JSON (the repair request's last user message is the repair): the shape probed from the class, quotes escaped.
+      matchAny: 'Environment: 茶馆 table reservations[\\s\\S]*State shape \\(the class instantiated with an empty config; each key is an instance attribute\\): \\{.{1,4}_next_id.{1,4}:1,.{1,4}bookings.{1,4}:\\{\\},.{1,4}tables.{1,4}:\\{\\}\\}',
+      responses: [
+        { json: { state: { tables: { T1: { table_id: 'T1', seats: 2, status: 'free' } }, guests: { G1: { name: 'Émilie Durand' } } } } },
+        {
+          json: {
+            state: {
+              tables: { T1: { table_id: 'T1', seats: 2, status: 'free' }, T2: { table_id: 'T2', seats: 4, status: 'free' }, T3: { table_id: 'T3', seats: 6, status: 'booked' } },
+              bookings: { B5: { booking_id: 'B5', table_id: 'T3', guest: 'Émilie Durand', note: 'anniversaire 🎂' } },
+              _next_id: 6,
+            },
+          },
+        },
+      ],
+    },
+    {
+      name: 'tea-task',
+      stage: 'scenario.task',
+      match: 'Environment: 茶馆 table reservations',
+      respond: {
+        json: {
+          instruction: 'Émilie Durand cannot come tonight: cancel her booking B5. Then book table T2 for 张伟 with the note 靠窗 🍵 so that he sits by the window.',
+          userGoal: { goal: 'Cancel my friend’s booking and book a window table for me.', facts: ['The booking to cancel is B5', 'I am 张伟', 'I want table T2, note 靠窗 🍵'] },
+          expectedTools: ['list_free_tables', 'cancel_booking', 'book_table'],
+        },
+      },
+    },
+    { name: 'tea-checklist', stage: 'scenario.checklist', match: 'Environment: 茶馆 table reservations', respond: { json: { items: ['Has booking B5 cancelled', 'Has table T2 booked for 张伟 with the note 靠窗', 'Has table T3 free again'] } } },
+    { name: 'tea-check-b5', stage: 'scenario.check', match: 'Checklist item: Has booking B5 cancelled\\nLanguage: Python', respond: { json: { check: "def check_func(final_state):\n    return \"B5\" in initial_state.get(\"bookings\", {}) and \"B5\" not in final_state.get(\"bookings\", {})\n" } } },
+    { name: 'tea-check-t2', stage: 'scenario.check', match: 'Checklist item: Has table T2 booked for 张伟[\\s\\S]*Language: Python', respond: { json: { check: "def check_func(final_state):\n    table = final_state.get(\"tables\", {}).get(\"T2\", {})\n    return table.get(\"status\") == \"booked\" and any(\n        b.get(\"table_id\") == \"T2\" and b.get(\"guest\") == \"张伟\" and \"靠窗\" in b.get(\"note\", \"\")\n        for b in final_state.get(\"bookings\", {}).values()\n    )\n" } } },
+    { name: 'tea-check-t3', stage: 'scenario.check', match: 'Checklist item: Has table T3 free again\\nLanguage: Python', respond: { json: { check: "def check_func(final_state):\n    return final_state.get(\"tables\", {}).get(\"T3\", {}).get(\"status\") == \"free\"\n" } } },
+  ],
+});
+
+describe('envfleet scenarios on an environment imported from EnvScaler (real workers, Pyodide, scripted model)', function () {
+  this.timeout(600_000);
+  const fleet = useFleet();
+
+  it('writes Python checks against the state the class really has (probed: no schema), which pass on a solving path', async () => {
+    const f = await fleet({ extra: TEA_HOUSE });
+    const runId = 'es-scn';
+    await importEnvscaler(f.store, { runId, files: await findEnvscalerFiles(join(ENVSCALER, 'github')), split: 'rl' }, runOptionsFrom(f.config));
+    expect(await f.store.listDocIds(runId, 'env')).to.deep.equal(['env_7_rl']);
+    await submitScenarios(f.config, f.redis, { runId, perEnv: 1 });
+    await f.waitForRun(runId);
+
+    const env = (await f.store.getDoc(runId, 'env', 'env_7_rl'))!;
+    const generated: ScenarioRecord[] = [];
+    for (const id of await f.store.listDocIds(runId, 'scenario')) {
+      const s = (await f.store.getDoc(runId, 'scenario', id))!;
+      if (!s.lineage.source) generated.push(s);
+    }
+    expect(generated.map(s => [s.status, s.dropReason?.message ?? null])).to.deep.equal([['ready', null]]);
+    const scenario = generated[0]!;
+    expect(scenario.lineage.prompts).to.deep.equal({ ...SCENARIO_PYTHON_PROMPT_VERSIONS });
+    expect(scenario.checklist!.map(c => c.language)).to.deep.equal(['python', 'python', 'python']);
+    // The first state set an attribute the class does not have: asked again with the class's attributes.
+    const stateRequests = f.server.log().filter(r => r.rule === 'tea-state');
+    expect(stateRequests).to.have.length(2);
+    expect(stateRequests[1]!.lastUserMessage).to.include('which the class does not have as instance attributes; its attributes are: _next_id, bookings, tables');
+    // Each check ran on the initial state as the runtime hands it to check_func (vars(instance)): a bool, and not all true.
+    expect(scenario.validation!.onInitialState.map(r => r.passed)).to.deep.equal([false, false, false]);
+    expect(scenario.validation!.repairs).to.deep.equal([]);
+
+    const python = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+    const sandbox = createLanguageRouter({ js: createLocalSandboxRunner(), python });
+    try {
+      const code = { name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], language: 'python' as const };
+      // The solving path: every check passes.
+      const solved = await sandbox.openSession(code, scenario.initialState, f.config.sandbox);
+      expect((await solved.call('cancel_booking', { booking_id: 'B5' })).result).to.deep.include({ success: true });
+      expect((await solved.call('book_table', { table_id: 'T2', guest: '张伟', note: '靠窗 🍵' })).result).to.deep.include({ success: true });
+      const end = await solved.finish(scenario.checklist!);
+      expect(end.checks!.results.map(r => [r.passed, r.errorCode ?? null])).to.deep.equal([[true, null], [true, null], [true, null]]);
+      expect(end.checks!.reward).to.equal(1);
+      // Half the work: the checks say which part is missing.
+      const half = await sandbox.openSession(code, scenario.initialState, f.config.sandbox);
+      await half.call('cancel_booking', { booking_id: 'B5' });
+      expect((await half.finish(scenario.checklist!)).checks!.results.map(r => r.passed)).to.deep.equal([true, false, true]);
+    } finally {
+      await sandbox.close();
+    }
   });
 });
