@@ -92,7 +92,7 @@ const indentPy = (code: string, by = '    ') => code.split('\n').map(line => (li
 /** A Python literal of the empty value of a schema's type: {} for objects, [] for arrays, 0, '' or False; None otherwise. */
 function emptyOf(schema: unknown): string {
   const type = schema && typeof schema === 'object' ? (schema as { type?: unknown }).type : undefined;
-  const t = Array.isArray(type) ? type[0] : type;
+  const t: unknown = Array.isArray(type) ? (type as unknown[])[0] : type;
   return t === 'object' ? '{}' : t === 'array' ? '[]' : t === 'integer' || t === 'number' ? '0' : t === 'string' ? "''" : t === 'boolean' ? 'False' : 'None';
 }
 
@@ -119,7 +119,7 @@ export function assemblePythonSource(className: string, stateSchema: Record<stri
     .filter(([name]) => required.has(name) && /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) && !PYTHON_RESERVED.has(name))
     .map(([name, schema]) => {
       const s = (schema ?? {}) as { type?: unknown; description?: unknown };
-      const t = Array.isArray(s.type) ? s.type[0] : s.type;
+      const t: unknown = Array.isArray(s.type) ? (s.type as unknown[])[0] : s.type;
       const note = typeof s.description === 'string' && s.description.trim() ? `  # ${oneLine(s.description)}` : '';
       return `        self.${name}: ${PY_TYPE[String(t)] ?? 'Any'} = ${emptyOf(schema)}${note}`;
     });
