@@ -76,6 +76,8 @@ import { summarizeProfile, type ProfileSummary } from './rollouts/profile.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+/** Extra Node flags for the worker processes (an experiment's knob, e.g. V8 heap flags): ENVFLEET_BENCH_FLEET_NODE_ARGS, space-separated. */
+const FLEET_NODE_ARGS = (process.env['ENVFLEET_BENCH_FLEET_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
 const args = benchArgs(import.meta.url, {
   values: ['steps', 'delay', 'delays', 'concurrency', 'processes', 'extra-delay', 'light', 'threads'],
   booleans: ['quick', 'no-baseline', 'profile', 'profile-sink', 'no-sink', 'no-light'],
@@ -384,7 +386,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   const profileDir = PROFILE && fleetConcurrency(spec) >= 1000 && !spec.baseline ? mkdtempSync(join(os.tmpdir(), 'envfleet-bench-prof-')) : null;
   // P worker processes on the same prefix (so the same queues); the first is the profiled one with --profile.
   const fleets = Array.from({ length: spec.processes }, (_, i) =>
-    track(spawnChild('bench/rollouts/fleet.ts', [JSON.stringify(settings)], profileDir && i === 0 ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])));
+    track(spawnChild('bench/rollouts/fleet.ts', [JSON.stringify(settings)], [...FLEET_NODE_ARGS, ...(profileDir && i === 0 ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])])));
   const memory: MemoryProbe[][] = fleets.map(() => []);
   fleets.forEach((child, i) => child.on('message', (m: FleetMessage) => {
     if (m.type === 'memory') memory[i]!.push(m.probe);
@@ -598,7 +600,7 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
   push('# Rollout throughput benchmark', '');
   push(`- machine: ${cpu?.model ?? 'unknown CPU'}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}, Node ${process.version}, Redis ${redisVersion}`);
   push(`- date: ${new Date().toISOString()}`);
-  push(`- command: \`node --import tsx bench/rollouts.ts${argv.length ? ` ${argv.join(' ')}` : ''}\` (whole benchmark ${f1((Date.now() - startedMs) / 1000)} s)`);
+  push(`- command: \`${FLEET_NODE_ARGS.length ? `ENVFLEET_BENCH_FLEET_NODE_ARGS="${FLEET_NODE_ARGS.join(" ")}" ` : ""}node --import tsx bench/rollouts.ts${argv.length ? ` ${argv.join(" ")}` : ""}\` (whole benchmark ${f1((Date.now() - startedMs) / 1000)} s)`);
   push(`- workload: one kept environment (reference hotel env, 65 KB state, 4 checks) and one ready scenario, N samples of it, non-conversational; the scripted policy makes exactly S = ${STEPS} agent turns per episode (${STEPS - 1} × get_guest, then a text answer), each answered after L ms (a \`delay\` fault)`);
   push(`- fleet: P fresh worker processes per configuration (\`startWorkerProcess\`, queues rollout.run and rollout.group, all on the configuration's prefix), each with ENVFLEET_ROLLOUT_CONCURRENCY = C / P and its own sandbox pool of ${THREADS} threads × ceil(C / P / ${THREADS}) + 16 tasks, ENVFLEET_SANDBOX_HEAP_MB = max(512, 2 × tasks per thread), ENVFLEET_MODEL_MAX_CONCURRENCY = 0, log level silent; a warm-up run (answers at once) before each timed run`);
   push(SINK

@@ -275,9 +275,10 @@ sandbox
 sandbox
   .command('check')
   .description('run check functions as check(final, initial) and print the results, reward and solved as JSON')
-  .argument('<checks>', 'JSON array of {"item": TEXT, "check": SOURCE}')
+  .argument('<checks>', 'JSON array of {"item": TEXT, "check": SOURCE, "language"?: "js" | "python", "episode"?: true}')
   .requiredOption('--initial <file>', 'initial state JSON')
   .requiredOption('--final <file>', 'final state JSON')
+  .option('--episode <file>', 'for episode checks (episode: true): a trajectory JSON (its messages and turnStates), or {"messages": [...], "turn_states": [...]}')
   .option('--deadline-ms <n>', 'deadline of one check (default ENVFLEET_SANDBOX_CHECK_DEADLINE_MS)', positiveInt)
   .option('--memory-mb <n>', 'memory cap', memoryMb)
   .action(guarded(async (checks: string, opts: SandboxCommandOptions) => (await import('./sandbox.js')).sandboxCommand('check', checks, opts)));

@@ -6,6 +6,7 @@ import type { SandboxLimits } from '../src/sandbox/limits.js';
 import { createLanguageRouter } from '../src/sandbox/language-router.js';
 import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type SandboxRunner } from '../src/sandbox/runner.js';
+import type { EpisodeRecord } from '../src/sandbox/tasks.js';
 import { createLogger } from '../src/logger.js';
 
 export interface SandboxCliOptions {
@@ -66,18 +67,26 @@ export async function sandboxRun(
   };
 }
 
-/** `envfleet sandbox check`: runs check functions on a final and an initial state, prints JSON. */
+/** `--episode FILE`: a trajectory (messages, turnStates) or the episode as a check sees it (messages, turn_states). */
+const EpisodeFile = z
+  .object({ messages: z.array(z.unknown()), turnStates: z.array(z.unknown()).nullish(), turn_states: z.array(z.unknown()).nullish() })
+  .refine(e => !(e.turnStates && e.turn_states), 'give the turn states once, as turnStates or turn_states');
+
+const episodeOf = (e: z.infer<typeof EpisodeFile>): EpisodeRecord => ({ messages: e.messages, turnStates: e.turnStates ?? e.turn_states ?? null });
+
+/** `envfleet sandbox check`: runs check functions on a final and an initial state (and an episode, for episode checks), prints JSON. */
 export async function sandboxCheck(
   config: AppConfig,
-  files: { checks: string; initial: string; final: string },
+  files: { checks: string; initial: string; final: string; episode?: string | undefined },
   options: SandboxCliOptions,
 ): Promise<unknown> {
   const checks = await readJsonFile(files.checks, z.array(CheckSpec));
   const initial = await readJsonFile(files.initial);
   const final = await readJsonFile(files.final);
+  const episode = files.episode === undefined ? undefined : episodeOf(await readJsonFile(files.episode, EpisodeFile));
   const limits = limitsFrom(config, options);
   const runner = commandRunner(config, limits);
-  const result = await runner.checks({ checks, finalState: final, initialState: initial, limits }).finally(() => runner.close());
+  const result = await runner.checks({ checks, finalState: final, initialState: initial, limits, ...(episode ? { episode } : {}) }).finally(() => runner.close());
   return {
     results: result.results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error, errorCode: r.errorCode } : {}) })),
     reward: result.reward,
@@ -90,6 +99,7 @@ export interface SandboxCommandOptions extends SandboxCliOptions {
   readonly calls?: string;
   readonly initial?: string;
   readonly final?: string;
+  readonly episode?: string;
 }
 
 /** `envfleet sandbox run | check`: prints the result as one JSON line. */
@@ -98,6 +108,6 @@ export async function sandboxCommand(kind: 'run' | 'check', file: string, opts: 
   const out =
     kind === 'run'
       ? await sandboxRun(config, { bundle: file, state: opts.state!, calls: opts.calls! }, opts)
-      : await sandboxCheck(config, { checks: file, initial: opts.initial!, final: opts.final! }, opts);
+      : await sandboxCheck(config, { checks: file, initial: opts.initial!, final: opts.final!, episode: opts.episode }, opts);
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }

@@ -1,6 +1,6 @@
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { aptInstall } from './apt.js';
 
 const NAMES = ['chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable'];
 
@@ -20,12 +20,7 @@ function findChromium(): string | null {
 export function chromiumPath(): string {
   const found = findChromium();
   if (found) return found;
-  const root = process.getuid?.() === 0;
-  if (root && existsSync('/usr/bin/apt-get')) {
-    process.stderr.write('browser tests: no Chromium found; installing Debian\'s chromium package (apt-get)…\n');
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
-    execFileSync('apt-get', ['install', '-y', '-qq', 'chromium'], { stdio: 'inherit', env });
+  if (aptInstall(['chromium'], 'browser tests: no Chromium found')) {
     const installed = findChromium();
     if (installed) return installed;
   }

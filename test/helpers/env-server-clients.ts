@@ -54,14 +54,17 @@ export async function withMcp<T>(url: string, fn: (client: Client) => Promise<T>
   }
 }
 
-/** `envfleet sandbox check` (the command a user runs) on a scenario's checklist and a final state: its reward and each check's verdict. */
-export async function cliCheck(scenario: ScenarioRecord, finalState: unknown): Promise<{ reward: number; passed: boolean[] }> {
+/** `envfleet sandbox check` (the command a user runs) on a scenario's checklist and a final state (and the episode, for episode checks): its reward and each check's verdict. */
+export async function cliCheck(scenario: ScenarioRecord, finalState: unknown, episode?: { readonly messages: readonly unknown[]; readonly turnStates?: readonly unknown[] | null }): Promise<{ reward: number; passed: boolean[] }> {
   const dir = await mkdtemp(join(tmpdir(), 'envfleet-cli-check-'));
   try {
     await writeFile(join(dir, 'c.json'), JSON.stringify(scenario.checklist));
     await writeFile(join(dir, 'i.json'), JSON.stringify(scenario.initialState));
     await writeFile(join(dir, 'f.json'), JSON.stringify(finalState));
-    const { stdout } = await promisify(execFile)(process.execPath, [ENVFLEET_BIN, 'sandbox', 'check', join(dir, 'c.json'), '--initial', join(dir, 'i.json'), '--final', join(dir, 'f.json')]);
+    if (episode) await writeFile(join(dir, 'e.json'), JSON.stringify(episode));
+    const { stdout } = await promisify(execFile)(process.execPath, [
+      ENVFLEET_BIN, 'sandbox', 'check', join(dir, 'c.json'), '--initial', join(dir, 'i.json'), '--final', join(dir, 'f.json'), ...(episode ? ['--episode', join(dir, 'e.json')] : []),
+    ]);
     const out = JSON.parse(stdout) as { reward: number; results: { passed: boolean }[] };
     return { reward: out.reward, passed: out.results.map(r => r.passed) };
   } finally {

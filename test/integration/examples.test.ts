@@ -13,6 +13,7 @@ import { exportRun } from '../../src/datasets/export.js';
 import { startModelServer, type ModelServer } from '../../src/model-server/index.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import { aptInstall } from '../helpers/apt.js';
 import { scenarioWith, useServedDemoRun } from '../helpers/env-server-clients.js';
 import type { Fleet } from '../helpers/integration.js';
 
@@ -206,7 +207,9 @@ describe('examples/: the trainer recipes against a real `envfleet serve` (real R
 
     it('TRL: environment_factory classes (one per environment, a method per tool) on the OpenEnv client over /ws; get_reward() is the checks’ reward', async function () {
       // OpenEnv's client needs websockets; the PATH python may lack it while the system's has it.
-      const withWs = [py!, python('/usr/bin/python3')].find(p => p?.has('websockets'));
+      const withWsOf = () => [py!, python('/usr/bin/python3')].find(p => p?.has('websockets'));
+      // As the browser tests install Chromium: on a fresh Debian machine, the system python's websockets.
+      const withWs = withWsOf() ?? (aptInstall(['python3-websockets'], 'TRL recipe: no python3 imports websockets') ? withWsOf() : undefined);
       if (!withWs) skip(this, `neither ${py!.cmd} nor /usr/bin/python3 can import websockets, which OpenEnv's Python client (and the stand-in for it) needs to reach /ws`);
       const extra = withWs.has('openenv.core') ? [] : [join(STUBS, 'openenv-standin')];
       for (const [needle, turns, expected] of [['Iris Vance', IRIS, 1], ['PL-900', PL900, 0.5]] as const) {

@@ -121,4 +121,24 @@ describe('envfleet sandbox (command line)', function () {
     expect(out.code).to.equal(1);
     expect(out.stderr).to.match(/checks-bad\.json: 0\.check: /);
   });
+
+  it('gives episode checks the episode of --episode (a trajectory or {messages, turn_states}); without it they fail with CHECK_NEEDS_EPISODE', async () => {
+    const checks = await file('episode-checks.json', JSON.stringify([
+      { item: 'said it', language: 'python', episode: true, check: 'def check_func(f):\n    return any("réservé 予約" in (m.get("content") or "") for m in episode["messages"] if m["role"] == "assistant")' },
+      { item: 'two turns', language: 'python', episode: true, check: 'def check_func(f):\n    return [t["n"] for t in episode["turn_states"]] == [1, 2]' },
+      { item: 'plain', language: 'python', check: 'def check_func(f):\n    return f["n"] == 2' },
+    ]));
+    const initial = await file('episode-initial.json', '{"n": 0}');
+    const final = await file('episode-final.json', '{"n": 2}');
+    const trajectory = await file('trajectory.json', JSON.stringify({ id: 't1', messages: [{ role: 'user', content: 'book' }, { role: 'assistant', content: 'C’est réservé 予約 ✅' }], turnStates: [{ n: 1 }, { n: 2 }] }));
+    const given = await envfleet(['sandbox', 'check', checks, '--initial', initial, '--final', final, '--episode', trajectory]);
+    expect(given.code, given.stderr).to.equal(0);
+    expect((JSON.parse(given.stdout) as { reward: number }).reward).to.equal(1);
+    const none = await envfleet(['sandbox', 'check', checks, '--initial', initial, '--final', final]);
+    const out = JSON.parse(none.stdout) as { results: { passed: boolean; errorCode?: string }[] };
+    expect(out.results.map(r => [r.passed, r.errorCode])).to.deep.equal([[false, 'CHECK_NEEDS_EPISODE'], [false, 'CHECK_NEEDS_EPISODE'], [true, undefined]]);
+    const bad = await envfleet(['sandbox', 'check', checks, '--initial', initial, '--final', final, '--episode', initial]);
+    expect(bad.code).to.equal(1);
+    expect(bad.stderr).to.match(/episode-initial\.json: messages: /);
+  });
 });
