@@ -238,7 +238,9 @@ export async function checkPythonMethodSource(sandbox: SandboxRunner, op: Pick<O
   if (r.errorCode) {
     // Line numbers of the check are the method's own plus the lines before it.
     const offset = header.length + 2;
-    const message = (r.error ?? r.errorCode).replace(/line (\d+)/g, (_, n: string) => `line ${Math.max(1, Number(n) - offset)} of the method`);
+    const message = (r.error ?? r.errorCode)
+      .replace(/\bthe check\b/g, 'the method')
+      .replace(/line (\d+)/g, (_, n: string) => (Number(n) > offset ? `line ${Number(n) - offset}` : `the import lines before its def`));
     return `it does not load as a method of a Python class: ${message}`;
   }
   if (!r.passed) return `it does not define a method named ${op.name} (write it as def ${op.name}(self, ...): inside a class body)`;
