@@ -128,6 +128,51 @@ describe('envfleet synth --language python: synth, scenarios, rollouts, export (
     }
   });
 
+  it('a rejected Python environment: the failing method is rewritten in Python (check.repair), re-checked in the sandbox, and the class re-probed', async () => {
+    const TESTER = [
+      { thought: 'Look up a known member.', tool: 'get_member', arguments: { member_id: 'M2' }, caseType: 'positive' },
+      { thought: 'Over the limit.', tool: 'lend_packets', arguments: { member_id: 'M2', variety_id: 'V3', packets: 1 }, caseType: 'negative' },
+      { thought: 'Lend two bean packets to Zoë.', tool: 'lend_packets', arguments: { member_id: 'M1', variety_id: 'V3', packets: 2 }, caseType: 'positive' },
+      { thought: 'A crop typed with spaces around it.', tool: 'list_varieties', arguments: { crop: ' Tomato ' }, caseType: 'positive' },
+      { thought: 'Return the shiso loan.', tool: 'return_seeds', arguments: { loan_id: 'L3', packets_back: 6 }, caseType: 'positive' },
+      { thought: 'An unknown member id.', tool: 'get_member', arguments: { member_id: 'M404' }, caseType: 'negative' },
+    ];
+    const REPAIRED =
+      'def list_varieties(self, crop: Optional[str] = None) -> dict:\n    """The varieties with packets on the shelf, optionally of one crop (case and surrounding spaces ignored)."""\n' +
+      '    wanted = crop.strip().casefold() if isinstance(crop, str) and crop.strip() else None\n' +
+      '    found = [dict(v) for v in self.varieties.values() if v["packets"] > 0 and (wanted is None or v["crop"].strip().casefold() == wanted)]\n' +
+      '    return {"success": True, "data": sorted(found, key=lambda v: v["variety_id"])}  # repaired\n';
+    const f = await fleet({
+      extra: parseModelScript({
+        rules: [
+          { name: 'tester-two-rounds', stage: 'check.probe.tester', matchAny: 'Environment: Community seed library', responses: [...TESTER, ...TESTER].map(json => ({ json })) },
+          {
+            name: 'checker-fails-crop',
+            stage: 'check.probe.checker',
+            match: 'Tool: \\{\\n "name": "list_varieties"',
+            times: 1,
+            respond: { json: { analysis: 'The filter compared the crop without trimming the stored value.', verdict: 'fail', reason: 'a crop given as " Tomato " must match stored crops whatever the spaces; trim both sides' } },
+          },
+          { name: 'repair-crop', stage: 'check.repair', matchAny: 'Current method:[\\s\\S]*def list_varieties[\\s\\S]*Language: Python', respond: { json: { source: REPAIRED, helpers: [] } } },
+        ],
+      }),
+    });
+    await submitSynthesis(f.config, f.redis, { runId: 'py-repair', descriptions: `${DEMO}/python-descriptions.jsonl`, probeSteps: 6, language: 'python' });
+    await f.waitForRun('py-repair');
+    const [envId] = await f.store.listDocIds('py-repair', 'env');
+    const env = (await f.store.getDoc('py-repair', 'env', envId!)) as EnvironmentRecord;
+    expect(env.status, JSON.stringify(env.quality)).to.equal('kept');
+    expect(env.quality!.round).to.equal(2);
+    expect(env.quality!.repair).to.deep.include({ attempted: true, methods: ['list_varieties'], saved: true });
+    expect(env.qualityHistory!.map(q => q.verdict)).to.deep.equal(['rejected', 'kept']);
+    expect(env.methods!['list_varieties']).to.equal(REPAIRED);
+    expect(env.source).to.include('        return {"success": True, "data": sorted(found, key=lambda v: v["variety_id"])}  # repaired\n');
+    expect(f.server.log().filter(r => r.rule === 'repair-crop').map(r => r.stage)).to.deep.equal(['check.repair']);
+    // Round 2 ran the repaired method in the Python runtime.
+    const round2 = await f.store.steps('py-repair', envId!, 2);
+    expect(round2.find(s => s.tool === 'list_varieties')!.result).to.deep.equal({ success: true, data: [{ variety_id: 'V1', name: 'Tomate Cœur de Bœuf 🍅', crop: 'tomato', packets: 3 }] });
+  });
+
   it('refuses an unknown --language, and another language on a run frozen with one', async () => {
     const f = await fleet({ workers: false });
     const err = await submitSynthesis(f.config, f.redis, { runId: 'py-lang', descriptions: `${DEMO}/python-descriptions.jsonl`, language: 'ruby' }).catch((e: unknown) => e);
