@@ -16,6 +16,12 @@ function positiveInt(value: string): number {
   return n;
 }
 
+function synthLanguageOption(value: string): string {
+  const v = value.trim().toLowerCase();
+  if (v !== 'js' && v !== 'python') throw new InvalidArgumentError(`expected js (JavaScript classes, the default) or python (EnvScaler-style Python classes), not "${value}"`);
+  return v;
+}
+
 function memoryMb(value: string): number {
   const n = positiveInt(value);
   if (n > 4_096) throw new InvalidArgumentError('expected megabytes between 1 and 4096');
@@ -119,6 +125,7 @@ program
   .option('--descriptions <file>', 'JSONL, one {"summary": TEXT, "introduction": TEXT} per line')
   .option('--max-envs <n>', 'build at most N environments (default: no limit)', positiveInt)
   .option('--probe-steps <n>', 'dual-agent probe steps per environment (default ENVFLEET_PROBE_STEPS)', positiveInt)
+  .option('--language <lang>', 'the language the environments are written in: js (JavaScript classes, the default) or python (EnvScaler-style Python classes, run by the Python runtime); frozen with the run', synthLanguageOption)
   .option('--no-wait', 'enqueue and return without waiting for the run to finish')
   .option('--workers', 'also run workers for every queue in this process (otherwise start `envfleet worker` somewhere)')
   .action(guarded(async (opts: SynthOptions) => (await import('./submit.js')).synthCommand(opts)));

@@ -20,6 +20,7 @@ export interface SynthOptions extends Waiting {
   readonly descriptions?: string;
   readonly maxEnvs?: number;
   readonly probeSteps?: number;
+  readonly language?: string;
 }
 
 export interface ScenariosOptions extends Waiting {
@@ -75,9 +76,10 @@ export async function synthCommand(opts: SynthOptions): Promise<void> {
         ...(opts.descriptions ? { descriptions: opts.descriptions } : {}),
         ...(opts.maxEnvs ? { maxEnvs: opts.maxEnvs } : {}),
         ...(opts.probeSteps ? { probeSteps: opts.probeSteps } : {}),
+        ...(opts.language ? { language: opts.language } : {}),
       });
       problemsOf(opts.tasks ?? opts.descriptions, s.problems);
-      process.stdout.write(`run ${s.runId}: ${s.created ? 'created' : 'exists (resuming)'}; ${s.items} input items, ${s.jobsAdded} jobs added\n`);
+      process.stdout.write(`run ${s.runId}: ${s.created ? 'created' : 'exists (resuming)'}; ${s.items} input items, ${s.jobsAdded} jobs added${s.language === 'python' ? '; environments in Python' : ''}\n`);
     },
     final => `run ${opts.run} finished: ${JSON.stringify(final.environments)}. Export it with: envfleet export --run ${opts.run} --out DIR`,
   );

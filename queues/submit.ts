@@ -4,7 +4,8 @@ import { RequestError } from '../src/errors.js';
 import { canonicalJson } from '../src/util/canonical.js';
 import type { Redis } from '../src/redis/connection.js';
 import type { RolloutConfig, RolloutMode } from '../src/rollouts/types.js';
-import type { RunOptions } from '../src/runs/options.js';
+import { SYNTH_LANGUAGES, synthLanguageOf, type RunOptions } from '../src/runs/options.js';
+import type { CodeLanguage } from '../src/sandbox/bundle.js';
 import { policyKeyOf } from '../src/runs/ids.js';
 import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
 import type { ScenarioConfig } from '../src/scenarios/types.js';
@@ -25,6 +26,8 @@ export interface SynthRequest {
   readonly descriptions?: string;
   readonly maxEnvs?: number;
   readonly probeSteps?: number;
+  /** The language of the environments (default js); frozen with the run's options. */
+  readonly language?: string;
 }
 
 export interface Submission {
@@ -33,15 +36,20 @@ export interface Submission {
   readonly items: number;
   readonly problems: readonly LineProblem[];
   readonly jobsAdded: number;
+  /** envfleet synth: the language of the run's environments (as frozen). */
+  readonly language?: CodeLanguage;
 }
 
 /** The options a new run freezes, from the configuration and the request. */
-export function runOptionsFrom(config: AppConfig, request: Pick<SynthRequest, 'maxEnvs' | 'probeSteps'> = {}): RunOptions {
+export function runOptionsFrom(config: AppConfig, request: Pick<SynthRequest, 'maxEnvs' | 'probeSteps' | 'language'> = {}): RunOptions {
+  const language = synthLanguage(request.language);
   return {
     ...config.synthesis,
     probeSteps: request.probeSteps ?? config.synthesis.probeSteps,
     maxEnvs: request.maxEnvs ?? 0,
     limits: config.sandbox,
+    // JavaScript stays absent: a run created before the option existed resumes with the same frozen options.
+    ...(language === 'python' ? { language } : {}),
     models: Object.fromEntries(Object.entries(config.profiles).map(([stage, p]) => [stage, p.model])),
   };
 }
@@ -58,6 +66,14 @@ async function producing<T>(config: AppConfig, redis: Redis, fn: (store: RunStor
 }
 
 const RUN_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
+
+/** `--language`: js (the default) or python; anything else is refused with what to write instead. */
+export function synthLanguage(value: string | undefined): CodeLanguage {
+  if (value === undefined) return 'js';
+  const v = value.trim().toLowerCase();
+  if ((SYNTH_LANGUAGES as readonly string[]).includes(v)) return v as CodeLanguage;
+  throw new RequestError(`--language ${JSON.stringify(value)} is not a language envfleet synthesizes: use js (JavaScript classes, the default) or python (EnvScaler-style Python classes)`);
+}
 
 /** Each field (one level down into objects) whose value differs, as `name: frozen → asked`. */
 function differences(frozen: object, asked: object, path = ''): string[] {
@@ -92,13 +108,16 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
     const asked = runOptionsFrom(config, request);
     const created = await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: request.tasks ? 'tasks' : 'descriptions', options: asked });
     const frozen = (await store.getRun(runId))!.options;
+    if (synthLanguageOf(frozen) !== synthLanguageOf(asked)) {
+      throw new RequestError(`run "${runId}" synthesizes ${synthLanguageOf(frozen) === 'python' ? 'Python' : 'JavaScript'} environments (--language ${synthLanguageOf(frozen)}, frozen when it was created), and this request asks for --language ${synthLanguageOf(asked)}: a run synthesizes in one language. Submit again with --language ${synthLanguageOf(frozen)} to resume it, or use another run name.`);
+    }
     refuseChanged(runId, 'options (frozen when it was created)', frozen, asked, 'Submit again with the same settings to resume it, or use another run name for other settings.');
     if (request.tasks) {
       const { items, problems } = await readTasksFile(request.tasks);
       for (const task of items) if (!(await store.getDoc(runId, 'task', task.id))) await store.putDoc(runId, 'task', task.id, task);
       const jobsAdded = items.length ? await enqueuer.enter('tasks', { runId, taskIds: items.map(t => t.id) }) : 0;
       if (created) await store.count(runId, 'input', 'tasks', items.length);
-      return { runId, created, items: items.length, problems, jobsAdded };
+      return { runId, created, items: items.length, problems, jobsAdded, language: synthLanguageOf(frozen) };
     }
     const { items, problems } = await readDescriptionsFile(request.descriptions!);
     const chosen = frozen.maxEnvs > 0 ? items.slice(0, frozen.maxEnvs) : items;
@@ -106,7 +125,7 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
     for (const desc of chosen) envIds.push(await createEnvironment(store, runId, frozen, desc));
     const jobsAdded = await enqueuer.enter('descriptions', { runId, envIds });
     if (created) await store.count(runId, 'input', 'descriptions', items.length);
-    return { runId, created, items: chosen.length, problems, jobsAdded };
+    return { runId, created, items: chosen.length, problems, jobsAdded, language: synthLanguageOf(frozen) };
   });
 }
 

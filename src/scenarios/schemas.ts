@@ -27,7 +27,7 @@ export const ScenarioChecklistOutput = z
 export type ScenarioChecklistOutput = z.infer<typeof ScenarioChecklistOutput>;
 
 export const ScenarioCheckOutput = z
-  .strictObject({ check: z.string().min(10).describe('JavaScript: function check(finalState, initialState) { ... return true or false; }') })
+  .strictObject({ check: z.string().min(10).describe('JavaScript: function check(finalState, initialState) { ... return true or false; }; for a Python environment, Python: def check_func(final_state): ... return True or False (initial_state is a global)') })
   .describe('scenario.check');
 export type ScenarioCheckOutput = z.infer<typeof ScenarioCheckOutput>;
 

@@ -4,7 +4,9 @@ import type { CallContext } from '../llm/gateway.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
-import { SCENARIO_PROMPT_VERSIONS, scenarioCheckPrompt, scenarioChecklistPrompt, scenarioStatePrompt, scenarioTaskPrompt } from './prompts.js';
+import { scenarioCheckPrompt, scenarioChecklistPrompt, scenarioPromptVersionsFor, scenarioStatePrompt, scenarioTaskPrompt, schemaDescribesState, type ProbedShape } from './prompts.js';
+import { unfence } from '../synthesis/assemble.js';
+import type { SandboxLimits } from '../sandbox/limits.js';
 import { ScenarioCheckOutput, ScenarioChecklistOutput, ScenarioStateOutput, ScenarioTaskOutput } from './schemas.js';
 import type { ScenarioDropReason, ScenarioRecord, ScenarioValidation } from './types.js';
 import { runEpisode } from '../rollouts/episode.js';
@@ -38,6 +40,31 @@ async function load(deps: ScenarioDeps, runId: string, scenarioId: string) {
 }
 
 const codeOf = (env: EnvironmentRecord) => ({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) });
+
+/**
+ * The state of a Python environment whose schema says nothing (imported from EnvScaler): the class
+ * instantiated with an empty config, in the sandbox. Null for every other environment (the schema says it).
+ */
+export async function probedShape(deps: Pick<ScenarioDeps, 'sandbox'>, env: EnvironmentRecord, limits: SandboxLimits): Promise<ProbedShape | null> {
+  if (env.language !== 'python' || schemaDescribesState(env)) return null;
+  const probe = await deps.sandbox.probe({ code: codeOf(env), initialState: {}, calls: [], limits });
+  if (probe.createError) return { state: null, error: `${probe.createError.code}: ${probe.createError.message}` };
+  const state = probe.finalState;
+  return state && typeof state === 'object' && !Array.isArray(state) ? { state: state as Record<string, unknown>, error: null } : { state: null, error: probe.finalStateError?.message ?? 'no state' };
+}
+
+/**
+ * The state a scenario's checks see at the start: for a Python environment, `vars(instance)` once the
+ * class is built on the scenario's initial state (what the runtime hands check_func as initial_state:
+ * the constructor's own attributes, an EnvScaler class's `init_config`, included); for JavaScript, the
+ * initial state itself.
+ */
+async function checkedInitialState(deps: Pick<ScenarioDeps, 'sandbox'>, env: EnvironmentRecord, initialState: unknown, limits: SandboxLimits): Promise<unknown> {
+  if (env.language !== 'python') return initialState;
+  const probe = await deps.sandbox.probe({ code: codeOf(env), initialState, calls: [], limits });
+  if (probe.createError) throw new Error(`the environment ${env.id} does not instantiate on the scenario's initial state: ${probe.createError.code}: ${probe.createError.message}`);
+  return probe.finalState;
+}
 
 /** What a stage knows when it drops a scenario, besides the reason. */
 export interface DropDetails {
@@ -101,17 +128,22 @@ export async function generateScenarioState(deps: ScenarioDeps, runId: string, e
     index,
     status: 'building',
     dropReason: null,
-    lineage: { runId, environmentId: envId, models: { ...opts.models }, prompts: { ...SCENARIO_PROMPT_VERSIONS }, createdAt: new Date().toISOString() },
+    lineage: { runId, environmentId: envId, models: { ...opts.models }, prompts: { ...scenarioPromptVersionsFor(env) }, createdAt: new Date().toISOString() },
   };
   await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
   const limits = opts.limits;
   return orDrop(deps, runId, scenarioId, 'scenario.state', async () => {
     const validate = compileJsonSchema(env.state!.stateSchema);
+    const shape = await probedShape(deps, env, limits);
+    const attributes = shape?.state ? Object.keys(shape.state) : [];
     const { value } = await deps.gateway.structured(ctx(deps, runId, 'scenario.state', `${envId}:${index}`), {
-      messages: scenarioStatePrompt(env, index, total),
+      messages: scenarioStatePrompt(env, index, total, shape),
       schema: ScenarioStateOutput,
       check: async v => {
         if (!validate(v.state)) return `the state does not match the state schema:\n${describeAjvErrors(validate.errors)}`;
+        // With no schema, the attributes the class makes are what a state may set (EnvScaler sets any key it is given, so a typo would go unnoticed).
+        const unknown = attributes.length ? Object.keys(v.state).filter(k => !attributes.includes(k)) : [];
+        if (unknown.length) return `the state sets ${unknown.map(k => JSON.stringify(k)).join(', ')}, which the class does not have as instance attributes; its attributes are: ${attributes.join(', ')}`;
         const probe = await deps.sandbox.probe({ code: codeOf(env), initialState: v.state, calls: [], limits });
         return probe.createError ? `the environment does not instantiate on it: ${probe.createError.message}` : null;
       },
@@ -199,23 +231,29 @@ export async function generateScenarioChecks(deps: ScenarioDeps, runId: string, 
     const repairs = [...validation.repairs];
     /** The scenario with the checks and repairs so far (each item is checkpointed). */
     const current = (onInitialState = validation.onInitialState): ScenarioRecord => ({ ...scenario, checklist: [...checklist], validation: { ...validation, onInitialState, repairs: [...repairs] } });
+    // A Python environment's checks are Python (check_func(final_state)), run on the state as the runtime hands it to them.
+    const python = env.language === 'python';
+    const language = python ? ({ language: 'python' } as const) : {};
+    const initial = await checkedInitialState(deps, env, scenario.initialState, limits);
     for (let i = checklist.length; i < items.length; i += 1) {
       const item = items[i]!;
       let check: string;
       try {
         const { value } = await deps.gateway.structured(ctx(deps, runId, 'scenario.check', `${scenarioId}:${i}`), {
-          messages: scenarioCheckPrompt(env, scenario.task!, scenario.initialState, item),
+          messages: scenarioCheckPrompt(env, scenario.task!, initial, item),
           schema: ScenarioCheckOutput,
           check: async v => {
-            const { results } = await deps.sandbox.checks({ checks: [{ item, check: v.check }], finalState: scenario.initialState, initialState: scenario.initialState, limits });
+            const { results } = await deps.sandbox.checks({ checks: [{ item, check: unfence(v.check), ...language }], finalState: initial, initialState: initial, limits });
             const r = results[0]!;
             if (!r.errorCode) return null;
-            const problem = `run on the initial state (as both finalState and initialState) it failed with ${r.errorCode}: ${r.error ?? ''}. It must return true or false without throwing.`;
+            const problem = python
+              ? `run on the initial state (as final_state, with initial_state the same) it failed with ${r.errorCode}: ${r.error ?? ''}. check_func must return True or False without raising.`
+              : `run on the initial state (as both finalState and initialState) it failed with ${r.errorCode}: ${r.error ?? ''}. It must return true or false without throwing.`;
             repairs.push({ item, problem });
             return problem;
           },
         });
-        check = value.check;
+        check = unfence(value.check);
       } catch (err) {
         if (!(err instanceof ModelOutputError)) throw err;
         // Dropped here rather than by orDrop: the record keeps the checks written so far and this item's
@@ -223,10 +261,10 @@ export async function generateScenarioChecks(deps: ScenarioDeps, runId: string, 
         await dropScenario(deps, runId, scenarioId, 'scenario.check', err.code, `check function of checklist item ${i + 1} ("${item}"): ${err.message}`, { produced: current(), item });
         return { ok: false, scenarioId, reason: err.message };
       }
-      checklist.push({ item, check });
+      checklist.push({ item, check, ...language });
       await deps.store.putDoc(runId, 'scenario', scenarioId, current());
     }
-    const { results } = await deps.sandbox.checks({ checks: checklist, finalState: scenario.initialState, initialState: scenario.initialState, limits });
+    const { results } = await deps.sandbox.checks({ checks: checklist, finalState: initial, initialState: initial, limits });
     const checked = current(results.map(r => ({ item: r.item, passed: r.passed })));
     const errored = results.filter(r => r.errorCode);
     if (errored.length) {

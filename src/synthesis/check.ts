@@ -2,7 +2,7 @@ import { ModelOutputError } from '../errors.js';
 import { ENDS_SESSION, FATAL_CODES, SANDBOX_ERROR_CODES, type SandboxErrorCode } from '../sandbox/errors.js';
 import { diffStates } from '../sandbox/diff.js';
 import type { EnvSession } from '../sandbox/runner.js';
-import { assembleSource, checkMethodSource } from './assemble.js';
+import { assembleFor, checkMethodFor, codeOf, unfence } from './assemble.js';
 import { checkStateSchema, ctx, dedupeHelpers, loadEnv, options, orFail, type ItemOutcome, type SynthesisDeps } from './environments.js';
 import { checkerPrompt, configPrompt, repairPrompt, testerPrompt, type ToolStats } from './prompts.js';
 import { CheckerOutput, ConfigOutput, MethodOutput, TesterOutput } from './schemas.js';
@@ -22,7 +22,7 @@ export async function makeTestConfig(deps: SynthesisDeps, runId: string, envId: 
       check: async v => {
         const problem = checkStateSchema(env.state!.stateSchema, v.state, 'state');
         if (problem) return problem;
-        const probe = await deps.sandbox.probe({ code: { name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools! }, initialState: v.state, calls: [], limits: opts.limits });
+        const probe = await deps.sandbox.probe({ code: codeOf(env, env.source!), initialState: v.state, calls: [], limits: opts.limits });
         return probe.createError ? `the environment does not instantiate on it: ${probe.createError.message}` : null;
       },
     });
@@ -62,7 +62,7 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
     const env = await loadEnv(deps, runId, envId);
     if (env.status !== 'probing' || !env.source || !env.testState) return { ok: false, reason: `environment is ${env.status}` };
     const opts = await options(deps, runId);
-    const code = { name: env.description.summary, className: env.className!, source: env.source, tools: env.tools! };
+    const code = codeOf(env, env.source);
     const steps = await deps.store.steps(runId, envId, round);
     // The class keeps all its state in this.state and its constructor copies the initial state in,
     // so a checkpointed state restores the environment exactly: no call is replayed.
@@ -248,17 +248,17 @@ export async function decideEnvironment(deps: SynthesisDeps, runId: string, envI
           const { value } = await deps.gateway.structured(ctx(deps, runId, 'check.repair', `${round}:${tool}`), {
             messages: repairPrompt(env, tool, reasons),
             schema: MethodOutput,
-            check: v => checkMethodSource(deps.sandbox, tool, v.source, opts.limits),
+            check: v => checkMethodFor(env.language, deps.sandbox, env.operations?.find(o => o.name === tool) ?? { name: tool, parameters: {} }, v.source, opts.limits),
           });
-          methods[tool] = value.source;
-          helpers = dedupeHelpers([...(helpers ?? []), ...value.helpers]);
+          methods[tool] = unfence(value.source);
+          helpers = dedupeHelpers([...(helpers ?? []), ...value.helpers.map(unfence)]);
           regenerated.push(tool);
         } catch (err) {
           if (!(err instanceof ModelOutputError)) throw err;
         }
       }
-      const source = assembleSource(env.className!, (env.operations ?? []).map(o => methods[o.name]!), helpers ?? []);
-      const loads = await deps.sandbox.probe({ code: { name: env.description.summary, className: env.className!, source, tools: env.tools! }, initialState: env.testState, calls: [], limits: opts.limits });
+      const source = assembleFor(env, (env.operations ?? []).map(o => methods[o.name]!), helpers ?? []);
+      const loads = await deps.sandbox.probe({ code: codeOf(env, source), initialState: env.testState, calls: [], limits: opts.limits });
       if (regenerated.length > 0 && !loads.createError) {
         const repairing = { attempted: true, methods: regenerated, saved: false, before: { notFailRate: quality.notFailRate } };
         await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), methods, source, probeRound: round + 1, quality: { ...quality, repair: repairing } }, [

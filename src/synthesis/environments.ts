@@ -2,11 +2,11 @@ import type { ModelStage } from '../../config/index.js';
 import type { ErrorCode } from '../errors.js';
 import type { CallContext } from '../llm/gateway.js';
 import { envIdOf } from '../runs/ids.js';
-import type { RunOptions } from '../runs/options.js';
+import { synthLanguageOf, type RunOptions } from '../runs/options.js';
 import type { RunStore } from '../runs/store.js';
 import { endingItemOnInvalidOutput, type StageDeps } from '../stage-deps.js';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
-import { PROMPT_VERSIONS } from './prompts.js';
+import { promptVersionsFor } from './prompts.js';
 import type { EnvDescription, EnvironmentRecord } from './types.js';
 
 /**
@@ -60,13 +60,16 @@ export const orFail = (deps: SynthesisDeps, runId: string, envId: string, stage:
 export async function createEnvironment(store: RunStore, runId: string, opts: RunOptions, desc: EnvDescription): Promise<string> {
   const id = envIdOf(runId, desc);
   if (await store.getDoc(runId, 'env', id)) return id;
+  const language = synthLanguageOf(opts);
   const record: EnvironmentRecord = {
     id,
     runId,
     status: 'building',
     description: desc,
+    // Absent for JavaScript (as every environment made before Python synthesis).
+    ...(language === 'python' ? { language } : {}),
     failure: null,
-    lineage: { runId, sourceTaskId: desc.sourceTaskId ?? null, models: { ...opts.models }, prompts: { ...PROMPT_VERSIONS }, createdAt: new Date().toISOString() },
+    lineage: { runId, sourceTaskId: desc.sourceTaskId ?? null, models: { ...opts.models }, prompts: { ...promptVersionsFor(language) }, createdAt: new Date().toISOString() },
   };
   await store.putDoc(runId, 'env', id, record, [{ stage: 'environments', outcome: 'created', n: 1 }]);
   return id;
@@ -86,7 +89,8 @@ export function checkStateSchema(schema: Record<string, unknown>, state: unknown
 export function dedupeHelpers(helpers: readonly string[]): string[] {
   const byName = new Map<string, string>();
   for (const h of helpers) {
-    const name = /^\s*([A-Za-z_$][\w$]*)\s*\(/.exec(h)?.[1] ?? h;
+    // `_name(…) {` (JavaScript) or `def _name(self, …):` (Python, after any decorator lines).
+    const name = /^\s*(?:@[^\n]*\n\s*)*(?:async\s+)?(?:def\s+)?([A-Za-z_$][\w$]*)\s*\(/.exec(h)?.[1] ?? h;
     if (!byName.has(name)) byName.set(name, h);
   }
   return [...byName.values()];

@@ -1,4 +1,5 @@
 import { ModelOutputError } from '../errors.js';
+import { synthLanguageOf } from '../runs/options.js';
 import { judgePrompt, topicPrompt } from './prompts.js';
 import { JudgeOutput, TopicOutput } from './schemas.js';
 import type { DedupDecision, FailedTopic, InferredTopic } from './types.js';
@@ -31,7 +32,7 @@ export async function inferTopic(deps: SynthesisDeps, runId: string, taskId: str
   if (!task) throw new Error(`task ${taskId} of run ${runId} not found`);
   const opts = await options(deps, runId);
   try {
-    const { value } = await deps.gateway.structured(ctx(deps, runId, 'mine.topic'), { messages: topicPrompt(task.task), schema: TopicOutput });
+    const { value } = await deps.gateway.structured(ctx(deps, runId, 'mine.topic'), { messages: topicPrompt(task.task, synthLanguageOf(opts)), schema: TopicOutput });
     const low = value.usefulness < opts.minUsefulness || value.modelability < opts.minModelability;
     const record: InferredTopic = {
       ...value,

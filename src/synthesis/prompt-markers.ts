@@ -25,16 +25,29 @@ const DESCRIPTION: readonly PromptMarker[] = [
   { text: 'Example task: ', in: 'user', then: 'the task it was mined from', when: 'the description has a task' },
 ];
 
+/**
+ * The last line of the user message of a Python run's prompts (`envfleet synth --language python`),
+ * `Language: Python (an EnvScaler-style class: the state is the instance attributes)`: what a model (or a
+ * scripted answer) routes on to answer in Python. JavaScript prompts have no such line.
+ */
+export const PYTHON_MARKER: PromptMarker = {
+  text: 'Language: Python',
+  in: 'user',
+  then: 'the rest of the line, ` (an EnvScaler-style class: the state is the instance attributes)`: the answer is Python; it is the last line of the message',
+  when: 'the environment is Python (`envfleet synth --language python`, or imported from EnvScaler)',
+};
+
 /** JSON values in the prompts are indented by one space (several lines) unless said "compact". */
 export const PROMPT_MARKERS = {
   'mine.judge': [{ text: 'Task: ', in: 'user', then: 'the source task' }],
-  'mine.topic': [{ text: 'Task: ', in: 'user', then: 'the source task' }],
-  'skeleton.state': DESCRIPTION,
+  'mine.topic': [{ text: 'Task: ', in: 'user', then: 'the source task' }, PYTHON_MARKER],
+  'skeleton.state': [...DESCRIPTION, PYTHON_MARKER],
   'skeleton.operations': [
     ...DESCRIPTION,
     { text: 'Entities: ', in: 'user', then: 'the entities (JSON)' },
     { text: 'Rules: ', in: 'user', then: 'the rules (a JSON list)' },
     { text: 'State schema: ', in: 'user', then: 'the JSON Schema of `this.state`' },
+    PYTHON_MARKER,
   ],
   'skeleton.method': [
     ...DESCRIPTION,
@@ -43,6 +56,7 @@ export const PROMPT_MARKERS = {
     { text: 'State schema: ', in: 'user', then: 'the JSON Schema of `this.state`' },
     { text: 'All operations: ', in: 'user', then: 'every operation name, comma-separated' },
     { text: 'Write the method for operation ', in: 'user', then: '`<name>: <the operation as JSON>`' },
+    PYTHON_MARKER,
     {
       text: 'That method does not work: ',
       in: 'user',
@@ -56,6 +70,7 @@ export const PROMPT_MARKERS = {
     { text: 'Rules: ', in: 'user', then: 'the rules (a JSON list)' },
     { text: 'State schema: ', in: 'user', then: 'the JSON Schema of `this.state`' },
     { text: 'Class source (for the shape the methods expect):', in: 'user', then: 'on the next lines, the assembled class' },
+    PYTHON_MARKER,
   ],
   'check.probe.tester': [
     { text: 'Environment: ', in: 'system', then: '`<summary>: <introduction>`' },
@@ -83,5 +98,6 @@ export const PROMPT_MARKERS = {
     { text: 'Operation: ', in: 'user', then: 'the operation whose method failed (JSON: name, kind, description, parameters)' },
     { text: 'Current method:', in: 'user', then: 'on the next lines, its source' },
     { text: 'What the checker reported:', in: 'user', then: "one `- <reason>` line per failed probe step of the tool" },
+    PYTHON_MARKER,
   ],
 } as const satisfies Record<keyof typeof PROMPT_VERSIONS, readonly PromptMarker[]>;

@@ -1,4 +1,5 @@
 import type { ChatMessage } from '../llm/gateway.js';
+import type { CodeLanguage } from '../sandbox/bundle.js';
 import type { EnvDescription, EnvironmentRecord, ProbeStepRecord, ToolQuality } from './types.js';
 import type { Operation, StateOutput } from './schemas.js';
 
@@ -19,6 +20,30 @@ export const PROMPT_VERSIONS = {
   'check.probe.checker': 'checker-v1',
   'check.repair': 'repair-v2',
 } as const;
+
+/**
+ * The versions of a Python run's prompts (`envfleet synth --language python`): the stages whose prompt
+ * asks for Python, or describes the state as a Python instance's attributes, have versions of their own.
+ */
+export const PYTHON_PROMPT_VERSIONS = {
+  ...PROMPT_VERSIONS,
+  'mine.topic': 'topic-py-v1',
+  'skeleton.state': 'state-py-v1',
+  'skeleton.operations': 'operations-py-v1',
+  'skeleton.method': 'method-py-v1',
+  'check.config': 'config-py-v1',
+  'check.repair': 'repair-py-v1',
+} as const satisfies Record<keyof typeof PROMPT_VERSIONS, string>;
+
+/** The prompt versions of a run that synthesizes in `language`. */
+export const promptVersionsFor = (language: CodeLanguage): Readonly<Record<keyof typeof PROMPT_VERSIONS, string>> => (language === 'python' ? PYTHON_PROMPT_VERSIONS : PROMPT_VERSIONS);
+
+/**
+ * The last line of the user message of every synthesis prompt that differs in a Python run (a marker:
+ * a scripted model routes on it). JavaScript prompts have no such line.
+ */
+export const PYTHON_LANGUAGE_LINE = 'Language: Python (an EnvScaler-style class: the state is the instance attributes)';
+const pythonLine = (language: CodeLanguage) => (language === 'python' ? `\n${PYTHON_LANGUAGE_LINE}` : '');
 
 const json = (value: unknown) => JSON.stringify(value, null, 1);
 
@@ -45,7 +70,7 @@ export function judgePrompt(task: string): ChatMessage[] {
   ];
 }
 
-export function topicPrompt(task: string): ChatMessage[] {
+export function topicPrompt(task: string, language: CodeLanguage = 'js'): ChatMessage[] {
   return [
     {
       role: 'system',
@@ -54,14 +79,14 @@ export function topicPrompt(task: string): ChatMessage[] {
         'Its scope must fit this task and related ones: neither the whole domain nor only this task. ' +
         'Answer with one JSON object: {"summary": short label, "introduction": about three sentences on the environment itself ' +
         '(the state it holds, typical operations, scope; do not mention the task), "usefulness": 1-10 (breadth of real-world use), ' +
-        '"modelability": 1-10 (how well it fits one JavaScript class whose JSON state its methods read and change)}.\n' +
+        `"modelability": 1-10 (how well it fits one ${language === 'python' ? 'Python class whose instance attributes (JSON values) its methods read and change' : 'JavaScript class whose JSON state its methods read and change'})}.\n` +
         'Example: "Delete every file in my home directory whose name contains draft" → {"summary": "Linux file system", "introduction": ' +
         '"A hierarchical file system of directories and files with owners, sizes and permissions. Users list, create, move, rename and delete ' +
         'files and directories. It tracks each file\'s parent directory and metadata.", "usefulness": 9, "modelability": 8}\n' +
         'Example: "Which antifungals is isolate 42 susceptible to?" → {"summary": "Microbiology lab information system", "introduction": ' +
         '"A laboratory system tracking specimens, isolates and susceptibility panels… ", "usefulness": 4, "modelability": 3}',
     },
-    { role: 'user', content: `Task: ${task}` },
+    { role: 'user', content: `Task: ${task}${pythonLine(language)}` },
   ];
 }
 
@@ -69,15 +94,21 @@ function describe(desc: EnvDescription): string {
   return `Environment: ${desc.summary}\nIntroduction: ${desc.introduction}${desc.task ? `\nExample task: ${desc.task}` : ''}`;
 }
 
-export function statePrompt(desc: EnvDescription): ChatMessage[] {
+export function statePrompt(desc: EnvDescription, language: CodeLanguage = 'js'): ChatMessage[] {
+  const python = language === 'python';
   return [
     {
       role: 'system',
       content:
-        'You design the state of a simulated tool environment that will be implemented as one JavaScript class keeping all its state in ' +
-        'this.state (JSON). Define the entities and their attributes (enough to support the example task and similar ones, not the whole ' +
-        'domain), the rules every operation must respect, a JSON Schema of this.state (type object; collections are objects keyed by id), ' +
-        'and a small example state valid against that schema (2-3 records per collection, cross references resolving).\n' +
+        (python
+          ? 'You design the state of a simulated tool environment that will be implemented as one Python class (EnvScaler style) whose ' +
+            'instance attributes are its state: each top-level key of the state is an attribute (self.products, self.orders), holding JSON ' +
+            'values (dicts keyed by id, lists, strings, numbers, booleans, None). The state schema describes that dict of attributes. Define'
+          : 'You design the state of a simulated tool environment that will be implemented as one JavaScript class keeping all its state in ' +
+            'this.state (JSON). Define') +
+        ' the entities and their attributes (enough to support the example task and similar ones, not the whole ' +
+        `domain), the rules every operation must respect, a JSON Schema of ${python ? 'the attributes' : 'this.state'} (type object; collections are objects keyed by id), ` +
+        `and a small example state valid against that schema (2-3 records per collection, cross references resolving)${python ? '; top-level keys are snake_case Python identifiers' : ''}.\n` +
         'Answer with one JSON object: {"className": PascalCase, "entities": [{"name", "description", "attributes": [{"name", "type", ' +
         '"description"}]}], "rules": [string], "stateSchema": JSON Schema, "exampleState": object}.\n' +
         'Example for an e-commerce order system: entities Product (product_id, name, price, stock), Order (order_id, customer_id, items, ' +
@@ -86,11 +117,11 @@ export function statePrompt(desc: EnvDescription): ChatMessage[] {
         '{"type": "object", "properties": {"product_id": {"type": "string"}, "stock": {"type": "integer", "minimum": 0}}, "required": ' +
         '["product_id", "stock"]}}, …}, "required": ["products", "orders", "customers"]}.',
     },
-    { role: 'user', content: describe(desc) },
+    { role: 'user', content: `${describe(desc)}${pythonLine(language)}` },
   ];
 }
 
-export function operationsPrompt(desc: EnvDescription, state: StateOutput): ChatMessage[] {
+export function operationsPrompt(desc: EnvDescription, state: StateOutput, language: CodeLanguage = 'js'): ChatMessage[] {
   return [
     {
       role: 'system',
@@ -98,7 +129,8 @@ export function operationsPrompt(desc: EnvDescription, state: StateOutput): Chat
         'You list the operations (tools) of a simulated environment: information queries and state changes. Cover the example task and ' +
         'the environment in general, so that an agent has a rich tool set (about 6-12 queries and 5-10 state changes for a real domain): ' +
         'listings, lookups by id, filters, creation, updates, cancellations, deletions. Each operation has a snake_case name (it becomes a ' +
-        'JavaScript method name), a kind ("query" or "state_change"), a description that states its errors and the rules it enforces, and ' +
+        `${language === 'python' ? 'Python method name, and its parameters become keyword arguments: snake_case, no Python keyword' : 'JavaScript method name'}), a kind` +
+        ' ("query" or "state_change"), a description that states its errors and the rules it enforces, and ' +
         'a JSON Schema of its named arguments (type object, properties with types and descriptions, required, additionalProperties false).\n' +
         'Answer with one JSON object: {"operations": [{"name", "kind", "description", "parameters"}]}.\n' +
         'Example: {"name": "cancel_order", "kind": "state_change", "description": "Cancel an order that has not shipped; fails if it is ' +
@@ -107,7 +139,7 @@ export function operationsPrompt(desc: EnvDescription, state: StateOutput): Chat
     },
     {
       role: 'user',
-      content: `${describe(desc)}\nEntities: ${json(state.entities)}\nRules: ${json(state.rules)}\nState schema: ${clip(json(state.stateSchema), 8000)}`,
+      content: `${describe(desc)}\nEntities: ${json(state.entities)}\nRules: ${json(state.rules)}\nState schema: ${clip(json(state.stateSchema), 8000)}${pythonLine(language)}`,
     },
   ];
 }
@@ -119,7 +151,42 @@ const METHOD_CONTRACT =
   'unknown, an argument is invalid or a rule would be broken. No import, require, console, timers or host APIs. Validate arguments ' +
   'the schema cannot (existence of ids, ranges, states). Private helpers, if you need any, go in "helpers" as _name(...) { ... } methods.';
 
-export function methodPrompt(desc: EnvDescription, state: StateOutput, operations: readonly Operation[], op: Operation): ChatMessage[] {
+/** The seed's method contract (S2.4), in Python: a method of the class, never raising, returning the success envelope. */
+const PYTHON_METHOD_CONTRACT =
+  'Write one method of the class, in Python 3, as it appears in a class body: def name(self, arg1: str, arg2: int = 0) -> dict: ' +
+  'with type hints and a docstring (what it does, its arguments, what it returns, the rules it enforces). Its keyword parameters are ' +
+  'exactly the operation\'s parameters (the tool call\'s arguments are passed by name; optional ones have defaults). It reads and ' +
+  'changes only the instance attributes (self.<name>, the state) and never raises: it returns {"success": True, "data": ...} for ' +
+  'queries, {"success": True, "message": ...} for state changes, or {"success": False, "error": ...} when an id is unknown, an ' +
+  'argument is invalid or a rule would be broken. Values stay JSON (dict, list, str, int, float, bool, None). typing (Any, Dict, List, ' +
+  'Optional, Union) is imported for you; other modules (re, datetime, uuid, math, copy, json …) are imported inside the method, ' +
+  'or on lines before the def; no file, network, process or host access. Validate arguments the schema cannot (existence of ids, ' +
+  'ranges, states). Private helpers, if you need any, go in "helpers" as def _name(self, ...): methods.';
+
+const PYTHON_METHOD_EXAMPLE =
+  'Example for list_files_in_directory: {"source": "def list_files_in_directory(self, directory_path: str) -> dict:\\n    \\"\\"\\"List the files ' +
+  'directly inside a directory.\\n\\n    Args:\\n        directory_path (str): the directory.\\n\\n    Returns:\\n        dict: {\\"success\\": True, ' +
+  '\\"data\\": [file records]} or {\\"success\\": False, \\"error\\": str} when the directory is unknown.\\n    \\"\\"\\"\\n    if directory_path ' +
+  'not in self.directories:\\n        return {\\"success\\": False, \\"error\\": f\\"Directory {directory_path} not found\\"}\\n    files = [f for f in ' +
+  'self.files.values() if f[\\"parent\\"] == directory_path]\\n    return {\\"success\\": True, \\"data\\": files}\\n", "helpers": []}';
+
+const methodContract = (language: CodeLanguage | undefined) => (language === 'python' ? PYTHON_METHOD_CONTRACT : METHOD_CONTRACT);
+
+export function methodPrompt(desc: EnvDescription, state: StateOutput, operations: readonly Operation[], op: Operation, language: CodeLanguage = 'js'): ChatMessage[] {
+  if (language === 'python') {
+    return [
+      {
+        role: 'system',
+        content: `${PYTHON_METHOD_CONTRACT}\nAnswer with one JSON object: {"source": the method, "helpers": [helper methods, often empty]}.\n${PYTHON_METHOD_EXAMPLE}`,
+      },
+      {
+        role: 'user',
+        content:
+          `${describe(desc)}\nClass: ${state.className}\nRules: ${json(state.rules)}\nState schema: ${clip(json(state.stateSchema), 8000)}\n` +
+          `All operations: ${operations.map(o => o.name).join(', ')}\nWrite the method for operation ${op.name}: ${json(op)}${pythonLine(language)}`,
+      },
+    ];
+  }
   return [
     {
       role: 'system',
@@ -147,16 +214,21 @@ export function repairMethodPrompt(base: ChatMessage[], previous: string, proble
 }
 
 export function configPrompt(env: EnvironmentRecord): ChatMessage[] {
+  const python = env.language === 'python';
   return [
     {
       role: 'user',
       content:
+        (python
+          ? 'The state of this Python environment is its instance attributes: an initial state (the init config) is a JSON object whose ' +
+            'keys are those attributes, each set on the instance as it is. '
+          : '') +
         'Generate an initial state for testing this environment. It must match the state schema exactly, respect the rules, and every ' +
         'cross reference (ids) must resolve. Make it rich and realistic: 4-8 records per collection, varied statuses, dates and amounts, ' +
         'fictional names, some records that make operations fail (e.g. a cancelled order, zero stock). ' +
         'Answer with one JSON object: {"state": the initial state}.\n' +
         `Environment: ${env.description.summary}\nIntroduction: ${env.description.introduction}\nRules: ${json(env.state?.rules ?? [])}\n` +
-        `State schema: ${clip(json(env.state?.stateSchema ?? {}), 8000)}\nClass source (for the shape the methods expect):\n${clip(env.source ?? '', 12000)}`,
+        `State schema: ${clip(json(env.state?.stateSchema ?? {}), 8000)}\nClass source (for the shape the methods expect):\n${clip(env.source ?? '', 12000)}${pythonLine(python ? 'python' : 'js')}`,
     },
   ];
 }
@@ -211,13 +283,13 @@ export function checkerPrompt(env: EnvironmentRecord, step: Omit<ProbeStepRecord
 export function repairPrompt(env: EnvironmentRecord, tool: string, reasons: readonly string[]): ChatMessage[] {
   const op = env.operations?.find(o => o.name === tool);
   return [
-    { role: 'system', content: `${METHOD_CONTRACT}\nAnswer with one JSON object: {"source": the method, "helpers": [helper methods, often empty]}.` },
+    { role: 'system', content: `${methodContract(env.language)}\nAnswer with one JSON object: {"source": the method, "helpers": [helper methods, often empty]}.` },
     {
       role: 'user',
       content:
         `A tester found faults in this method.\nEnvironment: ${env.description.summary}\nClass: ${env.className ?? ''}\nRules: ${json(env.state?.rules ?? [])}\n` +
         `State schema: ${clip(json(env.state?.stateSchema ?? {}), 6000)}\nOperation: ${json(op ?? { name: tool })}\nCurrent method:\n${env.methods?.[tool] ?? ''}\n` +
-        `What the checker reported:\n${reasons.map(r => `- ${r}`).join('\n')}\nRewrite the method so that it is correct.`,
+        `What the checker reported:\n${reasons.map(r => `- ${r}`).join('\n')}\nRewrite the method so that it is correct.${pythonLine(env.language ?? 'js')}`,
     },
   ];
 }

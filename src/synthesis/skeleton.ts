@@ -1,7 +1,7 @@
 import { ModelOutputError } from '../errors.js';
 import type { RunOptions } from '../runs/options.js';
 import { compileJsonSchema } from '../util/json-schema.js';
-import { assembleSource, checkMethodSource, toolsOf } from './assemble.js';
+import { assembleFor, checkMethodFor, codeOf, PYTHON_RESERVED, toolsOf, unfence } from './assemble.js';
 import { checkStateSchema, ctx, dedupeHelpers, failEnv, loadEnv, options, orFail, type ItemOutcome, type SynthesisDeps } from './environments.js';
 import { methodPrompt, operationsPrompt, repairMethodPrompt, statePrompt } from './prompts.js';
 import { MethodOutput, OperationsOutput, StateOutput, type Operation } from './schemas.js';
@@ -13,10 +13,11 @@ export async function buildState(deps: SynthesisDeps, runId: string, envId: stri
   return orFail(deps, runId, envId, 'skeleton.state', async () => {
     const env = await loadEnv(deps, runId, envId);
     if (env.state) return { ok: true };
+    const python = env.language === 'python';
     const { value } = await deps.gateway.structured(ctx(deps, runId, 'skeleton.state'), {
-      messages: statePrompt(env.description),
+      messages: statePrompt(env.description, env.language ?? 'js'),
       schema: StateOutput,
-      check: v => Promise.resolve(checkStateSchema(v.stateSchema, v.exampleState, 'exampleState')),
+      check: v => Promise.resolve((python ? pythonStateProblem(v) : null) ?? checkStateSchema(v.stateSchema, v.exampleState, 'exampleState')),
     });
     await deps.store.putDoc(runId, 'env', envId, { ...env, state: value, className: value.className }, [{ stage: 'skeleton.state', outcome: 'done', n: 1 }]);
     return { ok: true };
@@ -29,9 +30,13 @@ export async function buildOperations(deps: SynthesisDeps, runId: string, envId:
     if (env.operations) return { ok: true, operations: env.operations.map(o => o.name) };
     if (!env.state) return { ok: false, reason: 'no state definition' };
     const { value } = await deps.gateway.structured(ctx(deps, runId, 'skeleton.operations'), {
-      messages: operationsPrompt(env.description, env.state),
+      messages: operationsPrompt(env.description, env.state, env.language ?? 'js'),
       schema: OperationsOutput,
       check: v => {
+        if (env.language === 'python') {
+          const problem = pythonOperationsProblem(v.operations);
+          if (problem) return Promise.resolve(problem);
+        }
         for (const op of v.operations) {
           try {
             compileJsonSchema(op.parameters);
@@ -51,14 +56,15 @@ export async function buildOperations(deps: SynthesisDeps, runId: string, envId:
 }
 
 async function generateMethod(deps: SynthesisDeps, runId: string, env: EnvironmentRecord, op: Operation, opts: RunOptions, problem?: { previous: string; message: string }) {
-  const base = methodPrompt(env.description, env.state!, env.operations!, op);
+  const base = methodPrompt(env.description, env.state!, env.operations!, op, env.language ?? 'js');
   const messages = problem ? repairMethodPrompt(base, problem.previous, problem.message) : base;
   const { value } = await deps.gateway.structured(ctx(deps, runId, 'skeleton.method', op.name), {
     messages,
     schema: MethodOutput,
-    check: v => checkMethodSource(deps.sandbox, op.name, v.source, opts.limits),
+    check: v => checkMethodFor(env.language, deps.sandbox, op, v.source, opts.limits),
   });
-  return value;
+  // A method wrapped in a Markdown fence inside the JSON string loads once the fence is off (checked so).
+  return { source: unfence(value.source), helpers: value.helpers.map(unfence) };
 }
 
 export async function buildMethod(deps: SynthesisDeps, runId: string, envId: string, opName: string): Promise<ItemOutcome> {
@@ -103,16 +109,16 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
         const m = methods[op.name];
         if (!m) problems[op.name] = { previous: '', message: 'the method is missing' };
         else {
-          const issue = await checkMethodSource(deps.sandbox, op.name, m.source, opts.limits);
+          const issue = await checkMethodFor(env.language, deps.sandbox, op, m.source, opts.limits);
           if (issue) problems[op.name] = { previous: m.source, message: issue };
         }
       }
       let classProblem: string | null = null;
       if (Object.keys(problems).length === 0) {
         const helpers = dedupeHelpers(operations.flatMap(op => methods[op.name]!.helpers));
-        const source = assembleSource(env.className!, operations.map(op => methods[op.name]!.source), helpers);
+        const source = assembleFor(env, operations.map(op => methods[op.name]!.source), helpers);
         const tools = toolsOf(operations);
-        const probe = await deps.sandbox.probe({ code: { name: env.description.summary, className: env.className!, source, tools }, initialState: env.state!.exampleState, calls: [], limits: opts.limits });
+        const probe = await deps.sandbox.probe({ code: codeOf({ ...env, tools }, source), initialState: env.state!.exampleState, calls: [], limits: opts.limits });
         if (!probe.createError) {
           const methodSources = Object.fromEntries(operations.map(op => [op.name, methods[op.name]!.source]));
           await deps.store.putDoc(runId, 'env', envId, { ...env, assembleRepairs, methods: methodSources, helpers, source, tools }, [
@@ -144,4 +150,25 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
       }
     }
   });
+}
+
+/** A Python run's state: its top-level keys become instance attributes, so each must be a Python identifier and no keyword. */
+function pythonStateProblem(v: StateOutput): string | null {
+  const props = Object.keys(((v.stateSchema as { properties?: Record<string, unknown> }).properties ?? {}));
+  const bad = [...new Set([...props, ...Object.keys(v.exampleState)])].filter(k => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k) || PYTHON_RESERVED.has(k) || k.startsWith('__'));
+  return bad.length
+    ? `the top-level keys of the state become attributes of the Python instance (self.<key>), so each must be a Python identifier that is no keyword and does not start with __: ${bad.map(k => JSON.stringify(k)).join(', ')}`
+    : null;
+}
+
+/** A Python run's operations: method names and parameter names (passed as keywords) must be usable in Python. */
+function pythonOperationsProblem(operations: readonly Operation[]): string | null {
+  const problems: string[] = [];
+  for (const op of operations) {
+    if (PYTHON_RESERVED.has(op.name)) problems.push(`${op.name} is a Python keyword, not a method name`);
+    const props = Object.keys(((op.parameters as { properties?: Record<string, unknown> }).properties ?? {}));
+    const bad = props.filter(p => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(p) || PYTHON_RESERVED.has(p));
+    if (bad.length) problems.push(`the parameters of ${op.name} are passed as Python keyword arguments, so ${bad.map(p => JSON.stringify(p)).join(', ')} cannot be parameter names (use snake_case identifiers that are no keyword)`);
+  }
+  return problems.length ? problems.join('; ') : null;
 }

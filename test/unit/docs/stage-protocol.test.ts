@@ -83,16 +83,28 @@ interface Variant {
 
 type PromptStage = Exclude<ChatStage, 'rollout.policy' | 'rollout.user'>;
 
+const PY = 'Language: Python';
+/** The same environment synthesized in Python (envfleet synth --language python). */
+const PY_ENV: EnvironmentRecord = { ...ENV, language: 'python' };
+/** An imported EnvScaler environment: Python, and a state schema that says nothing. */
+const IMPORTED_ENV: EnvironmentRecord = { ...PY_ENV, state: { ...STATE, stateSchema: { type: 'object' } } };
+const PROBED = { state: { members: {}, loans: {} }, error: null };
+
 const PROMPT_VARIANTS: Record<PromptStage, Variant[]> = {
   'mine.judge': [{ name: 'a task', messages: judgePrompt(TASK) }],
-  'mine.topic': [{ name: 'a task', messages: topicPrompt(TASK) }],
+  'mine.topic': [
+    { name: 'a task', messages: topicPrompt(TASK) },
+    { name: 'a task of a Python run', messages: topicPrompt(TASK, 'python'), present: [PY] },
+  ],
   'skeleton.state': [
     { name: 'mined from a task', messages: statePrompt(DESCRIPTION), present: ['Example task: '] },
     { name: 'a description without a task', messages: statePrompt({ summary: DESCRIPTION.summary, introduction: DESCRIPTION.introduction }) },
+    { name: 'mined from a task, in Python', messages: statePrompt(DESCRIPTION, 'python'), present: ['Example task: ', PY] },
   ],
   'skeleton.operations': [
     { name: 'mined from a task', messages: operationsPrompt(DESCRIPTION, STATE), present: ['Example task: '] },
     { name: 'a description without a task', messages: operationsPrompt({ summary: DESCRIPTION.summary, introduction: DESCRIPTION.introduction }, STATE) },
+    { name: 'a description without a task, in Python', messages: operationsPrompt({ summary: DESCRIPTION.summary, introduction: DESCRIPTION.introduction }, STATE, 'python'), present: [PY] },
   ],
   'skeleton.method': [
     { name: 'the first request', messages: methodPrompt(DESCRIPTION, STATE, ENV.operations!, ENV.operations![1]!), present: ['Example task: '] },
@@ -101,18 +113,37 @@ const PROMPT_VARIANTS: Record<PromptStage, Variant[]> = {
       messages: repairMethodPrompt(methodPrompt({ summary: DESCRIPTION.summary, introduction: DESCRIPTION.introduction }, STATE, ENV.operations!, ENV.operations![1]!), METHOD, 'it does not load'),
       present: ['That method does not work: '],
     },
+    { name: 'the first request, in Python', messages: methodPrompt(DESCRIPTION, STATE, ENV.operations!, ENV.operations![1]!, 'python'), present: ['Example task: ', PY] },
+    {
+      name: 'asking again in Python',
+      messages: repairMethodPrompt(methodPrompt(DESCRIPTION, STATE, ENV.operations!, ENV.operations![1]!, 'python'), 'def return_book(self, loan_id: str) -> dict:\n    return {}', 'it does not load'),
+      present: ['Example task: ', PY, 'That method does not work: '],
+    },
   ],
-  'check.config': [{ name: 'an assembled environment', messages: configPrompt(ENV) }],
+  'check.config': [
+    { name: 'an assembled environment', messages: configPrompt(ENV) },
+    { name: 'an assembled Python environment', messages: configPrompt(PY_ENV), present: [PY] },
+  ],
   'check.probe.tester': [{ name: 'a probe step', messages: testerPrompt(ENV, STATS, STATE.exampleState) }],
   'check.probe.checker': [
     { name: 'a call without a runtime error', messages: checkerPrompt(ENV, STEP, STATE.exampleState) },
     { name: 'a call that threw', messages: checkerPrompt(ENV, { ...STEP, runtimeError: 'METHOD_THREW' }, STATE.exampleState), present: ['Runtime error: '] },
   ],
-  'check.repair': [{ name: 'a failing tool', messages: repairPrompt(ENV, 'return_book', ['the loan stays open', 'no error for an unknown loan']) }],
-  'scenario.state': [{ name: 'state 2 of 3', messages: scenarioStatePrompt(ENV, 1, 3) }],
+  'check.repair': [
+    { name: 'a failing tool', messages: repairPrompt(ENV, 'return_book', ['the loan stays open', 'no error for an unknown loan']) },
+    { name: 'a failing Python tool', messages: repairPrompt(PY_ENV, 'return_book', ['the loan stays open']), present: [PY] },
+  ],
+  'scenario.state': [
+    { name: 'state 2 of 3', messages: scenarioStatePrompt(ENV, 1, 3) },
+    { name: 'state 2 of 3 of a synthesized Python environment', messages: scenarioStatePrompt(PY_ENV, 1, 3), present: [PY] },
+    { name: 'state 1 of 3 of an imported EnvScaler environment', messages: scenarioStatePrompt(IMPORTED_ENV, 0, 3, PROBED), present: [PY, 'State shape', 'Class source (the attributes its methods read and change):'] },
+  ],
   'scenario.task': [{ name: 'an initial state', messages: scenarioTaskPrompt(ENV, STATE.exampleState) }],
   'scenario.checklist': [{ name: 'a task', messages: scenarioChecklistPrompt(ENV, TASK, STATE.exampleState) }],
-  'scenario.check': [{ name: 'a checklist item', messages: scenarioCheckPrompt(ENV, TASK, STATE.exampleState, ITEM) }],
+  'scenario.check': [
+    { name: 'a checklist item', messages: scenarioCheckPrompt(ENV, TASK, STATE.exampleState, ITEM) },
+    { name: 'a checklist item of a Python environment', messages: scenarioCheckPrompt(PY_ENV, TASK, STATE.exampleState, ITEM), present: [PY] },
+  ],
 };
 
 /** Where `text` starts a line of `content` (the start counts), or -1. */
