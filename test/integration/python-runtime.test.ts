@@ -661,7 +661,8 @@ class Env:
         // Shared with the co-tenant while it lives (documented).
         expect(await c.call('read', {})).to.deep.include({ result: 'rollout A' });
         await c.close();
-        const d = await r.openSession(code, {}, LIMITS);
+        // Writing 100 MB takes a few hundred ms, seconds on a loaded machine: a deadline that cannot be what this tests.
+        const d = await r.openSession(code, {}, { ...LIMITS, callDeadlineMs: 60_000 });
         expect(await d.call('read', {})).to.deep.include({ result: null });
         const n0 = (await r.stats()).interpreters[0]!.n;
         expect(await d.call('fill', { mb: 100 })).to.deep.include({ result: true });
