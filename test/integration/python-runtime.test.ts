@@ -650,6 +650,40 @@ class Env:
         await r.close();
       }
     });
+    it('keeps compiled sources out of Python reach: a session that plants code for another source in every dict of the harness does not change that environment', async () => {
+      const r = single({});
+      try {
+        const victim = python("class Victim:\n    def __init__(self, config=None):\n        self.balance = 100\n    def hello(self):\n        return 'honest'\n", ['hello'], 'Victim');
+        // The AST check denies names, not values: built-up attribute names reach the harness globals (documented).
+        const attack = python(
+          `import time\nclass Attacker:\n    def __init__(self, config=None):\n        self.x = 1\n    def go(self):\n        g = getattr(time.time, '__glo' + 'bals__')\n        c = getattr(g['_builtins'], 'comp' + 'ile')\n        code = c("class Victim:\\n    def __init__(self, config=None):\\n        self.balance = 0\\n    def hello(self):\\n        return 'pwned'\\n", 'x', 'exec')\n        key = ('Victim', ${JSON.stringify(victim.source)})\n        n = 0\n        for d in [g] + [v for v in g.values() if type(v) is dict]:\n            d[key] = code\n            d[key[1]] = code\n            n += 1\n        return n\n`,
+          ['go'],
+          'Attacker',
+        );
+        const before = await r.openSession(victim, {}, LIMITS);
+        expect(await before.call('hello', {})).to.deep.include({ result: 'honest' });
+        await before.close();
+        const a = await r.openSession(attack, {}, LIMITS);
+        const planted = await a.call('go', {});
+        expect(planted.result).to.be.a('number').and.greaterThan(1);
+        await a.close();
+        // The planted dicts break the harness's own bookkeeping: the next use of the interpreter fails
+        // (ENV_DISPOSED) and it is replaced. What must never happen is the victim running the planted code.
+        const n0 = (await r.stats()).interpreters[0]!.n;
+        let v = await r.openSession(victim, {}, LIMITS).catch((err: unknown) => err as Error);
+        if (v instanceof Error) {
+          expect(v.message).to.match(/harness failed/);
+          v = await r.openSession(victim, {}, LIMITS);
+          expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n0);
+        }
+        expect(await v.call('hello', {})).to.deep.include({ result: 'honest' });
+        expect(await v.snapshot()).to.deep.equal({ balance: 100 });
+        await v.close();
+      } finally {
+        await r.close();
+      }
+    });
+
     it('counts files in the in-memory filesystem toward the recycle threshold and empties /tmp when the last session of the interpreter ends', async () => {
       const r = single({ recycleHeapMb: 120 });
       try {

@@ -274,18 +274,24 @@ class Session:
 
 SESSIONS = {}
 
-# Environment sources already checked and compiled, by (class name, source): a rollout opens a session
-# per episode on the same source, and a large one (BFCL's classes with their long-context data, 250 KB)
-# takes a second to parse, check and compile. Code objects are immutable; each session still executes
-# the code in a module of its own. At most _CODE_CACHE_MAX sources, the oldest dropped first.
-_CODE_CACHE = {}
-_CODE_CACHE_MAX = 16
+def compile_env(class_name, source):
+    """The code of an environment source that passes the AST check, or the error envelope (a str).
+    The interpreter thread keeps these code objects (by class name and source) on its JavaScript side,
+    out of Python's reach, and hands one to create() instead of checking and compiling again."""
+    why = check_source(source, 'the environment source')
+    if why:
+        return _err('SOURCE_LOAD_FAILED', why)
+    try:
+        return compile(source, '<environment %s>' % class_name, 'exec')
+    except BaseException as e:
+        return _limit_error(e) or _err('SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
 
 def _state_of(inst):
     return {k: v for k, v in vars(inst).items() if not k.startswith('__')}
 
-def create(sid, class_name, source, config_json, tools_json, seed_hex):
-    """Loads the class in a module of its own and builds the instance the EnvScaler way; returns the envelope."""
+def create(sid, class_name, source, config_json, tools_json, seed_hex, code=None):
+    """Loads the class in a module of its own and builds the instance the EnvScaler way; returns the envelope.
+    code: what compile_env gave for this very source (checked already), from the interpreter thread's cache."""
     seed = int(seed_hex, 16)
     s = Session()
     s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode = sid, None, frozenset(_loads(tools_json)), None, False, None
@@ -293,7 +299,6 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
     s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(seed ^ 0x5DEECE66D)
     s.clock = EPOCH
-    code = _CODE_CACHE.get((class_name, source))
     if code is None:
         why = check_source(source, 'the environment source')
         if why:
@@ -310,9 +315,6 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex):
         try:
             if code is None:
                 code = compile(source, '<environment %s>' % class_name, 'exec')
-                if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
-                    del _CODE_CACHE[next(iter(_CODE_CACHE))]
-                _CODE_CACHE[(class_name, source)] = code
             exec(code, module.__dict__)
         except BaseException as e:
             return _limit_error(e) or _err('SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))

@@ -106,6 +106,42 @@ if (data.makeSnapshot) {
   /** @type {Record<string, any>} */
   const fns = {};
   for (const name of ['create', 'call', 'state', 'finish', 'checks_context', 'check', 'drop', 'tamper_report']) fns[name] = ns.get(name);
+  // Environment sources already checked and compiled, by class name and source: a rollout opens a session
+  // per episode on the same source, and a large one (BFCL's classes with their long-context data, 250 KB;
+  // τ-bench's embedded database) takes a second or more to parse, check and compile. The code objects are
+  // held here, on the JavaScript side, where Python code cannot reach them (a cache in the harness's own
+  // globals could be filled by one session with code that a later session of another environment would
+  // run). Code objects are immutable; each session still executes the code in a module of its own. At
+  // most CODE_CACHE_MAX sources and CODE_CACHE_CHARS characters of them, the oldest dropped first.
+  const CODE_CACHE_MAX = 16;
+  const CODE_CACHE_CHARS = 32 << 20;
+  /** @type {Map<string, { code: any, chars: number }>} */
+  const codeCache = new Map();
+  let codeCacheChars = 0;
+  const compileEnv = ns.get('compile_env');
+  const createEnv = fns['create'];
+  fns['create'] = (/** @type {string} */ sid, /** @type {string} */ className, /** @type {string} */ source, /** @type {string} */ config, /** @type {string} */ tools, /** @type {string} */ seed) => {
+    const key = `${className}\u0000${source}`;
+    let hit = codeCache.get(key);
+    if (hit) {
+      codeCache.delete(key);
+      codeCache.set(key, hit);
+    } else {
+      const code = compileEnv(className, source);
+      if (typeof code === 'string') return code;
+      hit = { code, chars: source.length };
+      codeCache.set(key, hit);
+      codeCacheChars += hit.chars;
+      for (const [k, old] of codeCache) {
+        if (codeCache.size <= CODE_CACHE_MAX && codeCacheChars <= CODE_CACHE_CHARS) break;
+        if (old === hit) continue;
+        codeCache.delete(k);
+        codeCacheChars -= old.chars;
+        old.code.destroy();
+      }
+    }
+    return createEnv(sid, className, source, config, tools, seed, hit.code);
+  };
   const PythonError = pyodide.ffi.PythonError;
   const heapBytes = () => /** @type {any} */ (pyodide)._module?.HEAPU8?.byteLength ?? 0;
   // The in-memory filesystem keeps file contents in JavaScript arrays, outside the capped heap: its
@@ -186,14 +222,20 @@ if (data.makeSnapshot) {
       } catch {
         isPython = false;
       }
-      if (isPython) {
-        // A Python exception outside the harness's own handlers (an interrupt that landed between the
-        // tool's return and the harness's): the interpreter is sound.
+      if (isPython && (type === 'KeyboardInterrupt' || type === 'RecursionError' || type === 'MemoryError')) {
+        // A limit that landed outside the harness's own handlers (an interrupt between the tool's return
+        // and the harness's): the interpreter is sound.
         text = type === 'KeyboardInterrupt'
           ? JSON.stringify({ err: 'DEADLINE_EXCEEDED', message: 'the call ran past its deadline and was interrupted' })
           : type === 'RecursionError'
             ? JSON.stringify({ err: 'STACK_OVERFLOW', message: 'the call recursed too deeply (RecursionError in the sandbox harness)' })
-            : JSON.stringify({ err: type === 'MemoryError' ? 'MEMORY_EXCEEDED' : 'TOOL_THREW', message: `${type} in the sandbox harness` });
+            : JSON.stringify({ err: 'MEMORY_EXCEEDED', message: 'MemoryError in the sandbox harness' });
+      } else if (isPython) {
+        // Any other exception out of the harness means its own state was changed under it (environment
+        // code reaching the harness's dicts by built-up attribute names): the interpreter is replaced
+        // rather than trusted with the next session.
+        fatal = `${type} in the sandbox harness`;
+        text = JSON.stringify({ err: 'ENV_DISPOSED', message: `the sandbox harness failed (${type}); its interpreter is replaced` });
       } else {
         // A JavaScript error out of Pyodide (a fatal error, a trap): the interpreter may be broken;
         // the child replaces this thread and its other sessions end with ENV_DISPOSED.
