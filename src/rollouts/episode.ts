@@ -165,10 +165,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     }
     for (;;) {
       if (turns >= limits.maxSteps) throw new EpisodeEnd('step-limit', `${turns} agent turns; the limit is ${limits.maxSteps}`);
-      if (stepsInTurn >= maxStepsPerTurn) throw new EpisodeEnd('step-limit', `${stepsInTurn} agent steps in user turn ${scriptTurn + 1}; the scenario allows ${maxStepsPerTurn} per turn`);
       checkTime();
       turns += 1;
-      stepsInTurn += 1;
       const reply = await deps.gateway.chat(
         { runId: input.runId, stage: 'rollout.policy', signal: deps.signal, logger: deps.logger, cacheSalt: salt(`agent-${turns}`) },
         { messages, tools, temperature: input.sampling.temperature, maxTokens: input.sampling.maxTokens, model: input.policyModel ?? undefined, seed },
@@ -255,6 +253,10 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
           throw new EpisodeEnd('environment-error', `${outcome.runtimeError} in ${call.function.name}; the environment was discarded`);
         }
       }
+      // BFCL's per-turn limit counts the steps that made calls, after they ran: past the limit the turn
+      // (and the entry) is forced to quit; a step that answers in text always gets its chance.
+      stepsInTurn += 1;
+      if (stepsInTurn > maxStepsPerTurn) throw new EpisodeEnd('step-limit', `${stepsInTurn} tool-calling steps in user turn ${scriptTurn + 1}; the scenario allows ${maxStepsPerTurn} per turn`);
       // A tool that ends the episode (τ-bench's transfer_to_human_agents), once the message's calls have their results.
       const ender = env.endTools?.length ? calls.find(c => env.endTools!.includes(c.function.name)) : undefined;
       if (ender) {
@@ -317,6 +319,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     usage,
     timings: { startedAt, wallMs: Date.now() - started, envUs: Math.round(envUs) },
     finalState,
+    ...(script ? { turnStates } : {}),
     lineage: { runId: input.runId, scenarioId: scenario.id, environmentId: env.id, prompts: { ...ROLLOUT_PROMPT_VERSIONS }, scenarioLineage: scenario.lineage },
   };
 }

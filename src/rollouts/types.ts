@@ -88,11 +88,13 @@ export interface Trajectory {
   readonly timings: { readonly startedAt: string; readonly wallMs: number; readonly envUs: number };
   /** The final state (null when none could be read); in the worker that ran the episode, its JSON text as a RawJson until it is stored. */
   readonly finalState: unknown;
+  /** A scripted multi-turn episode (BFCL): the environment's state at the end of each user turn, as its episode checks saw it (`envfleet sandbox check --episode` re-scores from it). Absent otherwise. */
+  readonly turnStates?: readonly unknown[];
   readonly lineage: Readonly<Record<string, unknown>>;
 }
 
 /** The parts of a trajectory that only the dataset files keep once the sink has written them. */
-export type TranscriptField = 'tools' | 'messages' | 'userMessages' | 'steps' | 'finalState' | 'policyTurns';
+export type TranscriptField = 'tools' | 'messages' | 'userMessages' | 'steps' | 'finalState' | 'policyTurns' | 'turnStates';
 
 /**
  * What stays in Redis of a trajectory once the sink has written its line to a shard and synced it:
@@ -111,7 +113,7 @@ export const isArchived = (t: StoredTrajectory): t is ArchivedTrajectory => 'arc
 /** The archived form of a trajectory whose line is in the shard at `path`. */
 export function archivedTrajectory(t: StoredTrajectory, path: string): ArchivedTrajectory {
   if (isArchived(t)) return { ...t, archived: { path } };
-  const { tools: _tools, messages: _messages, userMessages: _userMessages, steps: _steps, finalState: _finalState, policyTurns: _policyTurns, ...rest } = t;
+  const { tools: _tools, messages: _messages, userMessages: _userMessages, steps: _steps, finalState: _finalState, policyTurns: _policyTurns, turnStates: _turnStates, ...rest } = t;
   return { ...rest, archived: { path } };
 }
 

@@ -76,10 +76,18 @@ describe('episode: scripted multi-turn scenarios', () => {
     expect(t.termination.reason).to.equal('agent-finished');
   });
 
-  it('ends with step-limit past the steps allowed per turn, with the turns answered so far', async () => {
+  it('ends with step-limit once a turn has more tool-calling steps than allowed (BFCL: count > limit), with the turns answered so far', async () => {
     const { t, seen } = await episode([{ call: 'plant' }, { call: 'plant' }, { call: 'plant' }]);
     expect(t.termination.reason).to.equal('step-limit');
-    expect(t.termination.detail).to.match(/2 agent steps in user turn 1; the scenario allows 2 per turn/);
+    expect(t.steps).to.have.length(3);
+    expect(t.termination.detail).to.match(/3 tool-calling steps in user turn 1; the scenario allows 2 per turn/);
     expect(seen?.turnStates).to.deep.equal([]);
+  });
+
+  it('lets a turn use all its tool-calling steps and still answer in text (the answer is not a step of the limit); the trajectory keeps the turn states', async () => {
+    const { t, seen } = await episode([{ call: 'plant' }, { call: 'plant' }, { text: 'Deux 🌷' }, { call: 'uproot' }, { text: 'Fini' }]);
+    expect(t.termination.reason).to.equal('agent-finished');
+    expect(t.turnStates).to.deep.equal([{ n: 2 }, { n: 3 }]);
+    expect(seen?.turnStates).to.deep.equal(t.turnStates);
   });
 });
