@@ -54,6 +54,10 @@ export interface RowContext {
 function parts(s: ScenarioRecord, env: EnvironmentRecord) {
   // A scenario without checks (EnvScaler's SFT scenarios, imported unscored) gives a trainer no reward: not an RL row.
   if (s.status !== 'ready' || !s.task || !env.tools?.length || !s.checklist?.length) return null;
+  // A row is one prompt scored through the environment server on its final state: a scripted multi-turn
+  // scenario (BFCL: later turns, tools per turn) or one judged on the transcript (episode checks, which a
+  // served session cannot run) would be scored wrongly, so neither is an RL row.
+  if (s.script || s.checklist.some(c => c.episode)) return null;
   const tools = trainerTools(env.tools);
   return {
     tools,

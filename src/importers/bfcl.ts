@@ -383,8 +383,17 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
   const longContext: BfclModule | null = (await exists(lcFile, false)) ? { className: '', module: LONG_CONTEXT_MODULE, source: await readFile(lcFile, 'utf8') } : null;
   let addedPrompt = DEFAULT_ADDED_FUNCTIONS_PROMPT;
   if (layout.promptsFile) {
-    const m = /^DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC\s*=\s*\(?\s*"((?:[^"\\]|\\.)*)"/m.exec(await readFile(layout.promptsFile, 'utf8'));
-    if (m) addedPrompt = JSON.parse(`"${m[1]!}"`) as string;
+    const text = await readFile(layout.promptsFile, 'utf8');
+    const m = /^DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC\s*=\s*(\(?)\s*"((?:[^"\\]|\\.)*)"(\s*\)?)/m.exec(text);
+    let read: string | null = null;
+    try {
+      // A plain one-part literal whose escapes JSON also has; anything else (\x41, \', "a" "b") is not read.
+      if (m && (m[1] === '' || m[3]!.trim() === ')')) read = JSON.parse(`"${m[2]!}"`) as string;
+    } catch {
+      read = null;
+    }
+    if (read !== null) addedPrompt = read;
+    else if (m) notes.push(`${layout.promptsFile}: DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC (line ${text.slice(0, m.index).split('\n').length}) is not a plain string literal envfleet can read; the turns that add functions say "${DEFAULT_ADDED_FUNCTIONS_PROMPT}" instead`);
   }
 
   // Entries.
