@@ -27,8 +27,9 @@ export const UNAVAILABLE_MODULES: Readonly<Record<string, string>> = {
 };
 
 /**
- * Indents every line of `source` by `indent`, except lines that begin inside a triple-quoted string
- * (their text is part of the string's value). A scanner of Python's string and comment syntax: a
+ * Indents every line of `source` by `indent`, except lines that begin inside a string (a triple-quoted
+ * one, or a one-quote string continued by a backslash at the end of the line before): their text is
+ * part of the string's value. A scanner of Python's string and comment syntax: a
  * quote opens a string (''' and """ triple), a backslash escapes the next character inside one
  * (raw strings too, as Python's tokenizer does), `#` outside a string comments to the end of line.
  */
@@ -37,7 +38,7 @@ export function indentPython(source: string, indent: string): string {
   const out: string[] = [];
   let quote: string | null = null; // the open string's delimiter: ', ", ''' or """
   for (const line of lines) {
-    out.push(quote !== null && quote.length === 3 ? line : line.trim() === '' ? '' : indent + line);
+    out.push(quote !== null ? line : line.trim() === '' ? '' : indent + line);
     let i = 0;
     while (i < line.length) {
       const c = line[i]!;

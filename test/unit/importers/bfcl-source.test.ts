@@ -72,6 +72,11 @@ describe('BFCL import: module text', () => {
     ]);
   });
 
+  it('leaves alone a line that continues a one-quote string after a backslash (its text is the string\'s value)', () => {
+    const src = ["x = 'ab\\", "cd — 東京 ✅'", 'y = "ef\\\\"', 'z = 1'].join('\n');
+    expect(indentPython(src, '  ').split('\n')).to.deep.equal(["  x = 'ab\\", "cd — 東京 ✅'", '  y = "ef\\\\"', '  z = 1']);
+  });
+
   it('reads the long-context names from _lc, drops an unused subprocess import, stubs mpmath, refuses other package imports', () => {
     const m = { className: 'A', module: 'a', source: 'import subprocess\nimport mpmath\nfrom pkg.sub.long_context import (\n    ONE,\n    TWO as DEUX,\n)\nfrom typing import Dict\nclass A:\n    pass\n' };
     const r = rewriteImports(m);
