@@ -43,9 +43,11 @@ export const DEFAULT_SFT_OPTIONS: SftOptions = { reasoning: 'drop' };
  * Runtime codes of a tool call whose arguments were the model's fault: not JSON, not an object, or refused by
  * the tool's JSON Schema (src/rollouts/episode.ts for the parse, src/sandbox/quickjs-host.ts for the schema).
  * A call to a tool the policy was not given is broken too (checked by name: the sandbox's UNKNOWN_TOOL also
- * covers a declared tool whose method is missing, which is the environment's fault).
+ * covers a declared tool whose method is missing, which is the environment's fault), and so is a call, in a
+ * scripted multi-turn episode, of a tool not offered in that turn (TOOL_NOT_OFFERED: the trajectory's tools
+ * are the last turn's, so the name alone would not show it).
  */
-export const BAD_ARGUMENT_CODES: ReadonlySet<string> = new Set(['INVALID_ARGUMENTS']);
+export const BAD_ARGUMENT_CODES: ReadonlySet<string> = new Set(['INVALID_ARGUMENTS', 'TOOL_NOT_OFFERED']);
 
 /** The arguments of a call as a value, or undefined when they are not JSON (an empty string is `{}`, as the episode reads it). */
 function parsedArguments(raw: string): { value: unknown } | undefined {

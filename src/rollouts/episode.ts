@@ -237,7 +237,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
           args = call.function.arguments.trim() === '' ? {} : (JSON.parse(call.function.arguments) as unknown);
           outcome =
             script && !toolNames.includes(call.function.name)
-              ? { result: { success: false, error: `unknown tool "${call.function.name}"; the tools are: ${toolNames.join(', ')}` }, runtimeError: 'UNKNOWN_TOOL', us: 0 }
+              ? { result: { success: false, error: `unknown tool "${call.function.name}"; the tools are: ${toolNames.join(', ')}` }, runtimeError: 'TOOL_NOT_OFFERED', us: 0 }
               : await session.call(call.function.name, args);
         } catch (err) {
           if (err instanceof SyntaxError) {

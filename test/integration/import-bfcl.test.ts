@@ -169,7 +169,7 @@ describe('envfleet import bfcl (look-alike fixtures, real Pyodide)', function ()
 
     // delete_note is withheld until turn 3: called in turn 2 it is an unknown tool (and a call where the gold answer makes none).
     const early = await run('fixture_miss_func_0', [gold[0]!, [{ name: 'delete_note', arguments: { title: 'plan' } }], gold[2]!]);
-    expect(early.steps[2]).to.include({ tool: 'delete_note', runtimeError: 'UNKNOWN_TOOL' });
+    expect(early.steps[2]).to.include({ tool: 'delete_note', runtimeError: 'TOOL_NOT_OFFERED' });
     expect(early.reward).to.equal(0);
     expect(early.checks[0]!.error).to.match(/multi_turn:irrelevance_error:decoder_success: turn 1/);
 

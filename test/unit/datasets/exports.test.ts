@@ -56,6 +56,7 @@ describe('dataset exports', () => {
     expect(one(call('k', 'get_member', ''), [step(1, 'k', 'get_member', '')]).weight, 'empty arguments are {}').to.equal(undefined);
     expect(one(call('k', 'get_member', '{"member_id": 3}'), [step(1, 'k', 'get_member', '{"member_id": 3}', 'INVALID_ARGUMENTS')]).weight).to.equal(0);
     expect(one(call('k', 'get_membr', '{"member_id": "M3"}'), [step(1, 'k', 'get_membr', '{"member_id": "M3"}', 'UNKNOWN_TOOL')]).weight).to.equal(0);
+    expect(one(call('k', 'get_member', '{"member_id": "M3"}'), [step(1, 'k', 'get_member', '{"member_id": "M3"}', 'TOOL_NOT_OFFERED')]).weight, 'a scripted turn had not offered it yet').to.equal(0);
     expect(one(call('k', 'get_member', '["M3"]')).weight).to.equal(0);
     expect(one(call('k', 'get_member', '{"member_id": ')).weight, 'no step recorded').to.equal(0);
     // The environment's own failure is not the model's: the turn is trained on.

@@ -70,8 +70,8 @@ describe('episode: scripted multi-turn scenarios', () => {
   it('a tool not offered yet (or excluded) is an unknown tool, and the episode goes on', async () => {
     const { t } = await episode([{ call: 'uproot' }, { text: 'Non.' }, { call: 'look' }, { text: 'Rien.' }], 10);
     expect(t.steps.map(s => [s.tool, s.runtimeError])).to.deep.equal([
-      ['uproot', 'UNKNOWN_TOOL'],
-      ['look', 'UNKNOWN_TOOL'],
+      ['uproot', 'TOOL_NOT_OFFERED'],
+      ['look', 'TOOL_NOT_OFFERED'],
     ]);
     expect(t.termination.reason).to.equal('agent-finished');
   });
