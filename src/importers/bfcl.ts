@@ -12,7 +12,7 @@ import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
 import { bfclCheck, type BfclGoldTurn } from './bfcl-check.js';
 import { BfclSourceError, LONG_CONTEXT_MODULE, REPLAY_TOOL, UNAVAILABLE_MODULES, routerClassName, routerSource, toolFromFuncDoc, type BfclModule } from './bfcl-source.js';
-import { sameDocument } from './envscaler-records.js';
+import { writeImported } from './write.js';
 import type { ImportCounts, SkippedRecord } from './envscaler.js';
 
 /**
@@ -574,36 +574,25 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
   const chosen = [...envs.values()].filter(e => usedEnvs.has(e.id));
   const blocked = new Set<string>();
   for (const [i, { record: env }] of chosen.entries()) {
-    const before = await store.getDoc(runId, 'env', env.id);
-    if (before && before.lineage.source !== 'bfcl') {
-      skipped.push({ file: env.lineage.original!.file, where: `environment ${env.id}`, problem: `run "${runId}" already has a ${before.status} environment ${env.id} that was not imported from BFCL: left as it is` });
+    const w = await writeImported(store, runId, 'env', env, 'bfcl');
+    if (w.outcome === 'foreign') {
+      skipped.push({ file: env.lineage.original!.file, where: `environment ${env.id}`, problem: `run "${runId}" already has a ${w.other.status} environment ${env.id} that was not imported from BFCL: left as it is` });
       blocked.add(env.id);
       continue;
     }
-    if (before && sameDocument(before, env)) envCounts.unchanged += 1;
-    else {
-      await store.putDoc(runId, 'env', env.id, before ? { ...env, lineage: { ...env.lineage, createdAt: before.lineage.createdAt } } : env, [{ stage: 'import', outcome: 'environments', n: 1, once: true }]);
-      envCounts[before ? 'updated' : 'imported'] += 1;
-    }
+    envCounts[w.outcome] += 1;
     progress?.({ phase: 'write', kind: 'env', done: i + 1, total: chosen.length });
   }
   const scnCounts = { imported: 0, unchanged: 0, updated: 0 };
   let checks = 0;
   const writable = scenarioDocs.filter(d => !blocked.has(d.environmentId));
   for (const [i, doc] of writable.entries()) {
-    const before = reusedDocs.get(doc.id) ?? (await store.getDoc(runId, 'scenario', doc.id));
-    if (before && before.lineage.source !== 'bfcl') {
+    const w = await writeImported(store, runId, 'scenario', doc, 'bfcl', reusedDocs.get(doc.id));
+    if (w.outcome === 'foreign') {
       skipped.push({ file: String(doc.lineage.original?.file ?? ''), where: `id ${doc.id}`, problem: `run "${runId}" already has a scenario ${doc.id} that was not imported from BFCL: left as it is` });
       continue;
     }
-    if (before && sameDocument(before, doc)) scnCounts.unchanged += 1;
-    else {
-      await store.putDoc(runId, 'scenario', doc.id, before ? { ...doc, lineage: { ...doc.lineage, createdAt: before.lineage.createdAt } } : doc, [
-        { stage: 'import', outcome: 'scenarios', n: 1, once: true },
-        { stage: 'import', outcome: 'checks', n: doc.checklist?.length ?? 0, once: true },
-      ]);
-      scnCounts[before ? 'updated' : 'imported'] += 1;
-    }
+    scnCounts[w.outcome] += 1;
     checks += doc.checklist?.length ?? 0;
     if ((i + 1) % 100 === 0 || i + 1 === writable.length) progress?.({ phase: 'write', kind: 'scenario', done: i + 1, total: writable.length });
   }

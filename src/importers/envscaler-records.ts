@@ -3,7 +3,7 @@ import { ALLOWED_IMPORTS } from '../sandbox/python/python-harness.mjs';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { Operation, StateOutput } from '../synthesis/schemas.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
-import { canonicalJson, hashOf } from '../util/canonical.js';
+import { hashOf } from '../util/canonical.js';
 
 /**
  * EnvScaler's data (RUC-NLPIR/EnvScaler; ../shared/reference/python-environments.md §1) mapped to
@@ -290,9 +290,4 @@ export function scenarioFromEnvscaler(raw: unknown, place: RecordPlace, runId: s
       },
     },
   };
-}
-
-/** Whether two documents are the same apart from when they were made (lineage.createdAt). */
-export function sameDocument(a: { lineage: { createdAt: string } }, b: { lineage: { createdAt: string } }): boolean {
-  return canonicalJson({ ...a, lineage: { ...a.lineage, createdAt: '' } }) === canonicalJson({ ...b, lineage: { ...b.lineage, createdAt: '' } });
 }

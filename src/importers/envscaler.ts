@@ -5,8 +5,9 @@ import type { RunOptions } from '../runs/options.js';
 import type { RunStore } from '../runs/store.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
-import { ENVSCALER_FIELDS, environmentFromEnvscaler, sameDocument, scenarioFromEnvscaler, type MappedScenario, type RecordPlace, type ScenarioEnv } from './envscaler-records.js';
+import { ENVSCALER_FIELDS, environmentFromEnvscaler, scenarioFromEnvscaler, type MappedScenario, type RecordPlace, type ScenarioEnv } from './envscaler-records.js';
 import { readJsonRecords, type JsonFileEnd } from './json-records.js';
+import { writeImported } from './write.js';
 
 /**
  * `envfleet import envscaler`: EnvScaler's environments and scenarios (files the user supplies; none
@@ -213,17 +214,13 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
 
   const envCounts = { imported: 0, unchanged: 0, updated: 0 };
   for (const [i, env] of chosen.entries()) {
-    const before = await store.getDoc(runId, 'env', env.id);
-    if (before && before.lineage.source !== 'envscaler') {
-      skipped.push({ file: env.lineage.original!.file, where: `env_id ${env.lineage.original!.envId}`, problem: `run "${runId}" already has a ${before.status} environment ${env.id} that was not imported from EnvScaler: left as it is` });
+    const w = await writeImported(store, runId, 'env', env, 'envscaler');
+    if (w.outcome === 'foreign') {
+      skipped.push({ file: env.lineage.original!.file, where: `env_id ${env.lineage.original!.envId}`, problem: `run "${runId}" already has a ${w.other.status} environment ${env.id} that was not imported from EnvScaler: left as it is` });
       chosenIds.delete(env.id);
       continue;
     }
-    if (before && sameDocument(before, env)) envCounts.unchanged += 1;
-    else {
-      await store.putDoc(runId, 'env', env.id, before ? { ...env, lineage: { ...env.lineage, createdAt: before.lineage.createdAt } } : env, [{ stage: 'import', outcome: 'environments', n: 1, once: true }]);
-      envCounts[before ? 'updated' : 'imported'] += 1;
-    }
+    envCounts[w.outcome] += 1;
     if ((i + 1) % 50 === 0 || i + 1 === chosen.length) progress?.({ phase: 'write', kind: 'env', done: i + 1, total: chosen.length });
   }
 
@@ -236,20 +233,12 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
     const index = indexOf.get(s.scenario.environmentId) ?? 0;
     indexOf.set(s.scenario.environmentId, index + 1);
     const doc: ScenarioRecord = { ...s.scenario, index };
-    const before = await store.getDoc(runId, 'scenario', doc.id);
-    if (before && before.lineage.source !== 'envscaler') {
+    const w = await writeImported(store, runId, 'scenario', doc, 'envscaler');
+    if (w.outcome === 'foreign') {
       skipped.push({ file: doc.lineage.original!.file, where: `task_id ${doc.lineage.original!.taskId ?? doc.id}`, problem: `run "${runId}" already has a scenario ${doc.id} that was not imported from EnvScaler: left as it is` });
       continue;
     }
-    if (before && sameDocument(before, doc)) scnCounts.unchanged += 1;
-    else {
-      const n = doc.checklist?.length ?? 0;
-      await store.putDoc(runId, 'scenario', doc.id, before ? { ...doc, lineage: { ...doc.lineage, createdAt: before.lineage.createdAt } } : doc, [
-        { stage: 'import', outcome: 'scenarios', n: 1, once: true },
-        ...(n ? [{ stage: 'import', outcome: 'checks', n, once: true }] : []),
-      ]);
-      scnCounts[before ? 'updated' : 'imported'] += 1;
-    }
+    scnCounts[w.outcome] += 1;
     scnCounts[s.split] += 1;
     checks += doc.checklist?.length ?? 0;
     if (doc.unscored) unscored += 1;

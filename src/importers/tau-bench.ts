@@ -11,7 +11,7 @@ import type { ScenarioRecord } from '../scenarios/types.js';
 import type { Operation } from '../synthesis/schemas.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
-import { sameDocument } from './envscaler-records.js';
+import { writeImported } from './write.js';
 import type { ImportCounts, SkippedRecord } from './envscaler.js';
 import { MODULE_HEADER_PY, READER_PY, READER_TOOLS, REPLAY_PY, REPLAY_TOOLS, goldHashCheck, outputsCheck } from './tau-bench-python.js';
 
@@ -489,17 +489,13 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
   const envCounts = { imported: 0, unchanged: 0, updated: 0 };
   const writtenEnvs = new Set<string>();
   for (const [i, env] of envs.entries()) {
-    const before = await store.getDoc(runId, 'env', env.id);
-    if (before && before.lineage.source !== 'tau-bench') {
-      skipped.push({ file: env.lineage.original!.file, where: `domain ${env.lineage.original!.envId}`, problem: `run "${runId}" already has a ${before.status} environment ${env.id} that was not imported from τ-bench: left as it is` });
+    const w = await writeImported(store, runId, 'env', env, 'tau-bench');
+    if (w.outcome === 'foreign') {
+      skipped.push({ file: env.lineage.original!.file, where: `domain ${env.lineage.original!.envId}`, problem: `run "${runId}" already has a ${w.other.status} environment ${env.id} that was not imported from τ-bench: left as it is` });
       continue;
     }
     writtenEnvs.add(env.id);
-    if (before && sameDocument(before, env)) envCounts.unchanged += 1;
-    else {
-      await store.putDoc(runId, 'env', env.id, before ? { ...env, lineage: { ...env.lineage, createdAt: before.lineage.createdAt } } : env, [{ stage: 'import', outcome: 'environments', n: 1, once: true }]);
-      envCounts[before ? 'updated' : 'imported'] += 1;
-    }
+    envCounts[w.outcome] += 1;
     progress?.({ phase: 'write', kind: 'env', done: i + 1, total: envs.length });
   }
 
@@ -511,20 +507,12 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
     const index = indexOf.get(s.environmentId) ?? 0;
     indexOf.set(s.environmentId, index + 1);
     const doc: ScenarioRecord = { ...s, index };
-    const before = await store.getDoc(runId, 'scenario', doc.id);
-    if (before && before.lineage.source !== 'tau-bench') {
+    const w = await writeImported(store, runId, 'scenario', doc, 'tau-bench');
+    if (w.outcome === 'foreign') {
       skipped.push({ file: doc.lineage.original!.file, where: `task ${doc.lineage.original!.taskId}`, problem: `run "${runId}" already has a scenario ${doc.id} that was not imported from τ-bench: left as it is` });
       continue;
     }
-    if (before && sameDocument(before, doc)) scnCounts.unchanged += 1;
-    else {
-      const n = doc.checklist?.length ?? 0;
-      await store.putDoc(runId, 'scenario', doc.id, before ? { ...doc, lineage: { ...doc.lineage, createdAt: before.lineage.createdAt } } : doc, [
-        { stage: 'import', outcome: 'scenarios', n: 1, once: true },
-        ...(n ? [{ stage: 'import', outcome: 'checks', n, once: true }] : []),
-      ]);
-      scnCounts[before ? 'updated' : 'imported'] += 1;
-    }
+    scnCounts[w.outcome] += 1;
     checks += doc.checklist?.length ?? 0;
     if ((i + 1) % 200 === 0 || i + 1 === writable.length) progress?.({ phase: 'write', kind: 'scenario', done: i + 1, total: writable.length });
   }
