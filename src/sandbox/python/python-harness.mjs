@@ -289,9 +289,9 @@ def compile_env(class_name, source):
 def _state_of(inst):
     return {k: v for k, v in vars(inst).items() if not k.startswith('__')}
 
-def create(sid, class_name, source, config_json, tools_json, seed_hex, code=None):
-    """Loads the class in a module of its own and builds the instance the EnvScaler way; returns the envelope.
-    code: what compile_env gave for this very source (checked already), from the interpreter thread's cache."""
+def create(sid, class_name, code, config_json, tools_json, seed_hex):
+    """Runs an environment's code (compile_env's, for its checked source) in a module of its own and builds
+    the instance the EnvScaler way; returns the envelope."""
     seed = int(seed_hex, 16)
     s = Session()
     s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode = sid, None, frozenset(_loads(tools_json)), None, False, None
@@ -299,10 +299,6 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex, code=None
     s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(seed ^ 0x5DEECE66D)
     s.clock = EPOCH
-    if code is None:
-        why = check_source(source, 'the environment source')
-        if why:
-            return _err('SOURCE_LOAD_FAILED', why)
     try:
         config = _loads(config_json)
     except ValueError as e:
@@ -313,8 +309,6 @@ def create(sid, class_name, source, config_json, tools_json, seed_hex, code=None
     try:
         module = _types.ModuleType('envfleet_env_%s' % sid)
         try:
-            if code is None:
-                code = compile(source, '<environment %s>' % class_name, 'exec')
             exec(code, module.__dict__)
         except BaseException as e:
             return _limit_error(e) or _err('SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))

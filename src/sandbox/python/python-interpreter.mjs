@@ -140,7 +140,7 @@ if (data.makeSnapshot) {
         old.code.destroy();
       }
     }
-    return createEnv(sid, className, source, config, tools, seed, hit.code);
+    return createEnv(sid, className, hit.code, config, tools, seed);
   };
   const PythonError = pyodide.ffi.PythonError;
   const heapBytes = () => /** @type {any} */ (pyodide)._module?.HEAPU8?.byteLength ?? 0;
