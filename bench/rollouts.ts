@@ -79,7 +79,7 @@ const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 /** Extra Node flags for the worker processes (an experiment's knob, e.g. V8 heap flags): ENVFLEET_BENCH_FLEET_NODE_ARGS, space-separated. */
 const FLEET_NODE_ARGS = (process.env['ENVFLEET_BENCH_FLEET_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
 const args = benchArgs(import.meta.url, {
-  values: ['steps', 'delay', 'delays', 'concurrency', 'processes', 'extra-delay', 'light', 'threads'],
+  values: ['steps', 'delay', 'delays', 'concurrency', 'processes', 'extra-delay', 'light', 'threads', 'warmup'],
   booleans: ['quick', 'no-baseline', 'profile', 'profile-sink', 'no-sink', 'no-light'],
 });
 const argv = args.raw;
@@ -92,6 +92,8 @@ const KEEP_PROFILES = process.env['ENVFLEET_BENCH_KEEP_PROFILES'] ?? null;
 const intArg = (name: string, fallback: number) => args.int(name, fallback);
 
 const STEPS = intArg('steps', 5);
+/** Warm-up episodes per worker process before each timed run (`--warmup`; default: the short warm-up). */
+const WARMUP = intArg('warmup', 0);
 const DELAY = intArg('delay', 500);
 /** Model latencies L to measure (`--delays`; `--delay L` alone means just that one). */
 const DELAYS = args.ints('delays', argv.some(a => a === '--delay' || a.startsWith('--delay=')) ? String(DELAY) : QUICK ? '500' : '500,2000');
@@ -408,12 +410,12 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   let samplerTimer: NodeJS.Timeout | undefined;
   try {
     // Warm-up: a few episodes whose answers come at once (JIT, ajv schemas and QuickJS in every pool thread, HTTP connections).
-    const warmupEpisodes = spec.processes * Math.max(2 * THREADS, Math.min(spec.concurrency, 8));
+    const warmupEpisodes = spec.processes * (WARMUP > 0 ? WARMUP : Math.max(2 * THREADS, Math.min(spec.concurrency, 8)));
     const warmStart = Date.now();
     await seedRun(config, store, 'warmup', `${WARMUP_MARK}: look up guest G0001 and report the balance.`, spec.light);
     await submitRollouts(config, redis, { runId: 'warmup', samples: warmupEpisodes, modes: ['non-conversational'] });
     while ((await store.pendingCount('warmup')) > 0) {
-      if (Date.now() - warmStart > 60_000) throw new Error('the warm-up run did not finish within 60 s');
+      if (Date.now() - warmStart > 300_000) throw new Error('the warm-up run did not finish within 300 s');
       await sleep(50);
     }
     const warmupMs = Date.now() - warmStart;

@@ -55,7 +55,7 @@ export function createRedisConnection(target: string | RedisTarget, role: RedisR
 function createCluster(url: string, nodes: readonly string[], options: RedisOptions): Cluster {
   const parsed = new URL(url);
   // The reply mapping stays the Cluster's default (as for one server).
-  const { retryStrategy, enableOfflineQueue, lazyConnect, enableReadyCheck, replyMapping: _replyMapping, ...nodeOptions } = options;
+  const { retryStrategy, enableOfflineQueue, lazyConnect, enableReadyCheck, enableAutoPipelining, replyMapping: _replyMapping, ...nodeOptions } = options;
   const redisOptions: Omit<NonNullable<ClusterOptions['redisOptions']>, 'replyMapping'> = {
     ...nodeOptions,
     ...(parsed.username ? { username: decodeURIComponent(parsed.username) } : {}),
@@ -66,6 +66,7 @@ function createCluster(url: string, nodes: readonly string[], options: RedisOpti
     lazyConnect: lazyConnect ?? true,
     ...(enableOfflineQueue === undefined ? {} : { enableOfflineQueue }),
     ...(enableReadyCheck === undefined ? {} : { enableReadyCheck }),
+    ...(enableAutoPipelining === undefined ? {} : { enableAutoPipelining }),
     ...(retryStrategy ? { clusterRetryStrategy: (times: number) => retryStrategy(times) ?? null } : {}),
   };
   return new Cluster(

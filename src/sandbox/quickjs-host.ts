@@ -35,10 +35,15 @@ const SEEN_ENVIRONMENTS = 256;
 /**
  * Modules a thread keeps for its next sessions. Sessions end and start in bursts (a pool thread
  * serves hundreds at once), and a burst of starts that finds no spare module instantiates fresh ones
- * (about 2 ms each); spare modules count against the thread's bound and are the first dropped when
- * it needs room.
+ * (about 2 ms each, and the dropped ones are garbage its isolate must collect: with 500 sessions a
+ * thread and room for 128 spares, the pool threads spent more time in GC and instantiation than in
+ * the sessions). So a thread keeps as many spares as it had sessions at once lately (the larger
+ * peak of the current and the previous SPARE_WINDOW_MS), at least SPARE_MODULES_MIN; spare modules
+ * count against the thread's bound and are the first dropped when it needs room, and those above
+ * the recent peak are dropped within two windows of quiet.
  */
-const SPARE_MODULES = 128;
+const SPARE_MODULES_MIN = 128;
+const SPARE_WINDOW_MS = 30_000;
 /** The harness functions a session uses, looked up before its module's memory is copied. */
 const SESSION_FNS = ['seed', 'bind', 'create', 'call', 'snapshot'] as const;
 
@@ -394,9 +399,48 @@ export class QuickJSHost {
   private readonly spare: GuestVm[] = [];
   private readonly boundBytes: number;
   private live = 0;
+  /** The most sessions live at once in the current and the previous window (see SPARE_MODULES_MIN). */
+  private peakNow = 0;
+  private peakBefore = 0;
+  private peakWindowStart: number;
+  private readonly now: () => number;
 
-  constructor(heapMb: number) {
+  /** `now`: the clock of the spare modules' windows (tests pass their own). */
+  constructor(heapMb: number, options: { readonly now?: () => number } = {}) {
     this.boundBytes = heapMb * MiB;
+    this.now = options.now ?? Date.now;
+    this.peakWindowStart = this.now();
+    // Returns the spares of a past burst once the thread has been quieter for two windows. The timer
+    // holds the host weakly: a host nobody holds any more (tests make many) is collected with its modules.
+    const host = new WeakRef(this);
+    const timer: NodeJS.Timeout = setInterval(() => {
+      const h = host.deref();
+      if (h) h.trimSpares();
+      else clearInterval(timer);
+    }, SPARE_WINDOW_MS).unref();
+  }
+
+  /** Spare modules held for the next sessions. */
+  get spareModuleCount(): number {
+    return this.spare.length;
+  }
+
+  /** How many spare modules the thread keeps now: as many as sessions were live at once lately. */
+  private spareCap(): number {
+    const now = this.now();
+    if (now - this.peakWindowStart >= SPARE_WINDOW_MS) {
+      // Two windows or more since the last one started: the previous window saw no session start.
+      this.peakBefore = now - this.peakWindowStart >= 2 * SPARE_WINDOW_MS ? this.live : this.peakNow;
+      this.peakNow = this.live;
+      this.peakWindowStart = now;
+    }
+    return Math.max(SPARE_MODULES_MIN, this.peakNow, this.peakBefore);
+  }
+
+  /** Drops the spare modules above the cap, oldest first (every SPARE_WINDOW_MS, on a timer). */
+  trimSpares(): void {
+    const cap = this.spareCap();
+    while (this.spare.length > cap) this.modules.delete(this.spare.shift()!.module);
   }
 
   /** Environments created here and not yet disposed. */
@@ -497,6 +541,7 @@ export class QuickJSHost {
       throw err;
     }
     this.live += 1;
+    if (this.live > this.peakNow) this.peakNow = this.live;
     return new SandboxEnvironment(vm, validators, limits, () => {
       this.live -= 1;
       this.endSession(vm);
@@ -578,7 +623,7 @@ export class QuickJSHost {
   private endSession(vm: GuestVm): void {
     const { module } = vm;
     if (vm.onLayout && !vm.disposed && !module.fatal && !module.exhausted && module.grownBytes() <= REUSE_GROWTH) {
-      if (this.spare.length < SPARE_MODULES) this.spare.push(vm);
+      if (this.spare.length < this.spareCap()) this.spare.push(vm);
       else this.modules.delete(module);
       return;
     }

@@ -186,6 +186,32 @@ describe('sessions started from memory copies (one thread)', function () {
     }
   });
 
+  it('keeps as many spare modules as it had sessions at once lately, so the next wave opens none, and gives the extra back after a quiet while', async () => {
+    let now = 0;
+    const host = new QuickJSHost(4096, { now: () => now });
+    await host.warm();
+    const wave = async () => {
+      const open: SandboxEnvironment[] = [];
+      for (let i = 0; i < 300; i++) open.push(await host.createEnvironment(CARELESS, STATE, LIMITS));
+      expect(open.map(look).every(r => (r as { data: { guest: string } }).data.guest === STATE.guest)).to.equal(true);
+      for (const env of open) env.dispose();
+    };
+    await wave();
+    // 300 sessions were live at once: all 300 modules are kept, not 128.
+    expect(host.spareModuleCount).to.equal(300);
+    const modules = host.moduleCount;
+    await wave();
+    expect(host.moduleCount).to.equal(modules); // the second wave instantiated no module
+    now += 30_000;
+    host.trimSpares();
+    expect(host.spareModuleCount).to.equal(300); // the previous window still saw 300 at once
+    now += 30_000;
+    host.trimSpares();
+    expect(host.spareModuleCount).to.equal(128); // two quiet windows: back to the floor
+    expect(host.moduleCount).to.equal(modules - 172);
+    await session(host, STATE, env => expect((look(env) as { data: { guest: string } }).data.guest).to.equal(STATE.guest));
+  });
+
   it('adopts a copy larger than a fresh module within the allowance, and refuses a session when the thread has no room for it', async () => {
     // A large state: the copy is a few MiB more than a fresh module (and within the 4 MiB a reused module may grow).
     const big = { ...STATE, pad: 'p'.repeat(0.4 * MiB) };
