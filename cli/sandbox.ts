@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { loadConfig, type AppConfig } from '../config/index.js';
 import { CheckSpec, EnvironmentCode, ToolCall } from '../src/sandbox/bundle.js';
-import { readJsonFile, readJsonlFile } from '../src/sandbox/files.js';
+import { readJsonFile, readJsonFileAsText, readJsonlFile } from '../src/sandbox/files.js';
 import type { SandboxLimits } from '../src/sandbox/limits.js';
 import { createLanguageRouter } from '../src/sandbox/language-router.js';
 import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
@@ -81,8 +81,9 @@ export async function sandboxCheck(
   options: SandboxCliOptions,
 ): Promise<unknown> {
   const checks = await readJsonFile(files.checks, z.array(CheckSpec));
-  const initial = await readJsonFile(files.initial);
-  const final = await readJsonFile(files.final);
+  // Both states as their files' text: a Python check sees 1.0 as a float, as in the rollout it re-scores.
+  const initial = await readJsonFileAsText(files.initial);
+  const final = await readJsonFileAsText(files.final);
   const episode = files.episode === undefined ? undefined : episodeOf(await readJsonFile(files.episode, EpisodeFile));
   const limits = limitsFrom(config, options);
   const runner = commandRunner(config, limits);

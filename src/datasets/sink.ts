@@ -83,11 +83,16 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
       let lines = '';
       const elsewhere = new Map<string, Set<string>>();
       const docs = new Map<string, StoredTrajectory | null>();
+      // Each document's text as stored: the line written is that text, not a re-serialization of its parse
+      // (which would also turn a final state's 1.0 into 1, and cost a stringify per trajectory).
+      const texts = new Map<string, string>();
       for (const [, fields] of entries) {
         const trajectoryId = fields[fields.indexOf('id') + 1];
         if (!trajectoryId || written.has(trajectoryId) || docs.has(trajectoryId)) continue;
-        const doc = await o.store.getDoc(o.runId, 'trajectory', trajectoryId);
+        const text = await o.store.getDocText(o.runId, 'trajectory', trajectoryId);
+        const doc = text === null ? null : (JSON.parse(text) as StoredTrajectory);
         docs.set(trajectoryId, doc);
+        if (text !== null) texts.set(trajectoryId, text);
         // Written to a shard of another directory: its line is copied from there.
         if (doc && isArchived(doc)) elsewhere.set(doc.archived.path, (elsewhere.get(doc.archived.path) ?? new Set<string>()).add(trajectoryId));
       }
@@ -105,7 +110,7 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
         }
         const doc = docs.get(trajectoryId);
         if (!doc) continue; // not stored yet: left pending, retried later
-        lines += `${copied.get(trajectoryId) ?? JSON.stringify(doc)}\n`;
+        lines += `${copied.get(trajectoryId) ?? oneLine(texts.get(trajectoryId)!)}\n`;
         written.set(trajectoryId, shardName(shardIndex));
         done.push({ doc, path: resolve(dir, shardName(shardIndex)) });
         acks.push(entryId);
@@ -177,6 +182,14 @@ const shardName = (i: number) => `part-${String(i).padStart(5, '0')}.jsonl`;
  * (emoji, CJK, accents) has more UTF-8 bytes than UTF-16 characters, and an offset in characters cuts
  * into an earlier line whose Redis copy is already only a summary.
  */
+/**
+ * JSON text on one line: a line break can only be whitespace between tokens (JSON strings hold them
+ * escaped), so it becomes a space; text without one (what envfleet writes) is returned as it is.
+ */
+export function oneLine(json: string): string {
+  return /[\r\n]/.test(json) ? json.replace(/[\r\n]/g, ' ') : json;
+}
+
 export function completeLines(buf: Buffer): { end: number; lines: number; ids: string[] } {
   const ids: string[] = [];
   let end = 0;

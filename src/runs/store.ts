@@ -77,6 +77,8 @@ export interface RunStore {
    */
   putDoc<K extends DocKind>(runId: string, kind: K, id: string, value: RunDocuments[K], counts?: readonly FunnelCount[]): Promise<void>;
   getDoc<K extends DocKind>(runId: string, kind: K, id: string): Promise<RunDocuments[K] | null>;
+  /** A document's JSON text exactly as stored (a trajectory's final state as the sandbox wrote it: `1.0` stays `1.0`). */
+  getDocText(runId: string, kind: DocKind, id: string): Promise<string | null>;
   /** Ids of a kind in the order they were first stored. */
   listDocIds(runId: string, kind: DocKind): Promise<string[]>;
   /** How many environments (or scenarios) have each status. */
@@ -223,6 +225,7 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
       const raw = await redis.get(keys(runId).doc(kind, id));
       return raw === null ? null : (JSON.parse(raw) as RunDocuments[K]);
     },
+    getDocText: (runId, kind, id) => redis.get(keys(runId).doc(kind, id)),
     listDocIds: (runId, kind) => redis.zrange(keys(runId).ids(kind), '0', '-1'),
     async statusCounts(runId, kind) {
       return toCounts(await redis.hgetall(keys(runId).statuses(kind)));

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
+import { RawJson } from '../util/raw-json.js';
 
 /** A user's input file is wrong: the message names the file, the line and the problem. */
 export class InputFileError extends Error {
@@ -58,6 +59,21 @@ export async function readJsonFile<T = unknown>(path: string, schema?: z.ZodType
   const result = schema.safeParse(value);
   if (!result.success) throw new InputFileError(`${path}: ${describeIssues(result.error)}`);
   return result.data;
+}
+
+/**
+ * Reads a JSON file and keeps its text (RawJson): a state given to a Python check reaches it as
+ * written (`1.0` stays a float), as a session's final state does in a rollout.
+ */
+export async function readJsonFileAsText(path: string): Promise<RawJson> {
+  const text = await readText(path);
+  try {
+    JSON.parse(text);
+  } catch (err) {
+    const message = (err as Error).message;
+    throw new InputFileError(`${path}: not valid JSON${locateJsonError(text, message)}: ${message}`);
+  }
+  return new RawJson(text.trim());
 }
 
 /** Reads a JSONL file (one JSON value per line; blank lines skipped), validating each line. */

@@ -12,8 +12,9 @@ import { RawJson } from '../util/raw-json.js';
 export function createLanguageRouter(runners: { readonly js: SandboxRunner; readonly python: SandboxRunner }): SandboxRunner {
   const runnerFor = (language: 'js' | 'python') => (language === 'python' ? runners.python : runners.js);
   const checks = async (input: ChecksInput): Promise<ChecksResult> => {
-    // A final state kept as its JSON text goes to Python as that text (1.0 stays a float); QuickJS threads get the value.
-    const forJs = (i: ChecksInput): ChecksInput => (i.finalState instanceof RawJson ? { ...i, finalState: i.finalState.value() } : i);
+    // A state kept as its JSON text goes to Python as that text (1.0 stays a float); QuickJS threads get the value.
+    const value = (state: unknown): unknown => (state instanceof RawJson ? state.value() : state);
+    const forJs = (i: ChecksInput): ChecksInput => ({ ...i, finalState: value(i.finalState), initialState: value(i.initialState) });
     const python = input.checks.filter(c => languageOf(c) === 'python');
     if (python.length === 0) return runners.js.checks(forJs(input));
     if (python.length === input.checks.length) return runners.python.checks(input);

@@ -122,6 +122,28 @@ describe('envfleet sandbox (command line)', function () {
     expect(out.stderr).to.match(/checks-bad\.json: 0\.check: /);
   });
 
+  it('gives Python checks both states as their files write them: 1.0 is a float, 2 an int, whatever the file\'s layout', async () => {
+    const checks = await file('float-checks.json', JSON.stringify([
+      { item: 'balance is a float', language: 'python', check: 'def check_func(f):\n    return isinstance(f["balance"], float) and f["balance"] == 1.0 and isinstance(f["n"], int)' },
+      { item: 'initial rate is a float', language: 'python', check: 'def check_func(f):\n    return isinstance(initial_state["rate"], float) and str(initial_state["rate"]) == "2.5"' },
+      { item: 'JS sees the numbers', check: 'function check(f, i) { return f.balance === 1 && i.rate === 2.5 && f.name === "Zoë 李 🌸"; }' },
+    ]));
+    const initial = await file('float-initial.json', '{\n  "rate": 2.50\n}\n');
+    const final = await file('float-final.json', '{"balance": 1.0, "n": 2, "name": "Zoë 李 🌸"}');
+    const out = await envfleet(['sandbox', 'check', checks, '--initial', initial, '--final', final]);
+    expect(out.code, out.stderr).to.equal(0);
+    const result = JSON.parse(out.stdout) as { results: { item: string; passed: boolean; error?: string }[]; reward: number };
+    expect(result.results.map(r => [r.item, r.passed, r.error])).to.deep.equal([
+      ['balance is a float', true, undefined],
+      ['initial rate is a float', true, undefined],
+      ['JS sees the numbers', true, undefined],
+    ]);
+    const broken = await file('float-broken.json', '{"balance": 1.0,');
+    const bad = await envfleet(['sandbox', 'check', checks, '--initial', initial, '--final', broken]);
+    expect(bad.code).to.equal(1);
+    expect(bad.stderr).to.match(/float-broken\.json: not valid JSON/);
+  });
+
   it('gives episode checks the episode of --episode (a trajectory or {messages, turn_states}); without it they fail with CHECK_NEEDS_EPISODE', async () => {
     const checks = await file('episode-checks.json', JSON.stringify([
       { item: 'said it', language: 'python', episode: true, check: 'def check_func(f):\n    return any("réservé 予約" in (m.get("content") or "") for m in episode["messages"] if m["role"] == "assistant")' },

@@ -335,7 +335,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
     async checks(input: ChecksInput): Promise<ChecksResult> {
       // Kept as text (RawJson: a session's final state as its runtime wrote it), it is passed on unparsed: 1.0 stays a float.
       const finalStateJson = input.finalState instanceof RawJson ? input.finalState.json : (JSON.stringify(input.finalState) ?? 'null');
-      const initialStateJson = JSON.stringify(input.initialState) ?? 'null';
+      const initialStateJson = input.initialState instanceof RawJson ? input.initialState.json : (JSON.stringify(input.initialState) ?? 'null');
       return (await request({
         op: 'checks',
         finalStateJson,

@@ -4,10 +4,11 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { completeLines, runSink, scanShards } from '../../../src/datasets/sink.js';
+import { completeLines, oneLine, runSink, scanShards } from '../../../src/datasets/sink.js';
 import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../../src/rollouts/stream.js';
 import { archivedTrajectory, isArchived, type Trajectory } from '../../../src/rollouts/types.js';
 import { createRedisRunStore } from '../../../src/runs/store.js';
+import { RawJson } from '../../../src/util/raw-json.js';
 
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 
@@ -110,5 +111,35 @@ describe('sink crash recovery (byte offsets)', () => {
       const stored = await store.getDoc('sink', 'trajectory', inFlight.id);
       expect(stored && isArchived(stored) && stored.archived.path).to.equal(resolve(shardPath));
     });
+
+    it('writes each trajectory as stored: a final state of a Python environment keeps 1.0 and its text byte for byte', async () => {
+      const store = createRedisRunStore(redis, prefix);
+      const out = await mkdtemp(join(tmpdir(), 'envfleet-sink-raw-'));
+      // As the Python runtime writes a final state: floats with their point, non-ASCII as it is, no spaces.
+      const state = '{"balance":1.0,"rate":2.50,"items":[{"price":10.0,"name":"Zoë 李 🌸"}],"total":1e3}';
+      const runId = 'sink-raw';
+      const t = { ...trajectory(2), id: 'trj-raw', runId, finalState: new RawJson(state) } as unknown as Trajectory;
+      await store.putDoc(runId, 'trajectory', t.id, t);
+      const stored = await store.getDocText(runId, 'trajectory', t.id);
+      expect(stored).to.include(state);
+      await redis.xgroup('CREATE', trajectoryStreamKey(prefix, runId), 'sink', '0', 'MKSTREAM');
+      await createRedisTrajectoryStream(redis, prefix).publish(runId, t.id);
+
+      const result = await runSink({ redis, prefix, store, runId, dir: out });
+
+      expect(result).to.deep.include({ written: 1 });
+      const file = await readFile(join(out, 'trajectories', 'part-00000.jsonl'), 'utf8');
+      expect(file).to.equal(`${stored}\n`);
+      expect(file).to.include('"balance":1.0,"rate":2.50');
+      expect((JSON.parse(file) as { finalState: unknown }).finalState).to.deep.equal(JSON.parse(state));
+    });
+  });
+
+  it('puts JSON text on one line without touching its strings', () => {
+    expect(oneLine('{"a":1}')).to.equal('{"a":1}');
+    const pretty = JSON.stringify({ a: 'x\ny 🌸', b: [1.5, 'é'] }, null, 2);
+    expect(oneLine(pretty)).to.not.match(/[\r\n]/);
+    expect(JSON.parse(oneLine(pretty))).to.deep.equal({ a: 'x\ny 🌸', b: [1.5, 'é'] });
+    expect(oneLine('{"a":\r\n1}')).to.equal('{"a":  1}');
   });
 });
