@@ -17,6 +17,13 @@ export const ALLOWED_IMPORTS = [
   'unicodedata', 'uuid', 'zoneinfo',
 ];
 
+/** Modules no code in the interpreter may import at run time, whatever route it takes (the harness's meta_path blocker). */
+export const BLOCKED_MODULES = [
+  'js', 'pyodide_js', 'pyodide', '_pyodide', '_pyodide_core', 'micropip', 'ctypes', '_ctypes', 'socket', '_socket', 'select', 'selectors',
+  'ssl', '_ssl', 'subprocess', 'multiprocessing', '_multiprocessing', 'pyodide_http', 'webbrowser', 'urllib', 'http', 'ftplib', 'smtplib',
+  'asyncio',
+];
+
 export const HARNESS_PY = String.raw`
 import ast as _ast, builtins as _builtins, copy as _copy, dataclasses as _dataclasses, datetime as _dt
 import decimal as _decimal, enum as _enum, json as _json, os as _os, random as _random, sys as _sys
@@ -30,9 +37,7 @@ DENIED_ATTRS = frozenset(['__subclasses__', '__globals__', '__builtins__', '__co
 # eval/exec/compile would run source this check never saw.
 DENIED_NAMES = frozenset(['__import__', '__builtins__', '__loader__', '__spec__', 'eval', 'exec', 'compile', 'breakpoint', 'input'])
 # Modules no code in the interpreter may import at run time, whatever route it takes (a meta_path blocker).
-BLOCKED_MODULES = frozenset(['js', 'pyodide_js', 'pyodide', '_pyodide', '_pyodide_core', 'micropip', 'ctypes', '_ctypes',
-    'socket', '_socket', 'select', 'selectors', 'ssl', '_ssl', 'subprocess', 'multiprocessing', '_multiprocessing',
-    'pyodide_http', 'webbrowser', 'urllib', 'http', 'ftplib', 'smtplib', 'asyncio'])
+BLOCKED_MODULES = frozenset(__BLOCKED__)
 
 class Refused(Exception):
     pass
@@ -525,4 +530,4 @@ def integrity():
     return _encode(changed[:20])
 
 _HARNESS_BASE = dict(globals())
-`.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS));
+`.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS)).replace('__BLOCKED__', JSON.stringify(BLOCKED_MODULES));
