@@ -815,6 +815,18 @@ class Env:
       await next.close();
     });
 
+    it('replaces the interpreter when a package module is put into sys.modules by other means than an import (it would outlive its session)', async () => {
+      const plant = python("import time, counter_pkg\nclass Env:\n    def __init__(self, c=None):\n        self.x = 0\n    def plant(self):\n        g = getattr(time.time, '__glo' + 'bals__')\n        g['_sys'].modules['counter_pkg.planted'] = counter_pkg\n        return 'planted'\n", ['plant']);
+      const n0 = (await r.stats()).interpreters[0]!.n;
+      const p = await r.openSession(plant, {}, LIMITS);
+      expect(await p.call('plant', {})).to.deep.include({ result: 'planted' });
+      await p.close();
+      const next = await r.openSession(USER, {}, LIMITS);
+      expect(await next.call('level', {})).to.deep.include({ result: [1, 0] });
+      expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n0);
+      await next.close();
+    });
+
     it('writes the package files read-only into the in-memory filesystem (for __file__ and tracebacks); what runs is the compiled table', async () => {
       // The files are there for tracebacks and __file__ only.
       const rewrite = python("import counter_pkg, time\nclass Env:\n    def __init__(self, c=None):\n        self.f = counter_pkg.__file__\n    def plain_write(self):\n        try:\n            with open(self.f, 'w') as fh:\n                fh.write('LEVEL = 666\\n')\n            return 'written'\n        except OSError as e:\n            return type(e).__name__\n    def forced_write(self):\n        g = getattr(time.time, '__glo' + 'bals__')\n        g['_os'].chmod(self.f, 0o644)\n        with open(self.f, 'w') as fh:\n            fh.write('LEVEL = 666\\n')\n        with open(self.f) as fh:\n            return fh.read()\n", ['plain_write', 'forced_write']);

@@ -108,6 +108,7 @@ class _PackageFinder:
         entry = table.get(name)
         if entry is None:
             return None
+        s.pkgnames.add(name)
         spec = _ModuleSpec(name, _PackageLoader(entry[0]), origin=entry[2], is_package=entry[1])
         spec.has_location = True
         return spec
@@ -124,12 +125,17 @@ def build_packages(files_json):
 def _package_dict(table):
     return {m: (c, p, o) for m, c, p, o in table} if table is not None else None
 
-def _take_packages():
-    """Removes the package modules from sys.modules and answers them."""
-    out = {}
-    for n in [n for n in _sys.modules if n.partition('.')[0] in PACKAGE_NAMES]:
-        out[n] = _sys.modules.pop(n)
-    return out
+def _take_packages(s):
+    """Takes the session's package modules out of sys.modules (those it had, and those its finder found
+    since): only the finder makes them, so no scan of sys.modules is needed on every call. A package module
+    put into sys.modules some other way is found by tamper_report's scan when the session ends."""
+    mods = {}
+    for n in list(s.pkgmods) + list(s.pkgnames):
+        m = _sys.modules.pop(n, None)
+        if m is not None:
+            mods[n] = m
+    s.pkgmods = mods
+    s.pkgnames = set()
 
 # --- determinism: a clock, random, uuid4 and urandom per session -------------------------------
 
@@ -265,18 +271,14 @@ def _enter(s):
         _load_module_state(s.modstate)
         _RNG_OWNER[0] = s
     _CURRENT[0] = s
-    if PACKAGE_NAMES:
-        _take_packages()
-        if s.pkgmods:
-            _sys.modules.update(s.pkgmods)
+    if s.pkgmods:
+        _sys.modules.update(s.pkgmods)
 
 def _leave():
     s = _CURRENT[0]
     _CURRENT[0] = None
-    if PACKAGE_NAMES:
-        mods = _take_packages()
-        if s is not None and s.packages is not None:
-            s.pkgmods = mods
+    if s is not None and (s.pkgmods or s.pkgnames):
+        _take_packages(s)
 
 # --- canonical JSON ------------------------------------------------------------------------------
 
@@ -343,7 +345,7 @@ def _limit_error(e):
 # --- sessions ------------------------------------------------------------------------------------
 
 class Session:
-    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods')
+    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods', 'pkgnames')
 
 SESSIONS = {}
 
@@ -368,7 +370,7 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
     seed = int(seed_hex, 16)
     s = Session()
     s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode = sid, None, frozenset(_loads(tools_json)), None, False, None
-    s.packages, s.pkgmods = _package_dict(packages), {}
+    s.packages, s.pkgmods, s.pkgnames = _package_dict(packages), {}, set()
     s.rng_state = _random.Random(seed).getstate()
     s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(seed ^ 0x5DEECE66D)
@@ -470,7 +472,7 @@ def checks_context(sid, final_json, initial_json, episode_json='', packages=None
     """A context for checks outside a session: both states parsed from JSON, and the episode (for episode checks) when given ('' when not)."""
     s = Session()
     s.sid, s.inst, s.tools, s.dropped, s.episode = sid, None, frozenset(), False, None
-    s.packages, s.pkgmods = _package_dict(packages), {}
+    s.packages, s.pkgmods, s.pkgnames = _package_dict(packages), {}, set()
     s.rng_state = _random.Random(0).getstate()
     s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(1)
@@ -523,7 +525,7 @@ def drop(sid):
     if s is not None:
         s.dropped = True
         s.inst = None
-        s.pkgmods = None
+        s.pkgmods, s.pkgnames = {}, set()
         if _RNG_OWNER[0] is s:
             _RNG_OWNER[0] = None
     return '{"ok":' + tamper_report() + '}'
