@@ -132,9 +132,9 @@ export async function importBfclCommand(opts: ImportBfclOptions): Promise<void> 
   const layout = await findBfclLayout(opts.from, categories);
   await withRuns(async c => {
     const logger = createLogger(c.config).child({ component: 'import-bfcl' });
-    const python = createPythonSandboxRunner({ snapshotDir: c.config.python.snapshotDir, interpreters: Math.max(1, Math.min(2, c.config.python.interpreters)), heapMb: c.config.python.heapMb, logger: logger.child({ component: 'python-sandbox' }) });
+    const python = createPythonSandboxRunner({ snapshotDir: c.config.python.snapshotDir, interpreters: Math.max(1, Math.min(2, c.config.python.interpreters)), heapMb: c.config.python.heapMb, packages: c.config.python.packages, logger: logger.child({ component: 'python-sandbox' }) });
     try {
-      const summary = await importBfcl(c.store, python, { runId: opts.run, layout, categories, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false, concurrency: 2 }, runOptionsFrom(c.config), bfclReporter(), logger);
+      const summary = await importBfcl(c.store, python, { runId: opts.run, layout, categories, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false, concurrency: 2, pythonPackages: c.config.python.packages.map(p => p.name) }, runOptionsFrom(c.config), bfclReporter(), logger);
       process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : bfclSummaryText(summary, opts));
     } finally {
       await python.close();
@@ -202,7 +202,7 @@ export async function importTauBenchCommand(opts: ImportTauBenchOptions): Promis
   const request = await tauRequestOf(opts);
   await withRuns(async c => {
     const logger = createLogger(c.config).child({ command: 'import tau-bench' });
-    const python = createPythonSandboxRunner({ snapshotDir: c.config.python.snapshotDir, interpreters: 1, heapMb: c.config.python.heapMb, logger: logger.child({ component: 'python-sandbox' }) });
+    const python = createPythonSandboxRunner({ snapshotDir: c.config.python.snapshotDir, interpreters: 1, heapMb: c.config.python.heapMb, packages: c.config.python.packages, logger: logger.child({ component: 'python-sandbox' }) });
     try {
       const summary = await importTauBench(c.store, python, { runId: opts.run, ...request, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false }, runOptionsFrom(c.config), logger, tauReporter());
       process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : tauSummaryText(summary, opts));

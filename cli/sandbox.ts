@@ -40,6 +40,7 @@ function commandRunner(config: AppConfig, limits: SandboxLimits): SandboxRunner 
       snapshotDir: config.python.snapshotDir,
       interpreters: 1,
       heapMb: config.python.heapMb,
+      packages: config.python.packages,
       logger: createLogger(config).child({ component: 'python-sandbox' }),
     }),
   });

@@ -248,6 +248,11 @@ export const ENV_VARS = {
     example: '512',
     description: 'Cap on each Pyodide interpreter\'s WebAssembly heap, shared by the Python environments on it: an allocation past it is a MemoryError and the call ends with MEMORY_EXCEEDED.',
   },
+  ENVFLEET_PYTHON_PACKAGES: {
+    schema: z.string().trim().optional(),
+    example: '',
+    description: 'Pure-Python packages that Python environments and checks may import, beyond the standard modules the sandbox allows: paths separated by the OS path delimiter (`:` on Linux and macOS, as in PYTHONPATH), each the folder of a package (holding __init__.py) or a single .py module; relative paths are resolved against the working folder. The top-level name is the folder\'s or file\'s name; it may not shadow a standard module or the sandbox\'s own, and a compiled extension module (.so, .pyd) inside is refused. Read in the process that runs the Python sandbox (workers, serve, import), which must all have the same packages. Each session that imports a package gets a fresh copy of it (docs/sandbox.md, "User-supplied packages").',
+  },
   ENVFLEET_MIN_USEFULNESS: {
     schema: int(1, 10).default(7),
     example: '7',

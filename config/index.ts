@@ -8,11 +8,13 @@ import { ModelsFile, type PriceEntry } from './models-file.js';
 import { DEFAULT_PRICES } from './prices.js';
 import { resolveRequestShape, type RequestShape } from './request-shapes.js';
 import { MODEL_STAGES, MODEL_STAGE_NAMES, type ModelStage } from './model-stages.js';
+import { parsePythonPackages, PythonPackageError, type PythonPackageSpec } from './python-packages.js';
 
 export { ENV_VARS, ENV_VAR_NAMES, type EnvVarName } from './env.js';
 export { MODEL_STAGES, MODEL_STAGE_NAMES, isModelStage, type ModelStage } from './model-stages.js';
 export { REQUEST_PRESETS, REQUEST_PRESET_NAMES, TOOL_CALL_FORMATS, type RequestShape, type RequestPresetName, type ToolCallFormat } from './request-shapes.js';
 export type { PriceEntry } from './models-file.js';
+export { readPythonPackages, reservedPythonName, PythonPackageError, PYTHON_STDLIB_NAMES, PYTHON_SANDBOX_NAMES, type PythonPackageSpec, type PythonPackageFile } from './python-packages.js';
 
 /** Thrown when the configuration is invalid. The message says which variable or file, and what to put there. */
 export class ConfigError extends Error {
@@ -107,6 +109,8 @@ export interface AppConfig {
     readonly snapshotDir: string;
     readonly interpreters: number;
     readonly heapMb: number;
+    /** ENVFLEET_PYTHON_PACKAGES: the user-supplied pure-Python packages environments may import (checked at load). */
+    readonly packages: readonly PythonPackageSpec[];
   };
   readonly budgets: { readonly usd: number; readonly tokens: number };
   readonly synthesis: {
@@ -267,6 +271,7 @@ export function loadConfig(
       snapshotDir: checkSnapshotDir(e.ENVFLEET_PYTHON_SNAPSHOT_DIR ?? join(tmpdir(), 'envfleet', 'pyodide')),
       interpreters: e.ENVFLEET_PYTHON_INTERPRETERS,
       heapMb: e.ENVFLEET_PYTHON_HEAP_MB,
+      packages: checkPythonPackages(e.ENVFLEET_PYTHON_PACKAGES),
     },
     budgets: { usd: e.ENVFLEET_BUDGET_USD, tokens: e.ENVFLEET_BUDGET_TOKENS },
     synthesis: {
@@ -307,6 +312,17 @@ function checkSandboxRoom(e: EnvSchema): void {
         `episodes past about ${fit} per thread would end with SANDBOX_MEMORY_FULL. Raise ENVFLEET_SANDBOX_HEAP_MB to at least ${needMb}, ` +
         `or lower ENVFLEET_POOL_TASKS_PER_THREAD to at most ${fit} (or add threads with ENVFLEET_POOL_THREADS).`,
     );
+  }
+}
+
+/** The packages, each checked now (a missing path, a non-package, an extension module inside, a shadowing name): ConfigError saying what to fix. */
+function checkPythonPackages(value: string | undefined): PythonPackageSpec[] {
+  if (value === undefined) return [];
+  try {
+    return parsePythonPackages(value);
+  } catch (err) {
+    if (err instanceof PythonPackageError) throw new ConfigError(err.message);
+    throw err;
   }
 }
 

@@ -156,6 +156,11 @@ export interface BfclImportRequest {
   readonly append?: boolean;
   /** Gold replays run at once (sessions in the Python runtime). */
   readonly concurrency?: number;
+  /**
+   * Top-level names of the packages the Python runtime is given (config.python.packages): a class module's
+   * import of one of them (mpmath) is kept, and the entries that need it are imported.
+   */
+  readonly pythonPackages?: readonly string[];
 }
 
 export type BfclImportProgress =
@@ -337,6 +342,7 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
   const toolDefs = new Map<string, FunctionTool>();
   const toolOwner = new Map<string, string>();
   const stubbedMethods = new Map<string, string>();
+  const available = new Set(request.pythonPackages ?? []);
   for (const [className, path] of classModule) {
     if (NOT_SUPPORTED.test(className)) continue;
     const module = path.split('.').pop()!;
@@ -373,6 +379,10 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
     classTools.set(className, names);
     for (const [mod, why] of Object.entries(UNAVAILABLE_MODULES)) {
       if (!new RegExp(`^import[ \\t]+${mod}\\b`, 'm').test(source)) continue;
+      if (available.has(mod)) {
+        notes.push(`${module}.py imports ${mod}: the Python runtime is given it (ENVFLEET_PYTHON_PACKAGES), so the import is kept; the workers that run these environments need it too`);
+        continue;
+      }
       const using = methodsUsing(source, mod).filter(m => names.includes(m));
       for (const m of using) stubbedMethods.set(m, `${className}.${m} needs ${mod}: ${why}`);
       notes.push(`${module}.py imports ${mod}, which the sandbox does not have: it is a stand-in that raises, so ${using.join(', ') || 'no tool'} fail${using.length === 1 ? 's' : ''} as a tool error; entries whose gold calls use ${using.length === 1 ? 'it' : 'them'} are skipped`);
@@ -454,7 +464,7 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
     const toolsByClass = new Map(e.classes.map(c => [c, classTools.get(c)!] as const));
     let source: string;
     try {
-      source = routerSource(e.classes, modules, longContext, toolsByClass);
+      source = routerSource(e.classes, modules, longContext, toolsByClass, available);
     } catch (err) {
       if (!(err instanceof BfclSourceError)) throw err;
       envProblems.set(key, err.message);

@@ -9,7 +9,7 @@ import { runOptionsFrom, submitRollouts } from '../../queues/submit.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { loadExportScenarioSource } from '../../src/env-server/file-source.js';
 import { createSessionRegistry } from '../../src/env-server/sessions.js';
-import { REPLAY_TOOL } from '../../src/importers/bfcl-source.js';
+import { REPLAY_TOOL, UNAVAILABLE_MODULES } from '../../src/importers/bfcl-source.js';
 import { findBfclLayout, importBfcl } from '../../src/importers/bfcl.js';
 import { parseModelScript } from '../../src/model-server/index.js';
 import { runEpisode } from '../../src/rollouts/episode.js';
@@ -22,6 +22,8 @@ import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/s
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { callingGateway, goldOf } from '../helpers/bfcl.js';
 import { dropPrefix, requireRedis, testConfig, useFleet } from '../helpers/integration.js';
+import { MPMATH_MISSING, mpmathPackage } from '../helpers/mpmath.js';
+import { loadConfig } from '../../config/index.js';
 
 const FIXTURE = new URL('../fixtures/bfcl/', import.meta.url).pathname;
 const LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, callDeadlineMs: 5_000, createDeadlineMs: 20_000, checkDeadlineMs: 5_000 };
@@ -61,7 +63,7 @@ describe('envfleet import bfcl (look-alike fixtures, real Pyodide)', function ()
     expect(first.scenarios).to.deep.include({ imported: 4, unchanged: 0, updated: 0 });
     expect(first.scenarios.byCategory).to.deep.equal({ base: 2, miss_func: 1, long_context: 1 });
     expect(first.replay).to.deep.include({ entries: 4, reused: 0 });
-    expect(first.skipped.map(s => [s.where, s.problem])).to.deep.equal([['id fixture_base_2 (line 3)', 'its gold calls use precise_ratio: DiceBank.precise_ratio needs mpmath: mpmath is not available in the envfleet sandbox (MathAPI.logarithm needs it)']]);
+    expect(first.skipped.map(s => [s.where, s.problem])).to.deep.equal([['id fixture_base_2 (line 3)', `its gold calls use precise_ratio: DiceBank.precise_ratio needs mpmath: ${UNAVAILABLE_MODULES['mpmath']}`]]);
     expect(first.notes.join('\n')).to.match(/note_board\.py imports subprocess without using it/).and.match(/dice_bank\.py imports mpmath/);
     expect((await store.listDocIds('bf', 'env')).sort()).to.deep.equal(['bfcl-DiceBank-NoteBoard', 'bfcl-NoteBoard']);
 
@@ -70,6 +72,42 @@ describe('envfleet import bfcl (look-alike fixtures, real Pyodide)', function ()
     expect(again.environments).to.deep.equal({ imported: 0, unchanged: 2, updated: 0 });
     expect(again.scenarios).to.deep.include({ imported: 0, unchanged: 4, updated: 0 });
     expect(again.replay).to.deep.include({ entries: 0, reused: 4 });
+  });
+
+  it('says how to supply mpmath when it skips an entry for it', () => {
+    expect(UNAVAILABLE_MODULES['mpmath']).to.match(/supply a pure-Python mpmath with ENVFLEET_PYTHON_PACKAGES \(the path of its package folder, the one holding __init__\.py; .*python3-mpmath.*\) and import again$/);
+  });
+
+  it('with mpmath supplied to the sandbox, imports the mpmath entry: its result is BFCL\'s string of the dict (the mpf\'s repr), and the gold calls as the agent\'s pass', async function () {
+    const dir = mpmathPackage('the BFCL import test supplies mpmath to the Python sandbox');
+    if (!dir) {
+      console.log(`    skipped: ${MPMATH_MISSING}`);
+      return this.skip();
+    }
+    const packages = loadConfig({ ENVFLEET_PYTHON_PACKAGES: dir }).python.packages;
+    const withMpmath = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, packages, logger: pino({ level: 'silent' }) });
+    try {
+      const layout = await findBfclLayout(FIXTURE, ['base']);
+      const r = await importBfcl(store, withMpmath, { runId: 'bfm', layout, categories: ['base'], pythonPackages: ['mpmath'] }, OPTIONS);
+      expect(r.skipped).to.deep.equal([]);
+      expect(r.scenarios).to.deep.include({ imported: 3 });
+      expect(r.notes.join('\n')).to.match(/dice_bank\.py imports mpmath: the Python runtime is given it \(ENVFLEET_PYTHON_PACKAGES\), so the import is kept/);
+      const env = (await store.getDoc('bfm', 'env', 'bfcl-DiceBank'))!;
+      expect(env.source).to.match(/^ {4}import mpmath$/m);
+      expect(env.source).not.to.include('_Unavailable("mpmath"');
+      const scenario = (await store.getDoc('bfm', 'scenario', 'fixture_base_2'))!;
+      // mp.dps = 30, then mpf(1) / mpf(3): a dict JSON cannot write, so BFCL hands the model str() of it.
+      expect(goldOf(scenario)[0]!.results).to.deep.equal(["{'ratio': mpf('0.333333333333333333333333333333317')}"]);
+      const t = await runEpisode(
+        { gateway: callingGateway([[{ name: 'precise_ratio', arguments: { a: 1, b: 3 } }]]), sandbox: withMpmath },
+        { runId: 'bfm', scenario, env, mode: 'non-conversational', sample: 0, limits: { maxSteps: 30, maxTokens: 0, maxWallMs: 120_000 }, sandboxLimits: LIMITS, policyModel: null, userModel: null, sampling: { temperature: 0, maxTokens: 64 } },
+      );
+      expect(t.reward).to.equal(1);
+      // The agent reads the string as the environment returned it (JSON-encoded, as every tool result is).
+      expect(t.messages.find(m => m.role === 'tool')!.content).to.equal(JSON.stringify("{'ratio': mpf('0.333333333333333333333333333333317')}"));
+    } finally {
+      await withMpmath.close();
+    }
   });
 
   it('the documents: a valid Python bundle without the replay tool; excluded and withheld tools; the added-functions turn from the checkout', async () => {

@@ -2,9 +2,10 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 import { expect } from 'chai';
 import { pino } from 'pino';
+import { loadConfig } from '../../config/index.js';
 import { EnvironmentCode, type CheckSpec } from '../../src/sandbox/bundle.js';
 import { createLanguageRouter } from '../../src/sandbox/language-router.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
@@ -713,6 +714,132 @@ class Env:
       } finally {
         await r.close();
       }
+    });
+  });
+
+  describe('user-supplied packages (ENVFLEET_PYTHON_PACKAGES)', () => {
+    let dir: string;
+    let r: PythonSandboxRunner;
+    const write = (rel: string, text: string) => {
+      mkdirSync(join(dir, rel, '..'), { recursive: true });
+      writeFileSync(join(dir, rel), text);
+    };
+    // A package with module-level state in two modules (one imported lazily, at call time), and a single-module package.
+    const COUNTER_INIT = 'from .store import Store\nLEVEL = 1\ndef set_level(n):\n    global LEVEL\n    LEVEL = n\ndef get_level():\n    from . import store\n    return [LEVEL, store.CALLS]\n';
+    const COUNTER_STORE = 'CALLS = 0\nclass Store:\n    def hit(self):\n        global CALLS\n        CALLS += 1\n        return CALLS\n';
+    // The package's own code is not AST-checked, but the import blocker holds for it too.
+    const PROBE = "def try_imports():\n    out = {}\n    for n in ['js', 'pyodide_js', 'pyodide.ffi', 'pyodide.code', '_pyodide_core', 'micropip', 'socket', 'subprocess']:\n        try:\n            __import__(n)\n            out[n] = 'imported'\n        except ImportError:\n            out[n] = 'ImportError'\n    return out\n";
+    const USER = python('import counter_pkg\nclass Env:\n    def __init__(self, c=None):\n        self.seen = counter_pkg.get_level()\n    def raise_level(self):\n        counter_pkg.set_level(7)\n        return counter_pkg.Store().hit()\n    def level(self):\n        return counter_pkg.get_level()\n', ['raise_level', 'level']);
+    // Another environment on the same interpreter, importing a submodule directly.
+    const OTHER = python('from counter_pkg import store\nimport probe_mod\nclass Other:\n    def __init__(self, c=None):\n        self.x = 0\n    def calls(self):\n        return store.CALLS\n    def probe(self):\n        return probe_mod.try_imports()\n', ['calls', 'probe'], 'Other');
+
+    before(async () => {
+      dir = join(mkdtempSync(join(tmpdir(), 'envfleet-py-packages-')), 'модули-数据-é');
+      write('counter_pkg/__init__.py', COUNTER_INIT);
+      write('counter_pkg/store.py', COUNTER_STORE);
+      write('counter_pkg/__pycache__/store.cpython-311.pyc', 'not python');
+      write('probe_mod.py', PROBE);
+      write('js_pkg/__init__.py', 'import js\n');
+      const packages = loadConfig({ ENVFLEET_PYTHON_PACKAGES: [join(dir, 'counter_pkg'), join(dir, 'probe_mod.py'), join(dir, 'js_pkg')].join(delimiter) }).python.packages;
+      r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: HEAP_MB, packages, logger: pino({ level: 'silent' }) });
+      const info = await r.started();
+      expect(info.packagesMs).to.have.length(1);
+    });
+    after(async () => {
+      await r?.close();
+      if (dir) rmSync(join(dir, '..'), { recursive: true, force: true });
+    });
+
+    it('gives each session its own copy of a package: state set by one session is not seen by another, nor by another environment in the same interpreter', async () => {
+      const a = await r.openSession(USER, {}, LIMITS);
+      const b = await r.openSession(USER, {}, LIMITS);
+      const o = await r.openSession(OTHER, {}, LIMITS);
+      expect((await r.stats()).interpreters).to.have.length(1);
+      expect(await a.call('raise_level', {})).to.deep.include({ result: 1 });
+      expect(await a.call('raise_level', {})).to.deep.include({ result: 2 });
+      expect(await a.call('level', {})).to.deep.include({ result: [7, 2] });
+      // b and the other environment run between a's calls, on the same interpreter: their copies are untouched.
+      expect(await b.call('level', {})).to.deep.include({ result: [1, 0] });
+      expect(await o.call('calls', {})).to.deep.include({ result: 0 });
+      expect(await a.call('level', {})).to.deep.include({ result: [7, 2] });
+      expect(await b.call('raise_level', {})).to.deep.include({ result: 1 });
+      expect(await a.call('level', {})).to.deep.include({ result: [7, 2] });
+      expect(await o.call('calls', {})).to.deep.include({ result: 0 });
+      // A session opened after all that starts from the package as written.
+      const c = await r.openSession(USER, {}, LIMITS);
+      expect(await c.snapshot()).to.deep.equal({ seen: [1, 0] });
+      expect(await c.call('level', {})).to.deep.include({ result: [1, 0] });
+      // The checks of a session see its own copy; checks outside a session a fresh one. Ending these replaces no interpreter.
+      const n0 = (await r.stats()).interpreters[0]!.n;
+      const levelCheck = (want: number) => pyCheck(`level ${want}`, `import counter_pkg\ndef check_func(s):\n    return counter_pkg.get_level()[0] == ${want}`);
+      const end = await a.finish([levelCheck(7), levelCheck(1)]);
+      expect(end.checks!.results.map(x => x.passed)).to.deep.equal([true, false]);
+      const outside = await r.checks({ finalState: {}, initialState: {}, checks: [levelCheck(1)], limits: LIMITS });
+      expect(outside.results.map(x => x.passed)).to.deep.equal([true]);
+      for (const s of [b, o, c]) await s.close();
+      expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
+    });
+
+    it('blocks js, pyodide_js, pyodide.ffi and the rest for the package\'s own code too', async () => {
+      const o = await r.openSession(OTHER, {}, LIMITS);
+      const { result } = await o.call('probe', {});
+      expect(result).to.deep.equal({ js: 'ImportError', pyodide_js: 'ImportError', 'pyodide.ffi': 'ImportError', 'pyodide.code': 'ImportError', _pyodide_core: 'ImportError', micropip: 'ImportError', socket: 'ImportError', subprocess: 'ImportError' });
+      await o.close();
+      const err = await rejection(r.openSession(python('import js_pkg\nclass Env:\n    pass\n', []), {}, LIMITS));
+      expect(err).to.have.property('code', 'SOURCE_LOAD_FAILED');
+      expect((err as Error).message).to.match(/ImportError: import of "js" is not allowed in the sandbox/);
+    });
+
+    it('still refuses environment and check imports outside the allow-list and the supplied packages, naming both', async () => {
+      for (const src of ['import os\nimport counter_pkg\n', 'from counter_pkg.store import Store\nimport subprocess\n', 'import counter_pkgs\n']) {
+        const err = await rejection(r.openSession(python(`${src}class Env:\n    pass\n`, []), {}, LIMITS));
+        expect(err, src).to.have.property('code', 'SOURCE_LOAD_FAILED');
+        expect((err as Error).message, src).to.match(/is not allowed in the sandbox; allowed modules: .*; supplied packages: counter_pkg, js_pkg, probe_mod/);
+      }
+      const bad = await r.checks({ finalState: {}, initialState: {}, checks: [pyCheck('os', 'import os\ndef check_func(s):\n    return True')], limits: LIMITS });
+      expect(bad.results[0]).to.include({ passed: false, errorCode: 'CHECK_INVALID' });
+      // A submodule the package does not have is a ModuleNotFoundError, not a file of the in-memory filesystem.
+      const missing = await rejection(r.openSession(python('import counter_pkg.nothing\nclass Env:\n    pass\n', []), {}, LIMITS));
+      expect((missing as Error).message).to.match(/ModuleNotFoundError: No module named 'counter_pkg\.nothing'/);
+    });
+
+    it('replaces the interpreter when a session patches the package loader, so no later session runs the patch', async () => {
+      const patch = python("import time\nclass Env:\n    def __init__(self, c=None):\n        self.x = 0\n    def patch(self):\n        g = getattr(time.time, '__glo' + 'bals__')\n        real = g['_PackageLoader'].exec_module\n        def evil(loader, module):\n            real(loader, module)\n            module.LEVEL = 666\n        g['_PackageLoader'].exec_module = evil\n        return 'patched'\n", ['patch']);
+      const n0 = (await r.stats()).interpreters[0]!.n;
+      const p = await r.openSession(patch, {}, LIMITS);
+      expect(await p.call('patch', {})).to.deep.include({ result: 'patched' });
+      await p.close();
+      const next = await r.openSession(USER, {}, LIMITS);
+      expect(await next.call('level', {})).to.deep.include({ result: [1, 0] });
+      expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n0);
+      await next.close();
+    });
+
+    it('replaces the interpreter when a package module is put into sys.modules by other means than an import (it would outlive its session)', async () => {
+      const plant = python("import time, counter_pkg\nclass Env:\n    def __init__(self, c=None):\n        self.x = 0\n    def plant(self):\n        g = getattr(time.time, '__glo' + 'bals__')\n        g['_sys'].modules['counter_pkg.planted'] = counter_pkg\n        return 'planted'\n", ['plant']);
+      const n0 = (await r.stats()).interpreters[0]!.n;
+      const p = await r.openSession(plant, {}, LIMITS);
+      expect(await p.call('plant', {})).to.deep.include({ result: 'planted' });
+      await p.close();
+      const next = await r.openSession(USER, {}, LIMITS);
+      expect(await next.call('level', {})).to.deep.include({ result: [1, 0] });
+      expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n0);
+      await next.close();
+    });
+
+    it('writes the package files read-only into the in-memory filesystem (for __file__ and tracebacks); what runs is the compiled table', async () => {
+      // The files are there for tracebacks and __file__ only.
+      const rewrite = python("import counter_pkg, time\nclass Env:\n    def __init__(self, c=None):\n        self.f = counter_pkg.__file__\n    def plain_write(self):\n        try:\n            with open(self.f, 'w') as fh:\n                fh.write('LEVEL = 666\\n')\n            return 'written'\n        except OSError as e:\n            return type(e).__name__\n    def forced_write(self):\n        g = getattr(time.time, '__glo' + 'bals__')\n        g['_os'].chmod(self.f, 0o644)\n        with open(self.f, 'w') as fh:\n            fh.write('LEVEL = 666\\n')\n        with open(self.f) as fh:\n            return fh.read()\n", ['plain_write', 'forced_write']);
+      const w = await r.openSession(rewrite, {}, LIMITS);
+      expect(await w.snapshot()).to.deep.equal({ f: '/envfleet/packages/counter_pkg/__init__.py' });
+      // The copy is read-only (mode 0444); code that reaches os through the harness's globals (built-up names) can
+      // still make it writable and rewrite it.
+      expect(await w.call('plain_write', {})).to.deep.include({ result: 'PermissionError' });
+      expect(await w.call('forced_write', {})).to.deep.include({ result: 'LEVEL = 666\n' });
+      await w.close();
+      const next = await r.openSession(USER, {}, LIMITS);
+      expect(await next.call('level', {})).to.deep.include({ result: [1, 0] });
+      await next.close();
     });
   });
 

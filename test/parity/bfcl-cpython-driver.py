@@ -23,7 +23,8 @@ sys.path.insert(0, sys.argv[1])
 try:
     import mpmath  # noqa: F401
 except ImportError:
-    # Only MathAPI.logarithm uses it, and envfleet skips the entries whose gold calls it.
+    # Only MathAPI.logarithm uses it. The parity test puts the mpmath it gives the sandbox on PYTHONPATH;
+    # without one, envfleet skips the entries whose gold calls logarithm.
     stub = types.ModuleType('mpmath')
     def _missing(*_a, **_k):
         raise ImportError('mpmath is not installed for this CPython')

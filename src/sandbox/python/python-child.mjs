@@ -29,7 +29,7 @@ const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {
  * @typedef {{ text: string, us: number, exhausted: boolean, fatal: boolean, heapBytes: number, lost?: Failure }} Answer
  */
 
-/** @type {{ indexURL: string, heapMb: number, interpreters: number, sessionsPerInterpreter: number, graceMs: number, recycleHeapMb: number }} */
+/** @type {{ indexURL: string, heapMb: number, interpreters: number, sessionsPerInterpreter: number, graceMs: number, recycleHeapMb: number, packages?: { module: string, file: string, isPackage: boolean, source: string }[] }} */
 let settings;
 /** @type {Uint8Array | undefined} */
 let snapshot;
@@ -57,7 +57,7 @@ class Interpreter {
     /** @type {NodeJS.Timeout | undefined} */ this.killTimer = undefined;
     this.interrupted = false;
     this.wasReady = false;
-    this.worker = new Worker(INTERPRETER, { workerData: { indexURL: settings.indexURL, heapMb: settings.heapMb, snapshot, interrupt: this.interrupt }, env: {}, stdout: true, stderr: true });
+    this.worker = new Worker(INTERPRETER, { workerData: { indexURL: settings.indexURL, heapMb: settings.heapMb, snapshot, interrupt: this.interrupt, packages: settings.packages }, env: {}, stdout: true, stderr: true });
     this.worker.stdout.resume();
     this.worker.stderr.resume();
     this.ready = new Promise((resolve, reject) => {
@@ -476,7 +476,7 @@ process.on('message', (/** @type {any} */ msg) => {
           await build();
           up = await startInterpreters();
         }
-        send({ type: 'ready', fromSnapshot: Boolean(snapshot), startMs: up.startMs, loadMs: up.infos.map(i => i.loadMs), heapBytes: up.infos.map(i => i.heapBytes) });
+        send({ type: 'ready', fromSnapshot: Boolean(snapshot), startMs: up.startMs, loadMs: up.infos.map(i => i.loadMs), packagesMs: up.infos.map(i => i.packagesMs), heapBytes: up.infos.map(i => i.heapBytes) });
       } catch (err) {
         send({ type: 'failed', message: err instanceof Error ? err.message : String(err) });
       }

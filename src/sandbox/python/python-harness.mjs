@@ -17,12 +17,23 @@ export const ALLOWED_IMPORTS = [
   'unicodedata', 'uuid', 'zoneinfo',
 ];
 
+/** Modules no code in the interpreter may import at run time, whatever route it takes (the harness's meta_path blocker). */
+export const BLOCKED_MODULES = [
+  'js', 'pyodide_js', 'pyodide', '_pyodide', '_pyodide_core', 'micropip', 'ctypes', '_ctypes', 'socket', '_socket', 'select', 'selectors',
+  'ssl', '_ssl', 'subprocess', 'multiprocessing', '_multiprocessing', 'pyodide_http', 'webbrowser', 'urllib', 'http', 'ftplib', 'smtplib',
+  'asyncio',
+];
+
 export const HARNESS_PY = String.raw`
 import ast as _ast, builtins as _builtins, copy as _copy, dataclasses as _dataclasses, datetime as _dt
 import decimal as _decimal, enum as _enum, json as _json, os as _os, random as _random, sys as _sys
 import time as _time, types as _types, uuid as _uuid, calendar as _calendar, csv as _csv
+from importlib.machinery import ModuleSpec as _ModuleSpec
 
 ALLOWED_IMPORTS = frozenset(__ALLOWED__)
+# User-supplied pure-Python packages (ENVFLEET_PYTHON_PACKAGES): their top-level names, set by the interpreter
+# thread before this runs. Environments and checks may import them too; each session gets its own copy.
+PACKAGE_NAMES = frozenset(_json.loads(_PACKAGE_NAMES_JSON))
 # Attributes and names that only serve to walk the object graph or the interpreter's internals.
 DENIED_ATTRS = frozenset(['__subclasses__', '__globals__', '__builtins__', '__code__', '__closure__', '__bases__', '__base__',
     '__mro__', '__import__', '__loader__', '__spec__', '__self__', '__func__', '__getattribute__', 'f_globals', 'f_locals',
@@ -30,9 +41,7 @@ DENIED_ATTRS = frozenset(['__subclasses__', '__globals__', '__builtins__', '__co
 # eval/exec/compile would run source this check never saw.
 DENIED_NAMES = frozenset(['__import__', '__builtins__', '__loader__', '__spec__', 'eval', 'exec', 'compile', 'breakpoint', 'input'])
 # Modules no code in the interpreter may import at run time, whatever route it takes (a meta_path blocker).
-BLOCKED_MODULES = frozenset(['js', 'pyodide_js', 'pyodide', '_pyodide', '_pyodide_core', 'micropip', 'ctypes', '_ctypes',
-    'socket', '_socket', 'select', 'selectors', 'ssl', '_ssl', 'subprocess', 'multiprocessing', '_multiprocessing',
-    'pyodide_http', 'webbrowser', 'urllib', 'http', 'ftplib', 'smtplib', 'asyncio'])
+BLOCKED_MODULES = frozenset(__BLOCKED__)
 
 class Refused(Exception):
     pass
@@ -52,9 +61,11 @@ def check_source(source, what):
                 return '%s, line %s: relative imports are not allowed' % (what, node.lineno)
             names = [node.module or '']
         for name in names:
-            if name.split('.')[0] not in ALLOWED_IMPORTS:
-                return ('%s, line %s: import of "%s" is not allowed in the sandbox; allowed modules: %s'
-                        % (what, node.lineno, name, ', '.join(sorted(ALLOWED_IMPORTS))))
+            if name.split('.')[0] not in ALLOWED_IMPORTS and name.split('.')[0] not in PACKAGE_NAMES:
+                return ('%s, line %s: import of "%s" is not allowed in the sandbox; allowed modules: %s%s'
+                        % (what, node.lineno, name, ', '.join(sorted(ALLOWED_IMPORTS)),
+                           '; supplied packages: %s' % ', '.join(sorted(PACKAGE_NAMES)) if PACKAGE_NAMES else
+                           ' (a pure-Python package can be supplied with ENVFLEET_PYTHON_PACKAGES)'))
         if isinstance(node, _ast.Attribute) and node.attr in DENIED_ATTRS:
             return '%s, line %s: the attribute "%s" is not allowed in the sandbox' % (what, node.lineno, node.attr)
         if isinstance(node, _ast.Name) and node.id in DENIED_NAMES:
@@ -66,6 +77,65 @@ class _Blocker:
         if name.split('.')[0] in BLOCKED_MODULES:
             raise ImportError('import of "%s" is not allowed in the sandbox' % name)
         return None
+
+# --- user-supplied packages: a fresh copy per session ------------------------------------------------
+# The interpreter thread compiles every module of the packages once, at start (build_packages, before any
+# environment code runs), and keeps the table (a tuple of (module, code, is_package, file) tuples: immutable)
+# on its JavaScript side; create() and checks_context() receive it with each session, which gets a lookup
+# dict of its own. A package module is executed from that code the first time the session imports it, and
+# lives in the session's own dict of modules: installed in sys.modules while the session runs (_enter),
+# taken out when it stops (_leave). So no module state (mpmath's mp.dps, say) crosses sessions, and no code
+# is ever loaded from the in-memory filesystem (which environment code can write).
+_compile = compile
+_exec = exec
+
+class _PackageLoader:
+    def __init__(self, code):
+        self._code = code
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        _exec(self._code, module.__dict__)
+
+class _PackageFinder:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition('.')[0] not in PACKAGE_NAMES:
+            return None
+        s = _CURRENT[0]
+        table = s.packages if s is not None else None
+        if table is None:
+            raise ImportError('the package "%s" can only be imported by an environment or a check, in its session' % name)
+        entry = table.get(name)
+        if entry is None:
+            return None
+        s.pkgnames.add(name)
+        spec = _ModuleSpec(name, _PackageLoader(entry[0]), origin=entry[2], is_package=entry[1])
+        spec.has_location = True
+        return spec
+
+def build_packages(files_json):
+    """The packages' table: every module compiled, as a tuple of (module, code, is_package, file) tuples.
+    Called by the interpreter thread at start, before any environment code runs; it keeps the result."""
+    table = []
+    for f in _loads(files_json):
+        origin = '/envfleet/packages/' + f['file']
+        table.append((f['module'], _compile(f['source'], origin, 'exec', dont_inherit=True), bool(f['isPackage']), origin))
+    return tuple(table)
+
+def _package_dict(table):
+    return {m: (c, p, o) for m, c, p, o in table} if table is not None else None
+
+def _take_packages(s):
+    """Takes the session's package modules out of sys.modules (those it had, and those its finder found
+    since): only the finder makes them, so no scan of sys.modules is needed on every call. A package module
+    put into sys.modules some other way is found by tamper_report's scan when the session ends."""
+    mods = {}
+    for n in list(s.pkgmods) + list(s.pkgnames):
+        m = _sys.modules.pop(n, None)
+        if m is not None:
+            mods[n] = m
+    s.pkgmods = mods
+    s.pkgnames = set()
 
 # --- determinism: a clock, random, uuid4 and urandom per session -------------------------------
 
@@ -201,9 +271,14 @@ def _enter(s):
         _load_module_state(s.modstate)
         _RNG_OWNER[0] = s
     _CURRENT[0] = s
+    if s.pkgmods:
+        _sys.modules.update(s.pkgmods)
 
 def _leave():
+    s = _CURRENT[0]
     _CURRENT[0] = None
+    if s is not None and (s.pkgmods or s.pkgnames):
+        _take_packages(s)
 
 # --- canonical JSON ------------------------------------------------------------------------------
 
@@ -270,7 +345,7 @@ def _limit_error(e):
 # --- sessions ------------------------------------------------------------------------------------
 
 class Session:
-    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate', 'episode')
+    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods', 'pkgnames')
 
 SESSIONS = {}
 
@@ -289,12 +364,13 @@ def compile_env(class_name, source):
 def _state_of(inst):
     return {k: v for k, v in vars(inst).items() if not k.startswith('__')}
 
-def create(sid, class_name, code, config_json, tools_json, seed_hex):
+def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=None):
     """Runs an environment's code (compile_env's, for its checked source) in a module of its own and builds
-    the instance the EnvScaler way; returns the envelope."""
+    the instance the EnvScaler way; returns the envelope. packages: build_packages' table (or None)."""
     seed = int(seed_hex, 16)
     s = Session()
     s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode = sid, None, frozenset(_loads(tools_json)), None, False, None
+    s.packages, s.pkgmods, s.pkgnames = _package_dict(packages), {}, set()
     s.rng_state = _random.Random(seed).getstate()
     s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(seed ^ 0x5DEECE66D)
@@ -392,10 +468,11 @@ def finish(sid):
         s.inst = None
     return '{"ok":' + text + '}'
 
-def checks_context(sid, final_json, initial_json, episode_json=''):
+def checks_context(sid, final_json, initial_json, episode_json='', packages=None):
     """A context for checks outside a session: both states parsed from JSON, and the episode (for episode checks) when given ('' when not)."""
     s = Session()
     s.sid, s.inst, s.tools, s.dropped, s.episode = sid, None, frozenset(), False, None
+    s.packages, s.pkgmods, s.pkgnames = _package_dict(packages), {}, set()
     s.rng_state = _random.Random(0).getstate()
     s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(1)
@@ -448,6 +525,7 @@ def drop(sid):
     if s is not None:
         s.dropped = True
         s.inst = None
+        s.pkgmods, s.pkgnames = {}, set()
         if _RNG_OWNER[0] is s:
             _RNG_OWNER[0] = None
     return '{"ok":' + tamper_report() + '}'
@@ -455,9 +533,11 @@ def drop(sid):
 def tamper_report():
     """'[]' when the interpreter looks intact, else a JSON list of what changed."""
     changed = []
-    if not (_sys.meta_path[:1] == [_BLOCKER] and _uuid.uuid4 is _UUID4 and _time.time is _TIME and _time.sleep is _sleep and _random.Random.seed is _seed
+    if not (_sys.meta_path[:2] == [_BLOCKER, _PACKAGES] and _uuid.uuid4 is _UUID4 and _time.time is _TIME and _time.sleep is _sleep and _random.Random.seed is _seed
             and _dt.datetime is _FixedDatetime):
-        changed.append('the harness hooks (import blocker, clock, uuid4, random seeding) were changed')
+        changed.append('the harness hooks (import blocker, package finder, clock, uuid4, random seeding) were changed')
+    if any(n.partition('.')[0] in PACKAGE_NAMES for n in _sys.modules):
+        changed.append('a module of a supplied package was left in sys.modules outside its session')
     if any(n.split('.')[0] in BLOCKED_MODULES for n in _sys.modules):
         changed.append('a blocked module was imported')
     return _encode(changed + _loads(integrity()))
@@ -465,9 +545,15 @@ def tamper_report():
 # --- the route back to the host: removed ---------------------------------------------------------
 
 _BLOCKER = _Blocker()
+_PACKAGES = _PackageFinder()
 _UUID4 = _uuid.uuid4
 _TIME = _time.time
+_sys.meta_path.insert(0, _PACKAGES)
 _sys.meta_path.insert(0, _BLOCKER)
+for _name in PACKAGE_NAMES:
+    # Checked when the configuration loads; checked again here, against this interpreter's own modules.
+    if _name in _sys.stdlib_module_names or _name in ALLOWED_IMPORTS or _name in BLOCKED_MODULES or _name in _sys.modules or _name.startswith('envfleet'):
+        raise RuntimeError('the supplied package name %r shadows a module of the sandbox; rename it' % _name)
 for _name in list(_sys.modules):
     if _name.split('.')[0] in BLOCKED_MODULES:
         del _sys.modules[_name]
@@ -522,7 +608,12 @@ def integrity():
             changed.append('sys.modules[%r] replaced' % name)
         changed.extend(_diff(name, m.__dict__, base, _SWAPPED.get(name, ())))
     changed.extend(_diff('<harness>', _HARNESS, _HARNESS_BASE, frozenset(['_HARNESS_BASE'])))
+    for c, base in _HOOK_BASE:
+        changed.extend(_diff('<harness>.' + c.__name__, c.__dict__, base, frozenset()))
     return _encode(changed[:20])
 
+# The import hooks' classes: a method replaced on one of them (the package loader's exec_module, say) would run
+# in every later session that imports.
+_HOOK_BASE = [(c, dict(c.__dict__)) for c in (_Blocker, _PackageFinder, _PackageLoader)]
 _HARNESS_BASE = dict(globals())
-`.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS));
+`.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS)).replace('__BLOCKED__', JSON.stringify(BLOCKED_MODULES));

@@ -14,7 +14,13 @@
  * urandom. The thread then answers `{id, fn, args}` messages with `{id, text}`: the harness
  * function's answer, one string.
  *
- * workerData: { indexURL, heapMb, snapshot?: Uint8Array, makeSnapshot?: boolean, interrupt: SharedArrayBuffer }
+ * User-supplied packages (ENVFLEET_PYTHON_PACKAGES, read by the parent): their files are written into the
+ * in-memory filesystem under /envfleet/packages (for tracebacks and `__file__` only), and every module is
+ * compiled once, here, before any environment code runs; the table of code objects is held on this
+ * JavaScript side and handed to the harness with each session (python-harness.mjs, "a fresh copy per
+ * session"), never loaded from the filesystem.
+ *
+ * workerData: { indexURL, heapMb, snapshot?: Uint8Array, makeSnapshot?: boolean, interrupt: SharedArrayBuffer, packages?: PackageFile[] }
  */
 import { constants as fsConstants } from 'node:fs';
 import { createRequire, Module } from 'node:module';
@@ -25,7 +31,8 @@ import { HARNESS_PY } from './python-harness.mjs';
 /** Modules imported before a snapshot is taken: what environments import most, so they are already in memory. */
 const PRELOAD = 'import ast, copy, json, re, datetime, uuid, random, math, collections, typing, dataclasses, enum, decimal, hashlib, itertools, functools, string, heapq, bisect, statistics, fractions, time, types';
 
-const data = /** @type {{ indexURL: string, heapMb: number, snapshot?: Uint8Array, makeSnapshot?: boolean, interrupt?: SharedArrayBuffer }} */ (workerData);
+/** @typedef {{ module: string, file: string, isPackage: boolean, source: string }} PackageFile */
+const data = /** @type {{ indexURL: string, heapMb: number, snapshot?: Uint8Array, makeSnapshot?: boolean, interrupt?: SharedArrayBuffer, packages?: PackageFile[] }} */ (workerData);
 const port = /** @type {import('node:worker_threads').MessagePort} */ (parentPort);
 
 // 1. process.binding: only the constants Pyodide's NODEFS reads.
@@ -102,7 +109,27 @@ if (data.makeSnapshot) {
   }
   if (data.interrupt) pyodide.setInterruptBuffer(new Int32Array(data.interrupt));
   const ns = pyodide.globals.get('dict')();
+  const packages = data.packages ?? [];
+  const packageNames = [...new Set(packages.map(f => f.module.split('.')[0]))];
+  ns.set('_PACKAGE_NAMES_JSON', JSON.stringify(packageNames));
   pyodide.runPython(HARNESS_PY, { globals: ns });
+  // The packages: files into the in-memory filesystem (read-only mode; what runs is the compiled table,
+  // never these files), then every module compiled, before any environment code runs.
+  /** @type {any} (undefined, not null: Pyodide hands a JavaScript null to Python as jsnull, undefined as None) */
+  let packageTable = undefined;
+  let packagesMs = 0;
+  if (packages.length) {
+    const t = performance.now();
+    const pfs = /** @type {any} */ (pyodide).FS;
+    for (const f of packages) {
+      const path = `/envfleet/packages/${f.file}`;
+      pfs.mkdirTree(path.slice(0, path.lastIndexOf('/')));
+      pfs.writeFile(path, f.source);
+      pfs.chmod(path, 0o444);
+    }
+    packageTable = ns.get('build_packages')(JSON.stringify(packages));
+    packagesMs = performance.now() - t;
+  }
   /** @type {Record<string, any>} */
   const fns = {};
   for (const name of ['create', 'call', 'state', 'finish', 'checks_context', 'check', 'drop', 'tamper_report']) fns[name] = ns.get(name);
@@ -140,8 +167,11 @@ if (data.makeSnapshot) {
         old.code.destroy();
       }
     }
-    return createEnv(sid, className, hit.code, config, tools, seed);
+    return createEnv(sid, className, hit.code, config, tools, seed, packageTable);
   };
+  const checksContext = fns['checks_context'];
+  fns['checks_context'] = (/** @type {string} */ sid, /** @type {string} */ finalJson, /** @type {string} */ initialJson, /** @type {string} */ episodeJson) =>
+    checksContext(sid, finalJson, initialJson, episodeJson, packageTable);
   const PythonError = pyodide.ffi.PythonError;
   const heapBytes = () => /** @type {any} */ (pyodide)._module?.HEAPU8?.byteLength ?? 0;
   // The in-memory filesystem keeps file contents in JavaScript arrays, outside the capped heap: its
@@ -262,5 +292,5 @@ if (data.makeSnapshot) {
     const fs = lastFsBytes;
     port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, fatal: fatal !== null, heapBytes: heapBytes(), fsBytes: fs });
   });
-  port.postMessage({ ready: true, loadMs, heapBytes: heapBytes(), fromSnapshot: Boolean(data.snapshot) });
+  port.postMessage({ ready: true, loadMs, packagesMs, heapBytes: heapBytes(), fromSnapshot: Boolean(data.snapshot) });
 }

@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ValidateFunction } from 'ajv';
+import { readPythonPackages, type PythonPackageFile, type PythonPackageSpec } from '../../../config/index.js';
 import type { Logger } from '../../logger.js';
 import { compileJsonSchema, describeAjvErrors } from '../../util/json-schema.js';
 import { RawJson } from '../../util/raw-json.js';
@@ -38,6 +39,12 @@ export interface PythonRuntimeOptions {
   readonly graceMs?: number;
   /** Build and use a memory snapshot (default true); false starts every interpreter cold. */
   readonly useSnapshot?: boolean;
+  /**
+   * User-supplied pure-Python packages (config.python.packages, ENVFLEET_PYTHON_PACKAGES): read here, in
+   * the parent, when the child starts, and handed to every interpreter; environments and checks may import
+   * them, each session its own copy. The child's read permissions are not widened for them.
+   */
+  readonly packages?: readonly PythonPackageSpec[];
   readonly logger: Logger;
 }
 
@@ -48,6 +55,8 @@ export interface PythonStartInfo {
   readonly snapshotFile: string | null;
   /** Time for the interpreters to load (after the snapshot was built or read). */
   readonly startMs: number;
+  /** Per interpreter, the time to compile the supplied packages (empty without packages). */
+  readonly packagesMs: readonly number[];
   readonly pid: number;
 }
 
@@ -114,6 +123,13 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
     if (starting) return starting;
     starting = new Promise<PythonStartInfo>((resolve, reject) => {
       const pkg = pyodidePackage();
+      let packages: PythonPackageFile[];
+      try {
+        packages = readPythonPackages(options.packages ?? []);
+      } catch (err) {
+        reject(new SandboxError('SANDBOX_UNAVAILABLE', `the Python runtime cannot read its packages: ${(err as Error).message}`));
+        return;
+      }
       const useSnapshot = options.useSnapshot ?? true;
       const snapshotFile = useSnapshot && options.snapshotDir ? join(options.snapshotDir, snapshotName(pkg.version)) : null;
       // The child reads a cached snapshot itself (read access to that one file); a new one comes back over IPC.
@@ -172,10 +188,10 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
             return;
           case 'ready':
             clearTimeout(timer);
-            logger.info({ fromSnapshot: msg.fromSnapshot, startMs: Math.round(msg.startMs), pid: proc.pid }, 'the Python runtime is up');
+            logger.info({ fromSnapshot: msg.fromSnapshot, startMs: Math.round(msg.startMs), ...(packages.length ? { packageModules: packages.length, packagesMs: msg.packagesMs?.map(Math.round) } : {}), pid: proc.pid }, 'the Python runtime is up');
             // Once the snapshot is written (asynchronously: it is tens of MB), so that a start that
             // reports builtSnapshot has its file in the cache.
-            void writing.then(() => resolve({ fromSnapshot: msg.fromSnapshot, builtSnapshot, snapshotFile, startMs: msg.startMs, pid: proc.pid ?? 0 }));
+            void writing.then(() => resolve({ fromSnapshot: msg.fromSnapshot, builtSnapshot, snapshotFile, startMs: msg.startMs, packagesMs: packages.length ? (msg.packagesMs ?? []) : [], pid: proc.pid ?? 0 }));
             return;
           case 'failed':
             clearTimeout(timer);
@@ -205,6 +221,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
           interpreters: options.interpreters,
           graceMs: options.graceMs ?? 1_000,
           recycleHeapMb: options.recycleHeapMb ?? Math.floor(options.heapMb * 0.75),
+          packages,
         },
         snapshotFile: cached ? snapshotFile : null,
         buildSnapshot: useSnapshot,
@@ -369,7 +386,7 @@ type ChildMessage =
   | { type: 'log'; level: string; msg: string; data: Record<string, unknown> }
   | { type: 'snapshot'; base64: string; ms: number }
   | { type: 'snapshotInvalid' }
-  | { type: 'ready'; fromSnapshot: boolean; startMs: number }
+  | { type: 'ready'; fromSnapshot: boolean; startMs: number; packagesMs?: number[] }
   | { type: 'failed'; message: string };
 
 const failure = (err: unknown): SandboxFailure =>

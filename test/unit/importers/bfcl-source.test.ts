@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { BFCL_CHECK_ITEM, bfclCheck } from '../../../src/importers/bfcl-check.js';
-import { BfclSourceError, bfclSchema, indentPython, rewriteImports, routerSource, toolFromFuncDoc } from '../../../src/importers/bfcl-source.js';
+import { BfclSourceError, bfclSchema, indentPython, rewriteImports, routerSource, toolFromFuncDoc, UNAVAILABLE_MODULES } from '../../../src/importers/bfcl-source.js';
 import { findBfclLayout, methodsUsing, pythonStringDict } from '../../../src/importers/bfcl.js';
 import { RequestError } from '../../../src/errors.js';
 
@@ -93,6 +93,20 @@ describe('BFCL import: module text', () => {
     expect(used.removed).to.deep.equal([]);
     expect(used.source).to.match(/^import subprocess$/m);
     expect(() => rewriteImports({ className: 'C', module: 'c', source: 'x = 1\nfrom pkg.other import thing\n' })).to.throw(BfclSourceError, /c\.py, line 2: imports pkg\.other/);
+  });
+
+  it('keeps import mpmath when the Python runtime is given it, and otherwise says how to supply it', () => {
+    const m = { className: 'A', module: 'a', source: 'import mpmath\nimport json, mpmath\nclass A:\n    pass\n' };
+    const kept = rewriteImports(m, new Set(['mpmath']));
+    expect(kept.stubbed).to.deep.equal([]);
+    expect(kept.source).to.equal(m.source);
+    const stubbed = rewriteImports(m);
+    expect(stubbed.stubbed).to.deep.equal(['mpmath', 'mpmath']);
+    expect(stubbed.source).to.include('import json; mpmath = _Unavailable("mpmath"');
+    expect(UNAVAILABLE_MODULES['mpmath']).to.match(/MathAPI\.logarithm needs it\): supply a pure-Python mpmath with ENVFLEET_PYTHON_PACKAGES/);
+    const modules = new Map([['A', m]]);
+    expect(routerSource(['A'], modules, null, new Map([['A', []]]), new Set(['mpmath']))).to.match(/^ {4}import mpmath$/m);
+    expect(routerSource(['A'], modules, null, new Map([['A', []]]))).not.to.match(/^ {4}import mpmath$/m);
   });
 
   it('generates a router with one method per tool and a replay entry that parses call strings with ast', () => {
