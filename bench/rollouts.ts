@@ -6,6 +6,7 @@
  *   node --import tsx bench/rollouts.ts [--quick] [--steps 5] [--delays 500,2000] [--concurrency 10,100,1000]
  *                                       [--processes 1,2] [--extra-delay 0] [--light 1000] [--threads 2]
  *                                       [--no-baseline] [--no-light] [--no-sink] [--profile [--profile-sink]]
+ *                                       [--warmup N]
  *
  * The configurations: for each latency L of --delays, the baseline, then every C of --concurrency with
  * every P of --processes. Each configuration gets its own Redis prefix and P fresh worker processes
@@ -18,7 +19,8 @@
  * put straight into the run store; N samples of that scenario are submitted with `submitRollouts`
  * (non-conversational). The policy is the scripted model server (bench/rollouts/server.ts, in its own
  * process, shared by all configurations): exactly S agent turns per episode, S − 1 get_guest calls then a
- * text answer, every answer after L ms. A short warm-up run (answers at once) precedes each timed run. The
+ * text answer, every answer after L ms. A warm-up run (answers at once; one wave, C / P episodes per process,
+ * unless --warmup N) precedes each timed run. The
  * baseline is the same workload with the seed's three sequential runners (C = 3, one process) at each L.
  * `--delay L` (without --delays) measures that one latency. `--extra-delay X` adds C = 1000 with L = X, one
  * process (default 0: none). `--light C` adds a diagnostic configuration (default C = 1000 at the first
@@ -92,7 +94,12 @@ const KEEP_PROFILES = process.env['ENVFLEET_BENCH_KEEP_PROFILES'] ?? null;
 const intArg = (name: string, fallback: number) => args.int(name, fallback);
 
 const STEPS = intArg('steps', 5);
-/** Warm-up episodes per worker process before each timed run (`--warmup`; default: the short warm-up). */
+/**
+ * Warm-up episodes per worker process before each timed run (`--warmup N`; default one wave, C / P, at
+ * least 2 per pool thread): a fresh process compiles its hot code and instantiates a sandbox module per
+ * session in flight during its first wave, a cost a long run pays once, so the timed run measures the
+ * steady state. `--warmup 8` gives the short warm-up of the runs before 2026-12-01 evening.
+ */
 const WARMUP = intArg('warmup', 0);
 const DELAY = intArg('delay', 500);
 /** Model latencies L to measure (`--delays`; `--delay L` alone means just that one). */
@@ -410,7 +417,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   let samplerTimer: NodeJS.Timeout | undefined;
   try {
     // Warm-up: a few episodes whose answers come at once (JIT, ajv schemas and QuickJS in every pool thread, HTTP connections).
-    const warmupEpisodes = spec.processes * (WARMUP > 0 ? WARMUP : Math.max(2 * THREADS, Math.min(spec.concurrency, 8)));
+    const warmupEpisodes = spec.processes * (WARMUP > 0 ? WARMUP : Math.max(2 * THREADS, Math.ceil(spec.concurrency / spec.processes)));
     const warmStart = Date.now();
     await seedRun(config, store, 'warmup', `${WARMUP_MARK}: look up guest G0001 and report the balance.`, spec.light);
     await submitRollouts(config, redis, { runId: 'warmup', samples: warmupEpisodes, modes: ['non-conversational'] });
@@ -604,7 +611,7 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
   push(`- date: ${new Date().toISOString()}`);
   push(`- command: \`${FLEET_NODE_ARGS.length ? `ENVFLEET_BENCH_FLEET_NODE_ARGS="${FLEET_NODE_ARGS.join(" ")}" ` : ""}node --import tsx bench/rollouts.ts${argv.length ? ` ${argv.join(" ")}` : ""}\` (whole benchmark ${f1((Date.now() - startedMs) / 1000)} s)`);
   push(`- workload: one kept environment (reference hotel env, 65 KB state, 4 checks) and one ready scenario, N samples of it, non-conversational; the scripted policy makes exactly S = ${STEPS} agent turns per episode (${STEPS - 1} × get_guest, then a text answer), each answered after L ms (a \`delay\` fault)`);
-  push(`- fleet: P fresh worker processes per configuration (\`startWorkerProcess\`, queues rollout.run and rollout.group, all on the configuration's prefix), each with ENVFLEET_ROLLOUT_CONCURRENCY = C / P and its own sandbox pool of ${THREADS} threads × ceil(C / P / ${THREADS}) + 16 tasks, ENVFLEET_SANDBOX_HEAP_MB = max(512, 2 × tasks per thread), ENVFLEET_MODEL_MAX_CONCURRENCY = 0, log level silent; a warm-up run (answers at once) before each timed run`);
+  push(`- fleet: P fresh worker processes per configuration (\`startWorkerProcess\`, queues rollout.run and rollout.group, all on the configuration's prefix), each with ENVFLEET_ROLLOUT_CONCURRENCY = C / P and its own sandbox pool of ${THREADS} threads × ceil(C / P / ${THREADS}) + 16 tasks, ENVFLEET_SANDBOX_HEAP_MB = max(512, 2 × tasks per thread), ENVFLEET_MODEL_MAX_CONCURRENCY = 0, log level silent; a warm-up run (answers at once; ${WARMUP > 0 ? `${WARMUP} episodes` : 'one wave, C / P episodes'} per process) before each timed run`);
   push(SINK
     ? '- sink: `envfleet sink --run main --out DIR --follow` (cli/main.ts) in a process of its own per configuration, writing the timed run\'s trajectories to a temporary directory (fsync per batch) and replacing their Redis documents by summaries; its CPU is counted from the start of the timed run until it has written the last trajectory, and the checks read the episodes from its shard files'
     : '- sink: none (--no-sink); the trajectories stay in Redis and the fleet CPU counts the worker processes only');
