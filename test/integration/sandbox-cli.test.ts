@@ -125,10 +125,11 @@ describe('envfleet sandbox (command line)', function () {
   it('gives Python checks both states as their files write them: 1.0 is a float, 2 an int, whatever the file\'s layout', async () => {
     const checks = await file('float-checks.json', JSON.stringify([
       { item: 'balance is a float', language: 'python', check: 'def check_func(f):\n    return isinstance(f["balance"], float) and f["balance"] == 1.0 and isinstance(f["n"], int)' },
-      { item: 'initial rate is a float', language: 'python', check: 'def check_func(f):\n    return isinstance(initial_state["rate"], float) and str(initial_state["rate"]) == "2.5"' },
-      { item: 'JS sees the numbers', check: 'function check(f, i) { return f.balance === 1 && i.rate === 2.5 && f.name === "Zoë 李 🌸"; }' },
+      // 2.0, not 2.5: a parse and re-serialization would give 2 (an int), so this is what tells the file's text was passed on.
+      { item: 'initial rate is a float', language: 'python', check: 'def check_func(f):\n    return isinstance(initial_state["rate"], float) and str(initial_state["rate"]) == "2.0"' },
+      { item: 'JS sees the numbers', check: 'function check(f, i) { return f.balance === 1 && i.rate === 2 && f.name === "Zoë 李 🌸"; }' },
     ]));
-    const initial = await file('float-initial.json', '{\n  "rate": 2.50\n}\n');
+    const initial = await file('float-initial.json', '{\n  "rate": 2.0\n}\n');
     const final = await file('float-final.json', '{"balance": 1.0, "n": 2, "name": "Zoë 李 🌸"}');
     const out = await envfleet(['sandbox', 'check', checks, '--initial', initial, '--final', final]);
     expect(out.code, out.stderr).to.equal(0);

@@ -73,6 +73,8 @@ def check_source(source, what):
     return None
 
 class _Blocker:
+    # No instance attributes: a find_spec set on the instance would shadow the method, unseen by the class check.
+    __slots__ = ()
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in BLOCKED_MODULES:
             raise ImportError('import of "%s" is not allowed in the sandbox' % name)
@@ -90,6 +92,7 @@ _compile = compile
 _exec = exec
 
 class _PackageLoader:
+    __slots__ = ('_code',)
     def __init__(self, code):
         self._code = code
     def create_module(self, spec):
@@ -98,8 +101,15 @@ class _PackageLoader:
         _exec(self._code, module.__dict__)
 
 class _PackageFinder:
+    __slots__ = ()
     def find_spec(self, name, path=None, target=None):
-        if name.partition('.')[0] not in PACKAGE_NAMES:
+        top = name.partition('.')[0]
+        if top not in PACKAGE_NAMES:
+            # In a session, a name that is neither standard, nor supplied, nor loaded at start is refused here,
+            # before CPython's path finder could load it from the in-memory filesystem (which sessions can write):
+            # a package's optional dependency (mpmath's gmpy2) is absent for every session alike.
+            if _CURRENT[0] is not None and top not in _STDLIB_NAMES and top not in _AT_START:
+                raise ModuleNotFoundError('No module named %r' % name, name=name)
             return None
         s = _CURRENT[0]
         table = s.packages if s is not None else None
@@ -239,6 +249,7 @@ def _fresh_module_state():
         'firstweekday': 0,
         'csv_limit': _CSV_LIMIT,
         'csv_dialects': dict(_CSV_DIALECTS),
+        'environ': {},
     }
 
 def _save_module_state():
@@ -248,6 +259,7 @@ def _save_module_state():
         'firstweekday': _calendar.firstweekday(),
         'csv_limit': _csv.field_size_limit(),
         'csv_dialects': {n: _csv.get_dialect(n) for n in _csv.list_dialects()},
+        'environ': dict(_os.environ),
     }
 
 def _load_module_state(m):
@@ -260,6 +272,10 @@ def _load_module_state(m):
         _csv.unregister_dialect(n)
     for n, d in m['csv_dialects'].items():
         _csv.register_dialect(n, d)
+    # os.environ (empty at load): a package reads it at import (mpmath: MPMATH_STRICT, MPMATH_NOGMPY, MPMATH_SAGE).
+    if m['environ'] or _os.environ:
+        _os.environ.clear()
+        _os.environ.update(m['environ'])
 
 def _enter(s):
     owner = _RNG_OWNER[0]
@@ -533,11 +549,19 @@ def drop(sid):
 def tamper_report():
     """'[]' when the interpreter looks intact, else a JSON list of what changed."""
     changed = []
-    if not (_sys.meta_path[:2] == [_BLOCKER, _PACKAGES] and _uuid.uuid4 is _UUID4 and _time.time is _TIME and _time.sleep is _sleep and _random.Random.seed is _seed
+    if not (_sys.meta_path[:2] == [_BLOCKER, _PACKAGES] and type(_BLOCKER) is _Blocker and type(_PACKAGES) is _PackageFinder and _uuid.uuid4 is _UUID4 and _time.time is _TIME and _time.sleep is _sleep and _random.Random.seed is _seed
             and _dt.datetime is _FixedDatetime):
         changed.append('the harness hooks (import blocker, package finder, clock, uuid4, random seeding) were changed')
     if any(n.partition('.')[0] in PACKAGE_NAMES for n in _sys.modules):
         changed.append('a module of a supplied package was left in sys.modules outside its session')
+    if _sys.meta_path != _META_PATH or _sys.path != _PATH or _sys.path_hooks != _PATH_HOOKS:
+        # A finder added after the package finder, a folder put first on sys.path or a path hook would answer the
+        # standard modules a package imports that no one had imported yet (mpmath: cmath), in every later session.
+        changed.append('sys.meta_path, sys.path or sys.path_hooks was changed')
+    if any(_foreign(n) for n in _sys.modules):
+        # Only an assignment puts one there (the package finder refuses such imports in a session): a package's
+        # later import would take it (mpmath's optional gmpy2).
+        changed.append('a module that is neither standard nor supplied was put in sys.modules')
     if any(n.split('.')[0] in BLOCKED_MODULES for n in _sys.modules):
         changed.append('a blocked module was imported')
     return _encode(changed + _loads(integrity()))
@@ -571,8 +595,14 @@ _base64.a85encode(b''); _base64.b85encode(b''); _base64.b85decode(b'')  # fill t
 _IGNORED_KEYS = frozenset(['__warningregistry__'])
 _SWAPPED = {'uuid': frozenset(_UUID_VARS)}  # swapped per session by _enter
 
+# The import machinery: CPython calls _frozen_importlib._find_and_load (looked up by name) for every module not yet in
+# sys.modules, i.e. for every package module each session imports afresh; a function rebound there would run in every
+# later session's import.
+_IMPORT_MACHINERY = ('_frozen_importlib', '_frozen_importlib_external', 'importlib', 'importlib._bootstrap',
+    'importlib._bootstrap_external', 'importlib.machinery', 'importlib.util', 'importlib._abc')
+
 def _watched():
-    out = {n: m for n, m in list(_sys.modules.items()) if isinstance(m, _types.ModuleType) and n.split('.')[0] in ALLOWED_IMPORTS}
+    out = {n: m for n, m in list(_sys.modules.items()) if isinstance(m, _types.ModuleType) and (n.split('.')[0] in ALLOWED_IMPORTS or n in _IMPORT_MACHINERY)}
     out['builtins'] = _builtins
     out['os'] = _os
     return out
@@ -611,6 +641,16 @@ def integrity():
     for c, base in _HOOK_BASE:
         changed.extend(_diff('<harness>.' + c.__name__, c.__dict__, base, frozenset()))
     return _encode(changed[:20])
+
+# Top-level names of the modules loaded now (Pyodide's own included): with the standard ones and the packages,
+# the only names a session may import (_PackageFinder) or find in sys.modules (tamper_report).
+_STDLIB_NAMES = frozenset(_sys.stdlib_module_names) | frozenset(_sys.builtin_module_names)
+_AT_START = frozenset(n.partition('.')[0] for n in _sys.modules)
+_META_PATH, _PATH, _PATH_HOOKS = list(_sys.meta_path), list(_sys.path), list(_sys.path_hooks)
+
+def _foreign(n):
+    top = n.partition('.')[0]
+    return top not in _STDLIB_NAMES and top not in _AT_START and top not in PACKAGE_NAMES
 
 # The import hooks' classes: a method replaced on one of them (the package loader's exec_module, say) would run
 # in every later session that imports.
