@@ -98,7 +98,8 @@ const STEPS = intArg('steps', 5);
  * Warm-up episodes per worker process before each timed run (`--warmup N`; default one wave, C / P, at
  * least 2 per pool thread): a fresh process compiles its hot code and instantiates a sandbox module per
  * session in flight during its first wave, a cost a long run pays once, so the timed run measures the
- * steady state. `--warmup 8` gives the short warm-up of the runs before 2026-12-01 evening.
+ * steady state (the spare modules it keeps then count in the "idle" memory figures). Before 2026-12-01 evening the
+ * warm-up was max(2 × threads, min(C, 8)) episodes per process.
  */
 const WARMUP = intArg('warmup', 0);
 const DELAY = intArg('delay', 500);

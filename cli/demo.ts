@@ -11,7 +11,7 @@ import { loadModelScript, startModelServer } from '../src/model-server/index.js'
 import type { StoredTrajectory } from '../src/rollouts/types.js';
 import { fixturesPath } from '../src/util/package-root.js';
 import { startWorkerProcess } from '../workers/main.js';
-import { describeRedis } from '../src/redis/connection.js';
+import { describeRedis, duplicateConnection } from '../src/redis/connection.js';
 import { chooseRedis } from './private-redis.js';
 import { formatEvents, formatFunnel } from './runs.js';
 
@@ -75,7 +75,9 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
     const rolloutRequest = { runId, samples: 2, modes: ['non-conversational', 'conversational'] as const };
     const rollouts = await submitRollouts(config, running.ctx.redis, { ...rolloutRequest, modes: [...rolloutRequest.modes] });
     out(`[demo] rollouts: ${rollouts.scenarios} scenarios × 2 modes × ${rollouts.config.samples} samples with the scripted policy and user; the sink writes them to ${dir}/trajectories/`);
-    const sink = runSink({ redis: running.ctx.redis, prefix: config.redis.prefix, store: running.ctx.store, runId, dir });
+    // Its own connection: the sink's blocking XREADGROUP would hold the shared (auto-pipelined) connection's commands.
+    const sinkRedis = duplicateConnection(running.ctx.redis);
+    const sink = runSink({ redis: sinkRedis, prefix: config.redis.prefix, store: running.ctx.store, runId, dir }).finally(() => sinkRedis.quit().catch(() => undefined));
     await waitForRun(running.ctx.store, runId, p => out(`[demo] ${p.outstanding} jobs outstanding`));
     const sunk = await sink;
     out(`[demo] sink wrote ${sunk.written} trajectories (${sunk.shards.join(', ')})`);

@@ -82,8 +82,9 @@ export async function sandboxCheck(
   options: SandboxCliOptions,
 ): Promise<unknown> {
   const checks = await readJsonFile(files.checks, z.array(CheckSpec));
-  // Both states as their files' text: a Python check sees 1.0 as a float, as in the rollout it re-scores.
-  const initial = await readJsonFileAsText(files.initial);
+  // The final state as its file's text (a Python check sees 1.0 as a float, as the rollout's checks saw the
+  // session's final state); the initial state as a value, as a rollout's checks get the scenario's.
+  const initial = await readJsonFile(files.initial);
   const final = await readJsonFileAsText(files.final);
   const episode = files.episode === undefined ? undefined : episodeOf(await readJsonFile(files.episode, EpisodeFile));
   const limits = limitsFrom(config, options);

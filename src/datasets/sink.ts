@@ -175,14 +175,6 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
 const shardName = (i: number) => `part-${String(i).padStart(5, '0')}.jsonl`;
 
 /**
- * The complete lines at the start of a shard's bytes: `end`, the byte offset just past the last of them
- * (what the file is truncated to), how many there are, and the trajectory ids among them. A line is
- * complete when a newline follows it and it parses; the first that does not (a write cut short by a
- * crash) ends them. Everything is measured in bytes, as `truncate` takes it: a trajectory's model text
- * (emoji, CJK, accents) has more UTF-8 bytes than UTF-16 characters, and an offset in characters cuts
- * into an earlier line whose Redis copy is already only a summary.
- */
-/**
  * JSON text on one line: a line break can only be whitespace between tokens (JSON strings hold them
  * escaped), so it becomes a space; text without one (what envfleet writes) is returned as it is.
  */
@@ -190,6 +182,14 @@ export function oneLine(json: string): string {
   return /[\r\n]/.test(json) ? json.replace(/[\r\n]/g, ' ') : json;
 }
 
+/**
+ * The complete lines at the start of a shard's bytes: `end`, the byte offset just past the last of them
+ * (what the file is truncated to), how many there are, and the trajectory ids among them. A line is
+ * complete when a newline follows it and it parses; the first that does not (a write cut short by a
+ * crash) ends them. Everything is measured in bytes, as `truncate` takes it: a trajectory's model text
+ * (emoji, CJK, accents) has more UTF-8 bytes than UTF-16 characters, and an offset in characters cuts
+ * into an earlier line whose Redis copy is already only a summary.
+ */
 export function completeLines(buf: Buffer): { end: number; lines: number; ids: string[] } {
   const ids: string[] = [];
   let end = 0;

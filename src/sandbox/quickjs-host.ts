@@ -408,7 +408,8 @@ export class QuickJSHost {
   /** `now`: the clock of the spare modules' windows (tests pass their own). */
   constructor(heapMb: number, options: { readonly now?: () => number } = {}) {
     this.boundBytes = heapMb * MiB;
-    this.now = options.now ?? Date.now;
+    // A monotonic clock: a wall-clock step must not keep or drop a window's spares.
+    this.now = options.now ?? (() => performance.now());
     this.peakWindowStart = this.now();
     // Returns the spares of a past burst once the thread has been quieter for two windows. The timer
     // holds the host weakly: a host nobody holds any more (tests make many) is collected with its modules.

@@ -122,21 +122,22 @@ describe('envfleet sandbox (command line)', function () {
     expect(out.stderr).to.match(/checks-bad\.json: 0\.check: /);
   });
 
-  it('gives Python checks both states as their files write them: 1.0 is a float, 2 an int, whatever the file\'s layout', async () => {
+  it('gives Python checks the final state as its file writes it (1.0 a float, 2 an int), and the initial state as a rollout does', async () => {
     const checks = await file('float-checks.json', JSON.stringify([
       { item: 'balance is a float', language: 'python', check: 'def check_func(f):\n    return isinstance(f["balance"], float) and f["balance"] == 1.0 and isinstance(f["n"], int)' },
-      // 2.0, not 2.5: a parse and re-serialization would give 2 (an int), so this is what tells the file's text was passed on.
-      { item: 'initial rate is a float', language: 'python', check: 'def check_func(f):\n    return isinstance(initial_state["rate"], float) and str(initial_state["rate"]) == "2.0"' },
+      // The final state's 1.0: a parse and re-serialization would give 1 (an int), so the first check tells the file's text was
+      // passed on. The initial state goes through JSON as a scenario's does in a rollout (its 2.0 arrives as 2).
+      { item: 'initial state as in a rollout', language: 'python', check: 'def check_func(f):\n    return initial_state["rate"] == 2 and initial_state["city"] == "Zürich 東京"' },
       { item: 'JS sees the numbers', check: 'function check(f, i) { return f.balance === 1 && i.rate === 2 && f.name === "Zoë 李 🌸"; }' },
     ]));
-    const initial = await file('float-initial.json', '{\n  "rate": 2.0\n}\n');
+    const initial = await file('float-initial.json', '{\n  "rate": 2.0,\n  "city": "Zürich 東京"\n}\n');
     const final = await file('float-final.json', '{"balance": 1.0, "n": 2, "name": "Zoë 李 🌸"}');
     const out = await envfleet(['sandbox', 'check', checks, '--initial', initial, '--final', final]);
     expect(out.code, out.stderr).to.equal(0);
     const result = JSON.parse(out.stdout) as { results: { item: string; passed: boolean; error?: string }[]; reward: number };
     expect(result.results.map(r => [r.item, r.passed, r.error])).to.deep.equal([
       ['balance is a float', true, undefined],
-      ['initial rate is a float', true, undefined],
+      ['initial state as in a rollout', true, undefined],
       ['JS sees the numbers', true, undefined],
     ]);
     const broken = await file('float-broken.json', '{"balance": 1.0,');

@@ -138,13 +138,14 @@ def _package_dict(table):
 def _take_packages(s):
     """Takes the session's package modules out of sys.modules (those it had, and those its finder found
     since): only the finder makes them, so no scan of sys.modules is needed on every call. A package module
-    put into sys.modules some other way is found by tamper_report's scan when the session ends."""
-    mods = {}
-    for n in list(s.pkgmods) + list(s.pkgnames):
+    put into sys.modules some other way is found by tamper_report's scan when the session ends. Each module
+    goes straight from sys.modules into the session's dict, so a limit interrupting this leaves none behind
+    that recover() cannot take."""
+    mods = s.pkgmods
+    for n in list(s.pkgnames) + list(mods):
         m = _sys.modules.pop(n, None)
         if m is not None:
             mods[n] = m
-    s.pkgmods = mods
     s.pkgnames = set()
 
 # --- determinism: a clock, random, uuid4 and urandom per session -------------------------------
@@ -291,10 +292,24 @@ def _enter(s):
         _sys.modules.update(s.pkgmods)
 
 def _leave():
+    # The package modules first, the session last: should a limit land in between, the session is still
+    # current and recover() takes its modules.
     s = _CURRENT[0]
-    _CURRENT[0] = None
     if s is not None and (s.pkgmods or s.pkgnames):
         _take_packages(s)
+    _CURRENT[0] = None
+
+def recover():
+    """After a limit (an interrupt at a deadline) escaped the harness between a session's code and its
+    _leave: no session stays current, and no module of a supplied package stays in sys.modules, where the
+    next session's import would find another session's copy."""
+    s = _CURRENT[0]
+    if s is not None:
+        _take_packages(s)
+    _CURRENT[0] = None
+    for n in [n for n in _sys.modules if n.split('.')[0] in PACKAGE_NAMES]:
+        _sys.modules.pop(n, None)
+    return '{"ok":true}'
 
 # --- canonical JSON ------------------------------------------------------------------------------
 
@@ -397,8 +412,8 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
         return _err('STATE_INVALID', 'the initial state is not JSON: %s' % e)
     if not isinstance(config, dict):
         return _err('STATE_INVALID', 'the initial state of a Python environment must be a JSON object (its keys are set on the instance), not %s' % type(config).__name__)
-    _enter(s)
     try:
+        _enter(s)
         module = _types.ModuleType('envfleet_env_%s' % sid)
         try:
             exec(code, module.__dict__)
@@ -440,9 +455,9 @@ def call(sid, tool, args_json):
     if method is None or not callable(method):
         return _err('UNKNOWN_TOOL', 'the class has no method "%s" (the tool is advertised but not implemented)' % tool)
     args = _loads(args_json)
-    _enter(s)
-    s.clock += 1.0
     try:
+        _enter(s)
+        s.clock += 1.0
         try:
             result = getattr(s.inst, tool)(**args)
         except BaseException as e:
@@ -511,8 +526,8 @@ def check(sid, source, with_episode=False):
     why = check_source(source, 'the check')
     if why:
         return _err('CHECK_INVALID', why)
-    _enter(s)
     try:
+        _enter(s)
         g = {'__builtins__': _builtins, 'initial_state': _deepcopy(s.initial_state)}
         if with_episode:
             if s.episode is None:

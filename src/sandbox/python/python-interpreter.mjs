@@ -132,7 +132,7 @@ if (data.makeSnapshot) {
   }
   /** @type {Record<string, any>} */
   const fns = {};
-  for (const name of ['create', 'call', 'state', 'finish', 'checks_context', 'check', 'drop', 'tamper_report']) fns[name] = ns.get(name);
+  for (const name of ['create', 'call', 'state', 'finish', 'checks_context', 'check', 'drop', 'tamper_report', 'recover']) fns[name] = ns.get(name);
   // Environment sources already checked and compiled, by class name and source: a rollout opens a session
   // per episode on the same source, and a large one (BFCL's classes with their long-context data, 250 KB;
   // τ-bench's embedded database) takes a second or more to parse, check and compile. The code objects are
@@ -254,7 +254,19 @@ if (data.makeSnapshot) {
       }
       if (isPython && (type === 'KeyboardInterrupt' || type === 'RecursionError' || type === 'MemoryError')) {
         // A limit that landed outside the harness's own handlers (an interrupt between the tool's return
-        // and the harness's): the interpreter is sound.
+        // and the harness's): the interpreter is sound once no session is left current with its package
+        // modules in sys.modules (recover); should that fail too, it is replaced.
+        try {
+          fns['recover']();
+        } catch (recoverErr) {
+          let what = 'unknown error';
+          try {
+            what = recoverErr instanceof Error ? recoverErr.message.slice(0, 300) : String(recoverErr);
+          } catch {
+            // An exotic throw value.
+          }
+          fatal = `the harness could not recover after ${type}: ${what}`;
+        }
         text = type === 'KeyboardInterrupt'
           ? JSON.stringify({ err: 'DEADLINE_EXCEEDED', message: 'the call ran past its deadline and was interrupted' })
           : type === 'RecursionError'
