@@ -64,7 +64,10 @@ describe('user-supplied packages: no session plants what a later session imports
     dir = mkdtempSync(join(tmpdir(), 'envfleet-py-isolation-'));
     mkdirSync(join(dir, 'counter_pkg'));
     writeFileSync(join(dir, 'counter_pkg', '__init__.py'), 'LEVEL = 1\n');
-    packages = loadConfig({ ENVFLEET_PYTHON_PACKAGES: [join(dir, 'counter_pkg'), mpmath].join(delimiter) }).python.packages;
+    // A package that reads a standard module nothing else loads (and environments may not import) at import time.
+    mkdirSync(join(dir, 'std_pkg'));
+    writeFileSync(join(dir, 'std_pkg', '__init__.py'), 'import colorsys\nONE_THIRD = colorsys.ONE_THIRD\n');
+    packages = loadConfig({ ENVFLEET_PYTHON_PACKAGES: [join(dir, 'counter_pkg'), join(dir, 'std_pkg'), mpmath].join(delimiter) }).python.packages;
   });
   // A runner of its own per test (one interpreter): what one attack leaves behind cannot fail the next test.
   beforeEach(async function () {
@@ -141,6 +144,28 @@ describe('user-supplied packages: no session plants what a later session imports
       'class Env:\n    def attack(self):\n        sys.meta_path.append(Finder())\n        return 1\n';
     expect(await afterAttack(attack)).to.deep.equal(CLEAN);
     expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n0);
+  });
+
+  it('a standard module a package imports (colorsys, loaded for no one else) patched through the package does not reach a later session', async function () {
+    if (!mpmath) this.skip();
+    // Ordinary use of the packages (mpmath's arithmetic and printing, at several precisions) is not taken for tampering.
+    const n0 = (await r.stats()).interpreters[0]!.n;
+    for (const dps of [5, 50]) {
+      const use = await r.openSession(python(`import mpmath\nimport std_pkg\nclass U:\n    def use(self):\n        mpmath.mp.dps = ${dps}\n        return [str(mpmath.log(10) / mpmath.log(3)), repr(mpmath.sqrt(2)), str(mpmath.mpc(1, 2) ** 2), std_pkg.ONE_THIRD]\n`, ['use'], 'U'), {}, LIMITS);
+      expect(((await use.call('use', {})).result as unknown[]).length).to.equal(4);
+      await use.close();
+    }
+    expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
+    const attack = 'import std_pkg\nclass Env:\n    def attack(self):\n        std_pkg.colorsys.ONE_THIRD = 0.5\n        return 1\n';
+    const a = await r.openSession(python(attack, ['attack']), {}, LIMITS);
+    expect((await a.call('attack', {})).result).to.equal(1);
+    await a.close();
+    const v = await r.openSession(python('import std_pkg\nclass V:\n    def report(self):\n        return std_pkg.ONE_THIRD\n', ['report'], 'V'), {}, LIMITS);
+    try {
+      expect((await v.call('report', {})).result).to.equal(1 / 3);
+    } finally {
+      await v.close();
+    }
   });
 
   it('os.environ set by one session (MPMATH_STRICT) does not change mpmath in a later session', async function () {

@@ -667,6 +667,40 @@ def _foreign(n):
     top = n.partition('.')[0]
     return top not in _STDLIB_NAMES and top not in _AT_START and top not in PACKAGE_NAMES
 
+def preload_packages(table):
+    """At start, before any session: imports every module of the supplied packages once, in a throw-away
+    session, so the standard modules they import are loaded now and watched from here on like the allowed
+    ones. Otherwise the first session to import a package would load such a module (mpmath's cmath) for the
+    whole interpreter, unwatched, and could change it for every later session's import of the package.
+    The package modules themselves are dropped again (each session imports its own)."""
+    before = set(_sys.modules)
+    s = Session()
+    s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode = '<preload>', None, frozenset(), None, False, None
+    s.packages, s.pkgmods, s.pkgnames = _package_dict(table), {}, set()
+    s.rng_state = _random.Random(0).getstate()
+    s.modstate = _fresh_module_state()
+    s.aux_rng = _random.Random(1)
+    s.clock = EPOCH
+    try:
+        _enter(s)
+        for name in sorted(s.packages):
+            try:
+                __import__(name)
+            except Exception:
+                pass  # a module that does not import here (an optional dependency missing) fails the same way in sessions
+    finally:
+        _leave()
+        s.dropped = True
+        if _RNG_OWNER[0] is s:
+            _RNG_OWNER[0] = None
+    for n in [n for n in _sys.modules if n.partition('.')[0] in PACKAGE_NAMES]:
+        _sys.modules.pop(n, None)
+    for n in sorted(set(_sys.modules) - before):
+        m = _sys.modules[n]
+        if isinstance(m, _types.ModuleType) and n.partition('.')[0] in _STDLIB_NAMES:
+            _BASELINE[n] = (m, dict(m.__dict__))
+    return '{"ok":true}'
+
 # The import hooks' classes: a method replaced on one of them (the package loader's exec_module, say) would run
 # in every later session that imports.
 _HOOK_BASE = [(c, dict(c.__dict__)) for c in (_Blocker, _PackageFinder, _PackageLoader)]

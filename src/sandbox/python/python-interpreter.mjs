@@ -128,6 +128,8 @@ if (data.makeSnapshot) {
       pfs.chmod(path, 0o444);
     }
     packageTable = ns.get('build_packages')(JSON.stringify(packages));
+    // Every package module imported once before any session, so the standard modules they load are watched.
+    ns.get('preload_packages')(packageTable);
     packagesMs = performance.now() - t;
   }
   /** @type {Record<string, any>} */
