@@ -201,6 +201,18 @@ export const READER_TOOLS = ['analyze_tools', 'parse_tasks', 'task_batch'];
  * The top of every generated module: a stand-in for \`tau_bench.envs.tool.Tool\`, the arithmetic
  * evaluator \`calculate\`'s \`eval\` is routed to, τ-bench's hash, and the tool-call wrapper.
  */
+/** τ-bench's to_hashable in Python: one text for the environment (the hash in a session) and the gold-hash check, so the two cannot drift. */
+const TO_HASHABLE_PY = String.raw`def _envfleet_hashable(value):
+    """τ-bench's to_hashable: dicts as key-sorted tuples of pairs, lists as tuples, sets as sorted tuples."""
+    if isinstance(value, dict):
+        return tuple((k, _envfleet_hashable(v)) for k, v in sorted(value.items()))
+    if isinstance(value, list):
+        return tuple(_envfleet_hashable(v) for v in value)
+    if isinstance(value, set):
+        return tuple(sorted(_envfleet_hashable(v) for v in value))
+    return value
+`;
+
 export const MODULE_HEADER_PY = String.raw`import abc as _envfleet_abc
 import ast as _envfleet_ast
 import hashlib as _envfleet_hashlib
@@ -253,16 +265,7 @@ def _envfleet_arith(node):
     raise ValueError('unsupported expression: only numbers, + - * / // % ** and parentheses are evaluated')
 
 
-def _envfleet_hashable(value):
-    """τ-bench's to_hashable: dicts as key-sorted tuples of pairs, lists as tuples, sets as sorted tuples."""
-    if isinstance(value, dict):
-        return tuple((k, _envfleet_hashable(v)) for k, v in sorted(value.items()))
-    if isinstance(value, list):
-        return tuple(_envfleet_hashable(v) for v in value)
-    if isinstance(value, set):
-        return tuple(sorted(_envfleet_hashable(v) for v in value))
-    return value
-
+${TO_HASHABLE_PY}
 
 def _envfleet_data_hash(data):
     """τ-bench's database hash: sha256 of str(to_hashable(data))."""
@@ -327,20 +330,11 @@ export function goldHashCheck(goldHash: string): string {
 GOLD_HASH = ${JSON.stringify(goldHash)}
 
 
-def hashable(value):
-    # tau-bench's to_hashable: dicts as key-sorted tuples of pairs, lists as tuples, sets as sorted tuples.
-    if isinstance(value, dict):
-        return tuple((k, hashable(v)) for k, v in sorted(value.items()))
-    if isinstance(value, list):
-        return tuple(hashable(v) for v in value)
-    if isinstance(value, set):
-        return tuple(sorted(hashable(v) for v in value))
-    return value
-
+${TO_HASHABLE_PY}
 
 def check_func(final_state):
     data = final_state.get('data')
-    return hashlib.sha256(str(hashable(data)).encode('utf-8')).hexdigest() == GOLD_HASH
+    return hashlib.sha256(str(_envfleet_hashable(data)).encode('utf-8')).hexdigest() == GOLD_HASH
 `;
 }
 

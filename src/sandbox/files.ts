@@ -45,16 +45,19 @@ async function readText(path: string): Promise<string> {
   }
 }
 
-/** Reads one JSON document; with a schema, validates it. */
-export async function readJsonFile<T = unknown>(path: string, schema?: z.ZodType<T>): Promise<T> {
-  const text = await readText(path);
-  let value: unknown;
+/** The JSON value of a file's text, or an InputFileError saying where it is not JSON. */
+function parseJsonText(path: string, text: string): unknown {
   try {
-    value = JSON.parse(text);
+    return JSON.parse(text);
   } catch (err) {
     const message = (err as Error).message;
     throw new InputFileError(`${path}: not valid JSON${locateJsonError(text, message)}: ${message}`);
   }
+}
+
+/** Reads one JSON document; with a schema, validates it. */
+export async function readJsonFile<T = unknown>(path: string, schema?: z.ZodType<T>): Promise<T> {
+  const value = parseJsonText(path, await readText(path));
   if (!schema) return value as T;
   const result = schema.safeParse(value);
   if (!result.success) throw new InputFileError(`${path}: ${describeIssues(result.error)}`);
@@ -67,12 +70,7 @@ export async function readJsonFile<T = unknown>(path: string, schema?: z.ZodType
  */
 export async function readJsonFileAsText(path: string): Promise<RawJson> {
   const text = await readText(path);
-  try {
-    JSON.parse(text);
-  } catch (err) {
-    const message = (err as Error).message;
-    throw new InputFileError(`${path}: not valid JSON${locateJsonError(text, message)}: ${message}`);
-  }
+  parseJsonText(path, text);
   return new RawJson(text.trim());
 }
 

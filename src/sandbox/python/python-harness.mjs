@@ -380,6 +380,17 @@ class Session:
 
 SESSIONS = {}
 
+def _new_session(sid, packages, rng_seed, aux_seed, tools=frozenset()):
+    """A session before its environment or states: its own random state, module state, clock and packages."""
+    s = Session()
+    s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode = sid, None, tools, None, False, None
+    s.packages, s.pkgmods, s.pkgnames = _package_dict(packages), {}, set()
+    s.rng_state = _random.Random(rng_seed).getstate()
+    s.modstate = _fresh_module_state()
+    s.aux_rng = _random.Random(aux_seed)
+    s.clock = EPOCH
+    return s
+
 def compile_env(class_name, source):
     """The code of an environment source that passes the AST check, or the error envelope (a str).
     The interpreter thread keeps these code objects (by class name and source) on its JavaScript side,
@@ -399,13 +410,7 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
     """Runs an environment's code (compile_env's, for its checked source) in a module of its own and builds
     the instance the EnvScaler way; returns the envelope. packages: build_packages' table (or None)."""
     seed = int(seed_hex, 16)
-    s = Session()
-    s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode = sid, None, frozenset(_loads(tools_json)), None, False, None
-    s.packages, s.pkgmods, s.pkgnames = _package_dict(packages), {}, set()
-    s.rng_state = _random.Random(seed).getstate()
-    s.modstate = _fresh_module_state()
-    s.aux_rng = _random.Random(seed ^ 0x5DEECE66D)
-    s.clock = EPOCH
+    s = _new_session(sid, packages, seed, seed ^ 0x5DEECE66D, frozenset(_loads(tools_json)))
     try:
         config = _loads(config_json)
     except ValueError as e:
@@ -501,13 +506,7 @@ def finish(sid):
 
 def checks_context(sid, final_json, initial_json, episode_json='', packages=None):
     """A context for checks outside a session: both states parsed from JSON, and the episode (for episode checks) when given ('' when not)."""
-    s = Session()
-    s.sid, s.inst, s.tools, s.dropped, s.episode = sid, None, frozenset(), False, None
-    s.packages, s.pkgmods, s.pkgnames = _package_dict(packages), {}, set()
-    s.rng_state = _random.Random(0).getstate()
-    s.modstate = _fresh_module_state()
-    s.aux_rng = _random.Random(1)
-    s.clock = EPOCH
+    s = _new_session(sid, packages, 0, 1)
     try:
         s.final_state = _loads(final_json)
         s.initial_state = _loads(initial_json)
@@ -674,13 +673,7 @@ def preload_packages(table):
     whole interpreter, unwatched, and could change it for every later session's import of the package.
     The package modules themselves are dropped again (each session imports its own)."""
     before = set(_sys.modules)
-    s = Session()
-    s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode = '<preload>', None, frozenset(), None, False, None
-    s.packages, s.pkgmods, s.pkgnames = _package_dict(table), {}, set()
-    s.rng_state = _random.Random(0).getstate()
-    s.modstate = _fresh_module_state()
-    s.aux_rng = _random.Random(1)
-    s.clock = EPOCH
+    s = _new_session('<preload>', table, 0, 1)
     try:
         _enter(s)
         for name in sorted(s.packages):
@@ -689,12 +682,10 @@ def preload_packages(table):
             except Exception:
                 pass  # a module that does not import here (an optional dependency missing) fails the same way in sessions
     finally:
-        _leave()
+        recover()  # no session current, no package module left in sys.modules
         s.dropped = True
         if _RNG_OWNER[0] is s:
             _RNG_OWNER[0] = None
-    for n in [n for n in _sys.modules if n.partition('.')[0] in PACKAGE_NAMES]:
-        _sys.modules.pop(n, None)
     for n in sorted(set(_sys.modules) - before):
         m = _sys.modules[n]
         if isinstance(m, _types.ModuleType) and n.partition('.')[0] in _STDLIB_NAMES:

@@ -236,6 +236,14 @@ if (data.makeSnapshot) {
   fns['clear_fs'] = clearFs;
   let fsCheckedAt = 0;
   let lastFsBytes = 0;
+  /** "Name: message" of a thrown value, guarded (once Pyodide has failed, even reading an error can throw). */
+  const describeThrown = (/** @type {unknown} */ thrown) => {
+    try {
+      return thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown);
+    } catch {
+      return 'unknown error'; // an exotic throw value
+    }
+  };
   port.on('message', (/** @type {{ id: number, fn: string, args: string[] }} */ msg) => {
     exhausted = false;
     const t0 = performance.now();
@@ -261,13 +269,7 @@ if (data.makeSnapshot) {
         try {
           fns['recover']();
         } catch (recoverErr) {
-          let what = 'unknown error';
-          try {
-            what = recoverErr instanceof Error ? recoverErr.message.slice(0, 300) : String(recoverErr);
-          } catch {
-            // An exotic throw value.
-          }
-          fatal = `the harness could not recover after ${type}: ${what}`;
+          fatal = `the harness could not recover after ${type}: ${describeThrown(recoverErr).slice(0, 300)}`;
         }
         text = type === 'KeyboardInterrupt'
           ? JSON.stringify({ err: 'DEADLINE_EXCEEDED', message: 'the call ran past its deadline and was interrupted' })
@@ -283,12 +285,7 @@ if (data.makeSnapshot) {
       } else {
         // A JavaScript error out of Pyodide (a fatal error, a trap): the interpreter may be broken;
         // the child replaces this thread and its other sessions end with ENV_DISPOSED.
-        let what = 'unknown error';
-        try {
-          what = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-        } catch {
-          // An exotic throw value.
-        }
+        const what = describeThrown(err);
         fatal = what;
         const code = /call stack|stack overflow|recursion/i.test(what) ? 'STACK_OVERFLOW' : exhausted ? 'MEMORY_EXCEEDED' : 'ENV_DISPOSED';
         text = JSON.stringify({ err: code, message: `the Python interpreter failed fatally and is replaced: ${what.slice(0, 500)}` });
