@@ -22,7 +22,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
   for (const name of ['SharedArrayBuffer', 'Atomics', 'WebAssembly', 'FinalizationRegistry', 'WeakRef']) {
     try { delete G[name]; } catch (e) {}
   }
-  let Cls, inst, finalState, initialState;
+  let Cls, inst, finalState, initialState, finalBase;
   const fail = (code, message) => stringify({ err: code, message: StringFn(message) });
   const thrown = (code, e) => {
     let msg;
@@ -109,6 +109,29 @@ export const HARNESS_SOURCE = String.raw`(() => {
     },
     prepareFinal(finalJson) {
       try { finalState = parse(finalJson); } catch (e) { return thrown('CHECK_THREW', e); }
+      return '{"ok":true}';
+    },
+    // A check template's second parse of the initial state: the base the final state is patched on
+    // (json-patch.ts), so a batch parses only the values the episode changed.
+    prepareBase(initialJson) {
+      try { finalBase = parse(initialJson); } catch (e) { return thrown('CHECK_THREW', e); }
+      return '{"ok":true}';
+    },
+    // [[path, value], ...]: each value put at its path on the base, as an own data property (a key
+    // such as "__proto__" stays a key, as in a parse). A path only crosses objects and arrays the
+    // host found alike in both texts, so every step exists.
+    prepareFinalPatch(patchJson) {
+      try {
+        const patches = parse(patchJson);
+        let root = finalBase;
+        for (let p = 0; p < patches.length; p++) {
+          const path = patches[p][0], value = patches[p][1];
+          let o = root;
+          for (let i = 0; i < path.length - 1; i++) o = o[path[i]];
+          defineProp(o, path[path.length - 1], { value, writable: true, enumerable: true, configurable: true });
+        }
+        finalState = root;
+      } catch (e) { return thrown('CHECK_THREW', e); }
       return '{"ok":true}';
     },
     check(fn) {

@@ -13,6 +13,7 @@ import type { ValidateFunction } from 'ajv';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import type { CheckSpec, EnvironmentCode } from './bundle.js';
 import { FATAL_CODES, SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.js';
+import { finalStatePatch } from './json-patch.js';
 import { HARNESS_SOURCE } from './harness.js';
 import { DEFAULT_SANDBOX_LIMITS, sessionCpuMsOf, type SandboxLimits } from './limits.js';
 import { quickjsBuild, Wasm, WASM_MAX_PAGES, WASM_PAGE, type QuickJSBuild, type WasmInstance, type WasmMemory, type WasmModule } from './quickjs-build.js';
@@ -684,7 +685,9 @@ export class QuickJSHost {
         if (template.dirty) vm.module.restore(template.image);
         template.dirty = true;
         vm.arm(limits.checkDeadlineMs);
-        vm.expectOk(vm.callHarness('prepareFinal', [finalJson]));
+        // Only the values the episode changed are parsed here; the rest is the template's second parse of the initial state.
+        const patch = finalStatePatch(initialJson, finalJson);
+        vm.expectOk(patch === null ? vm.callHarness('prepareFinal', [finalJson]) : vm.callHarness('prepareFinalPatch', [patch]));
       } catch (err) {
         this.leaveTemplate(template);
         throw err;
@@ -728,7 +731,8 @@ export class QuickJSHost {
       try {
         vm.arm(limits.checkDeadlineMs);
         vm.expectOk(vm.callHarness('prepareInitial', [initialJson]));
-        vm.preload('prepareFinal', 'check');
+        vm.expectOk(vm.callHarness('prepareBase', [initialJson]));
+        vm.preload('prepareFinal', 'prepareFinalPatch', 'check');
         image = module.capture();
       } catch {
         image = null;

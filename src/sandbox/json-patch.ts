@@ -1,0 +1,188 @@
+/**
+ * The final state of an episode as a patch on its initial state, for the checks (issue 14).
+ *
+ * A check batch starts from a check template that has parsed the initial state twice already: once
+ * as `initialState`, once as the base of `finalState`. The final state's JSON text mostly repeats the
+ * initial state's (an episode changes a few records of a large state), so instead of parsing all of
+ * it in the guest, the host (V8, where scanning text is cheap) finds the values whose text changed
+ * and sends only those: the guest parses them and puts them in place on the base.
+ *
+ * The result is the object `JSON.parse(finalText)` would give, key order included, because a value is
+ * only descended into when both texts have the same keys in the same order (or arrays the same length),
+ * and everything else is replaced by the final text's own span of it, which the guest parses. A value
+ * whose text is equal in both is kept from the base, which the guest parsed from the initial text: same
+ * text, same parse. Keys are compared as they are written (an escape in one text and not the other
+ * counts as a different key, so the object is replaced whole), and an object with a key twice in
+ * either text is replaced whole (the parse keeps the last; a member-wise patch could not).
+ */
+
+/** A value's span in a JSON text: [start, end). */
+interface Span {
+  readonly start: number;
+  readonly end: number;
+}
+
+interface Member extends Span {
+  /** The key as written, quotes included (an object member), or null (an array element). */
+  readonly key: string | null;
+}
+
+// Character codes.
+const CH_TAB = 9;
+const CH_NEWLINE = 10;
+const CH_RETURN = 13;
+const CH_SPACE = 32;
+const CH_QUOTE = 34;
+const CH_COMMA = 44;
+const CH_COLON = 58;
+const CH_OPEN_BRACKET = 91;
+const CH_BACKSLASH = 92;
+const CH_CLOSE_BRACKET = 93;
+const CH_OPEN_BRACE = 123;
+const CH_CLOSE_BRACE = 125;
+
+class Malformed extends Error {}
+
+const isSpace = (c: number) => c === CH_SPACE || c === CH_NEWLINE || c === CH_RETURN || c === CH_TAB;
+
+function skipSpace(text: string, i: number): number {
+  while (i < text.length && isSpace(text.charCodeAt(i))) i += 1;
+  return i;
+}
+
+/** The end of the string that starts at `i` (its opening quote). */
+function skipString(text: string, i: number): number {
+  for (let from = i + 1; ; ) {
+    const quote = text.indexOf('"', from);
+    if (quote < 0) throw new Malformed();
+    let slashes = 0;
+    while (text.charCodeAt(quote - 1 - slashes) === CH_BACKSLASH) slashes += 1;
+    if (slashes % 2 === 0) return quote + 1;
+    from = quote + 1;
+  }
+}
+
+/** The end of the value that starts at `i` (no space before it). */
+function skipValue(text: string, i: number): number {
+  const first = text.charCodeAt(i);
+  if (first === CH_QUOTE) return skipString(text, i);
+  if (first === CH_OPEN_BRACE || first === CH_OPEN_BRACKET) {
+    let depth = 0;
+    for (let k = i; k < text.length; ) {
+      const c = text.charCodeAt(k);
+      if (c === CH_QUOTE) {
+        k = skipString(text, k);
+        continue;
+      }
+      if (c === CH_OPEN_BRACE || c === CH_OPEN_BRACKET) depth += 1;
+      else if (c === CH_CLOSE_BRACE || c === CH_CLOSE_BRACKET) {
+        depth -= 1;
+        if (depth === 0) return k + 1;
+      }
+      k += 1;
+    }
+    throw new Malformed();
+  }
+  // A number or a literal: up to the next delimiter.
+  let k = i;
+  while (k < text.length) {
+    const c = text.charCodeAt(k);
+    if (c === CH_COMMA || c === CH_CLOSE_BRACE || c === CH_CLOSE_BRACKET || isSpace(c)) break;
+    k += 1;
+  }
+  if (k === i) throw new Malformed();
+  return k;
+}
+
+/** The members of the object or array that starts at `start`. */
+function membersOf(text: string, start: number): Member[] {
+  const object = text.charCodeAt(start) === CH_OPEN_BRACE;
+  const close = object ? CH_CLOSE_BRACE : CH_CLOSE_BRACKET;
+  const out: Member[] = [];
+  let i = skipSpace(text, start + 1);
+  if (text.charCodeAt(i) === close) return out;
+  for (;;) {
+    let key: string | null = null;
+    if (object) {
+      if (text.charCodeAt(i) !== CH_QUOTE) throw new Malformed();
+      const keyEnd = skipString(text, i);
+      key = text.slice(i, keyEnd);
+      i = skipSpace(text, keyEnd);
+      if (text.charCodeAt(i) !== CH_COLON) throw new Malformed();
+      i = skipSpace(text, i + 1);
+    }
+    const end = skipValue(text, i);
+    out.push({ key, start: i, end });
+    i = skipSpace(text, end);
+    const c = text.charCodeAt(i);
+    if (c === close) return out;
+    if (c !== CH_COMMA) throw new Malformed();
+    i = skipSpace(text, i + 1);
+  }
+}
+
+const same = (a: string, as: Span, b: string, bs: Span) => as.end - as.start === bs.end - bs.start && a.slice(as.start, as.end) === b.slice(bs.start, bs.end);
+
+/** Whether two member lists can be patched member by member: the same keys in the same order, none twice (or arrays of one length). */
+function alike(a: readonly Member[], b: readonly Member[]): boolean {
+  if (a.length !== b.length) return false;
+  const keys = new Set<string>();
+  for (let i = 0; i < a.length; i += 1) {
+    const key = a[i]!.key;
+    if (key !== b[i]!.key) return false;
+    if (key !== null) {
+      if (keys.has(key)) return false;
+      keys.add(key);
+    }
+  }
+  return true;
+}
+
+/**
+ * The patch that turns the parse of `initialText` into the parse of `finalText`, as JSON text for the
+ * harness's `prepareFinalPatch`: `[[path, value], ...]`, each path a list of keys and indexes, each
+ * value the final text's own span. `[]` when the texts are equal. Null when patching would not save
+ * the guest a parse (the root itself changed, or the changed values make up more than half the final
+ * text) or a text is not JSON the scanner can read (the caller then parses the final text whole).
+ */
+export function finalStatePatch(initialText: string, finalText: string): string | null {
+  if (initialText === finalText) return '[]';
+  try {
+    const root = (text: string): Span => {
+      const start = skipSpace(text, 0);
+      const end = skipValue(text, start);
+      if (skipSpace(text, end) !== text.length) throw new Malformed();
+      return { start, end };
+    };
+    const a = root(initialText);
+    const b = root(finalText);
+    const out: string[] = [];
+    let bytes = 0;
+    const budget = finalText.length / 2;
+    const walk = (as: Span, bs: Span, path: readonly (string | number)[]): boolean => {
+      if (same(initialText, as, finalText, bs)) return true;
+      const ca = initialText.charCodeAt(as.start);
+      const cb = finalText.charCodeAt(bs.start);
+      if (ca === cb && (ca === CH_OPEN_BRACE || ca === CH_OPEN_BRACKET)) {
+        const ma = membersOf(initialText, as.start);
+        const mb = membersOf(finalText, bs.start);
+        if (alike(ma, mb)) {
+          for (let i = 0; i < ma.length; i += 1) {
+            const key = ma[i]!.key;
+            if (!walk(ma[i]!, mb[i]!, [...path, key === null ? i : (JSON.parse(key) as string)])) return false;
+          }
+          return true;
+        }
+      }
+      if (path.length === 0) return false;
+      bytes += bs.end - bs.start;
+      if (bytes > budget) return false;
+      out.push(`[${JSON.stringify(path)},${finalText.slice(bs.start, bs.end)}]`);
+      return true;
+    };
+    return walk(a, b, []) ? `[${out.join(',')}]` : null;
+  } catch (err) {
+    if (err instanceof Malformed) return null;
+    throw err;
+  }
+}

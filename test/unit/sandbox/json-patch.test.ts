@@ -1,0 +1,165 @@
+import { expect } from 'chai';
+import { finalStatePatch } from '../../../src/sandbox/json-patch.js';
+import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
+import { createLocalSandboxRunner } from '../../../src/sandbox/runner.js';
+
+/** What the harness's prepareFinalPatch does, in V8: the patch applied to a parse of the initial text. */
+function applied(initialText: string, patch: string): unknown {
+  let root = JSON.parse(initialText) as unknown;
+  for (const [path, value] of JSON.parse(patch) as [(string | number)[], unknown][]) {
+    if (path.length === 0) {
+      root = value;
+      continue;
+    }
+    let o = root as Record<string | number, unknown>;
+    for (const key of path.slice(0, -1)) o = o[key] as Record<string | number, unknown>;
+    Object.defineProperty(o, path[path.length - 1]!, { value, writable: true, enumerable: true, configurable: true });
+  }
+  return root;
+}
+
+/** Key order matters: two values are the same when their JSON texts are. */
+function expectPatched(initialText: string, finalText: string): string | null {
+  const patch = finalStatePatch(initialText, finalText);
+  if (patch !== null) expect(JSON.stringify(applied(initialText, patch))).to.equal(JSON.stringify(JSON.parse(finalText)));
+  return patch;
+}
+
+/** A small deterministic generator (mulberry32), so a failure names its seed. */
+function random(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const WORDS = ['room', 'Zoë', '客房', '🏨 suite', 'a"b', 'back\\slash', '{brace}', '[bracket]', 'new\nline', '__proto__', 'constructor', '\u0000nul', '😀😀', 'ümlaut', ''];
+
+function value(rnd: () => number, depth: number): unknown {
+  const pick = rnd();
+  if (depth <= 0 || pick < 0.35) {
+    const kind = Math.floor(rnd() * 6);
+    if (kind === 0) return WORDS[Math.floor(rnd() * WORDS.length)]!;
+    if (kind === 1) return Math.floor(rnd() * 1000) - 500;
+    if (kind === 2) return rnd() * 1e6;
+    if (kind === 3) return rnd() < 0.5;
+    if (kind === 4) return null;
+    return `${WORDS[Math.floor(rnd() * WORDS.length)]}-${Math.floor(rnd() * 100)}`;
+  }
+  if (pick < 0.6) return Array.from({ length: Math.floor(rnd() * 5) }, () => value(rnd, depth - 1));
+  const o: Record<string, unknown> = {};
+  for (let i = Math.floor(rnd() * 6); i > 0; i -= 1) Object.defineProperty(o, rnd() < 0.5 ? WORDS[Math.floor(rnd() * WORDS.length)]! : `k${Math.floor(rnd() * 20)}`, { value: value(rnd, depth - 1), enumerable: true, writable: true, configurable: true });
+  return o;
+}
+
+/** One random change somewhere in the value: a new value, a key added, removed or moved to the end, an element added. */
+function mutate(root: unknown, rnd: () => number): unknown {
+  const containers: (Record<string, unknown> | unknown[])[] = [];
+  const visit = (v: unknown) => {
+    if (v !== null && typeof v === 'object') {
+      containers.push(v as Record<string, unknown>);
+      for (const child of Object.values(v)) visit(child);
+    }
+  };
+  visit(root);
+  if (!containers.length) return value(rnd, 2);
+  const c = containers[Math.floor(rnd() * containers.length)]!;
+  const kind = Math.floor(rnd() * 4);
+  if (Array.isArray(c)) {
+    if (kind === 0 || c.length === 0) c.push(value(rnd, 1));
+    else c[Math.floor(rnd() * c.length)] = value(rnd, 1);
+    return root;
+  }
+  const keys = Object.keys(c);
+  const key = keys[Math.floor(rnd() * keys.length)];
+  const set = (k: string, v: unknown) => Object.defineProperty(c, k, { value: v, enumerable: true, writable: true, configurable: true });
+  if (kind === 0 || key === undefined) set(`new-${Math.floor(rnd() * 5)}`, value(rnd, 1));
+  else if (kind === 1) delete c[key];
+  else if (kind === 2) {
+    const v = c[key];
+    delete c[key];
+    set(key, v);
+  } else set(key, value(rnd, 1));
+  return root;
+}
+
+describe('finalStatePatch: the final state as a patch on the initial one', () => {
+  it('gives the parse of the final text, key order included, for random states and changes (multi-byte text, quotes, braces in strings, __proto__ keys, pretty-printed initial text)', () => {
+    let patched = 0;
+    for (let seed = 1; seed <= 2_000; seed += 1) {
+      const rnd = random(seed);
+      const initial = { records: value(rnd, 4), list: value(rnd, 3), other: value(rnd, 3) };
+      const initialText = seed % 3 === 0 ? JSON.stringify(initial, null, seed % 2 ? 2 : '\t') : JSON.stringify(initial);
+      let final = JSON.parse(JSON.stringify(initial)) as unknown;
+      for (let n = 1 + Math.floor(rnd() * 3); n > 0; n -= 1) final = mutate(final, rnd);
+      try {
+        if (expectPatched(initialText, JSON.stringify(final)) !== null) patched += 1;
+      } catch (err) {
+        throw new Error(`seed ${seed}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    // Most changes are small against the whole state: the patch is the usual case, not the fallback.
+    expect(patched).to.be.greaterThan(1_000);
+  });
+
+  it('patches only what changed', () => {
+    const initial = { guests: { G1: { name: 'Zoë', balance: 10 }, G2: { name: '客房', balance: 0 } }, rooms: [1, 2, 3], log: 'x'.repeat(500) };
+    const final = { guests: { G1: { name: 'Zoë', balance: 0 }, G2: { name: '客房', balance: 0 } }, rooms: [1, 2, 3], log: 'x'.repeat(500) };
+    expect(expectPatched(JSON.stringify(initial), JSON.stringify(final))).to.equal('[[["guests","G1","balance"],0]]');
+    expect(finalStatePatch(JSON.stringify(initial), JSON.stringify(initial))).to.equal('[]');
+    // A key added: the object is replaced whole (a parse puts a new key last; so does this).
+    const added = { ...initial, guests: { ...initial.guests, G3: { name: '🏨', balance: 1 } } };
+    expect(expectPatched(JSON.stringify(initial), JSON.stringify(added))).to.equal(`[[["guests"],${JSON.stringify(added.guests)}]]`);
+  });
+
+  it('replaces an object whole when a key is written twice or escaped differently', () => {
+    // The parse keeps the last of two equal keys, so a patch of the first would not be the parse.
+    expectPatched('{"a":{"x":1,"x":2},"pad":"' + 'p'.repeat(100) + '"}', '{"a":{"x":5,"x":2},"pad":"' + 'p'.repeat(100) + '"}');
+    expect(finalStatePatch('{"a":{"x":1,"x":2},"pad":"' + 'p'.repeat(100) + '"}', '{"a":{"x":5,"x":2},"pad":"' + 'p'.repeat(100) + '"}')).to.equal('[[["a"],{"x":5,"x":2}]]');
+    expectPatched('{"a":{"\\u0078":1,"y":2},"pad":"' + 'p'.repeat(100) + '"}', '{"a":{"x":1,"y":3},"pad":"' + 'p'.repeat(100) + '"}');
+  });
+
+  it('declines when a patch would not save a parse, or a text is not JSON it can read', () => {
+    expect(finalStatePatch('{"a":1}', '[1]')).to.equal(null);
+    expect(finalStatePatch(`{"a":"${'x'.repeat(40)}","b":1}`, `{"a":"${'y'.repeat(40)}","b":1}`)).to.equal(null); // more than half the text
+    expect(finalStatePatch('{"a":1', '{"a":2}')).to.equal(null);
+    expect(finalStatePatch('{"a":"unterminated}', '{"a":2}')).to.equal(null);
+    expect(finalStatePatch('{"a":1} trailing', '{"a":2}')).to.equal(null);
+    expect(finalStatePatch('', '{"a":2}')).to.equal(null);
+  });
+});
+
+describe('checks on a patched final state (QuickJS)', function () {
+  this.timeout(20_000);
+  const runner = createLocalSandboxRunner();
+  const limits = { ...DEFAULT_SANDBOX_LIMITS, checkDeadlineMs: 500 };
+
+  it('hands each check exactly the parse of the final state, batch after batch, whatever a check did to it before', async () => {
+    const initialState = {
+      guests: Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`G${i}`, { name: i % 2 ? 'Zoë 客房' : '🏨 suite', balance: i, tags: ['a', 'b'] }])),
+      ['__proto__']: { kept: true },
+      rooms: [3, 1, 2],
+    };
+    const initial = JSON.parse(JSON.stringify(initialState)) as Record<string, unknown>;
+    for (let n = 0; n < 4; n += 1) {
+      const final = JSON.parse(JSON.stringify(initial)) as { guests: Record<string, { balance: number; tags: string[] }>; rooms: number[] };
+      final.guests[`G${n}`]!.balance = 1000 + n;
+      final.guests[`G${n + 1}`]!.tags.push(`t${n} 😀`);
+      if (n === 2) delete final.guests['G7'];
+      // A member named __proto__ replaced whole: it stays a key, not the prototype.
+      if (n === 1) (final as unknown as Record<string, Record<string, unknown>>)['__proto__']!['added'] = 'Zoë';
+      const expected = JSON.stringify(final);
+      const sees = { item: 'sees the final state', check: `function check(f, i) { return JSON.stringify(f) === ${JSON.stringify(expected)} && Object.getPrototypeOf(f) === Object.prototype && Object.keys(f).includes('__proto__') && f.rooms.length === 3; }` };
+      const spoils = { item: 'spoils both states', check: 'function check(f, i) { f.rooms.sort(); f.guests.G0.balance = -1; delete f.guests.G3; i.rooms.length = 0; return true; }' };
+      const result = await runner.checks({ checks: [sees, spoils, sees], finalState: final, initialState: initial, limits });
+      expect(result.results.map(r => [r.passed, r.error ?? null]), `batch ${n}`).to.deep.equal([
+        [true, null],
+        [true, null],
+        [true, null],
+      ]);
+    }
+  });
+});
