@@ -6,6 +6,7 @@ import type { AppConfig } from '../config/index.js';
 import type { Logger } from '../src/logger.js';
 import { SandboxError } from '../src/sandbox/errors.js';
 import { connectSession, sessionStateJson, type SandboxRunner } from '../src/sandbox/runner.js';
+import { SharedTexts } from '../src/sandbox/shared-text.js';
 import type { ChecksResult, ProbeResult } from '../src/sandbox/tasks.js';
 import type { PoolTask, SandboxThreadData, WarmResult } from './sandbox-thread.js';
 
@@ -61,6 +62,8 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
   });
   piscina.on('error', (err: unknown) => logger.error({ err }, 'a sandbox thread failed'));
   const openPorts = new Set<MessagePort>();
+  // A scenario's initial state goes to the threads once, as shared memory, not copied into every session task.
+  const sharedStates = new SharedTexts();
   let closing = false;
   let destroyed = false;
   const run = <T>(task: PoolTask, transferList?: readonly MessagePort[]) =>
@@ -102,7 +105,7 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
       const session = connectSession(port1);
       // The host end closes the port itself once it has read the thread's last reply; only a
       // task that failed (its thread died) closes it from here.
-      run({ kind: 'session', code, initialStateJson: json, limits, port: port2 }, [port2]).catch((err: unknown) => {
+      run({ kind: 'session', code, initialStateJson: sharedStates.of(json), limits, port: port2 }, [port2]).catch((err: unknown) => {
         if (!closing) logger.warn({ err }, 'sandbox session task ended with an error');
         port1.close();
       });

@@ -5,12 +5,13 @@
 import { threadId, workerData } from 'node:worker_threads';
 import { DEFAULT_SANDBOX_LIMITS } from '../src/sandbox/limits.js';
 import { QuickJSHost } from '../src/sandbox/quickjs-host.js';
+import { SharedTextCache, type SharedText } from '../src/sandbox/shared-text.js';
 import { runChecks, runProbe, runSession, type ChecksInput, type ProbeInput, type SessionInput } from '../src/sandbox/tasks.js';
 
 export type PoolTask =
   | ({ readonly kind: 'probe' } & ProbeInput)
   | ({ readonly kind: 'checks' } & ChecksInput)
-  | ({ readonly kind: 'session' } & SessionInput)
+  | ({ readonly kind: 'session' } & Omit<SessionInput, 'initialStateJson'> & { readonly initialStateJson: string | SharedText })
   | { readonly kind: 'warm' };
 
 /** What the pool hands each thread: the bound on the thread's WebAssembly memory (the worker's own setting). */
@@ -25,6 +26,8 @@ export interface WarmResult {
 
 const data = workerData as Partial<SandboxThreadData> | undefined;
 const host = new QuickJSHost(typeof data?.heapMb === 'number' && data.heapMb > 0 ? data.heapMb : DEFAULT_SANDBOX_LIMITS.heapMb);
+/** Initial states sent as shared memory (every episode of a scenario sends the same one), decoded once per thread. */
+const texts = new SharedTextCache();
 
 export default async function handle(task: PoolTask): Promise<unknown> {
   switch (task.kind) {
@@ -33,7 +36,7 @@ export default async function handle(task: PoolTask): Promise<unknown> {
     case 'checks':
       return runChecks(host, task);
     case 'session':
-      return runSession(host, task);
+      return runSession(host, { ...task, initialStateJson: typeof task.initialStateJson === 'string' ? task.initialStateJson : texts.text(task.initialStateJson) });
     case 'warm':
       await host.warm();
       return { threadId } satisfies WarmResult;

@@ -67,6 +67,26 @@ describe('sandbox pool (real piscina threads)', function () {
     await Promise.all(sessions.map(s => s.close()));
   });
 
+  it('gives every session its own initial state exactly, multi-byte text included, whether the threads decoded it before or it was pushed out since', async () => {
+    const ECHO: EnvironmentCode = {
+      name: 'echo',
+      className: 'Echo',
+      source: 'class Echo { constructor(s) { this.state = s; } note({ text }) { this.state.notes.push(text); return { success: true, data: this.state.notes.length }; } }',
+      tools: [{ type: 'function', function: { name: 'note', parameters: { type: 'object' } } }],
+    };
+    // 40 distinct states (more than a thread keeps decoded), each sent to three sessions, in two passes.
+    const stateOf = (i: number) => ({ guest: `Zoë 客房 🏨 #${i}`, notes: [`é${'😀'.repeat(i)}`], n: i });
+    for (let pass = 0; pass < 2; pass += 1) {
+      const sessions = await Promise.all([...Array(120).keys()].map(k => pool.openSession(ECHO, stateOf(k % 40), LIMITS, JSON.stringify(stateOf(k % 40)))));
+      await Promise.all(sessions.map((s, k) => s.call('note', { text: `ü${k}` })));
+      const ends = await Promise.all(sessions.map(s => s.finish([{ item: 'kept its initial notes', check: 'function check(f, i) { return f.notes[0] === i.notes[0] && f.notes.length === 2; }' }])));
+      ends.forEach((end, k) => {
+        expect(JSON.parse(end.stateJson!)).to.deep.equal({ ...stateOf(k % 40), notes: [...stateOf(k % 40).notes, `ü${k}`] });
+        expect(end.checks).to.deep.include({ reward: 1 });
+      });
+    }
+  });
+
   it("ends sessions with finish: each one's final state and the checks on it (against the initial state it was given as text), in its own thread", async () => {
     const initial = (i: number) => ({ n: i * 100 });
     const sessions = await Promise.all([...Array(12).keys()].map(i => pool.openSession(COUNTER, initial(i), LIMITS, JSON.stringify(initial(i)))));
