@@ -7,9 +7,10 @@
  * Every reply is a JSON string whose first key tells the host what happened:
  *   {"ok": <result>}                  the method's result (JSON)
  *   {"err": CODE, "message": TEXT}    a sandbox error code (see errors.ts)
- * except the reply of `call`, the one on every tool call, which is not wrapped: the method's
- * result as JSON text itself, or "!" followed by an error reply ({"err": ...}). JSON text never
- * starts with "!". (QuickJS spends about as long on a concatenation as on a small JSON value.)
+ * except the replies of `call`, the one on every tool call, and `snapshot`, which are not wrapped:
+ * the method's result (the state) as JSON text itself, or "!" followed by an error reply
+ * ({"err": ...}). JSON text never starts with "!". (QuickJS spends about as long on a concatenation
+ * as on a small JSON value, and a state's is a copy of all of it.)
  */
 export const HARNESS_SOURCE = String.raw`(() => {
   'use strict';
@@ -95,11 +96,12 @@ export const HARNESS_SOURCE = String.raw`(() => {
       try { result = apply(method, inst, [parse(argsJson)]); } catch (e) { return '!' + thrown('TOOL_THREW', e); }
       return encode(result);
     },
+    // Not wrapped either (a 65 KB state would be copied once more): the state's JSON text, or "!" and an error reply.
     snapshot() {
       let text;
-      try { text = stringify(inst.state); } catch (e) { return thrown('STATE_INVALID', e); }
-      if (typeof text !== 'string') return fail('STATE_INVALID', 'this.state is not JSON');
-      return '{"ok":' + text + '}';
+      try { text = stringify(inst.state); } catch (e) { return '!' + thrown('STATE_INVALID', e); }
+      if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');
+      return text;
     },
     // The states the checks of a batch get, each parsed once (the host restores the module's memory
     // to the point after the parse before each check, so every check sees them as just parsed).

@@ -193,6 +193,29 @@ describe('sandbox containment (QuickJS)', function () {
       small.dispose();
     }
   });
+
+  it('reads a state exactly as the guest wrote it, multi-byte text included, and names one JSON cannot write', async () => {
+    const source = `class S {
+      constructor(s) { this.state = s; }
+      loop() { this.state.self = this.state; return { success: true }; }
+      big() { this.state.n = 10n; return { success: true }; }
+      gone() { this.state.toJSON = () => undefined; return { success: true }; }
+      note({ text }) { this.state.notes.push(text); return { success: true }; }
+    }`;
+    const tools = ['loop', 'big', 'gone', 'note'].map(name => ({ type: 'function' as const, function: { name, parameters: { type: 'object' } } }));
+    const open = () => host.createEnvironment({ name: 's', className: 'S', source, tools }, { notes: ['Zoë'], '!': 1 }, LIMITS);
+    const env = await open();
+    env.call('note', { text: '客房 🏨 "quoted" \\ back' });
+    expect(env.snapshotText()).to.equal(JSON.stringify({ notes: ['Zoë', '客房 🏨 "quoted" \\ back'], '!': 1 }));
+    env.dispose();
+    for (const [tool, message] of [['loop', /circular/i], ['big', /BigInt/i], ['gone', /not JSON/]] as const) {
+      const broken = await open();
+      broken.call(tool, {});
+      expect(() => broken.snapshotText(), tool).to.throw().with.property('code', 'STATE_INVALID');
+      expect(() => broken.snapshotText(), tool).to.throw(message);
+      broken.dispose();
+    }
+  });
 });
 
 describe('sandbox loading errors', () => {
