@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { mkdir, open, readdir, readFile, truncate } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isCluster, type Redis } from '../redis/connection.js';
+import { redisScript } from '../redis/scripts.js';
 import { runKeys } from '../runs/keys.js';
 import type { RunStore } from '../runs/store.js';
 import { sleep } from '../util/sleep.js';
@@ -30,6 +31,10 @@ export interface SinkResult {
 
 const GROUP = 'sink';
 const LOCK_MS = 5_000;
+
+/** The sink's lock, kept (PEXPIRE) or let go (DEL) only by the sink holding it. KEYS: lock. ARGV: token[, ms]. */
+const RENEW_LOCK = redisScript('sink_renew_lock', "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0", 1);
+const RELEASE_LOCK = redisScript('sink_release_lock', "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1);
 
 /**
  * Writes a run's finished trajectories from its Redis stream to `DIR/trajectories/part-NNNNN.jsonl`,
@@ -59,7 +64,7 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
     await sleep(250, o.signal);
   }
   const renew = setInterval(() => {
-    void o.redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0", 1, lockKey, token, String(LOCK_MS));
+    void RENEW_LOCK(o.redis, [lockKey], [token, String(LOCK_MS)]);
   }, LOCK_MS / 3);
 
   try {
@@ -168,7 +173,7 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
     return { written: wrote, skippedDuplicates: skipped, shards: [...shards].sort() };
   } finally {
     clearInterval(renew);
-    await o.redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1, lockKey, token);
+    await RELEASE_LOCK(o.redis, [lockKey], [token]);
   }
 }
 
