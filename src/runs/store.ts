@@ -77,9 +77,16 @@ export interface RunStore {
    * of environments and scenarios and the run's byte counters move in the same step.
    */
   putDoc<K extends DocKind>(runId: string, kind: K, id: string, value: RunDocuments[K], counts?: readonly FunnelCount[]): Promise<void>;
+  /**
+   * Stores a document given as its JSON text (the sink's trajectory summaries, made without a parse);
+   * for kinds whose documents carry a counted status (environments, scenarios) use `putDoc`.
+   */
+  putDocText(runId: string, kind: Exclude<DocKind, 'env' | 'scenario'>, id: string, text: string, counts?: readonly FunnelCount[]): Promise<void>;
   getDoc<K extends DocKind>(runId: string, kind: K, id: string): Promise<RunDocuments[K] | null>;
   /** A document's JSON text exactly as stored (a trajectory's final state as the sandbox wrote it: `1.0` stays `1.0`). */
   getDocText(runId: string, kind: DocKind, id: string): Promise<string | null>;
+  /** The same as its bytes (UTF-8), not decoded: the sink writes them to its shard as they are. */
+  getDocBuffer(runId: string, kind: DocKind, id: string): Promise<Buffer | null>;
   /** Ids of a kind in the order they were first stored. */
   listDocIds(runId: string, kind: DocKind): Promise<string[]>;
   /** How many environments (or scenarios) have each status. */
@@ -204,6 +211,14 @@ function toCounts(hash: Record<string, string>): Record<string, number> {
 export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
   const cluster = isCluster(redis);
   const keys = (runId: string) => runKeys(prefix, runId, cluster);
+  const put = async (runId: string, kind: DocKind, id: string, text: string, status: string, counts: readonly FunnelCount[]) => {
+    const k = keys(runId);
+    await PUT_DOC(
+      redis,
+      [k.doc(kind, id), k.ids(kind), k.funnel, k.bytes, k.statusOf(kind), k.statuses(kind)],
+      [id, text, String(Date.now()), kind, status, ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
+    );
+  };
   return {
     async createRun(record) {
       const created = await redis.set(keys(record.id).record, JSON.stringify(record), 'NX');
@@ -216,22 +231,22 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     },
     listRuns: () => redis.smembers(runsKey(prefix)),
     async putDoc(runId, kind, id, value, counts = []) {
-      const k = keys(runId);
       // A trajectory's final state arrives as JSON text (RawJson) and is written as it is.
       const text = stringifyJson(value);
       if (text === undefined) throw new Error(`${kind} ${id}: the document is not JSON`);
       const status = COUNTED_STATUS.has(kind) ? ((value as { status?: string }).status ?? '') : '';
-      await PUT_DOC(
-        redis,
-        [k.doc(kind, id), k.ids(kind), k.funnel, k.bytes, k.statusOf(kind), k.statuses(kind)],
-        [id, text, String(Date.now()), kind, status, ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
-      );
+      await put(runId, kind, id, text, status, counts);
+    },
+    async putDocText(runId, kind, id, text, counts = []) {
+      if (COUNTED_STATUS.has(kind)) throw new Error(`${kind} ${id}: a ${kind} document carries a counted status; store it with putDoc`);
+      await put(runId, kind, id, text, '', counts);
     },
     async getDoc<K extends DocKind>(runId: string, kind: K, id: string) {
       const raw = await redis.get(keys(runId).doc(kind, id));
       return raw === null ? null : (JSON.parse(raw) as RunDocuments[K]);
     },
     getDocText: (runId, kind, id) => redis.get(keys(runId).doc(kind, id)),
+    getDocBuffer: (runId, kind, id) => redis.getBuffer(keys(runId).doc(kind, id)),
     listDocIds: (runId, kind) => redis.zrange(keys(runId).ids(kind), '0', '-1'),
     async statusCounts(runId, kind) {
       return toCounts(await redis.hgetall(keys(runId).statuses(kind)));
