@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { completeLines, endsArchived, oneLine, runSink, scanShards } from '../../../src/datasets/sink.js';
+import { createRedisConnection } from '../../../src/redis/connection.js';
 import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../../src/rollouts/stream.js';
 import { archivedTrajectory, isArchived, trajectorySummary, type StoredTrajectory, type Trajectory } from '../../../src/rollouts/types.js';
 import { createRedisRunStore, type RunStore } from '../../../src/runs/store.js';
@@ -198,37 +199,44 @@ describe('sink crash recovery (byte offsets)', () => {
       }
     }
 
-    it('writes each stored document byte for byte and keeps exactly the summary archivedTrajectory makes, without parsing a document', async () => {
-      const runId = 'sink-summary';
-      const store = createRedisRunStore(redis, prefix);
-      const watched = watchedStore(store);
-      const out = await mkdtemp(join(tmpdir(), 'envfleet-sink-summary-'));
-      const stream = createRedisTrajectoryStream(redis, prefix);
-      const ts = [0, 1, 2, 3, 4, 5].map(i => workerTrajectory(i, runId));
-      for (const t of ts) {
-        await store.putDoc(runId, 'trajectory', t.id, t);
-        await stream.publish(runId, t.id, trajectorySummary(t));
-      }
-      const stored = new Map<string, Buffer>();
-      for (const t of ts) stored.set(t.id, (await redis.getBuffer(`${prefix}:run:${runId}:doc:trajectory:${t.id}`))!);
-      expect(stored.get('trj-sum-0')!.toString('utf8')).to.include('"balance":1.0,"rate":2.50');
+    for (const connection of ['plain', 'auto-pipelined'] as const) {
+      it(`writes each stored document byte for byte and keeps exactly the summary archivedTrajectory makes, without parsing a document (${connection} connection)`, async () => {
+        const runId = `sink-summary-${connection}`;
+        const conn = connection === 'plain' ? redis : createRedisConnection(REDIS_URL, 'worker', { enableAutoPipelining: true });
+        try {
+          const store = createRedisRunStore(conn, prefix);
+          const watched = watchedStore(store);
+          const out = await mkdtemp(join(tmpdir(), 'envfleet-sink-summary-'));
+          const stream = createRedisTrajectoryStream(redis, prefix);
+          const ts = [0, 1, 2, 3, 4, 5].map(i => workerTrajectory(i, runId));
+          for (const t of ts) {
+            await store.putDoc(runId, 'trajectory', t.id, t);
+            await stream.publish(runId, t.id, trajectorySummary(t));
+          }
+          const stored = new Map<string, Buffer>();
+          for (const t of ts) stored.set(t.id, (await redis.getBuffer(`${prefix}:run:${runId}:doc:trajectory:${t.id}`))!);
+          expect(stored.get('trj-sum-0')!.toString('utf8')).to.include('"balance":1.0,"rate":2.50');
 
-      const { result, parses } = await countingParses(() => runSink({ redis, prefix, store: watched.store, runId, dir: out }));
+          const { result, parses } = await countingParses(() => runSink({ redis: conn, prefix, store: watched.store, runId, dir: out }));
 
-      expect(result).to.deep.include({ written: 6, skippedDuplicates: 0 });
-      expect(parses, 'documents parsed by the sink').to.equal(0);
-      const shard = resolve(join(out, 'trajectories', 'part-00000.jsonl'));
-      expect(await readFile(shard)).to.deep.equal(Buffer.concat(ts.flatMap(t => [stored.get(t.id)!, Buffer.from('\n')])));
-      for (const t of ts) {
-        const expected = stringifyJson(archivedTrajectory(JSON.parse(stored.get(t.id)!.toString('utf8')) as StoredTrajectory, shard));
-        expect(await store.getDocText(runId, 'trajectory', t.id)).to.equal(expected);
-      }
-      // The summaries of the batch went out together, as text.
-      expect(watched.seen).to.deep.include({ putTexts: 6, puts: 0, maxInFlight: 6 });
-      expect((await store.bytes(runId))['doc:trajectory']).to.equal(
-        (await Promise.all(ts.map(t => store.getDocText(runId, 'trajectory', t.id)))).reduce((n, text) => n + Buffer.byteLength(text!), 0),
-      );
-    });
+          expect(result).to.deep.include({ written: 6, skippedDuplicates: 0 });
+          expect(parses, 'documents parsed by the sink').to.equal(0);
+          const shard = resolve(join(out, 'trajectories', 'part-00000.jsonl'));
+          expect(await readFile(shard)).to.deep.equal(Buffer.concat(ts.flatMap(t => [stored.get(t.id)!, Buffer.from('\n')])));
+          for (const t of ts) {
+            const expected = stringifyJson(archivedTrajectory(JSON.parse(stored.get(t.id)!.toString('utf8')) as StoredTrajectory, shard));
+            expect(await store.getDocText(runId, 'trajectory', t.id)).to.equal(expected);
+          }
+          // The summaries of the batch went out together, as text.
+          expect(watched.seen).to.deep.include({ putTexts: 6, puts: 0, maxInFlight: 6 });
+          expect((await store.bytes(runId))['doc:trajectory']).to.equal(
+            (await Promise.all(ts.map(t => store.getDocText(runId, 'trajectory', t.id)))).reduce((n, text) => n + Buffer.byteLength(text!), 0),
+          );
+        } finally {
+          if (conn !== redis) conn.disconnect();
+        }
+      });
+    }
 
     it('archives the entries of an older worker (no summary) as before, in the same batch as the others', async () => {
       const runId = 'sink-mixed';
