@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { mkdir, open, readdir, readFile, truncate } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, truncate, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isCluster, type Redis } from '../redis/connection.js';
+import { redisScript } from '../redis/scripts.js';
 import { runKeys } from '../runs/keys.js';
 import type { RunStore } from '../runs/store.js';
 import { sleep } from '../util/sleep.js';
@@ -31,6 +32,10 @@ export interface SinkResult {
 const GROUP = 'sink';
 const LOCK_MS = 5_000;
 
+/** The sink's lock, kept (PEXPIRE) or let go (DEL) only by the sink holding it. KEYS: lock. ARGV: token[, ms]. */
+const RENEW_LOCK = redisScript('sink_renew_lock', "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0", 1);
+const RELEASE_LOCK = redisScript('sink_release_lock', "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1);
+
 /**
  * Writes a run's finished trajectories from its Redis stream to `DIR/trajectories/part-NNNNN.jsonl`,
  * exactly once: an entry is acknowledged only after its line is on disk (fsync), ids already on
@@ -42,6 +47,11 @@ const LOCK_MS = 5_000;
  * the transcript, steps and final state) with the shard's path, and its stream entry is deleted, so a
  * long run's Redis holds what is still in flight rather than every trajectory ever made. A trajectory
  * archived into another directory is copied from there (ArchivedTrajectoryMissingError if it is gone).
+ *
+ * The documents are read and written as bytes: the line is the document's UTF-8 as stored. The summary
+ * comes with the stream entry from the worker that stored the trajectory (`trajectorySummary`), so the
+ * ~100 KB document is not parsed; an entry without one (an older worker's, a job that found its
+ * trajectory stored already) has its document parsed for it, as before.
  */
 export async function runSink(o: SinkOptions): Promise<SinkResult> {
   const keys = runKeys(o.prefix, o.runId, isCluster(o.redis));
@@ -59,7 +69,7 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
     await sleep(250, o.signal);
   }
   const renew = setInterval(() => {
-    void o.redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0", 1, lockKey, token, String(LOCK_MS));
+    void RENEW_LOCK(o.redis, [lockKey], [token, String(LOCK_MS)]);
   }, LOCK_MS / 3);
 
   try {
@@ -79,46 +89,61 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
     const handleEntries = async (entries: [string, string[]][]) => {
       if (!entries.length) return;
       const acks: string[] = [];
-      const done: { doc: StoredTrajectory; path: string }[] = [];
-      let lines = '';
-      const elsewhere = new Map<string, Set<string>>();
-      const docs = new Map<string, StoredTrajectory | null>();
-      // Each document's text as stored: the line written is that text, not a re-serialization of its parse
-      // (which would also turn a final state's 1.0 into 1, and cost a stringify per trajectory).
-      const texts = new Map<string, string>();
+      /** What replaces each written document in Redis once the lines are on disk. */
+      const done: { id: string; archived: (path: string) => StoredTrajectory | string }[] = [];
+      let lines: Buffer[] = [];
+      // The new trajectories of the batch, with the summary their worker published (none from an older
+      // worker, or from a job that found its trajectory stored already).
+      const fresh = new Map<string, string | undefined>();
       for (const [, fields] of entries) {
-        const trajectoryId = fields[fields.indexOf('id') + 1];
-        if (!trajectoryId || written.has(trajectoryId) || docs.has(trajectoryId)) continue;
-        const text = await o.store.getDocText(o.runId, 'trajectory', trajectoryId);
-        const doc = text === null ? null : (JSON.parse(text) as StoredTrajectory);
-        docs.set(trajectoryId, doc);
-        if (text !== null) texts.set(trajectoryId, text);
-        // Written to a shard of another directory: its line is copied from there.
-        if (doc && isArchived(doc)) elsewhere.set(doc.archived.path, (elsewhere.get(doc.archived.path) ?? new Set<string>()).add(trajectoryId));
+        const trajectoryId = fieldOf(fields, 'id');
+        if (!trajectoryId || written.has(trajectoryId)) continue;
+        if (fresh.get(trajectoryId) === undefined) fresh.set(trajectoryId, fieldOf(fields, 'summary'));
       }
-      const copied = new Map<string, string>();
-      for (const [path, ids] of elsewhere) for (const [id, line] of await readTrajectoryLines(path, ids)) copied.set(id, line);
+      // Each document's bytes as stored, read all at once: the line written is those bytes, neither decoded nor
+      // re-serialized (a parse would also turn a final state's 1.0 into 1, and cost a stringify per trajectory).
+      const ids = [...fresh.keys()];
+      const stored = await Promise.all(ids.map(id => o.store.getDocBuffer(o.runId, 'trajectory', id)));
+      /** Per trajectory: its line, and its archived form for a path; null while it is not stored yet. */
+      const ready = new Map<string, { line: Buffer; archived: (path: string) => StoredTrajectory | string } | null>();
+      const elsewhere = new Map<string, Set<string>>();
+      ids.forEach((id, i) => {
+        const bytes = stored[i] ?? null;
+        const summary = fresh.get(id);
+        if (bytes === null) ready.set(id, null);
+        else if (summary !== undefined && !endsArchived(bytes)) ready.set(id, { line: oneLine(bytes), archived: path => archivedText(summary, path) });
+        else {
+          // Without a summary (or already archived): the document is parsed, as it always was.
+          const doc = JSON.parse(bytes.toString('utf8')) as StoredTrajectory;
+          // Written to a shard of another directory: its line is copied from there.
+          if (isArchived(doc)) elsewhere.set(doc.archived.path, (elsewhere.get(doc.archived.path) ?? new Set<string>()).add(id));
+          ready.set(id, { line: oneLine(bytes), archived: path => archivedTrajectory(doc, path) });
+        }
+      });
+      for (const [path, ids] of elsewhere) {
+        for (const [id, line] of await readTrajectoryLines(path, ids)) ready.set(id, { ...ready.get(id)!, line: Buffer.from(line, 'utf8') });
+      }
       for (const [entryId, fields] of entries) {
-        const trajectoryId = fields[fields.indexOf('id') + 1];
+        const trajectoryId = fieldOf(fields, 'id');
         if (!trajectoryId || written.has(trajectoryId)) {
           skipped += trajectoryId ? 1 : 0;
           acks.push(entryId);
           // On disk, but a crash may have come before its summary replaced the document.
-          const stored = trajectoryId ? await o.store.getDoc(o.runId, 'trajectory', trajectoryId) : null;
-          if (stored && !isArchived(stored)) done.push({ doc: stored, path: resolve(dir, written.get(trajectoryId!)!) });
+          const doc = trajectoryId ? await o.store.getDoc(o.runId, 'trajectory', trajectoryId) : null;
+          if (doc && !isArchived(doc)) done.push({ id: trajectoryId!, archived: path => archivedTrajectory(doc, path) });
           continue;
         }
-        const doc = docs.get(trajectoryId);
-        if (!doc) continue; // not stored yet: left pending, retried later
-        lines += `${copied.get(trajectoryId) ?? oneLine(texts.get(trajectoryId)!)}\n`;
+        const trajectory = ready.get(trajectoryId);
+        if (!trajectory) continue; // not stored yet: left pending, retried later
+        lines.push(trajectory.line, NEWLINE);
         written.set(trajectoryId, shardName(shardIndex));
-        done.push({ doc, path: resolve(dir, shardName(shardIndex)) });
+        done.push({ id: trajectoryId, archived: trajectory.archived });
         acks.push(entryId);
         wrote += 1;
         shardCount += 1;
         if (shardCount >= shardLines) {
-          await handle.write(lines);
-          lines = '';
+          await writeAll(handle, lines);
+          lines = [];
           await handle.sync();
           await handle.close();
           shardIndex += 1;
@@ -127,11 +152,17 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
           shards.add(shardName(shardIndex));
         }
       }
-      if (lines) await handle.write(lines);
+      if (lines.length) await writeAll(handle, lines);
       await handle.sync();
-      // Only now that the lines are on disk: keep the summaries in Redis, then let go of the entries
-      // (a crash in between re-reads entries whose ids are already on disk, and skips them).
-      for (const { doc, path } of done) await o.store.putDoc(o.runId, 'trajectory', doc.id, archivedTrajectory(doc, path));
+      // Only now that the lines are on disk: keep the summaries in Redis (all at once), then let go of the
+      // entries (a crash in between re-reads entries whose ids are already on disk, and skips them).
+      await Promise.all(
+        done.map(({ id, archived }) => {
+          const path = resolve(dir, written.get(id)!);
+          const value = archived(path);
+          return typeof value === 'string' ? o.store.putDocText(o.runId, 'trajectory', id, value) : o.store.putDoc(o.runId, 'trajectory', id, value);
+        }),
+      );
       if (acks.length) await o.redis.multi().xack(key, GROUP, ...acks).xdel(key, ...acks).exec();
       o.onProgress?.(wrote);
     };
@@ -168,18 +199,69 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
     return { written: wrote, skippedDuplicates: skipped, shards: [...shards].sort() };
   } finally {
     clearInterval(renew);
-    await o.redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1, lockKey, token);
+    await RELEASE_LOCK(o.redis, [lockKey], [token]);
   }
 }
 
 const shardName = (i: number) => `part-${String(i).padStart(5, '0')}.jsonl`;
 
+const NEWLINE = Buffer.from('\n');
+
+/** The value of `name` in a stream entry's fields (name, value, name, value…). */
+function fieldOf(fields: readonly string[], name: string): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
+  return undefined;
+}
+
+/**
+ * The archived document's text from the summary's: `archivedTrajectory` puts `archived` last, so its JSON is
+ * the summary's with `,"archived":{"path":…}` before the closing brace (a summary always has members: its id).
+ */
+const archivedText = (summary: string, path: string): string => `${summary.slice(0, -1)},"archived":${JSON.stringify({ path })}}`;
+
+const ARCHIVED_MEMBER = Buffer.from(',"archived":{"path":');
+
+/**
+ * Whether a trajectory document's bytes are its archived form: `archived` is its last member (as
+ * `archivedTrajectory` writes it), `{"path": STRING}`. A whole trajectory has no such member. Only the
+ * end is looked at (a shard's path is far shorter than the window).
+ */
+export function endsArchived(bytes: Buffer): boolean {
+  const n = bytes.length;
+  if (n < ARCHIVED_MEMBER.length + 4 || bytes[n - 1] !== 0x7d || bytes[n - 2] !== 0x7d || bytes[n - 3] !== 0x22) return false;
+  const from = Math.max(0, n - 65_536);
+  const at = bytes.subarray(from).lastIndexOf(ARCHIVED_MEMBER);
+  if (at < 0) return false;
+  try {
+    return typeof JSON.parse(bytes.toString('utf8', from + at + ARCHIVED_MEMBER.length, n - 2)) === 'string';
+  } catch {
+    return false;
+  }
+}
+
+/** Writes every byte of `chunks` at the file's end (appending), one writev when the system takes it all. */
+async function writeAll(handle: FileHandle, chunks: readonly Buffer[]): Promise<void> {
+  let total = 0;
+  for (const c of chunks) total += c.length;
+  const { bytesWritten } = await handle.writev(chunks as Buffer[]);
+  if (bytesWritten === total) return;
+  const rest = Buffer.concat(chunks).subarray(bytesWritten);
+  for (let offset = 0; offset < rest.length; ) offset += (await handle.write(rest, offset)).bytesWritten;
+}
+
 /**
  * JSON text on one line: a line break can only be whitespace between tokens (JSON strings hold them
- * escaped), so it becomes a space; text without one (what envfleet writes) is returned as it is.
+ * escaped), so it becomes a space; text without one (what envfleet writes) is returned as it is. As
+ * UTF-8 bytes the same: a CR or LF byte is never part of a longer character's encoding.
  */
-export function oneLine(json: string): string {
-  return /[\r\n]/.test(json) ? json.replace(/[\r\n]/g, ' ') : json;
+export function oneLine(json: string): string;
+export function oneLine(json: Buffer): Buffer;
+export function oneLine(json: string | Buffer): string | Buffer {
+  if (typeof json === 'string') return /[\r\n]/.test(json) ? json.replace(/[\r\n]/g, ' ') : json;
+  if (json.indexOf(0x0a) === -1 && json.indexOf(0x0d) === -1) return json;
+  const copy = Buffer.from(json);
+  for (let i = 0; i < copy.length; i += 1) if (copy[i] === 0x0a || copy[i] === 0x0d) copy[i] = 0x20;
+  return copy;
 }
 
 /**

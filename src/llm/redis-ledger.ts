@@ -1,4 +1,5 @@
 import { isCluster, type Redis } from '../redis/connection.js';
+import { redisScript } from '../redis/scripts.js';
 import { runKeys } from '../runs/keys.js';
 import { emptyCounters, type Ledger, type LedgerCounters, type LedgerEntry, type LedgerTotals } from './ports.js';
 
@@ -24,8 +25,12 @@ function increments(entry: LedgerEntry): Record<keyof LedgerCounters, number> {
 }
 
 /** Adds each (field, value) pair of ARGV to the hash KEYS[1]: one command for all the counters of a model call. */
-const HINCRBY_PAIRS = `for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return 1`;
+const HINCRBY_PAIRS = redisScript(
+  'hincrby_pairs',
+  `for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1`,
+  1,
+);
 
 /**
  * Ledger in one Redis hash per run (under the run's keys, src/runs/keys.ts), fields
@@ -43,7 +48,7 @@ export function createRedisLedger(redis: Redis, prefix: string): Ledger {
           if (value !== 0) pairs.push(`${scope}|${counter}`, String(value));
         }
       }
-      if (pairs.length) await redis.eval(HINCRBY_PAIRS, 1, key(entry.runId), ...pairs);
+      if (pairs.length) await HINCRBY_PAIRS(redis, [key(entry.runId)], pairs);
     },
     async totals(runId) {
       const hash = await redis.hgetall(key(runId));

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { isCluster, tag, type Redis } from '../redis/connection.js';
+import { redisScript } from '../redis/scripts.js';
 import type { EndpointConfig } from '../../config/index.js';
 import { RateLimitedError } from '../errors.js';
 import { hashOf } from '../util/canonical.js';
@@ -13,7 +14,9 @@ import type { EndpointLimiter, Lease } from './ports.js';
  * Returns {0, 0} when a slot was taken, else {reason, waitMs} with reason 1 = cool-down,
  * 2 = concurrency, 3 = requests per minute.
  */
-const ACQUIRE = `
+const ACQUIRE = redisScript(
+  'limiter_acquire',
+  `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cool = redis.call('PTTL', KEYS[1])
@@ -41,7 +44,9 @@ if maxc > 0 then
   redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]) + 1000)
 end
 return {0, 0}
-`;
+`,
+  3,
+);
 
 const REASONS = ['', 'is cooling down after a 429', 'is at its fleet-wide concurrency limit', 'is at its requests-per-minute limit'];
 
@@ -108,17 +113,10 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
       const leaseTtlMs = endpoint.timeoutMs + 30_000;
       const started = Date.now();
       for (;;) {
-        const [reason, waitMs] = (await redis.eval(
-          ACQUIRE,
-          3,
-          cooldown,
-          inflight,
-          window,
-          endpoint.maxConcurrency,
-          endpoint.requestsPerMinute,
-          leaseId,
-          leaseTtlMs,
-          maxPollMs,
+        const [reason, waitMs] = (await ACQUIRE(
+          redis,
+          [cooldown, inflight, window],
+          [endpoint.maxConcurrency, endpoint.requestsPerMinute, leaseId, leaseTtlMs, maxPollMs],
         )) as [number, number];
         if (reason === 0) {
           let released = false;

@@ -4,7 +4,7 @@ import { runEpisode } from './episode.js';
 import { groupStats, type GroupStats } from './groups.js';
 import { ROLLOUT_PROMPT_VERSIONS } from './prompts.js';
 import type { TrajectoryStream } from './stream.js';
-import type { RolloutMode, StoredTrajectory, Termination, Trajectory } from './types.js';
+import { trajectorySummary, type RolloutMode, type StoredTrajectory, type Termination, type Trajectory } from './types.js';
 import type { StageDeps } from '../stage-deps.js';
 
 export interface RolloutDeps extends StageDeps {
@@ -49,6 +49,7 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
   const id = trajectoryIdOf(runId, scenarioId, mode, sample, policy);
   const existing = await deps.store.getDoc(runId, 'trajectory', id);
   if (existing) {
+    // Without a summary: the document may be archived already, and the sink reads it to tell.
     await deps.stream.publish(runId, id);
     return existing;
   }
@@ -72,7 +73,8 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
     },
   );
   await deps.store.putDoc(runId, 'trajectory', id, trajectory, outcomeCounts(trajectory));
-  await deps.stream.publish(runId, id);
+  // With its summary: the sink keeps that in Redis once the line is written, without parsing the whole document.
+  await deps.stream.publish(runId, id, trajectorySummary(trajectory));
   return trajectory;
 }
 
@@ -127,7 +129,7 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
     lineage: { runId, scenarioId, prompts: { ...ROLLOUT_PROMPT_VERSIONS } },
   };
   await deps.store.putDoc(runId, 'trajectory', id, record, outcomeCounts(record));
-  await deps.stream.publish(runId, id);
+  await deps.stream.publish(runId, id, trajectorySummary(record));
 }
 
 export async function computeGroup(store: RunStore, runId: string, scenarioId: string, mode: RolloutMode, samples: number, policy?: string): Promise<GroupStats> {

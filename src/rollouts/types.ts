@@ -110,11 +110,22 @@ export type StoredTrajectory = Trajectory | ArchivedTrajectory;
 
 export const isArchived = (t: StoredTrajectory): t is ArchivedTrajectory => 'archived' in t;
 
+/** A trajectory without its transcript, steps and final state: the archived form without its path. */
+export type TrajectorySummary = Omit<Trajectory, TranscriptField>;
+
+/**
+ * The summary of a trajectory. The worker that ran the episode publishes it with the trajectory's id
+ * (src/rollouts/stream.ts), so that the sink need not parse the whole document to archive it.
+ */
+export function trajectorySummary(t: Trajectory): TrajectorySummary {
+  const { tools: _tools, messages: _messages, userMessages: _userMessages, steps: _steps, finalState: _finalState, policyTurns: _policyTurns, turnStates: _turnStates, ...rest } = t;
+  return rest;
+}
+
 /** The archived form of a trajectory whose line is in the shard at `path`. */
 export function archivedTrajectory(t: StoredTrajectory, path: string): ArchivedTrajectory {
   if (isArchived(t)) return { ...t, archived: { path } };
-  const { tools: _tools, messages: _messages, userMessages: _userMessages, steps: _steps, finalState: _finalState, policyTurns: _policyTurns, turnStates: _turnStates, ...rest } = t;
-  return { ...rest, archived: { path } };
+  return { ...trajectorySummary(t), archived: { path } };
 }
 
 /** Rollout settings of a run, frozen at the first `envfleet rollouts` (doc 'rollout-config'). */

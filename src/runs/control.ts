@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { duplicateConnection, isCluster, type Redis } from '../redis/connection.js';
+import { redisScript } from '../redis/scripts.js';
 import { runKeys } from './keys.js';
 import { RequestError } from '../errors.js';
 
@@ -82,12 +83,16 @@ export interface RunControl {
  * pause racing with a cancel cannot bring a cancelled run back. Announces the change when told to.
  * KEYS: control hash. ARGV: state, reason, since, channel ('' = none), run id.
  */
-const SET_STATE = `
+const SET_STATE = redisScript(
+  'set_state',
+  `
 if redis.call('HGET', KEYS[1], 'state') == 'cancelled' then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'since', ARGV[3])
 if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
-`;
+`,
+  1,
+);
 
 /**
  * Forgets a parking if its token still names it; returns how many parked jobs the run has left.
@@ -98,19 +103,27 @@ return 1
  * run's hash first and the index after; leaving the index removes the run first and then looks at the
  * run's hash again, putting the run back if a job was parked meanwhile (see `leaveIndex`).
  */
-const UNPARK = `
+const UNPARK = redisScript(
+  'unpark',
+  `
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return redis.call('HLEN', KEYS[1])
-`;
+`,
+  1,
+);
 
 /** Starts a rate-limit streak unless one runs, on Redis time; returns its length in ms. KEYS: hash. ARGV: key, ttl ms. */
-const RATE_LIMITED_FOR = `
+const RATE_LIMITED_FOR = redisScript(
+  'rate_limited_for',
+  `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSETNX', KEYS[1], ARGV[1], now)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return now - tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
-`;
+`,
+  1,
+);
 
 /** A streak record outlives its job only this long (a job removed mid-streak never clears its own). */
 const RATE_LIMITED_TTL_MS = 7 * 24 * 3_600_000;
@@ -131,7 +144,7 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     return true;
   };
   const setState = async (runId: string, state: RunState, reason: string | null, announce: boolean): Promise<boolean> =>
-    (await redis.eval(SET_STATE, 1, key(runId), state, reason ?? '', new Date().toISOString(), announce ? channel : '', runId)) === 1;
+    (await SET_STATE(redis, [key(runId)], [state, reason ?? '', new Date().toISOString(), announce ? channel : '', runId])) === 1;
   return {
     async get(runId) {
       const h = await redis.hgetall(key(runId));
@@ -182,7 +195,7 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
       return (await redis.hget(parkedKey(runId), job.key)) === job.token;
     },
     async unpark(runId, job) {
-      if (Number(await redis.eval(UNPARK, 1, parkedKey(runId), job.key, job.token)) === 0) await leaveIndex(runId);
+      if (Number(await UNPARK(redis, [parkedKey(runId)], [job.key, job.token])) === 0) await leaveIndex(runId);
     },
     async forgetParked(runId) {
       await redis.del(parkedKey(runId));
@@ -198,7 +211,7 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
       return runs;
     },
     async rateLimitedFor(runId, jobKey) {
-      return Number(await redis.eval(RATE_LIMITED_FOR, 1, rateLimitedKey(runId), jobKey, RATE_LIMITED_TTL_MS));
+      return Number(await RATE_LIMITED_FOR(redis, [rateLimitedKey(runId)], [jobKey, RATE_LIMITED_TTL_MS]));
     },
     async clearRateLimited(runId, jobKey) {
       await redis.hdel(rateLimitedKey(runId), jobKey);

@@ -1,4 +1,5 @@
 import { isCluster, tag, type Redis } from '../redis/connection.js';
+import { redisScript } from '../redis/scripts.js';
 
 /** Histogram buckets (seconds) shared by every envfleet duration series. */
 export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
@@ -32,12 +33,16 @@ const labelKey = (labels: Readonly<Record<string, string>>) =>
  * counts as HINCRBY, sums as HINCRBYFLOAT, and the series in the list of series. ARGV: series name,
  * then (field, increment) pairs; fields ending in `|sum` are sums.
  */
-const OBSERVE = `for i = 2, #ARGV, 2 do
+const OBSERVE = redisScript(
+  'metrics_observe',
+  `for i = 2, #ARGV, 2 do
   if string.sub(ARGV[i], -4) == '|sum' then redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
   else redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
 redis.call('SADD', KEYS[2], ARGV[1])
-return 1`;
+return 1`,
+  2,
+);
 
 export interface MetricsOptions {
   /**
@@ -65,7 +70,7 @@ export function createRedisMetrics(redis: Redis, prefix: string, options: Metric
     await Promise.all(
       [...batch].map(([series, fields]) =>
         // Metrics never fail a job.
-        redis.eval(OBSERVE, 2, key(series), `${root}:series`, series, ...[...fields].flatMap(([f, n]) => [f, String(n)])).catch(() => undefined),
+        OBSERVE(redis, [key(series), `${root}:series`], [series, ...[...fields].flatMap(([f, n]) => [f, String(n)])]).catch(() => undefined),
       ),
     );
   };

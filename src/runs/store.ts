@@ -1,4 +1,5 @@
 import { isCluster, type Redis } from '../redis/connection.js';
+import { redisScript } from '../redis/scripts.js';
 import type { GroupStats } from '../rollouts/groups.js';
 import type { RolloutConfig, StoredTrajectory } from '../rollouts/types.js';
 import type { ScenarioConfig, ScenarioRecord } from '../scenarios/types.js';
@@ -76,9 +77,16 @@ export interface RunStore {
    * of environments and scenarios and the run's byte counters move in the same step.
    */
   putDoc<K extends DocKind>(runId: string, kind: K, id: string, value: RunDocuments[K], counts?: readonly FunnelCount[]): Promise<void>;
+  /**
+   * Stores a document given as its JSON text (the sink's trajectory summaries, made without a parse);
+   * for kinds whose documents carry a counted status (environments, scenarios) use `putDoc`.
+   */
+  putDocText(runId: string, kind: Exclude<DocKind, 'env' | 'scenario'>, id: string, text: string, counts?: readonly FunnelCount[]): Promise<void>;
   getDoc<K extends DocKind>(runId: string, kind: K, id: string): Promise<RunDocuments[K] | null>;
   /** A document's JSON text exactly as stored (a trajectory's final state as the sandbox wrote it: `1.0` stays `1.0`). */
   getDocText(runId: string, kind: DocKind, id: string): Promise<string | null>;
+  /** The same as its bytes (UTF-8), not decoded: the sink writes them to its shard as they are. */
+  getDocBuffer(runId: string, kind: DocKind, id: string): Promise<Buffer | null>;
   /** Ids of a kind in the order they were first stored. */
   listDocIds(runId: string, kind: DocKind): Promise<string[]>;
   /** How many environments (or scenarios) have each status. */
@@ -125,7 +133,9 @@ export interface RunStore {
  * not answered once it reconnects, and a Redis with an append-only file kept the first one), and a
  * retried job may write the same value again.
  */
-const PUT_DOC = `
+const PUT_DOC = redisScript(
+  'put_doc',
+  `
 if redis.call('STRLEN', KEYS[1]) == string.len(ARGV[2]) and redis.call('GET', KEYS[1]) == ARGV[2] then return 0 end
 local old = redis.call('STRLEN', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[2])
@@ -143,9 +153,13 @@ for i = 6, #ARGV, 3 do
   if ARGV[i + 2] == '0' or old == 0 then redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
 end
 return 1
-`;
+`,
+  6,
+);
 
-const APPEND_STEP = `
+const APPEND_STEP = redisScript(
+  'append_step',
+  `
 if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then
   local old = redis.call('STRLEN', KEYS[3])
   redis.call('RPUSH', KEYS[1], ARGV[2])
@@ -155,10 +169,14 @@ if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then
   return 1
 end
 return 0
-`;
+`,
+  4,
+);
 
 /** Adds outstanding jobs: each new one counts for its queue (the part of its key before '|'), and the run is not finished. */
-const ADD_PENDING = `
+const ADD_PENDING = redisScript(
+  'add_pending',
+  `
 for i = 1, #ARGV do
   if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
     redis.call('HINCRBY', KEYS[2], string.match(ARGV[i], '^[^|]*'), 1)
@@ -166,16 +184,22 @@ for i = 1, #ARGV do
 end
 redis.call('DEL', KEYS[3])
 return 1
-`;
+`,
+  3,
+);
 
 /** Removes an outstanding job; the last one out marks when the run finished. */
-const DONE_PENDING = `
+const DONE_PENDING = redisScript(
+  'done_pending',
+  `
 if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], string.match(ARGV[1], '^[^|]*'), -1)
   if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SET', KEYS[3], ARGV[2]) end
 end
 return 1
-`;
+`,
+  3,
+);
 
 /** A hash of counters as numbers, without the zeros (a status nobody has any more). */
 function toCounts(hash: Record<string, string>): Record<string, number> {
@@ -187,6 +211,14 @@ function toCounts(hash: Record<string, string>): Record<string, number> {
 export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
   const cluster = isCluster(redis);
   const keys = (runId: string) => runKeys(prefix, runId, cluster);
+  const put = async (runId: string, kind: DocKind, id: string, text: string, status: string, counts: readonly FunnelCount[]) => {
+    const k = keys(runId);
+    await PUT_DOC(
+      redis,
+      [k.doc(kind, id), k.ids(kind), k.funnel, k.bytes, k.statusOf(kind), k.statuses(kind)],
+      [id, text, String(Date.now()), kind, status, ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
+    );
+  };
   return {
     async createRun(record) {
       const created = await redis.set(keys(record.id).record, JSON.stringify(record), 'NX');
@@ -199,33 +231,22 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     },
     listRuns: () => redis.smembers(runsKey(prefix)),
     async putDoc(runId, kind, id, value, counts = []) {
-      const k = keys(runId);
       // A trajectory's final state arrives as JSON text (RawJson) and is written as it is.
       const text = stringifyJson(value);
       if (text === undefined) throw new Error(`${kind} ${id}: the document is not JSON`);
       const status = COUNTED_STATUS.has(kind) ? ((value as { status?: string }).status ?? '') : '';
-      await redis.eval(
-        PUT_DOC,
-        6,
-        k.doc(kind, id),
-        k.ids(kind),
-        k.funnel,
-        k.bytes,
-        k.statusOf(kind),
-        k.statuses(kind),
-        id,
-        text,
-        String(Date.now()),
-        kind,
-        status,
-        ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0']),
-      );
+      await put(runId, kind, id, text, status, counts);
+    },
+    async putDocText(runId, kind, id, text, counts = []) {
+      if (COUNTED_STATUS.has(kind)) throw new Error(`${kind} ${id}: a ${kind} document carries a counted status; store it with putDoc`);
+      await put(runId, kind, id, text, '', counts);
     },
     async getDoc<K extends DocKind>(runId: string, kind: K, id: string) {
       const raw = await redis.get(keys(runId).doc(kind, id));
       return raw === null ? null : (JSON.parse(raw) as RunDocuments[K]);
     },
     getDocText: (runId, kind, id) => redis.get(keys(runId).doc(kind, id)),
+    getDocBuffer: (runId, kind, id) => redis.getBuffer(keys(runId).doc(kind, id)),
     listDocIds: (runId, kind) => redis.zrange(keys(runId).ids(kind), '0', '-1'),
     async statusCounts(runId, kind) {
       return toCounts(await redis.hgetall(keys(runId).statuses(kind)));
@@ -234,17 +255,10 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
       const k = keys(runId);
       const state = JSON.stringify(stateAfter);
       if (state === undefined) throw new Error(`probe step ${index} of ${envId}: the state after it is not JSON`);
-      const added = await redis.eval(
-        APPEND_STEP,
-        4,
-        k.steps(envId, round),
-        k.bytes,
-        k.probeState(envId, round),
-        k.funnel,
-        String(index),
-        JSON.stringify(step),
-        state,
-        ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n)]),
+      const added = await APPEND_STEP(
+        redis,
+        [k.steps(envId, round), k.bytes, k.probeState(envId, round), k.funnel],
+        [String(index), JSON.stringify(step), state, ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n)])],
       );
       return added === 1;
     },
@@ -288,11 +302,11 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     },
     async addPending(runId, entries) {
       const k = keys(runId);
-      if (entries.length) await redis.eval(ADD_PENDING, 3, k.pending, k.pendingByStage, k.finishedAt, ...entries);
+      if (entries.length) await ADD_PENDING(redis, [k.pending, k.pendingByStage, k.finishedAt], entries);
     },
     async donePending(runId, key) {
       const k = keys(runId);
-      await redis.eval(DONE_PENDING, 3, k.pending, k.pendingByStage, k.finishedAt, key, new Date().toISOString());
+      await DONE_PENDING(redis, [k.pending, k.pendingByStage, k.finishedAt], [key, new Date().toISOString()]);
     },
     pending: runId => redis.smembers(keys(runId).pending),
     pendingCount: runId => redis.scard(keys(runId).pending),

@@ -14,6 +14,7 @@ import { runSink } from '../../src/datasets/sink.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { loadModelScript, startModelServer } from '../../src/model-server/index.js';
 import { createRedisConnection, isCluster, waitForRedis, type Redis } from '../../src/redis/connection.js';
+import { redisScript } from '../../src/redis/scripts.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
 import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
 import { startWorkerProcess } from '../../workers/main.js';
@@ -188,6 +189,38 @@ describe('a fleet on a Redis Cluster (3 local masters, real workers, scripted se
     // Under the parent's tag it is taken.
     const added = await flows.add(flow('toy.parent'));
     expect(added.children).to.have.length(1);
+  });
+
+  it('runs Lua scripts by their SHA on every master, and again after SCRIPT FLUSH on all of them', async () => {
+    const config = testConfig(null, { ENVFLEET_REDIS_CLUSTER_NODES: cluster!.nodes.join(',') });
+    for (const options of [{}, { enableAutoPipelining: true }]) {
+      const redis = createRedisConnection(config.redis, 'worker', options);
+      try {
+        await waitForRedis(redis, config.redis, 10_000);
+        if (!isCluster(redis)) throw new Error('not a cluster connection');
+        const incr = redisScript('cluster_test_incr', "return redis.call('INCRBY', KEYS[1], ARGV[1])", 1);
+        // Keys in slots of every master ({b} 3300, {c} 7365, {a} 15495): each master gets the script.
+        const keys = ['{a}:n', '{b}:n', '{c}:n', '{d}:n', '{e}:n', '{f}:n'].map(k => `${config.redis.prefix}:${k}`);
+        for (const k of keys) await redis.del(k);
+        expect(await Promise.all(keys.map(k => incr(redis, [k], [2])))).to.deep.equal(keys.map(() => 2));
+        for (const node of redis.nodes('master')) expect(await node.script('EXISTS', incr.sha)).to.deep.equal([1]);
+        for (const node of redis.nodes('master')) await node.script('FLUSH');
+        expect(await Promise.all(keys.map(k => incr(redis, [k], [3])))).to.deep.equal(keys.map(() => 5));
+        // The run store's scripts too (PUT_DOC, ADD_PENDING, DONE_PENDING), after another flush.
+        for (const node of redis.nodes('master')) await node.script('FLUSH');
+        const store = createRedisRunStore(redis, config.redis.prefix);
+        const runId = `scripts-${Object.keys(options).length}`;
+        await store.putDoc(runId, 'group', 'g', { id: 'g' } as never, [{ stage: 's', outcome: 'o', n: 1 }]);
+        await store.addPending(runId, ['q|1']);
+        await store.donePending(runId, 'q|1');
+        expect(await store.getDoc(runId, 'group', 'g')).to.deep.equal({ id: 'g' });
+        expect(await store.counters(runId)).to.deep.equal({ s: { o: 1 } });
+        expect(await store.finishedAt(runId)).to.be.a('string');
+        for (const k of keys) await redis.del(k);
+      } finally {
+        redis.disconnect();
+      }
+    }
   });
 
   it('checks cluster_state, not only a PING: a cluster with a slot unassigned is REDIS_UNAVAILABLE and says so', async () => {

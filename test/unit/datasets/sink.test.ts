@@ -4,11 +4,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { completeLines, oneLine, runSink, scanShards } from '../../../src/datasets/sink.js';
+import { completeLines, endsArchived, oneLine, runSink, scanShards } from '../../../src/datasets/sink.js';
+import { createRedisConnection } from '../../../src/redis/connection.js';
 import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../../src/rollouts/stream.js';
-import { archivedTrajectory, isArchived, type Trajectory } from '../../../src/rollouts/types.js';
-import { createRedisRunStore } from '../../../src/runs/store.js';
-import { RawJson } from '../../../src/util/raw-json.js';
+import { archivedTrajectory, isArchived, trajectorySummary, type StoredTrajectory, type Trajectory } from '../../../src/rollouts/types.js';
+import { createRedisRunStore, type RunStore } from '../../../src/runs/store.js';
+import { RawJson, stringifyJson } from '../../../src/util/raw-json.js';
 
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 
@@ -133,6 +134,199 @@ describe('sink crash recovery (byte offsets)', () => {
       expect(file).to.include('"balance":1.0,"rate":2.50');
       expect((JSON.parse(file) as { finalState: unknown }).finalState).to.deep.equal(JSON.parse(state));
     });
+  });
+
+  describe('runSink with the summaries the workers publish (real Redis)', () => {
+    const prefix = `envfleet-test-sink-sum-${randomUUID().slice(0, 8)}`;
+    let redis: Redis;
+
+    before(() => {
+      redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+    });
+    after(async () => {
+      const keys = await redis.keys(`${prefix}:*`);
+      if (keys.length) await redis.del(...keys);
+      redis.disconnect();
+    });
+
+    /** A trajectory as a worker holds it: model text of every UTF-8 length in its messages, a final state as the Python runtime wrote it. */
+    function workerTrajectory(i: number, runId: string): Trajectory {
+      const t = trajectory(i);
+      return {
+        ...t,
+        id: `trj-sum-${i}`,
+        runId,
+        policyTurns: [{ turn: 1, model: 'm', finishReason: 'stop' }],
+        checks: [{ item: 'café réservé ✓ 李', passed: true }, { item: 'total 🌸', passed: false, error: 'x', errorCode: 'CHECK_FAILED' }],
+        reward: 0.5,
+        lineage: { runId, scenarioId: 'scn', prompts: { policy: 'v1' }, note: TEXTS[(i + 1) % TEXTS.length]! },
+        finalState: new RawJson(`{"balance":1.0,"rate":2.50,"guest":"${TEXTS[i % TEXTS.length]!}","n":${i}.0}`),
+      };
+    }
+
+    /** The store, counting what the sink reads and writes, and how many summary writes are out at once. */
+    function watchedStore(store: RunStore) {
+      const seen = { inFlight: 0, maxInFlight: 0, putTexts: 0, puts: 0 };
+      const track = async <T>(work: Promise<T>) => {
+        seen.inFlight += 1;
+        seen.maxInFlight = Math.max(seen.maxInFlight, seen.inFlight);
+        try {
+          return await work;
+        } finally {
+          seen.inFlight -= 1;
+        }
+      };
+      const watched: RunStore = {
+        ...store,
+        putDoc: (...args) => ((seen.puts += 1), track(store.putDoc(...args))),
+        putDocText: (...args) => ((seen.putTexts += 1), track(store.putDocText(...args))),
+      };
+      return { store: watched, seen };
+    }
+
+    /** Runs `work` with JSON.parse counting the texts it parses that hold a trajectory's messages. */
+    async function countingParses<T>(work: () => Promise<T>): Promise<{ result: T; parses: number }> {
+      const parse = JSON.parse;
+      let parses = 0;
+      JSON.parse = ((text: string, reviver?: (this: unknown, key: string, value: unknown) => unknown) => {
+        if (typeof text === 'string' && text.includes('"messages":')) parses += 1;
+        return parse(text, reviver) as unknown;
+      }) as typeof JSON.parse;
+      try {
+        return { result: await work(), parses };
+      } finally {
+        JSON.parse = parse;
+      }
+    }
+
+    for (const connection of ['plain', 'auto-pipelined'] as const) {
+      it(`writes each stored document byte for byte and keeps exactly the summary archivedTrajectory makes, without parsing a document (${connection} connection)`, async () => {
+        const runId = `sink-summary-${connection}`;
+        const conn = connection === 'plain' ? redis : createRedisConnection(REDIS_URL, 'worker', { enableAutoPipelining: true });
+        try {
+          const store = createRedisRunStore(conn, prefix);
+          const watched = watchedStore(store);
+          const out = await mkdtemp(join(tmpdir(), 'envfleet-sink-summary-'));
+          const stream = createRedisTrajectoryStream(redis, prefix);
+          const ts = [0, 1, 2, 3, 4, 5].map(i => workerTrajectory(i, runId));
+          for (const t of ts) {
+            await store.putDoc(runId, 'trajectory', t.id, t);
+            await stream.publish(runId, t.id, trajectorySummary(t));
+          }
+          const stored = new Map<string, Buffer>();
+          for (const t of ts) stored.set(t.id, (await redis.getBuffer(`${prefix}:run:${runId}:doc:trajectory:${t.id}`))!);
+          expect(stored.get('trj-sum-0')!.toString('utf8')).to.include('"balance":1.0,"rate":2.50');
+
+          const { result, parses } = await countingParses(() => runSink({ redis: conn, prefix, store: watched.store, runId, dir: out }));
+
+          expect(result).to.deep.include({ written: 6, skippedDuplicates: 0 });
+          expect(parses, 'documents parsed by the sink').to.equal(0);
+          const shard = resolve(join(out, 'trajectories', 'part-00000.jsonl'));
+          expect(await readFile(shard)).to.deep.equal(Buffer.concat(ts.flatMap(t => [stored.get(t.id)!, Buffer.from('\n')])));
+          for (const t of ts) {
+            const expected = stringifyJson(archivedTrajectory(JSON.parse(stored.get(t.id)!.toString('utf8')) as StoredTrajectory, shard));
+            expect(await store.getDocText(runId, 'trajectory', t.id)).to.equal(expected);
+          }
+          // The summaries of the batch went out together, as text.
+          expect(watched.seen).to.deep.include({ putTexts: 6, puts: 0, maxInFlight: 6 });
+          expect((await store.bytes(runId))['doc:trajectory']).to.equal(
+            (await Promise.all(ts.map(t => store.getDocText(runId, 'trajectory', t.id)))).reduce((n, text) => n + Buffer.byteLength(text!), 0),
+          );
+        } finally {
+          if (conn !== redis) conn.disconnect();
+        }
+      });
+    }
+
+    it('archives the entries of an older worker (no summary) as before, in the same batch as the others', async () => {
+      const runId = 'sink-mixed';
+      const store = createRedisRunStore(redis, prefix);
+      const watched = watchedStore(store);
+      const out = await mkdtemp(join(tmpdir(), 'envfleet-sink-mixed-'));
+      const stream = createRedisTrajectoryStream(redis, prefix);
+      const ts = [0, 1, 2, 3].map(i => workerTrajectory(i, runId));
+      for (const t of ts) {
+        await store.putDoc(runId, 'trajectory', t.id, t);
+        // Trajectories 1 and 3 from a worker of the version before: the id alone.
+        await stream.publish(runId, t.id, t.sample % 2 ? undefined : trajectorySummary(t));
+      }
+      const stored = new Map<string, string>();
+      for (const t of ts) stored.set(t.id, (await store.getDocText(runId, 'trajectory', t.id))!);
+
+      const { result, parses } = await countingParses(() => runSink({ redis, prefix, store: watched.store, runId, dir: out }));
+
+      expect(result).to.deep.include({ written: 4 });
+      expect(parses, 'documents parsed: those without a summary').to.equal(2);
+      const shard = resolve(join(out, 'trajectories', 'part-00000.jsonl'));
+      expect(await readFile(shard, 'utf8')).to.equal(ts.map(t => `${stored.get(t.id)!}\n`).join(''));
+      for (const t of ts) expect(await store.getDocText(runId, 'trajectory', t.id)).to.equal(stringifyJson(archivedTrajectory(JSON.parse(stored.get(t.id)!) as StoredTrajectory, shard)));
+      expect(watched.seen).to.deep.include({ putTexts: 2, puts: 2, maxInFlight: 4 });
+    });
+
+    it('copies a trajectory archived into another directory even when its entry carries a summary (a sink that crashed before its acknowledgement)', async () => {
+      const runId = 'sink-moved';
+      const store = createRedisRunStore(redis, prefix);
+      const first = await mkdtemp(join(tmpdir(), 'envfleet-sink-first-'));
+      const t = workerTrajectory(2, runId);
+      await store.putDoc(runId, 'trajectory', t.id, t);
+      const text = (await store.getDocText(runId, 'trajectory', t.id))!;
+      await redis.xgroup('CREATE', trajectoryStreamKey(prefix, runId), 'sink', '0', 'MKSTREAM');
+      await createRedisTrajectoryStream(redis, prefix).publish(runId, t.id, trajectorySummary(t));
+      // The first sink wrote and archived it, then crashed before acknowledging its entry.
+      await redis.xreadgroup('GROUP', 'sink', 'crashed-sink', 'COUNT', 10, 'STREAMS', trajectoryStreamKey(prefix, runId), '>');
+      const firstShard = join(first, 'trajectories', 'part-00000.jsonl');
+      await mkdir(join(first, 'trajectories'));
+      await writeFile(firstShard, `${text}\n`);
+      await store.putDoc(runId, 'trajectory', t.id, archivedTrajectory(JSON.parse(text) as StoredTrajectory, resolve(firstShard)));
+      const archived = (await store.getDocText(runId, 'trajectory', t.id))!;
+
+      const second = await mkdtemp(join(tmpdir(), 'envfleet-sink-second-'));
+      const result = await runSink({ redis, prefix, store, runId, dir: second });
+
+      expect(result).to.deep.include({ written: 1 });
+      const secondShard = resolve(join(second, 'trajectories', 'part-00000.jsonl'));
+      expect(await readFile(secondShard, 'utf8')).to.equal(`${text}\n`);
+      expect(await store.getDocText(runId, 'trajectory', t.id)).to.equal(stringifyJson(archivedTrajectory(JSON.parse(archived) as StoredTrajectory, secondShard)));
+    });
+
+    it('puts a stored document with line breaks between its tokens on one line, its other bytes untouched', async () => {
+      const runId = 'sink-pretty';
+      const store = createRedisRunStore(redis, prefix);
+      const out = await mkdtemp(join(tmpdir(), 'envfleet-sink-pretty-'));
+      const t = workerTrajectory(3, runId);
+      const pretty = JSON.stringify(JSON.parse(stringifyJson(t)!), null, 2).replace(/\n/g, '\r\n');
+      await store.putDoc(runId, 'trajectory', t.id, t);
+      await redis.set(`${prefix}:run:${runId}:doc:trajectory:${t.id}`, pretty);
+      await createRedisTrajectoryStream(redis, prefix).publish(runId, t.id, trajectorySummary(t));
+
+      await runSink({ redis, prefix, store, runId, dir: out });
+
+      const file = await readFile(join(out, 'trajectories', 'part-00000.jsonl'), 'utf8');
+      expect(file).to.equal(`${oneLine(pretty)}\n`);
+      expect(JSON.parse(file)).to.deep.equal(JSON.parse(pretty));
+    });
+  });
+
+  it('tells an archived document from a whole one by its last member', () => {
+    const t = trajectory(2);
+    expect(endsArchived(Buffer.from(JSON.stringify(t)))).to.equal(false);
+    expect(endsArchived(Buffer.from(JSON.stringify(archivedTrajectory(t, '/data/out "q"/trajectories/part-00000.jsonl'))))).to.equal(true);
+    expect(endsArchived(Buffer.from(JSON.stringify(archivedTrajectory(t, '/données/李/🌸/part-00001.jsonl'))))).to.equal(true);
+    // Archived again elsewhere: `archived` stays the last member.
+    expect(endsArchived(Buffer.from(JSON.stringify(archivedTrajectory(archivedTrajectory(t, '/a'), '/b'))))).to.equal(true);
+    // A whole trajectory whose lineage ends with such a member, or whose text holds one, is not archived.
+    expect(endsArchived(Buffer.from(JSON.stringify({ ...t, lineage: { archived: { path: '/a' } } })))).to.equal(false);
+    expect(endsArchived(Buffer.from(JSON.stringify({ ...t, lineage: { note: ',"archived":{"path":"/a"}}' } })))).to.equal(false);
+    expect(endsArchived(Buffer.alloc(0))).to.equal(false);
+  });
+
+  it('puts UTF-8 bytes on one line as it does their text', () => {
+    for (const text of ['{"a":1}', JSON.stringify({ a: 'x\ny 🌸', b: [1.5, 'é'] }, null, 2), '{"a":\r\n"李"}', `{\n"t":${JSON.stringify(TEXTS.join('\n'))}\r}`]) {
+      const bytes = Buffer.from(text, 'utf8');
+      expect(oneLine(bytes)).to.deep.equal(Buffer.from(oneLine(text), 'utf8'));
+    }
+    const plain = Buffer.from('{"a":"é"}');
+    expect(oneLine(plain)).to.equal(plain);
   });
 
   it('puts JSON text on one line without touching its strings', () => {

@@ -2,10 +2,23 @@ import { expect } from 'chai';
 import type { Redis } from '../../../src/redis/connection.js';
 import { createRedisMetrics } from '../../../src/runs/metrics.js';
 
+/**
+ * A connection that records each script call as EVAL's arguments would be (text, number of keys, keys, args):
+ * the scripts are defined on it as ioredis commands (src/redis/scripts.ts) and run by their SHA.
+ */
+function scriptRecorder(calls: unknown[][]): Redis {
+  const fake: Record<string, unknown> = {
+    defineCommand(name: string, def: { lua: string; numberOfKeys: number }) {
+      fake[name] = (...args: unknown[]) => (calls.push([def.lua, def.numberOfKeys, ...args]), Promise.resolve(1));
+    },
+  };
+  return fake as unknown as Redis;
+}
+
 describe('metrics: observations gathered in the process', () => {
   it('writes the observations of each series in one command per flush (counts, per-bucket counts and sums added up), nothing before', async () => {
     const calls: unknown[][] = [];
-    const fake = { eval: (...args: unknown[]) => (calls.push(args), Promise.resolve(1)) } as unknown as Redis;
+    const fake = scriptRecorder(calls);
     const metrics = createRedisMetrics(fake, 'p', { flushMs: 60_000 });
     metrics.observe('model_request', { stage: 'rollout.policy', outcome: 'ok' }, 0.5);
     metrics.observe('model_request', { stage: 'rollout.policy', outcome: 'ok' }, 0.25);
@@ -30,7 +43,7 @@ describe('metrics: observations gathered in the process', () => {
 
   it('writes by itself after the flush interval', async () => {
     const calls: unknown[][] = [];
-    const fake = { eval: (...args: unknown[]) => (calls.push(args), Promise.resolve(1)) } as unknown as Redis;
+    const fake = scriptRecorder(calls);
     const metrics = createRedisMetrics(fake, 'p', { flushMs: 20 });
     metrics.observe('job', { queue: 'q' }, 0.001);
     await new Promise(r => setTimeout(r, 80));

@@ -1,0 +1,64 @@
+import { createHash } from 'node:crypto';
+import type { Redis } from './connection.js';
+
+/** What a script is given after its keys. */
+export type ScriptArg = string | number | Buffer;
+
+/**
+ * A Lua script run by its SHA: `script(redis, keys, args)`. It runs as an ioredis command of the
+ * connection (`defineCommand`), which sends EVALSHA and falls back to EVAL by itself: the full text
+ * goes once per socket (on a Redis Cluster, once per node's socket), and again only when Redis answers
+ * NOSCRIPT (a restarted Redis, SCRIPT FLUSH).
+ *
+ * `createRedisConnection` defines every script made so far on each connection it creates, so that an
+ * auto-pipelined connection (the worker's) batches them like any other command. On another
+ * connection a script is defined at its first call.
+ */
+export interface RedisScript {
+  (redis: Redis, keys: readonly string[], args: readonly ScriptArg[]): Promise<unknown>;
+  readonly sha: string;
+  readonly lua: string;
+  readonly numberOfKeys: number;
+  /** The name of the command on a connection. */
+  readonly command: string;
+}
+
+type ScriptCommand = (...args: ScriptArg[]) => Promise<unknown>;
+interface ScriptDefinition {
+  readonly lua: string;
+  readonly numberOfKeys: number;
+}
+
+/** Every script made with `redisScript`, by command name (ioredis's `scripts` option takes this). */
+const DEFINED = new Map<string, ScriptDefinition>();
+
+/** The scripts made so far, as ioredis's `scripts` connection option. */
+export function scriptDefinitions(): Record<string, ScriptDefinition> {
+  return Object.fromEntries(DEFINED);
+}
+
+/** A script with `numberOfKeys` keys; `label` only makes the command's name readable. */
+export function redisScript(label: string, lua: string, numberOfKeys: number): RedisScript {
+  const sha = createHash('sha1').update(lua).digest('hex');
+  // The SHA in the name: two scripts (or two versions of one) never share a command.
+  const command = `envfleet_${label.replace(/\W/g, '_')}_${sha.slice(0, 12)}`;
+  DEFINED.set(command, { lua, numberOfKeys });
+  const run = (redis: Redis, keys: readonly string[], args: readonly ScriptArg[]): Promise<unknown> => {
+    if (keys.length !== numberOfKeys) throw new Error(`script ${label}: ${keys.length} keys given, it takes ${numberOfKeys}`);
+    if (!Object.hasOwn(redis, command)) defineLate(redis, command, { lua, numberOfKeys });
+    return (redis as unknown as Record<string, ScriptCommand>)[command]!(...keys, ...args);
+  };
+  return Object.assign(run, { sha, lua, numberOfKeys, command });
+}
+
+/**
+ * Defines a script on a connection that did not have it from its start. An auto-pipelined connection
+ * copies its commands into each batch when the batch begins (as ioredis's Pipeline does with the
+ * scripts defined before it), so a batch begun before the definition and not yet sent gets the command
+ * here: the script's call joins it, in order with the commands before and after it.
+ */
+function defineLate(redis: Redis, command: string, definition: ScriptDefinition): void {
+  redis.defineCommand(command, definition);
+  const batches = (redis as unknown as { _autoPipelines?: Map<string, Record<string, unknown>> })._autoPipelines;
+  for (const batch of batches?.values() ?? []) batch[command] = (redis as unknown as Record<string, unknown>)[command];
+}
