@@ -1,6 +1,6 @@
 import { Cluster, Redis as SingleRedis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { RedisUnsafeError } from '../errors.js';
-import { scriptDefinitions } from './scripts.js';
+import { scriptDefinitions, unbatchedCommands } from './scripts.js';
 import { isCluster } from './slots.js';
 
 /**
@@ -43,7 +43,14 @@ export function createRedisConnection(target: string | RedisTarget, role: RedisR
   const { url, clusterNodes } = typeof target === 'string' ? { url: target, clusterNodes: [] } : target;
   // The Lua scripts (src/redis/scripts.ts) are commands of the connection from its start: run by their SHA, and
   // batched like any other command on an auto-pipelined connection.
-  const options: RedisOptions = { ...ROLE_OPTIONS[role], lazyConnect: true, ...extra, scripts: { ...scriptDefinitions(), ...extra.scripts } };
+  // A script that carries large values goes out on its own even then (unbatchedCommands).
+  const options: RedisOptions = {
+    ...ROLE_OPTIONS[role],
+    lazyConnect: true,
+    ...extra,
+    scripts: { ...scriptDefinitions(), ...extra.scripts },
+    ...(extra.enableAutoPipelining ? { autoPipeliningIgnoredCommands: [...unbatchedCommands(), ...(extra.autoPipeliningIgnoredCommands ?? [])] } : {}),
+  };
   const redis: Redis = clusterNodes.length ? createCluster(url, clusterNodes, options) : new SingleRedis(url, options as never);
   // Connection errors surface through commands and `waitForRedis`; an unhandled 'error' event
   // would otherwise crash the process.
@@ -58,7 +65,7 @@ export function createRedisConnection(target: string | RedisTarget, role: RedisR
 function createCluster(url: string, nodes: readonly string[], options: RedisOptions): Cluster {
   const parsed = new URL(url);
   // The reply mapping stays the Cluster's default (as for one server).
-  const { retryStrategy, enableOfflineQueue, lazyConnect, enableReadyCheck, enableAutoPipelining, scripts, replyMapping: _replyMapping, ...nodeOptions } = options;
+  const { retryStrategy, enableOfflineQueue, lazyConnect, enableReadyCheck, enableAutoPipelining, autoPipeliningIgnoredCommands, scripts, replyMapping: _replyMapping, ...nodeOptions } = options;
   const redisOptions: Omit<NonNullable<ClusterOptions['redisOptions']>, 'replyMapping'> = {
     ...nodeOptions,
     ...(parsed.username ? { username: decodeURIComponent(parsed.username) } : {}),
@@ -70,6 +77,7 @@ function createCluster(url: string, nodes: readonly string[], options: RedisOpti
     ...(enableOfflineQueue === undefined ? {} : { enableOfflineQueue }),
     ...(enableReadyCheck === undefined ? {} : { enableReadyCheck }),
     ...(enableAutoPipelining === undefined ? {} : { enableAutoPipelining }),
+    ...(autoPipeliningIgnoredCommands === undefined ? {} : { autoPipeliningIgnoredCommands }),
     ...(scripts === undefined ? {} : { scripts: scripts as NonNullable<ClusterOptions['scripts']> }),
     ...(retryStrategy ? { clusterRetryStrategy: (times: number) => retryStrategy(times) ?? null } : {}),
   };

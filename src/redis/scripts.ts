@@ -31,18 +31,36 @@ interface ScriptDefinition {
 
 /** Every script made with `redisScript`, by command name (ioredis's `scripts` option takes this). */
 const DEFINED = new Map<string, ScriptDefinition>();
+/** Scripts that carry large values, by command name: written as they come, never joined into an auto-pipelined batch. */
+const UNBATCHED = new Set<string>();
+
+/**
+ * The commands an auto-pipelined connection sends on their own (ioredis's `autoPipeliningIgnoredCommands`):
+ * a batch is written as one string or buffer built by concatenation, so a 100 KB trajectory in it is copied
+ * with every other command of the tick, and the batch costs several times what the same commands cost
+ * written one by one (docs/benchmarks.md). A command sent on its own goes out before the batched commands of
+ * its tick; a caller that needs an order awaits.
+ */
+export function unbatchedCommands(): string[] {
+  return [...UNBATCHED];
+}
 
 /** The scripts made so far, as ioredis's `scripts` connection option. */
 export function scriptDefinitions(): Record<string, ScriptDefinition> {
   return Object.fromEntries(DEFINED);
 }
 
-/** A script with `numberOfKeys` keys; `label` only makes the command's name readable. */
-export function redisScript(label: string, lua: string, numberOfKeys: number): RedisScript {
+/**
+ * A script with `numberOfKeys` keys; `label` only makes the command's name readable. `largeValues`: its
+ * arguments may be large (a trajectory document), so an auto-pipelined connection sends it on its own
+ * (`unbatchedCommands`).
+ */
+export function redisScript(label: string, lua: string, numberOfKeys: number, options: { readonly largeValues?: boolean } = {}): RedisScript {
   const sha = createHash('sha1').update(lua).digest('hex');
   // The SHA in the name: two scripts (or two versions of one) never share a command.
   const command = `envfleet_${label.replace(/\W/g, '_')}_${sha.slice(0, 12)}`;
   DEFINED.set(command, { lua, numberOfKeys });
+  if (options.largeValues) UNBATCHED.add(command);
   const run = (redis: Redis, keys: readonly string[], args: readonly ScriptArg[]): Promise<unknown> => {
     if (keys.length !== numberOfKeys) throw new Error(`script ${label}: ${keys.length} keys given, it takes ${numberOfKeys}`);
     if (!Object.hasOwn(redis, command)) defineLate(redis, command, { lua, numberOfKeys });

@@ -155,6 +155,7 @@ end
 return 1
 `,
   6,
+  { largeValues: true },
 );
 
 const APPEND_STEP = redisScript(

@@ -12,6 +12,9 @@ return redis.call('INCRBY', KEYS[1], ARGV[1])`,
   1,
 );
 
+/** A script whose argument is large: an auto-pipelined connection sends it on its own. */
+const PUT_BIG = redisScript('test_put_big', "return redis.call('SET', KEYS[1], ARGV[1])", 1, { largeValues: true });
+
 /** Everything the client writes to its socket from now on, as text. */
 function wire(redis: Redis): { text: () => string; stop: () => void } {
   const stream = (redis as unknown as { stream: { write: (chunk: unknown, ...rest: unknown[]) => boolean } }).stream;
@@ -106,6 +109,28 @@ describe('Lua scripts by SHA (src/redis/scripts.ts), on a Redis of its own', () 
     const results = await Promise.all([redis.set('n:late', '10'), late(redis, ['n:late'], [1]), late(redis, ['n:late'], [1]), redis.get('n:late')]);
     expect(results).to.deep.equal(['OK', 11, 12, '12']);
     expect(await Promise.all([late(redis, ['n:late'], [1]), redis.get('n:late')])).to.deep.equal([13, '13']);
+  });
+
+  it('sends a script that carries large values on its own on an auto-pipelined connection; the small commands of its tick share one write', async () => {
+    const redis = createRedisConnection(server.url, 'worker', { enableAutoPipelining: true });
+    clients.push(redis as Redis);
+    await redis.ping();
+    const doc = JSON.stringify({ note: 'Zoë 客房 🏨', pad: 'x'.repeat(100_000) });
+    const writes: string[] = [];
+    const stream = (redis as unknown as { stream: { write: (chunk: unknown, ...rest: unknown[]) => boolean } }).stream;
+    const write = stream.write;
+    stream.write = function (chunk: unknown, ...rest: unknown[]) {
+      writes.push(Buffer.isBuffer(chunk) ? chunk.toString('utf8') : String(chunk));
+      return write.call(this, chunk, ...rest);
+    };
+    const results = await Promise.all([redis.set('n:small:1', '1'), PUT_BIG(redis, ['n:big'], [doc]), redis.set('n:small:2', '2'), INCR_BY(redis, ['n:small:3'], [4])]);
+    stream.write = write;
+    expect(results).to.deep.equal(['OK', 'OK', 'OK', 4]);
+    expect(await redis.get('n:big')).to.equal(doc);
+    const big = writes.filter(w => w.includes('x'.repeat(1000)));
+    expect(big, 'the large value in a write of its own').to.have.length(1);
+    expect(big[0]).to.not.include('n:small');
+    expect(writes.filter(w => w.includes('n:small:1') && w.includes('n:small:2') && w.includes('n:small:3')), 'the small commands in one write').to.have.length(1);
   });
 
   it('refuses a call with the wrong number of keys', () => {
