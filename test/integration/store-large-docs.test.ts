@@ -1,0 +1,56 @@
+import { randomUUID } from 'node:crypto';
+import { expect } from 'chai';
+import { createRedisConnection } from '../../src/redis/connection.js';
+import { createRedisRunStore } from '../../src/runs/store.js';
+import type { StoredTrajectory } from '../../src/rollouts/types.js';
+import { RawJson, stringifyJson } from '../../src/util/raw-json.js';
+import { REDIS_URL, requireRedis } from '../helpers/integration.js';
+
+describe('run store: a large document goes to Redis as bytes, and comes back as it was written', function () {
+  this.timeout(20_000);
+  const prefix = `envfleet-test-large-docs-${randomUUID().slice(0, 8)}`;
+  let redis: ReturnType<typeof createRedisConnection>;
+  let store: ReturnType<typeof createRedisRunStore>;
+  before(async () => {
+    await requireRedis();
+    redis = createRedisConnection(REDIS_URL, 'worker', { enableAutoPipelining: true });
+    store = createRedisRunStore(redis, prefix);
+    await redis.ping();
+  });
+  after(async () => {
+    const keys = await redis.keys(`${prefix}:*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+  });
+
+  it('stores a 100 KB trajectory with multi-byte text exactly, counts its UTF-8 bytes once, and a second write of the same value changes nothing', async () => {
+    const finalState = `{"price":1.0,"guests":${JSON.stringify(Array.from({ length: 800 }, (_, i) => ({ id: `G${i}`, name: i % 2 ? 'Zoë 客房' : '🏨 suite', note: 'é'.repeat(40) })))}}`;
+    const doc = { id: 'trj-1', messages: [{ role: 'assistant', content: '予約しました 😀' }], finalState: new RawJson(finalState) } as unknown as StoredTrajectory;
+    const text = stringifyJson(doc)!;
+    expect(text.length).to.be.greaterThan(50_000);
+    const counts = [{ stage: 'rollout.run', outcome: 'agent-finished', n: 1 }];
+    // Together with small commands of the same tick, on the worker's auto-pipelined connection; what goes on the socket is recorded.
+    const stream = (redis as unknown as { stream: { write: (chunk: unknown, ...rest: unknown[]) => boolean } }).stream;
+    const write = stream.write;
+    const chunks: unknown[] = [];
+    stream.write = function (chunk: unknown, ...rest: unknown[]) {
+      chunks.push(chunk);
+      return write.call(this, chunk, ...rest);
+    };
+    await Promise.all([store.putDoc('r', 'trajectory', 'trj-1', doc, counts), store.count('r', 'test', 'tick'), store.putDoc('r', 'trajectory', 'trj-small', { id: 'trj-small', note: 'ü' } as unknown as StoredTrajectory)]);
+    stream.write = write;
+    // The large document as bytes in a write of its own (no string of the whole batch built around it).
+    const large = chunks.filter(c => (Buffer.isBuffer(c) ? c : Buffer.from(String(c))).includes(Buffer.from('🏨 suite')));
+    expect(large).to.have.length(1);
+    expect(Buffer.isBuffer(large[0])).to.equal(true);
+    expect((large[0] as Buffer).includes(Buffer.from('trj-small'))).to.equal(false);
+    expect(await store.getDocText('r', 'trajectory', 'trj-1')).to.equal(text);
+    expect((await store.getDocBuffer('r', 'trajectory', 'trj-1'))!.equals(Buffer.from(text, 'utf8'))).to.equal(true);
+    expect(await store.getDocText('r', 'trajectory', 'trj-small')).to.equal('{"id":"trj-small","note":"ü"}');
+    const bytes = Buffer.byteLength(text) + Buffer.byteLength('{"id":"trj-small","note":"ü"}');
+    expect((await store.bytes('r'))['doc:trajectory']).to.equal(bytes);
+    await store.putDoc('r', 'trajectory', 'trj-1', doc, counts);
+    expect((await store.bytes('r'))['doc:trajectory']).to.equal(bytes);
+    expect((await store.counters('r'))['rollout.run']).to.deep.equal({ 'agent-finished': 1 });
+  });
+});
