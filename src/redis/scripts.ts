@@ -38,7 +38,8 @@ const UNBATCHED = new Set<string>();
  * The commands an auto-pipelined connection sends on their own (ioredis's `autoPipeliningIgnoredCommands`):
  * a batch is written as one string or buffer built by concatenation, so a 100 KB trajectory in it is copied
  * with every other command of the tick, and the batch costs several times what the same commands cost
- * written one by one (docs/benchmarks.md). A command sent on its own goes out before the batched commands of
+ * written one by one (bench/redis-large-writes.ts; the caller passes a large value as a Buffer, which is
+ * then written as it is). A command sent on its own goes out before the batched commands of
  * its tick; a caller that needs an order awaits.
  */
 export function unbatchedCommands(): string[] {
