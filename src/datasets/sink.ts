@@ -8,6 +8,7 @@ import { runKeys } from '../runs/keys.js';
 import type { RunStore } from '../runs/store.js';
 import { sleep } from '../util/sleep.js';
 import { readTrajectoryLines } from './shards.js';
+import { storedDigest } from '../rollouts/stream.js';
 import { archivedTrajectory, isArchived, type StoredTrajectory } from '../rollouts/types.js';
 
 export interface SinkOptions {
@@ -92,13 +93,15 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
       /** What replaces each written document in Redis once the lines are on disk. */
       const done: { id: string; archived: (path: string) => StoredTrajectory | string }[] = [];
       let lines: Buffer[] = [];
-      // The new trajectories of the batch, with the summary their worker published (none from an older
-      // worker, or from a job that found its trajectory stored already).
-      const fresh = new Map<string, string | undefined>();
+      // The new trajectories of the batch, with the summary their worker published and the digest of the document
+      // it stored (none from an older worker, or from a job that found its trajectory stored already).
+      const fresh = new Map<string, { summary: string; sha1: string } | undefined>();
       for (const [, fields] of entries) {
         const trajectoryId = fieldOf(fields, 'id');
         if (!trajectoryId || written.has(trajectoryId)) continue;
-        if (fresh.get(trajectoryId) === undefined) fresh.set(trajectoryId, fieldOf(fields, 'summary'));
+        const summary = fieldOf(fields, 'summary');
+        const sha1 = fieldOf(fields, 'sha1');
+        if (fresh.get(trajectoryId) === undefined) fresh.set(trajectoryId, summary !== undefined && sha1 !== undefined ? { summary, sha1 } : undefined);
       }
       // Each document's bytes as stored, read all at once: the line written is those bytes, neither decoded nor
       // re-serialized (a parse would also turn a final state's 1.0 into 1, and cost a stringify per trajectory).
@@ -109,11 +112,14 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
       const elsewhere = new Map<string, Set<string>>();
       ids.forEach((id, i) => {
         const bytes = stored[i] ?? null;
-        const summary = fresh.get(id);
+        const published = fresh.get(id);
         if (bytes === null) ready.set(id, null);
-        else if (summary !== undefined && !endsArchived(bytes)) ready.set(id, { line: oneLine(bytes), archived: path => archivedText(summary, path) });
-        else {
-          // Without a summary (or already archived): the document is parsed, as it always was.
+        // The summary stands for these bytes only if they are the document its worker stored: a job run twice may
+        // have stored another trajectory under the id since (then the document is parsed, and its own summary kept).
+        else if (published !== undefined && !endsArchived(bytes) && storedDigest(bytes) === published.sha1) {
+          ready.set(id, { line: oneLine(bytes), archived: path => archivedText(published.summary, path) });
+        } else {
+          // Without a summary (or already archived, or another document than the summary's): the document is parsed, as it always was.
           const doc = JSON.parse(bytes.toString('utf8')) as StoredTrajectory;
           // Written to a shard of another directory: its line is copied from there.
           if (isArchived(doc)) elsewhere.set(doc.archived.path, (elsewhere.get(doc.archived.path) ?? new Set<string>()).add(id));

@@ -6,6 +6,7 @@ import { ROLLOUT_PROMPT_VERSIONS } from './prompts.js';
 import type { TrajectoryStream } from './stream.js';
 import { trajectorySummary, type RolloutMode, type StoredTrajectory, type Termination, type Trajectory } from './types.js';
 import type { StageDeps } from '../stage-deps.js';
+import { stringifyJson } from '../util/raw-json.js';
 
 export interface RolloutDeps extends StageDeps {
   readonly stream: TrajectoryStream;
@@ -72,10 +73,19 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
       ...(policy ? { policy } : {}),
     },
   );
-  await deps.store.putDoc(runId, 'trajectory', id, trajectory, outcomeCounts(trajectory));
-  // With its summary: the sink keeps that in Redis once the line is written, without parsing the whole document.
-  await deps.stream.publish(runId, id, trajectorySummary(trajectory));
+  // Written as this text, and published with its summary and the text's digest: the sink keeps the summary in
+  // Redis once the line is written, without parsing the whole document, when what it reads is this text.
+  const text = storedText(trajectory);
+  await deps.store.putDocText(runId, 'trajectory', id, text, outcomeCounts(trajectory));
+  await deps.stream.publish(runId, id, { summary: trajectorySummary(trajectory), text });
   return trajectory;
+}
+
+/** A trajectory's JSON text as the store keeps it (its final state's text as the sandbox wrote it). */
+function storedText(t: Trajectory): string {
+  const text = stringifyJson(t);
+  if (text === undefined) throw new Error(`trajectory ${t.id}: the document is not JSON`);
+  return text;
 }
 
 /**
@@ -128,8 +138,9 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
     finalState: null,
     lineage: { runId, scenarioId, prompts: { ...ROLLOUT_PROMPT_VERSIONS } },
   };
-  await deps.store.putDoc(runId, 'trajectory', id, record, outcomeCounts(record));
-  await deps.stream.publish(runId, id, trajectorySummary(record));
+  const text = storedText(record);
+  await deps.store.putDocText(runId, 'trajectory', id, text, outcomeCounts(record));
+  await deps.stream.publish(runId, id, { summary: trajectorySummary(record), text });
 }
 
 export async function computeGroup(store: RunStore, runId: string, scenarioId: string, mode: RolloutMode, samples: number, policy?: string): Promise<GroupStats> {

@@ -123,7 +123,11 @@ function membersOf(text: string, start: number): Member[] {
 
 const same = (a: string, as: Span, b: string, bs: Span) => as.end - as.start === bs.end - bs.start && a.slice(as.start, as.end) === b.slice(bs.start, bs.end);
 
-/** Whether two member lists can be patched member by member: the same keys in the same order, none twice (or arrays of one length). */
+/**
+ * Whether two member lists can be patched member by member: the same keys written the same way in the
+ * same order, none twice (or arrays of one length). A key is "twice" when two keys decode to the same
+ * string, however they are written (`"a"` and `"\u0061"`): a parse keeps the last of them.
+ */
 function alike(a: readonly Member[], b: readonly Member[]): boolean {
   if (a.length !== b.length) return false;
   const keys = new Set<string>();
@@ -131,12 +135,16 @@ function alike(a: readonly Member[], b: readonly Member[]): boolean {
     const key = a[i]!.key;
     if (key !== b[i]!.key) return false;
     if (key !== null) {
-      if (keys.has(key)) return false;
-      keys.add(key);
+      const decoded = key.includes('\\') ? (JSON.parse(key) as string) : key.slice(1, -1);
+      if (keys.has(decoded)) return false;
+      keys.add(decoded);
     }
   }
   return true;
 }
+
+/** Deeper than this, the final text is parsed whole (the scan would cost depth × size, and recursion). */
+const MAX_DEPTH = 64;
 
 /**
  * The patch that turns the parse of `initialText` into the parse of `finalText`, as JSON text for the
@@ -157,13 +165,19 @@ export function finalStatePatch(initialText: string, finalText: string): string 
     const a = root(initialText);
     const b = root(finalText);
     const out: string[] = [];
+    // What the guest is sent (paths included) stays under half the final text, and what the host scans
+    // under four times both texts: past either, a parse of the final text is the cheaper way.
     let bytes = 0;
     const budget = finalText.length / 2;
+    let scanned = 0;
+    const scanBudget = 4 * (initialText.length + finalText.length);
     const walk = (as: Span, bs: Span, path: readonly (string | number)[]): boolean => {
       if (same(initialText, as, finalText, bs)) return true;
       const ca = initialText.charCodeAt(as.start);
       const cb = finalText.charCodeAt(bs.start);
-      if (ca === cb && (ca === CH_OPEN_BRACE || ca === CH_OPEN_BRACKET)) {
+      if (ca === cb && (ca === CH_OPEN_BRACE || ca === CH_OPEN_BRACKET) && path.length < MAX_DEPTH) {
+        scanned += as.end - as.start + (bs.end - bs.start);
+        if (scanned > scanBudget) return false;
         const ma = membersOf(initialText, as.start);
         const mb = membersOf(finalText, bs.start);
         if (alike(ma, mb)) {
@@ -175,9 +189,10 @@ export function finalStatePatch(initialText: string, finalText: string): string 
         }
       }
       if (path.length === 0) return false;
-      bytes += bs.end - bs.start;
+      const entry = `[${JSON.stringify(path)},${finalText.slice(bs.start, bs.end)}]`;
+      bytes += entry.length + 1;
       if (bytes > budget) return false;
-      out.push(`[${JSON.stringify(path)},${finalText.slice(bs.start, bs.end)}]`);
+      out.push(entry);
       return true;
     };
     return walk(a, b, []) ? `[${out.join(',')}]` : null;

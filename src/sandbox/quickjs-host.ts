@@ -29,6 +29,11 @@ const GROWTH_STEP = 256 * 1024;
 const IDLE_MODULES = 8;
 /** A module whose heap grew more than this is not reused: a heap never shrinks, dropping it returns the memory. */
 const REUSE_GROWTH = 4 * MiB;
+/**
+ * Initial states up to this many characters get a second parse in their check template, the base of the
+ * final state's patch; a larger one would push the template past REUSE_GROWTH, so it is parsed whole per batch.
+ */
+const PATCH_BASE_MAX_CHARS = 256 * 1024;
 /** Session templates a thread keeps: memory copies of environments just created (see createEnvironmentFromText). */
 const SESSION_TEMPLATES = 8;
 /** Environments (by seed) a thread remembers having created, to copy the second creation of one. */
@@ -144,6 +149,8 @@ interface CheckTemplate {
   busy: boolean;
   /** Used since the copy: written back before the next batch. */
   dirty: boolean;
+  /** It holds a second parse of the initial state, the base a batch's final state is patched on (json-patch.ts). */
+  readonly patches: boolean;
 }
 
 /**
@@ -686,7 +693,7 @@ export class QuickJSHost {
         template.dirty = true;
         vm.arm(limits.checkDeadlineMs);
         // Only the values the episode changed are parsed here; the rest is the template's second parse of the initial state.
-        const patch = finalStatePatch(initialJson, finalJson);
+        const patch = template.patches ? finalStatePatch(initialJson, finalJson) : null;
         vm.expectOk(patch === null ? vm.callHarness('prepareFinal', [finalJson]) : vm.callHarness('prepareFinalPatch', [patch]));
       } catch (err) {
         this.leaveTemplate(template);
@@ -724,6 +731,7 @@ export class QuickJSHost {
     }
     if (this.templateUnderway) return null;
     this.templateUnderway = true;
+    const patches = initialJson.length <= PATCH_BASE_MAX_CHARS;
     try {
       const module = await this.acquire(limits);
       const vm = GuestVm.open(module, limits.stackBytes, () => this.release(module));
@@ -731,7 +739,9 @@ export class QuickJSHost {
       try {
         vm.arm(limits.checkDeadlineMs);
         vm.expectOk(vm.callHarness('prepareInitial', [initialJson]));
-        vm.expectOk(vm.callHarness('prepareBase', [initialJson]));
+        // The base a batch's final state is patched on: a second parse, for states small enough that the
+        // template stays reusable with it (a larger one is parsed whole per batch, as before).
+        if (patches) vm.expectOk(vm.callHarness('prepareBase', [initialJson]));
         vm.preload('prepareFinal', 'prepareFinalPatch', 'check');
         image = module.capture();
       } catch {
@@ -741,7 +751,7 @@ export class QuickJSHost {
         vm.dispose();
         return null;
       }
-      const template: CheckTemplate = { initialJson, stackBytes: limits.stackBytes, envMemoryMb: limits.envMemoryMb, vm, image, busy: true, dirty: false };
+      const template: CheckTemplate = { initialJson, stackBytes: limits.stackBytes, envMemoryMb: limits.envMemoryMb, vm, image, busy: true, dirty: false, patches };
       this.templates.push(template);
       const spare = this.templates.length - CHECK_TEMPLATES;
       for (const old of this.templates.filter(t => !t.busy && t !== template).slice(0, Math.max(0, spare))) this.dropTemplate(old, true);
@@ -1187,7 +1197,8 @@ class GuestVm {
    * reaches are not there (another quickjs-emscripten release). Throws SandboxError as `call` does.
    */
   callTool(tool: string, argsJson: string, scratch: CallScratch): string {
-    const raw = this.raw ??= rawAccess(this.ctx);
+    if (this.raw === undefined) this.raw = rawAccess(this.ctx);
+    const raw = this.raw;
     if (!raw) return this.call('call', [tool, argsJson]);
     const { ffi, module, ctx } = raw;
     let resultPtr: number;
@@ -1313,7 +1324,8 @@ class GuestVm {
       throw hit;
     }
     // A long reply (a state's snapshot) is read with the end found natively, as callTool reads one.
-    const raw = this.raw ??= rawAccess(this.ctx);
+    if (this.raw === undefined) this.raw = rawAccess(this.ctx);
+    const raw = this.raw;
     const text = raw ? readText(raw, (result.value as unknown as { value: number }).value) : this.ctx.getString(result.value);
     result.value.dispose();
     return text;

@@ -13,11 +13,19 @@ export interface SharedText {
   readonly length: number;
 }
 
+/** At most this many texts, and this many bytes of them, are kept (the newest always). */
+const KEEP_TEXTS = 32;
+const KEEP_BYTES = 64 * 1024 * 1024;
+
 /** Keeps the shared copies of the texts sent most recently, least recently used first out. */
 export class SharedTexts {
   private readonly byText = new Map<string, SharedText>();
+  private bytes = 0;
 
-  constructor(private readonly capacity = 32) {}
+  constructor(
+    private readonly capacity = KEEP_TEXTS,
+    private readonly capacityBytes = KEEP_BYTES,
+  ) {}
 
   of(text: string): SharedText {
     const hit = this.byText.get(text);
@@ -31,27 +39,41 @@ export class SharedTexts {
     Buffer.from(bytes).set(encoded);
     const shared: SharedText = { key: randomUUID(), bytes, length: encoded.length };
     this.byText.set(text, shared);
-    if (this.byText.size > this.capacity) this.byText.delete(this.byText.keys().next().value!);
+    this.bytes += encoded.length;
+    while (this.byText.size > 1 && (this.byText.size > this.capacity || this.bytes > this.capacityBytes)) {
+      const [oldest, dropped] = this.byText.entries().next().value!;
+      this.byText.delete(oldest);
+      this.bytes -= dropped.length;
+    }
     return shared;
   }
 }
 
-/** The decoded texts of a thread, by key, most recent last. */
+/** The decoded texts of a thread, by key, most recent last (as many and as many bytes as SharedTexts keeps). */
 export class SharedTextCache {
-  private readonly byKey = new Map<string, string>();
+  private readonly byKey = new Map<string, { readonly text: string; readonly length: number }>();
+  private bytes = 0;
 
-  constructor(private readonly capacity = 32) {}
+  constructor(
+    private readonly capacity = KEEP_TEXTS,
+    private readonly capacityBytes = KEEP_BYTES,
+  ) {}
 
   text(shared: SharedText): string {
     const hit = this.byKey.get(shared.key);
     if (hit !== undefined) {
       this.byKey.delete(shared.key);
       this.byKey.set(shared.key, hit);
-      return hit;
+      return hit.text;
     }
     const text = Buffer.from(shared.bytes, 0, shared.length).toString('utf8');
-    this.byKey.set(shared.key, text);
-    if (this.byKey.size > this.capacity) this.byKey.delete(this.byKey.keys().next().value!);
+    this.byKey.set(shared.key, { text, length: shared.length });
+    this.bytes += shared.length;
+    while (this.byKey.size > 1 && (this.byKey.size > this.capacity || this.bytes > this.capacityBytes)) {
+      const [oldest, dropped] = this.byKey.entries().next().value!;
+      this.byKey.delete(oldest);
+      this.bytes -= dropped.length;
+    }
     return text;
   }
 }

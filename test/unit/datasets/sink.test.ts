@@ -211,7 +211,7 @@ describe('sink crash recovery (byte offsets)', () => {
           const ts = [0, 1, 2, 3, 4, 5].map(i => workerTrajectory(i, runId));
           for (const t of ts) {
             await store.putDoc(runId, 'trajectory', t.id, t);
-            await stream.publish(runId, t.id, trajectorySummary(t));
+            await stream.publish(runId, t.id, { summary: trajectorySummary(t), text: stringifyJson(t)! });
           }
           const stored = new Map<string, Buffer>();
           for (const t of ts) stored.set(t.id, (await redis.getBuffer(`${prefix}:run:${runId}:doc:trajectory:${t.id}`))!);
@@ -248,7 +248,7 @@ describe('sink crash recovery (byte offsets)', () => {
       for (const t of ts) {
         await store.putDoc(runId, 'trajectory', t.id, t);
         // Trajectories 1 and 3 from a worker of the version before: the id alone.
-        await stream.publish(runId, t.id, t.sample % 2 ? undefined : trajectorySummary(t));
+        await stream.publish(runId, t.id, t.sample % 2 ? undefined : { summary: trajectorySummary(t), text: stringifyJson(t)! });
       }
       const stored = new Map<string, string>();
       for (const t of ts) stored.set(t.id, (await store.getDocText(runId, 'trajectory', t.id))!);
@@ -271,7 +271,7 @@ describe('sink crash recovery (byte offsets)', () => {
       await store.putDoc(runId, 'trajectory', t.id, t);
       const text = (await store.getDocText(runId, 'trajectory', t.id))!;
       await redis.xgroup('CREATE', trajectoryStreamKey(prefix, runId), 'sink', '0', 'MKSTREAM');
-      await createRedisTrajectoryStream(redis, prefix).publish(runId, t.id, trajectorySummary(t));
+      await createRedisTrajectoryStream(redis, prefix).publish(runId, t.id, { summary: trajectorySummary(t), text: stringifyJson(t)! });
       // The first sink wrote and archived it, then crashed before acknowledging its entry.
       await redis.xreadgroup('GROUP', 'sink', 'crashed-sink', 'COUNT', 10, 'STREAMS', trajectoryStreamKey(prefix, runId), '>');
       const firstShard = join(first, 'trajectories', 'part-00000.jsonl');
@@ -289,6 +289,30 @@ describe('sink crash recovery (byte offsets)', () => {
       expect(await store.getDocText(runId, 'trajectory', t.id)).to.equal(stringifyJson(archivedTrajectory(JSON.parse(archived) as StoredTrajectory, secondShard)));
     });
 
+    it("keeps the summary of the document it wrote when a job that ran twice stored another trajectory under the id after publishing its own", async () => {
+      const runId = 'sink-twice';
+      const store = createRedisRunStore(redis, prefix);
+      const out = await mkdtemp(join(tmpdir(), 'envfleet-sink-twice-'));
+      const stream = createRedisTrajectoryStream(redis, prefix);
+      // Run A stores its trajectory (reward 1) and publishes; run B of the same job then stores another (reward 0).
+      const a = { ...workerTrajectory(4, runId), reward: 1, solved: true };
+      const b: Trajectory = { ...workerTrajectory(4, runId), reward: 0, solved: false, messages: [{ role: 'assistant', content: 'autre réponse 😀' }] };
+      await store.putDoc(runId, 'trajectory', a.id, a);
+      await stream.publish(runId, a.id, { summary: trajectorySummary(a), text: stringifyJson(a)! });
+      await store.putDoc(runId, 'trajectory', b.id, b);
+      const storedB = (await store.getDocText(runId, 'trajectory', b.id))!;
+
+      await runSink({ redis, prefix, store, runId, dir: out });
+      await stream.publish(runId, b.id, { summary: trajectorySummary(b), text: stringifyJson(b)! });
+      await runSink({ redis, prefix, store, runId, dir: out });
+
+      const shard = resolve(join(out, 'trajectories', 'part-00000.jsonl'));
+      expect(await readFile(shard, 'utf8')).to.equal(`${storedB}\n`);
+      const kept = JSON.parse((await store.getDocText(runId, 'trajectory', b.id))!) as StoredTrajectory;
+      expect(kept).to.deep.include({ reward: 0, solved: false });
+      expect(await store.getDocText(runId, 'trajectory', b.id)).to.equal(stringifyJson(archivedTrajectory(JSON.parse(storedB) as StoredTrajectory, shard)));
+    });
+
     it('puts a stored document with line breaks between its tokens on one line, its other bytes untouched', async () => {
       const runId = 'sink-pretty';
       const store = createRedisRunStore(redis, prefix);
@@ -297,7 +321,7 @@ describe('sink crash recovery (byte offsets)', () => {
       const pretty = JSON.stringify(JSON.parse(stringifyJson(t)!), null, 2).replace(/\n/g, '\r\n');
       await store.putDoc(runId, 'trajectory', t.id, t);
       await redis.set(`${prefix}:run:${runId}:doc:trajectory:${t.id}`, pretty);
-      await createRedisTrajectoryStream(redis, prefix).publish(runId, t.id, trajectorySummary(t));
+      await createRedisTrajectoryStream(redis, prefix).publish(runId, t.id, { summary: trajectorySummary(t), text: stringifyJson(t)! });
 
       await runSink({ redis, prefix, store, runId, dir: out });
 

@@ -120,6 +120,26 @@ describe('finalStatePatch: the final state as a patch on the initial one', () =>
     expectPatched('{"a":{"x":1,"x":2},"pad":"' + 'p'.repeat(100) + '"}', '{"a":{"x":5,"x":2},"pad":"' + 'p'.repeat(100) + '"}');
     expect(finalStatePatch('{"a":{"x":1,"x":2},"pad":"' + 'p'.repeat(100) + '"}', '{"a":{"x":5,"x":2},"pad":"' + 'p'.repeat(100) + '"}')).to.equal('[[["a"],{"x":5,"x":2}]]');
     expectPatched('{"a":{"\\u0078":1,"y":2},"pad":"' + 'p'.repeat(100) + '"}', '{"a":{"x":1,"y":3},"pad":"' + 'p'.repeat(100) + '"}');
+    // The same key twice, written two ways in both texts: a parse keeps the last, so the object is replaced whole.
+    const twice = (first: number) => `{"a":{"a":${first},"\\u0061":2},"pad":"${'p'.repeat(100)}"}`;
+    expect(finalStatePatch(twice(1), twice(3))).to.equal(`[[["a"],{"a":3,"\\u0061":2}]]`);
+    expectPatched(twice(1), twice(3));
+  });
+
+  it('keeps what it sends under half the final text, paths included, and parses whole what is too deep to scan', () => {
+    // Long keys on the path of many small changes: the paths alone would be many times the text.
+    const zeros = Array.from({ length: 1_000 }, () => 0);
+    const initial = Object.fromEntries(Array.from({ length: 3 }, (_, i) => [`${'k'.repeat(200)}${i}`, { ['q'.repeat(200)]: zeros }]));
+    const final = JSON.parse(JSON.stringify(initial)) as Record<string, Record<string, number[]>>;
+    for (const inner of Object.values(final)) for (const list of Object.values(inner)) for (let i = 0; i < list.length; i += 2) list[i] = 1;
+    const finalText = JSON.stringify(final);
+    const patch = expectPatched(JSON.stringify(initial), finalText);
+    expect(patch === null || patch.length <= finalText.length / 2, `patch of ${patch?.length} characters for a final text of ${finalText.length}`).to.equal(true);
+    // 5,000 levels deep (a state an environment may build): no stack overflow, no quadratic scan; the whole parse instead.
+    const deep = (leaf: number) => `${'{"a":'.repeat(5_000)}${leaf}${'}'.repeat(5_000)}`;
+    expect(finalStatePatch(deep(1), deep(2))).to.equal(null);
+    const shallow = (leaf: number) => `{"pad":"${'p'.repeat(200)}",${'"a":{'.repeat(10)}"v":${leaf}${'}'.repeat(10)}}`;
+    expect(expectPatched(shallow(1), shallow(2))).to.not.equal(null);
   });
 
   it('declines when a patch would not save a parse, or a text is not JSON it can read', () => {
@@ -136,6 +156,22 @@ describe('checks on a patched final state (QuickJS)', function () {
   this.timeout(20_000);
   const runner = createLocalSandboxRunner();
   const limits = { ...DEFAULT_SANDBOX_LIMITS, checkDeadlineMs: 500 };
+
+  it('passes a check on a state whose changes are many and whose keys are long, as the whole parse did (no patch larger than the state)', async () => {
+    const numbers = Array.from({ length: 20_000 }, () => 0);
+    const initialState = { ['k'.repeat(100)]: { ['q'.repeat(100)]: numbers } };
+    const finalState = JSON.parse(JSON.stringify(initialState)) as Record<string, Record<string, number[]>>;
+    const list = Object.values(Object.values(finalState)[0]!)[0]!;
+    for (let i = 0; i < list.length; i += 2) list[i] = 1;
+    const check = { item: 'half are ones', check: 'function check(f) { const l = Object.values(Object.values(f)[0])[0]; return l.length === 20000 && l.filter(x => x === 1).length === 10000; }' };
+    for (let batch = 0; batch < 2; batch += 1) {
+      const result = await runner.checks({ checks: [check, check], finalState, initialState, limits });
+      expect(result.results.map(r => [r.passed, r.errorCode ?? null]), `batch ${batch}`).to.deep.equal([
+        [true, null],
+        [true, null],
+      ]);
+    }
+  });
 
   it('hands each check exactly the parse of the final state, batch after batch, whatever a check did to it before', async () => {
     const initialState = {

@@ -26,6 +26,24 @@ describe('shared texts: one copy of an initial state for every session task', ()
     expect(texts.of('{"b":1}')).to.not.equal(b);
   });
 
+  it('keeps no more bytes than its bound, the newest text always', () => {
+    const texts = new SharedTexts(32, 10_000);
+    const big = (n: number) => JSON.stringify({ n, pad: '客'.repeat(1_500) }); // ≈ 4.5 KB of UTF-8
+    const first = texts.of(big(1));
+    texts.of(big(2));
+    expect(texts.of(big(1))).to.equal(first);
+    texts.of(big(3)); // over 10,000 bytes with three: the least recently used (2) goes
+    expect(texts.of(big(1))).to.equal(first);
+    const huge = texts.of(JSON.stringify({ pad: 'x'.repeat(50_000) })); // larger than the bound alone: kept, the rest dropped
+    expect(texts.of(JSON.stringify({ pad: 'x'.repeat(50_000) }))).to.equal(huge);
+    expect(texts.of(big(1))).to.not.equal(first);
+    const cache = new SharedTextCache(32, 10_000);
+    const a = new SharedTexts().of(big(1));
+    const b = new SharedTexts().of(big(2));
+    const c = new SharedTexts().of(big(3));
+    for (const shared of [a, b, c, a]) expect(cache.text(shared)).to.equal(JSON.parse(JSON.stringify(Buffer.from(shared.bytes).toString('utf8'))));
+  });
+
   it('decodes a shared text once per thread and keeps the string by its key', () => {
     const cache = new SharedTextCache(1);
     const a = new SharedTexts().of(text);
