@@ -50,9 +50,10 @@ const RELEASE_LOCK = redisScript('sink_release_lock', "if redis.call('GET', KEYS
  * archived into another directory is copied from there (ArchivedTrajectoryMissingError if it is gone).
  *
  * The documents are read and written as bytes: the line is the document's UTF-8 as stored. The summary
- * comes with the stream entry from the worker that stored the trajectory (`trajectorySummary`), so the
- * ~100 KB document is not parsed; an entry without one (an older worker's, a job that found its
- * trajectory stored already) has its document parsed for it, as before.
+ * comes with the stream entry from the worker that stored the trajectory (`trajectorySummary`, with the
+ * SHA-1 of the text it stored), so the ~100 KB document is not parsed when its bytes are that text; an
+ * entry without one (an older worker's, a job that found its trajectory stored already) or whose
+ * document is another has its document parsed for it, as before.
  */
 export async function runSink(o: SinkOptions): Promise<SinkResult> {
   const keys = runKeys(o.prefix, o.runId, isCluster(o.redis));
@@ -114,9 +115,10 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
         const bytes = stored[i] ?? null;
         const published = fresh.get(id);
         if (bytes === null) ready.set(id, null);
-        // The summary stands for these bytes only if they are the document its worker stored: a job run twice may
-        // have stored another trajectory under the id since (then the document is parsed, and its own summary kept).
-        else if (published !== undefined && !endsArchived(bytes) && storedDigest(bytes) === published.sha1) {
+        // The summary stands for these bytes only if they are the document its worker stored: not when a job run
+        // twice stored another trajectory under the id since, nor when the document is archived already (the digest
+        // is of the whole trajectory). Then the document is parsed, and its own summary kept.
+        else if (published !== undefined && storedDigest(bytes) === published.sha1) {
           ready.set(id, { line: oneLine(bytes), archived: path => archivedText(published.summary, path) });
         } else {
           // Without a summary (or already archived, or another document than the summary's): the document is parsed, as it always was.
@@ -224,26 +226,6 @@ function fieldOf(fields: readonly string[], name: string): string | undefined {
  * the summary's with `,"archived":{"path":…}` before the closing brace (a summary always has members: its id).
  */
 const archivedText = (summary: string, path: string): string => `${summary.slice(0, -1)},"archived":${JSON.stringify({ path })}}`;
-
-const ARCHIVED_MEMBER = Buffer.from(',"archived":{"path":');
-
-/**
- * Whether a trajectory document's bytes are its archived form: `archived` is its last member (as
- * `archivedTrajectory` writes it), `{"path": STRING}`. A whole trajectory has no such member. Only the
- * end is looked at (a shard's path is far shorter than the window).
- */
-export function endsArchived(bytes: Buffer): boolean {
-  const n = bytes.length;
-  if (n < ARCHIVED_MEMBER.length + 4 || bytes[n - 1] !== 0x7d || bytes[n - 2] !== 0x7d || bytes[n - 3] !== 0x22) return false;
-  const from = Math.max(0, n - 65_536);
-  const at = bytes.subarray(from).lastIndexOf(ARCHIVED_MEMBER);
-  if (at < 0) return false;
-  try {
-    return typeof JSON.parse(bytes.toString('utf8', from + at + ARCHIVED_MEMBER.length, n - 2)) === 'string';
-  } catch {
-    return false;
-  }
-}
 
 /** Writes every byte of `chunks` at the file's end (appending), one writev when the system takes it all. */
 async function writeAll(handle: FileHandle, chunks: readonly Buffer[]): Promise<void> {

@@ -17,63 +17,63 @@ export interface SharedText {
 const KEEP_TEXTS = 32;
 const KEEP_BYTES = 64 * 1024 * 1024;
 
-/** Keeps the shared copies of the texts sent most recently, least recently used first out. */
-export class SharedTexts {
-  private readonly byText = new Map<string, SharedText>();
+/** The most recently used entries, within a count and a byte bound (the newest always kept). */
+class Recent<K, V> {
+  private readonly entries = new Map<K, { readonly value: V; readonly bytes: number }>();
   private bytes = 0;
 
   constructor(
-    private readonly capacity = KEEP_TEXTS,
-    private readonly capacityBytes = KEEP_BYTES,
+    private readonly capacity: number,
+    private readonly capacityBytes: number,
   ) {}
+
+  get(key: K): V | undefined {
+    const hit = this.entries.get(key);
+    if (hit === undefined) return undefined;
+    this.entries.delete(key);
+    this.entries.set(key, hit);
+    return hit.value;
+  }
+
+  set(key: K, value: V, bytes: number): V {
+    this.entries.set(key, { value, bytes });
+    this.bytes += bytes;
+    while (this.entries.size > 1 && (this.entries.size > this.capacity || this.bytes > this.capacityBytes)) {
+      const [oldest, dropped] = this.entries.entries().next().value!;
+      this.entries.delete(oldest);
+      this.bytes -= dropped.bytes;
+    }
+    return value;
+  }
+}
+
+/** Keeps the shared copies of the texts sent most recently, least recently used first out. */
+export class SharedTexts {
+  private readonly byText: Recent<string, SharedText>;
+
+  constructor(capacity = KEEP_TEXTS, capacityBytes = KEEP_BYTES) {
+    this.byText = new Recent(capacity, capacityBytes);
+  }
 
   of(text: string): SharedText {
     const hit = this.byText.get(text);
-    if (hit) {
-      this.byText.delete(text);
-      this.byText.set(text, hit);
-      return hit;
-    }
+    if (hit) return hit;
     const encoded = Buffer.from(text, 'utf8');
     const bytes = new SharedArrayBuffer(encoded.length);
     Buffer.from(bytes).set(encoded);
-    const shared: SharedText = { key: randomUUID(), bytes, length: encoded.length };
-    this.byText.set(text, shared);
-    this.bytes += encoded.length;
-    while (this.byText.size > 1 && (this.byText.size > this.capacity || this.bytes > this.capacityBytes)) {
-      const [oldest, dropped] = this.byText.entries().next().value!;
-      this.byText.delete(oldest);
-      this.bytes -= dropped.length;
-    }
-    return shared;
+    return this.byText.set(text, { key: randomUUID(), bytes, length: encoded.length }, encoded.length);
   }
 }
 
 /** The decoded texts of a thread, by key, most recent last (as many and as many bytes as SharedTexts keeps). */
 export class SharedTextCache {
-  private readonly byKey = new Map<string, { readonly text: string; readonly length: number }>();
-  private bytes = 0;
+  private readonly byKey: Recent<string, string>;
 
-  constructor(
-    private readonly capacity = KEEP_TEXTS,
-    private readonly capacityBytes = KEEP_BYTES,
-  ) {}
+  constructor(capacity = KEEP_TEXTS, capacityBytes = KEEP_BYTES) {
+    this.byKey = new Recent(capacity, capacityBytes);
+  }
 
   text(shared: SharedText): string {
-    const hit = this.byKey.get(shared.key);
-    if (hit !== undefined) {
-      this.byKey.delete(shared.key);
-      this.byKey.set(shared.key, hit);
-      return hit.text;
-    }
-    const text = Buffer.from(shared.bytes, 0, shared.length).toString('utf8');
-    this.byKey.set(shared.key, { text, length: shared.length });
-    this.bytes += shared.length;
-    while (this.byKey.size > 1 && (this.byKey.size > this.capacity || this.bytes > this.capacityBytes)) {
-      const [oldest, dropped] = this.byKey.entries().next().value!;
-      this.byKey.delete(oldest);
-      this.bytes -= dropped.length;
-    }
-    return text;
+    return this.byKey.get(shared.key) ?? this.byKey.set(shared.key, Buffer.from(shared.bytes, 0, shared.length).toString('utf8'), shared.length);
   }
 }

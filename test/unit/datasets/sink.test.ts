@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { completeLines, endsArchived, oneLine, runSink, scanShards } from '../../../src/datasets/sink.js';
+import { completeLines, oneLine, runSink, scanShards } from '../../../src/datasets/sink.js';
 import { createRedisConnection } from '../../../src/redis/connection.js';
 import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../../src/rollouts/stream.js';
 import { archivedTrajectory, isArchived, trajectorySummary, type StoredTrajectory, type Trajectory } from '../../../src/rollouts/types.js';
@@ -74,18 +74,19 @@ describe('sink crash recovery (byte offsets)', () => {
     });
   });
 
-  describe('runSink after a crash mid-write (real Redis)', () => {
-    const prefix = `envfleet-test-sink-${randomUUID().slice(0, 8)}`;
-    let redis: Redis;
+  // The runSink groups share one Redis connection and key prefix (each test has a run of its own).
+  const prefix = `envfleet-test-sink-${randomUUID().slice(0, 8)}`;
+  let redis: Redis;
+  before(() => {
+    redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+  });
+  after(async () => {
+    const keys = await redis.keys(`${prefix}:*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+  });
 
-    before(() => {
-      redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
-    });
-    after(async () => {
-      const keys = await redis.keys(`${prefix}:*`);
-      if (keys.length) await redis.del(...keys);
-      redis.disconnect();
-    });
+  describe('runSink after a crash mid-write (real Redis)', () => {
 
     it('keeps the acknowledged trajectories whole and writes the one it was writing once, after them', async () => {
       const store = createRedisRunStore(redis, prefix);
@@ -137,17 +138,6 @@ describe('sink crash recovery (byte offsets)', () => {
   });
 
   describe('runSink with the summaries the workers publish (real Redis)', () => {
-    const prefix = `envfleet-test-sink-sum-${randomUUID().slice(0, 8)}`;
-    let redis: Redis;
-
-    before(() => {
-      redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
-    });
-    after(async () => {
-      const keys = await redis.keys(`${prefix}:*`);
-      if (keys.length) await redis.del(...keys);
-      redis.disconnect();
-    });
 
     /** A trajectory as a worker holds it: model text of every UTF-8 length in its messages, a final state as the Python runtime wrote it. */
     function workerTrajectory(i: number, runId: string): Trajectory {
@@ -329,19 +319,6 @@ describe('sink crash recovery (byte offsets)', () => {
       expect(file).to.equal(`${oneLine(pretty)}\n`);
       expect(JSON.parse(file)).to.deep.equal(JSON.parse(pretty));
     });
-  });
-
-  it('tells an archived document from a whole one by its last member', () => {
-    const t = trajectory(2);
-    expect(endsArchived(Buffer.from(JSON.stringify(t)))).to.equal(false);
-    expect(endsArchived(Buffer.from(JSON.stringify(archivedTrajectory(t, '/data/out "q"/trajectories/part-00000.jsonl'))))).to.equal(true);
-    expect(endsArchived(Buffer.from(JSON.stringify(archivedTrajectory(t, '/données/李/🌸/part-00001.jsonl'))))).to.equal(true);
-    // Archived again elsewhere: `archived` stays the last member.
-    expect(endsArchived(Buffer.from(JSON.stringify(archivedTrajectory(archivedTrajectory(t, '/a'), '/b'))))).to.equal(true);
-    // A whole trajectory whose lineage ends with such a member, or whose text holds one, is not archived.
-    expect(endsArchived(Buffer.from(JSON.stringify({ ...t, lineage: { archived: { path: '/a' } } })))).to.equal(false);
-    expect(endsArchived(Buffer.from(JSON.stringify({ ...t, lineage: { note: ',"archived":{"path":"/a"}}' } })))).to.equal(false);
-    expect(endsArchived(Buffer.alloc(0))).to.equal(false);
   });
 
   it('puts UTF-8 bytes on one line as it does their text', () => {
