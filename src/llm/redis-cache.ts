@@ -1,6 +1,10 @@
 import { isCluster, type Redis } from '../redis/connection.js';
+import { redisScript } from '../redis/scripts.js';
 import { runKeys } from '../runs/keys.js';
 import type { CachedResponse, ResponseCache } from './ports.js';
+
+/** Stores a response and counts its bytes, as one command. KEYS: the entry, the run's byte counters. ARGV: text, TTL s, counter. */
+const CACHE_SET = redisScript('cache_set', "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) redis.call('HINCRBY', KEYS[2], ARGV[3], string.len(ARGV[1])) return 1", 2);
 
 /**
  * Response cache in Redis: one string key per request hash, under its run (so deleting the run
@@ -21,8 +25,7 @@ export function createRedisResponseCache(redis: Redis, prefix: string): Response
     },
     async set(slot, value, ttlSeconds) {
       const keys = runKeys(prefix, slot.runId, isCluster(redis));
-      const text = JSON.stringify(value);
-      await redis.multi().set(keys.cache(slot.key), text, 'EX', ttlSeconds).hincrby(keys.bytes, `cache:${slot.stage}`, Buffer.byteLength(text)).exec();
+      await CACHE_SET(redis, [keys.cache(slot.key), keys.bytes], [JSON.stringify(value), ttlSeconds, `cache:${slot.stage}`]);
     },
   };
 }

@@ -95,11 +95,17 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
     subscriber.subscribe(channelOf(inflight)).catch(() => subscribed.delete(inflight));
   };
   const cluster = isCluster(redis);
+  const keysByUrl = new Map<string, readonly [string, string, string]>();
   const keys = (endpoint: EndpointConfig) => {
-    // On a Redis Cluster the endpoint's id is the hash tag: the ACQUIRE script and the release's MULTI
-    // touch its three keys together.
-    const id = tag(cluster, hashOf(endpoint.baseURL, 16));
-    return [`${prefix}:limit:${id}:cooldown`, `${prefix}:limit:${id}:inflight`, `${prefix}:limit:${id}:window`] as const;
+    let found = keysByUrl.get(endpoint.baseURL);
+    if (!found) {
+      // On a Redis Cluster the endpoint's id is the hash tag: the ACQUIRE script and the release's MULTI
+      // touch its three keys together.
+      const id = tag(cluster, hashOf(endpoint.baseURL, 16));
+      found = [`${prefix}:limit:${id}:cooldown`, `${prefix}:limit:${id}:inflight`, `${prefix}:limit:${id}:window`] as const;
+      keysByUrl.set(endpoint.baseURL, found);
+    }
+    return found;
   };
   const queueOf = (inflight: string): Waiter[] => {
     let queue = waiting.get(inflight);

@@ -81,11 +81,15 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
   return trajectory;
 }
 
-/** A trajectory's JSON text as the store keeps it (its final state's text as the sandbox wrote it). */
-function storedText(t: Trajectory): string {
+/**
+ * A trajectory's JSON text as the store keeps it (its final state's text as the sandbox wrote it), as UTF-8
+ * bytes: encoded once, for the store (which sends a large document as bytes) and for the digest the stream
+ * entry carries.
+ */
+function storedText(t: Trajectory): Buffer {
   const text = stringifyJson(t);
   if (text === undefined) throw new Error(`trajectory ${t.id}: the document is not JSON`);
-  return text;
+  return Buffer.from(text, 'utf8');
 }
 
 /**

@@ -14,8 +14,8 @@ import type { TrajectorySummary } from './types.js';
  * itself is in the run's store.
  */
 export interface TrajectoryStream {
-  /** `stored`: the trajectory's summary and the exact JSON text stored for it (absent: the id alone). */
-  publish(runId: string, trajectoryId: string, stored?: { readonly summary: TrajectorySummary; readonly text: string }): Promise<void>;
+  /** `stored`: the trajectory's summary and the exact JSON text stored for it, or its UTF-8 bytes (absent: the id alone). */
+  publish(runId: string, trajectoryId: string, stored?: { readonly summary: TrajectorySummary; readonly text: string | Buffer }): Promise<void>;
 }
 
 export const trajectoryStreamKey = (prefix: string, runId: string, cluster = false) => runKeys(prefix, runId, cluster).trajectories;

@@ -78,10 +78,11 @@ export interface RunStore {
    */
   putDoc<K extends DocKind>(runId: string, kind: K, id: string, value: RunDocuments[K], counts?: readonly FunnelCount[]): Promise<void>;
   /**
-   * Stores a document given as its JSON text (the sink's trajectory summaries, made without a parse);
-   * for kinds whose documents carry a counted status (environments, scenarios) use `putDoc`.
+   * Stores a document given as its JSON text, or as that text's UTF-8 bytes (the sink's trajectory summaries,
+   * made without a parse; a worker's trajectory, encoded once for the store and its digest); for kinds whose
+   * documents carry a counted status (environments, scenarios) use `putDoc`.
    */
-  putDocText(runId: string, kind: Exclude<DocKind, 'env' | 'scenario'>, id: string, text: string, counts?: readonly FunnelCount[]): Promise<void>;
+  putDocText(runId: string, kind: Exclude<DocKind, 'env' | 'scenario'>, id: string, text: string | Buffer, counts?: readonly FunnelCount[]): Promise<void>;
   getDoc<K extends DocKind>(runId: string, kind: K, id: string): Promise<RunDocuments[K] | null>;
   /** A document's JSON text exactly as stored (a trajectory's final state as the sandbox wrote it: `1.0` stays `1.0`). */
   getDocText(runId: string, kind: DocKind, id: string): Promise<string | null>;
@@ -133,9 +134,7 @@ export interface RunStore {
  * not answered once it reconnects, and a Redis with an append-only file kept the first one), and a
  * retried job may write the same value again.
  */
-const PUT_DOC = redisScript(
-  'put_doc',
-  `
+const PUT_DOC_LUA = `
 if redis.call('STRLEN', KEYS[1]) == string.len(ARGV[2]) and redis.call('GET', KEYS[1]) == ARGV[2] then return 0 end
 local old = redis.call('STRLEN', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[2])
@@ -153,10 +152,13 @@ for i = 6, #ARGV, 3 do
   if ARGV[i + 2] == '0' or old == 0 then redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
 end
 return 1
-`,
-  6,
-  { largeValues: true },
-);
+`;
+
+/** PUT_DOC for a small document: joins an auto-pipelined batch like any other command. */
+const PUT_DOC = redisScript('put_doc', PUT_DOC_LUA, 6);
+
+/** The same script for a large document (over LARGE_DOC_CHARS, sent as bytes): written on its own, never copied into a batch. */
+const PUT_DOC_LARGE = redisScript('put_doc_large', PUT_DOC_LUA, 6, { largeValues: true });
 
 const APPEND_STEP = redisScript(
   'append_step',
@@ -202,7 +204,7 @@ return 1
   3,
 );
 
-/** Documents longer than this (UTF-16 characters) are sent to Redis as bytes (see `put`). */
+/** Documents longer than this (UTF-16 characters; bytes when given as bytes) are sent to Redis as bytes, on their own (see `put`). */
 const LARGE_DOC_CHARS = 16_384;
 
 /** A hash of counters as numbers, without the zeros (a status nobody has any more). */
@@ -215,16 +217,17 @@ function toCounts(hash: Record<string, string>): Record<string, number> {
 export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
   const cluster = isCluster(redis);
   const keys = (runId: string) => runKeys(prefix, runId, cluster);
-  const put = async (runId: string, kind: DocKind, id: string, text: string, status: string, counts: readonly FunnelCount[]) => {
+  const put = async (runId: string, kind: DocKind, id: string, text: string | Buffer, status: string, counts: readonly FunnelCount[]) => {
     const k = keys(runId);
-    await PUT_DOC(
+    const large = text.length > LARGE_DOC_CHARS;
+    await (large ? PUT_DOC_LARGE : PUT_DOC)(
       redis,
       [k.doc(kind, id), k.ids(kind), k.funnel, k.bytes, k.statusOf(kind), k.statuses(kind)],
       // A large document goes as its UTF-8 bytes: ioredis then writes the buffer as it is instead of building one
       // string of the whole command (bench/redis-large-writes.ts: 0.19 ms a 97 KB document on its own as a
       // Buffer, 0.5–0.9 ms as a string in an auto-pipelined batch, 1.1–1.3 ms as a string on its own with
-      // non-ASCII text). Redis stores the same bytes either way.
-      [id, text.length > LARGE_DOC_CHARS ? Buffer.from(text, 'utf8') : text, String(Date.now()), kind, status, ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
+      // non-ASCII text). Redis stores the same bytes either way. A small one joins the connection's batch.
+      [id, large && typeof text === 'string' ? Buffer.from(text, 'utf8') : text, String(Date.now()), kind, status, ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
     );
   };
   return {
