@@ -13,7 +13,8 @@ import { AppError, BudgetExceededError, JobAbortedError, ModelError, ModelOutput
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { hashOf } from '../util/canonical.js';
-import { createNodeFetch } from './node-fetch.js';
+import { postChatCompletion } from './chat-post.js';
+import { createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
 import { contentText } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
@@ -114,12 +115,15 @@ export interface GatewayDeps {
  */
 export function createModelGateway(deps: GatewayDeps): ModelGateway {
   const clients = new Map<string, OpenAI>();
-  // The SDK over node:http keep-alive agents: half the main-thread CPU per request of Node's global fetch (src/llm/node-fetch.ts).
+  // One set of node:http keep-alive agents for every request (src/llm/node-fetch.ts): chat completions go over it
+  // directly (postChatCompletion), everything else through the openai client on a fetch over it (half the
+  // main-thread CPU per request of Node's global fetch).
+  const sender = createHttpSender();
   let nodeFetch: typeof fetch | undefined;
   const clientFor =
     deps.clientFor ??
     ((endpoint: EndpointConfig) =>
-      new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: endpoint.timeoutMs, fetch: (nodeFetch ??= createNodeFetch()) }));
+      new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: endpoint.timeoutMs, fetch: (nodeFetch ??= createNodeFetch({ sender })) }));
   const client = (endpoint: EndpointConfig) => {
     let c = clients.get(endpoint.name);
     if (!c) {
@@ -182,6 +186,9 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     const cacheSlot = useCache
       ? { runId: ctx.runId, stage: ctx.stage, key: hashOf({ v: CACHE_KEY_VERSION, run: ctx.runId, stage: ctx.stage, salt: ctx.cacheSalt ?? null, req: keyMaterial }) }
       : null;
+    // The budget's reads and the cache's go out together (one round trip); a cached answer is served even over budget.
+    const budget = checkBudget(ctx);
+    budget.catch(() => undefined); // awaited below unless the cache answers
     if (cacheSlot) {
       const hit = await deps.cache.get(cacheSlot);
       if (hit) {
@@ -191,7 +198,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         return { body, cached: true };
       }
     }
-    await checkBudget(ctx);
+    await budget;
     const endpoint = pickEndpoint(profile);
     const waitStarted = Date.now();
     let lease;
@@ -214,14 +221,20 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       });
     } catch (err) {
       deps.observe?.(ctx.stage, (Date.now() - started) / 1000, false);
-      throw await translate(err, endpoint, profile, ctx);
-    } finally {
-      await lease.release();
+      try {
+        throw await translate(err, endpoint, profile, ctx);
+      } finally {
+        await lease.release();
+      }
     }
     deps.observe?.(ctx.stage, (Date.now() - started) / 1000, true);
     const usage = usageOf(body);
-    await deps.ledger.record({ runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: false, ...priceOf(profile.model, usage) });
-    if (cacheSlot) await deps.cache.set(cacheSlot, { body, storedAt: new Date().toISOString() }, deps.config.gateway.cacheTtlSeconds);
+    // The slot's release, the ledger's entry and the cached answer go out together (one round trip, in this order).
+    await Promise.all([
+      lease.release(),
+      deps.ledger.record({ runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: false, ...priceOf(profile.model, usage) }),
+      cacheSlot ? deps.cache.set(cacheSlot, { body, storedAt: new Date().toISOString() }, deps.config.gateway.cacheTtlSeconds) : undefined,
+    ]);
     ctx.logger?.debug({ stage: ctx.stage, cacheSalt: ctx.cacheSalt ?? null, model: profile.model, endpoint: endpoint.name, limiterWaitMs, ms: Date.now() - started, usage }, 'model call');
     return { body, cached: false };
   }
@@ -272,8 +285,18 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       responseFormat: request.responseFormat,
       seed: request.seed,
     });
-    const { body, cached } = await send<ChatCompletion>(ctx, profile, params, chatUsage, (c, _e, options) =>
-      c.chat.completions.create(params, options),
+    const { body, cached } = await send<ChatCompletion>(ctx, profile, params, chatUsage, (c, endpoint, options) =>
+      // A client given by the caller (tests, embedders) is used as it is; the gateway's own posts without one.
+      deps.clientFor
+        ? c.chat.completions.create(params, options)
+        : postChatCompletion(sender, endpoint.baseURL, params, {
+            apiKey: endpoint.apiKey,
+            organization: c.organization,
+            project: c.project,
+            headers: options.headers as Record<string, string>,
+            signal: options.signal ?? null,
+            timeoutMs: endpoint.timeoutMs,
+          }),
     );
     const choice = body.choices?.[0];
     if (!choice?.message) {

@@ -88,8 +88,9 @@ export function createHttpSender(options: { readonly maxSockets?: number } = {})
   };
 }
 
-export function createNodeFetch(options: { readonly maxSockets?: number } = {}): typeof fetch {
-  const sender = createHttpSender(options);
+/** A fetch over `options.sender` (else a sender of its own, with `maxSockets`). */
+export function createNodeFetch(options: { readonly maxSockets?: number; readonly sender?: HttpSender } = {}): typeof fetch {
+  const sender = options.sender ?? createHttpSender(options);
   const nodeFetch: typeof fetch = async (input, init = {}) => {
     const body = init.body;
     if (input instanceof Request || (body !== undefined && body !== null && typeof body !== 'string' && !(body instanceof Uint8Array))) {

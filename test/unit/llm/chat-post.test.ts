@@ -1,0 +1,208 @@
+import { expect } from 'chai';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { gzipSync } from 'node:zlib';
+import OpenAI from 'openai';
+import { pino } from 'pino';
+import { loadConfig } from '../../../config/index.js';
+import { createModelGateway, type ModelGateway } from '../../../src/llm/gateway.js';
+import { createNodeFetch } from '../../../src/llm/node-fetch.js';
+import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../../helpers/memory-ports.js';
+import { rejection } from '../../helpers/assert.js';
+
+/**
+ * The gateway posts chat completions itself (src/llm/chat-post.ts); with a client given (clientFor) it goes
+ * through the openai client. Both must send the same request and end the same way on every answer a real
+ * endpoint gives: success, each status with a JSON or a text body, a body that is not JSON, a compressed body,
+ * a dropped connection, no answer, a refused connection, the caller's abort.
+ */
+describe('chat completions posted by the gateway against the openai client', function () {
+  this.timeout(20_000);
+  type Handler = (req: http.IncomingMessage, res: http.ServerResponse, body: string) => void;
+  let handler: Handler;
+  const seen: { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }[] = [];
+  let server: http.Server;
+  let baseURL: string;
+
+  before(async () => {
+    server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks).toString('utf8');
+        seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
+        handler(req, res, body);
+      });
+    });
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+    baseURL = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+  });
+  after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  beforeEach(() => (seen.length = 0));
+
+  function gateways(env: Record<string, string> = {}, url = baseURL): { own: ModelGateway; sdk: ModelGateway } {
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: url, OPENAI_API_KEY: 'sk-test-ü', ENVFLEET_MODEL_TIMEOUT_MS: '400', ...env } });
+    const ports = () => ({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    const fetch = createNodeFetch();
+    return {
+      own: createModelGateway(ports()),
+      sdk: createModelGateway({ ...ports(), clientFor: e => new OpenAI({ baseURL: e.baseURL, apiKey: e.apiKey, maxRetries: 0, timeout: e.timeoutMs, fetch }) }),
+    };
+  }
+
+  const request = {
+    messages: [
+      { role: 'system' as const, content: 'Réponds en français 🙂' },
+      { role: 'user' as const, content: '查一下 7 号书' },
+    ],
+    tools: [{ type: 'function' as const, function: { name: 'get_book', parameters: { type: 'object', properties: { id: { type: 'integer' } } } } }],
+  };
+  const completion = {
+    id: 'c1',
+    object: 'chat.completion',
+    created: 1,
+    model: 'm',
+    choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: 'Voilà 📚 第七本', refusal: null } }],
+    usage: { prompt_tokens: 12, completion_tokens: 3, total_tokens: 15 },
+  };
+
+  it('sends the same request as the openai client and reads the same answer, with non-ASCII text both ways', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(completion));
+    };
+    const { own, sdk } = gateways();
+    const a = await own.chat({ runId: 'r', stage: 'rollout.policy' }, request);
+    const b = await sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request);
+    expect(a).to.deep.equal(b);
+    expect(a.message.content).to.equal('Voilà 📚 第七本');
+    const [first, second] = seen;
+    expect(first!.method).to.equal('POST');
+    expect(first!.url).to.equal(second!.url).and.to.equal('/v1/chat/completions');
+    expect(JSON.parse(first!.body)).to.deep.equal(JSON.parse(second!.body));
+    for (const h of ['authorization', 'content-type', 'accept', 'x-envfleet-stage', 'content-length']) expect(first!.headers[h], h).to.equal(second!.headers[h]);
+  });
+
+  it('reads a gzip-compressed answer', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+      res.end(gzipSync(JSON.stringify(completion)));
+    };
+    const { own } = gateways();
+    expect((await own.chat({ runId: 'r', stage: 'rollout.policy' }, request)).message.content).to.equal('Voilà 📚 第七本');
+  });
+
+  const failures: { name: string; handler: Handler; code: string }[] = [
+    {
+      name: '429 with retry-after and a JSON error',
+      handler: (_q, res) => {
+        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '3' });
+        res.end(JSON.stringify({ error: { message: 'Trop de requêtes — 慢一点', type: 'rate_limit' } }));
+      },
+      code: 'MODEL_RATE_LIMITED',
+    },
+    {
+      name: '401 with a JSON error',
+      handler: (_q, res) => {
+        res.writeHead(401, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { message: 'bad key', code: 'invalid_api_key' } }));
+      },
+      code: 'MODEL_AUTH',
+    },
+    {
+      name: '404 with a text body',
+      handler: (_q, res) => {
+        res.writeHead(404, { 'content-type': 'text/plain' });
+        res.end('no such model: ünknown');
+      },
+      code: 'MODEL_NOT_FOUND',
+    },
+    {
+      name: '500 with an HTML body',
+      handler: (_q, res) => {
+        res.writeHead(500, { 'content-type': 'text/html' });
+        res.end('<html><body>upstream error</body></html>');
+      },
+      code: 'MODEL_SERVER_ERROR',
+    },
+    {
+      name: '503 with an empty body',
+      handler: (_q, res) => {
+        res.writeHead(503);
+        res.end();
+      },
+      code: 'MODEL_SERVER_ERROR',
+    },
+    {
+      name: '400 whose JSON body is not an error object',
+      handler: (_q, res) => {
+        res.writeHead(400, { 'content-type': 'application/json' });
+        res.end('"context too long"');
+      },
+      code: 'MODEL_BAD_REQUEST',
+    },
+    {
+      name: '200 whose body is cut JSON',
+      handler: (_q, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(completion).slice(0, 40));
+      },
+      code: 'MODEL_RESPONSE_MALFORMED',
+    },
+    {
+      name: 'a connection dropped before any answer',
+      handler: req => req.socket.destroy(),
+      code: 'MODEL_CONNECTION',
+    },
+    {
+      name: 'no answer within the timeout',
+      handler: () => undefined,
+      code: 'MODEL_TIMEOUT',
+    },
+  ];
+
+  for (const f of failures) {
+    it(`ends like the openai client on ${f.name}`, async () => {
+      handler = f.handler;
+      const { own, sdk } = gateways();
+      const a = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy' }, request));
+      const b = await rejection(sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request));
+      expect(a).to.have.property('code', f.code);
+      expect(b).to.have.property('code', f.code);
+      expect(a.message).to.equal(b.message);
+      expect((a as { retryAfterMs?: number }).retryAfterMs).to.equal((b as { retryAfterMs?: number }).retryAfterMs);
+      if (f.code === 'MODEL_RATE_LIMITED') expect(a).to.have.property('retryAfterMs', 3000);
+    });
+  }
+
+  it('ends like the openai client when the endpoint refuses connections', async () => {
+    const closed = http.createServer();
+    await new Promise<void>(resolve => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>(resolve => closed.close(() => resolve()));
+    const { own, sdk } = gateways({}, `http://127.0.0.1:${port}/v1`);
+    const a = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy' }, request));
+    const b = await rejection(sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request));
+    expect(a).to.have.property('code', 'MODEL_CONNECTION');
+    expect(a.message).to.equal(b.message);
+  });
+
+  it("stops at the caller's abort, before and during the request", async () => {
+    handler = () => undefined;
+    const { own, sdk } = gateways({ ENVFLEET_MODEL_TIMEOUT_MS: '10000' });
+    for (const gateway of [own, sdk]) {
+      const early = new AbortController();
+      early.abort();
+      expect(await rejection(gateway.chat({ runId: 'r', stage: 'rollout.policy', signal: early.signal }, request))).to.have.property('code', 'JOB_ABORTED');
+      const late = new AbortController();
+      const pending = gateway.chat({ runId: 'r', stage: 'rollout.policy', signal: late.signal }, request);
+      while (seen.length === 0) await new Promise(resolve => setTimeout(resolve, 5));
+      late.abort();
+      expect(await rejection(pending)).to.have.property('code', 'JOB_ABORTED');
+      seen.length = 0;
+    }
+  });
+});
