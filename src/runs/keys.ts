@@ -14,9 +14,22 @@ export const runKey = (prefix: string, runId: string, cluster = false) => `${pre
 /** The set of every run's id. */
 export const runsKey = (prefix: string) => `${prefix}:runs`;
 
+/** The keys of recently used runs (the store, the cache, the ledger and the stream ask for them on every command). */
+const recent = new Map<string, RunKeys>();
+const RECENT_RUNS = 256;
+
 /** The keys of one run. */
-export function runKeys(prefix: string, runId: string, cluster = false) {
-  const r = runKey(prefix, runId, cluster);
+export function runKeys(prefix: string, runId: string, cluster = false): RunKeys {
+  const id = `${cluster ? 'c' : 's'}${prefix}\u0000${runId}`;
+  let keys = recent.get(id);
+  if (!keys) {
+    if (recent.size >= RECENT_RUNS) recent.clear();
+    recent.set(id, (keys = keysOf(runKey(prefix, runId, cluster))));
+  }
+  return keys;
+}
+
+function keysOf(r: string) {
   return {
     /** The run record (JSON). */
     record: r,
@@ -56,4 +69,4 @@ export function runKeys(prefix: string, runId: string, cluster = false) {
   };
 }
 
-export type RunKeys = ReturnType<typeof runKeys>;
+export type RunKeys = Readonly<ReturnType<typeof keysOf>>;

@@ -172,7 +172,7 @@ describe('chat completions posted by the gateway against the openai client', fun
       const b = await rejection(sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request));
       expect(a).to.have.property('code', f.code);
       expect(b).to.have.property('code', f.code);
-      expect(a.message).to.equal(b.message);
+      expect((a as Error).message).to.equal((b as Error).message);
       expect((a as { retryAfterMs?: number }).retryAfterMs).to.equal((b as { retryAfterMs?: number }).retryAfterMs);
       if (f.code === 'MODEL_RATE_LIMITED') expect(a).to.have.property('retryAfterMs', 3000);
     });
@@ -187,7 +187,7 @@ describe('chat completions posted by the gateway against the openai client', fun
     const a = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy' }, request));
     const b = await rejection(sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request));
     expect(a).to.have.property('code', 'MODEL_CONNECTION');
-    expect(a.message).to.equal(b.message);
+    expect((a as Error).message).to.equal((b as Error).message);
   });
 
   it("stops at the caller's abort, before and during the request", async () => {
