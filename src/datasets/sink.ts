@@ -20,6 +20,12 @@ export interface SinkOptions {
   /** Keep waiting for trajectories after the run has no outstanding job. */
   readonly follow?: boolean;
   readonly shardLines?: number;
+  /**
+   * After a batch smaller than a full read, how long to let trajectories gather before reading again (default
+   * 100 ms). Each batch costs a read of the stream, an fsync and a few round trips whatever its size; without the
+   * wait, a sink keeping up with 100 episodes/s wrote batches of 2.3 trajectories on average.
+   */
+  readonly gatherMs?: number;
   readonly signal?: AbortSignal;
   readonly onProgress?: (written: number) => void;
 }
@@ -32,6 +38,8 @@ export interface SinkResult {
 
 const GROUP = 'sink';
 const LOCK_MS = 5_000;
+/** Stream entries read at once. */
+const BATCH = 200;
 
 /** The sink's lock, kept (PEXPIRE) or let go (DEL) only by the sink holding it. KEYS: lock. ARGV: token[, ms]. */
 const RENEW_LOCK = redisScript('sink_renew_lock', "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0", 1);
@@ -62,6 +70,7 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
   const token = randomUUID();
   const consumer = `${hostname()}-${process.pid}`;
   const shardLines = o.shardLines ?? 5_000;
+  const gatherMs = o.gatherMs ?? 100;
   const dir = join(o.dir, 'trajectories');
   await mkdir(dir, { recursive: true });
 
@@ -179,18 +188,21 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
       // Entries a crashed sink read but never acknowledged.
       let cursor = '0-0';
       do {
-        const [next, entries] = (await o.redis.xautoclaim(key, GROUP, consumer, 0, cursor, 'COUNT', 200)) as [string, [string, string[]][], unknown];
+        const [next, entries] = (await o.redis.xautoclaim(key, GROUP, consumer, 0, cursor, 'COUNT', BATCH)) as [string, [string, string[]][], unknown];
         await handleEntries(entries);
         cursor = next;
       } while (cursor !== '0-0');
       for (;;) {
         o.signal?.throwIfAborted();
-        const res = (await o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', 200, 'BLOCK', 500, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null;
+        const res = (await o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', BATCH, 'BLOCK', 500, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null;
         const entries = res?.[0]?.[1] ?? [];
         await handleEntries(entries);
-        if (entries.length) continue;
+        if (entries.length) {
+          if (entries.length < BATCH && gatherMs > 0) await sleep(gatherMs, o.signal);
+          continue;
+        }
         // Pending entries of ours whose document was missing a moment ago.
-        const mine = (await o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', 200, 'STREAMS', key, '0')) as [string, [string, string[]][]][] | null;
+        const mine = (await o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', BATCH, 'STREAMS', key, '0')) as [string, [string, string[]][]][] | null;
         await handleEntries(mine?.[0]?.[1] ?? []);
         if (o.follow) continue;
         const outstanding = await o.store.pendingCount(o.runId);
