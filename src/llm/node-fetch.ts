@@ -4,8 +4,9 @@ import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 
 /**
  * HTTP to model endpoints on node:http / node:https with keep-alive agents, instead of Node's global
- * fetch (undici): `createNodeFetch` is the `fetch` of the gateway's openai clients
- * (`new OpenAI({ fetch: createNodeFetch() })`), over `createHttpSender`.
+ * fetch (undici): the gateway posts chat completions over `createHttpSender` (src/llm/chat-post.ts), and
+ * `createNodeFetch` over the same sender is the `fetch` of its openai clients for everything else
+ * (`new OpenAI({ fetch: createNodeFetch({ sender }) })`).
  * In a micro-benchmark on the loaded 2-core machine (200 at a time, a hotel-sized chat request), the openai
  * client cost ≈ 0.85–0.94 ms of CPU per request over the global fetch, ≈ 0.45–0.49 ms over this fetch, and a
  * bare request over the sender ≈ 0.23 ms (docs/benchmarks.md, "main thread and sink after the HTTP client change").
