@@ -1,44 +1,55 @@
+import type OpenAI from 'openai';
 import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
 import type { ChatCompletion, ChatCompletionCreateParamsNonStreaming } from 'openai/resources/chat/completions';
 import type { HttpSender } from './node-fetch.js';
 
-/** What a chat request sends besides its body. */
+/**
+ * What every chat request to an endpoint carries but its body: the URL and the headers, as the endpoint's
+ * openai client builds them (`buildRequest`): its base URL and path, `Authorization`, the organization and
+ * project, `OPENAI_CUSTOM_HEADERS`, its `User-Agent` and `X-Stainless-*` headers, with retries off and the
+ * endpoint's timeout. Made once per endpoint.
+ */
+export interface ChatRequestBase {
+  readonly url: URL;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+export async function chatRequestBase(client: OpenAI, timeoutMs: number): Promise<ChatRequestBase> {
+  const { req, url } = await client.buildRequest({ method: 'post', path: '/chat/completions', body: {}, timeout: timeoutMs, maxRetries: 0 }, { retryCount: 0 });
+  const headers: Record<string, string> = {};
+  new Headers(req.headers).forEach((value, name) => {
+    // The body's length is set per request by the sender.
+    if (name !== 'content-length') headers[name] = value;
+  });
+  return { url: new URL(url), headers };
+}
+
+/** What one request adds: the caller's headers (the stage header), its abort signal, the endpoint's timeout. */
 export interface ChatPostOptions {
-  readonly apiKey: string;
-  /** `OpenAI-Organization` / `OpenAI-Project`, as the endpoint's openai client has them (null: not sent). */
-  readonly organization: string | null;
-  readonly project: string | null;
-  /** Extra headers (the stage header). */
   readonly headers: Readonly<Record<string, string>>;
   readonly signal: AbortSignal | null;
   readonly timeoutMs: number;
 }
 
-const USER_AGENT = 'envfleet (openai-compatible chat)';
+/** UTF-8 as fetch's Response.text() decodes it: a byte-order mark is dropped. */
+const utf8 = new TextDecoder();
 
 /**
  * One chat completion, `POST {baseURL}/chat/completions`, straight over the gateway's keep-alive sender
  * (src/llm/node-fetch.ts) instead of through the openai client's request machinery, which cost about as
  * much CPU again as the request itself on a worker's main thread (docs/benchmarks.md). It sends what the
- * client sends for a non-streaming `chat.completions.create` with retries off: the same URL (the base URL
- * and the path joined as the client joins them), the JSON body, `Authorization: Bearer`, the organization
- * and project headers, and the caller's headers. It fails the way the client fails, with the client's own
- * error classes, so the gateway translates both alike: a status outside 2xx is `APIError.generate` of the
- * body (as JSON when it parses, else its text as the message) and the headers; a timeout is
- * `APIConnectionTimeoutError`, the caller's abort `APIUserAbortError`, a failed connection
- * `APIConnectionError` with the socket's error as its cause; a 2xx body that is not JSON throws the parse's
- * SyntaxError (the gateway's "unreadable response").
+ * client sends for a non-streaming `chat.completions.create` with retries off (`base`, then the caller's
+ * headers, then the JSON body), and fails the way the client fails, with the client's own error classes, so
+ * the gateway translates both alike: a status outside 2xx is `APIError.generate` of the body (as JSON when
+ * it parses, else its text as the message) and the headers; no answer within the timeout, or a connection
+ * error that says it timed out, is `APIConnectionTimeoutError`; the caller's abort `APIUserAbortError`; any
+ * other failed connection `APIConnectionError` with the socket's error as its cause. One difference, on
+ * purpose: a 2xx body is read as JSON whatever its content type (the client hands a body not labelled JSON
+ * back as a string, which no caller can use); one that is not JSON throws the parse's SyntaxError (the
+ * gateway's "unreadable response"). Not carried over: the client's own request log (`OPENAI_LOG`).
  */
-export async function postChatCompletion(sender: HttpSender, baseURL: string, params: ChatCompletionCreateParamsNonStreaming, o: ChatPostOptions): Promise<ChatCompletion> {
-  const url = chatURL(baseURL);
-  const headers: Record<string, string> = {
-    accept: 'application/json',
-    'content-type': 'application/json',
-    'user-agent': USER_AGENT,
-    authorization: `Bearer ${o.apiKey}`,
-  };
-  if (o.organization) headers['openai-organization'] = o.organization;
-  if (o.project) headers['openai-project'] = o.project;
+export async function postChatCompletion(sender: HttpSender, base: ChatRequestBase, params: ChatCompletionCreateParamsNonStreaming, o: ChatPostOptions): Promise<ChatCompletion> {
+  const headers: Record<string, string> = { ...base.headers };
   for (const [k, v] of Object.entries(o.headers)) headers[k.toLowerCase()] = v;
   if (o.signal?.aborted) throw new APIUserAbortError();
   const controller = new AbortController();
@@ -51,16 +62,18 @@ export async function postChatCompletion(sender: HttpSender, baseURL: string, pa
   o.signal?.addEventListener('abort', onAbort, { once: true });
   let answer;
   try {
-    answer = await sender.send(url, { method: 'POST', headers, body: JSON.stringify(params), signal: controller.signal });
+    answer = await sender.send(base.url, { method: 'POST', headers, body: JSON.stringify(params), signal: controller.signal });
   } catch (err) {
     if (o.signal?.aborted) throw new APIUserAbortError();
-    if (timedOut) throw new APIConnectionTimeoutError();
-    throw new APIConnectionError({ cause: err instanceof Error ? err : new Error(String(err)) });
+    const cause = err instanceof Error ? err : new Error(String(err));
+    // As the client tells a timeout from another connection failure (an OS-level ETIMEDOUT included).
+    if (timedOut || /timed? ?out/i.test(String(cause) + ('cause' in cause ? String(cause.cause) : ''))) throw new APIConnectionTimeoutError();
+    throw new APIConnectionError({ cause });
   } finally {
     clearTimeout(timer);
     o.signal?.removeEventListener('abort', onAbort);
   }
-  const text = answer.bytes.toString('utf8');
+  const text = utf8.decode(answer.bytes);
   if (answer.status < 200 || answer.status >= 300) {
     const json = safeJSON(text);
     const responseHeaders = new Headers();
@@ -71,20 +84,8 @@ export async function postChatCompletion(sender: HttpSender, baseURL: string, pa
   return JSON.parse(text) as ChatCompletion;
 }
 
-const urls = new Map<string, URL>();
-
-/** `{baseURL}/chat/completions` as the openai client joins them (one slash between), made once per base URL. */
-function chatURL(baseURL: string): URL {
-  let url = urls.get(baseURL);
-  if (!url) {
-    url = new URL(baseURL + (baseURL.endsWith('/') ? 'chat/completions' : '/chat/completions'));
-    urls.set(baseURL, url);
-  }
-  return url;
-}
-
+/** Any JSON value, as the openai client takes an error body (a falsy one makes the text the message). */
 function safeJSON(text: string): object | undefined {
-  // Any JSON value, as the openai client takes it (a falsy one makes the text the message).
   try {
     return JSON.parse(text) as object;
   } catch {

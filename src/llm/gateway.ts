@@ -13,7 +13,7 @@ import { AppError, BudgetExceededError, JobAbortedError, ModelError, ModelOutput
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { hashOf } from '../util/canonical.js';
-import { postChatCompletion } from './chat-post.js';
+import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
 import { createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
 import { contentText } from './thinking.js';
@@ -133,6 +133,18 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     return c;
   };
 
+  // Per endpoint: the URL and headers of its chat requests, as its client builds them (chatRequestBase).
+  const chatBases = new Map<string, Promise<ChatRequestBase>>();
+  const chatBase = (c: OpenAI, endpoint: EndpointConfig): Promise<ChatRequestBase> => {
+    let base = chatBases.get(endpoint.name);
+    if (!base) {
+      base = chatRequestBase(c, endpoint.timeoutMs);
+      chatBases.set(endpoint.name, base);
+      base.catch(() => chatBases.delete(endpoint.name));
+    }
+    return base;
+  };
+
   const profileOf = (stage: ModelStage): ModelProfile => deps.config.profiles[stage];
 
   function pickEndpoint(profile: ModelProfile): EndpointConfig {
@@ -181,6 +193,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     keyMaterial: unknown,
     usageOf: (body: T) => Usage,
     perform: (c: OpenAI, endpoint: EndpointConfig, options: OpenAI.RequestOptions) => Promise<T>,
+    usable: (body: T) => boolean = () => true,
   ): Promise<{ body: T; cached: boolean }> {
     const useCache = deps.config.gateway.cacheEnabled && (profile.cache === 'salted' ? ctx.cacheSalt !== undefined : profile.cache);
     const cacheSlot = useCache
@@ -220,21 +233,26 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         maxRetries: 0,
       });
     } catch (err) {
-      deps.observe?.(ctx.stage, (Date.now() - started) / 1000, false);
       try {
+        deps.observe?.(ctx.stage, (Date.now() - started) / 1000, false);
         throw await translate(err, endpoint, profile, ctx);
       } finally {
         await lease.release();
       }
     }
-    deps.observe?.(ctx.stage, (Date.now() - started) / 1000, true);
-    const usage = usageOf(body);
-    // The slot's release, the ledger's entry and the cached answer go out together (one round trip, in this order).
-    await Promise.all([
-      lease.release(),
-      deps.ledger.record({ runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: false, ...priceOf(profile.model, usage) }),
-      cacheSlot ? deps.cache.set(cacheSlot, { body, storedAt: new Date().toISOString() }, deps.config.gateway.cacheTtlSeconds) : undefined,
-    ]);
+    // The slot goes back at once (its release travels with the ledger's entry), and whatever happens below.
+    const released = lease.release();
+    let usage: Usage;
+    try {
+      deps.observe?.(ctx.stage, (Date.now() - started) / 1000, true);
+      usage = usageOf(body);
+      await deps.ledger.record({ runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: false, ...priceOf(profile.model, usage) });
+      // Only once the call is in the ledger (a cached answer is replayed as free), and only an answer the caller can use
+      // (one without a choice would be served again to every retry until it expired).
+      if (cacheSlot && usable(body)) await deps.cache.set(cacheSlot, { body, storedAt: new Date().toISOString() }, deps.config.gateway.cacheTtlSeconds);
+    } finally {
+      await released;
+    }
     ctx.logger?.debug({ stage: ctx.stage, cacheSalt: ctx.cacheSalt ?? null, model: profile.model, endpoint: endpoint.name, limiterWaitMs, ms: Date.now() - started, usage }, 'model call');
     return { body, cached: false };
   }
@@ -265,10 +283,12 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     return new ModelError('MODEL_RESPONSE_MALFORMED', `unreadable response from ${where}: ${(err as Error).message}`, { cause: err, details });
   }
 
-  const chatUsage = (body: ChatCompletion): Usage => ({
-    promptTokens: body.usage?.prompt_tokens ?? 0,
-    completionTokens: body.usage?.completion_tokens ?? 0,
+  // An endpoint may answer 2xx with a body that is no completion (null, a string, an error object): no usage, no choice.
+  const chatUsage = (body: ChatCompletion | null): Usage => ({
+    promptTokens: body?.usage?.prompt_tokens ?? 0,
+    completionTokens: body?.usage?.completion_tokens ?? 0,
   });
+  const hasChoice = (body: ChatCompletion | null): boolean => Boolean((body as { choices?: { message?: unknown }[] } | null)?.choices?.[0]?.message);
 
   async function chat(ctx: CallContext, request: ChatRequest): Promise<ChatResult> {
     const base = profileOf(ctx.stage);
@@ -289,16 +309,12 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       // A client given by the caller (tests, embedders) is used as it is; the gateway's own posts without one.
       deps.clientFor
         ? c.chat.completions.create(params, options)
-        : postChatCompletion(sender, endpoint.baseURL, params, {
-            apiKey: endpoint.apiKey,
-            organization: c.organization,
-            project: c.project,
-            headers: options.headers as Record<string, string>,
-            signal: options.signal ?? null,
-            timeoutMs: endpoint.timeoutMs,
-          }),
+        : chatBase(c, endpoint).then(base =>
+            postChatCompletion(sender, base, params, { headers: options.headers as Record<string, string>, signal: options.signal ?? null, timeoutMs: endpoint.timeoutMs }),
+          ),
+      hasChoice,
     );
-    const choice = body.choices?.[0];
+    const choice = (body as ChatCompletion | null)?.choices?.[0];
     if (!choice?.message) {
       throw new ModelError('MODEL_RESPONSE_MALFORMED', `response without a choice from model "${profile.model}" (stage ${ctx.stage})`);
     }

@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { loadConfig } from '../../../config/index.js';
 import { createModelGateway, type ModelGateway } from '../../../src/llm/gateway.js';
 import { createNodeFetch } from '../../../src/llm/node-fetch.js';
+import type { EndpointLimiter } from '../../../src/llm/ports.js';
 import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../../helpers/memory-ports.js';
 import { rejection } from '../../helpers/assert.js';
 
@@ -43,9 +44,32 @@ describe('chat completions posted by the gateway against the openai client', fun
   });
   beforeEach(() => (seen.length = 0));
 
+  /** Leases taken and not given back, over every gateway of the test. */
+  let held = 0;
+  function countingLimiter(): EndpointLimiter {
+    const inner = createMemoryLimiter();
+    return {
+      async acquire(endpoint, options) {
+        await inner.acquire(endpoint, options);
+        held += 1;
+        let released = false;
+        return {
+          release: () => {
+            if (!released) held -= 1;
+            released = true;
+            return Promise.resolve();
+          },
+        };
+      },
+      coolDown: (endpoint, ms) => inner.coolDown(endpoint, ms),
+    };
+  }
+  beforeEach(() => (held = 0));
+  afterEach(() => expect(held, 'leases still held').to.equal(0));
+
   function gateways(env: Record<string, string> = {}, url = baseURL): { own: ModelGateway; sdk: ModelGateway } {
-    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: url, OPENAI_API_KEY: 'sk-test-ü', ENVFLEET_MODEL_TIMEOUT_MS: '400', ...env } });
-    const ports = () => ({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: url, OPENAI_API_KEY: 'sk-test', ENVFLEET_MODEL_TIMEOUT_MS: '400', ...env } });
+    const ports = () => ({ config, cache: createMemoryResponseCache(), limiter: countingLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
     const fetch = createNodeFetch();
     return {
       own: createModelGateway(ports()),
@@ -82,8 +106,60 @@ describe('chat completions posted by the gateway against the openai client', fun
     const [first, second] = seen;
     expect(first!.method).to.equal('POST');
     expect(first!.url).to.equal(second!.url).and.to.equal('/v1/chat/completions');
-    expect(JSON.parse(first!.body)).to.deep.equal(JSON.parse(second!.body));
-    for (const h of ['authorization', 'content-type', 'accept', 'x-envfleet-stage', 'content-length']) expect(first!.headers[h], h).to.equal(second!.headers[h]);
+    expect(first!.body).to.equal(second!.body);
+    // Every header, the client's User-Agent and X-Stainless-* included.
+    expect(first!.headers).to.deep.equal(second!.headers);
+    expect(first!.headers['user-agent']).to.match(/^OpenAI\/JS /);
+  });
+
+  it("sends the headers the openai client takes from its environment (OPENAI_CUSTOM_HEADERS), as the client does", async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(completion));
+    };
+    process.env['OPENAI_CUSTOM_HEADERS'] = 'api-key: azure-style-key\nx-tenant: équipe-7';
+    try {
+      const { own, sdk } = gateways();
+      await own.chat({ runId: 'r', stage: 'rollout.policy' }, request);
+      await sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request);
+    } finally {
+      delete process.env['OPENAI_CUSTOM_HEADERS'];
+    }
+    expect(seen[0]!.headers['api-key']).to.equal('azure-style-key');
+    expect(seen[0]!.headers).to.deep.equal(seen[1]!.headers);
+  });
+
+  it('reads a body with a byte-order mark, and a JSON body not labelled as JSON (which the client would hand back as text)', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify(completion))]));
+    };
+    const { own, sdk } = gateways();
+    expect((await own.chat({ runId: 'r', stage: 'rollout.policy' }, request)).message.content).to.equal('Voilà 📚 第七本');
+    expect((await sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request)).message.content).to.equal('Voilà 📚 第七本');
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(JSON.stringify(completion));
+    };
+    expect((await own.chat({ runId: 'r', stage: 'rollout.policy' }, request)).message.content).to.equal('Voilà 📚 第七本');
+    expect(await rejection(sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request))).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
+  });
+
+  it('does not cache a 2xx answer without a choice (null, an error object): every retry asks again', async () => {
+    for (const body of ['null', JSON.stringify({ error: { message: 'upstream overloaded' } })]) {
+      handler = (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(body);
+      };
+      for (const gateway of Object.values(gateways())) {
+        seen.length = 0;
+        for (let attempt = 0; attempt < 2; attempt += 1) {
+          const err = await rejection(gateway.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'sample-0:turn-1' }, request));
+          expect(err, body).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
+        }
+        expect(seen, body).to.have.length(2);
+      }
+    }
   });
 
   it('reads a gzip-compressed answer', async () => {
