@@ -10,9 +10,10 @@ import { withRuns } from './context.js';
 /** `envfleet sink`: writes a run's trajectories to DIR/trajectories, exactly once, until the run has none outstanding (or Ctrl-C with --follow). */
 export async function sinkCommand(opts: { run: string; out: string; follow?: boolean }): Promise<void> {
   const config = loadConfig();
-  // The sink blocks on the stream: a worker-style connection that waits through reconnects. Auto-pipelined: a
-  // batch's reads of its documents, and then its summaries, go out in one socket write each (not one per trajectory).
-  const redis = createRedisConnection(config.redis, 'worker', { enableAutoPipelining: true });
+  // The sink blocks on the stream: a worker-style connection that waits through reconnects. Not auto-pipelined: ioredis
+  // fails the commands of a batch a dropped connection had half answered instead of sending them again, and the sink
+  // must ride through a Redis restart (its batches are what `gatherMs` makes larger, src/datasets/sink.ts).
+  const redis = createRedisConnection(config.redis, 'worker');
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
   process.once('SIGTERM', () => controller.abort());

@@ -23,7 +23,7 @@ export function runKeys(prefix: string, runId: string, cluster = false): RunKeys
   const id = `${cluster ? 'c' : 's'}${prefix}\u0000${runId}`;
   let keys = recent.get(id);
   if (!keys) {
-    if (recent.size >= RECENT_RUNS) recent.clear();
+    if (recent.size >= RECENT_RUNS) recent.delete(recent.keys().next().value!);
     recent.set(id, (keys = keysOf(runKey(prefix, runId, cluster))));
   }
   return keys;
