@@ -181,6 +181,12 @@ describe('Redis implementations of the gateway ports', () => {
     const keys = runKeys(prefix, 'run');
     expect(await a.ttl(keys.cache('k1'))).to.be.within(1, 60);
     expect(Number(await a.hget(keys.bytes, 'cache:mine.judge'))).to.equal(await a.strlen(keys.cache('k1')));
+    // A large response (embeddings) goes as bytes on its own: the same value comes back, its bytes counted.
+    const vectors = Array.from({ length: 40 }, (_, i) => Array.from({ length: 96 }, (_, j) => Math.sin(i * 96 + j)));
+    await cache.set(slot('k3'), { body: { data: vectors, note: '向量 ✓' }, storedAt: 'now' }, 60);
+    expect(await a.strlen(keys.cache('k3'))).to.be.above(16_384);
+    expect(await cache.get(slot('k3'))).to.deep.equal({ body: { data: vectors, note: '向量 ✓' }, storedAt: 'now' });
+    expect(Number(await a.hget(keys.bytes, 'cache:mine.judge'))).to.equal((await a.strlen(keys.cache('k1'))) + (await a.strlen(keys.cache('k3'))));
     expect(await cache.get({ ...slot('k1'), runId: 'another run' })).to.equal(null);
     await a.set(keys.cache('k2'), '{not json');
     expect(await cache.get(slot('k2'))).to.equal(null);
