@@ -80,7 +80,9 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
     await sleep(250, o.signal);
   }
   const renew = setInterval(() => {
-    void RENEW_LOCK(o.redis, [lockKey], [token, String(LOCK_MS)]);
+    // A renewal that fails (Redis away a moment) is tried again at the next tick, within the lock's life; it must not
+    // end the process as an unhandled rejection.
+    RENEW_LOCK(o.redis, [lockKey], [token, String(LOCK_MS)]).catch(() => undefined);
   }, LOCK_MS / 3);
 
   try {
