@@ -226,6 +226,15 @@ The \`default\` endpoint is built from \`OPENAI_BASE_URL\`, \`OPENAI_API_KEY\`,
 declare an endpoint named \`default\` in the file: it would replace that one, and its key would no
 longer come from \`OPENAI_API_KEY\`.
 
+What an endpoint receives: chat completions are \`POST {baseURL}/chat/completions\` with the headers the
+openai client (openai-node) would send for the endpoint — \`Authorization: Bearer\`, its \`User-Agent\` and
+\`X-Stainless-*\` headers, and what the client itself reads from its environment (\`OPENAI_ORG_ID\`,
+\`OPENAI_PROJECT_ID\`, \`OPENAI_CUSTOM_HEADERS\`, e.g. \`api-key: …\` for a gateway that wants it) — plus
+\`X-Envfleet-Stage\`; the gateway posts them itself, without the client's request machinery (\`src/llm/chat-post.ts\`),
+and embeddings go through the client. Failures end the same way either way (docs/errors.md). Two differences from
+the client: a 2xx JSON answer is read even when it is not labelled \`application/json\`, and the client's own
+request log (\`OPENAI_LOG\`) does not show chat requests (envfleet's debug log line of every model call does).
+
 **\`profiles\`**, keyed by a stage name (table below) or \`default\`:
 
 | Field | Meaning |
