@@ -12,7 +12,7 @@ import type { AppConfig, EndpointConfig, ModelProfile, ModelStage, ToolCallForma
 import { AppError, BudgetExceededError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, modelCodeOfStatus } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
-import { hashOf } from '../util/canonical.js';
+import { canonicalJson, hashOfWith } from '../util/canonical.js';
 import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
 import { createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
@@ -186,6 +186,20 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     }
   }
 
+  // The canonical text of each tool object a request carried. An episode sends its environment's tools (from the
+  // stored record, never changed once loaded) with every turn; sorting their keys again for every request's cache
+  // key was a fifth of a worker main thread's allocations (a sampling heap profile at C = 1,000, docs/benchmarks.md).
+  const toolTexts = new WeakMap<object, string>();
+
+  /** The response cache's key of a request: SHA-256 of the canonical JSON of the request with its run, stage and salt. */
+  function cacheKey(ctx: CallContext, keyMaterial: unknown): string {
+    const tools = (keyMaterial as { tools?: unknown } | null)?.tools;
+    if (Array.isArray(tools)) {
+      for (const t of tools as unknown[]) if (t && typeof t === 'object' && !toolTexts.has(t)) toolTexts.set(t, canonicalJson(t));
+    }
+    return hashOfWith({ v: CACHE_KEY_VERSION, run: ctx.runId, stage: ctx.stage, salt: ctx.cacheSalt ?? null, req: keyMaterial }, toolTexts);
+  }
+
   /** Sends one request through limits, cache, ledger and error translation. */
   async function send<T>(
     ctx: CallContext,
@@ -196,9 +210,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     usable: (body: T) => boolean = () => true,
   ): Promise<{ body: T; cached: boolean }> {
     const useCache = deps.config.gateway.cacheEnabled && (profile.cache === 'salted' ? ctx.cacheSalt !== undefined : profile.cache);
-    const cacheSlot = useCache
-      ? { runId: ctx.runId, stage: ctx.stage, key: hashOf({ v: CACHE_KEY_VERSION, run: ctx.runId, stage: ctx.stage, salt: ctx.cacheSalt ?? null, req: keyMaterial }) }
-      : null;
+    const cacheSlot = useCache ? { runId: ctx.runId, stage: ctx.stage, key: cacheKey(ctx, keyMaterial) } : null;
     // The budget's reads and the cache's go out together (one round trip); a cached answer is served even over budget.
     const budget = checkBudget(ctx);
     budget.catch(() => undefined); // awaited below unless the cache answers

@@ -6,7 +6,7 @@ import { ROLLOUT_PROMPT_VERSIONS } from './prompts.js';
 import type { TrajectoryStream } from './stream.js';
 import { trajectorySummary, type RolloutMode, type StoredTrajectory, type Termination, type Trajectory } from './types.js';
 import type { StageDeps } from '../stage-deps.js';
-import { stringifyJson } from '../util/raw-json.js';
+import { stringifyJsonBytes } from '../util/raw-json.js';
 
 export interface RolloutDeps extends StageDeps {
   readonly stream: TrajectoryStream;
@@ -87,9 +87,9 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
  * entry carries.
  */
 function storedText(t: Trajectory): Buffer {
-  const text = stringifyJson(t);
-  if (text === undefined) throw new Error(`trajectory ${t.id}: the document is not JSON`);
-  return Buffer.from(text, 'utf8');
+  const bytes = stringifyJsonBytes(t);
+  if (bytes === undefined) throw new Error(`trajectory ${t.id}: the document is not JSON`);
+  return bytes;
 }
 
 /**
