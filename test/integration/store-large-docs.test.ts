@@ -44,6 +44,10 @@ describe('run store: a large document goes to Redis as bytes, and comes back as 
     expect(large).to.have.length(1);
     expect(Buffer.isBuffer(large[0])).to.equal(true);
     expect((large[0] as Buffer).includes(Buffer.from('trj-small'))).to.equal(false);
+    // The small document joins the batch of its tick (one socket write with the counter's command).
+    const small = chunks.filter(c => (Buffer.isBuffer(c) ? c : Buffer.from(String(c))).includes(Buffer.from('trj-small')));
+    expect(small).to.have.length(1);
+    expect((Buffer.isBuffer(small[0]) ? small[0] : Buffer.from(String(small[0]))).includes(Buffer.from('tick'))).to.equal(true);
     expect(await store.getDocText('r', 'trajectory', 'trj-1')).to.equal(text);
     expect((await store.getDocBuffer('r', 'trajectory', 'trj-1'))!.equals(Buffer.from(text, 'utf8'))).to.equal(true);
     expect(await store.getDocText('r', 'trajectory', 'trj-small')).to.equal('{"id":"trj-small","note":"ü"}');
@@ -52,5 +56,14 @@ describe('run store: a large document goes to Redis as bytes, and comes back as 
     await store.putDoc('r', 'trajectory', 'trj-1', doc, counts);
     expect((await store.bytes('r'))['doc:trajectory']).to.equal(bytes);
     expect((await store.counters('r'))['rollout.run']).to.deep.equal({ 'agent-finished': 1 });
+  });
+
+  it("stores a document given as its UTF-8 bytes (a worker's trajectory) as the same text, large or small", async () => {
+    const big = `{"id":"trj-b","finalState":${JSON.stringify({ rooms: Array.from({ length: 600 }, (_, i) => ({ n: i, label: `Chambre ${i} — 海景 🌊` })) })}}`;
+    const tiny = '{"id":"trj-t","note":"naïve 😀"}';
+    await Promise.all([store.putDocText('r2', 'trajectory', 'trj-b', Buffer.from(big, 'utf8')), store.putDocText('r2', 'trajectory', 'trj-t', Buffer.from(tiny, 'utf8'))]);
+    expect(await store.getDocText('r2', 'trajectory', 'trj-b')).to.equal(big);
+    expect(await store.getDocText('r2', 'trajectory', 'trj-t')).to.equal(tiny);
+    expect((await store.bytes('r2'))['doc:trajectory']).to.equal(Buffer.byteLength(big) + Buffer.byteLength(tiny));
   });
 });
