@@ -3,13 +3,11 @@ import { redisScript } from '../redis/scripts.js';
 import { runKeys } from '../runs/keys.js';
 import type { CachedResponse, ResponseCache } from './ports.js';
 
-/** Stores a response and counts its bytes, as one command. KEYS: the entry, the run's byte counters. ARGV: text, TTL s, counter. */
-const CACHE_SET_LUA = "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) redis.call('HINCRBY', KEYS[2], ARGV[3], string.len(ARGV[1])) return 1";
-const CACHE_SET = redisScript('cache_set', CACHE_SET_LUA, 2);
-/** The same for a large response (embeddings: tens of KB per input), sent as bytes on its own rather than copied into a batch. */
-const CACHE_SET_LARGE = redisScript('cache_set_large', CACHE_SET_LUA, 2, { largeValues: true });
-/** Responses longer than this (UTF-16 characters) are large. */
-const LARGE_RESPONSE_CHARS = 16_384;
+/**
+ * Stores a response and counts its bytes, as one command. KEYS: the entry, the run's byte counters. ARGV: text, TTL s,
+ * counter. A large response (embeddings: tens of KB per input) goes on its own, as bytes (redisScript's largeValues).
+ */
+const CACHE_SET = redisScript('cache_set', "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) redis.call('HINCRBY', KEYS[2], ARGV[3], string.len(ARGV[1])) return 1", 2, { largeValues: true });
 
 /**
  * Response cache in Redis: one string key per request hash, under its run (so deleting the run
@@ -30,9 +28,7 @@ export function createRedisResponseCache(redis: Redis, prefix: string): Response
     },
     async set(slot, value, ttlSeconds) {
       const keys = runKeys(prefix, slot.runId, isCluster(redis));
-      const text = JSON.stringify(value);
-      const large = text.length > LARGE_RESPONSE_CHARS;
-      await (large ? CACHE_SET_LARGE : CACHE_SET)(redis, [keys.cache(slot.key), keys.bytes], [large ? Buffer.from(text, 'utf8') : text, ttlSeconds, `cache:${slot.stage}`]);
+      await CACHE_SET(redis, [keys.cache(slot.key), keys.bytes], [JSON.stringify(value), ttlSeconds, `cache:${slot.stage}`]);
     },
   };
 }

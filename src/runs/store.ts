@@ -134,7 +134,9 @@ export interface RunStore {
  * not answered once it reconnects, and a Redis with an append-only file kept the first one), and a
  * retried job may write the same value again.
  */
-const PUT_DOC_LUA = `
+const PUT_DOC = redisScript(
+  'put_doc',
+  `
 if redis.call('STRLEN', KEYS[1]) == string.len(ARGV[2]) and redis.call('GET', KEYS[1]) == ARGV[2] then return 0 end
 local old = redis.call('STRLEN', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[2])
@@ -152,13 +154,10 @@ for i = 6, #ARGV, 3 do
   if ARGV[i + 2] == '0' or old == 0 then redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
 end
 return 1
-`;
-
-/** PUT_DOC for a small document: joins an auto-pipelined batch like any other command. */
-const PUT_DOC = redisScript('put_doc', PUT_DOC_LUA, 6);
-
-/** The same script for a large document (over LARGE_DOC_CHARS, sent as bytes): written on its own, never copied into a batch. */
-const PUT_DOC_LARGE = redisScript('put_doc_large', PUT_DOC_LUA, 6, { largeValues: true });
+`,
+  6,
+  { largeValues: true },
+);
 
 const APPEND_STEP = redisScript(
   'append_step',
@@ -204,9 +203,6 @@ return 1
   3,
 );
 
-/** Documents longer than this (UTF-16 characters; bytes when given as bytes) are sent to Redis as bytes, on their own (see `put`). */
-const LARGE_DOC_CHARS = 16_384;
-
 /** A hash of counters as numbers, without the zeros (a status nobody has any more). */
 function toCounts(hash: Record<string, string>): Record<string, number> {
   const out: Record<string, number> = {};
@@ -219,15 +215,11 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
   const keys = (runId: string) => runKeys(prefix, runId, cluster);
   const put = async (runId: string, kind: DocKind, id: string, text: string | Buffer, status: string, counts: readonly FunnelCount[]) => {
     const k = keys(runId);
-    const large = text.length > LARGE_DOC_CHARS;
-    await (large ? PUT_DOC_LARGE : PUT_DOC)(
+    // A large document (a trajectory) goes as bytes, on its own; a small one joins the connection's batch (redisScript).
+    await PUT_DOC(
       redis,
       [k.doc(kind, id), k.ids(kind), k.funnel, k.bytes, k.statusOf(kind), k.statuses(kind)],
-      // A large document goes as its UTF-8 bytes: ioredis then writes the buffer as it is instead of building one
-      // string of the whole command (bench/redis-large-writes.ts: 0.19 ms a 97 KB document on its own as a
-      // Buffer, 0.5–0.9 ms as a string in an auto-pipelined batch, 1.1–1.3 ms as a string on its own with
-      // non-ASCII text). Redis stores the same bytes either way. A small one joins the connection's batch.
-      [id, large && typeof text === 'string' ? Buffer.from(text, 'utf8') : text, String(Date.now()), kind, status, ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
+      [id, text, String(Date.now()), kind, status, ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
     );
   };
   return {

@@ -93,11 +93,17 @@ describe('chat completions posted by the gateway against the openai client', fun
     usage: { prompt_tokens: 12, completion_tokens: 3, total_tokens: 15 },
   };
 
-  it('sends the same request as the openai client and reads the same answer, with non-ASCII text both ways', async () => {
-    handler = (_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(completion));
+  /** An answer with this status, headers and body. */
+  const answer =
+    (status: number, headers: http.OutgoingHttpHeaders, body?: string | Buffer): Handler =>
+    (_req, res) => {
+      res.writeHead(status, headers);
+      res.end(body);
     };
+  const json = { 'content-type': 'application/json' };
+
+  it('sends the same request as the openai client and reads the same answer, with non-ASCII text both ways', async () => {
+    handler = answer(200, json, JSON.stringify(completion));
     const { own, sdk } = gateways();
     const a = await own.chat({ runId: 'r', stage: 'rollout.policy' }, request);
     const b = await sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request);
@@ -113,10 +119,7 @@ describe('chat completions posted by the gateway against the openai client', fun
   });
 
   it("sends the headers the openai client takes from its environment (OPENAI_CUSTOM_HEADERS), as the client does", async () => {
-    handler = (_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(completion));
-    };
+    handler = answer(200, json, JSON.stringify(completion));
     process.env['OPENAI_CUSTOM_HEADERS'] = 'api-key: azure-style-key\nx-tenant: équipe-7';
     try {
       const { own, sdk } = gateways();
@@ -130,27 +133,18 @@ describe('chat completions posted by the gateway against the openai client', fun
   });
 
   it('reads a body with a byte-order mark, and a JSON body not labelled as JSON (which the client would hand back as text)', async () => {
-    handler = (_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify(completion))]));
-    };
+    handler = answer(200, json, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify(completion))]));
     const { own, sdk } = gateways();
     expect((await own.chat({ runId: 'r', stage: 'rollout.policy' }, request)).message.content).to.equal('Voilà 📚 第七本');
     expect((await sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request)).message.content).to.equal('Voilà 📚 第七本');
-    handler = (_req, res) => {
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end(JSON.stringify(completion));
-    };
+    handler = answer(200, { 'content-type': 'text/plain' }, JSON.stringify(completion));
     expect((await own.chat({ runId: 'r', stage: 'rollout.policy' }, request)).message.content).to.equal('Voilà 📚 第七本');
     expect(await rejection(sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request))).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
   });
 
   it('does not cache a 2xx answer without a choice (null, an error object): every retry asks again', async () => {
     for (const body of ['null', JSON.stringify({ error: { message: 'upstream overloaded' } })]) {
-      handler = (_req, res) => {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(body);
-      };
+      handler = answer(200, json, body);
       for (const gateway of Object.values(gateways())) {
         seen.length = 0;
         for (let attempt = 0; attempt < 2; attempt += 1) {
@@ -163,81 +157,21 @@ describe('chat completions posted by the gateway against the openai client', fun
   });
 
   it('reads a gzip-compressed answer', async () => {
-    handler = (_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
-      res.end(gzipSync(JSON.stringify(completion)));
-    };
+    handler = answer(200, { ...json, 'content-encoding': 'gzip' }, gzipSync(JSON.stringify(completion)));
     const { own } = gateways();
     expect((await own.chat({ runId: 'r', stage: 'rollout.policy' }, request)).message.content).to.equal('Voilà 📚 第七本');
   });
 
   const failures: { name: string; handler: Handler; code: string }[] = [
-    {
-      name: '429 with retry-after and a JSON error',
-      handler: (_q, res) => {
-        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '3' });
-        res.end(JSON.stringify({ error: { message: 'Trop de requêtes — 慢一点', type: 'rate_limit' } }));
-      },
-      code: 'MODEL_RATE_LIMITED',
-    },
-    {
-      name: '401 with a JSON error',
-      handler: (_q, res) => {
-        res.writeHead(401, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: { message: 'bad key', code: 'invalid_api_key' } }));
-      },
-      code: 'MODEL_AUTH',
-    },
-    {
-      name: '404 with a text body',
-      handler: (_q, res) => {
-        res.writeHead(404, { 'content-type': 'text/plain' });
-        res.end('no such model: ünknown');
-      },
-      code: 'MODEL_NOT_FOUND',
-    },
-    {
-      name: '500 with an HTML body',
-      handler: (_q, res) => {
-        res.writeHead(500, { 'content-type': 'text/html' });
-        res.end('<html><body>upstream error</body></html>');
-      },
-      code: 'MODEL_SERVER_ERROR',
-    },
-    {
-      name: '503 with an empty body',
-      handler: (_q, res) => {
-        res.writeHead(503);
-        res.end();
-      },
-      code: 'MODEL_SERVER_ERROR',
-    },
-    {
-      name: '400 whose JSON body is not an error object',
-      handler: (_q, res) => {
-        res.writeHead(400, { 'content-type': 'application/json' });
-        res.end('"context too long"');
-      },
-      code: 'MODEL_BAD_REQUEST',
-    },
-    {
-      name: '200 whose body is cut JSON',
-      handler: (_q, res) => {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify(completion).slice(0, 40));
-      },
-      code: 'MODEL_RESPONSE_MALFORMED',
-    },
-    {
-      name: 'a connection dropped before any answer',
-      handler: req => req.socket.destroy(),
-      code: 'MODEL_CONNECTION',
-    },
-    {
-      name: 'no answer within the timeout',
-      handler: () => undefined,
-      code: 'MODEL_TIMEOUT',
-    },
+    { name: '429 with retry-after and a JSON error', handler: answer(429, { ...json, 'retry-after': '3' }, JSON.stringify({ error: { message: 'Trop de requêtes — 慢一点', type: 'rate_limit' } })), code: 'MODEL_RATE_LIMITED' },
+    { name: '401 with a JSON error', handler: answer(401, json, JSON.stringify({ error: { message: 'bad key', code: 'invalid_api_key' } })), code: 'MODEL_AUTH' },
+    { name: '404 with a text body', handler: answer(404, { 'content-type': 'text/plain' }, 'no such model: ünknown'), code: 'MODEL_NOT_FOUND' },
+    { name: '500 with an HTML body', handler: answer(500, { 'content-type': 'text/html' }, '<html><body>upstream error</body></html>'), code: 'MODEL_SERVER_ERROR' },
+    { name: '503 with an empty body', handler: answer(503, {}), code: 'MODEL_SERVER_ERROR' },
+    { name: '400 whose JSON body is not an error object', handler: answer(400, json, '"context too long"'), code: 'MODEL_BAD_REQUEST' },
+    { name: '200 whose body is cut JSON', handler: answer(200, json, JSON.stringify(completion).slice(0, 40)), code: 'MODEL_RESPONSE_MALFORMED' },
+    { name: 'a connection dropped before any answer', handler: req => req.socket.destroy(), code: 'MODEL_CONNECTION' },
+    { name: 'no answer within the timeout', handler: () => undefined, code: 'MODEL_TIMEOUT' },
   ];
 
   for (const f of failures) {

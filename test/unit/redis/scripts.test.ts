@@ -131,6 +131,16 @@ describe('Lua scripts by SHA (src/redis/scripts.ts), on a Redis of its own', () 
     expect(big, 'the large value in a write of its own').to.have.length(1);
     expect(big[0]).to.not.include('n:small');
     expect(writes.filter(w => w.includes('n:small:1') && w.includes('n:small:2') && w.includes('n:small:3')), 'the small commands in one write').to.have.length(1);
+    // The same script with only small arguments joins the batch of its tick.
+    writes.length = 0;
+    stream.write = function (chunk: unknown, ...rest: unknown[]) {
+      writes.push(Buffer.isBuffer(chunk) ? chunk.toString('utf8') : String(chunk));
+      return write.call(this, chunk, ...rest);
+    };
+    expect(await Promise.all([redis.set('n:small:4', '4'), PUT_BIG(redis, ['n:little'], ['Zoë 🏨']), redis.set('n:small:5', '5')])).to.deep.equal(['OK', 'OK', 'OK']);
+    stream.write = write;
+    expect(await redis.get('n:little')).to.equal('Zoë 🏨');
+    expect(writes.filter(w => w.includes('n:small:4') && w.includes('n:little') && w.includes('n:small:5')), 'a small call of a largeValues script in the batch').to.have.length(1);
   });
 
   it('refuses a call with the wrong number of keys', () => {
