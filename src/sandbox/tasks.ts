@@ -156,6 +156,36 @@ export interface SessionInput {
 }
 
 /**
+ * A thread's sessions' finishes (the state's snapshot and the checks: milliseconds each, where a
+ * call or a session's start takes a fraction of one), run one per turn of the event loop
+ * (setImmediate), after the messages that arrived meanwhile: a call or a new session waits for at
+ * most one finish, not for every finish queued before it. Run in arrival order (FIFO), one per turn,
+ * they cannot be starved by calls. Without this, an episode that ended in a wave of a thousand queued
+ * its successor's start behind the rest of the wave's finishes (seconds), and the successors all
+ * started together when the wave was done, so the next wave came as one burst again.
+ */
+const finishes: (() => Promise<void>)[] = [];
+let finishing = false;
+
+function queueFinish(work: () => Promise<void>): void {
+  finishes.push(work);
+  if (!finishing) {
+    finishing = true;
+    setImmediate(runNextFinish);
+  }
+}
+
+function runNextFinish(): void {
+  const work = finishes.shift();
+  if (!work) {
+    finishing = false;
+    return;
+  }
+  // finishSession answers its own failures; the next one is scheduled when this one is done.
+  void work().finally(() => setImmediate(runNextFinish));
+}
+
+/**
  * Serves one environment over a MessagePort until the host closes it (`close`) or ends it
  * (`finish`: the final state and the checks on it, run here, where the final state already is):
  * the environment lives in this thread for the whole episode while other sessions share the thread.
@@ -218,7 +248,7 @@ export async function runSession(host: QuickJSHost, input: SessionInput): Promis
           }
           break;
         case 'finish':
-          void finishSession(msg.id, msg.checks);
+          queueFinish(() => finishSession(msg.id, msg.checks));
           return;
         case 'close':
           port.postMessage({ id: msg.id, ok: true, value: null } satisfies SessionReply);

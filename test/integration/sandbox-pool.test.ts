@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { expect } from 'chai';
 import { pino } from 'pino';
 import { loadConfig } from '../../config/index.js';
-import type { EnvironmentCode } from '../../src/sandbox/bundle.js';
+import type { CheckSpec, EnvironmentCode } from '../../src/sandbox/bundle.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
 import type { EnvSession } from '../../src/sandbox/runner.js';
 import { SANDBOX_THREAD_FILE, createSandboxPool } from '../../workers/sandbox-pool.js';
@@ -134,6 +134,42 @@ describe('sandbox pool (real piscina threads)', function () {
     expect(err).to.have.property('code', 'SOURCE_LOAD_FAILED');
   });
 
+});
+
+describe("a sandbox thread's finishes wait for its calls and new sessions", function () {
+  // One thread, so that every session's work queues on it; the reference hotel env, whose finish (a 65 KB
+  // state's snapshot and four checks on it) costs milliseconds where a call costs a fraction of one.
+  const pool = createSandboxPool({ pool: { threads: 1, tasksPerThread: 64 }, sandbox: LIMITS }, pino({ level: 'silent' }), SANDBOX_THREAD_FILE);
+  after(() => pool.close());
+  const hotel = fixture('hotel-env.bundle.json') as EnvironmentCode;
+  const state = fixture('hotel-state.json');
+  const checks = fixture('hotel-checks.json') as CheckSpec[];
+
+  it('answers a call and starts a session sent after 24 finishes before all but the first few of those finishes are done', async () => {
+    await pool.started();
+    const ending = await Promise.all([...Array(24).keys()].map(() => pool.openSession(hotel, state, LIMITS)));
+    const caller = await pool.openSession(hotel, state, LIMITS);
+    const order: string[] = [];
+    // All in one tick: the finishes first, then the call and the new session.
+    const finished = ending.map((s, i) => s.finish(checks).then(end => {
+      expect(end.checks).to.deep.include({ reward: 0.75 });
+      order.push(`finish ${i}`);
+    }));
+    const called = caller.call('get_guest', { guest_id: 'G0001' }).then(outcome => {
+      expect(outcome.result).to.have.nested.property('data.guest_id', 'G0001');
+      order.push('call');
+    });
+    const opened = pool.openSession(hotel, state, LIMITS).then(session => {
+      order.push('open');
+      return session;
+    });
+    await Promise.all([...finished, called]);
+    const fresh = await opened;
+    // In arrival order, each behind the 24 finishes (about 24 × 5 ms), they came last.
+    expect(order.indexOf('call'), order.join(', ')).to.be.below(4);
+    expect(order.indexOf('open'), order.join(', ')).to.be.within(0, 5);
+    await Promise.all([caller.close(), fresh.close()]);
+  });
 });
 
 describe('the memory allowance of ENVFLEET_SANDBOX_ENV_MEMORY_MB, through the worker path', function () {
