@@ -81,7 +81,7 @@ const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 /** Extra Node flags for the worker processes (an experiment's knob, e.g. V8 heap flags): ENVFLEET_BENCH_FLEET_NODE_ARGS, space-separated. */
 const FLEET_NODE_ARGS = (process.env['ENVFLEET_BENCH_FLEET_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
 const args = benchArgs(import.meta.url, {
-  values: ['steps', 'delay', 'delays', 'concurrency', 'processes', 'extra-delay', 'light', 'threads', 'warmup'],
+  values: ['steps', 'delay', 'delays', 'concurrency', 'processes', 'extra-delay', 'light', 'threads', 'warmup', 'waves'],
   booleans: ['quick', 'no-baseline', 'profile', 'profile-sink', 'no-sink', 'no-light'],
 });
 const argv = args.raw;
@@ -120,6 +120,7 @@ const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, m
  * 2 s), max(2 × C, 20), and 12 for the baseline (C = 3, 40 s at 2 s), to bound the full run's time.
  */
 function episodesAt(c: number, delayMs: number, baseline: boolean): number {
+  if (WAVES > 0 && !baseline) return WAVES * c;
   if (QUICK || delayMs <= 1000) return episodesFor(c);
   return baseline ? 12 : Math.max(2 * c, 20);
 }
@@ -140,6 +141,8 @@ function episodesFor(c: number): number {
 const heapMbFor = (tasksPerThread: number) => Math.max(512, 2 * tasksPerThread);
 
 const LIGHT_C = intArg('light', QUICK ? 0 : 1000);
+/** `--waves K`: N = K × C for every fleet configuration (not the baseline), instead of the defaults above. */
+const WAVES = intArg('waves', 0);
 const makeSpec = (label: string, concurrency: number, delayMs: number, extra: Partial<ConfigSpec> = {}): ConfigSpec =>
   ({ label, concurrency, processes: 1, delayMs, episodes: episodesAt(concurrency, delayMs, extra.baseline ?? false), steps: STEPS, baseline: false, light: false, ...extra });
 /** C in total over P processes: C / P each (rounded up, so the fleet's C is at least the one asked for). */
