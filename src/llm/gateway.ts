@@ -18,7 +18,7 @@ import { createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
 import { contentText } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
-import type { EndpointLimiter, Ledger, ResponseCache, Usage } from './ports.js';
+import type { EndpointLimiter, Lease, Ledger, ResponseCache, Usage } from './ports.js';
 import type { RunBudgets } from '../runs/control.js';
 
 /** Every request names its pipeline stage in this header (scripted servers route on it). */
@@ -249,11 +249,11 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         deps.observe?.(ctx.stage, (Date.now() - started) / 1000, false);
         throw await translate(err, endpoint, profile, ctx);
       } finally {
-        await lease.release();
+        await giveBack(lease, endpoint, ctx);
       }
     }
     // The slot goes back at once (its release travels with the ledger's entry), and whatever happens below.
-    const released = lease.release();
+    const released = giveBack(lease, endpoint, ctx);
     let usage: Usage;
     try {
       deps.observe?.(ctx.stage, (Date.now() - started) / 1000, true);
@@ -267,6 +267,17 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     }
     ctx.logger?.debug({ stage: ctx.stage, cacheSalt: ctx.cacheSalt ?? null, model: profile.model, endpoint: endpoint.name, limiterWaitMs, ms: Date.now() - started, usage }, 'model call');
     return { body, cached: false };
+  }
+
+  /**
+   * Gives a slot back. A release that fails (Redis gone while it answered) is logged, never thrown: the
+   * call's outcome stands, and the slot is free again when its lease expires (the request timeout + 30 s).
+   * It must not reject while the caller is still awaiting other work: an unhandled rejection ends the process.
+   */
+  function giveBack(lease: Lease, endpoint: EndpointConfig, ctx: CallContext): Promise<void> {
+    return lease.release().catch((err: unknown) => {
+      (ctx.logger ?? deps.logger).warn({ err, endpoint: endpoint.name, stage: ctx.stage }, 'could not give a model slot back; it is free again when its lease expires');
+    });
   }
 
   async function translate(err: unknown, endpoint: EndpointConfig, profile: ModelProfile, ctx: CallContext): Promise<Error> {

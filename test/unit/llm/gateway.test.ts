@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { loadConfig, type EnvVarName } from '../../../config/index.js';
 import { createModelGateway, retryAfterMs, type ModelGateway } from '../../../src/llm/gateway.js';
 import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../../helpers/memory-ports.js';
-import type { Ledger } from '../../../src/llm/ports.js';
+import type { EndpointLimiter, Ledger } from '../../../src/llm/ports.js';
 import { parseModelScript, startModelServer, type ModelServer } from '../../../src/model-server/index.js';
 import { rejection } from '../../helpers/assert.js';
 
@@ -124,6 +124,34 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     const second = await rejection(gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'y' }] }));
     expect(second).to.have.property('code', 'MODEL_RATE_LIMITED');
     expect(server.log()).to.have.length(1);
+  });
+
+  it('keeps the answer, and its ledger entry, when giving the slot back fails (Redis gone mid-reply), with no unhandled rejection, on success and on failure', async () => {
+    server = await startModelServer({ script: parseModelScript({ rules: [{ stage: 'mine.judge', respond: { content: 'ok ✓ 完了' } }, { stage: 'rollout.policy', fault: { type: 'server_error', status: 500 } }] }) });
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } });
+    const memory = createMemoryLedger();
+    // The release fails while the ledger's write is still on its way (as when a connection drops under both).
+    const ledgerSlow: Ledger = { record: entry => new Promise(r => setTimeout(r, 30)).then(() => memory.record(entry)), totals: runId => memory.totals(runId) };
+    const limiter: EndpointLimiter = {
+      acquire: () => Promise.resolve({ release: () => new Promise<void>((_, reject) => setTimeout(() => reject(new Error('Command aborted due to connection close')), 5)) }),
+      coolDown: () => Promise.resolve(),
+    };
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter, ledger: ledgerSlow, logger: pino({ level: 'silent' }) });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const result = await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] });
+      expect(result.message.content).to.equal('ok ✓ 完了');
+      expect((await memory.totals('r')).requests).to.equal(1);
+      // The endpoint's error is what the caller gets, not the release's.
+      const error = await rejection(gateway.chat({ runId: 'r', stage: 'rollout.policy' }, { messages: [{ role: 'user', content: 'y' }] }));
+      expect(error).to.have.property('code').that.matches(/^MODEL_/);
+      await new Promise(r => setTimeout(r, 50));
+      expect(unhandled).to.deep.equal([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
   });
 
   it('names a rejected key', async () => {
