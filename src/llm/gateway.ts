@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
 import type {
   ChatCompletion,
@@ -18,7 +19,7 @@ import { createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
 import { contentText } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
-import type { EndpointLimiter, Lease, Ledger, ResponseCache, Usage } from './ports.js';
+import type { EndpointLimiter, Lease, Ledger, LedgerEntry, ResponseCache, Usage } from './ports.js';
 import type { RunBudgets } from '../runs/control.js';
 
 /** Every request names its pipeline stage in this header (scripted servers route on it). */
@@ -105,6 +106,9 @@ export interface GatewayDeps {
   /** Observes each model request's latency (metrics). */
   readonly observe?: (stage: string, seconds: number, ok: boolean) => void;
 }
+
+/** Writes of a model call's ledger entry before its error is the caller's (each after 100 ms × the attempt). */
+const LEDGER_ATTEMPTS = 4;
 
 /**
  * The model gateway: the only path from envfleet to a model. It owns the profile lookup, the
@@ -219,7 +223,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       if (hit) {
         const body = hit.body as T;
         const usage = usageOf(body);
-        await deps.ledger.record({ runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: true, ...priceOf(profile.model, usage) });
+        await recordOnce({ id: randomUUID(), runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: true, ...priceOf(profile.model, usage) });
         return { body, cached: true };
       }
     }
@@ -258,15 +262,38 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     try {
       deps.observe?.(ctx.stage, (Date.now() - started) / 1000, true);
       usage = usageOf(body);
-      await deps.ledger.record({ runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: false, ...priceOf(profile.model, usage) });
+      await recordOnce({ id: randomUUID(), runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: false, ...priceOf(profile.model, usage) });
       // Only once the call is in the ledger (a cached answer is replayed as free), and only an answer the caller can use
-      // (one without a choice would be served again to every retry until it expired).
-      if (cacheSlot && usable(body)) await deps.cache.set(cacheSlot, { body, storedAt: new Date().toISOString() }, deps.config.gateway.cacheTtlSeconds);
+      // (one without a choice would be served again to every retry until it expired). The answer is paid for: a
+      // cache that cannot take it (Redis gone) costs a replay its saving, not the caller its answer.
+      if (cacheSlot && usable(body)) {
+        await deps.cache.set(cacheSlot, { body, storedAt: new Date().toISOString() }, deps.config.gateway.cacheTtlSeconds).catch((err: unknown) => {
+          (ctx.logger ?? deps.logger).warn({ err, stage: ctx.stage }, 'could not cache a model answer; a replay of this call will ask the model again');
+        });
+      }
     } finally {
       await released;
     }
     ctx.logger?.debug({ stage: ctx.stage, cacheSalt: ctx.cacheSalt ?? null, model: profile.model, endpoint: endpoint.name, limiterWaitMs, ms: Date.now() - started, usage }, 'model call');
     return { body, cached: false };
+  }
+
+  /**
+   * Records a ledger entry (with its id: counted once however often it is sent), trying again when a write
+   * fails, as one that a dropped connection cut off does (Redis may have run it: the id keeps it from counting
+   * twice). The call is paid for by then, so its record should not be lost to a moment without Redis.
+   */
+  async function recordOnce(entry: LedgerEntry & { readonly id: string }): Promise<void> {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await deps.ledger.record(entry);
+        return;
+      } catch (err) {
+        if (attempt >= LEDGER_ATTEMPTS) throw err;
+        deps.logger.warn({ err, stage: entry.stage, attempt }, 'could not record a model call in the ledger; trying again');
+        await new Promise(resolve => setTimeout(resolve, 100 * attempt));
+      }
+    }
   }
 
   /**

@@ -55,6 +55,11 @@ export interface LedgerEntry {
   readonly priced: boolean;
   /** Served from the response cache: no tokens paid, `usage` is what was saved. */
   readonly cached: boolean;
+  /**
+   * The call's id (unique per call): a ledger counts an entry with an id once, however often it is sent
+   * (a write that Redis ran but whose answer a dropped connection lost is sent again, by the client or the gateway).
+   */
+  readonly id?: string;
 }
 
 export interface LedgerCounters {

@@ -33,12 +33,30 @@ return 1`,
 );
 
 /**
+ * HINCRBY_PAIRS for an entry with an id: counted only if KEYS[2] (the id's key) was not set yet; it is set
+ * for ARGV[1] seconds. Returns 1 if counted, 0 if the id had been counted before.
+ */
+const HINCRBY_PAIRS_ONCE = redisScript(
+  'hincrby_pairs_once',
+  `if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1`,
+  2,
+);
+
+/**
+ * How long the ledger remembers an entry's id (seconds): longer than a write can be in flight or sent again
+ * after a reconnect. At 500 model calls per second that is ≈ 150,000 small keys (≈ 25 MB).
+ */
+export const LEDGER_ENTRY_TTL_S = 300;
+
+/**
  * Ledger in one Redis hash per run (under the run's keys, src/runs/keys.ts), fields
  * `<scope>|<counter>` with scope `all`, `stage:<name>` or `model:<name>`. Increments are atomic
  * (one script per model call), so every process of the fleet can record into the same run.
  */
 export function createRedisLedger(redis: Redis, prefix: string): Ledger {
-  const key = (runId: string) => runKeys(prefix, runId, isCluster(redis)).ledger;
+  const keys = (runId: string) => runKeys(prefix, runId, isCluster(redis));
   return {
     async record(entry) {
       const inc = increments(entry);
@@ -48,10 +66,13 @@ export function createRedisLedger(redis: Redis, prefix: string): Ledger {
           if (value !== 0) pairs.push(`${scope}|${counter}`, String(value));
         }
       }
-      if (pairs.length) await HINCRBY_PAIRS(redis, [key(entry.runId)], pairs);
+      if (!pairs.length) return;
+      const k = keys(entry.runId);
+      if (entry.id === undefined) await HINCRBY_PAIRS(redis, [k.ledger], pairs);
+      else await HINCRBY_PAIRS_ONCE(redis, [k.ledger, k.ledgerEntry(entry.id)], [String(LEDGER_ENTRY_TTL_S), ...pairs]);
     },
     async totals(runId) {
-      const hash = await redis.hgetall(key(runId));
+      const hash = await redis.hgetall(keys(runId).ledger);
       const all = emptyCounters();
       const byStage: Record<string, LedgerCounters> = {};
       const byModel: Record<string, LedgerCounters> = {};

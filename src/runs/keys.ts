@@ -59,6 +59,8 @@ function keysOf(r: string) {
     /** A cached model response of this run. */
     cache: (hash: string) => `${r}:cache:${hash}`,
     ledger: `${r}:ledger`,
+    /** A model call the ledger has counted (its entry's id), kept LEDGER_ENTRY_TTL_S: a write sent again is not counted again. */
+    ledgerEntry: (id: string) => `${r}:ledger-entry:${id}`,
     trajectories: `${r}:trajectories`,
     sinkLock: `${r}:sink-lock`,
     control: `${r}:control`,

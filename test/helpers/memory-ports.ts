@@ -33,8 +33,13 @@ export function createMemoryLedger(): Ledger {
       if (!entry.priced) target.unpricedRequests += 1;
     }
   };
+  const seen = new Set<string>();
   return {
     record(entry) {
+      if (entry.id !== undefined) {
+        if (seen.has(entry.id)) return Promise.resolve();
+        seen.add(entry.id);
+      }
       let run = runs.get(entry.runId);
       if (!run) {
         run = { runId: entry.runId, ...emptyCounters(), byStage: {}, byModel: {} };

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import type { EndpointConfig } from '../../config/index.js';
@@ -149,6 +150,49 @@ describe('Redis implementations of the gateway ports', () => {
     expect(totals.costUsd).to.equal(1);
     expect(totals.byStage['mine.judge']?.requests).to.equal(10);
     expect(totals.byModel['n']?.promptTokens).to.equal(10);
+  });
+
+  it('counts an entry with an id once when its reply is lost and the client sends it again after reconnecting (one without an id twice)', async () => {
+    // A proxy between the client and Redis that, when armed, cuts the connection on Redis's next reply: Redis ran
+    // the command, the client never heard, and ioredis sends it again once it has reconnected.
+    const target = new URL(REDIS_URL);
+    let armed = false;
+    const sockets = new Set<Socket>();
+    const proxy = createServer(client => {
+      const upstream = connect(Number(target.port || 6379), target.hostname);
+      sockets.add(client).add(upstream);
+      client.pipe(upstream);
+      upstream.on('data', chunk => {
+        if (armed) {
+          armed = false;
+          client.destroy();
+          upstream.destroy();
+          return;
+        }
+        client.write(chunk);
+      });
+      const end = () => { client.destroy(); upstream.destroy(); };
+      client.on('error', end).on('close', end);
+      upstream.on('error', end).on('close', end);
+    });
+    await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve));
+    const via = new Redis({ host: '127.0.0.1', port: (proxy.address() as AddressInfo).port, db: Number(target.pathname.slice(1) || 0), retryStrategy: () => 20 });
+    try {
+      const ledger = createRedisLedger(via, prefix);
+      const entry = { runId: 'resent', stage: 'mine.judge' as const, model: 'm', usage: { promptTokens: 7, completionTokens: 1 }, costUsd: 0, priced: true, cached: false };
+      await ledger.record({ ...entry, id: randomUUID() }); // the scripts are loaded on this connection
+      armed = true;
+      await ledger.record({ ...entry, id: randomUUID() });
+      expect((await ledger.totals('resent')).requests).to.equal(2);
+      armed = true;
+      await ledger.record(entry);
+      // Without an id the resent write counts again: what the id is for.
+      expect((await ledger.totals('resent')).requests).to.equal(4);
+    } finally {
+      via.disconnect();
+      for (const s of sockets) s.destroy();
+      await new Promise(resolve => proxy.close(resolve));
+    }
   });
 
   it('records histogram observations from several processes, gathered and written in one command per series, read back cumulative (series written before per-bucket counts too)', async () => {

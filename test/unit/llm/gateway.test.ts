@@ -154,6 +154,27 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     }
   });
 
+  it('writes a paid call\'s ledger entry again when a write fails after it ran (its reply lost), counting it once, and answers when the cache cannot take the answer', async () => {
+    server = await startModelServer({ script: parseModelScript({ rules: [{ stage: 'mine.judge', respond: { content: 'paid once' } }] }) });
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } });
+    const memory = createMemoryLedger();
+    let failures = 2;
+    // Each of the first two writes reaches the ledger, then fails as a connection dropped before its reply would.
+    const lossy: Ledger = {
+      record: async entry => {
+        await memory.record(entry);
+        if (failures-- > 0) throw new Error('Command aborted due to connection close');
+      },
+      totals: runId => memory.totals(runId),
+    };
+    const cacheDown = { ...createMemoryResponseCache(), set: () => Promise.reject(new Error('Connection is closed.')) };
+    const gateway = createModelGateway({ config, cache: cacheDown, limiter: createMemoryLimiter(), ledger: lossy, logger: pino({ level: 'silent' }) });
+    const result = await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] });
+    expect(result.message.content).to.equal('paid once');
+    expect(await memory.totals('r')).to.deep.include({ requests: 1 });
+    expect(failures).to.equal(-1); // written three times
+  });
+
   it('names a rejected key', async () => {
     server = await startModelServer({ script: parseModelScript({ rules: [] }), apiKey: 'right' });
     const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'wrong' } });
