@@ -13,7 +13,7 @@ import type { AppConfig, EndpointConfig, ModelProfile, ModelStage, ToolCallForma
 import { AppError, BudgetExceededError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, modelCodeOfStatus } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
-import { canonicalJson, hashOfWith } from '../util/canonical.js';
+import { canonicalJson, deepFreeze, hashOfWith } from '../util/canonical.js';
 import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
 import { createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
@@ -193,13 +193,15 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   // The canonical text of each tool object a request carried. An episode sends its environment's tools (from the
   // stored record, never changed once loaded) with every turn; sorting their keys again for every request's cache
   // key was a fifth of a worker main thread's allocations (a sampling heap profile at C = 1,000, docs/benchmarks.md).
+  // A remembered tool is frozen, deeply: a caller that changed it in place afterwards would otherwise get the
+  // cached answer to the tool as it was (a TypeError at the change instead).
   const toolTexts = new WeakMap<object, string>();
 
   /** The response cache's key of a request: SHA-256 of the canonical JSON of the request with its run, stage and salt. */
   function cacheKey(ctx: CallContext, keyMaterial: unknown): string {
     const tools = (keyMaterial as { tools?: unknown } | null)?.tools;
     if (Array.isArray(tools)) {
-      for (const t of tools as unknown[]) if (t && typeof t === 'object' && !toolTexts.has(t)) toolTexts.set(t, canonicalJson(t));
+      for (const t of tools as unknown[]) if (t && typeof t === 'object' && !toolTexts.has(t)) toolTexts.set(deepFreeze(t), canonicalJson(t));
     }
     return hashOfWith({ v: CACHE_KEY_VERSION, run: ctx.runId, stage: ctx.stage, salt: ctx.cacheSalt ?? null, req: keyMaterial }, toolTexts);
   }

@@ -36,6 +36,15 @@ export function hashOfWith(value: unknown, known: WeakMap<object, string>): stri
   return hash.digest('hex');
 }
 
+/** Freezes a value and every object and array in it (in place), so that a text remembered for it stays true. */
+export function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
 export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }

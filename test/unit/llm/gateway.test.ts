@@ -175,6 +175,19 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     expect(failures).to.equal(-1); // written three times
   });
 
+  it('never answers a request with the cached answer to its tools as they were: a tool it remembered cannot be changed in place', async () => {
+    const gateway = await gatewayFor({ rules: [{ stage: 'mine.judge', respond: { content: 'answer' } }] });
+    const tool = { type: 'function' as const, function: { name: 'find', description: 'Finds a book', parameters: { type: 'object', properties: { id: { type: 'integer' } } } } };
+    await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }], tools: [tool] });
+    expect(() => { (tool.function as { description: string }).description = 'Deletes a book'; }).to.throw(TypeError);
+    expect(() => { (tool.function.parameters.properties as Record<string, unknown>)['title'] = { type: 'string' }; }).to.throw(TypeError);
+    // A changed copy is a new request: asked, not served from the cache.
+    const changed = { ...tool, function: { ...tool.function, description: 'Deletes a book' } };
+    const second = await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }], tools: [changed] });
+    expect(second.cached).to.equal(false);
+    expect(server.log()).to.have.length(2);
+  });
+
   it('names a rejected key', async () => {
     server = await startModelServer({ script: parseModelScript({ rules: [] }), apiKey: 'right' });
     const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'wrong' } });
