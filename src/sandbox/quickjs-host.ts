@@ -520,8 +520,9 @@ export class QuickJSHost {
 
   /** createEnvironment on the initial state's JSON text (as JSON.stringify wrote it). */
   async createEnvironmentFromText(code: EnvironmentCode, stateJson: string, limits: SandboxLimits): Promise<SandboxEnvironment> {
-    if (stateJson.length > limits.maxStateBytes) {
-      throw new SandboxError('STATE_TOO_LARGE', `the initial state is ${stateJson.length} bytes; the cap is ${limits.maxStateBytes}`);
+    const stateBytes = utf8Length(stateJson, limits.maxStateBytes);
+    if (stateBytes > limits.maxStateBytes) {
+      throw new SandboxError('STATE_TOO_LARGE', `the initial state is ${stateBytes} bytes; the cap is ${limits.maxStateBytes}`);
     }
     const validators = this.validatorsFor(code);
     const vm = (await this.sessionVm(limits)) ?? GuestVm.open(await this.acquire(limits), limits.stackBytes, module => this.release(module));
@@ -939,6 +940,15 @@ class CheckBatch {
   dispose(): void {
     this.done();
   }
+}
+
+/**
+ * The UTF-8 length of `text` wherever it could pass `cap` (a UTF-16 unit is at most 3 bytes); further below the
+ * cap, its length in UTF-16 units, which is no more. The size caps count bytes, as the Python runtime's do: a
+ * state of CJK text is 3 bytes a character in both runtimes. Counting costs nothing for a text well under its cap.
+ */
+function utf8Length(text: string, cap: number): number {
+  return text.length * 3 + 8 <= cap ? text.length : Buffer.byteLength(text, 'utf8');
 }
 
 /** The parts of quickjs-emscripten's FFI that GuestVm.callTool uses (pointers are numbers into the module's memory). */
@@ -1484,7 +1494,7 @@ export class SandboxEnvironment {
       // The harness's reply: the result's JSON text, or "!" and an error reply (harness.ts). The cap
       // applies to the length the reply had when it was {"ok":<result>}, or the error reply's.
       const failed = text.charCodeAt(0) === 33;
-      const length = failed ? text.length - 1 : text.length + 7;
+      const length = utf8Length(text, this.limits.maxResultBytes) + (failed ? -1 : 7);
       if (length > this.limits.maxResultBytes) {
         return this.stop(started, parse, 'RESULT_TOO_LARGE', `the result of ${tool} is ${length} bytes; the cap is ${this.limits.maxResultBytes}`, true);
       }
@@ -1536,8 +1546,9 @@ export class SandboxEnvironment {
         const reply = JSON.parse(text.slice(1)) as { err: SandboxErrorCode; message: string };
         throw new SandboxError(reply.err, reply.message);
       }
-      if (text.length > this.limits.maxStateBytes) {
-        throw new SandboxError('STATE_TOO_LARGE', `the state is ${text.length} bytes; the cap is ${this.limits.maxStateBytes}`);
+      const bytes = utf8Length(text, this.limits.maxStateBytes);
+      if (bytes > this.limits.maxStateBytes) {
+        throw new SandboxError('STATE_TOO_LARGE', `the state is ${bytes} bytes; the cap is ${this.limits.maxStateBytes}`);
       }
       return text;
     } catch (err) {

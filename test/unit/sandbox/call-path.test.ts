@@ -99,15 +99,20 @@ describe('the sandbox call path', function () {
     expect(env.disposed).to.equal(false);
   });
 
-  it('counts the cap in UTF-16 units as before, for multi-byte results too (an emoji is 2, a CJK character 1)', () => {
-    const emoji = Math.floor((CAP - wrapped({ d: '' })) / 2);
+  it('counts the cap in UTF-8 bytes, as the Python runtime does, for multi-byte results too (an emoji is 4, a CJK character 3, an accent 2)', () => {
+    const room = CAP - wrapped({ d: '' });
+    const emoji = Math.floor(room / 4);
     const fits = env.call('pad', { n: emoji, ch: '😀' });
     expect(fits.runtimeError).to.equal(undefined);
     expect(fits.result).to.deep.equal({ d: '😀'.repeat(emoji) });
     expect(env.call('pad', { n: emoji + 1, ch: '😀' }).runtimeError).to.equal('RESULT_TOO_LARGE');
-    const cjk = CAP - wrapped({ d: '' });
+    const cjk = Math.floor(room / 3);
     expect(env.call('pad', { n: cjk, ch: '書' }).result).to.deep.equal({ d: '書'.repeat(cjk) });
-    expect(env.call('pad', { n: cjk + 1, ch: '書' })).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the result of pad is ${CAP + 1} bytes; the cap is ${CAP}` } });
+    const over = wrapped({ d: '' }) + 3 * (cjk + 1);
+    expect(env.call('pad', { n: cjk + 1, ch: '書' })).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the result of pad is ${over} bytes; the cap is ${CAP}` } });
+    const accents = Math.floor(room / 2);
+    expect(env.call('pad', { n: accents, ch: 'é' }).runtimeError).to.equal(undefined);
+    expect(env.call('pad', { n: accents + 1, ch: 'é' }).runtimeError).to.equal('RESULT_TOO_LARGE');
   });
 
   it('caps an error reply on its own length, as before', () => {
@@ -117,7 +122,7 @@ describe('the sandbox call path', function () {
   });
 
   it('passes multi-byte arguments and results through unchanged, short and long, and tool names that are not ASCII', () => {
-    for (const text of ['é', '書名', '😀', 'a😀b', '\u{1F469}\u200D\u{1F52C}', 'ñ'.repeat(40), '漢字かな交じり文'.repeat(20), '😀'.repeat(100), 'line\nbreak "quoted" \\ \u2028 \u0000 end', '']) {
+    for (const text of ['é', '書名', '😀', 'a😀b', '\u{1F469}\u200D\u{1F52C}', 'ñ'.repeat(40), '漢字かな交じり文'.repeat(18), '😀'.repeat(100), 'line\nbreak "quoted" \\ \u2028 \u0000 end', '']) {
       expect(env.call('echo', { text, [text]: 1 }).result, JSON.stringify(text)).to.deep.equal({ success: true, data: { text, [text]: 1 } });
     }
     expect(env.call('本を読む', { 題: '吾輩は猫である' }).result).to.deep.equal({ success: true, data: '読んだ: 吾輩は猫である' });

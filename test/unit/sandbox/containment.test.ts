@@ -245,6 +245,21 @@ describe('sandbox loading errors', () => {
   it('requires this.state', async () => {
     expect((await code('class X { constructor(s) {} }')).code).to.equal('STATE_INVALID');
   });
+  it('counts the state cap in UTF-8 bytes, as the Python runtime does: 911 characters of CJK text are 2,711 bytes', async () => {
+    const source = 'class X { constructor(s) { this.state = s; } add({ t }) { this.state.more = t; return { success: true }; } }';
+    const tools = [{ type: 'function' as const, function: { name: 'add', parameters: { type: 'object' } } }];
+    const big = { t: '書'.repeat(900) };
+    const err = await rejection(host.createEnvironment({ ...base, source, tools }, big, { ...LIMITS, maxStateBytes: 1000 }));
+    expect(err).to.have.property('code', 'STATE_TOO_LARGE');
+    expect(String((err as Error).message)).to.include(`is ${Buffer.byteLength(JSON.stringify(big))} bytes; the cap is 1000`);
+    const env = await host.createEnvironment({ ...base, source, tools }, { t: 'é' }, { ...LIMITS, maxStateBytes: 1000 });
+    try {
+      expect(env.call('add', { t: '😀'.repeat(250) }).runtimeError).to.equal(undefined); // the state: 519 UTF-16 units, 1,020 bytes
+      expect(() => env.snapshot()).to.throw().with.property('code', 'STATE_TOO_LARGE');
+    } finally {
+      env.dispose();
+    }
+  });
   it('refuses an initial state over the cap', async () => {
     const err = await rejection(host.createEnvironment({ ...base, source: 'class X { constructor(s) { this.state = s; } }' }, { big: 'x'.repeat(5000) }, { ...LIMITS, maxStateBytes: 1000 }));
     expect(err).to.have.property('code', 'STATE_TOO_LARGE');
