@@ -11,7 +11,7 @@ import { loadModelScript, startModelServer } from '../src/model-server/index.js'
 import type { StoredTrajectory } from '../src/rollouts/types.js';
 import { fixturesPath } from '../src/util/package-root.js';
 import { startWorkerProcess } from '../workers/main.js';
-import { describeRedis, duplicateConnection } from '../src/redis/connection.js';
+import { createRedisConnection, describeRedis } from '../src/redis/connection.js';
 import { chooseRedis } from './private-redis.js';
 import { formatEvents, formatFunnel } from './runs.js';
 
@@ -75,9 +75,12 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
     const rolloutRequest = { runId, samples: 2, modes: ['non-conversational', 'conversational'] as const };
     const rollouts = await submitRollouts(config, running.ctx.redis, { ...rolloutRequest, modes: [...rolloutRequest.modes] });
     out(`[demo] rollouts: ${rollouts.scenarios} scenarios × 2 modes × ${rollouts.config.samples} samples with the scripted policy and user; the sink writes them to ${dir}/trajectories/`);
-    // Its own connection: the sink's blocking XREADGROUP would hold the shared (auto-pipelined) connection's commands.
-    const sinkRedis = duplicateConnection(running.ctx.redis);
+    // Its own connection, as `envfleet sink` makes it: the sink's blocking XREADGROUP would hold the shared
+    // connection's commands, and a connection without auto-pipelining lets it ride through a Redis restart (ioredis
+    // fails the rest of an auto-pipelined batch that a dropped connection had half answered).
+    const sinkRedis = createRedisConnection(config.redis, 'worker');
     const sink = runSink({ redis: sinkRedis, prefix: config.redis.prefix, store: running.ctx.store, runId, dir }).finally(() => sinkRedis.quit().catch(() => undefined));
+    sink.catch(() => undefined); // awaited below, after the run: an early failure must not be an unhandled rejection meanwhile
     await waitForRun(running.ctx.store, runId, p => out(`[demo] ${p.outstanding} jobs outstanding`));
     const sunk = await sink;
     out(`[demo] sink wrote ${sunk.written} trajectories (${sunk.shards.join(', ')})`);
