@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { loadConfig, type AppConfig } from '../config/index.js';
+import { loadConfig, redactUrl, type AppConfig } from '../config/index.js';
 import { startDashboard } from '../http/dashboard/server.js';
 import { waitForRun } from '../queues/run-jobs.js';
 import { runStatus } from '../queues/run-status.js';
@@ -32,7 +32,7 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
   if (base.redis.clusterNodes.length) out(`[demo] using the Redis Cluster at ${describeRedis(base.redis)}`);
   const useReal = base.explicit.includes('OPENAI_BASE_URL');
   const server = useReal ? null : await startModelServer({ script: await loadModelScript(FIXTURES) });
-  out(useReal ? `[demo] using the model endpoint ${base.endpoints['default']?.baseURL}` : `[demo] scripted model server at ${server?.url} (fixtures/demo)`);
+  out(useReal ? `[demo] using the model endpoint ${redactUrl(base.endpoints['default']?.baseURL ?? '')}` : `[demo] scripted model server at ${server?.url} (fixtures/demo)`);
 
   const config: AppConfig = loadConfig(undefined, {
     overrides: {

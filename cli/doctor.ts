@@ -1,6 +1,6 @@
 import OpenAI, { APIConnectionError, APIError } from 'openai';
 import { z } from 'zod';
-import { ConfigError, loadConfig, type AppConfig, type EndpointConfig, type ModelProfile, type RequestShape } from '../config/index.js';
+import { ConfigError, loadConfig, redactUrl, type AppConfig, type EndpointConfig, type ModelProfile, type RequestShape } from '../config/index.js';
 import { modelCodeOfStatus } from '../src/errors.js';
 import { createRedisConnection, describeRedis, waitForRedis } from '../src/redis/connection.js';
 import { inspectRedis, judgeRedis } from '../src/redis/guard.js';
@@ -159,22 +159,22 @@ async function checkEndpoint(endpoint: EndpointConfig, wanted: string[]): Promis
       return {
         name,
         status: 'warn',
-        detail: `${endpoint.baseURL} answers, but does not list model(s) ${missing.join(', ')} (it lists ${[...served].slice(0, 10).join(', ')}). Check ENVFLEET_MODEL or the models file.`,
+        detail: `${redactUrl(endpoint.baseURL)} answers, but does not list model(s) ${missing.join(', ')} (it lists ${[...served].slice(0, 10).join(', ')}). Check ENVFLEET_MODEL or the models file.`,
       };
     }
-    return { name, status: 'ok', detail: `${endpoint.baseURL} answers and accepts the key; serves ${wanted.join(', ')}` };
+    return { name, status: 'ok', detail: `${redactUrl(endpoint.baseURL)} answers and accepts the key; serves ${wanted.join(', ')}` };
   } catch (err) {
     if (err instanceof APIConnectionError) {
-      return { name, status: 'fail', detail: `cannot reach ${endpoint.baseURL} (${err.message}). Start the server, or fix OPENAI_BASE_URL.` };
+      return { name, status: 'fail', detail: `cannot reach ${redactUrl(endpoint.baseURL)} (${err.message}). Start the server, or fix OPENAI_BASE_URL.` };
     }
     const code = err instanceof APIError ? modelCodeOfStatus((err.status as number | undefined) ?? 0) : null;
     if (code === 'MODEL_AUTH') {
-      return { name, status: 'fail', detail: `${endpoint.baseURL} rejected the API key (${String(err instanceof APIError ? err.status : '')}). Set OPENAI_API_KEY${endpoint.name === 'default' ? '' : ` (or this endpoint's apiKeyEnv)`} to a valid key.` };
+      return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)} rejected the API key (${String(err instanceof APIError ? err.status : '')}). Set OPENAI_API_KEY${endpoint.name === 'default' ? '' : ` (or this endpoint's apiKeyEnv)`} to a valid key.` };
     }
     if (code === 'MODEL_NOT_FOUND') {
-      return { name, status: 'fail', detail: `${endpoint.baseURL}/models does not exist (404): the base URL is probably missing its /v1 suffix or is not an OpenAI-compatible server.` };
+      return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)}/models does not exist (404): the base URL is probably missing its /v1 suffix or is not an OpenAI-compatible server.` };
     }
-    return { name, status: 'fail', detail: `${endpoint.baseURL}: ${(err as Error).message}` };
+    return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)}: ${(err as Error).message}` };
   }
 }
 

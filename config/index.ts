@@ -182,7 +182,7 @@ export function loadConfig(
       if (value === undefined) {
         throw new ConfigError(
           `${e.ENVFLEET_MODELS_FILE}: endpoint "${name}" takes its key from ${entry.apiKeyEnv}, which is not set. ` +
-            `Export ${entry.apiKeyEnv}=<the key for ${entry.baseURL}> or remove apiKeyEnv.`,
+            `Export ${entry.apiKeyEnv}=<the key for ${redactUrl(entry.baseURL)}> or remove apiKeyEnv.`,
         );
       }
       apiKey = value;
@@ -366,7 +366,7 @@ export function redactConfig(config: AppConfig): unknown {
   return JSON.parse(
     JSON.stringify(config, (key, value: unknown) => {
       if (key === 'apiKey' || (key === 'token' && typeof value === 'string')) return '[redacted]';
-      if (key === 'url' && typeof value === 'string') return redactUrl(value);
+      if ((key === 'url' || key === 'baseURL') && typeof value === 'string') return redactUrl(value);
       return value;
     }),
   ) as unknown;
@@ -407,17 +407,35 @@ function flattenIssues(issues: readonly z.core.$ZodIssue[], prefix: readonly Pro
   });
 }
 
-/** The URL with its password hidden. */
-function redactUrl(url: unknown): string {
+/** Query parameters whose values are credentials (Azure's `api-key`, `token`, `sig`, `access_token`, …). */
+const SECRET_PARAM = /key|token|secret|pass|sig|auth|credential/i;
+
+/**
+ * A URL for messages, logs and stored records: its password hidden (or a user name that stands alone, as a
+ * token often does), and the values of query parameters that carry credentials. A model endpoint's base URL
+ * may hold a key in either place.
+ */
+export function redactUrl(url: unknown): string {
   const text = String(url);
   try {
     const parsed = new URL(text);
-    if (!parsed.password && !parsed.username) return text;
-    if (parsed.password) parsed.password = '***';
-    else parsed.username = '***';
-    return parsed.toString();
+    let changed = false;
+    if (parsed.password) {
+      parsed.password = '***';
+      changed = true;
+    } else if (parsed.username) {
+      parsed.username = '***';
+      changed = true;
+    }
+    for (const name of [...parsed.searchParams.keys()]) {
+      if (SECRET_PARAM.test(name)) {
+        parsed.searchParams.set(name, '***');
+        changed = true;
+      }
+    }
+    return changed ? parsed.toString() : text;
   } catch {
-    return text.replace(/\/\/[^@/]*@/, '//***@');
+    return text.replace(/\/\/[^@/]*@/, '//***@').replace(/([?&][^=&#]*(?:key|token|secret|pass|sig|auth|credential)[^=&#]*=)[^&#]*/gi, '$1***');
   }
 }
 

@@ -9,7 +9,7 @@ import type {
   ChatCompletionToolChoiceOption,
 } from 'openai/resources/chat/completions';
 import type { z } from 'zod';
-import type { AppConfig, EndpointConfig, ModelProfile, ModelStage, ToolCallFormat } from '../../config/index.js';
+import { redactUrl, type AppConfig, type EndpointConfig, type ModelProfile, type ModelStage, type ToolCallFormat } from '../../config/index.js';
 import { AppError, BudgetExceededError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, modelCodeOfStatus } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
@@ -310,7 +310,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   }
 
   async function translate(err: unknown, endpoint: EndpointConfig, profile: ModelProfile, ctx: CallContext): Promise<Error> {
-    const where = `endpoint "${endpoint.name}" (${endpoint.baseURL}), model "${profile.model}", stage ${ctx.stage}`;
+    const where = `endpoint "${endpoint.name}" (${redactUrl(endpoint.baseURL)}), model "${profile.model}", stage ${ctx.stage}`;
     const details = { endpoint: endpoint.name, model: profile.model, stage: ctx.stage };
     if (err instanceof APIUserAbortError || (ctx.signal?.aborted ?? false)) return new JobAbortedError(`model call aborted (${where})`);
     if (err instanceof APIConnectionTimeoutError) {

@@ -5,6 +5,7 @@ import {
   ENV_VARS,
   loadConfig,
   redactConfig,
+  redactUrl,
   MODEL_STAGES,
   MODEL_STAGE_NAMES,
   type AppConfig,
@@ -495,6 +496,17 @@ describe('config: redactConfig', () => {
   it('hides a password in REDIS_URL', () => {
     const withPassword = loadConfig({ REDIS_URL: 'redis://user:hunter2-secret@redis.example:6379/0' });
     expect(JSON.stringify(redactConfig(withPassword))).not.to.include('hunter2-secret');
+  });
+
+  it("hides the credentials a model endpoint's base URL may carry: a password, a user name alone, a key in the query", () => {
+    const withKeys = loadConfig({ OPENAI_BASE_URL: 'https://bob:PASSWORDLEAK@llm.example/v1?api-version=2024-06-01&api-key=QUERYKEYLEAK' });
+    const text = JSON.stringify(redactConfig(withKeys));
+    expect(text).not.to.match(/PASSWORDLEAK|QUERYKEYLEAK/);
+    expect(text).to.include('api-version=2024-06-01');
+    expect(redactUrl('https://TOKENLEAK@llm.example/v1')).to.equal('https://***@llm.example/v1');
+    expect(redactUrl('https://llm.example/v1?token=TÖKEN%20LEAK&x=1')).to.equal('https://llm.example/v1?token=***&x=1');
+    expect(redactUrl('http://127.0.0.1:8000/v1')).to.equal('http://127.0.0.1:8000/v1');
+    expect(redactUrl('not a url //me:pw@host/?access_token=abc')).to.equal('not a url //***@host/?access_token=***');
   });
 });
 

@@ -188,6 +188,15 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     expect(server.log()).to.have.length(2);
   });
 
+  it("never shows the credentials an endpoint's base URL carries in its errors (a password, a key in the query)", async () => {
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: 'http://bob:PASSWORDLEAK@127.0.0.1:1/v1?api-key=QUERYKEYLEAK' } });
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    const error = await rejection(gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] }));
+    expect(error).to.have.property('code', 'MODEL_CONNECTION');
+    expect(String((error as Error).message)).to.include('127.0.0.1:1').and.not.match(/PASSWORDLEAK|QUERYKEYLEAK/);
+    expect(JSON.stringify(error)).not.to.match(/PASSWORDLEAK|QUERYKEYLEAK/);
+  });
+
   it('names a rejected key', async () => {
     server = await startModelServer({ script: parseModelScript({ rules: [] }), apiKey: 'right' });
     const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'wrong' } });
