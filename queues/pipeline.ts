@@ -196,7 +196,9 @@ export const STAGES = {
     data: RolloutRef,
     item: { kind: 'episode', id: d => trajectoryIdOf(d.runId, d.scenarioId, d.mode, d.sample, d.policy) },
     onFailure: 'ends-item',
-    funnel: { passed: TERMINATIONS },
+    // An episode the model or the environment failed (its job failed for good) is recorded without a reward: it
+    // left, it did not pass (status showed a run whose endpoint was down as every episode passed).
+    funnel: { passed: TERMINATIONS.filter(t => t !== 'model-error' && t !== 'environment-error'), left: ['model-error', 'environment-error'] },
     models: ['rollout.policy', 'rollout.user'],
     concurrency: 'rollout',
   }),

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
 import type { z } from 'zod';
-import { runStatus } from '../../queues/run-status.js';
+import { funnelReport, runStatus } from '../../queues/run-status.js';
 import { submitRollouts, submitScenarios, submitSynthesis, type RolloutRequest } from '../../queues/submit.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { runSink } from '../../src/datasets/sink.js';
@@ -265,6 +265,10 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     // The endpoint refuses every policy request: no retry helps.
     f.server.setScript(mergeModelScripts([parseModelScript({ rules: [{ stage: 'rollout.policy', fault: { type: 'server_error', status: 400 } }] }), demo]));
     expect(await reasons('model', {})).to.deep.equal(new Set(['model-error']));
+    // Recorded, but as episodes that left the funnel, not as passed ones (status showed them as passed).
+    const modelRow = (await funnelReport(store, 'model')).find(r => r.stage === 'rollout.run')!;
+    expect(modelRow.passed).to.equal(0);
+    expect(modelRow.left['model-error']).to.be.greaterThan(0);
     f.server.setScript(demo);
     // A broken environment source: the session cannot start.
     await copyRun(store, 'limits', 'env-error');
@@ -275,6 +279,9 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     const envErrors = await rollouts({ runId: 'env-error', samples: 1, modes: ['non-conversational'] });
     expect(new Set(envErrors.map(t => t.termination.reason))).to.deep.equal(new Set(['environment-error']));
     expect(envErrors.every(t => t.reward === null && t.checksError !== null)).to.equal(true);
+    const envRow = (await funnelReport(store, 'env-error')).find(r => r.stage === 'rollout.run')!;
+    expect(envRow).to.deep.include({ passed: 0 });
+    expect(envRow.left['environment-error']).to.equal(envErrors.length);
   });
 
   it('reads tool calls written as text in each format the profile names, with the rewards of native calls; a failed text call ends as unparsed-tool-call and is not trained on', async () => {
