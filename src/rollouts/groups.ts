@@ -20,6 +20,13 @@ export interface GroupStats {
   readonly trajectoryIds: readonly string[];
   /** Rewards in sample order; a trajectory without a reward counts 0. */
   readonly rewards: readonly number[];
+  /**
+   * Samples without a reward among them (counted 0 above): episodes the model endpoint or the environment failed
+   * for good (`model-error`, `environment-error`), checks that could not run, samples with no trajectory. Scores
+   * are over the planned samples, so an environment that breaks episodes does not look better; a trainer that
+   * must not learn from an outage's zeros skips groups with unscored > 0.
+   */
+  readonly unscored: number;
   readonly mean: number;
   /** Population standard deviation of the rewards. */
   readonly std: number;
@@ -53,6 +60,7 @@ export function groupStats(runId: string, scenarioId: string, environmentId: str
     samples: n,
     trajectoryIds: sorted.map(t => t.id),
     rewards,
+    unscored: sorted.filter(t => t.reward === null).length + Math.max(0, planned - sorted.length),
     mean: round(mean),
     std: round(std),
     solved,

@@ -176,6 +176,7 @@ export const RLGroupLine = z.object({
   mode: z.enum(['non-conversational', 'conversational']),
   samples: z.number().int().positive(),
   rewards: z.array(z.number().min(0).max(1)),
+  unscored: z.number().int().nonnegative(),
   mean: z.number().min(0).max(1),
   std: z.number().min(0),
   passAt1: z.number().min(0).max(1),

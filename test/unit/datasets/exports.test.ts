@@ -223,7 +223,9 @@ describe('groupStats', () => {
     expect(g.rewards).to.deep.equal([1, 0.5, 0]);
     expect(g.mean).to.be.closeTo(0.5, 1e-9);
     expect(g.std).to.be.closeTo(Math.sqrt((0.25 + 0 + 0.25) / 3), 1e-6);
-    expect(g).to.deep.include({ solved: 1, passAtK: true, samples: 3 });
+    expect(g).to.deep.include({ solved: 1, passAtK: true, samples: 3, unscored: 1 });
+    // A planned sample without a trajectory is unscored too.
+    expect(groupStats('r', 's', 'e', 'non-conversational', [trajectory([], { sample: 0, reward: 1, solved: true })], 3)).to.deep.include({ rewards: [1, 0, 0], unscored: 2 });
     expect(g.passAt1).to.be.closeTo(1 / 3, 1e-6);
     expect(g.terminations).to.deep.equal({ 'agent-finished': 2, 'model-error': 1 });
   });
