@@ -24,7 +24,19 @@ const positiveInt = int(1);
 const nonNegativeInt = int(0);
 const nonNegativeNumber = decimal(/^\d+(\.\d+)?$/, 'a decimal number such as 12.5').pipe(z.number().nonnegative());
 const httpUrl = z.url({ protocol: /^https?$/ });
-const redisUrl = z.url({ protocol: /^rediss?$/ });
+/** The path of a redis:// URL without its slash ('' when there is none); null when the text is not a URL. */
+const redisUrlPath = (url: string): string | null => {
+  try {
+    return new URL(url).pathname.replace(/^\//, '');
+  } catch {
+    return null;
+  }
+};
+/** redis://[user:password@]host[:port][/db]: the path, when there is one, is a database number (ioredis would send `SELECT NaN` for /abc, and ignore what follows the digits of /2x). */
+const redisUrl = z.url({ protocol: /^rediss?$/ }).refine(
+  url => !redisUrlPath(url) || /^\d+$/.test(redisUrlPath(url) ?? ''),
+  { error: issue => `the path after host:port must be a database number (0, 1, 2, …, as in redis://127.0.0.1:6379/1), not "${redisUrlPath(String(issue.input))}"` },
+);
 /** `host:port,host:port`: some nodes of a Redis Cluster (the client learns the rest from them). */
 const clusterNodes = z
   .string()
@@ -45,7 +57,7 @@ export const ENV_VARS = {
   REDIS_URL: {
     schema: redisUrl.default('redis://127.0.0.1:6379'),
     example: 'redis://127.0.0.1:6379',
-    description: 'Redis that holds every queue, run, cache and ledger (redis:// or rediss://, optionally with user:password@ and /db).',
+    description: 'Redis that holds every queue, run, cache and ledger (redis:// or rediss://, optionally with user:password@ and a database number /DB that the server has, below its `databases` setting).',
   },
   ENVFLEET_REDIS_PREFIX: {
     schema: z.string().regex(/^[A-Za-z0-9_{}.-]+$/, 'letters, digits, _ . - { } only').default('envfleet'),

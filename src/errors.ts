@@ -48,6 +48,7 @@ export const ERROR_CODES = {
   INVALID_REQUEST: { area: 'fleet', action: 'give-up', means: 'a command asked for something that cannot be done (an unknown run, a bad run name, both or neither of --tasks and --descriptions, resuming a cancelled run): the message says what to fix' },
   INPUT_FILE_INVALID: { area: 'fleet', action: 'give-up', means: 'an input file (tasks, descriptions, bundles, states) is malformed: the command names the file, line and problem' },
   REDIS_UNAVAILABLE: { area: 'fleet', action: 'retry', means: 'Redis does not answer: the process does not start' },
+  REDIS_REFUSED: { area: 'fleet', action: 'give-up', means: 'Redis answers but refuses the connection: the credentials of REDIS_URL (NOAUTH, WRONGPASS) or the database it names (beyond the server\'s `databases`); the process does not start, the message says what to fix' },
   REDIS_UNSAFE: { area: 'fleet', action: 'give-up', means: '`maxmemory-policy` is not `noeviction` (or persistence is off and required): a worker does not start' },
   TRAJECTORY_ARCHIVE_MISSING: { area: 'fleet', action: 'give-up', means: "the sink or an export needs a trajectory's full line and the shard the sink wrote it to is gone or moved: run it where the sink's output directory is, or pass export --trajectories DIR" },
   CLASS_DOES_NOT_LOAD: { area: 'item', action: 'give-up', means: 'skeleton.assemble: the assembled class still does not load or instantiate after the repair rounds; the environment fails' },

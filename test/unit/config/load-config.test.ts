@@ -202,6 +202,9 @@ describe('config: invalid environment values', () => {
     ['ENVFLEET_POOL_THREADS', '0'],
     ['REDIS_URL', 'http://x'],
     ['REDIS_URL', 'not a url'],
+    ['REDIS_URL', 'redis://127.0.0.1:6379/abc'],
+    ['REDIS_URL', 'redis://127.0.0.1:6379/-1'],
+    ['REDIS_URL', 'redis://127.0.0.1:6379/2/x'],
     ['OPENAI_BASE_URL', 'ftp://example.com/v1'],
     ['LOG_LEVEL', 'loud'],
     ['ENVFLEET_CACHE', 'maybe'],
@@ -234,6 +237,13 @@ describe('config: invalid environment values', () => {
     const err = configError(() => loadConfig({ OPENAI_API_KEY: key, LOG_LEVEL: 'loud', ENVFLEET_CACHE: 'maybe' }));
     expect(err.message).not.to.include(key);
     expect(err.message).not.to.include('DO-NOT-PRINT');
+  });
+
+  it('REDIS_URL: a path that is not a database number says so; a database number (or none) is taken', () => {
+    const err = configError(() => loadConfig({ REDIS_URL: 'redis://:hunter2-secret@127.0.0.1:6379/abc' }));
+    expect(err.message).to.include('REDIS_URL=').and.to.include('must be a database number').and.to.include('not "abc"').and.to.include('redis://127.0.0.1:6379/1');
+    expect(err.message).not.to.include('hunter2-secret');
+    for (const url of ['redis://127.0.0.1:6379', 'redis://127.0.0.1:6379/', 'redis://127.0.0.1:6379/0', 'rediss://u:p@h:6380/15']) expect(loadConfig({ REDIS_URL: url }).redis.url).to.equal(url);
   });
 
   it('an invalid REDIS_URL does not echo its password', () => {
