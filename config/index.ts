@@ -375,7 +375,8 @@ export function redactConfig(config: AppConfig): unknown {
 function readModelsFile(path: string, readFile: ((path: string) => string) | undefined) {
   let text: string;
   try {
-    text = (readFile ?? (p => readFileSync(resolve(p), 'utf8')))(path);
+    // A byte order mark (Windows editors) is not part of the text: JSON.parse refuses it.
+    text = (readFile ?? (p => readFileSync(resolve(p), 'utf8')))(path).replace(/^\uFEFF/, '');
   } catch (err) {
     throw new ConfigError(
       `ENVFLEET_MODELS_FILE=${path}: cannot read the file (${(err as Error).message}). Point it at an existing JSON or YAML file, or unset it.`,

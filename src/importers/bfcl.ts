@@ -10,6 +10,7 @@ import type { RunStore } from '../runs/store.js';
 import type { ScenarioRecord, ScriptedTurn } from '../scenarios/types.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
+import { stripBom } from '../util/bom.js';
 import { bfclCheck, type BfclGoldTurn } from './bfcl-check.js';
 import { BfclSourceError, LONG_CONTEXT_MODULE, REPLAY_TOOL, UNAVAILABLE_MODULES, routerClassName, routerSource, toolFromFuncDoc, type BfclModule } from './bfcl-source.js';
 import { writeImported } from './write.js';
@@ -175,7 +176,7 @@ export const BFCL_REPLAY_LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, cr
 
 /** The JSON Lines records of a file, each with its line; a line that is not JSON is reported. */
 async function jsonLines(path: string): Promise<{ line: number; value?: unknown; error?: string }[]> {
-  const text = await readFile(path, 'utf8');
+  const text = stripBom(await readFile(path, 'utf8'));
   const out: { line: number; value?: unknown; error?: string }[] = [];
   text.split('\n').forEach((l, i) => {
     if (!l.trim()) return;

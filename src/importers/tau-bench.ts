@@ -11,6 +11,7 @@ import type { ScenarioRecord } from '../scenarios/types.js';
 import type { Operation } from '../synthesis/schemas.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
+import { stripBom } from '../util/bom.js';
 import { writeImported } from './write.js';
 import type { ImportCounts, SkippedRecord } from './envscaler.js';
 import { MODULE_HEADER_PY, READER_PY, READER_TOOLS, REPLAY_PY, REPLAY_TOOLS, goldHashCheck, outputsCheck } from './tau-bench-python.js';
@@ -333,7 +334,7 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
     const initSource = domain.toolsInit ? await readFile(domain.toolsInit, 'utf8') : '';
     const wiki = await readFile(domain.wiki, 'utf8');
     const dbTexts: { key: string; text: string }[] = [];
-    for (const f of domain.dataFiles) dbTexts.push({ key: f.replace(/\.json$/, ''), text: minifyJson(await readFile(join(domain.dir, 'data', f), 'utf8')) });
+    for (const f of domain.dataFiles) dbTexts.push({ key: f.replace(/\.json$/, ''), text: minifyJson(stripBom(await readFile(join(domain.dir, 'data', f), 'utf8'))) });
     const splits = domain.tasks.filter(t => request.splits.includes(t.split));
     for (const s of request.splits) if (!domain.tasks.some(t => t.split === s)) warnings.push(`${domain.name}: no tasks_${s}.py; that split is not imported for this domain`);
 

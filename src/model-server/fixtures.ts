@@ -10,6 +10,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { stripBom } from '../util/bom.js';
 
 /** Regex source compiled case-insensitively; rejected at load time if it does not compile. */
 const RegexSource = z.string().min(1).superRefine((source, ctx) => {
@@ -193,7 +194,7 @@ function parseScriptText(file: string, text: string): unknown {
 async function loadScriptFile(file: string): Promise<ModelScript> {
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = stripBom(await readFile(file, 'utf8'));
   } catch (error) {
     throw new ModelScriptError(file, [`cannot read file: ${errorMessage(error)}`]);
   }
