@@ -1,0 +1,52 @@
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { ENVFLEET_BIN, REDIS_URL } from '../helpers/integration.js';
+
+const run = promisify(execFile);
+
+/**
+ * What a stranger typing at the command line gets for a mistake: an exit code of 1 and a message that
+ * says what is wrong, where and what to do (never a stack), and nothing created on the way. Runs the
+ * build in dist/ (npm run build first), on a key prefix of its own.
+ */
+describe('envfleet: mistakes at the command line (build in dist/)', function () {
+  const prefix = `envfleet-test-cli-${randomUUID().slice(0, 8)}`;
+  let dir: string;
+  let redis: Redis;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'envfleet-cli-inputs-'));
+    redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+  });
+  after(async () => {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function envfleet(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+    try {
+      const { stdout, stderr } = await run(process.execPath, [ENVFLEET_BIN, ...args], { env: { ...process.env, REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix, ...env } });
+      return { code: 0, stdout, stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+  }
+
+  it('sink --run with a run that does not exist fails as export does, before creating the output folder or any Redis key', async () => {
+    const out = join(dir, 'sink-out');
+    const { code, stderr } = await envfleet(['sink', '--run', 'nosuch', '--out', out, '--follow']);
+    expect(code).to.equal(1);
+    expect(stderr).to.include('run "nosuch" does not exist').and.to.include('envfleet runs');
+    expect(stderr).not.to.match(/\n\s+at /);
+    expect(await readdir(dir)).not.to.include('sink-out');
+    expect(await redis.keys(`${prefix}*`)).to.deep.equal([]);
+  });
+});
