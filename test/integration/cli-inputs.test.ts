@@ -49,4 +49,11 @@ describe('envfleet: mistakes at the command line (build in dist/)', function () 
     expect(await readdir(dir)).not.to.include('sink-out');
     expect(await redis.keys(`${prefix}*`)).to.deep.equal([]);
   });
+
+  it('model-server --script with a path that does not exist says so, without a stack', async () => {
+    const { code, stderr } = await envfleet(['model-server', '--script', join(dir, 'nope'), '--port', '0']);
+    expect(code).to.equal(1);
+    expect(stderr).to.include(`Invalid model script ${join(dir, 'nope')}: cannot read file`).and.to.include('pass --script');
+    expect(stderr).not.to.match(/\n\s+at /);
+  });
 });
