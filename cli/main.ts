@@ -10,11 +10,26 @@ import type { SandboxCommandOptions } from './sandbox.js';
 import type { ServeOptions } from './serve.js';
 import type { RolloutsOptions, ScenariosOptions, SynthOptions } from './submit.js';
 
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
-  return n;
+/**
+ * Numbers on the command line are plain decimals, as in the configuration (config/env.ts): "0x10", "1e3",
+ * "1_000" or "" are almost always a mistake, which Number() would take. Commander puts the option and the
+ * value before these messages ("option '--tokens <n>' argument '1.5' is invalid.").
+ */
+const WHOLE = /^\d+$/;
+const DECIMAL = /^\d+(\.\d+)?$/;
+
+/** A whole number ≥ `min`, in digits. */
+function wholeNumber(min: number, hint = '') {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!WHOLE.test(value) || !Number.isSafeInteger(n) || n < min) {
+      throw new InvalidArgumentError(`Expected a whole number ≥ ${min}, in digits (such as ${Math.max(min, 5)})${hint}. Give it again without a sign, point, exponent or 0x.`);
+    }
+    return n;
+  };
 }
+
+const positiveInt = wholeNumber(1);
 
 function synthLanguageOption(value: string): string {
   const v = value.trim().toLowerCase();
@@ -30,14 +45,17 @@ function memoryMb(value: string): number {
 
 function port(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65_535) throw new InvalidArgumentError('expected a port number (0-65535)');
+  if (!WHOLE.test(value) || n > 65_535) throw new InvalidArgumentError('Expected a port number, 0 to 65535 in digits (such as 8090).');
   return n;
 }
 
-function nonNegative(name: string) {
+/** A number ≥ 0 (at most `max`), in decimal digits with an optional fraction. */
+function nonNegativeDecimal(hint: string, max = Infinity) {
   return (value: string): number => {
     const n = Number(value);
-    if (!(Number.isFinite(n) && n >= 0)) throw new InvalidArgumentError(`${name} takes a number ≥ 0`);
+    if (!DECIMAL.test(value) || n > max) {
+      throw new InvalidArgumentError(`Expected a number from 0${max === Infinity ? '' : ` to ${max}`} in decimal digits (such as ${max === Infinity ? '12.5' : '0.5'})${hint}. Give it again without a sign, exponent or 0x.`);
+    }
     return n;
   };
 }
@@ -212,7 +230,7 @@ program
   .option('--format <f>', 'dataset formats, comma-separated: openai, sharegpt, llamafactory, hf, rl, verl, prompts (default: all)')
   .option('--reasoning <mode>', 'SFT exports: keep or drop the policy’s reasoning (reasoning_content), the same way in every file (default: drop)')
   .option('--filter <which>', 'SFT exports: "solved" keeps only solved trajectories')
-  .option('--min-reward <x>', 'SFT exports: keep trajectories with at least this reward', Number)
+  .option('--min-reward <x>', 'SFT exports: keep trajectories with at least this reward (0 to 1)', nonNegativeDecimal('', 1))
   .option('--trajectories <dir>', "where the sink's shard files are now, if its output directory was moved (the directory holding part-NNNNN.jsonl)")
   .action(guarded(async (opts: ExportCommandOptions) => (await import('./datasets.js')).exportCommand(opts)));
 
@@ -232,7 +250,7 @@ program
   .option('--port <n>', 'port (0: any free port)', port, 8090)
   .option('--host <host>', 'address (anything but loopback needs --token)', '127.0.0.1')
   .option('--max-sessions <n>', 'live sessions at most; one more is answered 503 OVER_CAPACITY', positiveInt, 64)
-  .option('--idle-timeout <ms>', 'a session with no request for this long (ms) ends, its reward kept (0: never)', nonNegative('--idle-timeout'), 600_000)
+  .option('--idle-timeout <ms>', 'a session with no request for this long (ms) ends, its reward kept (0: never)', wholeNumber(0, '; 0: never'), 600_000)
   .option('--token <token>', 'required from clients as Authorization: Bearer TOKEN (needed unless bound to loopback; default ENVFLEET_SERVE_TOKEN, which keeps it out of the process list)')
   .option('--advertise-url <url>', 'where the other serve processes sharing this Redis reach this one, to forward requests about its sessions (default http://HOST:PORT; the machine name for 0.0.0.0)')
   .option('--result-ttl <seconds>', "how long an ended session's result (reward, final state) stays readable through every serve process", positiveInt, 600)
@@ -268,7 +286,7 @@ for (const action of ['pause', 'resume', 'cancel'] as const) {
     .description(CONTROL[action])
     .requiredOption('--run <name>', 'run name')
     .option('--reason <text>', 'why (recorded with the run)', `${action} requested from the command line`)
-    .option('--budget-usd <x>', 'resume: the new cost budget', nonNegative('--budget-usd'))
+    .option('--budget-usd <x>', 'resume: the new cost budget', nonNegativeDecimal(''))
     .option('--budget-tokens <n>', 'resume: the new token budget', positiveInt)
     .action(guarded(async (opts: ControlOptions) => (await import('./runs.js')).controlCommand(action, opts)));
 }
@@ -277,8 +295,8 @@ program
   .command('budget')
   .description('set a run’s budget (tokens and/or US dollars), for the whole run or one stage; 0 removes a limit')
   .requiredOption('--run <name>', 'run name')
-  .option('--usd <x>', 'cost budget in US dollars', nonNegative('--usd'))
-  .option('--tokens <n>', 'token budget (prompt + completion)', nonNegative('--tokens'))
+  .option('--usd <x>', 'cost budget in US dollars', nonNegativeDecimal('; 0 removes the limit'))
+  .option('--tokens <n>', 'token budget (prompt + completion)', wholeNumber(0, '; 0 removes the limit'))
   .option('--stage <name>', 'limit only this model stage (e.g. rollout.policy)')
   .option('--json', 'print the budgets as JSON')
   .action(guarded(async (opts: BudgetOptions) => (await import('./runs.js')).budgetCommand(opts)));

@@ -50,6 +50,25 @@ describe('envfleet: mistakes at the command line (build in dist/)', function () 
     expect(await redis.keys(`${prefix}*`)).to.deep.equal([]);
   });
 
+  it('number options take plain decimals only, whole numbers where a count is meant, and say which option and why', async () => {
+    const refused: [string[], string, RegExp][] = [
+      [['budget', '--run', 'x', '--tokens', '1.5'], '--tokens <n>', /whole number ≥ 0/],
+      [['budget', '--run', 'x', '--tokens', '0x10'], '--tokens <n>', /whole number ≥ 0/],
+      [['budget', '--run', 'x', '--usd', '0x10'], '--usd <x>', /decimal digits/],
+      [['budget', '--run', 'x', '--usd', '1e3'], '--usd <x>', /decimal digits/],
+      [['budget', '--run', 'x', '--usd', '-3'], '--usd <x>', /decimal digits/],
+      [['rollouts', '--run', 'x', '--samples', '0x4'], '--samples <k>', /whole number ≥ 1/],
+      [['rollouts', '--run', 'x', '--samples', ' 4'], '--samples <k>', /whole number ≥ 1/],
+      [['export', '--run', 'x', '--out', dir, '--min-reward', '0x1'], '--min-reward <x>', /from 0 to 1/],
+      [['serve', '--run', 'x', '--port', '8e3'], '--port <n>', /port number/],
+    ];
+    for (const [args, option, why] of refused) {
+      const { code, stderr } = await envfleet(args);
+      expect(code, args.join(' ')).to.equal(1);
+      expect(stderr, args.join(' ')).to.include(`option '${option}' argument '${args.at(-1)}' is invalid`).and.to.match(why);
+    }
+  });
+
   it('model-server --script with a path that does not exist says so, without a stack', async () => {
     const { code, stderr } = await envfleet(['model-server', '--script', join(dir, 'nope'), '--port', '0']);
     expect(code).to.equal(1);
