@@ -281,14 +281,16 @@ const CONTROL = {
   cancel: 'cancel a run: its waiting jobs are removed, jobs in flight finish, nothing new starts; the results so far stay',
 } as const;
 for (const action of ['pause', 'resume', 'cancel'] as const) {
-  program
+  const command = program
     .command(action)
     .description(CONTROL[action])
     .requiredOption('--run <name>', 'run name')
-    .option('--reason <text>', 'why (recorded with the run)', `${action} requested from the command line`)
-    .option('--budget-usd <x>', 'resume: the new cost budget', nonNegativeDecimal(''))
-    .option('--budget-tokens <n>', 'resume: the new token budget', positiveInt)
-    .action(guarded(async (opts: ControlOptions) => (await import('./runs.js')).controlCommand(action, opts)));
+    .option('--reason <text>', 'why (recorded with the run)', `${action} requested from the command line`);
+  // Only resume raises a budget; pause and cancel refuse the options as unknown (commander names them).
+  if (action === 'resume') {
+    command.option('--budget-usd <x>', 'the new cost budget in US dollars, set before the run goes on', nonNegativeDecimal('')).option('--budget-tokens <n>', 'the new token budget, set before the run goes on', positiveInt);
+  }
+  command.action(guarded(async (opts: ControlOptions) => (await import('./runs.js')).controlCommand(action, opts)));
 }
 
 program

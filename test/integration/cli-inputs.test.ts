@@ -69,6 +69,19 @@ describe('envfleet: mistakes at the command line (build in dist/)', function () 
     }
   });
 
+  it('pause and cancel refuse --budget-usd / --budget-tokens (only resume raises a budget) and do not list them', async () => {
+    for (const action of ['pause', 'cancel']) {
+      for (const option of ['--budget-usd', '--budget-tokens']) {
+        const { code, stderr } = await envfleet([action, '--run', 'x', option, '5']);
+        expect(code, `${action} ${option}`).to.equal(1);
+        expect(stderr).to.include(`unknown option '${option}'`);
+      }
+      expect((await envfleet([action, '--help'])).stdout).not.to.include('--budget');
+    }
+    const resume = (await envfleet(['resume', '--help'])).stdout;
+    expect(resume).to.include('--budget-usd').and.to.include('--budget-tokens');
+  });
+
   it('model-server --script with a path that does not exist says so, without a stack', async () => {
     const { code, stderr } = await envfleet(['model-server', '--script', join(dir, 'nope'), '--port', '0']);
     expect(code).to.equal(1);
