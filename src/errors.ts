@@ -50,6 +50,7 @@ export const ERROR_CODES = {
   REDIS_UNAVAILABLE: { area: 'fleet', action: 'retry', means: 'Redis does not answer: the process does not start' },
   REDIS_REFUSED: { area: 'fleet', action: 'give-up', means: 'Redis answers but refuses the connection: the credentials of REDIS_URL (NOAUTH, WRONGPASS) or the database it names (beyond the server\'s `databases`); the process does not start, the message says what to fix' },
   REDIS_UNSAFE: { area: 'fleet', action: 'give-up', means: '`maxmemory-policy` is not `noeviction` (or persistence is off and required): a worker does not start' },
+  OUTPUT_NOT_WRITABLE: { area: 'fleet', action: 'give-up', means: 'an output folder (export --out, sink --out) cannot be created: the message names the folder and the reason (read-only file system, permission denied, a file in the way, a virtual file system such as /proc)' },
   TRAJECTORY_ARCHIVE_MISSING: { area: 'fleet', action: 'give-up', means: "the sink or an export needs a trajectory's full line and the shard the sink wrote it to is gone or moved: run it where the sink's output directory is, or pass export --trajectories DIR" },
   CLASS_DOES_NOT_LOAD: { area: 'item', action: 'give-up', means: 'skeleton.assemble: the assembled class still does not load or instantiate after the repair rounds; the environment fails' },
   METHODS_INVALID: { area: 'item', action: 'give-up', means: 'skeleton.assemble: some methods are still missing or do not load after the repair rounds; the environment fails' },

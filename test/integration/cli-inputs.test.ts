@@ -6,6 +6,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
+import { loadConfig } from '../../config/index.js';
+import { runOptionsFrom } from '../../queues/submit.js';
+import { createRedisRunStore } from '../../src/runs/store.js';
 import { ENVFLEET_BIN, REDIS_URL } from '../helpers/integration.js';
 
 const run = promisify(execFile);
@@ -80,6 +83,17 @@ describe('envfleet: mistakes at the command line (build in dist/)', function () 
     }
     const resume = (await envfleet(['resume', '--help'])).stdout;
     expect(resume).to.include('--budget-usd').and.to.include('--budget-tokens');
+  });
+
+  it('export --out where no folder can be made fails at once with the folder and the reason (it spun at 100 % CPU under /proc)', async function () {
+    if (process.platform !== 'linux') this.skip();
+    await createRedisRunStore(redis, prefix).createRun({ id: 'out-test', createdAt: new Date().toISOString(), input: 'descriptions', options: runOptionsFrom(loadConfig({})) });
+    for (const [out, why] of [['/proc/envfleet-x', /virtual file system.*\(ENOENT\)/], ['/sys/envfleet-x', /\((EPERM|EACCES|EROFS)\)/]] as const) {
+      const { code, stderr } = await envfleet(['export', '--run', 'out-test', '--out', out]);
+      expect(code, out).to.equal(1);
+      expect(stderr).to.include(`cannot create the output folder (export --out) ${out}`).and.to.match(why);
+      expect(stderr).not.to.match(/\n\s+at /);
+    }
   });
 
   it('model-server --script with a path that does not exist says so, without a stack', async () => {
