@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { extname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import { ENV_VARS, ENV_VAR_NAMES, EnvSchema, type EnvVarName } from './env.js';
+import { ENV_VARS, ENV_VAR_NAMES, EnvSchema, type EnvVarName, type EnvVarSpec } from './env.js';
 import { ModelsFile, type PriceEntry } from './models-file.js';
 import { DEFAULT_PRICES } from './prices.js';
 import { resolveRequestShape, type RequestShape } from './request-shapes.js';
@@ -422,6 +422,12 @@ function redactUrl(url: unknown): string {
   }
 }
 
+/** A value to show in a message: the variable's default, or (none, or one computed per machine) a sample to copy. */
+function exampleOf(name: EnvVarName): string {
+  const spec: EnvVarSpec = ENV_VARS[name];
+  return spec.example || spec.sample || '';
+}
+
 function describeEnvIssues(error: z.ZodError, raw: Record<string, string | undefined>): string {
   const lines = error.issues.map(issue => {
     const name = String(issue.path[0]) as EnvVarName;
@@ -433,7 +439,7 @@ function describeEnvIssues(error: z.ZodError, raw: Record<string, string | undef
         : name === 'REDIS_URL' && value !== undefined
           ? JSON.stringify(redactUrl(value))
           : JSON.stringify(value);
-    return `  - ${name}=${shown}: ${issue.message}. ${spec.description} Example: ${name}=${spec.example || '<unset>'}`;
+    return `  - ${name}=${shown}: ${issue.message}. ${spec.description} Example: ${name}=${exampleOf(name)}`;
   });
   return `Invalid configuration:\n${lines.join('\n')}\nFix the variables above (see .env.example) and start again.`;
 }

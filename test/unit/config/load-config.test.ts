@@ -227,6 +227,22 @@ describe('config: invalid environment values', () => {
     });
   }
 
+  it('every message shows an example value to copy, also for a variable without a default', () => {
+    for (const [name, value] of [['ENVFLEET_POOL_THREADS', 'abc'], ['ENVFLEET_REDIS_CLUSTER_NODES', 'redis-a'], ['ENVFLEET_DASHBOARD_TOKEN', 'short'], ['ENVFLEET_PYTHON_SNAPSHOT_DIR', 'relative/dir']] as const) {
+      const err = configError(() => loadConfig({ [name]: value }));
+      expect(err.message).not.to.include('<unset>');
+      expect(err.message, name).to.match(new RegExp(`Example: ${name}=\\S+`));
+    }
+    expect(configError(() => loadConfig({ ENVFLEET_POOL_THREADS: 'abc' })).message).to.include('Example: ENVFLEET_POOL_THREADS=4');
+  });
+
+  it('a whole number says which: non-negative, at least N, or between two bounds', () => {
+    expect(configError(() => loadConfig({ ENVFLEET_LOCK_DURATION_MS: '-3' })).message).to.match(/"-3": expected a (non-negative whole number|whole number (≥|from))/);
+    expect(configError(() => loadConfig({ ENVFLEET_RATE_LIMIT_PAUSE_MS: '-3' })).message).to.include('"-3": expected a non-negative whole number (0, 1, 2, …)');
+    expect(configError(() => loadConfig({ ENVFLEET_POOL_THREADS: '-3' })).message).to.include('"-3": expected a whole number from 1 to 256');
+    expect(configError(() => loadConfig({ ENVFLEET_POOL_THREADS: '0' })).message).to.include('"0": expected a whole number from 1 to 256');
+  });
+
   it('reports every bad variable at once', () => {
     const err = configError(() => loadConfig({ LOG_LEVEL: 'loud', REDIS_URL: 'http://x', ENVFLEET_POOL_THREADS: 'abc' }));
     for (const name of ['LOG_LEVEL', 'REDIS_URL', 'ENVFLEET_POOL_THREADS']) expect(err.message).to.include(name);
