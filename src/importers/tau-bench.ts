@@ -15,6 +15,7 @@ import { stripBom } from '../util/bom.js';
 import { writeImported } from './write.js';
 import type { ImportCounts, SkippedRecord } from './envscaler.js';
 import { MODULE_HEADER_PY, READER_PY, READER_TOOLS, REPLAY_PY, REPLAY_TOOLS, goldHashCheck, outputsCheck } from './tau-bench-python.js';
+import { checkRunName } from '../runs/ids.js';
 
 /**
  * `envfleet import tau-bench`: τ-bench v1's domains (sierra-research/tau-bench, a checkout the user
@@ -151,7 +152,6 @@ export interface TauImportSummary {
   readonly limits: Pick<SandboxLimits, 'createDeadlineMs' | 'callDeadlineMs' | 'checkDeadlineMs' | 'sessionCpuMs' | 'maxStateBytes'>;
 }
 
-const RUN_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
 const DOMAIN_ID = /^[A-Za-z0-9_]{1,60}$/;
 
 /**
@@ -306,7 +306,7 @@ function classOf(className: string, domain: string, tools: readonly { name: stri
  */
 export async function importTauBench(store: RunStore, sandbox: SandboxRunner, request: TauImportRequest, options: RunOptions, logger: Logger, progress?: (p: TauImportProgress) => void): Promise<TauImportSummary> {
   const { runId } = request;
-  if (!RUN_NAME.test(runId)) throw new RequestError(`run name "${runId}" may only contain letters, digits, _ . - (at most 100 characters)`);
+  checkRunName(runId);
   const existing = await store.getRun(runId);
   if (existing && existing.input !== 'tau-bench' && !request.append) {
     throw new RequestError(`run "${runId}" exists and was made from ${existing.input}, not imported from τ-bench: import into another run name, or pass --append to add τ-bench's environments and scenarios to it`);
