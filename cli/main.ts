@@ -2,6 +2,7 @@
  * The `envfleet` command line. This file only declares the commands and their options; each command's
  * modules are imported when it runs, so `envfleet --help` loads nothing but commander.
  */
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import type { ExportCommandOptions } from './datasets.js';
 import type { ImportBfclOptions, ImportEnvscalerOptions, ImportTauBenchOptions } from './import.js';
@@ -90,8 +91,22 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
+/** envfleet's version, from its package.json: one folder up from cli/main.ts, two from dist/cli/main.js. */
+function packageVersion(): string {
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: unknown; version?: unknown };
+      if (pkg.name === 'envfleet' && typeof pkg.version === 'string') return pkg.version;
+    } catch {
+      // not in this layout: the other one
+    }
+  }
+  return 'unknown (package.json not found beside the command)';
+}
+
 const program = new Command()
   .name('envfleet')
+  .version(packageVersion(), '-V, --version', "print envfleet's version (from its package.json) and exit")
   .description('Synthesize executable tool-interaction environments for LLM agents and run rollouts against them, on a BullMQ worker fleet.')
   .showHelpAfterError();
 

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -93,6 +93,15 @@ describe('envfleet: mistakes at the command line (build in dist/)', function () 
       expect(code, out).to.equal(1);
       expect(stderr).to.include(`cannot create the output folder (export --out) ${out}`).and.to.match(why);
       expect(stderr).not.to.match(/\n\s+at /);
+    }
+  });
+
+  it('--version (and -V) prints the version of package.json', async () => {
+    const { version } = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const { code, stdout } = await envfleet([flag]);
+      expect(code, flag).to.equal(0);
+      expect(stdout.trim()).to.equal(version);
     }
   });
 
