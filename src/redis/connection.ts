@@ -204,13 +204,25 @@ const refusal = (where: string | RedisTarget, err: Error) => {
       { cause: err },
     );
   }
-  const db = typeof where === 'string' || where.clusterNodes.length === 0 ? dbOf(typeof where === 'string' ? where : where.url) : '?';
+  const url = typeof where === 'string' ? where : where.url;
+  const db = dbOf(url);
   return new RedisUnsafeError(
     'REDIS_REFUSED',
     `Redis at ${at} refused to select database ${db} (${err.message}): it has fewer databases than that (its \`databases\` setting, 16 by default, numbers them from 0). ` +
-      'Name a database it has in REDIS_URL (for example redis://127.0.0.1:6379/0), or raise `databases` in redis.conf and restart Redis.',
+      `Name a database it has in REDIS_URL (for example ${withDb(url, 0)}), or raise \`databases\` in redis.conf and restart Redis.`,
     { cause: err },
   );
+};
+
+/** `url` naming database `db` instead, its password hidden. */
+const withDb = (url: string, db: number): string => {
+  try {
+    const parsed = new URL(url);
+    parsed.pathname = `/${db}`;
+    return redactRedisUrl(parsed.toString());
+  } catch {
+    return `redis://HOST:PORT/${db}`;
+  }
 };
 
 const dbOf = (url: string): string => {

@@ -30,7 +30,7 @@ describe('connecting to Redis (src/redis/connection.ts): a refusal says what Red
       const err = await refusal(url, role);
       expect(err.code).to.equal('REDIS_REFUSED');
       expect(err.message).to.include(`redis://127.0.0.1:${server.port}/20`).and.to.include('database 20').and.to.include('DB index is out of range');
-      expect(err.message).to.include('REDIS_URL').and.to.include('databases');
+      expect(err.message).to.include('REDIS_URL').and.to.include('databases').and.to.include(`for example ${server.url}/0`);
     }
     // A command sent on such a connection fails: nothing lands in database 0.
     const redis: Redis = createRedisConnection(url, 'producer');
