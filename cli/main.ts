@@ -55,7 +55,7 @@ function nonNegativeDecimal(hint: string, max = Infinity) {
   return (value: string): number => {
     const n = Number(value);
     if (!DECIMAL.test(value) || n > max) {
-      throw new InvalidArgumentError(`Expected a number from 0${max === Infinity ? '' : ` to ${max}`} in decimal digits (such as ${max === Infinity ? '12.5' : '0.5'})${hint}. Give it again without a sign, exponent or 0x.`);
+      throw new InvalidArgumentError(`Expected a number ${max === Infinity ? '≥ 0' : `from 0 to ${max}`} in decimal digits (such as ${max === Infinity ? '12.5' : '0.5'})${hint}. Give it again without a sign, exponent or 0x.`);
     }
     return n;
   };

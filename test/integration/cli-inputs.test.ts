@@ -57,7 +57,7 @@ describe('envfleet: mistakes at the command line (build in dist/)', function () 
     const refused: [string[], string, RegExp][] = [
       [['budget', '--run', 'x', '--tokens', '1.5'], '--tokens <n>', /whole number ≥ 0/],
       [['budget', '--run', 'x', '--tokens', '0x10'], '--tokens <n>', /whole number ≥ 0/],
-      [['budget', '--run', 'x', '--usd', '0x10'], '--usd <x>', /decimal digits/],
+      [['budget', '--run', 'x', '--usd', '0x10'], '--usd <x>', /a number ≥ 0 in decimal digits/],
       [['budget', '--run', 'x', '--usd', '1e3'], '--usd <x>', /decimal digits/],
       [['budget', '--run', 'x', '--usd', '-3'], '--usd <x>', /decimal digits/],
       [['rollouts', '--run', 'x', '--samples', '0x4'], '--samples <k>', /whole number ≥ 1/],
