@@ -5,7 +5,7 @@ import { runSink } from '../src/datasets/sink.js';
 import { REASONING_MODES, type ReasoningMode } from '../src/datasets/trajectories.js';
 import { createRedisConnection, waitForRedisToStart } from '../src/redis/connection.js';
 import { createRedisRunStore } from '../src/runs/store.js';
-import { withRuns } from './context.js';
+import { requireRun, withRuns } from './context.js';
 
 /** `envfleet sink`: writes a run's trajectories to DIR/trajectories, exactly once, until the run has none outstanding (or Ctrl-C with --follow). */
 export async function sinkCommand(opts: { run: string; out: string; follow?: boolean }): Promise<void> {
@@ -22,6 +22,9 @@ export async function sinkCommand(opts: { run: string; out: string; follow?: boo
       process.stderr.write(`envfleet sink: Redis does not answer yet (${reason}); waiting up to ${config.redis.startupWaitMs} ms for it (ENVFLEET_REDIS_STARTUP_WAIT_MS)\n`),
     );
     const store = createRedisRunStore(redis, config.redis.prefix);
+    // Before anything is created (the output folder, the run's stream): a mistyped name would otherwise leave an
+    // empty part file and a stream key no `runs delete` removes, and wait forever with --follow.
+    await requireRun(store, opts.run);
     const result = await runSink({ redis, prefix: config.redis.prefix, store, runId: opts.run, dir: opts.out, follow: opts.follow ?? false, signal: controller.signal });
     process.stdout.write(`wrote ${result.written} trajectories to ${opts.out}/trajectories (${result.shards.join(', ')}); ${result.skippedDuplicates} duplicates skipped\n`);
   } catch (err) {

@@ -2,6 +2,7 @@
  * The `envfleet` command line. This file only declares the commands and their options; each command's
  * modules are imported when it runs, so `envfleet --help` loads nothing but commander.
  */
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import type { ExportCommandOptions } from './datasets.js';
 import type { ImportBfclOptions, ImportEnvscalerOptions, ImportTauBenchOptions } from './import.js';
@@ -10,11 +11,26 @@ import type { SandboxCommandOptions } from './sandbox.js';
 import type { ServeOptions } from './serve.js';
 import type { RolloutsOptions, ScenariosOptions, SynthOptions } from './submit.js';
 
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
-  return n;
+/**
+ * Numbers on the command line are plain decimals, as in the configuration (config/env.ts): "0x10", "1e3",
+ * "1_000" or "" are almost always a mistake, which Number() would take. Commander puts the option and the
+ * value before these messages ("option '--tokens <n>' argument '1.5' is invalid.").
+ */
+const WHOLE = /^\d+$/;
+const DECIMAL = /^\d+(\.\d+)?$/;
+
+/** A whole number ≥ `min`, in digits. */
+function wholeNumber(min: number, hint = '') {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!WHOLE.test(value) || !Number.isSafeInteger(n) || n < min) {
+      throw new InvalidArgumentError(`Expected a whole number ≥ ${min}, in digits (such as ${Math.max(min, 5)})${hint}. Give it again without a sign, point, exponent or 0x.`);
+    }
+    return n;
+  };
 }
+
+const positiveInt = wholeNumber(1);
 
 function synthLanguageOption(value: string): string {
   const v = value.trim().toLowerCase();
@@ -30,14 +46,17 @@ function memoryMb(value: string): number {
 
 function port(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65_535) throw new InvalidArgumentError('expected a port number (0-65535)');
+  if (!WHOLE.test(value) || n > 65_535) throw new InvalidArgumentError('Expected a port number, 0 to 65535 in digits (such as 8090).');
   return n;
 }
 
-function nonNegative(name: string) {
+/** A number ≥ 0 (at most `max`), in decimal digits with an optional fraction. */
+function nonNegativeDecimal(hint: string, max = Infinity) {
   return (value: string): number => {
     const n = Number(value);
-    if (!(Number.isFinite(n) && n >= 0)) throw new InvalidArgumentError(`${name} takes a number ≥ 0`);
+    if (!DECIMAL.test(value) || n > max) {
+      throw new InvalidArgumentError(`Expected a number ${max === Infinity ? '≥ 0' : `from 0 to ${max}`} in decimal digits (such as ${max === Infinity ? '12.5' : '0.5'})${hint}. Give it again without a sign, exponent or 0x.`);
+    }
     return n;
   };
 }
@@ -72,8 +91,22 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
+/** envfleet's version, from its package.json: one folder up from cli/main.ts, two from dist/cli/main.js. */
+function packageVersion(): string {
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: unknown; version?: unknown };
+      if (pkg.name === 'envfleet' && typeof pkg.version === 'string') return pkg.version;
+    } catch {
+      // not in this layout: the other one
+    }
+  }
+  return 'unknown (package.json not found beside the command)';
+}
+
 const program = new Command()
   .name('envfleet')
+  .version(packageVersion(), '-V, --version', "print envfleet's version (from its package.json) and exit")
   .description('Synthesize executable tool-interaction environments for LLM agents and run rollouts against them, on a BullMQ worker fleet.')
   .showHelpAfterError();
 
@@ -212,7 +245,7 @@ program
   .option('--format <f>', 'dataset formats, comma-separated: openai, sharegpt, llamafactory, hf, rl, verl, prompts (default: all)')
   .option('--reasoning <mode>', 'SFT exports: keep or drop the policy’s reasoning (reasoning_content), the same way in every file (default: drop)')
   .option('--filter <which>', 'SFT exports: "solved" keeps only solved trajectories')
-  .option('--min-reward <x>', 'SFT exports: keep trajectories with at least this reward', Number)
+  .option('--min-reward <x>', 'SFT exports: keep trajectories with at least this reward (0 to 1)', nonNegativeDecimal('', 1))
   .option('--trajectories <dir>', "where the sink's shard files are now, if its output directory was moved (the directory holding part-NNNNN.jsonl)")
   .action(guarded(async (opts: ExportCommandOptions) => (await import('./datasets.js')).exportCommand(opts)));
 
@@ -232,7 +265,7 @@ program
   .option('--port <n>', 'port (0: any free port)', port, 8090)
   .option('--host <host>', 'address (anything but loopback needs --token)', '127.0.0.1')
   .option('--max-sessions <n>', 'live sessions at most; one more is answered 503 OVER_CAPACITY', positiveInt, 64)
-  .option('--idle-timeout <ms>', 'a session with no request for this long (ms) ends, its reward kept (0: never)', nonNegative('--idle-timeout'), 600_000)
+  .option('--idle-timeout <ms>', 'a session with no request for this long (ms) ends, its reward kept (0: never)', wholeNumber(0, '; 0: never'), 600_000)
   .option('--token <token>', 'required from clients as Authorization: Bearer TOKEN (needed unless bound to loopback; default ENVFLEET_SERVE_TOKEN, which keeps it out of the process list)')
   .option('--advertise-url <url>', 'where the other serve processes sharing this Redis reach this one, to forward requests about its sessions (default http://HOST:PORT; the machine name for 0.0.0.0)')
   .option('--result-ttl <seconds>', "how long an ended session's result (reward, final state) stays readable through every serve process", positiveInt, 600)
@@ -263,22 +296,24 @@ const CONTROL = {
   cancel: 'cancel a run: its waiting jobs are removed, jobs in flight finish, nothing new starts; the results so far stay',
 } as const;
 for (const action of ['pause', 'resume', 'cancel'] as const) {
-  program
+  const command = program
     .command(action)
     .description(CONTROL[action])
     .requiredOption('--run <name>', 'run name')
-    .option('--reason <text>', 'why (recorded with the run)', `${action} requested from the command line`)
-    .option('--budget-usd <x>', 'resume: the new cost budget', nonNegative('--budget-usd'))
-    .option('--budget-tokens <n>', 'resume: the new token budget', positiveInt)
-    .action(guarded(async (opts: ControlOptions) => (await import('./runs.js')).controlCommand(action, opts)));
+    .option('--reason <text>', 'why (recorded with the run)', `${action} requested from the command line`);
+  // Only resume raises a budget; pause and cancel refuse the options as unknown (commander names them).
+  if (action === 'resume') {
+    command.option('--budget-usd <x>', 'the new cost budget in US dollars, set before the run goes on', nonNegativeDecimal('')).option('--budget-tokens <n>', 'the new token budget, set before the run goes on', positiveInt);
+  }
+  command.action(guarded(async (opts: ControlOptions) => (await import('./runs.js')).controlCommand(action, opts)));
 }
 
 program
   .command('budget')
   .description('set a run’s budget (tokens and/or US dollars), for the whole run or one stage; 0 removes a limit')
   .requiredOption('--run <name>', 'run name')
-  .option('--usd <x>', 'cost budget in US dollars', nonNegative('--usd'))
-  .option('--tokens <n>', 'token budget (prompt + completion)', nonNegative('--tokens'))
+  .option('--usd <x>', 'cost budget in US dollars', nonNegativeDecimal('; 0 removes the limit'))
+  .option('--tokens <n>', 'token budget (prompt + completion)', wholeNumber(0, '; 0 removes the limit'))
   .option('--stage <name>', 'limit only this model stage (e.g. rollout.policy)')
   .option('--json', 'print the budgets as JSON')
   .action(guarded(async (opts: BudgetOptions) => (await import('./runs.js')).budgetCommand(opts)));

@@ -74,7 +74,7 @@ export async function budgetCommand(opts: BudgetOptions): Promise<void> {
   await withRuns(async c => {
     await requireRun(c.store, opts.run);
     const current = await budgetsOf(c, opts.run);
-    const patch = { ...(opts.usd !== undefined ? { usd: opts.usd } : {}), ...(opts.tokens !== undefined ? { tokens: Math.floor(opts.tokens) } : {}) };
+    const patch = { ...(opts.usd !== undefined ? { usd: opts.usd } : {}), ...(opts.tokens !== undefined ? { tokens: opts.tokens } : {}) };
     const next = opts.stage ? { ...current, byStage: { ...current.byStage, [opts.stage]: { usd: 0, tokens: 0, ...current.byStage[opts.stage], ...patch } } } : { ...current, ...patch };
     await c.control.setBudgets(opts.run, next);
     process.stdout.write(opts.json ? `${JSON.stringify(next)}\n` : `run ${opts.run} budgets: ${JSON.stringify(next)}\n`);

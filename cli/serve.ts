@@ -14,6 +14,7 @@ import { createRedisRunStore } from '../src/runs/store.js';
 import { createSandboxPool, SANDBOX_THREAD_FILE } from '../workers/sandbox-pool.js';
 import { createLanguageRouter } from '../src/sandbox/language-router.js';
 import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
+import { runNameProblem } from '../src/runs/ids.js';
 
 export interface ServeOptions {
   /** The run whose ready scenarios are served (from its Redis); or, instead, an export's two files: */
@@ -56,7 +57,7 @@ export function validateServeOptions(opts: ServeOptions): void {
   if (opts.run !== undefined && fromExport) problems.push('give either --run NAME (a run in Redis) or --environments FILE --scenarios FILE (an export), not both');
   else if (opts.run === undefined && !fromExport) problems.push('say what to serve: --run NAME (a run in Redis), or --environments DIR/environments.jsonl --scenarios DIR/scenarios.jsonl (an export made by envfleet export)');
   else if (fromExport && (!opts.environments || !opts.scenarios)) problems.push(`an export is served from two files: give both --environments DIR/environments.jsonl and --scenarios DIR/scenarios.jsonl (missing: ${opts.environments ? '--scenarios' : '--environments'})`);
-  if (opts.run !== undefined && !/^[A-Za-z0-9_.-]{1,100}$/.test(opts.run)) problems.push(`--run "${opts.run}" is not a run name (letters, digits, . _ -): envfleet runs lists them`);
+  if (opts.run !== undefined && runNameProblem(opts.run)) problems.push(`--run: ${runNameProblem(opts.run)}; envfleet runs lists the runs`);
   if (!Number.isInteger(opts.maxSessions) || opts.maxSessions < 1) problems.push(`--max-sessions must be a whole number ≥ 1 (got ${opts.maxSessions})`);
   if (!Number.isInteger(opts.idleTimeout) || opts.idleTimeout < 0) problems.push(`--idle-timeout must be milliseconds, a whole number ≥ 0 (0: never; got ${opts.idleTimeout})`);
   if (opts.idleTimeout > 0 && opts.idleTimeout < 1_000) problems.push(`--idle-timeout ${opts.idleTimeout} ms would end sessions between a model's turns: give at least 1000 ms (or 0 for never)`);

@@ -11,6 +11,8 @@ export interface EnvVarSpec {
   readonly schema: z.ZodType;
   /** Shown in `.env.example` and the README; `undefined` means "no default". */
   readonly example: string;
+  /** For an error message when `example` is empty (no default, or one computed on each machine): a value to copy. */
+  readonly sample?: string;
   readonly description: string;
   /** Never echo the value in an error message or a log line. */
   readonly secret?: boolean;
@@ -18,13 +20,28 @@ export interface EnvVarSpec {
 
 /** Plain decimal numbers only: "0x10", "1e3" or " 5" are almost always a mistake in a config value. */
 const decimal = (pattern: RegExp, what: string) => z.string().trim().regex(pattern, `expected ${what}`).pipe(z.coerce.number());
+/** What a whole number between `min` and `max` is, in words: "-3" or "1.5" is refused with the rule, not only "a whole number". */
+const wholeNumberRule = (min: number, max: number): string =>
+  max === Number.MAX_SAFE_INTEGER ? (min === 0 ? 'a non-negative whole number (0, 1, 2, …)' : `a whole number ≥ ${min}`) : `a whole number from ${min} to ${max}`;
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
-  decimal(/^\d+$/, 'a whole number').pipe(z.number().int().min(min).max(max));
+  decimal(/^\d+$/, wholeNumberRule(min, max)).pipe(z.number().int().min(min, `expected ${wholeNumberRule(min, max)}`).max(max, `expected ${wholeNumberRule(min, max)}`));
 const positiveInt = int(1);
 const nonNegativeInt = int(0);
 const nonNegativeNumber = decimal(/^\d+(\.\d+)?$/, 'a decimal number such as 12.5').pipe(z.number().nonnegative());
 const httpUrl = z.url({ protocol: /^https?$/ });
-const redisUrl = z.url({ protocol: /^rediss?$/ });
+/** The path of a redis:// URL without its slash ('' when there is none); null when the text is not a URL. */
+const redisUrlPath = (url: string): string | null => {
+  try {
+    return new URL(url).pathname.replace(/^\//, '');
+  } catch {
+    return null;
+  }
+};
+/** redis://[user:password@]host[:port][/db]: the path, when there is one, is a database number (ioredis would send `SELECT NaN` for /abc, and ignore what follows the digits of /2x). */
+const redisUrl = z.url({ protocol: /^rediss?$/ }).refine(
+  url => !redisUrlPath(url) || /^\d+$/.test(redisUrlPath(url) ?? ''),
+  { error: issue => `the path after host:port must be a database number (0, 1, 2, …, as in redis://127.0.0.1:6379/1), not "${redisUrlPath(String(issue.input))}"` },
+);
 /** `host:port,host:port`: some nodes of a Redis Cluster (the client learns the rest from them). */
 const clusterNodes = z
   .string()
@@ -45,7 +62,7 @@ export const ENV_VARS = {
   REDIS_URL: {
     schema: redisUrl.default('redis://127.0.0.1:6379'),
     example: 'redis://127.0.0.1:6379',
-    description: 'Redis that holds every queue, run, cache and ledger (redis:// or rediss://, optionally with user:password@ and /db).',
+    description: 'Redis that holds every queue, run, cache and ledger (redis:// or rediss://, optionally with user:password@ and a database number /DB that the server has, below its `databases` setting).',
   },
   ENVFLEET_REDIS_PREFIX: {
     schema: z.string().regex(/^[A-Za-z0-9_{}.-]+$/, 'letters, digits, _ . - { } only').default('envfleet'),
@@ -55,6 +72,7 @@ export const ENV_VARS = {
   ENVFLEET_REDIS_CLUSTER_NODES: {
     schema: clusterNodes.optional(),
     example: '',
+    sample: '10.0.0.5:7000,10.0.0.6:7000',
     description: 'Use a Redis Cluster instead of the one Redis at REDIS_URL: some of its nodes as host:port,host:port (the rest are discovered). REDIS_URL then only gives the user, password and TLS (rediss://) of every node, and must name db 0. Each queue (or the queues of one flow) and each run get their own hash tag, so they spread over the masters (docs/scaling.md).',
   },
   ENVFLEET_REQUIRE_PERSISTENCE: {
@@ -91,6 +109,7 @@ export const ENV_VARS = {
   ENVFLEET_MODELS_FILE: {
     schema: z.string().min(1).optional(),
     example: '',
+    sample: '/etc/envfleet/models.yaml',
     description: 'Optional JSON or YAML file with per-stage profiles, extra endpoints and prices (see docs/configuration.md).',
   },
   ENVFLEET_MODEL_TIMEOUT_MS: {
@@ -182,6 +201,7 @@ export const ENV_VARS = {
   ENVFLEET_POOL_THREADS: {
     schema: int(1, 256).default(Math.max(1, availableParallelism())),
     example: '',
+    sample: '4',
     description: 'Worker threads of the sandbox pool in each worker process (default: the number of cores).',
   },
   ENVFLEET_POOL_TASKS_PER_THREAD: {
@@ -236,6 +256,7 @@ export const ENV_VARS = {
       .refine(p => isAbsolute(p), 'expected an absolute path')
       .optional(),
     example: '',
+    sample: '/var/cache/envfleet/pyodide',
     description: 'Folder where the Python runtime keeps its Pyodide memory snapshot (about 30 MB, built on first use, named by Pyodide version and runtime code, never committed). Default: envfleet/pyodide under the OS temporary folder. Must be an absolute path; it is created if missing.',
   },
   ENVFLEET_PYTHON_INTERPRETERS: {
@@ -251,6 +272,7 @@ export const ENV_VARS = {
   ENVFLEET_PYTHON_PACKAGES: {
     schema: z.string().trim().optional(),
     example: '',
+    sample: '/opt/envfleet/packages/mylib',
     description: 'Pure-Python packages that Python environments and checks may import, beyond the standard modules the sandbox allows: paths separated by the OS path delimiter (`:` on Linux and macOS, as in PYTHONPATH), each the folder of a package (holding __init__.py) or a single .py module; relative paths are resolved against the working folder. The top-level name is the folder\'s or file\'s name; it may not shadow a standard module or the sandbox\'s own, and a compiled extension module (.so, .pyd) inside is refused. Read in the process that runs the Python sandbox (workers, serve, import), which must all have the same packages. Each session that imports a package gets a fresh copy of it (docs/sandbox.md, "User-supplied packages").',
   },
   ENVFLEET_MIN_USEFULNESS: {
@@ -311,12 +333,14 @@ export const ENV_VARS = {
   ENVFLEET_DASHBOARD_TOKEN: {
     schema: z.string().min(16, 'use at least 16 characters').optional(),
     example: '',
+    sample: 'a-random-string-of-16-or-more-characters',
     description: 'Token the dashboard requires (Authorization: Bearer TOKEN, or ?token=TOKEN once); required unless it binds to loopback only.',
     secret: true,
   },
   ENVFLEET_SERVE_TOKEN: {
     schema: z.string().trim().min(8, 'use at least 8 characters').optional(),
     example: '',
+    sample: 'a-random-token',
     description: 'Token `envfleet serve` requires from clients (Authorization: Bearer TOKEN); required unless it binds to loopback. `--token` overrides it (but shows in the process list).',
     secret: true,
   },

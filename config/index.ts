@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { extname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import { ENV_VARS, ENV_VAR_NAMES, EnvSchema, type EnvVarName } from './env.js';
+import { ENV_VARS, ENV_VAR_NAMES, EnvSchema, type EnvVarName, type EnvVarSpec } from './env.js';
 import { ModelsFile, type PriceEntry } from './models-file.js';
 import { DEFAULT_PRICES } from './prices.js';
 import { resolveRequestShape, type RequestShape } from './request-shapes.js';
@@ -375,7 +375,8 @@ export function redactConfig(config: AppConfig): unknown {
 function readModelsFile(path: string, readFile: ((path: string) => string) | undefined) {
   let text: string;
   try {
-    text = (readFile ?? (p => readFileSync(resolve(p), 'utf8')))(path);
+    // A byte order mark (Windows editors) is not part of the text: JSON.parse refuses it.
+    text = (readFile ?? (p => readFileSync(resolve(p), 'utf8')))(path).replace(/^\uFEFF/, '');
   } catch (err) {
     throw new ConfigError(
       `ENVFLEET_MODELS_FILE=${path}: cannot read the file (${(err as Error).message}). Point it at an existing JSON or YAML file, or unset it.`,
@@ -439,6 +440,12 @@ export function redactUrl(url: unknown): string {
   }
 }
 
+/** A value to show in a message: the variable's default, or (none, or one computed per machine) a sample to copy. */
+function exampleOf(name: EnvVarName): string {
+  const spec: EnvVarSpec = ENV_VARS[name];
+  return spec.example || spec.sample || '';
+}
+
 function describeEnvIssues(error: z.ZodError, raw: Record<string, string | undefined>): string {
   const lines = error.issues.map(issue => {
     const name = String(issue.path[0]) as EnvVarName;
@@ -450,7 +457,7 @@ function describeEnvIssues(error: z.ZodError, raw: Record<string, string | undef
         : name === 'REDIS_URL' && value !== undefined
           ? JSON.stringify(redactUrl(value))
           : JSON.stringify(value);
-    return `  - ${name}=${shown}: ${issue.message}. ${spec.description} Example: ${name}=${spec.example || '<unset>'}`;
+    return `  - ${name}=${shown}: ${issue.message}. ${spec.description} Example: ${name}=${exampleOf(name)}`;
   });
   return `Invalid configuration:\n${lines.join('\n')}\nFix the variables above (see .env.example) and start again.`;
 }

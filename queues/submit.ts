@@ -6,7 +6,7 @@ import type { Redis } from '../src/redis/connection.js';
 import type { RolloutConfig, RolloutMode } from '../src/rollouts/types.js';
 import { SYNTH_LANGUAGES, synthLanguageOf, type RunOptions } from '../src/runs/options.js';
 import type { CodeLanguage } from '../src/sandbox/bundle.js';
-import { policyKeyOf } from '../src/runs/ids.js';
+import { checkRunName, policyKeyOf } from '../src/runs/ids.js';
 import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
 import type { ScenarioConfig } from '../src/scenarios/types.js';
 import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
@@ -65,7 +65,6 @@ async function producing<T>(config: AppConfig, redis: Redis, fn: (store: RunStor
   }
 }
 
-const RUN_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
 
 /** `--language`: js (the default) or python; anything else is refused with what to write instead. */
 export function synthLanguage(value: string | undefined): CodeLanguage {
@@ -101,7 +100,7 @@ function refuseChanged(runId: string, what: string, frozen: object, asked: objec
 
 /** `envfleet synth`: creates the run (options frozen) and submits its source tasks or descriptions. */
 export async function submitSynthesis(config: AppConfig, redis: Redis, request: SynthRequest): Promise<Submission> {
-  if (!RUN_NAME.test(request.runId)) throw new RequestError(`run name "${request.runId}" may only contain letters, digits, _ . - (at most 100 characters)`);
+  checkRunName(request.runId);
   if (!!request.tasks === !!request.descriptions) throw new RequestError('give exactly one of --tasks FILE or --descriptions FILE');
   return producing(config, redis, async (store, enqueuer) => {
     const { runId } = request;
@@ -146,7 +145,7 @@ export async function submitScenarios(config: AppConfig, redis: Redis, request: 
     let created = false;
     let problems: LineProblem[] = [];
     if (request.environments) {
-      if (!RUN_NAME.test(runId)) throw new RequestError(`run name "${runId}" may only contain letters, digits, _ . - (at most 100 characters)`);
+      checkRunName(runId);
       created = await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: 'descriptions', options: runOptionsFrom(config) });
       const imported = await readEnvironmentsFile(request.environments, runId);
       problems = imported.problems;

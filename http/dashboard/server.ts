@@ -96,7 +96,16 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
       res.type('text/plain; version=0.0.4').send(text);
     })().catch(next);
   });
-  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    // A request the client got wrong (Express marks it: a path like /runs/%ZZ that is not percent-encoding is 400)
+    // is answered as such, without a stack in the log: it is not the dashboard's failure.
+    const status = (err as { status?: unknown } | null)?.status;
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      logger.debug({ path: req.path, status }, 'dashboard request refused');
+      const why = err instanceof URIError ? 'its address is not valid percent-encoding (a % must be followed by two hex digits, as in %20)' : 'it cannot be answered';
+      res.status(status).type('text/plain').send(`envfleet dashboard: request refused (${status}): ${why}. Open / for the list of runs.`);
+      return;
+    }
     logger.error({ err }, 'dashboard request failed');
     res.status(500).type('text/plain').send('internal error; see the dashboard log');
   });
@@ -118,6 +127,15 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
   };
 }
 
+/** A cookie value that is not percent-encoding is no token (decodeURIComponent would throw, a 500). */
+function decodedOrUndefined(text: string): string | undefined {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return undefined;
+  }
+}
+
 function requireToken(token: string) {
   const expected = Buffer.from(token);
   const ok = (given: string | undefined) => {
@@ -129,7 +147,7 @@ function requireToken(token: string) {
     const header = req.headers.authorization?.replace(/^Bearer\s+/i, '');
     const query = typeof req.query['token'] === 'string' ? req.query['token'] : undefined;
     const cookie = /(?:^|;\s*)envfleet_token=([^;]+)/.exec(req.headers.cookie ?? '')?.[1];
-    if (ok(header) || ok(cookie ? decodeURIComponent(cookie) : undefined)) return next();
+    if (ok(header) || ok(cookie ? decodedOrUndefined(cookie) : undefined)) return next();
     if (ok(query)) {
       res.cookie('envfleet_token', token, { httpOnly: true, sameSite: 'strict' });
       return next();

@@ -14,7 +14,7 @@ import { pathToken } from './path-token.js';
 import { bodyOf, bodyText, isObject } from './request-body.js';
 
 /**
- * OpenEnv's surface (meta-pytorch/OpenEnv `http_server.py`, see ../shared/reference/env-server-protocols.md §1):
+ * OpenEnv's surface (meta-pytorch/OpenEnv `http_server.py`, `types.py`, `mcp_types.py`; docs/env-server.md#openenv):
  * the WebSocket `/ws` (one episode per connection: reset with a scenario id, step with MCP-style `call_tool` /
  * `list_tools` actions, state, close), `GET /metadata`, `GET /schema`, `GET /openapi.json`, and the stateless
  * `POST /reset`, `POST /step`, `GET /state` (a throwaway session per request), and OpenEnv's JSON-RPC `POST /mcp`.

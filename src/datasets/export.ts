@@ -1,4 +1,4 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RequestError } from '../errors.js';
 import type { Trajectory } from '../rollouts/types.js';
@@ -9,6 +9,7 @@ import { forEachFullTrajectory, shardsMovedTo } from './shards.js';
 import { writeRLTrainerFiles } from './rl-exports.js';
 import { LLAMAFACTORY_INFO_FILE, writeLlamaFactoryInfo } from './llamafactory-info.js';
 import { DEFAULT_SFT_OPTIONS, passesFilter, toHF, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type ReasoningMode, type SftFilter } from './trajectories.js';
+import { makeFolder } from '../util/make-dir.js';
 
 export type DatasetFormat = 'openai' | 'sharegpt' | 'llamafactory' | 'hf' | 'rl' | 'verl' | 'prompts';
 export const DATASET_FORMATS: readonly DatasetFormat[] = ['openai', 'sharegpt', 'llamafactory', 'hf', 'rl', 'verl', 'prompts'];
@@ -39,7 +40,7 @@ export interface ExportResult {
  */
 export async function exportRun(store: RunStore, runId: string, dir: string, options: ExportOptions = {}): Promise<ExportResult> {
   if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist (check --run and REDIS_URL / ENVFLEET_REDIS_PREFIX)`);
-  await mkdir(dir, { recursive: true });
+  await makeFolder(dir, 'the output folder (export --out)');
   const byStatus: Record<string, number> = {};
   const path = join(dir, 'environments.jsonl');
   const count = await writeDocs(store, runId, 'env', { [path]: env => ((byStatus[env.status] = (byStatus[env.status] ?? 0) + 1), [environmentLine(env)]) });

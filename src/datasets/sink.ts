@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { mkdir, open, readdir, readFile, truncate, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, truncate, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isCluster, type Redis } from '../redis/connection.js';
 import { redisScript } from '../redis/scripts.js';
@@ -10,6 +10,7 @@ import { sleep } from '../util/sleep.js';
 import { readTrajectoryLines } from './shards.js';
 import { storedDigest } from '../rollouts/stream.js';
 import { archivedTrajectory, isArchived, type StoredTrajectory } from '../rollouts/types.js';
+import { makeFolder } from '../util/make-dir.js';
 
 export interface SinkOptions {
   readonly redis: Redis;
@@ -72,7 +73,7 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
   const shardLines = o.shardLines ?? 5_000;
   const gatherMs = o.gatherMs ?? 100;
   const dir = join(o.dir, 'trajectories');
-  await mkdir(dir, { recursive: true });
+  await makeFolder(dir, "the sink's folder (sink --out, and trajectories/ in it)");
 
   for (let waited = 0; ; waited += 250) {
     if ((await o.redis.set(lockKey, token, 'PX', LOCK_MS, 'NX')) === 'OK') break;

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { EnvironmentLine, environmentRecordFromLine } from '../datasets/environments-file.js';
 import { ScenarioLine, scenarioRecordFromLine } from '../datasets/scenarios-file.js';
 import { InputFileError } from '../sandbox/files.js';
+import { stripBom } from '../util/bom.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
 import type { LineProblem } from '../synthesis/inputs.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
@@ -63,7 +64,7 @@ async function eachJsonLine(path: string, kind: 'environments' | 'scenarios', fn
   try {
     for await (const raw of lines) {
       n += 1;
-      const text = n === 1 ? raw.replace(/^\uFEFF/, '') : raw;
+      const text = n === 1 ? stripBom(raw) : raw;
       if (!text.trim()) continue;
       let json: unknown;
       try {

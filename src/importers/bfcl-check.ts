@@ -1,7 +1,7 @@
 import type { CheckSpec } from '../sandbox/bundle.js';
 
 /**
- * BFCL's per-turn judgement (multi_turn_checker.py, ../shared/reference/python-environments.md §3.3)
+ * BFCL's per-turn judgement (BFCL's multi_turn_checker.py; docs/formats.md, "Imported data: envfleet import bfcl")
  * as an episode check: a Python `check_func` that reads the global `episode` (the transcript and the
  * state recorded at the end of each scripted user turn) and compares it, turn by turn, with the gold
  * states and results computed at import by replaying the gold calls in the sandbox. A failure raises

@@ -1,7 +1,7 @@
 import type { FunctionTool } from '../sandbox/bundle.js';
 
 /**
- * BFCL multi-turn (../shared/reference/python-environments.md §3) as envfleet environments: the class
+ * BFCL multi-turn (gorilla's berkeley-function-call-leaderboard; docs/formats.md, "Imported data: envfleet import bfcl") as envfleet environments: the class
  * modules read as text from the user's checkout and put, unchanged but for their imports, behind one
  * generated router class per combination of classes. Pure text work: nothing here runs the Python
  * code (it runs in the Pyodide sandbox only); the sandbox refuses whatever this lets through.

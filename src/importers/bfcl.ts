@@ -10,10 +10,12 @@ import type { RunStore } from '../runs/store.js';
 import type { ScenarioRecord, ScriptedTurn } from '../scenarios/types.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
+import { stripBom } from '../util/bom.js';
 import { bfclCheck, type BfclGoldTurn } from './bfcl-check.js';
 import { BfclSourceError, LONG_CONTEXT_MODULE, REPLAY_TOOL, UNAVAILABLE_MODULES, routerClassName, routerSource, toolFromFuncDoc, type BfclModule } from './bfcl-source.js';
 import { writeImported } from './write.js';
 import type { ImportCounts, SkippedRecord } from './envscaler.js';
+import { checkRunName } from '../runs/ids.js';
 
 /**
  * `envfleet import bfcl`: the multi-turn categories of the Berkeley Function-Calling Leaderboard
@@ -168,14 +170,13 @@ export type BfclImportProgress =
   | { readonly phase: 'replay'; readonly done: number; readonly total: number }
   | { readonly phase: 'write'; readonly kind: 'env' | 'scenario'; readonly done: number; readonly total: number };
 
-const RUN_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
 
 /** Limits of the gold replay: the modules with the long-context filler take seconds to load. */
 export const BFCL_REPLAY_LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, createDeadlineMs: 60_000, callDeadlineMs: 10_000, sessionCpuMs: 120_000 };
 
 /** The JSON Lines records of a file, each with its line; a line that is not JSON is reported. */
 async function jsonLines(path: string): Promise<{ line: number; value?: unknown; error?: string }[]> {
-  const text = await readFile(path, 'utf8');
+  const text = stripBom(await readFile(path, 'utf8'));
   const out: { line: number; value?: unknown; error?: string }[] = [];
   text.split('\n').forEach((l, i) => {
     if (!l.trim()) return;
@@ -323,7 +324,7 @@ const initialStateOf = (entry: BfclEntry) => ({ __initial_config: entry.initialC
  */
 export async function importBfcl(store: RunStore, sandbox: SandboxRunner, request: BfclImportRequest, options: RunOptions, progress?: (p: BfclImportProgress) => void, logger?: Logger): Promise<BfclImportSummary> {
   const { runId, layout } = request;
-  if (!RUN_NAME.test(runId)) throw new RequestError(`run name "${runId}" may only contain letters, digits, _ . - (at most 100 characters)`);
+  checkRunName(runId);
   const existing = await store.getRun(runId);
   if (existing && existing.input !== 'bfcl' && !request.append) {
     throw new RequestError(`run "${runId}" exists and was made from ${existing.input}, not imported from BFCL: import into another run name, or pass --append to add BFCL's environments and scenarios to it`);

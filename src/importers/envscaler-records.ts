@@ -6,7 +6,7 @@ import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
 
 /**
- * EnvScaler's data (RUC-NLPIR/EnvScaler; ../shared/reference/python-environments.md §1) mapped to
+ * EnvScaler's data (RUC-NLPIR/EnvScaler; the accepted shapes are in docs/formats.md, "Imported data: envfleet import envscaler") mapped to
  * envfleet's environment and scenario documents. Pure functions: each takes one parsed record and
  * returns the document, or what is wrong with the record in words that name the field. Nothing here
  * runs the Python code; it is carried as text with `language: 'python'`.

@@ -8,6 +8,7 @@ import type { EnvironmentRecord } from '../synthesis/types.js';
 import { ENVSCALER_FIELDS, environmentFromEnvscaler, scenarioFromEnvscaler, type MappedScenario, type RecordPlace, type ScenarioEnv } from './envscaler-records.js';
 import { readJsonRecords, type JsonFileEnd } from './json-records.js';
 import { writeImported } from './write.js';
+import { checkRunName } from '../runs/ids.js';
 
 /**
  * `envfleet import envscaler`: EnvScaler's environments and scenarios (files the user supplies; none
@@ -99,7 +100,6 @@ export interface EnvscalerImportRequest {
 
 export type ImportProgress = { readonly phase: 'read'; readonly file: string; readonly records: number } | { readonly phase: 'write'; readonly kind: 'env' | 'scenario'; readonly done: number; readonly total: number };
 
-const RUN_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
 
 const whereOf = (p: RecordPlace, ids: string) => `${ids || `record ${p.index}`} (line ${p.line})`;
 
@@ -135,7 +135,7 @@ async function eachRecord(path: string, fn: (value: unknown, place: RecordPlace,
  */
 export async function importEnvscaler(store: RunStore, request: EnvscalerImportRequest, options: RunOptions, progress?: (p: ImportProgress) => void): Promise<EnvscalerImportSummary> {
   const { runId } = request;
-  if (!RUN_NAME.test(runId)) throw new RequestError(`run name "${runId}" may only contain letters, digits, _ . - (at most 100 characters)`);
+  checkRunName(runId);
   const existing = await store.getRun(runId);
   if (existing && existing.input !== 'envscaler' && !request.append) {
     throw new RequestError(`run "${runId}" exists and was made from ${existing.input} (envfleet synth), not imported from EnvScaler: import into another run name, or pass --append to add EnvScaler's environments and scenarios to it`);

@@ -11,9 +11,11 @@ import type { ScenarioRecord } from '../scenarios/types.js';
 import type { Operation } from '../synthesis/schemas.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
+import { stripBom } from '../util/bom.js';
 import { writeImported } from './write.js';
 import type { ImportCounts, SkippedRecord } from './envscaler.js';
 import { MODULE_HEADER_PY, READER_PY, READER_TOOLS, REPLAY_PY, REPLAY_TOOLS, goldHashCheck, outputsCheck } from './tau-bench-python.js';
+import { checkRunName } from '../runs/ids.js';
 
 /**
  * `envfleet import tau-bench`: τ-bench v1's domains (sierra-research/tau-bench, a checkout the user
@@ -150,7 +152,6 @@ export interface TauImportSummary {
   readonly limits: Pick<SandboxLimits, 'createDeadlineMs' | 'callDeadlineMs' | 'checkDeadlineMs' | 'sessionCpuMs' | 'maxStateBytes'>;
 }
 
-const RUN_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
 const DOMAIN_ID = /^[A-Za-z0-9_]{1,60}$/;
 
 /**
@@ -305,7 +306,7 @@ function classOf(className: string, domain: string, tools: readonly { name: stri
  */
 export async function importTauBench(store: RunStore, sandbox: SandboxRunner, request: TauImportRequest, options: RunOptions, logger: Logger, progress?: (p: TauImportProgress) => void): Promise<TauImportSummary> {
   const { runId } = request;
-  if (!RUN_NAME.test(runId)) throw new RequestError(`run name "${runId}" may only contain letters, digits, _ . - (at most 100 characters)`);
+  checkRunName(runId);
   const existing = await store.getRun(runId);
   if (existing && existing.input !== 'tau-bench' && !request.append) {
     throw new RequestError(`run "${runId}" exists and was made from ${existing.input}, not imported from τ-bench: import into another run name, or pass --append to add τ-bench's environments and scenarios to it`);
@@ -333,7 +334,7 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
     const initSource = domain.toolsInit ? await readFile(domain.toolsInit, 'utf8') : '';
     const wiki = await readFile(domain.wiki, 'utf8');
     const dbTexts: { key: string; text: string }[] = [];
-    for (const f of domain.dataFiles) dbTexts.push({ key: f.replace(/\.json$/, ''), text: minifyJson(await readFile(join(domain.dir, 'data', f), 'utf8')) });
+    for (const f of domain.dataFiles) dbTexts.push({ key: f.replace(/\.json$/, ''), text: minifyJson(stripBom(await readFile(join(domain.dir, 'data', f), 'utf8'))) });
     const splits = domain.tasks.filter(t => request.splits.includes(t.split));
     for (const s of request.splits) if (!domain.tasks.some(t => t.split === s)) warnings.push(`${domain.name}: no tasks_${s}.py; that split is not imported for this domain`);
 

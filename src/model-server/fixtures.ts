@@ -10,6 +10,8 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { AppError } from '../errors.js';
+import { stripBom } from '../util/bom.js';
 
 /** Regex source compiled case-insensitively; rejected at load time if it does not compile. */
 const RegexSource = z.string().min(1).superRefine((source, ctx) => {
@@ -109,15 +111,16 @@ export const ModelScript = z.strictObject({
 });
 export type ModelScript = z.infer<typeof ModelScript>;
 
-/** Thrown for unreadable or invalid fixture scripts; the message names the file and each problem. */
-export class ModelScriptError extends Error {
-  override readonly name = 'ModelScriptError';
-
+/**
+ * Thrown for unreadable or invalid fixture scripts; the message names the file and each problem. A user's
+ * mistake (INPUT_FILE_INVALID), so `envfleet model-server --script` prints the message, not a stack.
+ */
+export class ModelScriptError extends AppError {
   constructor(
     readonly file: string,
     readonly problems: readonly string[],
   ) {
-    super(`Invalid model script ${file}: ${problems.join('; ')}`);
+    super('INPUT_FILE_INVALID', `Invalid model script ${file}: ${problems.join('; ')}. The script format is in docs/scripted-model.md.`);
   }
 }
 
@@ -193,7 +196,7 @@ function parseScriptText(file: string, text: string): unknown {
 async function loadScriptFile(file: string): Promise<ModelScript> {
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = stripBom(await readFile(file, 'utf8'));
   } catch (error) {
     throw new ModelScriptError(file, [`cannot read file: ${errorMessage(error)}`]);
   }
@@ -229,7 +232,7 @@ export async function loadModelScript(path: string): Promise<ModelScript> {
   try {
     isDirectory = (await stat(path)).isDirectory();
   } catch (error) {
-    throw new ModelScriptError(path, [`cannot read file: ${errorMessage(error)}`]);
+    throw new ModelScriptError(path, [`cannot read file: ${errorMessage(error)}; pass --script a .json, .yaml or .yml script, or a folder of them`]);
   }
   if (!isDirectory) return loadScriptFile(path);
   const names = (await readdir(path)).filter(isScriptFile).sort();

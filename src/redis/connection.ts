@@ -1,5 +1,5 @@
 import { Cluster, Redis as SingleRedis, type ClusterOptions, type RedisOptions } from 'ioredis';
-import { RedisUnsafeError } from '../errors.js';
+import { AppError, RedisUnsafeError } from '../errors.js';
 import { scriptDefinitions, unbatchedCommands } from './scripts.js';
 import { isCluster } from './slots.js';
 
@@ -52,10 +52,36 @@ export function createRedisConnection(target: string | RedisTarget, role: RedisR
     ...(extra.enableAutoPipelining ? { autoPipeliningIgnoredCommands: [...unbatchedCommands(), ...(extra.autoPipeliningIgnoredCommands ?? [])] } : {}),
   };
   const redis: Redis = clusterNodes.length ? createCluster(url, clusterNodes, options) : new SingleRedis(url, options as never);
-  // Connection errors surface through commands and `waitForRedis`; an unhandled 'error' event
-  // would otherwise crash the process.
-  redis.on('error', () => undefined);
+  watchErrors(redis);
   return redis;
+}
+
+/**
+ * Why Redis refused a connection (wrong credentials, a database it does not have), kept for the
+ * message of `waitForRedis`: ioredis reports these only as an 'error' event, and its commands then
+ * fail with "Connection is closed." (or, for a failed SELECT, go on to database 0).
+ */
+const refusals = new WeakMap<Redis, Error>();
+
+/** ioredis's messages for a refused AUTH / HELLO: NOAUTH (a password is needed), WRONGPASS, and older servers' "invalid password". */
+const isAuthError = (message: string): boolean => /^(NOAUTH|WRONGPASS)\b|^ERR (invalid (username-)?password|AUTH <password> called without any password)/.test(message);
+
+/**
+ * Connection errors surface through commands and `waitForRedis`; an unhandled 'error' event would
+ * otherwise crash the process. A refused SELECT (a database number beyond the server's `databases`)
+ * closes the connection for good: ioredis would otherwise go on to database 0, silently.
+ */
+function watchErrors(redis: Redis): void {
+  redis.on('error', (err: unknown) => {
+    const e = err as { message?: unknown; command?: { name?: unknown } } | null;
+    const message = typeof e?.message === 'string' ? e.message : '';
+    if (e?.command?.name === 'select') {
+      refusals.set(redis, err as Error);
+      redis.disconnect();
+    } else if (isAuthError(message)) {
+      refusals.set(redis, err as Error);
+    }
+  });
 }
 
 /**
@@ -94,7 +120,7 @@ function createCluster(url: string, nodes: readonly string[], options: RedisOpti
 /** A new connection like `redis` (same server or cluster, same options), e.g. for a subscriber. */
 export function duplicateConnection(redis: Redis): Redis {
   const copy: Redis = isCluster(redis) ? redis.duplicate() : redis.duplicate();
-  copy.on('error', () => undefined);
+  watchErrors(copy);
   return copy;
 }
 
@@ -148,12 +174,64 @@ export async function waitForRedis(redis: Redis, where: string | RedisTarget, ti
       const state = /cluster_state:(\w+)/.exec(info)?.[1] ?? 'unknown';
       if (state !== 'ok') throw new Error(`the cluster answers but its cluster_state is ${state}`);
     }
+    const refused = refusals.get(redis);
+    if (refused) throw refusal(where, refused);
   } catch (err) {
-    throw unavailable(where, err);
+    if (err instanceof AppError) throw err;
+    const refused = refusals.get(redis) ?? authErrorOf(err);
+    throw refused ? refusal(where, refused) : unavailable(where, err);
   } finally {
     clearTimeout(timer);
   }
 }
+
+/** A Cluster's auth error is on its lastNodeError (ioredis's own message says only that no node answered). */
+const authErrorOf = (err: unknown): Error | undefined => {
+  const last = (err as { lastNodeError?: unknown } | null)?.lastNodeError;
+  return last instanceof Error && isAuthError(last.message) ? last : undefined;
+};
+
+/** Redis answered, and refused: the credentials of REDIS_URL, or the database it names. What, where, what to do. */
+const refusal = (where: string | RedisTarget, err: Error) => {
+  const at = describeRedis(where);
+  if (isAuthError(err.message)) {
+    return new RedisUnsafeError(
+      'REDIS_REFUSED',
+      `Redis at ${at} refused the credentials of REDIS_URL (${err.message}). ` +
+        (err.message.startsWith('NOAUTH')
+          ? 'This Redis needs a password: put it in REDIS_URL as redis://:PASSWORD@host:port (or redis://USER:PASSWORD@host:port for an ACL user).'
+          : 'Fix the user and password in REDIS_URL (redis://USER:PASSWORD@host:port; percent-encode special characters), or create that user on the server (ACL SETUSER).'),
+      { cause: err },
+    );
+  }
+  const url = typeof where === 'string' ? where : where.url;
+  const db = dbOf(url);
+  return new RedisUnsafeError(
+    'REDIS_REFUSED',
+    `Redis at ${at} refused to select database ${db} (${err.message}): it has fewer databases than that (its \`databases\` setting, 16 by default, numbers them from 0). ` +
+      `Name a database it has in REDIS_URL (for example ${withDb(url, 0)}), or raise \`databases\` in redis.conf and restart Redis.`,
+    { cause: err },
+  );
+};
+
+/** `url` naming database `db` instead, its password hidden. */
+const withDb = (url: string, db: number): string => {
+  try {
+    const parsed = new URL(url);
+    parsed.pathname = `/${db}`;
+    return redactRedisUrl(parsed.toString());
+  } catch {
+    return `redis://HOST:PORT/${db}`;
+  }
+};
+
+const dbOf = (url: string): string => {
+  try {
+    return new URL(url).pathname.replace(/^\//, '') || '0';
+  } catch {
+    return '?';
+  }
+};
 
 /** ioredis's Cluster says only "None of startup nodes is available": the reason (NOAUTH, refused, …) is on lastNodeError. */
 const lastNodeError = (err: unknown): string => {
@@ -184,7 +262,8 @@ export async function waitForRedisToStart(redis: Redis, url: string | RedisTarge
     try {
       return await waitForRedis(redis, url, Math.max(1, Math.min(5_000, deadline - Date.now())));
     } catch (err) {
-      if (Date.now() + everyMs >= deadline) throw err;
+      // Refused credentials or database: waiting does not change them.
+      if (Date.now() + everyMs >= deadline || (err as AppError).code === 'REDIS_REFUSED') throw err;
       if (!told) onWaiting?.((err as Error).message);
       told = true;
       await new Promise(resolve => setTimeout(resolve, everyMs));

@@ -1,9 +1,29 @@
+import { RequestError } from '../errors.js';
 import { hashOf } from '../util/canonical.js';
 
 /**
  * The ids of a run's items. Each is a hash of what identifies the item, so the same input gives the
  * same id on every machine and a re-submitted or retried job finds the item it made before.
  */
+
+/**
+ * A run's name: ASCII letters and digits, _ . - (at most 100). It goes into Redis keys, BullMQ job ids, file
+ * names and URLs as it is; other scripts (démo, 演示) are refused rather than checked in each of them.
+ */
+export const RUN_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
+
+/** Why `name` is not a run name (what is allowed, with a suggestion), or null when it is one. */
+export function runNameProblem(name: string): string | null {
+  if (RUN_NAME.test(name)) return null;
+  const ascii = name.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').replace(/[^A-Za-z0-9_.-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 100);
+  return `run name "${name}" may only contain ASCII letters (A-Z, a-z), digits and _ . - (1 to 100 characters)${ascii ? `; for example "${ascii}"` : ''}`;
+}
+
+/** Throws INVALID_REQUEST when `name` is not a run name. */
+export function checkRunName(name: string): void {
+  const problem = runNameProblem(name);
+  if (problem) throw new RequestError(problem);
+}
 
 export const envIdOf = (runId: string, desc: { readonly summary: string; readonly introduction: string }) =>
   `env-${hashOf({ runId, summary: desc.summary.trim(), introduction: desc.introduction.trim() }, 16)}`;

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { RawJson } from '../util/raw-json.js';
+import { stripBom } from '../util/bom.js';
 
 /** A user's input file is wrong: the message names the file, the line and the problem. */
 export class InputFileError extends Error {
@@ -39,7 +40,7 @@ function describeIssues(error: z.ZodError): string {
 
 async function readText(path: string): Promise<string> {
   try {
-    return await readFile(path, 'utf8');
+    return stripBom(await readFile(path, 'utf8'));
   } catch (err) {
     throw new InputFileError(`${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }

@@ -102,7 +102,7 @@ const PY_TYPE: Readonly<Record<string, string>> = { object: 'Dict[str, Any]', ar
 const oneLine = (text: string) => text.replace(/\s+/g, ' ').replace(/"""/g, "'''").replace(/\\/g, '/').trim();
 
 /**
- * The Python environment class, EnvScaler's shape (../shared/reference/envscaler-synthesis-pipeline.md §4):
+ * The Python environment class, EnvScaler's shape (RUC-NLPIR/EnvScaler; docs/formats.md, "Python environments"):
  * typing imported, one class with no base class, an `__init__(self, init_config)` that creates every
  * required attribute of the state schema empty (EnvScaler's containers) and sets each top-level key of
  * `init_config` on the instance, then the methods. The runtime builds it the EnvScaler way (the class

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { InputFileError } from '../sandbox/files.js';
+import { stripBom } from '../util/bom.js';
 import { hashOf } from '../util/canonical.js';
 import type { EnvDescription, SourceTask } from './types.js';
 
@@ -29,7 +30,7 @@ export interface ParsedLines<T> {
 export async function parseLines<S extends z.ZodType>(path: string, schema: S): Promise<ParsedLines<{ line: number; value: z.infer<S> }>> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = stripBom(await readFile(path, 'utf8'));
   } catch (err) {
     throw new InputFileError(`${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }

@@ -4,8 +4,8 @@ import type { EnvDescription, EnvironmentRecord, ProbeStepRecord, ToolQuality } 
 import type { Operation, StateOutput } from './schemas.js';
 
 /**
- * Prompts of the synthesis stages, written for envfleet with the intent of the seed's (see
- * ../shared/reference/envscaler-synthesis-pipeline.md): instructions plus a worked example, and a
+ * Prompts of the synthesis stages, written for envfleet with the intent of EnvScaler's synthesis
+ * pipeline (RUC-NLPIR/EnvScaler): instructions plus a worked example, and a
  * JSON answer validated by the stage's schema (src/synthesis/schemas.ts). A version is recorded
  * in every environment's lineage; change the version when a prompt changes meaning.
  */

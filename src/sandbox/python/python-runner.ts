@@ -1,7 +1,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { open, rename, unlink } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +17,7 @@ import { sessionCpuMsOf, type SandboxLimits } from '../limits.js';
 import type { CallOutcome } from '../quickjs-host.js';
 import { sessionStateJson, type EnvSession, type SandboxRunner } from '../runner.js';
 import type { ChecksInput, ChecksResult, ProbeInput, ProbeResult, ProbeStep, SandboxFailure, SessionEnd } from '../tasks.js';
+import { makeFolder } from '../../util/make-dir.js';
 
 /**
  * The Python runtime: Pyodide interpreters in a child process (python-child.mjs) forked under Node's
@@ -404,7 +405,7 @@ async function writeSnapshot(file: string, bytes: Uint8Array, logger: Logger): P
   trailer.writeBigUInt64LE(BigInt(bytes.byteLength), 8);
   createHash('sha256').update(bytes).digest().copy(trailer, 16);
   try {
-    await mkdir(dirname(file), { recursive: true });
+    await makeFolder(dirname(file), 'the snapshot folder (ENVFLEET_PYTHON_SNAPSHOT_DIR)');
     const fh = await open(tmp, 'w');
     try {
       await fh.writev([bytes, trailer]);

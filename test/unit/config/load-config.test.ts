@@ -203,6 +203,9 @@ describe('config: invalid environment values', () => {
     ['ENVFLEET_POOL_THREADS', '0'],
     ['REDIS_URL', 'http://x'],
     ['REDIS_URL', 'not a url'],
+    ['REDIS_URL', 'redis://127.0.0.1:6379/abc'],
+    ['REDIS_URL', 'redis://127.0.0.1:6379/-1'],
+    ['REDIS_URL', 'redis://127.0.0.1:6379/2/x'],
     ['OPENAI_BASE_URL', 'ftp://example.com/v1'],
     ['LOG_LEVEL', 'loud'],
     ['ENVFLEET_CACHE', 'maybe'],
@@ -225,6 +228,22 @@ describe('config: invalid environment values', () => {
     });
   }
 
+  it('every message shows an example value to copy, also for a variable without a default', () => {
+    for (const [name, value] of [['ENVFLEET_POOL_THREADS', 'abc'], ['ENVFLEET_REDIS_CLUSTER_NODES', 'redis-a'], ['ENVFLEET_DASHBOARD_TOKEN', 'short'], ['ENVFLEET_PYTHON_SNAPSHOT_DIR', 'relative/dir']] as const) {
+      const err = configError(() => loadConfig({ [name]: value }));
+      expect(err.message).not.to.include('<unset>');
+      expect(err.message, name).to.match(new RegExp(`Example: ${name}=\\S+`));
+    }
+    expect(configError(() => loadConfig({ ENVFLEET_POOL_THREADS: 'abc' })).message).to.include('Example: ENVFLEET_POOL_THREADS=4');
+  });
+
+  it('a whole number says which: non-negative, at least N, or between two bounds', () => {
+    expect(configError(() => loadConfig({ ENVFLEET_LOCK_DURATION_MS: '-3' })).message).to.match(/"-3": expected a (non-negative whole number|whole number (≥|from))/);
+    expect(configError(() => loadConfig({ ENVFLEET_RATE_LIMIT_PAUSE_MS: '-3' })).message).to.include('"-3": expected a non-negative whole number (0, 1, 2, …)');
+    expect(configError(() => loadConfig({ ENVFLEET_POOL_THREADS: '-3' })).message).to.include('"-3": expected a whole number from 1 to 256');
+    expect(configError(() => loadConfig({ ENVFLEET_POOL_THREADS: '0' })).message).to.include('"0": expected a whole number from 1 to 256');
+  });
+
   it('reports every bad variable at once', () => {
     const err = configError(() => loadConfig({ LOG_LEVEL: 'loud', REDIS_URL: 'http://x', ENVFLEET_POOL_THREADS: 'abc' }));
     for (const name of ['LOG_LEVEL', 'REDIS_URL', 'ENVFLEET_POOL_THREADS']) expect(err.message).to.include(name);
@@ -235,6 +254,13 @@ describe('config: invalid environment values', () => {
     const err = configError(() => loadConfig({ OPENAI_API_KEY: key, LOG_LEVEL: 'loud', ENVFLEET_CACHE: 'maybe' }));
     expect(err.message).not.to.include(key);
     expect(err.message).not.to.include('DO-NOT-PRINT');
+  });
+
+  it('REDIS_URL: a path that is not a database number says so; a database number (or none) is taken', () => {
+    const err = configError(() => loadConfig({ REDIS_URL: 'redis://:hunter2-secret@127.0.0.1:6379/abc' }));
+    expect(err.message).to.include('REDIS_URL=').and.to.include('must be a database number').and.to.include('not "abc"').and.to.include('redis://127.0.0.1:6379/1');
+    expect(err.message).not.to.include('hunter2-secret');
+    for (const url of ['redis://127.0.0.1:6379', 'redis://127.0.0.1:6379/', 'redis://127.0.0.1:6379/0', 'rediss://u:p@h:6380/15']) expect(loadConfig({ REDIS_URL: url }).redis.url).to.equal(url);
   });
 
   it('an invalid REDIS_URL does not echo its password', () => {

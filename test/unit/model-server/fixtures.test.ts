@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AppError } from '../../../src/errors.js';
 import { loadModelScript, ModelScriptError, parseModelScript } from '../../../src/model-server/index.js';
 
 describe('model-server: fixture scripts', () => {
@@ -116,7 +117,10 @@ rules:
 
   it('reports missing files and empty directories', async () => {
     const missing = join(dir, 'nope.yaml');
-    expect((await loadError(missing)).message).to.match(new RegExp(`^Invalid model script ${missing}: cannot read file: .*ENOENT`));
+    const notFound = await loadError(missing);
+    expect(notFound.message).to.match(new RegExp(`^Invalid model script ${missing}: cannot read file: .*ENOENT.*; pass --script a .json, .yaml or .yml script, or a folder of them`));
+    // A user's mistake with a stable code: the command line prints its message, not a stack.
+    expect(notFound).to.be.instanceOf(AppError).and.to.have.property('code', 'INPUT_FILE_INVALID');
     const empty = join(dir, 'empty');
     await mkdir(empty);
     expect((await loadError(empty)).message).to.include('directory contains no .json, .yaml or .yml files');

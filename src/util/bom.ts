@@ -1,0 +1,8 @@
+/**
+ * A text file's content without its leading byte order mark. Windows editors and Excel start a
+ * UTF-8 file with U+FEFF, which `readFile(path, 'utf8')` keeps and JSON.parse refuses as an
+ * invisible "Unexpected token". Every reader of a user's JSON, JSON Lines or YAML file calls this.
+ */
+export function stripBom(text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}

@@ -1,0 +1,59 @@
+import { mkdir, stat } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { AppError } from '../errors.js';
+
+/** Why a folder cannot be made, in words, by the system's code. */
+const WHY: Readonly<Record<string, string>> = {
+  EROFS: 'the file system is read-only',
+  EACCES: 'permission denied',
+  EPERM: 'the system does not permit it there',
+  ENOSPC: 'the disk is full',
+  EDQUOT: 'the disk quota is used up',
+  ENOTDIR: 'a part of the path is a file, not a folder',
+  EEXIST: 'a file of that name is in the way',
+  ENOENT: 'its parent folder exists but takes no new folders (a virtual file system such as /proc or /sys)',
+  ENAMETOOLONG: 'the path is too long',
+};
+
+/** An output folder that cannot be made: which folder, why (with the system's code) and what to do. */
+export class OutputFolderError extends AppError {
+  constructor(path: string, what: string, cause: unknown) {
+    const code = (cause as NodeJS.ErrnoException | null)?.code ?? '';
+    const why = WHY[code] ?? (cause as Error | null)?.message ?? String(cause);
+    super('OUTPUT_NOT_WRITABLE', `cannot create ${what} ${resolve(path)}: ${why}${code ? ` (${code})` : ''}. Choose a folder on a disk you can write to.`, { cause, details: { path, code } });
+  }
+}
+
+/**
+ * `mkdir -p`, failing with the first real reason. Node 20's `mkdir(path, { recursive: true })` spins at
+ * 100 % CPU forever under /proc (creating the folder says ENOENT although its parent exists, and Node
+ * takes ENOENT to mean "make the parent first"), and on a read-only mount it can report ENOENT instead
+ * of EROFS. Here a folder is made once its parent is there, and a second ENOENT is the answer.
+ * `what` names the folder in the message ("the output folder (export --out)").
+ */
+export async function makeFolder(path: string, what: string): Promise<void> {
+  try {
+    await makeFolderIn(resolve(path));
+  } catch (err) {
+    throw new OutputFolderError(path, what, err);
+  }
+}
+
+async function makeFolderIn(dir: string): Promise<void> {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      await mkdir(dir);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') {
+        // A folder made meanwhile (another process) is fine; a file of that name is not.
+        if ((await stat(dir)).isDirectory()) return;
+        throw err;
+      }
+      const parent = dirname(dir);
+      if (code !== 'ENOENT' || attempt > 0 || parent === dir) throw err;
+      await makeFolderIn(parent);
+    }
+  }
+}

@@ -1,0 +1,114 @@
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { loadConfig } from '../../config/index.js';
+import { runOptionsFrom } from '../../queues/submit.js';
+import { createRedisRunStore } from '../../src/runs/store.js';
+import { ENVFLEET_BIN, REDIS_URL } from '../helpers/integration.js';
+
+const run = promisify(execFile);
+
+/**
+ * What a stranger typing at the command line gets for a mistake: an exit code of 1 and a message that
+ * says what is wrong, where and what to do (never a stack), and nothing created on the way. Runs the
+ * build in dist/ (npm run build first), on a key prefix of its own.
+ */
+describe('envfleet: mistakes at the command line (build in dist/)', function () {
+  const prefix = `envfleet-test-cli-${randomUUID().slice(0, 8)}`;
+  let dir: string;
+  let redis: Redis;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'envfleet-cli-inputs-'));
+    redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+  });
+  after(async () => {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function envfleet(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+    try {
+      const { stdout, stderr } = await run(process.execPath, [ENVFLEET_BIN, ...args], { env: { ...process.env, REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix, ...env } });
+      return { code: 0, stdout, stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+  }
+
+  it('sink --run with a run that does not exist fails as export does, before creating the output folder or any Redis key', async () => {
+    const out = join(dir, 'sink-out');
+    const { code, stderr } = await envfleet(['sink', '--run', 'nosuch', '--out', out, '--follow']);
+    expect(code).to.equal(1);
+    expect(stderr).to.include('run "nosuch" does not exist').and.to.include('envfleet runs');
+    expect(stderr).not.to.match(/\n\s+at /);
+    expect(await readdir(dir)).not.to.include('sink-out');
+    expect(await redis.keys(`${prefix}*`)).to.deep.equal([]);
+  });
+
+  it('number options take plain decimals only, whole numbers where a count is meant, and say which option and why', async () => {
+    const refused: [string[], string, RegExp][] = [
+      [['budget', '--run', 'x', '--tokens', '1.5'], '--tokens <n>', /whole number ≥ 0/],
+      [['budget', '--run', 'x', '--tokens', '0x10'], '--tokens <n>', /whole number ≥ 0/],
+      [['budget', '--run', 'x', '--usd', '0x10'], '--usd <x>', /a number ≥ 0 in decimal digits/],
+      [['budget', '--run', 'x', '--usd', '1e3'], '--usd <x>', /decimal digits/],
+      [['budget', '--run', 'x', '--usd', '-3'], '--usd <x>', /decimal digits/],
+      [['rollouts', '--run', 'x', '--samples', '0x4'], '--samples <k>', /whole number ≥ 1/],
+      [['rollouts', '--run', 'x', '--samples', ' 4'], '--samples <k>', /whole number ≥ 1/],
+      [['export', '--run', 'x', '--out', dir, '--min-reward', '0x1'], '--min-reward <x>', /from 0 to 1/],
+      [['serve', '--run', 'x', '--port', '8e3'], '--port <n>', /port number/],
+    ];
+    for (const [args, option, why] of refused) {
+      const { code, stderr } = await envfleet(args);
+      expect(code, args.join(' ')).to.equal(1);
+      expect(stderr, args.join(' ')).to.include(`option '${option}' argument '${args.at(-1)}' is invalid`).and.to.match(why);
+    }
+  });
+
+  it('pause and cancel refuse --budget-usd / --budget-tokens (only resume raises a budget) and do not list them', async () => {
+    for (const action of ['pause', 'cancel']) {
+      for (const option of ['--budget-usd', '--budget-tokens']) {
+        const { code, stderr } = await envfleet([action, '--run', 'x', option, '5']);
+        expect(code, `${action} ${option}`).to.equal(1);
+        expect(stderr).to.include(`unknown option '${option}'`);
+      }
+      expect((await envfleet([action, '--help'])).stdout).not.to.include('--budget');
+    }
+    const resume = (await envfleet(['resume', '--help'])).stdout;
+    expect(resume).to.include('--budget-usd').and.to.include('--budget-tokens');
+  });
+
+  it('export --out where no folder can be made fails at once with the folder and the reason (it spun at 100 % CPU under /proc)', async function () {
+    if (process.platform !== 'linux') this.skip();
+    await createRedisRunStore(redis, prefix).createRun({ id: 'out-test', createdAt: new Date().toISOString(), input: 'descriptions', options: runOptionsFrom(loadConfig({})) });
+    for (const [out, why] of [['/proc/envfleet-x', /virtual file system.*\(ENOENT\)/], ['/sys/envfleet-x', /\((EPERM|EACCES|EROFS)\)/]] as const) {
+      const { code, stderr } = await envfleet(['export', '--run', 'out-test', '--out', out]);
+      expect(code, out).to.equal(1);
+      expect(stderr).to.include(`cannot create the output folder (export --out) ${out}`).and.to.match(why);
+      expect(stderr).not.to.match(/\n\s+at /);
+    }
+  });
+
+  it('--version (and -V) prints the version of package.json', async () => {
+    const { version } = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const { code, stdout } = await envfleet([flag]);
+      expect(code, flag).to.equal(0);
+      expect(stdout.trim()).to.equal(version);
+    }
+  });
+
+  it('model-server --script with a path that does not exist says so, without a stack', async () => {
+    const { code, stderr } = await envfleet(['model-server', '--script', join(dir, 'nope'), '--port', '0']);
+    expect(code).to.equal(1);
+    expect(stderr).to.include(`Invalid model script ${join(dir, 'nope')}: cannot read file`).and.to.include('pass --script');
+    expect(stderr).not.to.match(/\n\s+at /);
+  });
+});

@@ -1,0 +1,16 @@
+import { expect } from 'chai';
+import { checkRunName, runNameProblem } from '../../../src/runs/ids.js';
+
+describe('run names (src/runs/ids.ts)', () => {
+  it('takes ASCII letters, digits and _ . -', () => {
+    for (const name of ['demo', 'Run_2.v-1', 'a'.repeat(100)]) expect(runNameProblem(name), name).to.equal(null);
+  });
+
+  it('refuses other letters saying they must be ASCII, with a name that would do', () => {
+    expect(runNameProblem('démo')).to.include('ASCII letters (A-Z, a-z)').and.to.include('for example "demo"');
+    expect(runNameProblem('演示')).to.include('ASCII letters').and.not.to.include('for example');
+    expect(runNameProblem('my run')).to.include('for example "my-run"');
+    expect(runNameProblem('a'.repeat(101))).to.include('1 to 100 characters');
+    expect(() => checkRunName('démo')).to.throw(/run name "démo" may only contain ASCII letters/).with.property('code', 'INVALID_REQUEST');
+  });
+});
