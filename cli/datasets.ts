@@ -15,6 +15,7 @@ export async function sinkCommand(opts: { run: string; out: string; follow?: boo
   // must ride through a Redis restart (its batches are what `gatherMs` makes larger, src/datasets/sink.ts).
   const redis = createRedisConnection(config.redis, 'worker');
   const controller = new AbortController();
+  let written = 0;
   process.once('SIGINT', () => controller.abort());
   process.once('SIGTERM', () => controller.abort());
   try {
@@ -25,11 +26,11 @@ export async function sinkCommand(opts: { run: string; out: string; follow?: boo
     // Before anything is created (the output folder, the run's stream): a mistyped name would otherwise leave an
     // empty part file and a stream key no `runs delete` removes, and wait forever with --follow.
     await requireRun(store, opts.run);
-    const result = await runSink({ redis, prefix: config.redis.prefix, store, runId: opts.run, dir: opts.out, follow: opts.follow ?? false, signal: controller.signal });
+    const result = await runSink({ redis, prefix: config.redis.prefix, store, runId: opts.run, dir: opts.out, follow: opts.follow ?? false, signal: controller.signal, onProgress: n => (written = n) });
     process.stdout.write(`wrote ${result.written} trajectories to ${opts.out}/trajectories (${result.shards.join(', ')}); ${result.skippedDuplicates} duplicates skipped\n`);
   } catch (err) {
     if (!controller.signal.aborted) throw err;
-    process.stdout.write('sink stopped; everything acknowledged is on disk\n');
+    process.stdout.write(`sink stopped: ${written} trajectories written to ${opts.out}/trajectories this time; everything acknowledged is on disk (run the same command again to go on)\n`);
   } finally {
     redis.disconnect();
   }

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -51,6 +51,21 @@ describe('envfleet: mistakes at the command line (build in dist/)', function () 
     expect(stderr).not.to.match(/\n\s+at /);
     expect(await readdir(dir)).not.to.include('sink-out');
     expect(await redis.keys(`${prefix}*`)).to.deep.equal([]);
+  });
+
+  it('sink --follow stopped with Ctrl-C says how many trajectories it wrote and how to go on, and exits 0', async () => {
+    const made = await envfleet(['synth', '--run', 'follow', '--descriptions', 'fixtures/demo/python-descriptions.jsonl', '--no-wait']);
+    expect(made.code, made.stderr).to.equal(0);
+    const out = join(dir, 'follow-out');
+    const sink = spawn(process.execPath, [ENVFLEET_BIN, 'sink', '--run', 'follow', '--out', out, '--follow'], { env: { ...process.env, REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix } });
+    let stdout = '';
+    sink.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+    const exited = new Promise<number | null>(resolve => sink.once('exit', code => resolve(code)));
+    // Following once it holds the run's sink lock.
+    for (let i = 0; i < 600 && !(await redis.exists(`${prefix}:run:follow:sink-lock`)); i++) await new Promise(r => setTimeout(r, 50));
+    sink.kill('SIGINT');
+    expect(await exited).to.equal(0);
+    expect(stdout).to.include(`sink stopped: 0 trajectories written to ${out}/trajectories this time`).and.to.include('run the same command again');
   });
 
   it('number options take plain decimals only, whole numbers where a count is meant, and say which option and why', async () => {
