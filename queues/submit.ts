@@ -1,6 +1,6 @@
 import type { AppConfig } from '../config/index.js';
 import { readEnvironmentsFile } from '../src/datasets/environments-file.js';
-import { RequestError } from '../src/errors.js';
+import { RequestError, isErrorCode } from '../src/errors.js';
 import { canonicalJson } from '../src/util/canonical.js';
 import type { Redis } from '../src/redis/connection.js';
 import type { RolloutConfig, RolloutMode } from '../src/rollouts/types.js';
@@ -10,9 +10,10 @@ import { policyKeyOf } from '../src/runs/ids.js';
 import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
 import type { ScenarioConfig } from '../src/scenarios/types.js';
 import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
-import { createEnvironment } from '../src/synthesis/environments.js';
-import { createRunEnqueuer, type RunEnqueuer } from './enqueuer.js';
-import { PIPELINE, type EntryInputs, type STAGES, type StageOutputs } from './pipeline.js';
+import { reopenScenario } from '../src/scenarios/stages.js';
+import { createEnvironment, reopenEnv } from '../src/synthesis/environments.js';
+import { createRunEnqueuer, type ReopenItem, type RunEnqueuer } from './enqueuer.js';
+import { PIPELINE, STAGES, isPipelineStage, type EntryInputs, type PipelineStage, type StageData, type StageOutputs } from './pipeline.js';
 
 /**
  * The producers: each validates a request, creates or finds its run, and submits work to an entry
@@ -36,6 +37,8 @@ export interface Submission {
   readonly items: number;
   readonly problems: readonly LineProblem[];
   readonly jobsAdded: number;
+  /** Jobs of the entry that had failed for good and run again (their items reopened: see reopenItem). */
+  readonly jobsRetried: number;
   /** envfleet synth: the language of the run's environments (as frozen). */
   readonly language?: CodeLanguage;
 }
@@ -51,6 +54,38 @@ export function runOptionsFrom(config: AppConfig, request: Pick<SynthRequest, 'm
     // JavaScript stays absent: a run created before the option existed resumes with the same frozen options.
     ...(language === 'python' ? { language } : {}),
     models: Object.fromEntries(Object.entries(config.profiles).map(([stage, p]) => [stage, p.model])),
+  };
+}
+
+/**
+ * Takes back how an item ended when its job failed for good (workers/item-endings.ts, in reverse), so
+ * that the job can run again: a task's or the mining's failure count, an environment's failure, a
+ * scenario's drop. An episode that failed is recorded as a trajectory (reward null, model-error or
+ * environment-error) that may already be on the run's stream and in the sink's files: it stays, and
+ * its job is not retried.
+ */
+export function reopenItem(store: RunStore): ReopenItem {
+  return async (name, raw, code) => {
+    if (!isPipelineStage(name) || !isErrorCode(code)) return false;
+    const stage: PipelineStage = name;
+    const data = raw as StageData<PipelineStage>;
+    const id = (STAGES[stage].item as { id(d: StageData<PipelineStage>): string }).id(data);
+    switch (STAGES[stage].item.kind) {
+      case 'run':
+      case 'task':
+        await store.count(data.runId, stage, `failed:${code}`, -1);
+        return true;
+      case 'environment':
+        await reopenEnv(store, data.runId, id, stage, code);
+        return true;
+      case 'scenario':
+        await reopenScenario(store, data.runId, id, stage, code);
+        return true;
+      case 'episode':
+        return code === 'RUN_CANCELLED';
+      case 'group':
+        return true;
+    }
   };
 }
 
@@ -115,17 +150,17 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
     if (request.tasks) {
       const { items, problems } = await readTasksFile(request.tasks);
       for (const task of items) if (!(await store.getDoc(runId, 'task', task.id))) await store.putDoc(runId, 'task', task.id, task);
-      const jobsAdded = items.length ? await enqueuer.enter('tasks', { runId, taskIds: items.map(t => t.id) }) : 0;
+      const { added: jobsAdded, retried: jobsRetried } = items.length ? await enqueuer.resubmit('tasks', { runId, taskIds: items.map(t => t.id) }, reopenItem(store)) : { added: 0, retried: 0 };
       if (created) await store.count(runId, 'input', 'tasks', items.length);
-      return { runId, created, items: items.length, problems, jobsAdded, language: synthLanguageOf(frozen) };
+      return { runId, created, items: items.length, problems, jobsAdded, jobsRetried, language: synthLanguageOf(frozen) };
     }
     const { items, problems } = await readDescriptionsFile(request.descriptions!);
     const chosen = frozen.maxEnvs > 0 ? items.slice(0, frozen.maxEnvs) : items;
     const envIds: string[] = [];
     for (const desc of chosen) envIds.push(await createEnvironment(store, runId, frozen, desc));
-    const jobsAdded = await enqueuer.enter('descriptions', { runId, envIds });
+    const { added: jobsAdded, retried: jobsRetried } = await enqueuer.resubmit('descriptions', { runId, envIds }, reopenItem(store));
     if (created) await store.count(runId, 'input', 'descriptions', items.length);
-    return { runId, created, items: chosen.length, problems, jobsAdded, language: synthLanguageOf(frozen) };
+    return { runId, created, items: chosen.length, problems, jobsAdded, jobsRetried, language: synthLanguageOf(frozen) };
   });
 }
 
@@ -160,9 +195,9 @@ export async function submitScenarios(config: AppConfig, redis: Redis, request: 
     else await store.putDoc(runId, 'scenario-config', 'current', asked);
     const envIds: string[] = [];
     for (const envId of await store.listDocIds(runId, 'env')) if ((await store.getDoc(runId, 'env', envId))?.status === 'kept') envIds.push(envId);
-    const jobsAdded = await enqueuer.enter('scenarios', { runId, envIds, perEnv: request.perEnv });
+    const { added: jobsAdded, retried: jobsRetried } = await enqueuer.resubmit('scenarios', { runId, envIds, perEnv: request.perEnv }, reopenItem(store));
     if (jobsAdded) await store.count(runId, PIPELINE.firstStageOf('scenarios'), 'requested', jobsAdded);
-    return { runId, created, items: envIds.length, problems, jobsAdded };
+    return { runId, created, items: envIds.length, problems, jobsAdded, jobsRetried };
   });
 }
 
@@ -181,7 +216,7 @@ export interface RolloutRequest {
 }
 
 /** `envfleet rollouts`: freezes the run's rollout settings (first call wins) and submits one group per (ready scenario, mode). */
-export async function submitRollouts(config: AppConfig, redis: Redis, request: RolloutRequest): Promise<{ scenarios: number; groupsAdded: number; config: RolloutConfig; policy?: string }> {
+export async function submitRollouts(config: AppConfig, redis: Redis, request: RolloutRequest): Promise<{ scenarios: number; groupsAdded: number; jobsRetried: number; config: RolloutConfig; policy?: string }> {
   return producing(config, redis, async (store, enqueuer) => {
     const { runId } = request;
     if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist; synthesize it and generate scenarios first`);
@@ -230,11 +265,16 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
     const policy = generation === 'current' ? undefined : generation;
     let scenarios = 0;
     let groupsAdded = 0;
+    let jobsRetried = 0;
     for (const scenarioId of await store.listDocIds(runId, 'scenario')) {
       if ((await store.getDoc(runId, 'scenario', scenarioId))?.status !== 'ready') continue;
       scenarios += 1;
-      for (const mode of frozen.modes) if (await enqueuer.enter('rollouts', { runId, scenarioId, mode, samples: frozen.samples, ...(policy ? { policy } : {}) })) groupsAdded += 1;
+      for (const mode of frozen.modes) {
+        const { added, retried } = await enqueuer.resubmit('rollouts', { runId, scenarioId, mode, samples: frozen.samples, ...(policy ? { policy } : {}) }, reopenItem(store));
+        if (added) groupsAdded += 1;
+        jobsRetried += retried;
+      }
     }
-    return { scenarios, groupsAdded, config: frozen, ...(policy ? { policy } : {}) };
+    return { scenarios, groupsAdded, jobsRetried, config: frozen, ...(policy ? { policy } : {}) };
   });
 }

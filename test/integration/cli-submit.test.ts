@@ -1,0 +1,87 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { loadModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
+import { createRedisRunStore } from '../../src/runs/store.js';
+import { Redis } from 'ioredis';
+import type { AppConfig } from '../../config/index.js';
+import { DEMO, ENVFLEET_BIN, REDIS_URL, childEnv, dropPrefix, requireRedis, testConfig } from '../helpers/integration.js';
+
+/** The submitting commands as a user runs them (from dist/: `npm run build` first). */
+
+interface Ran {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `envfleet ARGS` in `config`'s fleet and resolves with its exit code and output, whatever the code. */
+function envfleet(config: AppConfig, args: readonly string[], env: Record<string, string> = {}): Promise<Ran> {
+  return new Promise(resolve => {
+    execFile(process.execPath, [ENVFLEET_BIN, ...args], { env: childEnv(config, env), timeout: 300_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('envfleet synth, scenarios and rollouts from the command line', function () {
+  let server: ModelServer;
+  let config: AppConfig;
+  let redis: Redis;
+  before(requireRedis);
+  beforeEach(async () => {
+    // A model endpoint that wants the key "good": with another key every request is a 401 (MODEL_AUTH, given up at once).
+    server = await startModelServer({ script: await loadModelScript(DEMO), apiKey: 'good' });
+    config = testConfig(server);
+    redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+  });
+  afterEach(async () => {
+    await server.close();
+    redis.disconnect();
+    await dropPrefix(config.redis.prefix);
+  });
+
+  const tasks = join(DEMO, 'source-tasks.jsonl');
+
+  it('says which items failed and exits 1; run again once the key is fixed, it retries them; run again once finished, it adds nothing', async () => {
+    const failed = await envfleet(config, ['synth', '--run', 'cp', '--tasks', tasks, '--workers'], { OPENAI_API_KEY: 'bad' });
+    expect(failed.code, failed.stderr).to.equal(1);
+    expect(failed.stdout).to.match(/run cp: 7 failed: MODEL_AUTH ×7 — fix the cause .* run the same command again to retry them/);
+
+    const resumed = await envfleet(config, ['synth', '--run', 'cp', '--tasks', tasks, '--workers'], { OPENAI_API_KEY: 'good' });
+    expect(resumed.code, resumed.stdout + resumed.stderr).to.equal(0);
+    expect(resumed.stdout).to.match(/exists \(resuming\); 7 input items, 0 jobs added, 7 failed jobs retried/);
+    expect(resumed.stdout).to.match(/run cp finished: \{"kept":3\}/);
+    expect(resumed.stdout).not.to.match(/failed:/);
+    // The failures were taken back: the funnel counts each task once.
+    const counters = await createRedisRunStore(redis, config.redis.prefix).counters('cp');
+    expect(counters['mine.judge']?.['failed:MODEL_AUTH'] ?? 0).to.equal(0);
+    expect(Object.values(counters['mine.judge'] ?? {}).reduce((a, b) => a + b, 0)).to.equal(7);
+
+    const again = await envfleet(config, ['synth', '--run', 'cp', '--tasks', tasks, '--workers'], { OPENAI_API_KEY: 'good' });
+    expect(again.code, again.stderr).to.equal(0);
+    expect(again.stdout).to.match(/exists \(resuming\); 7 input items, 0 jobs added\n/);
+  });
+
+  it('retries the scenarios dropped for a wrong key when envfleet scenarios runs again', async () => {
+    const synth = await envfleet(config, ['synth', '--run', 'sc', '--tasks', tasks, '--workers'], { OPENAI_API_KEY: 'good' });
+    expect(synth.code, synth.stderr).to.equal(0);
+
+    const failed = await envfleet(config, ['scenarios', '--run', 'sc', '--per-env', '3', '--workers'], { OPENAI_API_KEY: 'bad' });
+    expect(failed.code, failed.stderr).to.equal(1);
+    expect(failed.stdout).to.match(/run sc: 9 failed: MODEL_AUTH ×9/);
+
+    const resumed = await envfleet(config, ['scenarios', '--run', 'sc', '--per-env', '3', '--workers'], { OPENAI_API_KEY: 'good' });
+    // The demo script answers no scenario.state request of its third environment (400, no rule matched): those stay failed, and say so.
+    expect(resumed.code, resumed.stdout + resumed.stderr).to.equal(1);
+    expect(resumed.stdout).to.match(/run sc: 3 failed: MODEL_BAD_REQUEST ×3 — /);
+    expect(resumed.stdout).not.to.match(/MODEL_AUTH/);
+    expect(resumed.stdout).to.match(/3 kept environments, 0 scenario.state jobs added, 9 failed jobs retried/);
+    const store = createRedisRunStore(redis, config.redis.prefix);
+    expect((await store.counters('sc'))['scenario.state']?.['dropped:MODEL_AUTH'] ?? 0).to.equal(0);
+    const statuses = await store.statusCounts('sc', 'scenario');
+    expect(statuses['ready'] ?? 0).to.be.greaterThan(0);
+    expect(Object.values(statuses).reduce((a, b) => a + b, 0)).to.equal(9);
+  });
+});
