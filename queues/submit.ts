@@ -1,6 +1,7 @@
 import type { AppConfig } from '../config/index.js';
 import { readEnvironmentsFile } from '../src/datasets/environments-file.js';
 import { RequestError, isErrorCode } from '../src/errors.js';
+import { InputFileError } from '../src/sandbox/files.js';
 import { canonicalJson } from '../src/util/canonical.js';
 import type { Redis } from '../src/redis/connection.js';
 import type { RolloutConfig, RolloutMode } from '../src/rollouts/types.js';
@@ -10,6 +11,7 @@ import { policyKeyOf } from '../src/runs/ids.js';
 import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
 import type { ScenarioConfig } from '../src/scenarios/types.js';
 import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
+import type { EnvDescription, SourceTask } from '../src/synthesis/types.js';
 import { reopenScenario } from '../src/scenarios/stages.js';
 import { createEnvironment, reopenEnv } from '../src/synthesis/environments.js';
 import { createRunEnqueuer, type ReopenItem, type RunEnqueuer } from './enqueuer.js';
@@ -138,6 +140,12 @@ function refuseChanged(runId: string, what: string, frozen: object, asked: objec
 export async function submitSynthesis(config: AppConfig, redis: Redis, request: SynthRequest): Promise<Submission> {
   if (!RUN_NAME.test(request.runId)) throw new RequestError(`run name "${request.runId}" may only contain letters, digits, _ . - (at most 100 characters)`);
   if (!!request.tasks === !!request.descriptions) throw new RequestError('give exactly one of --tasks FILE or --descriptions FILE');
+  // The file is read and checked before the run is created: a command that fails on its input leaves
+  // nothing behind (no run whose options would then be frozen for the corrected command).
+  const input = request.tasks ? await readTasksFile(request.tasks) : await readDescriptionsFile(request.descriptions!);
+  if (!input.items.length) {
+    throw noValidLine(request.tasks ?? request.descriptions!, request.tasks ? 'task, {"task": TEXT, "id"?, "source"?}' : 'description, {"summary": TEXT, "introduction": TEXT}', input.problems, request.runId);
+  }
   return producing(config, redis, async (store, enqueuer) => {
     const { runId } = request;
     const asked = runOptionsFrom(config, request);
@@ -147,14 +155,15 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
       throw new RequestError(`run "${runId}" synthesizes ${synthLanguageOf(frozen) === 'python' ? 'Python' : 'JavaScript'} environments (--language ${synthLanguageOf(frozen)}, frozen when it was created), and this request asks for --language ${synthLanguageOf(asked)}: a run synthesizes in one language. Submit again with --language ${synthLanguageOf(frozen)} to resume it, or use another run name.`);
     }
     refuseChanged(runId, 'options (frozen when it was created)', frozen, asked, 'Submit again with the same settings to resume it, or use another run name for other settings.');
+    const { problems } = input;
     if (request.tasks) {
-      const { items, problems } = await readTasksFile(request.tasks);
+      const items = input.items as SourceTask[];
       for (const task of items) if (!(await store.getDoc(runId, 'task', task.id))) await store.putDoc(runId, 'task', task.id, task);
-      const { added: jobsAdded, retried: jobsRetried } = items.length ? await enqueuer.resubmit('tasks', { runId, taskIds: items.map(t => t.id) }, reopenItem(store)) : { added: 0, retried: 0 };
+      const { added: jobsAdded, retried: jobsRetried } = await enqueuer.resubmit('tasks', { runId, taskIds: items.map(t => t.id) }, reopenItem(store));
       if (created) await store.count(runId, 'input', 'tasks', items.length);
       return { runId, created, items: items.length, problems, jobsAdded, jobsRetried, language: synthLanguageOf(frozen) };
     }
-    const { items, problems } = await readDescriptionsFile(request.descriptions!);
+    const items = input.items as EnvDescription[];
     const chosen = frozen.maxEnvs > 0 ? items.slice(0, frozen.maxEnvs) : items;
     const envIds: string[] = [];
     for (const desc of chosen) envIds.push(await createEnvironment(store, runId, frozen, desc));
@@ -162,6 +171,14 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
     if (created) await store.count(runId, 'input', 'descriptions', items.length);
     return { runId, created, items: chosen.length, problems, jobsAdded, jobsRetried, language: synthLanguageOf(frozen) };
   });
+}
+
+/** An input file with no usable line: what was wrong with its lines (the first few), and that nothing was submitted. */
+function noValidLine(file: string, expected: string, problems: readonly LineProblem[], runId: string): InputFileError {
+  const shown = problems.slice(0, 3).map(p => `line ${p.line}: ${p.problem}`);
+  const more = problems.length > shown.length ? `; and ${problems.length - shown.length} more` : '';
+  const why = problems.length ? ` (${shown.join('; ')}${more})` : ' (the file is empty)';
+  return new InputFileError(`${file}: no valid line${why}; nothing was submitted and run "${runId}" was not created or changed. Expected one ${expected} per line: fix the file (or give the right one) and run the command again.`);
 }
 
 export interface ScenarioRequest {
@@ -182,19 +199,26 @@ export async function submitScenarios(config: AppConfig, redis: Redis, request: 
     let problems: LineProblem[] = [];
     if (request.environments) {
       if (!RUN_NAME.test(runId)) throw new RequestError(`run name "${runId}" may only contain letters, digits, _ . - (at most 100 characters)`);
-      created = await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: 'descriptions', options: runOptionsFrom(config) });
+      // Read and checked before the run is created: a wrong file leaves nothing behind.
       const imported = await readEnvironmentsFile(request.environments, runId);
+      if (!imported.items.length) {
+        const why = imported.skipped ? `${imported.skipped} environments that are not kept, ` : '';
+        throw noValidLine(request.environments, `kept environment (environments.jsonl as envfleet export writes it${why ? `; this file has ${why.slice(0, -2)}` : ''})`, imported.problems, runId);
+      }
+      created = await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: 'descriptions', options: runOptionsFrom(config) });
       problems = imported.problems;
       for (const env of imported.items) if (!(await store.getDoc(runId, 'env', env.id))) await store.putDoc(runId, 'env', env.id, env);
     } else if (!(await store.getRun(runId))) {
       throw new RequestError(`run "${runId}" does not exist; synthesize it first (envfleet synth) or pass --environments FILE.jsonl`);
     }
+    const envIds: string[] = [];
+    for (const envId of await store.listDocIds(runId, 'env')) if ((await store.getDoc(runId, 'env', envId))?.status === 'kept') envIds.push(envId);
+    // Nothing to do is not a success, and must not freeze the settings of the scenarios to come.
+    if (!envIds.length) throw new RequestError(`run "${runId}" has no kept environment, so there is nothing to generate scenarios for (nothing submitted, no setting frozen). See why with envfleet status --run ${runId}; synthesize environments first (envfleet synth --run ${runId}, wait for it to finish) or import them (envfleet scenarios --run NEW --environments DIR/environments.jsonl).`);
     const asked: ScenarioConfig = { perEnv: request.perEnv, verifyWith: request.verifyWith ?? null, tries: request.tries ?? 3 };
     const frozen = await store.getDoc(runId, 'scenario-config', 'current');
     if (frozen) refuseChanged(runId, 'scenario settings (frozen at its first envfleet scenarios)', frozen, asked, 'Submit again with the same settings to resume, or generate scenarios with other settings in another run (envfleet scenarios --run NEW --environments DIR/environments.jsonl).');
     else await store.putDoc(runId, 'scenario-config', 'current', asked);
-    const envIds: string[] = [];
-    for (const envId of await store.listDocIds(runId, 'env')) if ((await store.getDoc(runId, 'env', envId))?.status === 'kept') envIds.push(envId);
     const { added: jobsAdded, retried: jobsRetried } = await enqueuer.resubmit('scenarios', { runId, envIds, perEnv: request.perEnv }, reopenItem(store));
     if (jobsAdded) await store.count(runId, PIPELINE.firstStageOf('scenarios'), 'requested', jobsAdded);
     return { runId, created, items: envIds.length, problems, jobsAdded, jobsRetried };
@@ -220,6 +244,10 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
   return producing(config, redis, async (store, enqueuer) => {
     const { runId } = request;
     if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist; synthesize it and generate scenarios first`);
+    const ready: string[] = [];
+    for (const scenarioId of await store.listDocIds(runId, 'scenario')) if ((await store.getDoc(runId, 'scenario', scenarioId))?.status === 'ready') ready.push(scenarioId);
+    // Nothing to roll out is not a success, and must not freeze the rollout settings (or claim the run's first policy).
+    if (!ready.length) throw new RequestError(`run "${runId}" has no ready scenario, so there is nothing to roll out (nothing submitted, no setting frozen). See why with envfleet status --run ${runId}; generate scenarios first (envfleet scenarios --run ${runId}, wait for it to finish), then run this command again.`);
     const limits = (mode: RolloutMode, steps: number) => ({ maxSteps: request.maxSteps?.[mode] ?? steps, maxTokens: request.maxTokens ?? 0, maxWallMs: request.maxWallMs ?? 600_000 });
     const asked: RolloutConfig = {
       samples: request.samples,
@@ -266,8 +294,7 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
     let scenarios = 0;
     let groupsAdded = 0;
     let jobsRetried = 0;
-    for (const scenarioId of await store.listDocIds(runId, 'scenario')) {
-      if ((await store.getDoc(runId, 'scenario', scenarioId))?.status !== 'ready') continue;
+    for (const scenarioId of ready) {
       scenarios += 1;
       for (const mode of frozen.modes) {
         const { added, retried } = await enqueuer.resubmit('rollouts', { runId, scenarioId, mode, samples: frozen.samples, ...(policy ? { policy } : {}) }, reopenItem(store));
