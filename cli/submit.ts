@@ -1,3 +1,4 @@
+import { constants as osConstants } from 'node:os';
 import { InvalidArgumentError } from 'commander';
 import { waitForRun, type RunProgress } from '../queues/run-jobs.js';
 import type { Entry } from '../queues/pipeline.js';
@@ -70,6 +71,8 @@ export function failureLine(runId: string, failures: RunFailures): string {
 async function submitting(opts: Waiting, entries: readonly Entry[], submit: (c: CommandContext) => Promise<void>, done: (p: RunProgress) => string): Promise<void> {
   await withRuns(async c => {
     const running = opts.workers ? await startWorkerProcess(c.config, createLogger(c.config)) : null;
+    const stopOnce = running ? once(() => running.stop()) : null;
+    const uninstall = stopOnce ? stopWorkersOnSignals(opts.run, stopOnce, c.config.worker.shutdownTimeoutMs) : () => undefined;
     try {
       await submit(c);
       if (!opts.wait) return;
@@ -83,9 +86,50 @@ async function submitting(opts: Waiting, entries: readonly Entry[], submit: (c: 
         process.exitCode = 1;
       }
     } finally {
-      await running?.stop();
+      uninstall();
+      await stopOnce?.();
     }
   });
+}
+
+const once = <T>(fn: () => Promise<T>): (() => Promise<T>) => {
+  let started: Promise<T> | undefined;
+  return () => (started ??= fn());
+};
+
+/**
+ * With --workers, Ctrl-C (SIGINT) or SIGTERM stops the in-process workers as `envfleet worker` stops:
+ * no new job, jobs in flight finish or, past ENVFLEET_SHUTDOWN_TIMEOUT_MS, go back to their queues
+ * with their attempt kept; then says what was done and exits 128 + the signal's number (130 for
+ * SIGINT, 143 for SIGTERM). A second signal exits at once. Returns the function that removes the handlers.
+ */
+function stopWorkersOnSignals(runId: string, stop: () => Promise<void>, timeoutMs: number): () => void {
+  let stopping = false;
+  const handler = (signal: NodeJS.Signals) => {
+    const code = 128 + (osConstants.signals[signal] ?? 2);
+    if (stopping) {
+      process.stderr.write(`envfleet: ${signal} again: exiting now; jobs still running in this process will be taken up by other workers once their locks expire\n`);
+      process.exit(code);
+    }
+    stopping = true;
+    process.stderr.write(`envfleet: ${signal}: stopping the workers of this process: no new job starts, jobs running now finish or go back to their queues within ${Math.round(timeoutMs / 1000)} s (ENVFLEET_SHUTDOWN_TIMEOUT_MS); ${signal} again exits at once\n`);
+    stop().then(
+      () => {
+        process.stderr.write(`envfleet: the workers of this process stopped: the jobs they were running finished or went back to their queues, and what was done is kept. Run ${runId} goes on with other workers (envfleet worker); to go on here, run the same command again\n`);
+        process.exit(code);
+      },
+      (err: unknown) => {
+        process.stderr.write(`envfleet: stopping the workers failed (${String((err as Error)?.message ?? err)}); jobs they held are taken up by other workers once their locks expire. Run the same command again to go on\n`);
+        process.exit(code);
+      },
+    );
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return () => {
+    process.off('SIGINT', handler);
+    process.off('SIGTERM', handler);
+  };
 }
 
 const retriedText = (n: number) => (n ? `, ${n} failed jobs retried` : '');

@@ -1,11 +1,15 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Queue } from 'bullmq';
 import { expect } from 'chai';
-import { loadModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
+import { STAGE_QUEUES } from '../../queues/pipeline.js';
+import { loadModelScript, parseModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
 import { createRedisRunStore } from '../../src/runs/store.js';
 import { Redis } from 'ioredis';
 import type { AppConfig } from '../../config/index.js';
-import { DEMO, ENVFLEET_BIN, REDIS_URL, childEnv, dropPrefix, requireRedis, testConfig } from '../helpers/integration.js';
+import { DEMO, ENVFLEET_BIN, REDIS_URL, childEnv, dropPrefix, requireRedis, testConfig, until, useFleet } from '../helpers/integration.js';
 
 /** The submitting commands as a user runs them (from dist/: `npm run build` first). */
 
@@ -83,5 +87,38 @@ describe('envfleet synth, scenarios and rollouts from the command line', functio
     const statuses = await store.statusCounts('sc', 'scenario');
     expect(statuses['ready'] ?? 0).to.be.greaterThan(0);
     expect(Object.values(statuses).reduce((a, b) => a + b, 0)).to.equal(9);
+  });
+});
+
+describe('envfleet synth --workers interrupted', function () {
+  const fleet = useFleet();
+
+  it('stops its workers gracefully on Ctrl-C (SIGINT): the job it was running goes back to its queue, not left active, and it exits 130 saying so', async () => {
+    const slow = parseModelScript({ rules: [{ name: 'slow-judge', stage: 'mine.judge', times: 1, fault: { type: 'delay', ms: 60_000 }, respond: { json: { needsEnvironment: true, reason: 'stateful loans' } } }] });
+    const f = await fleet({ extra: slow, workers: false });
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sigint-'));
+    await writeFile(join(dir, 'tasks.jsonl'), `${JSON.stringify({ id: 't1', task: 'A library member wants to return two overdue books and pay the fine.' })}\n`);
+    const child = spawn(process.execPath, [ENVFLEET_BIN, 'synth', '--run', 'int', '--tasks', join(dir, 'tasks.jsonl'), '--workers'], {
+      env: childEnv(f.config, { ENVFLEET_SHUTDOWN_TIMEOUT_MS: '500' }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    f.children.push(child);
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(resolve => child.once('exit', (code, signal) => resolve({ code, signal })));
+    const queue = new Queue('mine.judge', { connection: f.redis, prefix: f.config.redis.prefix });
+    try {
+      const jobId = STAGE_QUEUES['mine.judge'].jobId({ runId: 'int', taskId: 't1' });
+      await until(async () => (await queue.getJob(jobId))?.getState().then(s => s === 'active') ?? false, 'the job to become active');
+      await until(() => Promise.resolve(f.server.log().some(e => e.rule === 'slow-judge')), 'the model request to arrive');
+      child.kill('SIGINT');
+      expect(await exit, stderr).to.deep.equal({ code: 130, signal: null });
+      expect(stderr).to.match(/SIGINT: stopping the workers of this process/).and.to.match(/the workers of this process stopped/).and.to.match(/run the same command again/);
+      const after = await queue.getJob(jobId);
+      expect(['waiting', 'delayed', 'wait']).to.include(await after!.getState());
+      expect(after!.attemptsMade).to.equal(0);
+    } finally {
+      await queue.close();
+    }
   });
 });
