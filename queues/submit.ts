@@ -8,6 +8,7 @@ import type { RolloutConfig, RolloutMode } from '../src/rollouts/types.js';
 import { SYNTH_LANGUAGES, synthLanguageOf, type RunOptions } from '../src/runs/options.js';
 import type { CodeLanguage } from '../src/sandbox/bundle.js';
 import { policyKeyOf } from '../src/runs/ids.js';
+import { createRedisRunControl } from '../src/runs/control.js';
 import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
 import type { ScenarioConfig } from '../src/scenarios/types.js';
 import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
@@ -91,6 +92,20 @@ export function reopenItem(store: RunStore): ReopenItem {
   };
 }
 
+/**
+ * A cancelled run takes no new work (its workers would end every job at once as RUN_CANCELLED, and
+ * a cancel cannot be undone): refused, with where its results are and what to do instead.
+ */
+async function refuseCancelled(config: AppConfig, redis: Redis, runId: string, command: string): Promise<void> {
+  const control = await createRedisRunControl(redis, config.redis.prefix).get(runId);
+  if (control.state !== 'cancelled') return;
+  const why = [control.reason, control.since ? `since ${control.since}` : null].filter(Boolean).join(', ');
+  throw new RequestError(
+    `run "${runId}" is cancelled${why ? ` (${why})` : ''}: it takes no new work, and nothing was submitted. ` +
+      `What it made so far is kept (envfleet status --run ${runId}; envfleet export --run ${runId} --out DIR). To go on, run ${command} under another run name.`,
+  );
+}
+
 /** A run store and an enqueuer on the producer's connection, closed after `fn`. */
 async function producing<T>(config: AppConfig, redis: Redis, fn: (store: RunStore, enqueuer: RunEnqueuer<typeof STAGES, StageOutputs, EntryInputs>) => Promise<T>): Promise<T> {
   const store = createRedisRunStore(redis, config.redis.prefix);
@@ -140,6 +155,7 @@ function refuseChanged(runId: string, what: string, frozen: object, asked: objec
 export async function submitSynthesis(config: AppConfig, redis: Redis, request: SynthRequest): Promise<Submission> {
   if (!RUN_NAME.test(request.runId)) throw new RequestError(`run name "${request.runId}" may only contain letters, digits, _ . - (at most 100 characters)`);
   if (!!request.tasks === !!request.descriptions) throw new RequestError('give exactly one of --tasks FILE or --descriptions FILE');
+  await refuseCancelled(config, redis, request.runId, 'envfleet synth');
   // The file is read and checked before the run is created: a command that fails on its input leaves
   // nothing behind (no run whose options would then be frozen for the corrected command).
   const input = request.tasks ? await readTasksFile(request.tasks) : await readDescriptionsFile(request.descriptions!);
@@ -193,6 +209,7 @@ export interface ScenarioRequest {
 
 /** `envfleet scenarios`: M initial states per kept environment of the run (importing environments first if given). */
 export async function submitScenarios(config: AppConfig, redis: Redis, request: ScenarioRequest): Promise<Submission> {
+  await refuseCancelled(config, redis, request.runId, 'envfleet scenarios (with --environments DIR/environments.jsonl from its export)');
   return producing(config, redis, async (store, enqueuer) => {
     const { runId } = request;
     let created = false;
@@ -244,6 +261,7 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
   return producing(config, redis, async (store, enqueuer) => {
     const { runId } = request;
     if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist; synthesize it and generate scenarios first`);
+    await refuseCancelled(config, redis, runId, 'envfleet scenarios --environments DIR/environments.jsonl (from its export), then envfleet rollouts,');
     const ready: string[] = [];
     for (const scenarioId of await store.listDocIds(runId, 'scenario')) if ((await store.getDoc(runId, 'scenario', scenarioId))?.status === 'ready') ready.push(scenarioId);
     // Nothing to roll out is not a success, and must not freeze the rollout settings (or claim the run's first policy).
