@@ -29,6 +29,8 @@ export interface RunEnqueuer<St extends AnyStages, Out extends OutputsOf<St>, En
    * finding their results stored). Returns the jobs added and the failed jobs retried.
    */
   resubmit<E extends keyof En & string>(entry: E, input: En[E], reopen: ReopenItem): Promise<{ added: number; retried: number }>;
+  /** Retries the job of `stage` with `data` if it exists and failed for good (its item reopened first); true when it was retried. */
+  retryFailedJob<S extends NameOf<St>>(stage: S, data: DataOf<St, S>, reopen: ReopenItem): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -191,6 +193,12 @@ export function createRunEnqueuer<St extends AnyStages, Out extends OutputsOf<St
       return added;
     },
     enter: (entry, input) => apply(pipeline.entries[entry].feed as AnyFeed, input, null),
+    async retryFailedJob(stage, input, reopen) {
+      const def = definition(stage);
+      const data = def.parseData(input) as { runId: string };
+      const job = await queueOf(stage).getJob(def.jobId(data));
+      return job ? retryFailed(stage, job, { reopen, retried: 0 }) : false;
+    },
     async resubmit(entry, input, reopen) {
       const retrying: Retrying = { reopen, retried: 0 };
       const added = await apply(pipeline.entries[entry].feed as AnyFeed, input, null, retrying);

@@ -1,6 +1,6 @@
 import type { AppConfig } from '../config/index.js';
 import { readEnvironmentsFile } from '../src/datasets/environments-file.js';
-import { RequestError, isErrorCode } from '../src/errors.js';
+import { RequestError, isErrorCode, isOutsideFailure } from '../src/errors.js';
 import { InputFileError } from '../src/sandbox/files.js';
 import { canonicalJson } from '../src/util/canonical.js';
 import type { Redis } from '../src/redis/connection.js';
@@ -92,6 +92,39 @@ export function reopenItem(store: RunStore): ReopenItem {
   };
 }
 
+type Enqueuer = RunEnqueuer<typeof STAGES, StageOutputs, EntryInputs>;
+
+/**
+ * The jobs past the entry whose items ended for a cause outside them (src/errors.ts isOutsideFailure):
+ * an environment failed, or a scenario dropped, at a later stage. Their job's data is the item's
+ * reference (and, in the probe's stages, its round), so the failed job is found by its id and retried
+ * as the entry's own are. Returns how many were retried.
+ */
+async function retryFailedItems(store: RunStore, enqueuer: Enqueuer, runId: string, kind: 'env' | 'scenario'): Promise<number> {
+  let retried = 0;
+  const reopen = reopenItem(store);
+  if (kind === 'env') {
+    for (const envId of await store.listDocIds(runId, 'env')) {
+      const env = await store.getDoc(runId, 'env', envId);
+      const stage = env?.failure?.stage;
+      if (env?.status !== 'failed' || !stage || !isOutsideFailure(env.failure.code) || !isPipelineStage(stage) || STAGES[stage].item.kind !== 'environment') continue;
+      if (stage === 'skeleton.method') continue; // its item goes on: an environment never ends there
+      const data = stage === 'check.probe' || stage === 'check.verdict' ? { runId, envId, round: env.probeRound ?? 1 } : { runId, envId };
+      // The data of the stage's queue (its schema checks it again before the job is looked up).
+      if (await enqueuer.retryFailedJob(stage, data, reopen)) retried += 1;
+    }
+    return retried;
+  }
+  for (const scenarioId of await store.listDocIds(runId, 'scenario')) {
+    const scenario = await store.getDoc(runId, 'scenario', scenarioId);
+    const stage = scenario?.dropReason?.stage;
+    // scenario.state is the entry's own stage (resubmit retries it, with the data it was entered with).
+    if (scenario?.status !== 'dropped' || !stage || stage === 'scenario.state' || !isOutsideFailure(scenario.dropReason.code) || !isPipelineStage(stage) || STAGES[stage].item.kind !== 'scenario') continue;
+    if (await enqueuer.retryFailedJob(stage, { runId, scenarioId }, reopen)) retried += 1;
+  }
+  return retried;
+}
+
 /**
  * A cancelled run takes no new work (its workers would end every job at once as RUN_CANCELLED, and
  * a cancel cannot be undone): refused, with where its results are and what to do instead.
@@ -175,7 +208,8 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
     if (request.tasks) {
       const items = input.items as SourceTask[];
       for (const task of items) if (!(await store.getDoc(runId, 'task', task.id))) await store.putDoc(runId, 'task', task.id, task);
-      const { added: jobsAdded, retried: jobsRetried } = await enqueuer.resubmit('tasks', { runId, taskIds: items.map(t => t.id) }, reopenItem(store));
+      const { added: jobsAdded, retried } = await enqueuer.resubmit('tasks', { runId, taskIds: items.map(t => t.id) }, reopenItem(store));
+      const jobsRetried = retried + (await retryFailedItems(store, enqueuer, runId, 'env'));
       if (created) await store.count(runId, 'input', 'tasks', items.length);
       return { runId, created, items: items.length, problems, jobsAdded, jobsRetried, language: synthLanguageOf(frozen) };
     }
@@ -183,7 +217,8 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
     const chosen = frozen.maxEnvs > 0 ? items.slice(0, frozen.maxEnvs) : items;
     const envIds: string[] = [];
     for (const desc of chosen) envIds.push(await createEnvironment(store, runId, frozen, desc));
-    const { added: jobsAdded, retried: jobsRetried } = await enqueuer.resubmit('descriptions', { runId, envIds }, reopenItem(store));
+    const { added: jobsAdded, retried } = await enqueuer.resubmit('descriptions', { runId, envIds }, reopenItem(store));
+    const jobsRetried = retried + (await retryFailedItems(store, enqueuer, runId, 'env'));
     if (created) await store.count(runId, 'input', 'descriptions', items.length);
     return { runId, created, items: chosen.length, problems, jobsAdded, jobsRetried, language: synthLanguageOf(frozen) };
   });
@@ -236,7 +271,8 @@ export async function submitScenarios(config: AppConfig, redis: Redis, request: 
     const frozen = await store.getDoc(runId, 'scenario-config', 'current');
     if (frozen) refuseChanged(runId, 'scenario settings (frozen at its first envfleet scenarios)', frozen, asked, 'Submit again with the same settings to resume, or generate scenarios with other settings in another run (envfleet scenarios --run NEW --environments DIR/environments.jsonl).');
     else await store.putDoc(runId, 'scenario-config', 'current', asked);
-    const { added: jobsAdded, retried: jobsRetried } = await enqueuer.resubmit('scenarios', { runId, envIds, perEnv: request.perEnv }, reopenItem(store));
+    const { added: jobsAdded, retried } = await enqueuer.resubmit('scenarios', { runId, envIds, perEnv: request.perEnv }, reopenItem(store));
+    const jobsRetried = retried + (await retryFailedItems(store, enqueuer, runId, 'scenario'));
     if (jobsAdded) await store.count(runId, PIPELINE.firstStageOf('scenarios'), 'requested', jobsAdded);
     return { runId, created, items: envIds.length, problems, jobsAdded, jobsRetried };
   });

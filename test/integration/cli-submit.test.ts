@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { expect } from 'chai';
 import { STAGE_QUEUES } from '../../queues/pipeline.js';
+import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
 import { loadModelScript, parseModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
 import { createRedisRunStore } from '../../src/runs/store.js';
 import { Redis } from 'ioredis';
@@ -120,5 +121,52 @@ describe('envfleet synth --workers interrupted', function () {
     } finally {
       await queue.close();
     }
+  });
+});
+
+describe('running a submission again retries items that failed past the entry', function () {
+  const fleet = useFleet();
+
+  it('retries scenarios dropped at scenario.task for a rejected key, each counted once', async () => {
+    // The first two scenario.task requests are refused (401: MODEL_AUTH, given up at once); later ones are answered.
+    const refused = parseModelScript({ rules: [{ name: 'refused-task', stage: 'scenario.task', times: 2, fault: { type: 'server_error', status: 401 } }] });
+    const f = await fleet({ extra: refused });
+    await submitSynthesis(f.config, f.redis, { runId: 'later', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await f.waitForRun('later');
+    await submitScenarios(f.config, f.redis, { runId: 'later', perEnv: 3 });
+    await f.waitForRun('later');
+    expect((await f.store.counters('later'))['scenario.task']?.['dropped:MODEL_AUTH']).to.equal(2);
+
+    const again = await submitScenarios(f.config, f.redis, { runId: 'later', perEnv: 3 });
+    expect(again).to.deep.include({ jobsAdded: 0, jobsRetried: 2 });
+    await f.waitForRun('later');
+    const counters = await f.store.counters('later');
+    expect(counters['scenario.task']?.['dropped:MODEL_AUTH'] ?? 0).to.equal(0);
+    const dropped = [];
+    for (const id of await f.store.listDocIds('later', 'scenario')) {
+      const s = await f.store.getDoc('later', 'scenario', id);
+      if (s?.dropReason?.code === 'MODEL_AUTH') dropped.push(id);
+    }
+    expect(dropped).to.deep.equal([]);
+    // Nothing failed any more: a third submission retries nothing.
+    expect(await submitScenarios(f.config, f.redis, { runId: 'later', perEnv: 3 })).to.deep.include({ jobsAdded: 0, jobsRetried: 0 });
+  });
+
+  it('retries an environment that failed at skeleton.operations for a rejected key, and it goes on to its verdict', async () => {
+    const refused = parseModelScript({ rules: [{ name: 'refused-operations', stage: 'skeleton.operations', times: 1, fault: { type: 'server_error', status: 401 } }] });
+    const f = await fleet({ extra: refused });
+    await submitSynthesis(f.config, f.redis, { runId: 'env-later', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await f.waitForRun('env-later');
+    const envs = async () => Promise.all((await f.store.listDocIds('env-later', 'env')).map(async id => (await f.store.getDoc('env-later', 'env', id))!));
+    const failed = (await envs()).filter(e => e.status === 'failed');
+    expect(failed.map(e => [e.failure?.stage, e.failure?.code])).to.deep.equal([['skeleton.operations', 'MODEL_AUTH']]);
+
+    const again = await submitSynthesis(f.config, f.redis, { runId: 'env-later', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    expect(again).to.deep.include({ jobsAdded: 0, jobsRetried: 1 });
+    await f.waitForRun('env-later');
+    // It went through the rest of the pipeline, to a verdict.
+    expect((await envs()).find(e => e.id === failed[0]!.id)?.status).to.be.oneOf(['kept', 'rejected']);
+    expect((await f.store.statusCounts('env-later', 'env'))['failed'] ?? 0).to.equal(0);
+    expect((await f.store.counters('env-later'))['skeleton.operations']?.['failed:MODEL_AUTH'] ?? 0).to.equal(0);
   });
 });
