@@ -1,11 +1,43 @@
 import cliProgress from 'cli-progress';
 import type { RunProgress } from '../queues/run-jobs.js';
 
-/** Progress of a run while a command waits: bars per kind of item on a terminal, plain lines otherwise. */
+/**
+ * Why a run that waits is not moving, as lines that say what to do: it is paused (with the reason
+ * `envfleet status` shows), or jobs wait in queues no worker consumes.
+ */
+export function waitNotes(runId: string, p: RunProgress): string[] {
+  const notes: string[] = [];
+  if (p.paused) {
+    const budget = /budget/i.test(p.paused.reason ?? '');
+    notes.push(
+      `run ${runId} is paused${p.paused.reason ? ` (${p.paused.reason})` : ''}: no job of it starts until it is resumed; ` +
+        (budget ? `raise its budget and resume it with envfleet resume --run ${runId} --budget-tokens N (or --budget-usd X)` : `resume it with envfleet resume --run ${runId} (after a budget pause, with --budget-tokens N or --budget-usd X)`) +
+        '; this command keeps waiting',
+    );
+  }
+  if (p.unconsumed?.length) {
+    notes.push(`run ${runId}: no worker is consuming ${p.unconsumed.join(', ')} (jobs of the run are waiting there); start \`envfleet worker\` with the same REDIS_URL and ENVFLEET_REDIS_PREFIX, or pass --workers; this command keeps waiting`);
+  }
+  return notes;
+}
+
+/** Progress of a run while a command waits: bars per kind of item on a terminal, plain lines otherwise; and, when it does not move, why (waitNotes). */
 export function progressReporter(runId: string, out: NodeJS.WriteStream = process.stdout): { report(p: RunProgress): void; stop(): void } {
+  let lastNotes = '';
+  /** The notes, each time they change. */
+  const notesOf = (p: RunProgress): string[] => {
+    const notes = waitNotes(runId, p);
+    const text = notes.join('\n');
+    if (text === lastNotes) return [];
+    lastNotes = text;
+    return notes;
+  };
   if (!out.isTTY) {
     return {
-      report: p => out.write(`run ${runId}: ${p.outstanding} jobs outstanding; environments ${JSON.stringify(p.environments)}; scenarios ${JSON.stringify(p.scenarios)}\n`),
+      report: p => {
+        out.write(`run ${runId}: ${p.outstanding} jobs outstanding; environments ${JSON.stringify(p.environments)}; scenarios ${JSON.stringify(p.scenarios)}\n`);
+        for (const note of notesOf(p)) out.write(`${note}\n`);
+      },
       stop: () => undefined,
     };
   }
@@ -23,6 +55,7 @@ export function progressReporter(runId: string, out: NodeJS.WriteStream = proces
   };
   return {
     report(p) {
+      for (const note of notesOf(p)) bars.log(`${note}\n`);
       peak = Math.max(peak, p.outstanding);
       bar('jobs', peak, peak - p.outstanding, `${p.outstanding} outstanding`);
       const envTotal = Object.values(p.environments).reduce((a, b) => a + b, 0);

@@ -1,5 +1,8 @@
+import { constants as osConstants } from 'node:os';
 import { InvalidArgumentError } from 'commander';
 import { waitForRun, type RunProgress } from '../queues/run-jobs.js';
+import type { Entry } from '../queues/pipeline.js';
+import { runFailures, type RunFailures } from '../queues/run-status.js';
 import { submitRollouts, submitScenarios, submitSynthesis } from '../queues/submit.js';
 import { createLogger } from '../src/logger.js';
 import type { RolloutMode } from '../src/rollouts/types.js';
@@ -42,24 +45,94 @@ export interface RolloutsOptions extends Waiting {
 }
 
 /**
- * A submitting command: (with --workers) starts workers in this process, submits, then (unless
- * --no-wait) waits for the run with progress and prints `done`.
+ * The last line of a run with failed items: how many, with which codes, and what to do. Exported for
+ * its test.
  */
-async function submitting(opts: Waiting, submit: (c: CommandContext) => Promise<void>, done: (p: RunProgress) => string): Promise<void> {
+export function failureLine(runId: string, failures: RunFailures): string {
+  const parts: string[] = [];
+  if (failures.total) {
+    const codes = Object.entries(failures.byCode)
+      .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+      .map(([code, n]) => `${code} ×${n}`)
+      .join(', ');
+    parts.push(`${failures.total} failed: ${codes} — fix the cause (envfleet status --run ${runId} shows where; docs/errors.md what each code means) and run the same command again to retry them`);
+  }
+  if (failures.modelErrorEpisodes) {
+    parts.push(`${failures.modelErrorEpisodes} episodes ended with model-error (recorded as trajectories with reward null, not retried: roll out again under another --policy-version to replace them)`);
+  }
+  return `run ${runId}: ${parts.join('; ')}`;
+}
+
+/**
+ * A submitting command: (with --workers) starts workers in this process, submits, then (unless
+ * --no-wait) waits for the run with progress and prints `done`, or, when items of `entries` failed,
+ * what failed and what to do, and exits 1.
+ */
+async function submitting(opts: Waiting, entries: readonly Entry[], submit: (c: CommandContext) => Promise<void>, done: (p: RunProgress) => string): Promise<void> {
   await withRuns(async c => {
     const running = opts.workers ? await startWorkerProcess(c.config, createLogger(c.config)) : null;
+    const stopOnce = running ? once(() => running.stop()) : null;
+    const uninstall = stopOnce ? stopWorkersOnSignals(opts.run, stopOnce, c.config.worker.shutdownTimeoutMs) : () => undefined;
     try {
       await submit(c);
       if (!opts.wait) return;
       const progress = progressReporter(opts.run);
-      const final = await waitForRun(c.store, opts.run, p => progress.report(p), { queues: c.at });
+      const final = await waitForRun(c.store, opts.run, p => progress.report(p), { queues: c.at, control: c.control });
       progress.stop();
       process.stdout.write(`${done(final)}\n`);
+      const failures = await runFailures(c.store, opts.run, entries);
+      if (failures.total || failures.modelErrorEpisodes) {
+        process.stdout.write(`${failureLine(opts.run, failures)}\n`);
+        process.exitCode = 1;
+      }
     } finally {
-      await running?.stop();
+      uninstall();
+      await stopOnce?.();
     }
   });
 }
+
+const once = <T>(fn: () => Promise<T>): (() => Promise<T>) => {
+  let started: Promise<T> | undefined;
+  return () => (started ??= fn());
+};
+
+/**
+ * With --workers, Ctrl-C (SIGINT) or SIGTERM stops the in-process workers as `envfleet worker` stops:
+ * no new job, jobs in flight finish or, past ENVFLEET_SHUTDOWN_TIMEOUT_MS, go back to their queues
+ * with their attempt kept; then says what was done and exits 128 + the signal's number (130 for
+ * SIGINT, 143 for SIGTERM). A second signal exits at once. Returns the function that removes the handlers.
+ */
+function stopWorkersOnSignals(runId: string, stop: () => Promise<void>, timeoutMs: number): () => void {
+  let stopping = false;
+  const handler = (signal: NodeJS.Signals) => {
+    const code = 128 + (osConstants.signals[signal] ?? 2);
+    if (stopping) {
+      process.stderr.write(`envfleet: ${signal} again: exiting now; jobs still running in this process will be taken up by other workers once their locks expire\n`);
+      process.exit(code);
+    }
+    stopping = true;
+    process.stderr.write(`envfleet: ${signal}: stopping the workers of this process: no new job starts, jobs running now finish or go back to their queues within ${Math.round(timeoutMs / 1000)} s (ENVFLEET_SHUTDOWN_TIMEOUT_MS); ${signal} again exits at once\n`);
+    stop().then(
+      () => {
+        process.stderr.write(`envfleet: the workers of this process stopped: the jobs they were running finished or went back to their queues, and what was done is kept. Run ${runId} goes on with other workers (envfleet worker); to go on here, run the same command again\n`);
+        process.exit(code);
+      },
+      (err: unknown) => {
+        process.stderr.write(`envfleet: stopping the workers failed (${String((err as Error)?.message ?? err)}); jobs they held are taken up by other workers once their locks expire. Run the same command again to go on\n`);
+        process.exit(code);
+      },
+    );
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return () => {
+    process.off('SIGINT', handler);
+    process.off('SIGTERM', handler);
+  };
+}
+
+const retriedText = (n: number) => (n ? `, ${n} failed jobs retried` : '');
 
 const problemsOf = (file: string | undefined, problems: readonly { line: number; problem: string }[]) => {
   for (const p of problems) process.stderr.write(`envfleet: ${file} line ${p.line} skipped: ${p.problem}\n`);
@@ -69,6 +142,7 @@ const problemsOf = (file: string | undefined, problems: readonly { line: number;
 export async function synthCommand(opts: SynthOptions): Promise<void> {
   await submitting(
     opts,
+    ['tasks', 'descriptions'],
     async c => {
       const s = await submitSynthesis(c.config, c.redis, {
         runId: opts.run,
@@ -79,7 +153,7 @@ export async function synthCommand(opts: SynthOptions): Promise<void> {
         ...(opts.language ? { language: opts.language } : {}),
       });
       problemsOf(opts.tasks ?? opts.descriptions, s.problems);
-      process.stdout.write(`run ${s.runId}: ${s.created ? 'created' : 'exists (resuming)'}; ${s.items} input items, ${s.jobsAdded} jobs added${s.language === 'python' ? '; environments in Python' : ''}\n`);
+      process.stdout.write(`run ${s.runId}: ${s.created ? 'created' : 'exists (resuming)'}; ${s.items} input items, ${s.jobsAdded} jobs added${retriedText(s.jobsRetried)}${s.language === 'python' ? '; environments in Python' : ''}\n`);
     },
     final => `run ${opts.run} finished: ${JSON.stringify(final.environments)}. Export it with: envfleet export --run ${opts.run} --out DIR`,
   );
@@ -89,6 +163,7 @@ export async function synthCommand(opts: SynthOptions): Promise<void> {
 export async function scenariosCommand(opts: ScenariosOptions): Promise<void> {
   await submitting(
     opts,
+    ['scenarios'],
     async c => {
       const s = await submitScenarios(c.config, c.redis, {
         runId: opts.run,
@@ -98,7 +173,7 @@ export async function scenariosCommand(opts: ScenariosOptions): Promise<void> {
         ...(opts.verifyWith ? { verifyWith: opts.verifyWith } : {}),
       });
       problemsOf(opts.environments, s.problems);
-      process.stdout.write(`run ${opts.run}: ${s.items} kept environments, ${s.jobsAdded} scenario.state jobs added\n`);
+      process.stdout.write(`run ${opts.run}: ${s.items} kept environments, ${s.jobsAdded} scenario.state jobs added${retriedText(s.jobsRetried)}\n`);
     },
     final => `run ${opts.run} finished: scenarios ${JSON.stringify(final.scenarios)}. Export with: envfleet export --run ${opts.run} --out DIR`,
   );
@@ -110,6 +185,7 @@ export async function rolloutsCommand(opts: RolloutsOptions): Promise<void> {
   for (const m of modes) if (m !== 'non-conversational' && m !== 'conversational') throw new InvalidArgumentError(`--mode must be non-conversational, conversational or both, not "${m}"`);
   await submitting(
     opts,
+    ['rollouts'],
     async c => {
       const r = await submitRollouts(c.config, c.redis, {
         runId: opts.run,
@@ -122,7 +198,7 @@ export async function rolloutsCommand(opts: RolloutsOptions): Promise<void> {
         ...(opts.maxTokens ? { maxTokens: opts.maxTokens } : {}),
         ...(opts.maxWallMs ? { maxWallMs: opts.maxWallMs } : {}),
       });
-      process.stdout.write(`run ${opts.run}: ${r.scenarios} ready scenarios, ${r.groupsAdded} groups of ${r.config.samples} added (modes ${r.config.modes.join(', ')})${r.policy ? `, policy generation ${r.policy}${r.config.policyVersion ? ` (version ${r.config.policyVersion})` : ''}` : ''}\n`);
+      process.stdout.write(`run ${opts.run}: ${r.scenarios} ready scenarios, ${r.groupsAdded} groups of ${r.config.samples} added${retriedText(r.jobsRetried)} (modes ${r.config.modes.join(', ')})${r.policy ? `, policy generation ${r.policy}${r.config.policyVersion ? ` (version ${r.config.policyVersion})` : ''}` : ''}\n`);
     },
     () => `run ${opts.run}: rollouts finished. Write them with: envfleet sink --run ${opts.run} --out DIR`,
   );

@@ -1,4 +1,5 @@
-import { FlowProducer, Queue, type ConnectionOptions, type FlowJob } from 'bullmq';
+import { FlowProducer, Queue, type ConnectionOptions, type FlowJob, type Job } from 'bullmq';
+import { codeOfFailedReason } from '../src/errors.js';
 import type { RunStore } from '../src/runs/store.js';
 import type { AnyStages, DataOf, EntryInputsOf, Feed, NameOf, OutputsOf, Pipeline } from './define-pipeline.js';
 import { queuePrefix, type JobsConfig, type QueueDefinition } from './define-queue.js';
@@ -21,10 +22,31 @@ export interface RunEnqueuer<St extends AnyStages, Out extends OutputsOf<St>, En
   follow<S extends NameOf<St>>(stage: S, data: DataOf<St, S>, output: Out[S]): Promise<number>;
   /** Enqueues the work submitted to an entry point. Returns the number of jobs added. */
   enter<E extends keyof En & string>(entry: E, input: En[E]): Promise<number>;
+  /**
+   * `enter`, and the entry's jobs that exist and failed for good run again (a command run again once
+   * the cause of the failure is fixed): each failed job whose item `reopen` takes back is retried
+   * (a fan-in whose jobs have all ended is removed and added again, its jobs that had succeeded
+   * finding their results stored). Returns the jobs added and the failed jobs retried.
+   */
+  resubmit<E extends keyof En & string>(entry: E, input: En[E], reopen: ReopenItem): Promise<{ added: number; retried: number }>;
+  /** Retries the job of `stage` with `data` if it exists and failed for good (its item reopened first); true when it was retried. */
+  retryFailedJob<S extends NameOf<St>>(stage: S, data: DataOf<St, S>, reopen: ReopenItem): Promise<boolean>;
   close(): Promise<void>;
 }
 
 type AnyFeed = Feed<AnyStages, unknown, unknown>;
+
+/**
+ * Takes back how an item ended when a job of `stage` with `data` failed for good with `code`, just
+ * before the job runs again; false leaves the job failed (an ending that cannot be taken back).
+ */
+export type ReopenItem = (stage: string, data: unknown, code: string) => Promise<boolean>;
+
+/** While resubmitting: how failed jobs are reopened, and how many were retried. */
+interface Retrying {
+  readonly reopen: ReopenItem;
+  retried: number;
+}
 
 export function createRunEnqueuer<St extends AnyStages, Out extends OutputsOf<St>, En extends EntryInputsOf>(
   pipeline: Pipeline<St, Out, En>,
@@ -52,13 +74,32 @@ export function createRunEnqueuer<St extends AnyStages, Out extends OutputsOf<St
     return flows;
   };
 
-  /** One job, unless it exists already. */
-  const add = async (name: string, input: unknown): Promise<number> => {
+  /** Retries a job that failed for good, when its item is reopened; true when it was retried. */
+  const retryFailed = async (name: string, job: Job, retrying: Retrying): Promise<boolean> => {
+    if ((await job.getState()) !== 'failed') return false;
+    if (!(await retrying.reopen(name, job.data, codeOfFailedReason(job.failedReason)))) return false;
+    await options.store.addPending((job.data as { runId: string }).runId, [pendingKey(name, job.id!)]);
+    try {
+      await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+    } catch {
+      // Retried by another submission at the same moment: no longer failed.
+      return false;
+    }
+    retrying.retried += 1;
+    return true;
+  };
+
+  /** One job, unless it exists already (then, when resubmitting, retried if it failed). */
+  const add = async (name: string, input: unknown, retrying?: Retrying): Promise<number> => {
     const def = definition(name);
     const data = def.parseData(input) as { runId: string };
     const jobId = def.jobId(data);
     const queue = queueOf(name);
-    if (await queue.getJob(jobId)) return 0;
+    const existing = await queue.getJob(jobId);
+    if (existing) {
+      if (retrying) await retryFailed(name, existing, retrying);
+      return 0;
+    }
     await options.store.addPending(data.runId, [pendingKey(name, jobId)]);
     await queue.add(name, data, { jobId });
     return 1;
@@ -85,30 +126,64 @@ export function createRunEnqueuer<St extends AnyStages, Out extends OutputsOf<St
   const keysOf = (job: FlowJob): string[] => [pendingKey(job.queueName, job.opts!.jobId!), ...(job.children ?? []).flatMap(keysOf)];
   const count = (job: FlowJob): number => 1 + (job.children ?? []).reduce((a, c) => a + count(c), 0);
 
-  /** A fan-in: the parent and, under it, one chain of `through` stages per child. Nothing if the parent exists. */
-  const addFlow = async (parentStage: string, through: readonly string[], parent: unknown, children: readonly unknown[]): Promise<number> => {
+  const nodesOf = (job: FlowJob): FlowJob[] => [job, ...(job.children ?? []).flatMap(nodesOf)];
+
+  /**
+   * A fan-in that exists, when resubmitting: once every job of it has ended, and some failed for good
+   * and their items are reopened, the whole flow is removed and added again (a child retried alone
+   * would not run its parent again). Its jobs that had succeeded run again and find their results
+   * stored, so no model request is repeated.
+   */
+  const reAddFailedFlow = async (flow: FlowJob, retrying: Retrying): Promise<void> => {
+    const rootJob = await queueOf(flow.queueName).getJob(flow.opts!.jobId!);
+    const rootState = rootJob ? await rootJob.getState() : 'unknown';
+    if (!rootJob || (rootState !== 'completed' && rootState !== 'failed')) return;
+    const failed: { name: string; job: Job }[] = [];
+    for (const n of nodesOf(flow)) {
+      const job = await queueOf(n.queueName).getJob(n.opts!.jobId!);
+      if (job && (await job.getState()) === 'failed') failed.push({ name: n.queueName, job });
+    }
+    let reopened = 0;
+    for (const { name, job } of failed) if (await retrying.reopen(name, job.data, codeOfFailedReason(job.failedReason))) reopened += 1;
+    if (!reopened) return;
+    try {
+      await rootJob.remove({ removeChildren: true });
+    } catch {
+      // Being removed or retried by another submission at the same moment.
+      return;
+    }
+    await options.store.addPending((flow.data as { runId: string }).runId, keysOf(flow));
+    await flowProducer().add(flow);
+    retrying.retried += reopened;
+  };
+
+  /** A fan-in: the parent and, under it, one chain of `through` stages per child. Nothing if the parent exists (then, when resubmitting, see reAddFailedFlow). */
+  const addFlow = async (parentStage: string, through: readonly string[], parent: unknown, children: readonly unknown[], retrying?: Retrying): Promise<number> => {
     const chain = (data: unknown): FlowJob => through.reduce<FlowJob | undefined>((child, s) => node(s, data, child ? [child] : undefined), undefined)!;
     const root = node(parentStage, parent, children.map(chain));
     const { ignoreDependencyOnFailure: _ignored, ...rootOpts } = root.opts!;
     const flow = { ...root, opts: rootOpts };
-    if (await queueOf(parentStage).getJob(rootOpts.jobId!)) return 0;
+    if (await queueOf(parentStage).getJob(rootOpts.jobId!)) {
+      if (retrying) await reAddFailedFlow(flow, retrying);
+      return 0;
+    }
     await options.store.addPending((root.data as { runId: string }).runId, keysOf(flow));
     await flowProducer().add(flow);
     return count(flow);
   };
 
-  const apply = async (feed: AnyFeed, data: unknown, output: unknown): Promise<number> => {
+  const apply = async (feed: AnyFeed, data: unknown, output: unknown, retrying?: Retrying): Promise<number> => {
     if ('next' in feed) {
       const next = feed.data(data, output);
-      return next === null ? 0 : add(feed.next, next);
+      return next === null ? 0 : add(feed.next, next, retrying);
     }
     if ('each' in feed) {
       let added = 0;
-      for (const item of feed.data(data, output)) added += await add(feed.each, item);
+      for (const item of feed.data(data, output)) added += await add(feed.each, item, retrying);
       return added;
     }
     const flow = feed.data(data, output);
-    return flow === null ? 0 : addFlow(feed.fanIn, feed.through, flow.parent, flow.children);
+    return flow === null ? 0 : addFlow(feed.fanIn, feed.through, flow.parent, flow.children, retrying);
   };
 
   return {
@@ -118,6 +193,17 @@ export function createRunEnqueuer<St extends AnyStages, Out extends OutputsOf<St
       return added;
     },
     enter: (entry, input) => apply(pipeline.entries[entry].feed as AnyFeed, input, null),
+    async retryFailedJob(stage, input, reopen) {
+      const def = definition(stage);
+      const data = def.parseData(input) as { runId: string };
+      const job = await queueOf(stage).getJob(def.jobId(data));
+      return job ? retryFailed(stage, job, { reopen, retried: 0 }) : false;
+    },
+    async resubmit(entry, input, reopen) {
+      const retrying: Retrying = { reopen, retried: 0 };
+      const added = await apply(pipeline.entries[entry].feed as AnyFeed, input, null, retrying);
+      return { added, retried: retrying.retried };
+    },
     async close() {
       await flows?.close();
       for (const q of queues.values()) await q.close();

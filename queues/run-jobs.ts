@@ -73,6 +73,10 @@ export interface RunProgress {
   readonly outstanding: number;
   readonly environments: Record<string, number>;
   readonly scenarios: Record<string, number>;
+  /** Set while the run is paused (by envfleet pause, a budget, a long rate-limit spell), with the recorded reason. */
+  readonly paused?: { readonly reason: string | null };
+  /** Queues where jobs of the run have been waiting with no worker consuming the queue for a while (waitForRun's `idleWorkerMs`). */
+  readonly unconsumed?: readonly string[];
 }
 
 /** Outstanding jobs and items by status: three counter reads, whatever the size of the run. */
@@ -81,14 +85,71 @@ export async function runProgress(store: RunStore, runId: string): Promise<RunPr
   return { outstanding, environments, scenarios };
 }
 
-/** Waits until the run has no outstanding job, reporting progress when it changes (and reconciling now and then when given the queues). */
-export async function waitForRun(store: RunStore, runId: string, report: (p: RunProgress) => void, options: { signal?: AbortSignal; queues?: QueuesAt } = {}): Promise<RunProgress> {
+/**
+ * The queues where jobs of the run wait and no worker consumes the queue (BullMQ lists a queue's
+ * workers from Redis's client list; a Redis that refuses CLIENT LIST tells nothing, and nothing is said).
+ */
+async function queuesWithoutWorkers(at: QueuesAt, store: RunStore, runId: string): Promise<string[]> {
+  const pending = await store.pendingByStage(runId);
+  const out: string[] = [];
+  for (const [name, n] of Object.entries(pending)) {
+    if (!n || !PIPELINE.isStage(name)) continue;
+    const queue = queueAt(at, name);
+    try {
+      const counts = await queue.getJobCounts('wait', 'prioritized');
+      if ((counts['wait'] ?? 0) + (counts['prioritized'] ?? 0) > 0 && (await queue.getWorkersCount()) === 0) out.push(name);
+    } catch {
+      // CLIENT LIST refused (some managed Redis): no claim either way.
+    } finally {
+      await queue.close();
+    }
+  }
+  return out;
+}
+
+export interface WaitOptions {
+  readonly signal?: AbortSignal;
+  /** The run's queues: outstanding entries are reconciled now and then, and queues no worker consumes are noticed. */
+  readonly queues?: QueuesAt;
+  /** The run's control: a paused run is reported as paused, with its reason. */
+  readonly control?: RunControl;
+  /** How long jobs may wait in a queue no worker consumes before it is reported (default 30 s). */
+  readonly idleWorkerMs?: number;
+}
+
+/**
+ * Waits until the run has no outstanding job, reporting progress when it changes (and reconciling now
+ * and then when given the queues). It explains a wait that would otherwise look endless: a paused run
+ * (with the control), and jobs waiting in a queue no worker consumes (with the queues).
+ */
+export async function waitForRun(store: RunStore, runId: string, report: (p: RunProgress) => void, options: WaitOptions = {}): Promise<RunProgress> {
   let last = '';
   let polls = 0;
+  const idleWorkerMs = options.idleWorkerMs ?? 30_000;
+  /** When each queue was first seen with waiting jobs and no worker (unbroken since). */
+  const idleSince = new Map<string, number>();
+  let unconsumed: string[] = [];
   for (;;) {
     polls += 1;
     if (options.queues && polls % 20 === 0) await reconcilePending(options.queues, store, runId);
-    const progress = await runProgress(store, runId);
+    const counts = await runProgress(store, runId);
+    const control = options.control ? await options.control.get(runId) : null;
+    const paused = control?.state === 'paused';
+    if (options.queues && !paused && counts.outstanding > 0 && (polls === 1 || polls % 10 === 0)) {
+      const now = Date.now();
+      const idle = new Set(await queuesWithoutWorkers(options.queues, store, runId));
+      for (const q of [...idleSince.keys()]) if (!idle.has(q)) idleSince.delete(q);
+      for (const q of idle) if (!idleSince.has(q)) idleSince.set(q, now);
+      unconsumed = [...idleSince].filter(([, since]) => now - since >= idleWorkerMs).map(([q]) => q);
+    } else if (paused) {
+      idleSince.clear();
+      unconsumed = [];
+    }
+    const progress: RunProgress = {
+      ...counts,
+      ...(paused ? { paused: { reason: control.reason } } : {}),
+      ...(unconsumed.length && counts.outstanding > 0 ? { unconsumed: PIPELINE.names.filter(s => unconsumed.includes(s)) } : {}),
+    };
     const line = JSON.stringify(progress);
     if (line !== last) report(progress);
     last = line;

@@ -2,7 +2,8 @@ import type { Ledger, LedgerTotals } from '../src/llm/ports.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
 import type { RunBudgets, RunControl, RunControlState } from '../src/runs/control.js';
 import type { RunStore } from '../src/runs/store.js';
-import { EPISODE_STAGE, PIPELINE, PIPELINE_STAGES, RUN_COUNTERS, STAGES, type PipelineStage } from './pipeline.js';
+import { isOutsideFailure } from '../src/errors.js';
+import { EPISODE_STAGE, PIPELINE, PIPELINE_STAGES, RUN_COUNTERS, STAGES, type Entry, type PipelineStage } from './pipeline.js';
 
 export interface FunnelRow {
   readonly stage: PipelineStage;
@@ -23,6 +24,7 @@ export async function funnelReport(store: RunStore, runId: string): Promise<Funn
     if (!outcomes) continue;
     const row = { stage, entered: 0, passed: 0, left: {} as Record<string, number>, measures: {} as Record<string, number>, undeclared: {} as Record<string, number> };
     for (const [outcome, n] of Object.entries(outcomes)) {
+      if (n === 0) continue; // a count taken back (an item retried)
       const kind = PIPELINE.classify(stage, outcome);
       if (kind === 'measure') row.measures[outcome] = n;
       else if (kind === 'left') row.left[outcome] = n;
@@ -193,4 +195,44 @@ export async function listRuns(store: RunStore, control: RunControl): Promise<Ru
     out.push({ id, createdAt: run.createdAt, input: run.input, state: runState(await control.get(id), outstanding), outstanding });
   }
   return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+}
+
+/** The stages an entry point's work goes through: those reachable from it in the graph. */
+export function stagesOfEntry(entry: Entry): PipelineStage[] {
+  const edges = PIPELINE.edges();
+  const reached = new Set<string>();
+  const pending = edges.filter(e => e.from === `(${entry})`).map(e => e.to);
+  while (pending.length) {
+    const s = pending.pop()!;
+    if (reached.has(s)) continue;
+    reached.add(s);
+    pending.push(...edges.filter(e => e.from === s).map(e => e.to));
+  }
+  return PIPELINE_STAGES.filter(s => reached.has(s));
+}
+
+export interface RunFailures {
+  /** Items that ended for a cause outside them (src/errors.ts isOutsideFailure), by code: running the same command again retries them. */
+  readonly byCode: Record<string, number>;
+  readonly total: number;
+  /** Episodes recorded with termination model-error (they stay in the dataset; not retried). */
+  readonly modelErrorEpisodes: number;
+}
+
+/**
+ * What failed in the stages an entry point's work goes through, from the run's counters (a retried
+ * item's count is taken back when it runs again, so this is what is failed now).
+ */
+export async function runFailures(store: RunStore, runId: string, entries: readonly Entry[]): Promise<RunFailures> {
+  const counters = await store.counters(runId);
+  const stages = new Set(entries.flatMap(stagesOfEntry));
+  const byCode: Record<string, number> = {};
+  for (const stage of stages) {
+    for (const [outcome, n] of Object.entries(counters[stage] ?? {})) {
+      const code = /^(?:failed|dropped):(.+)$/.exec(outcome)?.[1];
+      if (code && n > 0 && isOutsideFailure(code)) byCode[code] = (byCode[code] ?? 0) + n;
+    }
+  }
+  const modelErrorEpisodes = stages.has(EPISODE_STAGE) ? (counters[EPISODE_STAGE]?.['model-error'] ?? 0) : 0;
+  return { byCode, total: Object.values(byCode).reduce((a, b) => a + b, 0), modelErrorEpisodes };
 }

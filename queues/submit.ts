@@ -1,18 +1,22 @@
 import type { AppConfig } from '../config/index.js';
 import { readEnvironmentsFile } from '../src/datasets/environments-file.js';
-import { RequestError } from '../src/errors.js';
+import { RequestError, isErrorCode, isOutsideFailure } from '../src/errors.js';
+import { InputFileError } from '../src/sandbox/files.js';
 import { canonicalJson } from '../src/util/canonical.js';
 import type { Redis } from '../src/redis/connection.js';
 import type { RolloutConfig, RolloutMode } from '../src/rollouts/types.js';
 import { SYNTH_LANGUAGES, synthLanguageOf, type RunOptions } from '../src/runs/options.js';
 import type { CodeLanguage } from '../src/sandbox/bundle.js';
 import { checkRunName, policyKeyOf } from '../src/runs/ids.js';
+import { createRedisRunControl } from '../src/runs/control.js';
 import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
 import type { ScenarioConfig } from '../src/scenarios/types.js';
 import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
-import { createEnvironment } from '../src/synthesis/environments.js';
-import { createRunEnqueuer, type RunEnqueuer } from './enqueuer.js';
-import { PIPELINE, type EntryInputs, type STAGES, type StageOutputs } from './pipeline.js';
+import type { EnvDescription, SourceTask } from '../src/synthesis/types.js';
+import { reopenScenario } from '../src/scenarios/stages.js';
+import { createEnvironment, reopenEnv } from '../src/synthesis/environments.js';
+import { createRunEnqueuer, type ReopenItem, type RunEnqueuer } from './enqueuer.js';
+import { PIPELINE, STAGES, isPipelineStage, type EntryInputs, type PipelineStage, type StageData, type StageOutputs } from './pipeline.js';
 
 /**
  * The producers: each validates a request, creates or finds its run, and submits work to an entry
@@ -36,6 +40,8 @@ export interface Submission {
   readonly items: number;
   readonly problems: readonly LineProblem[];
   readonly jobsAdded: number;
+  /** Jobs of the entry that had failed for good and run again (their items reopened: see reopenItem). */
+  readonly jobsRetried: number;
   /** envfleet synth: the language of the run's environments (as frozen). */
   readonly language?: CodeLanguage;
 }
@@ -52,6 +58,85 @@ export function runOptionsFrom(config: AppConfig, request: Pick<SynthRequest, 'm
     ...(language === 'python' ? { language } : {}),
     models: Object.fromEntries(Object.entries(config.profiles).map(([stage, p]) => [stage, p.model])),
   };
+}
+
+/**
+ * Takes back how an item ended when its job failed for good (workers/item-endings.ts, in reverse), so
+ * that the job can run again: a task's or the mining's failure count, an environment's failure, a
+ * scenario's drop. An episode that failed is recorded as a trajectory (reward null, model-error or
+ * environment-error) that may already be on the run's stream and in the sink's files: it stays, and
+ * its job is not retried.
+ */
+export function reopenItem(store: RunStore): ReopenItem {
+  return async (name, raw, code) => {
+    if (!isPipelineStage(name) || !isErrorCode(code)) return false;
+    const stage: PipelineStage = name;
+    const data = raw as StageData<PipelineStage>;
+    const id = (STAGES[stage].item as { id(d: StageData<PipelineStage>): string }).id(data);
+    switch (STAGES[stage].item.kind) {
+      case 'run':
+      case 'task':
+        await store.count(data.runId, stage, `failed:${code}`, -1);
+        return true;
+      case 'environment':
+        await reopenEnv(store, data.runId, id, stage, code);
+        return true;
+      case 'scenario':
+        await reopenScenario(store, data.runId, id, stage, code);
+        return true;
+      case 'episode':
+        return code === 'RUN_CANCELLED';
+      case 'group':
+        return true;
+    }
+  };
+}
+
+type Enqueuer = RunEnqueuer<typeof STAGES, StageOutputs, EntryInputs>;
+
+/**
+ * The jobs past the entry whose items ended for a cause outside them (src/errors.ts isOutsideFailure):
+ * an environment failed, or a scenario dropped, at a later stage. Their job's data is the item's
+ * reference (and, in the probe's stages, its round), so the failed job is found by its id and retried
+ * as the entry's own are. Returns how many were retried.
+ */
+async function retryFailedItems(store: RunStore, enqueuer: Enqueuer, runId: string, kind: 'env' | 'scenario'): Promise<number> {
+  let retried = 0;
+  const reopen = reopenItem(store);
+  if (kind === 'env') {
+    for (const envId of await store.listDocIds(runId, 'env')) {
+      const env = await store.getDoc(runId, 'env', envId);
+      const stage = env?.failure?.stage;
+      if (env?.status !== 'failed' || !stage || !isOutsideFailure(env.failure.code) || !isPipelineStage(stage) || STAGES[stage].item.kind !== 'environment') continue;
+      if (stage === 'skeleton.method') continue; // its item goes on: an environment never ends there
+      const data = stage === 'check.probe' || stage === 'check.verdict' ? { runId, envId, round: env.probeRound ?? 1 } : { runId, envId };
+      // The data of the stage's queue (its schema checks it again before the job is looked up).
+      if (await enqueuer.retryFailedJob(stage, data, reopen)) retried += 1;
+    }
+    return retried;
+  }
+  for (const scenarioId of await store.listDocIds(runId, 'scenario')) {
+    const scenario = await store.getDoc(runId, 'scenario', scenarioId);
+    const stage = scenario?.dropReason?.stage;
+    // scenario.state is the entry's own stage (resubmit retries it, with the data it was entered with).
+    if (scenario?.status !== 'dropped' || !stage || stage === 'scenario.state' || !isOutsideFailure(scenario.dropReason.code) || !isPipelineStage(stage) || STAGES[stage].item.kind !== 'scenario') continue;
+    if (await enqueuer.retryFailedJob(stage, { runId, scenarioId }, reopen)) retried += 1;
+  }
+  return retried;
+}
+
+/**
+ * A cancelled run takes no new work (its workers would end every job at once as RUN_CANCELLED, and
+ * a cancel cannot be undone): refused, with where its results are and what to do instead.
+ */
+async function refuseCancelled(config: AppConfig, redis: Redis, runId: string, command: string): Promise<void> {
+  const control = await createRedisRunControl(redis, config.redis.prefix).get(runId);
+  if (control.state !== 'cancelled') return;
+  const why = [control.reason, control.since ? `since ${control.since}` : null].filter(Boolean).join(', ');
+  throw new RequestError(
+    `run "${runId}" is cancelled${why ? ` (${why})` : ''}: it takes no new work, and nothing was submitted. ` +
+      `What it made so far is kept (envfleet status --run ${runId}; envfleet export --run ${runId} --out DIR). To go on, run ${command} under another run name.`,
+  );
 }
 
 /** A run store and an enqueuer on the producer's connection, closed after `fn`. */
@@ -102,6 +187,13 @@ function refuseChanged(runId: string, what: string, frozen: object, asked: objec
 export async function submitSynthesis(config: AppConfig, redis: Redis, request: SynthRequest): Promise<Submission> {
   checkRunName(request.runId);
   if (!!request.tasks === !!request.descriptions) throw new RequestError('give exactly one of --tasks FILE or --descriptions FILE');
+  await refuseCancelled(config, redis, request.runId, 'envfleet synth');
+  // The file is read and checked before the run is created: a command that fails on its input leaves
+  // nothing behind (no run whose options would then be frozen for the corrected command).
+  const input = request.tasks ? await readTasksFile(request.tasks) : await readDescriptionsFile(request.descriptions!);
+  if (!input.items.length) {
+    throw noValidLine(request.tasks ?? request.descriptions!, request.tasks ? 'task, {"task": TEXT, "id"?, "source"?}' : 'description, {"summary": TEXT, "introduction": TEXT}', input.problems, request.runId);
+  }
   return producing(config, redis, async (store, enqueuer) => {
     const { runId } = request;
     const asked = runOptionsFrom(config, request);
@@ -111,21 +203,32 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
       throw new RequestError(`run "${runId}" synthesizes ${synthLanguageOf(frozen) === 'python' ? 'Python' : 'JavaScript'} environments (--language ${synthLanguageOf(frozen)}, frozen when it was created), and this request asks for --language ${synthLanguageOf(asked)}: a run synthesizes in one language. Submit again with --language ${synthLanguageOf(frozen)} to resume it, or use another run name.`);
     }
     refuseChanged(runId, 'options (frozen when it was created)', frozen, asked, 'Submit again with the same settings to resume it, or use another run name for other settings.');
+    const { problems } = input;
     if (request.tasks) {
-      const { items, problems } = await readTasksFile(request.tasks);
+      const items = input.items as SourceTask[];
       for (const task of items) if (!(await store.getDoc(runId, 'task', task.id))) await store.putDoc(runId, 'task', task.id, task);
-      const jobsAdded = items.length ? await enqueuer.enter('tasks', { runId, taskIds: items.map(t => t.id) }) : 0;
+      const { added: jobsAdded, retried } = await enqueuer.resubmit('tasks', { runId, taskIds: items.map(t => t.id) }, reopenItem(store));
+      const jobsRetried = retried + (await retryFailedItems(store, enqueuer, runId, 'env'));
       if (created) await store.count(runId, 'input', 'tasks', items.length);
-      return { runId, created, items: items.length, problems, jobsAdded, language: synthLanguageOf(frozen) };
+      return { runId, created, items: items.length, problems, jobsAdded, jobsRetried, language: synthLanguageOf(frozen) };
     }
-    const { items, problems } = await readDescriptionsFile(request.descriptions!);
+    const items = input.items as EnvDescription[];
     const chosen = frozen.maxEnvs > 0 ? items.slice(0, frozen.maxEnvs) : items;
     const envIds: string[] = [];
     for (const desc of chosen) envIds.push(await createEnvironment(store, runId, frozen, desc));
-    const jobsAdded = await enqueuer.enter('descriptions', { runId, envIds });
+    const { added: jobsAdded, retried } = await enqueuer.resubmit('descriptions', { runId, envIds }, reopenItem(store));
+    const jobsRetried = retried + (await retryFailedItems(store, enqueuer, runId, 'env'));
     if (created) await store.count(runId, 'input', 'descriptions', items.length);
-    return { runId, created, items: chosen.length, problems, jobsAdded, language: synthLanguageOf(frozen) };
+    return { runId, created, items: chosen.length, problems, jobsAdded, jobsRetried, language: synthLanguageOf(frozen) };
   });
+}
+
+/** An input file with no usable line: what was wrong with its lines (the first few), and that nothing was submitted. */
+function noValidLine(file: string, expected: string, problems: readonly LineProblem[], runId: string): InputFileError {
+  const shown = problems.slice(0, 3).map(p => `line ${p.line}: ${p.problem}`);
+  const more = problems.length > shown.length ? `; and ${problems.length - shown.length} more` : '';
+  const why = problems.length ? ` (${shown.join('; ')}${more})` : ' (the file is empty)';
+  return new InputFileError(`${file}: no valid line${why}; nothing was submitted and run "${runId}" was not created or changed. Expected one ${expected} per line: fix the file (or give the right one) and run the command again.`);
 }
 
 export interface ScenarioRequest {
@@ -140,28 +243,37 @@ export interface ScenarioRequest {
 
 /** `envfleet scenarios`: M initial states per kept environment of the run (importing environments first if given). */
 export async function submitScenarios(config: AppConfig, redis: Redis, request: ScenarioRequest): Promise<Submission> {
+  await refuseCancelled(config, redis, request.runId, 'envfleet scenarios (with --environments DIR/environments.jsonl from its export)');
   return producing(config, redis, async (store, enqueuer) => {
     const { runId } = request;
     let created = false;
     let problems: LineProblem[] = [];
     if (request.environments) {
       checkRunName(runId);
-      created = await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: 'descriptions', options: runOptionsFrom(config) });
+      // Read and checked before the run is created: a wrong file leaves nothing behind.
       const imported = await readEnvironmentsFile(request.environments, runId);
+      if (!imported.items.length) {
+        const why = imported.skipped ? `${imported.skipped} environments that are not kept, ` : '';
+        throw noValidLine(request.environments, `kept environment (environments.jsonl as envfleet export writes it${why ? `; this file has ${why.slice(0, -2)}` : ''})`, imported.problems, runId);
+      }
+      created = await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: 'descriptions', options: runOptionsFrom(config) });
       problems = imported.problems;
       for (const env of imported.items) if (!(await store.getDoc(runId, 'env', env.id))) await store.putDoc(runId, 'env', env.id, env);
     } else if (!(await store.getRun(runId))) {
       throw new RequestError(`run "${runId}" does not exist; synthesize it first (envfleet synth) or pass --environments FILE.jsonl`);
     }
+    const envIds: string[] = [];
+    for (const envId of await store.listDocIds(runId, 'env')) if ((await store.getDoc(runId, 'env', envId))?.status === 'kept') envIds.push(envId);
+    // Nothing to do is not a success, and must not freeze the settings of the scenarios to come.
+    if (!envIds.length) throw new RequestError(`run "${runId}" has no kept environment, so there is nothing to generate scenarios for (nothing submitted, no setting frozen). See why with envfleet status --run ${runId}; synthesize environments first (envfleet synth --run ${runId}, wait for it to finish) or import them (envfleet scenarios --run NEW --environments DIR/environments.jsonl).`);
     const asked: ScenarioConfig = { perEnv: request.perEnv, verifyWith: request.verifyWith ?? null, tries: request.tries ?? 3 };
     const frozen = await store.getDoc(runId, 'scenario-config', 'current');
     if (frozen) refuseChanged(runId, 'scenario settings (frozen at its first envfleet scenarios)', frozen, asked, 'Submit again with the same settings to resume, or generate scenarios with other settings in another run (envfleet scenarios --run NEW --environments DIR/environments.jsonl).');
     else await store.putDoc(runId, 'scenario-config', 'current', asked);
-    const envIds: string[] = [];
-    for (const envId of await store.listDocIds(runId, 'env')) if ((await store.getDoc(runId, 'env', envId))?.status === 'kept') envIds.push(envId);
-    const jobsAdded = await enqueuer.enter('scenarios', { runId, envIds, perEnv: request.perEnv });
+    const { added: jobsAdded, retried } = await enqueuer.resubmit('scenarios', { runId, envIds, perEnv: request.perEnv }, reopenItem(store));
+    const jobsRetried = retried + (await retryFailedItems(store, enqueuer, runId, 'scenario'));
     if (jobsAdded) await store.count(runId, PIPELINE.firstStageOf('scenarios'), 'requested', jobsAdded);
-    return { runId, created, items: envIds.length, problems, jobsAdded };
+    return { runId, created, items: envIds.length, problems, jobsAdded, jobsRetried };
   });
 }
 
@@ -180,10 +292,15 @@ export interface RolloutRequest {
 }
 
 /** `envfleet rollouts`: freezes the run's rollout settings (first call wins) and submits one group per (ready scenario, mode). */
-export async function submitRollouts(config: AppConfig, redis: Redis, request: RolloutRequest): Promise<{ scenarios: number; groupsAdded: number; config: RolloutConfig; policy?: string }> {
+export async function submitRollouts(config: AppConfig, redis: Redis, request: RolloutRequest): Promise<{ scenarios: number; groupsAdded: number; jobsRetried: number; config: RolloutConfig; policy?: string }> {
   return producing(config, redis, async (store, enqueuer) => {
     const { runId } = request;
     if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist; synthesize it and generate scenarios first`);
+    await refuseCancelled(config, redis, runId, 'envfleet scenarios --environments DIR/environments.jsonl (from its export), then envfleet rollouts,');
+    const ready: string[] = [];
+    for (const scenarioId of await store.listDocIds(runId, 'scenario')) if ((await store.getDoc(runId, 'scenario', scenarioId))?.status === 'ready') ready.push(scenarioId);
+    // Nothing to roll out is not a success, and must not freeze the rollout settings (or claim the run's first policy).
+    if (!ready.length) throw new RequestError(`run "${runId}" has no ready scenario, so there is nothing to roll out (nothing submitted, no setting frozen). See why with envfleet status --run ${runId}; generate scenarios first (envfleet scenarios --run ${runId}, wait for it to finish), then run this command again.`);
     const limits = (mode: RolloutMode, steps: number) => ({ maxSteps: request.maxSteps?.[mode] ?? steps, maxTokens: request.maxTokens ?? 0, maxWallMs: request.maxWallMs ?? 600_000 });
     const asked: RolloutConfig = {
       samples: request.samples,
@@ -229,11 +346,15 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
     const policy = generation === 'current' ? undefined : generation;
     let scenarios = 0;
     let groupsAdded = 0;
-    for (const scenarioId of await store.listDocIds(runId, 'scenario')) {
-      if ((await store.getDoc(runId, 'scenario', scenarioId))?.status !== 'ready') continue;
+    let jobsRetried = 0;
+    for (const scenarioId of ready) {
       scenarios += 1;
-      for (const mode of frozen.modes) if (await enqueuer.enter('rollouts', { runId, scenarioId, mode, samples: frozen.samples, ...(policy ? { policy } : {}) })) groupsAdded += 1;
+      for (const mode of frozen.modes) {
+        const { added, retried } = await enqueuer.resubmit('rollouts', { runId, scenarioId, mode, samples: frozen.samples, ...(policy ? { policy } : {}) }, reopenItem(store));
+        if (added) groupsAdded += 1;
+        jobsRetried += retried;
+      }
     }
-    return { scenarios, groupsAdded, config: frozen, ...(policy ? { policy } : {}) };
+    return { scenarios, groupsAdded, jobsRetried, config: frozen, ...(policy ? { policy } : {}) };
   });
 }

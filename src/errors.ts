@@ -67,6 +67,21 @@ export type ErrorCode = keyof typeof ERROR_CODES;
 export const isErrorCode = (value: string): value is ErrorCode => Object.hasOwn(ERROR_CODES, value);
 
 /**
+ * Whether an item that ended with `code` ended for a cause outside the item (the endpoint, the API
+ * key, the fleet), which the person running the command can fix and then retry by running the same
+ * command again: a model or fleet code, except unusable model output (the item's own answer). The
+ * submitting commands report these and exit non-zero (cli/submit.ts); item and environment codes (a
+ * class that does not load, a duplicate scenario) are outcomes of the pipeline, not failures.
+ */
+export const isOutsideFailure = (code: string): boolean => isErrorCode(code) && (ERROR_CODES[code].area === 'model' || ERROR_CODES[code].area === 'fleet') && code !== 'MODEL_OUTPUT_INVALID';
+
+/** The code of a failed job's `failedReason` (`[CODE] message`, as the workers record it), or UNEXPECTED. */
+export function codeOfFailedReason(reason: string | undefined): ErrorCode {
+  const code = /^\[([A-Z_]+)\]/.exec(reason ?? '')?.[1];
+  return code !== undefined && isErrorCode(code) ? code : 'UNEXPECTED';
+}
+
+/**
  * Every error envfleet raises on purpose is an AppError with a stable `code` from ERROR_CODES.
  * `classifyError` is the one place that decides what a failure means for its job.
  */

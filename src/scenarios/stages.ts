@@ -86,6 +86,18 @@ export async function dropScenario(deps: Pick<ScenarioDeps, 'store'>, runId: str
   await deps.store.putDoc(runId, 'scenario', scenarioId, { ...(details.produced ?? stored), status: 'dropped', dropReason }, [{ stage, outcome: `dropped:${code}`, n: 1 }]);
 }
 
+/**
+ * Undoes `dropScenario` for a job that is about to run again (`envfleet scenarios` run again after a
+ * failure whose cause was fixed): a scenario dropped at `stage` with `code` is building again, its
+ * drop reason forgotten and its count taken back in the same write. Anything else is left as it is.
+ */
+export async function reopenScenario(store: ScenarioDeps['store'], runId: string, scenarioId: string, stage: string, code: ErrorCode): Promise<void> {
+  const stored = await store.getDoc(runId, 'scenario', scenarioId);
+  if (!stored || stored.status !== 'dropped' || stored.dropReason?.stage !== stage || stored.dropReason.code !== code) return;
+  const { dropReason: _dropped, ...rest } = stored;
+  await store.putDoc(runId, 'scenario', scenarioId, { ...rest, status: 'building' }, [{ stage, outcome: `dropped:${code}`, n: -1 }]);
+}
+
 /** Runs `fn`; output still invalid after the repair rounds drops the scenario instead of failing the job. */
 const orDrop = (deps: ScenarioDeps, runId: string, scenarioId: string, stage: string, fn: () => Promise<ScenarioOutcome>): Promise<ScenarioOutcome> =>
   endingItemOnInvalidOutput(fn, async err => {

@@ -49,6 +49,17 @@ export async function failEnv(deps: Pick<SynthesisDeps, 'store'>, runId: string,
   await deps.store.putDoc(runId, 'env', envId, { ...env, status: 'failed', failure: { stage, code, message } }, [{ stage, outcome: `failed:${code}`, n: 1 }]);
 }
 
+/**
+ * Undoes `failEnv` for a job that is about to run again (`envfleet synth` run again after a failure
+ * whose cause was fixed): an environment that failed at `stage` with `code` is building again, its
+ * failure forgotten and its count taken back in the same write. Anything else is left as it is.
+ */
+export async function reopenEnv(store: RunStore, runId: string, envId: string, stage: string, code: ErrorCode): Promise<void> {
+  const env = await store.getDoc(runId, 'env', envId);
+  if (!env || env.status !== 'failed' || env.failure?.stage !== stage || env.failure.code !== code) return;
+  await store.putDoc(runId, 'env', envId, { ...env, status: 'building', failure: null }, [{ stage, outcome: `failed:${code}`, n: -1 }]);
+}
+
 /** Runs `fn`; output still invalid after the repair rounds fails the environment instead of the job. */
 export const orFail = (deps: SynthesisDeps, runId: string, envId: string, stage: string, fn: () => Promise<ItemOutcome>): Promise<ItemOutcome> =>
   endingItemOnInvalidOutput(fn, async err => {

@@ -5,7 +5,8 @@ import { Queue } from 'bullmq';
 import { expect } from 'chai';
 import { parsePendingKey } from '../../queues/enqueuer.js';
 import { cancelRun, resumeRun } from '../../queues/run-jobs.js';
-import { submitSynthesis } from '../../queues/submit.js';
+import { submitRollouts, submitScenarios, submitSynthesis } from '../../queues/submit.js';
+import { rejection } from '../helpers/assert.js';
 import { parseModelScript, type ModelServer } from '../../src/model-server/index.js';
 import { createRedisRunControl, type RunControl } from '../../src/runs/control.js';
 import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
@@ -314,5 +315,17 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     }
     expect(String(error)).to.match(/cancelled run cannot be paused/);
     expect((await ctx.runControl.get('cancel')).state).to.equal('cancelled');
+    // Nor does it take new work: every submission is refused, saying it is cancelled, and adds no job.
+    for (const submit of [
+      () => submitSynthesis(f.config, f.redis, { runId: 'cancel', descriptions: file, probeSteps: 8 }),
+      () => submitScenarios(f.config, f.redis, { runId: 'cancel', perEnv: 5 }),
+      () => submitRollouts(f.config, f.redis, { runId: 'cancel', samples: 2, modes: ['non-conversational'] }),
+    ]) {
+      const refused = await rejection(submit());
+      expect(refused).to.have.property('code', 'INVALID_REQUEST');
+      expect(String(refused)).to.include('run "cancel" is cancelled (not needed').and.to.include('nothing was submitted').and.to.include('another run name');
+    }
+    expect(await ctx.store.pendingCount('cancel')).to.equal(0);
+    expect(await ctx.store.getDoc('cancel', 'scenario-config', 'current')).to.equal(null);
   });
 });

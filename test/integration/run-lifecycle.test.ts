@@ -13,6 +13,7 @@ import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
 import { runKey } from '../../src/runs/keys.js';
 import { createRedisRunStore } from '../../src/runs/store.js';
+import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { rejection } from '../helpers/assert.js';
 import { DEMO, REDIS_URL, useFleet } from '../helpers/integration.js';
@@ -99,7 +100,12 @@ describe('runs over their lifetime: status at any size, settings that do not cha
     expect(synth).to.have.property('code', 'INVALID_REQUEST');
     expect(String(synth)).to.include('probeSteps: 8 → 12').and.to.include('maxEnvs: 0 → 5');
 
+    // No worker runs here: the environment is made kept, and a scenario ready, by hand (there must be something to submit).
+    const [envId] = await f.store.listDocIds('r', 'env');
+    await f.store.putDoc('r', 'env', envId!, { ...(await f.store.getDoc('r', 'env', envId!))!, status: 'kept' });
+    const readyScenario = (runId: string) => f.store.putDoc(runId, 'scenario', 's1', { id: 's1', runId, environmentId: envId!, index: 0, status: 'ready' } as unknown as ScenarioRecord);
     await submitScenarios(f.config, f.redis, { runId: 'r', perEnv: 3 });
+    await readyScenario('r');
     const scenarios = await rejection(submitScenarios(f.config, f.redis, { runId: 'r', perEnv: 3, verifyWith: 'reference' }));
     expect(String(scenarios)).to.include('verifyWith: null → "reference"');
 
@@ -120,11 +126,45 @@ describe('runs over their lifetime: status at any size, settings that do not cha
     expect(String(again)).to.include('samples: 3 → 4');
     // Two first submissions at once: one is the run's first generation, the other a generation of its own.
     await f.store.createRun({ ...(await f.store.getRun('r'))!, id: 'r2' });
+    await readyScenario('r2');
     const both = await Promise.all(['v1', 'v2'].map(v => submitRollouts(f.config, f.redis, { runId: 'r2', samples: 2, modes: ['non-conversational'], policyVersion: v })));
     expect(both.filter(b => b.policy === undefined)).to.have.length(1);
     const later = both.find(b => b.policy !== undefined)!;
     expect((await f.store.getDoc('r2', 'rollout-config', later.policy!))?.policyVersion).to.equal(later.config.policyVersion);
     expect((await f.store.getDoc('r2', 'rollout-config', 'current'))?.policyVersion).to.equal(both.find(b => b.policy === undefined)!.config.policyVersion);
+  });
+
+  it('creates no run and freezes nothing when a submission has nothing valid to submit (a missing, empty or wrong file; no kept environment; no ready scenario)', async () => {
+    const f = await fleet({ workers: false });
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-nothing-'));
+    const empty = join(dir, 'empty.jsonl');
+    await writeFile(empty, '\n');
+    const descriptions = join(dir, 'd.jsonl');
+    await writeFile(descriptions, `${JSON.stringify({ summary: 'Library', introduction: 'A library with members, books and loans.' })}\n`);
+
+    const missing = await rejection(submitSynthesis(f.config, f.redis, { runId: 'v4', tasks: join(dir, 'nope.jsonl'), language: 'python' }));
+    expect(missing).to.have.property('code', 'INPUT_FILE_INVALID');
+    expect(String(missing)).to.include('nope.jsonl').and.to.include('cannot read');
+    const nothing = await rejection(submitSynthesis(f.config, f.redis, { runId: 'v4', tasks: empty, language: 'python' }));
+    expect(nothing).to.have.property('code', 'INPUT_FILE_INVALID');
+    expect(String(nothing)).to.include('the file is empty').and.to.include('run "v4" was not created');
+    // A descriptions file given as --tasks: every line is wrong, and says why.
+    const wrongKind = await rejection(submitSynthesis(f.config, f.redis, { runId: 'v4', tasks: descriptions, language: 'python' }));
+    expect(String(wrongKind)).to.include('line 1: task').and.to.include('{"task": TEXT');
+    expect(await f.store.getRun('v4')).to.equal(null);
+    // The corrected command is not refused for options frozen by a failed one.
+    expect(await submitSynthesis(f.config, f.redis, { runId: 'v4', descriptions })).to.deep.include({ created: true, items: 1 });
+
+    const noEnvs = await rejection(submitScenarios(f.config, f.redis, { runId: 'e', perEnv: 2, environments: empty }));
+    expect(noEnvs).to.have.property('code', 'INPUT_FILE_INVALID');
+    expect(await f.store.getRun('e')).to.equal(null);
+    const noKept = await rejection(submitScenarios(f.config, f.redis, { runId: 'v4', perEnv: 2 }));
+    expect(String(noKept)).to.include('no kept environment').and.to.include('envfleet status --run v4');
+    expect(await f.store.getDoc('v4', 'scenario-config', 'current')).to.equal(null);
+    const noReady = await rejection(submitRollouts(f.config, f.redis, { runId: 'v4', samples: 2, modes: ['non-conversational'] }));
+    expect(noReady).to.have.property('code', 'INVALID_REQUEST');
+    expect(String(noReady)).to.include('no ready scenario').and.to.include('nothing to roll out');
+    expect(await f.store.getDoc('v4', 'rollout-config', 'current')).to.equal(null);
   });
 
   it('reconciles outstanding entries: a job that ended or never came is let go, one that exists is kept', async () => {

@@ -1,0 +1,52 @@
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { waitNotes } from '../../cli/progress.js';
+import { waitForRun, type RunProgress } from '../../queues/run-jobs.js';
+import { submitSynthesis } from '../../queues/submit.js';
+import { createRedisRunControl } from '../../src/runs/control.js';
+import { DEMO, useFleet } from '../helpers/integration.js';
+
+/** Waits for `runId` until a report satisfies `enough`, then stops waiting; resolves with that report. */
+async function firstReport(wait: (report: (p: RunProgress) => void, signal: AbortSignal) => Promise<unknown>, enough: (p: RunProgress) => boolean): Promise<RunProgress> {
+  const stop = new AbortController();
+  let found: RunProgress | undefined;
+  await wait(p => {
+    if (!found && enough(p)) {
+      found = p;
+      stop.abort();
+    }
+  }, stop.signal).catch(() => undefined);
+  return found!;
+}
+
+describe('a command that waits for a run says why it does not move', function () {
+  const fleet = useFleet();
+
+  it('names the queues no worker consumes, and, once the run is paused, the pause, its reason and the command that resumes it', async () => {
+    const f = await fleet({ workers: false });
+    await submitSynthesis(f.config, f.redis, { runId: 'idle', tasks: join(DEMO, 'source-tasks.jsonl') });
+    const at = { connection: f.redis, prefix: f.config.redis.prefix };
+    const control = createRedisRunControl(f.redis, f.config.redis.prefix);
+
+    const idle = await firstReport((report, signal) => waitForRun(f.store, 'idle', report, { queues: at, control, idleWorkerMs: 0, signal }), p => !!p.unconsumed);
+    expect(idle.unconsumed).to.deep.equal(['mine.judge']);
+    expect(idle.paused).to.equal(undefined);
+    expect(waitNotes('idle', idle).join('\n')).to.include('no worker is consuming mine.judge').and.to.include('start `envfleet worker`').and.to.include('--workers');
+
+    await control.pause('idle', 'budget reached: run idle used 4854 tokens, its budget is 3000');
+    const paused = await firstReport((report, signal) => waitForRun(f.store, 'idle', report, { queues: at, control, idleWorkerMs: 0, signal }), p => !!p.paused);
+    expect(paused.paused?.reason).to.include('its budget is 3000');
+    expect(paused.unconsumed).to.equal(undefined);
+    const note = waitNotes('idle', paused).join('\n');
+    expect(note).to.include('run idle is paused (budget reached: run idle used 4854 tokens, its budget is 3000)');
+    expect(note).to.include('envfleet resume --run idle --budget-tokens N');
+  });
+
+  it('says nothing of workers while they consume the queues', async () => {
+    const f = await fleet();
+    await submitSynthesis(f.config, f.redis, { runId: 'busy', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    const reports: RunProgress[] = [];
+    await waitForRun(f.store, 'busy', p => reports.push(p), { queues: { connection: f.redis, prefix: f.config.redis.prefix }, control: createRedisRunControl(f.redis, f.config.redis.prefix), idleWorkerMs: 0 });
+    expect(reports.filter(p => p.unconsumed || p.paused)).to.deep.equal([]);
+  });
+});
