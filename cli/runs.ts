@@ -2,7 +2,7 @@ import { InvalidArgumentError } from 'commander';
 import { MODEL_STAGE_NAMES, isModelStage } from '../config/index.js';
 import { deleteRun, runsFinishedBefore } from '../queues/run-delete.js';
 import { cancelRun, resumeRun } from '../queues/run-jobs.js';
-import { listRuns, runStatus, type FunnelRow, type RunStatus } from '../queues/run-status.js';
+import { listRuns, runStatus, timeLeftText, type FunnelRow, type RunStatus } from '../queues/run-status.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
 import { castToError } from '../src/errors.js';
 import type { RunBudgets } from '../src/runs/control.js';
@@ -102,7 +102,7 @@ export const formatEvents = (events: RunStatus['events']) =>
 export function formatStatus(s: RunStatus): string {
   const lines = [
     `run ${s.id} — ${s.state}${s.finishedAt ? ` at ${s.finishedAt}` : ''}${s.control.reason ? ` (${s.control.reason})` : ''}; created ${s.createdAt}; input ${s.input}`,
-    `outstanding jobs: ${s.outstanding}; rate ${s.ratePerMinute.toFixed(1)} jobs/min; ${s.etaMinutes === null ? 'time left unknown' : `about ${s.etaMinutes.toFixed(1)} min left`}`,
+    `outstanding jobs: ${s.outstanding}; rate ${s.ratePerMinute.toFixed(1)} jobs/min; ${timeLeftText(s)}`,
     `environments ${JSON.stringify(s.environments)}; scenarios ${JSON.stringify(s.scenarios)}; trajectories ${s.trajectories.count}` +
       (s.trajectories.meanReward === null ? '' : ` (mean reward ${s.trajectories.meanReward.toFixed(3)}, solved ${((s.trajectories.solvedRate ?? 0) * 100).toFixed(1)}%)`),
     ...(Object.keys(s.events).length ? [`counters: ${formatEvents(s.events)}`] : []),

@@ -171,11 +171,19 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
     ledger,
     redis: footprint(await deps.store.bytes(runId), { environment: sum(environments), scenario: sum(scenarios), trajectory: trajectoryCount }),
     ratePerMinute,
-    etaMinutes: outstanding === 0 ? 0 : ratePerMinute > 0 ? outstanding / ratePerMinute : null,
+    // A paused or cancelled run makes no progress: the last minutes' rate says nothing of when it ends.
+    etaMinutes: outstanding === 0 ? 0 : control.state === 'running' && ratePerMinute > 0 ? outstanding / ratePerMinute : null,
     throughput,
   };
 }
 
+
+/** What is left of a run's time, for status and the dashboard: none while it is paused (with the command that resumes it) or cancelled. */
+export function timeLeftText(s: Pick<RunStatus, 'id' | 'state' | 'outstanding' | 'etaMinutes'>): string {
+  if (s.state === 'paused' && s.outstanding > 0) return `no time left estimated while it is paused (envfleet resume --run ${s.id})`;
+  if (s.state === 'cancelled' && s.outstanding > 0) return 'no time left estimated: it is cancelled';
+  return s.etaMinutes === null ? 'time left unknown' : `about ${s.etaMinutes.toFixed(1)} min left`;
+}
 
 export interface RunSummary {
   readonly id: string;

@@ -5,6 +5,9 @@ import { Queue } from 'bullmq';
 import { expect } from 'chai';
 import { parsePendingKey } from '../../queues/enqueuer.js';
 import { cancelRun, resumeRun } from '../../queues/run-jobs.js';
+import { runStatus } from '../../queues/run-status.js';
+import { formatStatus } from '../../cli/runs.js';
+import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { submitRollouts, submitScenarios, submitSynthesis } from '../../queues/submit.js';
 import { rejection } from '../helpers/assert.js';
 import { parseModelScript, type ModelServer } from '../../src/model-server/index.js';
@@ -171,6 +174,10 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
       expect(job.attemptsStarted, `starts of ${job.key}`).to.be.at.most(2);
     }
     expect(f.server.log().length).to.equal(sentBeforeWait);
+    // `envfleet status` while it is paused: no time left estimated from the minutes before the pause, and the way on.
+    const paused = (await runStatus({ store: f.store, ledger: createRedisLedger(f.redis, f.config.redis.prefix), control: ctx.runControl }, 'paused'))!;
+    expect(paused).to.deep.include({ state: 'paused', etaMinutes: null });
+    expect(formatStatus(paused)).to.include('no time left estimated while it is paused (envfleet resume --run paused)').and.not.to.match(/min left/);
 
     // `envfleet resume` (cli/runs.ts) does this: the run is marked running and its parked jobs are brought back.
     await resumeRun({ connection: f.redis, prefix: f.config.redis.prefix }, ctx.runControl, 'paused');
