@@ -72,11 +72,14 @@ async function unlinkUnder(redis: Redis, root: string): Promise<number> {
   return keys + (await redis.unlink(root));
 }
 
-/** The runs that finished (no outstanding job) before `date`: what `envfleet runs delete --finished-before` deletes. */
+/**
+ * The runs that finished (no outstanding job) before `date`: what `envfleet runs delete --finished-before` deletes.
+ * A run that never had a job (`envfleet runs` lists it as finished) finished when it was created.
+ */
 export async function runsFinishedBefore(store: RunStore, date: Date): Promise<string[]> {
   const out: string[] = [];
   for (const id of await store.listRuns()) {
-    const finishedAt = await store.finishedAt(id);
+    const finishedAt = (await store.finishedAt(id)) ?? (await store.getRun(id))?.createdAt ?? null;
     if (finishedAt && Date.parse(finishedAt) < date.getTime() && (await store.pendingCount(id)) === 0) out.push(id);
   }
   return out.sort();

@@ -194,8 +194,11 @@ describe('runs over their lifetime: status at any size, settings that do not cha
     expect(status.state).to.equal('finished');
     expect(status.redis.byArea).to.have.property('cache:mine.judge');
     expect(status.redis.perItem.environment).to.be.greaterThan(0);
-    expect(await runsFinishedBefore(f.store, new Date(Date.now() + 60_000))).to.deep.equal(['done']);
+    // A run that never had a job (listed as finished) counts as finished when it was created.
+    await f.store.createRun({ id: 'empty', createdAt: new Date(Date.now() - 1_000).toISOString(), input: 'tasks', options: runOptionsFrom(f.config) });
+    expect(await runsFinishedBefore(f.store, new Date(Date.now() + 60_000))).to.deep.equal(['done', 'empty']);
     expect(await runsFinishedBefore(f.store, new Date(Date.now() - 3_600_000))).to.deep.equal([]);
+    await deleteRun(f.redis, f.config.redis.prefix, f.store, f.workers.ctx.runControl, 'empty');
 
     // A run with outstanding jobs is refused.
     await f.workers.ctx.runControl.pause('busy', 'hold it');
