@@ -198,7 +198,11 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
     const { runId } = request;
     const asked = runOptionsFrom(config, request);
     const created = await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: request.tasks ? 'tasks' : 'descriptions', options: asked });
-    const frozen = (await store.getRun(runId))!.options;
+    const existing = (await store.getRun(runId))!;
+    const frozen = existing.options;
+    if (existing.input !== 'tasks' && existing.input !== 'descriptions') {
+      throw new RequestError(`run "${runId}" holds environments imported with envfleet import ${existing.input}, not synthesized ones: nothing was submitted. Synthesize into another run name (envfleet synth --run NEW …); the imported run goes on with envfleet scenarios / rollouts.`);
+    }
     if (synthLanguageOf(frozen) !== synthLanguageOf(asked)) {
       throw new RequestError(`run "${runId}" synthesizes ${synthLanguageOf(frozen) === 'python' ? 'Python' : 'JavaScript'} environments (--language ${synthLanguageOf(frozen)}, frozen when it was created), and this request asks for --language ${synthLanguageOf(asked)}: a run synthesizes in one language. Submit again with --language ${synthLanguageOf(frozen)} to resume it, or use another run name.`);
     }

@@ -133,6 +133,14 @@ describe('envfleet import envscaler (command line, real Redis)', function () {
     expect(await store.listDocIds('synth-run', 'env')).to.deep.equal(['env_7_rl']);
   });
 
+  it('refuses envfleet synth into an imported run, as import refuses a synthesized one (nothing submitted)', async () => {
+    const before = await store.listDocIds('es', 'env');
+    const refused = await envfleet('synth', '--run', 'es', '--descriptions', 'fixtures/demo/python-descriptions.jsonl', '--no-wait');
+    expect(refused.code).to.equal(1);
+    expect(refused.stderr).to.match(/run "es" holds environments imported with envfleet import envscaler.*another run name/);
+    expect(await store.listDocIds('es', 'env')).to.deep.equal(before);
+  });
+
   it('envfleet export writes the imported run as environments.jsonl and scenarios.jsonl that envfleet serve loads; SFT scenarios are no RL rows', async () => {
     const out = join(dir, 'export');
     const r = await envfleet('export', '--run', 'es', '--out', out);
