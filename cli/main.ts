@@ -170,7 +170,7 @@ program
   .option('--per-env <m>', 'initial states (scenarios) per environment', positiveInt, 5)
   .option('--environments <file>', 'environments.jsonl (export format) to import into the run first')
   .option('--verify-with <model>', 'solvability gate: keep a scenario only when this reference policy model solves it')
-  .option('--tries <r>', 'reference rollouts per scenario for --verify-with', positiveInt, 3)
+  .option('--tries <r>', 'reference rollouts per scenario for --verify-with (default: 3)', positiveInt)
   .option('--no-wait', 'enqueue and return without waiting')
   .option('--workers', 'also run workers for every queue in this process')
   .action(guarded(async (opts: ScenariosOptions) => (await import('./submit.js')).scenariosCommand(opts)));

@@ -30,7 +30,7 @@ export interface ScenariosOptions extends Waiting {
   readonly perEnv: number;
   readonly environments?: string;
   readonly verifyWith?: string;
-  readonly tries: number;
+  readonly tries?: number;
 }
 
 export interface RolloutsOptions extends Waiting {
@@ -161,6 +161,8 @@ export async function synthCommand(opts: SynthOptions): Promise<void> {
 
 /** `envfleet scenarios`. */
 export async function scenariosCommand(opts: ScenariosOptions): Promise<void> {
+  // Without the gate there is no reference rollout to count: a --tries that would do nothing (and be frozen with the run's settings).
+  if (opts.tries !== undefined && !opts.verifyWith) throw new InvalidArgumentError(`--tries sets how many reference rollouts --verify-with MODEL gets per scenario; give --verify-with too, or leave --tries out`);
   await submitting(
     opts,
     ['scenarios'],
@@ -168,7 +170,7 @@ export async function scenariosCommand(opts: ScenariosOptions): Promise<void> {
       const s = await submitScenarios(c.config, c.redis, {
         runId: opts.run,
         perEnv: opts.perEnv,
-        tries: opts.tries,
+        ...(opts.tries !== undefined ? { tries: opts.tries } : {}),
         ...(opts.environments ? { environments: opts.environments } : {}),
         ...(opts.verifyWith ? { verifyWith: opts.verifyWith } : {}),
       });

@@ -87,6 +87,13 @@ describe('envfleet: mistakes at the command line (build in dist/)', function () 
     }
   });
 
+  it('scenarios refuses --tries without --verify-with (it would do nothing, and be frozen with the settings)', async () => {
+    const { code, stderr } = await envfleet(['scenarios', '--run', 'x', '--tries', '5', '--no-wait']);
+    expect(code).to.equal(1);
+    expect(stderr).to.include('--tries sets how many reference rollouts --verify-with MODEL gets per scenario').and.not.to.match(/\n\s+at /);
+    expect(await redis.keys(`${prefix}:run:x*`)).to.deep.equal([]);
+  });
+
   it('pause and cancel refuse --budget-usd / --budget-tokens (only resume raises a budget) and do not list them', async () => {
     for (const action of ['pause', 'cancel']) {
       for (const option of ['--budget-usd', '--budget-tokens']) {
