@@ -361,6 +361,31 @@ function checkClusterSettings(e: EnvSchema): void {
   }
 }
 
+/**
+ * Where each option a run freezes at its creation comes from (queues/submit.ts runOptionsFrom): the flag or the
+ * variable to change back, named in the message that refuses a request whose options differ.
+ */
+export const RUN_OPTION_SOURCES: Readonly<Record<string, string>> = {
+  minUsefulness: 'ENVFLEET_MIN_USEFULNESS',
+  minModelability: 'ENVFLEET_MIN_MODELABILITY',
+  dedupThreshold: 'ENVFLEET_DEDUP_THRESHOLD',
+  probeSteps: '--probe-steps or ENVFLEET_PROBE_STEPS',
+  notFailThreshold: 'ENVFLEET_NOT_FAIL_THRESHOLD',
+  assembleRounds: 'ENVFLEET_ASSEMBLE_ROUNDS',
+  verdictRepairRounds: 'ENVFLEET_REPAIR_ROUNDS',
+  maxEnvs: '--max-envs',
+  language: '--language',
+  'limits.callDeadlineMs': 'ENVFLEET_SANDBOX_DEADLINE_MS',
+  'limits.createDeadlineMs': 'ENVFLEET_SANDBOX_CREATE_DEADLINE_MS',
+  'limits.checkDeadlineMs': 'ENVFLEET_SANDBOX_CHECK_DEADLINE_MS',
+  'limits.sessionCpuMs': 'ENVFLEET_SANDBOX_SESSION_CPU_MS',
+  'limits.envMemoryMb': 'ENVFLEET_SANDBOX_ENV_MEMORY_MB',
+  'limits.heapMb': 'ENVFLEET_SANDBOX_HEAP_MB',
+  'limits.maxResultBytes': 'ENVFLEET_SANDBOX_MAX_RESULT_KB (× 1024)',
+  'limits.maxStateBytes': 'ENVFLEET_SANDBOX_MAX_STATE_KB (× 1024)',
+  models: 'ENVFLEET_MODEL or the models file (ENVFLEET_MODELS_FILE)',
+};
+
 /** The configuration with every secret replaced, safe to log or store with a run. */
 export function redactConfig(config: AppConfig): unknown {
   return JSON.parse(

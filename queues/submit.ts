@@ -1,4 +1,4 @@
-import type { AppConfig } from '../config/index.js';
+import { RUN_OPTION_SOURCES, type AppConfig } from '../config/index.js';
 import { readEnvironmentsFile } from '../src/datasets/environments-file.js';
 import { RequestError, isErrorCode, isOutsideFailure } from '../src/errors.js';
 import { InputFileError } from '../src/sandbox/files.js';
@@ -160,26 +160,41 @@ export function synthLanguage(value: string | undefined): CodeLanguage {
 }
 
 /** Each field (one level down into objects) whose value differs, as `name: frozen → asked`. */
-function differences(frozen: object, asked: object, path = ''): string[] {
+function differences(frozen: object, asked: object, sources: Readonly<Record<string, string>>, path = ''): string[] {
   const out: string[] = [];
   const a = frozen as Record<string, unknown>;
   const b = asked as Record<string, unknown>;
   for (const key of new Set([...Object.keys(a), ...Object.keys(b)])) {
     const [x, y] = [a[key], b[key]];
     if (canonicalJson(x) === canonicalJson(y)) continue;
-    if (!path && x && y && typeof x === 'object' && typeof y === 'object' && !Array.isArray(x)) out.push(...differences(x, y, `${key}.`));
-    else out.push(`${path}${key}: ${canonicalJson(x) ?? 'unset'} → ${canonicalJson(y) ?? 'unset'}`);
+    if (!path && x && y && typeof x === 'object' && typeof y === 'object' && !Array.isArray(x)) out.push(...differences(x, y, sources, `${key}.`));
+    else {
+      // The flag or variable that sets it, so the user knows what to change back.
+      const source = sources[`${path}${key}`] ?? sources[path.slice(0, -1)];
+      out.push(`${path}${key}: ${canonicalJson(x) ?? 'unset'} → ${canonicalJson(y) ?? 'unset'}${source ? ` (${source})` : ''}`);
+    }
   }
   return out;
 }
+
+/** The flags that set a run's scenario settings and rollout settings (RUN_OPTION_SOURCES names its options'). */
+const SCENARIO_SOURCES: Readonly<Record<string, string>> = { perEnv: '--per-env', verifyWith: '--verify-with', tries: '--tries' };
+const ROLLOUT_SOURCES: Readonly<Record<string, string>> = {
+  samples: '--samples',
+  modes: '--mode',
+  limits: '--max-steps, --max-tokens, --max-wall-ms',
+  policyModel: '--model',
+  userModel: '--user-model',
+  policyVersion: '--policy-version',
+};
 
 /**
  * A run's settings are frozen when first given: asking again with other settings would otherwise be
  * silently ignored (and, as ids do not name the settings, count old work as done). Refuses with each
  * difference and what to do.
  */
-function refuseChanged(runId: string, what: string, frozen: object, asked: object, instead: string): void {
-  const diff = differences(frozen, asked);
+function refuseChanged(runId: string, what: string, frozen: object, asked: object, instead: string, sources: Readonly<Record<string, string>>): void {
+  const diff = differences(frozen, asked, sources);
   if (diff.length) throw new RequestError(`run "${runId}" already has its ${what}, and this request differs: ${diff.join('; ')}. ${instead}`);
 }
 
@@ -206,7 +221,7 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
     if (synthLanguageOf(frozen) !== synthLanguageOf(asked)) {
       throw new RequestError(`run "${runId}" synthesizes ${synthLanguageOf(frozen) === 'python' ? 'Python' : 'JavaScript'} environments (--language ${synthLanguageOf(frozen)}, frozen when it was created), and this request asks for --language ${synthLanguageOf(asked)}: a run synthesizes in one language. Submit again with --language ${synthLanguageOf(frozen)} to resume it, or use another run name.`);
     }
-    refuseChanged(runId, 'options (frozen when it was created)', frozen, asked, 'Submit again with the same settings to resume it, or use another run name for other settings.');
+    refuseChanged(runId, 'options (frozen when it was created)', frozen, asked, 'Submit again with the same settings to resume it, or use another run name for other settings.', RUN_OPTION_SOURCES);
     const { problems } = input;
     if (request.tasks) {
       const items = input.items as SourceTask[];
@@ -272,7 +287,7 @@ export async function submitScenarios(config: AppConfig, redis: Redis, request: 
     if (!envIds.length) throw new RequestError(`run "${runId}" has no kept environment, so there is nothing to generate scenarios for (nothing submitted, no setting frozen). See why with envfleet status --run ${runId}; synthesize environments first (envfleet synth --run ${runId}, wait for it to finish) or import them (envfleet scenarios --run NEW --environments DIR/environments.jsonl).`);
     const asked: ScenarioConfig = { perEnv: request.perEnv, verifyWith: request.verifyWith ?? null, tries: request.tries ?? 3 };
     const frozen = await store.getDoc(runId, 'scenario-config', 'current');
-    if (frozen) refuseChanged(runId, 'scenario settings (frozen at its first envfleet scenarios)', frozen, asked, 'Submit again with the same settings to resume, or generate scenarios with other settings in another run (envfleet scenarios --run NEW --environments DIR/environments.jsonl).');
+    if (frozen) refuseChanged(runId, 'scenario settings (frozen at its first envfleet scenarios)', frozen, asked, 'Submit again with the same settings to resume, or generate scenarios with other settings in another run (envfleet scenarios --run NEW --environments DIR/environments.jsonl).', SCENARIO_SOURCES);
     else await store.putDoc(runId, 'scenario-config', 'current', asked);
     const { added: jobsAdded, retried } = await enqueuer.resubmit('scenarios', { runId, envIds, perEnv: request.perEnv }, reopenItem(store));
     const jobsRetried = retried + (await retryFailedItems(store, enqueuer, runId, 'scenario'));
@@ -345,6 +360,7 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
         frozen,
         asked,
         'Submit again with the same settings to resume; for other settings, export the scenarios and start another run (envfleet export, then envfleet scenarios --run NEW --environments DIR/environments.jsonl).',
+        ROLLOUT_SOURCES,
       );
     }
     const policy = generation === 'current' ? undefined : generation;

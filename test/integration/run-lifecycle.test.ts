@@ -98,7 +98,7 @@ describe('runs over their lifetime: status at any size, settings that do not cha
     expect(await submitSynthesis(f.config, f.redis, { runId: 'r', descriptions, probeSteps: 8 })).to.deep.include({ created: false, jobsAdded: 0 });
     const synth = await rejection(submitSynthesis(f.config, f.redis, { runId: 'r', descriptions, probeSteps: 12, maxEnvs: 5 }));
     expect(synth).to.have.property('code', 'INVALID_REQUEST');
-    expect(String(synth)).to.include('probeSteps: 8 → 12').and.to.include('maxEnvs: 0 → 5');
+    expect(String(synth)).to.include('probeSteps: 8 → 12 (--probe-steps or ENVFLEET_PROBE_STEPS)').and.to.include('maxEnvs: 0 → 5 (--max-envs)');
 
     // No worker runs here: the environment is made kept, and a scenario ready, by hand (there must be something to submit).
     const [envId] = await f.store.listDocIds('r', 'env');
@@ -107,13 +107,13 @@ describe('runs over their lifetime: status at any size, settings that do not cha
     await submitScenarios(f.config, f.redis, { runId: 'r', perEnv: 3 });
     await readyScenario('r');
     const scenarios = await rejection(submitScenarios(f.config, f.redis, { runId: 'r', perEnv: 3, verifyWith: 'reference' }));
-    expect(String(scenarios)).to.include('verifyWith: null → "reference"');
+    expect(String(scenarios)).to.include('verifyWith: null → "reference" (--verify-with)');
 
     await submitRollouts(f.config, f.redis, { runId: 'r', samples: 2, modes: ['non-conversational'] });
     await submitRollouts(f.config, f.redis, { runId: 'r', samples: 2, modes: ['non-conversational'] });
     const rollouts = await rejection(submitRollouts(f.config, f.redis, { runId: 'r', samples: 3, modes: ['non-conversational'] }));
     expect(rollouts).to.have.property('code', 'INVALID_REQUEST');
-    expect(String(rollouts)).to.include('samples: 2 → 3');
+    expect(String(rollouts)).to.include('samples: 2 → 3 (--samples)');
     expect((await f.store.getDoc('r', 'rollout-config', 'current'))?.samples).to.equal(2);
     // Another policy is not a changed setting but a generation of its own, frozen in its turn — only on
     // purpose: it needs a version of its own (a forgotten or mistyped flag does not start a paid generation).
