@@ -435,6 +435,8 @@ function flattenIssues(issues: readonly z.core.$ZodIssue[], prefix: readonly Pro
 
 /** Query parameters whose values are credentials (Azure's `api-key`, `token`, `sig`, `access_token`, …). */
 const SECRET_PARAM = /key|token|secret|pass|sig|auth|credential/i;
+/** The same parameters' values in a URL the URL parser refuses. */
+const SECRET_PARAM_VALUE = new RegExp(`([?&][^=&#]*(?:${SECRET_PARAM.source})[^=&#]*=)[^&#]*`, 'gi');
 
 /**
  * A URL for messages, logs and stored records: its password hidden (or a user name that stands alone, as a
@@ -461,7 +463,7 @@ export function redactUrl(url: unknown): string {
     }
     return changed ? parsed.toString() : text;
   } catch {
-    return text.replace(/\/\/[^@/]*@/, '//***@').replace(/([?&][^=&#]*(?:key|token|secret|pass|sig|auth|credential)[^=&#]*=)[^&#]*/gi, '$1***');
+    return text.replace(/\/\/[^@/]*@/, '//***@').replace(SECRET_PARAM_VALUE, '$1***');
   }
 }
 

@@ -1,5 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { InputFileError } from '../sandbox/files.js';
+import { stripBom } from '../util/bom.js';
 
 /**
  * Reads the records of a JSON data file one at a time, in any of the shapes other projects publish
@@ -186,7 +187,7 @@ class RecordSplitter {
   private lineRecord(raw: string): void {
     this.lineNo += 1;
     let text = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
-    if (this.lineNo === 1 && text.charCodeAt(0) === BOM) text = text.slice(1);
+    if (this.lineNo === 1) text = stripBom(text);
     if (!text.trim()) return;
     this.out.push({ index: this.index++, line: this.lineNo, ...parsed(text) });
   }

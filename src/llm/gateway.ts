@@ -285,7 +285,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
    * fails, as one that a dropped connection cut off does (Redis may have run it: the id keeps it from counting
    * twice). The call is paid for by then, so its record should not be lost to a moment without Redis.
    */
-  async function recordOnce(entry: LedgerEntry & { readonly id: string }): Promise<void> {
+  async function recordOnce(entry: LedgerEntry): Promise<void> {
     for (let attempt = 1; ; attempt += 1) {
       try {
         await deps.ledger.record(entry);

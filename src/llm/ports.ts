@@ -56,10 +56,10 @@ export interface LedgerEntry {
   /** Served from the response cache: no tokens paid, `usage` is what was saved. */
   readonly cached: boolean;
   /**
-   * The call's id (unique per call): a ledger counts an entry with an id once, however often it is sent
-   * (a write that Redis ran but whose answer a dropped connection lost is sent again, by the client or the gateway).
+   * The call's id (unique per call): a ledger counts an entry once, however often it is sent (a write that Redis
+   * ran but whose answer a dropped connection lost is sent again, by the client or the gateway).
    */
-  readonly id?: string;
+  readonly id: string;
 }
 
 export interface LedgerCounters {

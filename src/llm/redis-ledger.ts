@@ -24,17 +24,10 @@ function increments(entry: LedgerEntry): Record<keyof LedgerCounters, number> {
   return c;
 }
 
-/** Adds each (field, value) pair of ARGV to the hash KEYS[1]: one command for all the counters of a model call. */
-const HINCRBY_PAIRS = redisScript(
-  'hincrby_pairs',
-  `for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return 1`,
-  1,
-);
-
 /**
- * HINCRBY_PAIRS for an entry with an id: counted only if KEYS[2] (the id's key) was not set yet; it is set
- * for ARGV[1] seconds. Returns 1 if counted, 0 if the id had been counted before.
+ * Adds each (field, value) pair of ARGV[2..] to the hash KEYS[1] (all the counters of a model call in one command),
+ * only if KEYS[2] (the entry's id) was not set yet; it is set for ARGV[1] seconds. Returns 1 if counted, 0 if the
+ * id had been counted before.
  */
 const HINCRBY_PAIRS_ONCE = redisScript(
   'hincrby_pairs_once',
@@ -68,8 +61,7 @@ export function createRedisLedger(redis: Redis, prefix: string): Ledger {
       }
       if (!pairs.length) return;
       const k = keys(entry.runId);
-      if (entry.id === undefined) await HINCRBY_PAIRS(redis, [k.ledger], pairs);
-      else await HINCRBY_PAIRS_ONCE(redis, [k.ledger, k.ledgerEntry(entry.id)], [String(LEDGER_ENTRY_TTL_S), ...pairs]);
+      await HINCRBY_PAIRS_ONCE(redis, [k.ledger, k.ledgerEntry(entry.id)], [String(LEDGER_ENTRY_TTL_S), ...pairs]);
     },
     async totals(runId) {
       const hash = await redis.hgetall(keys(runId).ledger);

@@ -36,10 +36,8 @@ export function createMemoryLedger(): Ledger {
   const seen = new Set<string>();
   return {
     record(entry) {
-      if (entry.id !== undefined) {
-        if (seen.has(entry.id)) return Promise.resolve();
-        seen.add(entry.id);
-      }
+      if (seen.has(entry.id)) return Promise.resolve();
+      seen.add(entry.id);
       let run = runs.get(entry.runId);
       if (!run) {
         run = { runId: entry.runId, ...emptyCounters(), byStage: {}, byModel: {} };
