@@ -407,6 +407,12 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   const toFleet = (cmd: FleetCommand) => {
     for (const child of fleets) child.send(cmd);
   };
+  const config = loadConfig({}, { overrides: { REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix, OPENAI_BASE_URL: modelUrl, LOG_LEVEL: 'silent' } });
+  const redis = createRedisConnection(REDIS_URL, 'producer');
+  await waitForRedis(redis, REDIS_URL);
+  const store = createRedisRunStore(redis, prefix);
+  // The timed run exists (no rollouts yet) before its sink starts: `envfleet sink` refuses a run that does not.
+  await seedRun(config, store, 'main', 'Look up guest G0001 and report their balance.', spec.light);
   // The sink (`envfleet sink --follow` on the timed run), a process of its own, started with the workers.
   const sinkDir = SINK ? mkdtempSync(join(os.tmpdir(), 'envfleet-bench-sink-')) : null;
   const sink = sinkDir ? track(spawnSink(prefix, sinkDir, PROFILE_SINK ? profileDir : null)) : null;
@@ -414,10 +420,6 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   const fleetStartupMs = Date.now() - spawnedAt;
   const poolTids = ready.map(r => r.poolTids?.length ?? 0);
 
-  const config = loadConfig({}, { overrides: { REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix, OPENAI_BASE_URL: modelUrl, LOG_LEVEL: 'silent' } });
-  const redis = createRedisConnection(REDIS_URL, 'producer');
-  await waitForRedis(redis, REDIS_URL);
-  const store = createRedisRunStore(redis, prefix);
   let samplerTimer: NodeJS.Timeout | undefined;
   try {
     // Warm-up: a few episodes whose answers come at once (JIT, ajv schemas and QuickJS in every pool thread, HTTP connections).
@@ -438,8 +440,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
     server.send({ type: 'collect' } satisfies ServerCommand);
     await nextMessage<ServerMessage, 'records'>(server, 'records', 30_000);
 
-    // The timed run.
-    await seedRun(config, store, 'main', 'Look up guest G0001 and report their balance.', spec.light);
+    // The timed run (seeded before the sink started).
     const host: HostSample[] = [];
     const sinkCpu: CpuSample[] = [];
     let sampling = false;
