@@ -39,7 +39,7 @@ const utf8 = new TextDecoder();
  * (src/llm/node-fetch.ts) instead of through the openai client's request machinery, which cost about as
  * much CPU again as the request itself on a worker's main thread (docs/benchmarks.md). It sends what the
  * client sends for a non-streaming `chat.completions.create` with retries off (`base`, then the caller's
- * headers, then the JSON body), and fails the way the client fails, with the client's own error classes, so
+ * headers, then the JSON body: `body`'s bytes as they are, or JSON.stringify of the parameters), and fails the way the client fails, with the client's own error classes, so
  * the gateway translates both alike: a status outside 2xx is `APIError.generate` of the body (as JSON when
  * it parses, else its text as the message) and the headers; no answer within the timeout, or a connection
  * error that says it timed out, is `APIConnectionTimeoutError`; the caller's abort `APIUserAbortError`; any
@@ -48,7 +48,7 @@ const utf8 = new TextDecoder();
  * back as a string, which no caller can use); one that is not JSON throws the parse's SyntaxError (the
  * gateway's "unreadable response"). Not carried over: the client's own request log (`OPENAI_LOG`).
  */
-export async function postChatCompletion(sender: HttpSender, base: ChatRequestBase, params: ChatCompletionCreateParamsNonStreaming, o: ChatPostOptions): Promise<ChatCompletion> {
+export async function postChatCompletion(sender: HttpSender, base: ChatRequestBase, body: ChatCompletionCreateParamsNonStreaming | Uint8Array, o: ChatPostOptions): Promise<ChatCompletion> {
   const headers: Record<string, string> = { ...base.headers };
   for (const [k, v] of Object.entries(o.headers)) headers[k.toLowerCase()] = v;
   if (o.signal?.aborted) throw new APIUserAbortError();
@@ -62,7 +62,7 @@ export async function postChatCompletion(sender: HttpSender, base: ChatRequestBa
   o.signal?.addEventListener('abort', onAbort, { once: true });
   let answer;
   try {
-    answer = await sender.send(base.url, { method: 'POST', headers, body: JSON.stringify(params), signal: controller.signal });
+    answer = await sender.send(base.url, { method: 'POST', headers, body: body instanceof Uint8Array ? body : JSON.stringify(body), signal: controller.signal });
   } catch (err) {
     if (o.signal?.aborted) throw new APIUserAbortError();
     const cause = err instanceof Error ? err : new Error(String(err));

@@ -14,6 +14,7 @@ import { AppError, BudgetExceededError, JobAbortedError, ModelError, ModelOutput
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { canonicalJson, deepFreeze, hashOfWith } from '../util/canonical.js';
+import { RawJson, stringifyJsonBytes } from '../util/raw-json.js';
 import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
 import { createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
@@ -190,20 +191,42 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     }
   }
 
-  // The canonical text of each tool object a request carried. An episode sends its environment's tools (from the
-  // stored record, never changed once loaded) with every turn; sorting their keys again for every request's cache
-  // key was a fifth of a worker main thread's allocations (a sampling heap profile at C = 1,000, docs/benchmarks.md).
-  // A remembered tool is frozen, deeply: a caller that changed it in place afterwards would otherwise get the
-  // cached answer to the tool as it was (a TypeError at the change instead).
-  const toolTexts = new WeakMap<object, string>();
+  // The canonical text of each tool and message object a request carried. An episode sends its environment's
+  // tools (from the stored record, never changed once loaded) and its whole conversation so far with every turn;
+  // sorting their keys again for every request's cache key was a fifth of a worker main thread's allocations (a
+  // sampling heap profile at C = 1,000, docs/benchmarks.md), and the conversation's share grows with each turn.
+  // A remembered object is frozen, deeply: a caller that changed it in place afterwards would otherwise get the
+  // cached answer to the request as it was (a TypeError at the change instead).
+  const canonicalTexts = new WeakMap<object, string>();
 
   /** The response cache's key of a request: SHA-256 of the canonical JSON of the request with its run, stage and salt. */
   function cacheKey(ctx: CallContext, keyMaterial: unknown): string {
-    const tools = (keyMaterial as { tools?: unknown } | null)?.tools;
-    if (Array.isArray(tools)) {
-      for (const t of tools as unknown[]) if (t && typeof t === 'object' && !toolTexts.has(t)) toolTexts.set(deepFreeze(t), canonicalJson(t));
+    for (const list of [(keyMaterial as { tools?: unknown } | null)?.tools, (keyMaterial as { messages?: unknown } | null)?.messages]) {
+      if (!Array.isArray(list)) continue;
+      for (const item of list as unknown[]) if (item && typeof item === 'object' && !canonicalTexts.has(item)) canonicalTexts.set(deepFreeze(item), canonicalJson(item));
     }
-    return hashOfWith({ v: CACHE_KEY_VERSION, run: ctx.runId, stage: ctx.stage, salt: ctx.cacheSalt ?? null, req: keyMaterial }, toolTexts);
+    return hashOfWith({ v: CACHE_KEY_VERSION, run: ctx.runId, stage: ctx.stage, salt: ctx.cacheSalt ?? null, req: keyMaterial }, canonicalTexts);
+  }
+
+  // The JSON text of each tool and message object as a request body writes it (JSON.stringify's own key order), for
+  // the same reason: the body of an episode's n-th request is its first n − 1 requests' messages again, and the tools.
+  const bodyTexts = new WeakMap<object, string>();
+
+  /** A chat request's body as UTF-8 bytes: the text JSON.stringify(params) gives, with remembered tools and messages copied in (frozen as above). */
+  function chatBody(params: ChatCompletionCreateParamsNonStreaming): Buffer {
+    const remembered = (list: readonly unknown[] | undefined) =>
+      list?.map(item => {
+        if (!item || typeof item !== 'object' || Array.isArray(item)) return item;
+        let text = bodyTexts.get(item);
+        if (text === undefined) {
+          text = JSON.stringify(item);
+          bodyTexts.set(deepFreeze(item), text);
+        }
+        return new RawJson(text);
+      });
+    const body = stringifyJsonBytes({ ...params, messages: remembered(params.messages), ...(params.tools ? { tools: remembered(params.tools) } : {}) });
+    if (body === undefined) throw new TypeError('the chat request has no JSON text');
+    return body;
   }
 
   /** Sends one request through limits, cache, ledger and error translation. */
@@ -362,7 +385,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       deps.clientFor
         ? c.chat.completions.create(params, options)
         : chatBase(c, endpoint).then(base =>
-            postChatCompletion(sender, base, params, { headers: options.headers as Record<string, string>, signal: options.signal ?? null, timeoutMs: endpoint.timeoutMs }),
+            postChatCompletion(sender, base, chatBody(params), { headers: options.headers as Record<string, string>, signal: options.signal ?? null, timeoutMs: endpoint.timeoutMs }),
           ),
       hasChoice,
     );

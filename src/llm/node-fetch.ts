@@ -49,6 +49,12 @@ export function createHttpSender(options: { readonly maxSockets?: number } = {})
       if (!('accept-encoding' in headers)) headers['accept-encoding'] = 'gzip, deflate, br';
       const body = init.body;
       if (body !== undefined && !('content-length' in headers)) headers['content-length'] = String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength);
+      // node:http writes the head with a string body in the body's encoding (UTF-8), but alone, before a byte body,
+      // as Latin-1: a non-ASCII header value (OPENAI_CUSTOM_HEADERS: "x-tenant: équipe") goes out as its UTF-8
+      // bytes either way, as the openai client's own requests send it.
+      if (body instanceof Uint8Array) {
+        for (const [name, value] of Object.entries(headers)) if (/[^ -~\t]/.test(value)) headers[name] = Buffer.from(value, 'utf8').toString('latin1');
+      }
       const signal = init.signal ?? null;
       const attempt = (retried: boolean): Promise<HttpAnswer> =>
         new Promise<HttpAnswer>((resolve, reject) => {

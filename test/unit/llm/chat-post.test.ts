@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import OpenAI from 'openai';
+import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import { pino } from 'pino';
 import { loadConfig } from '../../../config/index.js';
 import { createModelGateway, type ModelGateway } from '../../../src/llm/gateway.js';
@@ -116,6 +117,26 @@ describe('chat completions posted by the gateway against the openai client', fun
     // Every header, the client's User-Agent and X-Stainless-* included.
     expect(first!.headers).to.deep.equal(second!.headers);
     expect(first!.headers['user-agent']).to.match(/^OpenAI\/JS /);
+  });
+
+  it('sends the same body as the openai client turn after turn of a growing conversation (remembered messages and tools written as they are)', async () => {
+    handler = answer(200, json, JSON.stringify(completion));
+    const { own, sdk } = gateways();
+    const messages: ChatCompletionMessageParam[] = [...request.messages];
+    for (let turn = 0; turn < 3; turn++) {
+      seen.length = 0;
+      await own.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: `t${turn}` }, { ...request, messages: [...messages] });
+      await sdk.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: `t${turn}` }, { ...request, messages: [...messages] });
+      expect(seen).to.have.length(2);
+      expect(seen[0]!.body).to.equal(seen[1]!.body);
+      expect((JSON.parse(seen[0]!.body) as { messages: unknown[] }).messages).to.have.length(messages.length);
+      messages.push(
+        { role: 'assistant', content: null, tool_calls: [{ id: `c${turn}`, type: 'function', function: { name: 'get_book', arguments: `{"id":${turn},"note":"é\\u2028 🙂"}` } }] },
+        { role: 'tool', tool_call_id: `c${turn}`, content: JSON.stringify({ title: `第${turn}本 — Ünïcödé`, empty: undefined }) },
+      );
+    }
+    // What the gateway remembered cannot change under it.
+    expect(() => { (messages[2] as { content: string | null }).content = 'changed'; }).to.throw(TypeError);
   });
 
   it("sends the headers the openai client takes from its environment (OPENAI_CUSTOM_HEADERS), as the client does", async () => {
