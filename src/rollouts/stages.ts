@@ -76,8 +76,15 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
   // Written as this text, and published with its summary and the text's digest: the sink keeps the summary in
   // Redis once the line is written, without parsing the whole document, when what it reads is this text.
   const text = storedText(trajectory);
-  await deps.store.putDocText(runId, 'trajectory', id, text, outcomeCounts(trajectory));
-  await deps.stream.publish(runId, id, { summary: trajectorySummary(trajectory), text });
+  if (!(await deps.store.addDocText(runId, 'trajectory', id, text, outcomeCounts(trajectory)))) {
+    // Another run of this job stored the episode first (a stalled job taken again while it still ran): that
+    // one is the run's, counted once; this one is dropped. Republished without a summary, as above.
+    const first = await deps.store.getDoc(runId, 'trajectory', id);
+    await deps.stream.publish(runId, id);
+    if (first) return first;
+  } else {
+    await deps.stream.publish(runId, id, { summary: trajectorySummary(trajectory), text });
+  }
   return trajectory;
 }
 
@@ -143,8 +150,8 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
     lineage: { runId, scenarioId, prompts: { ...ROLLOUT_PROMPT_VERSIONS } },
   };
   const text = storedText(record);
-  await deps.store.putDocText(runId, 'trajectory', id, text, outcomeCounts(record));
-  await deps.stream.publish(runId, id, { summary: trajectorySummary(record), text });
+  // A run of the job that is still going may store its episode first: then that one stands.
+  if (await deps.store.addDocText(runId, 'trajectory', id, text, outcomeCounts(record))) await deps.stream.publish(runId, id, { summary: trajectorySummary(record), text });
 }
 
 /** Trajectories a group job reads at once (a trajectory not yet archived by the sink is ≈ 100 KB). */

@@ -83,6 +83,12 @@ export interface RunStore {
    * documents carry a counted status (environments, scenarios) use `putDoc`.
    */
   putDocText(runId: string, kind: Exclude<DocKind, 'env' | 'scenario'>, id: string, text: string | Buffer, counts?: readonly FunnelCount[]): Promise<void>;
+  /**
+   * putDocText where no document `id` is stored yet: the first write wins, with its counts; a later one (the same
+   * job run twice at once, a stalled job taken again while its first run went on) writes and counts nothing and
+   * gets false.
+   */
+  addDocText(runId: string, kind: Exclude<DocKind, 'env' | 'scenario'>, id: string, text: string | Buffer, counts?: readonly FunnelCount[]): Promise<boolean>;
   getDoc<K extends DocKind>(runId: string, kind: K, id: string): Promise<RunDocuments[K] | null>;
   /** A document's JSON text exactly as stored (a trajectory's final state as the sandbox wrote it: `1.0` stays `1.0`). */
   getDocText(runId: string, kind: DocKind, id: string): Promise<string | null>;
@@ -132,13 +138,15 @@ export interface RunStore {
  * atomically. Writing the value a document already has changes nothing and counts nothing: the
  * client sends a command again when Redis went away before it answered (ioredis resends what was
  * not answered once it reconnects, and a Redis with an append-only file kept the first one), and a
- * retried job may write the same value again.
+ * retried job may write the same value again. With ARGV[6] = '1' (addDocText) nothing is written or counted
+ * where a document is stored already. Returns 1 when it wrote.
  */
 const PUT_DOC = redisScript(
   'put_doc',
   `
 if redis.call('STRLEN', KEYS[1]) == string.len(ARGV[2]) and redis.call('GET', KEYS[1]) == ARGV[2] then return 0 end
 local old = redis.call('STRLEN', KEYS[1])
+if ARGV[6] == '1' and old > 0 then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[1])
 redis.call('HINCRBY', KEYS[4], 'doc:' .. ARGV[4], string.len(ARGV[2]) - old)
@@ -150,7 +158,7 @@ if ARGV[5] ~= '' then
     redis.call('HSET', KEYS[5], ARGV[1], ARGV[5])
   end
 end
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   if ARGV[i + 2] == '0' or old == 0 then redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
 end
 return 1
@@ -213,14 +221,16 @@ function toCounts(hash: Record<string, string>): Record<string, number> {
 export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
   const cluster = isCluster(redis);
   const keys = (runId: string) => runKeys(prefix, runId, cluster);
-  const put = async (runId: string, kind: DocKind, id: string, text: string | Buffer, status: string, counts: readonly FunnelCount[]) => {
+  /** Writes a document and its counts in one script; with `onlyNew`, only where none is stored yet. True when it wrote. */
+  const put = async (runId: string, kind: DocKind, id: string, text: string | Buffer, status: string, counts: readonly FunnelCount[], onlyNew = false) => {
     const k = keys(runId);
     // A large document (a trajectory) goes as bytes, on its own; a small one joins the connection's batch (redisScript).
-    await PUT_DOC(
+    const wrote = await PUT_DOC(
       redis,
       [k.doc(kind, id), k.ids(kind), k.funnel, k.bytes, k.statusOf(kind), k.statuses(kind)],
-      [id, text, String(Date.now()), kind, status, ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
+      [id, text, String(Date.now()), kind, status, onlyNew ? '1' : '0', ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
     );
+    return wrote === 1;
   };
   return {
     async createRun(record) {
@@ -243,6 +253,10 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     async putDocText(runId, kind, id, text, counts = []) {
       if (COUNTED_STATUS.has(kind)) throw new Error(`${kind} ${id}: a ${kind} document carries a counted status; store it with putDoc`);
       await put(runId, kind, id, text, '', counts);
+    },
+    async addDocText(runId, kind, id, text, counts = []) {
+      if (COUNTED_STATUS.has(kind)) throw new Error(`${kind} ${id}: a ${kind} document carries a counted status; store it with putDoc`);
+      return put(runId, kind, id, text, '', counts, true);
     },
     async getDoc<K extends DocKind>(runId: string, kind: K, id: string) {
       const raw = await redis.get(keys(runId).doc(kind, id));

@@ -7,7 +7,9 @@ import { loadConfig } from '../../config/index.js';
 import { runOptionsFrom } from '../../queues/submit.js';
 import { createModelGateway } from '../../src/llm/gateway.js';
 import { loadModelScript, mergeModelScripts, parseModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
-import { computeGroup } from '../../src/rollouts/stages.js';
+import { computeGroup, runRollout, type RolloutDeps } from '../../src/rollouts/stages.js';
+import { createRedisTrajectoryStream } from '../../src/rollouts/stream.js';
+import type { RolloutConfig } from '../../src/rollouts/types.js';
 import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import { generateScenarioChecklist, generateScenarioChecks, generateScenarioState, generateScenarioTask } from '../../src/scenarios/stages.js';
@@ -123,6 +125,26 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
       // Runtime errors of probe calls, counted in the step's write.
       sandbox: { INVALID_ARGUMENTS: 2 },
     });
+
+    // A rollout job run twice at once (a stalled job taken again while its first run still went on): both
+    // runs play the episode, the first to store it stands, counted once; the other is dropped.
+    const settings: RolloutConfig = {
+      samples: 1,
+      modes: ['non-conversational'],
+      limits: { 'non-conversational': { maxSteps: 30, maxTokens: 0, maxWallMs: 600_000 }, conversational: { maxSteps: 40, maxTokens: 0, maxWallMs: 600_000 } },
+      policyModel: null,
+      userModel: null,
+      temperature: 0,
+      maxTokensPerTurn: 512,
+    };
+    await real.putDoc(run, 'rollout-config', 'current', settings);
+    const rolloutDeps: RolloutDeps = { ...deps, store: real, stream: createRedisTrajectoryStream(redis, prefix) };
+    const twice = await Promise.all([0, 1].map(() => runRollout(rolloutDeps, run, ready[0]!, 'non-conversational', 0)));
+    const episodes = Object.values((await real.counters(run))['rollout.run'] ?? {}).reduce((a, b) => a + b, 0);
+    expect(episodes, 'episodes counted').to.equal(1);
+    const stored = (await real.getDoc(run, 'trajectory', twice[0]!.id))!;
+    expect(twice.map(t => t.timings.startedAt)).to.deep.equal([stored.timings.startedAt, stored.timings.startedAt]);
+    expect(await real.listDocIds(run, 'trajectory')).to.deep.equal([stored.id]);
   });
 
   it('counts a write sent twice once (ioredis sends again what Redis kept but never answered), and a new value again', async () => {
