@@ -161,6 +161,7 @@ program
   .option('--language <lang>', 'the language the environments are written in: js (JavaScript classes, the default) or python (EnvScaler-style Python classes, run by the Python runtime); frozen with the run', synthLanguageOption)
   .option('--no-wait', 'enqueue and return without waiting for the run to finish')
   .option('--workers', 'also run workers for every queue in this process (otherwise start `envfleet worker` somewhere)')
+  .option('--log-file <path>', "with --workers: append the workers' log (JSON lines) to this file instead of stderr; on a terminal it goes to a file of the temporary folder, named at the start")
   .action(guarded(async (opts: SynthOptions) => (await import('./submit.js')).synthCommand(opts)));
 
 program
@@ -173,6 +174,7 @@ program
   .option('--tries <r>', 'reference rollouts per scenario for --verify-with (default: 3)', positiveInt)
   .option('--no-wait', 'enqueue and return without waiting')
   .option('--workers', 'also run workers for every queue in this process')
+  .option('--log-file <path>', "with --workers: append the workers' log (JSON lines) to this file instead of stderr; on a terminal it goes to a file of the temporary folder, named at the start")
   .action(guarded(async (opts: ScenariosOptions) => (await import('./submit.js')).scenariosCommand(opts)));
 
 const importing = program.command('import').description("import environments and scenarios from another project's published files into a run (as kept environments and ready scenarios)");
@@ -227,6 +229,7 @@ program
   .option('--max-wall-ms <n>', 'wall time per episode (default 600000)', positiveInt)
   .option('--no-wait', 'enqueue and return')
   .option('--workers', 'also run workers for every queue in this process')
+  .option('--log-file <path>', "with --workers: append the workers' log (JSON lines) to this file instead of stderr; on a terminal it goes to a file of the temporary folder, named at the start")
   .action(guarded(async (opts: RolloutsOptions) => (await import('./submit.js')).rolloutsCommand(opts)));
 
 program

@@ -1,10 +1,13 @@
-import { constants as osConstants } from 'node:os';
+import { constants as osConstants, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pino } from 'pino';
 import { InvalidArgumentError } from 'commander';
 import { waitForRun, type RunProgress } from '../queues/run-jobs.js';
 import type { Entry } from '../queues/pipeline.js';
 import { runFailures, type RunFailures } from '../queues/run-status.js';
 import { submitRollouts, submitScenarios, submitSynthesis } from '../queues/submit.js';
-import { createLogger } from '../src/logger.js';
+import { RequestError } from '../src/errors.js';
+import { createLogger, type Logger } from '../src/logger.js';
 import type { RolloutMode } from '../src/rollouts/types.js';
 import { startWorkerProcess } from '../workers/main.js';
 import { withRuns, type CommandContext } from './context.js';
@@ -16,6 +19,27 @@ interface Waiting {
   readonly wait: boolean;
   /** Also run workers for every queue in this process. */
   readonly workers?: boolean;
+  /** With --workers: their log goes to this file (appended) instead of stderr. */
+  readonly logFile?: string;
+}
+
+/**
+ * Where the in-process workers of --workers log: --log-file; on a terminal, a file of the temporary folder (their
+ * JSON lines, a failed job's stack among them, would break the progress bars and bury the summary); else stderr.
+ * The file is named on stderr at the start.
+ */
+function workersLogger(config: CommandContext['config'], opts: Waiting): Logger {
+  const path = opts.logFile ?? (process.stderr.isTTY ? join(tmpdir(), `envfleet-${opts.run}-${new Date().toISOString().replace(/[:.]/g, '-')}.log`) : null);
+  if (path === null) return createLogger(config);
+  let destination;
+  try {
+    destination = pino.destination({ dest: path, sync: true, append: true });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new RequestError(`cannot write the workers' log to ${resolve(path)}: ${(err as Error).message}${code === 'ENOENT' ? ' (its folder does not exist)' : ''}. Give --log-file a file in a folder you can write to.`);
+  }
+  process.stderr.write(`envfleet: the workers of this process log to ${resolve(path)}\n`);
+  return createLogger(config, destination);
 }
 
 export interface SynthOptions extends Waiting {
@@ -70,7 +94,8 @@ export function failureLine(runId: string, failures: RunFailures): string {
  */
 async function submitting(opts: Waiting, entries: readonly Entry[], submit: (c: CommandContext) => Promise<void>, done: (p: RunProgress) => string): Promise<void> {
   await withRuns(async c => {
-    const running = opts.workers ? await startWorkerProcess(c.config, createLogger(c.config)) : null;
+    if (opts.logFile !== undefined && !opts.workers) throw new RequestError('--log-file is where the workers of --workers log; without --workers this command runs no worker (each `envfleet worker` logs to its own stderr)');
+    const running = opts.workers ? await startWorkerProcess(c.config, workersLogger(c.config, opts)) : null;
     const stopOnce = running ? once(() => running.stop()) : null;
     const uninstall = stopOnce ? stopWorkersOnSignals(opts.run, stopOnce, c.config.worker.shutdownTimeoutMs) : () => undefined;
     try {

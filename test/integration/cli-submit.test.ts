@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
@@ -67,6 +67,28 @@ describe('envfleet synth, scenarios and rollouts from the command line', functio
     const again = await envfleet(config, ['synth', '--run', 'cp', '--tasks', tasks, '--workers'], { OPENAI_API_KEY: 'good' });
     expect(again.code, again.stderr).to.equal(0);
     expect(again.stdout).to.match(/exists \(resuming\); 7 input items, 0 jobs added\n/);
+  });
+
+  it("with --log-file, the workers of --workers log to that file (appended), not between the progress lines; it is refused without --workers and where it cannot be written", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-log-'));
+    const log = join(dir, 'journal-été-🙂.log');
+    await writeFile(log, 'an earlier line\n');
+    const failed = await envfleet(config, ['synth', '--run', 'lf', '--tasks', tasks, '--workers', '--log-file', log], { OPENAI_API_KEY: 'bad', LOG_LEVEL: 'info' });
+    expect(failed.code, failed.stderr).to.equal(1);
+    expect(failed.stdout).to.match(/run lf: 7 failed: MODEL_AUTH ×7/);
+    expect(failed.stderr).to.include(`the workers of this process log to ${log}`);
+    expect(failed.stdout + failed.stderr).not.to.match(/"level":/);
+    const lines = (await readFile(log, 'utf8')).trim().split('\n');
+    expect(lines[0]).to.equal('an earlier line');
+    const records = lines.slice(1).map(l => JSON.parse(l) as { service?: string; code?: string });
+    expect(records.filter(r => r.service === 'envfleet' && r.code === 'MODEL_AUTH').length).to.be.greaterThan(0);
+
+    const alone = await envfleet(config, ['synth', '--run', 'lf', '--tasks', tasks, '--log-file', log]);
+    expect(alone.code).to.equal(1);
+    expect(alone.stderr).to.match(/--log-file is where the workers of --workers log/);
+    const nowhere = await envfleet(config, ['synth', '--run', 'lf', '--tasks', tasks, '--workers', '--log-file', join(dir, 'missing', 'w.log')], { OPENAI_API_KEY: 'good' });
+    expect(nowhere.code).to.equal(1);
+    expect(nowhere.stderr).to.match(/cannot write the workers' log to .*missing\/w\.log: .*\(its folder does not exist\)\. Give --log-file a file in a folder you can write to/);
   });
 
   it('retries the scenarios dropped for a wrong key when envfleet scenarios runs again', async () => {
