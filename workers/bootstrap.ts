@@ -191,10 +191,12 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         }
         const verdict = classifyError(err);
         if (verdict.action === 'pause-run' && control && token) {
-          // Reached a budget: the run pauses; this job is parked with the others of the run until resume.
-          await pauseRun(`budget reached: ${err.message}`);
-          jobLog.warn({ runId, code: verdict.code }, 'budget reached; the run is paused');
-          await park('budget');
+          // Reached a budget, or the endpoint refuses every call of the run: the run pauses; this job is parked
+          // with the others of the run until resume.
+          const budget = verdict.code === 'BUDGET_EXCEEDED';
+          await pauseRun(budget ? `budget reached: ${err.message}` : `the model endpoint refused a rollout: ${err.message}; fix it where the workers read it (then restart them) and resume the run`);
+          jobLog.warn({ runId, code: verdict.code }, budget ? 'budget reached; the run is paused' : 'the model endpoint refused a rollout; the run is paused');
+          await park(budget ? 'budget' : 'endpoint refused');
         }
         if (verdict.action === 'rate-limit') {
           const delay = verdict.delayMs ?? 5_000;

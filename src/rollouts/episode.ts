@@ -1,4 +1,7 @@
-import { classifyError } from '../errors.js';
+import { AppError, EndpointRefusedError, classifyError, type ErrorCode } from '../errors.js';
+
+/** A model call's failures that no episode of the run gets past: the run pauses (EndpointRefusedError). */
+const ENDPOINT_REFUSALS: ReadonlySet<ErrorCode> = new Set(['MODEL_AUTH', 'MODEL_NOT_FOUND']);
 import type { ChatMessage, ChatTool } from '../llm/gateway.js';
 import { looksLikeToolCall, parseTextToolCalls } from '../llm/text-tool-calls.js';
 import { splitThinking } from '../llm/thinking.js';
@@ -266,7 +269,12 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     }
   } catch (err) {
     if (err instanceof EpisodeEnd) termination = { reason: err.reason, detail: err.detail };
-    else if (classifyError(err).action === 'give-up') termination = { reason: 'model-error', detail: (err as Error).message };
+    else if (err instanceof AppError && ENDPOINT_REFUSALS.has(err.code)) {
+      // Every episode of the run would end the same way (a wrong or revoked key, a model the endpoint does not
+      // serve): the run pauses until it is fixed, instead of recording them all, for good, as model-error.
+      await session?.close().catch(() => undefined);
+      throw new EndpointRefusedError(err);
+    } else if (classifyError(err).action === 'give-up') termination = { reason: 'model-error', detail: (err as Error).message };
     else {
       await session?.close().catch(() => undefined);
       throw err;

@@ -5,12 +5,15 @@ import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { expect } from 'chai';
 import { STAGE_QUEUES } from '../../queues/pipeline.js';
-import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
+import { waitForRun } from '../../queues/run-jobs.js';
+import { submitRollouts, submitScenarios, submitSynthesis } from '../../queues/submit.js';
 import { loadModelScript, parseModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
+import { createRedisRunControl } from '../../src/runs/control.js';
 import { createRedisRunStore } from '../../src/runs/store.js';
+import { startWorkerProcess } from '../../workers/main.js';
 import { Redis } from 'ioredis';
 import type { AppConfig } from '../../config/index.js';
-import { DEMO, ENVFLEET_BIN, REDIS_URL, childEnv, dropPrefix, requireRedis, testConfig, until, useFleet } from '../helpers/integration.js';
+import { DEMO, ENVFLEET_BIN, REDIS_URL, childEnv, dropPrefix, requireRedis, silentLogger, testConfig, until, useFleet } from '../helpers/integration.js';
 
 /** The submitting commands as a user runs them (from dist/: `npm run build` first). */
 
@@ -89,6 +92,43 @@ describe('envfleet synth, scenarios and rollouts from the command line', functio
     const nowhere = await envfleet(config, ['synth', '--run', 'lf', '--tasks', tasks, '--workers', '--log-file', join(dir, 'missing', 'w.log')], { OPENAI_API_KEY: 'good' });
     expect(nowhere.code).to.equal(1);
     expect(nowhere.stderr).to.match(/cannot write the workers' log to .*missing\/w\.log: .*\(its folder does not exist\)\. Give --log-file a file in a folder you can write to/);
+  });
+
+  it('pauses the run when the endpoint refuses the key during rollouts, instead of recording every episode as model-error for good; resumed with the key fixed, every episode runs', async () => {
+    const synth = await envfleet(config, ['synth', '--run', 'ro', '--tasks', tasks, '--probe-steps', '8', '--workers'], { OPENAI_API_KEY: 'good' });
+    expect(synth.code, synth.stderr).to.equal(0);
+    await envfleet(config, ['scenarios', '--run', 'ro', '--per-env', '3', '--workers'], { OPENAI_API_KEY: 'good' });
+    const store = createRedisRunStore(redis, config.redis.prefix);
+    const ready = (await store.statusCounts('ro', 'scenario'))['ready'] ?? 0;
+    expect(ready).to.be.greaterThan(0);
+
+    // The key is revoked at hour six: the workers' key is refused (401).
+    const revoked = testConfig(server, { OPENAI_API_KEY: 'revoked', ENVFLEET_REDIS_PREFIX: config.redis.prefix });
+    const control = createRedisRunControl(redis, config.redis.prefix);
+    const first = await startWorkerProcess(revoked, silentLogger());
+    try {
+      await submitRollouts(revoked, redis, { runId: 'ro', samples: 2, modes: ['non-conversational'] });
+      await until(async () => (await control.get('ro')).state === 'paused', 'the run to pause');
+      expect((await control.get('ro')).reason).to.match(/^the model endpoint refused a rollout: 401 .* \[MODEL_AUTH\]; fix it where the workers read it/);
+    } finally {
+      // A graceful stop: the jobs it runs finish (here: park) first.
+      await first.stop();
+    }
+    expect(await store.listDocIds('ro', 'trajectory'), 'episodes recorded while the key was refused').to.deep.equal([]);
+    expect((await store.counters('ro'))['rollout.run']).to.equal(undefined);
+
+    // The key fixed, workers restarted, the run resumed: every planned episode runs, none as model-error.
+    const fixed = testConfig(server, { OPENAI_API_KEY: 'good', ENVFLEET_REDIS_PREFIX: config.redis.prefix });
+    const second = await startWorkerProcess(fixed, silentLogger());
+    try {
+      await control.resume('ro');
+      await waitForRun(store, 'ro', () => undefined, { queues: { connection: redis, prefix: config.redis.prefix } });
+    } finally {
+      await second.stop();
+    }
+    const counts = (await store.counters('ro'))['rollout.run'] ?? {};
+    expect(Object.values(counts).reduce((a, b) => a + b, 0)).to.equal(ready * 2);
+    expect(counts['model-error'] ?? 0).to.equal(0);
   });
 
   it('retries the scenarios dropped for a wrong key when envfleet scenarios runs again', async () => {
