@@ -14,6 +14,7 @@ import { AppError, BudgetExceededError, JobAbortedError, ModelError, ModelOutput
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { canonicalJson, deepFreeze, hashOfWith } from '../util/canonical.js';
+import { cutText } from '../util/text.js';
 import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
 import { createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
@@ -222,7 +223,8 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     budget.catch(() => undefined); // awaited below unless the cache answers
     if (cacheSlot) {
       const hit = await deps.cache.get(cacheSlot);
-      if (hit) {
+      // An answer the caller cannot use is never stored; one stored before that rule (or by an older worker) is passed over.
+      if (hit && usable(hit.body as T)) {
         const body = hit.body as T;
         const usage = usageOf(body);
         await recordOnce({ id: randomUUID(), runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: true, ...priceOf(profile.model, usage) });
@@ -418,16 +420,47 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   async function embed(ctx: CallContext, inputs: readonly string[]) {
     const profile = profileOf(ctx.stage);
     const params = { model: profile.model, input: [...inputs], encoding_format: 'float' as const };
-    const usageOf = (body: OpenAI.CreateEmbeddingResponse): Usage => ({ promptTokens: body.usage?.prompt_tokens ?? 0, completionTokens: 0 });
-    const { body, cached } = await send(ctx, profile, params, usageOf, (c, _e, options) => c.embeddings.create(params, options));
-    const vectors = [...body.data].sort((a, b) => a.index - b.index).map(d => d.embedding);
-    if (vectors.length !== inputs.length) {
-      throw new ModelError('MODEL_RESPONSE_MALFORMED', `asked for ${inputs.length} embeddings, got ${vectors.length}`);
+    // An endpoint may answer 2xx with a body that is no list of embeddings (an error object, a page labelled as text,
+    // too few vectors): such an answer is never cached, or every retry of the job would be served it again.
+    const usageOf = (body: OpenAI.CreateEmbeddingResponse | null): Usage => ({ promptTokens: (isRecord(body) && body.usage?.prompt_tokens) || 0, completionTokens: 0 });
+    const { body, cached } = await send(ctx, profile, params, usageOf, (c, _e, options) => c.embeddings.create(params, options), b => embeddingsProblem(b, inputs.length) === null);
+    const problem = embeddingsProblem(body, inputs.length);
+    if (problem !== null) {
+      throw new ModelError('MODEL_RESPONSE_MALFORMED', `unusable embeddings answer from model "${profile.model}" (stage ${ctx.stage}): ${problem}`, { details: { stage: ctx.stage, model: profile.model } });
     }
+    const vectors = [...body.data].sort((a, b) => a.index - b.index).map(d => d.embedding);
     return { vectors, usage: usageOf(body), cached };
   }
 
   return { chat, structured, embed };
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> & { usage?: { prompt_tokens?: number } } => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * What is wrong with an embeddings answer for `count` inputs, or null when it has one vector of numbers per input
+ * (with distinct indexes 0…count-1 where it gives them). An error object's message is quoted; a body that is not JSON (the client hands
+ * it back as a string) is said to be one.
+ */
+export function embeddingsProblem(body: unknown, count: number): string | null {
+  if (typeof body === 'string') return `the body is not JSON (${body.length} characters, starting ${JSON.stringify(cutText(body.trim(), 80))})`;
+  if (!isRecord(body)) return `the body is ${body === null ? 'null' : Array.isArray(body) ? 'an array' : typeof body}, not an object with "data"`;
+  const { data, error } = body as { data?: unknown; error?: unknown };
+  if (!Array.isArray(data)) {
+    const said = isRecord(error) && typeof error['message'] === 'string' ? error['message'] : typeof error === 'string' ? error : null;
+    return said !== null ? `the endpoint answered with an error: ${cutText(said, 300)}` : `it has no "data" list (its keys: ${Object.keys(body).slice(0, 10).join(', ') || 'none'})`;
+  }
+  if (data.length !== count) return `asked for ${count} embeddings, got ${data.length}`;
+  const seen = new Set<number>();
+  for (const d of data as unknown[]) {
+    const { embedding, index } = (isRecord(d) ? d : {}) as { embedding?: unknown; index?: unknown };
+    if (!Array.isArray(embedding) || !embedding.every(x => typeof x === 'number')) return 'an item of "data" has no "embedding" list of numbers';
+    // Without indexes (some servers leave them out) the vectors are in the inputs' order.
+    if (index === undefined) continue;
+    if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= count || seen.has(index)) return `an item of "data" has index ${JSON.stringify(index)}; each of 0…${count - 1} once was expected`;
+    seen.add(index);
+  }
+  return null;
 }
 
 /** Milliseconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date). */

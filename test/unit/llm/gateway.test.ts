@@ -1,3 +1,5 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import { pino } from 'pino';
 import OpenAI from 'openai';
@@ -5,7 +7,7 @@ import { z } from 'zod';
 import { loadConfig, type EnvVarName } from '../../../config/index.js';
 import { createModelGateway, retryAfterMs, type ModelGateway } from '../../../src/llm/gateway.js';
 import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../../helpers/memory-ports.js';
-import type { EndpointLimiter, Ledger } from '../../../src/llm/ports.js';
+import type { EndpointLimiter, Ledger, ResponseCache } from '../../../src/llm/ports.js';
 import { parseModelScript, startModelServer, type ModelServer } from '../../../src/model-server/index.js';
 import { rejection } from '../../helpers/assert.js';
 
@@ -233,5 +235,68 @@ describe('retryAfterMs', () => {
     const date = retryAfterMs(new Headers({ 'retry-after': new Date(Date.now() + 60_000).toUTCString() }));
     expect(date).to.be.within(55_000, 60_000);
     expect(retryAfterMs(new Headers())).to.equal(null);
+  });
+});
+
+describe('model gateway: embeddings answers that are no embeddings (a raw HTTP endpoint)', function () {
+  this.timeout(20_000);
+  let endpoint: http.Server;
+  afterEach(() => {
+    endpoint.closeAllConnections();
+    endpoint.close();
+  });
+
+  /** An endpoint answering its n-th request (from 1) with `answer(n)`: [status, content type, body]. */
+  async function endpointAnswering(answer: (n: number) => [number, string, string]): Promise<{ url: string; requests: () => number }> {
+    let n = 0;
+    endpoint = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        n += 1;
+        const [status, type, body] = answer(n);
+        res.writeHead(status, { 'content-type': type });
+        res.end(body);
+      });
+    });
+    await new Promise<void>(resolve => endpoint.listen(0, '127.0.0.1', resolve));
+    return { url: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1`, requests: () => n };
+  }
+  const good = JSON.stringify({ object: 'list', data: [{ object: 'embedding', index: 0, embedding: [0.6, 0.8] }], model: 'm', usage: { prompt_tokens: 2, total_tokens: 2 } });
+
+  for (const [what, first] of [
+    ['too few vectors', [200, 'application/json', JSON.stringify({ object: 'list', data: [], usage: { prompt_tokens: 2 } })]],
+    ['an error object with status 200', [200, 'application/json', JSON.stringify({ error: { message: 'model text-embedding-3-small is still loading' } })]],
+    ['a page that is not JSON', [200, 'text/html', '<html><body>Sign in to the proxy</body></html>']],
+  ] as const) {
+    it(`never caches ${what}: the retry asks the endpoint again and gets the vectors; the failure says what came back`, async () => {
+      const server = await endpointAnswering(n => (n === 1 ? [...first] : [200, 'application/json', good]));
+      const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } });
+      const cache = createMemoryResponseCache();
+      const gateway = createModelGateway({ config, cache, limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+      const error = await rejection(gateway.embed({ runId: 'r', stage: 'mine.dedup' }, ['a library']));
+      expect(error).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
+      expect(String(error)).to.match(/unusable embeddings answer .*stage mine\.dedup/);
+      if (what === 'an error object with status 200') expect(String(error)).to.include('still loading');
+      if (what === 'a page that is not JSON') expect(String(error)).to.include('not JSON');
+      expect(cache.size()).to.equal(0);
+      const again = await gateway.embed({ runId: 'r', stage: 'mine.dedup' }, ['a library']);
+      expect(again).to.deep.include({ vectors: [[0.6, 0.8]], cached: false });
+      expect(server.requests()).to.equal(2);
+    });
+  }
+
+  it('passes over an unusable answer already in the cache (stored by an older worker) and asks the endpoint', async () => {
+    const server = await endpointAnswering(() => [200, 'application/json', good]);
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } });
+    const memory = createMemoryResponseCache();
+    const slots: Parameters<ResponseCache['set']>[0][] = [];
+    const cache: ResponseCache = { get: slot => memory.get(slot), set: (slot, value, ttl) => (slots.push(slot), memory.set(slot, value, ttl)) };
+    const gateway = createModelGateway({ config, cache, limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    await gateway.embed({ runId: 'r', stage: 'mine.dedup' }, ['a library']);
+    expect(slots).to.have.length(1);
+    await memory.set(slots[0]!, { body: { object: 'list', data: [] }, storedAt: new Date().toISOString() }, 60);
+    const again = await gateway.embed({ runId: 'r', stage: 'mine.dedup' }, ['a library']);
+    expect(again).to.deep.include({ vectors: [[0.6, 0.8]], cached: false });
+    expect(server.requests()).to.equal(2);
   });
 });
