@@ -330,7 +330,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         return new RateLimitedError(`429 from ${where}; the fleet waits ${ms} ms`, ms, { cause: err, details });
       }
       const hint = code === 'MODEL_AUTH' ? ". Check the API key (OPENAI_API_KEY or the endpoint's apiKeyEnv)." : code === 'MODEL_NOT_FOUND' ? '. Check the base URL and the model name.' : '';
-      return new ModelError(code, `${status} from ${where}: ${err.message}${hint}`, { cause: err, details });
+      return new ModelError(code, `${status} from ${where}: ${errorBodyText(err.message)}${hint}`, { cause: err, details });
     }
     if (err instanceof AppError) return err;
     // A body that is not JSON, a cut connection mid-body, and the like: another attempt may work.
@@ -370,7 +370,9 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     );
     const choice = (body as ChatCompletion | null)?.choices?.[0];
     if (!choice?.message) {
-      throw new ModelError('MODEL_RESPONSE_MALFORMED', `response without a choice from model "${profile.model}" (stage ${ctx.stage})`);
+      // Some gateways answer 200 with an error object (an overloaded upstream, a context too long): say what it said.
+      const said = errorSaid(body);
+      throw new ModelError('MODEL_RESPONSE_MALFORMED', `response without a choice from model "${profile.model}" (stage ${ctx.stage})${said === null ? '' : `; the endpoint answered with an error: ${said}`}`);
     }
     // Content as text: some servers answer with an array of parts (Mistral's reasoning chunks).
     const raw = choice.message as ChatCompletionMessage & { content: unknown };
@@ -461,6 +463,39 @@ export function embeddingsProblem(body: unknown, count: number): string | null {
     seen.add(index);
   }
   return null;
+}
+
+/** The message of an error object in a body (`{"error": {"message"}}`, `{"error": "…"}`, `{"message"}` beside `error`), cut short, or null. */
+function errorSaid(body: unknown): string | null {
+  if (!isRecord(body)) return null;
+  const { error } = body as { error?: unknown };
+  const said = isRecord(error) && typeof error['message'] === 'string' ? error['message'] : typeof error === 'string' ? error : null;
+  return said === null ? null : cutText(said, 300);
+}
+
+/** Characters of an error answer's text kept in a failure's message. */
+const ERROR_TEXT_CHARS = 300;
+
+/**
+ * An error answer's message as the person reading the failure needs it: the openai client makes a body that is not
+ * JSON its message whole (`503 <html>…`, a proxy's or load balancer's page of kilobytes, stored with every failed
+ * item). An HTML page is shown by its title (else its text without tags), any text cut to ERROR_TEXT_CHARS
+ * characters, with how long the body was.
+ */
+export function errorBodyText(message: string): string {
+  const html = /<(?:!doctype|html|head|body|title)\b/i.test(message);
+  if (!html && message.length <= ERROR_TEXT_CHARS) return message;
+  let text = message;
+  if (html) {
+    const title = /<title[^>]*>([\s\S]*?)<\/title>/i.exec(message)?.[1];
+    const status = /^\d{3}\s/.exec(message)?.[0] ?? '';
+    const words = (title ?? message.replace(/<(script|style)\b[\s\S]*?<\/\1>/gi, ' ').replace(/<[^>]*>/g, ' ')).replace(/&nbsp;/g, ' ').replace(/&amp;/g, '&').replace(/\s+/g, ' ').trim();
+    text = `${status}${words.startsWith(status.trim()) ? words.slice(status.trim().length).trim() : words}`;
+  }
+  // The client's message is the status, a space and the body.
+  const bodyLength = message.length - (/^\d{3} /.exec(message)?.[0].length ?? 0);
+  const shown = cutText(text, ERROR_TEXT_CHARS);
+  return `${shown}${shown.length < text.length ? '…' : ''}${html ? ` (an HTML page of ${bodyLength} characters)` : shown.length < text.length ? ` (${bodyLength} characters)` : ''}`;
 }
 
 /** Milliseconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date). */

@@ -300,3 +300,50 @@ describe('model gateway: embeddings answers that are no embeddings (a raw HTTP e
     expect(server.requests()).to.equal(2);
   });
 });
+
+describe('model gateway: error answers as proxies and gateways send them (a raw HTTP endpoint)', function () {
+  this.timeout(20_000);
+  let endpoint: http.Server;
+  afterEach(() => {
+    endpoint.closeAllConnections();
+    endpoint.close();
+  });
+  async function gatewayAnswering(status: number, type: string, body: string): Promise<ModelGateway> {
+    endpoint = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(status, { 'content-type': type });
+        res.end(body);
+      });
+    });
+    await new Promise<void>(resolve => endpoint.listen(0, '127.0.0.1', resolve));
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1` } });
+    return createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+  }
+  const ask = (gateway: ModelGateway) => rejection(gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] }));
+
+  it("names a 503 HTML page by its title, not with the page's kilobytes", async () => {
+    const page = `<!DOCTYPE html><html><head><style>body{color:red}</style><title>503 Service Temporarily Unavailable</title></head><body><h1>nginx</h1>${'<p>padding</p>'.repeat(400)}</body></html>`;
+    const error = await ask(await gatewayAnswering(503, 'text/html', page));
+    expect(error).to.have.property('code', 'MODEL_SERVER_ERROR');
+    const message = String((error as Error).message);
+    expect(message).to.include('Service Temporarily Unavailable').and.to.include(`an HTML page of ${page.length} characters`);
+    expect(message).to.not.include('<p>');
+    expect(message.length).to.be.below(500);
+  });
+
+  it('shows a long plain-text error body cut short (whole characters), with its length', async () => {
+    const text = `upstream connect error — 上游错误 😀 ${'reset reason: overflow '.repeat(200)}`;
+    const error = await ask(await gatewayAnswering(502, 'text/plain', text));
+    expect(error).to.have.property('code', 'MODEL_SERVER_ERROR');
+    const message = String((error as Error).message);
+    expect(message).to.include('upstream connect error — 上游错误 😀').and.to.match(/… \(\d+ characters\)$/);
+    expect(message.length).to.be.below(600);
+  });
+
+  it('says what an error object sent with status 200 said', async () => {
+    const error = await ask(await gatewayAnswering(200, 'application/json', JSON.stringify({ error: { message: "This model's maximum context length is 8192 tokens", code: 400 } })));
+    expect(error).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
+    expect(String((error as Error).message)).to.match(/response without a choice .*the endpoint answered with an error: This model's maximum context length is 8192 tokens/);
+  });
+});
