@@ -16,7 +16,7 @@ import { truncateForLog } from '../logger.js';
 import { canonicalJson, deepFreeze, hashOfWith } from '../util/canonical.js';
 import { cutText } from '../util/text.js';
 import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
-import { createHttpSender, createNodeFetch } from './node-fetch.js';
+import { AnswerCutError, createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
 import { contentText } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
@@ -319,7 +319,14 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       return new ModelError('MODEL_TIMEOUT', `no answer within ${endpoint.timeoutMs} ms from ${where}`, { cause: err, details });
     }
     if (err instanceof APIConnectionError) {
-      return new ModelError('MODEL_CONNECTION', `cannot reach ${where}: ${err.message}`, { cause: err, details });
+      // The client says only "Connection error."; what happened is in its causes (refused, no such host, reset, cut mid-answer).
+      const causes: Error[] = [];
+      for (let c: unknown = err.cause; c instanceof Error && causes.length < 5; c = c.cause) causes.push(c);
+      const cut = causes.find(c => c instanceof AnswerCutError);
+      if (cut) return new ModelError('MODEL_RESPONSE_MALFORMED', `incomplete answer from ${where}: ${cut.message}`, { cause: err, details });
+      const root = causes.at(-1);
+      const why = root ? `${(root as NodeJS.ErrnoException).code && !root.message.includes(String((root as NodeJS.ErrnoException).code)) ? `${(root as NodeJS.ErrnoException).code} ` : ''}${root.message}` : err.message;
+      return new ModelError('MODEL_CONNECTION', `cannot reach ${where}: ${why}`, { cause: err, details });
     }
     if (err instanceof APIError) {
       const status: number = (err.status as number | undefined) ?? 0;

@@ -347,3 +347,51 @@ describe('model gateway: error answers as proxies and gateways send them (a raw 
     expect(String((error as Error).message)).to.match(/response without a choice .*the endpoint answered with an error: This model's maximum context length is 8192 tokens/);
   });
 });
+
+describe('model gateway: connections that fail (a raw HTTP endpoint)', function () {
+  this.timeout(20_000);
+  let endpoint: http.Server | null = null;
+  afterEach(() => {
+    endpoint?.closeAllConnections();
+    endpoint?.close();
+    endpoint = null;
+  });
+  const gatewayAt = (url: string) => {
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: url } });
+    return createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+  };
+  const ask = (gateway: ModelGateway, content = 'x') => gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content }] });
+  const body = JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: 'ok' } }] });
+
+  it('an answer whose connection closes mid-body is an incomplete answer, says how much came, and is not sent again on the kept-alive connection', async () => {
+    let requests = 0;
+    endpoint = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        requests += 1;
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
+        if (requests === 1) return void res.end(body);
+        res.write(body.slice(0, 20));
+        setTimeout(() => req.socket.destroy(), 20);
+      });
+    });
+    await new Promise<void>(resolve => endpoint!.listen(0, '127.0.0.1', resolve));
+    const gateway = gatewayAt(`http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1`);
+    await ask(gateway);
+    // The second request goes out on the first one's connection, which closes after 20 bytes of the answer.
+    const error = await rejection(ask(gateway, 'another question'));
+    expect(error).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
+    expect(String((error as Error).message)).to.match(/incomplete answer from endpoint "default".*closed while the answer was read \(status 200, 20 bytes of the body of \d+/);
+    expect(requests).to.equal(2);
+  });
+
+  it('an endpoint that refuses connections is named with the reason (not only "Connection error.")', async () => {
+    const closed = http.createServer();
+    await new Promise<void>(resolve => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>(resolve => closed.close(() => resolve()));
+    const error = await rejection(ask(gatewayAt(`http://127.0.0.1:${port}/v1`)));
+    expect(error).to.have.property('code', 'MODEL_CONNECTION');
+    expect(String((error as Error).message)).to.match(new RegExp(`cannot reach endpoint "default" .*: connect ECONNREFUSED 127\\.0\\.0\\.1:${port}`));
+  });
+});
