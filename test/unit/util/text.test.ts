@@ -68,3 +68,33 @@ describe('cutting text never splits a character written as a surrogate pair', ()
     }
   });
 });
+
+describe('firstInvalidUtf8 finds the first byte that is not UTF-8, as a strict decoder does', () => {
+  it('agrees with TextDecoder (fatal) on valid text, Latin-1, overlong forms, surrogates, cut sequences and code points past U+10FFFF', async () => {
+    const { firstInvalidUtf8 } = await import('../../../src/util/utf8.js');
+    const strict = new TextDecoder('utf-8', { fatal: true });
+    const cases: number[][] = [
+      [...Buffer.from('héllo 漢字 😀 עִבְרִית')],
+      [0x52, 0xe9, 0x73],
+      [0xc0, 0xaf],
+      [0xe0, 0x80, 0xaf],
+      [0xed, 0xa0, 0x80],
+      [0xf0, 0x9f, 0x98],
+      [0xf4, 0x90, 0x80, 0x80],
+      [0xf5, 0x80, 0x80, 0x80],
+      [0x61, 0x80],
+      [0xe2, 0x82, 0xac, 0xe2, 0x82],
+    ];
+    for (const bytes of cases) {
+      const at = firstInvalidUtf8(Uint8Array.from(bytes));
+      let valid = true;
+      try {
+        strict.decode(Uint8Array.from(bytes));
+      } catch {
+        valid = false;
+      }
+      expect(at === -1, bytes.join(' ')).to.equal(valid);
+      if (!valid) expect(() => strict.decode(Uint8Array.from(bytes.slice(0, at)))).to.not.throw();
+    }
+  });
+});
