@@ -85,7 +85,8 @@ const ANSWER_NOTES: Partial<Record<ChatStage, string>> = {
     "The model answers as a chat model, not with a JSON object. With tool calls — native `tool_calls`, or written in the text in the format the profile's " +
     '`toolCallFormat` names (docs/configuration.md) — every call runs, in order, and the episode goes on; a reply that looks like a tool call but cannot be read ends it as ' +
     '`unparsed-tool-call`. Without a tool call the text is the agent\'s answer: non-conversational, it ends the episode (`agent-finished`); conversational, it goes to the ' +
-    'simulated user. `reasoning_content` is kept in the trajectory. A scripted server answers with `toolCalls` and/or `content` and routes on the last message of the ' +
+    'simulated user. A reply cut off at the token limit (`finish_reason: "length"`) ends the episode as `token-limit`: none of its calls run, and it is never a training target. ' +
+    '`reasoning_content` is kept in the trajectory. A scripted server answers with `toolCalls` and/or `content` and routes on the last message of the ' +
     "conversation with `matchLast` (e.g. `^tool: .*Returned`, `^user: Hi, I'd like`): see docs/scripted-model.md.",
   'rollout.user':
     `Only \`reply\` reaches the agent, as the next user message, unchanged. \`${STOP_TOKEN}\` in \`reply\` ends the episode as \`user-stopped\` (that reply, token included, is the ` +

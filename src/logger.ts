@@ -1,5 +1,6 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { AppConfig } from '../config/index.js';
+import { cutText } from './util/text.js';
 
 export type { Logger } from 'pino';
 
@@ -25,5 +26,7 @@ export function createLogger(
 
 /** Shortens untrusted text before it goes into a log line. */
 export function truncateForLog(text: string, max = 500): string {
-  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more chars)`;
+  if (text.length <= max) return text;
+  const shown = cutText(text, max);
+  return `${shown}… (${text.length - shown.length} more chars)`;
 }

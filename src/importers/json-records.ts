@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { InputFileError } from '../sandbox/files.js';
 import { stripBom } from '../util/bom.js';
+import { cutText } from '../util/text.js';
 
 /**
  * Reads the records of a JSON data file one at a time, in any of the shapes other projects publish
@@ -43,7 +44,7 @@ function parsed(text: string): { value: unknown } | { error: string } {
     return { error: `not valid JSON (${(err as Error).message})` };
   }
 }
-const firstLineOf = (text: string) => (text.length > 80 ? `${text.slice(0, 80)}…` : text);
+const firstLineOf = (text: string) => (text.length > 80 ? `${cutText(text, 80)}…` : text);
 
 /**
  * The splitter: fed text chunks, emits records. A top-level `{` is a JSON object keyed by id unless

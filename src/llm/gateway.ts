@@ -15,8 +15,9 @@ import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { canonicalJson, deepFreeze, hashOfWith } from '../util/canonical.js';
 import { RawJson, stringifyJsonBytes } from '../util/raw-json.js';
+import { cutText } from '../util/text.js';
 import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
-import { createHttpSender, createNodeFetch } from './node-fetch.js';
+import { AnswerCutError, createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
 import { contentText } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
@@ -245,7 +246,8 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     budget.catch(() => undefined); // awaited below unless the cache answers
     if (cacheSlot) {
       const hit = await deps.cache.get(cacheSlot);
-      if (hit) {
+      // An answer the caller cannot use is never stored; one stored before that rule (or by an older worker) is passed over.
+      if (hit && usable(hit.body as T)) {
         const body = hit.body as T;
         const usage = usageOf(body);
         await recordOnce({ id: randomUUID(), runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: true, ...priceOf(profile.model, usage) });
@@ -340,7 +342,14 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       return new ModelError('MODEL_TIMEOUT', `no answer within ${endpoint.timeoutMs} ms from ${where}`, { cause: err, details });
     }
     if (err instanceof APIConnectionError) {
-      return new ModelError('MODEL_CONNECTION', `cannot reach ${where}: ${err.message}`, { cause: err, details });
+      // The client says only "Connection error."; what happened is in its causes (refused, no such host, reset, cut mid-answer).
+      const causes: Error[] = [];
+      for (let c: unknown = err.cause; c instanceof Error && causes.length < 5; c = c.cause) causes.push(c);
+      const cut = causes.find(c => c instanceof AnswerCutError);
+      if (cut) return new ModelError('MODEL_RESPONSE_MALFORMED', `incomplete answer from ${where}: ${cut.message}`, { cause: err, details });
+      const root = causes.at(-1);
+      const why = root ? `${(root as NodeJS.ErrnoException).code && !root.message.includes(String((root as NodeJS.ErrnoException).code)) ? `${(root as NodeJS.ErrnoException).code} ` : ''}${root.message}` : err.message;
+      return new ModelError('MODEL_CONNECTION', `cannot reach ${where}: ${why}`, { cause: err, details });
     }
     if (err instanceof APIError) {
       const status: number = (err.status as number | undefined) ?? 0;
@@ -351,7 +360,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         return new RateLimitedError(`429 from ${where}; the fleet waits ${ms} ms`, ms, { cause: err, details });
       }
       const hint = code === 'MODEL_AUTH' ? ". Check the API key (OPENAI_API_KEY or the endpoint's apiKeyEnv)." : code === 'MODEL_NOT_FOUND' ? '. Check the base URL and the model name.' : '';
-      return new ModelError(code, `${status} from ${where}: ${err.message}${hint}`, { cause: err, details });
+      return new ModelError(code, `${status} from ${where}: ${errorBodyText(err.message)}${hint}`, { cause: err, details });
     }
     if (err instanceof AppError) return err;
     // A body that is not JSON, a cut connection mid-body, and the like: another attempt may work.
@@ -391,7 +400,9 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     );
     const choice = (body as ChatCompletion | null)?.choices?.[0];
     if (!choice?.message) {
-      throw new ModelError('MODEL_RESPONSE_MALFORMED', `response without a choice from model "${profile.model}" (stage ${ctx.stage})`);
+      // Some gateways answer 200 with an error object (an overloaded upstream, a context too long): say what it said.
+      const said = errorSaid(body);
+      throw new ModelError('MODEL_RESPONSE_MALFORMED', `response without a choice from model "${profile.model}" (stage ${ctx.stage})${said === null ? '' : `; the endpoint answered with an error: ${said}`}`);
     }
     // Content as text: some servers answer with an array of parts (Mistral's reasoning chunks).
     const raw = choice.message as ChatCompletionMessage & { content: unknown };
@@ -441,16 +452,80 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   async function embed(ctx: CallContext, inputs: readonly string[]) {
     const profile = profileOf(ctx.stage);
     const params = { model: profile.model, input: [...inputs], encoding_format: 'float' as const };
-    const usageOf = (body: OpenAI.CreateEmbeddingResponse): Usage => ({ promptTokens: body.usage?.prompt_tokens ?? 0, completionTokens: 0 });
-    const { body, cached } = await send(ctx, profile, params, usageOf, (c, _e, options) => c.embeddings.create(params, options));
-    const vectors = [...body.data].sort((a, b) => a.index - b.index).map(d => d.embedding);
-    if (vectors.length !== inputs.length) {
-      throw new ModelError('MODEL_RESPONSE_MALFORMED', `asked for ${inputs.length} embeddings, got ${vectors.length}`);
+    // An endpoint may answer 2xx with a body that is no list of embeddings (an error object, a page labelled as text,
+    // too few vectors): such an answer is never cached, or every retry of the job would be served it again.
+    const usageOf = (body: OpenAI.CreateEmbeddingResponse | null): Usage => ({ promptTokens: (isRecord(body) && body.usage?.prompt_tokens) || 0, completionTokens: 0 });
+    const { body, cached } = await send(ctx, profile, params, usageOf, (c, _e, options) => c.embeddings.create(params, options), b => embeddingsProblem(b, inputs.length) === null);
+    const problem = embeddingsProblem(body, inputs.length);
+    if (problem !== null) {
+      throw new ModelError('MODEL_RESPONSE_MALFORMED', `unusable embeddings answer from model "${profile.model}" (stage ${ctx.stage}): ${problem}`, { details: { stage: ctx.stage, model: profile.model } });
     }
+    const vectors = [...body.data].sort((a, b) => a.index - b.index).map(d => d.embedding);
     return { vectors, usage: usageOf(body), cached };
   }
 
   return { chat, structured, embed };
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> & { usage?: { prompt_tokens?: number } } => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * What is wrong with an embeddings answer for `count` inputs, or null when it has one vector of numbers per input
+ * (with distinct indexes 0…count-1 where it gives them). An error object's message is quoted; a body that is not JSON (the client hands
+ * it back as a string) is said to be one.
+ */
+export function embeddingsProblem(body: unknown, count: number): string | null {
+  if (typeof body === 'string') return `the body is not JSON (${body.length} characters, starting ${JSON.stringify(cutText(body.trim(), 80))})`;
+  if (!isRecord(body)) return `the body is ${body === null ? 'null' : Array.isArray(body) ? 'an array' : typeof body}, not an object with "data"`;
+  const { data, error } = body as { data?: unknown; error?: unknown };
+  if (!Array.isArray(data)) {
+    const said = isRecord(error) && typeof error['message'] === 'string' ? error['message'] : typeof error === 'string' ? error : null;
+    return said !== null ? `the endpoint answered with an error: ${cutText(said, 300)}` : `it has no "data" list (its keys: ${Object.keys(body).slice(0, 10).join(', ') || 'none'})`;
+  }
+  if (data.length !== count) return `asked for ${count} embeddings, got ${data.length}`;
+  const seen = new Set<number>();
+  for (const d of data as unknown[]) {
+    const { embedding, index } = (isRecord(d) ? d : {}) as { embedding?: unknown; index?: unknown };
+    if (!Array.isArray(embedding) || !embedding.every(x => typeof x === 'number')) return 'an item of "data" has no "embedding" list of numbers';
+    // Without indexes (some servers leave them out) the vectors are in the inputs' order.
+    if (index === undefined) continue;
+    if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= count || seen.has(index)) return `an item of "data" has index ${JSON.stringify(index)}; each of 0…${count - 1} once was expected`;
+    seen.add(index);
+  }
+  return null;
+}
+
+/** The message of an error object in a body (`{"error": {"message"}}`, `{"error": "…"}`, `{"message"}` beside `error`), cut short, or null. */
+function errorSaid(body: unknown): string | null {
+  if (!isRecord(body)) return null;
+  const { error } = body as { error?: unknown };
+  const said = isRecord(error) && typeof error['message'] === 'string' ? error['message'] : typeof error === 'string' ? error : null;
+  return said === null ? null : cutText(said, 300);
+}
+
+/** Characters of an error answer's text kept in a failure's message. */
+const ERROR_TEXT_CHARS = 300;
+
+/**
+ * An error answer's message as the person reading the failure needs it: the openai client makes a body that is not
+ * JSON its message whole (`503 <html>…`, a proxy's or load balancer's page of kilobytes, stored with every failed
+ * item). An HTML page is shown by its title (else its text without tags), any text cut to ERROR_TEXT_CHARS
+ * characters, with how long the body was.
+ */
+export function errorBodyText(message: string): string {
+  const html = /<(?:!doctype|html|head|body|title)\b/i.test(message);
+  if (!html && message.length <= ERROR_TEXT_CHARS) return message;
+  let text = message;
+  if (html) {
+    const title = /<title[^>]*>([\s\S]*?)<\/title>/i.exec(message)?.[1];
+    const status = /^\d{3}\s/.exec(message)?.[0] ?? '';
+    const words = (title ?? message.replace(/<(script|style)\b[\s\S]*?<\/\1>/gi, ' ').replace(/<[^>]*>/g, ' ')).replace(/&nbsp;/g, ' ').replace(/&amp;/g, '&').replace(/\s+/g, ' ').trim();
+    text = `${status}${words.startsWith(status.trim()) ? words.slice(status.trim().length).trim() : words}`;
+  }
+  // The client's message is the status, a space and the body.
+  const bodyLength = message.length - (/^\d{3} /.exec(message)?.[0].length ?? 0);
+  const shown = cutText(text, ERROR_TEXT_CHARS);
+  return `${shown}${shown.length < text.length ? '…' : ''}${html ? ` (an HTML page of ${bodyLength} characters)` : shown.length < text.length ? ` (${bodyLength} characters)` : ''}`;
 }
 
 /** Milliseconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date). */

@@ -30,7 +30,7 @@ export interface HttpAnswer {
 export interface HttpSender {
   /**
    * One request; rejects with the signal's `AbortError` when it is aborted, with a `TypeError('fetch failed')`
-   * (its cause the socket's error) when the connection fails.
+   * (its cause the socket's error, or an AnswerCutError when the connection closed mid-answer) when the connection fails.
    */
   send(url: URL, init: { readonly method: string; readonly headers: Record<string, string>; readonly body?: string | Uint8Array | undefined; readonly signal?: AbortSignal | null | undefined }): Promise<HttpAnswer>;
 }
@@ -64,8 +64,17 @@ export function createHttpSender(options: { readonly maxSockets?: number } = {})
           }
           const request = (https_ ? https : http).request(url, { method: init.method, headers, agent: https_ ? agents.https : agents.http }, res => {
             const chunks: Buffer[] = [];
-            res.on('data', (c: Buffer) => chunks.push(c));
-            res.on('error', fail);
+            let received = 0;
+            res.on('data', (c: Buffer) => {
+              chunks.push(c);
+              received += c.length;
+            });
+            // The answer had begun: the request is never sent again (the server took it), and the error says where it broke.
+            res.on('error', err => {
+              const expected = res.headers['content-length'];
+              const where = `${received} bytes of the body${expected === undefined ? '' : ` of ${expected}`}`;
+              answerCut(new AnswerCutError(`the connection closed while the answer was read (status ${res.statusCode ?? '?'}, ${where}: ${err.message})`, { cause: err }));
+            });
             res.on('end', () => {
               signal?.removeEventListener('abort', onAbort);
               try {
@@ -82,6 +91,11 @@ export function createHttpSender(options: { readonly maxSockets?: number } = {})
             else if (!retried && request.reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') resolve(attempt(true));
             else reject(new TypeError('fetch failed', { cause: err }));
           }
+          function answerCut(err: AnswerCutError) {
+            signal?.removeEventListener('abort', onAbort);
+            if (signal?.aborted) reject(abortReason(signal));
+            else reject(new TypeError('fetch failed', { cause: err }));
+          }
           function onAbort() {
             request.destroy();
             reject(abortReason(signal!));
@@ -93,6 +107,11 @@ export function createHttpSender(options: { readonly maxSockets?: number } = {})
       return attempt(false);
     },
   };
+}
+
+/** The connection closed after the answer began (its status and headers came, its body did not all come). */
+export class AnswerCutError extends Error {
+  override readonly name = 'AnswerCutError';
 }
 
 /** A fetch over `options.sender` (else a sender of its own, with `maxSockets`). */

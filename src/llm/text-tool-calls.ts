@@ -10,6 +10,7 @@
  */
 
 import type { ToolCallFormat } from '../../config/index.js';
+import { cutText } from '../util/text.js';
 
 export { TOOL_CALL_FORMATS, type ToolCallFormat } from '../../config/index.js';
 
@@ -94,7 +95,7 @@ const PARSERS: Record<TextFormat, Parser> = { hermes: parseHermes, mistral: pars
 const MAX_PROBLEM = 400;
 
 function clip(s: string): string {
-  return s.length <= MAX_PROBLEM ? s : `${s.slice(0, MAX_PROBLEM - 1)}…`;
+  return s.length <= MAX_PROBLEM ? s : `${cutText(s, MAX_PROBLEM - 1)}…`;
 }
 
 function bad(problem: string): FormatResult {

@@ -35,6 +35,7 @@ import {
   type TokenUsage,
 } from './protocol.js';
 import { responseFor, RuleBook, type RulePick, type RuleQuery } from './rules.js';
+import { cutText } from '../util/text.js';
 
 /** Request header carrying the pipeline stage name. */
 export const STAGE_HEADER = 'x-envfleet-stage';
@@ -406,7 +407,7 @@ class ScriptedModelServer implements ModelServer {
     if (!parsed.success) return error(400, invalidRequest(parsed.error));
     const request = parsed.data;
     const userText = lastUserMessage(request.messages);
-    entry.lastUserMessage = userText === null ? null : userText.slice(0, LOGGED_MESSAGE_CHARS);
+    entry.lastUserMessage = userText === null ? null : cutText(userText, LOGGED_MESSAGE_CHARS);
     const query: RuleQuery = { endpoint: 'chat', stage: entry.stage, model: request.model, text: userText ?? '', serializedBody: JSON.stringify(body), last: lastMessageText(request.messages) };
     // Replay: an identical request already answered gets that answer, unless a fault rule takes it first.
     const replayKey = this.#options.replay && (request.n ?? 1) === 1 ? createHash('sha256').update(`${entry.stage ?? ''}\u0000${query.serializedBody}`).digest('hex') : null;
@@ -430,7 +431,7 @@ class ScriptedModelServer implements ModelServer {
   }
 
   #noRuleMatched(stage: string | null, userText: string): Outcome {
-    const message = `no scripted rule matches stage "${stage ?? ''}" and last user message "${userText.slice(0, QUOTED_MESSAGE_CHARS)}"`;
+    const message = `no scripted rule matches stage "${stage ?? ''}" and last user message "${cutText(userText, QUOTED_MESSAGE_CHARS)}"`;
     return error(400, openAIError(message, 'invalid_request_error', 'no_rule_matched'));
   }
 

@@ -209,6 +209,15 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         ...(calls.length ? { tool_calls: calls } : {}),
         ...(reasoning ? { reasoning_content: reasoning } : {}),
       });
+      // A reply cut off at the token limit is no answer and no call (its last call may be half written): nothing of it
+      // runs, the episode ends, and the exports never take it for a training target (src/datasets/trajectories.ts).
+      if (reply.finishReason === 'length') {
+        throw new EpisodeEnd(
+          'token-limit',
+          `the policy's reply in turn ${turns} was cut off at its token limit (finish_reason "length", max tokens ${input.sampling.maxTokens}: the maxTokens of the rollout.policy profile in ENVFLEET_MODELS_FILE)` +
+            (calls.length ? `; its ${calls.length} tool call${calls.length === 1 ? '' : 's'} did not run` : ''),
+        );
+      }
       if (unparsed !== null) throw new EpisodeEnd('unparsed-tool-call', unparsed);
       if (calls.length === 0) {
         if (script) {

@@ -3,6 +3,7 @@ import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { RawJson } from '../util/raw-json.js';
 import { stripBom } from '../util/bom.js';
+import { firstInvalidUtf8, notUtf8Problem, utf16Of } from '../util/utf8.js';
 
 /** A user's input file is wrong: the message names the file, the line and the problem. */
 export class InputFileError extends Error {
@@ -39,11 +40,21 @@ function describeIssues(error: z.ZodError): string {
 }
 
 async function readText(path: string): Promise<string> {
+  let bytes: Buffer;
   try {
-    return stripBom(await readFile(path, 'utf8'));
+    bytes = await readFile(path);
   } catch (err) {
     throw new InputFileError(`${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
+  const utf16 = utf16Of(bytes);
+  if (utf16) throw new InputFileError(`${path}: the file is ${utf16} text; save it as UTF-8 and run the command again`);
+  const invalid = firstInvalidUtf8(bytes);
+  if (invalid !== -1) {
+    const lineStart = invalid === 0 ? 0 : bytes.lastIndexOf(0x0a, invalid - 1) + 1;
+    const line = bytes.subarray(0, lineStart).filter(b => b === 0x0a).length + 1;
+    throw new InputFileError(`${path} line ${line}: ${notUtf8Problem(bytes, lineStart, invalid)}`);
+  }
+  return stripBom(bytes.toString('utf8'));
 }
 
 /** The JSON value of a file's text, or an InputFileError saying where it is not JSON. */

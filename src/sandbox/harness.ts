@@ -143,7 +143,10 @@ export const HARNESS_SOURCE = String.raw`(() => {
       if (result !== true && result !== false) {
         let shown;
         try { shown = stringify(result); } catch (e) { shown = typeof result; }
-        return fail('CHECK_NOT_BOOLEAN', 'check returned ' + (shown === undefined ? 'undefined' : shown).slice(0, 200));
+        shown = shown === undefined ? 'undefined' : shown;
+        // Cut at 200 code units, never between the halves of a surrogate pair (an emoji).
+        const cut = shown.length > 200 && (shown.charCodeAt(199) & 0xfc00) === 0xd800 ? 199 : 200;
+        return fail('CHECK_NOT_BOOLEAN', 'check returned ' + shown.slice(0, cut));
       }
       return result ? '{"ok":true}' : '{"ok":false}';
     },

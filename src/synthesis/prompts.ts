@@ -2,6 +2,7 @@ import type { ChatMessage } from '../llm/gateway.js';
 import type { CodeLanguage } from '../sandbox/bundle.js';
 import type { EnvDescription, EnvironmentRecord, ProbeStepRecord, ToolQuality } from './types.js';
 import type { Operation, StateOutput } from './schemas.js';
+import { cutText } from '../util/text.js';
 
 /**
  * Prompts of the synthesis stages, written for envfleet with the intent of EnvScaler's synthesis
@@ -49,7 +50,9 @@ const json = (value: unknown) => JSON.stringify(value, null, 1);
 
 /** Shortens a JSON rendering so that prompts stay bounded whatever the state size. */
 export function clip(text: string, max = 12_000): string {
-  return text.length <= max ? text : `${text.slice(0, max)}\n… (${text.length - max} more characters not shown)`;
+  if (text.length <= max) return text;
+  const shown = cutText(text, max);
+  return `${shown}\n… (${text.length - shown.length} more characters not shown)`;
 }
 
 export function judgePrompt(task: string): ChatMessage[] {

@@ -62,6 +62,7 @@ import { createHash } from 'node:crypto';
 import { Ajv, Name, _, str, type CodeKeywordDefinition, type ErrorObject, type KeywordCxt, type Options, type ValidateFunction } from 'ajv';
 import { RE2JS } from 're2js';
 import { canonicalJson } from './canonical.js';
+import { cutText } from './text.js';
 
 export const SCHEMA_LIMITS = {
   /** Nesting of JSON objects and arrays in a schema (a schema level is usually two: `properties`, then the name). */
@@ -432,7 +433,7 @@ class SchemaPattern {
 }
 
 function compilePattern(pattern: string, flags: string): RE2JS {
-  const named = `pattern "${pattern.length > 120 ? `${pattern.slice(0, 120)}…` : pattern}"`;
+  const named = `pattern "${pattern.length > 120 ? `${cutText(pattern, 120)}…` : pattern}"`;
   if (pattern.length > SCHEMA_LIMITS.maxPatternChars) {
     throw new Error(`${named} is ${pattern.length} characters long; the cap is ${SCHEMA_LIMITS.maxPatternChars}: use a shorter pattern, or "enum", "minLength" and "maxLength"`);
   }

@@ -118,6 +118,32 @@ describe('envfleet: mistakes at the command line (build in dist/)', function () 
     }
   });
 
+  it('an input file that is not UTF-8 is refused or its lines reported, with the encoding to save it in; its text never reaches a run as U+FFFD', async () => {
+    const { writeFile } = await import('node:fs/promises');
+    const tasks = [{ task: 'Réserver une chambre à l’hôtel 🏨' }, { task: '预订酒店房间' }].map(t => JSON.stringify(t)).join('\n');
+    // Windows Notepad's "Unicode": UTF-16LE with a byte-order mark.
+    const utf16 = join(dir, 'tasks-utf16.jsonl');
+    await writeFile(utf16, Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(tasks, 'utf16le')]));
+    const a = await envfleet(['synth', '--run', 'utf16', '--tasks', utf16, '--no-wait']);
+    expect(a.code).to.equal(1);
+    expect(a.stderr).to.include(`${utf16}: the file is UTF-16LE text; save it as UTF-8`);
+    // Latin-1: "é" as the one byte 0xE9, on the first line only; the second line is good UTF-8.
+    const latin1 = join(dir, 'tasks-latin1.jsonl');
+    await writeFile(latin1, Buffer.concat([Buffer.from('{"task": "R'), Buffer.from([0xe9]), Buffer.from('server une chambre"}\n{"task": "预订酒店房间"}\n')]));
+    const b = await envfleet(['synth', '--run', 'latin1', '--tasks', latin1, '--no-wait']);
+    expect(b.code, b.stderr).to.equal(0);
+    expect(b.stdout + b.stderr).to.match(/line 1 skipped: not UTF-8 text: byte 0xE9 at column 12 .*Latin-1.*save the file as UTF-8/);
+    // Only the good line was submitted.
+    expect(b.stdout).to.include('run latin1: created; 1 input items');
+    // A state file for envfleet sandbox run: the whole file is refused, with the line.
+    const state = join(dir, 'state-latin1.json');
+    await writeFile(state, Buffer.concat([Buffer.from('{\n  "note": "caf'), Buffer.from([0xe9]), Buffer.from('"\n}\n')]));
+    const c = await envfleet(['sandbox', 'run', 'fixtures/reference/hotel-env.bundle.json', '--state', state, '--calls', utf16]);
+    expect(c.code).to.equal(1);
+    expect(c.stderr).to.include(`${state} line 2: not UTF-8 text: byte 0xE9 at column 15`);
+    expect(c.stderr).not.to.match(/\n\s+at /);
+  });
+
   it('--version (and -V) prints the version of package.json', async () => {
     const { version } = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
     for (const flag of ['--version', '-V']) {

@@ -1,3 +1,5 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import { pino } from 'pino';
 import OpenAI from 'openai';
@@ -5,7 +7,7 @@ import { z } from 'zod';
 import { loadConfig, type EnvVarName } from '../../../config/index.js';
 import { createModelGateway, retryAfterMs, type ModelGateway } from '../../../src/llm/gateway.js';
 import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../../helpers/memory-ports.js';
-import type { EndpointLimiter, Ledger } from '../../../src/llm/ports.js';
+import type { EndpointLimiter, Ledger, ResponseCache } from '../../../src/llm/ports.js';
 import { parseModelScript, startModelServer, type ModelServer } from '../../../src/model-server/index.js';
 import { rejection } from '../../helpers/assert.js';
 
@@ -233,5 +235,163 @@ describe('retryAfterMs', () => {
     const date = retryAfterMs(new Headers({ 'retry-after': new Date(Date.now() + 60_000).toUTCString() }));
     expect(date).to.be.within(55_000, 60_000);
     expect(retryAfterMs(new Headers())).to.equal(null);
+  });
+});
+
+describe('model gateway: embeddings answers that are no embeddings (a raw HTTP endpoint)', function () {
+  this.timeout(20_000);
+  let endpoint: http.Server;
+  afterEach(() => {
+    endpoint.closeAllConnections();
+    endpoint.close();
+  });
+
+  /** An endpoint answering its n-th request (from 1) with `answer(n)`: [status, content type, body]. */
+  async function endpointAnswering(answer: (n: number) => [number, string, string]): Promise<{ url: string; requests: () => number }> {
+    let n = 0;
+    endpoint = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        n += 1;
+        const [status, type, body] = answer(n);
+        res.writeHead(status, { 'content-type': type });
+        res.end(body);
+      });
+    });
+    await new Promise<void>(resolve => endpoint.listen(0, '127.0.0.1', resolve));
+    return { url: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1`, requests: () => n };
+  }
+  const good = JSON.stringify({ object: 'list', data: [{ object: 'embedding', index: 0, embedding: [0.6, 0.8] }], model: 'm', usage: { prompt_tokens: 2, total_tokens: 2 } });
+
+  for (const [what, first] of [
+    ['too few vectors', [200, 'application/json', JSON.stringify({ object: 'list', data: [], usage: { prompt_tokens: 2 } })]],
+    ['an error object with status 200', [200, 'application/json', JSON.stringify({ error: { message: 'model text-embedding-3-small is still loading' } })]],
+    ['a page that is not JSON', [200, 'text/html', '<html><body>Sign in to the proxy</body></html>']],
+  ] as const) {
+    it(`never caches ${what}: the retry asks the endpoint again and gets the vectors; the failure says what came back`, async () => {
+      const server = await endpointAnswering(n => (n === 1 ? [...first] : [200, 'application/json', good]));
+      const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } });
+      const cache = createMemoryResponseCache();
+      const gateway = createModelGateway({ config, cache, limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+      const error = await rejection(gateway.embed({ runId: 'r', stage: 'mine.dedup' }, ['a library']));
+      expect(error).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
+      expect(String(error)).to.match(/unusable embeddings answer .*stage mine\.dedup/);
+      if (what === 'an error object with status 200') expect(String(error)).to.include('still loading');
+      if (what === 'a page that is not JSON') expect(String(error)).to.include('not JSON');
+      expect(cache.size()).to.equal(0);
+      const again = await gateway.embed({ runId: 'r', stage: 'mine.dedup' }, ['a library']);
+      expect(again).to.deep.include({ vectors: [[0.6, 0.8]], cached: false });
+      expect(server.requests()).to.equal(2);
+    });
+  }
+
+  it('passes over an unusable answer already in the cache (stored by an older worker) and asks the endpoint', async () => {
+    const server = await endpointAnswering(() => [200, 'application/json', good]);
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } });
+    const memory = createMemoryResponseCache();
+    const slots: Parameters<ResponseCache['set']>[0][] = [];
+    const cache: ResponseCache = { get: slot => memory.get(slot), set: (slot, value, ttl) => (slots.push(slot), memory.set(slot, value, ttl)) };
+    const gateway = createModelGateway({ config, cache, limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    await gateway.embed({ runId: 'r', stage: 'mine.dedup' }, ['a library']);
+    expect(slots).to.have.length(1);
+    await memory.set(slots[0]!, { body: { object: 'list', data: [] }, storedAt: new Date().toISOString() }, 60);
+    const again = await gateway.embed({ runId: 'r', stage: 'mine.dedup' }, ['a library']);
+    expect(again).to.deep.include({ vectors: [[0.6, 0.8]], cached: false });
+    expect(server.requests()).to.equal(2);
+  });
+});
+
+describe('model gateway: error answers as proxies and gateways send them (a raw HTTP endpoint)', function () {
+  this.timeout(20_000);
+  let endpoint: http.Server;
+  afterEach(() => {
+    endpoint.closeAllConnections();
+    endpoint.close();
+  });
+  async function gatewayAnswering(status: number, type: string, body: string): Promise<ModelGateway> {
+    endpoint = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(status, { 'content-type': type });
+        res.end(body);
+      });
+    });
+    await new Promise<void>(resolve => endpoint.listen(0, '127.0.0.1', resolve));
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1` } });
+    return createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+  }
+  const ask = (gateway: ModelGateway) => rejection(gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] }));
+
+  it("names a 503 HTML page by its title, not with the page's kilobytes", async () => {
+    const page = `<!DOCTYPE html><html><head><style>body{color:red}</style><title>503 Service Temporarily Unavailable</title></head><body><h1>nginx</h1>${'<p>padding</p>'.repeat(400)}</body></html>`;
+    const error = await ask(await gatewayAnswering(503, 'text/html', page));
+    expect(error).to.have.property('code', 'MODEL_SERVER_ERROR');
+    const message = String((error as Error).message);
+    expect(message).to.include('Service Temporarily Unavailable').and.to.include(`an HTML page of ${page.length} characters`);
+    expect(message).to.not.include('<p>');
+    expect(message.length).to.be.below(500);
+  });
+
+  it('shows a long plain-text error body cut short (whole characters), with its length', async () => {
+    const text = `upstream connect error — 上游错误 😀 ${'reset reason: overflow '.repeat(200)}`;
+    const error = await ask(await gatewayAnswering(502, 'text/plain', text));
+    expect(error).to.have.property('code', 'MODEL_SERVER_ERROR');
+    const message = String((error as Error).message);
+    expect(message).to.include('upstream connect error — 上游错误 😀').and.to.match(/… \(\d+ characters\)$/);
+    expect(message.length).to.be.below(600);
+  });
+
+  it('says what an error object sent with status 200 said', async () => {
+    const error = await ask(await gatewayAnswering(200, 'application/json', JSON.stringify({ error: { message: "This model's maximum context length is 8192 tokens", code: 400 } })));
+    expect(error).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
+    expect(String((error as Error).message)).to.match(/response without a choice .*the endpoint answered with an error: This model's maximum context length is 8192 tokens/);
+  });
+});
+
+describe('model gateway: connections that fail (a raw HTTP endpoint)', function () {
+  this.timeout(20_000);
+  let endpoint: http.Server | null = null;
+  afterEach(() => {
+    endpoint?.closeAllConnections();
+    endpoint?.close();
+    endpoint = null;
+  });
+  const gatewayAt = (url: string) => {
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: url } });
+    return createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+  };
+  const ask = (gateway: ModelGateway, content = 'x') => gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content }] });
+  const body = JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: 'ok' } }] });
+
+  it('an answer whose connection closes mid-body is an incomplete answer, says how much came, and is not sent again on the kept-alive connection', async () => {
+    let requests = 0;
+    endpoint = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        requests += 1;
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
+        if (requests === 1) return void res.end(body);
+        res.write(body.slice(0, 20));
+        setTimeout(() => req.socket.destroy(), 20);
+      });
+    });
+    await new Promise<void>(resolve => endpoint!.listen(0, '127.0.0.1', resolve));
+    const gateway = gatewayAt(`http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1`);
+    await ask(gateway);
+    // The second request goes out on the first one's connection, which closes after 20 bytes of the answer.
+    const error = await rejection(ask(gateway, 'another question'));
+    expect(error).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
+    expect(String((error as Error).message)).to.match(/incomplete answer from endpoint "default".*closed while the answer was read \(status 200, 20 bytes of the body of \d+/);
+    expect(requests).to.equal(2);
+  });
+
+  it('an endpoint that refuses connections is named with the reason (not only "Connection error.")', async () => {
+    const closed = http.createServer();
+    await new Promise<void>(resolve => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>(resolve => closed.close(() => resolve()));
+    const error = await rejection(ask(gatewayAt(`http://127.0.0.1:${port}/v1`)));
+    expect(error).to.have.property('code', 'MODEL_CONNECTION');
+    expect(String((error as Error).message)).to.match(new RegExp(`cannot reach endpoint "default" .*: connect ECONNREFUSED 127\\.0\\.0\\.1:${port}`));
   });
 });

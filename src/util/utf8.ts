@@ -1,0 +1,55 @@
+/**
+ * The encoding checks of a user's text file. `readFile(path, 'utf8')` turns every byte that is not UTF-8 into
+ * U+FFFD without a word: a tasks file saved as Latin-1 or Windows-1252 ("R\xe9server") reached the model as
+ * "R�server", and a file saved as UTF-16 (Windows Notepad, PowerShell's `>`) failed with JSON errors about
+ * invisible characters.
+ */
+
+/** 'UTF-16LE' or 'UTF-16BE' when the bytes start with that byte-order mark, or look like ASCII text in UTF-16 (NUL bytes every other byte). */
+export function utf16Of(bytes: Uint8Array): 'UTF-16LE' | 'UTF-16BE' | null {
+  if (bytes.length >= 2 && bytes[0] === 0xff && bytes[1] === 0xfe) return 'UTF-16LE';
+  if (bytes.length >= 2 && bytes[0] === 0xfe && bytes[1] === 0xff) return 'UTF-16BE';
+  if (bytes.length >= 4 && bytes[0] !== 0 && bytes[1] === 0 && bytes[2] !== 0 && bytes[3] === 0) return 'UTF-16LE';
+  if (bytes.length >= 4 && bytes[0] === 0 && bytes[1] !== 0 && bytes[2] === 0 && bytes[3] !== 0) return 'UTF-16BE';
+  return null;
+}
+
+/** The offset of the first byte in `bytes[start, end)` that does not begin or continue a valid UTF-8 character, or -1. */
+export function firstInvalidUtf8(bytes: Uint8Array, start = 0, end = bytes.length): number {
+  for (let i = start; i < end; ) {
+    const b = bytes[i]!;
+    if (b < 0x80) {
+      i += 1;
+      continue;
+    }
+    // The length of the sequence and the range of its second byte (overlong forms and surrogates excluded).
+    let n: number;
+    let lo = 0x80;
+    let hi = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf) n = 2;
+    else if (b >= 0xe0 && b <= 0xef) {
+      n = 3;
+      if (b === 0xe0) lo = 0xa0;
+      if (b === 0xed) hi = 0x9f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      n = 4;
+      if (b === 0xf0) lo = 0x90;
+      if (b === 0xf4) hi = 0x8f;
+    } else return i;
+    if (i + n > end) return i;
+    for (let k = 1; k < n; k += 1) {
+      const c = bytes[i + k]!;
+      if (k === 1 ? c < lo || c > hi : c < 0x80 || c > 0xbf) return i;
+    }
+    i += n;
+  }
+  return -1;
+}
+
+/** What to tell the person whose file is not UTF-8: where, which byte, and what to do. */
+export function notUtf8Problem(bytes: Uint8Array, lineStart: number, at: number): string {
+  const byte = bytes[at]!.toString(16).toUpperCase().padStart(2, '0');
+  const column = Buffer.from(bytes.subarray(lineStart, at)).toString('utf8').length + 1;
+  const latin = bytes[at]! >= 0xa0 ? ' (as Latin-1 / Windows-1252 writes accented letters)' : '';
+  return `not UTF-8 text: byte 0x${byte} at column ${column}${latin}; save the file as UTF-8`;
+}
