@@ -715,6 +715,39 @@ class Env:
         await r.close();
       }
     });
+
+    // Careless, not hostile: an exception class whose __str__ returns its (integer) code. str(e) raised
+    // TypeError inside the harness's own error handling, which was taken for tampering: the interpreter was
+    // replaced and every co-tenant session (and the rest of a finish's checks) ended ENV_DISPOSED.
+    const BAD_STR = 'class ApiError(Exception):\n    def __init__(self, code):\n        self.code = code\n    def __str__(self):\n        return self.code\n';
+    it('describes an exception whose __str__ fails (in a tool, a constructor, a check) without losing the interpreter or its other sessions', async () => {
+      const r = single();
+      try {
+        const code = python(BAD_STR + PING + '    def fail(self):\n        raise ApiError(404)\n', ['ping', 'fail']);
+        const bystander = await r.openSession(code, {}, LIMITS);
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 1 });
+        const s = await r.openSession(code, {}, LIMITS);
+        expect(await s.call('fail', {})).to.deep.include({ runtimeError: 'TOOL_THREW', result: { success: false, error: 'ApiError (its message could not be read: its __str__ failed)' } });
+        expect(await s.call('ping', {})).to.deep.include({ result: 1 });
+        const ctor = python(BAD_STR + 'class Env:\n    def __init__(self, c=None):\n        raise ApiError(500)\n', []);
+        const err = await rejection(r.openSession(ctor, {}, LIMITS));
+        expect(err).to.have.property('code', 'CONSTRUCTOR_FAILED');
+        expect((err as Error).message).to.equal('constructing Env failed: ApiError (its message could not be read: its __str__ failed)');
+        const end = await s.finish([
+          pyCheck('bad str', BAD_STR + 'def check_func(final_state):\n    raise ApiError(1)\n'),
+          pyCheck('after', 'def check_func(final_state):\n    return final_state["n"] == 1\n'),
+        ]);
+        expect(end.checks?.results.map(c => [c.passed, c.errorCode ?? null, c.error ?? null])).to.deep.equal([
+          [false, 'CHECK_THREW', 'ApiError (its message could not be read: its __str__ failed)'],
+          [true, null, null],
+        ]);
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 2 });
+        expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([1]);
+        await bystander.close();
+      } finally {
+        await r.close();
+      }
+    });
   });
 
   describe('user-supplied packages (ENVFLEET_PYTHON_PACKAGES)', () => {

@@ -353,13 +353,24 @@ def canonical(o):
     except NotJson:
         raise
     except (TypeError, ValueError) as e:
-        raise NotJson(str(e))
+        raise NotJson(_text(e) or type(e).__name__)
 
 def _err(code, message):
     return _encode({'err': code, 'message': message})
 
+def _text(e):
+    """str(e), or None when the exception's own __str__ fails (returns a non-str, reads an attribute it never set):
+    environment code's exceptions are described without letting their failure escape the harness."""
+    try:
+        text = str(e)
+    except Exception:
+        return None
+    return text if type(text) is str else None
+
 def _describe(e):
-    text = str(e)
+    text = _text(e)
+    if text is None:
+        return '%s (its message could not be read: its __str__ failed)' % type(e).__name__
     return '%s: %s' % (type(e).__name__, text) if text else type(e).__name__
 
 def _limit_error(e):
@@ -367,10 +378,10 @@ def _limit_error(e):
         return _err('DEADLINE_EXCEEDED', 'the call ran past its deadline and was interrupted')
     if isinstance(e, MemoryError):
         return _err('MEMORY_EXCEEDED', 'the interpreter ran out of memory (MemoryError)')
-    if isinstance(e, OverflowError) and 'index-sized' in str(e):
+    if isinstance(e, OverflowError) and 'index-sized' in (_text(e) or ''):
         return _err('MEMORY_EXCEEDED', 'the call asked for more memory than a 32-bit WebAssembly interpreter can address (%s)' % e)
     if isinstance(e, RecursionError):
-        return _err('STACK_OVERFLOW', 'the call recursed too deeply: ' + str(e))
+        return _err('STACK_OVERFLOW', 'the call recursed too deeply: ' + (_text(e) or 'RecursionError'))
     return None
 
 # --- sessions ------------------------------------------------------------------------------------
