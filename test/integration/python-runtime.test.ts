@@ -748,6 +748,24 @@ class Env:
         await r.close();
       }
     });
+
+    it('holds the result cap for a tool\'s error too: an exception whose message holds the whole database is RESULT_TOO_LARGE, not megabytes in the transcript', async () => {
+      const r = single();
+      try {
+        const code = python('class Env:\n    def __init__(self, c=None):\n        self.db = {"k%d" % i: "réservé 😀 %d" % i for i in range(2000)}\n    def find(self, key="x"):\n        if key not in self.db:\n            raise KeyError("no %s in %r" % (key, self.db))\n        return self.db[key]\n', ['find']);
+        const s = await r.openSession(code, {}, { ...LIMITS, maxResultBytes: 4096 });
+        expect(await s.call('find', {})).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE' });
+        const { result } = await s.call('find', {});
+        const error = (result as { error: string }).error;
+        expect(Buffer.byteLength(error)).to.be.below(4096);
+        expect(error).to.match(/^the error \(TOOL_THREW\) is \d+ bytes, more than the result cap of 4096; it began: KeyError: "no x in \{'k0': 'réservé 😀 0'/);
+        // The session goes on, as after a result over the cap.
+        expect(await s.call('find', { key: 'k7' })).to.deep.include({ result: 'réservé 😀 7' });
+        await s.close();
+      } finally {
+        await r.close();
+      }
+    });
   });
 
   describe('user-supplied packages (ENVFLEET_PYTHON_PACKAGES)', () => {
