@@ -749,6 +749,24 @@ class Env:
       }
     });
 
+    it('says, for an import outside the allow-list, whether a package could supply it: not for a standard module (the package setting refuses those)', async () => {
+      const r = single();
+      try {
+        const sqlite = await rejection(r.openSession(python('import json\nimport sqlite3\nclass Env:\n    pass\n', []), {}, LIMITS));
+        expect(sqlite).to.have.property('code', 'SOURCE_LOAD_FAILED');
+        expect((sqlite as Error).message).to.match(/^the environment source, line 2: import of "sqlite3" is not allowed in the sandbox; allowed modules: __future__, .*, zoneinfo; "sqlite3" is a standard module the sandbox does not offer \(ENVFLEET_PYTHON_PACKAGES cannot supply a standard module either\): write the code with the allowed modules$/);
+        const check = await r.checks({ finalState: {}, initialState: {}, checks: [pyCheck('xml', 'from xml.etree import ElementTree\ndef check_func(s):\n    return True')], limits: LIMITS });
+        expect(check.results[0]).to.include({ passed: false, errorCode: 'CHECK_INVALID' });
+        expect(check.results[0]!.error).to.match(/^the check, line 1: import of "xml.etree" .*"xml" is a standard module the sandbox does not offer/);
+        const requests = await rejection(r.openSession(python('import requests\nclass Env:\n    pass\n', []), {}, LIMITS));
+        expect((requests as Error).message).to.match(/import of "requests" is not allowed in the sandbox; allowed modules: .* \(a pure-Python package can be supplied with ENVFLEET_PYTHON_PACKAGES\)$/);
+        const js = await rejection(r.openSession(python('import js\nclass Env:\n    pass\n', []), {}, LIMITS));
+        expect((js as Error).message).to.match(/import of "js" is not allowed in the sandbox; .*; "js" is blocked in the sandbox: write the code without it$/);
+      } finally {
+        await r.close();
+      }
+    });
+
     it('holds the result cap for a tool\'s error too: an exception whose message holds the whole database is RESULT_TOO_LARGE, not megabytes in the transcript', async () => {
       const r = single();
       try {

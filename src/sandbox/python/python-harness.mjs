@@ -61,11 +61,20 @@ def check_source(source, what):
                 return '%s, line %s: relative imports are not allowed' % (what, node.lineno)
             names = [node.module or '']
         for name in names:
-            if name.split('.')[0] not in ALLOWED_IMPORTS and name.split('.')[0] not in PACKAGE_NAMES:
-                return ('%s, line %s: import of "%s" is not allowed in the sandbox; allowed modules: %s%s'
+            top = name.split('.')[0]
+            if top not in ALLOWED_IMPORTS and top not in PACKAGE_NAMES:
+                # A standard module cannot be supplied as a package (ENVFLEET_PYTHON_PACKAGES refuses a name that
+                # shadows one): the only way is code that does without it.
+                if top in _STDLIB_NAMES:
+                    hint = ('; "%s" is a standard module the sandbox does not offer (ENVFLEET_PYTHON_PACKAGES cannot supply a '
+                            'standard module either): write the code with the allowed modules' % top)
+                elif top in BLOCKED_MODULES:
+                    hint = '; "%s" is blocked in the sandbox: write the code without it' % top
+                else:
+                    hint = ' (a pure-Python package can be supplied with ENVFLEET_PYTHON_PACKAGES)' if not PACKAGE_NAMES else ''
+                return ('%s, line %s: import of "%s" is not allowed in the sandbox; allowed modules: %s%s%s'
                         % (what, node.lineno, name, ', '.join(sorted(ALLOWED_IMPORTS)),
-                           '; supplied packages: %s' % ', '.join(sorted(PACKAGE_NAMES)) if PACKAGE_NAMES else
-                           ' (a pure-Python package can be supplied with ENVFLEET_PYTHON_PACKAGES)'))
+                           '; supplied packages: %s' % ', '.join(sorted(PACKAGE_NAMES)) if PACKAGE_NAMES else '', hint))
         if isinstance(node, _ast.Attribute) and node.attr in DENIED_ATTRS:
             return '%s, line %s: the attribute "%s" is not allowed in the sandbox' % (what, node.lineno, node.attr)
         if isinstance(node, _ast.Name) and node.id in DENIED_NAMES:
