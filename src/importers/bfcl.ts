@@ -334,7 +334,7 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
   const notes: string[] = [];
 
   // Classes, modules and tools.
-  const configText = await readFile(layout.configFile, 'utf8');
+  const configText = stripBom(await readFile(layout.configFile, 'utf8'));
   const classModule = pythonStringDict(configText, 'CLASS_FILE_PATH_MAPPING');
   const classDoc = pythonStringDict(configText, 'MULTI_TURN_FUNC_DOC_FILE_MAPPING');
   if (!classModule || !classDoc) throw new RequestError(`${layout.configFile}: no ${classModule ? 'MULTI_TURN_FUNC_DOC_FILE_MAPPING' : 'CLASS_FILE_PATH_MAPPING'} = {...} there; is this a BFCL checkout of a supported version?`);
@@ -354,7 +354,7 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
       notes.push(`class ${className}: ${!(await exists(file, false)) ? `${file} is missing` : `no function doc file${docFile ? ` (${docFile})` : ''}`}; its entries are skipped`);
       continue;
     }
-    const source = await readFile(file, 'utf8');
+    const source = stripBom(await readFile(file, 'utf8'));
     if (!new RegExp(`^class[ \\t]+${className}\\b`, 'm').test(source)) {
       notes.push(`class ${className}: ${file} does not define it; its entries are skipped`);
       continue;
@@ -391,10 +391,10 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
     if (/^import[ \t]+subprocess[ \t]*$/m.test(source)) notes.push(`${module}.py imports subprocess without using it: the import is left out (the sandbox refuses subprocess)`);
   }
   const lcFile = join(layout.sourceDir, `${LONG_CONTEXT_MODULE}.py`);
-  const longContext: BfclModule | null = (await exists(lcFile, false)) ? { className: '', module: LONG_CONTEXT_MODULE, source: await readFile(lcFile, 'utf8') } : null;
+  const longContext: BfclModule | null = (await exists(lcFile, false)) ? { className: '', module: LONG_CONTEXT_MODULE, source: stripBom(await readFile(lcFile, 'utf8')) } : null;
   let addedPrompt = DEFAULT_ADDED_FUNCTIONS_PROMPT;
   if (layout.promptsFile) {
-    const text = await readFile(layout.promptsFile, 'utf8');
+    const text = stripBom(await readFile(layout.promptsFile, 'utf8'));
     const m = /^DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC\s*=\s*(\(?)\s*"((?:[^"\\]|\\.)*)"(\s*\)?)/m.exec(text);
     let read: string | null = null;
     try {

@@ -5,8 +5,9 @@ import { cutText } from '../util/text.js';
 
 /**
  * Reads the records of a JSON data file one at a time, in any of the shapes other projects publish
- * their data in: a JSON array of records, a JSON object keyed by id (each member a record), or JSON
- * Lines (one record per line, whatever the file's extension). The file is streamed: the text is
+ * their data in: a JSON array of records, a JSON object keyed by id (each member a record), JSON
+ * Lines (one record per line, whatever the file's extension), or records one after another each over
+ * several lines (one pretty-printed record, or jq's stream of them). The file is streamed: the text is
  * decoded as UTF-8 across chunk boundaries (no character is cut) and each record is parsed on its own,
  * so a malformed record is reported with its position and the others are still read. Nothing is
  * evaluated: records are parsed with JSON.parse.
@@ -25,7 +26,11 @@ export interface JsonRecord {
   readonly error?: string;
 }
 
-export type JsonFileShape = 'array' | 'object' | 'lines' | 'empty';
+/**
+ * `values`: top-level JSON objects one after another, each a record that may span lines: one pretty-printed
+ * record (`jq '.["env_7_rl"]' 191_env_metadata.json > one.json`), or jq's stream of them (`jq '.[]'`).
+ */
+export type JsonFileShape = 'array' | 'object' | 'lines' | 'values' | 'empty';
 
 /** How a file ended: its shape, and a problem with the file as a whole (truncated, trailing text) that is not one record's. */
 export interface JsonFileEnd {
@@ -53,6 +58,9 @@ const firstLineOf = (text: string) => (text.length > 80 ? `${cutText(text, 80)}â
  */
 class RecordSplitter {
   shape: JsonFileShape | 'detect' | 'none' = 'none';
+  /** In `values`: the 0-based line of the current record's start (for its `line`), and its text so far. */
+  private valueLine = 0;
+  private valueParts: string[] = [];
   problem: string | null = null;
   readonly out: JsonRecord[] = [];
   private depth = 0;
@@ -73,6 +81,7 @@ class RecordSplitter {
   feed(chunk: string): void {
     if (this.problem !== null && this.shape !== 'lines') return;
     if (this.shape === 'lines') return this.feedLines(chunk);
+    if (this.shape === 'values') return this.feedValues(chunk);
     this.seen?.push(chunk);
     let seg = 0;
     for (let i = 0; i < chunk.length; i += 1) {
@@ -163,13 +172,22 @@ class RecordSplitter {
     if (this.shape === 'detect') {
       const isRow = (key !== undefined && this.rowKeys.has(key)) || (error === undefined && (typeof value !== 'object' || value === null || Array.isArray(value)));
       if (isRow) {
-        // The first member is a field of a record: the file is JSON Lines of records. Read it again as lines.
-        this.shape = 'lines';
         const seen = this.seen!.join('');
         this.seen = null;
         this.depth = 0;
         this.inString = false;
-        this.feedLines(seen);
+        this.escape = false;
+        // The first member is a field of a record. A first line that is only "{" is a record written over several
+        // lines (pretty-printed, as jq and json.dump(indent=...) write one), never a line of JSON Lines: the
+        // file is records one after another. Otherwise it is JSON Lines of records. Read it again either way.
+        if (stripBom(seen).trimStart().split('\n', 1)[0]!.trim() === '{') {
+          this.shape = 'values';
+          this.line = 1;
+          this.feedValues(seen);
+        } else {
+          this.shape = 'lines';
+          this.feedLines(seen);
+        }
         return false;
       }
       this.shape = 'object';
@@ -177,6 +195,44 @@ class RecordSplitter {
     }
     this.out.push({ index: this.index++, line, ...(key !== undefined ? { key } : {}), ...(error ? { error } : { value }) });
     return true;
+  }
+
+  /** Records one after another at the top level (shape `values`): each object, whatever its lines, is one record. */
+  private feedValues(chunk: string): void {
+    let seg = 0;
+    for (let i = 0; i < chunk.length; i += 1) {
+      const c = chunk.charCodeAt(i);
+      if (c === 0x0a) this.line += 1;
+      if (this.inString) {
+        if (this.escape) this.escape = false;
+        else if (c === 0x5c) this.escape = true;
+        else if (c === 0x22) this.inString = false;
+        continue;
+      }
+      if (this.depth === 0) {
+        if (isSpace(c) || c === BOM) continue;
+        if (c !== 0x7b) {
+          this.problem = `unexpected text between the records, at line ${this.line}: ${firstLineOf(chunk.slice(i).split('\n')[0] ?? '')} (the file holds records one after another, each a JSON object)`;
+          return;
+        }
+        this.depth = 1;
+        seg = i;
+        this.valueLine = this.line;
+        this.valueParts = [];
+        continue;
+      }
+      if (c === 0x22) this.inString = true;
+      else if (c === 0x7b || c === 0x5b) this.depth += 1;
+      else if (c === 0x7d || c === 0x5d) {
+        this.depth -= 1;
+        if (this.depth === 0) {
+          this.valueParts.push(chunk.slice(seg, i + 1));
+          this.out.push({ index: this.index++, line: this.valueLine, ...parsed(this.valueParts.join('')) });
+          this.valueParts = [];
+        }
+      }
+    }
+    if (this.depth >= 1) this.valueParts.push(chunk.slice(seg));
   }
 
   private feedLines(text: string): void {
@@ -200,6 +256,13 @@ class RecordSplitter {
       return { shape: 'lines', problem: this.problem };
     }
     if (this.shape === 'none') return { shape: 'empty', problem: null };
+    if (this.shape === 'values') {
+      if (this.depth > 0 && this.problem === null) {
+        this.out.push({ index: this.index++, line: this.valueLine, error: `the file ends inside this record (${this.inString ? 'in a string' : 'an unclosed bracket'}): the file is truncated, or a bracket or quote is unbalanced; the records before it were read` });
+        this.problem = 'the file ends inside a record (truncated?)';
+      }
+      return { shape: 'values', problem: this.problem };
+    }
     if (this.depth > 0 && this.problem === null) {
       const partial = this.parts.join('');
       const m = this.shape !== 'array' ? KEY_AT_START.exec(partial) : null;

@@ -330,9 +330,10 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
     const log = logger.child({ domain: domain.name });
     progress?.({ phase: 'read', domain: domain.name, what: 'tool and task files' });
     const toolSources: Record<string, string> = {};
-    for (const f of domain.toolFiles) toolSources[f] = await readFile(join(domain.dir, 'tools', f), 'utf8');
-    const initSource = domain.toolsInit ? await readFile(domain.toolsInit, 'utf8') : '';
-    const wiki = await readFile(domain.wiki, 'utf8');
+    for (const f of domain.toolFiles) toolSources[f] = stripBom(await readFile(join(domain.dir, 'tools', f), 'utf8'));
+    const initSource = domain.toolsInit ? stripBom(await readFile(domain.toolsInit, 'utf8')) : '';
+    // As τ-bench reads it (open() in text mode: universal newlines), so a checkout with CRLF gives the same policy text.
+    const wiki = stripBom(await readFile(domain.wiki, 'utf8')).replace(/\r\n?/g, '\n');
     const dbTexts: { key: string; text: string }[] = [];
     for (const f of domain.dataFiles) dbTexts.push({ key: f.replace(/\.json$/, ''), text: minifyJson(stripBom(await readFile(join(domain.dir, 'data', f), 'utf8'))) });
     const splits = domain.tasks.filter(t => request.splits.includes(t.split));
@@ -346,7 +347,7 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
       analysis = await ask<ToolAnalysis>(reader, 'analyze_tools', { files: toolSources, init_source: initSource }, `${domain.name}: reading tools/*.py`);
       for (const { split, path } of splits) {
         const file = basename(path);
-        const source = await readFile(path, 'utf8');
+        const source = stripBom(await readFile(path, 'utf8'));
         const head = await ask<{ problem?: string; count?: number }>(reader, 'parse_tasks', { file, source }, `${domain.name}: reading ${file}`);
         if (head.problem) {
           skipped.push({ file: `${domain.name}/${file}`, where: 'the file', problem: head.problem });

@@ -23,6 +23,7 @@ import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { callingGateway, goldOf } from '../helpers/bfcl.js';
 import { dropPrefix, requireRedis, testConfig, useFleet } from '../helpers/integration.js';
 import { MPMATH_MISSING, mpmathPackage } from '../helpers/mpmath.js';
+import { windowsCopy } from '../helpers/windows-copy.js';
 import { loadConfig } from '../../config/index.js';
 
 const FIXTURE = new URL('../fixtures/bfcl/', import.meta.url).pathname;
@@ -72,6 +73,27 @@ describe('envfleet import bfcl (look-alike fixtures, real Pyodide)', function ()
     expect(again.environments).to.deep.equal({ imported: 0, unchanged: 2, updated: 0 });
     expect(again.scenarios).to.deep.include({ imported: 0, unchanged: 4, updated: 0 });
     expect(again.replay).to.deep.include({ entries: 0, reused: 4 });
+  });
+
+  it('imports a checkout as Windows leaves it (a UTF-8 byte order mark and CRLF in every file, a folder name with spaces and accents) as it imports the plain one', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-bfcl-'));
+    try {
+      const checkout = join(dir, 'mon dépôt gorilla');
+      await windowsCopy(FIXTURE, checkout);
+      const layout = await findBfclLayout(checkout, ['base', 'miss_func', 'long_context']);
+      const r = await importBfcl(store, python, { runId: 'bf-windows', layout, categories: ['base', 'miss_func', 'long_context'] }, OPTIONS);
+      expect(r.environments).to.deep.equal({ imported: 2, unchanged: 0, updated: 0 });
+      expect(r.scenarios.byCategory).to.deep.equal({ base: 2, miss_func: 1, long_context: 1 });
+      expect(r.skipped.map(s => s.where)).to.deep.equal(['id fixture_base_2 (line 3)']);
+      await importBfcl(store, python, { runId: 'bf-plain', layout: await findBfclLayout(FIXTURE, ['base']), categories: ['base'] }, OPTIONS);
+      for (const id of ['fixture_base_0', 'fixture_base_1']) {
+        const plain = (await store.getDoc('bf-plain', 'scenario', id))!;
+        const windows = (await store.getDoc('bf-windows', 'scenario', id))!;
+        expect(goldOf(windows), id).to.deep.equal(goldOf(plain));
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('says how to supply mpmath when it skips an entry for it', () => {

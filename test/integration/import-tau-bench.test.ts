@@ -24,6 +24,7 @@ import { createPythonSandboxRunner } from '../../src/sandbox/python/python-runne
 import { createLocalSandboxRunner, type EnvSession, type SandboxRunner } from '../../src/sandbox/runner.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { dropPrefix, requireRedis, testConfig, useFleet } from '../helpers/integration.js';
+import { windowsCopy } from '../helpers/windows-copy.js';
 
 const CHECKOUT = new URL('../fixtures/tau-bench/', import.meta.url).pathname;
 const DOMAIN = join(CHECKOUT, 'tau_bench', 'envs', 'teashop');
@@ -171,6 +172,26 @@ describe('envfleet import tau-bench: import, sessions, checks (real Redis, real 
     const s2 = (await store.getDoc('tau', 'scenario', 'tau-teashop-test-2'))!;
     expect(s2.lineage.original!.goldHash).to.equal(d.initialHash);
     expect(s0.lineage.original!.goldHash).to.not.equal(d.initialHash);
+  });
+
+  it('imports a checkout as Windows leaves it (a UTF-8 byte order mark and CRLF in every file, a folder name with spaces and accents) as it imports the plain one', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-tau-'));
+    try {
+      const checkout = join(dir, 'mon dépôt τ-bench');
+      await windowsCopy(CHECKOUT, checkout);
+      const r = await importTauBench(store, sandbox, { runId: 'tau-windows', domains: await findTauBenchDomains(checkout), splits: ['test'] }, OPTIONS, silent);
+      expect(r.environments).to.deep.equal({ imported: 1, unchanged: 0, updated: 0 });
+      expect(r.scenarios).to.deep.equal({ imported: 4, unchanged: 0, updated: 0 });
+      expect(r.skipped.map(s => s.where)).to.deep.equal(['task 3 (line 28)']);
+      expect(r.domains[0]!.initialHash).to.equal(first.domains[0]!.initialHash);
+      const env = (await store.getDoc('tau-windows', 'env', 'tau-teashop'))!;
+      expect(env.description.introduction).to.equal((await store.getDoc('tau', 'env', 'tau-teashop'))!.description.introduction);
+      for (const id of ['tau-teashop-test-0', 'tau-teashop-test-1', 'tau-teashop-test-2', 'tau-teashop-test-4']) {
+        expect((await store.getDoc('tau-windows', 'scenario', id))!.lineage.original!.goldHash, id).to.equal((await store.getDoc('tau', 'scenario', id))!.lineage.original!.goldHash);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('the gold path scores 1 (arguments through JSON), a wrong path less; the calculator keeps eval semantics without eval', async () => {

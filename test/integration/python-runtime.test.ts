@@ -715,6 +715,75 @@ class Env:
         await r.close();
       }
     });
+
+    // Careless, not hostile: an exception class whose __str__ returns its (integer) code. str(e) raised
+    // TypeError inside the harness's own error handling, which was taken for tampering: the interpreter was
+    // replaced and every co-tenant session (and the rest of a finish's checks) ended ENV_DISPOSED.
+    const BAD_STR = 'class ApiError(Exception):\n    def __init__(self, code):\n        self.code = code\n    def __str__(self):\n        return self.code\n';
+    it('describes an exception whose __str__ fails (in a tool, a constructor, a check) without losing the interpreter or its other sessions', async () => {
+      const r = single();
+      try {
+        const code = python(BAD_STR + PING + '    def fail(self):\n        raise ApiError(404)\n', ['ping', 'fail']);
+        const bystander = await r.openSession(code, {}, LIMITS);
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 1 });
+        const s = await r.openSession(code, {}, LIMITS);
+        expect(await s.call('fail', {})).to.deep.include({ runtimeError: 'TOOL_THREW', result: { success: false, error: 'ApiError (its message could not be read: its __str__ failed)' } });
+        expect(await s.call('ping', {})).to.deep.include({ result: 1 });
+        const ctor = python(BAD_STR + 'class Env:\n    def __init__(self, c=None):\n        raise ApiError(500)\n', []);
+        const err = await rejection(r.openSession(ctor, {}, LIMITS));
+        expect(err).to.have.property('code', 'CONSTRUCTOR_FAILED');
+        expect((err as Error).message).to.equal('constructing Env failed: ApiError (its message could not be read: its __str__ failed)');
+        const end = await s.finish([
+          pyCheck('bad str', BAD_STR + 'def check_func(final_state):\n    raise ApiError(1)\n'),
+          pyCheck('after', 'def check_func(final_state):\n    return final_state["n"] == 1\n'),
+        ]);
+        expect(end.checks?.results.map(c => [c.passed, c.errorCode ?? null, c.error ?? null])).to.deep.equal([
+          [false, 'CHECK_THREW', 'ApiError (its message could not be read: its __str__ failed)'],
+          [true, null, null],
+        ]);
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 2 });
+        expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([1]);
+        await bystander.close();
+      } finally {
+        await r.close();
+      }
+    });
+
+    it('says, for an import outside the allow-list, whether a package could supply it: not for a standard module (the package setting refuses those)', async () => {
+      const r = single();
+      try {
+        const sqlite = await rejection(r.openSession(python('import json\nimport sqlite3\nclass Env:\n    pass\n', []), {}, LIMITS));
+        expect(sqlite).to.have.property('code', 'SOURCE_LOAD_FAILED');
+        expect((sqlite as Error).message).to.match(/^the environment source, line 2: import of "sqlite3" is not allowed in the sandbox; allowed modules: __future__, .*, zoneinfo; "sqlite3" is a standard module the sandbox does not offer \(ENVFLEET_PYTHON_PACKAGES cannot supply a standard module either\): write the code with the allowed modules$/);
+        const check = await r.checks({ finalState: {}, initialState: {}, checks: [pyCheck('xml', 'from xml.etree import ElementTree\ndef check_func(s):\n    return True')], limits: LIMITS });
+        expect(check.results[0]).to.include({ passed: false, errorCode: 'CHECK_INVALID' });
+        expect(check.results[0]!.error).to.match(/^the check, line 1: import of "xml.etree" .*"xml" is a standard module the sandbox does not offer/);
+        const requests = await rejection(r.openSession(python('import requests\nclass Env:\n    pass\n', []), {}, LIMITS));
+        expect((requests as Error).message).to.match(/import of "requests" is not allowed in the sandbox; allowed modules: .* \(a pure-Python package can be supplied with ENVFLEET_PYTHON_PACKAGES\)$/);
+        const js = await rejection(r.openSession(python('import js\nclass Env:\n    pass\n', []), {}, LIMITS));
+        expect((js as Error).message).to.match(/import of "js" is not allowed in the sandbox; .*; "js" is blocked in the sandbox: write the code without it$/);
+      } finally {
+        await r.close();
+      }
+    });
+
+    it('holds the result cap for a tool\'s error too: an exception whose message holds the whole database is RESULT_TOO_LARGE, not megabytes in the transcript', async () => {
+      const r = single();
+      try {
+        const code = python('class Env:\n    def __init__(self, c=None):\n        self.db = {"k%d" % i: "réservé 😀 %d" % i for i in range(2000)}\n    def find(self, key="x"):\n        if key not in self.db:\n            raise KeyError("no %s in %r" % (key, self.db))\n        return self.db[key]\n', ['find']);
+        const s = await r.openSession(code, {}, { ...LIMITS, maxResultBytes: 4096 });
+        expect(await s.call('find', {})).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE' });
+        const { result } = await s.call('find', {});
+        const error = (result as { error: string }).error;
+        expect(Buffer.byteLength(error)).to.be.below(4096);
+        expect(error).to.match(/^the error \(TOOL_THREW\) is \d+ bytes, more than the result cap of 4096; it began: KeyError: "no x in \{'k0': 'réservé 😀 0'/);
+        // The session goes on, as after a result over the cap.
+        expect(await s.call('find', { key: 'k7' })).to.deep.include({ result: 'réservé 😀 7' });
+        await s.close();
+      } finally {
+        await r.close();
+      }
+    });
   });
 
   describe('user-supplied packages (ENVFLEET_PYTHON_PACKAGES)', () => {

@@ -295,6 +295,13 @@ async function handle(msg) {
       if ('err' in r && r.err === 'DEADLINE_EXCEEDED' && byBudget) r = { err: 'CPU_BUDGET_EXCEEDED', message: `the session used up its CPU budget of ${s.limits.sessionCpuMs} ms` };
       if ('err' in r) {
         if (ENDS.has(r.err) || a.lost) endSession(s, { code: r.err, message: r.message });
+        // The error is the result the agent sees ({success: false, error}): the result cap holds for it too, as
+        // in QuickJS (an exception whose message holds the whole database would otherwise reach the transcript).
+        const bytes = Buffer.byteLength(String(r.message));
+        if (bytes > s.limits.maxResultBytes && !ENDS.has(r.err) && !a.lost) {
+          const start = String(r.message).slice(0, 200);
+          return { value: { result: { success: false, error: `the error (${r.err}) is ${bytes} bytes, more than the result cap of ${s.limits.maxResultBytes}; it began: ${start}` }, runtimeError: 'RESULT_TOO_LARGE', us: a.us } };
+        }
         return { value: { result: { success: false, error: r.message }, runtimeError: r.err, us: a.us } };
       }
       return { value: { result: r.ok, us: a.us } };

@@ -61,11 +61,20 @@ def check_source(source, what):
                 return '%s, line %s: relative imports are not allowed' % (what, node.lineno)
             names = [node.module or '']
         for name in names:
-            if name.split('.')[0] not in ALLOWED_IMPORTS and name.split('.')[0] not in PACKAGE_NAMES:
-                return ('%s, line %s: import of "%s" is not allowed in the sandbox; allowed modules: %s%s'
+            top = name.split('.')[0]
+            if top not in ALLOWED_IMPORTS and top not in PACKAGE_NAMES:
+                # A standard module cannot be supplied as a package (ENVFLEET_PYTHON_PACKAGES refuses a name that
+                # shadows one): the only way is code that does without it.
+                if top in _STDLIB_NAMES:
+                    hint = ('; "%s" is a standard module the sandbox does not offer (ENVFLEET_PYTHON_PACKAGES cannot supply a '
+                            'standard module either): write the code with the allowed modules' % top)
+                elif top in BLOCKED_MODULES:
+                    hint = '; "%s" is blocked in the sandbox: write the code without it' % top
+                else:
+                    hint = ' (a pure-Python package can be supplied with ENVFLEET_PYTHON_PACKAGES)' if not PACKAGE_NAMES else ''
+                return ('%s, line %s: import of "%s" is not allowed in the sandbox; allowed modules: %s%s%s'
                         % (what, node.lineno, name, ', '.join(sorted(ALLOWED_IMPORTS)),
-                           '; supplied packages: %s' % ', '.join(sorted(PACKAGE_NAMES)) if PACKAGE_NAMES else
-                           ' (a pure-Python package can be supplied with ENVFLEET_PYTHON_PACKAGES)'))
+                           '; supplied packages: %s' % ', '.join(sorted(PACKAGE_NAMES)) if PACKAGE_NAMES else '', hint))
         if isinstance(node, _ast.Attribute) and node.attr in DENIED_ATTRS:
             return '%s, line %s: the attribute "%s" is not allowed in the sandbox' % (what, node.lineno, node.attr)
         if isinstance(node, _ast.Name) and node.id in DENIED_NAMES:
@@ -353,13 +362,24 @@ def canonical(o):
     except NotJson:
         raise
     except (TypeError, ValueError) as e:
-        raise NotJson(str(e))
+        raise NotJson(_text(e) or type(e).__name__)
 
 def _err(code, message):
     return _encode({'err': code, 'message': message})
 
+def _text(e):
+    """str(e), or None when the exception's own __str__ fails (returns a non-str, reads an attribute it never set):
+    environment code's exceptions are described without letting their failure escape the harness."""
+    try:
+        text = str(e)
+    except Exception:
+        return None
+    return text if type(text) is str else None
+
 def _describe(e):
-    text = str(e)
+    text = _text(e)
+    if text is None:
+        return '%s (its message could not be read: its __str__ failed)' % type(e).__name__
     return '%s: %s' % (type(e).__name__, text) if text else type(e).__name__
 
 def _limit_error(e):
@@ -367,10 +387,10 @@ def _limit_error(e):
         return _err('DEADLINE_EXCEEDED', 'the call ran past its deadline and was interrupted')
     if isinstance(e, MemoryError):
         return _err('MEMORY_EXCEEDED', 'the interpreter ran out of memory (MemoryError)')
-    if isinstance(e, OverflowError) and 'index-sized' in str(e):
+    if isinstance(e, OverflowError) and 'index-sized' in (_text(e) or ''):
         return _err('MEMORY_EXCEEDED', 'the call asked for more memory than a 32-bit WebAssembly interpreter can address (%s)' % e)
     if isinstance(e, RecursionError):
-        return _err('STACK_OVERFLOW', 'the call recursed too deeply: ' + str(e))
+        return _err('STACK_OVERFLOW', 'the call recursed too deeply: ' + (_text(e) or 'RecursionError'))
     return None
 
 # --- sessions ------------------------------------------------------------------------------------

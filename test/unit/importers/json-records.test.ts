@@ -60,6 +60,32 @@ describe('importers: reading JSON records (array, object keyed by id, JSON Lines
     ]);
   });
 
+  it('reads one pretty-printed record (a first line that is only "{"), and jq\'s stream of them, record by record; a malformed one is skipped', async () => {
+    const one = { env_id: 'env_7_rl', env_class_name: 'TeaHouse', tools: [{ name: 'book', parameters: { type: 'object' } }], note: '靠窗 🍵 « près » {[,]}"' };
+    const single = await readAll(await file('one.json', `\uFEFF${JSON.stringify(one, null, 2).replace(/\n/g, '\r\n')}\r\n`));
+    expect(single.end).to.deep.equal({ shape: 'values', problem: null });
+    expect(single.records).to.deep.equal([{ index: 0, line: 1, value: one }]);
+
+    const two = { env_id: 'env_8_rl', x: [1, { y: '}' }] };
+    const stream = `${JSON.stringify(one, null, 2)}\n{\n  "env_id": "bad",\n  "x": tru\n}\n${JSON.stringify(two, null, 4)}\n`;
+    const { records, end } = await readAll(await file('stream.json', stream));
+    expect(end).to.deep.equal({ shape: 'values', problem: null });
+    expect(records.map(r => [r.index, r.line, r.value ?? r.error!.slice(0, 14)])).to.deep.equal([
+      [0, 1, one],
+      [1, JSON.stringify(one, null, 2).split('\n').length + 1, 'not valid JSON'],
+      [2, JSON.stringify(one, null, 2).split('\n').length + 5, two],
+    ]);
+
+    const cut = await readAll(await file('cut-one.json', stream.slice(0, stream.length - 12)));
+    expect(cut.records.map(r => r.value ?? r.error!.slice(0, 14))).to.deep.equal([one, 'not valid JSON', 'the file ends ']);
+    expect(cut.end.problem).to.match(/truncated/);
+    // A record over many chunks of the stream (64 KiB each), with multi-byte text across their boundaries.
+    const big = { env_id: 'env_9_rl', env_class_code: 'class Big:\n    """茶馆 🍵 café {"""\n'.repeat(6000) };
+    expect((await readAll(await file('big-one.json', JSON.stringify(big, null, 2)))).records).to.deep.equal([{ index: 0, line: 1, value: big }]);
+    // A single-line record is still JSON Lines.
+    expect((await readAll(await file('line.json', JSON.stringify(one) + '\n'))).end.shape).to.equal('lines');
+  });
+
   it('keeps multi-byte text whole across chunk boundaries (CJK, emoji, accents)', async () => {
     const text = '茶馆 🍵 café naïve Zoë 🎂'.repeat(9000);
     const path = await file('big.json', JSON.stringify([{ task: text }, { task: 'b' }]));
