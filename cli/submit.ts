@@ -1,3 +1,4 @@
+import { mkdtempSync } from 'node:fs';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pino } from 'pino';
@@ -29,14 +30,18 @@ interface Waiting {
  * The file is named on stderr at the start.
  */
 function workersLogger(config: CommandContext['config'], opts: Waiting): Logger {
-  const path = opts.logFile ?? (process.stderr.isTTY ? join(tmpdir(), `envfleet-${opts.run}-${new Date().toISOString().replace(/[:.]/g, '-')}.log`) : null);
-  if (path === null) return createLogger(config);
+  if (opts.logFile === undefined && !process.stderr.isTTY) return createLogger(config);
+  let path = opts.logFile ?? '';
   let destination;
   try {
-    destination = pino.destination({ dest: path, sync: true, append: true });
+    // The default: a folder of this user's own (mode 0700, an unpredictable name) in the temporary folder, since
+    // the log can quote model output and environment content.
+    if (opts.logFile === undefined) path = join(mkdtempSync(join(tmpdir(), 'envfleet-log-')), `${opts.run}.log`);
+    destination = pino.destination({ dest: path, sync: true, append: true, mode: 0o600 });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new RequestError(`cannot write the workers' log to ${resolve(path)}: ${(err as Error).message}${code === 'ENOENT' ? ' (its folder does not exist)' : ''}. Give --log-file a file in a folder you can write to.`);
+    const where = opts.logFile === undefined ? `a log file in the temporary folder (${tmpdir()})` : resolve(path);
+    throw new RequestError(`cannot write the workers' log to ${where}: ${(err as Error).message}${code === 'ENOENT' ? ' (its folder does not exist)' : ''}. Give --log-file a file in a folder you can write to.`);
   }
   process.stderr.write(`envfleet: the workers of this process log to ${resolve(path)}\n`);
   return createLogger(config, destination);

@@ -37,7 +37,7 @@ export const ERROR_CODES = {
   MODEL_NOT_FOUND: { area: 'model', action: 'give-up', means: '404: fails at once; fix the base URL or the model name' },
   MODEL_BAD_REQUEST: { area: 'model', action: 'give-up', means: 'any other 4xx: fails at once' },
   MODEL_OUTPUT_INVALID: { area: 'model', action: 'give-up', means: 'structured output still invalid after the repair rounds: the item ends with every validation error recorded' },
-  ENDPOINT_REFUSED: { area: 'run', action: 'pause-run', means: "a rollout's model endpoint refused the API key or does not know the model (401, 403, 404): every episode would end the same way, so instead of ending them as model-error (recorded for good, not retried) the run pauses and its jobs are parked, no attempt used; fix the key, the base URL or the model where the workers read them, restart the workers and resume the run" },
+  ENDPOINT_REFUSED: { area: 'run', action: 'pause-run', means: "the model endpoint refused the API key (401) in an episode (a rollout, or a reference rollout of scenarios --verify-with): every episode would end the same way, so instead of ending them as model-error (recorded for good, not retried) the run pauses and its jobs are parked, no attempt used; fix the key where the workers read it, restart the workers and resume the run. A 403 or 404 still ends the episode as model-error" },
   BUDGET_EXCEEDED: { area: 'run', action: 'pause-run', means: 'the run reached a token or cost budget: the run pauses and its jobs are parked, no attempt used, until the budget is raised and the run resumed' },
   RUN_CANCELLED: { area: 'run', action: 'give-up', means: 'the run was cancelled: its jobs end without running' },
   JOB_ABORTED: { area: 'fleet', action: 'retry', means: 'the job was cancelled or its worker is shutting down: a graceful shutdown puts it back in its queue' },
@@ -151,8 +151,8 @@ export class BudgetExceededError extends AppError {
 }
 
 /**
- * A rollout's model call refused for a reason no episode of the run can get past (MODEL_AUTH, MODEL_NOT_FOUND): the
- * run pauses (ENDPOINT_REFUSED) rather than ending every remaining episode as model-error.
+ * An episode's model call refused for a reason no episode of the run can get past (the API key, 401): the run pauses
+ * (ENDPOINT_REFUSED) rather than ending every remaining episode as model-error.
  */
 export class EndpointRefusedError extends AppError {
   constructor(cause: AppError) {

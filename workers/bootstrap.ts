@@ -194,8 +194,8 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
           // Reached a budget, or the endpoint refuses every call of the run: the run pauses; this job is parked
           // with the others of the run until resume.
           const budget = verdict.code === 'BUDGET_EXCEEDED';
-          await pauseRun(budget ? `budget reached: ${err.message}` : `the model endpoint refused a rollout: ${err.message}; fix it where the workers read it (then restart them) and resume the run`);
-          jobLog.warn({ runId, code: verdict.code }, budget ? 'budget reached; the run is paused' : 'the model endpoint refused a rollout; the run is paused');
+          await pauseRun(budget ? `budget reached: ${err.message}` : `the model endpoint refused the API key in an episode: ${err.message}; fix the key where the workers read it (then restart them) and resume the run`);
+          jobLog.warn({ runId, code: verdict.code }, budget ? 'budget reached; the run is paused' : 'the model endpoint refused the API key in an episode; the run is paused');
           await park(budget ? 'budget' : 'endpoint refused');
         }
         if (verdict.action === 'rate-limit') {

@@ -1,7 +1,14 @@
-import { AppError, EndpointRefusedError, classifyError, type ErrorCode } from '../errors.js';
+import { AppError, EndpointRefusedError, classifyError } from '../errors.js';
 
-/** A model call's failures that no episode of the run gets past: the run pauses (EndpointRefusedError). */
-const ENDPOINT_REFUSALS: ReadonlySet<ErrorCode> = new Set(['MODEL_AUTH', 'MODEL_NOT_FOUND']);
+/**
+ * A model call's failure that no episode of the run gets past and that is fixed where the workers read their
+ * settings: the endpoint refused the API key (401). The run pauses (EndpointRefusedError). Not a 403 (some gateways
+ * answer it per request, e.g. for moderation) nor a 404 (the model name may be frozen with the run): those end the
+ * episode as model-error, as before.
+ */
+function refusesEveryEpisode(err: unknown): err is AppError {
+  return err instanceof AppError && err.code === 'MODEL_AUTH' && (err.cause as { status?: unknown } | undefined)?.status === 401;
+}
 import type { ChatMessage, ChatTool } from '../llm/gateway.js';
 import { looksLikeToolCall, parseTextToolCalls } from '../llm/text-tool-calls.js';
 import { splitThinking } from '../llm/thinking.js';
@@ -57,7 +64,8 @@ class EpisodeEnd extends Error {
  * call of an assistant message runs, in order; bad arguments come back to the agent as an error
  * result. The episode ends with one recorded reason; the reward is the fraction of the scenario's
  * checks true on the final state. Transient model failures are thrown (the job retries the
- * episode); failures no retry fixes end the episode as `model-error`.
+ * episode); failures no retry fixes end the episode as `model-error`, except a refused API key (401), which
+ * no episode gets past: that pauses the run (EndpointRefusedError).
  */
 export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promise<Trajectory> {
   const { scenario, env, mode, limits } = input;
@@ -278,9 +286,9 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     }
   } catch (err) {
     if (err instanceof EpisodeEnd) termination = { reason: err.reason, detail: err.detail };
-    else if (err instanceof AppError && ENDPOINT_REFUSALS.has(err.code)) {
-      // Every episode of the run would end the same way (a wrong or revoked key, a model the endpoint does not
-      // serve): the run pauses until it is fixed, instead of recording them all, for good, as model-error.
+    else if (refusesEveryEpisode(err)) {
+      // Every episode of the run would end the same way (a wrong or revoked key): the run pauses until it is
+      // fixed, instead of recording them all, for good, as model-error.
       await session?.close().catch(() => undefined);
       throw new EndpointRefusedError(err);
     } else if (classifyError(err).action === 'give-up') termination = { reason: 'model-error', detail: (err as Error).message };

@@ -150,8 +150,10 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
     lineage: { runId, scenarioId, prompts: { ...ROLLOUT_PROMPT_VERSIONS } },
   };
   const text = storedText(record);
-  // A run of the job that is still going may store its episode first: then that one stands.
+  // A run of the job that is still going may have stored its episode first: then that one stands, republished
+  // without a summary as runRollout does (also when this very write was applied but its reply lost, and sent again).
   if (await deps.store.addDocText(runId, 'trajectory', id, text, outcomeCounts(record))) await deps.stream.publish(runId, id, { summary: trajectorySummary(record), text });
+  else await deps.stream.publish(runId, id);
 }
 
 /** Trajectories a group job reads at once (a trajectory not yet archived by the sink is ≈ 100 KB). */

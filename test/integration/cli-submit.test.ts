@@ -109,7 +109,7 @@ describe('envfleet synth, scenarios and rollouts from the command line', functio
     try {
       await submitRollouts(revoked, redis, { runId: 'ro', samples: 2, modes: ['non-conversational'] });
       await until(async () => (await control.get('ro')).state === 'paused', 'the run to pause');
-      expect((await control.get('ro')).reason).to.match(/^the model endpoint refused a rollout: 401 .* \[MODEL_AUTH\]; fix it where the workers read it/);
+      expect((await control.get('ro')).reason).to.match(/^the model endpoint refused the API key in an episode: 401 .* \[MODEL_AUTH\]; fix the key where the workers read it/);
     } finally {
       // A graceful stop: the jobs it runs finish (here: park) first.
       await first.stop();

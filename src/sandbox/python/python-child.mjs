@@ -299,7 +299,9 @@ async function handle(msg) {
         // in QuickJS (an exception whose message holds the whole database would otherwise reach the transcript).
         const bytes = Buffer.byteLength(String(r.message));
         if (bytes > s.limits.maxResultBytes && !ENDS.has(r.err) && !a.lost) {
-          const start = String(r.message).slice(0, 200);
+          // Never half a character: a cut between the two halves of a surrogate pair drops the first half.
+          const message = String(r.message);
+          const start = message.slice(0, /[\uD800-\uDBFF]/.test(message.charAt(199)) ? 199 : 200);
           return { value: { result: { success: false, error: `the error (${r.err}) is ${bytes} bytes, more than the result cap of ${s.limits.maxResultBytes}; it began: ${start}` }, runtimeError: 'RESULT_TOO_LARGE', us: a.us } };
         }
         return { value: { result: { success: false, error: r.message }, runtimeError: r.err, us: a.us } };
