@@ -2,6 +2,7 @@ import { createReadStream } from 'node:fs';
 import { InputFileError } from '../sandbox/files.js';
 import { stripBom } from '../util/bom.js';
 import { cutText } from '../util/text.js';
+import { firstInvalidUtf8, utf16Of } from '../util/utf8.js';
 
 /**
  * Reads the records of a JSON data file one at a time, in any of the shapes other projects publish
@@ -282,15 +283,39 @@ class RecordSplitter {
 /** Fields of a record: a top-level object whose first member has one of these names is a JSON Lines file of records. */
 export async function* readJsonRecords(path: string, rowKeys: ReadonlySet<string>): AsyncGenerator<JsonRecord, JsonFileEnd, undefined> {
   const splitter = new RecordSplitter(rowKeys);
-  const input = createReadStream(path, { encoding: 'utf8', highWaterMark: 1 << 16 });
+  // Bytes, decoded strictly: a file that is not UTF-8 (Latin-1, UTF-16) is refused saying so, where `encoding: 'utf8'`
+  // turned its accented letters into U+FFFD unnoticed. A byte-order mark stays in the text (the splitter skips it).
+  const input = createReadStream(path, { highWaterMark: 1 << 16 });
+  const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  let offset = 0;
+  let lines = 1;
+  const decoded = (chunk: Buffer | undefined): string => {
+    try {
+      return chunk ? decoder.decode(chunk, { stream: true }) : decoder.decode();
+    } catch {
+      const at = chunk ? Math.max(0, firstInvalidUtf8(chunk)) : 0;
+      const line = lines + (chunk ? chunk.subarray(0, at).filter(b => b === 0x0a).length : 0);
+      const byte = chunk?.[at];
+      const latin = byte !== undefined && byte >= 0xa0 ? ' (as Latin-1 / Windows-1252 writes accented letters)' : '';
+      throw new InputFileError(`${path} line ${line}: not UTF-8 text${byte !== undefined ? `: byte 0x${byte.toString(16).toUpperCase().padStart(2, '0')} at byte ${offset + at + 1} of the file${latin}` : ' (it ends inside a character)'}; save the file as UTF-8 and run the command again`);
+    }
+  };
   try {
-    for await (const chunk of input) {
-      splitter.feed(chunk as string);
+    for await (const chunk of input as AsyncIterable<Buffer>) {
+      if (offset === 0) {
+        const utf16 = utf16Of(chunk);
+        if (utf16) throw new InputFileError(`${path}: the file is ${utf16} text; save it as UTF-8 and run the command again`);
+      }
+      const text = decoded(chunk);
+      offset += chunk.length;
+      for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) lines += 1;
+      splitter.feed(text);
       while (splitter.out.length) yield splitter.out.shift()!;
     }
+    splitter.feed(decoded(undefined));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (!code) throw err;
+    if (!code || err instanceof InputFileError) throw err;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
     throw new InputFileError(`${path}: cannot read the file (${code}: ${why})`);
   } finally {

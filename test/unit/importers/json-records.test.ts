@@ -41,6 +41,20 @@ describe('importers: reading JSON records (array, object keyed by id, JSON Lines
     expect(records[2]!.value).to.deep.equal({ env_id: 'env_3' });
   });
 
+  it('refuses a file that is not UTF-8 (Latin-1, UTF-16) with the line and byte, and reads a character cut by a read boundary whole', async () => {
+    const latin = await file('latin.json', Buffer.concat([Buffer.from('[{"task": "a"},\n {"task": "R'), Buffer.from([0xe9]), Buffer.from('server"}]')]));
+    const err = await readAll(latin).then(() => null, (e: unknown) => e as Error);
+    expect(err?.message).to.equal(`${latin} line 2: not UTF-8 text: byte 0xE9 at byte 29 of the file (as Latin-1 / Windows-1252 writes accented letters); save the file as UTF-8 and run the command again`);
+    const utf16 = await file('utf16.json', Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('[{"task": "a"}]', 'utf16le')]));
+    expect((await readAll(utf16).then(() => null, (e: unknown) => e as Error))?.message).to.equal(`${utf16}: the file is UTF-16LE text; save it as UTF-8 and run the command again`);
+    // 🙂 (4 bytes) and é (2 bytes) across the 64 KiB reads: decoded whole, not as U+FFFD.
+    const head = '[{"task": "';
+    const pad = 'x'.repeat((1 << 16) - Buffer.byteLength(head) - 2);
+    const text = `${head}${pad}🙂é"}, {"task": "第七本"}]`;
+    const { records } = await readAll(await file('cut.json', text));
+    expect(records.map(r => r.value)).to.deep.equal([{ task: `${pad}🙂é` }, { task: '第七本' }]);
+  });
+
   it('reads a JSON array element by element', async () => {
     const path = await file('list.json', '[{"task": "a"},\n {"task": "b", "bad": [1,,2]},\n {"task": "c"}]');
     const { records, end } = await readAll(path);
