@@ -1,4 +1,4 @@
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { RequestError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -10,7 +10,7 @@ import type { RunStore } from '../runs/store.js';
 import type { ScenarioRecord, ScriptedTurn } from '../scenarios/types.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
-import { stripBom } from '../util/bom.js';
+import { readTextFile } from '../util/bom.js';
 import { bfclCheck, type BfclGoldTurn } from './bfcl-check.js';
 import { BfclSourceError, LONG_CONTEXT_MODULE, REPLAY_TOOL, UNAVAILABLE_MODULES, routerClassName, routerSource, toolFromFuncDoc, type BfclModule } from './bfcl-source.js';
 import { writeImported } from './write.js';
@@ -176,7 +176,7 @@ export const BFCL_REPLAY_LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, cr
 
 /** The JSON Lines records of a file, each with its line; a line that is not JSON is reported. */
 async function jsonLines(path: string): Promise<{ line: number; value?: unknown; error?: string }[]> {
-  const text = stripBom(await readFile(path, 'utf8'));
+  const text = await readTextFile(path);
   const out: { line: number; value?: unknown; error?: string }[] = [];
   text.split('\n').forEach((l, i) => {
     if (!l.trim()) return;
@@ -334,7 +334,7 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
   const notes: string[] = [];
 
   // Classes, modules and tools.
-  const configText = stripBom(await readFile(layout.configFile, 'utf8'));
+  const configText = await readTextFile(layout.configFile);
   const classModule = pythonStringDict(configText, 'CLASS_FILE_PATH_MAPPING');
   const classDoc = pythonStringDict(configText, 'MULTI_TURN_FUNC_DOC_FILE_MAPPING');
   if (!classModule || !classDoc) throw new RequestError(`${layout.configFile}: no ${classModule ? 'MULTI_TURN_FUNC_DOC_FILE_MAPPING' : 'CLASS_FILE_PATH_MAPPING'} = {...} there; is this a BFCL checkout of a supported version?`);
@@ -354,7 +354,7 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
       notes.push(`class ${className}: ${!(await exists(file, false)) ? `${file} is missing` : `no function doc file${docFile ? ` (${docFile})` : ''}`}; its entries are skipped`);
       continue;
     }
-    const source = stripBom(await readFile(file, 'utf8'));
+    const source = await readTextFile(file);
     if (!new RegExp(`^class[ \\t]+${className}\\b`, 'm').test(source)) {
       notes.push(`class ${className}: ${file} does not define it; its entries are skipped`);
       continue;
@@ -391,10 +391,10 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
     if (/^import[ \t]+subprocess[ \t]*$/m.test(source)) notes.push(`${module}.py imports subprocess without using it: the import is left out (the sandbox refuses subprocess)`);
   }
   const lcFile = join(layout.sourceDir, `${LONG_CONTEXT_MODULE}.py`);
-  const longContext: BfclModule | null = (await exists(lcFile, false)) ? { className: '', module: LONG_CONTEXT_MODULE, source: stripBom(await readFile(lcFile, 'utf8')) } : null;
+  const longContext: BfclModule | null = (await exists(lcFile, false)) ? { className: '', module: LONG_CONTEXT_MODULE, source: await readTextFile(lcFile) } : null;
   let addedPrompt = DEFAULT_ADDED_FUNCTIONS_PROMPT;
   if (layout.promptsFile) {
-    const text = stripBom(await readFile(layout.promptsFile, 'utf8'));
+    const text = await readTextFile(layout.promptsFile);
     const m = /^DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC\s*=\s*(\(?)\s*"((?:[^"\\]|\\.)*)"(\s*\)?)/m.exec(text);
     let read: string | null = null;
     try {

@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { InputFileError } from '../sandbox/files.js';
 import { stripBom } from '../util/bom.js';
 import { cutText } from '../util/text.js';
-import { firstInvalidUtf8, utf16Of } from '../util/utf8.js';
+import { firstInvalidUtf8, notUtf8ByteProblem, utf16Of } from '../util/utf8.js';
 
 /**
  * Reads the records of a JSON data file one at a time, in any of the shapes other projects publish
@@ -87,13 +87,7 @@ class RecordSplitter {
     let seg = 0;
     for (let i = 0; i < chunk.length; i += 1) {
       const c = chunk.charCodeAt(i);
-      if (c === 0x0a) this.line += 1;
-      if (this.inString) {
-        if (this.escape) this.escape = false;
-        else if (c === 0x5c) this.escape = true;
-        else if (c === 0x22) this.inString = false;
-        continue;
-      }
+      if (this.inStringAfter(c)) continue;
       if (this.depth === 0) {
         if (isSpace(c) || (c === BOM && this.shape === 'none')) continue;
         if (this.closed) {
@@ -133,6 +127,21 @@ class RecordSplitter {
       }
     }
     if (this.depth >= 1) this.parts.push(chunk.slice(seg));
+  }
+
+  /** Why the record the file ends in is not read. */
+  private cutRecord(): string {
+    return `the file ends inside this record (${this.inString ? 'in a string' : 'an unclosed bracket'}): the file is truncated, or a bracket or quote is unbalanced; the records before it were read`;
+  }
+
+  /** Counts the lines and follows strings and their escapes: true when `c` is (or closes) string text, nothing else to do with it. */
+  private inStringAfter(c: number): boolean {
+    if (c === 0x0a) this.line += 1;
+    if (!this.inString) return false;
+    if (this.escape) this.escape = false;
+    else if (c === 0x5c) this.escape = true;
+    else if (c === 0x22) this.inString = false;
+    return true;
   }
 
   /** One element of the top-level array or object is complete; false when the file turned out to be JSON Lines (read again). */
@@ -203,13 +212,7 @@ class RecordSplitter {
     let seg = 0;
     for (let i = 0; i < chunk.length; i += 1) {
       const c = chunk.charCodeAt(i);
-      if (c === 0x0a) this.line += 1;
-      if (this.inString) {
-        if (this.escape) this.escape = false;
-        else if (c === 0x5c) this.escape = true;
-        else if (c === 0x22) this.inString = false;
-        continue;
-      }
+      if (this.inStringAfter(c)) continue;
       if (this.depth === 0) {
         if (isSpace(c) || c === BOM) continue;
         if (c !== 0x7b) {
@@ -259,7 +262,7 @@ class RecordSplitter {
     if (this.shape === 'none') return { shape: 'empty', problem: null };
     if (this.shape === 'values') {
       if (this.depth > 0 && this.problem === null) {
-        this.out.push({ index: this.index++, line: this.valueLine, error: `the file ends inside this record (${this.inString ? 'in a string' : 'an unclosed bracket'}): the file is truncated, or a bracket or quote is unbalanced; the records before it were read` });
+        this.out.push({ index: this.index++, line: this.valueLine, error: this.cutRecord() });
         this.problem = 'the file ends inside a record (truncated?)';
       }
       return { shape: 'values', problem: this.problem };
@@ -272,7 +275,7 @@ class RecordSplitter {
         index: this.index++,
         line: this.elementLine + (partial.slice(0, leading).match(/\n/g)?.length ?? 0),
         ...(m ? { key: m[1]! } : {}),
-        error: `the file ends inside this record (${this.inString ? 'in a string' : 'an unclosed bracket'}): the file is truncated, or a bracket or quote is unbalanced; the records before it were read`,
+        error: this.cutRecord(),
       });
       this.problem = `the file ends before its top-level ${this.shape === 'array' ? 'array' : 'object'} is closed (truncated?)`;
     }
@@ -296,8 +299,8 @@ export async function* readJsonRecords(path: string, rowKeys: ReadonlySet<string
       const at = chunk ? Math.max(0, firstInvalidUtf8(chunk)) : 0;
       const line = lines + (chunk ? chunk.subarray(0, at).filter(b => b === 0x0a).length : 0);
       const byte = chunk?.[at];
-      const latin = byte !== undefined && byte >= 0xa0 ? ' (as Latin-1 / Windows-1252 writes accented letters)' : '';
-      throw new InputFileError(`${path} line ${line}: not UTF-8 text${byte !== undefined ? `: byte 0x${byte.toString(16).toUpperCase().padStart(2, '0')} at byte ${offset + at + 1} of the file${latin}` : ' (it ends inside a character)'}; save the file as UTF-8 and run the command again`);
+      const problem = byte !== undefined ? notUtf8ByteProblem(byte, `byte ${offset + at + 1} of the file`) : 'not UTF-8 text (it ends inside a character); save the file as UTF-8';
+      throw new InputFileError(`${path} line ${line}: ${problem} and run the command again`);
     }
   };
   try {

@@ -1,4 +1,4 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, join, relative } from 'node:path';
 import { RequestError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -11,7 +11,7 @@ import type { ScenarioRecord } from '../scenarios/types.js';
 import type { Operation } from '../synthesis/schemas.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
-import { stripBom } from '../util/bom.js';
+import { readTextFile } from '../util/bom.js';
 import { writeImported } from './write.js';
 import type { ImportCounts, SkippedRecord } from './envscaler.js';
 import { MODULE_HEADER_PY, READER_PY, READER_TOOLS, REPLAY_PY, REPLAY_TOOLS, goldHashCheck, outputsCheck } from './tau-bench-python.js';
@@ -330,12 +330,12 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
     const log = logger.child({ domain: domain.name });
     progress?.({ phase: 'read', domain: domain.name, what: 'tool and task files' });
     const toolSources: Record<string, string> = {};
-    for (const f of domain.toolFiles) toolSources[f] = stripBom(await readFile(join(domain.dir, 'tools', f), 'utf8'));
-    const initSource = domain.toolsInit ? stripBom(await readFile(domain.toolsInit, 'utf8')) : '';
+    for (const f of domain.toolFiles) toolSources[f] = await readTextFile(join(domain.dir, 'tools', f));
+    const initSource = domain.toolsInit ? await readTextFile(domain.toolsInit) : '';
     // As τ-bench reads it (open() in text mode: universal newlines), so a checkout with CRLF gives the same policy text.
-    const wiki = stripBom(await readFile(domain.wiki, 'utf8')).replace(/\r\n?/g, '\n');
+    const wiki = (await readTextFile(domain.wiki)).replace(/\r\n?/g, '\n');
     const dbTexts: { key: string; text: string }[] = [];
-    for (const f of domain.dataFiles) dbTexts.push({ key: f.replace(/\.json$/, ''), text: minifyJson(stripBom(await readFile(join(domain.dir, 'data', f), 'utf8'))) });
+    for (const f of domain.dataFiles) dbTexts.push({ key: f.replace(/\.json$/, ''), text: minifyJson(await readTextFile(join(domain.dir, 'data', f))) });
     const splits = domain.tasks.filter(t => request.splits.includes(t.split));
     for (const s of request.splits) if (!domain.tasks.some(t => t.split === s)) warnings.push(`${domain.name}: no tasks_${s}.py; that split is not imported for this domain`);
 
@@ -347,7 +347,7 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
       analysis = await ask<ToolAnalysis>(reader, 'analyze_tools', { files: toolSources, init_source: initSource }, `${domain.name}: reading tools/*.py`);
       for (const { split, path } of splits) {
         const file = basename(path);
-        const source = stripBom(await readFile(path, 'utf8'));
+        const source = await readTextFile(path);
         const head = await ask<{ problem?: string; count?: number }>(reader, 'parse_tasks', { file, source }, `${domain.name}: reading ${file}`);
         if (head.problem) {
           skipped.push({ file: `${domain.name}/${file}`, where: 'the file', problem: head.problem });

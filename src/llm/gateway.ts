@@ -200,11 +200,21 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   // cached answer to the request as it was (a TypeError at the change instead).
   const canonicalTexts = new WeakMap<object, string>();
 
+  /** The text `write` gives for `item`, written once per object, which is frozen deeply then (so the text stays true). */
+  function rememberedText(texts: WeakMap<object, string>, item: object, write: (value: object) => string): string {
+    let text = texts.get(item);
+    if (text === undefined) {
+      text = write(item);
+      texts.set(deepFreeze(item), text);
+    }
+    return text;
+  }
+
   /** The response cache's key of a request: SHA-256 of the canonical JSON of the request with its run, stage and salt. */
   function cacheKey(ctx: CallContext, keyMaterial: unknown): string {
     for (const list of [(keyMaterial as { tools?: unknown } | null)?.tools, (keyMaterial as { messages?: unknown } | null)?.messages]) {
       if (!Array.isArray(list)) continue;
-      for (const item of list as unknown[]) if (item && typeof item === 'object' && !canonicalTexts.has(item)) canonicalTexts.set(deepFreeze(item), canonicalJson(item));
+      for (const item of list as unknown[]) if (item && typeof item === 'object') rememberedText(canonicalTexts, item, canonicalJson);
     }
     return hashOfWith({ v: CACHE_KEY_VERSION, run: ctx.runId, stage: ctx.stage, salt: ctx.cacheSalt ?? null, req: keyMaterial }, canonicalTexts);
   }
@@ -218,12 +228,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     const remembered = (list: readonly unknown[] | undefined) =>
       list?.map(item => {
         if (!item || typeof item !== 'object' || Array.isArray(item)) return item;
-        let text = bodyTexts.get(item);
-        if (text === undefined) {
-          text = JSON.stringify(item);
-          bodyTexts.set(deepFreeze(item), text);
-        }
-        return new RawJson(text);
+        return new RawJson(rememberedText(bodyTexts, item, value => JSON.stringify(value)));
       });
     const body = stringifyJsonBytes({ ...params, messages: remembered(params.messages), ...(params.tools ? { tools: remembered(params.tools) } : {}) });
     if (body === undefined) throw new TypeError('the chat request has no JSON text');

@@ -6,12 +6,12 @@
  * error instead of a silently ignored key. See docs/scripted-model.md for the
  * format with examples.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AppError } from '../errors.js';
-import { stripBom } from '../util/bom.js';
+import { readTextFile } from '../util/bom.js';
 
 /** Regex source compiled case-insensitively; rejected at load time if it does not compile. */
 const RegexSource = z.string().min(1).superRefine((source, ctx) => {
@@ -196,7 +196,7 @@ function parseScriptText(file: string, text: string): unknown {
 async function loadScriptFile(file: string): Promise<ModelScript> {
   let text: string;
   try {
-    text = stripBom(await readFile(file, 'utf8'));
+    text = await readTextFile(file);
   } catch (error) {
     throw new ModelScriptError(file, [`cannot read file: ${errorMessage(error)}`]);
   }

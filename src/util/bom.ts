@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+
 /**
  * A text file's content without its leading byte order mark. Windows editors and Excel start a
  * UTF-8 file with U+FEFF, which `readFile(path, 'utf8')` keeps and JSON.parse refuses as an
@@ -7,4 +9,9 @@
  */
 export function stripBom(text: string): string {
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+/** A text file read as UTF-8, without its leading byte order mark (stripBom). */
+export async function readTextFile(path: string): Promise<string> {
+  return stripBom(await readFile(path, 'utf8'));
 }

@@ -48,8 +48,12 @@ export function firstInvalidUtf8(bytes: Uint8Array, start = 0, end = bytes.lengt
 
 /** What to tell the person whose file is not UTF-8: where, which byte, and what to do. */
 export function notUtf8Problem(bytes: Uint8Array, lineStart: number, at: number): string {
-  const byte = bytes[at]!.toString(16).toUpperCase().padStart(2, '0');
   const column = Buffer.from(bytes.subarray(lineStart, at)).toString('utf8').length + 1;
-  const latin = bytes[at]! >= 0xa0 ? ' (as Latin-1 / Windows-1252 writes accented letters)' : '';
-  return `not UTF-8 text: byte 0x${byte} at column ${column}${latin}; save the file as UTF-8`;
+  return notUtf8ByteProblem(bytes[at]!, `column ${column}`);
+}
+
+/** The same for byte `byte` found `where` (a column, a position in the file). */
+export function notUtf8ByteProblem(byte: number, where: string): string {
+  const latin = byte >= 0xa0 ? ' (as Latin-1 / Windows-1252 writes accented letters)' : '';
+  return `not UTF-8 text: byte 0x${byte.toString(16).toUpperCase().padStart(2, '0')} at ${where}${latin}; save the file as UTF-8`;
 }
