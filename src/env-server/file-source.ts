@@ -1,10 +1,8 @@
-import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { EnvironmentLine, environmentRecordFromLine } from '../datasets/environments-file.js';
 import { ScenarioLine, scenarioRecordFromLine } from '../datasets/scenarios-file.js';
 import { InputFileError } from '../sandbox/files.js';
-import { stripBom } from '../util/bom.js';
+import { utf8Lines } from '../util/utf8.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
 import type { LineProblem } from '../synthesis/inputs.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
@@ -51,20 +49,25 @@ function wrongFileHint(kind: 'environments' | 'scenarios', json: unknown): strin
 
 /**
  * Calls `fn` with each non-blank line of a JSONL file, parsed, and its number (from 1), reading line
- * by line: the stream decodes UTF-8 across chunk boundaries, so no character is cut. `fn` returns a
- * problem or null; a line that is not JSON is one. Throws an InputFileError naming the file when it
- * cannot be read, or when lines were bad (up to MAX_PROBLEMS of them, each with its number).
+ * by line on the bytes (utf8Lines): a line may be longer than any read, and a line that is not UTF-8 is a bad
+ * line (decoded, its accented letters would have been served as U+FFFD). `fn` returns a problem or null; a line
+ * that is not JSON is one. Throws an InputFileError naming the file when it cannot be read, is UTF-16, or when
+ * lines were bad (up to MAX_PROBLEMS of them, each with its number).
  */
 async function eachJsonLine(path: string, kind: 'environments' | 'scenarios', fn: (json: unknown, line: number) => string | null): Promise<void> {
   const what = `${kind}.jsonl`;
   const problems: LineProblem[] = [];
-  const input = createReadStream(path, { encoding: 'utf8' });
-  const lines = createInterface({ input, crlfDelay: Infinity });
   let n = 0;
   try {
-    for await (const raw of lines) {
-      n += 1;
-      const text = n === 1 ? stripBom(raw) : raw;
+    for await (const read of utf8Lines(path)) {
+      n = read.line;
+      if ('problem' in read) {
+        if (read.wholeFile) throw new InputFileError(`${path}: ${read.problem} (one JSON object per line, as envfleet export writes it) and run the command again`);
+        problems.push({ line: read.line, problem: read.problem });
+        if (problems.length >= MAX_PROBLEMS) break;
+        continue;
+      }
+      const text = read.text;
       if (!text.trim()) continue;
       let json: unknown;
       try {
@@ -82,12 +85,9 @@ async function eachJsonLine(path: string, kind: 'environments' | 'scenarios', fn
     }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (!code) throw err;
+    if (!code || err instanceof InputFileError) throw err;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
     throw new InputFileError(`${path}: cannot read the ${kind} file (${code}: ${why}); pass the ${what} that envfleet export --run NAME --out DIR wrote`);
-  } finally {
-    lines.close();
-    input.destroy();
   }
   if (problems.length) {
     const stopped = problems.length >= MAX_PROBLEMS ? ` (stopped reading at line ${n} after ${MAX_PROBLEMS} bad lines)` : '';

@@ -1,3 +1,5 @@
+import { createReadStream } from 'node:fs';
+
 /**
  * The encoding checks of a user's text file. `readFile(path, 'utf8')` turns every byte that is not UTF-8 into
  * U+FFFD without a word: a tasks file saved as Latin-1 or Windows-1252 ("R\xe9server") reached the model as
@@ -56,4 +58,52 @@ export function notUtf8Problem(bytes: Uint8Array, lineStart: number, at: number)
 export function notUtf8ByteProblem(byte: number, where: string): string {
   const latin = byte >= 0xa0 ? ' (as Latin-1 / Windows-1252 writes accented letters)' : '';
   return `not UTF-8 text: byte 0x${byte.toString(16).toUpperCase().padStart(2, '0')} at ${where}${latin}; save the file as UTF-8`;
+}
+
+/** A line of a text file (its number from 1, without its line end), or the problem of a line that is not UTF-8. */
+export type Utf8Line = { readonly line: number; readonly text: string } | { readonly line: number; readonly problem: string; readonly wholeFile?: true };
+
+/**
+ * The lines of a file read as bytes, streamed (a line may cross any number of reads): each line that is UTF-8 as its
+ * text (CR of a CRLF end and the byte order mark of line 1 removed), each one that is not as a problem saying where and
+ * what to do (notUtf8Problem), where `createReadStream(path, { encoding: 'utf8' })` turned its bytes into U+FFFD.
+ * A UTF-16 file is one problem for the whole file (`wholeFile`, on line 1) and nothing more; the stream's own error (with
+ * its `code`) is thrown when the file cannot be read.
+ */
+export async function* utf8Lines(path: string): AsyncGenerator<Utf8Line, void, undefined> {
+  const input = createReadStream(path, { highWaterMark: 1 << 16 });
+  let pending: Buffer[] = [];
+  let line = 0;
+  const lineOf = (bytes: Buffer): Utf8Line => {
+    line += 1;
+    const end = bytes.length > 0 && bytes[bytes.length - 1] === 0x0d ? bytes.length - 1 : bytes.length;
+    const invalid = firstInvalidUtf8(bytes, 0, end);
+    if (invalid !== -1) return { line, problem: notUtf8Problem(bytes, 0, invalid) };
+    const text = bytes.toString('utf8', 0, end);
+    return { line, text: line === 1 && text.charCodeAt(0) === 0xfeff ? text.slice(1) : text };
+  };
+  try {
+    let first = true;
+    for await (const chunk of input as AsyncIterable<Buffer>) {
+      if (first) {
+        first = false;
+        const utf16 = utf16Of(chunk);
+        if (utf16) {
+          yield { line: 1, problem: `the file is ${utf16} text; save it as UTF-8`, wholeFile: true };
+          return;
+        }
+      }
+      let start = 0;
+      for (let nl = chunk.indexOf(0x0a); nl !== -1; nl = chunk.indexOf(0x0a, start)) {
+        const piece = chunk.subarray(start, nl);
+        yield lineOf(pending.length ? Buffer.concat([...pending, piece]) : piece);
+        pending = [];
+        start = nl + 1;
+      }
+      if (start < chunk.length) pending.push(chunk.subarray(start));
+    }
+    if (pending.length) yield lineOf(Buffer.concat(pending));
+  } finally {
+    input.destroy();
+  }
 }

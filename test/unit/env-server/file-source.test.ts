@@ -110,6 +110,25 @@ describe('env-server: scenarios served from export files', () => {
     expect((err as Error).message).to.include(paths.scenarios).and.include('line 3: not valid JSON').and.include('envfleet export');
   });
 
+  it('refuses a line that is not UTF-8 (Latin-1) and a UTF-16 file, naming the line and byte, where they were served with U+FFFD', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-file-source-'));
+    const paths = { environments: join(dir, 'environments.jsonl'), scenarios: join(dir, 'scenarios.jsonl') };
+    await writeFile(paths.environments, jsonl([environmentLine(env('env-a'))]));
+    // Line 2 is the line of scenario scn-b re-saved as Latin-1 / Windows-1252: "Réservez" becomes R 0xE9 servez.
+    const latin = { initialState: { n: 0 }, task: 'Réservez la chambre', userGoal: { goal: 'n = 2', facts: [] }, checklistItems: ['n = 2'], checklist: [{ item: 'n = 2', check: 'function check(f) { return f.n === 2; }' }] };
+    const latin1 = Buffer.from(JSON.stringify(scenarioLine(scenario('scn-b', 'env-a', latin))), 'latin1');
+    await writeFile(paths.scenarios, Buffer.concat([Buffer.from(JSON.stringify(scenarioLine(scenario('scn-a', 'env-a'))) + '\n'), latin1, Buffer.from('\n')]));
+    const err = (await rejection(loadExportScenarioSource(paths, LIMITS))) as Error;
+    expect(err).to.be.instanceOf(InputFileError);
+    expect(err.message).to.include(paths.scenarios).and.include('line 2: not UTF-8 text: byte 0xE9').and.include('Latin-1').and.include('save the file as UTF-8');
+
+    // The same export saved as UTF-16 (Notepad's "Unicode", PowerShell's >).
+    await writeFile(paths.scenarios, Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(jsonl([scenarioLine(scenario('scn-a', 'env-a'))]), 'utf16le')]));
+    const utf16 = (await rejection(loadExportScenarioSource(paths, LIMITS))) as Error;
+    expect(utf16).to.be.instanceOf(InputFileError);
+    expect(utf16.message).to.include(paths.scenarios).and.include('the file is UTF-16LE text; save it as UTF-8').and.not.include('INPUT_FILE_INVALID');
+  });
+
   it('names the field of a line of the wrong shape, and which file a swapped line belongs to', async () => {
     const broken = { ...environmentLine(env('env-b')), source: null };
     const paths = await exportDir([environmentLine(env('env-a')), broken], []);
