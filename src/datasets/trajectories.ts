@@ -91,8 +91,9 @@ function transcript(t: Trajectory): Transcript {
       return !isObject(parsedArguments(c.function.arguments)?.value);
     });
   });
-  // A reply cut off at the token limit (finish_reason "length") is unfinished: context only, never a target.
-  const cut = new Set((t.policyTurns ?? []).filter(p => p.finishReason === 'length').map(p => p.turn));
+  // A reply cut off at the token limit (finish_reason "length") or by the endpoint's content filter ("content_filter")
+  // is unfinished: context only, never a target.
+  const cut = new Set((t.policyTurns ?? []).filter(p => p.finishReason === 'length' || p.finishReason === 'content_filter').map(p => p.turn));
   let reply = 0;
   const unfinished = messages.map(m => m.role === 'assistant' && cut.has(++reply));
   // An empty reply (no text, no call) teaches nothing: context only, like a broken one.

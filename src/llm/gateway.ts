@@ -430,7 +430,9 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       const content = result.message.content ?? '';
       let parsed = result.finishReason === 'length'
         ? { ok: false as const, error: `the reply was cut off at the token limit (${request.maxTokens ?? profileOf(ctx.stage).maxTokens} tokens); answer more briefly` }
-        : parseStructured(content, request.schema);
+        : result.finishReason === 'content_filter'
+          ? { ok: false as const, error: `the endpoint's content filter withheld or cut the reply (finish_reason "content_filter"); answer again` }
+          : parseStructured(content, request.schema);
       if (parsed.ok && request.check) {
         const problem = await request.check(parsed.value);
         if (problem !== null) parsed = { ok: false as const, error: problem };

@@ -226,6 +226,15 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
             (calls.length ? `; its ${calls.length} tool call${calls.length === 1 ? '' : 's'} did not run` : ''),
         );
       }
+      // A reply the endpoint's moderation withheld or cut (finish_reason "content_filter", OpenAI and Azure's filters) is
+      // no answer either: its text may be empty or stop mid-sentence, and its calls may be half written.
+      if (reply.finishReason === 'content_filter') {
+        throw new EpisodeEnd(
+          'content-filtered',
+          `the endpoint's content filter withheld or cut the policy's reply in turn ${turns} (finish_reason "content_filter")` +
+            (calls.length ? `; its ${calls.length} tool call${calls.length === 1 ? '' : 's'} did not run` : ''),
+        );
+      }
       if (unparsed !== null) throw new EpisodeEnd('unparsed-tool-call', unparsed);
       if (calls.length === 0) {
         if (script) {

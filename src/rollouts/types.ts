@@ -4,7 +4,7 @@ export const ROLLOUT_MODES = ['non-conversational', 'conversational'] as const;
 export type RolloutMode = (typeof ROLLOUT_MODES)[number];
 
 /** Why an episode ended: every trajectory records exactly one. */
-export const TERMINATIONS = ['agent-finished', 'user-stopped', 'step-limit', 'time-limit', 'token-limit', 'unparsed-tool-call', 'model-error', 'environment-error', 'tool-ended'] as const;
+export const TERMINATIONS = ['agent-finished', 'user-stopped', 'step-limit', 'time-limit', 'token-limit', 'content-filtered', 'unparsed-tool-call', 'model-error', 'environment-error', 'tool-ended'] as const;
 export type Termination = (typeof TERMINATIONS)[number];
 
 export interface RolloutLimits {

@@ -218,6 +218,16 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     expect(repair.messages.at(-1)!.content).to.match(/cut off at the token limit/);
   });
 
+  it("treats a reply the endpoint's content filter withheld as invalid and asks again, even when its text parses", async () => {
+    const gateway = await gatewayFor({
+      rules: [{ stage: 'mine.judge', responses: [{ json: { a: 0 }, finishReason: 'content_filter' }, { json: { a: 1 } }] }],
+    });
+    const result = await gateway.structured({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }], schema: z.object({ a: z.number() }) });
+    expect(result).to.deep.include({ value: { a: 1 }, calls: 2 });
+    const repair = server.log()[1]!.body as { messages: { content: string }[] };
+    expect(repair.messages.at(-1)!.content).to.match(/content filter withheld or cut the reply/);
+  });
+
   it('returns embeddings in input order with usage in the ledger', async () => {
     const gateway = await gatewayFor({ rules: [] });
     const { vectors } = await gateway.embed({ runId: 'r', stage: 'mine.dedup' }, ['a library', 'a library', 'weather poem']);

@@ -72,6 +72,22 @@ describe('episode: a policy reply cut off at the token limit (finish_reason "len
     expect(toOpenAI(t)).to.equal(null);
   });
 
+  it("a reply the endpoint's content filter withheld or cut ends the episode as content-filtered: its calls do not run, it is never a target", async () => {
+    const t = await episode([
+      { toolCalls: [{ name: 'get_guest', arguments: { guest_id: 'G0001' } }] },
+      { content: 'Guest G0001 is Ali — 他的', toolCalls: [{ name: 'get_guest', arguments: { guest_id: 'G0002' } }], finishReason: 'content_filter' },
+    ]);
+    expect(t.termination.reason).to.equal('content-filtered');
+    expect(t.termination.detail).to.match(/content filter.*turn 2.*"content_filter".*1 tool call did not run/);
+    expect(t.steps.map(s => JSON.parse(s.rawArguments) as unknown)).to.deep.equal([{ guest_id: 'G0001' }]);
+    expect(t.policyTurns?.map(p => p.finishReason)).to.deep.equal(['tool_calls', 'content_filter']);
+    for (const file of [toOpenAI(t), toShareGPT(t), toLlamaFactory(t), toHF(t)]) expect(JSON.stringify(file)).to.not.include('他的');
+    // An empty filtered answer (what OpenAI sends when it withholds all of it) is no agent-finished episode either.
+    const empty = await episode([{ content: '', finishReason: 'content_filter' }]);
+    expect(empty.termination.reason).to.equal('content-filtered');
+    expect(toOpenAI(empty)).to.equal(null);
+  });
+
   it('an exported trajectory recorded before this rule (a cut reply that ended it agent-finished) does not teach the cut reply', async () => {
     const t = await episode([{ content: 'Guest G0001 is Ali — 他的名', finishReason: 'stop' }]);
     const older = { ...t, policyTurns: t.policyTurns!.map(p => ({ ...p, finishReason: 'length' })) } as Trajectory;
