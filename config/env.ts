@@ -196,7 +196,7 @@ export const ENV_VARS = {
   ENVFLEET_RATE_LIMIT_PAUSE_MS: {
     schema: nonNegativeInt.default(3_600_000),
     example: '3600000',
-    description: 'A job rate limited (429s, or a cooling endpoint) without a break for this long pauses its run, to be resumed once the endpoint answers again; 0 = wait for the endpoint indefinitely. 429s use no attempts and no start budget.',
+    description: 'A job rate limited (429s, or a cooling endpoint) without a break for this long pauses its run, to be resumed once the endpoint answers again; a 429 whose Retry-After asks for this long and at least an hour pauses it at once, saying until when (an endpoint is cooled for at most a day per 429, and a queue waits at most an hour at a time); 0 = wait for the endpoint indefinitely. 429s use no attempts and no start budget.',
   },
   ENVFLEET_POOL_THREADS: {
     schema: int(1, 256).default(Math.max(1, availableParallelism())),

@@ -64,6 +64,12 @@ const PARK_HORIZON_MS = 30 * 24 * 3_600_000;
  */
 const MAX_STALLS = 20;
 /**
+ * The longest a queue waits at once for a rate-limited endpoint (a longer Retry-After pauses the run
+ * instead, unless runs never pause for rate limits: ENVFLEET_RATE_LIMIT_PAUSE_MS 0); after it a job asks
+ * the limiter again, which costs no model call while the endpoint still cools down.
+ */
+const MAX_RATE_LIMIT_WAIT_MS = 3_600_000;
+/**
  * BullMQ's own stall limit, never reached: envfleet applies MAX_STALLS in the processor instead, so
  * that the item is ended before the job is recorded as failed (settle first, as for every other
  * failure). When BullMQ failed the job, only the 'failed' event of the worker that did so ended the
@@ -199,10 +205,19 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
           await park(budget ? 'budget' : 'endpoint refused');
         }
         if (verdict.action === 'rate-limit') {
-          const delay = verdict.delayMs ?? 5_000;
+          const asked = verdict.delayMs ?? 5_000;
+          const pauseAfter = config.worker.rateLimitPauseMs;
+          if (control && token && pauseAfter > 0 && asked >= Math.max(pauseAfter, MAX_RATE_LIMIT_WAIT_MS)) {
+            // The endpoint asks for a wait (Retry-After) of an hour or more, and no shorter than the streak that would pause
+            // the run: waiting it out in the queue would hold the queue that long with nothing said; the run pauses now,
+            // saying until when. (Shorter waits are ridden out, and a streak of them pauses the run as below.)
+            await pauseRun(`the model endpoint asks to wait ${durationText(asked)} (until ${new Date(Date.now() + asked).toISOString()}), at least ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}: ${err.message}; resume the run after that time`);
+            jobLog.warn({ runId, code: verdict.code, delayMs: asked }, 'the endpoint asks for a longer wait than a run waits rate limited; the run is paused');
+            await park('rate limited');
+          }
+          const delay = Math.min(asked, MAX_RATE_LIMIT_WAIT_MS);
           // Nothing of this queue is taken while the endpoint cools down (no starts meanwhile).
           await queue.rateLimit(delay);
-          const pauseAfter = config.worker.rateLimitPauseMs;
           if (control && token && pauseAfter > 0) {
             const limitedFor = await control.rateLimitedFor(runId as string, key);
             if (limitedFor >= pauseAfter) {
@@ -276,4 +291,12 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
       shuttingDown = true;
     },
   };
+}
+
+/** "40 s", "12 min", "3.5 h", "40 days": a wait as a person reads it. */
+function durationText(ms: number): string {
+  if (ms < 120_000) return `${Math.round(ms / 1000)} s`;
+  if (ms < 7_200_000) return `${Math.round(ms / 60_000)} min`;
+  if (ms < 172_800_000) return `${Math.round(ms / 360_000) / 10} h`;
+  return `${Math.round(ms / 86_400_000)} days`;
 }

@@ -360,9 +360,12 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       const status: number = (err.status as number | undefined) ?? 0;
       const code = modelCodeOfStatus(status);
       if (code === 'MODEL_RATE_LIMITED') {
-        const ms = retryAfterMs(err.headers as Headers | undefined) ?? deps.config.gateway.rateLimitFallbackMs;
+        const asked = retryAfterMs(err.headers as Headers | undefined) ?? deps.config.gateway.rateLimitFallbackMs;
+        // A Retry-After of weeks (a date in the wrong year, seconds sent as milliseconds) would cool the endpoint for
+        // every run that long, with no way back short of deleting the key: a day at most, and the endpoint is asked again.
+        const ms = Math.min(asked, MAX_COOL_DOWN_MS);
         await deps.limiter.coolDown(endpoint, ms);
-        return new RateLimitedError(`429 from ${where}; the fleet waits ${ms} ms`, ms, { cause: err, details });
+        return new RateLimitedError(`429 from ${where}; the fleet waits ${ms} ms${ms < asked ? ` (its Retry-After asked for ${asked} ms; at most a day is kept)` : ''}`, ms, { cause: err, details });
       }
       const hint = code === 'MODEL_AUTH' ? ". Check the API key (OPENAI_API_KEY or the endpoint's apiKeyEnv)." : code === 'MODEL_NOT_FOUND' ? '. Check the base URL and the model name.' : '';
       return new ModelError(code, `${status} from ${where}: ${errorBodyText(err.message)}${hint}`, { cause: err, details });
@@ -534,6 +537,9 @@ export function errorBodyText(message: string): string {
   const shown = cutText(text, ERROR_TEXT_CHARS);
   return `${shown}${shown.length < text.length ? '…' : ''}${html ? ` (an HTML page of ${bodyLength} characters)` : shown.length < text.length ? ` (${bodyLength} characters)` : ''}`;
 }
+
+/** The longest an endpoint is cooled down for one 429 (its Retry-After may ask for more). */
+export const MAX_COOL_DOWN_MS = 86_400_000;
 
 /** Milliseconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date). */
 export function retryAfterMs(headers: Headers | undefined): number | null {

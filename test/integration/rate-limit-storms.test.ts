@@ -92,4 +92,32 @@ describe('long rate limits: 429 storms use no start budget (real Redis, real wor
     expect(statuses().filter(s => s === 200)).to.have.length(1);
     expect(await f.store.getDoc('limited', 'judge', 't0')).to.deep.equal(GOOD);
   });
+
+  it('pauses the run at once, saying until when, when the endpoint asks to wait longer than a run waits rate limited (Retry-After: 40 days)', async () => {
+    // Before: the queue was rate limited for 40 days (a Node timer past 2^31 - 1 ms fires at once) and the run never paused.
+    await start([
+      { stage: 'mine.judge', times: 1, fault: { type: 'rate_limit', retryAfterS: 40 * 86_400 } },
+      { stage: 'mine.judge', respond: { json: GOOD } },
+    ]);
+    const control = f.workers.ctx.runControl;
+    const [jobId] = await judge('asked-long', ['task a']);
+    await until(async () => (await control.get('asked-long')).state === 'paused', 'the run to pause');
+    const { reason } = await control.get('asked-long');
+    expect(reason).to.match(/asks to wait 24 h \(until 20\d\d-\d\d-\d\dT/).and.to.match(/ENVFLEET_RATE_LIMIT_PAUSE_MS 3600000/).and.to.match(/at most a day is kept/);
+    await until(async () => (await queue!.getJobState(jobId!)) === 'delayed', 'the job to be parked');
+    // One request reached the endpoint; the queue itself is not held (another run's jobs on it are not blocked): at most
+    // the worker's own one-second job-count window, not the endpoint's wait.
+    expect(statuses()).to.deep.equal([429]);
+    expect(await queue!.getRateLimitTtl()).to.be.lessThan(2_000);
+  });
+
+  it('waits at most an hour at a time in the queue when runs never pause for rate limits (ENVFLEET_RATE_LIMIT_PAUSE_MS 0)', async () => {
+    await start([{ stage: 'mine.judge', times: 1, fault: { type: 'rate_limit', retryAfterS: 3 * 3_600 } }], { ENVFLEET_RATE_LIMIT_PAUSE_MS: '0' });
+    const [jobId] = await judge('waits', ['task a']);
+    await until(async () => statuses().length === 1 && (await queue!.getRateLimitTtl()) > 60_000, 'the queue to wait for the endpoint');
+    const ttl = await queue!.getRateLimitTtl();
+    expect(ttl).to.be.greaterThan(3_000_000).and.at.most(3_600_000);
+    expect((await f.workers.ctx.runControl.get('waits')).state).to.equal('running');
+    expect(await queue!.getJobState(jobId!)).to.be.oneOf(['waiting', 'prioritized', 'active']);
+  });
 });
