@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { InvalidArgumentError } from 'commander';
 import { runOptionsFrom } from '../queues/submit.js';
-import { ENVSCALER_SPLITS, findEnvscalerFiles, importEnvscaler, splitOfFileName, type EnvscalerFiles, type EnvscalerImportSummary, type EnvscalerSplit, type ImportProgress } from '../src/importers/envscaler.js';
+import { ENVSCALER_SPLITS, findEnvscalerFiles, importEnvscaler, splitOfFileName, type EnvscalerFiles, type EnvscalerImportSummary, type EnvscalerSplit, type ImportCounts, type ImportProgress } from '../src/importers/envscaler.js';
 import { BFCL_CATEGORIES, findBfclLayout, importBfcl, type BfclCategory, type BfclImportProgress, type BfclImportSummary } from '../src/importers/bfcl.js';
 import { findTauBenchDomains, importTauBench, TAU_SPLITS, type TauDomainFiles, type TauImportProgress, type TauImportSummary, type TauSplit } from '../src/importers/tau-bench.js';
 import { createLogger } from '../src/logger.js';
@@ -71,12 +71,25 @@ function summaryText(s: EnvscalerImportSummary, opts: ImportEnvscalerOptions): s
   return `${lines.join('\n')}\n`;
 }
 
+/** Every record was skipped: nothing is in the run from this import. Says so on stderr and makes the command exit 1. */
+function failIfNothingImported(s: { readonly runId: string; readonly created: boolean; readonly environments: ImportCounts; readonly scenarios: ImportCounts; readonly skipped: readonly unknown[] }, what: string): void {
+  const none = (c: ImportCounts) => c.imported + c.unchanged + c.updated === 0;
+  if (!none(s.environments) || !none(s.scenarios) || s.skipped.length === 0) return;
+  process.stderr.write(
+    `envfleet import: nothing was imported: all ${s.skipped.length} ${what} were skipped (their problems are listed under "skipped"). Fix them and run the same command again` +
+      (s.created ? `; run ${s.runId} was created empty (envfleet runs delete --run ${s.runId} removes it)` : '') +
+      '\n',
+  );
+  process.exitCode = 1;
+}
+
 /** `envfleet import envscaler`. */
 export async function importEnvscalerCommand(opts: ImportEnvscalerOptions): Promise<void> {
   const files = await filesOf(opts);
   await withRuns(async c => {
     const summary = await importEnvscaler(c.store, { runId: opts.run, files, split: opts.split as EnvscalerSplit, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false }, runOptionsFrom(c.config), reporter());
     process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : summaryText(summary, opts));
+    failIfNothingImported(summary, 'records');
   });
 }
 
@@ -136,6 +149,7 @@ export async function importBfclCommand(opts: ImportBfclOptions): Promise<void> 
     try {
       const summary = await importBfcl(c.store, python, { runId: opts.run, layout, categories, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false, concurrency: 2, pythonPackages: c.config.python.packages.map(p => p.name) }, runOptionsFrom(c.config), bfclReporter(), logger);
       process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : bfclSummaryText(summary, opts));
+      failIfNothingImported(summary, 'entries');
     } finally {
       await python.close();
     }
@@ -206,6 +220,7 @@ export async function importTauBenchCommand(opts: ImportTauBenchOptions): Promis
     try {
       const summary = await importTauBench(c.store, python, { runId: opts.run, ...request, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false }, runOptionsFrom(c.config), logger, tauReporter());
       process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : tauSummaryText(summary, opts));
+      failIfNothingImported(summary, 'tasks');
     } finally {
       await python.close();
     }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -121,6 +121,15 @@ describe('envfleet import envscaler (command line, real Redis)', function () {
     const [a, b] = await Promise.all([store.getDoc('es', 'scenario', 'env_7_rl-task_2'), store.getDoc('es-hf', 'scenario', 'env_7_rl-task_2')]);
     expect(b!.initialState).to.deep.equal(a!.initialState);
     expect(b!.checklist).to.deep.equal(a!.checklist);
+  });
+
+  it('exits 1 saying nothing was imported when every record is skipped (it exited 0 with an empty run)', async () => {
+    const bad = join(dir, 'all-bad_env_metadata.jsonl');
+    await writeFile(bad, '{"env_id": "réservation-酒店 🏨", \n{"名前": [1, 2\n');
+    const r = await envfleet('import', 'envscaler', '--run', 'es-none', '--envs', bad);
+    expect(r.code, r.stderr).to.equal(1);
+    expect(r.stdout).to.match(/skipped: +2 records/);
+    expect(r.stderr).to.match(/nothing was imported: all 2 records were skipped .*run the same command again; run es-none was created empty \(envfleet runs delete --run es-none/);
   });
 
   it('refuses a run made by envfleet synth unless --append', async () => {
