@@ -414,7 +414,8 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     }
     // Content as text: some servers answer with an array of parts (Mistral's reasoning chunks).
     const raw = choice.message as ChatCompletionMessage & { content: unknown };
-    const message = Array.isArray(raw.content) ? { ...choice.message, content: contentText(raw.content) } : choice.message;
+    const withText = Array.isArray(raw.content) ? { ...choice.message, content: contentText(raw.content) } : choice.message;
+    const message = withToolCallsAsOpenAI(withText);
     return { message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached, toolCallFormat: profile.request.toolCallFormat, tokens: tokenRecordOf(body), sampling: samplingOf(params) };
   }
 
@@ -536,6 +537,37 @@ export function errorBodyText(message: string): string {
   const bodyLength = message.length - (/^\d{3} /.exec(message)?.[0].length ?? 0);
   const shown = cutText(text, ERROR_TEXT_CHARS);
   return `${shown}${shown.length < text.length ? '…' : ''}${html ? ` (an HTML page of ${bodyLength} characters)` : shown.length < text.length ? ` (${bodyLength} characters)` : ''}`;
+}
+
+/**
+ * Tool calls as the OpenAI protocol writes them, from the shapes other servers answer with: a call without `type`
+ * (Mistral's API) is a function call, arguments sent as a JSON object (some proxies and Ollama-style servers) are
+ * its JSON text, and `tool_calls: null` is no call. Without this a call without `type` was dropped, so the reply
+ * read as the agent's final answer, and object arguments failed the episode as an environment error.
+ */
+export function withToolCallsAsOpenAI(message: ChatCompletionMessage): ChatCompletionMessage {
+  const calls = (message as { tool_calls?: unknown }).tool_calls;
+  if (calls === null) {
+    const { tool_calls: _none, ...rest } = message;
+    return rest;
+  }
+  if (!Array.isArray(calls)) return message;
+  type LooseCall = { type?: unknown; function?: { arguments?: unknown } };
+  const fn = (c: LooseCall) => (isRecord(c.function) ? c.function : null);
+  const usual = (c: unknown) => {
+    if (!isRecord(c) || (c as LooseCall).type === undefined) return false;
+    const f = fn(c as LooseCall);
+    return f === null || typeof f.arguments === 'string';
+  };
+  if (calls.every(usual)) return message;
+  const tool_calls = calls.map((c: unknown) => {
+    const f = isRecord(c) ? fn(c as LooseCall) : null;
+    if (!f) return c;
+    const args = f.arguments;
+    const text = typeof args === 'string' ? args : args === undefined || args === null ? '' : JSON.stringify(args);
+    return { ...(c as object), type: (c as LooseCall).type ?? 'function', function: { ...f, arguments: text } };
+  });
+  return { ...message, tool_calls } as ChatCompletionMessage;
 }
 
 /** The longest an endpoint is cooled down for one 429 (its Retry-After may ask for more). */

@@ -358,6 +358,54 @@ describe('model gateway: error answers as proxies and gateways send them (a raw 
   });
 });
 
+describe("model gateway: tool calls in other servers' shapes (a raw HTTP endpoint)", function () {
+  this.timeout(20_000);
+  let endpoint: http.Server;
+  afterEach(() => {
+    endpoint.closeAllConnections();
+    endpoint.close();
+  });
+
+  async function answering(message: unknown): Promise<ModelGateway> {
+    const body = JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, finish_reason: 'tool_calls', message }] });
+    endpoint = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(body);
+      });
+    });
+    await new Promise<void>(resolve => endpoint.listen(0, '127.0.0.1', resolve));
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1` } });
+    return createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+  }
+  const ask = (gateway: ModelGateway) => gateway.chat({ runId: 'r', stage: 'rollout.policy' }, { messages: [{ role: 'user', content: 'Réservez — 预订' }] });
+
+  it('reads a call without "type" (Mistral) and arguments sent as a JSON object as OpenAI calls', async () => {
+    const gateway = await answering({
+      role: 'assistant',
+      content: '',
+      tool_calls: [
+        { id: 'D681PevKs', function: { name: 'get_guest', arguments: '{"guest_id": "G0001"}' } },
+        { id: 'x2', type: 'function', function: { name: 'book', arguments: { guest_id: 'G0001', note: 'chambre calme — 安静 🛏️' } } },
+        { id: 'x3', type: 'function', function: { name: 'list_rooms', arguments: null } },
+      ],
+    });
+    const { message } = await ask(gateway);
+    expect(message.tool_calls).to.deep.equal([
+      { id: 'D681PevKs', type: 'function', function: { name: 'get_guest', arguments: '{"guest_id": "G0001"}' } },
+      { id: 'x2', type: 'function', function: { name: 'book', arguments: '{"guest_id":"G0001","note":"chambre calme — 安静 🛏️"}' } },
+      { id: 'x3', type: 'function', function: { name: 'list_rooms', arguments: '' } },
+    ]);
+  });
+
+  it('reads "tool_calls": null as no call', async () => {
+    const { message } = await ask(await answering({ role: 'assistant', content: 'Done — 完成 ✅', tool_calls: null }));
+    expect(message).to.not.have.property('tool_calls');
+    expect(message.content).to.equal('Done — 完成 ✅');
+  });
+});
+
 describe('model gateway: connections that fail (a raw HTTP endpoint)', function () {
   this.timeout(20_000);
   let endpoint: http.Server | null = null;
