@@ -74,7 +74,10 @@ function sandboxFull(where: string, message: string): SandboxFullError {
 }
 
 /** A tool result's error text (the sandbox's results are `{ success: false, error }`). */
-const errorText = (result: unknown): string => String((result as { error?: unknown } | null)?.error ?? 'no room');
+const errorText = (result: unknown): string => {
+  const error = (result as { error?: unknown } | null)?.error;
+  return typeof error === 'string' ? error : 'no room';
+};
 
 const isSandboxFull = (err: unknown): boolean => (err as { code?: unknown } | null)?.code === 'SANDBOX_MEMORY_FULL';
 

@@ -74,7 +74,7 @@ describe('careless environments (real Redis, real workers and sandbox pool)', fu
     const queue = new Queue('rollout.run', { connection: f.redis, prefix: f.config.redis.prefix });
     try {
       const jobs = await queue.getJobs(['completed']);
-      expect(jobs.filter(j => j.data.environmentId === 'env-careless' || String(j.data.scenarioId).startsWith('sc-big')).some(j => j.attemptsMade > 1), 'some careless episode found the thread full').to.equal(true);
+      expect(jobs.filter(j => String((j.data as { scenarioId?: unknown }).scenarioId).startsWith('sc-big')).some(j => j.attemptsMade > 1), 'some careless episode found the thread full').to.equal(true);
     } finally {
       await queue.close();
     }
