@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { open, readdir, readFile, truncate, type FileHandle } from 'node:fs/promises';
+import { open, readdir, truncate, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isCluster, type Redis } from '../redis/connection.js';
 import { redisScript } from '../redis/scripts.js';
@@ -280,16 +280,69 @@ export function completeLines(buf: Buffer): { end: number; lines: number; ids: s
   let end = 0;
   let lines = 0;
   for (let newline = buf.indexOf(0x0a, end); newline !== -1; newline = buf.indexOf(0x0a, end)) {
-    try {
-      const id = (JSON.parse(buf.toString('utf8', end, newline)) as { id?: string }).id;
-      if (id) ids.push(id);
-    } catch {
-      break;
-    }
+    const id = idOfLine(buf.subarray(end, newline));
+    if (id === false) break;
+    if (id) ids.push(id);
     end = newline + 1;
     lines += 1;
   }
   return { end, lines, ids };
+}
+
+/** The id of a shard line's JSON (null without one), or false when the bytes are not a JSON line (torn, zeroed, too long for a string). */
+function idOfLine(bytes: Buffer): string | null | false {
+  try {
+    return (JSON.parse(bytes.toString('utf8')) as { id?: string }).id ?? null;
+  } catch {
+    return false;
+  }
+}
+
+/** What the scan of a shard reads at once. */
+const SCAN_CHUNK_BYTES = 8 << 20;
+
+/**
+ * `completeLines` of a shard file, read a chunk at a time: a shard has no size bound (the sink starts a new one
+ * every `shardLines` lines, and a trajectory of a careless environment is megabytes), and one read of the whole
+ * file failed past 2 GiB ("File size is greater than 2 GiB", so the sink could not start again on its own output)
+ * and held it all in memory below that. A line that crosses chunks is read again, alone, once its newline is found.
+ */
+async function completeLinesOfFile(path: string): Promise<{ end: number; lines: number; ids: string[]; size: number }> {
+  const handle = await open(path, 'r');
+  try {
+    const { size } = await handle.stat();
+    const ids: string[] = [];
+    let end = 0;
+    let lines = 0;
+    const chunk = Buffer.allocUnsafe(Math.min(SCAN_CHUNK_BYTES, Math.max(size, 1)));
+    scan: for (let at = 0; at < size; ) {
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, at);
+      if (bytesRead === 0) break;
+      const data = chunk.subarray(0, bytesRead);
+      for (let newline = data.indexOf(0x0a); newline !== -1; newline = data.indexOf(0x0a, newline + 1)) {
+        const lineEnd = at + newline;
+        let bytes: Buffer;
+        if (end >= at) bytes = data.subarray(end - at, newline);
+        else {
+          bytes = Buffer.allocUnsafe(lineEnd - end);
+          for (let got = 0; got < bytes.length; ) {
+            const r = await handle.read(bytes, got, bytes.length - got, end + got);
+            if (r.bytesRead === 0) break scan;
+            got += r.bytesRead;
+          }
+        }
+        const id = idOfLine(bytes);
+        if (id === false) break scan;
+        if (id) ids.push(id);
+        end = lineEnd + 1;
+        lines += 1;
+      }
+      at += bytesRead;
+    }
+    return { end, lines, ids, size };
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Ids already on disk (with their shard's name), and where to go on writing; a torn last line (crash mid-write) is cut off. */
@@ -299,10 +352,9 @@ export async function scanShards(dir: string): Promise<{ written: Map<string, st
   let last = { index: 0, lines: 0 };
   for (const name of names) {
     const path = join(dir, name);
-    const bytes = await readFile(path);
-    const { end, lines, ids } = completeLines(bytes);
+    const { end, lines, ids, size } = await completeLinesOfFile(path);
     for (const id of ids) written.set(id, name);
-    if (end < bytes.length) await truncate(path, end);
+    if (end < size) await truncate(path, end);
     last = { index: Number(name.slice(5, 10)), lines };
   }
   return { written, shard: last };

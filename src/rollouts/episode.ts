@@ -13,7 +13,7 @@ import type { ChatMessage, ChatTool } from '../llm/gateway.js';
 import { looksLikeToolCall, parseTextToolCalls } from '../llm/text-tool-calls.js';
 import { splitThinking } from '../llm/thinking.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
-import { ENDS_SESSION, SandboxError } from '../sandbox/errors.js';
+import { ENDS_SESSION, SandboxError, SandboxFullError } from '../sandbox/errors.js';
 import type { ChecksResult } from '../sandbox/tasks.js';
 import type { EnvSession } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
@@ -57,6 +57,29 @@ class EpisodeEnd extends Error {
     super(reason);
   }
 }
+
+/**
+ * The worker's sandbox thread had no memory left (SANDBOX_MEMORY_FULL: ENVFLEET_SANDBOX_HEAP_MB, summed over the
+ * environments of its concurrent episodes) when this episode's environment started, grew, gave its final state or
+ * ran a check. That says how busy the thread was, not what the environment does (one environment is held to
+ * ENVFLEET_SANDBOX_ENV_MEMORY_MB, well below the thread's bound, and stopped with MEMORY_EXCEEDED first), so the
+ * episode is not recorded: the error is thrown and the job runs it again after its backoff (ENVFLEET_JOB_ATTEMPTS;
+ * its model calls come from the response cache). An episode that never finds room is recorded as environment-error
+ * with this code.
+ */
+function sandboxFull(where: string, message: string): SandboxFullError {
+  return new SandboxFullError(
+    `${where}: ${message}. The sandbox thread's memory is shared by the environments of the episodes the worker runs at once, so the episode is run again; if this keeps happening, raise ENVFLEET_SANDBOX_HEAP_MB or ENVFLEET_POOL_THREADS, or lower ENVFLEET_ROLLOUT_CONCURRENCY`,
+  );
+}
+
+/** A tool result's error text (the sandbox's results are `{ success: false, error }`). */
+const errorText = (result: unknown): string => {
+  const error = (result as { error?: unknown } | null)?.error;
+  return typeof error === 'string' ? error : 'no room';
+};
+
+const isSandboxFull = (err: unknown): boolean => (err as { code?: unknown } | null)?.code === 'SANDBOX_MEMORY_FULL';
 
 /**
  * One episode of a policy model against a scenario: the environment lives in a sandbox session
@@ -144,6 +167,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     try {
       session = await deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, input.sandboxLimits, input.initialStateJson);
     } catch (err) {
+      if (isSandboxFull(err)) throw sandboxFull('the environment did not start', (err as Error).message);
       throw new EpisodeEnd('environment-error', `the environment did not start: ${(err as Error).message}`);
     }
     /** The environment's state at the end of a scripted turn, for the episode checks. */
@@ -151,6 +175,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       try {
         turnStates.push(await session!.snapshot());
       } catch (err) {
+        if (isSandboxFull(err)) throw sandboxFull(`the state at the end of turn ${scriptTurn + 1} could not be read`, (err as Error).message);
         throw new EpisodeEnd('environment-error', `the state at the end of turn ${scriptTurn + 1} could not be read: ${(err as Error).message}`);
       }
     };
@@ -278,6 +303,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         envUs += outcome.us;
         steps.push({ turn: turns, tool: call.function.name, toolCallId: id, rawArguments: call.function.arguments, result: outcome.result, runtimeError: outcome.runtimeError ?? null, us: Math.round(outcome.us) });
         messages.push({ role: 'tool', tool_call_id: id, content: JSON.stringify(outcome.result) });
+        if (outcome.runtimeError === 'SANDBOX_MEMORY_FULL') throw sandboxFull(`${call.function.name} was stopped`, errorText(outcome.result));
         if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
           throw new EpisodeEnd('environment-error', `${outcome.runtimeError} in ${call.function.name}; the environment was discarded`);
         }
@@ -314,18 +340,24 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     if (session) {
       // Episode checks read the transcript too: they run after the session (scoreFinalState), the others in it.
       const end = await session.finish((scenario.checklist ?? []).filter(c => !c.episode));
+      if (isSandboxFull(end.stateError)) throw sandboxFull('the final state could not be read', end.stateError!.message);
+      const full = end.checks?.results.find(r => r.errorCode === 'SANDBOX_MEMORY_FULL');
+      if (full) throw sandboxFull(`the check "${full.item}" could not run`, full.error ?? 'no room');
       if (end.stateJson === null) throw new SandboxError(end.stateError?.code ?? 'STATE_INVALID', end.stateError?.message ?? 'no final state');
       // Kept as the sandbox wrote it: the trajectory is stored with this text, never parsed here.
       finalState = new RawJson(end.stateJson);
       ran = end.checks;
     }
   } catch (err) {
+    if (err instanceof SandboxFullError) throw err; // the session is closed below
     readError = `the final state could not be read: ${(err as Error).message}`;
   } finally {
     await session?.close().catch(() => undefined);
   }
   const episodeRecord = scenario.checklist?.some(c => c.episode) ? { messages, turnStates: script ? turnStates : null } : null;
   const { checks, reward, checksError } = await scoreFinalState(deps.sandbox, scenario, finalState, input.sandboxLimits, readError, ran, episodeRecord);
+  const fullCheck = checks.find(c => c.errorCode === 'SANDBOX_MEMORY_FULL');
+  if (fullCheck) throw sandboxFull(`the check "${fullCheck.item}" could not run`, fullCheck.error ?? 'no room');
   return {
     id,
     runId: input.runId,

@@ -49,3 +49,14 @@ export class SandboxError extends Error {
     this.code = code;
   }
 }
+
+/**
+ * SANDBOX_MEMORY_FULL met by an episode (a rollout, or a reference rollout of scenario.verify): its sandbox thread
+ * had no room, which says how busy the worker was rather than what the environment does. Thrown out of the
+ * episode, so that its job runs it again after a backoff instead of recording it (src/rollouts/episode.ts).
+ */
+export class SandboxFullError extends SandboxError {
+  constructor(message: string) {
+    super('SANDBOX_MEMORY_FULL', message);
+  }
+}

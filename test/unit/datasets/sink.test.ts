@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { expect } from 'chai';
@@ -72,6 +72,26 @@ describe('sink crash recovery (byte offsets)', () => {
       'trj-0': 'part-00000.jsonl', 'trj-1': 'part-00000.jsonl', 'trj-2': 'part-00000.jsonl', 'trj-3': 'part-00000.jsonl',
       'trj-4': 'part-00001.jsonl', 'trj-5': 'part-00001.jsonl', 'trj-7': 'part-00001.jsonl',
     });
+  });
+
+  it('scans a shard past 2 GiB, a line longer than its reads included, and cuts off what a crash left after the complete lines', async () => {
+    // A careless environment's trajectories are megabytes, and a shard ends after shardLines lines, whatever their size:
+    // a sink started again on such a shard failed at once ("File size (…) is greater than 2 GiB").
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sink-scan-big-'));
+    const big = { ...trajectory(2), id: 'trj-big', finalState: { log: Array.from({ length: 3 }, (_, i) => `${'中'.repeat(1_200_000)} ${TEXTS[i]}`) } };
+    const good = Buffer.concat([line(trajectory(0)), line(big), line(trajectory(1))]);
+    expect(good.length, 'a line longer than one read of the scan').to.be.greaterThan(10 << 20);
+    const path = join(dir, 'part-00000.jsonl');
+    await writeFile(path, good);
+    // What a crash can leave after the last complete line: the file extended, its new blocks never written (zeros).
+    await truncate(path, 2 ** 31 + (1 << 20));
+
+    const { written, shard } = await scanShards(dir);
+
+    expect(Object.fromEntries(written)).to.deep.equal({ 'trj-0': 'part-00000.jsonl', 'trj-big': 'part-00000.jsonl', 'trj-1': 'part-00000.jsonl' });
+    expect(shard).to.deep.equal({ index: 0, lines: 3 });
+    expect((await stat(path)).size).to.equal(good.length);
+    expect(await readFile(path)).to.deep.equal(good);
   });
 
   // The runSink groups share one Redis connection and key prefix (each test has a run of its own).
