@@ -27,6 +27,12 @@ export interface SinkOptions {
    * wait, a sink keeping up with 100 episodes/s wrote batches of 2.3 trajectories on average.
    */
   readonly gatherMs?: number;
+  /**
+   * Bytes of trajectories read from Redis and written at once (default 64 MiB; at least one trajectory). A read of
+   * the stream is cut into batches by the sizes the workers published: 200 trajectories of a careless environment
+   * (≈ 10 MB each, results near their cap) held ≈ 2 GB at once, and more with larger caps.
+   */
+  readonly batchBytes?: number;
   readonly signal?: AbortSignal;
   readonly onProgress?: (written: number) => void;
 }
@@ -41,6 +47,7 @@ const GROUP = 'sink';
 const LOCK_MS = 5_000;
 /** Stream entries read at once. */
 const BATCH = 200;
+const BATCH_BYTES = 64 << 20;
 
 /** The sink's lock, kept (PEXPIRE) or let go (DEL) only by the sink holding it. KEYS: lock. ARGV: token[, ms]. */
 const RENEW_LOCK = redisScript('sink_renew_lock', "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0", 1);
@@ -186,34 +193,48 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
       if (acks.length) await o.redis.multi().xack(key, GROUP, ...acks).xdel(key, ...acks).exec();
       o.onProgress?.(wrote);
     };
+    /** The entries in batches of at most `batchBytes` of stored trajectories (by the size each entry names; 0 when it names none). */
+    const handleBatches = async (entries: [string, string[]][]) => {
+      const budget = o.batchBytes ?? BATCH_BYTES;
+      for (let start = 0; start < entries.length; ) {
+        let end = start;
+        for (let bytes = 0; end < entries.length; end += 1) {
+          const size = Number(fieldOf(entries[end]![1], 'bytes') ?? 0) || 0;
+          if (end > start && bytes + size > budget) break;
+          bytes += size;
+        }
+        await handleEntries(entries.slice(start, end));
+        start = end;
+      }
+    };
 
     try {
       // Entries a crashed sink read but never acknowledged.
       let cursor = '0-0';
       do {
         const [next, entries] = (await o.redis.xautoclaim(key, GROUP, consumer, 0, cursor, 'COUNT', BATCH)) as [string, [string, string[]][], unknown];
-        await handleEntries(entries);
+        await handleBatches(entries);
         cursor = next;
       } while (cursor !== '0-0');
       for (;;) {
         o.signal?.throwIfAborted();
         const res = (await o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', BATCH, 'BLOCK', 500, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null;
         const entries = res?.[0]?.[1] ?? [];
-        await handleEntries(entries);
+        await handleBatches(entries);
         if (entries.length) {
           if (entries.length < BATCH && gatherMs > 0) await sleep(gatherMs, o.signal);
           continue;
         }
         // Pending entries of ours whose document was missing a moment ago.
         const mine = (await o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', BATCH, 'STREAMS', key, '0')) as [string, [string, string[]][]][] | null;
-        await handleEntries(mine?.[0]?.[1] ?? []);
+        await handleBatches(mine?.[0]?.[1] ?? []);
         if (o.follow) continue;
         const outstanding = await o.store.pendingCount(o.runId);
         const pending = (await o.redis.xpending(key, GROUP)) as [number, ...unknown[]];
         if (outstanding === 0 && Number(pending[0]) === 0) {
           const more = (await o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', 1, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null;
           if (!more?.[0]?.[1].length) break;
-          await handleEntries(more[0][1]);
+          await handleBatches(more[0][1]);
         }
       }
     } finally {

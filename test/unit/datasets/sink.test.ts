@@ -248,6 +248,30 @@ describe('sink crash recovery (byte offsets)', () => {
       });
     }
 
+    it('reads and writes at most batchBytes of trajectories at once, by the sizes the workers published (a careless environment: MB each)', async () => {
+      const runId = 'sink-bytes';
+      const store = createRedisRunStore(redis, prefix);
+      const out = await mkdtemp(join(tmpdir(), 'envfleet-sink-bytes-'));
+      const stream = createRedisTrajectoryStream(redis, prefix);
+      // ≈ 1.1 MB each: a final state of a growing log with text of every UTF-8 length.
+      const big = (i: number) => ({ ...workerTrajectory(i, runId), finalState: new RawJson(JSON.stringify({ log: Array.from({ length: 15_000 }, (_, k) => `${k} ${TEXTS[k % TEXTS.length]!}`) })) }) as Trajectory;
+      const ts = [0, 1, 2, 3, 4, 5, 6, 7].map(big);
+      const texts = ts.map(t => stringifyJson(t)!);
+      expect(Buffer.byteLength(texts[0]!)).to.be.within(1_000_000, 1_400_000);
+      for (const [i, t] of ts.entries()) {
+        await store.putDoc(runId, 'trajectory', t.id, t);
+        await stream.publish(runId, t.id, { summary: trajectorySummary(t), text: texts[i]! });
+      }
+      const progress: number[] = [];
+      const result = await runSink({ redis, prefix, store, runId, dir: out, batchBytes: 3_000_000, onProgress: n => progress.push(n) });
+
+      expect(result).to.deep.include({ written: 8, skippedDuplicates: 0 });
+      // Two trajectories a batch (three would pass 3 MB): four batches, each written and acknowledged before the next is read.
+      expect(progress).to.deep.equal([2, 4, 6, 8]);
+      const file = await readFile(join(out, 'trajectories', 'part-00000.jsonl'), 'utf8');
+      expect(file).to.equal(texts.map(t => `${t}\n`).join(''));
+    });
+
     it('archives the entries of an older worker (no summary) as before, in the same batch as the others', async () => {
       const runId = 'sink-mixed';
       const store = createRedisRunStore(redis, prefix);
