@@ -145,7 +145,7 @@ export const ENV_VARS = {
   ENVFLEET_RATE_LIMIT_FALLBACK_MS: {
     schema: positiveInt.default(5_000),
     example: '5000',
-    description: 'How long the fleet backs off after a 429 that carries no retry-after header.',
+    description: 'How long the fleet backs off after a 429 that carries no retry-after header, or after finding the endpoint unreachable (connection refused): then it tries again, no attempt used.',
   },
   ENVFLEET_JOB_ATTEMPTS: {
     schema: int(1, 100).default(5),
@@ -196,7 +196,7 @@ export const ENV_VARS = {
   ENVFLEET_RATE_LIMIT_PAUSE_MS: {
     schema: nonNegativeInt.default(3_600_000),
     example: '3600000',
-    description: 'A job rate limited (429s, or a cooling endpoint) without a break for this long pauses its run, to be resumed once the endpoint answers again; 0 = wait for the endpoint indefinitely. 429s use no attempts and no start budget.',
+    description: 'A job rate limited (429s, or a cooling endpoint) or finding the endpoint unreachable (connection refused) without a break for this long pauses its run, to be resumed once the endpoint answers again; 0 = wait for the endpoint indefinitely. Neither uses attempts or a start budget.',
   },
   ENVFLEET_POOL_THREADS: {
     schema: int(1, 256).default(Math.max(1, availableParallelism())),

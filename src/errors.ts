@@ -31,7 +31,8 @@ export const ERROR_CODES = {
   MODEL_RATE_LIMITED: { area: 'model', action: 'rate-limit', means: '429 from the endpoint (or the fleet-wide limiter is saturated): the whole queue waits for retry-after, every process stops sending to that endpoint, and the job goes back without using an attempt; a job still rate limited after ENVFLEET_RATE_LIMIT_PAUSE_MS pauses its run' },
   MODEL_SERVER_ERROR: { area: 'model', action: 'retry', means: '5xx, 408 or 409 from the endpoint: retried with exponential backoff' },
   MODEL_TIMEOUT: { area: 'model', action: 'retry', means: 'no answer within ENVFLEET_MODEL_TIMEOUT_MS: retried' },
-  MODEL_CONNECTION: { area: 'model', action: 'retry', means: 'the endpoint is unreachable: retried' },
+  MODEL_CONNECTION: { area: 'model', action: 'retry', means: 'the connection to the endpoint failed after it was made (reset before any answer), or its host name is unknown: retried' },
+  MODEL_UNREACHABLE: { area: 'model', action: 'rate-limit', means: 'the endpoint cannot be reached (connection refused, no route to its host, a temporary DNS failure): a server restarting or gone for a while. Treated as a 429 without retry-after: the whole queue waits ENVFLEET_RATE_LIMIT_FALLBACK_MS, every process stops sending to that endpoint meanwhile, and the job goes back without using an attempt; a job still waiting after ENVFLEET_RATE_LIMIT_PAUSE_MS pauses its run' },
   MODEL_RESPONSE_MALFORMED: { area: 'model', action: 'retry', means: 'a body that is not JSON, a cut connection, no choices: retried' },
   MODEL_AUTH: { area: 'model', action: 'give-up', means: '401/403: fails at once; fix the API key' },
   MODEL_NOT_FOUND: { area: 'model', action: 'give-up', means: '404: fails at once; fix the base URL or the model name' },
@@ -129,6 +130,18 @@ export class RateLimitedError extends AppError {
   readonly retryAfterMs: number;
   constructor(message: string, retryAfterMs: number, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
     super('MODEL_RATE_LIMITED', message, options);
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/**
+ * The endpoint cannot be reached at all (refused, no route, DNS for now): nothing was sent, and another attempt
+ * in a moment fails the same way until it is back. The queue waits as for a 429, the attempt is kept.
+ */
+export class EndpointUnreachableError extends AppError {
+  readonly retryAfterMs: number;
+  constructor(message: string, retryAfterMs: number, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+    super('MODEL_UNREACHABLE', message, options);
     this.retryAfterMs = retryAfterMs;
   }
 }
@@ -232,7 +245,7 @@ export function codeOf(err: unknown): ErrorCode {
 export function classifyError(err: unknown): ErrorClass {
   const code = codeOf(err);
   const { action } = ERROR_CODES[code];
-  if (action === 'rate-limit') return { action, code, delayMs: err instanceof RateLimitedError ? err.retryAfterMs : 5_000 };
+  if (action === 'rate-limit') return { action, code, delayMs: err instanceof RateLimitedError || err instanceof EndpointUnreachableError ? err.retryAfterMs : 5_000 };
   if (action === 'wait') return { action, code, delayMs: err instanceof LowerIndexPendingError ? err.retryAfterMs : 1_000 };
   return { action, code };
 }
