@@ -83,7 +83,7 @@ export const ENV_VARS = {
   ENVFLEET_REDIS_STARTUP_WAIT_MS: {
     schema: nonNegativeInt.default(60_000),
     example: '60000',
-    description: 'How long a long-running process (worker, sink) started while Redis is down or restarting waits for it before it gives up; commands such as status or submit fail at once.',
+    description: 'How long a long-running process (worker, sink) started while Redis is down or restarting waits for it before it gives up, and how long a command waiting for its run (synth, scenarios, rollouts) waits for a Redis that stopped answering; commands such as status or submit fail at once.',
   },
   OPENAI_BASE_URL: {
     schema: httpUrl.default('http://127.0.0.1:8787/v1'),
