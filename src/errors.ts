@@ -41,6 +41,7 @@ export const ERROR_CODES = {
   ENDPOINT_REFUSED: { area: 'run', action: 'pause-run', means: "the model endpoint refused the API key (401) in an episode (a rollout, or a reference rollout of scenarios --verify-with): every episode would end the same way, so instead of ending them as model-error (recorded for good, not retried) the run pauses and its jobs are parked, no attempt used; fix the key where the workers read it, restart the workers and resume the run. A 403 or 404 still ends the episode as model-error" },
   BUDGET_EXCEEDED: { area: 'run', action: 'pause-run', means: 'the run reached a token or cost budget: the run pauses and its jobs are parked, no attempt used, until the budget is raised and the run resumed' },
   RUN_CANCELLED: { area: 'run', action: 'give-up', means: 'the run was cancelled: its jobs end without running' },
+  SINK_LOCK_LOST: { area: 'fleet', action: 'give-up', means: "the sink's lock on its run expired while Redis was away (or Redis restarted without it) and another sink took it: this sink stops before writing, since two sinks of one run would write some trajectories twice; keep one sink per run" },
   RUN_GONE: { area: 'run', action: 'give-up', means: "a command waiting for a run found it no longer in Redis: Redis restarted without its data (no AOF or RDB) or the run was deleted; its jobs, documents and counters are gone (the sink's files stay on disk). The command says so instead of reporting the run finished" },
   JOB_ABORTED: { area: 'fleet', action: 'retry', means: 'the job was cancelled or its worker is shutting down: a graceful shutdown puts it back in its queue' },
   JOB_FAILED: { area: 'fleet', action: 'give-up', means: 'the job stalled more than 20 times (the workers running it kept dying: a job that crashes its worker), or BullMQ failed it before its stage ran' },
@@ -194,6 +195,18 @@ export class RunGoneError extends AppError {
       `run "${runId}" is no longer in Redis${at}${afterOutage ? ', which has just come back' : ''}: Redis restarted without its data (persistence off: no AOF or RDB snapshot) or the run was deleted. ` +
         "Its queued jobs, documents, counters and cached model answers are gone; trajectories a sink wrote stay in its files. Nothing more will happen to it: submit it again (a new run), on a Redis with persistence on (appendonly yes).",
       { details: { runId } },
+    );
+  }
+}
+
+/** The sink's lock on its run is held by another sink (this one lost it while Redis was away): it stops before writing. */
+export class SinkLockLostError extends AppError {
+  constructor(runId: string, lockKey: string) {
+    super(
+      'SINK_LOCK_LOST',
+      `the sink of run "${runId}" lost its lock (${lockKey}) while Redis was away or restarted, and another sink holds it now; this one stopped before writing anything more. ` +
+        'Everything it acknowledged is on disk. Keep one sink per run: stop the other, or let it go on; running this one again waits for the lock.',
+      { details: { runId, lockKey } },
     );
   }
 }

@@ -1,3 +1,5 @@
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { RedisServerProcess } from '../../cli/private-redis.js';
@@ -7,7 +9,11 @@ import { waitForRun, type RunProgress } from '../../queues/run-jobs.js';
 import { submitSynthesis } from '../../queues/submit.js';
 import { loadModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
 import { createRedisConnection, waitForRedis, type Redis } from '../../src/redis/connection.js';
+import { runSink } from '../../src/datasets/sink.js';
+import { createRedisTrajectoryStream } from '../../src/rollouts/stream.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
+import { runKeys } from '../../src/runs/keys.js';
+import { runOptionsFrom } from '../../queues/submit.js';
 import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
 import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
 import { DEMO, silentLogger, testConfig, until } from '../helpers/integration.js';
@@ -78,5 +84,58 @@ describe('a Redis restart under a command waiting for its run (private redis-ser
     );
     expect(error).to.have.property('code', 'RUN_GONE');
     expect(String((error as Error).message)).to.match(/^run "watched" is no longer in Redis at redis:\/\/127\.0\.0\.1:\d+, which has just come back: Redis restarted without its data \(persistence off/);
+  });
+
+  /** A run with a sink following it (as `envfleet sink --follow` runs, on a connection that waits through reconnects). */
+  async function sinking(args: readonly string[]) {
+    redisServer = await RedisServerProcess.start({ args });
+    const config = testConfig(null, { REDIS_URL: redisServer.url });
+    producer = createRedisConnection(config.redis, 'worker');
+    await waitForRedis(producer, config.redis);
+    const store = createRedisRunStore(producer, config.redis.prefix);
+    await store.createRun({ id: 'sunk', createdAt: new Date().toISOString(), input: 'tasks', options: runOptionsFrom(config) });
+    const stream = createRedisTrajectoryStream(producer, config.redis.prefix);
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sink-restart-'));
+    const written: number[] = [];
+    const sink = runSink({ redis: producer, prefix: config.redis.prefix, store, runId: 'sunk', dir, follow: true, gatherMs: 0, onProgress: n => written.push(n) });
+    sink.catch(() => undefined);
+    /** Stores a trajectory and publishes it, as a rollout job does (without a summary: the sink reads the document). */
+    const publish = async (id: string) => {
+      await store.putDocText('sunk', 'trajectory', id, JSON.stringify({ id, runId: 'sunk', reward: 1 }));
+      await stream.publish('sunk', id);
+    };
+    const lines = async () => (await readFile(join(dir, 'trajectories', 'part-00000.jsonl'), 'utf8')).split('\n').filter(Boolean);
+    return { config, store, sink, publish, lines, written, lockKey: runKeys(config.redis.prefix, 'sunk').sinkLock };
+  }
+
+  it('stops the sink saying the run is gone when Redis restarts without its data, instead of a bare NOGROUP', async () => {
+    const { sink, publish, lines } = await sinking([]);
+    await publish('trj-1');
+    await until(async () => (await lines().catch(() => [])).length === 1, 'the first line');
+    await redisServer!.killAndRestart(300);
+    const error = await sink.then(
+      () => new Error('the sink ended as if the run were done'),
+      (err: unknown) => err,
+    );
+    expect(error).to.have.property('code', 'RUN_GONE');
+    expect(String((error as Error).message)).to.match(/^run "sunk" is no longer in Redis, which has just come back: Redis restarted without its data/);
+    expect(await lines()).to.have.length(1);
+  });
+
+  it('stops a sink that lost its lock to another sink (Redis away longer than the lock lives) before it writes anything more', async () => {
+    const { sink, publish, lines, lockKey } = await sinking(['--appendonly', 'yes']);
+    await publish('trj-1');
+    await until(async () => (await lines().catch(() => [])).length === 1, 'the first line');
+    // The state after an outage longer than the lock's life: it expired, and another sink took it.
+    await producer!.set(lockKey, 'another-sink', 'PX', 60_000);
+    await publish('trj-2');
+    const error = await sink.then(
+      () => new Error('the sink ended by itself'),
+      (err: unknown) => err,
+    );
+    expect(error).to.have.property('code', 'SINK_LOCK_LOST');
+    expect(String((error as Error).message)).to.match(/^the sink of run "sunk" lost its lock \(.+:sink-lock\) while Redis was away or restarted, and another sink holds it now/);
+    expect(await lines(), 'nothing written once the lock was lost').to.have.length(1);
+    expect(await producer!.get(lockKey)).to.equal('another-sink');
   });
 });
