@@ -7,6 +7,10 @@ import type { RunProgress } from '../queues/run-jobs.js';
  */
 export function waitNotes(runId: string, p: RunProgress): string[] {
   const notes: string[] = [];
+  if (p.redisAway) {
+    notes.push(`run ${runId}: Redis does not answer (${p.redisAway.reason}); a restart keeps the run if Redis keeps its data (AOF or RDB). This command waits for it up to ENVFLEET_REDIS_STARTUP_WAIT_MS`);
+    return notes;
+  }
   if (p.paused) {
     const budget = /budget/i.test(p.paused.reason ?? '');
     notes.push(
@@ -35,6 +39,10 @@ export function progressReporter(runId: string, out: NodeJS.WriteStream = proces
   if (!out.isTTY) {
     return {
       report: p => {
+        if (p.redisAway) {
+          for (const note of notesOf(p)) out.write(`${note}\n`);
+          return;
+        }
         out.write(`run ${runId}: ${p.outstanding} jobs outstanding; environments ${JSON.stringify(p.environments)}; scenarios ${JSON.stringify(p.scenarios)}\n`);
         for (const note of notesOf(p)) out.write(`${note}\n`);
       },
@@ -56,6 +64,8 @@ export function progressReporter(runId: string, out: NodeJS.WriteStream = proces
   return {
     report(p) {
       for (const note of notesOf(p)) bars.log(`${note}\n`);
+      // Nothing is known while Redis is away: the bars stay as they were.
+      if (p.redisAway) return;
       peak = Math.max(peak, p.outstanding);
       bar('jobs', peak, peak - p.outstanding, `${p.outstanding} outstanding`);
       const envTotal = Object.values(p.environments).reduce((a, b) => a + b, 0);

@@ -107,7 +107,7 @@ async function submitting(opts: Waiting, entries: readonly Entry[], submit: (c: 
       await submit(c);
       if (!opts.wait) return;
       const progress = progressReporter(opts.run);
-      const final = await waitForRun(c.store, opts.run, p => progress.report(p), { queues: c.at, control: c.control });
+      const final = await waitForRun(c.store, opts.run, p => progress.report(p), { queues: c.at, control: c.control, redisAwayMs: c.config.redis.startupWaitMs, redisAt: c.config.redis });
       progress.stop();
       process.stdout.write(`${done(final)}\n`);
       const failures = await runFailures(c.store, opts.run, entries);

@@ -83,7 +83,7 @@ export const ENV_VARS = {
   ENVFLEET_REDIS_STARTUP_WAIT_MS: {
     schema: nonNegativeInt.default(60_000),
     example: '60000',
-    description: 'How long a long-running process (worker, sink) started while Redis is down or restarting waits for it before it gives up; commands such as status or submit fail at once.',
+    description: 'How long a long-running process (worker, sink) started while Redis is down or restarting waits for it before it gives up, and how long a command waiting for its run (synth, scenarios, rollouts) waits for a Redis that stopped answering; commands such as status or submit fail at once.',
   },
   OPENAI_BASE_URL: {
     schema: httpUrl.default('http://127.0.0.1:8787/v1'),
@@ -145,7 +145,7 @@ export const ENV_VARS = {
   ENVFLEET_RATE_LIMIT_FALLBACK_MS: {
     schema: positiveInt.default(5_000),
     example: '5000',
-    description: 'How long the fleet backs off after a 429 that carries no retry-after header.',
+    description: 'How long the fleet backs off after a 429 that carries no retry-after header, or after finding the endpoint unreachable (connection refused): then it tries again, no attempt used.',
   },
   ENVFLEET_JOB_ATTEMPTS: {
     schema: int(1, 100).default(5),
@@ -196,7 +196,7 @@ export const ENV_VARS = {
   ENVFLEET_RATE_LIMIT_PAUSE_MS: {
     schema: nonNegativeInt.default(3_600_000),
     example: '3600000',
-    description: 'A job rate limited (429s, or a cooling endpoint) without a break for this long pauses its run, to be resumed once the endpoint answers again; a 429 whose Retry-After asks for this long and at least an hour pauses it at once, saying until when (an endpoint is cooled for at most a day per 429, and a queue waits at most an hour at a time); 0 = wait for the endpoint indefinitely. 429s use no attempts and no start budget.',
+    description: 'A job rate limited (429s, or a cooling endpoint) or finding the endpoint unreachable (connection refused) without a break for this long pauses its run, to be resumed once the endpoint answers again; a 429 whose Retry-After asks for this long and at least an hour pauses it at once, saying until when (an endpoint is cooled for at most a day per 429, and a queue waits at most an hour at a time); 0 = wait for the endpoint indefinitely. Neither uses attempts or a start budget.',
   },
   ENVFLEET_POOL_THREADS: {
     schema: int(1, 256).default(Math.max(1, availableParallelism())),

@@ -1,6 +1,8 @@
 import { Queue, type ConnectionOptions } from 'bullmq';
 import type { ParkedJob, RunControl } from '../src/runs/control.js';
 import type { RunStore } from '../src/runs/store.js';
+import { RedisUnsafeError, RunGoneError } from '../src/errors.js';
+import { describeRedis, isRedisConnectionError, type RedisTarget } from '../src/redis/connection.js';
 import { sleep } from '../src/util/sleep.js';
 import { queuePrefix } from './define-queue.js';
 import { parsePendingKey } from './enqueuer.js';
@@ -77,6 +79,8 @@ export interface RunProgress {
   readonly paused?: { readonly reason: string | null };
   /** Queues where jobs of the run have been waiting with no worker consuming the queue for a while (waitForRun's `idleWorkerMs`). */
   readonly unconsumed?: readonly string[];
+  /** Set while Redis does not answer (a restart): the counts are unknown then (`outstanding` is -1). */
+  readonly redisAway?: { readonly reason: string };
 }
 
 /** Outstanding jobs and items by status: three counter reads, whatever the size of the run. */
@@ -115,21 +119,35 @@ export interface WaitOptions {
   readonly control?: RunControl;
   /** How long jobs may wait in a queue no worker consumes before it is reported (default 30 s). */
   readonly idleWorkerMs?: number;
+  /**
+   * How long Redis may not answer (a restart, a failover) before the wait gives up with REDIS_UNAVAILABLE
+   * (default 60 s: ENVFLEET_REDIS_STARTUP_WAIT_MS in the commands); meanwhile progress says so (`redisAway`).
+   */
+  readonly redisAwayMs?: number;
+  /** Where Redis is, for the messages (default: not named). */
+  readonly redisAt?: string | RedisTarget;
 }
 
 /**
  * Waits until the run has no outstanding job, reporting progress when it changes (and reconciling now
  * and then when given the queues). It explains a wait that would otherwise look endless: a paused run
  * (with the control), and jobs waiting in a queue no worker consumes (with the queues).
+ *
+ * A run is watched for hours, and its Redis may restart meanwhile: a moment without Redis is waited out
+ * (reported as `redisAway`, up to `redisAwayMs`), and a run that is no longer there once Redis answers (it
+ * restarted without its data) ends the wait with RunGoneError, never as a run with nothing left to do.
  */
 export async function waitForRun(store: RunStore, runId: string, report: (p: RunProgress) => void, options: WaitOptions = {}): Promise<RunProgress> {
   let last = '';
   let polls = 0;
   const idleWorkerMs = options.idleWorkerMs ?? 30_000;
+  const redisAwayMs = options.redisAwayMs ?? 60_000;
   /** When each queue was first seen with waiting jobs and no worker (unbroken since). */
   const idleSince = new Map<string, number>();
   let unconsumed: string[] = [];
-  for (;;) {
+  /** Since when Redis has not answered (unbroken), and why; null while it answers. */
+  let away: { since: number; reason: string } | null = null;
+  const poll = async (): Promise<RunProgress> => {
     polls += 1;
     if (options.queues && polls % 20 === 0) await reconcilePending(options.queues, store, runId);
     const counts = await runProgress(store, runId);
@@ -145,11 +163,35 @@ export async function waitForRun(store: RunStore, runId: string, report: (p: Run
       idleSince.clear();
       unconsumed = [];
     }
-    const progress: RunProgress = {
+    return {
       ...counts,
       ...(paused ? { paused: { reason: control.reason } } : {}),
       ...(unconsumed.length && counts.outstanding > 0 ? { unconsumed: PIPELINE.names.filter(s => unconsumed.includes(s)) } : {}),
     };
+  };
+  for (;;) {
+    let progress: RunProgress;
+    try {
+      progress = await poll();
+      // Nothing outstanding, or Redis back after a while away: the run must still be there (a Redis that restarted
+      // empty has no outstanding job either).
+      if ((progress.outstanding === 0 || away) && !(await store.getRun(runId))) throw new RunGoneError(runId, options.redisAt === undefined ? undefined : describeRedis(options.redisAt), away !== null);
+      away = null;
+    } catch (err) {
+      if (!isRedisConnectionError(err)) throw err;
+      const now = Date.now();
+      away ??= { since: now, reason: (err as Error).message };
+      if (now - away.since >= redisAwayMs) {
+        const at = options.redisAt ? ` at ${describeRedis(options.redisAt)}` : '';
+        throw new RedisUnsafeError(
+          'REDIS_UNAVAILABLE',
+          `Redis${at} has not answered for ${Math.round((now - away.since) / 1000)} s while this command waited for run "${runId}" (${away.reason}); it stopped waiting. ` +
+            `The run is kept in Redis: once it answers again, envfleet status --run ${runId} shows where it is, and the same command run again waits for it again.`,
+          { cause: err },
+        );
+      }
+      progress = { outstanding: -1, environments: {}, scenarios: {}, redisAway: { reason: away.reason } };
+    }
     const line = JSON.stringify(progress);
     if (line !== last) report(progress);
     last = line;

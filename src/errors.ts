@@ -31,7 +31,8 @@ export const ERROR_CODES = {
   MODEL_RATE_LIMITED: { area: 'model', action: 'rate-limit', means: '429 from the endpoint (or the fleet-wide limiter is saturated): the whole queue waits for retry-after, every process stops sending to that endpoint, and the job goes back without using an attempt; a job still rate limited after ENVFLEET_RATE_LIMIT_PAUSE_MS pauses its run' },
   MODEL_SERVER_ERROR: { area: 'model', action: 'retry', means: '5xx, 408 or 409 from the endpoint: retried with exponential backoff' },
   MODEL_TIMEOUT: { area: 'model', action: 'retry', means: 'no answer within ENVFLEET_MODEL_TIMEOUT_MS: retried' },
-  MODEL_CONNECTION: { area: 'model', action: 'retry', means: 'the endpoint is unreachable: retried' },
+  MODEL_CONNECTION: { area: 'model', action: 'retry', means: 'the connection to the endpoint failed after it was made (reset before any answer), or its host name is unknown: retried' },
+  MODEL_UNREACHABLE: { area: 'model', action: 'rate-limit', means: 'the endpoint cannot be reached (connection refused, no route to its host, a temporary DNS failure): a server restarting or gone for a while. Treated as a 429 without retry-after: the whole queue waits ENVFLEET_RATE_LIMIT_FALLBACK_MS, every process stops sending to that endpoint meanwhile, and the job goes back without using an attempt; a job still waiting after ENVFLEET_RATE_LIMIT_PAUSE_MS pauses its run' },
   MODEL_RESPONSE_MALFORMED: { area: 'model', action: 'retry', means: 'a body that is not JSON, a cut connection, no choices: retried' },
   MODEL_AUTH: { area: 'model', action: 'give-up', means: '401/403: fails at once; fix the API key' },
   MODEL_NOT_FOUND: { area: 'model', action: 'give-up', means: '404: fails at once; fix the base URL or the model name' },
@@ -40,6 +41,8 @@ export const ERROR_CODES = {
   ENDPOINT_REFUSED: { area: 'run', action: 'pause-run', means: "the model endpoint refused the API key (401) in an episode (a rollout, or a reference rollout of scenarios --verify-with): every episode would end the same way, so instead of ending them as model-error (recorded for good, not retried) the run pauses and its jobs are parked, no attempt used; fix the key where the workers read it, restart the workers and resume the run. A 403 or 404 still ends the episode as model-error" },
   BUDGET_EXCEEDED: { area: 'run', action: 'pause-run', means: 'the run reached a token or cost budget: the run pauses and its jobs are parked, no attempt used, until the budget is raised and the run resumed' },
   RUN_CANCELLED: { area: 'run', action: 'give-up', means: 'the run was cancelled: its jobs end without running' },
+  SINK_LOCK_LOST: { area: 'fleet', action: 'give-up', means: "the sink's lock on its run expired while Redis was away (or Redis restarted without it) and another sink took it: this sink stops before writing, since two sinks of one run would write some trajectories twice; keep one sink per run" },
+  RUN_GONE: { area: 'run', action: 'give-up', means: "a command waiting for a run found it no longer in Redis: Redis restarted without its data (no AOF or RDB) or the run was deleted; its jobs, documents and counters are gone (the sink's files stay on disk). The command says so instead of reporting the run finished" },
   JOB_ABORTED: { area: 'fleet', action: 'retry', means: 'the job was cancelled or its worker is shutting down: a graceful shutdown puts it back in its queue' },
   JOB_FAILED: { area: 'fleet', action: 'give-up', means: 'the job stalled more than 20 times (the workers running it kept dying: a job that crashes its worker), or BullMQ failed it before its stage ran' },
   INVALID_JOB_DATA: { area: 'fleet', action: 'give-up', means: "job data does not match its queue's schema: refused at enqueue, fails at once in a worker" },
@@ -133,6 +136,18 @@ export class RateLimitedError extends AppError {
   }
 }
 
+/**
+ * The endpoint cannot be reached at all (refused, no route, DNS for now): nothing was sent, and another attempt
+ * in a moment fails the same way until it is back. The queue waits as for a 429, the attempt is kept.
+ */
+export class EndpointUnreachableError extends AppError {
+  readonly retryAfterMs: number;
+  constructor(message: string, retryAfterMs: number, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+    super('MODEL_UNREACHABLE', message, options);
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
 /** A model request failed; its code (from `modelCodeOfStatus` for HTTP answers) says whether another attempt may fix it. */
 export class ModelError extends AppError {}
 
@@ -164,6 +179,35 @@ export class EndpointRefusedError extends AppError {
 export class RunCancelledError extends AppError {
   constructor(runId: string, reason: string | null) {
     super('RUN_CANCELLED', `run ${runId} was cancelled${reason ? `: ${reason}` : ''}`);
+  }
+}
+
+/**
+ * A run that a command was waiting for is no longer in Redis (a Redis that restarted without its data, or a
+ * deleted run): said as such, never reported as a run with nothing left to do.
+ */
+export class RunGoneError extends AppError {
+  /** `where`: Redis as describeRedis names it (its password hidden). */
+  constructor(runId: string, where: string | undefined, afterOutage: boolean) {
+    const at = where === undefined ? '' : ` at ${where}`;
+    super(
+      'RUN_GONE',
+      `run "${runId}" is no longer in Redis${at}${afterOutage ? ', which has just come back' : ''}: Redis restarted without its data (persistence off: no AOF or RDB snapshot) or the run was deleted. ` +
+        "Its queued jobs, documents, counters and cached model answers are gone; trajectories a sink wrote stay in its files. Nothing more will happen to it: submit it again (a new run), on a Redis with persistence on (appendonly yes).",
+      { details: { runId } },
+    );
+  }
+}
+
+/** The sink's lock on its run is held by another sink (this one lost it while Redis was away): it stops before writing. */
+export class SinkLockLostError extends AppError {
+  constructor(runId: string, lockKey: string) {
+    super(
+      'SINK_LOCK_LOST',
+      `the sink of run "${runId}" lost its lock (${lockKey}) while Redis was away or restarted, and another sink holds it now; this one stopped before writing anything more. ` +
+        'Everything it acknowledged is on disk. Keep one sink per run: stop the other, or let it go on; running this one again waits for the lock.',
+      { details: { runId, lockKey } },
+    );
   }
 }
 
@@ -232,7 +276,7 @@ export function codeOf(err: unknown): ErrorCode {
 export function classifyError(err: unknown): ErrorClass {
   const code = codeOf(err);
   const { action } = ERROR_CODES[code];
-  if (action === 'rate-limit') return { action, code, delayMs: err instanceof RateLimitedError ? err.retryAfterMs : 5_000 };
+  if (action === 'rate-limit') return { action, code, delayMs: err instanceof RateLimitedError || err instanceof EndpointUnreachableError ? err.retryAfterMs : 5_000 };
   if (action === 'wait') return { action, code, delayMs: err instanceof LowerIndexPendingError ? err.retryAfterMs : 1_000 };
   return { action, code };
 }

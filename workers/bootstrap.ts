@@ -216,17 +216,19 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
             await park('rate limited');
           }
           const delay = Math.min(asked, MAX_RATE_LIMIT_WAIT_MS);
+          // A 429, or an endpoint that cannot be reached (MODEL_UNREACHABLE: down or restarting): the same wait.
+          const unreachable = verdict.code === 'MODEL_UNREACHABLE';
           // Nothing of this queue is taken while the endpoint cools down (no starts meanwhile).
           await queue.rateLimit(delay);
           if (control && token && pauseAfter > 0) {
             const limitedFor = await control.rateLimitedFor(runId as string, key);
             if (limitedFor >= pauseAfter) {
-              await pauseRun(`rate limited without a break for ${Math.round(limitedFor / 1000)} s (ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}): ${err.message}; resume once the endpoint answers again`);
-              jobLog.warn({ runId, code: verdict.code, limitedForMs: limitedFor }, 'rate limited for too long; the run is paused');
+              await pauseRun(`${unreachable ? 'the model endpoint unreachable' : 'rate limited'} without a break for ${Math.round(limitedFor / 1000)} s (ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}): ${err.message}; resume once the endpoint answers again`);
+              jobLog.warn({ runId, code: verdict.code, limitedForMs: limitedFor }, unreachable ? 'the model endpoint unreachable for too long; the run is paused' : 'rate limited for too long; the run is paused');
               await park('rate limited');
             }
           }
-          jobLog.warn({ code: verdict.code, delayMs: delay }, 'rate limited; the queue waits');
+          jobLog.warn({ code: verdict.code, delayMs: delay, reason: err.message }, unreachable ? 'the model endpoint cannot be reached; the queue waits' : 'rate limited; the queue waits');
           throw new RateLimitError();
         }
         await endRateLimitStreak();

@@ -11,6 +11,7 @@ import { readTrajectoryLines } from './shards.js';
 import { storedDigest } from '../rollouts/stream.js';
 import { archivedTrajectory, isArchived, type StoredTrajectory } from '../rollouts/types.js';
 import { makeFolder } from '../util/make-dir.js';
+import { RunGoneError, SinkLockLostError } from '../errors.js';
 
 export interface SinkOptions {
   readonly redis: Redis;
@@ -92,13 +93,43 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
     // end the process as an unhandled rejection.
     RENEW_LOCK(o.redis, [lockKey], [token, String(LOCK_MS)]).catch(() => undefined);
   }, LOCK_MS / 3);
-
-  try {
+  /**
+   * Makes sure this sink still holds the run's lock before it writes a batch (one read; a batch costs an fsync
+   * anyway). Redis away for longer than the lock lives expires it, and a Redis that restarted without its data has
+   * none: a free lock is taken again, and one another sink took meanwhile stops this one, since two sinks of one run
+   * would each claim the other's entries and write them twice.
+   */
+  const holdLock = async (): Promise<void> => {
+    const holder = await o.redis.get(lockKey);
+    if (holder === token) return;
+    if (holder === null && (await o.redis.set(lockKey, token, 'PX', LOCK_MS, 'NX')) === 'OK') return;
+    throw new SinkLockLostError(o.runId, lockKey);
+  };
+  /**
+   * A read of the stream that Redis refuses with NOGROUP: the stream's consumer group is gone. Either the run is
+   * gone with it (a Redis that restarted without its data: RUN_GONE, said as such), or only the stream was (the
+   * run's last entries deleted with it): the group is made again and the read tried once more.
+   */
+  const readGroup = async <T>(read: () => Promise<T>): Promise<T> => {
+    try {
+      return await read();
+    } catch (err) {
+      if (!/^NOGROUP\b/.test(String((err as Error).message))) throw err;
+      if (!(await o.store.getRun(o.runId))) throw new RunGoneError(o.runId, undefined, true);
+      await createGroup();
+      return read();
+    }
+  };
+  const createGroup = async (): Promise<void> => {
     try {
       await o.redis.xgroup('CREATE', key, GROUP, '0', 'MKSTREAM');
     } catch (err) {
       if (!String(err).includes('BUSYGROUP')) throw err;
     }
+  };
+
+  try {
+    await createGroup();
     const { written, shard } = await scanShards(dir);
     let shardIndex = shard.index;
     let shardCount = shard.lines;
@@ -109,6 +140,7 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
 
     const handleEntries = async (entries: [string, string[]][]) => {
       if (!entries.length) return;
+      await holdLock();
       const acks: string[] = [];
       /** What replaces each written document in Redis once the lines are on disk. */
       const done: { id: string; archived: (path: string) => StoredTrajectory | string }[] = [];
@@ -212,13 +244,13 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
       // Entries a crashed sink read but never acknowledged.
       let cursor = '0-0';
       do {
-        const [next, entries] = (await o.redis.xautoclaim(key, GROUP, consumer, 0, cursor, 'COUNT', BATCH)) as [string, [string, string[]][], unknown];
+        const [next, entries] = (await readGroup(() => o.redis.xautoclaim(key, GROUP, consumer, 0, cursor, 'COUNT', BATCH))) as [string, [string, string[]][], unknown];
         await handleBatches(entries);
         cursor = next;
       } while (cursor !== '0-0');
       for (;;) {
         o.signal?.throwIfAborted();
-        const res = (await o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', BATCH, 'BLOCK', 500, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null;
+        const res = (await readGroup(() => o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', BATCH, 'BLOCK', 500, 'STREAMS', key, '>'))) as [string, [string, string[]][]][] | null;
         const entries = res?.[0]?.[1] ?? [];
         await handleBatches(entries);
         if (entries.length) {
@@ -226,13 +258,13 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
           continue;
         }
         // Pending entries of ours whose document was missing a moment ago.
-        const mine = (await o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', BATCH, 'STREAMS', key, '0')) as [string, [string, string[]][]][] | null;
+        const mine = (await readGroup(() => o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', BATCH, 'STREAMS', key, '0'))) as [string, [string, string[]][]][] | null;
         await handleBatches(mine?.[0]?.[1] ?? []);
         if (o.follow) continue;
         const outstanding = await o.store.pendingCount(o.runId);
-        const pending = (await o.redis.xpending(key, GROUP)) as [number, ...unknown[]];
+        const pending = (await readGroup(() => o.redis.xpending(key, GROUP))) as [number, ...unknown[]];
         if (outstanding === 0 && Number(pending[0]) === 0) {
-          const more = (await o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', 1, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null;
+          const more = (await readGroup(() => o.redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', 1, 'STREAMS', key, '>'))) as [string, [string, string[]][]][] | null;
           if (!more?.[0]?.[1].length) break;
           await handleBatches(more[0][1]);
         }

@@ -10,7 +10,7 @@ import type {
 } from 'openai/resources/chat/completions';
 import type { z } from 'zod';
 import { redactUrl, type AppConfig, type EndpointConfig, type ModelProfile, type ModelStage, type ToolCallFormat } from '../../config/index.js';
-import { AppError, BudgetExceededError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, modelCodeOfStatus } from '../errors.js';
+import { AppError, BudgetExceededError, EndpointUnreachableError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, modelCodeOfStatus } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { canonicalJson, deepFreeze, hashOfWith } from '../util/canonical.js';
@@ -23,6 +23,13 @@ import { contentText } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
 import type { EndpointLimiter, Lease, Ledger, LedgerEntry, ResponseCache, Usage } from './ports.js';
 import type { RunBudgets } from '../runs/control.js';
+
+/**
+ * Connection failures that say the endpoint cannot be reached at all (nothing was sent): refused (a server
+ * restarting, or gone), no route to its host or network, a temporary DNS failure. MODEL_UNREACHABLE: the fleet
+ * waits. A reset after connecting, or a host name DNS says does not exist, stays MODEL_CONNECTION (retried).
+ */
+const UNREACHABLE: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'EAI_AGAIN']);
 
 /** Every request names its pipeline stage in this header (scripted servers route on it). */
 export const STAGE_HEADER = 'X-Envfleet-Stage';
@@ -353,7 +360,15 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       const cut = causes.find(c => c instanceof AnswerCutError);
       if (cut) return new ModelError('MODEL_RESPONSE_MALFORMED', `incomplete answer from ${where}: ${cut.message}`, { cause: err, details });
       const root = causes.at(-1);
-      const why = root ? `${(root as NodeJS.ErrnoException).code && !root.message.includes(String((root as NodeJS.ErrnoException).code)) ? `${(root as NodeJS.ErrnoException).code} ` : ''}${root.message}` : err.message;
+      const errno = (root as NodeJS.ErrnoException | undefined)?.code;
+      const why = root ? `${errno && !root.message.includes(String(errno)) ? `${errno} ` : ''}${root.message}` : err.message;
+      if (errno !== undefined && UNREACHABLE.has(errno)) {
+        // Nothing was sent: the endpoint is down or restarting. The fleet waits for it as for a 429 (no attempt used)
+        // instead of using up every job's attempts within a minute and ending its items for good.
+        const ms = deps.config.gateway.rateLimitFallbackMs;
+        await deps.limiter.coolDown(endpoint, ms);
+        return new EndpointUnreachableError(`cannot reach ${where}: ${why}; the fleet waits ${ms} ms and tries again`, ms, { cause: err, details });
+      }
       return new ModelError('MODEL_CONNECTION', `cannot reach ${where}: ${why}`, { cause: err, details });
     }
     if (err instanceof APIError) {

@@ -11,6 +11,7 @@ import {
 import { ZodError } from 'zod';
 import {
   BudgetExceededError,
+  EndpointUnreachableError,
   ConfigError,
   InvalidJobDataError,
   ERROR_CODES,
@@ -58,6 +59,10 @@ describe('classifyError', () => {
   it('rate-limits on 429s, with the wait carried by our error', () => {
     expect(classifyError(new RateLimitedError('429', 1234))).to.deep.equal({ action: 'rate-limit', code: 'MODEL_RATE_LIMITED', delayMs: 1234 });
     expect(classifyError(new RateLimitError(429, undefined, 'slow down', headers)).action).to.equal('rate-limit');
+  });
+
+  it('waits for an endpoint that cannot be reached as for a 429 (the queue waits, no attempt used), with the wait carried by our error', () => {
+    expect(classifyError(new EndpointUnreachableError('refused', 4321))).to.deep.equal({ action: 'rate-limit', code: 'MODEL_UNREACHABLE', delayMs: 4321 });
   });
 
   it('pauses the run when a budget is reached', () => {

@@ -217,7 +217,7 @@ describe('chat completions posted by the gateway against the openai client', fun
     const { own, sdk } = gateways({}, `http://127.0.0.1:${port}/v1`);
     const a = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy' }, request));
     const b = await rejection(sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request));
-    expect(a).to.have.property('code', 'MODEL_CONNECTION');
+    expect(a).to.have.property('code', 'MODEL_UNREACHABLE');
     expect((a as Error).message).to.equal((b as Error).message);
   });
 

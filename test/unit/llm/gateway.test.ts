@@ -194,7 +194,7 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: 'http://bob:PASSWORDLEAK@127.0.0.1:1/v1?api-key=QUERYKEYLEAK' } });
     const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
     const error = await rejection(gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] }));
-    expect(error).to.have.property('code', 'MODEL_CONNECTION');
+    expect(error).to.have.property('code', 'MODEL_UNREACHABLE');
     expect(String((error as Error).message)).to.include('127.0.0.1:1').and.not.match(/PASSWORDLEAK|QUERYKEYLEAK/);
     expect(JSON.stringify(error)).not.to.match(/PASSWORDLEAK|QUERYKEYLEAK/);
   });
@@ -449,7 +449,7 @@ describe('model gateway: connections that fail (a raw HTTP endpoint)', function 
     const port = (closed.address() as AddressInfo).port;
     await new Promise<void>(resolve => closed.close(() => resolve()));
     const error = await rejection(ask(gatewayAt(`http://127.0.0.1:${port}/v1`)));
-    expect(error).to.have.property('code', 'MODEL_CONNECTION');
+    expect(error).to.have.property('code', 'MODEL_UNREACHABLE');
     expect(String((error as Error).message)).to.match(new RegExp(`cannot reach endpoint "default" .*: connect ECONNREFUSED 127\\.0\\.0\\.1:${port}`));
   });
 });

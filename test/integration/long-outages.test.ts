@@ -1,0 +1,98 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Queue } from 'bullmq';
+import { expect } from 'chai';
+import { submitRollouts, submitScenarios, submitSynthesis } from '../../queues/submit.js';
+import { STAGE_QUEUES } from '../../queues/pipeline.js';
+import { resumeRun } from '../../queues/run-jobs.js';
+import { loadModelScript, parseModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
+import { DEMO, until, useFleet, type Fleet } from '../helpers/integration.js';
+
+/**
+ * What a long outage at hour six costs a run: nothing. The waits that are hours long in production are made
+ * long here in the unit that matters (attempts and backoff used up, starts counted), never by sleeping.
+ */
+describe('long outages (real Redis, real workers, scripted server)', function () {
+  const fleet = useFleet();
+  let f: Fleet;
+  let revived: ModelServer | undefined;
+  afterEach(async () => {
+    await revived?.close();
+    revived = undefined;
+  });
+
+  async function prepare(runId: string) {
+    await submitSynthesis(f.config, f.redis, { runId, tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await f.waitForRun(runId);
+    await submitScenarios(f.config, f.redis, { runId, perEnv: 3 });
+    await f.waitForRun(runId);
+    return (await f.store.statusCounts(runId, 'scenario'))['ready'] ?? 0;
+  }
+
+  it('keeps every episode when the model endpoint refuses connections for longer than the attempts last, and runs them all once it is back', async () => {
+    f = await fleet();
+    const ready = await prepare('outage');
+    expect(ready).to.be.greaterThan(0);
+
+    // The endpoint goes away (nothing listens on its port: connection refused) while rollouts run.
+    await f.stopWorkers();
+    const port = f.server.port;
+    await f.server.close();
+    await f.startWorkers();
+    await submitRollouts(f.config, f.redis, { runId: 'outage', samples: 2, modes: ['non-conversational'] });
+    const queue = new Queue('rollout.run', { connection: f.redis, prefix: f.config.redis.prefix });
+    try {
+      const attempts = f.config.jobs.attempts;
+      // Long in the unit that matters: every episode's job has been taken more times than it has attempts (or,
+      // before the fix, the run ended: every episode failed for good).
+      await until(async () => {
+        if ((await f.store.pendingCount('outage')) === 0) return true;
+        const jobs = await queue.getJobs(['wait', 'active', 'delayed', 'prioritized', 'waiting-children', 'failed', 'completed']);
+        const rollouts = jobs.filter(j => j.name !== undefined && j.data && (j.data as { runId?: string }).runId === 'outage');
+        return rollouts.length === ready * 2 && rollouts.every(j => j.attemptsStarted > attempts + 1);
+      }, 'the outage to outlast every job of the run');
+      expect(await f.store.listDocIds('outage', 'trajectory'), 'episodes recorded while the endpoint was unreachable').to.deep.equal([]);
+      expect((await f.workers.ctx.runControl.get('outage')).state).to.equal('running');
+
+      // The endpoint comes back on the same address.
+      revived = await startModelServer({ script: await loadModelScript(DEMO), port });
+      await f.waitForRun('outage');
+      const counts = (await f.store.counters('outage'))['rollout.run'] ?? {};
+      expect(counts['model-error'] ?? 0, JSON.stringify(counts)).to.equal(0);
+      expect(Object.values(counts).reduce((a, b) => a + b, 0)).to.equal(ready * 2);
+      expect(await queue.getFailedCount()).to.equal(0);
+    } finally {
+      await queue.close();
+    }
+  });
+
+  it('pauses the run, saying the endpoint cannot be reached, once it has been unreachable for ENVFLEET_RATE_LIMIT_PAUSE_MS; resumed when it is back, the job completes with no attempt used', async () => {
+    const script = parseModelScript({ rules: [{ stage: 'mine.judge', respond: { json: { needsEnvironment: true, reason: 'stateful bookings' } } }] }, 'test script');
+    // Any wait of two refusals is "too long" here.
+    f = await fleet({ script, overrides: { ENVFLEET_RATE_LIMIT_PAUSE_MS: '1' }, workers: false });
+    const port = f.server.port;
+    await f.server.close();
+    await f.startWorkers({ queues: ['mine.judge'] });
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-outage-'));
+    await writeFile(join(dir, 'tasks.jsonl'), `${JSON.stringify({ id: 't0', task: 'book a room' })}\n`);
+    await submitSynthesis(f.config, f.redis, { runId: 'down', tasks: join(dir, 'tasks.jsonl') });
+    const control = f.workers.ctx.runControl;
+    await until(async () => (await control.get('down')).state === 'paused', 'the run to pause');
+    expect((await control.get('down')).reason).to.match(/^the model endpoint unreachable without a break for \d+ s \(ENVFLEET_RATE_LIMIT_PAUSE_MS 1\): cannot reach endpoint "default" .*connect ECONNREFUSED 127\.0\.0\.1:\d+.*; resume once the endpoint answers again$/);
+    const queue = new Queue('mine.judge', { connection: f.redis, prefix: f.config.redis.prefix });
+    try {
+      const jobId = STAGE_QUEUES['mine.judge'].jobId({ runId: 'down', taskId: 't0' });
+      await until(async () => (await queue.getJobState(jobId)) === 'delayed', 'the job to be parked');
+      revived = await startModelServer({ script, port });
+      await resumeRun({ connection: f.redis, prefix: f.config.redis.prefix }, control, 'down');
+      await until(async () => (await queue.getJobState(jobId)) === 'completed', 'the job to complete');
+      const job = (await queue.getJob(jobId))!;
+      // The one attempt that completed it (BullMQ counts it): the refusals used none.
+      expect(job.attemptsMade).to.equal(1);
+      expect(await f.store.getDoc('down', 'judge', 't0')).to.deep.equal({ needsEnvironment: true, reason: 'stateful bookings' });
+    } finally {
+      await queue.close();
+    }
+  });
+});

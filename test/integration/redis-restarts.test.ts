@@ -1,0 +1,141 @@
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { RedisServerProcess } from '../../cli/private-redis.js';
+import { waitNotes } from '../../cli/progress.js';
+import type { AppConfig } from '../../config/index.js';
+import { waitForRun, type RunProgress } from '../../queues/run-jobs.js';
+import { submitSynthesis } from '../../queues/submit.js';
+import { loadModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
+import { createRedisConnection, waitForRedis, type Redis } from '../../src/redis/connection.js';
+import { runSink } from '../../src/datasets/sink.js';
+import { createRedisTrajectoryStream } from '../../src/rollouts/stream.js';
+import { createRedisRunControl } from '../../src/runs/control.js';
+import { runKeys } from '../../src/runs/keys.js';
+import { runOptionsFrom } from '../../queues/submit.js';
+import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
+import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
+import { DEMO, silentLogger, testConfig, until } from '../helpers/integration.js';
+
+/**
+ * A command that waits for a run (envfleet synth / scenarios / rollouts, which also hold the in-process
+ * workers of --workers) watches it for hours, and its Redis may restart meanwhile. A private redis-server
+ * per test, killed and started again on the same port: with its data (AOF) and without (nothing on disk).
+ */
+describe('a Redis restart under a command waiting for its run (private redis-server)', function () {
+  let redisServer: RedisServerProcess | undefined;
+  let server: ModelServer | undefined;
+  let producer: Redis | undefined;
+  let workers: RunningWorker | undefined;
+  afterEach(async () => {
+    await workers?.stop();
+    producer?.disconnect();
+    await server?.close();
+    await redisServer?.remove();
+    workers = undefined;
+    producer = undefined;
+    server = undefined;
+    redisServer = undefined;
+  });
+
+  /** A run with outstanding jobs and no worker yet, and a command's wait on it (as cli/submit.ts waits). */
+  async function waiting(args: readonly string[]): Promise<{ config: AppConfig; store: RunStore; reports: RunProgress[]; wait: Promise<RunProgress> }> {
+    redisServer = await RedisServerProcess.start({ args });
+    server = await startModelServer({ script: await loadModelScript(DEMO) });
+    const config = testConfig(server, { REDIS_URL: redisServer.url });
+    // The commands' own connection: it fails at once while Redis is down.
+    producer = createRedisConnection(config.redis, 'producer');
+    await waitForRedis(producer, config.redis);
+    const store = createRedisRunStore(producer, config.redis.prefix);
+    await submitSynthesis(config, producer, { runId: 'watched', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    expect(await store.pendingCount('watched')).to.be.greaterThan(0);
+    const reports: RunProgress[] = [];
+    const wait = waitForRun(store, 'watched', p => reports.push(p), {
+      queues: { connection: producer, prefix: config.redis.prefix },
+      control: createRedisRunControl(producer, config.redis.prefix),
+      redisAwayMs: 120_000,
+      redisAt: config.redis,
+    });
+    wait.catch(() => undefined);
+    await until(() => Promise.resolve(reports.length > 0), 'the first report');
+    return { config, store, reports, wait };
+  }
+
+  it('rides out a restart that keeps the data, says Redis is away meanwhile, and waits on until the run is done', async () => {
+    const { config, store, reports, wait } = await waiting(['--appendonly', 'yes', '--appendfsync', 'always']);
+    await redisServer!.killAndRestart(300);
+    // The workers come after the restart: the run can only finish if the wait is still on.
+    workers = await startWorkerProcess(config, silentLogger());
+    const final = await wait;
+    expect(final.outstanding).to.equal(0);
+    const away = reports.find(p => p.redisAway);
+    expect(away, 'a report while Redis was away').not.to.equal(undefined);
+    expect(waitNotes('watched', away!).join('\n')).to.match(/^run watched: Redis does not answer \(.+\); a restart keeps the run if Redis keeps its data \(AOF or RDB\)\. This command waits for it up to ENVFLEET_REDIS_STARTUP_WAIT_MS$/);
+    expect((await store.statusCounts('watched', 'env'))['kept']).to.be.greaterThan(0);
+  });
+
+  it('says the run is gone when Redis restarts without its data, instead of reporting it finished', async () => {
+    const { wait } = await waiting([]);
+    await redisServer!.killAndRestart(300);
+    const error = await wait.then(
+      p => new Error(`the wait ended as if the run were done: ${JSON.stringify(p)}`),
+      (err: unknown) => err,
+    );
+    expect(error).to.have.property('code', 'RUN_GONE');
+    expect(String((error as Error).message)).to.match(/^run "watched" is no longer in Redis at redis:\/\/127\.0\.0\.1:\d+, which has just come back: Redis restarted without its data \(persistence off/);
+  });
+
+  /** A run with a sink following it (as `envfleet sink --follow` runs, on a connection that waits through reconnects). */
+  async function sinking(args: readonly string[]) {
+    redisServer = await RedisServerProcess.start({ args });
+    const config = testConfig(null, { REDIS_URL: redisServer.url });
+    producer = createRedisConnection(config.redis, 'worker');
+    await waitForRedis(producer, config.redis);
+    const store = createRedisRunStore(producer, config.redis.prefix);
+    await store.createRun({ id: 'sunk', createdAt: new Date().toISOString(), input: 'tasks', options: runOptionsFrom(config) });
+    const stream = createRedisTrajectoryStream(producer, config.redis.prefix);
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sink-restart-'));
+    const written: number[] = [];
+    const sink = runSink({ redis: producer, prefix: config.redis.prefix, store, runId: 'sunk', dir, follow: true, gatherMs: 0, onProgress: n => written.push(n) });
+    sink.catch(() => undefined);
+    /** Stores a trajectory and publishes it, as a rollout job does (without a summary: the sink reads the document). */
+    const publish = async (id: string) => {
+      await store.putDocText('sunk', 'trajectory', id, JSON.stringify({ id, runId: 'sunk', reward: 1 }));
+      await stream.publish('sunk', id);
+    };
+    const lines = async () => (await readFile(join(dir, 'trajectories', 'part-00000.jsonl'), 'utf8')).split('\n').filter(Boolean);
+    return { config, store, sink, publish, lines, written, lockKey: runKeys(config.redis.prefix, 'sunk').sinkLock };
+  }
+
+  it('stops the sink saying the run is gone when Redis restarts without its data, instead of a bare NOGROUP', async () => {
+    const { sink, publish, lines } = await sinking([]);
+    await publish('trj-1');
+    await until(async () => (await lines().catch(() => [])).length === 1, 'the first line');
+    await redisServer!.killAndRestart(300);
+    const error = await sink.then(
+      () => new Error('the sink ended as if the run were done'),
+      (err: unknown) => err,
+    );
+    expect(error).to.have.property('code', 'RUN_GONE');
+    expect(String((error as Error).message)).to.match(/^run "sunk" is no longer in Redis, which has just come back: Redis restarted without its data/);
+    expect(await lines()).to.have.length(1);
+  });
+
+  it('stops a sink that lost its lock to another sink (Redis away longer than the lock lives) before it writes anything more', async () => {
+    const { sink, publish, lines, lockKey } = await sinking(['--appendonly', 'yes']);
+    await publish('trj-1');
+    await until(async () => (await lines().catch(() => [])).length === 1, 'the first line');
+    // The state after an outage longer than the lock's life: it expired, and another sink took it.
+    await producer!.set(lockKey, 'another-sink', 'PX', 60_000);
+    await publish('trj-2');
+    const error = await sink.then(
+      () => new Error('the sink ended by itself'),
+      (err: unknown) => err,
+    );
+    expect(error).to.have.property('code', 'SINK_LOCK_LOST');
+    expect(String((error as Error).message)).to.match(/^the sink of run "sunk" lost its lock \(.+:sink-lock\) while Redis was away or restarted, and another sink holds it now/);
+    expect(await lines(), 'nothing written once the lock was lost').to.have.length(1);
+    expect(await producer!.get(lockKey)).to.equal('another-sink');
+  });
+});
