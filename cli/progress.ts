@@ -19,6 +19,14 @@ export function waitNotes(runId: string, p: RunProgress): string[] {
         '; this command keeps waiting',
     );
   }
+  if (p.endpointWait) {
+    const { jobs, minutes } = p.endpointWait;
+    notes.push(
+      `run ${runId}: ${jobs} job${jobs === 1 ? ' has' : 's have'} been waiting for the model endpoint ${minutes < 1 ? 'for under a minute' : `for ${minutes} min`} (429s, or it cannot be reached: ` +
+        'a wrong OPENAI_BASE_URL or port, a server restarting); envfleet doctor checks the endpoints, and the workers\' log says which. ' +
+        'The run pauses after ENVFLEET_RATE_LIMIT_PAUSE_MS without a break; this command keeps waiting',
+    );
+  }
   if (p.unconsumed?.length) {
     notes.push(`run ${runId}: no worker is consuming ${p.unconsumed.join(', ')} (jobs of the run are waiting there); start \`envfleet worker\` with the same REDIS_URL and ENVFLEET_REDIS_PREFIX, or pass --workers; this command keeps waiting`);
   }

@@ -79,6 +79,12 @@ export interface RunProgress {
   readonly paused?: { readonly reason: string | null };
   /** Queues where jobs of the run have been waiting with no worker consuming the queue for a while (waitForRun's `idleWorkerMs`). */
   readonly unconsumed?: readonly string[];
+  /**
+   * Set while jobs of the run have been waiting for the model endpoint for a while (429s, or the endpoint cannot be
+   * reached: a wrong port, a server restarting), without a break for `minutes` (whole minutes, so the note is not
+   * repeated every poll); the run pauses after ENVFLEET_RATE_LIMIT_PAUSE_MS of it.
+   */
+  readonly endpointWait?: { readonly jobs: number; readonly minutes: number };
   /** Set while Redis does not answer (a restart): the counts are unknown then (`outstanding` is -1). */
   readonly redisAway?: { readonly reason: string };
 }
@@ -111,6 +117,9 @@ async function queuesWithoutWorkers(at: QueuesAt, store: RunStore, runId: string
   return out;
 }
 
+/** How long jobs wait for the model endpoint before a waiting command says so (a short 429 spell is normal). */
+const ENDPOINT_WAIT_NOTE_MS = 20_000;
+
 export interface WaitOptions {
   readonly signal?: AbortSignal;
   /** The run's queues: outstanding entries are reconciled now and then, and queues no worker consumes are noticed. */
@@ -119,6 +128,8 @@ export interface WaitOptions {
   readonly control?: RunControl;
   /** How long jobs may wait in a queue no worker consumes before it is reported (default 30 s). */
   readonly idleWorkerMs?: number;
+  /** How long jobs of the run may wait for the model endpoint (429s, unreachable) before it is reported (default 20 s; needs the control). */
+  readonly endpointWaitNoteMs?: number;
   /**
    * How long Redis may not answer (a restart, a failover) before the wait gives up with REDIS_UNAVAILABLE
    * (default 60 s: ENVFLEET_REDIS_STARTUP_WAIT_MS in the commands); meanwhile progress says so (`redisAway`).
@@ -145,6 +156,7 @@ export async function waitForRun(store: RunStore, runId: string, report: (p: Run
   /** When each queue was first seen with waiting jobs and no worker (unbroken since). */
   const idleSince = new Map<string, number>();
   let unconsumed: string[] = [];
+  let endpointWait: { jobs: number; minutes: number } | null = null;
   /** Since when Redis has not answered (unbroken), and why; null while it answers. */
   let away: { since: number; reason: string } | null = null;
   const poll = async (): Promise<RunProgress> => {
@@ -163,10 +175,15 @@ export async function waitForRun(store: RunStore, runId: string, report: (p: Run
       idleSince.clear();
       unconsumed = [];
     }
+    if (options.control && !paused && counts.outstanding > 0 && (polls === 1 || polls % 10 === 0)) {
+      const waits = await options.control.endpointWaits(runId);
+      endpointWait = waits && waits.longestMs >= (options.endpointWaitNoteMs ?? ENDPOINT_WAIT_NOTE_MS) ? { jobs: waits.jobs, minutes: Math.floor(waits.longestMs / 60_000) } : null;
+    } else if (paused) endpointWait = null;
     return {
       ...counts,
       ...(paused ? { paused: { reason: control.reason } } : {}),
       ...(unconsumed.length && counts.outstanding > 0 ? { unconsumed: PIPELINE.names.filter(s => unconsumed.includes(s)) } : {}),
+      ...(endpointWait && counts.outstanding > 0 ? { endpointWait } : {}),
     };
   };
   for (;;) {

@@ -71,6 +71,11 @@ export interface RunControl {
   rateLimitedFor(runId: string, key: string): Promise<number>;
   clearRateLimited(runId: string, key: string): Promise<void>;
   /**
+   * The run's jobs in a rate-limit streak now (429s, or the endpoint unreachable), and how long the longest has
+   * lasted (ms, on Redis's clock); null when none is.
+   */
+  endpointWaits(runId: string): Promise<{ readonly jobs: number; readonly longestMs: number } | null>;
+  /**
    * Calls `listener` with a run's id whenever a run is resumed or cancelled anywhere in the fleet,
    * on a connection of its own (a duplicate of this one). A message lost in a reconnect is missed:
    * listeners recheck now and then. Resolves with the function that stops listening.
@@ -215,6 +220,13 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     },
     async clearRateLimited(runId, jobKey) {
       await redis.hdel(rateLimitedKey(runId), jobKey);
+    },
+    async endpointWaits(runId) {
+      const [time, starts] = (await redis.multi().time().hvals(rateLimitedKey(runId)).exec()) ?? [];
+      const [seconds, micros] = (time?.[1] ?? []) as [string, string];
+      const since = ((starts?.[1] ?? []) as string[]).map(Number).filter(Number.isFinite);
+      if (!since.length || seconds === undefined) return null;
+      return { jobs: since.length, longestMs: Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - Math.min(...since) };
     },
     async watch(listener) {
       const subscriber = duplicateConnection(redis);

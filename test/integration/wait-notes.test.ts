@@ -42,11 +42,27 @@ describe('a command that waits for a run says why it does not move', function ()
     expect(note).to.include('envfleet resume --run idle --budget-tokens N');
   });
 
+  it('says that jobs wait for a model endpoint that cannot be reached (a wrong port), and where to look', async () => {
+    const f = await fleet();
+    // Nothing listens where the workers send their model calls: connection refused, waited for as a 429.
+    await f.server.close();
+    await submitSynthesis(f.config, f.redis, { runId: 'no-endpoint', tasks: join(DEMO, 'source-tasks.jsonl') });
+    const control = createRedisRunControl(f.redis, f.config.redis.prefix);
+    const waiting = await firstReport(
+      (report, signal) => waitForRun(f.store, 'no-endpoint', report, { queues: { connection: f.redis, prefix: f.config.redis.prefix }, control, endpointWaitNoteMs: 0, signal }),
+      p => !!p.endpointWait,
+    );
+    expect(waiting.endpointWait!.jobs).to.be.greaterThan(0);
+    const note = waitNotes('no-endpoint', waiting).join('\n');
+    expect(note).to.match(/run no-endpoint: \d+ jobs? (has|have) been waiting for the model endpoint/).and.to.include('envfleet doctor').and.to.include('ENVFLEET_RATE_LIMIT_PAUSE_MS');
+    expect(waiting.paused).to.equal(undefined);
+  });
+
   it('says nothing of workers while they consume the queues', async () => {
     const f = await fleet();
     await submitSynthesis(f.config, f.redis, { runId: 'busy', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
     const reports: RunProgress[] = [];
     await waitForRun(f.store, 'busy', p => reports.push(p), { queues: { connection: f.redis, prefix: f.config.redis.prefix }, control: createRedisRunControl(f.redis, f.config.redis.prefix), idleWorkerMs: 0 });
-    expect(reports.filter(p => p.unconsumed || p.paused)).to.deep.equal([]);
+    expect(reports.filter(p => p.unconsumed || p.paused || p.endpointWait)).to.deep.equal([]);
   });
 });
