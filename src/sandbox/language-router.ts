@@ -2,7 +2,40 @@ import { languageOf, type CheckSpec } from './bundle.js';
 import type { CheckOutcome } from './quickjs-host.js';
 import type { EnvSession, SandboxRunner } from './runner.js';
 import type { ChecksInput, ChecksResult, SessionEnd } from './tasks.js';
+import { SandboxError } from './errors.js';
 import { RawJson } from '../util/raw-json.js';
+import { cutText } from '../util/text.js';
+
+/**
+ * The longest error message of a check, or of an environment that did not start, that is kept (characters). Careless
+ * generated code raises with the whole state in its message (`assert ok, f"{state}"`, `throw new Error(JSON.stringify(s))`):
+ * every check of every episode then carried the state again into its trajectory and the scenario's validation.
+ */
+export const MAX_ERROR_CHARS = 2_000;
+
+/** `message` cut to MAX_ERROR_CHARS (whole characters), saying how long it was. */
+export function boundedError(message: string): string {
+  return message.length <= MAX_ERROR_CHARS ? message : `${cutText(message, MAX_ERROR_CHARS)}… (${message.length} characters)`;
+}
+
+function boundedChecks(r: ChecksResult): ChecksResult {
+  if (!r.results.some(x => x.error !== undefined && x.error.length > MAX_ERROR_CHARS)) return r;
+  return { ...r, results: r.results.map(x => (x.error !== undefined && x.error.length > MAX_ERROR_CHARS ? { ...x, error: boundedError(x.error) } : x)) };
+}
+
+/** The session with its finish's check errors bounded. */
+function boundedSession(session: EnvSession): EnvSession {
+  return {
+    tools: session.tools,
+    call: (tool, args) => session.call(tool, args),
+    snapshot: () => session.snapshot(),
+    close: () => session.close(),
+    async finish(checks) {
+      const end = await session.finish(checks);
+      return end.checks ? { ...end, checks: boundedChecks(end.checks) } : end;
+    },
+  };
+}
 
 /**
  * One SandboxRunner over two runtimes: environments and checks go to `js` (QuickJS) or `python`
@@ -11,7 +44,8 @@ import { RawJson } from '../util/raw-json.js';
  */
 export function createLanguageRouter(runners: { readonly js: SandboxRunner; readonly python: SandboxRunner }): SandboxRunner {
   const runnerFor = (language: 'js' | 'python') => (language === 'python' ? runners.python : runners.js);
-  const checks = async (input: ChecksInput): Promise<ChecksResult> => {
+  const checks = async (input: ChecksInput): Promise<ChecksResult> => boundedChecks(await unbounded(input));
+  const unbounded = async (input: ChecksInput): Promise<ChecksResult> => {
     // A state kept as its JSON text goes to Python as that text (1.0 stays a float); QuickJS threads get the value.
     const value = (state: unknown): unknown => (state instanceof RawJson ? state.value() : state);
     const forJs = (i: ChecksInput): ChecksInput => ({ ...i, finalState: value(i.finalState), initialState: value(i.initialState) });
@@ -26,9 +60,15 @@ export function createLanguageRouter(runners: { readonly js: SandboxRunner; read
     probe: input => runnerFor(languageOf(input.code)).probe(input),
     checks,
     async openSession(code, initialState, limits, initialStateJson) {
-      const session = await runnerFor(languageOf(code)).openSession(code, initialState, limits, initialStateJson);
-      if (languageOf(code) !== 'python') return withForeignChecks(session, 'python', runners.python, initialState, initialStateJson, limits);
-      return withForeignChecks(session, 'js', runners.js, initialState, initialStateJson, limits);
+      let session: EnvSession;
+      try {
+        session = await runnerFor(languageOf(code)).openSession(code, initialState, limits, initialStateJson);
+      } catch (err) {
+        if (err instanceof SandboxError) err.message = boundedError(err.message);
+        throw err;
+      }
+      const foreign = languageOf(code) !== 'python' ? 'python' : 'js';
+      return boundedSession(withForeignChecks(session, foreign, runners[foreign], initialState, initialStateJson, limits));
     },
     async close() {
       await Promise.all([runners.js.close(), runners.python.close()]);

@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { pino } from 'pino';
 import { loadConfig } from '../../config/index.js';
 import { EnvironmentCode, type CheckSpec } from '../../src/sandbox/bundle.js';
-import { createLanguageRouter } from '../../src/sandbox/language-router.js';
+import { createLanguageRouter, MAX_ERROR_CHARS } from '../../src/sandbox/language-router.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
 import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type EnvSession } from '../../src/sandbox/runner.js';
@@ -490,6 +490,16 @@ class Env:
         { item: 'js', check: 'function check(f, i) { return f.tickets["T-1"].status === "closed" && i.tickets["T-1"].status === "open"; }' },
       ]);
       expect(end.checks!.results.map(r => [r.item, r.passed])).to.deep.equal([['py', true], ['js', true]]);
+    });
+
+    it('bounds the message of a Python check that raises with the whole state in it (2,000 characters, whole characters, its length said)', async () => {
+      const router = createLanguageRouter({ js: createLocalSandboxRunner(), python: runner });
+      const careless = pyCheck('careless', 'def check_func(s):\n    raise AssertionError("état inattendu — 状态 😀 " + str(s) * 20)');
+      const result = await router.checks({ checks: [careless, pyCheck('fine', 'def check_func(s):\n    return True')], finalState: SEEDED_STATE, initialState: SEEDED_STATE, limits: LIMITS });
+      const error = result.results[0]!.error!;
+      expect(error).to.match(/^AssertionError: état inattendu — 状态 😀 /).and.to.match(/… \(\d+ characters\)$/);
+      expect(error.length).to.be.at.most(MAX_ERROR_CHARS + 40);
+      expect(result.results.map(r => r.passed)).to.deep.equal([false, true]);
     });
 
     it('rejects a Python environment whose class or tool name is not a Python identifier', () => {
