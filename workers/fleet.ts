@@ -11,6 +11,7 @@ import { createRedisRunControl, type RunControl } from '../src/runs/control.js';
 import { createRedisMetrics, type MetricsRecorder } from '../src/runs/metrics.js';
 import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
 import { createLanguageRouter } from '../src/sandbox/language-router.js';
+import { retryWhenFull } from '../src/sandbox/retry-when-full.js';
 import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
 import type { SandboxRunner } from '../src/sandbox/runner.js';
 import { startParkedJobsKeeper } from './parked-jobs.js';
@@ -70,10 +71,12 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     await Promise.allSettled([redis.quit(), workerConnection.quit(), limiterSubscriber.quit()]);
     throw err;
   }
-  const sandbox = createLanguageRouter({
-    js: pool,
-    python: createPythonSandboxRunner({ ...config.python, logger: logger.child({ component: 'python-sandbox' }) }),
-  });
+  const sandbox = retryWhenFull(
+    createLanguageRouter({
+      js: pool,
+      python: createPythonSandboxRunner({ ...config.python, logger: logger.child({ component: 'python-sandbox' }) }),
+    }),
+  );
   const store = createRedisRunStore(redis, prefix);
   // Brings back the parked jobs of paused runs once they resume (workers/parked-jobs.ts).
   const parkedJobs = startParkedJobsKeeper(runControl, { connection: redis, prefix }, config.worker.pausedRecheckMs, logger.child({ component: 'parked-jobs' }));

@@ -14,6 +14,7 @@ import { looksLikeToolCall, parseTextToolCalls } from '../llm/text-tool-calls.js
 import { splitThinking } from '../llm/thinking.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
 import { ENDS_SESSION, SandboxError, SandboxFullError } from '../sandbox/errors.js';
+import { errorOf } from '../sandbox/retry-when-full.js';
 import type { ChecksResult } from '../sandbox/tasks.js';
 import type { EnvSession } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
@@ -58,26 +59,8 @@ class EpisodeEnd extends Error {
   }
 }
 
-/**
- * The worker's sandbox thread had no memory left (SANDBOX_MEMORY_FULL: ENVFLEET_SANDBOX_HEAP_MB, summed over the
- * environments of its concurrent episodes) when this episode's environment started, grew, gave its final state or
- * ran a check. That says how busy the thread was, not what the environment does (one environment is held to
- * ENVFLEET_SANDBOX_ENV_MEMORY_MB, well below the thread's bound, and stopped with MEMORY_EXCEEDED first), so the
- * episode is not recorded: the error is thrown and the job runs it again after its backoff (ENVFLEET_JOB_ATTEMPTS;
- * its model calls come from the response cache). An episode that never finds room is recorded as environment-error
- * with this code.
- */
-function sandboxFull(where: string, message: string): SandboxFullError {
-  return new SandboxFullError(
-    `${where}: ${message}. The sandbox thread's memory is shared by the environments of the episodes the worker runs at once, so the episode is run again; if this keeps happening, raise ENVFLEET_SANDBOX_HEAP_MB or ENVFLEET_POOL_THREADS, or lower ENVFLEET_ROLLOUT_CONCURRENCY`,
-  );
-}
-
-/** A tool result's error text (the sandbox's results are `{ success: false, error }`). */
-const errorText = (result: unknown): string => {
-  const error = (result as { error?: unknown } | null)?.error;
-  return typeof error === 'string' ? error : 'no room';
-};
+/** SANDBOX_MEMORY_FULL met by the episode (see SandboxFullError): thrown, so that its job runs it again after its backoff. */
+const sandboxFull = (where: string, message: string): SandboxFullError => SandboxFullError.at(where, message);
 
 const isSandboxFull = (err: unknown): boolean => (err as { code?: unknown } | null)?.code === 'SANDBOX_MEMORY_FULL';
 
@@ -303,7 +286,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         envUs += outcome.us;
         steps.push({ turn: turns, tool: call.function.name, toolCallId: id, rawArguments: call.function.arguments, result: outcome.result, runtimeError: outcome.runtimeError ?? null, us: Math.round(outcome.us) });
         messages.push({ role: 'tool', tool_call_id: id, content: JSON.stringify(outcome.result) });
-        if (outcome.runtimeError === 'SANDBOX_MEMORY_FULL') throw sandboxFull(`${call.function.name} was stopped`, errorText(outcome.result));
+        if (outcome.runtimeError === 'SANDBOX_MEMORY_FULL') throw sandboxFull(`${call.function.name} was stopped`, errorOf(outcome.result));
         if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
           throw new EpisodeEnd('environment-error', `${outcome.runtimeError} in ${call.function.name}; the environment was discarded`);
         }

@@ -59,4 +59,17 @@ export class SandboxFullError extends SandboxError {
   constructor(message: string) {
     super('SANDBOX_MEMORY_FULL', message);
   }
+
+  /**
+   * The error for work that met a full thread `where` (the environment did not start, a call was stopped, a check could
+   * not run…), with the sandbox's `message`. That says how busy the worker's thread was (ENVFLEET_SANDBOX_HEAP_MB, summed
+   * over the environments of its concurrent work), not what the environment does (one environment is held to
+   * ENVFLEET_SANDBOX_ENV_MEMORY_MB, well below the thread's bound, and stopped with MEMORY_EXCEEDED first): the job runs
+   * again after its backoff (ENVFLEET_JOB_ATTEMPTS; its model calls come from the response cache).
+   */
+  static at(where: string, message: string): SandboxFullError {
+    return new SandboxFullError(
+      `${where}: ${message}. The sandbox thread's memory is shared by the environments of the work the worker runs at once, so the job runs again; if this keeps happening, raise ENVFLEET_SANDBOX_HEAP_MB or ENVFLEET_POOL_THREADS, or lower ENVFLEET_ROLLOUT_CONCURRENCY (or ENVFLEET_WORKER_CONCURRENCY)`,
+    );
+  }
 }

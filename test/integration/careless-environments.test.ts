@@ -1,10 +1,12 @@
 import { Queue } from 'bullmq';
 import { expect } from 'chai';
-import { submitRollouts } from '../../queues/submit.js';
+import { join } from 'node:path';
+import { PIPELINE } from '../../queues/pipeline.js';
+import { submitRollouts, submitSynthesis } from '../../queues/submit.js';
 import { parseModelScript } from '../../src/model-server/index.js';
 import { isArchived, type Trajectory } from '../../src/rollouts/types.js';
 import type { RunStore } from '../../src/runs/store.js';
-import { buildDemoRun, useFleet, type Fleet } from '../helpers/integration.js';
+import { buildDemoRun, DEMO, until, useFleet, type Fleet } from '../helpers/integration.js';
 
 /**
  * Environments a model wrote carelessly (not hostile): a constructor that builds a large state, states and
@@ -78,5 +80,45 @@ describe('careless environments (real Redis, real workers and sandbox pool)', fu
     } finally {
       await queue.close();
     }
+  });
+
+  it("synthesis under a sandbox thread full of other work's environments runs its stage again, and keeps and rejects what it would alone", async () => {
+    // One thread of 64 MiB, filled by environments the test holds open (as concurrent rollouts would), while synth runs.
+    f = await fleet({ overrides: { ENVFLEET_POOL_THREADS: '1', ENVFLEET_SANDBOX_HEAP_MB: '64', ENVFLEET_POOL_TASKS_PER_THREAD: '32', ENVFLEET_JOB_ATTEMPTS: '8', ENVFLEET_JOB_BACKOFF_MS: '200' } });
+    const sandbox = f.workers.ctx.sandbox;
+    const held = [];
+    // Large environments first, then smaller ones, until not even an empty one has room.
+    for (const records of [50000, 5000, 500, 0]) {
+      for (;;) {
+        try {
+          held.push(await sandbox.openSession({ name: 'hoard', className: 'Careless', source: BIG_CONSTRUCTOR, tools: [tool('count')] }, { records }, { ...f.config.sandbox, createDeadlineMs: 30_000 }));
+        } catch (err) {
+          expect(err).to.have.property('code', 'SANDBOX_MEMORY_FULL');
+          break;
+        }
+      }
+    }
+    expect(held.length).to.be.greaterThan(2);
+    await submitSynthesis(f.config, f.redis, { runId: 'busy-synth', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    // Long in the unit that matters: a stage met the full thread and was taken again.
+    const queues = PIPELINE.names.map(name => new Queue(name, { connection: f.redis, prefix: f.config.redis.prefix }));
+    try {
+      await until(async () => {
+        for (const q of queues) for (const j of await q.getJobs(['delayed', 'wait', 'active', 'completed', 'failed'])) if (j.attemptsMade > 0 && /SANDBOX_MEMORY_FULL/.test(j.failedReason ?? '')) return true;
+        return false;
+      }, 'a synthesis stage to meet the full thread');
+    } finally {
+      await Promise.all(queues.map(q => q.close()));
+    }
+    for (const s of held) await s.close();
+    await f.waitForRun('busy-synth');
+    // What the demo's synthesis keeps and rejects on an idle thread (README): the library and the garage kept, the clinic rejected.
+    const statuses: Record<string, string> = {};
+    for (const id of await f.store.listDocIds('busy-synth', 'env')) {
+      const env = (await f.store.getDoc('busy-synth', 'env', id))!;
+      statuses[env.state?.className ?? id] = env.status;
+    }
+    expect(Object.values(statuses).sort()).to.deep.equal(['kept', 'kept', 'rejected']);
+    expect(await f.store.statusCounts('busy-synth', 'env')).to.not.have.property('failed');
   });
 });

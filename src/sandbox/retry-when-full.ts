@@ -1,0 +1,44 @@
+import { SandboxFullError } from './errors.js';
+import type { SandboxRunner } from './runner.js';
+import type { ChecksResult, ProbeResult } from './tasks.js';
+
+/**
+ * The worker's runner: a probe or a checks run that met a sandbox thread full of other work's environments
+ * (SANDBOX_MEMORY_FULL) throws SandboxFullError, so its job runs again after its backoff, instead of handing the stage a
+ * result that blames the environment. Without it, under load from concurrent rollouts, check.config asked the model to
+ * repair a state that was fine ("the environment does not instantiate on it: no room…"), check.probe failed the tool
+ * whose call was stopped (SANDBOX_MEMORY_FULL is a fatal runtime error there) and could reject a good environment, and
+ * scenario.check took a check that could not run for a failing one. Sessions are the episode's to handle (runEpisode).
+ */
+export function retryWhenFull(runner: SandboxRunner): SandboxRunner {
+  return {
+    async probe(input) {
+      return fullProbe(await runner.probe(input));
+    },
+    async checks(input) {
+      return fullChecks(await runner.checks(input));
+    },
+    openSession: (...args) => runner.openSession(...args),
+    close: () => runner.close(),
+  };
+}
+
+function fullProbe(r: ProbeResult): ProbeResult {
+  if (r.createError?.code === 'SANDBOX_MEMORY_FULL') throw SandboxFullError.at('the environment did not start for its probe', r.createError.message);
+  const step = r.steps.find(s => s.runtimeError === 'SANDBOX_MEMORY_FULL');
+  if (step) throw SandboxFullError.at(`the probe's call of ${step.tool} was stopped`, errorOf(step.result));
+  if (r.finalStateError?.code === 'SANDBOX_MEMORY_FULL') throw SandboxFullError.at("the probe's final state could not be read", r.finalStateError.message);
+  return r;
+}
+
+function fullChecks(r: ChecksResult): ChecksResult {
+  const full = r.results.find(c => c.errorCode === 'SANDBOX_MEMORY_FULL');
+  if (full) throw SandboxFullError.at(`the check "${full.item}" could not run`, full.error ?? 'no room');
+  return r;
+}
+
+/** A tool result's error text (the sandbox's results are `{ success: false, error }`). */
+export function errorOf(result: unknown): string {
+  const error = (result as { error?: unknown } | null)?.error;
+  return typeof error === 'string' ? error : 'no room';
+}
