@@ -71,13 +71,24 @@ function summaryText(s: EnvscalerImportSummary, opts: ImportEnvscalerOptions): s
   return `${lines.join('\n')}\n`;
 }
 
-/** Every record was skipped: nothing is in the run from this import. Says so on stderr and makes the command exit 1. */
-function failIfNothingImported(s: { readonly runId: string; readonly created: boolean; readonly environments: ImportCounts; readonly scenarios: ImportCounts; readonly skipped: readonly unknown[] }, what: string): void {
+/**
+ * Every record was skipped: nothing is in the run from this import. Says so on stderr and makes the command exit 1.
+ * `records` says what the skipped records are: envscaler's are environments and scenarios alike; bfcl's entries and
+ * τ-bench's tasks are scenarios, whose environments (a domain, a class set) are written whatever becomes of them, so
+ * there an import whose every entry or task was skipped left a run with nothing to roll out, and is judged by its
+ * scenarios.
+ */
+function failIfNothingImported(
+  s: { readonly runId: string; readonly created: boolean; readonly environments: ImportCounts; readonly scenarios: ImportCounts; readonly skipped: readonly unknown[] },
+  what: string,
+  records: 'environments and scenarios' | 'scenarios',
+): void {
   const none = (c: ImportCounts) => c.imported + c.unchanged + c.updated === 0;
-  if (!none(s.environments) || !none(s.scenarios) || s.skipped.length === 0) return;
+  if (!none(s.scenarios) || (records === 'environments and scenarios' && !none(s.environments)) || s.skipped.length === 0) return;
+  const envs = none(s.environments) ? '' : ` (only ${s.environments.imported + s.environments.unchanged + s.environments.updated} environment${s.environments.imported + s.environments.unchanged + s.environments.updated === 1 ? '' : 's'}, without a scenario to roll out)`;
   process.stderr.write(
-    `envfleet import: nothing was imported: all ${s.skipped.length} ${what} were skipped (their problems are listed under "skipped"). Fix them and run the same command again` +
-      (s.created ? `; run ${s.runId} was created empty (envfleet runs delete --run ${s.runId} removes it)` : '') +
+    `envfleet import: nothing was imported${envs}: all ${s.skipped.length} ${what} were skipped (their problems are listed under "skipped"). Fix them and run the same command again` +
+      (s.created ? `; run ${s.runId} was created ${envs ? 'without scenarios' : 'empty'} (envfleet runs delete --run ${s.runId} removes it)` : '') +
       '\n',
   );
   process.exitCode = 1;
@@ -89,7 +100,7 @@ export async function importEnvscalerCommand(opts: ImportEnvscalerOptions): Prom
   await withRuns(async c => {
     const summary = await importEnvscaler(c.store, { runId: opts.run, files, split: opts.split as EnvscalerSplit, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false }, runOptionsFrom(c.config), reporter());
     process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : summaryText(summary, opts));
-    failIfNothingImported(summary, 'records');
+    failIfNothingImported(summary, 'records', 'environments and scenarios');
   });
 }
 
@@ -149,7 +160,7 @@ export async function importBfclCommand(opts: ImportBfclOptions): Promise<void> 
     try {
       const summary = await importBfcl(c.store, python, { runId: opts.run, layout, categories, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false, concurrency: 2, pythonPackages: c.config.python.packages.map(p => p.name) }, runOptionsFrom(c.config), bfclReporter(), logger);
       process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : bfclSummaryText(summary, opts));
-      failIfNothingImported(summary, 'entries');
+      failIfNothingImported(summary, 'entries', 'scenarios');
     } finally {
       await python.close();
     }
@@ -220,7 +231,7 @@ export async function importTauBenchCommand(opts: ImportTauBenchOptions): Promis
     try {
       const summary = await importTauBench(c.store, python, { runId: opts.run, ...request, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false }, runOptionsFrom(c.config), logger, tauReporter());
       process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : tauSummaryText(summary, opts));
-      failIfNothingImported(summary, 'tasks');
+      failIfNothingImported(summary, 'tasks', 'scenarios');
     } finally {
       await python.close();
     }

@@ -187,13 +187,20 @@ export class RunCancelledError extends AppError {
  * deleted run): said as such, never reported as a run with nothing left to do.
  */
 export class RunGoneError extends AppError {
-  /** `where`: Redis as describeRedis names it (its password hidden). */
+  /**
+   * `where`: Redis as describeRedis names it (its password hidden). `afterOutage`: the caller saw Redis stop answering
+   * before it found the run gone (so Redis restarted without its data); otherwise the run may as well have been deleted.
+   */
   constructor(runId: string, where: string | undefined, afterOutage: boolean) {
     const at = where === undefined ? '' : ` at ${where}`;
+    const gone = "Its queued jobs, documents, counters and cached model answers are gone; trajectories a sink wrote stay in its files. Nothing more will happen to it";
     super(
       'RUN_GONE',
-      `run "${runId}" is no longer in Redis${at}${afterOutage ? ', which has just come back' : ''}: Redis restarted without its data (persistence off: no AOF or RDB snapshot) or the run was deleted. ` +
-        "Its queued jobs, documents, counters and cached model answers are gone; trajectories a sink wrote stay in its files. Nothing more will happen to it: submit it again (a new run), on a Redis with persistence on (appendonly yes).",
+      afterOutage
+        ? `run "${runId}" is no longer in Redis${at}, which has just come back: Redis restarted without its data (persistence off: no AOF or RDB snapshot) or the run was deleted. ` +
+            `${gone}: submit it again (a new run), on a Redis with persistence on (appendonly yes).`
+        : `run "${runId}" is no longer in Redis${at}: it was deleted (envfleet runs delete), or Redis restarted without its data (persistence off: no AOF or RDB snapshot). ` +
+            `${gone}; if Redis restarted, submit it again (a new run) on a Redis with persistence on (appendonly yes).`,
       { details: { runId } },
     );
   }

@@ -49,6 +49,8 @@ const LOCK_MS = 5_000;
 /** Stream entries read at once. */
 const BATCH = 200;
 const BATCH_BYTES = 64 << 20;
+/** How long a stream missing while its run's record is there (a run being deleted) is waited for before it is made again. */
+const STREAM_GONE_MS = 30_000;
 
 /** The sink's lock, kept (PEXPIRE) or let go (DEL) only by the sink holding it. KEYS: lock. ARGV: token[, ms]. */
 const RENEW_LOCK = redisScript('sink_renew_lock', "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0", 1);
@@ -105,24 +107,52 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
     if (holder === null && (await o.redis.set(lockKey, token, 'PX', LOCK_MS, 'NX')) === 'OK') return;
     throw new SinkLockLostError(o.runId, lockKey);
   };
+  /** Whether the sink's connection was lost since it started: a run gone after that went with a Redis that restarted empty, not (only maybe) with a delete. */
+  let connectionLost = false;
+  const onClose = () => {
+    connectionLost = true;
+  };
+  o.redis.on('close', onClose);
   /**
-   * A read of the stream that Redis refuses with NOGROUP: the stream's consumer group is gone. Either the run is
-   * gone with it (a Redis that restarted without its data: RUN_GONE, said as such), or only the stream was (the
-   * run's last entries deleted with it): the group is made again and the read tried once more.
+   * A read of the stream that Redis refuses with NOGROUP (or UNBLOCKED: the stream deleted while the read was
+   * blocked): the stream's consumer group is gone. Either the run is gone with it (a Redis that restarted without
+   * its data, or the run deleted: RUN_GONE, said as such), or only the group or the stream was: the group is made
+   * again and the read tried once more (groupAgain).
    */
   const readGroup = async <T>(read: () => Promise<T>): Promise<T> => {
     try {
       return await read();
     } catch (err) {
-      if (!/^NOGROUP\b/.test(String((err as Error).message))) throw err;
-      if (!(await o.store.getRun(o.runId))) throw new RunGoneError(o.runId, undefined, true);
-      await createGroup();
+      // A stream deleted under a blocked XREADGROUP (the run deleted while the sink follows it) answers UNBLOCKED instead.
+      if (!/^(NOGROUP|UNBLOCKED)\b/.test(String((err as Error).message))) throw err;
+      await groupAgain();
       return read();
     }
   };
-  const createGroup = async (): Promise<void> => {
+  /**
+   * Makes the group again once its run is known to be still there. `envfleet runs delete` unlinks the run's keys, its
+   * stream among them, before its record: a stream missing while the record is there is most likely a run being
+   * deleted, and making it again (MKSTREAM) would leave a stream of a deleted run behind, followed for ever. So the
+   * stream is waited for (STREAM_GONE_MS, while the record stays) before it is made again.
+   */
+  const groupAgain = async (): Promise<void> => {
+    for (const started = Date.now(); ; await sleep(250, o.signal)) {
+      if (!(await o.store.getRun(o.runId))) throw new RunGoneError(o.runId, undefined, connectionLost);
+      const mkstream = Date.now() - started >= STREAM_GONE_MS;
+      if (mkstream || (await o.redis.exists(key))) {
+        try {
+          await createGroup(mkstream);
+          return;
+        } catch (err) {
+          // Deleted between the look and the group.
+          if (!/requires the key to exist/i.test(String(err))) throw err;
+        }
+      }
+    }
+  };
+  const createGroup = async (mkstream = true): Promise<void> => {
     try {
-      await o.redis.xgroup('CREATE', key, GROUP, '0', 'MKSTREAM');
+      await (mkstream ? o.redis.xgroup('CREATE', key, GROUP, '0', 'MKSTREAM') : o.redis.xgroup('CREATE', key, GROUP, '0'));
     } catch (err) {
       if (!String(err).includes('BUSYGROUP')) throw err;
     }
@@ -275,6 +305,7 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
     return { written: wrote, skippedDuplicates: skipped, shards: [...shards].sort() };
   } finally {
     clearInterval(renew);
+    o.redis.off('close', onClose);
     await RELEASE_LOCK(o.redis, [lockKey], [token]);
   }
 }

@@ -1,6 +1,8 @@
-import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -23,7 +25,7 @@ import { DEFAULT_SANDBOX_LIMITS } from '../../src/sandbox/limits.js';
 import { createPythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type EnvSession, type SandboxRunner } from '../../src/sandbox/runner.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
-import { dropPrefix, requireRedis, testConfig, useFleet } from '../helpers/integration.js';
+import { childEnv, dropPrefix, ENVFLEET_BIN, requireRedis, testConfig, useFleet } from '../helpers/integration.js';
 import { windowsCopy } from '../helpers/windows-copy.js';
 
 const CHECKOUT = new URL('../fixtures/tau-bench/', import.meta.url).pathname;
@@ -121,6 +123,35 @@ describe('envfleet import tau-bench: the layout', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('envfleet import tau-bench (command line, real Redis, real Pyodide)', function () {
+  this.timeout(300_000);
+  let config: AppConfig;
+  let dir: string;
+  before(async () => {
+    await requireRedis();
+    config = testConfig(null);
+    dir = await mkdtemp(join(tmpdir(), 'envfleet-tau-cli-'));
+  });
+  after(async () => {
+    if (config) await dropPrefix(config.redis.prefix);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('exits 1 when every task was skipped, though the domain\'s environment was written (it exited 0, offering to roll out a run without scenarios)', async () => {
+    const domain = join(dir, 'teashop');
+    await cp(DOMAIN, domain, { recursive: true });
+    // The task file of the split cannot be read at all: its one skip stands for every task.
+    await writeFile(join(domain, 'tasks_test.py'), 'TASKS_TEST = [Task(user_id="m_li", instruction="点一杯抹茶 🍵"\n');
+    const r = await promisify(execFile)(process.execPath, [ENVFLEET_BIN, 'import', 'tau-bench', '--from', domain, '--run', 'tau-none'], { env: childEnv(config), maxBuffer: 64 << 20 }).then(
+      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+      (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, stdout: err.stdout, stderr: err.stderr }),
+    );
+    expect(r.code, r.stderr).to.equal(1);
+    expect(r.stdout).to.match(/environments: 1 new/).and.match(/scenarios: +0 new, 0 unchanged, 0 updated/).and.match(/skipped: +1 tasks:\n +teashop\/tasks_test\.py the file: syntax error/);
+    expect(r.stderr).to.match(/nothing was imported \(only 1 environment, without a scenario to roll out\): all 1 tasks were skipped .*run tau-none was created without scenarios \(envfleet runs delete --run tau-none/);
   });
 });
 

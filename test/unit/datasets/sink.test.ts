@@ -9,6 +9,9 @@ import { createRedisConnection } from '../../../src/redis/connection.js';
 import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../../src/rollouts/stream.js';
 import { archivedTrajectory, isArchived, trajectorySummary, type StoredTrajectory, type Trajectory } from '../../../src/rollouts/types.js';
 import { createRedisRunStore, type RunStore } from '../../../src/runs/store.js';
+import { createRedisRunControl } from '../../../src/runs/control.js';
+import { deleteRun } from '../../../queues/run-delete.js';
+import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
 import { RawJson, stringifyJson } from '../../../src/util/raw-json.js';
 
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
@@ -362,6 +365,41 @@ describe('sink crash recovery (byte offsets)', () => {
       const file = await readFile(join(out, 'trajectories', 'part-00000.jsonl'), 'utf8');
       expect(file).to.equal(`${oneLine(pretty)}\n`);
       expect(JSON.parse(file)).to.deep.equal(JSON.parse(pretty));
+    });
+  });
+
+  describe('runSink following a run that is deleted (real Redis)', () => {
+    it('stops with RUN_GONE saying the run was deleted, not that Redis came back, and makes nothing of it again (it followed a stream it made again, for ever)', async () => {
+      const runId = 'sink-deleted';
+      const store = createRedisRunStore(redis, prefix);
+      const control = createRedisRunControl(redis, prefix);
+      await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: 'tasks', options: { limits: DEFAULT_SANDBOX_LIMITS, models: {} } as never });
+      const t = { ...trajectory(1), id: 'trj-del', runId };
+      await store.putDoc(runId, 'trajectory', t.id, t);
+      await createRedisTrajectoryStream(redis, prefix).publish(runId, t.id, { summary: trajectorySummary(t), text: stringifyJson(t)! });
+      const out = await mkdtemp(join(tmpdir(), 'envfleet-sink-deleted-'));
+      const written: number[] = [];
+      // On a connection of its own, as `envfleet sink --follow` has: the deletion must not be mistaken for an outage.
+      const own = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+      try {
+        const sink = runSink({ redis: own, prefix, store: createRedisRunStore(own, prefix), runId, dir: out, follow: true, gatherMs: 0, onProgress: n => written.push(n) });
+        sink.catch(() => undefined);
+        for (let i = 0; i < 200 && !written.includes(1); i += 1) await new Promise(r => setTimeout(r, 50));
+        expect(written).to.include(1);
+        await deleteRun(redis, prefix, store, control, runId);
+        const error = await sink.then(
+          () => new Error('the sink ended by itself'),
+          (err: unknown) => err,
+        );
+        expect(error).to.have.property('code', 'RUN_GONE');
+        expect(String((error as Error).message)).to.match(/^run "sink-deleted" is no longer in Redis: it was deleted \(envfleet runs delete\), or Redis restarted without its data/);
+        expect(String((error as Error).message)).to.not.include('has just come back');
+        // Nothing of the deleted run made again (a stream followed for ever).
+        expect(await redis.keys(`${prefix}:run:${runId}*`)).to.deep.equal([]);
+        expect((await readFile(join(out, 'trajectories', 'part-00000.jsonl'), 'utf8')).split('\n').filter(Boolean)).to.have.length(1);
+      } finally {
+        own.disconnect();
+      }
     });
   });
 
