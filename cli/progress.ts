@@ -24,7 +24,7 @@ export function waitNotes(runId: string, p: RunProgress): string[] {
     notes.push(
       `run ${runId}: ${jobs} job${jobs === 1 ? ' has' : 's have'} been waiting for the model endpoint ${minutes < 1 ? 'for under a minute' : `for ${minutes} min`} (429s, or it cannot be reached: ` +
         'a wrong OPENAI_BASE_URL or port, a server restarting); envfleet doctor checks the endpoints, and the workers\' log says which. ' +
-        'The run pauses after ENVFLEET_RATE_LIMIT_PAUSE_MS without a break; this command keeps waiting',
+        'Unless ENVFLEET_RATE_LIMIT_PAUSE_MS is 0, the run pauses after that long without a break; this command keeps waiting',
     );
   }
   if (p.unconsumed?.length) {

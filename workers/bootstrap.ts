@@ -207,17 +207,18 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         if (verdict.action === 'rate-limit') {
           const asked = verdict.delayMs ?? 5_000;
           const pauseAfter = config.worker.rateLimitPauseMs;
+          // A 429, or an endpoint that cannot be reached (MODEL_UNREACHABLE: down or restarting): the same wait.
+          const unreachable = verdict.code === 'MODEL_UNREACHABLE';
           if (control && token && pauseAfter > 0 && asked >= Math.max(pauseAfter, MAX_RATE_LIMIT_WAIT_MS)) {
             // The endpoint asks for a wait (Retry-After) of an hour or more, and no shorter than the streak that would pause
             // the run: waiting it out in the queue would hold the queue that long with nothing said; the run pauses now,
             // saying until when. (Shorter waits are ridden out, and a streak of them pauses the run as below.)
-            await pauseRun(`the model endpoint asks to wait ${durationText(asked)} (until ${new Date(Date.now() + asked).toISOString()}), at least ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}: ${err.message}; resume the run after that time`);
+            const until = `${durationText(asked)} (until ${new Date(Date.now() + asked).toISOString()})`;
+            await pauseRun(`${unreachable ? `the model endpoint cannot be reached and the fleet would wait ${until} before trying it again (ENVFLEET_RATE_LIMIT_FALLBACK_MS)` : `the model endpoint asks to wait ${until}`}, at least ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}: ${err.message}; resume the run after that time`);
             jobLog.warn({ runId, code: verdict.code, delayMs: asked }, 'the endpoint asks for a longer wait than a run waits rate limited; the run is paused');
             await park('rate limited');
           }
           const delay = Math.min(asked, MAX_RATE_LIMIT_WAIT_MS);
-          // A 429, or an endpoint that cannot be reached (MODEL_UNREACHABLE: down or restarting): the same wait.
-          const unreachable = verdict.code === 'MODEL_UNREACHABLE';
           // Nothing of this queue is taken while the endpoint cools down (no starts meanwhile).
           await queue.rateLimit(delay);
           if (control && token && pauseAfter > 0) {
