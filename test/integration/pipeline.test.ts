@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { definePipeline, type StageSpec } from '../../queues/define-pipeline.js';
 import { createRunEnqueuer } from '../../queues/enqueuer.js';
 import { waitForRun } from '../../queues/run-jobs.js';
+import { DEFAULT_SANDBOX_LIMITS } from '../../src/sandbox/limits.js';
 import { createFleetContext, type FleetContext } from '../../workers/fleet.js';
 import { shutdownGracefully } from '../../workers/shutdown.js';
 import { startStageWorkers, type StageProcessors } from '../../workers/stage-workers.js';
@@ -116,6 +117,8 @@ describe('a pipeline built from a declaration (real Redis, real BullMQ workers)'
     });
     const producer = createRunEnqueuer(pipeline as typeof V2, c.redis, { prefix: c.config.redis.prefix, jobs: c.config.jobs, store: c.store });
     try {
+      // As every submission does, the run is recorded first (waitForRun takes a run missing from Redis for one lost).
+      await c.store.createRun({ id: 'toy', createdAt: new Date().toISOString(), input: 'descriptions', options: { limits: DEFAULT_SANDBOX_LIMITS, models: {} } as never });
       const added = await producer.enter('numbers', { runId: 'toy', numbers });
       await waitForRun(c.store, 'toy', () => undefined);
       return { added, sum: Number(await c.redis.get(`${key('toy')}:sum`)), ended, edges: pipeline.edges().map(e => `${e.from} ${e.kind} ${e.to}`) };
