@@ -3,7 +3,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { CallToolRequestSchema, ListToolsRequestSchema, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 import { EnvServerError } from '../../src/env-server/errors.js';
-import type { SessionInfo, SessionRegistry, SessionResult } from '../../src/env-server/sessions.js';
+import { scoredResult, type SessionInfo, type SessionRegistry, type SessionResult } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 import { firstHeader } from './forward.js';
@@ -118,7 +118,7 @@ export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: Mc
   router.post(
     '/sessions/:id/verify',
     route(async (req, res) => {
-      const result = await registry.finish(String(req.params['id']), 'finished');
+      const result = scoredResult(await registry.finish(String(req.params['id']), 'finished'));
       res.json({
         reward: result.reward ?? 0,
         reward_components: Object.fromEntries(result.checks.map(c => [c.item, c.passed ? 1 : 0])),

@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { Express, NextFunction, Request, Response } from 'express';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { EnvServerError } from '../../src/env-server/errors.js';
-import type { SessionInfo, SessionRegistry, SessionResult } from '../../src/env-server/sessions.js';
+import { evictedError, scoredResult, type SessionInfo, type SessionRegistry, type SessionResult } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
 import type { FunctionTool } from '../../src/sandbox/bundle.js';
 import type { CallOutcome } from '../../src/sandbox/quickjs-host.js';
@@ -80,7 +80,8 @@ function callResult(value: unknown) {
 
 const errorTypeOf = (code: string): ToolErrorType => (code === 'INVALID_ARGUMENTS' ? 'invalid_args' : code === 'UNKNOWN_TOOL' ? 'tool_not_found' : code === 'DEADLINE_EXCEEDED' ? 'timeout' : 'execution_error');
 
-const rewardOf = (r: SessionResult) => r.reward ?? 0;
+/** The reward sent for an ended episode: the checks' fraction (0 when none could run); none for an evicted one (SESSION_EVICTED). */
+const rewardOf = (r: SessionResult) => (r.endedBy === 'evicted' ? null : (r.reward ?? 0));
 
 const endSummary = (r: SessionResult) => ({ reward: r.reward, solved: r.solved, checks: r.checks, checks_error: r.checksError, ended_by: r.endedBy, detail: r.detail, calls: r.calls });
 
@@ -108,6 +109,9 @@ function toOpenEnvError(err: unknown): OpenEnvError {
       case 'UNKNOWN_SESSION':
       case 'SESSION_CLOSED':
         return new OpenEnvError('SESSION_ERROR', err.message, extra);
+      case 'SESSION_EVICTED':
+        // The episode has ended without a reward: an error, never an observation with a reward to train on.
+        return new OpenEnvError('SESSION_ERROR', err.message, { ...extra, ...err.details });
       default:
         return new OpenEnvError('VALIDATION_ERROR', err.message, extra);
     }
@@ -151,8 +155,16 @@ class Episode {
     return this.registry.result(this.sessionId);
   }
 
+  /** Marks the episode ended by its session's eviction and returns the error to answer with (no reward). */
+  private evicted(result: SessionResult): EnvServerError {
+    this.done = true;
+    this.ended = result;
+    return evictedError(result);
+  }
+
   private live(): { id: string; info: SessionInfo } {
     if (!this.sessionId || !this.info) throw new OpenEnvError('VALIDATION_ERROR', 'no episode on this connection: send {"type": "reset", "data": {"scenario_id": "ID"}} first');
+    if (this.ended?.endedBy === 'evicted') throw evictedError(this.ended);
     if (this.done) throw new OpenEnvError('VALIDATION_ERROR', `the episode has ended (reward ${this.ended ? rewardOf(this.ended) : 'pending'}); reset starts a new one`, { envfleet_code: 'SESSION_CLOSED' });
     return { id: this.sessionId, info: this.info };
   }
@@ -184,9 +196,11 @@ class Episode {
     const tool = toolName as string;
     const { id, info } = this.live();
     const gone = this.endedElsewhere();
+    if (gone?.endedBy === 'evicted') throw this.evicted(gone);
     if (gone) return this.finishWith(gone, { tool_name: tool, result: null, error: { error_type: 'execution_error', message: `the episode had already ended (${gone.endedBy}${gone.detail ? `: ${gone.detail}` : ''}); this is its reward, reset starts a new one` } });
     if (tool === FINISH_TOOL) {
       const result = await this.registry.finish(id, 'finished');
+      if (result.endedBy === 'evicted') throw this.evicted(result);
       return this.finishWith(result, { tool_name: tool, result: callResult(endSummary(result)), error: null });
     }
     this.stepCount += 1;
@@ -198,6 +212,8 @@ class Episode {
       try {
         outcome = await this.registry.call(id, tool, args);
       } catch (err) {
+        const result = this.registry.result(id);
+        if (err instanceof EnvServerError && err.code === 'SESSION_EVICTED' && result) throw this.evicted(result);
         if (!(err instanceof EnvServerError) || (err.code !== 'ENVIRONMENT_FAILED' && err.code !== 'SESSION_CLOSED')) throw err;
         observation = { tool_name: tool, result: null, error: { error_type: 'execution_error', message: err.message } };
       }
@@ -212,7 +228,11 @@ class Episode {
     // The environment may have been discarded by that call (a sandbox limit): the episode ends with what the checks give.
     const ended = this.registry.result(id);
     if (ended) return this.finishWith(ended, observation!);
-    if (this.stepCount >= this.maxSteps) return this.finishWith(await this.registry.finish(id, 'finished'), { ...observation!, step_limit: this.maxSteps });
+    if (this.stepCount >= this.maxSteps) {
+      const result = await this.registry.finish(id, 'finished');
+      if (result.endedBy === 'evicted') throw this.evicted(result);
+      return this.finishWith(result, { ...observation!, step_limit: this.maxSteps });
+    }
     return { observation: { ...observation!, metadata: { step_count: this.stepCount } }, reward: null, done: false };
   }
 
@@ -224,6 +244,7 @@ class Episode {
   async mcp(request: RpcRequest): Promise<unknown> {
     const session = (): SessionInfo => {
       if (!this.sessionId || !this.info) throw new RpcError(-32600, `no episode on this connection: send {"type": "reset", "data": {"scenario_id": "ID"}} first, then ${request.method}`);
+      if (this.ended?.endedBy === 'evicted') throw evictedError(this.ended);
       if (this.done) throw new RpcError(-32602, `the episode has ended (reward ${this.ended ? rewardOf(this.ended) : 'pending'}); reset starts a new one`, { code: 'SESSION_CLOSED' });
       return this.registry.info(this.sessionId);
     };
@@ -395,7 +416,7 @@ export function mountOpenEnvStateless(app: Express, registry: SessionRegistry, o
       out => res.json(out),
       err => {
         const e = toOpenEnvError(err);
-        res.status(e.code === 'CAPACITY_REACHED' ? 503 : e.code === 'EXECUTION_ERROR' || e.code === 'FACTORY_ERROR' ? 500 : 422).json({ detail: [{ type: e.code, loc: ['body'], msg: e.message, input: null }], error: { code: e.code, message: e.message, ...e.extra } });
+        res.status(e.code === 'CAPACITY_REACHED' || e.extra['envfleet_code'] === 'SESSION_EVICTED' ? 503 : e.code === 'EXECUTION_ERROR' || e.code === 'FACTORY_ERROR' ? 500 : 422).json({ detail: [{ type: e.code, loc: ['body'], msg: e.message, input: null }], error: { code: e.code, message: e.message, ...e.extra } });
       },
     ).finally(() => void episode.end('closed').catch(() => undefined));
   };
@@ -489,6 +510,7 @@ function rpcErrorReply(id: unknown, err: unknown): RpcReply {
   if (err instanceof RpcError) return { jsonrpc: '2.0', id, error: { code: err.code, message: err.message, ...(err.data === undefined ? {} : { data: err.data }) } };
   if (err instanceof EnvServerError) {
     if (err.code === 'OVER_CAPACITY') return { jsonrpc: '2.0', id, error: { code: -32000, message: err.message, data: { code: err.code, active_sessions: err.details['active'], max_sessions: err.details['max'] } } };
+    if (err.code === 'SESSION_EVICTED') return { jsonrpc: '2.0', id, error: { code: -32000, message: err.message, data: { code: err.code, ...err.details } } };
     return { jsonrpc: '2.0', id, error: { code: err.code === 'ENVIRONMENT_FAILED' ? -32603 : -32602, message: err.message, data: { code: err.code } } };
   }
   return { jsonrpc: '2.0', id, error: { code: -32603, message: `internal error: ${(err as Error).message}` } };
@@ -546,7 +568,7 @@ function jsonRpc(registry: SessionRegistry, text: string): Promise<RpcReply> {
       case 'openenv/session/close': {
         const sid = str('session_id');
         if (!sid) throw new RpcError(-32602, 'openenv/session/close needs params.session_id');
-        const r = await registry.finish(sid, 'closed');
+        const r = scoredResult(await registry.finish(sid, 'closed'));
         return { session_id: sid, closed: true, reward: r.reward, solved: r.solved };
       }
       case 'tools/list':
@@ -603,6 +625,15 @@ export function attachOpenEnvWebSocket(server: Server, registry: SessionRegistry
 
 const textOf = (raw: RawData): string => (Array.isArray(raw) ? Buffer.concat(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from(raw)).toString('utf8');
 
+/** The message that ends a connection's episode (close, the server's stop): its reward, or SESSION_EVICTED (no reward). */
+function endMessage(result: SessionResult, stepCount: number) {
+  if (result.endedBy === 'evicted') {
+    const e = toOpenEnvError(evictedError(result));
+    return { type: 'error', data: { message: e.message, code: e.code, ...e.extra } };
+  }
+  return { type: 'observation', data: { observation: { closed: true, metadata: { step_count: stepCount, ...endSummary(result) } }, reward: rewardOf(result), done: true } };
+}
+
 /** What a connection does when the server stops: sends the reward of an episode the shutdown ended, then closes. */
 type ShutdownHook = () => Promise<void>;
 
@@ -645,7 +676,7 @@ function serveConnection(ws: WebSocket, registry: SessionRegistry, logger: Logge
           closing = true;
           const result = await episode.end('closed');
           // The reward of an episode ended by close goes out once, before the socket closes.
-          if (result) send({ type: 'observation', data: { observation: { closed: true, metadata: { step_count: episode.stepCount, ...endSummary(result) } }, reward: rewardOf(result), done: true } });
+          if (result) send(endMessage(result, episode.stepCount));
           ws.close(1000, 'closed');
           return;
         }
@@ -665,7 +696,7 @@ function serveConnection(ws: WebSocket, registry: SessionRegistry, logger: Logge
     closing = true;
     await chain.catch(() => undefined);
     const result = episode.sessionId && !episode.done ? registry.result(episode.sessionId) : null;
-    if (result) send({ type: 'observation', data: { observation: { closed: true, metadata: { step_count: episode.stepCount, ...endSummary(result) } }, reward: rewardOf(result), done: true } });
+    if (result) send(endMessage(result, episode.stepCount));
     if (ws.readyState === ws.OPEN) {
       ws.close(1001, 'the server is stopping');
       await Promise.race([new Promise(resolve => ws.once('close', resolve)), new Promise(resolve => setTimeout(resolve, 1_000).unref())]);

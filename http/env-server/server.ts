@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { ConfigError } from '../../config/index.js';
 import { ENV_SERVER_ERROR_CODES, ENV_SERVER_HTTP_STATUS, EnvServerError } from '../../src/env-server/errors.js';
-import type { SessionRegistry, SessionResult } from '../../src/env-server/sessions.js';
+import { scoredResult, type SessionRegistry, type SessionResult } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 import type { SessionDirectory } from '../../src/env-server/directory.js';
@@ -174,7 +174,8 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
     route(async (req, res) => {
       const body = bodyOf(req);
       const id = requireSession(req);
-      const result = await registry.finish(id, 'finished');
+      // An evicted session (the server's load cut it) has no reward: SESSION_EVICTED, not a 0 to train on.
+      const result = scoredResult(await registry.finish(id, 'finished'));
       res.json({
         ...(isObject(body) ? body : {}),
         reward: result.reward ?? 0,

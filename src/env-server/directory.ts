@@ -117,6 +117,10 @@ export function createRedisSessionDirectory(redis: Redis, prefix: string, option
       const server = (await entries([holder])).get(holder);
       // This process's own entry naming a session it does not hold cannot happen: ids are new per process.
       if (!server || holder === self) return { kind: 'lost', serverId: holder };
+      // Another id at this process's own address: the process this one replaced there (killed and restarted on the
+      // same port), its heartbeat not yet expired. Two live processes cannot listen at one address, so its sessions
+      // are gone now; forwarding there would only reach this process again (UNKNOWN_SESSION for the first 10 s).
+      if (server.url === options.url) return { kind: 'lost', serverId: holder };
       return { kind: 'held', server };
     },
     async heartbeat(load) {
@@ -133,7 +137,8 @@ export function createRedisSessionDirectory(redis: Redis, prefix: string, option
       const live = await entries(ids);
       const gone = ids.filter(id => !live.has(id));
       if (gone.length) await redis.srem(k.servers, ...gone);
-      return [...live.values()];
+      // An entry at this process's own address is the process it replaced there (see locate), not a peer.
+      return [...live.values()].filter(e => e.url !== options.url);
     },
     async peersWithRoom() {
       return (await this.peers()).filter(p => p.serves === options.serves && p.active < p.max).sort((a, b) => b.max - b.active - (a.max - a.active));

@@ -49,8 +49,29 @@ export function runScenarioSource(store: Pick<RunStore, 'getDoc' | 'getRun'>, ru
   };
 }
 
-/** Why a session ended. */
-export type SessionEnd = 'finished' | 'closed' | 'idle-timeout' | 'environment-error' | 'replaced' | 'shutdown';
+/**
+ * Why a session ended. `evicted`: its sandbox thread's memory bound (shared by the thread's sessions) was full
+ * (SANDBOX_MEMORY_FULL), so the server's load cut the episode: it has no reward (see `scoredResult`).
+ */
+export type SessionEnd = 'finished' | 'closed' | 'idle-timeout' | 'environment-error' | 'replaced' | 'shutdown' | 'evicted';
+
+/** The sandbox code of a thread whose memory bound was full (src/sandbox/errors.ts). */
+const SANDBOX_FULL = 'SANDBOX_MEMORY_FULL';
+
+/** SESSION_EVICTED for a session the server's load ended (`evicted`), with its result (no reward). */
+export function evictedError(result: SessionResult): EnvServerError {
+  return new EnvServerError(
+    'SESSION_EVICTED',
+    `session ${result.sessionId} was evicted: ${result.detail ?? 'its sandbox thread had no memory left'}. That is the server's load (the memory bound ENVFLEET_SANDBOX_HEAP_MB is shared by the sessions of a sandbox thread), not the agent's doing: the episode has no reward. Discard it and play scenario ${result.scenarioId} again in a new session`,
+    { session_ended: true, sandbox_code: SANDBOX_FULL, ended_by: result.endedBy },
+  );
+}
+
+/** The result of a session that ended with a reward to give; SESSION_EVICTED (no reward) for one the server's load ended. */
+export function scoredResult(result: SessionResult): SessionResult {
+  if (result.endedBy === 'evicted') throw evictedError(result);
+  return result;
+}
 
 export interface SessionInfo {
   readonly id: string;
@@ -205,30 +226,46 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       let finalState: unknown = null;
       let readError: string | null = null;
       let ran: ChecksResult | null = null;
-      try {
-        // The final state and the checks on it in the session, as an episode ends (episode.ts): a Python
-        // check then sees the live state (1.0 stays a float; through JSON it would come back as 1).
-        const end = await s.env!.finish((served.scenario.checklist ?? []).filter(c => !c.episode));
-        if (end.stateJson === null) throw new Error(end.stateError?.message ?? 'no final state');
-        finalState = JSON.parse(end.stateJson) as unknown;
-        ran = end.checks;
-      } catch (err) {
-        readError = `the final state could not be read: ${(err as Error).message}`;
-      } finally {
-        await s.env!.close().catch(() => undefined);
+      // The thread's memory bound met while ending (reading the state, or a check): the episode is evicted too.
+      let full: string | null = endedBy === 'evicted' ? detail : null;
+      if (!full) {
+        try {
+          // The final state and the checks on it in the session, as an episode ends (episode.ts): a Python
+          // check then sees the live state (1.0 stays a float; through JSON it would come back as 1).
+          const end = await s.env!.finish((served.scenario.checklist ?? []).filter(c => !c.episode));
+          const fullCheck = end.checks?.results.find(r => r.errorCode === SANDBOX_FULL);
+          if (end.stateError?.code === SANDBOX_FULL) full = `the final state could not be read: ${end.stateError.message}`;
+          else if (fullCheck) full = `the check "${fullCheck.item}" could not run: ${fullCheck.error ?? 'no room'}`;
+          if (end.stateJson === null) throw new Error(end.stateError?.message ?? 'no final state');
+          finalState = JSON.parse(end.stateJson) as unknown;
+          ran = end.checks;
+        } catch (err) {
+          readError = `the final state could not be read: ${(err as Error).message}`;
+        }
       }
+      await s.env!.close().catch(() => undefined);
       let score: Awaited<ReturnType<typeof scoreFinalState>>;
-      try {
-        score = await scoreFinalState(deps.sandbox, served.scenario, finalState, served.limits, readError, ran);
-      } catch (err) {
-        score = { checks: [], reward: null, checksError: `the checks could not run: ${(err as Error).message}` };
+      if (full) {
+        // No reward: what the checks would say of an episode the server's load cut short is not the agent's score.
+        score = { checks: [], reward: null, checksError: `not scored: the session was evicted (${full})` };
+      } else {
+        try {
+          score = await scoreFinalState(deps.sandbox, served.scenario, finalState, served.limits, readError, ran);
+        } catch (err) {
+          score = { checks: [], reward: null, checksError: `the checks could not run: ${(err as Error).message}` };
+        }
+        const fullCheck = score.checks.find(c => c.errorCode === SANDBOX_FULL);
+        if (fullCheck) {
+          full = `the check "${fullCheck.item}" could not run: ${fullCheck.error ?? 'no room'}`;
+          score = { checks: [], reward: null, checksError: `not scored: the session was evicted (${full})` };
+        }
       }
       const result: SessionResult = {
         sessionId: id,
         scenarioId: info.scenarioId,
         environmentId: info.environmentId,
-        endedBy,
-        detail,
+        endedBy: full ? 'evicted' : endedBy,
+        detail: full && endedBy !== 'evicted' ? `${endedBy}, then ${full}` : detail,
         endedAt: new Date().toISOString(),
         calls: s.calls,
         finalState,
@@ -310,6 +347,11 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         throw new EnvServerError('ENVIRONMENT_FAILED', `the environment of session ${id} failed: ${(err as Error).message}; the session has ended, verify returns its result`);
       }
       s.busy -= 1;
+      if (outcome.runtimeError === SANDBOX_FULL) {
+        // Not the environment's failure: the thread's other sessions left it no memory. No reward, a clear error.
+        const result = await finish(id, 'evicted', `${tool} needed more memory and its sandbox thread had none left (ENVFLEET_SANDBOX_HEAP_MB reached with ${live.size} sessions open)`);
+        throw evictedError(result);
+      }
       if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
         await finish(id, 'environment-error', `${outcome.runtimeError} in ${tool}; the environment was discarded`);
       } else touch(id, s);
