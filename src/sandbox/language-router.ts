@@ -23,18 +23,17 @@ function boundedChecks(r: ChecksResult): ChecksResult {
   return { ...r, results: r.results.map(x => (x.error !== undefined && x.error.length > MAX_ERROR_CHARS ? { ...x, error: boundedError(x.error) } : x)) };
 }
 
+/** The session with another finish (given the checks to run). */
+function withFinish(session: EnvSession, finish: EnvSession['finish']): EnvSession {
+  return { tools: session.tools, call: (tool, args) => session.call(tool, args), snapshot: () => session.snapshot(), close: () => session.close(), finish };
+}
+
 /** The session with its finish's check errors bounded. */
 function boundedSession(session: EnvSession): EnvSession {
-  return {
-    tools: session.tools,
-    call: (tool, args) => session.call(tool, args),
-    snapshot: () => session.snapshot(),
-    close: () => session.close(),
-    async finish(checks) {
-      const end = await session.finish(checks);
-      return end.checks ? { ...end, checks: boundedChecks(end.checks) } : end;
-    },
-  };
+  return withFinish(session, async checks => {
+    const end = await session.finish(checks);
+    return end.checks ? { ...end, checks: boundedChecks(end.checks) } : end;
+  });
 }
 
 /**
@@ -79,23 +78,17 @@ export function createLanguageRouter(runners: { readonly js: SandboxRunner; read
 /** Checks of the session's own language run where its state is; the others run on the final state's JSON in the other runtime. */
 function withForeignChecks(session: EnvSession, foreign: 'js' | 'python', other: SandboxRunner, initialState: unknown, initialStateJson: string | undefined, limits: ChecksInput['limits']): EnvSession {
   const isForeign = (c: CheckSpec) => (languageOf(c) === 'python') === (foreign === 'python');
-  return {
-    tools: session.tools,
-    call: (tool, args) => session.call(tool, args),
-    snapshot: () => session.snapshot(),
-    close: () => session.close(),
-    async finish(checks) {
-      const foreignChecks = checks.filter(isForeign);
-      if (foreignChecks.length === 0) return session.finish(checks);
-      const own = checks.filter(c => !isForeign(c));
-      const end = await session.finish(own);
-      if (end.stateJson === null) return end;
-      const initial = initialStateJson !== undefined ? (JSON.parse(initialStateJson) as unknown) : initialState;
-      const finalState = foreign === 'python' ? new RawJson(end.stateJson) : (JSON.parse(end.stateJson) as unknown);
-      const theirs = await other.checks({ checks: foreignChecks, finalState, initialState: initial, limits });
-      return { ...end, checks: merge(checks, end.checks?.results ?? [], theirs.results, isForeign) } satisfies SessionEnd;
-    },
-  };
+  return withFinish(session, async checks => {
+    const foreignChecks = checks.filter(isForeign);
+    if (foreignChecks.length === 0) return session.finish(checks);
+    const own = checks.filter(c => !isForeign(c));
+    const end = await session.finish(own);
+    if (end.stateJson === null) return end;
+    const initial = initialStateJson !== undefined ? (JSON.parse(initialStateJson) as unknown) : initialState;
+    const finalState = foreign === 'python' ? new RawJson(end.stateJson) : (JSON.parse(end.stateJson) as unknown);
+    const theirs = await other.checks({ checks: foreignChecks, finalState, initialState: initial, limits });
+    return { ...end, checks: merge(checks, end.checks?.results ?? [], theirs.results, isForeign) } satisfies SessionEnd;
+  });
 }
 
 /** The results of both runtimes in the order of `checks`. */

@@ -240,3 +240,27 @@ export async function buildDemoRun(f: Fleet, runId: string): Promise<ScenarioRec
   }
   return ready;
 }
+
+/** An `envfleet serve` process of a test, its address and its server id. */
+export interface ServeProcess {
+  readonly child: ChildProcess;
+  readonly url: string;
+  readonly id: string;
+}
+
+/** Starts `envfleet serve ARGS` as its own process (killed with the fleet) and reads its address and server id from its first line. */
+export async function spawnServe(f: Fleet, args: readonly string[]): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [ENVFLEET_BIN, 'serve', ...args], { env: childEnv(f.config, { LOG_LEVEL: 'warn' }), stdio: ['ignore', 'pipe', 'pipe'] });
+  f.children.push(child);
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = / at (http:\/\/\S+) .*server id (\S+)\n/.exec(out);
+      if (m) resolve({ child, url: m[1]!, id: m[2]! });
+    });
+    child.once('exit', code => reject(new Error(`envfleet serve exited ${code} before listening: ${err}`)));
+  });
+}

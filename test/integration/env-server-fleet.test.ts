@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
@@ -7,30 +6,7 @@ import { expect } from 'chai';
 import WebSocket from 'ws';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import { errorOf, LatestCookieClient, scenarioWith, withMcp } from '../helpers/env-server-clients.js';
-import { buildDemoRun, childEnv, ENVFLEET_BIN, exited, useFleet, type Fleet } from '../helpers/integration.js';
-
-interface ServeProcess {
-  readonly child: ChildProcess;
-  readonly url: string;
-  readonly id: string;
-}
-
-/** Starts `envfleet serve` as its own process and reads its address and server id from its first line. */
-async function spawnServe(f: Fleet, args: string[]): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [ENVFLEET_BIN, 'serve', '--port', '0', ...args], { env: childEnv(f.config, { LOG_LEVEL: 'warn' }), stdio: ['ignore', 'pipe', 'pipe'] });
-  f.children.push(child);
-  let out = '';
-  let err = '';
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  return new Promise((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = / at (http:\/\/\S+) .*server id (\S+)\n/.exec(out);
-      if (m) resolve({ child, url: m[1]!, id: m[2]! });
-    });
-    child.once('exit', code => reject(new Error(`envfleet serve exited ${code} before listening: ${err}`)));
-  });
-}
+import { buildDemoRun, exited, spawnServe, useFleet, type Fleet, type ServeProcess } from '../helpers/integration.js';
 
 const servedBy = (headers: Headers) => headers.get('x-envfleet-server');
 
@@ -51,7 +27,7 @@ describe('envfleet serve: several serve processes sharing one Redis (real proces
     f = await fleet();
     scenarios = await buildDemoRun(f, 'fl1');
     await f.stopWorkers();
-    [a, b] = await Promise.all([spawnServe(f, ['--run', 'fl1', '--max-sessions', '2']), spawnServe(f, ['--run', 'fl1', '--max-sessions', '2'])]);
+    [a, b] = await Promise.all([spawnServe(f, ['--port', '0', '--run', 'fl1', '--max-sessions', '2']), spawnServe(f, ['--port', '0', '--run', 'fl1', '--max-sessions', '2'])]);
   });
 
   it('a NeMo Gym session seeded through one process is driven and verified through the other, with the reward it gets on one process', async () => {
@@ -227,7 +203,7 @@ describe('envfleet serve: several serve processes sharing one Redis (real proces
     expect((rpcUnreachable.json['error'])).to.deep.include({ code: -32603 });
 
     // A third process joins; a stops gracefully: its session ends (shutdown), scored, and the new process returns the result.
-    const c = await spawnServe(f, ['--run', 'fl1', '--max-sessions', '2']);
+    const c = await spawnServe(f, ['--port', '0', '--run', 'fl1', '--max-sessions', '2']);
     // An OpenEnv client on a: the stop ends its episode, and it gets the reward before the socket closes.
     const ws = new WebSocket(`${a.url.replace(/^http/, 'ws')}/ws`);
     await once(ws, 'open');

@@ -1,9 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { expect } from 'chai';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import { errorOf, LatestCookieClient, scenarioWith, withMcp } from '../helpers/env-server-clients.js';
-import { buildDemoRun, childEnv, ENVFLEET_BIN, exited, useFleet, type Fleet } from '../helpers/integration.js';
+import { buildDemoRun, exited, spawnServe, useFleet, type Fleet } from '../helpers/integration.js';
 
 /**
  * A trainer whose `envfleet serve` (with its Redis session directory) was killed and restarted on the same
@@ -13,27 +12,6 @@ import { buildDemoRun, childEnv, ENVFLEET_BIN, exited, useFleet, type Fleet } fr
  * answered UNKNOWN_SESSION (404, "start one with seed_session": as for an id that never existed); only
  * afterwards SESSION_LOST. Real processes, real Redis, the MCP SDK client.
  */
-
-interface ServeProcess {
-  readonly child: ChildProcess;
-  readonly url: string;
-}
-
-async function spawnServe(f: Fleet, port: number): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [ENVFLEET_BIN, 'serve', '--run', 'rs1', '--port', String(port), '--max-sessions', '4'], { env: childEnv(f.config, { LOG_LEVEL: 'warn' }), stdio: ['ignore', 'pipe', 'pipe'] });
-  f.children.push(child);
-  let out = '';
-  let err = '';
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  return new Promise((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = / at (http:\/\/\S+) /.exec(out);
-      if (m) resolve({ child, url: m[1]! });
-    });
-    child.once('exit', code => reject(new Error(`envfleet serve exited ${code} before listening: ${err}`)));
-  });
-}
 
 /** A port free now (the server is started on it, killed, and started again on it). */
 async function freePort(): Promise<number> {
@@ -56,7 +34,7 @@ describe('envfleet serve: restarted on the same address after a kill, it answers
 
   it('NeMo Gym, MCP and OpenEnv POST /mcp: SESSION_LOST (not UNKNOWN_SESSION) right after the restart; a new session works', async () => {
     const port = await freePort();
-    const first = await spawnServe(f, port);
+    const first = await spawnServe(f, ['--run', 'rs1', '--port', String(port), '--max-sessions', '4']);
     const nemo = new LatestCookieClient(first.url);
     expect((await nemo.post('/seed_session', { scenario_id: iris.id })).status).to.equal(200);
     expect((await nemo.post('/get_member', { member_id: 'M7' })).status).to.equal(200);
@@ -65,7 +43,7 @@ describe('envfleet serve: restarted on the same address after a kill, it answers
 
     first.child.kill('SIGKILL');
     await exited(first.child);
-    const second = await spawnServe(f, port);
+    const second = await spawnServe(f, ['--run', 'rs1', '--port', String(port), '--max-sessions', '4']);
     expect(second.url).to.equal(first.url);
 
     // The trainer goes on with what it held.
