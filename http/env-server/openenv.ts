@@ -179,7 +179,13 @@ class Episode {
     if (!isObject(action)) throw new OpenEnvError('VALIDATION_ERROR', 'step data must be an action object: {"type": "call_tool", "tool_name": "NAME", "arguments": {…}} or {"type": "list_tools"}');
     const type = action['type'];
     if (type === 'list_tools') {
-      const { info } = this.live();
+      const { id, info } = this.live();
+      // An episode its session ended meanwhile (idle timeout, shutdown) is over, as for call_tool; otherwise the
+      // request restarts the session's idle clock, as every request does.
+      const gone = this.endedElsewhere();
+      if (gone?.endedBy === 'evicted') throw this.evicted(gone);
+      if (gone) return this.finishWith(gone, { tools: toolList(info), error: { error_type: 'execution_error', message: `the episode had already ended (${gone.endedBy}${gone.detail ? `: ${gone.detail}` : ''}); this is its reward, reset starts a new one` } });
+      this.registry.info(id);
       return { observation: { tools: toolList(info), metadata: { step_count: this.stepCount } }, reward: null, done: false };
     }
     if (type !== 'call_tool') {

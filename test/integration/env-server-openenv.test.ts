@@ -5,7 +5,7 @@ import { FINISH_TOOL } from '../../http/env-server/openenv.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import { cliCheck, scenarioWith, useServedDemoRun } from '../helpers/env-server-clients.js';
-import { silentLogger, type Fleet } from '../helpers/integration.js';
+import { silentLogger, until, type Fleet } from '../helpers/integration.js';
 
 type Msg = { type: string; data: Record<string, unknown> };
 type Obs = { observation: Record<string, unknown>; reward: number | null; done: boolean };
@@ -346,6 +346,26 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     expect(serving.registry.result(sid)!.reward).to.equal(1);
     expect((await rpc({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { session_id: sid, name: 'get_member', arguments: {} } })).error!.data).to.deep.include({ code: 'SESSION_CLOSED' });
     expect(serving.registry.stats().active).to.equal(0);
+  });
+
+  it('answers list_tools after the session idled out with the end of the episode and its reward, as a call does (it listed the tools as if the episode went on)', async () => {
+    const idling = await startServing(f.config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 1, idleTimeout: 1000 });
+    try {
+      const c = await OpenEnvWs.connect(idling.url);
+      const reset = await c.reset(byTask('GX-310').id);
+      const sid = (reset.observation['metadata'] as { session_id: string }).session_id;
+      // Long in the unit that matters: the session has ended for idleness.
+      await until(() => Promise.resolve(idling.registry.result(sid)?.endedBy === 'idle-timeout'), 'the session to idle out', 30_000);
+      const after = await c.request({ type: 'step', data: { type: 'list_tools' } });
+      expect(after.type, JSON.stringify(after)).to.equal('observation');
+      const obs = after.data as unknown as Obs;
+      expect(obs.done).to.equal(true);
+      expect(obs.reward).to.equal(idling.registry.result(sid)!.reward);
+      expect((obs.observation['error'] as { message: string }).message).to.match(/already ended \(idle-timeout/);
+      c.close();
+    } finally {
+      await idling.close();
+    }
   });
 
   it('needs the token on the upgrade request (Authorization header, ?token= or the path /t/TOKEN/ws) when the server has one', async () => {
