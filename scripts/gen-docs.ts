@@ -86,6 +86,7 @@ const ANSWER_NOTES: Partial<Record<ChatStage, string>> = {
     '`toolCallFormat` names (docs/configuration.md) — every call runs, in order, and the episode goes on; a reply that looks like a tool call but cannot be read ends it as ' +
     '`unparsed-tool-call`. Without a tool call the text is the agent\'s answer: non-conversational, it ends the episode (`agent-finished`); conversational, it goes to the ' +
     'simulated user. A reply cut off at the token limit (`finish_reason: "length"`) ends the episode as `token-limit`: none of its calls run, and it is never a training target. ' +
+    'A reply the endpoint\'s content filter withheld or cut (`finish_reason: "content_filter"`) ends it the same way, as `content-filtered`. ' +
     '`reasoning_content` is kept in the trajectory. A scripted server answers with `toolCalls` and/or `content` and routes on the last message of the ' +
     "conversation with `matchLast` (e.g. `^tool: .*Returned`, `^user: Hi, I'd like`): see docs/scripted-model.md.",
   'rollout.user':
