@@ -130,8 +130,8 @@ export class LowerIndexPendingError extends AppError {
 /** The endpoint answered 429, or the fleet-wide limiter is saturated: slow the queue, keep the attempt. */
 export class RateLimitedError extends AppError {
   readonly retryAfterMs: number;
-  constructor(message: string, retryAfterMs: number, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
-    super('MODEL_RATE_LIMITED', message, options);
+  constructor(message: string, retryAfterMs: number, options: { cause?: unknown; details?: Record<string, unknown> } = {}, code: 'MODEL_RATE_LIMITED' | 'MODEL_UNREACHABLE' = 'MODEL_RATE_LIMITED') {
+    super(code, message, options);
     this.retryAfterMs = retryAfterMs;
   }
 }
@@ -140,11 +140,9 @@ export class RateLimitedError extends AppError {
  * The endpoint cannot be reached at all (refused, no route, DNS for now): nothing was sent, and another attempt
  * in a moment fails the same way until it is back. The queue waits as for a 429, the attempt is kept.
  */
-export class EndpointUnreachableError extends AppError {
-  readonly retryAfterMs: number;
+export class EndpointUnreachableError extends RateLimitedError {
   constructor(message: string, retryAfterMs: number, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
-    super('MODEL_UNREACHABLE', message, options);
-    this.retryAfterMs = retryAfterMs;
+    super(message, retryAfterMs, options, 'MODEL_UNREACHABLE');
   }
 }
 
@@ -283,7 +281,7 @@ export function codeOf(err: unknown): ErrorCode {
 export function classifyError(err: unknown): ErrorClass {
   const code = codeOf(err);
   const { action } = ERROR_CODES[code];
-  if (action === 'rate-limit') return { action, code, delayMs: err instanceof RateLimitedError || err instanceof EndpointUnreachableError ? err.retryAfterMs : 5_000 };
+  if (action === 'rate-limit') return { action, code, delayMs: err instanceof RateLimitedError ? err.retryAfterMs : 5_000 };
   if (action === 'wait') return { action, code, delayMs: err instanceof LowerIndexPendingError ? err.retryAfterMs : 1_000 };
   return { action, code };
 }

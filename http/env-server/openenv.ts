@@ -155,6 +155,17 @@ class Episode {
     return this.registry.result(this.sessionId);
   }
 
+  /**
+   * The answer to a step whose session ended meanwhile (idle timeout, shutdown): the episode's end with its reward,
+   * `observation` and an error saying so; SESSION_EVICTED (thrown) when the server's load ended it; null while it lives.
+   */
+  private endedMeanwhile(observation: Record<string, unknown>): ObservationMessage | null {
+    const gone = this.endedElsewhere();
+    if (!gone) return null;
+    if (gone.endedBy === 'evicted') throw this.evicted(gone);
+    return this.finishWith(gone, { ...observation, error: { error_type: 'execution_error', message: `the episode had already ended (${gone.endedBy}${gone.detail ? `: ${gone.detail}` : ''}); this is its reward, reset starts a new one` } });
+  }
+
   /** Marks the episode ended by its session's eviction and returns the error to answer with (no reward). */
   private evicted(result: SessionResult): EnvServerError {
     this.done = true;
@@ -182,9 +193,8 @@ class Episode {
       const { id, info } = this.live();
       // An episode its session ended meanwhile (idle timeout, shutdown) is over, as for call_tool; otherwise the
       // request restarts the session's idle clock, as every request does.
-      const gone = this.endedElsewhere();
-      if (gone?.endedBy === 'evicted') throw this.evicted(gone);
-      if (gone) return this.finishWith(gone, { tools: toolList(info), error: { error_type: 'execution_error', message: `the episode had already ended (${gone.endedBy}${gone.detail ? `: ${gone.detail}` : ''}); this is its reward, reset starts a new one` } });
+      const gone = this.endedMeanwhile({ tools: toolList(info) });
+      if (gone) return gone;
       this.registry.info(id);
       return { observation: { tools: toolList(info), metadata: { step_count: this.stepCount } }, reward: null, done: false };
     }
@@ -201,9 +211,8 @@ class Episode {
     if (errors.length) throw new OpenEnvError('VALIDATION_ERROR', `invalid call_tool action: ${errors.map(e => `${e.loc.join(', ')}: ${e.msg}`).join('; ')}`, { errors });
     const tool = toolName as string;
     const { id, info } = this.live();
-    const gone = this.endedElsewhere();
-    if (gone?.endedBy === 'evicted') throw this.evicted(gone);
-    if (gone) return this.finishWith(gone, { tool_name: tool, result: null, error: { error_type: 'execution_error', message: `the episode had already ended (${gone.endedBy}${gone.detail ? `: ${gone.detail}` : ''}); this is its reward, reset starts a new one` } });
+    const gone = this.endedMeanwhile({ tool_name: tool, result: null });
+    if (gone) return gone;
     if (tool === FINISH_TOOL) {
       const result = await this.registry.finish(id, 'finished');
       if (result.endedBy === 'evicted') throw this.evicted(result);

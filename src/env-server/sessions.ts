@@ -6,6 +6,7 @@ import type { CheckResult } from '../rollouts/types.js';
 import type { RunStore } from '../runs/store.js';
 import { ENDS_SESSION } from '../sandbox/errors.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
+import { fullAtEnd, fullCheck } from '../sandbox/retry-when-full.js';
 import type { ChecksResult } from '../sandbox/tasks.js';
 import type { CallOutcome } from '../sandbox/quickjs-host.js';
 import type { EnvSession, SandboxRunner } from '../sandbox/runner.js';
@@ -233,9 +234,8 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           // The final state and the checks on it in the session, as an episode ends (episode.ts): a Python
           // check then sees the live state (1.0 stays a float; through JSON it would come back as 1).
           const end = await s.env!.finish((served.scenario.checklist ?? []).filter(c => !c.episode));
-          const fullCheck = end.checks?.results.find(r => r.errorCode === SANDBOX_FULL);
-          if (end.stateError?.code === SANDBOX_FULL) full = `the final state could not be read: ${end.stateError.message}`;
-          else if (fullCheck) full = `the check "${fullCheck.item}" could not run: ${fullCheck.error ?? 'no room'}`;
+          const atEnd = fullAtEnd(end);
+          if (atEnd) full = `${atEnd.where}: ${atEnd.message}`;
           if (end.stateJson === null) throw new Error(end.stateError?.message ?? 'no final state');
           finalState = JSON.parse(end.stateJson) as unknown;
           ran = end.checks;
@@ -254,9 +254,9 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         } catch (err) {
           score = { checks: [], reward: null, checksError: `the checks could not run: ${(err as Error).message}` };
         }
-        const fullCheck = score.checks.find(c => c.errorCode === SANDBOX_FULL);
-        if (fullCheck) {
-          full = `the check "${fullCheck.item}" could not run: ${fullCheck.error ?? 'no room'}`;
+        const fullScore = fullCheck(score.checks);
+        if (fullScore) {
+          full = `${fullScore.where}: ${fullScore.message}`;
           score = { checks: [], reward: null, checksError: `not scored: the session was evicted (${full})` };
         }
       }

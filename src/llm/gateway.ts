@@ -503,10 +503,10 @@ const isRecord = (v: unknown): v is Record<string, unknown> & { usage?: { prompt
 export function embeddingsProblem(body: unknown, count: number): string | null {
   if (typeof body === 'string') return `the body is not JSON (${body.length} characters, starting ${JSON.stringify(cutText(body.trim(), 80))})`;
   if (!isRecord(body)) return `the body is ${body === null ? 'null' : Array.isArray(body) ? 'an array' : typeof body}, not an object with "data"`;
-  const { data, error } = body as { data?: unknown; error?: unknown };
+  const { data } = body as { data?: unknown };
   if (!Array.isArray(data)) {
-    const said = isRecord(error) && typeof error['message'] === 'string' ? error['message'] : typeof error === 'string' ? error : null;
-    return said !== null ? `the endpoint answered with an error: ${cutText(said, 300)}` : `it has no "data" list (its keys: ${Object.keys(body).slice(0, 10).join(', ') || 'none'})`;
+    const said = errorSaid(body);
+    return said !== null ? `the endpoint answered with an error: ${said}` : `it has no "data" list (its keys: ${Object.keys(body).slice(0, 10).join(', ') || 'none'})`;
   }
   if (data.length !== count) return `asked for ${count} embeddings, got ${data.length}`;
   const seen = new Set<number>();

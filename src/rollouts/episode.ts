@@ -1,20 +1,10 @@
 import { AppError, EndpointRefusedError, classifyError } from '../errors.js';
-
-/**
- * A model call's failure that no episode of the run gets past and that is fixed where the workers read their
- * settings: the endpoint refused the API key (401). The run pauses (EndpointRefusedError). Not a 403 (some gateways
- * answer it per request, e.g. for moderation) nor a 404 (the model name may be frozen with the run): those end the
- * episode as model-error, as before.
- */
-function refusesEveryEpisode(err: unknown): err is AppError {
-  return err instanceof AppError && err.code === 'MODEL_AUTH' && (err.cause as { status?: unknown } | undefined)?.status === 401;
-}
 import type { ChatMessage, ChatTool } from '../llm/gateway.js';
 import { looksLikeToolCall, parseTextToolCalls } from '../llm/text-tool-calls.js';
 import { splitThinking } from '../llm/thinking.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
 import { ENDS_SESSION, SandboxError, SandboxFullError } from '../sandbox/errors.js';
-import { errorOf } from '../sandbox/retry-when-full.js';
+import { errorOf, fullAtEnd, fullCheck } from '../sandbox/retry-when-full.js';
 import type { ChecksResult } from '../sandbox/tasks.js';
 import type { EnvSession } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
@@ -59,8 +49,15 @@ class EpisodeEnd extends Error {
   }
 }
 
-/** SANDBOX_MEMORY_FULL met by the episode (see SandboxFullError): thrown, so that its job runs it again after its backoff. */
-const sandboxFull = (where: string, message: string): SandboxFullError => SandboxFullError.at(where, message);
+/**
+ * A model call's failure that no episode of the run gets past and that is fixed where the workers read their
+ * settings: the endpoint refused the API key (401). The run pauses (EndpointRefusedError). Not a 403 (some gateways
+ * answer it per request, e.g. for moderation) nor a 404 (the model name may be frozen with the run): those end the
+ * episode as model-error, as before.
+ */
+function refusesEveryEpisode(err: unknown): err is AppError {
+  return err instanceof AppError && err.code === 'MODEL_AUTH' && (err.cause as { status?: unknown } | undefined)?.status === 401;
+}
 
 const isSandboxFull = (err: unknown): boolean => (err as { code?: unknown } | null)?.code === 'SANDBOX_MEMORY_FULL';
 
@@ -150,7 +147,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     try {
       session = await deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, input.sandboxLimits, input.initialStateJson);
     } catch (err) {
-      if (isSandboxFull(err)) throw sandboxFull('the environment did not start', (err as Error).message);
+      if (isSandboxFull(err)) throw SandboxFullError.at('the environment did not start', (err as Error).message);
       throw new EpisodeEnd('environment-error', `the environment did not start: ${(err as Error).message}`);
     }
     /** The environment's state at the end of a scripted turn, for the episode checks. */
@@ -158,7 +155,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       try {
         turnStates.push(await session!.snapshot());
       } catch (err) {
-        if (isSandboxFull(err)) throw sandboxFull(`the state at the end of turn ${scriptTurn + 1} could not be read`, (err as Error).message);
+        if (isSandboxFull(err)) throw SandboxFullError.at(`the state at the end of turn ${scriptTurn + 1} could not be read`, (err as Error).message);
         throw new EpisodeEnd('environment-error', `the state at the end of turn ${scriptTurn + 1} could not be read: ${(err as Error).message}`);
       }
     };
@@ -286,7 +283,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         envUs += outcome.us;
         steps.push({ turn: turns, tool: call.function.name, toolCallId: id, rawArguments: call.function.arguments, result: outcome.result, runtimeError: outcome.runtimeError ?? null, us: Math.round(outcome.us) });
         messages.push({ role: 'tool', tool_call_id: id, content: JSON.stringify(outcome.result) });
-        if (outcome.runtimeError === 'SANDBOX_MEMORY_FULL') throw sandboxFull(`${call.function.name} was stopped`, errorOf(outcome.result));
+        if (outcome.runtimeError === 'SANDBOX_MEMORY_FULL') throw SandboxFullError.at(`${call.function.name} was stopped`, errorOf(outcome.result));
         if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
           throw new EpisodeEnd('environment-error', `${outcome.runtimeError} in ${call.function.name}; the environment was discarded`);
         }
@@ -323,9 +320,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     if (session) {
       // Episode checks read the transcript too: they run after the session (scoreFinalState), the others in it.
       const end = await session.finish((scenario.checklist ?? []).filter(c => !c.episode));
-      if (isSandboxFull(end.stateError)) throw sandboxFull('the final state could not be read', end.stateError!.message);
-      const full = end.checks?.results.find(r => r.errorCode === 'SANDBOX_MEMORY_FULL');
-      if (full) throw sandboxFull(`the check "${full.item}" could not run`, full.error ?? 'no room');
+      const full = fullAtEnd(end);
+      if (full) throw SandboxFullError.at(full.where, full.message);
       if (end.stateJson === null) throw new SandboxError(end.stateError?.code ?? 'STATE_INVALID', end.stateError?.message ?? 'no final state');
       // Kept as the sandbox wrote it: the trajectory is stored with this text, never parsed here.
       finalState = new RawJson(end.stateJson);
@@ -339,8 +335,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   }
   const episodeRecord = scenario.checklist?.some(c => c.episode) ? { messages, turnStates: script ? turnStates : null } : null;
   const { checks, reward, checksError } = await scoreFinalState(deps.sandbox, scenario, finalState, input.sandboxLimits, readError, ran, episodeRecord);
-  const fullCheck = checks.find(c => c.errorCode === 'SANDBOX_MEMORY_FULL');
-  if (fullCheck) throw sandboxFull(`the check "${fullCheck.item}" could not run`, fullCheck.error ?? 'no room');
+  const fullScore = fullCheck(checks);
+  if (fullScore) throw SandboxFullError.at(fullScore.where, fullScore.message);
   return {
     id,
     runId: input.runId,

@@ -1,6 +1,6 @@
 import { SandboxFullError } from './errors.js';
 import type { SandboxRunner } from './runner.js';
-import type { ChecksResult, ProbeResult } from './tasks.js';
+import type { ChecksResult, ProbeResult, SessionEnd } from './tasks.js';
 
 /**
  * The worker's runner: a probe or a checks run that met a sandbox thread full of other work's environments
@@ -32,9 +32,21 @@ function fullProbe(r: ProbeResult): ProbeResult {
 }
 
 function fullChecks(r: ChecksResult): ChecksResult {
-  const full = r.results.find(c => c.errorCode === 'SANDBOX_MEMORY_FULL');
-  if (full) throw SandboxFullError.at(`the check "${full.item}" could not run`, full.error ?? 'no room');
+  const full = fullCheck(r.results);
+  if (full) throw SandboxFullError.at(full.where, full.message);
   return r;
+}
+
+/** Where a full thread stopped a check of `results` (and the sandbox's message), or null. */
+export function fullCheck(results: readonly { readonly item: string; readonly error?: string | undefined; readonly errorCode?: string | undefined }[]): { readonly where: string; readonly message: string } | null {
+  const full = results.find(c => c.errorCode === 'SANDBOX_MEMORY_FULL');
+  return full ? { where: `the check "${full.item}" could not run`, message: full.error ?? 'no room' } : null;
+}
+
+/** Where a full thread stopped a session's end (its final state, or a check run in it), or null. */
+export function fullAtEnd(end: SessionEnd): { readonly where: string; readonly message: string } | null {
+  if (end.stateError?.code === 'SANDBOX_MEMORY_FULL') return { where: 'the final state could not be read', message: end.stateError.message };
+  return fullCheck(end.checks?.results ?? []);
 }
 
 /** A tool result's error text (the sandbox's results are `{ success: false, error }`). */
