@@ -22,8 +22,8 @@ export function waitNotes(runId: string, p: RunProgress): string[] {
   if (p.endpointWait) {
     const { jobs, minutes } = p.endpointWait;
     notes.push(
-      `run ${runId}: ${jobs} job${jobs === 1 ? ' has' : 's have'} been waiting for the model endpoint ${minutes < 1 ? 'for under a minute' : `for ${minutes} min`} (429s, or it cannot be reached: ` +
-        'a wrong OPENAI_BASE_URL or port, a server restarting); envfleet doctor checks the endpoints, and the workers\' log says which. ' +
+      `run ${runId}: ${jobs} job${jobs === 1 ? ' has' : 's have'} been waiting for the model endpoint ${minutes < 1 ? 'for under a minute' : `for ${minutes} min`} (429s, or it cannot be reached or serves nothing: ` +
+        'a wrong OPENAI_BASE_URL or port, a server restarting, a proxy answering 502/503 while its model server is down); envfleet doctor checks the endpoints, and the workers\' log says which. ' +
         'Unless ENVFLEET_RATE_LIMIT_PAUSE_MS is 0, the run pauses after that long without a break; this command keeps waiting',
     );
   }

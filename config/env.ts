@@ -150,7 +150,7 @@ export const ENV_VARS = {
   ENVFLEET_JOB_ATTEMPTS: {
     schema: int(1, 100).default(5),
     example: '5',
-    description: 'Attempts per job for retryable failures (5xx, timeouts, connection errors). 429s do not use attempts.',
+    description: "Attempts per job for retryable failures (a 5xx, a timeout or a reset connection while the endpoint answers other requests). 429s, and an endpoint that is down (refused connections; 5xx or no answer to everything, GET /models included), do not use attempts.",
   },
   ENVFLEET_JOB_BACKOFF_MS: {
     schema: positiveInt.default(2_000),

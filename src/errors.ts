@@ -33,6 +33,7 @@ export const ERROR_CODES = {
   MODEL_TIMEOUT: { area: 'model', action: 'retry', means: 'no answer within ENVFLEET_MODEL_TIMEOUT_MS: retried' },
   MODEL_CONNECTION: { area: 'model', action: 'retry', means: 'the connection to the endpoint failed after it was made (reset before any answer), or its host name is unknown: retried' },
   MODEL_UNREACHABLE: { area: 'model', action: 'rate-limit', means: 'the endpoint cannot be reached (connection refused, no route to its host, a temporary DNS failure): a server restarting or gone for a while. Treated as a 429 without retry-after: the whole queue waits ENVFLEET_RATE_LIMIT_FALLBACK_MS, every process stops sending to that endpoint meanwhile, and the job goes back without using an attempt; a job still waiting after ENVFLEET_RATE_LIMIT_PAUSE_MS pauses its run' },
+  MODEL_UNAVAILABLE: { area: 'model', action: 'rate-limit', means: "the endpoint answered 500, 502, 503 or 504, did not answer within ENVFLEET_MODEL_TIMEOUT_MS, or reset the connection, and this worker process has had no other answer from it since the request was sent: an outage (a model server down behind its proxy, loading, or hung), waited for as MODEL_UNREACHABLE is (a 503's Retry-After is honoured), no attempt used; a job still waiting after ENVFLEET_RATE_LIMIT_PAUSE_MS pauses its run. While the endpoint answers other requests, the same failures are this request's own and use attempts (MODEL_SERVER_ERROR, MODEL_TIMEOUT, MODEL_CONNECTION)" },
   MODEL_RESPONSE_MALFORMED: { area: 'model', action: 'retry', means: 'a body that is not JSON, a cut connection, no choices: retried' },
   MODEL_AUTH: { area: 'model', action: 'give-up', means: '401/403: fails at once; fix the API key' },
   MODEL_NOT_FOUND: { area: 'model', action: 'give-up', means: '404: fails at once; fix the base URL or the model name' },
@@ -130,19 +131,20 @@ export class LowerIndexPendingError extends AppError {
 /** The endpoint answered 429, or the fleet-wide limiter is saturated: slow the queue, keep the attempt. */
 export class RateLimitedError extends AppError {
   readonly retryAfterMs: number;
-  constructor(message: string, retryAfterMs: number, options: { cause?: unknown; details?: Record<string, unknown> } = {}, code: 'MODEL_RATE_LIMITED' | 'MODEL_UNREACHABLE' = 'MODEL_RATE_LIMITED') {
+  constructor(message: string, retryAfterMs: number, options: { cause?: unknown; details?: Record<string, unknown> } = {}, code: 'MODEL_RATE_LIMITED' | 'MODEL_UNREACHABLE' | 'MODEL_UNAVAILABLE' = 'MODEL_RATE_LIMITED') {
     super(code, message, options);
     this.retryAfterMs = retryAfterMs;
   }
 }
 
 /**
- * The endpoint cannot be reached at all (refused, no route, DNS for now): nothing was sent, and another attempt
- * in a moment fails the same way until it is back. The queue waits as for a 429, the attempt is kept.
+ * The endpoint cannot be reached at all (refused, no route, DNS for now: MODEL_UNREACHABLE), or it is reached and
+ * serves nothing (5xx, no answer, resets, with no other answer since: MODEL_UNAVAILABLE): another attempt in a moment
+ * fails the same way until it is back. The queue waits as for a 429, the attempt is kept.
  */
 export class EndpointUnreachableError extends RateLimitedError {
-  constructor(message: string, retryAfterMs: number, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
-    super(message, retryAfterMs, options, 'MODEL_UNREACHABLE');
+  constructor(message: string, retryAfterMs: number, options: { cause?: unknown; details?: Record<string, unknown> } = {}, code: 'MODEL_UNREACHABLE' | 'MODEL_UNAVAILABLE' = 'MODEL_UNREACHABLE') {
+    super(message, retryAfterMs, options, code);
   }
 }
 

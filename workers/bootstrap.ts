@@ -207,14 +207,15 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         if (verdict.action === 'rate-limit') {
           const asked = verdict.delayMs ?? 5_000;
           const pauseAfter = config.worker.rateLimitPauseMs;
-          // A 429, or an endpoint that cannot be reached (MODEL_UNREACHABLE: down or restarting): the same wait.
-          const unreachable = verdict.code === 'MODEL_UNREACHABLE';
+          // A 429, or an endpoint down (MODEL_UNREACHABLE: cannot be reached; MODEL_UNAVAILABLE: reached, serving nothing): the same wait.
+          const unreachable = verdict.code === 'MODEL_UNREACHABLE' || verdict.code === 'MODEL_UNAVAILABLE';
+          const down = verdict.code === 'MODEL_UNREACHABLE' ? 'cannot be reached' : 'serves nothing (5xx, no answer or a reset to every request)';
           if (control && token && pauseAfter > 0 && asked >= Math.max(pauseAfter, MAX_RATE_LIMIT_WAIT_MS)) {
             // The endpoint asks for a wait (Retry-After) of an hour or more, and no shorter than the streak that would pause
             // the run: waiting it out in the queue would hold the queue that long with nothing said; the run pauses now,
             // saying until when. (Shorter waits are ridden out, and a streak of them pauses the run as below.)
             const until = `${durationText(asked)} (until ${new Date(Date.now() + asked).toISOString()})`;
-            await pauseRun(`${unreachable ? `the model endpoint cannot be reached and the fleet would wait ${until} before trying it again (ENVFLEET_RATE_LIMIT_FALLBACK_MS)` : `the model endpoint asks to wait ${until}`}, at least ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}: ${err.message}; resume the run after that time`);
+            await pauseRun(`${unreachable ? `the model endpoint ${down} and the fleet would wait ${until} before trying it again` : `the model endpoint asks to wait ${until}`}, at least ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}: ${err.message}; resume the run after that time`);
             jobLog.warn({ runId, code: verdict.code, delayMs: asked }, 'the endpoint asks for a longer wait than a run waits rate limited; the run is paused');
             await park('rate limited');
           }
@@ -224,12 +225,12 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
           if (control && token && pauseAfter > 0) {
             const limitedFor = await control.rateLimitedFor(runId as string, key);
             if (limitedFor >= pauseAfter) {
-              await pauseRun(`${unreachable ? 'the model endpoint unreachable' : 'rate limited'} without a break for ${Math.round(limitedFor / 1000)} s (ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}): ${err.message}; resume once the endpoint answers again`);
-              jobLog.warn({ runId, code: verdict.code, limitedForMs: limitedFor }, unreachable ? 'the model endpoint unreachable for too long; the run is paused' : 'rate limited for too long; the run is paused');
+              await pauseRun(`${unreachable ? `the model endpoint ${down}` : 'rate limited'} without a break for ${Math.round(limitedFor / 1000)} s (ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}): ${err.message}; resume once the endpoint answers again`);
+              jobLog.warn({ runId, code: verdict.code, limitedForMs: limitedFor }, unreachable ? 'the model endpoint down for too long; the run is paused' : 'rate limited for too long; the run is paused');
               await park('rate limited');
             }
           }
-          jobLog.warn({ code: verdict.code, delayMs: delay, reason: err.message }, unreachable ? 'the model endpoint cannot be reached; the queue waits' : 'rate limited; the queue waits');
+          jobLog.warn({ code: verdict.code, delayMs: delay, reason: err.message }, unreachable ? `the model endpoint ${down}; the queue waits` : 'rate limited; the queue waits');
           throw new RateLimitError();
         }
         await endRateLimitStreak();

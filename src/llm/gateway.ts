@@ -31,6 +31,15 @@ import type { RunBudgets } from '../runs/control.js';
  */
 const UNREACHABLE: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'EAI_AGAIN']);
 
+/**
+ * Answers and failures that say either "this request" or "this endpoint serves nothing now" (a model server down
+ * behind its proxy: 502/504; loading or overloaded: 503; dead engine: 500; hung: no answer; crashed mid-request: a
+ * reset). Which one is told by the endpoint's other answers: with none since the request was sent, an outage
+ * (MODEL_UNAVAILABLE, waited for, no attempt used); otherwise the request's own failure (attempts).
+ */
+const OUTAGE_STATUSES: ReadonlySet<number> = new Set([500, 502, 503, 504]);
+const RESETS: ReadonlySet<string> = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ETIMEDOUT']);
+
 /** Every request names its pipeline stage in this header (scripted servers route on it). */
 export const STAGE_HEADER = 'X-Envfleet-Stage';
 /** Version of the cache-key layout; bump to invalidate every cached response. */
@@ -159,6 +168,34 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   };
 
   const profileOf = (stage: ModelStage): ModelProfile => deps.config.profiles[stage];
+
+  // Per endpoint: when this process last had an answer from it that shows it serving (any answer but a 5xx of
+  // OUTAGE_STATUSES). A failure of a request sent after that is taken for an outage (translate).
+  const lastAnswerAt = new Map<string, number>();
+  const answered = (endpoint: EndpointConfig) => lastAnswerAt.set(endpoint.name, Date.now());
+
+  // Per endpoint: whether it answers a request of its own (GET {baseURL}/models), asked once for every failure of the
+  // next ENVFLEET_RATE_LIMIT_FALLBACK_MS. Tells a lone request's own failure (one a server fails every time: the last
+  // job of a run has nothing else to compare with) from an outage.
+  const probes = new Map<string, { readonly until: number; readonly serving: Promise<{ readonly serves: boolean; readonly said: string }> }>();
+  function endpointServes(endpoint: EndpointConfig): Promise<{ readonly serves: boolean; readonly said: string }> {
+    const known = probes.get(endpoint.name);
+    if (known && known.until > Date.now()) return known.serving;
+    const timeout = Math.min(endpoint.timeoutMs, PROBE_TIMEOUT_MS);
+    const serving = (async () => {
+      try {
+        await client(endpoint).models.list({ timeout, maxRetries: 0, headers: { [STAGE_HEADER]: 'probe' } });
+        return { serves: true, said: '200' };
+      } catch (err) {
+        // Any HTTP answer but an outage status is a server answering (a proxy without /models says 404: it serves).
+        const status = err instanceof APIError ? ((err.status as number | undefined) ?? 0) : 0;
+        const said = status ? String(status) : err instanceof APIConnectionTimeoutError ? `no answer within ${timeout} ms` : 'no answer';
+        return { serves: status !== 0 && !OUTAGE_STATUSES.has(status), said };
+      }
+    })();
+    probes.set(endpoint.name, { until: Date.now() + deps.config.gateway.rateLimitFallbackMs, serving });
+    return serving;
+  }
 
   function pickEndpoint(profile: ModelProfile): EndpointConfig {
     const total = profile.endpoints.reduce((sum, e) => sum + e.weight, 0);
@@ -290,11 +327,12 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     } catch (err) {
       try {
         deps.observe?.(ctx.stage, (Date.now() - started) / 1000, false);
-        throw await translate(err, endpoint, profile, ctx);
+        throw await translate(err, endpoint, profile, ctx, started);
       } finally {
         await giveBack(lease, endpoint, ctx);
       }
     }
+    answered(endpoint);
     // The slot goes back at once (its release travels with the ledger's entry), and whatever happens below.
     const released = giveBack(lease, endpoint, ctx);
     let usage: Usage;
@@ -346,12 +384,30 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     });
   }
 
-  async function translate(err: unknown, endpoint: EndpointConfig, profile: ModelProfile, ctx: CallContext): Promise<Error> {
+  /**
+   * `sentAt`: when the request went out. A failure that may be an outage (OUTAGE_STATUSES, no answer, a reset) is one
+   * when the endpoint has given this process no serving answer since then: the endpoint is cooled down and the job waits
+   * as for a 429 (MODEL_UNAVAILABLE); otherwise it is this request's own (null: the caller's code, attempts used).
+   */
+  async function translate(err: unknown, endpoint: EndpointConfig, profile: ModelProfile, ctx: CallContext, sentAt: number): Promise<Error> {
     const where = `endpoint "${endpoint.name}" (${redactUrl(endpoint.baseURL)}), model "${profile.model}", stage ${ctx.stage}`;
     const details = { endpoint: endpoint.name, model: profile.model, stage: ctx.stage };
+    const outage = async (what: string, retryAfter: number | null): Promise<Error | null> => {
+      const last = lastAnswerAt.get(endpoint.name);
+      if (last !== undefined && last >= sentAt) return null;
+      const probe = await endpointServes(endpoint);
+      if (probe.serves) return null;
+      const ms = Math.min(retryAfter ?? deps.config.gateway.rateLimitFallbackMs, MAX_COOL_DOWN_MS);
+      await deps.limiter.coolDown(endpoint, ms);
+      const since = last === undefined ? 'no answer from it yet in this worker process' : `no other answer from it since ${new Date(last).toISOString()}`;
+      return new EndpointUnreachableError(`${where}: ${what}, and ${since} (GET /models: ${probe.said}): the endpoint looks down; the fleet waits ${ms} ms and tries again`, ms, { cause: err, details }, 'MODEL_UNAVAILABLE');
+    };
     if (err instanceof APIUserAbortError || (ctx.signal?.aborted ?? false)) return new JobAbortedError(`model call aborted (${where})`);
     if (err instanceof APIConnectionTimeoutError) {
-      return new ModelError('MODEL_TIMEOUT', `no answer within ${endpoint.timeoutMs} ms from ${where}`, { cause: err, details });
+      return (
+        (await outage(`no answer within ${endpoint.timeoutMs} ms`, null)) ??
+        new ModelError('MODEL_TIMEOUT', `no answer within ${endpoint.timeoutMs} ms from ${where}`, { cause: err, details })
+      );
     }
     if (err instanceof APIConnectionError) {
       // The client says only "Connection error."; what happened is in its causes (refused, no such host, reset, cut mid-answer).
@@ -369,11 +425,18 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         await deps.limiter.coolDown(endpoint, ms);
         return new EndpointUnreachableError(`cannot reach ${where}: ${why}; the fleet waits ${ms} ms and tries again`, ms, { cause: err, details });
       }
-      return new ModelError('MODEL_CONNECTION', `cannot reach ${where}: ${why}`, { cause: err, details });
+      return (
+        (errno !== undefined && RESETS.has(errno) ? await outage(`connection lost: ${why}`, null) : null) ??
+        new ModelError('MODEL_CONNECTION', `cannot reach ${where}: ${why}`, { cause: err, details })
+      );
     }
     if (err instanceof APIError) {
       const status: number = (err.status as number | undefined) ?? 0;
       const code = modelCodeOfStatus(status);
+      if (OUTAGE_STATUSES.has(status)) {
+        const down = await outage(errorBodyText(err.message), retryAfterMs(err.headers as Headers | undefined));
+        if (down) return down;
+      } else if (status !== 0) answered(endpoint);
       if (code === 'MODEL_RATE_LIMITED') {
         const asked = retryAfterMs(err.headers as Headers | undefined) ?? deps.config.gateway.rateLimitFallbackMs;
         // A Retry-After of weeks (a date in the wrong year, seconds sent as milliseconds) would cool the endpoint for
@@ -584,6 +647,9 @@ export function withToolCallsAsOpenAI(message: ChatCompletionMessage): ChatCompl
   });
   return { ...message, tool_calls } as ChatCompletionMessage;
 }
+
+/** The longest the probe of an endpoint that may be down (GET /models) waits for its answer. */
+const PROBE_TIMEOUT_MS = 10_000;
 
 /** The longest an endpoint is cooled down for one 429 (its Retry-After may ask for more). */
 export const MAX_COOL_DOWN_MS = 86_400_000;

@@ -48,7 +48,7 @@ return {0, 0}
   3,
 );
 
-const REASONS = ['', 'is cooling down after a 429', 'is at its fleet-wide concurrency limit', 'is at its requests-per-minute limit'];
+const REASONS = ['', 'is cooling down (after a 429, or found down)', 'is at its fleet-wide concurrency limit', 'is at its requests-per-minute limit'];
 
 export interface RedisLimiterOptions {
   /**

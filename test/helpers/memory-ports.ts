@@ -63,7 +63,7 @@ export function createMemoryLimiter(): EndpointLimiter {
     acquire(endpoint) {
       const until = cooldownUntil.get(endpoint.baseURL) ?? 0;
       const wait = until - Date.now();
-      if (wait > 0) return Promise.reject(new RateLimitedError(`endpoint "${endpoint.name}" is cooling down after a 429`, wait));
+      if (wait > 0) return Promise.reject(new RateLimitedError(`endpoint "${endpoint.name}" is cooling down (after a 429, or found down)`, wait));
       return Promise.resolve({ release: () => Promise.resolve() });
     },
     coolDown(endpoint, ms) {

@@ -1,4 +1,6 @@
 import { mkdtemp, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
@@ -7,7 +9,7 @@ import { submitRollouts, submitScenarios, submitSynthesis } from '../../queues/s
 import { STAGE_QUEUES } from '../../queues/pipeline.js';
 import { resumeRun } from '../../queues/run-jobs.js';
 import { loadModelScript, parseModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
-import { DEMO, until, useFleet, type Fleet } from '../helpers/integration.js';
+import { DEMO, testConfig, until, useFleet, type Fleet } from '../helpers/integration.js';
 
 /**
  * What a long outage at hour six costs a run: nothing. The waits that are hours long in production are made
@@ -67,6 +69,61 @@ describe('long outages (real Redis, real workers, scripted server)', function ()
     }
   });
 
+  it('keeps every episode when a proxy in front of the model server answers 503 (its upstream down) for longer than the attempts last, and runs them all once it forwards again', async () => {
+    f = await fleet();
+    const ready = await prepare('proxied');
+    expect(ready).to.be.greaterThan(0);
+
+    // An ingress in front of the model server: while its upstream is down it answers every path (GET /models too) with
+    // its own 503 page, as nginx does; then it forwards again.
+    let up = false;
+    const target = new URL(f.server.url);
+    const proxy = http.createServer((req, res) => {
+      if (!up) {
+        req.resume();
+        res.writeHead(503, { 'content-type': 'text/html' });
+        res.end('<html><head><title>503 Service Temporarily Unavailable</title></head><body><center><h1>503 Service Temporarily Unavailable</h1></center><hr><center>nginx</center></body></html>');
+        return;
+      }
+      const forward = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, answer => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      forward.on('error', () => res.destroy());
+      req.pipe(forward);
+    });
+    await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve));
+    const queue = new Queue('rollout.run', { connection: f.redis, prefix: f.config.redis.prefix });
+    try {
+      await f.stopWorkers();
+      const viaProxy = testConfig(null, { OPENAI_BASE_URL: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/v1`, ENVFLEET_REDIS_PREFIX: f.config.redis.prefix });
+      await f.startWorkers({ config: viaProxy });
+      await submitRollouts(f.config, f.redis, { runId: 'proxied', samples: 2, modes: ['non-conversational'] });
+      const attempts = f.config.jobs.attempts;
+      // Long in the unit that matters: every episode's job taken more times than it has attempts (before the fix, each
+      // 503 used an attempt, and every episode ended as model-error for good).
+      await until(async () => {
+        if ((await f.store.pendingCount('proxied')) === 0) return true;
+        const jobs = await queue.getJobs(['wait', 'active', 'delayed', 'prioritized', 'waiting-children', 'failed', 'completed']);
+        const rollouts = jobs.filter(j => (j.data as { runId?: string } | undefined)?.runId === 'proxied');
+        return rollouts.length === ready * 2 && rollouts.every(j => j.attemptsStarted > attempts + 1);
+      }, 'the outage to outlast every job of the run');
+      expect(await f.store.listDocIds('proxied', 'trajectory'), 'episodes recorded while the upstream was down').to.deep.equal([]);
+      expect((await f.workers.ctx.runControl.get('proxied')).state).to.equal('running');
+
+      up = true;
+      await f.waitForRun('proxied');
+      const counts = (await f.store.counters('proxied'))['rollout.run'] ?? {};
+      expect(counts['model-error'] ?? 0, JSON.stringify(counts)).to.equal(0);
+      expect(Object.values(counts).reduce((a, b) => a + b, 0)).to.equal(ready * 2);
+      expect(await queue.getFailedCount()).to.equal(0);
+    } finally {
+      await queue.close();
+      proxy.closeAllConnections();
+      await new Promise<void>(resolve => proxy.close(() => resolve()));
+    }
+  });
+
   it('pauses the run, saying the endpoint cannot be reached, once it has been unreachable for ENVFLEET_RATE_LIMIT_PAUSE_MS; resumed when it is back, the job completes with no attempt used', async () => {
     const script = parseModelScript({ rules: [{ stage: 'mine.judge', respond: { json: { needsEnvironment: true, reason: 'stateful bookings' } } }] }, 'test script');
     // Any wait of two refusals is "too long" here.
@@ -79,7 +136,7 @@ describe('long outages (real Redis, real workers, scripted server)', function ()
     await submitSynthesis(f.config, f.redis, { runId: 'down', tasks: join(dir, 'tasks.jsonl') });
     const control = f.workers.ctx.runControl;
     await until(async () => (await control.get('down')).state === 'paused', 'the run to pause');
-    expect((await control.get('down')).reason).to.match(/^the model endpoint unreachable without a break for \d+ s \(ENVFLEET_RATE_LIMIT_PAUSE_MS 1\): cannot reach endpoint "default" .*connect ECONNREFUSED 127\.0\.0\.1:\d+.*; resume once the endpoint answers again$/);
+    expect((await control.get('down')).reason).to.match(/^the model endpoint cannot be reached without a break for \d+ s \(ENVFLEET_RATE_LIMIT_PAUSE_MS 1\): cannot reach endpoint "default" .*connect ECONNREFUSED 127\.0\.0\.1:\d+.*; resume once the endpoint answers again$/);
     const queue = new Queue('mine.judge', { connection: f.redis, prefix: f.config.redis.prefix });
     try {
       const jobId = STAGE_QUEUES['mine.judge'].jobId({ runId: 'down', taskId: 't0' });

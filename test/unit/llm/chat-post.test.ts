@@ -183,29 +183,61 @@ describe('chat completions posted by the gateway against the openai client', fun
     expect((await own.chat({ runId: 'r', stage: 'rollout.policy' }, request)).message.content).to.equal('Voilà 📚 第七本');
   });
 
-  const failures: { name: string; handler: Handler; code: string }[] = [
+  // `outage`: the code when the endpoint has answered nothing since the request went out (MODEL_UNAVAILABLE: waited for).
+  const failures: { name: string; handler: Handler; code: string; outage?: string }[] = [
     { name: '429 with retry-after and a JSON error', handler: answer(429, { ...json, 'retry-after': '3' }, JSON.stringify({ error: { message: 'Trop de requêtes — 慢一点', type: 'rate_limit' } })), code: 'MODEL_RATE_LIMITED' },
     { name: '401 with a JSON error', handler: answer(401, json, JSON.stringify({ error: { message: 'bad key', code: 'invalid_api_key' } })), code: 'MODEL_AUTH' },
     { name: '404 with a text body', handler: answer(404, { 'content-type': 'text/plain' }, 'no such model: ünknown'), code: 'MODEL_NOT_FOUND' },
-    { name: '500 with an HTML body', handler: answer(500, { 'content-type': 'text/html' }, '<html><body>upstream error</body></html>'), code: 'MODEL_SERVER_ERROR' },
-    { name: '503 with an empty body', handler: answer(503, {}), code: 'MODEL_SERVER_ERROR' },
+    { name: '500 with an HTML body', handler: answer(500, { 'content-type': 'text/html' }, '<html><body>upstream error</body></html>'), code: 'MODEL_SERVER_ERROR', outage: 'MODEL_UNAVAILABLE' },
+    { name: '503 with an empty body', handler: answer(503, {}), code: 'MODEL_SERVER_ERROR', outage: 'MODEL_UNAVAILABLE' },
     { name: '400 whose JSON body is not an error object', handler: answer(400, json, '"context too long"'), code: 'MODEL_BAD_REQUEST' },
     { name: '200 whose body is cut JSON', handler: answer(200, json, JSON.stringify(completion).slice(0, 40)), code: 'MODEL_RESPONSE_MALFORMED' },
-    { name: 'a connection dropped before any answer', handler: req => req.socket.destroy(), code: 'MODEL_CONNECTION' },
-    { name: 'no answer within the timeout', handler: () => undefined, code: 'MODEL_TIMEOUT' },
+    { name: 'a connection dropped before any answer', handler: req => req.socket.destroy(), code: 'MODEL_CONNECTION', outage: 'MODEL_UNAVAILABLE' },
+    { name: 'no answer within the timeout', handler: () => undefined, code: 'MODEL_TIMEOUT', outage: 'MODEL_UNAVAILABLE' },
   ];
 
+  const other = { messages: [{ role: 'user' as const, content: 'another request 🙂' }] };
+
   for (const f of failures) {
-    it(`ends like the openai client on ${f.name}`, async () => {
+    it(`ends like the openai client on ${f.name}, with nothing else answered (an outage) and while other requests are answered (its own)`, async () => {
+      const { own, sdk } = gateways({ ENVFLEET_RATE_LIMIT_FALLBACK_MS: '1' });
+      // With no answer from the endpoint since it was sent: an outage, if the failure can be one.
       handler = f.handler;
-      const { own, sdk } = gateways();
       const a = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy' }, request));
       const b = await rejection(sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request));
-      expect(a).to.have.property('code', f.code);
-      expect(b).to.have.property('code', f.code);
+      const code = f.outage ?? f.code;
+      for (const e of [a, b]) expect(e, 'nothing else answered').to.have.property('code', code);
       expect((a as Error).message).to.equal((b as Error).message);
       expect((a as { retryAfterMs?: number }).retryAfterMs).to.equal((b as { retryAfterMs?: number }).retryAfterMs);
-      if (f.code === 'MODEL_RATE_LIMITED') expect(a).to.have.property('retryAfterMs', 3000);
+      if (code === 'MODEL_RATE_LIMITED') expect(a).to.have.property('retryAfterMs', 3000);
+      if (code === 'MODEL_UNAVAILABLE') expect((a as Error).message).to.include('no answer from it yet in this worker process');
+
+      // While the endpoint answers another request (sent after this one arrived, answered before this one fails): its own.
+      // (Not after a 429, which cools the endpoint for its Retry-After whatever else answered.)
+      if (code === 'MODEL_RATE_LIMITED') return;
+      await new Promise(resolve => setTimeout(resolve, 5)); // past the 1 ms the outage cooled the endpoint for
+      const own2: Error[] = [];
+      for (const gateway of [own, sdk]) {
+        let arrived!: () => void;
+        const failingArrived = new Promise<void>(resolve => (arrived = resolve));
+        let good!: () => void;
+        const otherAnswered = new Promise<void>(resolve => (good = resolve));
+        handler = (req, res, body) => {
+          if (body.includes('another request')) {
+            answer(200, json, JSON.stringify(completion))(req, res, body);
+            res.on('finish', () => setTimeout(good, 5));
+            return;
+          }
+          arrived();
+          void otherAnswered.then(() => f.handler(req, res, body));
+        };
+        const failing = rejection(gateway.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'own' }, request));
+        await failingArrived;
+        await gateway.chat({ runId: 'r', stage: 'rollout.policy' }, other);
+        own2.push((await failing) as Error);
+      }
+      for (const e of own2) expect(e, 'other requests answered').to.have.property('code', f.code);
+      expect(own2[0]!.message).to.equal(own2[1]!.message);
     });
   }
 

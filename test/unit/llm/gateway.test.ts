@@ -335,7 +335,8 @@ describe('model gateway: error answers as proxies and gateways send them (a raw 
   it("names a 503 HTML page by its title, not with the page's kilobytes", async () => {
     const page = `<!DOCTYPE html><html><head><style>body{color:red}</style><title>503 Service Temporarily Unavailable</title></head><body><h1>nginx</h1>${'<p>padding</p>'.repeat(400)}</body></html>`;
     const error = await ask(await gatewayAnswering(503, 'text/html', page));
-    expect(error).to.have.property('code', 'MODEL_SERVER_ERROR');
+    // The endpoint's first answer, and a 503: taken for an outage, waited for (MODEL_UNAVAILABLE).
+    expect(error).to.have.property('code', 'MODEL_UNAVAILABLE');
     const message = String((error as Error).message);
     expect(message).to.include('Service Temporarily Unavailable').and.to.include(`an HTML page of ${page.length} characters`);
     expect(message).to.not.include('<p>');
@@ -345,9 +346,9 @@ describe('model gateway: error answers as proxies and gateways send them (a raw 
   it('shows a long plain-text error body cut short (whole characters), with its length', async () => {
     const text = `upstream connect error — 上游错误 😀 ${'reset reason: overflow '.repeat(200)}`;
     const error = await ask(await gatewayAnswering(502, 'text/plain', text));
-    expect(error).to.have.property('code', 'MODEL_SERVER_ERROR');
+    expect(error).to.have.property('code', 'MODEL_UNAVAILABLE');
     const message = String((error as Error).message);
-    expect(message).to.include('upstream connect error — 上游错误 😀').and.to.match(/… \(\d+ characters\)$/);
+    expect(message).to.include('upstream connect error — 上游错误 😀').and.to.match(/… \(\d+ characters\), and no answer from it yet/);
     expect(message.length).to.be.below(600);
   });
 
@@ -451,5 +452,87 @@ describe('model gateway: connections that fail (a raw HTTP endpoint)', function 
     const error = await rejection(ask(gatewayAt(`http://127.0.0.1:${port}/v1`)));
     expect(error).to.have.property('code', 'MODEL_UNREACHABLE');
     expect(String((error as Error).message)).to.match(new RegExp(`cannot reach endpoint "default" .*: connect ECONNREFUSED 127\\.0\\.0\\.1:${port}`));
+  });
+});
+
+describe('model gateway: an endpoint down, or one request it fails (a raw HTTP endpoint)', function () {
+  this.timeout(20_000);
+  let endpoint: http.Server;
+  afterEach(() => {
+    endpoint.closeAllConnections();
+    endpoint.close();
+  });
+  /** An endpoint whose chat completions answer `chat` and whose GET /models answers `models` (status, or a hang). */
+  async function gatewayWhere(chat: number, models: number | 'hang', env: Partial<Record<EnvVarName, string>> = {}) {
+    const seen: string[] = [];
+    endpoint = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        seen.push(`${req.method} ${req.url}`);
+        const status = req.url?.endsWith('/models') ? models : chat;
+        if (status === 'hang') return;
+        res.writeHead(status, { 'content-type': 'application/json' });
+        res.end(status === 200 ? JSON.stringify({ object: 'list', data: [{ id: 'm', object: 'model', created: 1, owned_by: 'x' }] }) : JSON.stringify({ error: { message: `upstream said ${status} — 上游` } }));
+      });
+    });
+    await new Promise<void>(resolve => endpoint.listen(0, '127.0.0.1', resolve));
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1`, ENVFLEET_RATE_LIMIT_FALLBACK_MS: '60000', ...env } });
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    return { gateway, seen };
+  }
+  const ask = (gateway: ModelGateway) => rejection(gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] }));
+
+  for (const models of [200, 404, 401]) {
+    it(`a 500 to a lone request while GET /models answers ${models} is the request's own: retried with attempts (MODEL_SERVER_ERROR)`, async () => {
+      const { gateway, seen } = await gatewayWhere(500, models);
+      const error = await ask(gateway);
+      expect(error).to.have.property('code', 'MODEL_SERVER_ERROR');
+      expect(seen).to.deep.equal(['POST /v1/chat/completions', 'GET /v1/models']);
+    });
+  }
+
+  for (const [chat, models] of [[503, 503], [502, 502], [500, 504]] as const) {
+    it(`a ${chat} while GET /models answers ${models} is an outage: waited for, no attempt used (MODEL_UNAVAILABLE), the endpoint cooled down`, async () => {
+      const { gateway, seen } = await gatewayWhere(chat, models);
+      const error = await ask(gateway);
+      expect(error).to.have.property('code', 'MODEL_UNAVAILABLE');
+      expect(error).to.have.property('retryAfterMs', 60_000);
+      expect(String((error as Error).message)).to.include(`upstream said ${chat} — 上游`).and.to.include(`(GET /models: ${models}): the endpoint looks down; the fleet waits 60000 ms`);
+      // Cooled down: the next request of this endpoint waits instead of being sent.
+      expect(await ask(gateway)).to.have.property('code', 'MODEL_RATE_LIMITED');
+      expect(seen).to.deep.equal(['POST /v1/chat/completions', 'GET /v1/models']);
+    });
+  }
+
+  it('a 503 that carries Retry-After waits that long when the endpoint is down', async () => {
+    endpoint = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(503, { 'retry-after': '7' });
+        res.end('loading the model');
+      });
+    });
+    await new Promise<void>(resolve => endpoint.listen(0, '127.0.0.1', resolve));
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1` } });
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    const error = await ask(gateway);
+    expect(error).to.have.property('code', 'MODEL_UNAVAILABLE');
+    expect(error).to.have.property('retryAfterMs', 7_000);
+  });
+
+  it('no answer from the chat request nor from GET /models is an outage, said so', async () => {
+    const { gateway } = await gatewayWhere(200, 'hang', { ENVFLEET_MODEL_TIMEOUT_MS: '300' });
+    endpoint.removeAllListeners('request');
+    endpoint.on('request', (req: http.IncomingMessage) => req.resume()); // nothing answered at all
+    const error = await ask(gateway);
+    expect(error).to.have.property('code', 'MODEL_UNAVAILABLE');
+    expect(String((error as Error).message)).to.include('no answer within 300 ms').and.to.include('(GET /models: no answer within 300 ms)');
+  });
+
+  it('asks GET /models once for the failures of a fallback period, however many requests fail', async () => {
+    const { gateway, seen } = await gatewayWhere(500, 200, { ENVFLEET_RATE_LIMIT_FALLBACK_MS: '60000' });
+    const errors = await Promise.all(Array.from({ length: 5 }, (_, i) => rejection(gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: `question ${i}` }] }))));
+    for (const e of errors) expect(e).to.have.property('code', 'MODEL_SERVER_ERROR');
+    expect(seen.filter(s => s.endsWith('/models'))).to.have.length(1);
   });
 });
