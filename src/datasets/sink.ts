@@ -351,28 +351,6 @@ export function oneLine(json: string | Buffer): string | Buffer {
   return copy;
 }
 
-/**
- * The complete lines at the start of a shard's bytes: `end`, the byte offset just past the last of them
- * (what the file is truncated to), how many there are, and the trajectory ids among them. A line is
- * complete when a newline follows it and it parses; the first that does not (a write cut short by a
- * crash) ends them. Everything is measured in bytes, as `truncate` takes it: a trajectory's model text
- * (emoji, CJK, accents) has more UTF-8 bytes than UTF-16 characters, and an offset in characters cuts
- * into an earlier line whose Redis copy is already only a summary.
- */
-export function completeLines(buf: Buffer): { end: number; lines: number; ids: string[] } {
-  const ids: string[] = [];
-  let end = 0;
-  let lines = 0;
-  for (let newline = buf.indexOf(0x0a, end); newline !== -1; newline = buf.indexOf(0x0a, end)) {
-    const id = idOfLine(buf.subarray(end, newline));
-    if (id === false) break;
-    if (id) ids.push(id);
-    end = newline + 1;
-    lines += 1;
-  }
-  return { end, lines, ids };
-}
-
 /** The id of a shard line's JSON (null without one), or false when the bytes are not a JSON line (torn, zeroed, too long for a string). */
 function idOfLine(bytes: Buffer): string | null | false {
   try {
@@ -386,12 +364,17 @@ function idOfLine(bytes: Buffer): string | null | false {
 const SCAN_CHUNK_BYTES = 8 << 20;
 
 /**
- * `completeLines` of a shard file, read a chunk at a time: a shard has no size bound (the sink starts a new one
- * every `shardLines` lines, and a trajectory of a careless environment is megabytes), and one read of the whole
- * file failed past 2 GiB ("File size is greater than 2 GiB", so the sink could not start again on its own output)
- * and held it all in memory below that. A line that crosses chunks is read again, alone, once its newline is found.
+ * The complete lines at the start of a shard file: `end`, the byte offset just past the last of them (what the file
+ * is truncated to), how many there are, the trajectory ids among them, and the file's size. A line is complete when a
+ * newline follows it and it parses; the first that does not (a write cut short by a crash) ends them. Everything is
+ * measured in bytes, as `truncate` takes it: a trajectory's model text (emoji, CJK, accents) has more UTF-8 bytes
+ * than UTF-16 characters, and an offset in characters cuts into an earlier line whose Redis copy is already only a
+ * summary. Read a chunk at a time: a shard has no size bound (the sink starts a new one every `shardLines` lines, and
+ * a trajectory of a careless environment is megabytes), and one read of the whole file failed past 2 GiB ("File size
+ * is greater than 2 GiB", so the sink could not start again on its own output) and held it all in memory below
+ * that. A line that crosses chunks is read again, alone, once its newline is found.
  */
-async function completeLinesOfFile(path: string): Promise<{ end: number; lines: number; ids: string[]; size: number }> {
+export async function completeLinesOfFile(path: string): Promise<{ end: number; lines: number; ids: string[]; size: number }> {
   const handle = await open(path, 'r');
   try {
     const { size } = await handle.stat();

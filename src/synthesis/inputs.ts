@@ -1,9 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { InputFileError } from '../sandbox/files.js';
-import { stripBom } from '../util/bom.js';
 import { hashOf } from '../util/canonical.js';
-import { firstInvalidUtf8, notUtf8Problem, utf16Of } from '../util/utf8.js';
+import { utf8Lines } from '../util/utf8.js';
 import type { EnvDescription, SourceTask } from './types.js';
 
 const TaskLine = z.strictObject({
@@ -29,43 +27,34 @@ export interface ParsedLines<T> {
 }
 
 export async function parseLines<S extends z.ZodType>(path: string, schema: S): Promise<ParsedLines<{ line: number; value: z.infer<S> }>> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (err) {
-    throw new InputFileError(`${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-  }
-  const utf16 = utf16Of(bytes);
-  if (utf16) throw new InputFileError(`${path}: the file is ${utf16} text; save it as UTF-8 (one JSON object per line) and run the command again`);
   const items: { line: number; value: z.infer<S> }[] = [];
   const problems: LineProblem[] = [];
-  // Line by line on the bytes: a line that is not UTF-8 is a bad line (decoded, its bytes would become U+FFFD unnoticed).
-  for (let start = 0, i = 0; start <= bytes.length; i += 1) {
-    const newline = bytes.indexOf(0x0a, start);
-    const end = newline === -1 ? bytes.length : newline;
-    const lineStart = start;
-    start = end + 1;
-    const invalid = firstInvalidUtf8(bytes, lineStart, end);
-    if (invalid !== -1) {
-      problems.push({ line: i + 1, problem: notUtf8Problem(bytes, lineStart, invalid) });
-      continue;
+  try {
+    // Line by line on the bytes: a line that is not UTF-8 is a bad line (decoded, its bytes would become U+FFFD unnoticed).
+    for await (const l of utf8Lines(path)) {
+      if ('problem' in l) {
+        if (l.wholeFile) throw new InputFileError(`${path}: ${l.problem} (one JSON object per line) and run the command again`);
+        problems.push({ line: l.line, problem: l.problem });
+        continue;
+      }
+      if (!l.text.trim()) continue;
+      let json: unknown;
+      try {
+        json = JSON.parse(l.text);
+      } catch (err) {
+        problems.push({ line: l.line, problem: `not valid JSON: ${(err as Error).message}` });
+        continue;
+      }
+      const r = schema.safeParse(json);
+      if (!r.success) {
+        problems.push({ line: l.line, problem: r.error.issues.map(x => `${x.path.join('.') || '(line)'}: ${x.message}`).join('; ') });
+        continue;
+      }
+      items.push({ line: l.line, value: r.data });
     }
-    const decoded = bytes.toString('utf8', lineStart, end);
-    const raw = i === 0 ? stripBom(decoded) : decoded;
-    if (!raw.trim()) continue;
-    let json: unknown;
-    try {
-      json = JSON.parse(raw);
-    } catch (err) {
-      problems.push({ line: i + 1, problem: `not valid JSON: ${(err as Error).message}` });
-      continue;
-    }
-    const r = schema.safeParse(json);
-    if (!r.success) {
-      problems.push({ line: i + 1, problem: r.error.issues.map(x => `${x.path.join('.') || '(line)'}: ${x.message}`).join('; ') });
-      continue;
-    }
-    items.push({ line: i + 1, value: r.data });
+  } catch (err) {
+    if (err instanceof InputFileError) throw err;
+    throw new InputFileError(`${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
   return { items, problems };
 }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { completeLines, oneLine, runSink, scanShards } from '../../../src/datasets/sink.js';
+import { completeLinesOfFile, oneLine, runSink, scanShards } from '../../../src/datasets/sink.js';
 import { createRedisConnection } from '../../../src/redis/connection.js';
 import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../../src/rollouts/stream.js';
 import { archivedTrajectory, isArchived, trajectorySummary, type StoredTrajectory, type Trajectory } from '../../../src/rollouts/types.js';
@@ -47,16 +47,23 @@ function tornLine(t: Trajectory): Buffer {
 }
 
 describe('sink crash recovery (byte offsets)', () => {
-  it('finds where the complete lines end in bytes, whatever the characters', () => {
+  it('finds where the complete lines end in bytes, whatever the characters', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sink-lines-'));
+    const completeLines = async (bytes: Buffer) => {
+      await writeFile(join(dir, 'part-00000.jsonl'), bytes);
+      const { size, ...found } = await completeLinesOfFile(join(dir, 'part-00000.jsonl'));
+      expect(size).to.equal(bytes.length);
+      return found;
+    };
     const lines = [0, 1, 2, 3].map(i => line(trajectory(i)));
     const good = Buffer.concat(lines);
     // The old measure: UTF-16 characters, which this text has far fewer of than bytes.
     expect(good.toString('utf8').length).to.be.lessThan(good.length);
-    expect(completeLines(good)).to.deep.equal({ end: good.length, lines: 4, ids: ['trj-0', 'trj-1', 'trj-2', 'trj-3'] });
-    expect(completeLines(Buffer.concat([good, tornLine(trajectory(6))]))).to.deep.equal({ end: good.length, lines: 4, ids: ['trj-0', 'trj-1', 'trj-2', 'trj-3'] });
+    expect(await completeLines(good)).to.deep.equal({ end: good.length, lines: 4, ids: ['trj-0', 'trj-1', 'trj-2', 'trj-3'] });
+    expect(await completeLines(Buffer.concat([good, tornLine(trajectory(6))]))).to.deep.equal({ end: good.length, lines: 4, ids: ['trj-0', 'trj-1', 'trj-2', 'trj-3'] });
     // A whole line whose newline did not make it to disk is torn too (its document is still whole in Redis).
-    expect(completeLines(Buffer.concat([good, line(trajectory(4)).subarray(0, -1)])).end).to.equal(good.length);
-    expect(completeLines(Buffer.alloc(0))).to.deep.equal({ end: 0, lines: 0, ids: [] });
+    expect((await completeLines(Buffer.concat([good, line(trajectory(4)).subarray(0, -1)]))).end).to.equal(good.length);
+    expect(await completeLines(Buffer.alloc(0))).to.deep.equal({ end: 0, lines: 0, ids: [] });
   });
 
   it('cuts a torn last line exactly and keeps every complete line of every shard byte for byte', async () => {
