@@ -215,7 +215,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
             // the run: waiting it out in the queue would hold the queue that long with nothing said; the run pauses now,
             // saying until when. (Shorter waits are ridden out, and a streak of them pauses the run as below.)
             const until = `${durationText(asked)} (until ${new Date(Date.now() + asked).toISOString()})`;
-            await pauseRun(`${unreachable ? `the model endpoint ${down} and the fleet would wait ${until} before trying it again` : `the model endpoint asks to wait ${until}`}, at least ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}: ${err.message}; resume the run after that time`);
+            await pauseRun(`${unreachable ? `the model endpoint ${down} and the fleet would wait ${until} before trying it again${verdict.code === 'MODEL_UNREACHABLE' ? ' (ENVFLEET_RATE_LIMIT_FALLBACK_MS)' : ''}` : `the model endpoint asks to wait ${until}`}, at least ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}: ${err.message}; resume the run after that time`);
             jobLog.warn({ runId, code: verdict.code, delayMs: asked }, 'the endpoint asks for a longer wait than a run waits rate limited; the run is paused');
             await park('rate limited');
           }

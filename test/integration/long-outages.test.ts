@@ -124,6 +124,24 @@ describe('long outages (real Redis, real workers, scripted server)', function ()
     }
   });
 
+  /** A one-task synthesis run (mine.judge only) submitted to in-process workers with `overrides` (their endpoint, OPENAI_BASE_URL), until the run pauses: its reason. */
+  async function judgeOne(runId: string, overrides: Record<string, string>) {
+    const script = parseModelScript({ rules: [{ stage: 'mine.judge', respond: { json: { needsEnvironment: true, reason: 'stateful bookings' } } }] }, 'test script');
+    f = await fleet({ script, workers: false });
+    await f.startWorkers({ queues: ['mine.judge'], config: testConfig(null, { OPENAI_BASE_URL: f.server.url, ...overrides, ENVFLEET_REDIS_PREFIX: f.config.redis.prefix }) });
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-outage-'));
+    await writeFile(join(dir, 'tasks.jsonl'), `${JSON.stringify({ id: 't0', task: 'book a room' })}\n`);
+    await submitSynthesis(f.config, f.redis, { runId, tasks: join(dir, 'tasks.jsonl') });
+    const control = f.workers.ctx.runControl;
+    await until(async () => (await control.get(runId)).state === 'paused', 'the run to pause');
+    return (await control.get(runId)).reason ?? '';
+  }
+
+  it('pauses the run at once when the endpoint cannot be reached and ENVFLEET_RATE_LIMIT_FALLBACK_MS is an hour or more, naming that setting', async () => {
+    const reason = await judgeOne('refused', { OPENAI_BASE_URL: 'http://127.0.0.1:1/v1', ENVFLEET_RATE_LIMIT_FALLBACK_MS: '7200000' });
+    expect(reason).to.match(/^the model endpoint cannot be reached and the fleet would wait 2 h \(until 20\d\d-[^)]*\) before trying it again \(ENVFLEET_RATE_LIMIT_FALLBACK_MS\), at least ENVFLEET_RATE_LIMIT_PAUSE_MS 3600000: cannot reach endpoint "default"/);
+  });
+
   it('pauses the run, saying the endpoint cannot be reached, once it has been unreachable for ENVFLEET_RATE_LIMIT_PAUSE_MS; resumed when it is back, the job completes with no attempt used', async () => {
     const script = parseModelScript({ rules: [{ stage: 'mine.judge', respond: { json: { needsEnvironment: true, reason: 'stateful bookings' } } }] }, 'test script');
     // Any wait of two refusals is "too long" here.
