@@ -400,7 +400,9 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       const ms = Math.min(retryAfter ?? deps.config.gateway.rateLimitFallbackMs, MAX_COOL_DOWN_MS);
       await deps.limiter.coolDown(endpoint, ms);
       const since = last === undefined ? 'no answer from it yet in this worker process' : `no other answer from it since ${new Date(last).toISOString()}`;
-      return new EndpointUnreachableError(`${where}: ${what}, and ${since} (GET /models: ${probe.said}): the endpoint looks down; the fleet waits ${ms} ms and tries again`, ms, { cause: err, details }, 'MODEL_UNAVAILABLE');
+      // Where the wait comes from, as a 429's message says it: a run paused for it names the endpoint's ask or the setting.
+      const from = retryAfter === null ? 'ENVFLEET_RATE_LIMIT_FALLBACK_MS' : ms < retryAfter ? `its Retry-After asked for ${retryAfter} ms; at most a day is kept` : 'its Retry-After';
+      return new EndpointUnreachableError(`${where}: ${what}, and ${since} (GET /models: ${probe.said}): the endpoint looks down; the fleet waits ${ms} ms (${from}) and tries again`, ms, { cause: err, details }, 'MODEL_UNAVAILABLE');
     };
     if (err instanceof APIUserAbortError || (ctx.signal?.aborted ?? false)) return new JobAbortedError(`model call aborted (${where})`);
     if (err instanceof APIConnectionTimeoutError) {

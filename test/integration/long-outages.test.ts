@@ -137,6 +137,23 @@ describe('long outages (real Redis, real workers, scripted server)', function ()
     return (await control.get(runId)).reason ?? '';
   }
 
+  it('pauses the run at once when a proxy whose upstream is down answers 503 with a Retry-After of 40 days, saying the endpoint asked for it and that a day is kept', async () => {
+    const proxy = http.createServer((req, res) => {
+      req.resume();
+      res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': String(40 * 86_400) });
+      res.end('upstream down for maintenance');
+    });
+    await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve));
+    try {
+      const reason = await judgeOne('maintenance', { OPENAI_BASE_URL: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/v1` });
+      expect(reason).to.match(/^the model endpoint serves nothing .* would wait 24 h \(until 20\d\d-/).and.to.match(/ENVFLEET_RATE_LIMIT_PAUSE_MS 3600000/);
+      expect(reason).to.match(/Retry-After asked for 3456000000 ms; at most a day is kept/);
+    } finally {
+      proxy.closeAllConnections();
+      await new Promise<void>(resolve => proxy.close(() => resolve()));
+    }
+  });
+
   it('pauses the run at once when the endpoint cannot be reached and ENVFLEET_RATE_LIMIT_FALLBACK_MS is an hour or more, naming that setting', async () => {
     const reason = await judgeOne('refused', { OPENAI_BASE_URL: 'http://127.0.0.1:1/v1', ENVFLEET_RATE_LIMIT_FALLBACK_MS: '7200000' });
     expect(reason).to.match(/^the model endpoint cannot be reached and the fleet would wait 2 h \(until 20\d\d-[^)]*\) before trying it again \(ENVFLEET_RATE_LIMIT_FALLBACK_MS\), at least ENVFLEET_RATE_LIMIT_PAUSE_MS 3600000: cannot reach endpoint "default"/);

@@ -520,6 +520,27 @@ describe('model gateway: an endpoint down, or one request it fails (a raw HTTP e
     expect(error).to.have.property('retryAfterMs', 7_000);
   });
 
+  it('says where the wait of an outage comes from: a Retry-After of 40 days is kept as a day, and said so; without one, the setting', async () => {
+    endpoint = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(503, req.url?.includes('/chat/') ? { 'retry-after': String(40 * 86_400) } : {});
+        res.end('down for maintenance');
+      });
+    });
+    await new Promise<void>(resolve => endpoint.listen(0, '127.0.0.1', resolve));
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1` } });
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    const error = await ask(gateway);
+    expect(error).to.have.property('code', 'MODEL_UNAVAILABLE');
+    expect(error).to.have.property('retryAfterMs', 86_400_000);
+    expect(String((error as Error).message)).to.include('the fleet waits 86400000 ms (its Retry-After asked for 3456000000 ms; at most a day is kept)');
+    endpoint.closeAllConnections();
+    endpoint.close();
+    const { gateway: plain } = await gatewayWhere(502, 502);
+    expect(String((await ask(plain) as Error).message)).to.include('the fleet waits 60000 ms (ENVFLEET_RATE_LIMIT_FALLBACK_MS)');
+  });
+
   it('no answer from the chat request nor from GET /models is an outage, said so', async () => {
     const { gateway } = await gatewayWhere(200, 'hang', { ENVFLEET_MODEL_TIMEOUT_MS: '300' });
     endpoint.removeAllListeners('request');
