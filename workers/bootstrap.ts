@@ -219,7 +219,9 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
             jobLog.warn({ runId, code: verdict.code, delayMs: asked }, 'the endpoint asks for a longer wait than a run waits rate limited; the run is paused');
             await park('rate limited');
           }
-          const delay = Math.min(asked, MAX_RATE_LIMIT_WAIT_MS);
+          // At least 1 ms: a Retry-After of 0 (or a date already past) would be a wait of 0, which Redis refuses (PX 0), and
+          // the job would fail with that error, using an attempt.
+          const delay = Math.max(1, Math.min(asked, MAX_RATE_LIMIT_WAIT_MS));
           // Nothing of this queue is taken while the endpoint cools down (no starts meanwhile).
           await queue.rateLimit(delay);
           if (control && token && pauseAfter > 0) {

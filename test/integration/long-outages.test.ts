@@ -154,6 +154,48 @@ describe('long outages (real Redis, real workers, scripted server)', function ()
     }
   });
 
+  it('waits for a proxy whose upstream is down answering 503 with Retry-After: 0, no attempt used, and completes the job once it forwards again', async () => {
+    const script = parseModelScript({ rules: [{ stage: 'mine.judge', respond: { json: { needsEnvironment: true, reason: 'stateful bookings' } } }] }, 'test script');
+    f = await fleet({ script, workers: false });
+    let up = false;
+    let refused = 0;
+    const target = new URL(f.server.url);
+    const proxy = http.createServer((req, res) => {
+      if (!up) {
+        if (req.url?.endsWith('/chat/completions')) refused += 1;
+        req.resume();
+        res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': '0' });
+        res.end('no healthy upstream');
+        return;
+      }
+      const forward = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, answer => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      forward.on('error', () => res.destroy());
+      req.pipe(forward);
+    });
+    await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve));
+    const queue = new Queue('mine.judge', { connection: f.redis, prefix: f.config.redis.prefix });
+    try {
+      await f.startWorkers({ queues: ['mine.judge'], config: testConfig(null, { OPENAI_BASE_URL: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/v1`, ENVFLEET_REDIS_PREFIX: f.config.redis.prefix }) });
+      const dir = await mkdtemp(join(tmpdir(), 'envfleet-outage-'));
+      await writeFile(join(dir, 'tasks.jsonl'), `${JSON.stringify({ id: 't0', task: 'book a room' })}\n`);
+      await submitSynthesis(f.config, f.redis, { runId: 'zero', tasks: join(dir, 'tasks.jsonl') });
+      const jobId = STAGE_QUEUES['mine.judge'].jobId({ runId: 'zero', taskId: 't0' });
+      await until(async () => refused > f.config.jobs.attempts + 1 || (await queue.getJobState(jobId)) === 'failed', 'more 503s than the job has attempts');
+      up = true;
+      await until(async () => ['completed', 'failed'].includes(await queue.getJobState(jobId)), 'the job to end');
+      const job = (await queue.getJob(jobId))!;
+      expect(await job.getState(), job.failedReason).to.equal('completed');
+      expect(job.attemptsMade).to.equal(1);
+    } finally {
+      await queue.close();
+      proxy.closeAllConnections();
+      await new Promise<void>(resolve => proxy.close(() => resolve()));
+    }
+  });
+
   it('pauses the run at once when the endpoint cannot be reached and ENVFLEET_RATE_LIMIT_FALLBACK_MS is an hour or more, naming that setting', async () => {
     const reason = await judgeOne('refused', { OPENAI_BASE_URL: 'http://127.0.0.1:1/v1', ENVFLEET_RATE_LIMIT_FALLBACK_MS: '7200000' });
     expect(reason).to.match(/^the model endpoint cannot be reached and the fleet would wait 2 h \(until 20\d\d-[^)]*\) before trying it again \(ENVFLEET_RATE_LIMIT_FALLBACK_MS\), at least ENVFLEET_RATE_LIMIT_PAUSE_MS 3600000: cannot reach endpoint "default"/);
