@@ -504,6 +504,18 @@ describe('model gateway: an endpoint down, or one request it fails (a raw HTTP e
     });
   }
 
+  // Cloudflare in front of a model server answers its own 52x when the origin is down or does not answer: 520 (an empty or
+  // unknown answer), 521 (refused), 522 (connect timed out), 523 (unreachable), 524 (no answer within 100 s).
+  for (const [chat, models] of [[521, 521], [522, 522], [523, 523], [520, 524], [503, 521]] as const) {
+    it(`a ${chat} while GET /models answers ${models} (Cloudflare, its origin down) is an outage (MODEL_UNAVAILABLE)`, async () => {
+      const { gateway, seen } = await gatewayWhere(chat, models);
+      const error = await ask(gateway);
+      expect(error).to.have.property('code', 'MODEL_UNAVAILABLE');
+      expect(String((error as Error).message)).to.include(`(GET /models: ${models})`);
+      expect(seen).to.deep.equal(['POST /v1/chat/completions', 'GET /v1/models']);
+    });
+  }
+
   it('a 503 that carries Retry-After waits that long when the endpoint is down', async () => {
     endpoint = http.createServer((req, res) => {
       req.resume();
