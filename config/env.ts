@@ -145,7 +145,7 @@ export const ENV_VARS = {
   ENVFLEET_RATE_LIMIT_FALLBACK_MS: {
     schema: positiveInt.default(5_000),
     example: '5000',
-    description: 'How long the fleet backs off after a 429 that carries no retry-after header, or after finding the endpoint unreachable (connection refused): then it tries again, no attempt used.',
+    description: 'How long the fleet backs off after a 429 that carries no retry-after header, or after finding the endpoint unreachable (connection refused) or down (MODEL_UNAVAILABLE: a 5xx or no answer, GET /models too, asked at most once this often): then it tries again, no attempt used.',
   },
   ENVFLEET_JOB_ATTEMPTS: {
     schema: int(1, 100).default(5),
@@ -196,7 +196,7 @@ export const ENV_VARS = {
   ENVFLEET_RATE_LIMIT_PAUSE_MS: {
     schema: nonNegativeInt.default(3_600_000),
     example: '3600000',
-    description: 'A job rate limited (429s, or a cooling endpoint) or finding the endpoint unreachable (connection refused) without a break for this long pauses its run, to be resumed once the endpoint answers again; a 429 whose Retry-After asks for this long and at least an hour pauses it at once, saying until when (an endpoint is cooled for at most a day per 429, and a queue waits at most an hour at a time); 0 = wait for the endpoint indefinitely. Neither uses attempts or a start budget.',
+    description: 'A job rate limited (429s, or a cooling endpoint) or finding the endpoint unreachable (connection refused) or down (MODEL_UNAVAILABLE) without a break for this long pauses its run, to be resumed once the endpoint answers again; a 429, or a down endpoint\'s 503, whose Retry-After asks for this long and at least an hour pauses it at once, saying until when (an endpoint is cooled for at most a day per 429, and a queue waits at most an hour at a time); 0 = wait for the endpoint indefinitely. Neither uses attempts or a start budget.',
   },
   ENVFLEET_POOL_THREADS: {
     schema: int(1, 256).default(Math.max(1, availableParallelism())),

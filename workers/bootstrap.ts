@@ -215,11 +215,13 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
             // the run: waiting it out in the queue would hold the queue that long with nothing said; the run pauses now,
             // saying until when. (Shorter waits are ridden out, and a streak of them pauses the run as below.)
             const until = `${durationText(asked)} (until ${new Date(Date.now() + asked).toISOString()})`;
-            await pauseRun(`${unreachable ? `the model endpoint ${down} and the fleet would wait ${until} before trying it again` : `the model endpoint asks to wait ${until}`}, at least ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}: ${err.message}; resume the run after that time`);
+            await pauseRun(`${unreachable ? `the model endpoint ${down} and the fleet would wait ${until} before trying it again${verdict.code === 'MODEL_UNREACHABLE' ? ' (ENVFLEET_RATE_LIMIT_FALLBACK_MS)' : ''}` : `the model endpoint asks to wait ${until}`}, at least ENVFLEET_RATE_LIMIT_PAUSE_MS ${pauseAfter}: ${err.message}; resume the run after that time`);
             jobLog.warn({ runId, code: verdict.code, delayMs: asked }, 'the endpoint asks for a longer wait than a run waits rate limited; the run is paused');
             await park('rate limited');
           }
-          const delay = Math.min(asked, MAX_RATE_LIMIT_WAIT_MS);
+          // At least 1 ms: a Retry-After of 0 (or a date already past) would be a wait of 0, which Redis refuses (PX 0), and
+          // the job would fail with that error, using an attempt.
+          const delay = Math.max(1, Math.min(asked, MAX_RATE_LIMIT_WAIT_MS));
           // Nothing of this queue is taken while the endpoint cools down (no starts meanwhile).
           await queue.rateLimit(delay);
           if (control && token && pauseAfter > 0) {

@@ -35,9 +35,11 @@ const UNREACHABLE: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH'
  * Answers and failures that say either "this request" or "this endpoint serves nothing now" (a model server down
  * behind its proxy: 502/504; loading or overloaded: 503; dead engine: 500; hung: no answer; crashed mid-request: a
  * reset). Which one is told by the endpoint's other answers: with none since the request was sent, an outage
- * (MODEL_UNAVAILABLE, waited for, no attempt used); otherwise the request's own failure (attempts).
+ * (MODEL_UNAVAILABLE, waited for, no attempt used); otherwise the request's own failure (attempts). Cloudflare in
+ * front of a server answers its own 52x for the same: 520 (an empty or unknown answer from the origin), 521 (refused),
+ * 522 (connect timed out), 523 (unreachable), 524 (no answer within 100 s), never a 502/504.
  */
-const OUTAGE_STATUSES: ReadonlySet<number> = new Set([500, 502, 503, 504]);
+const OUTAGE_STATUSES: ReadonlySet<number> = new Set([500, 502, 503, 504, 520, 521, 522, 523, 524]);
 const RESETS: ReadonlySet<string> = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ETIMEDOUT']);
 
 /** Every request names its pipeline stage in this header (scripted servers route on it). */
@@ -400,7 +402,9 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       const ms = Math.min(retryAfter ?? deps.config.gateway.rateLimitFallbackMs, MAX_COOL_DOWN_MS);
       await deps.limiter.coolDown(endpoint, ms);
       const since = last === undefined ? 'no answer from it yet in this worker process' : `no other answer from it since ${new Date(last).toISOString()}`;
-      return new EndpointUnreachableError(`${where}: ${what}, and ${since} (GET /models: ${probe.said}): the endpoint looks down; the fleet waits ${ms} ms and tries again`, ms, { cause: err, details }, 'MODEL_UNAVAILABLE');
+      // Where the wait comes from, as a 429's message says it: a run paused for it names the endpoint's ask or the setting.
+      const from = retryAfter === null ? 'ENVFLEET_RATE_LIMIT_FALLBACK_MS' : ms < retryAfter ? `its Retry-After asked for ${retryAfter} ms; at most a day is kept` : 'its Retry-After';
+      return new EndpointUnreachableError(`${where}: ${what}, and ${since} (GET /models: ${probe.said}): the endpoint looks down; the fleet waits ${ms} ms (${from}) and tries again`, ms, { cause: err, details }, 'MODEL_UNAVAILABLE');
     };
     if (err instanceof APIUserAbortError || (ctx.signal?.aborted ?? false)) return new JobAbortedError(`model call aborted (${where})`);
     if (err instanceof APIConnectionTimeoutError) {

@@ -124,6 +124,83 @@ describe('long outages (real Redis, real workers, scripted server)', function ()
     }
   });
 
+  /** A one-task synthesis run (mine.judge only) submitted to in-process workers with `overrides` (their endpoint, OPENAI_BASE_URL), until the run pauses: its reason. */
+  async function judgeOne(runId: string, overrides: Record<string, string>) {
+    const script = parseModelScript({ rules: [{ stage: 'mine.judge', respond: { json: { needsEnvironment: true, reason: 'stateful bookings' } } }] }, 'test script');
+    f = await fleet({ script, workers: false });
+    await f.startWorkers({ queues: ['mine.judge'], config: testConfig(null, { OPENAI_BASE_URL: f.server.url, ...overrides, ENVFLEET_REDIS_PREFIX: f.config.redis.prefix }) });
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-outage-'));
+    await writeFile(join(dir, 'tasks.jsonl'), `${JSON.stringify({ id: 't0', task: 'book a room' })}\n`);
+    await submitSynthesis(f.config, f.redis, { runId, tasks: join(dir, 'tasks.jsonl') });
+    const control = f.workers.ctx.runControl;
+    await until(async () => (await control.get(runId)).state === 'paused', 'the run to pause');
+    return (await control.get(runId)).reason ?? '';
+  }
+
+  it('pauses the run at once when a proxy whose upstream is down answers 503 with a Retry-After of 40 days, saying the endpoint asked for it and that a day is kept', async () => {
+    const proxy = http.createServer((req, res) => {
+      req.resume();
+      res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': String(40 * 86_400) });
+      res.end('upstream down for maintenance');
+    });
+    await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve));
+    try {
+      const reason = await judgeOne('maintenance', { OPENAI_BASE_URL: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/v1` });
+      expect(reason).to.match(/^the model endpoint serves nothing .* would wait 24 h \(until 20\d\d-/).and.to.match(/ENVFLEET_RATE_LIMIT_PAUSE_MS 3600000/);
+      expect(reason).to.match(/Retry-After asked for 3456000000 ms; at most a day is kept/);
+    } finally {
+      proxy.closeAllConnections();
+      await new Promise<void>(resolve => proxy.close(() => resolve()));
+    }
+  });
+
+  it('waits for a proxy whose upstream is down answering 503 with Retry-After: 0, no attempt used, and completes the job once it forwards again', async () => {
+    const script = parseModelScript({ rules: [{ stage: 'mine.judge', respond: { json: { needsEnvironment: true, reason: 'stateful bookings' } } }] }, 'test script');
+    f = await fleet({ script, workers: false });
+    let up = false;
+    let refused = 0;
+    const target = new URL(f.server.url);
+    const proxy = http.createServer((req, res) => {
+      if (!up) {
+        if (req.url?.endsWith('/chat/completions')) refused += 1;
+        req.resume();
+        res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': '0' });
+        res.end('no healthy upstream');
+        return;
+      }
+      const forward = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, answer => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      forward.on('error', () => res.destroy());
+      req.pipe(forward);
+    });
+    await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve));
+    const queue = new Queue('mine.judge', { connection: f.redis, prefix: f.config.redis.prefix });
+    try {
+      await f.startWorkers({ queues: ['mine.judge'], config: testConfig(null, { OPENAI_BASE_URL: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/v1`, ENVFLEET_REDIS_PREFIX: f.config.redis.prefix }) });
+      const dir = await mkdtemp(join(tmpdir(), 'envfleet-outage-'));
+      await writeFile(join(dir, 'tasks.jsonl'), `${JSON.stringify({ id: 't0', task: 'book a room' })}\n`);
+      await submitSynthesis(f.config, f.redis, { runId: 'zero', tasks: join(dir, 'tasks.jsonl') });
+      const jobId = STAGE_QUEUES['mine.judge'].jobId({ runId: 'zero', taskId: 't0' });
+      await until(async () => refused > f.config.jobs.attempts + 1 || (await queue.getJobState(jobId)) === 'failed', 'more 503s than the job has attempts');
+      up = true;
+      await until(async () => ['completed', 'failed'].includes(await queue.getJobState(jobId)), 'the job to end');
+      const job = (await queue.getJob(jobId))!;
+      expect(await job.getState(), job.failedReason).to.equal('completed');
+      expect(job.attemptsMade).to.equal(1);
+    } finally {
+      await queue.close();
+      proxy.closeAllConnections();
+      await new Promise<void>(resolve => proxy.close(() => resolve()));
+    }
+  });
+
+  it('pauses the run at once when the endpoint cannot be reached and ENVFLEET_RATE_LIMIT_FALLBACK_MS is an hour or more, naming that setting', async () => {
+    const reason = await judgeOne('refused', { OPENAI_BASE_URL: 'http://127.0.0.1:1/v1', ENVFLEET_RATE_LIMIT_FALLBACK_MS: '7200000' });
+    expect(reason).to.match(/^the model endpoint cannot be reached and the fleet would wait 2 h \(until 20\d\d-[^)]*\) before trying it again \(ENVFLEET_RATE_LIMIT_FALLBACK_MS\), at least ENVFLEET_RATE_LIMIT_PAUSE_MS 3600000: cannot reach endpoint "default"/);
+  });
+
   it('pauses the run, saying the endpoint cannot be reached, once it has been unreachable for ENVFLEET_RATE_LIMIT_PAUSE_MS; resumed when it is back, the job completes with no attempt used', async () => {
     const script = parseModelScript({ rules: [{ stage: 'mine.judge', respond: { json: { needsEnvironment: true, reason: 'stateful bookings' } } }] }, 'test script');
     // Any wait of two refusals is "too long" here.

@@ -504,6 +504,18 @@ describe('model gateway: an endpoint down, or one request it fails (a raw HTTP e
     });
   }
 
+  // Cloudflare in front of a model server answers its own 52x when the origin is down or does not answer: 520 (an empty or
+  // unknown answer), 521 (refused), 522 (connect timed out), 523 (unreachable), 524 (no answer within 100 s).
+  for (const [chat, models] of [[521, 521], [522, 522], [523, 523], [520, 524], [503, 521]] as const) {
+    it(`a ${chat} while GET /models answers ${models} (Cloudflare, its origin down) is an outage (MODEL_UNAVAILABLE)`, async () => {
+      const { gateway, seen } = await gatewayWhere(chat, models);
+      const error = await ask(gateway);
+      expect(error).to.have.property('code', 'MODEL_UNAVAILABLE');
+      expect(String((error as Error).message)).to.include(`(GET /models: ${models})`);
+      expect(seen).to.deep.equal(['POST /v1/chat/completions', 'GET /v1/models']);
+    });
+  }
+
   it('a 503 that carries Retry-After waits that long when the endpoint is down', async () => {
     endpoint = http.createServer((req, res) => {
       req.resume();
@@ -518,6 +530,27 @@ describe('model gateway: an endpoint down, or one request it fails (a raw HTTP e
     const error = await ask(gateway);
     expect(error).to.have.property('code', 'MODEL_UNAVAILABLE');
     expect(error).to.have.property('retryAfterMs', 7_000);
+  });
+
+  it('says where the wait of an outage comes from: a Retry-After of 40 days is kept as a day, and said so; without one, the setting', async () => {
+    endpoint = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(503, req.url?.includes('/chat/') ? { 'retry-after': String(40 * 86_400) } : {});
+        res.end('down for maintenance');
+      });
+    });
+    await new Promise<void>(resolve => endpoint.listen(0, '127.0.0.1', resolve));
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1` } });
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    const error = await ask(gateway);
+    expect(error).to.have.property('code', 'MODEL_UNAVAILABLE');
+    expect(error).to.have.property('retryAfterMs', 86_400_000);
+    expect(String((error as Error).message)).to.include('the fleet waits 86400000 ms (its Retry-After asked for 3456000000 ms; at most a day is kept)');
+    endpoint.closeAllConnections();
+    endpoint.close();
+    const { gateway: plain } = await gatewayWhere(502, 502);
+    expect(String((await ask(plain) as Error).message)).to.include('the fleet waits 60000 ms (ENVFLEET_RATE_LIMIT_FALLBACK_MS)');
   });
 
   it('no answer from the chat request nor from GET /models is an outage, said so', async () => {
