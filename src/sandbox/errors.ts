@@ -53,7 +53,8 @@ export class SandboxError extends Error {
 /**
  * SANDBOX_MEMORY_FULL met by an episode (a rollout, or a reference rollout of scenario.verify): its sandbox thread
  * had no room, which says how busy the worker was rather than what the environment does. Thrown out of the
- * episode, so that its job runs it again after a backoff instead of recording it (src/rollouts/episode.ts).
+ * episode, so that its job comes back later without using an attempt instead of recording it (src/rollouts/episode.ts;
+ * classifyError's 'wait', bounded by ENVFLEET_SANDBOX_FULL_WAITS per job).
  */
 export class SandboxFullError extends SandboxError {
   constructor(message: string) {
@@ -64,12 +65,12 @@ export class SandboxFullError extends SandboxError {
    * The error for work that met a full thread `where` (the environment did not start, a call was stopped, a check could
    * not run…), with the sandbox's `message`. That says how busy the worker's thread was (ENVFLEET_SANDBOX_HEAP_MB, summed
    * over the environments of its concurrent work), not what the environment does (one environment is held to
-   * ENVFLEET_SANDBOX_ENV_MEMORY_MB, well below the thread's bound, and stopped with MEMORY_EXCEEDED first): the job runs
-   * again after its backoff (ENVFLEET_JOB_ATTEMPTS; its model calls come from the response cache).
+   * ENVFLEET_SANDBOX_ENV_MEMORY_MB, well below the thread's bound, and stopped with MEMORY_EXCEEDED first): the job comes
+   * back later without using an attempt, up to ENVFLEET_SANDBOX_FULL_WAITS times (its model calls come from the response cache).
    */
   static at(where: string, message: string): SandboxFullError {
     return new SandboxFullError(
-      `${where}: ${message}. The sandbox thread's memory is shared by the environments of the work the worker runs at once, so the job runs again; if this keeps happening, raise ENVFLEET_SANDBOX_HEAP_MB or ENVFLEET_POOL_THREADS, or lower ENVFLEET_ROLLOUT_CONCURRENCY (or ENVFLEET_WORKER_CONCURRENCY)`,
+      `${where}: ${message}. The sandbox thread's memory is shared by the environments of the work the worker runs at once, so the job comes back later without using an attempt; if this keeps happening, raise ENVFLEET_SANDBOX_HEAP_MB or ENVFLEET_POOL_THREADS, or lower ENVFLEET_ROLLOUT_CONCURRENCY (or ENVFLEET_WORKER_CONCURRENCY)`,
     );
   }
 }
