@@ -67,7 +67,8 @@ export interface AppConfig {
     readonly cacheTtlSeconds: number;
     readonly rateLimitFallbackMs: number;
   };
-  readonly jobs: { readonly attempts: number; readonly backoffMs: number };
+  /** `sandboxFullWaits`: how many times a job that met a sandbox thread full of others' memory comes back without using an attempt. */
+  readonly jobs: { readonly attempts: number; readonly backoffMs: number; readonly sandboxFullWaits: number };
   readonly worker: {
     readonly concurrency: number;
     /** Concurrency of the rollout.run queue (episodes in flight per process). */
@@ -244,7 +245,7 @@ export function loadConfig(
       cacheTtlSeconds: e.ENVFLEET_CACHE_TTL_DAYS * 86_400,
       rateLimitFallbackMs: e.ENVFLEET_RATE_LIMIT_FALLBACK_MS,
     },
-    jobs: { attempts: e.ENVFLEET_JOB_ATTEMPTS, backoffMs: e.ENVFLEET_JOB_BACKOFF_MS },
+    jobs: { attempts: e.ENVFLEET_JOB_ATTEMPTS, backoffMs: e.ENVFLEET_JOB_BACKOFF_MS, sandboxFullWaits: e.ENVFLEET_SANDBOX_FULL_WAITS },
     worker: {
       concurrency: e.ENVFLEET_WORKER_CONCURRENCY,
       rolloutConcurrency: e.ENVFLEET_ROLLOUT_CONCURRENCY,

@@ -248,7 +248,7 @@ const ACTION_WORDS: Record<ErrorAction, string> = {
   'give-up': 'no retry',
   'rate-limit': 'the queue waits; no attempt used',
   'pause-run': 'the run pauses; no attempt used',
-  wait: 'the job comes back a moment later; no attempt used',
+  wait: 'the job comes back later; no attempt used',
 };
 
 /** docs/errors.md: every code, where it comes from and what its job does next. */

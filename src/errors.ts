@@ -22,6 +22,9 @@ const sandboxCodes = Object.fromEntries(
   Object.entries(SANDBOX_ERROR_CODES).map(([code, means]) => [code, { area: 'environment', action: 'retry', means } satisfies CodeSpec]),
 ) as { readonly [K in keyof typeof SANDBOX_ERROR_CODES]: CodeSpec };
 
+/** The longest one wait for a full sandbox thread (SANDBOX_MEMORY_FULL) lasts; the waits double up to it from ENVFLEET_JOB_BACKOFF_MS. */
+export const SANDBOX_FULL_MAX_DELAY_MS = 30_000;
+
 /**
  * Every code an envfleet failure carries, defined once: job failures, the reasons a stage ends an item
  * (an environment failed, a scenario dropped) and the sandbox's codes. Each says where it comes from
@@ -65,6 +68,13 @@ export const ERROR_CODES = {
   ALREADY_SOLVED: { area: 'item', action: 'give-up', means: 'scenario.check: every check is already true on the initial state; the scenario is dropped' },
   UNSOLVABLE: { area: 'item', action: 'give-up', means: 'scenario.verify: no reference rollout solved the scenario; it is dropped' },
   ...sandboxCodes,
+  SANDBOX_MEMORY_FULL: {
+    area: 'environment',
+    action: 'wait',
+    means:
+      `${SANDBOX_ERROR_CODES.SANDBOX_MEMORY_FULL}. A job that meets it (a rollout, a reference rollout, a probe or a check) met a thread full of the environments of other work of its worker, not a fault of its own environment (one environment is held to ENVFLEET_SANDBOX_ENV_MEMORY_MB and ends with MEMORY_EXCEEDED, also when it alone would not fit the thread's bound): ` +
+      `it comes back later without using an attempt, after ENVFLEET_JOB_BACKOFF_MS doubled on each wait, at most ${SANDBOX_FULL_MAX_DELAY_MS / 1000} s, up to ENVFLEET_SANDBOX_FULL_WAITS times (about an hour with the defaults); past them it uses its attempts (ENVFLEET_JOB_ATTEMPTS) as other failures do, and a rollout is then recorded as environment-error with the number of waits in its detail`,
+  },
 } as const satisfies Record<string, CodeSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -259,6 +269,26 @@ export interface ErrorClass {
   readonly code: ErrorCode;
   /** For 'rate-limit': how long the queue should wait; for 'wait': how long the job waits. */
   readonly delayMs?: number;
+  /**
+   * SANDBOX_MEMORY_FULL past its bound: the job has waited this many times for a full sandbox thread already, so this
+   * failure uses an attempt ('retry') instead.
+   */
+  readonly waitsSpent?: number;
+}
+
+/** What `classifyError` needs to know of the job for a bounded wait: how often it waited for a full sandbox thread, and the bound. */
+export interface WaitContext {
+  /** Times the job went back for SANDBOX_MEMORY_FULL without using an attempt (workers/bootstrap.ts keeps the count). */
+  readonly sandboxFullWaits: number;
+  /** ENVFLEET_SANDBOX_FULL_WAITS. */
+  readonly maxSandboxFullWaits: number;
+  /** ENVFLEET_JOB_BACKOFF_MS: the first wait. */
+  readonly backoffMs: number;
+}
+
+/** The `waits`-th wait (from 0) for a full sandbox thread: `backoffMs` doubled on each, at most SANDBOX_FULL_MAX_DELAY_MS. */
+export function sandboxFullDelayMs(waits: number, backoffMs: number): number {
+  return Math.min(SANDBOX_FULL_MAX_DELAY_MS, backoffMs * 2 ** Math.min(waits, 30));
 }
 
 /** The code a thrown value carries (UNEXPECTED for errors envfleet did not raise). */
@@ -277,13 +307,19 @@ export function codeOf(err: unknown): ErrorCode {
 /**
  * Decides, for any thrown value, whether its job is retried with backoff, given up, put back
  * without using an attempt while the whole queue waits (rate limit), put back while its run is
- * paused (budget reached), or put back for a moment without using an attempt (wait: not its turn
- * yet). The only such decision in the code base: it reads ERROR_CODES.
+ * paused (budget reached), or put back later without using an attempt (wait: not its turn yet, or
+ * its sandbox thread full of other work's memory). The only such decision in the code base: it reads
+ * ERROR_CODES, and for SANDBOX_MEMORY_FULL the job's waits so far (`job`; a job past
+ * ENVFLEET_SANDBOX_FULL_WAITS uses its attempts, so a thread that never frees cannot keep it for ever).
  */
-export function classifyError(err: unknown): ErrorClass {
+export function classifyError(err: unknown, job: WaitContext = { sandboxFullWaits: 0, maxSandboxFullWaits: 1, backoffMs: 2_000 }): ErrorClass {
   const code = codeOf(err);
   const { action } = ERROR_CODES[code];
   if (action === 'rate-limit') return { action, code, delayMs: err instanceof RateLimitedError ? err.retryAfterMs : 5_000 };
+  if (code === 'SANDBOX_MEMORY_FULL') {
+    if (job.sandboxFullWaits >= job.maxSandboxFullWaits) return { action: 'retry', code, waitsSpent: job.sandboxFullWaits };
+    return { action: 'wait', code, delayMs: sandboxFullDelayMs(job.sandboxFullWaits, job.backoffMs) };
+  }
   if (action === 'wait') return { action, code, delayMs: err instanceof LowerIndexPendingError ? err.retryAfterMs : 1_000 };
   return { action, code };
 }

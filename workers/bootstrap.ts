@@ -6,7 +6,7 @@ import type { AppConfig } from '../config/index.js';
 import { queuePrefix, type QueueDefinition } from '../queues/define-queue.js';
 import { pendingKey } from '../queues/enqueuer.js';
 import { releaseParkedJob } from '../queues/run-jobs.js';
-import { RequestError, RunCancelledError, castToError, classifyError, type ErrorCode } from '../src/errors.js';
+import { RequestError, RunCancelledError, castToError, classifyError, codeOf, type ErrorCode } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import type { RunControl } from '../src/runs/control.js';
 import type { MetricsRecorder } from '../src/runs/metrics.js';
@@ -77,6 +77,14 @@ const MAX_RATE_LIMIT_WAIT_MS = 3_600_000;
  */
 const BULLMQ_MAX_STALLED = 1_000_000_000;
 
+/**
+ * The field of a job's own BullMQ hash where envfleet counts the times the job went back for a sandbox thread full
+ * of other work's memory (SANDBOX_MEMORY_FULL) without using an attempt. In the job's hash, it lives as long as the
+ * job (deleted with it, never orphaned), survives worker restarts and moves with the job's slot on a Redis Cluster;
+ * BullMQ reads only its own fields.
+ */
+export const SANDBOX_FULL_WAITS_FIELD = 'envfleetSandboxFullWaits';
+
 /** A failed job's `failedReason`: its code, then the message. */
 const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}`;
 
@@ -86,7 +94,9 @@ const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}
  * logger per job, and the single translation from `classifyError` to BullMQ:
  * give up → UnrecoverableError; rate limit → the whole queue waits, the attempt is kept;
  * retry → rethrown for BullMQ's exponential backoff; pause the run → the job is parked; wait → the
- * job alone is delayed a moment, the attempt is kept.
+ * job alone is delayed a moment, the attempt is kept (for a full sandbox thread, SANDBOX_MEMORY_FULL, a
+ * growing delay, and at most ENVFLEET_SANDBOX_FULL_WAITS times per job, counted in the job's hash:
+ * SANDBOX_FULL_WAITS_FIELD; past them the failure uses attempts).
  *
  * Starts are not a budget here. BullMQ counts a start (`attemptsStarted`, in moveToActive) every
  * time a worker takes a job, also when the job only goes back (rate limited, parked, interrupted by
@@ -195,7 +205,11 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
           await job.moveToDelayed(Date.now(), token);
           throw new DelayedError();
         }
-        const verdict = classifyError(err);
+        // Waits for a full sandbox thread are counted per job, so that a thread that never frees cannot hold it for ever.
+        const jobKey = job.id === undefined ? null : queue.toKey(job.id);
+        const client = codeOf(err) === 'SANDBOX_MEMORY_FULL' && jobKey !== null ? await queue.getBackend().client : null;
+        const sandboxFullWaits = client ? Number((await client.hget(jobKey!, SANDBOX_FULL_WAITS_FIELD)) ?? 0) : 0;
+        const verdict = classifyError(err, { sandboxFullWaits, maxSandboxFullWaits: jobKey === null ? 0 : config.jobs.sandboxFullWaits, backoffMs: config.jobs.backoffMs });
         if (verdict.action === 'pause-run' && control && token) {
           // Reached a budget, or the endpoint refuses every call of the run: the run pauses; this job is parked
           // with the others of the run until resume.
@@ -237,8 +251,17 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         }
         await endRateLimitStreak();
         if (verdict.action === 'wait' && token) {
-          // Not its turn yet (other jobs of its run must get somewhere first): back in a moment, no attempt used.
-          jobLog.debug({ code: verdict.code, delayMs: verdict.delayMs, reason: err.message }, 'the job waits for others of its run');
+          if (client) {
+            // Its sandbox thread is full of other work's environments: back later, no attempt used, the wait counted first
+            // (a worker that dies before the move leaves the job to the stalled-job path, one wait spent). The job's lock is
+            // this worker's, so no other process counts at the same time.
+            const waits = sandboxFullWaits + 1;
+            await client.hset(jobKey!, { [SANDBOX_FULL_WAITS_FIELD]: waits });
+            jobLog.info({ code: verdict.code, delayMs: verdict.delayMs, waits, maxWaits: config.jobs.sandboxFullWaits, reason: err.message }, 'the sandbox thread is full of other work; the job comes back later, no attempt used');
+          } else {
+            // Not its turn yet (other jobs of its run must get somewhere first): back in a moment, no attempt used.
+            jobLog.debug({ code: verdict.code, delayMs: verdict.delayMs, reason: err.message }, 'the job waits for others of its run');
+          }
           await job.moveToDelayed(Date.now() + (verdict.delayMs ?? 1_000), token);
           throw new DelayedError();
         }
@@ -246,9 +269,13 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
           jobLog.error({ err, code: verdict.code }, 'job failed permanently');
           return giveUp(job, verdict.code, err.message);
         }
-        if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) await settleOnce(job, { status: 'failed', code: verdict.code, message: err.message });
-        jobLog.warn({ err, code: verdict.code }, 'job failed; it will be retried if attempts remain');
-        const retryable = new Error(failedReason(verdict.code, err.message));
+        const message =
+          !verdict.waitsSpent
+            ? err.message
+            : `${err.message} (the job had already come back ${verdict.waitsSpent} time${verdict.waitsSpent === 1 ? '' : 's'} for a full sandbox thread without using an attempt, the most ENVFLEET_SANDBOX_FULL_WAITS=${config.jobs.sandboxFullWaits} allows: the thread stayed full, so this used an attempt)`;
+        if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) await settleOnce(job, { status: 'failed', code: verdict.code, message });
+        jobLog.warn({ err, code: verdict.code, ...(verdict.waitsSpent === undefined ? {} : { sandboxFullWaits: verdict.waitsSpent }) }, 'job failed; it will be retried if attempts remain');
+        const retryable = new Error(failedReason(verdict.code, message));
         if (err.stack) retryable.stack = err.stack;
         throw retryable;
       }

@@ -4,7 +4,7 @@
  */
 export const SANDBOX_ERROR_CODES = {
   DEADLINE_EXCEEDED: 'the call ran past its deadline and was interrupted',
-  MEMORY_EXCEEDED: 'the environment ran out of its memory allowance (ENVFLEET_SANDBOX_ENV_MEMORY_MB), even if its code caught the out-of-memory error (environment discarded)',
+  MEMORY_EXCEEDED: 'the environment ran out of its memory allowance (ENVFLEET_SANDBOX_ENV_MEMORY_MB), or needed more than its sandbox thread’s whole bound (ENVFLEET_SANDBOX_HEAP_MB) holds even alone in it, even if its code caught the out-of-memory error (environment discarded)',
   SANDBOX_MEMORY_FULL: 'the sandbox thread’s memory bound (ENVFLEET_SANDBOX_HEAP_MB, summed over its environments) left no room: the environment that needed more was stopped (discarded), or a new one could not be created',
   CPU_BUDGET_EXCEEDED: 'the session used up its CPU budget (ENVFLEET_SANDBOX_SESSION_CPU_MS, summed over its calls): the session ends (environment discarded)',
   STACK_OVERFLOW: 'the call recursed too deeply',
@@ -53,7 +53,8 @@ export class SandboxError extends Error {
 /**
  * SANDBOX_MEMORY_FULL met by an episode (a rollout, or a reference rollout of scenario.verify): its sandbox thread
  * had no room, which says how busy the worker was rather than what the environment does. Thrown out of the
- * episode, so that its job runs it again after a backoff instead of recording it (src/rollouts/episode.ts).
+ * episode, so that its job comes back later without using an attempt instead of recording it (src/rollouts/episode.ts;
+ * classifyError's 'wait', bounded by ENVFLEET_SANDBOX_FULL_WAITS per job).
  */
 export class SandboxFullError extends SandboxError {
   constructor(message: string) {
@@ -64,12 +65,12 @@ export class SandboxFullError extends SandboxError {
    * The error for work that met a full thread `where` (the environment did not start, a call was stopped, a check could
    * not run…), with the sandbox's `message`. That says how busy the worker's thread was (ENVFLEET_SANDBOX_HEAP_MB, summed
    * over the environments of its concurrent work), not what the environment does (one environment is held to
-   * ENVFLEET_SANDBOX_ENV_MEMORY_MB, well below the thread's bound, and stopped with MEMORY_EXCEEDED first): the job runs
-   * again after its backoff (ENVFLEET_JOB_ATTEMPTS; its model calls come from the response cache).
+   * ENVFLEET_SANDBOX_ENV_MEMORY_MB, well below the thread's bound, and stopped with MEMORY_EXCEEDED first): the job comes
+   * back later without using an attempt, up to ENVFLEET_SANDBOX_FULL_WAITS times (its model calls come from the response cache).
    */
   static at(where: string, message: string): SandboxFullError {
     return new SandboxFullError(
-      `${where}: ${message}. The sandbox thread's memory is shared by the environments of the work the worker runs at once, so the job runs again; if this keeps happening, raise ENVFLEET_SANDBOX_HEAP_MB or ENVFLEET_POOL_THREADS, or lower ENVFLEET_ROLLOUT_CONCURRENCY (or ENVFLEET_WORKER_CONCURRENCY)`,
+      `${where}: ${message}. The sandbox thread's memory is shared by the environments of the work the worker runs at once, so the job comes back later without using an attempt; if this keeps happening, raise ENVFLEET_SANDBOX_HEAP_MB or ENVFLEET_POOL_THREADS, or lower ENVFLEET_ROLLOUT_CONCURRENCY (or ENVFLEET_WORKER_CONCURRENCY)`,
     );
   }
 }

@@ -187,7 +187,13 @@ interface MemoryImage {
 }
 
 /** Why a module refused to grow: its tenant's own allowance, or the thread's bound. */
-type Exhaustion = 'allowance' | 'thread';
+/**
+ * Why a module's growth was refused: its tenant's allowance; the thread's bound, full of the other modules' memory
+ * ('thread': SANDBOX_MEMORY_FULL, the work of others, which the job waits out); or the thread's whole bound, which the
+ * module alone would pass ('bound': an allowance larger than the thread's bound, ENVFLEET_SANDBOX_ENV_MEMORY_MB above
+ * ENVFLEET_SANDBOX_HEAP_MB, lets one environment hoard the thread by itself: MEMORY_EXCEEDED, the environment's own doing).
+ */
+type Exhaustion = 'allowance' | 'thread' | 'bound';
 
 const roundUp = (n: number, step: number) => Math.ceil(n / step) * step;
 const mb = (bytes: number) => `${Math.round((bytes / MiB) * 10) / 10} MiB`;
@@ -219,6 +225,8 @@ class GuestModule {
     private readonly build: QuickJSBuild,
     /** Free bytes under the thread's bound once `wanted` are asked for (idle modules may be dropped to make them). */
     private readonly room: (wanted: number) => number,
+    /** The thread's bound (ENVFLEET_SANDBOX_HEAP_MB): a growth that would pass it even alone is the module's own doing. */
+    private readonly boundBytes: number,
   ) {
     this.memory = new Wasm.Memory({ initial: build.initialPages, maximum: WASM_MAX_PAGES });
     const grow = this.memory.grow.bind(this.memory);
@@ -324,10 +332,20 @@ class GuestModule {
       if (this.raw._malloc(image.length - have) === 0) {
         throw this.exhausted === 'thread'
           ? new SandboxError('SANDBOX_MEMORY_FULL', 'no room to start the environment: its sandbox thread has reached its bound (ENVFLEET_SANDBOX_HEAP_MB)')
-          : new SandboxError('MEMORY_EXCEEDED', `the environment needs more than its memory allowance (${mb(this.allowance)}, ENVFLEET_SANDBOX_ENV_MEMORY_MB)`);
+          : this.exhausted === 'bound'
+            ? this.pastBound()
+            : new SandboxError('MEMORY_EXCEEDED', `the environment needs more than its memory allowance (${mb(this.allowance)}, ENVFLEET_SANDBOX_ENV_MEMORY_MB)`);
       }
     }
     this.restore(image);
+  }
+
+  /** MEMORY_EXCEEDED for an environment that needs more than its thread's whole bound, which no wait can give it. */
+  pastBound(): SandboxError {
+    return new SandboxError(
+      'MEMORY_EXCEEDED',
+      `the environment needs more memory than its sandbox thread's whole bound (${mb(this.boundBytes)}, ENVFLEET_SANDBOX_HEAP_MB) holds, even alone in it: its allowance (${mb(this.allowance)}, ENVFLEET_SANDBOX_ENV_MEMORY_MB) is larger than that bound; keep ENVFLEET_SANDBOX_ENV_MEMORY_MB well below ENVFLEET_SANDBOX_HEAP_MB`,
+    );
   }
 
   /** Bytes charged to the thread's bound: the whole memory but the stack area no guest reaches. */
@@ -370,7 +388,8 @@ class GuestModule {
     if (this.room(target - old) < target - old) {
       target = need;
       if (this.room(target - old) < target - old) {
-        this.refusal = 'thread';
+        // Full of the other modules' memory, or too much for the whole thread even if this module were alone in it.
+        this.refusal = need - this.build.unreachableBytes > this.boundBytes ? 'bound' : 'thread';
         throw new RangeError('envfleet: the sandbox thread’s memory bound is reached');
       }
     }
@@ -797,7 +816,7 @@ export class QuickJSHost {
     if (this.room(start) < start) {
       throw new SandboxError('SANDBOX_MEMORY_FULL', `no room for a new environment: the sandbox thread holds ${mb(this.heapBytes())} of its ${mb(this.boundBytes)} (ENVFLEET_SANDBOX_HEAP_MB)`);
     }
-    const module = new GuestModule(build, wanted => this.room(wanted));
+    const module = new GuestModule(build, wanted => this.room(wanted), this.boundBytes);
     module.lease(allowance);
     this.modules.add(module);
     try {
@@ -1125,6 +1144,8 @@ class GuestVm {
         return new SandboxError('MEMORY_EXCEEDED', `the environment used up its memory allowance (${mb(this.module.allowanceBytes)}, ENVFLEET_SANDBOX_ENV_MEMORY_MB)`);
       case 'thread':
         return new SandboxError('SANDBOX_MEMORY_FULL', 'the environment needed more memory and its sandbox thread has reached its bound (ENVFLEET_SANDBOX_HEAP_MB)');
+      case 'bound':
+        return this.module.pastBound();
       case null:
         break;
     }

@@ -4,7 +4,7 @@ import type { ChecksResult, ProbeResult, SessionEnd } from './tasks.js';
 
 /**
  * The worker's runner: a probe or a checks run that met a sandbox thread full of other work's environments
- * (SANDBOX_MEMORY_FULL) throws SandboxFullError, so its job runs again after its backoff, instead of handing the stage a
+ * (SANDBOX_MEMORY_FULL) throws SandboxFullError, so its job comes back later without using an attempt, instead of handing the stage a
  * result that blames the environment. Without it, under load from concurrent rollouts, check.config asked the model to
  * repair a state that was fine ("the environment does not instantiate on it: no room…"), check.probe failed the tool
  * whose call was stopped (SANDBOX_MEMORY_FULL is a fatal runtime error there) and could reject a good environment, and

@@ -19,11 +19,12 @@ import {
   ModelOutputError,
   RateLimitedError,
   RunCancelledError,
+  SANDBOX_FULL_MAX_DELAY_MS,
   castToError,
   classifyError,
   modelCodeOfStatus,
 } from '../../src/errors.js';
-import { SandboxError, SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
+import { SandboxError, SandboxFullError, SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 
 const headers = new Headers();
 
@@ -67,6 +68,22 @@ describe('classifyError', () => {
 
   it('pauses the run when a budget is reached', () => {
     expect(classifyError(new BudgetExceededError('over', {}))).to.deep.equal({ action: 'pause-run', code: 'BUDGET_EXCEEDED' });
+  });
+
+  it('puts a job that met a sandbox thread full of other work back later, no attempt used, the waits growing, until its bound', () => {
+    const full = SandboxFullError.at('the environment did not start', 'no room');
+    const job = (sandboxFullWaits: number) => ({ sandboxFullWaits, maxSandboxFullWaits: 12, backoffMs: 2_000 });
+    expect(classifyError(full, job(0))).to.deep.equal({ action: 'wait', code: 'SANDBOX_MEMORY_FULL', delayMs: 2_000 });
+    expect(classifyError(full, job(1))).to.deep.equal({ action: 'wait', code: 'SANDBOX_MEMORY_FULL', delayMs: 4_000 });
+    expect(classifyError(full, job(3))).to.deep.equal({ action: 'wait', code: 'SANDBOX_MEMORY_FULL', delayMs: 16_000 });
+    expect(classifyError(full, job(4)).delayMs).to.equal(SANDBOX_FULL_MAX_DELAY_MS);
+    expect(classifyError(full, job(11)).delayMs).to.equal(SANDBOX_FULL_MAX_DELAY_MS);
+    // Past ENVFLEET_SANDBOX_FULL_WAITS, the thread that stayed full costs attempts, as before the waits.
+    expect(classifyError(full, job(12))).to.deep.equal({ action: 'retry', code: 'SANDBOX_MEMORY_FULL', waitsSpent: 12 });
+    expect(classifyError(full, { sandboxFullWaits: 0, maxSandboxFullWaits: 0, backoffMs: 2_000 })).to.deep.equal({ action: 'retry', code: 'SANDBOX_MEMORY_FULL', waitsSpent: 0 });
+    // The sandbox's own code, thrown as it is, waits the same way; an environment past its own allowance does not.
+    expect(classifyError(new SandboxError('SANDBOX_MEMORY_FULL', 'x'), job(0)).action).to.equal('wait');
+    expect(classifyError(new SandboxError('MEMORY_EXCEEDED', 'x'), job(0))).to.deep.equal({ action: 'retry', code: 'MEMORY_EXCEEDED' });
   });
 
   it('keeps stable codes', () => {

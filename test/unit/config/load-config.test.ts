@@ -72,7 +72,7 @@ describe('config: loadConfig defaults', () => {
       cacheTtlSeconds: 30 * 86_400,
       rateLimitFallbackMs: 5_000,
     });
-    expect(config.jobs).to.deep.equal({ attempts: 5, backoffMs: 2_000 });
+    expect(config.jobs).to.deep.equal({ attempts: 5, backoffMs: 2_000, sandboxFullWaits: 120 });
     expect(config.worker).to.deep.equal({
       concurrency: 8,
       queues: 'all',
@@ -217,6 +217,8 @@ describe('config: invalid environment values', () => {
     ['ENVFLEET_REDIS_CLUSTER_NODES', 'redis-a'],
     ['ENVFLEET_REDIS_CLUSTER_NODES', '10.0.0.5:7000,10.0.0.6:99999'],
     ['ENVFLEET_REDIS_CLUSTER_NODES', 'redis://10.0.0.5:7000'],
+    ['ENVFLEET_SANDBOX_FULL_WAITS', '-1'],
+    ['ENVFLEET_SANDBOX_FULL_WAITS', 'forever'],
   ];
   for (const [name, value] of cases) {
     it(`${name}=${JSON.stringify(value)} throws a ConfigError naming the variable, with an example`, () => {

@@ -157,6 +157,23 @@ describe('sandbox memory and CPU, per environment (one thread)', function () {
     for (const e of envs) e.dispose();
   });
 
+  it("tells an environment that would pass the thread's bound even alone (its own doing: MEMORY_EXCEEDED) from a thread full of others (SANDBOX_MEMORY_FULL)", async () => {
+    // An allowance larger than the thread's bound: nothing else in the thread, and still no room for what it asks.
+    const host = new QuickJSHost(24);
+    const alone = await host.createEnvironment(HOARDER, {}, { ...LIMITS, envMemoryMb: 64 });
+    const refused = alone.call('remember', { mb: 40 });
+    expect(refused.runtimeError).to.equal('MEMORY_EXCEEDED');
+    expect((refused.result as { error: string }).error).to.match(/whole bound .*even alone/);
+    expect(alone.disposed).to.equal(true);
+    // The same request, with room for it alone but not beside a neighbour: the thread is full of the neighbour.
+    const shared = new QuickJSHost(48);
+    const neighbour = await shared.createEnvironment(HOARDER, {}, { ...LIMITS, envMemoryMb: 64 });
+    expect(neighbour.call('remember', { mb: 20 }).result).to.deep.equal({ success: true, data: 20 });
+    const second = await shared.createEnvironment(HOARDER, {}, { ...LIMITS, envMemoryMb: 64 });
+    expect(second.call('remember', { mb: 30 }).runtimeError).to.equal('SANDBOX_MEMORY_FULL');
+    neighbour.dispose();
+  });
+
   it('gives each environment a module of its own, reuses a small one, and drops one that grew', async () => {
     const host = new QuickJSHost(256);
     const a = await host.createEnvironment(HOARDER, {}, LIMITS);
