@@ -242,7 +242,7 @@ request log (\`OPENAI_LOG\`) does not show chat requests (envfleet's debug log l
 | \`model\` | Model name sent to the endpoint. |
 | \`temperature\` | 0 to 2. |
 | \`maxTokens\` | Completion token limit (positive integer). |
-| \`endpoint\` | One endpoint name, or a list \`[{ name, weight }]\` (weight > 0, default 1): each request picks one endpoint at random in proportion to the weights. Every name must be \`default\` or declared under \`endpoints\`. |
+| \`endpoint\` | One endpoint name, or a list \`[{ name, weight }]\` (weight > 0, default 1): each request picks one endpoint at random in proportion to the weights, passing over one that is cooling down (a 429) or down (refused, or 5xx and no answer to anything: \`MODEL_UNREACHABLE\`, \`MODEL_UNAVAILABLE\`) or at its fleet-wide limit: such a request goes to another endpoint of the list, and a job waits only when every one of them is. Every name must be \`default\` or declared under \`endpoints\`. |
 | \`preset\`, \`tokenParam\`, \`sampling\`, \`reasoningEffort\`, \`extraBody\`, \`structuredOutput\`, \`toolCallFormat\` | How requests are shaped for the endpoint: see "Request shapes" below. |
 
 A key that is neither \`default\` nor a stage name is rejected, and so is an endpoint name that is

@@ -199,14 +199,31 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     return serving;
   }
 
-  function pickEndpoint(profile: ModelProfile): EndpointConfig {
-    const total = profile.endpoints.reduce((sum, e) => sum + e.weight, 0);
+  // Per endpoint: until when this process knows it to be cooling down (a 429, found down, or the fleet-wide limiter
+  // said so), so that a profile's other endpoints take its requests meanwhile.
+  const coolingUntil = new Map<string, number>();
+  async function coolDown(endpoint: EndpointConfig, ms: number): Promise<void> {
+    coolingUntil.set(endpoint.name, Date.now() + ms);
+    await deps.limiter.coolDown(endpoint, ms);
+  }
+
+  /**
+   * One of the profile's endpoints at random in proportion to the weights, among those not `tried` by this request
+   * and not known to be cooling down; when every untried one is cooling, among the untried; null when all were tried.
+   */
+  function pickEndpoint(profile: ModelProfile, tried: ReadonlySet<string> = new Set()): EndpointConfig | null {
+    const untried = profile.endpoints.filter(e => !tried.has(e.name));
+    if (!untried.length) return null;
+    const now = Date.now();
+    const ready = untried.filter(e => (coolingUntil.get(e.name) ?? 0) <= now);
+    const from = ready.length ? ready : untried;
+    const total = from.reduce((sum, e) => sum + e.weight, 0);
     let r = Math.random() * total;
-    for (const e of profile.endpoints) {
+    for (const e of from) {
       r -= e.weight;
       if (r <= 0) return deps.config.endpoints[e.name]!;
     }
-    return deps.config.endpoints[profile.endpoints[0]!.name]!;
+    return deps.config.endpoints[from[0]!.name]!;
   }
 
   function priceOf(model: string, usage: Usage): { costUsd: number; priced: boolean } {
@@ -306,32 +323,53 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       }
     }
     await budget;
-    const endpoint = pickEndpoint(profile);
-    const waitStarted = Date.now();
-    let lease;
-    try {
-      lease = await deps.limiter.acquire(endpoint, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 });
-    } catch (err) {
-      ctx.logger?.debug({ stage: ctx.stage, cacheSalt: ctx.cacheSalt ?? null, endpoint: endpoint.name, limiterWaitMs: Date.now() - waitStarted, err }, 'model call found no fleet-wide slot');
-      throw err;
-    }
-    const started = Date.now();
-    // In the debug line of every call: time spent waiting for a fleet-wide slot of the endpoint.
-    const limiterWaitMs = started - waitStarted;
+    // A profile with several endpoints (replicas): one that is cooling down (429), down, or at its fleet-wide limit
+    // hands the request to another, untried one; only when every endpoint of the profile says so does the job wait
+    // (the error of the last one tried). A failure that is the request's own is not sent elsewhere.
+    const tried = new Set<string>();
+    let endpoint = pickEndpoint(profile, tried)!;
+    let lease: Lease;
+    let started: number;
+    let limiterWaitMs: number;
     let body: T;
-    try {
-      body = await perform(client(endpoint), endpoint, {
-        headers: { [STAGE_HEADER]: ctx.stage },
-        signal: ctx.signal ?? null,
-        timeout: endpoint.timeoutMs,
-        maxRetries: 0,
-      });
-    } catch (err) {
+    for (;;) {
+      tried.add(endpoint.name);
+      const waitStarted = Date.now();
+      const other = () => (ctx.signal?.aborted ? null : pickEndpoint(profile, tried));
       try {
-        deps.observe?.(ctx.stage, (Date.now() - started) / 1000, false);
-        throw await translate(err, endpoint, profile, ctx, started);
-      } finally {
-        await giveBack(lease, endpoint, ctx);
+        lease = await deps.limiter.acquire(endpoint, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 });
+      } catch (err) {
+        ctx.logger?.debug({ stage: ctx.stage, cacheSalt: ctx.cacheSalt ?? null, endpoint: endpoint.name, limiterWaitMs: Date.now() - waitStarted, err }, 'model call found no fleet-wide slot');
+        if (!(err instanceof RateLimitedError)) throw err;
+        const next = other();
+        if (!next) throw err;
+        coolingUntil.set(endpoint.name, Math.max(coolingUntil.get(endpoint.name) ?? 0, Date.now() + Math.min(err.retryAfterMs, deps.config.gateway.rateLimitFallbackMs)));
+        endpoint = next;
+        continue;
+      }
+      started = Date.now();
+      // In the debug line of every call: time spent waiting for a fleet-wide slot of the endpoint.
+      limiterWaitMs = started - waitStarted;
+      try {
+        body = await perform(client(endpoint), endpoint, {
+          headers: { [STAGE_HEADER]: ctx.stage },
+          signal: ctx.signal ?? null,
+          timeout: endpoint.timeoutMs,
+          maxRetries: 0,
+        });
+        break;
+      } catch (err) {
+        let failure: Error;
+        try {
+          deps.observe?.(ctx.stage, (Date.now() - started) / 1000, false);
+          failure = await translate(err, endpoint, profile, ctx, started);
+        } finally {
+          await giveBack(lease, endpoint, ctx);
+        }
+        const next = failure instanceof RateLimitedError ? other() : null;
+        if (!next) throw failure;
+        (ctx.logger ?? deps.logger).warn({ stage: ctx.stage, endpoint: endpoint.name, next: next.name, code: (failure as AppError).code, reason: failure.message }, 'model endpoint cooling down or down; the request goes to another endpoint of its profile');
+        endpoint = next;
       }
     }
     answered(endpoint);
@@ -400,7 +438,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       const probe = await endpointServes(endpoint);
       if (probe.serves) return null;
       const ms = Math.min(retryAfter ?? deps.config.gateway.rateLimitFallbackMs, MAX_COOL_DOWN_MS);
-      await deps.limiter.coolDown(endpoint, ms);
+      await coolDown(endpoint, ms);
       const since = last === undefined ? 'no answer from it yet in this worker process' : `no other answer from it since ${new Date(last).toISOString()}`;
       // Where the wait comes from, as a 429's message says it: a run paused for it names the endpoint's ask or the setting.
       const from = retryAfter === null ? 'ENVFLEET_RATE_LIMIT_FALLBACK_MS' : ms < retryAfter ? `its Retry-After asked for ${retryAfter} ms; at most a day is kept` : 'its Retry-After';
@@ -426,7 +464,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         // Nothing was sent: the endpoint is down or restarting. The fleet waits for it as for a 429 (no attempt used)
         // instead of using up every job's attempts within a minute and ending its items for good.
         const ms = deps.config.gateway.rateLimitFallbackMs;
-        await deps.limiter.coolDown(endpoint, ms);
+        await coolDown(endpoint, ms);
         return new EndpointUnreachableError(`cannot reach ${where}: ${why}; the fleet waits ${ms} ms and tries again`, ms, { cause: err, details });
       }
       return (
@@ -446,7 +484,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         // A Retry-After of weeks (a date in the wrong year, seconds sent as milliseconds) would cool the endpoint for
         // every run that long, with no way back short of deleting the key: a day at most, and the endpoint is asked again.
         const ms = Math.min(asked, MAX_COOL_DOWN_MS);
-        await deps.limiter.coolDown(endpoint, ms);
+        await coolDown(endpoint, ms);
         return new RateLimitedError(`429 from ${where}; the fleet waits ${ms} ms${ms < asked ? ` (its Retry-After asked for ${asked} ms; at most a day is kept)` : ''}`, ms, { cause: err, details });
       }
       const hint = code === 'MODEL_AUTH' ? ". Check the API key (OPENAI_API_KEY or the endpoint's apiKeyEnv)." : code === 'MODEL_NOT_FOUND' ? '. Check the base URL and the model name.' : '';

@@ -569,3 +569,97 @@ describe('model gateway: an endpoint down, or one request it fails (a raw HTTP e
     expect(seen.filter(s => s.endsWith('/models'))).to.have.length(1);
   });
 });
+
+describe('model gateway: a profile served by several endpoints, one of them down or cooling (raw HTTP endpoints)', function () {
+  this.timeout(20_000);
+  const servers: http.Server[] = [];
+  afterEach(() => {
+    for (const s of servers.splice(0)) {
+      s.closeAllConnections();
+      s.close();
+    }
+  });
+  const completion = (text: string) => JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: text } }] });
+  /** A raw endpoint: `answer` gives status, headers and body for each request; returns its URL and what it was sent. */
+  async function endpointAt(answer: (path: string) => { status: number; headers?: Record<string, string>; body: string }) {
+    const seen: string[] = [];
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        seen.push(`${req.method} ${req.url}`);
+        const a = answer(req.url ?? '');
+        res.writeHead(a.status, { 'content-type': 'application/json', ...a.headers });
+        res.end(a.body);
+      });
+    });
+    servers.push(server);
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, seen };
+  }
+  async function refusedUrl() {
+    const closed = http.createServer();
+    await new Promise<void>(resolve => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>(resolve => closed.close(() => resolve()));
+    return `http://127.0.0.1:${port}/v1`;
+  }
+  /** A gateway whose mine.judge profile spreads requests over replicas a (weight 3) and b (weight 1), as docs/configuration.md's example. */
+  function gatewayOver(a: string, b: string, limiter: EndpointLimiter = createMemoryLimiter()) {
+    const models = `endpoints:\n  replica-a: { baseURL: "${a}", apiKeyEnv: K }\n  replica-b: { baseURL: "${b}", apiKeyEnv: K }\nprofiles:\n  mine.judge:\n    endpoint:\n      - { name: replica-a, weight: 3 }\n      - { name: replica-b, weight: 1 }\n`;
+    const config = loadConfig({ ENVFLEET_MODELS_FILE: 'models.yaml', K: 'sk-replicas', ENVFLEET_RATE_LIMIT_FALLBACK_MS: '60000', ENVFLEET_CACHE: 'false' }, { readFile: () => models });
+    return createModelGateway({ config, cache: createMemoryResponseCache(), limiter, ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+  }
+  const ask = (gateway: ModelGateway, i: number) => gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: `question ${i} — 问题` }] });
+
+  it('sends the requests of a replica that refuses connections to the other one, and no more to it while it cools down', async () => {
+    const b = await endpointAt(() => ({ status: 200, body: completion('from b — 乙') }));
+    const gateway = gatewayOver(await refusedUrl(), b.url);
+    for (let i = 0; i < 12; i += 1) expect((await ask(gateway, i)).message.content).to.equal('from b — 乙');
+    expect(b.seen.filter(s => s.endsWith('/chat/completions'))).to.have.length(12);
+  });
+
+  it('sends the requests of a replica answering 503 to everything (down behind its proxy) to the other one', async () => {
+    const a = await endpointAt(() => ({ status: 503, body: '{"error":{"message":"upstream down"}}' }));
+    const b = await endpointAt(() => ({ status: 200, body: completion('from b') }));
+    const gateway = gatewayOver(a.url, b.url);
+    for (let i = 0; i < 12; i += 1) expect((await ask(gateway, i)).message.content).to.equal('from b');
+    // Found down once (its chat request and its GET /models), then passed over while it cools down.
+    expect(a.seen).to.deep.equal(['POST /v1/chat/completions', 'GET /v1/models']);
+  });
+
+  it('sends the request of a replica that answers 429 to the other one', async () => {
+    const a = await endpointAt(() => ({ status: 429, headers: { 'retry-after': '30' }, body: '{"error":{"message":"slow down"}}' }));
+    const b = await endpointAt(() => ({ status: 200, body: completion('from b') }));
+    const gateway = gatewayOver(a.url, b.url);
+    for (let i = 0; i < 8; i += 1) expect((await ask(gateway, i)).message.content).to.equal('from b');
+    expect(a.seen.length).to.be.at.most(1);
+  });
+
+  it('passes over a replica another process found cooling down (the fleet-wide limiter says so)', async () => {
+    const a = await endpointAt(() => ({ status: 200, body: completion('from a') }));
+    const b = await endpointAt(() => ({ status: 200, body: completion('from b') }));
+    const limiter = createMemoryLimiter();
+    const gateway = gatewayOver(a.url, b.url, limiter);
+    await limiter.coolDown({ name: 'replica-a', baseURL: a.url } as never, 60_000);
+    for (let i = 0; i < 8; i += 1) expect((await ask(gateway, i)).message.content).to.equal('from b');
+    expect(a.seen).to.deep.equal([]);
+  });
+
+  it('keeps a failure that is the request\'s own (a 400) on the replica that gave it', async () => {
+    const a = await endpointAt(() => ({ status: 400, body: '{"error":{"message":"bad request"}}' }));
+    const b = await endpointAt(() => ({ status: 400, body: '{"error":{"message":"bad request"}}' }));
+    const gateway = gatewayOver(a.url, b.url);
+    expect(await rejection(ask(gateway, 0))).to.have.property('code', 'MODEL_BAD_REQUEST');
+    expect(a.seen.length + b.seen.length).to.equal(1);
+  });
+
+  it('waits (the error of the last replica tried) only when every replica is down', async () => {
+    const a = await endpointAt(() => ({ status: 503, body: '{"error":{"message":"a down"}}' }));
+    const gateway = gatewayOver(a.url, await refusedUrl());
+    const error = await rejection(ask(gateway, 0));
+    expect(['MODEL_UNAVAILABLE', 'MODEL_UNREACHABLE']).to.include((error as { code: string }).code);
+    expect(error).to.have.property('retryAfterMs', 60_000);
+    // Both now cooling: the next request is not sent to either.
+    expect(await rejection(ask(gateway, 1))).to.have.property('code', 'MODEL_RATE_LIMITED');
+  });
+});
