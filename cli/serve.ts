@@ -178,9 +178,9 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
     );
     const server = await startEnvServer(registry, logger, { port: opts.port, host: opts.host, token: opts.token ?? null, runId: serves, directory });
     // Closed in reverse: the process says it has no room (no peer sends it new sessions), ends its sessions
-    // (their results go to the directory, where every peer finds them; requests meanwhile get SESSION_CLOSED and
-    // the kept result, new sessions OVER_CAPACITY), stops listening (a /ws client first gets the reward of its
-    // episode), then leaves the directory.
+    // (`shutdown`, not scored: the stop cut them; their results go to the directory, where every peer finds them;
+    // requests meanwhile get SESSION_CLOSED and verify SESSION_INTERRUPTED, new sessions OVER_CAPACITY), stops
+    // listening (a /ws client whose episode it cut is first told so, SESSION_INTERRUPTED), then leaves the directory.
     if (directory) {
       const d = directory;
       closers.push(() => d.leave().catch(err => logger.warn({ err }, 'leaving the session directory failed; the entry expires by itself')));

@@ -13,6 +13,12 @@ checkout, or at its `src` folder. This script only imports and uses it:
   3. what `openenv validate --url URL` runs (openenv.cli._validation.validate_running_environment; the
      CLI itself needs typer, which is not imported here).
 
+With --stop-check instead: two GenericEnvClient episodes (reset, the first --call) wait, printing
+"WAITING FOR THE STOP"; once a line comes on stdin (the server has been stopped meanwhile), the step of a client
+idle at the stop must raise (the socket is closed), and a step sent just before the stop (which the stopping
+server no longer answers: the client reads the message the stop sent as its reply) must raise RuntimeError with
+SESSION_ERROR. Neither may return a StepResult: that would be a reward for an episode the server cut.
+
 It prints what the clients got and exits 1 on a mismatch, 2 on a usage error, 3 when OpenEnv cannot be
 imported (--probe only checks that, and prints why).
 
@@ -196,6 +202,45 @@ def run_mcp(oe: dict[str, Any], url: str, scenario: str, calls: list[tuple[str, 
         c.check(r.done is True and reward_ok, f"step(CallToolAction({FINISH_TOOL})): done True, reward in [0, 1]{'' if expect_reward is None else f' = {expect_reward}'}", {"reward": r.reward, "done": r.done, "observation": type(r.observation).__name__})
 
 
+def run_stop_check(oe: dict[str, Any], url: str, scenario: str, calls: list[tuple[str, dict[str, Any]]], c: Checks) -> None:
+    print("GenericEnvClient(base_url).sync() at the server's stop:", flush=True)
+    name, args = calls[0] if calls else (None, {})
+    clients = {}
+    for role in ("idle", "in flight"):
+        env = oe["GenericEnvClient"](base_url=url).sync()
+        env.connect()
+        obs = env.reset(scenario_id=scenario).observation
+        tool = name or [t.get("name") for t in obs.get("tools", [])][0]
+        r = env.step({"type": "call_tool", "tool_name": tool, "arguments": args})
+        c.check(r.done is False and r.reward is None, f"{role}: a step before the stop, done False", {"done": r.done, "reward": r.reward})
+        clients[role] = env
+    print("WAITING FOR THE STOP", flush=True)
+    sys.stdin.readline()
+    action = {"type": "call_tool", "tool_name": tool, "arguments": args}
+
+    def outcome(fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+        try:
+            return fn(), None
+        except Exception as err:  # what the client raises is what is checked
+            return None, err
+
+    r, err = outcome(lambda: clients["idle"].step(action))
+    c.check(err is not None, "idle at the stop: its next step raises, no StepResult", {"raised": f"{type(err).__module__}.{type(err).__name__}: {err}"} if err else {"done": r.done, "reward": r.reward})
+
+    async def already_sent(_message: dict[str, Any]) -> None:
+        return None
+
+    # The send had gone out just before the stop: the client's _send_and_receive reads the next message on the socket.
+    clients["in flight"]._async._send = already_sent
+    r, err = outcome(lambda: clients["in flight"].step(action))
+    c.check(isinstance(err, RuntimeError) and "SESSION_ERROR" in str(err), "in flight at the stop: the step raises RuntimeError (SESSION_ERROR), no StepResult", {"raised": f"{type(err).__name__}: {err}"} if err else {"done": r.done, "reward": r.reward})
+    for env in clients.values():
+        try:
+            env.close()
+        except Exception:
+            pass
+
+
 def run_validate(oe: dict[str, Any], url: str, c: Checks) -> None:
     print("openenv validate --url (validate_running_environment):", flush=True)
     report = oe["validate_running_environment"](url)
@@ -214,6 +259,7 @@ def main() -> int:
     ap.add_argument("--extra-path", action="append", default=[], metavar="DIR", help="appended to sys.path, after the interpreter's own packages (e.g. a websockets from the system)")
     ap.add_argument("--skip", action="append", default=[], choices=["generic", "mcp", "validate"])
     ap.add_argument("--probe", action="store_true", help="only check that OpenEnv's clients import here")
+    ap.add_argument("--stop-check", action="store_true", help="check what the clients get when the server stops during their episodes (see above)")
     a = ap.parse_args()
     try:
         oe = load_openenv(_openenv_src(a.openenv_src), a.extra_path)
@@ -227,6 +273,13 @@ def main() -> int:
         ap.error("--url and --scenario are needed (or --probe)")
     calls = [_parse_call(t) for t in a.call]
     c = Checks()
+    if a.stop_check:
+        try:
+            run_stop_check(oe, a.url, a.scenario, calls, c)
+        except Exception as err:
+            c.check(False, f"stop-check: the client raised {type(err).__name__}", str(err))
+        print(f"{'FAILED' if c.failed else 'PASSED'}: {len(c.failed)} mismatch(es){': ' + '; '.join(c.failed) if c.failed else ''}", flush=True)
+        return 1 if c.failed else 0
     runs = [("generic", lambda: run_generic(oe, a.url, a.scenario, calls, a.expect_reward, c)), ("mcp", lambda: run_mcp(oe, a.url, a.scenario, calls, a.expect_reward, c)), ("validate", lambda: run_validate(oe, a.url, c))]
     for name, run in runs:
         if name in a.skip:

@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { Express, NextFunction, Request, Response } from 'express';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { EnvServerError } from '../../src/env-server/errors.js';
-import { evictedError, scoredResult, type SessionInfo, type SessionRegistry, type SessionResult } from '../../src/env-server/sessions.js';
+import { NOT_SCORED_CODES, notScored, notScoredError, scoredResult, type ServerEndedResult, type SessionInfo, type SessionRegistry, type SessionResult } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
 import type { FunctionTool } from '../../src/sandbox/bundle.js';
 import type { CallOutcome } from '../../src/sandbox/quickjs-host.js';
@@ -80,8 +80,8 @@ function callResult(value: unknown) {
 
 const errorTypeOf = (code: string): ToolErrorType => (code === 'INVALID_ARGUMENTS' ? 'invalid_args' : code === 'UNKNOWN_TOOL' ? 'tool_not_found' : code === 'DEADLINE_EXCEEDED' ? 'timeout' : 'execution_error');
 
-/** The reward sent for an ended episode: the checks' fraction (0 when none could run); none for an evicted one (SESSION_EVICTED). */
-const rewardOf = (r: SessionResult) => (r.endedBy === 'evicted' ? null : (r.reward ?? 0));
+/** The reward sent for an ended episode: the checks' fraction (0 when none could run); none for one the server ended (evicted, or cut by its stop). */
+const rewardOf = (r: SessionResult) => (notScored(r) ? null : (r.reward ?? 0));
 
 const endSummary = (r: SessionResult) => ({ reward: r.reward, solved: r.solved, checks: r.checks, checks_error: r.checksError, ended_by: r.endedBy, detail: r.detail, calls: r.calls });
 
@@ -110,6 +110,7 @@ function toOpenEnvError(err: unknown): OpenEnvError {
       case 'SESSION_CLOSED':
         return new OpenEnvError('SESSION_ERROR', err.message, extra);
       case 'SESSION_EVICTED':
+      case 'SESSION_INTERRUPTED':
         // The episode has ended without a reward: an error, never an observation with a reward to train on.
         return new OpenEnvError('SESSION_ERROR', err.message, { ...extra, ...err.details });
       default:
@@ -149,33 +150,34 @@ class Episode {
     return { observation: { ...meta, tools: toolList(info), metadata: meta }, reward: null, done: false };
   }
 
-  /** The session ended without this episode ending it (idle timeout, server shutdown): the episode has ended too. */
+  /** The session ended without this episode ending it (idle timeout, the server's stop): the episode has ended too. */
   private endedElsewhere(): SessionResult | null {
     if (this.done || !this.sessionId) return null;
     return this.registry.result(this.sessionId);
   }
 
   /**
-   * The answer to a step whose session ended meanwhile (idle timeout, shutdown): the episode's end with its reward,
-   * `observation` and an error saying so; SESSION_EVICTED (thrown) when the server's load ended it; null while it lives.
+   * The answer to a step whose session ended meanwhile (idle timeout): the episode's end with its reward, `observation`
+   * and an error saying so; SESSION_EVICTED / SESSION_INTERRUPTED (thrown) when the server ended it (its load, its stop);
+   * null while it lives.
    */
   private endedMeanwhile(observation: Record<string, unknown>): ObservationMessage | null {
     const gone = this.endedElsewhere();
     if (!gone) return null;
-    if (gone.endedBy === 'evicted') throw this.evicted(gone);
+    if (notScored(gone)) throw this.cut(gone);
     return this.finishWith(gone, { ...observation, error: { error_type: 'execution_error', message: `the episode had already ended (${gone.endedBy}${gone.detail ? `: ${gone.detail}` : ''}); this is its reward, reset starts a new one` } });
   }
 
-  /** Marks the episode ended by its session's eviction and returns the error to answer with (no reward). */
-  private evicted(result: SessionResult): EnvServerError {
+  /** Marks the episode ended by the server (its session evicted, or cut by the stop) and returns the error to answer with (no reward). */
+  private cut(result: ServerEndedResult): EnvServerError {
     this.done = true;
     this.ended = result;
-    return evictedError(result);
+    return notScoredError(result);
   }
 
   private live(): { id: string; info: SessionInfo } {
     if (!this.sessionId || !this.info) throw new OpenEnvError('VALIDATION_ERROR', 'no episode on this connection: send {"type": "reset", "data": {"scenario_id": "ID"}} first');
-    if (this.ended?.endedBy === 'evicted') throw evictedError(this.ended);
+    if (this.ended && notScored(this.ended)) throw notScoredError(this.ended);
     if (this.done) throw new OpenEnvError('VALIDATION_ERROR', `the episode has ended (reward ${this.ended ? rewardOf(this.ended) : 'pending'}); reset starts a new one`, { envfleet_code: 'SESSION_CLOSED' });
     return { id: this.sessionId, info: this.info };
   }
@@ -191,7 +193,7 @@ class Episode {
     const type = action['type'];
     if (type === 'list_tools') {
       const { id, info } = this.live();
-      // An episode its session ended meanwhile (idle timeout, shutdown) is over, as for call_tool; otherwise the
+      // An episode its session ended meanwhile (idle timeout, the server's stop) is over, as for call_tool; otherwise the
       // request restarts the session's idle clock, as every request does.
       const gone = this.endedMeanwhile({ tools: toolList(info) });
       if (gone) return gone;
@@ -215,7 +217,7 @@ class Episode {
     if (gone) return gone;
     if (tool === FINISH_TOOL) {
       const result = await this.registry.finish(id, 'finished');
-      if (result.endedBy === 'evicted') throw this.evicted(result);
+      if (notScored(result)) throw this.cut(result);
       return this.finishWith(result, { tool_name: tool, result: callResult(endSummary(result)), error: null });
     }
     this.stepCount += 1;
@@ -228,8 +230,10 @@ class Episode {
         outcome = await this.registry.call(id, tool, args);
       } catch (err) {
         const result = this.registry.result(id);
-        if (err instanceof EnvServerError && err.code === 'SESSION_EVICTED' && result) throw this.evicted(result);
+        if (err instanceof EnvServerError && NOT_SCORED_CODES.has(err.code) && result && notScored(result)) throw this.cut(result);
         if (!(err instanceof EnvServerError) || (err.code !== 'ENVIRONMENT_FAILED' && err.code !== 'SESSION_CLOSED')) throw err;
+        // Ended meanwhile (an idle timeout, the server's stop) and maybe still ending: its result, once there, ends the episode below.
+        if (err.code === 'SESSION_CLOSED' && !result) await this.registry.finish(id).catch(() => undefined);
         observation = { tool_name: tool, result: null, error: { error_type: 'execution_error', message: err.message } };
       }
       if (outcome?.runtimeError) {
@@ -242,10 +246,11 @@ class Episode {
     }
     // The environment may have been discarded by that call (a sandbox limit): the episode ends with what the checks give.
     const ended = this.registry.result(id);
+    if (ended && notScored(ended)) throw this.cut(ended);
     if (ended) return this.finishWith(ended, observation!);
     if (this.stepCount >= this.maxSteps) {
       const result = await this.registry.finish(id, 'finished');
-      if (result.endedBy === 'evicted') throw this.evicted(result);
+      if (notScored(result)) throw this.cut(result);
       return this.finishWith(result, { ...observation!, step_limit: this.maxSteps });
     }
     return { observation: { ...observation!, metadata: { step_count: this.stepCount } }, reward: null, done: false };
@@ -259,7 +264,7 @@ class Episode {
   async mcp(request: RpcRequest): Promise<unknown> {
     const session = (): SessionInfo => {
       if (!this.sessionId || !this.info) throw new RpcError(-32600, `no episode on this connection: send {"type": "reset", "data": {"scenario_id": "ID"}} first, then ${request.method}`);
-      if (this.ended?.endedBy === 'evicted') throw evictedError(this.ended);
+      if (this.ended && notScored(this.ended)) throw notScoredError(this.ended);
       if (this.done) throw new RpcError(-32602, `the episode has ended (reward ${this.ended ? rewardOf(this.ended) : 'pending'}); reset starts a new one`, { code: 'SESSION_CLOSED' });
       return this.registry.info(this.sessionId);
     };
@@ -431,7 +436,7 @@ export function mountOpenEnvStateless(app: Express, registry: SessionRegistry, o
       out => res.json(out),
       err => {
         const e = toOpenEnvError(err);
-        res.status(e.code === 'CAPACITY_REACHED' || e.extra['envfleet_code'] === 'SESSION_EVICTED' ? 503 : e.code === 'EXECUTION_ERROR' || e.code === 'FACTORY_ERROR' ? 500 : 422).json({ detail: [{ type: e.code, loc: ['body'], msg: e.message, input: null }], error: { code: e.code, message: e.message, ...e.extra } });
+        res.status(e.code === 'CAPACITY_REACHED' || NOT_SCORED_CODES.has(String(e.extra['envfleet_code'])) ? 503 : e.code === 'EXECUTION_ERROR' || e.code === 'FACTORY_ERROR' ? 500 : 422).json({ detail: [{ type: e.code, loc: ['body'], msg: e.message, input: null }], error: { code: e.code, message: e.message, ...e.extra } });
       },
     ).finally(() => void episode.end('closed').catch(() => undefined));
   };
@@ -525,7 +530,7 @@ function rpcErrorReply(id: unknown, err: unknown): RpcReply {
   if (err instanceof RpcError) return { jsonrpc: '2.0', id, error: { code: err.code, message: err.message, ...(err.data === undefined ? {} : { data: err.data }) } };
   if (err instanceof EnvServerError) {
     if (err.code === 'OVER_CAPACITY') return { jsonrpc: '2.0', id, error: { code: -32000, message: err.message, data: { code: err.code, active_sessions: err.details['active'], max_sessions: err.details['max'] } } };
-    if (err.code === 'SESSION_EVICTED') return { jsonrpc: '2.0', id, error: { code: -32000, message: err.message, data: { code: err.code, ...err.details } } };
+    if (NOT_SCORED_CODES.has(err.code)) return { jsonrpc: '2.0', id, error: { code: -32000, message: err.message, data: { code: err.code, ...err.details } } };
     return { jsonrpc: '2.0', id, error: { code: err.code === 'ENVIRONMENT_FAILED' ? -32603 : -32602, message: err.message, data: { code: err.code } } };
   }
   return { jsonrpc: '2.0', id, error: { code: -32603, message: `internal error: ${(err as Error).message}` } };
@@ -628,7 +633,7 @@ export function attachOpenEnvWebSocket(server: Server, registry: SessionRegistry
   const hooks = new Set<ShutdownHook>();
   wss.on('connection', (ws: WebSocket) => serveConnection(ws, registry, logger, options.maxSteps ?? DEFAULT_MAX_STEPS, hooks));
   return {
-    /** Each connection gets the reward of an episode ended by the shutdown (the registry ends sessions first), then is closed. */
+    /** Each connection whose episode the stop cut is told so (SESSION_INTERRUPTED, no reward; the registry ends sessions first), then is closed. */
     async close() {
       server.off('upgrade', onUpgrade);
       await Promise.all([...hooks].map(hook => hook().catch(() => undefined)));
@@ -640,16 +645,19 @@ export function attachOpenEnvWebSocket(server: Server, registry: SessionRegistry
 
 const textOf = (raw: RawData): string => (Array.isArray(raw) ? Buffer.concat(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from(raw)).toString('utf8');
 
-/** The message that ends a connection's episode (close, the server's stop): its reward, or SESSION_EVICTED (no reward). */
+/**
+ * The message that ends a connection's episode (close, the server's stop): its reward; for one the server ended (evicted,
+ * or cut by the stop) an error, SESSION_ERROR with `envfleet_code` SESSION_EVICTED / SESSION_INTERRUPTED, never a reward.
+ */
 function endMessage(result: SessionResult, stepCount: number) {
-  if (result.endedBy === 'evicted') {
-    const e = toOpenEnvError(evictedError(result));
+  if (notScored(result)) {
+    const e = toOpenEnvError(notScoredError(result));
     return { type: 'error', data: { message: e.message, code: e.code, ...e.extra } };
   }
   return { type: 'observation', data: { observation: { closed: true, metadata: { step_count: stepCount, ...endSummary(result) } }, reward: rewardOf(result), done: true } };
 }
 
-/** What a connection does when the server stops: sends the reward of an episode the shutdown ended, then closes. */
+/** What a connection does when the server stops: tells it the stop cut its episode (SESSION_INTERRUPTED, no reward), then closes. */
 type ShutdownHook = () => Promise<void>;
 
 function serveConnection(ws: WebSocket, registry: SessionRegistry, logger: Logger, maxSteps: number, hooks: Set<ShutdownHook>): void {

@@ -174,7 +174,8 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
     route(async (req, res) => {
       const body = bodyOf(req);
       const id = requireSession(req);
-      // An evicted session (the server's load cut it) has no reward: SESSION_EVICTED, not a 0 to train on.
+      // A session the server ended (evicted by its load, cut by its stop) has no reward: SESSION_EVICTED /
+      // SESSION_INTERRUPTED, not a 0 to train on.
       const result = scoredResult(await registry.finish(id, 'finished'));
       res.json({
         ...(isObject(body) ? body : {}),
@@ -237,7 +238,7 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
   return {
     url,
     server,
-    /** Stops accepting; requests in flight get up to 5 s to be answered; WebSocket clients get their episode's end. */
+    /** Stops accepting; requests in flight get up to 5 s to be answered; WebSocket clients get their episode's end (SESSION_INTERRUPTED when the stop cut it). */
     async close() {
       const closed = new Promise<void>(resolve => server.close(() => resolve()));
       server.closeIdleConnections();

@@ -51,26 +51,54 @@ export function runScenarioSource(store: Pick<RunStore, 'getDoc' | 'getRun'>, ru
 }
 
 /**
- * Why a session ended. `evicted`: its sandbox thread's memory bound (shared by the thread's sessions) was full
- * (SANDBOX_MEMORY_FULL), so the server's load cut the episode: it has no reward (see `scoredResult`).
+ * Why a session ended. Two endings are the server's doing, not the agent's nor its client's, and have no reward
+ * (`notScored`): `evicted`, its sandbox thread's memory bound (shared by the thread's sessions) was full
+ * (SANDBOX_MEMORY_FULL), and `shutdown`, the serve process was stopped (SIGTERM) during the episode. An
+ * `idle-timeout` is scored: the time is the agent's (or its client's), like a time limit.
  */
 export type SessionEnd = 'finished' | 'closed' | 'idle-timeout' | 'environment-error' | 'replaced' | 'shutdown' | 'evicted';
+
+/** The endings the server caused: the episode was cut, not played out, so what the checks would say of it is no reward. */
+export type ServerEnd = Extract<SessionEnd, 'evicted' | 'shutdown'>;
+
+/** The result of a session the server ended. */
+export type ServerEndedResult = SessionResult & { readonly endedBy: ServerEnd };
+
+/** The code each server ending is answered with where a reward would be given. */
+const SERVER_ENDS: Readonly<Record<ServerEnd, 'SESSION_EVICTED' | 'SESSION_INTERRUPTED'>> = { evicted: 'SESSION_EVICTED', shutdown: 'SESSION_INTERRUPTED' };
+
+/** A session the server ended (evicted, or cut by its stop): no reward, SESSION_EVICTED / SESSION_INTERRUPTED instead. */
+export const notScored = (result: SessionResult): result is ServerEndedResult => Object.hasOwn(SERVER_ENDS, result.endedBy);
+
+/** The codes of a session the server ended (`notScored`), as the surfaces get them. */
+export const NOT_SCORED_CODES: ReadonlySet<string> = new Set(Object.values(SERVER_ENDS));
 
 /** The sandbox code of a thread whose memory bound was full (src/sandbox/errors.ts). */
 const SANDBOX_FULL = 'SANDBOX_MEMORY_FULL';
 
-/** SESSION_EVICTED for a session the server's load ended (`evicted`), with its result (no reward). */
-export function evictedError(result: SessionResult): EnvServerError {
+/**
+ * The error for a session the server ended (`notScored`), with its result: SESSION_EVICTED (its sandbox thread was
+ * full) or SESSION_INTERRUPTED (the serve process was stopped). No reward: play the scenario again.
+ */
+export function notScoredError(result: ServerEndedResult): EnvServerError {
+  const again = `the episode has no reward. Discard it and play scenario ${result.scenarioId} again in a new session`;
+  if (result.endedBy === 'evicted') {
+    return new EnvServerError(
+      'SESSION_EVICTED',
+      `session ${result.sessionId} was evicted: ${result.detail ?? 'its sandbox thread had no memory left'}. That is the server's load (the memory bound ENVFLEET_SANDBOX_HEAP_MB is shared by the sessions of a sandbox thread), not the agent's doing: ${again}`,
+      { session_ended: true, sandbox_code: SANDBOX_FULL, ended_by: result.endedBy, scenario_id: result.scenarioId },
+    );
+  }
   return new EnvServerError(
-    'SESSION_EVICTED',
-    `session ${result.sessionId} was evicted: ${result.detail ?? 'its sandbox thread had no memory left'}. That is the server's load (the memory bound ENVFLEET_SANDBOX_HEAP_MB is shared by the sessions of a sandbox thread), not the agent's doing: the episode has no reward. Discard it and play scenario ${result.scenarioId} again in a new session`,
-    { session_ended: true, sandbox_code: SANDBOX_FULL, ended_by: result.endedBy },
+    'SESSION_INTERRUPTED',
+    `session ${result.sessionId} was interrupted: the server stopped during the episode (a graceful stop: a restart, a scale-down or a preemption) and ended it after ${result.calls} tool call${result.calls === 1 ? '' : 's'}. That is the server's doing, not the agent's: ${again}`,
+    { session_ended: true, ended_by: result.endedBy, scenario_id: result.scenarioId },
   );
 }
 
-/** The result of a session that ended with a reward to give; SESSION_EVICTED (no reward) for one the server's load ended. */
+/** The result of a session that ended with a reward to give; SESSION_EVICTED / SESSION_INTERRUPTED (no reward) for one the server ended. */
 export function scoredResult(result: SessionResult): SessionResult {
-  if (result.endedBy === 'evicted') throw evictedError(result);
+  if (notScored(result)) throw notScoredError(result);
   return result;
 }
 
@@ -132,7 +160,7 @@ export interface SessionRegistry {
   call(sessionId: string, tool: string, args: unknown): Promise<CallOutcome>;
   /** The reward the session would get if it ended now (its current state read and checked); the session goes on. */
   preview(sessionId: string): Promise<Pick<SessionResult, 'reward' | 'checks' | 'checksError'>>;
-  /** Ends the session (final state, reward from the checks) and returns its result; the kept result when it has ended already. */
+  /** Ends the session (final state, reward from the checks; none for `shutdown` and `evicted`) and returns its result; the kept result when it has ended already. */
   finish(sessionId: string, endedBy?: SessionEnd): Promise<SessionResult>;
   /** The kept result of an ended session, or null. */
   result(sessionId: string): SessionResult | null;
@@ -142,7 +170,7 @@ export interface SessionRegistry {
   /** Keeps the result of a session another process ended (from the directory), so every surface answers as for its own. */
   remember(result: SessionResult): void;
 
-  /** Ends every live session (`shutdown`); new ones are refused. */
+  /** Ends every live session (`shutdown`: not scored, the server cut it); new ones are refused. */
   closeAll(): Promise<void>;
 }
 
@@ -210,7 +238,8 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     if (s && !s.ending && s.info) return s;
     const done = endedResult(id);
     if (s?.ending || done) {
-      throw new EnvServerError('SESSION_CLOSED', `session ${id} has ended${done ? ` (${done.endedBy}${done.detail ? `: ${done.detail}` : ''})` : ''}; verify returns its reward, and seed_session starts a new one`, { endedBy: done?.endedBy ?? 'ending' });
+      const next = done && notScored(done) ? `the server ended it, so it has no reward (verify says ${notScoredError(done).code}): play scenario ${done.scenarioId} again in a new session (seed_session)` : 'verify returns its reward, and seed_session starts a new one';
+      throw new EnvServerError('SESSION_CLOSED', `session ${id} has ended${done ? ` (${done.endedBy}${done.detail ? `: ${done.detail}` : ''})` : ''}; ${next}`, { endedBy: done?.endedBy ?? 'ending' });
     }
     throw new EnvServerError('UNKNOWN_SESSION', `no session ${id} on this server; start one with seed_session`);
   };
@@ -229,11 +258,13 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       let ran: ChecksResult | null = null;
       // The thread's memory bound met while ending (reading the state, or a check): the episode is evicted too.
       let full: string | null = endedBy === 'evicted' ? detail : null;
+      // Cut by the server's stop: the final state is kept (to see where the episode was), but no check runs on it.
+      const interrupted = endedBy === 'shutdown';
       if (!full) {
         try {
           // The final state and the checks on it in the session, as an episode ends (episode.ts): a Python
           // check then sees the live state (1.0 stays a float; through JSON it would come back as 1).
-          const end = await s.env!.finish((served.scenario.checklist ?? []).filter(c => !c.episode));
+          const end = await s.env!.finish(interrupted ? [] : (served.scenario.checklist ?? []).filter(c => !c.episode));
           const atEnd = fullAtEnd(end);
           if (atEnd) full = `${atEnd.where}: ${atEnd.message}`;
           if (end.stateJson === null) throw new Error(end.stateError?.message ?? 'no final state');
@@ -244,11 +275,12 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         }
       }
       await s.env!.close().catch(() => undefined);
+      // No reward for an episode the server cut (its load, its stop): what the checks would say of it is not the agent's score.
+      const evictedScore = () => ({ checks: [], reward: null, checksError: `not scored: the session was evicted (${full})` });
       let score: Awaited<ReturnType<typeof scoreFinalState>>;
-      if (full) {
-        // No reward: what the checks would say of an episode the server's load cut short is not the agent's score.
-        score = { checks: [], reward: null, checksError: `not scored: the session was evicted (${full})` };
-      } else {
+      if (full) score = evictedScore();
+      else if (interrupted) score = { checks: [], reward: null, checksError: 'not scored: the server stopped during the episode' };
+      else {
         try {
           score = await scoreFinalState(deps.sandbox, served.scenario, finalState, served.limits, readError, ran);
         } catch (err) {
@@ -257,7 +289,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         const fullScore = fullCheck(score.checks);
         if (fullScore) {
           full = `${fullScore.where}: ${fullScore.message}`;
-          score = { checks: [], reward: null, checksError: `not scored: the session was evicted (${full})` };
+          score = evictedScore();
         }
       }
       const result: SessionResult = {
@@ -350,7 +382,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       if (outcome.runtimeError === SANDBOX_FULL) {
         // Not the environment's failure: the thread's other sessions left it no memory. No reward, a clear error.
         const result = await finish(id, 'evicted', `${tool} needed more memory and its sandbox thread had none left (ENVFLEET_SANDBOX_HEAP_MB reached with ${live.size} sessions open)`);
-        throw evictedError(result);
+        throw notScored(result) ? notScoredError(result) : new EnvServerError('SESSION_CLOSED', `session ${id} has ended (${result.endedBy})`);
       }
       if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
         await finish(id, 'environment-error', `${outcome.runtimeError} in ${tool}; the environment was discarded`);

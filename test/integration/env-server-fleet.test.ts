@@ -202,9 +202,9 @@ describe('envfleet serve: several serve processes sharing one Redis (real proces
     expect(rpcUnreachable.json).to.deep.include({ jsonrpc: '2.0', id: 8 });
     expect((rpcUnreachable.json['error'])).to.deep.include({ code: -32603 });
 
-    // A third process joins; a stops gracefully: its session ends (shutdown), scored, and the new process returns the result.
+    // A third process joins; a stops gracefully: its session ends (shutdown), not scored (the stop cut it), and the new process says so.
     const c = await spawnServe(f, ['--port', '0', '--run', 'fl1', '--max-sessions', '2']);
-    // An OpenEnv client on a: the stop ends its episode, and it gets the reward before the socket closes.
+    // An OpenEnv client on a: the stop ends its episode, and it is told so (no reward) before the socket closes.
     const ws = new WebSocket(`${a.url.replace(/^http/, 'ws')}/ws`);
     await once(ws, 'open');
     const messages: { type: string; data: Record<string, unknown> }[] = [];
@@ -215,19 +215,20 @@ describe('envfleet serve: several serve processes sharing one Redis (real proces
     expect(messages[0]!.type, JSON.stringify(messages[0])).to.equal('observation');
     a.child.kill('SIGTERM');
     await wsClosed;
-    expect(messages[1], 'the reward of the episode the stop ended').to.deep.include({ type: 'observation' });
-    expect(messages[1]!.data).to.include({ done: true });
-    expect((messages[1]!.data['observation'] as { metadata: { ended_by: string } }).metadata.ended_by).to.equal('shutdown');
+    expect(messages[1], 'the stop cut the episode: an error, no reward').to.deep.include({ type: 'error' });
+    expect(messages[1]!.data).to.include({ code: 'SESSION_ERROR', envfleet_code: 'SESSION_INTERRUPTED', ended_by: 'shutdown' });
     await exited(a.child);
     expect(a.child.exitCode).to.equal(0);
     const viaC = new LatestCookieClient(c.url);
     viaC.cookie = sessionOnA;
     const result = await viaC.post('/verify', {});
-    expect(result.status, result.text).to.equal(200);
-    expect(result.json['envfleet']).to.include({ ended_by: 'shutdown', calls: 1 });
+    expect(result.status, result.text).to.equal(503);
+    expect(errorOf(result)).to.include({ code: 'SESSION_INTERRUPTED', ended_by: 'shutdown', session_ended: true });
     viaC.cookie = sessionOnA;
     const refused = await viaC.post('/exit_vehicle', { ticket_id: 'T5' });
     expect(errorOf(refused).code).to.equal('SESSION_CLOSED');
+    viaC.cookie = sessionOnA;
+    expect((await viaC.send('DELETE', '/session')).json).to.include({ ended_by: 'shutdown', calls: 1, reward: null });
     // A directory entry naming a process whose heartbeat has expired (killed long ago): SESSION_LOST, in each surface's shape.
     const stale = '11111111-2222-3333-4444-555555555555';
     await f.redis.set(`${f.config.redis.prefix}:serve:sess:${stale}`, 'a-process-long-gone');

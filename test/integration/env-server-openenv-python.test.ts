@@ -118,6 +118,38 @@ describe("envfleet serve: OpenEnv's own Python clients (GenericEnvClient, MCPToo
     }
   });
 
+  it("when the server stops during their episodes, the clients raise (a step answered by the stop's SESSION_INTERRUPTED message, and the next step of an idle client): no StepResult with a reward", async () => {
+    const stopping = await startServing(f.config, silentLogger(), { run: 'py1', port: 0, host: '127.0.0.1', maxSessions: 4, idleTimeout: 600_000 });
+    let closed = false;
+    try {
+      const iris = scenarios.find(s => s.task?.includes('Iris Vance'))!;
+      const child = spawn(python, [...baseArgs(), '--url', stopping.url, '--scenario', iris.id, '--call', 'return_book={"loan_id": "L21"}', '--stop-check'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stderr.on('data', (b: Buffer) => (stderr += b.toString('utf8')));
+      const code = new Promise<number | null>(resolve => child.on('close', c => resolve(c)));
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (b: Buffer) => {
+          stdout += b.toString('utf8');
+          if (stdout.includes('WAITING FOR THE STOP')) resolve();
+        });
+        void code.then(c => reject(new Error(`the script exited ${c} before waiting: ${stdout}\n${stderr}`)));
+      });
+      // What SIGTERM runs (cli/serve.ts): the sessions end, each /ws connection is told, the listener closes.
+      await stopping.close();
+      closed = true;
+      child.stdin.end('stopped\n');
+      const exit = await code;
+      const report = `exit ${exit}\n${stdout}\n${stderr}`;
+      expect(exit, report).to.equal(0);
+      expect(stdout, report).to.include('ok       in flight at the stop: the step raises RuntimeError (SESSION_ERROR)');
+      expect(stdout, report).to.match(/RuntimeError: Server error: session \S+ was interrupted: the server stopped during the episode/);
+      expect(stdout, report).to.include('ok       idle at the stop: its next step raises');
+    } finally {
+      if (!closed) await stopping.close();
+    }
+  });
+
   it('a wrong expectation is a mismatch: the script exits 1', async () => {
     const gx = scenarios.find(s => s.task?.includes('GX-310'))!;
     const out = await run(python, [...baseArgs(), '--url', serving.url, '--scenario', gx.id, '--expect-reward', '2', '--skip', 'validate', '--skip', 'mcp']);

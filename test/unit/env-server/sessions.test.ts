@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { EnvServerError } from '../../../src/env-server/errors.js';
-import { createSessionRegistry, type ScenarioSource, type ServedScenario } from '../../../src/env-server/sessions.js';
+import { createSessionRegistry, scoredResult, type ScenarioSource, type ServedScenario } from '../../../src/env-server/sessions.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
 import type { EnvSession, SandboxRunner } from '../../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../../src/scenarios/types.js';
@@ -139,6 +139,35 @@ describe('env-server session registry', () => {
     expect(r).to.include({ endedBy: 'environment-error', reward: null });
     expect(r.checksError).to.match(/final state could not be read/);
     expect(reg.stats().active).to.equal(0);
+  });
+
+  it('ends the sessions cut by the server\'s stop without a reward (SESSION_INTERRUPTED where one would be given), the final state kept', async () => {
+    const { sandbox } = fakeSandbox();
+    const reg = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 4, idleTimeoutMs: 0 });
+    const s = await reg.open('sc1');
+    await reg.call(s.id, 'inc', {});
+    await reg.call(s.id, 'inc', {});
+    await reg.closeAll();
+    // Its checks would all pass on that state: before, the stop gave it reward 1, as if the agent had finished.
+    const r = reg.result(s.id)!;
+    expect(r).to.include({ endedBy: 'shutdown', reward: null, solved: false, calls: 2 });
+    expect(r.checks).to.deep.equal([]);
+    expect(r.checksError).to.match(/not scored: the server stopped during the episode/);
+    expect(r.finalState).to.deep.equal({ n: 2 });
+    let thrown: unknown = null;
+    try {
+      scoredResult(await reg.finish(s.id));
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).to.be.instanceOf(EnvServerError);
+    expect((thrown as EnvServerError).code).to.equal('SESSION_INTERRUPTED');
+    expect((thrown as EnvServerError).details).to.deep.equal({ session_ended: true, ended_by: 'shutdown', scenario_id: 'sc1' });
+    expect((thrown as EnvServerError).message).to.match(/server stopped during the episode/).and.to.match(/play scenario sc1 again in a new session/);
+    // A tool call after it says the same: no reward, play again.
+    const refused = await reg.call(s.id, 'inc', {}).then(() => null, (err: unknown) => err as EnvServerError);
+    expect(refused?.code).to.equal('SESSION_CLOSED');
+    expect(refused?.message).to.match(/no reward \(verify says SESSION_INTERRUPTED\)/);
   });
 
   it('does not end a session for idleness while one of its calls is running longer than the idle timeout', async () => {
