@@ -616,6 +616,55 @@ class Env:
         await r.close();
       }
     });
+    it('rejects a careless state far over the cap (multi-byte text) with STATE_TOO_LARGE, before the deadline; a co-tenant on the interpreter goes on', async () => {
+      // The heap at its default (512 MiB), as in a worker: with this file's 192 MiB, encoding the state runs out of memory first.
+      const r = single({ heapMb: DEFAULT_SANDBOX_LIMITS.heapMb });
+      try {
+        // Careless, not hostile: a journal that logs a banner line per record (the same string each time, so the heap
+        // stays small while the JSON grows), the initial import building ~19 MB and each tool call ~19 MB more.
+        const code = python(
+          'class Journal:\n    def __init__(self, c=None):\n        self.entries = []\n        self.imported = 0\n'
+          + '    def import_batch(self, n=62000):\n        line = "导入记录 😀 ヘッダー " * 16\n        for i in range(n):\n            self.entries.append(line)\n        self.imported += n\n        return {"success": True, "data": self.imported}\n'
+          + '    def entries_page(self):\n        return self.entries\n',
+          ['import_batch', 'entries_page'], 'Journal');
+        const limits = LIMITS; // the state cap at its default (8 MiB), the 1 s call deadline of this file
+        expect(limits.maxStateBytes).to.equal(8 << 20);
+        await r.started();
+        const n = (await r.stats()).interpreters[0]!.n;
+        const bystander = await r.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+        expect(await bystander.call('echo', { text: 'before' })).to.deep.include({ result: { success: true, data: { text: 'before', length: 6 } } });
+
+        // Each line is 192 characters, 496 UTF-8 bytes: 62,000 of them are ~31 MB of JSON per call.
+        const s = await r.openSession(code, {}, limits);
+        for (let i = 1; i <= 3; i++) expect(await s.call('import_batch', {})).to.deep.include({ result: { success: true, data: 62000 * i } });
+        // ~93 MB of JSON, eleven times the cap: each read of it is refused, within the deadline.
+        let t0 = performance.now();
+        expect(await rejection(s.snapshot())).to.have.property('code', 'STATE_TOO_LARGE');
+        expect(performance.now() - t0, 'the snapshot was refused within the call deadline').to.be.below(limits.callDeadlineMs);
+        const page = await s.call('entries_page', {});
+        expect(page).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE' });
+        expect(await bystander.call('echo', { text: 'between' })).to.deep.include({ result: { success: true, data: { text: 'between', length: 7 } } });
+        t0 = performance.now();
+        const end = await s.finish([pyCheck('any', 'def check_func(s):\n    return True')]);
+        expect(performance.now() - t0, 'the final state was refused within the call deadline').to.be.below(limits.callDeadlineMs);
+        expect(end).to.deep.include({ stateJson: null, checks: null });
+        expect(end.stateError).to.have.property('code', 'STATE_TOO_LARGE');
+        expect(end.stateError!.message).to.match(/more than the state cap of 8388608/);
+
+        // The same state built by the constructor: the session is refused at its start.
+        const big = await rejection(r.openSession(python(code.source.replace('self.entries = []', 'self.entries = ["导入记录 😀 ヘッダー " * 16] * 190000'), ['import_batch'], 'Journal'), {}, limits));
+        expect(big).to.have.property('code', 'STATE_TOO_LARGE');
+
+        // The co-tenant was never disturbed: same interpreter, its state intact, its checks run.
+        expect(await bystander.call('echo', { text: 'after' })).to.deep.include({ result: { success: true, data: { text: 'after', length: 5 } } });
+        const fine = await bystander.finish([pyCheck('ticket kept', 'def check_func(s):\n    return s["tickets"]["T-1"]["title"] == "Printer on fire"')]);
+        expect(fine.stateError).to.equal(null);
+        expect(fine.checks!.results.map(c => c.passed)).to.deep.equal([true]);
+        expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([n]);
+      } finally {
+        await r.close();
+      }
+    });
     it('keeps shared stdlib patches (json.dumps, copy.deepcopy, json.encoder) from changing results; a tampered interpreter is replaced at session end and after a check', async () => {
       const r = single();
       try {

@@ -258,7 +258,7 @@ async function handle(msg) {
       const s = { sid, interp, limits: msg.limits, cpuUs: 0, lost: null, ended: false };
       interp.sessions.add(sid);
       sessions.set(sid, s);
-      const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed], msg.limits.createDeadlineMs);
+      const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed, String(msg.limits.maxStateBytes)], msg.limits.createDeadlineMs);
       const r = envelope(a.text);
       if ('err' in r || a.exhausted) {
         sessions.delete(sid);
@@ -280,7 +280,7 @@ async function handle(msg) {
       if (s.lost) return { value: { result: { success: false, error: s.lost.message }, runtimeError: 'ENV_DISPOSED', us: 0 } };
       const budgetLeftMs = s.limits.sessionCpuMs - s.cpuUs / 1000;
       const byBudget = budgetLeftMs < s.limits.callDeadlineMs;
-      const a = await s.interp.run('call', [s.sid, msg.tool, msg.argsJson], Math.max(1, Math.min(s.limits.callDeadlineMs, budgetLeftMs)));
+      const a = await s.interp.run('call', [s.sid, msg.tool, msg.argsJson, String(s.limits.maxResultBytes)], Math.max(1, Math.min(s.limits.callDeadlineMs, budgetLeftMs)));
       s.cpuUs += a.us;
       const resultJson = a.exhausted ? null : okText(a.text);
       if (resultJson !== null) {
@@ -312,7 +312,7 @@ async function handle(msg) {
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
       if (s.lost) return { error: { code: 'ENV_DISPOSED', message: s.lost.message } };
-      const a = await s.interp.run('state', [s.sid], s.limits.callDeadlineMs);
+      const a = await s.interp.run('state', [s.sid, String(s.limits.maxStateBytes)], s.limits.callDeadlineMs);
       return stateAnswer(a, s.limits);
     }
     case 'finish': {
@@ -323,7 +323,7 @@ async function handle(msg) {
         s.interp.sessions.delete(s.sid);
         return { value: { stateJson: null, stateError: { code: 'ENV_DISPOSED', message: s.lost.message }, checks: null } };
       }
-      const a = await s.interp.run('finish', [s.sid], s.limits.callDeadlineMs);
+      const a = await s.interp.run('finish', [s.sid, String(s.limits.maxStateBytes)], s.limits.callDeadlineMs);
       const st = stateAnswer(a, s.limits);
       let checks = null;
       if (st.value !== undefined && msg.checks.length && !a.lost) checks = await runChecks(s.interp, s.sid, msg.checks, s.limits);

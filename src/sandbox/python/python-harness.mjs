@@ -364,6 +364,110 @@ def canonical(o):
     except (TypeError, ValueError) as e:
         raise NotJson(_text(e) or type(e).__name__)
 
+# --- the size caps, held before encoding ----------------------------------------------------------
+# The C encoder cannot stop part-way (the interrupt at a deadline is only seen between bytecodes): a state or
+# a result of 90 MB took seconds to encode, ran past the call deadline, and its interpreter was terminated with
+# every other session on it. So the value is first counted, in one pass that stops as soon as the count passes
+# the cap: a floor on its canonical JSON's UTF-8 bytes. Over the cap, nothing is encoded or copied; under it,
+# the JSON is at most a few times the floor (multi-byte characters, escapes, the digits of floats), so the
+# encoding that follows is bounded too, and its exact size is held against the cap as before.
+
+class TooLarge(Exception):
+    pass
+
+_FLOOR_DEPTH = 200  # deeper containers count their brackets only (the C encoder then answers as before)
+
+_str_len = str.__len__
+
+def _int_floor(v):
+    b = int.bit_length(v)
+    return 1 + (b - 1) * 3 // 10 + (v < 0) if b > 1 else 1 + (v < 0)
+
+def _key_floor(k):
+    return _str_len(k) + 2 if isinstance(k, str) else 3  # other keys are written as strings of one character or more
+
+def _floor(o, room, depth):
+    """A floor on the UTF-8 bytes of the canonical JSON of o (a dict, list or tuple, subclasses included),
+    counted until it passes room (the count so far is then returned). A str counts its characters (each is one
+    byte or more in UTF-8; escapes only add), a number, true, false and null their shortest text, a container
+    its brackets and separators. Only base-type methods are called on dicts, lists, tuples and strs, as the C
+    encoder reads them; sets and dataclasses are counted as _default writes them (_floor_other)."""
+    if isinstance(o, dict):
+        k = dict.__len__(o)
+        n = 1 + 4 * k  # the braces; an item's colon, comma and key quotes (one comma less: a brace counted once)
+        try:
+            n += sum(map(_str_len, dict.keys(o)))
+        except TypeError:
+            n += sum(map(_key_floor, dict.keys(o))) - 2 * k
+        if n > room:
+            return n
+        items = dict.values(o)
+    elif isinstance(o, list):
+        n = 1 + list.__len__(o)
+        items = list.__iter__(o)
+    else:
+        n = 1 + tuple.__len__(o)
+        items = tuple.__iter__(o)
+    for v in items:
+        t = type(v)
+        if t is str:
+            n += len(v) + 2
+        elif t is dict or t is list or t is tuple:
+            n += _floor(v, room - n, depth + 1) if depth < _FLOOR_DEPTH else 2
+        elif t is int:
+            n += 1 if -0x7FFFFFFF < v < 0x7FFFFFFF else _int_floor(v)
+        elif t is float:
+            n += 3  # 0.0: repr writes a point or an exponent
+        elif t is bool or v is None:
+            n += 4
+        else:
+            n += _floor_other(v, room - n, depth)
+        if n > room:
+            return n
+    return n
+
+def _floor_other(v, room, depth):
+    if isinstance(v, str):
+        return _str_len(v) + 2
+    if isinstance(v, int):
+        return _int_floor(v)
+    if isinstance(v, (dict, list, tuple)):
+        return _floor(v, room, depth + 1) if depth < _FLOOR_DEPTH else 2
+    if isinstance(v, (set, frozenset)):
+        return _floor(list(v), room, depth + 1) if depth < _FLOOR_DEPTH else 2
+    if _dataclasses.is_dataclass(v) and not isinstance(v, type) and depth < _FLOOR_DEPTH:
+        return _floor({f.name: getattr(v, f.name) for f in _dataclasses.fields(v)}, room, depth + 1)
+    if isinstance(v, _enum.Enum) and depth < _FLOOR_DEPTH:
+        return _floor([v.value], room + 2, depth + 1) - 2
+    if isinstance(v, (_real_date, _real_time_cls)):
+        return 10  # "HH:MM:SS" or "YYYY-MM-DD", quoted
+    if isinstance(v, _decimal.Decimal):
+        return 3
+    return 1
+
+def _floor_of(o, room):
+    """_floor for any value (a scalar too); 0 when counting fails on the environment's own objects (a set or a
+    dataclass whose code raises): the encoder then answers for them, as before. A limit is raised."""
+    try:
+        return _floor([o], room + 2, 0) - 2
+    except (MemoryError, RecursionError):
+        raise
+    except Exception:
+        return 0
+
+def capped(o, cap, what, cap_name):
+    """canonical(o) and its UTF-8 bytes; TooLarge when they are more than cap, found before encoding when the
+    floor is already past it (a state of 90 MB costs what a state at the cap costs to count: the count stops
+    there). what: 'the state', ...; cap_name: 'state' or 'result', for the message."""
+    floor = _floor_of(o, cap)
+    if floor > cap:
+        raise TooLarge('%s is more than the %s cap of %d bytes of JSON (at least %d bytes: counting stopped there, nothing was encoded)' % (what, cap_name, cap, floor))
+    text = canonical(o)
+    size = len(text) if text.isascii() else len(text.encode('utf-8', 'surrogatepass'))
+    if size > cap:
+        raise TooLarge('%s is %d bytes of JSON, more than the %s cap of %d' % (what, size, cap_name, cap))
+    return text, size
+
 def _err(code, message):
     return _encode({'err': code, 'message': message})
 
@@ -426,9 +530,14 @@ def compile_env(class_name, source):
 def _state_of(inst):
     return {k: v for k, v in vars(inst).items() if not k.startswith('__')}
 
-def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=None):
+def _cap(text):
+    """A cap handed over as a decimal string (only strings cross); none when not given."""
+    return int(text) if text else _sys.maxsize
+
+def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=None, max_state_bytes=None):
     """Runs an environment's code (compile_env's, for its checked source) in a module of its own and builds
-    the instance the EnvScaler way; returns the envelope. packages: build_packages' table (or None)."""
+    the instance the EnvScaler way; returns the envelope, {"ok": the initial state's UTF-8 bytes}.
+    packages: build_packages' table (or None); max_state_bytes: the state cap (a decimal string)."""
     seed = int(seed_hex, 16)
     s = _new_session(sid, packages, seed, seed ^ 0x5DEECE66D, frozenset(_loads(tools_json)))
     try:
@@ -459,18 +568,22 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
             return _limit_error(e) or _err('CONSTRUCTOR_FAILED', 'constructing %s failed: %s' % (class_name, _describe(e)))
         s.inst = inst
         try:
-            s.initial_state = _deepcopy(_state_of(inst))
-            text = canonical(s.initial_state)
+            # Measured (against the cap, before a copy is made) on the live state, then copied for the checks.
+            live = _state_of(inst)
+            size = capped(live, _cap(max_state_bytes), 'the initial state', 'state')[1]
+            s.initial_state = _deepcopy(live)
+        except TooLarge as e:
+            return _err('STATE_TOO_LARGE', str(e))
         except NotJson as e:
             return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
         except BaseException as e:
             return _limit_error(e) or _err('STATE_INVALID', 'the instance state cannot be copied: ' + _describe(e))
         SESSIONS[sid] = s
-        return _encode({'ok': len(text.encode('utf-8', 'surrogatepass'))})  # UTF-8 bytes, as the caps count
+        return _encode({'ok': size})  # UTF-8 bytes, as the caps count
     finally:
         _leave()
 
-def call(sid, tool, args_json):
+def call(sid, tool, args_json, max_result_bytes=None):
     s = SESSIONS.get(sid)
     if s is None or s.inst is None:
         return _err('ENV_DISPOSED', 'the environment is gone')
@@ -488,7 +601,9 @@ def call(sid, tool, args_json):
         except BaseException as e:
             return _limit_error(e) or _err('TOOL_THREW', _describe(e))
         try:
-            return '{"ok":' + canonical(result) + '}'
+            return '{"ok":' + capped(result, _cap(max_result_bytes), 'the result', 'result')[0] + '}'
+        except TooLarge as e:
+            return _err('RESULT_TOO_LARGE', str(e))
         except NotJson as e:
             return _err('NON_JSON_RESULT', 'the method returned something that is not JSON: %s' % e)
         except BaseException as e:
@@ -496,26 +611,31 @@ def call(sid, tool, args_json):
     finally:
         _leave()
 
-def state(sid):
+def state(sid, max_state_bytes=None):
     s = SESSIONS.get(sid)
     if s is None or s.inst is None:
         return _err('ENV_DISPOSED', 'the environment is gone')
     try:
-        return '{"ok":' + canonical(_state_of(s.inst)) + '}'
+        return '{"ok":' + capped(_state_of(s.inst), _cap(max_state_bytes), 'the state', 'state')[0] + '}'
+    except TooLarge as e:
+        return _err('STATE_TOO_LARGE', str(e))
     except NotJson as e:
         return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
     except BaseException as e:
         return _limit_error(e) or _err('STATE_INVALID', _describe(e))
 
-def finish(sid):
-    """The final state's JSON; the live state is kept (deep-copied) for the checks and the instance dropped."""
+def finish(sid, max_state_bytes=None):
+    """The final state's JSON; the live state is kept (deep-copied) for the checks and the instance dropped.
+    A state over the cap is neither encoded nor copied."""
     s = SESSIONS.get(sid)
     if s is None or s.inst is None:
         return _err('ENV_DISPOSED', 'the environment is gone')
     try:
         live = _state_of(s.inst)
-        text = canonical(live)
+        text = capped(live, _cap(max_state_bytes), 'the state', 'state')[0]
         s.final_state = _deepcopy(live)
+    except TooLarge as e:
+        return _err('STATE_TOO_LARGE', str(e))
     except NotJson as e:
         return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
     except BaseException as e:

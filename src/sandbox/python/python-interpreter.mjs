@@ -149,7 +149,7 @@ if (data.makeSnapshot) {
   let codeCacheChars = 0;
   const compileEnv = ns.get('compile_env');
   const createEnv = fns['create'];
-  fns['create'] = (/** @type {string} */ sid, /** @type {string} */ className, /** @type {string} */ source, /** @type {string} */ config, /** @type {string} */ tools, /** @type {string} */ seed) => {
+  fns['create'] = (/** @type {string} */ sid, /** @type {string} */ className, /** @type {string} */ source, /** @type {string} */ config, /** @type {string} */ tools, /** @type {string} */ seed, /** @type {string} */ maxStateBytes) => {
     const key = `${className}\u0000${source}`;
     let hit = codeCache.get(key);
     if (hit) {
@@ -169,7 +169,7 @@ if (data.makeSnapshot) {
         old.code.destroy();
       }
     }
-    return createEnv(sid, className, hit.code, config, tools, seed, packageTable);
+    return createEnv(sid, className, hit.code, config, tools, seed, packageTable, maxStateBytes);
   };
   const checksContext = fns['checks_context'];
   fns['checks_context'] = (/** @type {string} */ sid, /** @type {string} */ finalJson, /** @type {string} */ initialJson, /** @type {string} */ episodeJson) =>
