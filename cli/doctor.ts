@@ -165,17 +165,29 @@ async function checkEndpoint(endpoint: EndpointConfig, wanted: string[]): Promis
     return { name, status: 'ok', detail: `${redactUrl(endpoint.baseURL)} answers and accepts the key; serves ${wanted.join(', ')}` };
   } catch (err) {
     if (err instanceof APIConnectionError) {
-      return { name, status: 'fail', detail: `cannot reach ${redactUrl(endpoint.baseURL)} (${err.message}). Start the server, or fix OPENAI_BASE_URL.` };
+      return { name, status: 'fail', detail: `cannot reach ${redactUrl(endpoint.baseURL)} (${err.message}). Start the server, or fix ${baseUrlSetting(endpoint)}.` };
     }
     const code = err instanceof APIError ? modelCodeOfStatus((err.status as number | undefined) ?? 0) : null;
     if (code === 'MODEL_AUTH') {
-      return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)} rejected the API key (${String(err instanceof APIError ? err.status : '')}). Set OPENAI_API_KEY${endpoint.name === 'default' ? '' : ` (or this endpoint's apiKeyEnv)`} to a valid key.` };
+      return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)} rejected the API key (${String(err instanceof APIError ? err.status : '')}). ${keyFix(endpoint)}` };
     }
     if (code === 'MODEL_NOT_FOUND') {
-      return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)}/models does not exist (404): the base URL is probably missing its /v1 suffix or is not an OpenAI-compatible server.` };
+      return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)}/models does not exist (404): the base URL is probably missing its /v1 suffix or is not an OpenAI-compatible server. Fix ${baseUrlSetting(endpoint)}.` };
     }
     return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)}: ${(err as Error).message}` };
   }
+}
+
+/** The setting that holds an endpoint's base URL. */
+function baseUrlSetting(endpoint: EndpointConfig): string {
+  return endpoint.name === 'default' ? 'OPENAI_BASE_URL' : `endpoints.${endpoint.name}.baseURL in ENVFLEET_MODELS_FILE`;
+}
+
+/** What to do about a refused key: the variable the key of this endpoint is read from (a file endpoint never reads OPENAI_API_KEY). */
+function keyFix(endpoint: EndpointConfig): string {
+  const from = endpoint.apiKeyFrom === undefined ? (endpoint.name === 'default' ? 'OPENAI_API_KEY' : null) : endpoint.apiKeyFrom;
+  if (from) return `Set ${from} to a valid key${endpoint.name === 'default' ? '' : ` (it is endpoints.${endpoint.name}.apiKeyEnv in ENVFLEET_MODELS_FILE)`}.`;
+  return `It has no apiKeyEnv in ENVFLEET_MODELS_FILE, so it was sent the placeholder key envfleet-local: add apiKeyEnv: VAR under endpoints.${endpoint.name} and export VAR=<its key>.`;
 }
 
 export function formatChecks(checks: readonly Check[]): string {
