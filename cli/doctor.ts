@@ -5,6 +5,7 @@ import { modelCodeOfStatus } from '../src/errors.js';
 import { createRedisConnection, describeRedis, waitForRedis } from '../src/redis/connection.js';
 import { inspectRedis, judgeRedis } from '../src/redis/guard.js';
 import { STAGE_HEADER } from '../src/llm/gateway.js';
+import { createNodeFetch } from '../src/llm/node-fetch.js';
 import { jsonSchemaResponseFormat, shapeChatRequest } from '../src/llm/request-shape.js';
 
 export interface Check {
@@ -87,7 +88,7 @@ function fixFor(param: string, shape: RequestShape): string {
  */
 async function checkRequestShapes(config: AppConfig, endpointName: string): Promise<Check[]> {
   const endpoint = config.endpoints[endpointName]!;
-  const client = new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: 30_000 });
+  const client = new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: 30_000, fetch: gatewayFetch() });
   const checks: Check[] = [];
   for (const { profile, stages } of shapeGroups(config, endpointName)) {
     const shape = profile.request;
@@ -125,6 +126,16 @@ async function checkRequestShapes(config: AppConfig, endpointName: string): Prom
 
 const DoctorAnswer = z.strictObject({ ok: z.boolean() });
 
+/**
+ * The fetch the gateway's clients use (node:http, src/llm/node-fetch.ts), so that the doctor's requests reach an
+ * endpoint as the workers' do: Node's global fetch refuses a base URL with a user name or password in it
+ * (`http://user:pass@proxy/v1`), which the workers send, and would report such an endpoint unreachable.
+ */
+function gatewayFetch(): typeof fetch {
+  return (doctorFetch ??= createNodeFetch());
+}
+let doctorFetch: typeof fetch | undefined;
+
 async function checkRedis(config: AppConfig): Promise<Check[]> {
   const where = describeRedis(config.redis);
   const redis = createRedisConnection(config.redis, 'producer');
@@ -150,7 +161,7 @@ async function checkRedis(config: AppConfig): Promise<Check[]> {
 
 async function checkEndpoint(endpoint: EndpointConfig, wanted: string[]): Promise<Check> {
   const name = `endpoint ${endpoint.name}`;
-  const client = new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: 10_000 });
+  const client = new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: 10_000, fetch: gatewayFetch() });
   try {
     const list = await client.models.list({ headers: { [STAGE_HEADER]: 'doctor' } });
     const served = new Set(list.data.map(m => m.id));

@@ -11,7 +11,7 @@ import { parseModelScript, startModelServer, type ModelServer } from '../../../s
 describe('envfleet doctor: what to fix for an endpoint of the models file', () => {
   let server: ModelServer;
   before(async () => {
-    server = await startModelServer({ script: parseModelScript({ models: ['gpt-4o-mini'], rules: [{ stage: 'doctor', respond: { json: { ok: true } } }] }), apiKey: 'right-key' });
+    server = await startModelServer({ script: parseModelScript({ models: ['gpt-4o-mini', 'text-embedding-3-small'], rules: [{ stage: 'doctor', respond: { json: { ok: true } } }] }), apiKey: 'right-key' });
   });
   after(() => server.close());
 
@@ -51,6 +51,16 @@ describe('envfleet doctor: what to fix for an endpoint of the models file', () =
     const notFound = await endpointCheck(noV1, { SCRIPTED_KEY: 'right-key' });
     expect(notFound.status).to.equal('fail');
     expect(notFound.detail).to.match(/\/v1/).and.to.match(/endpoints\.scripted\.baseURL in ENVFLEET_MODELS_FILE/);
+  });
+
+  it('a base URL with a user name and password (a proxy), which the workers reach, is reached by the doctor too', async () => {
+    const url = server.url.replace('http://', 'http://bob:proxy-pass@');
+    const checks = await runDoctor(() => loadConfig({}, { overrides: { OPENAI_BASE_URL: url, OPENAI_API_KEY: 'right-key', REDIS_URL: 'redis://127.0.0.1:6379' } }));
+    const check = checks.find(c => c.name === 'endpoint default')!;
+    expect(check.status, check.detail).to.equal('ok');
+    expect(check.detail).to.match(/bob:\*\*\*@/).and.not.to.contain('proxy-pass');
+    const shape = checks.find(c => c.name.startsWith('request shape default'))!;
+    expect(shape.status, shape.detail).to.equal('ok');
   });
 
   it('the default endpoint still names OPENAI_API_KEY', async () => {
