@@ -5,6 +5,7 @@ import { modelCodeOfStatus } from '../src/errors.js';
 import { createRedisConnection, describeRedis, waitForRedis } from '../src/redis/connection.js';
 import { inspectRedis, judgeRedis } from '../src/redis/guard.js';
 import { STAGE_HEADER } from '../src/llm/gateway.js';
+import { createNodeFetch } from '../src/llm/node-fetch.js';
 import { jsonSchemaResponseFormat, shapeChatRequest } from '../src/llm/request-shape.js';
 
 export interface Check {
@@ -87,7 +88,7 @@ function fixFor(param: string, shape: RequestShape): string {
  */
 async function checkRequestShapes(config: AppConfig, endpointName: string): Promise<Check[]> {
   const endpoint = config.endpoints[endpointName]!;
-  const client = new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: 30_000 });
+  const client = new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: 30_000, fetch: gatewayFetch() });
   const checks: Check[] = [];
   for (const { profile, stages } of shapeGroups(config, endpointName)) {
     const shape = profile.request;
@@ -125,6 +126,16 @@ async function checkRequestShapes(config: AppConfig, endpointName: string): Prom
 
 const DoctorAnswer = z.strictObject({ ok: z.boolean() });
 
+/**
+ * The fetch the gateway's clients use (node:http, src/llm/node-fetch.ts), so that the doctor's requests reach an
+ * endpoint as the workers' do: Node's global fetch refuses a base URL with a user name or password in it
+ * (`http://user:pass@proxy/v1`), which the workers send, and would report such an endpoint unreachable.
+ */
+function gatewayFetch(): typeof fetch {
+  return (doctorFetch ??= createNodeFetch());
+}
+let doctorFetch: typeof fetch | undefined;
+
 async function checkRedis(config: AppConfig): Promise<Check[]> {
   const where = describeRedis(config.redis);
   const redis = createRedisConnection(config.redis, 'producer');
@@ -150,7 +161,7 @@ async function checkRedis(config: AppConfig): Promise<Check[]> {
 
 async function checkEndpoint(endpoint: EndpointConfig, wanted: string[]): Promise<Check> {
   const name = `endpoint ${endpoint.name}`;
-  const client = new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: 10_000 });
+  const client = new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: 10_000, fetch: gatewayFetch() });
   try {
     const list = await client.models.list({ headers: { [STAGE_HEADER]: 'doctor' } });
     const served = new Set(list.data.map(m => m.id));
@@ -165,17 +176,29 @@ async function checkEndpoint(endpoint: EndpointConfig, wanted: string[]): Promis
     return { name, status: 'ok', detail: `${redactUrl(endpoint.baseURL)} answers and accepts the key; serves ${wanted.join(', ')}` };
   } catch (err) {
     if (err instanceof APIConnectionError) {
-      return { name, status: 'fail', detail: `cannot reach ${redactUrl(endpoint.baseURL)} (${err.message}). Start the server, or fix OPENAI_BASE_URL.` };
+      return { name, status: 'fail', detail: `cannot reach ${redactUrl(endpoint.baseURL)} (${err.message}). Start the server, or fix ${baseUrlSetting(endpoint)}.` };
     }
     const code = err instanceof APIError ? modelCodeOfStatus((err.status as number | undefined) ?? 0) : null;
     if (code === 'MODEL_AUTH') {
-      return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)} rejected the API key (${String(err instanceof APIError ? err.status : '')}). Set OPENAI_API_KEY${endpoint.name === 'default' ? '' : ` (or this endpoint's apiKeyEnv)`} to a valid key.` };
+      return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)} rejected the API key (${String(err instanceof APIError ? err.status : '')}). ${keyFix(endpoint)}` };
     }
     if (code === 'MODEL_NOT_FOUND') {
-      return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)}/models does not exist (404): the base URL is probably missing its /v1 suffix or is not an OpenAI-compatible server.` };
+      return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)}/models does not exist (404): the base URL is probably missing its /v1 suffix or is not an OpenAI-compatible server. Fix ${baseUrlSetting(endpoint)}.` };
     }
     return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)}: ${(err as Error).message}` };
   }
+}
+
+/** The setting that holds an endpoint's base URL. */
+function baseUrlSetting(endpoint: EndpointConfig): string {
+  return endpoint.name === 'default' ? 'OPENAI_BASE_URL' : `endpoints.${endpoint.name}.baseURL in ENVFLEET_MODELS_FILE`;
+}
+
+/** What to do about a refused key: the variable the key of this endpoint is read from (a file endpoint never reads OPENAI_API_KEY). */
+function keyFix(endpoint: EndpointConfig): string {
+  const from = endpoint.apiKeyFrom === undefined ? (endpoint.name === 'default' ? 'OPENAI_API_KEY' : null) : endpoint.apiKeyFrom;
+  if (from) return `Set ${from} to a valid key${endpoint.name === 'default' ? '' : ` (it is endpoints.${endpoint.name}.apiKeyEnv in ENVFLEET_MODELS_FILE)`}.`;
+  return `It has no apiKeyEnv in ENVFLEET_MODELS_FILE, so it was sent the placeholder key envfleet-local: add apiKeyEnv: VAR under endpoints.${endpoint.name} and export VAR=<its key>.`;
 }
 
 export function formatChecks(checks: readonly Check[]): string {

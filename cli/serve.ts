@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
 import type { AppConfig } from '../config/index.js';
 import { ConfigError, loadConfig } from '../config/index.js';
+import { HEADER_SAFE_TOKEN, HEADER_SAFE_TOKEN_PROBLEM } from '../config/env.js';
 import { LOOPBACK_HOSTS, startEnvServer, type EnvServer } from '../http/env-server/server.js';
 import { createRedisSessionDirectory, type SessionDirectory } from '../src/env-server/directory.js';
 import { loadExportScenarioSource } from '../src/env-server/file-source.js';
@@ -73,6 +74,7 @@ export function validateServeOptions(opts: ServeOptions): void {
     if (!ok) problems.push(`--advertise-url "${opts.advertiseUrl}" is not a base URL such as http://10.0.0.5:8090 (http or https, no path, no credentials): the other serve processes forward requests there`);
   }
   if (opts.token !== undefined && opts.token.trim().length < 8) problems.push('--token must be at least 8 characters');
+  else if (opts.token !== undefined && !HEADER_SAFE_TOKEN.test(opts.token)) problems.push(`--token: ${HEADER_SAFE_TOKEN_PROBLEM}`);
   if (!LOOPBACK_HOSTS.has(opts.host) && !opts.token) problems.push(`--host ${opts.host} is not loopback: anyone who can reach it could run environments; set ENVFLEET_SERVE_TOKEN (or pass --token TOKEN; clients send Authorization: Bearer TOKEN), or bind to 127.0.0.1`);
   if (problems.length) throw new ConfigError(`serve settings: ${problems.join('; ')}`);
 }

@@ -29,6 +29,13 @@ const positiveInt = int(1);
 const nonNegativeInt = int(0);
 const nonNegativeNumber = decimal(/^\d+(\.\d+)?$/, 'a decimal number such as 12.5').pipe(z.number().nonnegative());
 const httpUrl = z.url({ protocol: /^https?$/ });
+/**
+ * A token clients send in an HTTP header (`Authorization: Bearer TOKEN`): printable ASCII only. A header carries
+ * bytes that servers read as Latin-1, so a token with an accent or an emoji never equals itself there: every
+ * client would be refused with "a valid token is required".
+ */
+export const HEADER_SAFE_TOKEN = /^[\x20-\x7e]+$/;
+export const HEADER_SAFE_TOKEN_PROBLEM = 'use only ASCII letters, digits and punctuation (no accents, emoji or control characters): clients send it in an HTTP header, Authorization: Bearer TOKEN, where other characters do not arrive as written';
 /** The path of a redis:// URL without its slash ('' when there is none); null when the text is not a URL. */
 const redisUrlPath = (url: string): string | null => {
   try {
@@ -336,17 +343,17 @@ export const ENV_VARS = {
     description: 'Port of `envfleet dashboard` (0 = any free port).',
   },
   ENVFLEET_DASHBOARD_TOKEN: {
-    schema: z.string().min(16, 'use at least 16 characters').optional(),
+    schema: z.string().min(16, 'use at least 16 characters').regex(HEADER_SAFE_TOKEN, HEADER_SAFE_TOKEN_PROBLEM).optional(),
     example: '',
     sample: 'a-random-string-of-16-or-more-characters',
-    description: 'Token the dashboard requires (Authorization: Bearer TOKEN, or ?token=TOKEN once); required unless it binds to loopback only.',
+    description: 'Token the dashboard requires (Authorization: Bearer TOKEN, or ?token=TOKEN once): at least 16 printable ASCII characters; required unless it binds to loopback only.',
     secret: true,
   },
   ENVFLEET_SERVE_TOKEN: {
-    schema: z.string().trim().min(8, 'use at least 8 characters').optional(),
+    schema: z.string().trim().min(8, 'use at least 8 characters').regex(HEADER_SAFE_TOKEN, HEADER_SAFE_TOKEN_PROBLEM).optional(),
     example: '',
     sample: 'a-random-token',
-    description: 'Token `envfleet serve` requires from clients (Authorization: Bearer TOKEN); required unless it binds to loopback. `--token` overrides it (but shows in the process list).',
+    description: 'Token `envfleet serve` requires from clients (Authorization: Bearer TOKEN): at least 8 printable ASCII characters; required unless it binds to loopback. `--token` overrides it (but shows in the process list).',
     secret: true,
   },
   LOG_LEVEL: {

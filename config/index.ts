@@ -29,6 +29,11 @@ export interface EndpointConfig {
   readonly name: string;
   readonly baseURL: string;
   readonly apiKey: string;
+  /**
+   * Where the key comes from, for messages that say what to fix: `OPENAI_API_KEY` (the default endpoint), the
+   * variable named by the models file's `apiKeyEnv`, or null when the file gives none (the key `envfleet-local`).
+   */
+  readonly apiKeyFrom?: string | null;
   readonly timeoutMs: number;
   /** Requests in flight across the fleet; 0 = unlimited. */
   readonly maxConcurrency: number;
@@ -166,6 +171,7 @@ export function loadConfig(
       name: 'default',
       baseURL: stripTrailingSlash(e.OPENAI_BASE_URL),
       apiKey: e.OPENAI_API_KEY,
+      apiKeyFrom: 'OPENAI_API_KEY',
       timeoutMs: e.ENVFLEET_MODEL_TIMEOUT_MS,
       maxConcurrency: e.ENVFLEET_MODEL_MAX_CONCURRENCY,
       requestsPerMinute: e.ENVFLEET_MODEL_RPM,
@@ -192,6 +198,7 @@ export function loadConfig(
       name,
       baseURL: stripTrailingSlash(entry.baseURL),
       apiKey,
+      apiKeyFrom: entry.apiKeyEnv ?? null,
       timeoutMs: entry.timeoutMs ?? e.ENVFLEET_MODEL_TIMEOUT_MS,
       maxConcurrency: entry.maxConcurrency ?? 0,
       requestsPerMinute: entry.requestsPerMinute ?? 0,

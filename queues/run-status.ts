@@ -142,8 +142,7 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
   const trajectoryCount = Object.values(byTermination).reduce((a, b) => a + b, 0);
   const outcome = counters[OUTCOME_COUNTERS] ?? {};
   const throughput = await deps.store.throughput(runId);
-  const recent = throughput.slice(-5);
-  const ratePerMinute = recent.length ? recent.reduce((a, b) => a + b.count, 0) / recent.length : 0;
+  const ratePerMinute = recentRate(throughput, Date.now());
   const control = await deps.control.get(runId);
   const environments = await deps.store.statusCounts(runId, 'env');
   const scenarios = await deps.store.statusCounts(runId, 'scenario');
@@ -177,6 +176,21 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
   };
 }
 
+
+/**
+ * Jobs finished per minute over the last five minutes of the clock (the current one included), or over the minutes
+ * since the run's first finished job when it began less than five minutes ago. Minutes in which nothing finished
+ * count as 0: a run whose workers stopped ten minutes ago has a rate of 0 (and no time left estimated), not that of
+ * the last five minutes in which it moved.
+ */
+export function recentRate(throughput: readonly { readonly minute: string; readonly count: number }[], now: number): number {
+  if (!throughput.length) return 0;
+  const current = Math.floor(now / 60_000);
+  const first = Math.floor(Date.parse(throughput[0]!.minute) / 60_000);
+  const window = Math.max(1, Math.min(5, current - first + 1));
+  const finished = throughput.filter(b => current - Math.floor(Date.parse(b.minute) / 60_000) < window).reduce((a, b) => a + b.count, 0);
+  return finished / window;
+}
 
 /** What is left of a run's time, for status and the dashboard: none while it is paused (with the command that resumes it) or cancelled. */
 export function timeLeftText(s: Pick<RunStatus, 'id' | 'state' | 'outstanding' | 'etaMinutes'>): string {

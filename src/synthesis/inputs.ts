@@ -59,15 +59,33 @@ export async function parseLines<S extends z.ZodType>(path: string, schema: S): 
   return { items, problems };
 }
 
-/** `{"task": TEXT, "id"?, "source"?}` per line; bad lines are reported by number and skipped; duplicate ids are bad lines. */
+const UNSAFE_ID_CHARS = /[^A-Za-z0-9_.-]/g;
+
+/**
+ * `{"task": TEXT, "id"?, "source"?}` per line; bad lines are reported by number and skipped; duplicate ids are bad lines.
+ * An id is kept when it has only `A-Z a-z 0-9 _ . -`; other characters become `_`. Two different ids that would
+ * become the same that way (`日本` and `中国`, `a/b` and `a b`) are not duplicates: each changed one gets a hash of
+ * the id as written after it (`__-1a2b3c4d`), so that no task of the file is lost.
+ */
 export async function readTasksFile(path: string): Promise<ParsedLines<SourceTask>> {
   const { items, problems } = await parseLines(path, TaskLine);
+  const written = new Map<string, Set<string>>();
+  for (const { value } of items) {
+    if (value.id === undefined) continue;
+    const original = String(value.id);
+    const safe = original.replace(UNSAFE_ID_CHARS, '_');
+    written.set(safe, (written.get(safe) ?? new Set<string>()).add(original));
+  }
+  const idOf = (original: string) => {
+    const safe = original.replace(UNSAFE_ID_CHARS, '_');
+    return safe === original || written.get(safe)!.size === 1 ? safe : `${safe}-${hashOf(original, 8)}`;
+  };
   const seen = new Set<string>();
   const tasks: SourceTask[] = [];
   for (const { line, value } of items) {
-    const id = value.id === undefined ? `task-${hashOf(value.task.trim(), 12)}` : String(value.id).replace(/[^A-Za-z0-9_.-]/g, '_');
+    const id = value.id === undefined ? `task-${hashOf(value.task.trim(), 12)}` : idOf(String(value.id));
     if (seen.has(id)) {
-      problems.push({ line, problem: value.id === undefined ? 'the same task appears on an earlier line' : `id ${id} appears on an earlier line` });
+      problems.push({ line, problem: value.id === undefined ? 'the same task appears on an earlier line' : `id ${JSON.stringify(String(value.id))} appears on an earlier line` });
       continue;
     }
     seen.add(id);

@@ -1,0 +1,65 @@
+import { randomUUID } from 'node:crypto';
+import { expect } from 'chai';
+import { formatStatus } from '../../cli/runs.js';
+import { runStatus } from '../../queues/run-status.js';
+import { createRedisLedger } from '../../src/llm/redis-ledger.js';
+import { createRedisConnection, waitForRedis, type Redis } from '../../src/redis/connection.js';
+import { createRedisRunControl } from '../../src/runs/control.js';
+import { runKeys } from '../../src/runs/keys.js';
+import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
+
+const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+
+/**
+ * `envfleet status`'s rate and time left come from the jobs finished in the last minutes of the clock. A run whose
+ * workers stopped (none running, jobs waiting) is not estimated to end in seconds from the rate it had before.
+ */
+describe('envfleet status: the rate is that of the last minutes, not of the last minutes that had jobs', function () {
+  this.timeout(30_000);
+  const prefix = `envfleet-test-rate-${randomUUID().slice(0, 8)}`;
+  let redis: Redis;
+  let store: RunStore;
+  before(async () => {
+    redis = createRedisConnection(REDIS_URL, 'producer');
+    await waitForRedis(redis, REDIS_URL, 10_000);
+    store = createRedisRunStore(redis, prefix);
+  });
+  after(async () => {
+    const keys = await redis.keys(`${prefix}:*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+  });
+  const minuteAgo = (n: number) => new Date((Math.floor(Date.now() / 60_000) - n) * 60_000).toISOString();
+  const statusOf = (runId: string) => runStatus({ store, ledger: createRedisLedger(redis, prefix), control: createRedisRunControl(redis, prefix) }, runId);
+  const runWith = async (runId: string, finished: Record<string, number>) => {
+    // Written and read within one minute of the clock (the minutes are counted from it).
+    if (Date.now() % 60_000 > 55_000) await new Promise(r => setTimeout(r, 60_000 - (Date.now() % 60_000) + 50));
+    await store.createRun({ id: runId, createdAt: minuteAgo(30), input: 'tasks', options: {} as never });
+    await store.addPending(runId, ['rollout.run|a', 'rollout.run|b', 'rollout.run|c']);
+    // Minutes of the past, written where the store's tick() counts a finished job.
+    for (const [minute, count] of Object.entries(finished)) await redis.hset(runKeys(prefix, runId).throughput, minute, count);
+  };
+
+  it('jobs that finished ten minutes ago and none since: rate 0, no time left estimated', async () => {
+    await runWith('stalled', { [minuteAgo(14)]: 200, [minuteAgo(12)]: 300, [minuteAgo(10)]: 100 });
+    const s = (await statusOf('stalled'))!;
+    expect(s.state).to.equal('running');
+    expect(s.outstanding).to.equal(3);
+    expect(s.ratePerMinute).to.equal(0);
+    expect(s.etaMinutes).to.equal(null);
+    expect(formatStatus(s)).to.include('rate 0.0 jobs/min; time left unknown');
+  });
+
+  it('jobs finishing now: the rate over the last five minutes, empty minutes counted', async () => {
+    await runWith('moving', { [minuteAgo(20)]: 1000, [minuteAgo(3)]: 10, [minuteAgo(0)]: 5 });
+    const s = (await statusOf('moving'))!;
+    expect(s.ratePerMinute).to.equal(3);
+    expect(s.etaMinutes).to.equal(1);
+  });
+
+  it('a run younger than five minutes: over the minutes since its first finished job', async () => {
+    await runWith('young', { [minuteAgo(1)]: 6, [minuteAgo(0)]: 2 });
+    const s = (await statusOf('young'))!;
+    expect(s.ratePerMinute).to.equal(4);
+  });
+});
