@@ -1,6 +1,6 @@
 import OpenAI, { APIConnectionError, APIError } from 'openai';
 import { z } from 'zod';
-import { ConfigError, loadConfig, redactUrl, type AppConfig, type EndpointConfig, type ModelProfile, type RequestShape } from '../config/index.js';
+import { ConfigError, apiKeyFix, loadConfig, redactUrl, type AppConfig, type EndpointConfig, type ModelProfile, type RequestShape } from '../config/index.js';
 import { modelCodeOfStatus } from '../src/errors.js';
 import { createRedisConnection, describeRedis, waitForRedis } from '../src/redis/connection.js';
 import { inspectRedis, judgeRedis } from '../src/redis/guard.js';
@@ -180,7 +180,7 @@ async function checkEndpoint(endpoint: EndpointConfig, wanted: string[]): Promis
     }
     const code = err instanceof APIError ? modelCodeOfStatus((err.status as number | undefined) ?? 0) : null;
     if (code === 'MODEL_AUTH') {
-      return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)} rejected the API key (${String(err instanceof APIError ? err.status : '')}). ${keyFix(endpoint)}` };
+      return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)} rejected the API key (${String(err instanceof APIError ? err.status : '')}). ${apiKeyFix(endpoint)}` };
     }
     if (code === 'MODEL_NOT_FOUND') {
       return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)}/models does not exist (404): the base URL is probably missing its /v1 suffix or is not an OpenAI-compatible server. Fix ${baseUrlSetting(endpoint)}.` };
@@ -194,12 +194,6 @@ function baseUrlSetting(endpoint: EndpointConfig): string {
   return endpoint.name === 'default' ? 'OPENAI_BASE_URL' : `endpoints.${endpoint.name}.baseURL in ENVFLEET_MODELS_FILE`;
 }
 
-/** What to do about a refused key: the variable the key of this endpoint is read from (a file endpoint never reads OPENAI_API_KEY). */
-function keyFix(endpoint: EndpointConfig): string {
-  const from = endpoint.apiKeyFrom === undefined ? (endpoint.name === 'default' ? 'OPENAI_API_KEY' : null) : endpoint.apiKeyFrom;
-  if (from) return `Set ${from} to a valid key${endpoint.name === 'default' ? '' : ` (it is endpoints.${endpoint.name}.apiKeyEnv in ENVFLEET_MODELS_FILE)`}.`;
-  return `It has no apiKeyEnv in ENVFLEET_MODELS_FILE, so it was sent the placeholder key envfleet-local: add apiKeyEnv: VAR under endpoints.${endpoint.name} and export VAR=<its key>.`;
-}
 
 export function formatChecks(checks: readonly Check[]): string {
   const mark = { ok: '✓', warn: '!', fail: '✗' } as const;

@@ -446,6 +446,13 @@ const SECRET_PARAM = /key|token|secret|pass|sig|auth|credential/i;
 /** The same parameters' values in a URL the URL parser refuses. */
 const SECRET_PARAM_VALUE = new RegExp(`([?&][^=&#]*(?:${SECRET_PARAM.source})[^=&#]*=)[^&#]*`, 'gi');
 
+/** What to do about a refused key: the variable the key of this endpoint is read from (a file endpoint never reads OPENAI_API_KEY). */
+export function apiKeyFix(endpoint: Pick<EndpointConfig, 'name' | 'apiKeyFrom'>): string {
+  const from = endpoint.apiKeyFrom === undefined ? (endpoint.name === 'default' ? 'OPENAI_API_KEY' : null) : endpoint.apiKeyFrom;
+  if (from) return `Set ${from} to a valid key${endpoint.name === 'default' ? '' : ` (it is endpoints.${endpoint.name}.apiKeyEnv in ENVFLEET_MODELS_FILE)`}.`;
+  return `It has no apiKeyEnv in ENVFLEET_MODELS_FILE, so it was sent the placeholder key envfleet-local: add apiKeyEnv: VAR under endpoints.${endpoint.name} and export VAR=<its key>.`;
+}
+
 /**
  * A URL for messages, logs and stored records: its password hidden (or a user name that stands alone, as a
  * token often does), and the values of query parameters that carry credentials. A model endpoint's base URL

@@ -9,7 +9,7 @@ import type {
   ChatCompletionToolChoiceOption,
 } from 'openai/resources/chat/completions';
 import type { z } from 'zod';
-import { redactUrl, type AppConfig, type EndpointConfig, type ModelProfile, type ModelStage, type ToolCallFormat } from '../../config/index.js';
+import { apiKeyFix, redactUrl, type AppConfig, type EndpointConfig, type ModelProfile, type ModelStage, type ToolCallFormat } from '../../config/index.js';
 import { AppError, BudgetExceededError, EndpointUnreachableError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, modelCodeOfStatus } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
@@ -487,8 +487,10 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         await coolDown(endpoint, ms);
         return new RateLimitedError(`429 from ${where}; the fleet waits ${ms} ms${ms < asked ? ` (its Retry-After asked for ${asked} ms; at most a day is kept)` : ''}`, ms, { cause: err, details });
       }
-      const hint = code === 'MODEL_AUTH' ? ". Check the API key (OPENAI_API_KEY or the endpoint's apiKeyEnv)." : code === 'MODEL_NOT_FOUND' ? '. Check the base URL and the model name.' : '';
-      return new ModelError(code, `${status} from ${where}: ${errorBodyText(err.message)}${hint}`, { cause: err, details });
+      const hint = code === 'MODEL_AUTH' ? ` The API key was refused: ${apiKeyFix(endpoint)}` : code === 'MODEL_NOT_FOUND' ? ' Check the base URL and the model name.' : '';
+      const body = errorBodyText(err.message);
+      // The hint is a sentence of its own after the body's (which may or may not end with a period).
+      return new ModelError(code, `${status} from ${where}: ${hint && !/[.!?。]$/.test(body) ? `${body}.` : body}${hint}`, { cause: err, details });
     }
     if (err instanceof AppError) return err;
     // A body that is not JSON, a cut connection mid-body, and the like: another attempt may work.

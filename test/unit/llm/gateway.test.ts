@@ -663,3 +663,36 @@ describe('model gateway: a profile served by several endpoints, one of them down
     expect(await rejection(ask(gateway, 1))).to.have.property('code', 'MODEL_RATE_LIMITED');
   });
 });
+
+describe('model gateway: a refused API key names the variable the endpoint reads its key from', function () {
+  this.timeout(20_000);
+  let server: http.Server;
+  afterEach(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  it('OPENAI_API_KEY for the default endpoint, the apiKeyEnv of a models-file endpoint, and one period between sentences', async () => {
+    server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(401, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { message: 'Incorrect API key provided.', code: 'invalid_api_key' } }));
+      });
+    });
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+    const models = `endpoints:\n  vllm-a: { baseURL: "${url}", apiKeyEnv: VLLM_A_KEY }\n  local: { baseURL: "${url}" }\nprofiles:\n  mine.judge: { endpoint: vllm-a }\n  check.probe.checker: { endpoint: local }\n`;
+    const config = loadConfig({ ENVFLEET_MODELS_FILE: 'models.yaml', VLLM_A_KEY: 'sk-a', OPENAI_BASE_URL: url, OPENAI_API_KEY: 'sk-default' }, { readFile: () => models });
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    const said = async (stage: 'mine.judge' | 'check.probe.checker' | 'scenario.task') => {
+      const e = await rejection(gateway.chat({ runId: 'r', stage }, { messages: [{ role: 'user', content: 'x' }] }));
+      expect(e).to.have.property('code', 'MODEL_AUTH');
+      return String((e as Error).message);
+    };
+    const fileEndpoint = await said('mine.judge');
+    expect(fileEndpoint).to.include('Set VLLM_A_KEY to a valid key (it is endpoints.vllm-a.apiKeyEnv in ENVFLEET_MODELS_FILE)').and.not.to.include('OPENAI_API_KEY');
+    expect(fileEndpoint).to.not.include('..');
+    expect(await said('check.probe.checker')).to.include('placeholder key envfleet-local: add apiKeyEnv: VAR under endpoints.local');
+    expect(await said('scenario.task')).to.include('Set OPENAI_API_KEY to a valid key');
+  });
+});
