@@ -123,10 +123,13 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
    * Jobs settled in this process (the processor settles a job before BullMQ records its end, so a
    * crash in between cannot leave it unsettled, and that includes a job that stalled too often; the
    * worker events settle whatever else BullMQ ends on its own). Settling is idempotent; this only avoids doing it twice.
+   * An end is told by the start it ends (`processedOn`, the same Job for the processor and the worker's events): a job
+   * retried by a re-submission (its attempts and starts reset) may end again with the same number of starts, and that
+   * end must be settled too (its item ended again, the job out of its run's outstanding set).
    */
   const settled = new Set<string>();
   const settleOnce = async (job: Job, outcome: JobOutcome) => {
-    const key = `${job.id ?? ''}:${outcome.status}:${job.attemptsStarted}`;
+    const key = `${job.id ?? ''}:${outcome.status}:${job.attemptsStarted}:${job.processedOn ?? ''}`;
     if (settled.has(key)) return;
     settled.add(key);
     if (settled.size > 10_000) settled.delete(settled.values().next().value!);
