@@ -3,7 +3,7 @@ import { setMaxListeners } from 'node:events';
 import { hostname } from 'node:os';
 import type { z } from 'zod';
 import type { AppConfig } from '../config/index.js';
-import { queuePrefix, type QueueDefinition } from '../queues/define-queue.js';
+import { SANDBOX_FULL_WAITS_FIELD, queuePrefix, type QueueDefinition } from '../queues/define-queue.js';
 import { pendingKey } from '../queues/enqueuer.js';
 import { releaseParkedJob } from '../queues/run-jobs.js';
 import { RequestError, RunCancelledError, castToError, classifyError, codeOf, type ErrorCode } from '../src/errors.js';
@@ -77,13 +77,8 @@ const MAX_RATE_LIMIT_WAIT_MS = 3_600_000;
  */
 const BULLMQ_MAX_STALLED = 1_000_000_000;
 
-/**
- * The field of a job's own BullMQ hash where envfleet counts the times the job went back for a sandbox thread full
- * of other work's memory (SANDBOX_MEMORY_FULL) without using an attempt. In the job's hash, it lives as long as the
- * job (deleted with it, never orphaned), survives worker restarts and moves with the job's slot on a Redis Cluster;
- * BullMQ reads only its own fields.
- */
-export const SANDBOX_FULL_WAITS_FIELD = 'envfleetSandboxFullWaits';
+/** Where a job's waits for a full sandbox thread are counted, in its own hash (queues/define-queue.ts). */
+export { SANDBOX_FULL_WAITS_FIELD };
 
 /** A failed job's `failedReason`: its code, then the message. */
 const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}`;

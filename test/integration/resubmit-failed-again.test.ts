@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { definePipeline, type StageSpec } from '../../queues/define-pipeline.js';
 import { createRunEnqueuer } from '../../queues/enqueuer.js';
 import { waitForRun } from '../../queues/run-jobs.js';
+import { SandboxFullError } from '../../src/sandbox/errors.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../../src/sandbox/limits.js';
 import { SANDBOX_FULL_WAITS_FIELD } from '../../workers/bootstrap.js';
 import { createFleetContext, type FleetContext } from '../../workers/fleet.js';
@@ -100,5 +101,16 @@ describe('a failed job retried by a re-submission, failing again (real Redis, re
     // item was not ended again and the run kept waiting for the job for ever.
     expect(r.second).to.include({ state: 'failed', starts: 2, attempts: 2 });
     expect(r.ended).to.deep.equal(['toy.fails 7 UNEXPECTED', 'toy.fails 7 UNEXPECTED']);
+  });
+
+  it('gets its waits for a full sandbox thread back with its attempts (ENVFLEET_SANDBOX_FULL_WAITS): as many starts as the first time', async () => {
+    const r = await twice(() => SandboxFullError.at('the environment did not start', 'no room for a new environment'), { ENVFLEET_JOB_ATTEMPTS: '2', ENVFLEET_SANDBOX_FULL_WAITS: '2' });
+    // Two waits (no attempt used), then its two attempts.
+    expect(r.first).to.include({ state: 'failed', starts: 4, attempts: 2, waits: '2' });
+    // Before, the waits stayed spent in the job's hash: the first full thread after the retry used an attempt at once
+    // (2 starts, no wait), so a thread still full ended it within its attempts (seconds) instead of ENVFLEET_SANDBOX_FULL_WAITS.
+    expect(r.second).to.include({ state: 'failed', starts: 4, attempts: 2, waits: '2' });
+    expect(r.second.failedReason).to.contain('come back 2 times for a full sandbox thread');
+    expect(r.ended).to.deep.equal(['toy.fails 7 SANDBOX_MEMORY_FULL', 'toy.fails 7 SANDBOX_MEMORY_FULL']);
   });
 });
