@@ -2,7 +2,7 @@ import { FlowProducer, Queue, type ConnectionOptions, type FlowJob, type Job } f
 import { codeOfFailedReason } from '../src/errors.js';
 import type { RunStore } from '../src/runs/store.js';
 import type { AnyStages, DataOf, EntryInputsOf, Feed, NameOf, OutputsOf, Pipeline } from './define-pipeline.js';
-import { queuePrefix, type JobsConfig, type QueueDefinition } from './define-queue.js';
+import { SANDBOX_FULL_WAITS_FIELD, queuePrefix, type JobsConfig, type QueueDefinition } from './define-queue.js';
 
 /** The key under which a job is tracked in its run's set of outstanding jobs. */
 export const pendingKey = (queue: string, jobId: string) => `${queue}|${jobId}`;
@@ -79,6 +79,10 @@ export function createRunEnqueuer<St extends AnyStages, Out extends OutputsOf<St
     if ((await job.getState()) !== 'failed') return false;
     if (!(await retrying.reopen(name, job.data, codeOfFailedReason(job.failedReason)))) return false;
     await options.store.addPending((job.data as { runId: string }).runId, [pendingKey(name, job.id!)]);
+    // It starts afresh: its attempts, and its waits for a full sandbox thread (counted in its hash, which a retry keeps).
+    // Failed, the job is held by no worker, so no wait is being counted meanwhile.
+    const queue = queueOf(name);
+    await (await queue.getBackend().client).hdel(queue.toKey(job.id!), SANDBOX_FULL_WAITS_FIELD);
     try {
       await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
     } catch {

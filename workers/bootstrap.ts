@@ -3,7 +3,7 @@ import { setMaxListeners } from 'node:events';
 import { hostname } from 'node:os';
 import type { z } from 'zod';
 import type { AppConfig } from '../config/index.js';
-import { queuePrefix, type QueueDefinition } from '../queues/define-queue.js';
+import { SANDBOX_FULL_WAITS_FIELD, queuePrefix, type QueueDefinition } from '../queues/define-queue.js';
 import { pendingKey } from '../queues/enqueuer.js';
 import { releaseParkedJob } from '../queues/run-jobs.js';
 import { RequestError, RunCancelledError, castToError, classifyError, codeOf, type ErrorCode } from '../src/errors.js';
@@ -77,13 +77,8 @@ const MAX_RATE_LIMIT_WAIT_MS = 3_600_000;
  */
 const BULLMQ_MAX_STALLED = 1_000_000_000;
 
-/**
- * The field of a job's own BullMQ hash where envfleet counts the times the job went back for a sandbox thread full
- * of other work's memory (SANDBOX_MEMORY_FULL) without using an attempt. In the job's hash, it lives as long as the
- * job (deleted with it, never orphaned), survives worker restarts and moves with the job's slot on a Redis Cluster;
- * BullMQ reads only its own fields.
- */
-export const SANDBOX_FULL_WAITS_FIELD = 'envfleetSandboxFullWaits';
+/** Where a job's waits for a full sandbox thread are counted, in its own hash (queues/define-queue.ts). */
+export { SANDBOX_FULL_WAITS_FIELD };
 
 /** A failed job's `failedReason`: its code, then the message. */
 const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}`;
@@ -123,10 +118,13 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
    * Jobs settled in this process (the processor settles a job before BullMQ records its end, so a
    * crash in between cannot leave it unsettled, and that includes a job that stalled too often; the
    * worker events settle whatever else BullMQ ends on its own). Settling is idempotent; this only avoids doing it twice.
+   * An end is told by the start it ends (`processedOn`, the same Job for the processor and the worker's events): a job
+   * retried by a re-submission (its attempts and starts reset) may end again with the same number of starts, and that
+   * end must be settled too (its item ended again, the job out of its run's outstanding set).
    */
   const settled = new Set<string>();
   const settleOnce = async (job: Job, outcome: JobOutcome) => {
-    const key = `${job.id ?? ''}:${outcome.status}:${job.attemptsStarted}`;
+    const key = `${job.id ?? ''}:${outcome.status}:${job.attemptsStarted}:${job.processedOn ?? ''}`;
     if (settled.has(key)) return;
     settled.add(key);
     if (settled.size > 10_000) settled.delete(settled.values().next().value!);
