@@ -69,6 +69,37 @@ describe('long outages (real Redis, real workers, scripted server)', function ()
     }
   });
 
+  /**
+   * An ingress in front of the model server: while `down()` gives an answer (its upstream down) it answers every path
+   * (GET /models too) with it, as nginx or Envoy do; otherwise it forwards to the server. `url`: its /v1 base URL.
+   */
+  async function proxyTo(server: ModelServer, down: (req: http.IncomingMessage) => { status: number; headers: Record<string, string>; body: string } | null) {
+    const target = new URL(server.url);
+    const proxy = http.createServer((req, res) => {
+      const answer = down(req);
+      if (answer) {
+        req.resume();
+        res.writeHead(answer.status, answer.headers);
+        res.end(answer.body);
+        return;
+      }
+      const forward = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, upstream => {
+        res.writeHead(upstream.statusCode ?? 502, upstream.headers);
+        upstream.pipe(res);
+      });
+      forward.on('error', () => res.destroy());
+      req.pipe(forward);
+    });
+    await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/v1`,
+      close: async () => {
+        proxy.closeAllConnections();
+        await new Promise<void>(resolve => proxy.close(() => resolve()));
+      },
+    };
+  }
+
   it('keeps every episode when a proxy in front of the model server answers 503 (its upstream down) for longer than the attempts last, and runs them all once it forwards again', async () => {
     f = await fleet();
     const ready = await prepare('proxied');
@@ -77,26 +108,12 @@ describe('long outages (real Redis, real workers, scripted server)', function ()
     // An ingress in front of the model server: while its upstream is down it answers every path (GET /models too) with
     // its own 503 page, as nginx does; then it forwards again.
     let up = false;
-    const target = new URL(f.server.url);
-    const proxy = http.createServer((req, res) => {
-      if (!up) {
-        req.resume();
-        res.writeHead(503, { 'content-type': 'text/html' });
-        res.end('<html><head><title>503 Service Temporarily Unavailable</title></head><body><center><h1>503 Service Temporarily Unavailable</h1></center><hr><center>nginx</center></body></html>');
-        return;
-      }
-      const forward = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, answer => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      });
-      forward.on('error', () => res.destroy());
-      req.pipe(forward);
-    });
-    await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve));
+    const page = '<html><head><title>503 Service Temporarily Unavailable</title></head><body><center><h1>503 Service Temporarily Unavailable</h1></center><hr><center>nginx</center></body></html>';
+    const proxy = await proxyTo(f.server, () => (up ? null : { status: 503, headers: { 'content-type': 'text/html' }, body: page }));
     const queue = new Queue('rollout.run', { connection: f.redis, prefix: f.config.redis.prefix });
     try {
       await f.stopWorkers();
-      const viaProxy = testConfig(null, { OPENAI_BASE_URL: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/v1`, ENVFLEET_REDIS_PREFIX: f.config.redis.prefix });
+      const viaProxy = testConfig(null, { OPENAI_BASE_URL: proxy.url, ENVFLEET_REDIS_PREFIX: f.config.redis.prefix });
       await f.startWorkers({ config: viaProxy });
       await submitRollouts(f.config, f.redis, { runId: 'proxied', samples: 2, modes: ['non-conversational'] });
       const attempts = f.config.jobs.attempts;
@@ -119,8 +136,7 @@ describe('long outages (real Redis, real workers, scripted server)', function ()
       expect(await queue.getFailedCount()).to.equal(0);
     } finally {
       await queue.close();
-      proxy.closeAllConnections();
-      await new Promise<void>(resolve => proxy.close(() => resolve()));
+      await proxy.close();
     }
   });
 
@@ -159,26 +175,14 @@ describe('long outages (real Redis, real workers, scripted server)', function ()
     f = await fleet({ script, workers: false });
     let up = false;
     let refused = 0;
-    const target = new URL(f.server.url);
-    const proxy = http.createServer((req, res) => {
-      if (!up) {
-        if (req.url?.endsWith('/chat/completions')) refused += 1;
-        req.resume();
-        res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': '0' });
-        res.end('no healthy upstream');
-        return;
-      }
-      const forward = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, answer => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      });
-      forward.on('error', () => res.destroy());
-      req.pipe(forward);
+    const proxy = await proxyTo(f.server, req => {
+      if (up) return null;
+      if (req.url?.endsWith('/chat/completions')) refused += 1;
+      return { status: 503, headers: { 'content-type': 'text/plain', 'retry-after': '0' }, body: 'no healthy upstream' };
     });
-    await new Promise<void>(resolve => proxy.listen(0, '127.0.0.1', resolve));
     const queue = new Queue('mine.judge', { connection: f.redis, prefix: f.config.redis.prefix });
     try {
-      await f.startWorkers({ queues: ['mine.judge'], config: testConfig(null, { OPENAI_BASE_URL: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/v1`, ENVFLEET_REDIS_PREFIX: f.config.redis.prefix }) });
+      await f.startWorkers({ queues: ['mine.judge'], config: testConfig(null, { OPENAI_BASE_URL: proxy.url, ENVFLEET_REDIS_PREFIX: f.config.redis.prefix }) });
       const dir = await mkdtemp(join(tmpdir(), 'envfleet-outage-'));
       await writeFile(join(dir, 'tasks.jsonl'), `${JSON.stringify({ id: 't0', task: 'book a room' })}\n`);
       await submitSynthesis(f.config, f.redis, { runId: 'zero', tasks: join(dir, 'tasks.jsonl') });
@@ -191,8 +195,7 @@ describe('long outages (real Redis, real workers, scripted server)', function ()
       expect(job.attemptsMade).to.equal(1);
     } finally {
       await queue.close();
-      proxy.closeAllConnections();
-      await new Promise<void>(resolve => proxy.close(() => resolve()));
+      await proxy.close();
     }
   });
 
