@@ -104,7 +104,7 @@ describe("envfleet serve: OpenEnv's own Python clients (GenericEnvClient, MCPToo
   });
 
   it('with a token, the clients reach the server through the token in the path (they send no headers)', async () => {
-    const token = 'py-token/ä';
+    const token = 'py-token/42'; // printable ASCII only (810d0ab); the slash must be URL-encoded in the path
     const secured = await startServing(f.config, silentLogger(), { run: 'py1', port: 0, host: '127.0.0.1', maxSessions: 2, idleTimeout: 600_000, token });
     try {
       const gx = scenarios.find(s => s.task?.includes('GX-310'))!;
