@@ -202,8 +202,10 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   // Per endpoint: until when this process knows it to be cooling down (a 429, found down, or the fleet-wide limiter
   // said so), so that a profile's other endpoints take its requests meanwhile.
   const coolingUntil = new Map<string, number>();
+  /** This process passes over `endpoint` for `ms` (a later, shorter wait does not shorten an earlier one). */
+  const markCooling = (endpoint: EndpointConfig, ms: number) => coolingUntil.set(endpoint.name, Math.max(coolingUntil.get(endpoint.name) ?? 0, Date.now() + ms));
   async function coolDown(endpoint: EndpointConfig, ms: number): Promise<void> {
-    coolingUntil.set(endpoint.name, Date.now() + ms);
+    markCooling(endpoint, ms);
     await deps.limiter.coolDown(endpoint, ms);
   }
 
@@ -343,7 +345,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         if (!(err instanceof RateLimitedError)) throw err;
         const next = other();
         if (!next) throw err;
-        coolingUntil.set(endpoint.name, Math.max(coolingUntil.get(endpoint.name) ?? 0, Date.now() + Math.min(err.retryAfterMs, deps.config.gateway.rateLimitFallbackMs)));
+        markCooling(endpoint, Math.min(err.retryAfterMs, deps.config.gateway.rateLimitFallbackMs));
         endpoint = next;
         continue;
       }
