@@ -103,6 +103,18 @@ export const HARNESS_SOURCE = String.raw`(() => {
       if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');
       return text;
     },
+    // The state read once, in a one-element array for the host's native encoder (bjson.ts), or "!"
+    // and an error reply; snapshotOf then gives snapshot's reply for the same value where the
+    // encoder cannot write it, without reading this.state (a getter) again.
+    state() {
+      try { return [inst.state]; } catch (e) { return '!' + thrown('STATE_INVALID', e); }
+    },
+    snapshotOf(wrapped) {
+      let text;
+      try { text = stringify(wrapped[0]); } catch (e) { return '!' + thrown('STATE_INVALID', e); }
+      if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');
+      return text;
+    },
     // The states the checks of a batch get, each parsed once (the host restores the module's memory
     // to the point after the parse before each check, so every check sees them as just parsed).
     prepareInitial(initialJson) {

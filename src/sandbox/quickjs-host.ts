@@ -13,6 +13,7 @@ import type { ValidateFunction } from 'ajv';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import type { CheckSpec, EnvironmentCode } from './bundle.js';
 import { FATAL_CODES, SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.js';
+import { bjsonToJson } from './bjson.js';
 import { finalStatePatch } from './json-patch.js';
 import { HARNESS_SOURCE } from './harness.js';
 import { DEFAULT_SANDBOX_LIMITS, sessionCpuMsOf, type SandboxLimits } from './limits.js';
@@ -51,7 +52,7 @@ const SEEN_ENVIRONMENTS = 256;
 const SPARE_MODULES_MIN = 128;
 const SPARE_WINDOW_MS = 30_000;
 /** The harness functions a session uses, looked up before its module's memory is copied. */
-const SESSION_FNS = ['seed', 'bind', 'create', 'call', 'snapshot'] as const;
+const SESSION_FNS = ['seed', 'bind', 'create', 'call', 'snapshot', 'state', 'snapshotOf'] as const;
 
 /** The release variant, whether the loader hands us its ESM default or the CommonJS namespace. */
 const RELEASE_VARIANT: QuickJSSyncVariant = (() => {
@@ -571,10 +572,16 @@ export class QuickJSHost {
     }
     this.live += 1;
     if (this.live > this.peakNow) this.peakNow = this.live;
-    return new SandboxEnvironment(vm, validators, limits, () => {
-      this.live -= 1;
-      this.endSession(vm);
-    });
+    return new SandboxEnvironment(
+      vm,
+      validators,
+      limits,
+      () => {
+        this.live -= 1;
+        this.endSession(vm);
+      },
+      plainSnapshots(code.source),
+    );
   }
 
   /**
@@ -902,6 +909,30 @@ const WARM_SESSION_STATE = { list: [3, 1, 2], n: 1 };
  * The seed of an environment's Math.random: FNV-1a over its class name and initial state, so the
  * sessions of one scenario draw the same numbers wherever they run.
  */
+/**
+ * Whether an environment's snapshots may go through QuickJS's native encoder (GuestVm.snapshotText,
+ * bjson.ts), which writes an object's own data and cannot see its prototype: only where the source
+ * names none of the ways to a `toJSON` the guest's JSON.stringify would call instead (a `toJSON`
+ * of its own, a prototype it sets or reaches, an object made on another, such as
+ * `Object.create(new Date())`) or to an array element that is not enumerable or is read from a
+ * prototype (`defineProperty`). Such code is snapshotted by JSON.stringify, as before. Code that
+ * builds those names at run time could make the two texts differ, for its own state only, which it
+ * writes as it likes anyway. Kept per source text: a thread sees a handful.
+ */
+/** How this thread's snapshots were written so far (read by tests and benchmarks). */
+export const SNAPSHOT_WAYS = { native: 0, stringify: 0 };
+const PLAIN_SNAPSHOT_BARS = /toJSON|prototype|PrototypeOf|__proto__|Object\s*\.\s*create|definePropert|Reflect/;
+const plainSnapshotsBySource = new Map<string, boolean>();
+export function plainSnapshots(source: string): boolean {
+  let plain = plainSnapshotsBySource.get(source);
+  if (plain === undefined) {
+    plain = !PLAIN_SNAPSHOT_BARS.test(source);
+    if (plainSnapshotsBySource.size >= 256) plainSnapshotsBySource.clear();
+    plainSnapshotsBySource.set(source, plain);
+  }
+  return plain;
+}
+
 function seedOf(code: EnvironmentCode, stateJson: string): string {
   let h = 0x811c9dc5;
   const mix = (text: string) => {
@@ -980,6 +1011,12 @@ interface RawContext {
     QTS_FreeCString(ctx: number, chars: number): void;
     QTS_FreeValuePointer(ctx: number, value: number): void;
   };
+  /** QuickJS's native encoder and its buffer (GuestVm.snapshotText); null where this release lacks them. */
+  readonly bjson: {
+    QTS_bjson_encode(ctx: number, value: number): number;
+    QTS_GetArrayBuffer(ctx: number, value: number): number;
+    QTS_GetArrayBufferLength(ctx: number, value: number): number;
+  } | null;
   readonly module: {
     _malloc(bytes: number): number;
     _free(ptr: number): void;
@@ -1012,8 +1049,11 @@ function rawAccess(context: QuickJSContext): RawContext | null {
   const undefinedPtr = (context.undefined as unknown as { value?: unknown }).value;
   if (typeof undefinedPtr !== 'number') return null;
   const heapValueHandle = memory.heapValueHandle.bind(memory);
+  const encoder = ffi as Partial<NonNullable<RawContext['bjson']>>;
+  const bjson = typeof encoder.QTS_bjson_encode === 'function' && typeof encoder.QTS_GetArrayBuffer === 'function' && typeof encoder.QTS_GetArrayBufferLength === 'function' ? (encoder as RawContext['bjson']) : null;
   return {
     ffi: ffi as RawContext['ffi'],
+    bjson,
     module: module as RawContext['module'],
     ctx: ctx.value,
     undefinedPtr,
@@ -1213,6 +1253,75 @@ class GuestVm {
   /** Like callHarness but returns the raw reply text (to measure and cap it before parsing). */
   callHarnessText(name: string, a: string, b: string): string {
     return this.call(name, [a, b]);
+  }
+
+  /**
+   * The harness's `snapshot` reply (the state's JSON text, or "!" and an error reply), written by
+   * QuickJS's native encoder and read back by bjson.ts where the state is plain data, which is
+   * several times cheaper than the guest's JSON.stringify (docs/benchmarks.md), and the same text.
+   * Where it is not plain data (or longer than `maxUnits`), the harness stringifies the value read
+   * the first time. `plain` false (code that could reach an inherited toJSON, see plainSnapshots):
+   * the harness's `snapshot`. Throws SandboxError as `call` does.
+   */
+  snapshotText(plain: boolean, maxUnits: number): string {
+    if (this.raw === undefined) this.raw = rawAccess(this.ctx);
+    const raw = this.raw;
+    if (!plain || !raw?.bjson) {
+      SNAPSHOT_WAYS.stringify += 1;
+      return this.call('snapshot', ['', '']);
+    }
+    const fn = this.fn('state');
+    let result;
+    try {
+      result = this.ctx.callFunction(fn, this.ctx.undefined);
+    } catch (err) {
+      throw this.hostFailure(err);
+    }
+    if (result.error) throw this.guestError(result.error, 'STATE_INVALID');
+    const wrapped = result.value;
+    try {
+      const hit = this.limitHit();
+      if (hit) throw hit;
+      if (this.ctx.typeof(wrapped) === 'string') return this.ctx.getString(wrapped); // "!" and an error reply
+      const text = this.encodePlain(raw, (wrapped as unknown as { value: number }).value, maxUnits);
+      if (text !== null) {
+        SNAPSHOT_WAYS.native += 1;
+        return text;
+      }
+      SNAPSHOT_WAYS.stringify += 1;
+      return this.call('snapshotOf', [wrapped]);
+    } finally {
+      wrapped.dispose();
+    }
+  }
+
+  /** `[value]` through QuickJS's encoder and bjson.ts: the value's JSON text, or null (see bjsonToJson). */
+  private encodePlain(raw: RawContext, valuePtr: number, maxUnits: number): string | null {
+    const { ffi, ctx } = raw;
+    const bjson = raw.bjson!;
+    let bufferPtr: number;
+    try {
+      bufferPtr = bjson.QTS_bjson_encode(ctx, valuePtr);
+    } catch (err) {
+      throw this.hostFailure(err);
+    }
+    const errorPtr = ffi.QTS_ResolveException(ctx, bufferPtr);
+    if (errorPtr) {
+      // Not plain data (a function, an accessor, a class the encoder refuses), or out of memory.
+      ffi.QTS_FreeValuePointer(ctx, bufferPtr);
+      ffi.QTS_FreeValuePointer(ctx, errorPtr);
+      const hit = this.limitHit();
+      if (hit) throw hit;
+      return null;
+    }
+    try {
+      const at = bjson.QTS_GetArrayBuffer(ctx, bufferPtr);
+      const length = bjson.QTS_GetArrayBufferLength(ctx, bufferPtr);
+      const heap = raw.module.HEAPU8;
+      return bjsonToJson(heap.subarray(at, at + length), maxUnits);
+    } finally {
+      ffi.QTS_FreeValuePointer(ctx, bufferPtr);
+    }
   }
 
   /**
@@ -1440,6 +1549,8 @@ export class SandboxEnvironment {
     private readonly validators: ReadonlyMap<string, ValidateFunction>,
     private readonly limits: SandboxLimits,
     private readonly onDisposed: () => void,
+    /** Snapshots may go through the native encoder (see plainSnapshots). */
+    private readonly plainSnapshots = false,
   ) {
     this.budgetMs = sessionCpuMsOf(limits);
   }
@@ -1562,7 +1673,7 @@ export class SandboxEnvironment {
       const over = this.armWithin(this.limits.callDeadlineMs, started);
       if (over) throw over;
       // The state's JSON text, or "!" and an error reply.
-      const text = this.vm.callHarnessText('snapshot', '', '');
+      const text = this.vm.snapshotText(this.plainSnapshots, this.limits.maxStateBytes);
       if (text.startsWith('!')) {
         const reply = JSON.parse(text.slice(1)) as { err: SandboxErrorCode; message: string };
         throw new SandboxError(reply.err, reply.message);

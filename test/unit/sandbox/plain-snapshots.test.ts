@@ -1,0 +1,280 @@
+import { expect } from 'chai';
+import type { EnvironmentCode } from '../../../src/sandbox/bundle.js';
+import { SandboxError } from '../../../src/sandbox/errors.js';
+import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../../src/sandbox/limits.js';
+import { plainSnapshots, QuickJSHost, SNAPSHOT_WAYS, type SandboxEnvironment } from '../../../src/sandbox/quickjs-host.js';
+
+/**
+ * A state's snapshot through QuickJS's native encoder and bjson.ts (issue 14 item 1): the text must
+ * be the guest's own JSON.stringify of the state, byte for byte, for every state, and the errors
+ * those states gave must not change. The oracle is the guest's JSON.stringify, called by a tool of
+ * the same environment on the same state.
+ */
+const tool = (name: string) => ({ type: 'function' as const, function: { name, parameters: { type: 'object' } } });
+
+/** Random states built in the guest (a seeded generator): everything JSON can meet in careless code. */
+const FUZZ_SOURCE = String.raw`
+const KEYS = ['a', 'id', 'name', '0', '1', '2', '10', '9', '4294967294', '4294967295', '2147483647', '2147483648',
+  '01', '-1', '1.5', '1e3', '', ' ', 'é', 'ÿ', '日本', '😀', 'a"b', 'back\\slash', '\n', '\u0000', '\ud800', '\udfff',
+  '__pro' + 'to__', 'constructor', 'length', 'status', 'guest_id', 'κλειδί'];
+class Fuzz {
+  constructor(s) { this.state = s; }
+  fill({ seed }) {
+    let s = seed >>> 0;
+    const rnd = () => { s = (s + 0x6D2B79F5) | 0; let t = Math.imul(s ^ (s >>> 15), 1 | s); t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t; return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+    const int = n => Math.floor(rnd() * n);
+    const pool = [];
+    const view = new DataView(new ArrayBuffer(8));
+    const num = () => {
+      const r = int(9);
+      if (r === 0) return [0, -0, NaN, Infinity, -Infinity, 1e21, 1e-7, 5e-324, 0.1 + 0.2, 2 ** 53, 2 ** 31, -(2 ** 31), 2 ** 31 - 1, 1.7976931348623157e308, 123456789.125][int(15)];
+      if (r === 1) return int(2 ** 32) - 2 ** 31;
+      if (r === 2) return int(1000);
+      if (r === 3) return (rnd() - 0.5) * 10 ** (int(40) - 20);
+      view.setUint32(0, int(2 ** 32)); view.setUint32(4, int(2 ** 32));
+      return view.getFloat64(0);
+    };
+    const str = () => {
+      const n = int(12);
+      let out = '';
+      const wide = rnd() < 0.4;
+      for (let i = 0; i < n; i++) {
+        const r = int(10);
+        if (r === 0) out += String.fromCharCode(int(32));
+        else if (r === 1) out += '"\\/'[int(3)];
+        else if (r === 2) out += String.fromCharCode(0x80 + int(0x80));
+        else if (r === 3 && wide) out += String.fromCharCode(0xd800 + int(0x800));
+        else if (r === 4 && wide) out += String.fromCharCode(0x100 + int(0xfe00));
+        else if (r === 5 && wide) out += '😀日本'[int(4)];
+        else out += String.fromCharCode(32 + int(95));
+      }
+      return out;
+    };
+    const prim = () => {
+      const r = int(8);
+      if (r === 0) return null;
+      if (r === 1) return undefined;
+      if (r === 2) return rnd() < 0.5;
+      if (r <= 4) return num();
+      return str();
+    };
+    const gen = depth => {
+      const r = rnd();
+      if (depth > 5 || r < 0.4) return prim();
+      if (r < 0.47 && pool.length) return pool[int(pool.length)];
+      if (r < 0.7) {
+        const a = [];
+        const n = int(7);
+        for (let i = 0; i < n; i++) a.push(gen(depth + 1));
+        if (rnd() < 0.15) a[n + 1 + int(3)] = gen(depth + 1);
+        if (rnd() < 0.1) a.length = a.length + 2;
+        if (rnd() < 0.1) a.extra = 'dropped by JSON';
+        if (rnd() < 0.3) pool.push(a);
+        return a;
+      }
+      const o = rnd() < 0.1 ? JSON.parse('{"__pro' + 'to__": 1}') : {};
+      const n = int(8);
+      for (let i = 0; i < n; i++) o[KEYS[int(KEYS.length)]] = gen(depth + 1);
+      if (rnd() < 0.2) delete o[KEYS[int(KEYS.length)]];
+      if (rnd() < 0.3) pool.push(o);
+      return o;
+    };
+    const state = {};
+    for (let i = 0; i < 6; i++) state[KEYS[int(KEYS.length)]] = gen(0);
+    this.state = state;
+    return { success: true };
+  }
+  oracle() {
+    try { return { text: JSON.stringify(this.state) }; } catch (e) { return { error: String(e.message) }; }
+  }
+}`;
+
+const FUZZ: EnvironmentCode = { name: 'fuzz', className: 'Fuzz', source: FUZZ_SOURCE, tools: [tool('fill'), tool('oracle')] };
+
+/** States with what the encoder refuses or JSON treats its own way; each tool puts one in place. */
+const ODD_CASES: Record<string, string> = {
+  date: `this.state = { at: new Date(86400000), n: 1 }`,
+  map: `this.state = { m: new Map([[1, 2]]), s: new Set([1]) }`,
+  fn: `this.state = { keep: 1, f() { return 1; }, arrow: () => 2, list: [1, () => 3, 4] }`,
+  getter: `this.state = { get g() { return 'got'; }, plain: 1 }`,
+  symbolKey: `this.state = { [Symbol('k')]: 1, visible: 2, sym: [Symbol('v')] }`,
+  bigint: `this.state = { big: 10n }`,
+  typed: `this.state = { bytes: new Uint8Array([1, 2]), buffer: new ArrayBuffer(2) }`,
+  boxed: `this.state = { n: new Number(3), s: new String('x'), b: new Boolean(false) }`,
+  cycle: `const o = { a: 1 }; o.self = o; this.state = o`,
+  arrayCycle: `const a = [1]; a.push({ back: a }); this.state = { a }`,
+  shared: `const o = { a: [1, 2] }; this.state = { x: o, y: o, z: [o, o.a] }`,
+  classInstance: `class Point { constructor() { this.x = 1; this.y = 2; } area() { return 0; } } this.state = { p: new Point() }`,
+  error: `this.state = { e: new Error('boom') }`,
+  regexp: `this.state = { r: /x/g }`,
+  args: `this.state = { args: (function () { return arguments; })(1, 2) }`,
+  proxy: `this.state = { p: new Proxy({ a: 1 }, {}) }`,
+  notObject: `this.state = 'just text'`,
+  nullState: `this.state = null`,
+  undefinedState: `this.state = undefined`,
+  numberState: `this.state = 42`,
+  deep: `let o = {}; for (let i = 0; i < 100000; i++) o = { o }; this.state = o`,
+  wideKeys: `this.state = { 'ключ': 1, '鍵': { '😀': [ '\\ud83d', 'ok' ] } }`,
+  frozen: `this.state = Object.freeze({ a: Object.freeze([1, 2]) })`,
+  nullProto: `const o = JSON.parse('{"a":1}'); this.state = { o, list: [1, , 3] }`,
+  sparse: `const a = []; a[5] = 1; a[2] = 'two'; this.state = { a, big: [] }; this.state.big[200] = true`,
+  nonIndexNumericKeys: `this.state = { b: 1, 4294967295: 'not an index', 4294967294: 'index', 7: 'seven', '007': 'x', a: 2 }`,
+};
+/** The cases the native way writes (the rest it hands to JSON.stringify). */
+const NATIVE = new Set(['shared', 'classInstance', 'notObject', 'nullState', 'numberState', 'wideKeys', 'frozen', 'nullProto', 'sparse', 'nonIndexNumericKeys']);
+const oddSource = `class Odd {
+  constructor(s) { this.state = s; }
+${Object.entries(ODD_CASES)
+  .map(([name, body]) => `  ${name}() { ${body}; return { success: true }; }`)
+  .join('\n')}
+  oracle() {
+    try { const text = JSON.stringify(this.state); return text === undefined ? { error: 'undefined' } : { text }; } catch (e) { return { error: String(e.message) }; }
+  }
+}`;
+const ODD: EnvironmentCode = { name: 'odd', className: 'Odd', source: oddSource, tools: [...Object.keys(ODD_CASES), 'oracle'].map(tool) };
+/** The same environment snapshotted the way it was before (its source names a toJSON, in a comment). */
+const ODD_BEFORE: EnvironmentCode = { ...ODD, source: `${oddSource}\n// toJSON` };
+
+/** What the guest's JSON.stringify gives for the environment's state now: its text, or its error. */
+function oracle(env: SandboxEnvironment): { text?: string; error?: string } {
+  const outcome = env.call('oracle', {});
+  expect(outcome.runtimeError, JSON.stringify(outcome.result)).to.equal(undefined);
+  return outcome.result as { text?: string; error?: string };
+}
+
+function snapshotOutcome(env: SandboxEnvironment): { text?: string; code?: string; message?: string } {
+  try {
+    return { text: env.snapshotText() };
+  } catch (err) {
+    if (!(err instanceof SandboxError)) throw err;
+    return { code: err.code, message: err.message };
+  }
+}
+
+describe('snapshots through the native encoder', function () {
+  this.timeout(120_000);
+  const host = new QuickJSHost(DEFAULT_SANDBOX_LIMITS.heapMb);
+
+  it('the code under test goes the native way (the bars of plainSnapshots do not match it)', () => {
+    expect(plainSnapshots(FUZZ_SOURCE)).to.equal(true);
+    expect(plainSnapshots(oddSource)).to.equal(true);
+    expect(plainSnapshots('class A { toJSON() { return 1; } }')).to.equal(false);
+    expect(plainSnapshots('const o = Object.create(new Date());')).to.equal(false);
+    expect(plainSnapshots('Object.prototype.x = 1;')).to.equal(false);
+    expect(plainSnapshots('Object.defineProperty(a, 0, { enumerable: false, value: 1 });')).to.equal(false);
+  });
+
+  it('writes the text JSON.stringify writes, for 400 random states of careless code (keys, numbers, strings, holes, shared objects)', async () => {
+    const env = await host.createEnvironment(FUZZ, {}, DEFAULT_SANDBOX_LIMITS);
+    const native = SNAPSHOT_WAYS.native;
+    try {
+      for (let seed = 1; seed <= 400; seed += 1) {
+        expect(env.call('fill', { seed }).runtimeError).to.equal(undefined);
+        const want = oracle(env);
+        expect(want.error, `seed ${seed}`).to.equal(undefined);
+        expect(env.snapshotText(), `seed ${seed}`).to.equal(want.text);
+      }
+      // every one of them went the native way (none holds what the encoder refuses)
+      expect(SNAPSHOT_WAYS.native - native).to.equal(400);
+    } finally {
+      env.dispose();
+    }
+  });
+
+  for (const name of Object.keys(ODD_CASES)) {
+    it(`gives the text or the error it gave before: ${name}`, async () => {
+      const outcomes = [];
+      const native = SNAPSHOT_WAYS.native;
+      for (const code of [ODD, ODD_BEFORE]) {
+        const env = await host.createEnvironment(code, {}, DEFAULT_SANDBOX_LIMITS);
+        try {
+          expect(env.call(name, {}).runtimeError).to.equal(undefined);
+          outcomes.push(snapshotOutcome(env));
+        } finally {
+          env.dispose();
+        }
+      }
+      expect(SNAPSHOT_WAYS.native - native, 'snapshots written the native way').to.equal(NATIVE.has(name) ? 1 : 0);
+      expect(plainSnapshots(ODD_BEFORE.source)).to.equal(false);
+      expect(outcomes[0]).to.deep.equal(outcomes[1]);
+      if (name !== 'deep') {
+        // and the guest's JSON.stringify agrees (a state this deep overflows the host's stack in it)
+        const env = await host.createEnvironment(ODD, {}, DEFAULT_SANDBOX_LIMITS);
+        try {
+          env.call(name, {});
+          const want = oracle(env);
+          if (want.text !== undefined) expect(outcomes[0]).to.deep.equal({ text: want.text });
+          else expect(outcomes[0]).to.include({ code: 'STATE_INVALID', ...(want.error === 'undefined' ? {} : { message: want.error }) });
+        } finally {
+          env.dispose();
+        }
+      }
+    });
+  }
+
+  it('refuses a state over the cap with the message it gave before, also when shared objects would repeat past it', async () => {
+    const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, maxStateBytes: 2000 };
+    const env = await host.createEnvironment(ODD, {}, limits);
+    try {
+      env.call('shared', {});
+      expect(snapshotOutcome(env).text).to.be.a('string');
+    } finally {
+      env.dispose();
+    }
+    const source = `class Big { constructor(s) { this.state = s; }
+      grow({ n }) { const row = { name: 'é日本😀'.repeat(10) }; const rows = []; for (let i = 0; i < n; i++) rows.push(row); this.state = { rows }; return { success: true }; }
+      oracle() { return { text: JSON.stringify(this.state) }; } }`;
+    const big = await host.createEnvironment({ name: 'big', className: 'Big', source, tools: [tool('grow'), tool('oracle')] }, {}, limits);
+    try {
+      for (const n of [3, 4, 5, 40, 5000]) {
+        big.call('grow', { n });
+        const text = oracle(big).text!;
+        const bytes = Buffer.byteLength(text);
+        const got = snapshotOutcome(big);
+        if (bytes <= 2000) expect(got, `n = ${n}`).to.deep.equal({ text });
+        else expect(got, `n = ${n}`).to.deep.equal({ code: 'STATE_TOO_LARGE', message: `the state is ${bytes} bytes; the cap is 2000` });
+      }
+    } finally {
+      big.dispose();
+    }
+  });
+
+  it('keeps JSON.stringify for code that names a toJSON, and shows why: a toJSON named at run time is not seen', async () => {
+    const named = `class Named { constructor(s) { this.state = s; }
+      put() { class Money { constructor(c) { this.cents = c; } toJSON() { return (this.cents / 100).toFixed(2); } } this.state = { price: new Money(1250) }; return { success: true }; } }`;
+    const env = await host.createEnvironment({ name: 'named', className: 'Named', source: named, tools: [tool('put')] }, {}, DEFAULT_SANDBOX_LIMITS);
+    try {
+      env.call('put', {});
+      expect(env.snapshotText()).to.equal('{"price":"12.50"}');
+    } finally {
+      env.dispose();
+    }
+    // The documented limit (quickjs-host.ts, plainSnapshots): a name built at run time passes the
+    // bars, and the encoder writes the object's own data. It also shows this suite's states went
+    // the native way: the guest's JSON.stringify would have called the method.
+    const hidden = `class Hidden { constructor(s) { this.state = s; }
+      put() { const k = 'to' + 'JS' + 'ON'; class Money { constructor(c) { this.cents = c; } [k]() { return 'called'; } } this.state = { price: new Money(1250) }; return { success: true }; } }`;
+    expect(plainSnapshots(hidden)).to.equal(true);
+    const env2 = await host.createEnvironment({ name: 'hidden', className: 'Hidden', source: hidden, tools: [tool('put')] }, {}, DEFAULT_SANDBOX_LIMITS);
+    try {
+      env2.call('put', {});
+      expect(env2.snapshotText()).to.equal('{"price":{"cents":1250}}');
+    } finally {
+      env2.dispose();
+    }
+  });
+
+  it('reads a state getter once, also when the encoder cannot write what it returns', async () => {
+    const source = `class Counting { constructor(s) { this.s = s; this.reads = 0; }
+      get state() { this.reads += 1; return { reads: this.reads, when: this.reads > 1 ? 'again' : 'once', f: () => 1 }; }
+      reads() { return { reads: this.reads }; } }`;
+    const env = await host.createEnvironment({ name: 'counting', className: 'Counting', source, tools: [tool('reads')] }, {}, DEFAULT_SANDBOX_LIMITS);
+    try {
+      const before = (env.call('reads', {}).result as { reads: number }).reads;
+      expect(env.snapshotText()).to.equal(`{"reads":${before + 1},"when":"${before + 1 > 1 ? 'again' : 'once'}"}`);
+      expect((env.call('reads', {}).result as { reads: number }).reads).to.equal(before + 1);
+    } finally {
+      env.dispose();
+    }
+  });
+});
