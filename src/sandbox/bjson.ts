@@ -7,7 +7,8 @@
  * Why: stringifying an environment's state inside QuickJS is the largest part of a pool thread's
  * work per episode (a 66 KB state: ≈ 2 ms, ≈ 8× the native encoder, ≈ 6× V8's stringify; see
  * docs/benchmarks.md). The encoder writes each key once (an atom table) and each string as its
- * bytes, with no quoting and no `toJSON` lookups; this side turns that into JSON text with V8.
+ * bytes, with no quoting and no `toJSON` lookups; this side writes the JSON text's UTF-8 bytes from
+ * those into one buffer (a run of plain ASCII copied whole) and makes one string of them.
  *
  * Equal to the guest's `JSON.stringify` where the value is plain data, which this reader checks as
  * it goes and answers null otherwise (the caller then asks the guest for `JSON.stringify`):
@@ -21,15 +22,16 @@
  *   order, then the rest in insertion order (QuickJS's `JSON.stringify` order: it sorts by
  *   `JS_AtomIsArrayIndex`, a canonical decimal up to 2³² − 2, as V8 does); a property whose value
  *   is undefined is left out; in an array, undefined (and a hole) is `null`;
- * - strings are quoted by V8's `JSON.stringify`, which escapes as QuickJS's does (the six short
- *   escapes, other controls and lone surrogates as lower-case `\uXXXX`); numbers by `String`, the
- *   shortest round-trip form both engines write, non-finite → `null`.
+ * - strings are quoted as QuickJS's (and V8's) `JSON.stringify` quotes them: `\"` `\\` `\b` `\f`
+ *   `\n` `\r` `\t`, other controls and lone surrogates as lower-case `\uXXXX`, the rest as it is;
+ *   integers in decimal, other numbers by `String` (the shortest round-trip form both engines
+ *   write), non-finite → `null`.
  * What the reader cannot see is an object's prototype: an inherited `toJSON` (a class method, or
  * one put on a prototype) would change the guest's text. The caller uses this reader only for
  * code that cannot reach one (quickjs-host.ts, `plainSnapshots`).
  *
- * `maxUnits`: the text may not grow past this many UTF-16 units (a cap in bytes is never below the
- * units it takes); past it → null, and the caller's slower path gives the error it always gave.
+ * `maxBytes`: the text may not take more UTF-8 bytes than this; past it → null, and the caller's
+ * slower path gives the error it always gave.
  */
 
 /** The encoder's tags (quickjs.c `BCTagEnum`, format version 5). */
@@ -65,26 +67,53 @@ function arrayIndexOf(key: string): number {
   return v <= 4_294_967_294 ? v : -1;
 }
 
-/** Node's Buffer slices without argument checks (present since Node 0.x; typed here as they are used). */
+/** Node's Buffer slices without argument checks (in every Node release; typed here as they are used). */
 interface SliceBuffer extends Buffer {
   latin1Slice(start: number, end: number): string;
   ucs2Slice(start: number, end: number): string;
+  utf8Slice(start: number, end: number): string;
 }
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const HEX = [...'0123456789abcdef'].map(c => c.charCodeAt(0));
+/** The short escape's letter of a control character, or 0 (then \u00XX). */
+const SHORT_ESCAPE = new Uint8Array(32);
+SHORT_ESCAPE[0x08] = 0x62; // b
+SHORT_ESCAPE[0x09] = 0x74; // t
+SHORT_ESCAPE[0x0a] = 0x6e; // n
+SHORT_ESCAPE[0x0c] = 0x66; // f
+SHORT_ESCAPE[0x0d] = 0x72; // r
+const NULL_BYTES = Buffer.from('null');
+const TRUE_BYTES = Buffer.from('true');
+const FALSE_BYTES = Buffer.from('false');
+
+/** The output buffer, kept for the thread (the reader is synchronous) and grown as needed. */
+let out = Buffer.allocUnsafe(1 << 16) as SliceBuffer;
 
 class Reader {
   private pos = 0;
-  private units = 0;
+  /** Write position in `out`. */
+  private at = 0;
+  private ascii = true;
   private readonly bytes: SliceBuffer;
   private readonly view: DataView;
-  /** Each atom's key as quoted JSON with its colon, and its array index (or −1). */
-  private readonly atomKeys: string[] = [];
-  private readonly atomIndices: number[] = [];
-  /** The text of each object, by the encoder's reference index; undefined while it is being written. */
-  private readonly objects: (string | undefined)[] = [];
+  /** Each atom's key as JSON bytes with its colon, at [keyStart, keyEnd) of `keys`, and its array index (or −1). */
+  private keys: SliceBuffer = out;
+  private readonly keyStart: number[] = [];
+  private readonly keyEnd: number[] = [];
+  private readonly keyIndex: number[] = [];
+  private readonly keyAscii: boolean[] = [];
+  /** Each object's bytes in `out` by the encoder's reference index: start, and end (−1 while it is being written). */
+  private readonly objStart: number[] = [];
+  private readonly objEnd: number[] = [];
+  /** The members of the objects being written, three numbers each (see object). */
+  private readonly members: number[] = [];
+  private top = 0;
 
   constructor(
     bytes: Uint8Array,
-    private readonly maxUnits: number,
+    private readonly maxBytes: number,
   ) {
     this.bytes = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) as SliceBuffer;
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -93,25 +122,60 @@ class Reader {
   read(): string | null {
     try {
       if (this.bytes.length === 0 || this.bytes[this.pos++] !== BJSON_VERSION) return null;
+      // The atom table, written as quoted keys with their colons; kept apart from the text.
       const atoms = this.leb();
       for (let i = 0; i < atoms; i += 1) {
-        const name = this.string();
-        this.atomKeys.push(`${JSON.stringify(name)}:`);
-        this.atomIndices.push(arrayIndexOf(name));
+        this.ascii = true;
+        const [name, start] = this.stringKey();
+        this.keyStart.push(start);
+        this.keyIndex.push(arrayIndexOf(name));
+        this.keyAscii.push(this.ascii);
+        this.byte(0x3a);
+        this.keyEnd.push(this.at);
       }
+      this.keys = Buffer.from(out.subarray(0, this.at)) as SliceBuffer;
+      this.at = 0;
+      this.ascii = true;
       // [value]: the one-element array the harness wraps the value in (see bjsonToJson)
       if (this.bytes[this.pos++] !== TAG_ARRAY || this.leb() !== 1) return null;
-      this.objects.push(undefined); // the wrapper: never met again inside the value
+      this.objStart.push(0);
+      this.objEnd.push(-1); // the wrapper: never met again inside the value
       const tag = this.bytes[this.pos++];
       if (tag === TAG_UNDEFINED) return null; // JSON.stringify(undefined) is not text
-      const text = this.value(tag);
-      if (this.pos !== this.bytes.length) return null;
-      return text;
+      this.value(tag);
+      if (this.pos !== this.bytes.length || this.at > this.maxBytes) return null;
+      return this.ascii ? out.latin1Slice(0, this.at) : out.utf8Slice(0, this.at);
     } catch (err) {
       // A truncated or unexpected buffer reads past its end; a very deep one overflows this
       // stack (a RangeError): either way, the guest's own stringify decides.
       if (err instanceof NotPlain || err instanceof RangeError) return null;
       throw err;
+    }
+  }
+
+  /** Room for `n` more bytes in `out` (grown by doubling; the cap is checked on what is written, in object and array). */
+  private room(n: number): void {
+    const need = this.at + n;
+    if (need <= out.length) return;
+    if (this.at > this.maxBytes) throw NOT_PLAIN;
+    const bigger = Buffer.allocUnsafe(Math.max(out.length * 2, need)) as SliceBuffer;
+    out.copy(bigger, 0, 0, this.at);
+    out = bigger;
+  }
+
+  private byte(b: number): void {
+    this.room(1);
+    out[this.at++] = b;
+  }
+
+  private put(src: Buffer, start: number, end: number): void {
+    const n = end - start;
+    this.room(n);
+    if (n < 24) {
+      for (let i = start; i < end; i += 1) out[this.at++] = src[i]!;
+    } else {
+      src.copy(out, this.at, start, end);
+      this.at += n;
     }
   }
 
@@ -131,127 +195,283 @@ class Reader {
     throw NOT_PLAIN;
   }
 
-  private string(): string {
-    const head = this.leb();
-    const start = this.pos;
-    if ((head & 1) === 0) {
-      const end = start + head / 2;
-      if (end > this.bytes.length) throw NOT_PLAIN;
-      this.pos = end;
-      return this.bytes.latin1Slice(start, end); // 8-bit: every byte its own code point
-    }
-    const end = start + (head - 1);
-    if (end > this.bytes.length) throw NOT_PLAIN;
-    this.pos = end;
-    return this.bytes.ucs2Slice(start, end); // UTF-16LE code units, lone surrogates kept
+  /** An atom's name: written quoted to `out` (from the returned start), and returned as text. */
+  private stringKey(): [string, number] {
+    const start = this.at;
+    this.stringBounds();
+    const { from, to, wide } = this;
+    this.quoted(from, to, wide);
+    return [wide ? this.bytes.ucs2Slice(from, to) : this.bytes.latin1Slice(from, to), start];
   }
 
-  private value(tag: number | undefined): string {
-    let text: string;
+  /** The next string's bytes in the input, [from, to), and whether they are UTF-16 (wide). */
+  private from = 0;
+  private to = 0;
+  private wide = false;
+  private stringBounds(): void {
+    const head = this.leb();
+    const start = this.pos;
+    const wide = (head & 1) === 1;
+    const end = start + (wide ? head - 1 : head / 2);
+    if (end > this.bytes.length) throw NOT_PLAIN;
+    this.pos = end;
+    this.from = start;
+    this.to = end;
+    this.wide = wide;
+  }
+
+  /** A string as JSON: quoted and escaped as JSON.stringify does, in UTF-8. */
+  private quoted(from: number, to: number, wide: boolean): void {
+    const bytes = this.bytes;
+    this.byte(QUOTE);
+    if (!wide && to - from <= 4096) {
+      // 8-bit: one code point a byte, at most 6 bytes out (\u00XX); room for all of it first.
+      this.room((to - from) * 6);
+      const o = out;
+      let at = this.at;
+      for (let i = from; i < to; i += 1) {
+        const c = bytes[i]!;
+        if (c >= 0x20 && c < 0x80 && c !== QUOTE && c !== BACKSLASH) {
+          o[at++] = c;
+        } else {
+          this.at = at;
+          this.unit(c);
+          at = this.at;
+        }
+      }
+      this.at = at;
+    } else if (!wide) {
+      for (let i = from; i < to; i += 1) this.unit(bytes[i]!);
+    } else {
+      for (let i = from; i < to; i += 2) {
+        const c = bytes[i]! | (bytes[i + 1]! << 8);
+        if (c >= 0xd800 && c < 0xdc00 && i + 3 < to) {
+          const d = bytes[i + 2]! | (bytes[i + 3]! << 8);
+          if (d >= 0xdc00 && d < 0xe000) {
+            const cp = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+            this.room(4);
+            out[this.at++] = 0xf0 | (cp >> 18);
+            out[this.at++] = 0x80 | ((cp >> 12) & 0x3f);
+            out[this.at++] = 0x80 | ((cp >> 6) & 0x3f);
+            out[this.at++] = 0x80 | (cp & 0x3f);
+            this.ascii = false;
+            i += 2;
+            continue;
+          }
+        }
+        this.unit(c);
+      }
+    }
+    this.byte(QUOTE);
+  }
+
+  /** One UTF-16 code unit that is not half of a pair, escaped where JSON.stringify escapes it. */
+  private unit(c: number): void {
+    this.room(6);
+    if (c < 0x80) {
+      if (c >= 0x20 && c !== QUOTE && c !== BACKSLASH) {
+        out[this.at++] = c;
+      } else if (c === QUOTE || c === BACKSLASH) {
+        out[this.at++] = BACKSLASH;
+        out[this.at++] = c;
+      } else if (SHORT_ESCAPE[c]) {
+        out[this.at++] = BACKSLASH;
+        out[this.at++] = SHORT_ESCAPE[c]!;
+      } else {
+        this.escape(c);
+      }
+    } else if (c < 0x800) {
+      out[this.at++] = 0xc0 | (c >> 6);
+      out[this.at++] = 0x80 | (c & 0x3f);
+      this.ascii = false;
+    } else if (c >= 0xd800 && c < 0xe000) {
+      this.escape(c); // a lone surrogate
+    } else {
+      out[this.at++] = 0xe0 | (c >> 12);
+      out[this.at++] = 0x80 | ((c >> 6) & 0x3f);
+      out[this.at++] = 0x80 | (c & 0x3f);
+      this.ascii = false;
+    }
+  }
+
+  /** \uXXXX, lower-case hex (room for 6 bytes is made by the caller). */
+  private escape(c: number): void {
+    out[this.at++] = BACKSLASH;
+    out[this.at++] = 0x75;
+    out[this.at++] = HEX[(c >> 12) & 15]!;
+    out[this.at++] = HEX[(c >> 8) & 15]!;
+    out[this.at++] = HEX[(c >> 4) & 15]!;
+    out[this.at++] = HEX[c & 15]!;
+  }
+
+  /** ASCII text (a number's). */
+  private ascii7(text: string): void {
+    this.room(text.length);
+    for (let i = 0; i < text.length; i += 1) out[this.at++] = text.charCodeAt(i);
+  }
+
+  /** An int32 in decimal. */
+  private int(v: number): void {
+    this.room(11);
+    if (v < 0) {
+      if (v === -2147483648) {
+        this.ascii7('-2147483648');
+        return;
+      }
+      out[this.at++] = 0x2d;
+      v = -v;
+    }
+    let digits = 1;
+    for (let p = 10; p <= v; p *= 10) digits += 1;
+    let at = this.at + digits;
+    this.at = at;
+    do {
+      out[--at] = 0x30 + (v % 10);
+      v = Math.floor(v / 10);
+    } while (v > 0);
+  }
+
+  private value(tag: number | undefined): void {
     switch (tag) {
       case TAG_NULL:
-        text = 'null';
-        break;
+        this.put(NULL_BYTES, 0, 4);
+        return;
       case TAG_FALSE:
-        text = 'false';
-        break;
+        this.put(FALSE_BYTES, 0, 5);
+        return;
       case TAG_TRUE:
-        text = 'true';
-        break;
+        this.put(TRUE_BYTES, 0, 4);
+        return;
       case TAG_INT32: {
         const v = this.leb();
-        text = String((v >>> 1) ^ -(v & 1));
-        break;
+        this.int((v >>> 1) ^ -(v & 1));
+        return;
       }
       case TAG_FLOAT64: {
         if (this.pos + 8 > this.bytes.length) throw NOT_PLAIN;
         const d = this.view.getFloat64(this.pos, true);
         this.pos += 8;
-        text = Number.isFinite(d) ? String(d) : 'null';
-        break;
+        if (Number.isFinite(d)) this.ascii7(String(d));
+        else this.put(NULL_BYTES, 0, 4);
+        return;
       }
       case TAG_STRING:
-        text = JSON.stringify(this.string());
-        break;
+        this.stringBounds();
+        this.quoted(this.from, this.to, this.wide);
+        return;
       case TAG_OBJECT:
-        return this.object();
+        this.object();
+        return;
       case TAG_ARRAY:
-        return this.array();
+        this.array();
+        return;
       case TAG_OBJECT_REFERENCE: {
-        const found = this.objects[this.leb()];
-        if (found === undefined) throw NOT_PLAIN; // a cycle (or a reference to nothing)
-        text = found;
-        break;
+        const i = this.leb();
+        const end = this.objEnd[i];
+        if (end === undefined || end < 0) throw NOT_PLAIN; // a cycle (or a reference to nothing)
+        const start = this.objStart[i]!;
+        this.room(end - start);
+        out.copy(out, this.at, start, end);
+        this.at += end - start;
+        return;
       }
       default:
         throw NOT_PLAIN;
     }
-    this.units += text.length;
-    if (this.units > this.maxUnits) throw NOT_PLAIN;
-    return text;
   }
 
-  private object(): string {
-    const ref = this.objects.length;
-    this.objects.push(undefined);
+  private object(): void {
+    const ref = this.objStart.length;
+    this.objStart.push(this.at);
+    this.objEnd.push(-1);
     const n = this.leb();
-    let text = '';
-    let indexed: { index: number; text: string }[] | null = null;
+    this.byte(0x7b);
+    // Each member's [array index or −1, start, end) on the shared stack, from `base` on.
+    const base = this.top;
+    let indexed = false;
     for (let i = 0; i < n; i += 1) {
       // the key: an integer atom (odd: its value), or an entry of the table (counted from 1)
       const atom = this.leb();
       const tag = this.bytes[this.pos++];
       if (tag === TAG_UNDEFINED) continue;
-      let key: string;
+      if (this.top > base) this.byte(0x2c);
+      const memberStart = this.at;
       let index: number;
       if ((atom & 1) === 1) {
         index = (atom - 1) / 2;
-        key = `"${index}":`;
+        this.byte(QUOTE);
+        this.int(index);
+        this.byte(QUOTE);
+        this.byte(0x3a);
       } else {
-        const at = atom / 2 - 1;
-        key = this.atomKeys[at]!;
-        if (key === undefined) throw NOT_PLAIN;
-        index = this.atomIndices[at]!;
+        const k = atom / 2 - 1;
+        const keyStart = this.keyStart[k];
+        if (keyStart === undefined) throw NOT_PLAIN;
+        this.put(this.keys, keyStart, this.keyEnd[k]!);
+        if (!this.keyAscii[k]) this.ascii = false;
+        index = this.keyIndex[k]!;
       }
-      this.units += key.length + 1;
-      const member = key + this.value(tag);
-      if (index >= 0) (indexed ??= []).push({ index, text: member });
-      else text = text === '' ? member : `${text},${member}`;
+      this.value(tag);
+      if (index >= 0) indexed = true;
+      const m = this.members;
+      m[this.top] = index;
+      m[this.top + 1] = memberStart;
+      m[this.top + 2] = this.at;
+      this.top += 3;
     }
-    if (indexed) {
-      indexed.sort((a, b) => a.index - b.index);
-      let head = '';
-      for (const entry of indexed) head = head === '' ? entry.text : `${head},${entry.text}`;
-      text = text === '' ? head : `${head},${text}`;
-    }
-    text = `{${text}}`;
-    this.units += 2;
-    if (this.units > this.maxUnits) throw NOT_PLAIN;
-    this.objects[ref] = text;
-    return text;
+    if (indexed) this.indicesFirst(base, ref);
+    this.top = base;
+    this.byte(0x7d);
+    if (this.at > this.maxBytes) throw NOT_PLAIN;
+    this.objEnd[ref] = this.at;
   }
 
-  private array(): string {
-    const ref = this.objects.length;
-    this.objects.push(undefined);
-    const n = this.leb();
-    let text = '';
-    for (let i = 0; i < n; i += 1) {
-      const tag = this.bytes[this.pos++];
-      let item: string;
-      if (tag === TAG_UNDEFINED) {
-        item = 'null';
-        this.units += 4;
-      } else {
-        item = this.value(tag);
-      }
-      text = i === 0 ? item : `${text},${item}`;
+  /**
+   * Rewrites the members on the stack from `base` on: those with an array-index key first,
+   * ascending, then the rest in order; the objects written inside them (reference indices after
+   * `ref`) move with them, so that a later reference copies them from where they are now.
+   */
+  private indicesFirst(base: number, ref: number): void {
+    const m = this.members;
+    const from = m[base + 1]!;
+    const copy = Buffer.from(out.subarray(from, this.at));
+    const order: number[] = [];
+    for (let j = base; j < this.top; j += 3) order.push(j);
+    const key = (j: number) => (m[j]! >= 0 ? m[j]! : 2 ** 32 + j); // indices by value, then the rest in order
+    order.sort((x, y) => key(x) - key(y));
+    const moved = new Map<number, number>(); // member (stack position) → how far its bytes moved
+    this.at = from;
+    for (const [i, j] of order.entries()) {
+      if (i > 0) out[this.at++] = 0x2c;
+      moved.set(j, this.at - m[j + 1]!);
+      copy.copy(out, this.at, m[j + 1]! - from, m[j + 2]! - from);
+      this.at += m[j + 2]! - m[j + 1]!;
     }
-    text = `[${text}]`;
-    this.units += n + 1; // the brackets and the commas
-    if (this.units > this.maxUnits) throw NOT_PLAIN;
-    this.objects[ref] = text;
-    return text;
+    let j = base;
+    for (let k = ref + 1; k < this.objStart.length; k += 1) {
+      const start = this.objStart[k]!;
+      while (m[j + 2]! <= start) j += 3; // members are in writing order, and so are the objects
+      const by = moved.get(j)!;
+      this.objStart[k] = start + by;
+      this.objEnd[k] = this.objEnd[k]! + by;
+    }
+  }
+
+  private array(): void {
+    const ref = this.objStart.length;
+    this.objStart.push(this.at);
+    this.objEnd.push(-1);
+    const n = this.leb();
+    this.byte(0x5b);
+    for (let i = 0; i < n; i += 1) {
+      if (i > 0) this.byte(0x2c);
+      const tag = this.bytes[this.pos++];
+      if (tag === TAG_UNDEFINED) this.put(NULL_BYTES, 0, 4);
+      else this.value(tag);
+    }
+    this.byte(0x5d);
+    if (this.at > this.maxBytes) throw NOT_PLAIN;
+    this.objEnd[ref] = this.at;
   }
 }
 
@@ -259,8 +479,10 @@ class Reader {
  * The JSON text of `value` as the guest's `JSON.stringify(value)` would write it, where `bytes` is
  * QuickJS's encoding of `[value]` (the harness hands the state over wrapped, so that any value,
  * undefined too, arrives as one object); or null: not plain data (see above), a cycle, another
- * format version, or longer than `maxUnits`.
+ * format version, or more than `maxBytes` of UTF-8.
  */
-export function bjsonToJson(bytes: Uint8Array, maxUnits: number): string | null {
-  return new Reader(bytes, maxUnits).read();
+export function bjsonToJson(bytes: Uint8Array, maxBytes: number): string | null {
+  const text = new Reader(bytes, maxBytes).read();
+  if (out.length > 1 << 22) out = Buffer.allocUnsafe(1 << 16) as SliceBuffer; // not kept large
+  return text;
 }

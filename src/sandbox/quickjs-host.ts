@@ -1314,12 +1314,16 @@ class GuestVm {
       if (hit) throw hit;
       return null;
     }
+    let at = 0;
     try {
-      const at = bjson.QTS_GetArrayBuffer(ctx, bufferPtr);
       const length = bjson.QTS_GetArrayBufferLength(ctx, bufferPtr);
+      // QTS_GetArrayBuffer hands back a malloc'd copy of the buffer's bytes, freed below.
+      at = bjson.QTS_GetArrayBuffer(ctx, bufferPtr);
+      if (!at) throw this.limitHit() ?? new SandboxError('MEMORY_EXCEEDED', 'out of memory reading the state');
       const heap = raw.module.HEAPU8;
       return bjsonToJson(heap.subarray(at, at + length), maxUnits);
     } finally {
+      if (at) raw.module._free(at);
       ffi.QTS_FreeValuePointer(ctx, bufferPtr);
     }
   }

@@ -264,6 +264,21 @@ describe('snapshots through the native encoder', function () {
     }
   });
 
+  it('gives back the memory of every snapshot: a thousand snapshots of a 50 KB state fit an 8 MiB allowance', async () => {
+    const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, envMemoryMb: 8, sessionCpuMs: 1e9 };
+    const rows = Array.from({ length: 700 }, (_, i) => ({ id: `R${i}`, name: `ルーム ${i} — café`, beds: i % 4, rate: 99.5 + i }));
+    const env = await host.createEnvironment(FUZZ, { rows }, limits);
+    try {
+      const native = SNAPSHOT_WAYS.native;
+      const first = env.snapshotText();
+      expect(Buffer.byteLength(first)).to.be.greaterThan(40_000);
+      for (let i = 0; i < 1000; i += 1) expect(env.snapshotText()).to.equal(first);
+      expect(SNAPSHOT_WAYS.native - native).to.equal(1001);
+    } finally {
+      env.dispose();
+    }
+  });
+
   it('reads a state getter once, also when the encoder cannot write what it returns', async () => {
     const source = `class Counting { constructor(s) { this.s = s; this.reads = 0; }
       get state() { this.reads += 1; return { reads: this.reads, when: this.reads > 1 ? 'again' : 'once', f: () => 1 }; }
