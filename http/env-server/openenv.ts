@@ -31,6 +31,8 @@ export interface OpenEnvOptions {
   readonly token: string | null;
   readonly runId: string;
   readonly maxSteps?: number;
+  /** How often each `/ws` client is pinged (ENVFLEET_SERVE_WS_PING_MS); one that missed the previous ping is dropped. 0 or absent: never. */
+  readonly pingIntervalMs?: number;
 }
 
 /**
@@ -124,6 +126,8 @@ class OpenEnvError extends Error {
  */
 class EnvServerWebSocket extends WebSocket {
   tooLarge: (() => { readonly message: string; readonly reason: string }) | null = null;
+  /** The session of the connection's live episode, for the log. */
+  session: () => string | null = () => null;
 
   override close(code?: number, data?: string | Buffer): void {
     // Only the receiver's own close: the server never closes with 1009 itself, and never without a reason.
@@ -673,15 +677,49 @@ export function attachOpenEnvWebSocket(server: Server, registry: SessionRegistry
   server.on('upgrade', onUpgrade);
   const hooks = new Set<ShutdownHook>();
   wss.on('connection', (ws: EnvServerWebSocket) => serveConnection(ws, registry, logger, options.maxSteps ?? DEFAULT_MAX_STEPS, hooks));
+  const heartbeat = options.pingIntervalMs ? startHeartbeat(wss, options.pingIntervalMs, logger) : null;
   return {
     /** Each connection whose episode the stop cut is told so (SESSION_INTERRUPTED, no reward; the registry ends sessions first), then is closed. */
     async close() {
       server.off('upgrade', onUpgrade);
+      if (heartbeat) clearInterval(heartbeat);
       await Promise.all([...hooks].map(hook => hook().catch(() => undefined)));
       for (const ws of wss.clients) ws.terminate();
       await new Promise<void>(resolve => wss.close(() => resolve()));
     },
   };
+}
+
+/** Whether a connection answered since the last ping (a pong, or any message: either proves the peer is there). */
+const answered = new WeakSet<WebSocket>();
+
+/**
+ * The server's heartbeat: every `intervalMs`, a connection that has not answered since the previous ping is dropped
+ * (`terminate`: a peer that does not answer would not complete a close handshake either), the others are pinged. A
+ * dropped connection is a disconnect: its `close` event ends its episode as any disconnect does (scored, kept, its
+ * capacity freed). The pings also keep proxies, NATs and load balancers from dropping an idle connection. They are
+ * not requests: a session's idle timeout runs on.
+ */
+function startHeartbeat(wss: WebSocketServer, intervalMs: number, logger: Logger): NodeJS.Timeout {
+  wss.on('connection', (ws: WebSocket) => {
+    answered.add(ws);
+    ws.on('pong', () => answered.add(ws));
+    ws.on('message', () => answered.add(ws));
+  });
+  const timer = setInterval(() => {
+    for (const ws of wss.clients as Set<EnvServerWebSocket>) {
+      if (ws.readyState !== WebSocket.OPEN) continue;
+      if (!answered.has(ws)) {
+        logger.info({ session: ws.session(), intervalMs }, 'an OpenEnv /ws client did not answer a ping within the interval: dropping the connection (its episode ends as on a disconnect)');
+        ws.terminate();
+        continue;
+      }
+      answered.delete(ws);
+      ws.ping();
+    }
+  }, intervalMs);
+  timer.unref();
+  return timer;
 }
 
 const textOf = (raw: RawData): string => (Array.isArray(raw) ? Buffer.concat(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from(raw)).toString('utf8');
@@ -725,6 +763,7 @@ function serveConnection(ws: EnvServerWebSocket, registry: SessionRegistry, logg
   const episode = new Episode(registry, maxSteps);
   const liveSession = () => (episode.sessionId && !episode.done ? episode.sessionId : null);
   ws.tooLarge = () => tooLargeMessage(liveSession());
+  ws.session = liveSession;
   let chain = Promise.resolve();
   let closing = false;
   const send = (msg: unknown) => {

@@ -5,7 +5,7 @@ import { FINISH_TOOL, MAX_CLOSE_REASON_BYTES, MAX_WS_MESSAGE_BYTES } from '../..
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import { cliCheck, scenarioWith, useServedDemoRun } from '../helpers/env-server-clients.js';
-import { silentLogger, until, type Fleet } from '../helpers/integration.js';
+import { silentLogger, testConfig, until, type Fleet } from '../helpers/integration.js';
 
 type Msg = { type: string; data: Record<string, unknown> };
 type Obs = { observation: Record<string, unknown>; reward: number | null; done: boolean };
@@ -415,6 +415,47 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
       c.close();
     } finally {
       await idling.close();
+    }
+  });
+
+  it('pings every /ws client (ENVFLEET_SERVE_WS_PING_MS) and drops one that does not answer; its episode ends as on a disconnect, scored and kept, its capacity freed, and a client that answers goes on', async () => {
+    // A tiny interval, so that a missed ping shows at once; the client that answers is the proof it is not too tiny.
+    const config = testConfig(f.server, { ENVFLEET_REDIS_PREFIX: f.config.redis.prefix, ENVFLEET_SERVE_WS_PING_MS: '250' });
+    const pinging = await startServing(config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 2, idleTimeout: 600_000 });
+    try {
+      const live = await OpenEnvWs.connect(pinging.url);
+      // A peer gone silent (its machine, or a NAT on the way, dropped it): it no longer answers pings.
+      const dead = await OpenEnvWs.connect(pinging.url, {}, '', { autoPong: false });
+      let livePings = 0;
+      let deadPings = 0;
+      live.ws.on('ping', () => (livePings += 1));
+      dead.ws.on('ping', () => (deadPings += 1));
+      await live.reset(byTask('Iris Vance').id);
+      const reset = await dead.reset(byTask('PL-900').id);
+      const sid = (reset.observation['metadata'] as { session_id: string }).session_id;
+      await dead.call('exit_vehicle', { ticket_id: 'T2' });
+      expect(pinging.registry.stats().active).to.equal(2);
+
+      // Dropped without a close handshake (a peer that does not answer would not complete one).
+      await until(() => Promise.resolve(dead.closed), 'the server to drop the client that does not answer pings', 60_000);
+      expect((await dead.closedWith).code).to.equal(1006);
+      expect(deadPings).to.be.at.least(1);
+      // Its episode ended as a disconnect ends one: scored on the state it reached, kept; its capacity is free.
+      await until(() => Promise.resolve(pinging.registry.result(sid) !== null), 'the dropped episode to end');
+      expect(pinging.registry.result(sid)).to.include({ endedBy: 'closed', reward: 0.5 });
+      expect(pinging.registry.stats().active).to.equal(1);
+
+      // The client that answers is pinged on and keeps its episode.
+      const seen = livePings;
+      await until(() => Promise.resolve(livePings >= seen + 3), 'three more pings of the live client');
+      expect(live.closed).to.equal(false);
+      await live.call('get_member', { member_id: 'M7' });
+      for (const [tool, args] of [['return_book', { loan_id: 'L21' }], ['pay_fine', { member_id: 'M7', amount: 2.5 }], ['borrow_book', { member_id: 'M7', book_id: 'B5' }]] as const) await live.call(tool, args);
+      const fin = await live.call(FINISH_TOOL, {});
+      expect(fin).to.include({ done: true, reward: 1 });
+      live.close();
+    } finally {
+      await pinging.close();
     }
   });
 
