@@ -178,7 +178,7 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
       { sandbox, scenarios: source, logger, ...(directory ? { directory } : {}) },
       { maxSessions: opts.maxSessions, idleTimeoutMs: opts.idleTimeout, keepResultsForMs: resultTtlMs },
     );
-    const server = await startEnvServer(registry, logger, { port: opts.port, host: opts.host, token: opts.token ?? null, runId: serves, directory });
+    const server = await startEnvServer(registry, logger, { port: opts.port, host: opts.host, token: opts.token ?? null, runId: serves, directory, wsPingIntervalMs: config.serve.wsPingIntervalMs });
     // Closed in reverse: the process says it has no room (no peer sends it new sessions), ends its sessions
     // (`shutdown`, not scored: the stop cut them; their results go to the directory, where every peer finds them;
     // requests meanwhile get SESSION_CLOSED and verify SESSION_INTERRUPTED, new sessions OVER_CAPACITY), stops

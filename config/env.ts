@@ -356,6 +356,11 @@ export const ENV_VARS = {
     description: 'Token `envfleet serve` requires from clients (Authorization: Bearer TOKEN): at least 8 printable ASCII characters; required unless it binds to loopback. `--token` overrides it (but shows in the process list).',
     secret: true,
   },
+  ENVFLEET_SERVE_WS_PING_MS: {
+    schema: int(0, 3_600_000).default(20_000),
+    example: '20000',
+    description: 'How often `envfleet serve` pings each OpenEnv WebSocket (`/ws`) client, in milliseconds (0 = never). A client that has not answered the previous ping (pong) by the next one is taken for gone and its connection dropped, its episode then ending as on a disconnect (scored, `ended_by: closed`), so a dead peer frees its session without waiting for --idle-timeout; the pings also keep proxies, NATs and load balancers from dropping an idle connection (keep it below their idle timeout, often 60 s). 20000 is what OpenEnv\'s own server (uvicorn) uses; WebSocket clients answer pings by themselves while their event loop runs.',
+  },
   LOG_LEVEL: {
     schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     example: 'info',

@@ -130,8 +130,11 @@ export interface AppConfig {
   };
   readonly log: { readonly level: EnvSchema['LOG_LEVEL'] };
   readonly dashboard: { readonly host: string; readonly port: number; readonly token: string | null };
-  /** `envfleet serve`: the clients' token (ENVFLEET_SERVE_TOKEN), or null. */
-  readonly serve: { readonly token: string | null };
+  /**
+   * `envfleet serve`: the clients' token (ENVFLEET_SERVE_TOKEN), or null; how often each `/ws` client is pinged
+   * (ENVFLEET_SERVE_WS_PING_MS; 0: never), one that missed the previous ping being dropped.
+   */
+  readonly serve: { readonly token: string | null; readonly wsPingIntervalMs: number };
   /** Where the models file came from, for `envfleet doctor`. */
   readonly modelsFile: string | null;
   /** The variables that were set (not defaulted). */
@@ -293,7 +296,7 @@ export function loadConfig(
     },
     log: { level: e.LOG_LEVEL },
     dashboard: { host: e.ENVFLEET_DASHBOARD_HOST, port: e.ENVFLEET_DASHBOARD_PORT, token: e.ENVFLEET_DASHBOARD_TOKEN ?? null },
-    serve: { token: e.ENVFLEET_SERVE_TOKEN ?? null },
+    serve: { token: e.ENVFLEET_SERVE_TOKEN ?? null, wsPingIntervalMs: e.ENVFLEET_SERVE_WS_PING_MS },
     modelsFile: e.ENVFLEET_MODELS_FILE ?? null,
     explicit,
   };

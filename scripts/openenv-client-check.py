@@ -19,6 +19,11 @@ idle at the stop must raise (the socket is closed), and a step sent just before 
 server no longer answers: the client reads the message the stop sent as its reply) must raise RuntimeError with
 SESSION_ERROR. Neither may return a StepResult: that would be a reward for an episode the server cut.
 
+With --too-large-check instead: a GenericEnvClient episode (reset) sends a step over the server's 16 MiB message
+cap. The step must raise, saying the limit (16 MiB), whether the client reads the server's error message as its
+reply (RuntimeError "Server error: ... (code: VALIDATION_ERROR)") or meets the close (1009 and its reason); the
+next step must raise too (the server closed the connection).
+
 It prints what the clients got and exits 1 on a mismatch, 2 on a usage error, 3 when OpenEnv cannot be
 imported (--probe only checks that, and prints why).
 
@@ -241,6 +246,38 @@ def run_stop_check(oe: dict[str, Any], url: str, scenario: str, calls: list[tupl
             pass
 
 
+MAX_WS_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def run_too_large_check(oe: dict[str, Any], url: str, scenario: str, c: Checks) -> None:
+    print("GenericEnvClient(base_url).sync(), a step over the server's 16 MiB message cap:", flush=True)
+    env = oe["GenericEnvClient"](base_url=url).sync()
+    env.connect()
+
+    def outcome(fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+        try:
+            return fn(), None
+        except Exception as err:  # what the client raises is what is checked
+            return None, err
+
+    try:
+        obs = env.reset(scenario_id=scenario).observation
+        tool = [t.get("name") for t in obs.get("tools", [])][0]
+        big = {"type": "call_tool", "tool_name": tool, "arguments": {"blob": "x" * (MAX_WS_MESSAGE_BYTES + 1)}}
+        r, err = outcome(lambda: env.step(big))
+        raised = f"{type(err).__module__}.{type(err).__name__}: {err}" if err else None
+        c.check(err is not None, "a step over the cap raises, no StepResult", {"raised": raised} if err else {"done": r.done, "reward": r.reward})
+        print(f"  raised: {raised}", flush=True)
+        c.check(err is not None and "16 MiB" in str(err), "what it raises says the limit (16 MiB)", raised)
+        r, err = outcome(lambda: env.step({"type": "call_tool", "tool_name": tool, "arguments": {}}))
+        c.check(err is not None, "the next step raises: the server closed the connection", {"raised": f"{type(err).__module__}.{type(err).__name__}: {err}"} if err else {"done": r.done, "reward": r.reward})
+    finally:
+        try:
+            env.close()
+        except Exception:
+            pass
+
+
 def run_validate(oe: dict[str, Any], url: str, c: Checks) -> None:
     print("openenv validate --url (validate_running_environment):", flush=True)
     report = oe["validate_running_environment"](url)
@@ -260,6 +297,7 @@ def main() -> int:
     ap.add_argument("--skip", action="append", default=[], choices=["generic", "mcp", "validate"])
     ap.add_argument("--probe", action="store_true", help="only check that OpenEnv's clients import here")
     ap.add_argument("--stop-check", action="store_true", help="check what the clients get when the server stops during their episodes (see above)")
+    ap.add_argument("--too-large-check", action="store_true", help="check what a client gets for a step over the server's 16 MiB message cap (see above)")
     a = ap.parse_args()
     try:
         oe = load_openenv(_openenv_src(a.openenv_src), a.extra_path)
@@ -273,11 +311,14 @@ def main() -> int:
         ap.error("--url and --scenario are needed (or --probe)")
     calls = [_parse_call(t) for t in a.call]
     c = Checks()
-    if a.stop_check:
+    if a.stop_check or a.too_large_check:
         try:
-            run_stop_check(oe, a.url, a.scenario, calls, c)
+            if a.stop_check:
+                run_stop_check(oe, a.url, a.scenario, calls, c)
+            else:
+                run_too_large_check(oe, a.url, a.scenario, c)
         except Exception as err:
-            c.check(False, f"stop-check: the client raised {type(err).__name__}", str(err))
+            c.check(False, f"{'stop-check' if a.stop_check else 'too-large-check'}: the client raised {type(err).__name__}", str(err))
         print(f"{'FAILED' if c.failed else 'PASSED'}: {len(c.failed)} mismatch(es){': ' + '; '.join(c.failed) if c.failed else ''}", flush=True)
         return 1 if c.failed else 0
     runs = [("generic", lambda: run_generic(oe, a.url, a.scenario, calls, a.expect_reward, c)), ("mcp", lambda: run_mcp(oe, a.url, a.scenario, calls, a.expect_reward, c)), ("validate", lambda: run_validate(oe, a.url, c))]

@@ -3,13 +3,14 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Express, NextFunction, Request, Response } from 'express';
-import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { EnvServerError } from '../../src/env-server/errors.js';
 import { NOT_SCORED_CODES, notScored, notScoredError, scoredResult, type ServerEndedResult, type SessionInfo, type SessionRegistry, type SessionResult } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
 import type { FunctionTool } from '../../src/sandbox/bundle.js';
 import type { CallOutcome } from '../../src/sandbox/quickjs-host.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
+import { cutUtf8 } from '../../src/util/text.js';
 import { pathToken } from './path-token.js';
 import { bodyOf, bodyText, isObject } from './request-body.js';
 
@@ -30,7 +31,27 @@ export interface OpenEnvOptions {
   readonly token: string | null;
   readonly runId: string;
   readonly maxSteps?: number;
+  /** How often each `/ws` client is pinged (ENVFLEET_SERVE_WS_PING_MS); one that missed the previous ping is dropped. 0 or absent: never. */
+  readonly pingIntervalMs?: number;
 }
+
+/**
+ * The largest `/ws` message the server reads: 16 MiB, as OpenEnv's own server (uvicorn's `ws_max_size`). The frame
+ * header says the length, so a larger message is refused before it is held in memory (MESSAGE_TOO_LARGE, close 1009).
+ */
+export const MAX_WS_MESSAGE_BYTES = 16 * 1024 * 1024;
+
+/** A close frame's reason: at most 123 bytes of UTF-8 (RFC 6455 5.5: a control frame's 125 bytes, less the 2-byte code). */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/** Close code 1009, "message too big" (RFC 6455 7.4.1). */
+const CLOSE_TOO_BIG = 1009;
+
+/** The codes of the errors `ws` emits after it closed a connection with 1009 for a message over the cap (or a frame longer than 2^53 - 1). */
+const TOO_LARGE_ERRORS: ReadonlySet<string> = new Set(['WS_ERR_UNSUPPORTED_MESSAGE_LENGTH', 'WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH']);
+
+/** A close reason cut to what a close frame carries, between characters (`ws` throws on a longer one). */
+export const closeReason = (text: string): string => cutUtf8(text, MAX_CLOSE_REASON_BYTES);
 
 const VERSION: string = (() => {
   for (const rel of ['../../package.json', '../../../package.json']) {
@@ -93,6 +114,30 @@ class OpenEnvError extends Error {
     readonly extra: Record<string, unknown> = {},
   ) {
     super(message);
+  }
+}
+
+/**
+ * The server side of a `/ws` connection. When a message is over the size cap, `ws` stops reading it and closes the
+ * connection with 1009 and no reason, before any listener hears of it (`close(1009)` from its receiver, then an
+ * `error` event): a trainer saw a bare close. This class sends `tooLarge()`'s error message first, in the protocol's
+ * error shape, then closes with 1009 and its reason, so OpenEnv's client raises with what to fix (the error is the
+ * reply it reads) and any client sees the reason on the close.
+ */
+class EnvServerWebSocket extends WebSocket {
+  tooLarge: (() => { readonly message: string; readonly reason: string }) | null = null;
+  /** The session of the connection's live episode, for the log. */
+  session: () => string | null = () => null;
+
+  override close(code?: number, data?: string | Buffer): void {
+    // Only the receiver's own close: the server never closes with 1009 itself, and never without a reason.
+    if (code === CLOSE_TOO_BIG && data === undefined && this.readyState === WebSocket.OPEN && this.tooLarge) {
+      const { message, reason } = this.tooLarge();
+      this.send(message);
+      super.close(CLOSE_TOO_BIG, closeReason(reason));
+      return;
+    }
+    super.close(code, data);
   }
 }
 
@@ -612,7 +657,7 @@ function tokenOk(req: IncomingMessage, inPath: string | null, token: string): bo
 
 /** Attaches the WebSocket `/ws` to the HTTP server; returns a closer that ends every connection. */
 export function attachOpenEnvWebSocket(server: Server, registry: SessionRegistry, logger: Logger, options: OpenEnvOptions): { close(): Promise<void> } {
-  const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024 });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_MESSAGE_BYTES, WebSocket: EnvServerWebSocket });
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     // OpenEnv's clients send no headers and append /ws to their base URL: BASE/t/TOKEN/ws carries the token.
     const inPath = pathToken(req.url ?? '/');
@@ -631,16 +676,50 @@ export function attachOpenEnvWebSocket(server: Server, registry: SessionRegistry
   };
   server.on('upgrade', onUpgrade);
   const hooks = new Set<ShutdownHook>();
-  wss.on('connection', (ws: WebSocket) => serveConnection(ws, registry, logger, options.maxSteps ?? DEFAULT_MAX_STEPS, hooks));
+  wss.on('connection', (ws: EnvServerWebSocket) => serveConnection(ws, registry, logger, options.maxSteps ?? DEFAULT_MAX_STEPS, hooks));
+  const heartbeat = options.pingIntervalMs ? startHeartbeat(wss, options.pingIntervalMs, logger) : null;
   return {
     /** Each connection whose episode the stop cut is told so (SESSION_INTERRUPTED, no reward; the registry ends sessions first), then is closed. */
     async close() {
       server.off('upgrade', onUpgrade);
+      if (heartbeat) clearInterval(heartbeat);
       await Promise.all([...hooks].map(hook => hook().catch(() => undefined)));
       for (const ws of wss.clients) ws.terminate();
       await new Promise<void>(resolve => wss.close(() => resolve()));
     },
   };
+}
+
+/** Whether a connection answered since the last ping (a pong, or any message: either proves the peer is there). */
+const answered = new WeakSet<WebSocket>();
+
+/**
+ * The server's heartbeat: every `intervalMs`, a connection that has not answered since the previous ping is dropped
+ * (`terminate`: a peer that does not answer would not complete a close handshake either), the others are pinged. A
+ * dropped connection is a disconnect: its `close` event ends its episode as any disconnect does (scored, kept, its
+ * capacity freed). The pings also keep proxies, NATs and load balancers from dropping an idle connection. They are
+ * not requests: a session's idle timeout runs on.
+ */
+function startHeartbeat(wss: WebSocketServer, intervalMs: number, logger: Logger): NodeJS.Timeout {
+  wss.on('connection', (ws: WebSocket) => {
+    answered.add(ws);
+    ws.on('pong', () => answered.add(ws));
+    ws.on('message', () => answered.add(ws));
+  });
+  const timer = setInterval(() => {
+    for (const ws of wss.clients as Set<EnvServerWebSocket>) {
+      if (ws.readyState !== WebSocket.OPEN) continue;
+      if (!answered.has(ws)) {
+        logger.info({ session: ws.session(), intervalMs }, 'an OpenEnv /ws client did not answer a ping within the interval: dropping the connection (its episode ends as on a disconnect)');
+        ws.terminate();
+        continue;
+      }
+      answered.delete(ws);
+      ws.ping();
+    }
+  }, intervalMs);
+  timer.unref();
+  return timer;
 }
 
 const textOf = (raw: RawData): string => (Array.isArray(raw) ? Buffer.concat(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from(raw)).toString('utf8');
@@ -657,11 +736,34 @@ function endMessage(result: SessionResult, stepCount: number) {
   return { type: 'observation', data: { observation: { closed: true, metadata: { step_count: stepCount, ...endSummary(result) } }, reward: rewardOf(result), done: true } };
 }
 
+/**
+ * What a client whose message was over the size cap is told before the close (1009): what was too large, the limit,
+ * what to do, and that the connection's episode ends as on a disconnect (scored, kept: verify gives its reward).
+ */
+function tooLargeMessage(sessionId: string | null): { message: string; reason: string } {
+  const limit = `${MAX_WS_MESSAGE_BYTES / (1024 * 1024)} MiB (${MAX_WS_MESSAGE_BYTES} bytes)`;
+  const episode = sessionId
+    ? ` This connection's episode ends as on a disconnect (scored and kept: POST /sessions/${encodeURIComponent(sessionId)}/verify gives its reward); connect again and reset to play on.`
+    : ' Connect again to go on.';
+  const e = new OpenEnvError(
+    'VALIDATION_ERROR',
+    `the message is larger than the ${limit} a /ws message may be, so the server did not read it and closes the connection (1009 message too big). Send smaller messages: keep a step's tool arguments (the whole JSON message) under ${limit}.${episode}`,
+    { envfleet_code: 'MESSAGE_TOO_LARGE', max_bytes: MAX_WS_MESSAGE_BYTES, errors: [{ loc: [], msg: `message larger than ${MAX_WS_MESSAGE_BYTES} bytes` }], ...(sessionId ? { session_id: sessionId, session_ended: true } : {}) },
+  );
+  return {
+    message: JSON.stringify({ type: 'error', data: { message: e.message, code: e.code, ...e.extra } }),
+    reason: `over the ${limit} limit of a /ws message; send smaller messages`,
+  };
+}
+
 /** What a connection does when the server stops: tells it the stop cut its episode (SESSION_INTERRUPTED, no reward), then closes. */
 type ShutdownHook = () => Promise<void>;
 
-function serveConnection(ws: WebSocket, registry: SessionRegistry, logger: Logger, maxSteps: number, hooks: Set<ShutdownHook>): void {
+function serveConnection(ws: EnvServerWebSocket, registry: SessionRegistry, logger: Logger, maxSteps: number, hooks: Set<ShutdownHook>): void {
   const episode = new Episode(registry, maxSteps);
+  const liveSession = () => (episode.sessionId && !episode.done ? episode.sessionId : null);
+  ws.tooLarge = () => tooLargeMessage(liveSession());
+  ws.session = liveSession;
   let chain = Promise.resolve();
   let closing = false;
   const send = (msg: unknown) => {
@@ -732,5 +834,9 @@ function serveConnection(ws: WebSocket, registry: SessionRegistry, logger: Logge
     closing = true;
     chain = chain.then(() => episode.end('closed').then(() => undefined)).catch(err => logger.warn({ err }, 'ending an OpenEnv episode on disconnect failed'));
   });
-  ws.on('error', err => logger.warn({ err }, 'openenv websocket error'));
+  ws.on('error', err => {
+    // A message over the cap is the client's: it was told (MESSAGE_TOO_LARGE, then the close 1009).
+    if (TOO_LARGE_ERRORS.has(String((err as Error & { code?: unknown }).code))) logger.info({ err, session: liveSession(), maxBytes: MAX_WS_MESSAGE_BYTES }, 'an OpenEnv /ws client sent a message over the size cap: told MESSAGE_TOO_LARGE, connection closed (1009)');
+    else logger.warn({ err }, 'openenv websocket error');
+  });
 }

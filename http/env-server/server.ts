@@ -24,6 +24,8 @@ export interface EnvServerOptions {
   readonly runId: string;
   /** Shared with other serve processes on the same Redis: requests about their sessions are forwarded to them. */
   readonly directory?: SessionDirectory | null;
+  /** How often each `/ws` client is pinged (ENVFLEET_SERVE_WS_PING_MS), one that missed the previous ping being dropped; 0 or absent: never. */
+  readonly wsPingIntervalMs?: number;
 }
 
 export interface EnvServer {
@@ -230,7 +232,7 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
   });
 
   const server = app.listen(options.port, options.host);
-  const openEnvWs = attachOpenEnvWebSocket(server, registry, logger, { token: options.token, runId: options.runId });
+  const openEnvWs = attachOpenEnvWebSocket(server, registry, logger, { token: options.token, runId: options.runId, pingIntervalMs: options.wsPingIntervalMs ?? 0 });
   await once(server, 'listening');
   const address = server.address() as AddressInfo;
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;

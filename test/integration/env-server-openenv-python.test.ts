@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { startServing, type Serving } from '../../cli/serve.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import { useServedDemoRun } from '../helpers/env-server-clients.js';
-import { silentLogger, type Fleet } from '../helpers/integration.js';
+import { silentLogger, until, type Fleet } from '../helpers/integration.js';
 
 /**
  * OpenEnv's own Python clients (GenericEnvClient, MCPToolClient, what `openenv validate --url` runs), unmodified,
@@ -148,6 +148,20 @@ describe("envfleet serve: OpenEnv's own Python clients (GenericEnvClient, MCPToo
     } finally {
       if (!closed) await stopping.close();
     }
+  });
+
+  it("a step over the 16 MiB message cap makes the client raise, saying the limit (the server's error message, read as the reply), and the next step raise (the connection is closed)", async () => {
+    const pl = scenarios.find(s => s.task?.includes('PL-900'))!;
+    const out = await run(python, [...baseArgs(), '--url', serving.url, '--scenario', pl.id, '--too-large-check']);
+    const report = `exit ${out.code}\n${out.stdout}\n${out.stderr}`;
+    expect(out.code, report).to.equal(0);
+    expect(out.stdout, report).to.include('ok       a step over the cap raises, no StepResult');
+    expect(out.stdout, report).to.match(/RuntimeError: Server error: the message is larger than the 16 MiB \(16777216 bytes\)[^\n]*\(code: VALIDATION_ERROR\)/);
+    expect(out.stdout, report).to.include('ok       the next step raises: the server closed the connection');
+    // The close the client met carries the code and the reason (websockets' ConnectionClosedError shows both).
+    expect(out.stdout, report).to.match(/ConnectionClosed\w*: received 1009 \(message too big\) over the 16 MiB \(16777216 bytes\) limit of a \/ws message; send smaller messages/);
+    // Its episode ended as on a disconnect (scored, kept): nothing is left open.
+    await until(() => Promise.resolve(serving.registry.stats().active === 0), 'the episode to end');
   });
 
   it('a wrong expectation is a mismatch: the script exits 1', async () => {

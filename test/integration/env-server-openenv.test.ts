@@ -1,11 +1,11 @@
 import { expect } from 'chai';
-import WebSocket from 'ws';
+import WebSocket, { type ClientOptions } from 'ws';
 import { startServing, type Serving } from '../../cli/serve.js';
-import { FINISH_TOOL } from '../../http/env-server/openenv.js';
+import { FINISH_TOOL, MAX_CLOSE_REASON_BYTES, MAX_WS_MESSAGE_BYTES } from '../../http/env-server/openenv.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import { cliCheck, scenarioWith, useServedDemoRun } from '../helpers/env-server-clients.js';
-import { silentLogger, until, type Fleet } from '../helpers/integration.js';
+import { silentLogger, testConfig, until, type Fleet } from '../helpers/integration.js';
 
 type Msg = { type: string; data: Record<string, unknown> };
 type Obs = { observation: Record<string, unknown>; reward: number | null; done: boolean };
@@ -13,23 +13,31 @@ type Obs = { observation: Record<string, unknown>; reward: number | null; done: 
 /** A client speaking OpenEnv's /ws messages: one reply per request, in order (as OpenEnv's EnvClient). */
 class OpenEnvWs {
   private readonly queue: Msg[] = [];
-  private waiting: ((m: Msg) => void) | null = null;
+  private waiting: { resolve: (m: Msg) => void; reject: (err: Error) => void } | null = null;
   closed = false;
+  /** The close frame's code and reason (1006 and '' when the connection dropped without one). */
+  readonly closedWith: Promise<{ code: number; reason: string }>;
   private constructor(readonly ws: WebSocket) {
     ws.on('message', raw => {
       const m = JSON.parse(Buffer.isBuffer(raw) ? raw.toString('utf8') : Buffer.from(raw as ArrayBuffer).toString('utf8')) as Msg;
       if (this.waiting) {
         const w = this.waiting;
         this.waiting = null;
-        w(m);
+        w.resolve(m);
       } else this.queue.push(m);
     });
-    ws.on('close', () => {
-      this.closed = true;
+    this.closedWith = new Promise(resolve => {
+      ws.on('close', (code, reason) => {
+        this.closed = true;
+        resolve({ code, reason: reason.toString('utf8') });
+        // A reply awaited on a connection that closed will not come.
+        this.waiting?.reject(new Error(`the connection closed (${code} "${reason.toString('utf8')}") without a reply`));
+        this.waiting = null;
+      });
     });
   }
-  static async connect(base: string, headers: Record<string, string> = {}, query = ''): Promise<OpenEnvWs> {
-    const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/ws${query}`, { headers });
+  static async connect(base: string, headers: Record<string, string> = {}, query = '', options: ClientOptions = {}): Promise<OpenEnvWs> {
+    const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/ws${query}`, { ...options, headers });
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
       ws.once('error', reject);
@@ -40,11 +48,18 @@ class OpenEnvWs {
   next(): Promise<Msg> {
     const m = this.queue.shift();
     if (m) return Promise.resolve(m);
+    if (this.closed) return Promise.reject(new Error('the connection is closed: no reply will come'));
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new Error('no reply within 30 s')), 30_000);
-      this.waiting = msg => {
-        clearTimeout(t);
-        resolve(msg);
+      this.waiting = {
+        resolve: msg => {
+          clearTimeout(t);
+          resolve(msg);
+        },
+        reject: err => {
+          clearTimeout(t);
+          reject(err);
+        },
       };
     });
   }
@@ -260,6 +275,41 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     expect(serving.registry.stats().active, 'a disconnect ends the session').to.equal(0);
   });
 
+  it('a message over the 16 MiB cap gets an error message saying what was too large, the limit and what to do, then the close 1009 with a reason; its episode ends as on a disconnect', async () => {
+    const pl = byTask('PL-900');
+    const c = await OpenEnvWs.connect(serving.url);
+    const other = await OpenEnvWs.connect(serving.url);
+    const reset = await c.reset(pl.id);
+    const sid = (reset.observation['metadata'] as { session_id: string }).session_id;
+    await c.call('exit_vehicle', { ticket_id: 'T2' });
+    await other.reset(byTask('Iris Vance').id);
+    // A step whose arguments (the whole JSON message) are one byte over the cap.
+    const frame = JSON.stringify({ type: 'step', data: { type: 'call_tool', tool_name: 'exit_vehicle', arguments: { ticket_id: '' } } });
+    const big = frame.replace('"ticket_id":""', `"ticket_id":"${'x'.repeat(MAX_WS_MESSAGE_BYTES + 1 - frame.length)}"`);
+    expect(Buffer.byteLength(big)).to.equal(MAX_WS_MESSAGE_BYTES + 1);
+    const reply = await c.request(big);
+    // The reply OpenEnv's client reads, in the protocol's error shape (it raises RuntimeError("Server error: MESSAGE (code: CODE)")).
+    expect(reply.type, JSON.stringify(reply).slice(0, 500)).to.equal('error');
+    expect(reply.data).to.include({ code: 'VALIDATION_ERROR', envfleet_code: 'MESSAGE_TOO_LARGE', max_bytes: MAX_WS_MESSAGE_BYTES, session_id: sid, session_ended: true });
+    expect(reply.data['message']).to.include('16 MiB (16777216 bytes)').and.to.match(/larger than/).and.to.match(/Send smaller messages/).and.to.include(`POST /sessions/${sid}/verify`);
+    // Then the close: 1009 with a reason any client shows (a close reason is at most 123 bytes).
+    const closed = await c.closedWith;
+    expect(closed.code).to.equal(1009);
+    expect(closed.reason).to.include('over the 16 MiB (16777216 bytes) limit').and.to.match(/send smaller messages/);
+    expect(Buffer.byteLength(closed.reason)).to.be.at.most(MAX_CLOSE_REASON_BYTES);
+    // The episode ended as on a disconnect: scored on the state it reached, kept.
+    await until(() => Promise.resolve(serving.registry.result(sid) !== null), 'the episode to end');
+    expect(serving.registry.result(sid)).to.include({ endedBy: 'closed', reward: 0.5 });
+    // Where the message says the reward is.
+    const verified = await fetch(`${serving.url}/sessions/${sid}/verify`, { method: 'POST' });
+    expect(verified.status).to.equal(200);
+    expect(await verified.json()).to.deep.include({ reward: 0.5 });
+    // Another connection's episode goes on.
+    const fin = await other.call(FINISH_TOOL, {});
+    expect(fin.done).to.equal(true);
+    other.close();
+  });
+
   it('over capacity answers CAPACITY_REACHED with active and max sessions; the connection stays for a later reset', async () => {
     const gx = byTask('GX-310');
     const held = await Promise.all([0, 1, 2].map(() => OpenEnvWs.connect(serving.url)));
@@ -365,6 +415,47 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
       c.close();
     } finally {
       await idling.close();
+    }
+  });
+
+  it('pings every /ws client (ENVFLEET_SERVE_WS_PING_MS) and drops one that does not answer; its episode ends as on a disconnect, scored and kept, its capacity freed, and a client that answers goes on', async () => {
+    // A tiny interval, so that a missed ping shows at once; the client that answers is the proof it is not too tiny.
+    const config = testConfig(f.server, { ENVFLEET_REDIS_PREFIX: f.config.redis.prefix, ENVFLEET_SERVE_WS_PING_MS: '250' });
+    const pinging = await startServing(config, silentLogger(), { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 2, idleTimeout: 600_000 });
+    try {
+      const live = await OpenEnvWs.connect(pinging.url);
+      // A peer gone silent (its machine, or a NAT on the way, dropped it): it no longer answers pings.
+      const dead = await OpenEnvWs.connect(pinging.url, {}, '', { autoPong: false });
+      let livePings = 0;
+      let deadPings = 0;
+      live.ws.on('ping', () => (livePings += 1));
+      dead.ws.on('ping', () => (deadPings += 1));
+      await live.reset(byTask('Iris Vance').id);
+      const reset = await dead.reset(byTask('PL-900').id);
+      const sid = (reset.observation['metadata'] as { session_id: string }).session_id;
+      await dead.call('exit_vehicle', { ticket_id: 'T2' });
+      expect(pinging.registry.stats().active).to.equal(2);
+
+      // Dropped without a close handshake (a peer that does not answer would not complete one).
+      await until(() => Promise.resolve(dead.closed), 'the server to drop the client that does not answer pings', 60_000);
+      expect((await dead.closedWith).code).to.equal(1006);
+      expect(deadPings).to.be.at.least(1);
+      // Its episode ended as a disconnect ends one: scored on the state it reached, kept; its capacity is free.
+      await until(() => Promise.resolve(pinging.registry.result(sid) !== null), 'the dropped episode to end');
+      expect(pinging.registry.result(sid)).to.include({ endedBy: 'closed', reward: 0.5 });
+      expect(pinging.registry.stats().active).to.equal(1);
+
+      // The client that answers is pinged on and keeps its episode.
+      const seen = livePings;
+      await until(() => Promise.resolve(livePings >= seen + 3), 'three more pings of the live client');
+      expect(live.closed).to.equal(false);
+      await live.call('get_member', { member_id: 'M7' });
+      for (const [tool, args] of [['return_book', { loan_id: 'L21' }], ['pay_fine', { member_id: 'M7', amount: 2.5 }], ['borrow_book', { member_id: 'M7', book_id: 'B5' }]] as const) await live.call(tool, args);
+      const fin = await live.call(FINISH_TOOL, {});
+      expect(fin).to.include({ done: true, reward: 1 });
+      live.close();
+    } finally {
+      await pinging.close();
     }
   });
 

@@ -220,6 +220,9 @@ describe('config: invalid environment values', () => {
     ['ENVFLEET_REDIS_CLUSTER_NODES', 'redis://10.0.0.5:7000'],
     ['ENVFLEET_SANDBOX_FULL_WAITS', '-1'],
     ['ENVFLEET_SANDBOX_FULL_WAITS', 'forever'],
+    ['ENVFLEET_SERVE_WS_PING_MS', '-1'],
+    ['ENVFLEET_SERVE_WS_PING_MS', '20s'],
+    ['ENVFLEET_SERVE_WS_PING_MS', '3600001'],
   ];
   for (const [name, value] of cases) {
     it(`${name}=${JSON.stringify(value)} throws a ConfigError naming the variable, with an example`, () => {
@@ -245,6 +248,13 @@ describe('config: invalid environment values', () => {
     expect(configError(() => loadConfig({ ENVFLEET_RATE_LIMIT_PAUSE_MS: '-3' })).message).to.include('"-3": expected a non-negative whole number (0, 1, 2, …)');
     expect(configError(() => loadConfig({ ENVFLEET_POOL_THREADS: '-3' })).message).to.include('"-3": expected a whole number from 1 to 256');
     expect(configError(() => loadConfig({ ENVFLEET_POOL_THREADS: '0' })).message).to.include('"0": expected a whole number from 1 to 256');
+  });
+
+  it('ENVFLEET_SERVE_WS_PING_MS: the /ws ping interval, 20 s by default (what OpenEnv\'s own server uses), 0 for never, milliseconds up to an hour', () => {
+    expect(loadConfig({}).serve.wsPingIntervalMs).to.equal(20_000);
+    expect(loadConfig({ ENVFLEET_SERVE_WS_PING_MS: '0' }).serve.wsPingIntervalMs).to.equal(0);
+    expect(loadConfig({ ENVFLEET_SERVE_WS_PING_MS: '45000' }).serve.wsPingIntervalMs).to.equal(45_000);
+    expect(configError(() => loadConfig({ ENVFLEET_SERVE_WS_PING_MS: '20s' })).message).to.include('ENVFLEET_SERVE_WS_PING_MS="20s": expected a whole number from 0 to 3600000');
   });
 
   it('reports every bad variable at once', () => {

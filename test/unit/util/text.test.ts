@@ -4,7 +4,7 @@ import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
 import { createLocalSandboxRunner } from '../../../src/sandbox/runner.js';
 import { clip, testerPrompt } from '../../../src/synthesis/prompts.js';
 import type { EnvironmentRecord } from '../../../src/synthesis/types.js';
-import { cutText } from '../../../src/util/text.js';
+import { cutText, cutUtf8 } from '../../../src/util/text.js';
 
 /** A lone half of a surrogate pair: no character, refused by servers that encode the text as UTF-8. */
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
@@ -21,6 +21,29 @@ describe('cutting text never splits a character written as a surrogate pair', ()
       const cut = cutText('x😀𠀀ab😀', max);
       expect(cut.length).to.be.at.most(max);
       expect(wellFormed(cut), `max ${max}: ${JSON.stringify(cut)}`).to.equal(true);
+    }
+  });
+
+  it('cutUtf8 keeps whole characters within a number of UTF-8 bytes (a WebSocket close reason: 123)', () => {
+    expect(cutUtf8('short', 123)).to.equal('short');
+    expect(cutUtf8('héllo', 2)).to.equal('h'); // é is two bytes: not cut in half
+    expect(cutUtf8('héllo', 3)).to.equal('hé');
+    expect(cutUtf8('漢字', 5)).to.equal('漢'); // three bytes each
+    expect(cutUtf8('a😀b', 4)).to.equal('a'); // four bytes, a surrogate pair in UTF-16
+    expect(cutUtf8('a😀b', 5)).to.equal('a😀');
+    expect(cutUtf8('😀', 0)).to.equal('');
+    const text = `${'é'.repeat(40)}漢字😀${'x'.repeat(10)}😀`.repeat(3);
+    for (let max = 0; max <= 130; max += 1) {
+      const cut = cutUtf8(text, max);
+      const bytes = Buffer.from(cut, 'utf8');
+      expect(bytes.length, `max ${max}`).to.be.at.most(max);
+      expect(text.startsWith(cut)).to.equal(true);
+      expect(wellFormed(cut), `max ${max}`).to.equal(true);
+      // The longest such start: one more character would not fit.
+      const next = text.slice(cut.length).codePointAt(0)!;
+      expect(bytes.length + Buffer.byteLength(String.fromCodePoint(next)), `max ${max}`).to.be.greaterThan(max);
+      // Decoded strictly, the bytes are the same text (no character cut in the middle).
+      expect(new TextDecoder('utf-8', { fatal: true }).decode(bytes)).to.equal(cut);
     }
   });
 
