@@ -91,15 +91,21 @@ const FALSE_BYTES = Buffer.from('false');
 /** The output buffer, kept for the thread (the reader is synchronous) and grown as needed. */
 let out = Buffer.allocUnsafe(1 << 16) as SliceBuffer;
 
+/** The atom table's quoted keys, kept for the thread like `out`. */
+let keysBuffer = Buffer.allocUnsafe(1 << 12) as SliceBuffer;
+/** A float's 8 bytes, read as one. */
+const F64 = new Float64Array(1);
+const F64_BYTES = new Uint8Array(F64.buffer);
+
+/** One reader for the thread, reset for each buffer (a tool's result is read on every call: no allocation per read but the input's view). */
 class Reader {
   private pos = 0;
   /** Write position in `out`. */
   private at = 0;
   private ascii = true;
-  private readonly bytes: SliceBuffer;
-  private readonly view: DataView;
-  /** Each atom's key as JSON bytes with its colon, at [keyStart, keyEnd) of `keys`, and its array index (or −1). */
-  private keys: SliceBuffer = out;
+  private bytes: SliceBuffer = out;
+  private maxBytes = 0;
+  /** Each atom's key as JSON bytes with its colon, at [keyStart, keyEnd) of `keysBuffer`, its array index (or −1), and whether it is ASCII. */
   private readonly keyStart: number[] = [];
   private readonly keyEnd: number[] = [];
   private readonly keyIndex: number[] = [];
@@ -111,12 +117,20 @@ class Reader {
   private readonly members: number[] = [];
   private top = 0;
 
-  constructor(
-    bytes: Uint8Array,
-    private readonly maxBytes: number,
-  ) {
+  reset(bytes: Uint8Array, maxBytes: number): this {
     this.bytes = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) as SliceBuffer;
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.maxBytes = maxBytes;
+    this.pos = 0;
+    this.at = 0;
+    this.ascii = true;
+    this.top = 0;
+    this.keyStart.length = 0;
+    this.keyEnd.length = 0;
+    this.keyIndex.length = 0;
+    this.keyAscii.length = 0;
+    this.objStart.length = 0;
+    this.objEnd.length = 0;
+    return this;
   }
 
   read(): string | null {
@@ -133,9 +147,17 @@ class Reader {
         this.byte(0x3a);
         this.keyEnd.push(this.at);
       }
-      this.keys = Buffer.from(out.subarray(0, this.at)) as SliceBuffer;
+      if (keysBuffer.length < this.at) keysBuffer = Buffer.allocUnsafe(this.at * 2) as SliceBuffer;
+      out.copy(keysBuffer, 0, 0, this.at);
       this.at = 0;
       this.ascii = true;
+      // A string: the harness's error reply ("!" and JSON), handed back as it is (see bjsonToJson).
+      if (this.bytes[this.pos] === TAG_STRING) {
+        this.pos += 1;
+        this.stringBounds();
+        if (this.pos !== this.bytes.length) return null;
+        return this.wide ? this.bytes.ucs2Slice(this.from, this.to) : this.bytes.latin1Slice(this.from, this.to);
+      }
       // [value]: the one-element array the harness wraps the value in (see bjsonToJson)
       if (this.bytes[this.pos++] !== TAG_ARRAY || this.leb() !== 1) return null;
       this.objStart.push(0);
@@ -349,7 +371,9 @@ class Reader {
       }
       case TAG_FLOAT64: {
         if (this.pos + 8 > this.bytes.length) throw NOT_PLAIN;
-        const d = this.view.getFloat64(this.pos, true);
+        const bytes = this.bytes;
+        for (let i = 0; i < 8; i += 1) F64_BYTES[i] = bytes[this.pos + i]!; // little-endian, as wasm and this host are
+        const d = F64[0]!;
         this.pos += 8;
         if (Number.isFinite(d)) this.ascii7(String(d));
         else this.put(NULL_BYTES, 0, 4);
@@ -407,7 +431,7 @@ class Reader {
         const k = atom / 2 - 1;
         const keyStart = this.keyStart[k];
         if (keyStart === undefined) throw NOT_PLAIN;
-        this.put(this.keys, keyStart, this.keyEnd[k]!);
+        this.put(keysBuffer, keyStart, this.keyEnd[k]!);
         if (!this.keyAscii[k]) this.ascii = false;
         index = this.keyIndex[k]!;
       }
@@ -475,14 +499,17 @@ class Reader {
   }
 }
 
+const READER = new Reader();
+
 /**
  * The JSON text of `value` as the guest's `JSON.stringify(value)` would write it, where `bytes` is
- * QuickJS's encoding of `[value]` (the harness hands the state over wrapped, so that any value,
- * undefined too, arrives as one object); or null: not plain data (see above), a cycle, another
- * format version, or more than `maxBytes` of UTF-8.
+ * QuickJS's encoding of `[value]` (the harness hands a state or a tool's result over wrapped, so
+ * that any value, undefined too, arrives as one object); or null: not plain data (see above), a
+ * cycle, another format version, or more than `maxBytes` of UTF-8. Where `bytes` encode a string
+ * (the harness's error reply, "!" and JSON, which JSON text never starts with), that string.
  */
 export function bjsonToJson(bytes: Uint8Array, maxBytes: number): string | null {
-  const text = new Reader(bytes, maxBytes).read();
+  const text = READER.reset(bytes, maxBytes).read();
   if (out.length > 1 << 22) out = Buffer.allocUnsafe(1 << 16) as SliceBuffer; // not kept large
   return text;
 }

@@ -43,6 +43,28 @@ export const HARNESS_SOURCE = String.raw`(() => {
     if (text === undefined) return '!' + fail('NON_JSON_RESULT', 'the method returned a value JSON cannot represent');
     return text;
   };
+  // A tool's method called on the arguments: its result, or FAILED with the error reply in failure.
+  const FAILED = {};
+  let failure = '';
+  const invoke = (name, argsJson) => {
+    if (name === 'constructor' || (name !== '' && name[0] === '_')) {
+      failure = '!' + fail('UNKNOWN_TOOL', name + ' is not a tool');
+      return FAILED;
+    }
+    // A method of the class or a class it extends: an own property of a prototype on the instance's
+    // chain before Object.prototype (the one the harness captured: guest code may replace globals).
+    let method;
+    try {
+      let p = getProto(inst);
+      while (p && p !== ObjectProto && !hasOwn(p, name)) p = getProto(p);
+      method = p && p !== ObjectProto ? p[name] : undefined;
+    } catch (e) { failure = '!' + thrown('TOOL_THREW', e); return FAILED; }
+    if (typeof method !== 'function') {
+      failure = '!' + fail('UNKNOWN_TOOL', 'the class has no method ' + name);
+      return FAILED;
+    }
+    try { return apply(method, inst, [parse(argsJson)]); } catch (e) { failure = '!' + thrown('TOOL_THREW', e); return FAILED; }
+  };
   return {
     // Math.random from a seed the host derives from the environment and its initial state
     // (mulberry32, two draws per number): the sessions of one scenario draw the same numbers.
@@ -82,19 +104,20 @@ export const HARNESS_SOURCE = String.raw`(() => {
       return '{"ok":true}';
     },
     call(name, argsJson) {
-      if (name === 'constructor' || (name !== '' && name[0] === '_')) return '!' + fail('UNKNOWN_TOOL', name + ' is not a tool');
-      // A method of the class or a class it extends: an own property of a prototype on the instance's
-      // chain before Object.prototype (the one the harness captured: guest code may replace globals).
-      let method;
-      try {
-        let p = getProto(inst);
-        while (p && p !== ObjectProto && !hasOwn(p, name)) p = getProto(p);
-        method = p && p !== ObjectProto ? p[name] : undefined;
-      } catch (e) { return '!' + thrown('TOOL_THREW', e); }
-      if (typeof method !== 'function') return '!' + fail('UNKNOWN_TOOL', 'the class has no method ' + name);
-      let result;
-      try { result = apply(method, inst, [parse(argsJson)]); } catch (e) { return '!' + thrown('TOOL_THREW', e); }
-      return encode(result);
+      const result = invoke(name, argsJson);
+      return result === FAILED ? failure : encode(result);
+    },
+    // call, with the result handed over in a one-element array for the host's native encoder
+    // (GuestVm.callTool, bjson.ts), or "!" and an error reply; encodeOf gives call's reply for the
+    // array where the encoder cannot write the result.
+    callValue(name, argsJson) {
+      const result = invoke(name, argsJson);
+      if (result === FAILED) return failure;
+      if (result === undefined || result instanceof PromiseCtor) return encode(result);
+      return [result];
+    },
+    encodeOf(wrapped) {
+      return encode(wrapped[0]);
     },
     // Not wrapped either (a 65 KB state would be copied once more): the state's JSON text, or "!" and an error reply.
     snapshot() {

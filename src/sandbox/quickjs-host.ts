@@ -52,7 +52,7 @@ const SEEN_ENVIRONMENTS = 256;
 const SPARE_MODULES_MIN = 128;
 const SPARE_WINDOW_MS = 30_000;
 /** The harness functions a session uses, looked up before its module's memory is copied. */
-const SESSION_FNS = ['seed', 'bind', 'create', 'call', 'snapshot', 'state', 'snapshotOf'] as const;
+const SESSION_FNS = ['seed', 'bind', 'create', 'call', 'callValue', 'encodeOf', 'snapshot', 'state', 'snapshotOf'] as const;
 
 /** The release variant, whether the loader hands us its ESM default or the CommonJS namespace. */
 const RELEASE_VARIANT: QuickJSSyncVariant = (() => {
@@ -919,8 +919,9 @@ const WARM_SESSION_STATE = { list: [3, 1, 2], n: 1 };
  * builds those names at run time could make the two texts differ, for its own state only, which it
  * writes as it likes anyway. Kept per source text: a thread sees a handful.
  */
-/** How this thread's snapshots were written so far (read by tests and benchmarks). */
+/** How this thread's snapshots, and tool results, were written so far (read by tests and benchmarks). */
 export const SNAPSHOT_WAYS = { native: 0, stringify: 0 };
+export const CALL_WAYS = { native: 0, stringify: 0 };
 const PLAIN_SNAPSHOT_BARS = /toJSON|prototype|PrototypeOf|__proto__|Object\s*\.\s*create|definePropert|Reflect/;
 const plainSnapshotsBySource = new Map<string, boolean>();
 export function plainSnapshots(source: string): boolean {
@@ -1282,7 +1283,7 @@ class GuestVm {
     try {
       const hit = this.limitHit();
       if (hit) throw hit;
-      if (this.ctx.typeof(wrapped) === 'string') return this.ctx.getString(wrapped); // "!" and an error reply
+      // [state], or "!" and an error reply, which the reader hands back as it is
       const text = this.encodePlain(raw, (wrapped as unknown as { value: number }).value, maxUnits);
       if (text !== null) {
         SNAPSHOT_WAYS.native += 1;
@@ -1340,14 +1341,16 @@ class GuestVm {
    * the same strings and the host the same reply. Falls back to the wrapper where the internals it
    * reaches are not there (another quickjs-emscripten release). Throws SandboxError as `call` does.
    */
-  callTool(tool: string, argsJson: string, scratch: CallScratch): string {
+  callTool(tool: string, argsJson: string, scratch: CallScratch, plain = false, maxBytes = Infinity): string {
     if (this.raw === undefined) this.raw = rawAccess(this.ctx);
     const raw = this.raw;
     if (!raw) return this.call('call', [tool, argsJson]);
     const { ffi, module, ctx } = raw;
+    // plain: the result comes back in a one-element array for the native encoder (snapshotText's way)
+    const native = plain && raw.bjson !== null;
     let resultPtr: number;
     try {
-      const fnPtr = this.fn('call').value;
+      const fnPtr = this.fn(native ? 'callValue' : 'call').value;
       const toolPtr = this.toolName(raw, scratch, tool);
       const argsBytes = module.lengthBytesUTF8(argsJson) + 1;
       // [argv: 2 JSValue pointers][args\0], in the environment's scratch block
@@ -1376,6 +1379,21 @@ class GuestVm {
     if (hit) {
       ffi.QTS_FreeValuePointer(ctx, resultPtr);
       throw hit;
+    }
+    if (native) {
+      // [result], or "!" and an error reply; encodeOf stringifies the result where the encoder cannot write it
+      const handle = raw.handle(resultPtr);
+      try {
+        const text = this.encodePlain(raw, resultPtr, maxBytes);
+        if (text !== null) {
+          CALL_WAYS.native += 1;
+          return text;
+        }
+        CALL_WAYS.stringify += 1;
+        return this.call('encodeOf', [handle]);
+      } finally {
+        handle.dispose();
+      }
     }
     try {
       return readText(raw, resultPtr);
@@ -1618,7 +1636,7 @@ export class SandboxEnvironment {
       if (over) return this.stop(started, parse, over.code, over.message, true);
       let text: string;
       try {
-        text = this.vm.callTool(tool, JSON.stringify(input), this.scratch);
+        text = this.vm.callTool(tool, JSON.stringify(input), this.scratch, this.plainSnapshots, this.limits.maxResultBytes + 16);
       } catch (err) {
         const e = err instanceof SandboxError ? err : new SandboxError('TOOL_THREW', String(err));
         if (e.code !== 'CPU_BUDGET_EXCEEDED') return this.stop(started, parse, e.code, e.message, true);

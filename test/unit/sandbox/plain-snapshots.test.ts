@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import type { EnvironmentCode } from '../../../src/sandbox/bundle.js';
 import { SandboxError } from '../../../src/sandbox/errors.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../../src/sandbox/limits.js';
-import { plainSnapshots, QuickJSHost, SNAPSHOT_WAYS, type SandboxEnvironment } from '../../../src/sandbox/quickjs-host.js';
+import { CALL_WAYS, plainSnapshots, QuickJSHost, SNAPSHOT_WAYS, type SandboxEnvironment } from '../../../src/sandbox/quickjs-host.js';
 
 /**
  * A state's snapshot through QuickJS's native encoder and bjson.ts (issue 14 item 1): the text must
@@ -87,9 +87,10 @@ class Fuzz {
   oracle() {
     try { return { text: JSON.stringify(this.state) }; } catch (e) { return { error: String(e.message) }; }
   }
+  echo() { return this.state; }
 }`;
 
-const FUZZ: EnvironmentCode = { name: 'fuzz', className: 'Fuzz', source: FUZZ_SOURCE, tools: [tool('fill'), tool('oracle')] };
+const FUZZ: EnvironmentCode = { name: 'fuzz', className: 'Fuzz', source: FUZZ_SOURCE, tools: [tool('fill'), tool('oracle'), tool('echo')] };
 
 /** States with what the encoder refuses or JSON treats its own way; each tool puts one in place. */
 const ODD_CASES: Record<string, string> = {
@@ -130,8 +131,25 @@ ${Object.entries(ODD_CASES)
   oracle() {
     try { const text = JSON.stringify(this.state); return text === undefined ? { error: 'undefined' } : { text }; } catch (e) { return { error: String(e.message) }; }
   }
+  echo() { return this.state; }
+  nothing() { return undefined; }
+  later() { return Promise.resolve(1); }
+  fnResult() { return () => 1; }
+  symResult() { return Symbol('s'); }
+  bang() { return '!not an error'; }
+  threw() { throw new Error('tool failed: ü 日本'); }
+  text({ n }) { return 'é日😀'.repeat(n); }
 }`;
-const ODD: EnvironmentCode = { name: 'odd', className: 'Odd', source: oddSource, tools: [...Object.keys(ODD_CASES), 'oracle'].map(tool) };
+const RESULT_TOOLS = ['nothing', 'later', 'fnResult', 'symResult', 'bang', 'threw'];
+const ODD: EnvironmentCode = {
+  name: 'odd',
+  className: 'Odd',
+  source: oddSource,
+  tools: [
+    ...[...Object.keys(ODD_CASES), 'oracle', 'echo', ...RESULT_TOOLS].map(tool),
+    { type: 'function', function: { name: 'text', parameters: { type: 'object', properties: { n: { type: 'integer' } } } } },
+  ],
+};
 /** The same environment snapshotted the way it was before (its source names a toJSON, in a comment). */
 const ODD_BEFORE: EnvironmentCode = { ...ODD, source: `${oddSource}\n// toJSON` };
 
@@ -211,6 +229,64 @@ describe('snapshots through the native encoder', function () {
       }
     });
   }
+
+  it('writes every tool result as before: 400 random results, each odd state as a result, and results that are not JSON', async () => {
+    const env = await host.createEnvironment(FUZZ, {}, DEFAULT_SANDBOX_LIMITS);
+    const native = CALL_WAYS.native;
+    try {
+      for (let seed = 1; seed <= 400; seed += 1) {
+        env.call('fill', { seed });
+        const want = oracle(env).text!;
+        const native0 = CALL_WAYS.native;
+        expect(env.callText('echo', {}), `seed ${seed}`).to.deep.include({ resultJson: want });
+        expect(CALL_WAYS.native - native0).to.equal(1);
+      }
+      expect(CALL_WAYS.native - native).to.be.greaterThanOrEqual(400 + 400 * 2); // fill and oracle went the native way too
+    } finally {
+      env.dispose();
+    }
+    const outcomeOf = (e: SandboxEnvironment, name: string, args: object = {}) => {
+      const { us: _us, ...rest } = e.callText(name, args);
+      return rest;
+    };
+    for (const name of [...Object.keys(ODD_CASES), ...RESULT_TOOLS]) {
+      const outcomes = [];
+      for (const code of [ODD, ODD_BEFORE]) {
+        const e = await host.createEnvironment(code, {}, DEFAULT_SANDBOX_LIMITS);
+        try {
+          if (name in ODD_CASES) {
+            e.call(name, {});
+            outcomes.push(outcomeOf(e, 'echo'));
+          } else {
+            outcomes.push(outcomeOf(e, name));
+          }
+        } catch (err) {
+          outcomes.push({ thrown: String(err) });
+        } finally {
+          e.dispose();
+        }
+      }
+      expect(outcomes[0], name).to.deep.equal(outcomes[1]);
+    }
+  });
+
+  it('applies the result cap as before, in bytes, at and around it, with 2-, 3- and 4-byte characters', async () => {
+    const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, maxResultBytes: 400 };
+    const envs = [await host.createEnvironment(ODD, {}, limits), await host.createEnvironment(ODD_BEFORE, {}, limits)];
+    try {
+      for (let n = 30; n <= 50; n += 1) {
+        const [a, b] = envs.map(e => {
+          const { us: _us, ...rest } = e.callText('text', { n });
+          return rest;
+        });
+        expect(a, `n = ${n}`).to.deep.equal(b);
+      }
+      expect(envs[0]!.callText('text', { n: 30 }).runtimeError).to.equal(undefined);
+      expect(envs[0]!.callText('text', { n: 50 }).runtimeError).to.equal('RESULT_TOO_LARGE');
+    } finally {
+      for (const e of envs) e.dispose();
+    }
+  });
 
   it('refuses a state over the cap with the message it gave before, also when shared objects would repeat past it', async () => {
     const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, maxStateBytes: 2000 };
