@@ -9,6 +9,7 @@ import { loadConfig } from '../../config/index.js';
 import { EnvironmentCode, type CheckSpec } from '../../src/sandbox/bundle.js';
 import { createLanguageRouter, MAX_ERROR_CHARS } from '../../src/sandbox/language-router.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
+import { MAX_JSON_DEPTH } from '../../src/sandbox/python/python-harness.mjs';
 import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type EnvSession } from '../../src/sandbox/runner.js';
 import { scoreFinalState } from '../../src/rollouts/score.js';
@@ -660,6 +661,122 @@ class Env:
         const fine = await bystander.finish([pyCheck('ticket kept', 'def check_func(s):\n    return s["tickets"]["T-1"]["title"] == "Printer on fire"')]);
         expect(fine.stateError).to.equal(null);
         expect(fine.checks!.results.map(c => c.passed)).to.deep.equal([true]);
+        expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([n]);
+      } finally {
+        await r.close();
+      }
+    });
+    // Careless, not hostile: a linked list kept as dicts inside dicts (or as Node objects), built from its head (the
+    // oldest object), on an instance that keeps bound methods (a cycle: only the cycle collector frees it). 50,000
+    // levels: the C encoder overflowed the interpreter thread's stack at ~13,000, freeing such a chain at ~13,000 too
+    // (also when the cycle collector frees it, later), the C decoder at ~21,000.
+    const CHAIN = python(
+      'class Node:\n    def __init__(self, v):\n        self.v, self.next = v, None\n'
+      + 'def chain(n, kind):\n    head = node = None\n    for i in range(n):\n        new = {"v": i, "next": None} if kind == "dict" else Node(i)\n'
+      + '        if node is None:\n            head = new\n        elif kind == "dict":\n            node["next"] = new\n        else:\n            node.next = new\n        node = new\n    return head\n'
+      + 'class Chain:\n    def __init__(self, c=None):\n        self.__tools__ = {"ping": self.ping}\n        self.head = chain(c.get("build", 0), "dict") if c else None\n'
+      + '    def grow(self, n=0, kind="dict"):\n        self.head = chain(n, kind)\n        return n\n'
+      + '    def built(self, n=0):\n        return chain(n, "dict")\n    def ping(self):\n        return 1\n'
+      + '    def churn(self, n=0):\n        return len([[i] for i in range(n)])\n',
+      ['grow', 'built', 'ping', 'churn'], 'Chain');
+    const countCheck = (n: number) => pyCheck('every node', `def check_func(s):\n    node, n = s["head"], 0\n    while node is not None:\n        node, n = node["next"], n + 1\n    return n == ${n} and initial_state == {"head": None}`);
+    const DEEP = 50_000;
+
+    it(`refuses a state nested past ${MAX_JSON_DEPTH} levels with STATE_INVALID (a turn's state, the final state, the initial state, a result), without losing the interpreter or its co-tenant; a state at the bound is read, finished and checked`, async () => {
+      const r = single();
+      try {
+        await r.started();
+        const n = (await r.stats()).interpreters[0]!.n;
+        const bystander = await r.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+        const tooDeep = (err: unknown, what: string) => {
+          expect(err, what).to.have.property('code', 'STATE_INVALID');
+          const message = (err as Error).message;
+          expect(message, what).to.include(`${what} nests containers more than ${MAX_JSON_DEPTH} levels deep (${MAX_JSON_DEPTH + 1} containers down to /head/next/next/next/next/…/next/next)`);
+          expect(message, what).to.include('keep it flatter');
+        };
+
+        // Past the bound: a turn's state and the final state are refused, the session going on in between; a result
+        // built past it is refused (NON_JSON_RESULT) and the session goes on.
+        const s = await r.openSession(CHAIN, {}, LIMITS);
+        expect(await s.call('grow', { n: DEEP })).to.deep.include({ result: DEEP });
+        tooDeep(await rejection(s.snapshot()), 'the state');
+        expect(await s.call('ping', {})).to.deep.include({ result: 1 });
+        const result = await s.call('built', { n: DEEP });
+        expect(result).to.deep.include({ runtimeError: 'NON_JSON_RESULT' });
+        expect((result.result as { error: string }).error).to.include(`the result nests containers more than ${MAX_JSON_DEPTH} levels deep`);
+        expect(await s.call('ping', {})).to.deep.include({ result: 1 });
+        const end = await s.finish([countCheck(DEEP)]);
+        expect(end).to.deep.include({ stateJson: null, checks: null });
+        tooDeep(end.stateError, 'the state');
+        expect(await bystander.call('echo', { text: 'between' })).to.deep.include({ result: { success: true, data: { text: 'between', length: 7 } } });
+
+        // Closed without a read after the call that made it deep (dicts, and Node objects, which are not JSON): freed too.
+        for (const kind of ['dict', 'node']) {
+          const closed = await r.openSession(CHAIN, {}, LIMITS);
+          expect(await closed.call('grow', { n: DEEP, kind })).to.deep.include({ result: DEEP });
+          await closed.close();
+          expect(await bystander.call('echo', { text: kind }), kind).to.deep.include({ result: { success: true, data: { text: kind, length: kind.length } } });
+        }
+
+        // Built by the constructor, or handed in as the initial state: the session is refused at its start.
+        tooDeep(await rejection(r.openSession(CHAIN, { build: DEEP }, LIMITS)), 'the initial state');
+        let deepJson = 'null';
+        for (let i = 0; i < DEEP; i++) deepJson = `{"next":${deepJson}}`;
+        const given = await rejection(r.openSession(CHAIN, null, LIMITS, `{"head":${deepJson}}`));
+        expect(given).to.have.property('code', 'STATE_INVALID');
+        expect((given as Error).message).to.include(`the initial state nests containers more than ${MAX_JSON_DEPTH} levels deep`);
+
+        // At the bound: the state ({"head": ...} and MAX_JSON_DEPTH - 1 nodes) is read, finished, copied for a check (copy.deepcopy
+        // gave up at ~500 levels before) and checked.
+        const atBound = await r.openSession(CHAIN, {}, LIMITS);
+        expect(await atBound.call('grow', { n: MAX_JSON_DEPTH - 1 })).to.deep.include({ result: MAX_JSON_DEPTH - 1 });
+        expect(await atBound.snapshot()).to.have.nested.property('head.next.v', 1);
+        const fine = await atBound.finish([countCheck(MAX_JSON_DEPTH - 1)]);
+        expect(fine.stateError).to.equal(null);
+        expect(fine.checks!.results).to.deep.equal([{ item: 'every node', passed: true }]);
+
+        // Allocations enough for the cycle collector to free the instances above (each kept by its bound methods).
+        const churner = await r.openSession(CHAIN, {}, LIMITS);
+        for (let i = 0; i < 5; i++) expect(await churner.call('churn', { n: 200_000 })).to.deep.include({ result: 200_000 });
+        await churner.close();
+
+        // The co-tenant was never disturbed: same interpreter, its state intact, its checks run.
+        const kept = await bystander.finish([pyCheck('ticket kept', 'def check_func(s):\n    return s["tickets"]["T-1"]["title"] == "Printer on fire"')]);
+        expect(kept.stateError).to.equal(null);
+        expect(kept.checks!.results.map(c => c.passed)).to.deep.equal([true]);
+        expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([n]);
+      } finally {
+        await r.close();
+      }
+    });
+    it(`holds a check's inputs to ${MAX_JSON_DEPTH} levels: a deeper final state, initial state or episode fails each check with STATE_INVALID before the interpreter decodes it; a state at the bound is checked`, async () => {
+      const r = single();
+      try {
+        await r.started();
+        const n = (await r.stats()).interpreters[0]!.n;
+        const bystander = await r.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+        const nested = (levels: number) => {
+          let json = 'null';
+          for (let i = levels - 1; i >= 1; i--) json = `{"next":${json},"v":${i}}`;
+          return `{"head":${json}}`;
+        };
+        const checks = [countCheck(MAX_JSON_DEPTH - 1), pyCheck('episode', 'def check_func(s):\n    return len(episode["turn_states"]) == 1')];
+        checks[1] = { ...checks[1]!, episode: true };
+        const initial = new RawJson('{"head":null}');
+        const deep = new RawJson(nested(DEEP));
+        for (const [what, input] of [
+          ['the final state', { finalState: deep, initialState: initial }],
+          ['the initial state', { finalState: initial, initialState: deep }],
+          ['the episode', { finalState: initial, initialState: initial, episode: { messages: [], turnStates: [JSON.parse(nested(MAX_JSON_DEPTH + 1))] } }],
+        ] as const) {
+          const result = await r.checks({ checks, ...input, limits: LIMITS });
+          expect(result.results.map(c => c.errorCode), what).to.deep.equal(['STATE_INVALID', 'STATE_INVALID']);
+          expect(result.results[0]!.error, what).to.match(new RegExp(`^${what} given to the checks .*nests containers more than ${MAX_JSON_DEPTH} levels deep: `));
+        }
+        // At the bound (the episode two levels deeper: its turn states sit in it): checked.
+        const atBound = await r.checks({ checks, finalState: new RawJson(nested(MAX_JSON_DEPTH)), initialState: initial, episode: { messages: [], turnStates: [JSON.parse(nested(MAX_JSON_DEPTH))] }, limits: LIMITS });
+        expect(atBound.results).to.deep.equal([{ item: 'every node', passed: true }, { item: 'episode', passed: true }]);
+        expect(await bystander.call('echo', { text: 'after' })).to.deep.include({ result: { success: true, data: { text: 'after', length: 5 } } });
         expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([n]);
       } finally {
         await r.close();
