@@ -782,6 +782,33 @@ class Env:
         await r.close();
       }
     });
+    it('writes frozensets nested in frozensets in time (each set sorted once), and holds them to a tenth of the bound (a set counts as 10 levels: it is sorted in an encoder of its own)', async () => {
+      const r = single();
+      try {
+        await r.started();
+        const n = (await r.stats()).interpreters[0]!.n;
+        const code = python('class Sets:\n    def __init__(self, c=None):\n        self.tags = frozenset()\n    def nest(self, n=0):\n        t = frozenset()\n        for i in range(n):\n            t = frozenset([t, str(i)])\n        self.tags = t\n        return n\n', ['nest'], 'Sets');
+        const s = await r.openSession(code, {}, LIMITS);
+        // 40 levels: the work doubled at each before (2^40 sorts), far past the deadline.
+        await s.call('nest', { n: 40 });
+        let tags = (await s.snapshot()) as { tags: unknown[] };
+        for (let i = 39; i >= 0; i--) {
+          expect(tags.tags[0]).to.equal(String(i));
+          tags = { tags: tags.tags[1] as unknown[] };
+        }
+        // {"tags": ...}: the state and 99 sets fit (1 + 99 × 10 levels), 100 do not.
+        await s.call('nest', { n: 98 });
+        expect(await s.snapshot()).to.have.property('tags');
+        await s.call('nest', { n: 99 });
+        const err = await rejection(s.snapshot());
+        expect(err).to.have.property('code', 'STATE_INVALID');
+        expect((err as Error).message).to.include('a set counts as 10 levels');
+        await s.close();
+        expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([n]);
+      } finally {
+        await r.close();
+      }
+    });
     it('keeps shared stdlib patches (json.dumps, copy.deepcopy, json.encoder) from changing results; a tampered interpreter is replaced at session end and after a check', async () => {
       const r = single();
       try {

@@ -355,11 +355,21 @@ def _encode(o):
         return ''.join(_c_make_encoder({}, _default, _encode_basestring, None, ':', ',', True, False, False)(o, 0))
     return _PyEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(',', ':'), default=_default).encode(o)
 
+# A set's items in canonical order, by the set's id, for the rest of one canonical(): a set inside a set was sorted
+# again each time the encoder wrote it, which doubled the work at each level of frozensets inside frozensets (25
+# levels ran past the call deadline). The set is kept with its order, so its id is not reused meanwhile.
+_SET_ORDER = {}
+
 def _default(o):
     if isinstance(o, (set, frozenset)):
+        known = _SET_ORDER.get(id(o))
+        if known is not None:
+            return known[1]
         items = [(_encode(x), x) for x in o]
         items.sort(key=lambda p: p[0])
-        return [x for _, x in items]
+        ordered = [x for _, x in items]
+        _SET_ORDER[id(o)] = (o, ordered)
+        return ordered
     if isinstance(o, (_real_datetime, _real_date, _real_time_cls)):
         return o.isoformat()
     if isinstance(o, _enum.Enum):
@@ -378,6 +388,8 @@ def canonical(o):
         raise
     except (TypeError, ValueError) as e:
         raise NotJson(_text(e) or type(e).__name__)
+    finally:
+        _SET_ORDER.clear()
 
 # --- nesting: at most MAX_DEPTH levels ---------------------------------------------------------------
 # A value nested very deeply (careless code that keeps a linked list as dicts inside dicts) overflowed the
@@ -392,10 +404,16 @@ class TooDeep(Exception):
     pass
 
 class _PastDepth(Exception):
-    """Raised by _floor at the first container below MAX_DEPTH; trail: that container, then each one above it."""
-    def __init__(self, child):
+    """Raised by _floor at the first container below MAX_DEPTH; trail: that container, then each one above it;
+    sets: whether a set is on the way."""
+    def __init__(self, child, sets=False):
         Exception.__init__(self)
-        self.trail = [child]
+        self.trail, self.sets = [child], sets
+
+# A set counts as this many levels: _default sorts its items by their JSON text, encoding each in an encoder of its
+# own while the outer one waits, so a frozenset inside a frozenset takes ~13 times the stack of a dict inside a
+# dict (frozensets 950 levels deep overflowed the thread's stack).
+_SET_LEVELS = 10
 
 _get_limit, _set_limit = _sys.getrecursionlimit, _sys.setrecursionlimit
 # Frames a level: _floor 1 (2 for a set or a dataclass), dataclasses.asdict 2, copy.deepcopy 2 (4 to 6 for a
@@ -449,8 +467,9 @@ def _too_deep(e, what):
     down = trail[-2::-1]  # from the value itself (below the root wrapper) to the container past the bound
     pairs = list(zip(down, down[1:]))
     path = _pointer(pairs) if len(pairs) <= 8 else _pointer(pairs[:5]) + '/…' + _pointer(pairs[-2:])
-    return TooDeep('%s nests containers more than %d levels deep (%d containers down to %s)%s' % (
-        what, MAX_DEPTH, len(down), path or '/', DEPTH_ADVICE))
+    return TooDeep('%s nests containers more than %d levels deep (%d containers down to %s%s)%s' % (
+        what, MAX_DEPTH, len(down), path or '/',
+        '; a set counts as %d levels: its items are sorted by their JSON' % _SET_LEVELS if e.sets else '', DEPTH_ADVICE))
 
 # Freeing such a value overflowed the thread's stack too: CPython frees a nested value recursively, and in Pyodide
 # its guard against that (the trashcan, which defers the rest once the C stack runs low) watches the C stack in
@@ -626,12 +645,12 @@ def _floor_other(v, room, depth):
         return _floor(v, room, depth + 1)
     # Counted as _default writes them; past the bound, the trail names v rather than the list or dict made here.
     if isinstance(v, (set, frozenset)):
-        if depth >= MAX_DEPTH:
-            raise _PastDepth(v)
+        if depth + _SET_LEVELS > MAX_DEPTH:
+            raise _PastDepth(v, True)
         try:
-            return _floor(list(v), room, depth + 1)
+            return _floor(list(v), room, depth + _SET_LEVELS)
         except _PastDepth as e:
-            e.trail[-1] = v
+            e.trail[-1], e.sets = v, True
             raise
     if _dataclasses.is_dataclass(v) and not isinstance(v, type):
         if depth >= MAX_DEPTH:
