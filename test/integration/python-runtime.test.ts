@@ -1,15 +1,17 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { expect } from 'chai';
 import { pino } from 'pino';
 import { loadConfig } from '../../config/index.js';
 import { EnvironmentCode, type CheckSpec } from '../../src/sandbox/bundle.js';
 import { createLanguageRouter, MAX_ERROR_CHARS } from '../../src/sandbox/language-router.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
-import { MAX_JSON_DEPTH } from '../../src/sandbox/python/python-harness.mjs';
+import { answerText, HARNESS_PY, MAX_JSON_DEPTH } from '../../src/sandbox/python/python-harness.mjs';
 import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type EnvSession } from '../../src/sandbox/runner.js';
 import { scoreFinalState } from '../../src/rollouts/score.js';
@@ -148,6 +150,28 @@ describe('Python runtime (Pyodide in a child process under the permission model)
       const ticket = Object.values(state.tickets)[0]!;
       expect(ticket.title).to.equal(text);
       expect(ticket.tags).to.deep.equal(['日本語', 'émoji😀']);
+    });
+
+    it('keeps long multi-byte text exact in states and results (handed from Python to JavaScript as UTF-8), and a lone surrogate too (as text)', async () => {
+      const code = python(
+        'class Text:\n    def __init__(self, c=None):\n        self.lines = []\n'
+        + '    def fill(self, n=0, text=""):\n        self.lines = [text] * n\n        return self.lines\n'
+        + '    def odd(self):\n        self.lines = ["\\ud800" * 2000 + "x", "\\udfff\\u00e9"]\n        return self.lines\n',
+        ['fill', 'odd'], 'Text');
+      const text = 'Crème brûlée 🍮 — 東京タワー 👩‍💻 ñandú Ωmega 𝔘𝔫𝔦 \u2028 "quoted" \\ back\tslash';
+      const s = await session(code, {});
+      // 3,000 lines: more than the 65,536 characters from which an answer crosses as UTF-8; a line alone: fewer.
+      for (const n of [1, 3000]) {
+        const lines = Array.from({ length: n }, () => text);
+        expect(await s.call('fill', { n, text }), `${n}`).to.deep.include({ result: lines });
+        expect(await s.snapshot(), `${n}`).to.deep.equal({ lines });
+      }
+      const odd = ['\ud800'.repeat(2000) + 'x', '\udfff\u00e9'];
+      expect(await s.call('odd', {})).to.deep.include({ result: odd });
+      expect(await s.snapshot()).to.deep.equal({ lines: odd });
+      const end = await s.finish([pyCheck('lone surrogates kept', 'def check_func(s):\n    return s["lines"][0] == "\\ud800" * 2000 + "x"')]);
+      expect(JSON.parse(end.stateJson!)).to.deep.equal({ lines: odd });
+      expect(end.checks!.results).to.deep.equal([{ item: 'lone surrogates kept', passed: true }]);
     });
 
     it('runs check_func(final_state) with initial_state visible; a non-bool fails; each check is isolated', async () => {
@@ -1175,6 +1199,33 @@ class Env:
         expect(replaced.byteLength, mode).to.be.greaterThan(10 << 20);
         expect(replaced.subarray(-48, -40).toString('latin1'), mode).to.equal('EFSNAP01');
       }
+    });
+  });
+
+  describe('answers handed to JavaScript (the harness in a Pyodide interpreter of this process)', () => {
+    it('hands a long answer that is not ASCII over as its UTF-8 bytes (Pyodide copies such a str one character at a time), any other as a str; answerText reads both', async () => {
+      const pyodideDir = dirname(createRequire(import.meta.url).resolve('pyodide'));
+      const { loadPyodide } = (await import(pathToFileURL(join(pyodideDir, 'pyodide.mjs')).href)) as { loadPyodide: (o: object) => Promise<{ globals: { get(name: string): () => PyNamespace }; runPython(code: string, o: object): unknown }> };
+      type PyNamespace = { get(name: string): (...a: unknown[]) => unknown; set(name: string, v: unknown): void };
+      const py = await loadPyodide({ indexURL: `${pyodideDir}/`, stdout: () => undefined, stderr: () => undefined });
+      const ns = py.globals.get('dict')();
+      ns.set('_PACKAGE_NAMES_JSON', '[]');
+      py.runPython(HARNESS_PY, { globals: ns });
+      const source = 'class Text:\n    def __init__(self, c=None):\n        self.lines = []\n    def fill(self, n=0, text=""):\n        self.lines = [text] * n\n        return n\n';
+      const code = ns.get('compile_env')('Text', source);
+      expect(String(ns.get('create')('t1', 'Text', code, '{}', '["fill"]', '2a', undefined, String(LIMITS.maxStateBytes)))).to.equal('{"ok":12}');
+      const read = (text: string, n: number) => {
+        expect(String(ns.get('call')('t1', 'fill', JSON.stringify({ n, text }), String(LIMITS.maxResultBytes)))).to.equal(`{"ok":${n}}`);
+        const raw = ns.get('state')('t1', String(LIMITS.maxStateBytes));
+        const kind = typeof raw === 'string' ? 'str' : (raw as { type: string }).type;
+        expect(JSON.parse(answerText(raw))).to.deep.equal({ ok: { lines: Array.from({ length: n }, () => text) } });
+        return kind;
+      };
+      const line = '导入记录 😀 ヘッダー '.repeat(16); // 192 characters
+      expect(read(line, 3000), 'long, not ASCII').to.equal('bytes');
+      expect(read(line, 10), 'short').to.equal('str');
+      expect(read('ascii '.repeat(32), 3000), 'long ASCII (Pyodide decodes it at once)').to.equal('str');
+      expect(read(`${line}\ud800`, 3000), 'long, with a lone surrogate (no UTF-8 holds one)').to.equal('str');
     });
   });
 });

@@ -4,10 +4,14 @@
  * Plain JavaScript holding Python source: the interpreter threads run in a child process under Node's
  * permission model, which cannot load TypeScript (tsx would need child processes).
  *
- * Only strings cross between JavaScript and Python: every function below takes and returns `str`
- * (JSON text, or an envelope `{"ok": ...}` / `{"err": CODE, "message": ...}`), so no Python object
- * is handed to JavaScript and no JsProxy is handed to Python.
+ * Only text crosses between JavaScript and Python: every function below takes `str` and returns JSON
+ * text (an envelope `{"ok": ...}` / `{"err": CODE, "message": ...}`), as a `str`, or, when it is long and
+ * not ASCII, as its UTF-8 `bytes`, which the interpreter thread reads through a view of the heap and
+ * releases at once (answerText): Pyodide copies such a str one character at a time. No other Python
+ * object is handed to JavaScript, and no JsProxy is handed to Python.
  */
+
+import { TextDecoder } from 'node:util';
 
 /** Modules an environment or a check may import (checked on the source's AST before it runs). */
 export const ALLOWED_IMPORTS = [
@@ -698,10 +702,50 @@ def capped(o, cap, what, cap_name):
     if floor > cap:
         raise TooLarge('%s is more than the %s cap of %d bytes of JSON (at least %d bytes: counting stopped there, nothing was encoded)' % (what, cap_name, cap, floor))
     text = _deeply(canonical, o)  # dataclasses.asdict recurses in Python
-    size = len(text) if text.isascii() else len(text.encode('utf-8', 'surrogatepass'))
+    data = None
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            data = text.encode('utf-8')
+            size = len(data)
+        except UnicodeEncodeError:  # a lone surrogate (no UTF-8 holds one): counted as written with surrogatepass
+            size = len(text.encode('utf-8', 'surrogatepass'))
     if size > cap:
         raise TooLarge('%s is %d bytes of JSON, more than the %s cap of %d' % (what, size, cap_name, cap))
-    return text, size
+    return text, size, data
+
+# --- answers: text, or UTF-8 bytes when that crosses faster ---------------------------------------------
+# Pyodide copies a str into JavaScript one character at a time unless it is ASCII (then TextDecoder does it at
+# once): a state of 8 MB of JSON at the cap, with some CJK text, took 1-2.5 s to cross, more than reading it
+# here. bytes cross as a view of the heap that the interpreter thread decodes at once (answerText, below the
+# Python source): a long answer that is not ASCII is handed over as its UTF-8. Not one that holds a lone surrogate
+# (a str can, UTF-8 cannot): that one crosses as a str, as before, character by character.
+
+_BYTES_FROM = 65536  # characters: below, a str crosses as fast or faster; past ~100,000 it takes 10 to 30 times as long (docs/benchmarks.md)
+
+def _ok(text, data):
+    """The answer {"ok": text}; data: text's UTF-8 (capped's), None when text is ASCII or holds a lone surrogate."""
+    if data is not None and len(text) >= _BYTES_FROM:
+        return b'{"ok":' + data + b'}'
+    return '{"ok":' + text + '}'
+
+def _answer(x):
+    """An entry point's answer, made ready to cross: a long str that is not ASCII becomes its UTF-8."""
+    if type(x) is not str or len(x) < _BYTES_FROM or x.isascii():
+        return x
+    try:
+        return x.encode('utf-8')
+    except UnicodeEncodeError:
+        return x
+
+def _crossing(fn):
+    """fn (an entry point the interpreter thread calls), its answer passed through _answer."""
+    def entry(*args):
+        return _answer(fn(*args))
+    entry.__name__ = entry.__qualname__ = fn.__name__
+    entry.__doc__ = fn.__doc__
+    return entry
 
 def _err(code, message):
     return _encode({'err': code, 'message': message})
@@ -772,6 +816,7 @@ def _cap(text):
     """A cap handed over as a decimal string (only strings cross); none when not given."""
     return int(text) if text else _sys.maxsize
 
+@_crossing
 def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=None, max_state_bytes=None):
     """Runs an environment's code (compile_env's, for its checked source) in a module of its own and builds
     the instance the EnvScaler way; returns the envelope, {"ok": the initial state's UTF-8 bytes}.
@@ -831,6 +876,7 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
     finally:
         _leave()
 
+@_crossing
 def call(sid, tool, args_json, max_result_bytes=None):
     s = SESSIONS.get(sid)
     if s is None or s.inst is None:
@@ -850,7 +896,7 @@ def call(sid, tool, args_json, max_result_bytes=None):
         except BaseException as e:
             return _limit_error(e) or _err('TOOL_THREW', _describe(e))
         try:
-            return '{"ok":' + capped(result, _cap(max_result_bytes), 'the result', 'result')[0] + '}'
+            return _ok(*capped(result, _cap(max_result_bytes), 'the result', 'result')[::2])
         except TooLarge as e:
             return _err('RESULT_TOO_LARGE', str(e))
         except TooDeep as e:
@@ -866,14 +912,15 @@ def call(sid, tool, args_json, max_result_bytes=None):
     finally:
         _leave()
 
+@_crossing
 def state(sid, max_state_bytes=None):
     s = SESSIONS.get(sid)
     if s is None or s.inst is None:
         return _err('ENV_DISPOSED', 'the environment is gone')
     try:
-        text = capped(_state_of(s.inst), _cap(max_state_bytes), 'the state', 'state')[0]
+        text, _, data = capped(_state_of(s.inst), _cap(max_state_bytes), 'the state', 'state')
         s.deep = False
-        return '{"ok":' + text + '}'
+        return _ok(text, data)
     except TooLarge as e:
         return _err('STATE_TOO_LARGE', str(e))
     except TooDeep as e:
@@ -885,6 +932,7 @@ def state(sid, max_state_bytes=None):
     except BaseException as e:
         return _limit_error(e) or _err('STATE_INVALID', _describe(e))
 
+@_crossing
 def finish(sid, max_state_bytes=None):
     """The final state's JSON; the live state is kept (deep-copied) for the checks and the instance dropped.
     A state over the cap is neither encoded nor copied."""
@@ -893,7 +941,7 @@ def finish(sid, max_state_bytes=None):
         return _err('ENV_DISPOSED', 'the environment is gone')
     try:
         live = _state_of(s.inst)
-        answer = '{"ok":' + capped(live, _cap(max_state_bytes), 'the state', 'state')[0] + '}'
+        answer = _ok(*capped(live, _cap(max_state_bytes), 'the state', 'state')[::2])
         s.final_state = _deeply(_deepcopy, live)
         s.deep = False
     except TooLarge as e:
@@ -913,6 +961,7 @@ def finish(sid, max_state_bytes=None):
         _discard(s)
     return answer
 
+@_crossing
 def checks_context(sid, final_json, initial_json, episode_json='', packages=None):
     """A context for checks outside a session: both states parsed from JSON, and the episode (for episode checks) when given ('' when not)."""
     s = _new_session(sid, packages, 0, 1)
@@ -926,6 +975,7 @@ def checks_context(sid, final_json, initial_json, episode_json='', packages=None
     SESSIONS[sid] = s
     return '{"ok":true}'
 
+@_crossing
 def check(sid, source, with_episode=False):
     """Runs one check_func(final_state) with fresh globals {__builtins__, initial_state[, episode]}; only a bool passes."""
     s = SESSIONS.get(sid)
@@ -1108,3 +1158,29 @@ _HOOK_BASE = [(c, dict(c.__dict__)) for c in (_Blocker, _PackageFinder, _Package
 _HARNESS_BASE = dict(globals())
 `.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS)).replace('__BLOCKED__', JSON.stringify(BLOCKED_MODULES))
   .replace('__MAX_DEPTH__', String(MAX_JSON_DEPTH)).replace('__DEPTH_ADVICE__', () => JSON.stringify(DEPTH_ADVICE));
+
+const UTF8 = new TextDecoder('utf-8', { ignoreBOM: true });
+
+/**
+ * The text of a harness entry point's answer, as the interpreter thread receives it: a string as is; the UTF-8 bytes
+ * of a long answer that is not ASCII (a PyProxy of a Python bytes, see "answers" in the Python source above) decoded
+ * through a view of the heap, then released. Anything else is turned into a string.
+ * @param {unknown} out @returns {string}
+ */
+export function answerText(out) {
+  if (typeof out === 'string') return out;
+  const proxy = /** @type {{ getBuffer?: (type: string) => { data: Uint8Array, release(): void }, destroy?: () => void } | null | undefined} */ (out);
+  try {
+    if (proxy && typeof proxy.getBuffer === 'function') {
+      const view = proxy.getBuffer('u8');
+      try {
+        return UTF8.decode(view.data);
+      } finally {
+        view.release();
+      }
+    }
+    return String(out);
+  } finally {
+    if (proxy && typeof proxy.destroy === 'function') proxy.destroy();
+  }
+}
