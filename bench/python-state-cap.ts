@@ -2,32 +2,44 @@
  * The Python runtime's state cap, with the harness of an earlier commit and with the working tree's, in one
  * run: the time to refuse a state about ten times the cap (8 MiB; careless code that logs a line of CJK text
  * and an emoji per record, ~84 MB of JSON), and, for the cost of the count, the time to read states just
- * under the cap (records, and text).
+ * under the cap (records, and text). Then, in the working tree's interpreter, where a read at the cap goes:
+ * counting (the floor), encoding, the UTF-8 count, and handing the answer to JavaScript as a str (as Pyodide
+ * copies one that is not ASCII: a character at a time) or as UTF-8 bytes (answerText), and what that costs for
+ * shorter answers (where the harness switches from one to the other). With --e2e, last, the caller's view: a
+ * session's snapshot() and finish() of those states through the whole runtime (a runner, its child process and
+ * interpreter thread), the working tree's against BEFORE's (its src/ and config/ from git archive, in a temporary
+ * folder), alternately.
  *
- *   node --import tsx bench/python-state-cap.ts [--before e3025f5] [--rounds 5]
+ *   node --import tsx bench/python-state-cap.ts [--before e3025f5] [--rounds 5] [--cases 1,2,3,4] [--e2e]
  *
  * --before: the commit whose src/sandbox/python/python-harness.mjs is "before" (default e3025f5, the last one
  * that encoded the whole state and measured it afterwards). Each harness runs in its own Pyodide interpreter in
  * this process, set up as python-interpreter.mjs sets one up (the preloaded modules, then the harness); a read
  * is timed as the interpreter thread makes it (the harness's state() or finish(), its answer handed to
- * JavaScript as a string) plus the UTF-8 count python-child.mjs makes of the state's JSON. Rounds alternate
+ * JavaScript as the interpreter thread takes it: answerText) plus the UTF-8 count python-child.mjs makes of the
+ * state's JSON. --cases picks the comparisons to run (1-4, as printed; default all). Rounds alternate
  * which harness goes first; the medians are printed. No deadline interrupts a read here: in the runtime, one
  * that runs past the call deadline (1 s by default) inside the C encoder cannot be interrupted, and its
  * interpreter is terminated after the grace period, with every other session on it.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { pino } from 'pino';
+import { EnvironmentCode } from '../src/sandbox/bundle.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../src/sandbox/limits.js';
+import { answerText } from '../src/sandbox/python/python-harness.mjs';
+import type * as PythonRunnerModule from '../src/sandbox/python/python-runner.js';
 import { benchArgs } from './args.js';
 import { median } from './sandbox/common.js';
 
-const args = benchArgs(import.meta.url, { values: ['before', 'rounds'] });
+const args = benchArgs(import.meta.url, { values: ['before', 'rounds', 'cases'], booleans: ['e2e'] });
 const BEFORE = args.str('before') ?? 'e3025f5';
 const ROUNDS = args.int('rounds', 5);
+const CASES = new Set(args.ints('cases', '1,2,3,4'));
 const CAP = DEFAULT_SANDBOX_LIMITS.maxStateBytes;
 const PRELOAD = 'import ast, copy, json, re, datetime, uuid, random, math, collections, typing, dataclasses, enum, decimal, hashlib, itertools, functools, string, heapq, bisect, statistics, fractions, time, types';
 
@@ -55,7 +67,7 @@ const tmp = mkdtempSync(join(os.tmpdir(), 'envfleet-state-cap-'));
 const oldHarness = join(tmp, 'python-harness.mjs');
 writeFileSync(oldHarness, execFileSync('git', ['show', `${BEFORE}:src/sandbox/python/python-harness.mjs`], { maxBuffer: 16 << 20 }));
 
-interface Harness { name: string; capped: boolean; ns: PyDict; sid: number }
+interface Harness { name: string; capped: boolean; ns: PyDict; sid: number; py: Py }
 
 async function harness(name: string, file: string): Promise<Harness> {
   const { HARNESS_PY } = (await import(pathToFileURL(file).href)) as { HARNESS_PY: string };
@@ -64,14 +76,15 @@ async function harness(name: string, file: string): Promise<Harness> {
   const ns = py.globals.get('dict')();
   ns.set('_PACKAGE_NAMES_JSON', '[]');
   py.runPython(HARNESS_PY, { globals: ns });
-  return { name, capped: HARNESS_PY.includes('def capped('), ns, sid: 0 };
+  return { name, capped: HARNESS_PY.includes('def capped('), ns, sid: 0, py };
 }
 
 const before = await harness(`before (${BEFORE})`, oldHarness);
 const after = await harness('after (working tree)', new URL('../src/sandbox/python/python-harness.mjs', import.meta.url).pathname);
 rmSync(tmp, { recursive: true, force: true });
 
-const call = (h: Harness, fn: string, ...a: unknown[]) => String(h.ns.get(fn)(...a));
+// As the interpreter thread takes an answer (python-interpreter.mjs): a str, or UTF-8 bytes (a harness that hands them over).
+const call = (h: Harness, fn: string, ...a: unknown[]) => answerText(h.ns.get(fn)(...a));
 const capArg = (h: Harness) => (h.capped ? [String(CAP)] : []);
 
 /** A session filled by `tool(n)`; its id. */
@@ -108,7 +121,8 @@ const cases = [
 ];
 
 console.log(`cap ${CAP} bytes; ${ROUNDS} rounds; ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}); load average ${os.loadavg().map(l => l.toFixed(2)).join(' ')}`);
-for (const c of cases) {
+for (const [i, c] of cases.entries()) {
+  if (!CASES.has(i + 1)) continue;
   const times: Record<string, number[]> = { [before.name]: [], [after.name]: [] };
   const outcomes: Record<string, string> = {};
   for (let r = 0; r < ROUNDS; r++) {
@@ -121,9 +135,118 @@ for (const c of cases) {
   }
   const b = median(times[before.name]!);
   const a = median(times[after.name]!);
-  console.log(`\n${c.label}`);
+  console.log(`\n${i + 1}. ${c.label}`);
   console.log(`  ${before.name}: median ${b.toFixed(0)} ms (${times[before.name]!.map(t => t.toFixed(0)).join(', ')}) → ${outcomes[before.name]}`);
   console.log(`  ${after.name}: median ${a.toFixed(0)} ms (${times[after.name]!.map(t => t.toFixed(0)).join(', ')}) → ${outcomes[after.name]}`);
   console.log(`  before / after: ${(b / a).toFixed(2)}×`);
+}
+// Where a read at the cap goes, in the working tree's interpreter: each part timed alone, ROUNDS times (medians).
+type PartsFn = (sid: string, cap: number) => unknown;
+const partsNs = after.py.globals.get('dict')();
+partsNs.set('H', after.ns);
+after.py.runPython(`
+from time import perf_counter
+def parts(sid, cap):
+    """A session's state read as state() reads it, each step timed; keeps the answer for cross_str / cross_bytes."""
+    global TEXT
+    s = H['SESSIONS'][sid]
+    live = H['_state_of'](s.inst)
+    t0 = perf_counter()
+    H['_deeply'](H['_floor_of'], live, cap)
+    t1 = perf_counter()
+    text = H['_deeply'](H['canonical'], live)
+    t2 = perf_counter()
+    size = len(text) if text.isascii() else len(text.encode('utf-8'))
+    t3 = perf_counter()
+    TEXT = '{"ok":' + text + '}'
+    return '%f %f %f %d %d' % ((t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000, size, len(text))
+def cross_str():
+    return TEXT
+def cross_bytes():
+    return TEXT.encode('utf-8')
+def sample(n):
+    global TEXT
+    TEXT = ('{"ok":"' + '导入记录 😀 ヘッダー ' * (n // 15 + 1))[:n - 2] + '"}'
+`, { globals: partsNs });
+const parts = partsNs.get('parts') as unknown as PartsFn;
+const timed = (f: () => unknown): number => {
+  const t0 = performance.now();
+  f();
+  return performance.now() - t0;
+};
+console.log(`\nWhere a read at the cap goes (working tree's interpreter; medians of ${ROUNDS}, ms):`);
+console.log('  state                              | count (floor) | encode | UTF-8 count | str → JS | bytes → JS (answerText) | child\'s Buffer.byteLength (of str / of bytes\' text)');
+for (const c of cases.filter(x => x.fn === 'state' && !x.label.includes('10×'))) {
+  const cols: number[][] = [[], [], [], [], [], [], []];
+  let chars = 0;
+  for (let r = 0; r < ROUNDS; r++) {
+    const sid = open(after, c.tool, c.n);
+    const [floorMs, encodeMs, sizeMs, , n] = String(parts(sid, CAP)).split(' ').map(Number) as [number, number, number, number, number];
+    chars = n;
+    let viaStr = '';
+    let viaBytes = '';
+    const strMs = timed(() => (viaStr = String((partsNs.get('cross_str'))())));
+    const bytesMs = timed(() => (viaBytes = answerText((partsNs.get('cross_bytes'))())));
+    if (viaStr !== viaBytes) throw new Error('the two crossings differ');
+    const lenStrMs = timed(() => Buffer.byteLength(viaStr));
+    const lenBytesMs = timed(() => Buffer.byteLength(viaBytes));
+    for (const [k, v] of [floorMs, encodeMs, sizeMs, strMs, bytesMs, lenStrMs, lenBytesMs].entries()) cols[k]!.push(v);
+    call(after, 'drop', sid);
+  }
+  const m = cols.map(col => median(col).toFixed(0));
+  console.log(`  ${c.label.slice(0, 34).padEnd(34)} | ${m[0]} | ${m[1]} | ${m[2]} | ${m[3]} | ${m[4]} | ${m[5]} / ${m[6]}   (${chars} characters)`);
+}
+console.log('\nHanding an answer that is not ASCII to JavaScript, by length (CJK text and an emoji; medians of 200, 21 from 65,536 characters; µs):');
+const sample = partsNs.get('sample') as unknown as (n: number) => void;
+for (const n of [256, 4096, 16384, 65536, 131072, 262144, 1048576]) {
+  sample(n);
+  const s: number[] = [];
+  const b: number[] = [];
+  for (let r = 0; r < (n < 65536 ? 200 : 21); r++) {
+    s.push(timed(() => String((partsNs.get('cross_str'))())) * 1000);
+    b.push(timed(() => answerText((partsNs.get('cross_bytes'))())) * 1000);
+  }
+  console.log(`  ${String(n).padStart(6)} characters: str ${median(s).toFixed(0)}, bytes (encoded, then answerText) ${median(b).toFixed(0)}`);
+}
+if (args.flag('e2e')) {
+  // The whole runtime, as a caller sees it: BEFORE's src/ and config/ in a temporary folder (node_modules linked).
+  type Runner = typeof PythonRunnerModule;
+  const old = mkdtempSync(join(os.tmpdir(), 'envfleet-state-cap-e2e-'));
+  try {
+    execFileSync('sh', ['-c', `git archive ${BEFORE} src config package.json | tar -x -C ${old}`]);
+    symlinkSync(new URL('../node_modules', import.meta.url).pathname, join(old, 'node_modules'));
+    const mods = { before: (await import(pathToFileURL(join(old, 'src/sandbox/python/python-runner.ts')).href)) as Runner, after: await import('../src/sandbox/python/python-runner.js') };
+    const runners = Object.fromEntries(Object.entries(mods).map(([k, m]) => [k, m.createPythonSandboxRunner({ snapshotDir: join(os.tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: DEFAULT_SANDBOX_LIMITS.heapMb, logger: pino({ level: 'silent' }) })])) as Record<'before' | 'after', ReturnType<Runner['createPythonSandboxRunner']>>;
+    await runners.before.started();
+    await runners.after.started();
+    const tool = (name: string) => ({ type: 'function' as const, function: { name, parameters: { type: 'object', properties: { n: { type: 'integer' } } } } });
+    const code = EnvironmentCode.parse({ name: 'Journal', language: 'python', className: 'Journal', source: SOURCE, tools: ['fill', 'fill_records'].map(tool) });
+    const limits = { ...DEFAULT_SANDBOX_LIMITS, callDeadlineMs: 60_000 }; // measured, not stopped
+    console.log(`\nThrough the whole runtime (a runner, its child, one interpreter; medians of ${ROUNDS}, alternately; ms):`);
+    for (const c of cases.filter(x => x.fn === 'state' && !x.label.includes('10×'))) {
+      const t = { before: { snap: [] as number[], fin: [] as number[] }, after: { snap: [] as number[], fin: [] as number[] } };
+      for (let r = 0; r < ROUNDS; r++) {
+        for (const name of r % 2 ? (['after', 'before'] as const) : (['before', 'after'] as const)) {
+          const s = await runners[name].openSession(code, {}, limits);
+          await s.call(c.tool, { n: c.n });
+          let t0 = performance.now();
+          await s.snapshot();
+          t[name].snap.push(performance.now() - t0);
+          t0 = performance.now();
+          const end = await s.finish([]);
+          if (end.stateError) throw new Error(`${name}: ${end.stateError.code}`);
+          t[name].fin.push(performance.now() - t0);
+        }
+      }
+      console.log(`  ${c.label}`);
+      for (const name of ['before', 'after'] as const) {
+        console.log(`    ${name === 'before' ? `before (${BEFORE})` : 'after (working tree)'}: snapshot() ${median(t[name].snap).toFixed(0)} (${t[name].snap.map(x => x.toFixed(0)).join(', ')}), finish() ${median(t[name].fin).toFixed(0)} (${t[name].fin.map(x => x.toFixed(0)).join(', ')})`);
+      }
+    }
+    await runners.before.close();
+    await runners.after.close();
+  } finally {
+    rmSync(old, { recursive: true, force: true });
+  }
 }
 console.log(`\nload average at the end ${os.loadavg().map(l => l.toFixed(2)).join(' ')}`);

@@ -1,3 +1,5 @@
+import { MAX_JSON_DEPTH } from './python/python-harness.mjs';
+
 /**
  * Stable codes for everything the sandbox can refuse or stop. They appear in tool results
  * (`runtimeError`), check results (`error`), the CLI's JSON and the datasets.
@@ -11,10 +13,10 @@ export const SANDBOX_ERROR_CODES = {
   INVALID_ARGUMENTS: 'the arguments do not match the tool’s JSON Schema',
   UNKNOWN_TOOL: 'no such tool in this environment',
   TOOL_THREW: 'the method threw an exception',
-  NON_JSON_RESULT: 'the method returned something that is not JSON (undefined, a cycle, a BigInt, a promise)',
+  NON_JSON_RESULT: `the method returned something that is not JSON (undefined, a cycle, a BigInt, a promise), or, in the Python runtime, a value nested more than ${MAX_JSON_DEPTH} levels deep (the session goes on)`,
   RESULT_TOO_LARGE: 'the result is larger than the result cap',
   STATE_TOO_LARGE: 'the state is larger than the state cap',
-  STATE_INVALID: 'this.state is missing or not JSON-serializable',
+  STATE_INVALID: `this.state is missing or not JSON-serializable, or, in the Python runtime, a state nested more than ${MAX_JSON_DEPTH} levels deep: the environment's state, its initial state, or a state given to checks (the session goes on)`,
   SOURCE_LOAD_FAILED: 'the environment source does not load (syntax error, import, or a throw at load time)',
   CLASS_MISSING: 'the source does not declare the named class',
   TOOL_SCHEMA_INVALID: 'a tool’s parameters schema does not compile: invalid JSON Schema, past the size or depth caps, or a "pattern" the linear-time regular expression engine refuses',

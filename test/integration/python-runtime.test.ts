@@ -1,14 +1,17 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { expect } from 'chai';
 import { pino } from 'pino';
 import { loadConfig } from '../../config/index.js';
 import { EnvironmentCode, type CheckSpec } from '../../src/sandbox/bundle.js';
 import { createLanguageRouter, MAX_ERROR_CHARS } from '../../src/sandbox/language-router.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
+import { answerText, HARNESS_PY, MAX_JSON_DEPTH } from '../../src/sandbox/python/python-harness.mjs';
 import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type EnvSession } from '../../src/sandbox/runner.js';
 import { scoreFinalState } from '../../src/rollouts/score.js';
@@ -147,6 +150,28 @@ describe('Python runtime (Pyodide in a child process under the permission model)
       const ticket = Object.values(state.tickets)[0]!;
       expect(ticket.title).to.equal(text);
       expect(ticket.tags).to.deep.equal(['日本語', 'émoji😀']);
+    });
+
+    it('keeps long multi-byte text exact in states and results (handed from Python to JavaScript as UTF-8), and a lone surrogate too (as text)', async () => {
+      const code = python(
+        'class Text:\n    def __init__(self, c=None):\n        self.lines = []\n'
+        + '    def fill(self, n=0, text=""):\n        self.lines = [text] * n\n        return self.lines\n'
+        + '    def odd(self):\n        self.lines = ["\\ud800" * 2000 + "x", "\\udfff\\u00e9"]\n        return self.lines\n',
+        ['fill', 'odd'], 'Text');
+      const text = 'Crème brûlée 🍮 — 東京タワー 👩‍💻 ñandú Ωmega 𝔘𝔫𝔦 \u2028 "quoted" \\ back\tslash';
+      const s = await session(code, {});
+      // 3,000 lines: more than the 65,536 characters from which an answer crosses as UTF-8; a line alone: fewer.
+      for (const n of [1, 3000]) {
+        const lines = Array.from({ length: n }, () => text);
+        expect(await s.call('fill', { n, text }), `${n}`).to.deep.include({ result: lines });
+        expect(await s.snapshot(), `${n}`).to.deep.equal({ lines });
+      }
+      const odd = ['\ud800'.repeat(2000) + 'x', '\udfff\u00e9'];
+      expect(await s.call('odd', {})).to.deep.include({ result: odd });
+      expect(await s.snapshot()).to.deep.equal({ lines: odd });
+      const end = await s.finish([pyCheck('lone surrogates kept', 'def check_func(s):\n    return s["lines"][0] == "\\ud800" * 2000 + "x"')]);
+      expect(JSON.parse(end.stateJson!)).to.deep.equal({ lines: odd });
+      expect(end.checks!.results).to.deep.equal([{ item: 'lone surrogates kept', passed: true }]);
     });
 
     it('runs check_func(final_state) with initial_state visible; a non-bool fails; each check is isolated', async () => {
@@ -665,6 +690,149 @@ class Env:
         await r.close();
       }
     });
+    // Careless, not hostile: a linked list kept as dicts inside dicts (or as Node objects), built from its head (the
+    // oldest object), on an instance that keeps bound methods (a cycle: only the cycle collector frees it). 50,000
+    // levels: the C encoder overflowed the interpreter thread's stack at ~13,000, freeing such a chain at ~13,000 too
+    // (also when the cycle collector frees it, later), the C decoder at ~21,000.
+    const CHAIN = python(
+      'class Node:\n    def __init__(self, v):\n        self.v, self.next = v, None\n'
+      + 'def chain(n, kind):\n    head = node = None\n    for i in range(n):\n        new = {"v": i, "next": None} if kind == "dict" else Node(i)\n'
+      + '        if node is None:\n            head = new\n        elif kind == "dict":\n            node["next"] = new\n        else:\n            node.next = new\n        node = new\n    return head\n'
+      + 'class Chain:\n    def __init__(self, c=None):\n        self.__tools__ = {"ping": self.ping}\n        self.head = chain(c.get("build", 0), "dict") if c else None\n'
+      + '    def grow(self, n=0, kind="dict"):\n        self.head = chain(n, kind)\n        return n\n'
+      + '    def built(self, n=0):\n        return chain(n, "dict")\n    def ping(self):\n        return 1\n'
+      + '    def churn(self, n=0):\n        return len([[i] for i in range(n)])\n',
+      ['grow', 'built', 'ping', 'churn'], 'Chain');
+    const countCheck = (n: number) => pyCheck('every node', `def check_func(s):\n    node, n = s["head"], 0\n    while node is not None:\n        node, n = node["next"], n + 1\n    return n == ${n} and initial_state == {"head": None}`);
+    const DEEP = 50_000;
+
+    it(`refuses a state nested past ${MAX_JSON_DEPTH} levels with STATE_INVALID (a turn's state, the final state, the initial state, a result), without losing the interpreter or its co-tenant; a state at the bound is read, finished and checked`, async () => {
+      const r = single();
+      try {
+        await r.started();
+        const n = (await r.stats()).interpreters[0]!.n;
+        const bystander = await r.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+        const tooDeep = (err: unknown, what: string) => {
+          expect(err, what).to.have.property('code', 'STATE_INVALID');
+          const message = (err as Error).message;
+          expect(message, what).to.include(`${what} nests containers more than ${MAX_JSON_DEPTH} levels deep (${MAX_JSON_DEPTH + 1} containers down to /head/next/next/next/next/…/next/next)`);
+          expect(message, what).to.include('keep it flatter');
+        };
+
+        // Past the bound: a turn's state and the final state are refused, the session going on in between; a result
+        // built past it is refused (NON_JSON_RESULT) and the session goes on.
+        const s = await r.openSession(CHAIN, {}, LIMITS);
+        expect(await s.call('grow', { n: DEEP })).to.deep.include({ result: DEEP });
+        tooDeep(await rejection(s.snapshot()), 'the state');
+        expect(await s.call('ping', {})).to.deep.include({ result: 1 });
+        const result = await s.call('built', { n: DEEP });
+        expect(result).to.deep.include({ runtimeError: 'NON_JSON_RESULT' });
+        expect((result.result as { error: string }).error).to.include(`the result nests containers more than ${MAX_JSON_DEPTH} levels deep`);
+        expect(await s.call('ping', {})).to.deep.include({ result: 1 });
+        const end = await s.finish([countCheck(DEEP)]);
+        expect(end).to.deep.include({ stateJson: null, checks: null });
+        tooDeep(end.stateError, 'the state');
+        expect(await bystander.call('echo', { text: 'between' })).to.deep.include({ result: { success: true, data: { text: 'between', length: 7 } } });
+
+        // Closed without a read after the call that made it deep (dicts, and Node objects, which are not JSON): freed too.
+        for (const kind of ['dict', 'node']) {
+          const closed = await r.openSession(CHAIN, {}, LIMITS);
+          expect(await closed.call('grow', { n: DEEP, kind })).to.deep.include({ result: DEEP });
+          await closed.close();
+          expect(await bystander.call('echo', { text: kind }), kind).to.deep.include({ result: { success: true, data: { text: kind, length: kind.length } } });
+        }
+
+        // Built by the constructor, or handed in as the initial state: the session is refused at its start.
+        tooDeep(await rejection(r.openSession(CHAIN, { build: DEEP }, LIMITS)), 'the initial state');
+        let deepJson = 'null';
+        for (let i = 0; i < DEEP; i++) deepJson = `{"next":${deepJson}}`;
+        const given = await rejection(r.openSession(CHAIN, null, LIMITS, `{"head":${deepJson}}`));
+        expect(given).to.have.property('code', 'STATE_INVALID');
+        expect((given as Error).message).to.include(`the initial state nests containers more than ${MAX_JSON_DEPTH} levels deep`);
+
+        // At the bound: the state ({"head": ...} and MAX_JSON_DEPTH - 1 nodes) is read, finished, copied for a check (copy.deepcopy
+        // gave up at ~500 levels before) and checked.
+        const atBound = await r.openSession(CHAIN, {}, LIMITS);
+        expect(await atBound.call('grow', { n: MAX_JSON_DEPTH - 1 })).to.deep.include({ result: MAX_JSON_DEPTH - 1 });
+        expect(await atBound.snapshot()).to.have.nested.property('head.next.v', 1);
+        const fine = await atBound.finish([countCheck(MAX_JSON_DEPTH - 1)]);
+        expect(fine.stateError).to.equal(null);
+        expect(fine.checks!.results).to.deep.equal([{ item: 'every node', passed: true }]);
+
+        // Allocations enough for the cycle collector to free the instances above (each kept by its bound methods).
+        const churner = await r.openSession(CHAIN, {}, LIMITS);
+        for (let i = 0; i < 5; i++) expect(await churner.call('churn', { n: 200_000 })).to.deep.include({ result: 200_000 });
+        await churner.close();
+
+        // The co-tenant was never disturbed: same interpreter, its state intact, its checks run.
+        const kept = await bystander.finish([pyCheck('ticket kept', 'def check_func(s):\n    return s["tickets"]["T-1"]["title"] == "Printer on fire"')]);
+        expect(kept.stateError).to.equal(null);
+        expect(kept.checks!.results.map(c => c.passed)).to.deep.equal([true]);
+        expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([n]);
+      } finally {
+        await r.close();
+      }
+    });
+    it(`holds a check's inputs to ${MAX_JSON_DEPTH} levels: a deeper final state, initial state or episode fails each check with STATE_INVALID before the interpreter decodes it; a state at the bound is checked`, async () => {
+      const r = single();
+      try {
+        await r.started();
+        const n = (await r.stats()).interpreters[0]!.n;
+        const bystander = await r.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+        const nested = (levels: number) => {
+          let json = 'null';
+          for (let i = levels - 1; i >= 1; i--) json = `{"next":${json},"v":${i}}`;
+          return `{"head":${json}}`;
+        };
+        const checks = [countCheck(MAX_JSON_DEPTH - 1), pyCheck('episode', 'def check_func(s):\n    return len(episode["turn_states"]) == 1')];
+        checks[1] = { ...checks[1]!, episode: true };
+        const initial = new RawJson('{"head":null}');
+        const deep = new RawJson(nested(DEEP));
+        for (const [what, input] of [
+          ['the final state', { finalState: deep, initialState: initial }],
+          ['the initial state', { finalState: initial, initialState: deep }],
+          ['the episode', { finalState: initial, initialState: initial, episode: { messages: [], turnStates: [JSON.parse(nested(MAX_JSON_DEPTH + 1))] } }],
+        ] as const) {
+          const result = await r.checks({ checks, ...input, limits: LIMITS });
+          expect(result.results.map(c => c.errorCode), what).to.deep.equal(['STATE_INVALID', 'STATE_INVALID']);
+          expect(result.results[0]!.error, what).to.match(new RegExp(`^${what} given to the checks .*nests containers more than ${MAX_JSON_DEPTH} levels deep: `));
+        }
+        // At the bound (the episode two levels deeper: its turn states sit in it): checked.
+        const atBound = await r.checks({ checks, finalState: new RawJson(nested(MAX_JSON_DEPTH)), initialState: initial, episode: { messages: [], turnStates: [JSON.parse(nested(MAX_JSON_DEPTH))] }, limits: LIMITS });
+        expect(atBound.results).to.deep.equal([{ item: 'every node', passed: true }, { item: 'episode', passed: true }]);
+        expect(await bystander.call('echo', { text: 'after' })).to.deep.include({ result: { success: true, data: { text: 'after', length: 5 } } });
+        expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([n]);
+      } finally {
+        await r.close();
+      }
+    });
+    it('writes frozensets nested in frozensets in time (each set sorted once), and holds them to a tenth of the bound (a set counts as 10 levels: it is sorted in an encoder of its own)', async () => {
+      const r = single();
+      try {
+        await r.started();
+        const n = (await r.stats()).interpreters[0]!.n;
+        const code = python('class Sets:\n    def __init__(self, c=None):\n        self.tags = frozenset()\n    def nest(self, n=0):\n        t = frozenset()\n        for i in range(n):\n            t = frozenset([t, str(i)])\n        self.tags = t\n        return n\n', ['nest'], 'Sets');
+        const s = await r.openSession(code, {}, LIMITS);
+        // 40 levels: the work doubled at each before (2^40 sorts), far past the deadline.
+        await s.call('nest', { n: 40 });
+        let tags = (await s.snapshot()) as { tags: unknown[] };
+        for (let i = 39; i >= 0; i--) {
+          expect(tags.tags[0]).to.equal(String(i));
+          tags = { tags: tags.tags[1] as unknown[] };
+        }
+        // {"tags": ...}: the state and 99 sets fit (1 + 99 × 10 levels), 100 do not.
+        await s.call('nest', { n: 98 });
+        expect(await s.snapshot()).to.have.property('tags');
+        await s.call('nest', { n: 99 });
+        const err = await rejection(s.snapshot());
+        expect(err).to.have.property('code', 'STATE_INVALID');
+        expect((err as Error).message).to.include('a set counts as 10 levels');
+        await s.close();
+        expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([n]);
+      } finally {
+        await r.close();
+      }
+    });
     it('keeps shared stdlib patches (json.dumps, copy.deepcopy, json.encoder) from changing results; a tampered interpreter is replaced at session end and after a check', async () => {
       const r = single();
       try {
@@ -1031,6 +1199,33 @@ class Env:
         expect(replaced.byteLength, mode).to.be.greaterThan(10 << 20);
         expect(replaced.subarray(-48, -40).toString('latin1'), mode).to.equal('EFSNAP01');
       }
+    });
+  });
+
+  describe('answers handed to JavaScript (the harness in a Pyodide interpreter of this process)', () => {
+    it('hands a long answer that is not ASCII over as its UTF-8 bytes (Pyodide copies such a str one character at a time), any other as a str; answerText reads both', async () => {
+      const pyodideDir = dirname(createRequire(import.meta.url).resolve('pyodide'));
+      const { loadPyodide } = (await import(pathToFileURL(join(pyodideDir, 'pyodide.mjs')).href)) as { loadPyodide: (o: object) => Promise<{ globals: { get(name: string): () => PyNamespace }; runPython(code: string, o: object): unknown }> };
+      type PyNamespace = { get(name: string): (...a: unknown[]) => unknown; set(name: string, v: unknown): void };
+      const py = await loadPyodide({ indexURL: `${pyodideDir}/`, stdout: () => undefined, stderr: () => undefined });
+      const ns = py.globals.get('dict')();
+      ns.set('_PACKAGE_NAMES_JSON', '[]');
+      py.runPython(HARNESS_PY, { globals: ns });
+      const source = 'class Text:\n    def __init__(self, c=None):\n        self.lines = []\n    def fill(self, n=0, text=""):\n        self.lines = [text] * n\n        return n\n';
+      const code = ns.get('compile_env')('Text', source);
+      expect(String(ns.get('create')('t1', 'Text', code, '{}', '["fill"]', '2a', undefined, String(LIMITS.maxStateBytes)))).to.equal('{"ok":12}');
+      const read = (text: string, n: number) => {
+        expect(String(ns.get('call')('t1', 'fill', JSON.stringify({ n, text }), String(LIMITS.maxResultBytes)))).to.equal(`{"ok":${n}}`);
+        const raw = ns.get('state')('t1', String(LIMITS.maxStateBytes));
+        const kind = typeof raw === 'string' ? 'str' : (raw as { type: string }).type;
+        expect(JSON.parse(answerText(raw))).to.deep.equal({ ok: { lines: Array.from({ length: n }, () => text) } });
+        return kind;
+      };
+      const line = '导入记录 😀 ヘッダー '.repeat(16); // 192 characters
+      expect(read(line, 3000), 'long, not ASCII').to.equal('bytes');
+      expect(read(line, 10), 'short').to.equal('str');
+      expect(read('ascii '.repeat(32), 3000), 'long ASCII (Pyodide decodes it at once)').to.equal('str');
+      expect(read(`${line}\ud800`, 3000), 'long, with a lone surrogate (no UTF-8 holds one)').to.equal('str');
     });
   });
 });

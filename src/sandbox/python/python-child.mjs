@@ -17,6 +17,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { DEPTH_ADVICE, MAX_JSON_DEPTH } from './python-harness.mjs';
 
 const INTERPRETER = new URL('./python-interpreter.mjs', import.meta.url);
 const send = (/** @type {any} */ msg) => /** @type {any} */ (process).send(msg);
@@ -212,6 +213,35 @@ function okText(text) {
   return text.startsWith('{"ok":') ? text.slice(6, -1) : null;
 }
 
+/**
+ * Whether a JSON text nests containers more than `max` levels deep (strings skipped; the scan stops there). The
+ * interpreter's C decoder has no bound of its own: ~21,000 levels overflowed the thread's stack and ended the
+ * interpreter with every session on it. So every JSON text handed to it is held to MAX_JSON_DEPTH first, as the
+ * harness holds what it writes (python-harness.mjs). A text that is not JSON gets an answer either way: the decoder's.
+ * @param {string} text @param {number} max
+ */
+function deeperThan(text, max) {
+  let depth = 0;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 34) {
+      // A string: to its closing quote, past escapes.
+      for (i++; i < n; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 92) i++;
+        else if (d === 34) break;
+      }
+    } else if (c === 91 || c === 123) {
+      if (++depth > max) return true;
+    } else if (c === 93 || c === 125) depth--;
+  }
+  return false;
+}
+
+/** The error for a JSON text past MAX_JSON_DEPTH. @param {string} what */
+const tooDeep = what => ({ code: 'STATE_INVALID', message: `${what} nests containers more than ${MAX_JSON_DEPTH} levels deep${DEPTH_ADVICE}` });
+
 /** @param {Session} s @param {Failure} why */
 function endSession(s, why) {
   s.ended = true;
@@ -252,6 +282,7 @@ const ENDS = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'CPU_BUDGET_EXCEED
 async function handle(msg) {
   switch (msg.op) {
     case 'open': {
+      if (deeperThan(msg.stateJson, MAX_JSON_DEPTH)) return { error: tooDeep('the initial state') };
       const interp = await pick();
       const sid = `s${++nextSid}`;
       /** @type {Session} */
@@ -340,6 +371,12 @@ async function handle(msg) {
       return { value: null };
     }
     case 'checks': {
+      // The episode is {messages, turn_states: [state, ...]}: its turn states sit two levels down.
+      const deep = deeperThan(msg.finalStateJson, MAX_JSON_DEPTH) ? tooDeep('the final state given to the checks')
+        : deeperThan(msg.initialStateJson, MAX_JSON_DEPTH) ? tooDeep('the initial state given to the checks')
+          : msg.episodeJson && deeperThan(msg.episodeJson, MAX_JSON_DEPTH + 2) ? tooDeep('the episode given to the checks (a turn state, or a message)')
+            : null;
+      if (deep) return { value: { results: msg.checks.map((/** @type {any} */ c) => ({ item: c.item, passed: false, error: deep.message, errorCode: deep.code })), reward: 0, solved: false } };
       const interp = await pick();
       const sid = `c${++nextSid}`;
       interp.sessions.add(sid);

@@ -4,10 +4,14 @@
  * Plain JavaScript holding Python source: the interpreter threads run in a child process under Node's
  * permission model, which cannot load TypeScript (tsx would need child processes).
  *
- * Only strings cross between JavaScript and Python: every function below takes and returns `str`
- * (JSON text, or an envelope `{"ok": ...}` / `{"err": CODE, "message": ...}`), so no Python object
- * is handed to JavaScript and no JsProxy is handed to Python.
+ * Only text crosses between JavaScript and Python: every function below takes `str` and returns JSON
+ * text (an envelope `{"ok": ...}` / `{"err": CODE, "message": ...}`), as a `str`, or, when it is long and
+ * not ASCII, as its UTF-8 `bytes`, which the interpreter thread reads through a view of the heap and
+ * releases at once (answerText): Pyodide copies such a str one character at a time. No other Python
+ * object is handed to JavaScript, and no JsProxy is handed to Python.
  */
+
+import { TextDecoder } from 'node:util';
 
 /** Modules an environment or a check may import (checked on the source's AST before it runs). */
 export const ALLOWED_IMPORTS = [
@@ -24,13 +28,28 @@ export const BLOCKED_MODULES = [
   'asyncio',
 ];
 
+/**
+ * The deepest a JSON value the Python runtime writes or reads may nest, in levels of containers (a flat object is
+ * 1): a state, a result, an initial state, a check's states. Past it: STATE_INVALID (a result: NON_JSON_RESULT),
+ * and the session goes on. Below the ~13,000 levels at which the C encoder overflowed the interpreter thread's
+ * stack, and the ~4,000 at which V8's JSON.stringify overflows a main thread's; CPython's own json.dumps raises
+ * RecursionError at 994 levels (3.11), 1,498 (3.12) and 9,999 (3.13).
+ */
+export const MAX_JSON_DEPTH = 1000;
+
+/** What the error past MAX_JSON_DEPTH adds to what nests too deeply: why, and what to do. */
+export const DEPTH_ADVICE = `: the Python runtime reads and writes JSON values up to ${MAX_JSON_DEPTH} levels of containers inside containers (CPython's own json.dumps gives up near there, with RecursionError); keep it flatter, e.g. a linked list as a list, a tree as a dict of nodes by id that name their children's ids`;
+
 export const HARNESS_PY = String.raw`
 import ast as _ast, builtins as _builtins, copy as _copy, dataclasses as _dataclasses, datetime as _dt
 import decimal as _decimal, enum as _enum, json as _json, os as _os, random as _random, sys as _sys
 import time as _time, types as _types, uuid as _uuid, calendar as _calendar, csv as _csv
+import collections as _collections, gc as _gc
 from importlib.machinery import ModuleSpec as _ModuleSpec
 
 ALLOWED_IMPORTS = frozenset(__ALLOWED__)
+MAX_DEPTH = __MAX_DEPTH__
+DEPTH_ADVICE = __DEPTH_ADVICE__
 # User-supplied pure-Python packages (ENVFLEET_PYTHON_PACKAGES): their top-level names, set by the interpreter
 # thread before this runs. Environments and checks may import them too; each session gets its own copy.
 PACKAGE_NAMES = frozenset(_json.loads(_PACKAGE_NAMES_JSON))
@@ -340,11 +359,21 @@ def _encode(o):
         return ''.join(_c_make_encoder({}, _default, _encode_basestring, None, ':', ',', True, False, False)(o, 0))
     return _PyEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(',', ':'), default=_default).encode(o)
 
+# A set's items in canonical order, by the set's id, for the rest of one canonical(): a set inside a set was sorted
+# again each time the encoder wrote it, which doubled the work at each level of frozensets inside frozensets (25
+# levels ran past the call deadline). The set is kept with its order, so its id is not reused meanwhile.
+_SET_ORDER = {}
+
 def _default(o):
     if isinstance(o, (set, frozenset)):
+        known = _SET_ORDER.get(id(o))
+        if known is not None:
+            return known[1]
         items = [(_encode(x), x) for x in o]
         items.sort(key=lambda p: p[0])
-        return [x for _, x in items]
+        ordered = [x for _, x in items]
+        _SET_ORDER[id(o)] = (o, ordered)
+        return ordered
     if isinstance(o, (_real_datetime, _real_date, _real_time_cls)):
         return o.isoformat()
     if isinstance(o, _enum.Enum):
@@ -363,6 +392,183 @@ def canonical(o):
         raise
     except (TypeError, ValueError) as e:
         raise NotJson(_text(e) or type(e).__name__)
+    finally:
+        _SET_ORDER.clear()
+
+# --- nesting: at most MAX_DEPTH levels ---------------------------------------------------------------
+# A value nested very deeply (careless code that keeps a linked list as dicts inside dicts) overflowed the
+# interpreter thread's stack in the C encoder (a dict 13,000 levels deep; its json.dumps raises no RecursionError
+# in Pyodide) and the interpreter was terminated with every other session on it; copy.deepcopy gave up at ~500
+# levels. So every value the harness writes (a state, a result) is held to MAX_DEPTH levels of containers (a flat
+# dict is 1 level), found while it is counted (_floor) before anything recurses in C, and every JSON text it reads
+# is held to it by the child (python-child.mjs) before it is decoded. Copies and the count run with room for
+# MAX_DEPTH levels (_deeply): the environment's own code keeps the recursion limit it had.
+
+class TooDeep(Exception):
+    pass
+
+class _PastDepth(Exception):
+    """Raised by _floor at the first container below MAX_DEPTH; trail: that container, then each one above it;
+    sets: whether a set is on the way."""
+    def __init__(self, child, sets=False):
+        Exception.__init__(self)
+        self.trail, self.sets = [child], sets
+
+# A set counts as this many levels: _default sorts its items by their JSON text, encoding each in an encoder of its
+# own while the outer one waits, so a frozenset inside a frozenset takes ~13 times the stack of a dict inside a
+# dict (frozensets 950 levels deep overflowed the thread's stack).
+_SET_LEVELS = 10
+
+_get_limit, _set_limit = _sys.getrecursionlimit, _sys.setrecursionlimit
+# Frames a level: _floor 1 (2 for a set or a dataclass), dataclasses.asdict 2, copy.deepcopy 2 (4 to 6 for a
+# dataclass, a frozenset or a tuple of them). Measured in the interpreter thread: ~28,000 frames of deepcopy fit
+# on its stack.
+_DEEP_FRAMES = 6 * MAX_DEPTH + 500
+
+def _deeply(fn, *args):
+    """fn(*args) with the recursion limit raised to _DEEP_FRAMES (set back after)."""
+    old = _get_limit()
+    if old >= _DEEP_FRAMES:
+        return fn(*args)
+    _set_limit(_DEEP_FRAMES)
+    try:
+        return fn(*args)
+    finally:
+        _set_limit(old)
+
+def _segment(parent, child):
+    """The JSON Pointer segment of child in parent: a key, an index, '*' for an item of a set (its place is its
+    order), a dataclass's field; None for an Enum's value (written in its place); '?' when not found."""
+    if isinstance(parent, dict):
+        for k, x in dict.items(parent):
+            if x is child:
+                if type(k) is str:
+                    return (k if len(k) <= 40 else k[:40] + '…').replace('~', '~0').replace('/', '~1')
+                return _encode(k) if k is None or type(k) in (int, float, bool) else '<%s>' % type(k).__name__
+    elif isinstance(parent, (list, tuple)):
+        for i, x in enumerate(parent):
+            if x is child:
+                return str(i)
+    elif isinstance(parent, (set, frozenset)):
+        return '*'
+    elif isinstance(parent, _enum.Enum):
+        return None
+    elif _dataclasses.is_dataclass(parent):
+        for f in _dataclasses.fields(parent):
+            if getattr(parent, f.name, None) is child:
+                return f.name
+    return '?'
+
+def _pointer(pairs):
+    return ''.join('/' + seg for seg in (_segment(p, c) for p, c in pairs) if seg is not None)
+
+def _too_deep(e, what):
+    """The error for _PastDepth: NotJson for a cycle (the way down meets a container twice), else TooDeep saying
+    where, and what to do."""
+    trail = e.trail
+    if len(set(map(id, trail))) < len(trail):  # all alive (the trail holds them): no id is reused
+        return NotJson('Circular reference detected')
+    down = trail[-2::-1]  # from the value itself (below the root wrapper) to the container past the bound
+    pairs = list(zip(down, down[1:]))
+    path = _pointer(pairs) if len(pairs) <= 8 else _pointer(pairs[:5]) + '/…' + _pointer(pairs[-2:])
+    return TooDeep('%s nests containers more than %d levels deep (%d containers down to %s%s)%s' % (
+        what, MAX_DEPTH, len(down), path or '/',
+        '; a set counts as %d levels: its items are sorted by their JSON' % _SET_LEVELS if e.sets else '', DEPTH_ADVICE))
+
+# Freeing such a value overflowed the thread's stack too: CPython frees a nested value recursively, and in Pyodide
+# its guard against that (the trashcan, which defers the rest once the C stack runs low) watches the C stack in
+# linear memory, which these frames hardly use, not the thread's own stack, which they fill (a dict chain 13,000
+# levels deep, a list chain 21,000). So when a session's instance whose state was found too deep, or a result found
+# too deep, is let go, every MAX_DEPTH-th level of it is held a while longer (_release): freeing it never recurses
+# more than MAX_DEPTH levels, as for a value within the bound.
+
+_referents = _gc.get_referents
+_refcount = _sys.getrefcount
+_CONTAINERS = frozenset([dict, list, tuple, set, frozenset])
+_CONTAINER_BASES = (dict, list, tuple, set, frozenset, _collections.deque)
+_LEAVES = frozenset([str, int, float, bool, type(None), bytes, complex, type, _types.FunctionType, _types.BuiltinFunctionType,
+    _types.MethodType, _types.ModuleType, _types.CodeType, _real_datetime, _real_date, _real_time_cls, _decimal.Decimal])
+# The objects MAX_DEPTH, 2 × MAX_DEPTH, ... levels down in values let go, shallowest first: each is let go (_sweep)
+# once nothing else holds it, i.e. once what is above it down to the anchor above was freed.
+_ANCHORS = []
+
+def _holds(t):
+    """Whether a t can hold an environment's values: a container, or an instance of one of its own classes."""
+    try:
+        if issubclass(t, _CONTAINER_BASES):
+            return True
+        m = type.__getattribute__(t, '__module__')
+        return type(m) is str and m.startswith('envfleet_env_')
+    except Exception:
+        return False
+
+def _release(box):
+    """Empties box (a list holding the only references the caller keeps to what is in it) so that freeing what it
+    held never recurses more than MAX_DEPTH levels: the containers and environment objects under it are walked
+    breadth first, and those MAX_DEPTH, 2 × MAX_DEPTH, ... levels down kept in _ANCHORS; then box is emptied (what
+    it held is freed down to the first anchors), and the anchors swept. Nothing is changed. What a cycle of the
+    environment's own still holds (a bound method kept on the instance) is freed by the cycle collector later,
+    down to the first anchors, and the anchors below at a later sweep."""
+    anchors = []
+    try:
+        seen = set()
+        level = list(box)
+        depth = 0
+        while level:
+            fresh = []
+            for o in level:
+                i = id(o)
+                if i not in seen:
+                    seen.add(i)
+                    fresh.append(o)
+            depth += 1
+            if depth % MAX_DEPTH == 0:
+                anchors.extend(fresh)
+            level = [c for c in _referents(*fresh) if (t := type(c)) in _CONTAINERS or (t not in _LEAVES and _holds(t))]
+    except Exception:
+        pass  # (a MemoryError): the anchors found so far are kept all the same
+    finally:
+        level = fresh = o = None
+        _ANCHORS.extend(anchors)
+        anchors = None
+        box.clear()
+    _sweep()
+
+def _sweep():
+    """Lets go of the anchors nothing else holds, shallowest first: each frees what is below it down to the next
+    anchor, which is then let go in turn."""
+    if not _ANCHORS:
+        return
+    kept = []
+    for i in range(len(_ANCHORS)):
+        if _refcount(_ANCHORS[i]) > 2:  # held by more than this list (and the call's argument)
+            kept.append(_ANCHORS[i])
+        _ANCHORS[i] = None
+    _ANCHORS[:] = kept
+
+_OPAQUE = [False]  # set by _floor_other when it meets an object that is not JSON
+
+def _discard(s):
+    """Drops the session's instance through _release when its state was found too deep, or not JSON (the
+    objects it holds may chain deeply: a linked list of Node objects), when it was last read, or is when counted
+    now (a call ran since: counted as far as the state cap, as a read would). A state past the cap (its depth is not
+    known then) is dropped as before."""
+    inst, s.inst = s.inst, None
+    if inst is None or s.deep is False:
+        return
+    deep = s.deep
+    if deep is None:
+        _OPAQUE[0] = False
+        try:
+            deep = _deeply(_floor_of, _state_of(inst), s.cap) <= s.cap and _OPAQUE[0]
+        except _PastDepth:
+            deep = True
+        except Exception:
+            pass
+    if deep:
+        box = [inst]
+        inst = None
+        _release(box)
 
 # --- the size caps, held before encoding ----------------------------------------------------------
 # The C encoder cannot stop part-way (the interrupt at a deadline is only seen between bytecodes): a state or
@@ -375,8 +581,6 @@ def canonical(o):
 class TooLarge(Exception):
     pass
 
-_FLOOR_DEPTH = 200  # deeper containers count their brackets only (the C encoder then answers as before)
-
 _str_len = str.__len__
 
 def _int_floor(v):
@@ -387,70 +591,99 @@ def _key_floor(k):
     return _str_len(k) + 2 if isinstance(k, str) else 3  # other keys are written as strings of one character or more
 
 def _floor(o, room, depth):
-    """A floor on the UTF-8 bytes of the canonical JSON of o (a dict, list or tuple, subclasses included),
-    counted until it passes room (the count so far is then returned). A str counts its characters (each is one
-    byte or more in UTF-8; escapes only add), a number, true, false and null their shortest text, a container
-    its brackets and separators. Only base-type methods are called on dicts, lists, tuples and strs, as the C
-    encoder reads them; sets and dataclasses are counted as _default writes them (_floor_other)."""
-    if isinstance(o, dict):
-        k = dict.__len__(o)
-        n = 1 + 4 * k  # the braces; an item's colon, comma and key quotes (one comma less: a brace counted once)
-        try:
-            n += sum(map(_str_len, dict.keys(o)))
-        except TypeError:
-            n += sum(map(_key_floor, dict.keys(o))) - 2 * k
-        if n > room:
-            return n
-        items = dict.values(o)
-    elif isinstance(o, list):
-        n = 1 + list.__len__(o)
-        items = list.__iter__(o)
-    else:
-        n = 1 + tuple.__len__(o)
-        items = tuple.__iter__(o)
-    for v in items:
-        t = type(v)
-        if t is str:
-            n += len(v) + 2
-        elif t is dict or t is list or t is tuple:
-            n += _floor(v, room - n, depth + 1) if depth < _FLOOR_DEPTH else 2
-        elif t is int:
-            n += 1 if -0x7FFFFFFF < v < 0x7FFFFFFF else _int_floor(v)
-        elif t is float:
-            n += 3  # 0.0: repr writes a point or an exponent
-        elif t is bool or v is None:
-            n += 4
+    """A floor on the UTF-8 bytes of the canonical JSON of o (a dict, list or tuple, subclasses included, at
+    nesting level depth), counted until it passes room (the count so far is then returned). A str counts its
+    characters (each is one byte or more in UTF-8; escapes only add), a number, true, false and null their
+    shortest text, a container its brackets and separators. Only base-type methods are called on dicts, lists,
+    tuples and strs, as the C encoder reads them; sets and dataclasses are counted as _default writes them
+    (_floor_other). A container below MAX_DEPTH levels raises _PastDepth, which collects the way down to it."""
+    try:
+        if isinstance(o, dict):
+            k = dict.__len__(o)
+            n = 1 + 4 * k  # the braces; an item's colon, comma and key quotes (one comma less: a brace counted once)
+            try:
+                n += sum(map(_str_len, dict.keys(o)))
+            except TypeError:
+                n += sum(map(_key_floor, dict.keys(o))) - 2 * k
+            if n > room:
+                return n
+            items = dict.values(o)
+        elif isinstance(o, list):
+            n = 1 + list.__len__(o)
+            items = list.__iter__(o)
         else:
-            n += _floor_other(v, room - n, depth)
-        if n > room:
-            return n
-    return n
+            n = 1 + tuple.__len__(o)
+            items = tuple.__iter__(o)
+        for v in items:
+            t = type(v)
+            if t is str:
+                n += len(v) + 2
+            elif t is dict or t is list or t is tuple:
+                if depth >= MAX_DEPTH:
+                    raise _PastDepth(v)
+                n += _floor(v, room - n, depth + 1)
+            elif t is int:
+                n += 1 if -0x7FFFFFFF < v < 0x7FFFFFFF else _int_floor(v)
+            elif t is float:
+                n += 3  # 0.0: repr writes a point or an exponent
+            elif t is bool or v is None:
+                n += 4
+            else:
+                n += _floor_other(v, room - n, depth)
+            if n > room:
+                return n
+        return n
+    except _PastDepth as e:
+        e.trail.append(o)
+        raise
 
 def _floor_other(v, room, depth):
+    """The floor of v, an item of a container at level depth that is not of an exact base type."""
     if isinstance(v, str):
         return _str_len(v) + 2
     if isinstance(v, int):
         return _int_floor(v)
     if isinstance(v, (dict, list, tuple)):
-        return _floor(v, room, depth + 1) if depth < _FLOOR_DEPTH else 2
+        if depth >= MAX_DEPTH:
+            raise _PastDepth(v)
+        return _floor(v, room, depth + 1)
+    # Counted as _default writes them; past the bound, the trail names v rather than the list or dict made here.
     if isinstance(v, (set, frozenset)):
-        return _floor(list(v), room, depth + 1) if depth < _FLOOR_DEPTH else 2
-    if _dataclasses.is_dataclass(v) and not isinstance(v, type) and depth < _FLOOR_DEPTH:
-        return _floor({f.name: getattr(v, f.name) for f in _dataclasses.fields(v)}, room, depth + 1)
-    if isinstance(v, _enum.Enum) and depth < _FLOOR_DEPTH:
-        return _floor([v.value], room + 2, depth + 1) - 2
+        if depth + _SET_LEVELS > MAX_DEPTH:
+            raise _PastDepth(v, True)
+        try:
+            return _floor(list(v), room, depth + _SET_LEVELS)
+        except _PastDepth as e:
+            e.trail[-1], e.sets = v, True
+            raise
+    if _dataclasses.is_dataclass(v) and not isinstance(v, type):
+        if depth >= MAX_DEPTH:
+            raise _PastDepth(v)
+        try:
+            return _floor({f.name: getattr(v, f.name) for f in _dataclasses.fields(v)}, room, depth + 1)
+        except _PastDepth as e:
+            e.trail[-1] = v
+            raise
+    if isinstance(v, _enum.Enum):
+        try:
+            return _floor([v.value], room + 2, depth) - 2  # written as its value, at the Enum's own level
+        except _PastDepth as e:
+            e.trail[-1] = v
+            raise
     if isinstance(v, (_real_date, _real_time_cls)):
         return 10  # "HH:MM:SS" or "YYYY-MM-DD", quoted
     if isinstance(v, _decimal.Decimal):
         return 3
+    _OPAQUE[0] = True  # not JSON: the encoder refuses it; not entered here, so its depth is not known
     return 1
 
 def _floor_of(o, room):
-    """_floor for any value (a scalar too); 0 when counting fails on the environment's own objects (a set or a
-    dataclass whose code raises): the encoder then answers for them, as before. A limit is raised."""
+    """_floor for any value (a scalar too), at level 1; 0 when counting fails on the environment's own objects (a
+    set or a dataclass whose code raises): the encoder then answers for them, as before. A limit is raised, and so
+    is _PastDepth."""
     try:
         return _floor([o], room + 2, 0) - 2
-    except (MemoryError, RecursionError):
+    except (MemoryError, RecursionError, _PastDepth):
         raise
     except Exception:
         return 0
@@ -458,15 +691,61 @@ def _floor_of(o, room):
 def capped(o, cap, what, cap_name):
     """canonical(o) and its UTF-8 bytes; TooLarge when they are more than cap, found before encoding when the
     floor is already past it (a state of 90 MB costs what a state at the cap costs to count: the count stops
-    there). what: 'the state', ...; cap_name: 'state' or 'result', for the message."""
-    floor = _floor_of(o, cap)
+    there); TooDeep past MAX_DEPTH levels, found while counting. what: 'the state', ...; cap_name: 'state' or
+    'result', for the message."""
+    try:
+        floor = _deeply(_floor_of, o, cap)
+    except _PastDepth as e:
+        # Raised here, not kept in a local first: a local holding the error would make a cycle (the error, its
+        # traceback, this frame) that keeps o, too deep, alive until the cycle collector runs.
+        raise _too_deep(e, what) from None
     if floor > cap:
         raise TooLarge('%s is more than the %s cap of %d bytes of JSON (at least %d bytes: counting stopped there, nothing was encoded)' % (what, cap_name, cap, floor))
-    text = canonical(o)
-    size = len(text) if text.isascii() else len(text.encode('utf-8', 'surrogatepass'))
+    text = _deeply(canonical, o)  # dataclasses.asdict recurses in Python
+    data = None
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            data = text.encode('utf-8')
+            size = len(data)
+        except UnicodeEncodeError:  # a lone surrogate (no UTF-8 holds one): counted as written with surrogatepass
+            size = len(text.encode('utf-8', 'surrogatepass'))
     if size > cap:
         raise TooLarge('%s is %d bytes of JSON, more than the %s cap of %d' % (what, size, cap_name, cap))
-    return text, size
+    return text, size, data
+
+# --- answers: text, or UTF-8 bytes when that crosses faster ---------------------------------------------
+# Pyodide copies a str into JavaScript one character at a time unless it is ASCII (then TextDecoder does it at
+# once): a state of 8 MB of JSON at the cap, with some CJK text, took 1-2.5 s to cross, more than reading it
+# here. bytes cross as a view of the heap that the interpreter thread decodes at once (answerText, below the
+# Python source): a long answer that is not ASCII is handed over as its UTF-8. Not one that holds a lone surrogate
+# (a str can, UTF-8 cannot): that one crosses as a str, as before, character by character.
+
+_BYTES_FROM = 65536  # characters: below, a str crosses as fast or faster; past ~100,000 it takes 10 to 30 times as long (docs/benchmarks.md)
+
+def _ok(text, data):
+    """The answer {"ok": text}; data: text's UTF-8 (capped's), None when text is ASCII or holds a lone surrogate."""
+    if data is not None and len(text) >= _BYTES_FROM:
+        return b'{"ok":' + data + b'}'
+    return '{"ok":' + text + '}'
+
+def _answer(x):
+    """An entry point's answer, made ready to cross: a long str that is not ASCII becomes its UTF-8."""
+    if type(x) is not str or len(x) < _BYTES_FROM or x.isascii():
+        return x
+    try:
+        return x.encode('utf-8')
+    except UnicodeEncodeError:
+        return x
+
+def _crossing(fn):
+    """fn (an entry point the interpreter thread calls), its answer passed through _answer."""
+    def entry(*args):
+        return _answer(fn(*args))
+    entry.__name__ = entry.__qualname__ = fn.__name__
+    entry.__doc__ = fn.__doc__
+    return entry
 
 def _err(code, message):
     return _encode({'err': code, 'message': message})
@@ -500,7 +779,8 @@ def _limit_error(e):
 # --- sessions ------------------------------------------------------------------------------------
 
 class Session:
-    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods', 'pkgnames')
+    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods', 'pkgnames',
+                 'cap', 'deep')
 
 SESSIONS = {}
 
@@ -508,6 +788,8 @@ def _new_session(sid, packages, rng_seed, aux_seed, tools=frozenset()):
     """A session before its environment or states: its own random state, module state, clock and packages."""
     s = Session()
     s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode = sid, None, tools, None, False, None
+    # deep: whether the instance's state was found past MAX_DEPTH when last read (None: not read since a call)
+    s.cap, s.deep = _sys.maxsize, None
     s.packages, s.pkgmods, s.pkgnames = _package_dict(packages), {}, set()
     s.rng_state = _random.Random(rng_seed).getstate()
     s.modstate = _fresh_module_state()
@@ -534,6 +816,7 @@ def _cap(text):
     """A cap handed over as a decimal string (only strings cross); none when not given."""
     return int(text) if text else _sys.maxsize
 
+@_crossing
 def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=None, max_state_bytes=None):
     """Runs an environment's code (compile_env's, for its checked source) in a module of its own and builds
     the instance the EnvScaler way; returns the envelope, {"ok": the initial state's UTF-8 bytes}.
@@ -557,7 +840,7 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
         if not isinstance(cls, type):
             return _err('CLASS_MISSING', 'the source defines no class named %s' % class_name)
         try:
-            cfg = _deepcopy(config)
+            cfg = _deeply(_deepcopy, config)
             try:
                 inst = cls(cfg if cfg else {})
             except TypeError:
@@ -566,23 +849,34 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
                 setattr(inst, key, value)
         except BaseException as e:
             return _limit_error(e) or _err('CONSTRUCTOR_FAILED', 'constructing %s failed: %s' % (class_name, _describe(e)))
-        s.inst = inst
+        s.inst, s.cap = inst, _cap(max_state_bytes)
         try:
             # Measured (against the cap, before a copy is made) on the live state, then copied for the checks.
             live = _state_of(inst)
-            size = capped(live, _cap(max_state_bytes), 'the initial state', 'state')[1]
-            s.initial_state = _deepcopy(live)
+            size = capped(live, s.cap, 'the initial state', 'state')[1]
+            s.initial_state = _deeply(_deepcopy, live)
+            s.deep = False
+            SESSIONS[sid] = s
+            return _encode({'ok': size})  # UTF-8 bytes, as the caps count
         except TooLarge as e:
-            return _err('STATE_TOO_LARGE', str(e))
+            failed = _err('STATE_TOO_LARGE', str(e))
+        except TooDeep as e:
+            failed = _err('STATE_INVALID', str(e))
+            s.deep = True
         except NotJson as e:
-            return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
+            failed = _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
+            s.deep = True  # what it holds may chain deeply
         except BaseException as e:
-            return _limit_error(e) or _err('STATE_INVALID', 'the instance state cannot be copied: ' + _describe(e))
-        SESSIONS[sid] = s
-        return _encode({'ok': size})  # UTF-8 bytes, as the caps count
+            failed = _limit_error(e) or _err('STATE_INVALID', 'the instance state cannot be copied: ' + _describe(e))
+        inst = live = cfg = config = None  # the session's reference is then the only one _discard drops
+        if s.deep is None:
+            s.deep = False  # past the cap, not JSON, or a limit: dropped as before
+        _discard(s)
+        return failed
     finally:
         _leave()
 
+@_crossing
 def call(sid, tool, args_json, max_result_bytes=None):
     s = SESSIONS.get(sid)
     if s is None or s.inst is None:
@@ -596,34 +890,49 @@ def call(sid, tool, args_json, max_result_bytes=None):
     try:
         _enter(s)
         s.clock += 1.0
+        s.deep = None  # the tool may change the state
         try:
             result = getattr(s.inst, tool)(**args)
         except BaseException as e:
             return _limit_error(e) or _err('TOOL_THREW', _describe(e))
         try:
-            return '{"ok":' + capped(result, _cap(max_result_bytes), 'the result', 'result')[0] + '}'
+            return _ok(*capped(result, _cap(max_result_bytes), 'the result', 'result')[::2])
         except TooLarge as e:
             return _err('RESULT_TOO_LARGE', str(e))
+        except TooDeep as e:
+            failed = _err('NON_JSON_RESULT', str(e))
         except NotJson as e:
             return _err('NON_JSON_RESULT', 'the method returned something that is not JSON: %s' % e)
         except BaseException as e:
             return _limit_error(e) or _err('NON_JSON_RESULT', _describe(e))
+        box = [result]  # a result built that deep: let go through _release
+        result = args = None
+        _release(box)
+        return failed
     finally:
         _leave()
 
+@_crossing
 def state(sid, max_state_bytes=None):
     s = SESSIONS.get(sid)
     if s is None or s.inst is None:
         return _err('ENV_DISPOSED', 'the environment is gone')
     try:
-        return '{"ok":' + capped(_state_of(s.inst), _cap(max_state_bytes), 'the state', 'state')[0] + '}'
+        text, _, data = capped(_state_of(s.inst), _cap(max_state_bytes), 'the state', 'state')
+        s.deep = False
+        return _ok(text, data)
     except TooLarge as e:
         return _err('STATE_TOO_LARGE', str(e))
+    except TooDeep as e:
+        s.deep = True
+        return _err('STATE_INVALID', str(e))
     except NotJson as e:
+        s.deep = True  # what it holds may chain deeply
         return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
     except BaseException as e:
         return _limit_error(e) or _err('STATE_INVALID', _describe(e))
 
+@_crossing
 def finish(sid, max_state_bytes=None):
     """The final state's JSON; the live state is kept (deep-copied) for the checks and the instance dropped.
     A state over the cap is neither encoded nor copied."""
@@ -632,18 +941,27 @@ def finish(sid, max_state_bytes=None):
         return _err('ENV_DISPOSED', 'the environment is gone')
     try:
         live = _state_of(s.inst)
-        text = capped(live, _cap(max_state_bytes), 'the state', 'state')[0]
-        s.final_state = _deepcopy(live)
+        answer = _ok(*capped(live, _cap(max_state_bytes), 'the state', 'state')[::2])
+        s.final_state = _deeply(_deepcopy, live)
+        s.deep = False
     except TooLarge as e:
-        return _err('STATE_TOO_LARGE', str(e))
+        answer = _err('STATE_TOO_LARGE', str(e))
+    except TooDeep as e:
+        s.deep = True
+        answer = _err('STATE_INVALID', str(e))
     except NotJson as e:
-        return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
+        answer = _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
+        s.deep = True  # what it holds may chain deeply
     except BaseException as e:
-        return _limit_error(e) or _err('STATE_INVALID', _describe(e))
+        answer = _limit_error(e) or _err('STATE_INVALID', _describe(e))
     finally:
-        s.inst = None
-    return '{"ok":' + text + '}'
+        live = None
+        if s.deep is None:
+            s.deep = False  # past the cap, not JSON, or a limit: dropped as before
+        _discard(s)
+    return answer
 
+@_crossing
 def checks_context(sid, final_json, initial_json, episode_json='', packages=None):
     """A context for checks outside a session: both states parsed from JSON, and the episode (for episode checks) when given ('' when not)."""
     s = _new_session(sid, packages, 0, 1)
@@ -657,6 +975,7 @@ def checks_context(sid, final_json, initial_json, episode_json='', packages=None
     SESSIONS[sid] = s
     return '{"ok":true}'
 
+@_crossing
 def check(sid, source, with_episode=False):
     """Runs one check_func(final_state) with fresh globals {__builtins__, initial_state[, episode]}; only a bool passes."""
     s = SESSIONS.get(sid)
@@ -667,11 +986,11 @@ def check(sid, source, with_episode=False):
         return _err('CHECK_INVALID', why)
     try:
         _enter(s)
-        g = {'__builtins__': _builtins, 'initial_state': _deepcopy(s.initial_state)}
+        g = {'__builtins__': _builtins, 'initial_state': _deeply(_deepcopy, s.initial_state)}
         if with_episode:
             if s.episode is None:
                 return _err('CHECK_NEEDS_EPISODE', 'the check reads the episode (episode: true) but none was given: a served session has no transcript')
-            g['episode'] = _deepcopy(s.episode)
+            g['episode'] = _deeply(_deepcopy, s.episode)
         try:
             exec(compile(source, '<check>', 'exec'), g)
         except BaseException as e:
@@ -680,7 +999,7 @@ def check(sid, source, with_episode=False):
         if not callable(fn):
             return _err('CHECK_INVALID', 'the check defines no function check_func(final_state)')
         try:
-            result = fn(_deepcopy(s.final_state))
+            result = fn(_deeply(_deepcopy, s.final_state))
         except BaseException as e:
             return _limit_error(e) or _err('CHECK_THREW', _describe(e))
         if type(result) is not bool:
@@ -694,10 +1013,11 @@ def drop(sid):
     s = SESSIONS.pop(sid, None)
     if s is not None:
         s.dropped = True
-        s.inst = None
+        _discard(s)
         s.pkgmods, s.pkgnames = {}, set()
         if _RNG_OWNER[0] is s:
             _RNG_OWNER[0] = None
+    _sweep()  # anchors that garbage of the cycle collector held until now
     return '{"ok":' + tamper_report() + '}'
 
 def tamper_report():
@@ -836,4 +1156,31 @@ def preload_packages(table):
 # in every later session that imports.
 _HOOK_BASE = [(c, dict(c.__dict__)) for c in (_Blocker, _PackageFinder, _PackageLoader)]
 _HARNESS_BASE = dict(globals())
-`.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS)).replace('__BLOCKED__', JSON.stringify(BLOCKED_MODULES));
+`.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS)).replace('__BLOCKED__', JSON.stringify(BLOCKED_MODULES))
+  .replace('__MAX_DEPTH__', String(MAX_JSON_DEPTH)).replace('__DEPTH_ADVICE__', () => JSON.stringify(DEPTH_ADVICE));
+
+const UTF8 = new TextDecoder('utf-8', { ignoreBOM: true });
+
+/**
+ * The text of a harness entry point's answer, as the interpreter thread receives it: a string as is; the UTF-8 bytes
+ * of a long answer that is not ASCII (a PyProxy of a Python bytes, see "answers" in the Python source above) decoded
+ * through a view of the heap, then released. Anything else is turned into a string.
+ * @param {unknown} out @returns {string}
+ */
+export function answerText(out) {
+  if (typeof out === 'string') return out;
+  const proxy = /** @type {{ getBuffer?: (type: string) => { data: Uint8Array, release(): void }, destroy?: () => void } | null | undefined} */ (out);
+  try {
+    if (proxy && typeof proxy.getBuffer === 'function') {
+      const view = proxy.getBuffer('u8');
+      try {
+        return UTF8.decode(view.data);
+      } finally {
+        view.release();
+      }
+    }
+    return String(out);
+  } finally {
+    if (proxy && typeof proxy.destroy === 'function') proxy.destroy();
+  }
+}

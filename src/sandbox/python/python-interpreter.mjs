@@ -12,7 +12,7 @@
  * After it loads: `js` and `pyodide_js` are unregistered, the harness (python-harness.mjs) removes
  * pyodide's own Python modules and installs an import blocker, the session clock, random, uuid4 and
  * urandom. The thread then answers `{id, fn, args}` messages with `{id, text}`: the harness
- * function's answer, one string.
+ * function's answer, one string (handed over as a str, or as UTF-8 bytes when long and not ASCII: answerText).
  *
  * User-supplied packages (ENVFLEET_PYTHON_PACKAGES, read by the parent): their files are written into the
  * in-memory filesystem under /envfleet/packages (for tracebacks and `__file__` only), and every module is
@@ -26,7 +26,7 @@ import { constants as fsConstants } from 'node:fs';
 import { createRequire, Module } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
-import { HARNESS_PY } from './python-harness.mjs';
+import { answerText, HARNESS_PY } from './python-harness.mjs';
 
 /** Modules imported before a snapshot is taken: what environments import most, so they are already in memory. */
 const PRELOAD = 'import ast, copy, json, re, datetime, uuid, random, math, collections, typing, dataclasses, enum, decimal, hashlib, itertools, functools, string, heapq, bisect, statistics, fractions, time, types';
@@ -250,7 +250,8 @@ if (data.makeSnapshot) {
     let text;
     let fatal = null;
     try {
-      text = String(fns[msg.fn](...msg.args));
+      // A str, or a long answer that is not ASCII as its UTF-8 (python-harness.mjs, "answers"): Pyodide copies such a str one character at a time.
+      text = answerText(fns[msg.fn](...msg.args));
     } catch (err) {
       // Once Pyodide has fatally failed, its API (pyodide.ffi included) throws on every access: only
       // what was captured at load is used here, and every test is guarded.
