@@ -663,15 +663,12 @@ class Env:
         const s = await r.openSession(code, {}, limits);
         for (let i = 1; i <= 3; i++) expect(await s.call('import_batch', {})).to.deep.include({ result: { success: true, data: 62000 * i } });
         // ~93 MB of JSON, eleven times the cap: each read of it is refused, within the deadline.
-        let t0 = performance.now();
+        // Refused by the cap, not stopped by the deadline (which would be DEADLINE_EXCEEDED and a new interpreter: see the end).
         expect(await rejection(s.snapshot())).to.have.property('code', 'STATE_TOO_LARGE');
-        expect(performance.now() - t0, 'the snapshot was refused within the call deadline').to.be.below(limits.callDeadlineMs);
         const page = await s.call('entries_page', {});
         expect(page).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE' });
         expect(await bystander.call('echo', { text: 'between' })).to.deep.include({ result: { success: true, data: { text: 'between', length: 7 } } });
-        t0 = performance.now();
         const end = await s.finish([pyCheck('any', 'def check_func(s):\n    return True')]);
-        expect(performance.now() - t0, 'the final state was refused within the call deadline').to.be.below(limits.callDeadlineMs);
         expect(end).to.deep.include({ stateJson: null, checks: null });
         expect(end.stateError).to.have.property('code', 'STATE_TOO_LARGE');
         expect(end.stateError!.message).to.match(/more than the state cap of 8388608/);
