@@ -1068,12 +1068,14 @@ const GLUE_UTF8 = new TextDecoder();
 /**
  * A guest string value's text, as the glue's getString gives it (QTS_GetString, the same decoder),
  * with the end of its bytes found by a native indexOf instead of the glue's loop over every byte.
+ * Null when the module had no room for the UTF-8 copy QTS_GetString makes (a reply is never empty:
+ * the caller answers MEMORY_EXCEEDED, not an empty text).
  */
-function readText(raw: RawContext, valuePtr: number): string {
+function readText(raw: RawContext, valuePtr: number): string | null {
   const { ffi, module, ctx } = raw;
   const chars = ffi.QTS_GetString(ctx, valuePtr);
+  if (!chars) return null;
   try {
-    if (!chars) return '';
     const heap = module.HEAPU8;
     return raw.decode(heap.subarray(chars, heap.indexOf(0, chars)));
   } finally {
@@ -1377,11 +1379,19 @@ class GuestVm {
       ffi.QTS_FreeValuePointer(ctx, resultPtr);
       throw hit;
     }
+    let text: string | null;
     try {
-      return readText(raw, resultPtr);
+      text = readText(raw, resultPtr);
     } finally {
       ffi.QTS_FreeValuePointer(ctx, resultPtr);
     }
+    if (text === null) throw this.noRoomToRead();
+    return text;
+  }
+
+  /** The module had no room for the UTF-8 copy of a reply (readText): the limit it hit, as a call's own allocation failure would be. */
+  private noRoomToRead(): SandboxError {
+    return this.limitHit() ?? new SandboxError('MEMORY_EXCEEDED', 'out of memory reading the reply');
   }
 
   /**
@@ -1472,6 +1482,8 @@ class GuestVm {
     const raw = this.raw;
     const text = raw ? readText(raw, (result.value as unknown as { value: number }).value) : this.ctx.getString(result.value);
     result.value.dispose();
+    // No reply of the harness is empty: an empty one from the wrapper is the same failed copy.
+    if (text === null || text === '') throw this.noRoomToRead();
     return text;
   }
 
