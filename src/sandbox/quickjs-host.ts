@@ -187,6 +187,10 @@ interface MemoryImage {
   readonly length: number;
 }
 
+/** The thread's transient memory copy (GuestModule.captureTransient), and the size past which it is not kept. */
+let transientImage: { statics: Uint8Array; heap: Uint8Array } | null = null;
+const TRANSIENT_IMAGE_KEPT = 16 << 20;
+
 /** Why a module refused to grow: its tenant's own allowance, or the thread's bound. */
 /**
  * Why a module's growth was refused: its tenant's allowance; the thread's bound, full of the other modules' memory
@@ -309,6 +313,27 @@ class GuestModule {
   }
 
   /**
+   * capture() into the thread's transient copy (`transientImage`), which the next call of this in
+   * any module writes over: for a copy used and dropped within one synchronous step (a snapshot's,
+   * GuestVm.snapshotText). Its buffers grow as needed and are not kept past TRANSIENT_IMAGE_KEPT.
+   */
+  captureTransient(): MemoryImage | null {
+    const { staticEnd, heapBase } = this.build;
+    if (staticEnd <= 0 || heapBase < staticEnd) return null;
+    const bytes = new Uint8Array(this.memory.buffer);
+    const heapBytes = bytes.length - heapBase;
+    if (!transientImage || transientImage.statics.length < staticEnd || transientImage.heap.length < heapBytes) {
+      transientImage = { statics: new Uint8Array(staticEnd), heap: new Uint8Array(heapBytes) };
+    }
+    const statics = transientImage.statics.subarray(0, staticEnd);
+    const heap = transientImage.heap.subarray(0, heapBytes);
+    statics.set(bytes.subarray(0, staticEnd));
+    heap.set(bytes.subarray(heapBase));
+    if (heapBytes > TRANSIENT_IMAGE_KEPT) transientImage = null; // this copy is still the caller's; the next is made afresh
+    return { statics, heap, length: bytes.length };
+  }
+
+  /**
    * Puts the module back as it was when `image` was taken, while no call runs: every allocation
    * and every write since then is gone, in QuickJS and in the allocator alike. Memory grown since
    * is zeroed (the allocator takes it for fresh memory); it stays charged until the module is dropped.
@@ -347,6 +372,17 @@ class GuestModule {
       'MEMORY_EXCEEDED',
       `the environment needs more memory than its sandbox thread's whole bound (${mb(this.boundBytes)}, ENVFLEET_SANDBOX_HEAP_MB) holds, even alone in it: its allowance (${mb(this.allowance)}, ENVFLEET_SANDBOX_ENV_MEMORY_MB) is larger than that bound; keep ENVFLEET_SANDBOX_ENV_MEMORY_MB well below ENVFLEET_SANDBOX_HEAP_MB`,
     );
+  }
+
+  /**
+   * Whether the heap may still grow, within the tenant's allowance, by `factor` times all it has
+   * grown to (the high-water mark of everything it held, the runtime's own part included), or times
+   * `atLeast` bytes where that is more.
+   */
+  roomToGrow(factor: number, atLeast = 0): boolean {
+    const size = this.memory.buffer.byteLength;
+    const top = Math.floor((this.build.heapBase + this.allowance) / WASM_PAGE) * WASM_PAGE;
+    return top - size >= factor * Math.max(size - this.build.heapBase, atLeast);
   }
 
   /** Bytes charged to the thread's bound: the whole memory but the stack area no guest reaches. */
@@ -581,6 +617,8 @@ export class QuickJSHost {
         this.endSession(vm);
       },
       plainSnapshots(code.source),
+      this.copies,
+      stateJson.length,
     );
   }
 
@@ -919,8 +957,23 @@ const WARM_SESSION_STATE = { list: [3, 1, 2], n: 1 };
  * builds those names at run time could make the two texts differ, for its own state only, which it
  * writes as it likes anyway. Kept per source text: a thread sees a handful.
  */
-/** How this thread's snapshots were written so far (read by tests and benchmarks). */
-export const SNAPSHOT_WAYS = { native: 0, stringify: 0 };
+/**
+ * The native encoder's heap grows by up to about 3.5 times the encoding at its peak (its buffer
+ * grows by halves through realloc, then QTS_bjson_encode copies it into an ArrayBuffer and
+ * QTS_GetArrayBuffer copies that), more than the guest's JSON.stringify and the UTF-8 copy of its
+ * text take for some states (wide text: about 3.4 against 2.8 times). The encoding of a state is
+ * at most about what the state takes in the heap, so where the heap may still grow by this many
+ * times what it has grown to (GuestModule.roomToGrow), the encoder cannot run out where
+ * JSON.stringify would not; with less room, a snapshot copies the module's memory before it tries
+ * (GuestVm.snapshotText; a copy of a 4 MB heap is under a millisecond into the thread's reused buffer).
+ */
+const NATIVE_SNAPSHOT_ROOM = 4;
+/**
+ * How this thread's snapshots were written so far (read by tests and benchmarks); `restored`: those
+ * of them (written by JSON.stringify) whose native attempt ran out of room and whose module's memory
+ * was written back (GuestVm.snapshotText).
+ */
+export const SNAPSHOT_WAYS = { native: 0, stringify: 0, restored: 0 };
 const PLAIN_SNAPSHOT_BARS = /toJSON|prototype|PrototypeOf|__proto__|Object\s*\.\s*create|definePropert|Reflect/;
 const plainSnapshotsBySource = new Map<string, boolean>();
 export function plainSnapshots(source: string): boolean {
@@ -1263,9 +1316,12 @@ class GuestVm {
    * several times cheaper than the guest's JSON.stringify (docs/benchmarks.md), and the same text.
    * Where it is not plain data (or longer than `maxUnits`), the harness stringifies the value read
    * the first time. `plain` false (code that could reach an inherited toJSON, see plainSnapshots):
-   * the harness's `snapshot`. Throws SandboxError as `call` does.
+   * the harness's `snapshot`. `mayRestore`: this module's memory may be copied and written back
+   * (QuickJSHost's `copies`); `sizeHint`: the length of a text of this state known before (the
+   * initial state's, the last snapshot's), which its encoding may exceed the heap by (strings
+   * shared by many members). Throws SandboxError as `call` does.
    */
-  snapshotText(plain: boolean, maxUnits: number): string {
+  snapshotText(plain: boolean, maxUnits: number, mayRestore: boolean, sizeHint: number): string {
     if (this.raw === undefined) this.raw = rawAccess(this.ctx);
     const raw = this.raw;
     if (!plain || !raw?.bjson) {
@@ -1284,8 +1340,29 @@ class GuestVm {
     try {
       const hit = this.limitHit();
       if (hit) throw hit;
-      if (this.ctx.typeof(wrapped) === 'string') return this.ctx.getString(wrapped); // "!" and an error reply
-      const text = this.encodePlain(raw, (wrapped as unknown as { value: number }).value, maxUnits);
+      if (this.ctx.typeof(wrapped) === 'string') {
+        const reply = this.ctx.getString(wrapped); // "!" and an error reply
+        if (reply === '') throw this.noRoomToRead();
+        return reply;
+      }
+      // Where the heap may run out on the encoder's way (see NATIVE_SNAPSHOT_ROOM), its memory is
+      // copied first and written back if it does, so that the guest's JSON.stringify then finds the
+      // module as it was and meets the allowance where it always did; without a copy, such a state
+      // is the guest's JSON.stringify from the start.
+      let image: MemoryImage | null = null;
+      let text: string | null = null;
+      // (The encoding takes at most two bytes a character of the text, numbers aside.)
+      if (this.module.roomToGrow(NATIVE_SNAPSHOT_ROOM, 2 * sizeHint) || (mayRestore && (image = this.module.captureTransient()))) {
+        try {
+          text = this.encodePlain(raw, (wrapped as unknown as { value: number }).value, maxUnits);
+        } catch (err) {
+          if (!image || !this.module.exhausted || this.module.fatal) throw err;
+          // Out of room, and nothing of the guest ran since the copy: back to it.
+          this.module.restore(image);
+          this.module.exhausted = null;
+          SNAPSHOT_WAYS.restored += 1;
+        }
+      }
       if (text !== null) {
         SNAPSHOT_WAYS.native += 1;
         return text;
@@ -1297,7 +1374,7 @@ class GuestVm {
     }
   }
 
-  /** `[value]` through QuickJS's encoder and bjson.ts: the value's JSON text, or null (see bjsonToJson). */
+  /** `[value]` through QuickJS's encoder and bjson.ts: the value's JSON text, or null (see bjsonToJson). Throws SandboxError (a limit). */
   private encodePlain(raw: RawContext, valuePtr: number, maxUnits: number): string | null {
     const { ffi, ctx } = raw;
     const bjson = raw.bjson!;
@@ -1307,17 +1384,17 @@ class GuestVm {
     } catch (err) {
       throw this.hostFailure(err);
     }
-    const errorPtr = ffi.QTS_ResolveException(ctx, bufferPtr);
-    if (errorPtr) {
-      // Not plain data (a function, an accessor, a class the encoder refuses), or out of memory.
-      ffi.QTS_FreeValuePointer(ctx, bufferPtr);
-      ffi.QTS_FreeValuePointer(ctx, errorPtr);
-      const hit = this.limitHit();
-      if (hit) throw hit;
-      return null;
-    }
     let at = 0;
     try {
+      const errorPtr = bufferPtr ? ffi.QTS_ResolveException(ctx, bufferPtr) : 0;
+      // Not plain data (a function, an accessor, a class the encoder refuses): null. Out of memory
+      // (the module is exhausted then): the limit. The encoder's buffer (quickjs.c's DynBuf) skips
+      // what it finds no room for and goes on, and JS_WriteObject never checks, so a buffer written
+      // while the module ran out may lack bytes anywhere with no exception: it is never read.
+      if (errorPtr) ffi.QTS_FreeValuePointer(ctx, errorPtr);
+      const hit = this.limitHit();
+      if (hit) throw hit;
+      if (errorPtr || !bufferPtr) return null;
       const length = bjson.QTS_GetArrayBufferLength(ctx, bufferPtr);
       // QTS_GetArrayBuffer hands back a malloc'd copy of the buffer's bytes, freed below.
       at = bjson.QTS_GetArrayBuffer(ctx, bufferPtr);
@@ -1326,7 +1403,7 @@ class GuestVm {
       return bjsonToJson(heap.subarray(at, at + length), maxUnits);
     } finally {
       if (at) raw.module._free(at);
-      ffi.QTS_FreeValuePointer(ctx, bufferPtr);
+      if (bufferPtr) ffi.QTS_FreeValuePointer(ctx, bufferPtr);
     }
   }
 
@@ -1567,6 +1644,10 @@ export class SandboxEnvironment {
     private readonly onDisposed: () => void,
     /** Snapshots may go through the native encoder (see plainSnapshots). */
     private readonly plainSnapshots = false,
+    /** The module's memory may be copied and written back around a snapshot (GuestVm.snapshotText). */
+    private readonly mayRestore = false,
+    /** The length of the state's last known text (the initial state's, then the last snapshot's): GuestVm.snapshotText. */
+    private sizeHint = 0,
   ) {
     this.budgetMs = sessionCpuMsOf(limits);
   }
@@ -1689,7 +1770,7 @@ export class SandboxEnvironment {
       const over = this.armWithin(this.limits.callDeadlineMs, started);
       if (over) throw over;
       // The state's JSON text, or "!" and an error reply.
-      const text = this.vm.snapshotText(this.plainSnapshots, this.limits.maxStateBytes);
+      const text = this.vm.snapshotText(this.plainSnapshots, this.limits.maxStateBytes, this.mayRestore, this.sizeHint);
       if (text.startsWith('!')) {
         const reply = JSON.parse(text.slice(1)) as { err: SandboxErrorCode; message: string };
         throw new SandboxError(reply.err, reply.message);
@@ -1698,6 +1779,7 @@ export class SandboxEnvironment {
       if (bytes > this.limits.maxStateBytes) {
         throw new SandboxError('STATE_TOO_LARGE', `the state is ${bytes} bytes; the cap is ${this.limits.maxStateBytes}`);
       }
+      this.sizeHint = text.length;
       return text;
     } catch (err) {
       if (err instanceof SandboxError && FATAL_CODES.has(err.code)) this.dispose();

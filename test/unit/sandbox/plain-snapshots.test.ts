@@ -279,6 +279,41 @@ describe('snapshots through the native encoder', function () {
     }
   });
 
+  it('needs no more of the allowance than JSON.stringify did: where the encoder runs out of room, the guest stringifies, as before', async () => {
+    // Wide text (two bytes a character in the guest and in the encoding, three in UTF-8) in a 16 MiB
+    // allowance: the encoder holds its buffer, a copy as an ArrayBuffer and the host's copy of that
+    // at its peak, and runs out of room for states the guest's JSON.stringify writes. The module
+    // must go on as if it had not tried (no guest code ran meanwhile), and give what it gave before.
+    const source = `class Wide { constructor(s) { this.state = s; }
+      fill({ n }) { this.state = { s: '日本'.repeat(n), n }; return { success: true }; }
+      more() { this.state.more = 'after'; return { success: true }; } }`;
+    const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, envMemoryMb: 16, callDeadlineMs: 60_000, sessionCpuMs: 1e9 };
+    const outcomes: string[] = [];
+    const restored = SNAPSHOT_WAYS.restored;
+    // (compared by length and a flag: a diff of megabytes would bury the message)
+    const shown = (outcome: { text?: string }, want: string) => (outcome.text === undefined ? outcome : { length: outcome.text.length, right: outcome.text === want });
+    for (let n = 850_000; n <= 1_250_000; n += 50_000) {
+      const got = [];
+      for (const code of [source, `${source} // toJSON`]) {
+        const env = await host.createEnvironment({ name: 'wide', className: 'Wide', source: code, tools: [tool('fill'), tool('more')] }, {}, limits);
+        try {
+          expect(env.call('fill', { n }).runtimeError).to.equal(undefined);
+          const first = shown(snapshotOutcome(env), JSON.stringify({ s: '日本'.repeat(n), n }));
+          // and the environment goes on as it did
+          const more = env.call('more', {}).runtimeError ?? 'ok';
+          got.push({ first, more, second: shown(snapshotOutcome(env), JSON.stringify({ s: '日本'.repeat(n), n, more: 'after' })) });
+        } finally {
+          env.dispose();
+        }
+      }
+      expect(got[0], `n = ${n}`).to.deep.equal(got[1]);
+      outcomes.push((got[0]!.first as { code?: string }).code ?? 'text');
+    }
+    // Both sides of the allowance were reached, and the encoder did run out on the way.
+    expect(outcomes).to.include('text').and.to.include('MEMORY_EXCEEDED');
+    expect(SNAPSHOT_WAYS.restored - restored).to.be.greaterThan(0);
+  });
+
   it('reads a state getter once, also when the encoder cannot write what it returns', async () => {
     const source = `class Counting { constructor(s) { this.s = s; this.reads = 0; }
       get state() { this.reads += 1; return { reads: this.reads, when: this.reads > 1 ? 'again' : 'once', f: () => 1 }; }
