@@ -1335,7 +1335,9 @@ class GuestVm {
     } catch (err) {
       throw this.hostFailure(err);
     }
-    if (result.error) throw this.guestError(result.error, 'STATE_INVALID');
+    // (TOOL_THREW, as `call` gives for an exception out of the harness's `snapshot`: the harness
+    // catches what the state's getter throws; what escapes it is what escaped `snapshot` before.)
+    if (result.error) throw this.guestError(result.error, 'TOOL_THREW');
     const wrapped = result.value;
     try {
       const hit = this.limitHit();

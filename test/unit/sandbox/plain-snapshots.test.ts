@@ -314,6 +314,26 @@ describe('snapshots through the native encoder', function () {
     expect(SNAPSHOT_WAYS.restored - restored).to.be.greaterThan(0);
   });
 
+  it('gives an error that escapes the harness while it reads the state the code it had before', async () => {
+    // A getter that throws a revoked proxy: the harness's error handler itself throws on it
+    // (instanceof reads its prototype), so the error leaves the harness as an exception.
+    const source = `class Revoked { constructor(s) { this.s = s; this.armed = false; }
+      arm() { this.armed = true; return { success: true }; }
+      get state() { if (!this.armed) return {}; const r = Proxy.revocable({}, {}); r.revoke(); throw r.proxy; } }`;
+    const outcomes = [];
+    for (const code of [source, `${source} // toJSON`]) {
+      const env = await host.createEnvironment({ name: 'revoked', className: 'Revoked', source: code, tools: [tool('arm')] }, {}, DEFAULT_SANDBOX_LIMITS);
+      try {
+        env.call('arm', {});
+        outcomes.push(snapshotOutcome(env));
+      } finally {
+        env.dispose();
+      }
+    }
+    expect(outcomes[1]).to.have.property('code', 'TOOL_THREW');
+    expect(outcomes[0]).to.deep.equal(outcomes[1]);
+  });
+
   it('reads a state getter once, also when the encoder cannot write what it returns', async () => {
     const source = `class Counting { constructor(s) { this.s = s; this.reads = 0; }
       get state() { this.reads += 1; return { reads: this.reads, when: this.reads > 1 ? 'again' : 'once', f: () => 1 }; }
