@@ -314,6 +314,31 @@ describe('snapshots through the native encoder', function () {
     expect(SNAPSHOT_WAYS.restored - restored).to.be.greaterThan(0);
   });
 
+  it('does the linear work JSON.stringify does: objects with index keys nested deep go to JSON.stringify when reordering them would cost more', async () => {
+    // An object whose array-index keys come after other keys is rewritten with them first, its
+    // members moved; nested a thousand deep around a 1 MB string, every level moved the megabyte
+    // again (a gigabyte of copying in one snapshot, seconds where JSON.stringify takes
+    // milliseconds, in host code no deadline stops). Keys already in order move nothing.
+    const source = `class Chain { constructor(s) { this.state = s; }
+      build({ sorted }) { let a = 'x'.repeat(1 << 20); for (let i = 0; i < 1000; i++) a = sorted ? { 1: a, b: i } : { b: i, 1: a }; this.state = { a }; return { success: true }; }
+      oracle() { return { text: JSON.stringify(this.state) }; } }`;
+    const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, callDeadlineMs: 60_000, sessionCpuMs: 1e9, maxResultBytes: 8 << 20 };
+    const env = await host.createEnvironment({ name: 'chain', className: 'Chain', source, tools: [tool('build'), tool('oracle')] }, {}, limits);
+    try {
+      for (const sorted of [true, false]) {
+        expect(env.call('build', { sorted }).runtimeError).to.equal(undefined);
+        const want = oracle(env).text!;
+        const ways = { ...SNAPSHOT_WAYS };
+        const text = env.snapshotText();
+        expect(text === want, `sorted: ${sorted}`).to.equal(true);
+        // sorted: the native way, with nothing moved; not: JSON.stringify's (linear) way
+        expect(SNAPSHOT_WAYS.native - ways.native, `sorted: ${sorted}`).to.equal(sorted ? 1 : 0);
+      }
+    } finally {
+      env.dispose();
+    }
+  });
+
   it('gives an error that escapes the harness while it reads the state the code it had before', async () => {
     // A getter that throws a revoked proxy: the harness's error handler itself throws on it
     // (instanceof reads its prototype), so the error leaves the harness as an exception.
