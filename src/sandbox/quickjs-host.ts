@@ -944,20 +944,6 @@ const WARM_CODE: EnvironmentCode = {
 const WARM_SESSION_STATE = { list: [3, 1, 2], n: 1 };
 
 /**
- * The seed of an environment's Math.random: FNV-1a over its class name and initial state, so the
- * sessions of one scenario draw the same numbers wherever they run.
- */
-/**
- * Whether an environment's snapshots may go through QuickJS's native encoder (GuestVm.snapshotText,
- * bjson.ts), which writes an object's own data and cannot see its prototype: only where the source
- * names none of the ways to a `toJSON` the guest's JSON.stringify would call instead (a `toJSON`
- * of its own, a prototype it sets or reaches, an object made on another, such as
- * `Object.create(new Date())`) or to an array element that is not enumerable or is read from a
- * prototype (`defineProperty`). Such code is snapshotted by JSON.stringify, as before. Code that
- * builds those names at run time could make the two texts differ, for its own state only, which it
- * writes as it likes anyway. Kept per source text: a thread sees a handful.
- */
-/**
  * The native encoder's heap grows by up to about 3.5 times the encoding at its peak (its buffer
  * grows by halves through realloc, then QTS_bjson_encode copies it into an ArrayBuffer and
  * QTS_GetArrayBuffer copies that), more than the guest's JSON.stringify and the UTF-8 copy of its
@@ -976,6 +962,16 @@ const NATIVE_SNAPSHOT_ROOM = 4;
 export const SNAPSHOT_WAYS = { native: 0, stringify: 0, restored: 0 };
 const PLAIN_SNAPSHOT_BARS = /toJSON|prototype|PrototypeOf|__proto__|Object\s*\.\s*create|definePropert|Reflect/;
 const plainSnapshotsBySource = new Map<string, boolean>();
+/**
+ * Whether an environment's snapshots may go through QuickJS's native encoder (GuestVm.snapshotText,
+ * bjson.ts), which writes an object's own data and cannot see its prototype: only where the source
+ * names none of the ways to a `toJSON` the guest's JSON.stringify would call instead (a `toJSON`
+ * of its own, a prototype it sets or reaches, an object made on another, such as
+ * `Object.create(new Date())`) or to an array element that is not enumerable or is read from a
+ * prototype (`defineProperty`). Such code is snapshotted by JSON.stringify, as before. Code that
+ * builds those names at run time could make the two texts differ, for its own state only, which it
+ * writes as it likes anyway. Kept per source text: a thread sees a handful.
+ */
 export function plainSnapshots(source: string): boolean {
   let plain = plainSnapshotsBySource.get(source);
   if (plain === undefined) {
@@ -986,6 +982,10 @@ export function plainSnapshots(source: string): boolean {
   return plain;
 }
 
+/**
+ * The seed of an environment's Math.random: FNV-1a over its class name and initial state, so the
+ * sessions of one scenario draw the same numbers wherever they run.
+ */
 function seedOf(code: EnvironmentCode, stateJson: string): string {
   let h = 0x811c9dc5;
   const mix = (text: string) => {
