@@ -225,6 +225,8 @@ class GuestModule {
   /** The heap size the allocator asked for, while a resize is under way. */
   private need = 0;
   private refusal: Exhaustion | null = null;
+  /** Called when a growth is refused, while set (GuestVm.encodePlain; it must not throw). */
+  onRefusal: (() => void) | null = null;
 
   constructor(
     private readonly build: QuickJSBuild,
@@ -402,7 +404,10 @@ class GuestModule {
       try {
         const grown = resize(requested);
         // Emscripten tried every size it would accept and each was refused: malloc fails now.
-        if (!grown) this.exhausted ??= this.refusal ?? 'allowance';
+        if (!grown) {
+          this.exhausted ??= this.refusal ?? 'allowance';
+          this.onRefusal?.();
+        }
         return grown;
       } finally {
         this.need = 0;
@@ -957,9 +962,10 @@ const NATIVE_SNAPSHOT_ROOM = 4;
 /**
  * How this thread's snapshots were written so far (read by tests and benchmarks); `restored`: those
  * of them (written by JSON.stringify) whose native attempt ran out of room and whose module's memory
- * was written back (GuestVm.snapshotText).
+ * was written back (GuestVm.snapshotText); `stopped`: native attempts the allowance stopped
+ * (GuestVm.encodePlain).
  */
-export const SNAPSHOT_WAYS = { native: 0, stringify: 0, restored: 0 };
+export const SNAPSHOT_WAYS = { native: 0, stringify: 0, restored: 0, stopped: 0 };
 const PLAIN_SNAPSHOT_BARS = /toJSON|prototype|PrototypeOf|__proto__|Object\s*\.\s*create|definePropert|Reflect/;
 const plainSnapshotsBySource = new Map<string, boolean>();
 /**
@@ -1179,11 +1185,13 @@ class GuestVm {
   private constructor(
     readonly module: GuestModule,
     private readonly onDisposed: (module: GuestModule) => void,
+    /** The guest stack the runtime was opened with (its max stack size). */
+    private readonly stackBytes: number,
   ) {}
 
   /** A runtime, a context and the harness in `module`. Throws SandboxError; the module is handed back on failure. */
   static open(module: GuestModule, stackBytes: number, onDisposed: (module: GuestModule) => void): GuestVm {
-    const vm = new GuestVm(module, onDisposed);
+    const vm = new GuestVm(module, onDisposed, stackBytes);
     try {
       vm.runtime = module.newRuntime(stackBytes, () => vm.shouldInterrupt());
       vm.context = vm.runtime.newContext();
@@ -1380,11 +1388,37 @@ class GuestVm {
   private encodePlain(raw: RawContext, valuePtr: number, maxUnits: number): string | null {
     const { ffi, ctx } = raw;
     const bjson = raw.bjson!;
+    // The encoder writes into a DynBuf that, once it found no room, skips what it is given and goes
+    // on, and it checks no interrupt: out of room, it would go on to the end of the state, all the
+    // holes of a sparse array (a[3e9] = 1: minutes) or a long string shared by many members. What it
+    // does check, for every value, is the runtime's stack limit: the first refused growth sets that
+    // so that the next check fails, and the encoder returns its exception there; it is set back after.
+    const runtime = this.runtime!;
+    let stopped = false;
+    this.module.onRefusal = () => {
+      if (stopped) return;
+      stopped = true;
+      try {
+        runtime.setMaxStackSize(1);
+      } catch {
+        // (a runtime that cannot take the call: the encoder then runs to its end, as it would have)
+      }
+    };
     let bufferPtr: number;
     try {
       bufferPtr = bjson.QTS_bjson_encode(ctx, valuePtr);
     } catch (err) {
       throw this.hostFailure(err);
+    } finally {
+      this.module.onRefusal = null;
+      if (stopped) {
+        SNAPSHOT_WAYS.stopped += 1;
+        try {
+          runtime.setMaxStackSize(this.stackBytes);
+        } catch {
+          this.module.fatal = true; // (a module that failed inside: never reused, as hostFailure has it)
+        }
+      }
     }
     let at = 0;
     try {

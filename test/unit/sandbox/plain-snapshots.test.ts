@@ -339,6 +339,50 @@ describe('snapshots through the native encoder', function () {
     }
   });
 
+  it('stops the encoder at the first allocation the allowance refuses: a sparse array is not walked to its end', async () => {
+    // QuickJS's encoder writes into a DynBuf that, once out of room, skips what it is given and
+    // goes on; it writes each hole of a sparse array (a[3e8] = 1: 3e8 of them, 4e9 at most) and
+    // checks no interrupt. Out of room after 64 MiB, it went on for the rest: seconds (a[3e8]: 6 s,
+    // a[3e9]: 150 s) in host code where the guest's JSON.stringify ran out within one. Its stack
+    // check is what stops it: the allowance's refusal sets the runtime's stack limit so that the
+    // next check fails, and the limit is set back after. The outcome is the one the guest's
+    // JSON.stringify gives (MEMORY_EXCEEDED). (What this stops is time, which a test cannot assert:
+    // it asserts that the encoder was stopped, and what follows.)
+    const source = `class Sparse { constructor(s) { this.state = s; }
+      fill() { const a = []; a[3e8] = 1; this.state = { a }; return { success: true }; } }`;
+    const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, callDeadlineMs: 60_000, sessionCpuMs: 1e9 };
+    const outcomes = [];
+    const stopped = SNAPSHOT_WAYS.stopped;
+    for (const s of [source, `${source} // toJSON`]) {
+      const env = await host.createEnvironment({ name: 'sparse', className: 'Sparse', source: s, tools: [tool('fill')] }, {}, limits);
+      try {
+        expect(env.call('fill', {}).runtimeError).to.equal(undefined);
+        outcomes.push(snapshotOutcome(env));
+      } finally {
+        env.dispose();
+      }
+    }
+    expect(outcomes[1]).to.have.property('code', 'MEMORY_EXCEEDED');
+    expect(outcomes[0]).to.deep.equal(outcomes[1]);
+    expect(SNAPSHOT_WAYS.stopped - stopped, 'native attempts stopped at the refusal').to.equal(1);
+    // Stopped where its memory was copied first (see the test above): the module goes on, with the
+    // runtime's own stack limit.
+    const wide = `class Wide { constructor(s) { this.state = s; }
+      fill() { this.state = { s: '日本'.repeat(950000) }; return { success: true }; }
+      depth() { let n = 0; const f = () => { n++; f(); }; try { f(); } catch (e) {} return { n }; } }`;
+    const env = await host.createEnvironment({ name: 'wide', className: 'Wide', source: wide, tools: [tool('fill'), tool('depth')] }, {}, { ...limits, envMemoryMb: 16 });
+    try {
+      const depth = (env.call('depth', {}).result as { n: number }).n;
+      expect(env.call('fill', {}).runtimeError).to.equal(undefined);
+      const ways = { ...SNAPSHOT_WAYS };
+      expect(env.snapshotText().length).to.equal(1_900_008);
+      expect([SNAPSHOT_WAYS.stopped - ways.stopped, SNAPSHOT_WAYS.restored - ways.restored]).to.deep.equal([1, 1]);
+      expect((env.call('depth', {}).result as { n: number }).n).to.equal(depth);
+    } finally {
+      env.dispose();
+    }
+  });
+
   it('gives an error that escapes the harness while it reads the state the code it had before', async () => {
     // A getter that throws a revoked proxy: the harness's error handler itself throws on it
     // (instanceof reads its prototype), so the error leaves the harness as an exception.
