@@ -31,7 +31,9 @@
  * code that cannot reach one (quickjs-host.ts, `plainSnapshots`).
  *
  * `maxBytes`: the text may not take more UTF-8 bytes than this; past it → null, and the caller's
- * slower path gives the error it always gave.
+ * slower path gives the error it always gave. Also null where putting array indices first would
+ * move the text more than a few times over (objects to reorder nested deep: see indicesFirst), so
+ * that the reader's work stays linear in the text, as JSON.stringify's is.
  */
 
 /** The encoder's tags (quickjs.c `BCTagEnum`, format version 5). */
@@ -47,6 +49,15 @@ const TAG_ARRAY = 9;
 const TAG_OBJECT_REFERENCE = 19;
 /** The format version this reader knows; another one is refused whole. */
 export const BJSON_VERSION = 5;
+
+/**
+ * What indicesFirst may move in all, in bytes (and objects re-pointed, one each): this many times
+ * the text written so far, and MOVE_SLACK more. An object with index keys after other keys moves
+ * once; nested ones move what they hold once per level, and a state whose levels would move it
+ * more than a few times over is written by the guest's JSON.stringify (bjsonToJson answers null).
+ */
+const MOVE_BUDGET = 4;
+const MOVE_SLACK = 1 << 16;
 
 /** Thrown inside the reader when the value is not plain data, or the text would be too long. */
 class NotPlain extends Error {}
@@ -90,6 +101,8 @@ const FALSE_BYTES = Buffer.from('false');
 
 /** The output buffer, kept for the thread (the reader is synchronous) and grown as needed. */
 let out = Buffer.allocUnsafe(1 << 16) as SliceBuffer;
+/** indicesFirst's copy of the members it rewrites, kept the same way. */
+let moveCopy = Buffer.allocUnsafe(1 << 12);
 
 /** The atom table's quoted keys, kept for the thread like `out`. */
 let keysBuffer = Buffer.allocUnsafe(1 << 12) as SliceBuffer;
@@ -116,6 +129,10 @@ class Reader {
   /** The members of the objects being written, three numbers each (see object). */
   private readonly members: number[] = [];
   private top = 0;
+  /** Bytes (and objects) indicesFirst has moved so far, and its working arrays. */
+  private moved = 0;
+  private readonly order: number[] = [];
+  private readonly shift: number[] = [];
 
   reset(bytes: Uint8Array, maxBytes: number): this {
     this.bytes = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) as SliceBuffer;
@@ -124,6 +141,7 @@ class Reader {
     this.at = 0;
     this.ascii = true;
     this.top = 0;
+    this.moved = 0;
     this.keyStart.length = 0;
     this.keyEnd.length = 0;
     this.keyIndex.length = 0;
@@ -453,29 +471,73 @@ class Reader {
   /**
    * Rewrites the members on the stack from `base` on: those with an array-index key first,
    * ascending, then the rest in order; the objects written inside them (reference indices after
-   * `ref`) move with them, so that a later reference copies them from where they are now.
+   * `ref`) move with them, so that a later reference copies them from where they are now. Members
+   * already in that order (an object parsed from JSON text, or built in that order) stay where they
+   * are. Each rewrite moves all the object holds, so objects to rewrite nested in one another move
+   * the innermost bytes once per level: past MOVE_BUDGET times the text so far in all, the reader
+   * gives up (not plain) and the caller's JSON.stringify, which is linear, writes the text.
    */
   private indicesFirst(base: number, ref: number): void {
     const m = this.members;
-    const from = m[base + 1]!;
-    const copy = Buffer.from(out.subarray(from, this.at));
-    const order: number[] = [];
-    for (let j = base; j < this.top; j += 3) order.push(j);
-    const key = (j: number) => (m[j]! >= 0 ? m[j]! : 2 ** 32 + j); // indices by value, then the rest in order
-    order.sort((x, y) => key(x) - key(y));
-    const moved = new Map<number, number>(); // member (stack position) → how far its bytes moved
-    this.at = from;
-    for (const [i, j] of order.entries()) {
-      if (i > 0) out[this.at++] = 0x2c;
-      moved.set(j, this.at - m[j + 1]!);
-      copy.copy(out, this.at, m[j + 1]! - from, m[j + 2]! - from);
-      this.at += m[j + 2]! - m[j + 1]!;
+    let last = -1;
+    let named = false;
+    let sorted = true;
+    for (let j = base; j < this.top; j += 3) {
+      const index = m[j]!;
+      if (index < 0) named = true;
+      else if (named || index < last) {
+        sorted = false;
+        break;
+      } else last = index;
     }
+    if (sorted) return;
+    const from = m[base + 1]!;
+    this.moved += this.at - from + (this.objStart.length - ref - 1);
+    if (this.moved > MOVE_BUDGET * this.at + MOVE_SLACK) throw NOT_PLAIN;
+    const length = this.at - from;
+    if (moveCopy.length < length) moveCopy = Buffer.allocUnsafe(Math.max(length, moveCopy.length * 2));
+    const copy = moveCopy;
+    out.copy(copy, 0, from, this.at);
+    // The members' stack positions, indices by value first, then the rest in order (most objects
+    // have a few members: an insertion sort for those).
+    const order = this.order;
+    order.length = 0;
+    const rank = (j: number) => (m[j]! >= 0 ? m[j]! : 2 ** 32 + j);
+    if (this.top - base <= 3 * 16) {
+      for (let j = base; j < this.top; j += 3) {
+        const r = rank(j);
+        let i = order.length;
+        while (i > 0 && rank(order[i - 1]!) > r) {
+          order[i] = order[i - 1]!;
+          i -= 1;
+        }
+        order[i] = j;
+      }
+    } else {
+      for (let j = base; j < this.top; j += 3) order.push(j);
+      order.sort((x, y) => rank(x) - rank(y));
+    }
+    const shift = this.shift; // by member (its number in the object): how far its bytes moved
+    let at = from;
+    for (let i = 0; i < order.length; i += 1) {
+      const j = order[i]!;
+      if (i > 0) out[at++] = 0x2c;
+      const start = m[j + 1]!;
+      const end = m[j + 2]!;
+      shift[(j - base) / 3] = at - start;
+      if (end - start < 64) {
+        for (let b = start - from; b < end - from; b += 1) out[at++] = copy[b]!;
+      } else {
+        copy.copy(out, at, start - from, end - from);
+        at += end - start;
+      }
+    }
+    this.at = at;
     let j = base;
     for (let k = ref + 1; k < this.objStart.length; k += 1) {
       const start = this.objStart[k]!;
       while (m[j + 2]! <= start) j += 3; // members are in writing order, and so are the objects
-      const by = moved.get(j)!;
+      const by = shift[(j - base) / 3]!;
       this.objStart[k] = start + by;
       this.objEnd[k] = this.objEnd[k]! + by;
     }
@@ -511,5 +573,6 @@ const READER = new Reader();
 export function bjsonToJson(bytes: Uint8Array, maxBytes: number): string | null {
   const text = READER.reset(bytes, maxBytes).read();
   if (out.length > 1 << 22) out = Buffer.allocUnsafe(1 << 16) as SliceBuffer; // not kept large
+  if (moveCopy.length > 1 << 22) moveCopy = Buffer.allocUnsafe(1 << 12);
   return text;
 }

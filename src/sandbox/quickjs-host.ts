@@ -187,6 +187,10 @@ interface MemoryImage {
   readonly length: number;
 }
 
+/** The thread's transient memory copy (GuestModule.captureTransient), and the size past which it is not kept. */
+let transientImage: { statics: Uint8Array; heap: Uint8Array } | null = null;
+const TRANSIENT_IMAGE_KEPT = 16 << 20;
+
 /** Why a module refused to grow: its tenant's own allowance, or the thread's bound. */
 /**
  * Why a module's growth was refused: its tenant's allowance; the thread's bound, full of the other modules' memory
@@ -221,6 +225,8 @@ class GuestModule {
   /** The heap size the allocator asked for, while a resize is under way. */
   private need = 0;
   private refusal: Exhaustion | null = null;
+  /** Called when a growth is refused, while set (GuestVm.encodePlain; it must not throw). */
+  onRefusal: (() => void) | null = null;
 
   constructor(
     private readonly build: QuickJSBuild,
@@ -309,6 +315,27 @@ class GuestModule {
   }
 
   /**
+   * capture() into the thread's transient copy (`transientImage`), which the next call of this in
+   * any module writes over: for a copy used and dropped within one synchronous step (a snapshot's,
+   * GuestVm.snapshotText). Its buffers grow as needed and are not kept past TRANSIENT_IMAGE_KEPT.
+   */
+  captureTransient(): MemoryImage | null {
+    const { staticEnd, heapBase } = this.build;
+    if (staticEnd <= 0 || heapBase < staticEnd) return null;
+    const bytes = new Uint8Array(this.memory.buffer);
+    const heapBytes = bytes.length - heapBase;
+    if (!transientImage || transientImage.statics.length < staticEnd || transientImage.heap.length < heapBytes) {
+      transientImage = { statics: new Uint8Array(staticEnd), heap: new Uint8Array(heapBytes) };
+    }
+    const statics = transientImage.statics.subarray(0, staticEnd);
+    const heap = transientImage.heap.subarray(0, heapBytes);
+    statics.set(bytes.subarray(0, staticEnd));
+    heap.set(bytes.subarray(heapBase));
+    if (heapBytes > TRANSIENT_IMAGE_KEPT) transientImage = null; // this copy is still the caller's; the next is made afresh
+    return { statics, heap, length: bytes.length };
+  }
+
+  /**
    * Puts the module back as it was when `image` was taken, while no call runs: every allocation
    * and every write since then is gone, in QuickJS and in the allocator alike. Memory grown since
    * is zeroed (the allocator takes it for fresh memory); it stays charged until the module is dropped.
@@ -349,6 +376,17 @@ class GuestModule {
     );
   }
 
+  /**
+   * Whether the heap may still grow, within the tenant's allowance, by `factor` times all it has
+   * grown to (the high-water mark of everything it held, the runtime's own part included), or times
+   * `atLeast` bytes where that is more.
+   */
+  roomToGrow(factor: number, atLeast = 0): boolean {
+    const size = this.memory.buffer.byteLength;
+    const top = Math.floor((this.build.heapBase + this.allowance) / WASM_PAGE) * WASM_PAGE;
+    return top - size >= factor * Math.max(size - this.build.heapBase, atLeast);
+  }
+
   /** Bytes charged to the thread's bound: the whole memory but the stack area no guest reaches. */
   charge(): number {
     return this.memory.buffer.byteLength - this.build.unreachableBytes;
@@ -366,7 +404,10 @@ class GuestModule {
       try {
         const grown = resize(requested);
         // Emscripten tried every size it would accept and each was refused: malloc fails now.
-        if (!grown) this.exhausted ??= this.refusal ?? 'allowance';
+        if (!grown) {
+          this.exhausted ??= this.refusal ?? 'allowance';
+          this.onRefusal?.();
+        }
         return grown;
       } finally {
         this.need = 0;
@@ -581,6 +622,8 @@ export class QuickJSHost {
         this.endSession(vm);
       },
       plainSnapshots(code.source),
+      this.copies,
+      stateJson.length,
     );
   }
 
@@ -906,9 +949,27 @@ const WARM_CODE: EnvironmentCode = {
 const WARM_SESSION_STATE = { list: [3, 1, 2], n: 1 };
 
 /**
- * The seed of an environment's Math.random: FNV-1a over its class name and initial state, so the
- * sessions of one scenario draw the same numbers wherever they run.
+ * The native encoder's heap grows by up to about 3.5 times the encoding at its peak (its buffer
+ * grows by halves through realloc, then QTS_bjson_encode copies it into an ArrayBuffer and
+ * QTS_GetArrayBuffer copies that), more than the guest's JSON.stringify and the UTF-8 copy of its
+ * text take for some states (wide text: about 3.4 against 2.8 times). The encoding of a state is
+ * at most about what the state takes in the heap, so where the heap may still grow by this many
+ * times what it has grown to (GuestModule.roomToGrow), the encoder cannot run out where
+ * JSON.stringify would not; with less room, a snapshot copies the module's memory before it tries
+ * (GuestVm.snapshotText; a copy of a 4 MB heap is under a millisecond into the thread's reused buffer).
  */
+const NATIVE_SNAPSHOT_ROOM = 4;
+/**
+ * How this thread's snapshots were written so far (read by tests and benchmarks); `restored`: those
+ * of them (written by JSON.stringify) whose native attempt ran out of room and whose module's memory
+ * was written back (GuestVm.snapshotText); `stopped`: native attempts the allowance stopped
+ * (GuestVm.encodePlain).
+ */
+export const SNAPSHOT_WAYS = { native: 0, stringify: 0, restored: 0, stopped: 0 };
+/** How this thread's tool results were written so far (GuestVm.callTool; read by tests and benchmarks). */
+export const CALL_WAYS = { native: 0, stringify: 0 };
+const PLAIN_SNAPSHOT_BARS = /toJSON|prototype|PrototypeOf|__proto__|Object\s*\.\s*create|definePropert|Reflect/;
+const plainSnapshotsBySource = new Map<string, boolean>();
 /**
  * Whether an environment's snapshots may go through QuickJS's native encoder (GuestVm.snapshotText,
  * bjson.ts), which writes an object's own data and cannot see its prototype: only where the source
@@ -919,11 +980,6 @@ const WARM_SESSION_STATE = { list: [3, 1, 2], n: 1 };
  * builds those names at run time could make the two texts differ, for its own state only, which it
  * writes as it likes anyway. Kept per source text: a thread sees a handful.
  */
-/** How this thread's snapshots, and tool results, were written so far (read by tests and benchmarks). */
-export const SNAPSHOT_WAYS = { native: 0, stringify: 0 };
-export const CALL_WAYS = { native: 0, stringify: 0 };
-const PLAIN_SNAPSHOT_BARS = /toJSON|prototype|PrototypeOf|__proto__|Object\s*\.\s*create|definePropert|Reflect/;
-const plainSnapshotsBySource = new Map<string, boolean>();
 export function plainSnapshots(source: string): boolean {
   let plain = plainSnapshotsBySource.get(source);
   if (plain === undefined) {
@@ -934,6 +990,10 @@ export function plainSnapshots(source: string): boolean {
   return plain;
 }
 
+/**
+ * The seed of an environment's Math.random: FNV-1a over its class name and initial state, so the
+ * sessions of one scenario draw the same numbers wherever they run.
+ */
 function seedOf(code: EnvironmentCode, stateJson: string): string {
   let h = 0x811c9dc5;
   const mix = (text: string) => {
@@ -1069,12 +1129,14 @@ const GLUE_UTF8 = new TextDecoder();
 /**
  * A guest string value's text, as the glue's getString gives it (QTS_GetString, the same decoder),
  * with the end of its bytes found by a native indexOf instead of the glue's loop over every byte.
+ * Null when the module had no room for the UTF-8 copy QTS_GetString makes (a reply is never empty:
+ * the caller answers MEMORY_EXCEEDED, not an empty text).
  */
-function readText(raw: RawContext, valuePtr: number): string {
+function readText(raw: RawContext, valuePtr: number): string | null {
   const { ffi, module, ctx } = raw;
   const chars = ffi.QTS_GetString(ctx, valuePtr);
+  if (!chars) return null;
   try {
-    if (!chars) return '';
     const heap = module.HEAPU8;
     return raw.decode(heap.subarray(chars, heap.indexOf(0, chars)));
   } finally {
@@ -1125,11 +1187,13 @@ class GuestVm {
   private constructor(
     readonly module: GuestModule,
     private readonly onDisposed: (module: GuestModule) => void,
+    /** The guest stack the runtime was opened with (its max stack size). */
+    private readonly stackBytes: number,
   ) {}
 
   /** A runtime, a context and the harness in `module`. Throws SandboxError; the module is handed back on failure. */
   static open(module: GuestModule, stackBytes: number, onDisposed: (module: GuestModule) => void): GuestVm {
-    const vm = new GuestVm(module, onDisposed);
+    const vm = new GuestVm(module, onDisposed, stackBytes);
     try {
       vm.runtime = module.newRuntime(stackBytes, () => vm.shouldInterrupt());
       vm.context = vm.runtime.newContext();
@@ -1262,9 +1326,12 @@ class GuestVm {
    * several times cheaper than the guest's JSON.stringify (docs/benchmarks.md), and the same text.
    * Where it is not plain data (or longer than `maxUnits`), the harness stringifies the value read
    * the first time. `plain` false (code that could reach an inherited toJSON, see plainSnapshots):
-   * the harness's `snapshot`. Throws SandboxError as `call` does.
+   * the harness's `snapshot`. `mayRestore`: this module's memory may be copied and written back
+   * (QuickJSHost's `copies`); `sizeHint`: the length of a text of this state known before (the
+   * initial state's, the last snapshot's), which its encoding may exceed the heap by (strings
+   * shared by many members). Throws SandboxError as `call` does.
    */
-  snapshotText(plain: boolean, maxUnits: number): string {
+  snapshotText(plain: boolean, maxUnits: number, mayRestore: boolean, sizeHint: number): string {
     if (this.raw === undefined) this.raw = rawAccess(this.ctx);
     const raw = this.raw;
     if (!plain || !raw?.bjson) {
@@ -1278,13 +1345,36 @@ class GuestVm {
     } catch (err) {
       throw this.hostFailure(err);
     }
-    if (result.error) throw this.guestError(result.error, 'STATE_INVALID');
+    // (TOOL_THREW, as `call` gives for an exception out of the harness's `snapshot`: the harness
+    // catches what the state's getter throws; what escapes it is what escaped `snapshot` before.)
+    if (result.error) throw this.guestError(result.error, 'TOOL_THREW');
     const wrapped = result.value;
     try {
       const hit = this.limitHit();
       if (hit) throw hit;
-      // [state], or "!" and an error reply, which the reader hands back as it is
-      const text = this.encodePlain(raw, (wrapped as unknown as { value: number }).value, maxUnits);
+      if (this.ctx.typeof(wrapped) === 'string') {
+        const reply = this.ctx.getString(wrapped); // "!" and an error reply
+        if (reply === '') throw this.noRoomToRead();
+        return reply;
+      }
+      // Where the heap may run out on the encoder's way (see NATIVE_SNAPSHOT_ROOM), its memory is
+      // copied first and written back if it does, so that the guest's JSON.stringify then finds the
+      // module as it was and meets the allowance where it always did; without a copy, such a state
+      // is the guest's JSON.stringify from the start.
+      let image: MemoryImage | null = null;
+      let text: string | null = null;
+      // (The encoding takes at most two bytes a character of the text, numbers aside.)
+      if (this.module.roomToGrow(NATIVE_SNAPSHOT_ROOM, 2 * sizeHint) || (mayRestore && (image = this.module.captureTransient()))) {
+        try {
+          text = this.encodePlain(raw, (wrapped as unknown as { value: number }).value, maxUnits);
+        } catch (err) {
+          if (!image || !this.module.exhausted || this.module.fatal) throw err;
+          // Out of room, and nothing of the guest ran since the copy: back to it.
+          this.module.restore(image);
+          this.module.exhausted = null;
+          SNAPSHOT_WAYS.restored += 1;
+        }
+      }
       if (text !== null) {
         SNAPSHOT_WAYS.native += 1;
         return text;
@@ -1296,27 +1386,53 @@ class GuestVm {
     }
   }
 
-  /** `[value]` through QuickJS's encoder and bjson.ts: the value's JSON text, or null (see bjsonToJson). */
+  /** `[value]` through QuickJS's encoder and bjson.ts: the value's JSON text, or null (see bjsonToJson). Throws SandboxError (a limit). */
   private encodePlain(raw: RawContext, valuePtr: number, maxUnits: number): string | null {
     const { ffi, ctx } = raw;
     const bjson = raw.bjson!;
+    // The encoder writes into a DynBuf that, once it found no room, skips what it is given and goes
+    // on, and it checks no interrupt: out of room, it would go on to the end of the state, all the
+    // holes of a sparse array (a[3e9] = 1: minutes) or a long string shared by many members. What it
+    // does check, for every value, is the runtime's stack limit: the first refused growth sets that
+    // so that the next check fails, and the encoder returns its exception there; it is set back after.
+    const runtime = this.runtime!;
+    let stopped = false;
+    this.module.onRefusal = () => {
+      if (stopped) return;
+      stopped = true;
+      try {
+        runtime.setMaxStackSize(1);
+      } catch {
+        // (a runtime that cannot take the call: the encoder then runs to its end, as it would have)
+      }
+    };
     let bufferPtr: number;
     try {
       bufferPtr = bjson.QTS_bjson_encode(ctx, valuePtr);
     } catch (err) {
       throw this.hostFailure(err);
-    }
-    const errorPtr = ffi.QTS_ResolveException(ctx, bufferPtr);
-    if (errorPtr) {
-      // Not plain data (a function, an accessor, a class the encoder refuses), or out of memory.
-      ffi.QTS_FreeValuePointer(ctx, bufferPtr);
-      ffi.QTS_FreeValuePointer(ctx, errorPtr);
-      const hit = this.limitHit();
-      if (hit) throw hit;
-      return null;
+    } finally {
+      this.module.onRefusal = null;
+      if (stopped) {
+        SNAPSHOT_WAYS.stopped += 1;
+        try {
+          runtime.setMaxStackSize(this.stackBytes);
+        } catch {
+          this.module.fatal = true; // (a module that failed inside: never reused, as hostFailure has it)
+        }
+      }
     }
     let at = 0;
     try {
+      const errorPtr = bufferPtr ? ffi.QTS_ResolveException(ctx, bufferPtr) : 0;
+      // Not plain data (a function, an accessor, a class the encoder refuses): null. Out of memory
+      // (the module is exhausted then): the limit. The encoder's buffer (quickjs.c's DynBuf) skips
+      // what it finds no room for and goes on, and JS_WriteObject never checks, so a buffer written
+      // while the module ran out may lack bytes anywhere with no exception: it is never read.
+      if (errorPtr) ffi.QTS_FreeValuePointer(ctx, errorPtr);
+      const hit = this.limitHit();
+      if (hit) throw hit;
+      if (errorPtr || !bufferPtr) return null;
       const length = bjson.QTS_GetArrayBufferLength(ctx, bufferPtr);
       // QTS_GetArrayBuffer hands back a malloc'd copy of the buffer's bytes, freed below.
       at = bjson.QTS_GetArrayBuffer(ctx, bufferPtr);
@@ -1325,7 +1441,7 @@ class GuestVm {
       return bjsonToJson(heap.subarray(at, at + length), maxUnits);
     } finally {
       if (at) raw.module._free(at);
-      ffi.QTS_FreeValuePointer(ctx, bufferPtr);
+      if (bufferPtr) ffi.QTS_FreeValuePointer(ctx, bufferPtr);
     }
   }
 
@@ -1341,7 +1457,7 @@ class GuestVm {
    * the same strings and the host the same reply. Falls back to the wrapper where the internals it
    * reaches are not there (another quickjs-emscripten release). Throws SandboxError as `call` does.
    */
-  callTool(tool: string, argsJson: string, scratch: CallScratch, plain = false, maxBytes = Infinity): string {
+  callTool(tool: string, argsJson: string, scratch: CallScratch, plain = false, maxBytes = Infinity, sizeHint = 0): string {
     if (this.raw === undefined) this.raw = rawAccess(this.ctx);
     const raw = this.raw;
     if (!raw) return this.call('call', [tool, argsJson]);
@@ -1384,7 +1500,9 @@ class GuestVm {
       // [result], or "!" and an error reply; encodeOf stringifies the result where the encoder cannot write it
       const handle = raw.handle(resultPtr);
       try {
-        const text = this.encodePlain(raw, resultPtr, maxBytes);
+        // Only where the heap can take the encoder's peak (see NATIVE_SNAPSHOT_ROOM; `sizeHint`: the
+        // length of this environment's last result): there is no copy to go back to here.
+        const text = this.module.roomToGrow(NATIVE_SNAPSHOT_ROOM, 2 * sizeHint) ? this.encodePlain(raw, resultPtr, maxBytes) : null;
         if (text !== null) {
           CALL_WAYS.native += 1;
           return text;
@@ -1395,11 +1513,19 @@ class GuestVm {
         handle.dispose();
       }
     }
+    let text: string | null;
     try {
-      return readText(raw, resultPtr);
+      text = readText(raw, resultPtr);
     } finally {
       ffi.QTS_FreeValuePointer(ctx, resultPtr);
     }
+    if (text === null) throw this.noRoomToRead();
+    return text;
+  }
+
+  /** The module had no room for the UTF-8 copy of a reply (readText): the limit it hit, as a call's own allocation failure would be. */
+  private noRoomToRead(): SandboxError {
+    return this.limitHit() ?? new SandboxError('MEMORY_EXCEEDED', 'out of memory reading the reply');
   }
 
   /**
@@ -1490,6 +1616,8 @@ class GuestVm {
     const raw = this.raw;
     const text = raw ? readText(raw, (result.value as unknown as { value: number }).value) : this.ctx.getString(result.value);
     result.value.dispose();
+    // No reply of the harness is empty: an empty one from the wrapper is the same failed copy.
+    if (text === null || text === '') throw this.noRoomToRead();
     return text;
   }
 
@@ -1564,6 +1692,8 @@ export class SandboxEnvironment {
   private readonly scratch: CallScratch = { block: 0, bytes: 0, names: new Map() };
   private spentMs = 0;
   private calls = 0;
+  /** The length of the last reply's text (callTool's room check for its native way). */
+  private resultHint = 0;
   private readonly budgetMs: number;
 
   constructor(
@@ -1573,6 +1703,10 @@ export class SandboxEnvironment {
     private readonly onDisposed: () => void,
     /** Snapshots may go through the native encoder (see plainSnapshots). */
     private readonly plainSnapshots = false,
+    /** The module's memory may be copied and written back around a snapshot (GuestVm.snapshotText). */
+    private readonly mayRestore = false,
+    /** The length of the state's last known text (the initial state's, then the last snapshot's): GuestVm.snapshotText. */
+    private sizeHint = 0,
   ) {
     this.budgetMs = sessionCpuMsOf(limits);
   }
@@ -1636,7 +1770,8 @@ export class SandboxEnvironment {
       if (over) return this.stop(started, parse, over.code, over.message, true);
       let text: string;
       try {
-        text = this.vm.callTool(tool, JSON.stringify(input), this.scratch, this.plainSnapshots, this.limits.maxResultBytes + 16);
+        text = this.vm.callTool(tool, JSON.stringify(input), this.scratch, this.plainSnapshots, this.limits.maxResultBytes + 16, this.resultHint);
+        this.resultHint = text.length;
       } catch (err) {
         const e = err instanceof SandboxError ? err : new SandboxError('TOOL_THREW', String(err));
         if (e.code !== 'CPU_BUDGET_EXCEEDED') return this.stop(started, parse, e.code, e.message, true);
@@ -1695,7 +1830,7 @@ export class SandboxEnvironment {
       const over = this.armWithin(this.limits.callDeadlineMs, started);
       if (over) throw over;
       // The state's JSON text, or "!" and an error reply.
-      const text = this.vm.snapshotText(this.plainSnapshots, this.limits.maxStateBytes);
+      const text = this.vm.snapshotText(this.plainSnapshots, this.limits.maxStateBytes, this.mayRestore, this.sizeHint);
       if (text.startsWith('!')) {
         const reply = JSON.parse(text.slice(1)) as { err: SandboxErrorCode; message: string };
         throw new SandboxError(reply.err, reply.message);
@@ -1704,6 +1839,7 @@ export class SandboxEnvironment {
       if (bytes > this.limits.maxStateBytes) {
         throw new SandboxError('STATE_TOO_LARGE', `the state is ${bytes} bytes; the cap is ${this.limits.maxStateBytes}`);
       }
+      this.sizeHint = text.length;
       return text;
     } catch (err) {
       if (err instanceof SandboxError && FATAL_CODES.has(err.code)) this.dispose();

@@ -235,4 +235,48 @@ describe('sandbox memory and CPU, per environment (one thread)', function () {
     until(() => slow.call('work', { n: 2_000_000 }), 1_000);
     expect(() => slow.snapshot()).to.throw().with.property('code', 'ENV_DISPOSED');
   });
+
+  it('answers a reply the module has no room left to hand over (its UTF-8 copy) with MEMORY_EXCEEDED, never an empty text', async () => {
+    // A state of wide text (two bytes a character in the guest, three in UTF-8) held in a 16 MiB
+    // allowance: for some lengths JSON.stringify still fits and the UTF-8 copy of its text the host
+    // reads does not. That copy's failure used to read as an empty reply: a snapshot "" (and a
+    // tool's result "") with no error. The source names a toJSON, so its snapshots are the guest's
+    // JSON.stringify (the way every snapshot went before the native encoder, and its fallback).
+    const source = `class Wide { constructor(s) { this.state = s; }
+      fill({ n }) { this.state = { s: '日本'.repeat(n) }; return { success: true }; }
+      keep({ n }) { this.state = { s: '日本'.repeat(n) }; return this.state; } } // toJSON`;
+    const code: EnvironmentCode = { name: 'wide', className: 'Wide', source, tools: [tool('fill'), tool('keep')] };
+    const limits: SandboxLimits = { ...LIMITS, envMemoryMb: 16, maxResultBytes: 64 * MiB, callDeadlineMs: 60_000, sessionCpuMs: 1e9 };
+    const host = new QuickJSHost(256);
+    const outcomes: string[] = [];
+    for (let n = 1_050_000; n <= 1_250_000; n += 20_000) {
+      const text = JSON.stringify({ s: '日本'.repeat(n) });
+      const env = await host.createEnvironment(code, {}, limits);
+      try {
+        expect(env.call('fill', { n }).runtimeError).to.equal(undefined);
+        let got: { text: string } | { code: string };
+        try {
+          got = { text: env.snapshotText() };
+        } catch (err) {
+          got = { code: (err as { code: string }).code };
+        }
+        // (compared as a flag: a diff of megabytes would bury the message)
+        if ('text' in got) expect(got.text === text, `snapshot, n = ${n}: ${got.text.length} characters where ${text.length} were due`).to.equal(true);
+        else expect(got.code, `snapshot, n = ${n}`).to.equal('MEMORY_EXCEEDED');
+        outcomes.push('text' in got ? 'text' : got.code);
+      } finally {
+        env.dispose();
+      }
+      const env2 = await host.createEnvironment(code, {}, limits);
+      try {
+        const kept = env2.callText('keep', { n });
+        if (kept.runtimeError === undefined) expect(kept.resultJson === text, `result, n = ${n}: ${kept.resultJson.length} characters where ${text.length} were due`).to.equal(true);
+        else expect(kept.runtimeError, `result, n = ${n}`).to.equal('MEMORY_EXCEEDED');
+      } finally {
+        env2.dispose();
+      }
+    }
+    // Both sides of the allowance were reached.
+    expect(outcomes).to.include('text').and.to.include('MEMORY_EXCEEDED');
+  });
 });
