@@ -108,8 +108,8 @@ export const HARNESS_SOURCE = String.raw`(() => {
       return result === FAILED ? failure : encode(result);
     },
     // call, with the result handed over in a one-element array for the host's native encoder
-    // (GuestVm.callTool, bjson.ts), or "!" and an error reply; encodeOf gives call's reply for the
-    // array where the encoder cannot write the result.
+    // (GuestVm.callTool, bjson.ts), or "!" and an error reply; encodeOf gives call's reply for what
+    // callValue handed over, where the encoder cannot write it or there is no room to try.
     callValue(name, argsJson) {
       const result = invoke(name, argsJson);
       if (result === FAILED) return failure;
@@ -117,7 +117,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
       return [result];
     },
     encodeOf(wrapped) {
-      return encode(wrapped[0]);
+      return typeof wrapped === 'string' ? wrapped : encode(wrapped[0]);
     },
     // Not wrapped either (a 65 KB state would be copied once more): the state's JSON text, or "!" and an error reply.
     snapshot() {
@@ -133,6 +133,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
       try { return [inst.state]; } catch (e) { return '!' + thrown('STATE_INVALID', e); }
     },
     snapshotOf(wrapped) {
+      if (typeof wrapped === 'string') return wrapped; // state()'s error reply
       let text;
       try { text = stringify(wrapped[0]); } catch (e) { return '!' + thrown('STATE_INVALID', e); }
       if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');

@@ -1352,11 +1352,7 @@ class GuestVm {
     try {
       const hit = this.limitHit();
       if (hit) throw hit;
-      if (this.ctx.typeof(wrapped) === 'string') {
-        const reply = this.ctx.getString(wrapped); // "!" and an error reply
-        if (reply === '') throw this.noRoomToRead();
-        return reply;
-      }
+      // [state], or "!" and an error reply: the reader and snapshotOf both hand the reply back as it is.
       // Where the heap may run out on the encoder's way (see NATIVE_SNAPSHOT_ROOM), its memory is
       // copied first and written back if it does, so that the guest's JSON.stringify then finds the
       // module as it was and meets the allowance where it always did; without a copy, such a state

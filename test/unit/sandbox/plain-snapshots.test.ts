@@ -270,6 +270,27 @@ describe('snapshots through the native encoder', function () {
     }
   });
 
+  it('gives an error reply as it is where the heap is short for the native way (the harness then stringifies)', async () => {
+    // A 3 MB reply first: the next call's room check (four times twice that) fails in a 16 MiB
+    // allowance, so its reply goes through encodeOf, which must hand an error reply back unchanged.
+    const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, envMemoryMb: 16 };
+    const outcomes = [];
+    for (const code of [ODD, ODD_BEFORE]) {
+      const e = await host.createEnvironment(code, {}, limits);
+      try {
+        expect(e.callText('text', { n: 500_000 }).runtimeError).to.equal('RESULT_TOO_LARGE');
+        const stringified = CALL_WAYS.stringify;
+        const { us: _us, ...threw } = e.callText('threw', {});
+        if (code === ODD) expect(CALL_WAYS.stringify - stringified, 'the reply went through encodeOf').to.equal(1);
+        outcomes.push(threw);
+      } finally {
+        e.dispose();
+      }
+    }
+    expect(outcomes[1]).to.include({ runtimeError: 'TOOL_THREW' });
+    expect(outcomes[0]).to.deep.equal(outcomes[1]);
+  });
+
   it('applies the result cap as before, in bytes, at and around it, with 2-, 3- and 4-byte characters', async () => {
     const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, maxResultBytes: 400 };
     const envs = [await host.createEnvironment(ODD, {}, limits), await host.createEnvironment(ODD_BEFORE, {}, limits)];
@@ -487,6 +508,35 @@ describe('snapshots through the native encoder', function () {
     }
     expect(outcomes[1]).to.have.property('code', 'TOOL_THREW');
     expect(outcomes[0]).to.deep.equal(outcomes[1]);
+  });
+
+  it('gives the error of a state getter that throws as before, with room for the native way and without', async () => {
+    // Without room (a 3 MB reply first in a 16 MiB allowance) and without memory copies (a build
+    // whose layout is not known: `copies` off), the harness's error reply goes through snapshotOf.
+    const plainHost = new QuickJSHost(DEFAULT_SANDBOX_LIMITS.heapMb);
+    (plainHost as unknown as { copies: boolean }).copies = false;
+    const source = `class Throwing { constructor(s) { this.s = s; this.armed = false; }
+      arm() { this.armed = true; return { success: true }; }
+      big() { return 'x'.repeat(3e6); }
+      get state() { if (!this.armed) return {}; throw new Error('no state: 日本 😀'); } }`;
+    const tools = [tool('arm'), tool('big')];
+    for (const short of [false, true]) {
+      const outcomes = [];
+      for (const code of [source, `${source} // toJSON`]) {
+        const env = await (short ? plainHost : host).createEnvironment({ name: 'throwing', className: 'Throwing', source: code, tools }, {}, { ...DEFAULT_SANDBOX_LIMITS, envMemoryMb: 16 });
+        try {
+          if (short) env.call('big', {}); // the heap grows by its text and more: four times that is not left
+          env.call('arm', {});
+          const ways = { ...SNAPSHOT_WAYS };
+          outcomes.push(snapshotOutcome(env));
+          if (short && code === source) expect(SNAPSHOT_WAYS.stringify - ways.stringify, 'through snapshotOf').to.equal(1);
+        } finally {
+          env.dispose();
+        }
+      }
+      expect(outcomes[1], `short of room: ${short}`).to.deep.equal({ code: 'STATE_INVALID', message: 'no state: 日本 😀' });
+      expect(outcomes[0], `short of room: ${short}`).to.deep.equal(outcomes[1]);
+    }
   });
 
   it('reads a state getter once, also when the encoder cannot write what it returns', async () => {
