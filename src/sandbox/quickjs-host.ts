@@ -1493,17 +1493,24 @@ class GuestVm {
       throw hit;
     }
     if (native) {
-      // [result], or "!" and an error reply; encodeOf stringifies the result where the encoder cannot write it
-      const handle = raw.handle(resultPtr);
+      // [result], or "!" and an error reply; encodeOf stringifies the result where the encoder cannot write it.
+      // Only where the heap can take the encoder's peak (see NATIVE_SNAPSHOT_ROOM; `sizeHint`: the
+      // length of this environment's last result): there is no copy to go back to here.
+      let text: string | null;
       try {
-        // Only where the heap can take the encoder's peak (see NATIVE_SNAPSHOT_ROOM; `sizeHint`: the
-        // length of this environment's last result): there is no copy to go back to here.
-        const text = this.module.roomToGrow(NATIVE_SNAPSHOT_ROOM, 2 * sizeHint) ? this.encodePlain(raw, resultPtr, maxBytes) : null;
-        if (text !== null) {
-          CALL_WAYS.native += 1;
-          return text;
-        }
-        CALL_WAYS.stringify += 1;
+        text = this.module.roomToGrow(NATIVE_SNAPSHOT_ROOM, 2 * sizeHint) ? this.encodePlain(raw, resultPtr, maxBytes) : null;
+      } catch (err) {
+        ffi.QTS_FreeValuePointer(ctx, resultPtr);
+        throw err;
+      }
+      if (text !== null) {
+        ffi.QTS_FreeValuePointer(ctx, resultPtr);
+        CALL_WAYS.native += 1;
+        return text;
+      }
+      CALL_WAYS.stringify += 1;
+      const handle = raw.handle(resultPtr); // (a handle object only on this way: `call` takes handles)
+      try {
         return this.call('encodeOf', [handle]);
       } finally {
         handle.dispose();

@@ -539,6 +539,21 @@ describe('snapshots through the native encoder', function () {
     }
   });
 
+  it('gives back the memory of every native reply: 20,000 replies of about 1 KB fit an 8 MiB allowance', async () => {
+    const source = `class L { constructor(s) { this.state = s; }
+      make() { return { rows: Array.from({ length: 20 }, (_, i) => ({ id: 'R' + i, name: 'ルーム ' + i })) }; } }`;
+    const env = await host.createEnvironment({ name: 'l', className: 'L', source, tools: [tool('make')] }, {}, { ...DEFAULT_SANDBOX_LIMITS, envMemoryMb: 8, sessionCpuMs: 1e9 });
+    try {
+      const native = CALL_WAYS.native;
+      const first = env.callText('make', {}).resultJson;
+      expect(first.length).to.be.greaterThan(500);
+      for (let i = 0; i < 20_000; i += 1) expect(env.callText('make', {}).resultJson).to.equal(first);
+      expect(CALL_WAYS.native - native).to.equal(20_001);
+    } finally {
+      env.dispose();
+    }
+  });
+
   it('reads a state getter once, also when the encoder cannot write what it returns', async () => {
     const source = `class Counting { constructor(s) { this.s = s; this.reads = 0; }
       get state() { this.reads += 1; return { reads: this.reads, when: this.reads > 1 ? 'again' : 'once', f: () => 1 }; }
