@@ -14,6 +14,7 @@ import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import type { CheckSpec, EnvironmentCode } from './bundle.js';
 import { FATAL_CODES, SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.js';
 import { bjsonToJson } from './bjson.js';
+import { CheckMemo } from './check-memo.js';
 import { finalStatePatch } from './json-patch.js';
 import { HARNESS_SOURCE } from './harness.js';
 import { DEFAULT_SANDBOX_LIMITS, sessionCpuMsOf, type SandboxLimits } from './limits.js';
@@ -456,6 +457,8 @@ export class QuickJSHost {
   private copies = true;
   /** Check templates, least recently used first (see checkTemplate). */
   private readonly templates: CheckTemplate[] = [];
+  /** Outcomes of the check batches this thread ran, for the episodes that end in a state scored before (see CheckMemo). */
+  readonly checkMemo = new CheckMemo();
   private templateUnderway = false;
   /** Sessions may start from memory copies (cleared by warm() if the copies do not isolate). */
   private sessionCopies = true;
@@ -567,7 +570,7 @@ export class QuickJSHost {
     if (!this.sessionCopies) for (const vm of this.spare.splice(0)) vm.dispose();
     // Checks share a parse through memory copies; should a build's layout defeat the copies (a check
     // seeing what the one before it did), this thread gives every check a fresh runtime instead.
-    const isolated = await this.runChecksOnText(WARM_CHECKS, '{"list":[3,1,2]}', '{"n":1}', DEFAULT_SANDBOX_LIMITS);
+    const isolated = await this.runCheckBatch(WARM_CHECKS, '{"list":[3,1,2]}', '{"n":1}', DEFAULT_SANDBOX_LIMITS);
     if (!isolated.every(o => o.passed)) this.copies = false;
     for (const t of [...this.templates]) this.dropTemplate(t, this.copies);
   }
@@ -726,6 +729,16 @@ export class QuickJSHost {
    * layout is not known), every check gets a fresh runtime.
    */
   async runChecksOnText(checks: readonly CheckSpec[], finalJson: string, initialJson: string, limits: SandboxLimits): Promise<CheckOutcome[]> {
+    const key = this.checkMemo.keyOf(checks, limits);
+    const known = key === undefined ? undefined : this.checkMemo.get(key, finalJson, initialJson);
+    if (known) return known as CheckOutcome[];
+    const out = await this.runCheckBatch(checks, finalJson, initialJson, limits);
+    if (key !== undefined) this.checkMemo.set(key, finalJson, initialJson, out);
+    return out;
+  }
+
+  /** runChecksOnText without the memo: every check run. */
+  private async runCheckBatch(checks: readonly CheckSpec[], finalJson: string, initialJson: string, limits: SandboxLimits): Promise<CheckOutcome[]> {
     const out: CheckOutcome[] = [];
     let batch: CheckBatch | null = null;
     try {
