@@ -15,7 +15,7 @@ import type { CheckSpec, EnvironmentCode } from './bundle.js';
 import { FATAL_CODES, SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.js';
 import { bjsonToJson } from './bjson.js';
 import { CheckMemo } from './check-memo.js';
-import { finalStatePatch } from './json-patch.js';
+import { finalStatePatch, InitialIndex } from './json-patch.js';
 import { HARNESS_SOURCE } from './harness.js';
 import { DEFAULT_SANDBOX_LIMITS, sessionCpuMsOf, type SandboxLimits } from './limits.js';
 import { quickjsBuild, Wasm, WASM_MAX_PAGES, WASM_PAGE, type QuickJSBuild, type WasmInstance, type WasmMemory, type WasmModule } from './quickjs-build.js';
@@ -153,6 +153,8 @@ interface CheckTemplate {
   dirty: boolean;
   /** It holds a second parse of the initial state, the base a batch's final state is patched on (json-patch.ts). */
   readonly patches: boolean;
+  /** The initial text's members that the patches of its batches looked into (json-patch.ts), made by the first one. */
+  index?: InitialIndex;
 }
 
 /**
@@ -776,7 +778,7 @@ export class QuickJSHost {
         template.dirty = true;
         vm.arm(limits.checkDeadlineMs);
         // Only the values the episode changed are parsed here; the rest is the template's second parse of the initial state.
-        const patch = template.patches ? finalStatePatch(initialJson, finalJson) : null;
+        const patch = template.patches ? finalStatePatch(initialJson, finalJson, (template.index ??= new InitialIndex(template.initialJson))) : null;
         vm.expectOk(patch === null ? vm.callHarness('prepareFinal', [finalJson]) : vm.callHarness('prepareFinalPatch', [patch]));
       } catch (err) {
         this.leaveTemplate(template);

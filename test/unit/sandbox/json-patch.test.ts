@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { finalStatePatch } from '../../../src/sandbox/json-patch.js';
+import { finalStatePatch, InitialIndex } from '../../../src/sandbox/json-patch.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
 import { createLocalSandboxRunner } from '../../../src/sandbox/runner.js';
 
@@ -18,9 +18,15 @@ function applied(initialText: string, patch: string): unknown {
   return root;
 }
 
-/** Key order matters: two values are the same when their JSON texts are. */
-function expectPatched(initialText: string, finalText: string): string | null {
+/**
+ * Key order matters: two values are the same when their JSON texts are. The patch must also be the one a scan of
+ * every container whole gives (`scanShared`), with and without a template's index of the initial text (kept
+ * across the finals of one initial state, as a template keeps it across its batches).
+ */
+function expectPatched(initialText: string, finalText: string, index?: InitialIndex): string | null {
   const patch = finalStatePatch(initialText, finalText);
+  expect(patch, 'scanning only what differs').to.equal(finalStatePatch(initialText, finalText, undefined, true));
+  if (index) expect(finalStatePatch(initialText, finalText, index), 'with the index').to.equal(patch);
   if (patch !== null) expect(JSON.stringify(applied(initialText, patch))).to.equal(JSON.stringify(JSON.parse(finalText)));
   return patch;
 }
@@ -93,16 +99,44 @@ describe('finalStatePatch: the final state as a patch on the initial one', () =>
       const rnd = random(seed);
       const initial = { records: value(rnd, 4), list: value(rnd, 3), other: value(rnd, 3) };
       const initialText = seed % 3 === 0 ? JSON.stringify(initial, null, seed % 2 ? 2 : '\t') : JSON.stringify(initial);
-      let final = JSON.parse(JSON.stringify(initial)) as unknown;
-      for (let n = 1 + Math.floor(rnd() * 3); n > 0; n -= 1) final = mutate(final, rnd);
-      try {
-        if (expectPatched(initialText, JSON.stringify(final)) !== null) patched += 1;
-      } catch (err) {
-        throw new Error(`seed ${seed}: ${(err as Error).message}`, { cause: err });
+      // Three finals on one initial text, one index for them all (a template's batches).
+      const index = new InitialIndex(initialText);
+      for (let round = 0; round < 3; round += 1) {
+        let final = JSON.parse(JSON.stringify(initial)) as unknown;
+        for (let n = 1 + Math.floor(rnd() * 3); n > 0; n -= 1) final = mutate(final, rnd);
+        try {
+          if (expectPatched(initialText, JSON.stringify(final), index) !== null && round === 0) patched += 1;
+        } catch (err) {
+          throw new Error(`seed ${seed}, final ${round}: ${(err as Error).message}`, { cause: err });
+        }
       }
     }
     // Most changes are small against the whole state: the patch is the usual case, not the fallback.
     expect(patched).to.be.greaterThan(1_000);
+  });
+
+  it('reads the final text only where it differs, and still gives the parse where the shared ends mislead (a value split in two, a member added before equal ones, escapes)', () => {
+    const cases: Array<[string, string]> = [
+      ['{"a":[1,2]}', '{"a":[1],"b":[2]}'],
+      ['{"a":[1],"b":[2]}', '{"a":[1,2]}'],
+      ['{"x":{"k":[1]},"y":1,"pad":"' + 'p'.repeat(40) + '"}', '{"x":{"k":[1]},"z":{"k":[1]},"y":1,"pad":"' + 'p'.repeat(40) + '"}'],
+      ['{"x":{"k":[1]},"z":{"k":[1]},"y":1,"pad":"' + 'p'.repeat(40) + '"}', '{"x":{"k":[1]},"y":1,"pad":"' + 'p'.repeat(40) + '"}'],
+      ['{"s":"a\\"b","t":{"u":"}{"},"pad":"' + 'q'.repeat(40) + '"}', '{"s":"a\\"c","t":{"u":"}{"},"pad":"' + 'q'.repeat(40) + '"}'],
+      ['{"s":"a\\"b","t":{"u":"}{"},"pad":"' + 'q'.repeat(40) + '"}', '{"s":"a\\"b","t":{"u":"]["},"pad":"' + 'q'.repeat(40) + '"}'],
+      ['{"g":{"G1":{"n":"Zoë 😀","b":1},"G2":{"n":"山田","b":2}},"r":[{"id":1},{"id":2}]}', '{"g":{"G1":{"n":"Zoë 😀","b":1},"G2":{"n":"山田","b":3}},"r":[{"id":1},{"id":2}]}'],
+      ['{"g":{"G1":{"n":"Zoë 😀","b":1},"G2":{"n":"山田","b":2}},"r":[{"id":1},{"id":2}]}', '{"g":{"G1":{"n":"Zoë 😁","b":1},"G2":{"n":"山田","b":2}},"r":[{"id":1},{"id":2},{"id":3}]}'],
+      ['[[[[1]]],[[[2]]]]', '[[[[1]]],[[[3]]]]'],
+      ['[[[[1]]],[[[2]]]]', '[[[[1],[2]]]]'],
+      ['{"a":{"a":{"a":{"a":1}}},"b":2}', '{"a":{"a":{"a":{"a":1},"b":2}}}'],
+    ];
+    for (const [initialText, finalText] of cases) {
+      const index = new InitialIndex(initialText);
+      const patch = expectPatched(initialText, finalText, index);
+      expect(expectPatched(initialText, finalText, index), `${initialText} → ${finalText}, again`).to.equal(patch);
+    }
+    // An index of another text is not used.
+    const other = new InitialIndex('{"a":[9,9]}');
+    expect(finalStatePatch('{"a":[1,2],"b":0}', '{"a":[1,3],"b":0}', other)).to.equal(finalStatePatch('{"a":[1,2],"b":0}', '{"a":[1,3],"b":0}', undefined, true));
   });
 
   it('patches only what changed', () => {
