@@ -5,7 +5,11 @@
  * final state. Prints the milliseconds per episode of each piece (wall time of this thread, which does
  * all of the work) and the process's CPU per episode (all threads: V8's helpers too).
  *
- *   node --import tsx bench/sandbox-episode-parts.ts [--concurrency 250] [--waves 8]
+ *   node --import tsx bench/sandbox-episode-parts.ts [--concurrency 250] [--waves 8] [--distinct]
+ *
+ * --distinct: every episode pays a different amount (pay_balance) before its snapshot, so that no two episodes end in
+ * the same state and every check batch runs (without it, all end in the initial state and the thread answers all
+ * but the first batch from its memo, src/sandbox/check-memo.ts).
  *
  * Three waves of warm-up first. Exits 1 if an episode does not get the hotel reward (3 of 4 checks).
  * Run it twice alternately with another checkout to compare; the machine's speed varies.
@@ -16,9 +20,12 @@ import { DEFAULT_SANDBOX_LIMITS } from '../src/sandbox/limits.js';
 import { QuickJSHost } from '../src/sandbox/quickjs-host.js';
 import { benchArgs } from './args.js';
 
-const args = benchArgs(import.meta.url, { values: ['concurrency', 'waves'] });
+const args = benchArgs(import.meta.url, { values: ['concurrency', 'waves'], booleans: ['distinct'] });
 const C = args.int('concurrency', 250);
 const WAVES = args.int('waves', 8);
+/** Every episode pays a different amount first, so that no two end in the same state (no check batch is answered from the thread's memo). */
+const DISTINCT = args.flag('distinct');
+let paid = 0;
 const read = (name: string): unknown => JSON.parse(readFileSync(new URL(`../fixtures/reference/${name}`, import.meta.url), 'utf8'));
 const bundle = read('hotel-env.bundle.json') as EnvironmentCode;
 const checks = read('hotel-checks.json') as CheckSpec[];
@@ -42,6 +49,13 @@ async function wave(timed: boolean): Promise<void> {
   for (let i = 0; i < C; i += 1) envs.push(await host.createEnvironmentFromText(code, stateJson, limits));
   t = at('create', t);
   for (let k = 0; k < 4; k += 1) for (const env of envs) env.callText('get_guest', { guest_id: 'G0001' });
+  if (DISTINCT) {
+    for (const env of envs) {
+      paid += 1;
+      const out = env.callText('pay_balance', { guest_id: 'G0009', amount: ((paid % 30_000) + 1) / 100 });
+      if (out.runtimeError || !out.resultJson.includes('true')) throw new Error(`pay_balance failed: ${out.resultJson}`);
+    }
+  }
   t = at('calls', t);
   const finals = envs.map(env => env.snapshotText());
   t = at('snapshot', t);
