@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
@@ -10,6 +11,9 @@ import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } fr
 import type { EndpointLimiter, Ledger, ResponseCache } from '../../../src/llm/ports.js';
 import { parseModelScript, startModelServer, type ModelServer } from '../../../src/model-server/index.js';
 import { rejection } from '../../helpers/assert.js';
+import { Redis } from 'ioredis';
+import { createRedisResponseCache } from '../../../src/llm/redis-cache.js';
+import { REDIS_URL, dropPrefix, requireRedis } from '../../helpers/integration.js';
 
 describe('model gateway (scripted HTTP server, in-memory ports)', function () {
   this.timeout(20_000);
@@ -153,6 +157,51 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
       expect(unhandled).to.deep.equal([]);
     } finally {
       process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  it('answers without waiting for the cache to take the answer (a write that never ends, one that fails), and a request sent again at once is served from the real Redis cache', async () => {
+    server = await startModelServer({ script: parseModelScript({ rules: [{ stage: 'mine.topic', respond: { content: 'kept 😀 保存' } }] }) });
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } });
+    const req = { messages: [{ role: 'user' as const, content: 'Zoë asks 客房?' }] };
+    // A cache whose writes never end (a Redis that stopped answering): the caller has its answer anyway
+    // (before, this call waited for the write and the test ran out of time).
+    const stuck: ResponseCache = { ...createMemoryResponseCache(), set: () => new Promise<void>(() => undefined) };
+    const ledgerStuck = createMemoryLedger();
+    const waiting = createModelGateway({ config, cache: stuck, limiter: createMemoryLimiter(), ledger: ledgerStuck, logger: pino({ level: 'silent' }) });
+    expect((await waiting.chat({ runId: 'r', stage: 'mine.topic' }, req)).message.content).to.equal('kept 😀 保存');
+    expect((await ledgerStuck.totals('r')).requests).to.equal(1);
+    // A write that fails is logged, and is no unhandled rejection.
+    const warnings: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+    const failing: ResponseCache = { ...createMemoryResponseCache(), set: () => Promise.reject(new Error('Connection is closed.')) };
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const failingGateway = createModelGateway({ config, cache: failing, limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger });
+      expect((await failingGateway.chat({ runId: 'r', stage: 'mine.topic' }, req)).cached).to.equal(false);
+      await new Promise(r => setImmediate(r));
+      expect(warnings.join('')).to.include('could not cache a model answer');
+      expect(unhandled).to.deep.equal([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    // On a real Redis, the write goes out before the call returns: the same request sent right after is a hit.
+    await requireRedis();
+    const redis = new Redis(REDIS_URL, { enableAutoPipelining: true });
+    const prefix = `envfleet-test-${randomUUID().slice(0, 8)}`;
+    try {
+      const gateway = createModelGateway({ config, cache: createRedisResponseCache(redis, prefix), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+      const before = server.log().length;
+      const first = await gateway.chat({ runId: 'r', stage: 'mine.topic' }, req);
+      const again = await gateway.chat({ runId: 'r', stage: 'mine.topic' }, req);
+      expect([first.cached, again.cached]).to.deep.equal([false, true]);
+      expect(again.message.content).to.equal('kept 😀 保存');
+      expect(server.log().length - before).to.equal(1);
+    } finally {
+      await dropPrefix(prefix);
+      redis.disconnect();
     }
   });
 
