@@ -714,9 +714,22 @@ export class QuickJSHost {
     vm.dispose();
   }
 
-  /** Runs each check as check(finalState, initialState), isolated from the others; a failure counts as false. */
+  /**
+   * Runs each check as check(finalState, initialState), isolated from the others; a failure counts as false. A state
+   * JSON cannot write (nested deeper than V8's stack allows, a cycle, a BigInt, undefined) fails every check with
+   * STATE_INVALID, as a state the guest cannot parse does.
+   */
   async runChecks(checks: readonly CheckSpec[], finalState: unknown, initialState: unknown, limits: SandboxLimits): Promise<CheckOutcome[]> {
-    return this.runChecksOnText(checks, JSON.stringify(finalState), JSON.stringify(initialState), limits);
+    let finalJson: string;
+    let initialJson: string;
+    try {
+      finalJson = stateText(finalState, 'final');
+      initialJson = stateText(initialState, 'initial');
+    } catch (err) {
+      const e = err as SandboxError;
+      return checks.map(c => ({ item: c.item, passed: false, error: e.message, errorCode: e.code }));
+    }
+    return this.runChecksOnText(checks, finalJson, initialJson, limits);
   }
 
   /**
@@ -1066,6 +1079,19 @@ class CheckBatch {
   dispose(): void {
     this.done();
   }
+}
+
+/** A state's JSON text for the checks; SandboxError STATE_INVALID when JSON cannot write it. */
+function stateText(state: unknown, which: 'final' | 'initial'): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(state);
+  } catch (err) {
+    const why = err instanceof RangeError ? 'it is nested too deeply' : err instanceof Error ? err.message : String(err);
+    throw new SandboxError('STATE_INVALID', `the ${which} state cannot be written as JSON: ${why}`);
+  }
+  if (text === undefined) throw new SandboxError('STATE_INVALID', `the ${which} state is not JSON`);
+  return text;
 }
 
 /**

@@ -28,6 +28,36 @@ describe('check functions', function () {
     expect(result.solved).to.equal(false);
   });
 
+  it('fails every check with STATE_INVALID, saying why, when a state cannot be written as JSON (nested 5,000 and 100,000 deep, a cycle, a BigInt, none)', async () => {
+    const deep = (n: number) => {
+      let v: unknown = 'Zoë 😀';
+      for (let i = 0; i < n; i += 1) v = [v];
+      return v;
+    };
+    const cycle: Record<string, unknown> = { name: '客房' };
+    cycle['self'] = cycle;
+    const checks = [
+      { item: 'one', check: 'function check(f) { return true; }' },
+      { item: 'two', check: 'function check(f, i) { return true; }' },
+    ];
+    const cases: Array<[string, unknown, unknown, RegExp]> = [
+      ['5,000 deep', { d: deep(5_000) }, { d: 1 }, /the final state cannot be written as JSON: it is nested too deeply/],
+      ['100,000 deep', { d: deep(100_000) }, { d: 1 }, /the final state cannot be written as JSON: it is nested too deeply/],
+      ['a cycle', cycle, {}, /the final state cannot be written as JSON: .*circular/i],
+      ['a BigInt in the initial state', {}, { n: 10n }, /the initial state cannot be written as JSON: .*BigInt/],
+      ['no state', undefined, {}, /the final state is not JSON/],
+    ];
+    for (const [what, finalState, initialState, message] of cases) {
+      const result = await runner.checks({ checks, finalState, initialState, limits: LIMITS });
+      expect(result.results.map(r => [r.item, r.passed, r.errorCode]), what).to.deep.equal([
+        ['one', false, 'STATE_INVALID'],
+        ['two', false, 'STATE_INVALID'],
+      ]);
+      expect(result.results[0]!.error, what).to.match(message);
+      expect(result.reward, what).to.equal(0);
+    }
+  });
+
   it('counts a throw, a timeout, a non-boolean, a missing check() and a syntax error as false, with the reason', async () => {
     const result = await runner.checks({
       checks: [
