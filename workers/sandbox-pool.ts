@@ -7,7 +7,8 @@ import type { Logger } from '../src/logger.js';
 import { SandboxError } from '../src/sandbox/errors.js';
 import { connectSession, sessionStateJson, type SandboxRunner } from '../src/sandbox/runner.js';
 import { SharedTexts } from '../src/sandbox/shared-text.js';
-import type { ChecksResult, ProbeResult } from '../src/sandbox/tasks.js';
+import { checkStateTexts } from '../src/sandbox/state-text.js';
+import { checksResult, type ChecksResult, type ProbeResult } from '../src/sandbox/tasks.js';
 import type { PoolTask, SandboxThreadData, WarmResult } from './sandbox-thread.js';
 
 /**
@@ -96,7 +97,13 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
       if (answered.size < threads) logger.warn({ threads, answered: answered.size }, 'not every sandbox thread ran the start-up check');
     },
     probe: input => run<ProbeResult>({ kind: 'probe', ...input }),
-    checks: input => run<ChecksResult>({ kind: 'checks', ...input }),
+    // The states go as JSON text (two string copies, not a structured clone of each graph); a state JSON cannot
+    // write fails every check here with the reason (STATE_INVALID), as in a thread.
+    checks: input => {
+      const texts = checkStateTexts(input.checks, input.finalState, input.initialState);
+      if ('failed' in texts) return Promise.resolve(checksResult(texts.failed));
+      return run<ChecksResult>({ kind: 'checks-text', checks: input.checks, limits: input.limits, ...texts });
+    },
     async openSession(code, initialState, limits, initialStateJson) {
       const json = sessionStateJson(initialState, initialStateJson);
       const { port1, port2 } = new MessageChannel();

@@ -6,11 +6,12 @@ import { threadId, workerData } from 'node:worker_threads';
 import { DEFAULT_SANDBOX_LIMITS } from '../src/sandbox/limits.js';
 import { QuickJSHost } from '../src/sandbox/quickjs-host.js';
 import { SharedTextCache, type SharedText } from '../src/sandbox/shared-text.js';
-import { runChecks, runProbe, runSession, type ChecksInput, type ProbeInput, type SessionInput } from '../src/sandbox/tasks.js';
+import { runChecks, runChecksText, runProbe, runSession, type ChecksInput, type ChecksTextInput, type ProbeInput, type SessionInput } from '../src/sandbox/tasks.js';
 
 export type PoolTask =
   | ({ readonly kind: 'probe' } & ProbeInput)
   | ({ readonly kind: 'checks' } & ChecksInput)
+  | ({ readonly kind: 'checks-text' } & ChecksTextInput)
   | ({ readonly kind: 'session' } & Omit<SessionInput, 'initialStateJson'> & { readonly initialStateJson: string | SharedText })
   | { readonly kind: 'warm' };
 
@@ -35,6 +36,8 @@ export default async function handle(task: PoolTask): Promise<unknown> {
       return runProbe(host, task);
     case 'checks':
       return runChecks(host, task);
+    case 'checks-text':
+      return runChecksText(host, task);
     case 'session':
       return runSession(host, { ...task, initialStateJson: typeof task.initialStateJson === 'string' ? task.initialStateJson : texts.text(task.initialStateJson) });
     case 'warm':

@@ -15,6 +15,7 @@ import type { CheckSpec, EnvironmentCode } from './bundle.js';
 import { FATAL_CODES, SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.js';
 import { bjsonToJson } from './bjson.js';
 import { CheckMemo } from './check-memo.js';
+import { checkStateTexts } from './state-text.js';
 import { finalStatePatch, InitialIndex } from './json-patch.js';
 import { HARNESS_SOURCE } from './harness.js';
 import { DEFAULT_SANDBOX_LIMITS, sessionCpuMsOf, type SandboxLimits } from './limits.js';
@@ -720,16 +721,8 @@ export class QuickJSHost {
    * STATE_INVALID, as a state the guest cannot parse does.
    */
   async runChecks(checks: readonly CheckSpec[], finalState: unknown, initialState: unknown, limits: SandboxLimits): Promise<CheckOutcome[]> {
-    let finalJson: string;
-    let initialJson: string;
-    try {
-      finalJson = stateText(finalState, 'final');
-      initialJson = stateText(initialState, 'initial');
-    } catch (err) {
-      const e = err as SandboxError;
-      return checks.map(c => ({ item: c.item, passed: false, error: e.message, errorCode: e.code }));
-    }
-    return this.runChecksOnText(checks, finalJson, initialJson, limits);
+    const texts = checkStateTexts(checks, finalState, initialState);
+    return 'failed' in texts ? texts.failed : this.runChecksOnText(checks, texts.finalJson, texts.initialJson, limits);
   }
 
   /**
@@ -1079,19 +1072,6 @@ class CheckBatch {
   dispose(): void {
     this.done();
   }
-}
-
-/** A state's JSON text for the checks; SandboxError STATE_INVALID when JSON cannot write it. */
-function stateText(state: unknown, which: 'final' | 'initial'): string {
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(state);
-  } catch (err) {
-    const why = err instanceof RangeError ? 'it is nested too deeply' : err instanceof Error ? err.message : String(err);
-    throw new SandboxError('STATE_INVALID', `the ${which} state cannot be written as JSON: ${why}`);
-  }
-  if (text === undefined) throw new SandboxError('STATE_INVALID', `the ${which} state is not JSON`);
-  return text;
 }
 
 /**

@@ -142,7 +142,19 @@ export async function runChecks(host: QuickJSHost, input: ChecksInput): Promise<
   return checksResult(await host.runChecks(input.checks, input.finalState, input.initialState, input.limits));
 }
 
-function checksResult(results: readonly CheckOutcome[]): ChecksResult {
+/** A checks task as a pool sends it: both states as JSON text (checkStateTexts). */
+export interface ChecksTextInput {
+  readonly checks: readonly CheckSpec[];
+  readonly finalJson: string;
+  readonly initialJson: string;
+  readonly limits: SandboxLimits;
+}
+
+export async function runChecksText(host: QuickJSHost, input: ChecksTextInput): Promise<ChecksResult> {
+  return checksResult(await host.runChecksOnText(input.checks, input.finalJson, input.initialJson, input.limits));
+}
+
+export function checksResult(results: readonly CheckOutcome[]): ChecksResult {
   const passed = results.filter(r => r.passed).length;
   return { results, reward: results.length ? passed / results.length : 0, solved: results.length > 0 && passed === results.length };
 }

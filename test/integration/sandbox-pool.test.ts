@@ -54,6 +54,29 @@ describe('sandbox pool (real piscina threads)', function () {
     expect(result).to.deep.include({ reward: 1, solved: true });
   });
 
+  it('fails every check with STATE_INVALID and the reason when a state cannot be written as JSON (too deep for V8, a cycle), instead of a bare RangeError from postMessage, and scores multi-byte states sent as text', async () => {
+    const deep = (n: number) => {
+      let v: unknown = 'Zoë';
+      for (let i = 0; i < n; i += 1) v = [v];
+      return v;
+    };
+    const cycle: Record<string, unknown> = {};
+    cycle['me'] = cycle;
+    const checks = [{ item: 'any', check: 'function check(f) { return true; }' }];
+    for (const [what, finalState] of [['5,000 deep', { d: deep(5_000) }], ['100,000 deep', { d: deep(100_000) }], ['a cycle', cycle]] as const) {
+      const result = await pool.checks({ checks, finalState, initialState: {}, limits: LIMITS });
+      expect(result.results.map(r => [r.passed, r.errorCode]), what).to.deep.equal([[false, 'STATE_INVALID']]);
+      expect(result.results[0]!.error, what).to.match(/the final state cannot be written as JSON/);
+    }
+    const texts = await pool.checks({
+      checks: [{ item: 'names 😀', check: 'function check(f, i) { return f.name === "客房 😀" && i.name === "Zoë"; }' }],
+      finalState: { name: '客房 😀' },
+      initialState: { name: 'Zoë' },
+      limits: LIMITS,
+    });
+    expect(texts).to.deep.include({ reward: 1, solved: true });
+  });
+
   it('keeps many sessions alive at once, each with its own state, across both threads', async () => {
     const sessions: EnvSession[] = await Promise.all([...Array(40).keys()].map(i => pool.openSession(COUNTER, { n: i * 100 }, LIMITS)));
     // Interleave calls across all sessions.
