@@ -17,6 +17,10 @@
  *   npm install --no-save @jitl/quickjs-ng-wasmfile-release-sync@0.32.0   # not a dependency of envfleet
  *   node --import tsx bench/sandbox-engines.ts [--rounds 9] [--compare ../main]
  *
+ * Two "floor" rows run the whole trace inside one guest evaluation on envfleet's build (no host crossing;
+ * a mean per call only): with each call's JSON, and the methods alone. They bound what any host side could
+ * reach with this engine build (issue 14 item 4: ≤ 2× CPython).
+ *
  * Each round replays the whole trace on a fresh runtime per row, after an untimed warm-up round; the
  * in-process rows are interleaved in blocks of 500 calls (every row makes a block before the next
  * block, in alternating order), so that they all see the same machine state, and the last column is
@@ -112,6 +116,35 @@ function replay(engine: QuickJSWASMModule): Replay {
   };
 }
 
+/**
+ * The floor of the engine on this trace: the whole trace run inside ONE guest evaluation on envfleet's build (a
+ * fresh runtime and context, the class built on the state), timed on the host around that evaluation, so there is
+ * no host crossing at all. `json`: each call parses its argument text and stringifies its result, as a call through
+ * the harness does; without it, the methods alone on arguments parsed beforehand. Only a mean per call exists (a
+ * clock per call would be a crossing). Returns the mean µs per call and a hash of the replies (json) or their count.
+ */
+function guestLoop(engine: QuickJSWASMModule, json: boolean): { us: number; hash: string } {
+  const rt = engine.newRuntime({ maxStackSizeBytes: DEFAULT_SANDBOX_LIMITS.stackBytes });
+  const ctx = rt.newContext();
+  try {
+    const setup = `${env.code.source}\n;globalThis.__env = new ${env.code.className}(JSON.parse(${JSON.stringify(stateJson)}));` +
+      `globalThis.__calls = ${JSON.stringify(calls)}; globalThis.__args = __calls.map(c => JSON.parse(c.args)); 0`;
+    ctx.unwrapResult(ctx.evalCode(setup, 'floor-setup.js')).dispose();
+    const loop = json
+      ? `(() => { const out = []; for (let i = 0; i < __calls.length; i++) { const c = __calls[i]; let r; try { r = JSON.stringify(__env[c.tool](JSON.parse(c.args))); } catch (e) { r = '!' + String(e); } out.push(r); } return out.join('\\n'); })()`
+      : `(() => { let n = 0; for (let i = 0; i < __calls.length; i++) { try { __env[__calls[i].tool](__args[i]); } catch { } n++; } return String(n); })()`;
+    const t = performance.now();
+    const result = ctx.unwrapResult(ctx.evalCode(loop, 'floor.js'));
+    const us = ((performance.now() - t) * 1000) / calls.length;
+    const text = ctx.getString(result);
+    result.dispose();
+    return { us, hash: createHash('sha256').update(text).digest('hex') };
+  } finally {
+    ctx.dispose();
+    rt.dispose();
+  }
+}
+
 type Host = typeof QuickJSHost;
 /** The other checkout's QuickJSHost (--compare), loaded from its sources with its own dependencies. */
 let CompareHost: Host | null = null;
@@ -183,7 +216,7 @@ async function round(): Promise<Record<string, { lat: number[]; blocks: number[]
 }
 await round(); // warm-up
 const rows: Record<string, { medians: number[]; means: number[]; hashes: Set<string>; blockRatios: number[] }> = {};
-for (const name of [...Object.keys(inProcess), 'cpython']) rows[name] = { medians: [], means: [], hashes: new Set(), blockRatios: [] };
+for (const name of [...Object.keys(inProcess), 'floor-json', 'floor-methods', 'cpython']) rows[name] = { medians: [], means: [], hashes: new Set(), blockRatios: [] };
 /** The row the last column compares with: --compare's env.call, or else the bare QuickJS row. */
 const reference = CompareHost ? 'compare' : 'quickjs';
 const python = env.python!;
@@ -194,6 +227,11 @@ for (let r = 0; r < ROUNDS; r++) {
     rows[name]!.means.push(mean(lat));
     rows[name]!.hashes.add(hash);
     rows[name]!.blockRatios.push(...blocks.map((x, i) => x / got[reference]!.blocks[i]!));
+  }
+  for (const [name, json] of [['floor-json', true], ['floor-methods', false]] as const) {
+    const f = guestLoop(engines.quickjs, json);
+    rows[name]!.means.push(f.us);
+    rows[name]!.hashes.add(f.hash);
   }
   const cp = JSON.parse(execFileSync('python3', [baseline('cpython-baseline.py'), python.file, python.className, python.stateFile, python.callsFile], { encoding: 'utf8' })) as { medianUs: number; callsPerSecond: number };
   rows['cpython']!.medians.push(cp.medianUs);
@@ -218,11 +256,15 @@ const label: Record<string, string> = {
   compare: compareLabel,
   quickjs: 'QuickJS (envfleet\'s build), bare host side',
   'quickjs-ng': 'QuickJS-ng, bare host side',
+  'floor-json': "the engine's floor: the whole trace in one guest loop on envfleet's build, JSON in and out, no crossing",
+  'floor-methods': "the engine's floor: the methods alone in one guest loop (arguments parsed before)",
   cpython: "CPython, the seed's `exec` way",
 };
 for (const name of Object.keys(rows)) {
-  const m = median(rows[name]!.medians);
+  const floor = name.startsWith('floor-');
+  const m = floor ? NaN : median(rows[name]!.medians);
   const a = median(rows[name]!.means);
-  const vsReference = name === 'cpython' ? '–' : `${median(rows[name]!.blockRatios).toFixed(3)}`;
-  console.log(`| ${label[name]} | ${m.toFixed(2)} | ${a.toFixed(2)} | ${name === 'cpython' ? '–' : `${(m / cpMedian).toFixed(2)}×`} | ${name === 'cpython' ? '–' : `${(a / cpMean).toFixed(2)}×`} | ${vsReference} |`);
+  const vsReference = name === 'cpython' || floor ? '–' : `${median(rows[name]!.blockRatios).toFixed(3)}`;
+  console.log(`| ${label[name]} | ${floor ? '– (one clock per loop)' : m.toFixed(2)} | ${a.toFixed(2)} | ${name === 'cpython' || floor ? '–' : `${(m / cpMedian).toFixed(2)}×`} | ${name === 'cpython' ? '–' : `${(a / cpMean).toFixed(2)}×`} | ${vsReference} |`);
 }
+console.log(`\nThe floor rows' replies were identical across rounds: ${rows['floor-json']!.hashes.size === 1 && rows['floor-methods']!.hashes.size === 1 ? 'yes' : 'NO'}. They bound what any host side can reach with this engine build: a call can cost no less than its method and JSON inside the guest.`);
