@@ -15,7 +15,16 @@
  * in DIR's working tree as they are (the label names DIR's HEAD commit; uncommitted changes count).
  *
  *   npm install --no-save @jitl/quickjs-ng-wasmfile-release-sync@0.32.0   # not a dependency of envfleet
+ *   npm install --no-save isolated-vm@5.0.4   # optional, not a dependency either: a native addon, built with g++
  *   node --import tsx bench/sandbox-engines.ts [--rounds 9] [--compare ../main]
+ *
+ * With `isolated-vm` installed, a row runs the same harness and environment in a V8 isolate (V8's JIT, in this
+ * process) under envfleet's default limits: the environment's memory (`envMemoryMb` as the isolate's memory
+ * limit), the call deadline (each call's timeout), the session's CPU budget (the isolate's CPU time, read after
+ * every call) and the result cap (each reply's UTF-8 length). Before the rounds, each limit is made to trip once
+ * (an endless loop, a growing array, unbounded recursion, an oversized result) and the bench stops if one does not.
+ * It answers what engine would bring a call to ≤ 2× CPython (issue 14 item 4); envfleet does not use it (see
+ * docs/sandbox.md: a JIT in the worker's process gives up the WebAssembly boundary around the engine).
  *
  * Two "floor" rows run the whole trace inside one guest evaluation on envfleet's build (no host crossing;
  * a mean per call only): with each call's JSON, and the methods alone. They bound what any host side could
@@ -31,6 +40,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import os from 'node:os';
+import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { newQuickJSWASMModuleFromVariant, type QuickJSContext, type QuickJSHandle, type QuickJSWASMModule } from 'quickjs-emscripten-core';
@@ -57,6 +67,31 @@ try {
   process.stderr.write(`bench/sandbox-engines: ${NG_PACKAGE} is not installed; it is not a dependency of envfleet. Run: npm install --no-save ${NG_PACKAGE}@0.32.0\n`);
   process.exit(2);
 }
+/** The part of isolated-vm's API the V8 row uses (the package ships its own types, but it is not installed with envfleet). */
+interface IvmReference {
+  applySync(receiver: undefined, args: readonly unknown[], options?: { readonly timeout?: number }): unknown;
+  derefInto(): unknown;
+}
+interface IvmContext {
+  evalSync(code: string, options?: { readonly timeout?: number; readonly reference?: boolean }): unknown;
+}
+interface IvmIsolate {
+  createContextSync(): IvmContext;
+  readonly cpuTime: bigint;
+  readonly isDisposed: boolean;
+  dispose(): void;
+}
+interface IvmModule {
+  Isolate: new (options: { readonly memoryLimit: number }) => IvmIsolate;
+}
+const IVM_PACKAGE = 'isolated-vm';
+let ivm: IvmModule | null = null;
+try {
+  ivm = createRequire(import.meta.url)(IVM_PACKAGE) as IvmModule;
+} catch {
+  process.stderr.write(`bench/sandbox-engines: ${IVM_PACKAGE} is not installed (not a dependency of envfleet), so the V8 isolate row is left out. To include it: npm install --no-save ${IVM_PACKAGE}@5.0.4\n`);
+}
+
 const engines: Record<'quickjs' | 'quickjs-ng', QuickJSWASMModule> = {
   quickjs: await newQuickJSWASMModuleFromVariant(unwrap(releaseSync)),
   'quickjs-ng': await newQuickJSWASMModuleFromVariant(ngVariant),
@@ -114,6 +149,97 @@ function replay(engine: QuickJSWASMModule): Replay {
       return hash.digest('hex');
     },
   };
+}
+
+const LIMITS = DEFAULT_SANDBOX_LIMITS;
+/** What a V8 isolate's call did wrong, as the row reports it (none of these may happen on the trace). */
+class V8LimitError extends Error {}
+
+/** A V8 isolate with the harness bound to the environment's class and the environment created on the state. */
+function v8Environment(m: IvmModule, source = env.code.source, className = env.code.className, cpuBudgetMs = LIMITS.sessionCpuMs) {
+  const isolate = new m.Isolate({ memoryLimit: LIMITS.envMemoryMb });
+  const ctx = isolate.createContextSync();
+  // The harness tells QuickJS's stack and memory errors by QuickJS's InternalError, which V8 does not have.
+  ctx.evalSync('globalThis.InternalError = class InternalError extends Error {}; 0');
+  const harness = ctx.evalSync(HARNESS_SOURCE, { reference: true, timeout: LIMITS.createDeadlineMs }) as IvmReference & { getSync(key: string, options: { reference: true }): IvmReference };
+  const [bind, create, call] = (['bind', 'create', 'call'] as const).map(name => harness.getSync(name, { reference: true }));
+  const cls = ctx.evalSync(`${source}\n;${className}`, { reference: true, timeout: LIMITS.createDeadlineMs }) as IvmReference;
+  if (bind!.applySync(undefined, [cls.derefInto()], { timeout: LIMITS.createDeadlineMs }) !== '{"ok":true}') throw new Error('the harness did not bind the class in the V8 isolate');
+  if (create!.applySync(undefined, [stateJson], { timeout: LIMITS.createDeadlineMs }) !== '{"ok":true}') throw new Error('the environment was not created in the V8 isolate');
+  const cpuBudgetNs = BigInt(cpuBudgetMs) * 1_000_000n;
+  return {
+    isolate,
+    /** One call under the limits: the reply text, or a V8LimitError / the isolate's own error. */
+    call(tool: string, argsJson: string, deadlineMs = LIMITS.callDeadlineMs): string {
+      const text = call!.applySync(undefined, [tool, argsJson], { timeout: deadlineMs }) as string;
+      if (text.length > LIMITS.maxResultBytes / 3 && Buffer.byteLength(text) > LIMITS.maxResultBytes) throw new V8LimitError('RESULT_TOO_LARGE');
+      if (isolate.cpuTime > cpuBudgetNs) throw new V8LimitError('SESSION_CPU_EXCEEDED');
+      return text;
+    },
+  };
+}
+
+/** The V8 isolate row: the same harness, class and state as the QuickJS rows, envfleet's limits on every call. */
+function replayV8(m: IvmModule): Replay {
+  const e = v8Environment(m);
+  const hash = createHash('sha256');
+  return {
+    step(i) {
+      const c = calls[i]!;
+      const t = performance.now();
+      const text = e.call(c.tool, c.args);
+      JSON.parse(text.charCodeAt(0) === 33 ? text.slice(1) : text);
+      const us = (performance.now() - t) * 1000;
+      hash.update(text).update('\n');
+      return us;
+    },
+    close() {
+      e.isolate.dispose();
+      return hash.digest('hex');
+    },
+  };
+}
+
+/**
+ * Each limit of the V8 row made to trip once, on tools added to a copy of the environment: an endless loop (the
+ * call's deadline), an array that grows without end (the memory limit), unbounded recursion (the stack), a result
+ * over the cap, and a busy loop under a short deadline repeated past the CPU budget. Returns what each did; throws
+ * if one passed.
+ */
+function checkV8Limits(m: IvmModule): string[] {
+  const hostile = `${env.code.source}
+;${env.code.className}.prototype.spin = function () { for (;;) {} };
+${env.code.className}.prototype.hoard = function () { const a = []; for (;;) a.push(new Array(1e5).fill(a.length)); };
+${env.code.className}.prototype.dive = function () { const f = n => f(n + 1) + 1; return f(0); };
+${env.code.className}.prototype.flood = function () { return { text: 'é'.repeat(${LIMITS.maxResultBytes}) }; };
+${env.code.className}.prototype.work = function () { let x = 0; for (let i = 0; i < 1e7; i++) x = (x + i) % 7; return { x }; };`;
+  const seen: string[] = [];
+  const trip = (what: string, tool: string, deadlineMs?: number, times = 1, cpuBudgetMs?: number) => {
+    const e = v8Environment(m, hostile, env.code.className, cpuBudgetMs);
+    let outcome: string | null = null;
+    try {
+      for (let i = 0; i < times; i++) {
+        const text = e.call(tool, '{}', deadlineMs);
+        if (text.startsWith('!')) {
+          outcome = `reply ${text.slice(1, 80)}`;
+          break;
+        }
+      }
+    } catch (err) {
+      outcome = err instanceof Error ? err.message.split('\n')[0]! : String(err);
+    }
+    const after = e.isolate.isDisposed ? 'isolate disposed' : 'isolate kept';
+    if (!e.isolate.isDisposed) e.isolate.dispose();
+    if (outcome === null) throw new Error(`the V8 row's ${what} limit did not trip`);
+    seen.push(`${what}: ${outcome} (${after})`);
+  };
+  trip(`call deadline (${LIMITS.callDeadlineMs} ms)`, 'spin');
+  trip(`memory (${LIMITS.envMemoryMb} MB)`, 'hoard', 60_000);
+  trip('stack', 'dive');
+  trip(`result cap (${LIMITS.maxResultBytes} bytes)`, 'flood');
+  // The budget's mechanism with a budget of 200 ms (the default, 10 s, would take 10 s of calls to reach).
+  trip('CPU budget (here 200 ms per session, calls of 10^7 loop steps)', 'work', undefined, 100_000, 200);
+  return seen;
 }
 
 /**
@@ -192,7 +318,9 @@ const inProcess: Record<string, () => Promise<Replay>> = {
   ...(CompareHost ? { compare: () => replayEnvfleet(CompareHost) } : {}),
   quickjs: () => Promise.resolve(replay(engines.quickjs)),
   'quickjs-ng': () => Promise.resolve(replay(engines['quickjs-ng'])),
+  ...(ivm ? { v8: () => Promise.resolve(replayV8(ivm)) } : {}),
 };
+const v8Limits = ivm ? checkV8Limits(ivm) : null;
 const envfleetRows = Object.keys(inProcess).filter(n => n.startsWith('envfleet') || n === 'compare');
 /** Calls per block: every in-process row makes the same block of calls before the next block, so that all rows see the same machine state. */
 const BLOCK = 500;
@@ -247,7 +375,7 @@ const sameHashes = (names: string[]) => {
   const all = new Set(names.flatMap(n => [...rows[n]!.hashes]));
   return all.size === 1 ? 'yes' : 'NO';
 };
-console.log(`- ${calls.length} calls per round, ${ROUNDS} rounds, the in-process rows interleaved in blocks of ${BLOCK} calls; replies identical across engines and rounds: ${sameHashes(['quickjs', 'quickjs-ng'])}; envfleet's outcomes identical across its rows and rounds: ${sameHashes(envfleetRows)}\n`);
+console.log(`- ${calls.length} calls per round, ${ROUNDS} rounds, the in-process rows interleaved in blocks of ${BLOCK} calls; replies identical across engines and rounds: ${sameHashes(['quickjs', 'quickjs-ng', ...(ivm ? ['v8'] : [])])}; envfleet's outcomes identical across its rows and rounds: ${sameHashes(envfleetRows)}\n`);
 console.log(`| engine | median µs per call | mean µs per call (CPython: 1 / calls per second) | median ÷ CPython | mean ÷ CPython | ÷ ${reference === 'compare' ? "--compare's env.call" : 'bare QuickJS'} (median of per-block ratios) |`);
 console.log('|---|---|---|---|---|---|');
 const label: Record<string, string> = {
@@ -256,6 +384,7 @@ const label: Record<string, string> = {
   compare: compareLabel,
   quickjs: 'QuickJS (envfleet\'s build), bare host side',
   'quickjs-ng': 'QuickJS-ng, bare host side',
+  v8: "V8 isolate (isolated-vm, V8's JIT), bare host side with envfleet's limits on every call — not envfleet's engine",
   'floor-json': "the engine's floor: the whole trace in one guest loop on envfleet's build, JSON in and out, no crossing",
   'floor-methods': "the engine's floor: the methods alone in one guest loop (arguments parsed before)",
   cpython: "CPython, the seed's `exec` way",
@@ -267,4 +396,5 @@ for (const name of Object.keys(rows)) {
   const vsReference = name === 'cpython' || floor ? '–' : `${median(rows[name]!.blockRatios).toFixed(3)}`;
   console.log(`| ${label[name]} | ${floor ? '– (one clock per loop)' : m.toFixed(2)} | ${a.toFixed(2)} | ${name === 'cpython' || floor ? '–' : `${(m / cpMedian).toFixed(2)}×`} | ${name === 'cpython' ? '–' : `${(a / cpMean).toFixed(2)}×`} | ${vsReference} |`);
 }
+if (v8Limits) console.log(`\nThe V8 row's limits, each made to trip once before the rounds: ${v8Limits.join('; ')}.`);
 console.log(`\nThe floor rows' replies were identical across rounds: ${rows['floor-json']!.hashes.size === 1 && rows['floor-methods']!.hashes.size === 1 ? 'yes' : 'NO'}. They bound what any host side can reach with this engine build: a call can cost no less than its method and JSON inside the guest.`);
