@@ -81,7 +81,7 @@ export interface RunStatus {
 
 export interface RedisFootprint {
   readonly bytes: number;
-  /** By area: `doc:KIND`, `steps`, `cache:MODEL_STAGE`. */
+  /** By area: `doc:KIND`, `outcomes`, `steps`, `cache:MODEL_STAGE`. */
   readonly byArea: Record<string, number>;
   /** Bytes per environment (its mining, skeleton and check documents, probe steps and cached responses), per scenario, per trajectory. */
   readonly perItem: { readonly environment: number | null; readonly scenario: number | null; readonly trajectory: number | null };
@@ -98,7 +98,7 @@ const MODEL_FAMILY: Record<string, Family> = Object.fromEntries(PIPELINE_STAGES.
 function footprint(byArea: Record<string, number>, items: Record<Family, number>): RedisFootprint {
   const sums: Record<Family, number> = { environment: 0, scenario: 0, trajectory: 0 };
   for (const [area, n] of Object.entries(byArea)) {
-    const family = area === 'steps' ? 'environment' : area.startsWith('doc:') ? DOC_FAMILY[area.slice(4)] : area.startsWith('cache:') ? MODEL_FAMILY[area.slice(6)] : undefined;
+    const family = area === 'steps' ? 'environment' : area === 'outcomes' ? 'trajectory' : area.startsWith('doc:') ? DOC_FAMILY[area.slice(4)] : area.startsWith('cache:') ? MODEL_FAMILY[area.slice(6)] : undefined;
     if (family) sums[family] += n;
   }
   const per = (f: Family) => (items[f] ? Math.round(sums[f] / items[f]) : null);

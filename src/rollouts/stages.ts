@@ -1,7 +1,7 @@
-import type { FunnelCount, RunStore } from '../runs/store.js';
-import { trajectoryIdOf } from '../runs/ids.js';
+import type { DocOutcome, FunnelCount, RunStore } from '../runs/store.js';
+import { groupIdOf, trajectoryIdOf } from '../runs/ids.js';
 import { runEpisode } from './episode.js';
-import { groupStats, type GroupStats } from './groups.js';
+import { groupStats, type GroupMember, type GroupStats } from './groups.js';
 import { ROLLOUT_PROMPT_VERSIONS } from './prompts.js';
 import type { TrajectoryStream } from './stream.js';
 import { trajectorySummary, type RolloutMode, type StoredTrajectory, type Termination, type Trajectory } from './types.js';
@@ -76,7 +76,7 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
   // Written as this text, and published with its summary and the text's digest: the sink keeps the summary in
   // Redis once the line is written, without parsing the whole document, when what it reads is this text.
   const text = storedText(trajectory);
-  if (!(await deps.store.addDocText(runId, 'trajectory', id, text, outcomeCounts(trajectory)))) {
+  if (!(await deps.store.addDocText(runId, 'trajectory', id, text, outcomeCounts(trajectory), groupOutcome(trajectory, policy)))) {
     // Another run of this job stored the episode first (a stalled job taken again while it still ran): that
     // one is the run's, counted once; this one is dropped. Republished without a summary, as above.
     const first = await deps.store.getDoc(runId, 'trajectory', id);
@@ -116,6 +116,24 @@ function outcomeCounts(t: Pick<Trajectory, 'reward' | 'solved' | 'termination' |
   return counts;
 }
 
+/** What a group job needs of a trajectory, kept beside it in its group's hash (see computeGroup). */
+function groupOutcome(t: Trajectory, policy?: string): DocOutcome {
+  const member: GroupMember = { id: t.id, sample: t.sample, reward: t.reward, solved: t.solved, termination: { reason: t.termination.reason, detail: null } };
+  return { group: groupIdOf(t.scenarioId, t.mode, policy), json: JSON.stringify(member) };
+}
+
+/** A kept outcome read back; null when the text is not one (then the trajectory itself is read). */
+function memberOf(text: string | null, id: string): GroupMember | null {
+  if (text === null) return null;
+  try {
+    const m = JSON.parse(text) as Partial<GroupMember> | null;
+    if (!m || m.id !== id || typeof m.sample !== 'number' || (m.reward !== null && typeof m.reward !== 'number') || typeof m.solved !== 'boolean' || typeof m.termination?.reason !== 'string') return null;
+    return m as GroupMember;
+  } catch {
+    return null;
+  }
+}
+
 /** The record of an episode whose job failed for good (so scores are over the planned set, not the survivors). */
 export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'stream'>, runId: string, scenarioId: string, mode: RolloutMode, sample: number, reason: Termination, detail: string, policy?: string): Promise<void> {
   const id = trajectoryIdOf(runId, scenarioId, mode, sample, policy);
@@ -152,7 +170,7 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
   const text = storedText(record);
   // A run of the job that is still going may have stored its episode first: then that one stands, republished
   // without a summary as runRollout does (also when this very write was applied but its reply lost, and sent again).
-  if (await deps.store.addDocText(runId, 'trajectory', id, text, outcomeCounts(record))) await deps.stream.publish(runId, id, { summary: trajectorySummary(record), text });
+  if (await deps.store.addDocText(runId, 'trajectory', id, text, outcomeCounts(record), groupOutcome(record, policy))) await deps.stream.publish(runId, id, { summary: trajectorySummary(record), text });
   else await deps.stream.publish(runId, id);
 }
 
@@ -160,12 +178,18 @@ export async function recordFailedRollout(deps: Pick<RolloutDeps, 'store' | 'str
 const GROUP_READS = 64;
 
 export async function computeGroup(store: RunStore, runId: string, scenarioId: string, mode: RolloutMode, samples: number, policy?: string): Promise<GroupStats> {
-  const trajectories: StoredTrajectory[] = [];
+  const trajectories: GroupMember[] = [];
   let missing = 0;
-  // Read GROUP_READS at a time (one round trip each on an auto-pipelined connection), not one after another.
+  const group = groupIdOf(scenarioId, mode, policy);
+  // Read GROUP_READS at a time (one round trip each on an auto-pipelined connection), not one after another: the
+  // outcomes kept beside the trajectories first (one small hash read), and the trajectory itself only where none
+  // is kept (one stored by an older worker). A trajectory not archived yet is ≈ 100 KB, and reading and parsing it
+  // cost the worker ≈ 0.9 ms; its outcome, ≈ 40 µs.
   for (let from = 0; from < samples; from += GROUP_READS) {
     const ids = Array.from({ length: Math.min(GROUP_READS, samples - from) }, (_, i) => trajectoryIdOf(runId, scenarioId, mode, from + i, policy));
-    for (const t of await Promise.all(ids.map(id => store.getDoc(runId, 'trajectory', id)))) {
+    const kept = (await store.groupOutcomes(runId, group, ids)).map((text, i) => memberOf(text, ids[i]!));
+    const read = await Promise.all(ids.map((id, i) => (kept[i] ? Promise.resolve(kept[i]) : store.getDoc(runId, 'trajectory', id))));
+    for (const t of read) {
       if (t) trajectories.push(t);
       else missing += 1;
     }

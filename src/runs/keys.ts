@@ -62,6 +62,8 @@ function keysOf(r: string) {
     /** A model call the ledger has counted (its entry's id), kept LEDGER_ENTRY_TTL_S: a write sent again is not counted again. */
     ledgerEntry: (id: string) => `${r}:ledger-entry:${id}`,
     trajectories: `${r}:trajectories`,
+    /** A group's outcomes (trajectory id → its GroupMember as JSON), written with each trajectory (RunStore.addDocText). */
+    outcomes: (groupId: string) => `${r}:outcomes:${groupId}`,
     sinkLock: `${r}:sink-lock`,
     control: `${r}:control`,
     /** Parked jobs of a paused run: job key → token. */

@@ -53,6 +53,16 @@ export interface FunnelCount {
   readonly once?: boolean;
 }
 
+/**
+ * A small record kept beside a document in a hash of the run (`group` names the hash, the document's id is the
+ * field), written in the same atomic step as the document and only with it: a group job reads its members'
+ * outcomes from one hash instead of every trajectory whole (≈ 100 KB each until the sink replaces it).
+ */
+export interface DocOutcome {
+  readonly group: string;
+  readonly json: string;
+}
+
 /** Kinds whose documents carry a `status` the store counts (status does not read every document). */
 const COUNTED_STATUS: ReadonlySet<DocKind> = new Set<DocKind>(['env', 'scenario']);
 
@@ -88,7 +98,12 @@ export interface RunStore {
    * job run twice at once, a stalled job taken again while its first run went on) writes and counts nothing and
    * gets false.
    */
-  addDocText(runId: string, kind: Exclude<DocKind, 'env' | 'scenario'>, id: string, text: string | Buffer, counts?: readonly FunnelCount[]): Promise<boolean>;
+  addDocText(runId: string, kind: Exclude<DocKind, 'env' | 'scenario'>, id: string, text: string | Buffer, counts?: readonly FunnelCount[], outcome?: DocOutcome): Promise<boolean>;
+  /**
+   * The outcomes kept beside the trajectories of `group` (addDocText's `outcome`), for `ids`, in order: each one's
+   * JSON text, or null where none is kept (a trajectory stored by an older worker, or not stored).
+   */
+  groupOutcomes(runId: string, group: string, ids: readonly string[]): Promise<(string | null)[]>;
   getDoc<K extends DocKind>(runId: string, kind: K, id: string): Promise<RunDocuments[K] | null>;
   /** A document's JSON text exactly as stored (a trajectory's final state as the sandbox wrote it: `1.0` stays `1.0`). */
   getDocText(runId: string, kind: DocKind, id: string): Promise<string | null>;
@@ -110,7 +125,7 @@ export interface RunStore {
   /** Adds to a counter: how many items entered / left a stage and why, or a run event (queues/pipeline.ts names them). */
   count(runId: string, stage: string, outcome: string, n?: number): Promise<void>;
   counters(runId: string): Promise<Record<string, Record<string, number>>>;
-  /** Bytes the run keeps in Redis, by area: `doc:KIND`, `steps`, `cache:STAGE` (kept by the response cache). */
+  /** Bytes the run keeps in Redis, by area: `doc:KIND`, `outcomes`, `steps`, `cache:STAGE` (kept by the response cache). */
   bytes(runId: string): Promise<Record<string, number>>;
   /** Counts a finished job in the run's per-minute throughput. */
   tick(runId: string): Promise<void>;
@@ -139,7 +154,9 @@ export interface RunStore {
  * client sends a command again when Redis went away before it answered (ioredis resends what was
  * not answered once it reconnects, and a Redis with an append-only file kept the first one), and a
  * retried job may write the same value again. With ARGV[6] = '1' (addDocText) nothing is written or counted
- * where a document is stored already. Returns 1 when it wrote.
+ * where a document is stored already. With ARGV[7] not empty, field ARGV[7] of the hash KEYS[7] is set to ARGV[8]
+ * when the document is written (an outcome beside its trajectory), counted in the bytes as `outcomes`. Returns 1
+ * when it wrote.
  */
 const PUT_DOC = redisScript(
   'put_doc',
@@ -150,6 +167,11 @@ if ARGV[6] == '1' and old > 0 then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[1])
 redis.call('HINCRBY', KEYS[4], 'doc:' .. ARGV[4], string.len(ARGV[2]) - old)
+if ARGV[7] ~= '' then
+  local was = redis.call('HSTRLEN', KEYS[7], ARGV[7])
+  redis.call('HSET', KEYS[7], ARGV[7], ARGV[8])
+  redis.call('HINCRBY', KEYS[4], 'outcomes', string.len(ARGV[8]) - was + (was == 0 and string.len(ARGV[7]) or 0))
+end
 if ARGV[5] ~= '' then
   local was = redis.call('HGET', KEYS[5], ARGV[1])
   if was ~= ARGV[5] then
@@ -158,12 +180,12 @@ if ARGV[5] ~= '' then
     redis.call('HSET', KEYS[5], ARGV[1], ARGV[5])
   end
 end
-for i = 7, #ARGV, 3 do
+for i = 9, #ARGV, 3 do
   if ARGV[i + 2] == '0' or old == 0 then redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
 end
 return 1
 `,
-  6,
+  7,
   { largeValues: true },
 );
 
@@ -222,13 +244,14 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
   const cluster = isCluster(redis);
   const keys = (runId: string) => runKeys(prefix, runId, cluster);
   /** Writes a document and its counts in one script; with `onlyNew`, only where none is stored yet. True when it wrote. */
-  const put = async (runId: string, kind: DocKind, id: string, text: string | Buffer, status: string, counts: readonly FunnelCount[], onlyNew = false) => {
+  const put = async (runId: string, kind: DocKind, id: string, text: string | Buffer, status: string, counts: readonly FunnelCount[], onlyNew = false, outcome?: DocOutcome) => {
     const k = keys(runId);
     // A large document (a trajectory) goes as bytes, on its own; a small one joins the connection's batch (redisScript).
+    // Without an outcome, KEYS[7] is only a key of the run's slot that the script does not touch.
     const wrote = await PUT_DOC(
       redis,
-      [k.doc(kind, id), k.ids(kind), k.funnel, k.bytes, k.statusOf(kind), k.statuses(kind)],
-      [id, text, String(Date.now()), kind, status, onlyNew ? '1' : '0', ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
+      [k.doc(kind, id), k.ids(kind), k.funnel, k.bytes, k.statusOf(kind), k.statuses(kind), outcome ? k.outcomes(outcome.group) : k.funnel],
+      [id, text, String(Date.now()), kind, status, onlyNew ? '1' : '0', outcome ? id : '', outcome?.json ?? '', ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
     );
     return wrote === 1;
   };
@@ -254,9 +277,12 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
       if (COUNTED_STATUS.has(kind)) throw new Error(`${kind} ${id}: a ${kind} document carries a counted status; store it with putDoc`);
       await put(runId, kind, id, text, '', counts);
     },
-    async addDocText(runId, kind, id, text, counts = []) {
+    async addDocText(runId, kind, id, text, counts = [], outcome) {
       if (COUNTED_STATUS.has(kind)) throw new Error(`${kind} ${id}: a ${kind} document carries a counted status; store it with putDoc`);
-      return put(runId, kind, id, text, '', counts, true);
+      return put(runId, kind, id, text, '', counts, true, outcome);
+    },
+    async groupOutcomes(runId, group, ids) {
+      return ids.length ? redis.hmget(keys(runId).outcomes(group), ...ids) : [];
     },
     async getDoc<K extends DocKind>(runId: string, kind: K, id: string) {
       const raw = await redis.get(keys(runId).doc(kind, id));
