@@ -202,5 +202,8 @@ export async function computeGroup(store: RunStore, runId: string, scenarioId: s
   const counts: FunnelCount[] = [{ stage: 'rollout.group', outcome: 'done', n: 1, once: true }];
   if (missing) counts.push({ stage: 'rollout.group', outcome: 'samples-missing', n: missing, once: true });
   await store.putDoc(runId, 'group', stats.id, stats, counts);
+  // The group's statistics hold what the outcomes said (≈ 230 bytes of Redis memory each): let them go. A retried
+  // or later group job reads the trajectories instead (by then mostly the sink's summaries).
+  await store.dropGroupOutcomes(runId, group);
   return stats;
 }

@@ -104,6 +104,8 @@ export interface RunStore {
    * JSON text, or null where none is kept (a trajectory stored by an older worker, or not stored).
    */
   groupOutcomes(runId: string, group: string, ids: readonly string[]): Promise<(string | null)[]>;
+  /** Lets go of a group's outcomes once its statistics are stored (a later read of the group reads the trajectories). */
+  dropGroupOutcomes(runId: string, group: string): Promise<void>;
   getDoc<K extends DocKind>(runId: string, kind: K, id: string): Promise<RunDocuments[K] | null>;
   /** A document's JSON text exactly as stored (a trajectory's final state as the sandbox wrote it: `1.0` stays `1.0`). */
   getDocText(runId: string, kind: DocKind, id: string): Promise<string | null>;
@@ -187,6 +189,20 @@ return 1
 `,
   7,
   { largeValues: true },
+);
+
+/** Deletes a group's outcomes (KEYS[1]) and takes their bytes off the run's `outcomes` count (KEYS[2]). Returns those bytes. */
+const DROP_OUTCOMES = redisScript(
+  'drop_outcomes',
+  `
+local fields = redis.call('HGETALL', KEYS[1])
+local n = 0
+for i = 1, #fields, 2 do n = n + string.len(fields[i]) + string.len(fields[i + 1]) end
+if n > 0 then redis.call('HINCRBY', KEYS[2], 'outcomes', -n) end
+redis.call('DEL', KEYS[1])
+return n
+`,
+  2,
 );
 
 const APPEND_STEP = redisScript(
@@ -283,6 +299,10 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     },
     async groupOutcomes(runId, group, ids) {
       return ids.length ? redis.hmget(keys(runId).outcomes(group), ...ids) : [];
+    },
+    async dropGroupOutcomes(runId, group) {
+      const k = keys(runId);
+      await DROP_OUTCOMES(redis, [k.outcomes(group), k.bytes], []);
     },
     async getDoc<K extends DocKind>(runId: string, kind: K, id: string) {
       const raw = await redis.get(keys(runId).doc(kind, id));

@@ -1,0 +1,84 @@
+import { randomUUID } from 'node:crypto';
+import { expect } from 'chai';
+import { createRedisConnection } from '../../src/redis/connection.js';
+import { computeGroup, recordFailedRollout } from '../../src/rollouts/stages.js';
+import { createRedisTrajectoryStream } from '../../src/rollouts/stream.js';
+import { groupIdOf, trajectoryIdOf } from '../../src/runs/ids.js';
+import { runKeys } from '../../src/runs/keys.js';
+import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
+import { REDIS_URL, requireRedis } from '../helpers/integration.js';
+
+/** The store, counting the trajectories read whole (the outcomes are read apart). */
+function counting(store: RunStore): { store: RunStore; reads: () => number } {
+  let reads = 0;
+  const wrapped = new Proxy(store, {
+    get(target, key, receiver) {
+      if (key !== 'getDoc') return Reflect.get(target, key, receiver) as unknown;
+      return (runId: string, kind: 'trajectory', id: string) => {
+        if (kind === 'trajectory') reads += 1;
+        return target.getDoc(runId, kind, id);
+      };
+    },
+  });
+  return { store: wrapped, reads: () => reads };
+}
+
+describe('a group job reads the outcomes kept beside its trajectories (real Redis)', function () {
+  this.timeout(30_000);
+  const prefix = `envfleet-test-group-outcomes-${randomUUID().slice(0, 8)}`;
+  let redis: ReturnType<typeof createRedisConnection>;
+  let store: RunStore;
+  before(async () => {
+    await requireRedis();
+    redis = createRedisConnection(REDIS_URL, 'worker', { enableAutoPipelining: true });
+    store = createRedisRunStore(redis, prefix);
+    await redis.ping();
+  });
+  after(async () => {
+    const keys = await redis.keys(`${prefix}:*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+  });
+
+  it('writes each outcome with its trajectory, reads none of the stored trajectories for the group, drops them after, and gives the same statistics from the trajectories', async () => {
+    const run = 'r';
+    const scenario = 'scénario-客房-🏨';
+    const mode = 'non-conversational' as const;
+    const deps = { store, stream: createRedisTrajectoryStream(redis, prefix) };
+    const samples = 5;
+    for (let sample = 0; sample < samples; sample++) {
+      await recordFailedRollout(deps, run, scenario, mode, sample, sample % 2 ? 'model-error' : 'time-limit', `sample ${sample}: détail 😀`);
+    }
+    // A second record of a sample stored already writes nothing, its outcome included.
+    await recordFailedRollout(deps, run, scenario, mode, 0, 'model-error', 'again');
+    const key = runKeys(prefix, run).outcomes(groupIdOf(scenario, mode));
+    const kept = await redis.hgetall(key);
+    expect(Object.keys(kept).sort()).to.deep.equal(Array.from({ length: samples }, (_, i) => trajectoryIdOf(run, scenario, mode, i)).sort());
+    expect(JSON.parse(kept[trajectoryIdOf(run, scenario, mode, 0)]!)).to.deep.equal({ id: trajectoryIdOf(run, scenario, mode, 0), sample: 0, reward: null, solved: false, termination: { reason: 'time-limit', detail: null } });
+    const bytes = Object.entries(kept).reduce((n, [f, v]) => n + Buffer.byteLength(f) + Buffer.byteLength(v), 0);
+    expect((await store.bytes(run))['outcomes']).to.equal(bytes);
+
+    // Planned 6 samples: the sixth has no trajectory and counts as missing.
+    const first = counting(store);
+    const stats = await computeGroup(first.store, run, scenario, mode, samples + 1);
+    // Only the sample with no outcome is looked up (and found missing).
+    expect(first.reads(), 'trajectories read whole').to.equal(1);
+    expect(stats).to.deep.include({ samples: samples + 1, rewards: [0, 0, 0, 0, 0, 0], unscored: samples + 1, solved: 0, terminations: { 'time-limit': 3, 'model-error': 2, missing: 1 } });
+    expect(stats.trajectoryIds).to.have.length(samples);
+    // Stored with the group's statistics, the outcomes are let go, and their bytes with them.
+    expect(await redis.exists(key)).to.equal(0);
+    expect((await store.bytes(run))['outcomes'] ?? 0).to.equal(0);
+
+    // A retried group job (or one for a trajectory an older worker stored, with no outcome) reads the trajectories.
+    const again = counting(store);
+    expect(await computeGroup(again.store, run, scenario, mode, samples + 1)).to.deep.equal(stats);
+    expect(again.reads()).to.equal(samples + 1);
+
+    // A kept value that is not this trajectory's outcome is passed over for the trajectory itself.
+    await redis.hset(key, trajectoryIdOf(run, scenario, mode, 1), JSON.stringify({ id: 'another', sample: 1, reward: 1, solved: true, termination: { reason: 'agent-finished' } }));
+    await redis.hset(key, trajectoryIdOf(run, scenario, mode, 2), 'not json');
+    const odd = counting(store);
+    expect(await computeGroup(odd.store, run, scenario, mode, samples + 1)).to.deep.equal(stats);
+    expect(odd.reads()).to.equal(samples + 1);
+  });
+});
