@@ -81,7 +81,7 @@ const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 /** Extra Node flags for the worker processes (an experiment's knob, e.g. V8 heap flags): ENVFLEET_BENCH_FLEET_NODE_ARGS, space-separated. */
 const FLEET_NODE_ARGS = (process.env['ENVFLEET_BENCH_FLEET_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
 const args = benchArgs(import.meta.url, {
-  values: ['steps', 'delay', 'delays', 'concurrency', 'processes', 'extra-delay', 'light', 'threads', 'warmup', 'waves'],
+  values: ['steps', 'delay', 'delays', 'concurrency', 'processes', 'extra-delay', 'light', 'threads', 'warmup', 'waves', 'groups'],
   booleans: ['quick', 'no-baseline', 'profile', 'profile-sink', 'no-sink', 'no-light'],
 });
 const argv = args.raw;
@@ -143,6 +143,12 @@ const heapMbFor = (tasksPerThread: number) => Math.max(512, 2 * tasksPerThread);
 const LIGHT_C = intArg('light', QUICK ? 0 : 1000);
 /** `--waves K`: N = K × C for every fleet configuration (not the baseline), instead of the defaults above. */
 const WAVES = intArg('waves', 0);
+/**
+ * `--groups G`: the timed run's N episodes are G scenarios (copies of the one scenario under G ids) × N / G samples,
+ * so G group jobs run during the run, each as its group's last sample ends (GRPO-style groups: 250 groups of 8 at
+ * N = 2,000), instead of one group of N samples whose job runs at the end. G must divide every N of the run.
+ */
+const GROUPS = Math.max(1, intArg('groups', 1));
 const makeSpec = (label: string, concurrency: number, delayMs: number, extra: Partial<ConfigSpec> = {}): ConfigSpec =>
   ({ label, concurrency, processes: 1, delayMs, episodes: episodesAt(concurrency, delayMs, extra.baseline ?? false), steps: STEPS, baseline: false, light: false, ...extra });
 /** C in total over P processes: C / P each (rounded up, so the fleet's C is at least the one asked for). */
@@ -156,6 +162,10 @@ const specs: ConfigSpec[] = [
   ...(EXTRA_DELAY > 0 && !DELAYS.includes(EXTRA_DELAY) ? [makeSpec(`c1000-l${EXTRA_DELAY}`, 1000, EXTRA_DELAY)] : []),
   ...(LIGHT_C > 0 && !args.flag('no-light') ? [makeSpec(`light-c${LIGHT_C}-l${DELAYS[0] ?? DELAY}`, LIGHT_C, DELAYS[0] ?? DELAY, { light: true })] : []),
 ];
+
+for (const spec of specs) {
+  if (!spec.baseline && spec.episodes % GROUPS !== 0) throw new Error(`--groups ${GROUPS} does not divide N = ${spec.episodes} of ${spec.label}; pick a G that divides every N (or --waves K so that N = K × C)`);
+}
 
 // ---------------------------------------------------------------- child processes
 
@@ -224,7 +234,7 @@ const lightState: Record<string, unknown> = {
 const lightChecks = hotelChecks.filter(c => c.item === 'G0001 has no balance left');
 
 /** One kept environment and one ready scenario, straight into the run store (no synthesis). */
-async function seedRun(config: AppConfig, store: RunStore, runId: string, task: string, light: boolean): Promise<void> {
+async function seedRun(config: AppConfig, store: RunStore, runId: string, task: string, light: boolean, groups = 1): Promise<void> {
   const createdAt = new Date().toISOString();
   await store.createRun({ id: runId, createdAt, input: 'descriptions', options: runOptionsFrom(config) });
   const operations: Operation[] = bundle.tools.map(t => ({
@@ -263,6 +273,7 @@ async function seedRun(config: AppConfig, store: RunStore, runId: string, task: 
   };
   await store.putDoc(runId, 'env', ENV_ID, env);
   await store.putDoc(runId, 'scenario', SCENARIO_ID, scenario);
+  for (let g = 1; g < groups; g++) await store.putDoc(runId, 'scenario', `scn-hotel-${g}`, { ...scenario, id: `scn-hotel-${g}`, index: g });
 }
 
 async function redisCpuS(redis: Redis): Promise<number> {
@@ -412,7 +423,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   await waitForRedis(redis, REDIS_URL);
   const store = createRedisRunStore(redis, prefix);
   // The timed run exists (no rollouts yet) before its sink starts: `envfleet sink` refuses a run that does not.
-  await seedRun(config, store, 'main', 'Look up guest G0001 and report their balance.', spec.light);
+  await seedRun(config, store, 'main', 'Look up guest G0001 and report their balance.', spec.light, spec.baseline ? 1 : GROUPS);
   // The sink (`envfleet sink --follow` on the timed run), a process of its own, started with the workers.
   const sinkDir = SINK ? mkdtempSync(join(os.tmpdir(), 'envfleet-bench-sink-')) : null;
   const sink = sinkDir ? track(spawnSink(prefix, sinkDir, PROFILE_SINK ? profileDir : null)) : null;
@@ -461,7 +472,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
     const serverCpuFrom = serverCpu.length;
 
     const t0 = Date.now();
-    await submitRollouts(config, redis, { runId: 'main', samples: spec.episodes, modes: ['non-conversational'] });
+    await submitRollouts(config, redis, { runId: 'main', samples: spec.baseline ? spec.episodes : spec.episodes / GROUPS, modes: ['non-conversational'] });
     const tSubmitted = Date.now();
     // Memory is probed once mid-way through the steady phase (about (N − C) / 2 episodes done).
     const probeAt = Math.max(1, Math.floor((spec.episodes - fleetConcurrency(spec)) / 2));
@@ -615,7 +626,7 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
   push(`- machine: ${cpu?.model ?? 'unknown CPU'}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}, Node ${process.version}, Redis ${redisVersion}`);
   push(`- date: ${new Date().toISOString()}`);
   push(`- command: \`${FLEET_NODE_ARGS.length ? `ENVFLEET_BENCH_FLEET_NODE_ARGS="${FLEET_NODE_ARGS.join(" ")}" ` : ""}node --import tsx bench/rollouts.ts${argv.length ? ` ${argv.join(" ")}` : ""}\` (whole benchmark ${f1((Date.now() - startedMs) / 1000)} s)`);
-  push(`- workload: one kept environment (reference hotel env, 65 KB state, 4 checks) and one ready scenario, N samples of it, non-conversational; the scripted policy makes exactly S = ${STEPS} agent turns per episode (${STEPS - 1} × get_guest, then a text answer), each answered after L ms (a \`delay\` fault)`);
+  push(`- workload: one kept environment (reference hotel env, 65 KB state, 4 checks) and ${GROUPS > 1 ? `${GROUPS} ready scenarios (copies of one, ids apart), N / ${GROUPS} samples of each (a group each; the baseline: one scenario)` : 'one ready scenario, N samples of it'}, non-conversational; the scripted policy makes exactly S = ${STEPS} agent turns per episode (${STEPS - 1} × get_guest, then a text answer), each answered after L ms (a \`delay\` fault)`);
   push(`- fleet: P fresh worker processes per configuration (\`startWorkerProcess\`, queues rollout.run and rollout.group, all on the configuration's prefix), each with ENVFLEET_ROLLOUT_CONCURRENCY = C / P and its own sandbox pool of ${THREADS} threads × ceil(C / P / ${THREADS}) + 16 tasks, ENVFLEET_SANDBOX_HEAP_MB = max(512, 2 × tasks per thread), ENVFLEET_MODEL_MAX_CONCURRENCY = 0, log level silent; a warm-up run (answers at once; ${WARMUP > 0 ? `${WARMUP} episodes` : 'one wave, C / P episodes'} per process) before each timed run`);
   push(SINK
     ? '- sink: `envfleet sink --run main --out DIR --follow` (cli/main.ts) in a process of its own per configuration, writing the timed run\'s trajectories to a temporary directory (fsync per batch) and replacing their Redis documents by summaries; its CPU is counted from the start of the timed run until it has written the last trajectory, and the checks read the episodes from its shard files'
