@@ -55,8 +55,10 @@ export interface FunnelCount {
 
 /**
  * A small record kept beside a document in a hash of the run (`group` names the hash, the document's id is the
- * field), written in the same atomic step as the document and only with it: a group job reads its members'
- * outcomes from one hash instead of every trajectory whole (≈ 100 KB each until the sink replaces it).
+ * field), written in the same atomic step as the document and only with it, and not once the group's statistics
+ * (the `group` document of the same id) are stored: a group job reads its members' outcomes from one hash instead of
+ * every trajectory whole (≈ 100 KB each until the sink replaces it), then lets the hash go. A group job of a worker
+ * from before outcomes never lets it go (a rolling upgrade): such a hash stays until the run is deleted.
  */
 export interface DocOutcome {
   readonly group: string;
@@ -157,7 +159,8 @@ export interface RunStore {
  * not answered once it reconnects, and a Redis with an append-only file kept the first one), and a
  * retried job may write the same value again. With ARGV[6] = '1' (addDocText) nothing is written or counted
  * where a document is stored already. With ARGV[7] not empty, field ARGV[7] of the hash KEYS[7] is set to ARGV[8]
- * when the document is written (an outcome beside its trajectory), counted in the bytes as `outcomes`. Returns 1
+ * when the document is written (an outcome beside its trajectory), counted in the bytes as `outcomes`, unless
+ * KEYS[8] (the group's statistics) exists: its group job ran already and would never let the outcome go. Returns 1
  * when it wrote.
  */
 const PUT_DOC = redisScript(
@@ -169,7 +172,7 @@ if ARGV[6] == '1' and old > 0 then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[1])
 redis.call('HINCRBY', KEYS[4], 'doc:' .. ARGV[4], string.len(ARGV[2]) - old)
-if ARGV[7] ~= '' then
+if ARGV[7] ~= '' and redis.call('EXISTS', KEYS[8]) == 0 then
   local was = redis.call('HSTRLEN', KEYS[7], ARGV[7])
   redis.call('HSET', KEYS[7], ARGV[7], ARGV[8])
   redis.call('HINCRBY', KEYS[4], 'outcomes', string.len(ARGV[8]) - was + (was == 0 and string.len(ARGV[7]) or 0))
@@ -187,7 +190,7 @@ for i = 9, #ARGV, 3 do
 end
 return 1
 `,
-  7,
+  8,
   { largeValues: true },
 );
 
@@ -263,10 +266,10 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
   const put = async (runId: string, kind: DocKind, id: string, text: string | Buffer, status: string, counts: readonly FunnelCount[], onlyNew = false, outcome?: DocOutcome) => {
     const k = keys(runId);
     // A large document (a trajectory) goes as bytes, on its own; a small one joins the connection's batch (redisScript).
-    // Without an outcome, KEYS[7] is only a key of the run's slot that the script does not touch.
+    // Without an outcome, KEYS[7] and KEYS[8] are only keys of the run's slot that the script does not touch.
     const wrote = await PUT_DOC(
       redis,
-      [k.doc(kind, id), k.ids(kind), k.funnel, k.bytes, k.statusOf(kind), k.statuses(kind), outcome ? k.outcomes(outcome.group) : k.funnel],
+      [k.doc(kind, id), k.ids(kind), k.funnel, k.bytes, k.statusOf(kind), k.statuses(kind), outcome ? k.outcomes(outcome.group) : k.funnel, outcome ? k.doc('group', outcome.group) : k.funnel],
       [id, text, String(Date.now()), kind, status, onlyNew ? '1' : '0', outcome ? id : '', outcome?.json ?? '', ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
     );
     return wrote === 1;

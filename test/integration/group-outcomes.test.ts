@@ -49,9 +49,15 @@ describe('a group job reads the outcomes kept beside its trajectories (real Redi
     for (let sample = 0; sample < samples; sample++) {
       await recordFailedRollout(deps, run, scenario, mode, sample, sample % 2 ? 'model-error' : 'time-limit', `sample ${sample}: détail 😀`);
     }
-    // A second record of a sample stored already writes nothing, its outcome included.
-    await recordFailedRollout(deps, run, scenario, mode, 0, 'model-error', 'again');
     const key = runKeys(prefix, run).outcomes(groupIdOf(scenario, mode));
+    const group = groupIdOf(scenario, mode);
+    // A second write of a trajectory stored already writes nothing, its outcome included.
+    const before = await redis.hgetall(key);
+    const bytesBefore = (await store.bytes(run))['outcomes'];
+    const other = JSON.stringify({ id: trajectoryIdOf(run, scenario, mode, 0), sample: 0, reward: 1, solved: true, termination: { reason: 'agent-finished', detail: null } });
+    expect(await store.addDocText(run, 'trajectory', trajectoryIdOf(run, scenario, mode, 0), '{"id":"another document"}', [], { group, json: other })).to.equal(false);
+    expect(await redis.hgetall(key)).to.deep.equal(before);
+    expect((await store.bytes(run))['outcomes']).to.equal(bytesBefore);
     const kept = await redis.hgetall(key);
     expect(Object.keys(kept).sort()).to.deep.equal(Array.from({ length: samples }, (_, i) => trajectoryIdOf(run, scenario, mode, i)).sort());
     expect(JSON.parse(kept[trajectoryIdOf(run, scenario, mode, 0)]!)).to.deep.equal({ id: trajectoryIdOf(run, scenario, mode, 0), sample: 0, reward: null, solved: false, termination: { reason: 'time-limit', detail: null } });
@@ -74,11 +80,28 @@ describe('a group job reads the outcomes kept beside its trajectories (real Redi
     expect(await computeGroup(again.store, run, scenario, mode, samples + 1)).to.deep.equal(stats);
     expect(again.reads()).to.equal(samples + 1);
 
-    // A kept value that is not this trajectory's outcome is passed over for the trajectory itself.
-    await redis.hset(key, trajectoryIdOf(run, scenario, mode, 1), JSON.stringify({ id: 'another', sample: 1, reward: 1, solved: true, termination: { reason: 'agent-finished' } }));
-    await redis.hset(key, trajectoryIdOf(run, scenario, mode, 2), 'not json');
+    // A trajectory written once the group's statistics are stored keeps no outcome: that group job will not run
+    // again to let it go (a retried or later one reads the trajectories).
+    await recordFailedRollout(deps, run, scenario, mode, samples, 'model-error', 'late');
+    expect(await store.getDoc(run, 'trajectory', trajectoryIdOf(run, scenario, mode, samples))).to.not.equal(null);
+    expect(await redis.exists(key)).to.equal(0);
+    expect((await store.bytes(run))['outcomes'] ?? 0).to.equal(0);
+
+    // A kept value that is not this trajectory's outcome is passed over for the trajectory itself (written here as a
+    // store would, its bytes counted, so that the drop after takes the count back to 0).
+    const odd1 = JSON.stringify({ id: 'another', sample: 1, reward: 1, solved: true, termination: { reason: 'agent-finished' } });
+    const odd2 = 'not json';
+    const f1 = trajectoryIdOf(run, scenario, mode, 1);
+    const f2 = trajectoryIdOf(run, scenario, mode, 2);
+    await redis.hset(key, f1, odd1, f2, odd2);
+    await redis.hincrby(runKeys(prefix, run).bytes, 'outcomes', Buffer.byteLength(f1 + odd1 + f2 + odd2));
+    await redis.del(runKeys(prefix, run).doc('group', group));
     const odd = counting(store);
-    expect(await computeGroup(odd.store, run, scenario, mode, samples + 1)).to.deep.equal(stats);
+    const oddStats = await computeGroup(odd.store, run, scenario, mode, samples + 1);
+    // The late trajectory now counts for the sixth sample.
+    expect(oddStats).to.deep.include({ samples: samples + 1, unscored: samples + 1, terminations: { 'time-limit': 3, 'model-error': 3 } });
     expect(odd.reads()).to.equal(samples + 1);
+    expect(await redis.exists(key)).to.equal(0);
+    expect((await store.bytes(run))['outcomes'] ?? 0).to.equal(0);
   });
 });
