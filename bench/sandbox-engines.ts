@@ -16,8 +16,9 @@
  *
  *   npm install --no-save @jitl/quickjs-ng-wasmfile-release-sync@0.32.0   # not a dependency of envfleet
  *   npm install --no-save isolated-vm@5.0.4   # optional, not a dependency either: a native addon, built with g++
- *   node --import tsx bench/sandbox-engines.ts [--rounds 9] [--compare ../main]
+ *   node --expose-gc --import tsx bench/sandbox-engines.ts [--rounds 9] [--compare ../main]
  *
+ * After the rounds, what a live environment costs in each engine (creation time, resident memory; see footprints).
  * With `isolated-vm` installed, a row runs the same harness and environment in a V8 isolate (V8's JIT, in this
  * process) under envfleet's default limits: the environment's memory (`envMemoryMb` as the isolate's memory
  * limit), the call deadline (each call's timeout), the session's CPU budget (the isolate's CPU time, read after
@@ -77,6 +78,7 @@ interface IvmContext {
 }
 interface IvmIsolate {
   createContextSync(): IvmContext;
+  getHeapStatisticsSync(): { readonly total_heap_size: number; readonly used_heap_size: number; readonly externally_allocated_size: number };
   readonly cpuTime: bigint;
   readonly isDisposed: boolean;
   dispose(): void;
@@ -321,6 +323,53 @@ const inProcess: Record<string, () => Promise<Replay>> = {
   ...(ivm ? { v8: () => Promise.resolve(replayV8(ivm)) } : {}),
 };
 const v8Limits = ivm ? checkV8Limits(ivm) : null;
+
+/**
+ * What a live environment costs in each engine, in this process, one after the other: the median time to create one
+ * (envfleet: `QuickJSHost.createEnvironment`, a module of its own per environment; V8: an isolate with the harness,
+ * the class and the state), and the resident memory 50 live environments add after 20 calls each (RSS before and
+ * after, after a GC when the bench runs with --expose-gc), with the V8 isolates' own heap figures.
+ */
+async function footprints(): Promise<string[]> {
+  const LIVE = 50;
+  const gc = (globalThis as { gc?: () => void }).gc;
+  const rss = () => {
+    gc?.();
+    return process.memoryUsage().rss;
+  };
+  const out: string[] = [];
+  const host = new QuickJSHost(DEFAULT_SANDBOX_LIMITS.heapMb);
+  const qStarts: number[] = [];
+  const qLive: { dispose(): void }[] = [];
+  let before = rss();
+  for (let i = 0; i < LIVE; i++) {
+    const t = performance.now();
+    const e = await host.createEnvironment(env.code, env.state, DEFAULT_SANDBOX_LIMITS);
+    qStarts.push(performance.now() - t);
+    for (const c of env.calls.slice(0, 20)) e.call(c.tool, c.arguments);
+    qLive.push(e);
+  }
+  const qRss = (rss() - before) / LIVE;
+  for (const e of qLive) e.dispose();
+  out.push(`| envfleet (QuickJS, a module per environment) | ${median(qStarts).toFixed(2)} ms | ${(qRss / 1024).toFixed(0)} KiB | – |`);
+  if (ivm) {
+    const vStarts: number[] = [];
+    const vLive: ReturnType<typeof v8Environment>[] = [];
+    before = rss();
+    for (let i = 0; i < LIVE; i++) {
+      const t = performance.now();
+      const e = v8Environment(ivm);
+      vStarts.push(performance.now() - t);
+      for (const c of calls.slice(0, 20)) e.call(c.tool, c.args);
+      vLive.push(e);
+    }
+    const vRss = (rss() - before) / LIVE;
+    const heap = vLive.map(e => e.isolate.getHeapStatisticsSync());
+    for (const e of vLive) e.isolate.dispose();
+    out.push(`| V8 isolate (isolated-vm) | ${median(vStarts).toFixed(2)} ms | ${(vRss / 1024).toFixed(0)} KiB | ${(median(heap.map(h => h.used_heap_size)) / 1024).toFixed(0)} / ${(median(heap.map(h => h.total_heap_size)) / 1024).toFixed(0)} KiB |`);
+  }
+  return out;
+}
 const envfleetRows = Object.keys(inProcess).filter(n => n.startsWith('envfleet') || n === 'compare');
 /** Calls per block: every in-process row makes the same block of calls before the next block, so that all rows see the same machine state. */
 const BLOCK = 500;
@@ -397,4 +446,8 @@ for (const name of Object.keys(rows)) {
   console.log(`| ${label[name]} | ${floor ? '– (one clock per loop)' : m.toFixed(2)} | ${a.toFixed(2)} | ${name === 'cpython' || floor ? '–' : `${(m / cpMedian).toFixed(2)}×`} | ${name === 'cpython' ? '–' : `${(a / cpMean).toFixed(2)}×`} | ${vsReference} |`);
 }
 if (v8Limits) console.log(`\nThe V8 row's limits, each made to trip once before the rounds: ${v8Limits.join('; ')}.`);
+console.log(`\nA live environment (the library class on its state, 50 kept alive after 20 calls each; RSS after a GC ${(globalThis as { gc?: unknown }).gc ? 'forced' : 'not forced: run with --expose-gc'}):\n`);
+console.log('| engine | create (median of 50) | RSS per live environment | V8 heap used / total per isolate (median) |');
+console.log('|---|---|---|---|');
+for (const line of await footprints()) console.log(line);
 console.log(`\nThe floor rows' replies were identical across rounds: ${rows['floor-json']!.hashes.size === 1 && rows['floor-methods']!.hashes.size === 1 ? 'yes' : 'NO'}. They bound what any host side can reach with this engine build: a call can cost no less than its method and JSON inside the guest.`);
