@@ -9,6 +9,7 @@ import { loadConfig, type AppConfig, type EnvVarName } from '../../config/index.
 import { waitForRun, type RunProgress } from '../../queues/run-jobs.js';
 import { submitScenarios, submitSynthesis } from '../../queues/submit.js';
 import type { Logger } from '../../src/logger.js';
+import { createRedisConnection, type Redis as RedisConnection } from '../../src/redis/connection.js';
 import { loadModelScript, mergeModelScripts, parseModelScript, startModelServer, type ModelScript, type ModelServer } from '../../src/model-server/index.js';
 import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
@@ -83,6 +84,37 @@ export function silentLogger(): Logger {
 
 export async function scriptedServer(script: unknown, options: { apiKey?: string } = {}): Promise<ModelServer> {
   return startModelServer({ script: parseModelScript(script, 'test script'), ...options });
+}
+
+/**
+ * A run store on an auto-pipelined connection (the worker's kind) under a fresh key prefix, for the tests of one
+ * describe block: opened before them, its keys deleted after. Read `redis` and `store` inside the tests.
+ */
+export function useRunStore(name: string): { readonly prefix: string; readonly redis: RedisConnection; readonly store: RunStore } {
+  const prefix = `envfleet-test-${name}-${randomUUID().slice(0, 8)}`;
+  let redis: RedisConnection | undefined;
+  let store: RunStore | undefined;
+  before(async () => {
+    await requireRedis();
+    redis = createRedisConnection(REDIS_URL, 'worker', { enableAutoPipelining: true });
+    store = createRedisRunStore(redis, prefix);
+    await redis.ping();
+  });
+  after(async () => {
+    await dropPrefix(prefix);
+    redis?.disconnect();
+  });
+  return {
+    prefix,
+    get redis() {
+      if (!redis) throw new Error('useRunStore: the connection opens before the tests');
+      return redis;
+    },
+    get store() {
+      if (!store) throw new Error('useRunStore: the store opens before the tests');
+      return store;
+    },
+  };
 }
 
 /** Deletes every key under a test prefix. */

@@ -1,12 +1,10 @@
-import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
-import { createRedisConnection } from '../../src/redis/connection.js';
 import { computeGroup, recordFailedRollout } from '../../src/rollouts/stages.js';
 import { createRedisTrajectoryStream } from '../../src/rollouts/stream.js';
 import { groupIdOf, trajectoryIdOf } from '../../src/runs/ids.js';
 import { runKeys } from '../../src/runs/keys.js';
-import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
-import { REDIS_URL, requireRedis } from '../helpers/integration.js';
+import type { RunStore } from '../../src/runs/store.js';
+import { useRunStore } from '../helpers/integration.js';
 
 /** The store, counting the trajectories read whole (the outcomes are read apart). */
 function counting(store: RunStore): { store: RunStore; reads: () => number } {
@@ -25,22 +23,10 @@ function counting(store: RunStore): { store: RunStore; reads: () => number } {
 
 describe('a group job reads the outcomes kept beside its trajectories (real Redis)', function () {
   this.timeout(30_000);
-  const prefix = `envfleet-test-group-outcomes-${randomUUID().slice(0, 8)}`;
-  let redis: ReturnType<typeof createRedisConnection>;
-  let store: RunStore;
-  before(async () => {
-    await requireRedis();
-    redis = createRedisConnection(REDIS_URL, 'worker', { enableAutoPipelining: true });
-    store = createRedisRunStore(redis, prefix);
-    await redis.ping();
-  });
-  after(async () => {
-    const keys = await redis.keys(`${prefix}:*`);
-    if (keys.length) await redis.del(...keys);
-    redis.disconnect();
-  });
+  const fixture = useRunStore('group-outcomes');
 
   it('writes each outcome with its trajectory, reads none of the stored trajectories for the group, drops them after, and gives the same statistics from the trajectories', async () => {
+    const { redis, store, prefix } = fixture;
     const run = 'r';
     const scenario = 'scénario-客房-🏨';
     const mode = 'non-conversational' as const;
@@ -58,7 +44,7 @@ describe('a group job reads the outcomes kept beside its trajectories (real Redi
     expect(await store.addDocText(run, 'trajectory', trajectoryIdOf(run, scenario, mode, 0), '{"id":"another document"}', [], { group, json: other })).to.equal(false);
     expect(await redis.hgetall(key)).to.deep.equal(before);
     expect((await store.bytes(run))['outcomes']).to.equal(bytesBefore);
-    const kept = await redis.hgetall(key);
+    const kept = before;
     expect(Object.keys(kept).sort()).to.deep.equal(Array.from({ length: samples }, (_, i) => trajectoryIdOf(run, scenario, mode, i)).sort());
     expect(JSON.parse(kept[trajectoryIdOf(run, scenario, mode, 0)]!)).to.deep.equal({ id: trajectoryIdOf(run, scenario, mode, 0), sample: 0, reward: null, solved: false, termination: { reason: 'time-limit', detail: null } });
     const bytes = Object.entries(kept).reduce((n, [f, v]) => n + Buffer.byteLength(f) + Buffer.byteLength(v), 0);

@@ -1,29 +1,14 @@
-import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
-import { createRedisConnection } from '../../src/redis/connection.js';
-import { createRedisRunStore } from '../../src/runs/store.js';
 import type { StoredTrajectory } from '../../src/rollouts/types.js';
 import { RawJson, stringifyJson } from '../../src/util/raw-json.js';
-import { REDIS_URL, requireRedis } from '../helpers/integration.js';
+import { useRunStore } from '../helpers/integration.js';
 
 describe('run store: a large document goes to Redis as bytes, and comes back as it was written', function () {
   this.timeout(20_000);
-  const prefix = `envfleet-test-large-docs-${randomUUID().slice(0, 8)}`;
-  let redis: ReturnType<typeof createRedisConnection>;
-  let store: ReturnType<typeof createRedisRunStore>;
-  before(async () => {
-    await requireRedis();
-    redis = createRedisConnection(REDIS_URL, 'worker', { enableAutoPipelining: true });
-    store = createRedisRunStore(redis, prefix);
-    await redis.ping();
-  });
-  after(async () => {
-    const keys = await redis.keys(`${prefix}:*`);
-    if (keys.length) await redis.del(...keys);
-    redis.disconnect();
-  });
+  const fixture = useRunStore('large-docs');
 
   it('stores a 100 KB trajectory with multi-byte text exactly, counts its UTF-8 bytes once, and a second write of the same value changes nothing', async () => {
+    const { redis, store } = fixture;
     const finalState = `{"price":1.0,"guests":${JSON.stringify(Array.from({ length: 800 }, (_, i) => ({ id: `G${i}`, name: i % 2 ? 'Zoë 客房' : '🏨 suite', note: 'é'.repeat(40) })))}}`;
     const doc = { id: 'trj-1', messages: [{ role: 'assistant', content: '予約しました 😀' }], finalState: new RawJson(finalState) } as unknown as StoredTrajectory;
     const text = stringifyJson(doc)!;
@@ -59,6 +44,7 @@ describe('run store: a large document goes to Redis as bytes, and comes back as 
   });
 
   it("stores a document given as its UTF-8 bytes (a worker's trajectory) as the same text, large or small", async () => {
+    const { store } = fixture;
     const big = `{"id":"trj-b","finalState":${JSON.stringify({ rooms: Array.from({ length: 600 }, (_, i) => ({ n: i, label: `Chambre ${i} — 海景 🌊` })) })}}`;
     const tiny = '{"id":"trj-t","note":"naïve 😀"}';
     await Promise.all([store.putDocText('r2', 'trajectory', 'trj-b', Buffer.from(big, 'utf8')), store.putDocText('r2', 'trajectory', 'trj-t', Buffer.from(tiny, 'utf8'))]);
