@@ -15,8 +15,9 @@ import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
  * anything else, such as a stream or form data, to the global fetch), `accept-encoding: gzip, deflate, br`
  * unless the caller sets one, and gzip / deflate / br answers decompressed; an abort rejects with an
  * `AbortError`; a request that a reused keep-alive connection lost before any answer (the server closed it
- * while idle) is sent once more on a new connection, as undici does. Not kept: redirects are not followed
- * (a 3xx is an answer like any other), and answers are read whole (the gateway never streams).
+ * while idle) is sent once more on a new connection, as undici does; an idle connection is closed after
+ * undici's 4 s, or sooner when the server's `Keep-Alive: timeout=N` hint says so. Not kept: redirects are not
+ * followed (a 3xx is an answer like any other), and answers are read whole (the gateway never streams).
  */
 /** An answer read whole: status, headers and the body's bytes (decoded when the server compressed them). */
 export interface HttpAnswer {
@@ -35,12 +36,20 @@ export interface HttpSender {
   send(url: URL, init: { readonly method: string; readonly headers: Record<string, string>; readonly body?: string | Uint8Array | undefined; readonly signal?: AbortSignal | null | undefined }): Promise<HttpAnswer>;
 }
 
+/** How long an idle keep-alive connection is kept at most (undici's default keep-alive timeout). */
+export const IDLE_MS = 4_000;
+/** The errors of a request on a reused connection that the server had closed before it read the request. */
+const LOST_ON_REUSE = new Set(['ECONNRESET', 'EPIPE']);
+
 /** node:http / node:https keep-alive agents and one request at a time over them (see createNodeFetch). */
 export function createHttpSender(options: { readonly maxSockets?: number } = {}): HttpSender {
   // Every idle connection is kept (Node's default keeps 256 and closes the rest, so a worker with a thousand
-  // requests in flight opened and closed connections all the time); an idle one closes when the server's
-  // Keep-Alive timeout hint says so, or when the server closes it.
-  const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? Infinity, maxFreeSockets: Number.MAX_SAFE_INTEGER, scheduling: 'lifo' as const };
+  // requests in flight opened and closed connections all the time), for IDLE_MS at most: servers close idle
+  // connections themselves (uvicorn, vLLM's server, after 5 s; Node's after 5 s), and a request that goes out on one
+  // the server has just closed fails. The agent's `timeout` is also what makes Node honour the server's
+  // `Keep-Alive: timeout=N` hint (it closes the connection a second before; without a `timeout` the hint is ignored).
+  // A request in progress is not affected: the agent closes only idle connections on their timeout.
+  const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? Infinity, maxFreeSockets: Number.MAX_SAFE_INTEGER, scheduling: 'lifo' as const, timeout: IDLE_MS };
   const agents = { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) };
   return {
     send(url, init) {
@@ -62,7 +71,10 @@ export function createHttpSender(options: { readonly maxSockets?: number } = {})
             reject(abortReason(signal));
             return;
           }
-          const request = (https_ ? https : http).request(url, { method: init.method, headers, agent: https_ ? agents.https : agents.http }, res => {
+          // Sent again, it goes on a connection of its own (`agent: false`): the agent would hand out the next idle
+          // connection, which the server has likely closed as well (several go idle together and time out together).
+          const agent = retried ? false : https_ ? agents.https : agents.http;
+          const request = (https_ ? https : http).request(url, { method: init.method, headers, agent }, res => {
             const chunks: Buffer[] = [];
             let received = 0;
             res.on('data', (c: Buffer) => {
@@ -87,8 +99,10 @@ export function createHttpSender(options: { readonly maxSockets?: number } = {})
           function fail(err: Error) {
             signal?.removeEventListener('abort', onAbort);
             if (signal?.aborted) reject(abortReason(signal));
-            // The server closed an idle keep-alive connection as this request went out on it: once more, on a new one.
-            else if (!retried && request.reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') resolve(attempt(true));
+            // The server closed an idle keep-alive connection as this request went out on it (reset, or the write
+            // refused): once more, on a new one. No answer began, so the server most likely never read it (a server that
+            // read it and then reset the connection, a crash, would see it twice: as undici does).
+            else if (!retried && request.reusedSocket && LOST_ON_REUSE.has((err as NodeJS.ErrnoException).code ?? '')) resolve(attempt(true));
             else reject(new TypeError('fetch failed', { cause: err }));
           }
           function answerCut(err: AnswerCutError) {

@@ -94,4 +94,36 @@ describe('node fetch (the openai client over node:http keep-alive)', function ()
     const err = await rejection(ask(client()));
     expect(err).to.be.instanceOf(APIConnectionError);
   });
+
+  it('sends a request that met stale connections once more on a new connection: the server closed every idle one while the client was busy', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(completion));
+    };
+    const c = client();
+    // Three connections kept alive, idle.
+    await Promise.all([ask(c), ask(c), ask(c)]);
+    expect(sockets).to.equal(3);
+    seen.length = 0;
+    // The server closes them all, and in the same turn of the client's event loop (it has not seen them close:
+    // a worker's main thread busy with a thousand episodes) the next request goes out on one of them.
+    server.closeIdleConnections();
+    const answer = await ask(c);
+    expect(answer.choices[0]?.message.content).to.equal('héllo 😀');
+    // Read by the server once, on a fourth connection: not on another of the closed ones.
+    expect(seen.map(s => s.socket)).to.deep.equal([4]);
+  });
+
+  it('closes an idle connection itself, before the server\'s keep-alive hint runs out', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'keep-alive': 'timeout=2' });
+      res.end(JSON.stringify(completion));
+    };
+    server.keepAliveTimeout = 60_000; // the server itself would keep it for a minute
+    const closed = new Promise<void>(resolve => server.once('connection', s => s.once('close', () => resolve())));
+    await ask(client());
+    // Node closes it one second before the hint's 2 s; the server saw the client close it.
+    await closed;
+    expect(sockets).to.equal(1);
+  });
 });
