@@ -6,14 +6,14 @@
  *   node --import tsx bench/rollouts.ts [--quick] [--steps 5] [--delays 500,2000] [--concurrency 10,100,1000]
  *                                       [--processes 1,2] [--extra-delay 0] [--light 1000] [--threads 2]
  *                                       [--no-baseline] [--no-light] [--no-sink] [--profile [--profile-sink]]
- *                                       [--warmup N]
+ *                                       [--warmup N] [--from-source]
  *
  * The configurations: for each latency L of --delays, the baseline, then every C of --concurrency with
  * every P of --processes. Each configuration gets its own Redis prefix and P fresh worker processes
  * (bench/rollouts/fleet.ts: `startWorkerProcess` for rollout.run and rollout.group) sharing its queues,
  * each with ENVFLEET_ROLLOUT_CONCURRENCY = C / P (rounded up) and its own sandbox pool of --threads piscina
  * threads, so that the fleet as a whole has C in flight; and one sink process (`envfleet sink --run main
- * --follow`, cli/main.ts, the trajectory writer of src/datasets/sink.ts) writing the timed run's
+ * --follow`, from the build in dist/ as the fleet, the trajectory writer of src/datasets/sink.ts) writing the timed run's
  * trajectories to a temporary directory, whose CPU is counted with the fleet's (`--no-sink`: none, as
  * before). One kept environment (the reference hotel env, fixtures/reference/) and one ready scenario are
  * put straight into the run store; N samples of that scenario are submitted with `submitRollouts`
@@ -40,13 +40,15 @@
  * CPU per episode by process kind: worker main threads, worker sandbox pool threads, other worker threads,
  * sink; summed over the worker processes), operation times and memory, and a scaling table with one summary
  * line per latency (best fraction of the bound at the largest C, and its ratio to the baseline at that L).
- * Exits 1 if a configuration did not check out (request count ≠ N × S, an episode without exactly S turns,
+ * Exits 1 if a configuration did not check out (request count ≠ N × S, model calls through the workers' gateways
+ * ≠ N × S (an episode ran again), a request other than a chat completion (the gateway's outage probe), an episode without exactly S turns,
  * trajectory ids in Redis or lines the sink wrote ≠ N, a worker process that ran no episode, keys left in
  * Redis).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -82,7 +84,7 @@ const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const FLEET_NODE_ARGS = (process.env['ENVFLEET_BENCH_FLEET_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
 const args = benchArgs(import.meta.url, {
   values: ['steps', 'delay', 'delays', 'concurrency', 'processes', 'extra-delay', 'light', 'threads', 'warmup', 'waves', 'groups'],
-  booleans: ['quick', 'no-baseline', 'profile', 'profile-sink', 'no-sink', 'no-light'],
+  booleans: ['quick', 'no-baseline', 'profile', 'profile-sink', 'no-sink', 'no-light', 'from-source'],
 });
 const argv = args.raw;
 const QUICK = args.flag('quick');
@@ -92,6 +94,13 @@ const PROFILE_SINK = PROFILE && args.flag('profile-sink');
 /** With --profile: copy the raw .cpuprofile files (worker threads, and the sink's under sink/) to DIR/<configuration> (env ENVFLEET_BENCH_KEEP_PROFILES=DIR). */
 const KEEP_PROFILES = process.env['ENVFLEET_BENCH_KEEP_PROFILES'] ?? null;
 const intArg = (name: string, fallback: number) => args.int(name, fallback);
+/**
+ * The worker processes and the sink run the build in dist/ (`tsc -p tsconfig.build.json`, made before the first
+ * configuration), as `envfleet worker` and `envfleet sink` run; `--from-source` runs the TypeScript sources through tsx
+ * instead, whose transform names every function it creates at run time (esbuild's keepNames: a call and an object per
+ * closure), 4–7 % more fleet CPU per episode than the build in one A/B (docs/benchmarks.md, 2026-12-03).
+ */
+const FROM_SOURCE = args.flag('from-source');
 
 const STEPS = intArg('steps', 5);
 /**
@@ -171,7 +180,8 @@ for (const spec of specs) {
 
 /** Spawns `node --import tsx FILE` with an IPC channel; its stdout/stderr go to our stderr. */
 function spawnChild(file: string, args: string[], nodeArgs: string[] = []): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', '--expose-gc', ...nodeArgs, file, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  const env = { ...process.env, ENVFLEET_BENCH_DIST: FROM_SOURCE ? '0' : '1' };
+  const child = spawn(process.execPath, ['--import', 'tsx', '--expose-gc', ...nodeArgs, file, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env });
   child.stdout?.on('data', (d: Buffer) => process.stderr.write(d));
   child.stderr?.on('data', (d: Buffer) => process.stderr.write(d));
   return child;
@@ -325,14 +335,15 @@ let activePrefix: string | null = null;
 // ---------------------------------------------------------------- the sink
 
 /**
- * `envfleet sink --run main --out DIR --follow` (cli/main.ts, as `npm run dev -- sink` runs it) on the
+ * `envfleet sink --run main --out DIR --follow` (bin/envfleet.js, the build; with --from-source cli/main.ts through tsx) on the
  * configuration's prefix: the trajectory writer as a process of its own, so its CPU is measured (from
  * /proc/PID/stat) and counted with the fleet's. --follow, so that it can start before the run has any
  * job; it is stopped (SIGTERM) once it has written every trajectory.
  */
 function spawnSink(prefix: string, dir: string, profileDir: string | null): ChildProcess {
   const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, 'sink')}`] : [];
-  const child = spawn(process.execPath, [...prof, '--import', 'tsx', 'cli/main.ts', 'sink', '--run', 'main', '--out', dir, '--follow'], {
+  const entry = FROM_SOURCE ? ['--import', 'tsx', 'cli/main.ts'] : ['bin/envfleet.js'];
+  const child = spawn(process.execPath, [...prof, ...entry, 'sink', '--run', 'main', '--out', dir, '--follow'], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix, LOG_LEVEL: 'silent' },
@@ -624,12 +635,13 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
 
   push('# Rollout throughput benchmark', '');
   push(`- machine: ${cpu?.model ?? 'unknown CPU'}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}, Node ${process.version}, Redis ${redisVersion}`);
+  push(`- code measured: ${FROM_SOURCE ? 'the TypeScript sources through tsx (--from-source)' : 'the build in dist/, as `envfleet worker` and `envfleet sink` run it'}`);
   push(`- date: ${new Date().toISOString()}`);
   push(`- command: \`${FLEET_NODE_ARGS.length ? `ENVFLEET_BENCH_FLEET_NODE_ARGS="${FLEET_NODE_ARGS.join(" ")}" ` : ""}node --import tsx bench/rollouts.ts${argv.length ? ` ${argv.join(" ")}` : ""}\` (whole benchmark ${f1((Date.now() - startedMs) / 1000)} s)`);
   push(`- workload: one kept environment (reference hotel env, 65 KB state, 4 checks) and ${GROUPS > 1 ? `${GROUPS} ready scenarios (copies of one, ids apart), N / ${GROUPS} samples of each (a group each; the baseline: one scenario)` : 'one ready scenario, N samples of it'}, non-conversational; the scripted policy makes exactly S = ${STEPS} agent turns per episode (${STEPS - 1} × get_guest, then a text answer), each answered after L ms (a \`delay\` fault)`);
   push(`- fleet: P fresh worker processes per configuration (\`startWorkerProcess\`, queues rollout.run and rollout.group, all on the configuration's prefix), each with ENVFLEET_ROLLOUT_CONCURRENCY = C / P and its own sandbox pool of ${THREADS} threads × ceil(C / P / ${THREADS}) + 16 tasks, ENVFLEET_SANDBOX_HEAP_MB = max(512, 2 × tasks per thread), ENVFLEET_MODEL_MAX_CONCURRENCY = 0, log level silent; a warm-up run (answers at once; ${WARMUP > 0 ? `${WARMUP} episodes` : 'one wave, C / P episodes'} per process) before each timed run`);
   push(SINK
-    ? '- sink: `envfleet sink --run main --out DIR --follow` (cli/main.ts) in a process of its own per configuration, writing the timed run\'s trajectories to a temporary directory (fsync per batch) and replacing their Redis documents by summaries; its CPU is counted from the start of the timed run until it has written the last trajectory, and the checks read the episodes from its shard files'
+    ? `- sink: \`envfleet sink --run main --out DIR --follow\` (${FROM_SOURCE ? 'cli/main.ts through tsx' : 'bin/envfleet.js, the build'}) in a process of its own per configuration, writing the timed run's trajectories to a temporary directory (fsync per batch) and replacing their Redis documents by summaries; its CPU is counted from the start of the timed run until it has written the last trajectory, and the checks read the episodes from its shard files`
     : '- sink: none (--no-sink); the trajectories stay in Redis and the fleet CPU counts the worker processes only');
   push('- model server: the scripted server in a child process of its own (not sharing the fleet\'s event loop), on the same machine; the benchmark itself (submission, polling, sampling) in a third process');
   push('- bound: C / (S × L) rollouts/s, i.e. every episode is nothing but S model waits of L ms and the fleet keeps C episodes in flight');
@@ -827,6 +839,11 @@ function scalingSummary(results: readonly Analysis[]): string[] {
 
 // ---------------------------------------------------------------- main
 
+if (!FROM_SOURCE) {
+  process.stderr.write('building dist/ (tsc -p tsconfig.build.json) for the worker processes and the sink …\n');
+  const built = spawnSync(process.execPath, [createRequire(import.meta.url).resolve('typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: ['ignore', 2, 2] });
+  if (built.status !== 0) throw new Error(`the build failed (exit ${built.status ?? built.signal}); fix it, or measure the sources with --from-source`);
+}
 const startedMs = Date.now();
 const admin = createRedisConnection(REDIS_URL, 'producer');
 await waitForRedis(admin, REDIS_URL);

@@ -6,7 +6,7 @@
  * pooled, and event-loop figures listed per process (the "main thread" ELU is the busiest one's).
  */
 import type { ProfileSummary } from './profile.js';
-import { median, quantile, type FleetSample, type MemoryProbe, type ServerRecord, type Timings } from './common.js';
+import { CHAT_REQUEST, median, quantile, type FleetSample, type MemoryProbe, type ServerRecord, type Timings } from './common.js';
 
 export interface ConfigSpec {
   readonly label: string;
@@ -235,7 +235,11 @@ export function analyse(raw: RunRaw): Analysis {
   const endedIn = eps.filter(e => e.end > window.from && e.end <= window.to);
   const steadyEnded = endedIn.length;
 
-  const policy = raw.requests.filter(r => !(r[3] ?? '').startsWith('warm-'));
+  const policy = raw.requests.filter(r => r[4] === CHAT_REQUEST && !(r[3] ?? '').startsWith('warm-'));
+  // Anything but a chat request, warm-up included: the gateway's outage probe (`GET /v1/models`) follows a request that
+  // failed on its connection, and the episode then ran again (its earlier turns from the response cache).
+  const notChat: Record<string, number> = {};
+  for (const r of raw.requests) if (r[4] !== CHAT_REQUEST) notChat[r[4]] = (notChat[r[4]] ?? 0) + 1;
   const intervals = policy.map(r => [r[0], r[1]] as const);
   const modelSeries = inFlightSeries(intervals, window.from, window.to, 10);
   const wholeSeries = inFlightSeries(intervals, raw.t0, raw.tEpisodesDone, 10);
@@ -270,8 +274,13 @@ export function analyse(raw: RunRaw): Analysis {
   const perProcess = raw.fleets.map(run => (run.timings['model call']?.length ?? 0) / spec.steps);
   const everyProcessWorked = perProcess.every(n => n > 0);
   lines.push(`episodes per worker process (its model calls ÷ S): ${perProcess.map(n => n.toFixed(0)).join(' + ')}; sandbox pool threads counted per process: ${raw.fleets.map(run => run.poolTids).join(' + ')}`);
+  // Every call through a worker's gateway, answered from the cache or not: more than N × S means an episode ran again.
+  const gatewayCalls = raw.fleets.reduce((a, run) => a + (run.timings['model call']?.length ?? 0), 0);
+  lines.push(`model calls through the workers' gateways: ${gatewayCalls} (expected N × S = ${expected}; more: an episode ran again after a failed call)`);
+  lines.push(`requests other than chat completions: ${Object.keys(notChat).length ? Object.entries(notChat).map(([k, n]) => `${k} ${n}`).join(', ') + ' (a GET /v1/models is the gateway\'s outage probe after a request failed on its connection)' : 'none'}`);
   const ok = raw.finished && requestsOk === expected && policy.length === expected && rulesOk && eps.length === spec.episodes && wrongTurns === 0 && reasons['agent-finished'] === spec.episodes && raw.keysLeft === 0 &&
-    raw.trajectoryIds === spec.episodes && sinkOk && everyProcessWorked;
+    raw.trajectoryIds === spec.episodes && sinkOk && everyProcessWorked &&
+    gatewayCalls === expected && Object.keys(notChat).length === 0;
 
   // CPU in the window, summed over the worker processes.
   const fleets = raw.fleets;

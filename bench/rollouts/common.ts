@@ -14,8 +14,11 @@ export type ServerCommand =
   | { readonly type: 'collect' }
   | { readonly type: 'exit' };
 
-/** One answered request, as the server child saw it: [arrival ms, answer sent ms, status, rule]. */
-export type ServerRecord = readonly [number, number, number | null, string | null];
+/** One answered request, as the server child saw it: [arrival ms, answer sent ms, status, rule, "METHOD /path"]. */
+export type ServerRecord = readonly [number, number, number | null, string | null, string];
+
+/** What every policy request of the benchmark is; anything else (the gateway's `GET /v1/models` outage probe) is not. */
+export const CHAT_REQUEST = 'POST /v1/chat/completions';
 
 /** Server child → parent. */
 export type ServerMessage =

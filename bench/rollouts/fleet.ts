@@ -6,12 +6,15 @@
  * piscina's queue; the sampler's and the memory probes' own time is taken off the CPU it reports).
  * A fresh process per configuration, so that memory (the sandbox's WebAssembly
  * heaps never shrink) and JIT state do not carry over. Settings come as JSON in argv[2].
+ * With ENVFLEET_BENCH_DIST=1 (bench/rollouts.ts's default) the product is the build in dist/, as
+ * `envfleet worker` runs it (its sandbox threads then load dist/workers/sandbox-thread.js, without tsx);
+ * otherwise the TypeScript sources through tsx.
  */
 import { PerformanceObserver, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { Piscina } from 'piscina';
 import { pino } from 'pino';
-import { loadConfig } from '../../config/index.js';
-import { startWorkerProcess } from '../../workers/main.js';
+import type { loadConfig as LoadConfig } from '../../config/index.js';
+import type { startWorkerProcess as StartWorkerProcess } from '../../workers/main.js';
 import type { EnvSession } from '../../src/sandbox/runner.js';
 import { SAMPLE_MS, runQueueDelayUs, taskIds, threadCpuUs, wasmResident, type FleetCommand, type FleetMessage, type FleetSample, type FleetSettings, type MemoryProbe, type Timing } from './common.js';
 
@@ -19,6 +22,10 @@ const settings = JSON.parse(process.argv[2] ?? '{}') as FleetSettings;
 const send = (m: FleetMessage, then?: () => void) => process.send?.(m, undefined, {}, () => then?.());
 process.on('disconnect', () => process.exit(0));
 
+const root = process.env['ENVFLEET_BENCH_DIST'] === '1' ? '../../dist/' : '../../';
+// The product's two entry points, from the build or from the sources (the types are the sources' either way).
+const { loadConfig } = (await import(`${root}config/index.js`)) as { loadConfig: typeof LoadConfig };
+const { startWorkerProcess } = (await import(`${root}workers/main.js`)) as { startWorkerProcess: typeof StartWorkerProcess };
 const config = loadConfig({}, {
   overrides: {
     REDIS_URL: settings.redisUrl,

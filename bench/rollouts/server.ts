@@ -18,7 +18,7 @@ const server = await startModelServer({
   script: parseModelScript(policyScript(1, 0), '<bench policy>'),
   port: 0,
   onLog: e => {
-    records.push([Date.parse(e.at), Date.now(), e.status, e.rule]);
+    records.push([Date.parse(e.at), Date.now(), e.status, e.rule, `${e.method} ${e.path}`]);
   },
 });
 
