@@ -226,6 +226,35 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     expect(failures).to.equal(-1); // written three times
   });
 
+  it('keys the cache by what a request says, not by its objects: another worker replaying a turn with objects of its own is served, a turn that differs in one character is asked', async () => {
+    const gateway = await gatewayFor({ rules: [{ stage: 'rollout.policy', respond: { content: 'réponse 😀' } }] });
+    const tool = () => ({ type: 'function' as const, function: { name: 'get_guest', description: 'Fiche client — 客户', parameters: { type: 'object', properties: { id: { type: 'string' } } } } });
+    const turn = (last: string) => ({
+      messages: [
+        { role: 'system' as const, content: 'Agent de réservation 🏨' },
+        { role: 'user' as const, content: 'Réservez la chambre 12, s’il vous plaît' },
+        { role: 'assistant' as const, content: null, tool_calls: [{ id: 't1', type: 'function' as const, function: { name: 'get_guest', arguments: '{"id":"G1"}' } }] },
+        { role: 'tool' as const, tool_call_id: 't1', content: last },
+      ],
+      tools: [tool()],
+    });
+    const ctx = { runId: 'r', stage: 'rollout.policy' as const, cacheSalt: 'sample-0:turn-2' };
+    expect((await gateway.chat(ctx, turn('{"name":"Zoë","city":"東京"}'))).cached).to.equal(false);
+    // A second gateway on the same cache (another worker process), its own objects, keys in another order.
+    const other = createModelGateway({ config: loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } }), cache, limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    const reordered = turn('{"name":"Zoë","city":"東京"}');
+    const replay = await other.chat(ctx, { tools: reordered.tools.map(t => ({ function: { parameters: t.function.parameters, description: t.function.description, name: t.function.name }, type: t.type })), messages: reordered.messages });
+    expect(replay.cached).to.equal(true);
+    expect(replay.message.content).to.equal('réponse 😀');
+    // One character of one message apart (ë → e): a different request.
+    expect((await other.chat(ctx, turn('{"name":"Zoe","city":"東京"}'))).cached).to.equal(false);
+    // A tool apart in its description: a different request too.
+    const changedTool = turn('{"name":"Zoë","city":"東京"}');
+    changedTool.tools[0]!.function.description = 'Fiche client — 客戶';
+    expect((await other.chat(ctx, changedTool)).cached).to.equal(false);
+    expect(server.log()).to.have.length(3);
+  });
+
   it('never answers a request with the cached answer to its tools as they were: a tool it remembered cannot be changed in place', async () => {
     const gateway = await gatewayFor({ rules: [{ stage: 'mine.judge', respond: { content: 'answer' } }] });
     const tool = { type: 'function' as const, function: { name: 'find', description: 'Finds a book', parameters: { type: 'object', properties: { id: { type: 'integer' } } } } };
