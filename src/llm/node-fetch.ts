@@ -14,10 +14,11 @@ import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
  * What it keeps of the global fetch's behaviour: request bodies of text or bytes (createNodeFetch hands
  * anything else, such as a stream or form data, to the global fetch), `accept-encoding: gzip, deflate, br`
  * unless the caller sets one, and gzip / deflate / br answers decompressed; an abort rejects with an
- * `AbortError`; a request that a reused keep-alive connection lost before any answer (the server closed it
- * while idle) is sent once more on a new connection, as undici does; an idle connection is closed after
- * undici's 4 s, or sooner when the server's `Keep-Alive: timeout=N` hint says so. Not kept: redirects are not
- * followed (a 3xx is an answer like any other), and answers are read whole (the gateway never streams).
+ * `AbortError`; an idle connection is closed after undici's 4 s, or a second before the server's
+ * `Keep-Alive: timeout=N` hint. Not kept: redirects are not followed (a 3xx is an answer like any other), and
+ * answers are read whole (the gateway never streams). Added: a request that a reused keep-alive connection lost
+ * within RESENT_WITHIN_MS of going out, before any answer (the server had closed the connection while idle), is
+ * sent once more on a new connection, as Node's documentation of `request.reusedSocket` suggests (undici fails it).
  */
 /** An answer read whole: status, headers and the body's bytes (decoded when the server compressed them). */
 export interface HttpAnswer {
@@ -38,18 +39,25 @@ export interface HttpSender {
 
 /** How long an idle keep-alive connection is kept at most (undici's default keep-alive timeout). */
 export const IDLE_MS = 4_000;
+/**
+ * A request lost on a reused connection is sent again only when the loss came this soon after it went out: a
+ * connection the server had closed fails within a round trip (and the event loop's delay), while a server that read
+ * the request, worked on it and then dropped the connection (a restart, a proxy) must not get it, and bill it, twice.
+ */
+export const RESENT_WITHIN_MS = 1_000;
 /** The errors of a request on a reused connection that the server had closed before it read the request. */
 const LOST_ON_REUSE = new Set(['ECONNRESET', 'EPIPE']);
 
 /** node:http / node:https keep-alive agents and one request at a time over them (see createNodeFetch). */
-export function createHttpSender(options: { readonly maxSockets?: number } = {}): HttpSender {
+export function createHttpSender(options: { readonly maxSockets?: number; readonly idleMs?: number; readonly resendWithinMs?: number } = {}): HttpSender {
+  const resendWithinMs = options.resendWithinMs ?? RESENT_WITHIN_MS;
   // Every idle connection is kept (Node's default keeps 256 and closes the rest, so a worker with a thousand
   // requests in flight opened and closed connections all the time), for IDLE_MS at most: servers close idle
   // connections themselves (uvicorn, vLLM's server, after 5 s; Node's after 5 s), and a request that goes out on one
   // the server has just closed fails. The agent's `timeout` is also what makes Node honour the server's
   // `Keep-Alive: timeout=N` hint (it closes the connection a second before; without a `timeout` the hint is ignored).
   // A request in progress is not affected: the agent closes only idle connections on their timeout.
-  const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? Infinity, maxFreeSockets: Number.MAX_SAFE_INTEGER, scheduling: 'lifo' as const, timeout: IDLE_MS };
+  const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? Infinity, maxFreeSockets: Number.MAX_SAFE_INTEGER, scheduling: 'lifo' as const, timeout: options.idleMs ?? IDLE_MS };
   const agents = { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) };
   return {
     send(url, init) {
@@ -71,9 +79,12 @@ export function createHttpSender(options: { readonly maxSockets?: number } = {})
             reject(abortReason(signal));
             return;
           }
-          // Sent again, it goes on a connection of its own (`agent: false`): the agent would hand out the next idle
-          // connection, which the server has likely closed as well (several go idle together and time out together).
+          // Sent again, it goes on a connection of its own (`agent: false`, outside `maxSockets`, `Connection: close`):
+          // the agent would hand out the next idle connection, which the server has likely closed as well (several go
+          // idle together and time out together).
           const agent = retried ? false : https_ ? agents.https : agents.http;
+          // When the whole request was handed to the socket (before that, a loss is a refused write).
+          let sentAt: number | null = null;
           const request = (https_ ? https : http).request(url, { method: init.method, headers, agent }, res => {
             const chunks: Buffer[] = [];
             let received = 0;
@@ -100,9 +111,9 @@ export function createHttpSender(options: { readonly maxSockets?: number } = {})
             signal?.removeEventListener('abort', onAbort);
             if (signal?.aborted) reject(abortReason(signal));
             // The server closed an idle keep-alive connection as this request went out on it (reset, or the write
-            // refused): once more, on a new one. No answer began, so the server most likely never read it (a server that
-            // read it and then reset the connection, a crash, would see it twice: as undici does).
-            else if (!retried && request.reusedSocket && LOST_ON_REUSE.has((err as NodeJS.ErrnoException).code ?? '')) resolve(attempt(true));
+            // refused), so it never read it: once more, on a new one. A loss later than RESENT_WITHIN_MS after the
+            // request went out may be a server that read it, and fails as any other connection failure.
+            else if (!retried && request.reusedSocket && LOST_ON_REUSE.has((err as NodeJS.ErrnoException).code ?? '') && (sentAt === null || performance.now() - sentAt < resendWithinMs)) resolve(attempt(true));
             else reject(new TypeError('fetch failed', { cause: err }));
           }
           function answerCut(err: AnswerCutError) {
@@ -116,6 +127,7 @@ export function createHttpSender(options: { readonly maxSockets?: number } = {})
           }
           signal?.addEventListener('abort', onAbort, { once: true });
           request.on('error', fail);
+          request.once('finish', () => (sentAt = performance.now()));
           request.end(body);
         });
       return attempt(false);
@@ -129,7 +141,7 @@ export class AnswerCutError extends Error {
 }
 
 /** A fetch over `options.sender` (else a sender of its own, with `maxSockets`). */
-export function createNodeFetch(options: { readonly maxSockets?: number; readonly sender?: HttpSender } = {}): typeof fetch {
+export function createNodeFetch(options: { readonly maxSockets?: number; readonly idleMs?: number; readonly resendWithinMs?: number; readonly sender?: HttpSender } = {}): typeof fetch {
   const sender = options.sender ?? createHttpSender(options);
   const nodeFetch: typeof fetch = async (input, init = {}) => {
     const body = init.body;

@@ -114,6 +114,22 @@ describe('node fetch (the openai client over node:http keep-alive)', function ()
     expect(seen.map(s => s.socket)).to.deep.equal([4]);
   });
 
+  it('never sends a request again when the connection was lost long after it went out: the server may have read it and worked on it', async () => {
+    handler = (req, res) => {
+      if (seen.length === 1) {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(completion));
+        return;
+      }
+      setTimeout(() => req.socket.destroy(), 200); // worked on it for a while, then went away (a restart, a proxy)
+    };
+    // A window of 50 ms instead of RESENT_WITHIN_MS, so that the test waits 200 ms and not seconds.
+    const c = new OpenAI({ baseURL: base, apiKey: 'k', maxRetries: 0, timeout: 5_000, fetch: createNodeFetch({ resendWithinMs: 50 }) });
+    await ask(c);
+    expect(await rejection(ask(c))).to.be.instanceOf(APIConnectionError);
+    expect(seen.map(s => s.socket)).to.deep.equal([1, 1]);
+  });
+
   it('closes an idle connection itself, before the server\'s keep-alive hint runs out', async () => {
     handler = (_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json', 'keep-alive': 'timeout=2' });
@@ -121,7 +137,8 @@ describe('node fetch (the openai client over node:http keep-alive)', function ()
     };
     server.keepAliveTimeout = 60_000; // the server itself would keep it for a minute
     const closed = new Promise<void>(resolve => server.once('connection', s => s.once('close', () => resolve())));
-    await ask(client());
+    // Its own idle limit a minute too: only the hint can close it within the test's time.
+    await ask(new OpenAI({ baseURL: base, apiKey: 'k', maxRetries: 0, timeout: 5_000, fetch: createNodeFetch({ idleMs: 60_000 }) }));
     // Node closes it one second before the hint's 2 s; the server saw the client close it.
     await closed;
     expect(sockets).to.equal(1);
