@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { hash, randomUUID } from 'node:crypto';
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
 import type {
   ChatCompletion,
@@ -13,7 +13,7 @@ import { apiKeyFix, redactUrl, type AppConfig, type EndpointConfig, type ModelPr
 import { AppError, BudgetExceededError, EndpointUnreachableError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, modelCodeOfStatus } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
-import { canonicalJson, deepFreeze, hashOfWith, sha256 } from '../util/canonical.js';
+import { canonicalJson, deepFreeze } from '../util/canonical.js';
 import { RawJson, stringifyJsonBytes } from '../util/raw-json.js';
 import { cutText } from '../util/text.js';
 import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
@@ -45,8 +45,8 @@ const RESETS: ReadonlySet<string> = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTE
 /** Every request names its pipeline stage in this header (scripted servers route on it). */
 export const STAGE_HEADER = 'X-Envfleet-Stage';
 /**
- * Version of the cache-key layout; bump to invalidate every cached response. 2: each tool and message stands in the
- * key's text as the SHA-256 of its canonical JSON (version 1 hashed their whole canonical JSON).
+ * Version of the cache-key layout; bump to invalidate every cached response. 2: the request's tools and messages are
+ * hashed as the SHA-256 of each one's canonical JSON (version 1 hashed the canonical JSON of the whole request).
  */
 const CACHE_KEY_VERSION = 2;
 
@@ -260,17 +260,14 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     }
   }
 
-  // What each tool and message object a request carried stands as in its cache key: `#` and the SHA-256 of the
-  // object's canonical JSON (no JSON text begins with `#`, so the key's text is never that of another request). An
-  // episode sends its environment's tools (from the stored record, never changed once loaded) and its whole
-  // conversation so far with every turn; sorting their keys again for every request's cache key was a fifth of a
-  // worker main thread's allocations (a sampling heap profile at C = 1,000, docs/benchmarks.md), and hashing their
-  // whole text again grew with each turn (the request's n-th key hashed n − 1 turns of text; now n digests). Only the
-  // 65-character digest is kept per object, not its text, for the episode's life.
+  // What each tool and message object a request carried stands as in its cache key: the SHA-256 of the object's
+  // canonical JSON, kept per object. An episode sends its environment's tools (from the stored record, never changed
+  // once loaded) and its whole conversation so far with every turn; sorting their keys again for every request's key
+  // was a fifth of a worker main thread's allocations (a sampling heap profile at C = 1,000, docs/benchmarks.md), and
+  // hashing their text again, piece by piece, grew with each turn. Only the digest is kept per object, not its text.
   // A remembered object is frozen, deeply: a caller that changed it in place afterwards would otherwise get the
   // cached answer to the request as it was (a TypeError at the change instead).
   const canonicalDigests = new WeakMap<object, string>();
-  const digestOf = (value: object) => `#${sha256(canonicalJson(value))}`;
 
   /** The text `write` gives for `item`, written once per object, which is frozen deeply then (so the text stays true). */
   function rememberedText(texts: WeakMap<object, string>, item: object, write: (value: object) => string): string {
@@ -282,16 +279,30 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     return text;
   }
 
+  /** The digest of a tool or message: kept for an object (frozen then), made for anything else. */
+  function itemDigest(item: unknown): string {
+    // Not an object (a request the endpoint will refuse): its JSON, or `undefined` for a hole.
+    if (!item || typeof item !== 'object') return hash('sha256', String(canonicalJson(item)), 'hex');
+    return rememberedText(canonicalDigests, item, value => hash('sha256', canonicalJson(value), 'hex'));
+  }
+
   /**
-   * The response cache's key of a request: SHA-256 of the canonical JSON of the request with its run, stage and salt,
-   * each tool and message object written as its digest (above).
+   * The response cache's key of a request: SHA-256 of one line of canonical JSON (the layout's version, run, stage,
+   * salt and the request, its tools and messages as their counts), then the digest of each tool, then of each message.
+   * The line holds no line break (JSON writes them escaped) and the digests have one length, so no two requests share
+   * a text.
    */
   function cacheKey(ctx: CallContext, keyMaterial: unknown): string {
-    for (const list of [(keyMaterial as { tools?: unknown } | null)?.tools, (keyMaterial as { messages?: unknown } | null)?.messages]) {
+    const req = { ...(keyMaterial as Record<string, unknown>) };
+    const digests: string[] = [];
+    for (const name of ['tools', 'messages'] as const) {
+      const list = req[name];
       if (!Array.isArray(list)) continue;
-      for (const item of list as unknown[]) if (item && typeof item === 'object') rememberedText(canonicalDigests, item, digestOf);
+      req[name] = list.length;
+      for (const item of list as unknown[]) digests.push(itemDigest(item));
     }
-    return hashOfWith({ v: CACHE_KEY_VERSION, run: ctx.runId, stage: ctx.stage, salt: ctx.cacheSalt ?? null, req: keyMaterial }, canonicalDigests);
+    const head = canonicalJson({ v: CACHE_KEY_VERSION, run: ctx.runId, stage: ctx.stage, salt: ctx.cacheSalt ?? null, req });
+    return hash('sha256', `${head}\n${digests.join('')}`, 'hex');
   }
 
   // The JSON text of each tool and message object as a request body writes it (JSON.stringify's own key order), for
