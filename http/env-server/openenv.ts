@@ -40,6 +40,15 @@ export interface OpenEnvOptions {
  * header says the length, so a larger message is refused before it is held in memory (MESSAGE_TOO_LARGE, close 1009).
  */
 export const MAX_WS_MESSAGE_BYTES = 16 * 1024 * 1024;
+/**
+ * Flow control of a `/ws` connection: the server stops reading a client (its next messages wait in its own socket,
+ * and TCP holds its sends) while more than this many bytes of replies to it are not yet taken by its connection (a
+ * client that stopped reading), or while this many of its messages, or MAX_WS_MESSAGE_BYTES of them, wait for their
+ * turn (a client that sends faster than its steps run). Without it, a client whose loop stopped while it still sent
+ * made the server keep every reply, and every message, in memory.
+ */
+export const MAX_WS_UNSENT_BYTES = 16 * 1024 * 1024;
+export const MAX_WS_QUEUED_MESSAGES = 64;
 
 /** A close frame's reason: at most 123 bytes of UTF-8 (RFC 6455 5.5: a control frame's 125 bytes, less the 2-byte code). */
 export const MAX_CLOSE_REASON_BYTES = 123;
@@ -128,6 +137,8 @@ class EnvServerWebSocket extends WebSocket {
   tooLarge: (() => { readonly message: string; readonly reason: string }) | null = null;
   /** The session of the connection's live episode, for the log. */
   session: () => string | null = () => null;
+  /** Whether the server itself holds the connection's reading while it works through the messages it has (the heartbeat spares it). */
+  busy: () => boolean = () => false;
 
   override close(code?: number, data?: string | Buffer): void {
     // Only the receiver's own close: the server never closes with 1009 itself, and never without a reason.
@@ -690,7 +701,7 @@ export function attachOpenEnvWebSocket(server: Server, registry: SessionRegistry
   };
 }
 
-/** Whether a connection answered since the last ping (a pong, or any message: either proves the peer is there). */
+/** Whether a connection answered since the last ping (a pong, any message, or a reply its peer took: each proves the peer is there). */
 const answered = new WeakSet<WebSocket>();
 
 /**
@@ -709,7 +720,8 @@ function startHeartbeat(wss: WebSocketServer, intervalMs: number, logger: Logger
   const timer = setInterval(() => {
     for (const ws of wss.clients as Set<EnvServerWebSocket>) {
       if (ws.readyState !== WebSocket.OPEN) continue;
-      if (!answered.has(ws)) {
+      // A connection whose reading the server holds while it works through its messages cannot show a pong.
+      if (!answered.has(ws) && !ws.busy()) {
         logger.info({ session: ws.session(), intervalMs }, 'an OpenEnv /ws client did not answer a ping within the interval: dropping the connection (its episode ends as on a disconnect)');
         ws.terminate();
         continue;
@@ -766,8 +778,38 @@ function serveConnection(ws: EnvServerWebSocket, registry: SessionRegistry, logg
   ws.session = liveSession;
   let chain = Promise.resolve();
   let closing = false;
+  // Flow control (MAX_WS_UNSENT_BYTES): bytes of replies not yet taken by the connection, messages (and their bytes)
+  // read but not yet answered.
+  let unsentBytes = 0;
+  let queuedMessages = 0;
+  let queuedBytes = 0;
+  let stalledSince: number | null = null;
+  const backlogged = () => queuedMessages >= MAX_WS_QUEUED_MESSAGES || queuedBytes >= MAX_WS_MESSAGE_BYTES;
+  ws.busy = () => ws.isPaused && unsentBytes < MAX_WS_UNSENT_BYTES && backlogged();
+  const flow = () => {
+    const stalled = unsentBytes >= MAX_WS_UNSENT_BYTES;
+    if ((stalled || backlogged()) && !ws.isPaused) ws.pause();
+    else if (!stalled && !backlogged() && ws.isPaused && ws.readyState === ws.OPEN) ws.resume();
+    if (stalled && stalledSince === null) {
+      stalledSince = Date.now();
+      logger.info({ session: liveSession(), unsentBytes, queuedMessages, maxUnsentBytes: MAX_WS_UNSENT_BYTES }, 'an OpenEnv /ws client is not taking its replies: its next messages are not read until it does');
+    } else if (!stalled && stalledSince !== null) {
+      logger.info({ session: liveSession(), stalledMs: Date.now() - stalledSince }, 'an OpenEnv /ws client took its replies again: reading it again');
+      stalledSince = null;
+    }
+  };
   const send = (msg: unknown) => {
-    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
+    if (ws.readyState !== ws.OPEN) return;
+    const text = JSON.stringify(msg);
+    const bytes = Buffer.byteLength(text, 'utf8');
+    unsentBytes += bytes;
+    ws.send(text, () => {
+      // Taken by the connection (or the connection is gone): the peer is there if it took it.
+      unsentBytes -= bytes;
+      if (ws.readyState === ws.OPEN) answered.add(ws);
+      flow();
+    });
+    flow();
   };
   const handle = async (raw: RawData): Promise<void> => {
     if (closing) return;
@@ -815,7 +857,17 @@ function serveConnection(ws: EnvServerWebSocket, registry: SessionRegistry, logg
     }
   };
   ws.on('message', (raw: RawData) => {
-    chain = chain.then(() => handle(raw));
+    const bytes = Array.isArray(raw) ? raw.reduce((n, b) => n + b.length, 0) : raw.byteLength;
+    queuedMessages += 1;
+    queuedBytes += bytes;
+    flow();
+    chain = chain
+      .then(() => handle(raw))
+      .finally(() => {
+        queuedMessages -= 1;
+        queuedBytes -= bytes;
+        flow();
+      });
   });
   const onShutdown: ShutdownHook = async () => {
     closing = true;

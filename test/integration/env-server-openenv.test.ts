@@ -1,7 +1,8 @@
 import { expect } from 'chai';
+import { pino } from 'pino';
 import WebSocket, { type ClientOptions } from 'ws';
 import { startServing, type Serving } from '../../cli/serve.js';
-import { FINISH_TOOL, MAX_CLOSE_REASON_BYTES, MAX_WS_MESSAGE_BYTES } from '../../http/env-server/openenv.js';
+import { FINISH_TOOL, MAX_CLOSE_REASON_BYTES, MAX_WS_MESSAGE_BYTES, MAX_WS_QUEUED_MESSAGES, MAX_WS_UNSENT_BYTES } from '../../http/env-server/openenv.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import { cliCheck, scenarioWith, useServedDemoRun } from '../helpers/env-server-clients.js';
@@ -456,6 +457,45 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
       live.close();
     } finally {
       await pinging.close();
+    }
+  });
+
+  it('stops reading a client that does not take its replies (its loop stopped while it still sent): its messages wait in its own socket, not in the server; every reply comes, in order, once it reads again', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const config = testConfig(f.server, { ENVFLEET_REDIS_PREFIX: f.config.redis.prefix });
+    const own = await startServing(config, logger, { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 2, idleTimeout: 600_000 });
+    const logged = (needle: string) => lines.map(l => JSON.parse(l) as Record<string, unknown>).find(l => String(l['msg']).includes(needle));
+    try {
+      const client = await OpenEnvWs.connect(own.url);
+      await client.reset(byTask('Iris Vance').id);
+      // Its loop stops reading; it goes on sending: 2,000 messages of ≈ 40 KB of accented text (80 MB), each answered
+      // with an error that quotes it (≈ 40 KB), far more than the server keeps for a client.
+      client.ws.pause();
+      const N = 2_000;
+      const typeOf = (i: number) => `stalled-${i}-${'é'.repeat(20_000)}`;
+      for (let i = 0; i < N; i++) client.ws.send(JSON.stringify({ type: typeOf(i) }));
+      await until(() => Promise.resolve(logged('is not taking its replies') !== undefined), 'the server to stop reading the client', 60_000);
+      const stalled = logged('is not taking its replies')!;
+      // It keeps at most the cap (and the reply that crossed it), and at most its queue of messages.
+      expect(stalled['unsentBytes']).to.be.at.least(MAX_WS_UNSENT_BYTES).and.below(MAX_WS_UNSENT_BYTES + 100_000);
+      expect(stalled['queuedMessages']).to.be.at.most(MAX_WS_QUEUED_MESSAGES);
+      // What the server did not read is still the client's to send.
+      expect(client.ws.bufferedAmount).to.be.above(0);
+
+      // The client reads again: every reply, in order, then the connection goes on.
+      client.ws.resume();
+      for (let i = 0; i < N; i++) {
+        const m = await client.next();
+        expect(m.type).to.equal('error');
+        expect(m.data['code']).to.equal('UNKNOWN_TYPE');
+        expect(String(m.data['message'])).to.include(`"stalled-${i}-éé`);
+      }
+      expect((await client.call('get_member', { member_id: 'M7' })).done).to.equal(false);
+      expect(logged('took its replies again')).to.not.equal(undefined);
+      client.close();
+    } finally {
+      await own.close();
     }
   });
 
