@@ -41,11 +41,14 @@ export interface OpenEnvOptions {
  */
 export const MAX_WS_MESSAGE_BYTES = 16 * 1024 * 1024;
 /**
- * Flow control of a `/ws` connection: the server stops reading a client (its next messages wait in its own socket,
- * and TCP holds its sends) while more than this many bytes of replies to it are not yet taken by its connection (a
- * client that stopped reading), or while this many of its messages, or MAX_WS_MESSAGE_BYTES of them, wait for their
- * turn (a client that sends faster than its steps run). Without it, a client whose loop stopped while it still sent
- * made the server keep every reply, and every message, in memory.
+ * Flow control of a `/ws` connection: while more than MAX_WS_UNSENT_BYTES of replies to a client are not yet flushed
+ * to its connection (taken by the server's kernel: proof the client reads, though not that it read them), the server
+ * answers none of its messages and reads no more of them; its next messages wait in its own socket and TCP holds its
+ * sends. So a client that stopped reading costs the server at most the cap plus one reply. The server also stops
+ * reading while MAX_WS_QUEUED_MESSAGES messages, or MAX_WS_MESSAGE_BYTES of them, wait their turn (a client that sends
+ * faster than its steps run); the messages of a read already under way still arrive, so the queue can pass the count
+ * by one read's worth (64 KiB of small messages). Without it, a client whose loop stopped while it still sent made the
+ * server keep every reply, and every message, in memory.
  */
 export const MAX_WS_UNSENT_BYTES = 16 * 1024 * 1024;
 export const MAX_WS_QUEUED_MESSAGES = 64;
@@ -778,40 +781,59 @@ function serveConnection(ws: EnvServerWebSocket, registry: SessionRegistry, logg
   ws.session = liveSession;
   let chain = Promise.resolve();
   let closing = false;
-  // Flow control (MAX_WS_UNSENT_BYTES): bytes of replies not yet taken by the connection, messages (and their bytes)
-  // read but not yet answered.
+  // Flow control (MAX_WS_UNSENT_BYTES): bytes of replies not yet flushed to the connection, messages (and their bytes)
+  // read but not yet answered; the messages waiting to be answered until the replies drain.
   let unsentBytes = 0;
+  let peakUnsentBytes = 0;
   let queuedMessages = 0;
   let queuedBytes = 0;
   let stalledSince: number | null = null;
+  let waitingForDrain: Array<() => void> = [];
+  const stalled = () => unsentBytes >= MAX_WS_UNSENT_BYTES;
   const backlogged = () => queuedMessages >= MAX_WS_QUEUED_MESSAGES || queuedBytes >= MAX_WS_MESSAGE_BYTES;
-  ws.busy = () => ws.isPaused && unsentBytes < MAX_WS_UNSENT_BYTES && backlogged();
+  const releaseWaiting = () => {
+    const waiting = waitingForDrain;
+    waitingForDrain = [];
+    for (const go of waiting) go();
+  };
+  /** Resolves when the next message may be answered: the replies drained below the cap, or the connection is ending. */
+  const drained = (): Promise<void> => (closing || !stalled() || ws.readyState !== ws.OPEN ? Promise.resolve() : new Promise(resolve => waitingForDrain.push(resolve)));
+  ws.busy = () => ws.isPaused && !stalled() && backlogged();
   const flow = () => {
-    const stalled = unsentBytes >= MAX_WS_UNSENT_BYTES;
-    if ((stalled || backlogged()) && !ws.isPaused) ws.pause();
-    else if (!stalled && !backlogged() && ws.isPaused && ws.readyState === ws.OPEN) ws.resume();
-    if (stalled && stalledSince === null) {
+    if (ws.readyState !== ws.OPEN) {
+      // A connection that is closing must be read: its peer's close frame ends the handshake (else ws waits 30 s).
+      if (ws.isPaused) ws.resume();
+      releaseWaiting();
+      return;
+    }
+    if ((stalled() || backlogged()) && !ws.isPaused) ws.pause();
+    else if (!stalled() && !backlogged() && ws.isPaused) ws.resume();
+    if (stalled() && stalledSince === null) {
       stalledSince = Date.now();
-      logger.info({ session: liveSession(), unsentBytes, queuedMessages, maxUnsentBytes: MAX_WS_UNSENT_BYTES }, 'an OpenEnv /ws client is not taking its replies: its next messages are not read until it does');
-    } else if (!stalled && stalledSince !== null) {
-      logger.info({ session: liveSession(), stalledMs: Date.now() - stalledSince }, 'an OpenEnv /ws client took its replies again: reading it again');
+      logger.info({ session: liveSession(), unsentBytes, queuedMessages, maxUnsentBytes: MAX_WS_UNSENT_BYTES }, 'an OpenEnv /ws client is not taking its replies: its messages are not answered, nor read, until it does');
+    } else if (!stalled() && stalledSince !== null) {
+      logger.info({ session: liveSession(), stalledMs: Date.now() - stalledSince, peakUnsentBytes, maxUnsentBytes: MAX_WS_UNSENT_BYTES }, 'an OpenEnv /ws client took its replies again: answering and reading it again');
       stalledSince = null;
     }
+    if (!stalled()) releaseWaiting();
   };
   const send = (msg: unknown) => {
     if (ws.readyState !== ws.OPEN) return;
     const text = JSON.stringify(msg);
     const bytes = Buffer.byteLength(text, 'utf8');
     unsentBytes += bytes;
-    ws.send(text, () => {
-      // Taken by the connection (or the connection is gone): the peer is there if it took it.
+    peakUnsentBytes = Math.max(peakUnsentBytes, unsentBytes);
+    ws.send(text, err => {
       unsentBytes -= bytes;
-      if (ws.readyState === ws.OPEN) answered.add(ws);
+      // Flushed to a connection still open: the peer reads, so it is there. An error means the connection is gone.
+      if (!err && ws.readyState === ws.OPEN) answered.add(ws);
       flow();
     });
     flow();
   };
   const handle = async (raw: RawData): Promise<void> => {
+    // No reply is made while the client's earlier ones wait for it: what it costs the server stays bounded.
+    await drained();
     if (closing) return;
     try {
       let msg: unknown;
@@ -845,6 +867,7 @@ function serveConnection(ws: EnvServerWebSocket, registry: SessionRegistry, logg
           // The reward of an episode ended by close goes out once, before the socket closes.
           if (result) send(endMessage(result, episode.stepCount));
           ws.close(1000, 'closed');
+          flow();
           return;
         }
         default:
@@ -871,19 +894,23 @@ function serveConnection(ws: EnvServerWebSocket, registry: SessionRegistry, logg
   });
   const onShutdown: ShutdownHook = async () => {
     closing = true;
+    releaseWaiting();
     await chain.catch(() => undefined);
     const result = episode.sessionId && !episode.done ? registry.result(episode.sessionId) : null;
     if (result) send(endMessage(result, episode.stepCount));
     if (ws.readyState === ws.OPEN) {
       ws.close(1001, 'the server is stopping');
+      flow();
       await Promise.race([new Promise(resolve => ws.once('close', resolve)), new Promise(resolve => setTimeout(resolve, 1_000).unref())]);
     }
     ws.terminate();
   };
   hooks.add(onShutdown);
-  ws.on('close', () => {
+  ws.on('close', (code: number, reason: Buffer) => {
+    logger.debug({ session: liveSession(), code, reason: reason.toString('utf8') }, 'an OpenEnv /ws connection closed');
     hooks.delete(onShutdown);
     closing = true;
+    releaseWaiting();
     chain = chain.then(() => episode.end('closed').then(() => undefined)).catch(err => logger.warn({ err }, 'ending an OpenEnv episode on disconnect failed'));
   });
   ws.on('error', err => {

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { pino } from 'pino';
+import type { Socket } from 'node:net';
 import WebSocket, { type ClientOptions } from 'ws';
 import { startServing, type Serving } from '../../cli/serve.js';
 import { FINISH_TOOL, MAX_CLOSE_REASON_BYTES, MAX_WS_MESSAGE_BYTES, MAX_WS_QUEUED_MESSAGES, MAX_WS_UNSENT_BYTES } from '../../http/env-server/openenv.js';
@@ -494,6 +495,60 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
       expect((await client.call('get_member', { member_id: 'M7' })).done).to.equal(false);
       expect(logged('took its replies again')).to.not.equal(undefined);
       client.close();
+    } finally {
+      await own.close();
+    }
+  });
+
+  it('answers no more messages while a client\'s replies wait for it: a flood of small messages with large replies costs the server at most the cap and one reply', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const config = testConfig(f.server, { ENVFLEET_REDIS_PREFIX: f.config.redis.prefix });
+    const own = await startServing(config, logger, { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 2, idleTimeout: 600_000 });
+    const logged = (needle: string) => lines.map(l => JSON.parse(l) as Record<string, unknown>).find(l => String(l['msg']).includes(needle));
+    try {
+      const client = await OpenEnvWs.connect(own.url);
+      await client.reset(byTask('Iris Vance').id);
+      const listTools = { type: 'step', data: { type: 'list_tools' } };
+      const replyBytes = Buffer.byteLength(JSON.stringify(await client.request(listTools)), 'utf8');
+      // 45 bytes asked, kilobytes answered: one read of the server's holds over a thousand of these messages.
+      const N = Math.ceil((3 * MAX_WS_UNSENT_BYTES) / replyBytes);
+      client.ws.pause();
+      for (let i = 0; i < N; i++) client.ws.send(JSON.stringify(listTools));
+      await until(() => Promise.resolve(logged('is not taking its replies') !== undefined), 'the server to stop answering the client', 60_000);
+      client.ws.resume();
+      for (let i = 0; i < N; i++) expect((await client.next()).type).to.equal('observation');
+      await until(() => Promise.resolve(logged('took its replies again') !== undefined), 'the server to answer the client again', 60_000);
+      const peak = logged('took its replies again')!['peakUnsentBytes'] as number;
+      expect(peak).to.be.at.least(MAX_WS_UNSENT_BYTES).and.at.most(MAX_WS_UNSENT_BYTES + replyBytes);
+      client.close();
+    } finally {
+      await own.close();
+    }
+  });
+
+  it('closes a connection whose reading it holds at once when the client says close (the close handshake is read, not timed out)', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) });
+    const config = testConfig(f.server, { ENVFLEET_REDIS_PREFIX: f.config.redis.prefix });
+    const own = await startServing(config, logger, { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 2, idleTimeout: 600_000 });
+    const logged = (needle: string) => lines.map(l => JSON.parse(l) as Record<string, unknown>).find(l => String(l['msg']).includes(needle));
+    try {
+      const client = await OpenEnvWs.connect(own.url);
+      // close, then more messages than the server queues, in one write: the server holds its reading when it closes.
+      const socket = (client.ws as unknown as { _socket: Socket })._socket;
+      let endedByServer = false;
+      socket.once('end', () => (endedByServer = true));
+      socket.cork();
+      client.ws.send(JSON.stringify({ type: 'close' }));
+      for (let i = 0; i < 4 * MAX_WS_QUEUED_MESSAGES; i++) client.ws.send(JSON.stringify({ type: 'state' }));
+      socket.uncork();
+      expect((await client.closedWith).code).to.equal(1000);
+      // The server read the client's close frame and ended the connection in order (a server that did not read it
+      // gives up after ws's 30 s close timeout and drops the connection: the client sees no end, a reset).
+      expect(endedByServer).to.equal(true);
+      await until(() => Promise.resolve(logged('/ws connection closed') !== undefined), 'the server to see the connection close', 60_000);
+      expect(logged('/ws connection closed')).to.include({ code: 1000 });
     } finally {
       await own.close();
     }
