@@ -143,17 +143,32 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     return { reply, stop };
   };
 
-  try {
+  // The environment starts while the first model calls are made: it is needed only at the first tool call (or at the
+  // end), so its start (a pool thread's queue under a burst of episodes; tens of milliseconds for a Python environment)
+  // is not added to the episode's time. A start that fails ends the episode where the environment is first needed,
+  // as before (environment-error; a full sandbox thread: the job waits, and its model calls replay from the cache).
+  const opening = (async () => deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, input.sandboxLimits, input.initialStateJson))();
+  opening.catch(() => undefined); // awaited where the environment is needed (ready), or closed (closeSession)
+  /** The environment, once it has started; throws the episode's end (or SandboxFullError) when it did not. */
+  const ready = async (): Promise<EnvSession> => {
+    if (session) return session;
     try {
-      session = await deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, input.sandboxLimits, input.initialStateJson);
+      session = await opening;
+      return session;
     } catch (err) {
       if (isSandboxFull(err)) throw SandboxFullError.at('the environment did not start', (err as Error).message);
       throw new EpisodeEnd('environment-error', `the environment did not start: ${(err as Error).message}`);
     }
+  };
+  /** Closes the environment, started or still starting. */
+  const closeSession = () => opening.then(s => s.close()).catch(() => undefined);
+
+  try {
     /** The environment's state at the end of a scripted turn, for the episode checks. */
     const recordTurnState = async () => {
+      const env = await ready();
       try {
-        turnStates.push(await session!.snapshot());
+        turnStates.push(await env.snapshot());
       } catch (err) {
         if (isSandboxFull(err)) throw SandboxFullError.at(`the state at the end of turn ${scriptTurn + 1} could not be read`, (err as Error).message);
         throw new EpisodeEnd('environment-error', `the state at the end of turn ${scriptTurn + 1} could not be read: ${(err as Error).message}`);
@@ -263,6 +278,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         }
         continue;
       }
+      const live = await ready();
       for (const [i, call] of calls.entries()) {
         const id = call.id || `call_${turns}_${i}`;
         let args: unknown;
@@ -272,7 +288,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
           outcome =
             script && !toolNames.includes(call.function.name)
               ? { result: { success: false, error: `unknown tool "${call.function.name}"; the tools are: ${toolNames.join(', ')}` }, runtimeError: 'TOOL_NOT_OFFERED', us: 0 }
-              : await session.call(call.function.name, args);
+              : await live.call(call.function.name, args);
         } catch (err) {
           if (err instanceof SyntaxError) {
             outcome = { result: { success: false, error: `the arguments are not valid JSON (${err.message}); send one JSON object of named arguments` }, runtimeError: 'INVALID_ARGUMENTS', us: 0 };
@@ -304,22 +320,31 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     else if (refusesEveryEpisode(err)) {
       // Every episode of the run would end the same way (a wrong or revoked key): the run pauses until it is
       // fixed, instead of recording them all, for good, as model-error.
-      await session?.close().catch(() => undefined);
+      await closeSession();
       throw new EndpointRefusedError(err);
     } else if (classifyError(err).action === 'give-up') termination = { reason: 'model-error', detail: (err as Error).message };
     else {
-      await session?.close().catch(() => undefined);
+      await closeSession();
       throw err;
     }
+  }
+  // An episode that ended before it needed its environment (an answer in text at once, a model error) is scored on
+  // the environment's state as any other; one whose environment did not start ends as it would have at the start.
+  let live: EnvSession | null = null;
+  try {
+    live = await ready();
+  } catch (err) {
+    if (!(err instanceof EpisodeEnd)) throw err; // a full sandbox thread: the job waits
+    termination = { reason: err.reason, detail: err.detail };
   }
 
   let readError: string | null = null;
   let ran: ChecksResult | null = null;
   try {
     // The final state and the checks on it, in the session's thread, and the session closed: one round trip.
-    if (session) {
+    if (live) {
       // Episode checks read the transcript too: they run after the session (scoreFinalState), the others in it.
-      const end = await session.finish((scenario.checklist ?? []).filter(c => !c.episode));
+      const end = await live.finish((scenario.checklist ?? []).filter(c => !c.episode));
       const full = fullAtEnd(end);
       if (full) throw SandboxFullError.at(full.where, full.message);
       if (end.stateJson === null) throw new SandboxError(end.stateError?.code ?? 'STATE_INVALID', end.stateError?.message ?? 'no final state');
@@ -331,7 +356,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     if (err instanceof SandboxFullError) throw err; // the session is closed below
     readError = `the final state could not be read: ${(err as Error).message}`;
   } finally {
-    await session?.close().catch(() => undefined);
+    await live?.close().catch(() => undefined);
   }
   const episodeRecord = scenario.checklist?.some(c => c.episode) ? { messages, turnStates: script ? turnStates : null } : null;
   const { checks, reward, checksError } = await scoreFinalState(deps.sandbox, scenario, finalState, input.sandboxLimits, readError, ran, episodeRecord);

@@ -1,0 +1,136 @@
+import { expect } from 'chai';
+import { ModelError } from '../../../src/errors.js';
+import type { ChatResult, ModelGateway } from '../../../src/llm/gateway.js';
+import { runEpisode } from '../../../src/rollouts/episode.js';
+import type { Trajectory } from '../../../src/rollouts/types.js';
+import { SandboxError, SandboxFullError } from '../../../src/sandbox/errors.js';
+import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
+import type { EnvSession, SandboxRunner } from '../../../src/sandbox/runner.js';
+import type { ChecksInput } from '../../../src/sandbox/tasks.js';
+import type { ScenarioRecord } from '../../../src/scenarios/types.js';
+import type { EnvironmentRecord } from '../../../src/synthesis/types.js';
+
+const TOOLS = [{ type: 'function', function: { name: 'return_book', description: 'Rend un prêt — 还书', parameters: { type: 'object', properties: { loan_id: { type: 'string' } } } } }];
+const ENV = { id: 'env-1', description: { summary: 'Bibliothèque 图书馆', introduction: 'A library 📚.' }, className: 'Library', source: 'class Library {}', tools: TOOLS } as unknown as EnvironmentRecord;
+const SCENARIO = { id: 's1', runId: 'r', environmentId: ENV.id, index: 0, status: 'ready', initialState: { loans: ['L1'] }, task: 'Rends le prêt L1 — 归还 L1 📚', checklist: [{ item: 'Loan L1 returned', check: 'function check() { return true; }' }] } as unknown as ScenarioRecord;
+
+const CALL = { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'return_book', arguments: '{"loan_id": "L1"}' } }] };
+const ANSWER = { role: 'assistant', content: 'C’est rendu ✅ — 已归还' };
+const reply = (message: unknown) => ({ message, finishReason: 'stop', usage: { promptTokens: 3, completionTokens: 2 }, model: 'policy-v1', cached: false, toolCallFormat: 'native', tokens: null }) as unknown as ChatResult;
+
+interface Fakes {
+  /** What happened, in order: 'open asked', 'chat N', 'open done', 'call TOOL', 'finish', 'close'. */
+  events: string[];
+  sandbox: SandboxRunner;
+  gateway: ModelGateway;
+}
+
+/**
+ * A gateway answering `replies` in turn (an Error is thrown instead) and a sandbox whose session starts when `started`
+ * resolves (or fails with it).
+ */
+function fakes(replies: readonly (unknown | Error)[], started: (events: string[]) => Promise<void>): Fakes {
+  const events: string[] = [];
+  let turn = 0;
+  const session: EnvSession = {
+    call: (tool: string) => (events.push(`call ${tool}`), Promise.resolve({ result: { success: true }, us: 1 })),
+    snapshot: () => Promise.resolve({ loans: [] }),
+    finish: () => (events.push('finish'), Promise.resolve({ stateJson: '{"loans":[]}', checks: null })),
+    close: () => (events.push('close'), Promise.resolve()),
+  } as unknown as EnvSession;
+  const sandbox = {
+    openSession: () => {
+      events.push('open asked');
+      return started(events).then(() => (events.push('open done'), session));
+    },
+    checks: (input: ChecksInput) => Promise.resolve({ results: input.checks.map(c => ({ item: c.item, passed: true })), reward: 1, solved: true }),
+  } as unknown as SandboxRunner;
+  const gateway = {
+    chat: () => {
+      turn += 1;
+      events.push(`chat ${turn}`);
+      const r = replies[Math.min(turn - 1, replies.length - 1)];
+      return r instanceof Error ? Promise.reject(r) : Promise.resolve(reply(r));
+    },
+    structured: () => Promise.reject(new Error('not used')),
+    embed: () => Promise.reject(new Error('not used')),
+  } as unknown as ModelGateway;
+  return { events, sandbox, gateway };
+}
+
+const episode = (f: Fakes): Promise<Trajectory> =>
+  runEpisode(
+    { gateway: f.gateway, sandbox: f.sandbox },
+    { runId: 'r', scenario: SCENARIO, env: ENV, mode: 'non-conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs: 60_000 }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
+  );
+
+describe('episode: the environment starts while the first model call is made', () => {
+  it('sends the first model call before the environment has started, and runs the tool once it has', async () => {
+    // The environment starts only once the model was asked: an episode that waited for its environment first would never end.
+    let modelAsked!: () => void;
+    const asked = new Promise<void>(resolve => (modelAsked = resolve));
+    const f = fakes([CALL, ANSWER], () => asked);
+    const chat = f.gateway.chat;
+    f.gateway.chat = ((...args: Parameters<typeof chat>) => {
+      const r = chat(...args);
+      modelAsked();
+      return r;
+    }) as typeof chat;
+    const t = await episode(f);
+    expect(f.events).to.deep.equal(['open asked', 'chat 1', 'open done', 'call return_book', 'chat 2', 'finish', 'close']);
+    expect(t.termination.reason).to.equal('agent-finished');
+    expect(t.reward).to.equal(1);
+    expect(t.steps.map(s => s.tool)).to.deep.equal(['return_book']);
+  });
+
+  it('ends as environment-error where the environment is first needed when it did not start: the turn made meanwhile is kept, no tool ran', async () => {
+    const f = fakes([CALL, ANSWER], () => Promise.reject(new SandboxError('CONSTRUCTOR_FAILED', 'constructor threw: état invalide 💥')));
+    const t = await episode(f);
+    expect(t.termination).to.deep.equal({ reason: 'environment-error', detail: 'the environment did not start: constructor threw: état invalide 💥' });
+    expect(f.events).to.deep.equal(['open asked', 'chat 1']);
+    expect(t.turns).to.equal(1);
+    expect(t.usage).to.deep.equal({ promptTokens: 3, completionTokens: 2, modelCalls: 1 });
+    expect(t.steps).to.deep.equal([]);
+    expect(t.finalState).to.equal(null);
+    expect(t.reward).to.not.equal(1);
+  });
+
+  it('ends as environment-error, not agent-finished, when the agent answered at once and the environment did not start', async () => {
+    const f = fakes([ANSWER], () => Promise.reject(new SandboxError('CONSTRUCTOR_FAILED', 'no such class')));
+    const t = await episode(f);
+    expect(t.termination).to.deep.equal({ reason: 'environment-error', detail: 'the environment did not start: no such class' });
+    expect(t.finalState).to.equal(null);
+  });
+
+  it('makes the job wait (SandboxFullError) when the sandbox thread had no room for the environment, after the model answered', async () => {
+    const f = fakes([CALL, ANSWER], () => Promise.reject(new SandboxError('SANDBOX_MEMORY_FULL', 'no room for a new environment')));
+    let thrown: unknown;
+    try {
+      await episode(f);
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).to.be.instanceOf(SandboxFullError);
+    expect(String((thrown as Error).message)).to.include('the environment did not start');
+    expect(f.events).to.deep.equal(['open asked', 'chat 1']);
+  });
+
+  it('scores an episode whose model failed for good on the started environment, and closes it; a model failure the job retries closes it too', async () => {
+    const lost = fakes([new ModelError('MODEL_NOT_FOUND', 'no such model « pôlicy »')], () => Promise.resolve());
+    const t = await episode(lost);
+    expect(t.termination.reason).to.equal('model-error');
+    expect(t.finalState).to.not.equal(null);
+    expect(lost.events.slice(-2)).to.deep.equal(['finish', 'close']);
+
+    const retried = fakes([new ModelError('MODEL_SERVER_ERROR', '500 from the endpoint')], () => Promise.resolve());
+    let thrown: unknown;
+    try {
+      await episode(retried);
+    } catch (err) {
+      thrown = err;
+    }
+    expect((thrown as ModelError).code).to.equal('MODEL_SERVER_ERROR');
+    expect(retried.events).to.include('close');
+    expect(retried.events).to.not.include('finish');
+  });
+});
