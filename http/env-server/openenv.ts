@@ -44,11 +44,14 @@ export const MAX_WS_MESSAGE_BYTES = 16 * 1024 * 1024;
  * Flow control of a `/ws` connection: while more than MAX_WS_UNSENT_BYTES of replies to a client are not yet flushed
  * to its connection (taken by the server's kernel: proof the client reads, though not that it read them), the server
  * answers none of its messages and reads no more of them; its next messages wait in its own socket and TCP holds its
- * sends. So a client that stopped reading costs the server at most the cap plus one reply. The server also stops
- * reading while MAX_WS_QUEUED_MESSAGES messages, or MAX_WS_MESSAGE_BYTES of them, wait their turn (a client that sends
- * faster than its steps run); the messages of a read already under way still arrive, so the queue can pass the count
- * by one read's worth (64 KiB of small messages). Without it, a client whose loop stopped while it still sent made the
- * server keep every reply, and every message, in memory.
+ * sends. So a client that stopped reading costs the server at most the cap plus one reply (a reply can quote the
+ * message it answers: an unknown type is echoed whole, so one reply is of the order of one message, ≤ 16 MiB before
+ * JSON escapes). The server also stops reading while MAX_WS_QUEUED_MESSAGES messages, or MAX_WS_MESSAGE_BYTES of them,
+ * wait their turn (a client that sends faster than its steps run); the messages of a read already under way still
+ * arrive, so the queue can pass those by one read's worth: 64 KiB of small messages, or one more message of up to
+ * MAX_WS_MESSAGE_BYTES. Without it, a client whose loop stopped while it still sent made the server keep every reply,
+ * and every message, in memory. A flushed reply proves only that the connection still takes data; a client that
+ * stopped reading is found by the heartbeat once its socket buffers (both kernels', a few MB measured) are full.
  */
 export const MAX_WS_UNSENT_BYTES = 16 * 1024 * 1024;
 export const MAX_WS_QUEUED_MESSAGES = 64;
@@ -814,6 +817,7 @@ function serveConnection(ws: EnvServerWebSocket, registry: SessionRegistry, logg
     } else if (!stalled() && stalledSince !== null) {
       logger.info({ session: liveSession(), stalledMs: Date.now() - stalledSince, peakUnsentBytes, maxUnsentBytes: MAX_WS_UNSENT_BYTES }, 'an OpenEnv /ws client took its replies again: answering and reading it again');
       stalledSince = null;
+      peakUnsentBytes = unsentBytes; // the next stall logs its own peak
     }
     if (!stalled()) releaseWaiting();
   };

@@ -527,6 +527,32 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     }
   });
 
+  it('stops while a client is held for not taking its replies: its waiting messages are dropped, its episode ends and close returns', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const config = testConfig(f.server, { ENVFLEET_REDIS_PREFIX: f.config.redis.prefix });
+    const own = await startServing(config, logger, { run: 's1', port: 0, host: '127.0.0.1', maxSessions: 2, idleTimeout: 600_000 });
+    const logged = (needle: string) => lines.map(l => JSON.parse(l) as Record<string, unknown>).find(l => String(l['msg']).includes(needle));
+    let closed = false;
+    try {
+      const client = await OpenEnvWs.connect(own.url);
+      await client.reset(byTask('Iris Vance').id);
+      const listTools = { type: 'step', data: { type: 'list_tools' } };
+      const replyBytes = Buffer.byteLength(JSON.stringify(await client.request(listTools)), 'utf8');
+      client.ws.pause();
+      for (let i = 0; i < Math.ceil((3 * MAX_WS_UNSENT_BYTES) / replyBytes); i++) client.ws.send(JSON.stringify(listTools));
+      await until(() => Promise.resolve(logged('is not taking its replies') !== undefined), 'the server to hold the client', 60_000);
+      expect(own.registry.stats().active).to.equal(1);
+      // The messages held at the gate are let go unanswered: a server whose shutdown waited for them never stopped.
+      await own.close();
+      closed = true;
+      expect(own.registry.stats().active).to.equal(0);
+      client.ws.terminate();
+    } finally {
+      if (!closed) await own.close();
+    }
+  });
+
   it('closes a connection whose reading it holds at once when the client says close (the close handshake is read, not timed out)', async () => {
     const lines: string[] = [];
     const logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) });
