@@ -29,7 +29,7 @@ interface Fakes {
  * A gateway answering `replies` in turn (an Error is thrown instead) and a sandbox whose session starts when `started`
  * resolves (or fails with it).
  */
-function fakes(replies: readonly (unknown | Error)[], started: (events: string[]) => Promise<void>): Fakes {
+function fakes(replies: readonly unknown[], started: (events: string[]) => Promise<void>): Fakes {
   const events: string[] = [];
   let turn = 0;
   const session: EnvSession = {
@@ -70,12 +70,13 @@ describe('episode: the environment starts while the first model call is made', (
     let modelAsked!: () => void;
     const asked = new Promise<void>(resolve => (modelAsked = resolve));
     const f = fakes([CALL, ANSWER], () => asked);
-    const chat = f.gateway.chat;
-    f.gateway.chat = ((...args: Parameters<typeof chat>) => {
+    const gateway = f.gateway;
+    const chat = gateway.chat.bind(gateway);
+    gateway.chat = (...args: Parameters<typeof chat>) => {
       const r = chat(...args);
       modelAsked();
       return r;
-    }) as typeof chat;
+    };
     const t = await episode(f);
     expect(f.events).to.deep.equal(['open asked', 'chat 1', 'open done', 'call return_book', 'chat 2', 'finish', 'close']);
     expect(t.termination.reason).to.equal('agent-finished');
