@@ -59,8 +59,8 @@ function keysOf(r: string) {
     /** A cached model response of this run. */
     cache: (hash: string) => `${r}:cache:${hash}`,
     ledger: `${r}:ledger`,
-    /** A model call the ledger has counted (its entry's id), kept LEDGER_ENTRY_TTL_S: a write sent again is not counted again. */
-    ledgerEntry: (id: string) => `${r}:ledger-entry:${id}`,
+    /** The model calls the ledger counted lately (their entries' ids, scored by when), kept LEDGER_ENTRY_TTL_S: a write sent again is not counted again. */
+    ledgerIds: `${r}:ledger-ids`,
     trajectories: `${r}:trajectories`,
     /** A group's outcomes (trajectory id → its GroupMember as JSON), written with each trajectory (RunStore.addDocText). */
     outcomes: (groupId: string) => `${r}:outcomes:${groupId}`,

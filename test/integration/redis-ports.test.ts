@@ -152,6 +152,72 @@ describe('Redis implementations of the gateway ports', () => {
     expect(totals.byModel['n']?.promptTokens).to.equal(10);
   });
 
+  it('commits the records of one moment as one script per run, counting an id sent twice in a batch once', async () => {
+    // Counts the commands the ledger's connection sends (ioredis sends every command through sendCommand).
+    const via = new Redis(REDIS_URL);
+    const sent: string[] = [];
+    const send = via.sendCommand.bind(via);
+    via.sendCommand = ((command: { name: string }, stream?: unknown) => {
+      sent.push(command.name);
+      return send(command as never, stream as never);
+    }) as typeof via.sendCommand;
+    try {
+      const ledger = createRedisLedger(via, prefix);
+      const runs = [`batch-${randomUUID()}`, `batch-${randomUUID()}`];
+      const entry = { stage: 'rollout.policy' as const, model: '模型-é', usage: { promptTokens: 1_000_003, completionTokens: 7 }, costUsd: 0.012345, priced: true, cached: false };
+      // Connected, and the script known to Redis: a command queued before the connection is sent again from the
+      // offline queue, and a first EVALSHA may be answered NOSCRIPT and sent as EVAL.
+      await ledger.record({ ...entry, runId: `warm-${randomUUID()}`, id: randomUUID() });
+      sent.length = 0;
+      const twice = randomUUID();
+      // 600 records at one moment over two runs (more than one script's batch of 256), one id among them three times.
+      await Promise.all([
+        ...[...Array(600).keys()].map(i => ledger.record({ ...entry, runId: runs[i % 2]!, id: randomUUID() })),
+        ...[0, 1, 2].map(() => ledger.record({ ...entry, runId: runs[0]!, id: twice })),
+      ]);
+      const scripts = sent.filter(name => name === 'evalsha' || name === 'eval');
+      // 301 and 300 records: two batches of the first run (256 + 45), two of the second (256 + 44).
+      expect(scripts).to.have.length(4);
+      expect(sent.filter(name => name === 'hincrby')).to.have.length(0);
+      const first = await ledger.totals(runs[0]!);
+      expect(first).to.deep.include({ requests: 301, promptTokens: 301 * 1_000_003, completionTokens: 301 * 7 });
+      expect(first.costUsd).to.be.closeTo(301 * 0.012345, 1e-9);
+      expect(first.byModel['模型-é']?.requests).to.equal(301);
+      expect(first.byStage['rollout.policy']?.promptTokens).to.equal(301 * 1_000_003);
+      expect((await ledger.totals(runs[1]!)).requests).to.equal(300);
+      // Sent again later (a retry after a lost reply), the id is still not counted again.
+      await ledger.record({ ...entry, runId: runs[0]!, id: twice });
+      expect((await ledger.totals(runs[0]!)).requests).to.equal(301);
+      // A record made while a batch is on its way goes in the next one, and is counted.
+      const later = ledger.record({ ...entry, runId: runs[1]!, id: randomUUID() });
+      await Promise.all([later, new Promise<void>(resolve => setImmediate(() => void ledger.record({ ...entry, runId: runs[1]!, id: randomUUID() }).then(resolve)))]);
+      expect((await ledger.totals(runs[1]!)).requests).to.equal(302);
+    } finally {
+      via.disconnect();
+    }
+  });
+
+  it('rejects every record of a batch Redis refuses, and the next batch goes on', async () => {
+    const via = new Redis(REDIS_URL);
+    try {
+      const ledger = createRedisLedger(via, prefix);
+      const runId = `refused-${randomUUID()}`;
+      // The ledger's key holds a string instead of a hash: the batch is refused with WRONGTYPE.
+      await via.set(runKeys(prefix, runId).ledger, 'not a hash');
+      const entry = { runId, stage: 'rollout.policy' as const, model: 'm', usage: { promptTokens: 1, completionTokens: 1 }, costUsd: 0, priced: true, cached: false };
+      const ids = [...Array(5).keys()].map(() => randomUUID());
+      const results = await Promise.allSettled(ids.map(id => ledger.record({ ...entry, id })));
+      expect(results.map(r => r.status)).to.deep.equal(Array(5).fill('rejected'));
+      expect(String((results[0] as PromiseRejectedResult).reason)).to.match(/WRONGTYPE/);
+      // Nothing of the refused batch was kept: its ids sent again count (a retry after the fault loses nothing).
+      await via.del(runKeys(prefix, runId).ledger);
+      await Promise.all(ids.map(id => ledger.record({ ...entry, id })));
+      expect((await ledger.totals(runId)).requests).to.equal(5);
+    } finally {
+      via.disconnect();
+    }
+  });
+
   it('counts an entry once when its reply is lost and the client sends it again after reconnecting', async () => {
     // A proxy between the client and Redis that, when armed, cuts the connection on Redis's next reply: Redis ran
     // the command, the client never heard, and ioredis sends it again once it has reconnected.
