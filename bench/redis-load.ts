@@ -8,16 +8,21 @@
  *   3. the memory of episodes in flight: rollout jobs submitted with no worker running, per job;
  *   4. what that gives: episodes/s and environments/s one Redis core carries, and episodes in flight
  *      per GB of Redis memory.
+ * With --scripts (one Redis only), the rollouts phase also logs every command (SLOWLOG at 0 µs) and reports the
+ * time Redis spent in each script by its name (envfleet's own and BullMQ's, known by their SHA-1), per episode;
+ * the logging itself costs Redis some CPU, so the phase's other figures of such a run are not comparable.
  * With --cluster, phase 2 runs on a local 3-master Redis Cluster instead (ENVFLEET_REDIS_CLUSTER_NODES)
  * and reports how the commands and the CPU of each phase fall on each master (no redis-benchmark, no
  * phase 3).
  *
- *   node --import tsx bench/redis-load.ts [--samples 8] [--inflight 2000] [--cluster]
+ *   node --import tsx bench/redis-load.ts [--samples 8] [--inflight 2000] [--cluster | --scripts]
  *
  * --samples: rollouts per scenario and mode in phase 2 (the demo has a few scenarios, so more samples
  * give more episodes to average over); --inflight: how many rollout jobs phase 3 leaves waiting.
  */
 import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +35,7 @@ import { submitRollouts, submitScenarios, submitSynthesis } from '../queues/subm
 import { runSink } from '../src/datasets/sink.js';
 import { loadModelScript, startModelServer } from '../src/model-server/index.js';
 import { createRedisConnection, isCluster, waitForRedis, type RedisTarget } from '../src/redis/connection.js';
+import { scriptDefinitions } from '../src/redis/scripts.js';
 import { createRedisRunStore } from '../src/runs/store.js';
 import { fixturesPath } from '../src/util/package-root.js';
 import { startWorkerProcess, type RunningWorker } from '../workers/main.js';
@@ -37,8 +43,9 @@ import { startLocalCluster } from '../test/helpers/redis-cluster.js';
 import { benchArgs } from './args.js';
 
 const run = promisify(execFile);
-const args = benchArgs(import.meta.url, { values: ['samples', 'inflight'], booleans: ['cluster'] });
+const args = benchArgs(import.meta.url, { values: ['samples', 'inflight'], booleans: ['cluster', 'scripts'] });
 const CLUSTER = args.flag('cluster');
+const SCRIPTS = args.flag('scripts') && !CLUSTER;
 const SAMPLES = args.int('samples', 8);
 const INFLIGHT = args.int('inflight', 2_000);
 
@@ -107,6 +114,30 @@ try {
   let workers: RunningWorker | null = await startWorkerProcess(config, pino({ level: 'silent' }));
   const out = await mkdtemp(join(tmpdir(), 'envfleet-load-sink-'));
 
+  /**
+   * Time per command from SLOWLOG entries ([id, time, µs, [command, ...args], ...]), a script (EVALSHA) by its name:
+   * envfleet's by their label, BullMQ's by the name in its scripts' index (the SHA-1 of the text ioredis sends).
+   */
+  function scriptTimes(entries: unknown[][]): { name: string; calls: number; usec: number }[] {
+    const sha1 = (text: string) => createHash('sha1').update(text).digest('hex');
+    const names = new Map<string, string>();
+    for (const [command, { lua }] of Object.entries(scriptDefinitions())) names.set(sha1(lua), command.replace(/^envfleet_/, '').replace(/_[0-9a-f]{12}(_large)?$/, ''));
+    const bull = createRequire(import.meta.url)('bullmq/dist/cjs/scripts/index.js') as Record<string, { name?: string; content?: string }>;
+    for (const script of Object.values(bull)) if (script?.name && script.content) names.set(sha1(script.content), `bullmq ${script.name}`);
+    const by = new Map<string, { name: string; calls: number; usec: number }>();
+    for (const entry of entries) {
+      const argv = entry[3] as string[];
+      const command = String(argv[0]).toLowerCase();
+      if (['slowlog', 'config', 'info'].includes(command)) continue;
+      const name = command === 'evalsha' ? (names.get(String(argv[1])) ?? `script ${String(argv[1]).slice(0, 12)}`) : command === 'eval' ? 'eval (text)' : command;
+      const t = by.get(name) ?? { name, calls: 0, usec: 0 };
+      t.calls += 1;
+      t.usec += Number(entry[2]);
+      by.set(name, t);
+    }
+    return [...by.values()].sort((a, b) => b.usec - a.usec);
+  }
+
   interface Phase {
     readonly calls: number;
     readonly usec: number;
@@ -121,8 +152,14 @@ try {
   }
   const infos = (section: string) => Promise.all(servers.map(s => s.info(section)));
   const sum = (texts: string[], name: string) => texts.reduce((a, t) => a + field(t, name), 0);
+  /**
+   * Memory the data takes: used_memory without the clients' buffers (mem_clients_normal), which move with the
+   * connections open at the moment (workers stopping between phases freed theirs during the next phase and made
+   * the in-flight figure come out negative).
+   */
+  const dataMemory = (texts: string[]) => sum(texts, 'used_memory') - sum(texts, 'mem_clients_normal');
   const measure = async (work: () => Promise<void>): Promise<Phase> => {
-    const memBefore = sum(await infos('memory'), 'used_memory');
+    const memBefore = dataMemory(await infos('memory'));
     for (const s of servers) await s.config('RESETSTAT');
     const cpu0 = await infos('cpu');
     const t0 = performance.now();
@@ -151,7 +188,7 @@ try {
       cpuMain: perServer.reduce((a, p) => a + p.cpu, 0),
       netIn: sum(stats, 'total_net_input_bytes'),
       netOut: sum(stats, 'total_net_output_bytes'),
-      memory: sum(memory, 'used_memory') - memBefore,
+      memory: dataMemory(memory) - memBefore,
       seconds,
       perServer,
     };
@@ -168,11 +205,22 @@ try {
     await wait();
   });
   const scenarioCount = (await store.listDocIds('demo', 'scenario')).length;
+  let logged: { name: string; calls: number; usec: number }[] = [];
   const rollouts = await measure(async () => {
+    if (SCRIPTS) {
+      await redis.config('SET', 'slowlog-log-slower-than', '0');
+      await redis.config('SET', 'slowlog-max-len', '1000000');
+      await redis.slowlog('RESET');
+    }
     await submitRollouts(config, redis, { runId: 'demo', samples: SAMPLES, modes: ['non-conversational', 'conversational'] });
     const sink = runSink({ redis, prefix, store, runId: 'demo', dir: out });
     await wait();
     await sink;
+    if (SCRIPTS) {
+      await redis.config('SET', 'slowlog-log-slower-than', '-1');
+      logged = scriptTimes((await redis.slowlog('GET', '-1')) as unknown[][]);
+      await redis.slowlog('RESET');
+    }
   });
   const episodes = (await store.listDocIds('demo', 'trajectory')).length;
 
@@ -215,6 +263,14 @@ try {
         .slice(0, 8)
         .map(([c, s]) => `${c} ${(s.calls / n).toFixed(1)}`)
         .join(', ');
+    const topUsec = (phase: Phase, n: number) =>
+      Object.entries(phase.byCommand)
+        .sort((a, b) => b[1].usec - a[1].usec)
+        .slice(0, 8)
+        .map(([c, s]) => `${c} ${(s.usec / n).toFixed(0)} µs`)
+        .join(', ');
+    /** A capacity from a memory figure, or why there is none (a figure at or below zero is noise, not a capacity). */
+    const perGb = (bytes: number) => (bytes > 0 ? `**${Math.round(1e9 / bytes).toLocaleString('en')}**` : `not measurable (the memory fell by ${kb(-bytes)} each; submit more with --inflight)`);
     const plainOps = median(plain);
     console.log(`## One Redis core (redis-benchmark, 50 clients, 200,000 requests each)`);
     console.log(`| | ${Object.keys(plain).join(' | ')} | EVAL (1 HINCRBY) |`);
@@ -222,13 +278,22 @@ try {
     console.log(`| ops/s, no pipelining | ${Object.values(plain).map(v => Math.round(v).toLocaleString('en')).join(' | ')} | ${Math.round(evalRate).toLocaleString('en')} |`);
     console.log(`| ops/s, -P 16 | ${Object.values(piped).map(v => Math.round(v).toLocaleString('en')).join(' | ')} | |`);
     console.log(`\n## What the fleet sends (the demo: ${environments} environments, ${scenarioCount} scenarios, ${episodes} episodes)`);
-    console.log('| per | Redis commands | µs inside Redis (commandstats) | Redis main-thread CPU | bytes over the wire (in + out) | memory kept | wall time of the phase |');
+    console.log('| per | Redis commands | µs in commands (commandstats: a script and its own commands both counted) | Redis main-thread CPU | bytes over the wire (in + out) | memory kept | wall time of the phase |');
     console.log('|---|---|---|---|---|---|---|');
     console.log(`| synthesized environment (synthesis phase) | ${env.commands.toFixed(0)} | ${env.usec.toFixed(0)} µs | ${env.cpuMs.toFixed(2)} ms | ${kb(env.wire)} | ${kb(env.memory)} | ${synthesis.seconds.toFixed(1)} s |`);
     console.log(`| scenario (scenarios phase) | ${scen.commands.toFixed(0)} | ${scen.usec.toFixed(0)} µs | ${scen.cpuMs.toFixed(2)} ms | ${kb(scen.wire)} | ${kb(scen.memory)} | ${scenarios.seconds.toFixed(1)} s |`);
     console.log(`| episode (rollouts phase, sink on) | ${epi.commands.toFixed(0)} | ${epi.usec.toFixed(0)} µs | ${epi.cpuMs.toFixed(2)} ms | ${kb(epi.wire)} | ${kb(epi.memory)} | ${rollouts.seconds.toFixed(1)} s |`);
     console.log(`\nMost frequent commands per environment: ${top(synthesis, environments)}`);
     console.log(`Most frequent commands per episode: ${top(rollouts, episodes)}`);
+    console.log(`Where Redis's time goes per environment (commandstats: a script's µs include its own commands, which are also counted under their names): ${topUsec(synthesis, environments)}`);
+    console.log(`Where Redis's time goes per episode: ${topUsec(rollouts, episodes)}`);
+    if (SCRIPTS) {
+      const total = logged.reduce((a, t) => a + t.usec, 0);
+      console.log(`\n## Per episode, by command and script (SLOWLOG, every command of the rollouts phase: ${(total / episodes).toFixed(0)} µs per episode)`);
+      console.log('| command or script | calls | µs | share |');
+      console.log('|---|---|---|---|');
+      for (const t of logged.slice(0, 16)) console.log(`| ${t.name} | ${(t.calls / episodes).toFixed(1)} | ${(t.usec / episodes).toFixed(0)} | ${((100 * t.usec) / total).toFixed(0)} % |`);
+    }
     console.log(`\n## Episodes in flight: ${waitingJobs} rollout jobs submitted with no worker running`);
     console.log(`| per waiting episode | Redis commands to submit | memory |`);
     console.log('|---|---|---|');
@@ -240,7 +305,7 @@ try {
     console.log(`- episodes/s, from Redis main-thread CPU per episode (${epi.cpuMs.toFixed(2)} ms): **${Math.round(cpuEpisodesPerS).toLocaleString('en')}**`);
     console.log(`- episodes/s, from commands per episode (${epi.commands.toFixed(0)}) at the median plain redis-benchmark rate (${Math.round(plainOps).toLocaleString('en')} ops/s): **${Math.round(callEpisodesPerS).toLocaleString('en')}**`);
     console.log(`- synthesized environments/s, from Redis CPU per environment (${env.cpuMs.toFixed(1)} ms): **${cpuEnvPerS.toFixed(0)}**`);
-    console.log(`- episodes in flight per GB of Redis memory (${kb(waiting.memory / waitingJobs)} each): **${Math.round(1e9 / (waiting.memory / waitingJobs)).toLocaleString('en')}**; episodes kept after they end (completed job kept 30 days + summary): ${kb(epi.memory)} each, **${Math.round(1e9 / epi.memory).toLocaleString('en')} per GB**`);
+    console.log(`- episodes in flight per GB of Redis memory (${kb(waiting.memory / waitingJobs)} each): ${perGb(waiting.memory / waitingJobs)}; episodes kept after they end (completed job kept 30 days + summary): ${kb(epi.memory)} each, ${perGb(epi.memory)} per GB`);
     console.log(
       `\n- command: \`node --import tsx bench/redis-load.ts${args.raw.length ? ` ${args.raw.join(' ')}` : ''}\`, ${new Date().toISOString()}; Redis ${version} (private, port ${port}, no persistence, noeviction), Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? '?'}, load average (1, 5, 15 min) at the start ${loadAtStart.map(l => l.toFixed(2)).join(' ')}, at the end ${loadavg()
         .map(l => l.toFixed(2))
