@@ -154,8 +154,8 @@ try {
   const sum = (texts: string[], name: string) => texts.reduce((a, t) => a + field(t, name), 0);
   /**
    * Memory the data takes: used_memory without the clients' buffers (mem_clients_normal), which move with the
-   * connections open at the moment (workers stopping between phases freed theirs during the next phase and made
-   * the in-flight figure come out negative).
+   * connections open at the moment. Other memory moves too (allocator, stream trimming): with a few hundred
+   * waiting jobs the in-flight figure still came out negative, so a capacity is derived only from a positive one.
    */
   const dataMemory = (texts: string[]) => sum(texts, 'used_memory') - sum(texts, 'mem_clients_normal');
   const measure = async (work: () => Promise<void>): Promise<Phase> => {
