@@ -56,7 +56,16 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
     // TypeScript sources load through tsx, resolved from envfleet's own dependencies (never the
     // working directory); createRequire works whether this module was loaded as ESM or, by a test
     // runner, through tsx's CommonJS hook (where import.meta.resolve does not exist).
-    execArgv: threadFile.pathname.endsWith('.ts') ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href] : [],
+    //
+    // No require(esm) in the threads: piscina loads the thread file with require() first, and on Node 20.19+ a thread
+    // terminated while require() builds an ES module's facade aborts the whole process (module_wrap.cc, "Assertion
+    // failed: facade->InstantiateModule"): seen in the test suite when a pool closed as its threads started, and made
+    // at will by terminating threads 0-6 ms into such a require. With the flag require() refuses the file at once
+    // and piscina imports it, which a termination ends cleanly.
+    execArgv: [
+      '--no-experimental-require-module',
+      ...(threadFile.pathname.endsWith('.ts') ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href] : []),
+    ],
     workerData: { heapMb: config.sandbox.heapMb } satisfies SandboxThreadData,
     // The WebAssembly heaps are bounded by the sandbox; this bounds the thread's own JS heap.
     resourceLimits: { maxOldGenerationSizeMb: 1_024 },

@@ -1,8 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { expect } from 'chai';
 import { pino } from 'pino';
 import { loadConfig } from '../../config/index.js';
@@ -264,6 +265,23 @@ describe('sandbox pool start-up', function () {
     const err = await refusal(pathToFileURL(file));
     expect(err).to.have.property('code', 'SANDBOX_UNAVAILABLE');
     expect(err.message).to.match(/this thread cannot load/);
+  });
+
+  it('survives threads terminated while they load the thread file (a worker that stops as its pool starts): no require(esm) abort', async () => {
+    // An ES module with a default export: on Node 20.19+ a thread terminated as require() finishes loading such a
+    // module aborts the whole process (SIGABRT, "Assertion failed: facade->InstantiateModule"). The child terminates
+    // each pool's threads 0-6 ms after their evaluation began (it takes 2 ms); without the fix it aborted within 300 (2 runs of 3 within 100).
+    const file = join(dir, 'slow-start.mjs');
+    const mark = join(dir, 'evaluating');
+    await writeFile(file, `import { writeFileSync } from 'node:fs';\nwriteFileSync(${JSON.stringify(mark)}, 'x');\nconst t = Date.now(); while (Date.now() - t < 2) {}\nexport default async () => ({ ok: true });\n`);
+    const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../helpers/pool-churn.ts', import.meta.url)), pathToFileURL(file).href, '300', '6'], {
+      encoding: 'utf8',
+      timeout: 300_000,
+      env: { ...process.env, CHURN_MARK: mark },
+    });
+    expect(child.stderr).to.not.match(/Assertion failed/);
+    expect(child.status, child.stderr).to.equal(0);
+    expect(child.stdout).to.include('300 pools made and terminated');
   });
 
   it('refuses to start when a thread cannot run an environment', async () => {
