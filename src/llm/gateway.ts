@@ -525,8 +525,8 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
 
   // An endpoint may answer 2xx with a body that is no completion (null, a string, an error object): no usage, no choice.
   const chatUsage = (body: ChatCompletion | null): Usage => ({
-    promptTokens: body?.usage?.prompt_tokens ?? 0,
-    completionTokens: body?.usage?.completion_tokens ?? 0,
+    promptTokens: tokenCount(body?.usage?.prompt_tokens),
+    completionTokens: tokenCount(body?.usage?.completion_tokens),
   });
   const hasChoice = (body: ChatCompletion | null): boolean => Boolean((body as { choices?: { message?: unknown }[] } | null)?.choices?.[0]?.message);
 
@@ -613,7 +613,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     const params = { model: profile.model, input: [...inputs], encoding_format: 'float' as const };
     // An endpoint may answer 2xx with a body that is no list of embeddings (an error object, a page labelled as text,
     // too few vectors): such an answer is never cached, or every retry of the job would be served it again.
-    const usageOf = (body: OpenAI.CreateEmbeddingResponse | null): Usage => ({ promptTokens: (isRecord(body) && body.usage?.prompt_tokens) || 0, completionTokens: 0 });
+    const usageOf = (body: OpenAI.CreateEmbeddingResponse | null): Usage => ({ promptTokens: isRecord(body) ? tokenCount(body.usage?.prompt_tokens) : 0, completionTokens: 0 });
     const { body, cached } = await send(ctx, profile, params, usageOf, (c, _e, options) => c.embeddings.create(params, options), b => embeddingsProblem(b, inputs.length) === null);
     const problem = embeddingsProblem(body, inputs.length);
     if (problem !== null) {
@@ -624,6 +624,17 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   }
 
   return { chat, structured, embed };
+}
+
+/**
+ * A token count an endpoint reported, as the ledger counts it: a whole number ≥ 0 (a numeric string such as "12"
+ * counts as its number, a fraction is rounded); anything else (missing, "n/a", NaN, a negative or an absurd number)
+ * counts as 0, so an odd usage block never fails the call it came with, nor the ledger's batch of other calls.
+ */
+export function tokenCount(value: unknown): number {
+  const n = typeof value === 'number' ? value : typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
+  const whole = Math.round(n);
+  return Number.isSafeInteger(whole) && whole >= 0 ? whole : 0;
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> & { usage?: { prompt_tokens?: number } } => typeof v === 'object' && v !== null && !Array.isArray(v);

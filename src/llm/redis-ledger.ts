@@ -30,20 +30,33 @@ function increments(entry: LedgerEntry): Record<keyof LedgerCounters, number> {
  * entry its id, its number of (field, increment) pairs n, and the 2n values. An entry whose id is in the set is not
  * counted again (a write sent again after a lost reply, or a batch tried again); the others' increments are summed
  * per field and added with one HINCRBY per field of the batch. Ids older than ARGV[1] leave the set, and the set
- * itself expires ARGV[1] after the last batch. A ledger key that is not a hash refuses the batch before anything is
- * written (a script's writes are not undone by a later error: ids kept without their counts would be lost to a retry).
+ * itself expires ARGV[1] after the last batch. A batch is checked before anything is written (a script's writes are not
+ * undone by a later error: ids kept without their counts would be lost to a retry): a ledger key that is not a hash,
+ * an increment that is not a whole number of at most 15 digits, or a field's sum past 2^53 (where Lua's numbers stop
+ * being exact) refuses it whole. `record` keeps such values out of batches, so one call's odd usage fails only itself.
  * Returns how many entries were counted.
  */
 const COUNT_ONCE = redisScript(
   'ledger_count_once',
   `local kind = redis.call('TYPE', KEYS[1]).ok
 if kind ~= 'none' and kind ~= 'hash' then return redis.error_reply('WRONGTYPE the ledger ' .. KEYS[1] .. ' is a ' .. kind .. ', not a hash') end
+local bound, i = {}, 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 1])
+  for j = i + 2, i + 2 * n, 2 do
+    local v = ARGV[j + 1]
+    if not string.match(v, '^%d+$') or #v > 15 then return redis.error_reply('ERR ledger entry ' .. ARGV[i] .. ': ' .. ARGV[j] .. ' is ' .. v .. ', not a whole number') end
+    bound[ARGV[j]] = (bound[ARGV[j]] or 0) + tonumber(v)
+    if bound[ARGV[j]] > 9007199254740991 then return redis.error_reply('ERR ledger batch: the sum of ' .. ARGV[j] .. ' is past 2^53') end
+  end
+  i = i + 2 + 2 * n
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
 local sums, order, counted = {}, {}, 0
-local i = 2
+i = 2
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 1])
   if redis.call('ZADD', KEYS[2], 'NX', now, ARGV[i]) == 1 then
@@ -68,6 +81,9 @@ return counted`,
  */
 export const LEDGER_ENTRY_TTL_S = 300;
 
+/** The largest increment one entry may carry: 15 digits, as the script takes (a batch of 256 stays far below 2^53). */
+const MAX_INCREMENT = 999_999_999_999_999;
+
 /** At most this many entries go in one script call (a batch of more is split). */
 const BATCH_ENTRIES = 256;
 
@@ -91,9 +107,8 @@ interface Waiting {
  */
 export function createRedisLedger(redis: Redis, prefix: string): Ledger {
   const keys = (runId: string) => runKeys(prefix, runId, isCluster(redis));
-  /** Records waiting for the next batch, by run. */
-  let queued = new Map<string, Waiting[]>();
-  let flushing = false;
+  /** Records waiting for the next batch, by run; a run is here while its flush loop runs (one loop per run). */
+  const queued = new Map<string, Waiting[]>();
   const write = async (runId: string, items: readonly Waiting[]): Promise<void> => {
     try {
       const k = keys(runId);
@@ -105,27 +120,32 @@ export function createRedisLedger(redis: Redis, prefix: string): Ledger {
       for (const w of items) w.reject(err);
     }
   };
-  /** Writes batches until none waits; `write` settles each record and never throws. */
-  const flush = async (): Promise<void> => {
+  /** Writes the run's batches until none waits (a run's slow write, e.g. its cluster node failing over, holds up only that run). */
+  const flush = async (runId: string): Promise<void> => {
     try {
       await new Promise(resolve => setImmediate(resolve));
-      while (queued.size) {
-        const batch = queued;
-        queued = new Map();
+      for (;;) {
+        const items = queued.get(runId)!;
+        if (!items.length) break;
+        queued.set(runId, []);
         const writes: Promise<void>[] = [];
-        for (const [runId, items] of batch) {
-          for (let i = 0; i < items.length; i += BATCH_ENTRIES) writes.push(write(runId, items.slice(i, i + BATCH_ENTRIES)));
-        }
+        for (let i = 0; i < items.length; i += BATCH_ENTRIES) writes.push(write(runId, items.slice(i, i + BATCH_ENTRIES)));
         await Promise.all(writes);
       }
+    } catch (err) {
+      for (const w of queued.get(runId) ?? []) w.reject(err);
     } finally {
-      flushing = false;
+      queued.delete(runId);
     }
   };
   return {
     record(entry) {
       const inc = increments(entry);
       const pairs: string[] = [];
+      for (const [counter, value] of Object.entries(inc)) {
+        // A value that is not a whole number (an endpoint's odd usage) is this record's fault alone: it never joins a batch.
+        if (!Number.isSafeInteger(value) || value < 0 || value > MAX_INCREMENT) return Promise.reject(new TypeError(`ledger entry ${entry.id}: ${counter} is ${String(value)}, not a whole number from 0 to ${MAX_INCREMENT}`));
+      }
       for (const scope of ['all', `stage:${entry.stage}`, `model:${entry.model}`]) {
         for (const [counter, value] of Object.entries(inc)) {
           if (value !== 0) pairs.push(`${scope}|${counter}`, String(value));
@@ -133,13 +153,12 @@ export function createRedisLedger(redis: Redis, prefix: string): Ledger {
       }
       if (!pairs.length) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {
-        const items = queued.get(entry.runId);
         const w = { id: entry.id, pairs, resolve, reject };
+        const items = queued.get(entry.runId);
         if (items) items.push(w);
-        else queued.set(entry.runId, [w]);
-        if (!flushing) {
-          flushing = true;
-          void flush();
+        else {
+          queued.set(entry.runId, [w]);
+          void flush(entry.runId);
         }
       });
     },

@@ -176,7 +176,7 @@ describe('Redis implementations of the gateway ports', () => {
         ...[0, 1, 2].map(() => ledger.record({ ...entry, runId: runs[0]!, id: twice })),
       ]);
       const scripts = sent.filter(name => name === 'evalsha' || name === 'eval');
-      // 301 and 300 records: two batches of the first run (256 + 45), two of the second (256 + 44).
+      // 303 and 300 records queued (301 and 300 ids): two batches of the first run (256 + 47), two of the second (256 + 44).
       expect(scripts).to.have.length(4);
       expect(sent.filter(name => name === 'hincrby')).to.have.length(0);
       const first = await ledger.totals(runs[0]!);
@@ -192,6 +192,59 @@ describe('Redis implementations of the gateway ports', () => {
       const later = ledger.record({ ...entry, runId: runs[1]!, id: randomUUID() });
       await Promise.all([later, new Promise<void>(resolve => setImmediate(() => void ledger.record({ ...entry, runId: runs[1]!, id: randomUUID() }).then(resolve)))]);
       expect((await ledger.totals(runs[1]!)).requests).to.equal(302);
+    } finally {
+      via.disconnect();
+    }
+  });
+
+  it("keeps one call's odd usage out of its batch: that record fails alone, the others of the moment count", async () => {
+    const ledger = createRedisLedger(a, prefix);
+    const runId = `odd-${randomUUID()}`;
+    const entry = { runId, stage: 'rollout.policy' as const, model: 'm', usage: { promptTokens: 100, completionTokens: 1 }, costUsd: 0.001, priced: true, cached: false };
+    const odd = [{ promptTokens: Number.NaN, completionTokens: 1 }, { promptTokens: 'n/a' as unknown as number, completionTokens: 1 }, { promptTokens: Infinity, completionTokens: 1 }, { promptTokens: -4, completionTokens: 1 }, { promptTokens: 1e16, completionTokens: 1 }];
+    const results = await Promise.allSettled([
+      ...[...Array(9).keys()].map(() => ledger.record({ ...entry, id: randomUUID() })),
+      ...odd.map(usage => ledger.record({ ...entry, id: randomUUID(), usage })),
+      ledger.record({ ...entry, id: randomUUID(), costUsd: Number.NaN }),
+    ]);
+    expect(results.map(r => r.status)).to.deep.equal([...Array<string>(9).fill('fulfilled'), ...Array<string>(6).fill('rejected')]);
+    expect(String((results[9] as PromiseRejectedResult).reason)).to.match(/promptTokens is NaN, not a whole number/);
+    const totals = await ledger.totals(runId);
+    expect(totals).to.deep.include({ requests: 9, promptTokens: 900, completionTokens: 9 });
+    expect(totals.costUsd).to.be.closeTo(0.009, 1e-12);
+  });
+
+  it("writes each run's records on their own: a run whose write is held does not hold up another run's", async () => {
+    const via = new Redis(REDIS_URL);
+    try {
+      const ledger = createRedisLedger(via, prefix);
+      const entry = { stage: 'rollout.policy' as const, model: 'm', usage: { promptTokens: 1, completionTokens: 1 }, costUsd: 0, priced: true, cached: false };
+      await ledger.record({ ...entry, runId: `warm-${randomUUID()}`, id: randomUUID() });
+      const held = `held-${randomUUID()}`;
+      const free = `free-${randomUUID()}`;
+      // The held run's script waits until let go, as on a Redis Cluster node that is failing over.
+      let letGo!: () => void;
+      const gate = new Promise<void>(resolve => (letGo = resolve));
+      const send = via.sendCommand.bind(via);
+      via.sendCommand = (command, stream) => {
+        if (command.args.some(arg => String(arg).includes(held))) {
+          void gate.then(() => send(command, stream));
+          return command.promise;
+        }
+        return send(command, stream);
+      };
+      let heldDone = false;
+      const first = ledger.record({ ...entry, runId: held, id: randomUUID() }).then(() => (heldDone = true));
+      await new Promise(resolve => setImmediate(resolve));
+      await new Promise(resolve => setImmediate(resolve));
+      // Without a loop per run this record waits behind the held one, and the race below ends on the guard instead.
+      const outcome = await Promise.race([ledger.record({ ...entry, runId: free, id: randomUUID() }).then(() => 'written'), new Promise(resolve => setTimeout(resolve, 10_000, 'held up'))]);
+      expect(outcome).to.equal('written');
+      expect(heldDone).to.equal(false);
+      letGo();
+      await first;
+      expect((await ledger.totals(held)).requests).to.equal(1);
+      expect((await ledger.totals(free)).requests).to.equal(1);
     } finally {
       via.disconnect();
     }

@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import OpenAI from 'openai';
 import { z } from 'zod';
 import { loadConfig, type EnvVarName } from '../../../config/index.js';
-import { createModelGateway, retryAfterMs, type ModelGateway } from '../../../src/llm/gateway.js';
+import { createModelGateway, retryAfterMs, tokenCount, type ModelGateway } from '../../../src/llm/gateway.js';
 import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../../helpers/memory-ports.js';
 import type { EndpointLimiter, Ledger, ResponseCache } from '../../../src/llm/ports.js';
 import { parseModelScript, startModelServer, type ModelServer } from '../../../src/model-server/index.js';
@@ -372,6 +372,23 @@ describe('model gateway: embeddings answers that are no embeddings (a raw HTTP e
       expect(server.requests()).to.equal(2);
     });
   }
+
+  it('counts an odd usage block as the ledger can (a numeric string as its number, "n/a", a negative or 1e400 as 0), and the call still succeeds', async () => {
+    const chat = JSON.stringify({ id: 'c', object: 'chat.completion', created: 0, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: 'réponse 好' } }], usage: { prompt_tokens: '12', completion_tokens: 'n/a' } });
+    const odd = `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.6,0.8]}],"model":"m","usage":{"prompt_tokens":1e400}}`;
+    const server = await endpointAnswering(n => [200, 'application/json', n === 1 ? chat : n === 2 ? odd : good.replace('"prompt_tokens":2', '"prompt_tokens":-3')]);
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } });
+    const ledger = createMemoryLedger();
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger, logger: pino({ level: 'silent' }) });
+    const answer = await gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'a' }] });
+    expect(answer.usage).to.deep.equal({ promptTokens: 12, completionTokens: 0 });
+    expect(await gateway.embed({ runId: 'r', stage: 'mine.dedup' }, ['a library'])).to.deep.include({ vectors: [[0.6, 0.8]] });
+    expect(await gateway.embed({ runId: 'r', stage: 'mine.dedup' }, ['another library'])).to.deep.include({ vectors: [[0.6, 0.8]] });
+    const totals = await ledger.totals('r');
+    expect(totals).to.deep.include({ requests: 3, promptTokens: 12, completionTokens: 0 });
+    expect(tokenCount(7.6)).to.equal(8);
+    expect([tokenCount(null), tokenCount(''), tokenCount(NaN), tokenCount(Number.MAX_VALUE), tokenCount(true)]).to.deep.equal([0, 0, 0, 0, 0]);
+  });
 
   it('passes over an unusable answer already in the cache (stored by an older worker) and asks the endpoint', async () => {
     const server = await endpointAnswering(() => [200, 'application/json', good]);
