@@ -172,8 +172,9 @@ try {
     commandstats.forEach((text, i) => {
       let calls = 0;
       for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
-        // This bench's own INFO/CONFIG calls (and the cluster client's CLUSTER SLOTS) are not the fleet's.
-        if (['info', 'config', 'cluster'].includes(m[1]!)) continue;
+        // This bench's own INFO/CONFIG/SLOWLOG calls (and the cluster client's CLUSTER SLOTS) are not the fleet's.
+        // Redis 7 names a subcommand `command|sub` (config|set, slowlog|get): the command decides.
+        if (['info', 'config', 'cluster', 'slowlog'].includes(m[1]!.split('|')[0]!)) continue;
         const c = (byCommand[m[1]!] ??= { calls: 0, usec: 0 });
         c.calls += Number(m[2]);
         c.usec += Number(m[3]);
@@ -257,17 +258,12 @@ try {
     const scen = per(scenarios, scenarioCount);
     const epi = per(rollouts, episodes);
     const kb = (n: number) => `${(n / 1000).toFixed(1)} KB`;
-    const top = (phase: Phase, n: number) =>
+    /** The eight commands with the most calls or the most µs in a phase, per item. */
+    const top = (phase: Phase, n: number, by: 'calls' | 'usec') =>
       Object.entries(phase.byCommand)
-        .sort((a, b) => b[1].calls - a[1].calls)
+        .sort((a, b) => b[1][by] - a[1][by])
         .slice(0, 8)
-        .map(([c, s]) => `${c} ${(s.calls / n).toFixed(1)}`)
-        .join(', ');
-    const topUsec = (phase: Phase, n: number) =>
-      Object.entries(phase.byCommand)
-        .sort((a, b) => b[1].usec - a[1].usec)
-        .slice(0, 8)
-        .map(([c, s]) => `${c} ${(s.usec / n).toFixed(0)} µs`)
+        .map(([c, s]) => (by === 'calls' ? `${c} ${(s.calls / n).toFixed(1)}` : `${c} ${(s.usec / n).toFixed(0)} µs`))
         .join(', ');
     /** A capacity from a memory figure, or why there is none (a figure at or below zero is noise, not a capacity). */
     const perGb = (bytes: number) => (bytes > 0 ? `**${Math.round(1e9 / bytes).toLocaleString('en')}**` : `not measurable (the memory fell by ${kb(-bytes)} each; submit more with --inflight)`);
@@ -283,13 +279,13 @@ try {
     console.log(`| synthesized environment (synthesis phase) | ${env.commands.toFixed(0)} | ${env.usec.toFixed(0)} µs | ${env.cpuMs.toFixed(2)} ms | ${kb(env.wire)} | ${kb(env.memory)} | ${synthesis.seconds.toFixed(1)} s |`);
     console.log(`| scenario (scenarios phase) | ${scen.commands.toFixed(0)} | ${scen.usec.toFixed(0)} µs | ${scen.cpuMs.toFixed(2)} ms | ${kb(scen.wire)} | ${kb(scen.memory)} | ${scenarios.seconds.toFixed(1)} s |`);
     console.log(`| episode (rollouts phase, sink on) | ${epi.commands.toFixed(0)} | ${epi.usec.toFixed(0)} µs | ${epi.cpuMs.toFixed(2)} ms | ${kb(epi.wire)} | ${kb(epi.memory)} | ${rollouts.seconds.toFixed(1)} s |`);
-    console.log(`\nMost frequent commands per environment: ${top(synthesis, environments)}`);
-    console.log(`Most frequent commands per episode: ${top(rollouts, episodes)}`);
-    console.log(`Where Redis's time goes per environment (commandstats: a script's µs include its own commands, which are also counted under their names): ${topUsec(synthesis, environments)}`);
-    console.log(`Where Redis's time goes per episode: ${topUsec(rollouts, episodes)}`);
+    console.log(`\nMost frequent commands per environment: ${top(synthesis, environments, 'calls')}`);
+    console.log(`Most frequent commands per episode: ${top(rollouts, episodes, 'calls')}`);
+    console.log(`Where Redis's time goes per environment (commandstats: a script's µs include its own commands, which are also counted under their names): ${top(synthesis, environments, 'usec')}`);
+    console.log(`Where Redis's time goes per episode: ${top(rollouts, episodes, 'usec')}`);
     if (SCRIPTS) {
       const total = logged.reduce((a, t) => a + t.usec, 0);
-      console.log(`\n## Per episode, by command and script (SLOWLOG, every command of the rollouts phase: ${(total / episodes).toFixed(0)} µs per episode)`);
+      console.log(`\n## Per episode, by command and script (SLOWLOG, every command of the rollouts phase: ${(total / episodes).toFixed(0)} µs per episode; a script's µs include its own commands, which are also listed)`);
       console.log('| command or script | calls | µs | share |');
       console.log('|---|---|---|---|');
       for (const t of logged.slice(0, 16)) console.log(`| ${t.name} | ${(t.calls / episodes).toFixed(1)} | ${(t.usec / episodes).toFixed(0)} | ${((100 * t.usec) / total).toFixed(0)} % |`);
