@@ -6,7 +6,10 @@
  * (hotel) episode's: a 1.5 KB system prompt, 13 tools (≈4 KB) and a few turns. Prints the process's
  * CPU (all its threads) and its main thread's (/proc/self/task/PID/stat) per call.
  *
- *   node --import tsx bench/gateway-cpu.ts [--calls 6000] [--concurrency 200] [--rounds 2]
+ *   node --import tsx bench/gateway-cpu.ts [--calls 6000] [--concurrency 200] [--rounds 2] [--budget] [--pipelined]
+ *
+ * `--budget` gives the run a token budget (never reached), so that every call also reads the ledger's totals, as a
+ * run with budgets does. `--pipelined` sends the Redis commands over an auto-pipelined connection, as a worker does.
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -29,6 +32,8 @@ const arg = (name: string, fallback: number) => {
 const CALLS = arg('calls', 6000);
 const C = arg('concurrency', 200);
 const ROUNDS = arg('rounds', 2);
+const BUDGET = process.argv.includes('--budget');
+const PIPELINED = process.argv.includes('--pipelined');
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 
 // The scripted server, in a child process: one get_guest call for every request.
@@ -45,7 +50,7 @@ const url = await new Promise<string>((resolve, reject) => {
 
 const prefix = `envfleet-bench-gwcpu-${randomUUID().slice(0, 8)}`;
 const config = loadConfig({}, { overrides: { REDIS_URL, OPENAI_BASE_URL: url, ENVFLEET_REDIS_PREFIX: prefix, LOG_LEVEL: 'silent', ENVFLEET_MODEL_MAX_CONCURRENCY: '0' } });
-const redis = createRedisConnection(REDIS_URL, 'worker');
+const redis = createRedisConnection(REDIS_URL, 'worker', PIPELINED ? { enableAutoPipelining: true } : {});
 const subscriber = createRedisConnection(REDIS_URL, 'worker');
 const control = createRedisRunControl(redis, prefix);
 const metrics = createRedisMetrics(redis, prefix);
@@ -93,8 +98,9 @@ async function round(n: number) {
 }
 
 try {
+  if (BUDGET) await control.setBudgets('bench', { usd: 0, tokens: 1e15, byStage: {} });
   await round(Math.min(1000, CALLS));
-  console.log(`${CALLS} calls, ${C} at a time (cache on, salted: every call a miss and a write; limiter, budgets, ledger, metric)`);
+  console.log(`${CALLS} calls, ${C} at a time (cache on, salted: every call a miss and a write; limiter, budgets, ledger, metric)${BUDGET ? '; a run budget (the ledger read per call)' : ''}${PIPELINED ? '; Redis auto-pipelined' : ''}`);
   console.log('| round | calls/s | process CPU per call | main thread CPU per call |');
   console.log('|---|---|---|---|');
   for (let r = 1; r <= ROUNDS; r += 1) {

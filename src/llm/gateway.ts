@@ -15,13 +15,14 @@ import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { canonicalJson, deepFreeze } from '../util/canonical.js';
 import { RawJson, stringifyJsonBytes } from '../util/raw-json.js';
+import { sharedRead } from '../util/shared-read.js';
 import { cutText } from '../util/text.js';
 import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
 import { AnswerCutError, createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
 import { contentText } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
-import type { EndpointLimiter, Lease, Ledger, LedgerEntry, ResponseCache, Usage } from './ports.js';
+import type { EndpointLimiter, Lease, Ledger, LedgerEntry, LedgerTotals, ResponseCache, Usage } from './ports.js';
 import type { RunBudgets } from '../runs/control.js';
 
 /**
@@ -240,11 +241,20 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     };
   }
 
+  // Per run: the reads of its budgets and of its ledger's totals that are on their way. A call that checks the run's
+  // budget meanwhile takes that read's answer instead of sending its own (sharedRead): under a burst of a thousand
+  // episodes a turn's calls arrive together, and each read of the totals is a whole ledger hash (a field per counter,
+  // stage and model) parsed into objects. The answer is at most one round trip older than the call's own would be;
+  // the check was never exact for calls in flight together (none of them is in the ledger before its answer).
+  const budgetReads = new Map<string, Promise<RunBudgets | null>>();
+  const totalsReads = new Map<string, Promise<LedgerTotals>>();
+
   async function checkBudget(ctx: CallContext) {
-    const budgets: RunBudgets = { byStage: {}, ...(ctx.budgets ?? (await deps.budgets?.(ctx.runId)) ?? deps.config.budgets) };
+    const runBudgets = ctx.budgets ?? (deps.budgets ? await sharedRead(budgetReads, ctx.runId, deps.budgets) : null);
+    const budgets: RunBudgets = { byStage: {}, ...(runBudgets ?? deps.config.budgets) };
     const stageBudget = budgets.byStage[ctx.stage];
     if (budgets.usd <= 0 && budgets.tokens <= 0 && !stageBudget) return;
-    const totals = await deps.ledger.totals(ctx.runId);
+    const totals = await sharedRead(totalsReads, ctx.runId, runId => deps.ledger.totals(runId));
     const over = (scope: string, spent: { tokens: number; usd: number }, limit: { tokens: number; usd: number }) => {
       if (limit.tokens > 0 && spent.tokens >= limit.tokens) {
         throw new BudgetExceededError(`run "${ctx.runId}" ${scope} used ${spent.tokens} tokens, its budget is ${limit.tokens}`, { runId: ctx.runId, scope, tokens: spent.tokens, budget: limit.tokens });

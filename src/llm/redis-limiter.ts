@@ -4,6 +4,7 @@ import { redisScript } from '../redis/scripts.js';
 import type { EndpointConfig } from '../../config/index.js';
 import { RateLimitedError } from '../errors.js';
 import { hashOf } from '../util/canonical.js';
+import { sharedRead } from '../util/shared-read.js';
 import { sleep } from '../util/sleep.js';
 import type { EndpointLimiter, Lease } from './ports.js';
 
@@ -107,6 +108,13 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
     }
     return found;
   };
+  // Per endpoint without fleet-wide limits: the step on its way. Such a step only reads the endpoint's cool-down, so the
+  // requests that take one while a step is out share its answer (sharedRead: a turn's burst of calls sends one script).
+  const coolDownReads = new Map<string, Promise<unknown>>();
+  const step = (endpoint: EndpointConfig, keys: readonly [string, string, string], leaseId: string, leaseTtlMs: number): Promise<unknown> => {
+    const run = () => ACQUIRE(redis, keys, [endpoint.maxConcurrency, endpoint.requestsPerMinute, leaseId, leaseTtlMs, maxPollMs]);
+    return endpoint.maxConcurrency > 0 || endpoint.requestsPerMinute > 0 ? run() : sharedRead(coolDownReads, keys[0], run);
+  };
   const queueOf = (inflight: string): Waiter[] => {
     let queue = waiting.get(inflight);
     if (!queue) waiting.set(inflight, (queue = []));
@@ -114,16 +122,13 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
   };
   return {
     async acquire(endpoint, { signal, maxWaitMs }): Promise<Lease> {
-      const [cooldown, inflight, window] = keys(endpoint);
+      const endpointKeys = keys(endpoint);
+      const inflight = endpointKeys[1];
       const leaseId = randomUUID();
       const leaseTtlMs = endpoint.timeoutMs + 30_000;
       const started = Date.now();
       for (;;) {
-        const [reason, waitMs] = (await ACQUIRE(
-          redis,
-          [cooldown, inflight, window],
-          [endpoint.maxConcurrency, endpoint.requestsPerMinute, leaseId, leaseTtlMs, maxPollMs],
-        )) as [number, number];
+        const [reason, waitMs] = (await step(endpoint, endpointKeys, leaseId, leaseTtlMs)) as [number, number];
         if (reason === 0) {
           let released = false;
           return {

@@ -138,6 +138,39 @@ describe('Redis implementations of the gateway ports', () => {
     expect(await rejection(createRedisLimiter(a, prefix).acquire(e, { maxWaitMs: 0 }))).to.have.property('code', 'MODEL_RATE_LIMITED');
   });
 
+  it('sends one step for the requests that take an unlimited endpoint together, and each of them sees a cool-down set before', async () => {
+    const via = new Redis(REDIS_URL);
+    const sent: string[] = [];
+    const send = via.sendCommand.bind(via);
+    via.sendCommand = (command, stream) => {
+      sent.push(command.name);
+      return send(command, stream);
+    };
+    try {
+      const e = endpoint();
+      const limited = endpoint({ maxConcurrency: 100 });
+      const lim = createRedisLimiter(via, prefix);
+      await (await lim.acquire(e, { maxWaitMs: 0 })).release();
+      sent.length = 0;
+      const leases = await Promise.all([...Array(50).keys()].map(() => lim.acquire(e, { maxWaitMs: 0 })));
+      expect(sent).to.deep.equal(['evalsha']);
+      await Promise.all(leases.map(l => l.release()));
+      // An endpoint with a fleet-wide limit takes a slot per request, one step each.
+      sent.length = 0;
+      const slots = await Promise.all([...Array(5).keys()].map(() => lim.acquire(limited, { maxWaitMs: 0 })));
+      expect(sent.filter(name => name === 'evalsha' || name === 'eval')).to.have.length(5);
+      await Promise.all(slots.map(l => l.release()));
+      // Another process cools the endpoint down: every request that asks after it is refused.
+      await createRedisLimiter(b, prefix).coolDown(e, 5_000);
+      sent.length = 0;
+      const refused = await Promise.all([...Array(50).keys()].map(() => rejection(lim.acquire(e, { maxWaitMs: 0 }))));
+      expect(refused.every(err => /cooling down/.test(String(err)))).to.equal(true);
+      expect(sent).to.deep.equal(['evalsha']);
+    } finally {
+      via.disconnect();
+    }
+  });
+
   it('adds ledger entries from several processes exactly, per stage and model', async () => {
     const la = createRedisLedger(a, prefix);
     const lb = createRedisLedger(b, prefix);

@@ -13,6 +13,9 @@ import { parseModelScript, startModelServer, type ModelServer } from '../../../s
 import { rejection } from '../../helpers/assert.js';
 import { Redis } from 'ioredis';
 import { createRedisResponseCache } from '../../../src/llm/redis-cache.js';
+import { createRedisLedger } from '../../../src/llm/redis-ledger.js';
+import { createRedisLimiter } from '../../../src/llm/redis-limiter.js';
+import { createRedisRunControl } from '../../../src/runs/control.js';
 import { REDIS_URL, dropPrefix, requireRedis } from '../../helpers/integration.js';
 
 describe('model gateway (scripted HTTP server, in-memory ports)', function () {
@@ -94,6 +97,55 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     expect(String(err)).to.match(/stage mine.topic used 100 tokens, its budget is 60/);
     // Other stages are not limited by that stage budget.
     await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'd' }] });
+  });
+
+  it("shares a run's budget reads among the calls that check it together, and still stops at the budget (real Redis)", async () => {
+    await requireRedis();
+    server = await startModelServer({ script: parseModelScript({ rules: [{ respond: { content: 'é', usage: { prompt_tokens: 40, completion_tokens: 10 } } }] }) });
+    const prefix = `envfleet-test-gw-${randomUUID().slice(0, 8)}`;
+    // An endpoint without fleet-wide limits: its limiter step only reads the cool-down, and is shared as well.
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, ENVFLEET_MODEL_MAX_CONCURRENCY: '0' } });
+    // Counts what the gateway's connection sends (ioredis sends every command through sendCommand).
+    const redis = new Redis(REDIS_URL);
+    const sent: string[] = [];
+    const send = redis.sendCommand.bind(redis);
+    redis.sendCommand = (command, stream) => {
+      // The limiter's step is the script whose keys are the endpoint's limit keys.
+      sent.push(command.args.some(a => typeof a === 'string' && a.endsWith(':cooldown')) ? 'limiter-step' : command.name);
+      return send(command, stream);
+    };
+    try {
+      const control = createRedisRunControl(redis, prefix);
+      const runId = `run-${randomUUID().slice(0, 8)}`;
+      await control.setBudgets(runId, { usd: 0, tokens: 0, byStage: { 'rollout.policy': { usd: 0, tokens: 2_000 } } });
+      const ledger = createRedisLedger(redis, prefix);
+      const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createRedisLimiter(redis, prefix), ledger, logger: pino({ level: 'silent' }), budgets: id => control.budgets(id) });
+      // Warm: the scripts known to Redis (a first EVALSHA may be answered NOSCRIPT and sent again as EVAL).
+      await gateway.chat({ runId, stage: 'rollout.policy' }, { messages: [{ role: 'user', content: 'warm' }] });
+      sent.length = 0;
+      // 30 calls of one turn, made together: one read of the budgets, one of the ledger's totals, one limiter step.
+      const turn = await Promise.all([...Array(30).keys()].map(i => gateway.chat({ runId, stage: 'rollout.policy' }, { messages: [{ role: 'user', content: `客 ${i} 🛎️` }] })));
+      expect(turn.every(r => r.message.content === 'é')).to.equal(true);
+      expect(sent.filter(name => name === 'hget')).to.have.length(1);
+      expect(sent.filter(name => name === 'hgetall')).to.have.length(1);
+      expect(sent.filter(name => name === 'limiter-step')).to.have.length(1);
+      expect(server.log()).to.have.length(31);
+      expect((await ledger.totals(runId)).requests).to.equal(31);
+      // 1,550 tokens spent of 2,000: the next calls made together still go (their reads are new ones, after the turn's).
+      await Promise.all([...Array(10).keys()].map(i => gateway.chat({ runId, stage: 'rollout.policy' }, { messages: [{ role: 'user', content: `b ${i}` }] })));
+      // 2,050 tokens: a read made after them sees it, and the call is refused before anything is sent.
+      const err = await rejection(gateway.chat({ runId, stage: 'rollout.policy' }, { messages: [{ role: 'user', content: 'one more' }] }));
+      expect(err).to.have.property('code', 'BUDGET_EXCEEDED');
+      expect(String(err)).to.match(/stage rollout.policy used 2050 tokens, its budget is 2000/);
+      expect(server.log()).to.have.length(41);
+      // A budget raised meanwhile counts from the next read on.
+      await control.setBudgets(runId, { usd: 0, tokens: 0, byStage: { 'rollout.policy': { usd: 0, tokens: 10_000 } } });
+      await gateway.chat({ runId, stage: 'rollout.policy' }, { messages: [{ role: 'user', content: 'raised' }] });
+      expect(server.log()).to.have.length(42);
+    } finally {
+      await dropPrefix(prefix);
+      redis.disconnect();
+    }
   });
 
   it('caches synthesis stages per run and per salt', async () => {
