@@ -38,7 +38,7 @@
  *
  * Prints a markdown report on stdout (progress on stderr): per configuration the throughput, CPU (fleet
  * CPU per episode by process kind: worker main threads, worker sandbox pool threads, other worker threads,
- * sink; summed over the worker processes), operation times and memory, and a scaling table with one summary
+ * sink; summed over the worker processes; Redis CPU and commands per episode), operation times and memory, and a scaling table with one summary
  * line per latency (best fraction of the bound at the largest C, and its ratio to the baseline at that L).
  * Exits 1 if a configuration did not check out (request count ≠ N × S, model calls through the workers' gateways
  * ≠ N × S (an episode ran again), a request other than a chat completion (the gateway's outage probe), an episode without exactly S turns,
@@ -292,6 +292,21 @@ async function redisCpuS(redis: Redis): Promise<number> {
   return field('used_cpu_sys') + field('used_cpu_user');
 }
 
+/** Redis commands of the timed run per episode: the total, then the eight most frequent. */
+function redisCommandsPerEpisode(a: Analysis): string {
+  const n = a.raw.spec.episodes;
+  const rows = Object.entries(a.raw.redisCommands).sort((x, y) => y[1] - x[1]);
+  const all = rows.reduce((sum, [, calls]) => sum + calls, 0);
+  return `${f1(all / n)}; ${rows.slice(0, 8).map(([name, calls]) => `${name} ${f1(calls / n)}`).join(', ')}`;
+}
+
+/** Calls per command so far (INFO commandstats; Redis 7 names subcommands `config|set`). */
+async function redisCommandCalls(redis: Redis): Promise<Map<string, number>> {
+  const calls = new Map<string, number>();
+  for (const m of (await redis.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls.set(m[1]!, Number(m[2]));
+  return calls;
+}
+
 async function funnelOf(redis: Redis, prefix: string, runId: string): Promise<Record<string, number>> {
   const hash = await redis.hgetall(`${prefix}:run:${runId}:funnel`);
   return Object.fromEntries(Object.entries(hash).map(([k, v]) => [k, Number(v)]));
@@ -477,6 +492,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
         sampling = false;
       }
     };
+    const commandsBefore = await redisCommandCalls(redis);
     toFleet({ type: 'sample-start' });
     await sampleHost();
     samplerTimer = setInterval(() => void sampleHost(), 200);
@@ -516,6 +532,11 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
     if (sink && finished) await sinkDrained(redis, prefix, sink, spec.label);
     clearInterval(samplerTimer);
     await sampleHost();
+    const redisCommands: Record<string, number> = {};
+    for (const [name, calls] of await redisCommandCalls(redis)) {
+      const n = calls - (commandsBefore.get(name) ?? 0);
+      if (n > 0) redisCommands[name] = n;
+    }
     if (!probed) {
       toFleet({ type: 'memory', label: 'steady', gc: false });
     }
@@ -589,6 +610,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
       serverCpu: serverCpu.slice(serverCpuFrom),
       funnel,
       keysLeft,
+      redisCommands,
     };
     return analyse(raw);
   } finally {
@@ -700,6 +722,7 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
     ['fleet CPU per model request (whole run ÷ N × S)', a => `${f2(a.cpu.fleetMsPerRequest)} ms`],
     ['server CPU per model request (whole run)', a => `${f2(a.cpu.serverMsPerRequest)} ms`],
     ['Redis CPU per episode (whole run; Redis is shared with other users)', a => `${f2(a.cpu.redisMsPerEpisode)} ms`],
+    ['Redis commands per episode (whole run, INFO commandstats: a script\'s own commands counted under their names too; the benchmark\'s polling and other users\' commands included): all; the most frequent', a => redisCommandsPerEpisode(a)],
     ['event-loop delay of the fleet: median p50 / max p99 / max', a => `${f1(a.cpu.eldP50)} / ${f1(a.cpu.eldP99)} / ${f1(a.cpu.eldMax)} ms`],
     ['piscina queue (tasks waiting for a slot), max', a => String(a.cpu.poolQueueMax)],
   ]);

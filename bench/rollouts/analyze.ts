@@ -91,6 +91,8 @@ export interface RunRaw {
   readonly serverCpu: readonly CpuSample[];
   readonly funnel: Record<string, number>;
   readonly keysLeft: number;
+  /** Calls per Redis command over the timed run (INFO commandstats after − before; a script's own commands under their names too). */
+  readonly redisCommands: Readonly<Record<string, number>>;
 }
 
 export interface Window {
