@@ -9,7 +9,7 @@ import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { createRedisLimiter } from '../../src/llm/redis-limiter.js';
 import { createRedisMetrics } from '../../src/runs/metrics.js';
 import { hashOf } from '../../src/util/canonical.js';
-import { REDIS_URL, dropPrefix, requireRedis, until } from '../helpers/integration.js';
+import { REDIS_URL, dropPrefix, recordingRedis, requireRedis, until } from '../helpers/integration.js';
 import { rejection } from '../helpers/assert.js';
 
 function endpoint(overrides: Partial<EndpointConfig> = {}): EndpointConfig {
@@ -139,13 +139,7 @@ describe('Redis implementations of the gateway ports', () => {
   });
 
   it('sends one step for the requests that take an unlimited endpoint together, and each of them sees a cool-down set before', async () => {
-    const via = new Redis(REDIS_URL);
-    const sent: string[] = [];
-    const send = via.sendCommand.bind(via);
-    via.sendCommand = (command, stream) => {
-      sent.push(command.name);
-      return send(command, stream);
-    };
+    const { redis: via, sent } = recordingRedis();
     try {
       const e = endpoint();
       const limited = endpoint({ maxConcurrency: 100 });
@@ -186,14 +180,8 @@ describe('Redis implementations of the gateway ports', () => {
   });
 
   it('commits the records of one moment as one script per run, counting an id sent twice in a batch once', async () => {
-    // Counts the commands the ledger's connection sends (ioredis sends every command through sendCommand).
-    const via = new Redis(REDIS_URL);
-    const sent: string[] = [];
-    const send = via.sendCommand.bind(via);
-    via.sendCommand = (command, stream) => {
-      sent.push(command.name);
-      return send(command, stream);
-    };
+    // Counts the commands the ledger's connection sends.
+    const { redis: via, sent } = recordingRedis();
     try {
       const ledger = createRedisLedger(via, prefix);
       const runs = [`batch-${randomUUID()}`, `batch-${randomUUID()}`];

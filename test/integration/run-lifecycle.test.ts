@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { pendingKey } from '../../queues/enqueuer.js';
 import { deleteRun, runsFinishedBefore } from '../../queues/run-delete.js';
 import { reconcilePending } from '../../queues/run-jobs.js';
@@ -16,20 +16,7 @@ import { createRedisRunStore } from '../../src/runs/store.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { rejection } from '../helpers/assert.js';
-import { DEMO, REDIS_URL, useFleet } from '../helpers/integration.js';
-
-/** A connection that counts the commands it sends (how much work a read costs, independent of the machine). */
-function countingRedis(): Redis & { sent(): number } {
-  const redis = new Redis(REDIS_URL) as Redis & { sent(): number };
-  let n = 0;
-  const send = redis.sendCommand.bind(redis);
-  redis.sendCommand = (...args: Parameters<Redis['sendCommand']>) => {
-    n += 1;
-    return send(...args);
-  };
-  redis.sent = () => n;
-  return redis;
-}
+import { DEMO, recordingRedis, useFleet } from '../helpers/integration.js';
 
 const env = (runId: string, i: number, status: EnvironmentRecord['status']): EnvironmentRecord => ({
   id: `env-${i}`,
@@ -57,7 +44,8 @@ describe('runs over their lifetime: status at any size, settings that do not cha
 
   it('reads a run’s status with the same Redis commands for 10 items as for 2,000, and counts by status and stage correctly', async () => {
     const f = await fleet({ workers: false });
-    const counting = countingRedis();
+    // A connection that counts the commands it sends (how much work a read costs, independent of the machine).
+    const { redis: counting, sent } = recordingRedis();
     try {
       const prefix = f.config.redis.prefix;
       const countingDeps: StatusDeps = { store: createRedisRunStore(counting, prefix), ledger: createRedisLedger(counting, prefix), control: createRedisRunControl(counting, prefix) };
@@ -67,16 +55,16 @@ describe('runs over their lifetime: status at any size, settings that do not cha
         await f.store.addPending('big', Array.from({ length: to - from }, (_, k) => pendingKey('skeleton.state', `job-${from + k}`)));
       };
       await grow(0, 10);
-      const before = counting.sent();
+      const before = sent.length;
       const small = (await runStatus(countingDeps, 'big'))!;
-      const smallCost = counting.sent() - before;
+      const smallCost = sent.length - before;
       await grow(10, 2_000);
       // An environment changes status: the counts follow, in the same write.
       await f.store.putDoc('big', 'env', 'env-1', env('big', 1, 'kept'));
       await f.store.donePending('big', pendingKey('skeleton.state', 'job-0'));
-      const mid = counting.sent();
+      const mid = sent.length;
       const large = (await runStatus(countingDeps, 'big'))!;
-      expect(counting.sent() - mid).to.equal(smallCost);
+      expect(sent.length - mid).to.equal(smallCost);
       expect(small.environments).to.deep.equal({ kept: 4, building: 6 });
       expect(large.environments).to.deep.equal({ kept: 668, building: 1_332 });
       expect(large.outstanding).to.equal(1_999);

@@ -16,7 +16,7 @@ import { createRedisResponseCache } from '../../../src/llm/redis-cache.js';
 import { createRedisLedger } from '../../../src/llm/redis-ledger.js';
 import { createRedisLimiter } from '../../../src/llm/redis-limiter.js';
 import { createRedisRunControl } from '../../../src/runs/control.js';
-import { REDIS_URL, dropPrefix, requireRedis } from '../../helpers/integration.js';
+import { REDIS_URL, dropPrefix, recordingRedis, requireRedis } from '../../helpers/integration.js';
 
 describe('model gateway (scripted HTTP server, in-memory ports)', function () {
   this.timeout(20_000);
@@ -105,15 +105,8 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     const prefix = `envfleet-test-gw-${randomUUID().slice(0, 8)}`;
     // An endpoint without fleet-wide limits: its limiter step only reads the cool-down, and is shared as well.
     const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, ENVFLEET_MODEL_MAX_CONCURRENCY: '0' } });
-    // Counts what the gateway's connection sends (ioredis sends every command through sendCommand).
-    const redis = new Redis(REDIS_URL);
-    const sent: string[] = [];
-    const send = redis.sendCommand.bind(redis);
-    redis.sendCommand = (command, stream) => {
-      // The limiter's step is the script whose keys are the endpoint's limit keys.
-      sent.push(command.args.some(a => typeof a === 'string' && a.endsWith(':cooldown')) ? 'limiter-step' : command.name);
-      return send(command, stream);
-    };
+    // Counts what the gateway's connection sends; the limiter's step is the script whose keys are the endpoint's limit keys.
+    const { redis, sent } = recordingRedis(command => (command.args.some(a => typeof a === 'string' && a.endsWith(':cooldown')) ? 'limiter-step' : command.name));
     try {
       const control = createRedisRunControl(redis, prefix);
       const runId = `run-${randomUUID().slice(0, 8)}`;
