@@ -214,7 +214,7 @@ export const ENV_VARS = {
     schema: int(1, 256).default(Math.max(1, availableParallelism())),
     example: '',
     sample: '4',
-    description: 'Worker threads of the sandbox pool in each worker process (default: the number of cores).',
+    description: 'Worker threads of the sandbox pool in each worker process (default: the number of cores). A thread runs one tool call at a time for all its sessions: more threads keep a slow call (careless generated code, up to ENVFLEET_SANDBOX_DEADLINE_MS) from holding up the others; fewer cost less CPU per episode with light environments (1 instead of 2 on a 2-core machine: 0.3–0.6 ms less per episode of the reference environment, docs/benchmarks.md).',
   },
   ENVFLEET_POOL_TASKS_PER_THREAD: {
     schema: int(1, 10_000).default(64),
