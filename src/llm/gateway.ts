@@ -232,6 +232,11 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     return deps.config.endpoints[from[0]!.name]!;
   }
 
+  /** An endpoint without fleet-wide limits: the limiter gives it a request without taking anything (only its cool-down is read). */
+  function unlimited(endpoint: EndpointConfig): boolean {
+    return endpoint.maxConcurrency <= 0 && endpoint.requestsPerMinute <= 0;
+  }
+
   function priceOf(model: string, usage: Usage): { costUsd: number; priced: boolean } {
     const price = deps.config.prices[model];
     if (!price) return { costUsd: 0, priced: false };
@@ -345,6 +350,14 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     // The budget's reads and the cache's go out together (one round trip); a cached answer is served even over budget.
     const budget = checkBudget(ctx);
     budget.catch(() => undefined); // awaited below unless the cache answers
+    const tried = new Set<string>();
+    let endpoint = pickEndpoint(profile, tried)!;
+    // An endpoint without fleet-wide limits takes no slot: asking the limiter only reads whether it is cooling down. So
+    // that read goes out with the cache's too, and a call the cache cannot answer does not wait for another round trip
+    // before it is sent (under a burst of a thousand episodes, each one waits its turn on the event loop). A limited
+    // endpoint's slot is taken only once the cache has missed, as before: a replay answered from the cache takes none.
+    let early = cacheSlot && unlimited(endpoint) ? deps.limiter.acquire(endpoint, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 }) : null;
+    early?.catch(() => undefined); // awaited below unless the cache answers
     if (cacheSlot) {
       const hit = await deps.cache.get(cacheSlot);
       // An answer the caller cannot use is never stored; one stored before that rule (or by an older worker) is passed over.
@@ -359,8 +372,6 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     // A profile with several endpoints (replicas): one that is cooling down (429), down, or at its fleet-wide limit
     // hands the request to another, untried one; only when every endpoint of the profile says so does the job wait
     // (the error of the last one tried). A failure that is the request's own is not sent elsewhere.
-    const tried = new Set<string>();
-    let endpoint = pickEndpoint(profile, tried)!;
     let lease: Lease;
     let started: number;
     let limiterWaitMs: number;
@@ -369,8 +380,10 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       tried.add(endpoint.name);
       const waitStarted = Date.now();
       const other = () => (ctx.signal?.aborted ? null : pickEndpoint(profile, tried));
+      const asked = early;
+      early = null;
       try {
-        lease = await deps.limiter.acquire(endpoint, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 });
+        lease = await (asked ?? deps.limiter.acquire(endpoint, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 }));
       } catch (err) {
         ctx.logger?.debug({ stage: ctx.stage, cacheSalt: ctx.cacheSalt ?? null, endpoint: endpoint.name, limiterWaitMs: Date.now() - waitStarted, err }, 'model call found no fleet-wide slot');
         if (!(err instanceof RateLimitedError)) throw err;

@@ -141,6 +141,39 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     }
   });
 
+  it('asks for an unlimited endpoint with the cache lookup, and takes a limited one only once the cache has missed (real Redis)', async () => {
+    await requireRedis();
+    server = await startModelServer({ script: parseModelScript({ rules: [{ respond: { content: 'Zoë 李 🌸' } }] }) });
+    const prefix = `envfleet-test-gw-${randomUUID().slice(0, 8)}`;
+    // What the gateway's connection sends, in order: the limiter's step is the script with the endpoint's limit keys.
+    const { redis, sent } = recordingRedis(command => (command.args.some(a => typeof a === 'string' && a.endsWith(':cooldown')) ? 'limiter-step' : command.name));
+    try {
+      const ask = async (maxConcurrency: string, content: string) => {
+        const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server!.url, ENVFLEET_MODEL_MAX_CONCURRENCY: maxConcurrency } });
+        const gateway = createModelGateway({ config, cache: createRedisResponseCache(redis, prefix), limiter: createRedisLimiter(redis, prefix), ledger: createRedisLedger(redis, prefix), logger: pino({ level: 'silent' }) });
+        // Warm: the scripts known to Redis (a first EVALSHA may be answered NOSCRIPT and sent again as EVAL).
+        await gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: `warm ${content}` }] });
+        sent.length = 0;
+        const missed = await gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content }] });
+        const onMiss = sent.filter(name => name === 'get' || name === 'limiter-step');
+        sent.length = 0;
+        const hit = await gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content }] });
+        const onHit = sent.filter(name => name === 'get' || name === 'limiter-step');
+        expect([missed.cached, hit.cached, hit.message.content]).to.deep.equal([false, true, 'Zoë 李 🌸']);
+        return { onMiss, onHit };
+      };
+      // Without fleet-wide limits, asking takes nothing (the step reads the cool-down): it goes out before the cache's
+      // answer is in, so a miss does not wait a second round trip before the request is sent.
+      expect(await ask('0', 'un 客')).to.deep.equal({ onMiss: ['limiter-step', 'get'], onHit: ['limiter-step', 'get'] });
+      // A limited endpoint's slot is taken after the cache missed, and not at all when it answers.
+      expect(await ask('4', 'deux 客')).to.deep.equal({ onMiss: ['get', 'limiter-step'], onHit: ['get'] });
+      expect(server.log()).to.have.length(4);
+    } finally {
+      await dropPrefix(prefix);
+      redis.disconnect();
+    }
+  });
+
   it('caches synthesis stages per run and per salt', async () => {
     const gateway = await gatewayFor({ rules: [{ stage: 'mine.topic', respond: { content: 'x' } }] });
     const req = { messages: [{ role: 'user' as const, content: 'same' }] };
