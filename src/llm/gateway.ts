@@ -350,25 +350,46 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     // The budget's reads and the cache's go out together (one round trip); a cached answer is served even over budget.
     const budget = checkBudget(ctx);
     budget.catch(() => undefined); // awaited below unless the cache answers
-    const tried = new Set<string>();
-    let endpoint = pickEndpoint(profile, tried)!;
     // An endpoint without fleet-wide limits takes no slot: asking the limiter only reads whether it is cooling down. So
-    // that read goes out with the cache's too, and a call the cache cannot answer does not wait for another round trip
-    // before it is sent (under a burst of a thousand episodes, each one waits its turn on the event loop). A limited
-    // endpoint's slot is taken only once the cache has missed, as before: a replay answered from the cache takes none.
-    let early = cacheSlot && unlimited(endpoint) ? deps.limiter.acquire(endpoint, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 }) : null;
+    // when the cache is looked up, that read goes out with the cache's, and a call the cache cannot answer does not wait
+    // for another round trip before it is sent (under a burst of a thousand episodes, each one waits its turn on the
+    // event loop). A limited endpoint is picked, and its slot taken, only once the cache has missed, as before: a replay
+    // answered from the cache takes none.
+    const tried = new Set<string>();
+    const first = cacheSlot ? pickEndpoint(profile, tried) : null;
+    let early = first && unlimited(first) ? deps.limiter.acquire(first, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 }) : null;
     early?.catch(() => undefined); // awaited below unless the cache answers
-    if (cacheSlot) {
-      const hit = await deps.cache.get(cacheSlot);
-      // An answer the caller cannot use is never stored; one stored before that rule (or by an older worker) is passed over.
-      if (hit && usable(hit.body as T)) {
-        const body = hit.body as T;
-        const usage = usageOf(body);
-        await recordOnce({ id: randomUUID(), runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: true, ...priceOf(profile.model, usage) });
-        return { body, cached: true };
+    /** Lets go of the early ask when the call does not use it (the limiter's contract: a lease is given back). */
+    const dropEarly = () => {
+      const asked = early;
+      early = null;
+      asked?.then(lease => lease.release()).catch(() => undefined);
+    };
+    try {
+      if (cacheSlot) {
+        const hit = await deps.cache.get(cacheSlot);
+        // An answer the caller cannot use is never stored; one stored before that rule (or by an older worker) is passed over.
+        if (hit && usable(hit.body as T)) {
+          dropEarly();
+          const body = hit.body as T;
+          const usage = usageOf(body);
+          await recordOnce({ id: randomUUID(), runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: true, ...priceOf(profile.model, usage) });
+          return { body, cached: true };
+        }
       }
+      await budget;
+    } catch (err) {
+      dropEarly();
+      throw err;
     }
-    await budget;
+    // The endpoint asked early, unless this process has learnt meanwhile (a 429 to another call, an outage) that it is
+    // cooling down: then the call picks as it would have without the early ask.
+    let endpoint: EndpointConfig;
+    if (early && first && (coolingUntil.get(first.name) ?? 0) <= Date.now()) endpoint = first;
+    else {
+      dropEarly();
+      endpoint = pickEndpoint(profile, tried)!;
+    }
     // A profile with several endpoints (replicas): one that is cooling down (429), down, or at its fleet-wide limit
     // hands the request to another, untried one; only when every endpoint of the profile says so does the job wait
     // (the error of the last one tried). A failure that is the request's own is not sent elsewhere.

@@ -174,6 +174,76 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     }
   });
 
+  it('does not send a call whose endpoint started cooling down while its cache lookup was out, though it was asked for before (real Redis)', async () => {
+    await requireRedis();
+    server = await startModelServer({ script: parseModelScript({ rules: [{ fault: { type: 'rate_limit', retryAfterS: 30 } }] }) });
+    const prefix = `envfleet-test-gw-${randomUUID().slice(0, 8)}`;
+    const redis = new Redis(REDIS_URL);
+    try {
+      const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, ENVFLEET_MODEL_MAX_CONCURRENCY: '0' } });
+      const limiter = createRedisLimiter(redis, prefix);
+      // Observers only: when the first ask of the limiter is answered, and the first cache lookup held until told.
+      let asked!: () => void;
+      const firstAsk = new Promise<void>(resolve => (asked = resolve));
+      const watched: EndpointLimiter = { ...limiter, acquire: (endpoint, options) => limiter.acquire(endpoint, options).finally(() => asked()) };
+      const cache = createRedisResponseCache(redis, prefix);
+      let lookups = 0;
+      let open!: () => void;
+      const held = new Promise<void>(resolve => (open = resolve));
+      const slow: ResponseCache = { ...cache, get: async slot => (lookups++ === 0 ? held.then(() => cache.get(slot)) : cache.get(slot)) };
+      const gateway = createModelGateway({ config, cache: slow, limiter: watched, ledger: createRedisLedger(redis, prefix), logger: pino({ level: 'silent' }) });
+      // Y asks for the endpoint (not cooling then) while its cache lookup is held; X meanwhile gets a 429.
+      const y = gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'y 客' }] });
+      y.catch(() => undefined);
+      await firstAsk;
+      const x = await rejection(gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'x 🛎️' }] }));
+      expect(x).to.have.property('code', 'MODEL_RATE_LIMITED');
+      expect(server.log()).to.have.length(1);
+      // Y's lookup misses after the 429: the endpoint is cooling, so Y is turned away here, without a request.
+      open();
+      const refused = await rejection(y);
+      expect(refused).to.have.property('retryAfterMs').that.is.above(1_000);
+      expect(server.log()).to.have.length(1);
+    } finally {
+      await dropPrefix(prefix);
+      redis.disconnect();
+    }
+  });
+
+  it('gives back what it asked the limiter for early when the cache answers or the budget refuses (real Redis)', async () => {
+    await requireRedis();
+    server = await startModelServer({ script: parseModelScript({ rules: [{ respond: { content: 'ok', usage: { prompt_tokens: 60, completion_tokens: 50 } } }] }) });
+    const prefix = `envfleet-test-gw-${randomUUID().slice(0, 8)}`;
+    const redis = new Redis(REDIS_URL);
+    try {
+      const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, ENVFLEET_MODEL_MAX_CONCURRENCY: '0', ENVFLEET_BUDGET_TOKENS: '100' } });
+      const limiter = createRedisLimiter(redis, prefix);
+      let held = 0;
+      // Counts the leases out: every one asked for must come back, used or not (the limiter's contract).
+      const counting: EndpointLimiter = {
+        ...limiter,
+        acquire: async (endpoint, options) => {
+          const lease = await limiter.acquire(endpoint, options);
+          held += 1;
+          let back = false;
+          return { release: async () => { if (!back) { back = true; held -= 1; } await lease.release(); } };
+        },
+      };
+      const gateway = createModelGateway({ config, cache: createRedisResponseCache(redis, prefix), limiter: counting, ledger: createRedisLedger(redis, prefix), logger: pino({ level: 'silent' }) });
+      const ask = (content: string) => gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content }] });
+      expect((await ask('été')).cached).to.equal(false);
+      // 110 tokens spent of 100: a cached answer is still served, a new call is refused before it is sent.
+      expect((await ask('été')).cached).to.equal(true);
+      expect(await rejection(ask('hiver'))).to.have.property('code', 'BUDGET_EXCEEDED');
+      await new Promise(resolve => setImmediate(resolve));
+      expect(held).to.equal(0);
+      expect(server.log()).to.have.length(1);
+    } finally {
+      await dropPrefix(prefix);
+      redis.disconnect();
+    }
+  });
+
   it('caches synthesis stages per run and per salt', async () => {
     const gateway = await gatewayFor({ rules: [{ stage: 'mine.topic', respond: { content: 'x' } }] });
     const req = { messages: [{ role: 'user' as const, content: 'same' }] };
