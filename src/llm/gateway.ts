@@ -353,8 +353,8 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     // An endpoint without fleet-wide limits takes no slot: asking the limiter only reads whether it is cooling down. So
     // when the cache is looked up, that read goes out with the cache's, and a call the cache cannot answer does not wait
     // for another round trip before it is sent (under a burst of a thousand episodes, each one waits its turn on the
-    // event loop). A limited endpoint is picked, and its slot taken, only once the cache has missed, as before: a replay
-    // answered from the cache takes none.
+    // event loop). A limited endpoint's slot is taken only once the cache has missed, as before: a replay answered from
+    // the cache takes none.
     const tried = new Set<string>();
     const first = cacheSlot ? pickEndpoint(profile, tried) : null;
     let early = first && unlimited(first) ? deps.limiter.acquire(first, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 }) : null;
@@ -382,10 +382,11 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       dropEarly();
       throw err;
     }
-    // The endpoint asked early, unless this process has learnt meanwhile (a 429 to another call, an outage) that it is
-    // cooling down: then the call picks as it would have without the early ask.
+    // The endpoint picked before the lookup (one pick per call, so a profile's replicas keep their shares), unless this
+    // process has learnt meanwhile (a 429 to another call, an outage) that it is cooling down: then the call picks as it
+    // would have without the early pick.
     let endpoint: EndpointConfig;
-    if (early && first && (coolingUntil.get(first.name) ?? 0) <= Date.now()) endpoint = first;
+    if (first && (coolingUntil.get(first.name) ?? 0) <= Date.now()) endpoint = first;
     else {
       dropEarly();
       endpoint = pickEndpoint(profile, tried)!;

@@ -888,6 +888,20 @@ describe('model gateway: a profile served by several endpoints, one of them down
     expect(a.seen).to.deep.equal([]);
   });
 
+  it('keeps the replicas\' shares when one has a fleet-wide limit and the other none, with the cache on', async () => {
+    const a = await endpointAt(() => ({ status: 200, body: completion('from a') }));
+    const b = await endpointAt(() => ({ status: 200, body: completion('from b') }));
+    // replica-a (weight 3) is limited, replica-b (weight 1) is not: a request is picked once, before its cache lookup.
+    const models = `endpoints:\n  replica-a: { baseURL: "${a.url}", apiKeyEnv: K, maxConcurrency: 8 }\n  replica-b: { baseURL: "${b.url}", apiKeyEnv: K }\nprofiles:\n  mine.judge:\n    endpoint:\n      - { name: replica-a, weight: 3 }\n      - { name: replica-b, weight: 1 }\n`;
+    const config = loadConfig({ ENVFLEET_MODELS_FILE: 'models.yaml', K: 'sk-replicas' }, { readFile: () => models });
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    for (let i = 0; i < 400; i += 1) expect((await ask(gateway, i)).cached).to.equal(false);
+    const toA = a.seen.filter(s => s.endsWith('/chat/completions')).length;
+    expect(toA + b.seen.filter(s => s.endsWith('/chat/completions')).length).to.equal(400);
+    // 300 expected (binomial, σ ≈ 8.7): within ±5σ. Picking again after a miss whenever the first pick was the limited one gave 225.
+    expect(toA).to.be.within(257, 343);
+  });
+
   it('keeps a failure that is the request\'s own (a 400) on the replica that gave it', async () => {
     const a = await endpointAt(() => ({ status: 400, body: '{"error":{"message":"bad request"}}' }));
     const b = await endpointAt(() => ({ status: 400, body: '{"error":{"message":"bad request"}}' }));
