@@ -22,7 +22,7 @@ import { AnswerCutError, createHttpSender, createNodeFetch } from './node-fetch.
 import { parseStructured } from './json-output.js';
 import { contentText } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
-import type { EndpointLimiter, Lease, Ledger, LedgerEntry, LedgerTotals, ResponseCache, Usage } from './ports.js';
+import { unlimitedEndpoint, type EndpointLimiter, type Lease, type Ledger, type LedgerEntry, type LedgerTotals, type ResponseCache, type Usage } from './ports.js';
 import type { RunBudgets } from '../runs/control.js';
 
 /**
@@ -232,11 +232,6 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     return deps.config.endpoints[from[0]!.name]!;
   }
 
-  /** An endpoint without fleet-wide limits: the limiter gives it a request without taking anything (only its cool-down is read). */
-  function unlimited(endpoint: EndpointConfig): boolean {
-    return endpoint.maxConcurrency <= 0 && endpoint.requestsPerMinute <= 0;
-  }
-
   function priceOf(model: string, usage: Usage): { costUsd: number; priced: boolean } {
     const price = deps.config.prices[model];
     if (!price) return { costUsd: 0, priced: false };
@@ -357,7 +352,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     // the cache takes none.
     const tried = new Set<string>();
     const first = cacheSlot ? pickEndpoint(profile, tried) : null;
-    let early = first && unlimited(first) ? deps.limiter.acquire(first, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 }) : null;
+    let early = first && unlimitedEndpoint(first) ? deps.limiter.acquire(first, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 }) : null;
     early?.catch(() => undefined); // awaited below unless the cache answers
     /** Lets go of the early ask when the call does not use it (the limiter's contract: a lease is given back). */
     const dropEarly = () => {

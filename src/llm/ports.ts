@@ -28,6 +28,14 @@ export interface Lease {
   release(): Promise<void>;
 }
 
+/**
+ * An endpoint without fleet-wide limits (no ENVFLEET_MODEL_MAX_CONCURRENCY, no requests per minute): a limiter gives it a
+ * request without taking anything, only saying whether it is cooling down.
+ */
+export function unlimitedEndpoint(endpoint: Pick<EndpointConfig, 'maxConcurrency' | 'requestsPerMinute'>): boolean {
+  return endpoint.maxConcurrency <= 0 && endpoint.requestsPerMinute <= 0;
+}
+
 /** Fleet-wide request and concurrency limits per endpoint, and the fleet-wide 429 cool-down. */
 export interface EndpointLimiter {
   /**

@@ -6,7 +6,7 @@ import { RateLimitedError } from '../errors.js';
 import { hashOf } from '../util/canonical.js';
 import { sharedRead } from '../util/shared-read.js';
 import { sleep } from '../util/sleep.js';
-import type { EndpointLimiter, Lease } from './ports.js';
+import { unlimitedEndpoint, type EndpointLimiter, type Lease } from './ports.js';
 
 /**
  * One atomic step of the fleet-wide limiter, on Redis time (so machine clocks do not matter).
@@ -113,7 +113,7 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
   const coolDownReads = new Map<string, Promise<unknown>>();
   const step = (endpoint: EndpointConfig, keys: readonly [string, string, string], leaseId: string, leaseTtlMs: number): Promise<unknown> => {
     const run = () => ACQUIRE(redis, keys, [endpoint.maxConcurrency, endpoint.requestsPerMinute, leaseId, leaseTtlMs, maxPollMs]);
-    return endpoint.maxConcurrency > 0 || endpoint.requestsPerMinute > 0 ? run() : sharedRead(coolDownReads, keys[0], run);
+    return unlimitedEndpoint(endpoint) ? sharedRead(coolDownReads, keys[0], run) : run();
   };
   const queueOf = (inflight: string): Waiter[] => {
     let queue = waiting.get(inflight);

@@ -18,7 +18,6 @@ import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
 
 /** The tests' Redis: REDIS_URL, or the default, or a private redis-server when neither answers (see requireRedis). */
 export let REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
-/** The `envfleet` command, as a user runs it (from the build). */
 /**
  * A new connection to the tests' Redis that records every command it sends (ioredis sends each one through
  * `sendCommand`), under the name `label` gives it: the command's own name unless told otherwise.
@@ -34,6 +33,7 @@ export function recordingRedis(label: (command: Parameters<Redis['sendCommand']>
   return { redis, sent };
 }
 
+/** The `envfleet` command, as a user runs it (from the build). */
 export const ENVFLEET_BIN = fileURLToPath(new URL('../../bin/envfleet.js', import.meta.url));
 /** The demo's fixture scripts and source tasks. */
 export const DEMO = fixturesPath('demo');

@@ -34,6 +34,27 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
 
   afterEach(() => server.close());
 
+  /** Names what a recording connection sent: the limiter's step is the script whose keys are the endpoint's limit keys. */
+  const limiterStep = (command: Parameters<Redis['sendCommand']>[0]) => (command.args.some(a => typeof a === 'string' && a.endsWith(':cooldown')) ? 'limiter-step' : command.name);
+
+  /**
+   * One test on the real Redis: a scripted server answering `script` (in `server`), a connection made by `connect` and a
+   * key prefix of the test's own, dropped afterwards with the connection.
+   */
+  async function onRealRedis<C extends { readonly redis: Redis }>(script: unknown, connect: () => C, body: (c: C & { readonly prefix: string; readonly url: string }) => Promise<void>): Promise<void> {
+    await requireRedis();
+    server = await startModelServer({ script: parseModelScript(script) });
+    const prefix = `envfleet-test-gw-${randomUUID().slice(0, 8)}`;
+    const connection = connect();
+    try {
+      await body({ ...connection, prefix, url: server.url });
+    } finally {
+      await dropPrefix(prefix);
+      connection.redis.disconnect();
+    }
+  }
+  const plainRedis = () => ({ redis: new Redis(REDIS_URL) });
+
   it('sends the stage header and the stage profile, and returns tool calls and reasoning', async () => {
     const gateway = await gatewayFor({
       rules: [{ stage: 'rollout.policy', respond: { toolCalls: [{ name: 'get_book', arguments: { id: 7 } }], reasoning: 'look it up' } }],
@@ -100,14 +121,10 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
   });
 
   it("shares a run's budget reads among the calls that check it together, and still stops at the budget (real Redis)", async () => {
-    await requireRedis();
-    server = await startModelServer({ script: parseModelScript({ rules: [{ respond: { content: 'é', usage: { prompt_tokens: 40, completion_tokens: 10 } } }] }) });
-    const prefix = `envfleet-test-gw-${randomUUID().slice(0, 8)}`;
-    // An endpoint without fleet-wide limits: its limiter step only reads the cool-down, and is shared as well.
-    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, ENVFLEET_MODEL_MAX_CONCURRENCY: '0' } });
-    // Counts what the gateway's connection sends; the limiter's step is the script whose keys are the endpoint's limit keys.
-    const { redis, sent } = recordingRedis(command => (command.args.some(a => typeof a === 'string' && a.endsWith(':cooldown')) ? 'limiter-step' : command.name));
-    try {
+    // Counts what the gateway's connection sends.
+    await onRealRedis({ rules: [{ respond: { content: 'é', usage: { prompt_tokens: 40, completion_tokens: 10 } } }] }, () => recordingRedis(limiterStep), async ({ redis, sent, prefix, url }) => {
+      // An endpoint without fleet-wide limits: its limiter step only reads the cool-down, and is shared as well.
+      const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: url, ENVFLEET_MODEL_MAX_CONCURRENCY: '0' } });
       const control = createRedisRunControl(redis, prefix);
       const runId = `run-${randomUUID().slice(0, 8)}`;
       await control.setBudgets(runId, { usd: 0, tokens: 0, byStage: { 'rollout.policy': { usd: 0, tokens: 2_000 } } });
@@ -135,21 +152,14 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
       await control.setBudgets(runId, { usd: 0, tokens: 0, byStage: { 'rollout.policy': { usd: 0, tokens: 10_000 } } });
       await gateway.chat({ runId, stage: 'rollout.policy' }, { messages: [{ role: 'user', content: 'raised' }] });
       expect(server.log()).to.have.length(42);
-    } finally {
-      await dropPrefix(prefix);
-      redis.disconnect();
-    }
+    });
   });
 
   it('asks for an unlimited endpoint with the cache lookup, and takes a limited one only once the cache has missed (real Redis)', async () => {
-    await requireRedis();
-    server = await startModelServer({ script: parseModelScript({ rules: [{ respond: { content: 'Zoë 李 🌸' } }] }) });
-    const prefix = `envfleet-test-gw-${randomUUID().slice(0, 8)}`;
-    // What the gateway's connection sends, in order: the limiter's step is the script with the endpoint's limit keys.
-    const { redis, sent } = recordingRedis(command => (command.args.some(a => typeof a === 'string' && a.endsWith(':cooldown')) ? 'limiter-step' : command.name));
-    try {
+    // What the gateway's connection sends, in order.
+    await onRealRedis({ rules: [{ respond: { content: 'Zoë 李 🌸' } }] }, () => recordingRedis(limiterStep), async ({ redis, sent, prefix, url }) => {
       const ask = async (maxConcurrency: string, content: string) => {
-        const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server!.url, ENVFLEET_MODEL_MAX_CONCURRENCY: maxConcurrency } });
+        const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: url, ENVFLEET_MODEL_MAX_CONCURRENCY: maxConcurrency } });
         const gateway = createModelGateway({ config, cache: createRedisResponseCache(redis, prefix), limiter: createRedisLimiter(redis, prefix), ledger: createRedisLedger(redis, prefix), logger: pino({ level: 'silent' }) });
         // Warm: the scripts known to Redis (a first EVALSHA may be answered NOSCRIPT and sent again as EVAL).
         await gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: `warm ${content}` }] });
@@ -168,19 +178,12 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
       // A limited endpoint's slot is taken after the cache missed, and not at all when it answers.
       expect(await ask('4', 'deux 客')).to.deep.equal({ onMiss: ['get', 'limiter-step'], onHit: ['get'] });
       expect(server.log()).to.have.length(4);
-    } finally {
-      await dropPrefix(prefix);
-      redis.disconnect();
-    }
+    });
   });
 
   it('does not send a call whose endpoint started cooling down while its cache lookup was out, though it was asked for before (real Redis)', async () => {
-    await requireRedis();
-    server = await startModelServer({ script: parseModelScript({ rules: [{ fault: { type: 'rate_limit', retryAfterS: 30 } }] }) });
-    const prefix = `envfleet-test-gw-${randomUUID().slice(0, 8)}`;
-    const redis = new Redis(REDIS_URL);
-    try {
-      const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, ENVFLEET_MODEL_MAX_CONCURRENCY: '0' } });
+    await onRealRedis({ rules: [{ fault: { type: 'rate_limit', retryAfterS: 30 } }] }, plainRedis, async ({ redis, prefix, url }) => {
+      const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: url, ENVFLEET_MODEL_MAX_CONCURRENCY: '0' } });
       const limiter = createRedisLimiter(redis, prefix);
       // Observers only: when the first ask of the limiter is answered, and the first cache lookup held until told.
       let asked!: () => void;
@@ -204,19 +207,12 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
       const refused = await rejection(y);
       expect(refused).to.have.property('retryAfterMs').that.is.above(1_000);
       expect(server.log()).to.have.length(1);
-    } finally {
-      await dropPrefix(prefix);
-      redis.disconnect();
-    }
+    });
   });
 
   it('gives back what it asked the limiter for early when the cache answers or the budget refuses (real Redis)', async () => {
-    await requireRedis();
-    server = await startModelServer({ script: parseModelScript({ rules: [{ respond: { content: 'ok', usage: { prompt_tokens: 60, completion_tokens: 50 } } }] }) });
-    const prefix = `envfleet-test-gw-${randomUUID().slice(0, 8)}`;
-    const redis = new Redis(REDIS_URL);
-    try {
-      const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, ENVFLEET_MODEL_MAX_CONCURRENCY: '0', ENVFLEET_BUDGET_TOKENS: '100' } });
+    await onRealRedis({ rules: [{ respond: { content: 'ok', usage: { prompt_tokens: 60, completion_tokens: 50 } } }] }, plainRedis, async ({ redis, prefix, url }) => {
+      const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: url, ENVFLEET_MODEL_MAX_CONCURRENCY: '0', ENVFLEET_BUDGET_TOKENS: '100' } });
       const limiter = createRedisLimiter(redis, prefix);
       let held = 0;
       // Counts the leases out: every one asked for must come back, used or not (the limiter's contract).
@@ -238,10 +234,7 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
       await new Promise(resolve => setImmediate(resolve));
       expect(held).to.equal(0);
       expect(server.log()).to.have.length(1);
-    } finally {
-      await dropPrefix(prefix);
-      redis.disconnect();
-    }
+    });
   });
 
   it('caches synthesis stages per run and per salt', async () => {
