@@ -17,3 +17,13 @@ export async function deletePrefix(redis: Redis, prefix: string): Promise<number
   }
   return (await scan()).length;
 }
+
+/**
+ * INFO commandstats as calls and microseconds per command (Redis 7 names a subcommand `command|sub`, e.g. `config|set`;
+ * a script's own commands are counted under their names as well as the script).
+ */
+export function commandStats(info: string): Map<string, { readonly calls: number; readonly usec: number }> {
+  const stats = new Map<string, { calls: number; usec: number }>();
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) stats.set(m[1]!, { calls: Number(m[2]), usec: Number(m[3]) });
+  return stats;
+}

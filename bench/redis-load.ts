@@ -41,6 +41,7 @@ import { fixturesPath } from '../src/util/package-root.js';
 import { startWorkerProcess, type RunningWorker } from '../workers/main.js';
 import { startLocalCluster } from '../test/helpers/redis-cluster.js';
 import { benchArgs } from './args.js';
+import { commandStats } from './redis-keys.js';
 
 const run = promisify(execFile);
 const args = benchArgs(import.meta.url, { values: ['samples', 'inflight'], booleans: ['cluster', 'scripts'] });
@@ -171,14 +172,14 @@ try {
     const cpuMain = (i: string) => field(i, 'used_cpu_user_main_thread') + field(i, 'used_cpu_sys_main_thread');
     commandstats.forEach((text, i) => {
       let calls = 0;
-      for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
+      for (const [name, stat] of commandStats(text)) {
         // This bench's own INFO/CONFIG/SLOWLOG calls (and the cluster client's CLUSTER SLOTS) are not the fleet's.
         // Redis 7 names a subcommand `command|sub` (config|set, slowlog|get): the command decides.
-        if (['info', 'config', 'cluster', 'slowlog'].includes(m[1]!.split('|')[0]!)) continue;
-        const c = (byCommand[m[1]!] ??= { calls: 0, usec: 0 });
-        c.calls += Number(m[2]);
-        c.usec += Number(m[3]);
-        calls += Number(m[2]);
+        if (['info', 'config', 'cluster', 'slowlog'].includes(name.split('|')[0]!)) continue;
+        const c = (byCommand[name] ??= { calls: 0, usec: 0 });
+        c.calls += stat.calls;
+        c.usec += stat.usec;
+        calls += stat.calls;
       }
       perServer.push({ calls, cpu: cpuMain(cpu1[i]!) - cpuMain(cpu0[i]!) });
     });

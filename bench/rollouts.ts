@@ -61,6 +61,7 @@ import type { Operation } from '../src/synthesis/schemas.js';
 import type { EnvironmentRecord } from '../src/synthesis/types.js';
 import { runOptionsFrom, submitRollouts } from '../queues/submit.js';
 import { benchArgs } from './args.js';
+import { commandStats } from './redis-keys.js';
 import { trajectoryStreamKey } from '../src/rollouts/stream.js';
 import { runKeys } from '../src/runs/keys.js';
 import { analyse, fleetConcurrency, type Analysis, type ConfigSpec, type CpuSample, type EpisodeSummary, type HostSample, type RunRaw } from './rollouts/analyze.js';
@@ -300,11 +301,9 @@ function redisCommandsPerEpisode(a: Analysis): string {
   return `${f1(all / n)}; ${rows.slice(0, 8).map(([name, calls]) => `${name} ${f1(calls / n)}`).join(', ')}`;
 }
 
-/** Calls per command so far (INFO commandstats; Redis 7 names subcommands `config|set`). */
+/** Calls per command so far (INFO commandstats). */
 async function redisCommandCalls(redis: Redis): Promise<Map<string, number>> {
-  const calls = new Map<string, number>();
-  for (const m of (await redis.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls.set(m[1]!, Number(m[2]));
-  return calls;
+  return new Map([...commandStats(await redis.info('commandstats'))].map(([name, { calls }]) => [name, calls]));
 }
 
 async function funnelOf(redis: Redis, prefix: string, runId: string): Promise<Record<string, number>> {
