@@ -185,19 +185,40 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     await onRealRedis({ rules: [{ fault: { type: 'rate_limit', retryAfterS: 30 } }] }, plainRedis, async ({ redis, prefix, url }) => {
       const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: url, ENVFLEET_MODEL_MAX_CONCURRENCY: '0' } });
       const limiter = createRedisLimiter(redis, prefix);
-      // Observers only: when the first ask of the limiter is answered, and the first cache lookup held until told.
+      // Observers only: whether the limiter was asked when the first cache lookup began, when that ask is answered,
+      // and the first cache lookup held until told.
+      let asks = 0;
       let asked!: () => void;
       const firstAsk = new Promise<void>(resolve => (asked = resolve));
-      const watched: EndpointLimiter = { ...limiter, acquire: (endpoint, options) => limiter.acquire(endpoint, options).finally(() => asked()) };
+      const watched: EndpointLimiter = {
+        ...limiter,
+        acquire: (endpoint, options) => {
+          asks += 1;
+          return limiter.acquire(endpoint, options).finally(() => asked());
+        },
+      };
       const cache = createRedisResponseCache(redis, prefix);
       let lookups = 0;
+      let askedBeforeLookup: boolean | undefined;
+      let lookingUp!: () => void;
+      const lookupBegan = new Promise<void>(resolve => (lookingUp = resolve));
       let open!: () => void;
       const held = new Promise<void>(resolve => (open = resolve));
-      const slow: ResponseCache = { ...cache, get: async slot => (lookups++ === 0 ? held.then(() => cache.get(slot)) : cache.get(slot)) };
+      const slow: ResponseCache = {
+        ...cache,
+        get: async slot => {
+          if (lookups++ > 0) return cache.get(slot);
+          askedBeforeLookup = asks > 0;
+          lookingUp();
+          return held.then(() => cache.get(slot));
+        },
+      };
       const gateway = createModelGateway({ config, cache: slow, limiter: watched, ledger: createRedisLedger(redis, prefix), logger: pino({ level: 'silent' }) });
       // Y asks for the endpoint (not cooling then) while its cache lookup is held; X meanwhile gets a 429.
       const y = gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'y 客' }] });
       y.catch(() => undefined);
+      await lookupBegan;
+      expect(askedBeforeLookup, 'Y asked the limiter before its cache lookup').to.equal(true);
       await firstAsk;
       const x = await rejection(gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'x 🛎️' }] }));
       expect(x).to.have.property('code', 'MODEL_RATE_LIMITED');
