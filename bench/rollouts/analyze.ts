@@ -129,6 +129,19 @@ export interface Analysis {
   readonly episodesInFlight: { readonly median: number; readonly max: number };
   readonly serverTimeMs: { readonly median: number; readonly p99: number };
   readonly episodeWallMs: { readonly median: number; readonly p99: number; readonly max: number };
+  /**
+   * Where the gap to the bound is, as two factors whose product is achieved ÷ bound: the episodes' own time (the ideal
+   * wall ÷ the wall if every wave took the mean episode wall and started at once, i.e. S × L ÷ mean episode wall) and
+   * the waves (that wall ÷ the real one: the run's start, each wave's start spread, the last episodes' tail).
+   */
+  readonly gap: {
+    readonly meanEpisodeWallMs: number;
+    readonly episodeFactor: number;
+    readonly wavesFactor: number;
+    /** Submit → the first episode started; the first C episodes' starts, first → last. */
+    readonly firstStartMs: number;
+    readonly firstWaveSpreadMs: number;
+  };
   readonly requestsTotal: number;
   readonly requestsOk: number;
   readonly requestsOther: number;
@@ -216,6 +229,22 @@ function rateIn<T extends { t: number }>(samples: readonly T[], w: Window, get: 
   const b = inside.at(-1);
   if (!a || !b || b.t <= a.t) return { delta: NaN, ms: NaN };
   return { delta: get(b) - get(a), ms: b.t - a.t };
+}
+
+function gapOf(raw: RunRaw, walls: readonly number[], wallS: number): Analysis['gap'] {
+  const { spec } = raw;
+  const waves = spec.episodes / fleetConcurrency(spec);
+  const meanEpisodeWallMs = walls.reduce((a, b) => a + b, 0) / Math.max(1, walls.length);
+  const wavesWallMs = waves * meanEpisodeWallMs;
+  const starts = raw.episodes.map(e => e.start).sort((a, b) => a - b);
+  const firstWave = starts.slice(0, fleetConcurrency(spec));
+  return {
+    meanEpisodeWallMs,
+    episodeFactor: (waves * spec.steps * spec.delayMs) / wavesWallMs,
+    wavesFactor: wavesWallMs / (wallS * 1000),
+    firstStartMs: (starts[0] ?? NaN) - raw.t0,
+    firstWaveSpreadMs: (firstWave.at(-1) ?? NaN) - (firstWave[0] ?? NaN),
+  };
 }
 
 export function analyse(raw: RunRaw): Analysis {
@@ -391,6 +420,7 @@ export function analyse(raw: RunRaw): Analysis {
     episodesInFlight: { median: median(epSeries), max: Math.max(0, ...epSeries) },
     serverTimeMs: { median: quantile(serverTimes, 0.5), p99: quantile(serverTimes, 0.99) },
     episodeWallMs: { median: quantile(walls, 0.5), p99: quantile(walls, 0.99), max: walls.at(-1) ?? NaN },
+    gap: gapOf(raw, walls, wallS),
     requestsTotal: policy.length,
     requestsOk,
     requestsOther: policy.length - requestsOk,
