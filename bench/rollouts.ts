@@ -690,7 +690,7 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
     ['server time per request (arrival → answer): median / p99', a => `${f0(a.serverTimeMs.median)} / ${f0(a.serverTimeMs.p99)} ms`],
     ['episode wall time: median / p99', a => `${f0(a.episodeWallMs.median)} / ${f0(a.episodeWallMs.p99)} ms`],
     ['episode time outside the server (median wall − S × median server time)', a => `${f0(a.episodeWallMs.median - a.raw.spec.steps * a.serverTimeMs.median)} ms`],
-    ['achieved ÷ bound as two factors: the episodes (S × L ÷ mean episode wall) × the waves (N ÷ C × mean episode wall ÷ wall: the start, each wave\'s spread, the tail)', a => `${pct(a.gap.episodeFactor)} (mean episode wall ${f0(a.gap.meanEpisodeWallMs)} ms) × ${pct(a.gap.wavesFactor)}`],
+    ['achieved ÷ bound as two factors: the episodes (S × L ÷ mean episode wall) × the waves (episodes recorded ÷ C × mean episode wall ÷ wall: the start, each wave\'s spread, the tail)', a => `${pct(a.gap.episodeFactor)} (mean episode wall ${f0(a.gap.meanEpisodeWallMs)} ms) × ${pct(a.gap.wavesFactor)}`],
     ['submit → first episode started / the first C episodes\' starts, first → last', a => `${f0(a.gap.firstStartMs)} / ${f0(a.gap.firstWaveSpreadMs)} ms`],
     ['model requests: answered / expected N × S', a => `${a.requestsOk} / ${a.raw.spec.episodes * a.raw.spec.steps}${a.requestsOther ? ` (+${a.requestsOther} other)` : ''}`],
     ['result check', a => (a.check.ok ? 'PASS' : '**FAIL**')],

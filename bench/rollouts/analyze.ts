@@ -233,8 +233,9 @@ function rateIn<T extends { t: number }>(samples: readonly T[], w: Window, get: 
 
 function gapOf(raw: RunRaw, walls: readonly number[], wallS: number): Analysis['gap'] {
   const { spec } = raw;
-  const waves = spec.episodes / fleetConcurrency(spec);
-  const meanEpisodeWallMs = walls.reduce((a, b) => a + b, 0) / Math.max(1, walls.length);
+  // The episodes recorded (as achieved ÷ bound counts them), not those asked for: the product of the two factors is then achieved ÷ bound.
+  const waves = walls.length / fleetConcurrency(spec);
+  const meanEpisodeWallMs = walls.length ? walls.reduce((a, b) => a + b, 0) / walls.length : NaN;
   const wavesWallMs = waves * meanEpisodeWallMs;
   const starts = raw.episodes.map(e => e.start).sort((a, b) => a - b);
   const firstWave = starts.slice(0, fleetConcurrency(spec));
