@@ -233,16 +233,16 @@ function rateIn<T extends { t: number }>(samples: readonly T[], w: Window, get: 
 
 function gapOf(raw: RunRaw, walls: readonly number[], wallS: number): Analysis['gap'] {
   const { spec } = raw;
-  // The episodes recorded (as achieved ÷ bound counts them), not those asked for: the product of the two factors is then achieved ÷ bound.
-  const waves = walls.length / fleetConcurrency(spec);
+  const c = fleetConcurrency(spec);
   const meanEpisodeWallMs = walls.length ? walls.reduce((a, b) => a + b, 0) / walls.length : NaN;
-  const wavesWallMs = waves * meanEpisodeWallMs;
   const starts = raw.episodes.map(e => e.start).sort((a, b) => a - b);
-  const firstWave = starts.slice(0, fleetConcurrency(spec));
+  const firstWave = starts.slice(0, c);
   return {
     meanEpisodeWallMs,
-    episodeFactor: (waves * spec.steps * spec.delayMs) / wavesWallMs,
-    wavesFactor: wavesWallMs / (wallS * 1000),
+    episodeFactor: (spec.steps * spec.delayMs) / meanEpisodeWallMs,
+    // Waves of the episodes recorded (as achieved ÷ bound counts them), not of those asked for: the product of the two
+    // factors is then achieved ÷ bound.
+    wavesFactor: ((walls.length / c) * meanEpisodeWallMs) / (wallS * 1000),
     firstStartMs: (starts[0] ?? NaN) - raw.t0,
     firstWaveSpreadMs: (firstWave.at(-1) ?? NaN) - (firstWave[0] ?? NaN),
   };

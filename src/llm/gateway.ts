@@ -350,9 +350,10 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     // for another round trip before it is sent (under a burst of a thousand episodes, each one waits its turn on the
     // event loop). A limited endpoint's slot is taken only once the cache has missed, as before: a replay answered from
     // the cache takes none.
+    const acquire = (e: EndpointConfig) => deps.limiter.acquire(e, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 });
     const tried = new Set<string>();
     const first = cacheSlot ? pickEndpoint(profile, tried) : null;
-    let early = first && unlimitedEndpoint(first) ? deps.limiter.acquire(first, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 }) : null;
+    let early = first && unlimitedEndpoint(first) ? acquire(first) : null;
     early?.catch(() => undefined); // awaited below unless the cache answers
     /** Lets go of the early ask when the call does not use it (the limiter's contract: a lease is given back). */
     const dropEarly = () => {
@@ -400,7 +401,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       const asked = early;
       early = null;
       try {
-        lease = await (asked ?? deps.limiter.acquire(endpoint, { signal: ctx.signal, maxWaitMs: deps.limitWaitMs ?? 10_000 }));
+        lease = await (asked ?? acquire(endpoint));
       } catch (err) {
         ctx.logger?.debug({ stage: ctx.stage, cacheSalt: ctx.cacheSalt ?? null, endpoint: endpoint.name, limiterWaitMs: Date.now() - waitStarted, err }, 'model call found no fleet-wide slot');
         if (!(err instanceof RateLimitedError)) throw err;
