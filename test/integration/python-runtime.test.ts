@@ -195,6 +195,58 @@ describe('Python runtime (Pyodide in a child process under the permission model)
       expect(end.checks!.reward).to.equal(3 / 8);
     });
 
+    it("hands checks copies that are what copy.deepcopy gives: shared containers stay shared, tuples, sets, dates, dict subclasses, int keys and the environment's objects keep their types; the last check's changes are seen by nothing", async () => {
+      // A state of plain JSON beside everything a copy of dicts and lists alone would get wrong.
+      const env = python(
+        [
+          'import collections, dataclasses, datetime',
+          '@dataclasses.dataclass',
+          'class Slot:',
+          '    n: int',
+          'class Env:',
+          '    def __init__(self, c=None):',
+          '        shared = ["x"]',
+          '        self.a = {"list": shared, "again": shared, "deep": [[{"k": [1, 2.5, None, True, "é🙂"]}]]}',
+          '        self.tags = ("t1", "t2")',
+          '        self.seen = {"b", "a"}',
+          '        self.when = datetime.date(2025, 1, 2)',
+          '        self.ordered = collections.OrderedDict([("z", 1), ("y", 2)])',
+          '        self.counts = collections.defaultdict(int, {"q": 1})',
+          '        self.by_id = {1: "one", 2: "two"}',
+          '        self.slot = Slot(3)',
+          '    def touch(self):',
+          '        self.a["list"].append("y")',
+          '        return len(self.a["again"])',
+        ].join('\n'),
+        ['touch'],
+      );
+      const s = await session(env, {});
+      expect(await s.call('touch', {})).to.deep.include({ result: 2 });
+      const types =
+        'def check_func(final_state):\n' +
+        '    import collections, datetime\n' +
+        '    s = final_state\n' +
+        '    return (s["a"]["list"] is s["a"]["again"] and s["a"]["list"] == ["x", "y"] and type(s["tags"]) is tuple and type(s["seen"]) is set\n' +
+        '            and type(s["when"]) is datetime.date and type(s["ordered"]) is collections.OrderedDict and list(s["ordered"]) == ["z", "y"]\n' +
+        '            and type(s["counts"]) is collections.defaultdict and s["counts"]["new"] == 0 and sorted(s["by_id"]) == [1, 2]\n' +
+        '            and type(s["slot"]).__name__ == "Slot" and s["slot"].n == 3 and s["a"]["deep"] == [[{"k": [1, 2.5, None, True, "é🙂"]}]]\n' +
+        '            and initial_state["a"]["list"] is initial_state["a"]["again"] and initial_state["a"]["list"] == ["x"])';
+      const end = await s.finish([
+        pyCheck('types and sharing', types),
+        // A change through one of two shared names is seen through the other, in this check's copy only.
+        pyCheck('changes its copy', 'def check_func(final_state):\n    final_state["a"]["again"].append("z")\n    final_state["slot"].n = 9\n    initial_state["a"]["list"].clear()\n    return final_state["a"]["list"][-1] == "z"'),
+        pyCheck('types and sharing, again', types),
+        pyCheck('the last one changes the states themselves', 'def check_func(final_state):\n    final_state.clear()\n    initial_state.clear()\n    return True'),
+      ]);
+      expect(end.checks!.results.map(r => [r.item, r.passed, r.errorCode ?? null])).to.deep.equal([
+        ['types and sharing', true, null],
+        ['changes its copy', true, null],
+        ['types and sharing, again', true, null],
+        ['the last one changes the states themselves', true, null],
+      ]);
+      expect(JSON.parse(end.stateJson!)).to.deep.include({ tags: ['t1', 't2'], seen: ['a', 'b'], by_id: { '1': 'one', '2': 'two' }, slot: { n: 3 } });
+    });
+
     it('runs Python checks on JSON states outside a session (runner.checks)', async () => {
       const result = await runner.checks({
         checks: [pyCheck('grew', 'def check_func(final_state):\n    return final_state["n"] == initial_state["n"] + 1')],
