@@ -6,12 +6,12 @@
  * copied; each check run on its own copies of the states). The checks are τ-bench's gold-hash check as the
  * importer writes it (src/importers/tau-bench-python.ts: goldHashCheck), alone, and followed by two small
  * checks. The working tree's runtime against BEFORE's (its src/ and config/ from git archive, in a temporary
- * folder), alternately; medians.
+ * folder), alternately; medians. A session's end drops it without waiting (as in a rollout), so an open's time
+ * includes the previous session's drop when the interpreter had not finished it yet.
  *
  *   node --import tsx bench/python-large-state.ts [--before 43c5766] [--rounds 7]
  *
- * --before: the commit whose runtime is "before" (default 43c5766: every copy through copy.deepcopy, and
- * every check on copies).
+ * --before: the commit whose runtime is "before" (default 43c5766: every copy of a state through copy.deepcopy).
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';

@@ -195,19 +195,20 @@ describe('Python runtime (Pyodide in a child process under the permission model)
       expect(end.checks!.reward).to.equal(3 / 8);
     });
 
-    it("hands checks copies that are what copy.deepcopy gives: shared containers stay shared, tuples, sets, dates, dict subclasses, int keys and the environment's objects keep their types; the last check's changes are seen by nothing", async () => {
+    it("hands checks copies that are what copy.deepcopy gives: shared containers stay shared (across tuples and dataclasses too), key order, bools, tuples, sets, dates, dict subclasses, int keys and the environment's objects keep their types", async () => {
       // A state of plain JSON beside everything a copy of dicts and lists alone would get wrong.
       const env = python(
         [
           'import collections, dataclasses, datetime',
           '@dataclasses.dataclass',
           'class Slot:',
-          '    n: int',
+          '    n: object',
           'class Env:',
           '    def __init__(self, c=None):',
           '        shared = ["x"]',
-          '        self.a = {"list": shared, "again": shared, "deep": [[{"k": [1, 2.5, None, True, "é🙂"]}]]}',
+          '        self.a = {"list": shared, "zz": 1, "again": shared, "aa": 2, "deep": [[{"k": [1, 2.5, None, True, "é🙂"]}]]}',
           '        self.tags = ("t1", "t2")',
+          '        self.held = (shared, Slot(shared))',
           '        self.seen = {"b", "a"}',
           '        self.when = datetime.date(2025, 1, 2)',
           '        self.ordered = collections.OrderedDict([("z", 1), ("y", 2)])',
@@ -227,6 +228,8 @@ describe('Python runtime (Pyodide in a child process under the permission model)
         '    import collections, datetime\n' +
         '    s = final_state\n' +
         '    return (s["a"]["list"] is s["a"]["again"] and s["a"]["list"] == ["x", "y"] and type(s["tags"]) is tuple and type(s["seen"]) is set\n' +
+        '            and s["held"][0] is s["a"]["list"] and s["held"][1].n is s["a"]["list"] and list(s["a"]) == ["list", "zz", "again", "aa", "deep"]\n' +
+        '            and [type(x).__name__ for x in s["a"]["deep"][0][0]["k"]] == ["int", "float", "NoneType", "bool", "str"]\n' +
         '            and type(s["when"]) is datetime.date and type(s["ordered"]) is collections.OrderedDict and list(s["ordered"]) == ["z", "y"]\n' +
         '            and type(s["counts"]) is collections.defaultdict and s["counts"]["new"] == 0 and sorted(s["by_id"]) == [1, 2]\n' +
         '            and type(s["slot"]).__name__ == "Slot" and s["slot"].n == 3 and s["a"]["deep"] == [[{"k": [1, 2.5, None, True, "é🙂"]}]]\n' +
@@ -236,15 +239,12 @@ describe('Python runtime (Pyodide in a child process under the permission model)
         // A change through one of two shared names is seen through the other, in this check's copy only.
         pyCheck('changes its copy', 'def check_func(final_state):\n    final_state["a"]["again"].append("z")\n    final_state["slot"].n = 9\n    initial_state["a"]["list"].clear()\n    return final_state["a"]["list"][-1] == "z"'),
         pyCheck('types and sharing, again', types),
-        pyCheck('the last one changes the states themselves', 'def check_func(final_state):\n    final_state.clear()\n    initial_state.clear()\n    return True'),
       ]);
       expect(end.checks!.results.map(r => [r.item, r.passed, r.errorCode ?? null])).to.deep.equal([
         ['types and sharing', true, null],
         ['changes its copy', true, null],
         ['types and sharing, again', true, null],
-        ['the last one changes the states themselves', true, null],
       ]);
-      expect(JSON.parse(end.stateJson!)).to.deep.include({ tags: ['t1', 't2'], seen: ['a', 'b'], by_id: { '1': 'one', '2': 'two' }, slot: { n: 3 } });
     });
 
     it('runs Python checks on JSON states outside a session (runner.checks)', async () => {
@@ -927,6 +927,41 @@ class Env:
         await r.close();
       }
     });
+    it("replaces the interpreter after a session that put its own copier in copy's tables for a standard type (they copy every later session's states); a package-free session that only uses copy does not", async () => {
+      const r = single();
+      try {
+        // A later session's state holds a tuple and a date: both are copied through those tables for its checks.
+        const victim = python('import datetime\nclass Env:\n    def __init__(self, c=None):\n        self.pair = ("a", 1)\n        self.day = datetime.date(2025, 3, 4)\n    def ping(self):\n        return 1\n', ['ping']);
+        const honest = pyCheck('sees its own values', 'import datetime\ndef check_func(final_state):\n    return final_state["pair"] == ("a", 1) and final_state["day"] == datetime.date(2025, 3, 4) and initial_state["pair"] == ("a", 1)');
+        const benign = python('import copy\nclass Env:\n    def __init__(self, c=None):\n        self.x = copy.deepcopy({"a": [1, (2, 3)]})\n    def ping(self):\n        return copy.copy([1])\n', ['ping']);
+        await r.started();
+        const n0 = (await r.stats()).interpreters[0]!.n;
+        const b = await r.openSession(benign, {}, LIMITS);
+        await b.call('ping', {});
+        await b.finish([]);
+        const v0 = await r.openSession(victim, {}, LIMITS);
+        expect((await v0.finish([honest])).checks!.results.map(c => c.passed)).to.deep.equal([true]);
+        expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
+        const attackers = [
+          'import copy\nclass Env:\n    def __init__(self, c=None):\n        copy._deepcopy_dispatch[tuple] = lambda x, memo: ("evil",)\n    def ping(self):\n        return 1\n',
+          'import copy, datetime\nclass Env:\n    def __init__(self, c=None):\n        copy.dispatch_table[datetime.date] = lambda d: (datetime.date, (1999, 1, 1))\n    def ping(self):\n        return 1\n',
+          'import copy\nclass Env:\n    def __init__(self, c=None):\n        del copy._deepcopy_dispatch[list]\n    def ping(self):\n        return 1\n',
+        ];
+        let n = n0;
+        for (const source of attackers) {
+          const a = await r.openSession(python(source, ['ping']), {}, LIMITS);
+          await a.close();
+          const v = await r.openSession(victim, {}, LIMITS);
+          expect((await v.finish([honest])).checks!.results.map(c => c.passed), source).to.deep.equal([true]);
+          const now = (await r.stats()).interpreters[0]!.n;
+          expect(now, source).to.be.greaterThan(n);
+          n = now;
+        }
+      } finally {
+        await r.close();
+      }
+    });
+
     it('keeps compiled sources out of Python reach: a session that plants code for another source in every dict of the harness does not change that environment', async () => {
       const r = single({});
       try {

@@ -409,9 +409,8 @@ function stateAnswer(a, limits) {
 /** Each check is its own job, so each has its own deadline. @param {Interpreter} interp @param {string} sid @param {{item: string, check: string, episode?: boolean}[]} checks @param {Limits} limits */
 async function runChecks(interp, sid, checks, limits) {
   const results = [];
-  for (const [i, c] of checks.entries()) {
-    // The last check gets the states themselves (nothing reads them after it); the others get copies.
-    const a = await interp.run('check', [sid, c.check, c.episode === true, i === checks.length - 1], limits.checkDeadlineMs);
+  for (const c of checks) {
+    const a = await interp.run('check', [sid, c.check, c.episode === true], limits.checkDeadlineMs);
     const r = envelope(a.text);
     if ('err' in r) results.push({ item: c.item, passed: false, error: r.message, errorCode: r.err });
     else results.push({ item: c.item, passed: r.ok === true });

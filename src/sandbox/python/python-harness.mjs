@@ -355,14 +355,15 @@ _PyEncoder = _json_encoder.JSONEncoder
 
 _NIL = object()
 
-def _copy_value(o, memo):
+def _copy_value(o, memo, keep):
     """copy.deepcopy(o, memo), with what JSON is made of copied here: a dict or a list (of exactly those types) is
     copied item by item, and a str, int, float, bool or None kept as deepcopy keeps them (they cannot change). The
     result is deepcopy's: a container held twice is copied once and held twice in the copy (memo, keyed by id as
-    deepcopy keys it), and everything else (a tuple, a set, a date, a dataclass, an environment's own object, a
-    dict or list subclass, a key that is not a str) goes to copy.deepcopy with the same memo. A state of plain
-    JSON (τ-bench's 1.2 MB database) is copied in about a third of deepcopy's time, and no code of the
-    environment's (no __deepcopy__, no copy module global it may have rebound) runs for its dicts and lists."""
+    deepcopy keys it; keep, deepcopy's own keep-alive list at memo[id(memo)], holds each original until the copy is
+    done, so that no id is reused meanwhile, should an object's own __deepcopy__ let go of one), and everything else
+    (a tuple, a set, a date, a dataclass, an environment's own object, a dict or list subclass, a key that is not a
+    str) goes to copy.deepcopy with the same memo. A state of plain JSON (τ-bench's database) is copied in about
+    half of deepcopy's time, and no code of the environment's runs for its dicts and lists."""
     t = type(o)
     if t is dict:
         i = id(o)
@@ -370,9 +371,10 @@ def _copy_value(o, memo):
         if y is not _NIL:
             return y
         y = memo[i] = {}
+        keep.append(o)
         for k, v in dict.items(o):
             tv = type(v)
-            y[k if type(k) is str else _deepcopy(k, memo)] = v if tv is str or tv is int or tv is float or tv is bool or v is None else _copy_value(v, memo)
+            y[k if type(k) is str else _deepcopy(k, memo)] = v if tv is str or tv is int or tv is float or tv is bool or v is None else _copy_value(v, memo, keep)
         return y
     if t is list:
         i = id(o)
@@ -380,22 +382,21 @@ def _copy_value(o, memo):
         if y is not _NIL:
             return y
         y = memo[i] = []
+        keep.append(o)
         append = y.append
         for v in o:
             tv = type(v)
-            append(v if tv is str or tv is int or tv is float or tv is bool or v is None else _copy_value(v, memo))
+            append(v if tv is str or tv is int or tv is float or tv is bool or v is None else _copy_value(v, memo, keep))
         return y
     if t is str or t is int or t is float or t is bool or o is None:
         return o
     return _deepcopy(o, memo)
 
 def _copied(o):
-    """A deep copy of o (what copy.deepcopy(o) gives; _copy_value)."""
-    return _copy_value(o, {})
-
-def _given(o):
-    """o itself (for the last check of a list, which needs no copy)."""
-    return o
+    """A deep copy of o: what copy.deepcopy(o) gives (_copy_value)."""
+    memo, keep = {}, []
+    memo[id(memo)] = keep
+    return _copy_value(o, memo, keep)
 
 def _encode(o):
     """Canonical JSON through the C encoder captured at load (no module global is looked up per call)."""
@@ -1020,11 +1021,8 @@ def checks_context(sid, final_json, initial_json, episode_json='', packages=None
     return '{"ok":true}'
 
 @_crossing
-def check(sid, source, with_episode=False, last=False):
-    """Runs one check_func(final_state) with fresh globals {__builtins__, initial_state[, episode]}; only a bool passes.
-    Each check gets copies of the states, so that what one changes (a list sorted in place) is not seen by the next;
-    the last check of the list (last) gets the states themselves: nothing reads them after it (the session or the
-    checks' context is dropped next), and a large state is not copied twice more for it."""
+def check(sid, source, with_episode=False):
+    """Runs one check_func(final_state) with fresh globals {__builtins__, initial_state[, episode]}; only a bool passes."""
     s = SESSIONS.get(sid)
     if s is None or s.final_state is None:
         return _err('ENV_DISPOSED', 'the final state is gone')
@@ -1033,12 +1031,11 @@ def check(sid, source, with_episode=False, last=False):
         return _err('CHECK_INVALID', why)
     try:
         _enter(s)
-        given = _given if last else _copied
-        g = {'__builtins__': _builtins, 'initial_state': _deeply(given, s.initial_state)}
+        g = {'__builtins__': _builtins, 'initial_state': _deeply(_copied, s.initial_state)}
         if with_episode:
             if s.episode is None:
                 return _err('CHECK_NEEDS_EPISODE', 'the check reads the episode (episode: true) but none was given: a served session has no transcript')
-            g['episode'] = _deeply(given, s.episode)
+            g['episode'] = _deeply(_copied, s.episode)
         try:
             exec(compile(source, '<check>', 'exec'), g)
         except BaseException as e:
@@ -1047,7 +1044,7 @@ def check(sid, source, with_episode=False, last=False):
         if not callable(fn):
             return _err('CHECK_INVALID', 'the check defines no function check_func(final_state)')
         try:
-            result = fn(_deeply(given, s.final_state))
+            result = fn(_deeply(_copied, s.final_state))
         except BaseException as e:
             return _limit_error(e) or _err('CHECK_THREW', _describe(e))
         if type(result) is not bool:
@@ -1086,6 +1083,7 @@ def tamper_report():
         changed.append('a module that is neither standard nor supplied was put in sys.modules')
     if any(n.split('.')[0] in BLOCKED_MODULES for n in _sys.modules):
         changed.append('a blocked module was imported')
+    changed.extend(_copy_tables_changed()[:10])
     return _encode(changed + _loads(integrity()))
 
 # --- the route back to the host: removed ---------------------------------------------------------
@@ -1131,6 +1129,36 @@ def _watched():
 
 _BASELINE = {n: (m, dict(m.__dict__)) for n, m in _watched().items()}
 _HARNESS = globals()
+
+# The tables copy.deepcopy dispatches on (the harness copies every state through it, but for plain dicts and lists):
+# entries of module-level dicts, which the identity snapshot above does not see. A session that put its own copier
+# there for a standard type (a tuple, a date) would change the states and the checks of every later session, so each
+# entry there at load is held to its value, and an entry added for a standard type counts as a change. An entry for a
+# class of a session's own (a supplied package registering its class with copyreg) can reach no other session.
+import copyreg as _copyreg
+_COPY_TABLES = (('copy._deepcopy_dispatch', _copy._deepcopy_dispatch), ('copyreg.dispatch_table', _copyreg.dispatch_table))
+
+def _copy_tables_base():
+    return [(name, table, dict(table)) for name, table in _COPY_TABLES]
+
+_COPY_BASE = _copy_tables_base()
+
+def _standard_type(k):
+    try:
+        m = type.__getattribute__(k, '__module__')
+    except Exception:
+        return True
+    return not (type(m) is str and (m.startswith('envfleet_env_') or m.partition('.')[0] in PACKAGE_NAMES))
+
+def _copy_tables_changed():
+    out = []
+    for name, table, base in _COPY_BASE:
+        for k, v in base.items():
+            if table.get(k, _NIL) is not v:
+                out.append('%s[%s] changed' % (name, getattr(k, '__name__', '?')))
+        if len(table) != len(base) or out:
+            out.extend('%s[%s] added' % (name, getattr(k, '__name__', '?')) for k in list(table) if k not in base and _standard_type(k))
+    return out
 
 def _diff(name, cur, base, skip):
     out = []
@@ -1198,6 +1226,8 @@ def preload_packages(table):
         m = _sys.modules[n]
         if isinstance(m, _types.ModuleType) and n.partition('.')[0] in _STDLIB_NAMES:
             _BASELINE[n] = (m, dict(m.__dict__))
+    # What the standard modules loaded for the packages put in copy's tables is part of the interpreter from here on.
+    _COPY_BASE[:] = _copy_tables_base()
     return '{"ok":true}'
 
 # The import hooks' classes: a method replaced on one of them (the package loader's exec_module, say) would run
