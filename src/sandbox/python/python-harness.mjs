@@ -1083,7 +1083,10 @@ def tamper_report():
         changed.append('a module that is neither standard nor supplied was put in sys.modules')
     if any(n.split('.')[0] in BLOCKED_MODULES for n in _sys.modules):
         changed.append('a blocked module was imported')
-    changed.extend(_copy_tables_changed()[:10])
+    try:
+        changed.extend(_copy_tables_changed()[:10])
+    except Exception:  # a key of a session's own whose hash or comparison raises: something was put there
+        changed.append("copy's dispatch tables hold a key that cannot be compared")
     return _encode(changed + _loads(integrity()))
 
 # --- the route back to the host: removed ---------------------------------------------------------
@@ -1150,14 +1153,21 @@ def _standard_type(k):
         return True
     return not (type(m) is str and (m.startswith('envfleet_env_') or m.partition('.')[0] in PACKAGE_NAMES))
 
+def _type_name(k):
+    try:
+        n = type.__getattribute__(k, '__name__')
+        return n if type(n) is str else '?'
+    except Exception:
+        return '?'
+
 def _copy_tables_changed():
     out = []
     for name, table, base in _COPY_BASE:
         for k, v in base.items():
-            if table.get(k, _NIL) is not v:
-                out.append('%s[%s] changed' % (name, getattr(k, '__name__', '?')))
-        if len(table) != len(base) or out:
-            out.extend('%s[%s] added' % (name, getattr(k, '__name__', '?')) for k in list(table) if k not in base and _standard_type(k))
+            if dict.get(table, k, _NIL) is not v:
+                out.append('%s[%s] changed' % (name, _type_name(k)))
+        if dict.__len__(table) != len(base) or out:
+            out.extend('%s[%s] added' % (name, _type_name(k)) for k in list(dict.keys(table)) if k not in base and _standard_type(k))
     return out
 
 def _diff(name, cur, base, skip):
