@@ -927,13 +927,14 @@ class Env:
         await r.close();
       }
     });
-    it("replaces the interpreter after a session that put its own copier in copy's tables for a standard type (they copy every later session's states); a package-free session that only uses copy does not", async () => {
+    it("replaces the interpreter after a session that put its own copier in copy's tables for a standard type (they copy every later session's states); a session that uses copy and registers a copier for its own class does not", async () => {
       const r = single();
       try {
         // A later session's state holds a tuple and a date: both are copied through those tables for its checks.
         const victim = python('import datetime\nclass Env:\n    def __init__(self, c=None):\n        self.pair = ("a", 1)\n        self.day = datetime.date(2025, 3, 4)\n    def ping(self):\n        return 1\n', ['ping']);
         const honest = pyCheck('sees its own values', 'import datetime\ndef check_func(final_state):\n    return final_state["pair"] == ("a", 1) and final_state["day"] == datetime.date(2025, 3, 4) and initial_state["pair"] == ("a", 1)');
-        const benign = python('import copy\nclass Env:\n    def __init__(self, c=None):\n        self.x = copy.deepcopy({"a": [1, (2, 3)]})\n    def ping(self):\n        return copy.copy([1])\n', ['ping']);
+        // Benign: copy used, and a copier for a class of its own (it can reach no other session).
+        const benign = python('import copy\nclass Mine:\n    pass\nclass Env:\n    def __init__(self, c=None):\n        copy._deepcopy_dispatch[Mine] = lambda x, memo: x\n        self.x = copy.deepcopy({"a": [1, (2, 3)]})\n    def ping(self):\n        return copy.copy([1])\n', ['ping']);
         await r.started();
         const n0 = (await r.stats()).interpreters[0]!.n;
         const b = await r.openSession(benign, {}, LIMITS);

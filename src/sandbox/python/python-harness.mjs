@@ -362,8 +362,8 @@ def _copy_value(o, memo, keep):
     deepcopy keys it; keep, deepcopy's own keep-alive list at memo[id(memo)], holds each original until the copy is
     done, so that no id is reused meanwhile, should an object's own __deepcopy__ let go of one), and everything else
     (a tuple, a set, a date, a dataclass, an environment's own object, a dict or list subclass, a key that is not a
-    str) goes to copy.deepcopy with the same memo. A state of plain JSON (τ-bench's database) is copied in about
-    half of deepcopy's time, and no code of the environment's runs for its dicts and lists."""
+    str) goes to copy.deepcopy with the same memo. A state of plain JSON (τ-bench's database) is copied in 60-70 %
+    of deepcopy's time, and no code of the environment's runs for its dicts and lists."""
     t = type(o)
     if t is dict:
         i = id(o)
@@ -1136,8 +1136,11 @@ _HARNESS = globals()
 # The tables copy.deepcopy dispatches on (the harness copies every state through it, but for plain dicts and lists):
 # entries of module-level dicts, which the identity snapshot above does not see. A session that put its own copier
 # there for a standard type (a tuple, a date) would change the states and the checks of every later session, so each
-# entry there at load is held to its value, and an entry added for a standard type counts as a change. An entry for a
-# class of a session's own (a supplied package registering its class with copyreg) can reach no other session.
+# entry there at load (after preload_packages) is held to its value, and an entry added for a type that is not a
+# session's own (by its __module__: an environment's or a supplied package's class, which can reach no other session)
+# counts as a change. Narrow: it does not see an entry's function changed in place (its __defaults__), a hash-colliding
+# key of a session's own class, a standard class relabelled through its __module__, copy._atomic_types grown, or
+# copyreg's module functions replaced (docs/sandbox.md, "What the tamper check does not catch").
 import copyreg as _copyreg
 _COPY_TABLES = (('copy._deepcopy_dispatch', _copy._deepcopy_dispatch), ('copyreg.dispatch_table', _copyreg.dispatch_table))
 
