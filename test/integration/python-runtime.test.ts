@@ -963,6 +963,26 @@ class Env:
       }
     });
 
+    it('lets a check define a dataclass, an enum and a named tuple without the interpreter being taken for tampered (its co-tenants live on)', async () => {
+      const r = single();
+      try {
+        const bystander = await r.openSession(python(PING, ['ping']), {}, LIMITS);
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 1 });
+        const n0 = (await r.stats()).interpreters[0]!.n;
+        const s = await r.openSession(python(PING, ['ping']), {}, LIMITS);
+        await s.call('ping', {});
+        const end = await s.finish([
+          pyCheck('dataclass', 'import dataclasses\n@dataclasses.dataclass(frozen=True)\nclass Want:\n    n: int\n    tags: tuple = ()\ndef check_func(final_state):\n    return Want(final_state["n"]) == Want(1) and dataclasses.replace(Want(2), n=1) == Want(1)'),
+          pyCheck('enum and named tuple', 'import enum, collections, typing\nclass Color(enum.Enum):\n    RED = 1\nPair = collections.namedtuple("Pair", "a b")\nclass Typed(typing.NamedTuple):\n    x: int\ndef check_func(final_state):\n    return Color(1) is Color.RED and Pair(1, 2).b == 2 and Typed(final_state["n"]).x == 1'),
+        ]);
+        expect(end.checks!.results.map(c => [c.item, c.passed, c.errorCode ?? null])).to.deep.equal([['dataclass', true, null], ['enum and named tuple', true, null]]);
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 2 });
+        expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
+      } finally {
+        await r.close();
+      }
+    });
+
     it('keeps compiled sources out of Python reach: a session that plants code for another source in every dict of the harness does not change that environment', async () => {
       const r = single({});
       try {

@@ -1031,7 +1031,10 @@ def check(sid, source, with_episode=False):
         return _err('CHECK_INVALID', why)
     try:
         _enter(s)
-        g = {'__builtins__': _builtins, 'initial_state': _deeply(_copied, s.initial_state)}
+        # __name__: a class the check defines is of module envfleet_check (without it, of 'builtins': a dataclass's
+        # generated methods were then compiled with builtins' own dict as their globals, which put __builtins__ in
+        # it, and the tamper check replaced the interpreter, ending its co-tenants' sessions).
+        g = {'__builtins__': _builtins, '__name__': 'envfleet_check', 'initial_state': _deeply(_copied, s.initial_state)}
         if with_episode:
             if s.episode is None:
                 return _err('CHECK_NEEDS_EPISODE', 'the check reads the episode (episode: true) but none was given: a served session has no transcript')
