@@ -963,20 +963,51 @@ class Env:
       }
     });
 
-    it('lets a check define a dataclass, an enum and a named tuple without the interpreter being taken for tampered (its co-tenants live on)', async () => {
+    it('lets environments and checks use dataclasses (string annotations, __future__ annotations), enums, named tuples and the standard library\'s lazily bound helpers without the interpreter being taken for tampered (its co-tenants live on)', async () => {
       const r = single();
       try {
         const bystander = await r.openSession(python(PING, ['ping']), {}, LIMITS);
         expect(await bystander.call('ping', {})).to.deep.include({ result: 1 });
         const n0 = (await r.stats()).interpreters[0]!.n;
-        const s = await r.openSession(python(PING, ['ping']), {}, LIMITS);
-        await s.call('ping', {});
+        // What model-written code does: postponed annotations, a dataclass referring to itself by name, a Counter's top
+        // entries, statistics.mode, a string seed, typing's Pattern, ast.unparse.
+        const lazy = 'import ast, collections, random, statistics, typing\n' +
+          'def lazy_helpers():\n' +
+          '    top = collections.Counter("abracadabra").most_common(2)\n' +
+          '    rng = random.Random("user-42")\n' +
+          '    return [top[0][0], statistics.mode([1, 2, 2]), rng.random() < 1, typing.Pattern is not None, ast.unparse(ast.parse("a+b"))]\n';
+        const env = python(
+          'from __future__ import annotations\nimport dataclasses\nfrom typing import Optional\n' + lazy +
+            '@dataclasses.dataclass\nclass Node:\n    value: int\n    next: Optional[Node] = None\n' +
+            'class Env:\n    def __init__(self, c=None):\n        self.n = 0\n        self.head = Node(1, Node(2))\n        self.helpers = lazy_helpers()\n    def ping(self):\n        self.n += 1\n        return lazy_helpers()\n',
+          ['ping'],
+        );
+        const s = await r.openSession(env, {}, LIMITS);
+        expect(await s.call('ping', {})).to.deep.include({ result: ['a', 2, true, true, 'a + b'] });
         const end = await s.finish([
           pyCheck('dataclass', 'import dataclasses\n@dataclasses.dataclass(frozen=True)\nclass Want:\n    n: int\n    tags: tuple = ()\ndef check_func(final_state):\n    return Want(final_state["n"]) == Want(1) and dataclasses.replace(Want(2), n=1) == Want(1)'),
+          pyCheck('postponed annotations', 'from __future__ import annotations\nimport dataclasses\n@dataclasses.dataclass\nclass Link:\n    to: Link | None = None\ndef check_func(final_state):\n    return Link(Link()).to.to is None and final_state["head"].next.value == 2'),
           pyCheck('enum and named tuple', 'import enum, collections, typing\nclass Color(enum.Enum):\n    RED = 1\nPair = collections.namedtuple("Pair", "a b")\nclass Typed(typing.NamedTuple):\n    x: int\ndef check_func(final_state):\n    return Color(1) is Color.RED and Pair(1, 2).b == 2 and Typed(final_state["n"]).x == 1'),
+          pyCheck('lazy helpers', lazy + 'def check_func(final_state):\n    return lazy_helpers() == final_state["helpers"]'),
         ]);
-        expect(end.checks!.results.map(c => [c.item, c.passed, c.errorCode ?? null])).to.deep.equal([['dataclass', true, null], ['enum and named tuple', true, null]]);
+        expect(end.stateError).to.equal(null);
+        expect(end.checks!.results.map(c => [c.item, c.passed, c.errorCode ?? null])).to.deep.equal([
+          ['dataclass', true, null],
+          ['postponed annotations', true, null],
+          ['enum and named tuple', true, null],
+          ['lazy helpers', true, null],
+        ]);
         expect(await bystander.call('ping', {})).to.deep.include({ result: 2 });
+        expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
+        // A state whose own copy hook fails on a copy of a copy: each check fails, the interpreter is kept.
+        const fragile = await r.openSession(
+          python('import dataclasses\n@dataclasses.dataclass\nclass Box:\n    v: int\n    def __getstate__(self):\n        state = dict(self.__dict__)\n        del state["_index"]\n        return state\n    def __post_init__(self):\n        self._index = {}\nclass Env:\n    def __init__(self, c=None):\n        self.box = Box(1)\n    def ping(self):\n        return 1\n', ['ping']),
+          {},
+          LIMITS,
+        );
+        const broken = await fragile.finish([pyCheck('any', 'def check_func(final_state):\n    return True')]);
+        expect(broken.checks!.results.map(c => c.errorCode)).to.deep.equal(['CHECK_THREW']);
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 3 });
         expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
       } finally {
         await r.close();

@@ -842,6 +842,18 @@ def _new_session(sid, packages, rng_seed, aux_seed, tools=frozenset()):
     s.clock = EPOCH
     return s
 
+def _run_as_module(code, module):
+    """exec(code) in module's namespace, with module in sys.modules meanwhile: decorators that look a class's module
+    up there (dataclasses, for a string annotation or under "from __future__ import annotations") find it. Taken out
+    again at once, so no later session and no tamper check sees it."""
+    name = module.__name__
+    _sys.modules[name] = module
+    try:
+        exec(code, module.__dict__)
+    finally:
+        if _sys.modules.get(name) is module:
+            del _sys.modules[name]
+
 def compile_env(class_name, source):
     """The code of an environment source that passes the AST check, or the error envelope (a str).
     The interpreter thread keeps these code objects (by class name and source) on its JavaScript side,
@@ -878,7 +890,7 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
         _enter(s)
         module = _types.ModuleType('envfleet_env_%s' % sid)
         try:
-            exec(code, module.__dict__)
+            _run_as_module(code, module)
         except BaseException as e:
             return _limit_error(e) or _err('SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
         cls = module.__dict__.get(class_name)
@@ -1031,16 +1043,23 @@ def check(sid, source, with_episode=False):
         return _err('CHECK_INVALID', why)
     try:
         _enter(s)
-        # __name__: a class the check defines is of module envfleet_check (without it, of 'builtins': a dataclass's
-        # generated methods were then compiled with builtins' own dict as their globals, which put __builtins__ in
-        # it, and the tamper check replaced the interpreter, ending its co-tenants' sessions).
-        g = {'__builtins__': _builtins, '__name__': 'envfleet_check', 'initial_state': _deeply(_copied, s.initial_state)}
-        if with_episode:
-            if s.episode is None:
-                return _err('CHECK_NEEDS_EPISODE', 'the check reads the episode (episode: true) but none was given: a served session has no transcript')
-            g['episode'] = _deeply(_copied, s.episode)
+        if with_episode and s.episode is None:
+            return _err('CHECK_NEEDS_EPISODE', 'the check reads the episode (episode: true) but none was given: a served session has no transcript')
+        # The check runs as module envfleet_check: a class it defines is of that module (without a __name__, of
+        # 'builtins': a dataclass's generated methods were then compiled with builtins' own dict as their globals,
+        # which put __builtins__ in it, and the tamper check replaced the interpreter, ending its co-tenants' sessions).
+        m = _types.ModuleType('envfleet_check')
+        g = m.__dict__
+        g['__builtins__'] = _builtins
         try:
-            exec(compile(source, '<check>', 'exec'), g)
+            # The environment's own copy hooks (a __getstate__ that drops a key) may fail on a copy of a copy.
+            g['initial_state'] = _deeply(_copied, s.initial_state)
+            if with_episode:
+                g['episode'] = _deeply(_copied, s.episode)
+        except BaseException as e:
+            return _limit_error(e) or _err('CHECK_THREW', 'the states could not be copied for the check: ' + _describe(e))
+        try:
+            _run_as_module(compile(source, '<check>', 'exec'), m)
         except BaseException as e:
             return _limit_error(e) or _err('CHECK_INVALID', 'the check failed while loading: ' + _describe(e))
         fn = g.get('check_func')
@@ -1118,6 +1137,16 @@ for _n in ALLOWED_IMPORTS:
     __import__(_n)
 import base64 as _base64
 _base64.a85encode(b''); _base64.b85encode(b''); _base64.b85decode(b'')  # fill their lazy module-level tables now
+# Module globals the standard library binds on first use, bound now (before the snapshot below), so that ordinary code
+# using them is not taken for tampering: Counter.most_common(n) (and statistics.mode) imports heapq into collections,
+# seeding with a str or bytes binds random._sha512, typing makes Pattern, Match, ... on first access, ast.unparse and
+# ast.get_source_segment bind _Unparser and _line_pattern.
+import collections as _c0, typing as _t0, ast as _a0, statistics as _s0
+_c0.Counter('ab').most_common(1); _s0.mode([1]); _random.Random('envfleet'); _random.Random(b'envfleet')
+for _name in list(getattr(_t0, '__all__', ())):
+    getattr(_t0, _name, None)
+_a0.unparse(_a0.parse('x')); _a0.get_source_segment('x', _a0.parse('x').body[0])
+del _c0, _t0, _a0, _s0
 _IGNORED_KEYS = frozenset(['__warningregistry__'])
 _SWAPPED = {'uuid': frozenset(_UUID_VARS)}  # swapped per session by _enter
 
