@@ -975,7 +975,7 @@ class Env:
           'def lazy_helpers():\n' +
           '    top = collections.Counter("abracadabra").most_common(2)\n' +
           '    rng = random.Random("user-42")\n' +
-          '    return [top[0][0], statistics.mode([1, 2, 2]), rng.random() < 1, typing.Pattern is not None, ast.unparse(ast.parse("a+b"))]\n';
+          '    return [top[0][0], statistics.mode([1, 2, 2]), rng.random() < 1, typing.Pattern is not None, ast.unparse(ast.parse("a+b")), ast.get_source_segment("a+b", ast.parse("a+b").body[0])]\n';
         const env = python(
           'from __future__ import annotations\nimport dataclasses\nfrom typing import Optional\n' + lazy +
             '@dataclasses.dataclass\nclass Node:\n    value: int\n    next: Optional[Node] = None\n' +
@@ -983,7 +983,7 @@ class Env:
           ['ping'],
         );
         const s = await r.openSession(env, {}, LIMITS);
-        expect(await s.call('ping', {})).to.deep.include({ result: ['a', 2, true, true, 'a + b'] });
+        expect(await s.call('ping', {})).to.deep.include({ result: ['a', 2, true, true, 'a + b', 'a+b'] });
         const end = await s.finish([
           pyCheck('dataclass', 'import dataclasses\n@dataclasses.dataclass(frozen=True)\nclass Want:\n    n: int\n    tags: tuple = ()\ndef check_func(final_state):\n    return Want(final_state["n"]) == Want(1) and dataclasses.replace(Want(2), n=1) == Want(1)'),
           pyCheck('postponed annotations', 'from __future__ import annotations\nimport dataclasses\n@dataclasses.dataclass\nclass Link:\n    to: Link | None = None\ndef check_func(final_state):\n    return Link(Link()).to.to is None and final_state["head"].next.value == 2'),
@@ -1009,6 +1009,32 @@ class Env:
         expect(broken.checks!.results.map(c => c.errorCode)).to.deep.equal(['CHECK_THREW']);
         expect(await bystander.call('ping', {})).to.deep.include({ result: 3 });
         expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
+      } finally {
+        await r.close();
+      }
+    });
+
+    it("replaces the interpreter after a session that rebound sys.modules or sys.meta_path to objects of its own; the harness never writes later sessions' modules into them", async () => {
+      const r = single();
+      try {
+        // sys reached through an allowed module; the dict subclass sees every module put in or taken out of it.
+        const spies = [
+          'import logging\nsm = logging.sys\nclass Spy(dict):\n    def __setitem__(self, k, v):\n        if isinstance(k, str) and k.startswith("envfleet_env_"):\n            v.__dict__["len"] = lambda x: 99\n        dict.__setitem__(self, k, v)\n    def __delitem__(self, k):\n        v = dict.get(self, k)\n        if k == "envfleet_check" and v is not None:\n            v.__dict__["check_func"] = lambda s: True\n        dict.__delitem__(self, k)\n    def pop(self, k, *d):\n        v = dict.get(self, k)\n        if k == "envfleet_check" and v is not None:\n            v.__dict__["check_func"] = lambda s: True\n        return dict.pop(self, k, *d)\nsm.modules = Spy(sm.modules)\nclass Env:\n    def __init__(self, c=None):\n        pass\n    def ping(self):\n        return 1\n',
+          'import logging\nsm = logging.sys\nsm.meta_path = list(sm.meta_path)\nclass Env:\n    def __init__(self, c=None):\n        pass\n    def ping(self):\n        return 1\n',
+        ];
+        const victim = python('class Env:\n    def __init__(self, c=None):\n        self.items = [1, 2, 3]\n    def count(self):\n        return len(self.items)\n', ['count']);
+        let n = (await r.stats()).interpreters[0]!.n;
+        for (const source of spies) {
+          const a = await r.openSession(python(source, ['ping']), {}, LIMITS);
+          await a.close();
+          const v = await r.openSession(victim, {}, LIMITS);
+          expect(await v.call('count', {}), source).to.deep.include({ result: 3 });
+          const end = await v.finish([pyCheck('never', 'def check_func(final_state):\n    return False')]);
+          expect(end.checks!.results.map(c => c.passed), source).to.deep.equal([false]);
+          const now = (await r.stats()).interpreters[0]!.n;
+          expect(now, source).to.be.greaterThan(n);
+          n = now;
+        }
       } finally {
         await r.close();
       }

@@ -53,6 +53,10 @@ DEPTH_ADVICE = __DEPTH_ADVICE__
 # User-supplied pure-Python packages (ENVFLEET_PYTHON_PACKAGES): their top-level names, set by the interpreter
 # thread before this runs. Environments and checks may import them too; each session gets its own copy.
 PACKAGE_NAMES = frozenset(_json.loads(_PACKAGE_NAMES_JSON))
+# sys's import tables as they are at load: the harness writes to these objects, never to whatever sys.modules names
+# later, and the tamper check holds sys to them (a session that rebound sys.modules to a dict of its own would
+# otherwise see, and could change, every later session's module while its source runs).
+_MODULES = _sys.modules
 # Attributes and names that only serve to walk the object graph or the interpreter's internals.
 DENIED_ATTRS = frozenset(['__subclasses__', '__globals__', '__builtins__', '__code__', '__closure__', '__bases__', '__base__',
     '__mro__', '__import__', '__loader__', '__spec__', '__self__', '__func__', '__getattribute__', 'f_globals', 'f_locals',
@@ -335,8 +339,8 @@ def recover():
     if s is not None:
         _take_packages(s)
     _CURRENT[0] = None
-    for n in [n for n in _sys.modules if n.split('.')[0] in PACKAGE_NAMES]:
-        _sys.modules.pop(n, None)
+    for n in [n for n in _MODULES if n.split('.')[0] in PACKAGE_NAMES or n == 'envfleet_check' or n.startswith('envfleet_env_')]:
+        _MODULES.pop(n, None)
     return '{"ok":true}'
 
 # --- canonical JSON ------------------------------------------------------------------------------
@@ -847,12 +851,11 @@ def _run_as_module(code, module):
     up there (dataclasses, for a string annotation or under "from __future__ import annotations") find it. Taken out
     again at once, so no later session and no tamper check sees it."""
     name = module.__name__
-    _sys.modules[name] = module
+    _MODULES[name] = module
     try:
         exec(code, module.__dict__)
     finally:
-        if _sys.modules.get(name) is module:
-            del _sys.modules[name]
+        _MODULES.pop(name, None)  # one call: an interrupt at the deadline cannot land between a look and a removal
 
 def compile_env(class_name, source):
     """The code of an environment source that passes the AST check, or the error envelope (a str).
@@ -1095,6 +1098,8 @@ def tamper_report():
         changed.append('the harness hooks (import blocker, package finder, clock, uuid4, random seeding) were changed')
     if any(n.partition('.')[0] in PACKAGE_NAMES for n in _sys.modules):
         changed.append('a module of a supplied package was left in sys.modules outside its session')
+    if _sys.modules is not _MODULES or _sys.meta_path is not _SYS_LISTS[0] or _sys.path is not _SYS_LISTS[1] or _sys.path_hooks is not _SYS_LISTS[2]:
+        changed.append('sys.modules, sys.meta_path, sys.path or sys.path_hooks was rebound')
     if _sys.meta_path != _META_PATH or _sys.path != _PATH or _sys.path_hooks != _PATH_HOOKS:
         # A finder added after the package finder, a folder put first on sys.path or a path hook would answer the
         # standard modules a package imports that no one had imported yet (mpmath: cmath), in every later session.
@@ -1242,6 +1247,7 @@ def integrity():
 _STDLIB_NAMES = frozenset(_sys.stdlib_module_names) | frozenset(_sys.builtin_module_names)
 _AT_START = frozenset(n.partition('.')[0] for n in _sys.modules)
 _META_PATH, _PATH, _PATH_HOOKS = list(_sys.meta_path), list(_sys.path), list(_sys.path_hooks)
+_SYS_LISTS = (_sys.meta_path, _sys.path, _sys.path_hooks)
 
 def _foreign(n):
     top = n.partition('.')[0]
