@@ -13,19 +13,16 @@
  *
  * --before: the commit whose runtime is "before" (default 43c5766: every copy of a state through copy.deepcopy).
  */
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { goldHashCheck } from '../src/importers/tau-bench-python.js';
 import { EnvironmentCode, type CheckSpec } from '../src/sandbox/bundle.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../src/sandbox/limits.js';
-import type * as PythonRunnerModule from '../src/sandbox/python/python-runner.js';
 import { benchArgs } from './args.js';
 import { median } from './sandbox/common.js';
+import { pythonRunnersBeforeAndAfter } from './sandbox/python-before-after.js';
 
 const args = benchArgs(import.meta.url, { values: ['before', 'rounds'] });
 const BEFORE = args.str('before') ?? '43c5766';
@@ -88,15 +85,8 @@ const cases: { label: string; checks: CheckSpec[] }[] = [
   { label: 'finish with the gold-hash check and two small checks after it', checks: [gold, small(1), small(2)] },
 ];
 
-type Runner = typeof PythonRunnerModule;
-const old = mkdtempSync(join(os.tmpdir(), 'envfleet-large-state-'));
+const { runners, close } = await pythonRunnersBeforeAndAfter(BEFORE, { snapshotDir: join(os.tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 1024, logger: pino({ level: 'silent' }) });
 try {
-  execFileSync('sh', ['-c', `git archive ${BEFORE} src config package.json | tar -x -C ${old}`]);
-  symlinkSync(new URL('../node_modules', import.meta.url).pathname, join(old, 'node_modules'));
-  const mods = { before: (await import(pathToFileURL(join(old, 'src/sandbox/python/python-runner.ts')).href)) as Runner, after: await import('../src/sandbox/python/python-runner.js') };
-  const runners = Object.fromEntries(Object.entries(mods).map(([k, m]) => [k, m.createPythonSandboxRunner({ snapshotDir: join(os.tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 1024, logger: pino({ level: 'silent' }) })])) as Record<'before' | 'after', ReturnType<Runner['createPythonSandboxRunner']>>;
-  await runners.before.started();
-  await runners.after.started();
   const limits = { ...DEFAULT_SANDBOX_LIMITS, createDeadlineMs: 60_000, callDeadlineMs: 10_000, checkDeadlineMs: 30_000 }; // measured, not stopped
   console.log(`Shop database: ${Buffer.byteLength(database)} bytes of JSON; environment source ${Buffer.byteLength(SOURCE)} bytes. Node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}).`);
   console.log(`Medians of ${ROUNDS} rounds, before and after alternately (ms):`);
@@ -127,9 +117,7 @@ try {
       console.log(`    ${name === 'before' ? `before (${BEFORE})` : 'after (working tree)'}: open ${median(t[name].open).toFixed(0)} (${t[name].open.map(x => x.toFixed(0)).join(', ')}), finish ${median(t[name].fin).toFixed(0)} (${t[name].fin.map(x => x.toFixed(0)).join(', ')})`);
     }
   }
-  await runners.before.close();
-  await runners.after.close();
 } finally {
-  rmSync(old, { recursive: true, force: true });
+  await close();
 }
 console.log(`\nload average at the end ${os.loadavg().map(l => l.toFixed(2)).join(' ')}`);

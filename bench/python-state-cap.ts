@@ -23,7 +23,7 @@
  * interpreter is terminated after the grace period, with every other session on it.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
@@ -32,9 +32,9 @@ import { pino } from 'pino';
 import { EnvironmentCode } from '../src/sandbox/bundle.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../src/sandbox/limits.js';
 import { answerText } from '../src/sandbox/python/python-harness.mjs';
-import type * as PythonRunnerModule from '../src/sandbox/python/python-runner.js';
 import { benchArgs } from './args.js';
 import { median } from './sandbox/common.js';
+import { pythonRunnersBeforeAndAfter } from './sandbox/python-before-after.js';
 
 const args = benchArgs(import.meta.url, { values: ['before', 'rounds', 'cases'], booleans: ['e2e'] });
 const BEFORE = args.str('before') ?? 'e3025f5';
@@ -210,15 +210,8 @@ for (const n of [256, 4096, 16384, 65536, 131072, 262144, 1048576]) {
 }
 if (args.flag('e2e')) {
   // The whole runtime, as a caller sees it: BEFORE's src/ and config/ in a temporary folder (node_modules linked).
-  type Runner = typeof PythonRunnerModule;
-  const old = mkdtempSync(join(os.tmpdir(), 'envfleet-state-cap-e2e-'));
+  const { runners, close } = await pythonRunnersBeforeAndAfter(BEFORE, { snapshotDir: join(os.tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: DEFAULT_SANDBOX_LIMITS.heapMb, logger: pino({ level: 'silent' }) });
   try {
-    execFileSync('sh', ['-c', `git archive ${BEFORE} src config package.json | tar -x -C ${old}`]);
-    symlinkSync(new URL('../node_modules', import.meta.url).pathname, join(old, 'node_modules'));
-    const mods = { before: (await import(pathToFileURL(join(old, 'src/sandbox/python/python-runner.ts')).href)) as Runner, after: await import('../src/sandbox/python/python-runner.js') };
-    const runners = Object.fromEntries(Object.entries(mods).map(([k, m]) => [k, m.createPythonSandboxRunner({ snapshotDir: join(os.tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: DEFAULT_SANDBOX_LIMITS.heapMb, logger: pino({ level: 'silent' }) })])) as Record<'before' | 'after', ReturnType<Runner['createPythonSandboxRunner']>>;
-    await runners.before.started();
-    await runners.after.started();
     const tool = (name: string) => ({ type: 'function' as const, function: { name, parameters: { type: 'object', properties: { n: { type: 'integer' } } } } });
     const code = EnvironmentCode.parse({ name: 'Journal', language: 'python', className: 'Journal', source: SOURCE, tools: ['fill', 'fill_records'].map(tool) });
     const limits = { ...DEFAULT_SANDBOX_LIMITS, callDeadlineMs: 60_000 }; // measured, not stopped
@@ -243,10 +236,8 @@ if (args.flag('e2e')) {
         console.log(`    ${name === 'before' ? `before (${BEFORE})` : 'after (working tree)'}: snapshot() ${median(t[name].snap).toFixed(0)} (${t[name].snap.map(x => x.toFixed(0)).join(', ')}), finish() ${median(t[name].fin).toFixed(0)} (${t[name].fin.map(x => x.toFixed(0)).join(', ')})`);
       }
     }
-    await runners.before.close();
-    await runners.after.close();
   } finally {
-    rmSync(old, { recursive: true, force: true });
+    await close();
   }
 }
 console.log(`\nload average at the end ${os.loadavg().map(l => l.toFixed(2)).join(' ')}`);
