@@ -978,6 +978,49 @@ class Env:
         await r.close();
       }
     });
+    it("keeps logging's switches, json.encoder.FLOAT_REPR and zoneinfo's search path per session: benign code that sets them (at load, in a tool, in a check) replaces nothing, and other sessions see the defaults", async () => {
+      const r = single();
+      try {
+        const READ = '    def read(self):\n        return [logging.raiseExceptions, logging.logThreads, logging.logProcesses, logging.getLoggerClass().__name__,\n'
+          + '                logging.getLogRecordFactory().__name__, logging._warnings_showwarning is not None, getattr(json.encoder, "FLOAT_REPR", None) is not None,\n'
+          + '                list(zoneinfo.TZPATH)]\n';
+        const SET = '    logging.raiseExceptions = False\n    logging.logThreads = False\n    logging.logProcesses = False\n    logging.captureWarnings(True)\n'
+          + '    logging.setLoggerClass(QuietLogger)\n    logging.setLogRecordFactory(record)\n    json.encoder.FLOAT_REPR = lambda f: format(f, ".2f")\n    zoneinfo.reset_tzpath(["/srv/zoneinfo"])\n';
+        const code = python(
+          'import logging, json, json.encoder, zoneinfo\nclass QuietLogger(logging.Logger):\n    pass\n'
+          + 'def record(*a, **k):\n    return logging.LogRecord(*a, **k)\ndef meddle():\n' + SET
+          + 'class Env:\n    def __init__(self, c=None):\n        if c and c.get("at_start"):\n            meddle()\n        self.n = 0\n'
+          + '    def meddle(self):\n        meddle()\n        logging.getLogger("desk").warning("switches set")\n        return True\n' + READ,
+          ['meddle', 'read'],
+        );
+        // zoneinfo's default search path is Pyodide's own (the usual Unix folders): read, then compared.
+        const tzDefault = (((await (await r.openSession(code, {}, LIMITS)).call('read', {})).result as unknown[])[7]) as string[];
+        expect(tzDefault).to.not.include('/srv/zoneinfo');
+        const DEFAULTS = [true, true, true, 'Logger', 'LogRecord', false, false, tzDefault];
+        const SET_VALUES = [false, false, false, 'QuietLogger', 'record', true, true, ['/srv/zoneinfo']];
+        const n = (await r.stats()).interpreters[0]!.n;
+        const other = await r.openSession(code, {}, LIMITS);
+        expect(await other.call('read', {})).to.deep.include({ result: DEFAULTS });
+        const s = await r.openSession(code, {}, LIMITS);
+        expect(await s.call('meddle', {})).to.deep.include({ result: true });
+        expect(await other.call('read', {}), 'another session, after a tool set them').to.deep.include({ result: DEFAULTS });
+        expect(await s.call('read', {}), 'the session that set them keeps them').to.deep.include({ result: SET_VALUES });
+        await s.close();
+        const atStart = await r.openSession(code, { at_start: true }, LIMITS);
+        expect(await atStart.call('read', {})).to.deep.include({ result: SET_VALUES });
+        const end = await atStart.finish([
+          pyCheck('sets them too', 'import logging, json.encoder, zoneinfo\ndef check_func(s):\n    logging.raiseExceptions = False\n    logging.captureWarnings(True)\n    json.encoder.FLOAT_REPR = repr\n    zoneinfo.reset_tzpath(["/opt/tz"])\n    return True'),
+          pyCheck('sees its own session', 'import logging\ndef check_func(s):\n    return logging.raiseExceptions is False'),
+        ]);
+        expect(end.checks!.results.map(c => [c.item, c.passed, c.errorCode ?? null])).to.deep.equal([['sets them too', true, null], ['sees its own session', true, null]]);
+        expect(await other.call('read', {}), 'after the others ended').to.deep.include({ result: DEFAULTS });
+        const later = await r.openSession(code, {}, LIMITS);
+        expect(await later.call('read', {})).to.deep.include({ result: DEFAULTS });
+        expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([n]);
+      } finally {
+        await r.close();
+      }
+    });
     it("replaces the interpreter after a session that put its own copier in copy's tables for a standard type (they copy every later session's states); a session that uses copy and registers a copier for its own class does not", async () => {
       const r = single();
       try {

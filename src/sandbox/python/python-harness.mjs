@@ -275,8 +275,29 @@ _DEC_TEMPLATE = _decimal.getcontext().copy()
 _CSV_LIMIT = _csv.field_size_limit()
 _CSV_DIALECTS = {n: _csv.get_dialect(n) for n in _csv.list_dialects()}
 
+# Module-level switches benign code sets (logging's, the float format old code gives json, zoneinfo's search path):
+# each session has its own, swapped in with it like the state above, so setting one changes nothing for another
+# session and is not tampering (the tamper check skips these names: _SWAPPED). A name absent at load (FLOAT_REPR,
+# gone from json.encoder) is absent again for the next session.
+import logging as _logging, warnings as _warnings, zoneinfo._tzpath as _zi_tzpath, json.encoder as _json_encoder
+_ABSENT = object()
+_SESSION_NAMES = (
+    (_logging, ('raiseExceptions', 'logThreads', 'logProcesses', 'logMultiprocessing', 'logAsyncioTasks', '_loggerClass',
+        '_logRecordFactory', '_warnings_showwarning')),
+    (_warnings, ('showwarning',)),
+    (_json_encoder, ('FLOAT_REPR',)),
+    (_zi_tzpath, ('TZPATH',)),
+)
+_SESSION_SLOTS = tuple((m, n) for m, names in _SESSION_NAMES for n in names)
+
+def _names_now():
+    return [m.__dict__.get(n, _ABSENT) for m, n in _SESSION_SLOTS]
+
+_NAMES_AT_LOAD = _names_now()
+
 def _fresh_module_state():
     return {
+        'names': list(_NAMES_AT_LOAD),
         'uuid': {k: (0 if k == '_last_counter_v7' else None) for k in _UUID_VARS if k in _uuid.__dict__},
         'decimal': _DEC_TEMPLATE.copy(),
         'firstweekday': 0,
@@ -287,6 +308,7 @@ def _fresh_module_state():
 
 def _save_module_state():
     return {
+        'names': _names_now(),
         'uuid': {k: _uuid.__dict__.get(k) for k in _UUID_VARS if k in _uuid.__dict__},
         'decimal': _decimal.getcontext(),
         'firstweekday': _calendar.firstweekday(),
@@ -296,6 +318,11 @@ def _save_module_state():
     }
 
 def _load_module_state(m):
+    for (mod, n), v in zip(_SESSION_SLOTS, m['names']):
+        if v is _ABSENT:
+            mod.__dict__.pop(n, None)
+        else:
+            mod.__dict__[n] = v
     for k, v in m['uuid'].items():
         setattr(_uuid, k, v)
     _decimal.setcontext(m['decimal'])
@@ -1154,6 +1181,8 @@ _a0.unparse(_a0.parse('x')); _a0.get_source_segment('x', _a0.parse('x').body[0])
 del _c0, _t0, _a0, _s0
 _IGNORED_KEYS = frozenset(['__warningregistry__'])
 _SWAPPED = {'uuid': frozenset(_UUID_VARS)}  # swapped per session by _enter
+for _m, _names in _SESSION_NAMES:
+    _SWAPPED[_m.__name__] = frozenset(_names)
 
 # The import machinery: CPython calls _frozen_importlib._find_and_load (looked up by name) for every module not yet in
 # sys.modules, i.e. for every package module each session imports afresh; a function rebound there would run in every
