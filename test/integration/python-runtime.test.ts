@@ -1057,6 +1057,33 @@ class Env:
       }
     });
 
+    it('lets a constructor, a tool and a check_func define dataclasses with string or postponed annotations at call time; no module is left in sys.modules (the interpreter is kept)', async () => {
+      const r = single();
+      try {
+        const bystander = await r.openSession(python(PING, ['ping']), {}, LIMITS);
+        const n0 = (await r.stats()).interpreters[0]!.n;
+        const env = python(
+          'from __future__ import annotations\nimport dataclasses\n'
+            + 'class Env:\n    def __init__(self, c=None):\n        @dataclasses.dataclass\n        class Seat:\n            row: int\n            label: str = "A"\n'
+            + '        self.seat = dataclasses.asdict(Seat(3))\n'
+            + '    def book(self, guest=""):\n        @dataclasses.dataclass(order=True)\n        class Booking:\n            guest: str\n            nights: "int" = 1\n'
+            + '        return dataclasses.asdict(max(Booking(guest), Booking("Zoë", 2)))\n',
+          ['book'],
+        );
+        const s = await r.openSession(env, {}, LIMITS);
+        expect(await s.snapshot()).to.deep.equal({ seat: { row: 3, label: 'A' } });
+        expect(await s.call('book', { guest: '李雷' })).to.deep.include({ result: { guest: '李雷', nights: 1 } });
+        const end = await s.finish([
+          pyCheck('call-time dataclass', 'import dataclasses\ndef check_func(final_state):\n    @dataclasses.dataclass\n    class Want:\n        row: "int"\n    return Want(final_state["seat"]["row"]) == Want(3)'),
+        ]);
+        expect(end.checks!.results.map(c => [c.item, c.passed, c.errorCode ?? null])).to.deep.equal([['call-time dataclass', true, null]]);
+        // A module left in sys.modules would be found by the tamper check as the session ends: the interpreter kept.
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 1 });
+        expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
+      } finally {
+        await r.close();
+      }
+    });
     it('lets environments and checks use dataclasses (string annotations, __future__ annotations), enums, named tuples and the standard library\'s lazily bound helpers without the interpreter being taken for tampered (its co-tenants live on)', async () => {
       const r = single();
       try {

@@ -349,13 +349,20 @@ def _enter(s):
     _CURRENT[0] = s
     if s.pkgmods:
         _sys.modules.update(s.pkgmods)
+    # The environment's module is in sys.modules while its code runs (the constructor, a tool): a dataclass made at
+    # call time looks its module up there for string annotations. _leave takes it out.
+    if s.module is not None:
+        _MODULES[s.module.__name__] = s.module
 
 def _leave():
     # The package modules first, the session last: should a limit land in between, the session is still
     # current and recover() takes its modules.
     s = _CURRENT[0]
-    if s is not None and (s.pkgmods or s.pkgnames):
-        _take_packages(s)
+    if s is not None:
+        if s.pkgmods or s.pkgnames:
+            _take_packages(s)
+        if s.module is not None:
+            _MODULES.pop(s.module.__name__, None)
     _CURRENT[0] = None
 
 def recover():
@@ -856,14 +863,14 @@ def _limit_error(e):
 
 class Session:
     __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods', 'pkgnames',
-                 'cap', 'deep')
+                 'cap', 'deep', 'module')
 
 SESSIONS = {}
 
 def _new_session(sid, packages, rng_seed, aux_seed, tools=frozenset()):
     """A session before its environment or states: its own random state, module state, clock and packages."""
     s = Session()
-    s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode = sid, None, tools, None, False, None
+    s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode, s.module = sid, None, tools, None, False, None, None
     # deep: whether the instance's state was found past MAX_DEPTH when last read (None: not read since a call)
     s.cap, s.deep = _sys.maxsize, None
     s.packages, s.pkgmods, s.pkgnames = _package_dict(packages), {}, set()
@@ -872,17 +879,6 @@ def _new_session(sid, packages, rng_seed, aux_seed, tools=frozenset()):
     s.aux_rng = _random.Random(aux_seed)
     s.clock = EPOCH
     return s
-
-def _run_as_module(code, module):
-    """exec(code) in module's namespace, with module in sys.modules meanwhile: decorators that look a class's module
-    up there (dataclasses, for a string annotation or under "from __future__ import annotations") find it. Taken out
-    again at once, so no later session and no tamper check sees it."""
-    name = module.__name__
-    _MODULES[name] = module
-    try:
-        exec(code, module.__dict__)
-    finally:
-        _MODULES.pop(name, None)  # one call: an interrupt at the deadline cannot land between a look and a removal
 
 def compile_env(class_name, source):
     """The code of an environment source that passes the AST check, or the error envelope (a str).
@@ -918,9 +914,10 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
         return _err('STATE_INVALID', 'the initial state of a Python environment must be a JSON object (its keys are set on the instance), not %s' % type(config).__name__)
     try:
         _enter(s)
-        module = _types.ModuleType('envfleet_env_%s' % sid)
+        module = s.module = _types.ModuleType('envfleet_env_%s' % sid)
+        _MODULES[module.__name__] = module  # until _leave: the constructor runs with it too
         try:
-            _run_as_module(code, module)
+            exec(code, module.__dict__)
         except BaseException as e:
             return _limit_error(e) or _err('SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
         cls = module.__dict__.get(class_name)
@@ -1088,8 +1085,9 @@ def check(sid, source, with_episode=False):
                 g['episode'] = _deeply(_copied, s.episode)
         except BaseException as e:
             return _limit_error(e) or _err('CHECK_THREW', 'the states could not be copied for the check: ' + _describe(e))
+        _MODULES['envfleet_check'] = m  # while the check's code runs (its check_func too); out again below
         try:
-            _run_as_module(compile(source, '<check>', 'exec'), m)
+            exec(compile(source, '<check>', 'exec'), g)
         except BaseException as e:
             return _limit_error(e) or _err('CHECK_INVALID', 'the check failed while loading: ' + _describe(e))
         fn = g.get('check_func')
@@ -1103,6 +1101,7 @@ def check(sid, source, with_episode=False):
             return _err('CHECK_NOT_BOOLEAN', 'check_func returned a %s, not a bool' % type(result).__name__)
         return '{"ok":true}' if result else '{"ok":false}'
     finally:
+        _MODULES.pop('envfleet_check', None)
         _leave()
 
 def drop(sid):
@@ -1111,7 +1110,7 @@ def drop(sid):
     if s is not None:
         s.dropped = True
         _discard(s)
-        s.pkgmods, s.pkgnames = {}, set()
+        s.pkgmods, s.pkgnames, s.module = {}, set(), None
         if _RNG_OWNER[0] is s:
             _RNG_OWNER[0] = None
     _sweep()  # anchors that garbage of the cycle collector held until now
