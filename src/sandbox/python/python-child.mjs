@@ -30,7 +30,7 @@ const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {
  * @typedef {{ text: string, us: number, exhausted: boolean, fatal: boolean, heapBytes: number, lost?: Failure }} Answer
  */
 
-/** @type {{ indexURL: string, heapMb: number, interpreters: number, sessionsPerInterpreter: number, graceMs: number, stackMb: number, recycleHeapMb: number, packages?: { module: string, file: string, isPackage: boolean, source: string }[] }} */
+/** @type {{ indexURL: string, heapMb: number, interpreters: number, sessionsPerInterpreter: number, graceMs: number, recycleHeapMb: number, packages?: { module: string, file: string, isPackage: boolean, source: string }[] }} */
 let settings;
 /** @type {Uint8Array | undefined} */
 let snapshot;
@@ -58,8 +58,7 @@ class Interpreter {
     /** @type {NodeJS.Timeout | undefined} */ this.killTimer = undefined;
     this.interrupted = false;
     this.wasReady = false;
-    // The stack: see PYTHON_STACK_MB (python-runner.ts).
-    this.worker = new Worker(INTERPRETER, { workerData: { indexURL: settings.indexURL, heapMb: settings.heapMb, snapshot, interrupt: this.interrupt, packages: settings.packages }, env: {}, stdout: true, stderr: true, resourceLimits: { stackSizeMb: settings.stackMb } });
+    this.worker = new Worker(INTERPRETER, { workerData: { indexURL: settings.indexURL, heapMb: settings.heapMb, snapshot, interrupt: this.interrupt, packages: settings.packages }, env: {}, stdout: true, stderr: true });
     this.worker.stdout.resume();
     this.worker.stderr.resume();
     this.ready = new Promise((resolve, reject) => {

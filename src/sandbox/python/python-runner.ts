@@ -38,11 +38,6 @@ export interface PythonRuntimeOptions {
   readonly processHeapMb?: number;
   /** Time between the interrupt at a deadline and terminating the interpreter. */
   readonly graceMs?: number;
-  /**
-   * Each interpreter thread's stack (default PYTHON_STACK_MB). Large enough that CPython's own guards, which watch
-   * the interpreter's stack in linear memory, act before V8's thread stack runs out (docs/sandbox.md, "nesting").
-   */
-  readonly stackMb?: number;
   /** Build and use a memory snapshot (default true); false starts every interpreter cold. */
   readonly useSnapshot?: boolean;
   /**
@@ -110,19 +105,7 @@ export const PYTHON_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 type Pending = { resolve(v: unknown): void; reject(e: Error): void };
 
-/**
- * An interpreter thread's stack, MiB. C recursion in Pyodide (the encoder, repr, copy, a deallocation chain) fills
- * both V8's thread stack and the interpreter's stack in linear memory, where CPython's guards look (RecursionError,
- * and the trashcan that defers freeing past a depth). With a worker's default 4 MiB, V8's stack ran out first and the
- * interpreter failed fatally; at 256 MiB, CPython's guards act first in every chain measured (1,000,000-level dict and
- * list chains, 5,000,000 linked objects). Reserved, not committed: only what a deep recursion touched is resident.
- */
-export const PYTHON_STACK_MB = 256;
-
 export function createPythonSandboxRunner(options: PythonRuntimeOptions): PythonSandboxRunner {
-  if (options.stackMb !== undefined && !(Number.isInteger(options.stackMb) && options.stackMb >= 4)) {
-    throw new RangeError(`stackMb must be a whole number of MiB, at least 4 (a worker thread's default); got ${options.stackMb}`);
-  }
   const logger = options.logger;
   let child: ChildProcess | null = null;
   let starting: Promise<PythonStartInfo> | null = null;
@@ -238,7 +221,6 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
           heapMb: options.heapMb,
           interpreters: options.interpreters,
           graceMs: options.graceMs ?? 1_000,
-          stackMb: options.stackMb ?? PYTHON_STACK_MB,
           recycleHeapMb: options.recycleHeapMb ?? Math.floor(options.heapMb * 0.75),
           packages,
         },
