@@ -613,6 +613,41 @@ class Env:
       createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: HEAP_MB, logger: pino({ level: 'silent' }), ...opts });
     const PING = 'class Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def ping(self):\n        self.n += 1\n        return self.n\n';
 
+    it('answers as CPython for dates C code makes, date reprs, random.seed(), the wall clock through asctime and clock_gettime, and sleeps seen by monotonic and perf_counter', async () => {
+      const r = single();
+      try {
+        const code = python(
+          'import datetime as dtm, functools, random, time\nfrom datetime import date, datetime\n'
+            + 'random.seed()\nSEEDED = random.random()\n'
+            + 'class Day(date):\n    pass\n'
+            + '@functools.singledispatch\ndef kind(x):\n    return "other"\n@kind.register\ndef _(x: date):\n    return "date"\n'
+            + 'class Env:\n    def __init__(self, c=None):\n        self.n = 0\n'
+            + '    def dates(self):\n        d = datetime.strptime("2025-02-01", "%Y-%m-%d").date()\n'
+            + '        return [isinstance(d, date), isinstance(date.min, date), isinstance(datetime.max, datetime), isinstance(datetime(2025, 1, 1).date(), dtm.date),\n'
+            + '                isinstance(date(2025, 1, 1), datetime), isinstance(date(2025, 1, 1), Day), issubclass(type(d), date), kind(d), kind(date.min),\n'
+            + '                repr(datetime(2025, 3, 9, 14, 5)), repr({"d": date(2025, 3, 9)}), repr(Day(2025, 1, 2)), repr(datetime.now()) == "datetime." + repr(datetime.now())[9:]]\n'
+            + '    def seeded(self):\n        return SEEDED\n'
+            + '    def clocks(self):\n        return [time.asctime() == time.ctime(), time.clock_gettime(time.CLOCK_REALTIME) == time.time(), time.clock_gettime_ns(time.CLOCK_REALTIME) == time.time_ns()]\n'
+            + '    def wait(self):\n        deadline = time.monotonic() + 10\n        polls = 0\n        while time.monotonic() < deadline:\n            time.sleep(0.5)\n            polls += 1\n'
+            + '        t = time.perf_counter()\n        time.sleep(0.25)\n        return [polls >= 20, time.perf_counter() - t >= 0.25]\n'
+            + '    def bad_sleeps(self):\n        out = []\n        for f in (lambda: time.sleep(float("inf")), lambda: time.sleep(10**30), lambda: time.sleep(secs=0.01)):\n'
+            + '            try:\n                f()\n                out.append(None)\n            except (OverflowError, TypeError) as e:\n                out.append(type(e).__name__)\n        return out\n',
+          ['dates', 'seeded', 'clocks', 'wait', 'bad_sleeps'],
+        );
+        const s = await r.openSession(code, {}, LIMITS);
+        expect(await s.call('dates', {})).to.deep.include({
+          result: [true, true, true, true, false, false, true, 'date', 'date', 'datetime.datetime(2025, 3, 9, 14, 5)', "{'d': datetime.date(2025, 3, 9)}", 'Day(2025, 1, 2)', true],
+        });
+        expect(await s.call('clocks', {})).to.deep.include({ result: [true, true, true] });
+        expect(await s.call('wait', {}), 'sleeping until monotonic() passes a deadline ends').to.deep.include({ result: [true, true] });
+        expect(await s.call('bad_sleeps', {})).to.deep.include({ result: ['OverflowError', 'OverflowError', 'TypeError'] });
+        const seeded = (await s.call('seeded', {})).result;
+        const again = await r.openSession(code, {}, LIMITS);
+        expect((await again.call('seeded', {})).result, 'random.seed() with no argument is seeded by the session').to.equal(seeded);
+      } finally {
+        await r.close();
+      }
+    });
     it('makes time.sleep virtual: it advances the session clock at once, refuses a negative length, and a bystander survives time.sleep(30)', async () => {
       const r = single();
       try {
@@ -927,26 +962,22 @@ class Env:
         await r.close();
       }
     });
-    it("keeps logging's switches, json.encoder.FLOAT_REPR and zoneinfo's search path per session: benign code that sets them (at load, in a tool, in a check) replaces nothing, and other sessions see the defaults", async () => {
+    it("keeps logging's plain switches and json.encoder.FLOAT_REPR per session: benign code that sets them (at load, in a tool, in a check) replaces nothing, and other sessions see the defaults", async () => {
       const r = single();
       try {
-        const READ = '    def read(self):\n        return [logging.raiseExceptions, logging.logThreads, logging.logProcesses, logging.getLoggerClass().__name__,\n'
-          + '                logging.getLogRecordFactory().__name__, logging._warnings_showwarning is not None, getattr(json.encoder, "FLOAT_REPR", None) is not None,\n'
-          + '                list(zoneinfo.TZPATH)]\n';
-        const SET = '    logging.raiseExceptions = False\n    logging.logThreads = False\n    logging.logProcesses = False\n    logging.captureWarnings(True)\n'
-          + '    logging.setLoggerClass(QuietLogger)\n    logging.setLogRecordFactory(record)\n    json.encoder.FLOAT_REPR = lambda f: format(f, ".2f")\n    zoneinfo.reset_tzpath(["/srv/zoneinfo"])\n';
+        const READ = '    def read(self):\n        return [logging.raiseExceptions, logging.logThreads, logging.logProcesses, logging.logMultiprocessing,\n'
+          + '                logging.logAsyncioTasks, logging._srcfile is None, getattr(json.encoder, "FLOAT_REPR", None) is not None]\n';
+        const SET = '    logging.raiseExceptions = False\n    logging.logThreads = False\n    logging.logProcesses = False\n    logging.logMultiprocessing = False\n'
+          + '    logging.logAsyncioTasks = False\n    logging._srcfile = None\n    json.encoder.FLOAT_REPR = lambda f: format(f, ".2f")\n';
         const code = python(
-          'import logging, json, json.encoder, zoneinfo\nclass QuietLogger(logging.Logger):\n    pass\n'
-          + 'def record(*a, **k):\n    return logging.LogRecord(*a, **k)\ndef meddle():\n' + SET
+          'import logging, json, json.encoder\ndef meddle():\n' + SET
           + 'class Env:\n    def __init__(self, c=None):\n        if c and c.get("at_start"):\n            meddle()\n        self.n = 0\n'
           + '    def meddle(self):\n        meddle()\n        logging.getLogger("desk").warning("switches set")\n        return True\n' + READ,
           ['meddle', 'read'],
         );
-        // zoneinfo's default search path is Pyodide's own (the usual Unix folders): read, then compared.
-        const tzDefault = (((await (await r.openSession(code, {}, LIMITS)).call('read', {})).result as unknown[])[7]) as string[];
-        expect(tzDefault).to.not.include('/srv/zoneinfo');
-        const DEFAULTS = [true, true, true, 'Logger', 'LogRecord', false, false, tzDefault];
-        const SET_VALUES = [false, false, false, 'QuietLogger', 'record', true, true, ['/srv/zoneinfo']];
+        await r.started();
+        const DEFAULTS = [true, true, true, true, true, false, false];
+        const SET_VALUES = [false, false, false, false, false, true, true];
         const n = (await r.stats()).interpreters[0]!.n;
         const other = await r.openSession(code, {}, LIMITS);
         expect(await other.call('read', {})).to.deep.include({ result: DEFAULTS });
@@ -958,7 +989,7 @@ class Env:
         const atStart = await r.openSession(code, { at_start: true }, LIMITS);
         expect(await atStart.call('read', {})).to.deep.include({ result: SET_VALUES });
         const end = await atStart.finish([
-          pyCheck('sets them too', 'import logging, json.encoder, zoneinfo\ndef check_func(s):\n    logging.raiseExceptions = False\n    logging.captureWarnings(True)\n    json.encoder.FLOAT_REPR = repr\n    zoneinfo.reset_tzpath(["/opt/tz"])\n    return True'),
+          pyCheck('sets them too', 'import logging, json.encoder\ndef check_func(s):\n    logging.raiseExceptions = False\n    logging._srcfile = None\n    json.encoder.FLOAT_REPR = repr\n    return True'),
           pyCheck('sees its own session', 'import logging\ndef check_func(s):\n    return logging.raiseExceptions is False'),
         ]);
         expect(end.checks!.results.map(c => [c.item, c.passed, c.errorCode ?? null])).to.deep.equal([['sets them too', true, null], ['sees its own session', true, null]]);
@@ -966,6 +997,12 @@ class Env:
         const later = await r.openSession(code, {}, LIMITS);
         expect(await later.call('read', {})).to.deep.include({ result: DEFAULTS });
         expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([n]);
+        // A logger class is code logging runs for every session (loggers made under it outlive the session): still
+        // tampering, and the interpreter is replaced when the session ends.
+        const classy = await r.openSession(python('import logging\nclass Quiet(logging.Logger):\n    pass\nclass Env:\n    def __init__(self, c=None):\n        logging.setLoggerClass(Quiet)\n        self.name = logging.getLogger("desk.quiet").__class__.__name__\n    def ping(self):\n        return 1\n', ['ping']), {}, LIMITS);
+        expect(await classy.snapshot()).to.deep.equal({ name: 'Quiet' });
+        await classy.close();
+        expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n);
       } finally {
         await r.close();
       }

@@ -208,8 +208,30 @@ _time.localtime = lambda secs=None: _orig_localtime(_now() if secs is None else 
 _time.gmtime = lambda secs=None: _orig_gmtime(_now() if secs is None else secs)
 _time.ctime = lambda secs=None: _orig_ctime(_now() if secs is None else secs)
 _time.strftime = lambda fmt, t=None: _orig_strftime(fmt, _orig_localtime(_now()) if t is None else t)
+_orig_asctime = _time.asctime
+_time.asctime = lambda t=None: _orig_asctime(_orig_localtime(_now()) if t is None else t)
+# The wall clock through clock_gettime is the session's too; the other clocks stay real (below).
+_orig_clock_gettime, _orig_clock_gettime_ns, _REALTIME = _time.clock_gettime, _time.clock_gettime_ns, _time.CLOCK_REALTIME
+_time.clock_gettime = lambda clk: _now() if clk == _REALTIME else _orig_clock_gettime(clk)
+_time.clock_gettime_ns = lambda clk: int(_now() * 1_000_000_000) if clk == _REALTIME else _orig_clock_gettime_ns(clk)
+# monotonic and perf_counter run in real time (a busy wait on them ends), moved on by the session's virtual sleeps
+# too, so a loop that sleeps until monotonic() passes a deadline ends as in CPython instead of spinning to the
+# call's deadline.
+def _slept():
+    s = _CURRENT[0]
+    return s.slept if s is not None else 0.0
+_orig_monotonic, _orig_monotonic_ns = _time.monotonic, _time.monotonic_ns
+_orig_perf_counter, _orig_perf_counter_ns = _time.perf_counter, _time.perf_counter_ns
+_time.monotonic = lambda: _orig_monotonic() + _slept()
+_time.monotonic_ns = lambda: _orig_monotonic_ns() + int(_slept() * 1_000_000_000)
+_time.perf_counter = lambda: _orig_perf_counter() + _slept()
+_time.perf_counter_ns = lambda: _orig_perf_counter_ns() + int(_slept() * 1_000_000_000)
+for _f, _n in ((_time.asctime, 'asctime'), (_time.clock_gettime, 'clock_gettime'), (_time.clock_gettime_ns, 'clock_gettime_ns'),
+               (_time.monotonic, 'monotonic'), (_time.monotonic_ns, 'monotonic_ns'), (_time.perf_counter, 'perf_counter'),
+               (_time.perf_counter_ns, 'perf_counter_ns')):
+    _f.__name__ = _f.__qualname__ = _n
 
-def _sleep(secs):
+def _sleep(secs, /):
     """Virtual: advances the session's clock by secs and returns at once (no real time passes)."""
     if not isinstance(secs, (int, float)):
         raise TypeError("'%s' object cannot be interpreted as an integer" % type(secs).__name__)
@@ -218,21 +240,42 @@ def _sleep(secs):
         raise ValueError('Invalid value NaN (not a number)')
     if secs < 0:
         raise ValueError('sleep length must be non-negative')
+    if secs > 9.2e9:  # as CPython: past what its 64-bit nanosecond time holds (infinity included)
+        raise OverflowError('timestamp out of range for platform time_t')
     s = _CURRENT[0]
     if s is not None:
-        s.clock += float(secs)
+        s.clock += secs
+        s.slept += secs
     return None
 _sleep.__name__ = _sleep.__qualname__ = 'sleep'
 _time.sleep = _sleep
 
-class _FixedDate(_real_date):
+class _DateType(type):
+    """isinstance and issubclass against datetime.date and datetime.datetime (the classes below) answer as for the real
+    classes: the dates C code makes are of those (dt.date(), date.min, arithmetic on a real date), and CPython's
+    isinstance(d, date) holds for them. A class environment code derives from them is checked as usual."""
+    def __instancecheck__(cls, obj):
+        real = _WIDENED.get(cls)
+        return isinstance(obj, real) if real is not None else type.__instancecheck__(cls, obj)
+    def __subclasscheck__(cls, sub):
+        real = _WIDENED.get(cls)
+        return issubclass(sub, real) if real is not None else type.__subclasscheck__(cls, sub)
+
+class _FixedDate(_real_date, metaclass=_DateType):
     __slots__ = ()
     @classmethod
     def today(cls):
         return cls.fromtimestamp(_now())
+    def __repr__(self):
+        # The C repr names a subclass by its own name alone: 'date(2025, 3, 9)' where CPython's class gives 'datetime.date(2025, 3, 9)'.
+        text = _real_date.__repr__(self)
+        return 'datetime.' + text if type(self) is _FixedDate else text
 
 class _FixedDatetime(_real_datetime, _FixedDate):
     __slots__ = ()
+    def __repr__(self):
+        text = _real_datetime.__repr__(self)
+        return 'datetime.' + text if type(self) is _FixedDatetime else text
     @classmethod
     def now(cls, tz=None):
         return cls.fromtimestamp(_now(), tz)
@@ -248,6 +291,7 @@ _FixedDatetime.__name__ = _FixedDatetime.__qualname__ = 'datetime'
 _FixedDate.__module__ = _FixedDatetime.__module__ = 'datetime'
 _dt.date = _FixedDate
 _dt.datetime = _FixedDatetime
+_WIDENED = {_FixedDate: _real_date, _FixedDatetime: _real_datetime}
 
 _rnd = _random._inst
 _RNG_OWNER = [None]
@@ -257,6 +301,7 @@ def _seed(self, a=None, version=2):
         a = _session_rng().getrandbits(64)
     return _orig_seed(self, a, version)
 _random.Random.seed = _seed
+_random.seed = _rnd.seed  # random.seed() is the global instance's method, bound at import before the line above
 _urandom = lambda n: _session_rng().randbytes(n)
 _os.urandom = _urandom
 _random._urandom = _urandom
@@ -275,18 +320,18 @@ _DEC_TEMPLATE = _decimal.getcontext().copy()
 _CSV_LIMIT = _csv.field_size_limit()
 _CSV_DIALECTS = {n: _csv.get_dialect(n) for n in _csv.list_dialects()}
 
-# Module-level switches benign code sets (logging's, the float format old code gives json, zoneinfo's search path):
-# each session has its own, swapped in with it like the state above, so setting one changes nothing for another
-# session and is not tampering (the tamper check skips these names: _SWAPPED). A name absent at load (FLOAT_REPR,
-# gone from json.encoder) is absent again for the next session.
-import logging as _logging, warnings as _warnings, zoneinfo._tzpath as _zi_tzpath, json.encoder as _json_encoder
+# Plain module-level switches benign code sets (logging's, the float format old code gives json): each session has its
+# own, swapped in with it like the state above, so setting one changes nothing for another session and is not
+# tampering (the tamper check skips these names: _SWAPPED); drop() puts the values at load back. A name absent at
+# load (FLOAT_REPR, gone from json.encoder) is absent again for the next session. Not here, so still tampering: the
+# switches whose value is code that logging runs for every session (lastResort, the logger class, the record factory,
+# captureWarnings' showwarning: loggers and records made under them outlive the session in logging's shared registry)
+# and zoneinfo's TZPATH (a zone loaded through it stays in ZoneInfo's shared cache).
+import logging as _logging, json.encoder as _json_encoder
 _ABSENT = object()
 _SESSION_NAMES = (
-    (_logging, ('raiseExceptions', 'logThreads', 'logProcesses', 'logMultiprocessing', 'logAsyncioTasks', '_loggerClass',
-        '_logRecordFactory', '_warnings_showwarning')),
-    (_warnings, ('showwarning',)),
+    (_logging, ('raiseExceptions', 'logThreads', 'logProcesses', 'logMultiprocessing', 'logAsyncioTasks', '_srcfile')),
     (_json_encoder, ('FLOAT_REPR',)),
-    (_zi_tzpath, ('TZPATH',)),
 )
 _SESSION_SLOTS = tuple((m, n) for m, names in _SESSION_NAMES for n in names)
 
@@ -863,7 +908,7 @@ def _limit_error(e):
 
 class Session:
     __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods', 'pkgnames',
-                 'cap', 'deep', 'module')
+                 'cap', 'deep', 'module', 'slept')
 
 SESSIONS = {}
 
@@ -877,7 +922,7 @@ def _new_session(sid, packages, rng_seed, aux_seed, tools=frozenset()):
     s.rng_state = _random.Random(rng_seed).getstate()
     s.modstate = _fresh_module_state()
     s.aux_rng = _random.Random(aux_seed)
-    s.clock = EPOCH
+    s.clock, s.slept = EPOCH, 0.0
     return s
 
 def compile_env(class_name, source):
@@ -1113,6 +1158,9 @@ def drop(sid):
         s.pkgmods, s.pkgnames, s.module = {}, set(), None
         if _RNG_OWNER[0] is s:
             _RNG_OWNER[0] = None
+            # Its module state stays installed until another session enters: code that runs before (a __del__ of
+            # another session's object, freed in its finish) sees the values at load instead.
+            _load_module_state(_fresh_module_state())
     _sweep()  # anchors that garbage of the cycle collector held until now
     return '{"ok":' + tamper_report() + '}'
 
