@@ -648,6 +648,29 @@ class Env:
         await r.close();
       }
     });
+    it('gives environments an empty standard input: a parameter named input works, input() raises EOFError and reading fd 0 gives an empty string, and the interpreter and its co-tenant go on', async () => {
+      const r = single();
+      try {
+        await r.started();
+        const n = (await r.stats()).interpreters[0]!.n;
+        const bystander = await r.openSession(python(PING, ['ping']), {}, LIMITS);
+        const code = python(
+          'class Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def shout(self, input=""):\n        return input.upper()\n'
+            + '    def ask(self):\n        return input("name? ")\n    def read_stdin(self):\n        with open(0) as f:\n            return [f.read(), open("/dev/stdin").readline()]\n',
+          ['shout', 'ask', 'read_stdin'],
+        );
+        const s = await r.openSession(code, {}, LIMITS);
+        expect(await s.call('shout', { input: 'héllo 世界' })).to.deep.include({ result: 'HÉLLO 世界' });
+        const asked = await s.call('ask', {});
+        expect(asked).to.deep.include({ runtimeError: 'TOOL_THREW' });
+        expect((asked.result as { error: string }).error).to.match(/^EOFError/);
+        expect(await s.call('read_stdin', {})).to.deep.include({ result: ['', ''] });
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 1 });
+        expect((await r.stats()).interpreters[0]!.n).to.equal(n);
+      } finally {
+        await r.close();
+      }
+    });
     it('makes time.sleep virtual: it advances the session clock at once, refuses a negative length, and a bystander survives time.sleep(30)', async () => {
       const r = single();
       try {

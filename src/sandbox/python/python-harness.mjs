@@ -61,8 +61,9 @@ _MODULES = _sys.modules
 DENIED_ATTRS = frozenset(['__subclasses__', '__globals__', '__builtins__', '__code__', '__closure__', '__bases__', '__base__',
     '__mro__', '__import__', '__loader__', '__spec__', '__self__', '__func__', '__getattribute__', 'f_globals', 'f_locals',
     'f_back', 'f_builtins', 'gi_frame', 'cr_frame', 'ag_frame', 'tb_frame', 'gi_code', 'cr_code', 'co_code'])
-# eval/exec/compile would run source this check never saw.
-DENIED_NAMES = frozenset(['__import__', '__builtins__', '__loader__', '__spec__', 'eval', 'exec', 'compile', 'breakpoint', 'input'])
+# eval/exec/compile would run source this check never saw. (input is allowed: standard input is at its end, so
+# input() raises EOFError, and a parameter or variable named input is common.)
+DENIED_NAMES = frozenset(['__import__', '__builtins__', '__loader__', '__spec__', 'eval', 'exec', 'compile', 'breakpoint'])
 # Modules no code in the interpreter may import at run time, whatever route it takes (a meta_path blocker).
 BLOCKED_MODULES = frozenset(__BLOCKED__)
 

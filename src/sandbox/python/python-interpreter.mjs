@@ -108,6 +108,10 @@ if (data.makeSnapshot) {
     }
   }
   if (data.interrupt) pyodide.setInterruptBuffer(new Int32Array(data.interrupt));
+  // Standard input is at its end, as for a process started with stdin from /dev/null (input() raises EOFError, a read
+  // gives ''). Pyodide's default reads the thread's fd 0 through Node's fs, which the permission model refuses: the
+  // interpreter failed fatally and its co-tenants' sessions ended.
+  pyodide.setStdin({ stdin: () => null });
   const ns = pyodide.globals.get('dict')();
   const packages = data.packages ?? [];
   const packageNames = [...new Set(packages.map(f => f.module.split('.')[0]))];
