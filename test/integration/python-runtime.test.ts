@@ -985,6 +985,44 @@ class Env:
         await r.close();
       }
     });
+    it("gives each session its own logging registry: a fixed-name logger's handler gets only its own session's records, and disable, addLevelName and basicConfig hold for that session alone", async () => {
+      const r = single();
+      try {
+        const code = python(
+          'import logging\nlogger = logging.getLogger("bank.audit")\nlogger.setLevel(logging.INFO)\n'
+            + 'class AuditHandler(logging.Handler):\n    def __init__(self, sink):\n        super().__init__()\n        self.sink = sink\n    def emit(self, record):\n        self.sink.append(record.getMessage())\n'
+            + 'class Bank:\n    def __init__(self, c=None):\n        self.balance = 100\n        self.audit_log = []\n        logger.addHandler(AuditHandler(self.audit_log))\n'
+            + '    def withdraw(self, amount=10):\n        self.balance -= amount\n        logger.info("withdrew %d", amount)\n        return self.balance\n'
+            + '    def settings(self):\n        return [len(logger.handlers), logging.getLevelName(25), logging.root.manager.disable, len(logging.getLogger().handlers)]\n'
+            + '    def meddle(self):\n        logging.disable(logging.CRITICAL)\n        logging.addLevelName(25, "NOTICE")\n        logging.basicConfig(level=logging.DEBUG)\n        return True\n',
+          ['withdraw', 'settings', 'meddle'],
+          'Bank',
+        );
+        await r.started();
+        const n = (await r.stats()).interpreters[0]!.n;
+        const a = await r.openSession(code, {}, LIMITS);
+        const b = await r.openSession(code, {}, LIMITS);
+        expect(await b.call('withdraw', { amount: 25 })).to.deep.include({ result: 75 });
+        expect(await b.call('withdraw', { amount: 5 })).to.deep.include({ result: 70 });
+        expect(await a.snapshot(), "a co-tenant's records do not reach this session's handler").to.deep.equal({ balance: 100, audit_log: [] });
+        expect(await b.snapshot()).to.deep.equal({ balance: 70, audit_log: ['withdrew 25', 'withdrew 5'] });
+        expect(await a.call('settings', {})).to.deep.include({ result: [1, 'Level 25', 0, 0] });
+        expect(await b.call('meddle', {})).to.deep.include({ result: true });
+        expect(await b.call('settings', {})).to.deep.include({ result: [1, 'NOTICE', 50, 1] });
+        expect(await a.call('settings', {}), 'another session, after one disabled logging').to.deep.include({ result: [1, 'Level 25', 0, 0] });
+        expect(await a.call('withdraw', { amount: 1 })).to.deep.include({ result: 99 });
+        expect(await a.snapshot()).to.deep.equal({ balance: 99, audit_log: ['withdrew 1'] });
+        await b.close();
+        await a.close();
+        const later = await r.openSession(code, {}, LIMITS);
+        expect(await later.call('withdraw', { amount: 10 })).to.deep.include({ result: 90 });
+        expect(await later.snapshot(), 'a later session: one handler, its own').to.deep.equal({ balance: 90, audit_log: ['withdrew 10'] });
+        expect(await later.call('settings', {})).to.deep.include({ result: [1, 'Level 25', 0, 0] });
+        expect((await r.stats()).interpreters[0]!.n).to.equal(n);
+      } finally {
+        await r.close();
+      }
+    });
     it("keeps logging's plain switches and json.encoder.FLOAT_REPR per session: benign code that sets them (at load, in a tool, in a check) replaces nothing, and other sessions see the defaults", async () => {
       const r = single();
       try {

@@ -341,9 +341,35 @@ def _names_now():
 
 _NAMES_AT_LOAD = _names_now()
 
-def _fresh_module_state():
+# Logging's registry: each session has its own root logger and manager (so its own loggers by name, handlers, levels
+# and logging.disable), its own level names and named handlers. Otherwise a logger by a fixed name, with a handler
+# that writes into one session's state, also got another session's records, and disable() or basicConfig() in one
+# session held for the next. Swapped in with the session (logging.root and Logger.root, Logger.manager, the level
+# dicts, the named handlers); the module-level names are skipped by the tamper check (_SWAPPED). A logger a standard
+# module made at import keeps the root of load time.
+import weakref as _weakref
+_LOG_GLOBALS = ('root', '_levelToName', '_nameToLevel', '_handlers', '_handlerList')
+_LOGGING_AT_LOAD = (_logging.root, _logging.Logger.manager, _logging._levelToName, _logging._nameToLevel, _logging._handlers, _logging._handlerList)
+_LEVELS_AT_LOAD = (dict(_logging._levelToName), dict(_logging._nameToLevel))
+
+def _fresh_logging():
+    root = _logging.RootLogger(_logging.WARNING)
+    return (root, _logging.Manager(root), dict(_LEVELS_AT_LOAD[0]), dict(_LEVELS_AT_LOAD[1]), _weakref.WeakValueDictionary(), [])
+
+def _logging_now():
+    return (_logging.root, _logging.Logger.manager, _logging._levelToName, _logging._nameToLevel, _logging._handlers, _logging._handlerList)
+
+def _load_logging(t):
+    root, manager, to_name, to_level, handlers, handler_list = t
+    _logging.root = _logging.Logger.root = root
+    _logging.Logger.manager = manager
+    _logging._levelToName, _logging._nameToLevel, _logging._handlers, _logging._handlerList = to_name, to_level, handlers, handler_list
+
+def _fresh_module_state(at_load=False):
+    """A new session's module state; at_load: the values of load time (no session current), logging's own objects."""
     return {
         'names': list(_NAMES_AT_LOAD),
+        'logging': _LOGGING_AT_LOAD if at_load else _fresh_logging(),
         'uuid': {k: (0 if k == '_last_counter_v7' else None) for k in _UUID_VARS if k in _uuid.__dict__},
         'decimal': _DEC_TEMPLATE.copy(),
         'firstweekday': 0,
@@ -355,6 +381,7 @@ def _fresh_module_state():
 def _save_module_state():
     return {
         'names': _names_now(),
+        'logging': _logging_now(),
         'uuid': {k: _uuid.__dict__.get(k) for k in _UUID_VARS if k in _uuid.__dict__},
         'decimal': _decimal.getcontext(),
         'firstweekday': _calendar.firstweekday(),
@@ -369,6 +396,7 @@ def _load_module_state(m):
             mod.__dict__.pop(n, None)
         else:
             mod.__dict__[n] = v
+    _load_logging(m['logging'])
     for k, v in m['uuid'].items():
         setattr(_uuid, k, v)
     _decimal.setcontext(m['decimal'])
@@ -1161,7 +1189,7 @@ def drop(sid):
             _RNG_OWNER[0] = None
             # Its module state stays installed until another session enters: code that runs before (a __del__ of
             # another session's object, freed in its finish) sees the values at load instead.
-            _load_module_state(_fresh_module_state())
+            _load_module_state(_fresh_module_state(at_load=True))
     _sweep()  # anchors that garbage of the cycle collector held until now
     return '{"ok":' + tamper_report() + '}'
 
@@ -1231,6 +1259,7 @@ _IGNORED_KEYS = frozenset(['__warningregistry__'])
 _SWAPPED = {'uuid': frozenset(_UUID_VARS)}  # swapped per session by _enter
 for _m, _names in _SESSION_NAMES:
     _SWAPPED[_m.__name__] = frozenset(_names)
+_SWAPPED['logging'] = _SWAPPED['logging'] | frozenset(_LOG_GLOBALS)
 
 # The import machinery: CPython calls _frozen_importlib._find_and_load (looked up by name) for every module not yet in
 # sys.modules, i.e. for every package module each session imports afresh; a function rebound there would run in every
