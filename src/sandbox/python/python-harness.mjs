@@ -251,18 +251,9 @@ def _sleep(secs, /):
 _sleep.__name__ = _sleep.__qualname__ = 'sleep'
 _time.sleep = _sleep
 
-class _DateType(type):
-    """isinstance and issubclass against datetime.date and datetime.datetime (the classes below) answer as for the real
-    classes: the dates C code makes are of those (dt.date(), date.min, arithmetic on a real date), and CPython's
-    isinstance(d, date) holds for them. A class environment code derives from them is checked as usual."""
-    def __instancecheck__(cls, obj):
-        real = _WIDENED.get(cls)
-        return isinstance(obj, real) if real is not None else type.__instancecheck__(cls, obj)
-    def __subclasscheck__(cls, sub):
-        real = _WIDENED.get(cls)
-        return issubclass(sub, real) if real is not None else type.__subclasscheck__(cls, sub)
-
-class _FixedDate(_real_date, metaclass=_DateType):
+# No metaclass to widen isinstance to the dates C code makes (dt.date(), date.min): one made a class deriving from
+# date and Enum, or ABCMeta, a metaclass conflict (docs/sandbox.md lists isinstance as a difference from CPython).
+class _FixedDate(_real_date):
     __slots__ = ()
     @classmethod
     def today(cls):
@@ -292,7 +283,6 @@ _FixedDatetime.__name__ = _FixedDatetime.__qualname__ = 'datetime'
 _FixedDate.__module__ = _FixedDatetime.__module__ = 'datetime'
 _dt.date = _FixedDate
 _dt.datetime = _FixedDatetime
-_WIDENED = {_FixedDate: _real_date, _FixedDatetime: _real_datetime}
 
 _rnd = _random._inst
 _RNG_OWNER = [None]
