@@ -628,7 +628,7 @@ class Env:
             + '    def clocks(self):\n        return [time.asctime() == time.ctime(), time.clock_gettime(time.CLOCK_REALTIME) == time.time(), time.clock_gettime_ns(time.CLOCK_REALTIME) == time.time_ns()]\n'
             + '    def wait(self):\n        deadline = time.monotonic() + 10\n        polls = 0\n        while time.monotonic() < deadline:\n            time.sleep(0.5)\n            polls += 1\n'
             + '        t = time.perf_counter()\n        time.sleep(0.25)\n        return [polls >= 20, time.perf_counter() - t >= 0.25]\n'
-            + '    def bad_sleeps(self):\n        out = []\n        for f in (lambda: time.sleep(float("inf")), lambda: time.sleep(10**30), lambda: time.sleep(secs=0.01)):\n'
+            + '    def bad_sleeps(self):\n        out = []\n        for f in (lambda: time.sleep(float("inf")), lambda: time.sleep(10**30), lambda: time.sleep(secs=0.01), lambda: time.asctime(None), lambda: time.clock_gettime(clk_id=time.CLOCK_REALTIME)):\n'
             + '            try:\n                f()\n                out.append(None)\n            except (OverflowError, TypeError) as e:\n                out.append(type(e).__name__)\n        return out\n',
           ['dates', 'seeded', 'clocks', 'wait', 'bad_sleeps'],
         );
@@ -638,7 +638,7 @@ class Env:
         });
         expect(await s.call('clocks', {})).to.deep.include({ result: [true, true, true] });
         expect(await s.call('wait', {}), 'sleeping until monotonic() passes a deadline ends').to.deep.include({ result: [true, true] });
-        expect(await s.call('bad_sleeps', {})).to.deep.include({ result: ['OverflowError', 'OverflowError', 'TypeError'] });
+        expect(await s.call('bad_sleeps', {})).to.deep.include({ result: ['OverflowError', 'OverflowError', 'TypeError', 'TypeError', 'TypeError'] });
         const seeded = (await s.call('seeded', {})).result;
         const again = await r.openSession(code, {}, LIMITS);
         expect((await again.call('seeded', {})).result, 'random.seed() with no argument is seeded by the session').to.equal(seeded);

@@ -210,11 +210,11 @@ _time.gmtime = lambda secs=None: _orig_gmtime(_now() if secs is None else secs)
 _time.ctime = lambda secs=None: _orig_ctime(_now() if secs is None else secs)
 _time.strftime = lambda fmt, t=None: _orig_strftime(fmt, _orig_localtime(_now()) if t is None else t)
 _orig_asctime = _time.asctime
-_time.asctime = lambda t=None: _orig_asctime(_orig_localtime(_now()) if t is None else t)
+_time.asctime = lambda *t: _orig_asctime(*t) if t else _orig_asctime(_orig_localtime(_now()))  # asctime(None) refused, as CPython
 # The wall clock through clock_gettime is the session's too; the other clocks stay real (below).
 _orig_clock_gettime, _orig_clock_gettime_ns, _REALTIME = _time.clock_gettime, _time.clock_gettime_ns, _time.CLOCK_REALTIME
-_time.clock_gettime = lambda clk: _now() if clk == _REALTIME else _orig_clock_gettime(clk)
-_time.clock_gettime_ns = lambda clk: int(_now() * 1_000_000_000) if clk == _REALTIME else _orig_clock_gettime_ns(clk)
+_time.clock_gettime = lambda clk, /: _now() if clk == _REALTIME else _orig_clock_gettime(clk)
+_time.clock_gettime_ns = lambda clk, /: int(_now() * 1_000_000_000) if clk == _REALTIME else _orig_clock_gettime_ns(clk)
 # monotonic and perf_counter run in real time (a busy wait on them ends), moved on by the session's virtual sleeps
 # too, so a loop that sleeps until monotonic() passes a deadline ends as in CPython instead of spinning to the
 # call's deadline.
@@ -241,7 +241,7 @@ def _sleep(secs, /):
         raise ValueError('Invalid value NaN (not a number)')
     if secs < 0:
         raise ValueError('sleep length must be non-negative')
-    if secs > 9.2e9:  # as CPython: past what its 64-bit nanosecond time holds (infinity included)
+    if secs > 9223372036.854775:  # as CPython: past what its 64-bit nanosecond time holds (infinity included)
         raise OverflowError('timestamp out of range for platform time_t')
     s = _CURRENT[0]
     if s is not None:
