@@ -339,15 +339,15 @@ _NAMES_AT_LOAD = _names_now()
 # module made at import keeps the root of load time.
 import weakref as _weakref
 _LOG_GLOBALS = ('root', '_levelToName', '_nameToLevel', '_handlers', '_handlerList')
-_LOGGING_AT_LOAD = (_logging.root, _logging.Logger.manager, _logging._levelToName, _logging._nameToLevel, _logging._handlers, _logging._handlerList)
+def _logging_now():
+    return (_logging.root, _logging.Logger.manager, _logging._levelToName, _logging._nameToLevel, _logging._handlers, _logging._handlerList)
+
+_LOGGING_AT_LOAD = _logging_now()
 _LEVELS_AT_LOAD = (dict(_logging._levelToName), dict(_logging._nameToLevel))
 
 def _fresh_logging():
     root = _logging.RootLogger(_logging.WARNING)
     return (root, _logging.Manager(root), dict(_LEVELS_AT_LOAD[0]), dict(_LEVELS_AT_LOAD[1]), _weakref.WeakValueDictionary(), [])
-
-def _logging_now():
-    return (_logging.root, _logging.Logger.manager, _logging._levelToName, _logging._nameToLevel, _logging._handlers, _logging._handlerList)
 
 def _load_logging(t):
     root, manager, to_name, to_level, handlers, handler_list = t
