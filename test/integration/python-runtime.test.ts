@@ -733,6 +733,48 @@ class Env:
         await r.close();
       }
     });
+    it("runs the environment code that reading, finishing and closing a session run (an isoformat, a __del__) in that session: its random stream, clock and module state, whichever session ran last", async () => {
+      const r = single();
+      try {
+        // The state's Stamp writes itself with a draw of random, the clock, a uuid4 and the decimal precision; Env's
+        // __del__ (a session closed without finish) sets the decimal precision.
+        const code = python(
+          'import random, time, uuid, decimal\nfrom datetime import date\n'
+            + 'class Stamp(date):\n    def isoformat(self):\n        return "%s|%r|%r|%s|%s" % (date.isoformat(self), random.random(), time.time(), uuid.uuid4(), decimal.getcontext().prec)\n'
+            + 'class Env:\n    def __init__(self, c=None):\n        self.day = Stamp(2025, 1, 1)\n'
+            + '    def __del__(self):\n        decimal.getcontext().prec = 3\n'
+            + '    def draw(self):\n        return [random.random(), decimal.getcontext().prec]\n'
+            + '    def meddle(self):\n        decimal.getcontext().prec = 5\n        return random.random()\n',
+          ['draw', 'meddle'],
+        );
+        // Each alone first (B's initial state differs, so its random stream does too).
+        const a0 = await r.openSession(code, {}, LIMITS);
+        await a0.call('draw', {});
+        const snap0 = await a0.snapshot();
+        const next0 = (await a0.call('draw', {})).result;
+        const end0 = await a0.finish([]);
+        const b0 = await r.openSession(code, { tag: 'b' }, LIMITS);
+        for (let i = 0; i < 3; i++) await b0.call('meddle', {});
+        const bDraw0 = (await b0.call('draw', {})).result;
+        await b0.close();
+        expect((snap0 as { day: string }).day).to.match(/^2025-01-01\|0\.\d+\|1735689601\.0\|[0-9a-f-]{36}\|28$/);
+        // Together: B runs between A's call and A's read, finish and close.
+        const a = await r.openSession(code, {}, LIMITS);
+        const b = await r.openSession(code, { tag: 'b' }, LIMITS);
+        await a.call('draw', {});
+        await b.call('meddle', {});
+        expect(await a.snapshot(), "A's state, read after B's call").to.deep.equal(snap0);
+        expect((await a.call('draw', {})).result, "A's next draw").to.deep.equal(next0);
+        await b.call('meddle', {});
+        expect((await a.finish([])).stateJson, "A's final state, after B's call").to.equal(end0.stateJson);
+        const c = await r.openSession(code, {}, LIMITS);
+        await b.call('meddle', {});
+        await c.close(); // without finish: Env.__del__ runs, in C's session
+        expect((await b.call('draw', {})).result, "B's draw after A's reads and C's __del__").to.deep.equal([(bDraw0 as unknown[])[0], 5]);
+      } finally {
+        await r.close();
+      }
+    });
     it('measures the initial state against the state cap in UTF-8 bytes, not characters', async () => {
       const r = single();
       try {
@@ -1545,15 +1587,20 @@ class Env:
     });
   });
 
-  describe('answers handed to JavaScript (the harness in a Pyodide interpreter of this process)', () => {
-    it('hands a long answer that is not ASCII over as its UTF-8 bytes (Pyodide copies such a str one character at a time), any other as a str; answerText reads both', async () => {
+  describe('the harness in a Pyodide interpreter of this process', () => {
+    type PyNamespace = { get(name: string): (...a: unknown[]) => unknown; set(name: string, v: unknown): void };
+    type Pyodide = { globals: { get(name: string): () => PyNamespace }; runPython(code: string, o: object): unknown };
+    const harness = async () => {
       const pyodideDir = dirname(createRequire(import.meta.url).resolve('pyodide'));
-      const { loadPyodide } = (await import(pathToFileURL(join(pyodideDir, 'pyodide.mjs')).href)) as { loadPyodide: (o: object) => Promise<{ globals: { get(name: string): () => PyNamespace }; runPython(code: string, o: object): unknown }> };
-      type PyNamespace = { get(name: string): (...a: unknown[]) => unknown; set(name: string, v: unknown): void };
+      const { loadPyodide } = (await import(pathToFileURL(join(pyodideDir, 'pyodide.mjs')).href)) as { loadPyodide: (o: object) => Promise<Pyodide> };
       const py = await loadPyodide({ indexURL: `${pyodideDir}/`, stdout: () => undefined, stderr: () => undefined });
       const ns = py.globals.get('dict')();
       ns.set('_PACKAGE_NAMES_JSON', '[]');
       py.runPython(HARNESS_PY, { globals: ns });
+      return { py, ns };
+    };
+    it('hands a long answer that is not ASCII over as its UTF-8 bytes (Pyodide copies such a str one character at a time), any other as a str; answerText reads both', async () => {
+      const { ns } = await harness();
       const source = 'class Text:\n    def __init__(self, c=None):\n        self.lines = []\n    def fill(self, n=0, text=""):\n        self.lines = [text] * n\n        return n\n';
       const code = ns.get('compile_env')('Text', source);
       expect(String(ns.get('create')('t1', 'Text', code, '{}', '["fill"]', '2a', undefined, String(LIMITS.maxStateBytes)))).to.equal('{"ok":12}');
@@ -1569,6 +1616,26 @@ class Env:
       expect(read(line, 10), 'short').to.equal('str');
       expect(read('ascii '.repeat(32), 3000), 'long ASCII (Pyodide decodes it at once)').to.equal('str');
       expect(read(`${line}\ud800`, 3000), 'long, with a lone surrogate (no UTF-8 holds one)').to.equal('str');
+    });
+    it("loads a session's module state whole after a limit landed while it was going in; the session that had it in keeps its own", async () => {
+      const { py, ns } = await harness();
+      const source = 'import decimal\nclass Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def prec(self, p=0):\n        if p:\n            decimal.getcontext().prec = p\n        return decimal.getcontext().prec\n';
+      const code = ns.get('compile_env')('Env', source);
+      const cap = String(LIMITS.maxStateBytes);
+      for (const [sid, seed] of [['a', '2a'], ['b', '2b']]) expect(String(ns.get('create')(sid, 'Env', code, '{}', '["prec"]', seed, undefined, cap))).to.equal('{"ok":7}');
+      const prec = (sid: string, p = 0) => String(ns.get('call')(sid, 'prec', JSON.stringify({ p }), cap));
+      expect(prec('a', 3)).to.equal('{"ok":3}');
+      expect(prec('b')).to.equal('{"ok":28}');
+      expect(prec('a')).to.equal('{"ok":3}');
+      // The interrupt at a deadline, as it would land in the middle of loading b's module state (after its decimal
+      // context went in, before its csv settings): csv.field_size_limit's second call (the first saves a's) raises
+      // KeyboardInterrupt.
+      py.runPython('_limit = _csv.field_size_limit\n_calls = []\ndef _once(*a):\n    _calls.append(a)\n    if len(_calls) == 2:\n        _csv.field_size_limit = _limit\n        raise KeyboardInterrupt\n    return _limit(*a)\n_csv.field_size_limit = _once\n', { globals: ns });
+      expect(() => prec('b')).to.throw(/KeyboardInterrupt/);
+      expect(String(ns.get('recover')())).to.equal('{"ok":true}');
+      expect(prec('a'), "a, after b's state was half loaded").to.equal('{"ok":3}');
+      expect(prec('b')).to.equal('{"ok":28}');
+      expect(prec('a')).to.equal('{"ok":3}');
     });
   });
 });

@@ -407,6 +407,9 @@ def _enter(s):
         if owner is not None and not owner.dropped:
             owner.rng_state = _rnd.getstate()
             owner.modstate = _save_module_state()
+        # No owner while s's state goes in: should a limit (the interrupt at a deadline) land part-way, the next
+        # _enter loads its session's state whole, where it took the mix for the owner's and kept or saved it.
+        _RNG_OWNER[0] = None
         _rnd.setstate(s.rng_state)
         _load_module_state(s.modstate)
         _RNG_OWNER[0] = s
@@ -1060,11 +1063,22 @@ def call(sid, tool, args_json, max_result_bytes=None):
     finally:
         _leave()
 
+# state(), finish() and drop() run the environment's code too (an isoformat, a __deepcopy__, a __del__ of what it
+# held), so in its session, as a call does: outside it such code drew from the random stream of whichever session
+# ran last, read the clock at its start, and could change that session's module state (a decimal context).
+
 @_crossing
 def state(sid, max_state_bytes=None):
     s = SESSIONS.get(sid)
     if s is None or s.inst is None:
         return _err('ENV_DISPOSED', 'the environment is gone')
+    try:
+        _enter(s)
+        return _state(s, max_state_bytes)
+    finally:
+        _leave()
+
+def _state(s, max_state_bytes):
     try:
         text, _, data = capped(_state_of(s.inst), _cap(max_state_bytes), 'the state', 'state')
         s.deep = False
@@ -1087,6 +1101,13 @@ def finish(sid, max_state_bytes=None):
     s = SESSIONS.get(sid)
     if s is None or s.inst is None:
         return _err('ENV_DISPOSED', 'the environment is gone')
+    try:
+        _enter(s)
+        return _finish(s, max_state_bytes)
+    finally:
+        _leave()
+
+def _finish(s, max_state_bytes):
     try:
         live = _state_of(s.inst)
         answer = _ok(*capped(live, _cap(max_state_bytes), 'the state', 'state')[::2])
@@ -1172,8 +1193,14 @@ def drop(sid):
     """Forgets a session; answers what was tampered with in the interpreter ([]: nothing; else the child replaces it at once)."""
     s = SESSIONS.pop(sid, None)
     if s is not None:
+        if s.inst is not None:
+            # A session closed without finish(): its instance is freed in the session (its __del__ may run).
+            try:
+                _enter(s)
+                _discard(s)
+            finally:
+                _leave()
         s.dropped = True
-        _discard(s)
         s.pkgmods, s.pkgnames, s.module = {}, set(), None
         if _RNG_OWNER[0] is s:
             _RNG_OWNER[0] = None
