@@ -1123,6 +1123,41 @@ class Env:
         await r.close();
       }
     });
+    it("replaces the interpreter after a session that set an attribute on datetime.date or datetime.datetime (the sandbox's classes, shared by every session); subclassing and copying dates does not", async () => {
+      const r = single();
+      try {
+        const today = python('import datetime\nclass Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def today(self):\n        return [str(datetime.date.today()), str(datetime.datetime.now()), getattr(datetime.date, "EPOCH", None)]\n', ['today']);
+        const TODAY = ['2025-01-01', '2025-01-01 00:00:01', null];
+        const benign = python(
+          'import copy, datetime\nclass Day(datetime.date):\n    EPOCH = 0\nclass Env:\n    def __init__(self, c=None):\n        self.days = [Day(2025, 1, 2), datetime.date(2025, 1, 3), datetime.datetime(2025, 1, 4, 5, 6)]\n'
+            + '    def ping(self):\n        return [str(d) for d in copy.deepcopy(self.days) + [copy.copy(d) for d in self.days] + [d.replace(day=9) for d in self.days]]\n',
+          ['ping'],
+        );
+        await r.started();
+        let n = (await r.stats()).interpreters[0]!.n;
+        const b = await r.openSession(benign, {}, LIMITS);
+        expect((await b.call('ping', {})).result).to.have.length(9);
+        await b.finish([pyCheck('dates copied', 'import datetime\ndef check_func(s):\n    return s["days"][1] == datetime.date(2025, 1, 3)')]);
+        expect((await r.stats()).interpreters[0]!.n, 'benign').to.equal(n);
+        for (const meddle of [
+          'datetime.date.today = classmethod(lambda cls: cls(1999, 1, 1))',
+          'datetime.datetime.now = classmethod(lambda cls, tz=None: cls(1999, 1, 1))',
+          'datetime.date.EPOCH = 1',
+          'datetime.datetime.__qualname__ = "clock"',
+        ]) {
+          const a = await r.openSession(python(`import datetime\nclass Env:\n    def __init__(self, c=None):\n        ${meddle}\n    def ping(self):\n        return 1\n`, ['ping']), {}, LIMITS);
+          await a.close();
+          const now = (await r.stats()).interpreters[0]!.n;
+          expect(now, meddle).to.be.greaterThan(n);
+          n = now;
+          const v = await r.openSession(today, {}, LIMITS);
+          expect(await v.call('today', {}), meddle).to.deep.include({ result: TODAY });
+          await v.close();
+        }
+      } finally {
+        await r.close();
+      }
+    });
     it("replaces the interpreter after a session that put its own copier in copy's tables for a standard type (they copy every later session's states); a session that uses copy and registers a copier for its own class does not", async () => {
       const r = single();
       try {

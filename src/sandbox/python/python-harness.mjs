@@ -1361,8 +1361,10 @@ def integrity():
             changed.append('sys.modules[%r] replaced' % name)
         changed.extend(_diff(name, m.__dict__, base, _SWAPPED.get(name, ())))
     changed.extend(_diff('<harness>', _HARNESS, _HARNESS_BASE, frozenset(['_HARNESS_BASE'])))
-    for c, base in _HOOK_BASE:
-        changed.extend(_diff('<harness>.' + c.__name__, c.__dict__, base, frozenset()))
+    for c, label, base, names in _HOOK_BASE:
+        changed.extend(_diff(label, c.__dict__, base, frozenset()))
+        if (c.__name__, c.__qualname__, c.__bases__) != names:
+            changed.append('%s: its name or bases were changed' % label)
     return _encode(changed[:20])
 
 # Top-level names of the modules loaded now (Pyodide's own included): with the standard ones and the packages,
@@ -1405,8 +1407,11 @@ def preload_packages(table):
     return '{"ok":true}'
 
 # The import hooks' classes: a method replaced on one of them (the package loader's exec_module, say) would run
-# in every later session that imports.
-_HOOK_BASE = [(c, dict(c.__dict__)) for c in (_Blocker, _PackageFinder, _PackageLoader)]
+# in every later session that imports. The fixed clock's date classes (datetime.date and datetime.datetime for every
+# session): an attribute set on one (date.today replaced, a constant added) would hold for every later session.
+_HOOK_BASE = [(c, label, dict(c.__dict__), (c.__name__, c.__qualname__, c.__bases__)) for c, label in (
+    (_Blocker, '<harness>._Blocker'), (_PackageFinder, '<harness>._PackageFinder'), (_PackageLoader, '<harness>._PackageLoader'),
+    (_FixedDate, 'datetime.date'), (_FixedDatetime, 'datetime.datetime'))]
 _HARNESS_BASE = dict(globals())
 `.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS)).replace('__BLOCKED__', JSON.stringify(BLOCKED_MODULES))
   .replace('__MAX_DEPTH__', String(MAX_JSON_DEPTH)).replace('__DEPTH_ADVICE__', () => JSON.stringify(DEPTH_ADVICE));
