@@ -1063,7 +1063,7 @@ class Env:
         await r.close();
       }
     });
-    it("keeps logging's plain switches and json.encoder.FLOAT_REPR per session: benign code that sets them (at load, in a tool, in a check) replaces nothing, and other sessions see the defaults", async () => {
+    it("keeps logging's plain switches, its logger class, record factory and last-resort handler, and json.encoder.FLOAT_REPR per session: benign code that sets them (at load, in a tool, in a check) replaces nothing, and other sessions see the defaults", async () => {
       const r = single();
       try {
         const READ = '    def read(self):\n        return [logging.raiseExceptions, logging.logThreads, logging.logProcesses, logging.logMultiprocessing,\n'
@@ -1113,11 +1113,32 @@ class Env:
         await setter.close();
         const boxEnd = await holder.finish([pyCheck('copied with the values of load time', 'def check_func(s):\n    return s["box"].v is True')]);
         expect(boxEnd.checks!.results.map(c => [c.passed, c.errorCode ?? null])).to.deep.equal([[true, null]]);
-        // A logger class is code logging runs for every session (loggers made under it outlive the session): still
-        // tampering, and the interpreter is replaced when the session ends.
-        const classy = await r.openSession(python('import logging\nclass Quiet(logging.Logger):\n    pass\nclass Env:\n    def __init__(self, c=None):\n        logging.setLoggerClass(Quiet)\n        self.name = logging.getLogger("desk.quiet").__class__.__name__\n    def ping(self):\n        return 1\n', ['ping']), {}, LIMITS);
-        expect(await classy.snapshot()).to.deep.equal({ name: 'Quiet' });
-        await classy.close();
+        // The logger class, the record factory and the last-resort handler are the session's own too (loggers made
+        // under its class live in its own registry): another session open meanwhile, and a later one, get logging's
+        // own, and the interpreter is kept.
+        const own = python(
+          'import logging\nclass Quiet(logging.Logger):\n    pass\n'
+            + 'def factory(*a, **k):\n    rec = logging.LogRecord(*a, **k)\n    rec.tag = "mine"\n    return rec\n'
+            + 'class Env:\n    def __init__(self, c=None):\n        if c.get("mine"):\n            logging.setLoggerClass(Quiet)\n            logging.setLogRecordFactory(factory)\n            logging.lastResort = None\n'
+            + '    def read(self):\n        rec = logging.getLogger("desk.rec").makeRecord("x", 30, "f", 1, "m", (), None)\n'
+            + '        logging.getLogger("desk.none").warning("no handler: the last resort, if any")\n'
+            + '        return [logging.getLogger("desk.quiet").__class__.__name__, logging.getLoggerClass().__name__, getattr(rec, "tag", None), logging.lastResort is None]\n',
+          ['read'],
+        );
+        const LOGGING = ['Logger', 'Logger', null, false];
+        const plain = await r.openSession(own, {}, LIMITS);
+        const mine = await r.openSession(own, { mine: true }, LIMITS);
+        expect(await mine.call('read', {})).to.deep.include({ result: ['Quiet', 'Quiet', 'mine', true] });
+        expect(await plain.call('read', {}), 'another session, while it lives').to.deep.include({ result: LOGGING });
+        expect(await mine.call('read', {})).to.deep.include({ result: ['Quiet', 'Quiet', 'mine', true] });
+        await mine.close();
+        expect(await plain.call('read', {}), 'after it ended').to.deep.include({ result: LOGGING });
+        const after = await r.openSession(own, {}, LIMITS);
+        expect(await after.call('read', {}), 'a later session').to.deep.include({ result: LOGGING });
+        expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([n]);
+        // captureWarnings rebinds warnings.showwarning for every session: still tampering, the interpreter is replaced.
+        const capture = await r.openSession(python('import logging\nclass Env:\n    def __init__(self, c=None):\n        logging.captureWarnings(True)\n    def ping(self):\n        return 1\n', ['ping']), {}, LIMITS);
+        await capture.close();
         expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n);
       } finally {
         await r.close();

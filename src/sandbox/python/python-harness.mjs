@@ -311,17 +311,19 @@ _DEC_TEMPLATE = _decimal.getcontext().copy()
 _CSV_LIMIT = _csv.field_size_limit()
 _CSV_DIALECTS = {n: _csv.get_dialect(n) for n in _csv.list_dialects()}
 
-# Plain module-level switches benign code sets (logging's, the float format old code gives json): each session has its
+# Module-level switches benign code sets (logging's, the float format old code gives json): each session has its
 # own, swapped in with it like the state above, so setting one changes nothing for another session and is not
 # tampering (the tamper check skips these names: _SWAPPED); drop() puts the values at load back. A name absent at
-# load (FLOAT_REPR, gone from json.encoder) is absent again for the next session. Not here, so still tampering: the
-# switches whose value is code that logging runs for every session (lastResort, the logger class, the record factory,
-# captureWarnings' showwarning: loggers and records made under them outlive the session in logging's shared registry)
-# and zoneinfo's TZPATH (a zone loaded through it stays in ZoneInfo's shared cache).
+# load (FLOAT_REPR, gone from json.encoder) is absent again for the next session. logging's last-resort handler
+# (lastResort = None silences it), logger class (setLoggerClass) and record factory (setLogRecordFactory) are code
+# of the session's that logging runs, but only while the session is in: the loggers made under its class are in its
+# own registry (below). Not here, so still tampering: captureWarnings (it rebinds warnings.showwarning for every
+# session) and zoneinfo's TZPATH (a zone loaded through it stays in ZoneInfo's shared cache).
 import logging as _logging, json.encoder as _json_encoder
 _ABSENT = object()
 _SESSION_NAMES = (
-    (_logging, ('raiseExceptions', 'logThreads', 'logProcesses', 'logMultiprocessing', 'logAsyncioTasks', '_srcfile')),
+    (_logging, ('raiseExceptions', 'logThreads', 'logProcesses', 'logMultiprocessing', 'logAsyncioTasks', '_srcfile',
+                'lastResort', '_loggerClass', '_logRecordFactory')),
     (_json_encoder, ('FLOAT_REPR',)),
 )
 _SESSION_SLOTS = tuple((m, n) for m, names in _SESSION_NAMES for n in names)
