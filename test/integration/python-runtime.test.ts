@@ -775,6 +775,34 @@ class Env:
         await r.close();
       }
     });
+    it("answers STACK_OVERFLOW, as CPython's RecursionError, for a state whose copy recurses through a forwarding __getattr__ (a dataclass holding a proxy); the interpreter and its co-tenant go on", async () => {
+      const r = single();
+      try {
+        await r.started();
+        const n = (await r.stats()).interpreters[0]!.n;
+        const bystander = await r.openSession(python(PING, ['ping']), {}, LIMITS);
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 1 });
+        // Careless, not hostile: copying a Proxy makes an instance without _target, whose __getattr__ then looks
+        // _target up through itself. dataclasses.asdict copies the field when the state is written.
+        const PROXY = 'import dataclasses\nclass Proxy:\n    def __init__(self, target):\n        self._target = target\n    def __getattr__(self, name):\n        return getattr(self._target, name)\n'
+          + '@dataclasses.dataclass\nclass Box:\n    p: object = None\n';
+        const atStart = python(PROXY + 'class Env:\n    def __init__(self, c=None):\n        self.box = Box(Proxy({"ключ": "值 😀"}))\n    def ping(self):\n        return 1\n', ['ping']);
+        const err = await rejection(r.openSession(atStart, {}, LIMITS));
+        expect(err).to.have.property('code', 'STACK_OVERFLOW');
+        expect((err as Error).message).to.match(/maximum recursion depth exceeded/);
+        const later = python(PROXY + 'class Env:\n    def __init__(self, c=None):\n        self.box = Box()\n        self.n = 0\n    def wrap(self):\n        self.box = Box(Proxy([1, 2]))\n        return True\n    def ping(self):\n        self.n += 1\n        return self.n\n', ['wrap', 'ping']);
+        const s = await r.openSession(later, {}, LIMITS);
+        expect(await s.call('wrap', {})).to.deep.include({ result: true });
+        expect(await rejection(s.snapshot())).to.have.property('code', 'STACK_OVERFLOW');
+        expect(await s.call('ping', {}), 'the session goes on').to.deep.include({ result: 1 });
+        const end = await s.finish([]);
+        expect(end.stateError).to.have.property('code', 'STACK_OVERFLOW');
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 2 });
+        expect((await r.stats()).interpreters[0]!.n, 'the interpreter is kept').to.equal(n);
+      } finally {
+        await r.close();
+      }
+    });
     it('measures the initial state against the state cap in UTF-8 bytes, not characters', async () => {
       const r = single();
       try {

@@ -579,14 +579,30 @@ _DEEP_FRAMES = 6 * MAX_DEPTH + 500
 
 def _deeply(fn, *args):
     """fn(*args) with the recursion limit raised to _DEEP_FRAMES (set back after)."""
+    return _deeply_to(_DEEP_FRAMES, fn, *args)
+
+def _deeply_to(frames, fn, *args):
+    """fn(*args) with the recursion limit raised to frames, if it is lower (set back after)."""
     old = _get_limit()
-    if old >= _DEEP_FRAMES:
+    if old >= frames:
         return fn(*args)
-    _set_limit(_DEEP_FRAMES)
+    _set_limit(frames)
     try:
         return fn(*args)
     finally:
         _set_limit(old)
+
+# The frames a copy or an encoding of a value takes, by the depth its count found (_DEPTH): only as many as its depth
+# needs, since the environment's own code runs inside them (a __deepcopy__, an isoformat, dataclasses.asdict copying
+# a field), and recursion through C (a forwarding __getattr__ on a copy that lacks the field it forwards to: copy
+# makes the instance without __init__) overflows the interpreter thread's stack between 1,000 and 2,000 levels, which
+# ended the interpreter and its co-tenants at _DEEP_FRAMES. With the environment's own limit (1,000 unless raised)
+# such a recursion is the RecursionError CPython raises. A value nested deeper than ~80 levels still copies at a
+# raised limit.
+_DEPTH = [0]
+
+def _frames_for(depth):
+    return min(_DEEP_FRAMES, 6 * depth + 500)
 
 def _segment(parent, child):
     """The JSON Pointer segment of child in parent: a key, an index, '*' for an item of a set (its place is its
@@ -748,7 +764,10 @@ def _floor(o, room, depth):
     characters (each is one byte or more in UTF-8; escapes only add), a number, true, false and null their
     shortest text, a container its brackets and separators. Only base-type methods are called on dicts, lists,
     tuples and strs, as the C encoder reads them; sets and dataclasses are counted as _default writes them
-    (_floor_other). A container below MAX_DEPTH levels raises _PastDepth, which collects the way down to it."""
+    (_floor_other). A container below MAX_DEPTH levels raises _PastDepth, which collects the way down to it. The
+    deepest level counted is kept in _DEPTH."""
+    if depth > _DEPTH[0]:
+        _DEPTH[0] = depth
     try:
         if isinstance(o, dict):
             k = dict.__len__(o)
@@ -845,6 +864,7 @@ def capped(o, cap, what, cap_name):
     floor is already past it (a state of 90 MB costs what a state at the cap costs to count: the count stops
     there); TooDeep past MAX_DEPTH levels, found while counting. what: 'the state', ...; cap_name: 'state' or
     'result', for the message."""
+    _DEPTH[0] = 0
     try:
         floor = _deeply(_floor_of, o, cap)
     except _PastDepth as e:
@@ -853,7 +873,7 @@ def capped(o, cap, what, cap_name):
         raise _too_deep(e, what) from None
     if floor > cap:
         raise TooLarge('%s is more than the %s cap of %d bytes of JSON (at least %d bytes: counting stopped there, nothing was encoded)' % (what, cap_name, cap, floor))
-    text = _deeply(canonical, o)  # dataclasses.asdict recurses in Python
+    text = _deeply_to(_frames_for(_DEPTH[0]), canonical, o)  # dataclasses.asdict recurses in Python
     data = None
     if text.isascii():
         size = len(text)
@@ -932,7 +952,7 @@ def _limit_error(e):
 
 class Session:
     __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods', 'pkgnames',
-                 'cap', 'deep', 'module', 'slept')
+                 'cap', 'deep', 'module', 'slept', 'frames')
 
 SESSIONS = {}
 
@@ -942,6 +962,7 @@ def _new_session(sid, packages, rng_seed, aux_seed, tools=frozenset()):
     s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode, s.module = sid, None, tools, None, False, None, None
     # deep: whether the instance's state was found past MAX_DEPTH when last read (None: not read since a call)
     s.cap, s.deep = _sys.maxsize, None
+    s.frames = _DEEP_FRAMES  # for copying its states: set from their depth when an environment's are counted
     s.packages, s.pkgmods, s.pkgnames = _package_dict(packages), {}, set()
     s.rng_state = _random.Random(rng_seed).getstate()
     s.modstate = _fresh_module_state()
@@ -1007,7 +1028,8 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
             # Measured (against the cap, before a copy is made) on the live state, then copied for the checks.
             live = _state_of(inst)
             size = capped(live, s.cap, 'the initial state', 'state')[1]
-            s.initial_state = _deeply(_copied, live)
+            s.frames = _frames_for(_DEPTH[0])  # the depth capped just counted
+            s.initial_state = _deeply_to(s.frames, _copied, live)
             s.deep = False
             SESSIONS[sid] = s
             return _encode({'ok': size})  # UTF-8 bytes, as the caps count
@@ -1113,7 +1135,8 @@ def _finish(s, max_state_bytes):
     try:
         live = _state_of(s.inst)
         answer = _ok(*capped(live, _cap(max_state_bytes), 'the state', 'state')[::2])
-        s.final_state = _deeply(_copied, live)
+        s.frames = max(s.frames, _frames_for(_DEPTH[0]))  # the depth capped just counted
+        s.final_state = _deeply_to(s.frames, _copied, live)
         s.deep = False
     except TooLarge as e:
         answer = _err('STATE_TOO_LARGE', str(e))
@@ -1167,7 +1190,7 @@ def check(sid, source, with_episode=False):
         g['__builtins__'] = _builtins
         try:
             # The environment's own copy hooks (a __getstate__ that drops a key) may fail on a copy of a copy.
-            g['initial_state'] = _deeply(_copied, s.initial_state)
+            g['initial_state'] = _deeply_to(s.frames, _copied, s.initial_state)
             if with_episode:
                 g['episode'] = _deeply(_copied, s.episode)
         except BaseException as e:
@@ -1181,7 +1204,7 @@ def check(sid, source, with_episode=False):
         if not callable(fn):
             return _err('CHECK_INVALID', 'the check defines no function check_func(final_state)')
         try:
-            result = fn(_deeply(_copied, s.final_state))
+            result = fn(_deeply_to(s.frames, _copied, s.final_state))
         except BaseException as e:
             return _limit_error(e) or _err('CHECK_THREW', _describe(e))
         if type(result) is not bool:
