@@ -803,6 +803,33 @@ class Env:
         await r.close();
       }
     });
+    it("frees what an environment made in its own session: a tool's result, the copies of its states kept for the checks (their __del__ sees its clock, and sets its own decimal context)", async () => {
+      const r = single();
+      try {
+        const code = python(
+          'import dataclasses, decimal, time\nFREED = []\n'
+            + '@dataclasses.dataclass\nclass Mark:\n    tag: str = "标记"\n    def __del__(self):\n        FREED.append(time.time())\n        decimal.getcontext().prec = 3\n'
+            + 'class Env:\n    def __init__(self, c=None):\n        self.mark = Mark()\n    def make(self):\n        return Mark()\n    def freed(self):\n        return FREED\n    def prec(self):\n        return decimal.getcontext().prec\n',
+          ['make', 'freed', 'prec'],
+        );
+        const limits = { ...LIMITS, checkDeadlineMs: 10_000 };
+        const a = await r.openSession(code, {}, limits);
+        expect(await a.call('make', {})).to.deep.include({ result: { tag: '标记' } });
+        expect(await a.call('freed', {}), "the result's __del__, at the call's clock").to.deep.include({ result: [1735689601] });
+        const b = await r.openSession(code, { b: true }, limits);
+        expect(await b.call('prec', {})).to.deep.include({ result: 28 });
+        // A's check runs a while; B's call is queued behind it, so B owns the module state when A is dropped.
+        const slow = pyCheck('slow', 'import time\ndef check_func(s):\n    t = time.monotonic()\n    while time.monotonic() - t < 1.5:\n        pass\n    return True');
+        const finished = a.finish([slow]);
+        await new Promise(resolve => setTimeout(resolve, 300));
+        const during = b.call('prec', {});
+        expect((await finished).checks!.results.map(c => c.passed)).to.deep.equal([true]);
+        expect(await during).to.deep.include({ result: 28 });
+        expect(await b.call('prec', {}), "B's decimal context, after A's copies were freed").to.deep.include({ result: 28 });
+      } finally {
+        await r.close();
+      }
+    });
     it('measures the initial state against the state cap in UTF-8 bytes, not characters', async () => {
       const r = single();
       try {
@@ -1178,7 +1205,10 @@ class Env:
         const today = python('import datetime\nclass Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def today(self):\n        return [str(datetime.date.today()), str(datetime.datetime.now()), getattr(datetime.date, "EPOCH", None)]\n', ['today']);
         const TODAY = ['2025-01-01', '2025-01-01 00:00:01', null];
         const benign = python(
-          'import copy, datetime\nclass Day(datetime.date):\n    EPOCH = 0\nclass Env:\n    def __init__(self, c=None):\n        self.days = [Day(2025, 1, 2), datetime.date(2025, 1, 3), datetime.datetime(2025, 1, 4, 5, 6)]\n'
+          'import copy, dataclasses, datetime, typing\nclass Day(datetime.date):\n    EPOCH = 0\n@dataclasses.dataclass(frozen=True)\nclass BusinessDay(datetime.date):\n    desk: str = "前台"\n'
+            + 'class Env:\n    def __init__(self, c=None):\n        self.days = [Day(2025, 1, 2), datetime.date(2025, 1, 3), datetime.datetime(2025, 1, 4, 5, 6)]\n'
+            + '        self.hints = [len(typing.get_type_hints(datetime.date)), len(typing.get_type_hints(datetime.datetime)), len(typing.get_type_hints(Day)), getattr(datetime.date, "__annotations__", {}) == {}]\n'
+            + '        self.states = [repr(d.__getstate__()) for d in self.days]\n'
             + '    def ping(self):\n        return [str(d) for d in copy.deepcopy(self.days) + [copy.copy(d) for d in self.days] + [d.replace(day=9) for d in self.days]]\n',
           ['ping'],
         );
@@ -1720,6 +1750,34 @@ class Env:
       expect(prec('a'), "a, after b's state was half loaded").to.equal('{"ok":3}');
       expect(prec('b')).to.equal('{"ok":28}');
       expect(prec('a')).to.equal('{"ok":3}');
+    });
+    it("frees a check's copies of the states when the check ends, in its session (not later, by the cycle collector, in another's)", async () => {
+      const { py, ns } = await harness();
+      const source = 'import dataclasses, decimal\n@dataclasses.dataclass\nclass Mark:\n    tag: str = "m"\n    def __del__(self):\n        decimal.getcontext().prec = 3\n'
+        + 'class Env:\n    def __init__(self, c=None):\n        self.mark = Mark()\n    def prec(self):\n        return decimal.getcontext().prec\n';
+      const code = ns.get('compile_env')('Env', source);
+      const cap = String(LIMITS.maxStateBytes);
+      expect(String(ns.get('create')('a', 'Env', code, '{}', '["prec"]', '2a', undefined, cap))).to.match(/^\{"ok":/);
+      expect(String(ns.get('create')('b', 'Env', code, '{}', '["prec"]', '2b', undefined, cap))).to.match(/^\{"ok":/);
+      expect(String(ns.get('finish')('a', cap))).to.match(/^\{"ok":/);
+      expect(String(ns.get('check')('a', 'def check_func(s):\n    return s["mark"].tag == "m" and initial_state["mark"].tag == "m"'))).to.equal('{"ok":true}');
+      expect(String(ns.get('call')('b', 'prec', '{}', cap))).to.equal('{"ok":28}');
+      py.runPython('import gc\ngc.collect()\n', { globals: ns });
+      expect(String(ns.get('call')('b', 'prec', '{}', cap)), "b's decimal context after a collection").to.equal('{"ok":28}');
+    });
+    it('still reports what a session tampered with when a limit lands in its drop', async () => {
+      const { ns } = await harness();
+      const source = 'import csv\nclass Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def meddle(self):\n        limit = csv.field_size_limit\n        calls = []\n'
+        + '        def spy(*a):\n            calls.append(a)\n            if len(calls) == 3:\n                raise KeyboardInterrupt\n            return limit(*a)\n        csv.field_size_limit = spy\n        return True\n    def ping(self):\n        return 1\n';
+      const code = ns.get('compile_env')('Env', source);
+      const cap = String(LIMITS.maxStateBytes);
+      for (const [sid, seed] of [['a', '2a'], ['b', '2b']]) expect(String(ns.get('create')(sid, 'Env', code, '{}', '["meddle","ping"]', seed, undefined, cap))).to.match(/^\{"ok":/);
+      expect(String(ns.get('call')('a', 'meddle', '{}', cap))).to.equal('{"ok":true}');
+      // B's call saves A's module state and loads B's (the spy's first two calls); closed without finish, A's drop
+      // enters A, and saving B's module state calls the spy a third time: it raises, as the deadline's interrupt would.
+      expect(String(ns.get('call')('b', 'ping', '{}', cap))).to.equal('{"ok":1}');
+      const report = JSON.parse(String(ns.get('drop')('a'))) as { ok: string[] };
+      expect(report.ok.join(' ')).to.match(/csv\.field_size_limit/);
     });
   });
 });

@@ -1064,28 +1064,33 @@ def call(sid, tool, args_json, max_result_bytes=None):
     args = _loads(args_json)
     try:
         _enter(s)
-        s.clock += 1.0
-        s.deep = None  # the tool may change the state
-        try:
-            result = getattr(s.inst, tool)(**args)
-        except BaseException as e:
-            return _limit_error(e) or _err('TOOL_THREW', _describe(e))
-        try:
-            return _ok(*capped(result, _cap(max_result_bytes), 'the result', 'result')[::2])
-        except TooLarge as e:
-            return _err('RESULT_TOO_LARGE', str(e))
-        except TooDeep as e:
-            failed = _err('NON_JSON_RESULT', str(e))
-        except NotJson as e:
-            return _err('NON_JSON_RESULT', 'the method returned something that is not JSON: %s' % e)
-        except BaseException as e:
-            return _limit_error(e) or _err('NON_JSON_RESULT', _describe(e))
-        box = [result]  # a result built that deep: let go through _release
-        result = args = None
-        _release(box)
-        return failed
+        # In a function of its own: the result and the arguments (the environment's objects) are freed as it returns,
+        # in the session (a __del__ of theirs sees its clock and its random streams).
+        return _call(s, tool, args, max_result_bytes)
     finally:
         _leave()
+
+def _call(s, tool, args, max_result_bytes):
+    s.clock += 1.0
+    s.deep = None  # the tool may change the state
+    try:
+        result = getattr(s.inst, tool)(**args)
+    except BaseException as e:
+        return _limit_error(e) or _err('TOOL_THREW', _describe(e))
+    try:
+        return _ok(*capped(result, _cap(max_result_bytes), 'the result', 'result')[::2])
+    except TooLarge as e:
+        return _err('RESULT_TOO_LARGE', str(e))
+    except TooDeep as e:
+        failed = _err('NON_JSON_RESULT', str(e))
+    except NotJson as e:
+        return _err('NON_JSON_RESULT', 'the method returned something that is not JSON: %s' % e)
+    except BaseException as e:
+        return _limit_error(e) or _err('NON_JSON_RESULT', _describe(e))
+    box = [result]  # a result built that deep: let go through _release
+    result = args = None
+    _release(box)
+    return failed
 
 # state(), finish() and drop() run the environment's code too (an isoformat, a __deepcopy__, a __del__ of what it
 # held), so in its session, as a call does: outside it such code drew from the random stream of whichever session
@@ -1178,6 +1183,7 @@ def check(sid, source, with_episode=False):
     why = check_source(source, 'the check')
     if why:
         return _err('CHECK_INVALID', why)
+    g = None
     try:
         _enter(s)
         if with_episode and s.episode is None:
@@ -1212,19 +1218,37 @@ def check(sid, source, with_episode=False):
         return '{"ok":true}' if result else '{"ok":false}'
     finally:
         _MODULES.pop('envfleet_check', None)
+        if g is not None:
+            # check_func and its globals are a cycle: emptied here, what the check held (its copies of the states) is
+            # freed now, in the session, not by the cycle collector later in another's.
+            g.clear()
         _leave()
 
 def drop(sid):
     """Forgets a session; answers what was tampered with in the interpreter ([]: nothing; else the child replaces it at once)."""
-    s = SESSIONS.pop(sid, None)
-    if s is not None:
-        if s.inst is not None:
-            # A session closed without finish(): its instance is freed in the session (its __del__ may run).
+    try:
+        _drop(SESSIONS.pop(sid, None))
+        _sweep()  # anchors that garbage of the cycle collector held until now
+    except BaseException:
+        # A limit (the deadline's interrupt) while the session's own code ran (a __del__) or its state went in: the
+        # session is forgotten all the same, and the report below is still made (a change it made is not missed).
+        pass
+    return '{"ok":' + tamper_report() + '}'
+
+def _drop(s):
+    if s is None:
+        return
+    try:
+        if s.inst is not None or (s.module is not None and (s.initial_state is not None or s.final_state is not None)):
+            # What the session's environment made is freed in the session (a __del__ of it may run): its instance
+            # when it was closed without finish(), the copies of its states kept for the checks.
             try:
                 _enter(s)
                 _discard(s)
+                s.initial_state = s.final_state = s.episode = None
             finally:
                 _leave()
+    finally:
         s.dropped = True
         s.pkgmods, s.pkgnames, s.module = {}, set(), None
         if _RNG_OWNER[0] is s:
@@ -1232,8 +1256,6 @@ def drop(sid):
             # Its module state stays installed until another session enters: code that runs before (a __del__ of
             # another session's object, freed in its finish) sees the values at load instead.
             _load_module_state(_fresh_module_state(at_load=True))
-    _sweep()  # anchors that garbage of the cycle collector held until now
-    return '{"ok":' + tamper_report() + '}'
 
 def tamper_report():
     """'[]' when the interpreter looks intact, else a JSON list of what changed."""
@@ -1387,7 +1409,7 @@ def integrity():
         changed.extend(_diff(name, m.__dict__, base, _SWAPPED.get(name, ())))
     changed.extend(_diff('<harness>', _HARNESS, _HARNESS_BASE, frozenset(['_HARNESS_BASE'])))
     for c, label, base, names in _HOOK_BASE:
-        changed.extend(_diff(label, c.__dict__, base, frozenset()))
+        changed.extend(_diff(label, c.__dict__, base, _CLASS_CACHES))
         if (c.__name__, c.__qualname__, c.__bases__) != names:
             changed.append('%s: its name or bases were changed' % label)
     return _encode(changed[:20])
@@ -1427,16 +1449,23 @@ def preload_packages(table):
         m = _sys.modules[n]
         if isinstance(m, _types.ModuleType) and n.partition('.')[0] in _STDLIB_NAMES:
             _BASELINE[n] = (m, dict(m.__dict__))
-    # What the standard modules loaded for the packages put in copy's tables is part of the interpreter from here on.
+    # What the standard modules loaded for the packages put in copy's tables, or on the date classes, is part of the
+    # interpreter from here on.
     _COPY_BASE[:] = _copy_tables_base()
+    _HOOK_BASE[:] = _hook_base()
     return '{"ok":true}'
 
 # The import hooks' classes: a method replaced on one of them (the package loader's exec_module, say) would run
 # in every later session that imports. The fixed clock's date classes (datetime.date and datetime.datetime for every
 # session): an attribute set on one (date.today replaced, a constant added) would hold for every later session.
-_HOOK_BASE = [(c, label, dict(c.__dict__), (c.__name__, c.__qualname__, c.__bases__)) for c, label in (
-    (_Blocker, '<harness>._Blocker'), (_PackageFinder, '<harness>._PackageFinder'), (_PackageLoader, '<harness>._PackageLoader'),
-    (_FixedDate, 'datetime.date'), (_FixedDatetime, 'datetime.datetime'))]
+# Not compared: the caches CPython itself writes into a class written in Python on first use (typing.get_type_hints
+# and a dataclass deriving from date: the annotations; date.__getstate__: the slot names), which ordinary code fills.
+_CLASS_CACHES = frozenset(['__annotate_func__', '__annotations_cache__', '__annotations__', '__slotnames__'])
+def _hook_base():
+    return [(c, label, dict(c.__dict__), (c.__name__, c.__qualname__, c.__bases__)) for c, label in (
+        (_Blocker, '<harness>._Blocker'), (_PackageFinder, '<harness>._PackageFinder'), (_PackageLoader, '<harness>._PackageLoader'),
+        (_FixedDate, 'datetime.date'), (_FixedDatetime, 'datetime.datetime'))]
+_HOOK_BASE = _hook_base()
 _HARNESS_BASE = dict(globals())
 `.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS)).replace('__BLOCKED__', JSON.stringify(BLOCKED_MODULES))
   .replace('__MAX_DEPTH__', String(MAX_JSON_DEPTH)).replace('__DEPTH_ADVICE__', () => JSON.stringify(DEPTH_ADVICE));
