@@ -830,6 +830,34 @@ class Env:
         await r.close();
       }
     });
+    it('refuses writes outside /tmp and the working folder (PermissionError, the standard library included); the next episode, opened as soon as the last one finished, starts without the files it wrote', async () => {
+      const r = single();
+      try {
+        await r.started();
+        const n = (await r.stats()).interpreters[0]!.n;
+        const PATHS = ['inventory.json', '/tmp/inventory.json', '/inventory.json', '/lib/inventory.json', '/lib/python314.zip', '/dev/inventory.json', '/home/inventory.json'];
+        const code = python(
+          'import json\nPATHS = ' + JSON.stringify(PATHS) + '\n'
+            + 'def _read(p):\n    try:\n        with open(p, encoding="utf-8") as f:\n            return f.read()\n    except OSError:\n        return None\n'
+            + 'class Env:\n    def __init__(self, c=None):\n        self.found = [p for p in PATHS if p != "/lib/python314.zip" and _read(p) is not None]\n'
+            + '    def write(self):\n        out = []\n        for p in PATHS:\n            try:\n'
+            + '                with open(p, "ab" if p.endswith(".zip") else "w") as f:\n                    f.write(b"" if p.endswith(".zip") else json.dumps({"库存": "😀"}, ensure_ascii=False))\n'
+            + '                out.append("written")\n            except PermissionError:\n                out.append("PermissionError")\n            except OSError as e:\n                out.append(type(e).__name__)\n        return out\n',
+          ['write'],
+        );
+        for (let episode = 0; episode < 3; episode++) {
+          const s = await r.openSession(code, {}, LIMITS);
+          expect(await s.snapshot(), `episode ${episode}: no file of an earlier episode`).to.deep.equal({ found: [] });
+          expect(await s.call('write', {})).to.deep.include({
+            result: ['written', 'written', 'PermissionError', 'PermissionError', 'PermissionError', 'PermissionError', 'PermissionError'],
+          });
+          await s.finish([]); // and the next one opens at once
+        }
+        expect((await r.stats()).interpreters[0]!.n).to.equal(n);
+      } finally {
+        await r.close();
+      }
+    });
     it('measures the initial state against the state cap in UTF-8 bytes, not characters', async () => {
       const r = single();
       try {

@@ -258,11 +258,17 @@ function endSession(s, why) {
  * @param {Interpreter} interp @param {string} sid
  */
 async function drop(interp, sid) {
-  const a = await interp.run('drop', [sid], 1000);
+  // The writable folders (/tmp, home) are shared by the interpreter's sessions: emptied when its last one ends.
+  // Decided and queued now, right behind the drop: decided once the drop had answered, a session opened meanwhile
+  // (the next episode, opened as soon as this one finished) was counted, the folders were not emptied, and it
+  // started from the files the ended one wrote.
+  const last = !interp.dead && !interp.retiring && interp.sessions.size === 0;
+  const dropped = interp.run('drop', [sid], 1000);
+  const cleared = last ? interp.run('clear_fs', [], 5000) : undefined;
+  const a = await dropped;
   const r = envelope(a.text);
   if (!a.lost && !('err' in r)) tamperCheck(interp, r.ok);
-  // The writable folders (/tmp, home) are shared by the interpreter's sessions: emptied when its last one ends.
-  if (!interp.dead && !interp.retiring && interp.sessions.size === 0) await interp.run('clear_fs', [], 5000);
+  if (cleared) await cleared;
   interp.maybeRetire();
 }
 

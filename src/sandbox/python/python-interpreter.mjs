@@ -207,9 +207,28 @@ if (data.makeSnapshot) {
     }
     return total;
   };
+  const WRITABLE = ['/tmp', '/home/pyodide'];
+  // Everything else read-only (Emscripten's filesystem holds its nodes to their mode bits): a file written at the
+  // root or under /lib was never emptied and a later session of the scenario started from it, and the standard
+  // library's files (python_stdlib.zip, read lazily by later imports) could be rewritten. As on a machine where
+  // the process may write only its temporary and home folders, such a write is a PermissionError.
+  const lockFs = (/** @type {string} */ path, depth = 0) => {
+    if (WRITABLE.includes(path)) return;
+    const st = FS.lstat(path);
+    if (FS.isDir(st.mode)) {
+      if (path === '/dev' || path === '/proc') {
+        FS.chmod(path, 0o555); // no new files there; the devices (/dev/null, the standard streams) keep their modes
+        return;
+      }
+      for (const name of FS.readdir(path)) {
+        if (name !== '.' && name !== '..' && depth < 64) lockFs(path === '/' ? `/${name}` : `${path}/${name}`, depth + 1);
+      }
+      FS.chmod(path, 0o555);
+    } else if (FS.isFile(st.mode)) FS.chmod(path, st.mode & 0o7555 & ~0o222);
+  };
+  lockFs('/');
   const fsBase = fsBytesUnder('/');
   const fsBytes = () => Math.max(0, fsBytesUnder('/') - fsBase);
-  const WRITABLE = ['/tmp', '/home/pyodide'];
   const clearFs = () => {
     const rm = (/** @type {string} */ path) => {
       const st = FS.lstat(path);
