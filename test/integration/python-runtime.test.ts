@@ -858,6 +858,30 @@ class Env:
         await r.close();
       }
     });
+    it("starts every check of a session from the same module state, clock and random streams: what one check sets (decimal, calendar, csv, logging, random.seed, sleep) no other sees, in any order", async () => {
+      const r = single();
+      try {
+        const code = python(
+          'import random, time\nclass Env:\n    def __init__(self, c=None):\n        self.n = 0\n'
+            + '    def step(self):\n        self.n += 1\n        self.clock = time.time()\n        st = random.getstate()\n        self.peek = random.random()\n        random.setstate(st)\n        return self.n\n',
+          ['step'],
+        );
+        const meddle = pyCheck('meddle', 'import calendar, csv, decimal, logging, random, time, uuid\ndef check_func(s):\n    decimal.getcontext().prec = 3\n    calendar.setfirstweekday(6)\n'
+          + '    csv.register_dialect("mine", delimiter=";")\n    logging.disable(logging.CRITICAL)\n    logging.basicConfig()\n    random.seed(5)\n    time.sleep(100)\n    uuid.uuid4()\n    return True');
+        const reader = (item: string) => pyCheck(item, 'import calendar, csv, decimal, logging, random, time\ndef check_func(s):\n'
+          + '    return (decimal.getcontext().prec == 28 and calendar.firstweekday() == 0 and "mine" not in csv.list_dialects()\n'
+          + '            and logging.root.manager.disable == 0 and not logging.root.handlers and time.time() == s["clock"] and random.random() == s["peek"])');
+        for (const checks of [[meddle, reader('after')], [reader('before'), meddle, reader('after')], [reader('alone')]]) {
+          const s = await r.openSession(code, {}, LIMITS);
+          await s.call('step', {});
+          await s.call('step', {});
+          const end = await s.finish(checks);
+          expect(end.checks!.results.map(c => [c.item, c.passed, c.error ?? null])).to.deep.equal(checks.map(c => [c.item, true, null]));
+        }
+      } finally {
+        await r.close();
+      }
+    });
     it('measures the initial state against the state cap in UTF-8 bytes, not characters', async () => {
       const r = single();
       try {

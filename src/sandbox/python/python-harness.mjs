@@ -403,6 +403,30 @@ def _load_module_state(m):
         _os.environ.clear()
         _os.environ.update(m['environ'])
 
+def _copy_module_state(m):
+    """A copy of module state m (_save_module_state's) that code can change without changing m: its own decimal
+    context, uuid caches, csv dialects and os.environ, and a fresh logging registry."""
+    c = dict(m)
+    c['names'] = list(m['names'])
+    c['uuid'] = dict(m['uuid'])
+    c['decimal'] = m['decimal'].copy()
+    c['csv_dialects'] = dict(m['csv_dialects'])
+    c['environ'] = dict(m['environ'])
+    c['logging'] = _fresh_logging()
+    return c
+
+def _check_start(s):
+    """Puts back what the session's first check started from (taken then): its random streams, clock and module
+    state, with a fresh logging registry. A check that set the decimal precision, seeded random, slept or
+    configured logging changed what the checks after it saw, and their results depended on their order."""
+    base = s.check_base
+    if base is None:
+        base = s.check_base = (_rnd.getstate(), s.aux_rng.getstate(), s.clock, s.slept, _copy_module_state(_save_module_state()))
+    _rnd.setstate(base[0])
+    s.aux_rng.setstate(base[1])
+    s.clock, s.slept = base[2], base[3]
+    _load_module_state(_copy_module_state(base[4]))
+
 def _enter(s):
     owner = _RNG_OWNER[0]
     if owner is not s:
@@ -952,7 +976,7 @@ def _limit_error(e):
 
 class Session:
     __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods', 'pkgnames',
-                 'cap', 'deep', 'module', 'slept', 'frames')
+                 'cap', 'deep', 'module', 'slept', 'frames', 'check_base')
 
 SESSIONS = {}
 
@@ -963,6 +987,7 @@ def _new_session(sid, packages, rng_seed, aux_seed, tools=frozenset()):
     # deep: whether the instance's state was found past MAX_DEPTH when last read (None: not read since a call)
     s.cap, s.deep = _sys.maxsize, None
     s.frames = _DEEP_FRAMES  # for copying its states: set from their depth when an environment's are counted
+    s.check_base = None  # what each of its checks starts from (_check_start)
     s.packages, s.pkgmods, s.pkgnames = _package_dict(packages), {}, set()
     s.rng_state = _random.Random(rng_seed).getstate()
     s.modstate = _fresh_module_state()
@@ -1186,6 +1211,7 @@ def check(sid, source, with_episode=False):
     g = None
     try:
         _enter(s)
+        _check_start(s)
         if with_episode and s.episode is None:
             return _err('CHECK_NEEDS_EPISODE', 'the check reads the episode (episode: true) but none was given: a served session has no transcript')
         # The check runs as module envfleet_check: a class it defines is of that module (without a __name__, of
