@@ -1227,10 +1227,12 @@ class Env:
           'import logging\nclass Quiet(logging.Logger):\n    pass\n'
             + 'def factory(*a, **k):\n    rec = logging.LogRecord(*a, **k)\n    rec.tag = "mine"\n    return rec\n'
             + 'class Env:\n    def __init__(self, c=None):\n        if c.get("mine"):\n            logging.setLoggerClass(Quiet)\n            logging.setLogRecordFactory(factory)\n            logging.lastResort = None\n'
+            + '        if c.get("filter"):\n            logging.lastResort.setLevel(logging.CRITICAL)\n            logging.lastResort.addFilter(lambda record: False)\n'
+            + '    def resort(self):\n        return [logging.lastResort.level, len(logging.lastResort.filters)]\n'
             + '    def read(self):\n        rec = logging.getLogger("desk.rec").makeRecord("x", 30, "f", 1, "m", (), None)\n'
             + '        logging.getLogger("desk.none").warning("no handler: the last resort, if any")\n'
             + '        return [logging.getLogger("desk.quiet").__class__.__name__, logging.getLoggerClass().__name__, getattr(rec, "tag", None), logging.lastResort is None]\n',
-          ['read'],
+          ['read', 'resort'],
         );
         const LOGGING = ['Logger', 'Logger', null, false];
         const plain = await r.openSession(own, {}, LIMITS);
@@ -1240,6 +1242,11 @@ class Env:
         expect(await mine.call('read', {})).to.deep.include({ result: ['Quiet', 'Quiet', 'mine', true] });
         await mine.close();
         expect(await plain.call('read', {}), 'after it ended').to.deep.include({ result: LOGGING });
+        // The last-resort handler object is the session's own too: a level or a filter set on it holds for that session.
+        const filtering = await r.openSession(own, { filter: true }, LIMITS);
+        expect(await filtering.call('resort', {})).to.deep.include({ result: [50, 1] });
+        expect(await plain.call('resort', {}), 'another session, while it lives').to.deep.include({ result: [30, 0] });
+        await filtering.close();
         const after = await r.openSession(own, {}, LIMITS);
         expect(await after.call('read', {}), 'a later session').to.deep.include({ result: LOGGING });
         expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([n]);

@@ -357,11 +357,27 @@ def _load_logging(t):
     _logging.Logger.manager = manager
     _logging._levelToName, _logging._nameToLevel, _logging._handlers, _logging._handlerList = to_name, to_level, handlers, handler_list
 
+_LAST_RESORT_SLOT = _SESSION_SLOTS.index((_logging, 'lastResort'))
+
+def _last_resort(handler_list):
+    """A last-resort handler of a session's own (its level and filters are the session's: logging's one object was
+    shared, so a filter one session added ran on every other's records), registered in the session's handler list."""
+    saved = _logging._handlerList
+    _logging._handlerList = handler_list
+    try:
+        return _logging._StderrHandler(_logging.WARNING)
+    finally:
+        _logging._handlerList = saved
+
 def _fresh_module_state(at_load=False):
     """A new session's module state; at_load: the values of load time (no session current), logging's own objects."""
+    log = _LOGGING_AT_LOAD if at_load else _fresh_logging()
+    names = list(_NAMES_AT_LOAD)
+    if not at_load:
+        names[_LAST_RESORT_SLOT] = _last_resort(log[5])
     return {
-        'names': list(_NAMES_AT_LOAD),
-        'logging': _LOGGING_AT_LOAD if at_load else _fresh_logging(),
+        'names': names,
+        'logging': log,
         'uuid': {k: (0 if k == '_last_counter_v7' else None) for k in _UUID_VARS if k in _uuid.__dict__},
         'decimal': _DEC_TEMPLATE.copy(),
         'firstweekday': 0,
