@@ -115,6 +115,12 @@ describe('Python runtime (Pyodide in a child process under the permission model)
       expect(await s.call('bump', {})).to.deep.include({ result: { success: true, data: 42 } });
     });
 
+    it("says both causes when cls(config) raises a TypeError of its own and the fallback cls() fails too", async () => {
+      const code = python('class Env:\n    def __init__(self, config):\n        self.ranked = sorted(config.get("scores", []))\n    def ping(self):\n        return 1\n', ['ping']);
+      const err = await rejection(session(code, { scores: [3, 'trois', '三'] }));
+      expect(err).to.have.property('code', 'CONSTRUCTOR_FAILED');
+      expect((err as Error).message).to.match(/Env\(config\) raised TypeError: '<' not supported between instances of 'str' and 'int'; then Env\(\) raised TypeError: .*missing 1 required positional argument/);
+    });
     it('calls only advertised tools that the class implements; arguments are checked against the schema first', async () => {
       const s = await session(HELP_DESK, {});
       expect(await s.call('not_a_tool', {})).to.deep.include({ runtimeError: 'UNKNOWN_TOOL' });

@@ -1058,8 +1058,14 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
             cfg = _deeply(_copied, config)
             try:
                 inst = cls(cfg if cfg else {})
-            except TypeError:
-                inst = cls()
+            except TypeError as e:
+                # EnvScaler's fallback; should cls() fail too, both causes are said (cls()'s alone hid the real one,
+                # a TypeError the constructor itself raised on the configuration).
+                first = _describe(e)
+                try:
+                    inst = cls()
+                except TypeError as e2:
+                    return _err('CONSTRUCTOR_FAILED', 'constructing %s failed: %s(config) raised %s; then %s() raised %s' % (class_name, class_name, first, class_name, _describe(e2)))
             for key, value in cfg.items():
                 setattr(inst, key, value)
         except BaseException as e:
