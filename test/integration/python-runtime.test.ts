@@ -812,16 +812,20 @@ class Env:
     it("frees what an environment made in its own session: a tool's result, the copies of its states kept for the checks (their __del__ sees its clock, and sets its own decimal context)", async () => {
       const r = single();
       try {
-        const code = python(
+        const base = python(
           'import dataclasses, decimal, time\nFREED = []\n'
             + '@dataclasses.dataclass\nclass Mark:\n    tag: str = "标记"\n    def __del__(self):\n        FREED.append(time.time())\n        decimal.getcontext().prec = 3\n'
-            + 'class Env:\n    def __init__(self, c=None):\n        self.mark = Mark()\n    def make(self):\n        return Mark()\n    def freed(self):\n        return FREED\n    def prec(self):\n        return decimal.getcontext().prec\n',
+            + 'class Env:\n    def __init__(self, c=None):\n        self.mark = Mark()\n    def make(self):\n        return Mark()\n    def stash(self, items=None):\n        items.append(Mark())\n        return len(items)\n'
+            + '    def freed(self):\n        return FREED\n    def prec(self):\n        return decimal.getcontext().prec\n',
           ['make', 'freed', 'prec'],
         );
+        const code = EnvironmentCode.parse({ ...base, tools: [...base.tools, tool('stash', { items: { type: 'array' } }, ['items'])] });
         const limits = { ...LIMITS, checkDeadlineMs: 10_000 };
         const a = await r.openSession(code, {}, limits);
         expect(await a.call('make', {})).to.deep.include({ result: { tag: '标记' } });
         expect(await a.call('freed', {}), "the result's __del__, at the call's clock").to.deep.include({ result: [1735689601] });
+        expect(await a.call('stash', { items: ['条目'] })).to.deep.include({ result: 2 });
+        expect(await a.call('freed', {}), "what the tool put into its arguments, freed at the call's clock").to.deep.include({ result: [1735689601, 1735689603] });
         const b = await r.openSession(code, { b: true }, limits);
         expect(await b.call('prec', {})).to.deep.include({ result: 28 });
         // A's check runs a while; B's call is queued behind it, so B owns the module state when A is dropped.
@@ -841,7 +845,7 @@ class Env:
       try {
         await r.started();
         const n = (await r.stats()).interpreters[0]!.n;
-        const PATHS = ['inventory.json', '/tmp/inventory.json', '/inventory.json', '/lib/inventory.json', '/lib/python314.zip', '/dev/inventory.json', '/home/inventory.json'];
+        const PATHS = ['inventory.json', '/tmp/inventory.json', '/inventory.json', '/lib/inventory.json', '/lib/python314.zip', '/dev/inventory.json', '/home/inventory.json', '/dev/shm/inventory.json', '/dev/shm/tmp/inventory.json', '/proc/self/inventory.json'];
         const code = python(
           'import json\nPATHS = ' + JSON.stringify(PATHS) + '\n'
             + 'def _read(p):\n    try:\n        with open(p, encoding="utf-8") as f:\n            return f.read()\n    except OSError:\n        return None\n'
@@ -855,7 +859,7 @@ class Env:
           const s = await r.openSession(code, {}, LIMITS);
           expect(await s.snapshot(), `episode ${episode}: no file of an earlier episode`).to.deep.equal({ found: [] });
           expect(await s.call('write', {})).to.deep.include({
-            result: ['written', 'written', 'PermissionError', 'PermissionError', 'PermissionError', 'PermissionError', 'PermissionError'],
+            result: ['written', 'written', ...Array<string>(8).fill('PermissionError')],
           });
           await s.finish([]); // and the next one opens at once
         }
@@ -873,10 +877,12 @@ class Env:
           ['step'],
         );
         const meddle = pyCheck('meddle', 'import calendar, csv, decimal, logging, random, time, uuid\ndef check_func(s):\n    decimal.getcontext().prec = 3\n    calendar.setfirstweekday(6)\n'
-          + '    csv.register_dialect("mine", delimiter=";")\n    logging.disable(logging.CRITICAL)\n    logging.basicConfig()\n    random.seed(5)\n    time.sleep(100)\n    uuid.uuid4()\n    return True');
+          + '    csv.register_dialect("mine", delimiter=";")\n    logging.disable(logging.CRITICAL)\n    logging.basicConfig()\n    logging.lastResort.setLevel(50)\n    logging.lastResort.addFilter(lambda r: False)\n'
+          + '    random.seed(5)\n    time.sleep(100)\n    uuid.uuid4()\n    return True');
         const reader = (item: string) => pyCheck(item, 'import calendar, csv, decimal, logging, random, time\ndef check_func(s):\n'
           + '    return (decimal.getcontext().prec == 28 and calendar.firstweekday() == 0 and "mine" not in csv.list_dialects()\n'
-          + '            and logging.root.manager.disable == 0 and not logging.root.handlers and time.time() == s["clock"] and random.random() == s["peek"])');
+          + '            and logging.root.manager.disable == 0 and not logging.root.handlers and logging.lastResort.level == 30 and not logging.lastResort.filters\n'
+          + '            and time.time() == s["clock"] and random.random() == s["peek"])');
         for (const checks of [[meddle, reader('after')], [reader('before'), meddle, reader('after')], [reader('alone')]]) {
           const s = await r.openSession(code, {}, LIMITS);
           await s.call('step', {});
@@ -1288,6 +1294,8 @@ class Env:
           'datetime.datetime.now = classmethod(lambda cls, tz=None: cls(1999, 1, 1))',
           'datetime.date.EPOCH = 1',
           'datetime.datetime.__qualname__ = "clock"',
+          'datetime.date.__annotate__ = lambda fmt: {"planted": int}',
+          'datetime.datetime.__slotnames__ = ["year"]',
         ]) {
           const a = await r.openSession(python(`import datetime\nclass Env:\n    def __init__(self, c=None):\n        ${meddle}\n    def ping(self):\n        return 1\n`, ['ping']), {}, LIMITS);
           await a.close();

@@ -262,7 +262,8 @@ async function drop(interp, sid) {
   // Decided and queued now, right behind the drop: decided once the drop had answered, a session opened meanwhile
   // (the next episode, opened as soon as this one finished) was counted, the folders were not emptied, and it
   // started from the files the ended one wrote.
-  const last = !interp.dead && !interp.retiring && interp.sessions.size === 0;
+  // Retiring or not: when every interpreter is retiring, the next session is still given to one of them.
+  const last = !interp.dead && interp.sessions.size === 0;
   const dropped = interp.run('drop', [sid], 1000);
   const cleared = last ? interp.run('clear_fs', [], 5000) : undefined;
   const a = await dropped;

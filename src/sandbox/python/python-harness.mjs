@@ -429,6 +429,8 @@ def _copy_module_state(m):
     c['csv_dialects'] = dict(m['csv_dialects'])
     c['environ'] = dict(m['environ'])
     c['logging'] = _fresh_logging()
+    if c['names'][_LAST_RESORT_SLOT] is not None:
+        c['names'][_LAST_RESORT_SLOT] = _last_resort(c['logging'][5])  # a level or filter set on it stays with this copy
     return c
 
 def _check_start(s):
@@ -1108,16 +1110,16 @@ def call(sid, tool, args_json, max_result_bytes=None):
     method = getattr(type(s.inst), tool, None)
     if method is None or not callable(method):
         return _err('UNKNOWN_TOOL', 'the class has no method "%s" (the tool is advertised but not implemented)' % tool)
-    args = _loads(args_json)
     try:
         _enter(s)
-        # In a function of its own: the result and the arguments (the environment's objects) are freed as it returns,
-        # in the session (a __del__ of theirs sees its clock and its random streams).
-        return _call(s, tool, args, max_result_bytes)
+        # In a function of its own: the result and the arguments (what the tool put into them) are freed as it
+        # returns, in the session (a __del__ of theirs sees its clock and its random streams).
+        return _call(s, tool, args_json, max_result_bytes)
     finally:
         _leave()
 
-def _call(s, tool, args, max_result_bytes):
+def _call(s, tool, args_json, max_result_bytes):
+    args = _loads(args_json)
     s.clock += 1.0
     s.deep = None  # the tool may change the state
     try:
@@ -1277,7 +1279,7 @@ def drop(sid):
     try:
         _drop(SESSIONS.pop(sid, None))
         _sweep()  # anchors that garbage of the cycle collector held until now
-    except BaseException:
+    except (KeyboardInterrupt, MemoryError, RecursionError):
         # A limit (the deadline's interrupt) while the session's own code ran (a __del__) or its state went in: the
         # session is forgotten all the same, and the report below is still made (a change it made is not missed).
         pass
@@ -1457,7 +1459,8 @@ def integrity():
         changed.extend(_diff(name, m.__dict__, base, _SWAPPED.get(name, ())))
     changed.extend(_diff('<harness>', _HARNESS, _HARNESS_BASE, frozenset(['_HARNESS_BASE'])))
     for c, label, base, names in _HOOK_BASE:
-        changed.extend(_diff(label, c.__dict__, base, _CLASS_CACHES))
+        d = c.__dict__
+        changed.extend(_diff(label, d, base, frozenset(k for k in _CLASS_CACHES if k in d and _empty_cache(d[k]))))
         if (c.__name__, c.__qualname__, c.__bases__) != names:
             changed.append('%s: its name or bases were changed' % label)
     return _encode(changed[:20])
@@ -1508,7 +1511,11 @@ def preload_packages(table):
 # session): an attribute set on one (date.today replaced, a constant added) would hold for every later session.
 # Not compared: the caches CPython itself writes into a class written in Python on first use (typing.get_type_hints
 # and a dataclass deriving from date: the annotations; date.__getstate__: the slot names), which ordinary code fills.
+# Skipped only while they hold what CPython puts there for these classes (None, {} or []): a function set as
+# date.__annotate__, or slot names set on datetime, would run in or change every later session.
 _CLASS_CACHES = frozenset(['__annotate_func__', '__annotations_cache__', '__annotations__', '__slotnames__'])
+def _empty_cache(v):
+    return v is None or (type(v) in (dict, list) and not v)
 def _hook_base():
     return [(c, label, dict(c.__dict__), (c.__name__, c.__qualname__, c.__bases__)) for c, label in (
         (_Blocker, '<harness>._Blocker'), (_PackageFinder, '<harness>._PackageFinder'), (_PackageLoader, '<harness>._PackageLoader'),

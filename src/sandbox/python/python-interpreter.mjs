@@ -217,7 +217,7 @@ if (data.makeSnapshot) {
     const st = FS.lstat(path);
     if (FS.isDir(st.mode)) {
       if (path === '/dev' || path === '/proc') {
-        FS.chmod(path, 0o555); // no new files there; the devices (/dev/null, the standard streams) keep their modes
+        lockDirs(path); // no new files there (/dev/shm, /proc/self included); the devices keep their modes
         return;
       }
       for (const name of FS.readdir(path)) {
@@ -226,6 +226,16 @@ if (data.makeSnapshot) {
       FS.chmod(path, 0o555);
     } else if (FS.isFile(st.mode)) FS.chmod(path, st.mode & 0o7555 & ~0o222);
   };
+  /** Every folder under path (path included) read-only; files untouched. */
+  function lockDirs(/** @type {string} */ path, depth = 0) {
+    try {
+      if (!FS.isDir(FS.lstat(path).mode)) return;
+      for (const name of FS.readdir(path)) if (name !== '.' && name !== '..' && depth < 16) lockDirs(`${path}/${name}`, depth + 1);
+      FS.chmod(path, 0o555);
+    } catch {
+      // A node that cannot be read or changed (a device's own folder): left as it is.
+    }
+  }
   lockFs('/');
   const fsBase = fsBytesUnder('/');
   const fsBytes = () => Math.max(0, fsBytesUnder('/') - fsBase);
