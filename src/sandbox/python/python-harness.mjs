@@ -476,6 +476,14 @@ def _leave():
             _MODULES.pop(s.module.__name__, None)
     _CURRENT[0] = None
 
+def _in_session(s, fn, *args):
+    """fn(s, *args) with the session entered (its clock, random streams and module state in), and left after."""
+    try:
+        _enter(s)
+        return fn(s, *args)
+    finally:
+        _leave()
+
 def recover():
     """After a limit (an interrupt at a deadline) escaped the harness between a session's code and its
     _leave: no session stays current, and no module of a supplied package stays in sys.modules, where the
@@ -1110,13 +1118,9 @@ def call(sid, tool, args_json, max_result_bytes=None):
     method = getattr(type(s.inst), tool, None)
     if method is None or not callable(method):
         return _err('UNKNOWN_TOOL', 'the class has no method "%s" (the tool is advertised but not implemented)' % tool)
-    try:
-        _enter(s)
-        # In a function of its own: the result and the arguments (what the tool put into them) are freed as it
-        # returns, in the session (a __del__ of theirs sees its clock and its random streams).
-        return _call(s, tool, args_json, max_result_bytes)
-    finally:
-        _leave()
+    # In a function of its own: the result and the arguments (what the tool put into them) are freed as it returns,
+    # in the session (a __del__ of theirs sees its clock and its random streams).
+    return _in_session(s, _call, tool, args_json, max_result_bytes)
 
 def _call(s, tool, args_json, max_result_bytes):
     args = _loads(args_json)
@@ -1150,11 +1154,7 @@ def state(sid, max_state_bytes=None):
     s = SESSIONS.get(sid)
     if s is None or s.inst is None:
         return _err('ENV_DISPOSED', 'the environment is gone')
-    try:
-        _enter(s)
-        return _state(s, max_state_bytes)
-    finally:
-        _leave()
+    return _in_session(s, _state, max_state_bytes)
 
 def _state(s, max_state_bytes):
     try:
@@ -1179,11 +1179,7 @@ def finish(sid, max_state_bytes=None):
     s = SESSIONS.get(sid)
     if s is None or s.inst is None:
         return _err('ENV_DISPOSED', 'the environment is gone')
-    try:
-        _enter(s)
-        return _finish(s, max_state_bytes)
-    finally:
-        _leave()
+    return _in_session(s, _finish, max_state_bytes)
 
 def _finish(s, max_state_bytes):
     try:
@@ -1285,6 +1281,10 @@ def drop(sid):
         pass
     return '{"ok":' + tamper_report() + '}'
 
+def _free(s):
+    _discard(s)
+    s.initial_state = s.final_state = s.episode = None
+
 def _drop(s):
     if s is None:
         return
@@ -1292,12 +1292,7 @@ def _drop(s):
         if s.inst is not None or (s.module is not None and (s.initial_state is not None or s.final_state is not None)):
             # What the session's environment made is freed in the session (a __del__ of it may run): its instance
             # when it was closed without finish(), the copies of its states kept for the checks.
-            try:
-                _enter(s)
-                _discard(s)
-                s.initial_state = s.final_state = s.episode = None
-            finally:
-                _leave()
+            _in_session(s, _free)
     finally:
         s.dropped = True
         s.pkgmods, s.pkgnames, s.module = {}, set(), None
