@@ -4,8 +4,11 @@ import { runOptionsFrom } from '../queues/submit.js';
 import { ENVSCALER_SPLITS, findEnvscalerFiles, importEnvscaler, splitOfFileName, type EnvscalerFiles, type EnvscalerImportSummary, type EnvscalerSplit, type ImportCounts, type ImportProgress } from '../src/importers/envscaler.js';
 import { BFCL_CATEGORIES, findBfclLayout, importBfcl, type BfclCategory, type BfclImportProgress, type BfclImportSummary } from '../src/importers/bfcl.js';
 import { findTauBenchDomains, importTauBench, TAU_SPLITS, type TauDomainFiles, type TauImportProgress, type TauImportSummary, type TauSplit } from '../src/importers/tau-bench.js';
-import { createLogger } from '../src/logger.js';
+import type { AppConfig } from '../config/index.js';
+import { createLogger, type Logger } from '../src/logger.js';
+import { boundedRunner } from '../src/sandbox/language-router.js';
 import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
+import type { SandboxRunner } from '../src/sandbox/runner.js';
 import { withRuns } from './context.js';
 
 export interface ImportEnvscalerOptions {
@@ -150,13 +153,19 @@ function bfclSummaryText(s: BfclImportSummary, opts: ImportBfclOptions): string 
   return `${lines.join('\n')}\n`;
 }
 
+/** The Python runtime an import replays gold actions in, its error messages bounded as the fleet's are. */
+function importRunner(config: AppConfig, interpreters: number, logger: Logger): SandboxRunner {
+  const { snapshotDir, heapMb, packages } = config.python;
+  return boundedRunner(createPythonSandboxRunner({ snapshotDir, interpreters, heapMb, packages, logger: logger.child({ component: 'python-sandbox' }) }));
+}
+
 /** `envfleet import bfcl`. */
 export async function importBfclCommand(opts: ImportBfclOptions): Promise<void> {
   const categories = bfclCategoriesOf(opts.category);
   const layout = await findBfclLayout(opts.from, categories);
   await withRuns(async c => {
     const logger = createLogger(c.config).child({ component: 'import-bfcl' });
-    const python = createPythonSandboxRunner({ snapshotDir: c.config.python.snapshotDir, interpreters: Math.max(1, Math.min(2, c.config.python.interpreters)), heapMb: c.config.python.heapMb, packages: c.config.python.packages, logger: logger.child({ component: 'python-sandbox' }) });
+    const python = importRunner(c.config, Math.max(1, Math.min(2, c.config.python.interpreters)), logger);
     try {
       const summary = await importBfcl(c.store, python, { runId: opts.run, layout, categories, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false, concurrency: 2, pythonPackages: c.config.python.packages.map(p => p.name) }, runOptionsFrom(c.config), bfclReporter(), logger);
       process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : bfclSummaryText(summary, opts));
@@ -227,7 +236,7 @@ export async function importTauBenchCommand(opts: ImportTauBenchOptions): Promis
   const request = await tauRequestOf(opts);
   await withRuns(async c => {
     const logger = createLogger(c.config).child({ command: 'import tau-bench' });
-    const python = createPythonSandboxRunner({ snapshotDir: c.config.python.snapshotDir, interpreters: 1, heapMb: c.config.python.heapMb, packages: c.config.python.packages, logger: logger.child({ component: 'python-sandbox' }) });
+    const python = importRunner(c.config, 1, logger);
     try {
       const summary = await importTauBench(c.store, python, { runId: opts.run, ...request, ...(opts.limit ? { limit: opts.limit } : {}), append: opts.append ?? false }, runOptionsFrom(c.config), logger, tauReporter());
       process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : tauSummaryText(summary, opts));

@@ -37,14 +37,35 @@ function boundedSession(session: EnvSession): EnvSession {
 }
 
 /**
+ * `runner` with the error messages it hands back bounded (MAX_ERROR_CHARS): a check's, an environment's that did not
+ * start, and those of a session's finish. The language router is one; a caller that holds one runtime's runner
+ * directly (`envfleet import`, which replays gold actions in Python) wraps it too, so a careless message reaches no
+ * summary or record whole.
+ */
+export function boundedRunner(runner: SandboxRunner): SandboxRunner {
+  return {
+    probe: input => runner.probe(input),
+    checks: async input => boundedChecks(await runner.checks(input)),
+    async openSession(code, initialState, limits, initialStateJson) {
+      try {
+        return boundedSession(await runner.openSession(code, initialState, limits, initialStateJson));
+      } catch (err) {
+        if (err instanceof SandboxError) err.message = boundedError(err.message);
+        throw err;
+      }
+    },
+    close: () => runner.close(),
+  };
+}
+
+/**
  * One SandboxRunner over two runtimes: environments and checks go to `js` (QuickJS) or `python`
  * (Pyodide) by their `language` (absent = JavaScript). A checks list may mix both; each runtime
- * runs its own and the results keep the list's order.
+ * runs its own and the results keep the list's order. Error messages are bounded (boundedRunner).
  */
 export function createLanguageRouter(runners: { readonly js: SandboxRunner; readonly python: SandboxRunner }): SandboxRunner {
   const runnerFor = (language: 'js' | 'python') => (language === 'python' ? runners.python : runners.js);
-  const checks = async (input: ChecksInput): Promise<ChecksResult> => boundedChecks(await unbounded(input));
-  const unbounded = async (input: ChecksInput): Promise<ChecksResult> => {
+  const checks = async (input: ChecksInput): Promise<ChecksResult> => {
     // A state kept as its JSON text goes to Python as that text (1.0 stays a float); QuickJS threads get the value.
     const value = (state: unknown): unknown => (state instanceof RawJson ? state.value() : state);
     const forJs = (i: ChecksInput): ChecksInput => ({ ...i, finalState: value(i.finalState), initialState: value(i.initialState) });
@@ -55,24 +76,18 @@ export function createLanguageRouter(runners: { readonly js: SandboxRunner; read
     const [jsResult, pyResult] = await Promise.all([runners.js.checks(forJs({ ...input, checks: js })), runners.python.checks({ ...input, checks: python })]);
     return merge(input.checks, jsResult.results, pyResult.results);
   };
-  return {
+  return boundedRunner({
     probe: input => runnerFor(languageOf(input.code)).probe(input),
     checks,
     async openSession(code, initialState, limits, initialStateJson) {
-      let session: EnvSession;
-      try {
-        session = await runnerFor(languageOf(code)).openSession(code, initialState, limits, initialStateJson);
-      } catch (err) {
-        if (err instanceof SandboxError) err.message = boundedError(err.message);
-        throw err;
-      }
+      const session = await runnerFor(languageOf(code)).openSession(code, initialState, limits, initialStateJson);
       const foreign = languageOf(code) !== 'python' ? 'python' : 'js';
-      return boundedSession(withForeignChecks(session, foreign, runners[foreign], initialState, initialStateJson, limits));
+      return withForeignChecks(session, foreign, runners[foreign], initialState, initialStateJson, limits);
     },
     async close() {
       await Promise.all([runners.js.close(), runners.python.close()]);
     },
-  };
+  });
 }
 
 /** Checks of the session's own language run where its state is; the others run on the final state's JSON in the other runtime. */

@@ -9,7 +9,8 @@ import { expect } from 'chai';
 import { pino } from 'pino';
 import { loadConfig } from '../../config/index.js';
 import { EnvironmentCode, type CheckSpec } from '../../src/sandbox/bundle.js';
-import { createLanguageRouter, MAX_ERROR_CHARS } from '../../src/sandbox/language-router.js';
+import { boundedRunner, createLanguageRouter, MAX_ERROR_CHARS } from '../../src/sandbox/language-router.js';
+import { SandboxError } from '../../src/sandbox/errors.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
 import { answerText, HARNESS_PY, MAX_JSON_DEPTH } from '../../src/sandbox/python/python-harness.mjs';
 import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
@@ -583,6 +584,24 @@ class Env:
       expect(error).to.match(/^AssertionError: état inattendu — 状态 😀 /).and.to.match(/… \(\d+ characters\)$/);
       expect(error.length).to.be.at.most(MAX_ERROR_CHARS + 40);
       expect(result.results.map(r => r.passed)).to.deep.equal([false, true]);
+    });
+
+    it("bounds the same messages on the Python runtime held alone, as envfleet import holds it (boundedRunner): a check's, a finish's, a constructor's that raises with its whole config", async () => {
+      const alone = boundedRunner(runner);
+      const careless = pyCheck('careless', 'def check_func(s):\n    raise AssertionError("état inattendu — 状态 😀 " + str(s) * 20)');
+      const bounded = (error: string | undefined) => {
+        expect(error).to.match(/… \(\d+ characters\)$/);
+        expect(error!.length).to.be.at.most(MAX_ERROR_CHARS + 40);
+      };
+      bounded((await alone.checks({ checks: [careless], finalState: SEEDED_STATE, initialState: SEEDED_STATE, limits: LIMITS })).results[0]!.error);
+      const s = await alone.openSession(HELP_DESK, SEEDED_STATE, LIMITS);
+      open.push(s);
+      bounded((await s.finish([careless])).checks!.results[0]!.error);
+      const angry = { ...HELP_DESK, source: 'class HelpDeskSystem:\n    def __init__(self, config):\n        raise ValueError("mauvaise config — 配置 😀 " + repr(config) * 20)' };
+      const err = await rejection(alone.openSession(angry, SEEDED_STATE, LIMITS));
+      expect(err).to.be.instanceOf(SandboxError);
+      expect((err as Error).message).to.include('mauvaise config — 配置 😀 ');
+      bounded((err as Error).message);
     });
 
     it('rejects a Python environment whose class or tool name is not a Python identifier', () => {
