@@ -1534,6 +1534,34 @@ class Env:
       }
     });
 
+    it("empties /tmp of an interpreter marked for recycling before the next session it is given (the only one: every interpreter is retiring), and recycles it once that session ends", async () => {
+      const r = single({ recycleHeapMb: 120 });
+      try {
+        const code = python('class Env:\n    def __init__(self, c=None):\n        pass\n    def write(self, text):\n        with open("/tmp/notes — 笔记 😀.txt", "w", encoding="utf-8") as f:\n            f.write(text)\n        return True\n    def read(self):\n        try:\n            with open("/tmp/notes — 笔记 😀.txt", encoding="utf-8") as f:\n                return f.read()\n        except FileNotFoundError:\n            return None\n    def fill(self, mb):\n        with open("/tmp/blob", "wb") as f:\n            f.write(b"a" * (mb << 20))\n        return True\n', ['write', 'read', 'fill']);
+        const a = await r.openSession(code, {}, { ...LIMITS, callDeadlineMs: 60_000 });
+        expect(await a.call('write', { text: 'épisode A — 第一 😀' })).to.deep.include({ result: true });
+        expect(await a.call('fill', { mb: 100 })).to.deep.include({ result: true });
+        // The filesystem is measured at most every 250 ms (and at every session end).
+        await new Promise(resolve => setTimeout(resolve, 300));
+        await a.call('read', {});
+        const before = (await r.stats()).interpreters[0]!;
+        expect(before.retiring).to.equal(true);
+        // The next episode is opened as soon as the last one ends: the retiring interpreter, still alive, is given it.
+        const closing = a.close();
+        const b = await r.openSession(code, {}, LIMITS);
+        await closing;
+        expect((await r.stats()).interpreters[0]!.n).to.equal(before.n);
+        expect(await b.call('read', {})).to.deep.include({ result: null });
+        await b.close();
+        const c = await r.openSession(code, {}, LIMITS);
+        expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(before.n);
+        expect(await c.call('read', {})).to.deep.include({ result: null });
+        await c.close();
+      } finally {
+        await r.close();
+      }
+    });
+
     // Careless, not hostile: an exception class whose __str__ returns its (integer) code. str(e) raised
     // TypeError inside the harness's own error handling, which was taken for tampering: the interpreter was
     // replaced and every co-tenant session (and the rest of a finish's checks) ended ENV_DISPOSED.
