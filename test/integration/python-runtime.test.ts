@@ -1562,6 +1562,28 @@ class Env:
       }
     });
 
+    it('drops what environments print without a newline (a progress line: \\r and end=""): the child process does not keep it, and the interpreter and its co-tenant go on', async () => {
+      const r = single();
+      try {
+        const code = python('class Env:\n    def __init__(self, c=None):\n        self.rows = 0\n    def progress(self, n):\n        for i in range(n):\n            self.rows += 1\n            print(f"\\rimporté {i + 1}/{n} lignes — 行 😀", end="")\n        return self.rows\n', ['progress']);
+        const limits = { ...LIMITS, callDeadlineMs: 60_000 };
+        const bystander = await r.openSession(code, {}, limits);
+        const s = await r.openSession(code, {}, limits);
+        expect(await s.call('progress', { n: 1000 })).to.deep.include({ result: 1000 });
+        const before = (await r.stats()).rssBytes;
+        // ≈ 3 MB printed per call, 30 MB in all, and not one newline.
+        for (let i = 1; i <= 10; i += 1) expect(await s.call('progress', { n: 70_000 })).to.deep.include({ result: 1000 + i * 70_000 });
+        const grown = (await r.stats()).rssBytes - before;
+        // Pyodide's batched writer kept every byte as an element of a JavaScript array (8 bytes each): 240 MB and more.
+        expect(grown).to.be.below(100 << 20);
+        expect(await bystander.call('progress', { n: 3 })).to.deep.include({ result: 3 });
+        await s.close();
+        await bystander.close();
+      } finally {
+        await r.close();
+      }
+    });
+
     // Careless, not hostile: an exception class whose __str__ returns its (integer) code. str(e) raised
     // TypeError inside the harness's own error handling, which was taken for tampering: the interpreter was
     // replaced and every co-tenant session (and the rest of a finish's checks) ended ENV_DISPOSED.

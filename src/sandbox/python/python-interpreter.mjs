@@ -84,6 +84,7 @@ const options = {
   indexURL: data.indexURL,
   env: { PYTHONHASHSEED: '0' },
   jsglobals: Object.create(null),
+  // While Pyodide starts; replaced below, before any environment code runs.
   stdout: () => undefined,
   stderr: () => undefined,
   checkAPIVersion: true,
@@ -112,6 +113,13 @@ if (data.makeSnapshot) {
   // gives ''). Pyodide's default reads the thread's fd 0 through Node's fs, which the permission model refuses: the
   // interpreter failed fatally and its co-tenants' sessions ended.
   pyodide.setStdin({ stdin: () => null });
+  // What environments print is dropped as it is written, every byte, newline or not. Pyodide's batched writer (what a
+  // stdout callback selects) kept each byte in a JavaScript array of the interpreter until a newline: a progress line
+  // (print(f"\r{i}/{n}", end="")) grew that array outside the WebAssembly cap, across sessions, until the child
+  // process ran out of memory and every session of every interpreter ended.
+  const discard = { write: (/** @type {Uint8Array} */ buffer) => buffer.length };
+  pyodide.setStdout(discard);
+  pyodide.setStderr(discard);
   const ns = pyodide.globals.get('dict')();
   const packages = data.packages ?? [];
   const packageNames = [...new Set(packages.map(f => f.module.split('.')[0]))];
