@@ -1289,6 +1289,41 @@ class Env:
         await r.close();
       }
     });
+    it("keeps the names an environment adds to standard modules as it loads (a custom log level, compatibility shims) to its own session: its calls and checks see them, no other session does, and its end replaces nothing; a name added in a tool is still tampering", async () => {
+      const r = single();
+      try {
+        const shim = python('import logging, collections, collections.abc, time\nTRACE = 5\nlogging.addLevelName(TRACE, "TRACE — 跟踪 😀")\nlogging.TRACE = TRACE\ncollections.Mapping = collections.abc.Mapping\ntime.clock = time.perf_counter\nclass Env:\n    def __init__(self, c=None):\n        self.level = logging.TRACE\n    def use(self):\n        return [logging.TRACE, logging.getLevelName(logging.TRACE), isinstance({}, collections.Mapping), type(time.clock()).__name__]\n', ['use']);
+        const other = python('import logging, collections, time\nclass Other:\n    def __init__(self, c=None):\n        self.n = 0\n    def look(self):\n        return [hasattr(logging, "TRACE"), hasattr(collections, "Mapping"), hasattr(time, "clock")]\n    def add(self):\n        logging.AUDIT = 25\n        return True\n', ['look', 'add'], 'Other');
+        const o = await r.openSession(other, {}, LIMITS);
+        const n0 = (await r.stats()).interpreters[0]!.n;
+        const a = await r.openSession(shim, {}, LIMITS);
+        const b = await r.openSession(shim, {}, LIMITS);
+        const own = [5, 'TRACE — 跟踪 😀', true, 'float'];
+        expect(await a.call('use', {})).to.deep.include({ result: own });
+        expect(await o.call('look', {})).to.deep.include({ result: [false, false, false] });
+        const end = await a.finish([pyCheck('sees', 'import logging\ndef check_func(s):\n    return logging.TRACE == 5 and s["level"] == 5')]);
+        expect(end.checks!.results.map(c => c.passed)).to.deep.equal([true]);
+        await a.close();
+        // The other session of the same environment keeps its own, after the first one ended.
+        expect(await b.call('use', {})).to.deep.include({ result: own });
+        await b.close();
+        expect(await o.call('look', {})).to.deep.include({ result: [false, false, false] });
+        expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
+        const c = await r.openSession(shim, {}, LIMITS);
+        expect(await c.call('use', {})).to.deep.include({ result: own });
+        await c.close();
+        // Added by a tool, after loading: still taken for tampering when the session ends.
+        expect(await o.call('add', {})).to.deep.include({ result: true });
+        await o.close();
+        const after = await r.openSession(other, {}, LIMITS);
+        expect(await after.call('look', {})).to.deep.include({ result: [false, false, false] });
+        expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n0);
+        await after.close();
+      } finally {
+        await r.close();
+      }
+    });
+
     it("replaces the interpreter after a session that set an attribute on datetime.date or datetime.datetime (the sandbox's classes, shared by every session); subclassing and copying dates does not", async () => {
       const r = single();
       try {

@@ -458,6 +458,8 @@ def _enter(s):
         _load_module_state(s.modstate)
         _RNG_OWNER[0] = s
     _CURRENT[0] = s
+    for d, names in s.added:
+        d.update(names)
     if s.pkgmods:
         _sys.modules.update(s.pkgmods)
     # The environment's module is in sys.modules while its code runs (the constructor, a tool): a dataclass made at
@@ -470,6 +472,8 @@ def _leave():
     # current and recover() takes its modules.
     s = _CURRENT[0]
     if s is not None:
+        if s.added:
+            _put_away(s)
         if s.pkgmods or s.pkgnames:
             _take_packages(s)
         if s.module is not None:
@@ -490,6 +494,7 @@ def recover():
     next session's import would find another session's copy."""
     s = _CURRENT[0]
     if s is not None:
+        _put_away(s)
         _take_packages(s)
     _CURRENT[0] = None
     for n in [n for n in _MODULES if n.split('.')[0] in PACKAGE_NAMES or n == 'envfleet_check' or n.startswith('envfleet_env_')]:
@@ -1002,7 +1007,7 @@ def _limit_error(e):
 
 class Session:
     __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods', 'pkgnames',
-                 'cap', 'deep', 'module', 'slept', 'frames', 'check_base')
+                 'cap', 'deep', 'module', 'slept', 'frames', 'check_base', 'added')
 
 SESSIONS = {}
 
@@ -1014,6 +1019,7 @@ def _new_session(sid, packages, rng_seed, aux_seed, tools=frozenset()):
     s.cap, s.deep = _sys.maxsize, None
     s.frames = _DEEP_FRAMES  # for copying its states: set from their depth when an environment's are counted
     s.check_base = None  # what each of its checks starts from (_check_start)
+    s.added = []  # the names its code added to shared modules as it loaded, by module dict (_take_added)
     s.packages, s.pkgmods, s.pkgnames = _package_dict(packages), {}, set()
     s.rng_state = _random.Random(rng_seed).getstate()
     s.modstate = _fresh_module_state()
@@ -1053,8 +1059,10 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
         return _err('STATE_INVALID', 'the initial state is not JSON: %s' % e)
     if not isinstance(config, dict):
         return _err('STATE_INVALID', 'the initial state of a Python environment must be a JSON object (its keys are set on the instance), not %s' % type(config).__name__)
+    before = None
     try:
         _enter(s)
+        before = _added_names()
         module = s.module = _types.ModuleType('envfleet_env_%s' % sid)
         _MODULES[module.__name__] = module  # until _leave: the constructor runs with it too
         try:
@@ -1106,6 +1114,8 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
         _discard(s)
         return failed
     finally:
+        if before is not None:
+            _take_added(s, before)
         _leave()
 
 @_crossing
@@ -1459,6 +1469,45 @@ def integrity():
         if (c.__name__, c.__qualname__, c.__bases__) != names:
             changed.append('%s: its name or bases were changed' % label)
     return _encode(changed[:20])
+
+# Names an environment's code adds to a shared module while it loads (logging.TRACE = 5 after addLevelName, the
+# custom-level recipe; shims such as collections.Mapping = collections.abc.Mapping or time.clock = time.perf_counter)
+# belong to its session: taken out of the modules when its create ends and each time it is left, put back each time it
+# is entered (its calls, state reads, checks and finish see them, as in CPython), so no other session sees them and
+# they are not tampering. A name added later (in a tool or a check), rebound or removed is still taken for tampering.
+def _added_names():
+    """{module name: the names it holds beyond those of load time}, for the watched modules whose size is not their
+    size at load (the swapped names, the ignored keys and submodules bound on their parent left out)."""
+    out = {}
+    for name, (m, base) in _BASELINE.items():
+        d = m.__dict__
+        if dict.__len__(d) == len(base):
+            continue
+        skip = _SWAPPED.get(name, ())
+        keys = frozenset(k for k in list(d) if k not in base and k not in skip and k not in _IGNORED_KEYS
+                         and not (isinstance(d[k], _types.ModuleType) and _sys.modules.get('%s.%s' % (name, k)) is d[k]))
+        if keys:
+            out[name] = keys
+    return out
+
+def _take_added(s, before):
+    """Makes the names s's create added to shared modules (those not there before it: _added_names then) s's own;
+    _leave takes them out."""
+    for name, keys in _added_names().items():
+        new = keys - before.get(name, frozenset())
+        if new:
+            d = _BASELINE[name][0].__dict__
+            s.added.append((d, {k: d[k] for k in new}))
+
+def _put_away(s):
+    """Takes s's added names out of their modules again, keeping their values now (a name it deleted is forgotten)."""
+    for d, names in s.added:
+        for k in list(names):
+            v = d.pop(k, _ABSENT)
+            if v is _ABSENT:
+                del names[k]
+            else:
+                names[k] = v
 
 # Top-level names of the modules loaded now (Pyodide's own included): with the standard ones and the packages,
 # the only names a session may import (_PackageFinder) or find in sys.modules (tamper_report).
