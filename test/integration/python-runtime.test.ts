@@ -738,6 +738,38 @@ class Env:
         await r.close();
       }
     });
+    it("keeps decimal.DefaultContext per session: set as the environment loads, it is that session's context (as in a fresh CPython) and no other session's template, while it lives or after it ended", async () => {
+      const r = single();
+      try {
+        const probe = '    def ctx(self):\n        c = decimal.getcontext()\n        return [c.prec, str(c.rounding), decimal.Context().prec, str(decimal.Context().rounding), str(Decimal(2) / Decimal(3))]\n';
+        const money = python('import decimal\nfrom decimal import Decimal, ROUND_HALF_UP\ndecimal.DefaultContext.prec = 6\ndecimal.DefaultContext.rounding = ROUND_HALF_UP\nclass Env:\n    def __init__(self, c=None):\n        self.total = "0"\n    def third(self):\n        return [str(Decimal(1) / Decimal(3)), str(Decimal("2.5").quantize(Decimal("1")))]\n' + probe, ['third', 'ctx']);
+        // Its own context set first, then the template: in CPython its context was made before the change.
+        const own = python('import decimal\nfrom decimal import Decimal, ROUND_DOWN\ndecimal.getcontext().prec = 10\ndecimal.DefaultContext.rounding = ROUND_DOWN\nclass Env:\n    def __init__(self, c=None):\n        self.n = 0\n' + probe, ['ctx']);
+        const plain = python('import decimal\nfrom decimal import Decimal\nclass Env:\n    def __init__(self, c=None):\n        self.n = 0\n' + probe, ['ctx']);
+        const fresh = [28, 'ROUND_HALF_EVEN', 28, 'ROUND_HALF_EVEN', '0.6666666666666666666666666667'];
+        const p = await r.openSession(plain, {}, LIMITS);
+        const m = await r.openSession(money, {}, LIMITS);
+        // Answers as CPython 3.12 gives for each source in a process of its own.
+        expect(await m.call('third', {})).to.deep.include({ result: ['0.333333', '3'] });
+        expect(await m.call('ctx', {})).to.deep.include({ result: [6, 'ROUND_HALF_UP', 6, 'ROUND_HALF_UP', '0.666667'] });
+        expect(await p.call('ctx', {})).to.deep.include({ result: fresh });
+        const o = await r.openSession(own, {}, LIMITS);
+        expect(await o.call('ctx', {})).to.deep.include({ result: [10, 'ROUND_HALF_EVEN', 28, 'ROUND_DOWN', '0.6666666667'] });
+        expect(await m.call('ctx', {})).to.deep.include({ result: [6, 'ROUND_HALF_UP', 6, 'ROUND_HALF_UP', '0.666667'] });
+        const end = await m.finish([pyCheck('template', 'import decimal\ndef check_func(s):\n    return decimal.Context().prec == 6')]);
+        expect(end.checks!.results.map(c => c.passed)).to.deep.equal([true]);
+        await m.close();
+        await o.close();
+        expect(await p.call('ctx', {})).to.deep.include({ result: fresh });
+        const later = await r.openSession(plain, {}, LIMITS);
+        expect(await later.call('ctx', {})).to.deep.include({ result: fresh });
+        await later.close();
+        await p.close();
+      } finally {
+        await r.close();
+      }
+    });
+
     it('keeps sessions in one interpreter deterministic: uuid1 caches, the decimal context, calendar and csv settings are per session', async () => {
       const r = single();
       try {

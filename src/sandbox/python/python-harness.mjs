@@ -308,6 +308,35 @@ _uuid._GETTERS = []
 # weekday, csv's field size limit and dialects. (random's global instance is swapped with rng_state.)
 _UUID_VARS = ('_node', '_last_timestamp', '_last_timestamp_v6', '_last_timestamp_v7', '_last_counter_v7')
 _DEC_TEMPLATE = _decimal.getcontext().copy()
+
+# decimal.DefaultContext, the template of new contexts (decimal.Context() copies its fields; in CPython a thread's first
+# getcontext() too): one object for every session. Money code sets it at load (DefaultContext.prec = 6, rounding =
+# ROUND_HALF_UP); the change held for every later session's decimal.Context(). Its fields are module state of each
+# session (None: as at load), swapped in with it; a session whose code set it as it loaded, and did not set its own
+# context, gets its context from it, as a fresh CPython process would (create).
+_DEC_DEFAULT_REPR = repr(_decimal.DefaultContext)
+_DEC_DEFAULT_AT_LOAD = _decimal.DefaultContext.copy()
+_UNKNOWN = object()
+_DEC_DEFAULT_SEEN = [_UNKNOWN]  # DefaultContext as the last save found it (until code runs again): skips a load
+
+def _dec_default_now():
+    d = _decimal.DefaultContext
+    v = _DEC_DEFAULT_SEEN[0] = None if repr(d) == _DEC_DEFAULT_REPR else d.copy()
+    return v
+
+def _load_dec_default(c):
+    seen, _DEC_DEFAULT_SEEN[0] = _DEC_DEFAULT_SEEN[0], _UNKNOWN
+    if c is None and seen is None:
+        return
+    c = _DEC_DEFAULT_AT_LOAD if c is None else c
+    d = _decimal.DefaultContext
+    d.prec, d.rounding, d.Emin, d.Emax, d.capitals, d.clamp = c.prec, c.rounding, c.Emin, c.Emax, c.capitals, c.clamp
+    d.traps, d.flags = dict(c.traps), dict(c.flags)
+
+def _dec_fields(c):
+    return (c.prec, c.rounding, c.Emin, c.Emax, c.capitals, c.clamp, tuple(sorted(k.__name__ for k, v in dict(c.traps).items() if v)))
+
+_DEC_TEMPLATE_FIELDS = _dec_fields(_DEC_TEMPLATE)
 _CSV_LIMIT = _csv.field_size_limit()
 _CSV_DIALECTS = {n: _csv.get_dialect(n) for n in _csv.list_dialects()}
 
@@ -380,6 +409,7 @@ def _fresh_module_state(at_load=False):
         'logging': log,
         'uuid': {k: (0 if k == '_last_counter_v7' else None) for k in _UUID_VARS if k in _uuid.__dict__},
         'decimal': _DEC_TEMPLATE.copy(),
+        'decimal_default': None,
         'firstweekday': 0,
         'csv_limit': _CSV_LIMIT,
         'csv_dialects': dict(_CSV_DIALECTS),
@@ -392,6 +422,7 @@ def _save_module_state():
         'logging': _logging_now(),
         'uuid': {k: _uuid.__dict__.get(k) for k in _UUID_VARS if k in _uuid.__dict__},
         'decimal': _decimal.getcontext(),
+        'decimal_default': _dec_default_now(),
         'firstweekday': _calendar.firstweekday(),
         'csv_limit': _csv.field_size_limit(),
         'csv_dialects': {n: _csv.get_dialect(n) for n in _csv.list_dialects()},
@@ -408,6 +439,7 @@ def _load_module_state(m):
     for k, v in m['uuid'].items():
         setattr(_uuid, k, v)
     _decimal.setcontext(m['decimal'])
+    _load_dec_default(m['decimal_default'])
     _calendar.setfirstweekday(m['firstweekday'])
     _csv.field_size_limit(m['csv_limit'])
     for n in _csv.list_dialects():
@@ -1069,6 +1101,8 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
             exec(code, module.__dict__)
         except BaseException as e:
             return _limit_error(e) or _err('SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
+        if repr(_decimal.DefaultContext) != _DEC_DEFAULT_REPR and _dec_fields(_decimal.getcontext()) == _DEC_TEMPLATE_FIELDS:
+            _decimal.setcontext(_decimal.DefaultContext)  # a copy of it, as a first getcontext() after the change gives
         cls = module.__dict__.get(class_name)
         if not isinstance(cls, type):
             return _err('CLASS_MISSING', 'the source defines no class named %s' % class_name)
