@@ -738,6 +738,32 @@ class Env:
         await r.close();
       }
     });
+    it('lets environments use io, html, keyword, fnmatch, ipaddress, struct, graphlib, shlex and secrets as CPython does, without replacing the interpreter; secrets come from the session\'s random stream (the same scenario gives the same tokens)', async () => {
+      const r = single();
+      try {
+        const code = python('import io, csv, html, keyword, fnmatch, ipaddress, struct, graphlib, shlex, secrets\nclass Env:\n    def __init__(self, c=None):\n        self.token = secrets.token_hex(8)\n    def use(self):\n        buf = io.StringIO()\n        csv.writer(buf).writerow(["nom", "café — 咖啡 😀"])\n        net = ipaddress.ip_network("10.0.0.0/30")\n        ts = graphlib.TopologicalSorter({"deploy": {"build"}, "build": {"fetch"}})\n        return [buf.getvalue(), html.escape(\'<b>"Zoë" & 李</b>\'), html.unescape("&eacute;&#x1F600;"), keyword.iskeyword("class"), fnmatch.fnmatch("rapport-été.csv", "*.csv"), [str(h) for h in net.hosts()], ipaddress.ip_address("192.168.1.7") in ipaddress.ip_network("192.168.1.0/24"), struct.pack(">HI", 1, 2).hex(), list(ts.static_order()), shlex.split("cp \'mon fichier.txt\' /tmp")]\n    def tokens(self):\n        return [self.token, secrets.token_urlsafe(6), secrets.choice("abcdef"), secrets.randbelow(1000)]\n', ['use', 'tokens']);
+        const bystander = await r.openSession(code, { other: 'scénario' }, LIMITS);
+        const n0 = (await r.stats()).interpreters[0]!.n;
+        // What CPython 3.12 answers for the same code.
+        const cpython = ['nom,café — 咖啡 😀\r\n', '&lt;b&gt;&quot;Zoë&quot; &amp; 李&lt;/b&gt;', 'é😀', true, true, ['10.0.0.1', '10.0.0.2'], true, '000100000002', ['fetch', 'build', 'deploy'], ['cp', 'mon fichier.txt', '/tmp']];
+        const tokens: unknown[] = [];
+        for (let i = 0; i < 2; i += 1) {
+          const s = await r.openSession(code, {}, LIMITS);
+          expect(await s.call('use', {})).to.deep.include({ result: cpython });
+          tokens.push((await s.call('tokens', {})).result);
+          await s.close();
+        }
+        expect(tokens[0]).to.deep.equal(tokens[1]);
+        expect((tokens[0] as string[])[0]).to.match(/^[0-9a-f]{16}$/);
+        expect((await bystander.call('tokens', {})).result).to.not.deep.equal(tokens[0]);
+        expect(await bystander.call('use', {})).to.deep.include({ result: cpython });
+        await bystander.close();
+        expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
+      } finally {
+        await r.close();
+      }
+    });
+
     it("keeps decimal.DefaultContext per session: set as the environment loads, it is that session's context (as in a fresh CPython) and no other session's template, while it lives or after it ended", async () => {
       const r = single();
       try {

@@ -16,9 +16,9 @@ import { TextDecoder } from 'node:util';
 /** Modules an environment or a check may import (checked on the source's AST before it runs). */
 export const ALLOWED_IMPORTS = [
   '__future__', 'abc', 'ast', 'base64', 'binascii', 'bisect', 'calendar', 'collections', 'contextlib', 'copy', 'csv', 'dataclasses',
-  'datetime', 'decimal', 'difflib', 'enum', 'fractions', 'functools', 'hashlib', 'heapq', 'itertools', 'json', 'logging',
-  'math', 'numbers', 'operator', 'pprint', 'random', 're', 'statistics', 'string', 'textwrap', 'time', 'typing',
-  'unicodedata', 'uuid', 'zoneinfo',
+  'datetime', 'decimal', 'difflib', 'enum', 'fnmatch', 'fractions', 'functools', 'graphlib', 'hashlib', 'heapq', 'html', 'io',
+  'ipaddress', 'itertools', 'json', 'keyword', 'logging', 'math', 'numbers', 'operator', 'pprint', 'random', 're', 'secrets',
+  'shlex', 'statistics', 'string', 'struct', 'textwrap', 'time', 'typing', 'unicodedata', 'uuid', 'zoneinfo',
 ];
 
 /** Modules no code in the interpreter may import at run time, whatever route it takes (the harness's meta_path blocker). */
