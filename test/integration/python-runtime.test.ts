@@ -772,6 +772,8 @@ class Env:
         // Its own context set first, then the template: in CPython its context was made before the change.
         const own = python('import decimal\nfrom decimal import Decimal, ROUND_DOWN\ndecimal.getcontext().prec = 10\ndecimal.DefaultContext.rounding = ROUND_DOWN\nclass Env:\n    def __init__(self, c=None):\n        self.n = 0\n' + probe, ['ctx']);
         const plain = python('import decimal\nfrom decimal import Decimal\nclass Env:\n    def __init__(self, c=None):\n        self.n = 0\n' + probe, ['ctx']);
+        // A Decimal made (or a division done) before the template is set: CPython's context exists by then and is kept.
+        const early = python('import decimal\nfrom decimal import Decimal, ROUND_HALF_UP\nTAX = Decimal("0.08") / Decimal(3)\ndecimal.DefaultContext.prec = 6\nclass Env:\n    def __init__(self, c=None):\n        self.n = 0\n' + probe, ['ctx']);
         const fresh = [28, 'ROUND_HALF_EVEN', 28, 'ROUND_HALF_EVEN', '0.6666666666666666666666666667'];
         const p = await r.openSession(plain, {}, LIMITS);
         const m = await r.openSession(money, {}, LIMITS);
@@ -782,6 +784,9 @@ class Env:
         const o = await r.openSession(own, {}, LIMITS);
         expect(await o.call('ctx', {})).to.deep.include({ result: [10, 'ROUND_HALF_EVEN', 28, 'ROUND_DOWN', '0.6666666667'] });
         expect(await m.call('ctx', {})).to.deep.include({ result: [6, 'ROUND_HALF_UP', 6, 'ROUND_HALF_UP', '0.666667'] });
+        const e = await r.openSession(early, {}, LIMITS);
+        expect(await e.call('ctx', {})).to.deep.include({ result: [28, 'ROUND_HALF_EVEN', 6, 'ROUND_HALF_EVEN', '0.6666666666666666666666666667'] });
+        await e.close();
         const end = await m.finish([pyCheck('template', 'import decimal\ndef check_func(s):\n    return decimal.Context().prec == 6')]);
         expect(end.checks!.results.map(c => c.passed)).to.deep.equal([true]);
         await m.close();
@@ -1359,8 +1364,16 @@ class Env:
         const own = [5, 'TRACE — 跟踪 😀', true, 'float'];
         expect(await a.call('use', {})).to.deep.include({ result: own });
         expect(await o.call('look', {})).to.deep.include({ result: [false, false, false] });
-        const end = await a.finish([pyCheck('sees', 'import logging\ndef check_func(s):\n    return logging.TRACE == 5 and s["level"] == 5')]);
-        expect(end.checks!.results.map(c => c.passed)).to.deep.equal([true]);
+        // Each check starts from the names as the environment left them: one that rebinds or deletes one changes no other.
+        const seesTrace = pyCheck('sees', 'import logging\ndef check_func(s):\n    return logging.TRACE == 5 and s["level"] == 5');
+        const end = await a.finish([
+          seesTrace,
+          pyCheck('rebinds', 'import logging\ndef check_func(s):\n    logging.TRACE = 99\n    return True'),
+          { ...seesTrace, item: 'sees again' },
+          pyCheck('deletes', 'import logging\ndef check_func(s):\n    del logging.TRACE\n    return True'),
+          { ...seesTrace, item: 'sees at last' },
+        ]);
+        expect(end.checks!.results.map(c => c.passed)).to.deep.equal([true, true, true, true, true]);
         await a.close();
         // The other session of the same environment keeps its own, after the first one ended.
         expect(await b.call('use', {})).to.deep.include({ result: own });
@@ -1377,6 +1390,30 @@ class Env:
         expect(await after.call('look', {})).to.deep.include({ result: [false, false, false] });
         expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n0);
         await after.close();
+      } finally {
+        await r.close();
+      }
+    });
+
+    it("replaces the interpreter after a session that planted a module of its own for a submodule of an allowed package (html.parser, json.tool) or put a key that is not a str into a module; the next session imports the real one", async () => {
+      const r = single();
+      try {
+        const victim = python('import json\nfrom html.parser import HTMLParser\nimport json.tool\nclass Env:\n    def __init__(self, c=None):\n        self.x = 1\n    def kinds(self):\n        return [HTMLParser.__module__, json.tool.__name__, json.loads(\'{"é": 1}\')]\n', ['kinds']);
+        const honest = ['html.parser', 'json.tool', { é: 1 }];
+        const planters = [
+          'import logging, html, json\nclass Evil:\n    pass\nfor name in ("html.parser", "json.tool"):\n    fake = type(logging)(name)\n    fake.HTMLParser = Evil\n    logging.sys.modules[name] = fake\nhtml.parser = logging.sys.modules["html.parser"]\nclass Env:\n    def __init__(self, c=None):\n        self.x = 1\n    def noop(self):\n        return 1\n',
+          'import json\nMODE = ["isinstance"]\nclass K:\n    def __hash__(self):\n        return hash(MODE[0])\n    def __eq__(self, o):\n        return True\ndef fake(*a):\n    return False\nclass Env:\n    def __init__(self, c=None):\n        self.x = 1\n    def noop(self):\n        vars(json)[K()] = fake\n        MODE[0] = "dumps"\n        return 1\n',
+        ];
+        for (const source of planters) {
+          const n0 = (await r.stats()).interpreters[0]!.n;
+          const a = await r.openSession(python(source, ['noop']), {}, LIMITS);
+          expect(await a.call('noop', {})).to.deep.include({ result: 1 });
+          await a.close();
+          const v = await r.openSession(victim, {}, LIMITS);
+          expect(await v.call('kinds', {})).to.deep.include({ result: honest });
+          await v.close();
+          expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n0);
+        }
       } finally {
         await r.close();
       }

@@ -42,7 +42,7 @@ export const DEPTH_ADVICE = `: the Python runtime reads and writes JSON values u
 
 export const HARNESS_PY = String.raw`
 import ast as _ast, builtins as _builtins, copy as _copy, dataclasses as _dataclasses, datetime as _dt
-import decimal as _decimal, enum as _enum, json as _json, os as _os, random as _random, sys as _sys
+import contextvars as _contextvars, decimal as _decimal, enum as _enum, json as _json, os as _os, random as _random, sys as _sys
 import time as _time, types as _types, uuid as _uuid, calendar as _calendar, csv as _csv
 import collections as _collections, gc as _gc
 from importlib.machinery import ModuleSpec as _ModuleSpec
@@ -312,15 +312,17 @@ _DEC_TEMPLATE = _decimal.getcontext().copy()
 # decimal.DefaultContext, the template of new contexts (decimal.Context() copies its fields; in CPython a thread's first
 # getcontext() too): one object for every session. Money code sets it at load (DefaultContext.prec = 6, rounding =
 # ROUND_HALF_UP); the change held for every later session's decimal.Context(). Its fields are module state of each
-# session (None: as at load), swapped in with it; a session whose code set it as it loaded, and did not set its own
-# context, gets its context from it, as a fresh CPython process would (create).
-_DEC_DEFAULT_REPR = repr(_decimal.DefaultContext)
-_DEC_DEFAULT_AT_LOAD = _decimal.DefaultContext.copy()
+# session (None: as at load), swapped in with it; and an environment's module loads with no current decimal context, as
+# in a fresh CPython process, so its session's context is the one its code made or set, or one made from DefaultContext
+# as the code left it (create).
+_DEC_DEFAULT = _decimal.DefaultContext  # the object the C module copies; a name rebound later is not followed
+_DEC_DEFAULT_REPR = repr(_DEC_DEFAULT)
+_DEC_DEFAULT_AT_LOAD = _DEC_DEFAULT.copy()
 _UNKNOWN = object()
 _DEC_DEFAULT_SEEN = [_UNKNOWN]  # DefaultContext as the last save found it (until code runs again): skips a load
 
 def _dec_default_now():
-    d = _decimal.DefaultContext
+    d = _DEC_DEFAULT
     v = _DEC_DEFAULT_SEEN[0] = None if repr(d) == _DEC_DEFAULT_REPR else d.copy()
     return v
 
@@ -329,14 +331,9 @@ def _load_dec_default(c):
     if c is None and seen is None:
         return
     c = _DEC_DEFAULT_AT_LOAD if c is None else c
-    d = _decimal.DefaultContext
+    d = _DEC_DEFAULT
     d.prec, d.rounding, d.Emin, d.Emax, d.capitals, d.clamp = c.prec, c.rounding, c.Emin, c.Emax, c.capitals, c.clamp
     d.traps, d.flags = dict(c.traps), dict(c.flags)
-
-def _dec_fields(c):
-    return (c.prec, c.rounding, c.Emin, c.Emax, c.capitals, c.clamp, tuple(sorted(k.__name__ for k, v in dict(c.traps).items() if v)))
-
-_DEC_TEMPLATE_FIELDS = _dec_fields(_DEC_TEMPLATE)
 _CSV_LIMIT = _csv.field_size_limit()
 _CSV_DIALECTS = {n: _csv.get_dialect(n) for n in _csv.list_dialects()}
 
@@ -466,16 +463,23 @@ def _copy_module_state(m):
     return c
 
 def _check_start(s):
-    """Puts back what the session's first check started from (taken then): its random streams, clock and module
-    state, with a fresh logging registry. A check that set the decimal precision, seeded random, slept or
-    configured logging changed what the checks after it saw, and their results depended on their order."""
+    """Puts back what the session's first check started from (taken then): its random streams, clock, module
+    state (with a fresh logging registry) and the names its environment added to shared modules. A check that set the
+    decimal precision, seeded random, slept or configured logging changed what the checks after it saw, and their
+    results depended on their order."""
     base = s.check_base
     if base is None:
-        base = s.check_base = (_rnd.getstate(), s.aux_rng.getstate(), s.clock, s.slept, _copy_module_state(_save_module_state()))
+        base = s.check_base = (_rnd.getstate(), s.aux_rng.getstate(), s.clock, s.slept, _copy_module_state(_save_module_state()),
+                               [(d, dict(names)) for d, names in s.added])
     _rnd.setstate(base[0])
     s.aux_rng.setstate(base[1])
     s.clock, s.slept = base[2], base[3]
     _load_module_state(_copy_module_state(base[4]))
+    # The names its environment added to shared modules as it loaded, as they were (a check may rebind or delete one).
+    _put_away(s)
+    s.added = [(d, dict(names)) for d, names in base[5]]
+    for d, names in s.added:
+        d.update(names)
 
 def _enter(s):
     owner = _RNG_OWNER[0]
@@ -1097,12 +1101,15 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
         before = _added_names()
         module = s.module = _types.ModuleType('envfleet_env_%s' % sid)
         _MODULES[module.__name__] = module  # until _leave: the constructor runs with it too
+        # Run in a context of its own, where decimal has no current context yet, as in a fresh process: the session's
+        # decimal context is then the one the module's code made or set, or, if it used none, the one a first
+        # getcontext() makes now, from decimal.DefaultContext as the code left it (money code sets its prec or rounding).
+        loading = _contextvars.Context()
         try:
-            exec(code, module.__dict__)
+            loading.run(exec, code, module.__dict__)
         except BaseException as e:
             return _limit_error(e) or _err('SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
-        if repr(_decimal.DefaultContext) != _DEC_DEFAULT_REPR and _dec_fields(_decimal.getcontext()) == _DEC_TEMPLATE_FIELDS:
-            _decimal.setcontext(_decimal.DefaultContext)  # a copy of it, as a first getcontext() after the change gives
+        _decimal.setcontext(loading.run(_decimal.getcontext))
         cls = module.__dict__.get(class_name)
         if not isinstance(cls, type):
             return _err('CLASS_MISSING', 'the source defines no class named %s' % class_name)
@@ -1396,6 +1403,20 @@ _os.environ.clear()
 # (a class attribute of a stdlib class, an entry of a module-level dict or list).
 for _n in ALLOWED_IMPORTS:
     __import__(_n)
+# And every submodule of an allowed package (html.parser, json.tool, logging.handlers, collections.abc): one loaded
+# later by a session would not be watched, and a session could put a module of its own in its place (through
+# sys.modules, reachable from an allowed module's sys) for every later session's import. A submodule whose own imports
+# are blocked (logging.handlers needs socket) fails here as it would in a session; __main__ modules are not run.
+import pkgutil as _pkgutil
+for _n in ALLOWED_IMPORTS:
+    _m = _sys.modules[_n]
+    _subs = [i.name for i in _pkgutil.iter_modules(getattr(_m, '__path__', None) or [], _n + '.')] if hasattr(_m, '__path__') else []
+    for _sub in _subs + (['collections.abc'] if _n == 'collections' else []):
+        if not _sub.endswith('.__main__'):
+            try:
+                __import__(_sub)
+            except Exception:
+                pass
 import base64 as _base64
 _base64.a85encode(b''); _base64.b85encode(b''); _base64.b85decode(b'')  # fill their lazy module-level tables now
 # Module globals the standard library binds on first use, bound now (before the snapshot below), so that ordinary code
@@ -1480,6 +1501,11 @@ def _diff(name, cur, base, skip):
             out.append('%s.%s rebound' % (name, k))
     if len(out) < 10:
         for k in cur:
+            # Before any lookup: a key of the session's own type decides what it equals and hashes to (one that equals
+            # 'isinstance' passed as a name at load, while module lookups found it in its place).
+            if type(k) is not str:
+                out.append('%s: a key that is not a str was added' % name)
+                continue
             if k in base or k in skip or k in _IGNORED_KEYS:
                 continue
             v = cur[k]
@@ -1518,7 +1544,7 @@ def _added_names():
         if dict.__len__(d) == len(base):
             continue
         skip = _SWAPPED.get(name, ())
-        keys = frozenset(k for k in list(d) if k not in base and k not in skip and k not in _IGNORED_KEYS
+        keys = frozenset(k for k in list(d) if type(k) is str and k not in base and k not in skip and k not in _IGNORED_KEYS
                          and not (isinstance(d[k], _types.ModuleType) and _sys.modules.get('%s.%s' % (name, k)) is d[k]))
         if keys:
             out[name] = keys
