@@ -764,6 +764,29 @@ class Env:
       }
     });
 
+    it('writes a state whose dict mixes key kinds (ids loaded as "1", one added as the int 2) with each key as its JSON text, where the sort failed (STATE_INVALID, no reward); checks still see the int key, as in CPython; two keys with one text are refused by name', async () => {
+      const r = single();
+      try {
+        const code = python('class Directory:\n    def __init__(self, config):\n        self.users = {}\n    def add_user(self, user_id, name):\n        self.users[user_id] = {"name": name}\n        return True\n    def clash(self):\n        self.users[1] = {"name": "doublon"}\n        return True\n', ['add_user', 'clash'], 'Directory');
+        const s = await r.openSession(code, { users: { '1': { name: 'Zoë' } } }, LIMITS);
+        expect(await s.call('add_user', { user_id: 2, name: '李 😀' })).to.deep.include({ result: true });
+        expect(await s.call('add_user', { user_id: 10, name: 'Ana' })).to.deep.include({ result: true });
+        expect(await s.snapshot()).to.deep.equal({ users: { '1': { name: 'Zoë' }, '10': { name: 'Ana' }, '2': { name: '李 😀' } } });
+        const end = await s.finish([pyCheck('int key', 'def check_func(s):\n    return 2 in s["users"] and "1" in s["users"] and "2" not in s["users"]')]);
+        expect(end.stateJson).to.equal('{"users":{"1":{"name":"Zoë"},"10":{"name":"Ana"},"2":{"name":"李 😀"}}}');
+        expect(end.checks!.results.map(c => c.passed)).to.deep.equal([true]);
+        await s.close();
+        const t = await r.openSession(code, { users: { '1': { name: 'Zoë' } } }, LIMITS);
+        expect(await t.call('clash', {})).to.deep.include({ result: true });
+        const err = await rejection(t.snapshot());
+        expect(err).to.have.property('code', 'STATE_INVALID');
+        expect((err as Error).message).to.include('the same JSON key "1" ("1" and 1)');
+        await t.close();
+      } finally {
+        await r.close();
+      }
+    });
+
     it("keeps decimal.DefaultContext per session: set as the environment loads, it is that session's context (as in a fresh CPython) and no other session's template, while it lives or after it ended", async () => {
       const r = single();
       try {

@@ -630,13 +630,56 @@ def _default(o):
 def canonical(o):
     """JSON text: keys sorted, tuples as lists, sets as sorted lists, date/datetime/time as ISO 8601 strings."""
     try:
-        return _encode(o)
+        try:
+            return _encode(o)
+        except TypeError:
+            # Keys that cannot be sorted together (careless code keys a dict loaded with "1" by an int 2): written again
+            # with those dicts keyed by their keys' JSON text (anything else that failed fails again, as it was).
+            _SET_ORDER.clear()
+            return _encode(_json_keyed(o))
     except NotJson:
         raise
     except (TypeError, ValueError) as e:
         raise NotJson(_text(e) or type(e).__name__)
     finally:
         _SET_ORDER.clear()
+
+def _json_key(k):
+    """The text JSON writes for a dict key (json.dumps's rules), or TypeError as json.dumps gives."""
+    if isinstance(k, str):
+        return k
+    if k is True or k is False or k is None:
+        return _encode(k)
+    if isinstance(k, (int, float)):
+        return _encode(k)  # int's and float's own text; NaN and infinities refused, as in values
+    raise TypeError('keys must be str, int, float, bool or None, not %s' % type(k).__name__)
+
+def _json_keyed(o):
+    """o with each dict whose keys cannot be sorted together keyed by their JSON text instead (so they sort as text;
+    a dict whose keys sort keeps them, and its order: ints as numbers); two keys with one text (1 and "1") are refused.
+    Lists, tuples and dataclasses are walked; anything else is left to the encoder."""
+    if isinstance(o, dict):
+        items = [(k, _json_keyed(v)) for k, v in dict.items(o)]
+        try:
+            sorted(k for k, _ in items)
+            return dict(items)
+        except TypeError:
+            pass
+        out, first = {}, {}
+        for k, v in items:
+            text = _json_key(k)
+            if text in out:
+                raise ValueError('two keys of one dict are written as the same JSON key %s (%s and %s); keep one kind of key per dict, e.g. str(id)' % (_encode(text), _describe_key(first[text]), _describe_key(k)))
+            out[text], first[text] = v, k
+        return out
+    if isinstance(o, (list, tuple)):
+        return [_json_keyed(x) for x in o]
+    if _dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return _json_keyed(_dataclasses.asdict(o))
+    return o
+
+def _describe_key(k):
+    return _encode(k) if k is None or type(k) in (int, float, bool, str) else '<%s>' % type(k).__name__
 
 # --- nesting: at most MAX_DEPTH levels ---------------------------------------------------------------
 # A value nested very deeply (careless code that keeps a linked list as dicts inside dicts) overflowed the
