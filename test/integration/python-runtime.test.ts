@@ -764,6 +764,26 @@ class Env:
       }
     });
 
+    it('reads and finishes a state under the cap that takes longer than a tool call may (the create deadline bounds it, as it bounds building the initial state)', async () => {
+      const r = single();
+      try {
+        const code = python('class Archive:\n    def __init__(self, config):\n        self.entries = [{"id": i, "titre": "entrée n° %d — 档案 😀" % i, "tags": ["a", "b", "c"]} for i in range(60000)]\n    def count(self):\n        return len(self.entries)\n', ['count'], 'Archive');
+        // ≈ 5 MB of state: counting, encoding and copying it takes far longer than this call deadline.
+        const limits = { ...LIMITS, callDeadlineMs: 50, createDeadlineMs: 60_000, checkDeadlineMs: 60_000 };
+        const s = await r.openSession(code, {}, limits);
+        expect(await s.call('count', {})).to.deep.include({ result: 60000 });
+        const state = (await s.snapshot()) as { entries: unknown[] };
+        expect(state.entries).to.have.length(60000);
+        const end = await s.finish([pyCheck('all', 'def check_func(s):\n    return len(s["entries"]) == 60000')]);
+        expect(end.stateError).to.equal(null);
+        expect(Buffer.byteLength(end.stateJson!)).to.be.greaterThan(4 << 20);
+        expect(end.checks!.results.map(c => c.passed)).to.deep.equal([true]);
+        await s.close();
+      } finally {
+        await r.close();
+      }
+    });
+
     it('writes a state whose dict mixes key kinds (ids loaded as "1", one added as the int 2) with each key as its JSON text, where the sort failed (STATE_INVALID, no reward); checks still see the int key, as in CPython; two keys with one text are refused by name', async () => {
       const r = single();
       try {

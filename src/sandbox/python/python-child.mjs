@@ -282,6 +282,16 @@ function tamperCheck(interp, changed) {
   return true;
 }
 
+/**
+ * The deadline of reading a session's state (a turn's, the final one): the create deadline when it is the longer. It is
+ * the work that builds the initial state (counting, encoding and copying up to the state cap: ≈ 1 s for 8 MiB here),
+ * not a tool call's: with the call deadline, a state under the cap could not be finished and the episode got no reward.
+ * @param {{ callDeadlineMs: number, createDeadlineMs: number }} limits
+ */
+function stateDeadlineMs(limits) {
+  return Math.max(limits.callDeadlineMs, limits.createDeadlineMs);
+}
+
 /** Ends with an error when the environment was lost or the answer is a limit (which disposes it). */
 const ENDS = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'CPU_BUDGET_EXCEEDED', 'STACK_OVERFLOW', 'SANDBOX_MEMORY_FULL']);
 
@@ -350,7 +360,7 @@ async function handle(msg) {
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
       if (s.lost) return { error: { code: 'ENV_DISPOSED', message: s.lost.message } };
-      const a = await s.interp.run('state', [s.sid, String(s.limits.maxStateBytes)], s.limits.callDeadlineMs);
+      const a = await s.interp.run('state', [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
       return stateAnswer(a, s.limits);
     }
     case 'finish': {
@@ -361,7 +371,7 @@ async function handle(msg) {
         s.interp.sessions.delete(s.sid);
         return { value: { stateJson: null, stateError: { code: 'ENV_DISPOSED', message: s.lost.message }, checks: null } };
       }
-      const a = await s.interp.run('finish', [s.sid, String(s.limits.maxStateBytes)], s.limits.callDeadlineMs);
+      const a = await s.interp.run('finish', [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
       const st = stateAnswer(a, s.limits);
       let checks = null;
       if (st.value !== undefined && msg.checks.length && !a.lost) checks = await runChecks(s.interp, s.sid, msg.checks, s.limits);
