@@ -779,6 +779,18 @@ class Env:
         expect(Buffer.byteLength(end.stateJson!)).to.be.greaterThan(4 << 20);
         expect(end.checks!.results.map(c => c.passed)).to.deep.equal([true]);
         await s.close();
+        // A read that runs to that deadline ends the session: the interpreter and its co-tenant are held up once, not
+        // at every read asked for again.
+        const spin = python('class Spin(set):\n    def __iter__(self):\n        while True:\n            pass\nclass Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def plant(self):\n        self.trap = Spin()\n        return True\n    def ping(self):\n        return "pong"\n', ['plant', 'ping']);
+        const quick = { ...LIMITS, createDeadlineMs: 300 };
+        const bystander = await r.openSession(spin, {}, quick);
+        const t = await r.openSession(spin, {}, quick);
+        expect(await t.call('plant', {})).to.deep.include({ result: true });
+        expect(await rejection(t.snapshot())).to.have.property('code', 'DEADLINE_EXCEEDED');
+        expect(await t.call('ping', {})).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 'pong' });
+        await t.close();
+        await bystander.close();
       } finally {
         await r.close();
       }
@@ -1398,15 +1410,15 @@ class Env:
     it("keeps the names an environment adds to standard modules as it loads (a custom log level, compatibility shims) to its own session: its calls and checks see them, no other session does, and its end replaces nothing; a name added in a tool is still tampering", async () => {
       const r = single();
       try {
-        const shim = python('import logging, collections, collections.abc, time\nTRACE = 5\nlogging.addLevelName(TRACE, "TRACE — 跟踪 😀")\nlogging.TRACE = TRACE\ncollections.Mapping = collections.abc.Mapping\ntime.clock = time.perf_counter\nclass Env:\n    def __init__(self, c=None):\n        self.level = logging.TRACE\n    def use(self):\n        return [logging.TRACE, logging.getLevelName(logging.TRACE), isinstance({}, collections.Mapping), type(time.clock()).__name__]\n', ['use']);
-        const other = python('import logging, collections, time\nclass Other:\n    def __init__(self, c=None):\n        self.n = 0\n    def look(self):\n        return [hasattr(logging, "TRACE"), hasattr(collections, "Mapping"), hasattr(time, "clock")]\n    def add(self):\n        logging.AUDIT = 25\n        return True\n', ['look', 'add'], 'Other');
+        const shim = python('import logging, collections, collections.abc, time, enum\nTRACE = 5\nlogging.addLevelName(TRACE, "TRACE — 跟踪 😀")\nlogging.TRACE = TRACE\nclass Level(str, enum.Enum):\n    AUDIT = "AUDIT"\nsetattr(logging, Level.AUDIT, 25)\ncollections.Mapping = collections.abc.Mapping\ntime.clock = time.perf_counter\nclass Env:\n    def __init__(self, c=None):\n        self.level = logging.TRACE\n    def use(self):\n        return [logging.TRACE, logging.getLevelName(logging.TRACE), isinstance({}, collections.Mapping), type(time.clock()).__name__, logging.AUDIT]\n', ['use']);
+        const other = python('import logging, collections, time\nclass Other:\n    def __init__(self, c=None):\n        self.n = 0\n    def look(self):\n        return [hasattr(logging, "TRACE"), hasattr(collections, "Mapping"), hasattr(time, "clock"), hasattr(logging, "AUDIT")]\n    def add(self):\n        logging.AUDIT = 25\n        return True\n', ['look', 'add'], 'Other');
         const o = await r.openSession(other, {}, LIMITS);
         const n0 = (await r.stats()).interpreters[0]!.n;
         const a = await r.openSession(shim, {}, LIMITS);
         const b = await r.openSession(shim, {}, LIMITS);
-        const own = [5, 'TRACE — 跟踪 😀', true, 'float'];
+        const own = [5, 'TRACE — 跟踪 😀', true, 'float', 25];
         expect(await a.call('use', {})).to.deep.include({ result: own });
-        expect(await o.call('look', {})).to.deep.include({ result: [false, false, false] });
+        expect(await o.call('look', {})).to.deep.include({ result: [false, false, false, false] });
         // Each check starts from the names as the environment left them: one that rebinds or deletes one changes no other.
         const seesTrace = pyCheck('sees', 'import logging\ndef check_func(s):\n    return logging.TRACE == 5 and s["level"] == 5');
         const end = await a.finish([
@@ -1421,7 +1433,7 @@ class Env:
         // The other session of the same environment keeps its own, after the first one ended.
         expect(await b.call('use', {})).to.deep.include({ result: own });
         await b.close();
-        expect(await o.call('look', {})).to.deep.include({ result: [false, false, false] });
+        expect(await o.call('look', {})).to.deep.include({ result: [false, false, false, false] });
         expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
         const c = await r.openSession(shim, {}, LIMITS);
         expect(await c.call('use', {})).to.deep.include({ result: own });
@@ -1430,7 +1442,7 @@ class Env:
         expect(await o.call('add', {})).to.deep.include({ result: true });
         await o.close();
         const after = await r.openSession(other, {}, LIMITS);
-        expect(await after.call('look', {})).to.deep.include({ result: [false, false, false] });
+        expect(await after.call('look', {})).to.deep.include({ result: [false, false, false, false] });
         expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(n0);
         await after.close();
       } finally {

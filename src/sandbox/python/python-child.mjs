@@ -361,7 +361,11 @@ async function handle(msg) {
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
       if (s.lost) return { error: { code: 'ENV_DISPOSED', message: s.lost.message } };
       const a = await s.interp.run('state', [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
-      return stateAnswer(a, s.limits);
+      const answer = stateAnswer(a, s.limits);
+      // A read that ran to its deadline ends the session, as a call that does: the interpreter and its co-tenants are
+      // held up once (up to the create deadline), not at every read a client or a turn asks for again.
+      if (answer.error?.code === 'DEADLINE_EXCEEDED') endSession(s, answer.error);
+      return answer;
     }
     case 'finish': {
       const s = sessions.get(msg.sid);

@@ -659,12 +659,14 @@ def _json_keyed(o):
     a dict whose keys sort keeps them, and its order: ints as numbers); two keys with one text (1 and "1") are refused.
     Lists, tuples and dataclasses are walked; anything else is left to the encoder."""
     if isinstance(o, dict):
-        items = [(k, _json_keyed(v)) for k, v in dict.items(o)]
+        # Its items as the encoder takes them (a subclass's own items()); the dict itself when nothing under it changed.
+        items = [(k, v, _json_keyed(v)) for k, v in (dict.items(o) if type(o) is dict else o.items())]
         try:
-            sorted(k for k, _ in items)
-            return dict(items)
+            sorted(k for k, _, _ in items)
+            return o if all(w is v for _, v, w in items) else {k: w for k, _, w in items}
         except TypeError:
             pass
+        items = [(k, w) for k, _, w in items]
         out, first = {}, {}
         for k, v in items:
             text = _json_key(k)
@@ -673,9 +675,12 @@ def _json_keyed(o):
             out[text], first[text] = v, k
         return out
     if isinstance(o, (list, tuple)):
-        return [_json_keyed(x) for x in o]
+        items = [(x, _json_keyed(x)) for x in o]
+        return o if all(w is x for x, w in items) else [w for _, w in items]
     if _dataclasses.is_dataclass(o) and not isinstance(o, type):
-        return _json_keyed(_dataclasses.asdict(o))
+        d = _dataclasses.asdict(o)
+        w = _json_keyed(d)
+        return o if w is d else w
     return o
 
 def _describe_key(k):
@@ -1533,6 +1538,12 @@ def _copy_tables_changed():
             out.extend('%s[%s] added' % (name, _type_name(k)) for k in list(dict.keys(table)) if k not in base and _standard_type(k))
     return out
 
+def _str_key(k):
+    """A str, or an instance of a str subclass that keeps str's own equality and hash (a StrEnum member given to
+    setattr): one that looks itself up as the str it holds."""
+    t = type(k)
+    return t is str or (isinstance(k, str) and t.__hash__ is str.__hash__ and t.__eq__ is str.__eq__)
+
 def _diff(name, cur, base, skip):
     out = []
     for k, v in base.items():
@@ -1546,7 +1557,7 @@ def _diff(name, cur, base, skip):
         for k in cur:
             # Before any lookup: a key of the session's own type decides what it equals and hashes to (one that equals
             # 'isinstance' passed as a name at load, while module lookups found it in its place).
-            if type(k) is not str:
+            if not _str_key(k):
                 out.append('%s: a key that is not a str was added' % name)
                 continue
             if k in base or k in skip or k in _IGNORED_KEYS:
@@ -1587,7 +1598,7 @@ def _added_names():
         if dict.__len__(d) == len(base):
             continue
         skip = _SWAPPED.get(name, ())
-        keys = frozenset(k for k in list(d) if type(k) is str and k not in base and k not in skip and k not in _IGNORED_KEYS
+        keys = frozenset(k for k in list(d) if _str_key(k) and k not in base and k not in skip and k not in _IGNORED_KEYS
                          and not (isinstance(d[k], _types.ModuleType) and _sys.modules.get('%s.%s' % (name, k)) is d[k]))
         if keys:
             out[name] = keys
