@@ -2058,6 +2058,17 @@ class Env:
       expect(read('ascii '.repeat(32), 3000), 'long ASCII (Pyodide decodes it at once)').to.equal('str');
       expect(read(`${line}\ud800`, 3000), 'long, with a lone surrogate (no UTF-8 holds one)').to.equal('str');
     });
+    it("writes a dict subclass through its own items() whether or not another dict of the value mixes key kinds, and leaves a value with no mixed keys as it was (the fallback's copy is only of what changes)", async () => {
+      const { py, ns } = await harness();
+      const out = py.runPython(
+        'class View(dict):\n    def items(self):\n        return [("visible — 可见 😀", 1)]\n' +
+          'v = View(hidden=0)\nshared = {"k": [1, 2]}\nbig = {"a": v, "s": shared, "t": (shared, {"n": 1.0})}\n' +
+          'canonical(big) + "|" + canonical({"a": v, "m": {1: "x", "b": "y"}}) + "|" + str(_json_keyed(big) is big)',
+        { globals: ns },
+      );
+      expect(out).to.equal('{"a":{"visible — 可见 😀":1},"s":{"k":[1,2]},"t":[{"k":[1,2]},{"n":1.0}]}|{"a":{"visible — 可见 😀":1},"m":{"1":"x","b":"y"}}|True');
+    });
+
     it("loads a session's module state whole after a limit landed while it was going in; the session that had it in keeps its own", async () => {
       const { py, ns } = await harness();
       const source = 'import decimal\nclass Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def prec(self, p=0):\n        if p:\n            decimal.getcontext().prec = p\n        return decimal.getcontext().prec\n';
