@@ -648,10 +648,8 @@ def _json_key(k):
     """The text JSON writes for a dict key (json.dumps's rules), or TypeError as json.dumps gives."""
     if isinstance(k, str):
         return k
-    if k is True or k is False or k is None:
-        return _encode(k)
-    if isinstance(k, (int, float)):
-        return _encode(k)  # int's and float's own text; NaN and infinities refused, as in values
+    if k is None or isinstance(k, (int, float)):
+        return _encode(k)  # true, false, null, an int's or a float's own text; NaN and infinities refused, as in values
     raise TypeError('keys must be str, int, float, bool or None, not %s' % type(k).__name__)
 
 def _json_keyed(o):
@@ -1458,7 +1456,7 @@ for _n in ALLOWED_IMPORTS:
 import pkgutil as _pkgutil
 for _n in ALLOWED_IMPORTS:
     _m = _sys.modules[_n]
-    _subs = [i.name for i in _pkgutil.iter_modules(getattr(_m, '__path__', None) or [], _n + '.')] if hasattr(_m, '__path__') else []
+    _subs = [i.name for i in _pkgutil.iter_modules(getattr(_m, '__path__', []), _n + '.')]  # [] searches nothing
     for _sub in _subs + (['collections.abc'] if _n == 'collections' else []):
         if not _sub.endswith('.__main__'):
             try:
