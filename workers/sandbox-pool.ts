@@ -118,7 +118,7 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
       const { port1, port2 } = new MessageChannel();
       openPorts.add(port1);
       port1.once('close', () => openPorts.delete(port1));
-      const session = connectSession(port1);
+      const session = connectSession(port1, json);
       // The host end closes the port itself once it has read the thread's last reply; only a
       // task that failed (its thread died) closes it from here.
       run({ kind: 'session', code, initialStateJson: sharedStates.of(json), limits, port: port2 }, [port2]).catch((err: unknown) => {

@@ -83,6 +83,7 @@ sandbox.openSession = async (...args: Parameters<typeof openSession>): Promise<E
     tools: session.tools,
     call: timed('tool call', session.call.bind(session)),
     snapshot: timed('snapshot', session.snapshot.bind(session)),
+    initialState: timed('initial state', session.initialState.bind(session)),
     finish: timed('finish', session.finish.bind(session)),
     close: timed('session close', session.close.bind(session)),
   };

@@ -14,6 +14,7 @@ import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import type { SessionDirectory } from './directory.js';
 import { EnvServerError } from './errors.js';
+import { RawJson } from '../util/raw-json.js';
 
 /** What a session needs of a scenario: the scenario, its environment, and the sandbox limits its run froze. */
 export interface ServedScenario {
@@ -394,15 +395,20 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       s.busy += 1;
       touch(id, s);
       let state: unknown;
+      let initialState: RawJson;
       try {
-        state = await s.env!.snapshot();
+        // With the initial state the session's own checks see (a Python instance's constructed one), so the preview is
+        // what ending the episode now would score.
+        const [now, initial] = await Promise.all([s.env!.snapshot(), s.env!.initialState()]);
+        state = now;
+        initialState = new RawJson(initial);
       } catch (err) {
         return { reward: null, checks: [], checksError: `the current state could not be read: ${(err as Error).message}` };
       } finally {
         s.busy -= 1;
         touch(id, s);
       }
-      return scoreFinalState(deps.sandbox, s.served!.scenario, state, s.served!.limits, null);
+      return scoreFinalState(deps.sandbox, { ...s.served!.scenario, initialState }, state, s.served!.limits, null);
     },
     finish: (id, endedBy = 'finished') => finish(id, endedBy),
     result: id => endedResult(id) ?? null,

@@ -340,10 +340,14 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
 
   let readError: string | null = null;
   let ran: ChecksResult | null = null;
+  const episodeChecks = scenario.checklist?.some(c => c.episode) === true;
+  // Episode checks run after the session: they get the initial state its own checks saw (a Python instance's constructed state).
+  let initialState: unknown = scenario.initialState;
   try {
     // The final state and the checks on it, in the session's thread, and the session closed: one round trip.
     if (live) {
       // Episode checks read the transcript too: they run after the session (scoreFinalState), the others in it.
+      if (episodeChecks) initialState = new RawJson(await live.initialState());
       const end = await live.finish((scenario.checklist ?? []).filter(c => !c.episode));
       const full = fullAtEnd(end);
       if (full) throw SandboxFullError.at(full.where, full.message);
@@ -358,8 +362,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   } finally {
     await live?.close().catch(() => undefined);
   }
-  const episodeRecord = scenario.checklist?.some(c => c.episode) ? { messages, turnStates: script ? turnStates : null } : null;
-  const { checks, reward, checksError } = await scoreFinalState(deps.sandbox, scenario, finalState, input.sandboxLimits, readError, ran, episodeRecord);
+  const episodeRecord = episodeChecks ? { messages, turnStates: script ? turnStates : null } : null;
+  const { checks, reward, checksError } = await scoreFinalState(deps.sandbox, { ...scenario, initialState }, finalState, input.sandboxLimits, readError, ran, episodeRecord);
   const fullScore = fullCheck(checks);
   if (fullScore) throw SandboxFullError.at(fullScore.where, fullScore.message);
   return {

@@ -24,7 +24,7 @@ export interface Score {
  */
 export async function scoreFinalState(
   sandbox: Pick<SandboxRunner, 'checks'>,
-  scenario: Pick<ScenarioRecord, 'checklist' | 'initialState' | 'unscored'>,
+  scenario: Pick<ScenarioRecord, 'checklist' | 'unscored'> & { readonly initialState?: unknown },
   finalState: unknown,
   limits: SandboxLimits,
   readError: string | null = null,

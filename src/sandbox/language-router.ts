@@ -25,7 +25,7 @@ function boundedChecks(r: ChecksResult): ChecksResult {
 
 /** The session with another finish (given the checks to run). */
 function withFinish(session: EnvSession, finish: EnvSession['finish']): EnvSession {
-  return { tools: session.tools, call: (tool, args) => session.call(tool, args), snapshot: () => session.snapshot(), close: () => session.close(), finish };
+  return { tools: session.tools, call: (tool, args) => session.call(tool, args), snapshot: () => session.snapshot(), initialState: () => session.initialState(), close: () => session.close(), finish };
 }
 
 /** The session with its finish's check errors bounded. */
@@ -82,7 +82,7 @@ export function createLanguageRouter(runners: { readonly js: SandboxRunner; read
     async openSession(code, initialState, limits, initialStateJson) {
       const session = await runnerFor(languageOf(code)).openSession(code, initialState, limits, initialStateJson);
       const foreign = languageOf(code) !== 'python' ? 'python' : 'js';
-      return withForeignChecks(session, foreign, runners[foreign], initialState, initialStateJson, limits);
+      return withForeignChecks(session, foreign, runners[foreign], limits);
     },
     async close() {
       await Promise.all([runners.js.close(), runners.python.close()]);
@@ -90,18 +90,25 @@ export function createLanguageRouter(runners: { readonly js: SandboxRunner; read
   });
 }
 
-/** Checks of the session's own language run where its state is; the others run on the final state's JSON in the other runtime. */
-function withForeignChecks(session: EnvSession, foreign: 'js' | 'python', other: SandboxRunner, initialState: unknown, initialStateJson: string | undefined, limits: ChecksInput['limits']): EnvSession {
+/**
+ * Checks of the session's own language run where its state is; the others run on the final state's JSON in the other
+ * runtime, with the initial state the session's own checks see (a Python session's constructed one).
+ */
+function withForeignChecks(session: EnvSession, foreign: 'js' | 'python', other: SandboxRunner, limits: ChecksInput['limits']): EnvSession {
   const isForeign = (c: CheckSpec) => (languageOf(c) === 'python') === (foreign === 'python');
   return withFinish(session, async checks => {
     const foreignChecks = checks.filter(isForeign);
     if (foreignChecks.length === 0) return session.finish(checks);
     const own = checks.filter(c => !isForeign(c));
+    // Read before the session ends; a session that cannot give it cannot give its final state either (finish says why).
+    const initialJson = await session.initialState().catch(() => null);
     const end = await session.finish(own);
     if (end.stateJson === null) return end;
-    const initial = initialStateJson !== undefined ? (JSON.parse(initialStateJson) as unknown) : initialState;
-    const finalState = foreign === 'python' ? new RawJson(end.stateJson) : (JSON.parse(end.stateJson) as unknown);
-    const theirs = await other.checks({ checks: foreignChecks, finalState, initialState: initial, limits });
+    const text = (json: string) => (foreign === 'python' ? new RawJson(json) : (JSON.parse(json) as unknown));
+    const theirs =
+      initialJson === null
+        ? { results: foreignChecks.map(c => ({ item: c.item, passed: false, error: 'the initial state could not be read from the session', errorCode: 'STATE_INVALID' as const })) }
+        : await other.checks({ checks: foreignChecks, finalState: text(end.stateJson), initialState: text(initialJson), limits });
     return { ...end, checks: merge(checks, end.checks?.results ?? [], theirs.results, isForeign) } satisfies SessionEnd;
   });
 }

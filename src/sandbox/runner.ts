@@ -25,6 +25,13 @@ export interface EnvSession {
   /** The current state (parsed JSON). Rejects with SandboxError (STATE_TOO_LARGE, …). */
   snapshot(): Promise<unknown>;
   /**
+   * The JSON text of the initial state the session's own checks see, for checks run outside it (an episode's, a
+   * served session's reward preview, the other language's): a Python session's is its constructed instance's state
+   * (what `__init__` set, floats as floats), which may differ from the config it was given; a JavaScript session's
+   * is the state it was given. Rejects with SandboxError as `snapshot` does.
+   */
+  initialState(): Promise<string>;
+  /**
    * Ends the session in one round trip: the final state as JSON text, and `checks` run on it (and
    * on the initial state) in the session's own thread, so neither state crosses threads for them.
    * The session is closed afterwards. Rejects with SandboxError (SANDBOX_UNAVAILABLE) when the
@@ -60,7 +67,7 @@ function outcomeOf(sent: CallTextOutcome): CallOutcome {
 }
 
 /** The host end of a session port; `started` resolves once the thread has created the environment. */
-export function connectSession(port: MessagePort): { started: Promise<EnvSession> } {
+export function connectSession(port: MessagePort, initialStateJson: string): { started: Promise<EnvSession> } {
   let seq = 0;
   const pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
   let closed = false;
@@ -95,6 +102,7 @@ export function connectSession(port: MessagePort): { started: Promise<EnvSession
           tools,
           call: async (tool, args) => outcomeOf((await request({ op: 'call', tool, arguments: args })) as CallTextOutcome),
           snapshot: async () => JSON.parse((await request({ op: 'snapshot' })) as string) as unknown,
+          initialState: () => (closed ? Promise.reject(new SandboxError('SANDBOX_UNAVAILABLE', 'the session is closed')) : Promise.resolve(initialStateJson)),
           finish: async checks => {
             const end = (await request({ op: 'finish', checks })) as SessionEnd;
             closed = true;
@@ -138,7 +146,7 @@ export function createLocalSandboxRunner(heapMb: number = DEFAULT_SANDBOX_LIMITS
       const json = sessionStateJson(initialState, initialStateJson);
       const { port1, port2 } = new MessageChannel();
       void runSession(host, { code, initialStateJson: json, limits, port: port2 });
-      return connectSession(port1).started;
+      return connectSession(port1, json).started;
     },
     close: () => Promise.resolve(),
   };

@@ -356,11 +356,13 @@ async function handle(msg) {
       }
       return { value: { result: r.ok, us: a.us } };
     }
-    case 'state': {
+    case 'state':
+    case 'initial': {
+      // 'initial': the initial state as the session's checks see it (the constructed instance's), for checks run elsewhere.
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
       if (s.lost) return { error: { code: 'ENV_DISPOSED', message: s.lost.message } };
-      const a = await s.interp.run('state', [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
+      const a = await s.interp.run(msg.op, [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
       const answer = stateAnswer(a, s.limits);
       // A read that ran to its deadline ends the session, as a call that does: the interpreter and its co-tenants are
       // held up once (up to the create deadline), not at every read a client or a turn asks for again.

@@ -1270,6 +1270,26 @@ def _state(s, max_state_bytes):
         return _limit_error(e) or _err('STATE_INVALID', _describe(e))
 
 @_crossing
+def initial(sid, max_state_bytes=None):
+    """The JSON of the initial state this session's checks see: the constructed instance's state as create copied
+    it (attributes its __init__ set, 0.0 kept a float), not the config it was given. For the checks that run outside
+    the session (an episode's, a served session's reward preview, those of the other language)."""
+    s = SESSIONS.get(sid)
+    if s is None or s.inst is None:
+        return _err('ENV_DISPOSED', 'the environment is gone')
+    return _in_session(s, _initial, max_state_bytes)
+
+def _initial(s, max_state_bytes):
+    try:
+        return _ok(*capped(s.initial_state, _cap(max_state_bytes), 'the initial state', 'state')[::2])
+    except TooLarge as e:
+        return _err('STATE_TOO_LARGE', str(e))
+    except (TooDeep, NotJson) as e:
+        return _err('STATE_INVALID', str(e))
+    except BaseException as e:
+        return _limit_error(e) or _err('STATE_INVALID', _describe(e))
+
+@_crossing
 def finish(sid, max_state_bytes=None):
     """The final state's JSON; the live state is kept (deep-copied) for the checks and the instance dropped.
     A state over the cap is neither encoded nor copied."""

@@ -293,6 +293,10 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         alive();
         return JSON.parse((await request({ op: 'state', sid })) as string) as unknown;
       },
+      async initialState() {
+        alive();
+        return (await request({ op: 'initial', sid })) as string;
+      },
       async finish(checks: readonly CheckSpec[]): Promise<SessionEnd> {
         alive();
         ended = true;

@@ -41,6 +41,9 @@ function fakeSandbox() {
           stats.snapshots += 1;
           return disposed ? Promise.reject(new Error('ENV_DISPOSED')) : Promise.resolve(structuredClone(state));
         },
+        initialState() {
+          return disposed ? Promise.reject(new Error('ENV_DISPOSED')) : Promise.resolve(JSON.stringify(initialState));
+        },
         finish() {
           // The server ends a session with finish (its checks run where the state is); null checks: scoreFinalState runs them.
           stats.snapshots += 1;

@@ -43,6 +43,7 @@ async function episode(replies: readonly ({ call: string } | { text: string })[]
       Promise.resolve({
         call: (tool: string) => ((state += 1), Promise.resolve({ result: { did: tool }, us: 1 })),
         snapshot: () => Promise.resolve({ n: state }),
+        initialState: () => Promise.resolve('{"n":0}'),
         finish: () => Promise.resolve({ stateJson: JSON.stringify({ n: state }), checks: { results: [], reward: 0, solved: false } }),
         close: () => Promise.resolve(),
       }),
