@@ -82,9 +82,10 @@ export async function sandboxCheck(
   options: SandboxCliOptions,
 ): Promise<unknown> {
   const checks = await readJsonFile(files.checks, z.array(CheckSpec));
-  // The final state as its file's text (a Python check sees 1.0 as a float, as the rollout's checks saw the
-  // session's final state); the initial state as a value, as a rollout's checks get the scenario's.
-  const initial = await readJsonFile(files.initial);
+  // Both states as their files' text: a Python check sees 1.0 as a float, as the rollout's checks saw the session's
+  // states. A Python check's initial_state in a rollout is the constructed instance's state (vars after __init__ and
+  // the config), so the file to give is that state, not the scenario's config, for the same verdict.
+  const initial = await readJsonFileAsText(files.initial);
   const final = await readJsonFileAsText(files.final);
   const episode = files.episode === undefined ? undefined : episodeOf(await readJsonFile(files.episode, EpisodeFile));
   const limits = limitsFrom(config, options);

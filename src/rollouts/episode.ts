@@ -347,7 +347,9 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     // The final state and the checks on it, in the session's thread, and the session closed: one round trip.
     if (live) {
       // Episode checks read the transcript too: they run after the session (scoreFinalState), the others in it.
-      if (episodeChecks) initialState = new RawJson(await live.initialState());
+      // The text the session kept at its start (no code runs); only a session that is gone fails to give it, and then
+      // finish says why. It never keeps finish from running.
+      if (episodeChecks) initialState = await live.initialState().then(json => new RawJson(json), () => scenario.initialState);
       const end = await live.finish((scenario.checklist ?? []).filter(c => !c.episode));
       const full = fullAtEnd(end);
       if (full) throw SandboxFullError.at(full.where, full.message);

@@ -100,15 +100,19 @@ function withForeignChecks(session: EnvSession, foreign: 'js' | 'python', other:
     const foreignChecks = checks.filter(isForeign);
     if (foreignChecks.length === 0) return session.finish(checks);
     const own = checks.filter(c => !isForeign(c));
-    // Read before the session ends; a session that cannot give it cannot give its final state either (finish says why).
-    const initialJson = await session.initialState().catch(() => null);
+    // Read before the session ends (the text it kept at the start: no code runs). It fails only for a session that
+    // is gone, whose finish says why; should finish still give a state, these checks fail with the read's reason.
+    const initial = await session.initialState().then(
+      json => ({ json, error: null }),
+      (err: unknown) => ({ json: null, error: err instanceof SandboxError ? err : new SandboxError('SANDBOX_UNAVAILABLE', String(err)) }),
+    );
     const end = await session.finish(own);
     if (end.stateJson === null) return end;
     const text = (json: string) => (foreign === 'python' ? new RawJson(json) : (JSON.parse(json) as unknown));
     const theirs =
-      initialJson === null
-        ? { results: foreignChecks.map(c => ({ item: c.item, passed: false, error: 'the initial state could not be read from the session', errorCode: 'STATE_INVALID' as const })) }
-        : await other.checks({ checks: foreignChecks, finalState: text(end.stateJson), initialState: text(initialJson), limits });
+      initial.json === null
+        ? { results: foreignChecks.map(c => ({ item: c.item, passed: false, error: `the initial state could not be read from the session: ${initial.error.message}`, errorCode: initial.error.code })) }
+        : await other.checks({ checks: foreignChecks, finalState: text(end.stateJson), initialState: text(initial.json), limits });
     return { ...end, checks: merge(checks, end.checks?.results ?? [], theirs.results, isForeign) } satisfies SessionEnd;
   });
 }

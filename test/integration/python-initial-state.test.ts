@@ -82,6 +82,58 @@ describe('checks outside a Python session see the initial state its own checks s
     expect(t.reward).to.equal(1);
   });
 
+  it('gives the initial state as the session wrote it at its start, running no code of the environment: a class whose copy leaves a field out (__getstate__) loses no reward', async () => {
+    // The copy create keeps for the checks has no `_cache` (deepcopy goes through __getstate__), so encoding the copy
+    // again raised AttributeError: the episode lost its final state and every check, the preview failed.
+    const source = [
+      'from dataclasses import dataclass, field',
+      '@dataclass',
+      'class Account:',
+      '    id: str',
+      '    _cache: dict = field(default_factory=dict)',
+      '    def __getstate__(self):',
+      '        d = self.__dict__.copy()',
+      '        d.pop("_cache", None)',
+      '        return d',
+      'class Bank:',
+      '    def __init__(self, config=None):',
+      '        self.accounts = [Account("compte-é")]',
+      '        self.n = 0',
+      '    def bump(self):',
+      '        self.n += 1',
+      '        return {"n": self.n}',
+      '',
+    ].join('\n');
+    const tools = [{ type: 'function' as const, function: { name: 'bump', description: 'bump', parameters: { type: 'object', properties: {} } } }];
+    const env = { ...ENV, id: 'env-bank', className: 'Bank', source, tools } as EnvironmentRecord;
+    const checklist = [
+      { item: 'n is 1', check: 'def check_func(final_state):\n    return final_state["n"] == 1 and initial_state["n"] == 0\n', language: 'python' as const },
+      { item: 'n is 1, said once', check: 'def check_func(final_state):\n    return final_state["n"] == 1 and initial_state["n"] == 0 and len(episode["messages"]) > 0\n', language: 'python' as const, episode: true as const },
+    ];
+    const session = await sandbox.openSession({ name: 'bank', className: 'Bank', source, tools, language: 'python' }, {}, DEFAULT_SANDBOX_LIMITS);
+    try {
+      expect(await session.initialState()).to.equal('{"accounts":[{"_cache":{},"id":"compte-é"}],"n":0}');
+    } finally {
+      await session.close();
+    }
+    let turn = 0;
+    const gateway = {
+      chat: () => {
+        turn += 1;
+        const message = turn === 1 ? { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'bump', arguments: '{}' } }] } : { role: 'assistant', content: 'Fait ✅' };
+        return Promise.resolve({ message, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'p', cached: false, toolCallFormat: 'native', tokens: null, sampling: {} } as unknown as ChatResult);
+      },
+      structured: () => Promise.reject(new Error('no user simulator in this mode')),
+      embed: () => Promise.reject(new Error('not used')),
+    } as unknown as ModelGateway;
+    const t = await runEpisode(
+      { gateway, sandbox },
+      { runId: 'r-initial', scenario: { ...SCENARIO, id: 'sc-bank', environmentId: env.id, initialState: {}, checklist }, env, mode: 'non-conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs: 60_000 }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
+    );
+    expect(t.checksError).to.equal(null);
+    expect(t.checks).to.deep.equal(checklist.map(c => ({ item: c.item, passed: true })));
+  });
+
   it("a served session's reward preview is what ending it would score", async () => {
     const plain = CHECKLIST.filter(c => !('episode' in c));
     const served: ServedScenario = { scenario: { ...SCENARIO, checklist: plain }, env: ENV, limits: DEFAULT_SANDBOX_LIMITS };

@@ -356,13 +356,19 @@ async function handle(msg) {
       }
       return { value: { result: r.ok, us: a.us } };
     }
-    case 'state':
     case 'initial': {
-      // 'initial': the initial state as the session's checks see it (the constructed instance's), for checks run elsewhere.
+      // The initial state as the session's checks see it (the constructed instance's, as create wrote it), for checks
+      // run elsewhere. The harness hands back the text it kept: no code of the environment runs.
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
       if (s.lost) return { error: { code: 'ENV_DISPOSED', message: s.lost.message } };
-      const a = await s.interp.run(msg.op, [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
+      return stateAnswer(await s.interp.run('initial', [s.sid], s.limits.callDeadlineMs), s.limits);
+    }
+    case 'state': {
+      const s = sessions.get(msg.sid);
+      if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
+      if (s.lost) return { error: { code: 'ENV_DISPOSED', message: s.lost.message } };
+      const a = await s.interp.run('state', [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
       const answer = stateAnswer(a, s.limits);
       // A read that ran to its deadline ends the session, as a call that does: the interpreter and its co-tenants are
       // held up once (up to the create deadline), not at every read a client or a turn asks for again.

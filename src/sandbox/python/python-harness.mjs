@@ -1088,7 +1088,7 @@ def _limit_error(e):
 # --- sessions ------------------------------------------------------------------------------------
 
 class Session:
-    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods', 'pkgnames',
+    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'initial_answer', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods', 'pkgnames',
                  'cap', 'deep', 'module', 'slept', 'frames', 'check_base', 'added')
 
 SESSIONS = {}
@@ -1097,6 +1097,7 @@ def _new_session(sid, packages, rng_seed, aux_seed, tools=frozenset()):
     """A session before its environment or states: its own random state, module state, clock and packages."""
     s = Session()
     s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode, s.module = sid, None, tools, None, False, None, None
+    s.initial_answer = None  # the initial state's JSON as create wrote it, ready to cross (initial())
     # deep: whether the instance's state was found past MAX_DEPTH when last read (None: not read since a call)
     s.cap, s.deep = _sys.maxsize, None
     s.frames = _DEEP_FRAMES  # for copying its states: set from their depth when an environment's are counted
@@ -1179,7 +1180,11 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
         try:
             # Measured (against the cap, before a copy is made) on the live state, then copied for the checks.
             live = _state_of(inst)
-            size = capped(live, s.cap, 'the initial state', 'state')[1]
+            text, size, data = capped(live, s.cap, 'the initial state', 'state')
+            # Kept as written (no code of the environment runs again to give it, and a copy that would not encode the
+            # same, a __getstate__ that leaves a field out, is not what is read), for the checks outside the session.
+            s.initial_answer = _ok(text, data)
+            text = data = None
             s.frames = _frames_for(_DEPTH[0])  # the depth capped just counted
             s.initial_state = _deeply_to(s.frames, _copied, live)
             s.deep = False
@@ -1270,24 +1275,14 @@ def _state(s, max_state_bytes):
         return _limit_error(e) or _err('STATE_INVALID', _describe(e))
 
 @_crossing
-def initial(sid, max_state_bytes=None):
-    """The JSON of the initial state this session's checks see: the constructed instance's state as create copied
-    it (attributes its __init__ set, 0.0 kept a float), not the config it was given. For the checks that run outside
-    the session (an episode's, a served session's reward preview, those of the other language)."""
+def initial(sid):
+    """The JSON of the initial state this session's checks see: the constructed instance's state as create wrote it
+    (attributes its __init__ set, 0.0 kept a float), not the config it was given. For the checks that run outside
+    the session (an episode's, a served session's reward preview, those of the other language). No code runs."""
     s = SESSIONS.get(sid)
-    if s is None or s.inst is None:
+    if s is None or s.inst is None or s.initial_answer is None:
         return _err('ENV_DISPOSED', 'the environment is gone')
-    return _in_session(s, _initial, max_state_bytes)
-
-def _initial(s, max_state_bytes):
-    try:
-        return _ok(*capped(s.initial_state, _cap(max_state_bytes), 'the initial state', 'state')[::2])
-    except TooLarge as e:
-        return _err('STATE_TOO_LARGE', str(e))
-    except (TooDeep, NotJson) as e:
-        return _err('STATE_INVALID', str(e))
-    except BaseException as e:
-        return _limit_error(e) or _err('STATE_INVALID', _describe(e))
+    return s.initial_answer
 
 @_crossing
 def finish(sid, max_state_bytes=None):
@@ -1400,7 +1395,7 @@ def drop(sid):
 
 def _free(s):
     _discard(s)
-    s.initial_state = s.final_state = s.episode = None
+    s.initial_state = s.initial_answer = s.final_state = s.episode = None
 
 def _drop(s):
     if s is None:

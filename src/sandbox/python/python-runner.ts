@@ -269,6 +269,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
     const handle = { lost: null as string | null };
     liveSessions.add(handle);
     let ended = false;
+    let initial: Promise<string> | null = null;
     const alive = () => {
       if (ended) throw new SandboxError('SANDBOX_UNAVAILABLE', 'the session is closed');
       if (handle.lost) throw new SandboxError('SANDBOX_UNAVAILABLE', handle.lost);
@@ -293,9 +294,13 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         alive();
         return JSON.parse((await request({ op: 'state', sid })) as string) as unknown;
       },
-      async initialState() {
-        alive();
-        return (await request({ op: 'initial', sid })) as string;
+      initialState() {
+        // Asked once per session (an episode's checks and the other language's may both need it).
+        initial ??= (async () => {
+          alive();
+          return (await request({ op: 'initial', sid })) as string;
+        })();
+        return initial;
       },
       async finish(checks: readonly CheckSpec[]): Promise<SessionEnd> {
         alive();
