@@ -60,6 +60,14 @@ describe('checks outside a Python session see the initial state its own checks s
     } finally {
       await session.close();
     }
+    // A text past 64 Ki characters that is not ASCII crosses from the interpreter as UTF-8 bytes: it arrives whole.
+    const long = '注意 🧾 é'.repeat(12_000);
+    const big = await sandbox.openSession({ name: 'wallet', className: 'Wallet', source: SOURCE, tools: TOOLS, language: 'python' }, { owner: long }, DEFAULT_SANDBOX_LIMITS);
+    try {
+      expect(await big.initialState()).to.equal(`{"balance":0.0,"history":[],"owner":"${long}"}`);
+    } finally {
+      await big.close();
+    }
   });
 
   it('an episode scores every check, the episode check and the JavaScript one included, on that initial state', async () => {
@@ -97,7 +105,7 @@ describe('checks outside a Python session see the initial state its own checks s
       '        return d',
       'class Bank:',
       '    def __init__(self, config=None):',
-      '        self.accounts = [Account("compte-é")]',
+      '        self.accounts = [Account("compte-é"), Account("注意 🧾 é" * 12000)]',
       '        self.n = 0',
       '    def bump(self):',
       '        self.n += 1',
@@ -112,7 +120,7 @@ describe('checks outside a Python session see the initial state its own checks s
     ];
     const session = await sandbox.openSession({ name: 'bank', className: 'Bank', source, tools, language: 'python' }, {}, DEFAULT_SANDBOX_LIMITS);
     try {
-      expect(await session.initialState()).to.equal('{"accounts":[{"_cache":{},"id":"compte-é"}],"n":0}');
+      expect(await session.initialState()).to.equal(`{"accounts":[{"_cache":{},"id":"compte-é"},{"_cache":{},"id":"${'注意 🧾 é'.repeat(12_000)}"}],"n":0}`);
     } finally {
       await session.close();
     }

@@ -362,7 +362,7 @@ async function handle(msg) {
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
       if (s.lost) return { error: { code: 'ENV_DISPOSED', message: s.lost.message } };
-      return stateAnswer(await s.interp.run('initial', [s.sid], s.limits.callDeadlineMs), s.limits);
+      return stateAnswer(await s.interp.run('initial', [s.sid], stateDeadlineMs(s.limits)), s.limits);
     }
     case 'state': {
       const s = sessions.get(msg.sid);

@@ -572,7 +572,12 @@ def _copy_value(o, memo, keep):
         keep.append(o)
         for k, v in dict.items(o):
             tv = type(v)
-            y[k if type(k) is str else _deepcopy(k, memo)] = v if tv is str or tv is int or tv is float or tv is bool or v is None else _copy_value(v, memo, keep)
+            if type(k) is str:
+                y[k] = v if tv is str or tv is int or tv is float or tv is bool or v is None else _copy_value(v, memo, keep)
+            else:
+                v = v if tv is str or tv is int or tv is float or tv is bool or v is None else _copy_value(v, memo, keep)
+                memo[_NOT_PLAIN] = True
+                y[_deepcopy(k, memo)] = v  # the value first, as before
         return y
     if t is list:
         i = id(o)
@@ -588,13 +593,23 @@ def _copy_value(o, memo, keep):
         return y
     if t is str or t is int or t is float or t is bool or o is None:
         return o
+    memo[_NOT_PLAIN] = True
     return _deepcopy(o, memo)
+
+# A key of _copy_value's memo (whose own keys are ints) set when it handed something to copy.deepcopy: the copy is then
+# not plain JSON (dicts, lists, str, int, float, bool, None of exactly those types), whose encoding runs no code.
+_NOT_PLAIN = '<not plain>'
 
 def _copied(o):
     """A deep copy of o: what copy.deepcopy(o) gives (_copy_value)."""
+    return _copied_plain(o)[0]
+
+def _copied_plain(o):
+    """_copied(o), and whether the copy is plain JSON (_NOT_PLAIN)."""
     memo, keep = {}, []
     memo[id(memo)] = keep
-    return _copy_value(o, memo, keep)
+    y = _copy_value(o, memo, keep)
+    return y, _NOT_PLAIN not in memo
 
 def _encode(o):
     """Canonical JSON through the C encoder captured at load (no module global is looked up per call)."""
@@ -1088,7 +1103,7 @@ def _limit_error(e):
 # --- sessions ------------------------------------------------------------------------------------
 
 class Session:
-    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'initial_answer', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods', 'pkgnames',
+    __slots__ = ('sid', 'inst', 'tools', 'rng_state', 'aux_rng', 'clock', 'initial_state', 'initial_text', 'final_state', 'dropped', 'modstate', 'episode', 'packages', 'pkgmods', 'pkgnames',
                  'cap', 'deep', 'module', 'slept', 'frames', 'check_base', 'added')
 
 SESSIONS = {}
@@ -1097,7 +1112,7 @@ def _new_session(sid, packages, rng_seed, aux_seed, tools=frozenset()):
     """A session before its environment or states: its own random state, module state, clock and packages."""
     s = Session()
     s.sid, s.inst, s.tools, s.final_state, s.dropped, s.episode, s.module = sid, None, tools, None, False, None, None
-    s.initial_answer = None  # the initial state's JSON as create wrote it, ready to cross (initial())
+    s.initial_text = None  # the initial state's JSON as create wrote it, when its copy is not plain JSON (initial())
     # deep: whether the instance's state was found past MAX_DEPTH when last read (None: not read since a call)
     s.cap, s.deep = _sys.maxsize, None
     s.frames = _DEEP_FRAMES  # for copying its states: set from their depth when an environment's are counted
@@ -1180,13 +1195,14 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
         try:
             # Measured (against the cap, before a copy is made) on the live state, then copied for the checks.
             live = _state_of(inst)
-            text, size, data = capped(live, s.cap, 'the initial state', 'state')
-            # Kept as written (no code of the environment runs again to give it, and a copy that would not encode the
-            # same, a __getstate__ that leaves a field out, is not what is read), for the checks outside the session.
-            s.initial_answer = _ok(text, data)
-            text = data = None
+            text, size = capped(live, s.cap, 'the initial state', 'state')[:2]
             s.frames = _frames_for(_DEPTH[0])  # the depth capped just counted
-            s.initial_state = _deeply_to(s.frames, _copied, live)
+            s.initial_state, plain = _deeply_to(s.frames, _copied_plain, live)
+            # For the checks outside the session (initial()): a copy of plain JSON is encoded again when asked (no code
+            # runs; the same text); otherwise the text is kept as written, since encoding the copy would run the
+            # environment's code again and may not give the same (a __getstate__ that leaves a field out).
+            s.initial_text = None if plain else text
+            text = None
             s.deep = False
             SESSIONS[sid] = s
             return _encode({'ok': size})  # UTF-8 bytes, as the caps count
@@ -1280,9 +1296,14 @@ def initial(sid):
     (attributes its __init__ set, 0.0 kept a float), not the config it was given. For the checks that run outside
     the session (an episode's, a served session's reward preview, those of the other language). No code runs."""
     s = SESSIONS.get(sid)
-    if s is None or s.inst is None or s.initial_answer is None:
+    if s is None or s.inst is None:
         return _err('ENV_DISPOSED', 'the environment is gone')
-    return s.initial_answer
+    if s.initial_text is not None:
+        return _ok(s.initial_text, None)  # a long text that is not ASCII crosses as UTF-8 all the same (_crossing)
+    try:
+        return _ok(_deeply_to(s.frames, canonical, s.initial_state), None)
+    except BaseException as e:
+        return _limit_error(e) or _err('STATE_INVALID', 'the initial state cannot be written again: ' + _describe(e))
 
 @_crossing
 def finish(sid, max_state_bytes=None):
@@ -1395,7 +1416,7 @@ def drop(sid):
 
 def _free(s):
     _discard(s)
-    s.initial_state = s.initial_answer = s.final_state = s.episode = None
+    s.initial_state = s.initial_text = s.final_state = s.episode = None
 
 def _drop(s):
     if s is None:
