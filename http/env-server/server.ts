@@ -216,7 +216,7 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
         sendError(res, outcome.runtimeError, message, { session_ended: registry.result(id) !== null });
         return;
       }
-      res.type('application/json').send(JSON.stringify(outcome.result));
+      res.type('application/json').send(outcome.resultJson ?? JSON.stringify(outcome.result));
     }),
   );
   app.use((_req, res) => {

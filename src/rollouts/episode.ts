@@ -282,7 +282,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       for (const [i, call] of calls.entries()) {
         const id = call.id || `call_${turns}_${i}`;
         let args: unknown;
-        let outcome: { result: unknown; runtimeError?: string; us: number };
+        let outcome: { result: unknown; resultJson?: string; runtimeError?: string; us: number };
         try {
           args = call.function.arguments.trim() === '' ? {} : (JSON.parse(call.function.arguments) as unknown);
           outcome =
@@ -298,7 +298,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         }
         envUs += outcome.us;
         steps.push({ turn: turns, tool: call.function.name, toolCallId: id, rawArguments: call.function.arguments, result: outcome.result, runtimeError: outcome.runtimeError ?? null, us: Math.round(outcome.us) });
-        messages.push({ role: 'tool', tool_call_id: id, content: JSON.stringify(outcome.result) });
+        // The result as the runtime wrote it when it has the text (Python: 2**64 + 1, 1.0 as written), else as JSON writes it.
+        messages.push({ role: 'tool', tool_call_id: id, content: outcome.resultJson ?? JSON.stringify(outcome.result) });
         if (outcome.runtimeError === 'SANDBOX_MEMORY_FULL') throw SandboxFullError.at(`${call.function.name} was stopped`, errorOf(outcome.result));
         if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
           throw new EpisodeEnd('environment-error', `${outcome.runtimeError} in ${call.function.name}; the environment was discarded`);

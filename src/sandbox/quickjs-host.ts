@@ -113,6 +113,11 @@ function useNativeUtf8(raw: QuickJSEmscriptenModule, memory: WasmMemory): void {
 /** What one tool call produced. `result` is what the method returned, or `{success:false, error}`. */
 export interface CallOutcome {
   readonly result: unknown;
+  /**
+   * The result's JSON text as the runtime wrote it, when it is not what JSON.stringify(result) writes again: a Python
+   * result's (integers past 2^53 exact, 1.0 and -0.0 as written, keys in canonical order). What the model is shown.
+   */
+  readonly resultJson?: string;
   readonly runtimeError?: SandboxErrorCode;
   /** Wall time inside the runtime, microseconds. */
   readonly us: number;

@@ -288,7 +288,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         const badKey = Object.keys(input).find(k => !PYTHON_IDENTIFIER.test(k));
         if (badKey !== undefined) return stop('INVALID_ARGUMENTS', `invalid arguments for ${tool}: "${badKey}" is not a Python identifier, so it cannot be a keyword argument`);
         const out = (await request({ op: 'call', sid, tool, argsJson: JSON.stringify(input) })) as CallOutcome & { resultJson?: string };
-        return out.resultJson !== undefined ? { result: JSON.parse(out.resultJson) as unknown, us: out.us } : out;
+        return out.resultJson !== undefined ? { result: JSON.parse(out.resultJson) as unknown, resultJson: out.resultJson, us: out.us } : out;
       },
       async snapshot() {
         alive();

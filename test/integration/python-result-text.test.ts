@@ -1,0 +1,80 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { pino } from 'pino';
+import { startEnvServer } from '../../http/env-server/server.js';
+import { createSessionRegistry, type ServedScenario } from '../../src/env-server/sessions.js';
+import type { ChatResult, ModelGateway } from '../../src/llm/gateway.js';
+import { runEpisode } from '../../src/rollouts/episode.js';
+import { createLanguageRouter } from '../../src/sandbox/language-router.js';
+import { DEFAULT_SANDBOX_LIMITS } from '../../src/sandbox/limits.js';
+import { createPythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
+import { createLocalSandboxRunner, type SandboxRunner } from '../../src/sandbox/runner.js';
+import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import type { EnvironmentRecord } from '../../src/synthesis/types.js';
+
+// What a Python tool returns is shown to the model as the runtime wrote it: parsed into JavaScript values and written
+// again, 2**64 + 1 became 18446744073709552000, 1.0 and -0.0 became 1 and 0, and integer-like keys moved first.
+const SOURCE = [
+  'class Ledger:',
+  '    def __init__(self, config=None):',
+  '        self.n = 0',
+  '    def totals(self):',
+  '        self.n += 1',
+  '        return {"big": 2**64 + 1, "neg": -2**70, "f": 1.0, "nz": -0.0, "by_id": {"10": "dix", "9": "neuf — 九"}}',
+  '',
+].join('\n');
+const WRITTEN = '{"big":18446744073709551617,"by_id":{"10":"dix","9":"neuf — 九"},"f":1.0,"neg":-1180591620717411303424,"nz":-0.0}';
+const TOOLS = [{ type: 'function' as const, function: { name: 'totals', description: 'The totals', parameters: { type: 'object', properties: {} } } }];
+const ENV = { id: 'env-ledger', description: { summary: 'Grand livre 总账', introduction: 'A ledger 📒.' }, className: 'Ledger', source: SOURCE, language: 'python', tools: TOOLS } as unknown as EnvironmentRecord;
+const CHECKLIST = [{ item: 'asked once', check: 'def check_func(final_state):\n    return final_state["n"] == 1\n', language: 'python' as const }];
+const SCENARIO = { id: 'sc-ledger', runId: 'r-text', environmentId: ENV.id, index: 0, status: 'ready', initialState: {}, task: 'Les totaux 🧮', checklist: CHECKLIST } as unknown as ScenarioRecord;
+
+describe('a Python tool result reaches the model as the runtime wrote it', function () {
+  this.timeout(180_000);
+  let sandbox: SandboxRunner;
+
+  before(() => {
+    const python = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 256, logger: pino({ level: 'silent' }) });
+    sandbox = createLanguageRouter({ js: createLocalSandboxRunner(), python });
+  });
+  after(async () => {
+    await sandbox.close();
+  });
+
+  it("in an episode's tool message: big integers exact, floats as floats, keys in canonical order", async () => {
+    let turn = 0;
+    const gateway = {
+      chat: () => {
+        turn += 1;
+        const message = turn === 1 ? { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'totals', arguments: '{}' } }] } : { role: 'assistant', content: 'Voilà ✅' };
+        return Promise.resolve({ message, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'p', cached: false, toolCallFormat: 'native', tokens: null, sampling: {} } as unknown as ChatResult);
+      },
+      structured: () => Promise.reject(new Error('no user simulator in this mode')),
+      embed: () => Promise.reject(new Error('not used')),
+    } as unknown as ModelGateway;
+    const t = await runEpisode(
+      { gateway, sandbox },
+      { runId: 'r-text', scenario: SCENARIO, env: ENV, mode: 'non-conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs: 60_000 }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
+    );
+    expect(t.messages.find(m => m.role === 'tool')).to.deep.include({ tool_call_id: 'c1', content: WRITTEN });
+    expect(t.reward).to.equal(1);
+  });
+
+  it("in envfleet serve's answer to POST /{tool}", async () => {
+    const served: ServedScenario = { scenario: SCENARIO, env: ENV, limits: DEFAULT_SANDBOX_LIMITS };
+    const registry = createSessionRegistry({ sandbox, scenarios: { scenario: () => Promise.resolve(served) } }, { maxSessions: 2, idleTimeoutMs: 0 });
+    const server = await startEnvServer(registry, pino({ level: 'silent' }), { port: 0, host: '127.0.0.1', token: null, runId: 'r-text' });
+    try {
+      const seeded = await fetch(`${server.url}/seed_session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ scenario_id: SCENARIO.id }) });
+      expect(seeded.status).to.equal(200);
+      const cookie = seeded.headers.get('set-cookie')!.split(';')[0]!;
+      const answer = await fetch(`${server.url}/totals`, { method: 'POST', headers: { 'content-type': 'application/json', cookie }, body: '{}' });
+      expect(answer.status).to.equal(200);
+      expect(await answer.text()).to.equal(WRITTEN);
+    } finally {
+      await server.close();
+      await registry.closeAll();
+    }
+  });
+});
