@@ -288,7 +288,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
           outcome =
             script && !toolNames.includes(call.function.name)
               ? { result: { success: false, error: `unknown tool "${call.function.name}"; the tools are: ${toolNames.join(', ')}` }, runtimeError: 'TOOL_NOT_OFFERED', us: 0 }
-              : await live.call(call.function.name, args);
+              : await live.call(call.function.name, args, call.function.arguments);
         } catch (err) {
           if (err instanceof SyntaxError) {
             outcome = { result: { success: false, error: `the arguments are not valid JSON (${err.message}); send one JSON object of named arguments` }, runtimeError: 'INVALID_ARGUMENTS', us: 0 };

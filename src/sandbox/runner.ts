@@ -21,7 +21,11 @@ type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
 /** A live environment held by a sandbox thread for one episode. */
 export interface EnvSession {
   readonly tools: readonly string[];
-  call(tool: string, args: unknown): Promise<CallOutcome>;
+  /**
+   * `argsText`: the JSON text `args` was parsed from, when the caller has it (a model's tool call). A Python session
+   * reads the arguments from it, as Python parses them (an integer past 2^53 exact, 2.0 a float); JavaScript ignores it.
+   */
+  call(tool: string, args: unknown, argsText?: string): Promise<CallOutcome>;
   /** The current state (parsed JSON). Rejects with SandboxError (STATE_TOO_LARGE, …). */
   snapshot(): Promise<unknown>;
   /**

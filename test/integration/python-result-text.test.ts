@@ -22,10 +22,15 @@ const SOURCE = [
   '    def totals(self):',
   '        self.n += 1',
   '        return {"big": 2**64 + 1, "neg": -2**70, "f": 1.0, "nz": -0.0, "by_id": {"10": "dix", "9": "neuf — 九"}}',
+  '    def echo(self, number=None, amount=None, note=""):',
+  '        return {"number": number, "amount": amount, "kinds": [type(number).__name__, type(amount).__name__], "note": note}',
   '',
 ].join('\n');
 const WRITTEN = '{"big":18446744073709551617,"by_id":{"10":"dix","9":"neuf — 九"},"f":1.0,"neg":-1180591620717411303424,"nz":-0.0}';
-const TOOLS = [{ type: 'function' as const, function: { name: 'totals', description: 'The totals', parameters: { type: 'object', properties: {} } } }];
+const TOOLS = [
+  { type: 'function' as const, function: { name: 'totals', description: 'The totals', parameters: { type: 'object', properties: {} } } },
+  { type: 'function' as const, function: { name: 'echo', description: 'Echo', parameters: { type: 'object', properties: { number: {}, amount: {}, note: { type: 'string' } } } } },
+];
 const ENV = { id: 'env-ledger', description: { summary: 'Grand livre 总账', introduction: 'A ledger 📒.' }, className: 'Ledger', source: SOURCE, language: 'python', tools: TOOLS } as unknown as EnvironmentRecord;
 const CHECKLIST = [{ item: 'asked once', check: 'def check_func(final_state):\n    return final_state["n"] == 1\n', language: 'python' as const }];
 const SCENARIO = { id: 'sc-ledger', runId: 'r-text', environmentId: ENV.id, index: 0, status: 'ready', initialState: {}, task: 'Les totaux 🧮', checklist: CHECKLIST } as unknown as ScenarioRecord;
@@ -59,6 +64,32 @@ describe('a Python tool result reaches the model as the runtime wrote it', funct
     );
     expect(t.messages.find(m => m.role === 'tool')).to.deep.include({ tool_call_id: 'c1', content: WRITTEN });
     expect(t.reward).to.equal(1);
+  });
+
+  it("hands the model's arguments to the tool as Python reads their text (an integer past 2^53 exact, 2.0 a float); a run of digits Python would not read goes as JSON.stringify writes it", async () => {
+    const huge = '9'.repeat(5_000);
+    const calls = [
+      '{"number": 12345678901234567891, "amount": 2.0, "note": "n° 7 — 七 🧾"}',
+      `{"number": ${huge}, "amount": -0.0}`,
+    ];
+    let turn = 0;
+    const gateway = {
+      chat: () => {
+        turn += 1;
+        const message = turn === 1 ? { role: 'assistant', content: null, tool_calls: calls.map((a, i) => ({ id: `c${i}`, type: 'function', function: { name: 'echo', arguments: a } })) } : { role: 'assistant', content: 'Fini' };
+        return Promise.resolve({ message, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'p', cached: false, toolCallFormat: 'native', tokens: null, sampling: {} } as unknown as ChatResult);
+      },
+      structured: () => Promise.reject(new Error('no user simulator in this mode')),
+      embed: () => Promise.reject(new Error('not used')),
+    } as unknown as ModelGateway;
+    const t = await runEpisode(
+      { gateway, sandbox },
+      { runId: 'r-text', scenario: SCENARIO, env: ENV, mode: 'non-conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs: 60_000 }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
+    );
+    expect(t.messages.filter(m => m.role === 'tool').map(m => m.content)).to.deep.equal([
+      '{"amount":2.0,"kinds":["int","float"],"note":"n° 7 — 七 🧾","number":12345678901234567891}',
+      '{"amount":0,"kinds":["NoneType","int"],"note":"","number":null}',
+    ]);
   });
 
   it("in envfleet serve's answer to POST /{tool}", async () => {

@@ -103,6 +103,27 @@ const PERMISSION_FLAG = process.allowedNodeEnvironmentFlags.has('--permission') 
 /** Why a Python identifier is required: the name is looked up with getattr and passed as keyword arguments. */
 export const PYTHON_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/**
+ * The model's own argument text, to be parsed by Python as the seed parses it: JSON.parse then JSON.stringify wrote
+ * 12345678901234567891 as 12345678901234567000 and 2.0 as 2. Not a text that is not an object, nor one with a run of
+ * more than 4,000 digits (Python refuses to read an integer past 4,300 digits; JSON.stringify's text is sent instead).
+ */
+export function pythonArgs(text: string | undefined): string | undefined {
+  return text !== undefined && text.trimStart().startsWith('{') && longestDigitRun(text) <= 4_000 ? text : undefined;
+}
+
+/** The longest run of ASCII digits in text (one pass). */
+function longestDigitRun(text: string): number {
+  let longest = 0;
+  let run = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    run = c >= 48 && c <= 57 ? run + 1 : 0;
+    if (run > longest) longest = run;
+  }
+  return longest;
+}
+
 type Pending = { resolve(v: unknown): void; reject(e: Error): void };
 
 export function createPythonSandboxRunner(options: PythonRuntimeOptions): PythonSandboxRunner {
@@ -276,7 +297,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
     };
     return {
       tools,
-      async call(tool, args): Promise<CallOutcome> {
+      async call(tool, args, argsText): Promise<CallOutcome> {
         alive();
         const started = performance.now();
         const stop = (code: SandboxErrorCode, message: string): CallOutcome => ({ result: { success: false, error: message }, runtimeError: code, us: (performance.now() - started) * 1000 });
@@ -287,7 +308,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         if (!validate(input)) return stop('INVALID_ARGUMENTS', `invalid arguments for ${tool}:\n${describeAjvErrors(validate.errors)}`);
         const badKey = Object.keys(input).find(k => !PYTHON_IDENTIFIER.test(k));
         if (badKey !== undefined) return stop('INVALID_ARGUMENTS', `invalid arguments for ${tool}: "${badKey}" is not a Python identifier, so it cannot be a keyword argument`);
-        const out = (await request({ op: 'call', sid, tool, argsJson: JSON.stringify(input) })) as CallOutcome & { resultJson?: string };
+        const out = (await request({ op: 'call', sid, tool, argsJson: pythonArgs(argsText) ?? JSON.stringify(input) })) as CallOutcome & { resultJson?: string };
         return out.resultJson !== undefined ? { result: JSON.parse(out.resultJson) as unknown, resultJson: out.resultJson, us: out.us } : out;
       },
       async snapshot() {
