@@ -60,11 +60,13 @@ describe('checks outside a Python session see the initial state its own checks s
     } finally {
       await session.close();
     }
-    // A text past 64 Ki characters that is not ASCII crosses from the interpreter as UTF-8 bytes: it arrives whole.
-    const long = '注意 🧾 é'.repeat(12_000);
-    const big = await sandbox.openSession({ name: 'wallet', className: 'Wallet', source: SOURCE, tools: TOOLS, language: 'python' }, { owner: long }, DEFAULT_SANDBOX_LIMITS);
+    // A text past 64 Ki characters that is not ASCII crosses from the interpreter as UTF-8 bytes: it arrives whole,
+    // a lone surrogate as its escape (as create wrote it).
+    const text = '注意 🧾 é'.repeat(12_000);
+    const big = await sandbox.openSession({ name: 'wallet', className: 'Wallet', source: SOURCE, tools: TOOLS, language: 'python' }, { owner: `${text}\ud800` }, DEFAULT_SANDBOX_LIMITS);
     try {
-      expect(await big.initialState()).to.equal(`{"balance":0.0,"history":[],"owner":"${long}"}`);
+      expect(await big.initialState()).to.equal(`{"balance":0.0,"history":[],"owner":"${text}\\ud800"}`);
+      expect(JSON.parse(await big.initialState())).to.deep.equal({ balance: 0, history: [], owner: `${text}\ud800` });
     } finally {
       await big.close();
     }

@@ -1317,7 +1317,8 @@ def initial(sid):
     if s.initial_text is not None:
         return _ok(s.initial_text, None)  # a long text that is not ASCII crosses as UTF-8 all the same (_crossing)
     try:
-        return _ok(_deeply_to(s.frames, canonical, s.initial_state), None)
+        # Through capped, as create wrote it: a lone surrogate escaped, the depth counted before anything recurses.
+        return _ok(*capped(s.initial_state, _sys.maxsize, 'the initial state', 'state')[::2])
     except BaseException as e:
         return _limit_error(e) or _err('STATE_INVALID', 'the initial state cannot be written again: ' + _describe(e))
 
