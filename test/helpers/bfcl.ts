@@ -2,7 +2,7 @@ import type { ChatResult, ModelGateway } from '../../src/llm/gateway.js';
 import type { BfclGoldTurn } from '../../src/importers/bfcl-check.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 
-/** A tool call as an agent sends it. */
+/** A tool call as an agent sends it: `arguments` a value (sent as JSON.stringify writes it) or the text itself. */
 export interface AgentCall {
   readonly name: string;
   readonly arguments: unknown;
@@ -34,7 +34,7 @@ export function callingGateway(turns: readonly (readonly AgentCall[])[]): ModelG
       const last = msgs.at(-1)!;
       const calls = last.role === 'user' ? (turns[turn] ?? []) : [];
       const message = calls.length
-        ? { role: 'assistant', content: null, refusal: null, tool_calls: calls.map((c, i) => ({ id: `call_${turn}_${i}`, type: 'function', function: { name: c.name, arguments: JSON.stringify(c.arguments) } })) }
+        ? { role: 'assistant', content: null, refusal: null, tool_calls: calls.map((c, i) => ({ id: `call_${turn}_${i}`, type: 'function', function: { name: c.name, arguments: typeof c.arguments === 'string' ? c.arguments : JSON.stringify(c.arguments) } })) }
         : { role: 'assistant', content: `Fait pour le tour ${turn + 1} ✅ — 完成`, refusal: null };
       return Promise.resolve({ message, finishReason: calls.length ? 'tool_calls' : 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'gold-agent', cached: false, toolCallFormat: 'native', tokens: null, sampling: {} } as unknown as ChatResult);
     },

@@ -3,14 +3,13 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { pino } from 'pino';
 import { createSessionRegistry, type ServedScenario } from '../../src/env-server/sessions.js';
-import type { ChatResult, ModelGateway } from '../../src/llm/gateway.js';
-import { runEpisode } from '../../src/rollouts/episode.js';
 import { createLanguageRouter } from '../../src/sandbox/language-router.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../../src/sandbox/limits.js';
 import { createPythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type SandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
+import { playCalls } from '../helpers/episodes.js';
 
 // A Python environment's checks see the constructed instance's state as `initial_state` (EnvScaler's semantics: what
 // __init__ set, then the config's keys). The checks that run outside the session — an episode's (they read the
@@ -73,20 +72,7 @@ describe('checks outside a Python session see the initial state its own checks s
   });
 
   it('an episode scores every check, the episode check and the JavaScript one included, on that initial state', async () => {
-    let turn = 0;
-    const gateway = {
-      chat: () => {
-        turn += 1;
-        const message = turn === 1 ? { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'deposit', arguments: '{"amount": 5}' } }] } : { role: 'assistant', content: 'Déposé ✅' };
-        return Promise.resolve({ message, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'p', cached: false, toolCallFormat: 'native', tokens: null, sampling: {} } as unknown as ChatResult);
-      },
-      structured: () => Promise.reject(new Error('no user simulator in this mode')),
-      embed: () => Promise.reject(new Error('not used')),
-    } as unknown as ModelGateway;
-    const t = await runEpisode(
-      { gateway, sandbox },
-      { runId: 'r-initial', scenario: SCENARIO, env: ENV, mode: 'non-conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs: 60_000 }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
-    );
+    const t = await playCalls(sandbox, SCENARIO, ENV, [{ name: 'deposit', arguments: '{"amount": 5}' }]);
     expect(t.termination.reason).to.equal('agent-finished');
     expect(t.checks).to.deep.equal(CHECKLIST.map(c => ({ item: c.item, passed: true })));
     expect(t.reward).to.equal(1);
@@ -126,20 +112,7 @@ describe('checks outside a Python session see the initial state its own checks s
     } finally {
       await session.close();
     }
-    let turn = 0;
-    const gateway = {
-      chat: () => {
-        turn += 1;
-        const message = turn === 1 ? { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'bump', arguments: '{}' } }] } : { role: 'assistant', content: 'Fait ✅' };
-        return Promise.resolve({ message, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'p', cached: false, toolCallFormat: 'native', tokens: null, sampling: {} } as unknown as ChatResult);
-      },
-      structured: () => Promise.reject(new Error('no user simulator in this mode')),
-      embed: () => Promise.reject(new Error('not used')),
-    } as unknown as ModelGateway;
-    const t = await runEpisode(
-      { gateway, sandbox },
-      { runId: 'r-initial', scenario: { ...SCENARIO, id: 'sc-bank', environmentId: env.id, initialState: {}, checklist }, env, mode: 'non-conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs: 60_000 }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
-    );
+    const t = await playCalls(sandbox, { ...SCENARIO, id: 'sc-bank', environmentId: env.id, initialState: {}, checklist }, env, [{ name: 'bump', arguments: {} }]);
     expect(t.checksError).to.equal(null);
     expect(t.checks).to.deep.equal(checklist.map(c => ({ item: c.item, passed: true })));
   });

@@ -4,14 +4,13 @@ import { expect } from 'chai';
 import { pino } from 'pino';
 import { startEnvServer } from '../../http/env-server/server.js';
 import { createSessionRegistry, type ServedScenario } from '../../src/env-server/sessions.js';
-import type { ChatResult, ModelGateway } from '../../src/llm/gateway.js';
-import { runEpisode } from '../../src/rollouts/episode.js';
 import { createLanguageRouter } from '../../src/sandbox/language-router.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../../src/sandbox/limits.js';
 import { createPythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type SandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
+import { playCalls } from '../helpers/episodes.js';
 
 // What a Python tool returns is shown to the model as the runtime wrote it: parsed into JavaScript values and written
 // again, 2**64 + 1 became 18446744073709552000, 1.0 and -0.0 became 1 and 0, and integer-like keys moved first.
@@ -48,21 +47,8 @@ describe('a Python tool result reaches the model as the runtime wrote it', funct
   });
 
   it("in an episode's tool message: big integers exact, floats as floats, keys in canonical order", async () => {
-    let turn = 0;
-    const gateway = {
-      chat: () => {
-        turn += 1;
-        const message = turn === 1 ? { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'totals', arguments: '{}' } }] } : { role: 'assistant', content: 'Voilà ✅' };
-        return Promise.resolve({ message, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'p', cached: false, toolCallFormat: 'native', tokens: null, sampling: {} } as unknown as ChatResult);
-      },
-      structured: () => Promise.reject(new Error('no user simulator in this mode')),
-      embed: () => Promise.reject(new Error('not used')),
-    } as unknown as ModelGateway;
-    const t = await runEpisode(
-      { gateway, sandbox },
-      { runId: 'r-text', scenario: SCENARIO, env: ENV, mode: 'non-conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs: 60_000 }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
-    );
-    expect(t.messages.find(m => m.role === 'tool')).to.deep.include({ tool_call_id: 'c1', content: WRITTEN });
+    const t = await playCalls(sandbox, SCENARIO, ENV, [{ name: 'totals', arguments: {} }]);
+    expect(t.messages.find(m => m.role === 'tool')).to.deep.include({ tool_call_id: 'call_0_0', content: WRITTEN });
     expect(t.reward).to.equal(1);
   });
 
@@ -72,20 +58,7 @@ describe('a Python tool result reaches the model as the runtime wrote it', funct
       '{"number": 12345678901234567891, "amount": 2.0, "note": "n° 7 — 七 🧾"}',
       `{"number": ${huge}, "amount": -0.0}`,
     ];
-    let turn = 0;
-    const gateway = {
-      chat: () => {
-        turn += 1;
-        const message = turn === 1 ? { role: 'assistant', content: null, tool_calls: calls.map((a, i) => ({ id: `c${i}`, type: 'function', function: { name: 'echo', arguments: a } })) } : { role: 'assistant', content: 'Fini' };
-        return Promise.resolve({ message, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'p', cached: false, toolCallFormat: 'native', tokens: null, sampling: {} } as unknown as ChatResult);
-      },
-      structured: () => Promise.reject(new Error('no user simulator in this mode')),
-      embed: () => Promise.reject(new Error('not used')),
-    } as unknown as ModelGateway;
-    const t = await runEpisode(
-      { gateway, sandbox },
-      { runId: 'r-text', scenario: SCENARIO, env: ENV, mode: 'non-conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs: 60_000 }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
-    );
+    const t = await playCalls(sandbox, SCENARIO, ENV, calls.map(text => ({ name: 'echo', arguments: text })));
     expect(t.messages.filter(m => m.role === 'tool').map(m => m.content)).to.deep.equal([
       '{"amount":2.0,"kinds":["int","float"],"note":"n° 7 — 七 🧾","number":12345678901234567891}',
       '{"amount":0,"kinds":["NoneType","int"],"note":"","number":null}',
