@@ -51,8 +51,8 @@ export function mcpTools(info: SessionInfo): Tool[] {
   });
 }
 
-const textResult = (value: unknown, isError: boolean, structured: Record<string, unknown> | null): CallToolResult => ({
-  content: [{ type: 'text', text: typeof value === 'string' ? value : JSON.stringify(value) }],
+const textResult = (value: unknown, isError: boolean, structured: Record<string, unknown> | null, text?: string): CallToolResult => ({
+  content: [{ type: 'text', text: text ?? (typeof value === 'string' ? value : JSON.stringify(value)) }],
   ...(structured ? { structuredContent: structured } : {}),
   isError,
 });
@@ -77,7 +77,8 @@ function sessionServer(registry: SessionRegistry, sessionId: string, info: Sessi
       }
       // The text is exactly what an episode gives the model; an environment's own error result ({success: false}) is an error too.
       const value = outcome.result;
-      return textResult(value, isObject(value) && value['success'] === false, isObject(value) ? value : null);
+      // A Python tool's value as the runtime wrote it (an integer past 2^53, 1.0); a string as it is, as before.
+      return textResult(value, isObject(value) && value['success'] === false, isObject(value) ? value : null, typeof value === 'string' ? undefined : outcome.resultJson);
     } catch (err) {
       // The session ended meanwhile, or its environment failed: an error result the model can read.
       if (err instanceof EnvServerError) return textResult({ success: false, error: err.message }, true, { success: false, error: err.message, code: err.code, ...err.details });

@@ -10,6 +10,7 @@ import type { Logger } from '../../src/logger.js';
 import type { FunctionTool } from '../../src/sandbox/bundle.js';
 import type { CallOutcome } from '../../src/sandbox/quickjs-host.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
+import { RawJson, stringifyJson } from '../../src/util/raw-json.js';
 import { cutUtf8 } from '../../src/util/text.js';
 import { pathToken } from './path-token.js';
 import { bodyOf, bodyText, isObject } from './request-body.js';
@@ -104,15 +105,23 @@ function toolList(info: SessionInfo) {
   }));
 }
 
-/** A result as a FastMCP-backed OpenEnv environment serializes its `CallToolResult`. */
-function callResult(value: unknown) {
+/**
+ * A result as a FastMCP-backed OpenEnv environment serializes its `CallToolResult`. With `text` (the runtime's own
+ * JSON of the value: a Python tool's), the text and the value are sent as that text, so a client reads what the tool
+ * returned (an integer past 2^53, 1.0), not the value as JavaScript wrote it again: replies go out by stringifyJson.
+ */
+function callResult(value: unknown, text?: string) {
+  const sent = text === undefined ? value : new RawJson(text);
   return {
-    content: [{ type: 'text', text: JSON.stringify(value) ?? 'null' }],
-    structured_content: isObject(value) ? value : { result: value },
-    data: value,
+    content: [{ type: 'text', text: text ?? JSON.stringify(value) ?? 'null' }],
+    structured_content: isObject(value) ? sent : { result: sent },
+    data: sent,
     is_error: false,
   };
 }
+
+/** A JSON reply whose RawJson values go out as their text. */
+const sendJson = (res: Response, body: unknown) => res.type('application/json').send(stringifyJson(body) ?? 'null');
 
 const errorTypeOf = (code: string): ToolErrorType => (code === 'INVALID_ARGUMENTS' ? 'invalid_args' : code === 'UNKNOWN_TOOL' ? 'tool_not_found' : code === 'DEADLINE_EXCEEDED' ? 'timeout' : 'execution_error');
 
@@ -303,7 +312,7 @@ class Episode {
         const message = typeof r?.error === 'string' ? r.error : SANDBOX_ERROR_CODES[outcome.runtimeError];
         observation = { tool_name: tool, result: null, error: { error_type: errorTypeOf(outcome.runtimeError), message: `${outcome.runtimeError}: ${message}` } };
       } else if (outcome) {
-        observation = { tool_name: tool, result: callResult(outcome.result), error: null };
+        observation = { tool_name: tool, result: callResult(outcome.result, outcome.resultJson), error: null };
       }
     }
     // The environment may have been discarded by that call (a sandbox limit): the episode ends with what the checks give.
@@ -495,7 +504,7 @@ export function mountOpenEnvStateless(app: Express, registry: SessionRegistry, o
   const handle = (fn: (episode: Episode, body: Record<string, unknown>) => Promise<unknown>) => (req: Request, res: Response, _next: NextFunction) => {
     const episode = new Episode(registry, options.maxSteps ?? DEFAULT_MAX_STEPS);
     (async () => fn(episode, parse(req)))().then(
-      out => res.json(out),
+      out => sendJson(res, out),
       err => {
         const e = toOpenEnvError(err);
         res.status(e.code === 'CAPACITY_REACHED' || NOT_SCORED_CODES.has(String(e.extra['envfleet_code'])) ? 503 : e.code === 'EXECUTION_ERROR' || e.code === 'FACTORY_ERROR' ? 500 : 422).json({ detail: [{ type: e.code, loc: ['body'], msg: e.message, input: null }], error: { code: e.code, message: e.message, ...e.extra } });
@@ -514,10 +523,10 @@ export function mountOpenEnvStateless(app: Express, registry: SessionRegistry, o
     return { observation: { ...out.observation, metadata: { ...(out.observation['metadata'] as object), ...(result ? endSummary(result) : {}) } }, reward: result ? rewardOf(result) : null, done: true };
   }));
   app.get('/state', (_req, res) => {
-    void new Episode(registry, options.maxSteps ?? DEFAULT_MAX_STEPS).state().then(state => res.json(state));
+    void new Episode(registry, options.maxSteps ?? DEFAULT_MAX_STEPS).state().then(state => sendJson(res, state));
   });
   app.post('/mcp', (req, res) => {
-    void jsonRpc(registry, bodyText(req)).then(reply => res.json(reply));
+    void jsonRpc(registry, bodyText(req)).then(reply => sendJson(res, reply));
   });
 }
 
@@ -575,7 +584,8 @@ async function rpcToolsCall(registry: SessionRegistry, info: SessionInfo, params
     const r = outcome.result as { error?: unknown } | null;
     return errorResult(outcome.runtimeError, typeof r?.error === 'string' ? r.error : SANDBOX_ERROR_CODES[outcome.runtimeError], { session_ended: registry.result(info.id) !== null });
   }
-  return { content: [{ type: 'text', text: JSON.stringify(outcome.result) ?? 'null' }], structuredContent: isObject(outcome.result) ? outcome.result : { result: outcome.result }, isError: false };
+  const sent = outcome.resultJson === undefined ? outcome.result : new RawJson(outcome.resultJson);
+  return { content: [{ type: 'text', text: outcome.resultJson ?? JSON.stringify(outcome.result) ?? 'null' }], structuredContent: isObject(outcome.result) ? sent : { result: sent }, isError: false };
 }
 
 /** Runs a JSON-RPC method: its result, or the error it threw. */
@@ -823,7 +833,7 @@ function serveConnection(ws: EnvServerWebSocket, registry: SessionRegistry, logg
   };
   const send = (msg: unknown) => {
     if (ws.readyState !== ws.OPEN) return;
-    const text = JSON.stringify(msg);
+    const text = stringifyJson(msg) ?? 'null';
     const bytes = Buffer.byteLength(text, 'utf8');
     unsentBytes += bytes;
     peakUnsentBytes = Math.max(peakUnsentBytes, unsentBytes);

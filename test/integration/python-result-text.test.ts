@@ -2,6 +2,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { pino } from 'pino';
+import WebSocket from 'ws';
 import { startEnvServer } from '../../http/env-server/server.js';
 import { createSessionRegistry, type ServedScenario } from '../../src/env-server/sessions.js';
 import { createLanguageRouter } from '../../src/sandbox/language-router.js';
@@ -10,6 +11,7 @@ import { createPythonSandboxRunner } from '../../src/sandbox/python/python-runne
 import { createLocalSandboxRunner, type SandboxRunner } from '../../src/sandbox/runner.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
+import { withMcp } from '../helpers/env-server-clients.js';
 import { playCalls } from '../helpers/episodes.js';
 
 // What a Python tool returns is shown to the model as the runtime wrote it: parsed into JavaScript values and written
@@ -77,6 +79,52 @@ describe('a Python tool result reaches the model as the runtime wrote it', funct
       expect(answer.status).to.equal(200);
       expect(await answer.text()).to.equal(WRITTEN);
     } finally {
+      await server.close();
+      await registry.closeAll();
+    }
+  });
+
+  it("in the MCP tools/call text (the official client), and the OpenEnv step's text and data, over /ws and JSON-RPC", async () => {
+    const served: ServedScenario = { scenario: SCENARIO, env: ENV, limits: DEFAULT_SANDBOX_LIMITS };
+    const registry = createSessionRegistry({ sandbox, scenarios: { scenario: () => Promise.resolve(served) } }, { maxSessions: 2, idleTimeoutMs: 0 });
+    const server = await startEnvServer(registry, pino({ level: 'silent' }), { port: 0, host: '127.0.0.1', token: null, runId: 'r-text' });
+    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws`);
+    const open = new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    try {
+      const opened = await fetch(`${server.url}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ scenario_id: SCENARIO.id }) });
+      expect(opened.status).to.equal(201);
+      const { mcp_url: mcpUrl } = (await opened.json()) as { mcp_url: string };
+      const mcp = await withMcp(mcpUrl, client => client.callTool({ name: 'totals', arguments: {} }));
+      expect((mcp.content as { type: string; text: string }[])[0]).to.deep.equal({ type: 'text', text: WRITTEN });
+      expect(mcp.isError).to.equal(false);
+
+      // OpenEnv over /ws: the frames as sent, before any client parses them.
+      const frames: string[] = [];
+      let wake: (() => void) | null = null;
+      ws.on('message', (raw: Buffer) => {
+        frames.push(raw.toString('utf8'));
+        wake?.();
+      });
+      await open;
+      const request = async (msg: unknown): Promise<string> => {
+        const before = frames.length;
+        ws.send(JSON.stringify(msg));
+        while (frames.length === before) await new Promise<void>(resolve => (wake = resolve));
+        return frames[before]!;
+      };
+      expect(JSON.parse(await request({ type: 'reset', data: { scenario_id: SCENARIO.id } }))).to.include({ type: 'observation' });
+      const step = await request({ type: 'step', data: { type: 'call_tool', tool_name: 'totals', arguments: {} } });
+      expect(step).to.include(`"text":${JSON.stringify(WRITTEN)}`);
+      expect(step).to.include(`"structured_content":${WRITTEN}`);
+      expect(step).to.include(`"data":${WRITTEN}`);
+      const rpc = await request({ type: 'mcp', data: { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'totals', arguments: {} } } });
+      expect(rpc).to.include(`"text":${JSON.stringify(WRITTEN)}`);
+      expect(rpc).to.include(`"structuredContent":${WRITTEN}`);
+    } finally {
+      ws.close();
       await server.close();
       await registry.closeAll();
     }
