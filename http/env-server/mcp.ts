@@ -7,6 +7,7 @@ import { scoredResult, type SessionInfo, type SessionRegistry, type SessionResul
 import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 import { firstHeader } from './forward.js';
+import { sendJson } from './reply.js';
 import { bodyOf, isObject } from './request-body.js';
 
 /** What the MCP surface needs from server.ts (passed in, so the two files do not import each other). */
@@ -120,7 +121,7 @@ export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: Mc
     '/sessions/:id/verify',
     route(async (req, res) => {
       const result = scoredResult(await registry.finish(String(req.params['id']), 'finished'));
-      res.json({
+      sendJson(res, {
         reward: result.reward ?? 0,
         reward_components: Object.fromEntries(result.checks.map(c => [c.item, c.passed ? 1 : 0])),
         envfleet: helpers.resultBody(result),
@@ -130,7 +131,7 @@ export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: Mc
   router.delete(
     '/sessions/:id',
     route(async (req, res) => {
-      res.json(helpers.resultBody(await registry.finish(String(req.params['id']), 'closed')));
+      sendJson(res, helpers.resultBody(await registry.finish(String(req.params['id']), 'closed')));
     }),
   );
   router.all(

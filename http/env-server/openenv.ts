@@ -13,6 +13,7 @@ import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 import { RawJson, stringifyJson } from '../../src/util/raw-json.js';
 import { cutUtf8 } from '../../src/util/text.js';
 import { pathToken } from './path-token.js';
+import { sendJson } from './reply.js';
 import { bodyOf, bodyText, isObject } from './request-body.js';
 
 /**
@@ -119,9 +120,6 @@ function callResult(value: unknown, text?: string) {
     is_error: false,
   };
 }
-
-/** A JSON reply whose RawJson values go out as their text. */
-const sendJson = (res: Response, body: unknown) => res.type('application/json').send(stringifyJson(body) ?? 'null');
 
 const errorTypeOf = (code: string): ToolErrorType => (code === 'INVALID_ARGUMENTS' ? 'invalid_args' : code === 'UNKNOWN_TOOL' ? 'tool_not_found' : code === 'DEADLINE_EXCEEDED' ? 'timeout' : 'execution_error');
 

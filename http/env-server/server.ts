@@ -8,10 +8,12 @@ import { ENV_SERVER_ERROR_CODES, ENV_SERVER_HTTP_STATUS, EnvServerError } from '
 import { scoredResult, type SessionRegistry, type SessionResult } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
+import { RawJson } from '../../src/util/raw-json.js';
 import type { SessionDirectory } from '../../src/env-server/directory.js';
 import { forwardingMiddleware, safeDecode, SERVED_BY_HEADER } from './forward.js';
 import { pathToken } from './path-token.js';
 import { bodyOf, isObject } from './request-body.js';
+import { sendJson } from './reply.js';
 import { mcpRouter } from './mcp.js';
 import { attachOpenEnvWebSocket, mountOpenEnvPublic, mountOpenEnvStateless } from './openenv.js';
 
@@ -96,7 +98,7 @@ export function resultBody(r: SessionResult) {
     ended_by: r.endedBy,
     detail: r.detail,
     calls: r.calls,
-    final_state: r.finalState,
+    final_state: r.finalStateJson === undefined ? r.finalState : new RawJson(r.finalStateJson),
   };
 }
 
@@ -179,7 +181,7 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
       // A session the server ended (evicted by its load, cut by its stop) has no reward: SESSION_EVICTED /
       // SESSION_INTERRUPTED, not a 0 to train on.
       const result = scoredResult(await registry.finish(id, 'finished'));
-      res.json({
+      sendJson(res, {
         ...(isObject(body) ? body : {}),
         reward: result.reward ?? 0,
         reward_components: Object.fromEntries(result.checks.map(c => [c.item, c.passed ? 1 : 0])),
@@ -191,7 +193,7 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
     '/session',
     route(async (req, res) => {
       const result = await registry.finish(requireSession(req), 'closed');
-      res.json(resultBody(result));
+      sendJson(res, resultBody(result));
     }),
   );
   app.post(

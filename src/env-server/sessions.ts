@@ -124,6 +124,11 @@ export interface SessionResult {
   readonly endedAt: string;
   readonly calls: number;
   readonly finalState: unknown;
+  /**
+   * The final state's text as the runtime wrote it, when the parsed value written again is not that text (a Python
+   * state: 1.0, an integer past 2^53): what the server's replies carry as `final_state`. Absent otherwise.
+   */
+  readonly finalStateJson?: string;
   /** The fraction of the scenario's checks true on the final state (as a rollout's reward); null when none could run. */
   readonly reward: number | null;
   readonly solved: boolean;
@@ -255,6 +260,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     const { info, served } = s;
     s.ending = (async () => {
       let finalState: unknown = null;
+      let finalStateJson: string | undefined;
       let readError: string | null = null;
       let ran: ChecksResult | null = null;
       // The thread's memory bound met while ending (reading the state, or a check): the episode is evicted too.
@@ -270,6 +276,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           if (atEnd) full = `${atEnd.where}: ${atEnd.message}`;
           if (end.stateJson === null) throw new Error(end.stateError?.message ?? 'no final state');
           finalState = JSON.parse(end.stateJson) as unknown;
+          if (JSON.stringify(finalState) !== end.stateJson) finalStateJson = end.stateJson;
           ran = end.checks;
         } catch (err) {
           readError = `the final state could not be read: ${(err as Error).message}`;
@@ -302,6 +309,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         endedAt: new Date().toISOString(),
         calls: s.calls,
         finalState,
+        ...(finalStateJson === undefined ? {} : { finalStateJson }),
         reward: score.reward,
         solved: score.reward === 1,
         checks: score.checks,

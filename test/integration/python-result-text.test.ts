@@ -20,6 +20,7 @@ const SOURCE = [
   'class Ledger:',
   '    def __init__(self, config=None):',
   '        self.n = 0',
+  '        self.big, self.f = 2**64 + 1, 1.0',
   '    def totals(self):',
   '        self.n += 1',
   '        return {"big": 2**64 + 1, "neg": -2**70, "f": 1.0, "nz": -0.0, "by_id": {"10": "dix", "9": "neuf — 九"}}',
@@ -78,6 +79,11 @@ describe('a Python tool result reaches the model as the runtime wrote it', funct
       const answer = await fetch(`${server.url}/totals`, { method: 'POST', headers: { 'content-type': 'application/json', cookie }, body: '{}' });
       expect(answer.status).to.equal(200);
       expect(await answer.text()).to.equal(WRITTEN);
+      // The final state in /verify's answer as Python wrote it too.
+      const verified = await fetch(`${server.url}/verify`, { method: 'POST', headers: { 'content-type': 'application/json', cookie }, body: '{"note": "vérifié ✅"}' });
+      const text = await verified.text();
+      expect(text).to.include('"final_state":{"big":18446744073709551617,"f":1.0,"n":1}');
+      expect(JSON.parse(text)).to.deep.include({ reward: 1, note: 'vérifié ✅' });
     } finally {
       await server.close();
       await registry.closeAll();
@@ -96,10 +102,12 @@ describe('a Python tool result reaches the model as the runtime wrote it', funct
     try {
       const opened = await fetch(`${server.url}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ scenario_id: SCENARIO.id }) });
       expect(opened.status).to.equal(201);
-      const { mcp_url: mcpUrl } = (await opened.json()) as { mcp_url: string };
+      const { mcp_url: mcpUrl, session_id: sessionId } = (await opened.json()) as { mcp_url: string; session_id: string };
       const mcp = await withMcp(mcpUrl, client => client.callTool({ name: 'totals', arguments: {} }));
       expect((mcp.content as { type: string; text: string }[])[0]).to.deep.equal({ type: 'text', text: WRITTEN });
       expect(mcp.isError).to.equal(false);
+      const ended = await fetch(`${server.url}/sessions/${sessionId}/verify`, { method: 'POST' });
+      expect(await ended.text()).to.include('"final_state":{"big":18446744073709551617,"f":1.0,"n":1}');
 
       // OpenEnv over /ws: the frames as sent, before any client parses them.
       const frames: string[] = [];
