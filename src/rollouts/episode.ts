@@ -297,7 +297,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
           }
         }
         envUs += outcome.us;
-        steps.push({ turn: turns, tool: call.function.name, toolCallId: id, rawArguments: call.function.arguments, result: outcome.result, runtimeError: outcome.runtimeError ?? null, us: Math.round(outcome.us) });
+        // The step keeps the result as the runtime wrote it too (a RawJson: the stored trajectory holds that text).
+        steps.push({ turn: turns, tool: call.function.name, toolCallId: id, rawArguments: call.function.arguments, result: outcome.resultJson === undefined ? outcome.result : new RawJson(outcome.resultJson), runtimeError: outcome.runtimeError ?? null, us: Math.round(outcome.us) });
         // The result as the runtime wrote it when it has the text (Python: 2**64 + 1, 1.0 as written), else as JSON writes it.
         messages.push({ role: 'tool', tool_call_id: id, content: outcome.resultJson ?? JSON.stringify(outcome.result) });
         if (outcome.runtimeError === 'SANDBOX_MEMORY_FULL') throw SandboxFullError.at(`${call.function.name} was stopped`, errorOf(outcome.result));

@@ -13,6 +13,7 @@ import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { withMcp } from '../helpers/env-server-clients.js';
 import { playCalls } from '../helpers/episodes.js';
+import { stringifyJson } from '../../src/util/raw-json.js';
 
 // What a Python tool returns is shown to the model as the runtime wrote it: parsed into JavaScript values and written
 // again, 2**64 + 1 became 18446744073709552000, 1.0 and -0.0 became 1 and 0, and integer-like keys moved first.
@@ -52,6 +53,8 @@ describe('a Python tool result reaches the model as the runtime wrote it', funct
   it("in an episode's tool message: big integers exact, floats as floats, keys in canonical order", async () => {
     const t = await playCalls(sandbox, SCENARIO, ENV, [{ name: 'totals', arguments: {} }]);
     expect(t.messages.find(m => m.role === 'tool')).to.deep.include({ tool_call_id: 'call_0_0', content: WRITTEN });
+    // The trajectory as it is stored (src/rollouts/stages.ts) keeps the step's result as written, too.
+    expect(stringifyJson(t)).to.include(`"result":${WRITTEN}`);
     expect(t.reward).to.equal(1);
   });
 
