@@ -2,10 +2,12 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
+import { stringifyJson } from '../util/raw-json.js';
 
 /**
  * Writes a JSON Lines file one record at a time (memory stays flat however many records), into
- * `PATH.partial`, renamed to PATH by `close()`: a file under its real name is always complete.
+ * `PATH.partial`, renamed to PATH by `close()`: a file under its real name is always complete. A RawJson inside a
+ * record is written as its text (stringifyJson), which must be one line.
  */
 export class JsonlWriter {
   private readonly stream: WriteStream;
@@ -22,7 +24,7 @@ export class JsonlWriter {
   async write(record: unknown): Promise<void> {
     if (this.failure) throw this.failure;
     this.count += 1;
-    if (!this.stream.write(`${JSON.stringify(record)}\n`)) await once(this.stream, 'drain');
+    if (!this.stream.write(`${stringifyJson(record)}\n`)) await once(this.stream, 'drain');
   }
 
   /** Flushes and puts the file under its real name; returns the number of records. */

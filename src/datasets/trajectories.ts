@@ -2,7 +2,8 @@ import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import type { GroupStats } from '../rollouts/groups.js';
 import type { Trajectory } from '../rollouts/types.js';
-import { pythonJson } from './python-json.js';
+import { pythonDumpsText, pythonJson } from './python-json.js';
+import { RawJson } from '../util/raw-json.js';
 
 /**
  * The dataset formats trainers load (docs/formats.md has each with an example line and the loader
@@ -63,6 +64,31 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 
 /** The arguments as the chat templates expect them: an object; a broken call's arguments as they were (the string, when not JSON). */
 const argumentsValue = (raw: string): unknown => parsedArguments(raw)?.value ?? raw;
+
+/**
+ * The arguments as Python's json.dumps writes what json.loads reads of the model's text (the templates' tojson):
+ * `2.0` stays a float, an integer past 2^53 exact, keys in the model's order. Undefined when the text is not JSON
+ * (or Python would not read it): then the caller writes what it wrote before.
+ */
+const argumentsText = (raw: string, compact = false): string | undefined => (raw.trim() === '' ? '{}' : pythonDumpsText(raw, compact));
+
+/**
+ * The arguments as a value inside a JSON line (the HF / TRL files): the parsed object, or, where JavaScript's reading
+ * of the text differs from Python's (`2.0`, an integer past 2^53, `1e16`, integer-like keys), the text Python would
+ * write (a RawJson, which the dataset writer copies), so a trainer's json.loads gets what the model sent.
+ */
+function argumentsInLine(raw: string): unknown {
+  const value = argumentsValue(raw);
+  if (typeof value !== 'object' || value === null) return value;
+  const exact = argumentsText(raw, true);
+  return exact === undefined || exact === JSON.stringify(value) ? value : new RawJson(exact);
+}
+
+/** A call as LLaMA-Factory's and Qwen's templates write it: `{"name": …, "arguments": …}`, the arguments as argumentsText. */
+function callText(name: string, raw: string): string {
+  const args = argumentsText(raw);
+  return args === undefined ? pyJson({ name, arguments: argumentsValue(raw) }) : `{"name": ${JSON.stringify(name)}, "arguments": ${args}}`;
+}
 
 /**
  * The transcript a trainer sees, and which assistant messages are training targets. An episode that ended on
@@ -159,8 +185,8 @@ type ShareGPTTurn = { from: 'human' | 'gpt' | 'function_call' | 'observation'; v
 
 /** A function_call value LLaMA-Factory's FunctionFormatter reads: `[<think>…</think>\n\n][content\n<tool_call>]JSON[</tool_call>]`. */
 function functionCallValue(m: Msg, o: SftOptions): string {
-  const calls = m.tool_calls!.map(c => ({ name: c.function.name, arguments: argumentsValue(c.function.arguments) }));
-  const json = pyJson(calls.length === 1 ? calls[0] : calls);
+  const calls = m.tool_calls!.map(c => callText(c.function.name, c.function.arguments));
+  const json = calls.length === 1 ? calls[0]! : `[${calls.join(', ')}]`;
   // Prose next to the calls: the calls go inside the template's tool-call words so the prose stays (LLaMA-Factory ≥ 0.9.4).
   const body = m.content ? `${m.content}\n<tool_call>${json}</tool_call>` : json;
   return withThink(reasoningOf(m, o), body);
@@ -216,8 +242,8 @@ function qwenSystem(system: string, tools: readonly unknown[]): string {
 /** An assistant turn in Qwen's text form; a call whose arguments are not JSON shows them exactly as the model sent them. */
 function qwenAssistant(m: Msg, o: SftOptions): string {
   const calls = (m.tool_calls ?? []).map(c => {
-    const args = parsedArguments(c.function.arguments);
-    return `<tool_call>\n{"name": ${JSON.stringify(c.function.name)}, "arguments": ${args ? pyJson(args.value) : c.function.arguments}}\n</tool_call>`;
+    const call = parsedArguments(c.function.arguments) ? callText(c.function.name, c.function.arguments) : `{"name": ${JSON.stringify(c.function.name)}, "arguments": ${c.function.arguments}}`;
+    return `<tool_call>\n${call}\n</tool_call>`;
   });
   return withThink(reasoningOf(m, o), [m.content ?? '', ...calls].filter(Boolean).join('\n'));
 }
@@ -270,7 +296,7 @@ function hfMessages(tr: Transcript, o: SftOptions): HFMessage[] {
         role: 'assistant',
         ...(m.content || !m.tool_calls?.length ? { content: m.content ?? '' } : {}),
         ...(reasoning !== null ? { reasoning_content: reasoning } : {}),
-        ...(m.tool_calls?.length ? { tool_calls: m.tool_calls.map(c => ({ id: c.id, type: 'function' as const, function: { name: c.function.name, arguments: argumentsValue(c.function.arguments) } })) } : {}),
+        ...(m.tool_calls?.length ? { tool_calls: m.tool_calls.map(c => ({ id: c.id, type: 'function' as const, function: { name: c.function.name, arguments: argumentsInLine(c.function.arguments) } })) } : {}),
       };
     }
     if (m.role === 'tool') return { role: 'tool', tool_call_id: m.tool_call_id!, name: names.get(m.tool_call_id!) ?? '', content: m.content ?? '' };
