@@ -36,6 +36,7 @@ export function scenarioLine(s: ScenarioRecord) {
     environmentId: s.environmentId,
     index: s.index,
     initialState: s.initialState,
+    ...(s.initialStateJson === undefined ? {} : { initialStateJson: s.initialStateJson }),
     task: s.task,
     userGoal: s.userGoal,
     expectedTools: s.expectedTools ?? [],

@@ -12,6 +12,18 @@ export const ScenarioLine = z.object({
   index: z.number().int().min(0),
   status: z.enum(['building', 'ready', 'dropped']).optional(),
   initialState: z.record(z.string(), z.unknown()),
+  /** initialState as Python reads its source's text, when it differs (docs/formats.md): a JSON object's text. */
+  initialStateJson: z
+    .string()
+    .refine(t => {
+      try {
+        const v: unknown = JSON.parse(t);
+        return typeof v === 'object' && v !== null && !Array.isArray(v);
+      } catch {
+        return false;
+      }
+    }, 'must be the JSON text of an object (initialState as Python reads it)')
+    .optional(),
   task: z.string().nullish(),
   userGoal: z.object({ goal: z.string(), facts: z.array(z.string()) }).nullish(),
   expectedTools: z.array(z.string()).nullish(),
@@ -55,6 +67,7 @@ export function scenarioRecordFromLine(s: ScenarioLineValue, runId: string): Sce
     index: s.index,
     status: s.status ?? 'ready',
     initialState: s.initialState,
+    ...(s.initialStateJson !== undefined ? { initialStateJson: s.initialStateJson } : {}),
     ...(s.task != null ? { task: s.task } : {}),
     ...(s.userGoal ? { userGoal: s.userGoal } : {}),
     ...(s.expectedTools ? { expectedTools: s.expectedTools } : {}),

@@ -344,7 +344,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         const served = await deps.scenarios.scenario(scenarioId);
         const { scenario, env } = served;
         try {
-          s.env = await deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, served.limits);
+          s.env = await deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, served.limits, scenario.initialStateJson);
         } catch (err) {
           // The sandbox thread's memory bound is full: a capacity limit like --max-sessions, not a broken environment.
           if ((err as { code?: unknown }).code === 'SANDBOX_MEMORY_FULL') {

@@ -4,6 +4,8 @@ import type { ScenarioRecord } from '../scenarios/types.js';
 import type { Operation, StateOutput } from '../synthesis/schemas.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
+import { jsonMemberText } from '../util/json-member.js';
+import { pythonDumpsText } from '../util/python-json.js';
 
 /**
  * EnvScaler's data (RUC-NLPIR/EnvScaler; the accepted shapes are in docs/formats.md, "Imported data: envfleet import envscaler") mapped to
@@ -237,7 +239,12 @@ export interface MappedScenario {
  * have none and are imported `unscored`. `split` is the file's set when its name says it, else the
  * record's (checks or not). `envOf` finds the environment by EnvScaler env_id.
  */
-export function scenarioFromEnvscaler(raw: unknown, place: RecordPlace, runId: string, now: string, envOf: (envId: string) => ScenarioEnv | undefined, fileSplit: 'rl' | 'sft' | null): Mapped<MappedScenario> {
+/**
+ * `recordText`: the record's JSON text (JsonRecord.text), from which `init_config` is read again as Python reads it
+ * (json.load in EnvScaler): where JavaScript's reading differs (`5.0`, an integer past 2^53, `1e16`), the scenario
+ * keeps that text as `initialStateJson`, and its Python sessions are made from it.
+ */
+export function scenarioFromEnvscaler(raw: unknown, place: RecordPlace, runId: string, now: string, envOf: (envId: string) => ScenarioEnv | undefined, fileSplit: 'rl' | 'sft' | null, recordText?: string): Mapped<MappedScenario> {
   if (!isObject(raw)) return fail(`not a JSON object (${Array.isArray(raw) ? 'an array' : typeof raw})`);
   const envId = str(raw['env_id']);
   if (!envId) return fail('no env_id');
@@ -250,6 +257,9 @@ export function scenarioFromEnvscaler(raw: unknown, place: RecordPlace, runId: s
   if ('problem' in init) return fail(init.problem);
   const initialState = init.value === undefined || init.value === null ? {} : init.value;
   if (!isObject(initialState)) return fail(`init_config must be a JSON object of attribute → value (or a JSON string of one), not ${Array.isArray(initialState) ? 'an array' : typeof initialState}`);
+  const configText = typeof raw['init_config'] === 'string' ? raw['init_config'].trim() : recordText === undefined ? undefined : jsonMemberText(recordText, 'init_config');
+  const exact = configText ? pythonDumpsText(configText, true) : undefined;
+  const initialStateJson = exact !== undefined && exact !== 'null' && exact !== JSON.stringify(initialState) ? exact : undefined;
 
   const checksField = jsonField(raw, 'checklist_with_func');
   if ('problem' in checksField) return fail(checksField.problem);
@@ -287,6 +297,7 @@ export function scenarioFromEnvscaler(raw: unknown, place: RecordPlace, runId: s
         environmentId: env.id,
         status: 'ready',
         initialState,
+        ...(initialStateJson === undefined ? {} : { initialStateJson }),
         stateHash: hashOf(initialState, 32),
         task,
         checklistItems: checklist.map(c => c.item),

@@ -104,7 +104,7 @@ export type ImportProgress = { readonly phase: 'read'; readonly file: string; re
 const whereOf = (p: RecordPlace, ids: string) => `${ids || `record ${p.index}`} (line ${p.line})`;
 
 /** Reads the records of one file, with a progress call every 200 records. */
-async function eachRecord(path: string, fn: (value: unknown, place: RecordPlace, error: string | undefined) => void, progress: ((p: ImportProgress) => void) | undefined, fileProblems: string[]): Promise<void> {
+async function eachRecord(path: string, fn: (value: unknown, place: RecordPlace, error: string | undefined, text: string | undefined) => void, progress: ((p: ImportProgress) => void) | undefined, fileProblems: string[]): Promise<void> {
   const file = basename(path);
   const records = readJsonRecords(path, ENVSCALER_FIELDS);
   let n = 0;
@@ -116,7 +116,7 @@ async function eachRecord(path: string, fn: (value: unknown, place: RecordPlace,
       break;
     }
     const r = next.value;
-    fn(r.value, { file, index: r.index, line: r.line, ...(r.key !== undefined ? { key: r.key } : {}) }, r.error);
+    fn(r.value, { file, index: r.index, line: r.line, ...(r.key !== undefined ? { key: r.key } : {}) }, r.error, r.text);
     n += 1;
     if (n % 200 === 0) progress?.({ phase: 'read', file, records: n });
   }
@@ -181,11 +181,11 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
   for (const { path, split } of request.files.scenarios) {
     await eachRecord(
       path,
-      (value, place, error) => {
+      (value, place, error, text) => {
         const v = value && typeof value === 'object' ? (value as { task_id?: unknown; env_id?: unknown }) : {};
         const where = whereOf(place, typeof v.task_id === 'string' ? `task_id ${v.task_id}` : typeof v.env_id === 'string' ? `env_id ${v.env_id}` : '');
         if (error) return void skipped.push({ file: place.file, where, problem: error });
-        const mapped = scenarioFromEnvscaler(value, place, runId, now, envOf, split);
+        const mapped = scenarioFromEnvscaler(value, place, runId, now, envOf, split, text);
         if (!mapped.ok) return void skipped.push({ file: place.file, where, problem: mapped.problem });
         if (request.split !== 'all' && mapped.value.split !== request.split) {
           scenariosNotSelected += 1;

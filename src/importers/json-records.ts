@@ -23,6 +23,8 @@ export interface JsonRecord {
   /** 1-based line on which the record starts. */
   readonly line: number;
   readonly value?: unknown;
+  /** The record's JSON text, when it is valid (for a reader that needs what JSON.parse loses: numbers as written). */
+  readonly text?: string;
   /** Set when the record is not valid JSON (value is then absent). */
   readonly error?: string;
 }
@@ -43,9 +45,9 @@ const BOM = 0xfeff;
 const isSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 const KEY_AT_START = /^\s*"((?:[^"\\]|\\.)*)"\s*:/;
 /** A record's value, or why it is not JSON. */
-function parsed(text: string): { value: unknown } | { error: string } {
+function parsed(text: string): { value: unknown; text: string } | { error: string } {
   try {
-    return { value: JSON.parse(text) as unknown };
+    return { value: JSON.parse(text) as unknown, text };
   } catch (err) {
     return { error: `not valid JSON (${(err as Error).message})` };
   }
@@ -203,7 +205,7 @@ class RecordSplitter {
       this.shape = 'object';
       this.seen = null;
     }
-    this.out.push({ index: this.index++, line, ...(key !== undefined ? { key } : {}), ...(error ? { error } : { value }) });
+    this.out.push({ index: this.index++, line, ...(key !== undefined ? { key } : {}), ...(error ? { error } : { value, text: text.slice(KEY_AT_START.exec(text)![0].length).trim() }) });
     return true;
   }
 

@@ -41,7 +41,7 @@ async function loadContext(store: RunStore, runId: string, scenarioId: string, p
   const run = await store.getRun(runId);
   if (!run) throw new Error(`run "${runId}" does not exist`);
   // Written once here for every episode of the scenario: sessions get the initial state as JSON text.
-  const initialStateJson = scenario.initialState === undefined ? undefined : JSON.stringify(scenario.initialState);
+  const initialStateJson = scenario.initialStateJson ?? (scenario.initialState === undefined ? undefined : JSON.stringify(scenario.initialState));
   return { config, scenario, env, limits: run.options.limits, initialStateJson };
 }
 

@@ -54,6 +54,11 @@ export interface ScenarioRecord {
   readonly index: number;
   readonly status: ScenarioStatus;
   readonly initialState?: Readonly<Record<string, unknown>>;
+  /**
+   * `initialState` as Python reads the source's text, where JavaScript's reading differs (an imported EnvScaler
+   * init_config with `5.0` or an integer past 2^53): the Python sessions of the scenario are made from this text.
+   */
+  readonly initialStateJson?: string;
   readonly stateHash?: string;
   readonly task?: string;
   readonly userGoal?: { readonly goal: string; readonly facts: readonly string[] };

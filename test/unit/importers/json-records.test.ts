@@ -37,6 +37,7 @@ describe('importers: reading JSON records (array, object keyed by id, JSON Lines
       [2, 'env_3', 4],
     ]);
     expect(records[0]!.value).to.deep.equal({ env_id: 'env_1', x: '{[,]}" 茶' });
+    expect(records.map(r => r.text)).to.deep.equal(['{"env_id": "env_1", "x": "{[,]}\\" 茶"}', undefined, '{"env_id": "env_3"}']);
     expect(records[1]!.error).to.match(/not valid JSON/);
     expect(records[2]!.value).to.deep.equal({ env_id: 'env_3' });
   });
@@ -78,7 +79,8 @@ describe('importers: reading JSON records (array, object keyed by id, JSON Lines
     const one = { env_id: 'env_7_rl', env_class_name: 'TeaHouse', tools: [{ name: 'book', parameters: { type: 'object' } }], note: '靠窗 🍵 « près » {[,]}"' };
     const single = await readAll(await file('one.json', `\uFEFF${JSON.stringify(one, null, 2).replace(/\n/g, '\r\n')}\r\n`));
     expect(single.end).to.deep.equal({ shape: 'values', problem: null });
-    expect(single.records).to.deep.equal([{ index: 0, line: 1, value: one }]);
+    // The record's text comes with it (the importers read numbers from it as Python would).
+    expect(single.records).to.deep.equal([{ index: 0, line: 1, value: one, text: JSON.stringify(one, null, 2).replace(/\n/g, '\r\n') }]);
 
     const two = { env_id: 'env_8_rl', x: [1, { y: '}' }] };
     const stream = `${JSON.stringify(one, null, 2)}\n{\n  "env_id": "bad",\n  "x": tru\n}\n${JSON.stringify(two, null, 4)}\n`;
@@ -95,7 +97,7 @@ describe('importers: reading JSON records (array, object keyed by id, JSON Lines
     expect(cut.end.problem).to.match(/truncated/);
     // A record over many chunks of the stream (64 KiB each), with multi-byte text across their boundaries.
     const big = { env_id: 'env_9_rl', env_class_code: 'class Big:\n    """茶馆 🍵 café {"""\n'.repeat(6000) };
-    expect((await readAll(await file('big-one.json', JSON.stringify(big, null, 2)))).records).to.deep.equal([{ index: 0, line: 1, value: big }]);
+    expect((await readAll(await file('big-one.json', JSON.stringify(big, null, 2)))).records).to.deep.equal([{ index: 0, line: 1, value: big, text: JSON.stringify(big, null, 2) }]);
     // A single-line record is still JSON Lines.
     expect((await readAll(await file('line.json', JSON.stringify(one) + '\n'))).end.shape).to.equal('lines');
   });

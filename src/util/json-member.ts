@@ -1,0 +1,59 @@
+/** End (exclusive) of the JSON string token that starts at `i` (a `"`). */
+function stringEnd(text: string, i: number): number {
+  let j = i + 1;
+  while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+  return j + 1;
+}
+
+/** End (exclusive) of the JSON value that starts at `i`: a container counted by depth, never by recursion. */
+function valueEnd(text: string, i: number): number {
+  const c = text[i];
+  if (c === '"') return stringEnd(text, i);
+  if (c !== '{' && c !== '[') {
+    let j = i;
+    while (j < text.length && !',}] \t\n\r'.includes(text[j]!)) j += 1;
+    return j;
+  }
+  let depth = 0;
+  let j = i;
+  while (j < text.length) {
+    const d = text[j]!;
+    if (d === '"') {
+      j = stringEnd(text, j);
+      continue;
+    }
+    if (d === '{' || d === '[') depth += 1;
+    else if (d === '}' || d === ']') {
+      depth -= 1;
+      if (depth === 0) return j + 1;
+    }
+    j += 1;
+  }
+  return j;
+}
+
+const isSpace = (c: string | undefined) => c === ' ' || c === '\t' || c === '\n' || c === '\r';
+
+/**
+ * The text of member `name` of a JSON object, as written (its numbers as the file spells them: `5.0`, an integer past
+ * 2^53), or undefined when the object has no such member. `objectText` must be valid JSON (already read by
+ * JSON.parse); a repeated member gives its last text, as JSON.parse keeps the last value. One pass over the text.
+ */
+export function jsonMemberText(objectText: string, name: string): string | undefined {
+  let i = 0;
+  while (isSpace(objectText[i])) i += 1;
+  if (objectText[i] !== '{') return undefined;
+  i += 1;
+  let found: string | undefined;
+  for (;;) {
+    while (isSpace(objectText[i]) || objectText[i] === ',') i += 1;
+    if (i >= objectText.length || objectText[i] === '}') return found;
+    const keyEnd = stringEnd(objectText, i);
+    const key = JSON.parse(objectText.slice(i, keyEnd)) as string;
+    i = keyEnd;
+    while (isSpace(objectText[i]) || objectText[i] === ':') i += 1;
+    const end = valueEnd(objectText, i);
+    if (key === name) found = objectText.slice(i, end);
+    i = end;
+  }
+}

@@ -1,0 +1,23 @@
+import { expect } from 'chai';
+import { jsonMemberText } from '../../../src/util/json-member.js';
+
+describe('jsonMemberText: a member of a JSON object as written', () => {
+  it('gives the value as the file spells it, past strings that hold braces, quotes and escapes', () => {
+    const text = ' {\n "a": "}{\\"]", "init_config" : {"x": [5.0, {"y": "a\\\\"}], "n": 12345678901234567891} , "b": -0.0 }';
+    expect(jsonMemberText(text, 'init_config')).to.equal('{"x": [5.0, {"y": "a\\\\"}], "n": 12345678901234567891}');
+    expect(jsonMemberText(text, 'b')).to.equal('-0.0');
+    expect(jsonMemberText(text, 'a')).to.equal('"}{\\"]"');
+    expect(jsonMemberText(text, 'missing')).to.equal(undefined);
+  });
+
+  it('gives the last of a repeated member, as JSON.parse keeps it; a key written with escapes is matched by its value', () => {
+    expect(jsonMemberText('{"k": 1, "k": [2.0], "\\u00e9t\\u00e9 🌞": true}', 'k')).to.equal('[2.0]');
+    expect(jsonMemberText('{"k": 1, "\\u00e9t\\u00e9 🌞": 1e16}', 'été 🌞')).to.equal('1e16');
+  });
+
+  it('is not fooled by 100,000 nested arrays (no recursion) and is undefined for a value that is not an object', () => {
+    const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
+    expect(jsonMemberText(`{"d": ${deep}, "z": null}`, 'z')).to.equal('null');
+    expect(jsonMemberText('[1, 2]', 'a')).to.equal(undefined);
+  });
+});
