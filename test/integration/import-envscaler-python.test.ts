@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -10,7 +10,7 @@ import { parseModelScript } from '../../src/model-server/index.js';
 import type { Trajectory } from '../../src/rollouts/types.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { loadExportScenarioSource } from '../../src/env-server/file-source.js';
-import { createSessionRegistry } from '../../src/env-server/sessions.js';
+import { createSessionRegistry, type SessionRegistry } from '../../src/env-server/sessions.js';
 import { findEnvscalerFiles, importEnvscaler } from '../../src/importers/envscaler.js';
 import { scoreFinalState } from '../../src/rollouts/score.js';
 import type { RunOptions } from '../../src/runs/options.js';
@@ -29,6 +29,44 @@ const LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, callDeadlineMs: 2_000
 /** The bundle episode.ts and the serve sessions open for an environment document. */
 const codeOf = (env: EnvironmentRecord) => ({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) });
 
+// EnvScaler reads init_config with Python's json (json.load of the file, or json.loads of a string field) and sets each
+// key on the instance: 5.0 is a float there, 12345678901234567891 an exact int, 1e16 a float. Read by JSON.parse in
+// Node and written again, they reached the instance as 5, 12345678901234567000 and 10000000000000000 (ints).
+// The expected texts below were written by CPython 3.12 doing what EnvScaler does, and copied here.
+const CONFIG = '{"total": 5.0, "serial": 12345678901234567891, "big": 1e16, "neg": -0.0, "rates": [1.0, 2.5, 3.0], "note": "caisse 收银 🧾", "10": "dix", "9": "neuf"}';
+const AS_PYTHON_READS = '{"total":5.0,"serial":12345678901234567891,"big":1e+16,"neg":-0.0,"rates":[1.0,2.5,3.0],"note":"caisse 收银 🧾","10":"dix","9":"neuf"}';
+const READ = '{"big":1e+16,"kinds":["float","int","float"],"neg":-0.0,"note":"caisse 收银 🧾","rates":[1.0,2.5,3.0],"serial":12345678901234567891,"total":5.0}';
+const TILL_SOURCE = [
+  'class Till:',
+  '    def __init__(self, config=None):',
+  '        self.note = ""',
+  '',
+  '    def read(self) -> dict:',
+  '        """Read the till."""',
+  '        return {"total": self.total, "serial": self.serial, "big": self.big, "neg": self.neg, "rates": self.rates, "note": self.note, "kinds": [type(self.total).__name__, type(self.serial).__name__, type(self.big).__name__]}',
+  '',
+].join('\n');
+const TILL_CHECK = 'def check_func(final_state):\n    return isinstance(final_state["total"], float) and final_state["serial"] == 12345678901234567891 and isinstance(initial_state["big"], float)\n';
+const TILL_ENV = {
+  env_id: 'env_till_rl',
+  environment_summary: 'A till — caisse 收银',
+  environment_introduction: 'A shop till 🧾.',
+  state_space_definition: [{ entity: 'Till', attributes: 'total, serial', description: 'the till' }],
+  constraints_rules: [],
+  operation_list: [],
+  env_class_name: 'Till',
+  env_class_code: TILL_SOURCE,
+  tools: [{ type: 'function', function: { name: 'read', description: 'Read the till.', parameters: { type: 'object', properties: {} } } }],
+};
+const tillScenario = (taskId: string, initConfig: string) =>
+  `{"env_id": "env_till_rl", "env_class_name": "Till", "task_id": "${taskId}", "task": "Lis la caisse 🧾", "init_config": ${initConfig}, "checklist_with_func": [{"check_item": "the numbers as written", "check_func": ${JSON.stringify(TILL_CHECK)}}]}`;
+
+/** An env file and a scenario file in the GitHub shapes (the env file keyed by env id, the scenarios a list) with those configs. */
+async function writeTillFiles(dir: string, configs: Record<string, string>): Promise<void> {
+  await writeFile(join(dir, '191_env_metadata.json'), JSON.stringify({ env_till_rl: TILL_ENV }, null, 2));
+  await writeFile(join(dir, 'rl_scenario_metadata.json'), `[\n${Object.entries(configs).map(([id, c]) => tillScenario(id, c)).join(',\n')}\n]\n`);
+}
+
 /**
  * Imported EnvScaler documents run in the Python runtime (real Pyodide) as a rollout runs them: a
  * session on the scenario's initial state through the language router, tool calls, the scenario's
@@ -40,6 +78,7 @@ describe('envfleet import envscaler: the imported documents in the Python runtim
   let redis: Redis;
   let store: RunStore;
   let sandbox: SandboxRunner;
+  let tillDir = '';
 
   before(async () => {
     await requireRedis();
@@ -49,11 +88,17 @@ describe('envfleet import envscaler: the imported documents in the Python runtim
     const python = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
     sandbox = createLanguageRouter({ js: createLocalSandboxRunner(), python });
     await importEnvscaler(store, { runId: 'py', files: await findEnvscalerFiles(join(FIXTURES, 'github')), split: 'all' }, { limits: DEFAULT_SANDBOX_LIMITS, models: {} } as unknown as RunOptions);
+    // The config once as an object, once as a JSON string.
+    tillDir = await mkdtemp(join(tmpdir(), 'envfleet-envscaler-exact-'));
+    await writeTillFiles(tillDir, { 'till-object': CONFIG, 'till-string': JSON.stringify(CONFIG) });
+    const report = await importEnvscaler(store, { runId: 'exact', files: await findEnvscalerFiles(tillDir), split: 'all' }, { limits: DEFAULT_SANDBOX_LIMITS, models: {} } as unknown as RunOptions);
+    expect(report.skipped).to.deep.equal([]);
   });
   after(async () => {
     await sandbox?.close();
     redis.disconnect();
     await dropPrefix(config.redis.prefix);
+    if (tillDir) await rm(tillDir, { recursive: true, force: true });
   });
 
   it('an imported environment is a valid Python bundle', async () => {
@@ -91,19 +136,30 @@ describe('envfleet import envscaler: the imported documents in the Python runtim
     expect(score.reward).to.equal(0);
   });
 
-  it('envfleet serve on the export files: a session on an imported scenario, a tool call, the reward from its Python checks', async () => {
+  /** `envfleet export` of the run, then `envfleet serve` on its files: fn gets the session registry. */
+  async function servedFromExport(runId: string, fn: (registry: SessionRegistry) => Promise<void>): Promise<void> {
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-import-serve-'));
     try {
-      await exportRun(store, 'py', dir, { formats: [] });
+      await exportRun(store, runId, dir, { formats: [] });
       const loaded = await loadExportScenarioSource({ environments: join(dir, 'environments.jsonl'), scenarios: join(dir, 'scenarios.jsonl') }, LIMITS);
       const registry = createSessionRegistry({ sandbox, scenarios: loaded.source }, { maxSessions: 2, idleTimeoutMs: 0 });
+      try {
+        await fn(registry);
+      } finally {
+        await registry.closeAll();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('envfleet serve on the export files: a session on an imported scenario, a tool call, the reward from its Python checks', async () => {
+    await servedFromExport('py', async registry => {
       const session = await registry.open('env_7_rl-task_1');
       expect(session.task).to.equal('Book table T1 for 李雷 with the note 靠窗 🍵.');
       expect((await registry.call(session.id, 'book_table', { table_id: 'T1', guest: '李雷', note: '靠窗' })).runtimeError).to.equal(undefined);
       expect(await registry.finish(session.id)).to.include({ reward: 1, solved: true, checksError: null });
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('an SFT scenario (unscored) runs its environment; its reward is null with UNSCORED', async () => {
@@ -117,6 +173,28 @@ describe('envfleet import envscaler: the imported documents in the Python runtim
     const score = await scoreFinalState(sandbox, scenario, JSON.parse(end.stateJson!), LIMITS, null, end.checks);
     expect(score.reward).to.equal(null);
     expect(score.checksError).to.match(/^UNSCORED/);
+  });
+
+  for (const id of ['till-object', 'till-string']) {
+    it(`init_config as Python reads it (${id}): the scenario keeps the config as Python reads it, and a session made from it sees 5.0, the exact int and 1e+16`, async () => {
+      const s = (await store.getDoc('exact', 'scenario', id))!;
+      expect(s.initialStateJson).to.equal(AS_PYTHON_READS);
+      const env = (await store.getDoc('exact', 'env', 'env_till_rl'))!;
+      const session = await sandbox.openSession(codeOf(env), s.initialState, LIMITS, s.initialStateJson);
+      const read = await session.call('read', {});
+      expect(read.resultJson).to.equal(READ);
+      const end = await session.finish(s.checklist ?? []);
+      expect(end.checks!.results.map(r => r.passed)).to.deep.equal([true]);
+      await session.close();
+    });
+  }
+
+  it('init_config as Python reads it: envfleet serve on the export files makes the session from the same text', async () => {
+    await servedFromExport('exact', async registry => {
+      const session = await registry.open('till-object');
+      expect((await registry.call(session.id, 'read', {})).resultJson).to.equal(READ);
+      expect(await registry.finish(session.id)).to.include({ reward: 1, checksError: null });
+    });
   });
 });
 
@@ -158,5 +236,29 @@ describe('envfleet rollouts on an imported EnvScaler run (real workers, Python r
     expect(sft.steps.map(s => s.tool)).to.deep.equal(['lend_book']);
     expect(sft.reward).to.equal(null);
     expect(sft.checksError).to.match(/^UNSCORED/);
+  });
+
+  it("init_config as Python reads it: the episode's session is made from the text: the tool message and the reward show 5.0, the exact int and 1e+16", async () => {
+    const f = await fleet({
+      script: parseModelScript({
+        rules: [
+          { name: 'read', stage: 'rollout.policy', matchLast: '^user: Lis la caisse', respond: { toolCalls: [{ name: 'read', arguments: {} }] } },
+          { name: 'done', stage: 'rollout.policy', matchLast: '^tool: ', respond: { content: 'Lu ✅' } },
+        ],
+      }),
+    });
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-envscaler-exact-roll-'));
+    try {
+      await writeTillFiles(dir, { 'till-object': CONFIG });
+      await importEnvscaler(f.store, { runId: 'exact-roll', files: await findEnvscalerFiles(dir), split: 'all' }, runOptionsFrom(f.config));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    await submitRollouts(f.config, f.redis, { runId: 'exact-roll', samples: 1, modes: ['non-conversational'] });
+    await f.waitForRun('exact-roll');
+    const [id] = await f.store.listDocIds('exact-roll', 'trajectory');
+    const t = (await f.store.getDoc('exact-roll', 'trajectory', id!)) as Trajectory;
+    expect(t.messages.find(m => m.role === 'tool')?.content).to.equal(READ);
+    expect(t.reward).to.equal(1);
   });
 });
