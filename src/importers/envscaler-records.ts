@@ -238,8 +238,6 @@ export interface MappedScenario {
  * item becoming a Python check `{item: check_item, check: check_func, language: 'python'}`; SFT ones
  * have none and are imported `unscored`. `split` is the file's set when its name says it, else the
  * record's (checks or not). `envOf` finds the environment by EnvScaler env_id.
- */
-/**
  * `recordText`: the record's JSON text (JsonRecord.text), from which `init_config` is read again as Python reads it
  * (json.load in EnvScaler): where JavaScript's reading differs (`5.0`, an integer past 2^53, `1e16`), the scenario
  * keeps that text as `initialStateJson`, and its Python sessions are made from it.
