@@ -407,7 +407,9 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       try {
         // With the initial state the session's own checks see (a Python instance's constructed one), so the preview is
         // what ending the episode now would score.
-        const [now, initial] = await Promise.all([s.env!.snapshot(), s.env!.initialState()]);
+        // A Python session's state as its text, so a Python check there sees 1.0 as the float it is.
+        const env = s.env!;
+        const [now, initial] = await Promise.all([env.snapshotJson ? env.snapshotJson().then(json => new RawJson(json)) : env.snapshot(), env.initialState()]);
         state = now;
         initialState = new RawJson(initial);
       } catch (err) {

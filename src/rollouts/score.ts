@@ -42,7 +42,8 @@ export async function scoreFinalState(
     let parsed: unknown;
     const state = () => (parsed ??= finalState instanceof RawJson ? finalState.value() : finalState);
     const [first, second] = await Promise.all([
-      plain.length === 0 ? null : (ran ?? sandbox.checks({ checks: plain, finalState: state(), initialState: scenario.initialState, limits })),
+      // A state kept as text goes to Python checks as that text (the runner of Python checks reads it); parsed otherwise.
+      plain.length === 0 ? null : (ran ?? sandbox.checks({ checks: plain, finalState: finalState instanceof RawJson && plain.some(c => c.language === 'python') ? finalState : state(), initialState: scenario.initialState, limits })),
       // The text itself when the state is kept as text: a Python check then sees the floats the environment wrote.
       later.length === 0 ? null : episode ? sandbox.checks({ checks: later, finalState: finalState instanceof RawJson ? finalState : state(), initialState: scenario.initialState, limits, episode }) : null,
     ]);

@@ -25,7 +25,8 @@ function boundedChecks(r: ChecksResult): ChecksResult {
 
 /** The session with another finish (given the checks to run). */
 function withFinish(session: EnvSession, finish: EnvSession['finish']): EnvSession {
-  return { tools: session.tools, call: (tool, args, argsText) => session.call(tool, args, argsText), snapshot: () => session.snapshot(), initialState: () => session.initialState(), close: () => session.close(), finish };
+  const text = session.snapshotJson?.bind(session);
+  return { tools: session.tools, call: (tool, args, argsText) => session.call(tool, args, argsText), snapshot: () => session.snapshot(), ...(text ? { snapshotJson: () => text() } : {}), initialState: () => session.initialState(), close: () => session.close(), finish };
 }
 
 /** The session with its finish's check errors bounded. */

@@ -29,6 +29,11 @@ export interface EnvSession {
   /** The current state (parsed JSON). Rejects with SandboxError (STATE_TOO_LARGE, …). */
   snapshot(): Promise<unknown>;
   /**
+   * The current state as the runtime wrote it (JSON text), where parsing it would lose what it says: a Python session's
+   * (1.0 a float, an integer past 2^53). Absent for a JavaScript session, whose snapshot loses nothing.
+   */
+  snapshotJson?(): Promise<string>;
+  /**
    * The JSON text of the initial state the session's own checks see, for checks run outside it (an episode's, a
    * served session's reward preview, the other language's): a Python session's is its constructed instance's state
    * (what `__init__` set, floats as floats), which may differ from the config it was given; a JavaScript session's

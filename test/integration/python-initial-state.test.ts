@@ -29,7 +29,7 @@ const SOURCE = [
 const TOOLS = [{ type: 'function' as const, function: { name: 'deposit', description: 'Deposit an amount', parameters: { type: 'object', properties: { amount: { type: 'number' } }, required: ['amount'] } } }];
 const ENV = { id: 'env-wallet', description: { summary: 'Porte-monnaie 钱包', introduction: 'A wallet 👛.' }, className: 'Wallet', source: SOURCE, language: 'python', tools: TOOLS } as unknown as EnvironmentRecord;
 
-const PY_CHECK = 'def check_func(final_state):\n    return isinstance(initial_state["balance"], float) and initial_state["owner"] == "Zoë 张" and final_state["balance"] - initial_state["balance"] == 5.0\n';
+const PY_CHECK = 'def check_func(final_state):\n    return isinstance(final_state["balance"], float) and isinstance(initial_state["balance"], float) and initial_state["owner"] == "Zoë 张" and final_state["balance"] - initial_state["balance"] == 5.0\n';
 const CHECKLIST = [
   { item: 'the balance went up by 5 (Python, in the session)', check: PY_CHECK, language: 'python' as const },
   { item: 'the balance went up by 5 (Python, with the transcript)', check: `${PY_CHECK.replace('return ', 'return len(episode["messages"]) > 0 and ')}`, language: 'python' as const, episode: true as const },

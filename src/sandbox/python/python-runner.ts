@@ -315,6 +315,10 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         alive();
         return JSON.parse((await request({ op: 'state', sid })) as string) as unknown;
       },
+      async snapshotJson() {
+        alive();
+        return (await request({ op: 'state', sid })) as string;
+      },
       initialState() {
         // Asked once per session (an episode's checks and the other language's may both need it).
         initial ??= (async () => {
