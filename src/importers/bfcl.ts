@@ -16,6 +16,8 @@ import { BfclSourceError, LONG_CONTEXT_MODULE, REPLAY_TOOL, UNAVAILABLE_MODULES,
 import { writeImported } from './write.js';
 import type { ImportCounts, SkippedRecord } from './envscaler.js';
 import { checkRunName } from '../runs/ids.js';
+import { jsonMemberText } from '../util/json-member.js';
+import { pythonDumpsText } from '../util/python-json.js';
 
 /**
  * `envfleet import bfcl`: the multi-turn categories of the Berkeley Function-Calling Leaderboard
@@ -120,6 +122,8 @@ interface BfclEntry {
   readonly line: number;
   readonly classes: readonly string[];
   readonly initialConfig: Record<string, unknown>;
+  /** `initial_config` as Python reads its text (json.loads in BFCL: 10000.0 a float), where JavaScript's reading differs. */
+  readonly initialConfigJson?: string;
   readonly turns: readonly ScriptedTurn[];
   readonly excluded: readonly string[];
   readonly withheld: readonly string[];
@@ -175,13 +179,13 @@ export type BfclImportProgress =
 export const BFCL_REPLAY_LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, createDeadlineMs: 60_000, callDeadlineMs: 10_000, sessionCpuMs: 120_000 };
 
 /** The JSON Lines records of a file, each with its line; a line that is not JSON is reported. */
-async function jsonLines(path: string): Promise<{ line: number; value?: unknown; error?: string }[]> {
+async function jsonLines(path: string): Promise<{ line: number; value?: unknown; text?: string; error?: string }[]> {
   const text = await readTextFile(path);
-  const out: { line: number; value?: unknown; error?: string }[] = [];
+  const out: { line: number; value?: unknown; text?: string; error?: string }[] = [];
   text.split('\n').forEach((l, i) => {
     if (!l.trim()) return;
     try {
-      out.push({ line: i + 1, value: JSON.parse(l) as unknown });
+      out.push({ line: i + 1, value: JSON.parse(l) as unknown, text: l });
     } catch (err) {
       out.push({ line: i + 1, error: `not JSON (${(err as Error).message})` });
     }
@@ -203,7 +207,7 @@ export function methodsUsing(source: string, name: string): string[] {
   return out;
 }
 
-function mapEntry(raw: unknown, answer: unknown, category: BfclCategory, file: string, line: number, classTools: ReadonlyMap<string, readonly string[]>, addedPrompt: string): { ok: true; entry: BfclEntry } | { ok: false; id: string; problem: string } {
+function mapEntry(raw: unknown, answer: unknown, category: BfclCategory, file: string, line: number, classTools: ReadonlyMap<string, readonly string[]>, addedPrompt: string, text?: string): { ok: true; entry: BfclEntry } | { ok: false; id: string; problem: string } {
   const id = isObject(raw) && typeof raw['id'] === 'string' ? raw['id'] : '';
   const fail = (problem: string) => ({ ok: false as const, id, problem });
   if (!isObject(raw)) return fail('not a JSON object');
@@ -216,6 +220,9 @@ function mapEntry(raw: unknown, answer: unknown, category: BfclCategory, file: s
   if (unknown.length) return fail(`involves ${unknown.join(', ')}, which the checkout's class map (executable_backend_config.py) does not name`);
   const initialConfig = raw['initial_config'] ?? {};
   if (!isObject(initialConfig)) return fail('initial_config must be an object {Class: {attribute: value}}');
+  const configText = text === undefined ? undefined : jsonMemberText(text, 'initial_config');
+  const exact = configText === undefined ? undefined : pythonDumpsText(configText, true);
+  const initialConfigJson = exact !== undefined && exact !== JSON.stringify(initialConfig) ? exact : undefined;
   const question = raw['question'];
   if (!Array.isArray(question) || question.length === 0) return fail('question must be a non-empty list of turns');
   const names = new Set(classes.flatMap(c => classTools.get(c) ?? []));
@@ -253,7 +260,7 @@ function mapEntry(raw: unknown, answer: unknown, category: BfclCategory, file: s
   if (gt.length !== turns.length) return fail(`the gold answer has ${gt.length} turns, the question ${turns.length}`);
   return {
     ok: true,
-    entry: { id, category, file, line, classes: [...(classes)].sort(), initialConfig, turns, excluded: excluded, withheld: [...added.values()].flat(), gold: gt, raw },
+    entry: { id, category, file, line, classes: [...(classes)].sort(), initialConfig, ...(initialConfigJson === undefined ? {} : { initialConfigJson }), turns, excluded: excluded, withheld: [...added.values()].flat(), gold: gt, raw },
   };
 }
 
@@ -286,7 +293,7 @@ async function replayGold(sandbox: SandboxRunner, env: BfclEnv, entry: BfclEntry
   const code = { name: env.record.description.summary, className: env.record.className!, source: env.record.source!, tools: [...env.record.tools!, REPLAY_TOOL], language: 'python' as const };
   let session;
   try {
-    session = await sandbox.openSession(code, initialStateOf(entry), limits);
+    session = await sandbox.openSession(code, initialStateOf(entry), limits, initialStateJsonOf(entry));
   } catch (err) {
     return { ok: false, problem: `the environment did not start in the sandbox: ${(err as Error).message}` };
   }
@@ -313,6 +320,9 @@ async function replayGold(sandbox: SandboxRunner, env: BfclEnv, entry: BfclEntry
 
 /** The router's initial state: keys with a double underscore, so they are set on the instance but are not its state. */
 const initialStateOf = (entry: BfclEntry) => ({ __initial_config: entry.initialConfig, __long_context: entry.category === 'long_context' });
+/** The same as Python reads the entry's text (10000.0 a float), where JavaScript's reading differs; else undefined. */
+const initialStateJsonOf = (entry: BfclEntry): string | undefined =>
+  entry.initialConfigJson === undefined ? undefined : `{"__initial_config":${entry.initialConfigJson},"__long_context":${entry.category === 'long_context'}}`;
 
 /**
  * Imports BFCL's multi-turn entries into run `runId`: creates the run (input `bfcl`) when absent;
@@ -434,7 +444,7 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
         continue;
       }
       const id = isObject(r.value) && typeof r.value['id'] === 'string' ? r.value['id'] : '';
-      const mapped = mapEntry(r.value, answers.get(id), category, file, r.line, classTools, addedPrompt);
+      const mapped = mapEntry(r.value, answers.get(id), category, file, r.line, classTools, addedPrompt, r.text);
       if (!mapped.ok) {
         skipped.push({ file, where: where(mapped.id), problem: mapped.problem });
         continue;
@@ -552,8 +562,10 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
     indexOf.set(env.id, index + 1);
     usedEnvs.add(env.id);
     byCategory[e.category] = (byCategory[e.category] ?? 0) + 1;
+    const initialStateJson = initialStateJsonOf(e);
     if (reused) {
-      scenarioDocs.push({ ...reused, index });
+      // A scenario imported before its config was read as Python reads it gets the text too (its gold compares alike: the check's _norm).
+      scenarioDocs.push({ ...reused, index, ...(initialStateJson === undefined ? {} : { initialStateJson }) });
       continue;
     }
     const check = bfclCheck(e.id, gold!);
@@ -566,6 +578,7 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
       index,
       status: 'ready',
       initialState,
+      ...(initialStateJson === undefined ? {} : { initialStateJson }),
       stateHash: hashOf(initialState, 32),
       task: e.turns[0]!.messages.join('\n'),
       checklistItems: [check.item],

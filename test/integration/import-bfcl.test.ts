@@ -195,6 +195,20 @@ describe('envfleet import bfcl (look-alike fixtures, real Pyodide)', function ()
     }
   });
 
+  it('initial_config reaches the instance as Python reads it (BFCL json.loads: 40.0 a float), in the gold replay and in sessions of the scenario', async () => {
+    const env = (await store.getDoc('bf', 'env', 'bfcl-DiceBank-NoteBoard'))!;
+    const scenario = (await store.getDoc('bf', 'scenario', 'fixture_base_1'))!;
+    expect(scenario.initialStateJson).to.include('"DiceBank":{"balance":40.0,"random_seed":1234}');
+    expect(JSON.parse(scenario.initialStateJson!)).to.deep.equal(scenario.initialState);
+    expect((await store.getDoc('bf', 'scenario', 'fixture_base_0'))!.initialStateJson, 'a config JavaScript reads alike keeps no text').to.equal(undefined);
+    const session = await python.openSession(codeOf(env), scenario.initialState, LIMITS, scenario.initialStateJson);
+    try {
+      expect((await session.call('get_balance', {})).resultJson).to.equal('{"balance":40.0}');
+    } finally {
+      await session.close();
+    }
+  });
+
   it('scripted multi-turn episode (no user simulator): the gold path scores 1; withheld tools arrive at their turn; a call in an empty-gold turn, or a missing call, fails with BFCL\'s code', async () => {
     const run = async (id: string, turns: { name: string; arguments: unknown }[][]) => {
       const scenario = (await store.getDoc('bf', 'scenario', id))!;
