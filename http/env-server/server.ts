@@ -12,7 +12,7 @@ import { RawJson } from '../../src/util/raw-json.js';
 import type { SessionDirectory } from '../../src/env-server/directory.js';
 import { forwardingMiddleware, safeDecode, SERVED_BY_HEADER } from './forward.js';
 import { pathToken } from './path-token.js';
-import { bodyOf, isObject } from './request-body.js';
+import { bodyOf, bodyText, isObject } from './request-body.js';
 import { sendJson } from './reply.js';
 import { mcpRouter } from './mcp.js';
 import { attachOpenEnvWebSocket, mountOpenEnvPublic, mountOpenEnvStateless } from './openenv.js';
@@ -211,7 +211,8 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
         sendError(res, 'INVALID_ARGUMENTS', `the arguments of ${tool} must be one JSON object of named arguments, not ${Array.isArray(args) ? 'an array' : typeof args}`);
         return;
       }
-      const outcome = await registry.call(id, tool, args);
+      // The body's own text too: a Python tool reads its arguments from it, as Python parses them (2.0 a float).
+      const outcome = await registry.call(id, tool, args, bodyText(req).trim() === '' ? undefined : bodyText(req));
       if (outcome.runtimeError) {
         const result = outcome.result as { error?: unknown } | null;
         const message = typeof result?.error === 'string' ? result.error : SANDBOX_ERROR_CODES[outcome.runtimeError];

@@ -163,7 +163,8 @@ export interface SessionRegistry {
   /** A live session; UNKNOWN_SESSION or SESSION_CLOSED otherwise. */
   info(sessionId: string): SessionInfo;
   /** Calls a tool: the outcome as an episode gets it (sandbox codes in `runtimeError`). A code that discards the environment ends the session. */
-  call(sessionId: string, tool: string, args: unknown): Promise<CallOutcome>;
+  /** `argsText`: the JSON text `args` came as, when the caller has it (a Python tool reads the arguments from it: 2.0 a float). */
+  call(sessionId: string, tool: string, args: unknown, argsText?: string): Promise<CallOutcome>;
   /** The reward the session would get if it ended now (its current state read and checked); the session goes on. */
   preview(sessionId: string): Promise<Pick<SessionResult, 'reward' | 'checks' | 'checksError'>>;
   /** Ends the session (final state, reward from the checks; none for `shutdown` and `evicted`) and returns its result; the kept result when it has ended already. */
@@ -373,14 +374,14 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       touch(id, s);
       return s.info!;
     },
-    async call(id, tool, args) {
+    async call(id, tool, args, argsText) {
       const s = liveOrThrow(id);
       s.busy += 1;
       touch(id, s);
       s.calls += 1;
       let outcome: CallOutcome;
       try {
-        outcome = await s.env!.call(tool, args);
+        outcome = await s.env!.call(tool, args, argsText);
       } catch (err) {
         s.busy -= 1;
         // The sandbox thread holding the environment is gone: the session ends with what can be read.

@@ -82,6 +82,9 @@ describe('a Python tool result reaches the model as the runtime wrote it', funct
       const answer = await fetch(`${server.url}/totals`, { method: 'POST', headers: { 'content-type': 'application/json', cookie }, body: '{}' });
       expect(answer.status).to.equal(200);
       expect(await answer.text()).to.equal(WRITTEN);
+      // The arguments as Python reads the body's text: the integer exact, 2.0 a float.
+      const echoed = await fetch(`${server.url}/echo`, { method: 'POST', headers: { 'content-type': 'application/json', cookie }, body: '{"number": 12345678901234567891, "amount": 2.0, "note": "n° 7 — 七 🧾"}' });
+      expect(await echoed.text()).to.equal('{"amount":2.0,"kinds":["int","float"],"note":"n° 7 — 七 🧾","number":12345678901234567891}');
       // The final state in /verify's answer as Python wrote it too.
       const verified = await fetch(`${server.url}/verify`, { method: 'POST', headers: { 'content-type': 'application/json', cookie }, body: '{"note": "vérifié ✅"}' });
       const text = await verified.text();
