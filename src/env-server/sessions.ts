@@ -162,8 +162,11 @@ export interface SessionRegistry {
   open(scenarioId: string): Promise<SessionInfo>;
   /** A live session; UNKNOWN_SESSION or SESSION_CLOSED otherwise. */
   info(sessionId: string): SessionInfo;
-  /** Calls a tool: the outcome as an episode gets it (sandbox codes in `runtimeError`). A code that discards the environment ends the session. */
-  /** `argsText`: the JSON text `args` came as, when the caller has it (a Python tool reads the arguments from it: 2.0 a float). */
+  /**
+   * Calls a tool: the outcome as an episode gets it (sandbox codes in `runtimeError`). A code that discards the environment
+   * ends the session. `argsText`: the JSON text `args` came as, when the caller has it (a Python tool reads the arguments
+   * from it: 2.0 a float).
+   */
   call(sessionId: string, tool: string, args: unknown, argsText?: string): Promise<CallOutcome>;
   /** The reward the session would get if it ended now (its current state read and checked); the session goes on. */
   preview(sessionId: string): Promise<Pick<SessionResult, 'reward' | 'checks' | 'checksError'>>;
