@@ -11,6 +11,7 @@ import type { FunctionTool } from '../../src/sandbox/bundle.js';
 import type { CallOutcome } from '../../src/sandbox/quickjs-host.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 import { RawJson, stringifyJson } from '../../src/util/raw-json.js';
+import { jsonMemberText } from '../../src/util/json-member.js';
 import { cutUtf8 } from '../../src/util/text.js';
 import { pathToken } from './path-token.js';
 import { sendJson } from './reply.js';
@@ -257,7 +258,8 @@ class Episode {
     return { observation: { ...observation, metadata: { step_count: this.stepCount, ...endSummary(result) } }, reward: rewardOf(result), done: true };
   }
 
-  async step(action: unknown): Promise<ObservationMessage> {
+  /** `actionText`: the action's JSON text, when the caller has it: a Python tool reads its arguments from it (2.0 a float). */
+  async step(action: unknown, actionText?: string): Promise<ObservationMessage> {
     if (!isObject(action)) throw new OpenEnvError('VALIDATION_ERROR', 'step data must be an action object: {"type": "call_tool", "tool_name": "NAME", "arguments": {…}} or {"type": "list_tools"}');
     const type = action['type'];
     if (type === 'list_tools') {
@@ -296,7 +298,8 @@ class Episode {
     } else {
       let outcome: CallOutcome | null = null;
       try {
-        outcome = await this.registry.call(id, tool, args);
+        const argsText = actionText !== undefined && isObject(action['arguments']) ? jsonMemberText(actionText, 'arguments') : undefined;
+        outcome = await this.registry.call(id, tool, args, argsText);
       } catch (err) {
         const result = this.registry.result(id);
         if (err instanceof EnvServerError && NOT_SCORED_CODES.has(err.code) && result && notScored(result)) throw this.cut(result);
@@ -499,9 +502,9 @@ export function mountOpenEnvStateless(app: Express, registry: SessionRegistry, o
     if (!isObject(body)) throw new OpenEnvError('VALIDATION_ERROR', 'the request body must be a JSON object');
     return body;
   };
-  const handle = (fn: (episode: Episode, body: Record<string, unknown>) => Promise<unknown>) => (req: Request, res: Response, _next: NextFunction) => {
+  const handle = (fn: (episode: Episode, body: Record<string, unknown>, text: string) => Promise<unknown>) => (req: Request, res: Response, _next: NextFunction) => {
     const episode = new Episode(registry, options.maxSteps ?? DEFAULT_MAX_STEPS);
-    (async () => fn(episode, parse(req)))().then(
+    (async () => fn(episode, parse(req), bodyText(req)))().then(
       out => sendJson(res, out),
       err => {
         const e = toOpenEnvError(err);
@@ -510,12 +513,12 @@ export function mountOpenEnvStateless(app: Express, registry: SessionRegistry, o
     ).finally(() => void episode.end('closed').catch(() => undefined));
   };
   app.post('/reset', handle((episode, body) => episode.reset(body)));
-  app.post('/step', handle(async (episode, body) => {
+  app.post('/step', handle(async (episode, body, text) => {
     const action = body['action'];
     const scenarioId = body['scenario_id'];
     if (typeof scenarioId !== 'string') throw new OpenEnvError('VALIDATION_ERROR', 'a stateless step runs on a fresh environment: send {"scenario_id": "ID", "action": {…}}; use the WebSocket /ws for episodes');
     await episode.reset({ scenario_id: scenarioId });
-    const out = await episode.step(action);
+    const out = await episode.step(action, jsonMemberText(text, 'action'));
     if (out.done) return out;
     const result = await episode.end('closed');
     return { observation: { ...out.observation, metadata: { ...(out.observation['metadata'] as object), ...(result ? endSummary(result) : {}) } }, reward: result ? rewardOf(result) : null, done: true };
@@ -849,8 +852,9 @@ function serveConnection(ws: EnvServerWebSocket, registry: SessionRegistry, logg
     if (closing) return;
     try {
       let msg: unknown;
+      const text = textOf(raw);
       try {
-        msg = JSON.parse(textOf(raw));
+        msg = JSON.parse(text);
       } catch (err) {
         throw new OpenEnvError('INVALID_JSON', `the message is not JSON: ${(err as Error).message}`);
       }
@@ -861,7 +865,7 @@ function serveConnection(ws: EnvServerWebSocket, registry: SessionRegistry, logg
           return;
         case 'step':
           if (msg['data'] === undefined) throw new OpenEnvError('VALIDATION_ERROR', 'step needs data: the action', { errors: [{ loc: ['data'], msg: 'field required' }] });
-          send({ type: 'observation', data: await episode.step(msg['data']) });
+          send({ type: 'observation', data: await episode.step(msg['data'], jsonMemberText(text, 'data')) });
           return;
         case 'state':
           send({ type: 'state', data: await episode.state() });

@@ -125,7 +125,7 @@ describe('a Python tool result reaches the model as the runtime wrote it', funct
       await open;
       const request = async (msg: unknown): Promise<string> => {
         const before = frames.length;
-        ws.send(JSON.stringify(msg));
+        ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
         while (frames.length === before) await new Promise<void>(resolve => (wake = resolve));
         return frames[before]!;
       };
@@ -134,6 +134,11 @@ describe('a Python tool result reaches the model as the runtime wrote it', funct
       expect(step).to.include(`"text":${JSON.stringify(WRITTEN)}`);
       expect(step).to.include(`"structured_content":${WRITTEN}`);
       expect(step).to.include(`"data":${WRITTEN}`);
+      // The arguments as Python reads the frame's text.
+      const echoed = await request('{"type": "step", "data": {"type": "call_tool", "tool_name": "echo", "arguments": {"number": 12345678901234567891, "amount": 2.0}}}');
+      expect(echoed).to.include('"data":{"amount":2.0,"kinds":["int","float"],"note":"","number":12345678901234567891}');
+      const stateless = await fetch(`${server.url}/step`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: `{"scenario_id": "${SCENARIO.id}", "action": {"type": "call_tool", "tool_name": "echo", "arguments": {"number": 12345678901234567891, "amount": 2.0}}}` });
+      expect(await stateless.text()).to.include('"data":{"amount":2.0,"kinds":["int","float"],"note":"","number":12345678901234567891}');
       const rpc = await request({ type: 'mcp', data: { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'totals', arguments: {} } } });
       expect(rpc).to.include(`"text":${JSON.stringify(WRITTEN)}`);
       expect(rpc).to.include(`"structuredContent":${WRITTEN}`);
