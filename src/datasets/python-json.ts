@@ -1,7 +1,5 @@
 import { pythonFloat } from '../util/python-json.js';
 
-export { PYTHON_INT_MAX_DIGITS, pythonDumpsText, pythonFloat } from '../util/python-json.js';
-
 /**
  * JSON as Python's `json.dumps(value, ensure_ascii=False)` writes it — what chat templates' `tojson`
  * produce, so a dataset line renders as the template would render the same turn: `", "` and `": "`

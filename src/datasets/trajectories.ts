@@ -2,7 +2,8 @@ import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import type { GroupStats } from '../rollouts/groups.js';
 import type { Trajectory } from '../rollouts/types.js';
-import { pythonDumpsText, pythonJson } from './python-json.js';
+import { pythonJson } from './python-json.js';
+import { pythonDumpsText, pythonTextWhereLost } from '../util/python-json.js';
 import { RawJson } from '../util/raw-json.js';
 
 /**
@@ -70,7 +71,7 @@ const argumentsValue = (raw: string): unknown => parsedArguments(raw)?.value ?? 
  * `2.0` stays a float, an integer past 2^53 exact, keys in the model's order. Undefined when the text is not JSON
  * (or Python would not read it): then the caller writes what it wrote before.
  */
-const argumentsText = (raw: string, compact = false): string | undefined => (raw.trim() === '' ? '{}' : pythonDumpsText(raw, compact));
+const argumentsText = (raw: string): string | undefined => (raw.trim() === '' ? '{}' : pythonDumpsText(raw));
 
 /**
  * The arguments as a value inside a JSON line (the HF / TRL files): the parsed object, or, where JavaScript's reading
@@ -80,8 +81,8 @@ const argumentsText = (raw: string, compact = false): string | undefined => (raw
 function argumentsInLine(raw: string): unknown {
   const value = argumentsValue(raw);
   if (typeof value !== 'object' || value === null) return value;
-  const exact = argumentsText(raw, true);
-  return exact === undefined || exact === JSON.stringify(value) ? value : new RawJson(exact);
+  const exact = raw.trim() === '' ? undefined : pythonTextWhereLost(raw, value);
+  return exact === undefined ? value : new RawJson(exact);
 }
 
 /** A call as LLaMA-Factory's and Qwen's templates write it: `{"name": …, "arguments": …}`, the arguments as argumentsText. */

@@ -17,7 +17,7 @@ import { writeImported } from './write.js';
 import type { ImportCounts, SkippedRecord } from './envscaler.js';
 import { checkRunName } from '../runs/ids.js';
 import { jsonMemberText } from '../util/json-member.js';
-import { pythonDumpsText } from '../util/python-json.js';
+import { pythonTextWhereLost } from '../util/python-json.js';
 
 /**
  * `envfleet import bfcl`: the multi-turn categories of the Berkeley Function-Calling Leaderboard
@@ -221,8 +221,8 @@ function mapEntry(raw: unknown, answer: unknown, category: BfclCategory, file: s
   const initialConfig = raw['initial_config'] ?? {};
   if (!isObject(initialConfig)) return fail('initial_config must be an object {Class: {attribute: value}}');
   const configText = text === undefined ? undefined : jsonMemberText(text, 'initial_config');
-  const exact = configText === undefined ? undefined : pythonDumpsText(configText, true);
-  const initialConfigJson = exact !== undefined && exact !== JSON.stringify(initialConfig) ? exact : undefined;
+  // Only for a config that is there: `null` reads as {} and keeps no text.
+  const initialConfigJson = configText === undefined || raw['initial_config'] === null ? undefined : pythonTextWhereLost(configText, initialConfig);
   const question = raw['question'];
   if (!Array.isArray(question) || question.length === 0) return fail('question must be a non-empty list of turns');
   const names = new Set(classes.flatMap(c => classTools.get(c) ?? []));

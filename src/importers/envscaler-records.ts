@@ -5,7 +5,7 @@ import type { Operation, StateOutput } from '../synthesis/schemas.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
 import { jsonMemberText } from '../util/json-member.js';
-import { pythonDumpsText } from '../util/python-json.js';
+import { pythonTextWhereLost } from '../util/python-json.js';
 
 /**
  * EnvScaler's data (RUC-NLPIR/EnvScaler; the accepted shapes are in docs/formats.md, "Imported data: envfleet import envscaler") mapped to
@@ -256,8 +256,7 @@ export function scenarioFromEnvscaler(raw: unknown, place: RecordPlace, runId: s
   const initialState = init.value === undefined || init.value === null ? {} : init.value;
   if (!isObject(initialState)) return fail(`init_config must be a JSON object of attribute → value (or a JSON string of one), not ${Array.isArray(initialState) ? 'an array' : typeof initialState}`);
   const configText = typeof raw['init_config'] === 'string' ? raw['init_config'].trim() : recordText === undefined ? undefined : jsonMemberText(recordText, 'init_config');
-  const exact = configText ? pythonDumpsText(configText, true) : undefined;
-  const initialStateJson = exact !== undefined && exact !== 'null' && exact !== JSON.stringify(initialState) ? exact : undefined;
+  const initialStateJson = configText && init.value !== null ? pythonTextWhereLost(configText, initialState) : undefined;
 
   const checksField = jsonField(raw, 'checklist_with_func');
   if ('problem' in checksField) return fail(checksField.problem);

@@ -23,6 +23,16 @@ export function pythonFloat(x: number): string {
   return `${sign}${digits.slice(0, point)}.${digits.slice(point)}`;
 }
 
+/**
+ * Python's reading of `text` (compact, as pythonDumpsText writes it) where it differs from `value`, JavaScript's
+ * reading of the same text (`5.0`, `1e16`, an integer past 2^53, integer-like keys); undefined where they agree or
+ * Python would not read the text. What a document keeps beside the parsed value so Python gets the text's values.
+ */
+export function pythonTextWhereLost(text: string, value: unknown): string | undefined {
+  const exact = pythonDumpsText(text, true);
+  return exact !== undefined && exact !== JSON.stringify(value) ? exact : undefined;
+}
+
 /** Python 3.11+ refuses to read an integer of more digits than this (`sys.get_int_max_str_digits()`). */
 export const PYTHON_INT_MAX_DIGITS = 4300;
 

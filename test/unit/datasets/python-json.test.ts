@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { pythonDumpsText, pythonFloat, pythonJson } from '../../../src/datasets/python-json.js';
+import { pythonJson } from '../../../src/datasets/python-json.js';
+import { pythonDumpsText, pythonFloat } from '../../../src/util/python-json.js';
 import { toHF, toLlamaFactory, toShareGPT } from '../../../src/datasets/trajectories.js';
 import { stringifyJson } from '../../../src/util/raw-json.js';
 import { call, step, trajectory } from '../../helpers/sft-fixtures.js';
