@@ -1,13 +1,15 @@
 import { z } from 'zod';
 import { loadConfig, type AppConfig } from '../config/index.js';
 import { CheckSpec, EnvironmentCode, ToolCall } from '../src/sandbox/bundle.js';
-import { readJsonFile, readJsonFileAsText, readJsonlFile } from '../src/sandbox/files.js';
+import { readJsonFile, readJsonFileAsText, readJsonlLines } from '../src/sandbox/files.js';
 import type { SandboxLimits } from '../src/sandbox/limits.js';
 import { createLanguageRouter } from '../src/sandbox/language-router.js';
 import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type SandboxRunner } from '../src/sandbox/runner.js';
-import type { EpisodeRecord } from '../src/sandbox/tasks.js';
+import type { EpisodeRecord, ProbeCall } from '../src/sandbox/tasks.js';
 import { createLogger } from '../src/logger.js';
+import { jsonMemberText } from '../src/util/json-member.js';
+import { RawJson, stringifyJson } from '../src/util/raw-json.js';
 
 export interface SandboxCliOptions {
   readonly deadlineMs?: number;
@@ -46,24 +48,36 @@ function commandRunner(config: AppConfig, limits: SandboxLimits): SandboxRunner 
   });
 }
 
-/** `envfleet sandbox run`: loads a bundle, instantiates it on a state, runs the calls, prints JSON. */
+/**
+ * `envfleet sandbox run`: loads a bundle, instantiates it on a state, runs the calls, prints JSON. The state file's and
+ * each call's text reach a Python environment as written (5.0 a float, an integer past 2^53 exact), and its results and
+ * final state are printed as it wrote them, as in a rollout.
+ */
 export async function sandboxRun(
   config: AppConfig,
   files: { bundle: string; state: string; calls: string },
   options: SandboxCliOptions,
 ): Promise<unknown> {
   const code = await readJsonFile(files.bundle, EnvironmentCode);
-  const state = await readJsonFile(files.state);
-  const calls = await readJsonlFile(files.calls, ToolCall);
+  const state = await readJsonFileAsText(files.state);
+  const calls: ProbeCall[] = (await readJsonlLines(files.calls, ToolCall)).map(({ value, text }) => {
+    const argumentsText = jsonMemberText(text, 'arguments');
+    return argumentsText === undefined ? value : { ...value, argumentsText };
+  });
   const limits = limitsFrom(config, options);
   const runner = commandRunner(config, limits);
-  const probe = await runner.probe({ code, initialState: state, calls, limits }).finally(() => runner.close());
+  const probe = await runner.probe({ code, initialState: state.value(), initialStateJson: state.json, calls, limits }).finally(() => runner.close());
   if (probe.createError) {
     return { results: [], finalState: null, createError: probe.createError };
   }
   return {
-    results: probe.steps.map(s => ({ tool: s.tool, arguments: s.arguments, result: s.result, ...(s.runtimeError ? { runtimeError: s.runtimeError } : {}) })),
-    finalState: probe.finalState,
+    results: probe.steps.map((s, i) => ({
+      tool: s.tool,
+      arguments: calls[i]?.argumentsText === undefined ? s.arguments : new RawJson(calls[i].argumentsText),
+      result: s.resultJson === undefined ? s.result : new RawJson(s.resultJson),
+      ...(s.runtimeError ? { runtimeError: s.runtimeError } : {}),
+    })),
+    finalState: probe.finalStateJson === undefined ? probe.finalState : new RawJson(probe.finalStateJson),
     ...(probe.finalStateError ? { finalStateError: probe.finalStateError } : {}),
   };
 }
@@ -113,5 +127,5 @@ export async function sandboxCommand(kind: 'run' | 'check', file: string, opts: 
     kind === 'run'
       ? await sandboxRun(config, { bundle: file, state: opts.state!, calls: opts.calls! }, opts)
       : await sandboxCheck(config, { checks: file, initial: opts.initial!, final: opts.final!, episode: opts.episode }, opts);
-  process.stdout.write(`${JSON.stringify(out)}\n`);
+  process.stdout.write(`${stringifyJson(out)}\n`);
 }

@@ -88,8 +88,13 @@ export async function readJsonFileAsText(path: string): Promise<RawJson> {
 
 /** Reads a JSONL file (one JSON value per line; blank lines skipped), validating each line. */
 export async function readJsonlFile<T>(path: string, schema: z.ZodType<T>): Promise<T[]> {
+  return (await readJsonlLines(path, schema)).map(l => l.value);
+}
+
+/** readJsonlFile, with each value's line as written (its numbers as the file spells them, for Python). */
+export async function readJsonlLines<T>(path: string, schema: z.ZodType<T>): Promise<{ readonly value: T; readonly text: string }[]> {
   const text = await readText(path);
-  const out: T[] = [];
+  const out: { value: T; text: string }[] = [];
   for (const [index, raw] of text.split('\n').entries()) {
     const line = raw.trim();
     if (!line) continue;
@@ -101,7 +106,7 @@ export async function readJsonlFile<T>(path: string, schema: z.ZodType<T>): Prom
     }
     const result = schema.safeParse(value);
     if (!result.success) throw new InputFileError(`${path} line ${index + 1}: ${describeIssues(result.error)}`);
-    out.push(result.data);
+    out.push({ value: result.data, text: line });
   }
   return out;
 }

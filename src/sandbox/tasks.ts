@@ -16,10 +16,15 @@ export interface SandboxFailure {
   readonly message: string;
 }
 
+/** A call a probe makes; `argumentsText` as EnvSession.call's `argsText` (a Python session reads the arguments from it). */
+export type ProbeCall = ToolCall & { readonly argumentsText?: string };
+
 export interface ProbeInput {
   readonly code: EnvironmentCode;
   readonly initialState: unknown;
-  readonly calls: readonly ToolCall[];
+  /** The initial state's JSON text, when the caller has it: a Python environment is made from it (5.0 stays a float); JavaScript ignores it. */
+  readonly initialStateJson?: string;
+  readonly calls: readonly ProbeCall[];
   readonly limits: SandboxLimits;
   /** Record the state and its diff after each call (dual-agent probing needs both). */
   readonly withStates?: boolean;
@@ -39,6 +44,8 @@ export interface ProbeResult {
   readonly createMs: number;
   readonly steps: readonly ProbeStep[];
   readonly finalState: unknown;
+  /** The final state as the runtime wrote it, where parsing it loses what it says (a Python environment's: 1.0, an integer past 2^53). */
+  readonly finalStateJson?: string;
   readonly finalStateError: SandboxFailure | null;
 }
 

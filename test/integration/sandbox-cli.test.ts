@@ -146,6 +146,26 @@ describe('envfleet sandbox (command line)', function () {
     expect(bad.stderr).to.match(/float-broken\.json: not valid JSON/);
   });
 
+  it('runs a Python bundle on the state file and the calls as written (5.0 a float, an integer past 2^53 exact), and prints what Python wrote', async () => {
+    const source = [
+      'class Till:',
+      '    def deposit(self, amount, note):',
+      '        self.balance += amount',
+      '        self.notes.append(note)',
+      '        return {"success": True, "balance": self.balance, "kinds": [type(self.balance).__name__, type(amount).__name__], "big": self.big + 1}',
+    ].join('\n');
+    const tool = { type: 'function', function: { name: 'deposit', parameters: { type: 'object', properties: { amount: { type: 'number' }, note: { type: 'string' } }, required: ['amount', 'note'] } } };
+    const bundle = await file('till.json', JSON.stringify({ name: 'till', className: 'Till', source, tools: [tool], language: 'python' }));
+    const state = await file('till-state.json', '{\n  "balance": 5.0,\n  "big": 12345678901234567891,\n  "notes": []\n}\n');
+    const calls = await file('till-calls.jsonl', '{"tool": "deposit", "arguments": {"amount": 2.0, "note": "café ☕ 咖啡"}}\n');
+    const out = await envfleet(['sandbox', 'run', bundle, '--state', state, '--calls', calls]);
+    expect(out.code, out.stderr).to.equal(0);
+    // Read as text: a parse would turn 7.0 into 7 and round the big integers.
+    expect(out.stdout).to.include('"arguments":{"amount": 2.0, "note": "café ☕ 咖啡"}');
+    expect(out.stdout).to.include('"result":{"balance":7.0,"big":12345678901234567892,"kinds":["float","float"],"success":true}');
+    expect(out.stdout).to.match(/"finalState":\{"balance":7\.0,"big":12345678901234567891,"notes":\["café ☕ 咖啡"\]\}/);
+  });
+
   it('gives episode checks the episode of --episode (a trajectory or {messages, turn_states}); without it they fail with CHECK_NEEDS_EPISODE', async () => {
     const checks = await file('episode-checks.json', JSON.stringify([
       { item: 'said it', language: 'python', episode: true, check: 'def check_func(f):\n    return any("réservé 予約" in (m.get("content") or "") for m in episode["messages"] if m["role"] == "assistant")' },

@@ -355,7 +355,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
       const started = performance.now();
       let session: EnvSession;
       try {
-        session = await openSession(input.code, input.initialState, input.limits);
+        session = await openSession(input.code, input.initialState, input.limits, input.initialStateJson);
       } catch (err) {
         if (err instanceof SandboxError && err.code === 'SANDBOX_UNAVAILABLE' && !child) throw err;
         return { createError: failure(err), createMs: performance.now() - started, steps: [], finalState: null, finalStateError: null };
@@ -366,7 +366,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
       try {
         let before: unknown = input.withStates ? await snap() : undefined;
         for (const call of input.calls) {
-          const outcome = await session.call(call.tool, call.arguments);
+          const outcome = await session.call(call.tool, call.arguments, call.argumentsText);
           if (input.withStates) {
             const after = await snap();
             steps.push({ tool: call.tool, arguments: call.arguments, ...outcome, stateBefore: before, stateAfter: after, diff: diffStates(before, after) });
@@ -376,7 +376,9 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
           }
         }
         try {
-          return { createError: null, createMs, steps, finalState: await session.snapshot(), finalStateError: null };
+          const finalStateJson = await session.snapshotJson!();
+          const finalState = JSON.parse(finalStateJson) as unknown;
+          return { createError: null, createMs, steps, finalState, ...(JSON.stringify(finalState) === finalStateJson ? {} : { finalStateJson }), finalStateError: null };
         } catch (err) {
           return { createError: null, createMs, steps, finalState: null, finalStateError: failure(err) };
         }
