@@ -336,14 +336,19 @@ export function toHF(t: Trajectory, o: SftOptions = DEFAULT_SFT_OPTIONS): { prom
 
 // ------------------------------------------------------------------------------------------------ RL
 
-/** One RL record per scenario: everything a trainer's environment needs. */
+/**
+ * One RL record per scenario: everything a trainer's environment needs. `initialState` is written as Python reads the
+ * scenario's text where JavaScript's reading differs (initialStateJson: an imported config's 5.0, an integer past 2^53),
+ * compacted to one line.
+ */
 export function toRLScenario(s: ScenarioRecord, env: EnvironmentRecord) {
+  const exact = s.initialStateJson === undefined ? undefined : pythonDumpsText(s.initialStateJson, true);
   return {
     id: s.id,
     environmentId: env.id,
     environment: { name: env.description.summary, introduction: env.description.introduction, className: env.className, source: env.source, language: env.language ?? 'js', stateSchema: env.state?.stateSchema ?? null },
     tools: env.tools ?? [],
-    initialState: s.initialState,
+    initialState: exact === undefined ? s.initialState : new RawJson(exact),
     task: s.task,
     userGoal: s.userGoal,
     checks: s.checklist ?? [],

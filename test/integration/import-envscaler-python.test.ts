@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -260,5 +260,15 @@ describe('envfleet rollouts on an imported EnvScaler run (real workers, Python r
     const t = (await f.store.getDoc('exact-roll', 'trajectory', id!)) as Trajectory;
     expect(t.messages.find(m => m.role === 'tool')?.content).to.equal(READ);
     expect(t.reward).to.equal(1);
+    // rl-scenarios.jsonl hands a trainer's environment the config as Python reads it (read as text: a parse loses it).
+    const out = await mkdtemp(join(tmpdir(), 'envfleet-envscaler-exact-rl-'));
+    try {
+      await exportRun(f.store, 'exact-roll', out, { formats: ['rl'] });
+      const [line, ...rest] = (await readFile(join(out, 'rl-scenarios.jsonl'), 'utf8')).split('\n').filter(Boolean);
+      expect(rest).to.deep.equal([]);
+      expect(line).to.include(`"initialState":${AS_PYTHON_READS},`);
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
   });
 });
