@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -188,6 +188,41 @@ describe('envfleet import envscaler: the imported documents in the Python runtim
       await session.close();
     });
   }
+
+  it('init_config as Python reads it in the other file shapes: scenarios keyed by id, Hugging Face rows (JSON-string fields), a pretty-printed record', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-envscaler-exact-shapes-'));
+    try {
+      const row = (id: string) => JSON.stringify({ env_id: 'env_till_rl', env_class_name: 'Till', task_id: id, task: 'Lis la caisse 🧾', init_config: CONFIG, checklist_with_func: JSON.stringify([{ check_item: 'the numbers as written', check_func: TILL_CHECK }]) });
+      const envRow = JSON.stringify({ ...TILL_ENV, env_id: 'env_till_rl', tools: JSON.stringify(TILL_ENV.tools) });
+      const shapes: Record<string, Record<string, string>> = {
+        keyed: { '191_env_metadata.json': JSON.stringify({ env_till_rl: TILL_ENV }), 'rl_scenario_metadata.json': `{\n  "till-keyed": ${tillScenario('till-keyed', CONFIG)}\n}\n` },
+        rows: { '191_env_metadata.jsonl': `${envRow}\n`, 'rl_scenario_metadata.jsonl': `${row('till-row-string')}\n${tillScenario('till-row-object', CONFIG)}\n` },
+        pretty: { '191_env_metadata.json': JSON.stringify({ env_till_rl: TILL_ENV }), 'rl_scenario_metadata.json': `${JSON.stringify(JSON.parse(tillScenario('till-pretty', '{}')), null, 2).replace('"init_config": {}', `"init_config": ${CONFIG.replaceAll(', ', ',\n    ')}`)}\n` },
+      };
+      for (const [shape, files] of Object.entries(shapes)) {
+        const sub = join(dir, shape);
+        await mkdir(sub);
+        for (const [name, text] of Object.entries(files)) await writeFile(join(sub, name), text);
+        const report = await importEnvscaler(store, { runId: `exact-${shape}`, files: await findEnvscalerFiles(sub), split: 'all' }, { limits: DEFAULT_SANDBOX_LIMITS, models: {} } as unknown as RunOptions);
+        expect(report.skipped, shape).to.deep.equal([]);
+        const ids = await store.listDocIds(`exact-${shape}`, 'scenario');
+        expect(ids.length, shape).to.equal(shape === 'rows' ? 2 : 1);
+        const env = (await store.getDoc(`exact-${shape}`, 'env', 'env_till_rl'))!;
+        for (const id of ids) {
+          const scenario = (await store.getDoc(`exact-${shape}`, 'scenario', id))!;
+          expect(scenario.initialStateJson, id).to.equal(AS_PYTHON_READS);
+          const session = await sandbox.openSession(codeOf(env), scenario.initialState, LIMITS, scenario.initialStateJson);
+          try {
+            expect((await session.call('read', {})).resultJson, id).to.equal(READ);
+          } finally {
+            await session.close();
+          }
+        }
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 
   it('init_config as Python reads it: envfleet serve on the export files makes the session from the same text', async () => {
     await servedFromExport('exact', async registry => {
