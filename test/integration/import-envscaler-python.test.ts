@@ -10,7 +10,7 @@ import { parseModelScript } from '../../src/model-server/index.js';
 import type { Trajectory } from '../../src/rollouts/types.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { loadExportScenarioSource } from '../../src/env-server/file-source.js';
-import { createSessionRegistry, type SessionRegistry } from '../../src/env-server/sessions.js';
+import { createSessionRegistry, runScenarioSource, type SessionRegistry } from '../../src/env-server/sessions.js';
 import { findEnvscalerFiles, importEnvscaler } from '../../src/importers/envscaler.js';
 import { scoreFinalState } from '../../src/rollouts/score.js';
 import type { RunOptions } from '../../src/runs/options.js';
@@ -221,6 +221,17 @@ describe('envfleet import envscaler: the imported documents in the Python runtim
       }
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('init_config as Python reads it: envfleet serve from Redis makes the session from the same text', async () => {
+    const registry = createSessionRegistry({ sandbox, scenarios: runScenarioSource(store, 'exact') }, { maxSessions: 2, idleTimeoutMs: 0 });
+    try {
+      const session = await registry.open('till-string');
+      expect((await registry.call(session.id, 'read', {})).resultJson).to.equal(READ);
+      expect(await registry.finish(session.id)).to.include({ reward: 1, checksError: null });
+    } finally {
+      await registry.closeAll();
     }
   });
 
