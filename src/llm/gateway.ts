@@ -97,13 +97,18 @@ export interface StructuredRequest<T> extends ChatRequest {
   /**
    * Checks beyond the schema (e.g. the code loads in the sandbox, the state matches its JSON
    * Schema). Returns null when the value is acceptable, or a description of what is wrong, which
-   * goes back to the model like a schema error.
+   * goes back to the model like a schema error. `text`: the JSON text the value was read from, as the model wrote it.
    */
-  readonly check?: ((value: T) => Promise<string | null>) | undefined;
+  readonly check?: ((value: T, text: string) => Promise<string | null>) | undefined;
 }
 
 export interface StructuredResult<T> {
   readonly value: T;
+  /**
+   * The JSON text `value` was read from, as the model wrote it (its numbers as spelt: what a Python environment's
+   * state is read from). Keys the schema does not know are still in it.
+   */
+  readonly text: string;
   /** Model calls made: 1 + repair rounds. */
   readonly calls: number;
   readonly usage: Usage;
@@ -627,10 +632,10 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
           ? { ok: false as const, error: `the endpoint's content filter withheld or cut the reply (finish_reason "content_filter"); answer again` }
           : parseStructured(content, request.schema);
       if (parsed.ok && request.check) {
-        const problem = await request.check(parsed.value);
+        const problem = await request.check(parsed.value, parsed.text);
         if (problem !== null) parsed = { ok: false as const, error: problem };
       }
-      if (parsed.ok) return { value: parsed.value, calls: call, usage: { promptTokens, completionTokens } };
+      if (parsed.ok) return { value: parsed.value, text: parsed.text, calls: call, usage: { promptTokens, completionTokens } };
       errors.push(parsed.error);
       ctx.logger?.warn({ stage: ctx.stage, call, problem: truncateForLog(parsed.error, 300) }, 'model output rejected');
       messages.push(

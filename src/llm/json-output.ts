@@ -11,8 +11,14 @@ export type ExtractResult = { ok: true; value: unknown } | { ok: false; error: s
 export function extractJson(content: string): ExtractResult {
   const found = jsonCandidates(content);
   if (found.whole) return { ok: true, value: found.whole.value };
-  if (found.blocks.length) return { ok: true, value: found.blocks[0] };
+  if (found.blocks.length) return { ok: true, value: found.blocks[0]!.value };
   return { ok: false, error: found.error };
+}
+
+/** A JSON value of a reply, and its text as the model wrote it (its numbers as spelt: `5.0`, an integer past 2^53). */
+export interface JsonCandidate {
+  readonly value: unknown;
+  readonly text: string;
 }
 
 /**
@@ -20,23 +26,23 @@ export function extractJson(content: string): ExtractResult {
  * {...} or [...] block and each ```json fence, in the order they appear (`blocks`). `error` explains
  * why there is none.
  */
-export function jsonCandidates(content: string): { whole: { value: unknown } | null; blocks: unknown[]; error: string } {
+export function jsonCandidates(content: string): { whole: JsonCandidate | null; blocks: JsonCandidate[]; error: string } {
   const text = splitThinking(content).answer;
   if (text === '') return { whole: null, blocks: [], error: 'the reply was empty; a JSON value was expected' };
   let firstError = '';
-  let whole: { value: unknown } | null = null;
+  let whole: JsonCandidate | null = null;
   try {
-    whole = { value: JSON.parse(text) as unknown };
+    whole = { value: JSON.parse(text) as unknown, text };
   } catch (err) {
     firstError = (err as Error).message;
   }
-  const blocks: unknown[] = [];
+  const blocks: JsonCandidate[] = [];
   const seen = new Set<string>([text]);
   for (const candidate of [...balancedBlocks(text), ...fencedBlocks(text)]) {
     if (seen.has(candidate)) continue;
     seen.add(candidate);
     try {
-      blocks.push(JSON.parse(candidate) as unknown);
+      blocks.push({ value: JSON.parse(candidate) as unknown, text: candidate });
     } catch (err) {
       firstError ||= (err as Error).message;
     }
@@ -128,7 +134,8 @@ export function describeZodError(error: z.ZodError): string {
     .join('\n');
 }
 
-export type ParseResult<T> = { ok: true; value: T } | { ok: false; error: string };
+/** `text`: the JSON text the value was read from (before keys the schema does not know were dropped). */
+export type ParseResult<T> = { ok: true; value: T; text: string } | { ok: false; error: string };
 
 /**
  * The JSON value of the reply that matches the schema: the whole reply when it does, else the last
@@ -140,15 +147,15 @@ export type ParseResult<T> = { ok: true; value: T } | { ok: false; error: string
 export function parseStructured<T>(content: string, schema: z.ZodType<T>): ParseResult<T> {
   const found = jsonCandidates(content);
   if (!found.whole && !found.blocks.length) return { ok: false, error: found.error };
-  const order = [...(found.whole ? [found.whole.value] : []), ...[...found.blocks].reverse()];
+  const order = [...(found.whole ? [found.whole] : []), ...[...found.blocks].reverse()];
   let firstError: z.ZodError | null = null;
-  for (const value of order) {
+  for (const { value, text } of order) {
     const result = schema.safeParse(value);
-    if (result.success) return { ok: true, value: result.data };
+    if (result.success) return { ok: true, value: result.data, text };
     const pruned = withoutUnknownKeys(value, result.error);
     if (pruned !== null) {
       const again = schema.safeParse(pruned.value);
-      if (again.success && !misspelt(again.data, pruned.dropped)) return { ok: true, value: again.data };
+      if (again.success && !misspelt(again.data, pruned.dropped)) return { ok: true, value: again.data, text };
     }
     firstError ??= result.error;
   }

@@ -3,6 +3,8 @@ import { LowerIndexPendingError, ModelOutputError, type ErrorCode } from '../err
 import type { CallContext } from '../llm/gateway.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
+import { pythonMemberWhereLost } from '../util/python-json.js';
+import { RawJson } from '../util/raw-json.js';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import { scenarioCheckPrompt, scenarioChecklistPrompt, scenarioPromptVersionsFor, scenarioStatePrompt, scenarioTaskPrompt, schemaDescribesState, type ProbedShape } from './prompts.js';
 import { unfence } from '../synthesis/assemble.js';
@@ -59,12 +61,15 @@ export async function probedShape(deps: Pick<ScenarioDeps, 'sandbox'>, env: Envi
  * the constructor's own attributes, an EnvScaler class's `init_config`, included); for JavaScript, the
  * initial state itself.
  */
-async function checkedInitialState(deps: Pick<ScenarioDeps, 'sandbox'>, env: EnvironmentRecord, initialState: unknown, limits: SandboxLimits): Promise<unknown> {
-  if (env.language !== 'python') return initialState;
-  const probe = await deps.sandbox.probe({ code: codeOf(env), initialState, calls: [], limits });
+async function checkedInitialState(deps: Pick<ScenarioDeps, 'sandbox'>, env: EnvironmentRecord, scenario: Pick<ScenarioRecord, 'initialState' | 'initialStateJson'>, limits: SandboxLimits): Promise<unknown> {
+  if (env.language !== 'python') return scenario.initialState;
+  const probe = await deps.sandbox.probe({ code: codeOf(env), initialState: scenario.initialState, ...exactState(scenario.initialStateJson), calls: [], limits });
   if (probe.createError) throw new Error(`the environment ${env.id} does not instantiate on the scenario's initial state: ${probe.createError.code}: ${probe.createError.message}`);
-  return probe.finalState;
+  // As the runtime wrote it (RawJson), which the Python checks read: 5.0 stays a float.
+  return probe.finalStateJson === undefined ? probe.finalState : new RawJson(probe.finalStateJson);
 }
+
+const exactState = (initialStateJson: string | undefined) => (initialStateJson === undefined ? {} : { initialStateJson });
 
 /** What a stage knows when it drops a scenario, besides the reason. */
 export interface DropDetails {
@@ -148,22 +153,26 @@ export async function generateScenarioState(deps: ScenarioDeps, runId: string, e
     const validate = compileJsonSchema(env.state!.stateSchema);
     const shape = await probedShape(deps, env, limits);
     const attributes = shape?.state ? Object.keys(shape.state) : [];
-    const { value } = await deps.gateway.structured(ctx(deps, runId, 'scenario.state', `${envId}:${index}`), {
+    // A Python environment is made from the state as the model wrote it, as EnvScaler's json.loads reads it (5.0 a
+    // float, an integer past 2^53 exact); initialState and stateHash stay JavaScript's reading.
+    const pythonState = (state: unknown, answer: string) => (env.language === 'python' ? pythonMemberWhereLost(answer, 'state', state) : undefined);
+    const { value, text } = await deps.gateway.structured(ctx(deps, runId, 'scenario.state', `${envId}:${index}`), {
       messages: scenarioStatePrompt(env, index, total, shape),
       schema: ScenarioStateOutput,
-      check: async v => {
+      check: async (v, text) => {
         if (!validate(v.state)) return `the state does not match the state schema:\n${describeAjvErrors(validate.errors)}`;
         // With no schema, the attributes the class makes are what a state may set (EnvScaler sets any key it is given, so a typo would go unnoticed).
         const unknown = attributes.length ? Object.keys(v.state).filter(k => !attributes.includes(k)) : [];
         if (unknown.length) return `the state sets ${unknown.map(k => JSON.stringify(k)).join(', ')}, which the class does not have as instance attributes; its attributes are: ${attributes.join(', ')}`;
-        const probe = await deps.sandbox.probe({ code: codeOf(env), initialState: v.state, calls: [], limits });
+        const probe = await deps.sandbox.probe({ code: codeOf(env), initialState: v.state, ...exactState(pythonState(v.state, text)), calls: [], limits });
         return probe.createError ? `the environment does not instantiate on it: ${probe.createError.message}` : null;
       },
     });
+    const initialStateJson = pythonState(value.state, text);
     const stateHash = hashOf(value.state, 32);
     await lowerIndexesClaimed(deps, runId, envId, index, 'initialState');
     const owner = await deps.store.claim(runId, `state:${envId}:${stateHash}`, scenarioId);
-    const withState: ScenarioRecord = { ...scenario, initialState: value.state, stateHash };
+    const withState: ScenarioRecord = { ...scenario, initialState: value.state, ...exactState(initialStateJson), stateHash };
     // One write either way: a crash cannot leave a duplicate stored with its state but not dropped
     // (a retried job would take the stored state and go on).
     if (owner !== scenarioId) {
@@ -246,7 +255,7 @@ export async function generateScenarioChecks(deps: ScenarioDeps, runId: string, 
     // A Python environment's checks are Python (check_func(final_state)), run on the state as the runtime hands it to them.
     const python = env.language === 'python';
     const language = python ? ({ language: 'python' } as const) : {};
-    const initial = await checkedInitialState(deps, env, scenario.initialState, limits);
+    const initial = await checkedInitialState(deps, env, scenario, limits);
     for (let i = checklist.length; i < items.length; i += 1) {
       const item = items[i]!;
       let check: string;

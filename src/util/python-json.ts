@@ -1,5 +1,7 @@
 // What Python's json module writes: the text of a JSON value as Python reads and writes it again.
 
+import { jsonMemberText } from './json-member.js';
+
 /**
  * Python's `repr` of a float, which `json.dumps` writes: the shortest digits that read back as the same double (as
  * JavaScript finds them), in exponent form when the decimal exponent is below -4 or 16 and above (`1e-05`, `1e+16`,
@@ -31,6 +33,17 @@ export function pythonFloat(x: number): string {
 export function pythonTextWhereLost(text: string, value: unknown): string | undefined {
   const exact = pythonDumpsText(text, true);
   return exact !== undefined && exact !== JSON.stringify(value) ? exact : undefined;
+}
+
+/**
+ * pythonTextWhereLost for member `name` of a JSON object's text (a model's answer), whose value JavaScript read as
+ * `value`: Python's reading of the member's text where it differs. Undefined where they agree, where the member is
+ * absent, or where its text does not hold `value` (a schema changed the value after it was read).
+ */
+export function pythonMemberWhereLost(objectText: string, name: string, value: unknown): string | undefined {
+  const text = jsonMemberText(objectText, name);
+  if (text === undefined || JSON.stringify(JSON.parse(text)) !== JSON.stringify(value)) return undefined;
+  return pythonTextWhereLost(text, value);
 }
 
 /** Python 3.11+ refuses to read an integer of more digits than this (`sys.get_int_max_str_digits()`). */

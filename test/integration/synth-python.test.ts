@@ -282,3 +282,64 @@ describe('envfleet scenarios on an environment imported from EnvScaler (real wor
     }
   });
 });
+
+/**
+ * A scenario state for the imported tea house written as a model writes it, in prose with a fence, with a float
+ * (`50.0`) and an integer past 2^53: the Python environment must get them as EnvScaler's json.loads reads them.
+ */
+const EXACT_STATE =
+  'Voici l’état initial 🍵:\n```json\n{"state": {"tables": {"T1": {"table_id": "T1", "seats": 2, "status": "free", "min_spend": 50.0}}, "bookings": {}, "_next_id": 12345678901234567891}}\n```';
+const TEA_EXACT = parseModelScript({
+  rules: [
+    { name: 'exact-state', stage: 'scenario.state', match: 'Environment: 茶馆 table reservations', respond: { content: EXACT_STATE } },
+    {
+      name: 'exact-task',
+      stage: 'scenario.task',
+      match: 'Environment: 茶馆 table reservations',
+      respond: { json: { instruction: 'Book table T1 for 张伟 with the note 靠窗 🍵; it has a minimum spend, which he accepts.', userGoal: { goal: 'Book T1 for me.', facts: ['I am 张伟'] }, expectedTools: ['list_free_tables', 'book_table'] } },
+    },
+    { name: 'exact-checklist', stage: 'scenario.checklist', match: 'Environment: 茶馆 table reservations', respond: { json: { items: ['Has table T1 booked for 张伟, its minimum spend still a float'] } } },
+    {
+      name: 'exact-check',
+      stage: 'scenario.check',
+      match: 'Checklist item: Has table T1 booked',
+      respond: { json: { check: 'def check_func(final_state):\n    t = final_state["tables"]["T1"]\n    return t["status"] == "booked" and isinstance(t["min_spend"], float) and "B12345678901234567891" in final_state["bookings"]\n' } },
+    },
+  ],
+});
+
+describe('envfleet scenarios: a Python environment gets the state as the model wrote it (real workers, Pyodide, scripted model)', function () {
+  this.timeout(600_000);
+  const fleet = useFleet();
+
+  it("keeps 50.0 and an integer past 2^53 of the model's state text for the Python sessions (initialStateJson)", async () => {
+    const f = await fleet({ extra: TEA_EXACT });
+    const runId = 'es-exact';
+    await importEnvscaler(f.store, { runId, files: await findEnvscalerFiles(join(ENVSCALER, 'github')), split: 'rl' }, runOptionsFrom(f.config));
+    await submitScenarios(f.config, f.redis, { runId, perEnv: 1 });
+    await f.waitForRun(runId);
+    const generated: ScenarioRecord[] = [];
+    for (const id of await f.store.listDocIds(runId, 'scenario')) {
+      const s = (await f.store.getDoc(runId, 'scenario', id))!;
+      if (!s.lineage.source) generated.push(s);
+    }
+    expect(generated.map(s => [s.status, s.dropReason?.message ?? null])).to.deep.equal([['ready', null]]);
+    const scenario = generated[0]!;
+    expect(scenario.initialStateJson).to.equal('{"tables":{"T1":{"table_id":"T1","seats":2,"status":"free","min_spend":50.0}},"bookings":{},"_next_id":12345678901234567891}');
+    expect(scenario.validation!.onInitialState.map(r => r.passed)).to.deep.equal([false]);
+
+    const env = (await f.store.getDoc(runId, 'env', 'env_7_rl'))!;
+    const python = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+    const sandbox = createLanguageRouter({ js: createLocalSandboxRunner(), python });
+    try {
+      const code = { name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], language: 'python' as const };
+      const session = await sandbox.openSession(code, scenario.initialState, f.config.sandbox, scenario.initialStateJson);
+      const booked = await session.call('book_table', { table_id: 'T1', guest: '张伟', note: '靠窗 🍵' });
+      expect(booked.resultJson).to.include('"booking_id":"B12345678901234567891"');
+      const end = await session.finish(scenario.checklist!);
+      expect(end.checks!.results.map(r => [r.passed, r.errorCode ?? null])).to.deep.equal([[true, null]]);
+    } finally {
+      await sandbox.close();
+    }
+  });
+});

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { pythonJson } from '../../../src/datasets/python-json.js';
-import { pythonDumpsText, pythonFloat } from '../../../src/util/python-json.js';
+import { pythonDumpsText, pythonFloat, pythonMemberWhereLost } from '../../../src/util/python-json.js';
 import { toHF, toLlamaFactory, toShareGPT } from '../../../src/datasets/trajectories.js';
 import { stringifyJson } from '../../../src/util/raw-json.js';
 import { call, step, trajectory } from '../../helpers/sft-fixtures.js';
@@ -71,5 +71,17 @@ describe('the SFT exports write the arguments as Python reads the model’s text
     expect(written).not.to.include('\n');
     const calls = (line!.completion[0] as { tool_calls: { function: { arguments: unknown } }[] }).tool_calls;
     expect(calls[1]!.function.arguments).to.deep.equal({ amount: 3 });
+  });
+});
+
+describe("pythonMemberWhereLost: a member of a model's answer as Python reads it", () => {
+  const answer = `{"state": ${ARGS}, "explanation": "x"}`;
+  it("is Python's reading where JavaScript's differs, undefined where they agree", () => {
+    expect(pythonMemberWhereLost(answer, 'state', JSON.parse(ARGS))).to.equal(ARGS_PY_COMPACT);
+    expect(pythonMemberWhereLost('{"state": {"a": 1, "b": "é"}}', 'state', { a: 1, b: 'é' })).to.equal(undefined);
+  });
+  it('is undefined when the member is absent or its text does not hold the value (a schema changed it)', () => {
+    expect(pythonMemberWhereLost(answer, 'missing', {})).to.equal(undefined);
+    expect(pythonMemberWhereLost('{"state": {"amount": 2.0, "extra": 1}}', 'state', { amount: 2 })).to.equal(undefined);
   });
 });

@@ -210,7 +210,8 @@ async function episodeRequests(mode: RolloutMode) {
       expect(ctx.stage).to.equal('rollout.user');
       sent.user.push(structuredClone([...request.messages]));
       sent.userSchema = request.schema;
-      return Promise.resolve({ value: request.schema.parse(userAnswers[sent.user.length - 1]), calls: 1, usage: { promptTokens: 1, completionTokens: 1 } });
+      const answer = userAnswers[sent.user.length - 1];
+      return Promise.resolve({ value: request.schema.parse(answer), text: JSON.stringify(answer), calls: 1, usage: { promptTokens: 1, completionTokens: 1 } });
     },
     embed: () => Promise.reject(new Error('not used')),
   };

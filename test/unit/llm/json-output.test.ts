@@ -39,7 +39,7 @@ describe('parseStructured', () => {
   const schema = z.object({ score: z.number().int().min(1).max(10), reason: z.string() });
 
   it('returns the validated value', () => {
-    expect(parseStructured('{"score": 7, "reason": "ok"}', schema)).to.deep.equal({ ok: true, value: { score: 7, reason: 'ok' } });
+    expect(parseStructured('{"score": 7, "reason": "ok"}', schema)).to.deep.equal({ ok: true, value: { score: 7, reason: 'ok' }, text: '{"score": 7, "reason": "ok"}' });
   });
 
   it('names the path and problem of each schema violation', () => {
@@ -56,12 +56,12 @@ describe('parseStructured: replies as models write them', () => {
 
   it('takes the last block that matches when a draft or an echoed example comes first', () => {
     const reply = 'The format is {"verdict": "yes", "reason": "…"}. Draft: {"verdict":"yes","reason":"first try"}\nFinal: {"verdict":"no","reason":"état inchangé — 状态不变 🙂"}';
-    expect(parseStructured(reply, Verdict)).to.deep.equal({ ok: true, value: { verdict: 'no', reason: 'état inchangé — 状态不变 🙂' } });
+    expect(parseStructured(reply, Verdict)).to.deep.equal({ ok: true, value: { verdict: 'no', reason: 'état inchangé — 状态不变 🙂' }, text: '{"verdict":"no","reason":"état inchangé — 状态不变 🙂"}' });
   });
 
   it('reads past reasoning: a <think> block, a leading </think> whose <think> was in the prompt, and refuses a reply cut off while thinking', () => {
-    expect(parseStructured('<think>maybe {"verdict":"yes","reason":"x"}</think>\n{"verdict":"no","reason":"y"}', Verdict)).to.deep.equal({ ok: true, value: { verdict: 'no', reason: 'y' } });
-    expect(parseStructured('draft {"verdict":"yes","reason":"x"}</think>\n{"verdict":"no","reason":"z"}', Verdict)).to.deep.equal({ ok: true, value: { verdict: 'no', reason: 'z' } });
+    expect(parseStructured('<think>maybe {"verdict":"yes","reason":"x"}</think>\n{"verdict":"no","reason":"y"}', Verdict)).to.deep.equal({ ok: true, value: { verdict: 'no', reason: 'y' }, text: '{"verdict":"no","reason":"y"}' });
+    expect(parseStructured('draft {"verdict":"yes","reason":"x"}</think>\n{"verdict":"no","reason":"z"}', Verdict)).to.deep.equal({ ok: true, value: { verdict: 'no', reason: 'z' }, text: '{"verdict":"no","reason":"z"}' });
     const cut = parseStructured('<think>I think {"verdict":"yes","reason":"x"} but', Verdict);
     expect(cut.ok).to.equal(false);
     expect(!cut.ok && cut.error).to.match(/empty/);
@@ -69,14 +69,23 @@ describe('parseStructured: replies as models write them', () => {
 
   it('finds the JSON after many bracketed citations in the prose', () => {
     const prose = Array.from({ length: 40 }, (_, i) => `see [${i + 1}] and [link](x)`).join(' ');
-    expect(parseStructured(`${prose}\n{"verdict":"yes","reason":"ok"}`, Verdict)).to.deep.equal({ ok: true, value: { verdict: 'yes', reason: 'ok' } });
+    expect(parseStructured(`${prose}\n{"verdict":"yes","reason":"ok"}`, Verdict)).to.deep.equal({ ok: true, value: { verdict: 'yes', reason: 'ok' }, text: '{"verdict":"yes","reason":"ok"}' });
   });
 
   it('drops an extra key but sends a misspelt one back for repair', () => {
     const Method = z.strictObject({ source: z.string(), helpers: z.array(z.string()).default([]) });
-    expect(parseStructured('{"source":"f() {}","explanation":"simple"}', Method)).to.deep.equal({ ok: true, value: { source: 'f() {}', helpers: [] } });
+    expect(parseStructured('{"source":"f() {}","explanation":"simple"}', Method)).to.deep.equal({ ok: true, value: { source: 'f() {}', helpers: [] }, text: '{"source":"f() {}","explanation":"simple"}' });
     const typo = parseStructured('{"source":"f() {}","helper":["_h() {}"]}', Method);
     expect(typo.ok).to.equal(false);
     expect(!typo.ok && typo.error).to.match(/helper/);
+  });
+});
+
+describe('parseStructured: the text the value was read from', () => {
+  it('is the fenced block as the model wrote it, its numbers as spelt (5.0, an integer past 2^53)', () => {
+    const State = z.strictObject({ state: z.record(z.string(), z.unknown()) });
+    const block = '{"state": {"balance": 5.0, "serial": 12345678901234567891, "note": "café ☕ 咖啡"}}';
+    const parsed = parseStructured(`Voici l’état 🍵:\n\`\`\`json\n${block}\n\`\`\`\nVoilà.`, State);
+    expect(parsed).to.deep.equal({ ok: true, value: { state: { balance: 5, serial: 12345678901234567000, note: 'café ☕ 咖啡' } }, text: block });
   });
 });
