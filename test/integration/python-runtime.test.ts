@@ -557,9 +557,18 @@ class Env:
       expect(await s.call('big', {})).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
     });
 
-    it('maps a runaway recursion to STACK_OVERFLOW', async () => {
-      const s = await session(python('class Env:\n    def __init__(self, c):\n        pass\n    def deep(self, n=0):\n        return self.deep(n + 1)\n', ['deep']), {});
-      expect(await s.call('deep', {})).to.deep.include({ runtimeError: 'STACK_OVERFLOW' });
+    it("answers a tool's runaway recursion as CPython does, with its RecursionError (TOOL_THREW), and the session goes on with its state", async () => {
+      // Careless, not hostile: a property that reads itself. EnvScaler's rollouts (CPython) show the RecursionError as
+      // the call's error and go on with the environment; until 2026-12-05 the session ended here (STACK_OVERFLOW).
+      const source = 'class Env:\n    def __init__(self, c):\n        self.n = 0\n    @property\n    def total(self):\n        return self.total + 1\n'
+        + '    def deep(self):\n        self.n += 1\n        return self.total\n    def bump(self, note):\n        self.n += 1\n        return {"n": self.n, "note": note}\n';
+      const s = await session(python(source, ['deep', 'bump']), {});
+      const failed = await s.call('deep', {});
+      expect(failed).to.deep.include({ runtimeError: 'TOOL_THREW' });
+      expect((failed.result as { error: string }).error).to.match(/^RecursionError: maximum recursion depth exceeded/);
+      expect(await s.call('bump', { note: 'encore 再来 🔁' })).to.deep.include({ result: { n: 2, note: 'encore 再来 🔁' } });
+      expect((await s.call('deep', {})).runtimeError).to.equal('TOOL_THREW');
+      expect(await s.snapshot()).to.deep.equal({ n: 3 });
     });
   });
 

@@ -1262,6 +1262,10 @@ def _call(s, tool, args_json, max_result_bytes):
     s.deep = None  # the tool may change the state
     try:
         result = getattr(s.inst, tool)(**args)
+    except RecursionError as e:
+        # The tool's own exception, as in CPython, where EnvScaler's rollouts show it as the call's error and go on
+        # with the environment: the stack is unwound to here, so the session goes on too (a limit would end it).
+        return _err('TOOL_THREW', _describe(e))
     except BaseException as e:
         return _limit_error(e) or _err('TOOL_THREW', _describe(e))
     try:
