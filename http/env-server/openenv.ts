@@ -15,7 +15,7 @@ import { jsonMemberText } from '../../src/util/json-member.js';
 import { cutUtf8 } from '../../src/util/text.js';
 import { pathToken } from './path-token.js';
 import { sendJson } from './reply.js';
-import { bodyOf, bodyText, isObject } from './request-body.js';
+import { bodyOf, bodyText, isObject, rpcArgumentsText } from './request-body.js';
 
 /**
  * OpenEnv's surface (meta-pytorch/OpenEnv `http_server.py`, `types.py`, `mcp_types.py`; docs/env-server.md#openenv):
@@ -333,7 +333,7 @@ class Episode {
    * no done, not a step). The same `tools/list` and `tools/call` as `POST /mcp`; `openenv/session/create` names the
    * episode's session (as OpenEnv names the WebSocket's); the episode itself ends only with close or the finish action.
    */
-  async mcp(request: RpcRequest): Promise<unknown> {
+  async mcp(request: RpcRequest, argsText?: string): Promise<unknown> {
     const session = (): SessionInfo => {
       if (!this.sessionId || !this.info) throw new RpcError(-32600, `no episode on this connection: send {"type": "reset", "data": {"scenario_id": "ID"}} first, then ${request.method}`);
       if (this.ended && notScored(this.ended)) throw notScoredError(this.ended);
@@ -346,7 +346,7 @@ class Episode {
       case 'tools/call': {
         const info = session();
         try {
-          return await rpcToolsCall(this.registry, info, request.params);
+          return await rpcToolsCall(this.registry, info, request.params, isObject(request.params['arguments']) ? argsText : undefined);
         } finally {
           // A call whose sandbox code discards the environment ends the episode (its reward is in state).
           const ended = this.registry.result(info.id);
@@ -571,7 +571,7 @@ const rpcToolsList = (info: SessionInfo) => ({ tools: toolList(info).map(t => ({
  * `tools/call {name, arguments}` on a session: an MCP `CallToolResult` (`content`, `structuredContent`, `isError`).
  * An unknown tool, arguments that do not match the schema and sandbox codes are `isError: true` results.
  */
-async function rpcToolsCall(registry: SessionRegistry, info: SessionInfo, params: Record<string, unknown>) {
+async function rpcToolsCall(registry: SessionRegistry, info: SessionInfo, params: Record<string, unknown>, argsText: string | undefined) {
   const name = typeof params['name'] === 'string' && params['name'] !== '' ? params['name'] : null;
   const args = params['arguments'] ?? {};
   if (!name || !isObject(args)) throw new RpcError(-32602, 'tools/call needs params.name (a tool) and params.arguments (an object)');
@@ -580,7 +580,7 @@ async function rpcToolsCall(registry: SessionRegistry, info: SessionInfo, params
     return { content: [{ type: 'text', text: JSON.stringify(body) }], structuredContent: body, isError: true };
   };
   if (!info.tools.includes(name)) return errorResult('UNKNOWN_TOOL', `no tool "${name}"; the tools are: ${info.tools.join(', ')}`, { tools: info.tools });
-  const outcome = await registry.call(info.id, name, args);
+  const outcome = await registry.call(info.id, name, args, argsText);
   if (outcome.runtimeError) {
     const r = outcome.result as { error?: unknown } | null;
     return errorResult(outcome.runtimeError, typeof r?.error === 'string' ? r.error : SANDBOX_ERROR_CODES[outcome.runtimeError], { session_ended: registry.result(info.id) !== null });
@@ -667,7 +667,8 @@ function jsonRpc(registry: SessionRegistry, text: string): Promise<RpcReply> {
       case 'tools/list':
         return withSession(info => Promise.resolve(rpcToolsList(info)));
       case 'tools/call':
-        return withSession(info => rpcToolsCall(registry, info, params));
+        // The arguments as the client wrote them: a Python tool reads them as Python would (2.0 a float).
+        return withSession(info => rpcToolsCall(registry, info, params, isObject(params['arguments']) ? rpcArgumentsText(text) : undefined));
       default:
         throw new RpcError(-32601, `method not found: ${method}; served: tools/list, tools/call, openenv/session/create, openenv/session/close`);
     }
@@ -874,7 +875,9 @@ function serveConnection(ws: EnvServerWebSocket, registry: SessionRegistry, logg
           // OpenEnv's WSMCPMessage: data must be an object (else VALIDATION_ERROR); a bad JSON-RPC request is a JSON-RPC error.
           const data = msg['data'];
           if (!isObject(data)) throw new OpenEnvError('VALIDATION_ERROR', 'mcp needs data: a JSON-RPC 2.0 request such as {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}', { errors: [{ loc: ['data'], msg: 'required JSON object' }] });
-          send({ type: 'mcp', data: await rpcHandle(() => rpcRequestOf(data), request => episode.mcp(request)) });
+          // The JSON-RPC request's text (the message's data member), for a tools/call's arguments as the client wrote them.
+          const rpcText = jsonMemberText(text, 'data');
+          send({ type: 'mcp', data: await rpcHandle(() => rpcRequestOf(data), request => episode.mcp(request, rpcText === undefined ? undefined : rpcArgumentsText(rpcText))) });
           return;
         }
         case 'close': {

@@ -148,4 +148,57 @@ describe('a Python tool result reaches the model as the runtime wrote it', funct
       await registry.closeAll();
     }
   });
+
+  it('hands a tools/call its arguments as Python reads the request text: MCP (as a Python client writes them), OpenEnv JSON-RPC over POST /mcp and /ws', async () => {
+    const served: ServedScenario = { scenario: SCENARIO, env: ENV, limits: DEFAULT_SANDBOX_LIMITS };
+    const registry = createSessionRegistry({ sandbox, scenarios: { scenario: () => Promise.resolve(served) } }, { maxSessions: 2, idleTimeoutMs: 0 });
+    const server = await startEnvServer(registry, pino({ level: 'silent' }), { port: 0, host: '127.0.0.1', token: null, runId: 'r-text' });
+    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws`);
+    const open = new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    const ARGS = '{"number": 12345678901234567891, "amount": 2.0, "note": "n° 7 — 七 🧾"}';
+    const READ = '{"amount":2.0,"kinds":["int","float"],"note":"n° 7 — 七 🧾","number":12345678901234567891}';
+    try {
+      const opened = await fetch(`${server.url}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ scenario_id: SCENARIO.id }) });
+      const { mcp_url: mcpUrl } = (await opened.json()) as { mcp_url: string };
+      // What Python's MCP client sends: json.dumps keeps 2.0 and the big integer (JavaScript's client cannot write them).
+      const mcp = await fetch(mcpUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: `{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": ${ARGS}}}`,
+      });
+      expect(mcp.status).to.equal(200);
+      expect(await mcp.text()).to.include(`"text":${JSON.stringify(READ)}`);
+
+      const rpc = await fetch(`${server.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: `{"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"scenario_id": "${SCENARIO.id}", "name": "echo", "arguments": ${ARGS}}}`,
+      });
+      expect(await rpc.text()).to.include(`"text":${JSON.stringify(READ)}`);
+
+      const frames: string[] = [];
+      let wake: (() => void) | null = null;
+      ws.on('message', (raw: Buffer) => {
+        frames.push(raw.toString('utf8'));
+        wake?.();
+      });
+      await open;
+      const request = async (text: string): Promise<string> => {
+        const before = frames.length;
+        ws.send(text);
+        while (frames.length === before) await new Promise<void>(resolve => (wake = resolve));
+        return frames[before]!;
+      };
+      await request(JSON.stringify({ type: 'reset', data: { scenario_id: SCENARIO.id } }));
+      const overWs = await request(`{"type": "mcp", "data": {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "echo", "arguments": ${ARGS}}}}`);
+      expect(overWs).to.include(`"text":${JSON.stringify(READ)}`);
+    } finally {
+      ws.close();
+      await server.close();
+      await registry.closeAll();
+    }
+  });
 });
