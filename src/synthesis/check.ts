@@ -7,6 +7,8 @@ import { checkStateSchema, ctx, dedupeHelpers, loadEnv, options, orFail, type It
 import { checkerPrompt, configPrompt, repairPrompt, testerPrompt, type ToolStats } from './prompts.js';
 import { CheckerOutput, ConfigOutput, MethodOutput, TesterOutput } from './schemas.js';
 import type { EnvironmentRecord, ProbeStepRecord, QualityReport, ToolQuality } from './types.js';
+import { jsonMemberHolding } from '../util/json-member.js';
+import { pythonMemberWhereLost } from '../util/python-json.js';
 
 /** The dual-agent check: a test state (check.config), the probe (check.probe), the verdict with its repair round (check.verdict). */
 
@@ -16,17 +18,21 @@ export async function makeTestConfig(deps: SynthesisDeps, runId: string, envId: 
     if (env.testState) return { ok: true };
     if (!env.source) return { ok: false, reason: 'not assembled' };
     const opts = await options(deps, runId);
-    const { value } = await deps.gateway.structured(ctx(deps, runId, 'check.config'), {
+    // A Python environment is tested on the state as the model wrote it, as the seed's json.loads reads it (5.0 a float).
+    const exact = (state: unknown, text: string) => (env.language === 'python' ? pythonMemberWhereLost(text, 'state', state) : undefined);
+    const { value, text } = await deps.gateway.structured(ctx(deps, runId, 'check.config'), {
       messages: configPrompt(env),
       schema: ConfigOutput,
-      check: async v => {
+      check: async (v, answer) => {
         const problem = checkStateSchema(env.state!.stateSchema, v.state, 'state');
         if (problem) return problem;
-        const probe = await deps.sandbox.probe({ code: codeOf(env, env.source!), initialState: v.state, calls: [], limits: opts.limits });
+        const json = exact(v.state, answer);
+        const probe = await deps.sandbox.probe({ code: codeOf(env, env.source!), initialState: v.state, ...(json === undefined ? {} : { initialStateJson: json }), calls: [], limits: opts.limits });
         return probe.createError ? `the environment does not instantiate on it: ${probe.createError.message}` : null;
       },
     });
-    await deps.store.putDoc(runId, 'env', envId, { ...env, testState: value.state, status: 'probing', probeRound: 1 }, [{ stage: 'check.config', outcome: 'done', n: 1 }]);
+    const testStateJson = exact(value.state, text);
+    await deps.store.putDoc(runId, 'env', envId, { ...env, testState: value.state, ...(testStateJson === undefined ? {} : { testStateJson }), status: 'probing', probeRound: 1 }, [{ stage: 'check.config', outcome: 'done', n: 1 }]);
     return { ok: true };
   });
 }
@@ -66,8 +72,10 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
     const steps = await deps.store.steps(runId, envId, round);
     // The class keeps all its state in this.state and its constructor copies the initial state in,
     // so a checkpointed state restores the environment exactly: no call is replayed.
-    const open = (state: unknown): Promise<EnvSession> => deps.sandbox.openSession(code, state, opts.limits);
-    let session = await open(steps.length > 0 ? await resumeState(deps, runId, envId, round, steps) : env.testState);
+    // `json`: the state's text where a Python environment reads it differently (the test state as the model wrote it, a
+    // state the session wrote); a state resumed from a checkpoint is the parsed one.
+    const open = (state: unknown, json?: string): Promise<EnvSession> => deps.sandbox.openSession(code, state, opts.limits, json);
+    let session = await (steps.length > 0 ? open(await resumeState(deps, runId, envId, round, steps)) : open(env.testState, env.testStateJson));
     const toolNames = (env.tools ?? []).map(t => t.function.name);
     try {
       for (let index = steps.length; ; index += 1) {
@@ -79,12 +87,15 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
         if (left <= 0 && (uncalled.length === 0 || index >= opts.probeSteps + toolNames.length)) break;
         const mustTest = uncalled.length > 0 && uncalled.length >= left ? uncalled[0] : undefined;
         deps.signal?.throwIfAborted();
-        const stateBefore = await session.snapshot();
+        // A Python session's state as it wrote it, to reopen from it exactly after a call that ends the session.
+        const stateBeforeJson = session.snapshotJson ? await session.snapshotJson() : undefined;
+        const stateBefore = stateBeforeJson === undefined ? await session.snapshot() : (JSON.parse(stateBeforeJson) as unknown);
         const stats = statsOf(env, steps);
         let tester: TesterOutput | undefined;
+        let testerText = '';
         let unusable: ModelOutputError | undefined;
         try {
-          ({ value: tester } = await deps.gateway.structured(ctx(deps, runId, 'check.probe.tester', `${round}:${index}`), {
+          ({ value: tester, text: testerText } = await deps.gateway.structured(ctx(deps, runId, 'check.probe.tester', `${round}:${index}`), {
             messages: testerPrompt(env, stats, stateBefore, mustTest),
             schema: TesterOutput,
             check: v => Promise.resolve(testerProblem(env, v, mustTest)),
@@ -101,11 +112,12 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
           steps.push(step);
           continue;
         }
-        const outcome = await session.call(tester.tool, tester.arguments);
+        // The arguments as the tester wrote them: a Python method reads 2.0 as a float, as in the seed.
+        const outcome = await session.call(tester.tool, tester.arguments, jsonMemberHolding(testerText, 'arguments', tester.arguments));
         let stateAfter: unknown;
         if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
           await session.close();
-          session = await open(stateBefore);
+          session = await open(stateBefore, stateBeforeJson);
           stateAfter = stateBefore;
         } else {
           stateAfter = await session.snapshot();
@@ -258,7 +270,7 @@ export async function decideEnvironment(deps: SynthesisDeps, runId: string, envI
         }
       }
       const source = assembleFor(env, (env.operations ?? []).map(o => methods[o.name]!), helpers ?? []);
-      const loads = await deps.sandbox.probe({ code: codeOf(env, source), initialState: env.testState, calls: [], limits: opts.limits });
+      const loads = await deps.sandbox.probe({ code: codeOf(env, source), initialState: env.testState, ...(env.testStateJson === undefined ? {} : { initialStateJson: env.testStateJson }), calls: [], limits: opts.limits });
       if (regenerated.length > 0 && !loads.createError) {
         const repairing = { attempted: true, methods: regenerated, saved: false, before: { notFailRate: quality.notFailRate } };
         await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), methods, source, probeRound: round + 1, quality: { ...quality, repair: repairing } }, [

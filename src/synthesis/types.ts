@@ -70,6 +70,8 @@ export interface EnvironmentRecord {
   /** Tools whose call ends an episode (τ-bench's transfer_to_human_agents): the rollout stops after that assistant message's calls, termination `tool-ended`. */
   readonly endTools?: readonly string[];
   readonly testState?: Readonly<Record<string, unknown>>;
+  /** testState as Python reads the model's text, where JavaScript's reading differs (a Python environment's: 5.0, an integer past 2^53). */
+  readonly testStateJson?: string;
   /** Assemble repair rounds used, and which methods they regenerated. */
   readonly assembleRepairs?: readonly { readonly round: number; readonly methods: readonly string[]; readonly problems: readonly string[] }[];
   readonly probeRound?: number;

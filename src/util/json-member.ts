@@ -57,3 +57,13 @@ export function jsonMemberText(objectText: string, name: string): string | undef
     i = end;
   }
 }
+
+/**
+ * The text of member `name` of a JSON object's text (a model's answer) when it holds `value`, the member as JavaScript
+ * read it and a schema kept it; undefined when the member is absent or a schema changed it (a default filled in, a
+ * key dropped). What a caller passes on for Python to read the member as written.
+ */
+export function jsonMemberHolding(objectText: string, name: string, value: unknown): string | undefined {
+  const text = jsonMemberText(objectText, name);
+  return text !== undefined && JSON.stringify(JSON.parse(text)) === JSON.stringify(value) ? text : undefined;
+}

@@ -1,6 +1,6 @@
 // What Python's json module writes: the text of a JSON value as Python reads and writes it again.
 
-import { jsonMemberText } from './json-member.js';
+import { jsonMemberHolding } from './json-member.js';
 
 /**
  * Python's `repr` of a float, which `json.dumps` writes: the shortest digits that read back as the same double (as
@@ -41,9 +41,8 @@ export function pythonTextWhereLost(text: string, value: unknown): string | unde
  * absent, or where its text does not hold `value` (a schema changed the value after it was read).
  */
 export function pythonMemberWhereLost(objectText: string, name: string, value: unknown): string | undefined {
-  const text = jsonMemberText(objectText, name);
-  if (text === undefined || JSON.stringify(JSON.parse(text)) !== JSON.stringify(value)) return undefined;
-  return pythonTextWhereLost(text, value);
+  const text = jsonMemberHolding(objectText, name, value);
+  return text === undefined ? undefined : pythonTextWhereLost(text, value);
 }
 
 /** Python 3.11+ refuses to read an integer of more digits than this (`sys.get_int_max_str_digits()`). */
