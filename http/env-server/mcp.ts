@@ -59,7 +59,7 @@ const textResult = (value: unknown, isError: boolean, structured: Record<string,
 });
 
 /** One MCP server for one request on one session: tools/list and tools/call against the registry. */
-function sessionServer(registry: SessionRegistry, sessionId: string, info: SessionInfo, argsText: string | undefined): Server {
+function sessionServer(registry: SessionRegistry, sessionId: string, info: SessionInfo, requestText: string): Server {
   const server = new Server({ name: 'envfleet', version: '0.1.0' }, { capabilities: { tools: {} }, ...(info.task ? { instructions: info.task } : {}) });
   server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: mcpTools(registry.info(sessionId)) }));
   server.setRequestHandler(CallToolRequestSchema, async request => {
@@ -70,10 +70,9 @@ function sessionServer(registry: SessionRegistry, sessionId: string, info: Sessi
         const message = `no tool "${name}" in this session's environment; the tools are: ${live.tools.join(', ')}`;
         return textResult({ success: false, error: message }, true, { success: false, error: message, code: 'UNKNOWN_TOOL', tools: live.tools });
       }
-      // argsText: the request's arguments as the client wrote them (one tools/call per request), so a Python tool reads
-      // 2.0 as a float; used only where it holds the arguments the SDK parsed.
-      const exact = argsText !== undefined && args !== undefined && JSON.stringify(JSON.parse(argsText)) === JSON.stringify(args) ? argsText : undefined;
-      const outcome = await registry.call(sessionId, name, args ?? {}, exact);
+      // The arguments as the client wrote them in the request (one message per request), so a Python tool reads 2.0 as
+      // a float; only where they hold what the SDK parsed.
+      const outcome = await registry.call(sessionId, name, args ?? {}, rpcArgumentsText(requestText, args));
       if (outcome.runtimeError) {
         const result = outcome.result as { error?: unknown } | null;
         const message = typeof result?.error === 'string' ? result.error : SANDBOX_ERROR_CODES[outcome.runtimeError];
@@ -163,7 +162,8 @@ export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: Mc
         jsonRpcError(res, 400, -32700, (err as Error).message);
         return;
       }
-      const server = sessionServer(registry, id, info, isObject(body) && body['method'] === 'tools/call' ? rpcArgumentsText(bodyText(req)) : undefined);
+      // A batch (an array) is not one message: its arguments go parsed.
+      const server = sessionServer(registry, id, info, isObject(body) ? bodyText(req) : '{}');
       const transport = new StreamableHTTPServerTransport({ enableJsonResponse: true }) // no sessionIdGenerator: stateless;
       res.on('close', () => {
         void transport.close().catch(() => undefined);

@@ -346,7 +346,7 @@ class Episode {
       case 'tools/call': {
         const info = session();
         try {
-          return await rpcToolsCall(this.registry, info, request.params, isObject(request.params['arguments']) ? argsText : undefined);
+          return await rpcToolsCall(this.registry, info, request.params, argsText);
         } finally {
           // A call whose sandbox code discards the environment ends the episode (its reward is in state).
           const ended = this.registry.result(info.id);
@@ -668,7 +668,7 @@ function jsonRpc(registry: SessionRegistry, text: string): Promise<RpcReply> {
         return withSession(info => Promise.resolve(rpcToolsList(info)));
       case 'tools/call':
         // The arguments as the client wrote them: a Python tool reads them as Python would (2.0 a float).
-        return withSession(info => rpcToolsCall(registry, info, params, isObject(params['arguments']) ? rpcArgumentsText(text) : undefined));
+        return withSession(info => rpcToolsCall(registry, info, params, rpcArgumentsText(text, params['arguments'])));
       default:
         throw new RpcError(-32601, `method not found: ${method}; served: tools/list, tools/call, openenv/session/create, openenv/session/close`);
     }
@@ -877,7 +877,7 @@ function serveConnection(ws: EnvServerWebSocket, registry: SessionRegistry, logg
           if (!isObject(data)) throw new OpenEnvError('VALIDATION_ERROR', 'mcp needs data: a JSON-RPC 2.0 request such as {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}', { errors: [{ loc: ['data'], msg: 'required JSON object' }] });
           // The JSON-RPC request's text (the message's data member), for a tools/call's arguments as the client wrote them.
           const rpcText = jsonMemberText(text, 'data');
-          send({ type: 'mcp', data: await rpcHandle(() => rpcRequestOf(data), request => episode.mcp(request, rpcText === undefined ? undefined : rpcArgumentsText(rpcText))) });
+          send({ type: 'mcp', data: await rpcHandle(() => rpcRequestOf(data), request => episode.mcp(request, rpcText === undefined ? undefined : rpcArgumentsText(rpcText, request.params['arguments']))) });
           return;
         }
         case 'close': {

@@ -1,6 +1,6 @@
 import type { Request } from 'express';
 import { EnvServerError } from '../../src/env-server/errors.js';
-import { jsonMemberText } from '../../src/util/json-member.js';
+import { jsonMemberHolding, jsonMemberText } from '../../src/util/json-member.js';
 
 /** A JSON object (not null, not an array). */
 export const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -34,11 +34,11 @@ export function bodyObjectOrNull(req: Request): Record<string, unknown> | null {
 
 /**
  * The text of a JSON-RPC `tools/call` message's `params.arguments`, as the client wrote it (numbers as spelt: `2.0`,
- * an integer past 2^53), for a Python tool to read as Python would; undefined when `text` is not one such message
- * with an object of arguments. `text` must be valid JSON (already parsed).
+ * an integer past 2^53), for a Python tool to read as Python would; undefined unless `text` is one message whose
+ * arguments are an object holding `args` (what was parsed from it). `text` must be valid JSON (already parsed).
  */
-export function rpcArgumentsText(text: string): string | undefined {
+export function rpcArgumentsText(text: string, args: unknown): string | undefined {
+  if (!isObject(args)) return undefined;
   const params = jsonMemberText(text, 'params');
-  const args = params === undefined ? undefined : jsonMemberText(params, 'arguments');
-  return args?.startsWith('{') ? args : undefined;
+  return params === undefined ? undefined : jsonMemberHolding(params, 'arguments', args);
 }
