@@ -776,6 +776,25 @@ class Env:
       }
     });
 
+    it('stops a plain `while True: pass` at the interrupt every time, 30 in a row: Pyodide at times takes an interrupt and raises nothing, so it is sent again within the grace; the interpreter and a co-tenant\'s session stay', async () => {
+      const r = single();
+      try {
+        const loop = python('class Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def hang(self):\n        while True:\n            pass\n    def ping(self):\n        return "pong"\n', ['hang', 'ping']);
+        const quick = { ...LIMITS, callDeadlineMs: 100 };
+        const bystander = await r.openSession(loop, {}, quick);
+        for (let i = 0; i < 30; i++) {
+          const s = await r.openSession(loop, {}, quick);
+          expect(await s.call('hang', {}), `hang #${i}`).to.deep.include({ result: { success: false, error: 'the call ran past its deadline and was interrupted' }, runtimeError: 'DEADLINE_EXCEEDED' });
+          await s.close();
+        }
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 'pong' });
+        expect((await r.stats()).interpreters.map(i => i.n)).to.deep.equal([1]);
+        await bystander.close();
+      } finally {
+        await r.close();
+      }
+    });
+
     it('reads and finishes a state under the cap that takes longer than a tool call may (the create deadline bounds it, as it bounds building the initial state)', async () => {
       const r = single();
       try {
