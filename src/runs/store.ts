@@ -126,6 +126,8 @@ export interface RunStore {
   steps(runId: string, envId: string, round: number): Promise<ProbeStepRecord[]>;
   /** The state after the latest recorded step of a probe round; undefined when no step is recorded. */
   probeState(runId: string, envId: string, round: number): Promise<unknown>;
+  /** That state's JSON text as it was recorded (a Python session's as the session wrote it: 1.0 stays a float). */
+  probeStateJson(runId: string, envId: string, round: number): Promise<string | undefined>;
   /** Adds to a counter: how many items entered / left a stage and why, or a run event (queues/pipeline.ts names them). */
   count(runId: string, stage: string, outcome: string, n?: number): Promise<void>;
   counters(runId: string): Promise<Record<string, Record<string, number>>>;
@@ -319,7 +321,8 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     },
     async appendStep(runId, envId, round, index, step, stateAfter, counts = []) {
       const k = keys(runId);
-      const state = JSON.stringify(stateAfter);
+      // A Python session's state arrives as the text it wrote (RawJson) and is kept as it is.
+      const state = stringifyJson(stateAfter);
       if (state === undefined) throw new Error(`probe step ${index} of ${envId}: the state after it is not JSON`);
       const added = await APPEND_STEP(
         redis,
@@ -331,6 +334,9 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     async probeState(runId, envId, round) {
       const raw = await redis.get(keys(runId).probeState(envId, round));
       return raw === null ? undefined : (JSON.parse(raw) as unknown);
+    },
+    async probeStateJson(runId, envId, round) {
+      return (await redis.get(keys(runId).probeState(envId, round))) ?? undefined;
     },
     async steps(runId, envId, round) {
       const raw = await redis.lrange(keys(runId).steps(envId, round), 0, -1);

@@ -9,6 +9,7 @@ import { CheckerOutput, ConfigOutput, MethodOutput, TesterOutput } from './schem
 import type { EnvironmentRecord, ProbeStepRecord, QualityReport, ToolQuality } from './types.js';
 import { jsonMemberHolding } from '../util/json-member.js';
 import { pythonMemberWhereLost } from '../util/python-json.js';
+import { RawJson } from '../util/raw-json.js';
 
 /** The dual-agent check: a test state (check.config), the probe (check.probe), the verdict with its repair round (check.verdict). */
 
@@ -73,9 +74,13 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
     // The class keeps all its state in this.state and its constructor copies the initial state in,
     // so a checkpointed state restores the environment exactly: no call is replayed.
     // `json`: the state's text where a Python environment reads it differently (the test state as the model wrote it, a
-    // state the session wrote); a state resumed from a checkpoint is the parsed one.
+    // state the session wrote, one resumed from a checkpoint as it was recorded).
     const open = (state: unknown, json?: string): Promise<EnvSession> => deps.sandbox.openSession(code, state, opts.limits, json);
-    let session = await (steps.length > 0 ? open(await resumeState(deps, runId, envId, round, steps)) : open(env.testState, env.testStateJson));
+    let session: EnvSession;
+    if (steps.length > 0) {
+      const resumed = await resumeState(deps, runId, envId, round, steps);
+      session = await open(resumed.state, resumed.json);
+    } else session = await open(env.testState, env.testStateJson);
     const toolNames = (env.tools ?? []).map(t => t.function.name);
     try {
       for (let index = steps.length; ; index += 1) {
@@ -106,7 +111,7 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
         }
         if (!tester) {
           const step: ProbeStepRecord = { index, tool: '', arguments: null, caseType: 'positive', thought: '', result: null, runtimeError: null, diff: diffStates(stateBefore, stateBefore), verdict: 'not-judged', judgedBy: 'tester', checker: { analysis: '', reason: `tester output unusable: ${unusable?.message ?? 'no answer'}` } };
-          if (!(await deps.store.appendStep(runId, envId, round, index, step, stateBefore))) {
+          if (!(await deps.store.appendStep(runId, envId, round, index, step, recorded(stateBefore, stateBeforeJson)))) {
             throw new Error(`probe step ${index} of ${envId} was recorded by another worker; retrying from the checkpoint`);
           }
           steps.push(step);
@@ -115,10 +120,15 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
         // The arguments as the tester wrote them: a Python method reads 2.0 as a float, as in the seed.
         const outcome = await session.call(tester.tool, tester.arguments, jsonMemberHolding(testerText, 'arguments', tester.arguments));
         let stateAfter: unknown;
+        let stateAfterJson: string | undefined;
         if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
           await session.close();
           session = await open(stateBefore, stateBeforeJson);
           stateAfter = stateBefore;
+          stateAfterJson = stateBeforeJson;
+        } else if (session.snapshotJson) {
+          stateAfterJson = await session.snapshotJson();
+          stateAfter = JSON.parse(stateAfterJson) as unknown;
         } else {
           stateAfter = await session.snapshot();
         }
@@ -153,7 +163,7 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
         // The runtime error is counted in the step's own write: a step another worker recorded first is
         // neither written nor counted again.
         const counts = step.runtimeError ? [{ stage: 'sandbox', outcome: step.runtimeError, n: 1 }] : [];
-        if (!(await deps.store.appendStep(runId, envId, round, index, step, stateAfter, counts))) {
+        if (!(await deps.store.appendStep(runId, envId, round, index, step, recorded(stateAfter, stateAfterJson), counts))) {
           throw new Error(`probe step ${index} of ${envId} was recorded by another worker; retrying from the checkpoint`);
         }
         steps.push(step);
@@ -173,12 +183,17 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
  * The state to resume a probe round from: the one stored with its latest step. Steps recorded before
  * states were kept apart (an older version) carry their own `stateAfter`.
  */
-async function resumeState(deps: SynthesisDeps, runId: string, envId: string, round: number, steps: readonly ProbeStepRecord[]): Promise<unknown> {
-  const stored = await deps.store.probeState(runId, envId, round);
-  if (stored !== undefined) return stored;
+async function resumeState(deps: SynthesisDeps, runId: string, envId: string, round: number, steps: readonly ProbeStepRecord[]): Promise<{ state: unknown; json?: string }> {
+  const json = await deps.store.probeStateJson(runId, envId, round);
+  if (json !== undefined) return { state: JSON.parse(json) as unknown, json };
   const legacy = steps.at(-1) as { stateAfter?: unknown } | undefined;
-  if (legacy?.stateAfter !== undefined) return legacy.stateAfter;
+  if (legacy?.stateAfter !== undefined) return { state: legacy.stateAfter };
   throw new Error(`probe round ${round} of ${envId} has ${steps.length} steps but no stored state to resume from`);
+}
+
+/** A state to record with a step: its text as the session wrote it, where there is one (a Python session's), else the value. */
+function recorded(state: unknown, json: string | undefined): unknown {
+  return json === undefined ? state : new RawJson(json);
 }
 
 /** Unknown tools and argument keys the tool does not have are tester errors (sent back to the tester). */

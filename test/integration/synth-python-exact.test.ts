@@ -70,13 +70,13 @@ describe('the dual-agent check of a Python environment reads the model text as P
     await dropPrefix(prefix);
   });
 
-  it('keeps 1.0 of the test state (testStateJson) and hands the tester’s 2.0 to the method as a float', async () => {
+  /** A run holding the assembled Balance environment, and the stage deps to check it with. */
+  const setUp = async (run: string, probeSteps: number) => {
     const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'test-key', LOG_LEVEL: 'silent' } });
     const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
     const store = createRedisRunStore(redis, prefix);
     const deps: StageDeps = { gateway, sandbox, store };
-    const run = 'exact';
-    await store.createRun({ id: run, createdAt: new Date().toISOString(), input: 'tasks', options: runOptionsFrom(config, { probeSteps: 1, language: 'python' }) });
+    await store.createRun({ id: run, createdAt: new Date().toISOString(), input: 'tasks', options: runOptionsFrom(config, { probeSteps, language: 'python' }) });
     const env: EnvironmentRecord = {
       id: 'env-balance',
       runId: run,
@@ -91,7 +91,12 @@ describe('the dual-agent check of a Python environment reads the model text as P
       lineage: { runId: run, sourceTaskId: null, models: {}, prompts: {}, createdAt: new Date().toISOString() },
     } as unknown as EnvironmentRecord;
     await store.putDoc(run, 'env', env.id, env);
+    return { deps, store, env };
+  };
 
+  it('keeps 1.0 of the test state (testStateJson) and hands the tester’s 2.0 to the method as a float', async () => {
+    const run = 'exact';
+    const { deps, store, env } = await setUp(run, 1);
     await makeTestConfig(deps, run, env.id);
     const configured = (await store.getDoc(run, 'env', env.id))!;
     expect(configured.status).to.equal('probing');
@@ -101,5 +106,35 @@ describe('the dual-agent check of a Python environment reads the model text as P
     const [step] = await store.steps(run, env.id, 1);
     expect(step!.runtimeError).to.equal(null);
     expect(step!.result).to.deep.equal({ success: true, kinds: ['float', 'float'], label: 'balance 天平 ⚖️' });
+  });
+
+  it('resumes a probe round stopped after its first step from the state as the session wrote it (1.0 still a float)', async () => {
+    const run = 'resumed';
+    const { deps, store, env } = await setUp(run, 2);
+    await makeTestConfig(deps, run, env.id);
+    // The job stops once its first step is recorded (as a worker that dies there, or a paused run).
+    const stop = new AbortController();
+    const stopping: StageDeps = {
+      ...deps,
+      signal: stop.signal,
+      store: new Proxy(store, {
+        get: (target, key, receiver) => key !== 'appendStep' ? Reflect.get(target, key, receiver) as unknown : async (...args: Parameters<typeof store.appendStep>) => {
+          const added = await target.appendStep(...args);
+          stop.abort();
+          return added;
+        },
+      }),
+    };
+    const stopped = await probeEnvironment(stopping, run, env.id, 1).then(() => null, (err: unknown) => err);
+    expect(stopped).to.have.property('name', 'AbortError');
+    expect(await store.steps(run, env.id, 1)).to.have.length(1);
+    expect(await store.probeStateJson(run, env.id, 1)).to.equal('{"label":"balance 天平 ⚖️","scale":1.0}');
+
+    await probeEnvironment(deps, run, env.id, 1);
+    const steps = await store.steps(run, env.id, 1);
+    expect(steps.map(s => s.result)).to.deep.equal([
+      { success: true, kinds: ['float', 'float'], label: 'balance 天平 ⚖️' },
+      { success: true, kinds: ['float', 'float'], label: 'balance 天平 ⚖️' },
+    ]);
   });
 });
