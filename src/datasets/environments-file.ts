@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import type { Operation } from '../synthesis/schemas.js';
 import { parseLines, type LineProblem } from '../synthesis/inputs.js';
+import { jsonObjectText } from './scenarios-file.js';
 
 /**
  * A line of environments.jsonl, as much of it as scenario generation and serving need (a kept
@@ -23,6 +24,7 @@ export const EnvironmentLine = z.object({
   language: z.enum(['js', 'python']).optional(),
   exampleState: z.record(z.string(), z.unknown()).nullish(),
   testState: z.record(z.string(), z.unknown()).nullish(),
+  testStateJson: jsonObjectText('testState').optional(),
   quality: z.unknown().optional(),
   lineage: z.record(z.string(), z.unknown()).optional(),
 });
@@ -68,7 +70,7 @@ export function environmentRecordFromLine(e: EnvironmentLineValue, runId: string
     source: e.source,
     ...(e.language === 'python' ? { language: 'python' as const } : {}),
     tools: e.tools,
-    ...(e.testState ? { testState: e.testState } : {}),
+    ...(e.testState ? { testState: e.testState, ...(e.testStateJson === undefined ? {} : { testStateJson: e.testStateJson }) } : {}),
     failure: null,
     lineage: { runId, sourceTaskId: null, models: {}, prompts: {}, createdAt: new Date().toISOString(), ...(e.lineage ? { imported: e.lineage } : {}) },
   };

@@ -20,6 +20,7 @@ export function environmentLine(env: EnvironmentRecord) {
     language: env.language ?? 'js',
     exampleState: env.state?.exampleState ?? null,
     testState: env.testState ?? null,
+    ...(env.testStateJson === undefined ? {} : { testStateJson: env.testStateJson }),
     quality: env.quality
       ? { ...env.quality, history: (env.qualityHistory ?? []).map(q => ({ round: q.round, verdict: q.verdict, notFailRate: q.notFailRate, passRate: q.passRate })) }
       : null,

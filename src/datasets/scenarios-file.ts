@@ -1,6 +1,17 @@
 import { z } from 'zod';
 import type { ScenarioRecord } from '../scenarios/types.js';
 
+/** A state as Python reads its source's text (`…Json` beside `field`): the JSON text of an object. */
+export const jsonObjectText = (field: string) =>
+  z.string().refine(t => {
+    try {
+      const v: unknown = JSON.parse(t);
+      return typeof v === 'object' && v !== null && !Array.isArray(v);
+    } catch {
+      return false;
+    }
+  }, `must be the JSON text of an object (${field} as Python reads it)`);
+
 /**
  * A line of scenarios.jsonl (the export format, docs/formats.md; written by `scenarioLine` in
  * lines.ts), as much of it as serving a scenario needs. Unknown fields are ignored. The export writes
@@ -13,17 +24,7 @@ export const ScenarioLine = z.object({
   status: z.enum(['building', 'ready', 'dropped']).optional(),
   initialState: z.record(z.string(), z.unknown()),
   /** initialState as Python reads its source's text, when it differs (docs/formats.md): a JSON object's text. */
-  initialStateJson: z
-    .string()
-    .refine(t => {
-      try {
-        const v: unknown = JSON.parse(t);
-        return typeof v === 'object' && v !== null && !Array.isArray(v);
-      } catch {
-        return false;
-      }
-    }, 'must be the JSON text of an object (initialState as Python reads it)')
-    .optional(),
+  initialStateJson: jsonObjectText('initialState').optional(),
   task: z.string().nullish(),
   userGoal: z.object({ goal: z.string(), facts: z.array(z.string()) }).nullish(),
   expectedTools: z.array(z.string()).nullish(),

@@ -6,6 +6,8 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { loadConfig } from '../../config/index.js';
 import { runOptionsFrom } from '../../queues/submit.js';
+import { EnvironmentLine, environmentRecordFromLine } from '../../src/datasets/environments-file.js';
+import { environmentLine } from '../../src/datasets/lines.js';
 import { createModelGateway } from '../../src/llm/gateway.js';
 import { parseModelScript, startModelServer, type ModelServer } from '../../src/model-server/index.js';
 import { createRedisRunStore } from '../../src/runs/store.js';
@@ -101,6 +103,13 @@ describe('the dual-agent check of a Python environment reads the model text as P
     const configured = (await store.getDoc(run, 'env', env.id))!;
     expect(configured.status).to.equal('probing');
     expect(configured.testStateJson).to.equal('{"scale":1.0,"label":"balance 天平 ⚖️"}');
+    // environments.jsonl carries it, and reading the file back keeps it; a text that is not an object's is refused by name.
+    const line = JSON.parse(JSON.stringify(environmentLine(configured))) as Record<string, unknown>;
+    expect(line['testStateJson']).to.equal('{"scale":1.0,"label":"balance 天平 ⚖️"}');
+    expect(environmentRecordFromLine(EnvironmentLine.parse(line), 'again').testStateJson).to.equal('{"scale":1.0,"label":"balance 天平 ⚖️"}');
+    const bad = EnvironmentLine.safeParse({ ...line, testStateJson: '[1.0]' });
+    expect(bad.success).to.equal(false);
+    expect(bad.error?.issues[0]).to.deep.include({ path: ['testStateJson'], message: 'must be the JSON text of an object (testState as Python reads it)' });
 
     await probeEnvironment(deps, run, env.id, 1);
     const [step] = await store.steps(run, env.id, 1);
