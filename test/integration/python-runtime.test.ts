@@ -776,7 +776,7 @@ class Env:
       }
     });
 
-    it('stops a plain `while True: pass` at the interrupt every time, 30 in a row: Pyodide at times takes an interrupt and raises nothing, so it is sent again within the grace; the interpreter and a co-tenant\'s session stay', async () => {
+    it('stops a plain `while True: pass` at the interrupt 30 times in a row: Pyodide\'s check of the buffer at times erases an interrupt written while it runs, so the child writes it again in the grace\'s second half; the interpreter and a co-tenant\'s session stay', async () => {
       const r = single();
       try {
         const loop = python('class Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def hang(self):\n        while True:\n            pass\n    def ping(self):\n        return "pong"\n', ['hang', 'ping']);
@@ -1680,6 +1680,24 @@ class Env:
           expect(now, source).to.be.greaterThan(n);
           n = now;
         }
+      } finally {
+        await r.close();
+      }
+    });
+
+    it('replaces the interpreter after a session that rebound sys.modules to a dict whose iteration never ends (its tamper check runs to its deadline); a session after it runs on a fresh one', async () => {
+      const r = single();
+      try {
+        const endless = python('import logging\nsm = logging.sys\nclass Endless(dict):\n    def __iter__(self):\n        while True:\n            pass\nsm.modules = Endless(sm.modules)\nclass Env:\n    def __init__(self, c=None):\n        pass\n    def ping(self):\n        return 1\n', ['ping']);
+        const victim = python('class Env:\n    def __init__(self, c=None):\n        self.items = [1, 2, 3]\n    def count(self):\n        return len(self.items)\n', ['count']);
+        const before = (await r.stats()).interpreters[0]!.n;
+        const a = await r.openSession(endless, {}, LIMITS);
+        expect(await a.call('ping', {})).to.deep.include({ result: 1 });
+        await a.close();
+        const v = await r.openSession(victim, {}, LIMITS);
+        expect((await r.stats()).interpreters[0]!.n).to.be.greaterThan(before);
+        expect(await v.call('count', {})).to.deep.include({ result: 3 });
+        await v.close();
       } finally {
         await r.close();
       }

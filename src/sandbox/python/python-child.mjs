@@ -20,8 +20,8 @@ import { Worker } from 'node:worker_threads';
 import { DEPTH_ADVICE, MAX_JSON_DEPTH } from './python-harness.mjs';
 
 const INTERPRETER = new URL('./python-interpreter.mjs', import.meta.url);
-/** How often, within the grace after a deadline, an interrupt the interpreter took without raising is sent again. */
-const REARM_MS = 200;
+/** How often, in the second half of the grace after a deadline, an interrupt the buffer no longer holds is sent again. */
+const REARM_MS = 100;
 const send = (/** @type {any} */ msg) => /** @type {any} */ (process).send(msg);
 const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {Record<string, unknown>} */ data = {}) => send({ type: 'log', level, msg, data });
 
@@ -107,10 +107,13 @@ class Interpreter {
       this.interrupted = true;
       Atomics.store(this.flag, 0, 2);
       const killAt = performance.now() + settings.graceMs;
-      // Pyodide sometimes takes the interrupt from the buffer and raises nothing: a plain `while True: pass` ran on
-      // (about 1 time in 10 here, in Pyodide alone too), the thread was terminated and every co-tenant's session with
-      // it. So while the grace runs, an interrupt taken without effect is sent again every REARM_MS; a loop that
-      // swallows KeyboardInterrupt swallows each one, and the grace still ends it.
+      // Pyodide's check of the buffer (_Py_CheckEmscriptenSignals_Helper in pyodide.asm.mjs) reads it, then writes 0
+      // whatever it read: a write of ours landing in between is erased and nothing is raised. A tight loop checks all
+      // the time, so a plain `while True: pass` ran on about 1 time in 10 (in Pyodide alone too), and its interpreter
+      // was terminated with every co-tenant's session. So from half the grace on, an interrupt the buffer no longer
+      // holds is written again every REARM_MS. Not earlier: an interrupt that did land gets that long to unwind and
+      // answer before a second one can reach the harness's cleanup. A loop that swallows KeyboardInterrupt swallows
+      // each one, and the grace still ends it. (To check again with another Pyodide.)
       const again = () => {
         const left = killAt - performance.now();
         if (left <= 0) {
@@ -120,7 +123,7 @@ class Interpreter {
         if (Atomics.load(this.flag, 0) === 0) Atomics.store(this.flag, 0, 2);
         this.killTimer = setTimeout(again, Math.min(REARM_MS, left));
       };
-      this.killTimer = setTimeout(again, Math.min(REARM_MS, settings.graceMs));
+      this.killTimer = setTimeout(again, settings.graceMs / 2);
     }, job.deadlineMs);
     this.worker.postMessage({ id: ++this.jobSeq, fn: job.fn, args: job.args });
   }
@@ -283,10 +286,28 @@ async function drop(interp, sid) {
   const dropped = interp.run('drop', [sid], 1000);
   const cleared = last ? interp.run('clear_fs', [], 5000) : undefined;
   const a = await dropped;
-  const r = envelope(a.text);
-  if (!a.lost && !('err' in r)) tamperCheck(interp, r.ok);
+  if (!a.lost) {
+    const r = envelope(a.text);
+    // A limit that escaped the drop cut its report short: it is made again as a job of its own.
+    const report = 'err' in r ? await tamperReport(interp) : r.ok;
+    if (report !== null) tamperCheck(interp, report);
+  }
   if (cleared) await cleared;
   interp.maybeRetire();
+}
+
+/**
+ * The interpreter's tamper report, as a job of its own: the list of what changed; null when the interpreter was lost
+ * meanwhile. A report that could not be made is a change: it ran to its deadline on something the environment planted
+ * (sys.modules rebound to a dict whose iteration never ends), and kept, that interpreter would hold every co-tenant up
+ * at each report after.
+ * @param {Interpreter} interp @returns {Promise<unknown[] | null>}
+ */
+async function tamperReport(interp) {
+  const t = await interp.run('tamper_report', [], 1000);
+  if (t.lost) return null;
+  const r = envelope(t.text);
+  return Array.isArray(r) ? r : [`the tamper check could not be made (${r.err}: ${r.message})`];
 }
 
 /** @param {Interpreter} interp @param {unknown} changed what the harness found changed ([]: nothing) */
@@ -461,9 +482,8 @@ async function runChecks(interp, sid, checks, limits) {
     else results.push({ item: c.item, passed: r.ok === true });
     // A check that rebinds a shared name (json.dumps, say) would change the checks after it and other sessions.
     if (!a.lost) {
-      const t = await interp.run('tamper_report', [], 1000);
-      // The answer is the list of what changed (or an error envelope, which is not a list).
-      if (!t.lost && tamperCheck(interp, envelope(t.text))) {
+      const report = await tamperReport(interp);
+      if (report !== null && tamperCheck(interp, report)) {
         results[results.length - 1] = { item: c.item, passed: false, error: 'the check tampered with shared modules; its interpreter was replaced', errorCode: 'CHECK_THREW' };
       }
     }
