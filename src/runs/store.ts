@@ -124,9 +124,7 @@ export interface RunStore {
    */
   appendStep(runId: string, envId: string, round: number, index: number, step: ProbeStepRecord, stateAfter: unknown, counts?: readonly FunnelCount[]): Promise<boolean>;
   steps(runId: string, envId: string, round: number): Promise<ProbeStepRecord[]>;
-  /** The state after the latest recorded step of a probe round; undefined when no step is recorded. */
-  probeState(runId: string, envId: string, round: number): Promise<unknown>;
-  /** That state's JSON text as it was recorded (a Python session's as the session wrote it: 1.0 stays a float). */
+  /** The state after the latest recorded step of a probe round, as its JSON text was recorded (a Python session's as the session wrote it: 1.0 stays a float); undefined when no step is recorded. */
   probeStateJson(runId: string, envId: string, round: number): Promise<string | undefined>;
   /** Adds to a counter: how many items entered / left a stage and why, or a run event (queues/pipeline.ts names them). */
   count(runId: string, stage: string, outcome: string, n?: number): Promise<void>;
@@ -330,10 +328,6 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
         [String(index), JSON.stringify(step), state, ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n)])],
       );
       return added === 1;
-    },
-    async probeState(runId, envId, round) {
-      const raw = await redis.get(keys(runId).probeState(envId, round));
-      return raw === null ? undefined : (JSON.parse(raw) as unknown);
     },
     async probeStateJson(runId, envId, round) {
       return (await redis.get(keys(runId).probeState(envId, round))) ?? undefined;

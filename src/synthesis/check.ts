@@ -82,6 +82,8 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
       session = await open(resumed.state, resumed.json);
     } else session = await open(env.testState, env.testStateJson);
     const toolNames = (env.tools ?? []).map(t => t.function.name);
+    // The state after the last step, which is the next step's state before: read once.
+    let known: SessionState | undefined;
     try {
       for (let index = steps.length; ; index += 1) {
         // Every tool's method runs at least once before the verdict: once the steps left are no more than
@@ -93,8 +95,8 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
         const mustTest = uncalled.length > 0 && uncalled.length >= left ? uncalled[0] : undefined;
         deps.signal?.throwIfAborted();
         // A Python session's state as it wrote it, to reopen from it exactly after a call that ends the session.
-        const stateBeforeJson = session.snapshotJson ? await session.snapshotJson() : undefined;
-        const stateBefore = stateBeforeJson === undefined ? await session.snapshot() : (JSON.parse(stateBeforeJson) as unknown);
+        const before = known ?? (await stateOf(session));
+        const { state: stateBefore, json: stateBeforeJson } = before;
         const stats = statsOf(env, steps);
         let tester: TesterOutput | undefined;
         let testerText = '';
@@ -115,23 +117,20 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
             throw new Error(`probe step ${index} of ${envId} was recorded by another worker; retrying from the checkpoint`);
           }
           steps.push(step);
+          known = before; // no call ran
           continue;
         }
         // The arguments as the tester wrote them: a Python method reads 2.0 as a float, as in the seed.
         const outcome = await session.call(tester.tool, tester.arguments, jsonMemberHolding(testerText, 'arguments', tester.arguments));
-        let stateAfter: unknown;
-        let stateAfterJson: string | undefined;
+        let after: SessionState;
         if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
           await session.close();
           session = await open(stateBefore, stateBeforeJson);
-          stateAfter = stateBefore;
-          stateAfterJson = stateBeforeJson;
-        } else if (session.snapshotJson) {
-          stateAfterJson = await session.snapshotJson();
-          stateAfter = JSON.parse(stateAfterJson) as unknown;
+          after = before;
         } else {
-          stateAfter = await session.snapshot();
+          after = await stateOf(session);
         }
+        const { state: stateAfter, json: stateAfterJson } = after;
         const base = {
           index,
           tool: tester.tool,
@@ -167,6 +166,7 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
           throw new Error(`probe step ${index} of ${envId} was recorded by another worker; retrying from the checkpoint`);
         }
         steps.push(step);
+        known = after;
       }
     } finally {
       await session.close().catch(() => undefined);
@@ -189,6 +189,18 @@ async function resumeState(deps: SynthesisDeps, runId: string, envId: string, ro
   const legacy = steps.at(-1) as { stateAfter?: unknown } | undefined;
   if (legacy?.stateAfter !== undefined) return { state: legacy.stateAfter };
   throw new Error(`probe round ${round} of ${envId} has ${steps.length} steps but no stored state to resume from`);
+}
+
+/** A session's state, with its text as the session wrote it where there is one (a Python session's). */
+interface SessionState {
+  readonly state: unknown;
+  readonly json: string | undefined;
+}
+
+async function stateOf(session: EnvSession): Promise<SessionState> {
+  if (!session.snapshotJson) return { state: await session.snapshot(), json: undefined };
+  const json = await session.snapshotJson();
+  return { state: JSON.parse(json) as unknown, json };
 }
 
 /** A state to record with a step: its text as the session wrote it, where there is one (a Python session's), else the value. */

@@ -172,7 +172,7 @@ export interface ProbeStepRecord {
   /**
    * What the call changed. The states themselves are not kept with each step (a 65 KB state twice per
    * step was most of a run's bytes): only the state after the latest step, to resume from
-   * (RunStore.probeState).
+   * (RunStore.probeStateJson).
    */
   readonly diff: StateDiff;
   readonly verdict: 'pass' | 'warning' | 'fail' | 'not-judged';

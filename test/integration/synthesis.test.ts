@@ -150,7 +150,7 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
     expect(steps.map(s => s.index)).to.deep.equal([0, 1, 2, 3, 4, 5, 6, 7]);
     // Steps keep what changed, not the states; the state after the latest step is kept once, to resume from.
     expect(steps.filter(s => 'stateBefore' in s || 'stateAfter' in s)).to.deep.equal([]);
-    expect(await f.store.probeState('kill', library!.id, 1)).to.be.an('object');
+    expect(JSON.parse((await f.store.probeStateJson('kill', library!.id, 1))!)).to.be.an('object');
     const log = f.server.log();
     const testers = log.filter(e => e.stage === 'check.probe.tester');
     const checkers = log.filter(e => e.stage === 'check.probe.checker');
