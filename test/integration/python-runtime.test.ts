@@ -570,6 +570,42 @@ class Env:
       expect((await s.call('deep', {})).runtimeError).to.equal('TOOL_THREW');
       expect(await s.snapshot()).to.deep.equal({ n: 3 });
     });
+    it('answers a KeyboardInterrupt the code raised itself (a tool, one caught and raised again, a constructor, a check) as its own exception, not a deadline; the session goes on, and a loop past the deadline still ends it', async () => {
+      // Careless, not hostile: code that signals "stop" with KeyboardInterrupt. Before, it read as DEADLINE_EXCEEDED
+      // after a few microseconds, and the session ended.
+      const own = ' (the code raised it itself, within its deadline)';
+      const source = 'class Env:\n    def __init__(self, c):\n        self.n = 0\n        if c.get("stop"):\n            raise KeyboardInterrupt("au démarrage")\n    def stop(self, why):\n        self.n += 1\n        raise KeyboardInterrupt(why)\n'
+        + '    def again(self):\n        try:\n            raise KeyboardInterrupt()\n        except KeyboardInterrupt:\n            self.n += 1\n            raise\n'
+        + '    def bump(self):\n        self.n += 1\n        return {"n": self.n}\n    def spin(self):\n        while True:\n            pass\n';
+      const code = python(source, ['stop', 'again', 'bump', 'spin']);
+      const s = await session(code, {});
+      for (const [tool, args, error] of [['stop', { why: 'arrêt 停止 🛑' }, 'KeyboardInterrupt: arrêt 停止 🛑'], ['again', {}, 'KeyboardInterrupt']] as const) {
+        const failed = await s.call(tool, args);
+        expect(failed, tool).to.deep.include({ runtimeError: 'TOOL_THREW' });
+        expect((failed.result as { error: string }).error, tool).to.equal(error + own);
+      }
+      expect(await s.call('bump', {})).to.deep.include({ result: { n: 3 } });
+      const checks = await runner.checks({
+        checks: [
+          pyCheck('raises', 'def check_func(final_state):\n    raise KeyboardInterrupt("non")\n'),
+          pyCheck('passes', 'def check_func(final_state):\n    return final_state["n"] == 3\n'),
+          pyCheck('spins', 'def check_func(final_state):\n    while True:\n        pass\n'),
+        ],
+        finalState: { n: 3 },
+        initialState: { n: 0 },
+        limits: LIMITS,
+      });
+      expect(checks.results).to.deep.equal([
+        { item: 'raises', passed: false, error: 'KeyboardInterrupt: non' + own, errorCode: 'CHECK_THREW' },
+        { item: 'passes', passed: true },
+        { item: 'spins', passed: false, error: 'the call ran past its deadline and was interrupted', errorCode: 'DEADLINE_EXCEEDED' },
+      ]);
+      const err = await rejection(session(code, { stop: true }));
+      expect(err).to.have.property('code', 'CONSTRUCTOR_FAILED');
+      expect((err as Error).message).to.equal('constructing Env failed: KeyboardInterrupt: au démarrage' + own);
+      expect(await s.call('spin', {})).to.deep.include({ runtimeError: 'DEADLINE_EXCEEDED' });
+      expect(await s.call('bump', {})).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+    });
   });
 
   describe('routing by language', () => {

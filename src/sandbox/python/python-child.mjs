@@ -29,7 +29,7 @@ const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {
  * @typedef {{ createDeadlineMs: number, callDeadlineMs: number, checkDeadlineMs: number, sessionCpuMs: number, maxResultBytes: number, maxStateBytes: number }} Limits
  * @typedef {{ code: string, message: string }} Failure
  * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void }} Job
- * @typedef {{ text: string, us: number, exhausted: boolean, fatal: boolean, heapBytes: number, lost?: Failure }} Answer
+ * @typedef {{ text: string, us: number, exhausted: boolean, fatal: boolean, heapBytes: number, lost?: Failure, interrupted?: boolean }} Answer
  */
 
 /** @type {{ indexURL: string, heapMb: number, interpreters: number, sessionsPerInterpreter: number, graceMs: number, recycleHeapMb: number, packages?: { module: string, file: string, isPackage: boolean, source: string }[] }} */
@@ -144,7 +144,9 @@ class Interpreter {
     this.fsBytes = answer.fsBytes ?? 0;
     if (answer.heapBytes + this.fsBytes > settings.recycleHeapMb * 1024 * 1024) this.retiring = true;
     // An interrupt that arrived after the code returned turns nothing into an error; one that was
-    // answered as KeyboardInterrupt is DEADLINE_EXCEEDED already.
+    // answered as KeyboardInterrupt is DEADLINE_EXCEEDED already. Whether one was sent tells that apart from a
+    // KeyboardInterrupt the code raised itself (answerEnvelope).
+    answer.interrupted = this.interrupted;
     job?.resolve(answer);
     if (answer.fatal) this.kill();
     else this.pump();
@@ -225,6 +227,20 @@ const sessions = new Map();
 /** @param {string} text */
 function envelope(text) {
   return JSON.parse(text);
+}
+
+/**
+ * The answer's envelope, where an error is the deadline's only when an interrupt was sent: a KeyboardInterrupt the code
+ * raised itself (none was sent) is the error the harness would give any other exception there (`own`, with the
+ * harness's message: _fail in python-harness.mjs), not DEADLINE_EXCEEDED, which would end the session.
+ * @param {Answer} a
+ */
+function answerEnvelope(a) {
+  const r = envelope(a.text);
+  if (r && r.err === 'DEADLINE_EXCEEDED' && a.interrupted === false && !a.lost && typeof r.own === 'string') {
+    return { err: r.own, message: `${String(r.raised)} (the code raised it itself, within its deadline)` };
+  }
+  return r;
 }
 
 /** The JSON text inside `{"ok":...}` as the harness wrote it (passed on as text: never re-serialized, so big integers stay exact), or null for an error envelope. @param {string} text */
@@ -344,7 +360,7 @@ async function handle(msg) {
       interp.sessions.add(sid);
       sessions.set(sid, s);
       const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed, String(msg.limits.maxStateBytes)], msg.limits.createDeadlineMs);
-      const r = envelope(a.text);
+      const r = answerEnvelope(a);
       if ('err' in r || a.exhausted) {
         sessions.delete(sid);
         interp.sessions.delete(sid);
@@ -375,7 +391,7 @@ async function handle(msg) {
         }
         return { value: { resultJson, us: a.us } };
       }
-      let r = envelope(a.text);
+      let r = answerEnvelope(a);
       if (a.exhausted && !a.fatal && !('err' in r && r.err === 'MEMORY_EXCEEDED')) r = { err: 'MEMORY_EXCEEDED', message: 'the interpreter hit its memory cap during the call (the code caught the MemoryError)' };
       if ('err' in r && r.err === 'DEADLINE_EXCEEDED' && byBudget) r = { err: 'CPU_BUDGET_EXCEEDED', message: `the session used up its CPU budget of ${s.limits.sessionCpuMs} ms` };
       if ('err' in r) {
@@ -448,7 +464,7 @@ async function handle(msg) {
       interp.sessions.add(sid);
       try {
         const a = await interp.run('checks_context', [sid, msg.finalStateJson, msg.initialStateJson, msg.episodeJson ?? ''], msg.limits.checkDeadlineMs);
-        const r = envelope(a.text);
+        const r = answerEnvelope(a);
         if ('err' in r) return { value: { results: msg.checks.map((/** @type {any} */ c) => ({ item: c.item, passed: false, error: r.message, errorCode: r.err })), reward: 0, solved: false } };
         return { value: await runChecks(interp, sid, msg.checks, msg.limits) };
       } finally {
@@ -465,7 +481,7 @@ async function handle(msg) {
 function stateAnswer(a, limits) {
   const json = okText(a.text);
   if (json === null) {
-    const r = envelope(a.text);
+    const r = answerEnvelope(a);
     return { error: { code: r.err, message: r.message } };
   }
   if (Buffer.byteLength(json) > limits.maxStateBytes) return { error: { code: 'STATE_TOO_LARGE', message: `the state is ${Buffer.byteLength(json)} bytes of JSON, more than the state cap of ${limits.maxStateBytes}` } };
@@ -477,7 +493,7 @@ async function runChecks(interp, sid, checks, limits) {
   const results = [];
   for (const c of checks) {
     const a = await interp.run('check', [sid, c.check, c.episode === true], limits.checkDeadlineMs);
-    const r = envelope(a.text);
+    const r = answerEnvelope(a);
     if ('err' in r) results.push({ item: c.item, passed: false, error: r.message, errorCode: r.err });
     else results.push({ item: c.item, passed: r.ok === true });
     // A check that rebinds a shared name (json.dumps, say) would change the checks after it and other sessions.

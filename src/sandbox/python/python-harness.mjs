@@ -1116,6 +1116,14 @@ def _limit_error(e):
         return _err('STACK_OVERFLOW', 'the call recursed too deeply: ' + (_text(e) or 'RecursionError'))
     return None
 
+def _fail(e, code, message):
+    """The answer for an exception out of environment or check code: a limit's error, else code and message. A
+    KeyboardInterrupt is the deadline's only when an interrupt was sent, which the child knows: it carries what the
+    answer is otherwise (own, raised), used when none was (python-child.mjs, ownInterrupt)."""
+    if isinstance(e, KeyboardInterrupt):
+        return _encode({'err': 'DEADLINE_EXCEEDED', 'message': 'the call ran past its deadline and was interrupted', 'own': code, 'raised': message})
+    return _limit_error(e) or _err(code, message)
+
 # --- sessions ------------------------------------------------------------------------------------
 
 class Session:
@@ -1151,7 +1159,7 @@ def compile_env(class_name, source):
     try:
         return compile(source, '<environment %s>' % class_name, 'exec')
     except BaseException as e:
-        return _limit_error(e) or _err('SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
+        return _fail(e, 'SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
 
 def _state_of(inst):
     return {k: v for k, v in vars(inst).items() if not k.startswith('__')}
@@ -1186,7 +1194,7 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
         try:
             loading.run(exec, code, module.__dict__)
         except BaseException as e:
-            return _limit_error(e) or _err('SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
+            return _fail(e, 'SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
         _decimal.setcontext(loading.run(_decimal.getcontext))
         cls = module.__dict__.get(class_name)
         if not isinstance(cls, type):
@@ -1206,7 +1214,7 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
             for key, value in cfg.items():
                 setattr(inst, key, value)
         except BaseException as e:
-            return _limit_error(e) or _err('CONSTRUCTOR_FAILED', 'constructing %s failed: %s' % (class_name, _describe(e)))
+            return _fail(e, 'CONSTRUCTOR_FAILED', 'constructing %s failed: %s' % (class_name, _describe(e)))
         s.inst, s.cap = inst, _cap(max_state_bytes)
         try:
             # Measured (against the cap, before a copy is made) on the live state, then copied for the checks.
@@ -1231,7 +1239,7 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
             failed = _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
             s.deep = True  # what it holds may chain deeply
         except BaseException as e:
-            failed = _limit_error(e) or _err('STATE_INVALID', 'the instance state cannot be copied: ' + _describe(e))
+            failed = _fail(e, 'STATE_INVALID', 'the instance state cannot be copied: ' + _describe(e))
         inst = live = cfg = config = None  # the session's reference is then the only one _discard drops
         if s.deep is None:
             s.deep = False  # past the cap, not JSON, or a limit: dropped as before
@@ -1267,7 +1275,7 @@ def _call(s, tool, args_json, max_result_bytes):
         # with the environment: the stack is unwound to here, so the session goes on too (a limit would end it).
         return _err('TOOL_THREW', _describe(e))
     except BaseException as e:
-        return _limit_error(e) or _err('TOOL_THREW', _describe(e))
+        return _fail(e, 'TOOL_THREW', _describe(e))
     try:
         return _ok(*capped(result, _cap(max_result_bytes), 'the result', 'result')[::2])
     except TooLarge as e:
@@ -1277,7 +1285,7 @@ def _call(s, tool, args_json, max_result_bytes):
     except NotJson as e:
         return _err('NON_JSON_RESULT', 'the method returned something that is not JSON: %s' % e)
     except BaseException as e:
-        return _limit_error(e) or _err('NON_JSON_RESULT', _describe(e))
+        return _fail(e, 'NON_JSON_RESULT', _describe(e))
     box = [result]  # a result built that deep: let go through _release
     result = args = None
     _release(box)
@@ -1308,7 +1316,7 @@ def _state(s, max_state_bytes):
         s.deep = True  # what it holds may chain deeply
         return _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
     except BaseException as e:
-        return _limit_error(e) or _err('STATE_INVALID', _describe(e))
+        return _fail(e, 'STATE_INVALID', _describe(e))
 
 @_crossing
 def initial(sid):
@@ -1324,7 +1332,7 @@ def initial(sid):
         # Through capped, as create wrote it: a lone surrogate escaped, the depth counted before anything recurses.
         return _ok(*capped(s.initial_state, _sys.maxsize, 'the initial state', 'state')[::2])
     except BaseException as e:
-        return _limit_error(e) or _err('STATE_INVALID', 'the initial state cannot be written again: ' + _describe(e))
+        return _fail(e, 'STATE_INVALID', 'the initial state cannot be written again: ' + _describe(e))
 
 @_crossing
 def finish(sid, max_state_bytes=None):
@@ -1351,7 +1359,7 @@ def _finish(s, max_state_bytes):
         answer = _err('STATE_INVALID', 'the instance state is not JSON: %s' % e)
         s.deep = True  # what it holds may chain deeply
     except BaseException as e:
-        answer = _limit_error(e) or _err('STATE_INVALID', _describe(e))
+        answer = _fail(e, 'STATE_INVALID', _describe(e))
     finally:
         live = None
         if s.deep is None:
@@ -1400,19 +1408,19 @@ def check(sid, source, with_episode=False):
             if with_episode:
                 g['episode'] = _deeply(_copied, s.episode)
         except BaseException as e:
-            return _limit_error(e) or _err('CHECK_THREW', 'the states could not be copied for the check: ' + _describe(e))
+            return _fail(e, 'CHECK_THREW', 'the states could not be copied for the check: ' + _describe(e))
         _MODULES['envfleet_check'] = m  # while the check's code runs (its check_func too); out again below
         try:
             exec(compile(source, '<check>', 'exec'), g)
         except BaseException as e:
-            return _limit_error(e) or _err('CHECK_INVALID', 'the check failed while loading: ' + _describe(e))
+            return _fail(e, 'CHECK_INVALID', 'the check failed while loading: ' + _describe(e))
         fn = g.get('check_func')
         if not callable(fn):
             return _err('CHECK_INVALID', 'the check defines no function check_func(final_state)')
         try:
             result = fn(_deeply_to(s.frames, _copied, s.final_state))
         except BaseException as e:
-            return _limit_error(e) or _err('CHECK_THREW', _describe(e))
+            return _fail(e, 'CHECK_THREW', _describe(e))
         if type(result) is not bool:
             return _err('CHECK_NOT_BOOLEAN', 'check_func returned a %s, not a bool' % type(result).__name__)
         return '{"ok":true}' if result else '{"ok":false}'
@@ -1761,5 +1769,31 @@ export function answerText(out) {
     return String(out);
   } finally {
     if (proxy && typeof proxy.destroy === 'function') proxy.destroy();
+  }
+}
+
+/**
+ * "Name: message" of a value thrown out of Pyodide, guarded: once Pyodide has failed, even reading an error can throw.
+ * Emscripten also throws objects that are not Errors (ExitStatus: `{ name, message, status }`): their own name and
+ * message, not "[object Object]"; any other object as its tag and (cut) JSON.
+ * @param {unknown} thrown @returns {string}
+ */
+export function describeThrown(thrown) {
+  try {
+    if (thrown instanceof Error) return `${thrown.name}: ${thrown.message}`;
+    if (typeof thrown === 'object' && thrown !== null) {
+      const { name, message } = /** @type {{ name?: unknown, message?: unknown }} */ (thrown);
+      if (typeof message === 'string') return `${typeof name === 'string' ? name : 'Error'}: ${message}`;
+      let json = '';
+      try {
+        json = JSON.stringify(thrown)?.slice(0, 300) ?? '';
+      } catch {
+        // Cyclic, or a getter that throws: the tag alone.
+      }
+      return `${Object.prototype.toString.call(thrown)} ${json}`.trim();
+    }
+    return String(thrown);
+  } catch {
+    return 'unknown error'; // an exotic throw value
   }
 }

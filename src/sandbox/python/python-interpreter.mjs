@@ -26,7 +26,7 @@ import { constants as fsConstants } from 'node:fs';
 import { createRequire, Module } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
-import { answerText, HARNESS_PY } from './python-harness.mjs';
+import { answerText, describeThrown, HARNESS_PY } from './python-harness.mjs';
 
 /** Modules imported before a snapshot is taken: what environments import most, so they are already in memory. */
 const PRELOAD = 'import ast, copy, json, re, datetime, uuid, random, math, collections, typing, dataclasses, enum, decimal, hashlib, itertools, functools, string, heapq, bisect, statistics, fractions, time, types';
@@ -277,14 +277,6 @@ if (data.makeSnapshot) {
   fns['clear_fs'] = clearFs;
   let fsCheckedAt = 0;
   let lastFsBytes = 0;
-  /** "Name: message" of a thrown value, guarded (once Pyodide has failed, even reading an error can throw). */
-  const describeThrown = (/** @type {unknown} */ thrown) => {
-    try {
-      return thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown);
-    } catch {
-      return 'unknown error'; // an exotic throw value
-    }
-  };
   port.on('message', (/** @type {{ id: number, fn: string, args: string[] }} */ msg) => {
     exhausted = false;
     const t0 = performance.now();
