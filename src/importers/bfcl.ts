@@ -10,6 +10,7 @@ import type { RunStore } from '../runs/store.js';
 import type { ScenarioRecord, ScriptedTurn } from '../scenarios/types.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
+import { RawJson } from '../util/raw-json.js';
 import { readTextFile } from '../util/bom.js';
 import { bfclCheck, type BfclGoldTurn } from './bfcl-check.js';
 import { BfclSourceError, LONG_CONTEXT_MODULE, REPLAY_TOOL, UNAVAILABLE_MODULES, routerClassName, routerSource, toolFromFuncDoc, type BfclModule } from './bfcl-source.js';
@@ -306,9 +307,10 @@ async function replayGold(sandbox: SandboxRunner, env: BfclEnv, entry: BfclEntry
         const out = await session.call(REPLAY_TOOL.function.name, { call });
         calls += 1;
         if (out.runtimeError) return { ok: false, problem: `gold call ${JSON.stringify(call)} of turn ${t} could not run: ${out.runtimeError}: ${JSON.stringify(out.result)}` };
-        results.push(out.result);
+        // As the session wrote them (a float 10000.0 stays one), not as JavaScript reads them back.
+        results.push(out.resultJson === undefined ? out.result : new RawJson(out.resultJson));
       }
-      gold.push({ calls: turn.length, state: await session.snapshot(), results });
+      gold.push({ calls: turn.length, state: session.snapshotJson ? new RawJson(await session.snapshotJson()) : await session.snapshot(), results });
     }
     return { ok: true, gold, calls };
   } catch (err) {

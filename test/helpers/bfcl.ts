@@ -8,12 +8,17 @@ export interface AgentCall {
   readonly arguments: unknown;
 }
 
-/** The gold turns embedded in an imported scenario's BFCL check (`GOLD = json.loads("...")`). */
-export function goldOf(scenario: ScenarioRecord): BfclGoldTurn[] {
+/** The JSON text of the gold turns embedded in an imported scenario's BFCL check (`GOLD = json.loads("...")`), as Python reads it. */
+export function goldTextOf(scenario: ScenarioRecord): string {
   const check = scenario.checklist?.[0]?.check ?? '';
   const m = /^GOLD = json\.loads\((".*")\)$/m.exec(check);
   if (!m) throw new Error(`scenario ${scenario.id}: no GOLD in its check`);
-  return JSON.parse(JSON.parse(m[1]!) as string) as BfclGoldTurn[];
+  return JSON.parse(m[1]!) as string;
+}
+
+/** The gold turns embedded in an imported scenario's BFCL check, parsed. */
+export function goldOf(scenario: ScenarioRecord): BfclGoldTurn[] {
+  return JSON.parse(goldTextOf(scenario)) as BfclGoldTurn[];
 }
 
 /**

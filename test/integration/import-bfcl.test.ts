@@ -20,7 +20,7 @@ import { EnvironmentCode } from '../../src/sandbox/bundle.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
 import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
-import { callingGateway, goldOf } from '../helpers/bfcl.js';
+import { callingGateway, goldOf, goldTextOf } from '../helpers/bfcl.js';
 import { dropPrefix, requireRedis, testConfig, useFleet } from '../helpers/integration.js';
 import { MPMATH_MISSING, mpmathPackage } from '../helpers/mpmath.js';
 import { windowsCopy } from '../helpers/windows-copy.js';
@@ -166,7 +166,14 @@ describe('envfleet import bfcl (look-alike fixtures, real Pyodide)', function ()
     expect(dice.map(t => t.calls)).to.deep.equal([2, 1, 0]);
     const bet = dice[0]!.results[1] as { roll: number; won: boolean; balance: number };
     expect(bet.roll).to.be.within(1, 6);
-    expect(bet.balance).to.equal(bet.won ? 75.5 : 55.5);
+    expect(bet.balance).to.equal(bet.won ? 70 : 61);
+    // The gold as the session wrote it: round(65.5 ± 4.5, 2) is a float in Python, 70.0 or 61.0, in the results and
+    // the states (JavaScript reads both as integers; until 2026-12-05 the check's GOLD held 70 and 61).
+    const goldText = goldTextOf((await store.getDoc('bf', 'scenario', 'fixture_base_1'))!);
+    const balance = bet.won ? '70.0' : '61.0';
+    expect(goldText).to.include(`"results":[{"balance":65.5},{"balance":${balance},"roll":${bet.roll},"won":${bet.won}}]`);
+    expect(goldText).to.include(`"results":[{"balance":${balance}}]`);
+    expect(goldText.match(new RegExp(`"DiceBank":\\{"balance":${balance.replace('.', '\\.')},`, 'g'))).to.have.length(3);
 
     const long = goldOf((await store.getDoc('bf', 'scenario', 'fixture_long_context_0'))!);
     const inbox = (long[0]!.state as { NoteBoard: { root: { children: Record<string, { children: Record<string, { body: string }> }> } } }).NoteBoard.root.children['inbox']!.children;
