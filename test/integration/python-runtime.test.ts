@@ -1773,6 +1773,58 @@ class Env:
       }
     });
 
+    it('frees what closed sessions left in cycles (a class-level memo): 60 sessions of about 16 MB each, one after another beside a live co-tenant, fit a 192 MB interpreter under its recycle threshold, and the co-tenant goes on', async () => {
+      // Careless, not hostile: a cache on the class (4,000 strings of 1,006 characters, 4 bytes each: they hold an
+      // emoji). Until 2026-12-05 nothing collected a closed session's cycles (the collector runs on container
+      // allocations, not bytes): the heap grew by each session's memo and the 11th call met MEMORY_EXCEEDED (with
+      // 4 MB memos, the 40th session's start failed the interpreter fatally, ending the co-tenant).
+      const r = single();
+      try {
+        const memo = python('class Env:\n    _memo = {}\n    def __init__(self, config):\n        self.n = 0\n    def work(self):\n        for i in range(4000):\n            self._memo[i] = "x" * 1000 + "é😀" + str(i)\n        return len(self._memo)\n', ['work']);
+        const bystander = await r.openSession(python(PING, ['ping']), {}, LIMITS);
+        for (let i = 1; i <= 60; i++) {
+          const s = await r.openSession(memo, {}, LIMITS);
+          expect(await s.call('work', {}), `session ${i}`).to.deep.include({ result: 4000 });
+          await s.close();
+          expect(await bystander.call('ping', {}), `session ${i}`).to.deep.include({ result: i });
+        }
+        const st = (await r.stats()).interpreters[0]!;
+        expect(st.n, 'the interpreter was never replaced').to.equal(1);
+        expect(st.retiring, 'the heap stays under the recycle threshold (75 % of the cap)').to.equal(false);
+        expect(st.heapBytes).to.be.below(0.75 * HEAP_MB * 1024 * 1024);
+        await bystander.close();
+      } finally {
+        await r.close();
+      }
+    });
+
+    it("lets typing's caches go of closed sessions' modules: 60 sessions whose module holds 4 MB of data and a typing alias of their own class fit a 192 MB interpreter beside a live co-tenant", async () => {
+      // typing's lru caches (128 entries each) are keyed by the arguments, here the session's own dataclass, whose
+      // methods hold the module's globals: until 2026-12-05 up to 128 closed sessions' module data stayed, and every
+      // session from about the 40th on failed to start with MEMORY_EXCEEDED.
+      const r = single();
+      try {
+        const source = 'from dataclasses import dataclass\nfrom typing import Dict, List, Optional\n\n@dataclass\nclass Product:\n    sku: str\n    price: float\n\n'
+          + 'CATALOG = ["article n° %d — 商品 " % i + "x" * 1000 for i in range(4000)]\nCart = List[Optional[Product]]\nIndex = Dict[str, Product]\n\n'
+          + 'class Env:\n    def __init__(self, config):\n        self.cart = []\n    def count(self):\n        return len(CATALOG)\n';
+        const shop = python(source, ['count']);
+        const bystander = await r.openSession(python(PING, ['ping']), {}, LIMITS);
+        for (let i = 1; i <= 60; i++) {
+          const s = await r.openSession(shop, {}, LIMITS);
+          expect(await s.call('count', {}), `session ${i}`).to.deep.include({ result: 4000 });
+          await s.close();
+        }
+        expect(await bystander.call('ping', {})).to.deep.include({ result: 1 });
+        const st = (await r.stats()).interpreters[0]!;
+        expect(st.n, 'the interpreter was never replaced').to.equal(1);
+        expect(st.retiring, 'the heap stays under the recycle threshold (75 % of the cap)').to.equal(false);
+        expect(st.heapBytes).to.be.below(0.75 * HEAP_MB * 1024 * 1024);
+        await bystander.close();
+      } finally {
+        await r.close();
+      }
+    });
+
     it('counts files in the in-memory filesystem toward the recycle threshold and empties /tmp when the last session of the interpreter ends', async () => {
       const r = single({ recycleHeapMb: 120 });
       try {

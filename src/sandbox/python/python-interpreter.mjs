@@ -28,6 +28,9 @@ import { constants as osConstants } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { answerText, describeThrown, HARNESS_PY } from './python-harness.mjs';
 
+/** A session's end runs the cycle collector at least every this many ends (and whenever the heap grew since it last ran). */
+const COLLECT_EVERY = 8;
+
 /** Modules imported before a snapshot is taken: what environments import most, so they are already in memory. */
 const PRELOAD = 'import ast, copy, json, re, datetime, uuid, random, math, collections, typing, dataclasses, enum, decimal, hashlib, itertools, functools, string, heapq, bisect, statistics, fractions, time, types';
 
@@ -188,6 +191,52 @@ if (data.makeSnapshot) {
     checksContext(sid, finalJson, initialJson, episodeJson, packageTable);
   const PythonError = pyodide.ffi.PythonError;
   const heapBytes = () => /** @type {any} */ (pyodide)._module?.HEAPU8?.byteLength ?? 0;
+  // A session's end collects the cycles it left (python-harness.mjs, _drop). A full collection costs about as much as
+  // the objects the live sessions hold (~30 ms beside a co-tenant of 150,000 containers; about 1 ms with none, what
+  // was there at load being frozen out of it: gc.freeze at the harness's end), so it is not made at every end:
+  // - while the heap is under half the cap: when it grew since the last collection, and at every COLLECT_EVERY-th end;
+  // - from half the cap on: when the bytes malloc has handed out (mallinfo's uordblks, a 2 ms reading: it walks the
+  //   heap) grew since the last collection by an eighth of the room left under the cap (at least 8 MiB), or the heap
+  //   grew.
+  // Not on heap growth alone: the room a collection made then filled with the garbage of the sessions after it, and
+  // the heap grew again at every round (a class-level memo of 16 MB per session reached the 192 MB cap in 11).
+  const mod = /** @type {any} */ (pyodide)._module;
+  const infoAt = typeof mod?._mallinfo === 'function' && typeof mod?._malloc === 'function' ? mod._malloc(64) : 0;
+  /** The bytes malloc has handed out and not had back (mallinfo().uordblks); null where the build does not say. */
+  const bytesInUse = () => {
+    if (!infoAt) return null;
+    try {
+      mod._mallinfo(infoAt);
+      const used = mod.HEAPU32[(infoAt >> 2) + 7];
+      return typeof used === 'number' ? used : null;
+    } catch {
+      return null; // the collection then falls back to every COLLECT_EVERY-th end
+    }
+  };
+  const capBytes = data.heapMb * 1024 * 1024;
+  const dropSession = fns['drop'];
+  let heapAtCollect = heapBytes();
+  let usedAtCollect = 0;
+  let dropsSinceCollect = 0;
+  fns['drop'] = (/** @type {string} */ sid) => {
+    dropsSinceCollect += 1;
+    let collect = heapBytes() > heapAtCollect;
+    const large = heapBytes() >= capBytes / 2;
+    if (!collect && !large) collect = dropsSinceCollect >= COLLECT_EVERY;
+    if (!collect && large) {
+      const used = bytesInUse();
+      collect = used === null ? dropsSinceCollect >= COLLECT_EVERY : used - usedAtCollect > Math.max(8 * 1024 * 1024, (capBytes - usedAtCollect) / 8);
+    }
+    try {
+      return dropSession(sid, collect);
+    } finally {
+      if (collect) {
+        heapAtCollect = heapBytes();
+        dropsSinceCollect = 0;
+        usedAtCollect = heapAtCollect >= capBytes / 2 ? (bytesInUse() ?? 0) : 0;
+      }
+    }
+  };
   // The in-memory filesystem keeps file contents in JavaScript arrays, outside the capped heap: its
   // bytes (all of it but /dev and /proc, less what was there at load) count toward the recycle
   // threshold, and the writable folders are emptied when the interpreter's last session ends.

@@ -24,6 +24,8 @@ describe('describeThrown (what a fatal error out of Pyodide is called)', () => {
 
   it('gives any other object its tag and cut JSON, a cyclic one its tag alone, a hostile one "unknown error"', () => {
     expect(describeThrown({ status: 7 })).to.equal('[object Object] {"status":7}');
+    // Emscripten's filesystem error, as a careless environment's run once reached the interpreter thread with it.
+    expect(describeThrown({ name: 'ErrnoError', errno: 2 })).to.equal('ErrnoError {"name":"ErrnoError","errno":2}');
     expect(describeThrown({ big: 'x'.repeat(1_000) })).to.have.length(16 + 300);
     const cyclic: Record<string, unknown> = {};
     cyclic['self'] = cyclic;
