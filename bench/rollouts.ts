@@ -5,7 +5,7 @@
  *
  *   node --import tsx bench/rollouts.ts [--quick] [--steps 5] [--delays 500,2000] [--concurrency 10,100,1000]
  *                                       [--processes 1,2] [--extra-delay 0] [--light 1000] [--threads 2]
- *                                       [--no-baseline] [--no-light] [--no-sink] [--profile [--profile-sink]]
+ *                                       [--no-baseline] [--no-light] [--no-sink] [--no-pacing] [--profile [--profile-sink]]
  *                                       [--warmup N] [--from-source]
  *
  * The configurations: for each latency L of --delays, the baseline, then every C of --concurrency with
@@ -85,7 +85,7 @@ const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const FLEET_NODE_ARGS = (process.env['ENVFLEET_BENCH_FLEET_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
 const args = benchArgs(import.meta.url, {
   values: ['steps', 'delay', 'delays', 'concurrency', 'processes', 'extra-delay', 'light', 'threads', 'warmup', 'waves', 'groups'],
-  booleans: ['quick', 'no-baseline', 'profile', 'profile-sink', 'no-sink', 'no-light', 'from-source'],
+  booleans: ['quick', 'no-baseline', 'profile', 'profile-sink', 'no-sink', 'no-light', 'from-source', 'no-pacing'],
 });
 const argv = args.raw;
 const QUICK = args.flag('quick');
@@ -118,6 +118,8 @@ const DELAYS = args.ints('delays', argv.some(a => a === '--delay' || a.startsWit
 /** Worker processes sharing each configuration's queues (`--processes`); each runs C / P rollouts at once. */
 const PROCESSES = args.ints('processes', '1,2');
 const SINK = !args.flag('no-sink');
+/** ENVFLEET_ROLLOUT_START_PACING of the fleet processes: on (the default), or off with --no-pacing. */
+const START_PACING = !args.flag('no-pacing');
 const THREADS = intArg('threads', 2);
 const CONCURRENCY = args.ints('concurrency', QUICK ? '10,100' : '10,100,1000');
 const EXTRA_DELAY = intArg('extra-delay', 0);
@@ -430,7 +432,7 @@ async function runConfiguration(spec: ConfigSpec, server: ChildProcess, modelUrl
   server.send({ type: 'script', steps: spec.steps, delayMs: spec.delayMs } satisfies ServerCommand);
   await nextMessage<ServerMessage, 'script-ok'>(server, 'script-ok', 10_000);
 
-  const settings: FleetSettings = { redisUrl: REDIS_URL, prefix, modelUrl, concurrency: spec.concurrency, poolThreads: THREADS, tasksPerThread, heapMb };
+  const settings: FleetSettings = { redisUrl: REDIS_URL, prefix, modelUrl, concurrency: spec.concurrency, poolThreads: THREADS, tasksPerThread, heapMb, startPacing: START_PACING };
   const spawnedAt = Date.now();
   const profileDir = PROFILE && fleetConcurrency(spec) >= 1000 && !spec.baseline ? mkdtempSync(join(os.tmpdir(), 'envfleet-bench-prof-')) : null;
   // P worker processes on the same prefix (so the same queues); the first is the profiled one with --profile.
@@ -657,6 +659,7 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
   push('# Rollout throughput benchmark', '');
   push(`- machine: ${cpu?.model ?? 'unknown CPU'}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}, Node ${process.version}, Redis ${redisVersion}`);
   push(`- code measured: ${FROM_SOURCE ? 'the TypeScript sources through tsx (--from-source)' : 'the build in dist/, as `envfleet worker` and `envfleet sink` run it'}`);
+  push(`- episode starts: ${START_PACING ? 'paced (ENVFLEET_ROLLOUT_START_PACING, the default: each worker process starts at most C / P episodes per mean latency of its uncached policy calls)' : 'not paced (--no-pacing)'}`);
   push(`- date: ${new Date().toISOString()}`);
   push(`- command: \`${FLEET_NODE_ARGS.length ? `ENVFLEET_BENCH_FLEET_NODE_ARGS="${FLEET_NODE_ARGS.join(" ")}" ` : ""}node --import tsx bench/rollouts.ts${argv.length ? ` ${argv.join(" ")}` : ""}\` (whole benchmark ${f1((Date.now() - startedMs) / 1000)} s)`);
   push(`- workload: one kept environment (reference hotel env, 65 KB state, 4 checks) and ${GROUPS > 1 ? `${GROUPS} ready scenarios (copies of one, ids apart), N / ${GROUPS} samples of each (a group each; the baseline: one scenario)` : 'one ready scenario, N samples of it'}, non-conversational; the scripted policy makes exactly S = ${STEPS} agent turns per episode (${STEPS - 1} × get_guest, then a text answer), each answered after L ms (a \`delay\` fault)`);

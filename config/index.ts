@@ -78,6 +78,8 @@ export interface AppConfig {
     readonly concurrency: number;
     /** Concurrency of the rollout.run queue (episodes in flight per process). */
     readonly rolloutConcurrency: number;
+    /** Episode starts spread over one model latency (src/rollouts/start-pacer.ts). */
+    readonly rolloutStartPacing: boolean;
     /** Queue names to consume, or 'all'. */
     readonly queues: readonly string[] | 'all';
     readonly lockDurationMs: number;
@@ -259,6 +261,7 @@ export function loadConfig(
     worker: {
       concurrency: e.ENVFLEET_WORKER_CONCURRENCY,
       rolloutConcurrency: e.ENVFLEET_ROLLOUT_CONCURRENCY,
+      rolloutStartPacing: e.ENVFLEET_ROLLOUT_START_PACING,
       queues,
       lockDurationMs: e.ENVFLEET_LOCK_DURATION_MS,
       stalledIntervalMs: e.ENVFLEET_STALLED_INTERVAL_MS,

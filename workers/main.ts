@@ -9,6 +9,7 @@ import { endEnvfleetItem } from './item-endings.js';
 import { PROCESSORS } from './processors.js';
 import { shutdownGracefully } from './shutdown.js';
 import { startStageWorkers } from './stage-workers.js';
+import { createStartPacer } from '../src/rollouts/start-pacer.js';
 
 export interface RunningWorker {
   readonly ctx: FleetContext;
@@ -40,11 +41,13 @@ export async function startWorkerProcess(config: AppConfig, logger: Logger, opti
     await ctx.close();
     throw err;
   }
+  // One per process: it paces the episodes this process starts, against the latency its own policy calls see.
+  const pacer = config.worker.rolloutStartPacing ? createStartPacer({ concurrency: options.concurrency ?? config.worker.rolloutConcurrency }) : undefined;
   const { workers, enqueuer } = startStageWorkers(ctx, {
     pipeline: PIPELINE,
     processors: PROCESSORS,
     stages,
-    deps: job => ({ gateway: ctx.gateway, sandbox: ctx.sandbox, store: ctx.store, stream: ctx.stream, signal: job.signal, logger: job.logger }),
+    deps: job => ({ gateway: ctx.gateway, sandbox: ctx.sandbox, store: ctx.store, stream: ctx.stream, signal: job.signal, logger: job.logger, pacer }),
     endItem: endEnvfleetItem(ctx),
     ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
   });

@@ -2,6 +2,7 @@ import type { StageResult } from '../queues/define-pipeline.js';
 import type { STAGES, StageOutputs } from '../queues/pipeline.js';
 import type { Logger } from '../src/logger.js';
 import { computeGroup, runRollout } from '../src/rollouts/stages.js';
+import type { StartPacer } from '../src/rollouts/start-pacer.js';
 import type { TrajectoryStream } from '../src/rollouts/stream.js';
 import { generateScenarioChecklist, generateScenarioChecks, generateScenarioState, generateScenarioTask, verifyScenario } from '../src/scenarios/stages.js';
 import type { StageDeps } from '../src/stage-deps.js';
@@ -13,6 +14,8 @@ import { assembleEnvironment, buildMethod, buildOperations, buildState } from '.
 /** What a processor gets besides its job data: the stage dependencies bound to the job's signal and logger. */
 export interface ProcessorDeps extends StageDeps {
   readonly stream: TrajectoryStream;
+  /** Paces episode starts (rollout.run) in this process; absent when ENVFLEET_ROLLOUT_START_PACING is false. */
+  readonly pacer?: StartPacer | undefined;
   readonly signal: AbortSignal;
   readonly logger: Logger;
 }

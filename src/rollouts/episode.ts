@@ -17,9 +17,13 @@ import { trajectoryIdOf } from '../runs/ids.js';
 import { hashOf } from '../util/canonical.js';
 import { RawJson } from '../util/raw-json.js';
 import type { StageDeps } from '../stage-deps.js';
+import type { StartPacer } from './start-pacer.js';
 
 /** An episode reads nothing from the run store: the rollout stage hands it what it needs. */
-export type EpisodeDeps = Omit<StageDeps, 'store'>;
+export type EpisodeDeps = Omit<StageDeps, 'store'> & {
+  /** Told the latency of each uncached policy call (the worker's start pacer). */
+  readonly pacer?: Pick<StartPacer, 'observe'> | undefined;
+};
 
 export interface EpisodeInput {
   readonly runId: string;
@@ -198,10 +202,12 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       if (turns >= limits.maxSteps) throw new EpisodeEnd('step-limit', `${turns} agent turns; the limit is ${limits.maxSteps}`);
       checkTime();
       turns += 1;
+      const asked = performance.now();
       const reply = await deps.gateway.chat(
         { runId: input.runId, stage: 'rollout.policy', signal: deps.signal, logger: deps.logger, cacheSalt: salt(`agent-${turns}`) },
         { messages, tools, temperature: input.sampling.temperature, maxTokens: input.sampling.maxTokens, model: input.policyModel ?? undefined, seed },
       );
+      if (!reply.cached) deps.pacer?.observe(performance.now() - asked);
       account(reply.usage);
       modelUsed = reply.model;
       samplingSent ??= reply.sampling;

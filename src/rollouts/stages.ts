@@ -7,9 +7,12 @@ import type { TrajectoryStream } from './stream.js';
 import { trajectorySummary, type RolloutMode, type StoredTrajectory, type Termination, type Trajectory } from './types.js';
 import type { StageDeps } from '../stage-deps.js';
 import { stringifyJsonBytes } from '../util/raw-json.js';
+import type { StartPacer } from './start-pacer.js';
 
 export interface RolloutDeps extends StageDeps {
   readonly stream: TrajectoryStream;
+  /** The worker process's start pacer: each episode waits for its slot before it starts (none: starts at once). */
+  readonly pacer?: StartPacer | undefined;
 }
 
 /**
@@ -55,8 +58,10 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
     return existing;
   }
   const { config, scenario, env, limits, initialStateJson } = await context(deps.store, runId, scenarioId, policy);
+  await deps.pacer?.take();
+  const began = performance.now();
   const trajectory = await runEpisode(
-    { gateway: deps.gateway, sandbox: deps.sandbox, logger: deps.logger, signal: deps.signal },
+    { gateway: deps.gateway, sandbox: deps.sandbox, logger: deps.logger, signal: deps.signal, pacer: deps.pacer },
     {
       runId,
       scenario,
@@ -73,6 +78,7 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
       ...(policy ? { policy } : {}),
     },
   );
+  deps.pacer?.observeEpisode(performance.now() - began);
   // Written as this text, and published with its summary and the text's digest: the sink keeps the summary in
   // Redis once the line is written, without parsing the whole document, when what it reads is this text.
   const text = storedText(trajectory);

@@ -81,6 +81,7 @@ describe('config: loadConfig defaults', () => {
       stalledIntervalMs: 15_000,
       shutdownTimeoutMs: 30_000,
       rolloutConcurrency: 64,
+      rolloutStartPacing: true,
       pausedRecheckMs: 3_600_000,
       rateLimitPauseMs: 3_600_000,
     });
@@ -168,6 +169,12 @@ describe('config: loadConfig defaults', () => {
     expect(config.pool.threads).to.equal(3);
     expect(config.budgets.usd).to.equal(12.5);
     expect(config.log.level).to.equal('debug');
+  });
+
+  it('reads ENVFLEET_ROLLOUT_START_PACING as a boolean and names it when it is not one', () => {
+    expect(loadConfig({ ENVFLEET_ROLLOUT_START_PACING: 'false' }).worker.rolloutStartPacing).to.equal(false);
+    expect(loadConfig({ ENVFLEET_ROLLOUT_START_PACING: 'on' }).worker.rolloutStartPacing).to.equal(true);
+    expect(() => loadConfig({ ENVFLEET_ROLLOUT_START_PACING: 'peut-être' })).to.throw(/ENVFLEET_ROLLOUT_START_PACING/);
   });
 
   it('treats empty and blank values as unset', () => {

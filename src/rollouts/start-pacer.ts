@@ -1,0 +1,66 @@
+/**
+ * Paces the starts of episodes in one worker process, so that a burst of them (a run's first wave, or the next wave
+ * as a burst of episodes ends) spreads over one model latency instead of going out together.
+ *
+ * Why: a model endpoint answers each request about one latency after it came, so the answers to a burst of requests
+ * come back as a burst, turn after turn, and the worker's main thread works through each burst one answer after
+ * another: every episode waits its turn at every model call. Measured with 1,000 episodes in flight against a 2 s
+ * endpoint (docs/benchmarks.md, issue 14): starts spread over 2 s cut the episode's time outside the model from about
+ * 0.9 s to 0.4 s.
+ *
+ * The rule: at most `concurrency` starts per observed latency (the moving mean of the process's uncached policy
+ * calls), or per half the mean episode when that is shorter (episodes replayed from the response cache, episodes that
+ * end early). A steady run starts `concurrency` ÷ the mean episode per second (Little's law), at most half that rate
+ * when an episode takes two latencies or more, so only bursts wait, a start never waits longer than one latency, and
+ * the pacing never becomes a cap on the run. Until a call has been timed, nothing waits.
+ */
+export interface StartPacer {
+  /** Resolves when this start's slot comes (at once unless starts come faster than concurrency per latency). */
+  take(): Promise<void>;
+  /** The latency of one uncached policy model call, in milliseconds. */
+  observe(latencyMs: number): void;
+  /** How long one episode took, start to end, in milliseconds. */
+  observeEpisode(ms: number): void;
+  /** The moving mean latency the pacing uses (0: none observed yet). */
+  latencyMs(): number;
+  /** The time over which `concurrency` starts are spread (0: none; starts go at once). */
+  spreadMs(): number;
+}
+
+export interface StartPacerOptions {
+  /** The episodes the process runs at once (its rollout concurrency); 0 or less: no pacing. */
+  readonly concurrency: number;
+  readonly now?: () => number;
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+/** Weight of the newest latency in the moving mean. */
+const WEIGHT = 0.05;
+
+export function createStartPacer(options: StartPacerOptions): StartPacer {
+  const now = options.now ?? (() => performance.now());
+  const sleep = options.sleep ?? ((ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms)));
+  let mean = 0;
+  let episode = 0;
+  let nextAt = Number.NEGATIVE_INFINITY;
+  const moved = (m: number, x: number) => (m === 0 ? x : m + WEIGHT * (x - m));
+  const spread = () => (mean <= 0 ? 0 : episode > 0 ? Math.min(mean, episode / 2) : mean);
+  return {
+    async take() {
+      const over = spread();
+      if (over <= 0 || !(options.concurrency > 0)) return;
+      const t = now();
+      nextAt = Math.max(t, nextAt + over / options.concurrency);
+      const wait = nextAt - t;
+      if (wait > 0) await sleep(wait);
+    },
+    observe(latencyMs) {
+      if (Number.isFinite(latencyMs) && latencyMs >= 0) mean = moved(mean, latencyMs);
+    },
+    observeEpisode(ms) {
+      if (Number.isFinite(ms) && ms >= 0) episode = moved(episode, ms);
+    },
+    latencyMs: () => mean,
+    spreadMs: spread,
+  };
+}
