@@ -180,9 +180,9 @@ export const ENV_VARS = {
     description: 'Episodes one worker process runs at once (rollout.run); each holds an environment session in the sandbox pool, so keep ENVFLEET_POOL_THREADS × ENVFLEET_POOL_TASKS_PER_THREAD at least this.',
   },
   ENVFLEET_ROLLOUT_START_PACING: {
-    schema: z.stringbool().default(true),
-    example: 'true',
-    description: 'Spread the starts of a burst of episodes over one model latency: a worker process starts at most ENVFLEET_ROLLOUT_CONCURRENCY episodes per (moving) mean latency of its uncached policy calls, or per half its mean episode when that is shorter (episodes replayed from the cache). A steady run starts fewer than that, so only bursts wait (a run\'s first wave, a wave of episodes that ended together), and a start waits at most one latency; the answers then do not come back to the process as one burst at every turn (docs/benchmarks.md, issue 14: 1,000 episodes against a 2 s endpoint, 85 % of the bound against 81-83 %). false = start each episode as its job arrives.',
+    schema: z.enum(['auto', 'on', 'off', 'true', 'false']).default('auto').transform(v => (v === 'true' ? 'on' : v === 'false' ? 'off' : v)),
+    example: 'auto',
+    description: 'auto (pace when ENVFLEET_ROLLOUT_CONCURRENCY, or the worker\'s --concurrency, is 256 or more), on or off. Spread the starts of a burst of episodes over one model latency: a worker process starts at most ENVFLEET_ROLLOUT_CONCURRENCY episodes per (moving) mean latency of its uncached policy calls, or per half its mean episode when that is shorter (episodes replayed from the cache). A steady run starts fewer than that, so only bursts wait (a wave of episodes that ended together, a run\'s first wave on a process that has timed a call), and a start waits at most one latency; the answers then do not come back to the process as one burst at every turn (docs/benchmarks.md, issue 14: 1,000 episodes against a 2 s endpoint, 88 % / 82 % of the bound against 83 % / 80 %; with 100 episodes it gained nothing and cost 2 ms of CPU per episode, hence auto). A fresh process paces nothing until one of its calls has been timed. off = start each episode as its job arrives.',
   },
   ENVFLEET_WORKER_QUEUES: {
     schema: z.string().default('all'),

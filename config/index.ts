@@ -78,8 +78,8 @@ export interface AppConfig {
     readonly concurrency: number;
     /** Concurrency of the rollout.run queue (episodes in flight per process). */
     readonly rolloutConcurrency: number;
-    /** Episode starts spread over one model latency (src/rollouts/start-pacer.ts). */
-    readonly rolloutStartPacing: boolean;
+    /** Episode starts spread over one model latency (src/rollouts/start-pacer.ts): auto = when the rollout concurrency is large. */
+    readonly rolloutStartPacing: 'auto' | 'on' | 'off';
     /** Queue names to consume, or 'all'. */
     readonly queues: readonly string[] | 'all';
     readonly lockDurationMs: number;

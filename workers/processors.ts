@@ -14,7 +14,7 @@ import { assembleEnvironment, buildMethod, buildOperations, buildState } from '.
 /** What a processor gets besides its job data: the stage dependencies bound to the job's signal and logger. */
 export interface ProcessorDeps extends StageDeps {
   readonly stream: TrajectoryStream;
-  /** Paces episode starts (rollout.run) in this process; absent when ENVFLEET_ROLLOUT_START_PACING is false. */
+  /** Paces episode starts (rollout.run) in this process; absent when ENVFLEET_ROLLOUT_START_PACING leaves it off. */
   readonly pacer?: StartPacer | undefined;
   readonly signal: AbortSignal;
   readonly logger: Logger;

@@ -37,7 +37,7 @@ export interface FleetSettings {
   readonly tasksPerThread: number;
   /** ENVFLEET_SANDBOX_HEAP_MB of the fleet: room for a module (≈1.6 MiB charged) per task of a thread. */
   readonly heapMb: number;
-  /** ENVFLEET_ROLLOUT_START_PACING of the fleet (--no-pacing: false). */
+  /** ENVFLEET_ROLLOUT_START_PACING of the fleet (--no-pacing: off; else the default, auto). */
   readonly startPacing: boolean;
 }
 

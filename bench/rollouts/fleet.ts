@@ -37,7 +37,7 @@ const config = loadConfig({}, {
     ENVFLEET_POOL_THREADS: String(settings.poolThreads),
     ENVFLEET_POOL_TASKS_PER_THREAD: String(settings.tasksPerThread),
     ENVFLEET_SANDBOX_HEAP_MB: String(settings.heapMb),
-    ENVFLEET_ROLLOUT_START_PACING: String(settings.startPacing !== false),
+    ENVFLEET_ROLLOUT_START_PACING: settings.startPacing === false ? 'off' : 'auto',
     ENVFLEET_MODEL_MAX_CONCURRENCY: '0',
     ENVFLEET_MODEL_TIMEOUT_MS: '600000',
     ENVFLEET_SHUTDOWN_TIMEOUT_MS: '10000',

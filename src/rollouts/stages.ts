@@ -58,7 +58,7 @@ export async function runRollout(deps: RolloutDeps, runId: string, scenarioId: s
     return existing;
   }
   const { config, scenario, env, limits, initialStateJson } = await context(deps.store, runId, scenarioId, policy);
-  await deps.pacer?.take();
+  await deps.pacer?.take(deps.signal);
   const began = performance.now();
   const trajectory = await runEpisode(
     { gateway: deps.gateway, sandbox: deps.sandbox, logger: deps.logger, signal: deps.signal, pacer: deps.pacer },

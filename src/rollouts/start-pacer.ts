@@ -15,8 +15,11 @@
  * the pacing never becomes a cap on the run. Until a call has been timed, nothing waits.
  */
 export interface StartPacer {
-  /** Resolves when this start's slot comes (at once unless starts come faster than concurrency per latency). */
-  take(): Promise<void>;
+  /**
+   * Resolves when this start's slot comes (at once unless starts come faster than concurrency per latency), or at
+   * once when `signal` aborts (a pause, a cancel, the worker's shutdown: the episode then meets the abort itself).
+   */
+  take(signal?: AbortSignal): Promise<void>;
   /** The latency of one uncached policy model call, in milliseconds. */
   observe(latencyMs: number): void;
   /** How long one episode took, start to end, in milliseconds. */
@@ -31,28 +34,41 @@ export interface StartPacerOptions {
   /** The episodes the process runs at once (its rollout concurrency); 0 or less: no pacing. */
   readonly concurrency: number;
   readonly now?: () => number;
-  readonly sleep?: (ms: number) => Promise<void>;
+  readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
+
+/** A wait that ends early, without an error, when the signal aborts. */
+const abortableSleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>(resolve => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 
 /** Weight of the newest latency in the moving mean. */
 const WEIGHT = 0.05;
 
 export function createStartPacer(options: StartPacerOptions): StartPacer {
   const now = options.now ?? (() => performance.now());
-  const sleep = options.sleep ?? ((ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms)));
+  const sleep = options.sleep ?? abortableSleep;
   let mean = 0;
   let episode = 0;
   let nextAt = Number.NEGATIVE_INFINITY;
   const moved = (m: number, x: number) => (m === 0 ? x : m + WEIGHT * (x - m));
   const spread = () => (mean <= 0 ? 0 : episode > 0 ? Math.min(mean, episode / 2) : mean);
   return {
-    async take() {
+    async take(signal) {
       const over = spread();
-      if (over <= 0 || !(options.concurrency > 0)) return;
+      if (over <= 0 || !(options.concurrency > 0) || signal?.aborted) return;
       const t = now();
       nextAt = Math.max(t, nextAt + over / options.concurrency);
       const wait = nextAt - t;
-      if (wait > 0) await sleep(wait);
+      if (wait > 0) await sleep(wait, signal);
     },
     observe(latencyMs) {
       if (Number.isFinite(latencyMs) && latencyMs >= 0) mean = moved(mean, latencyMs);

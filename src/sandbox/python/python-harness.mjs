@@ -1473,15 +1473,15 @@ def _drop(s, collect=False):
                 clear()
             if collect:
                 _in_session(s, _collect)
-        except (KeyboardInterrupt, MemoryError, RecursionError):
-            raise
         except Exception:
             pass  # a __del__ that raises is reported by the collector, not raised; anything else: best effort
-        if _RNG_OWNER[0] is s:
-            _RNG_OWNER[0] = None
-            # Its module state stays installed until another session enters: code that runs before (a __del__ of
-            # another session's object, freed in its finish) sees the values at load instead.
-            _load_module_state(_fresh_module_state(at_load=True))
+        finally:
+            # Also after a limit (the drop's deadline) met in the collection: the session is let go as owner.
+            if _RNG_OWNER[0] is s:
+                _RNG_OWNER[0] = None
+                # Its module state stays installed until another session enters: code that runs before (a __del__ of
+                # another session's object, freed in its finish) sees the values at load instead.
+                _load_module_state(_fresh_module_state(at_load=True))
 
 def tamper_report():
     """'[]' when the interpreter looks intact, else a JSON list of what changed."""
@@ -1767,7 +1767,9 @@ _HOOK_BASE = _hook_base()
 _HARNESS_BASE = dict(globals())
 # Everything the harness and the standard library made at load lives as long as the interpreter: left out of every
 # collection (a session's open, call and close with a full collection at its end took ~24 ms, ~4 ms with this, as
-# without a collection).
+# without a collection). Garbage of the load is collected first, not frozen. (The standard modules that supplied
+# packages import when they are preloaded, after this, are not frozen.)
+_gc.collect()
 _gc.freeze()
 `.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS)).replace('__BLOCKED__', JSON.stringify(BLOCKED_MODULES))
   .replace('__MAX_DEPTH__', String(MAX_JSON_DEPTH)).replace('__DEPTH_ADVICE__', () => JSON.stringify(DEPTH_ADVICE));

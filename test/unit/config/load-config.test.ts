@@ -81,7 +81,7 @@ describe('config: loadConfig defaults', () => {
       stalledIntervalMs: 15_000,
       shutdownTimeoutMs: 30_000,
       rolloutConcurrency: 64,
-      rolloutStartPacing: true,
+      rolloutStartPacing: 'auto',
       pausedRecheckMs: 3_600_000,
       rateLimitPauseMs: 3_600_000,
     });
@@ -171,9 +171,10 @@ describe('config: loadConfig defaults', () => {
     expect(config.log.level).to.equal('debug');
   });
 
-  it('reads ENVFLEET_ROLLOUT_START_PACING as a boolean and names it when it is not one', () => {
-    expect(loadConfig({ ENVFLEET_ROLLOUT_START_PACING: 'false' }).worker.rolloutStartPacing).to.equal(false);
-    expect(loadConfig({ ENVFLEET_ROLLOUT_START_PACING: 'on' }).worker.rolloutStartPacing).to.equal(true);
+  it('reads ENVFLEET_ROLLOUT_START_PACING as auto, on or off (true and false too) and names it when it is none of them', () => {
+    expect(loadConfig({ ENVFLEET_ROLLOUT_START_PACING: 'false' }).worker.rolloutStartPacing).to.equal('off');
+    expect(loadConfig({ ENVFLEET_ROLLOUT_START_PACING: 'true' }).worker.rolloutStartPacing).to.equal('on');
+    expect(loadConfig({ ENVFLEET_ROLLOUT_START_PACING: 'on' }).worker.rolloutStartPacing).to.equal('on');
     expect(() => loadConfig({ ENVFLEET_ROLLOUT_START_PACING: 'peut-être' })).to.throw(/ENVFLEET_ROLLOUT_START_PACING/);
   });
 

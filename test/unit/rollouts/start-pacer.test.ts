@@ -81,6 +81,23 @@ describe('start pacer (episode starts spread over one model latency)', () => {
     expect(pacer.spreadMs()).to.equal(2_000);
   });
 
+  it('lets a start whose job is aborted (a pause, a cancel, the worker\'s shutdown) go at once, while waiting or before', async () => {
+    const pacer = createStartPacer({ concurrency: 2 });
+    pacer.observe(60_000); // a slow endpoint: 30 s between starts
+    await pacer.take(); // the first goes at once
+    const job = new AbortController();
+    let woke = false;
+    const waiting = pacer.take(job.signal).then(() => (woke = true));
+    await new Promise(resolve => setImmediate(resolve));
+    expect(woke).to.equal(false);
+    job.abort();
+    await waiting;
+    expect(woke).to.equal(true);
+    const aborted = new AbortController();
+    aborted.abort();
+    await pacer.take(aborted.signal); // would wait a minute otherwise
+  });
+
   it('does not pace a process whose concurrency is not positive', async () => {
     const c = fakeClock();
     const pacer = createStartPacer({ concurrency: 0, now: c.now, sleep: c.sleep });
