@@ -118,7 +118,7 @@ const DELAYS = args.ints('delays', argv.some(a => a === '--delay' || a.startsWit
 /** Worker processes sharing each configuration's queues (`--processes`); each runs C / P rollouts at once. */
 const PROCESSES = args.ints('processes', '1,2');
 const SINK = !args.flag('no-sink');
-/** ENVFLEET_ROLLOUT_START_PACING of the fleet processes: on (the default), or off with --no-pacing. */
+/** ENVFLEET_ROLLOUT_START_PACING of the fleet processes: auto (the default), or off with --no-pacing. */
 const START_PACING = !args.flag('no-pacing');
 const THREADS = intArg('threads', 2);
 const CONCURRENCY = args.ints('concurrency', QUICK ? '10,100' : '10,100,1000');

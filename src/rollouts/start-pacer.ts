@@ -1,3 +1,5 @@
+import { sleep } from '../util/sleep.js';
+
 /**
  * Paces the starts of episodes in one worker process, so that a burst of them (a run's first wave, or the next wave
  * as a burst of episodes ends) spreads over one model latency instead of going out together.
@@ -37,25 +39,15 @@ export interface StartPacerOptions {
   readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
-/** A wait that ends early, without an error, when the signal aborts. */
-const abortableSleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>(resolve => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
+/** The shared sleep, ending early and without an error when the signal aborts. */
+const sleepUnlessAborted = (ms: number, signal?: AbortSignal) => sleep(ms, signal).catch(() => undefined);
 
 /** Weight of the newest latency in the moving mean. */
 const WEIGHT = 0.05;
 
 export function createStartPacer(options: StartPacerOptions): StartPacer {
   const now = options.now ?? (() => performance.now());
-  const sleep = options.sleep ?? abortableSleep;
+  const wait = options.sleep ?? sleepUnlessAborted;
   let mean = 0;
   let episode = 0;
   let nextAt = Number.NEGATIVE_INFINITY;
@@ -67,8 +59,7 @@ export function createStartPacer(options: StartPacerOptions): StartPacer {
       if (over <= 0 || !(options.concurrency > 0) || signal?.aborted) return;
       const t = now();
       nextAt = Math.max(t, nextAt + over / options.concurrency);
-      const wait = nextAt - t;
-      if (wait > 0) await sleep(wait, signal);
+      if (nextAt > t) await wait(nextAt - t, signal);
     },
     observe(latencyMs) {
       if (Number.isFinite(latencyMs) && latencyMs >= 0) mean = moved(mean, latencyMs);

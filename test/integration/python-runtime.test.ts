@@ -685,6 +685,13 @@ class Env:
     const single = (opts: Partial<Parameters<typeof createPythonSandboxRunner>[0]> = {}) =>
       createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: HEAP_MB, logger: pino({ level: 'silent' }), ...opts });
     const PING = 'class Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def ping(self):\n        self.n += 1\n        return self.n\n';
+    /** The runner's one interpreter is the first it started, and its heap stays under the recycle threshold (75 % of the cap). */
+    const expectKeptUnderThreshold = async (r: PythonSandboxRunner) => {
+      const st = (await r.stats()).interpreters[0]!;
+      expect(st.n, 'the interpreter was never replaced').to.equal(1);
+      expect(st.retiring, 'the heap stays under the recycle threshold (75 % of the cap)').to.equal(false);
+      expect(st.heapBytes).to.be.below(0.75 * HEAP_MB * 1024 * 1024);
+    };
 
     it('answers as CPython for date reprs, classes deriving from date, random.seed(), the wall clock through asctime and clock_gettime, and sleeps seen by monotonic and perf_counter', async () => {
       const r = single();
@@ -1788,10 +1795,7 @@ class Env:
           await s.close();
           expect(await bystander.call('ping', {}), `session ${i}`).to.deep.include({ result: i });
         }
-        const st = (await r.stats()).interpreters[0]!;
-        expect(st.n, 'the interpreter was never replaced').to.equal(1);
-        expect(st.retiring, 'the heap stays under the recycle threshold (75 % of the cap)').to.equal(false);
-        expect(st.heapBytes).to.be.below(0.75 * HEAP_MB * 1024 * 1024);
+        await expectKeptUnderThreshold(r);
         await bystander.close();
       } finally {
         await r.close();
@@ -1815,10 +1819,7 @@ class Env:
           await s.close();
         }
         expect(await bystander.call('ping', {})).to.deep.include({ result: 1 });
-        const st = (await r.stats()).interpreters[0]!;
-        expect(st.n, 'the interpreter was never replaced').to.equal(1);
-        expect(st.retiring, 'the heap stays under the recycle threshold (75 % of the cap)').to.equal(false);
-        expect(st.heapBytes).to.be.below(0.75 * HEAP_MB * 1024 * 1024);
+        await expectKeptUnderThreshold(r);
         await bystander.close();
       } finally {
         await r.close();

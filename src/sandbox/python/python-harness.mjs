@@ -1105,24 +1105,19 @@ def _describe(e):
         return '%s (its message could not be read: its __str__ failed)' % type(e).__name__
     return '%s: %s' % (type(e).__name__, text) if text else type(e).__name__
 
-def _limit_error(e):
+def _fail(e, code, message):
+    """The answer for an exception out of environment or check code: a limit's error, else code and message. A
+    KeyboardInterrupt is the deadline's only when an interrupt was sent, which the child knows: it carries what the
+    answer is otherwise (own, raised), used when none was (python-child.mjs, answerEnvelope)."""
     if isinstance(e, KeyboardInterrupt):
-        return _err('DEADLINE_EXCEEDED', 'the call ran past its deadline and was interrupted')
+        return _encode({'err': 'DEADLINE_EXCEEDED', 'message': 'the call ran past its deadline and was interrupted', 'own': code, 'raised': message})
     if isinstance(e, MemoryError):
         return _err('MEMORY_EXCEEDED', 'the interpreter ran out of memory (MemoryError)')
     if isinstance(e, OverflowError) and 'index-sized' in (_text(e) or ''):
         return _err('MEMORY_EXCEEDED', 'the call asked for more memory than a 32-bit WebAssembly interpreter can address (%s)' % e)
     if isinstance(e, RecursionError):
         return _err('STACK_OVERFLOW', 'the call recursed too deeply: ' + (_text(e) or 'RecursionError'))
-    return None
-
-def _fail(e, code, message):
-    """The answer for an exception out of environment or check code: a limit's error, else code and message. A
-    KeyboardInterrupt is the deadline's only when an interrupt was sent, which the child knows: it carries what the
-    answer is otherwise (own, raised), used when none was (python-child.mjs, ownInterrupt)."""
-    if isinstance(e, KeyboardInterrupt):
-        return _encode({'err': 'DEADLINE_EXCEEDED', 'message': 'the call ran past its deadline and was interrupted', 'own': code, 'raised': message})
-    return _limit_error(e) or _err(code, message)
+    return _err(code, message)
 
 # --- sessions ------------------------------------------------------------------------------------
 
@@ -1434,7 +1429,7 @@ def check(sid, source, with_episode=False):
 
 def drop(sid, collect=False):
     """Forgets a session; answers what was tampered with in the interpreter ([]: nothing; else the child replaces it at once).
-    collect: the cycle collector runs too (the interpreter thread asks when the heap grew since it last did)."""
+    collect: the cycle collector runs too (python-interpreter.mjs decides when)."""
     try:
         _drop(SESSIONS.pop(sid, None), collect)
         _sweep()  # anchors that garbage of the cycle collector held until now

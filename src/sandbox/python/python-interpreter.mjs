@@ -220,13 +220,9 @@ if (data.makeSnapshot) {
   let dropsSinceCollect = 0;
   fns['drop'] = (/** @type {string} */ sid) => {
     dropsSinceCollect += 1;
-    let collect = heapBytes() > heapAtCollect;
-    const large = heapBytes() >= capBytes / 2;
-    if (!collect && !large) collect = dropsSinceCollect >= COLLECT_EVERY;
-    if (!collect && large) {
-      const used = bytesInUse();
-      collect = used === null ? dropsSinceCollect >= COLLECT_EVERY : used - usedAtCollect > Math.max(8 * 1024 * 1024, (capBytes - usedAtCollect) / 8);
-    }
+    const used = heapBytes() >= capBytes / 2 ? bytesInUse() : null;
+    const collect = heapBytes() > heapAtCollect
+      || (used === null ? dropsSinceCollect >= COLLECT_EVERY : used - usedAtCollect > Math.max(8 * 1024 * 1024, (capBytes - usedAtCollect) / 8));
     try {
       return dropSession(sid, collect);
     } finally {
