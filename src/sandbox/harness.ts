@@ -18,7 +18,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
   const parse = JSON.parse, stringify = JSON.stringify, apply = Reflect.apply;
   const ObjectProto = Object.prototype, getProto = Object.getPrototypeOf, hasOwnProperty = ObjectProto.hasOwnProperty;
   const hasOwn = Object.hasOwn || ((o, key) => apply(hasOwnProperty, o, [key]));
-  const PromiseCtor = G.Promise, InternalErr = G.InternalError, RangeErr = G.RangeError, StringFn = String;
+  const PromiseCtor = G.Promise, InternalErr = G.InternalError, StringFn = String;
   const imul = Math.imul, defineProp = Object.defineProperty, MathObj = G.Math;
   for (const name of ['SharedArrayBuffer', 'Atomics', 'WebAssembly', 'FinalizationRegistry', 'WeakRef']) {
     try { delete G[name]; } catch (e) {}
@@ -29,7 +29,8 @@ export const HARNESS_SOURCE = String.raw`(() => {
     let msg;
     try { msg = e !== null && typeof e === 'object' && 'message' in e ? StringFn(e.message) : StringFn(e); } catch (x) { msg = 'unprintable exception'; }
     if (e instanceof InternalErr && msg.indexOf('out of memory') >= 0) return fail('MEMORY_EXCEEDED', msg);
-    if ((e instanceof InternalErr || e instanceof RangeErr) && (msg.indexOf('stack overflow') >= 0 || msg.indexOf('call stack') >= 0)) {
+    // The engine's InternalError only: a RangeError the code threw itself is its own error, whatever its message.
+    if (e instanceof InternalErr && msg.indexOf('stack overflow') >= 0) {
       return fail('STACK_OVERFLOW', msg);
     }
     return fail(code, msg);

@@ -1670,10 +1670,14 @@ class GuestVm {
 
   private guestError(handle: QuickJSHandle, code: SandboxErrorCode): SandboxError {
     let message = 'unknown error';
+    // Only the engine's own InternalError says a limit was met: an error the code threw itself is its own, whatever
+    // its message says ("Device out of memory", a RangeError of "Maximum call stack size exceeded").
+    let engine = false;
     try {
       const dumped: unknown = this.ctx.dump(handle);
       if (dumped && typeof dumped === 'object' && 'message' in dumped) {
         const name = 'name' in dumped && typeof dumped.name === 'string' ? dumped.name : 'Error';
+        engine = name === 'InternalError';
         message = `${name}: ${String(dumped.message)}`;
       } else {
         message = String(dumped);
@@ -1685,8 +1689,8 @@ class GuestVm {
     }
     const hit = this.limitHit();
     if (hit) return hit;
-    if (/out of memory/i.test(message)) return new SandboxError('MEMORY_EXCEEDED', message);
-    if (/stack overflow|call stack/i.test(message)) return new SandboxError('STACK_OVERFLOW', message);
+    if (engine && /out of memory/i.test(message)) return new SandboxError('MEMORY_EXCEEDED', message);
+    if (engine && /stack overflow/i.test(message)) return new SandboxError('STACK_OVERFLOW', message);
     return new SandboxError(code, message);
   }
 

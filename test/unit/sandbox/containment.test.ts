@@ -53,6 +53,9 @@ class Hostile {
   nothing() {}
   throws() { throw new Error('the fridge is empty'); }
   throwsString() { throw 'plain string'; }
+  ownOverflow() { throw new RangeError('Maximum call stack size exceeded'); }
+  ownMemory() { throw new Error('the printer is out of memory'); }
+  caughtOverflow() { try { const f = k => 1 + f(k); f(0); } catch (e) { return { success: false, error: e.name + ': ' + e.message }; } }
   wait() { const sab = new ArrayBuffer(8); return { success: true, data: typeof sab }; }
   grow({ n }) { for (let i = 0; i < n; i++) this.state['k' + i] = 'z'.repeat(1000); return { success: true }; }
   ok() { return { success: true, data: 'fine' }; }
@@ -64,7 +67,7 @@ const CODE: EnvironmentCode = {
   className: 'Hostile',
   source: HOSTILE,
   tools: [
-    ...['reach', 'caller', 'prepareStack', 'dynamicImport', 'spin', 'spinCatching', 'redos', 'bomb', 'huge', 'cyclic', 'bigint', 'nothing', 'throws', 'throwsString', 'wait', 'ok', 'missingMethod'].map(n => tool(n)),
+    ...['reach', 'caller', 'prepareStack', 'dynamicImport', 'spin', 'spinCatching', 'redos', 'bomb', 'huge', 'cyclic', 'bigint', 'nothing', 'throws', 'throwsString', 'ownOverflow', 'ownMemory', 'caughtOverflow', 'wait', 'ok', 'missingMethod'].map(n => tool(n)),
     tool('recurse', { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] }),
     tool('grow', { type: 'object', properties: { n: { type: 'integer', minimum: 0 } }, required: ['n'], additionalProperties: false }),
   ],
@@ -148,6 +151,25 @@ describe('sandbox containment (QuickJS)', function () {
   it('stops deep recursion with STACK_OVERFLOW, and allows shallow recursion', () => {
     expect(env.call('recurse', { n: 100 }).result).to.deep.equal({ success: true, data: 100 });
     expect(env.call('recurse', { n: 10_000_000 })).to.deep.include({ runtimeError: 'STACK_OVERFLOW' });
+  });
+
+  it('takes an error the code threw itself for its own, whatever its message says of the stack or memory', async () => {
+    // Careless code, not a limit: the session goes on. Only the engine's InternalError is a limit.
+    expect(env.call('ownOverflow', {})).to.deep.include({ runtimeError: 'TOOL_THREW', result: { success: false, error: 'Maximum call stack size exceeded' } });
+    expect(env.call('ownMemory', {})).to.deep.include({ runtimeError: 'TOOL_THREW' });
+    expect(env.call('caughtOverflow', {}).result).to.deep.equal({ success: false, error: 'InternalError: stack overflow' });
+    expect(env.disposed).to.equal(false);
+    expect(env.call('ok', {}).result).to.deep.equal({ success: true, data: 'fine' });
+    for (const [thrown, code] of [
+      ["throw new Error('Device out of memory');", 'SOURCE_LOAD_FAILED'],
+      ["throw new RangeError('Maximum call stack size exceeded');", 'SOURCE_LOAD_FAILED'],
+      ["const deep = k => 1 + deep(k); deep(0);", 'STACK_OVERFLOW'],
+    ] as const) {
+      const err = await rejection(host.createEnvironment({ ...CODE, source: `${thrown}\n${HOSTILE}` }, {}, LIMITS));
+      expect(err, thrown).to.have.property('code', code);
+    }
+    const ctor = await rejection(host.createEnvironment({ ...CODE, source: "class Hostile { constructor() { throw new RangeError('Maximum call stack size exceeded'); } }" }, {}, LIMITS));
+    expect(ctor).to.have.property('code', 'CONSTRUCTOR_FAILED');
   });
 
   it('refuses a result over the cap', () => {
