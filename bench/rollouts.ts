@@ -639,6 +639,7 @@ const f0 = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : '–');
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '–');
 const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '–');
 const pct = (x: number) => (Number.isFinite(x) ? `${(x * 100).toFixed(0)} %` : '–');
+const pct1 = (x: number) => (Number.isFinite(x) ? `${(x * 100).toFixed(1)} %` : '–');
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
 const row = (cells: readonly (string | number)[]) => `| ${cells.join(' | ')} |`;
 
@@ -695,6 +696,7 @@ function report(results: readonly Analysis[], redisVersion: string, startedMs: n
     ['episode time outside the server (median wall − S × median server time)', a => `${f0(a.episodeWallMs.median - a.raw.spec.steps * a.serverTimeMs.median)} ms`],
     ['achieved ÷ bound as two factors: the episodes (S × L ÷ mean episode wall) × the waves (episodes recorded ÷ C × mean episode wall ÷ wall: the start, each wave\'s spread, the tail)', a => `${pct(a.gap.episodeFactor)} (mean episode wall ${f0(a.gap.meanEpisodeWallMs)} ms) × ${pct(a.gap.wavesFactor)}`],
     ['submit → first episode started / the first C episodes\' starts, first → last', a => `${f0(a.gap.firstStartMs)} / ${f0(a.gap.firstWaveSpreadMs)} ms`],
+    ['the waves\' loss as idle slot time (C × wall): before each slot\'s first episode / between episodes / after its last', a => `${pct1(a.gap.idle.start)} / ${pct1(a.gap.idle.between)} / ${pct1(a.gap.idle.tail)}`],
     ['model requests: answered / expected N × S', a => `${a.requestsOk} / ${a.raw.spec.episodes * a.raw.spec.steps}${a.requestsOther ? ` (+${a.requestsOther} other)` : ''}`],
     ['result check', a => (a.check.ok ? 'PASS' : '**FAIL**')],
   ]);

@@ -337,11 +337,11 @@ export async function cancelRun(at: QueuesAt, store: RunStore, control: RunContr
   });
   // What was still being built ends now, with the reason, so exports and status say why it is missing.
   const failure = { stage: 'run', code: 'RUN_CANCELLED', message: reason } as const;
-  for (const id of await store.listDocIds(runId, 'env')) {
+  for (const id of await store.idsWithStatus(runId, 'env', ['building', 'probing'])) {
     const env = await store.getDoc(runId, 'env', id);
     if (env && (env.status === 'building' || env.status === 'probing')) await store.putDoc(runId, 'env', id, { ...env, status: 'failed', failure });
   }
-  for (const id of await store.listDocIds(runId, 'scenario')) {
+  for (const id of await store.idsWithStatus(runId, 'scenario', ['building'])) {
     const scenario = await store.getDoc(runId, 'scenario', id);
     if (scenario?.status === 'building') await store.putDoc(runId, 'scenario', id, { ...scenario, status: 'dropped', dropReason: failure });
   }

@@ -104,7 +104,7 @@ async function retryFailedItems(store: RunStore, enqueuer: Enqueuer, runId: stri
   let retried = 0;
   const reopen = reopenItem(store);
   if (kind === 'env') {
-    for (const envId of await store.listDocIds(runId, 'env')) {
+    for (const envId of await store.idsWithStatus(runId, 'env', ['failed'])) {
       const env = await store.getDoc(runId, 'env', envId);
       const stage = env?.failure?.stage;
       if (env?.status !== 'failed' || !stage || !isOutsideFailure(env.failure.code) || !isPipelineStage(stage) || STAGES[stage].item.kind !== 'environment') continue;
@@ -115,7 +115,7 @@ async function retryFailedItems(store: RunStore, enqueuer: Enqueuer, runId: stri
     }
     return retried;
   }
-  for (const scenarioId of await store.listDocIds(runId, 'scenario')) {
+  for (const scenarioId of await store.idsWithStatus(runId, 'scenario', ['dropped'])) {
     const scenario = await store.getDoc(runId, 'scenario', scenarioId);
     const stage = scenario?.dropReason?.stage;
     // scenario.state is the entry's own stage (resubmit retries it, with the data it was entered with).
@@ -281,8 +281,7 @@ export async function submitScenarios(config: AppConfig, redis: Redis, request: 
     } else if (!(await store.getRun(runId))) {
       throw new RequestError(`run "${runId}" does not exist; synthesize it first (envfleet synth) or pass --environments FILE.jsonl`);
     }
-    const envIds: string[] = [];
-    for (const envId of await store.listDocIds(runId, 'env')) if ((await store.getDoc(runId, 'env', envId))?.status === 'kept') envIds.push(envId);
+    const envIds = await store.idsWithStatus(runId, 'env', ['kept']);
     // Nothing to do is not a success, and must not freeze the settings of the scenarios to come.
     if (!envIds.length) throw new RequestError(`run "${runId}" has no kept environment, so there is nothing to generate scenarios for (nothing submitted, no setting frozen). See why with envfleet status --run ${runId}; synthesize environments first (envfleet synth --run ${runId}, wait for it to finish) or import them (envfleet scenarios --run NEW --environments DIR/environments.jsonl).`);
     const asked: ScenarioConfig = { perEnv: request.perEnv, verifyWith: request.verifyWith ?? null, tries: request.tries ?? 3 };
@@ -316,8 +315,7 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
     const { runId } = request;
     if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist; synthesize it and generate scenarios first`);
     await refuseCancelled(config, redis, runId, 'envfleet scenarios --environments DIR/environments.jsonl (from its export), then envfleet rollouts,');
-    const ready: string[] = [];
-    for (const scenarioId of await store.listDocIds(runId, 'scenario')) if ((await store.getDoc(runId, 'scenario', scenarioId))?.status === 'ready') ready.push(scenarioId);
+    const ready = await store.idsWithStatus(runId, 'scenario', ['ready']);
     // Nothing to roll out is not a success, and must not freeze the rollout settings (or claim the run's first policy).
     if (!ready.length) throw new RequestError(`run "${runId}" has no ready scenario, so there is nothing to roll out (nothing submitted, no setting frozen). See why with envfleet status --run ${runId}; generate scenarios first (envfleet scenarios --run ${runId}, wait for it to finish), then run this command again.`);
     const limits = (mode: RolloutMode, steps: number) => ({ maxSteps: request.maxSteps?.[mode] ?? steps, maxTokens: request.maxTokens ?? 0, maxWallMs: request.maxWallMs ?? 600_000 });

@@ -141,6 +141,14 @@ export interface Analysis {
     /** Submit → the first episode started; the first C episodes' starts, first → last. */
     readonly firstStartMs: number;
     readonly firstWaveSpreadMs: number;
+    /**
+     * The waves' loss as slot time: of the C slots × the wall, the shares no episode ran in — before each slot's
+     * first episode (the first C starts: the submission, the first wave's spread), after each slot's last one (the
+     * last C ends: the tail), and between one episode's end and the next one's start (the job's turnaround, a
+     * paced start's wait). 1 − their sum is the waves factor (in flight never exceeds C, so each later start fills a
+     * slot an end freed).
+     */
+    readonly idle: { readonly start: number; readonly between: number; readonly tail: number };
   };
   readonly requestsTotal: number;
   readonly requestsOk: number;
@@ -237,6 +245,11 @@ function gapOf(raw: RunRaw, walls: readonly number[], wallS: number): Analysis['
   const meanEpisodeWallMs = walls.length ? walls.reduce((a, b) => a + b, 0) / walls.length : NaN;
   const starts = raw.episodes.map(e => e.start).sort((a, b) => a - b);
   const firstWave = starts.slice(0, c);
+  const ends = raw.episodes.map(e => e.end).sort((a, b) => a - b);
+  const slotMs = c * wallS * 1000;
+  const start = firstWave.reduce((a, t) => a + (t - raw.t0), 0) / slotMs;
+  const tail = ends.slice(-c).reduce((a, t) => a + (raw.tEpisodesDone - t), 0) / slotMs;
+  const busy = walls.reduce((a, b) => a + b, 0) / slotMs;
   return {
     meanEpisodeWallMs,
     episodeFactor: (spec.steps * spec.delayMs) / meanEpisodeWallMs,
@@ -245,6 +258,7 @@ function gapOf(raw: RunRaw, walls: readonly number[], wallS: number): Analysis['
     wavesFactor: ((walls.length / c) * meanEpisodeWallMs) / (wallS * 1000),
     firstStartMs: (starts[0] ?? NaN) - raw.t0,
     firstWaveSpreadMs: (firstWave.at(-1) ?? NaN) - (firstWave[0] ?? NaN),
+    idle: { start, tail, between: 1 - busy - start - tail },
   };
 }
 

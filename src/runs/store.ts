@@ -118,6 +118,12 @@ export interface RunStore {
   /** How many environments (or scenarios) have each status. */
   statusCounts(runId: string, kind: 'env' | 'scenario'): Promise<Record<string, number>>;
   /**
+   * Ids of the environments (or scenarios) whose status is one of `statuses`, in the order they were first stored,
+   * read from the status kept beside each document (one read for the kind, not one per document: a scenario
+   * carries its initial state, 1 MB for a τ-bench retail task). A document stored without that entry is read.
+   */
+  idsWithStatus(runId: string, kind: 'env' | 'scenario', statuses: readonly string[]): Promise<string[]>;
+  /**
    * Appends step `index` of a probe round unless it is there already (idempotent on resume), with the
    * state after it (replacing the previous step's) and `counts`, in one atomic step. False when the
    * step was there already (nothing is written or counted).
@@ -316,6 +322,20 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     listDocIds: (runId, kind) => redis.zrange(keys(runId).ids(kind), '0', '-1'),
     async statusCounts(runId, kind) {
       return toCounts(await redis.hgetall(keys(runId).statuses(kind)));
+    },
+    async idsWithStatus(runId, kind, statuses) {
+      const k = keys(runId);
+      const [ids, statusOf] = await Promise.all([redis.zrange(k.ids(kind), '0', '-1'), redis.hgetall(k.statusOf(kind))]);
+      const out: string[] = [];
+      for (const id of ids) {
+        let status = statusOf[id];
+        if (status === undefined) {
+          const raw = await redis.get(k.doc(kind, id));
+          status = raw === null ? undefined : (JSON.parse(raw) as { status?: string }).status;
+        }
+        if (status !== undefined && statuses.includes(status)) out.push(id);
+      }
+      return out;
     },
     async appendStep(runId, envId, round, index, step, stateAfter, counts = []) {
       const k = keys(runId);

@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import type { StoredTrajectory } from '../../src/rollouts/types.js';
 import { RawJson, stringifyJson } from '../../src/util/raw-json.js';
+import type { RunDocuments } from '../../src/runs/store.js';
+import { runKeys } from '../../src/runs/keys.js';
 import { useRunStore } from '../helpers/integration.js';
 
 describe('run store: a large document goes to Redis as bytes, and comes back as it was written', function () {
@@ -51,5 +53,40 @@ describe('run store: a large document goes to Redis as bytes, and comes back as 
     expect(await store.getDocText('r2', 'trajectory', 'trj-b')).to.equal(big);
     expect(await store.getDocText('r2', 'trajectory', 'trj-t')).to.equal(tiny);
     expect((await store.bytes('r2'))['doc:trajectory']).to.equal(Buffer.byteLength(big) + Buffer.byteLength(tiny));
+  });
+});
+
+describe('run store: ids by status', function () {
+  this.timeout(20_000);
+  const fixture = useRunStore('ids-by-status');
+
+  it('reads the statuses kept beside the documents, not the documents (a scenario carries its initial state), in the order first stored; a document without that entry is read', async () => {
+    const { redis, store, prefix } = fixture;
+    const big = { rooms: Array.from({ length: 2_000 }, (_, i) => ({ n: i, label: `Chambre ${i} — 海景 🌊` })) };
+    const scenario = (id: string, status: string) => ({ id, status, environmentId: 'env-1', initialState: big }) as unknown as RunDocuments['scenario'];
+    const order = ['scn-é-3', 'scn-2', 'scn-😀-1', 'scn-4'];
+    const statuses = ['ready', 'dropped', 'ready', 'building'];
+    for (const [i, id] of order.entries()) await store.putDoc('r', 'scenario', id, scenario(id, statuses[i]!));
+    // Its status moves: the entry moves with it.
+    await store.putDoc('r', 'scenario', 'scn-4', scenario('scn-4', 'ready'));
+    const reads: string[] = [];
+    const send = redis.sendCommand.bind(redis);
+    redis.sendCommand = ((command: { name: string }) => {
+      reads.push(command.name);
+      return send(command as never);
+    }) as typeof redis.sendCommand;
+    try {
+      expect(await store.idsWithStatus('r', 'scenario', ['ready'])).to.deep.equal(['scn-é-3', 'scn-😀-1', 'scn-4']);
+      expect(reads.filter(name => name === 'get')).to.deep.equal([]);
+      expect(await store.idsWithStatus('r', 'scenario', ['dropped', 'building'])).to.deep.equal(['scn-2']);
+      expect(await store.idsWithStatus('r', 'env', ['kept'])).to.deep.equal([]);
+      // A document stored before the entry was kept (or whose entry is gone) is read for its status.
+      await redis.hdel(runKeys(prefix, 'r', false).statusOf('scenario'), 'scn-😀-1');
+      reads.length = 0;
+      expect(await store.idsWithStatus('r', 'scenario', ['ready'])).to.deep.equal(['scn-é-3', 'scn-😀-1', 'scn-4']);
+      expect(reads.filter(name => name === 'get')).to.have.length(1);
+    } finally {
+      redis.sendCommand = send;
+    }
   });
 });
