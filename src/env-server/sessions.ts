@@ -254,6 +254,18 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     throw new EnvServerError('UNKNOWN_SESSION', `no session ${id} on this server; start one with seed_session`);
   };
 
+  /**
+   * A parsed state written again as JSON, or an error that says what to do. V8 writes JSON recursively: a state nested
+   * some thousands of levels deep (a linked list of dicts, which the sandbox did write) overflows its stack here.
+   */
+  const encodeState = (state: unknown): string => {
+    try {
+      return JSON.stringify(state);
+    } catch (err) {
+      throw new Error(`it is nested too deeply for the server to pass on as JSON (${(err as Error).message}); keep the environment's state flatter (a linked list as a list, a tree as a dict of nodes by id)`);
+    }
+  };
+
   async function finish(id: string, endedBy: SessionEnd, detail: string | null = null): Promise<SessionResult> {
     const done = endedResult(id);
     if (done) return done;
@@ -279,10 +291,14 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           const atEnd = fullAtEnd(end);
           if (atEnd) full = `${atEnd.where}: ${atEnd.message}`;
           if (end.stateJson === null) throw new Error(end.stateError?.message ?? 'no final state');
-          finalState = JSON.parse(end.stateJson) as unknown;
-          if (JSON.stringify(finalState) !== end.stateJson) finalStateJson = end.stateJson;
+          const parsed = JSON.parse(end.stateJson) as unknown;
+          finalState = parsed;
+          if (encodeState(parsed) !== end.stateJson) finalStateJson = end.stateJson;
           ran = end.checks;
         } catch (err) {
+          // Nothing of a state that cannot be passed on stays in the result (it could not be written either).
+          finalState = null;
+          finalStateJson = undefined;
           readError = `the final state could not be read: ${(err as Error).message}`;
         }
       }
@@ -319,8 +335,15 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         checks: score.checks,
         checksError: score.checksError,
       };
-      // Serialized once: its length bounds what this process keeps, and the directory stores the text.
-      const json = JSON.stringify(result);
+      // Serialized once: its length bounds what this process keeps, and the directory stores the text. Whatever
+      // happens here, the session leaves `live` (else it would hold one of --max-sessions for good).
+      let json: string;
+      try {
+        json = JSON.stringify(result);
+      } catch (err) {
+        live.delete(id);
+        throw err;
+      }
       keepResult(result, json.length);
       live.delete(id);
       // Then every process sharing the directory answers with this result (verify through another one).
