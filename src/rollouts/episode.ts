@@ -172,7 +172,9 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     const recordTurnState = async () => {
       const env = await ready();
       try {
-        turnStates.push(await env.snapshot());
+        // As the session wrote it (RawJson): a Python state's 100.0 and integers past 2^53 reach the episode checks and
+        // the trajectory exactly, as its final state does.
+        turnStates.push(env.snapshotJson ? new RawJson(await env.snapshotJson()) : await env.snapshot());
       } catch (err) {
         if (isSandboxFull(err)) throw SandboxFullError.at(`the state at the end of turn ${scriptTurn + 1} could not be read`, (err as Error).message);
         throw new EpisodeEnd('environment-error', `the state at the end of turn ${scriptTurn + 1} could not be read: ${(err as Error).message}`);

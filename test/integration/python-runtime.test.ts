@@ -16,7 +16,11 @@ import { answerText, HARNESS_PY, MAX_JSON_DEPTH } from '../../src/sandbox/python
 import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type EnvSession } from '../../src/sandbox/runner.js';
 import { scoreFinalState } from '../../src/rollouts/score.js';
-import { RawJson } from '../../src/util/raw-json.js';
+import { RawJson, stringifyJson } from '../../src/util/raw-json.js';
+import type { ChatResult, ModelGateway } from '../../src/llm/gateway.js';
+import { runEpisode } from '../../src/rollouts/episode.js';
+import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { rejection } from '../helpers/assert.js';
 
 /**
@@ -328,6 +332,40 @@ describe('Python runtime (Pyodide in a child process under the permission model)
       expect(end.stateJson).to.equal('{"price":1.0}');
       const score = await scoreFinalState(router, scenario, new RawJson(end.stateJson!), LIMITS, null, end.checks, { messages, turnStates: null });
       expect(score.checks.map(c => [c.item, c.passed])).to.deep.equal([['in session', true], ['after', true]]);
+    });
+    it("gives the episode checks and the trajectory each turn's state as the session wrote it: an integer past 2^53 and 100.0 stay as they are", async () => {
+      const router = createLanguageRouter({ js: createLocalSandboxRunner(), python: runner });
+      const source = 'class Bank:\n    def __init__(self, config):\n        self.account_id = 2**63 + 7\n        self.balance = 100.0\n        self.log = []\n    def book(self):\n        self.log.append("réservé 😀")\n        return {"success": True}\n    def look(self):\n        return {"success": True, "balance": self.balance}\n';
+      const tools = ['book', 'look'].map(name => ({ type: 'function', function: { name, description: name, parameters: { type: 'object', properties: {} } } }));
+      const env = { id: 'env-bank', description: { summary: 'bank', introduction: 'A bank.' }, className: 'Bank', source, language: 'python', tools } as unknown as EnvironmentRecord;
+      const exact = 'def check_func(final_state):\n    t = episode["turn_states"]\n    return [s["account_id"] for s in t] == [2**63 + 7] * 2 and all(type(s["balance"]) is float for s in t) and final_state["account_id"] == 2**63 + 7';
+      const scenario = {
+        id: 'bank-1', runId: 'r', environmentId: env.id, index: 0, status: 'ready', initialState: {}, task: 'book',
+        checklist: [{ ...pyCheck('turn states exact', exact), episode: true }],
+        script: { turns: [{ messages: ['book'] }, { messages: ['look'] }], maxStepsPerTurn: 3 },
+      } as unknown as ScenarioRecord;
+      const replies = [{ call: 'book' }, { text: 'booked' }, { call: 'look' }, { text: 'the balance is 100.0' }];
+      let i = 0;
+      const gateway = {
+        chat: () => {
+          const r = replies[Math.min(i, replies.length - 1)]!;
+          i += 1;
+          const message = 'call' in r ? { role: 'assistant', content: null, tool_calls: [{ id: `c${i}`, type: 'function', function: { name: r.call, arguments: '{}' } }] } : { role: 'assistant', content: r.text };
+          return Promise.resolve({ message, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'p', cached: false, toolCallFormat: 'native', tokens: null, sampling: {} } as unknown as ChatResult);
+        },
+        structured: () => Promise.reject(new Error('the user simulator must not be called')),
+        embed: () => Promise.reject(new Error('not used')),
+      } as unknown as ModelGateway;
+      const t = await runEpisode(
+        { gateway, sandbox: router },
+        { runId: 'r', scenario, env, mode: 'conversational', sample: 0, limits: { maxSteps: 10, maxTokens: 0, maxWallMs: 120_000 }, sandboxLimits: LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
+      );
+      expect(t.termination.reason).to.equal('agent-finished');
+      expect(t.checks).to.deep.equal([{ item: 'turn states exact', passed: true }]);
+      expect(t.reward).to.equal(1);
+      // What the store keeps (stringifyJson: the trajectory's text).
+      const turn = '{"account_id":9223372036854775815,"balance":100.0,"log":["réservé 😀"]}';
+      expect(stringifyJson(t)).to.include(`"turnStates":[${turn},${turn}]`);
     });
   });
 

@@ -9,7 +9,7 @@ import type { ValidateFunction } from 'ajv';
 import { readPythonPackages, type PythonPackageFile, type PythonPackageSpec } from '../../../config/index.js';
 import type { Logger } from '../../logger.js';
 import { compileJsonSchema, describeAjvErrors } from '../../util/json-schema.js';
-import { RawJson } from '../../util/raw-json.js';
+import { RawJson, stringifyJson } from '../../util/raw-json.js';
 import type { CheckSpec, EnvironmentCode } from '../bundle.js';
 import { diffStates } from '../diff.js';
 import { SandboxError, type SandboxErrorCode } from '../errors.js';
@@ -394,7 +394,8 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         op: 'checks',
         finalStateJson,
         initialStateJson,
-        episodeJson: input.episode ? JSON.stringify({ messages: input.episode.messages, turn_states: input.episode.turnStates }) : null,
+        // The turn states as their sessions wrote them where they are kept as text (RawJson), like the final state.
+        episodeJson: input.episode ? (stringifyJson({ messages: input.episode.messages, turn_states: input.episode.turnStates }) ?? null) : null,
         checks: input.checks.map(c => ({ item: c.item, check: c.check, episode: c.episode === true })),
         limits: { checkDeadlineMs: input.limits.checkDeadlineMs },
       })) as ChecksResult;
