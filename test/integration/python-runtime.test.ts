@@ -644,6 +644,38 @@ class Env:
       expect(await s.call('spin', {})).to.deep.include({ runtimeError: 'DEADLINE_EXCEEDED' });
       expect(await s.call('bump', {})).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
     });
+
+    it("answers a MemoryError the code raised itself with a message (a tool, a constructor, a check) as its own exception, as CPython does; the session goes on; the allocator's (no message) is the memory limit", async () => {
+      // Careless, not hostile: MemoryError as a domain error ("storage full"). Before, it read as MEMORY_EXCEEDED, its
+      // message was lost, and the session ended.
+      const source = 'class Env:\n    def __init__(self, c):\n        self.items = []\n        if c.get("bad"):\n            raise MemoryError("réglage invalide 設定")\n'
+        + '    def add(self, item):\n        if len(self.items) >= 1:\n            raise MemoryError("storage full: at most 1 item 📦")\n        self.items.append(item)\n        return {"n": len(self.items)}\n'
+        + '    def bare(self):\n        raise MemoryError\n';
+      const code = { ...python(source, ['bare']), tools: [...python(source, ['bare']).tools, { type: 'function' as const, function: { name: 'add', parameters: { type: 'object', properties: { item: { type: 'string' } }, required: ['item'] } } }] };
+      const s = await session(code, {});
+      expect(await s.call('add', { item: 'a' })).to.deep.include({ result: { n: 1 } });
+      const full = await s.call('add', { item: 'b' });
+      expect(full).to.deep.include({ runtimeError: 'TOOL_THREW' });
+      expect((full.result as { error: string }).error).to.equal('MemoryError: storage full: at most 1 item 📦');
+      expect(await s.call('add', { item: 'c' })).to.deep.include({ runtimeError: 'TOOL_THREW' });
+      expect(JSON.parse(await s.snapshotJson!())).to.deep.equal({ items: ['a'] });
+      const checks = await runner.checks({
+        checks: [pyCheck('raises', 'def check_func(final_state):\n    raise MemoryError("trop")\n'), pyCheck('passes', 'def check_func(final_state):\n    return final_state["items"] == ["a"]\n')],
+        finalState: { items: ['a'] },
+        initialState: { items: [] },
+        limits: LIMITS,
+      });
+      expect(checks.results).to.deep.equal([
+        { item: 'raises', passed: false, error: 'MemoryError: trop', errorCode: 'CHECK_THREW' },
+        { item: 'passes', passed: true },
+      ]);
+      const err = await rejection(session(code, { bad: true }));
+      expect(err).to.have.property('code', 'CONSTRUCTOR_FAILED');
+      expect((err as Error).message).to.equal('constructing Env failed: MemoryError: réglage invalide 設定');
+      // Without a message it is the allocator's, as far as the harness can tell: the memory limit, and the session ends.
+      expect(await s.call('bare', {})).to.deep.include({ runtimeError: 'MEMORY_EXCEEDED' });
+      expect(await s.call('add', { item: 'd' })).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+    });
   });
 
   describe('routing by language', () => {

@@ -1111,7 +1111,9 @@ def _fail(e, code, message):
     answer is otherwise (own, raised), used when none was (python-child.mjs, answerEnvelope)."""
     if isinstance(e, KeyboardInterrupt):
         return _encode({'err': 'DEADLINE_EXCEEDED', 'message': 'the call ran past its deadline and was interrupted', 'own': code, 'raised': message})
-    if isinstance(e, MemoryError):
+    # The allocator's MemoryError carries no message (PyErr_NoMemory); one with a message is the code's own, as in
+    # CPython ("raise MemoryError('storage full')"): an ordinary exception, and the session goes on.
+    if isinstance(e, MemoryError) and not e.args:
         return _err('MEMORY_EXCEEDED', 'the interpreter ran out of memory (MemoryError)')
     if isinstance(e, OverflowError) and 'index-sized' in (_text(e) or ''):
         return _err('MEMORY_EXCEEDED', 'the call asked for more memory than a 32-bit WebAssembly interpreter can address (%s)' % e)
