@@ -25,9 +25,24 @@ export const HARNESS_SOURCE = String.raw`(() => {
   }
   let Cls, inst, finalState, initialState, finalBase;
   const fail = (code, message) => stringify({ err: code, message: StringFn(message) });
+  // What a throw says: its message; an Error's name when the message is empty; a thrown object as its JSON (at most
+  // 2,000 characters, cut between whole characters), not "[object Object]".
+  const said = (e) => {
+    if (e === null || typeof e !== 'object') return StringFn(e);
+    if ('message' in e) {
+      const m = StringFn(e.message);
+      return m !== '' ? m : typeof e.name === 'string' && e.name !== '' ? e.name : 'Error';
+    }
+    let text;
+    try { text = stringify(e); } catch (x) { text = undefined; }
+    if (typeof text !== 'string' || text === '{}') return StringFn(e);
+    if (text.length <= 2000) return text;
+    const cut = text.charCodeAt(1999) >= 0xD800 && text.charCodeAt(1999) <= 0xDBFF ? 1999 : 2000;
+    return text.slice(0, cut) + '…';
+  };
   const thrown = (code, e) => {
     let msg;
-    try { msg = e !== null && typeof e === 'object' && 'message' in e ? StringFn(e.message) : StringFn(e); } catch (x) { msg = 'unprintable exception'; }
+    try { msg = said(e); } catch (x) { msg = 'unprintable exception'; }
     if (e instanceof InternalErr && msg.indexOf('out of memory') >= 0) return fail('MEMORY_EXCEEDED', msg);
     // The engine's InternalError only: a RangeError the code threw itself is its own error, whatever its message.
     if (e instanceof InternalErr && msg.indexOf('stack overflow') >= 0) {

@@ -54,6 +54,9 @@ class Hostile {
   throws() { throw new Error('the fridge is empty'); }
   throwsString() { throw 'plain string'; }
   ownOverflow() { throw new RangeError('Maximum call stack size exceeded'); }
+  throwsObject() { throw { code: 'OUT_OF_STOCK', detail: 'plus de pommes 🍎' }; }
+  throwsEmpty() { throw new TypeError(); }
+  throwsLongObject() { throw { list: '😀'.repeat(3000) }; }
   ownMemory() { throw new Error('the printer is out of memory'); }
   caughtOverflow() { try { const f = k => 1 + f(k); f(0); } catch (e) { return { success: false, error: e.name + ': ' + e.message }; } }
   wait() { const sab = new ArrayBuffer(8); return { success: true, data: typeof sab }; }
@@ -67,7 +70,7 @@ const CODE: EnvironmentCode = {
   className: 'Hostile',
   source: HOSTILE,
   tools: [
-    ...['reach', 'caller', 'prepareStack', 'dynamicImport', 'spin', 'spinCatching', 'redos', 'bomb', 'huge', 'cyclic', 'bigint', 'nothing', 'throws', 'throwsString', 'ownOverflow', 'ownMemory', 'caughtOverflow', 'wait', 'ok', 'missingMethod'].map(n => tool(n)),
+    ...['reach', 'caller', 'prepareStack', 'dynamicImport', 'spin', 'spinCatching', 'redos', 'bomb', 'huge', 'cyclic', 'bigint', 'nothing', 'throws', 'throwsString', 'ownOverflow', 'throwsObject', 'throwsEmpty', 'throwsLongObject', 'ownMemory', 'caughtOverflow', 'wait', 'ok', 'missingMethod'].map(n => tool(n)),
     tool('recurse', { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] }),
     tool('grow', { type: 'object', properties: { n: { type: 'integer', minimum: 0 } }, required: ['n'], additionalProperties: false }),
   ],
@@ -170,6 +173,23 @@ describe('sandbox containment (QuickJS)', function () {
     }
     const ctor = await rejection(host.createEnvironment({ ...CODE, source: "class Hostile { constructor() { throw new RangeError('Maximum call stack size exceeded'); } }" }, {}, LIMITS));
     expect(ctor).to.have.property('code', 'CONSTRUCTOR_FAILED');
+  });
+
+  it('says what a thrown object holds (its JSON, cut at 2,000 whole characters) and names an Error without a message, not "[object Object]" or ""', () => {
+    const error = (tool: string) => {
+      const outcome = env.call(tool, {});
+      expect(outcome.runtimeError, tool).to.equal('TOOL_THREW');
+      return (outcome.result as { error: string }).error;
+    };
+    expect(error('throwsObject')).to.equal('{"code":"OUT_OF_STOCK","detail":"plus de pommes 🍎"}');
+    expect(error('throwsEmpty')).to.equal('TypeError');
+    const long = error('throwsLongObject');
+    expect(long.startsWith('{"list":"😀😀')).to.equal(true);
+    expect(long.endsWith('…')).to.equal(true);
+    // Cut between whole characters: no half of an emoji left at the end.
+    expect(/[\uD800-\uDBFF]$/.test(long.slice(0, -1))).to.equal(false);
+    expect(long.length).to.equal(2000); // 1,999 characters and the ellipsis: the 2,000th was the first half of an emoji
+    expect(error('throwsString')).to.equal('plain string');
   });
 
   it('refuses a result over the cap', () => {
