@@ -151,6 +151,39 @@ describe('Python runtime (Pyodide in a child process under the permission model)
       expect(await s.call('ok', {})).to.deep.include({ result: { success: true } });
     });
 
+    it('says where in a state or a result the value JSON cannot write is (a JSON Pointer), and what to do for NaN and infinity; the session goes on', async () => {
+      const source = 'class User:\n    def __init__(self, n):\n        self.n = n\n'
+        + 'class Env:\n    def __init__(self, config):\n        self.stats = {"avg": 1.5, "rows": [1, 2]}\n        self.users = {"u1": "Ann"}\n'
+        + '    def nan(self):\n        self.stats["avg"] = float("nan")\n        return {"success": True}\n'
+        + '    def obj(self):\n        self.stats["avg"] = 1.5\n        self.users["u/1 é"] = User("Ann")\n        return {"success": True}\n'
+        + '    def res(self):\n        return {"success": True, "data": [{"x": float("inf")}]}\n';
+      const s = await session(python(source, ['nan', 'obj', 'res']), {});
+      const stateError = async () => {
+        const err = await rejection(s.snapshotJson!());
+        expect(err).to.have.property('code', 'STATE_INVALID');
+        return (err as Error).message;
+      };
+      await s.call('nan', {});
+      expect(await stateError()).to.equal('the instance state is not JSON: Out of range float values are not JSON compliant: nan (at /stats/avg); write None or a finite number there instead');
+      await s.call('obj', {});
+      expect(await stateError()).to.match(/^the instance state is not JSON: a User is not JSON \(allowed: .*\) \(at \/users\/u~11 é\)$/);
+      const res = await s.call('res', {});
+      expect(res.runtimeError).to.equal('NON_JSON_RESULT');
+      expect((res.result as { error: string }).error).to.equal('the method returned something that is not JSON: Out of range float values are not JSON compliant: inf (at /data/0/x); write None or a finite number there instead');
+    });
+
+    it('says what to fix when the class is named otherwise, a key of the initial state cannot be set, or the class declares __slots__', async () => {
+      const named = await rejection(session(python('class TicketEnv:\n    pass\nclass Ticket:\n    pass\n', [], 'Env'), {}));
+      expect(named).to.have.property('code', 'CLASS_MISSING');
+      expect((named as Error).message).to.equal("the source defines no class named Env; it defines Ticket, TicketEnv: name the environment's class (className) as the source does");
+      const readOnly = await rejection(session(python('class Env:\n    def __init__(self, config):\n        self._n = 0\n    @property\n    def n(self):\n        return self._n\n', []), { n: 1 }));
+      expect(readOnly).to.have.property('code', 'CONSTRUCTOR_FAILED');
+      expect((readOnly as Error).message).to.match(/^constructing Env failed: setting the initial state's key 'n' on the instance \(EnvScaler sets each key as an attribute after Env\(config\)\) raised AttributeError: /);
+      const slots = await rejection(session(python('class Env:\n    __slots__ = ("items",)\n    def __init__(self, config):\n        self.items = []\n', []), {}));
+      expect(slots).to.have.property('code', 'STATE_INVALID');
+      expect((slots as Error).message).to.match(/no __dict__ \(its class declares __slots__\), and the state is vars\(instance\): keep the state in ordinary attributes/);
+    });
+
     it('keeps multi-byte text (emoji, CJK, accents) exact in state and results', async () => {
       const text = 'Crème brûlée 🍮 — 東京タワー 👩‍💻 ñandú Ωmega 𝔘𝔫𝔦';
       const s = await session(HELP_DESK, { agents: { 'A-ü': { agent_id: 'A-ü', name: text } } });

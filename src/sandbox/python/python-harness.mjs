@@ -642,6 +642,35 @@ def _default(o):
         return _dataclasses.asdict(o)
     raise NotJson('a %s is not JSON (allowed: dict, list, tuple, set, str, int, float, bool, None, datetime, Enum, Decimal, dataclass)' % type(o).__name__)
 
+def _where(e):
+    """Where in the value the encoder met e, as a JSON Pointer ('' when not known), from the notes the encoder adds
+    as the error goes up through each container ("when serializing dict item 'avg'", innermost first)."""
+    segs = []
+    try:
+        for note in getattr(e, '__notes__', None) or ():
+            if type(note) is not str or not note.startswith('when serializing '):
+                continue
+            _kind, sep, item = note[17:].partition(' item ')
+            if not sep:
+                continue
+            try:
+                k = _ast.literal_eval(item)  # the key's or index's repr; literals only, no code runs
+            except Exception:
+                k = item
+            if type(k) is str:
+                segs.append((k if len(k) <= 40 else k[:40] + '…').replace('~', '~0').replace('/', '~1'))
+            else:
+                segs.append(_encode(k) if k is None or type(k) in (int, float, bool) else item)
+    except Exception:
+        return ''
+    return ''.join('/' + seg for seg in reversed(segs))
+
+def _not_json(text, e):
+    """NotJson saying what, where (when the encoder said) and, for a float JSON cannot write, what to do."""
+    where = _where(e)
+    advice = '; write None or a finite number there instead' if 'Out of range float' in text else ''
+    return NotJson('%s (at %s)%s' % (text, where, advice) if where else text + advice)
+
 def canonical(o):
     """JSON text: keys sorted, tuples as lists, sets as sorted lists, date/datetime/time as ISO 8601 strings."""
     try:
@@ -652,10 +681,10 @@ def canonical(o):
             # with those dicts keyed by their keys' JSON text (anything else that failed fails again, as it was).
             _SET_ORDER.clear()
             return _encode(_json_keyed(o))
-    except NotJson:
-        raise
+    except NotJson as e:
+        raise _not_json(_text(e) or 'NotJson', e) from None
     except (TypeError, ValueError) as e:
-        raise NotJson(_text(e) or type(e).__name__)
+        raise _not_json(_text(e) or type(e).__name__, e) from None
     finally:
         _SET_ORDER.clear()
 
@@ -1159,7 +1188,11 @@ def compile_env(class_name, source):
         return _fail(e, 'SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
 
 def _state_of(inst):
-    return {k: v for k, v in vars(inst).items() if not k.startswith('__')}
+    try:
+        attrs = vars(inst)
+    except TypeError:
+        raise TypeError('an instance of %s has no __dict__ (its class declares __slots__), and the state is vars(instance): keep the state in ordinary attributes (no __slots__)' % type(inst).__name__) from None
+    return {k: v for k, v in attrs.items() if not k.startswith('__')}
 
 def _cap(text):
     """A cap handed over as a decimal string (only strings cross); none when not given."""
@@ -1195,7 +1228,9 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
         _decimal.setcontext(loading.run(_decimal.getcontext))
         cls = module.__dict__.get(class_name)
         if not isinstance(cls, type):
-            return _err('CLASS_MISSING', 'the source defines no class named %s' % class_name)
+            defined = sorted(n for n, v in dict.items(module.__dict__) if isinstance(v, type) and getattr(v, '__module__', None) == module.__name__)
+            return _err('CLASS_MISSING', 'the source defines no class named %s%s' % (
+                class_name, '; it defines %s: name the environment\'s class (className) as the source does' % ', '.join(defined[:10]) + (' …' if len(defined) > 10 else '') if defined else ''))
         try:
             cfg = _deeply(_copied, config)
             try:
@@ -1209,7 +1244,12 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
                 except TypeError as e2:
                     return _err('CONSTRUCTOR_FAILED', 'constructing %s failed: %s(config) raised %s; then %s() raised %s' % (class_name, class_name, first, class_name, _describe(e2)))
             for key, value in cfg.items():
-                setattr(inst, key, value)
+                try:
+                    setattr(inst, key, value)
+                except (AttributeError, TypeError) as e:
+                    # Not the constructor's own code: EnvScaler sets each key of the initial state on the instance.
+                    return _err('CONSTRUCTOR_FAILED', 'constructing %s failed: setting the initial state\'s key %r on the instance (EnvScaler sets each key as an attribute after %s(config)) raised %s' % (
+                        class_name, key, class_name, _describe(e)))
         except BaseException as e:
             return _fail(e, 'CONSTRUCTOR_FAILED', 'constructing %s failed: %s' % (class_name, _describe(e)))
         s.inst, s.cap = inst, _cap(max_state_bytes)
