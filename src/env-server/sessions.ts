@@ -262,7 +262,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     try {
       return JSON.stringify(state);
     } catch (err) {
-      throw new Error(`it is nested too deeply for the server to pass on as JSON (${(err as Error).message}); keep the environment's state flatter (a linked list as a list, a tree as a dict of nodes by id)`);
+      throw new Error(`it is nested too deeply for the server to pass on as JSON (${(err as Error).message}); keep the environment's state flatter (a linked list as a list, a tree as a dict of nodes by id)`, { cause: err });
     }
   };
 
