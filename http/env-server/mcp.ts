@@ -1,6 +1,7 @@
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ListToolsRequestSchema, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
+import { randomBytes } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 import { EnvServerError } from '../../src/env-server/errors.js';
 import { scoredResult, type SessionInfo, type SessionRegistry, type SessionResult } from '../../src/env-server/sessions.js';
@@ -58,8 +59,72 @@ const textResult = (value: unknown, isError: boolean, structured: Record<string,
   isError,
 });
 
+/**
+ * JSON texts to put into one response in place of placeholders: the SDK validates a tools/call result and writes it
+ * with JSON.stringify, so a Python tool's `structuredContent` would go out as the parsed value written again (1.0 as 1,
+ * 2**64 + 1 rounded). It goes out as `{"<key>":"<n>"}` instead (an object, as the SDK's schema asks; the key holds
+ * random bytes of this process, so no result can spell it), and the response's body has each placeholder replaced
+ * by the text the runtime wrote (`spliceRawJson`).
+ */
+class RawSlots {
+  static readonly KEY = `envfleet-raw-json-${randomBytes(12).toString('hex')}`;
+  static readonly PATTERN = new RegExp(`\\{"${RawSlots.KEY}":"(\\d+)"\\}`, 'g');
+  readonly texts: string[] = [];
+  /** The placeholder object standing for `json` (a JSON object's text) in this response. */
+  hold(json: string): Record<string, unknown> {
+    this.texts.push(json);
+    return { [RawSlots.KEY]: String(this.texts.length - 1) };
+  }
+  splice(body: string): string {
+    return body.replace(RawSlots.PATTERN, (whole, n: string) => this.texts[Number(n)] ?? whole);
+  }
+}
+
+/**
+ * Holds back `res`'s head and body until it ends, then writes them with the placeholders of `slots` replaced (and
+ * the content length made right). The MCP route answers with one JSON body (enableJsonResponse), so nothing streams.
+ */
+function spliceRawJson(res: Response, slots: RawSlots): { begun(): boolean } {
+  const writeHead = res.writeHead.bind(res) as (...args: unknown[]) => Response;
+  const end = res.end.bind(res) as (...args: unknown[]) => Response;
+  let head: unknown[] | null = null;
+  const chunks: Buffer[] = [];
+  const keep = (chunk: unknown, encoding?: unknown) => {
+    if (chunk === undefined || chunk === null || typeof chunk === 'function') return;
+    chunks.push(typeof chunk === 'string' ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8') : Buffer.from(chunk as Uint8Array));
+  };
+  res.writeHead = ((...args: unknown[]) => {
+    head = args;
+    return res;
+  }) as typeof res.writeHead;
+  res.write = ((chunk: unknown, encoding?: unknown, callback?: unknown) => {
+    keep(chunk, encoding);
+    const done = typeof encoding === 'function' ? encoding : callback;
+    if (typeof done === 'function') queueMicrotask(() => (done as () => void)());
+    return true;
+  }) as typeof res.write;
+  res.end = ((chunk?: unknown, encoding?: unknown, callback?: unknown) => {
+    keep(chunk, encoding);
+    let body: Buffer = Buffer.concat(chunks);
+    if (slots.texts.length) body = Buffer.from(slots.splice(body.toString('utf8')), 'utf8');
+    if (head) {
+      const [status, ...rest] = head;
+      // writeHead(status[, message][, headers]): the headers are the last argument when they are an object.
+      const headers = rest.at(-1);
+      if (headers && typeof headers === 'object' && !Array.isArray(headers)) {
+        for (const name of Object.keys(headers)) if (name.toLowerCase() === 'content-length') (headers as Record<string, unknown>)[name] = String(body.length);
+      }
+      if (res.hasHeader('content-length')) res.setHeader('content-length', String(body.length));
+      writeHead(status, ...rest);
+    } else if (res.hasHeader('content-length')) res.setHeader('content-length', String(body.length));
+    const done = [chunk, encoding, callback].find(a => typeof a === 'function');
+    return done ? end(body, done) : end(body);
+  }) as typeof res.end;
+  return { begun: () => head !== null || chunks.length > 0 || res.headersSent };
+}
+
 /** One MCP server for one request on one session: tools/list and tools/call against the registry. */
-function sessionServer(registry: SessionRegistry, sessionId: string, info: SessionInfo, requestText: string): Server {
+function sessionServer(registry: SessionRegistry, sessionId: string, info: SessionInfo, requestText: string, slots: RawSlots): Server {
   const server = new Server({ name: 'envfleet', version: '0.1.0' }, { capabilities: { tools: {} }, ...(info.task ? { instructions: info.task } : {}) });
   server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: mcpTools(registry.info(sessionId)) }));
   server.setRequestHandler(CallToolRequestSchema, async request => {
@@ -81,7 +146,9 @@ function sessionServer(registry: SessionRegistry, sessionId: string, info: Sessi
       // The text is exactly what an episode gives the model; an environment's own error result ({success: false}) is an error too.
       const value = outcome.result;
       // A Python tool's value as the runtime wrote it (an integer past 2^53, 1.0); a string as it is, as before.
-      return textResult(value, isObject(value) && value['success'] === false, isObject(value) ? value : null, typeof value === 'string' ? undefined : outcome.resultJson);
+      // structuredContent likewise: the runtime's text, put into the response's body in place of a placeholder.
+      const structured = !isObject(value) ? null : outcome.resultJson === undefined ? value : slots.hold(outcome.resultJson);
+      return textResult(value, isObject(value) && value['success'] === false, structured, typeof value === 'string' ? undefined : outcome.resultJson);
     } catch (err) {
       // The session ended meanwhile, or its environment failed: an error result the model can read.
       if (err instanceof EnvServerError) return textResult({ success: false, error: err.message }, true, { success: false, error: err.message, code: err.code, ...err.details });
@@ -163,7 +230,9 @@ export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: Mc
         return;
       }
       // A batch (an array) is not one message: its arguments go parsed.
-      const server = sessionServer(registry, id, info, isObject(body) ? bodyText(req) : '{}');
+      const slots = new RawSlots();
+      let answer: { begun(): boolean } | undefined;
+      const server = sessionServer(registry, id, info, isObject(body) ? bodyText(req) : '{}', slots);
       const transport = new StreamableHTTPServerTransport({ enableJsonResponse: true }) // no sessionIdGenerator: stateless;
       res.on('close', () => {
         void transport.close().catch(() => undefined);
@@ -171,10 +240,11 @@ export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: Mc
       });
       try {
         await server.connect(transport);
+        answer = spliceRawJson(res, slots);
         await transport.handleRequest(req, res, body);
       } catch (err) {
         logger.error({ err, session: id }, 'MCP request failed');
-        if (!res.headersSent) jsonRpcError(res, 500, -32603, 'the server failed on this request; see its log');
+        if (!(answer?.begun() ?? res.headersSent)) jsonRpcError(res, 500, -32603, 'the server failed on this request; see its log');
       }
     }),
   );

@@ -112,8 +112,22 @@ describe('a Python tool result reaches the model as the runtime wrote it', funct
       const mcp = await withMcp(mcpUrl, client => client.callTool({ name: 'totals', arguments: {} }));
       expect((mcp.content as { type: string; text: string }[])[0]).to.deep.equal({ type: 'text', text: WRITTEN });
       expect(mcp.isError).to.equal(false);
+      // structuredContent too, as the runtime wrote it: the response's bytes, before any client parses them (a Python
+      // client's json.loads then reads 1.0 as a float and the big integers exactly).
+      expect(mcp.structuredContent).to.deep.equal(JSON.parse(WRITTEN));
+      const raw = await fetch(mcpUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'totals', arguments: {} } }),
+      });
+      const rawText = await raw.text();
+      expect(raw.status, rawText).to.equal(200);
+      expect(rawText).to.include(`"structuredContent":${WRITTEN}`);
+      expect(Number(raw.headers.get('content-length'))).to.equal(Buffer.byteLength(rawText));
+      expect(JSON.parse(rawText)).to.deep.include({ jsonrpc: '2.0', id: 7 });
       const ended = await fetch(`${server.url}/sessions/${sessionId}/verify`, { method: 'POST' });
-      expect(await ended.text()).to.include('"final_state":{"big":18446744073709551617,"f":1.0,"n":1}');
+      // n is 2: the tool ran twice (the client's call, then the raw one).
+      expect(await ended.text()).to.include('"final_state":{"big":18446744073709551617,"f":1.0,"n":2}');
 
       // OpenEnv over /ws: the frames as sent, before any client parses them.
       const frames: string[] = [];
