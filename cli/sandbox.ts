@@ -8,7 +8,7 @@ import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.j
 import { createLocalSandboxRunner, type SandboxRunner } from '../src/sandbox/runner.js';
 import type { EpisodeRecord, ProbeCall } from '../src/sandbox/tasks.js';
 import { createLogger } from '../src/logger.js';
-import { jsonMemberText } from '../src/util/json-member.js';
+import { jsonItemTexts, jsonMemberText } from '../src/util/json-member.js';
 import { RawJson, stringifyJson } from '../src/util/raw-json.js';
 
 export interface SandboxCliOptions {
@@ -87,7 +87,18 @@ const EpisodeFile = z
   .object({ messages: z.array(z.unknown()), turnStates: z.array(z.unknown()).nullish(), turn_states: z.array(z.unknown()).nullish() })
   .refine(e => !(e.turnStates && e.turn_states), 'give the turn states once, as turnStates or turn_states');
 
-const episodeOf = (e: z.infer<typeof EpisodeFile>): EpisodeRecord => ({ messages: e.messages, turnStates: e.turnStates ?? e.turn_states ?? null });
+/**
+ * The episode of `--episode FILE`, its turn states as the file writes them (RawJson), as a rollout's episode checks
+ * see the sessions' states: a Python check then reads 100.0 as a float and an integer past 2^53 exactly.
+ */
+async function readEpisode(path: string): Promise<EpisodeRecord> {
+  const e = await readJsonFile(path, EpisodeFile);
+  const text = (await readJsonFileAsText(path)).json;
+  const name = e.turnStates ? 'turnStates' : e.turn_states ? 'turn_states' : null;
+  const items = name === null ? undefined : jsonItemTexts(jsonMemberText(text, name) ?? '');
+  const turnStates = items && items.length === (e.turnStates ?? e.turn_states)!.length ? items.map(t => new RawJson(t)) : (e.turnStates ?? e.turn_states ?? null);
+  return { messages: e.messages, turnStates };
+}
 
 /** `envfleet sandbox check`: runs check functions on a final and an initial state (and an episode, for episode checks), prints JSON. */
 export async function sandboxCheck(
@@ -101,7 +112,7 @@ export async function sandboxCheck(
   // the config), so the file to give is that state, not the scenario's config, for the same verdict.
   const initial = await readJsonFileAsText(files.initial);
   const final = await readJsonFileAsText(files.final);
-  const episode = files.episode === undefined ? undefined : episodeOf(await readJsonFile(files.episode, EpisodeFile));
+  const episode = files.episode === undefined ? undefined : await readEpisode(files.episode);
   const limits = limitsFrom(config, options);
   const runner = commandRunner(config, limits);
   const result = await runner.checks({ checks, finalState: final, initialState: initial, limits, ...(episode ? { episode } : {}) }).finally(() => runner.close());

@@ -11,6 +11,7 @@ import type { ChecksResult } from '../sandbox/tasks.js';
 import type { CallOutcome } from '../sandbox/quickjs-host.js';
 import type { EnvSession, SandboxRunner } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
+import { deeperThan, MAX_JSON_DEPTH } from '../sandbox/python/python-harness.mjs';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import type { SessionDirectory } from './directory.js';
 import { EnvServerError } from './errors.js';
@@ -291,6 +292,9 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           const atEnd = fullAtEnd(end);
           if (atEnd) full = `${atEnd.where}: ${atEnd.message}`;
           if (end.stateJson === null) throw new Error(end.stateError?.message ?? 'no final state');
+          // Held to the bound the Python runtime holds states to, counted without recursion: deeper, V8's own writing of
+          // it (here, in the reply, in another serve process) would overflow its stack, at a depth no check can foresee.
+          if (deeperThan(end.stateJson, MAX_JSON_DEPTH)) throw new Error(`it nests containers more than ${MAX_JSON_DEPTH} levels deep, more than the server passes on; keep the environment's state flatter (a linked list as a list, a tree as a dict of nodes by id)`);
           const parsed = JSON.parse(end.stateJson) as unknown;
           finalState = parsed;
           if (encodeState(parsed) !== end.stateJson) finalStateJson = end.stateJson;
@@ -320,7 +324,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           score = evictedScore();
         }
       }
-      const result: SessionResult = {
+      let result: SessionResult = {
         sessionId: id,
         scenarioId: info.scenarioId,
         environmentId: info.environmentId,
@@ -335,14 +339,16 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         checks: score.checks,
         checksError: score.checksError,
       };
-      // Serialized once: its length bounds what this process keeps, and the directory stores the text. Whatever
-      // happens here, the session leaves `live` (else it would hold one of --max-sessions for good).
+      // Serialized once: its length bounds what this process keeps, and the directory stores the text. Should that
+      // fail, the result is kept without its state (a session must leave `live` with a result, or it would hold one of
+      // --max-sessions for good and answer verify with an error).
       let json: string;
       try {
         json = JSON.stringify(result);
       } catch (err) {
-        live.delete(id);
-        throw err;
+        const { finalStateJson: _dropped, ...rest } = result;
+        result = { ...rest, finalState: null, reward: null, solved: false, checks: [], checksError: `the result could not be written as JSON (${(err as Error).message}), so it is kept without its final state and reward` };
+        json = JSON.stringify(result);
       }
       keepResult(result, json.length);
       live.delete(id);

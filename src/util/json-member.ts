@@ -67,3 +67,22 @@ export function jsonMemberHolding(objectText: string, name: string, value: unkno
   const text = jsonMemberText(objectText, name);
   return text !== undefined && JSON.stringify(JSON.parse(text)) === JSON.stringify(value) ? text : undefined;
 }
+
+/**
+ * The texts of the items of a JSON array's text, as written (`[{"n": 1.0}, 2]` → `{"n": 1.0}`, `2`); undefined when
+ * the text is not an array. `arrayText` must be valid JSON (already read by JSON.parse). One pass over the text.
+ */
+export function jsonItemTexts(arrayText: string): string[] | undefined {
+  let i = 0;
+  while (isSpace(arrayText[i])) i += 1;
+  if (arrayText[i] !== '[') return undefined;
+  i += 1;
+  const items: string[] = [];
+  for (;;) {
+    while (isSpace(arrayText[i]) || arrayText[i] === ',') i += 1;
+    if (i >= arrayText.length || arrayText[i] === ']') return items;
+    const end = valueEnd(arrayText, i);
+    items.push(arrayText.slice(i, end));
+    i = end;
+  }
+}

@@ -39,10 +39,13 @@ describe('envfleet serve: a final state nested too deeply to write again (real s
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('ends the session with a clear error instead of failing verify, and frees its slot; a shallower one is scored', async () => {
+  it('ends a session whose state nests past 1,000 levels with a clear error instead of failing verify, answers verify again, and frees its slot; 1,000 levels are scored', async () => {
     const health = async () => ((await (await fetch(`${serving.url}/health`)).json()) as { sessions: { active: number } }).sessions;
-    // 6,000 levels: written by the sandbox, too deep for the server's JSON.stringify; 30,000: too deep for the sandbox.
-    for (const [n, error] of [[6_000, /nested too deeply.*keep the environment's state flatter/], [30_000, /could not be read: stack overflow/], [500, null]] as const) {
+    // The state is {title, history}: 1 + n levels. Past 1,000 levels the server refuses it (V8's own writing of it
+    // fails somewhere past 4,000, at a depth that depends on the stack around it: 4,110 was in that band); 30,000 is
+    // too deep for the sandbox itself.
+    const tooDeep = /more than 1000 levels deep, more than the server passes on; keep the environment's state flatter/;
+    for (const [n, error] of [[1_000, tooDeep], [4_110, tooDeep], [6_000, tooDeep], [30_000, /could not be read: stack overflow/], [999, null]] as const) {
       const c = new LatestCookieClient(serving.url);
       expect((await c.post('/seed_session', { scenario_id: 'scn-journal' })).status).to.equal(200);
       expect((await c.post('/chain', { n })).text).to.include(`kept ${n} entries`);
@@ -57,6 +60,10 @@ describe('envfleet serve: a final state nested too deeply to write again (real s
         expect(envfleet.checks_error).to.match(error);
         expect(envfleet.final_state).to.equal(null);
       }
+      // Verify again: the same result (an ended session answers with it).
+      const again = await c.post('/verify', {});
+      expect(again.status, again.text).to.equal(200);
+      expect((again.json['envfleet'] as { reward: number | null }).reward).to.equal(envfleet.reward);
       // The slot is free: with --max-sessions 1, the next scenario opens at once.
       expect((await health()).active).to.equal(0);
     }

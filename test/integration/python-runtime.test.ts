@@ -167,6 +167,13 @@ describe('Python runtime (Pyodide in a child process under the permission model)
       expect(await stateError()).to.equal('the instance state is not JSON: Out of range float values are not JSON compliant: nan (at /stats/avg); write None or a finite number there instead');
       await s.call('obj', {});
       expect(await stateError()).to.match(/^the instance state is not JSON: a User is not JSON \(allowed: .*\) \(at \/users\/u~11 é\)$/);
+      // In a set: where in the item is not known (the items are sorted by their JSON), so the set's own place is said.
+      const inSet = await session(python('class Thing:\n    pass\nclass Env:\n    def __init__(self, config):\n        self.tags = {"a": [1, {(1, Thing())}]}\n', []), {}).then(
+        () => null,
+        (err: unknown) => err as Error,
+      );
+      expect(inSet).to.have.property('code', 'STATE_INVALID');
+      expect(inSet!.message).to.match(/a Thing is not JSON \(allowed: .*\) \(at an item of the set at \/tags\/a\/1\)$/);
       const res = await s.call('res', {});
       expect(res.runtimeError).to.equal('NON_JSON_RESULT');
       expect((res.result as { error: string }).error).to.equal('the method returned something that is not JSON: Out of range float values are not JSON compliant: inf (at /data/0/x); write None or a finite number there instead');
@@ -176,6 +183,15 @@ describe('Python runtime (Pyodide in a child process under the permission model)
       const named = await rejection(session(python('class TicketEnv:\n    pass\nclass Ticket:\n    pass\n', [], 'Env'), {}));
       expect(named).to.have.property('code', 'CLASS_MISSING');
       expect((named as Error).message).to.equal("the source defines no class named Env; it defines Ticket, TicketEnv: name the environment's class (className) as the source does");
+      // Listing them runs none of the environment's code: a __class__ property that raises, a metaclass whose
+      // __module__ raises. The interpreter and a session on it go on.
+      const bystander = await session(python('class Env:\n    def __init__(self, config):\n        self.n = 1\n    def bump(self):\n        self.n += 1\n        return {"n": self.n}\n', ['bump']), {});
+      const lazy = 'class Lazy:\n    @property\n    def __class__(self):\n        raise RuntimeError("not loaded yet")\nconfig = Lazy()\n'
+        + 'class Meta(type):\n    @property\n    def __module__(cls):\n        raise RuntimeError("no module")\nclass Odd(metaclass=Meta):\n    pass\nclass TicketEnv:\n    pass\n';
+      const listed = await rejection(session(python(lazy, [], 'Env'), {}));
+      expect(listed).to.have.property('code', 'CLASS_MISSING');
+      expect((listed as Error).message).to.match(/^the source defines no class named Env; it defines .*TicketEnv/);
+      expect(await bystander.call('bump', {})).to.deep.include({ result: { n: 2 } });
       const readOnly = await rejection(session(python('class Env:\n    def __init__(self, config):\n        self._n = 0\n    @property\n    def n(self):\n        return self._n\n', []), { n: 1 }));
       expect(readOnly).to.have.property('code', 'CONSTRUCTOR_FAILED');
       expect((readOnly as Error).message).to.match(/^constructing Env failed: setting the initial state's key 'n' on the instance \(EnvScaler sets each key as an attribute after Env\(config\)\) raised AttributeError: /);

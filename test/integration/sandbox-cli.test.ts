@@ -184,5 +184,16 @@ describe('envfleet sandbox (command line)', function () {
     const bad = await envfleet(['sandbox', 'check', checks, '--initial', initial, '--final', final, '--episode', initial]);
     expect(bad.code).to.equal(1);
     expect(bad.stderr).to.match(/episode-initial\.json: messages: /);
+    // The turn states as the file writes them, as a rollout's episode checks saw the sessions' states: 100.0 a float,
+    // an integer past 2^53 exact (both forms of the file).
+    const exact = await file('episode-exact.json', JSON.stringify([
+      { item: 'exact', language: 'python', episode: true, check: 'def check_func(f):\n    t = episode["turn_states"]\n    return type(t[0]["b"]) is float and t[0]["id"] == 2**63 + 7 and t[1] == {"n": 2, "note": "été 夏"}' },
+    ]));
+    for (const [name, key] of [['exact-trajectory.json', 'turnStates'], ['exact-episode.json', 'turn_states']] as const) {
+      const episode = await file(name, `{"messages": [], "${key}": [ {"b": 100.0, "id": 9223372036854775815, "n": 1} ,{"n":2,"note":"été 夏"}]}`);
+      const checked = await envfleet(['sandbox', 'check', exact, '--initial', initial, '--final', final, '--episode', episode]);
+      expect(checked.code, checked.stderr).to.equal(0);
+      expect((JSON.parse(checked.stdout) as { reward: number }).reward, `${key}: ${checked.stdout}`).to.equal(1);
+    }
   });
 });

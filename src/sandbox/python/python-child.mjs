@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { DEPTH_ADVICE, MAX_JSON_DEPTH } from './python-harness.mjs';
+import { DEPTH_ADVICE, deeperThan, MAX_JSON_DEPTH } from './python-harness.mjs';
 
 const INTERPRETER = new URL('./python-interpreter.mjs', import.meta.url);
 /** How often, in the second half of the grace after a deadline, an interrupt the buffer no longer holds is sent again. */
@@ -246,32 +246,6 @@ function answerEnvelope(a) {
 /** The JSON text inside `{"ok":...}` as the harness wrote it (passed on as text: never re-serialized, so big integers stay exact), or null for an error envelope. @param {string} text */
 function okText(text) {
   return text.startsWith('{"ok":') ? text.slice(6, -1) : null;
-}
-
-/**
- * Whether a JSON text nests containers more than `max` levels deep (strings skipped; the scan stops there). The
- * interpreter's C decoder has no bound of its own: ~21,000 levels overflowed the thread's stack and ended the
- * interpreter with every session on it. So every JSON text handed to it is held to MAX_JSON_DEPTH first, as the
- * harness holds what it writes (python-harness.mjs). A text that is not JSON gets an answer either way: the decoder's.
- * @param {string} text @param {number} max
- */
-function deeperThan(text, max) {
-  let depth = 0;
-  const n = text.length;
-  for (let i = 0; i < n; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 34) {
-      // A string: to its closing quote, past escapes.
-      for (i++; i < n; i++) {
-        const d = text.charCodeAt(i);
-        if (d === 92) i++;
-        else if (d === 34) break;
-      }
-    } else if (c === 91 || c === 123) {
-      if (++depth > max) return true;
-    } else if (c === 93 || c === 125) depth--;
-  }
-  return false;
 }
 
 /** The error for a JSON text past MAX_JSON_DEPTH. @param {string} what */

@@ -40,6 +40,32 @@ export const MAX_JSON_DEPTH = 1000;
 /** What the error past MAX_JSON_DEPTH adds to what nests too deeply: why, and what to do. */
 export const DEPTH_ADVICE = `: the Python runtime reads and writes JSON values up to ${MAX_JSON_DEPTH} levels of containers inside containers (CPython's own json.dumps gives up near there, with RecursionError); keep it flatter, e.g. a linked list as a list, a tree as a dict of nodes by id that name their children's ids`;
 
+/**
+ * Whether a JSON text nests containers more than `max` levels deep (strings skipped; the scan stops there; no
+ * recursion). The interpreter's C decoder has no bound of its own: ~21,000 levels overflowed the thread's stack and ended the
+ * interpreter with every session on it. So every JSON text handed to it is held to MAX_JSON_DEPTH first, as the
+ * harness holds what it writes (python-harness.mjs). A text that is not JSON gets an answer either way: the decoder's.
+ * @param {string} text @param {number} max
+ */
+export function deeperThan(text, max) {
+  let depth = 0;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 34) {
+      // A string: to its closing quote, past escapes.
+      for (i++; i < n; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 92) i++;
+        else if (d === 34) break;
+      }
+    } else if (c === 91 || c === 123) {
+      if (++depth > max) return true;
+    } else if (c === 93 || c === 125) depth--;
+  }
+  return false;
+}
+
 export const HARNESS_PY = String.raw`
 import ast as _ast, builtins as _builtins, copy as _copy, dataclasses as _dataclasses, datetime as _dt
 import contextvars as _contextvars, decimal as _decimal, enum as _enum, json as _json, os as _os, random as _random, sys as _sys
@@ -627,7 +653,13 @@ def _default(o):
         known = _SET_ORDER.get(id(o))
         if known is not None:
             return known[1]
-        items = [(_encode(x), x) for x in o]
+        try:
+            items = [(_encode(x), x) for x in o]
+        except Exception as e:
+            # Where in the item the value is, and the item's place once sorted, are not known here: _where says
+            # "inside a set at" the set's own place instead.
+            e.__notes__ = [_IN_SET]
+            raise
         items.sort(key=lambda p: p[0])
         ordered = [x for _, x in items]
         _SET_ORDER[id(o)] = (o, ordered)
@@ -642,12 +674,18 @@ def _default(o):
         return _dataclasses.asdict(o)
     raise NotJson('a %s is not JSON (allowed: dict, list, tuple, set, str, int, float, bool, None, datetime, Enum, Decimal, dataclass)' % type(o).__name__)
 
+_IN_SET = 'envfleet: inside a set'
+
 def _where(e):
     """Where in the value the encoder met e, as a JSON Pointer ('' when not known), from the notes the encoder adds
     as the error goes up through each container ("when serializing dict item 'avg'", innermost first)."""
     segs = []
+    in_set = False
     try:
         for note in getattr(e, '__notes__', None) or ():
+            if note is _IN_SET:
+                in_set = True
+                continue
             if type(note) is not str or not note.startswith('when serializing '):
                 continue
             _kind, sep, item = note[17:].partition(' item ')
@@ -663,7 +701,8 @@ def _where(e):
                 segs.append(_encode(k) if k is None or type(k) in (int, float, bool) else item)
     except Exception:
         return ''
-    return ''.join('/' + seg for seg in reversed(segs))
+    path = ''.join('/' + seg for seg in reversed(segs))
+    return 'an item of the set at ' + (path or '/') if in_set else path
 
 def _not_json(text, e):
     """NotJson saying what, where (when the encoder said) and, for a float JSON cannot write, what to do."""
@@ -1187,6 +1226,13 @@ def compile_env(class_name, source):
     except BaseException as e:
         return _fail(e, 'SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
 
+_type_dict = type.__dict__['__dict__'].__get__
+
+def _class_module(cls):
+    """The __module__ a class's own namespace holds (a str), read without running any of its code; None otherwise."""
+    m = _type_dict(cls).get('__module__')
+    return m if type(m) is str else None
+
 def _state_of(inst):
     try:
         attrs = vars(inst)
@@ -1228,7 +1274,13 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
         _decimal.setcontext(loading.run(_decimal.getcontext))
         cls = module.__dict__.get(class_name)
         if not isinstance(cls, type):
-            defined = sorted(n for n, v in dict.items(module.__dict__) if isinstance(v, type) and getattr(v, '__module__', None) == module.__name__)
+            try:
+                # Without running the environment's code: type() and the class's own __dict__, not isinstance or getattr
+                # (a __class__ property, a metaclass's __module__ property would run, and may raise or loop).
+                defined = sorted(n for n, v in dict.items(module.__dict__)
+                                 if type(n) is str and issubclass(type(v), type) and _class_module(v) == module.__name__)
+            except Exception:
+                defined = []
             return _err('CLASS_MISSING', 'the source defines no class named %s%s' % (
                 class_name, '; it defines %s: name the environment\'s class (className) as the source does' % ', '.join(defined[:10]) + (' …' if len(defined) > 10 else '') if defined else ''))
         try:
