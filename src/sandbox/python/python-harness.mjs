@@ -1282,7 +1282,7 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
             except Exception:
                 defined = []
             return _err('CLASS_MISSING', 'the source defines no class named %s%s' % (
-                class_name, '; it defines %s: name the environment\'s class (className) as the source does' % ', '.join(defined[:10]) + (' …' if len(defined) > 10 else '') if defined else ''))
+                class_name, '; it defines %s: name the environment\'s class (className) as the source does' % (', '.join(defined[:10]) + (', …' if len(defined) > 10 else '')) if defined else ''))
         try:
             cfg = _deeply(_copied, config)
             try:
