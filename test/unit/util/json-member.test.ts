@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { jsonMemberText } from '../../../src/util/json-member.js';
+import { jsonItemTexts, jsonMemberText } from '../../../src/util/json-member.js';
 
 describe('jsonMemberText: a member of a JSON object as written', () => {
   it('gives the value as the file spells it, past strings that hold braces, quotes and escapes', () => {
@@ -19,5 +19,19 @@ describe('jsonMemberText: a member of a JSON object as written', () => {
     const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
     expect(jsonMemberText(`{"d": ${deep}, "z": null}`, 'z')).to.equal('null');
     expect(jsonMemberText('[1, 2]', 'a')).to.equal(undefined);
+  });
+});
+
+describe('jsonItemTexts: the items of a JSON array as written', () => {
+  it('gives each item as the text spells it, past strings that hold brackets, commas and escapes, multi-byte text included', () => {
+    const text = ' [ {"b": 100.0, "id": 9223372036854775815} ,{"s":"], [\\"x\\", 😀 été 夏"} , 2.50, "a,b", [ [], {} ], null ] ';
+    expect(jsonItemTexts(text)).to.deep.equal(['{"b": 100.0, "id": 9223372036854775815}', '{"s":"], [\\"x\\", 😀 été 夏"}', '2.50', '"a,b"', '[ [], {} ]', 'null']);
+    expect(jsonItemTexts('[]')).to.deep.equal([]);
+  });
+
+  it('is undefined for a value that is not an array, and does not recurse into 100,000 nested arrays', () => {
+    expect(jsonItemTexts('{"a": [1]}')).to.equal(undefined);
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000);
+    expect(jsonItemTexts(`[${deep}, 1]`)).to.deep.equal([deep, '1']);
   });
 });
