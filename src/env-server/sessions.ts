@@ -255,18 +255,6 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     throw new EnvServerError('UNKNOWN_SESSION', `no session ${id} on this server; start one with seed_session`);
   };
 
-  /**
-   * A parsed state written again as JSON, or an error that says what to do. V8 writes JSON recursively: a state nested
-   * some thousands of levels deep (a linked list of dicts, which the sandbox did write) overflows its stack here.
-   */
-  const encodeState = (state: unknown): string => {
-    try {
-      return JSON.stringify(state);
-    } catch (err) {
-      throw new Error(`it is nested too deeply for the server to pass on as JSON (${(err as Error).message}); keep the environment's state flatter (a linked list as a list, a tree as a dict of nodes by id)`, { cause: err });
-    }
-  };
-
   async function finish(id: string, endedBy: SessionEnd, detail: string | null = null): Promise<SessionResult> {
     const done = endedResult(id);
     if (done) return done;
@@ -295,9 +283,8 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           // Held to the bound the Python runtime holds states to, counted without recursion: deeper, V8's own writing of
           // it (here, in the reply, in another serve process) would overflow its stack, at a depth no check can foresee.
           if (deeperThan(end.stateJson, MAX_JSON_DEPTH)) throw new Error(`it nests containers more than ${MAX_JSON_DEPTH} levels deep, more than the server passes on; keep the environment's state flatter (a linked list as a list, a tree as a dict of nodes by id)`);
-          const parsed = JSON.parse(end.stateJson) as unknown;
-          finalState = parsed;
-          if (encodeState(parsed) !== end.stateJson) finalStateJson = end.stateJson;
+          finalState = JSON.parse(end.stateJson) as unknown;
+          if (JSON.stringify(finalState) !== end.stateJson) finalStateJson = end.stateJson;
           ran = end.checks;
         } catch (err) {
           // Nothing of a state that cannot be passed on stays in the result (it could not be written either).

@@ -17,11 +17,11 @@ import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/s
 import { createLocalSandboxRunner, type EnvSession } from '../../src/sandbox/runner.js';
 import { scoreFinalState } from '../../src/rollouts/score.js';
 import { RawJson, stringifyJson } from '../../src/util/raw-json.js';
-import type { ChatResult, ModelGateway } from '../../src/llm/gateway.js';
 import { runEpisode } from '../../src/rollouts/episode.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { rejection } from '../helpers/assert.js';
+import { callingGateway } from '../helpers/bfcl.js';
 
 /**
  * The Python runtime with the real Pyodide in the real child process (no mocks). One runner (two
@@ -393,18 +393,8 @@ describe('Python runtime (Pyodide in a child process under the permission model)
         checklist: [{ ...pyCheck('turn states exact', exact), episode: true }],
         script: { turns: [{ messages: ['book'] }, { messages: ['look'] }], maxStepsPerTurn: 3 },
       } as unknown as ScenarioRecord;
-      const replies = [{ call: 'book' }, { text: 'booked' }, { call: 'look' }, { text: 'the balance is 100.0' }];
-      let i = 0;
-      const gateway = {
-        chat: () => {
-          const r = replies[Math.min(i, replies.length - 1)]!;
-          i += 1;
-          const message = 'call' in r ? { role: 'assistant', content: null, tool_calls: [{ id: `c${i}`, type: 'function', function: { name: r.call, arguments: '{}' } }] } : { role: 'assistant', content: r.text };
-          return Promise.resolve({ message, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'p', cached: false, toolCallFormat: 'native', tokens: null, sampling: {} } as unknown as ChatResult);
-        },
-        structured: () => Promise.reject(new Error('the user simulator must not be called')),
-        embed: () => Promise.reject(new Error('not used')),
-      } as unknown as ModelGateway;
+      // Each user turn: the call, then a text answer.
+      const gateway = callingGateway([[{ name: 'book', arguments: {} }], [{ name: 'look', arguments: {} }]]);
       const t = await runEpisode(
         { gateway, sandbox: router },
         { runId: 'r', scenario, env, mode: 'conversational', sample: 0, limits: { maxSteps: 10, maxTokens: 0, maxWallMs: 120_000 }, sandboxLimits: LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
