@@ -102,14 +102,14 @@ export function advertisedUrl(listening: string, host: string): string {
 }
 
 /** What a server serves: a run in Redis, or an export's files. */
-async function openSource(config: AppConfig, opts: ServeOptions, redis: Redis | null, logger: Logger): Promise<{ source: ScenarioSource; serves: string }> {
+async function openSource(config: AppConfig, opts: ServeOptions, redis: Redis | null, logger: Logger): Promise<{ source: ScenarioSource; serves: string; content: string }> {
   if (opts.run) {
     if (!redis) throw new RequestError(`serving run "${opts.run}" needs its Redis (${describeRedis(config.redis)}), which does not answer: start it, or serve an export with --environments and --scenarios`);
     const store = createRedisRunStore(redis, config.redis.prefix);
     if (!(await store.getRun(opts.run))) throw new RequestError(`run "${opts.run}" does not exist (envfleet runs lists the runs under this ENVFLEET_REDIS_PREFIX)`);
     const ready = (await store.statusCounts(opts.run, 'scenario'))['ready'] ?? 0;
     if (ready === 0) throw new RequestError(`run "${opts.run}" has no ready scenario to serve: make some with envfleet scenarios --run ${opts.run}`);
-    return { source: runScenarioSource(store, opts.run), serves: opts.run };
+    return { source: runScenarioSource(store, opts.run), serves: opts.run, content: `run:${opts.run}` };
   }
   // An export: the limits a run freezes at submission are the configured ones (ENVFLEET_SANDBOX_*).
   const loaded = await loadExportScenarioSource({ environments: opts.environments!, scenarios: opts.scenarios! }, config.sandbox);
@@ -117,7 +117,7 @@ async function openSource(config: AppConfig, opts: ServeOptions, redis: Redis | 
     throw new RequestError(`${opts.scenarios} has no scenario to serve (${loaded.unservable} whose environment is missing from ${opts.environments} or not kept): pass the environments.jsonl and scenarios.jsonl of one export`);
   }
   logger.info({ ready: loaded.ready, unservable: loaded.unservable, environments: loaded.environments, run: loaded.runName }, 'serving an export');
-  return { source: loaded.source, serves: loaded.runName ?? `export:${basename(dirname(resolve(opts.scenarios!)))}` };
+  return { source: loaded.source, serves: loaded.runName ?? `export:${basename(dirname(resolve(opts.scenarios!)))}`, content: loaded.content };
 }
 
 /**
@@ -147,7 +147,7 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
       redis.disconnect();
       redis = null;
     }
-    const { source, serves } = await openSource(config, opts, redis, logger);
+    const { source, serves, content } = await openSource(config, opts, redis, logger);
     const pool = createSandboxPool(config, logger, SANDBOX_THREAD_FILE);
     closers.push(() => pool.close());
     await pool.started();
@@ -169,6 +169,7 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
           return advertised;
         },
         serves,
+        content,
         heartbeatTtlMs: HEARTBEAT_TTL_MS,
         resultTtlMs: (opts.resultTtl ?? DEFAULT_RESULT_TTL_S) * 1000,
       });

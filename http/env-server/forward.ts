@@ -30,8 +30,6 @@ export interface ForwardingOptions {
   readonly directory: SessionDirectory;
   readonly registry: SessionRegistry;
   readonly logger: Logger;
-  /** What this process serves: sessions are opened on a peer only when it serves the same. */
-  readonly serves: string;
   /** The session cookie's name (the NeMo Gym surface). */
   readonly cookieName: string;
 }

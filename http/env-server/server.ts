@@ -145,7 +145,7 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
   mountOpenEnvPublic(app, { token: options.token, runId: options.runId });
   if (options.token) app.use(requireToken(options.token));
   // Sessions held by another serve process: forwarded there (http/env-server/forward.ts).
-  if (directory) app.use(forwardingMiddleware({ directory, registry, logger, serves: options.runId, cookieName: SESSION_COOKIE }));
+  if (directory) app.use(forwardingMiddleware({ directory, registry, logger, cookieName: SESSION_COOKIE }));
   mountOpenEnvStateless(app, registry, { token: options.token, runId: options.runId });
   // MCP: POST /sessions, /sessions/{id}/mcp (Streamable HTTP), /sessions/{id}/verify (http/env-server/mcp.ts).
   app.use(mcpRouter(registry, logger, { scenarioIdOf, resultBody }));

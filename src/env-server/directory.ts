@@ -15,6 +15,12 @@ export interface ServerEntry {
   readonly url: string;
   /** What it serves (a run name, or the export it was started from). */
   readonly serves: string;
+  /**
+   * What it serves, exactly: `run:NAME` for a run in Redis, `export:sha256:…` for an export's files (their served
+   * lines and the limits). A new session goes to a peer only when this is equal: an export served under a run's name
+   * (edited, or older than the run) is not the run. Absent in the entries of processes older than this field.
+   */
+  readonly content?: string;
   readonly active: number;
   readonly max: number;
 }
@@ -39,7 +45,7 @@ export interface SessionDirectory {
   heartbeat(load: { readonly active: number; readonly max: number }): Promise<void>;
   /** The other live processes. */
   peers(): Promise<ServerEntry[]>;
-  /** The other live processes serving the same as this one with room for a session, the roomiest first. */
+  /** The other live processes serving exactly the same as this one (ServerEntry.content) with room for a session, the roomiest first. */
   peersWithRoom(): Promise<ServerEntry[]>;
   /** Removes this process's entry (at shutdown, after its sessions have been released). */
   leave(): Promise<void>;
@@ -49,6 +55,8 @@ export interface RedisDirectoryOptions {
   readonly serverId: string;
   readonly url: string;
   readonly serves: string;
+  /** What it serves, exactly (ServerEntry.content). */
+  readonly content: string;
   /** A process whose heartbeat is older than this is gone (its sessions are lost). */
   readonly heartbeatTtlMs: number;
   /** How long an ended session's result stays readable from every process. */
@@ -126,7 +134,7 @@ export function createRedisSessionDirectory(redis: Redis, prefix: string, option
     async heartbeat(load) {
       // A beat already on its way when the process leaves must not bring its entry back.
       if (left) return;
-      const entry: ServerEntry = { id: self, url: options.url, serves: options.serves, active: load.active, max: load.max };
+      const entry: ServerEntry = { id: self, url: options.url, serves: options.serves, content: options.content, active: load.active, max: load.max };
       // The set of ids outlives no process by long: renewed by every beat, and cleaned of dead ids by peers().
       await redis.multi().set(k.server(self), JSON.stringify(entry), 'PX', options.heartbeatTtlMs).sadd(k.servers, self).pexpire(k.servers, options.heartbeatTtlMs * 6).exec();
       if (left) await redis.multi().del(k.server(self)).srem(k.servers, self).exec();
@@ -141,7 +149,7 @@ export function createRedisSessionDirectory(redis: Redis, prefix: string, option
       return [...live.values()].filter(e => e.url !== options.url);
     },
     async peersWithRoom() {
-      return (await this.peers()).filter(p => p.serves === options.serves && p.active < p.max).sort((a, b) => b.max - b.active - (a.max - a.active));
+      return (await this.peers()).filter(p => p.content === options.content && p.active < p.max).sort((a, b) => b.max - b.active - (a.max - a.active));
     },
     async leave() {
       left = true;

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { EnvironmentLine, environmentRecordFromLine } from '../datasets/environments-file.js';
 import { ScenarioLine, scenarioRecordFromLine } from '../datasets/scenarios-file.js';
@@ -27,6 +28,12 @@ export interface ExportScenarioSource {
   readonly unservable: number;
   /** Kept environments in the environments file. */
   readonly environments: number;
+  /**
+   * What is served, as a digest of the served lines' bytes (every scenario line, each kept environment's line, in
+   * file order) and the limits: two processes serve the same only when this is equal (the session directory sends
+   * a new session to a peer only then), whatever the run name their lines carry.
+   */
+  readonly content: string;
 }
 
 /** Bad lines reported at once before a file is given up on. */
@@ -54,7 +61,7 @@ function wrongFileHint(kind: 'environments' | 'scenarios', json: unknown): strin
  * that is not JSON is one. Throws an InputFileError naming the file when it cannot be read, is UTF-16, or when
  * lines were bad (up to MAX_PROBLEMS of them, each with its number).
  */
-async function eachJsonLine(path: string, kind: 'environments' | 'scenarios', fn: (json: unknown, line: number) => string | null): Promise<void> {
+async function eachJsonLine(path: string, kind: 'environments' | 'scenarios', fn: (json: unknown, line: number, text: string) => string | null): Promise<void> {
   const what = `${kind}.jsonl`;
   const problems: LineProblem[] = [];
   let n = 0;
@@ -77,7 +84,7 @@ async function eachJsonLine(path: string, kind: 'environments' | 'scenarios', fn
         if (problems.length >= MAX_PROBLEMS) break;
         continue;
       }
-      const problem = fn(json, n);
+      const problem = fn(json, n, text);
       if (problem !== null) {
         problems.push({ line: n, problem: problem + wrongFileHint(kind, json) });
         if (problems.length >= MAX_PROBLEMS) break;
@@ -102,7 +109,8 @@ async function eachJsonLine(path: string, kind: 'environments' | 'scenarios', fn
 async function readEnvironments(path: string) {
   const kept = new Map<string, { env: EnvironmentRecord; line: number }>();
   const notKept = new Map<string, { status: string; line: number }>();
-  await eachJsonLine(path, 'environments', (json, line) => {
+  const digest = createHash('sha256');
+  await eachJsonLine(path, 'environments', (json, line, text) => {
     const any = AnyEnvironmentLine.safeParse(json);
     if (!any.success) return issuesOf(any.error);
     const { id, status } = any.data;
@@ -117,9 +125,10 @@ async function readEnvironments(path: string) {
     if (!full.success) return `kept environment ${id}: ${issuesOf(full.error)}`;
     const runId = typeof full.data.lineage?.['runId'] === 'string' ? full.data.lineage['runId'] : 'export';
     kept.set(id, { env: environmentRecordFromLine(full.data, runId), line });
+    digest.update(`${text.length}\n${text}\n`);
     return null;
   });
-  return { kept, notKept };
+  return { kept, notKept, digest };
 }
 
 /**
@@ -134,14 +143,16 @@ async function readEnvironments(path: string) {
  * kept SCENARIO_NOT_READY, saying why.
  */
 export async function loadExportScenarioSource(paths: ExportPaths, limits: SandboxLimits): Promise<ExportScenarioSource> {
-  const { kept, notKept } = await readEnvironments(paths.environments);
+  const { kept, notKept, digest } = await readEnvironments(paths.environments);
   const served = new Map<string, ServedScenario>();
   const unservable = new Map<string, string>();
   const seen = new Map<string, number>();
   const runs = new Set<string>();
   const frozen: SandboxLimits = Object.freeze({ ...limits });
 
-  await eachJsonLine(paths.scenarios, 'scenarios', (json, line) => {
+  digest.update(`limits ${JSON.stringify(frozen)}\n`);
+  await eachJsonLine(paths.scenarios, 'scenarios', (json, line, text) => {
+    digest.update(`${text.length}\n${text}\n`);
     const parsed = ScenarioLine.safeParse(json);
     if (!parsed.success) return issuesOf(parsed.error);
     const s = parsed.data;
@@ -167,6 +178,7 @@ export async function loadExportScenarioSource(paths: ExportPaths, limits: Sandb
   const runName = runs.size === 1 ? [...runs][0]! : null;
   return {
     runName,
+    content: `export:sha256:${digest.digest('hex')}`,
     ready: served.size,
     unservable: unservable.size,
     environments: kept.size,

@@ -1,9 +1,13 @@
 import { once } from 'node:events';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { expect } from 'chai';
 import WebSocket from 'ws';
+import { exportRun } from '../../src/datasets/export.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import { errorOf, LatestCookieClient, scenarioWith, withMcp } from '../helpers/env-server-clients.js';
 import { buildDemoRun, exited, spawnServe, useFleet, type Fleet, type ServeProcess } from '../helpers/integration.js';
@@ -170,6 +174,64 @@ describe('envfleet serve: several serve processes sharing one Redis (real proces
     for (const c of clients.slice(0, 3)) expect((await c.post('/exit_vehicle', { ticket_id: 'T5' })).text).to.match(/GX-310 left S9/);
     for (const c of clients.slice(0, 3)) expect((await c.send('DELETE', '/session')).status).to.equal(200);
     expect((await fetch(`${a.url}/sessions/${opened.json['session_id'] as string}`, { method: 'DELETE' })).status).to.equal(200);
+  });
+
+  it('an export served under the run\'s name is not the run: a full process sends no new session to it; two processes serving the same export files do share', async () => {
+    const gx = byTask('GX-310');
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-fleet-export-'));
+    await exportRun(f.store, 'fl1', dir, { formats: [] });
+    // The same export with one scenario's task edited: its lines still name run fl1.
+    const edited = (await readFile(join(dir, 'scenarios.jsonl'), 'utf8')).split('\n').map(line => {
+      if (!line.includes(gx.id)) return line;
+      const s = JSON.parse(line) as { task: string };
+      return JSON.stringify({ ...s, task: `${s.task} — geändert 🚗 駐車場` });
+    });
+    const editedDir = await mkdtemp(join(tmpdir(), 'envfleet-fleet-edited-'));
+    await writeFile(join(editedDir, 'scenarios.jsonl'), edited.join('\n'));
+    const files = ['--environments', join(dir, 'environments.jsonl'), '--scenarios', join(editedDir, 'scenarios.jsonl'), '--max-sessions', '2'];
+    const [e1, e2] = await Promise.all([spawnServe(f, ['--port', '0', ...files]), spawnServe(f, ['--port', '0', ...files])]);
+    const clients: LatestCookieClient[] = [];
+    try {
+      // a and b full (two sessions each), on the run itself.
+      for (const at of [a.url, a.url, b.url, b.url]) {
+        const c = new LatestCookieClient(at);
+        clients.push(c);
+        const seeded = await c.post('/seed_session', { scenario_id: gx.id });
+        expect(servedBy(seeded.headers)).to.equal(at === a.url ? a.id : b.id);
+      }
+      // The edited export's processes have room, but serve something else under the run's name: no forwarding there.
+      const overA = new LatestCookieClient(a.url);
+      const full = await overA.post('/seed_session', { scenario_id: gx.id });
+      expect(full.status, full.text).to.equal(503);
+      expect(errorOf(full)).to.include({ code: 'OVER_CAPACITY' });
+      const opened = await post(`${a.url}/sessions`, { scenario_id: gx.id });
+      expect(opened.status).to.equal(503);
+      const ws = new WebSocket(`${a.url.replace(/^http/, 'ws')}/ws`);
+      await once(ws, 'open');
+      ws.send(JSON.stringify({ type: 'reset', data: { scenario_id: gx.id } }));
+      const [raw] = (await once(ws, 'message')) as [Buffer];
+      ws.close();
+      const refused = JSON.parse(raw.toString('utf8')) as { type: string; data: { code: string; room_at?: string[] } };
+      expect(refused.type).to.equal('error');
+      expect(refused.data.room_at ?? []).to.not.include.members([e1.url, e2.url]);
+      // The two processes of the same export files are one source: a full e1 opens the session on e2, with the edited task.
+      for (let i = 0; i < 2; i++) {
+        const c = new LatestCookieClient(e1.url);
+        clients.push(c);
+        expect(servedBy((await c.post('/seed_session', { scenario_id: gx.id })).headers)).to.equal(e1.id);
+      }
+      const overE1 = new LatestCookieClient(e1.url);
+      clients.push(overE1);
+      const moved = await overE1.post('/seed_session', { scenario_id: gx.id });
+      expect(moved.status, moved.text).to.equal(200);
+      expect(servedBy(moved.headers)).to.equal(e2.id);
+      expect(moved.text).to.include('geändert 🚗 駐車場');
+    } finally {
+      for (const c of clients) if (c.cookie) await c.send('DELETE', '/session');
+      e1.child.kill('SIGTERM');
+      e2.child.kill('SIGTERM');
+      await Promise.all([exited(e1.child), exited(e2.child)]);
+    }
   });
 
   it('a session of a process that is killed is SESSION_LOST through the other; one of a process that stops is ended and verified through the other', async () => {
