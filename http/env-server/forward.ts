@@ -3,7 +3,7 @@ import type { ServerEntry, SessionDirectory } from '../../src/env-server/directo
 import { EnvServerError } from '../../src/env-server/errors.js';
 import type { SessionRegistry } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
-import { bodyObjectOrNull, bodyText, isObject } from './request-body.js';
+import { bodyBytes, bodyObjectOrNull, isObject } from './request-body.js';
 
 /**
  * Several `envfleet serve` processes behind one address (a load balancer, DNS round robin): a request about
@@ -113,7 +113,8 @@ async function forward(req: Request, res: Response, to: ServerEntry, selfId: str
     answer = await fetch(target, {
       method: req.method,
       headers,
-      ...(hasBody ? { body: bodyText(req) } : {}),
+      // The bytes as they came, with their Content-Type: the peer reads them as this process would have.
+      ...(hasBody ? { body: bodyBytes(req) } : {}),
       redirect: 'manual',
       signal: AbortSignal.any([gone.signal, AbortSignal.timeout(FORWARD_TIMEOUT_MS)]),
     });

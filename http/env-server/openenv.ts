@@ -527,7 +527,7 @@ export function mountOpenEnvStateless(app: Express, registry: SessionRegistry, o
     void new Episode(registry, options.maxSteps ?? DEFAULT_MAX_STEPS).state().then(state => sendJson(res, state));
   });
   app.post('/mcp', (req, res) => {
-    void jsonRpc(registry, bodyText(req)).then(reply => sendJson(res, reply));
+    void jsonRpc(registry, () => bodyText(req)).then(reply => sendJson(res, reply));
   });
 }
 
@@ -626,10 +626,13 @@ async function rpcHandle(parse: () => RpcRequest, run: (request: RpcRequest) => 
  * `tools/list {session_id}`, `tools/call {name, arguments, session_id}`; without a session_id, a
  * `scenario_id` gives a throwaway session for that one request.
  */
-function jsonRpc(registry: SessionRegistry, text: string): Promise<RpcReply> {
+function jsonRpc(registry: SessionRegistry, body: () => string): Promise<RpcReply> {
+  let text = '';
   const parse = (): RpcRequest => {
     let msg: unknown;
     try {
+      // A body that is not UTF-8 text is a parse error too, saying where.
+      text = body();
       msg = JSON.parse(text);
     } catch (err) {
       throw new RpcError(-32700, `parse error: ${(err as Error).message}`);

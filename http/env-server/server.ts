@@ -12,7 +12,7 @@ import { RawJson } from '../../src/util/raw-json.js';
 import type { SessionDirectory } from '../../src/env-server/directory.js';
 import { forwardingMiddleware, safeDecode, SERVED_BY_HEADER } from './forward.js';
 import { pathToken } from './path-token.js';
-import { bodyOf, bodyText, isObject } from './request-body.js';
+import { bodyOf, bodyText, isObject, keepBody } from './request-body.js';
 import { sendJson } from './reply.js';
 import { mcpRouter } from './mcp.js';
 import { attachOpenEnvWebSocket, mountOpenEnvPublic, mountOpenEnvStateless } from './openenv.js';
@@ -41,6 +41,9 @@ export const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', 'localh
 
 /** The cookie that carries a NeMo Gym session; every response re-sends it. */
 export const SESSION_COOKIE = 'envfleet_session';
+
+/** The most bytes a request's body may carry (4 MB). */
+export const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
 /** Routes of the server itself: no tool is served under these names. */
 export const RESERVED_ROUTES: ReadonlySet<string> = new Set(['seed_session', 'verify', 'health', 'session', 'aggregate_metrics', 'mcp', 'sessions', 'reset', 'step', 'state', 'metadata', 'schema', 'openapi.json', 'ws']);
@@ -124,7 +127,7 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
     }
     next();
   });
-  app.use(express.text({ type: () => true, limit: '4mb', defaultCharset: 'utf-8' }));
+  app.use(express.text({ type: () => true, limit: MAX_BODY_BYTES, defaultCharset: 'utf-8', verify: keepBody }));
   const directory = options.directory ?? null;
   if (directory) {
     app.use((_req, res, next) => {
@@ -228,7 +231,13 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
     if (err instanceof EnvServerError) return sendError(res, err.code, err.message, err.details);
     const e = err as { type?: unknown; status?: unknown };
-    if (e.type === 'entity.too.large') return sendError(res, 'INVALID_REQUEST_BODY', 'the request body is larger than 4 MB', {}, 413);
+    if (e.type === 'entity.too.large') {
+      return sendError(res, 'INVALID_REQUEST_BODY', `the request body is larger than 4 MB (${MAX_BODY_BYTES} bytes), the most one request may carry: send the tool's arguments in smaller pieces (or keep large data in the environment's state, not in one call)`, { max_bytes: MAX_BODY_BYTES }, 413);
+    }
+    // A path whose percent-escapes are not UTF-8 (`/%FF`): no route can be named so.
+    if (err instanceof URIError || (err as Error | null)?.message?.startsWith('Failed to decode param')) {
+      return sendError(res, 'NOT_FOUND', `no such route: the path ${JSON.stringify(_req.originalUrl.slice(0, 200))} is not percent-encoded UTF-8; a tool's route is its name as seed_session lists it in \`tools\``, {}, 404);
+    }
     if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return sendError(res, 'INVALID_REQUEST_BODY', `the request could not be read: ${String((err as Error).message)}`, {}, e.status);
     logger.error({ err }, 'env-server request failed');
     sendError(res, 'INTERNAL', 'the server failed on this request; see its log', {}, 500);

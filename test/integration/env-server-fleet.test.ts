@@ -101,6 +101,25 @@ describe('envfleet serve: several serve processes sharing one Redis (real proces
     expect(JSON.stringify((verified.json['envfleet'] as { final_state: unknown }).final_state)).to.include(plate);
   });
 
+  it('a forwarded body keeps its bytes and its charset: the holder reads it as the first process would have', async () => {
+    const gx = byTask('GX-310');
+    const onA = new LatestCookieClient(a.url);
+    expect(servedBy((await onA.post('/seed_session', { scenario_id: gx.id })).headers)).to.equal(a.id);
+    const viaB = async (body: Buffer, type: string) => {
+      const res = await fetch(`${b.url}/enter_vehicle`, { method: 'POST', headers: { 'content-type': type, cookie: onA.cookie! }, body });
+      return { status: res.status, text: await res.text(), by: servedBy(res.headers) };
+    };
+    const latin1 = Buffer.from('{"plate": "Café-2", "size": "compact"}', 'latin1');
+    const parked = await viaB(latin1, 'application/json; charset=latin1');
+    expect(parked.status, parked.text).to.equal(200);
+    expect(parked.by).to.equal(a.id);
+    expect(parked.text).to.include('Café-2 parked in');
+    const refused = await viaB(latin1, 'application/json');
+    expect(refused.status, refused.text).to.equal(400);
+    expect(refused.text).to.include(`byte 0xE9 at byte ${latin1.indexOf(0xe9)} of the body`);
+    expect((await onA.send('DELETE', '/session')).status).to.equal(200);
+  });
+
   it('never forwards a request to another origin (a path such as //host/… or an absolute-form target), and a broken cookie is no session', async () => {
     // A listener that must never be reached.
     let reached = 0;

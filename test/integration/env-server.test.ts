@@ -108,6 +108,55 @@ describe('envfleet serve: the environment server, NeMo Gym style (real Redis, re
     expect(closed.json).to.include({ ended_by: 'closed' });
   });
 
+  it('reads a body as UTF-8 and refuses bytes that are not, saying where, on every surface; a body in a charset it names is read in it', async () => {
+    const gx = byTask('GX-310');
+    const c = new LatestCookieClient(serving.url);
+    expect((await c.post('/seed_session', { scenario_id: gx.id })).status).to.equal(200);
+    const raw = async (path: string, body: Buffer, type = 'application/json') => {
+      const res = await fetch(serving.url + path, { method: 'POST', headers: { 'content-type': type, ...(c.cookie ? { cookie: c.cookie } : {}) }, body });
+      const text = await res.text();
+      return { status: res.status, text, json: JSON.parse(text) as Record<string, unknown>, headers: res.headers };
+    };
+    // "Café" as Latin-1 writes it: the é is the byte 0xE9, which UTF-8 cannot start with.
+    const latin1 = Buffer.from('{"plate": "Café-1", "size": "compact"}', 'latin1');
+    const at = latin1.indexOf(0xe9);
+    const refused = await raw('/enter_vehicle', latin1);
+    expect(refused.status, refused.text).to.equal(400);
+    expect(errorOf(refused).code).to.equal('MALFORMED_JSON');
+    expect(errorOf(refused).message).to.include(`byte 0xE9 at byte ${at} of the body`).and.to.include('Latin-1').and.to.include('send the body as UTF-8');
+    const utf16 = await raw('/enter_vehicle', Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('{"plate": "X"}', 'utf16le')]));
+    expect(errorOf(utf16).message).to.include('UTF-16LE');
+    // Named as Latin-1, the same bytes are read as Latin-1: the é reaches the environment as é.
+    const parked = await raw('/enter_vehicle', latin1, 'application/json; charset=latin1');
+    expect(parked.status, parked.text).to.equal(200);
+    expect(parked.text).to.include('Café-1 parked in');
+    // OpenEnv's POST /mcp: a JSON-RPC parse error saying where.
+    const rpcBody = Buffer.from(`{"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"scenario_id": "${gx.id}", "x": "Caf\xe9"}}`, 'latin1');
+    const rpc = await raw('/mcp', rpcBody);
+    expect(rpc.json['error']).to.deep.include({ code: -32700 });
+    expect((rpc.json['error'] as { message: string }).message).to.include(`byte 0xE9 at byte ${rpcBody.indexOf(0xe9)} of the body`);
+    // A session's MCP endpoint: the same.
+    const opened = await fetch(`${serving.url}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ scenario_id: gx.id }) });
+    const sid = ((await opened.json()) as { session_id: string }).session_id;
+    const mcp = await fetch(`${serving.url}/sessions/${sid}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: rpcBody });
+    const mcpReply = (await mcp.json()) as { error: { code: number; message: string } };
+    expect(mcpReply.error.code).to.equal(-32700);
+    expect(mcpReply.error.message).to.include('byte 0xE9');
+    expect((await fetch(`${serving.url}/sessions/${sid}`, { method: 'DELETE' })).status).to.equal(200);
+    // A path whose escapes are not UTF-8 names no route; a body over 4 MB says the limit.
+    const badPath = await raw('/%FF', Buffer.from('{}'));
+    expect(badPath.status).to.equal(404);
+    expect(errorOf(badPath).code).to.equal('NOT_FOUND');
+    expect(errorOf(badPath).message).to.include('not percent-encoded UTF-8');
+    const big = await raw('/enter_vehicle', Buffer.from(JSON.stringify({ plate: 'x'.repeat(4 * 1024 * 1024), size: 'compact' })));
+    expect(big.status).to.equal(413);
+    expect(errorOf(big)).to.include({ code: 'INVALID_REQUEST_BODY', max_bytes: 4 * 1024 * 1024 });
+    expect(errorOf(big).message).to.include('4194304 bytes');
+    // None of it ended the session.
+    expect((await c.post('/exit_vehicle', { ticket_id: 'T5' })).text).to.match(/GX-310 left S9/);
+    expect((await c.send('DELETE', '/session')).status).to.equal(200);
+  });
+
   it('over capacity answers 503 with active and max, without disturbing the open sessions; multi-byte text round-trips', async () => {
     const gx = byTask('GX-310');
     const a = new LatestCookieClient(serving.url);
