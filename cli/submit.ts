@@ -87,7 +87,7 @@ export function failureLine(runId: string, failures: RunFailures): string {
     parts.push(`${failures.total} failed: ${codes} — fix the cause (envfleet status --run ${runId} shows where; docs/errors.md what each code means) and run the same command again to retry them`);
   }
   if (failures.modelErrorEpisodes) {
-    parts.push(`${failures.modelErrorEpisodes} episodes ended with model-error (recorded as trajectories with reward null, not retried: roll out again under another --policy-version to replace them)`);
+    parts.push(`${failures.modelErrorEpisodes} episodes of the run so far (every policy generation) ended with model-error (recorded as trajectories with reward null, not retried: roll out again under another --policy-version to replace them)`);
   }
   return `run ${runId}: ${parts.join('; ')}`;
 }

@@ -215,7 +215,16 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       samplingSent ??= reply.sampling;
       policyTurns.push(policyTurnOf(turns, reply));
       const m = reply.message;
-      let calls: { id: string; type: 'function'; function: { name: string; arguments: string } }[] = (m.tool_calls ?? []).filter(c => c.type === 'function');
+      // A call the endpoint sent without an id (or with the id of another call of the reply) gets one here, on the call
+      // itself: the transcript sent back next turn, the trajectory and the SFT files pair each result with its call.
+      const seenIds = new Set<string>();
+      let calls: { id: string; type: 'function'; function: { name: string; arguments: string } }[] = (m.tool_calls ?? [])
+        .filter(c => c.type === 'function')
+        .map((c, i) => {
+          const id = typeof c.id === 'string' && c.id !== '' && !seenIds.has(c.id) ? c.id : `call_${turns}_${i}`;
+          seenIds.add(id);
+          return id === c.id ? c : { ...c, id };
+        });
       let content = m.content ?? null;
       // Reasoning written in the text (no reasoning parser on the server) goes where a parser would put it.
       let reasoning = m.reasoning_content ?? null;
@@ -278,7 +287,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
           termination = { reason: 'agent-finished', detail: null };
           break;
         }
-        const answer = await userSays(m.content ?? '');
+        // What the agent said, without the reasoning it wrote in its text: the user never reads the agent's thoughts.
+        const answer = await userSays(content ?? '');
         messages.push({ role: 'user', content: answer.reply });
         if (answer.stop) {
           termination = { reason: 'user-stopped', detail: null };
@@ -287,8 +297,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         continue;
       }
       const live = await ready();
-      for (const [i, call] of calls.entries()) {
-        const id = call.id || `call_${turns}_${i}`;
+      for (const call of calls) {
+        const id = call.id;
         let args: unknown;
         let outcome: { result: unknown; resultJson?: string; runtimeError?: string; us: number };
         try {
@@ -338,8 +348,9 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       throw err;
     }
   }
-  // An episode that ended before it needed its environment (an answer in text at once, a model error) is scored on
-  // the environment's state as any other; one whose environment did not start ends as it would have at the start.
+  // An episode that ended before it needed its environment (an answer in text at once, a model error) has its checks
+  // run on the environment's state as any other (a model error's gives no reward, below); one whose environment did
+  // not start ends as it would have at the start.
   let live: EnvSession | null = null;
   try {
     live = await ready();
@@ -375,7 +386,12 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     await live?.close().catch(() => undefined);
   }
   const episodeRecord = episodeChecks ? { messages, turnStates: script ? turnStates : null } : null;
-  const { checks, reward, checksError } = await scoreFinalState(deps.sandbox, { ...scenario, initialState }, finalState, input.sandboxLimits, readError, ran, episodeRecord);
+  const scored = await scoreFinalState(deps.sandbox, { ...scenario, initialState }, finalState, input.sandboxLimits, readError, ran, episodeRecord);
+  const { checks, checksError } = scored;
+  // An episode the model endpoint cut short is no measure of the policy: its checks are kept (what the state had come
+  // to), but it has no reward, as the groups' `unscored` and the datasets say, so a trainer never learns from an
+  // outage's partial scores.
+  const reward = termination.reason === 'model-error' ? null : scored.reward;
   const fullScore = fullCheck(checks);
   if (fullScore) throw SandboxFullError.at(fullScore.where, fullScore.message);
   return {

@@ -68,3 +68,43 @@ describe('episode: replies as models write them', () => {
     }
   });
 });
+
+describe('episode: what the endpoint leaves out, and what the user may read', () => {
+  it('gives a call sent without an id (or with another call\'s id) one of its own, on the call itself; the user reads the agent\'s answer without its reasoning', async () => {
+    const policy = [
+      // A server that sends no ids, and one that repeats one.
+      { role: 'assistant', content: null, tool_calls: [{ type: 'function', function: { name: 'return_book', arguments: '{"loan_id": "L1"}' } }, { id: 'dup', type: 'function', function: { name: 'get_member', arguments: '{}' } }, { id: 'dup', type: 'function', function: { name: 'get_member', arguments: '{}' } }] },
+      // Reasoning written in the text (no reasoning parser on the server), then the answer.
+      { role: 'assistant', content: '<think>Secret plan 🤫: do not tell them about the fee.</think>C’est fait — 已归还 ✅' },
+    ];
+    let turn = 0;
+    const userSaw: string[] = [];
+    const gateway = {
+      chat: () => Promise.resolve({ message: policy[Math.min(turn++, policy.length - 1)], finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'policy-v1', cached: false, toolCallFormat: 'native', tokens: null } as unknown as ChatResult),
+      structured: (_ctx: unknown, req: { messages: { content: string }[] }) => {
+        userSaw.push(req.messages.at(-1)!.content);
+        return Promise.resolve({ value: { reply: userSaw.length === 1 ? 'Rends L1 stp' : 'Merci ###STOP###' }, usage: { promptTokens: 1, completionTokens: 1 } });
+      },
+      embed: () => Promise.reject(new Error('not used')),
+    } as unknown as ModelGateway;
+    const sandbox = {
+      openSession: () => Promise.resolve({ call: () => Promise.resolve({ result: { success: true }, us: 1 }), snapshot: () => Promise.resolve({}), close: () => Promise.resolve() }),
+      checks: (input: ChecksInput) => Promise.resolve({ results: input.checks.map(c => ({ item: c.item, passed: true })), reward: 1, solved: true }),
+    } as unknown as SandboxRunner;
+    const t = await runEpisode(
+      { gateway, sandbox },
+      { runId: 'r', scenario: SCENARIO, env: ENV, mode: 'conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs: 60_000 }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
+    );
+    const first = t.messages.find(m => m.role === 'assistant') as { tool_calls: { id: string }[] };
+    const ids = first.tool_calls.map(c => c.id);
+    expect(ids).to.deep.equal(['call_1_0', 'dup', 'call_1_2']);
+    expect(t.messages.filter(m => m.role === 'tool').map(m => (m as { tool_call_id: string }).tool_call_id)).to.deep.equal(ids);
+    expect(t.steps.map(s => s.toolCallId)).to.deep.equal(ids);
+    // The user simulator read the answer, not the reasoning.
+    expect(userSaw.at(-1)).to.include('C’est fait — 已归还 ✅');
+    expect(userSaw.join('\n')).to.not.include('Secret plan');
+    const answer = t.messages.filter(m => m.role === 'assistant').at(-1) as { content: string; reasoning_content: string };
+    expect(answer.reasoning_content).to.include('Secret plan 🤫');
+    expect(t.termination.reason).to.equal('user-stopped');
+  });
+});

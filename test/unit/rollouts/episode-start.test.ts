@@ -116,11 +116,16 @@ describe('episode: the environment starts while the first model call is made', (
     expect(f.events).to.deep.equal(['open asked', 'chat 1']);
   });
 
-  it('scores an episode whose model failed for good on the started environment, and closes it; a model failure the job retries closes it too', async () => {
+  it('runs the checks of an episode whose model failed for good on the started environment but gives it no reward, and closes it; a model failure the job retries closes it too', async () => {
     const lost = fakes([new ModelError('MODEL_NOT_FOUND', 'no such model « pôlicy »')], () => Promise.resolve());
     const t = await episode(lost);
     expect(t.termination.reason).to.equal('model-error');
     expect(t.finalState).to.not.equal(null);
+    // Every check passes on that state, yet the endpoint cut the episode short: no reward, not solved.
+    expect(t.checks.length).to.be.greaterThan(0);
+    expect(t.checks.every(c => c.passed)).to.equal(true);
+    expect(t.reward).to.equal(null);
+    expect(t.solved).to.equal(false);
     expect(lost.events.slice(-2)).to.deep.equal(['finish', 'close']);
 
     const retried = fakes([new ModelError('MODEL_SERVER_ERROR', '500 from the endpoint')], () => Promise.resolve());
