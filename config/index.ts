@@ -460,6 +460,25 @@ export function apiKeyFix(endpoint: Pick<EndpointConfig, 'name' | 'apiKeyFrom'>)
 }
 
 /**
+ * The secret values a configuration holds (the endpoints' API keys, the dashboard's and serve's tokens, the password
+ * of the Redis URL), for masking wherever text that may echo them leaves the process (src/util/secrets.ts). The
+ * placeholder key `envfleet-local` is no secret.
+ */
+export function secretsOf(config: Partial<Pick<AppConfig, 'endpoints' | 'dashboard' | 'serve' | 'redis'>>): string[] {
+  const out: string[] = [];
+  for (const e of Object.values(config.endpoints ?? {})) if (e.apiKey && e.apiKey !== 'envfleet-local') out.push(e.apiKey);
+  if (config.dashboard?.token) out.push(config.dashboard.token);
+  if (config.serve?.token) out.push(config.serve.token);
+  try {
+    const password = config.redis?.url ? decodeURIComponent(new URL(config.redis.url).password) : '';
+    if (password) out.push(password);
+  } catch {
+    // Not a URL: nothing to take from it.
+  }
+  return out;
+}
+
+/**
  * A URL for messages, logs and stored records: its password hidden (or a user name that stands alone, as a
  * token often does), and the values of query parameters that carry credentials. A model endpoint's base URL
  * may hold a key in either place.

@@ -186,7 +186,9 @@ configuration object to the rest of the program.
   that names each bad variable, says what is wrong, and gives an example of a valid value.
   \`envfleet doctor\` checks the configuration, Redis and every endpoint in use.
 - **Secrets.** \`OPENAI_API_KEY\` and the variables named by \`apiKeyEnv\` in the models file are never
-  logged, never echoed in error messages and never stored in job data or with a run.
+  logged, never echoed in error messages and never stored in job data or with a run. An endpoint that echoes the
+  key in its error body has it masked (\`[redacted]\`) before that text is kept or logged, as are the serve and
+  dashboard tokens and the Redis URL's password.
 - **Fleet-wide settings.** Every worker of a fleet must use the same \`REDIS_URL\`,
   \`ENVFLEET_REDIS_CLUSTER_NODES\` (set everywhere or nowhere: the key layout differs),
   \`ENVFLEET_REDIS_PREFIX\`, \`ENVFLEET_LOCK_DURATION_MS\` and \`ENVFLEET_STALLED_INTERVAL_MS\`.

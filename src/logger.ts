@@ -1,24 +1,45 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
-import type { AppConfig } from '../config/index.js';
+import { secretsOf, type AppConfig } from '../config/index.js';
+import { createSecretMask } from './util/secrets.js';
 import { cutText } from './util/text.js';
 
 export type { Logger } from 'pino';
 
+/** The most characters an error's message or stack takes in a log line (its causes' included). */
+const ERROR_LOG_CHARS = 4_000;
+
 /**
- * The process logger. Secrets are redacted by path; model output, tool arguments and environment
- * content are untrusted and must be nested under a key (never spread into the top level).
+ * The process logger. Secrets are redacted by path, and the configuration's secret values (API keys, tokens) are
+ * masked in every error written (`{ err }`, with its causes: an endpoint may echo the request's key in its error
+ * body); an error's message and stack are cut to a few thousand characters (a proxy's HTML error page, held by the
+ * model client's error as a cause, filled 66 KB log lines). Model output, tool arguments and environment content are
+ * untrusted and must be nested under a key (never spread into the top level).
  */
 export function createLogger(
-  config: Pick<AppConfig, 'log'>,
+  config: Pick<AppConfig, 'log'> & Partial<Pick<AppConfig, 'endpoints' | 'dashboard' | 'serve' | 'redis'>>,
   destination?: DestinationStream,
   bindings: Record<string, unknown> = {},
 ): Logger {
+  const mask = createSecretMask(secretsOf(config));
+  // Strings masked and cut, in objects and arrays too (a client's error keeps the parsed error body as a field).
+  const written = (value: unknown, depth = 0): unknown => {
+    if (typeof value === 'string') return truncateForLog(mask(value), ERROR_LOG_CHARS);
+    if (value === null || typeof value !== 'object' || depth > 4) return value;
+    if (Array.isArray(value)) return value.slice(0, 50).map(v => written(v, depth + 1));
+    return Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([k, v]) => [k, written(v, depth + 1)]));
+  };
   const options = {
     level: config.log.level,
     base: { service: 'envfleet', pid: process.pid, ...bindings },
     redact: {
       paths: ['apiKey', '*.apiKey', '*.*.apiKey', 'headers.authorization', 'headers.Authorization', '*.headers.authorization'],
       censor: '[redacted]',
+    },
+    serializers: {
+      err: (err: Error) => {
+        // Every string the serializer kept (message, stack, and the error's own fields such as a body) is masked and cut.
+        return written(pino.stdSerializers.err(err));
+      },
     },
   };
   return destination ? pino(options, destination) : pino(options, pino.destination({ dest: 2, sync: true }));

@@ -9,12 +9,13 @@ import type {
   ChatCompletionToolChoiceOption,
 } from 'openai/resources/chat/completions';
 import type { z } from 'zod';
-import { apiKeyFix, redactUrl, type AppConfig, type EndpointConfig, type ModelProfile, type ModelStage, type ToolCallFormat } from '../../config/index.js';
+import { apiKeyFix, redactUrl, secretsOf, type AppConfig, type EndpointConfig, type ModelProfile, type ModelStage, type ToolCallFormat } from '../../config/index.js';
 import { AppError, BudgetExceededError, EndpointUnreachableError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, modelCodeOfStatus } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { canonicalJson, deepFreeze } from '../util/canonical.js';
 import { RawJson, stringifyJsonBytes } from '../util/raw-json.js';
+import { createSecretMask } from '../util/secrets.js';
 import { sharedRead } from '../util/shared-read.js';
 import { cutText } from '../util/text.js';
 import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
@@ -179,6 +180,9 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   };
 
   const profileOf = (stage: ModelStage): ModelProfile => deps.config.profiles[stage];
+  // An endpoint's error text may echo the request's key ("bad request for key sk-…"): masked before it goes into an
+  // error's message, which is stored with the item, the job and the datasets.
+  const masked = createSecretMask(secretsOf(deps.config));
 
   // Per endpoint: when this process last had an answer from it that shows it serving (any answer but a 5xx of
   // OUTAGE_STATUSES). A failure of a request sent after that is taken for an outage (translate).
@@ -528,10 +532,10 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       const causes: Error[] = [];
       for (let c: unknown = err.cause; c instanceof Error && causes.length < 5; c = c.cause) causes.push(c);
       const cut = causes.find(c => c instanceof AnswerCutError);
-      if (cut) return new ModelError('MODEL_RESPONSE_MALFORMED', `incomplete answer from ${where}: ${cut.message}`, { cause: err, details });
+      if (cut) return new ModelError('MODEL_RESPONSE_MALFORMED', `incomplete answer from ${where}: ${masked(cut.message)}`, { cause: err, details });
       const root = causes.at(-1);
       const errno = (root as NodeJS.ErrnoException | undefined)?.code;
-      const why = root ? `${errno && !root.message.includes(String(errno)) ? `${errno} ` : ''}${root.message}` : err.message;
+      const why = masked(root ? `${errno && !root.message.includes(String(errno)) ? `${errno} ` : ''}${root.message}` : err.message);
       if (errno !== undefined && UNREACHABLE.has(errno)) {
         // Nothing was sent: the endpoint is down or restarting. The fleet waits for it as for a 429 (no attempt used)
         // instead of using up every job's attempts within a minute and ending its items for good.
@@ -548,7 +552,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       const status: number = (err.status as number | undefined) ?? 0;
       const code = modelCodeOfStatus(status);
       if (OUTAGE_STATUSES.has(status)) {
-        const down = await outage(errorBodyText(err.message), retryAfterMs(err.headers as Headers | undefined));
+        const down = await outage(errorBodyText(masked(err.message)), retryAfterMs(err.headers as Headers | undefined));
         if (down) return down;
       } else if (status !== 0) answered(endpoint);
       if (code === 'MODEL_RATE_LIMITED') {
@@ -560,13 +564,13 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         return new RateLimitedError(`429 from ${where}; the fleet waits ${ms} ms${ms < asked ? ` (its Retry-After asked for ${asked} ms; at most a day is kept)` : ''}`, ms, { cause: err, details });
       }
       const hint = code === 'MODEL_AUTH' ? ` The API key was refused: ${apiKeyFix(endpoint)}` : code === 'MODEL_NOT_FOUND' ? ' Check the base URL and the model name.' : '';
-      const body = errorBodyText(err.message);
+      const body = errorBodyText(masked(err.message));
       // The hint is a sentence of its own after the body's (which may or may not end with a period).
       return new ModelError(code, `${status} from ${where}: ${hint && !/[.!?。]$/.test(body) ? `${body}.` : body}${hint}`, { cause: err, details });
     }
     if (err instanceof AppError) return err;
     // A body that is not JSON, a cut connection mid-body, and the like: another attempt may work.
-    return new ModelError('MODEL_RESPONSE_MALFORMED', `unreadable response from ${where}: ${(err as Error).message}`, { cause: err, details });
+    return new ModelError('MODEL_RESPONSE_MALFORMED', `unreadable response from ${where}: ${masked((err as Error).message)}`, { cause: err, details });
   }
 
   // An endpoint may answer 2xx with a body that is no completion (null, a string, an error object): no usage, no choice.

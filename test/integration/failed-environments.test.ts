@@ -40,6 +40,42 @@ describe('an environment that fails during its repair round (real Redis, real wo
     expect(line!.quality!.history).to.have.length(1);
   });
 
+  it('an endpoint that echoes the API key in its error body: the key reaches no stored failure, job, event or export', async () => {
+    const key = 'test-key';
+    const echo = parseModelScript({ rules: [{ name: 'repair-echo', stage: 'check.repair', matchAny: 'Clinic appointment scheduling', fault: { type: 'server_error', status: 400, message: `Invalid request for API key ${key} (Bearer ${key}) — clé refusée 🔑` } }] });
+    const f = await fleet({ extra: echo });
+    expect(f.config.endpoints['default']!.apiKey).to.equal(key);
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-echo-key-'));
+    const descriptions = join(dir, 'descriptions.jsonl');
+    await writeFile(descriptions, `${JSON.stringify(CLINIC)}\n`);
+    await submitSynthesis(f.config, f.redis, { runId: 'echo', descriptions, probeSteps: 8 });
+    await f.waitForRun('echo');
+    expect(f.server.log().some(e => e.rule === 'repair-echo')).to.equal(true);
+    const [id] = await f.store.listDocIds('echo', 'env');
+    const clinic = (await f.store.getDoc('echo', 'env', id!))!;
+    expect(clinic.failure).to.deep.include({ code: 'MODEL_BAD_REQUEST' });
+    expect(clinic.failure!.message).to.include('Invalid request for API key [redacted] (Bearer [redacted]) — clé refusée 🔑');
+    // Every value under the fleet's prefix: documents, job hashes, event streams.
+    const found: string[] = [];
+    for (const k of await f.redis.keys(`*${f.config.redis.prefix}*`)) {
+      const type = await f.redis.type(k);
+      const values =
+        type === 'string' ? [await f.redis.getBuffer(k).then(b => b?.toString('latin1') ?? '')]
+        : type === 'hash' ? Object.values(await f.redis.hgetall(k))
+        : type === 'stream' ? (await f.redis.xrange(k, '-', '+')).flatMap(([, fields]) => fields)
+        : type === 'list' ? await f.redis.lrange(k, 0, -1)
+        : type === 'set' ? await f.redis.smembers(k)
+        : type === 'zset' ? await f.redis.zrange(k, '0', '-1')
+        : [];
+      if (values.some(v => v.includes(key))) found.push(k);
+    }
+    expect(found).to.deep.equal([]);
+    const exported = await exportRun(f.store, 'echo', join(dir, 'out'));
+    const text = await readFile(exported.path, 'utf8');
+    expect(text).to.include('[redacted]');
+    expect(text).to.not.include(key);
+  });
+
   it('keeps one report per round when the repair round is retried', async () => {
     // The first repair call fails (retried by its job, which finds the round's report stored already).
     const once = parseModelScript({ rules: [{ name: 'repair-503-once', stage: 'check.repair', matchAny: 'Clinic appointment scheduling', times: 1, fault: { type: 'server_error', status: 503 } }] });

@@ -103,7 +103,7 @@ describe('episode: what the endpoint leaves out, and what the user may read', ()
     // The user simulator read the answer, not the reasoning.
     expect(userSaw.at(-1)).to.include('C’est fait — 已归还 ✅');
     expect(userSaw.join('\n')).to.not.include('Secret plan');
-    const answer = t.messages.filter(m => m.role === 'assistant').at(-1) as { content: string; reasoning_content: string };
+    const answer = t.messages.filter(m => m.role === 'assistant').at(-1) as unknown as { content: string; reasoning_content: string };
     expect(answer.reasoning_content).to.include('Secret plan 🤫');
     expect(t.termination.reason).to.equal('user-stopped');
   });

@@ -1,0 +1,37 @@
+import { Writable } from 'node:stream';
+import { expect } from 'chai';
+import { loadConfig } from '../../../config/index.js';
+import { createLogger } from '../../../src/logger.js';
+import { createSecretMask } from '../../../src/util/secrets.js';
+
+describe('secret values masked where text leaves the process', () => {
+  it('masks every occurrence of each secret, the longest first; short values and the placeholder key are left alone', () => {
+    const mask = createSecretMask(['sk-ÅBC-秘密-123456', 'sk-ÅBC', null, undefined, 'abc']);
+    expect(mask('key sk-ÅBC-秘密-123456 or sk-ÅBC? abc')).to.equal('key [redacted] or [redacted]? abc');
+    expect(createSecretMask([])('sk-anything')).to.equal('sk-anything');
+  });
+
+  it('the logger masks the configured key in an error and its causes, nested fields included, and cuts a huge body', () => {
+    const key = 'sk-live-ÄÖ-0123456789abcdef';
+    const config = loadConfig({}, { overrides: { OPENAI_API_KEY: key, ENVFLEET_SERVE_TOKEN: 'serve-token-0042', LOG_LEVEL: 'info' } });
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(chunk.toString('utf8'));
+        done();
+      },
+    });
+    const logger = createLogger(config, sink);
+    const page = `<html><title>502 Bad Gateway</title><body>${'<p>nginx 🚧</p>'.repeat(3_000)}</body></html>`;
+    const cause = Object.assign(new Error(`400 bad request for key ${key}\n${page}`), { error: { message: `key ${key} refused`, param: ['serve-token-0042'] } });
+    logger.warn({ err: new Error('the endpoint refused the request', { cause }) }, 'job failed');
+    const line = lines.join('');
+    expect(line).to.not.include(key);
+    expect(line).to.not.include('serve-token-0042');
+    expect(line).to.include('[redacted]');
+    expect(line.length, 'the 45 KB page is cut').to.be.lessThan(20_000);
+    const record = JSON.parse(line) as { err: { message: string; stack: string; cause?: unknown } };
+    expect(record.err.message).to.include('the endpoint refused the request');
+    expect(record.err.message).to.include('more chars)');
+  });
+});
