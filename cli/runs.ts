@@ -55,7 +55,7 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       process.stdout.write(`run ${opts.run} resumed; ${r.released} parked jobs brought back${left}\n`);
     } else {
       const r = await cancelRun(c.at, c.store, c.control, opts.run, opts.reason);
-      process.stdout.write(`run ${opts.run} cancelled: ${r.removed} waiting jobs removed, ${r.running} running jobs finish\n`);
+      process.stdout.write(`run ${opts.run} cancelled: ${r.removed} waiting jobs removed, ${r.running} running jobs end at their next model call\n`);
     }
   });
 }

@@ -310,7 +310,8 @@ export async function resumeRun(at: QueuesAt, control: RunControl, runId: string
 
 /**
  * Cancels a run: the run is marked cancelled (jobs that start from now on end at once as
- * RUN_CANCELLED), its waiting and delayed jobs are removed, jobs already running finish, and the
+ * RUN_CANCELLED), its waiting and delayed jobs are removed, jobs already running end at their next model call
+ * (the gateway reads the run's state with its budgets: RUN_CANCELLED), and the
  * environments and scenarios still being built end as failed / dropped with RUN_CANCELLED.
  */
 export async function cancelRun(at: QueuesAt, store: RunStore, control: RunControl, runId: string, reason: string): Promise<{ removed: number; running: number }> {

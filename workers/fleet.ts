@@ -54,7 +54,7 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
   const runControl = createRedisRunControl(redis, prefix);
   const metrics = createRedisMetrics(redis, prefix);
   const gateway = createModelGateway({
-    budgets: runId => runControl.budgets(runId),
+    gate: runId => runControl.gate(runId),
     observe: (stage, seconds, ok) => metrics.observe('model_request', { stage, outcome: ok ? 'ok' : 'error' }, seconds),
     config,
     cache: createRedisResponseCache(redis, prefix),

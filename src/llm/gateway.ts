@@ -10,7 +10,7 @@ import type {
 } from 'openai/resources/chat/completions';
 import type { z } from 'zod';
 import { apiKeyFix, redactUrl, secretsOf, type AppConfig, type EndpointConfig, type ModelProfile, type ModelStage, type ToolCallFormat } from '../../config/index.js';
-import { AppError, BudgetExceededError, EndpointUnreachableError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, modelCodeOfStatus } from '../errors.js';
+import { AppError, BudgetExceededError, EndpointUnreachableError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, RunCancelledError, modelCodeOfStatus } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { canonicalJson, deepFreeze } from '../util/canonical.js';
@@ -24,7 +24,7 @@ import { parseStructured } from './json-output.js';
 import { contentText } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
 import { unlimitedEndpoint, type EndpointLimiter, type Lease, type Ledger, type LedgerEntry, type LedgerTotals, type ResponseCache, type Usage } from './ports.js';
-import type { RunBudgets } from '../runs/control.js';
+import type { RunBudgets, RunGate } from '../runs/control.js';
 
 /**
  * Connection failures that say the endpoint cannot be reached at all (nothing was sent): refused (a server
@@ -133,6 +133,12 @@ export interface GatewayDeps {
   readonly clientFor?: (endpoint: EndpointConfig) => OpenAI;
   /** Per-run budgets (set with the run); the configured budgets apply when it returns null. */
   readonly budgets?: (runId: string) => Promise<RunBudgets | null>;
+  /**
+   * The run's budgets and whether it was cancelled, read before each call the cache does not answer (instead of
+   * `budgets`): a call of a cancelled run is not sent (RUN_CANCELLED), so a long job (an environment's probe, an
+   * episode) stops paying at its next model call instead of running to its end on results a cancel threw away.
+   */
+  readonly gate?: (runId: string) => Promise<RunGate>;
   /** Observes each model request's latency (metrics). */
   readonly observe?: (stage: string, seconds: number, ok: boolean) => void;
 }
@@ -256,10 +262,13 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   // stage and model) parsed into objects. The answer is at most one round trip older than the call's own would be;
   // the check was never exact for calls in flight together (none of them is in the ledger before its answer).
   const budgetReads = new Map<string, Promise<RunBudgets | null>>();
+  const gateReads = new Map<string, Promise<RunGate>>();
   const totalsReads = new Map<string, Promise<LedgerTotals>>();
 
   async function checkBudget(ctx: CallContext) {
-    const runBudgets = ctx.budgets ?? (deps.budgets ? await sharedRead(budgetReads, ctx.runId, deps.budgets) : null);
+    const gate = deps.gate ? await sharedRead(gateReads, ctx.runId, deps.gate) : null;
+    if (gate?.cancelled) throw new RunCancelledError(ctx.runId, gate.cancelled.reason);
+    const runBudgets = ctx.budgets ?? (gate ? gate.budgets : deps.budgets ? await sharedRead(budgetReads, ctx.runId, deps.budgets) : null);
     const budgets: RunBudgets = { byStage: {}, ...(runBudgets ?? deps.config.budgets) };
     const stageBudget = budgets.byStage[ctx.stage];
     if (budgets.usd <= 0 && budgets.tokens <= 0 && !stageBudget) return;

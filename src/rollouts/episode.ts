@@ -1,4 +1,4 @@
-import { AppError, EndpointRefusedError, classifyError } from '../errors.js';
+import { AppError, EndpointRefusedError, RunCancelledError, classifyError } from '../errors.js';
 import type { ChatMessage, ChatTool } from '../llm/gateway.js';
 import { looksLikeToolCall, parseTextToolCalls } from '../llm/text-tool-calls.js';
 import { splitThinking } from '../llm/thinking.js';
@@ -342,7 +342,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       // fixed, instead of recording them all, for good, as model-error.
       await closeSession();
       throw new EndpointRefusedError(err);
-    } else if (classifyError(err).action === 'give-up') termination = { reason: 'model-error', detail: (err as Error).message };
+    } else if (classifyError(err).action === 'give-up' && !(err instanceof RunCancelledError)) termination = { reason: 'model-error', detail: (err as Error).message };
     else {
       await closeSession();
       throw err;

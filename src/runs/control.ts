@@ -43,6 +43,12 @@ export interface ParkedJob {
  * the run can bring it back (the promotion itself is BullMQ's: queues/run-jobs.ts
  * `releaseParkedJobs`). Resume and cancel are announced on a channel the workers listen to.
  */
+/** A run's budgets (null: the configured ones) and, when it was cancelled, why. */
+export interface RunGate {
+  readonly budgets: RunBudgets | null;
+  readonly cancelled: { readonly reason: string | null } | null;
+}
+
 export interface RunControl {
   get(runId: string): Promise<RunControlState>;
   /** Pauses the run (a cancelled run stays cancelled: RequestError). */
@@ -51,6 +57,8 @@ export interface RunControl {
   resume(runId: string): Promise<void>;
   cancel(runId: string, reason: string): Promise<void>;
   budgets(runId: string): Promise<RunBudgets | null>;
+  /** What a model call reads of the run before it is sent: its budgets and whether it was cancelled, in one read. */
+  gate(runId: string): Promise<RunGate>;
   setBudgets(runId: string, budgets: RunBudgets): Promise<void>;
   /** Records a job of the run as parked (before it is moved to the delayed set, so a parked job is always recorded). */
   park(runId: string, key: string): Promise<ParkedJob>;
@@ -172,6 +180,10 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     async budgets(runId) {
       const raw = await redis.hget(key(runId), 'budgets');
       return raw ? (JSON.parse(raw) as RunBudgets) : null;
+    },
+    async gate(runId) {
+      const [budgets, state, reason] = await redis.hmget(key(runId), 'budgets', 'state', 'reason');
+      return { budgets: budgets ? (JSON.parse(budgets) as RunBudgets) : null, cancelled: state === 'cancelled' ? { reason: reason || null } : null };
     },
     async setBudgets(runId, budgets) {
       await redis.hset(key(runId), 'budgets', JSON.stringify(budgets));

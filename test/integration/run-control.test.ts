@@ -10,10 +10,10 @@ import { formatStatus } from '../../cli/runs.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { submitRollouts, submitScenarios, submitSynthesis } from '../../queues/submit.js';
 import { rejection } from '../helpers/assert.js';
-import { parseModelScript, type ModelServer } from '../../src/model-server/index.js';
+import { loadModelScript, parseModelScript, type ModelServer } from '../../src/model-server/index.js';
 import { createRedisRunControl, type RunControl } from '../../src/runs/control.js';
 import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
-import { silentLogger, until, useFleet, type Fleet } from '../helpers/integration.js';
+import { DEMO, silentLogger, until, useFleet, type Fleet } from '../helpers/integration.js';
 
 const LIBRARY = {
   summary: 'Library circulation system',
@@ -289,6 +289,27 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     } finally {
       await second.stop();
     }
+  });
+
+  it('a cancel stops a running job at its next model call: an environment\'s probe sends no step after the one in flight', async () => {
+    const f = await fleet();
+    const ctx = f.workers.ctx;
+    // Every probe step of the library takes a while to answer, so the probe is running when the run is cancelled.
+    const demo = await loadModelScript(DEMO);
+    f.server.setScript({ ...demo, rules: (demo.rules ?? []).map(r => (r.stage === 'check.probe.tester' ? { ...r, fault: { type: 'delay' as const, ms: 400 } } : r)) });
+    const steps = 8;
+    await submitSynthesis(f.config, f.redis, { runId: 'cancel-probe', descriptions: await descriptions(), probeSteps: steps });
+    const probes = () => f.server.log().filter(e => e.stage === 'check.probe.tester').length;
+    await until(() => Promise.resolve(probes() >= 2), 'the probe to be running');
+    await cancelRun({ connection: f.redis, prefix: f.config.redis.prefix }, ctx.store, ctx.runControl, 'cancel-probe', 'changed my mind — 取消 🛑');
+    const atCancel = probes();
+    await f.waitForRun('cancel-probe');
+    // At most the step whose request was on its way when the run was cancelled; the probe had 8 to make.
+    expect(probes() - atCancel).to.be.at.most(1);
+    expect(probes()).to.be.lessThan(steps);
+    const envs = await Promise.all((await ctx.store.listDocIds('cancel-probe', 'env')).map(id => ctx.store.getDoc('cancel-probe', 'env', id)));
+    expect(envs.map(e => [e!.status, e!.failure?.code])).to.deep.equal([['failed', 'RUN_CANCELLED']]);
+    expect(envs[0]!.failure!.message).to.include('changed my mind — 取消 🛑');
   });
 
   it('cancels a run: waiting jobs removed, nothing new starts, the run ends', async () => {

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { ModelError } from '../../../src/errors.js';
+import { ModelError, RunCancelledError } from '../../../src/errors.js';
 import type { ChatResult, ModelGateway } from '../../../src/llm/gateway.js';
 import { runEpisode } from '../../../src/rollouts/episode.js';
 import type { Trajectory } from '../../../src/rollouts/types.js';
@@ -138,5 +138,18 @@ describe('episode: the environment starts while the first model call is made', (
     expect((thrown as ModelError).code).to.equal('MODEL_SERVER_ERROR');
     expect(retried.events).to.include('close');
     expect(retried.events).to.not.include('finish');
+  });
+
+  it('a run cancelled mid-episode ends the job (RUN_CANCELLED), with no trajectory recorded as model-error, and closes the environment', async () => {
+    const cancelled = fakes([CALL, new RunCancelledError('r', 'changed my mind — 取消')], () => Promise.resolve());
+    let thrown: unknown;
+    try {
+      await episode(cancelled);
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).to.be.instanceOf(RunCancelledError);
+    expect(cancelled.events).to.include('close');
+    expect(cancelled.events).to.not.include('finish');
   });
 });
