@@ -4,8 +4,8 @@ import { deleteRun, runsFinishedBefore } from '../queues/run-delete.js';
 import { cancelRun, resumeRun } from '../queues/run-jobs.js';
 import { listRuns, runStatus, timeLeftText, type FunnelRow, type RunStatus } from '../queues/run-status.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
-import { castToError } from '../src/errors.js';
-import type { RunBudgets } from '../src/runs/control.js';
+import { RequestError, castToError } from '../src/errors.js';
+import { reachedBudgets, type RunBudgets } from '../src/runs/control.js';
 import { requireRun, withRuns, type CommandContext } from './context.js';
 
 /** `envfleet runs`. */
@@ -45,10 +45,18 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       await c.control.pause(opts.run, opts.reason);
       process.stdout.write(`run ${opts.run} paused; jobs already running finish and are kept, the others are parked until resume\n`);
     } else if (action === 'resume') {
-      if (opts.budgetUsd !== undefined || opts.budgetTokens !== undefined) {
-        const current = await budgetsOf(c, opts.run);
-        await c.control.setBudgets(opts.run, { ...current, ...(opts.budgetUsd !== undefined ? { usd: opts.budgetUsd } : {}), ...(opts.budgetTokens !== undefined ? { tokens: opts.budgetTokens } : {}) });
+      const raised = opts.budgetUsd !== undefined || opts.budgetTokens !== undefined;
+      const current = await budgetsOf(c, opts.run);
+      const next = { ...current, ...(opts.budgetUsd !== undefined ? { usd: opts.budgetUsd } : {}), ...(opts.budgetTokens !== undefined ? { tokens: opts.budgetTokens } : {}) };
+      // A run still at a budget would pause again at its next model call: nothing is resumed, and the message says what to raise.
+      const reached = reachedBudgets(next, await c.ledger.totals(opts.run));
+      if (reached.length) {
+        throw new RequestError(
+          `run "${opts.run}" is at its budget${raised ? ' even with the new one' : ''} (${reached.join('; ')}), so it would pause again at its next model call; nothing was resumed${raised ? ' and the budget is unchanged' : ''}. ` +
+            `Raise the budget as you resume: envfleet resume --run ${opts.run} --budget-tokens N --budget-usd X (above what is used; envfleet budget --run ${opts.run} --stage STAGE … for a stage's budget), or cancel the run.`,
+        );
       }
+      if (raised) await c.control.setBudgets(opts.run, next);
       // Brings the parked jobs back here too, so resuming works while no worker is listening.
       const r = await resumeRun(c.at, c.control, opts.run);
       const left = r.failed ? `; ${r.failed} could not be brought back now (${castToError(r.firstError).message}): resume again, or the workers' recheck brings them back (ENVFLEET_PAUSED_RECHECK_MS)` : '';
@@ -78,6 +86,9 @@ export async function budgetCommand(opts: BudgetOptions): Promise<void> {
     const next = opts.stage ? { ...current, byStage: { ...current.byStage, [opts.stage]: { usd: 0, tokens: 0, ...current.byStage[opts.stage], ...patch } } } : { ...current, ...patch };
     await c.control.setBudgets(opts.run, next);
     process.stdout.write(opts.json ? `${JSON.stringify(next)}\n` : `run ${opts.run} budgets: ${JSON.stringify(next)}\n`);
+    // Allowed (a way to stop a run's spending), but said: the run pauses at its next model call.
+    const reached = reachedBudgets(next, await c.ledger.totals(opts.run));
+    if (reached.length) process.stderr.write(`note: run ${opts.run} is already at this budget (${reached.join('; ')}): it pauses at its next model call, until the budget is raised (envfleet resume --run ${opts.run} --budget-tokens N --budget-usd X)\n`);
   });
 }
 

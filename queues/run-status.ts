@@ -193,8 +193,12 @@ export function recentRate(throughput: readonly { readonly minute: string; reado
 }
 
 /** What is left of a run's time, for status and the dashboard: none while it is paused (with the command that resumes it) or cancelled. */
-export function timeLeftText(s: Pick<RunStatus, 'id' | 'state' | 'outstanding' | 'etaMinutes'>): string {
-  if (s.state === 'paused' && s.outstanding > 0) return `no time left estimated while it is paused (envfleet resume --run ${s.id})`;
+export function timeLeftText(s: Pick<RunStatus, 'id' | 'state' | 'outstanding' | 'etaMinutes'> & Partial<Pick<RunStatus, 'control'>>): string {
+  if (s.state === 'paused' && s.outstanding > 0) {
+    // A budget pause needs a higher budget: resuming without one pauses the run again (and resume refuses it).
+    const budget = s.control?.reason?.startsWith('budget reached') === true;
+    return `no time left estimated while it is paused (envfleet resume --run ${s.id}${budget ? ' --budget-tokens N --budget-usd X, above what is used' : ''})`;
+  }
   if (s.state === 'cancelled' && s.outstanding > 0) return 'no time left estimated: it is cancelled';
   return s.etaMinutes === null ? 'time left unknown' : `about ${s.etaMinutes.toFixed(1)} min left`;
 }

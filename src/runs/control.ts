@@ -18,6 +18,33 @@ export interface RunBudgets extends Budget {
   readonly byStage: Readonly<Record<string, Budget>>;
 }
 
+/** What a ledger holds of a run's spending, all stages and by stage (a LedgerTotals is one). */
+export interface Spent {
+  readonly promptTokens: number;
+  readonly completionTokens: number;
+  readonly costUsd: number;
+  readonly byStage: Readonly<Record<string, { readonly promptTokens: number; readonly completionTokens: number; readonly costUsd: number }>>;
+}
+
+/**
+ * The budgets of `budgets` that `spent` has reached, each as a phrase ("1263383 tokens used of 1100000 (all stages)"):
+ * the same test the gateway makes before each call (a limit of 0 is none), so a run with one of these pauses again at
+ * its next call.
+ */
+export function reachedBudgets(budgets: RunBudgets, spent: Spent): string[] {
+  const out: string[] = [];
+  const test = (scope: string, used: { tokens: number; usd: number }, limit: Budget) => {
+    if (limit.tokens > 0 && used.tokens >= limit.tokens) out.push(`${used.tokens} tokens used of ${limit.tokens} (${scope})`);
+    if (limit.usd > 0 && used.usd >= limit.usd) out.push(`$${used.usd.toFixed(4)} spent of $${limit.usd} (${scope})`);
+  };
+  test('all stages', { tokens: spent.promptTokens + spent.completionTokens, usd: spent.costUsd }, budgets);
+  for (const [stage, limit] of Object.entries(budgets.byStage)) {
+    const s = spent.byStage[stage];
+    test(`stage ${stage}`, { tokens: (s?.promptTokens ?? 0) + (s?.completionTokens ?? 0), usd: s?.costUsd ?? 0 }, limit);
+  }
+  return out;
+}
+
 export interface RunControlState {
   readonly state: RunState;
   readonly reason: string | null;

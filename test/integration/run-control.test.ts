@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { Queue } from 'bullmq';
 import { expect } from 'chai';
 import { parsePendingKey } from '../../queues/enqueuer.js';
@@ -13,7 +15,9 @@ import { rejection } from '../helpers/assert.js';
 import { loadModelScript, parseModelScript, type ModelServer } from '../../src/model-server/index.js';
 import { createRedisRunControl, type RunControl } from '../../src/runs/control.js';
 import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
-import { DEMO, silentLogger, until, useFleet, type Fleet } from '../helpers/integration.js';
+import { DEMO, ENVFLEET_BIN, childEnv, silentLogger, until, useFleet, type Fleet } from '../helpers/integration.js';
+
+const execFileAsync = promisify(execFile);
 
 const LIBRARY = {
   summary: 'Library circulation system',
@@ -220,6 +224,32 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
       expect(job.attemptsStarted, `starts of ${job.key}`).to.be.at.most(2);
     }
     expect(await ctx.store.pendingCount('budget')).to.be.greaterThan(0);
+
+    // `envfleet resume` without a higher budget (or with one still reached) refuses: the run would pause again at its next
+    // call. It says what is used and which flag raises it, and leaves the run paused and its budget as it was.
+    const cli = async (...args: string[]) => {
+      try {
+        const { stdout, stderr } = await execFileAsync(process.execPath, [ENVFLEET_BIN, ...args], { env: childEnv(f.config) });
+        return { code: 0, stdout, stderr };
+      } catch (err) {
+        const e = err as { code: number; stdout: string; stderr: string };
+        return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+      }
+    };
+    const refused = await cli('resume', '--run', 'budget');
+    expect(refused.code, refused.stdout).to.not.equal(0);
+    expect(refused.stderr).to.match(/is at its budget \(\d+ tokens used of 8000 \(all stages\)\)/).and.to.include('nothing was resumed').and.to.include('--budget-tokens N');
+    const tooLow = await cli('resume', '--run', 'budget', '--budget-tokens', '8001');
+    expect(tooLow.code).to.not.equal(0);
+    expect(tooLow.stderr).to.include('even with the new one').and.to.include('the budget is unchanged');
+    expect((await ctx.runControl.get('budget')).state).to.equal('paused');
+    expect(await ctx.runControl.budgets('budget')).to.deep.include({ tokens: 8_000 });
+    expect(formatStatus((await runStatus({ store: f.store, ledger: ctx.ledger, control: ctx.runControl }, 'budget'))!)).to.include('--budget-tokens N');
+    // `envfleet budget` below what is used is allowed (a way to stop a run's spending), with a note saying so.
+    const lowered = await cli('budget', '--run', 'budget', '--tokens', '7000');
+    expect(lowered.code, lowered.stderr).to.equal(0);
+    expect(lowered.stderr).to.include('is already at this budget').and.to.include('pauses at its next model call');
+    expect(f.server.log().length).to.equal(atPause);
 
     // Raised later; resumed through run control alone: the workers hear it and bring the parked jobs back.
     await ctx.runControl.setBudgets('budget', { usd: 0, tokens: 0, byStage: {} });
