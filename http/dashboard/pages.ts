@@ -87,7 +87,7 @@ export function runPage(s: RunStatus): string {
 <div class="card">cost<b id="cost">${money(s.ledger.costUsd)}</b></div>
 <div class="card">Redis<b id="redis-bytes">${(s.redis.bytes / 1e6).toFixed(2)} MB</b></div>
 </div>
-<p>${s.ledger.requests} model requests (${s.ledger.cachedRequests} answered from the cache, saving ${money(s.ledger.savedCostUsd)}); rate ${s.ratePerMinute.toFixed(1)} jobs/min; ${esc(timeLeftText(s))}${s.budgets ? `; budget ${esc(JSON.stringify(s.budgets))}` : ''}</p>
+<p>${s.ledger.requests} model requests (${s.ledger.cachedRequests} answered from the cache, saving ${money(s.ledger.savedCostUsd)}${s.ledger.unmeteredRequests ? `; ${s.ledger.unmeteredRequests} answered without token usage, in no count, cost or token budget` : ''}); rate ${s.ratePerMinute.toFixed(1)} jobs/min; ${esc(timeLeftText(s))}${s.budgets ? `; budget ${esc(JSON.stringify(s.budgets))}` : ''}</p>
 <h2>Stages</h2><table><tr><th>stage</th><th>feeds</th><th>waiting</th><th>active</th><th>done</th><th>left (why)</th><th>tokens</th><th>cost</th></tr>${stages}</table>
 <h2>Rollouts</h2><p>by termination: ${terminations}</p>
 <h2>Throughput (jobs finished per minute)</h2>${chart(s.throughput)}`;

@@ -263,6 +263,8 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   // the check was never exact for calls in flight together (none of them is in the ledger before its answer).
   const budgetReads = new Map<string, Promise<RunBudgets | null>>();
   const gateReads = new Map<string, Promise<RunGate>>();
+  /** Endpoints whose answers without usage this process has warned about. */
+  const unmeteredSaid = new Set<string>();
   const totalsReads = new Map<string, Promise<LedgerTotals>>();
 
   async function checkBudget(ctx: CallContext) {
@@ -462,6 +464,14 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       deps.observe?.(ctx.stage, (Date.now() - started) / 1000, true);
       usage = usageOf(body);
       await recordOnce({ id: randomUUID(), runId: ctx.runId, stage: ctx.stage, model: profile.model, usage, cached: false, ...priceOf(profile.model, usage) });
+      if (usage.promptTokens === 0 && usage.completionTokens === 0 && !unmeteredSaid.has(endpoint.name)) {
+        // Said once per endpoint and process; the ledger counts every such request (status shows them).
+        unmeteredSaid.add(endpoint.name);
+        deps.logger.warn(
+          { endpoint: endpoint.name, model: profile.model, stage: ctx.stage },
+          'the endpoint answered without token usage: its requests count no tokens, so token budgets and costs do not see them (envfleet status counts such requests); turn usage reporting on in the server or proxy if it can',
+        );
+      }
       // Only once the call is in the ledger (a cached answer is replayed as free), and only an answer the caller can use
       // (one without a choice would be served again to every retry until it expired). The answer is paid for: a
       // cache that cannot take it (Redis gone) costs a replay its saving, not the caller its answer. So the caller does

@@ -80,6 +80,11 @@ export interface LedgerCounters {
   savedCompletionTokens: number;
   savedCostUsd: number;
   unpricedRequests: number;
+  /**
+   * Requests whose answer reported no token usage (no `usage`, or zero tokens: some servers and proxies leave it
+   * out): their tokens are in no count, so neither in the cost nor in a token budget.
+   */
+  unmeteredRequests: number;
 }
 
 export interface LedgerTotals extends LedgerCounters {
@@ -104,5 +109,6 @@ export function emptyCounters(): LedgerCounters {
     savedCompletionTokens: 0,
     savedCostUsd: 0,
     unpricedRequests: 0,
+    unmeteredRequests: 0,
   };
 }

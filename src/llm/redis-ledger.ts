@@ -12,6 +12,7 @@ function increments(entry: LedgerEntry): Record<keyof LedgerCounters, number> {
   c.requests = entry.cached ? 0 : 1;
   c.cachedRequests = entry.cached ? 1 : 0;
   c.unpricedRequests = !entry.cached && !entry.priced ? 1 : 0;
+  c.unmeteredRequests = !entry.cached && entry.usage.promptTokens === 0 && entry.usage.completionTokens === 0 ? 1 : 0;
   if (entry.cached) {
     c.savedPromptTokens = entry.usage.promptTokens;
     c.savedCompletionTokens = entry.usage.completionTokens;

@@ -533,6 +533,30 @@ describe('model gateway: embeddings answers that are no embeddings (a raw HTTP e
     });
   }
 
+  it('counts the requests answered without token usage in the ledger (real Redis), and warns once per endpoint', async function () {
+    await requireRedis();
+    const bare = (usage: unknown) => JSON.stringify({ id: 'c', object: 'chat.completion', created: 0, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: 'réponse 好 🙂' } }], ...(usage === undefined ? {} : { usage }) });
+    const server = await endpointAnswering(n => [200, 'application/json', n === 1 ? bare(undefined) : n === 2 ? bare(null) : n === 3 ? bare({ prompt_tokens: null, completion_tokens: null }) : bare({ prompt_tokens: 5, completion_tokens: 2 })]);
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } });
+    const redis = new Redis(REDIS_URL);
+    const prefix = `unmetered-${randomUUID()}`;
+    const lines: string[] = [];
+    try {
+      const ledger = createRedisLedger(redis, prefix);
+      const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+      const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger, logger });
+      for (let i = 0; i < 4; i++) await gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: `question ${i}` }] });
+      const totals = await ledger.totals('r');
+      expect(totals).to.deep.include({ requests: 4, unmeteredRequests: 3, promptTokens: 5, completionTokens: 2 });
+      expect(totals.byStage['mine.topic']).to.deep.include({ unmeteredRequests: 3 });
+      const warned = lines.filter(l => l.includes('without token usage'));
+      expect(warned).to.have.length(1);
+    } finally {
+      await dropPrefix(prefix);
+      redis.disconnect();
+    }
+  });
+
   it('counts an odd usage block as the ledger can (a numeric string as its number, "n/a", a negative or 1e400 as 0), and the call still succeeds', async () => {
     const chat = JSON.stringify({ id: 'c', object: 'chat.completion', created: 0, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: 'réponse 好' } }], usage: { prompt_tokens: '12', completion_tokens: 'n/a' } });
     const odd = `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.6,0.8]}],"model":"m","usage":{"prompt_tokens":1e400}}`;
