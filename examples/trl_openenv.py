@@ -34,12 +34,56 @@ from __future__ import annotations
 
 import inspect
 import json
+import keyword
 import os
+import re
 from typing import Any, Callable, Optional
 
 FINISH_TOOL = "__envfleet_finish__"
 # JSON Schema types → the Python annotations TRL (transformers' get_json_schema) turns back into them.
 PY_TYPES: dict[str, type] = {"string": str, "number": float, "integer": int, "boolean": bool, "array": list, "object": dict}
+
+
+class _Unset:
+    """The default of an optional tool argument the model left out: not sent (an explicit None is sent as null)."""
+
+    def __repr__(self) -> str:
+        return "None"
+
+
+UNSET: Any = _Unset()
+
+
+def py_type(schema: dict[str, Any]) -> tuple[type, bool]:
+    """The annotation of a JSON Schema property, and whether it may be null (`"type": ["string", "null"]`)."""
+    t = schema.get("type")
+    types = [x for x in t if isinstance(x, str)] if isinstance(t, list) else [t] if isinstance(t, str) else []
+    nullable = "null" in types
+    rest = [x for x in types if x != "null"]
+    return (PY_TYPES.get(rest[0], str) if len(rest) == 1 else str), nullable
+
+
+def py_names(props: list[str]) -> dict[str, str]:
+    """A Python parameter name for each property name: itself when it can be one, else a close one (`from` → `from_`,
+    `member-id` → `member_id`, `2nd` → `arg_2nd`), never another property's. TRL builds the tool schema the model sees
+    from the signature, which only takes identifiers; the call sends the environment's own names."""
+    out: dict[str, str] = {}
+    taken = {p for p in props if p.isidentifier() and not keyword.iskeyword(p) and p != "self"}
+    for p in props:
+        if p in taken:
+            out[p] = p
+            continue
+        name = re.sub(r"\W", "_", p) or "arg"
+        if name[0].isdigit():
+            name = f"arg_{name}"
+        if keyword.iskeyword(name) or name == "self":
+            name += "_"
+        base, n = name, 2
+        while name in taken:
+            name, n = f"{base}_{n}", n + 1
+        taken.add(name)
+        out[p] = name
+    return out
 
 
 def client_factory(url: str) -> Callable[[], Any]:
@@ -85,7 +129,7 @@ class EnvfleetEpisode:
     def _call(self, tool_name: str, arguments: dict[str, Any]) -> str:
         if self.done:
             raise ValueError("The episode has ended; no more tool calls.")  # TRL shows {"error": …} to the model
-        obs = self._step(tool_name, {k: v for k, v in arguments.items() if v is not None})
+        obs = self._step(tool_name, arguments)
         if obs.get("error"):
             raise ValueError(obs["error"]["message"])
         return obs["result"]["content"][0]["text"]
@@ -100,22 +144,29 @@ class EnvfleetEpisode:
 def _tool_method(name: str, description: str, parameters: dict[str, Any]) -> Callable[..., str]:
     props: dict[str, Any] = parameters.get("properties") or {}
     required = set(parameters.get("required") or [])
+    names = py_names(list(props))
+    to_env = {py: arg for arg, py in names.items()}
 
     def method(self: EnvfleetEpisode, **kwargs: Any) -> str:
-        return self._call(name, kwargs)
+        # The environment's own argument names; an optional argument the model left out is not sent at all.
+        return self._call(name, {to_env.get(k, k): v for k, v in kwargs.items() if v is not UNSET})
 
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     annotations: dict[str, Any] = {"return": str}
     doc_args = []
     for arg, schema in props.items():
-        py = PY_TYPES.get(str(schema.get("type")), str)
-        annotations[arg] = py if arg in required else Optional[py]
-        default = inspect.Parameter.empty if arg in required else None
-        params.append(inspect.Parameter(arg, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotations[arg]))
+        schema = schema if isinstance(schema, dict) else {}
+        py_arg = names[arg]
+        py, nullable = py_type(schema)
+        annotations[py_arg] = py if arg in required and not nullable else Optional[py]
+        default = inspect.Parameter.empty if arg in required else UNSET
+        params.append(inspect.Parameter(py_arg, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotations[py_arg]))
         text = schema.get("description") or arg.replace("_", " ")
         if schema.get("enum"):
             text += f" (choices: {json.dumps(schema['enum'])})"
-        doc_args.append(f"    {arg}: {text}")
+        if py_arg != arg:
+            text += f" (the environment's argument {arg!r})"
+        doc_args.append(f"    {py_arg}: {text}")
     method.__name__ = name
     method.__qualname__ = name
     method.__annotations__ = annotations

@@ -205,6 +205,18 @@ describe('examples/: the trainer recipes against a real `envfleet serve` (real R
       }
     });
 
+    it('TRL: a tool parameter Python cannot name (from, class, member-id, 2nd, self) gets a close name in the signature and is sent by its own; an explicit null is sent, a left-out optional is not', async () => {
+      const r = await runPython(join(DRIVERS, 'trl_names_driver.py'), []);
+      const params = r['params'] as Record<string, { annotation: string; required: boolean }>;
+      expect(Object.keys(params)).to.deep.equal(['from_', 'to', 'class_', 'member_id_2', 'member_id', 'self_', 'arg_2nd', 'note']);
+      expect(params['from_']).to.deep.equal({ annotation: "<class 'str'>", required: true });
+      expect(params['class_']!.annotation).to.equal('typing.Optional[str]');
+      expect(params['member_id_2']).to.deep.equal({ annotation: 'typing.Optional[int]', required: false });
+      expect(r['doc'] as string).to.include("from_: first night (the environment's argument 'from')").and.to.include("member_id_2: member-id (the environment's argument 'member-id')");
+      expect(r['sent']).to.deep.equal([{ type: 'call_tool', tool_name: 'book_room', arguments: { from: '2026-12-24', to: '2026-12-26', class: null, 'member-id': 7, self: 'moi', '2nd': true } }]);
+      expect(r['output']).to.equal('ok ✅');
+    });
+
     it('TRL: environment_factory classes (one per environment, a method per tool) on the OpenEnv client over /ws; get_reward() is the checks’ reward', async function () {
       // OpenEnv's client needs websockets; the PATH python may lack it while the system's has it.
       const withWsOf = () => [py!, python('/usr/bin/python3')].find(p => p?.has('websockets'));
