@@ -212,7 +212,7 @@ describe('examples/: the trainer recipes against a real `envfleet serve` (real R
       expect(params['from_']).to.deep.equal({ annotation: "<class 'str'>", required: true });
       expect(params['class_']!.annotation).to.equal('typing.Optional[str]');
       expect(params['member_id_2']).to.deep.equal({ annotation: 'typing.Optional[int]', required: false });
-      expect(r['doc'] as string).to.include("from_: first night (the environment's argument 'from')").and.to.include("member_id_2: member-id (the environment's argument 'member-id')");
+      expect(r['doc']).to.include("from_: first night (the environment's argument 'from')").and.to.include("member_id_2: member-id (the environment's argument 'member-id')");
       expect(r['sent']).to.deep.equal([{ type: 'call_tool', tool_name: 'book_room', arguments: { from: '2026-12-24', to: '2026-12-26', class: null, 'member-id': 7, self: 'moi', '2nd': true } }]);
       expect(r['output']).to.equal('ok ✅');
     });
