@@ -65,5 +65,6 @@ export async function exportCommand(opts: ExportCommandOptions): Promise<void> {
     if (result.scenarios.path) {
       process.stdout.write(`wrote ${result.scenarios.ready} scenarios to ${result.scenarios.path} (${result.scenarios.dropped} dropped, with reasons, in scenarios-dropped.jsonl)\n`);
     }
+    if (result.removed.length) process.stdout.write(`removed ${result.removed.length} files of an earlier export in ${opts.out} that this one did not write (so no trainer mixes them with these): ${result.removed.join(', ')}\n`);
   });
 }

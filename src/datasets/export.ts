@@ -6,7 +6,7 @@ import type { DocKind, RunDocuments, RunStore } from '../runs/store.js';
 import { JsonlWriter } from './jsonl-writer.js';
 import { droppedScenarioLine, environmentLine, scenarioLine } from './lines.js';
 import { forEachFullTrajectory, shardsMovedTo } from './shards.js';
-import { writeRLTrainerFiles } from './rl-exports.js';
+import { PROMPTS_FILE, VERL_FILE, writeRLTrainerFiles } from './rl-exports.js';
 import { LLAMAFACTORY_INFO_FILE, writeLlamaFactoryInfo } from './llamafactory-info.js';
 import { DEFAULT_SFT_OPTIONS, passesFilter, toHF, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type ReasoningMode, type SftFilter } from './trajectories.js';
 import { makeFolder } from '../util/make-dir.js';
@@ -30,7 +30,12 @@ export interface ExportResult {
   readonly scenarios: { readonly ready: number; readonly dropped: number; readonly path: string | null };
   /** Records written per dataset file. */
   readonly datasets: Record<string, number>;
+  /** Files of an earlier export in the folder that this one did not write, removed (their data was of other settings). */
+  readonly removed: readonly string[];
 }
+
+/** Every file an export may write into its folder. */
+const EXPORT_FILES = ['environments.jsonl', 'scenarios.jsonl', 'scenarios-dropped.jsonl', 'sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl', 'sft-hf.jsonl', LLAMAFACTORY_INFO_FILE, 'rl-scenarios.jsonl', 'rl-groups.jsonl', VERL_FILE, PROMPTS_FILE];
 
 /**
  * Writes the datasets of a run into `dir`: environments.jsonl (every environment, kept, rejected and
@@ -65,7 +70,21 @@ export async function exportRun(store: RunStore, runId: string, dir: string, opt
     const formats = new Set(options.formats ?? DATASET_FORMATS);
     Object.assign(datasets, await writeRLTrainerFiles(store, runId, dir, { verl: formats.has('verl'), prompts: formats.has('prompts') }));
   }
-  return { path, count, byStatus, scenarios, datasets };
+  // An export into a folder that holds an earlier one replaces it whole: a file this export did not write (another
+  // --format, a run without trajectories now) would otherwise stay beside the new ones, of another filter or run, and
+  // a trainer pointed at the folder (LLaMA-Factory's dataset_dir) would mix them.
+  const written = new Set(['environments.jsonl', ...(scenarios.path ? ['scenarios.jsonl', 'scenarios-dropped.jsonl'] : []), ...Object.keys(datasets)]);
+  const removed: string[] = [];
+  for (const file of EXPORT_FILES) {
+    if (written.has(file)) continue;
+    try {
+      await rm(join(dir, file));
+      removed.push(file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+  return { path, count, byStatus, scenarios, datasets, removed };
 }
 
 /** Writes one file per entry from the documents of `kind`, in id order; each document gives each file zero or more records. Returns the records per file. */

@@ -206,6 +206,11 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
       expect(await sortedLines(join(againDir, file)), file).to.deep.equal(await sortedLines(join(dir, file)));
     }
     expect((await readdir(againDir)).filter(f => f.endsWith('.partial'))).to.deep.equal([]);
+    // Another export into the same folder replaces the earlier one whole: no file of other settings stays beside it.
+    const narrower = await exportRun(store, 'r1', againDir, { formats: ['openai'], filter: { solvedOnly: true, minReward: null } });
+    expect(narrower.removed).to.have.members(['sft-sharegpt.jsonl', 'sft-llamafactory.jsonl', 'sft-hf.jsonl', 'dataset_info.json', 'rl-scenarios.jsonl', 'rl-groups.jsonl', 'rl-verl.json', 'rl-prompts.jsonl']);
+    expect((await readdir(againDir)).sort()).to.deep.equal(['environments.jsonl', 'scenarios-dropped.jsonl', 'scenarios.jsonl', 'sft-openai.jsonl']);
+    expect(await jsonl(join(againDir, 'sft-openai.jsonl'))).to.have.length(all.filter(t => t.solved).length);
     // Each group job let go of the outcomes kept beside its trajectories once it stored the group's statistics
     // (test/integration/group-outcomes.test.ts shows it reads those instead of the trajectories), so a retried group
     // job computes the same statistics from the trajectories (by now the sink's summaries).
