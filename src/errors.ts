@@ -240,15 +240,21 @@ export class JobAbortedError extends AppError {
 
 /** A trajectory's full line is not where the sink archived it (a moved or deleted output directory). */
 export class ArchivedTrajectoryMissingError extends AppError {
-  constructor(ids: readonly string[], path: string, cause?: unknown) {
+  /** `damaged`: the line of the file that is not a whole trajectory (the file was cut or changed after the sink wrote it). */
+  constructor(ids: readonly string[], path: string, cause?: unknown, damaged?: { readonly line: number; readonly problem: string }) {
     const n = ids.length;
-    const where = cause ? `, which cannot be read (${(cause as Error).message})` : `, which does not hold ${n === 1 ? 'it' : 'them'}`;
-    super(
-      'TRAJECTORY_ARCHIVE_MISSING',
-      `${n} trajector${n === 1 ? 'y' : 'ies'} (first ${ids[0] ?? '?'}) ${n === 1 ? 'was' : 'were'} written by the sink to ${path}${where}; ` +
-        "Redis keeps only a summary of a trajectory once the sink has written it. Run this where the sink's output directory is, at the same path, or pass export --trajectories DIR with the directory that holds the part-NNNNN.jsonl files now.",
-      { cause, details: { path, ids: ids.slice(0, 20) } },
-    );
+    const where = damaged
+      ? `, whose line ${damaged.line} is not a whole trajectory (${damaged.problem})`
+      : cause
+        ? `, which cannot be read (${(cause as Error).message})`
+        : `, which does not hold ${n === 1 ? 'it' : 'them'}`;
+    const what = damaged
+      ? "The file was cut or changed after the sink wrote it (a copy that did not finish, a full disk; the sink itself trims a line it could not finish when it starts again). Copy the shard again from where the sink wrote it (pass export --trajectories DIR if it is elsewhere now); Redis keeps only a summary of a trajectory the sink has written."
+      : "Redis keeps only a summary of a trajectory once the sink has written it. Run this where the sink's output directory is, at the same path, or pass export --trajectories DIR with the directory that holds the part-NNNNN.jsonl files now.";
+    super('TRAJECTORY_ARCHIVE_MISSING', `${n} trajector${n === 1 ? 'y' : 'ies'} (first ${ids[0] ?? '?'}) ${n === 1 ? 'was' : 'were'} written by the sink to ${path}${where}; ${what}`, {
+      cause,
+      details: { path, ids: ids.slice(0, 20), ...(damaged ? { line: damaged.line } : {}) },
+    });
   }
 }
 

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ArchivedTrajectoryMissingError } from '../errors.js';
+import { AppError, ArchivedTrajectoryMissingError } from '../errors.js';
 import type { RunStore } from '../runs/store.js';
 import { isArchived, type Trajectory } from '../rollouts/types.js';
 
@@ -10,26 +10,38 @@ import { isArchived, type Trajectory } from '../rollouts/types.js';
  * in `ids`, reading line by line. Throws ArchivedTrajectoryMissingError if the file cannot be read
  * or lacks one of the ids.
  */
-async function eachShardLine(path: string, ids: ReadonlySet<string>, fn: (id: string, line: string) => Promise<void> | void): Promise<void> {
+async function eachShardLine(path: string, ids: ReadonlySet<string>, fn: (id: string, line: string, lineNumber: number) => Promise<void> | void): Promise<void> {
   const seen = new Set<string>();
+  let n = 0;
   try {
     // A missing or unreadable file surfaces as the stream's error, in the loop.
     for await (const line of createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity })) {
+      n += 1;
       if (!line) continue;
       // The id is the first field the sink writes; parse the whole line only when it is not.
       const match = /^\{"id":"((?:[^"\\]|\\.)*)"/.exec(line);
-      const id = match ? (JSON.parse(`"${match[1]}"`) as string) : (JSON.parse(line) as { id?: string }).id;
+      let id: string | undefined;
+      try {
+        id = match ? (JSON.parse(`"${match[1]}"`) as string) : (JSON.parse(line) as { id?: string }).id;
+      } catch (err) {
+        throw damagedLine([...ids].filter(i => !seen.has(i)), path, n, err);
+      }
       if (id === undefined || !ids.has(id) || seen.has(id)) continue;
       seen.add(id);
-      await fn(id, line);
+      await fn(id, line, n);
     }
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code) throw new ArchivedTrajectoryMissingError([...ids].filter(id => !seen.has(id)), path, err);
+    // A file that cannot be read (its errno code); a damaged line or anything `fn` threw goes as it is.
+    if (!(err instanceof AppError) && (err as NodeJS.ErrnoException).code) throw new ArchivedTrajectoryMissingError([...ids].filter(id => !seen.has(id)), path, err);
     throw err;
   }
   const missing = [...ids].filter(id => !seen.has(id));
   if (missing.length) throw new ArchivedTrajectoryMissingError(missing, path);
 }
+
+/** A line of a shard that is not whole JSON (cut in the middle, a character cut in two): which file, which line, what to do. */
+const damagedLine = (ids: readonly string[], path: string, line: number, err: unknown) =>
+  new ArchivedTrajectoryMissingError(ids, path, err, { line, problem: (err as Error).message });
 
 /** The lines of the given trajectory ids in a shard file (see eachShardLine). */
 export async function readTrajectoryLines(path: string, ids: ReadonlySet<string>): Promise<Map<string, string>> {
@@ -74,8 +86,14 @@ export async function forEachFullTrajectory(
   }
   for (const path of [...byShard.keys()].sort()) {
     const wanted = byShard.get(path)!;
-    await eachShardLine(path, wanted, async (_id, line) => {
-      await visit(JSON.parse(line) as Trajectory);
+    await eachShardLine(path, wanted, async (id, line, n) => {
+      let t: Trajectory;
+      try {
+        t = JSON.parse(line) as Trajectory;
+      } catch (err) {
+        throw damagedLine([id], path, n, err);
+      }
+      await visit(t);
       visited += 1;
     });
   }

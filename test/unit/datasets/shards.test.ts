@@ -2,7 +2,8 @@ import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { readTrajectoryLines } from '../../../src/datasets/shards.js';
+import { forEachFullTrajectory, readTrajectoryLines } from '../../../src/datasets/shards.js';
+import type { RunStore } from '../../../src/runs/store.js';
 import { JsonlWriter } from '../../../src/datasets/jsonl-writer.js';
 import { rejection } from '../../helpers/assert.js';
 
@@ -30,6 +31,22 @@ describe('shard files', () => {
     const gone = await rejection(readTrajectoryLines(join(dir, 'nope.jsonl'), new Set(['a'])));
     expect(gone).to.have.property('code', 'TRAJECTORY_ARCHIVE_MISSING');
     expect(String(gone)).to.include('cannot be read');
+  });
+
+  it('names the file and the line of a trajectory that is not whole JSON (a copy cut inside a multi-byte character), and says what to do', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-shard-ÄÖ-'));
+    const path = join(dir, 'part-00000.jsonl');
+    const whole = JSON.stringify({ id: 'a', messages: [{ role: 'user', content: 'Réserve 🚗 駐車場' }] });
+    const second = Buffer.from(JSON.stringify({ id: 'b', messages: [{ role: 'user', content: 'Ça marche 🚗 駐車場' }] }));
+    // Cut in the middle of the car emoji's four bytes.
+    const cut = second.subarray(0, second.indexOf(Buffer.from('🚗')) + 2);
+    await writeFile(path, Buffer.concat([Buffer.from(`${whole}\n`), cut]));
+    const store = { getDoc: (_run: string, _kind: string, id: string) => Promise.resolve({ id, archived: { path, line: 0 } }) } as unknown as RunStore;
+    const seen: string[] = [];
+    const err = await rejection(forEachFullTrajectory(store, 'r', ['a', 'b'], {}, t => void seen.push(t.id)));
+    expect(seen).to.deep.equal(['a']);
+    expect(err).to.have.property('code', 'TRAJECTORY_ARCHIVE_MISSING');
+    expect(String(err)).to.include(`${path}, whose line 2 is not a whole trajectory`).and.to.include('(first b)').and.to.include('Copy the shard again');
   });
 });
 
