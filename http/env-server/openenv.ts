@@ -586,7 +586,9 @@ async function rpcToolsCall(registry: SessionRegistry, info: SessionInfo, params
     return errorResult(outcome.runtimeError, typeof r?.error === 'string' ? r.error : SANDBOX_ERROR_CODES[outcome.runtimeError], { session_ended: registry.result(info.id) !== null });
   }
   const sent = outcome.resultJson === undefined ? outcome.result : new RawJson(outcome.resultJson);
-  return { content: [{ type: 'text', text: outcome.resultJson ?? JSON.stringify(outcome.result) ?? 'null' }], structuredContent: isObject(outcome.result) ? sent : { result: sent }, isError: false };
+  // The environment's own failure ({"success": false, …}) is an isError result, as on a session's MCP endpoint.
+  const failed = isObject(outcome.result) && outcome.result['success'] === false;
+  return { content: [{ type: 'text', text: outcome.resultJson ?? JSON.stringify(outcome.result) ?? 'null' }], structuredContent: isObject(outcome.result) ? sent : { result: sent }, isError: failed };
 }
 
 /** Runs a JSON-RPC method: its result, or the error it threw. */

@@ -24,6 +24,18 @@ export const ENV_SERVER_ERROR_CODES = {
 
 export type EnvServerErrorCode = keyof typeof ENV_SERVER_ERROR_CODES;
 
+/** How each surface opens a session, for messages that any surface may carry. */
+export const NEW_SESSION_HOW = 'POST /seed_session (NeMo Gym), POST /sessions (MCP), openenv/session/create or a /ws reset (OpenEnv)';
+
+/** How each surface reads an ended session's result and reward. */
+export const RESULT_HOW = 'POST /verify, POST /sessions/{id}/verify or openenv/session/close';
+
+/** An id a client sent, for a message: quoted, and cut to 200 characters (an id of megabytes is not sent back whole). */
+export function shownId(id: string): string {
+  const chars = [...id];
+  return chars.length <= 200 ? JSON.stringify(id) : `${JSON.stringify(chars.slice(0, 200).join(''))}… (${chars.length} characters)`;
+}
+
 export class EnvServerError extends Error {
   readonly code: EnvServerErrorCode;
   readonly details: Readonly<Record<string, unknown>>;

@@ -7,7 +7,7 @@ import { utf8Lines } from '../util/utf8.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
 import type { LineProblem } from '../synthesis/inputs.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
-import { EnvServerError } from './errors.js';
+import { EnvServerError, shownId } from './errors.js';
 import type { ScenarioSource, ServedScenario } from './sessions.js';
 
 /** The two files of an export (`envfleet export --run NAME --out DIR`) a server reads its scenarios from. */
@@ -189,7 +189,7 @@ export async function loadExportScenarioSource(paths: ExportPaths, limits: Sandb
         const why = unservable.get(scenarioId);
         if (why !== undefined) return Promise.reject(new EnvServerError('SCENARIO_NOT_READY', why));
         return Promise.reject(
-          new EnvServerError('UNKNOWN_SCENARIO', `no scenario "${scenarioId}" in ${paths.scenarios}; use a scenario_id from the same export (scenarios.jsonl id, rl-verl.json extra_info.scenario_id, rl-prompts.jsonl scenario_id)`),
+          new EnvServerError('UNKNOWN_SCENARIO', `no scenario ${shownId(scenarioId)} in ${paths.scenarios}; use a scenario_id from the same export (scenarios.jsonl id, rl-verl.json extra_info.scenario_id, rl-prompts.jsonl scenario_id)`),
         );
       },
     },

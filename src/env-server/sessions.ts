@@ -14,7 +14,7 @@ import type { ScenarioRecord } from '../scenarios/types.js';
 import { deeperThan, MAX_JSON_DEPTH } from '../sandbox/python/python-harness.mjs';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import type { SessionDirectory } from './directory.js';
-import { EnvServerError } from './errors.js';
+import { EnvServerError, NEW_SESSION_HOW, RESULT_HOW, shownId } from './errors.js';
 import { RawJson } from '../util/raw-json.js';
 
 /** What a session needs of a scenario: the scenario, its environment, and the sandbox limits its run froze. */
@@ -37,7 +37,7 @@ export function runScenarioSource(store: Pick<RunStore, 'getDoc' | 'getRun'>, ru
       const hit = cache.get(scenarioId);
       if (hit) return hit;
       const scenario = await store.getDoc(runId, 'scenario', scenarioId);
-      if (!scenario) throw new EnvServerError('UNKNOWN_SCENARIO', `no scenario "${scenarioId}" in run ${runId}; use a scenario_id from the run's exports (rl-verl.json extra_info.scenario_id, rl-prompts.jsonl scenario_id)`);
+      if (!scenario) throw new EnvServerError('UNKNOWN_SCENARIO', `no scenario ${shownId(scenarioId)} in run ${runId}; use a scenario_id from the run's exports (rl-verl.json extra_info.scenario_id, rl-prompts.jsonl scenario_id)`);
       if (scenario.status !== 'ready' || !scenario.initialState) {
         throw new EnvServerError('SCENARIO_NOT_READY', `scenario "${scenarioId}" of run ${runId} is ${scenario.status}, not ready: serve only ready scenarios (envfleet status --run ${runId})`);
       }
@@ -249,17 +249,17 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     if (s && !s.ending && s.info) return s;
     const done = endedResult(id);
     if (s?.ending || done) {
-      const next = done && notScored(done) ? `the server ended it, so it has no reward (verify says ${notScoredError(done).code}): play scenario ${done.scenarioId} again in a new session (seed_session)` : 'verify returns its reward, and seed_session starts a new one';
+      const next = done && notScored(done) ? `the server ended it, so it has no reward (its result says ${notScoredError(done).code}): play scenario ${done.scenarioId} again in a new session (${NEW_SESSION_HOW})` : `its result and reward are kept (${RESULT_HOW}); start a new session with ${NEW_SESSION_HOW}`;
       throw new EnvServerError('SESSION_CLOSED', `session ${id} has ended${done ? ` (${done.endedBy}${done.detail ? `: ${done.detail}` : ''})` : ''}; ${next}`, { endedBy: done?.endedBy ?? 'ending' });
     }
-    throw new EnvServerError('UNKNOWN_SESSION', `no session ${id} on this server; start one with seed_session`);
+    throw new EnvServerError('UNKNOWN_SESSION', `no session ${shownId(id)} on this server; start one with ${NEW_SESSION_HOW}`);
   };
 
   async function finish(id: string, endedBy: SessionEnd, detail: string | null = null): Promise<SessionResult> {
     const done = endedResult(id);
     if (done) return done;
     const s = live.get(id);
-    if (!s?.info || !s.served) throw new EnvServerError('UNKNOWN_SESSION', `no session ${id} on this server; start one with seed_session`);
+    if (!s?.info || !s.served) throw new EnvServerError('UNKNOWN_SESSION', `no session ${shownId(id)} on this server; start one with ${NEW_SESSION_HOW}`);
     if (s.ending) return s.ending;
     if (s.timer) clearTimeout(s.timer);
     const { info, served } = s;

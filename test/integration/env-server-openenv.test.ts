@@ -202,6 +202,10 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     const missing = await call('launch_rocket', {});
     expect(missing.isError).to.equal(true);
     expect(missing.structuredContent['code']).to.equal('UNKNOWN_TOOL');
+    // The environment's own failure is an isError result, as on a session's MCP endpoint.
+    const noSuchMember = await call('get_member', { member_id: 'M404-é' });
+    expect(noSuchMember.structuredContent).to.include({ success: false });
+    expect(noSuchMember.isError).to.equal(true);
     expect((await call('pay_fine', { member_id: 'M7', amount: '6' })).structuredContent['code']).to.equal('INVALID_ARGUMENTS');
     const noName = await rpc(4, 'tools/call', { arguments: {} });
     expect(noName.id).to.equal(4);
@@ -217,7 +221,7 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     expect((await c.request({ type: 'state' })).data).to.include({ step_count: 0, done: false, reward: null });
     const fin = await c.call(FINISH_TOOL, {});
     expect(fin).to.include({ done: true, reward: 1 });
-    expect(serving.registry.result(sessionId)).to.include({ reward: 1, endedBy: 'finished', calls: 5 }); // the registry's calls: the refused arguments too
+    expect(serving.registry.result(sessionId)).to.include({ reward: 1, endedBy: 'finished', calls: 6 }); // the registry's calls: the refused arguments and the unknown member too
 
     // After the end: SESSION_CLOSED, and the connection still answers.
     const late = await rpc(8, 'tools/call', { name: 'get_member', arguments: { member_id: 'M7' } });

@@ -9,7 +9,7 @@ import { buildDemoRun, exited, spawnServe, useFleet, type Fleet } from '../helpe
  * address reconnects at once, with the sessions it held. They are gone, and it must hear so: SESSION_LOST
  * (410) on every surface from the first request. Before, for the 10 s the killed process's heartbeat
  * lived on, the request was forwarded to that process's address, i.e. to the new process itself, which
- * answered UNKNOWN_SESSION (404, "start one with seed_session": as for an id that never existed); only
+ * answered UNKNOWN_SESSION (404, "start one with POST /seed_session …": as for an id that never existed); only
  * afterwards SESSION_LOST. Real processes, real Redis, the MCP SDK client.
  */
 

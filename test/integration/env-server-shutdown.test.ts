@@ -154,7 +154,7 @@ describe("envfleet serve: sessions cut by the server's graceful stop get no rewa
       const refused = await viaB.post('/get_member', { member_id: 'M7' });
       expect(refused.status).to.equal(410);
       expect(errorOf(refused).code).to.equal('SESSION_CLOSED');
-      expect(errorOf(refused).message).to.match(/no reward \(verify says SESSION_INTERRUPTED\)/);
+      expect(errorOf(refused).message).to.match(/no reward \(its result says SESSION_INTERRUPTED\)/);
       // DELETE shows how it ended: by the stop, reward null, no check run; the final state kept.
       viaB.cookie = gymCookie;
       const closed = await viaB.send('DELETE', '/session');

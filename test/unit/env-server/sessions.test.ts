@@ -170,7 +170,7 @@ describe('env-server session registry', () => {
     // A tool call after it says the same: no reward, play again.
     const refused = await reg.call(s.id, 'inc', {}).then(() => null, (err: unknown) => err as EnvServerError);
     expect(refused?.code).to.equal('SESSION_CLOSED');
-    expect(refused?.message).to.match(/no reward \(verify says SESSION_INTERRUPTED\)/);
+    expect(refused?.message).to.match(/no reward \(its result says SESSION_INTERRUPTED\)/);
   });
 
   it('does not end a session for idleness while one of its calls is running longer than the idle timeout', async () => {
@@ -221,5 +221,33 @@ describe('env-server session registry', () => {
     await new Promise(resolve => setTimeout(resolve, 60));
     expect(aged.result(s.id)).to.equal(null);
     expect(aged.knows(s.id)).to.equal(false);
+  });
+});
+
+describe('session messages any surface may carry', () => {
+  it('says how every surface starts a session and reads a result, and cuts an id of megabytes', async () => {
+    const registry = createSessionRegistry({ sandbox: fakeSandbox().sandbox, scenarios }, { maxSessions: 2, idleTimeoutMs: 0 });
+    const huge = `🚗${'x'.repeat(3 * 1024 * 1024)}`;
+    let unknown: unknown;
+    try {
+      registry.info(huge);
+    } catch (err) {
+      unknown = err;
+    }
+    const message = (unknown as EnvServerError).message;
+    expect((unknown as EnvServerError).code).to.equal('UNKNOWN_SESSION');
+    expect(message.length).to.be.lessThan(600);
+    expect(message).to.include(`"🚗${'x'.repeat(199)}"… (${3 * 1024 * 1024 + 1} characters)`);
+    expect(message).to.include('POST /seed_session (NeMo Gym), POST /sessions (MCP), openenv/session/create or a /ws reset (OpenEnv)');
+    const info = await registry.open('sc1');
+    await registry.finish(info.id, 'closed');
+    let closed: unknown;
+    try {
+      registry.info(info.id);
+    } catch (err) {
+      closed = err;
+    }
+    expect((closed as EnvServerError).code).to.equal('SESSION_CLOSED');
+    expect((closed as EnvServerError).message).to.include('POST /verify, POST /sessions/{id}/verify or openenv/session/close').and.to.not.match(/^.*verify returns its reward/);
   });
 });
