@@ -4,10 +4,27 @@ import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import { stringifyJson } from '../util/raw-json.js';
 
+/** Each escape of a JSON text (`\\` and `\"` included, so an escaped backslash is never read as the start of one). */
+const ESCAPE = /\\(?:u([dD][89abAB][0-9a-fA-F]{2})(\\u[dD][c-fC-F][0-9a-fA-F]{2})?|u[dD][c-fC-F][0-9a-fA-F]{2}|[^])/g;
+
+/**
+ * A JSON text with every lone surrogate escape (`\ud800` without its pair: a model's output cut inside a character,
+ * or its tokenizer's odd bytes) written as U+FFFD. JSON allows them, and Python's json.loads reads them, but the string
+ * cannot be encoded as UTF-8 afterwards: pyarrow and Hugging Face datasets fail on the line ("surrogates not allowed").
+ */
+export function withoutLoneSurrogates(json: string): string {
+  if (!/\\u[dD][89a-fA-F]/.test(json)) return json;
+  return json.replace(ESCAPE, (escape: string, high: string | undefined, low: string | undefined) => {
+    if (high !== undefined) return low === undefined ? '\\ufffd' : escape;
+    return /^\\u[dD][c-fC-F]/.test(escape) ? '\\ufffd' : escape;
+  });
+}
+
 /**
  * Writes a JSON Lines file one record at a time (memory stays flat however many records), into
  * `PATH.partial`, renamed to PATH by `close()`: a file under its real name is always complete. A RawJson inside a
- * record is written as its text (stringifyJson), which must be one line.
+ * record is written as its text (stringifyJson), which must be one line. A lone surrogate is written as U+FFFD
+ * (withoutLoneSurrogates): every line is text a trainer's loader can encode.
  */
 export class JsonlWriter {
   private readonly stream: WriteStream;
@@ -24,7 +41,7 @@ export class JsonlWriter {
   async write(record: unknown): Promise<void> {
     if (this.failure) throw this.failure;
     this.count += 1;
-    if (!this.stream.write(`${stringifyJson(record)}\n`)) await once(this.stream, 'drain');
+    if (!this.stream.write(`${withoutLoneSurrogates(stringifyJson(record) ?? 'null')}\n`)) await once(this.stream, 'drain');
   }
 
   /** Flushes and puts the file under its real name; returns the number of records. */

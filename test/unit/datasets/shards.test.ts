@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { forEachFullTrajectory, readTrajectoryLines } from '../../../src/datasets/shards.js';
 import type { RunStore } from '../../../src/runs/store.js';
-import { JsonlWriter } from '../../../src/datasets/jsonl-writer.js';
+import { JsonlWriter, withoutLoneSurrogates } from '../../../src/datasets/jsonl-writer.js';
+import { RawJson } from '../../../src/util/raw-json.js';
 import { rejection } from '../../helpers/assert.js';
 
 describe('shard files', () => {
@@ -51,6 +52,24 @@ describe('shard files', () => {
 });
 
 describe('JsonlWriter', () => {
+  it('writes a lone surrogate as U+FFFD (a loader could not encode the line as UTF-8), and leaves pairs, emoji and an escaped backslash as they are', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-jsonl-'));
+    const path = join(dir, 'sft.jsonl');
+    const w = new JsonlWriter(path);
+    await w.write({ cut: 'réponse \ud83d', low: '\ude00 fin', pair: 'ok 😀 駐車場', text: '\\ud800 is how JSON writes it' });
+    // A raw text kept as the runtime wrote it (a Python state), with its own escapes.
+    await w.write({ state: new RawJson('{"name":"\\ud800x","emoji":"\\ud83d\\ude00","slash":"\\\\ud800"}') });
+    await w.close();
+    const lines = (await readFile(path, 'utf8')).trim().split('\n');
+    const first = JSON.parse(lines[0]!) as Record<string, string>;
+    expect(first).to.deep.equal({ cut: 'réponse \ufffd', low: '\ufffd fin', pair: 'ok 😀 駐車場', text: '\\ud800 is how JSON writes it' });
+    expect(JSON.parse(lines[1]!)).to.deep.equal({ state: { name: '\ufffdx', emoji: '😀', slash: '\\ud800' } });
+    // Every string a loader reads from the lines is well-formed (no lone surrogate): it encodes to UTF-8 and back unchanged.
+    const strings = (v: unknown): string[] => (typeof v === 'string' ? [v] : v && typeof v === 'object' ? Object.values(v).flatMap(strings) : []);
+    for (const s of lines.flatMap(line => strings(JSON.parse(line)))) expect(Buffer.from(s, 'utf8').toString('utf8')).to.equal(s);
+    expect(withoutLoneSurrogates('{"a":"plain"}')).to.equal('{"a":"plain"}');
+  });
+
   it('writes many records through backpressure and shows the file under its name only when closed', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-jsonl-'));
     const path = join(dir, 'out.jsonl');
