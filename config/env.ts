@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
+import { ApiBaseUrl } from './base-url.js';
 
 /**
  * Every environment variable envfleet reads, with its schema, default and a sentence that tells a
@@ -28,7 +29,6 @@ const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
 const positiveInt = int(1);
 const nonNegativeInt = int(0);
 const nonNegativeNumber = decimal(/^\d+(\.\d+)?$/, 'a decimal number such as 12.5').pipe(z.number().nonnegative());
-const httpUrl = z.url({ protocol: /^https?$/ });
 /**
  * A token clients send in an HTTP header (`Authorization: Bearer TOKEN`): printable ASCII only. A header carries
  * bytes that servers read as Latin-1, so a token with an accent or an emoji never equals itself there: every
@@ -93,7 +93,7 @@ export const ENV_VARS = {
     description: 'How long a long-running process (worker, sink) started while Redis is down or restarting waits for it before it gives up, and how long a command waiting for its run (synth, scenarios, rollouts) waits for a Redis that stopped answering; commands such as status or submit fail at once.',
   },
   OPENAI_BASE_URL: {
-    schema: httpUrl.default('http://127.0.0.1:8787/v1'),
+    schema: ApiBaseUrl.default('http://127.0.0.1:8787/v1'),
     example: 'http://127.0.0.1:8787/v1',
     description: 'OpenAI-compatible endpoint (OpenAI, vLLM, SGLang, a gateway). The default is `envfleet model-server`.',
   },

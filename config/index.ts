@@ -521,7 +521,7 @@ function describeEnvIssues(error: z.ZodError, raw: Record<string, string | undef
     const shown =
       'secret' in spec && spec.secret
         ? '(value hidden)'
-        : name === 'REDIS_URL' && value !== undefined
+        : (name === 'REDIS_URL' || name === 'OPENAI_BASE_URL') && value !== undefined
           ? JSON.stringify(redactUrl(value))
           : JSON.stringify(value);
     return `  - ${name}=${shown}: ${issue.message}. ${spec.description} Example: ${name}=${exampleOf(name)}`;

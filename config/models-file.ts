@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ApiBaseUrl } from './base-url.js';
 import { MODEL_STAGE_NAMES } from './model-stages.js';
 import { RequestShapeFields } from './request-shapes.js';
 
@@ -6,7 +7,7 @@ import { RequestShapeFields } from './request-shapes.js';
 const EndpointName = z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only');
 
 export const EndpointFileEntry = z.strictObject({
-  baseURL: z.url({ protocol: /^https?$/ }),
+  baseURL: ApiBaseUrl,
   /** Name of the environment variable that holds this endpoint's key (keys never live in files). */
   apiKeyEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'an environment variable name such as VLLM_API_KEY').optional(),
   maxConcurrency: z.number().int().nonnegative().optional(),

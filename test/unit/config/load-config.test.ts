@@ -231,6 +231,8 @@ describe('config: invalid environment values', () => {
     ['ENVFLEET_SERVE_WS_PING_MS', '-1'],
     ['ENVFLEET_SERVE_WS_PING_MS', '20s'],
     ['ENVFLEET_SERVE_WS_PING_MS', '3600001'],
+    ['OPENAI_BASE_URL', 'http://vllm:8000/v1/chat/completions'],
+    ['OPENAI_BASE_URL', 'https://res.openai.azure.com/openai/v1?api-version=2024-10-21'],
   ];
   for (const [name, value] of cases) {
     it(`${name}=${JSON.stringify(value)} throws a ConfigError naming the variable, with an example`, () => {
@@ -404,6 +406,19 @@ describe('config: models file', () => {
     expect(err.message).to.include('default, vllm');
   });
 
+  it('a base URL copied with an operation\'s path or a query says what to give instead, in the env and in a models file; the key in a query is never shown', () => {
+    const op = configError(() => loadConfig({ OPENAI_BASE_URL: 'http://vllm:8000/v1/chat/completions/' }));
+    expect(op.message).to.include("give the API's base, http://vllm:8000/v1 (envfleet appends /chat/completions");
+    const query = configError(() => loadConfig({ OPENAI_BASE_URL: 'https://gw.example/v1?api_key=sk-sekret-123456' }));
+    expect(query.message).to.include('it has a query string (?…)');
+    expect(query.message).to.not.include('sk-sekret-123456');
+    const file = 'endpoints:\n  vllm: { baseURL: "http://vllm:8000/v1/embeddings" }\nprofiles:\n  rollout.policy: { endpoint: vllm }\n';
+    const inFile = configError(() => load(withModels('m.yaml'), { 'm.yaml': file }));
+    expect(inFile.message).to.include('vllm').and.to.include("give the API's base, http://vllm:8000/v1");
+    // A base with or without its trailing slash is fine.
+    expect(loadConfig({ OPENAI_BASE_URL: 'http://vllm:8000/v1/' }).endpoints['default']!.baseURL).to.equal('http://vllm:8000/v1');
+  });
+
   it('rejects an undefined endpoint in a weighted list', () => {
     const file = 'profiles:\n  rollout.policy:\n    endpoint: [{ name: default, weight: 1 }, { name: ghost, weight: 1 }]\n';
     const err = configError(() => load(withModels('m.yaml'), { 'm.yaml': file }));
@@ -547,10 +562,13 @@ describe('config: redactConfig', () => {
   });
 
   it("hides the credentials a model endpoint's base URL may carry: a password, a user name alone, a key in the query", () => {
-    const withKeys = loadConfig({ OPENAI_BASE_URL: 'https://bob:PASSWORDLEAK@llm.example/v1?api-version=2024-06-01&api-key=QUERYKEYLEAK' });
+    // A base URL with a query is refused (the client would append the path after it: ApiBaseUrl), so a loaded
+    // configuration's base URL carries credentials only as user and password; a query's are hidden by redactUrl.
+    const withKeys = loadConfig({ OPENAI_BASE_URL: 'https://bob:PASSWORDLEAK@llm.example/v1' });
     const text = JSON.stringify(redactConfig(withKeys));
-    expect(text).not.to.match(/PASSWORDLEAK|QUERYKEYLEAK/);
-    expect(text).to.include('api-version=2024-06-01');
+    expect(text).not.to.match(/PASSWORDLEAK/);
+    expect(text).to.include('llm.example/v1');
+    expect(redactUrl('https://llm.example/v1?api-version=2024-06-01&api-key=QUERYKEYLEAK')).to.equal('https://llm.example/v1?api-version=2024-06-01&api-key=***');
     expect(redactUrl('https://TOKENLEAK@llm.example/v1')).to.equal('https://***@llm.example/v1');
     expect(redactUrl('https://llm.example/v1?token=TÖKEN%20LEAK&x=1')).to.equal('https://llm.example/v1?token=***&x=1');
     expect(redactUrl('http://127.0.0.1:8000/v1')).to.equal('http://127.0.0.1:8000/v1');

@@ -428,8 +428,11 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     expect(server.log()).to.have.length(2);
   });
 
-  it("never shows the credentials an endpoint's base URL carries in its errors (a password, a key in the query)", async () => {
-    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: 'http://bob:PASSWORDLEAK@127.0.0.1:1/v1?api-key=QUERYKEYLEAK' } });
+  it("never shows the credentials an endpoint's base URL carries in its errors (a password; a key in a query, which the configuration refuses)", async () => {
+    // A base URL with a query is refused at start (the client would put the path after it), without showing the key.
+    const refused = await rejection(Promise.resolve().then(() => loadConfig({}, { overrides: { OPENAI_BASE_URL: 'http://bob:PASSWORDLEAK@127.0.0.1:1/v1?api-key=QUERYKEYLEAK' } })));
+    expect(String(refused)).to.include('query string').and.not.match(/PASSWORDLEAK|QUERYKEYLEAK/);
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: 'http://bob:PASSWORDLEAK@127.0.0.1:1/v1' } });
     const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
     const error = await rejection(gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] }));
     expect(error).to.have.property('code', 'MODEL_UNREACHABLE');
