@@ -642,6 +642,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     let promptTokens = 0;
     let completionTokens = 0;
     const errors: string[] = [];
+    let cutCalls = 0;
     // Where the endpoint enforces a JSON Schema, the model cannot answer off-schema; elsewhere the prompt and the repair loop hold it to the schema.
     const responseFormat = request.responseFormat ?? (profileOf(ctx.stage).request.structuredOutput === 'json_schema' ? (jsonSchemaResponseFormat(ctx.stage, request.schema) ?? undefined) : undefined);
     for (let call = 1; call <= maxCalls; call += 1) {
@@ -649,6 +650,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       promptTokens += result.usage.promptTokens;
       completionTokens += result.usage.completionTokens;
       const content = result.message.content ?? '';
+      if (result.finishReason === 'length') cutCalls += 1;
       let parsed = result.finishReason === 'length'
         ? { ok: false as const, error: `the reply was cut off at the token limit (${request.maxTokens ?? profileOf(ctx.stage).maxTokens} tokens); answer more briefly` }
         : result.finishReason === 'content_filter'
@@ -672,7 +674,11 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       );
     }
     throw new ModelOutputError(
-      `model output for stage ${ctx.stage} was still invalid after ${maxCalls} calls (${deps.config.gateway.repairAttempts} repair rounds): ${truncateForLog(errors.at(-1) ?? '', 400)}`,
+      `model output for stage ${ctx.stage} was still invalid after ${maxCalls} calls (${deps.config.gateway.repairAttempts} repair rounds): ${truncateForLog(errors.at(-1) ?? '', 400)}` +
+        // What the operator can change (the message above is what the model was told).
+        (cutCalls
+          ? `. ${cutCalls} of the ${maxCalls} replies were cut off at the token limit: raise the maxTokens of the ${ctx.stage} profile in ENVFLEET_MODELS_FILE (now ${request.maxTokens ?? profileOf(ctx.stage).maxTokens}), or use a model that answers more briefly`
+          : ''),
       { stage: ctx.stage, calls: maxCalls, errors: errors.map(e => truncateForLog(e, 400)) },
     );
   }

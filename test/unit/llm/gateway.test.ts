@@ -459,6 +459,13 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     expect(repair.messages.at(-1)!.content).to.match(/cut off at the token limit/);
   });
 
+  it('names the setting to raise when every reply of a structured stage is cut off at the token limit', async () => {
+    const gateway = await gatewayFor({ rules: [{ stage: 'skeleton.state', respond: { content: '{"className": "Réservation', finishReason: 'length' } }] });
+    const error = await rejection(gateway.structured({ runId: 'r', stage: 'skeleton.state' }, { messages: [{ role: 'user', content: 'x' }], schema: z.object({ className: z.string() }) }));
+    expect(error).to.have.property('code', 'MODEL_OUTPUT_INVALID');
+    expect(String(error)).to.match(/3 of the 3 replies were cut off at the token limit: raise the maxTokens of the skeleton\.state profile in ENVFLEET_MODELS_FILE \(now \d+\)/);
+  });
+
   it("treats a reply the endpoint's content filter withheld as invalid and asks again, even when its text parses", async () => {
     const gateway = await gatewayFor({
       rules: [{ stage: 'mine.judge', responses: [{ json: { a: 0 }, finishReason: 'content_filter' }, { json: { a: 1 } }] }],
