@@ -197,6 +197,12 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         return result;
       } catch (raw) {
         const err = castToError(raw);
+        if (codeOf(err) === 'JOB_TAKEN_OVER') {
+          // Held back past its lock (stopped, suspended): another worker runs the job now. Nothing is settled or failed
+          // here, and BullMQ is told the job was dealt with (it would only fail to move a job whose lock it lost).
+          jobLog.info({ code: 'JOB_TAKEN_OVER', reason: err.message }, 'another worker took this job over while this one was held back; it goes on there');
+          throw new DelayedError();
+        }
         if (shuttingDown && abort.aborted && token) {
           // Cut short by shutdown: back to the queue now, no attempt used.
           jobLog.warn('job interrupted by shutdown; returned to its queue');
@@ -294,7 +300,15 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
       autorun: true,
     },
   );
-  worker.on('error', err => log.error({ err }, 'worker error'));
+  worker.on('error', err => {
+    // A worker held back past ENVFLEET_LOCK_DURATION_MS (stopped, suspended, a long pause) loses its jobs' locks: other
+    // workers take them over from their checkpoints. Said once per job, plainly, not as a failure with a stack.
+    if (/could not renew lock|Missing lock for job|Lock mismatch/i.test(err.message)) {
+      log.warn({ reason: err.message }, 'this worker lost a job\'s lock (held back longer than ENVFLEET_LOCK_DURATION_MS): another worker takes the job over from its checkpoint; nothing is lost');
+      return;
+    }
+    log.error({ err }, 'worker error');
+  });
   const settle = (job: Job, outcome: JobOutcome) => {
     if (job.processedOn && job.finishedOn) settings.metrics?.observe('job', { queue: def.name, status: outcome.status }, (job.finishedOn - job.processedOn) / 1000);
     settleOnce(job, outcome).catch((err: unknown) => log.error({ err, jobId: job.id }, 'settling the job failed'));

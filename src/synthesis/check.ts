@@ -1,4 +1,4 @@
-import { ModelOutputError } from '../errors.js';
+import { JobTakenOverError, ModelOutputError } from '../errors.js';
 import { ENDS_SESSION, FATAL_CODES, SANDBOX_ERROR_CODES, type SandboxErrorCode } from '../sandbox/errors.js';
 import { diffStates } from '../sandbox/diff.js';
 import type { EnvSession } from '../sandbox/runner.js';
@@ -114,7 +114,7 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
         if (!tester) {
           const step: ProbeStepRecord = { index, tool: '', arguments: null, caseType: 'positive', thought: '', result: null, runtimeError: null, diff: diffStates(stateBefore, stateBefore), verdict: 'not-judged', judgedBy: 'tester', checker: { analysis: '', reason: `tester output unusable: ${unusable?.message ?? 'no answer'}` } };
           if (!(await deps.store.appendStep(runId, envId, round, index, step, recorded(stateBefore, stateBeforeJson)))) {
-            throw new Error(`probe step ${index} of ${envId} was recorded by another worker; retrying from the checkpoint`);
+            throw new JobTakenOverError(`probe step ${index} of ${envId} was recorded by another worker, which took this job over; it goes on there from the checkpoint`);
           }
           steps.push(step);
           known = before; // no call ran
@@ -163,7 +163,7 @@ export async function probeEnvironment(deps: SynthesisDeps, runId: string, envId
         // neither written nor counted again.
         const counts = step.runtimeError ? [{ stage: 'sandbox', outcome: step.runtimeError, n: 1 }] : [];
         if (!(await deps.store.appendStep(runId, envId, round, index, step, recorded(stateAfter, stateAfterJson), counts))) {
-          throw new Error(`probe step ${index} of ${envId} was recorded by another worker; retrying from the checkpoint`);
+          throw new JobTakenOverError(`probe step ${index} of ${envId} was recorded by another worker, which took this job over; it goes on there from the checkpoint`);
         }
         steps.push(step);
         known = after;
