@@ -5,6 +5,7 @@ import { createRedisLedger } from '../src/llm/redis-ledger.js';
 import type { Ledger } from '../src/llm/ports.js';
 import { createRedisConnection, waitForRedis, type Redis } from '../src/redis/connection.js';
 import { createRedisRunControl, type RunControl } from '../src/runs/control.js';
+import { checkRunName } from '../src/runs/ids.js';
 import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
 
 /** What a command that reads or changes runs works with, on one producer connection (fails fast when Redis is down). */
@@ -31,5 +32,7 @@ export async function withRuns<T>(fn: (c: CommandContext) => Promise<T>, config:
 
 /** Fails unless the run exists, with where to look. */
 export async function requireRun(store: RunStore, runId: string): Promise<void> {
+  // A name no run can have is said to be one (no run was looked for), not "does not exist".
+  checkRunName(runId);
   if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist (see envfleet runs; check REDIS_URL and ENVFLEET_REDIS_PREFIX)`);
 }

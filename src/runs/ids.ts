@@ -15,8 +15,11 @@ export const RUN_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
 /** Why `name` is not a run name (what is allowed, with a suggestion), or null when it is one. */
 export function runNameProblem(name: string): string | null {
   if (RUN_NAME.test(name)) return null;
-  const ascii = name.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').replace(/[^A-Za-z0-9_.-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 100);
-  return `run name "${name}" may only contain ASCII letters (A-Z, a-z), digits and _ . - (1 to 100 characters)${ascii ? `; for example "${ascii}"` : ''}`;
+  const ascii = name.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').replace(/[^A-Za-z0-9_.-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 90);
+  // A name mostly in another script (运行🚀é) keeps too little in ASCII to be told apart: a short digest of it is added.
+  const kept = ascii.replace(/-/g, '').length;
+  const suggestion = !name.trim() ? 'run-1' : kept * 2 >= [...name].length ? ascii : `${ascii ? `${ascii}-` : 'run-'}${hashOf(name, 6)}`;
+  return `run name ${JSON.stringify(name)} may only contain ASCII letters (A-Z, a-z), digits and _ . - (1 to 100 characters); for example "${suggestion}"`;
 }
 
 /** Throws INVALID_REQUEST when `name` is not a run name. */

@@ -53,6 +53,14 @@ describe('envfleet: mistakes at the command line (build in dist/)', function () 
     expect(await redis.keys(`${prefix}*`)).to.deep.equal([]);
   });
 
+  it('status, pause, resume, cancel and budget with a name no run can have say what a run name is, not that it does not exist', async () => {
+    for (const args of [['status', '--run', 'a b'], ['pause', '--run', 'a b'], ['resume', '--run', ''], ['cancel', '--run', '运行🚀é'], ['budget', '--run', 'a b', '--tokens', '5']]) {
+      const { code, stderr } = await envfleet(args);
+      expect(code, args.join(' ')).to.equal(1);
+      expect(stderr, args.join(' ')).to.include('may only contain ASCII letters').and.to.include('for example').and.not.to.include('does not exist');
+    }
+  });
+
   it('sink --follow stopped with Ctrl-C says how many trajectories it wrote and how to go on, and exits 0', async () => {
     const made = await envfleet(['synth', '--run', 'follow', '--descriptions', 'fixtures/demo/python-descriptions.jsonl', '--no-wait']);
     expect(made.code, made.stderr).to.equal(0);
