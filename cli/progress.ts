@@ -5,7 +5,7 @@ import type { RunProgress } from '../queues/run-jobs.js';
  * Why a run that waits is not moving, as lines that say what to do: it is paused (with the reason
  * `envfleet status` shows), or jobs wait in queues no worker consumes.
  */
-export function waitNotes(runId: string, p: RunProgress): string[] {
+export function waitNotes(runId: string, p: RunProgress, rateLimitPauseMs?: number): string[] {
   const notes: string[] = [];
   if (p.redisAway) {
     notes.push(`run ${runId}: Redis does not answer (${p.redisAway.reason}); a restart keeps the run if Redis keeps its data (AOF or RDB). This command waits for it up to ENVFLEET_REDIS_STARTUP_WAIT_MS`);
@@ -24,7 +24,9 @@ export function waitNotes(runId: string, p: RunProgress): string[] {
     notes.push(
       `run ${runId}: ${jobs} job${jobs === 1 ? ' has' : 's have'} been waiting for the model endpoint ${minutes < 1 ? 'for under a minute' : `for ${minutes} min`} (429s, or it cannot be reached or serves nothing: ` +
         'a wrong OPENAI_BASE_URL or port, a server restarting, a proxy answering 502/503 while its model server is down); envfleet doctor checks the endpoints, and the workers\' log says which. ' +
-        'Unless ENVFLEET_RATE_LIMIT_PAUSE_MS is 0, the run pauses after that long without a break; this command keeps waiting',
+        (rateLimitPauseMs === 0
+          ? 'ENVFLEET_RATE_LIMIT_PAUSE_MS is 0 here, so the run never pauses for it (the workers\' own value decides); this command keeps waiting'
+          : `the run pauses once the waits have gone on for ENVFLEET_RATE_LIMIT_PAUSE_MS${rateLimitPauseMs === undefined ? '' : ` (${rateLimitPauseMs} ms here, ${Math.round(rateLimitPauseMs / 60_000)} min; the workers' own value decides)`} without a break; this command keeps waiting`),
     );
   }
   if (p.unconsumed?.length) {
@@ -34,11 +36,11 @@ export function waitNotes(runId: string, p: RunProgress): string[] {
 }
 
 /** Progress of a run while a command waits: bars per kind of item on a terminal, plain lines otherwise; and, when it does not move, why (waitNotes). */
-export function progressReporter(runId: string, out: NodeJS.WriteStream = process.stdout): { report(p: RunProgress): void; stop(): void } {
+export function progressReporter(runId: string, out: NodeJS.WriteStream = process.stdout, rateLimitPauseMs?: number): { report(p: RunProgress): void; stop(): void } {
   let lastNotes = '';
   /** The notes, each time they change. */
   const notesOf = (p: RunProgress): string[] => {
-    const notes = waitNotes(runId, p);
+    const notes = waitNotes(runId, p, rateLimitPauseMs);
     const text = notes.join('\n');
     if (text === lastNotes) return [];
     lastNotes = text;

@@ -106,7 +106,7 @@ async function submitting(opts: Waiting, entries: readonly Entry[], submit: (c: 
     try {
       await submit(c);
       if (!opts.wait) return;
-      const progress = progressReporter(opts.run);
+      const progress = progressReporter(opts.run, process.stdout, c.config.worker.rateLimitPauseMs);
       const final = await waitForRun(c.store, opts.run, p => progress.report(p), { queues: c.at, control: c.control, redisAwayMs: c.config.redis.startupWaitMs, redisAt: c.config.redis });
       progress.stop();
       process.stdout.write(`${done(final)}\n`);

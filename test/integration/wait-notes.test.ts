@@ -55,6 +55,9 @@ describe('a command that waits for a run says why it does not move', function ()
     expect(waiting.endpointWait!.jobs).to.be.greaterThan(0);
     const note = waitNotes('no-endpoint', waiting).join('\n');
     expect(note).to.match(/run no-endpoint: \d+ jobs? (has|have) been waiting for the model endpoint/).and.to.include('envfleet doctor').and.to.include('ENVFLEET_RATE_LIMIT_PAUSE_MS');
+    // With this command's value of the setting, the note says how long.
+    expect(waitNotes('no-endpoint', waiting, 600_000).join('\n')).to.include('ENVFLEET_RATE_LIMIT_PAUSE_MS (600000 ms here, 10 min;');
+    expect(waitNotes('no-endpoint', waiting, 0).join('\n')).to.include('never pauses for it');
     expect(waiting.paused).to.equal(undefined);
   });
 
