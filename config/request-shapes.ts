@@ -36,12 +36,18 @@ export interface RequestShape {
   readonly returnTokenIds: boolean;
   /** Send a seed with each request that has one (a rollout: one seed per episode, derived from its id, recorded with it). */
   readonly seed: boolean;
+  /**
+   * Send the earlier assistant turns' `reasoning_content` back with the conversation. Off by default: it is what
+   * chat templates drop anyway, and some APIs refuse it (DeepSeek's reasoner answers 400); on for a model that must
+   * see its own earlier reasoning between tool calls (Kimi K2's thinking mode).
+   */
+  readonly sendReasoning: boolean;
 }
 
 type Fields = Omit<RequestShape, 'preset'>;
 
 /** What envfleet sends without a preset: what it always sent. */
-export const DEFAULT_REQUEST_SHAPE: Fields = { tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', logprobs: false, returnTokenIds: false, seed: false };
+export const DEFAULT_REQUEST_SHAPE: Fields = { tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', logprobs: false, returnTokenIds: false, seed: false, sendReasoning: false };
 
 export const REQUEST_PRESETS = {
   /** OpenAI chat models (gpt-4o, gpt-4.1): max_completion_tokens, sampling, JSON Schema answers, native tool calls. */
@@ -75,6 +81,7 @@ export const RequestShapeFields = {
   logprobs: z.boolean().optional(),
   returnTokenIds: z.boolean().optional(),
   seed: z.boolean().optional(),
+  sendReasoning: z.boolean().optional(),
 };
 
 type FileFields = { [K in keyof typeof RequestShapeFields]?: z.infer<(typeof RequestShapeFields)[K]> };
@@ -102,5 +109,6 @@ export function resolveRequestShape(defaultEntry: FileFields | undefined, stageE
     logprobs: merged.logprobs,
     returnTokenIds: merged.returnTokenIds,
     seed: merged.seed,
+    sendReasoning: merged.sendReasoning,
   };
 }

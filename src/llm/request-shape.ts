@@ -21,12 +21,20 @@ export interface ShapedChatInput {
 }
 
 /** The request body for `profile`'s endpoint. Extra body fields come last but never replace a field envfleet sets (refused in the configuration). */
+/** A message without its `reasoning_content` (the same object when it has none). */
+function withoutReasoning<M>(m: M): M {
+  if (m === null || typeof m !== 'object' || !('reasoning_content' in m)) return m;
+  const { reasoning_content: _dropped, ...rest } = m as M & { reasoning_content?: unknown };
+  return rest as M;
+}
+
 export function shapeChatRequest(profile: Pick<ModelProfile, 'request'>, input: ShapedChatInput): ChatCompletionCreateParamsNonStreaming {
   const shape = profile.request;
   const body: Record<string, unknown> = {
     ...shape.extraBody,
     model: input.model,
-    messages: [...input.messages],
+    // An earlier turn's reasoning stays in the transcript (the trajectory keeps it) but is sent only when the profile asks.
+    messages: shape.sendReasoning ? [...input.messages] : input.messages.map(withoutReasoning),
     ...(shape.sampling ? { temperature: input.temperature } : {}),
     [shape.tokenParam]: input.maxTokens,
     ...(shape.reasoningEffort ? { reasoning_effort: shape.reasoningEffort } : {}),

@@ -19,9 +19,9 @@ const REFUSES_MAX_TOKENS = refuses('max_tokens', "Unsupported parameter: 'max_to
 const REFUSES_TEMPERATURE = refuses('temperature', "Unsupported value: 'temperature' does not support 0.7 with this model. Only the default (1) value is supported.");
 
 describe('request shapes: presets and fields per profile', () => {
-  it('keeps what envfleet always sent when nothing is set', () => {
+  it('has these defaults when nothing is set', () => {
     const config = loadConfig({});
-    expect(config.profiles['rollout.policy'].request).to.deep.equal({ preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', logprobs: false, returnTokenIds: false, seed: false });
+    expect(config.profiles['rollout.policy'].request).to.deep.equal({ preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', logprobs: false, returnTokenIds: false, seed: false, sendReasoning: false });
   });
 
   it('layers the default profile, its preset, then the stage preset and fields', () => {
@@ -44,6 +44,7 @@ describe('request shapes: presets and fields per profile', () => {
       logprobs: false,
       returnTokenIds: false,
       seed: false,
+      sendReasoning: false,
     });
     expect(config.profiles['rollout.policy'].request).to.deep.equal({
       preset: 'openai-reasoning',
@@ -56,6 +57,7 @@ describe('request shapes: presets and fields per profile', () => {
       logprobs: false,
       returnTokenIds: false,
       seed: false,
+      sendReasoning: false,
     });
   });
 
@@ -100,6 +102,24 @@ describe('request shapes against endpoints that behave like each preset (scripte
     const body = server.log().at(-1)!.body as Record<string, unknown>;
     expect(body).to.include({ max_completion_tokens: 4096, reasoning_effort: 'high' });
     expect(body).not.to.have.any.keys('max_tokens', 'temperature');
+  });
+
+  it('sends an earlier turn\'s reasoning_content back only when the profile sets sendReasoning (DeepSeek\'s reasoner refuses it), and never changes the transcript', async () => {
+    const messages = [
+      { role: 'user' as const, content: 'Rends L1 — 归还 📚' },
+      { role: 'assistant' as const, content: 'Fait ✅', reasoning_content: 'Il faut rendre L1 d’abord 🤔' },
+      { role: 'user' as const, content: 'Merci' },
+    ];
+    const transcript = JSON.stringify(messages);
+    const withoutIt = await gateway([{ name: 'refuses-reasoning', matchAny: '"reasoning_content"', fault: { type: 'server_error', status: 400, message: 'The reasoning_content is an intermediate result for display purposes only and will not be included in the context for inference' } }, { name: 'ok', respond: { content: 'ok' } }], 'profiles: {}\n');
+    expect((await withoutIt.chat({ runId: 'r', stage: 'rollout.policy' }, { messages })).message.content).to.equal('ok');
+    const sent = (server.log().at(-1)!.body as { messages: Record<string, unknown>[] }).messages;
+    expect(sent[1]).to.deep.equal({ role: 'assistant', content: 'Fait ✅' });
+    expect(JSON.stringify(messages), 'the caller\'s messages are untouched').to.equal(transcript);
+    await server.close();
+    const withIt = await gateway([{ name: 'ok', respond: { content: 'ok' } }], 'profiles:\n  rollout.policy: { sendReasoning: true }\n');
+    await withIt.chat({ runId: 'r', stage: 'rollout.policy' }, { messages });
+    expect((server.log().at(-1)!.body as { messages: Record<string, unknown>[] }).messages[1]).to.deep.include({ reasoning_content: 'Il faut rendre L1 d’abord 🤔' });
   });
 
   it('sends extra body fields (vLLM chat_template_kwargs, top_k) as they are written', async () => {
