@@ -66,5 +66,6 @@ export async function exportCommand(opts: ExportCommandOptions): Promise<void> {
       process.stdout.write(`wrote ${result.scenarios.ready} scenarios to ${result.scenarios.path} (${result.scenarios.dropped} dropped, with reasons, in scenarios-dropped.jsonl)\n`);
     }
     if (result.removed.length) process.stdout.write(`removed ${result.removed.length} files of an earlier export in ${opts.out} that this one did not write (so no trainer mixes them with these): ${result.removed.join(', ')}\n`);
+    if (result.foreign.length) process.stderr.write(`note: ${opts.out} also holds ${result.foreign.join(', ')}, which this export did not write and no earlier export's manifest lists (written by hand, or by an older envfleet): kept; remove them if they are an earlier export's, so no trainer mixes them with these\n`);
   });
 }

@@ -49,7 +49,8 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       const current = await budgetsOf(c, opts.run);
       const next = { ...current, ...(opts.budgetUsd !== undefined ? { usd: opts.budgetUsd } : {}), ...(opts.budgetTokens !== undefined ? { tokens: opts.budgetTokens } : {}) };
       // A run still at a budget would pause again at its next model call: nothing is resumed, and the message says what to raise.
-      const reached = reachedBudgets(next, await c.ledger.totals(opts.run));
+      // The whole run's budget decides: a stage at its own budget pauses the run again only if that stage has calls left.
+      const reached = reachedBudgets({ ...next, byStage: {} }, await c.ledger.totals(opts.run));
       if (reached.length) {
         throw new RequestError(
           `run "${opts.run}" is at its budget${raised ? ' even with the new one' : ''} (${reached.join('; ')}), so it would pause again at its next model call; nothing was resumed${raised ? ' and the budget is unchanged' : ''}. ` +
@@ -88,7 +89,7 @@ export async function budgetCommand(opts: BudgetOptions): Promise<void> {
     process.stdout.write(opts.json ? `${JSON.stringify(next)}\n` : `run ${opts.run} budgets: ${JSON.stringify(next)}\n`);
     // Allowed (a way to stop a run's spending), but said: the run pauses at its next model call.
     const reached = reachedBudgets(next, await c.ledger.totals(opts.run));
-    if (reached.length) process.stderr.write(`note: run ${opts.run} is already at this budget (${reached.join('; ')}): it pauses at its next model call, until the budget is raised (envfleet resume --run ${opts.run} --budget-tokens N --budget-usd X)\n`);
+    if (reached.length) process.stderr.write(`note: run ${opts.run} is already at this budget (${reached.join('; ')}): its next model call ${opts.stage ? `of stage ${opts.stage} ` : ''}pauses it, until the budget is raised (envfleet resume --run ${opts.run} --budget-tokens N --budget-usd X${opts.stage ? `, or envfleet budget --run ${opts.run} --stage ${opts.stage}` : ''})\n`);
   });
 }
 

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 
 /** The paths of single operations, which an OpenAI client appends to a base URL. */
-const OPERATION_PATH = /\/(chat\/completions|completions|embeddings|models|responses)$/;
+const OPERATION_PATH = /\/(chat\/completions|completions|embeddings|models|responses)$/i;
 
 /**
  * The base URL of an OpenAI-compatible API (OPENAI_BASE_URL, a models file's `baseURL`): http(s), and a base the

@@ -146,10 +146,12 @@ def _tool_method(name: str, description: str, parameters: dict[str, Any]) -> Cal
     required = set(parameters.get("required") or [])
     names = py_names(list(props))
     to_env = {py: arg for arg, py in names.items()}
+    nullable_args = {names[arg] for arg, schema in props.items() if py_type(schema if isinstance(schema, dict) else {})[1]}
 
     def method(self: EnvfleetEpisode, **kwargs: Any) -> str:
-        # The environment's own argument names; an optional argument the model left out is not sent at all.
-        return self._call(name, {to_env.get(k, k): v for k, v in kwargs.items() if v is not UNSET})
+        # The environment's own argument names. An optional argument the model left out is not sent, nor a null for one
+        # whose schema takes none (the environment would refuse it); a null where the schema allows one is sent.
+        return self._call(name, {to_env.get(k, k): v for k, v in kwargs.items() if v is not UNSET and (v is not None or k in nullable_args)})
 
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     annotations: dict[str, Any] = {"return": str}
@@ -157,8 +159,9 @@ def _tool_method(name: str, description: str, parameters: dict[str, Any]) -> Cal
     for arg, schema in props.items():
         schema = schema if isinstance(schema, dict) else {}
         py_arg = names[arg]
-        py, nullable = py_type(schema)
-        annotations[py_arg] = py if arg in required and not nullable else Optional[py]
+        py, takes_null = py_type(schema)
+        # Optional[...] (nullable in the schema TRL shows the model) only where the environment's schema takes null.
+        annotations[py_arg] = Optional[py] if takes_null else py
         default = inspect.Parameter.empty if arg in required else UNSET
         params.append(inspect.Parameter(py_arg, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotations[py_arg]))
         text = schema.get("description") or arg.replace("_", " ")

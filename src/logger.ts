@@ -24,7 +24,9 @@ export function createLogger(
   // Strings masked and cut, in objects and arrays too (a client's error keeps the parsed error body as a field).
   const written = (value: unknown, depth = 0): unknown => {
     if (typeof value === 'string') return truncateForLog(mask(value), ERROR_LOG_CHARS);
-    if (value === null || typeof value !== 'object' || depth > 4) return value;
+    if (value === null || typeof value !== 'object') return value;
+    // Deeper than that, the rest is kept as its (masked, cut) JSON text, so nothing below goes out unmasked.
+    if (depth > 4) return truncateForLog(mask(JSON.stringify(value) ?? ''), ERROR_LOG_CHARS);
     if (Array.isArray(value)) return value.slice(0, 50).map(v => written(v, depth + 1));
     return Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([k, v]) => [k, written(v, depth + 1)]));
   };

@@ -201,6 +201,9 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
           // Held back past its lock (stopped, suspended): another worker runs the job now. Nothing is settled or failed
           // here, and BullMQ is told the job was dealt with (it would only fail to move a job whose lock it lost).
           jobLog.info({ code: 'JOB_TAKEN_OVER', reason: err.message }, 'another worker took this job over while this one was held back; it goes on there');
+          // Should this worker still hold the lock after all, the job goes back now (not after the lock and a stall);
+          // holding none, BullMQ refuses the move, which is the case above.
+          if (token) await job.moveToDelayed(Date.now(), token).catch(() => undefined);
           throw new DelayedError();
         }
         if (shuttingDown && abort.aborted && token) {
@@ -270,7 +273,9 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
           throw new DelayedError();
         }
         if (verdict.action === 'give-up' || verdict.action === 'pause-run') {
-          jobLog.error({ err, code: verdict.code }, 'job failed permanently');
+          // A cancel reaching a running job (at its next model call) is the user's doing, not a failure to look into.
+          if (verdict.code === 'RUN_CANCELLED') jobLog.info({ code: verdict.code, reason: err.message }, 'the run was cancelled; the job ends');
+          else jobLog.error({ err, code: verdict.code }, 'job failed permanently');
           return giveUp(job, verdict.code, err.message);
         }
         const message =
@@ -304,7 +309,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
     // A worker held back past ENVFLEET_LOCK_DURATION_MS (stopped, suspended, a long pause) loses its jobs' locks: other
     // workers take them over from their checkpoints. Said once per job, plainly, not as a failure with a stack.
     if (/could not renew lock|Missing lock for job|Lock mismatch/i.test(err.message)) {
-      log.warn({ reason: err.message }, 'this worker lost a job\'s lock (held back longer than ENVFLEET_LOCK_DURATION_MS): another worker takes the job over from its checkpoint; nothing is lost');
+      log.warn({ reason: err.message }, 'this worker lost a job\'s lock (held back longer than ENVFLEET_LOCK_DURATION_MS, or the job was removed: run delete): another worker takes a job still queued over from its checkpoint; nothing is lost');
       return;
     }
     log.error({ err }, 'worker error');

@@ -21,9 +21,11 @@ type Kept = { [RAW]?: Buffer; [PROBLEM]?: string };
 export function keepBody(req: IncomingMessage, _res: ServerResponse, bytes: Buffer, charset: string): void {
   const kept = req as IncomingMessage & Kept;
   kept[RAW] = bytes;
+  // Only a body meant as UTF-8 (its charset, or none named) is checked: one in a charset it names is read in it.
+  if (!/^utf-?8$/i.test(charset)) return;
   const utf16 = utf16Of(bytes);
-  if (utf16) kept[PROBLEM] = `not UTF-8 text: the body is ${utf16}; send it as UTF-8 (JSON text is UTF-8)`;
-  else if (/^utf-?8$/i.test(charset) && !isUtf8(bytes)) {
+  if (utf16) kept[PROBLEM] = `not UTF-8 text: the body is ${utf16}; send it as UTF-8 (JSON text is UTF-8), or name its charset in Content-Type`;
+  else if (!isUtf8(bytes)) {
     const at = firstInvalidUtf8(bytes);
     kept[PROBLEM] = `${notUtf8ByteProblem(bytes[at]!, `byte ${at} of the body`).replace(/; save the file as UTF-8$/, '')}; send the body as UTF-8 (JSON text is UTF-8), or name its charset in Content-Type`;
   }

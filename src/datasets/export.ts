@@ -1,4 +1,4 @@
-import { rm } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RequestError } from '../errors.js';
 import type { Trajectory } from '../rollouts/types.js';
@@ -30,9 +30,14 @@ export interface ExportResult {
   readonly scenarios: { readonly ready: number; readonly dropped: number; readonly path: string | null };
   /** Records written per dataset file. */
   readonly datasets: Record<string, number>;
-  /** Files of an earlier export in the folder that this one did not write, removed (their data was of other settings). */
+  /** Files of an earlier export in the folder (its manifest lists them) that this one did not write, removed. */
   readonly removed: readonly string[];
+  /** Files with an export's names in the folder that no earlier export's manifest lists (written by hand, or by an older envfleet): kept, and said. */
+  readonly foreign: readonly string[];
 }
+
+/** The manifest an export leaves in its folder: the files it wrote (the next export into the folder removes those it does not write). */
+export const EXPORT_MANIFEST = '.envfleet-export.json';
 
 /** Every file an export may write into its folder. */
 const EXPORT_FILES = ['environments.jsonl', 'scenarios.jsonl', 'scenarios-dropped.jsonl', 'sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl', 'sft-hf.jsonl', LLAMAFACTORY_INFO_FILE, 'rl-scenarios.jsonl', 'rl-groups.jsonl', VERL_FILE, PROMPTS_FILE];
@@ -72,11 +77,19 @@ export async function exportRun(store: RunStore, runId: string, dir: string, opt
   }
   // An export into a folder that holds an earlier one replaces it whole: a file this export did not write (another
   // --format, a run without trajectories now) would otherwise stay beside the new ones, of another filter or run, and
-  // a trainer pointed at the folder (LLaMA-Factory's dataset_dir) would mix them.
+  // a trainer pointed at the folder (LLaMA-Factory's dataset_dir) would mix them. Only files an earlier export's
+  // manifest lists are removed: a folder's own dataset_info.json (LLaMA-Factory's data/) or a hand-written
+  // scenarios.jsonl is kept, and named.
   const written = new Set(['environments.jsonl', ...(scenarios.path ? ['scenarios.jsonl', 'scenarios-dropped.jsonl'] : []), ...Object.keys(datasets)]);
+  const earlier = await readManifest(dir);
   const removed: string[] = [];
+  const foreign: string[] = [];
   for (const file of EXPORT_FILES) {
     if (written.has(file)) continue;
+    if (!earlier.has(file)) {
+      if (await exists(join(dir, file))) foreign.push(file);
+      continue;
+    }
     try {
       await rm(join(dir, file));
       removed.push(file);
@@ -84,8 +97,21 @@ export async function exportRun(store: RunStore, runId: string, dir: string, opt
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
   }
-  return { path, count, byStatus, scenarios, datasets, removed };
+  await writeFile(join(dir, EXPORT_MANIFEST), `${JSON.stringify({ run: runId, writtenAt: new Date().toISOString(), files: [...written].sort() })}\n`);
+  return { path, count, byStatus, scenarios, datasets, removed, foreign };
 }
+
+/** The files an earlier export's manifest in `dir` lists (none when there is no manifest, or it cannot be read). */
+async function readManifest(dir: string): Promise<Set<string>> {
+  try {
+    const m = JSON.parse(await readFile(join(dir, EXPORT_MANIFEST), 'utf8')) as { files?: unknown };
+    return new Set(Array.isArray(m.files) ? m.files.filter((f): f is string => typeof f === 'string' && EXPORT_FILES.includes(f)) : []);
+  } catch {
+    return new Set();
+  }
+}
+
+const exists = (path: string) => stat(path).then(() => true, () => false);
 
 /** Writes one file per entry from the documents of `kind`, in id order; each document gives each file zero or more records. Returns the records per file. */
 type Records<K extends DocKind> = (doc: RunDocuments[K]) => readonly unknown[] | Promise<readonly unknown[]>;

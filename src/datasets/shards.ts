@@ -13,6 +13,8 @@ import { isArchived, type Trajectory } from '../rollouts/types.js';
 async function eachShardLine(path: string, ids: ReadonlySet<string>, fn: (id: string, line: string, lineNumber: number) => Promise<void> | void): Promise<void> {
   const seen = new Set<string>();
   let n = 0;
+  // What `fn` threw goes as it is (a full disk while the export writes is not an unreadable shard).
+  let fromFn: unknown;
   try {
     // A missing or unreadable file surfaces as the stream's error, in the loop.
     for await (const line of createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity })) {
@@ -28,11 +30,16 @@ async function eachShardLine(path: string, ids: ReadonlySet<string>, fn: (id: st
       }
       if (id === undefined || !ids.has(id) || seen.has(id)) continue;
       seen.add(id);
-      await fn(id, line, n);
+      try {
+        await fn(id, line, n);
+      } catch (err) {
+        fromFn = err;
+        throw err;
+      }
     }
   } catch (err) {
     // A file that cannot be read (its errno code); a damaged line or anything `fn` threw goes as it is.
-    if (!(err instanceof AppError) && (err as NodeJS.ErrnoException).code) throw new ArchivedTrajectoryMissingError([...ids].filter(id => !seen.has(id)), path, err);
+    if (err !== fromFn && !(err instanceof AppError) && (err as NodeJS.ErrnoException).code) throw new ArchivedTrajectoryMissingError([...ids].filter(id => !seen.has(id)), path, err);
     throw err;
   }
   const missing = [...ids].filter(id => !seen.has(id));

@@ -32,8 +32,10 @@ export const RESULT_HOW = 'POST /verify, POST /sessions/{id}/verify or openenv/s
 
 /** An id a client sent, for a message: quoted, and cut to 200 characters (an id of megabytes is not sent back whole). */
 export function shownId(id: string): string {
-  const chars = [...id];
-  return chars.length <= 200 ? JSON.stringify(id) : `${JSON.stringify(chars.slice(0, 200).join(''))}… (${chars.length} characters)`;
+  if (id.length <= 200) return JSON.stringify(id);
+  // Cut by code units (no walk over megabytes), never between the two halves of a character.
+  const end = /[\ud800-\udbff]/.test(id[199]!) ? 199 : 200;
+  return `${JSON.stringify(id.slice(0, end))}… (${id.length} UTF-16 code units)`;
 }
 
 export class EnvServerError extends Error {

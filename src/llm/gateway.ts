@@ -627,7 +627,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     if (!choice?.message) {
       // Some gateways answer 200 with an error object (an overloaded upstream, a context too long): say what it said.
       const said = errorSaid(body);
-      throw new ModelError('MODEL_RESPONSE_MALFORMED', `response without a choice from model "${profile.model}" (stage ${ctx.stage})${said === null ? '' : `; the endpoint answered with an error: ${said}`}`);
+      throw new ModelError('MODEL_RESPONSE_MALFORMED', masked(`response without a choice from model "${profile.model}" (stage ${ctx.stage})${said === null ? '' : `; the endpoint answered with an error: ${said}`}`));
     }
     // Content as text: some servers answer with an array of parts (Mistral's reasoning chunks).
     const raw = choice.message as ChatCompletionMessage & { content: unknown };
@@ -692,7 +692,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     const { body, cached } = await send(ctx, profile, params, usageOf, (c, _e, options) => c.embeddings.create(params, options), b => embeddingsProblem(b, inputs.length) === null);
     const problem = embeddingsProblem(body, inputs.length);
     if (problem !== null) {
-      throw new ModelError('MODEL_RESPONSE_MALFORMED', `unusable embeddings answer from model "${profile.model}" (stage ${ctx.stage}): ${problem}`, { details: { stage: ctx.stage, model: profile.model } });
+      throw new ModelError('MODEL_RESPONSE_MALFORMED', masked(`unusable embeddings answer from model "${profile.model}" (stage ${ctx.stage}): ${problem}`), { details: { stage: ctx.stage, model: profile.model } });
     }
     const vectors = [...body.data].sort((a, b) => a.index - b.index).map(d => d.embedding);
     return { vectors, usage: usageOf(body), cached };

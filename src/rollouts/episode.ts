@@ -221,7 +221,9 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       let calls: { id: string; type: 'function'; function: { name: string; arguments: string } }[] = (m.tool_calls ?? [])
         .filter(c => c.type === 'function')
         .map((c, i) => {
-          const id = typeof c.id === 'string' && c.id !== '' && !seenIds.has(c.id) ? c.id : `call_${turns}_${i}`;
+          let id = typeof c.id === 'string' && c.id !== '' && !seenIds.has(c.id) ? c.id : `call_${turns}_${i}`;
+          // A made id another call of the reply already has (the endpoint's own `call_1_1`) is made again.
+          for (let k = 2; seenIds.has(id); k += 1) id = `call_${turns}_${i}_${k}`;
           seenIds.add(id);
           return id === c.id ? c : { ...c, id };
         });

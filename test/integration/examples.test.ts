@@ -199,7 +199,8 @@ describe('examples/: the trainer recipes against a real `envfleet serve` (real R
           expect(got.returns).to.equal("<class 'str'>");
           for (const [arg, p] of Object.entries(props)) {
             const base = pyType[p.type] ?? '';
-            expect(got.annotations[arg], `${t.function.name}.${arg}`).to.equal(t.function.parameters.required.includes(arg) ? base : `typing.Optional[${base.slice(8, -2)}]`);
+            // Optional[...] only where the environment's schema takes null; an optional argument is told by its default.
+            expect(got.annotations[arg], `${t.function.name}.${arg}`).to.equal(base);
           }
         }
       }
@@ -211,7 +212,9 @@ describe('examples/: the trainer recipes against a real `envfleet serve` (real R
       expect(Object.keys(params)).to.deep.equal(['from_', 'to', 'class_', 'member_id_2', 'member_id', 'self_', 'arg_2nd', 'note']);
       expect(params['from_']).to.deep.equal({ annotation: "<class 'str'>", required: true });
       expect(params['class_']!.annotation).to.equal('typing.Optional[str]');
-      expect(params['member_id_2']).to.deep.equal({ annotation: 'typing.Optional[int]', required: false });
+      // Optional (nullable in the schema the model sees) only where the environment's schema takes null.
+      expect(params['member_id_2']).to.deep.equal({ annotation: "<class 'int'>", required: false });
+      expect(params['note']!.annotation).to.equal('typing.Optional[str]');
       expect(r['doc']).to.include("from_: first night (the environment's argument 'from')").and.to.include("member_id_2: member-id (the environment's argument 'member-id')");
       expect(r['sent']).to.deep.equal([{ type: 'call_tool', tool_name: 'book_room', arguments: { from: '2026-12-24', to: '2026-12-26', class: null, 'member-id': 7, self: 'moi', '2nd': true } }]);
       expect(r['output']).to.equal('ok ✅');

@@ -209,8 +209,15 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     // Another export into the same folder replaces the earlier one whole: no file of other settings stays beside it.
     const narrower = await exportRun(store, 'r1', againDir, { formats: ['openai'], filter: { solvedOnly: true, minReward: null } });
     expect(narrower.removed).to.have.members(['sft-sharegpt.jsonl', 'sft-llamafactory.jsonl', 'sft-hf.jsonl', 'dataset_info.json', 'rl-scenarios.jsonl', 'rl-groups.jsonl', 'rl-verl.json', 'rl-prompts.jsonl']);
-    expect((await readdir(againDir)).sort()).to.deep.equal(['environments.jsonl', 'scenarios-dropped.jsonl', 'scenarios.jsonl', 'sft-openai.jsonl']);
+    expect((await readdir(againDir)).sort()).to.deep.equal(['.envfleet-export.json', 'environments.jsonl', 'scenarios-dropped.jsonl', 'scenarios.jsonl', 'sft-openai.jsonl']);
     expect(await jsonl(join(againDir, 'sft-openai.jsonl'))).to.have.length(all.filter(t => t.solved).length);
+    // A file no export's manifest lists (LLaMA-Factory's own data/dataset_info.json) is kept, and named.
+    const lfData = await mkdtemp(join(tmpdir(), 'envfleet-lf-data-'));
+    await writeFile(join(lfData, 'dataset_info.json'), '{"alpaca_zh_demo": {"file_name": "alpaca_zh_demo.json"}}');
+    const beside = await exportRun(store, 'r1', lfData, { formats: ['openai'] });
+    expect(beside.removed).to.deep.equal([]);
+    expect(beside.foreign).to.deep.equal(['dataset_info.json']);
+    expect(await readFile(join(lfData, 'dataset_info.json'), 'utf8')).to.include('alpaca_zh_demo');
     // Each group job let go of the outcomes kept beside its trajectories once it stored the group's statistics
     // (test/integration/group-outcomes.test.ts shows it reads those instead of the trajectories), so a retried group
     // job computes the same statistics from the trajectories (by now the sink's summaries).

@@ -75,6 +75,6 @@ describe('the SFT files of an export (real Redis)', () => {
     expect(Object.keys(JSON.parse(await readFile(join(dir, 'dataset_info.json'), 'utf8')) as object)).to.deep.equal(['envfleet_alpaca']);
     const none = await mkdtemp(join(tmpdir(), 'envfleet-sft-none-'));
     await exportRun(store, 'sft', none, { formats: ['openai', 'hf'] });
-    expect((await readdir(none)).sort()).to.deep.equal(['environments.jsonl', 'sft-hf.jsonl', 'sft-openai.jsonl']);
+    expect((await readdir(none)).sort()).to.deep.equal(['.envfleet-export.json', 'environments.jsonl', 'sft-hf.jsonl', 'sft-openai.jsonl']);
   });
 });

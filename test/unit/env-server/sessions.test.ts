@@ -237,7 +237,7 @@ describe('session messages any surface may carry', () => {
     const message = (unknown as EnvServerError).message;
     expect((unknown as EnvServerError).code).to.equal('UNKNOWN_SESSION');
     expect(message.length).to.be.lessThan(600);
-    expect(message).to.include(`"🚗${'x'.repeat(199)}"… (${3 * 1024 * 1024 + 1} characters)`);
+    expect(message).to.include(`"🚗${'x'.repeat(198)}"… (${3 * 1024 * 1024 + 2} UTF-16 code units)`);
     expect(message).to.include('POST /seed_session (NeMo Gym), POST /sessions (MCP), openenv/session/create or a /ws reset (OpenEnv)');
     const info = await registry.open('sc1');
     await registry.finish(info.id, 'closed');

@@ -5,9 +5,11 @@ import { createLogger } from '../../../src/logger.js';
 import { createSecretMask } from '../../../src/util/secrets.js';
 
 describe('secret values masked where text leaves the process', () => {
-  it('masks every occurrence of each secret, the longest first; short values and the placeholder key are left alone', () => {
-    const mask = createSecretMask(['sk-ÅBC-秘密-123456', 'sk-ÅBC', null, undefined, 'abc']);
-    expect(mask('key sk-ÅBC-秘密-123456 or sk-ÅBC? abc')).to.equal('key [redacted] or [redacted]? abc');
+  it('masks every occurrence of each secret, the longest first; short values and plain words are left alone', () => {
+    const mask = createSecretMask(['sk-ÅBC-秘密-123456', 'sk-ÅBC-1', null, undefined, 'abc', 'password']);
+    expect(mask('key sk-ÅBC-秘密-123456 or sk-ÅBC-1? abc')).to.equal('key [redacted] or [redacted]? abc');
+    // A Redis password that is a word would otherwise garble envfleet's own messages.
+    expect(mask('This Redis needs a password')).to.equal('This Redis needs a password');
     expect(createSecretMask([])('sk-anything')).to.equal('sk-anything');
   });
 
@@ -23,7 +25,7 @@ describe('secret values masked where text leaves the process', () => {
     });
     const logger = createLogger(config, sink);
     const page = `<html><title>502 Bad Gateway</title><body>${'<p>nginx 🚧</p>'.repeat(3_000)}</body></html>`;
-    const cause = Object.assign(new Error(`400 bad request for key ${key}\n${page}`), { error: { message: `key ${key} refused`, param: ['serve-token-0042'] } });
+    const cause = Object.assign(new Error(`400 bad request for key ${key}\n${page}`), { error: { message: `key ${key} refused`, param: ['serve-token-0042'], deep: { a: { b: { c: { d: `still ${key}` } } } } } });
     logger.warn({ err: new Error('the endpoint refused the request', { cause }) }, 'job failed');
     const line = lines.join('');
     expect(line).to.not.include(key);
