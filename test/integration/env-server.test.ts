@@ -130,6 +130,10 @@ describe('envfleet serve: the environment server, NeMo Gym style (real Redis, re
     const parked = await raw('/enter_vehicle', latin1, 'application/json; charset=latin1');
     expect(parked.status, parked.text).to.equal(200);
     expect(parked.text).to.include('Café-1 parked in');
+    // UTF-16 named as such is read as UTF-16 too.
+    const named16 = await raw('/get_ticket', Buffer.from('{"ticket_id": "T-駐車🚗"}', 'utf16le'), 'application/json; charset=utf-16le');
+    expect(named16.status, named16.text).to.equal(200);
+    expect(named16.text).to.include('T-駐車🚗');
     // OpenEnv's POST /mcp: a JSON-RPC parse error saying where.
     const rpcBody = Buffer.from(`{"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"scenario_id": "${gx.id}", "x": "Caf\xe9"}}`, 'latin1');
     const rpc = await raw('/mcp', rpcBody);

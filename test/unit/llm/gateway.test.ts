@@ -543,6 +543,17 @@ describe('model gateway: embeddings answers that are no embeddings (a raw HTTP e
     });
   }
 
+  it('masks the configured key in an error object an endpoint answers with status 200 (chat and embeddings)', async () => {
+    const key = 'sk-echo-0123456789';
+    const server = await endpointAnswering(() => [200, 'application/json', JSON.stringify({ error: { message: `quota exceeded for key ${key} — clé 🔑` } })]);
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, OPENAI_API_KEY: key } });
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    const chat = await rejection(gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'a' }] }));
+    expect(String(chat)).to.include('quota exceeded for key [redacted] — clé 🔑').and.not.to.include(key);
+    const embed = await rejection(gateway.embed({ runId: 'r', stage: 'mine.dedup' }, ['a library']));
+    expect(String(embed)).to.include('[redacted]').and.not.to.include(key);
+  });
+
   it('counts the requests answered without token usage in the ledger (real Redis), and warns once per endpoint', async function () {
     await requireRedis();
     const bare = (usage: unknown) => JSON.stringify({ id: 'c', object: 'chat.completion', created: 0, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: 'réponse 好 🙂' } }], ...(usage === undefined ? {} : { usage }) });
