@@ -89,7 +89,7 @@ export async function budgetCommand(opts: BudgetOptions): Promise<void> {
     process.stdout.write(opts.json ? `${JSON.stringify(next)}\n` : `run ${opts.run} budgets: ${JSON.stringify(next)}\n`);
     // Allowed (a way to stop a run's spending), but said: the run pauses at its next model call.
     const reached = reachedBudgets(next, await c.ledger.totals(opts.run));
-    if (reached.length) process.stderr.write(`note: run ${opts.run} is already at this budget (${reached.join('; ')}): its next model call ${opts.stage ? `of stage ${opts.stage} ` : ''}pauses it, until the budget is raised (envfleet resume --run ${opts.run} --budget-tokens N --budget-usd X${opts.stage ? `, or envfleet budget --run ${opts.run} --stage ${opts.stage}` : ''})\n`);
+    if (reached.length) process.stderr.write(`note: run ${opts.run} is already at this budget (${reached.join('; ')}): it pauses at its next model call${opts.stage ? ` of stage ${opts.stage}` : ''}, until the budget is raised (envfleet resume --run ${opts.run} --budget-tokens N --budget-usd X${opts.stage ? `, or envfleet budget --run ${opts.run} --stage ${opts.stage}` : ''})\n`);
   });
 }
 

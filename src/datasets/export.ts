@@ -97,7 +97,8 @@ export async function exportRun(store: RunStore, runId: string, dir: string, opt
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
   }
-  await writeFile(join(dir, EXPORT_MANIFEST), `${JSON.stringify({ run: runId, writtenAt: new Date().toISOString(), files: [...written].sort() })}\n`);
+  // No time in it: the same run exported twice gives the same files, byte for byte (the chaos run compares them).
+  await writeFile(join(dir, EXPORT_MANIFEST), `${JSON.stringify({ run: runId, files: [...written].sort() })}\n`);
   return { path, count, byStatus, scenarios, datasets, removed, foreign };
 }
 
