@@ -21,10 +21,20 @@ export interface ShapedChatInput {
 }
 
 /** The request body for `profile`'s endpoint. Extra body fields come last but never replace a field envfleet sets (refused in the configuration). */
-/** A message without its `reasoning_content` (the same object when it has none). */
+/**
+ * The copy of each message without its reasoning, kept per message: an episode sends its earlier messages again with
+ * every turn, and the gateway remembers each message object's digest and text (a new copy each turn would be hashed
+ * and written again).
+ */
+const withoutReasoningCopies = new WeakMap<object, object>();
+
+/** A message without its `reasoning_content` (the same object when it has none; the same copy every time). */
 function withoutReasoning<M>(m: M): M {
   if (m === null || typeof m !== 'object' || !('reasoning_content' in m)) return m;
+  const known = withoutReasoningCopies.get(m);
+  if (known) return known as M;
   const { reasoning_content: _dropped, ...rest } = m as M & { reasoning_content?: unknown };
+  withoutReasoningCopies.set(m, rest);
   return rest as M;
 }
 
