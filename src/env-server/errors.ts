@@ -1,3 +1,5 @@
+import { cutText } from '../util/text.js';
+
 /**
  * The environment server's own codes: what a trainer's request can run into besides a tool's own
  * sandbox codes (INVALID_ARGUMENTS, UNKNOWN_TOOL, TOOL_THREW, … in src/sandbox/errors.ts).
@@ -33,9 +35,7 @@ export const RESULT_HOW = 'POST /verify, POST /sessions/{id}/verify or openenv/s
 /** An id a client sent, for a message: quoted, and cut to 200 characters (an id of megabytes is not sent back whole). */
 export function shownId(id: string): string {
   if (id.length <= 200) return JSON.stringify(id);
-  // Cut by code units (no walk over megabytes), never between the two halves of a character.
-  const end = /[\ud800-\udbff]/.test(id[199]!) ? 199 : 200;
-  return `${JSON.stringify(id.slice(0, end))}… (${id.length} UTF-16 code units)`;
+  return `${JSON.stringify(cutText(id, 200))}… (${id.length} UTF-16 code units)`;
 }
 
 export class EnvServerError extends Error {

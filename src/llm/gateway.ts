@@ -24,7 +24,7 @@ import { parseStructured } from './json-output.js';
 import { contentText } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
 import { unlimitedEndpoint, type EndpointLimiter, type Lease, type Ledger, type LedgerEntry, type LedgerTotals, type ResponseCache, type Usage } from './ports.js';
-import type { RunBudgets, RunGate } from '../runs/control.js';
+import { budgetReached, usedOf, type Budget, type RunBudgets, type RunGate } from '../runs/control.js';
 
 /**
  * Connection failures that say the endpoint cannot be reached at all (nothing was sent): refused (a server
@@ -275,18 +275,15 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     const stageBudget = budgets.byStage[ctx.stage];
     if (budgets.usd <= 0 && budgets.tokens <= 0 && !stageBudget) return;
     const totals = await sharedRead(totalsReads, ctx.runId, runId => deps.ledger.totals(runId));
-    const over = (scope: string, spent: { tokens: number; usd: number }, limit: { tokens: number; usd: number }) => {
-      if (limit.tokens > 0 && spent.tokens >= limit.tokens) {
-        throw new BudgetExceededError(`run "${ctx.runId}" ${scope} used ${spent.tokens} tokens, its budget is ${limit.tokens}`, { runId: ctx.runId, scope, tokens: spent.tokens, budget: limit.tokens });
-      }
-      if (limit.usd > 0 && spent.usd >= limit.usd) {
-        throw new BudgetExceededError(`run "${ctx.runId}" ${scope} spent $${spent.usd.toFixed(4)}, its budget is $${limit.usd}`, { runId: ctx.runId, scope, costUsd: spent.usd, budget: limit.usd });
-      }
+    const over = (scope: string, spent: Budget, limit: Budget) => {
+      const [r] = budgetReached(spent, limit);
+      if (!r) return;
+      if (r.unit === 'tokens') throw new BudgetExceededError(`run "${ctx.runId}" ${scope} used ${r.used} tokens, its budget is ${r.limit}`, { runId: ctx.runId, scope, tokens: r.used, budget: r.limit });
+      throw new BudgetExceededError(`run "${ctx.runId}" ${scope} spent $${r.used.toFixed(4)}, its budget is $${r.limit}`, { runId: ctx.runId, scope, costUsd: r.used, budget: r.limit });
     };
-    over('(all stages)', { tokens: totals.promptTokens + totals.completionTokens, usd: totals.costUsd }, budgets);
+    over('(all stages)', usedOf(totals), budgets);
     if (stageBudget) {
-      const s = totals.byStage[ctx.stage];
-      over(`stage ${ctx.stage}`, { tokens: (s?.promptTokens ?? 0) + (s?.completionTokens ?? 0), usd: s?.costUsd ?? 0 }, stageBudget);
+      over(`stage ${ctx.stage}`, usedOf(totals.byStage[ctx.stage]), stageBudget);
     }
   }
 

@@ -33,15 +33,25 @@ export interface Spent {
  */
 export function reachedBudgets(budgets: RunBudgets, spent: Spent): string[] {
   const out: string[] = [];
-  const test = (scope: string, used: { tokens: number; usd: number }, limit: Budget) => {
-    if (limit.tokens > 0 && used.tokens >= limit.tokens) out.push(`${used.tokens} tokens used of ${limit.tokens} (${scope})`);
-    if (limit.usd > 0 && used.usd >= limit.usd) out.push(`$${used.usd.toFixed(4)} spent of $${limit.usd} (${scope})`);
+  const test = (scope: string, used: Budget, limit: Budget) => {
+    for (const r of budgetReached(used, limit)) out.push(r.unit === 'tokens' ? `${r.used} tokens used of ${r.limit} (${scope})` : `$${r.used.toFixed(4)} spent of $${r.limit} (${scope})`);
   };
-  test('all stages', { tokens: spent.promptTokens + spent.completionTokens, usd: spent.costUsd }, budgets);
-  for (const [stage, limit] of Object.entries(budgets.byStage)) {
-    const s = spent.byStage[stage];
-    test(`stage ${stage}`, { tokens: (s?.promptTokens ?? 0) + (s?.completionTokens ?? 0), usd: s?.costUsd ?? 0 }, limit);
-  }
+  test('all stages', usedOf(spent), budgets);
+  for (const [stage, limit] of Object.entries(budgets.byStage)) test(`stage ${stage}`, usedOf(spent.byStage[stage]), limit);
+  return out;
+}
+
+/** What ledger counters amount to against a budget: prompt + completion tokens, and dollars (nothing counted: 0). */
+export const usedOf = (c: { readonly promptTokens: number; readonly completionTokens: number; readonly costUsd: number } | undefined): Budget => ({
+  tokens: (c?.promptTokens ?? 0) + (c?.completionTokens ?? 0),
+  usd: c?.costUsd ?? 0,
+});
+
+/** The limits of `limit` that `used` has reached, tokens first (a limit of 0 is none): the one test of a budget, before a call and on resume. */
+export function budgetReached(used: Budget, limit: Budget): { readonly unit: 'tokens' | 'usd'; readonly used: number; readonly limit: number }[] {
+  const out: { unit: 'tokens' | 'usd'; used: number; limit: number }[] = [];
+  if (limit.tokens > 0 && used.tokens >= limit.tokens) out.push({ unit: 'tokens', used: used.tokens, limit: limit.tokens });
+  if (limit.usd > 0 && used.usd >= limit.usd) out.push({ unit: 'usd', used: used.usd, limit: limit.usd });
   return out;
 }
 
