@@ -17,7 +17,7 @@ import { MODEL_STAGES, MODEL_STAGE_NAMES, type ModelStage } from '../config/mode
 import type { Edge } from '../queues/define-pipeline.js';
 import { ITEMS, PIPELINE, PIPELINE_STAGES, RUN_COUNTERS, STAGES } from '../queues/pipeline.js';
 import { envServerCodeDocs } from '../src/env-server/errors.js';
-import { ERROR_CODES, type ErrorAction } from '../src/errors.js';
+import { type CodeSpec, ERROR_CODES, type ErrorAction } from '../src/errors.js';
 import { ROLLOUT_PROMPT_MARKERS } from '../src/rollouts/prompt-markers.js';
 import { AGENT_PREFIX, ROLLOUT_PROMPT_VERSIONS, STOP_TOKEN, USER_GREETING, UserSimulatorAnswer } from '../src/rollouts/prompts.js';
 import { SCENARIO_PROMPT_MARKERS } from '../src/scenarios/prompt-markers.js';
@@ -268,7 +268,7 @@ export function renderErrorsDoc(): string {
     '| code | area | a job that fails with it | meaning |',
     '|---|---|---|---|',
   ];
-  for (const [name, spec] of Object.entries(ERROR_CODES)) out.push(`| ${code(name)} | ${spec.area} | ${ACTION_WORDS[spec.action]} | ${spec.means.replaceAll('|', '\\|')} |`);
+  for (const [name, spec] of Object.entries(ERROR_CODES) as [string, CodeSpec][]) out.push(`| ${code(name)} | ${spec.area} | ${spec.outcome ?? ACTION_WORDS[spec.action]} | ${spec.means.replaceAll('|', '\\|')} |`);
   out.push(
     '',
     '## The environment server',

@@ -11,11 +11,13 @@ export type ErrorAction = 'retry' | 'give-up' | 'rate-limit' | 'pause-run' | 'wa
 /** Where a failure comes from: a rollout that ends on an `environment` code is an environment error, otherwise a model error. */
 export type ErrorArea = 'model' | 'environment' | 'item' | 'run' | 'fleet';
 
-interface CodeSpec {
+export interface CodeSpec {
   readonly area: ErrorArea;
   readonly action: ErrorAction;
   /** What the code means, for docs/errors.md. */
   readonly means: string;
+  /** For docs/errors.md, where the action's usual words do not say what becomes of the job. */
+  readonly outcome?: string;
 }
 
 const sandboxCodes = Object.fromEntries(
@@ -48,7 +50,7 @@ export const ERROR_CODES = {
   SINK_LOCK_LOST: { area: 'fleet', action: 'give-up', means: "the sink's lock on its run expired while Redis was away (or Redis restarted without it) and another sink took it: this sink stops before writing, since two sinks of one run would write some trajectories twice; keep one sink per run" },
   RUN_GONE: { area: 'run', action: 'give-up', means: "a command waiting for a run found it no longer in Redis: Redis restarted without its data (no AOF or RDB) or the run was deleted; its jobs, documents and counters are gone (the sink's files stay on disk). The command says so instead of reporting the run finished" },
   JOB_ABORTED: { area: 'fleet', action: 'retry', means: 'the job was cancelled or its worker is shutting down: a graceful shutdown puts it back in its queue' },
-  JOB_TAKEN_OVER: { area: 'fleet', action: 'wait', means: "a worker held back past its lock (stopped, a suspended machine, a long pause) found another worker had taken its job over and recorded the step it was making: it lets the job go (no attempt of its own, no failure recorded) and the other worker goes on from the checkpoint; nothing is lost or made twice" },
+  JOB_TAKEN_OVER: { area: 'fleet', action: 'wait', outcome: 'this worker lets the job go; the worker that took it over goes on; no attempt used', means: "a worker held back past its lock (stopped, a suspended machine, a long pause) found another worker had taken its job over and recorded the step it was making: it lets the job go (no attempt of its own, no failure recorded) and the other worker goes on from the checkpoint; nothing is lost or made twice" },
   JOB_FAILED: { area: 'fleet', action: 'give-up', means: 'the job stalled more than 20 times (the workers running it kept dying: a job that crashes its worker), or BullMQ failed it before its stage ran' },
   INVALID_JOB_DATA: { area: 'fleet', action: 'give-up', means: "job data does not match its queue's schema: refused at enqueue, fails at once in a worker" },
   INVALID_DATA: { area: 'fleet', action: 'give-up', means: 'a value read back does not match its schema: fails at once' },

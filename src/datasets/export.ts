@@ -39,8 +39,19 @@ export interface ExportResult {
 /** The manifest an export leaves in its folder: the files it wrote (the next export into the folder removes those it does not write). */
 export const EXPORT_MANIFEST = '.envfleet-export.json';
 
-/** Every file an export may write into its folder. */
-const EXPORT_FILES = ['environments.jsonl', 'scenarios.jsonl', 'scenarios-dropped.jsonl', 'sft-openai.jsonl', 'sft-sharegpt.jsonl', 'sft-llamafactory.jsonl', 'sft-hf.jsonl', LLAMAFACTORY_INFO_FILE, 'rl-scenarios.jsonl', 'rl-groups.jsonl', VERL_FILE, PROMPTS_FILE];
+/** The names of the files this module writes; with the RL trainers' files, every file an export may write into its folder. */
+const FILE = {
+  environments: 'environments.jsonl',
+  scenarios: 'scenarios.jsonl',
+  dropped: 'scenarios-dropped.jsonl',
+  openai: 'sft-openai.jsonl',
+  sharegpt: 'sft-sharegpt.jsonl',
+  llamafactory: 'sft-llamafactory.jsonl',
+  hf: 'sft-hf.jsonl',
+  rlScenarios: 'rl-scenarios.jsonl',
+  rlGroups: 'rl-groups.jsonl',
+} as const;
+const EXPORT_FILES: readonly string[] = [...Object.values(FILE), LLAMAFACTORY_INFO_FILE, VERL_FILE, PROMPTS_FILE];
 
 /**
  * Writes the datasets of a run into `dir`: environments.jsonl (every environment, kept, rejected and
@@ -52,12 +63,12 @@ export async function exportRun(store: RunStore, runId: string, dir: string, opt
   if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist (check --run and REDIS_URL / ENVFLEET_REDIS_PREFIX)`);
   await makeFolder(dir, 'the output folder (export --out)');
   const byStatus: Record<string, number> = {};
-  const path = join(dir, 'environments.jsonl');
+  const path = join(dir, FILE.environments);
   const count = await writeDocs(store, runId, 'env', { [path]: env => ((byStatus[env.status] = (byStatus[env.status] ?? 0) + 1), [environmentLine(env)]) });
   let scenarios: ExportResult['scenarios'] = { ready: 0, dropped: 0, path: null };
   if ((await store.listDocIds(runId, 'scenario')).length) {
-    const readyPath = join(dir, 'scenarios.jsonl');
-    const droppedPath = join(dir, 'scenarios-dropped.jsonl');
+    const readyPath = join(dir, FILE.scenarios);
+    const droppedPath = join(dir, FILE.dropped);
     const written = await writeFiles(store, runId, 'scenario', {
       [readyPath]: s => (s.status === 'ready' ? [scenarioLine(s)] : []),
       [droppedPath]: s => (s.status === 'dropped' ? [droppedScenarioLine(s)] : []),
@@ -80,7 +91,7 @@ export async function exportRun(store: RunStore, runId: string, dir: string, opt
   // a trainer pointed at the folder (LLaMA-Factory's dataset_dir) would mix them. Only files an earlier export's
   // manifest lists are removed: a folder's own dataset_info.json (LLaMA-Factory's data/) or a hand-written
   // scenarios.jsonl is kept, and named.
-  const written = new Set(['environments.jsonl', ...(scenarios.path ? ['scenarios.jsonl', 'scenarios-dropped.jsonl'] : []), ...Object.keys(datasets)]);
+  const written = new Set([FILE.environments, ...(scenarios.path ? [FILE.scenarios, FILE.dropped] : []), ...Object.keys(datasets)]);
   const earlier = await readManifest(dir);
   const removed: string[] = [];
   const foreign: string[] = [];
@@ -152,10 +163,10 @@ async function exportDatasets(store: RunStore, runId: string, dir: string, optio
   const o = options.reasoning ? { reasoning: options.reasoning } : DEFAULT_SFT_OPTIONS;
   // Each SFT format: its file, and the records one trajectory gives (none when it has no assistant turn to learn from).
   const sft: readonly [DatasetFormat, string, (t: Trajectory) => readonly unknown[]][] = [
-    ['openai', 'sft-openai.jsonl', t => [toOpenAI(t, o)].filter(x => x !== null)],
-    ['sharegpt', 'sft-sharegpt.jsonl', t => toShareGPT(t, o)],
-    ['llamafactory', 'sft-llamafactory.jsonl', t => toLlamaFactory(t, o)],
-    ['hf', 'sft-hf.jsonl', t => toHF(t, o)],
+    ['openai', FILE.openai, t => [toOpenAI(t, o)].filter(x => x !== null)],
+    ['sharegpt', FILE.sharegpt, t => toShareGPT(t, o)],
+    ['llamafactory', FILE.llamafactory, t => toLlamaFactory(t, o)],
+    ['hf', FILE.hf, t => toHF(t, o)],
   ];
   const writers = sft.filter(([format]) => formats.has(format)).map(([, file, records]) => ({ writer: new JsonlWriter(join(dir, file)), file, records }));
   const out: Record<string, number> = {};
@@ -179,13 +190,13 @@ async function exportDatasets(store: RunStore, runId: string, dir: string, optio
       if (!envs.has(id)) envs.set(id, await store.getDoc(runId, 'env', id));
       return envs.get(id) ?? null;
     };
-    out['rl-scenarios.jsonl'] = await writeDocs(store, runId, 'scenario', {
-      [join(dir, 'rl-scenarios.jsonl')]: async s => {
+    out[FILE.rlScenarios] = await writeDocs(store, runId, 'scenario', {
+      [join(dir, FILE.rlScenarios)]: async s => {
         const env = s.status === 'ready' ? await envOf(s.environmentId) : null;
         return env ? [toRLScenario(s, env)] : [];
       },
     });
-    out['rl-groups.jsonl'] = await writeDocs(store, runId, 'group', { [join(dir, 'rl-groups.jsonl')]: g => [toRLGroup(g)] });
+    out[FILE.rlGroups] = await writeDocs(store, runId, 'group', { [join(dir, FILE.rlGroups)]: g => [toRLGroup(g)] });
   }
   return out;
 }
