@@ -29,7 +29,7 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
   const redis = base.redis.clusterNodes.length
     ? { url: base.redis.url, private: false, stop: () => Promise.resolve(), stopNow: () => undefined }
     : await chooseRedis(base.redis.url, line => out(`[demo] ${line}`));
-  if (base.redis.clusterNodes.length) out(`[demo] using the Redis Cluster at ${describeRedis(base.redis)}`);
+  if (base.redis.clusterNodes.length) out(`[demo] using ${describeRedis(base.redis)}`);
   const useReal = base.explicit.includes('OPENAI_BASE_URL');
   const server = useReal ? null : await startModelServer({ script: await loadModelScript(FIXTURES) });
   out(useReal ? `[demo] using the model endpoint ${redactUrl(base.endpoints['default']?.baseURL ?? '')}` : `[demo] scripted model server at ${server?.url} (fixtures/demo)`);

@@ -27,7 +27,7 @@ export interface AgentOptions {
   readonly token?: string | null;
   /** Calls to make in order, instead of a model. */
   readonly plan?: readonly (readonly [string, Record<string, unknown>])[];
-  /** An OpenAI-compatible chat model that picks the calls (base URL and key: `baseURL`/`apiKey`, else OPENAI_BASE_URL/OPENAI_API_KEY). */
+  /** An OpenAI-compatible chat model that picks the calls (base URL and key: `baseURL`/`apiKey`, else OPENAI_BASE_URL/OPENAI_API_KEY; without a key, envfleet's own default `envfleet-local`, which a local server without keys takes). */
   readonly model?: string;
   readonly baseURL?: string;
   readonly apiKey?: string;
@@ -102,7 +102,7 @@ export async function runAgent(opts: AgentOptions): Promise<AgentResult> {
     if (opts.plan) {
       for (const [tool, args] of opts.plan) await call(tool, args);
     } else if (opts.model) {
-      const openai = new OpenAI({ ...(opts.baseURL ? { baseURL: opts.baseURL } : {}), ...(opts.apiKey ? { apiKey: opts.apiKey } : {}) });
+      const openai = new OpenAI({ ...(opts.baseURL ? { baseURL: opts.baseURL } : {}), apiKey: opts.apiKey || process.env.OPENAI_API_KEY || 'envfleet-local' });
       const messages: ChatCompletionMessageParam[] = [
         { role: 'system', content: 'Complete the given task step by step with the tools. When it is done, answer without a tool call.' },
         { role: 'user', content: task ?? '' },

@@ -57,7 +57,11 @@ try:
     from verl.tools.base_tool import BaseTool
     from verl.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
 except ImportError as e:  # pragma: no cover - only without verl
-    raise ImportError("examples/verl_tool.py needs verl (pip install verl): " + str(e)) from e
+    if __name__ != "__main__":
+        raise ImportError("examples/verl_tool.py needs verl (pip install verl): " + str(e)) from e
+    # --write-config only reads the export, so it runs before verl is installed: the classes below are not used then.
+    BaseInteraction = BaseTool = object  # type: ignore[assignment,misc]
+    OpenAIFunctionToolSchema = ToolResponse = None  # type: ignore[assignment,misc]
 
 DEFAULT_URL = "http://127.0.0.1:8090"
 

@@ -13,7 +13,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ENV_VARS, ENV_VAR_NAMES, type EnvVarName } from '../config/env.js';
 import { DEFAULT_PRICES } from '../config/prices.js';
 import { MODEL_STAGES, MODEL_STAGE_NAMES } from '../config/model-stages.js';
-import { DEFAULT_REQUEST_SHAPE, REASONING_EFFORTS, REQUEST_PRESETS, REQUEST_PRESET_NAMES, RESERVED_BODY_FIELDS, TOOL_CALL_FORMATS } from '../config/request-shapes.js';
+import { DEFAULT_REQUEST_SHAPE, REASONING_EFFORTS, REQUEST_PRESETS, REQUEST_PRESET_NAMES, RESERVED_BODY_FIELDS, RequestShapeFields, TOOL_CALL_FORMATS } from '../config/request-shapes.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const ENV_EXAMPLE_PATH = resolve(REPO_ROOT, '.env.example');
@@ -245,7 +245,7 @@ request log (\`OPENAI_LOG\`) does not show chat requests (envfleet's debug log l
 | \`temperature\` | 0 to 2. |
 | \`maxTokens\` | Completion token limit (positive integer). |
 | \`endpoint\` | One endpoint name, or a list \`[{ name, weight }]\` (weight > 0, default 1): each request picks one endpoint at random in proportion to the weights, passing over one that is cooling down (a 429) or down (refused, or 5xx and no answer to anything: \`MODEL_UNREACHABLE\`, \`MODEL_UNAVAILABLE\`) or at its fleet-wide limit: such a request goes to another endpoint of the list, and a job waits only when every one of them is. Every name must be \`default\` or declared under \`endpoints\`. |
-| \`preset\`, \`tokenParam\`, \`sampling\`, \`reasoningEffort\`, \`extraBody\`, \`structuredOutput\`, \`toolCallFormat\` | How requests are shaped for the endpoint: see "Request shapes" below. |
+| ${Object.keys(RequestShapeFields).map(k => `\`${k}\``).join(', ')} | How requests are shaped for the endpoint: see "Request shapes" below. |
 
 A key that is neither \`default\` nor a stage name is rejected, and so is an endpoint name that is
 not declared.
@@ -348,15 +348,18 @@ ${priceRows.join('\n')}
 
 \`ENVFLEET_BUDGET_USD\` and \`ENVFLEET_BUDGET_TOKENS\` are hard limits per run (0 = no limit). The
 ledger is checked before every request that is not answered from the cache; once a run's spending
-or tokens (prompt + completion) reach a limit, its model calls fail with \`BUDGET_EXCEEDED\`. Requests
-already in flight finish, so a run can end slightly above its budget. Responses served from the
+or tokens (prompt + completion) reach a limit, its next model call stops with \`BUDGET_EXCEEDED\`: the run
+pauses and its jobs are parked, no attempt used, until the budget is raised (\`envfleet budget\`, or
+\`envfleet resume --budget-usd/--budget-tokens\`) and the run resumed. Requests already in flight finish,
+so a run can end slightly above its budget. Responses served from the
 cache cost nothing and do not count.
 
 ## Docker
 
 \`Dockerfile\` builds one image for every command (\`ENTRYPOINT ["node", "bin/envfleet.js"]\`,
-default command \`worker\`). \`docker-compose.yml\` starts Redis (with \`noeviction\` and AOF, which
-workers require), the scripted model server and a worker:
+default command \`worker\`). \`docker-compose.yml\` starts Redis (with \`noeviction\`, which
+workers require, and AOF, without which they warn that a restart loses every run, or refuse with
+\`ENVFLEET_REQUIRE_PERSISTENCE=true\`), the scripted model server and a worker:
 
 \`\`\`sh
 docker compose up -d --scale worker=4

@@ -105,7 +105,7 @@ const TODO: Record<EnvServerErrorCode, string> = {
   UNKNOWN_SCENARIO: "use a scenario_id from the run's exports (rl-verl.json `extra_info.scenario_id`, rl-prompts.jsonl `scenario_id`)",
   SCENARIO_NOT_READY: 'serve only ready scenarios (`envfleet status --run RUN`); skip this one',
   NO_SESSION: 'seed a session first (`POST /seed_session`) and send its cookie back',
-  UNKNOWN_SESSION: 'open a new session; behind several serve processes, check they share one Redis (`ENVFLEET_REDIS_URL`, `ENVFLEET_REDIS_PREFIX`)',
+  UNKNOWN_SESSION: 'open a new session; behind several serve processes, check they share one Redis (`REDIS_URL` or `ENVFLEET_REDIS_CLUSTER_NODES`, and `ENVFLEET_REDIS_PREFIX`)',
   SESSION_CLOSED: 'verify (or DELETE) still returns its reward (or `SESSION_EVICTED` / `SESSION_INTERRUPTED`: the server ended it, no reward); open a new session to go on',
   SESSION_LOST: 'open a new session and play the episode again; nothing of the lost one can be recovered',
   PEER_UNREACHABLE: 'retry in a few seconds: a stalled process answers again, and the session of a killed one turns SESSION_LOST once its heartbeat expires (10 s)',

@@ -156,9 +156,13 @@ describe('examples/: the trainer recipes against a real `envfleet serve` (real R
       }
     });
 
-    it('verl: examples/verl_tool_config.yaml is the demo library environment’s tools, as --write-config writes them from rl-verl.json', async () => {
+    it('verl: examples/verl_tool_config.yaml is the demo library environment’s tools, as --write-config writes them from rl-verl.json, with verl installed or not yet', async () => {
       const iris = byTask('Iris Vance');
-      const { stdout } = await run(py!.cmd, [join(EXAMPLES, 'verl_tool.py'), '--write-config', join(dir, 'rl-verl.json'), '--url', 'http://127.0.0.1:8090', '--environment', iris.environmentId], { env: { ...process.env, PYTHONPATH: STUBS, PYTHONDONTWRITEBYTECODE: '1' } });
+      const args = [join(EXAMPLES, 'verl_tool.py'), '--write-config', join(dir, 'rl-verl.json'), '--url', 'http://127.0.0.1:8090', '--environment', iris.environmentId];
+      const { stdout } = await run(py!.cmd, args, { env: { ...process.env, PYTHONPATH: STUBS, PYTHONDONTWRITEBYTECODE: '1' } });
+      // The config is written before verl is installed (the stubs stand in for verl above; here nothing does).
+      const { PYTHONPATH: _, ...noStubs } = process.env;
+      expect((await run(py!.cmd, args, { env: { ...noStubs, PYTHONDONTWRITEBYTECODE: '1' } })).stdout).to.equal(stdout);
       type Entry = { class_name: string; config: Record<string, unknown>; tool_schema: { function: { name: string; description: string; parameters: { properties: Record<string, { type: string }>; required: string[] } } } };
       const written = (JSON.parse(stdout) as { tools: Entry[] }).tools;
       const committed = (parseYaml(await readFile(join(EXAMPLES, 'verl_tool_config.yaml'), 'utf8')) as { tools: Entry[] }).tools;
