@@ -102,7 +102,7 @@ export async function runAgent(opts: AgentOptions): Promise<AgentResult> {
     if (opts.plan) {
       for (const [tool, args] of opts.plan) await call(tool, args);
     } else if (opts.model) {
-      const openai = new OpenAI({ ...(opts.baseURL ? { baseURL: opts.baseURL } : {}), apiKey: opts.apiKey || process.env.OPENAI_API_KEY || 'envfleet-local' });
+      const openai = new OpenAI({ ...(opts.baseURL ? { baseURL: opts.baseURL } : {}), apiKey: opts.apiKey || process.env['OPENAI_API_KEY'] || 'envfleet-local' });
       const messages: ChatCompletionMessageParam[] = [
         { role: 'system', content: 'Complete the given task step by step with the tools. When it is done, answer without a tool call.' },
         { role: 'user', content: task ?? '' },

@@ -71,8 +71,12 @@ export class SandboxFullError extends SandboxError {
    * back later without using an attempt, up to ENVFLEET_SANDBOX_FULL_WAITS times (its model calls come from the response cache).
    */
   static at(where: string, message: string): SandboxFullError {
+    // A Python interpreter's heap (its message names the setting) is shared as a JavaScript sandbox thread's is.
+    const [what, room] = message.includes('ENVFLEET_PYTHON_HEAP_MB')
+      ? ["A Python interpreter's memory", 'ENVFLEET_PYTHON_HEAP_MB or ENVFLEET_PYTHON_INTERPRETERS']
+      : ["The sandbox thread's memory", 'ENVFLEET_SANDBOX_HEAP_MB or ENVFLEET_POOL_THREADS'];
     return new SandboxFullError(
-      `${where}: ${message}. The sandbox thread's memory is shared by the environments of the work the worker runs at once, so the job comes back later without using an attempt; if this keeps happening, raise ENVFLEET_SANDBOX_HEAP_MB or ENVFLEET_POOL_THREADS, or lower ENVFLEET_ROLLOUT_CONCURRENCY (or ENVFLEET_WORKER_CONCURRENCY)`,
+      `${where}: ${message}. ${what} is shared by the environments of the work the worker runs at once, so the job comes back later without using an attempt; if this keeps happening, raise ${room}, or lower ENVFLEET_ROLLOUT_CONCURRENCY (or ENVFLEET_WORKER_CONCURRENCY)`,
     );
   }
 }

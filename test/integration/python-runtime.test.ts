@@ -684,6 +684,47 @@ class Env:
       expect(await s.call('bump', {})).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
     });
 
+    it("stops the environment that holds most of a full interpreter, not the one whose call found no room: that call is SANDBOX_MEMORY_FULL (an episode waits it out)", async () => {
+      // Careless, not hostile: a module-level list that keeps 8 MB of every call. Its neighbour's calls take 16 MB for a
+      // moment and give it back. Before, the neighbour's call was the one to meet the cap, and was recorded as its own
+      // environment's MEMORY_EXCEEDED (a stranger's probe: every episode sharing the interpreter ended environment-error).
+      const hoarder = python('KEPT = []\nclass Hoarder:\n    def __init__(self, c):\n        self.n = 0\n    def hoard(self):\n        KEPT.append(bytearray(8 << 20))\n        self.n += 1\n        return {"success": True, "data": self.n}\n', ['hoard'], 'Hoarder');
+      const worker = python('class Worker:\n    def __init__(self, c):\n        self.runs = 0\n    def work(self, label):\n        scratch = bytearray(16 << 20)\n        self.runs += 1\n        return {"success": True, "data": {"label": label, "bytes": len(scratch)}}\n', ['work'], 'Worker');
+      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      try {
+        const h = await r.openSession(hoarder, {}, LIMITS);
+        const w = await r.openSession(worker, {}, LIMITS);
+        let met: Awaited<ReturnType<typeof w.call>> | null = null;
+        for (let round = 0; round < 40 && !met; round++) {
+          expect(await h.call('hoard', {}), `hoard, round ${round}`).to.not.have.property('runtimeError');
+          const done = await w.call('work', { label: `tâche ${round} 作業 🧮` });
+          if (done.runtimeError) met = done;
+        }
+        expect(met, 'the worker met the full heap').to.not.equal(null);
+        expect(met).to.deep.include({ runtimeError: 'SANDBOX_MEMORY_FULL' });
+        expect((met!.result as { error: string }).error).to.match(/ENVFLEET_PYTHON_HEAP_MB=192.*another environment held about [\d.]+ MB against this one's [\d.]+ MB, and was stopped/);
+        // The hoarder is the one stopped, and says why; the worker's session ended too (its call stopped half-way).
+        const stopped = await h.call('hoard', {});
+        expect(stopped).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+        expect((stopped.result as { error: string }).error).to.match(/^this environment held about [\d.]+ MB, the most of its Python interpreter's 192 MB/);
+        expect(await w.call('work', { label: 'x' })).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+        // The same work goes through on a session opened again (an episode's next attempt).
+        const again = await r.openSession(worker, {}, LIMITS);
+        expect(await again.call('work', { label: 'encore' })).to.deep.include({ result: { success: true, data: { label: 'encore', bytes: 16 << 20 } } });
+        // Alone, the hoarder is its own cause: its own call meets the cap and it is MEMORY_EXCEEDED, as before.
+        const alone = await r.openSession(hoarder, {}, LIMITS);
+        await again.close();
+        let own: Awaited<ReturnType<typeof alone.call>> | null = null;
+        for (let round = 0; round < 40 && !own; round++) {
+          const out = await alone.call('hoard', {});
+          if (out.runtimeError) own = out;
+        }
+        expect(own).to.deep.include({ runtimeError: 'MEMORY_EXCEEDED' });
+      } finally {
+        await r.close();
+      }
+    });
+
     it("answers a MemoryError the code raised itself with a message (a tool, a constructor, a check) as its own exception, as CPython does; the session goes on; the allocator's (no message) is the memory limit", async () => {
       // Careless, not hostile: MemoryError as a domain error ("storage full"). Before, it read as MEMORY_EXCEEDED, its
       // message was lost, and the session ended.

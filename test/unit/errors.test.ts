@@ -70,6 +70,13 @@ describe('classifyError', () => {
     expect(classifyError(new BudgetExceededError('over', {}))).to.deep.equal({ action: 'pause-run', code: 'BUDGET_EXCEEDED' });
   });
 
+  it("names the settings of the runtime whose memory was full: a JavaScript sandbox thread's, or a Python interpreter's", () => {
+    expect(SandboxFullError.at('the environment did not start', 'no room').message).to.match(/The sandbox thread's memory is shared .* raise ENVFLEET_SANDBOX_HEAP_MB or ENVFLEET_POOL_THREADS,/);
+    const py = SandboxFullError.at('work was stopped', "the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=192, shared by the environments on it) had no room for the call");
+    expect(py.message).to.match(/A Python interpreter's memory is shared .* raise ENVFLEET_PYTHON_HEAP_MB or ENVFLEET_PYTHON_INTERPRETERS,/);
+    expect(py.message).to.not.include('ENVFLEET_SANDBOX_HEAP_MB');
+  });
+
   it('puts a job that met a sandbox thread full of other work back later, no attempt used, the waits growing, until its bound', () => {
     const full = SandboxFullError.at('the environment did not start', 'no room');
     const job = (sandboxFullWaits: number) => ({ sandboxFullWaits, maxSandboxFullWaits: 12, backoffMs: 2_000 });

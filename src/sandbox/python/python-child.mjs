@@ -319,6 +319,34 @@ function stateDeadlineMs(limits) {
   return Math.max(limits.callDeadlineMs, limits.createDeadlineMs);
 }
 
+/** Objects counted per session when the heap is full (harness footprints: ~1 µs each, at most once per full heap). */
+const FOOTPRINT_BUDGET = 200_000;
+
+/**
+ * The other live session of s's interpreter holding the most memory, when it holds more than s (the harness's
+ * footprints, measured after s's call unwound), or null: s alone, s the largest, or the measure failed.
+ * @param {Session} s
+ * @returns {Promise<{ session: Session, bytes: number, callerBytes: number } | null>}
+ */
+async function heavierCoTenant(s) {
+  if (s.interp.sessions.size < 2) return null;
+  const a = await s.interp.run('footprints', [String(FOOTPRINT_BUDGET)], Math.max(1000, s.limits.callDeadlineMs));
+  if (a.lost || a.fatal) return null;
+  const r = envelope(a.text);
+  if ('err' in r || typeof r.ok !== 'object' || r.ok === null) return null;
+  const bytes = /** @type {Record<string, number>} */ (r.ok);
+  const callerBytes = bytes[s.sid] ?? 0;
+  /** @type {{ session: Session, bytes: number, callerBytes: number } | null} */
+  let best = null;
+  for (const sid of s.interp.sessions) {
+    const other = sessions.get(sid);
+    const b = bytes[sid];
+    if (sid === s.sid || !other || other.lost || typeof b !== 'number') continue;
+    if (b > callerBytes && (!best || b > best.bytes)) best = { session: other, bytes: b, callerBytes };
+  }
+  return best;
+}
+
 /** Ends with an error when the environment was lost or the answer is a limit (which disposes it). */
 const ENDS = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'CPU_BUDGET_EXCEEDED', 'STACK_OVERFLOW', 'SANDBOX_MEMORY_FULL']);
 
@@ -366,7 +394,20 @@ async function handle(msg) {
         return { value: { resultJson, us: a.us } };
       }
       let r = answerEnvelope(a);
-      if (a.exhausted && !a.fatal && !('err' in r && r.err === 'MEMORY_EXCEEDED')) r = { err: 'MEMORY_EXCEEDED', message: 'the interpreter hit its memory cap during the call (the code caught the MemoryError)' };
+      if (a.exhausted && !a.fatal && !('err' in r && r.err === 'MEMORY_EXCEEDED')) r = { err: 'MEMORY_EXCEEDED', message: 'the interpreter hit its memory cap during the call' };
+      // The interpreter's heap is shared by its sessions: the call that finds it full is not always the one that filled
+      // it (a co-tenant that keeps everything it is given, call after call). The one holding the most is stopped; the
+      // call that met it goes back to its caller as SANDBOX_MEMORY_FULL, which an episode waits out (as with QuickJS's
+      // shared thread), instead of being recorded as its environment's failure.
+      if ('err' in r && r.err === 'MEMORY_EXCEEDED' && !a.fatal && !a.lost) {
+        const holder = await heavierCoTenant(s);
+        if (holder) {
+          const mb = (/** @type {number} */ b) => (b / 1048576).toFixed(1);
+          endSession(holder.session, { code: 'MEMORY_EXCEEDED', message: `this environment held about ${mb(holder.bytes)} MB, the most of its Python interpreter's ${settings.heapMb} MB (ENVFLEET_PYTHON_HEAP_MB, shared by the environments on it), when a call of another environment found no room: it was stopped (does it keep what every call gives it, in its state or in a module- or class-level list?)` });
+          log('warn', 'a Python environment holding most of its interpreter\'s memory was stopped (MEMORY_EXCEEDED); the call that found no room goes back as SANDBOX_MEMORY_FULL', { heldMb: Number(mb(holder.bytes)), callerMb: Number(mb(holder.callerBytes)), heapMb: settings.heapMb });
+          r = { err: 'SANDBOX_MEMORY_FULL', message: `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room for the call: another environment held about ${mb(holder.bytes)} MB against this one's ${mb(holder.callerBytes)} MB, and was stopped` };
+        }
+      }
       if ('err' in r && r.err === 'DEADLINE_EXCEEDED' && byBudget) r = { err: 'CPU_BUDGET_EXCEEDED', message: `the session used up its CPU budget of ${s.limits.sessionCpuMs} ms` };
       if ('err' in r) {
         if (ENDS.has(r.err) || a.lost) endSession(s, { code: r.err, message: r.message });

@@ -1339,6 +1339,45 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
             _take_added(s, before)
         _leave()
 
+_SIZED_BY_TYPE = frozenset((str, bytes, bytearray, int, float, complex, list, tuple, dict, set, frozenset))
+_NOT_HELD = (_types.ModuleType, _types.BuiltinFunctionType, _types.CodeType, _types.FrameType)
+
+def _footprint(s, budget):
+    """Roughly the bytes session s holds: sys.getsizeof over what its instance, its module's names and its kept states
+    reach, each object once, at most budget objects (past that, what was counted). No code of the environment runs:
+    gc.get_referents, and object.__sizeof__ for objects of types other than the built-in containers and scalars
+    (a __sizeof__ of its own is not called). Modules, classes and functions from elsewhere are shared, not counted."""
+    own = s.module.__name__ if s.module is not None else None
+    todo = [s.inst, s.module.__dict__ if s.module is not None else None, s.initial_state, s.final_state, s.episode]
+    seen = set()
+    total = 0
+    while todo and len(seen) < budget:
+        o = todo.pop()
+        if o is None or id(o) in seen:
+            continue
+        seen.add(id(o))
+        t = type(o)
+        if issubclass(t, _NOT_HELD):
+            continue
+        if issubclass(t, type):
+            if _class_module(o) != own:
+                continue
+            todo.append(_type_dict(o))
+        elif t is _types.FunctionType and getattr(o, '__module__', None) != own:
+            continue
+        total += _sys.getsizeof(o) if t in _SIZED_BY_TYPE else object.__sizeof__(o)
+        todo.extend(_referents(o))
+    return total
+
+@_crossing
+def footprints(budget_text):
+    """{"ok": {sid: bytes}} for every live session (see _footprint), or an error when the walk itself found no room."""
+    budget = int(budget_text)
+    try:
+        return _encode({'ok': {sid: _footprint(s, budget) for sid, s in SESSIONS.items() if s.inst is not None}})
+    except MemoryError:
+        return _err('MEMORY_EXCEEDED', 'no room to measure the sessions')
+
 @_crossing
 def call(sid, tool, args_json, max_result_bytes=None):
     s = SESSIONS.get(sid)

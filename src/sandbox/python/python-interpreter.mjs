@@ -149,7 +149,7 @@ if (data.makeSnapshot) {
   }
   /** @type {Record<string, any>} */
   const fns = {};
-  for (const name of ['create', 'call', 'state', 'initial', 'finish', 'checks_context', 'check', 'drop', 'tamper_report', 'recover']) fns[name] = ns.get(name);
+  for (const name of ['create', 'call', 'state', 'initial', 'finish', 'checks_context', 'check', 'drop', 'tamper_report', 'recover', 'footprints']) fns[name] = ns.get(name);
   // Environment sources already checked and compiled, by class name and source: a rollout opens a session
   // per episode on the same source, and a large one (BFCL's classes with their long-context data, 250 KB;
   // τ-bench's embedded database) takes a second or more to parse, check and compile. The code objects are
