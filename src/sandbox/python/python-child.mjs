@@ -323,8 +323,9 @@ function stateDeadlineMs(limits) {
 const FOOTPRINT_BUDGET = 200_000;
 
 /**
- * The other live session of s's interpreter holding the most memory, when it holds more than s (the harness's
- * footprints, measured after s's call unwound), or null: s alone, s the largest, or the measure failed.
+ * The other live session of s's interpreter holding the most memory, when it holds more than s and a quarter of the
+ * heap or more (the harness's footprints, measured after s's call unwound), or null: s alone, s the largest, no
+ * co-tenant holding that much, or the measure failed.
  * @param {Session} s
  * @returns {Promise<{ session: Session, bytes: number, callerBytes: number } | null>}
  */
@@ -336,13 +337,16 @@ async function heavierCoTenant(s) {
   if ('err' in r || typeof r.ok !== 'object' || r.ok === null) return null;
   const bytes = /** @type {Record<string, number>} */ (r.ok);
   const callerBytes = bytes[s.sid] ?? 0;
+  // What a call allocates and drops (bytearray(10**9), a list built to the cap) is gone by the measure: a co-tenant is
+  // taken for the cause only when it holds a quarter of the heap or more, not for the few KB a quiet one holds.
+  const heldEnough = (settings.heapMb * 1048576) / 4;
   /** @type {{ session: Session, bytes: number, callerBytes: number } | null} */
   let best = null;
   for (const sid of s.interp.sessions) {
     const other = sessions.get(sid);
     const b = bytes[sid];
     if (sid === s.sid || !other || other.lost || typeof b !== 'number') continue;
-    if (b > callerBytes && (!best || b > best.bytes)) best = { session: other, bytes: b, callerBytes };
+    if (b > callerBytes && b >= heldEnough && (!best || b > best.bytes)) best = { session: other, bytes: b, callerBytes };
   }
   return best;
 }
