@@ -151,7 +151,9 @@ const METHOD_CONTRACT =
   'Write one method of the class, in plain JavaScript (ES2023), as it appears in a class body: name({ arg1, arg2 = default }) { ... }. ' +
   'It takes one object of named arguments, reads and changes only this.state, and never throws: it returns ' +
   '{ success: true, data } for queries, { success: true, message } for state changes, or { success: false, error } when an id is ' +
-  'unknown, an argument is invalid or a rule would be broken. No import, require, console, timers or host APIs; no Intl, ' +
+  'unknown, an argument is invalid or a rule would be broken. this.state and what it returns hold JSON values only (objects, arrays, ' +
+  'strings, finite numbers, booleans, null): no Set, Map, typed array, NaN or Infinity, which JSON writes as {} or null, losing them. ' +
+  'No import, require, console, timers or host APIs; no Intl, ' +
   'structuredClone or crypto (the engine has none): toLocaleString ignores locales and localeCompare compares code units, so sort ' +
   'and format with plain comparisons and string templates. Validate arguments ' +
   'the schema cannot (existence of ids, ranges, states). Private helpers, if you need any, go in "helpers" as _name(...) { ... } methods.';
