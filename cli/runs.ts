@@ -116,7 +116,13 @@ export function formatStatus(s: RunStatus): string {
     `run ${s.id} — ${s.state}${s.finishedAt ? ` at ${s.finishedAt}` : ''}${s.control.reason ? ` (${s.control.reason})` : ''}; created ${s.createdAt}; input ${s.input}`,
     `outstanding jobs: ${s.outstanding}; rate ${s.ratePerMinute.toFixed(1)} jobs/min; ${timeLeftText(s)}`,
     `environments ${JSON.stringify(s.environments)}; scenarios ${JSON.stringify(s.scenarios)}; trajectories ${s.trajectories.count}` +
-      (s.trajectories.meanReward === null ? '' : ` (mean reward ${s.trajectories.meanReward.toFixed(3)}, solved ${((s.trajectories.solvedRate ?? 0) * 100).toFixed(1)}%)`),
+      (s.trajectories.count === 0
+        ? ''
+        : ` (${s.trajectories.meanReward === null ? 'no reward' : `mean reward ${s.trajectories.meanReward.toFixed(3)}${s.trajectories.unscored ? ` over the ${s.trajectories.count - s.trajectories.unscored} scored` : ''}`}, solved ${((s.trajectories.solvedRate ?? 0) * 100).toFixed(1)}%` +
+          (s.trajectories.unscored
+            ? `; ${s.trajectories.unscored} unscored: no reward, from a model or environment error or checks that could not run on the final state — see each trajectory's termination and checksError (envfleet export)`
+            : '') +
+          ')'),
     ...(Object.keys(s.events).length ? [`counters: ${formatEvents(s.events)}`] : []),
     `redis: ${formatBytes(s.redis.bytes)} kept by the run` +
       Object.entries(s.redis.perItem)

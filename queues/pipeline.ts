@@ -312,6 +312,6 @@ export const RUN_COUNTERS = {
   environments: 'environments created (from mined tasks or from descriptions)',
   sandbox: 'tool calls the sandbox stopped, by code',
   run: 'run events (cancelled)',
-  'rollout.outcome': 'sums over trajectories: reward in millionths (reward-micro), solved episodes',
+  'rollout.outcome': 'sums over trajectories: reward in millionths (reward-micro), solved episodes, episodes without a reward (unscored)',
 } as const;
 

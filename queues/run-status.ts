@@ -65,7 +65,8 @@ export interface RunStatus {
   readonly finishedAt: string | null;
   readonly environments: Record<string, number>;
   readonly scenarios: Record<string, number>;
-  readonly trajectories: { readonly count: number; readonly meanReward: number | null; readonly solvedRate: number | null; readonly byTermination: Record<string, number> };
+  /** meanReward: over the scored trajectories (count − unscored); unscored: those with no reward (reward null). */
+  readonly trajectories: { readonly count: number; readonly meanReward: number | null; readonly solvedRate: number | null; readonly unscored: number; readonly byTermination: Record<string, number> };
   readonly stages: readonly StageStatus[];
   readonly funnel: readonly FunnelRow[];
   /** The run's counters that are not stages (queues/pipeline.ts RUN_COUNTERS): input items, environments created, sandbox stops, run events. */
@@ -141,6 +142,7 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
   const byTermination: Record<string, number> = { ...counters[EPISODE_STAGE] };
   const trajectoryCount = Object.values(byTermination).reduce((a, b) => a + b, 0);
   const outcome = counters[OUTCOME_COUNTERS] ?? {};
+  const unscored = Math.min(outcome['unscored'] ?? 0, trajectoryCount);
   const throughput = await deps.store.throughput(runId);
   const ratePerMinute = recentRate(throughput, Date.now());
   const control = await deps.control.get(runId);
@@ -160,8 +162,9 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
     scenarios,
     trajectories: {
       count: trajectoryCount,
-      meanReward: trajectoryCount ? (outcome['reward-micro'] ?? 0) / 1e6 / trajectoryCount : null,
+      meanReward: trajectoryCount > unscored ? (outcome['reward-micro'] ?? 0) / 1e6 / (trajectoryCount - unscored) : null,
       solvedRate: trajectoryCount ? (outcome['solved'] ?? 0) / trajectoryCount : null,
+      unscored,
       byTermination,
     },
     stages,

@@ -83,6 +83,7 @@ export function runPage(s: RunStatus): string {
 <div class="card">trajectories<b id="trajectories">${s.trajectories.count}</b></div>
 <div class="card">mean reward<b id="mean-reward">${s.trajectories.meanReward === null ? '–' : s.trajectories.meanReward.toFixed(3)}</b></div>
 <div class="card">solved<b id="solved">${pct(s.trajectories.solvedRate)}</b></div>
+<div class="card">unscored<b id="unscored">${s.trajectories.unscored}</b></div>
 <div class="card">tokens<b id="tokens">${s.ledger.promptTokens + s.ledger.completionTokens}</b></div>
 <div class="card">cost<b id="cost">${money(s.ledger.costUsd)}</b></div>
 <div class="card">Redis<b id="redis-bytes">${(s.redis.bytes / 1e6).toFixed(2)} MB</b></div>

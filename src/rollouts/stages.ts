@@ -107,7 +107,7 @@ function storedText(t: Trajectory): Buffer {
 
 /**
  * Counter name of the run's reward totals (funnel hash, stage `rollout.outcome`): `reward-micro` sums
- * rewards in millionths, `solved` counts solved episodes. With the `rollout.run` counts by termination
+ * rewards in millionths, `solved` counts solved episodes, `unscored` those without a reward. With the `rollout.run` counts by termination
  * they give a run's trajectory statistics without reading any trajectory.
  */
 export const OUTCOME_COUNTERS = 'rollout.outcome';
@@ -118,6 +118,8 @@ function outcomeCounts(t: Pick<Trajectory, 'reward' | 'solved' | 'termination' |
   const micro = Math.round((t.reward ?? 0) * 1e6);
   if (micro) counts.push({ stage: OUTCOME_COUNTERS, outcome: 'reward-micro', n: micro });
   if (t.solved) counts.push({ stage: OUTCOME_COUNTERS, outcome: 'solved', n: 1 });
+  // No reward (a model or environment error, checks that could not run on the final state): out of the mean.
+  if (t.reward === null) counts.push({ stage: OUTCOME_COUNTERS, outcome: 'unscored', n: 1 });
   for (const step of t.steps) if (step.runtimeError) counts.push({ stage: 'sandbox', outcome: step.runtimeError, n: 1 });
   return counts;
 }

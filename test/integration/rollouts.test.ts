@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { expect } from 'chai';
 import type { z } from 'zod';
 import { funnelReport, runStatus } from '../../queues/run-status.js';
+import { formatStatus } from '../../cli/runs.js';
 import { submitRollouts, submitScenarios, submitSynthesis, type RolloutRequest } from '../../queues/submit.js';
 import { exportRun } from '../../src/datasets/export.js';
 import { runSink } from '../../src/datasets/sink.js';
@@ -177,7 +178,11 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
       const { trajectories: stats } = (await runStatus(statusDeps, 'r1'))!;
       expect(stats.count).to.equal(all.length);
       expect(stats.byTermination).to.deep.equal(terminations);
-      expect(stats.meanReward).to.be.closeTo(all.reduce((a, t) => a + (t.reward ?? 0), 0) / all.length, 1e-6);
+      // The mean is over the trajectories with a reward; those without one are counted apart (a stranger's probe saw
+      // a third of a run without a reward averaged in as zeros, and nothing in status saying so).
+      const scored = all.filter(t => t.reward !== null);
+      expect(stats.unscored).to.equal(all.length - scored.length);
+      expect(stats.meanReward).to.be.closeTo(scored.reduce((a, t) => a + t.reward!, 0) / scored.length, 1e-6);
       expect(stats.solvedRate).to.be.closeTo(all.filter(t => t.solved).length / all.length, 1e-9);
     };
     await expectStatus();
@@ -285,6 +290,11 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     const modelRow = (await funnelReport(store, 'model')).find(r => r.stage === 'rollout.run')!;
     expect(modelRow.passed).to.equal(0);
     expect(modelRow.left['model-error']).to.be.greaterThan(0);
+    // No reward, and status says so: no mean of zeros.
+    const modelStatus = (await runStatus({ store, ledger: f.workers.ctx.ledger, control: f.workers.ctx.runControl }, 'model'))!.trajectories;
+    expect(modelStatus.count).to.be.greaterThan(0);
+    expect(modelStatus).to.deep.include({ unscored: modelStatus.count, meanReward: null });
+    expect(formatStatus((await runStatus({ store, ledger: f.workers.ctx.ledger, control: f.workers.ctx.runControl }, 'model'))!)).to.include(`trajectories ${modelStatus.count} (no reward, solved 0.0%; ${modelStatus.count} unscored: no reward, from a model or environment error`);
     f.server.setScript(demo);
     // A broken environment source: the session cannot start.
     await copyRun(store, 'limits', 'env-error');
