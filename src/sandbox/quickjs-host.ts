@@ -11,6 +11,7 @@ import {
 } from 'quickjs-emscripten-core';
 import type { ValidateFunction } from 'ajv';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
+import { cutText } from '../util/text.js';
 import type { CheckSpec, EnvironmentCode } from './bundle.js';
 import { FATAL_CODES, SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.js';
 import { bjsonToJson } from './bjson.js';
@@ -1818,7 +1819,12 @@ export class SandboxEnvironment {
       const failed = text.charCodeAt(0) === 33;
       const length = utf8Length(text, this.limits.maxResultBytes) + (failed ? -1 : 7);
       if (length > this.limits.maxResultBytes) {
-        return this.stop(started, parse, 'RESULT_TOO_LARGE', `the result of ${tool} is ${length} bytes; the cap is ${this.limits.maxResultBytes}`, true);
+        // An error past the cap (an exception whose message holds the whole database) is said as an error, with its
+        // start, as the Python runtime says it; a limit keeps its own code.
+        const reply = failed ? (JSON.parse(text.slice(1)) as { err: SandboxErrorCode; message: string }) : null;
+        if (reply && FATAL_CODES.has(reply.err)) return this.stop(started, parse, reply.err, cutText(reply.message, 2000), true);
+        const what = reply ? `the error (${reply.err}) of ${tool}` : `the result of ${tool}`;
+        return this.stop(started, parse, 'RESULT_TOO_LARGE', `${what} is ${length} bytes; the cap is ${this.limits.maxResultBytes}${reply ? `; it began: ${cutText(reply.message, 200)}` : ''}`, true);
       }
       if (failed) {
         const reply = JSON.parse(text.slice(1)) as { err: SandboxErrorCode; message: string };
