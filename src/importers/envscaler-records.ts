@@ -93,7 +93,7 @@ function toolOf(raw: unknown, i: number): FunctionTool | string {
   const parsed = FunctionTool.safeParse(wrapped);
   if (!parsed.success) return `tools[${i}]: not an OpenAI function tool ({"type": "function", "function": {"name", "description", "parameters"}}): ${parsed.error.issues.map(x => `${x.path.join('.') || '(tool)'}: ${x.message}`).join('; ')}`;
   const name = parsed.data.function.name;
-  if (!PYTHON_IDENTIFIER.test(name)) return `tools[${i}]: the name ${JSON.stringify(name)} is not a Python identifier (letters, digits and _, not starting with a digit)`;
+  if (!PYTHON_IDENTIFIER.test(name)) return `tools[${i}]: the name ${JSON.stringify(name)} is not a Python identifier (ASCII letters, digits and _, not starting with a digit): it is the tool's name too, and model APIs take ASCII tool names only`;
   const params = parsed.data.function.parameters;
   if (params !== undefined && params['type'] !== undefined && params['type'] !== 'object') return `tools[${i}] (${name}): parameters must be a JSON Schema of type "object"`;
   return parsed.data;
@@ -128,7 +128,7 @@ export function environmentFromEnvscaler(raw: unknown, place: RecordPlace, runId
   if (!envId) return fail('no env_id');
   if (place.key !== undefined && raw['env_id'] !== undefined && raw['env_id'] !== place.key) return fail(`env_id ${JSON.stringify(raw['env_id'])} differs from its key ${JSON.stringify(place.key)} in the file`);
   const className = raw['env_class_name'];
-  if (typeof className !== 'string' || !PYTHON_IDENTIFIER.test(className)) return fail(`env_class_name ${JSON.stringify(className ?? null)} is not a Python identifier (letters, digits and _, not starting with a digit)`);
+  if (typeof className !== 'string' || !PYTHON_IDENTIFIER.test(className)) return fail(`env_class_name ${JSON.stringify(className ?? null)} is not a Python identifier (ASCII letters, digits and _, not starting with a digit)`);
   const source = str(raw['env_class_code']);
   if (!source) return fail('env_class_code (the class source) is missing or empty');
   if (!new RegExp(`^[ \\t]*class[ \\t]+${className}\\b`, 'm').test(source)) return fail(`env_class_code does not define class ${className}`);

@@ -12,7 +12,7 @@ const PYTHON_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const FunctionTool = z.object({
   type: z.literal('function'),
   function: z.object({
-    name: z.string().regex(JS_IDENTIFIER, 'a JavaScript identifier (the method name)'),
+    name: z.string().regex(JS_IDENTIFIER, "an identifier of ASCII letters, digits and _ ($ too in JavaScript), not starting with a digit: the method name, which is also the tool's name the model calls (model APIs take ASCII tool names only)"),
     description: z.string().optional(),
     parameters: z.record(z.string(), z.unknown()).optional(),
   }),
@@ -23,19 +23,20 @@ export type FunctionTool = z.infer<typeof FunctionTool>;
 export const EnvironmentCode = z
   .object({
     name: z.string().min(1),
-    className: z.string().regex(JS_IDENTIFIER, 'a JavaScript identifier'),
+    className: z.string().regex(JS_IDENTIFIER, 'an identifier of ASCII letters, digits and _ ($ too in JavaScript), not starting with a digit'),
     source: z.string().min(1),
     tools: z.array(FunctionTool).readonly(),
     language: CodeLanguage.optional(),
   })
   .superRefine((code, ctx) => {
     if (code.language !== 'python') return;
-    if (!PYTHON_IDENTIFIER.test(code.className)) {
-      ctx.addIssue({ code: 'custom', path: ['className'], message: 'a Python identifier (letters, digits and _, not starting with a digit) for a Python environment' });
+    // (A name that is no identifier at all was refused above, once.)
+    if (JS_IDENTIFIER.test(code.className) && !PYTHON_IDENTIFIER.test(code.className)) {
+      ctx.addIssue({ code: 'custom', path: ['className'], message: 'a Python identifier (ASCII letters, digits and _, not starting with a digit) for a Python environment' });
     }
     code.tools.forEach((tool, i) => {
-      if (!PYTHON_IDENTIFIER.test(tool.function.name)) {
-        ctx.addIssue({ code: 'custom', path: ['tools', i, 'function', 'name'], message: 'a Python identifier (the method name) for a Python environment' });
+      if (JS_IDENTIFIER.test(tool.function.name) && !PYTHON_IDENTIFIER.test(tool.function.name)) {
+        ctx.addIssue({ code: 'custom', path: ['tools', i, 'function', 'name'], message: 'a Python identifier (ASCII letters, digits and _, not starting with a digit) for a Python environment: no $' });
       }
     });
   });

@@ -463,7 +463,7 @@ function validatorsFor(code: EnvironmentCode): Map<string, ValidateFunction> {
   if (!map) {
     map = new Map();
     for (const tool of code.tools) {
-      if (!PYTHON_IDENTIFIER.test(tool.function.name)) throw new SandboxError('TOOL_SCHEMA_INVALID', `tool ${tool.function.name}: a Python environment's tool name must be a Python identifier`);
+      if (!PYTHON_IDENTIFIER.test(tool.function.name)) throw new SandboxError('TOOL_SCHEMA_INVALID', `tool ${tool.function.name}: a Python environment's tool name must be a Python identifier (ASCII letters, digits and _, not starting with a digit)`);
       try {
         map.set(tool.function.name, compileJsonSchema(tool.function.parameters ?? { type: 'object' }));
       } catch (err) {

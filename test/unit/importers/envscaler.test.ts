@@ -191,7 +191,7 @@ describe('importers: envscaler import into a run', () => {
     expect(first.checks).to.equal(3);
     expect(first.unscored).to.equal(1);
     expect(first.skipped.map(s => `${s.file} ${s.where}: ${s.problem}`)).to.deep.equal([
-      '191_env_metadata.json env_id env_9_rl (line 171): env_class_name "Broken-Env" is not a Python identifier (letters, digits and _, not starting with a digit)',
+      '191_env_metadata.json env_id env_9_rl (line 171): env_class_name "Broken-Env" is not a Python identifier (ASCII letters, digits and _, not starting with a digit)',
       'rl_scenario_metadata.json task_id env_7_rl-task_3 (line 58): init_config must be a JSON object of attribute → value (or a JSON string of one), not an array',
       'rl_scenario_metadata.json task_id env_9_rl-task_1 (line 69): its environment env_9_rl is not imported (not in the env metadata file, or skipped there)',
     ]);
