@@ -608,7 +608,7 @@ export class QuickJSHost {
         if (vm.onLayout && vm.used) vm.module.restore(this.sessionBase!.image);
         vm.used = true;
         const seed = seedOf(code, stateJson);
-        vm.arm(limits.createDeadlineMs);
+        vm.arm(limits.createDeadlineMs, false, undefined, 'ENVFLEET_SANDBOX_CREATE_DEADLINE_MS');
         vm.expectOk(vm.callHarness('seed', [seed]));
         const cls = vm.eval(`${code.source}\n;(typeof ${code.className} === 'function' ? ${code.className} : undefined)`, 'SOURCE_LOAD_FAILED');
         try {
@@ -788,7 +788,7 @@ export class QuickJSHost {
       try {
         if (template.dirty) vm.module.restore(template.image);
         template.dirty = true;
-        vm.arm(limits.checkDeadlineMs);
+        vm.arm(limits.checkDeadlineMs, false, undefined, 'ENVFLEET_SANDBOX_CHECK_DEADLINE_MS');
         // Only the values the episode changed are parsed here; the rest is the template's second parse of the initial state.
         const patch = template.patches ? finalStatePatch(initialJson, finalJson, (template.index ??= new InitialIndex(template.initialJson))) : null;
         vm.expectOk(patch === null ? vm.callHarness('prepareFinal', [finalJson]) : vm.callHarness('prepareFinalPatch', [patch]));
@@ -801,7 +801,7 @@ export class QuickJSHost {
     const module = await this.acquire(limits);
     const vm = GuestVm.open(module, limits.stackBytes, () => this.release(module));
     try {
-      vm.arm(limits.checkDeadlineMs);
+      vm.arm(limits.checkDeadlineMs, false, undefined, 'ENVFLEET_SANDBOX_CHECK_DEADLINE_MS');
       vm.expectOk(vm.callHarness('prepareFinal', [finalJson]));
       vm.expectOk(vm.callHarness('prepareInitial', [initialJson]));
       vm.preload('check');
@@ -834,7 +834,7 @@ export class QuickJSHost {
       const vm = GuestVm.open(module, limits.stackBytes, () => this.release(module));
       let image: MemoryImage | null = null;
       try {
-        vm.arm(limits.checkDeadlineMs);
+        vm.arm(limits.checkDeadlineMs, false, undefined, 'ENVFLEET_SANDBOX_CHECK_DEADLINE_MS');
         vm.expectOk(vm.callHarness('prepareInitial', [initialJson]));
         // The base a batch's final state is patched on: a second parse, for states small enough that the
         // template stays reusable with it (a larger one is parsed whole per batch, as before).
@@ -993,6 +993,9 @@ const NATIVE_SNAPSHOT_ROOM = 4;
  * (GuestVm.encodePlain).
  */
 export const SNAPSHOT_WAYS = { native: 0, stringify: 0, restored: 0, stopped: 0 };
+
+/** The setting a deadline comes from (for DEADLINE_EXCEEDED's message). */
+type DeadlineSetting = 'ENVFLEET_SANDBOX_DEADLINE_MS' | 'ENVFLEET_SANDBOX_CREATE_DEADLINE_MS' | 'ENVFLEET_SANDBOX_CHECK_DEADLINE_MS';
 /** How this thread's tool results were written so far (GuestVm.callTool; read by tests and benchmarks). */
 export const CALL_WAYS = { native: 0, stringify: 0 };
 const PLAIN_SNAPSHOT_BARS = /toJSON|prototype|PrototypeOf|__proto__|Object\s*\.\s*create|definePropert|Reflect/;
@@ -1059,7 +1062,7 @@ class CheckBatch {
       this.image = this.vm.module.captureScratch();
     }
     this.used = true;
-    this.vm.arm(deadlineMs);
+    this.vm.arm(deadlineMs, false, undefined, 'ENVFLEET_SANDBOX_CHECK_DEADLINE_MS');
     const fn = this.vm.eval(`${check}\n;(typeof check === 'function' ? check : undefined)`, 'CHECK_INVALID');
     let reply: Reply;
     try {
@@ -1202,6 +1205,8 @@ class GuestVm {
   private deadline = 0;
   private deadlineIsBudget = false;
   private stopped: Stop | null = null;
+  /** The deadline the last arm set, and the setting it comes from, for DEADLINE_EXCEEDED's message. */
+  private armed: { ms: number; setting: DeadlineSetting | null } = { ms: 0, setting: null };
   disposed = false;
   /**
    * Opened first thing in a fresh module, with the session functions looked up, on the thread's
@@ -1263,9 +1268,10 @@ class GuestVm {
    * session's CPU budget rather than the call's deadline. The clock is performance.now(), which the
    * calls read anyway for their accounting (and which, unlike Date.now(), never steps back).
    */
-  arm(ms: number, isBudget = false, now = performance.now()): void {
+  arm(ms: number, isBudget = false, now = performance.now(), setting: DeadlineSetting | null = null): void {
     this.deadline = now + ms;
     this.deadlineIsBudget = isBudget;
+    this.armed = { ms, setting };
     this.stopped = null;
   }
 
@@ -1282,7 +1288,10 @@ class GuestVm {
         break;
     }
     if (this.stopped === 'budget') return new SandboxError('CPU_BUDGET_EXCEEDED', 'the session used up its CPU budget (ENVFLEET_SANDBOX_SESSION_CPU_MS)');
-    if (this.stopped === 'deadline') return new SandboxError('DEADLINE_EXCEEDED', 'interrupted at the deadline');
+    if (this.stopped === 'deadline') {
+      const { ms, setting } = this.armed;
+      return new SandboxError('DEADLINE_EXCEEDED', `interrupted at its deadline of ${Math.round(ms)} ms${setting ? ` (${setting})` : ''}`);
+    }
     return null;
   }
 
@@ -1762,7 +1771,7 @@ export class SandboxEnvironment {
   private armWithin(deadlineMs: number, started: number): SandboxError | null {
     const left = this.budgetMs - this.spentMs;
     if (left <= 0) return this.budgetError();
-    this.vm.arm(Math.min(deadlineMs, left), left < deadlineMs, started);
+    this.vm.arm(Math.min(deadlineMs, left), left < deadlineMs, started, 'ENVFLEET_SANDBOX_DEADLINE_MS');
     return null;
   }
 

@@ -977,7 +977,7 @@ class Env:
         const bystander = await r.openSession(loop, {}, quick);
         for (let i = 0; i < 30; i++) {
           const s = await r.openSession(loop, {}, quick);
-          expect(await s.call('hang', {}), `hang #${i}`).to.deep.include({ result: { success: false, error: 'the call ran past its deadline and was interrupted' }, runtimeError: 'DEADLINE_EXCEEDED' });
+          expect(await s.call('hang', {}), `hang #${i}`).to.deep.include({ result: { success: false, error: 'the call ran past its deadline and was interrupted (its deadline is 100 ms: ENVFLEET_SANDBOX_DEADLINE_MS)' }, runtimeError: 'DEADLINE_EXCEEDED' });
           await s.close();
         }
         expect(await bystander.call('ping', {})).to.deep.include({ result: 'pong' });

@@ -412,7 +412,8 @@ async function handle(msg) {
           r = { err: 'SANDBOX_MEMORY_FULL', message: `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room for the call: another environment held about ${mb(holder.bytes)} MB against this one's ${mb(holder.callerBytes)} MB, and was stopped` };
         }
       }
-      if ('err' in r && r.err === 'DEADLINE_EXCEEDED' && byBudget) r = { err: 'CPU_BUDGET_EXCEEDED', message: `the session used up its CPU budget of ${s.limits.sessionCpuMs} ms` };
+      if ('err' in r && r.err === 'DEADLINE_EXCEEDED' && byBudget) r = { err: 'CPU_BUDGET_EXCEEDED', message: `the session used up its CPU budget of ${s.limits.sessionCpuMs} ms (ENVFLEET_SANDBOX_SESSION_CPU_MS)` };
+      else if ('err' in r && r.err === 'DEADLINE_EXCEEDED') r = { err: r.err, message: `${r.message} (its deadline is ${s.limits.callDeadlineMs} ms: ENVFLEET_SANDBOX_DEADLINE_MS)` };
       if ('err' in r) {
         if (ENDS.has(r.err) || a.lost) endSession(s, { code: r.err, message: r.message });
         // The error is the result the agent sees ({success: false, error}): the result cap holds for it too, as

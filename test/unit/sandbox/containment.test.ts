@@ -135,7 +135,10 @@ describe('sandbox containment (QuickJS)', function () {
 
   for (const method of ['spin', 'spinCatching', 'redos']) {
     it(`interrupts ${method} at the deadline and throws the environment away`, () => {
-      expect(env.call(method, {})).to.deep.include({ runtimeError: 'DEADLINE_EXCEEDED' });
+      const out = env.call(method, {});
+      expect(out).to.deep.include({ runtimeError: 'DEADLINE_EXCEEDED' });
+      // The message says the deadline and the setting that sets it (a stranger's probe read only "interrupted at the deadline").
+      expect((out.result as { error: string }).error).to.equal(`interrupted at its deadline of ${LIMITS.callDeadlineMs} ms (ENVFLEET_SANDBOX_DEADLINE_MS)`);
       expect(env.disposed).to.equal(true);
       expect(env.call('ok', {})).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
     });
@@ -144,6 +147,7 @@ describe('sandbox containment (QuickJS)', function () {
   it('interrupts an endless loop in the constructor', async () => {
     const err = await rejection(host.createEnvironment({ ...CODE, source: 'class Hostile { constructor() { for (;;) {} } }' }, {}, LIMITS));
     expect(err).to.have.property('code', 'DEADLINE_EXCEEDED');
+    expect((err as Error).message).to.include(`deadline of ${LIMITS.createDeadlineMs} ms (ENVFLEET_SANDBOX_CREATE_DEADLINE_MS)`);
   });
 
   it('stops a memory bomb with MEMORY_EXCEEDED', () => {
