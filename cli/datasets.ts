@@ -1,6 +1,7 @@
 import { InvalidArgumentError } from 'commander';
 import { loadConfig } from '../config/index.js';
 import { DATASET_FORMATS, exportRun, type DatasetFormat } from '../src/datasets/export.js';
+import { LLAMAFACTORY_INFO_FILE } from '../src/datasets/llamafactory-info.js';
 import { runSink } from '../src/datasets/sink.js';
 import { REASONING_MODES, type ReasoningMode } from '../src/datasets/trajectories.js';
 import { createRedisConnection, waitForRedisToStart } from '../src/redis/connection.js';
@@ -60,7 +61,10 @@ export async function exportCommand(opts: ExportCommandOptions): Promise<void> {
       ...(opts.reasoning ? { reasoning: opts.reasoning as ReasoningMode } : {}),
       ...(opts.trajectories ? { trajectoriesDir: opts.trajectories } : {}),
     });
-    for (const [file, n] of Object.entries(result.datasets)) process.stdout.write(`wrote ${n} records to ${opts.out}/${file}\n`);
+    for (const [file, n] of Object.entries(result.datasets)) {
+      // dataset_info.json is one object (an entry per LLaMA-Factory file); the others hold a record a line.
+      process.stdout.write(file === LLAMAFACTORY_INFO_FILE ? `wrote ${opts.out}/${file} (${n} dataset entr${n === 1 ? 'y' : 'ies'})\n` : `wrote ${n} record${n === 1 ? '' : 's'} to ${opts.out}/${file}\n`);
+    }
     process.stdout.write(`wrote ${result.count} environments to ${result.path} ${JSON.stringify(result.byStatus)}\n`);
     if (result.scenarios.path) {
       process.stdout.write(`wrote ${result.scenarios.ready} scenarios to ${result.scenarios.path} (${result.scenarios.dropped} dropped, with reasons, in scenarios-dropped.jsonl)\n`);

@@ -14,7 +14,10 @@ export async function runsCommand(opts: { json?: boolean }): Promise<void> {
     const runs = await listRuns(store, control);
     if (opts.json) process.stdout.write(`${JSON.stringify(runs)}\n`);
     else if (!runs.length) process.stdout.write('no runs yet (start one with envfleet synth)\n');
-    else for (const r of runs) process.stdout.write(`${r.id.padEnd(40)} ${r.state.padEnd(10)} ${String(r.outstanding).padStart(6)} outstanding   ${r.createdAt}   ${r.input}\n`);
+    else {
+      process.stdout.write(`${'run'.padEnd(40)} ${'state'.padEnd(10)} ${'outstanding jobs'.padStart(16)}   ${'created'.padEnd(24)}   input\n`);
+      for (const r of runs) process.stdout.write(`${r.id.padEnd(40)} ${r.state.padEnd(10)} ${String(r.outstanding).padStart(16)}   ${r.createdAt.padEnd(24)}   ${r.input}\n`);
+    }
   });
 }
 
@@ -58,10 +61,17 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
         );
       }
       if (raised) await c.control.setBudgets(opts.run, next);
+      const budgetSaid = raised ? `; budget now ${[next.usd ? `$${next.usd}` : '', next.tokens ? `${next.tokens} tokens` : ''].filter(Boolean).join(' and ') || 'none'}` : '';
+      const { state } = await c.control.get(opts.run);
+      if (state !== 'paused') {
+        // Nothing parked to bring back: said as it is, not as a resume.
+        process.stdout.write(`run ${opts.run} is ${state}, not paused: nothing to resume${budgetSaid}\n`);
+        return;
+      }
       // Brings the parked jobs back here too, so resuming works while no worker is listening.
       const r = await resumeRun(c.at, c.control, opts.run);
       const left = r.failed ? `; ${r.failed} could not be brought back now (${castToError(r.firstError).message}): resume again, or the workers' recheck brings them back (ENVFLEET_PAUSED_RECHECK_MS)` : '';
-      process.stdout.write(`run ${opts.run} resumed; ${r.released} parked jobs brought back${left}\n`);
+      process.stdout.write(`run ${opts.run} resumed; ${r.released} parked job${r.released === 1 ? '' : 's'} brought back${budgetSaid}${left}\n`);
     } else {
       const r = await cancelRun(c.at, c.store, c.control, opts.run, opts.reason);
       process.stdout.write(`run ${opts.run} cancelled: ${r.removed} waiting jobs removed, ${r.running} running jobs end at their next model call\n`);
@@ -113,7 +123,7 @@ export const formatEvents = (events: RunStatus['events']) =>
 
 export function formatStatus(s: RunStatus): string {
   const lines = [
-    `run ${s.id} — ${s.state}${s.finishedAt ? ` at ${s.finishedAt}` : ''}${s.control.reason ? ` (${s.control.reason})` : ''}; created ${s.createdAt}; input ${s.input}`,
+    `run ${s.id} — ${s.state}${s.finishedAt ? ` at ${s.finishedAt}` : ''}${s.control.reason ? ` (${s.control.reason})` : ''}; created ${s.createdAt}; input: ${s.input}`,
     `outstanding jobs: ${s.outstanding}; rate ${s.ratePerMinute.toFixed(1)} jobs/min; ${timeLeftText(s)}`,
     `environments ${JSON.stringify(s.environments)}; scenarios ${JSON.stringify(s.scenarios)}; trajectories ${s.trajectories.count}` +
       (s.trajectories.count === 0

@@ -260,6 +260,12 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     // The same requests as without a budget: none lost, none sent twice.
     expect(bodies(f.server).sort()).to.deep.equal(reference.sort());
     expect(await parkedKeys(ctx.runControl, 'budget')).to.deep.equal([]);
+    // A resume of a run that is not paused says so (it used to print "resumed; 0 parked jobs brought back"), and a budget
+    // given with it is set and said.
+    const notPaused = await cli('resume', '--run', 'budget', '--budget-usd', '40');
+    expect(notPaused.code, notPaused.stderr).to.equal(0);
+    expect(notPaused.stdout).to.equal('run budget is running, not paused: nothing to resume; budget now $40\n');
+    expect(await ctx.runControl.budgets('budget')).to.deep.include({ usd: 40 });
   });
 
   it('holds a paused run back entirely, also with no worker running; a worker that starts after a missed resume brings its jobs back', async () => {
