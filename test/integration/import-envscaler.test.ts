@@ -101,7 +101,7 @@ describe('envfleet import envscaler (command line, real Redis)', function () {
 
     const status = await envfleet('status', '--run', 'es');
     expect(status.code, status.stderr).to.equal(0);
-    expect(status.stdout).to.match(/input envscaler/);
+    expect(status.stdout).to.match(/input: envscaler/);
   });
 
   it('imports the Hugging Face rows (JSON Lines, JSON-string fields) with --envs/--scenarios, --split rl and --json', async () => {
