@@ -694,20 +694,26 @@ class Env:
       try {
         const h = await r.openSession(hoarder, {}, LIMITS);
         const w = await r.openSession(worker, {}, LIMITS);
-        let met: Awaited<ReturnType<typeof w.call>> | null = null;
-        for (let round = 0; round < 40 && !met; round++) {
+        const w2 = await r.openSession(worker, {}, LIMITS);
+        let met: Awaited<ReturnType<typeof w.call>>[] = [];
+        for (let round = 0; round < 40 && !met.length; round++) {
           expect(await h.call('hoard', {}), `hoard, round ${round}`).to.not.have.property('runtimeError');
-          const done = await w.call('work', { label: `tâche ${round} 作業 🧮` });
-          if (done.runtimeError) met = done;
+          // Two calls at once, each needing the same room: the second is queued behind the first, and runs before the
+          // hoarder the first one's failure stopped has been dropped (its memory still held, the session already lost).
+          const done = await Promise.all([w.call('work', { label: `tâche ${round} 作業 🧮` }), w2.call('work', { label: `tâche ${round} bis` })]);
+          met = done.filter(d => d.runtimeError);
         }
-        expect(met, 'the worker met the full heap').to.not.equal(null);
-        expect(met).to.deep.include({ runtimeError: 'SANDBOX_MEMORY_FULL' });
-        expect((met!.result as { error: string }).error).to.match(/ENVFLEET_PYTHON_HEAP_MB=192.*another environment held about [\d.]+ MB against this one's [\d.]+ MB, and was stopped/);
+        expect(met, 'both workers met the full heap').to.have.length(2);
+        for (const m of met) {
+          expect(m).to.deep.include({ runtimeError: 'SANDBOX_MEMORY_FULL' });
+          expect((m.result as { error: string }).error).to.match(/ENVFLEET_PYTHON_HEAP_MB=192.*another environment held about [\d.]+ MB against this one's [\d.]+ MB, and was stopped/);
+        }
         // The hoarder is the one stopped, and says why; the worker's session ended too (its call stopped half-way).
         const stopped = await h.call('hoard', {});
         expect(stopped).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
         expect((stopped.result as { error: string }).error).to.match(/^this environment held about [\d.]+ MB, the most of its Python interpreter's 192 MB/);
         expect(await w.call('work', { label: 'x' })).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+        expect(await w2.call('work', { label: 'x' })).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
         // The same work goes through on a session opened again (an episode's next attempt).
         const again = await r.openSession(worker, {}, LIMITS);
         expect(await again.call('work', { label: 'encore' })).to.deep.include({ result: { success: true, data: { label: 'encore', bytes: 16 << 20 } } });

@@ -323,30 +323,28 @@ function stateDeadlineMs(limits) {
 const FOOTPRINT_BUDGET = 200_000;
 
 /**
- * The other live session of s's interpreter holding the most memory, when it holds more than s and a quarter of the
- * heap or more (the harness's footprints, measured after s's call unwound), or null: s alone, s the largest, no
- * co-tenant holding that much, or the measure failed.
+ * The other session of s's interpreter holding the most memory, when it holds more than s and a quarter of the heap or
+ * more (the harness's footprints, measured after s's call unwound), or null: s alone, s the largest, no other session
+ * holding that much, or the measure failed. Sessions already stopped whose drop has not run yet (queued behind this
+ * call) still hold their memory and count: `session` is then null or already lost, and nothing more is stopped.
  * @param {Session} s
- * @returns {Promise<{ session: Session, bytes: number, callerBytes: number } | null>}
+ * @returns {Promise<{ session: Session | null, bytes: number, callerBytes: number } | null>}
  */
 async function heavierCoTenant(s) {
-  if (s.interp.sessions.size < 2) return null;
   const a = await s.interp.run('footprints', [String(FOOTPRINT_BUDGET)], Math.max(1000, s.limits.callDeadlineMs));
   if (a.lost || a.fatal) return null;
   const r = envelope(a.text);
   if ('err' in r || typeof r.ok !== 'object' || r.ok === null) return null;
   const bytes = /** @type {Record<string, number>} */ (r.ok);
   const callerBytes = bytes[s.sid] ?? 0;
-  // What a call allocates and drops (bytearray(10**9), a list built to the cap) is gone by the measure: a co-tenant is
-  // taken for the cause only when it holds a quarter of the heap or more, not for the few KB a quiet one holds.
+  // What a call allocates and drops (bytearray(10**9), a list built to the cap) is gone by the measure: another session
+  // is taken for the cause only when it holds a quarter of the heap or more, not for the few KB a quiet one holds.
   const heldEnough = (settings.heapMb * 1048576) / 4;
-  /** @type {{ session: Session, bytes: number, callerBytes: number } | null} */
+  /** @type {{ session: Session | null, bytes: number, callerBytes: number } | null} */
   let best = null;
-  for (const sid of s.interp.sessions) {
-    const other = sessions.get(sid);
-    const b = bytes[sid];
-    if (sid === s.sid || !other || other.lost || typeof b !== 'number') continue;
-    if (b > callerBytes && b >= heldEnough && (!best || b > best.bytes)) best = { session: other, bytes: b, callerBytes };
+  for (const [sid, b] of Object.entries(bytes)) {
+    if (sid === s.sid || typeof b !== 'number') continue;
+    if (b > callerBytes && b >= heldEnough && (!best || b > best.bytes)) best = { session: sessions.get(sid) ?? null, bytes: b, callerBytes };
   }
   return best;
 }
@@ -407,8 +405,10 @@ async function handle(msg) {
         const holder = await heavierCoTenant(s);
         if (holder) {
           const mb = (/** @type {number} */ b) => (b / 1048576).toFixed(1);
-          endSession(holder.session, { code: 'MEMORY_EXCEEDED', message: `this environment held about ${mb(holder.bytes)} MB, the most of its Python interpreter's ${settings.heapMb} MB (ENVFLEET_PYTHON_HEAP_MB, shared by the environments on it), when a call of another environment found no room: it was stopped (does it keep what every call gives it, in its state or in a module- or class-level list?)` });
-          log('warn', 'a Python environment holding most of its interpreter\'s memory was stopped (MEMORY_EXCEEDED); the call that found no room goes back as SANDBOX_MEMORY_FULL', { heldMb: Number(mb(holder.bytes)), callerMb: Number(mb(holder.callerBytes)), heapMb: settings.heapMb });
+          // (One stopped already, by an earlier call that found no room, frees its memory once its drop has run.)
+          const stopping = holder.session !== null && !holder.session.lost;
+          if (holder.session && stopping) endSession(holder.session, { code: 'MEMORY_EXCEEDED', message: `this environment held about ${mb(holder.bytes)} MB, the most of its Python interpreter's ${settings.heapMb} MB (ENVFLEET_PYTHON_HEAP_MB, shared by the environments on it), when a call of another environment found no room: it was stopped (does it keep what every call gives it, in its state or in a module- or class-level list?)` });
+          if (stopping) log('warn', 'a Python environment holding most of its interpreter\'s memory was stopped (MEMORY_EXCEEDED); the call that found no room goes back as SANDBOX_MEMORY_FULL', { heldMb: Number(mb(holder.bytes)), callerMb: Number(mb(holder.callerBytes)), heapMb: settings.heapMb });
           r = { err: 'SANDBOX_MEMORY_FULL', message: `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room for the call: another environment held about ${mb(holder.bytes)} MB against this one's ${mb(holder.callerBytes)} MB, and was stopped` };
         }
       }
