@@ -10,6 +10,7 @@ import type { BudgetOptions, ControlOptions, DeleteRunsOptions } from './runs.js
 import type { SandboxCommandOptions } from './sandbox.js';
 import type { ServeOptions } from './serve.js';
 import type { RolloutsOptions, ScenariosOptions, SynthOptions } from './submit.js';
+import { isRedisFull, REDIS_FULL_ADVICE } from '../src/redis/full.js';
 
 /**
  * Numbers on the command line are plain decimals, as in the configuration (config/env.ts): "0x10", "1e3",
@@ -67,6 +68,10 @@ function nonNegativeDecimal(hint: string, max = Infinity) {
  * read, with its syscall) say what to fix in their message; anything else is a bug, printed with its stack.
  */
 function fail(err: unknown): never {
+  if (isRedisFull(err)) {
+    process.stderr.write(`envfleet: [REDIS_FULL] ${REDIS_FULL_ADVICE} (${String((err as Error).message)})\n`);
+    process.exit(1);
+  }
   const e = err as { code?: unknown; syscall?: unknown; message?: unknown; stack?: unknown } | null;
   const code = typeof e?.code === 'string' ? e.code : '';
   const actionable = (/^[A-Z]+(_[A-Z]+)+$/.test(code) && !code.startsWith('ERR_')) || code.startsWith('commander.') || typeof e?.syscall === 'string';

@@ -48,6 +48,10 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       await c.control.pause(opts.run, opts.reason);
       process.stdout.write(`run ${opts.run} paused; jobs already running finish and are kept, the others are parked until resume\n`);
     } else if (action === 'resume') {
+      const { state } = await c.control.get(opts.run);
+      if (state === 'cancelled') {
+        throw new RequestError(`run "${opts.run}" was cancelled, and a cancelled run takes no new work: nothing was resumed and no budget was set. Start another run from its export to go on (envfleet export, then envfleet scenarios --run NEW --environments DIR/environments.jsonl).`);
+      }
       const raised = opts.budgetUsd !== undefined || opts.budgetTokens !== undefined;
       const current = await budgetsOf(c, opts.run);
       const next = { ...current, ...(opts.budgetUsd !== undefined ? { usd: opts.budgetUsd } : {}), ...(opts.budgetTokens !== undefined ? { tokens: opts.budgetTokens } : {}) };
@@ -62,16 +66,12 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       }
       if (raised) await c.control.setBudgets(opts.run, next);
       const budgetSaid = raised ? `; budget now ${[next.usd ? `$${next.usd}` : '', next.tokens ? `${next.tokens} tokens` : ''].filter(Boolean).join(' and ') || 'none'}` : '';
-      const { state } = await c.control.get(opts.run);
-      if (state !== 'paused') {
-        // Nothing parked to bring back: said as it is, not as a resume.
-        process.stdout.write(`run ${opts.run} is ${state}, not paused: nothing to resume${budgetSaid}\n`);
-        return;
-      }
-      // Brings the parked jobs back here too, so resuming works while no worker is listening.
+      // Brings the parked jobs back here too, so resuming works while no worker is listening; also on a run marked running
+      // already, whose parked jobs an earlier resume could not all bring back (it says to resume again).
       const r = await resumeRun(c.at, c.control, opts.run);
       const left = r.failed ? `; ${r.failed} could not be brought back now (${castToError(r.firstError).message}): resume again, or the workers' recheck brings them back (ENVFLEET_PAUSED_RECHECK_MS)` : '';
-      process.stdout.write(`run ${opts.run} resumed; ${r.released} parked job${r.released === 1 ? '' : 's'} brought back${budgetSaid}${left}\n`);
+      if (state !== 'paused' && r.released === 0 && !r.failed) process.stdout.write(`run ${opts.run} is ${state}, not paused, and has no parked job: nothing to resume${budgetSaid}\n`);
+      else process.stdout.write(`run ${opts.run} resumed; ${r.released} parked job${r.released === 1 ? '' : 's'} brought back${budgetSaid}${left}\n`);
     } else {
       const r = await cancelRun(c.at, c.store, c.control, opts.run, opts.reason);
       process.stdout.write(`run ${opts.run} cancelled: ${r.removed} waiting jobs removed, ${r.running} running jobs end at their next model call\n`);
@@ -128,7 +128,7 @@ export function formatStatus(s: RunStatus): string {
     `environments ${JSON.stringify(s.environments)}; scenarios ${JSON.stringify(s.scenarios)}; trajectories ${s.trajectories.count}` +
       (s.trajectories.count === 0
         ? ''
-        : ` (${s.trajectories.meanReward === null ? 'no reward' : `mean reward ${s.trajectories.meanReward.toFixed(3)}${s.trajectories.unscored ? ` over the ${s.trajectories.count - s.trajectories.unscored} scored` : ''}`}, solved ${((s.trajectories.solvedRate ?? 0) * 100).toFixed(1)}%` +
+        : ` (${s.trajectories.meanReward === null ? 'no reward' : `mean reward ${s.trajectories.meanReward.toFixed(3)}${s.trajectories.unscored ? ` over the ${s.trajectories.count - s.trajectories.unscored} scored` : ''}`}, solved ${((s.trajectories.solvedRate ?? 0) * 100).toFixed(1)}%${s.trajectories.unscored ? ` of all ${s.trajectories.count}` : ''}` +
           (s.trajectories.unscored
             ? `; ${s.trajectories.unscored} unscored: no reward, from a model or environment error or checks that could not run on the final state — see each trajectory's termination and checksError (envfleet export)`
             : '') +

@@ -85,7 +85,10 @@ export function reopenItem(store: RunStore): ReopenItem {
         await reopenScenario(store, data.runId, id, stage, code);
         return true;
       case 'episode':
-        return code === 'RUN_CANCELLED';
+        // An episode that failed for good is recorded (model-error, environment-error) and stays so; one whose record was
+        // never written (Redis refused the writes: a stranger's probe filled Redis mid-run, and 599 episodes failed with no
+        // trajectory) has nothing recorded, and is retried like a cancelled one.
+        return code === 'RUN_CANCELLED' || (await store.getDocText(data.runId, 'trajectory', id)) === null;
       case 'group':
         return true;
     }

@@ -1,7 +1,10 @@
 import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
 import { ZodError } from 'zod';
 import { ConfigError } from '../config/index.js';
+import { isRedisFull } from './redis/full.js';
 import { SANDBOX_ERROR_CODES, SandboxError } from './sandbox/errors.js';
+
+export { isRedisFull };
 
 export { ConfigError };
 
@@ -50,6 +53,7 @@ export const ERROR_CODES = {
   SINK_LOCK_LOST: { area: 'fleet', action: 'give-up', means: "the sink's lock on its run expired while Redis was away (or Redis restarted without it) and another sink took it: this sink stops before writing, since two sinks of one run would write some trajectories twice; keep one sink per run" },
   RUN_GONE: { area: 'run', action: 'give-up', means: "a command waiting for a run found it no longer in Redis: Redis restarted without its data (no AOF or RDB) or the run was deleted; its jobs, documents and counters are gone (the sink's files stay on disk). The command says so instead of reporting the run finished" },
   JOB_ABORTED: { area: 'fleet', action: 'retry', means: 'the job was cancelled or its worker is shutting down: a graceful shutdown puts it back in its queue' },
+  REDIS_FULL: { area: 'fleet', action: 'wait', outcome: 'the job comes back later (10 s), no attempt used, until Redis has room', means: "Redis refused a write because it has reached its maxmemory (an OOM error under the noeviction policy envfleet requires): nothing of the job is lost, and it goes on once Redis has room. Raise maxmemory (CONFIG SET maxmemory, or the server's configuration) or free room (envfleet runs delete for finished runs)" },
   JOB_TAKEN_OVER: { area: 'fleet', action: 'wait', outcome: 'this worker lets the job go; the worker that took it over goes on; no attempt used', means: "a worker held back past its lock (stopped, a suspended machine, a long pause) found another worker had taken its job over and recorded the step it was making: it lets the job go (no attempt of its own, no failure recorded) and the other worker goes on from the checkpoint; nothing is lost or made twice" },
   JOB_FAILED: { area: 'fleet', action: 'give-up', means: 'the job stalled more than 20 times (the workers running it kept dying: a job that crashes its worker), or BullMQ failed it before its stage ran' },
   INVALID_JOB_DATA: { area: 'fleet', action: 'give-up', means: "job data does not match its queue's schema: refused at enqueue, fails at once in a worker" },
@@ -316,9 +320,11 @@ export function codeOf(err: unknown): ErrorCode {
   if (err instanceof APIConnectionTimeoutError) return 'MODEL_TIMEOUT';
   if (err instanceof APIConnectionError) return 'MODEL_CONNECTION';
   if (err instanceof APIError) return modelCodeOfStatus((err.status as number | undefined) ?? 0);
+  if (isRedisFull(err)) return 'REDIS_FULL';
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' && isErrorCode(code) ? code : 'UNEXPECTED';
 }
+
 
 /**
  * Decides, for any thrown value, whether its job is retried with backoff, given up, put back
@@ -336,9 +342,12 @@ export function classifyError(err: unknown, job: WaitContext = { sandboxFullWait
     if (job.sandboxFullWaits >= job.maxSandboxFullWaits) return { action: 'retry', code, waitsSpent: job.sandboxFullWaits };
     return { action: 'wait', code, delayMs: sandboxFullDelayMs(job.sandboxFullWaits, job.backoffMs) };
   }
-  if (action === 'wait') return { action, code, delayMs: err instanceof LowerIndexPendingError ? err.retryAfterMs : 1_000 };
+  if (action === 'wait') return { action, code, delayMs: err instanceof LowerIndexPendingError ? err.retryAfterMs : code === 'REDIS_FULL' ? REDIS_FULL_WAIT_MS : 1_000 };
   return { action, code };
 }
+
+/** How long a job that met a full Redis waits before it tries again (no attempt used). */
+export const REDIS_FULL_WAIT_MS = 10_000;
 
 /** Normalises any thrown value into an Error (for logging and wrapping). */
 export function castToError(err: unknown): Error {

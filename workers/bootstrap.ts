@@ -265,6 +265,10 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
             const waits = sandboxFullWaits + 1;
             await client.hset(jobKey!, { [SANDBOX_FULL_WAITS_FIELD]: waits });
             jobLog.info({ code: verdict.code, delayMs: verdict.delayMs, waits, maxWaits: config.jobs.sandboxFullWaits, reason: err.message }, 'the sandbox thread is full of other work; the job comes back later, no attempt used');
+          } else if (verdict.code === 'REDIS_FULL') {
+            // Redis refused a write (maxmemory): the operator's to fix; the job is kept, no attempt used. The move back is a
+            // write too, and may be refused as well: the job's lock then lapses and the stalled-job path brings it back.
+            jobLog.error({ code: verdict.code, delayMs: verdict.delayMs, reason: err.message }, 'Redis is full (maxmemory): the job comes back later, no attempt used; raise maxmemory or free room (envfleet runs delete)');
           } else {
             // Not its turn yet (other jobs of its run must get somewhere first): back in a moment, no attempt used.
             jobLog.debug({ code: verdict.code, delayMs: verdict.delayMs, reason: err.message }, 'the job waits for others of its run');

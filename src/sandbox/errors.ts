@@ -7,7 +7,7 @@ import { MAX_JSON_DEPTH } from './python/python-harness.mjs';
 export const SANDBOX_ERROR_CODES = {
   DEADLINE_EXCEEDED: 'the call ran past its deadline and was interrupted',
   MEMORY_EXCEEDED: 'the environment ran out of its memory allowance (ENVFLEET_SANDBOX_ENV_MEMORY_MB), or needed more than its sandbox thread’s whole bound (ENVFLEET_SANDBOX_HEAP_MB) holds even alone in it, even if its code caught the out-of-memory error (environment discarded)',
-  SANDBOX_MEMORY_FULL: 'the sandbox thread’s memory bound (ENVFLEET_SANDBOX_HEAP_MB, summed over its environments) left no room: the environment that needed more was stopped (discarded), or a new one could not be created',
+  SANDBOX_MEMORY_FULL: 'the sandbox thread’s memory bound (ENVFLEET_SANDBOX_HEAP_MB, summed over its environments) left no room: the environment that needed more was stopped (discarded), or a new one could not be created; in the Python runtime, the interpreter’s heap (ENVFLEET_PYTHON_HEAP_MB, shared by its environments) had no room for a call while another environment held most of it (that one is stopped)',
   CPU_BUDGET_EXCEEDED: 'the session used up its CPU budget (ENVFLEET_SANDBOX_SESSION_CPU_MS, summed over its calls): the session ends (environment discarded)',
   STACK_OVERFLOW: 'the call recursed too deeply',
   INVALID_ARGUMENTS: 'the arguments do not match the tool’s JSON Schema',

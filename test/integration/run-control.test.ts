@@ -264,7 +264,7 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     // given with it is set and said.
     const notPaused = await cli('resume', '--run', 'budget', '--budget-usd', '40');
     expect(notPaused.code, notPaused.stderr).to.equal(0);
-    expect(notPaused.stdout).to.equal('run budget is running, not paused: nothing to resume; budget now $40\n');
+    expect(notPaused.stdout).to.equal('run budget is running, not paused, and has no parked job: nothing to resume; budget now $40\n');
     expect(await ctx.runControl.budgets('budget')).to.deep.include({ usd: 40 });
   });
 

@@ -29,7 +29,7 @@ const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {
  * @typedef {{ createDeadlineMs: number, callDeadlineMs: number, checkDeadlineMs: number, sessionCpuMs: number, maxResultBytes: number, maxStateBytes: number }} Limits
  * @typedef {{ code: string, message: string }} Failure
  * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void }} Job
- * @typedef {{ text: string, us: number, exhausted: boolean, fatal: boolean, heapBytes: number, lost?: Failure, interrupted?: boolean }} Answer
+ * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, lost?: Failure, interrupted?: boolean }} Answer
  */
 
 /** @type {{ indexURL: string, heapMb: number, interpreters: number, sessionsPerInterpreter: number, graceMs: number, recycleHeapMb: number, packages?: { module: string, file: string, isPackage: boolean, source: string }[] }} */
@@ -323,27 +323,31 @@ function stateDeadlineMs(limits) {
 const FOOTPRINT_BUDGET = 200_000;
 
 /**
- * The other session of s's interpreter holding the most memory, when it holds more than s and a quarter of the heap or
- * more (the harness's footprints, measured after s's call unwound), or null: s alone, s the largest, no other session
- * holding that much, or the measure failed. Sessions already stopped whose drop has not run yet (queued behind this
- * call) still hold their memory and count: `session` is then null or already lost, and nothing more is stopped.
- * @param {Session} s
+ * The other session of s's interpreter holding the most memory, when it holds more than s, a quarter of the heap or
+ * more, and at least the room the refused growth asked for (`needed`): freeing it would have let the call through. Null
+ * when there is none, when s's own measure stopped short (s may hold more than it counted), or when the measure failed.
+ * The harness's footprints are measured after s's call unwound; sessions already stopped whose drop has not run yet
+ * (queued behind this call) still hold their memory and count: `session` is then already lost, and no other is stopped.
+ * @param {Session} s @param {number} needed
  * @returns {Promise<{ session: Session | null, bytes: number, callerBytes: number } | null>}
  */
-async function heavierCoTenant(s) {
+async function heavierCoTenant(s, needed) {
   const a = await s.interp.run('footprints', [String(FOOTPRINT_BUDGET)], Math.max(1000, s.limits.callDeadlineMs));
   if (a.lost || a.fatal) return null;
   const r = envelope(a.text);
   if ('err' in r || typeof r.ok !== 'object' || r.ok === null) return null;
-  const bytes = /** @type {Record<string, number>} */ (r.ok);
-  const callerBytes = bytes[s.sid] ?? 0;
-  // What a call allocates and drops (bytearray(10**9), a list built to the cap) is gone by the measure: another session
-  // is taken for the cause only when it holds a quarter of the heap or more, not for the few KB a quiet one holds.
-  const heldEnough = (settings.heapMb * 1048576) / 4;
+  const measured = /** @type {Record<string, [number, boolean]>} */ (r.ok);
+  const own = measured[s.sid];
+  if (own && !own[1]) return null;
+  const callerBytes = own ? own[0] : 0;
+  // What a call allocates and drops (a list built to the cap) is gone by the measure: another session is taken for the
+  // cause only when it holds a quarter of the heap or more, not for the few KB a quiet one holds.
+  const heldEnough = Math.max((settings.heapMb * 1048576) / 4, needed);
   /** @type {{ session: Session | null, bytes: number, callerBytes: number } | null} */
   let best = null;
-  for (const [sid, b] of Object.entries(bytes)) {
-    if (sid === s.sid || typeof b !== 'number') continue;
+  for (const [sid, m] of Object.entries(measured)) {
+    if (sid === s.sid || !Array.isArray(m) || typeof m[0] !== 'number') continue;
+    const b = m[0];
     if (b > callerBytes && b >= heldEnough && (!best || b > best.bytes)) best = { session: sessions.get(sid) ?? null, bytes: b, callerBytes };
   }
   return best;
@@ -401,8 +405,10 @@ async function handle(msg) {
       // it (a co-tenant that keeps everything it is given, call after call). The one holding the most is stopped; the
       // call that met it goes back to its caller as SANDBOX_MEMORY_FULL, which an episode waits out (as with QuickJS's
       // shared thread), instead of being recorded as its environment's failure.
-      if ('err' in r && r.err === 'MEMORY_EXCEEDED' && !a.fatal && !a.lost) {
-        const holder = await heavierCoTenant(s);
+      // Only where the heap refused to grow (not a MemoryError raised without an allocation, nor bytearray(10**10)'s
+      // OverflowError), and only a holder that alone holds the room the refused growth asked for.
+      if ('err' in r && r.err === 'MEMORY_EXCEEDED' && a.exhausted && !a.fatal && !a.lost) {
+        const holder = await heavierCoTenant(s, a.refusedBytes ?? 0);
         if (holder) {
           const mb = (/** @type {number} */ b) => (b / 1048576).toFixed(1);
           // (One stopped already, by an earlier call that found no room, frees its memory once its drop has run.)

@@ -1250,6 +1250,7 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
     the instance the EnvScaler way; returns the envelope, {"ok": the initial state's UTF-8 bytes}.
     packages: build_packages' table (or None); max_state_bytes: the state cap (a decimal string)."""
     seed = int(seed_hex, 16)
+    _keep_walk_room()
     s = _new_session(sid, packages, seed, seed ^ 0x5DEECE66D, frozenset(_loads(tools_json)))
     try:
         config = _loads(config_json)
@@ -1339,19 +1340,32 @@ def create(sid, class_name, code, config_json, tools_json, seed_hex, packages=No
             _take_added(s, before)
         _leave()
 
-_SIZED_BY_TYPE = frozenset((str, bytes, bytearray, int, float, complex, list, tuple, dict, set, frozenset))
 _NOT_HELD = (_types.ModuleType, _types.BuiltinFunctionType, _types.CodeType, _types.FrameType)
+_C_SIZEOF = (type(object.__sizeof__), type(list.__sizeof__))  # a __sizeof__ written in C (method or slot wrapper)
+_mro_of = type.__dict__['__mro__'].__get__
+
+def _size_of(o, t):
+    """sys.getsizeof(o) where the __sizeof__ it would call is C's (the built-in types, their subclasses: a defaultdict's
+    table, a bytearray subclass's buffer), else object.__sizeof__: a __sizeof__ of the environment's is never called."""
+    for c in _mro_of(t):
+        f = _type_dict(c).get('__sizeof__')
+        if f is not None:
+            return _sys.getsizeof(o) if issubclass(type(f), _C_SIZEOF) else object.__sizeof__(o)
+    return object.__sizeof__(o)
 
 def _footprint(s, budget):
-    """Roughly the bytes session s holds: sys.getsizeof over what its instance, its module's names and its kept states
-    reach, each object once, at most budget objects (past that, what was counted). No code of the environment runs:
-    gc.get_referents, and object.__sizeof__ for objects of types other than the built-in containers and scalars
-    (a __sizeof__ of its own is not called). Modules, classes and functions from elsewhere are shared, not counted."""
+    """(bytes, whole) for session s: roughly the bytes its instance, its module's names and its kept states reach
+    (sys.getsizeof, each object once), and whether the walk saw all of it (False: it stopped at budget objects, and the
+    bytes are a lower bound). No code of the environment runs: gc.get_referents, the type's own dict for __sizeof__,
+    identity tests on types (a metaclass's __hash__ or __eq__ is never called). Modules, and classes and functions from
+    elsewhere, are shared, not counted."""
     own = s.module.__name__ if s.module is not None else None
     todo = [s.inst, s.module.__dict__ if s.module is not None else None, s.initial_state, s.final_state, s.episode]
     seen = set()
     total = 0
-    while todo and len(seen) < budget:
+    while todo:
+        if len(seen) >= budget:
+            return total, False
         o = todo.pop()
         if o is None or id(o) in seen:
             continue
@@ -1365,18 +1379,33 @@ def _footprint(s, budget):
             todo.append(_type_dict(o))
         elif t is _types.FunctionType and getattr(o, '__module__', None) != own:
             continue
-        total += _sys.getsizeof(o) if t in _SIZED_BY_TYPE else object.__sizeof__(o)
+        total += _size_of(o, t)
         todo.extend(_referents(o))
-    return total
+    return total, True
+
+# Room for the walk at the full heap it is made for (its set of ids, its list of objects to see): taken when the first
+# session opens (not at load: the memory snapshot would carry it), let go just before a walk, taken again after.
+_WALK_ROOM = []
+
+def _keep_walk_room():
+    if not _WALK_ROOM:
+        try:
+            _WALK_ROOM.append(bytearray(12 << 20))
+        except MemoryError:
+            pass
 
 @_crossing
 def footprints(budget_text):
-    """{"ok": {sid: bytes}} for every live session (see _footprint), or an error when the walk itself found no room."""
+    """{"ok": {sid: [bytes, whole]}} for every session not yet dropped (see _footprint), or an error when the walk
+    itself failed (no room even with the room kept for it)."""
     budget = int(budget_text)
+    _WALK_ROOM.clear()
     try:
-        return _encode({'ok': {sid: _footprint(s, budget) for sid, s in SESSIONS.items() if s.inst is not None}})
-    except MemoryError:
-        return _err('MEMORY_EXCEEDED', 'no room to measure the sessions')
+        return _encode({'ok': {sid: list(_footprint(s, budget)) for sid, s in SESSIONS.items() if s.inst is not None}})
+    except BaseException as e:
+        return _err('MEMORY_EXCEEDED' if isinstance(e, MemoryError) else 'ENV_DISPOSED', 'the sessions could not be measured: %s' % type(e).__name__)
+    finally:
+        _keep_walk_room()
 
 @_crossing
 def call(sid, tool, args_json, max_result_bytes=None):

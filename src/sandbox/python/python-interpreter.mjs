@@ -69,6 +69,8 @@ if (wsPath) {
 const PAGE = 65536;
 const capPages = Math.floor((data.heapMb * 1024 * 1024) / PAGE);
 let exhausted = false;
+/** The largest growth (bytes) refused during the current job: how much room the allocation that met the cap asked for. */
+let refusedBytes = 0;
 /** @type {{ prototype: { grow: (this: unknown, delta: number) => number } }} */
 const WasmMemory = /** @type {any} */ (globalThis).WebAssembly.Memory;
 const realGrow = WasmMemory.prototype.grow;
@@ -76,6 +78,7 @@ WasmMemory.prototype.grow = function grow(/** @type {number} */ delta) {
   const pages = /** @type {{ buffer: ArrayBuffer }} */ (/** @type {unknown} */ (this)).buffer.byteLength / PAGE;
   if (pages + delta > capPages) {
     exhausted = true;
+    refusedBytes = Math.max(refusedBytes, delta * PAGE);
     throw new RangeError(`the Python sandbox's memory cap (${data.heapMb} MiB) is reached`);
   }
   return realGrow.call(this, delta);
@@ -324,6 +327,7 @@ if (data.makeSnapshot) {
   let lastFsBytes = 0;
   port.on('message', (/** @type {{ id: number, fn: string, args: string[] }} */ msg) => {
     exhausted = false;
+    refusedBytes = 0;
     const t0 = performance.now();
     let text;
     let fatal = null;
@@ -380,7 +384,7 @@ if (data.makeSnapshot) {
       }
     }
     const fs = lastFsBytes;
-    port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, fatal: fatal !== null, heapBytes: heapBytes(), fsBytes: fs });
+    port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, refusedBytes, fatal: fatal !== null, heapBytes: heapBytes(), fsBytes: fs });
   });
   port.postMessage({ ready: true, loadMs, packagesMs, heapBytes: heapBytes(), fromSnapshot: Boolean(data.snapshot) });
 }
