@@ -696,14 +696,18 @@ class Env:
         const w = await r.openSession(worker, {}, LIMITS);
         const w2 = await r.openSession(worker, {}, LIMITS);
         let met: Awaited<ReturnType<typeof w.call>>[] = [];
+        let failedSessions: (typeof w)[] = [];
         for (let round = 0; round < 40 && !met.length; round++) {
           expect(await h.call('hoard', {}), `hoard, round ${round}`).to.not.have.property('runtimeError');
-          // Two calls at once, each needing the same room: the second is queued behind the first, and runs before the
-          // hoarder the first one's failure stopped has been dropped (its memory still held, the session already lost).
+          // Two calls at once, each needing the same room: the second is queued behind the first. When both meet the cap,
+          // the second runs before the hoarder the first one's failure stopped has been dropped (its memory still held,
+          // the session already lost), and must not be taken for its own cause either. (Whether both meet it depends on
+          // where the allocator finds room after the first one's failure: both did in most runs, one in some.)
           const done = await Promise.all([w.call('work', { label: `tâche ${round} 作業 🧮` }), w2.call('work', { label: `tâche ${round} bis` })]);
           met = done.filter(d => d.runtimeError);
+          if (met.length) failedSessions = [w, w2].filter((_, i) => done[i]!.runtimeError);
         }
-        expect(met, 'both workers met the full heap').to.have.length(2);
+        expect(met.length, 'a worker met the full heap').to.be.at.least(1);
         for (const m of met) {
           expect(m).to.deep.include({ runtimeError: 'SANDBOX_MEMORY_FULL' });
           expect((m.result as { error: string }).error).to.match(/ENVFLEET_PYTHON_HEAP_MB=192.*another environment held about [\d.]+ MB against this one's [\d.]+ MB, and was stopped/);
@@ -712,8 +716,7 @@ class Env:
         const stopped = await h.call('hoard', {});
         expect(stopped).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
         expect((stopped.result as { error: string }).error).to.match(/^this environment held about [\d.]+ MB, the most of its Python interpreter's 192 MB/);
-        expect(await w.call('work', { label: 'x' })).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
-        expect(await w2.call('work', { label: 'x' })).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+        for (const f of failedSessions) expect(await f.call('work', { label: 'x' })).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
         // The same work goes through on a session opened again (an episode's next attempt).
         const again = await r.openSession(worker, {}, LIMITS);
         expect(await again.call('work', { label: 'encore' })).to.deep.include({ result: { success: true, data: { label: 'encore', bytes: 16 << 20 } } });
@@ -726,6 +729,48 @@ class Env:
           if (out.runtimeError) own = out;
         }
         expect(own).to.deep.include({ runtimeError: 'MEMORY_EXCEEDED' });
+      } finally {
+        await r.close();
+      }
+    });
+
+    it('takes a co-tenant already stopped, whose memory is still being freed, for the cause of calls queued meanwhile: every one of them is SANDBOX_MEMORY_FULL, and no other session is stopped', async () => {
+      // A hoarder holds 120 of 192 MB; two workers ask 64 MB each at once, far more than is left, so both meet the cap.
+      // The second runs before the first one's measure has stopped the hoarder and its drop has run.
+      const hoarder = python('KEPT = []\nclass Hoarder:\n    def __init__(self, c):\n        pass\n    def fill(self, n):\n        for _ in range(n):\n            KEPT.append(bytearray(8 << 20))\n        return {"success": True, "data": len(KEPT)}\n', ['fill'], 'Hoarder');
+      const worker = python('class Worker:\n    def __init__(self, c):\n        pass\n    def work(self, mb):\n        return {"success": True, "data": len(bytearray(mb << 20))}\n', ['work'], 'Worker');
+      const bystander = python('class Quiet:\n    def __init__(self, c):\n        self.n = 0\n    def ping(self):\n        self.n += 1\n        return {"success": True, "data": self.n}\n', ['ping'], 'Quiet');
+      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      try {
+        const h = await r.openSession(hoarder, {}, LIMITS);
+        const quiet = await r.openSession(bystander, {}, LIMITS);
+        const [w1, w2] = [await r.openSession(worker, {}, LIMITS), await r.openSession(worker, {}, LIMITS)];
+        expect(await h.call('fill', { n: 15 })).to.deep.include({ result: { success: true, data: 15 } });
+        const both = await Promise.all([w1.call('work', { mb: 64 }), w2.call('work', { mb: 64 })]);
+        for (const out of both) expect(out).to.deep.include({ runtimeError: 'SANDBOX_MEMORY_FULL' });
+        expect((await h.call('fill', { n: 1 })).runtimeError).to.equal('ENV_DISPOSED');
+        expect(await quiet.call('ping', {})).to.deep.include({ result: { success: true, data: 1 } });
+        const again = await r.openSession(worker, {}, LIMITS);
+        expect(await again.call('work', { mb: 64 })).to.deep.include({ result: { success: true, data: 64 << 20 } });
+      } finally {
+        await r.close();
+      }
+    });
+
+    it('blames no co-tenant for a call that asks more than any other holds, nor runs environment code while measuring (a metaclass without a hash), and keeps the caller\'s own cause', async () => {
+      // A stranger's review: bytearray(120 MB) beside a 60 MB holder stopped the holder; a metaclass whose __eq__ left its
+      // classes without a hash made the measure raise, and the interpreter failed with every co-tenant.
+      const holderSource = 'class NoHash(type):\n    def __eq__(cls, other):\n        return cls is other\n'
+        + 'class Kept(metaclass=NoHash):\n    pass\n'
+        + 'HELD = []\nclass Holder:\n    def __init__(self, c):\n        HELD.append(bytearray(60 << 20))\n        HELD.append(Kept())\n    def ping(self):\n        return {"success": True, "data": len(HELD[0])}\n';
+      const bomber = python('class Bomber:\n    def __init__(self, c):\n        pass\n    def ask(self, mb):\n        return {"success": True, "data": len(bytearray(mb << 20))}\n', ['ask'], 'Bomber');
+      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      try {
+        const holder = await r.openSession(python(holderSource, ['ping'], 'Holder'), {}, LIMITS);
+        const b = await r.openSession(bomber, {}, LIMITS);
+        expect(await b.call('ask', { mb: 150 })).to.deep.include({ runtimeError: 'MEMORY_EXCEEDED' });
+        expect(await holder.call('ping', {})).to.deep.include({ result: { success: true, data: 60 << 20 } });
+        expect((await r.stats()).interpreters.map(i => i.n), 'the interpreter was not replaced').to.deep.equal([1]);
       } finally {
         await r.close();
       }
