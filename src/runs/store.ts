@@ -1,3 +1,4 @@
+import { RequestError } from '../errors.js';
 import { isCluster, type Redis } from '../redis/connection.js';
 import { redisScript } from '../redis/scripts.js';
 import type { GroupStats } from '../rollouts/groups.js';
@@ -214,6 +215,24 @@ return n
   2,
 );
 
+/**
+ * Creates a run's record (KEYS[1]) unless it exists (0), or unless keys of a run of that name are there without it
+ * (KEYS[2..]: its counters, ledger, ids and byte counts; -1): data of an earlier run of the name whose record is gone (a
+ * Redis restarted without persistence while that run's workers kept writing), which a new run would take for its own.
+ */
+const CREATE_RUN = redisScript(
+  'create_run',
+  `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return -1 end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+`,
+  8,
+);
+
 const APPEND_STEP = redisScript(
   'append_step',
   `
@@ -282,9 +301,15 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
   };
   return {
     async createRun(record) {
-      const created = await redis.set(keys(record.id).record, JSON.stringify(record), 'NX');
-      if (created) await redis.sadd(runsKey(prefix), record.id);
-      return created === 'OK';
+      const k = keys(record.id);
+      const created = Number(await CREATE_RUN(redis, [k.record, k.funnel, k.ledger, k.ids('trajectory'), k.ids('env'), k.ids('scenario'), k.bytes, k.pending], [JSON.stringify(record)]));
+      if (created === -1) {
+        throw new RequestError(
+          `Redis holds data of an earlier run named "${record.id}" (its counters, ledger or documents) but not its record: Redis lost the run (a restart without persistence) while workers kept writing for it, or a delete was cut short. A new run of that name would count that data as its own. Stop the workers of the old run, delete what is left with envfleet runs delete --run ${record.id}, then start again; or give another --run name.`,
+        );
+      }
+      if (created === 1) await redis.sadd(runsKey(prefix), record.id);
+      return created === 1;
     },
     async getRun(runId) {
       const raw = await redis.get(keys(runId).record);

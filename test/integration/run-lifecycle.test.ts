@@ -216,4 +216,25 @@ describe('runs over their lifetime: status at any size, settings that do not cha
     expect(await deleteRun(f.redis, prefix, f.store, f.workers.ctx.runControl, 'orphan')).to.deep.equal({ runId: 'orphan', keys: 2, jobs: 0 });
     expect(String(await rejection(deleteRun(f.redis, prefix, f.store, f.workers.ctx.runControl, 'orphan')))).to.match(/run "orphan" does not exist/);
   });
+
+  it('refuses to create a run over what an earlier run of the name left without its record (Redis lost it while workers wrote), saying how to clear it', async () => {
+    // A stranger's probe: Redis restarted empty mid-run, the old run's workers went on writing (trajectories, ledger,
+    // counters), and a new run of the same name counted 274 of its requests and 128 episodes as its own.
+    const f = await fleet({ workers: false });
+    const prefix = f.config.redis.prefix;
+    const ledger = createRedisLedger(f.redis, prefix);
+    const control = createRedisRunControl(f.redis, prefix);
+    const record = { id: 'lost', createdAt: new Date().toISOString(), input: 'tasks' as const, options: runOptionsFrom(f.config) };
+    expect(await f.store.createRun(record)).to.equal(true);
+    await ledger.record({ id: 'call-1', runId: 'lost', stage: 'rollout.policy', model: 'm', usage: { promptTokens: 10, completionTokens: 2 }, cached: false, costUsd: 0, priced: false });
+    // The record gone (as after a restart), the ledger written after it.
+    await f.redis.del(runKey(prefix, 'lost', false));
+    const refused = await rejection(f.store.createRun(record));
+    expect(refused).to.have.property('code', 'INVALID_REQUEST');
+    expect(String(refused)).to.include('Redis holds data of an earlier run named "lost"').and.to.include('envfleet runs delete --run lost');
+    expect(await f.store.getRun('lost')).to.equal(null);
+    await deleteRun(f.redis, prefix, f.store, control, 'lost');
+    expect(await f.store.createRun(record)).to.equal(true);
+    expect((await ledger.totals('lost')).requests).to.equal(0);
+  });
 });
