@@ -313,7 +313,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
     // A worker held back past ENVFLEET_LOCK_DURATION_MS (stopped, suspended, a long pause) loses its jobs' locks: other
     // workers take them over from their checkpoints. Said once per job, plainly, not as a failure with a stack.
     if (/could not renew lock|Missing lock for job|Lock mismatch/i.test(err.message)) {
-      log.warn({ reason: err.message }, 'this worker lost a job\'s lock (held back longer than ENVFLEET_LOCK_DURATION_MS, or the job was removed: run delete): another worker takes a job still queued over from its checkpoint; nothing is lost');
+      log.warn({ reason: err.message }, 'this worker lost a job\'s lock (it could not renew it for longer than ENVFLEET_LOCK_DURATION_MS: the worker held back, or Redis paused or out of reach; or the job was removed: run delete): another worker takes the job over from its checkpoint if it is still queued (after a Redis restart without persistence it is gone, with its run); steps in flight may be made twice, their model calls sent again');
       return;
     }
     log.error({ err }, 'worker error');

@@ -2,6 +2,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
+import { OutputFileError } from '../util/make-dir.js';
 import { stringifyJson } from '../util/raw-json.js';
 
 /** Each escape of a JSON text (`\\` and `\"` included, so an escaped backslash is never read as the start of one). */
@@ -33,21 +34,31 @@ export class JsonlWriter {
 
   constructor(readonly path: string) {
     this.stream = createWriteStream(`${path}.partial`, { encoding: 'utf8' });
+    // Said with the file and what to do (a full disk, a file-size limit), not as the system's bare ENOSPC.
     this.stream.on('error', err => {
-      this.failure = err;
+      this.failure = new OutputFileError(path, err);
     });
   }
 
   async write(record: unknown): Promise<void> {
     if (this.failure) throw this.failure;
     this.count += 1;
-    if (!this.stream.write(`${withoutLoneSurrogates(stringifyJson(record) ?? 'null')}\n`)) await once(this.stream, 'drain');
+    if (!this.stream.write(`${withoutLoneSurrogates(stringifyJson(record) ?? 'null')}\n`)) await this.settled(once(this.stream, 'drain'));
+  }
+
+  /** Waits for a stream event; the stream's error instead is said as this file's (OutputFileError). */
+  private async settled(event: Promise<unknown>): Promise<void> {
+    try {
+      await event;
+    } catch (err) {
+      throw this.failure ?? new OutputFileError(this.path, err);
+    }
   }
 
   /** Flushes and puts the file under its real name; returns the number of records. */
   async close(): Promise<number> {
     this.stream.end();
-    await once(this.stream, 'finish');
+    await this.settled(once(this.stream, 'finish'));
     if (this.failure) throw this.failure;
     await rename(`${this.path}.partial`, this.path);
     return this.count;

@@ -13,6 +13,8 @@ const WHY: Readonly<Record<string, string>> = {
   EEXIST: 'a file of that name is in the way',
   ENOENT: 'its parent folder exists but takes no new folders (a virtual file system such as /proc or /sys)',
   ENAMETOOLONG: 'the path is too long',
+  EFBIG: 'the file grew past the largest this process may write (ulimit -f) or the file system takes',
+  EIO: 'the disk failed to write',
 };
 
 /** An output folder that cannot be made: which folder, why (with the system's code) and what to do. */
@@ -21,6 +23,15 @@ export class OutputFolderError extends AppError {
     const code = (cause as NodeJS.ErrnoException | null)?.code ?? '';
     const why = WHY[code] ?? (cause as Error | null)?.message ?? String(cause);
     super('OUTPUT_NOT_WRITABLE', `cannot create ${what} ${resolve(path)}: ${why}${code ? ` (${code})` : ''}. Choose a folder on a disk you can write to.`, { cause, details: { path, code } });
+  }
+}
+
+/** An output file that could not be written: which file, why (with the system's code) and what to do. */
+export class OutputFileError extends AppError {
+  constructor(path: string, cause: unknown) {
+    const code = (cause as NodeJS.ErrnoException | null)?.code ?? '';
+    const why = WHY[code] ?? (cause as Error | null)?.message ?? String(cause);
+    super('OUTPUT_NOT_WRITABLE', `cannot write ${resolve(path)}: ${why}${code ? ` (${code})` : ''}. Free room there, or write to a folder on a disk with room; nothing half-written is left under the file's name.`, { cause, details: { path, code } });
   }
 }
 
