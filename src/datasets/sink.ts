@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { open, readdir, truncate, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, truncate, writeFile, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isCluster, type Redis } from '../redis/connection.js';
 import { redisScript } from '../redis/scripts.js';
@@ -11,7 +11,7 @@ import { readTrajectoryLines } from './shards.js';
 import { storedDigest } from '../rollouts/stream.js';
 import { archivedTrajectory, isArchived, type StoredTrajectory } from '../rollouts/types.js';
 import { makeFolder } from '../util/make-dir.js';
-import { RunGoneError, SinkLockLostError } from '../errors.js';
+import { RequestError, RunGoneError, SinkLockLostError } from '../errors.js';
 
 export interface SinkOptions {
   readonly redis: Redis;
@@ -84,6 +84,8 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
   const gatherMs = o.gatherMs ?? 100;
   const dir = join(o.dir, 'trajectories');
   await makeFolder(dir, "the sink's folder (sink --out, and trajectories/ in it)");
+  const run = await o.store.getRun(o.runId);
+  if (run) await claimFolder(o.dir, o.runId, run.createdAt);
 
   for (let waited = 0; ; waited += 250) {
     if ((await o.redis.set(lockKey, token, 'PX', LOCK_MS, 'NX')) === 'OK') break;
@@ -410,6 +412,37 @@ export async function completeLinesOfFile(path: string): Promise<{ end: number; 
   } finally {
     await handle.close();
   }
+}
+
+/** The file in a sink's folder that names the runs written there, each with its creation time. */
+export const SINK_RUNS_FILE = '.envfleet-sink-runs.json';
+
+/**
+ * Records in `dir` that it holds trajectories of run `runId` created at `createdAt`, refusing a folder that holds an
+ * earlier run of the same name (created at another time): ids are made from the run's name, so the sink would skip
+ * this run's trajectories as written already and keep the other run's lines in their place. (A stranger's probe: a run
+ * Redis lost, then started again under its name, into the same folder.) A folder written before this file existed is
+ * taken as it is.
+ */
+async function claimFolder(dir: string, runId: string, createdAt: string): Promise<void> {
+  const path = join(dir, SINK_RUNS_FILE);
+  // {"runs": [{"run", "createdAt"}]}: a list, each creation time under its own key (dataset comparisons set it aside).
+  let runs: { run: string; createdAt: string }[] = [];
+  try {
+    const parsed = JSON.parse(await readFile(path, 'utf8')) as { runs?: unknown };
+    if (Array.isArray(parsed.runs)) runs = parsed.runs.filter((r): r is { run: string; createdAt: string } => typeof r?.run === 'string' && typeof r?.createdAt === 'string');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new RequestError(`${resolve(path)} cannot be read (${(err as Error).message}): remove it if the folder holds no other run's trajectories, or give the sink another --out`);
+  }
+  const earlier = runs.find(r => r.run === runId);
+  if (earlier?.createdAt === createdAt) return;
+  if (earlier) {
+    throw new RequestError(
+      `${resolve(dir)} holds trajectories of an earlier run named "${runId}" (created ${earlier.createdAt}); this run "${runId}" was created ${createdAt}. Their trajectory ids are the same, so the sink would keep the earlier run's lines for this one's. Give the sink another --out (or move trajectories/ and ${SINK_RUNS_FILE} away).`,
+    );
+  }
+  runs.push({ run: runId, createdAt });
+  await writeFile(path, `${JSON.stringify({ runs })}\n`);
 }
 
 /** Ids already on disk (with their shard's name), and where to go on writing; a torn last line (crash mid-write) is cut off. */

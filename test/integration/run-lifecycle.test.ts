@@ -9,6 +9,7 @@ import { deleteRun, runsFinishedBefore } from '../../queues/run-delete.js';
 import { reconcilePending } from '../../queues/run-jobs.js';
 import { runStatus, type StatusDeps } from '../../queues/run-status.js';
 import { runOptionsFrom, submitRollouts, submitScenarios, submitSynthesis } from '../../queues/submit.js';
+import { runSink } from '../../src/datasets/sink.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
 import { runKey } from '../../src/runs/keys.js';
@@ -236,5 +237,16 @@ describe('runs over their lifetime: status at any size, settings that do not cha
     await deleteRun(f.redis, prefix, f.store, control, 'lost');
     expect(await f.store.createRun(record)).to.equal(true);
     expect((await ledger.totals('lost')).requests).to.equal(0);
+
+    // Its sink's folder: the earlier run of the name wrote there, so this one is refused there (their trajectory ids are
+    // the same: the sink would keep the earlier run's lines for this one's); the earlier run itself goes on there.
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sink-again-'));
+    await runSink({ redis: f.redis, prefix, store: f.store, runId: 'lost', dir });
+    await deleteRun(f.redis, prefix, f.store, control, 'lost');
+    await f.store.createRun({ ...record, createdAt: new Date(Date.now() + 1000).toISOString() });
+    const again = await rejection(runSink({ redis: f.redis, prefix, store: f.store, runId: 'lost', dir }));
+    expect(again).to.have.property('code', 'INVALID_REQUEST');
+    expect(String(again)).to.include('holds trajectories of an earlier run named "lost"').and.to.include('Give the sink another --out');
+    await runSink({ redis: f.redis, prefix, store: f.store, runId: 'lost', dir: await mkdtemp(join(tmpdir(), 'envfleet-sink-new-')) });
   });
 });
