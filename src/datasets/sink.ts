@@ -430,7 +430,12 @@ async function claimFolder(dir: string, runId: string, createdAt: string): Promi
   let runs: { run: string; createdAt: string }[] = [];
   try {
     const parsed = JSON.parse(await readFile(path, 'utf8')) as { runs?: unknown };
-    if (Array.isArray(parsed.runs)) runs = parsed.runs.filter((r): r is { run: string; createdAt: string } => typeof r?.run === 'string' && typeof r?.createdAt === 'string');
+    if (Array.isArray(parsed.runs)) {
+      runs = (parsed.runs as unknown[]).filter((r): r is { run: string; createdAt: string } => {
+        const o = r as { run?: unknown; createdAt?: unknown } | null;
+        return typeof o?.run === 'string' && typeof o.createdAt === 'string';
+      });
+    }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new RequestError(`${resolve(path)} cannot be read (${(err as Error).message}): remove it if the folder holds no other run's trajectories, or give the sink another --out`);
   }

@@ -11,7 +11,7 @@ import type { RunStore } from '../../../src/runs/store.js';
 describe('reopenItem: rollout.run jobs that failed for good', () => {
   const data = { runId: 'r', scenarioId: 'scn-1', mode: 'conversational' as const, sample: 0, policy: undefined };
   const storeWith = (docs: Record<string, string>) =>
-    ({ getDocText: async (_run: string, kind: string, id: string) => (kind === 'trajectory' ? (docs[id] ?? null) : null) }) as unknown as RunStore;
+    ({ getDocText: (_run: string, kind: string, id: string) => Promise.resolve(kind === 'trajectory' ? (docs[id] ?? null) : null) }) as unknown as RunStore;
   const id = trajectoryIdOf(data.runId, data.scenarioId, data.mode, data.sample, data.policy);
 
   it('retries an episode with no trajectory recorded, and a cancelled one; keeps a recorded failure', async () => {
