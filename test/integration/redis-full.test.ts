@@ -1,7 +1,14 @@
+import { join } from 'node:path';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { RedisServerProcess } from '../../cli/private-redis.js';
+import { submitSynthesis } from '../../queues/submit.js';
 import { classifyError, isRedisFull, REDIS_FULL_WAIT_MS } from '../../src/errors.js';
+import { loadModelScript, startModelServer } from '../../src/model-server/index.js';
+import { createRedisRunStore } from '../../src/runs/store.js';
+import { startWorkerProcess } from '../../workers/main.js';
+import { DEMO, testConfig, until } from '../helpers/integration.js';
 
 /**
  * Redis at its maxmemory (noeviction, as envfleet requires) refuses writes. A stranger's probe filled Redis mid-run:
@@ -10,7 +17,7 @@ import { classifyError, isRedisFull, REDIS_FULL_WAIT_MS } from '../../src/errors
  * transaction, a script: BullMQ's moves are scripts) is REDIS_FULL: the job comes back later, no attempt used.
  */
 describe('Redis at its maxmemory (a private redis-server)', function () {
-  this.timeout(60_000);
+  this.timeout(240_000);
   let server: RedisServerProcess;
   let redis: Redis;
 
@@ -42,5 +49,33 @@ describe('Redis at its maxmemory (a private redis-server)', function () {
     await redis.call('NOSUCHCOMMAND').catch((e: unknown) => expect(isRedisFull(e)).to.equal(false));
     await redis.config('SET', 'maxmemory', '0');
     expect(await redis.set('more', 'y'.repeat(1 << 20))).to.equal('OK');
+  });
+
+  it('stops a worker taking jobs while Redis is full, says so in a line or two (not a line per refusal), and goes on once it has room: the run ends with no job failed', async () => {
+    // A stranger's fault: 88,000 'worker error' lines (260 MB) in 25 s, BullMQ's loop trying its next-job move again at once.
+    const model = await startModelServer({ script: await loadModelScript(DEMO) });
+    const config = testConfig(model, { REDIS_URL: server.url, LOG_LEVEL: 'info' });
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const store = createRedisRunStore(redis, config.redis.prefix);
+    let workers: Awaited<ReturnType<typeof startWorkerProcess>> | undefined;
+    try {
+      await submitSynthesis(config, redis, { runId: 'full', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+      const used = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
+      await redis.config('SET', 'maxmemory', String(used + 20_000));
+      workers = await startWorkerProcess(config, logger);
+      await until(() => Promise.resolve(lines.some(l => l.includes('this worker stops taking jobs until it has room'))), 'a worker that stopped for a full Redis', 60_000);
+      await redis.config('SET', 'maxmemory', '0');
+      await until(async () => (await store.pendingCount('full')) === 0, 'the run done', 120_000);
+      const envs = await store.statusCounts('full', 'env');
+      expect(Object.values(envs).reduce((a, b) => a + b, 0), JSON.stringify(envs)).to.equal(3);
+      expect(lines.filter(l => l.includes('"msg":"worker error"'))).to.deep.equal([]);
+      expect(lines.filter(l => l.includes('this worker stops taking jobs')).length).to.be.within(1, 3);
+      expect(lines.filter(l => l.includes('"level":50') && l.includes('job failed'))).to.deep.equal([]);
+    } finally {
+      await redis.config('SET', 'maxmemory', '0');
+      await workers?.stop();
+      await model.close();
+    }
   });
 });
