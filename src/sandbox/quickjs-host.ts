@@ -1205,8 +1205,9 @@ class GuestVm {
   private deadline = 0;
   private deadlineIsBudget = false;
   private stopped: Stop | null = null;
-  /** The deadline the last arm set, and the setting it comes from, for DEADLINE_EXCEEDED's message. */
-  private armed: { ms: number; setting: DeadlineSetting | null } = { ms: 0, setting: null };
+  /** The deadline the last arm set, and the setting it comes from, for DEADLINE_EXCEEDED's message (two fields: arm runs on every call). */
+  private armedMs = 0;
+  private armedSetting: DeadlineSetting | null = null;
   disposed = false;
   /**
    * Opened first thing in a fresh module, with the session functions looked up, on the thread's
@@ -1271,7 +1272,8 @@ class GuestVm {
   arm(ms: number, isBudget = false, now = performance.now(), setting: DeadlineSetting | null = null): void {
     this.deadline = now + ms;
     this.deadlineIsBudget = isBudget;
-    this.armed = { ms, setting };
+    this.armedMs = ms;
+    this.armedSetting = setting;
     this.stopped = null;
   }
 
@@ -1289,8 +1291,8 @@ class GuestVm {
     }
     if (this.stopped === 'budget') return new SandboxError('CPU_BUDGET_EXCEEDED', 'the session used up its CPU budget (ENVFLEET_SANDBOX_SESSION_CPU_MS)');
     if (this.stopped === 'deadline') {
-      const { ms, setting } = this.armed;
-      return new SandboxError('DEADLINE_EXCEEDED', `interrupted at its deadline of ${Math.round(ms)} ms${setting ? ` (${setting})` : ''}`);
+      const setting = this.armedSetting;
+      return new SandboxError('DEADLINE_EXCEEDED', `interrupted at its deadline of ${Math.round(this.armedMs)} ms${setting ? ` (${setting})` : ''}`);
     }
     return null;
   }
