@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadConfig, redactUrl, type AppConfig } from '../config/index.js';
 import { startDashboard } from '../http/dashboard/server.js';
@@ -62,6 +63,9 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
     const runId = options.runId ?? `demo-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${process.pid}`;
     const request = { runId, tasks: join(FIXTURES, 'source-tasks.jsonl'), probeSteps: 8 };
     const submission = await submitSynthesis(config, running.ctx.redis, request);
+    // A new run under a name an earlier demo used (--run, with another Redis): the demo's folder of that name is the
+    // earlier run's, and the sink would refuse it; it is the demo's own, so it starts again empty.
+    if (submission.created) await rm(join('demo-output', runId), { recursive: true, force: true });
     for (const p of submission.problems) out(`[demo] source-tasks.jsonl line ${p.line} skipped: ${p.problem}`);
     out(`[demo] run ${runId}: ${submission.items} source tasks, ${submission.jobsAdded} jobs enqueued (mining → skeleton → dual-agent check)`);
     await waitForRun(running.ctx.store, runId, p => out(`[demo] ${p.outstanding} jobs outstanding; environments ${JSON.stringify(p.environments)}`));

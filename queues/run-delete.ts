@@ -28,16 +28,27 @@ export async function deleteRun(redis: Redis, prefix: string, store: RunStore, c
   if (!(await store.getRun(runId))) {
     // No record but keys under its name (a run interrupted while being created, or written by an older
     // layout): they are removed too, since a new run of that name would otherwise find them.
+    // Its finished jobs too (their ids are the run's, kept 30 days): a new run of the name would find them done and
+    // add nothing.
+    const jobs = await removeFinishedJobs(redis, prefix, runId);
     const keys = await unlinkUnder(redis, root);
-    if (keys === 0) throw new RequestError(`run "${runId}" does not exist (see envfleet runs)`);
+    if (keys === 0 && jobs === 0) throw new RequestError(`run "${runId}" does not exist (see envfleet runs)`);
     await redis.srem(runsKey(prefix), runId);
-    return { runId, keys, jobs: 0 };
+    return { runId, keys, jobs };
   }
   const outstanding = await store.pendingCount(runId);
   if (outstanding > 0) {
     const state = runState(await control.get(runId), outstanding);
     throw new RequestError(`run "${runId}" is ${state} with ${outstanding} outstanding jobs; cancel it first (envfleet cancel --run ${runId}), then delete it`);
   }
+  const jobs = await removeFinishedJobs(redis, prefix, runId);
+  const keys = await unlinkUnder(redis, root);
+  await redis.srem(runsKey(prefix), runId);
+  return { runId, keys, jobs };
+}
+
+/** Removes the run's completed and failed jobs from every queue; returns how many. */
+async function removeFinishedJobs(redis: Redis, prefix: string, runId: string): Promise<number> {
   let jobs = 0;
   for (const name of PIPELINE_STAGES) {
     const queue = queueAt({ connection: redis, prefix }, name);
@@ -57,9 +68,7 @@ export async function deleteRun(redis: Redis, prefix: string, store: RunStore, c
       await queue.close();
     }
   }
-  const keys = await unlinkUnder(redis, root);
-  await redis.srem(runsKey(prefix), runId);
-  return { runId, keys, jobs };
+  return jobs;
 }
 
 /**

@@ -65,7 +65,7 @@ export function runOptionsFrom(config: AppConfig, request: Pick<SynthRequest, 'm
  * that the job can run again: a task's or the mining's failure count, an environment's failure, a
  * scenario's drop. An episode that failed is recorded as a trajectory (reward null, model-error or
  * environment-error) that may already be on the run's stream and in the sink's files: it stays, and
- * its job is not retried.
+ * its job is not retried; one cancelled, or whose record was never written (Redis refused the writes), is.
  */
 export function reopenItem(store: RunStore): ReopenItem {
   return async (name, raw, code) => {

@@ -87,8 +87,8 @@ const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}
 const REDIS_FULL_SAID_EVERY_MS = 30_000;
 /** How often a queue whose worker stopped taking jobs for a full Redis looks whether Redis has room again. */
 const REDIS_FULL_RECHECK_MS = 5_000;
-/** This process's last word on a full Redis, and the refusals met since (one line for all its queues). */
-const redisFullSaid = { at: 0, refusals: 0 };
+/** This process's last word on a full Redis, the refusals met since, and its last word on room again (one line for all its queues). */
+const redisFullSaid = { at: 0, refusals: 0, roomAt: 0 };
 
 /**
  * The one way a worker is made. Every worker of the fleet gets the same lock and stalled-job
@@ -318,30 +318,44 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
   );
   // Redis at its maxmemory refuses the worker's own moves (BullMQ's next-job script): its loop would try again at once,
   // and a stranger's probe saw 88,000 'worker error' lines in 25 s (260 MB of log). The queue stops taking jobs instead,
-  // says so at most every REDIS_FULL_SAID_EVERY_MS for the whole process, and goes on once Redis has room (reads are
-  // still served when writes are refused: INFO memory says it).
+  // and every REDIS_FULL_RECHECK_MS tries a small write of its own (in the queue's slot, under Redis's own accounting):
+  // refused, Redis is still full (said at most every REDIS_FULL_SAID_EVERY_MS for the whole process); taken, the queue
+  // takes jobs again.
   let fullCheck: NodeJS.Timeout | null = null;
-  const onRedisFull = (err: Error): void => {
+  const sayFull = (reason: string, still: boolean): void => {
     redisFullSaid.refusals += 1;
-    if (Date.now() - redisFullSaid.at >= REDIS_FULL_SAID_EVERY_MS) {
-      log.error({ code: 'REDIS_FULL', reason: err.message, refusals: redisFullSaid.refusals }, 'Redis is full (maxmemory) and refuses writes: this worker stops taking jobs until it has room (jobs wait, no attempt used); raise maxmemory or free room (envfleet runs delete)');
-      redisFullSaid.at = Date.now();
-      redisFullSaid.refusals = 0;
-    }
+    if (Date.now() - redisFullSaid.at < REDIS_FULL_SAID_EVERY_MS) return;
+    log.error(
+      { code: 'REDIS_FULL', reason, refusals: redisFullSaid.refusals },
+      still
+        ? 'Redis is still full (maxmemory): the workers take no jobs until it has room (jobs wait, no attempt used); raise maxmemory or free room (envfleet runs delete)'
+        : 'Redis is full (maxmemory) and refuses writes: the workers stop taking jobs until it has room (jobs wait, no attempt used); raise maxmemory or free room (envfleet runs delete)',
+    );
+    redisFullSaid.at = Date.now();
+    redisFullSaid.refusals = 0;
+  };
+  const probeKey = `${queue.qualifiedName}:redis-full-probe`;
+  const onRedisFull = (err: Error): void => {
+    sayFull(err.message, false);
     if (fullCheck || shuttingDown) return;
     void worker.pause(true).catch(() => undefined);
     fullCheck = setInterval(() => {
       void (async () => {
-        const client = (await queue.getBackend().client) as unknown as { info(section: string): Promise<string> }; // ioredis's Redis or Cluster
-        const memory = await client.info('memory');
-        const used = Number(/^used_memory:(\d+)/m.exec(memory)?.[1] ?? 0);
-        const max = Number(/^maxmemory:(\d+)/m.exec(memory)?.[1] ?? 0);
-        if (max !== 0 && used >= max) return;
+        const client = (await queue.getBackend().client) as unknown as { set(key: string, value: string, px: 'PX', ms: number): Promise<unknown> }; // ioredis's Redis or Cluster
+        try {
+          await client.set(probeKey, '1', 'PX', 1_000);
+        } catch (probeErr) {
+          if (isRedisFull(probeErr)) sayFull((probeErr as Error).message, true);
+          return; // still full, or Redis away: looked at again at the next tick
+        }
         clearInterval(fullCheck!);
         fullCheck = null;
         if (!shuttingDown && !worker.closing) await worker.resume();
-        log.info({ usedBytes: used, maxmemory: max }, 'Redis has room again: the worker takes jobs again');
-      })().catch(() => undefined);
+        if (Date.now() - redisFullSaid.roomAt >= REDIS_FULL_SAID_EVERY_MS) {
+          log.info('Redis takes writes again: the workers take jobs again');
+          redisFullSaid.roomAt = Date.now();
+        }
+      })().catch((e: unknown) => log.warn({ err: e }, 'could not look whether Redis has room again; looked at again shortly'));
     }, REDIS_FULL_RECHECK_MS);
     fullCheck.unref();
   };
@@ -383,6 +397,8 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
     queue,
     beginShutdown() {
       shuttingDown = true;
+      if (fullCheck) clearInterval(fullCheck);
+      fullCheck = null;
     },
   };
 }

@@ -305,7 +305,7 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
       const created = Number(await CREATE_RUN(redis, [k.record, k.funnel, k.ledger, k.ids('trajectory'), k.ids('env'), k.ids('scenario'), k.bytes, k.pending], [JSON.stringify(record)]));
       if (created === -1) {
         throw new RequestError(
-          `Redis holds data of an earlier run named "${record.id}" (its counters, ledger or documents) but not its record: Redis lost the run (a restart without persistence) while workers kept writing for it, or a delete was cut short. A new run of that name would count that data as its own. Stop the workers of the old run, delete what is left with envfleet runs delete --run ${record.id}, then start again; or give another --run name.`,
+          `Redis holds data of an earlier run named "${record.id}" (its counters, ledger or documents) but not its record: Redis lost the run (a restart without persistence) while workers kept writing for it. A new run of that name would count that data as its own. Stop the workers of the old run, delete what is left with envfleet runs delete --run ${record.id}, then start again; or give another --run name.`,
         );
       }
       if (created === 1) await redis.sadd(runsKey(prefix), record.id);

@@ -31,7 +31,8 @@ export class OutputFileError extends AppError {
   constructor(path: string, cause: unknown) {
     const code = (cause as NodeJS.ErrnoException | null)?.code ?? '';
     const why = WHY[code] ?? (cause as Error | null)?.message ?? String(cause);
-    super('OUTPUT_NOT_WRITABLE', `cannot write ${resolve(path)}: ${why}${code ? ` (${code})` : ''}. Free room there, or write to a folder on a disk with room; nothing half-written is left under the file's name.`, { cause, details: { path, code } });
+    const what = code === 'EFBIG' ? 'Raise the limit (ulimit -f), or write to a file system that takes larger files' : 'Free room there, or write to a folder on a disk with room';
+    super('OUTPUT_NOT_WRITABLE', `cannot write ${resolve(path)}: ${why}${code ? ` (${code})` : ''}. ${what}; nothing half-written is left under the file's name.`, { cause, details: { path, code } });
   }
 }
 

@@ -33,7 +33,7 @@ describe('an export file past a file-size limit (ulimit -f)', function () {
     const { stdout } = await run('bash', ['-c', 'ulimit -f 64; exec "$0" --import tsx --input-type=module -e "$1" "$2"', process.execPath, script, dir], { cwd: ROOT });
     const out = JSON.parse(stdout.trim()) as { code: string; message: string };
     expect(out.code).to.equal('OUTPUT_NOT_WRITABLE');
-    expect(out.message).to.include(join(dir, 'sft-openai.jsonl')).and.to.match(/\(EFBIG\)\. Free room there, or write to a folder on a disk with room/);
+    expect(out.message).to.include(join(dir, 'sft-openai.jsonl')).and.to.match(/\(EFBIG\)\. Raise the limit \(ulimit -f\), or write to a file system that takes larger files; nothing half-written is left/);
     expect(await readdir(dir)).to.deep.equal([]);
   });
 });

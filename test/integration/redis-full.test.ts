@@ -64,13 +64,13 @@ describe('Redis at its maxmemory (a private redis-server)', function () {
       const used = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
       await redis.config('SET', 'maxmemory', String(used + 20_000));
       workers = await startWorkerProcess(config, logger);
-      await until(() => Promise.resolve(lines.some(l => l.includes('this worker stops taking jobs until it has room'))), 'a worker that stopped for a full Redis', 60_000);
+      await until(() => Promise.resolve(lines.some(l => l.includes('the workers stop taking jobs until it has room'))), 'a worker that stopped for a full Redis', 60_000);
       await redis.config('SET', 'maxmemory', '0');
       await until(async () => (await store.pendingCount('full')) === 0, 'the run done', 120_000);
       const envs = await store.statusCounts('full', 'env');
       expect(Object.values(envs).reduce((a, b) => a + b, 0), JSON.stringify(envs)).to.equal(3);
       expect(lines.filter(l => l.includes('"msg":"worker error"'))).to.deep.equal([]);
-      expect(lines.filter(l => l.includes('this worker stops taking jobs')).length).to.be.within(1, 3);
+      expect(lines.filter(l => l.includes('stop taking jobs until it has room')).length).to.be.within(1, 3);
       expect(lines.filter(l => l.includes('"level":50') && l.includes('job failed'))).to.deep.equal([]);
     } finally {
       await redis.config('SET', 'maxmemory', '0');
