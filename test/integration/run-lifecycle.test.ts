@@ -249,4 +249,20 @@ describe('runs over their lifetime: status at any size, settings that do not cha
     expect(String(again)).to.include('holds trajectories of an earlier run named "lost"').and.to.include('Give the sink another --out');
     await runSink({ redis: f.redis, prefix, store: f.store, runId: 'lost', dir: await mkdtemp(join(tmpdir(), 'envfleet-sink-new-')) });
   });
+
+  it('deletes what a run left without its record, its finished jobs included, so that a new run of its name runs again', async () => {
+    // A reviewer's case: the leftovers deleted but not the run's finished jobs (kept 30 days under ids made from its
+    // name): the new run found every job done, added nothing, and finished empty.
+    const f = await fleet();
+    const prefix = f.config.redis.prefix;
+    await submitSynthesis(f.config, f.redis, { runId: 'again', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await f.waitForRun('again');
+    await f.redis.del(runKey(prefix, 'again', false));
+    expect(String(await rejection(submitSynthesis(f.config, f.redis, { runId: 'again', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 })))).to.include('envfleet runs delete --run again');
+    const deleted = await deleteRun(f.redis, prefix, f.store, f.workers.ctx.runControl, 'again');
+    expect(deleted.jobs, 'its finished jobs').to.be.greaterThan(0);
+    const fresh = await submitSynthesis(f.config, f.redis, { runId: 'again', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    expect(fresh).to.deep.include({ created: true });
+    expect(fresh.jobsAdded).to.be.greaterThan(0);
+  });
 });
