@@ -370,6 +370,14 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
       error = err;
     }
     expect(String(error)).to.match(/cancelled run cannot be resumed/);
+    // `envfleet resume` refuses it before it touches its budget.
+    const refused = await execFileAsync(process.execPath, [ENVFLEET_BIN, 'resume', '--run', 'cancel', '--budget-usd', '5'], { env: childEnv(f.config) }).then(
+      () => null,
+      (err: unknown) => err as { code: number; stderr: string },
+    );
+    expect(refused?.code).to.equal(1);
+    expect(refused?.stderr).to.include('run "cancel" was cancelled, and a cancelled run takes no new work: nothing was resumed and no budget was set');
+    expect((await ctx.runControl.budgets('cancel'))?.usd ?? 0).to.equal(0);
     // Nor can a budget (or anyone) pause it: it stays cancelled.
     error = undefined;
     try {
