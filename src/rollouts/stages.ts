@@ -206,9 +206,15 @@ export async function computeGroup(store: RunStore, runId: string, scenarioId: s
   const config = await store.getDoc(runId, 'rollout-config', policy ?? 'current');
   const stats = { ...groupStats(runId, scenarioId, scenario?.environmentId ?? '', mode, trajectories, samples, policy), policyModel: config?.policyModel ?? null, policyVersion: config?.policyVersion ?? null };
   // A sample without a trajectory still counts, with reward 0 (groupStats pads to the planned samples).
-  // Counted when the group is first written: a retried job recomputes the same group, uncounted.
+  // Counted when the group is first written: a retried job recomputes the same group, uncounted. A group written again
+  // with other samples missing (a resubmission brought episodes back) moves the count by the difference.
   const counts: FunnelCount[] = [{ stage: 'rollout.group', outcome: 'done', n: 1, once: true }];
-  if (missing) counts.push({ stage: 'rollout.group', outcome: 'samples-missing', n: missing, once: true });
+  const earlier = await store.getDoc(runId, 'group', stats.id);
+  if (!earlier) {
+    if (missing) counts.push({ stage: 'rollout.group', outcome: 'samples-missing', n: missing, once: true });
+  } else if (missing !== (earlier.terminations['missing'] ?? 0)) {
+    counts.push({ stage: 'rollout.group', outcome: 'samples-missing', n: missing - (earlier.terminations['missing'] ?? 0) });
+  }
   await store.putDoc(runId, 'group', stats.id, stats, counts);
   // The group's statistics hold what the outcomes said (≈ 230 bytes of Redis memory each): let them go. A retried
   // or later group job reads the trajectories instead (by then mostly the sink's summaries).

@@ -90,4 +90,24 @@ describe('a group job reads the outcomes kept beside its trajectories (real Redi
     expect(await redis.exists(key)).to.equal(0);
     expect((await store.bytes(run))['outcomes'] ?? 0).to.equal(0);
   });
+
+  it('moves the samples-missing count when a group is written again with its missing samples back (a resubmission re-ran them)', async () => {
+    const { redis, store, prefix } = fixture;
+    const run = 'r-missing';
+    const scenario = 'scn-再';
+    const mode = 'conversational' as const;
+    const deps = { store, stream: createRedisTrajectoryStream(redis, prefix) };
+    for (const sample of [0, 1]) await recordFailedRollout(deps, run, scenario, mode, sample, 'model-error', 'x');
+    const missing = async () => (await store.counters(run))['rollout.group']?.['samples-missing'] ?? 0;
+    // Four planned, two stored: two missing, counted once however often the group is computed.
+    await computeGroup(store, run, scenario, mode, 4);
+    await computeGroup(store, run, scenario, mode, 4);
+    expect(await missing()).to.equal(2);
+    // The missing two come back (a resubmission ran them): the group written again, the count back to 0.
+    for (const sample of [2, 3]) await recordFailedRollout(deps, run, scenario, mode, sample, 'model-error', 'y');
+    const stats = await computeGroup(store, run, scenario, mode, 4);
+    expect(stats.terminations).to.deep.equal({ 'model-error': 4 });
+    expect(await missing()).to.equal(0);
+    expect((await store.counters(run))['rollout.group']?.['done']).to.equal(1);
+  });
 });
