@@ -4,9 +4,7 @@ import { ConfigError } from '../config/index.js';
 import { isRedisFull } from './redis/full.js';
 import { SANDBOX_ERROR_CODES, SandboxError } from './sandbox/errors.js';
 
-export { isRedisFull };
-
-export { ConfigError };
+export { ConfigError, isRedisFull };
 
 /** What a job that fails with a code does next (decided by `classifyError`, applied by the worker bootstrap). */
 export type ErrorAction = 'retry' | 'give-up' | 'rate-limit' | 'pause-run' | 'wait';
@@ -324,7 +322,6 @@ export function codeOf(err: unknown): ErrorCode {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' && isErrorCode(code) ? code : 'UNEXPECTED';
 }
-
 
 /**
  * Decides, for any thrown value, whether its job is retried with backoff, given up, put back

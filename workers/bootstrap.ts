@@ -143,6 +143,21 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
     throw new UnrecoverableError(failedReason(code, message));
   };
 
+  // A full Redis, said at most every REDIS_FULL_SAID_EVERY_MS for the whole process, whatever meets it: a job's own writes
+  // (below, each job) or the worker's moves (onRedisFull).
+  let fullCheck: NodeJS.Timeout | null = null;
+  const sayFull = (reason: string, still: boolean): void => {
+    redisFullSaid.refusals += 1;
+    if (Date.now() - redisFullSaid.at < REDIS_FULL_SAID_EVERY_MS) return;
+    log.error(
+      { code: 'REDIS_FULL', reason, refusals: redisFullSaid.refusals },
+      still
+        ? 'Redis is still full (maxmemory): the workers take no jobs until it has room (jobs wait, no attempt used); raise maxmemory or free room (envfleet runs delete)'
+        : 'Redis is full (maxmemory) and refuses writes: jobs wait, no attempt used, and the workers stop taking jobs until it has room; raise maxmemory or free room (envfleet runs delete)',
+    );
+    redisFullSaid.at = Date.now();
+    redisFullSaid.refusals = 0;
+  };
   const worker = new Worker(
     def.name,
     async (job: Job, token?: string, signal?: AbortSignal) => {
@@ -275,7 +290,9 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
           } else if (verdict.code === 'REDIS_FULL') {
             // Redis refused a write (maxmemory): the operator's to fix; the job is kept, no attempt used. The move back is a
             // write too, and may be refused as well: the job's lock then lapses and the stalled-job path brings it back.
-            jobLog.error({ code: verdict.code, delayMs: verdict.delayMs, reason: err.message }, 'Redis is full (maxmemory): the job comes back later, no attempt used; raise maxmemory or free room (envfleet runs delete)');
+            // Said for the process, not per job (a thousand episodes meet it at once).
+            sayFull(err.message, false);
+            jobLog.debug({ code: verdict.code, delayMs: verdict.delayMs, reason: err.message }, 'Redis is full: the job comes back later, no attempt used');
           } else {
             // Not its turn yet (other jobs of its run must get somewhere first): back in a moment, no attempt used.
             jobLog.debug({ code: verdict.code, delayMs: verdict.delayMs, reason: err.message }, 'the job waits for others of its run');
@@ -321,19 +338,6 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
   // and every REDIS_FULL_RECHECK_MS tries a small write of its own (in the queue's slot, under Redis's own accounting):
   // refused, Redis is still full (said at most every REDIS_FULL_SAID_EVERY_MS for the whole process); taken, the queue
   // takes jobs again.
-  let fullCheck: NodeJS.Timeout | null = null;
-  const sayFull = (reason: string, still: boolean): void => {
-    redisFullSaid.refusals += 1;
-    if (Date.now() - redisFullSaid.at < REDIS_FULL_SAID_EVERY_MS) return;
-    log.error(
-      { code: 'REDIS_FULL', reason, refusals: redisFullSaid.refusals },
-      still
-        ? 'Redis is still full (maxmemory): the workers take no jobs until it has room (jobs wait, no attempt used); raise maxmemory or free room (envfleet runs delete)'
-        : 'Redis is full (maxmemory) and refuses writes: the workers stop taking jobs until it has room (jobs wait, no attempt used); raise maxmemory or free room (envfleet runs delete)',
-    );
-    redisFullSaid.at = Date.now();
-    redisFullSaid.refusals = 0;
-  };
   const probeKey = `${queue.qualifiedName}:redis-full-probe`;
   const onRedisFull = (err: Error): void => {
     sayFull(err.message, false);

@@ -1,4 +1,4 @@
-import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RequestError } from '../errors.js';
 import type { Trajectory } from '../rollouts/types.js';
@@ -9,7 +9,7 @@ import { forEachFullTrajectory, shardsMovedTo } from './shards.js';
 import { PROMPTS_FILE, VERL_FILE, writeRLTrainerFiles } from './rl-exports.js';
 import { LLAMAFACTORY_INFO_FILE, writeLlamaFactoryInfo } from './llamafactory-info.js';
 import { DEFAULT_SFT_OPTIONS, passesFilter, toHF, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type ReasoningMode, type SftFilter } from './trajectories.js';
-import { makeFolder } from '../util/make-dir.js';
+import { makeFolder, writeWholeFile } from '../util/make-dir.js';
 
 export type DatasetFormat = 'openai' | 'sharegpt' | 'llamafactory' | 'hf' | 'rl' | 'verl' | 'prompts';
 export const DATASET_FORMATS: readonly DatasetFormat[] = ['openai', 'sharegpt', 'llamafactory', 'hf', 'rl', 'verl', 'prompts'];
@@ -109,7 +109,7 @@ export async function exportRun(store: RunStore, runId: string, dir: string, opt
     }
   }
   // No time in it: the same run exported twice gives the same files, byte for byte (the chaos run compares them).
-  await writeFile(join(dir, EXPORT_MANIFEST), `${JSON.stringify({ run: runId, files: [...written].sort() })}\n`);
+  await writeWholeFile(join(dir, EXPORT_MANIFEST), `${JSON.stringify({ run: runId, files: [...written].sort() })}\n`);
   return { path, count, byStatus, scenarios, datasets, removed, foreign };
 }
 

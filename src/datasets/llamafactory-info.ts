@@ -1,5 +1,5 @@
-import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeWholeFile } from '../util/make-dir.js';
 
 /**
  * LLaMA-Factory's `dataset_info.json` for the LLaMA-Factory files of an export: with `dataset_dir` set to the
@@ -40,7 +40,6 @@ export async function writeLlamaFactoryInfo(dir: string, files: Partial<Record<k
   });
   if (!entries.length) return 0;
   const path = join(dir, LLAMAFACTORY_INFO_FILE);
-  await writeFile(`${path}.partial`, `${JSON.stringify(Object.fromEntries(entries), null, 2)}\n`, 'utf8');
-  await rename(`${path}.partial`, path);
+  await writeWholeFile(path, `${JSON.stringify(Object.fromEntries(entries), null, 2)}\n`);
   return entries.length;
 }

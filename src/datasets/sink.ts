@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { open, readdir, readFile, rename, truncate, writeFile, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, truncate, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isCluster, type Redis } from '../redis/connection.js';
 import { redisScript } from '../redis/scripts.js';
@@ -10,7 +10,7 @@ import { sleep } from '../util/sleep.js';
 import { readTrajectoryLines } from './shards.js';
 import { storedDigest } from '../rollouts/stream.js';
 import { archivedTrajectory, isArchived, type StoredTrajectory } from '../rollouts/types.js';
-import { makeFolder } from '../util/make-dir.js';
+import { makeFolder, writeWholeFile } from '../util/make-dir.js';
 import { RequestError, RunGoneError, SinkLockLostError } from '../errors.js';
 
 export interface SinkOptions {
@@ -450,8 +450,7 @@ async function claimFolder(dir: string, runId: string, createdAt: string): Promi
   // Whole or not at all (a crash mid-write must not leave a file that refuses every later sink). Two sinks of other
   // runs starting into one folder at the same moment could still drop one's entry: that run is then taken as written
   // before the file existed.
-  await writeFile(`${path}.partial`, `${JSON.stringify({ runs })}\n`);
-  await rename(`${path}.partial`, path);
+  await writeWholeFile(path, `${JSON.stringify({ runs })}\n`);
 }
 
 /** Ids already on disk (with their shard's name), and where to go on writing; a torn last line (crash mid-write) is cut off. */

@@ -210,11 +210,8 @@ export async function computeGroup(store: RunStore, runId: string, scenarioId: s
   // with other samples missing (a resubmission brought episodes back) moves the count by the difference.
   const counts: FunnelCount[] = [{ stage: 'rollout.group', outcome: 'done', n: 1, once: true }];
   const earlier = await store.getDoc(runId, 'group', stats.id);
-  if (!earlier) {
-    if (missing) counts.push({ stage: 'rollout.group', outcome: 'samples-missing', n: missing, once: true });
-  } else if (missing !== (earlier.terminations['missing'] ?? 0)) {
-    counts.push({ stage: 'rollout.group', outcome: 'samples-missing', n: missing - (earlier.terminations['missing'] ?? 0) });
-  }
+  const missingBefore = earlier ? (earlier.terminations['missing'] ?? 0) : 0;
+  if (missing !== missingBefore) counts.push({ stage: 'rollout.group', outcome: 'samples-missing', n: missing - missingBefore, once: !earlier });
   await store.putDoc(runId, 'group', stats.id, stats, counts);
   // The group's statistics hold what the outcomes said (≈ 230 bytes of Redis memory each): let them go. A retried
   // or later group job reads the trajectories instead (by then mostly the sink's summaries).

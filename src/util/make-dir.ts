@@ -1,4 +1,4 @@
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { AppError } from '../errors.js';
 
@@ -33,6 +33,21 @@ export class OutputFileError extends AppError {
     const why = WHY[code] ?? (cause as Error | null)?.message ?? String(cause);
     const what = code === 'EFBIG' ? 'Raise the limit (ulimit -f), or write to a file system that takes larger files' : 'Free room there, or write to a folder on a disk with room';
     super('OUTPUT_NOT_WRITABLE', `cannot write ${resolve(path)}: ${why}${code ? ` (${code})` : ''}. ${what}; nothing half-written is left under the file's name.`, { cause, details: { path, code } });
+  }
+}
+
+/**
+ * Writes `text` to `path` whole or not at all: into `path.partial`, then renamed. A write that fails (a full disk, a
+ * file-size limit) leaves no partial file and is an OutputFileError naming the file.
+ */
+export async function writeWholeFile(path: string, text: string): Promise<void> {
+  const partial = `${path}.partial`;
+  try {
+    await writeFile(partial, text, 'utf8');
+    await rename(partial, path);
+  } catch (err) {
+    await rm(partial, { force: true });
+    throw new OutputFileError(path, err);
   }
 }
 
