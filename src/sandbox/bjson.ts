@@ -25,7 +25,8 @@
  * - strings are quoted as QuickJS's (and V8's) `JSON.stringify` quotes them: `\"` `\\` `\b` `\f`
  *   `\n` `\r` `\t`, other controls and lone surrogates as lower-case `\uXXXX`, the rest as it is;
  *   integers in decimal, other numbers by `String` (the shortest round-trip form both engines
- *   write), non-finite → `null`.
+ *   write); NaN and ±Infinity → null (the caller's way, the harness's, refuses them, as it refuses a
+ *   Map, a Set or a typed array, naming where: harness.ts).
  * What the reader cannot see is an object's prototype: an inherited `toJSON` (a class method, or
  * one put on a prototype) would change the guest's text. The caller uses this reader only for
  * code that cannot reach one (quickjs-host.ts, `plainSnapshots`).
@@ -393,8 +394,9 @@ class Reader {
         for (let i = 0; i < 8; i += 1) F64_BYTES[i] = bytes[this.pos + i]!; // little-endian, as wasm and this host are
         const d = F64[0]!;
         this.pos += 8;
-        if (Number.isFinite(d)) this.ascii7(String(d));
-        else this.put(NULL_BYTES, 0, 4);
+        // NaN and the infinities: JSON.stringify writes null, which the harness refuses (naming where).
+        if (!Number.isFinite(d)) throw NOT_PLAIN;
+        this.ascii7(String(d));
         return;
       }
       case TAG_STRING:

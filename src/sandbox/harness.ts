@@ -25,6 +25,77 @@ export const HARNESS_SOURCE = String.raw`(() => {
   }
   let Cls, inst, finalState, initialState, finalBase;
   const fail = (code, message) => stringify({ err: code, message: StringFn(message) });
+  // JSON.stringify writes a Map, a Set, their weak kinds and an ArrayBuffer as {}, a typed array as an object of
+  // indices, NaN and the infinities as null, without a word: a state or a result holding one is refused instead,
+  // naming where (a JSON pointer), as the Python runtime refuses what JSON cannot hold.
+  const MapC = G.Map, SetC = G.Set, WeakMapC = G.WeakMap, WeakSetC = G.WeakSet, BufferC = G.ArrayBuffer, isView = BufferC.isView, keysOf = Object.keys, isArray = Array.isArray;
+  const REFUSED = {};
+  let refusal = null;
+  // What JSON.stringify wrote without a word in v, or undefined.
+  const lossOf = (v) => {
+    if (typeof v === 'number') return v - v === 0 ? undefined : v !== v ? 'NaN (JSON writes null)' : (v > 0 ? 'Infinity' : '-Infinity') + ' (JSON writes null)';
+    if (v === null || typeof v !== 'object') return undefined;
+    if (v instanceof MapC) return 'a Map (JSON writes {}, its entries lost; use an object)';
+    if (v instanceof SetC) return 'a Set (JSON writes {}, its items lost; use an array)';
+    if (v instanceof WeakMapC || v instanceof WeakSetC) return 'a WeakMap or WeakSet (JSON writes {})';
+    if (v instanceof BufferC || isView(v)) return 'a typed array or buffer (JSON writes it as an object of indices or {}; use an array)';
+    return undefined;
+  };
+  // After JSON.stringify wrote value (so it holds no cycle): its values walked as stringify walks them (own enumerable
+  // keys; an object with a toJSON as its own, not walked), without recursion (a state as deep as stringify takes). The
+  // walk allocates a key list per object and nothing the size of the text, so it needs no more of the allowance
+  // than the text did. Throws REFUSED with refusal set at the first loss.
+  const refuseLoss = (value) => {
+    const stack = [{ '': value }, ''];
+    let top = 2;
+    while (top > 0) {
+      const key = stack[--top], holder = stack[--top];
+      const v = holder[key];
+      const what = lossOf(v);
+      if (what !== undefined) { refusal = [holder, key, what]; throw REFUSED; }
+      if (v === null || typeof v !== 'object' || typeof v.toJSON === 'function') continue;
+      if (isArray(v)) {
+        for (let i = v.length - 1; i >= 0; i--) { stack[top++] = v; stack[top++] = StringFn(i); }
+      } else {
+        const ks = keysOf(v);
+        for (let i = ks.length - 1; i >= 0; i--) { stack[top++] = v; stack[top++] = ks[i]; }
+      }
+    }
+  };
+  // Where the refused value is: the JSON pointer of its holder, found from the root (each object once), and its key.
+  const pointerOf = (root, holder, key) => {
+    try {
+      if (key === '' && holder !== null && typeof holder === 'object' && holder[''] === root) return 'its top';
+      const esc = (k) => k.replace(/~/g, '~0').replace(/\//g, '~1');
+      const seen = new SetC(), has = SetC.prototype.has, add = SetC.prototype.add;
+      const walk = (o, at) => {
+        if (o === holder) return at;
+        if (o === null || typeof o !== 'object' || apply(has, seen, [o])) return null;
+        apply(add, seen, [o]);
+        const ks = keysOf(o);
+        for (let i = 0; i < ks.length; i++) {
+          const found = walk(o[ks[i]], at + '/' + esc(ks[i]));
+          if (found !== null) return found;
+        }
+        return null;
+      };
+      const at = walk(root, '');
+      return at === null ? 'key ' + stringify(key) : at + '/' + esc(key);
+    } catch (e) {
+      return 'key ' + stringify(key);
+    }
+  };
+  // value's JSON text (JSON.stringify's), or throws: what stringify throws, or REFUSED with refusal set.
+  const plainText = (value) => {
+    const text = stringify(value);
+    if (typeof text === 'string') refuseLoss(value);
+    return text;
+  };
+  const refused = (code, subject, root) => {
+    const r = refusal;
+    refusal = null;
+    return fail(code, subject + ' holds ' + r[2] + ' at ' + pointerOf(root, r[0], r[1]) + '; keep it to objects, arrays, strings, finite numbers, booleans and null');
+  };
   // What a throw says: its message; an Error's name when the message is empty; a thrown object as its JSON (at most
   // 2,000 characters, cut between whole characters), not "[object Object]".
   const said = (e) => {
@@ -55,7 +126,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     if (value === undefined) return '!' + fail('NON_JSON_RESULT', 'the method returned undefined');
     if (value instanceof PromiseCtor) return '!' + fail('NON_JSON_RESULT', 'the method returned a promise; environment methods must be synchronous');
     let text;
-    try { text = stringify(value); } catch (e) { return '!' + thrown('NON_JSON_RESULT', e); }
+    try { text = plainText(value); } catch (e) { return '!' + (e === REFUSED ? refused('NON_JSON_RESULT', 'the result', value) : thrown('NON_JSON_RESULT', e)); }
     if (text === undefined) return '!' + fail('NON_JSON_RESULT', 'the method returned a value JSON cannot represent');
     return text;
   };
@@ -138,7 +209,8 @@ export const HARNESS_SOURCE = String.raw`(() => {
     // Not wrapped either (a 65 KB state would be copied once more): the state's JSON text, or "!" and an error reply.
     snapshot() {
       let text;
-      try { text = stringify(inst.state); } catch (e) { return '!' + thrown('STATE_INVALID', e); }
+      let state;
+      try { state = inst.state; text = plainText(state); } catch (e) { return '!' + (e === REFUSED ? refused('STATE_INVALID', 'this.state', state) : thrown('STATE_INVALID', e)); }
       if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');
       return text;
     },
@@ -151,7 +223,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     snapshotOf(wrapped) {
       if (typeof wrapped === 'string') return wrapped; // state()'s error reply
       let text;
-      try { text = stringify(wrapped[0]); } catch (e) { return '!' + thrown('STATE_INVALID', e); }
+      try { text = plainText(wrapped[0]); } catch (e) { return '!' + (e === REFUSED ? refused('STATE_INVALID', 'this.state', wrapped[0]) : thrown('STATE_INVALID', e)); }
       if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');
       return text;
     },
