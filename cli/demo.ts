@@ -15,6 +15,7 @@ import { startWorkerProcess } from '../workers/main.js';
 import { createRedisConnection, describeRedis } from '../src/redis/connection.js';
 import { chooseRedis } from './private-redis.js';
 import { formatEvents, formatFunnel } from './runs.js';
+import { cutText } from '../src/util/text.js';
 
 /**
  * `envfleet demo`: the product end to end on real queues and workers — a Redis (the configured
@@ -115,7 +116,7 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
       const s = (await running.ctx.store.getDoc(runId, 'scenario', id))!;
       const env = (await running.ctx.store.getDoc(runId, 'env', s.environmentId))!;
       const detail = s.status === 'ready'
-        ? `${s.checklist?.length ?? 0} checks${s.validation?.repairs.length ? ` (${s.validation.repairs.length} repaired)` : ''}: ${(s.task ?? '').slice(0, 70)}…`
+        ? `${s.checklist?.length ?? 0} checks${s.validation?.repairs.length ? ` (${s.validation.repairs.length} repaired)` : ''}: ${cutText(s.task ?? '', 70)}…`
         : `${s.dropReason?.code}: ${s.dropReason?.message}`;
       out(`  ${s.status.padEnd(8)} ${env.description.summary.padEnd(28)} state ${s.index + 1}  ${detail}`);
     }

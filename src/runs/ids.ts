@@ -7,14 +7,17 @@ import { hashOf } from '../util/canonical.js';
  */
 
 /**
- * A run's name: ASCII letters and digits, _ . - (at most 100). It goes into Redis keys, BullMQ job ids, file
+ * A run's name: ASCII letters and digits, _ . - (at most 100), not "." or "..". It goes into Redis keys, BullMQ job ids, file
  * names and URLs as it is; other scripts (démo, 演示) are refused rather than checked in each of them.
  */
-export const RUN_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
+export const RUN_NAME = /^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,100}$/;
 
 /** Why `name` is not a run name (what is allowed, with a suggestion), or null when it is one. */
 export function runNameProblem(name: string): string | null {
   if (RUN_NAME.test(name)) return null;
+  // "." and ".." name a folder's own place and its parent's in every path they go into (the demo's output folder
+  // demo-output/RUN, a sink's): never a run's.
+  if (name === '.' || name === '..') return `run name ${JSON.stringify(name)} names a folder itself or its parent in the file paths a run's name goes into; pick a name with a letter or a digit, for example "run-1"`;
   const ascii = name.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').replace(/[^A-Za-z0-9_.-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 90);
   // A name mostly in another script (运行🚀é) keeps too little in ASCII to be told apart: a short digest of it is added.
   const kept = ascii.replace(/-/g, '').length;

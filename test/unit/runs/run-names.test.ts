@@ -16,4 +16,12 @@ describe('run names (src/runs/ids.ts)', () => {
     expect(runNameProblem('a'.repeat(101))).to.include('1 to 100 characters');
     expect(() => checkRunName('démo')).to.throw(/run name "démo" may only contain ASCII letters/).with.property('code', 'INVALID_REQUEST');
   });
+
+  it('refuses "." and "..", which name a folder and its parent in the paths a run name goes into (the demo emptied demo-output/. whole)', () => {
+    for (const name of ['.', '..']) {
+      expect(runNameProblem(name), name).to.include('names a folder itself or its parent').and.to.include('for example "run-1"');
+      expect(() => checkRunName(name)).to.throw().with.property('code', 'INVALID_REQUEST');
+    }
+    for (const name of ['...', '.a', 'a..', '.-']) expect(runNameProblem(name), name).to.equal(null);
+  });
 });
