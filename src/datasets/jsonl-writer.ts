@@ -4,22 +4,7 @@ import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import { OutputFileError } from '../util/make-dir.js';
 import { stringifyJson } from '../util/raw-json.js';
-
-/** Each escape of a JSON text (`\\` and `\"` included, so an escaped backslash is never read as the start of one). */
-const ESCAPE = /\\(?:u([dD][89abAB][0-9a-fA-F]{2})(\\u[dD][c-fC-F][0-9a-fA-F]{2})?|u[dD][c-fC-F][0-9a-fA-F]{2}|[^])/g;
-
-/**
- * A JSON text with every lone surrogate escape (`\ud800` without its pair: a model's output cut inside a character,
- * or its tokenizer's odd bytes) written as U+FFFD. JSON allows them, and Python's json.loads reads them, but the string
- * cannot be encoded as UTF-8 afterwards: pyarrow and Hugging Face datasets fail on the line ("surrogates not allowed").
- */
-export function withoutLoneSurrogates(json: string): string {
-  if (!/\\u[dD][89a-fA-F]/.test(json)) return json;
-  return json.replace(ESCAPE, (escape: string, high: string | undefined, low: string | undefined) => {
-    if (high !== undefined) return low === undefined ? '\\ufffd' : escape;
-    return /^\\u[dD][c-fC-F]/.test(escape) ? '\\ufffd' : escape;
-  });
-}
+import { withoutLoneSurrogates } from '../util/text.js';
 
 /**
  * Writes a JSON Lines file one record at a time (memory stays flat however many records), into

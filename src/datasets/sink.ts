@@ -11,6 +11,7 @@ import { readTrajectoryLines } from './shards.js';
 import { storedDigest } from '../rollouts/stream.js';
 import { archivedTrajectory, isArchived, type StoredTrajectory } from '../rollouts/types.js';
 import { makeFolder, writeWholeFile } from '../util/make-dir.js';
+import { withoutLoneSurrogates } from '../util/text.js';
 import { RequestError, RunGoneError, SinkLockLostError } from '../errors.js';
 
 export interface SinkOptions {
@@ -202,17 +203,17 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
         // twice stored another trajectory under the id since, nor when the document is archived already (the digest
         // is of the whole trajectory). Then the document is parsed, and its own summary kept.
         else if (published !== undefined && storedDigest(bytes) === published.sha1) {
-          ready.set(id, { line: oneLine(bytes), archived: path => archivedText(published.summary, path) });
+          ready.set(id, { line: wellFormedLine(oneLine(bytes)), archived: path => archivedText(published.summary, path) });
         } else {
           // Without a summary (or already archived, or another document than the summary's): the document is parsed, as it always was.
           const doc = JSON.parse(bytes.toString('utf8')) as StoredTrajectory;
           // Written to a shard of another directory: its line is copied from there.
           if (isArchived(doc)) elsewhere.set(doc.archived.path, (elsewhere.get(doc.archived.path) ?? new Set<string>()).add(id));
-          ready.set(id, { line: oneLine(bytes), archived: path => archivedTrajectory(doc, path) });
+          ready.set(id, { line: wellFormedLine(oneLine(bytes)), archived: path => archivedTrajectory(doc, path) });
         }
       });
       for (const [path, ids] of elsewhere) {
-        for (const [id, line] of await readTrajectoryLines(path, ids)) ready.set(id, { ...ready.get(id)!, line: Buffer.from(line, 'utf8') });
+        for (const [id, line] of await readTrajectoryLines(path, ids)) ready.set(id, { ...ready.get(id)!, line: wellFormedLine(Buffer.from(line, 'utf8')) });
       }
       for (const [entryId, fields] of entries) {
         const trajectoryId = fieldOf(fields, 'id');
@@ -343,6 +344,19 @@ async function writeAll(handle: FileHandle, chunks: readonly Buffer[]): Promise<
  * escaped), so it becomes a space; text without one (what envfleet writes) is returned as it is. As
  * UTF-8 bytes the same: a CR or LF byte is never part of a longer character's encoding.
  */
+/**
+ * A document's bytes with each lone surrogate escape (`\ud83d` without its pair: text an environment or a model cut
+ * inside a character) written as U+FFFD (withoutLoneSurrogates), as the export's files have them: JSON allows them,
+ * but pyarrow and Hugging Face datasets cannot read a line holding one. The bytes as they are when none is there
+ * (two native searches).
+ */
+export function wellFormedLine(json: Buffer): Buffer {
+  if (json.indexOf('\\ud') === -1 && json.indexOf('\\uD') === -1) return json;
+  const text = json.toString('utf8');
+  const clean = withoutLoneSurrogates(text);
+  return clean === text ? json : Buffer.from(clean, 'utf8');
+}
+
 export function oneLine(json: string): string;
 export function oneLine(json: Buffer): Buffer;
 export function oneLine(json: string | Buffer): string | Buffer {

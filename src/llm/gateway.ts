@@ -17,7 +17,7 @@ import { canonicalJson, deepFreeze } from '../util/canonical.js';
 import { RawJson, stringifyJsonBytes } from '../util/raw-json.js';
 import { createSecretMask } from '../util/secrets.js';
 import { sharedRead } from '../util/shared-read.js';
-import { cutText } from '../util/text.js';
+import { cutText, wellFormed, withoutLoneSurrogates } from '../util/text.js';
 import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
 import { AnswerCutError, createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
@@ -629,7 +629,12 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     // Content as text: some servers answer with an array of parts (Mistral's reasoning chunks).
     const raw = choice.message as ChatCompletionMessage & { content: unknown };
     const withText = Array.isArray(raw.content) ? { ...choice.message, content: contentText(raw.content) } : choice.message;
-    const message = withToolCallsAsOpenAI(withText);
+    // A lone surrogate in what the model said (its output cut inside a character) goes no further: U+FFFD, in its
+    // text and in the JSON text of its calls' arguments (an escape there is read as one when the call is made).
+    const said = wellFormed(withToolCallsAsOpenAI(withText));
+    const message = said.tool_calls?.some(c => c.type === 'function' && withoutLoneSurrogates(c.function.arguments) !== c.function.arguments)
+      ? { ...said, tool_calls: said.tool_calls.map(c => (c.type === 'function' ? { ...c, function: { ...c.function, arguments: withoutLoneSurrogates(c.function.arguments) } } : c)) }
+      : said;
     return { message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached, toolCallFormat: profile.request.toolCallFormat, tokens: tokenRecordOf(body), sampling: samplingOf(params) };
   }
 

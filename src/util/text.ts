@@ -28,3 +28,50 @@ export function cutUtf8(text: string, maxBytes: number): string {
   }
   return text.slice(0, end);
 }
+
+/** Each escape of a JSON text (`\\` and `\"` included, so an escaped backslash is never read as the start of one). */
+const ESCAPE = /\\(?:u([dD][89abAB][0-9a-fA-F]{2})(\\u[dD][c-fC-F][0-9a-fA-F]{2})?|u[dD][c-fC-F][0-9a-fA-F]{2}|[^])/g;
+
+/**
+ * A JSON text with every lone surrogate escape (`\ud800` without its pair: a model's output cut inside a character,
+ * or its tokenizer's odd bytes) written as U+FFFD. JSON allows them, and Python's json.loads reads them, but the string
+ * cannot be encoded as UTF-8 afterwards: pyarrow and Hugging Face datasets fail on the line ("surrogates not allowed").
+ */
+export function withoutLoneSurrogates(json: string): string {
+  if (!/\\u[dD][89a-fA-F]/.test(json)) return json;
+  return json.replace(ESCAPE, (escape: string, high: string | undefined, low: string | undefined) => {
+    if (high !== undefined) return low === undefined ? '\\ufffd' : escape;
+    return /^\\u[dD][c-fC-F]/.test(escape) ? '\\ufffd' : escape;
+  });
+}
+
+type WellFormable = { isWellFormed(): boolean; toWellFormed(): string };
+
+/**
+ * `value` with each string holding a lone surrogate (a model's output cut inside a character: `"\ud83d"` in its JSON)
+ * written with U+FFFD in its place, in keys too; copied only where something changes. What a model answered goes into
+ * later requests (servers that encode text as UTF-8 refuse a body carrying a lone half), stored documents, the
+ * sink's shards and served tasks, which pyarrow and Hugging Face datasets cannot read with one.
+ */
+export function wellFormed<T>(value: T): T {
+  if (typeof value === 'string') return ((value as unknown as WellFormable).isWellFormed() ? value : (value as unknown as WellFormable).toWellFormed()) as T;
+  if (value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) {
+    let copy: unknown[] | null = null;
+    value.forEach((item: unknown, i) => {
+      const clean = wellFormed(item);
+      if (clean !== item) (copy ??= [...(value as unknown[])])[i] = clean;
+    });
+    return (copy ?? value) as T;
+  }
+  let copy: Record<string, unknown> | null = null;
+  for (const [key, item] of Object.entries(value) as [string, unknown][]) {
+    const cleanKey = wellFormed(key);
+    const clean = wellFormed(item);
+    if (clean === item && cleanKey === key) continue;
+    copy ??= { ...(value as Record<string, unknown>) };
+    if (cleanKey !== key) delete copy[key];
+    copy[cleanKey] = clean;
+  }
+  return (copy ?? value) as T;
+}

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { forEachFullTrajectory, readTrajectoryLines } from '../../../src/datasets/shards.js';
 import type { RunStore } from '../../../src/runs/store.js';
-import { JsonlWriter, withoutLoneSurrogates } from '../../../src/datasets/jsonl-writer.js';
+import { JsonlWriter } from '../../../src/datasets/jsonl-writer.js';
+import { withoutLoneSurrogates } from '../../../src/util/text.js';
 import { RawJson } from '../../../src/util/raw-json.js';
 import { rejection } from '../../helpers/assert.js';
 

@@ -373,6 +373,24 @@ describe('sink crash recovery (byte offsets)', () => {
       expect(file).to.equal(`${oneLine(pretty)}\n`);
       expect(JSON.parse(file)).to.deep.equal(JSON.parse(pretty));
     });
+
+    it('writes each lone surrogate of a stored trajectory as U+FFFD, so that the shard is UTF-8 a strict decoder and pyarrow read, and pairs as they are', async () => {
+      const runId = 'sink-lone';
+      const store = createRedisRunStore(redis, prefix);
+      const out = await mkdtemp(join(tmpdir(), 'envfleet-sink-lone-'));
+      // A model's output cut inside an emoji, and a tool result of an environment that cut one, as JSON stores them.
+      const t: Trajectory = { ...workerTrajectory(5, runId), messages: [{ role: 'assistant', content: 'cut \ud83d here, whole 😀, \\ud800 is text' }, { role: 'tool', tool_call_id: 'c1', content: '{"n":"\udc00x"}' }] };
+      await store.putDoc(runId, 'trajectory', t.id, t);
+      await createRedisTrajectoryStream(redis, prefix).publish(runId, t.id, { summary: trajectorySummary(t), text: stringifyJson(t)! });
+
+      await runSink({ redis, prefix, store, runId, dir: out });
+
+      const bytes = await readFile(join(out, 'trajectories', 'part-00000.jsonl'));
+      const line = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+      const [said, tool] = (JSON.parse(line) as Trajectory).messages;
+      expect(said!.content).to.equal('cut \ufffd here, whole 😀, \\ud800 is text');
+      expect(tool!.content).to.equal('{"n":"\ufffdx"}');
+    });
   });
 
   describe('runSink following a run that is deleted (real Redis)', () => {

@@ -76,6 +76,17 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     expect(entry?.body).to.deep.include({ temperature: 1, max_tokens: 4096 });
   });
 
+  it('hands on what a model said cut inside a character with U+FFFD for each lone half (content, reasoning, tool arguments), so that no later request carries one', async () => {
+    const gateway = await gatewayFor({
+      rules: [{ stage: 'rollout.policy', respond: { content: 'cut \ud83d, whole 😀', reasoning: '\udc00why', toolCalls: [{ name: 'get_book', arguments: { title: 'x\ud800' } }] } }],
+    });
+    const result = await gateway.chat({ runId: 'r', stage: 'rollout.policy' }, { messages: [{ role: 'user', content: 'find it' }], tools: [{ type: 'function', function: { name: 'get_book', parameters: { type: 'object' } } }] });
+    expect(result.message.content).to.equal('cut \ufffd, whole 😀');
+    expect(result.message.reasoning_content).to.equal('\ufffdwhy');
+    const call = result.message.tool_calls?.[0];
+    expect(call?.type === 'function' && JSON.parse(call.function.arguments)).to.deep.equal({ title: 'x\ufffd' });
+  });
+
   it('sends through a given openai client (clientFor) the same request and reads the same answer as through its own POST', async () => {
     server = await startModelServer({ script: parseModelScript({ rules: [{ stage: 'rollout.policy', respond: { toolCalls: [{ name: 'get_book', arguments: { id: 7 } }] } }] }) });
     const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } });

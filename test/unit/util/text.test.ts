@@ -4,7 +4,7 @@ import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
 import { createLocalSandboxRunner } from '../../../src/sandbox/runner.js';
 import { clip, testerPrompt } from '../../../src/synthesis/prompts.js';
 import type { EnvironmentRecord } from '../../../src/synthesis/types.js';
-import { cutText, cutUtf8 } from '../../../src/util/text.js';
+import { cutText, cutUtf8, wellFormed as madeWellFormed } from '../../../src/util/text.js';
 
 /** A lone half of a surrogate pair: no character, refused by servers that encode the text as UTF-8. */
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
@@ -119,5 +119,19 @@ describe('firstInvalidUtf8 finds the first byte that is not UTF-8, as a strict d
       expect(at === -1, bytes.join(' ')).to.equal(valid);
       if (!valid) expect(() => strict.decode(Uint8Array.from(bytes.slice(0, at)))).to.not.throw();
     }
+  });
+});
+
+describe('wellFormed writes each lone surrogate of a value as U+FFFD', () => {
+  it('in strings, keys, arrays and nested objects, copying only what changes, and leaves pairs and other values as they are', () => {
+    const clean = { a: 'whole 😀', n: 1, list: [null, true, 'x'] };
+    expect(madeWellFormed(clean)).to.equal(clean);
+    expect(madeWellFormed('\ud83d')).to.equal('\ufffd');
+    expect(madeWellFormed('a\udc00\ud83d😀')).to.equal('a\ufffd\ufffd😀');
+    const dirty = { keep: clean, text: 'cut \ud83d', list: ['ok', { ['k\ud800']: ['\udfff'] }] };
+    const got = madeWellFormed(dirty);
+    expect(got).to.deep.equal({ keep: clean, text: 'cut \ufffd', list: ['ok', { 'k\ufffd': ['\ufffd'] }] });
+    expect(got.keep).to.equal(clean);
+    expect(dirty.text).to.equal('cut \ud83d'); // the value given is not changed
   });
 });
