@@ -3,6 +3,7 @@ import { duplicateConnection, isCluster, type Redis } from '../redis/connection.
 import { redisScript } from '../redis/scripts.js';
 import { runKeys } from './keys.js';
 import { RequestError } from '../errors.js';
+import { oneLineText } from '../util/text.js';
 
 export type RunState = 'running' | 'paused' | 'cancelled';
 
@@ -194,7 +195,7 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     return true;
   };
   const setState = async (runId: string, state: RunState, reason: string | null, announce: boolean): Promise<boolean> =>
-    (await SET_STATE(redis, [key(runId)], [state, reason ?? '', new Date().toISOString(), announce ? channel : '', runId])) === 1;
+    (await SET_STATE(redis, [key(runId)], [state, reason === null ? '' : oneLineText(reason), new Date().toISOString(), announce ? channel : '', runId])) === 1;
   return {
     async get(runId) {
       const h = await redis.hgetall(key(runId));
@@ -209,7 +210,7 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     async cancel(runId, reason) {
       await redis
         .multi()
-        .hset(key(runId), { state: 'cancelled', reason, since: new Date().toISOString() })
+        .hset(key(runId), { state: 'cancelled', reason: oneLineText(reason), since: new Date().toISOString() })
         .del(rateLimitedKey(runId))
         .publish(channel, runId)
         .exec();

@@ -75,3 +75,16 @@ export function wellFormed<T>(value: T): T {
   }
   return (copy ?? value) as T;
 }
+
+/** Control characters (C0 but tab, DEL, C1) and the invisible marks that reorder a line (bidirectional embeddings, overrides, isolates). */
+const UNPRINTABLE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * `text` as one line fit for a terminal and a page: line breaks and tabs as spaces, each control character (an ANSI
+ * escape's ESC, which a terminal obeys) and each bidirectional override (which reverses what follows it on the line)
+ * as U+FFFD, and at most `max` UTF-16 units (cut between whole characters). For text a user or an endpoint gave that
+ * status lines and the dashboard show, such as a pause's reason.
+ */
+export function oneLineText(text: string, max = 1000): string {
+  return cutText(wellFormed(text).replace(/[\r\n\t]+/g, ' ').replace(UNPRINTABLE, '\ufffd'), max);
+}
