@@ -77,6 +77,7 @@ export function wellFormed<T>(value: T): T {
 }
 
 /** Control characters (C0 but tab, DEL, C1) and the invisible marks that reorder a line (bidirectional embeddings, overrides, isolates). */
+// eslint-disable-next-line no-control-regex -- control characters are what it finds
 const UNPRINTABLE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
 
 /**
