@@ -1963,6 +1963,13 @@ export function answerText(out) {
  * message, not "[object Object]"; any other object as its tag and (cut) JSON.
  * @param {unknown} thrown @returns {string}
  */
+/** The first `max` UTF-16 units of `text`, one fewer where the cut would split a surrogate pair (as src/util/text.ts cutText). */
+export function cutChars(text, max) {
+  if (text.length <= max) return text;
+  const last = text.charCodeAt(max - 1);
+  return text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
+}
+
 export function describeThrown(thrown) {
   try {
     if (thrown instanceof Error) return `${thrown.name}: ${thrown.message}`;

@@ -26,7 +26,7 @@ import { constants as fsConstants } from 'node:fs';
 import { createRequire, Module } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
-import { answerText, describeThrown, HARNESS_PY } from './python-harness.mjs';
+import { answerText, cutChars, describeThrown, HARNESS_PY } from './python-harness.mjs';
 
 /** A session's end runs the cycle collector at least every this many ends (and whenever the heap grew since it last ran). */
 const COLLECT_EVERY = 8;
@@ -352,7 +352,7 @@ if (data.makeSnapshot) {
         try {
           fns['recover']();
         } catch (recoverErr) {
-          fatal = `the harness could not recover after ${type}: ${describeThrown(recoverErr).slice(0, 300)}`;
+          fatal = `the harness could not recover after ${type}: ${cutChars(describeThrown(recoverErr), 300)}`;
         }
         text = type === 'KeyboardInterrupt'
           ? JSON.stringify({ err: 'DEADLINE_EXCEEDED', message: 'the call ran past its deadline and was interrupted' })
@@ -371,7 +371,7 @@ if (data.makeSnapshot) {
         const what = describeThrown(err);
         fatal = what;
         const code = /call stack|stack overflow|recursion/i.test(what) ? 'STACK_OVERFLOW' : exhausted ? 'MEMORY_EXCEEDED' : 'ENV_DISPOSED';
-        text = JSON.stringify({ err: code, message: `the Python interpreter failed fatally and is replaced: ${what.slice(0, 500)}` });
+        text = JSON.stringify({ err: code, message: `the Python interpreter failed fatally and is replaced: ${cutChars(what, 500)}` });
       }
     }
     // The walk costs ~2 ms: done at most every 250 ms, and after every drop (a session's end).
