@@ -1958,18 +1958,21 @@ export function answerText(out) {
 }
 
 /**
- * "Name: message" of a value thrown out of Pyodide, guarded: once Pyodide has failed, even reading an error can throw.
- * Emscripten also throws objects that are not Errors (ExitStatus: `{ name, message, status }`): their own name and
- * message, not "[object Object]"; any other object as its tag and (cut) JSON.
- * @param {unknown} thrown @returns {string}
+ * The first `max` UTF-16 units of `text`, one fewer where the cut would split a surrogate pair (as src/util/text.ts cutText).
+ * @param {string} text @param {number} max @returns {string}
  */
-/** The first `max` UTF-16 units of `text`, one fewer where the cut would split a surrogate pair (as src/util/text.ts cutText). */
 export function cutChars(text, max) {
   if (text.length <= max) return text;
   const last = text.charCodeAt(max - 1);
   return text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
 }
 
+/**
+ * "Name: message" of a value thrown out of Pyodide, guarded: once Pyodide has failed, even reading an error can throw.
+ * Emscripten also throws objects that are not Errors (ExitStatus: `{ name, message, status }`): their own name and
+ * message, not "[object Object]"; any other object as its tag and (cut) JSON.
+ * @param {unknown} thrown @returns {string}
+ */
 export function describeThrown(thrown) {
   try {
     if (thrown instanceof Error) return `${thrown.name}: ${thrown.message}`;
