@@ -15,11 +15,13 @@ export async function workerCommand(opts: { queues?: string; concurrency?: numbe
   const deadline = Date.now() + config.redis.startupWaitMs;
   for (;;) {
     try {
-      const running = await startWorkerProcess(config, logger, options);
+      // Each start waits for Redis only as long as is left of the one wait (it waited the whole of it each time).
+      const left = Math.max(1, deadline - Date.now());
+      const running = await startWorkerProcess({ ...config, redis: { ...config.redis, startupWaitMs: left } }, logger, options);
       onTerminationSignals(() => running.stop(), logger);
       return;
     } catch (err) {
-      if (!lostRedis(err) || Date.now() >= deadline) throw err;
+      if (!lostRedis(err) || Date.now() + 1_000 >= deadline) throw err;
       logger.warn({ err }, 'Redis went away while the worker was starting; starting again (ENVFLEET_REDIS_STARTUP_WAIT_MS)');
       await new Promise(resolve => setTimeout(resolve, 1_000));
     }

@@ -62,6 +62,21 @@ describe('worker process', function () {
     }
   });
 
+  it('waits for Redis once, for ENVFLEET_REDIS_STARTUP_WAIT_MS in all, not once more per start it tries (6 s took 12.9)', async () => {
+    const port = await freePort();
+    const child = spawn(process.execPath, [ENVFLEET_BIN, 'worker'], { env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${port}`, ENVFLEET_REDIS_STARTUP_WAIT_MS: '6000', LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const code = await new Promise<number | null>(resolve => child.once('exit', c => resolve(c)));
+    expect(code, output).to.equal(1);
+    expect(output).to.match(/cannot reach Redis at redis:\/\/127\.0\.0\.1/);
+    // One start, one wait: a start whose wait ended before the whole (its last try gives up after 5 s) started
+    // again and waited the whole length once more.
+    expect(output.match(/Redis does not answer yet; waiting for it/g) ?? [], output).to.have.length(1);
+    expect(output, output).to.not.match(/starting again/);
+  });
+
   const fleet = useFleet();
 
   it('exits 0 on SIGTERM during a long job and leaves the job to be finished by another worker', async () => {
