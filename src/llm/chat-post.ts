@@ -75,13 +75,114 @@ export async function postChatCompletion(sender: HttpSender, base: ChatRequestBa
   }
   const text = utf8.decode(answer.bytes);
   if (answer.status < 200 || answer.status >= 300) {
-    const json = safeJSON(text);
+    const json = errorBody(safeJSON(text));
     const responseHeaders = new Headers();
     const raw = answer.rawHeaders;
     for (let i = 0; i + 1 < raw.length; i += 2) responseHeaders.append(raw[i]!, raw[i + 1]!);
     throw APIError.generate(answer.status, json, json ? undefined : text, responseHeaders);
   }
+  // A server (or a proxy such as LiteLLM set to stream) that answers an event stream though none was asked for:
+  // its chunks are put together into the completion they make, as a streaming client would.
+  if (isEventStream(answer.rawHeaders, text)) return completionFromEventStream(text);
   return JSON.parse(text) as ChatCompletion;
+}
+
+/**
+ * An error body as the openai client reads it (its `error` member): vLLM, SGLang and FastChat answer
+ * `{"object":"error","message":…,"type":…,"code":…}` and FastAPI servers `{"detail":…}`, with no `error`
+ * member, which the client then reads as a body without a message ("400 status code (no body)").
+ */
+function errorBody(json: object | undefined): object | undefined {
+  if (!json || Array.isArray(json) || 'error' in json) return json;
+  const o = json as Record<string, unknown>;
+  const said = typeof o['message'] === 'string' ? o['message'] : o['detail'] !== undefined ? (typeof o['detail'] === 'string' ? o['detail'] : JSON.stringify(o['detail'])) : undefined;
+  return said === undefined ? json : { error: { ...o, message: said } };
+}
+
+function isEventStream(rawHeaders: readonly string[], text: string): boolean {
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.toLowerCase() === 'content-type' && /^\s*text\/event-stream/i.test(rawHeaders[i + 1]!)) return true;
+  }
+  return /^\s*data:/.test(text);
+}
+
+/** A chunk of a streamed chat completion, as far as it is read here. */
+interface StreamChunk {
+  id?: string;
+  created?: number;
+  model?: string;
+  system_fingerprint?: string;
+  usage?: ChatCompletion['usage'];
+  choices?: {
+    index?: number;
+    finish_reason?: string | null;
+    delta?: { role?: string; content?: string | null; reasoning_content?: string | null; reasoning?: string | null; tool_calls?: { index?: number; id?: string; type?: string; function?: { name?: string; arguments?: string } }[] };
+  }[];
+}
+
+/**
+ * The completion an event stream of chat chunks makes: each choice's text, reasoning and tool calls (by index, their
+ * arguments joined) put together, its last finish reason, the usage of the chunk that carries it. A stream that is not
+ * chunks (an `error` event, text that does not parse) throws the SyntaxError or the error it says, as a body that is
+ * not JSON does.
+ */
+export function completionFromEventStream(text: string): ChatCompletion {
+  const chunks: StreamChunk[] = [];
+  for (const line of text.split(/\r?\n/)) {
+    const m = /^data:\s?(.*)$/.exec(line);
+    if (!m || m[1]!.trim() === '[DONE]' || m[1]!.trim() === '') continue;
+    const chunk = JSON.parse(m[1]!) as StreamChunk & { error?: { message?: string } };
+    if (chunk.error) throw new SyntaxError(`the endpoint's event stream said: ${chunk.error.message ?? JSON.stringify(chunk.error)}`);
+    chunks.push(chunk);
+  }
+  if (!chunks.length) throw new SyntaxError('the endpoint answered an event stream (text/event-stream) with no chunk in it, though the request did not ask to stream');
+  type Call = { id: string; type: 'function'; function: { name: string; arguments: string } };
+  const choices = new Map<number, { content: string | null; reasoning: string | null; calls: Map<number, Call>; finish: string | null }>();
+  let usage: ChatCompletion['usage'];
+  for (const chunk of chunks) {
+    if (chunk.usage) usage = chunk.usage;
+    for (const c of chunk.choices ?? []) {
+      const index = c.index ?? 0;
+      const choice = choices.get(index) ?? { content: null, reasoning: null, calls: new Map<number, Call>(), finish: null };
+      choices.set(index, choice);
+      const d = c.delta ?? {};
+      if (typeof d.content === 'string') choice.content = (choice.content ?? '') + d.content;
+      const thought = d.reasoning_content ?? d.reasoning;
+      if (typeof thought === 'string') choice.reasoning = (choice.reasoning ?? '') + thought;
+      for (const t of d.tool_calls ?? []) {
+        const at = t.index ?? choice.calls.size;
+        const call = choice.calls.get(at) ?? { id: '', type: 'function' as const, function: { name: '', arguments: '' } };
+        choice.calls.set(at, call);
+        if (t.id) call.id = t.id;
+        if (t.function?.name) call.function.name += t.function.name;
+        if (t.function?.arguments) call.function.arguments += t.function.arguments;
+      }
+      if (c.finish_reason) choice.finish = c.finish_reason;
+    }
+  }
+  const first = chunks[0]!;
+  return {
+    id: first.id ?? '',
+    object: 'chat.completion',
+    created: first.created ?? 0,
+    model: first.model ?? '',
+    ...(first.system_fingerprint ? { system_fingerprint: first.system_fingerprint } : {}),
+    choices: [...choices.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([index, c]) => ({
+        index,
+        finish_reason: (c.finish ?? 'stop') as ChatCompletion['choices'][number]['finish_reason'],
+        logprobs: null,
+        message: {
+          role: 'assistant' as const,
+          content: c.content,
+          refusal: null,
+          ...(c.reasoning !== null ? { reasoning_content: c.reasoning } : {}),
+          ...(c.calls.size ? { tool_calls: [...c.calls.entries()].sort(([a], [b]) => a - b).map(([, call]) => call) } : {}),
+        },
+      })),
+    ...(usage ? { usage } : {}),
+  } as ChatCompletion;
 }
 
 /** Any JSON value, as the openai client takes an error body (a falsy one makes the text the message). */

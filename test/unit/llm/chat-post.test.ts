@@ -177,6 +177,44 @@ describe('chat completions posted by the gateway against the openai client', fun
     }
   });
 
+  it("keeps the message of an error body without an `error` member (vLLM's, SGLang's, a FastAPI server's), which the openai client reads as no body", async () => {
+    const vllm = { object: 'error', message: "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens — 请缩短", type: 'BadRequestError', param: null, code: 400 };
+    handler = answer(400, json, JSON.stringify(vllm));
+    const { own } = gateways();
+    const a = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy' }, request));
+    expect(a).to.have.property('code', 'MODEL_BAD_REQUEST');
+    expect((a as Error).message).to.include("This model's maximum context length is 8192 tokens").and.to.include('请缩短').and.not.to.include('no body');
+    handler = answer(422, json, JSON.stringify({ detail: [{ loc: ['body', 'messages'], msg: 'field required' }] }));
+    expect(((await rejection(own.chat({ runId: 'r', stage: 'rollout.policy' }, request))) as Error).message).to.include('field required');
+  });
+
+  it('puts together an event stream answered though no stream was asked for (a proxy set to stream): text, reasoning, tool calls by index, finish reason and usage', async () => {
+    const chunk = (delta: object, extra: object = {}) => `data: ${JSON.stringify({ id: 'c9', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta, finish_reason: null }], ...extra })}\n\n`;
+    const stream =
+      chunk({ role: 'assistant', reasoning_content: 'Je ' }) +
+      chunk({ reasoning_content: 'cherche 📚' }) +
+      chunk({ content: 'Voilà ' }) +
+      chunk({ content: '第七本' }) +
+      chunk({ tool_calls: [{ index: 0, id: 'call_1', type: 'function', function: { name: 'get_book', arguments: '{"id"' } }] }) +
+      chunk({ tool_calls: [{ index: 0, function: { arguments: ': 7}' } }] }) +
+      `data: ${JSON.stringify({ id: 'c9', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }] })}\n\n` +
+      `data: ${JSON.stringify({ id: 'c9', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [], usage: { prompt_tokens: 12, completion_tokens: 9, total_tokens: 21 } })}\n\n` +
+      'data: [DONE]\n\n';
+    handler = answer(200, { 'content-type': 'text/event-stream; charset=utf-8' }, stream);
+    const { own } = gateways();
+    const result = await own.chat({ runId: 'r', stage: 'rollout.policy' }, request);
+    expect(result.message.content).to.equal('Voilà 第七本');
+    expect(result.message.reasoning_content).to.equal('Je cherche 📚');
+    expect(result.message.tool_calls).to.deep.equal([{ id: 'call_1', type: 'function', function: { name: 'get_book', arguments: '{"id": 7}' } }]);
+    expect(result.finishReason).to.equal('tool_calls');
+    expect(result.usage).to.deep.include({ promptTokens: 12, completionTokens: 9 });
+    // An error event in the stream is said, as a body that cannot be read.
+    handler = answer(200, { 'content-type': 'text/event-stream' }, `data: ${JSON.stringify({ error: { message: 'upstream gone' } })}\n\n`);
+    const err = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'other' }, request));
+    expect(err).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
+    expect((err as Error).message).to.include('upstream gone');
+  });
+
   it('reads a gzip-compressed answer', async () => {
     handler = answer(200, { ...json, 'content-encoding': 'gzip' }, gzipSync(JSON.stringify(completion)));
     const { own } = gateways();
