@@ -93,7 +93,7 @@ export async function postChatCompletion(sender: HttpSender, base: ChatRequestBa
  * member, which the client then reads as a body without a message ("400 status code (no body)").
  */
 function errorBody(json: object | undefined): object | undefined {
-  if (!json || Array.isArray(json) || 'error' in json) return json;
+  if (!json || typeof json !== 'object' || Array.isArray(json) || 'error' in json) return json;
   const o = json as Record<string, unknown>;
   const said = typeof o['message'] === 'string' ? o['message'] : o['detail'] !== undefined ? (typeof o['detail'] === 'string' ? o['detail'] : JSON.stringify(o['detail'])) : undefined;
   return said === undefined ? json : { error: { ...o, message: said } };
