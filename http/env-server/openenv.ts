@@ -208,8 +208,23 @@ class Episode {
     if (!isObject(data)) throw new OpenEnvError('VALIDATION_ERROR', 'reset data must be a JSON object such as {"scenario_id": "ID"}');
     const scenarioId = [data['scenario_id'], data['scenario']].find(v => typeof v === 'string' && v !== '') as string | undefined;
     if (!scenarioId) throw new OpenEnvError('VALIDATION_ERROR', 'reset needs a scenario: send {"type": "reset", "data": {"scenario_id": "ID"}} with an id from the run\'s exports', { errors: [{ loc: ['scenario_id'], msg: 'required string' }] });
-    await this.end('replaced');
-    const info = await this.registry.open(scenarioId);
+    // The new session is opened before the live episode is ended (`replaced`): a reset that is refused (an unknown
+    // scenario, one not ready, an environment that does not start) leaves the episode as it was. Only where the server
+    // is full is the episode ended first, to make the room the new one takes.
+    let info: SessionInfo;
+    try {
+      info = await this.registry.open(scenarioId);
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 'OVER_CAPACITY' || this.done || !this.sessionId) throw err;
+      await this.end('replaced');
+      info = await this.registry.open(scenarioId);
+    }
+    try {
+      await this.end('replaced');
+    } catch (err) {
+      await this.registry.finish(info.id, 'closed').catch(() => undefined);
+      throw err;
+    }
     this.sessionId = info.id;
     this.info = info;
     this.episodeId = typeof data['episode_id'] === 'string' ? data['episode_id'] : info.id;

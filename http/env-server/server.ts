@@ -166,10 +166,19 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
     '/seed_session',
     route(async (req, res) => {
       const scenarioId = scenarioIdOf(bodyOf(req));
-      // A new seed on the same cookie replaces the session it named.
+      // A new seed on the same cookie replaces the session it named, once the new one is open: a seed that is refused
+      // (an unknown scenario) leaves it as it was. Only where the server is full is it ended first, for the room.
       const previous = sessionOf(req);
-      if (previous && !registry.result(previous)) await registry.finish(previous, 'replaced').catch(() => undefined);
-      const info = await registry.open(scenarioId);
+      const replace = () => (previous && !registry.result(previous) ? registry.finish(previous, 'replaced').then(() => undefined, () => undefined) : Promise.resolve());
+      let info;
+      try {
+        info = await registry.open(scenarioId);
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== 'OVER_CAPACITY' || !previous || registry.result(previous)) throw err;
+        await replace();
+        info = await registry.open(scenarioId);
+      }
+      await replace();
       setSession(res, info.id);
       // Tools named like a route of the server cannot be called here (MCP and OpenEnv call them by name).
       const shadowed = info.tools.filter(t => RESERVED_ROUTES.has(t));

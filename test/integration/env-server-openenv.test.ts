@@ -263,6 +263,12 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     expect((wrongType.observation['error'] as { error_type: string }).error_type).to.equal('invalid_args');
     expect(wrongType.done).to.equal(false);
 
+    // A reset that is refused (a scenario id with a typo) leaves the live episode as it was: not ended, not scored.
+    const typo = await c.request({ type: 'reset', data: { scenario_id: gx.id.slice(0, -1) } });
+    expect(typo.data['envfleet_code'], JSON.stringify(typo)).to.equal('UNKNOWN_SCENARIO');
+    const stillLive = await c.request({ type: 'state' });
+    expect(stillLive.data, JSON.stringify(stillLive)).to.include({ done: false });
+
     // Multi-byte text round-trips, and the session still works after all that.
     const plate = 'ÄÖ-漢字-🚗';
     const parked = await c.call('enter_vehicle', { plate, size: 'compact' });

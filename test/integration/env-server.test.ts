@@ -100,8 +100,11 @@ describe('envfleet serve: the environment server, NeMo Gym style (real Redis, re
       expect(errorOf(reply).message.length, reply.text).to.be.greaterThan(20);
     }
     expect(errorOf(cases[5]![0]).message).to.include('get_member');
-    // After all that, the session still works; a bad call does not end it.
+    // After all that, the session still works; a bad call does not end it, nor a seed that is refused (a typo in the
+    // scenario id) sent with its cookie.
     expect(c.cookie).to.match(/^envfleet_session=/);
+    const refused = await c.post('/seed_session', { scenario_id: iris.id.slice(0, -1) });
+    expect(refused.status, refused.text).to.equal(404);
     expect((await c.post('/get_member', { member_id: 'M7' })).status).to.equal(200);
     const closed = await c.send('DELETE', '/session');
     expect(closed.status).to.equal(200);
