@@ -36,7 +36,7 @@ export const MCP_UNKNOWN_SESSION = -32001;
 export const MCP_SESSION_CLOSED = -32002;
 
 
-const jsonRpcError = (res: Response, status: number, code: number, message: string, data?: Record<string, unknown>) => {
+export const jsonRpcError = (res: Response, status: number, code: number, message: string, data?: Record<string, unknown>) => {
   res.status(status).json({ jsonrpc: '2.0', error: { code, message, ...(data ? { data } : {}) }, id: null });
 };
 
@@ -229,6 +229,14 @@ export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: Mc
         jsonRpcError(res, 400, -32700, (err as Error).message);
         return;
       }
+      // tools/call with params the SDK's schema refuses (arguments that are no object, a name that is no string): the
+      // SDK answers those -32603 with its schema's dump, which says "the server failed" (open a new session): -32602
+      // saying what is wrong instead, as OpenEnv's POST /mcp answers, and the session goes on.
+      const badCall = isObject(body) && body['method'] === 'tools/call' ? toolsCallProblem(body['params']) : null;
+      if (badCall !== null) {
+        res.status(200).json({ jsonrpc: '2.0', id: (body as Record<string, unknown>)['id'] ?? null, error: { code: -32602, message: badCall } });
+        return;
+      }
       // A batch (an array) is not one message: its arguments go parsed.
       const slots = new RawSlots();
       let answer: { begun(): boolean } | undefined;
@@ -249,4 +257,13 @@ export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: Mc
     }),
   );
   return router;
+}
+
+/** What is wrong with a tools/call's params (MCP: `{name: string, arguments?: object}`), or null. */
+function toolsCallProblem(params: unknown): string | null {
+  if (!isObject(params)) return 'tools/call needs params, an object {"name": TOOL, "arguments": {...}}';
+  if (typeof params['name'] !== 'string') return `tools/call needs params.name, a tool's name (a string; got ${params['name'] === undefined ? 'none' : JSON.stringify(params['name'])})`;
+  const args = params['arguments'];
+  if (args !== undefined && !isObject(args)) return `tools/call needs params.arguments to be an object of named arguments (got ${Array.isArray(args) ? 'an array' : args === null ? 'null' : `a ${typeof args}`}), as the tool's inputSchema from tools/list describes`;
+  return null;
 }

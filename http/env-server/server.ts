@@ -14,7 +14,7 @@ import { forwardingMiddleware, safeDecode, SERVED_BY_HEADER } from './forward.js
 import { pathToken } from './path-token.js';
 import { bodyOf, bodyText, isObject, keepBody } from './request-body.js';
 import { sendJson } from './reply.js';
-import { mcpRouter } from './mcp.js';
+import { jsonRpcError, mcpRouter } from './mcp.js';
 import { attachOpenEnvWebSocket, mountOpenEnvPublic, mountOpenEnvStateless } from './openenv.js';
 
 export interface EnvServerOptions {
@@ -241,6 +241,11 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
     if (err instanceof EnvServerError) return sendError(res, err.code, err.message, err.details);
     const e = err as { type?: unknown; status?: unknown };
     if (e.type === 'entity.too.large') {
+      // On an MCP endpoint, a JSON-RPC error, as it answers everything else.
+      if (_req.path === '/mcp' || _req.path.endsWith('/mcp')) {
+        jsonRpcError(res, 413, -32600, `the request body is larger than 4 MB (${MAX_BODY_BYTES} bytes), the most one request may carry: send the tool's arguments in smaller pieces (or keep large data in the environment's state, not in one call)`, { code: 'INVALID_REQUEST_BODY', max_bytes: MAX_BODY_BYTES });
+        return;
+      }
       return sendError(res, 'INVALID_REQUEST_BODY', `the request body is larger than 4 MB (${MAX_BODY_BYTES} bytes), the most one request may carry: send the tool's arguments in smaller pieces (or keep large data in the environment's state, not in one call)`, { max_bytes: MAX_BODY_BYTES }, 413);
     }
     // A path whose percent-escapes are not UTF-8 (`/%FF`): no route can be named so.

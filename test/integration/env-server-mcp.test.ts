@@ -91,6 +91,24 @@ describe('envfleet serve: the MCP surface, Streamable HTTP per session (real Red
     expect(textOf(member)).to.include('Iris Vance');
     expect(serving.registry.info(json.session_id).id).to.equal(json.session_id);
 
+    // tools/call params that are not MCP's shape: -32602 (invalid params) saying what is wrong, not -32603 ("the
+    // server failed") with a schema's dump; the session goes on. A body past 4 MB: a JSON-RPC error too.
+    const post = async (message: unknown) => {
+      const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: JSON.stringify(message) });
+      return { status: r.status, body: (await r.json()) as { id: unknown; error?: { code: number; message: string; data?: Record<string, unknown> } } };
+    };
+    const asArray = await post({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'get_member', arguments: ['M7'] } });
+    expect(asArray.body).to.deep.include({ id: 7 });
+    expect(asArray.body.error).to.include({ code: -32602 });
+    expect(asArray.body.error!.message).to.include('params.arguments to be an object').and.to.include('an array');
+    expect((await post({ jsonrpc: '2.0', id: 8, method: 'tools/call', params: { name: 7, arguments: {} } })).body.error).to.include({ code: -32602 });
+    expect((await post({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'get_member', arguments: 'M7' } })).body.error!.message).to.include('a string');
+    const huge = await post({ jsonrpc: '2.0', id: 10, method: 'tools/call', params: { name: 'get_member', arguments: { member_id: 'x'.repeat(5 << 20) } } });
+    expect(huge.status).to.equal(413);
+    expect(huge.body.error).to.include({ code: -32600 });
+    expect(huge.body.error!.data).to.include({ code: 'INVALID_REQUEST_BODY', max_bytes: 4 << 20 });
+    expect(textOf(await call(url, 'get_member', { member_id: 'M7' }))).to.include('Iris Vance');
+
     // An unknown session: a JSON-RPC error with HTTP 404 before the transport.
     const raw = await fetch(`${serving.url}/sessions/00000000-0000-0000-0000-000000000000/mcp`, {
       method: 'POST',
