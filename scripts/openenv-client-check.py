@@ -51,12 +51,12 @@ NOTES: list[str] = []
 
 def _openenv_src(given: str | None) -> Path:
     if not given:
-        raise SystemExit("no OpenEnv checkout: pass --openenv-src DIR or set ENVFLEET_OPENENV_SRC")
+        raise ImportError("no OpenEnv checkout: pass --openenv-src DIR or set ENVFLEET_OPENENV_SRC")
     root = Path(given).expanduser().resolve()
     for candidate in (root / "src", root):
         if (candidate / "openenv" / "core" / "env_client.py").is_file():
             return candidate
-    raise SystemExit(f"{root} is not an OpenEnv checkout (no src/openenv/core/env_client.py)")
+    raise ImportError(f"{root} is not an OpenEnv checkout (no src/openenv/core/env_client.py)")
 
 
 def _websockets_compat() -> None:

@@ -250,7 +250,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     const done = endedResult(id);
     if (s?.ending || done) {
       const next = done && notScored(done) ? `the server ended it, so it has no reward (its result says ${notScoredError(done).code}): play scenario ${done.scenarioId} again in a new session (${NEW_SESSION_HOW})` : `its result and reward are kept (${RESULT_HOW}); start a new session with ${NEW_SESSION_HOW}`;
-      throw new EnvServerError('SESSION_CLOSED', `session ${id} has ended${done ? ` (${done.endedBy}${done.detail ? `: ${done.detail}` : ''})` : ''}; ${next}`, { endedBy: done?.endedBy ?? 'ending' });
+      throw new EnvServerError('SESSION_CLOSED', `session ${id} has ended${done ? ` (${done.endedBy}${done.detail ? `: ${done.detail}` : ''})` : ''}; ${next}`, { ended_by: done?.endedBy ?? 'ending' });
     }
     throw new EnvServerError('UNKNOWN_SESSION', `no session ${shownId(id)} on this server; start one with ${NEW_SESSION_HOW}`);
   };
