@@ -384,13 +384,13 @@ class Episode {
 
   /** The episode's state; while it is live, `reward_preview`: the checks on the current state (null when none could run). */
   async state() {
+    // An episode its session ended meanwhile (idle timeout) is shown ended, but not marked so here: the next step
+    // still answers done with the reward, as it would have without this look (OpenEnv's client takes an error there).
     const gone = this.endedElsewhere();
-    if (gone) {
-      this.done = true;
-      this.ended = gone;
-    }
+    const done = this.done || gone !== null;
+    const ended = gone ?? this.ended;
     let preview: number | null = null;
-    if (this.sessionId && !this.done) {
+    if (this.sessionId && !done) {
       try {
         preview = (await this.registry.preview(this.sessionId)).reward;
       } catch {
@@ -400,9 +400,9 @@ class Episode {
     return {
       episode_id: this.episodeId,
       step_count: this.stepCount,
-      done: this.done,
-      reward: this.ended ? rewardOf(this.ended) : null,
-      reward_preview: this.done ? null : preview,
+      done,
+      reward: ended ? rewardOf(ended) : null,
+      reward_preview: done ? null : preview,
       session_id: this.sessionId,
       scenario_id: this.info?.scenarioId ?? null,
       max_steps: this.maxSteps,

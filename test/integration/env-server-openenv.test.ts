@@ -418,6 +418,10 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
       const sid = (reset.observation['metadata'] as { session_id: string }).session_id;
       // Long in the unit that matters: the session has ended for idleness.
       await until(() => Promise.resolve(idling.registry.result(sid)?.endedBy === 'idle-timeout'), 'the session to idle out', 30_000);
+      // A look at the state first shows the end, and the step after it still gets the end with its reward (it got
+      // SESSION_CLOSED as an error, which OpenEnv's client raises instead of returning a StepResult).
+      const seen = await c.request({ type: 'state' });
+      expect(seen.data).to.include({ done: true, reward: idling.registry.result(sid)!.reward });
       const after = await c.request({ type: 'step', data: { type: 'list_tools' } });
       expect(after.type, JSON.stringify(after)).to.equal('observation');
       const obs = after.data as unknown as Obs;
