@@ -133,6 +133,10 @@ export function formatStatus(s: RunStatus): string {
             ? `; ${s.trajectories.unscored} unscored: no reward, from a model or environment error or checks that could not run on the final state — see each trajectory's termination and checksError (envfleet export)`
             : '') +
           ')'),
+    // How the episodes ended, most first: "unparsed-tool-call 16" is what tells a user the endpoint writes its calls as text.
+    ...(s.trajectories.count
+      ? [`episodes ended: ${Object.entries(s.trajectories.byTermination).filter(([, n]) => n > 0).sort(([a, x], [b, y]) => y - x || a.localeCompare(b)).map(([reason, n]) => `${reason} ${n}`).join(', ')}${(s.trajectories.byTermination['unparsed-tool-call'] ?? 0) > 0 ? ' (unparsed-tool-call: the model wrote its tool calls as text its profile does not read; set toolCallFormat in the rollout.policy profile of ENVFLEET_MODELS_FILE, e.g. hermes or auto: docs/configuration.md)' : ''}`]
+      : []),
     ...(Object.keys(s.events).length ? [`counters: ${formatEvents(s.events)}`] : []),
     `redis: ${formatBytes(s.redis.bytes)} kept by the run` +
       Object.entries(s.redis.perItem)

@@ -275,6 +275,11 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         );
       }
       if (unparsed !== null) throw new EpisodeEnd('unparsed-tool-call', unparsed);
+      // An empty reply ends an episode as an answer would, but says so: vLLM with a reasoning parser answers this way
+      // when the whole output went to its reasoning, and a trainer filters such samples by their detail.
+      const emptyReply = calls.length === 0 && !(content ?? '').trim()
+        ? `the policy's reply in turn ${turns} was empty (no text and no tool call${reasoning ? '; it wrote only reasoning: a reasoning parser may have taken the whole answer' : ''})`
+        : null;
       if (calls.length === 0) {
         if (script) {
           await recordTurnState();
@@ -282,11 +287,11 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
             openTurn(scriptTurn + 1);
             continue;
           }
-          termination = { reason: 'agent-finished', detail: null };
+          termination = { reason: 'agent-finished', detail: emptyReply };
           break;
         }
         if (mode === 'non-conversational') {
-          termination = { reason: 'agent-finished', detail: null };
+          termination = { reason: 'agent-finished', detail: emptyReply };
           break;
         }
         // What the agent said, without the reasoning it wrote in its text: the user never reads the agent's thoughts.

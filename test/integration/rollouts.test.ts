@@ -294,7 +294,10 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     const modelStatus = (await runStatus({ store, ledger: f.workers.ctx.ledger, control: f.workers.ctx.runControl }, 'model'))!.trajectories;
     expect(modelStatus.count).to.be.greaterThan(0);
     expect(modelStatus).to.deep.include({ unscored: modelStatus.count, meanReward: null });
-    expect(formatStatus((await runStatus({ store, ledger: f.workers.ctx.ledger, control: f.workers.ctx.runControl }, 'model'))!)).to.include(`trajectories ${modelStatus.count} (no reward, solved 0.0% of all ${modelStatus.count}; ${modelStatus.count} unscored: no reward, from a model or environment error`);
+    const modelText = formatStatus((await runStatus({ store, ledger: f.workers.ctx.ledger, control: f.workers.ctx.runControl }, 'model'))!);
+    expect(modelText).to.include(`trajectories ${modelStatus.count} (no reward, solved 0.0% of all ${modelStatus.count}; ${modelStatus.count} unscored: no reward, from a model or environment error`);
+    // How the episodes ended is in the text too, not only in --json.
+    expect(modelText).to.include(`episodes ended: model-error ${modelStatus.count}`);
     f.server.setScript(demo);
     // A broken environment source: the session cannot start.
     await copyRun(store, 'limits', 'env-error');

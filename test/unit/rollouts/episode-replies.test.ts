@@ -61,6 +61,17 @@ describe('episode: replies as models write them', () => {
     expect(t.messages.at(-1)).to.deep.include({ role: 'assistant', content: 'C’est fait ✅' });
   });
 
+  it('an empty reply (no text, no call; only reasoning, as vLLM with a reasoning parser can answer) ends the episode saying so; an answer has no such detail', async () => {
+    for (const empty of [null, '', '  \n']) {
+      const { t } = await episode('native', [empty]);
+      expect(t.termination.reason).to.equal('agent-finished');
+      expect(t.termination.detail, JSON.stringify(empty)).to.equal("the policy's reply in turn 1 was empty (no text and no tool call)");
+    }
+    const { t } = await episode('hermes', ['<think>je réfléchis 🤔</think>']);
+    expect(t.termination.detail).to.match(/was empty \(no text and no tool call; it wrote only reasoning/);
+    expect((await episode('native', ['Fait ✅'])).t.termination.detail).to.equal(null);
+  });
+
   it('an answer in prose stays an answer under every format', async () => {
     for (const format of ['native', 'hermes', 'llama3', 'mistral', 'json', 'auto'] as const) {
       const { t } = await episode(format, ['Le prêt L1 est rendu — 已归还. Anything else? {"note": "no call here"}']);
