@@ -90,12 +90,18 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
     const sunk = await sink;
     out(`[demo] sink wrote ${sunk.written} trajectories (${sunk.shards.join(', ')})`);
 
-    const requestsBefore = server?.log().length ?? 0;
+    // Requests the endpoint was sent, from the run's ledger (paid ones: cached answers are not sent), so that the count
+    // holds for a real endpoint too, not only for the demo's scripted server.
+    const sentOf = async () => {
+      const t = await running.ctx.ledger.totals(runId);
+      return t.requests - t.cachedRequests;
+    };
+    const requestsBefore = await sentOf();
     const again = await submitSynthesis(config, running.ctx.redis, request);
     const againScenarios = await submitScenarios(config, running.ctx.redis, scenarioRequest);
     const againRollouts = await submitRollouts(config, running.ctx.redis, { ...rolloutRequest, modes: [...rolloutRequest.modes] });
     await waitForRun(running.ctx.store, runId, () => undefined);
-    out(`[demo] submitted the same run, scenarios and rollouts again: ${again.jobsAdded + againScenarios.jobsAdded + againRollouts.groupsAdded} jobs added, ${(server?.log().length ?? 0) - requestsBefore} model requests sent`);
+    out(`[demo] submitted the same run, scenarios and rollouts again: ${again.jobsAdded + againScenarios.jobsAdded + againRollouts.groupsAdded} jobs added, ${(await sentOf()) - requestsBefore} model requests sent`);
 
     const exported = await exportRun(running.ctx.store, runId, dir);
     out(`[demo] datasets in ${dir}/: environments.jsonl (${exported.count}), scenarios.jsonl (${exported.scenarios.ready}), scenarios-dropped.jsonl (${exported.scenarios.dropped}), ${Object.entries(exported.datasets).map(([f, n]) => `${f} (${n})`).join(', ')}, trajectories/ (${sunk.written})`);
