@@ -134,10 +134,12 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
     }
     for (const [envId, list] of byEnv) {
       const env = (await running.ctx.store.getDoc(runId, 'env', envId))!;
-      const mean = list.reduce((a, t) => a + (t.reward ?? 0), 0) / list.length;
+      // The mean over the scored ones: an episode without a reward (a model or environment error) is no zero.
+      const scored = list.filter(t => t.reward !== null && t.reward !== undefined);
+      const mean = scored.length ? `mean reward ${(scored.reduce((a, t) => a + t.reward!, 0) / scored.length).toFixed(2)}${scored.length < list.length ? ` over ${scored.length} scored` : ''}` : 'no reward';
       const solved = list.filter(t => t.solved).length / list.length;
       const reasons = [...new Set(list.map(t => t.termination.reason))].join(', ');
-      out(`  ${env.description.summary.padEnd(28)} ${String(list.length).padStart(3)} trajectories  mean reward ${mean.toFixed(2)}  solved ${(solved * 100).toFixed(0)}%  (${reasons})`);
+      out(`  ${env.description.summary.padEnd(28)} ${String(list.length).padStart(3)} trajectories  ${mean}  solved ${(solved * 100).toFixed(0)}%  (${reasons})`);
     }
     const status = (await runStatus({ store: running.ctx.store, ledger: running.ctx.ledger, control: running.ctx.runControl }, runId))!;
     out(`[demo] funnel (envfleet status --run ${runId}):\n${formatFunnel(status.funnel)}\n  counters: ${formatEvents(status.events)}`);
