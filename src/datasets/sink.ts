@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { open, readdir, readFile, truncate, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isCluster, type Redis } from '../redis/connection.js';
 import { redisScript } from '../redis/scripts.js';
@@ -438,7 +438,29 @@ export const SINK_RUNS_FILE = '.envfleet-sink-runs.json';
  * Redis lost, then started again under its name, into the same folder.) A folder written before this file existed is
  * taken as it is.
  */
-async function claimFolder(dir: string, runId: string, createdAt: string): Promise<void> {
+export async function claimFolder(dir: string, runId: string, createdAt: string): Promise<void> {
+  // Sinks of other runs starting into one folder at the same moment take turns at the file (a lock file made with
+  // O_EXCL), so that neither drops the other's entry; a lock left by a sink killed in between is taken after 30 s.
+  const lock = join(dir, `${SINK_RUNS_FILE}.lock`);
+  for (let tries = 0; ; tries += 1) {
+    try {
+      await (await open(lock, 'wx')).close();
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const age = await stat(lock).then(st => Date.now() - st.mtimeMs, () => 0);
+      if (age > 30_000) await rm(lock, { force: true });
+      else await sleep(20 + Math.min(tries, 20) * 10);
+    }
+  }
+  try {
+    await claimFolderLocked(dir, runId, createdAt);
+  } finally {
+    await rm(lock, { force: true });
+  }
+}
+
+async function claimFolderLocked(dir: string, runId: string, createdAt: string): Promise<void> {
   const path = join(dir, SINK_RUNS_FILE);
   // {"runs": [{"run", "createdAt"}]}: a list, each creation time under its own key (dataset comparisons set it aside).
   let runs: { run: string; createdAt: string }[] = [];
@@ -461,9 +483,7 @@ async function claimFolder(dir: string, runId: string, createdAt: string): Promi
     );
   }
   runs.push({ run: runId, createdAt });
-  // Whole or not at all (a crash mid-write must not leave a file that refuses every later sink). Two sinks of other
-  // runs starting into one folder at the same moment could still drop one's entry: that run is then taken as written
-  // before the file existed.
+  // Whole or not at all (a crash mid-write must not leave a file that refuses every later sink).
   await writeWholeFile(path, `${JSON.stringify({ runs })}\n`);
 }
 

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { completeLinesOfFile, oneLine, runSink, scanShards } from '../../../src/datasets/sink.js';
+import { claimFolder, completeLinesOfFile, oneLine, runSink, scanShards, SINK_RUNS_FILE } from '../../../src/datasets/sink.js';
 import { createRedisConnection } from '../../../src/redis/connection.js';
 import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../../src/rollouts/stream.js';
 import { archivedTrajectory, isArchived, trajectorySummary, type StoredTrajectory, type Trajectory } from '../../../src/rollouts/types.js';
@@ -47,6 +47,17 @@ function tornLine(t: Trajectory): Buffer {
 }
 
 describe('sink crash recovery (byte offsets)', () => {
+  it('keeps every run of sinks that start into one folder at the same moment in its runs file (they take turns: none drops another\'s entry)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sink-claims-'));
+    const runs = Array.from({ length: 24 }, (_, i) => ({ run: `run-${i}`, createdAt: `2026-12-06T05:00:${String(i).padStart(2, '0')}.000Z` }));
+    await Promise.all(runs.map(r => claimFolder(dir, r.run, r.createdAt)));
+    const kept = (JSON.parse(await readFile(join(dir, SINK_RUNS_FILE), 'utf8')) as { runs: { run: string; createdAt: string }[] }).runs;
+    expect([...kept].sort((a, b) => a.run.localeCompare(b.run, 'en', { numeric: true }))).to.deep.equal(runs);
+    // and the lock is gone; a run of the same name made later is still refused
+    expect((await readdir(dir)).sort()).to.deep.equal([SINK_RUNS_FILE]);
+    expect(String(await claimFolder(dir, 'run-3', '2026-12-07T00:00:00.000Z').catch((err: unknown) => err))).to.include('holds trajectories of an earlier run named "run-3"');
+  });
+
   it('finds where the complete lines end in bytes, whatever the characters', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-sink-lines-'));
     const completeLines = async (bytes: Buffer) => {
