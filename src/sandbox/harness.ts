@@ -18,7 +18,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
   const parse = JSON.parse, stringify = JSON.stringify, apply = Reflect.apply;
   const ObjectProto = Object.prototype, getProto = Object.getPrototypeOf, hasOwnProperty = ObjectProto.hasOwnProperty;
   const hasOwn = Object.hasOwn || ((o, key) => apply(hasOwnProperty, o, [key]));
-  const PromiseCtor = G.Promise, InternalErr = G.InternalError, StringFn = String;
+  const PromiseCtor = G.Promise, InternalErr = G.InternalError, TypeErr = G.TypeError, StringFn = String;
   const imul = Math.imul, defineProp = Object.defineProperty, MathObj = G.Math;
   for (const name of ['SharedArrayBuffer', 'Atomics', 'WebAssembly', 'FinalizationRegistry', 'WeakRef']) {
     try { delete G[name]; } catch (e) {}
@@ -96,6 +96,41 @@ export const HARNESS_SOURCE = String.raw`(() => {
     refusal = null;
     return fail(code, subject + ' holds ' + r[2] + ' at ' + pointerOf(root, r[0], r[1]) + '; keep it to objects, arrays, strings, finite numbers, booleans and null');
   };
+  // Where JSON.stringify met a value holding itself: the JSON pointer of the member that leads back to an object it is
+  // inside, found as stringify walks (own enumerable keys, arrays by index), or null.
+  const cycleIn = (root) => {
+    try {
+      const esc = (k) => k.replace(/~/g, '~0').replace(/\//g, '~1');
+      const inside = new SetC(), has = SetC.prototype.has, add = SetC.prototype.add, del = SetC.prototype.delete;
+      const walk = (o, at) => {
+        if (o === null || typeof o !== 'object' || typeof o.toJSON === 'function') return null;
+        if (apply(has, inside, [o])) return at;
+        apply(add, inside, [o]);
+        const ks = isArray(o) ? null : keysOf(o), n = ks === null ? o.length : ks.length;
+        for (let i = 0; i < n; i++) {
+          const k = ks === null ? StringFn(i) : ks[i];
+          const found = walk(o[k], at + '/' + esc(k));
+          if (found !== null) return found;
+        }
+        apply(del, inside, [o]);
+        return null;
+      };
+      return walk(root, '');
+    } catch (e) {
+      return null;
+    }
+  };
+  // A value JSON.stringify refused: a cycle is said with where it closes.
+  const unwritable = (code, subject, root, e) => {
+    const reply = thrown(code, e);
+    try {
+      if (!(e instanceof TypeErr) || StringFn(e.message).indexOf('circular') < 0) return reply;
+      const at = cycleIn(root);
+      return at === null ? reply : fail(code, said(e) + ': ' + subject + ' holds itself at ' + (at === '' ? 'its top' : at) + ' (a member that leads back to an object it is inside); JSON has no cycles');
+    } catch (x) {
+      return reply;
+    }
+  };
   // What a throw says: its message; an Error's name when the message is empty; a thrown object as its JSON (at most
   // 2,000 characters, cut between whole characters), not "[object Object]".
   const said = (e) => {
@@ -126,7 +161,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     if (value === undefined) return '!' + fail('NON_JSON_RESULT', 'the method returned undefined');
     if (value instanceof PromiseCtor) return '!' + fail('NON_JSON_RESULT', 'the method returned a promise; environment methods must be synchronous');
     let text;
-    try { text = plainText(value); } catch (e) { return '!' + (e === REFUSED ? refused('NON_JSON_RESULT', 'the result', value) : thrown('NON_JSON_RESULT', e)); }
+    try { text = plainText(value); } catch (e) { return '!' + (e === REFUSED ? refused('NON_JSON_RESULT', 'the result', value) : unwritable('NON_JSON_RESULT', 'the result', value, e)); }
     if (text === undefined) return '!' + fail('NON_JSON_RESULT', 'the method returned a value JSON cannot represent');
     return text;
   };
@@ -210,7 +245,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     snapshot() {
       let text;
       let state;
-      try { state = inst.state; text = plainText(state); } catch (e) { return '!' + (e === REFUSED ? refused('STATE_INVALID', 'this.state', state) : thrown('STATE_INVALID', e)); }
+      try { state = inst.state; text = plainText(state); } catch (e) { return '!' + (e === REFUSED ? refused('STATE_INVALID', 'this.state', state) : unwritable('STATE_INVALID', 'this.state', state, e)); }
       if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');
       return text;
     },
@@ -223,7 +258,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     snapshotOf(wrapped) {
       if (typeof wrapped === 'string') return wrapped; // state()'s error reply
       let text;
-      try { text = plainText(wrapped[0]); } catch (e) { return '!' + (e === REFUSED ? refused('STATE_INVALID', 'this.state', wrapped[0]) : thrown('STATE_INVALID', e)); }
+      try { text = plainText(wrapped[0]); } catch (e) { return '!' + (e === REFUSED ? refused('STATE_INVALID', 'this.state', wrapped[0]) : unwritable('STATE_INVALID', 'this.state', wrapped[0], e)); }
       if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');
       return text;
     },
