@@ -2,7 +2,7 @@ import { sleep } from '../util/sleep.js';
 
 /**
  * Paces the starts of episodes in one worker process, so that a burst of them (a run's first wave, or the next wave
- * as a burst of episodes ends) spreads over one model latency instead of going out together.
+ * as a burst of episodes ends) spreads over half a model latency instead of going out together.
  *
  * Why: a model endpoint answers each request about one latency after it came, so the answers to a burst of requests
  * come back as a burst, turn after turn, and the worker's main thread works through each burst one answer after
@@ -10,11 +10,14 @@ import { sleep } from '../util/sleep.js';
  * endpoint (docs/benchmarks.md, issue 14): starts spread over 2 s cut the episode's time outside the model from about
  * 0.9 s to 0.4 s.
  *
- * The rule: at most `concurrency` starts per observed latency (the moving mean of the process's uncached policy
- * calls), or per half the mean episode when that is shorter (episodes replayed from the response cache, episodes that
- * end early). A steady run starts `concurrency` ÷ the mean episode per second (Little's law), at most half that rate
- * when an episode takes two latencies or more, so only bursts wait, a start never waits longer than one latency, and
- * the pacing never becomes a cap on the run. Until a call has been timed, nothing waits.
+ * The rule: at most `concurrency` starts per half the observed latency (the moving mean of the process's uncached
+ * policy calls), or per a quarter of the mean episode when that is shorter (episodes replayed from the response cache,
+ * episodes that end early). A steady run starts `concurrency` ÷ the mean episode per second (Little's law), at most a
+ * quarter of that rate when an episode takes two latencies or more, so only bursts wait, a start never waits longer
+ * than half a latency, and the pacing never becomes a cap on the run. Until a call has been timed, nothing waits.
+ * Half a latency, not a whole one: a burst is worked through well within it, and a wider spread cost the main thread
+ * about 0.6–0.9 ms of CPU per episode (its work came a piece at a time instead of in batches) and the slots more idle
+ * time in the second wave, for no gain in the episodes' own time (docs/benchmarks.md, 2026-12-06).
  */
 export interface StartPacer {
   /**
@@ -28,7 +31,7 @@ export interface StartPacer {
   observeEpisode(ms: number): void;
   /** The moving mean latency the pacing uses (0: none observed yet). */
   latencyMs(): number;
-  /** The time over which `concurrency` starts are spread (0: none; starts go at once). */
+  /** The time over which `concurrency` starts are spread (0: none; starts go at once): half the latency, or a quarter of the mean episode when shorter. */
   spreadMs(): number;
 }
 
@@ -52,7 +55,7 @@ export function createStartPacer(options: StartPacerOptions): StartPacer {
   let episode = 0;
   let nextAt = Number.NEGATIVE_INFINITY;
   const moved = (m: number, x: number) => (m === 0 ? x : m + WEIGHT * (x - m));
-  const spread = () => (mean <= 0 ? 0 : episode > 0 ? Math.min(mean, episode / 2) : mean);
+  const spread = () => (mean <= 0 ? 0 : (episode > 0 ? Math.min(mean, episode / 2) : mean) / 2);
   return {
     async take(signal) {
       const over = spread();

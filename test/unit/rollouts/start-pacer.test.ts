@@ -16,7 +16,7 @@ function fakeClock() {
   };
 }
 
-describe('start pacer (episode starts spread over one model latency)', () => {
+describe('start pacer (episode starts spread over half a model latency)', () => {
   it('lets every start through at once until a model call has been timed', async () => {
     const c = fakeClock();
     const pacer = createStartPacer({ concurrency: 1_000, now: c.now, sleep: c.sleep });
@@ -25,20 +25,20 @@ describe('start pacer (episode starts spread over one model latency)', () => {
     expect(pacer.latencyMs()).to.equal(0);
   });
 
-  it('spreads a burst of `concurrency` starts over one latency: the k-th waits k × latency ÷ concurrency', async () => {
+  it('spreads a burst of `concurrency` starts over half a latency: the k-th waits k × latency ÷ 2 ÷ concurrency', async () => {
     const c = fakeClock();
     const pacer = createStartPacer({ concurrency: 1_000, now: c.now, sleep: c.sleep });
     pacer.observe(2_000);
     for (let i = 0; i < 1_000; i++) await pacer.take();
     expect(c.waits).to.have.length(999); // the first goes at once
-    expect(c.waits[0]).to.equal(2);
-    expect(c.waits.at(-1)).to.be.closeTo(1_998, 1e-6);
+    expect(c.waits[0]).to.equal(1);
+    expect(c.waits.at(-1)).to.be.closeTo(999, 1e-6);
   });
 
-  it('never holds up starts that come no faster than concurrency per latency (a steady run)', async () => {
+  it('never holds up starts that come no faster than concurrency per half latency (a steady run)', async () => {
     const c = fakeClock();
     const pacer = createStartPacer({ concurrency: 100, now: c.now, sleep: c.sleep });
-    pacer.observe(500); // 5 ms per start at most
+    pacer.observe(1_000); // 5 ms per start at most
     for (let i = 0; i < 200; i++) {
       await pacer.take();
       c.advance(5);
@@ -56,29 +56,29 @@ describe('start pacer (episode starts spread over one model latency)', () => {
     expect(pacer.latencyMs()).to.be.within(100, 110);
   });
 
-  it('never becomes a cap on a run whose episodes are shorter than a model call (replayed from the cache, ended early): it spreads over half an episode then', async () => {
+  it('never becomes a cap on a run whose episodes are shorter than a model call (replayed from the cache, ended early): it spreads over a quarter of an episode then', async () => {
     const c = fakeClock();
     const pacer = createStartPacer({ concurrency: 64, now: c.now, sleep: c.sleep });
     pacer.observe(2_000);
     for (let i = 0; i < 100; i++) pacer.observeEpisode(40); // cached episodes: 40 ms each
-    expect(pacer.spreadMs()).to.be.closeTo(20, 0.5);
+    expect(pacer.spreadMs()).to.be.closeTo(10, 0.5);
     // A steady run of such episodes: 64 in flight, so 64 ÷ 40 ms = 1.6 starts per ms; none waits.
     for (let i = 0; i < 1_000; i++) {
       await pacer.take();
       c.advance(40 / 64);
     }
     expect(c.waits).to.deep.equal([]);
-    // With a spread of one latency (2 s for 64 starts: 31 ms each) the same run would have been held to a 25th of its rate.
+    // With a spread of half a latency (1 s for 64 starts: 16 ms each) the same run would have been held to a 25th of its rate.
     const capped = createStartPacer({ concurrency: 64, now: c.now, sleep: c.sleep });
     capped.observe(2_000);
-    expect(capped.spreadMs()).to.equal(2_000);
+    expect(capped.spreadMs()).to.equal(1_000);
   });
 
-  it('spreads over one latency when episodes take longer than two (the benchmark: 5 calls of 2 s)', () => {
+  it('spreads over half a latency when episodes take longer than two (the benchmark: 5 calls of 2 s)', () => {
     const pacer = createStartPacer({ concurrency: 1_000 });
     pacer.observe(2_000);
     pacer.observeEpisode(10_500);
-    expect(pacer.spreadMs()).to.equal(2_000);
+    expect(pacer.spreadMs()).to.equal(1_000);
   });
 
   it('lets a start whose job is aborted (a pause, a cancel, the worker\'s shutdown) go at once, while waiting or before', async () => {
