@@ -232,7 +232,8 @@ export function mcpRouter(registry: SessionRegistry, logger: Logger, helpers: Mc
       // tools/call with params the SDK's schema refuses (arguments that are no object, a name that is no string): the
       // SDK answers those -32603 with its schema's dump, which says "the server failed" (open a new session): -32602
       // saying what is wrong instead, as OpenEnv's POST /mcp answers, and the session goes on.
-      const badCall = isObject(body) && body['method'] === 'tools/call' ? toolsCallProblem(body['params']) : null;
+      // (A notification, without an id, gets no answer: it goes to the SDK as it came.)
+      const badCall = isObject(body) && body['method'] === 'tools/call' && 'id' in body ? toolsCallProblem(body['params']) : null;
       if (badCall !== null) {
         res.status(200).json({ jsonrpc: '2.0', id: (body as Record<string, unknown>)['id'] ?? null, error: { code: -32602, message: badCall } });
         return;

@@ -116,6 +116,8 @@ interface StreamChunk {
   choices?: {
     index?: number;
     finish_reason?: string | null;
+    logprobs?: { content?: unknown[] | null } | null;
+    token_ids?: number[] | null;
     delta?: { role?: string; content?: string | null; reasoning_content?: string | null; reasoning?: string | null; tool_calls?: { index?: number; id?: string; type?: string; function?: { name?: string; arguments?: string } }[] };
   }[];
 }
@@ -128,8 +130,10 @@ interface StreamChunk {
  */
 export function completionFromEventStream(text: string): ChatCompletion {
   const chunks: StreamChunk[] = [];
+  let done = false;
   for (const line of text.split(/\r?\n/)) {
     const m = /^data:\s?(.*)$/.exec(line);
+    if (m?.[1]!.trim() === '[DONE]') done = true;
     if (!m || m[1]!.trim() === '[DONE]' || m[1]!.trim() === '') continue;
     const chunk = JSON.parse(m[1]!) as StreamChunk & { error?: { message?: string } };
     if (chunk.error) throw new SyntaxError(`the endpoint's event stream said: ${chunk.error.message ?? JSON.stringify(chunk.error)}`);
@@ -137,20 +141,23 @@ export function completionFromEventStream(text: string): ChatCompletion {
   }
   if (!chunks.length) throw new SyntaxError('the endpoint answered an event stream (text/event-stream) with no chunk in it, though the request did not ask to stream');
   type Call = { id: string; type: 'function'; function: { name: string; arguments: string } };
-  const choices = new Map<number, { content: string | null; reasoning: string | null; calls: Map<number, Call>; finish: string | null }>();
+  const choices = new Map<number, { content: string | null; reasoning: string | null; calls: Map<number, Call>; finish: string | null; logprobs: unknown[] | null; tokenIds: number[] | null }>();
   let usage: ChatCompletion['usage'];
   for (const chunk of chunks) {
     if (chunk.usage) usage = chunk.usage;
     for (const c of chunk.choices ?? []) {
       const index = c.index ?? 0;
-      const choice = choices.get(index) ?? { content: null, reasoning: null, calls: new Map<number, Call>(), finish: null };
+      const choice = choices.get(index) ?? { content: null, reasoning: null, calls: new Map<number, Call>(), finish: null, logprobs: null, tokenIds: null };
       choices.set(index, choice);
       const d = c.delta ?? {};
       if (typeof d.content === 'string') choice.content = (choice.content ?? '') + d.content;
       const thought = d.reasoning_content ?? d.reasoning;
       if (typeof thought === 'string') choice.reasoning = (choice.reasoning ?? '') + thought;
+      if (Array.isArray(c.logprobs?.content)) choice.logprobs = [...(choice.logprobs ?? []), ...c.logprobs.content];
+      if (Array.isArray(c.token_ids)) choice.tokenIds = [...(choice.tokenIds ?? []), ...c.token_ids];
       for (const t of d.tool_calls ?? []) {
-        const at = t.index ?? choice.calls.size;
+        // A delta without an index goes on the call before it, unless it starts one (an id or a name).
+        const at = t.index ?? (t.id || t.function?.name || choice.calls.size === 0 ? choice.calls.size : choice.calls.size - 1);
         const call = choice.calls.get(at) ?? { id: '', type: 'function' as const, function: { name: '', arguments: '' } };
         choice.calls.set(at, call);
         if (t.id) call.id = t.id;
@@ -159,6 +166,11 @@ export function completionFromEventStream(text: string): ChatCompletion {
       }
       if (c.finish_reason) choice.finish = c.finish_reason;
     }
+  }
+  // A stream cut short (a proxy's timeout, a dropped upstream) has neither a finish reason nor [DONE]: no answer, as a
+  // body cut mid-way is none.
+  if (!done && ![...choices.values()].some(c => c.finish !== null)) {
+    throw new SyntaxError('the endpoint answered an event stream (text/event-stream) that ended before its end (no finish_reason and no [DONE]), though the request did not ask to stream');
   }
   const first = chunks[0]!;
   return {
@@ -172,7 +184,8 @@ export function completionFromEventStream(text: string): ChatCompletion {
       .map(([index, c]) => ({
         index,
         finish_reason: (c.finish ?? 'stop') as ChatCompletion['choices'][number]['finish_reason'],
-        logprobs: null,
+        logprobs: c.logprobs ? ({ content: c.logprobs, refusal: null } as ChatCompletion['choices'][number]['logprobs']) : null,
+        ...(c.tokenIds ? { token_ids: c.tokenIds } : {}),
         message: {
           role: 'assistant' as const,
           content: c.content,
@@ -182,7 +195,7 @@ export function completionFromEventStream(text: string): ChatCompletion {
         },
       })),
     ...(usage ? { usage } : {}),
-  } as ChatCompletion;
+  };
 }
 
 /** Any JSON value, as the openai client takes an error body (a falsy one makes the text the message). */

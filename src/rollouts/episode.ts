@@ -278,7 +278,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       // An empty reply ends an episode as an answer would, but says so: vLLM with a reasoning parser answers this way
       // when the whole output went to its reasoning, and a trainer filters such samples by their detail.
       const emptyReply = calls.length === 0 && !(content ?? '').trim()
-        ? `the policy's reply in turn ${turns} was empty (no text and no tool call${reasoning ? '; it wrote only reasoning: a reasoning parser may have taken the whole answer' : ''})`
+        ? `the policy's reply in turn ${turns} was empty (no text and no tool call${reasoning ? '; it wrote only reasoning, no answer after it' : ''})`
         : null;
       if (calls.length === 0) {
         if (script) {

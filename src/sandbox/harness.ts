@@ -28,7 +28,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
   // JSON.stringify writes a Map, a Set, their weak kinds and an ArrayBuffer as {}, a typed array as an object of
   // indices, NaN and the infinities as null, without a word: a state or a result holding one is refused instead,
   // naming where (a JSON pointer), as the Python runtime refuses what JSON cannot hold.
-  const MapC = G.Map, SetC = G.Set, WeakMapC = G.WeakMap, WeakSetC = G.WeakSet, BufferC = G.ArrayBuffer, isView = BufferC.isView, keysOf = Object.keys, isArray = Array.isArray;
+  const MapC = G.Map, SetC = G.Set, setHas = G.Set.prototype.has, setAdd = G.Set.prototype.add, setDel = G.Set.prototype.delete, WeakMapC = G.WeakMap, WeakSetC = G.WeakSet, BufferC = G.ArrayBuffer, isView = BufferC.isView, keysOf = Object.keys, isArray = Array.isArray, objIs = Object.is;
   const REFUSED = {};
   let refusal = null;
   // What JSON.stringify wrote without a word in v, or undefined.
@@ -41,33 +41,20 @@ export const HARNESS_SOURCE = String.raw`(() => {
     if (v instanceof BufferC || isView(v)) return 'a typed array or buffer (JSON writes it as an object of indices or {}; use an array)';
     return undefined;
   };
-  // After JSON.stringify wrote value (so it holds no cycle): its values walked as stringify walks them (own enumerable
-  // keys; an object with a toJSON as its own, not walked), without recursion (a state as deep as stringify takes). The
-  // walk allocates a key list per object and nothing the size of the text, so it needs no more of the allowance
-  // than the text did. Throws REFUSED with refusal set at the first loss.
-  const refuseLoss = (value) => {
-    const stack = [{ '': value }, ''];
-    let top = 2;
-    while (top > 0) {
-      const key = stack[--top], holder = stack[--top];
-      const v = holder[key];
-      const what = lossOf(v);
-      if (what !== undefined) { refusal = [holder, key, what]; throw REFUSED; }
-      if (v === null || typeof v !== 'object' || typeof v.toJSON === 'function') continue;
-      if (isArray(v)) {
-        for (let i = v.length - 1; i >= 0; i--) { stack[top++] = v; stack[top++] = StringFn(i); }
-      } else {
-        const ks = keysOf(v);
-        for (let i = ks.length - 1; i >= 0; i--) { stack[top++] = v; stack[top++] = ks[i]; }
-      }
-    }
+  // JSON.stringify's replacer: each value as stringify is about to write it (after its toJSON), refused where it
+  // would be written without a word. One pass, nothing kept but the call's frame.
+  const plainOnly = function (key, v) {
+    const what = lossOf(v);
+    if (what === undefined) return v;
+    refusal = [this, key, what];
+    throw REFUSED;
   };
   // Where the refused value is: the JSON pointer of its holder, found from the root (each object once), and its key.
   const pointerOf = (root, holder, key) => {
     try {
-      if (key === '' && holder !== null && typeof holder === 'object' && holder[''] === root) return 'its top';
+      if (key === '' && holder !== null && typeof holder === 'object' && objIs(holder[''], root)) return 'its top';
       const esc = (k) => k.replace(/~/g, '~0').replace(/\//g, '~1');
-      const seen = new SetC(), has = SetC.prototype.has, add = SetC.prototype.add;
+      const seen = new SetC(), has = setHas, add = setAdd;
       const walk = (o, at) => {
         if (o === holder) return at;
         if (o === null || typeof o !== 'object' || apply(has, seen, [o])) return null;
@@ -86,11 +73,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     }
   };
   // value's JSON text (JSON.stringify's), or throws: what stringify throws, or REFUSED with refusal set.
-  const plainText = (value) => {
-    const text = stringify(value);
-    if (typeof text === 'string') refuseLoss(value);
-    return text;
-  };
+  const plainText = (value) => stringify(value, plainOnly);
   const refused = (code, subject, root) => {
     const r = refusal;
     refusal = null;
@@ -101,7 +84,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
   const cycleIn = (root) => {
     try {
       const esc = (k) => k.replace(/~/g, '~0').replace(/\//g, '~1');
-      const inside = new SetC(), has = SetC.prototype.has, add = SetC.prototype.add, del = SetC.prototype.delete;
+      const inside = new SetC(), has = setHas, add = setAdd, del = setDel;
       const walk = (o, at) => {
         if (o === null || typeof o !== 'object' || typeof o.toJSON === 'function') return null;
         if (apply(has, inside, [o])) return at;

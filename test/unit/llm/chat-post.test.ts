@@ -6,6 +6,7 @@ import OpenAI from 'openai';
 import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import { pino } from 'pino';
 import { loadConfig } from '../../../config/index.js';
+import { completionFromEventStream } from '../../../src/llm/chat-post.js';
 import { createModelGateway, type ModelGateway } from '../../../src/llm/gateway.js';
 import { createNodeFetch } from '../../../src/llm/node-fetch.js';
 import type { EndpointLimiter } from '../../../src/llm/ports.js';
@@ -208,11 +209,36 @@ describe('chat completions posted by the gateway against the openai client', fun
     expect(result.message.tool_calls).to.deep.equal([{ id: 'call_1', type: 'function', function: { name: 'get_book', arguments: '{"id": 7}' } }]);
     expect(result.finishReason).to.equal('tool_calls');
     expect(result.usage).to.deep.include({ promptTokens: 12, completionTokens: 9 });
+    // Logprobs and token ids of the chunks are kept, joined.
+    const lp = (token: string) => ({ token, logprob: -0.5, bytes: null, top_logprobs: [] });
+    const withLogprobs = [`data: ${JSON.stringify({ id: 'c8', created: 1, model: 'm', choices: [{ index: 0, delta: { role: 'assistant', content: 'Oui' }, logprobs: { content: [lp('Oui')] }, token_ids: [11], finish_reason: null }] })}`, `data: ${JSON.stringify({ id: 'c8', created: 1, model: 'm', choices: [{ index: 0, delta: { content: ' !' }, logprobs: { content: [lp(' !')] }, token_ids: [12], finish_reason: 'stop' }] })}`, 'data: [DONE]', ''].join('\n\n');
+    handler = answer(200, { 'content-type': 'text/event-stream' }, withLogprobs);
+    const joined = await own.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'lp' }, request);
+    expect(joined.message.content).to.equal('Oui !');
+    const whole = completionFromEventStream(withLogprobs).choices[0]! as { logprobs: { content: unknown[] }; token_ids?: number[] };
+    expect(whole.logprobs.content).to.deep.equal([lp('Oui'), lp(' !')]);
+    expect(whole.token_ids).to.deep.equal([11, 12]);
+    // A stream cut short (no finish reason, no [DONE]) is no answer: half of one would be taken for the whole.
+    handler = answer(200, { 'content-type': 'text/event-stream' }, chunk({ role: 'assistant', content: 'Je commence à' }));
+    const cut = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'cut' }, request));
+    expect(cut).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
+    expect((cut as Error).message).to.include('ended before its end');
     // An error event in the stream is said, as a body that cannot be read.
     handler = answer(200, { 'content-type': 'text/event-stream' }, `data: ${JSON.stringify({ error: { message: 'upstream gone' } })}\n\n`);
     const err = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'other' }, request));
     expect(err).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
     expect((err as Error).message).to.include('upstream gone');
+  });
+
+  it('hands on a tool call without a function as it came (a server that sent one), with no TypeError of its own', async () => {
+    const odd = { ...completion, choices: [{ index: 0, finish_reason: 'tool_calls', message: { role: 'assistant', content: null, refusal: null, tool_calls: [{ id: 'c1', type: 'function', function: null }] } }] };
+    handler = answer(200, json, JSON.stringify(odd));
+    const { own } = gateways();
+    const got = await own.chat({ runId: 'r', stage: 'rollout.policy' }, request).then(
+      r => r.message.tool_calls,
+      (err: unknown) => err,
+    );
+    expect(got).to.not.be.instanceOf(TypeError);
   });
 
   it('reads a gzip-compressed answer', async () => {

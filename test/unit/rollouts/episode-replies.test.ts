@@ -68,7 +68,7 @@ describe('episode: replies as models write them', () => {
       expect(t.termination.detail, JSON.stringify(empty)).to.equal("the policy's reply in turn 1 was empty (no text and no tool call)");
     }
     const { t } = await episode('hermes', ['<think>je réfléchis 🤔</think>']);
-    expect(t.termination.detail).to.match(/was empty \(no text and no tool call; it wrote only reasoning/);
+    expect(t.termination.detail).to.equal("the policy's reply in turn 1 was empty (no text and no tool call; it wrote only reasoning, no answer after it)");
     expect((await episode('native', ['Fait ✅'])).t.termination.detail).to.equal(null);
   });
 

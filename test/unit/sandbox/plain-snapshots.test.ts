@@ -127,6 +127,7 @@ const ODD_CASES: Record<string, string> = {
   deepSet: `this.state = { 'a/b': { '~k': [1, new Set([2])] } }`,
   weak: `this.state = { seen: new WeakSet() }`,
   view: `this.state = { dv: [new DataView(new ArrayBuffer(4))] }`,
+  topNaN: `this.state = NaN`,
 };
 /** The states holding themselves, and the JSON pointer of the member that closes the cycle. */
 const CYCLES: Record<string, string> = { cycle: '/self', arrayCycle: '/a/1/back' };
@@ -142,6 +143,7 @@ const REFUSED: Record<string, RegExp> = {
   deepSet: /^this\.state holds a Set \(JSON writes \{\}, its items lost; use an array\) at \/a~1b\/~0k\/1;/,
   weak: /^this\.state holds a WeakMap or WeakSet \(JSON writes \{\}\) at \/seen;/,
   view: /^this\.state holds a typed array or buffer .* at \/dv\/0;/,
+  topNaN: /^this\.state holds NaN \(JSON writes null\) at its top;/,
 };
 /** The cases the native way writes (the rest it hands to JSON.stringify). */
 const NATIVE = new Set(['shared', 'classInstance', 'notObject', 'nullState', 'numberState', 'wideKeys', 'frozen', 'nullProto', 'sparse', 'nonIndexNumericKeys']);
@@ -269,6 +271,24 @@ describe('snapshots through the native encoder', function () {
       }
     });
   }
+
+  it('checks what JSON writes: a Map with a toJSON of its own is written as what that gives, a Set a toJSON gives is refused', async () => {
+    const source = `class Tally extends Map { toJSON() { return Object.fromEntries(this); } }
+      class W { constructor(s) { this.state = s; }
+        tally() { this.state = { t: new Tally([['a', 1]]) }; return { success: true }; }
+        wraps() { this.state = { w: { toJSON() { return { inner: new Set([1]) }; } } }; return { success: true }; } }`;
+    const env = await host.createEnvironment({ name: 'w', className: 'W', source, tools: [tool('tally'), tool('wraps')] }, {}, DEFAULT_SANDBOX_LIMITS);
+    try {
+      env.call('tally', {});
+      expect(snapshotOutcome(env)).to.deep.equal({ text: '{"t":{"a":1}}' });
+      env.call('wraps', {});
+      const refused = snapshotOutcome(env);
+      expect(refused).to.have.property('code', 'STATE_INVALID');
+      expect(refused.message).to.match(/^this\.state holds a Set \(JSON writes \{\}, its items lost; use an array\) at key "inner";/);
+    } finally {
+      env.dispose();
+    }
+  });
 
   it('writes every tool result as before: 400 random results, each odd state as a result, and results that are not JSON', async () => {
     const env = await host.createEnvironment(FUZZ, {}, DEFAULT_SANDBOX_LIMITS);
