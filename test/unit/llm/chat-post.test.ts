@@ -12,6 +12,10 @@ import { createNodeFetch } from '../../../src/llm/node-fetch.js';
 import type { EndpointLimiter } from '../../../src/llm/ports.js';
 import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../../helpers/memory-ports.js';
 import { rejection } from '../../helpers/assert.js';
+import { dropPrefix, REDIS_URL, requireRedis } from '../../helpers/integration.js';
+import { createRedisLedger } from '../../../src/llm/redis-ledger.js';
+import { Redis } from 'ioredis';
+import { randomUUID } from 'node:crypto';
 
 /**
  * The gateway posts chat completions itself (src/llm/chat-post.ts); with a client given (clientFor) it goes
@@ -228,6 +232,25 @@ describe('chat completions posted by the gateway against the openai client', fun
     const err = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'other' }, request));
     expect(err).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
     expect((err as Error).message).to.include('upstream gone');
+  });
+
+  it('counts an answer that cannot be read (not JSON, a stream cut short) in the ledger, as a request without token usage, each retry too', async () => {
+    await requireRedis();
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: baseURL, OPENAI_API_KEY: 'sk-test', ENVFLEET_MODEL_TIMEOUT_MS: '400' } });
+    const redis = new Redis(REDIS_URL);
+    const prefix = `envfleet-test-unreadable-${randomUUID().slice(0, 8)}`;
+    try {
+      const ledger = createRedisLedger(redis, prefix);
+      const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: countingLimiter(), ledger, logger: pino({ level: 'silent' }) });
+      handler = answer(200, json, '<html>proxy error</html>');
+      for (let attempt = 0; attempt < 2; attempt += 1) expect(await rejection(gateway.chat({ runId: 'r', stage: 'rollout.policy' }, request))).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
+      handler = answer(200, { 'content-type': 'text/event-stream' }, `data: ${JSON.stringify({ id: 'c', choices: [{ index: 0, delta: { content: 'à moi' }, finish_reason: null }] })}\n\n`);
+      expect(await rejection(gateway.chat({ runId: 'r', stage: 'rollout.policy' }, request))).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
+      expect(await ledger.totals('r')).to.deep.include({ requests: 3, cachedRequests: 0, unmeteredRequests: 3, promptTokens: 0, completionTokens: 0 });
+    } finally {
+      await dropPrefix(prefix);
+      redis.disconnect();
+    }
   });
 
   it('hands on a tool call without a function as it came (a server that sent one), with no TypeError of its own', async () => {
