@@ -109,6 +109,7 @@ function isEventStream(rawHeaders: readonly string[], text: string): boolean {
 /** A chunk of a streamed chat completion, as far as it is read here. */
 interface StreamChunk {
   id?: string;
+  prompt_token_ids?: number[] | null;
   created?: number;
   model?: string;
   system_fingerprint?: string;
@@ -135,7 +136,8 @@ export function completionFromEventStream(text: string): ChatCompletion {
     const m = /^data:\s?(.*)$/.exec(line);
     if (m?.[1]!.trim() === '[DONE]') done = true;
     if (!m || m[1]!.trim() === '[DONE]' || m[1]!.trim() === '') continue;
-    const chunk = JSON.parse(m[1]!) as StreamChunk & { error?: { message?: string } };
+    const chunk = JSON.parse(m[1]!) as (StreamChunk & { error?: { message?: string } }) | null;
+    if (chunk === null || typeof chunk !== 'object') throw new SyntaxError(`the endpoint's event stream held ${m[1]!.trim().slice(0, 40)} where a chunk was due`);
     if (chunk.error) throw new SyntaxError(`the endpoint's event stream said: ${chunk.error.message ?? JSON.stringify(chunk.error)}`);
     chunks.push(chunk);
   }
@@ -153,15 +155,21 @@ export function completionFromEventStream(text: string): ChatCompletion {
       if (typeof d.content === 'string') choice.content = (choice.content ?? '') + d.content;
       const thought = d.reasoning_content ?? d.reasoning;
       if (typeof thought === 'string') choice.reasoning = (choice.reasoning ?? '') + thought;
-      if (Array.isArray(c.logprobs?.content)) choice.logprobs = [...(choice.logprobs ?? []), ...c.logprobs.content];
-      if (Array.isArray(c.token_ids)) choice.tokenIds = [...(choice.tokenIds ?? []), ...c.token_ids];
+      // (pushed one by one: a long answer comes as tens of thousands of chunks)
+      if (Array.isArray(c.logprobs?.content)) for (const lp of c.logprobs.content) (choice.logprobs ??= []).push(lp);
+      if (Array.isArray(c.token_ids)) for (const id of c.token_ids) (choice.tokenIds ??= []).push(id);
       for (const t of d.tool_calls ?? []) {
-        // A delta without an index goes on the call before it, unless it starts one (an id or a name).
-        const at = t.index ?? (t.id || t.function?.name || choice.calls.size === 0 ? choice.calls.size : choice.calls.size - 1);
+        // A delta without an index goes on the call of its id, or on the call before it unless it starts one (a new
+        // id, or a name); its name replaces the call's (some servers repeat it on every delta), its arguments add on.
+        let at = t.index;
+        if (at === undefined) {
+          const byId = t.id ? [...choice.calls.entries()].find(([, known]) => known.id === t.id)?.[0] : undefined;
+          at = byId ?? (t.id || t.function?.name || choice.calls.size === 0 ? choice.calls.size : choice.calls.size - 1);
+        }
         const call = choice.calls.get(at) ?? { id: '', type: 'function' as const, function: { name: '', arguments: '' } };
         choice.calls.set(at, call);
         if (t.id) call.id = t.id;
-        if (t.function?.name) call.function.name += t.function.name;
+        if (t.function?.name) call.function.name = t.function.name;
         if (t.function?.arguments) call.function.arguments += t.function.arguments;
       }
       if (c.finish_reason) choice.finish = c.finish_reason;
@@ -169,10 +177,11 @@ export function completionFromEventStream(text: string): ChatCompletion {
   }
   // A stream cut short (a proxy's timeout, a dropped upstream) has neither a finish reason nor [DONE]: no answer, as a
   // body cut mid-way is none.
-  if (!done && ![...choices.values()].some(c => c.finish !== null)) {
+  if (!done && (choices.size === 0 || [...choices.values()].some(c => c.finish === null))) {
     throw new SyntaxError('the endpoint answered an event stream (text/event-stream) that ended before its end (no finish_reason and no [DONE]), though the request did not ask to stream');
   }
   const first = chunks[0]!;
+  const promptIds = chunks.find(c => Array.isArray(c.prompt_token_ids))?.prompt_token_ids ?? null;
   return {
     id: first.id ?? '',
     object: 'chat.completion',
@@ -195,6 +204,8 @@ export function completionFromEventStream(text: string): ChatCompletion {
         },
       })),
     ...(usage ? { usage } : {}),
+    // vLLM's return_token_ids puts the prompt's ids on the first chunk.
+    ...(promptIds ? ({ prompt_token_ids: promptIds } as object) : {}),
   };
 }
 

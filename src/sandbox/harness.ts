@@ -25,10 +25,17 @@ export const HARNESS_SOURCE = String.raw`(() => {
   }
   let Cls, inst, finalState, initialState, finalBase;
   const fail = (code, message) => stringify({ err: code, message: StringFn(message) });
+  // A message of the harness's own that names a place (a JSON pointer can be as long as the state's keys): at most
+  // 2,000 characters, cut between whole characters.
+  const capped = (text) => {
+    if (text.length <= 2000) return text;
+    const cut = text.charCodeAt(1999) >= 0xD800 && text.charCodeAt(1999) <= 0xDBFF ? 1999 : 2000;
+    return text.slice(0, cut) + '…';
+  };
   // JSON.stringify writes a Map, a Set, their weak kinds and an ArrayBuffer as {}, a typed array as an object of
   // indices, NaN and the infinities as null, without a word: a state or a result holding one is refused instead,
   // naming where (a JSON pointer), as the Python runtime refuses what JSON cannot hold.
-  const MapC = G.Map, SetC = G.Set, setHas = G.Set.prototype.has, setAdd = G.Set.prototype.add, setDel = G.Set.prototype.delete, WeakMapC = G.WeakMap, WeakSetC = G.WeakSet, BufferC = G.ArrayBuffer, isView = BufferC.isView, keysOf = Object.keys, isArray = Array.isArray, objIs = Object.is;
+  const MapC = G.Map, SetC = G.Set, setHas = G.Set.prototype.has, setAdd = G.Set.prototype.add, setDel = G.Set.prototype.delete, WeakMapC = G.WeakMap, WeakSetC = G.WeakSet, BufferC = G.ArrayBuffer, isView = BufferC.isView, keysOf = Object.keys, isArray = Array.isArray, objIs = Object.is, RegExpC = G.RegExp, ErrorC = G.Error, NumberC = G.Number, numberValueOf = G.Number.prototype.valueOf;
   const REFUSED = {};
   let refusal = null;
   // What JSON.stringify wrote without a word in v, or undefined.
@@ -39,6 +46,12 @@ export const HARNESS_SOURCE = String.raw`(() => {
     if (v instanceof SetC) return 'a Set (JSON writes {}, its items lost; use an array)';
     if (v instanceof WeakMapC || v instanceof WeakSetC) return 'a WeakMap or WeakSet (JSON writes {})';
     if (v instanceof BufferC || isView(v)) return 'a typed array or buffer (JSON writes it as an object of indices or {}; use an array)';
+    if (v instanceof RegExpC) return 'a RegExp (JSON writes {}; keep its source as a string)';
+    if (v instanceof ErrorC) return 'an Error (JSON writes {}, its message lost; keep the message as a string)';
+    if (v instanceof NumberC) {
+      const n = apply(numberValueOf, v, []);
+      if (n - n !== 0) return 'a Number object holding ' + (n !== n ? 'NaN' : n > 0 ? 'Infinity' : '-Infinity') + ' (JSON writes null)';
+    }
     return undefined;
   };
   // JSON.stringify's replacer: each value as stringify is about to write it (after its toJSON), refused where it
@@ -55,13 +68,15 @@ export const HARNESS_SOURCE = String.raw`(() => {
       if (key === '' && holder !== null && typeof holder === 'object' && objIs(holder[''], root)) return 'its top';
       const esc = (k) => k.replace(/~/g, '~0').replace(/\//g, '~1');
       const seen = new SetC(), has = setHas, add = setAdd;
+      // (as stringify walks: arrays by index, own enumerable keys, not into an object that has a toJSON)
       const walk = (o, at) => {
         if (o === holder) return at;
-        if (o === null || typeof o !== 'object' || apply(has, seen, [o])) return null;
+        if (o === null || typeof o !== 'object' || typeof o.toJSON === 'function' || apply(has, seen, [o])) return null;
         apply(add, seen, [o]);
-        const ks = keysOf(o);
-        for (let i = 0; i < ks.length; i++) {
-          const found = walk(o[ks[i]], at + '/' + esc(ks[i]));
+        const ks = isArray(o) ? null : keysOf(o), n = ks === null ? o.length : ks.length;
+        for (let i = 0; i < n; i++) {
+          const k = ks === null ? StringFn(i) : ks[i];
+          const found = walk(o[k], at + '/' + esc(k));
           if (found !== null) return found;
         }
         return null;
@@ -77,7 +92,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
   const refused = (code, subject, root) => {
     const r = refusal;
     refusal = null;
-    return fail(code, subject + ' holds ' + r[2] + ' at ' + pointerOf(root, r[0], r[1]) + '; keep it to objects, arrays, strings, finite numbers, booleans and null');
+    return fail(code, capped(subject + ' holds ' + r[2] + ' at ' + pointerOf(root, r[0], r[1]) + '; keep it to objects, arrays, strings, finite numbers, booleans and null'));
   };
   // Where JSON.stringify met a value holding itself: the JSON pointer of the member that leads back to an object it is
   // inside, found as stringify walks (own enumerable keys, arrays by index), or null.
@@ -109,7 +124,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     try {
       if (!(e instanceof TypeErr) || StringFn(e.message).indexOf('circular') < 0) return reply;
       const at = cycleIn(root);
-      return at === null ? reply : fail(code, said(e) + ': ' + subject + ' holds itself at ' + (at === '' ? 'its top' : at) + ' (a member that leads back to an object it is inside); JSON has no cycles');
+      return at === null ? reply : fail(code, capped(said(e) + ': ' + subject + ' holds itself at ' + (at === '' ? 'its top' : at) + ' (a member that leads back to an object it is inside); JSON has no cycles'));
     } catch (x) {
       return reply;
     }

@@ -264,6 +264,29 @@ describe('chat completions posted by the gateway against the openai client', fun
     expect(got).to.not.be.instanceOf(TypeError);
   });
 
+  it('puts together the stream shapes servers send: ids and names repeated on every delta, deltas without an index, prompt token ids on the first chunk; a choice cut short or a null chunk is no answer', () => {
+    const at = (chunks: object[], end = 'data: [DONE]') => [...chunks.map(c => `data: ${JSON.stringify(c)}`), end, ''].join('\r\n\r\n');
+    const delta = (d: object, finish: string | null = null, extra: object = {}) => ({ id: 'x', created: 1, model: 'm', choices: [{ index: 0, delta: d, finish_reason: finish }], ...extra });
+    const repeated = completionFromEventStream(at([
+      delta({ role: 'assistant', tool_calls: [{ index: 0, id: 'c1', type: 'function', function: { name: 'f', arguments: '' } }] }, null, { prompt_token_ids: [1, 2, 3] }),
+      delta({ tool_calls: [{ index: 0, id: 'c1', function: { name: 'f', arguments: '{"a":' } }] }),
+      delta({ tool_calls: [{ index: 0, id: 'c1', function: { name: 'f', arguments: '1}' } }] }, 'tool_calls'),
+    ]));
+    expect(repeated.choices[0]!.message.tool_calls).to.deep.equal([{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }]);
+    expect((repeated as unknown as { prompt_token_ids: number[] }).prompt_token_ids).to.deep.equal([1, 2, 3]);
+    const noIndex = completionFromEventStream(at([
+      delta({ tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '' } }] }),
+      delta({ tool_calls: [{ id: 'c1', function: { arguments: '{"a":' } }] }),
+      delta({ tool_calls: [{ function: { arguments: '1}' } }] }),
+      delta({ tool_calls: [{ id: 'c2', type: 'function', function: { name: 'g', arguments: '{}' } }] }, 'tool_calls'),
+    ]));
+    expect(noIndex.choices[0]!.message.tool_calls!.map(c => (c as { function: object }).function)).to.deep.equal([{ name: 'f', arguments: '{"a":1}' }, { name: 'g', arguments: '{}' }]);
+    const two = (finish: string | null) => ({ id: 'x', choices: [{ index: 0, delta: { content: 'a' }, finish_reason: 'stop' }, { index: 1, delta: { content: 'b' }, finish_reason: finish }] });
+    expect(() => completionFromEventStream(at([two(null)], ''))).to.throw(SyntaxError, /ended before its end/);
+    expect(completionFromEventStream(at([two('stop')], '')).choices).to.have.length(2);
+    expect(() => completionFromEventStream(at([delta({ content: 'a' }, 'stop')], 'data: null'))).to.throw(SyntaxError, /where a chunk was due/);
+  });
+
   it('reads a gzip-compressed answer', async () => {
     handler = answer(200, { ...json, 'content-encoding': 'gzip' }, gzipSync(JSON.stringify(completion)));
     const { own } = gateways();

@@ -128,6 +128,11 @@ const ODD_CASES: Record<string, string> = {
   weak: `this.state = { seen: new WeakSet() }`,
   view: `this.state = { dv: [new DataView(new ArrayBuffer(4))] }`,
   topNaN: `this.state = NaN`,
+  boxedNaN: `this.state = { avg: new Number(0 / 0) }`,
+  // The pointer names where JSON meets the value: not through an array's own non-index key.
+  pointerAsJsonWalks: `const inner = { m: new Map() }; const list = [1]; list.byId = inner; this.state = { list, other: inner }`,
+  // A pointer as long as the keys: the message is cut.
+  longKeys: `let o = { s: new Set() }; for (let i = 0; i < 50; i++) o = { ['k' + i + 'x'.repeat(200)]: o }; this.state = o`,
 };
 /** The states holding themselves, and the JSON pointer of the member that closes the cycle. */
 const CYCLES: Record<string, string> = { cycle: '/self', arrayCycle: '/a/1/back' };
@@ -144,6 +149,11 @@ const REFUSED: Record<string, RegExp> = {
   weak: /^this\.state holds a WeakMap or WeakSet \(JSON writes \{\}\) at \/seen;/,
   view: /^this\.state holds a typed array or buffer .* at \/dv\/0;/,
   topNaN: /^this\.state holds NaN \(JSON writes null\) at its top;/,
+  error: /^this\.state holds an Error \(JSON writes \{\}, its message lost; keep the message as a string\) at \/e;/,
+  regexp: /^this\.state holds a RegExp \(JSON writes \{\}; keep its source as a string\) at \/r;/,
+  boxedNaN: /^this\.state holds a Number object holding NaN \(JSON writes null\) at \/avg;/,
+  pointerAsJsonWalks: /^this\.state holds a Map .* at \/other\/m;/,
+  longKeys: /^this\.state holds a Set .*…$/,
 };
 /** The cases the native way writes (the rest it hands to JSON.stringify). */
 const NATIVE = new Set(['shared', 'classInstance', 'notObject', 'nullState', 'numberState', 'wideKeys', 'frozen', 'nullProto', 'sparse', 'nonIndexNumericKeys']);
