@@ -177,7 +177,15 @@ if redis.call('STRLEN', KEYS[1]) == string.len(ARGV[2]) and redis.call('GET', KE
 local old = redis.call('STRLEN', KEYS[1])
 if ARGV[6] == '1' and old > 0 then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[1])
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) == false then
+  -- First-write order, exactly: Redis's clock in microseconds, and past the last one stored (two writes in one
+  -- tick, a clock stepped back), written out whole ("%.0f": below 2^53 every integer is exact).
+  local t = redis.call('TIME')
+  local score = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  if last[2] ~= nil and tonumber(last[2]) >= score then score = tonumber(last[2]) + 1 end
+  redis.call('ZADD', KEYS[2], string.format('%.0f', score), ARGV[1])
+end
 redis.call('HINCRBY', KEYS[4], 'doc:' .. ARGV[4], string.len(ARGV[2]) - old)
 if ARGV[7] ~= '' and redis.call('EXISTS', KEYS[8]) == 0 then
   local was = redis.call('HSTRLEN', KEYS[7], ARGV[7])
