@@ -340,11 +340,6 @@ async function writeAll(handle: FileHandle, chunks: readonly Buffer[]): Promise<
 }
 
 /**
- * JSON text on one line: a line break can only be whitespace between tokens (JSON strings hold them
- * escaped), so it becomes a space; text without one (what envfleet writes) is returned as it is. As
- * UTF-8 bytes the same: a CR or LF byte is never part of a longer character's encoding.
- */
-/**
  * A document's bytes with each lone surrogate escape (`\ud83d` without its pair: text an environment or a model cut
  * inside a character) written as U+FFFD (withoutLoneSurrogates), as the export's files have them: JSON allows them,
  * but pyarrow and Hugging Face datasets cannot read a line holding one. The bytes as they are when none is there
@@ -357,6 +352,11 @@ export function wellFormedLine(json: Buffer): Buffer {
   return clean === text ? json : Buffer.from(clean, 'utf8');
 }
 
+/**
+ * JSON text on one line: a line break can only be whitespace between tokens (JSON strings hold them
+ * escaped), so it becomes a space; text without one (what envfleet writes) is returned as it is. As
+ * UTF-8 bytes the same: a CR or LF byte is never part of a longer character's encoding.
+ */
 export function oneLine(json: string): string;
 export function oneLine(json: Buffer): Buffer;
 export function oneLine(json: string | Buffer): string | Buffer {

@@ -133,11 +133,11 @@ export function completionFromEventStream(text: string): ChatCompletion {
   const chunks: StreamChunk[] = [];
   let done = false;
   for (const line of text.split(/\r?\n/)) {
-    const m = /^data:\s?(.*)$/.exec(line);
-    if (m?.[1]!.trim() === '[DONE]') done = true;
-    if (!m || m[1]!.trim() === '[DONE]' || m[1]!.trim() === '') continue;
-    const chunk = JSON.parse(m[1]!) as (StreamChunk & { error?: { message?: string } }) | null;
-    if (chunk === null || typeof chunk !== 'object') throw new SyntaxError(`the endpoint's event stream held ${m[1]!.trim().slice(0, 40)} where a chunk was due`);
+    const data = /^data:\s?(.*)$/.exec(line)?.[1]!.trim();
+    if (data === '[DONE]') done = true;
+    if (!data || data === '[DONE]') continue;
+    const chunk = JSON.parse(data) as (StreamChunk & { error?: { message?: string } }) | null;
+    if (chunk === null || typeof chunk !== 'object') throw new SyntaxError(`the endpoint's event stream held ${data.slice(0, 40)} where a chunk was due`);
     if (chunk.error) throw new SyntaxError(`the endpoint's event stream said: ${chunk.error.message ?? JSON.stringify(chunk.error)}`);
     chunks.push(chunk);
   }

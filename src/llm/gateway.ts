@@ -640,15 +640,14 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     const withText = Array.isArray(raw.content) ? { ...choice.message, content: contentText(raw.content) } : choice.message;
     // A lone surrogate in what the model said (its output cut inside a character) goes no further: U+FFFD, in its
     // text and in the JSON text of its calls' arguments (an escape there is read as one when the call is made).
-    const said = wellFormed(withToolCallsAsOpenAI(withText));
     // (A call without a function, or with arguments that are no text, is left as it came: what reads it says so.)
-    const cleanArgs = (c: NonNullable<typeof said.tool_calls>[number]) => {
+    const said = wellFormed(withToolCallsAsOpenAI(withText));
+    const calls = said.tool_calls?.map((c): typeof c => {
       const args = c.type === 'function' ? (c.function as { arguments?: unknown } | null)?.arguments : undefined;
-      return typeof args === 'string' ? withoutLoneSurrogates(args) : args;
-    };
-    const message = said.tool_calls?.some(c => c.type === 'function' && typeof cleanArgs(c) === 'string' && cleanArgs(c) !== c.function.arguments)
-      ? { ...said, tool_calls: said.tool_calls.map(c => (c.type === 'function' && typeof cleanArgs(c) === 'string' ? { ...c, function: { ...c.function, arguments: cleanArgs(c) as string } } : c)) }
-      : said;
+      const clean = typeof args === 'string' ? withoutLoneSurrogates(args) : args;
+      return clean === args || c.type !== 'function' ? c : { ...c, function: { ...c.function, arguments: clean as string } };
+    });
+    const message = calls?.some((c, i) => c !== said.tool_calls![i]) ? { ...said, tool_calls: calls } : said;
     return { message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached, toolCallFormat: profile.request.toolCallFormat, tokens: tokenRecordOf(body), sampling: samplingOf(params) };
   }
 

@@ -25,8 +25,8 @@ export const HARNESS_SOURCE = String.raw`(() => {
   }
   let Cls, inst, finalState, initialState, finalBase;
   const fail = (code, message) => stringify({ err: code, message: StringFn(message) });
-  // A message of the harness's own that names a place (a JSON pointer can be as long as the state's keys): at most
-  // 2,000 characters, cut between whole characters.
+  // At most 2,000 characters, cut between whole characters: a thrown object's JSON, a message naming a place (a JSON
+  // pointer can be as long as the state's keys).
   const capped = (text) => {
     if (text.length <= 2000) return text;
     const cut = text.charCodeAt(1999) >= 0xD800 && text.charCodeAt(1999) <= 0xDBFF ? 1999 : 2000;
@@ -62,26 +62,32 @@ export const HARNESS_SOURCE = String.raw`(() => {
     refusal = [this, key, what];
     throw REFUSED;
   };
+  // A key as a JSON pointer writes it.
+  const esc = (k) => k.replace(/~/g, '~0').replace(/\//g, '~1');
+  // The first non-null f(pointer, value) over o's members as JSON.stringify walks them (an array by index, an object by
+  // its own enumerable keys), or null. For an object that is walked: not one with a toJSON (stringify writes what that gives).
+  const firstMember = (o, at, f) => {
+    const ks = isArray(o) ? null : keysOf(o), n = ks === null ? o.length : ks.length;
+    for (let i = 0; i < n; i++) {
+      const k = ks === null ? StringFn(i) : ks[i];
+      const found = f(at + '/' + esc(k), o[k]);
+      if (found !== null) return found;
+    }
+    return null;
+  };
+  const walked = (o) => o !== null && typeof o === 'object' && typeof o.toJSON !== 'function';
   // Where the refused value is: the JSON pointer of its holder, found from the root (each object once), and its key.
   const pointerOf = (root, holder, key) => {
     try {
       if (key === '' && holder !== null && typeof holder === 'object' && objIs(holder[''], root)) return 'its top';
-      const esc = (k) => k.replace(/~/g, '~0').replace(/\//g, '~1');
-      const seen = new SetC(), has = setHas, add = setAdd;
-      // (as stringify walks: arrays by index, own enumerable keys, not into an object that has a toJSON)
-      const walk = (o, at) => {
+      const seen = new SetC();
+      const walk = (at, o) => {
         if (o === holder) return at;
-        if (o === null || typeof o !== 'object' || typeof o.toJSON === 'function' || apply(has, seen, [o])) return null;
-        apply(add, seen, [o]);
-        const ks = isArray(o) ? null : keysOf(o), n = ks === null ? o.length : ks.length;
-        for (let i = 0; i < n; i++) {
-          const k = ks === null ? StringFn(i) : ks[i];
-          const found = walk(o[k], at + '/' + esc(k));
-          if (found !== null) return found;
-        }
-        return null;
+        if (!walked(o) || apply(setHas, seen, [o])) return null;
+        apply(setAdd, seen, [o]);
+        return firstMember(o, at, walk);
       };
-      const at = walk(root, '');
+      const at = walk('', root);
       return at === null ? 'key ' + stringify(key) : at + '/' + esc(key);
     } catch (e) {
       return 'key ' + stringify(key);
@@ -98,22 +104,16 @@ export const HARNESS_SOURCE = String.raw`(() => {
   // inside, found as stringify walks (own enumerable keys, arrays by index), or null.
   const cycleIn = (root) => {
     try {
-      const esc = (k) => k.replace(/~/g, '~0').replace(/\//g, '~1');
-      const inside = new SetC(), has = setHas, add = setAdd, del = setDel;
-      const walk = (o, at) => {
-        if (o === null || typeof o !== 'object' || typeof o.toJSON === 'function') return null;
-        if (apply(has, inside, [o])) return at;
-        apply(add, inside, [o]);
-        const ks = isArray(o) ? null : keysOf(o), n = ks === null ? o.length : ks.length;
-        for (let i = 0; i < n; i++) {
-          const k = ks === null ? StringFn(i) : ks[i];
-          const found = walk(o[k], at + '/' + esc(k));
-          if (found !== null) return found;
-        }
-        apply(del, inside, [o]);
-        return null;
+      const inside = new SetC();
+      const walk = (at, o) => {
+        if (!walked(o)) return null;
+        if (apply(setHas, inside, [o])) return at;
+        apply(setAdd, inside, [o]);
+        const found = firstMember(o, at, walk);
+        apply(setDel, inside, [o]);
+        return found;
       };
-      return walk(root, '');
+      return walk('', root);
     } catch (e) {
       return null;
     }
@@ -140,9 +140,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     let text;
     try { text = stringify(e); } catch (x) { text = undefined; }
     if (typeof text !== 'string' || text === '{}') return StringFn(e);
-    if (text.length <= 2000) return text;
-    const cut = text.charCodeAt(1999) >= 0xD800 && text.charCodeAt(1999) <= 0xDBFF ? 1999 : 2000;
-    return text.slice(0, cut) + '…';
+    return capped(text);
   };
   const thrown = (code, e) => {
     let msg;
