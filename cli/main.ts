@@ -253,7 +253,7 @@ program
   .option('--format <f>', 'dataset formats, comma-separated: openai, sharegpt, llamafactory, hf, rl, verl, prompts (default: all)')
   .option('--reasoning <mode>', 'SFT exports: keep or drop the policy’s reasoning (reasoning_content), the same way in every file (default: drop)')
   .option('--filter <which>', 'SFT exports: "solved" keeps only solved trajectories')
-  .option('--min-reward <x>', 'SFT exports: keep trajectories with at least this reward (0 to 1)', nonNegativeDecimal('', 1))
+  .option('--min-reward <x>', 'SFT exports: keep trajectories with at least this reward (0 to 1); one without a reward (unscored: a model or environment error) is left out, even at 0', nonNegativeDecimal('', 1))
   .option('--trajectories <dir>', "where the sink's shard files are now, if its output directory was moved (the directory holding part-NNNNN.jsonl)")
   .action(guarded(async (opts: ExportCommandOptions) => (await import('./datasets.js')).exportCommand(opts)));
 

@@ -362,10 +362,11 @@ export function toRLGroup(g: GroupStats) {
   return { ...g };
 }
 
+/** `solvedOnly`: solved trajectories only. `minReward`: a reward of at least this; a trajectory without one (unscored: a model or environment error) never passes it, not even at 0. */
 export type SftFilter = { readonly solvedOnly: boolean; readonly minReward: number | null };
 
 export function passesFilter(t: Trajectory, f: SftFilter): boolean {
   if (f.solvedOnly && !t.solved) return false;
-  if (f.minReward !== null && (t.reward ?? 0) < f.minReward) return false;
+  if (f.minReward !== null && (typeof t.reward !== 'number' || t.reward < f.minReward)) return false;
   return true;
 }

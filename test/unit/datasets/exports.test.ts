@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { pyJson, toHF, toLlamaFactory, toOpenAI, toShareGPT } from '../../../src/datasets/trajectories.js';
+import { passesFilter, pyJson, toHF, toLlamaFactory, toOpenAI, toShareGPT } from '../../../src/datasets/trajectories.js';
 import { groupStats } from '../../../src/rollouts/groups.js';
 import type { Trajectory } from '../../../src/rollouts/types.js';
 import { BROKEN, call, PARALLEL, step, TOOLS, trajectory } from '../../helpers/sft-fixtures.js';
@@ -205,6 +205,16 @@ describe('dataset exports', () => {
     const unparsed = trajectory([{ role: 'system', content: 's' }, { role: 'user', content: 'u' }, { role: 'assistant', content: '<tool_call>{"name": "get", "arguments": {</tool_call>' }], { termination: { reason: 'unparsed-tool-call', detail: 'x' } });
     expect(toOpenAI(unparsed)).to.equal(null);
     expect(JSON.stringify([toShareGPT(unparsed), toLlamaFactory(unparsed), toHF(unparsed)])).not.to.include('<tool_call>');
+  });
+
+  it('--min-reward keeps no trajectory without a reward (unscored), not even at 0; without it, every one passes', () => {
+    const unscored = trajectory([], { reward: null, solved: false, termination: { reason: 'model-error', detail: 'x' } });
+    const zero = trajectory([], { reward: 0, solved: false });
+    expect(passesFilter(unscored, { solvedOnly: false, minReward: 0 })).to.equal(false);
+    expect(passesFilter(unscored, { solvedOnly: false, minReward: 0.5 })).to.equal(false);
+    expect(passesFilter(zero, { solvedOnly: false, minReward: 0 })).to.equal(true);
+    expect(passesFilter(zero, { solvedOnly: false, minReward: 0.1 })).to.equal(false);
+    expect(passesFilter(unscored, { solvedOnly: false, minReward: null })).to.equal(true);
   });
 
   it('pyJson writes JSON as Python json.dumps does (the templates’ tojson)', () => {
