@@ -48,7 +48,8 @@ export const ERROR_CODES = {
   ENDPOINT_REFUSED: { area: 'run', action: 'pause-run', means: "the model endpoint refused the API key (401) in an episode (a rollout, or a reference rollout of scenarios --verify-with): every episode would end the same way, so instead of ending them as model-error (recorded for good, not retried) the run pauses and its jobs are parked, no attempt used; fix the key where the workers read it, restart the workers and resume the run. A 403 or 404 still ends the episode as model-error" },
   BUDGET_EXCEEDED: { area: 'run', action: 'pause-run', means: 'the run reached a token or cost budget: the run pauses and its jobs are parked, no attempt used, until the budget is raised and the run resumed' },
   RUN_CANCELLED: { area: 'run', action: 'give-up', means: 'the run was cancelled: its jobs end without running' },
-  SINK_LOCK_LOST: { area: 'fleet', action: 'give-up', means: "the sink's lock on its run expired while Redis was away (or Redis restarted without it) and another sink took it: this sink stops before writing, since two sinks of one run would write some trajectories twice; keep one sink per run" },
+  SINK_LOCK_LOST: { area: 'fleet', action: 'give-up', means: "the sink's lock on its run expired while Redis was away (or Redis restarted without it, or the sink was stopped longer than the lock lives) and another sink took it: this sink stops, since two sinks of one run would write some trajectories twice. It looks at the lock before each write and again after it: a sink held back between the look and the write says how many lines it wrote late, which the shards may then hold twice (an export keeps one per id); keep one sink per run" },
+  SINK_OUTPUT_GONE: { area: 'fleet', action: 'give-up', means: "the shard file the sink was writing was deleted, moved or replaced under it (its output folder removed, say): the sink stops before acknowledging the batch it wrote there, so those trajectories stay in Redis and a sink started again writes them; trajectories acknowledged earlier into a deleted file are lost with it (Redis keeps only their summaries)" },
   RUN_GONE: { area: 'run', action: 'give-up', means: "a command waiting for a run found it no longer in Redis: Redis restarted without its data (no AOF or RDB) or the run was deleted; its jobs, documents and counters are gone (the sink's files stay on disk). The command says so instead of reporting the run finished" },
   JOB_ABORTED: { area: 'fleet', action: 'retry', means: 'the job was cancelled or its worker is shutting down: a graceful shutdown puts it back in its queue' },
   REDIS_FULL: { area: 'fleet', action: 'wait', outcome: 'the job comes back later (10 s), no attempt used, until Redis has room', means: "Redis refused a write because it has reached its maxmemory (an OOM error under the noeviction policy envfleet requires): nothing of the job is lost, and it goes on once Redis has room. Raise maxmemory (CONFIG SET maxmemory, or the server's configuration) or free room (envfleet runs delete for finished runs)" },
@@ -63,7 +64,7 @@ export const ERROR_CODES = {
   REDIS_UNAVAILABLE: { area: 'fleet', action: 'retry', means: 'Redis does not answer: the process does not start' },
   REDIS_REFUSED: { area: 'fleet', action: 'give-up', means: 'Redis answers but refuses the connection: the credentials of REDIS_URL (NOAUTH, WRONGPASS) or the database it names (beyond the server\'s `databases`); the process does not start, the message says what to fix' },
   REDIS_UNSAFE: { area: 'fleet', action: 'give-up', means: '`maxmemory-policy` is not `noeviction` (or persistence is off and required): a worker does not start' },
-  OUTPUT_NOT_WRITABLE: { area: 'fleet', action: 'give-up', means: 'an output folder (export --out, sink --out) cannot be created, or an export file cannot be written: the message names the folder or file and the reason (read-only file system, permission denied, a file in the way, a virtual file system such as /proc, a full disk, a file-size limit); nothing half-written is left under an export file\'s name' },
+  OUTPUT_NOT_WRITABLE: { area: 'fleet', action: 'give-up', means: 'an output folder (export --out, sink --out) cannot be created, or an export file or a sink\'s shard cannot be written: the message names the folder or file and the reason (read-only file system, permission denied, a file in the way, a virtual file system such as /proc, a full disk, a file-size limit); nothing half-written is left under an export file\'s name, and a sink stops before acknowledging what it could not write (started again, it cuts a half-written last line and writes those trajectories)' },
   TRAJECTORY_ARCHIVE_MISSING: { area: 'fleet', action: 'give-up', means: "the sink or an export needs a trajectory's full line and the shard the sink wrote it to is gone or moved: run it where the sink's output directory is, or pass export --trajectories DIR" },
   CLASS_DOES_NOT_LOAD: { area: 'item', action: 'give-up', means: 'skeleton.assemble: the assembled class still does not load or instantiate after the repair rounds; the environment fails' },
   METHODS_INVALID: { area: 'item', action: 'give-up', means: 'skeleton.assemble: some methods are still missing or do not load after the repair rounds; the environment fails' },
@@ -223,12 +224,30 @@ export class RunGoneError extends AppError {
 
 /** The sink's lock on its run is held by another sink (this one lost it while Redis was away): it stops before writing. */
 export class SinkLockLostError extends AppError {
-  constructor(runId: string, lockKey: string) {
+  /** @param wroteAfter trajectories this sink wrote to its shard after the lock had lapsed (it was held back between its look at the lock and its write) */
+  constructor(runId: string, lockKey: string, wroteAfter = 0) {
+    const after =
+      wroteAfter === 0
+        ? 'this one stopped before writing anything more'
+        : `this one was held back (stopped, suspended) between its look at the lock and its write, and wrote ${wroteAfter} trajector${wroteAfter === 1 ? 'y' : 'ies'} after the lock had lapsed: the sink that took over may write ${wroteAfter === 1 ? 'it' : 'them'} too, so the shards can hold ${wroteAfter === 1 ? 'it' : 'them'} twice (an export keeps one line per trajectory id)`;
     super(
       'SINK_LOCK_LOST',
-      `the sink of run "${runId}" lost its lock (${lockKey}) while Redis was away or restarted, and another sink holds it now; this one stopped before writing anything more. ` +
+      `the sink of run "${runId}" lost its lock (${lockKey}) while Redis was away or restarted, or while the sink was held back longer than the lock lives, and another sink holds it now; ${after}. ` +
         'Everything it acknowledged is on disk. Keep one sink per run: stop the other, or let it go on; running this one again waits for the lock.',
-      { details: { runId, lockKey } },
+      { details: { runId, lockKey, wroteAfter } },
+    );
+  }
+}
+
+/** The shard a sink was writing is no longer at its path (deleted, moved or replaced): its batch is not acknowledged. */
+export class SinkOutputGoneError extends AppError {
+  constructor(runId: string, path: string, batch: number) {
+    super(
+      'SINK_OUTPUT_GONE',
+      `the sink of run "${runId}" was writing ${path}, and that file was deleted, moved or replaced (its folder removed?): ` +
+        `the ${batch} trajector${batch === 1 ? 'y' : 'ies'} it had just written there ${batch === 1 ? 'is' : 'are'} not acknowledged and stay${batch === 1 ? 's' : ''} in Redis; run the sink again (it makes its folder again) and it writes them. ` +
+        'Trajectories this sink acknowledged earlier into that file were in it: if it was deleted, their transcripts are gone (Redis keeps only their summaries), unless the file is put back at its path.',
+      { details: { runId, path, batch } },
     );
   }
 }

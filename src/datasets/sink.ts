@@ -10,9 +10,9 @@ import { sleep } from '../util/sleep.js';
 import { readTrajectoryLines } from './shards.js';
 import { storedDigest } from '../rollouts/stream.js';
 import { archivedTrajectory, isArchived, type StoredTrajectory } from '../rollouts/types.js';
-import { makeFolder, writeWholeFile } from '../util/make-dir.js';
+import { makeFolder, ShardWriteError, writeWholeFile } from '../util/make-dir.js';
 import { withoutLoneSurrogates } from '../util/text.js';
-import { RequestError, RunGoneError, SinkLockLostError } from '../errors.js';
+import { RequestError, RunGoneError, SinkLockLostError, SinkOutputGoneError } from '../errors.js';
 
 export interface SinkOptions {
   readonly redis: Redis;
@@ -166,13 +166,41 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
     const { written, shard } = await scanShards(dir);
     let shardIndex = shard.index;
     let shardCount = shard.lines;
-    let handle = await open(join(dir, shardName(shardIndex)), 'a');
+    let handle = await open(join(dir, shardName(shardIndex)), 'a+');
     const shards = new Set<string>([shardName(shardIndex)]);
     let wrote = 0;
     let skipped = 0;
 
+    /** Trajectories written by the batch being handled (for the messages of a failure). */
+    let batchLines = 0;
+    /**
+     * Appends `chunks` to the current shard and syncs it, then makes sure the file written is still the one at the
+     * shard's path (an output folder deleted under a running sink took every later line with it, and the sink went on
+     * acknowledging them). A shard whose last line another run's sink left torn (runs may share a folder) gets a
+     * newline first, so that the first line written is a line of its own.
+     */
+    const append = async (chunks: Buffer[]): Promise<void> => {
+      const path = join(dir, shardName(shardIndex));
+      if (chunks.length) {
+        await holdLock();
+        try {
+          await writeAll(handle, (await endsInNewline(handle)) ? chunks : [NEWLINE, ...chunks]);
+        } catch (err) {
+          throw new ShardWriteError(path, err);
+        }
+      }
+      try {
+        await handle.sync();
+      } catch (err) {
+        throw new ShardWriteError(path, err);
+      }
+      const [held, there] = await Promise.all([handle.stat(), stat(path).catch(() => null)]);
+      if (!there || there.ino !== held.ino || there.dev !== held.dev) throw new SinkOutputGoneError(o.runId, resolve(path), batchLines);
+    };
+
     const handleEntries = async (entries: [string, string[]][]) => {
       if (!entries.length) return;
+      batchLines = 0;
       await holdLock();
       const acks: string[] = [];
       /** What replaces each written document in Redis once the lines are on disk. */
@@ -232,20 +260,23 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
         done.push({ id: trajectoryId, archived: trajectory.archived });
         acks.push(entryId);
         wrote += 1;
+        batchLines += 1;
         shardCount += 1;
         if (shardCount >= shardLines) {
-          await writeAll(handle, lines);
+          await append(lines);
           lines = [];
-          await handle.sync();
           await handle.close();
           shardIndex += 1;
           shardCount = 0;
-          handle = await open(join(dir, shardName(shardIndex)), 'a');
+          handle = await open(join(dir, shardName(shardIndex)), 'a+');
           shards.add(shardName(shardIndex));
         }
       }
-      if (lines.length) await writeAll(handle, lines);
-      await handle.sync();
+      await append(lines);
+      // Held all along? A sink stopped (SIGSTOP, a suspended machine) between its look at the lock and its write, for
+      // longer than the lock lives, wrote lines that the sink which took over may write too: it says so, and leaves
+      // the entries to that sink rather than acknowledge them.
+      if ((await o.redis.get(lockKey)) !== token) throw new SinkLockLostError(o.runId, lockKey, batchLines);
       // Only now that the lines are on disk: keep the summaries in Redis (all at once), then let go of the
       // entries (a crash in between re-reads entries whose ids are already on disk, and skips them).
       await Promise.all(
@@ -329,6 +360,15 @@ function fieldOf(fields: readonly string[], name: string): string | undefined {
  */
 const archivedText = (summary: string, path: string): string => `${summary.slice(0, -1)},"archived":${JSON.stringify({ path })}}`;
 
+/** Whether the file is empty or its last byte is a newline. */
+async function endsInNewline(handle: FileHandle): Promise<boolean> {
+  const { size } = await handle.stat();
+  if (size === 0) return true;
+  const last = Buffer.alloc(1);
+  const { bytesRead } = await handle.read(last, 0, 1, size - 1);
+  return bytesRead === 1 && last[0] === 0x0a;
+}
+
 /** Writes every byte of `chunks` at the file's end (appending), one writev when the system takes it all. */
 async function writeAll(handle: FileHandle, chunks: readonly Buffer[]): Promise<void> {
   let total = 0;
@@ -376,13 +416,19 @@ function idOfLine(bytes: Buffer): string | null | false {
   }
 }
 
+/** A line longer than this cannot be JSON text V8 parses (its longest string is ≈ 2^29 characters): not read whole. */
+const MAX_LINE_BYTES = 1 << 30;
+
 /** What the scan of a shard reads at once. */
 const SCAN_CHUNK_BYTES = 8 << 20;
 
 /**
- * The complete lines at the start of a shard file: `end`, the byte offset just past the last of them (what the file
- * is truncated to), how many there are, the trajectory ids among them, and the file's size. A line is complete when a
- * newline follows it and it parses; the first that does not (a write cut short by a crash) ends them. Everything is
+ * The complete lines of a shard file: `end`, the byte offset just past the last of them (what the file is truncated
+ * to), how many there are, the trajectory ids among them, the file's size, and `bad`, the lines before `end` that do not
+ * parse. A line is complete when a newline follows it and it parses. What follows the last complete line (a write cut
+ * short by a crash) is cut; a line that does not parse but has complete lines after it is left in place: runs that
+ * share a folder append to the same shards, so the lines after a torn one may be another run's, acknowledged already
+ * (a stranger's probe: a sink started again after a disk-full cut 319 lines of another run's). Everything is
  * measured in bytes, as `truncate` takes it: a trajectory's model text (emoji, CJK, accents) has more UTF-8 bytes
  * than UTF-16 characters, and an offset in characters cuts into an earlier line whose Redis copy is already only a
  * summary. Read a chunk at a time: a shard has no size bound (the sink starts a new one every `shardLines` lines, and
@@ -390,39 +436,49 @@ const SCAN_CHUNK_BYTES = 8 << 20;
  * is greater than 2 GiB", so the sink could not start again on its own output) and held it all in memory below
  * that. A line that crosses chunks is read again, alone, once its newline is found.
  */
-export async function completeLinesOfFile(path: string): Promise<{ end: number; lines: number; ids: string[]; size: number }> {
+export async function completeLinesOfFile(path: string): Promise<{ end: number; lines: number; ids: string[]; size: number; bad: number }> {
   const handle = await open(path, 'r');
   try {
     const { size } = await handle.stat();
     const ids: string[] = [];
     let end = 0;
     let lines = 0;
+    let bad = 0;
+    /** Where the line being read starts: past the last newline, good line or not. */
+    let start = 0;
     const chunk = Buffer.allocUnsafe(Math.min(SCAN_CHUNK_BYTES, Math.max(size, 1)));
-    scan: for (let at = 0; at < size; ) {
+    for (let at = 0; at < size; ) {
       const { bytesRead } = await handle.read(chunk, 0, chunk.length, at);
       if (bytesRead === 0) break;
       const data = chunk.subarray(0, bytesRead);
       for (let newline = data.indexOf(0x0a); newline !== -1; newline = data.indexOf(0x0a, newline + 1)) {
         const lineEnd = at + newline;
-        let bytes: Buffer;
-        if (end >= at) bytes = data.subarray(end - at, newline);
-        else {
-          bytes = Buffer.allocUnsafe(lineEnd - end);
-          for (let got = 0; got < bytes.length; ) {
-            const r = await handle.read(bytes, got, bytes.length - got, end + got);
-            if (r.bytesRead === 0) break scan;
+        let id: string | null | false = false;
+        if (start >= at) id = idOfLine(data.subarray(start - at, newline));
+        else if (lineEnd - start <= MAX_LINE_BYTES) {
+          const bytes = Buffer.allocUnsafe(lineEnd - start);
+          let got = 0;
+          while (got < bytes.length) {
+            const r = await handle.read(bytes, got, bytes.length - got, start + got);
+            if (r.bytesRead === 0) break;
             got += r.bytesRead;
           }
+          if (got === bytes.length) id = idOfLine(bytes);
         }
-        const id = idOfLine(bytes);
-        if (id === false) break scan;
+        start = lineEnd + 1;
+        // A line that is not JSON (a torn write another sink's line was appended to: runs share a folder's shards) is
+        // left where it is when complete lines follow it; only what follows the last complete line is cut.
+        if (id === false) {
+          bad += 1;
+          continue;
+        }
         if (id) ids.push(id);
         end = lineEnd + 1;
         lines += 1;
       }
       at += bytesRead;
     }
-    return { end, lines, ids, size };
+    return { end, lines, ids, size, bad };
   } finally {
     await handle.close();
   }

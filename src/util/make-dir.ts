@@ -36,6 +36,20 @@ export class OutputFileError extends AppError {
   }
 }
 
+/** A sink's shard that could not be written: which file, why, and that the batch stays in Redis. */
+export class ShardWriteError extends AppError {
+  constructor(path: string, cause: unknown) {
+    const code = (cause as NodeJS.ErrnoException | null)?.code ?? '';
+    const why = WHY[code] ?? (cause as Error | null)?.message ?? String(cause);
+    const what = code === 'EFBIG' ? 'Raise the limit (ulimit -f), or give the sink another --out on a file system that takes larger files' : 'Free room on that disk (or give the sink another --out)';
+    super(
+      'OUTPUT_NOT_WRITABLE',
+      `cannot write the sink's shard ${resolve(path)}: ${why}${code ? ` (${code})` : ''}. The trajectories of the batch being written are not acknowledged and stay in Redis, and everything acknowledged before is on disk. ${what}, then run the sink again: it cuts a half-written last line and writes those trajectories.`,
+      { cause, details: { path, code } },
+    );
+  }
+}
+
 /**
  * Writes `text` to `path` whole or not at all: into `path.partial`, then renamed. A write that fails (a full disk, a
  * file-size limit) leaves no partial file and is an OutputFileError naming the file.

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { expect } from 'chai';
@@ -10,6 +10,7 @@ import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../../src/r
 import { archivedTrajectory, isArchived, trajectorySummary, type StoredTrajectory, type Trajectory } from '../../../src/rollouts/types.js';
 import { createRedisRunStore, type RunStore } from '../../../src/runs/store.js';
 import { createRedisRunControl } from '../../../src/runs/control.js';
+import { runKeys } from '../../../src/runs/keys.js';
 import { deleteRun } from '../../../queues/run-delete.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
 import { RawJson, stringifyJson } from '../../../src/util/raw-json.js';
@@ -70,11 +71,32 @@ describe('sink crash recovery (byte offsets)', () => {
     const good = Buffer.concat(lines);
     // The old measure: UTF-16 characters, which this text has far fewer of than bytes.
     expect(good.toString('utf8').length).to.be.lessThan(good.length);
-    expect(await completeLines(good)).to.deep.equal({ end: good.length, lines: 4, ids: ['trj-0', 'trj-1', 'trj-2', 'trj-3'] });
-    expect(await completeLines(Buffer.concat([good, tornLine(trajectory(6))]))).to.deep.equal({ end: good.length, lines: 4, ids: ['trj-0', 'trj-1', 'trj-2', 'trj-3'] });
+    expect(await completeLines(good)).to.deep.equal({ end: good.length, lines: 4, ids: ['trj-0', 'trj-1', 'trj-2', 'trj-3'], bad: 0 });
+    expect(await completeLines(Buffer.concat([good, tornLine(trajectory(6))]))).to.deep.equal({ end: good.length, lines: 4, ids: ['trj-0', 'trj-1', 'trj-2', 'trj-3'], bad: 0 });
     // A whole line whose newline did not make it to disk is torn too (its document is still whole in Redis).
     expect((await completeLines(Buffer.concat([good, line(trajectory(4)).subarray(0, -1)]))).end).to.equal(good.length);
-    expect(await completeLines(Buffer.alloc(0))).to.deep.equal({ end: 0, lines: 0, ids: [] });
+    expect(await completeLines(Buffer.alloc(0))).to.deep.equal({ end: 0, lines: 0, ids: [], bad: 0 });
+    // A torn line with complete lines after it (another run's, appended to a shard they share) is passed over, not an end.
+    const torn = Buffer.concat([good.subarray(0, line(trajectory(0)).length), tornLine(trajectory(6)), Buffer.from('\n'), line(trajectory(5))]);
+    expect(await completeLines(torn)).to.deep.equal({ end: torn.length, lines: 2, ids: ['trj-0', 'trj-5'], bad: 1 });
+    // and one a line was written onto (no newline between them), then a complete line and a torn tail
+    const onto = Buffer.concat([tornLine(trajectory(6)), line(trajectory(4)), line(trajectory(5)), tornLine(trajectory(2))]);
+    expect(await completeLines(onto)).to.deep.equal({ end: onto.length - tornLine(trajectory(2)).length, lines: 1, ids: ['trj-5'], bad: 1 });
+  });
+
+  it("keeps the lines of another run that follow a torn line in a shared shard, and cuts only what follows the last complete line", async () => {
+    // A stranger's probe: runs ta and tb sinking into one folder; ta's sink died on a full disk leaving half a line,
+    // tb's sink wrote 319 lines after it (acknowledged: Redis kept only their summaries), then ta's sink, started
+    // again, cut the shard at the half line and every one of tb's lines with it.
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sink-shared-'));
+    const shard = Buffer.concat([line(trajectory(0)), line(trajectory(1)), tornLine(trajectory(6)), Buffer.from('\n'), line(trajectory(4)), line(trajectory(5))]);
+    await writeFile(join(dir, 'part-00000.jsonl'), Buffer.concat([shard, tornLine(trajectory(2))]));
+
+    const { written, shard: at } = await scanShards(dir);
+
+    expect(await readFile(join(dir, 'part-00000.jsonl'))).to.deep.equal(shard);
+    expect(at).to.deep.equal({ index: 0, lines: 4 });
+    expect([...written.keys()]).to.deep.equal(['trj-0', 'trj-1', 'trj-4', 'trj-5']);
   });
 
   it('cuts a torn last line exactly and keeps every complete line of every shard byte for byte', async () => {
@@ -153,6 +175,94 @@ describe('sink crash recovery (byte offsets)', () => {
       expect(await readFile(shardPath)).to.deep.equal(Buffer.concat([acknowledged, line(inFlight)]));
       const stored = await store.getDoc('sink', 'trajectory', inFlight.id);
       expect(stored && isArchived(stored) && stored.archived.path).to.equal(resolve(shardPath));
+    });
+
+    /** A run of one stored, published trajectory, and a store whose reads of a document first do `meanwhile` (what happens between the sink's scan and its write). */
+    async function oneInFlight(runId: string, meanwhile: () => Promise<void>) {
+      const base = createRedisRunStore(redis, prefix);
+      const out = await mkdtemp(join(tmpdir(), `envfleet-${runId}-`));
+      const t = { ...trajectory(2), id: `trj-${runId}`, runId };
+      await base.putDoc(runId, 'trajectory', t.id, t);
+      await redis.xgroup('CREATE', trajectoryStreamKey(prefix, runId), 'sink', '0', 'MKSTREAM');
+      await createRedisTrajectoryStream(redis, prefix).publish(runId, t.id);
+      let once = true;
+      const store: RunStore = {
+        ...base,
+        getDocBuffer: async (...args) => {
+          if (once) {
+            once = false;
+            await meanwhile();
+          }
+          return base.getDocBuffer(...args);
+        },
+      };
+      const pending = async () => Number(((await redis.xpending(trajectoryStreamKey(prefix, runId), 'sink')) as [number])[0]);
+      return { t, out, store, base, shard: join(out, 'trajectories', 'part-00000.jsonl'), pending };
+    }
+
+    it('ends a torn line another run\'s sink left in a shared shard before writing, so its own first line stays whole', async () => {
+      const torn = tornLine(trajectory(6));
+      const run = await oneInFlight('sink-guard', async () => {
+        await appendFile(run.shard, torn);
+      });
+      await mkdir(join(run.out, 'trajectories'));
+      await writeFile(run.shard, line(trajectory(0)));
+
+      expect(await runSink({ redis, prefix, store: run.store, runId: 'sink-guard', dir: run.out })).to.deep.include({ written: 1 });
+
+      expect(await readFile(run.shard)).to.deep.equal(Buffer.concat([line(trajectory(0)), torn, Buffer.from('\n'), line(run.t)]));
+      expect((await completeLinesOfFile(run.shard)).ids).to.deep.equal(['trj-0', run.t.id]);
+    });
+
+    it('stops without acknowledging when its folder is deleted under it, and a sink started again writes the batch', async () => {
+      // A stranger's probe: `rm -rf` of a following sink's folder; it went on writing into the deleted file, replaced
+      // 320 documents by summaries pointing at it, acknowledged them, and said "everything acknowledged is on disk".
+      const run = await oneInFlight('sink-gone', async () => {
+        await rm(run.out, { recursive: true, force: true });
+      });
+
+      const err = await runSink({ redis, prefix, store: run.store, runId: 'sink-gone', dir: run.out }).then(() => null, (e: unknown) => e as { code?: string; message: string });
+
+      expect(err?.code).to.equal('SINK_OUTPUT_GONE');
+      expect(err?.message).to.include(resolve(run.shard)).and.include('not acknowledged').and.include('run the sink again');
+      expect(await run.pending()).to.equal(1);
+      expect(isArchived((await run.base.getDoc('sink-gone', 'trajectory', run.t.id))!)).to.equal(false);
+
+      expect(await runSink({ redis, prefix, store: run.base, runId: 'sink-gone', dir: run.out })).to.deep.include({ written: 1 });
+      expect(await readFile(run.shard)).to.deep.equal(line(run.t));
+      expect(await run.pending()).to.equal(0);
+    });
+
+    it('names the shard and what to do when the disk is full, and acknowledges nothing it could not write', async () => {
+      const run = await oneInFlight('sink-full', () => Promise.resolve());
+      await mkdir(join(run.out, 'trajectories'));
+      await symlink('/dev/full', run.shard);
+
+      const err = await runSink({ redis, prefix, store: run.store, runId: 'sink-full', dir: run.out }).then(() => null, (e: unknown) => e as { code?: string; message: string });
+
+      expect(err?.code).to.equal('OUTPUT_NOT_WRITABLE');
+      expect(err?.message).to.include(resolve(run.shard)).and.include('the disk is full (ENOSPC)').and.include('run the sink again');
+      expect(await run.pending()).to.equal(1);
+      expect(isArchived((await run.base.getDoc('sink-full', 'trajectory', run.t.id))!)).to.equal(false);
+
+      await rm(run.shard);
+      expect(await runSink({ redis, prefix, store: run.base, runId: 'sink-full', dir: run.out })).to.deep.include({ written: 1 });
+      expect(await readFile(run.shard)).to.deep.equal(line(run.t));
+    });
+
+    it('looks at its lock again just before writing: one another sink took meanwhile stops it before the write', async () => {
+      // A stranger's probe: a sink stopped (SIGSTOP) past its lock's life while a second one started wrote its batch
+      // when it went on, and the shard held 13 trajectories twice.
+      const run = await oneInFlight('sink-late', async () => {
+        await redis.set(runKeys(prefix, 'sink-late', false).sinkLock, 'another-sink', 'PX', 60_000);
+      });
+
+      const err = await runSink({ redis, prefix, store: run.store, runId: 'sink-late', dir: run.out }).then(() => null, (e: unknown) => e as { code?: string; message: string });
+
+      expect(err?.code).to.equal('SINK_LOCK_LOST');
+      expect(err?.message).to.include('stopped before writing anything more');
+      expect(await readFile(run.shard)).to.deep.equal(Buffer.alloc(0));
+      expect(await run.pending()).to.equal(1);
     });
 
     it('writes each trajectory as stored: a final state of a Python environment keeps 1.0 and its text byte for byte', async () => {
