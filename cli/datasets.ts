@@ -70,6 +70,16 @@ export async function exportCommand(opts: ExportCommandOptions): Promise<void> {
       process.stdout.write(`wrote ${result.scenarios.ready} scenarios to ${result.scenarios.path} (${result.scenarios.dropped} dropped, with reasons, in scenarios-dropped.jsonl)\n`);
     }
     if (result.removed.length) process.stdout.write(`removed ${result.removed.length} files of an earlier export in ${opts.out} that this one did not write (so no trainer mixes them with these): ${result.removed.join(', ')}\n`);
+    if (result.infoKept.length) {
+      // A folder's own dataset_info.json (LLaMA-Factory's data/): its datasets stay, beside envfleet's.
+      const n = result.infoKept.length;
+      const names = `${result.infoKept.slice(0, 5).join(', ')}${n > 5 ? `, … (${n} in all)` : ''}`;
+      process.stderr.write(
+        LLAMAFACTORY_INFO_FILE in result.datasets
+          ? `note: ${opts.out}/${LLAMAFACTORY_INFO_FILE} already held ${n} other dataset entr${n === 1 ? 'y' : 'ies'} (${names}): envfleet added its entries to that file and kept the others as they were\n`
+          : `note: took envfleet's entries out of ${opts.out}/${LLAMAFACTORY_INFO_FILE} (this export writes no LLaMA-Factory file) and kept its ${n} other dataset entr${n === 1 ? 'y' : 'ies'} (${names})\n`,
+      );
+    }
     if (result.foreign.length) process.stderr.write(`note: ${opts.out} also holds ${result.foreign.join(', ')}, which this export did not write and no earlier export's manifest lists (written by hand, or by an older envfleet): kept; remove them if they are an earlier export's, so no trainer mixes them with these\n`);
   });
 }

@@ -7,7 +7,7 @@ import { JsonlWriter } from './jsonl-writer.js';
 import { droppedScenarioLine, environmentLine, scenarioLine } from './lines.js';
 import { forEachFullTrajectory, shardsMovedTo } from './shards.js';
 import { PROMPTS_FILE, VERL_FILE, writeRLTrainerFiles } from './rl-exports.js';
-import { LLAMAFACTORY_INFO_FILE, writeLlamaFactoryInfo } from './llamafactory-info.js';
+import { LLAMAFACTORY_INFO_FILE, readLlamaFactoryInfo, writeLlamaFactoryInfo, type LlamaFactoryInfo } from './llamafactory-info.js';
 import { DEFAULT_SFT_OPTIONS, passesFilter, toHF, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type ReasoningMode, type SftFilter } from './trajectories.js';
 import { makeFolder, writeWholeFile } from '../util/make-dir.js';
 
@@ -34,6 +34,12 @@ export interface ExportResult {
   readonly removed: readonly string[];
   /** Files with an export's names in the folder that no earlier export's manifest lists (written by hand, or by an older envfleet): kept, and said. */
   readonly foreign: readonly string[];
+  /**
+   * The entries of dataset_info.json that are not envfleet's (the folder's own, as LLaMA-Factory's data/dataset_info.json
+   * holds): kept as written and in their order, beside the entries this export added, or after it took its entries out
+   * (an export without the LLaMA-Factory files into a folder an earlier one wrote them to). Empty when there are none.
+   */
+  readonly infoKept: readonly string[];
 }
 
 /** The manifest an export leaves in its folder: the files it wrote (the next export into the folder removes those it does not write). */
@@ -62,6 +68,13 @@ const EXPORT_FILES: readonly string[] = [...Object.values(FILE), LLAMAFACTORY_IN
 export async function exportRun(store: RunStore, runId: string, dir: string, options: ExportOptions = {}): Promise<ExportResult> {
   if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist (check --run and REDIS_URL / ENVFLEET_REDIS_PREFIX)`);
   await makeFolder(dir, 'the output folder (export --out)');
+  const formats = new Set(options.formats ?? DATASET_FORMATS);
+  const trajectoryIds = (await store.listDocIds(runId, 'trajectory')).sort();
+  const earlier = await readManifest(dir);
+  // A dataset_info.json this export adds its entries to (or takes them out of) is read first: one it cannot read stops
+  // the export before anything is written, and it is never overwritten.
+  const lfFiles = trajectoryIds.length > 0 && (formats.has('sharegpt') || formats.has('llamafactory'));
+  const info = lfFiles || earlier.has(LLAMAFACTORY_INFO_FILE) ? await readLlamaFactoryInfo(dir) : null;
   const byStatus: Record<string, number> = {};
   const path = join(dir, FILE.environments);
   const count = await writeDocs(store, runId, 'env', { [path]: env => ((byStatus[env.status] = (byStatus[env.status] ?? 0) + 1), [environmentLine(env)]) });
@@ -80,25 +93,30 @@ export async function exportRun(store: RunStore, runId: string, dir: string, opt
       scenarios = { ready: 0, dropped: 0, path: null };
     }
   }
-  const datasets = await exportDatasets(store, runId, dir, options);
+  const { datasets, infoKept } = await exportDatasets(store, runId, dir, trajectoryIds, info, options);
   // The RL trainers' files (rl-exports.ts) need ready scenarios, not trajectories.
   if (scenarios.ready) {
-    const formats = new Set(options.formats ?? DATASET_FORMATS);
     Object.assign(datasets, await writeRLTrainerFiles(store, runId, dir, { verl: formats.has('verl'), prompts: formats.has('prompts') }));
   }
   // An export into a folder that holds an earlier one replaces it whole: a file this export did not write (another
   // --format, a run without trajectories now) would otherwise stay beside the new ones, of another filter or run, and
   // a trainer pointed at the folder (LLaMA-Factory's dataset_dir) would mix them. Only files an earlier export's
   // manifest lists are removed: a folder's own dataset_info.json (LLaMA-Factory's data/) or a hand-written
-  // scenarios.jsonl is kept, and named.
+  // scenarios.jsonl is kept, and named. A dataset_info.json holds others' entries beside envfleet's: only envfleet's go.
   const written = new Set([FILE.environments, ...(scenarios.path ? [FILE.scenarios, FILE.dropped] : []), ...Object.keys(datasets)]);
-  const earlier = await readManifest(dir);
   const removed: string[] = [];
   const foreign: string[] = [];
+  let kept = infoKept;
   for (const file of EXPORT_FILES) {
     if (written.has(file)) continue;
     if (!earlier.has(file)) {
       if (await exists(join(dir, file))) foreign.push(file);
+      continue;
+    }
+    if (file === LLAMAFACTORY_INFO_FILE) {
+      const left = await writeLlamaFactoryInfo(dir, {}, info);
+      if (left.removed) removed.push(file);
+      kept = left.kept;
       continue;
     }
     try {
@@ -110,7 +128,7 @@ export async function exportRun(store: RunStore, runId: string, dir: string, opt
   }
   // No time in it: the same run exported twice gives the same files, byte for byte (the chaos run compares them).
   await writeWholeFile(join(dir, EXPORT_MANIFEST), `${JSON.stringify({ run: runId, files: [...written].sort() })}\n`);
-  return { path, count, byStatus, scenarios, datasets, removed, foreign };
+  return { path, count, byStatus, scenarios, datasets, removed, foreign, infoKept: kept };
 }
 
 /** The files an earlier export's manifest in `dir` lists (none when there is no manifest, or it cannot be read). */
@@ -155,9 +173,15 @@ async function writeDocs<K extends DocKind>(store: RunStore, runId: string, kind
  * one trajectory at a time: those still whole in Redis first (by id), then those the sink wrote,
  * in its shard order.
  */
-async function exportDatasets(store: RunStore, runId: string, dir: string, options: ExportOptions): Promise<Record<string, number>> {
-  const ids = (await store.listDocIds(runId, 'trajectory')).sort();
-  if (!ids.length) return {};
+async function exportDatasets(
+  store: RunStore,
+  runId: string,
+  dir: string,
+  ids: readonly string[],
+  info: LlamaFactoryInfo | null,
+  options: ExportOptions,
+): Promise<{ datasets: Record<string, number>; infoKept: readonly string[] }> {
+  if (!ids.length) return { datasets: {}, infoKept: [] };
   const formats = new Set(options.formats ?? DATASET_FORMATS);
   const filter = options.filter ?? { solvedOnly: false, minReward: null };
   const o = options.reasoning ? { reasoning: options.reasoning } : DEFAULT_SFT_OPTIONS;
@@ -181,9 +205,14 @@ async function exportDatasets(store: RunStore, runId: string, dir: string, optio
     await Promise.all(writers.map(w => w.writer.abort()));
     throw err;
   }
-  // LLaMA-Factory finds its files through dataset_info.json beside them.
-  const lf = await writeLlamaFactoryInfo(dir, Object.fromEntries(sft.filter(([format]) => formats.has(format) && (format === 'sharegpt' || format === 'llamafactory')).map(([format, file]) => [format, file])));
-  if (lf) out[LLAMAFACTORY_INFO_FILE] = lf;
+  // LLaMA-Factory finds its files through dataset_info.json beside them (added to the folder's own, if it has one).
+  const lfFiles = Object.fromEntries(sft.filter(([format]) => formats.has(format) && (format === 'sharegpt' || format === 'llamafactory')).map(([format, file]) => [format, file]));
+  let infoKept: readonly string[] = [];
+  if (Object.keys(lfFiles).length) {
+    const lf = await writeLlamaFactoryInfo(dir, lfFiles, info);
+    out[LLAMAFACTORY_INFO_FILE] = lf.entries;
+    infoKept = lf.kept;
+  }
   if (formats.has('rl')) {
     const envs = new Map<string, RunDocuments['env'] | null>();
     const envOf = async (id: string) => {
@@ -198,5 +227,5 @@ async function exportDatasets(store: RunStore, runId: string, dir: string, optio
     });
     out[FILE.rlGroups] = await writeDocs(store, runId, 'group', { [join(dir, FILE.rlGroups)]: g => [toRLGroup(g)] });
   }
-  return out;
+  return { datasets: out, infoKept };
 }

@@ -40,20 +40,29 @@ const isSpace = (c: string | undefined) => c === ' ' || c === '\t' || c === '\n'
  * JSON.parse); a repeated member gives its last text, as JSON.parse keeps the last value. One pass over the text.
  */
 export function jsonMemberText(objectText: string, name: string): string | undefined {
+  return jsonMemberTexts(objectText)?.findLast(([key]) => key === name)?.[1];
+}
+
+/**
+ * Every member of a JSON object's text as written, in the order written: `[key, value text]`, a repeated key each time
+ * it comes; undefined when the text is not an object. `objectText` must be valid JSON (already read by JSON.parse). One
+ * pass over the text.
+ */
+export function jsonMemberTexts(objectText: string): [string, string][] | undefined {
   let i = 0;
   while (isSpace(objectText[i])) i += 1;
   if (objectText[i] !== '{') return undefined;
   i += 1;
-  let found: string | undefined;
+  const members: [string, string][] = [];
   for (;;) {
     while (isSpace(objectText[i]) || objectText[i] === ',') i += 1;
-    if (i >= objectText.length || objectText[i] === '}') return found;
+    if (i >= objectText.length || objectText[i] === '}') return members;
     const keyEnd = stringEnd(objectText, i);
     const key = JSON.parse(objectText.slice(i, keyEnd)) as string;
     i = keyEnd;
     while (isSpace(objectText[i]) || objectText[i] === ':') i += 1;
     const end = valueEnd(objectText, i);
-    if (key === name) found = objectText.slice(i, end);
+    members.push([key, objectText.slice(i, end)]);
     i = end;
   }
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readdir, readFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -76,5 +76,66 @@ describe('the SFT files of an export (real Redis)', () => {
     const none = await mkdtemp(join(tmpdir(), 'envfleet-sft-none-'));
     await exportRun(store, 'sft', none, { formats: ['openai', 'hf'] });
     expect((await readdir(none)).sort()).to.deep.equal(['.envfleet-export.json', 'environments.jsonl', 'sft-hf.jsonl', 'sft-openai.jsonl']);
+  });
+
+  // LLaMA-Factory's own data/dataset_info.json, as its repository writes it (two-space indent), with a user's entry, a
+  // number as the user wrote it and an integer-like key (which a JavaScript object would move first).
+  const USER_ENTRIES = [
+    ['alpaca_en_demo', '{\n    "file_name": "alpaca_en_demo.json"\n  }'],
+    ['my_private_set', '{\n    "file_name": "mine.jsonl",\n    "formatting": "sharegpt",\n    "num_samples": 1.0\n  }'],
+    ['2024', '{"file_name": "y2024.json"}'],
+  ] as const;
+  const USER_INFO = `{\n${USER_ENTRIES.map(([k, v]) => `  ${JSON.stringify(k)}: ${v}`).join(',\n')}\n}\n`;
+  /** The top-level keys of a JSON object's text, in the order written. */
+  const keysInOrder = (text: string) => [...text.matchAll(/^ {2}"([^"]+)": /gm)].map(m => m[1]);
+
+  it('adds its entries to a dataset_info.json already in the folder (LLaMA-Factory data/), keeping every other entry as written and in its order', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sft-lfdata-'));
+    await writeFile(join(dir, 'dataset_info.json'), USER_INFO);
+    const result = await exportRun(store, 'sft', dir);
+    const text = await readFile(join(dir, 'dataset_info.json'), 'utf8');
+    expect(keysInOrder(text)).to.deep.equal(['alpaca_en_demo', 'my_private_set', '2024', 'envfleet_sharegpt', 'envfleet_alpaca']);
+    for (const [k, v] of USER_ENTRIES) expect(text, k).to.include(`${JSON.stringify(k)}: ${v}`);
+    const info = JSON.parse(text) as Record<string, unknown>;
+    expect(LlamaFactoryDatasetInfo.safeParse({ envfleet_sharegpt: info['envfleet_sharegpt'], envfleet_alpaca: info['envfleet_alpaca'] }).success).to.equal(true);
+    expect(info['envfleet_sharegpt']).to.deep.include({ file_name: 'sft-sharegpt.jsonl', formatting: 'sharegpt' });
+    expect(result.datasets).to.deep.include({ 'dataset_info.json': 2 });
+    expect(result.infoKept).to.deep.equal(['alpaca_en_demo', 'my_private_set', '2024']);
+    expect(result.foreign).to.deep.equal([]);
+    // Again into the same folder: the same file, byte for byte.
+    await exportRun(store, 'sft', dir);
+    expect(await readFile(join(dir, 'dataset_info.json'), 'utf8')).to.equal(text);
+    // An export with one LLaMA-Factory file: the other's entry goes, the user's stay.
+    await exportRun(store, 'sft', dir, { formats: ['sharegpt'] });
+    expect(keysInOrder(await readFile(join(dir, 'dataset_info.json'), 'utf8'))).to.deep.equal(['alpaca_en_demo', 'my_private_set', '2024', 'envfleet_sharegpt']);
+    // An export without LLaMA-Factory files takes its entries out, and keeps the file with the user's, as they were.
+    const without = await exportRun(store, 'sft', dir, { formats: ['openai'] });
+    expect(without.removed).not.to.include('dataset_info.json');
+    expect(without.infoKept).to.deep.equal(['alpaca_en_demo', 'my_private_set', '2024']);
+    expect(await readFile(join(dir, 'dataset_info.json'), 'utf8')).to.equal(USER_INFO);
+    // Its own dataset_info.json (no other entry) an export removes whole, as before.
+    const own = await mkdtemp(join(tmpdir(), 'envfleet-sft-own-'));
+    await exportRun(store, 'sft', own);
+    expect((await exportRun(store, 'sft', own, { formats: ['openai'] })).removed).to.include('dataset_info.json');
+    expect(await readdir(own)).not.to.include('dataset_info.json');
+  });
+
+  it('refuses a dataset_info.json in the folder that is not a JSON object, naming it, and writes nothing', async () => {
+    for (const bad of ['{"alpaca_en_demo": {"file_name": "a.json"},}', '["alpaca_en_demo"]']) {
+      const dir = await mkdtemp(join(tmpdir(), 'envfleet-sft-badinfo-'));
+      await writeFile(join(dir, 'dataset_info.json'), bad);
+      const err = await exportRun(store, 'sft', dir).then(
+        () => null,
+        (e: unknown) => e as { code?: string; message: string },
+      );
+      expect(err, bad).not.to.equal(null);
+      expect(err!.code).to.equal('INPUT_FILE_INVALID');
+      expect(err!.message).to.include(join(dir, 'dataset_info.json')).and.include('not a JSON object');
+      expect(await readFile(join(dir, 'dataset_info.json'), 'utf8')).to.equal(bad);
+      expect(await readdir(dir)).to.deep.equal(['dataset_info.json']);
+      // Without the LLaMA-Factory files the export does not need it: kept and named, as any file it did not write.
+      expect((await exportRun(store, 'sft', dir, { formats: ['openai'] })).foreign).to.deep.equal(['dataset_info.json']);
+      expect(await readFile(join(dir, 'dataset_info.json'), 'utf8')).to.equal(bad);
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { jsonItemTexts, jsonMemberText } from '../../../src/util/json-member.js';
+import { jsonItemTexts, jsonMemberText, jsonMemberTexts } from '../../../src/util/json-member.js';
 
 describe('jsonMemberText: a member of a JSON object as written', () => {
   it('gives the value as the file spells it, past strings that hold braces, quotes and escapes', () => {
@@ -33,5 +33,14 @@ describe('jsonItemTexts: the items of a JSON array as written', () => {
     expect(jsonItemTexts('{"a": [1]}')).to.equal(undefined);
     const deep = '['.repeat(100_000) + ']'.repeat(100_000);
     expect(jsonItemTexts(`[${deep}, 1]`)).to.deep.equal([deep, '1']);
+  });
+});
+
+describe('jsonMemberTexts: every member of a JSON object as written', () => {
+  it('gives each key and value text in the order written, an integer-like key and a repeated one in their places', () => {
+    const text = '{\n  "b": {\n    "n": 1.0\n  },\n  "2024": "}{",\n  "b": [ ],\n  "\\u00e9": null\n}';
+    expect(jsonMemberTexts(text)).to.deep.equal([['b', '{\n    "n": 1.0\n  }'], ['2024', '"}{"'], ['b', '[ ]'], ['é', 'null']]);
+    expect(jsonMemberTexts(' {} ')).to.deep.equal([]);
+    expect(jsonMemberTexts('[{"a": 1}]')).to.equal(undefined);
   });
 });
