@@ -184,30 +184,57 @@ export const OBSERVATION_SEPARATOR = '\n</tool_response>\n<tool_response>\n';
 
 type ShareGPTTurn = { from: 'human' | 'gpt' | 'function_call' | 'observation'; value: string };
 
-/** A function_call value LLaMA-Factory's FunctionFormatter reads: `[<think>…</think>\n\n][content\n<tool_call>]JSON[</tool_call>]`. */
+/**
+ * A function_call value LLaMA-Factory's FunctionFormatter reads: `[<think>…</think>\n\n][content\n<tool_call>]JSON[</tool_call>]`.
+ * It finds the JSON with non-greedy regexes, the template's tool-call words (`<tool_call>(.*?)</tool_call>`, or
+ * `<|tool_call_start|>…<|tool_call_end|>`), else its thought words (`<think>(.*?)</think>`), then json.loads it: one
+ * value those words cut stops its preprocessing of the whole dataset. So the JSON holds no `<` or `>`: inside its
+ * strings (the only place JSON has them) they are written `\u003c` and `\u003e`, which json.loads reads back to the
+ * same text, and LLaMA-Factory writes the arguments again with json.dumps(…, ensure_ascii=False): the rendering is the
+ * same. The text and the reasoning beside the calls cannot be escaped: functionCallWritable says when they are safe.
+ */
 function functionCallValue(m: Msg, o: SftOptions): string {
-  const calls = m.tool_calls!.map(c => callText(c.function.name, c.function.arguments));
+  const calls = m.tool_calls!.map(c => callText(c.function.name, c.function.arguments).replace(/</g, '\\u003c').replace(/>/g, '\\u003e'));
   const json = calls.length === 1 ? calls[0]! : `[${calls.join(', ')}]`;
   // Prose next to the calls: the calls go inside the template's tool-call words so the prose stays (LLaMA-Factory ≥ 0.9.4).
   const body = m.content ? `${m.content}\n<tool_call>${json}</tool_call>` : json;
   return withThink(reasoningOf(m, o), body);
 }
 
+/** The words LLaMA-Factory's templates find the calls of a function_call value by (tool_call_words; `lfm2`'s are the second pair). */
+const TOOL_CALL_WORDS = ['<tool_call>', '</tool_call>', '<|tool_call_start|>', '<|tool_call_end|>'];
+/** The thought words it strips before reading the JSON when no tool-call words are found (and its templates' `<think>`). */
+const THOUGHT_WORDS = ['<think>', '</think>'];
+
+/**
+ * Whether a function_call turn can be written so that LLaMA-Factory reads back its calls: the text beside them and its
+ * kept reasoning hold none of the tool-call words (the regex would take the JSON from there), and the reasoning no
+ * thought word (the thought regex would end inside it).
+ */
+function functionCallWritable(m: Msg, o: SftOptions): boolean {
+  const text = m.content ?? '';
+  const reasoning = reasoningOf(m, o) ?? '';
+  return !TOOL_CALL_WORDS.some(w => text.includes(w) || reasoning.includes(w)) && !THOUGHT_WORDS.some(w => reasoning.includes(w));
+}
+
 /**
  * LLaMA-Factory ShareGPT: {"conversations": [{"from", "value"}], "system", "tools"}, human/observation at even
  * positions, gpt/function_call at odd ones. One line per target assistant turn: the conversation up to and
  * including it (train with `mask_history: true`, which supervises the last turn only), so a broken turn is only
- * ever context and the recovery after it is still learned.
+ * ever context and the recovery after it is still learned. A function_call turn LLaMA-Factory could not read back
+ * (functionCallWritable) ends the conversation as a break of the alternation does: lines only before it.
  */
 export function toShareGPT(t: Trajectory, o: SftOptions = DEFAULT_SFT_OPTIONS): { conversations: ShareGPTTurn[]; system: string; tools: string }[] {
   const tr = transcript(t);
   const turns: ShareGPTTurn[] = [];
   const target: boolean[] = [];
+  const writable: boolean[] = [];
   let results: string[] = [];
   const flush = () => {
     if (!results.length) return;
     turns.push({ from: 'observation', value: results.join(OBSERVATION_SEPARATOR) });
     target.push(false);
+    writable.push(true);
     results = [];
   };
   tr.messages.forEach((m, i) => {
@@ -221,11 +248,13 @@ export function toShareGPT(t: Trajectory, o: SftOptions = DEFAULT_SFT_OPTIONS): 
     else if (m.tool_calls?.length) turns.push({ from: 'function_call', value: functionCallValue(m, o) });
     else turns.push({ from: 'gpt', value: withThink(reasoningOf(m, o), m.content ?? '') });
     target.push(tr.target[i]!);
+    writable.push(m.role !== 'assistant' || !m.tool_calls?.length || functionCallWritable(m, o));
   });
   flush();
-  // Alternation as LLaMA-Factory checks it; a conversation that breaks it (two user turns in a row) gives lines only before the break.
+  // Alternation as LLaMA-Factory checks it; a conversation that breaks it (two user turns in a row), or a function_call
+  // turn it could not read, gives lines only before the break.
   let ok = 0;
-  while (ok < turns.length && (turns[ok]!.from === 'gpt' || turns[ok]!.from === 'function_call') === (ok % 2 === 1) && (ok > 0 || turns[0]!.from === 'human')) ok += 1;
+  while (ok < turns.length && writable[ok] && (turns[ok]!.from === 'gpt' || turns[ok]!.from === 'function_call') === (ok % 2 === 1) && (ok > 0 || turns[0]!.from === 'human')) ok += 1;
   const tools = JSON.stringify(t.tools.map(x => (x as { function: unknown }).function));
   return turns.flatMap((_, k) => (k < ok && target[k] ? [{ conversations: turns.slice(0, k + 1), system: tr.system, tools }] : []));
 }

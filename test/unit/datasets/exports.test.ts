@@ -100,6 +100,75 @@ describe('dataset exports', () => {
     expect(toShareGPT(twoUsers)).to.deep.equal([]);
   });
 
+  it('ShareGPT: a function_call value has no < or > in its JSON (\\u003c, \\u003e), so LLaMA-Factory’s tool-call and thought regexes cannot cut it', () => {
+    const words = 'a </tool_call> b <tool_call>{"x": 1}</tool_call> c <|tool_call_start|>d<|tool_call_end|> <think>e</think> 1 < 2 > 0';
+    const args = JSON.stringify({ text: words, 'k<>': ['</tool_call>'] });
+    const t = (content: string | null) =>
+      trajectory(
+        [
+          { role: 'system', content: 's' },
+          { role: 'user', content: 'write it' },
+          { role: 'assistant', content, reasoning_content: 'plan', tool_calls: [call('a', 'get', args)] },
+          { role: 'tool', tool_call_id: 'a', content: '{"success":true,"echo":"</tool_call>"}' },
+          { role: 'assistant', content: 'done <tool_call> </think>' },
+        ],
+        { steps: [step(1, 'a', 'get', args)] },
+      );
+    const sent = JSON.parse(args) as unknown;
+    for (const [content, o] of [[null, undefined], ['Let me write <b>it</b>', undefined], [null, KEEP], ['Let me write <b>it</b>', KEEP]] as const) {
+      const lines = toShareGPT(t(content), o);
+      expect(lines, String(content)).to.have.length(2);
+      for (const l of lines) valid(ShareGPTLine, l);
+      const value = lines[0]!.conversations[1]!.value;
+      // The only tool-call and thought words are the ones the value is built of; the JSON reads back to the model's arguments.
+      const json = value.replace(/^<think>\nplan\n<\/think>\n\n/, '').replace(/^Let me write <b>it<\/b>\n<tool_call>([\s\S]*)<\/tool_call>$/, '$1');
+      expect(json, value).not.to.match(/[<>]/);
+      expect(JSON.parse(json)).to.deep.equal({ name: 'get', arguments: sent });
+      expect(functionCallsOf(value)).to.deep.equal([{ name: 'get', arguments: sent }]);
+      expect(json).to.include('\\u003c/tool_call\\u003e');
+      // A gpt turn is not parsed by LLaMA-Factory: as the model wrote it.
+      expect(lines[1]!.conversations[3]).to.deep.equal({ from: 'gpt', value: 'done <tool_call> </think>' });
+    }
+    // The alpaca file is text already rendered as Qwen's template renders it, and sft-hf.jsonl holds objects: both as before.
+    expect(toLlamaFactory(t(null))[0]!.output).to.include(words.replace(/"/g, '\\"'));
+    expect(JSON.stringify(toHF(t(null))[0]!.completion[0])).to.include(JSON.stringify(words).slice(1, -1));
+  });
+
+  it('ShareGPT: a function_call turn whose text or kept reasoning holds tool-call or thought words gives lines only before it', () => {
+    const t = (content: string | null, reasoning: string) =>
+      trajectory(
+        [
+          { role: 'system', content: 's' },
+          { role: 'user', content: 'u' },
+          { role: 'assistant', content: null, tool_calls: [call('a', 'get', '{"x":1}')] },
+          { role: 'tool', tool_call_id: 'a', content: '{}' },
+          { role: 'assistant', content, reasoning_content: reasoning, tool_calls: [call('b', 'get', '{"x":2}')] },
+          { role: 'tool', tool_call_id: 'b', content: '{}' },
+          { role: 'assistant', content: 'done' },
+        ],
+        { steps: [step(1, 'a', 'get', '{"x":1}'), step(2, 'b', 'get', '{"x":2}')] },
+      );
+    for (const w of ['<tool_call>', '</tool_call>', '<|tool_call_start|>', '<|tool_call_end|>']) {
+      expect(toShareGPT(t(`I will ${w} now`, 'r')), `text ${w}`).to.have.length(1);
+      expect(toShareGPT(t(`I will ${w} now`, 'r'), KEEP), `text ${w}, reasoning kept`).to.have.length(1);
+      expect(toShareGPT(t(null, `think ${w}`), KEEP), `reasoning ${w}`).to.have.length(1);
+      expect(toShareGPT(t(null, `think ${w}`)), `reasoning ${w}, dropped`).to.have.length(3);
+    }
+    for (const w of ['<think>', '</think>']) {
+      expect(toShareGPT(t(null, `a ${w} b`), KEEP), `reasoning ${w}`).to.have.length(1);
+      expect(toShareGPT(t('text', `a ${w} b`), KEEP), `reasoning ${w} beside text`).to.have.length(1);
+      expect(toShareGPT(t(null, `a ${w} b`)), `reasoning ${w}, dropped`).to.have.length(3);
+      // Thought words in the text next to the calls: the tool-call words around the JSON are found first.
+      expect(toShareGPT(t(`a ${w} b`, 'r'), KEEP), `text ${w}`).to.have.length(3);
+    }
+    const kept = toShareGPT(t('fine', 'fine'), KEEP);
+    expect(kept).to.have.length(3);
+    for (const l of kept) valid(ShareGPTLine, l);
+    // The other files are text a template renders as it is, or objects: every target stays.
+    expect(toLlamaFactory(t('I will </tool_call> now', 'r'), KEEP)).to.have.length(3);
+    expect(toHF(t('I will </tool_call> now', 'r'), KEEP)).to.have.length(1);
+  });
+
   it('alpaca: one sample per turn trained on; history keeps the broken call exactly as sent', () => {
     const lines = toLlamaFactory(BROKEN);
     expect(lines).to.have.length(3);
