@@ -169,6 +169,23 @@ describe('dataset exports', () => {
     expect(toHF(t('I will </tool_call> now', 'r'), KEEP)).to.have.length(1);
   });
 
+  it('blank arguments are the {} the call ran with (the episode reads a blank text as no arguments); OpenAI keeps the string sent', () => {
+    const blank = trajectory(
+      [
+        { role: 'system', content: 's' },
+        { role: 'user', content: 'u' },
+        { role: 'assistant', content: null, tool_calls: [call('a', 'get_member', ' ')] },
+        { role: 'tool', tool_call_id: 'a', content: '{"success":false,"error":"invalid arguments for get_member:\\n- must have required property member_id"}' },
+        { role: 'assistant', content: 'done' },
+      ],
+      { tools: TOOLS, steps: [step(1, 'a', 'get_member', ' ', 'INVALID_ARGUMENTS')] },
+    );
+    expect(toOpenAI(blank)!.messages[2]).to.deep.include({ tool_calls: [call('a', 'get_member', ' ')], weight: 0 });
+    expect(functionCallsOf(toShareGPT(blank)[0]!.conversations[1]!.value)).to.deep.equal([{ name: 'get_member', arguments: {} }]);
+    expect(toLlamaFactory(blank)[0]!.history[0]![1]).to.equal('<tool_call>\n{"name": "get_member", "arguments": {}}\n</tool_call>');
+    expect(toHF(blank)[0]!.prompt[2]).to.deep.equal({ role: 'assistant', tool_calls: [{ id: 'a', type: 'function', function: { name: 'get_member', arguments: {} } }] });
+  });
+
   it('alpaca: one sample per turn trained on; history keeps the broken call exactly as sent', () => {
     const lines = toLlamaFactory(BROKEN);
     expect(lines).to.have.length(3);
