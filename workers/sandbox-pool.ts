@@ -9,6 +9,7 @@ import { connectSession, sessionStateJson, type SandboxRunner } from '../src/san
 import { SharedTexts } from '../src/sandbox/shared-text.js';
 import { checkStateTexts } from '../src/sandbox/state-text.js';
 import { checksResult, type ChecksResult, type ProbeResult } from '../src/sandbox/tasks.js';
+import { createWatchBoard, leaveWatch, stuckThreads } from '../src/sandbox/watchdog.js';
 import type { PoolTask, SandboxThreadData, WarmResult } from './sandbox-thread.js';
 
 /**
@@ -43,9 +44,11 @@ export interface SandboxPool extends SandboxRunner {
  * its port straight to that thread. Atomics are off so that a thread's event loop keeps serving
  * ports between tasks. Tasks are never given an abort signal: piscina aborts by terminating the
  * thread, which would end every other session on it; runaway code is stopped by the sandbox's
- * own deadlines and budgets instead.
+ * own deadlines and budgets instead, and a thread stuck in a guest past them (a built-in that makes
+ * no interrupt checks) by the watchdog here, which terminates that thread (src/sandbox/watchdog.ts).
  */
 export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, logger: Logger, threadFile: URL): SandboxPool {
+  const board = createWatchBoard();
   const piscina = new Piscina({
     filename: threadFile.href,
     minThreads: config.pool.threads,
@@ -66,7 +69,7 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
       '--no-experimental-require-module',
       ...(threadFile.pathname.endsWith('.ts') ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href] : []),
     ],
-    workerData: { heapMb: config.sandbox.heapMb } satisfies SandboxThreadData,
+    workerData: { heapMb: config.sandbox.heapMb, watch: board } satisfies SandboxThreadData,
     // The WebAssembly heaps are bounded by the sandbox; this bounds the thread's own JS heap.
     resourceLimits: { maxOldGenerationSizeMb: 1_024 },
   });
@@ -76,6 +79,30 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
   const sharedStates = new SharedTexts();
   let closing = false;
   let destroyed = false;
+  // The backstop under the guest's deadlines (src/sandbox/watchdog.ts): a thread blocked inside a guest past the deadline
+  // it armed and a grace is terminated (piscina starts another); the session it was working for gets DEADLINE_EXCEEDED,
+  // the others on the thread end as when a thread fails.
+  let nextWatchId = 0;
+  const watched = new Map<number, (err: SandboxError) => void>();
+  const watchdog = setInterval(() => {
+    for (const stuck of stuckThreads(board)) {
+      leaveWatch(board, stuck.threadId);
+      const thread = piscina.threads.find(t => t.threadId === stuck.threadId);
+      if (!thread) continue;
+      logger.warn(
+        { threadId: stuck.threadId, deadlineMs: stuck.armedMs, blockedMs: Math.round(stuck.blockedMs) },
+        'a sandbox thread ran past its deadline inside an environment and did not stop (a built-in that makes no interrupt checks, over large data): it is terminated, and the environments on it end',
+      );
+      watched.get(stuck.session)?.(
+        new SandboxError(
+          'DEADLINE_EXCEEDED',
+          `the call ran ${Math.round(stuck.blockedMs)} ms, past its deadline of ${Math.round(stuck.armedMs)} ms, and did not stop: QuickJS checks its deadline between its own steps, and a built-in such as indexOf, join or JSON.stringify over large data, called in a loop, makes none while it runs. Its sandbox thread was terminated (the other environments on it ended); do less work per call (an index kept in the state instead of a search of a large array)`,
+        ),
+      );
+      void thread.terminate();
+    }
+  }, 250);
+  watchdog.unref();
   const run = <T>(task: PoolTask, transferList?: readonly MessagePort[]) =>
     piscina.run(task, transferList ? { transferList: [...transferList] as never } : {}) as Promise<T>;
   return {
@@ -119,9 +146,12 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
       openPorts.add(port1);
       port1.once('close', () => openPorts.delete(port1));
       const session = connectSession(port1, json);
+      const watchId = (nextWatchId = (nextWatchId % 2 ** 31) + 1);
+      watched.set(watchId, err => session.stop(err));
+      port1.once('close', () => watched.delete(watchId));
       // The host end closes the port itself once it has read the thread's last reply; only a
       // task that failed (its thread died) closes it from here.
-      run({ kind: 'session', code, initialStateJson: sharedStates.of(json), limits, port: port2 }, [port2]).catch((err: unknown) => {
+      run({ kind: 'session', code, initialStateJson: sharedStates.of(json), limits, port: port2, watchId }, [port2]).catch((err: unknown) => {
         if (!closing) logger.warn({ err }, 'sandbox session task ended with an error');
         port1.close();
       });
@@ -129,6 +159,7 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
     },
     async close() {
       closing = true;
+      clearInterval(watchdog);
       // Sessions still open end now: their threads see the port close and dispose the environments.
       for (const port of openPorts) port.close();
       if (!destroyed) await piscina.close();

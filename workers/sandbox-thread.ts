@@ -7,6 +7,7 @@ import { DEFAULT_SANDBOX_LIMITS } from '../src/sandbox/limits.js';
 import { QuickJSHost } from '../src/sandbox/quickjs-host.js';
 import { SharedTextCache, type SharedText } from '../src/sandbox/shared-text.js';
 import { runChecks, runChecksText, runProbe, runSession, type ChecksInput, type ChecksTextInput, type ProbeInput, type SessionInput } from '../src/sandbox/tasks.js';
+import { joinWatch, watchSession, type WatchBoard } from '../src/sandbox/watchdog.js';
 
 export type PoolTask =
   | ({ readonly kind: 'probe' } & ProbeInput)
@@ -18,6 +19,8 @@ export type PoolTask =
 /** What the pool hands each thread: the bound on the thread's WebAssembly memory (the worker's own setting). */
 export interface SandboxThreadData {
   readonly heapMb: number;
+  /** The pool's watchdog board (src/sandbox/watchdog.ts): a thread stuck in a guest past its deadline is terminated. */
+  readonly watch?: WatchBoard;
 }
 
 /** A warm task's answer: which thread ran it (the pool checks that every thread did). */
@@ -27,10 +30,12 @@ export interface WarmResult {
 
 const data = workerData as Partial<SandboxThreadData> | undefined;
 const host = new QuickJSHost(typeof data?.heapMb === 'number' && data.heapMb > 0 ? data.heapMb : DEFAULT_SANDBOX_LIMITS.heapMb);
+if (data?.watch) joinWatch(data.watch, threadId);
 /** Initial states sent as shared memory (every episode of a scenario sends the same one), decoded once per thread. */
 const texts = new SharedTextCache();
 
 export default async function handle(task: PoolTask): Promise<unknown> {
+  if (task.kind !== 'session') watchSession(0);
   switch (task.kind) {
     case 'probe':
       return runProbe(host, task);

@@ -21,6 +21,7 @@ import { finalStatePatch, InitialIndex } from './json-patch.js';
 import { HARNESS_SOURCE } from './harness.js';
 import { DEFAULT_SANDBOX_LIMITS, sessionCpuMsOf, type SandboxLimits } from './limits.js';
 import { quickjsBuild, Wasm, WASM_MAX_PAGES, WASM_PAGE, type QuickJSBuild, type WasmInstance, type WasmMemory, type WasmModule } from './quickjs-build.js';
+import { watchArmed } from './watchdog.js';
 
 const MiB = 1 << 20;
 /**
@@ -1271,6 +1272,8 @@ class GuestVm {
    */
   arm(ms: number, isBudget = false, now = performance.now(), setting: DeadlineSetting | null = null): void {
     this.deadline = now + ms;
+    // Seen from outside the thread too: a guest inside a built-in that never polls is stopped by terminating its thread.
+    watchArmed(ms);
     this.deadlineIsBudget = isBudget;
     this.armedMs = ms;
     this.armedSetting = setting;

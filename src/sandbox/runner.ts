@@ -76,24 +76,45 @@ function outcomeOf(sent: CallTextOutcome): CallOutcome {
 }
 
 /** The host end of a session port; `started` resolves once the thread has created the environment. */
-export function connectSession(port: MessagePort, initialStateJson: string): { started: Promise<EnvSession> } {
+export function connectSession(port: MessagePort, initialStateJson: string): { started: Promise<EnvSession>; stop(err: SandboxError): void } {
   let seq = 0;
-  const pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  const pending = new Map<number, { op: SessionRequest['op']; resolve(v: unknown): void; reject(e: Error): void }>();
   let closed = false;
+  let rejectStarted: ((err: Error) => void) | undefined;
+  /**
+   * Ends the session from this side with `err` (its thread is being terminated: src/sandbox/watchdog.ts): a call
+   * waiting for its answer gets it as the call's outcome ({success: false, error}, runtimeError the code), as a
+   * deadline met inside the thread gives it; anything else waiting is rejected with it.
+   */
+  let stoppedBy: SandboxError | null = null;
+  const stop = (err: SandboxError): void => {
+    if (closed) return;
+    closed = true;
+    stoppedBy = new SandboxError('ENV_DISPOSED', err.message);
+    for (const p of pending.values()) {
+      if (p.op === 'call') p.resolve({ resultJson: JSON.stringify({ success: false, error: err.message }), runtimeError: err.code, us: 0 } satisfies CallTextOutcome);
+      else p.reject(err);
+    }
+    pending.clear();
+    rejectStarted?.(err);
+    port.close();
+  };
   const failAll = (message: string) => {
     closed = true;
     for (const p of pending.values()) p.reject(new SandboxError('SANDBOX_UNAVAILABLE', message));
     pending.clear();
   };
   const request = (msg: WithoutId<SessionRequest>): Promise<unknown> => {
-    if (closed) return Promise.reject(new SandboxError('SANDBOX_UNAVAILABLE', 'the session is closed'));
+    if (closed && stoppedBy && msg.op === 'call') return Promise.resolve({ resultJson: JSON.stringify({ success: false, error: stoppedBy.message }), runtimeError: 'ENV_DISPOSED', us: 0 } satisfies CallTextOutcome);
+    if (closed) return Promise.reject(stoppedBy ?? new SandboxError('SANDBOX_UNAVAILABLE', 'the session is closed'));
     const id = ++seq;
     return new Promise((resolve, reject) => {
-      pending.set(id, { resolve, reject });
+      pending.set(id, { op: msg.op, resolve, reject });
       port.postMessage({ ...msg, id });
     });
   };
   const started = new Promise<EnvSession>((resolveStart, rejectStart) => {
+    rejectStarted = rejectStart;
     port.on('close', () => {
       failAll('the sandbox thread holding this environment ended');
       rejectStart(new SandboxError('SANDBOX_UNAVAILABLE', 'the sandbox thread ended before the environment was created'));
@@ -139,7 +160,7 @@ export function connectSession(port: MessagePort, initialStateJson: string): { s
       else p.reject(new SandboxError(reply.error.code, reply.error.message));
     });
   });
-  return { started };
+  return { started, stop };
 }
 
 /**

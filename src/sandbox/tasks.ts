@@ -4,6 +4,7 @@ import { diffStates, type StateDiff } from './diff.js';
 import { SandboxError, type SandboxErrorCode } from './errors.js';
 import type { SandboxLimits } from './limits.js';
 import type { CallOutcome, CheckOutcome, QuickJSHost, SandboxEnvironment } from './quickjs-host.js';
+import { watchSession } from './watchdog.js';
 
 /**
  * The work a sandbox thread does. Tasks take and return plain, structured-cloneable data; the
@@ -172,6 +173,8 @@ export interface SessionInput {
   readonly initialStateJson: string;
   readonly limits: SandboxLimits;
   readonly port: MessagePort;
+  /** The number the pool's watchdog knows this session by (workers/sandbox-pool.ts); 0 or absent: none. */
+  readonly watchId?: number;
 }
 
 /**
@@ -211,6 +214,8 @@ function runNextFinish(): void {
  */
 export async function runSession(host: QuickJSHost, input: SessionInput): Promise<SessionSummary> {
   const { port } = input;
+  const watchId = input.watchId ?? 0;
+  watchSession(watchId);
   let env: SandboxEnvironment;
   try {
     env = await host.createEnvironmentFromText(input.code, input.initialStateJson, input.limits);
@@ -232,6 +237,7 @@ export async function runSession(host: QuickJSHost, input: SessionInput): Promis
     };
     /** The final state, the environment disposed (its module free for the checks), then the checks on the state's text. */
     const finishSession = async (id: number, checks: readonly CheckSpec[]): Promise<void> => {
+      watchSession(watchId);
       let reply: SessionReply;
       try {
         let stateJson: string | null = null;
@@ -252,6 +258,7 @@ export async function runSession(host: QuickJSHost, input: SessionInput): Promis
     };
     port.on('close', () => finish('port-closed'));
     port.on('message', (msg: SessionRequest) => {
+      watchSession(watchId);
       let reply: SessionReply;
       switch (msg.op) {
         case 'call':

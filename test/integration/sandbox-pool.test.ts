@@ -24,8 +24,9 @@ const COUNTER: EnvironmentCode = {
     spin() { for (;;) {} }
     bomb() { const a = []; for (;;) a.push('x'.repeat(65536) + a.length); }
     allocate({ mb, piece }) { const a = []; for (let i = 0; i < mb; i += piece) a.push('y'.repeat(piece << 20) + i); return { success: true, data: a.length }; }
+    scan({ n }) { const a = new Array(1e6).fill(0); let found = 0; for (let i = 0; i < n; i++) found += a.indexOf(1); return { success: true, data: found }; }
   }`,
-  tools: ['add', 'spin', 'bomb', 'allocate'].map(name => ({ type: 'function' as const, function: { name, parameters: { type: 'object' } } })),
+  tools: ['add', 'spin', 'bomb', 'allocate', 'scan'].map(name => ({ type: 'function' as const, function: { name, parameters: { type: 'object' } } })),
 };
 
 describe('sandbox pool (real piscina threads)', function () {
@@ -151,6 +152,29 @@ describe('sandbox pool (real piscina threads)', function () {
     expect((await fresh.call('add', { k: 1 })).result).to.deep.equal({ success: true, data: 8 });
     await fresh.close();
     await Promise.allSettled(sessions.map(s => s.close()));
+  });
+
+  it('stops a call that runs past its deadline inside a built-in that makes no interrupt checks (indexOf over a large array, in a loop): its thread is terminated, the call gets DEADLINE_EXCEEDED, new sessions are served', async () => {
+    // A stranger's probe: 2,000 indexOf over a 1e6-element array ran 19.9 s against a 1 s deadline, returned success, and
+    // every other environment of its thread waited as long. QuickJS asks its interrupt handler only every ~10,000 of its own
+    // checks, and indexOf makes none. (2,000 of them take 10-40 s here; the watchdog stops the call 2 s past its deadline.)
+    const bystanders = await Promise.all([...Array(6).keys()].map(() => pool.openSession(COUNTER, { n: 0 }, LIMITS)));
+    const scanner = await pool.openSession(COUNTER, { n: 0 }, LIMITS);
+    const [scanned, ...others] = await Promise.allSettled([scanner.call('scan', { n: 2_000 }), ...bystanders.map(s => s.call('add', { k: 1 }))]);
+    expect(scanned.status).to.equal('fulfilled');
+    const outcome = (scanned as PromiseFulfilledResult<Awaited<ReturnType<EnvSession['call']>>>).value;
+    expect(outcome.runtimeError).to.equal('DEADLINE_EXCEEDED');
+    expect((outcome.result as { error: string }).error).to.include('past its deadline of 300 ms, and did not stop').and.include('sandbox thread was terminated');
+    expect((await scanner.call('add', { k: 1 })).runtimeError).to.equal('ENV_DISPOSED');
+    // Its neighbours: answered (on the other thread, or before the scan began) or ended with their thread, never a late success of the scan's.
+    for (const o of others) {
+      if (o.status === 'rejected') expect(o.reason).to.have.property('code', 'SANDBOX_UNAVAILABLE');
+      else expect(o.value.result).to.deep.equal({ success: true, data: 1 });
+    }
+    const fresh = await pool.openSession(COUNTER, { n: 7 }, LIMITS);
+    expect((await fresh.call('add', { k: 1 })).result).to.deep.equal({ success: true, data: 8 });
+    await fresh.close();
+    await Promise.allSettled([scanner, ...bystanders].map(s => s.close()));
   });
 
   it('rejects a session whose environment cannot be created, with the sandbox code', async () => {
