@@ -32,10 +32,15 @@
  * code that cannot reach one (quickjs-host.ts, `plainSnapshots`).
  *
  * `maxBytes`: the text may not take more UTF-8 bytes than this; past it → null, and the caller's
- * slower path gives the error it always gave. Also null where putting array indices first would
+ * slower path gives the error it always gave. Likewise a value nested more than MAX_JSON_DEPTH
+ * levels of containers deep (a flat object is one): null, and the guest's JSON.stringify, which
+ * counts the levels as it goes (harness.ts), refuses it there, saying where; the reader never
+ * recurses deeper than that. Also null where putting array indices first would
  * move the text more than a few times over (objects to reorder nested deep: see indicesFirst), so
  * that the reader's work stays linear in the text, as JSON.stringify's is.
  */
+
+import { MAX_JSON_DEPTH } from './python/python-harness.mjs';
 
 /** The encoder's tags (quickjs.c `BCTagEnum`, format version 5). */
 const TAG_NULL = 1;
@@ -130,6 +135,11 @@ class Reader {
   /** The members of the objects being written, three numbers each (see object). */
   private readonly members: number[] = [];
   private top = 0;
+  /** The objects and arrays being written, nested in one another: at most MAX_JSON_DEPTH. */
+  private depth = 0;
+  /** The levels of containers the value just written nests (0: not a container), and each object's by reference index (an object written again is as deep where it is written again). */
+  private below = 0;
+  private readonly objLevels: number[] = [];
   /** Bytes (and objects) indicesFirst has moved so far, and its working arrays. */
   private moved = 0;
   private readonly order: number[] = [];
@@ -142,6 +152,7 @@ class Reader {
     this.at = 0;
     this.ascii = true;
     this.top = 0;
+    this.depth = 0;
     this.moved = 0;
     this.keyStart.length = 0;
     this.keyEnd.length = 0;
@@ -149,6 +160,7 @@ class Reader {
     this.keyAscii.length = 0;
     this.objStart.length = 0;
     this.objEnd.length = 0;
+    this.objLevels.length = 0;
     return this;
   }
 
@@ -181,6 +193,7 @@ class Reader {
       if (this.bytes[this.pos++] !== TAG_ARRAY || this.leb() !== 1) return null;
       this.objStart.push(0);
       this.objEnd.push(-1); // the wrapper: never met again inside the value
+      this.objLevels.push(0);
       const tag = this.bytes[this.pos++];
       if (tag === TAG_UNDEFINED) return null; // JSON.stringify(undefined) is not text
       this.value(tag);
@@ -413,6 +426,9 @@ class Reader {
         const i = this.leb();
         const end = this.objEnd[i];
         if (end === undefined || end < 0) throw NOT_PLAIN; // a cycle (or a reference to nothing)
+        const levels = this.objLevels[i]!;
+        if (this.depth + levels > MAX_JSON_DEPTH) throw NOT_PLAIN;
+        this.below = levels;
         const start = this.objStart[i]!;
         this.room(end - start);
         out.copy(out, this.at, start, end);
@@ -425,9 +441,12 @@ class Reader {
   }
 
   private object(): void {
+    if (++this.depth > MAX_JSON_DEPTH) throw NOT_PLAIN;
     const ref = this.objStart.length;
     this.objStart.push(this.at);
     this.objEnd.push(-1);
+    this.objLevels.push(0);
+    let levels = 0;
     const n = this.leb();
     this.byte(0x7b);
     // Each member's [array index or −1, start, end) on the shared stack, from `base` on.
@@ -455,7 +474,9 @@ class Reader {
         if (!this.keyAscii[k]) this.ascii = false;
         index = this.keyIndex[k]!;
       }
+      this.below = 0;
       this.value(tag);
+      if (this.below > levels) levels = this.below;
       if (index >= 0) indexed = true;
       const m = this.members;
       m[this.top] = index;
@@ -468,6 +489,8 @@ class Reader {
     this.byte(0x7d);
     if (this.at > this.maxBytes) throw NOT_PLAIN;
     this.objEnd[ref] = this.at;
+    this.objLevels[ref] = this.below = levels + 1;
+    this.depth -= 1;
   }
 
   /**
@@ -546,20 +569,29 @@ class Reader {
   }
 
   private array(): void {
+    if (++this.depth > MAX_JSON_DEPTH) throw NOT_PLAIN;
     const ref = this.objStart.length;
     this.objStart.push(this.at);
     this.objEnd.push(-1);
+    this.objLevels.push(0);
+    let levels = 0;
     const n = this.leb();
     this.byte(0x5b);
     for (let i = 0; i < n; i += 1) {
       if (i > 0) this.byte(0x2c);
       const tag = this.bytes[this.pos++];
       if (tag === TAG_UNDEFINED) this.put(NULL_BYTES, 0, 4);
-      else this.value(tag);
+      else {
+        this.below = 0;
+        this.value(tag);
+        if (this.below > levels) levels = this.below;
+      }
     }
     this.byte(0x5d);
     if (this.at > this.maxBytes) throw NOT_PLAIN;
     this.objEnd[ref] = this.at;
+    this.objLevels[ref] = this.below = levels + 1;
+    this.depth -= 1;
   }
 }
 

@@ -1,3 +1,5 @@
+import { MAX_JSON_DEPTH } from './python/python-harness.mjs';
+
 /**
  * Guest-side code, evaluated in every fresh QuickJS context before the environment's source.
  * It captures the built-ins it needs before untrusted code can replace them, removes the
@@ -12,6 +14,12 @@
  * ({"err": ...}). JSON text never starts with "!". (QuickJS spends about as long on a concatenation
  * as on a small JSON value, and a state's is a copy of all of it.)
  */
+/**
+ * What the error for a JavaScript result or state nested past MAX_JSON_DEPTH adds to what nests too deeply: why, and
+ * what to do (the Python runtime's DEPTH_ADVICE, in JavaScript's words).
+ */
+export const JS_DEPTH_ADVICE = `: the JavaScript runtime passes on JSON values up to ${MAX_JSON_DEPTH} levels of containers inside containers, as the Python runtime does (deeper ones break the host's own JSON.stringify where the value is written again: a rollout's transcript, a served reply); keep it flatter, e.g. a linked list as an array, a tree as an object of nodes by id that name their children's ids`;
+
 export const HARNESS_SOURCE = String.raw`(() => {
   'use strict';
   const G = globalThis;
@@ -38,6 +46,17 @@ export const HARNESS_SOURCE = String.raw`(() => {
   const MapC = G.Map, SetC = G.Set, setHas = G.Set.prototype.has, setAdd = G.Set.prototype.add, setDel = G.Set.prototype.delete, WeakMapC = G.WeakMap, WeakSetC = G.WeakSet, BufferC = G.ArrayBuffer, isView = BufferC.isView, keysOf = Object.keys, isArray = Array.isArray, objIs = Object.is, RegExpC = G.RegExp, ErrorC = G.Error, NumberC = G.Number, numberValueOf = G.Number.prototype.valueOf;
   const REFUSED = {};
   let refusal = null;
+  // Past MAX_DEPTH levels of containers (a flat object is one): refused, as the Python runtime refuses it (the host's
+  // V8 could not write it again). Counted as stringify walks, by plainOnly: no walk of its own, and stringify stops
+  // at the first container too deep (QuickJS's own looks for a cycle among the containers it is inside, at every one:
+  // 20,000 levels took it past the call's deadline).
+  const MAX_DEPTH = ${MAX_JSON_DEPTH}, DEPTH_ADVICE = ${JSON.stringify(JS_DEPTH_ADVICE)}, TOO_DEEP = {};
+  // The containers stringify is inside, from the wrapper it made for the value (0) down, each with its key in the one
+  // above, by level (objects without a prototype: no setter the code put on Array.prototype sees them; kept from one
+  // stringify to the next, so that nothing is allocated before one: a long text then grows where it is); levels: how
+  // many of them are current, deepest: how many were used. tooDeep: where the container past MAX_DEPTH is, once met.
+  const inside = { __proto__: null }, keyIn = { __proto__: null };
+  let levels = 0, deepest = 0, tooDeep = '';
   // What JSON.stringify wrote without a word in v, or undefined.
   const lossOf = (v) => {
     if (typeof v === 'number') return v - v === 0 ? undefined : v !== v ? 'NaN (JSON writes null)' : (v > 0 ? 'Infinity' : '-Infinity') + ' (JSON writes null)';
@@ -55,12 +74,31 @@ export const HARNESS_SOURCE = String.raw`(() => {
     return undefined;
   };
   // JSON.stringify's replacer: each value as stringify is about to write it (after its toJSON), refused where it
-  // would be written without a word. One pass, nothing kept but the call's frame.
+  // would be written without a word, or where it is a container past MAX_DEPTH levels. One pass, nothing kept but the
+  // containers it is inside.
   const plainOnly = function (key, v) {
     const what = lossOf(v);
-    if (what === undefined) return v;
-    refusal = [this, key, what];
-    throw REFUSED;
+    if (what !== undefined) {
+      refusal = [this, key, what];
+      throw REFUSED;
+    }
+    if (v !== null && typeof v === 'object') {
+      // Stringify walks depth first, and this is the container v is in: the levels above it are those down to this.
+      let n = levels;
+      if (n === 0) {
+        inside[0] = this;
+        n = 1;
+      } else while (n > 1 && inside[n - 1] !== this) n--;
+      keyIn[n] = key;
+      if (n > MAX_DEPTH) {
+        tooDeep = deepAt(n);
+        throw TOO_DEEP;
+      }
+      inside[n] = v;
+      levels = n + 1;
+      if (levels > deepest) deepest = levels;
+    }
+    return v;
   };
   // A key as a JSON pointer writes it.
   const esc = (k) => k.replace(/~/g, '~0').replace(/\//g, '~1');
@@ -93,9 +131,31 @@ export const HARNESS_SOURCE = String.raw`(() => {
       return 'key ' + stringify(key);
     }
   };
-  // value's JSON text (JSON.stringify's), or throws: what stringify throws, or REFUSED with refusal set.
-  const plainText = (value) => stringify(value, plainOnly);
-  const refused = (code, subject, root) => {
+  // The containers down to the one past MAX_DEPTH (at level n), as the Python runtime says it: a JSON pointer, its
+  // first five and last two keys when there are more than eight, each cut at 40 characters.
+  const deepAt = (n) => {
+    const seg = (i) => {
+      const k = StringFn(keyIn[i]);
+      return '/' + esc(k.length <= 40 ? k : k.slice(0, 40) + '…');
+    };
+    let at = '';
+    if (n - 1 <= 8) for (let i = 2; i <= n; i++) at += seg(i);
+    else at = seg(2) + seg(3) + seg(4) + seg(5) + seg(6) + '/…' + seg(n - 1) + seg(n);
+    return n + ' containers down to ' + (at === '' ? '/' : at);
+  };
+  // value's JSON text (JSON.stringify's), or throws: what stringify throws, REFUSED with refusal set, or TOO_DEEP with
+  // tooDeep set. The containers it was inside are let go.
+  const plainText = (value) => {
+    levels = 0;
+    try {
+      return stringify(value, plainOnly);
+    } finally {
+      for (let i = 0; i < deepest; i++) inside[i] = undefined;
+      deepest = 0;
+    }
+  };
+  const refused = (code, subject, root, e) => {
+    if (e === TOO_DEEP) return fail(code, capped(subject + ' nests containers more than ' + MAX_DEPTH + ' levels deep (' + tooDeep + ')' + DEPTH_ADVICE));
     const r = refusal;
     refusal = null;
     return fail(code, capped(subject + ' holds ' + r[2] + ' at ' + pointerOf(root, r[0], r[1]) + '; keep it to objects, arrays, strings, finite numbers, booleans and null'));
@@ -157,7 +217,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     if (value === undefined) return '!' + fail('NON_JSON_RESULT', 'the method returned undefined');
     if (value instanceof PromiseCtor) return '!' + fail('NON_JSON_RESULT', 'the method returned a promise; environment methods must be synchronous');
     let text;
-    try { text = plainText(value); } catch (e) { return '!' + (e === REFUSED ? refused('NON_JSON_RESULT', 'the result', value) : unwritable('NON_JSON_RESULT', 'the result', value, e)); }
+    try { text = plainText(value); } catch (e) { return '!' + (e === REFUSED || e === TOO_DEEP ? refused('NON_JSON_RESULT', 'the result', value, e) : unwritable('NON_JSON_RESULT', 'the result', value, e)); }
     if (text === undefined) return '!' + fail('NON_JSON_RESULT', 'the method returned a value JSON cannot represent');
     return text;
   };
@@ -241,7 +301,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     snapshot() {
       let text;
       let state;
-      try { state = inst.state; text = plainText(state); } catch (e) { return '!' + (e === REFUSED ? refused('STATE_INVALID', 'this.state', state) : unwritable('STATE_INVALID', 'this.state', state, e)); }
+      try { state = inst.state; text = plainText(state); } catch (e) { return '!' + (e === REFUSED || e === TOO_DEEP ? refused('STATE_INVALID', 'this.state', state, e) : unwritable('STATE_INVALID', 'this.state', state, e)); }
       if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');
       return text;
     },
@@ -254,7 +314,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     snapshotOf(wrapped) {
       if (typeof wrapped === 'string') return wrapped; // state()'s error reply
       let text;
-      try { text = plainText(wrapped[0]); } catch (e) { return '!' + (e === REFUSED ? refused('STATE_INVALID', 'this.state', wrapped[0]) : unwritable('STATE_INVALID', 'this.state', wrapped[0], e)); }
+      try { text = plainText(wrapped[0]); } catch (e) { return '!' + (e === REFUSED || e === TOO_DEEP ? refused('STATE_INVALID', 'this.state', wrapped[0], e) : unwritable('STATE_INVALID', 'this.state', wrapped[0], e)); }
       if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');
       return text;
     },

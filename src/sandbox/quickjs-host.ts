@@ -18,12 +18,19 @@ import { bjsonToJson } from './bjson.js';
 import { CheckMemo } from './check-memo.js';
 import { checkStateTexts } from './state-text.js';
 import { finalStatePatch, InitialIndex } from './json-patch.js';
-import { HARNESS_SOURCE } from './harness.js';
+import { HARNESS_SOURCE, JS_DEPTH_ADVICE } from './harness.js';
+import { deeperThan, MAX_JSON_DEPTH } from './python/python-harness.mjs';
 import { DEFAULT_SANDBOX_LIMITS, sessionCpuMsOf, type SandboxLimits } from './limits.js';
 import { quickjsBuild, Wasm, WASM_MAX_PAGES, WASM_PAGE, type QuickJSBuild, type WasmInstance, type WasmMemory, type WasmModule } from './quickjs-build.js';
 import { watchArmed } from './watchdog.js';
 
 const MiB = 1 << 20;
+/**
+ * The runtime's stack limit while QuickJS's native encoder writes a state or a result (GuestVm.encodePlain): it stops
+ * the encoder at about 2,500 levels of containers (measured: 2,000 are written, 3,000 are not), well before its frames
+ * fill a 1 MB thread stack (6,000 levels), and past MAX_JSON_DEPTH (1,000), the deepest value that is passed on.
+ */
+const ENCODER_STACK_BYTES = 64 * 1024;
 /**
  * A module's memory grows to what its allocator asked for, rounded up to this (Emscripten's own
  * policy would add 20 %): what a module is charged then stays within 1 MiB of what it holds.
@@ -608,6 +615,8 @@ export class QuickJSHost {
       } else {
         if (vm.onLayout && vm.used) vm.module.restore(this.sessionBase!.image);
         vm.used = true;
+        // (Once per scenario and thread where sessions start from a template: a scan of the text, not recursing.)
+        if (deeperThan(stateJson, MAX_JSON_DEPTH)) throw new SandboxError('STATE_INVALID', `the initial state nests containers more than ${MAX_JSON_DEPTH} levels deep${JS_DEPTH_ADVICE}`);
         const seed = seedOf(code, stateJson);
         vm.arm(limits.createDeadlineMs, false, undefined, 'ENVFLEET_SANDBOX_CREATE_DEADLINE_MS');
         vm.expectOk(vm.callHarness('seed', [seed]));
@@ -1443,20 +1452,23 @@ class GuestVm {
         // (a runtime that cannot take the call: the encoder then runs to its end, as it would have)
       }
     };
+    // The encoder recurses once per level of containers, and its frames take the host thread's own stack faster than
+    // the runtime's limit is reached: 6,000 levels overflowed a 1 MB main thread's (`envfleet sandbox run`), which throws
+    // the environment away. Under a lower limit it stops after a few thousand levels (more than MAX_JSON_DEPTH: a value
+    // deeper than that is not passed on anyway, and the guest's JSON.stringify then says so).
     let bufferPtr: number;
     try {
+      runtime.setMaxStackSize(Math.min(this.stackBytes, ENCODER_STACK_BYTES));
       bufferPtr = bjson.QTS_bjson_encode(ctx, valuePtr);
     } catch (err) {
       throw this.hostFailure(err);
     } finally {
       this.module.onRefusal = null;
-      if (stopped) {
-        SNAPSHOT_WAYS.stopped += 1;
-        try {
-          runtime.setMaxStackSize(this.stackBytes);
-        } catch {
-          this.module.fatal = true; // (a module that failed inside: never reused, as hostFailure has it)
-        }
+      if (stopped) SNAPSHOT_WAYS.stopped += 1;
+      try {
+        runtime.setMaxStackSize(this.stackBytes);
+      } catch {
+        this.module.fatal = true; // (a module that failed inside: never reused, as hostFailure has it)
       }
     }
     let at = 0;

@@ -343,12 +343,14 @@ describe('snapshots through the native encoder', function () {
   it('gives an error reply as it is where the heap is short for the native way (the harness then stringifies)', async () => {
     // A 3 MB reply first: the next call's room check (four times twice that) fails in a 16 MiB
     // allowance, so its reply goes through encodeOf, which must hand an error reply back unchanged.
+    // (3.2 MB of UTF-8: 4.5 MB, the JSON text and its UTF-8 copy left too little of the allowance
+    // for a few hundred more bytes of harness, and the reply was MEMORY_EXCEEDED.)
     const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, envMemoryMb: 16 };
     const outcomes = [];
     for (const code of [ODD, ODD_BEFORE]) {
       const e = await host.createEnvironment(code, {}, limits);
       try {
-        expect(e.callText('text', { n: 500_000 }).runtimeError).to.equal('RESULT_TOO_LARGE');
+        expect(e.callText('text', { n: 350_000 }).runtimeError).to.equal('RESULT_TOO_LARGE');
         const stringified = CALL_WAYS.stringify;
         const { us: _us, ...threw } = e.callText('threw', {});
         if (code === ODD) expect(CALL_WAYS.stringify - stringified, 'the reply went through encodeOf').to.equal(1);
@@ -495,11 +497,12 @@ describe('snapshots through the native encoder', function () {
 
   it('does the linear work JSON.stringify does: objects with index keys nested deep go to JSON.stringify when reordering them would cost more', async () => {
     // An object whose array-index keys come after other keys is rewritten with them first, its
-    // members moved; nested a thousand deep around a 1 MB string, every level moved the megabyte
+    // members moved; nested 999 deep around a 1 MB string (the state: 1,000 levels, the most a
+    // state may nest: MAX_JSON_DEPTH), every level moved the megabyte
     // again (a gigabyte of copying in one snapshot, seconds where JSON.stringify takes
     // milliseconds, in host code no deadline stops). Keys already in order move nothing.
     const source = `class Chain { constructor(s) { this.state = s; }
-      build({ sorted }) { let a = 'x'.repeat(1 << 20); for (let i = 0; i < 1000; i++) a = sorted ? { 1: a, b: i } : { b: i, 1: a }; this.state = { a }; return { success: true }; }
+      build({ sorted }) { let a = 'x'.repeat(1 << 20); for (let i = 0; i < 999; i++) a = sorted ? { 1: a, b: i } : { b: i, 1: a }; this.state = { a }; return { success: true }; }
       oracle() { return { text: JSON.stringify(this.state) }; } }`;
     const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, callDeadlineMs: 60_000, sessionCpuMs: 1e9, maxResultBytes: 8 << 20 };
     const env = await host.createEnvironment({ name: 'chain', className: 'Chain', source, tools: [tool('build'), tool('oracle')] }, {}, limits);
