@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { RequestError } from '../errors.js';
 import type { Trajectory } from '../rollouts/types.js';
 import type { DocKind, RunDocuments, RunStore } from '../runs/store.js';
-import { JsonlWriter } from './jsonl-writer.js';
+import { ExportStage, JsonlWriter } from './jsonl-writer.js';
 import { droppedScenarioLine, environmentLine, scenarioLine } from './lines.js';
 import { forEachFullTrajectory, shardsMovedTo } from './shards.js';
 import { PROMPTS_FILE, VERL_FILE, writeRLTrainerFiles } from './rl-exports.js';
@@ -77,58 +77,66 @@ export async function exportRun(store: RunStore, runId: string, dir: string, opt
   const info = lfFiles || earlier.has(LLAMAFACTORY_INFO_FILE) ? await readLlamaFactoryInfo(dir) : null;
   const byStatus: Record<string, number> = {};
   const path = join(dir, FILE.environments);
-  const count = await writeDocs(store, runId, 'env', { [path]: env => ((byStatus[env.status] = (byStatus[env.status] ?? 0) + 1), [environmentLine(env)]) });
-  let scenarios: ExportResult['scenarios'] = { ready: 0, dropped: 0, path: null };
-  if ((await store.listDocIds(runId, 'scenario')).length) {
-    const readyPath = join(dir, FILE.scenarios);
-    const droppedPath = join(dir, FILE.dropped);
-    const written = await writeFiles(store, runId, 'scenario', {
-      [readyPath]: s => (s.status === 'ready' ? [scenarioLine(s)] : []),
-      [droppedPath]: s => (s.status === 'dropped' ? [droppedScenarioLine(s)] : []),
-    });
-    scenarios = { ready: written[readyPath] ?? 0, dropped: written[droppedPath] ?? 0, path: readyPath };
-    // Scenarios all still being built: no scenario files yet.
-    if (!scenarios.ready && !scenarios.dropped) {
-      await Promise.all([rm(readyPath), rm(droppedPath)]);
-      scenarios = { ready: 0, dropped: 0, path: null };
+  // Every file goes under its name at the end, together (ExportStage): a failed or killed export leaves the earlier one.
+  const stage = new ExportStage();
+  try {
+    const count = await writeDocs(store, runId, 'env', { [path]: env => ((byStatus[env.status] = (byStatus[env.status] ?? 0) + 1), [environmentLine(env)]) }, stage);
+    let scenarios: ExportResult['scenarios'] = { ready: 0, dropped: 0, path: null };
+    if ((await store.listDocIds(runId, 'scenario')).length) {
+      const readyPath = join(dir, FILE.scenarios);
+      const droppedPath = join(dir, FILE.dropped);
+      const written = await writeFiles(store, runId, 'scenario', {
+        [readyPath]: s => (s.status === 'ready' ? [scenarioLine(s)] : []),
+        [droppedPath]: s => (s.status === 'dropped' ? [droppedScenarioLine(s)] : []),
+      }, stage);
+      scenarios = { ready: written[readyPath] ?? 0, dropped: written[droppedPath] ?? 0, path: readyPath };
+      // Scenarios all still being built: no scenario files yet.
+      if (!scenarios.ready && !scenarios.dropped) {
+        await Promise.all([stage.drop(readyPath), stage.drop(droppedPath)]);
+        scenarios = { ready: 0, dropped: 0, path: null };
+      }
     }
+    const { datasets, infoKept } = await exportDatasets(store, runId, dir, trajectoryIds, info, options, stage);
+    // The RL trainers' files (rl-exports.ts) need ready scenarios, not trajectories.
+    if (scenarios.ready) {
+      Object.assign(datasets, await writeRLTrainerFiles(store, runId, dir, { verl: formats.has('verl'), prompts: formats.has('prompts') }, 'train', stage));
+    }
+    await stage.commit();
+    // An export into a folder that holds an earlier one replaces it whole: a file this export did not write (another
+    // --format, a run without trajectories now) would otherwise stay beside the new ones, of another filter or run, and
+    // a trainer pointed at the folder (LLaMA-Factory's dataset_dir) would mix them. Only files an earlier export's
+    // manifest lists are removed: a folder's own dataset_info.json (LLaMA-Factory's data/) or a hand-written
+    // scenarios.jsonl is kept, and named. A dataset_info.json holds others' entries beside envfleet's: only envfleet's go.
+    const written = new Set([FILE.environments, ...(scenarios.path ? [FILE.scenarios, FILE.dropped] : []), ...Object.keys(datasets)]);
+    const removed: string[] = [];
+    const foreign: string[] = [];
+    let kept = infoKept;
+    for (const file of EXPORT_FILES) {
+      if (written.has(file)) continue;
+      if (!earlier.has(file)) {
+        if (await exists(join(dir, file))) foreign.push(file);
+        continue;
+      }
+      if (file === LLAMAFACTORY_INFO_FILE) {
+        const left = await writeLlamaFactoryInfo(dir, {}, info);
+        if (left.removed) removed.push(file);
+        kept = left.kept;
+        continue;
+      }
+      try {
+        await rm(join(dir, file));
+        removed.push(file);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    // No time in it: the same run exported twice gives the same files, byte for byte (the chaos run compares them).
+    await writeWholeFile(join(dir, EXPORT_MANIFEST), `${JSON.stringify({ run: runId, files: [...written].sort() })}\n`);
+    return { path, count, byStatus, scenarios, datasets, removed, foreign, infoKept: kept };
+  } catch (err) {
+    await stage.abort();
+    throw err;
   }
-  const { datasets, infoKept } = await exportDatasets(store, runId, dir, trajectoryIds, info, options);
-  // The RL trainers' files (rl-exports.ts) need ready scenarios, not trajectories.
-  if (scenarios.ready) {
-    Object.assign(datasets, await writeRLTrainerFiles(store, runId, dir, { verl: formats.has('verl'), prompts: formats.has('prompts') }));
-  }
-  // An export into a folder that holds an earlier one replaces it whole: a file this export did not write (another
-  // --format, a run without trajectories now) would otherwise stay beside the new ones, of another filter or run, and
-  // a trainer pointed at the folder (LLaMA-Factory's dataset_dir) would mix them. Only files an earlier export's
-  // manifest lists are removed: a folder's own dataset_info.json (LLaMA-Factory's data/) or a hand-written
-  // scenarios.jsonl is kept, and named. A dataset_info.json holds others' entries beside envfleet's: only envfleet's go.
-  const written = new Set([FILE.environments, ...(scenarios.path ? [FILE.scenarios, FILE.dropped] : []), ...Object.keys(datasets)]);
-  const removed: string[] = [];
-  const foreign: string[] = [];
-  let kept = infoKept;
-  for (const file of EXPORT_FILES) {
-    if (written.has(file)) continue;
-    if (!earlier.has(file)) {
-      if (await exists(join(dir, file))) foreign.push(file);
-      continue;
-    }
-    if (file === LLAMAFACTORY_INFO_FILE) {
-      const left = await writeLlamaFactoryInfo(dir, {}, info);
-      if (left.removed) removed.push(file);
-      kept = left.kept;
-      continue;
-    }
-    try {
-      await rm(join(dir, file));
-      removed.push(file);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
-  }
-  // No time in it: the same run exported twice gives the same files, byte for byte (the chaos run compares them).
-  await writeWholeFile(join(dir, EXPORT_MANIFEST), `${JSON.stringify({ run: runId, files: [...written].sort() })}\n`);
-  return { path, count, byStatus, scenarios, datasets, removed, foreign, infoKept: kept };
 }
 
 /** The files an earlier export's manifest in `dir` lists (none when there is no manifest, or it cannot be read). */
@@ -146,8 +154,8 @@ const exists = (path: string) => stat(path).then(() => true, () => false);
 /** Writes one file per entry from the documents of `kind`, in id order; each document gives each file zero or more records. Returns the records per file. */
 type Records<K extends DocKind> = (doc: RunDocuments[K]) => readonly unknown[] | Promise<readonly unknown[]>;
 
-async function writeFiles<K extends DocKind>(store: RunStore, runId: string, kind: K, files: Record<string, Records<K>>): Promise<Record<string, number>> {
-  const writers = Object.entries(files).map(([path, records]) => ({ path, records, writer: new JsonlWriter(path) }));
+async function writeFiles<K extends DocKind>(store: RunStore, runId: string, kind: K, files: Record<string, Records<K>>, stage?: ExportStage): Promise<Record<string, number>> {
+  const writers = Object.entries(files).map(([path, records]) => ({ path, records, writer: new JsonlWriter(path, stage) }));
   const out: Record<string, number> = {};
   try {
     for (const id of (await store.listDocIds(runId, kind)).sort()) {
@@ -164,8 +172,8 @@ async function writeFiles<K extends DocKind>(store: RunStore, runId: string, kin
 }
 
 /** writeFiles for one file. */
-async function writeDocs<K extends DocKind>(store: RunStore, runId: string, kind: K, file: Record<string, Records<K>>): Promise<number> {
-  return Object.values(await writeFiles(store, runId, kind, file))[0] ?? 0;
+async function writeDocs<K extends DocKind>(store: RunStore, runId: string, kind: K, file: Record<string, Records<K>>, stage?: ExportStage): Promise<number> {
+  return Object.values(await writeFiles(store, runId, kind, file, stage))[0] ?? 0;
 }
 
 /**
@@ -180,6 +188,7 @@ async function exportDatasets(
   ids: readonly string[],
   info: LlamaFactoryInfo | null,
   options: ExportOptions,
+  stage: ExportStage,
 ): Promise<{ datasets: Record<string, number>; infoKept: readonly string[] }> {
   if (!ids.length) return { datasets: {}, infoKept: [] };
   const formats = new Set(options.formats ?? DATASET_FORMATS);
@@ -192,7 +201,7 @@ async function exportDatasets(
     ['llamafactory', FILE.llamafactory, t => toLlamaFactory(t, o)],
     ['hf', FILE.hf, t => toHF(t, o)],
   ];
-  const writers = sft.filter(([format]) => formats.has(format)).map(([, file, records]) => ({ writer: new JsonlWriter(join(dir, file)), file, records }));
+  const writers = sft.filter(([format]) => formats.has(format)).map(([, file, records]) => ({ writer: new JsonlWriter(join(dir, file), stage), file, records }));
   const out: Record<string, number> = {};
   try {
     const relocate = options.trajectoriesDir ? shardsMovedTo(options.trajectoriesDir) : undefined;
@@ -209,7 +218,7 @@ async function exportDatasets(
   const lfFiles = Object.fromEntries(sft.filter(([format]) => formats.has(format) && (format === 'sharegpt' || format === 'llamafactory')).map(([format, file]) => [format, file]));
   let infoKept: readonly string[] = [];
   if (Object.keys(lfFiles).length) {
-    const lf = await writeLlamaFactoryInfo(dir, lfFiles, info);
+    const lf = await writeLlamaFactoryInfo(dir, lfFiles, info, stage);
     out[LLAMAFACTORY_INFO_FILE] = lf.entries;
     infoKept = lf.kept;
   }
@@ -224,8 +233,8 @@ async function exportDatasets(
         const env = s.status === 'ready' ? await envOf(s.environmentId) : null;
         return env ? [toRLScenario(s, env)] : [];
       },
-    });
-    out[FILE.rlGroups] = await writeDocs(store, runId, 'group', { [join(dir, FILE.rlGroups)]: g => [toRLGroup(g)] });
+    }, stage);
+    out[FILE.rlGroups] = await writeDocs(store, runId, 'group', { [join(dir, FILE.rlGroups)]: g => [toRLGroup(g)] }, stage);
   }
   return { datasets: out, infoKept };
 }

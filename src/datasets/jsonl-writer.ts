@@ -1,5 +1,5 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { lstat, rename, rm, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import { OutputFileError } from '../util/make-dir.js';
@@ -17,7 +17,11 @@ export class JsonlWriter {
   private failure: Error | null = null;
   private count = 0;
 
-  constructor(readonly path: string) {
+  /** `stage`: the file is put under its name by the stage's commit (with the export's other files), not by close(). */
+  constructor(
+    readonly path: string,
+    private readonly stage?: ExportStage,
+  ) {
     this.stream = createWriteStream(`${path}.partial`, { encoding: 'utf8' });
     // Said with the file and what to do (a full disk, a file-size limit), not as the system's bare ENOSPC.
     this.stream.on('error', err => {
@@ -45,7 +49,8 @@ export class JsonlWriter {
     this.stream.end();
     await this.settled(once(this.stream, 'finish'));
     if (this.failure) throw this.failure;
-    await rename(`${this.path}.partial`, this.path);
+    if (this.stage) this.stage.add(this.path);
+    else await rename(`${this.path}.partial`, this.path);
     return this.count;
   }
 
@@ -56,5 +61,59 @@ export class JsonlWriter {
     // come back, empty or half-written, under PATH.partial. A destroyed stream "fails" to finish: expected.
     await finished(this.stream).catch(() => undefined);
     await rm(`${this.path}.partial`, { force: true });
+  }
+}
+
+/**
+ * The files of one export, each complete in `PATH.partial`, put under their names together once all are written
+ * (commit): an export that fails (a full disk) or is killed part way leaves the folder's earlier export as it was,
+ * not some of its files replaced by the new run's (a stranger's probe: environments.jsonl and scenarios.jsonl of one
+ * run beside sft-*.jsonl of another, under a manifest naming the first). Only a kill inside the renames themselves
+ * (milliseconds) can still leave a mix.
+ */
+export class ExportStage {
+  private readonly paths: string[] = [];
+
+  /** A complete file at `${path}.partial`, to be put under `path` at commit. */
+  add(path: string): void {
+    if (!this.paths.includes(path)) this.paths.push(path);
+  }
+
+  /** Writes `text` into `${path}.partial` now, for the commit (writeWholeFile's contract: a failure leaves no partial file). */
+  async addText(path: string, text: string): Promise<void> {
+    try {
+      await writeFile(`${path}.partial`, text, 'utf8');
+    } catch (err) {
+      await rm(`${path}.partial`, { force: true });
+      throw new OutputFileError(path, err);
+    }
+    this.add(path);
+  }
+
+  /** Takes `path` back out of the export (its partial removed): a file that turned out to have nothing to hold. */
+  async drop(path: string): Promise<void> {
+    const i = this.paths.indexOf(path);
+    if (i >= 0) this.paths.splice(i, 1);
+    await rm(`${path}.partial`, { force: true });
+  }
+
+  /** Puts every file under its name; a name held by a folder stops it before any file is renamed. */
+  async commit(): Promise<void> {
+    for (const path of this.paths) {
+      const held = await lstat(path).catch(() => null);
+      if (held?.isDirectory()) throw new OutputFileError(path, Object.assign(new Error(`a folder holds the name ${path}`), { code: 'EISDIR' }));
+    }
+    for (const path of this.paths.splice(0)) {
+      try {
+        await rename(`${path}.partial`, path);
+      } catch (err) {
+        throw new OutputFileError(path, err);
+      }
+    }
+  }
+
+  /** Removes every file not yet committed (the export failed). */
+  async abort(): Promise<void> {
+    await Promise.all(this.paths.splice(0).map(path => rm(`${path}.partial`, { force: true })));
   }
 }

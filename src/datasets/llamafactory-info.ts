@@ -4,6 +4,7 @@ import { AppError } from '../errors.js';
 import { stripBom } from '../util/bom.js';
 import { jsonMemberTexts } from '../util/json-member.js';
 import { writeWholeFile } from '../util/make-dir.js';
+import type { ExportStage } from './jsonl-writer.js';
 
 /**
  * LLaMA-Factory's `dataset_info.json` for the LLaMA-Factory files of an export: with `dataset_dir` set to the
@@ -94,12 +95,13 @@ export interface LlamaFactoryInfoWrite {
  * other entry of `existing` (the file as it was, readLlamaFactoryInfo), those as written and in their place; envfleet's
  * entries replace their earlier versions in place, or come after the others. An envfleet entry for a file not written
  * this time is taken out. With no entry left the file is removed (when there was one) or not written. Written whole
- * or not at all (writeWholeFile). The same export into the same folder gives the same file, byte for byte.
+ * or not at all (writeWholeFile, or into the export's stage). The same export into the same folder gives the same file, byte for byte.
  */
 export async function writeLlamaFactoryInfo(
   dir: string,
   files: Partial<Record<keyof typeof LLAMAFACTORY_DATASETS, string>>,
   existing: LlamaFactoryInfo | null,
+  stage?: ExportStage,
 ): Promise<LlamaFactoryInfoWrite> {
   const ours = new Map<string, string>();
   for (const [format, fileName] of Object.entries(files)) {
@@ -125,6 +127,7 @@ export async function writeLlamaFactoryInfo(
     if (existing) await rm(path, { force: true });
     return { entries, kept, removed: existing !== null };
   }
-  await writeWholeFile(path, `{\n${members.map(([name, text]) => `  ${JSON.stringify(name)}: ${text}`).join(',\n')}\n}\n`);
+  const text = `{\n${members.map(([name, text]) => `  ${JSON.stringify(name)}: ${text}`).join(',\n')}\n}\n`;
+  await (stage ? stage.addText(path, text) : writeWholeFile(path, text));
   return { entries, kept, removed: false };
 }

@@ -5,7 +5,7 @@ import type { FunctionTool } from '../sandbox/bundle.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import { withTypedParameters } from '../synthesis/tool-schemas.js';
-import { JsonlWriter } from './jsonl-writer.js';
+import { JsonlWriter, type ExportStage } from './jsonl-writer.js';
 import { pythonJson } from './python-json.js';
 
 export { pythonJson } from './python-json.js';
@@ -155,13 +155,14 @@ export async function writeRLTrainerFiles(
   dir: string,
   which: { readonly verl: boolean; readonly prompts: boolean },
   split = 'train',
+  stage?: ExportStage,
 ): Promise<Record<string, number>> {
   const files = [
     ...(which.verl ? [{ file: VERL_FILE, row: toVerlRow }] : []),
     ...(which.prompts ? [{ file: PROMPTS_FILE, row: toPromptRow }] : []),
   ];
   if (!files.length) return {};
-  const writers = files.map(f => ({ ...f, writer: new JsonlWriter(join(dir, f.file)) }));
+  const writers = files.map(f => ({ ...f, writer: new JsonlWriter(join(dir, f.file), stage) }));
   const envs = new Map<string, RunDocuments['env'] | null>();
   const out: Record<string, number> = {};
   try {

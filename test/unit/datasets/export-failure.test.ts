@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -81,8 +81,6 @@ describe('a failing export (real Redis)', () => {
     throw new Error('document not found');
   }
 
-  const lines = async (path: string) => (await readFile(path, 'utf8')).split('\n').filter(Boolean).length;
-
   it('leaves no file under its real name when an environment cannot be read', async () => {
     const docs = await seed('fail-env');
     await corrupt(docs.envB);
@@ -91,33 +89,35 @@ describe('a failing export (real Redis)', () => {
     expect(await readdir(dir)).to.deep.equal([]);
   });
 
-  it('leaves neither scenarios file when a scenario cannot be read, and the environments file whole', async () => {
+  // An export's files go under their names together, once all are complete (ExportStage): a failure part way leaves
+  // none of them (these tests said the files before the failure were left whole, which mixed two runs' files in a
+  // folder that held an earlier export: export-files.test.ts).
+  it('leaves no file when a scenario cannot be read, not even the environments file written before it', async () => {
     const docs = await seed('fail-scn');
     await corrupt(docs.scnB);
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-export-fail-'));
     await rejection(exportRun(store, 'fail-scn', dir));
-    expect(await readdir(dir)).to.deep.equal(['environments.jsonl']);
-    expect(await lines(join(dir, 'environments.jsonl'))).to.equal(2);
+    expect(await readdir(dir)).to.deep.equal([]);
   });
 
-  it('leaves no rl-groups.jsonl when a group cannot be read, and every file before it whole', async () => {
+  it('leaves no file when a group cannot be read, though every file before it was complete', async () => {
     const docs = await seed('fail-grp');
     await corrupt(docs.grpB);
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-export-fail-'));
     await rejection(exportRun(store, 'fail-grp', dir));
-    expect((await readdir(dir)).sort()).to.deep.equal(['dataset_info.json', 'environments.jsonl', 'rl-scenarios.jsonl', 'scenarios-dropped.jsonl', 'scenarios.jsonl', 'sft-hf.jsonl', 'sft-llamafactory.jsonl', 'sft-openai.jsonl', 'sft-sharegpt.jsonl']);
-    expect(await lines(join(dir, 'environments.jsonl'))).to.equal(2);
-    expect(await lines(join(dir, 'rl-scenarios.jsonl'))).to.equal(1);
+    expect(await readdir(dir)).to.deep.equal([]);
   });
 
-  it('leaves no partial rl-scenarios.jsonl when it cannot be put under its name, and writes nothing after it', async () => {
+  it('leaves no partial file and puts no file under its name when a name is held by a folder', async () => {
     await seed('fail-rename');
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-export-fail-'));
     // Something else holds the name (here a directory): the finished file cannot be renamed onto it.
     await mkdir(join(dir, 'rl-scenarios.jsonl'));
     await writeFile(join(dir, 'rl-scenarios.jsonl', 'keep'), 'not ours');
-    await rejection(exportRun(store, 'fail-rename', dir));
-    expect((await readdir(dir)).sort()).to.deep.equal(['dataset_info.json', 'environments.jsonl', 'rl-scenarios.jsonl', 'scenarios-dropped.jsonl', 'scenarios.jsonl', 'sft-hf.jsonl', 'sft-llamafactory.jsonl', 'sft-openai.jsonl', 'sft-sharegpt.jsonl']);
+    const err = await rejection(exportRun(store, 'fail-rename', dir));
+    expect(err).to.have.property('code', 'OUTPUT_NOT_WRITABLE');
+    expect(String((err as Error).message)).to.include(join(dir, 'rl-scenarios.jsonl'));
+    expect((await readdir(dir)).sort()).to.deep.equal(['rl-scenarios.jsonl']);
     expect((await stat(join(dir, 'rl-scenarios.jsonl'))).isDirectory()).to.equal(true);
     expect(await readdir(join(dir, 'rl-scenarios.jsonl'))).to.deep.equal(['keep']);
   });

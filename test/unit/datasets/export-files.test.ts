@@ -138,4 +138,33 @@ describe('the SFT files of an export (real Redis)', () => {
       expect(await readFile(join(dir, 'dataset_info.json'), 'utf8')).to.equal(bad);
     }
   });
+
+  it('leaves the earlier export of the folder whole when an export into it fails part way: no file of the new run beside the old ones', async () => {
+    // A stranger's probe: an export killed or failing on a full disk left environments.jsonl and scenarios.jsonl of the
+    // new run beside sft-*.jsonl of the old one, under a manifest naming the old run.
+    await store.createRun({ id: 'sft-next', createdAt: '2026-01-02T00:00:00.000Z', input: 'descriptions', options: runOptionsFrom(loadConfig({})) });
+    await store.putDoc('sft-next', 'trajectory', 'trj-parallel', { ...PARALLEL, id: 'trj-parallel', runId: 'sft-next' });
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sft-staged-'));
+    await exportRun(store, 'sft', dir);
+    const before = new Map<string, string>();
+    for (const name of (await readdir(dir)).sort()) before.set(name, await readFile(join(dir, name), 'utf8'));
+    // The groups are read last, after every SFT file of the new run is complete.
+    const failing: RunStore = {
+      ...store,
+      listDocIds: (runId, kind) => (kind === 'group' ? Promise.reject(new Error('Redis went away')) : store.listDocIds(runId, kind)),
+    };
+
+    const err = await exportRun(failing, 'sft-next', dir).then(
+      () => null,
+      (e: unknown) => e as Error,
+    );
+
+    expect(err?.message).to.equal('Redis went away');
+    expect((await readdir(dir)).sort()).to.deep.equal([...before.keys()]);
+    for (const [name, text] of before) expect(await readFile(join(dir, name), 'utf8'), name).to.equal(text);
+    // and the same export without the failure replaces it whole
+    await exportRun(store, 'sft-next', dir);
+    expect(await readFile(join(dir, 'sft-openai.jsonl'), 'utf8')).not.to.equal(before.get('sft-openai.jsonl'));
+    expect((await readdir(dir)).filter(n => n.endsWith('.partial'))).to.deep.equal([]);
+  });
 });
