@@ -31,6 +31,11 @@ export const HARNESS_SOURCE = String.raw`(() => {
   for (const name of ['SharedArrayBuffer', 'Atomics', 'WebAssembly', 'FinalizationRegistry', 'WeakRef']) {
     try { delete G[name]; } catch (e) {}
   }
+  // A console whose methods do nothing: model-written code logs all the time, and a call that did failed ('console' is
+  // not defined) where Python's print is dropped. Guest functions, frozen in a frozen object: nothing reaches the host.
+  const freeze = Object.freeze, quiet = {}, nothing = freeze(() => undefined);
+  for (const name of ['log', 'info', 'warn', 'error', 'debug', 'trace', 'dir', 'dirxml', 'table', 'group', 'groupCollapsed', 'groupEnd', 'time', 'timeEnd', 'timeLog', 'timeStamp', 'count', 'countReset', 'assert', 'clear', 'profile', 'profileEnd']) quiet[name] = nothing;
+  defineProp(G, 'console', { value: freeze(quiet), writable: true, enumerable: false, configurable: true });
   let Cls, inst, finalState, initialState, finalBase;
   const fail = (code, message) => stringify({ err: code, message: StringFn(message) });
   // At most 2,000 characters, cut between whole characters: a thrown object's JSON, a message naming a place (a JSON

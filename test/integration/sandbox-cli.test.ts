@@ -50,6 +50,22 @@ describe('envfleet sandbox (command line)', function () {
     expect(out.finalState.guests).to.have.property('G0001');
   });
 
+  it('runs a tool that logs with console.log as if it did not: the call succeeds, and nothing of it reaches stdout or stderr', async () => {
+    const bundle = await file('chatty.json', JSON.stringify({
+      name: 'chatty', className: 'C',
+      source: 'class C { constructor(s) { console.log("constructing", s); this.state = s; } add({ n }) { console.log("adding", n); console.warn("careful 🚧"); console.error(new Error("not really")); console.table([this.state]); this.state.total += n; console.info("total", this.state.total); return { success: true, data: this.state.total }; } }',
+      tools: [{ type: 'function', function: { name: 'add', parameters: { type: 'object', properties: { n: { type: 'integer' } } } } }],
+    }));
+    const state = await file('chatty-state.json', '{"total": 1}');
+    const calls = await file('chatty.jsonl', '{"tool":"add","arguments":{"n":2}}\n{"tool":"add","arguments":{"n":3}}\n');
+    const { code, stdout, stderr } = await envfleet(['sandbox', 'run', bundle, '--state', state, '--calls', calls]);
+    expect(code, stderr).to.equal(0);
+    const out = JSON.parse(stdout) as { results: { result: unknown; runtimeError?: string }[]; finalState: unknown };
+    expect(out.results.map(r => [r.result, r.runtimeError])).to.deep.equal([[{ success: true, data: 3 }, undefined], [{ success: true, data: 6 }, undefined]]);
+    expect(out.finalState).to.deep.equal({ total: 6 });
+    expect(stdout + stderr).not.to.match(/adding|careful|not really|constructing|total 6/);
+  });
+
   it('applies --deadline-ms and --memory-mb', async () => {
     const bundle = await file('spin.json', JSON.stringify({
       name: 'spin', className: 'S', source: 'class S { constructor(s) { this.state = s; } spin() { for (;;) {} } bomb() { const a = []; for (;;) a.push("x".repeat(65536) + a.length); } ok() { return { success: true }; } }',

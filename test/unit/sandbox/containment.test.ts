@@ -25,6 +25,20 @@ class Hostile {
       asyncCtor: typeof viaAsync,
     } };
   }
+  logs() {
+    // What model-written code does all the time: it must not fail the call, and must write nothing anywhere.
+    const methods = ['log', 'info', 'warn', 'error', 'debug', 'trace', 'dir', 'table', 'group', 'groupEnd', 'time', 'timeEnd', 'count', 'assert'];
+    const returned = methods.map(m => console[m]('guest says', m, this.state, { nested: [1, 2] }));
+    let replaced = 'unchanged';
+    try { console.log = () => 'mine'; } catch (e) { replaced = e.name; }
+    let added = 'not added';
+    try { console.extra = 1; } catch (e) { added = e.name; }
+    return { success: true, data: {
+      returned, replaced, added, frozen: Object.isFrozen(console), fnFrozen: Object.isFrozen(console.log),
+      viaConstructor: console.log.constructor('return typeof process')(), sameGlobal: console.log.constructor('return this')() === globalThis,
+      kinds: methods.map(m => typeof console[m]),
+    } };
+  }
   caller() {
     const chain = [];
     let c = sloppyProbe();
@@ -70,7 +84,7 @@ const CODE: EnvironmentCode = {
   className: 'Hostile',
   source: HOSTILE,
   tools: [
-    ...['reach', 'caller', 'prepareStack', 'dynamicImport', 'spin', 'spinCatching', 'redos', 'bomb', 'huge', 'cyclic', 'bigint', 'nothing', 'throws', 'throwsString', 'ownOverflow', 'throwsObject', 'throwsEmpty', 'throwsLongObject', 'ownMemory', 'caughtOverflow', 'wait', 'ok', 'missingMethod'].map(n => tool(n)),
+    ...['reach', 'logs', 'caller', 'prepareStack', 'dynamicImport', 'spin', 'spinCatching', 'redos', 'bomb', 'huge', 'cyclic', 'bigint', 'nothing', 'throws', 'throwsString', 'ownOverflow', 'throwsObject', 'throwsEmpty', 'throwsLongObject', 'ownMemory', 'caughtOverflow', 'wait', 'ok', 'missingMethod'].map(n => tool(n)),
     tool('recurse', { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] }),
     tool('grow', { type: 'object', properties: { n: { type: 'integer', minimum: 0 } }, required: ['n'], additionalProperties: false }),
   ],
@@ -98,9 +112,11 @@ describe('sandbox containment (QuickJS)', function () {
     const { result, runtimeError } = env.call('reach', {});
     expect(runtimeError).to.equal(undefined);
     const data = (result as { data: Record<string, unknown> }).data;
-    for (const name of ['process', 'require', 'module', 'console', 'setTimeout', 'setInterval', 'queueMicrotask', 'fetch', 'SharedArrayBuffer', 'Atomics', 'WebAssembly']) {
+    for (const name of ['process', 'require', 'module', 'setTimeout', 'setInterval', 'queueMicrotask', 'fetch', 'SharedArrayBuffer', 'Atomics', 'WebAssembly']) {
       expect(data[name], name).to.equal('undefined');
     }
+    // console is the harness's: frozen functions that do nothing (below).
+    expect(data['console']).to.equal('object');
     const globals = data['globalNames'] as string[];
     for (const name of ['process', 'require', 'Buffer', 'global', 'WebAssembly', 'SharedArrayBuffer', 'Atomics', 'setTimeout']) {
       expect(globals, name).not.to.include(name);
@@ -109,6 +125,34 @@ describe('sandbox containment (QuickJS)', function () {
     expect(data['sameGlobal']).to.equal(true);
     expect(data['viaObject']).to.equal('undefined');
     expect(data['viaFunctionProcess']).to.equal('undefined');
+  });
+
+  it('gives the guest a console whose methods do nothing: the call succeeds, nothing reaches the host, and it cannot be changed', () => {
+    // Everything the host could write through, replaced for the call (own properties, deleted after: the prototypes' come back).
+    const written: unknown[] = [];
+    const capture = (...args: unknown[]) => {
+      written.push(args);
+      return true;
+    };
+    const targets: [object, string][] = [[process.stdout, 'write'], [process.stderr, 'write'], ...['log', 'info', 'warn', 'error', 'debug', 'trace'].map(m => [console, m] as [object, string])];
+    const saved = targets.map(([o, key]) => Object.getOwnPropertyDescriptor(o, key));
+    targets.forEach(([o, key]) => Object.defineProperty(o, key, { value: capture, writable: true, configurable: true }));
+    let outcome;
+    try {
+      outcome = env.call('logs', {});
+    } finally {
+      targets.forEach(([o, key], i) => {
+        const was = saved[i];
+        if (was) Object.defineProperty(o, key, was);
+        else delete (o as Record<string, unknown>)[key];
+      });
+    }
+    expect(outcome.runtimeError, JSON.stringify(outcome.result)).to.equal(undefined);
+    expect(written, 'nothing written on the host').to.deep.equal([]);
+    const data = (outcome.result as { data: Record<string, unknown> }).data;
+    expect(data['returned']).to.deep.equal(new Array(14).fill(null)); // undefined, written as null in an array
+    expect(data['kinds']).to.deep.equal(new Array(14).fill('function'));
+    expect(data).to.include({ replaced: 'TypeError', added: 'TypeError', frozen: true, fnFrozen: true, viaConstructor: 'undefined', sameGlobal: true });
   });
 
   it('gives fn.caller nothing from the host, and strict callee access throws inside the guest', () => {
