@@ -19,7 +19,7 @@ import { CheckMemo } from './check-memo.js';
 import { checkStateTexts } from './state-text.js';
 import { finalStatePatch, InitialIndex } from './json-patch.js';
 import { HARNESS_SOURCE, JS_DEPTH_ADVICE } from './harness.js';
-import { deeperThan, MAX_JSON_DEPTH } from './python/python-harness.mjs';
+import { deeperThan, MAX_JSON_DEPTH, STATE_CAP_ADVICE } from './python/python-harness.mjs';
 import { DEFAULT_SANDBOX_LIMITS, sessionCpuMsOf, type SandboxLimits } from './limits.js';
 import { quickjsBuild, Wasm, WASM_MAX_PAGES, WASM_PAGE, type QuickJSBuild, type WasmInstance, type WasmMemory, type WasmModule } from './quickjs-build.js';
 import { watchArmed } from './watchdog.js';
@@ -31,6 +31,8 @@ const MiB = 1 << 20;
  * fill a 1 MB thread stack (6,000 levels), and past MAX_JSON_DEPTH (1,000), the deepest value that is passed on.
  */
 const ENCODER_STACK_BYTES = 64 * 1024;
+/** What the error past the state cap adds for a JavaScript initial state (the scenario's own, before the constructor): the setting, and what to do. */
+const JS_INITIAL_STATE_CAP_ADVICE = ' (ENVFLEET_SANDBOX_MAX_STATE_KB): give the scenario a smaller initial state, or raise ENVFLEET_SANDBOX_MAX_STATE_KB (a run uses the value it was submitted with)';
 /**
  * A module's memory grows to what its allocator asked for, rounded up to this (Emscripten's own
  * policy would add 20 %): what a module is charged then stays within 1 MiB of what it holds.
@@ -603,7 +605,7 @@ export class QuickJSHost {
   async createEnvironmentFromText(code: EnvironmentCode, stateJson: string, limits: SandboxLimits): Promise<SandboxEnvironment> {
     const stateBytes = utf8Length(stateJson, limits.maxStateBytes);
     if (stateBytes > limits.maxStateBytes) {
-      throw new SandboxError('STATE_TOO_LARGE', `the initial state is ${stateBytes} bytes; the cap is ${limits.maxStateBytes}`);
+      throw new SandboxError('STATE_TOO_LARGE', `the initial state is ${stateBytes} bytes; the cap is ${limits.maxStateBytes}${JS_INITIAL_STATE_CAP_ADVICE}`);
     }
     const validators = this.validatorsFor(code);
     const vm = (await this.sessionVm(limits)) ?? GuestVm.open(await this.acquire(limits), limits.stackBytes, module => this.release(module));
@@ -1902,7 +1904,7 @@ export class SandboxEnvironment {
       }
       const bytes = utf8Length(text, this.limits.maxStateBytes);
       if (bytes > this.limits.maxStateBytes) {
-        throw new SandboxError('STATE_TOO_LARGE', `the state is ${bytes} bytes; the cap is ${this.limits.maxStateBytes}`);
+        throw new SandboxError('STATE_TOO_LARGE', `the state is ${bytes} bytes; the cap is ${this.limits.maxStateBytes}${STATE_CAP_ADVICE}`);
       }
       this.sizeHint = text.length;
       return text;

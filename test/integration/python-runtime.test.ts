@@ -1315,6 +1315,7 @@ class Env:
         const err = await rejection(r.openSession(code, { s: '\u{1F600}'.repeat(400) }, limits));
         expect(err).to.have.property('code', 'STATE_TOO_LARGE');
         expect((err as Error).message).to.match(/1614 bytes/);
+        expect((err as Error).message).to.match(/\(ENVFLEET_SANDBOX_MAX_STATE_KB\): give the scenario a smaller initial state \(or build less of it in the constructor\), or raise ENVFLEET_SANDBOX_MAX_STATE_KB \(a run uses the value it was submitted with\)$/);
         const ok = await r.openSession(code, { s: '\u{1F600}'.repeat(200) }, limits);
         expect(await ok.call('ping', {})).to.deep.include({ result: 1 });
         await ok.close();
@@ -1345,14 +1346,17 @@ class Env:
         for (let i = 1; i <= 3; i++) expect(await s.call('import_batch', {})).to.deep.include({ result: { success: true, data: 62000 * i } });
         // ~93 MB of JSON, eleven times the cap: each read of it is refused, within the deadline.
         // Refused by the cap, not stopped by the deadline (which would be DEADLINE_EXCEEDED and a new interpreter: see the end).
-        expect(await rejection(s.snapshot())).to.have.property('code', 'STATE_TOO_LARGE');
+        const refused = await rejection(s.snapshot());
+        expect(refused).to.have.property('code', 'STATE_TOO_LARGE');
+        // It names the setting, and what to do.
+        expect((refused as Error).message).to.match(/^the state is more than the state cap of 8388608 bytes of JSON \(at least \d+ bytes: counting stopped there, nothing was encoded\) \(ENVFLEET_SANDBOX_MAX_STATE_KB\): keep in the state only what later calls need \(an environment that keeps everything each call gives it, such as a copy of every result or a log of every request, grows past any cap\), or raise ENVFLEET_SANDBOX_MAX_STATE_KB \(a run uses the value it was submitted with\)$/);
         const page = await s.call('entries_page', {});
         expect(page).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE' });
         expect(await bystander.call('echo', { text: 'between' })).to.deep.include({ result: { success: true, data: { text: 'between', length: 7 } } });
         const end = await s.finish([pyCheck('any', 'def check_func(s):\n    return True')]);
         expect(end).to.deep.include({ stateJson: null, checks: null });
         expect(end.stateError).to.have.property('code', 'STATE_TOO_LARGE');
-        expect(end.stateError!.message).to.match(/more than the state cap of 8388608/);
+        expect(end.stateError!.message).to.match(/more than the state cap of 8388608.* \(ENVFLEET_SANDBOX_MAX_STATE_KB\): keep in the state only what later calls need/);
 
         // The same state built by the constructor: the session is refused at its start.
         const big = await rejection(r.openSession(python(code.source.replace('self.entries = []', 'self.entries = ["导入记录 😀 ヘッダー " * 16] * 190000'), ['import_batch'], 'Journal'), {}, limits));

@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { DEPTH_ADVICE, deeperThan, MAX_JSON_DEPTH } from './python-harness.mjs';
+import { DEPTH_ADVICE, deeperThan, INITIAL_STATE_CAP_ADVICE, MAX_JSON_DEPTH, STATE_CAP_ADVICE } from './python-harness.mjs';
 
 const INTERPRETER = new URL('./python-interpreter.mjs', import.meta.url);
 /** How often, in the second half of the grace after a deadline, an interrupt the buffer no longer holds is sent again. */
@@ -379,7 +379,7 @@ async function handle(msg) {
       if (r.ok > msg.limits.maxStateBytes) {
         endSession(s, { code: 'ENV_DISPOSED', message: 'closed' });
         sessions.delete(sid);
-        return { error: { code: 'STATE_TOO_LARGE', message: `the initial state is ${r.ok} bytes of JSON, more than the state cap of ${msg.limits.maxStateBytes}` } };
+        return { error: { code: 'STATE_TOO_LARGE', message: `the initial state is ${r.ok} bytes of JSON, more than the state cap of ${msg.limits.maxStateBytes}${INITIAL_STATE_CAP_ADVICE}` } };
       }
       return { value: { sid, createUs: a.us } };
     }
@@ -510,7 +510,7 @@ function stateAnswer(a, limits) {
     const r = answerEnvelope(a);
     return { error: { code: r.err, message: r.message } };
   }
-  if (Buffer.byteLength(json) > limits.maxStateBytes) return { error: { code: 'STATE_TOO_LARGE', message: `the state is ${Buffer.byteLength(json)} bytes of JSON, more than the state cap of ${limits.maxStateBytes}` } };
+  if (Buffer.byteLength(json) > limits.maxStateBytes) return { error: { code: 'STATE_TOO_LARGE', message: `the state is ${Buffer.byteLength(json)} bytes of JSON, more than the state cap of ${limits.maxStateBytes}${STATE_CAP_ADVICE}` } };
   return { value: json };
 }
 

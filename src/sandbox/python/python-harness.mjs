@@ -41,6 +41,14 @@ export const MAX_JSON_DEPTH = 1000;
 export const DEPTH_ADVICE = `: the Python runtime reads and writes JSON values up to ${MAX_JSON_DEPTH} levels of containers inside containers (CPython's own json.dumps gives up near there, with RecursionError); keep it flatter, e.g. a linked list as a list, a tree as a dict of nodes by id that name their children's ids`;
 
 /**
+ * What the errors past the state cap add to the sizes they give, in both runtimes: the setting, and what to do. A state
+ * (every read of it) past the cap is most often an environment that keeps everything each call gives it.
+ */
+export const STATE_CAP_ADVICE = ' (ENVFLEET_SANDBOX_MAX_STATE_KB): keep in the state only what later calls need (an environment that keeps everything each call gives it, such as a copy of every result or a log of every request, grows past any cap), or raise ENVFLEET_SANDBOX_MAX_STATE_KB (a run uses the value it was submitted with)';
+/** STATE_CAP_ADVICE for the initial state as the Python runtime measures it: the constructed instance's state. */
+export const INITIAL_STATE_CAP_ADVICE = ' (ENVFLEET_SANDBOX_MAX_STATE_KB): give the scenario a smaller initial state (or build less of it in the constructor), or raise ENVFLEET_SANDBOX_MAX_STATE_KB (a run uses the value it was submitted with)';
+
+/**
  * Whether a JSON text nests containers more than `max` levels deep (strings skipped; the scan stops there; no
  * recursion). The interpreter's C decoder has no bound of its own: ~21,000 levels overflowed the thread's stack and ended the
  * interpreter with every session on it. So every JSON text handed to it is held to MAX_JSON_DEPTH first, as the
@@ -76,6 +84,8 @@ from importlib.machinery import ModuleSpec as _ModuleSpec
 ALLOWED_IMPORTS = frozenset(__ALLOWED__)
 MAX_DEPTH = __MAX_DEPTH__
 DEPTH_ADVICE = __DEPTH_ADVICE__
+# What an error past the state cap adds (the setting, and what to do): for a state, and for the initial state.
+CAP_ADVICE = {'state': __STATE_CAP_ADVICE__, 'the initial state': __INITIAL_STATE_CAP_ADVICE__}
 # User-supplied pure-Python packages (ENVFLEET_PYTHON_PACKAGES): their top-level names, set by the interpreter
 # thread before this runs. Environments and checks may import them too; each session gets its own copy.
 PACKAGE_NAMES = frozenset(_json.loads(_PACKAGE_NAMES_JSON))
@@ -1091,8 +1101,10 @@ def capped(o, cap, what, cap_name):
         # Raised here, not kept in a local first: a local holding the error would make a cycle (the error, its
         # traceback, this frame) that keeps o, too deep, alive until the cycle collector runs.
         raise _too_deep(e, what) from None
+    # The setting and what to do, past the state cap (a result's error is the tool's, said as it is).
+    advice = (CAP_ADVICE['the initial state'] if what == 'the initial state' else CAP_ADVICE['state']) if cap_name == 'state' else ''
     if floor > cap:
-        raise TooLarge('%s is more than the %s cap of %d bytes of JSON (at least %d bytes: counting stopped there, nothing was encoded)' % (what, cap_name, cap, floor))
+        raise TooLarge('%s is more than the %s cap of %d bytes of JSON (at least %d bytes: counting stopped there, nothing was encoded)%s' % (what, cap_name, cap, floor, advice))
     text = _deeply_to(_frames_for(_DEPTH[0]), canonical, o)  # dataclasses.asdict recurses in Python
     data = None
     if text.isascii():
@@ -1109,7 +1121,7 @@ def capped(o, cap, what, cap_name):
             data = text.encode('utf-8')
             size = len(data)
     if size > cap:
-        raise TooLarge('%s is %d bytes of JSON, more than the %s cap of %d' % (what, size, cap_name, cap))
+        raise TooLarge('%s is %d bytes of JSON, more than the %s cap of %d%s' % (what, size, cap_name, cap, advice))
     return text, size, data
 
 import re as _re
@@ -1929,7 +1941,8 @@ _HARNESS_BASE = dict(globals())
 _gc.collect()
 _gc.freeze()
 `.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS)).replace('__BLOCKED__', JSON.stringify(BLOCKED_MODULES))
-  .replace('__MAX_DEPTH__', String(MAX_JSON_DEPTH)).replace('__DEPTH_ADVICE__', () => JSON.stringify(DEPTH_ADVICE));
+  .replace('__MAX_DEPTH__', String(MAX_JSON_DEPTH)).replace('__DEPTH_ADVICE__', () => JSON.stringify(DEPTH_ADVICE))
+  .replace('__STATE_CAP_ADVICE__', () => JSON.stringify(STATE_CAP_ADVICE)).replace('__INITIAL_STATE_CAP_ADVICE__', () => JSON.stringify(INITIAL_STATE_CAP_ADVICE));
 
 const UTF8 = new TextDecoder('utf-8', { ignoreBOM: true });
 

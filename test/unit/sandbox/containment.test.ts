@@ -279,6 +279,8 @@ describe('sandbox containment (QuickJS)', function () {
     try {
       small.call('grow', { n: 50 });
       expect(() => small.snapshot()).to.throw().with.property('code', 'STATE_TOO_LARGE');
+      // It names the setting, and what to do.
+      expect(() => small.snapshot()).to.throw(/^the state is \d+ bytes; the cap is 10000 \(ENVFLEET_SANDBOX_MAX_STATE_KB\): keep in the state only what later calls need \(an environment that keeps everything each call gives it, such as a copy of every result or a log of every request, grows past any cap\), or raise ENVFLEET_SANDBOX_MAX_STATE_KB \(a run uses the value it was submitted with\)$/);
     } finally {
       small.dispose();
     }
@@ -341,7 +343,7 @@ describe('sandbox loading errors', () => {
     const big = { t: '書'.repeat(900) };
     const err = await rejection(host.createEnvironment({ ...base, source, tools }, big, { ...LIMITS, maxStateBytes: 1000 }));
     expect(err).to.have.property('code', 'STATE_TOO_LARGE');
-    expect(String((err as Error).message)).to.include(`is ${Buffer.byteLength(JSON.stringify(big))} bytes; the cap is 1000`);
+    expect(String((err as Error).message)).to.include(`is ${Buffer.byteLength(JSON.stringify(big))} bytes; the cap is 1000 (ENVFLEET_SANDBOX_MAX_STATE_KB): give the scenario a smaller initial state, or raise ENVFLEET_SANDBOX_MAX_STATE_KB (a run uses the value it was submitted with)`);
     const env = await host.createEnvironment({ ...base, source, tools }, { t: 'é' }, { ...LIMITS, maxStateBytes: 1000 });
     try {
       expect(env.call('add', { t: '😀'.repeat(250) }).runtimeError).to.equal(undefined); // the state: 519 UTF-16 units, 1,020 bytes

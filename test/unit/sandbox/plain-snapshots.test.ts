@@ -401,7 +401,7 @@ describe('snapshots through the native encoder', function () {
         const bytes = Buffer.byteLength(text);
         const got = snapshotOutcome(big);
         if (bytes <= 2000) expect(got, `n = ${n}`).to.deep.equal({ text });
-        else expect(got, `n = ${n}`).to.deep.equal({ code: 'STATE_TOO_LARGE', message: `the state is ${bytes} bytes; the cap is 2000` });
+        else expect(got, `n = ${n}`).to.deep.equal({ code: 'STATE_TOO_LARGE', message: `the state is ${bytes} bytes; the cap is 2000 (ENVFLEET_SANDBOX_MAX_STATE_KB): keep in the state only what later calls need (an environment that keeps everything each call gives it, such as a copy of every result or a log of every request, grows past any cap), or raise ENVFLEET_SANDBOX_MAX_STATE_KB (a run uses the value it was submitted with)` });
       }
     } finally {
       big.dispose();
