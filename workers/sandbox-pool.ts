@@ -9,7 +9,7 @@ import { connectSession, sessionStateJson, type SandboxRunner } from '../src/san
 import { SharedTexts } from '../src/sandbox/shared-text.js';
 import { checkStateTexts } from '../src/sandbox/state-text.js';
 import { checksResult, type ChecksResult, type ProbeResult } from '../src/sandbox/tasks.js';
-import { createWatchBoard, leaveWatch, stuckThreads } from '../src/sandbox/watchdog.js';
+import { createWatchBoard, leaveWatch, WatchKeeper } from '../src/sandbox/watchdog.js';
 import type { PoolTask, SandboxThreadData, WarmResult } from './sandbox-thread.js';
 
 /**
@@ -84,8 +84,9 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
   // the others on the thread end as when a thread fails.
   let nextWatchId = 0;
   const watched = new Map<number, (err: SandboxError) => void>();
+  const keeper = new WatchKeeper(board, 250);
   const watchdog = setInterval(() => {
-    for (const stuck of stuckThreads(board)) {
+    for (const stuck of keeper.stuck()) {
       leaveWatch(board, stuck.threadId);
       const thread = piscina.threads.find(t => t.threadId === stuck.threadId);
       if (!thread) continue;
@@ -96,7 +97,7 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
       watched.get(stuck.session)?.(
         new SandboxError(
           'DEADLINE_EXCEEDED',
-          `the call ran ${Math.round(stuck.blockedMs)} ms, past its deadline of ${Math.round(stuck.armedMs)} ms, and did not stop: QuickJS checks its deadline between its own steps, and a built-in such as indexOf, join or JSON.stringify over large data, called in a loop, makes none while it runs. Its sandbox thread was terminated (the other environments on it ended); do less work per call (an index kept in the state instead of a search of a large array)`,
+          `the environment's code ran ${Math.round(stuck.blockedMs)} ms, past its deadline of ${Math.round(stuck.armedMs)} ms, and did not stop: QuickJS checks its deadline between its own steps, and a built-in such as indexOf, join or JSON.stringify over large data, called in a loop, makes none while it runs. Its sandbox thread was terminated (the other environments on it ended); do less work per call (an index kept in the state instead of a search of a large array)`,
         ),
       );
       void thread.terminate();
@@ -105,6 +106,21 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
   watchdog.unref();
   const run = <T>(task: PoolTask, transferList?: readonly MessagePort[]) =>
     piscina.run(task, transferList ? { transferList: [...transferList] as never } : {}) as Promise<T>;
+  /** A probe or checks task, known to the watchdog: one it ends (its thread terminated) rejects with the watchdog's DEADLINE_EXCEEDED, not piscina's bare "worker exited". */
+  const watchedRun = async <T>(task: PoolTask & { kind: 'probe' | 'checks-text' }): Promise<T> => {
+    const watchId = (nextWatchId = (nextWatchId % 2 ** 31) + 1);
+    let stopped: SandboxError | null = null;
+    watched.set(watchId, err => {
+      stopped = err;
+    });
+    try {
+      return await run<T>({ ...task, watchId });
+    } catch (err) {
+      throw stopped ?? err;
+    } finally {
+      watched.delete(watchId);
+    }
+  };
   return {
     piscina,
     async started() {
@@ -132,13 +148,13 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
       }
       if (answered.size < threads) logger.warn({ threads, answered: answered.size }, 'not every sandbox thread ran the start-up check');
     },
-    probe: input => run<ProbeResult>({ kind: 'probe', ...input }),
+    probe: input => watchedRun<ProbeResult>({ kind: 'probe', ...input }),
     // The states go as JSON text (two string copies, not a structured clone of each graph); a state JSON cannot
     // write fails every check here with the reason (STATE_INVALID), as in a thread.
     checks: input => {
       const texts = checkStateTexts(input.checks, input.finalState, input.initialState);
       if ('failed' in texts) return Promise.resolve(checksResult(texts.failed));
-      return run<ChecksResult>({ kind: 'checks-text', checks: input.checks, limits: input.limits, ...texts });
+      return watchedRun<ChecksResult>({ kind: 'checks-text', checks: input.checks, limits: input.limits, ...texts });
     },
     async openSession(code, initialState, limits, initialStateJson) {
       const json = sessionStateJson(initialState, initialStateJson);

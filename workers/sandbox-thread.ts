@@ -10,9 +10,9 @@ import { runChecks, runChecksText, runProbe, runSession, type ChecksInput, type 
 import { joinWatch, watchSession, type WatchBoard } from '../src/sandbox/watchdog.js';
 
 export type PoolTask =
-  | ({ readonly kind: 'probe' } & ProbeInput)
-  | ({ readonly kind: 'checks' } & ChecksInput)
-  | ({ readonly kind: 'checks-text' } & ChecksTextInput)
+  | ({ readonly kind: 'probe'; readonly watchId?: number } & ProbeInput)
+  | ({ readonly kind: 'checks'; readonly watchId?: number } & ChecksInput)
+  | ({ readonly kind: 'checks-text'; readonly watchId?: number } & ChecksTextInput)
   | ({ readonly kind: 'session' } & Omit<SessionInput, 'initialStateJson'> & { readonly initialStateJson: string | SharedText })
   | { readonly kind: 'warm' };
 
@@ -35,7 +35,16 @@ if (data?.watch) joinWatch(data.watch, threadId);
 const texts = new SharedTextCache();
 
 export default async function handle(task: PoolTask): Promise<unknown> {
-  if (task.kind !== 'session') watchSession(0);
+  // The task the watchdog knows this thread works for (a session's messages say so themselves: tasks.ts).
+  if (task.kind !== 'session') watchSession(task.kind === 'warm' ? 0 : (task.watchId ?? 0));
+  try {
+    return await work(task);
+  } finally {
+    if (task.kind !== 'session') watchSession(0);
+  }
+}
+
+async function work(task: PoolTask): Promise<unknown> {
   switch (task.kind) {
     case 'probe':
       return runProbe(host, task);

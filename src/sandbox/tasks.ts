@@ -225,6 +225,7 @@ export async function runSession(host: QuickJSHost, input: SessionInput): Promis
     return { calls: 0, closedBy: 'create-failed' };
   }
   port.postMessage({ id: 0, ok: true, value: { tools: env.toolNames } } satisfies SessionReply);
+  watchSession(0);
   let calls = 0;
   return new Promise<SessionSummary>(resolve => {
     let done = false;
@@ -255,6 +256,7 @@ export async function runSession(host: QuickJSHost, input: SessionInput): Promis
       }
       port.postMessage(reply);
       finish('host');
+      watchSession(0);
     };
     port.on('close', () => finish('port-closed'));
     port.on('message', (msg: SessionRequest) => {
@@ -282,6 +284,7 @@ export async function runSession(host: QuickJSHost, input: SessionInput): Promis
           return;
       }
       port.postMessage(reply);
+      watchSession(0);
     });
   });
 }

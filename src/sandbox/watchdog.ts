@@ -5,7 +5,8 @@
  * success, while every other environment of its thread waited (a stranger's probe). A pool thread cannot stop itself
  * while the guest runs, so the pool's owner watches it from outside through shared memory: the thread writes when it
  * armed a deadline, and ticks a heartbeat while its event loop turns; a thread whose heartbeat and last deadline are both
- * older than that deadline plus a grace is stuck in a guest, and is terminated (workers/sandbox-pool.ts).
+ * that has not beaten since it last armed, its slot unchanged for that deadline plus a grace by the watcher's own
+ * clock (WatchKeeper), is stuck in a guest, and is terminated (workers/sandbox-pool.ts).
  *
  * Layout of a board: per slot, four float64 (heartbeat, armed at, armed ms, session) and one int32 owner (a thread id,
  * 0 when free). Times are `performance.timeOrigin + performance.now()`: milliseconds since the epoch, monotonic
@@ -78,26 +79,64 @@ export interface StuckThread {
 /** The grace after a deadline before a thread is taken for stuck: as long as the deadline, at least 2 s. */
 export const graceMs = (armedMs: number): number => Math.max(2_000, armedMs);
 
-/** The threads of `board` blocked past their last deadline and its grace. */
-export function stuckThreads(board: WatchBoard, now = clock()): StuckThread[] {
-  const owners = new Int32Array(board.owners);
-  const times = new Float64Array(board.times);
-  const stuck: StuckThread[] = [];
-  for (let slot = 0; slot < WATCH_SLOTS; slot += 1) {
-    const threadId = Atomics.load(owners, slot);
-    if (threadId === 0) continue;
-    const at = slot * FIELDS;
-    const armedAt = times[at + 1]!;
-    if (armedAt === 0) continue;
-    const armedMs = times[at + 2]!;
-    const blockedMs = now - Math.max(times[at]!, armedAt);
-    if (blockedMs > armedMs + graceMs(armedMs)) stuck.push({ threadId, armedMs, blockedMs, session: times[at + 3]! });
+/**
+ * What the pool's owner has seen of its threads: when each slot's times last changed, by its own clock. A thread is
+ * stuck when it armed a deadline after its last heartbeat (it has not turned its event loop since it entered the
+ * guest: an idle thread beats every HEARTBEAT_MS) and nothing of its slot has changed, by the watcher's clock, for
+ * that deadline and its grace. Timed by the watcher, not by the threads' stamps, and a round that comes late (the
+ * whole process stopped: SIGSTOP, a suspended machine) starts the count again: a stopped process's threads had no
+ * chance to beat.
+ */
+export class WatchKeeper {
+  private readonly seen = new Map<number, { beat: number; armedAt: number; since: number }>();
+  private lastRound = -1;
+
+  constructor(
+    private readonly board: WatchBoard,
+    /** How often `stuck` is called (a round later than twice this is taken for a stopped process). */
+    private readonly everyMs: number,
+  ) {}
+
+  stuck(now = performance.now()): StuckThread[] {
+    const late = this.lastRound >= 0 && now - this.lastRound > 2 * this.everyMs + 500;
+    this.lastRound = now;
+    if (late) this.seen.clear();
+    const owners = new Int32Array(this.board.owners);
+    const times = new Float64Array(this.board.times);
+    const stuck: StuckThread[] = [];
+    for (let slot = 0; slot < WATCH_SLOTS; slot += 1) {
+      const threadId = Atomics.load(owners, slot);
+      if (threadId === 0) {
+        this.seen.delete(slot);
+        continue;
+      }
+      const at = slot * FIELDS;
+      const beat = times[at]!;
+      const armedAt = times[at + 1]!;
+      const was = this.seen.get(slot);
+      if (!was || was.beat !== beat || was.armedAt !== armedAt) {
+        this.seen.set(slot, { beat, armedAt, since: now });
+        continue;
+      }
+      // Beaten since its last arm: out of the guest (idle, or the host's own work).
+      if (armedAt === 0 || beat >= armedAt) continue;
+      const armedMs = times[at + 2]!;
+      const blockedMs = now - was.since;
+      if (blockedMs > armedMs + graceMs(armedMs)) stuck.push({ threadId, armedMs, blockedMs, session: times[at + 3]! });
+    }
+    return stuck;
   }
-  return stuck;
 }
 
 /** Frees the slot of `threadId` (a thread that ended cannot free its own). */
 export function leaveWatch(board: WatchBoard, threadId: number): void {
   const owners = new Int32Array(board.owners);
-  for (let slot = 0; slot < WATCH_SLOTS; slot += 1) if (Atomics.compareExchange(owners, slot, threadId, 0) === threadId) return;
+  const times = new Float64Array(board.times);
+  for (let slot = 0; slot < WATCH_SLOTS; slot += 1) {
+    if (Atomics.load(owners, slot) !== threadId) continue;
+    // Emptied before it is freed: the next thread to claim it must not be judged by this one's last arm.
+    times.fill(0, slot * FIELDS, slot * FIELDS + FIELDS);
+    Atomics.compareExchange(owners, slot, threadId, 0);
+    return;
+  }
 }
