@@ -7,12 +7,17 @@ import { isArchived, type Trajectory } from '../rollouts/types.js';
 
 /**
  * Calls `fn` with each line of a shard file (`trajectories/part-NNNNN.jsonl`) whose trajectory id is
- * in `ids`, reading line by line. Throws ArchivedTrajectoryMissingError if the file cannot be read
- * or lacks one of the ids.
+ * in `ids`, and the line parsed, reading line by line. A line that is not whole JSON is passed over: a
+ * torn write left in the middle of a shard (a sink that died mid-write, with lines of another run's sink
+ * after it: sink.ts keeps those) holds no trajectory, and the whole copy of its trajectory, written again
+ * by the next sink, comes later. Throws ArchivedTrajectoryMissingError if the file cannot be read or
+ * lacks a whole line of one of the ids (naming the first damaged line that had one of them).
  */
-async function eachShardLine(path: string, ids: ReadonlySet<string>, fn: (id: string, line: string, lineNumber: number) => Promise<void> | void): Promise<void> {
+async function eachShardLine(path: string, ids: ReadonlySet<string>, fn: (id: string, line: string, parsed: unknown) => Promise<void> | void): Promise<void> {
   const seen = new Set<string>();
   let n = 0;
+  /** The first line that was not whole JSON, and why. */
+  let damaged: { line: number; err: unknown } | null = null;
   // What `fn` threw goes as it is (a full disk while the export writes is not an unreadable shard).
   let fromFn: unknown;
   try {
@@ -20,30 +25,39 @@ async function eachShardLine(path: string, ids: ReadonlySet<string>, fn: (id: st
     for await (const line of createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity })) {
       n += 1;
       if (!line) continue;
-      // The id is the first field the sink writes; parse the whole line only when it is not.
+      // The id is the first field the sink writes: a line of another id is not parsed.
       const match = /^\{"id":"((?:[^"\\]|\\.)*)"/.exec(line);
-      let id: string | undefined;
+      let wanted: string | undefined;
       try {
-        id = match ? (JSON.parse(`"${match[1]}"`) as string) : (JSON.parse(line) as { id?: string }).id;
-      } catch (err) {
-        throw damagedLine([...ids].filter(i => !seen.has(i)), path, n, err);
+        if (match) wanted = JSON.parse(`"${match[1]}"`) as string;
+      } catch {
+        wanted = undefined;
       }
-      if (id === undefined || !ids.has(id) || seen.has(id)) continue;
+      if (wanted !== undefined && (!ids.has(wanted) || seen.has(wanted))) continue;
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(line);
+      } catch (err) {
+        damaged ??= { line: n, err };
+        continue;
+      }
+      const id = (parsed as { id?: unknown } | null)?.id;
+      if (typeof id !== 'string' || !ids.has(id) || seen.has(id)) continue;
       seen.add(id);
       try {
-        await fn(id, line, n);
+        await fn(id, line, parsed);
       } catch (err) {
         fromFn = err;
         throw err;
       }
     }
   } catch (err) {
-    // A file that cannot be read (its errno code); a damaged line or anything `fn` threw goes as it is.
+    // A file that cannot be read (its errno code); anything `fn` threw goes as it is.
     if (err !== fromFn && !(err instanceof AppError) && (err as NodeJS.ErrnoException).code) throw new ArchivedTrajectoryMissingError([...ids].filter(id => !seen.has(id)), path, err);
     throw err;
   }
   const missing = [...ids].filter(id => !seen.has(id));
-  if (missing.length) throw new ArchivedTrajectoryMissingError(missing, path);
+  if (missing.length) throw damaged ? damagedLine(missing, path, damaged.line, damaged.err) : new ArchivedTrajectoryMissingError(missing, path);
 }
 
 /** A line of a shard that is not whole JSON (cut in the middle, a character cut in two): which file, which line, what to do. */
@@ -93,14 +107,8 @@ export async function forEachFullTrajectory(
   }
   for (const path of [...byShard.keys()].sort()) {
     const wanted = byShard.get(path)!;
-    await eachShardLine(path, wanted, async (id, line, n) => {
-      let t: Trajectory;
-      try {
-        t = JSON.parse(line) as Trajectory;
-      } catch (err) {
-        throw damagedLine([id], path, n, err);
-      }
-      await visit(t);
+    await eachShardLine(path, wanted, async (_id, _line, parsed) => {
+      await visit(parsed as Trajectory);
       visited += 1;
     });
   }

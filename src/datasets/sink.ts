@@ -276,7 +276,10 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
       // Held all along? A sink stopped (SIGSTOP, a suspended machine) between its look at the lock and its write, for
       // longer than the lock lives, wrote lines that the sink which took over may write too: it says so, and leaves
       // the entries to that sink rather than acknowledge them.
-      if ((await o.redis.get(lockKey)) !== token) throw new SinkLockLostError(o.runId, lockKey, batchLines);
+      // (A lock that is simply gone, Redis having restarted empty or its time having run out while Redis was away, is
+      // taken again, as before the write: only another sink's holding it means the lines may be written twice.)
+      const after = await o.redis.get(lockKey);
+      if (after !== token && !(after === null && (await o.redis.set(lockKey, token, 'PX', LOCK_MS, 'NX')) === 'OK')) throw new SinkLockLostError(o.runId, lockKey, batchLines);
       // Only now that the lines are on disk: keep the summaries in Redis (all at once), then let go of the
       // entries (a crash in between re-reads entries whose ids are already on disk, and skips them).
       await Promise.all(
@@ -416,6 +419,9 @@ function idOfLine(bytes: Buffer): string | null | false {
   }
 }
 
+/** How long a shard's torn tail must stay as it is before the scan cuts it (scanShards). */
+const TAIL_SETTLE_MS = 300;
+
 /** A line longer than this cannot be JSON text V8 parses (its longest string is ≈ 2^29 characters): not read whole. */
 const MAX_LINE_BYTES = 1 << 30;
 
@@ -543,7 +549,7 @@ async function claimFolderLocked(dir: string, runId: string, createdAt: string):
   await writeWholeFile(path, `${JSON.stringify({ runs })}\n`);
 }
 
-/** Ids already on disk (with their shard's name), and where to go on writing; a torn last line (crash mid-write) is cut off. */
+/** Ids already on disk (with their shard's name), and where to go on writing; a torn last line (crash mid-write) is cut off unless the shard is growing. */
 export async function scanShards(dir: string): Promise<{ written: Map<string, string>; shard: { index: number; lines: number } }> {
   const names = (await readdir(dir)).filter(n => /^part-\d{5}\.jsonl$/.test(n)).sort();
   const written = new Map<string, string>();
@@ -552,7 +558,13 @@ export async function scanShards(dir: string): Promise<{ written: Map<string, st
     const path = join(dir, name);
     const { end, lines, ids, size } = await completeLinesOfFile(path);
     for (const id of ids) written.set(id, name);
-    if (end < size) await truncate(path, end);
+    // What follows the last complete line is cut only when the file stays as it is a moment: a shard that grows meanwhile
+    // is being written by another run's sink (runs may share a folder), whose batch the scan read half of; the newline
+    // this sink writes before its first line ends a tail that is torn for good.
+    if (end < size) {
+      await sleep(TAIL_SETTLE_MS);
+      if ((await stat(path)).size === size) await truncate(path, end);
+    }
     last = { index: Number(name.slice(5, 10)), lines };
   }
   return { written, shard: last };

@@ -50,6 +50,23 @@ describe('shard files', () => {
     expect(err).to.have.property('code', 'TRAJECTORY_ARCHIVE_MISSING');
     expect(String(err)).to.include(`${path}, whose line 2 is not a whole trajectory`).and.to.include('(first b)').and.to.include('Copy the shard again');
   });
+
+  it('passes over a torn line in the middle of a shard (a sink that died mid-write, another run\'s lines after it) and reads the whole copy written later', async () => {
+    // A reviewer's check: the sink keeps complete lines after a torn one; the reader failed the whole shard on it, and a
+    // torn line still holding its id was taken for that trajectory's line.
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-shard-torn-'));
+    const path = join(dir, 'part-00000.jsonl');
+    const a = JSON.stringify({ id: 'a', note: 'Zoë 😀' });
+    const b = JSON.stringify({ id: 'b', note: '駐車場 🚗' });
+    const c = JSON.stringify({ id: 'c', note: 'ok' });
+    await writeFile(path, `${a}\n${b.slice(0, 18)}\n${c}\n${b}\n`);
+    const found = await readTrajectoryLines(path, new Set(['a', 'b', 'c']));
+    expect(Object.fromEntries(found)).to.deep.equal({ a, b, c });
+    const store = { getDoc: (_run: string, _kind: string, id: string) => Promise.resolve({ id, archived: { path, line: 0 } }) } as unknown as RunStore;
+    const seen: string[] = [];
+    expect(await forEachFullTrajectory(store, 'r', ['a', 'b', 'c'], {}, t => void seen.push(t.id))).to.equal(3);
+    expect(seen).to.deep.equal(['a', 'c', 'b']);
+  });
 });
 
 describe('JsonlWriter', () => {

@@ -265,6 +265,41 @@ describe('sink crash recovery (byte offsets)', () => {
       expect(await run.pending()).to.equal(1);
     });
 
+    /** `redis`, whose third read of `key` (the look after the write: one at the batch's start, one before the write) first does `meanwhile`. */
+    function afterTheWrite(key: string, meanwhile: () => Promise<unknown>): Redis {
+      let reads = 0;
+      return new Proxy(redis, {
+        get(target, prop) {
+          if (prop === 'get') {
+            return async (k: string) => {
+              if (k === key && ++reads === 3) await meanwhile();
+              return target.get(k);
+            };
+          }
+          const v = Reflect.get(target, prop, target) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+    }
+
+    it('says how many lines it wrote after another sink took its lock, and leaves their entries to that sink; a lock simply gone is taken again', async () => {
+      const lock = (runId: string) => runKeys(prefix, runId, false).sinkLock;
+      const late = await oneInFlight('sink-late-write', () => Promise.resolve());
+      const taken = afterTheWrite(lock('sink-late-write'), () => redis.set(lock('sink-late-write'), 'another-sink', 'PX', 60_000));
+
+      const err = await runSink({ redis: taken, prefix, store: late.store, runId: 'sink-late-write', dir: late.out }).then(() => null, (e: unknown) => e as { code?: string; message: string });
+
+      expect(err?.code).to.equal('SINK_LOCK_LOST');
+      expect(err?.message).to.include('wrote 1 trajectory after the lock had lapsed').and.include('an export keeps one line per trajectory id');
+      expect(await readFile(late.shard)).to.deep.equal(line(late.t));
+      expect(await late.pending()).to.equal(1);
+
+      const gone = await oneInFlight('sink-lock-gone', () => Promise.resolve());
+      const dropped = afterTheWrite(lock('sink-lock-gone'), () => redis.del(lock('sink-lock-gone')));
+      expect(await runSink({ redis: dropped, prefix, store: gone.store, runId: 'sink-lock-gone', dir: gone.out })).to.deep.include({ written: 1 });
+      expect(await gone.pending()).to.equal(0);
+    });
+
     it('writes each trajectory as stored: a final state of a Python environment keeps 1.0 and its text byte for byte', async () => {
       const store = createRedisRunStore(redis, prefix);
       const out = await mkdtemp(join(tmpdir(), 'envfleet-sink-raw-'));
