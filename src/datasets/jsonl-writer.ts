@@ -1,4 +1,5 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { lstat, rename, rm, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
@@ -16,13 +17,15 @@ export class JsonlWriter {
   private readonly stream: WriteStream;
   private failure: Error | null = null;
   private count = 0;
+  private readonly partial: string;
 
   /** `stage`: the file is put under its name by the stage's commit (with the export's other files), not by close(). */
   constructor(
     readonly path: string,
     private readonly stage?: ExportStage,
   ) {
-    this.stream = createWriteStream(`${path}.partial`, { encoding: 'utf8' });
+    this.partial = stage ? stage.partialOf(path) : `${path}.partial`;
+    this.stream = createWriteStream(this.partial, { encoding: 'utf8' });
     // Said with the file and what to do (a full disk, a file-size limit), not as the system's bare ENOSPC.
     this.stream.on('error', err => {
       this.failure = new OutputFileError(path, err);
@@ -50,7 +53,7 @@ export class JsonlWriter {
     await this.settled(once(this.stream, 'finish'));
     if (this.failure) throw this.failure;
     if (this.stage) this.stage.add(this.path);
-    else await rename(`${this.path}.partial`, this.path);
+    else await rename(this.partial, this.path);
     return this.count;
   }
 
@@ -60,7 +63,7 @@ export class JsonlWriter {
     // The file is opened asynchronously: removed before the open (or a pending write) is through, it would
     // come back, empty or half-written, under PATH.partial. A destroyed stream "fails" to finish: expected.
     await finished(this.stream).catch(() => undefined);
-    await rm(`${this.path}.partial`, { force: true });
+    await rm(this.partial, { force: true });
   }
 }
 
@@ -73,18 +76,25 @@ export class JsonlWriter {
  */
 export class ExportStage {
   private readonly paths: string[] = [];
+  /** Partial files of this export only: two exports into one folder at once do not write into each other's. */
+  private readonly tag = randomUUID().slice(0, 8);
 
-  /** A complete file at `${path}.partial`, to be put under `path` at commit. */
+  /** Where `path` is written until the commit. */
+  partialOf(path: string): string {
+    return `${path}.${this.tag}.partial`;
+  }
+
+  /** A complete file at `partialOf(path)`, to be put under `path` at commit. */
   add(path: string): void {
     if (!this.paths.includes(path)) this.paths.push(path);
   }
 
-  /** Writes `text` into `${path}.partial` now, for the commit (writeWholeFile's contract: a failure leaves no partial file). */
+  /** Writes `text` into `partialOf(path)` now, for the commit (writeWholeFile's contract: a failure leaves no partial file). */
   async addText(path: string, text: string): Promise<void> {
     try {
-      await writeFile(`${path}.partial`, text, 'utf8');
+      await writeFile(this.partialOf(path), text, 'utf8');
     } catch (err) {
-      await rm(`${path}.partial`, { force: true });
+      await rm(this.partialOf(path), { force: true });
       throw new OutputFileError(path, err);
     }
     this.add(path);
@@ -94,7 +104,7 @@ export class ExportStage {
   async drop(path: string): Promise<void> {
     const i = this.paths.indexOf(path);
     if (i >= 0) this.paths.splice(i, 1);
-    await rm(`${path}.partial`, { force: true });
+    await rm(this.partialOf(path), { force: true });
   }
 
   /** Puts every file under its name; a name held by a folder stops it before any file is renamed. */
@@ -105,7 +115,7 @@ export class ExportStage {
     }
     for (const path of this.paths.splice(0)) {
       try {
-        await rename(`${path}.partial`, path);
+        await rename(this.partialOf(path), path);
       } catch (err) {
         throw new OutputFileError(path, err);
       }
@@ -114,6 +124,6 @@ export class ExportStage {
 
   /** Removes every file not yet committed (the export failed). */
   async abort(): Promise<void> {
-    await Promise.all(this.paths.splice(0).map(path => rm(`${path}.partial`, { force: true })));
+    await Promise.all(this.paths.splice(0).map(path => rm(this.partialOf(path), { force: true })));
   }
 }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { AppError } from '../errors.js';
@@ -51,11 +52,12 @@ export class ShardWriteError extends AppError {
 }
 
 /**
- * Writes `text` to `path` whole or not at all: into `path.partial`, then renamed. A write that fails (a full disk, a
+ * Writes `text` to `path` whole or not at all: into a partial file beside it, then renamed. A write that fails (a full disk, a
  * file-size limit) leaves no partial file and is an OutputFileError naming the file.
  */
 export async function writeWholeFile(path: string, text: string): Promise<void> {
-  const partial = `${path}.partial`;
+  // A name of its own: two writers of one file at once (two exports into one folder) must not rename each other's.
+  const partial = `${path}.${randomUUID().slice(0, 8)}.partial`;
   try {
     await writeFile(partial, text, 'utf8');
     await rename(partial, path);

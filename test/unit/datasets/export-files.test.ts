@@ -167,4 +167,24 @@ describe('the SFT files of an export (real Redis)', () => {
     expect(await readFile(join(dir, 'sft-openai.jsonl'), 'utf8')).not.to.equal(before.get('sft-openai.jsonl'));
     expect((await readdir(dir)).filter(n => n.endsWith('.partial'))).to.deep.equal([]);
   });
+
+  it('two exports into one folder at once write no file holding lines of both (each writes its own partial files)', async () => {
+    // A reviewer's probe: both wrote the same NAME.partial; the file one committed held lines of both runs and a torn one.
+    // (Which run's file each name ends up holding is the later commit's: two exports into one folder are not supported.)
+    await store.createRun({ id: 'sft-twice', createdAt: '2026-01-03T00:00:00.000Z', input: 'descriptions', options: runOptionsFrom(loadConfig({})) });
+    await store.putDoc('sft-twice', 'trajectory', 'trj-parallel', { ...PARALLEL, id: 'trj-parallel', runId: 'sft-twice' });
+    for (let round = 0; round < 3; round += 1) {
+      const dir = await mkdtemp(join(tmpdir(), 'envfleet-sft-twice-'));
+      await Promise.all([exportRun(store, 'sft', dir), exportRun(store, 'sft-twice', dir)]);
+      const files = await readdir(dir);
+      expect(files.filter(n => n.endsWith('.partial'))).to.deep.equal([]);
+      for (const name of files.filter(n => n.endsWith('.jsonl'))) {
+        const text = await readFile(join(dir, name), 'utf8');
+        for (const l of text.split('\n').filter(Boolean)) expect(() => JSON.parse(l) as unknown, `${name}: ${l.slice(0, 80)}`).not.to.throw();
+        const runs = new Set([...text.matchAll(/"(trj-broken|trj-parallel)"/g)].map(m => m[1]));
+        // sft's files hold both trajectories, sft-twice's only trj-parallel: never more lines of one than its run gave.
+        expect(runs.size, name).to.be.at.most(2);
+      }
+    }
+  });
 });
