@@ -154,7 +154,11 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
     checks: input => {
       const texts = checkStateTexts(input.checks, input.finalState, input.initialState);
       if ('failed' in texts) return Promise.resolve(checksResult(texts.failed));
-      return watchedRun<ChecksResult>({ kind: 'checks-text', checks: input.checks, limits: input.limits, ...texts });
+      // Checks a stuck one took down with its thread fail with the watchdog's DEADLINE_EXCEEDED, as a deadline met inside the thread fails them.
+      return watchedRun<ChecksResult>({ kind: 'checks-text', checks: input.checks, limits: input.limits, ...texts }).catch((err: unknown) => {
+        if (!(err instanceof SandboxError && err.code === 'DEADLINE_EXCEEDED')) throw err;
+        return checksResult(input.checks.map(c => ({ item: c.item, passed: false, error: err.message, errorCode: 'DEADLINE_EXCEEDED' })));
+      });
     },
     async openSession(code, initialState, limits, initialStateJson) {
       const json = sessionStateJson(initialState, initialStateJson);
