@@ -82,7 +82,8 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
   // The backstop under the guest's deadlines (src/sandbox/watchdog.ts): a thread blocked inside a guest past the deadline
   // it armed and a grace is terminated (piscina starts another); the session it was working for gets DEADLINE_EXCEEDED,
   // the others on the thread end as when a thread fails.
-  let nextWatchId = 0;
+  let lastWatchId = 0;
+  const nextWatchId = (): number => (lastWatchId = (lastWatchId % 2 ** 31) + 1);
   const watched = new Map<number, (err: SandboxError) => void>();
   const keeper = new WatchKeeper(board, 250);
   const watchdog = setInterval(() => {
@@ -108,7 +109,7 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
     piscina.run(task, transferList ? { transferList: [...transferList] as never } : {}) as Promise<T>;
   /** A probe or checks task, known to the watchdog: one it ends (its thread terminated) rejects with the watchdog's DEADLINE_EXCEEDED, not piscina's bare "worker exited". */
   const watchedRun = async <T>(task: PoolTask & { kind: 'probe' | 'checks-text' }): Promise<T> => {
-    const watchId = (nextWatchId = (nextWatchId % 2 ** 31) + 1);
+    const watchId = nextWatchId();
     let stopped: SandboxError | null = null;
     watched.set(watchId, err => {
       stopped = err;
@@ -166,7 +167,7 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
       openPorts.add(port1);
       port1.once('close', () => openPorts.delete(port1));
       const session = connectSession(port1, json);
-      const watchId = (nextWatchId = (nextWatchId % 2 ** 31) + 1);
+      const watchId = nextWatchId();
       watched.set(watchId, err => session.stop(err));
       port1.once('close', () => watched.delete(watchId));
       // The host end closes the port itself once it has read the thread's last reply; only a

@@ -104,11 +104,11 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
    * none: a free lock is taken again, and one another sink took meanwhile stops this one, since two sinks of one run
    * would each claim the other's entries and write them twice.
    */
-  const holdLock = async (): Promise<void> => {
+  const holdLock = async (wroteAfter = 0): Promise<void> => {
     const holder = await o.redis.get(lockKey);
     if (holder === token) return;
     if (holder === null && (await o.redis.set(lockKey, token, 'PX', LOCK_MS, 'NX')) === 'OK') return;
-    throw new SinkLockLostError(o.runId, lockKey);
+    throw new SinkLockLostError(o.runId, lockKey, wroteAfter);
   };
   /** Whether the sink's connection was lost since it started: a run gone after that went with a Redis that restarted empty, not (only maybe) with a delete. */
   let connectionLost = false;
@@ -276,10 +276,8 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
       // Held all along? A sink stopped (SIGSTOP, a suspended machine) between its look at the lock and its write, for
       // longer than the lock lives, wrote lines that the sink which took over may write too: it says so, and leaves
       // the entries to that sink rather than acknowledge them.
-      // (A lock that is simply gone, Redis having restarted empty or its time having run out while Redis was away, is
-      // taken again, as before the write: only another sink's holding it means the lines may be written twice.)
-      const after = await o.redis.get(lockKey);
-      if (after !== token && !(after === null && (await o.redis.set(lockKey, token, 'PX', LOCK_MS, 'NX')) === 'OK')) throw new SinkLockLostError(o.runId, lockKey, batchLines);
+      // (A lock that is simply gone, Redis having restarted empty, is taken again, as before the write.)
+      await holdLock(batchLines);
       // Only now that the lines are on disk: keep the summaries in Redis (all at once), then let go of the
       // entries (a crash in between re-reads entries whose ids are already on disk, and skips them).
       await Promise.all(

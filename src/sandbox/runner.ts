@@ -75,6 +75,9 @@ function outcomeOf(sent: CallTextOutcome): CallOutcome {
   return sent.runtimeError === undefined ? { result, us: sent.us } : { result, runtimeError: sent.runtimeError, us: sent.us };
 }
 
+/** A call's outcome as a thread sends one that a limit ended: {success: false, error} with the code. */
+const failedCall = (code: SandboxError['code'], message: string): CallTextOutcome => ({ resultJson: JSON.stringify({ success: false, error: message }), runtimeError: code, us: 0 });
+
 /** The host end of a session port; `started` resolves once the thread has created the environment. */
 export function connectSession(port: MessagePort, initialStateJson: string): { started: Promise<EnvSession>; stop(err: SandboxError): void } {
   let seq = 0;
@@ -92,7 +95,7 @@ export function connectSession(port: MessagePort, initialStateJson: string): { s
     closed = true;
     stoppedBy = new SandboxError('ENV_DISPOSED', err.message);
     for (const p of pending.values()) {
-      if (p.op === 'call') p.resolve({ resultJson: JSON.stringify({ success: false, error: err.message }), runtimeError: err.code, us: 0 } satisfies CallTextOutcome);
+      if (p.op === 'call') p.resolve(failedCall(err.code, err.message));
       else p.reject(err);
     }
     pending.clear();
@@ -105,7 +108,7 @@ export function connectSession(port: MessagePort, initialStateJson: string): { s
     pending.clear();
   };
   const request = (msg: WithoutId<SessionRequest>): Promise<unknown> => {
-    if (closed && stoppedBy && msg.op === 'call') return Promise.resolve({ resultJson: JSON.stringify({ success: false, error: stoppedBy.message }), runtimeError: 'ENV_DISPOSED', us: 0 } satisfies CallTextOutcome);
+    if (closed && stoppedBy && msg.op === 'call') return Promise.resolve(failedCall('ENV_DISPOSED', stoppedBy.message));
     if (closed) return Promise.reject(stoppedBy ?? new SandboxError('SANDBOX_UNAVAILABLE', 'the session is closed'));
     const id = ++seq;
     return new Promise((resolve, reject) => {
