@@ -167,7 +167,7 @@ export function environmentFromEnvscaler(raw: unknown, place: RecordPlace, runId
   }
   const imports = pythonImports(source);
   const refused = imports.filter(m => !PYTHON_IMPORT_ALLOW_LIST.has(m));
-  if (refused.length) warnings.push(`env_class_code imports ${refused.join(', ')}, outside the Python runtime's allow-list: it will fail to load (SOURCE_LOAD_FAILED)`);
+  if (refused.length) warnings.push(`env_class_code imports ${refused.join(', ')}, outside the Python runtime's allow-list: it will fail to load (SOURCE_LOAD_FAILED) unless each such import is optional, inside a try whose except catches ImportError or under if TYPE_CHECKING: (there the import raises ModuleNotFoundError, as in a CPython without the module)`);
 
   const kinds = new Map<string, Operation['kind']>();
   const opDescriptions = new Map<string, string>();

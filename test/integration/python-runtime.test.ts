@@ -2163,6 +2163,66 @@ class Env:
       }
     });
 
+    it('runs an optional import the way CPython without the module does: inside a try that catches ImportError, or under if TYPE_CHECKING, the import raises ModuleNotFoundError and its handler runs; unguarded, or of a blocked module, it is refused as before', async () => {
+      const r = single();
+      try {
+        const src = [
+          'from typing import TYPE_CHECKING',
+          'try:',
+          '    import numpy as np',
+          'except ImportError:',
+          '    np = None',
+          'try:',
+          '    from os import path as _p',
+          'except (ModuleNotFoundError, AttributeError) as e:',
+          '    _p = None',
+          '    _why = str(e)',
+          'try:',
+          '    import sqlite3',
+          'except:',
+          '    sqlite3 = "absent"',
+          'if TYPE_CHECKING:',
+          '    from xml.etree import ElementTree',
+          'class Env:',
+          '    def __init__(self, c=None):',
+          '        self.note = "réservé 😀 " + _why',
+          '    def which(self):',
+          '        return [np is None, _p is None, sqlite3]',
+          '',
+        ].join('\n');
+        const s = await r.openSession(python(src, ['which']), {}, LIMITS);
+        expect(await s.call('which', {})).to.deep.include({ result: [true, true, 'absent'] });
+        expect(await s.snapshot()).to.deep.equal({ note: "réservé 😀 No module named 'os' (the sandbox does not offer it)" });
+        await s.close();
+        const check = await r.checks({
+          finalState: {}, initialState: {}, limits: LIMITS,
+          checks: [pyCheck('optional', 'try:\n    import pandas\nexcept Exception:\n    pandas = None\ndef check_func(s):\n    return pandas is None\n')],
+        });
+        expect(check.results[0]).to.include({ passed: true });
+        // A handler that does not catch a failed import, an import in a handler, and a blocked module are refused when the source loads.
+        for (const [code, line, name] of [
+          ['try:\n    import sqlite3\nexcept ValueError:\n    pass\nclass Env:\n    pass\n', 2, 'sqlite3'],
+          ['try:\n    import json\nexcept ImportError:\n    import sqlite3\nclass Env:\n    pass\n', 4, 'sqlite3'],
+          ['try:\n    import js\nexcept ImportError:\n    js = None\nclass Env:\n    pass\n', 2, 'js'],
+        ] as const) {
+          const err = await rejection(r.openSession(python(code, []), {}, LIMITS));
+          expect(err, code).to.have.property('code', 'SOURCE_LOAD_FAILED');
+          expect((err as Error).message, code).to.match(new RegExp(`^the environment source, line ${line}: import of "${name}" is not allowed in the sandbox`));
+        }
+        // The import never runs, whatever the guard turns out to be: TYPE_CHECKING made true, or a handler that raises again.
+        for (const code of [
+          'TYPE_CHECKING = True\nif TYPE_CHECKING:\n    import os\nclass Env:\n    def __init__(self, c=None):\n        self.cwd = os.getcwd()\n',
+          'try:\n    import os\nexcept ImportError:\n    raise\nclass Env:\n    def __init__(self, c=None):\n        self.cwd = os.getcwd()\n',
+        ]) {
+          const err = await rejection(r.openSession(python(code, []), {}, LIMITS));
+          expect(err, code).to.have.property('code', 'SOURCE_LOAD_FAILED');
+          expect((err as Error).message, code).to.match(/ModuleNotFoundError: No module named 'os' \(the sandbox does not offer it\)/);
+        }
+      } finally {
+        await r.close();
+      }
+    });
+
     it('holds the result cap for a tool\'s error too: an exception whose message holds the whole database is RESULT_TOO_LARGE, not megabytes in the transcript', async () => {
       const r = single();
       try {

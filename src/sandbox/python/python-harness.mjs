@@ -106,23 +106,78 @@ BLOCKED_MODULES = frozenset(__BLOCKED__)
 class Refused(Exception):
     pass
 
+# What a handler must catch for the imports in its try's body to count as guarded: a failed import, or anything.
+_IMPORT_ERROR_NAMES = frozenset(['ImportError', 'ModuleNotFoundError', 'Exception', 'BaseException'])
+
+def _catches_import_error(handler):
+    t = handler.type
+    kinds = t.elts if isinstance(t, _ast.Tuple) else [t]
+    return any(k is None or (isinstance(k, _ast.Name) and k.id in _IMPORT_ERROR_NAMES)
+               or (isinstance(k, _ast.Attribute) and k.attr in _IMPORT_ERROR_NAMES) for k in kinds)
+
+def _is_type_checking(test):
+    return ((isinstance(test, _ast.Name) and test.id == 'TYPE_CHECKING')
+            or (isinstance(test, _ast.Attribute) and test.attr == 'TYPE_CHECKING'))
+
+def _guarded_imports(tree):
+    """The ids of the import statements written to fail quietly: in the body of a try one of whose handlers catches
+    ImportError (or a base of it, or everything), or under if TYPE_CHECKING:. Model-written code often imports an
+    optional module so (try: import numpy / except ImportError: numpy = None); CPython without the module runs on."""
+    out = set()
+    for node in _ast.walk(tree):
+        body = ()
+        if isinstance(node, (_ast.Try, getattr(_ast, 'TryStar', _ast.Try))) and any(_catches_import_error(h) for h in node.handlers):
+            body = node.body
+        elif isinstance(node, _ast.If) and _is_type_checking(node.test):
+            body = node.body
+        for stmt in body:
+            for inner in _ast.walk(stmt):
+                if isinstance(inner, (_ast.Import, _ast.ImportFrom)):
+                    out.add(id(inner))
+    return out
+
+class _RaiseForImport(_ast.NodeTransformer):
+    """Puts a raise of ModuleNotFoundError where a guarded import of a module the sandbox does not offer was: the
+    import itself never runs (whatever the handler, or TYPE_CHECKING, turns out to be), and its handler runs as in
+    CPython without the module."""
+    def __init__(self, refused):
+        self.refused = refused
+    def _swap(self, node):
+        name = self.refused.get(id(node))
+        if name is None:
+            return node
+        msg = 'No module named %r (the sandbox does not offer it)' % name
+        raised = _ast.parse('raise ModuleNotFoundError(%r, name=%r)' % (msg, name)).body[0]
+        return _ast.fix_missing_locations(_ast.copy_location(raised, node))
+    visit_Import = _swap
+    visit_ImportFrom = _swap
+
 def check_source(source, what):
-    """None, or why the source may not run: a syntax error, an import outside the allow-list, a denied name."""
+    """(why, tree): why is None, or why the source may not run (a syntax error, an unguarded import outside the
+    allow-list, a denied name); tree is what to compile: the source's syntax tree, each guarded import of a module
+    outside the allow-list made a raise of ModuleNotFoundError (_guarded_imports)."""
     try:
         tree = _ast.parse(source, what)
     except SyntaxError as e:
-        return 'syntax error in %s, line %s: %s' % (what, e.lineno, e.msg)
+        return 'syntax error in %s, line %s: %s' % (what, e.lineno, e.msg), None
+    guarded = None
+    refused = {}
     for node in _ast.walk(tree):
         names = ()
         if isinstance(node, _ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, _ast.ImportFrom):
             if node.level:
-                return '%s, line %s: relative imports are not allowed' % (what, node.lineno)
+                return '%s, line %s: relative imports are not allowed' % (what, node.lineno), None
             names = [node.module or '']
         for name in names:
             top = name.split('.')[0]
             if top not in ALLOWED_IMPORTS and top not in PACKAGE_NAMES:
+                if guarded is None:
+                    guarded = _guarded_imports(tree)
+                if id(node) in guarded and top not in BLOCKED_MODULES:
+                    refused.setdefault(id(node), name)
+                    continue
                 # A standard module cannot be supplied as a package (ENVFLEET_PYTHON_PACKAGES refuses a name that
                 # shadows one): the only way is code that does without it.
                 if top in _STDLIB_NAMES:
@@ -134,12 +189,14 @@ def check_source(source, what):
                     hint = ' (a pure-Python package can be supplied with ENVFLEET_PYTHON_PACKAGES)' if not PACKAGE_NAMES else ''
                 return ('%s, line %s: import of "%s" is not allowed in the sandbox; allowed modules: %s%s%s'
                         % (what, node.lineno, name, ', '.join(sorted(ALLOWED_IMPORTS)),
-                           '; supplied packages: %s' % ', '.join(sorted(PACKAGE_NAMES)) if PACKAGE_NAMES else '', hint))
+                           '; supplied packages: %s' % ', '.join(sorted(PACKAGE_NAMES)) if PACKAGE_NAMES else '', hint)), None
         if isinstance(node, _ast.Attribute) and node.attr in DENIED_ATTRS:
-            return '%s, line %s: the attribute "%s" is not allowed in the sandbox' % (what, node.lineno, node.attr)
+            return '%s, line %s: the attribute "%s" is not allowed in the sandbox' % (what, node.lineno, node.attr), None
         if isinstance(node, _ast.Name) and node.id in DENIED_NAMES:
-            return '%s, line %s: "%s" is not allowed in the sandbox' % (what, node.lineno, node.id)
-    return None
+            return '%s, line %s: "%s" is not allowed in the sandbox' % (what, node.lineno, node.id), None
+    if refused:
+        tree = _RaiseForImport(refused).visit(tree)
+    return None, tree
 
 class _Blocker:
     # No instance attributes: a find_spec set on the instance would shadow the method, unseen by the class check.
@@ -1230,11 +1287,11 @@ def compile_env(class_name, source):
     """The code of an environment source that passes the AST check, or the error envelope (a str).
     The interpreter thread keeps these code objects (by class name and source) on its JavaScript side,
     out of Python's reach, and hands one to create() instead of checking and compiling again."""
-    why = check_source(source, 'the environment source')
+    why, tree = check_source(source, 'the environment source')
     if why:
         return _err('SOURCE_LOAD_FAILED', why)
     try:
-        return compile(source, '<environment %s>' % class_name, 'exec')
+        return compile(tree, '<environment %s>' % class_name, 'exec')
     except BaseException as e:
         return _fail(e, 'SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
 
@@ -1556,7 +1613,7 @@ def check(sid, source, with_episode=False):
     s = SESSIONS.get(sid)
     if s is None or s.final_state is None:
         return _err('ENV_DISPOSED', 'the final state is gone')
-    why = check_source(source, 'the check')
+    why, tree = check_source(source, 'the check')
     if why:
         return _err('CHECK_INVALID', why)
     g = None
@@ -1580,7 +1637,7 @@ def check(sid, source, with_episode=False):
             return _fail(e, 'CHECK_THREW', 'the states could not be copied for the check: ' + _describe(e))
         _MODULES['envfleet_check'] = m  # while the check's code runs (its check_func too); out again below
         try:
-            exec(compile(source, '<check>', 'exec'), g)
+            exec(compile(tree, '<check>', 'exec'), g)
         except BaseException as e:
             return _fail(e, 'CHECK_INVALID', 'the check failed while loading: ' + _describe(e))
         fn = g.get('check_func')
