@@ -1,7 +1,7 @@
 import { InvalidArgumentError } from 'commander';
 import { MODEL_STAGE_NAMES, isModelStage } from '../config/index.js';
 import { deleteRun, runsFinishedBefore } from '../queues/run-delete.js';
-import { cancelRun, resumeRun } from '../queues/run-jobs.js';
+import { cancelRun, resumeRun, workersOfQueues } from '../queues/run-jobs.js';
 import { listRuns, runStatus, timeLeftText, type FunnelRow, type RunStatus } from '../queues/run-status.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
 import { RequestError, castToError } from '../src/errors.js';
@@ -23,8 +23,8 @@ export async function runsCommand(opts: { json?: boolean }): Promise<void> {
 
 /** `envfleet status`. */
 export async function statusCommand(opts: { run: string; json?: boolean }): Promise<void> {
-  await withRuns(async ({ store, control, ledger }) => {
-    const status = await runStatus({ store, ledger, control }, opts.run);
+  await withRuns(async ({ at, store, control, ledger }) => {
+    const status = await runStatus({ store, ledger, control, workersOf: workersOfQueues(at) }, opts.run);
     if (!status) await requireRun(store, opts.run);
     process.stdout.write(opts.json ? `${JSON.stringify(status)}\n` : `${formatStatus(status!)}\n\n${formatFunnel(status!.funnel)}\n`);
   });
@@ -125,6 +125,8 @@ export function formatStatus(s: RunStatus): string {
   const lines = [
     `run ${s.id} — ${s.state}${s.finishedAt ? ` at ${s.finishedAt}` : ''}${s.control.reason ? ` (${s.control.reason})` : ''}; created ${s.createdAt}; input: ${s.input}`,
     `outstanding jobs: ${s.outstanding}; rate ${s.ratePerMinute.toFixed(1)} jobs/min; ${timeLeftText(s)}`,
+    // Jobs the store counts active in such a stage were taken by a worker that stopped: nothing runs them now.
+    ...(s.unconsumed.length ? [heldText(s)].filter(t => t) : []),
     `environments ${JSON.stringify(s.environments)}; scenarios ${JSON.stringify(s.scenarios)}; trajectories ${s.trajectories.count}` +
       (s.trajectories.count === 0
         ? ''
@@ -160,6 +162,12 @@ export interface DeleteRunsOptions {
   readonly run?: string;
   readonly finishedBefore?: string;
   readonly dryRun?: boolean;
+}
+
+/** For stages no worker consumes: the jobs shown active there, which a worker that stopped had taken. */
+function heldText(s: RunStatus): string {
+  const held = s.stages.filter(st => s.unconsumed.includes(st.stage)).reduce((a, st) => a + st.running, 0);
+  return held ? `the ${held} job${held === 1 ? '' : 's'} shown active in ${s.unconsumed.join(', ')} ${held === 1 ? 'was' : 'were'} taken by a worker that has stopped: nothing runs ${held === 1 ? 'it' : 'them'} now, and a worker that starts takes ${held === 1 ? 'it' : 'them'} up again once ${held === 1 ? 'its lock expires' : 'their locks expire'} (ENVFLEET_LOCK_DURATION_MS)` : '';
 }
 
 /** `envfleet runs delete`. */

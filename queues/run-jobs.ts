@@ -22,6 +22,23 @@ export function queueAt(at: QueuesAt, name: string): Queue {
   return new Queue(name, { connection: at.connection, prefix: queuePrefix(at.prefix, slotTag, at.connection) });
 }
 
+/**
+ * StatusDeps.workersOf over `at`'s queues: how many workers BullMQ lists for a stage's queue (from Redis's client
+ * list; null where Redis refuses CLIENT LIST).
+ */
+export function workersOfQueues(at: QueuesAt): (stage: string) => Promise<number | null> {
+  return async stage => {
+    const queue = queueAt(at, stage);
+    try {
+      return await queue.getWorkersCount();
+    } catch {
+      return null;
+    } finally {
+      await queue.close();
+    }
+  };
+}
+
 /** Visits every outstanding job of a run, with a Queue to inspect or change it. */
 export async function forEachPendingJob(
   at: QueuesAt,

@@ -77,6 +77,12 @@ export interface RunStatus {
   /** Jobs finished per minute over the last five minutes that saw any. */
   readonly ratePerMinute: number;
   readonly etaMinutes: number | null;
+  /**
+   * Stages where jobs of the run are outstanding and no worker consumes the queue now (a worker that stopped, or none
+   * started): the run does not move until one starts. Empty when not known (no StatusDeps.workersOf, or Redis refuses
+   * CLIENT LIST) and while the run is paused or cancelled.
+   */
+  readonly unconsumed: readonly PipelineStage[];
   readonly throughput: readonly { minute: string; count: number }[];
 }
 
@@ -110,6 +116,8 @@ export interface StatusDeps {
   readonly store: RunStore;
   readonly ledger: Ledger;
   readonly control: RunControl;
+  /** How many workers consume a stage's queue now; null when it cannot be known (a Redis that refuses CLIENT LIST). Without it, status says nothing of workers. */
+  readonly workersOf?: (stage: PipelineStage) => Promise<number | null>;
 }
 
 /** Everything `envfleet status` and the dashboard show about a run. */
@@ -146,6 +154,10 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
   const throughput = await deps.store.throughput(runId);
   const ratePerMinute = recentRate(throughput, Date.now());
   const control = await deps.control.get(runId);
+  const unconsumed: PipelineStage[] = [];
+  if (deps.workersOf && control.state === 'running') {
+    for (const stage of PIPELINE_STAGES) if (pendingByStage[stage] && (await deps.workersOf(stage)) === 0) unconsumed.push(stage);
+  }
   const environments = await deps.store.statusCounts(runId, 'env');
   const scenarios = await deps.store.statusCounts(runId, 'scenario');
   const sum = (c: Record<string, number>) => Object.values(c).reduce((a, b) => a + b, 0);
@@ -174,7 +186,9 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
     redis: footprint(await deps.store.bytes(runId), { environment: sum(environments), scenario: sum(scenarios), trajectory: trajectoryCount }),
     ratePerMinute,
     // A paused or cancelled run makes no progress: the last minutes' rate says nothing of when it ends.
-    etaMinutes: outstanding === 0 ? 0 : control.state === 'running' && ratePerMinute > 0 ? outstanding / ratePerMinute : null,
+    // Nor does a run whose jobs wait where no worker takes them: the rate is of the workers that stopped.
+    etaMinutes: outstanding === 0 ? 0 : control.state === 'running' && ratePerMinute > 0 && !unconsumed.length ? outstanding / ratePerMinute : null,
+    unconsumed,
     throughput,
   };
 }
@@ -195,15 +209,21 @@ export function recentRate(throughput: readonly { readonly minute: string; reado
   return finished / window;
 }
 
-/** What is left of a run's time, for status and the dashboard: none while it is paused (with the command that resumes it) or cancelled. */
-export function timeLeftText(s: Pick<RunStatus, 'id' | 'state' | 'outstanding' | 'etaMinutes'> & Partial<Pick<RunStatus, 'control'>>): string {
+/** What is left of a run's time, for status and the dashboard: none while it is paused (with the command that resumes it), cancelled, or waiting for a worker. */
+export function timeLeftText(s: Pick<RunStatus, 'id' | 'state' | 'outstanding' | 'etaMinutes'> & Partial<Pick<RunStatus, 'control' | 'unconsumed'>>): string {
   if (s.state === 'paused' && s.outstanding > 0) {
     // A budget pause needs a higher budget: resuming without one pauses the run again (and resume refuses it).
     const budget = s.control?.reason?.startsWith('budget reached') === true;
     return `no time left estimated while it is paused (envfleet resume --run ${s.id}${budget ? ' --budget-tokens N --budget-usd X, above what is used' : ''})`;
   }
   if (s.state === 'cancelled' && s.outstanding > 0) return 'no time left estimated: it is cancelled';
+  if (s.state === 'running' && s.unconsumed?.length) return `no time left estimated: ${noWorkerText(s.unconsumed)}`;
   return s.etaMinutes === null ? 'time left unknown' : `about ${s.etaMinutes.toFixed(1)} min left`;
+}
+
+/** What status says of stages no worker consumes, and what to do. */
+export function noWorkerText(stages: readonly string[]): string {
+  return `no worker is consuming ${stages.join(', ')}, where jobs of the run are outstanding (start \`envfleet worker\` with the same REDIS_URL and ENVFLEET_REDIS_PREFIX)`;
 }
 
 export interface RunSummary {

@@ -72,7 +72,18 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
   createBullBoard({ queues: queues.map(q => new BullMQAdapter(q)), serverAdapter: boardAdapter, options: { uiConfig: { boardTitle: 'envfleet' } } });
   app.use('/queues', boardAdapter.getRouter() as express.Router);
 
-  const statusDeps: StatusDeps = { store, ledger, control };
+  const statusDeps: StatusDeps = {
+    store,
+    ledger,
+    control,
+    workersOf: async stage => {
+      try {
+        return await queues[PIPELINE_STAGES.indexOf(stage)]!.getWorkersCount();
+      } catch {
+        return null; // CLIENT LIST refused (some managed Redis): no claim either way.
+      }
+    },
+  };
   app.get('/', (_req, res, next) => {
     void (async () => {
       const runs = await listRuns(store, control);

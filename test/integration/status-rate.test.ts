@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { Worker } from 'bullmq';
 import { expect } from 'chai';
 import { formatStatus } from '../../cli/runs.js';
+import { workersOfQueues } from '../../queues/run-jobs.js';
 import { runStatus } from '../../queues/run-status.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { createRedisConnection, waitForRedis, type Redis } from '../../src/redis/connection.js';
@@ -61,5 +63,39 @@ describe('envfleet status: the rate is that of the last minutes, not of the last
     await runWith('young', { [minuteAgo(1)]: 6, [minuteAgo(0)]: 2 });
     const s = (await statusOf('young'))!;
     expect(s.ratePerMinute).to.equal(4);
+  });
+
+  it('jobs outstanding where no worker consumes the queue (the worker was killed): no time left from the rate it had, the queue named, and the jobs shown active said to be held by no one', async () => {
+    await runWith('orphaned', { [minuteAgo(1)]: 30, [minuteAgo(0)]: 10 });
+    await store.running('orphaned', 'rollout.run', 'a', true);
+    const deps = { store, ledger: createRedisLedger(redis, prefix), control: createRedisRunControl(redis, prefix), workersOf: workersOfQueues({ connection: redis, prefix }) };
+    const s = (await runStatus(deps, 'orphaned'))!;
+    expect(s.state).to.equal('running');
+    expect(s.ratePerMinute).to.equal(20);
+    expect(s.unconsumed).to.deep.equal(['rollout.run']);
+    expect(s.etaMinutes).to.equal(null);
+    const text = formatStatus(s);
+    expect(text).to.include('rate 20.0 jobs/min; no time left estimated: no worker is consuming rollout.run, where jobs of the run are outstanding (start `envfleet worker` with the same REDIS_URL and ENVFLEET_REDIS_PREFIX)');
+    expect(text).to.include('the 1 job shown active in rollout.run was taken by a worker that has stopped: nothing runs it now');
+    // A worker consuming the queue again (a real BullMQ worker, listed by Redis's client list): the estimate is back.
+    const connection = createRedisConnection(REDIS_URL, 'worker');
+    const worker = new Worker('rollout.run', async () => undefined, { connection, prefix, autorun: false });
+    try {
+      void worker.run();
+      await worker.waitUntilReady();
+      for (let i = 0; i < 100 && (await workersOfQueues({ connection: redis, prefix })('rollout.run')) === 0; i++) await new Promise(r => setTimeout(r, 50));
+      const back = (await runStatus(deps, 'orphaned'))!;
+      expect(back.unconsumed).to.deep.equal([]);
+      expect(back.etaMinutes).to.equal(3 / 20);
+      expect(formatStatus(back)).to.include('about 0.1 min left').and.not.include('no worker');
+      // Paused, the run says so, not that workers are missing.
+      await deps.control.pause('orphaned', 'test');
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
+    const paused = (await runStatus(deps, 'orphaned'))!;
+    expect(paused.unconsumed).to.deep.equal([]);
+    expect(formatStatus(paused)).to.include('while it is paused').and.not.include('no worker');
   });
 });
