@@ -79,7 +79,7 @@ describe('envfleet status: the rate is that of the last minutes, not of the last
     expect(text).to.include('the 1 job shown active in rollout.run was taken by a worker that has stopped: nothing runs it now');
     // A worker consuming the queue again (a real BullMQ worker, listed by Redis's client list): the estimate is back.
     const connection = createRedisConnection(REDIS_URL, 'worker');
-    const worker = new Worker('rollout.run', async () => undefined, { connection, prefix, autorun: false });
+    const worker = new Worker('rollout.run', () => Promise.resolve(undefined), { connection, prefix, autorun: false });
     try {
       void worker.run();
       await worker.waitUntilReady();
