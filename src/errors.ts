@@ -59,6 +59,7 @@ export const ERROR_CODES = {
   INVALID_DATA: { area: 'fleet', action: 'give-up', means: 'a value read back does not match its schema: fails at once' },
   UNEXPECTED: { area: 'fleet', action: 'retry', means: 'an error envfleet did not foresee: retried, and logged with its stack' },
   CONFIG_INVALID: { area: 'fleet', action: 'give-up', means: 'a variable or the models file is wrong: the process does not start; the message says what to fix' },
+  EXPORT_FOLDER_BUSY: { area: 'fleet', action: 'give-up', means: 'another export is writing into the same folder (export --out) now: two at once would put files of both under one manifest; the message names the other export (its run, process, host and start) and its lock file, to remove only when no export is running (a machine that restarted mid-export)' },
   INVALID_REQUEST: { area: 'fleet', action: 'give-up', means: 'a command asked for something that cannot be done (an unknown run, a bad run name, both or neither of --tasks and --descriptions, resuming a cancelled run): the message says what to fix' },
   INPUT_FILE_INVALID: { area: 'fleet', action: 'give-up', means: 'an input file (tasks, descriptions, bundles, states) is malformed: the command names the file, line and problem' },
   REDIS_UNAVAILABLE: { area: 'fleet', action: 'retry', means: 'Redis does not answer: the process does not start' },
@@ -248,6 +249,18 @@ export class SinkOutputGoneError extends AppError {
         `the ${batch} trajector${batch === 1 ? 'y' : 'ies'} it had just written there ${batch === 1 ? 'is' : 'are'} not acknowledged and stay${batch === 1 ? 's' : ''} in Redis; run the sink again (it makes its folder again) and it writes them. ` +
         'Trajectories this sink acknowledged earlier into that file were in it: if it was deleted, their transcripts are gone (Redis keeps only their summaries), unless the file is put back at its path.',
       { details: { runId, path, batch } },
+    );
+  }
+}
+
+/** Another export holds the folder's lock (src/datasets/export.ts). */
+export class ExportFolderBusyError extends AppError {
+  constructor(dir: string, lockPath: string, holder: string) {
+    super(
+      'EXPORT_FOLDER_BUSY',
+      `another export is writing into ${dir} (${holder}): wait for it to end, or export into another folder. ` +
+        `If no export is running there (its machine restarted mid-export, or its process id was reused since), remove ${lockPath} and export again.`,
+      { details: { dir, lockPath } },
     );
   }
 }

@@ -1,6 +1,8 @@
-import { readFile, rm, stat } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { RequestError } from '../errors.js';
+import { ExportFolderBusyError, RequestError } from '../errors.js';
 import type { Trajectory } from '../rollouts/types.js';
 import type { DocKind, RunDocuments, RunStore } from '../runs/store.js';
 import { ExportStage, JsonlWriter } from './jsonl-writer.js';
@@ -9,7 +11,7 @@ import { forEachFullTrajectory, shardsMovedTo } from './shards.js';
 import { PROMPTS_FILE, VERL_FILE, writeRLTrainerFiles } from './rl-exports.js';
 import { LLAMAFACTORY_INFO_FILE, readLlamaFactoryInfo, writeLlamaFactoryInfo, type LlamaFactoryInfo } from './llamafactory-info.js';
 import { DEFAULT_SFT_OPTIONS, passesFilter, toHF, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type ReasoningMode, type SftFilter } from './trajectories.js';
-import { makeFolder, writeWholeFile } from '../util/make-dir.js';
+import { OutputFileError, makeFolder, writeWholeFile } from '../util/make-dir.js';
 
 export type DatasetFormat = 'openai' | 'sharegpt' | 'llamafactory' | 'hf' | 'rl' | 'verl' | 'prompts';
 export const DATASET_FORMATS: readonly DatasetFormat[] = ['openai', 'sharegpt', 'llamafactory', 'hf', 'rl', 'verl', 'prompts'];
@@ -45,6 +47,80 @@ export interface ExportResult {
 /** The manifest an export leaves in its folder: the files it wrote (the next export into the folder removes those it does not write). */
 export const EXPORT_MANIFEST = '.envfleet-export.json';
 
+/** The lock an export holds on its folder while it writes there (one export per folder at a time). */
+export const EXPORT_LOCK = '.envfleet-export.lock';
+
+/** Whether process `pid` of this machine is alive (a process of another user's counts as alive). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+interface LockHolder {
+  readonly token: string;
+  readonly run: string;
+  readonly pid: number;
+  readonly host: string;
+  readonly startedAt: string;
+}
+
+/**
+ * Takes `dir`'s export lock, or throws ExportFolderBusyError naming the export that holds it. A lock left by an export
+ * of this machine whose process is gone (killed, say) is taken over; then no other export writes into the folder,
+ * so the partial files such an export left (NAME.<tag>.partial) are removed. Returns the release.
+ */
+async function lockFolder(dir: string, runId: string): Promise<() => Promise<void>> {
+  const path = join(dir, EXPORT_LOCK);
+  const me: LockHolder = { token: randomUUID(), run: runId, pid: process.pid, host: hostname(), startedAt: new Date().toISOString() };
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const handle = await open(path, 'wx');
+      try {
+        await handle.writeFile(`${JSON.stringify(me)}\n`, 'utf8');
+      } finally {
+        await handle.close();
+      }
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new OutputFileError(path, err);
+    }
+    const text = await readFile(path, 'utf8').catch(() => null);
+    let holder: Partial<LockHolder> | null = null;
+    try {
+      holder = text === null ? null : (JSON.parse(text) as Partial<LockHolder>);
+    } catch {
+      // Empty or torn: an export that died between creating the file and writing it, or a file of someone else's.
+    }
+    const stale = text !== null && holder?.host === me.host && typeof holder.pid === 'number' && !alive(holder.pid);
+    // A lock removed meanwhile (its export ended) or a stale one: try again, once past a stale one.
+    if ((text === null || stale) && attempt < 3) {
+      if (stale) await rm(path, { force: true });
+      continue;
+    }
+    const who = holder && typeof holder.pid === 'number' ? `run ${JSON.stringify(holder.run)}, process ${holder.pid} on ${holder.host}, since ${holder.startedAt}` : `its lock ${path} does not say whose it is`;
+    throw new ExportFolderBusyError(dir, path, who);
+  }
+  await removeLeftPartials(dir);
+  return async () => {
+    // Only our own lock: one taken over as stale by another export (this process stopped a long while?) stays its own.
+    const text = await readFile(path, 'utf8').catch(() => null);
+    if (text !== null && text.includes(me.token)) await rm(path, { force: true });
+  };
+}
+
+/** Partial files an export of the folder left when it was killed: removed while this export holds the folder's lock. */
+async function removeLeftPartials(dir: string): Promise<void> {
+  const names = new Set([...EXPORT_FILES, EXPORT_MANIFEST]);
+  for (const entry of await readdir(dir)) {
+    const m = /^(.+)\.[0-9a-f]{8}\.partial$/.exec(entry);
+    if (m && names.has(m[1]!)) await rm(join(dir, entry), { force: true });
+  }
+}
+
 /** The names of the files this module writes; with the RL trainers' files, every file an export may write into its folder. */
 const FILE = {
   environments: 'environments.jsonl',
@@ -68,6 +144,15 @@ const EXPORT_FILES: readonly string[] = [...Object.values(FILE), LLAMAFACTORY_IN
 export async function exportRun(store: RunStore, runId: string, dir: string, options: ExportOptions = {}): Promise<ExportResult> {
   if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist (check --run and REDIS_URL / ENVFLEET_REDIS_PREFIX)`);
   await makeFolder(dir, 'the output folder (export --out)');
+  const release = await lockFolder(dir, runId);
+  try {
+    return await exportLocked(store, runId, dir, options);
+  } finally {
+    await release();
+  }
+}
+
+async function exportLocked(store: RunStore, runId: string, dir: string, options: ExportOptions): Promise<ExportResult> {
   const formats = new Set(options.formats ?? DATASET_FORMATS);
   const trajectoryIds = (await store.listDocIds(runId, 'trajectory')).sort();
   const earlier = await readManifest(dir);

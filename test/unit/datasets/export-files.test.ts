@@ -1,6 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
@@ -168,23 +169,50 @@ describe('the SFT files of an export (real Redis)', () => {
     expect((await readdir(dir)).filter(n => n.endsWith('.partial'))).to.deep.equal([]);
   });
 
-  it('two exports into one folder at once write no file holding lines of both (each writes its own partial files)', async () => {
+  it('two exports into one folder at once: one is refused (EXPORT_FOLDER_BUSY, naming the other), and the folder holds the other export whole', async () => {
     // A reviewer's probe: both wrote the same NAME.partial; the file one committed held lines of both runs and a torn one.
-    // (Which run's file each name ends up holding is the later commit's: two exports into one folder are not supported.)
+    // With partial files of their own, which run each name ended up with, the manifest and the removals still crossed.
     await store.createRun({ id: 'sft-twice', createdAt: '2026-01-03T00:00:00.000Z', input: 'descriptions', options: runOptionsFrom(loadConfig({})) });
     await store.putDoc('sft-twice', 'trajectory', 'trj-parallel', { ...PARALLEL, id: 'trj-parallel', runId: 'sft-twice' });
+    const alone: Record<string, string> = {};
+    for (const run of ['sft', 'sft-twice']) {
+      alone[run] = await mkdtemp(join(tmpdir(), 'envfleet-sft-alone-'));
+      await exportRun(store, run, alone[run]);
+    }
     for (let round = 0; round < 3; round += 1) {
       const dir = await mkdtemp(join(tmpdir(), 'envfleet-sft-twice-'));
-      await Promise.all([exportRun(store, 'sft', dir), exportRun(store, 'sft-twice', dir)]);
-      const files = await readdir(dir);
-      expect(files.filter(n => n.endsWith('.partial'))).to.deep.equal([]);
-      for (const name of files.filter(n => n.endsWith('.jsonl'))) {
-        const text = await readFile(join(dir, name), 'utf8');
-        for (const l of text.split('\n').filter(Boolean)) expect(() => JSON.parse(l) as unknown, `${name}: ${l.slice(0, 80)}`).not.to.throw();
-        const runs = new Set([...text.matchAll(/"(trj-broken|trj-parallel)"/g)].map(m => m[1]));
-        // sft's files hold both trajectories, sft-twice's only trj-parallel: never more lines of one than its run gave.
-        expect(runs.size, name).to.be.at.most(2);
-      }
+      const runs = round % 2 ? ['sft-twice', 'sft'] : ['sft', 'sft-twice'];
+      const settled = await Promise.allSettled(runs.map(run => exportRun(store, run, dir)));
+      // Which one takes the lock is the file system's call; exactly one does.
+      const won = settled.findIndex(r => r.status === 'fulfilled');
+      expect(settled.map(r => r.status).sort()).to.deep.equal(['fulfilled', 'rejected']);
+      const err = (settled[1 - won] as PromiseRejectedResult).reason as Error & { code?: string };
+      expect(err.code).to.equal('EXPORT_FOLDER_BUSY');
+      expect(err.message).to.match(new RegExp(`^another export is writing into ${dir} \\(run "${runs[won]}", process ${process.pid} on .+, since .+\\): wait for it to end, or export into another folder\\. If no export is running there .*remove ${join(dir, '.envfleet-export.lock')} and export again\\.$`));
+      // The folder is the winner's export, file for file and byte for byte, and no lock or partial file is left.
+      const files = (await readdir(dir)).sort();
+      expect(files).to.deep.equal((await readdir(alone[runs[won]!]!)).sort());
+      for (const name of files) expect(await readFile(join(dir, name), 'utf8'), name).to.equal(await readFile(join(alone[runs[won]!]!, name), 'utf8'));
     }
+  });
+
+  it('takes over the lock of an export whose process is gone, removing the partial files it left; refuses one held on another machine', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sft-stale-'));
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid;
+    await writeFile(join(dir, '.envfleet-export.lock'), `${JSON.stringify({ token: 'x', run: 'killed', pid: dead, host: hostname(), startedAt: '2026-01-01T00:00:00.000Z' })}\n`);
+    await writeFile(join(dir, 'sft-openai.jsonl.0a1b2c3d.partial'), '{"messages": [{"role": "user", "content": "half a li');
+    await writeFile(join(dir, 'notes.0a1b2c3d.partial'), 'not an export file: kept');
+    const result = await exportRun(store, 'sft', dir);
+    expect(result.datasets['sft-openai.jsonl']).to.equal(2);
+    expect((await readdir(dir)).filter(n => n.endsWith('.partial') || n.endsWith('.lock'))).to.deep.equal(['notes.0a1b2c3d.partial']);
+    // Another machine's export (a folder on a shared file system): its process cannot be looked at, so it is never taken over.
+    const lock = `${JSON.stringify({ token: 'y', run: 'elsewhere', pid: dead, host: `${hostname()}-other`, startedAt: '2026-01-01T00:00:00.000Z' })}\n`;
+    await writeFile(join(dir, '.envfleet-export.lock'), lock);
+    const before = await readFile(join(dir, 'sft-openai.jsonl'), 'utf8');
+    const err = (await exportRun(store, 'sft-twice', dir).then(() => null, (e: unknown) => e)) as Error & { code?: string };
+    expect(err?.code).to.equal('EXPORT_FOLDER_BUSY');
+    expect(err.message).to.include(`(run "elsewhere", process ${dead} on ${hostname()}-other, since 2026-01-01T00:00:00.000Z)`);
+    expect(await readFile(join(dir, '.envfleet-export.lock'), 'utf8')).to.equal(lock);
+    expect(await readFile(join(dir, 'sft-openai.jsonl'), 'utf8')).to.equal(before);
   });
 });
