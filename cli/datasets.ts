@@ -3,7 +3,7 @@ import { loadConfig } from '../config/index.js';
 import { DATASET_FORMATS, exportRun, type DatasetFormat } from '../src/datasets/export.js';
 import { LLAMAFACTORY_INFO_FILE } from '../src/datasets/llamafactory-info.js';
 import { runSink } from '../src/datasets/sink.js';
-import { REASONING_MODES, type ReasoningMode } from '../src/datasets/trajectories.js';
+import { REASONING_MODES, type ReasoningMode, type ShareGPTLeftOut } from '../src/datasets/trajectories.js';
 import { createRedisConnection, waitForRedisToStart } from '../src/redis/connection.js';
 import { createRedisRunStore } from '../src/runs/store.js';
 import { requireRun, withRuns } from './context.js';
@@ -47,6 +47,12 @@ export interface ExportCommandOptions {
   readonly trajectories?: string;
 }
 
+/** What each reason for a ShareGPT turn left out means, for the export's note. */
+const SHAREGPT_LEFT_OUT: Record<ShareGPTLeftOut, string> = {
+  'unreadable-call-turn': "at or after a tool-call turn whose text or kept reasoning holds the template's tool-call or think words, which LLaMA-Factory would read its calls from",
+  'turn-order': 'at or after a break of the human / assistant turn order LLaMA-Factory requires (two user turns in a row, say)',
+};
+
 /** `envfleet export`: the datasets of a run. */
 export async function exportCommand(opts: ExportCommandOptions): Promise<void> {
   const formats = opts.format ? opts.format.split(',').map(f => f.trim()) : [...DATASET_FORMATS];
@@ -79,6 +85,10 @@ export async function exportCommand(opts: ExportCommandOptions): Promise<void> {
           ? `note: ${opts.out}/${LLAMAFACTORY_INFO_FILE} already held ${n} other dataset entr${n === 1 ? 'y' : 'ies'} (${names}): envfleet added its entries to that file and kept the others as they were\n`
           : `note: took envfleet's entries out of ${opts.out}/${LLAMAFACTORY_INFO_FILE} (this export writes no LLaMA-Factory file) and kept its ${n} other dataset entr${n === 1 ? 'y' : 'ies'} (${names})\n`,
       );
+    }
+    for (const [file, left] of Object.entries(result.leftOut)) {
+      const reasons = Object.entries(left.byReason).map(([why, n]) => `${n} ${SHAREGPT_LEFT_OUT[why as ShareGPTLeftOut] ?? why}`).join('; ');
+      process.stderr.write(`note: ${left.turns} assistant turn${left.turns === 1 ? '' : 's'} of ${left.trajectories} trajector${left.trajectories === 1 ? 'y are' : 'ies are'} in no line of ${opts.out}/${file} (a conversation's lines stop at the first such turn): ${reasons} (docs/formats.md)\n`);
     }
     if (result.foreign.length) process.stderr.write(`note: ${opts.out} also holds ${result.foreign.join(', ')}, which this export did not write and no earlier export's manifest lists (written by hand, or by an older envfleet): kept; remove them if they are an earlier export's, so no trainer mixes them with these\n`);
   });

@@ -10,7 +10,7 @@ import { droppedScenarioLine, environmentLine, scenarioLine } from './lines.js';
 import { forEachFullTrajectory, shardsMovedTo } from './shards.js';
 import { PROMPTS_FILE, VERL_FILE, writeRLTrainerFiles } from './rl-exports.js';
 import { LLAMAFACTORY_INFO_FILE, readLlamaFactoryInfo, writeLlamaFactoryInfo, type LlamaFactoryInfo } from './llamafactory-info.js';
-import { DEFAULT_SFT_OPTIONS, passesFilter, toHF, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type ReasoningMode, type SftFilter } from './trajectories.js';
+import { DEFAULT_SFT_OPTIONS, passesFilter, toHF, toLlamaFactory, toOpenAI, toRLGroup, toRLScenario, toShareGPT, type ReasoningMode, type SftFilter, type ShareGPTLeftOut } from './trajectories.js';
 import { OutputFileError, makeFolder, writeWholeFile } from '../util/make-dir.js';
 
 export type DatasetFormat = 'openai' | 'sharegpt' | 'llamafactory' | 'hf' | 'rl' | 'verl' | 'prompts';
@@ -42,6 +42,11 @@ export interface ExportResult {
    * (an export without the LLaMA-Factory files into a folder an earlier one wrote them to). Empty when there are none.
    */
   readonly infoKept: readonly string[];
+  /**
+   * Target assistant turns a dataset file gives no line for, by file and reason, with the trajectories they are of
+   * (sft-sharegpt.jsonl: lines stop at a turn LLaMA-Factory could not read back, or at a break of its turn order).
+   */
+  readonly leftOut: Record<string, { readonly turns: number; readonly trajectories: number; readonly byReason: Record<string, number> }>;
 }
 
 /** The manifest an export leaves in its folder: the files it wrote (the next export into the folder removes those it does not write). */
@@ -181,7 +186,7 @@ async function exportLocked(store: RunStore, runId: string, dir: string, options
         scenarios = { ready: 0, dropped: 0, path: null };
       }
     }
-    const { datasets, infoKept } = await exportDatasets(store, runId, dir, trajectoryIds, info, options, stage);
+    const { datasets, infoKept, leftOut } = await exportDatasets(store, runId, dir, trajectoryIds, info, options, stage);
     // The RL trainers' files (rl-exports.ts) need ready scenarios, not trajectories.
     if (scenarios.ready) {
       Object.assign(datasets, await writeRLTrainerFiles(store, runId, dir, { verl: formats.has('verl'), prompts: formats.has('prompts') }, 'train', stage));
@@ -217,7 +222,7 @@ async function exportLocked(store: RunStore, runId: string, dir: string, options
     }
     // No time in it: the same run exported twice gives the same files, byte for byte (the chaos run compares them).
     await writeWholeFile(join(dir, EXPORT_MANIFEST), `${JSON.stringify({ run: runId, files: [...written].sort() })}\n`);
-    return { path, count, byStatus, scenarios, datasets, removed, foreign, infoKept: kept };
+    return { path, count, byStatus, scenarios, datasets, removed, foreign, infoKept: kept, leftOut };
   } catch (err) {
     await stage.abort();
     throw err;
@@ -274,15 +279,21 @@ async function exportDatasets(
   info: LlamaFactoryInfo | null,
   options: ExportOptions,
   stage: ExportStage,
-): Promise<{ datasets: Record<string, number>; infoKept: readonly string[] }> {
-  if (!ids.length) return { datasets: {}, infoKept: [] };
+): Promise<{ datasets: Record<string, number>; infoKept: readonly string[]; leftOut: ExportResult['leftOut'] }> {
+  if (!ids.length) return { datasets: {}, infoKept: [], leftOut: {} };
   const formats = new Set(options.formats ?? DATASET_FORMATS);
   const filter = options.filter ?? { solvedOnly: false, minReward: null };
   const o = options.reasoning ? { reasoning: options.reasoning } : DEFAULT_SFT_OPTIONS;
+  const sharegptLeft = { turns: 0, trajectories: 0, byReason: {} as Record<string, number> };
+  const countLeft = (why: ShareGPTLeftOut, turns: number) => {
+    sharegptLeft.turns += turns;
+    sharegptLeft.trajectories += 1;
+    sharegptLeft.byReason[why] = (sharegptLeft.byReason[why] ?? 0) + turns;
+  };
   // Each SFT format: its file, and the records one trajectory gives (none when it has no assistant turn to learn from).
   const sft: readonly [DatasetFormat, string, (t: Trajectory) => readonly unknown[]][] = [
     ['openai', FILE.openai, t => [toOpenAI(t, o)].filter(x => x !== null)],
-    ['sharegpt', FILE.sharegpt, t => toShareGPT(t, o)],
+    ['sharegpt', FILE.sharegpt, t => toShareGPT(t, o, countLeft)],
     ['llamafactory', FILE.llamafactory, t => toLlamaFactory(t, o)],
     ['hf', FILE.hf, t => toHF(t, o)],
   ];
@@ -321,5 +332,5 @@ async function exportDatasets(
     }, stage);
     out[FILE.rlGroups] = await writeDocs(store, runId, 'group', { [join(dir, FILE.rlGroups)]: g => [toRLGroup(g)] }, stage);
   }
-  return { datasets: out, infoKept };
+  return { datasets: out, infoKept, leftOut: sharegptLeft.turns ? { [FILE.sharegpt]: sharegptLeft } : {} };
 }

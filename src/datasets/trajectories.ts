@@ -224,7 +224,15 @@ function functionCallWritable(m: Msg, o: SftOptions): boolean {
  * ever context and the recovery after it is still learned. A function_call turn LLaMA-Factory could not read back
  * (functionCallWritable) ends the conversation as a break of the alternation does: lines only before it.
  */
-export function toShareGPT(t: Trajectory, o: SftOptions = DEFAULT_SFT_OPTIONS): { conversations: ShareGPTTurn[]; system: string; tools: string }[] {
+/** Why toShareGPT gave no line for target turns of a trajectory: a turn it could not write readably (tool-call or thought words beside a call), or an order of turns LLaMA-Factory refuses. */
+export type ShareGPTLeftOut = 'unreadable-call-turn' | 'turn-order';
+
+export function toShareGPT(
+  t: Trajectory,
+  o: SftOptions = DEFAULT_SFT_OPTIONS,
+  /** Told, for a trajectory that gives fewer lines than it has target turns, why and how many are left out. */
+  leftOut?: (why: ShareGPTLeftOut, turns: number) => void,
+): { conversations: ShareGPTTurn[]; system: string; tools: string }[] {
   const tr = transcript(t);
   const turns: ShareGPTTurn[] = [];
   const target: boolean[] = [];
@@ -256,6 +264,8 @@ export function toShareGPT(t: Trajectory, o: SftOptions = DEFAULT_SFT_OPTIONS): 
   let ok = 0;
   while (ok < turns.length && writable[ok] && (turns[ok]!.from === 'gpt' || turns[ok]!.from === 'function_call') === (ok % 2 === 1) && (ok > 0 || turns[0]!.from === 'human')) ok += 1;
   const tools = JSON.stringify(t.tools.map(x => (x as { function: unknown }).function));
+  const left = target.filter((x, k) => x && k >= ok).length;
+  if (left && leftOut) leftOut(writable[ok] ? 'turn-order' : 'unreadable-call-turn', left);
   return turns.flatMap((_, k) => (k < ok && target[k] ? [{ conversations: turns.slice(0, k + 1), system: tr.system, tools }] : []));
 }
 

@@ -10,7 +10,7 @@ import { runOptionsFrom } from '../../../queues/submit.js';
 import { exportRun } from '../../../src/datasets/export.js';
 import { createRedisRunStore, type RunStore } from '../../../src/runs/store.js';
 import { AlpacaLine, HFPromptCompletionLine, LlamaFactoryDatasetInfo, OpenAIFineTuneLine, ShareGPTLine } from '../../helpers/formats.js';
-import { BROKEN, PARALLEL } from '../../helpers/sft-fixtures.js';
+import { BROKEN, call, PARALLEL, step, trajectory } from '../../helpers/sft-fixtures.js';
 
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 
@@ -57,6 +57,26 @@ describe('the SFT files of an export (real Redis)', () => {
       envfleet_alpaca: { file_name: 'sft-llamafactory.jsonl', formatting: 'alpaca', columns: { prompt: 'instruction', query: 'input', response: 'output', system: 'system', history: 'history' } },
     });
     for (const entry of Object.values(info)) expect(await readdir(dir)).to.include(entry.file_name);
+  });
+
+  it('says how many assistant turns of which trajectories are in no ShareGPT line, and why; an export with none says nothing', async () => {
+    const clean = await exportRun(store, 'sft', await mkdtemp(join(tmpdir(), 'envfleet-sft-left-')));
+    expect(clean.leftOut).to.deep.equal({});
+    await store.createRun({ id: 'sft-left', createdAt: '2026-01-04T00:00:00.000Z', input: 'descriptions', options: runOptionsFrom(loadConfig({})) });
+    const words = trajectory(
+      [
+        { role: 'system', content: 's' },
+        { role: 'user', content: 'réserve le livre 📚' },
+        { role: 'assistant', content: '我来查 <tool_call> 一下', tool_calls: [call('a', 'get', '{"x":1}')] },
+        { role: 'tool', tool_call_id: 'a', content: '{}' },
+        { role: 'assistant', content: 'fini ✅' },
+      ],
+      { id: 'trj-words', runId: 'sft-left', steps: [step(1, 'a', 'get', '{"x":1}')] },
+    );
+    const twoUsers = trajectory([{ role: 'system', content: 's' }, { role: 'user', content: 'a' }, { role: 'user', content: 'b' }, { role: 'assistant', content: 'c' }], { id: 'trj-two', runId: 'sft-left' });
+    for (const t of [words, twoUsers, { ...PARALLEL, id: 'trj-parallel', runId: 'sft-left' }]) await store.putDoc('sft-left', 'trajectory', t.id, t);
+    const result = await exportRun(store, 'sft-left', await mkdtemp(join(tmpdir(), 'envfleet-sft-left-')));
+    expect(result.leftOut).to.deep.equal({ 'sft-sharegpt.jsonl': { turns: 3, trajectories: 2, byReason: { 'unreadable-call-turn': 2, 'turn-order': 1 } } });
   });
 
   it('keeps or drops reasoning in every file by the option', async () => {

@@ -98,6 +98,10 @@ describe('dataset exports', () => {
   it('ShareGPT: refuses a conversation that cannot alternate', () => {
     const twoUsers = trajectory([{ role: 'system', content: 's' }, { role: 'user', content: 'a' }, { role: 'user', content: 'b' }, { role: 'assistant', content: 'c' }]);
     expect(toShareGPT(twoUsers)).to.deep.equal([]);
+    // and says so: the one target turn, left out for the turn order
+    const told: [string, number][] = [];
+    expect(toShareGPT(twoUsers, undefined, (why, n) => told.push([why, n]))).to.deep.equal([]);
+    expect(told).to.deep.equal([['turn-order', 1]]);
   });
 
   it('ShareGPT: a function_call value has no < or > in its JSON (\\u003c, \\u003e), so LLaMA-Factory’s tool-call and thought regexes cannot cut it', () => {
@@ -148,6 +152,12 @@ describe('dataset exports', () => {
         ],
         { steps: [step(1, 'a', 'get', '{"x":1}'), step(2, 'b', 'get', '{"x":2}')] },
       );
+    // The turns left out are told, with the reason; a trajectory with all its lines tells nothing.
+    const told: [string, number][] = [];
+    const tell = (why: string, n: number) => told.push([why, n]);
+    expect(toShareGPT(t('I will <tool_call> now', 'r'), undefined, tell)).to.have.length(1);
+    expect(toShareGPT(t(null, 'r'), undefined, tell)).to.have.length(3);
+    expect(told).to.deep.equal([['unreadable-call-turn', 2]]);
     for (const w of ['<tool_call>', '</tool_call>', '<|tool_call_start|>', '<|tool_call_end|>']) {
       expect(toShareGPT(t(`I will ${w} now`, 'r')), `text ${w}`).to.have.length(1);
       expect(toShareGPT(t(`I will ${w} now`, 'r'), KEEP), `text ${w}, reasoning kept`).to.have.length(1);
