@@ -83,6 +83,9 @@ export { SANDBOX_FULL_WAITS_FIELD };
 /** A failed job's `failedReason`: its code, then the message. */
 const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}`;
 
+/** Runs this process found gone (RUN_GONE): each is said once, for every queue's worker. */
+const runsSaidGone = new Set<string>();
+
 /** How often a worker process says that Redis refuses its writes (maxmemory), however many refusals it meets. */
 const REDIS_FULL_SAID_EVERY_MS = 30_000;
 /** How often a queue whose worker stopped taking jobs for a full Redis looks whether Redis has room again. */
@@ -130,6 +133,14 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
    * end must be settled too (its item ended again, the job out of its run's outstanding set).
    */
   const settled = new Set<string>();
+  /** Jobs the processor ended because their run is gone; their 'failed' event says nothing more. */
+  const gone = new Set<string>();
+  const sayRunGone = (runId: string, message: string) => {
+    if (runsSaidGone.has(runId)) return;
+    runsSaidGone.add(runId);
+    if (runsSaidGone.size > 1_000) runsSaidGone.delete(runsSaidGone.values().next().value!);
+    log.warn({ code: 'RUN_GONE', runId, reason: message }, 'jobs of a run that is no longer in Redis end without a retry (said once per run)');
+  };
   const settleOnce = async (job: Job, outcome: JobOutcome) => {
     const key = `${job.id ?? ''}:${outcome.status}:${job.attemptsStarted}:${job.processedOn ?? ''}`;
     if (settled.has(key)) return;
@@ -227,6 +238,14 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
           // holding none, BullMQ refuses the move, which is the case above.
           if (token) await job.moveToDelayed(Date.now(), token).catch(() => undefined);
           throw new DelayedError();
+        }
+        if (codeOf(err) === 'RUN_GONE') {
+          // Its run is no longer in Redis: nothing is settled (that would write counters of a run that is gone, making
+          // keys again in an emptied Redis), no attempt is tried again, and the process says it once per run.
+          sayRunGone(String(runId), err.message);
+          gone.add(job.id ?? '');
+          if (gone.size > 10_000) gone.delete(gone.values().next().value!); // a move BullMQ could not make fires no event
+          throw new UnrecoverableError(failedReason('RUN_GONE', err.message));
         }
         if (shuttingDown && abort.aborted && token) {
           // Cut short by shutdown: back to the queue now, no attempt used.
@@ -374,6 +393,12 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
       log.warn({ reason: err.message }, 'this worker lost a job\'s lock (it could not renew it for longer than ENVFLEET_LOCK_DURATION_MS: the worker held back, or Redis paused or out of reach; or the job was removed: run delete): another worker takes the job over from its checkpoint if it is still queued (after a Redis restart without persistence it is gone, with its run); steps in flight may be made twice, their model calls sent again');
       return;
     }
+    // The job's keys are gone from Redis (its run deleted, or Redis restarted without its data): BullMQ could not record
+    // the end of a job this worker was running. Nothing is lost that was not gone already.
+    if (/Missing key for job/i.test(err.message)) {
+      log.warn({ reason: err.message }, 'a job this worker ran is no longer in Redis (its run was deleted, or Redis restarted without its data), so its end could not be recorded there');
+      return;
+    }
     log.error({ err }, 'worker error');
   });
   const settle = (job: Job, outcome: JobOutcome) => {
@@ -383,6 +408,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
   worker.on('completed', job => settle(job, { status: 'completed' }));
   worker.on('failed', (job, err) => {
     if (!job) return;
+    if (gone.delete(job.id ?? '')) return; // its run is gone: said once per run (sayRunGone)
     // 'failed' fires on every failed attempt; only a job that is now in the failed set is final.
     job.getState().then(
       state => {

@@ -1,6 +1,7 @@
 import type { AnyStages, DataOf, EntryInputsOf, NameOf, OutputsOf, Pipeline, StageResult } from '../queues/define-pipeline.js';
 import { createRunEnqueuer, pendingKey, type RunEnqueuer } from '../queues/enqueuer.js';
 import { startQueueWorker, type JobOutcome, type ProcessorContext, type QueueWorker } from './bootstrap.js';
+import { RunGoneError, codeOf } from '../src/errors.js';
 import type { FleetContext } from './fleet.js';
 
 /**
@@ -53,7 +54,15 @@ export function startStageWorkers<St extends AnyStages, Out extends OutputsOf<St
         const jobId = job.job.id ?? '';
         await ctx.store.running(data.runId, stage, jobId, true);
         try {
-          const output = await processor.run(data, options.deps(job));
+          let output: Out[S];
+          try {
+            output = await processor.run(data, options.deps(job));
+          } catch (err) {
+            // A job whose run is gone (deleted, or Redis restarted without its data, where jobs in flight then enqueued
+            // what they feed) fails on whatever it reads first: a document "not found", the run's options. Said as such.
+            if (codeOf(err) !== 'RUN_GONE' && !(await ctx.store.getRun(data.runId).catch(() => true))) throw new RunGoneError(data.runId, undefined, false);
+            throw err;
+          }
           await enqueuer.follow(stage, data, output);
           return processor.result(output);
         } finally {
@@ -76,8 +85,8 @@ export function startStageWorkers<St extends AnyStages, Out extends OutputsOf<St
             if (data.success) await options.endItem(stage, data.data, outcome);
             else ctx.logger.warn({ queue: stage, jobId, code: outcome.code }, 'a job with invalid data failed; no item to end');
           }
-          await ctx.store.donePending(runId, pendingKey(stage, jobId));
-          await ctx.store.tick(runId);
+          // Counted once, and not for a run that is gone (that would make its keys again in an emptied Redis).
+          if (await ctx.store.donePending(runId, pendingKey(stage, jobId))) await ctx.store.tick(runId);
         },
       },
     );

@@ -146,7 +146,8 @@ export interface RunStore {
   claim(runId: string, key: string, owner: string): Promise<string>;
   /** The run's outstanding jobs, as `queue|jobId` entries (see queues/enqueuer.ts). */
   addPending(runId: string, keys: readonly string[]): Promise<void>;
-  donePending(runId: string, key: string): Promise<void>;
+  /** Takes `key` out of the run's outstanding jobs; false when it was not there (settled already, or the run is gone). */
+  donePending(runId: string, key: string): Promise<boolean>;
   pending(runId: string): Promise<string[]>;
   pendingCount(runId: string): Promise<number>;
   /** Outstanding jobs per queue. */
@@ -279,8 +280,9 @@ const DONE_PENDING = redisScript(
 if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], string.match(ARGV[1], '^[^|]*'), -1)
   if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SET', KEYS[3], ARGV[2]) end
+  return 1
 end
-return 1
+return 0
 `,
   3,
 );
@@ -425,7 +427,7 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     },
     async donePending(runId, key) {
       const k = keys(runId);
-      await DONE_PENDING(redis, [k.pending, k.pendingByStage, k.finishedAt], [key, new Date().toISOString()]);
+      return Number(await DONE_PENDING(redis, [k.pending, k.pendingByStage, k.finishedAt], [key, new Date().toISOString()])) === 1;
     },
     pending: runId => redis.smembers(keys(runId).pending),
     pendingCount: runId => redis.scard(keys(runId).pending),

@@ -1,7 +1,9 @@
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Queue } from 'bullmq';
 import { expect } from 'chai';
+import { pino } from 'pino';
 import { RedisServerProcess } from '../../cli/private-redis.js';
 import { waitNotes } from '../../cli/progress.js';
 import type { AppConfig } from '../../config/index.js';
@@ -12,7 +14,7 @@ import { createRedisConnection, waitForRedis, type Redis } from '../../src/redis
 import { runSink } from '../../src/datasets/sink.js';
 import { createRedisTrajectoryStream } from '../../src/rollouts/stream.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
-import { runKeys } from '../../src/runs/keys.js';
+import { runKey, runKeys } from '../../src/runs/keys.js';
 import { runOptionsFrom } from '../../queues/submit.js';
 import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
 import { startWorkerProcess, type RunningWorker } from '../../workers/main.js';
@@ -84,6 +86,48 @@ describe('a Redis restart under a command waiting for its run (private redis-ser
     );
     expect(error).to.have.property('code', 'RUN_GONE');
     expect(String((error as Error).message)).to.match(/^run "watched" is no longer in Redis at redis:\/\/127\.0\.0\.1:\d+, which has just come back: Redis restarted without its data \(persistence off/);
+  });
+
+  it('ends the jobs of a run that is gone (deleted, or Redis emptied under the workers) without retries or error lines: RUN_GONE said once per run', async () => {
+    // A stranger's probe: Redis restarted empty under running workers gave "run \"mk\" does not exist" as UNEXPECTED, retried
+    // five times per job, and raw BullMQ "Missing key for job" worker errors.
+    redisServer = await RedisServerProcess.start({ args: [] });
+    server = await startModelServer({ script: await loadModelScript(DEMO) });
+    const config = testConfig(server, { REDIS_URL: redisServer.url, LOG_LEVEL: 'info' });
+    producer = createRedisConnection(config.redis, 'producer');
+    await waitForRedis(producer, config.redis);
+    const store = createRedisRunStore(producer, config.redis.prefix);
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    // 1. The run's keys gone before any job of it runs (as after envfleet runs delete, or Redis emptied but for the queues):
+    // every job ends at once.
+    await submitSynthesis(config, producer, { runId: 'deleted', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    const queued = (await store.pendingByStage('deleted'))['mine.judge'] ?? 0;
+    expect(queued).to.be.greaterThan(0);
+    const runKeysNow = [runKeys(config.redis.prefix, 'deleted').record, ...(await producer.keys(`${runKey(config.redis.prefix, 'deleted')}:*`))];
+    await producer.del(...runKeysNow);
+    workers = await startWorkerProcess(config, logger);
+    const judge = new Queue('mine.judge', { connection: producer, prefix: config.redis.prefix });
+    try {
+      await until(async () => (await judge.getJobCounts('failed'))['failed'] === queued, 'every job of the deleted run ended');
+      const failed = await judge.getFailed();
+      expect(failed.map(j => [j.attemptsMade, j.failedReason.startsWith('[RUN_GONE] run "deleted" is no longer in Redis: it was deleted')])).to.deep.equal(failed.map(() => [1, true]));
+    } finally {
+      await judge.close();
+    }
+    const said = lines.filter(l => l.includes('"code":"RUN_GONE"'));
+    expect(said).to.have.length(1);
+    expect(said[0]).to.include('jobs of a run that is no longer in Redis end without a retry (said once per run)');
+    // Nothing of the run was written again (no counters, outcomes or marks of a run that is gone).
+    expect(await producer.keys(`${runKey(config.redis.prefix, 'deleted')}*`)).to.deep.equal([]);
+    // 2. Redis emptied while the workers run a run: whatever was in flight, no error line and no retry of a gone job.
+    await submitSynthesis(config, producer, { runId: 'emptied', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await until(async () => (await store.counters('emptied'))['mine.judge'] !== undefined, 'the run under way');
+    await producer.flushall();
+    await new Promise(r => setTimeout(r, 5_000));
+    const errors = lines.filter(l => (JSON.parse(l) as { level: number }).level >= 50);
+    expect(errors, errors.join('\n')).to.deep.equal([]);
+    expect(lines.filter(l => l.includes('it will be retried if attempts remain'))).to.deep.equal([]);
   });
 
   /** A run with a sink following it (as `envfleet sink --follow` runs, on a connection that waits through reconnects). */
