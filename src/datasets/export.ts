@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { ExportFolderBusyError, RequestError } from '../errors.js';
 import type { Trajectory } from '../rollouts/types.js';
 import type { DocKind, RunDocuments, RunStore } from '../runs/store.js';
@@ -190,6 +190,20 @@ async function exportLocked(store: RunStore, runId: string, dir: string, options
     // The RL trainers' files (rl-exports.ts) need ready scenarios, not trajectories.
     if (scenarios.ready) {
       Object.assign(datasets, await writeRLTrainerFiles(store, runId, dir, { verl: formats.has('verl'), prompts: formats.has('prompts') }, 'train', stage));
+    }
+    // A file of an export's name that no earlier export's manifest lists (written by hand, by another tool) is never
+    // replaced: the export stops before any file goes under its name. (dataset_info.json is merged, never replaced.)
+    const held: string[] = [];
+    for (const file of stage.files()) {
+      const name = basename(file);
+      // (A folder holding the name is the commit's to refuse, as a file it cannot write.)
+      if (name !== LLAMAFACTORY_INFO_FILE && !earlier.has(name) && (await stat(file).then(st => !st.isDirectory(), () => false))) held.push(name);
+    }
+    if (held.length) {
+      throw new RequestError(
+        `${dir} holds ${held.join(', ')}, which no earlier envfleet export there wrote (the folder's ${EXPORT_MANIFEST} does not list ${held.length === 1 ? 'it' : 'them'}: written by hand, by another tool, or by an envfleet older than the manifest); ` +
+          `this export would replace ${held.length === 1 ? 'it' : 'them'}, so it stopped without writing anything: move ${held.length === 1 ? 'it' : 'them'} away, or export into another folder`,
+      );
     }
     await stage.commit();
     // An export into a folder that holds an earlier one replaces it whole: a file this export did not write (another

@@ -107,6 +107,11 @@ export class ExportStage {
     await rm(this.partialOf(path), { force: true });
   }
 
+  /** The files the commit puts under their names. */
+  files(): readonly string[] {
+    return [...this.paths];
+  }
+
   /** Puts every file under its name; a name held by a folder stops it before any file is renamed. */
   async commit(): Promise<void> {
     for (const path of this.paths) {

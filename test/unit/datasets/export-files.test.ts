@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -77,6 +77,27 @@ describe('the SFT files of an export (real Redis)', () => {
     for (const t of [words, twoUsers, { ...PARALLEL, id: 'trj-parallel', runId: 'sft-left' }]) await store.putDoc('sft-left', 'trajectory', t.id, t);
     const result = await exportRun(store, 'sft-left', await mkdtemp(join(tmpdir(), 'envfleet-sft-left-')));
     expect(result.leftOut).to.deep.equal({ 'sft-sharegpt.jsonl': { turns: 3, trajectories: 2, byReason: { 'unreadable-call-turn': 2, 'turn-order': 1 } } });
+  });
+
+  it('never replaces a file of an export\'s name that no earlier export wrote (a hand-written one): it stops before writing anything, naming it', async () => {
+    // A stranger's probe: a hand-written scenarios.jsonl was replaced without a word, where the README says such a file is kept.
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sft-hand-'));
+    await writeFile(join(dir, 'environments.jsonl'), '{"mine": "écrit à la main ✍️"}\n');
+    await writeFile(join(dir, 'sft-hf.jsonl'), '{"mine": true}\n');
+    await writeFile(join(dir, 'notes.txt'), 'kept');
+    const err = (await exportRun(store, 'sft', dir).then(() => null, (e: unknown) => e)) as Error & { code?: string };
+    expect(err?.code).to.equal('INVALID_REQUEST');
+    expect(err.message).to.equal(
+      `${dir} holds environments.jsonl, sft-hf.jsonl, which no earlier envfleet export there wrote (the folder's .envfleet-export.json does not list them: written by hand, by another tool, or by an envfleet older than the manifest); this export would replace them, so it stopped without writing anything: move them away, or export into another folder`,
+    );
+    expect((await readdir(dir)).sort()).to.deep.equal(['environments.jsonl', 'notes.txt', 'sft-hf.jsonl']);
+    expect(await readFile(join(dir, 'environments.jsonl'), 'utf8')).to.equal('{"mine": "écrit à la main ✍️"}\n');
+    // Moved away, the export goes on; and an export into a folder an earlier export wrote replaces its files as before.
+    await rm(join(dir, 'environments.jsonl'));
+    await rm(join(dir, 'sft-hf.jsonl'));
+    expect((await exportRun(store, 'sft', dir)).datasets['sft-hf.jsonl']).to.equal(2);
+    expect((await exportRun(store, 'sft', dir)).datasets['sft-hf.jsonl']).to.equal(2);
+    expect(await readFile(join(dir, 'notes.txt'), 'utf8')).to.equal('kept');
   });
 
   it('keeps or drops reasoning in every file by the option', async () => {
