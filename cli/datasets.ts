@@ -59,6 +59,8 @@ export async function exportCommand(opts: ExportCommandOptions): Promise<void> {
   for (const f of formats) if (!DATASET_FORMATS.includes(f as DatasetFormat)) throw new InvalidArgumentError(`unknown --format "${f}"; use ${DATASET_FORMATS.join(', ')}`);
   if (opts.filter !== undefined && opts.filter !== 'solved') throw new InvalidArgumentError('--filter takes "solved"');
   if (opts.minReward !== undefined && !(opts.minReward >= 0 && opts.minReward <= 1)) throw new InvalidArgumentError('--min-reward takes a number between 0 and 1');
+  // Alternatives, as the README gives them: solved means reward 1, so with both, --min-reward changed nothing, unsaid.
+  if (opts.filter !== undefined && opts.minReward !== undefined) throw new InvalidArgumentError('give --filter solved or --min-reward X, not both (solved trajectories are those with reward 1: --min-reward 1 is the same filter)');
   if (opts.reasoning !== undefined && !REASONING_MODES.includes(opts.reasoning as ReasoningMode)) throw new InvalidArgumentError(`--reasoning takes ${REASONING_MODES.join(' or ')}`);
   await withRuns(async ({ store }) => {
     const result = await exportRun(store, opts.run, opts.out, {

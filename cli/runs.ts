@@ -45,6 +45,12 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
   await withRuns(async c => {
     await requireRun(c.store, opts.run);
     if (action === 'pause') {
+      const before = await c.control.get(opts.run);
+      if (before.state === 'paused') {
+        // Paused already (by a user, a budget or the endpoint): its reason and time stay as they are.
+        process.stdout.write(`run ${opts.run} is already paused since ${before.since ?? '?'}${before.reason ? ` (${before.reason})` : ''}: nothing changed (envfleet resume --run ${opts.run} goes on)\n`);
+        return;
+      }
       await c.control.pause(opts.run, opts.reason);
       process.stdout.write(`run ${opts.run} paused; jobs already running finish and are kept, the others are parked until resume\n`);
     } else if (action === 'resume') {
@@ -73,8 +79,10 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       if (state !== 'paused' && r.released === 0 && !r.failed) process.stdout.write(`run ${opts.run} is ${state}, not paused, and has no parked job: nothing to resume${budgetSaid}\n`);
       else process.stdout.write(`run ${opts.run} resumed; ${r.released} parked job${r.released === 1 ? '' : 's'} brought back${budgetSaid}${left}\n`);
     } else {
+      const before = await c.control.get(opts.run);
       const r = await cancelRun(c.at, c.store, c.control, opts.run, opts.reason);
-      process.stdout.write(`run ${opts.run} cancelled: ${r.removed} waiting jobs removed, ${r.running} running jobs end at their next model call\n`);
+      const was = before.state === 'cancelled' ? ` (already since ${before.since ?? '?'}${before.reason ? `: ${before.reason}` : ''}; its reason stays)` : '';
+      process.stdout.write(`run ${opts.run} cancelled${was}: ${r.removed} waiting jobs removed, ${r.running} running jobs end at their next model call\n`);
     }
   });
 }
@@ -166,8 +174,9 @@ export interface DeleteRunsOptions {
 
 /** For stages no worker consumes: the jobs shown active there, which a worker that stopped had taken. */
 function heldText(s: RunStatus): string {
-  const held = s.stages.filter(st => s.unconsumed.includes(st.stage)).reduce((a, st) => a + st.running, 0);
-  return held ? `the ${held} job${held === 1 ? '' : 's'} shown active in ${s.unconsumed.join(', ')} ${held === 1 ? 'was' : 'were'} taken by a worker that has stopped: nothing runs ${held === 1 ? 'it' : 'them'} now, and a worker that starts takes ${held === 1 ? 'it' : 'them'} up again once ${held === 1 ? 'its lock expires' : 'their locks expire'} (ENVFLEET_LOCK_DURATION_MS)` : '';
+  const stages = s.stages.filter(st => s.unconsumed.includes(st.stage) && st.running > 0);
+  const held = stages.reduce((a, st) => a + st.running, 0);
+  return held ? `the ${held} job${held === 1 ? '' : 's'} shown active in ${stages.map(st => st.stage).join(', ')} ${held === 1 ? 'was' : 'were'} taken by a worker that has stopped: nothing runs ${held === 1 ? 'it' : 'them'} now, and a worker that starts takes ${held === 1 ? 'it' : 'them'} up again once ${held === 1 ? 'its lock expires' : 'their locks expire'} (ENVFLEET_LOCK_DURATION_MS)` : '';
 }
 
 /** `envfleet runs delete`. */

@@ -218,6 +218,7 @@ export function timeLeftText(s: Pick<RunStatus, 'id' | 'state' | 'outstanding' |
   }
   if (s.state === 'cancelled' && s.outstanding > 0) return 'no time left estimated: it is cancelled';
   if (s.state === 'running' && s.unconsumed?.length) return `no time left estimated: ${noWorkerText(s.unconsumed)}`;
+  if (s.outstanding === 0) return 'nothing left to do';
   return s.etaMinutes === null ? 'time left unknown' : `about ${s.etaMinutes.toFixed(1)} min left`;
 }
 

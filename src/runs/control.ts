@@ -208,12 +208,11 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
       if (!(await setState(runId, 'running', null, true))) throw new RequestError(`run "${runId}" was cancelled; a cancelled run cannot be resumed`);
     },
     async cancel(runId, reason) {
-      await redis
-        .multi()
-        .hset(key(runId), { state: 'cancelled', reason: oneLineText(reason), since: new Date().toISOString() })
-        .del(rateLimitedKey(runId))
-        .publish(channel, runId)
-        .exec();
+      // Cancelled again: the first cancel's reason and time stay (a second `envfleet cancel` only removes jobs again).
+      const again = (await redis.hget(key(runId), 'state')) === 'cancelled';
+      const m = redis.multi();
+      if (!again) m.hset(key(runId), { state: 'cancelled', reason: oneLineText(reason), since: new Date().toISOString() });
+      await m.del(rateLimitedKey(runId)).publish(channel, runId).exec();
     },
     async budgets(runId) {
       const raw = await redis.hget(key(runId), 'budgets');

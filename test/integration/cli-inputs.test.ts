@@ -95,6 +95,12 @@ describe('envfleet: mistakes at the command line (build in dist/)', function () 
     }
   });
 
+  it('export refuses --filter solved with --min-reward (alternatives, as the README gives them: with both, --min-reward changed nothing)', async () => {
+    const { code, stderr } = await envfleet(['export', '--run', 'x', '--out', dir, '--filter', 'solved', '--min-reward', '0.5']);
+    expect(code).to.equal(1);
+    expect(stderr).to.include('give --filter solved or --min-reward X, not both').and.not.to.match(/\n\s+at /);
+  });
+
   it('scenarios refuses --tries without --verify-with (it would do nothing, and be frozen with the settings)', async () => {
     const { code, stderr } = await envfleet(['scenarios', '--run', 'x', '--tries', '5', '--no-wait']);
     expect(code).to.equal(1);

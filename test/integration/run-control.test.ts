@@ -355,6 +355,11 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     await ctx.runControl.pause('cancel', 'so that jobs wait');
     await submitSynthesis(f.config, f.redis, { runId: 'cancel', descriptions: file, probeSteps: 8 });
     await until(() => held(f, 'cancel'), 'the run’s job to be parked');
+    // Paused again from the command line: the first pause's reason and time stay (a probe saw them replaced).
+    const paused = await ctx.runControl.get('cancel');
+    const pausedAgain = await execFileAsync(process.execPath, [ENVFLEET_BIN, 'pause', '--run', 'cancel', '--reason', 'encore une fois ⏸'], { env: childEnv(f.config) });
+    expect(pausedAgain.stdout).to.equal(`run cancel is already paused since ${paused.since} (so that jobs wait): nothing changed (envfleet resume --run cancel goes on)\n`);
+    expect(await ctx.runControl.get('cancel')).to.deep.equal(paused);
     const result = await cancelRun({ connection: f.redis, prefix: f.config.redis.prefix }, ctx.store, ctx.runControl, 'cancel', 'not needed');
     expect(result.removed + result.running).to.be.greaterThan(0);
     await f.waitForRun('cancel');
@@ -387,6 +392,11 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     }
     expect(String(error)).to.match(/cancelled run cannot be paused/);
     expect((await ctx.runControl.get('cancel')).state).to.equal('cancelled');
+    // Cancelled again (envfleet cancel a second time): the first cancel's reason and time stay.
+    const cancelled = await ctx.runControl.get('cancel');
+    const again = await execFileAsync(process.execPath, [ENVFLEET_BIN, 'cancel', '--run', 'cancel'], { env: childEnv(f.config) });
+    expect(again.stdout).to.equal(`run cancel cancelled (already since ${cancelled.since}: not needed; its reason stays): 0 waiting jobs removed, 0 running jobs end at their next model call\n`);
+    expect(await ctx.runControl.get('cancel')).to.deep.equal(cancelled);
     // Nor does it take new work: every submission is refused, saying it is cancelled, and adds no job.
     for (const submit of [
       () => submitSynthesis(f.config, f.redis, { runId: 'cancel', descriptions: file, probeSteps: 8 }),

@@ -3,7 +3,7 @@ import { Worker } from 'bullmq';
 import { expect } from 'chai';
 import { formatStatus } from '../../cli/runs.js';
 import { workersOfQueues } from '../../queues/run-jobs.js';
-import { runStatus } from '../../queues/run-status.js';
+import { runStatus, timeLeftText } from '../../queues/run-status.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { createRedisConnection, waitForRedis, type Redis } from '../../src/redis/connection.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
@@ -97,5 +97,7 @@ describe('envfleet status: the rate is that of the last minutes, not of the last
     const paused = (await runStatus(deps, 'orphaned'))!;
     expect(paused.unconsumed).to.deep.equal([]);
     expect(formatStatus(paused)).to.include('while it is paused').and.not.include('no worker');
+    // A run with nothing outstanding (finished, or cancelled with nothing left) is not "about 0.0 min" from its end.
+    for (const state of ['finished', 'cancelled'] as const) expect(timeLeftText({ id: 'done', state, outstanding: 0, etaMinutes: 0 })).to.equal('nothing left to do');
   });
 });
