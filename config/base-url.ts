@@ -9,7 +9,7 @@ const OPERATION_PATH = /\/(chat\/completions|completions|embeddings|models|respo
  * (`…/v1/chat/completions`) would have become `…/v1/chat/completions/chat/completions` (404, and `envfleet doctor`
  * blamed a missing /v1); one with a query (Azure's older `?api-version=…`) would have had the path put after it.
  */
-export const ApiBaseUrl = z.url({ protocol: /^https?$/ }).superRefine((url, ctx) => {
+export const ApiBaseUrl = z.url({ protocol: /^https?$/, error: issue => (typeof issue.input === 'string' && URL.canParse(issue.input) ? `an http:// or https:// URL is needed, not ${new URL(issue.input).protocol}// (e.g. http://127.0.0.1:8000/v1)` : undefined) }).superRefine((url, ctx) => {
   let u: URL;
   try {
     u = new URL(url);

@@ -415,6 +415,8 @@ describe('config: models file', () => {
     const file = 'endpoints:\n  vllm: { baseURL: "http://vllm:8000/v1/embeddings" }\nprofiles:\n  rollout.policy: { endpoint: vllm }\n';
     const inFile = configError(() => load(withModels('m.yaml'), { 'm.yaml': file }));
     expect(inFile.message).to.include('vllm').and.to.include("give the API's base, http://vllm:8000/v1");
+    // Another scheme is said as such (it was "Invalid URL", which ftp://x is not).
+    expect(configError(() => loadConfig({ OPENAI_BASE_URL: 'ftp://x' })).message).to.include('OPENAI_BASE_URL="ftp://x": an http:// or https:// URL is needed, not ftp:// (e.g. http://127.0.0.1:8000/v1)');
     // A base with or without its trailing slash is fine.
     expect(loadConfig({ OPENAI_BASE_URL: 'http://vllm:8000/v1/' }).endpoints['default']!.baseURL).to.equal('http://vllm:8000/v1');
   });
