@@ -90,7 +90,7 @@ export async function exportCommand(opts: ExportCommandOptions): Promise<void> {
     }
     for (const [file, left] of Object.entries(result.leftOut)) {
       const reasons = Object.entries(left.byReason).map(([why, n]) => `${n} ${SHAREGPT_LEFT_OUT[why as ShareGPTLeftOut] ?? why}`).join('; ');
-      process.stderr.write(`note: ${left.turns} assistant turn${left.turns === 1 ? '' : 's'} of ${left.trajectories} trajector${left.trajectories === 1 ? 'y are' : 'ies are'} in no line of ${opts.out}/${file} (a conversation's lines stop at the first such turn): ${reasons} (docs/formats.md)\n`);
+      process.stderr.write(`note: ${left.turns} assistant turn${left.turns === 1 ? '' : 's'} of ${left.trajectories} trajector${left.trajectories === 1 ? 'y' : 'ies'} ${left.turns === 1 ? 'is' : 'are'} in no line of ${opts.out}/${file} (a conversation's lines stop at the first such turn): ${reasons} (docs/formats.md)\n`);
     }
     if (result.foreign.length) process.stderr.write(`note: ${opts.out} also holds ${result.foreign.join(', ')}, which this export did not write and no earlier export's manifest lists (written by hand, or by an older envfleet): kept; remove them if they are an earlier export's, so no trainer mixes them with these\n`);
   });

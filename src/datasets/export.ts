@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { link, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, join } from 'node:path';
 import { ExportFolderBusyError, RequestError } from '../errors.js';
@@ -81,33 +81,42 @@ interface LockHolder {
 async function lockFolder(dir: string, runId: string): Promise<() => Promise<void>> {
   const path = join(dir, EXPORT_LOCK);
   const me: LockHolder = { token: randomUUID(), run: runId, pid: process.pid, host: hostname(), startedAt: new Date().toISOString() };
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const handle = await open(path, 'wx');
+  const tag = me.token.slice(0, 8);
+  // Written whole beside the lock, then linked to its name (which fails if the name is taken): the lock is never seen
+  // empty or torn, and a write that fails (a full disk) leaves no lock.
+  const mine = `${path}.${tag}.partial`;
+  try {
+    await writeFile(mine, `${JSON.stringify(me)}\n`, 'utf8');
+  } catch (err) {
+    await rm(mine, { force: true });
+    throw new OutputFileError(path, err);
+  }
+  try {
+    for (let attempt = 0; ; attempt++) {
       try {
-        await handle.writeFile(`${JSON.stringify(me)}\n`, 'utf8');
-      } finally {
-        await handle.close();
+        await link(mine, path);
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new OutputFileError(path, err);
       }
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new OutputFileError(path, err);
+      const text = await readFile(path, 'utf8').catch(() => null);
+      let holder: Partial<LockHolder> | null = null;
+      try {
+        holder = text === null ? null : (JSON.parse(text) as Partial<LockHolder>);
+      } catch {
+        // Not JSON: not a lock an envfleet export wrote (they are linked whole), so not taken over.
+      }
+      const stale = text !== null && holder?.host === me.host && typeof holder.pid === 'number' && !alive(holder.pid);
+      // A lock removed meanwhile (its export ended) or a stale one: try again (a few times: others may race for it).
+      if ((text === null || stale) && attempt < 5) {
+        if (stale) await setAside(path, text!, `${path}.${tag}.stale`);
+        continue;
+      }
+      const who = holder && typeof holder.pid === 'number' ? `run ${JSON.stringify(holder.run)}, process ${holder.pid} on ${holder.host}, since ${holder.startedAt}` : `its lock ${path} does not say whose it is`;
+      throw new ExportFolderBusyError(dir, path, who);
     }
-    const text = await readFile(path, 'utf8').catch(() => null);
-    let holder: Partial<LockHolder> | null = null;
-    try {
-      holder = text === null ? null : (JSON.parse(text) as Partial<LockHolder>);
-    } catch {
-      // Empty or torn: an export that died between creating the file and writing it, or a file of someone else's.
-    }
-    const stale = text !== null && holder?.host === me.host && typeof holder.pid === 'number' && !alive(holder.pid);
-    // A lock removed meanwhile (its export ended) or a stale one: try again, once past a stale one.
-    if ((text === null || stale) && attempt < 3) {
-      if (stale) await rm(path, { force: true });
-      continue;
-    }
-    const who = holder && typeof holder.pid === 'number' ? `run ${JSON.stringify(holder.run)}, process ${holder.pid} on ${holder.host}, since ${holder.startedAt}` : `its lock ${path} does not say whose it is`;
-    throw new ExportFolderBusyError(dir, path, who);
+  } finally {
+    await rm(mine, { force: true });
   }
   await removeLeftPartials(dir);
   return async () => {
@@ -117,8 +126,25 @@ async function lockFolder(dir: string, runId: string): Promise<() => Promise<voi
   };
 }
 
+/**
+ * Takes a stale lock out of the way: renamed aside (of two exports that found it stale, one renames it; the other finds
+ * none), then removed if it is the one found stale. Had a live export's lock replaced it meanwhile, that one is put back.
+ */
+async function setAside(path: string, staleText: string, aside: string): Promise<void> {
+  try {
+    await rename(path, aside);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new OutputFileError(path, err);
+  }
+  const moved = await readFile(aside, 'utf8').catch(() => null);
+  if (moved !== null && moved !== staleText) await link(aside, path).catch(() => undefined);
+  await rm(aside, { force: true });
+}
+
 /** Partial files an export of the folder left when it was killed: removed while this export holds the folder's lock. */
 async function removeLeftPartials(dir: string): Promise<void> {
+  // (Not the lock's own: another export's, waiting to be linked, is in use.)
   const names = new Set([...EXPORT_FILES, EXPORT_MANIFEST]);
   for (const entry of await readdir(dir)) {
     const m = /^(.+)\.[0-9a-f]{8}\.partial$/.exec(entry);

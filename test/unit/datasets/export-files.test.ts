@@ -246,6 +246,14 @@ describe('the SFT files of an export (real Redis)', () => {
     const result = await exportRun(store, 'sft', dir);
     expect(result.datasets['sft-openai.jsonl']).to.equal(2);
     expect((await readdir(dir)).filter(n => n.endsWith('.partial') || n.endsWith('.lock'))).to.deep.equal(['notes.0a1b2c3d.partial']);
+    // Two exports that find one stale lock at once: exactly one takes it over (a reviewer's probe: both did, 4 rounds in 200).
+    for (let round = 0; round < 40; round += 1) {
+      const raced = await mkdtemp(join(tmpdir(), 'envfleet-sft-stale-race-'));
+      await writeFile(join(raced, '.envfleet-export.lock'), `${JSON.stringify({ token: 'z', run: 'killed', pid: dead, host: hostname(), startedAt: '2026-01-01T00:00:00.000Z' })}\n`);
+      const settled = await Promise.allSettled([exportRun(store, 'sft', raced), exportRun(store, 'sft', raced)]);
+      expect(settled.map(r => (r.status === 'fulfilled' ? 'ok' : (r.reason as { code?: string }).code)).sort(), `round ${round}`).to.deep.equal(['EXPORT_FOLDER_BUSY', 'ok']);
+      expect((await readdir(raced)).filter(n => n.includes('.lock') || n.endsWith('.partial') || n.endsWith('.stale'))).to.deep.equal([]);
+    }
     // Another machine's export (a folder on a shared file system): its process cannot be looked at, so it is never taken over.
     const lock = `${JSON.stringify({ token: 'y', run: 'elsewhere', pid: dead, host: `${hostname()}-other`, startedAt: '2026-01-01T00:00:00.000Z' })}\n`;
     await writeFile(join(dir, '.envfleet-export.lock'), lock);
