@@ -408,7 +408,8 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
   worker.on('completed', job => settle(job, { status: 'completed' }));
   worker.on('failed', (job, err) => {
     if (!job) return;
-    if (gone.delete(job.id ?? '')) return; // its run is gone: said once per run (sayRunGone)
+    // Its run is gone: said once per run (sayRunGone). (An id left from a move BullMQ could not make is dropped here.)
+    if (gone.delete(job.id ?? '') && err.message.startsWith('[RUN_GONE]')) return;
     // 'failed' fires on every failed attempt; only a job that is now in the failed set is final.
     job.getState().then(
       state => {

@@ -86,7 +86,7 @@ export function startStageWorkers<St extends AnyStages, Out extends OutputsOf<St
             else ctx.logger.warn({ queue: stage, jobId, code: outcome.code }, 'a job with invalid data failed; no item to end');
           }
           // Counted once, and not for a run that is gone (that would make its keys again in an emptied Redis).
-          if (await ctx.store.donePending(runId, pendingKey(stage, jobId))) await ctx.store.tick(runId);
+          await ctx.store.finishPending(runId, pendingKey(stage, jobId));
         },
       },
     );

@@ -138,16 +138,19 @@ export interface RunStore {
   counters(runId: string): Promise<Record<string, Record<string, number>>>;
   /** Bytes the run keeps in Redis, by area: `doc:KIND`, `outcomes`, `steps`, `cache:STAGE` (kept by the response cache). */
   bytes(runId: string): Promise<Record<string, number>>;
-  /** Counts a finished job in the run's per-minute throughput. */
-  tick(runId: string): Promise<void>;
+  /**
+   * A job of the run finished: out of its outstanding jobs and counted in its per-minute throughput, together (a
+   * job already out, or of a run that is gone, counts nothing: that would make the run's keys again).
+   */
+  finishPending(runId: string, key: string): Promise<void>;
   /** Finished jobs per minute (minute as ISO time → count), oldest first. */
   throughput(runId: string): Promise<{ minute: string; count: number }[]>;
   /** Claims `key` for `owner` unless someone claimed it first; returns the owner (for dedup). */
   claim(runId: string, key: string, owner: string): Promise<string>;
   /** The run's outstanding jobs, as `queue|jobId` entries (see queues/enqueuer.ts). */
   addPending(runId: string, keys: readonly string[]): Promise<void>;
-  /** Takes `key` out of the run's outstanding jobs; false when it was not there (settled already, or the run is gone). */
-  donePending(runId: string, key: string): Promise<boolean>;
+  /** Takes `key` out of the run's outstanding jobs (a job removed, not finished: finishPending counts a finish). */
+  donePending(runId: string, key: string): Promise<void>;
   pending(runId: string): Promise<string[]>;
   pendingCount(runId: string): Promise<number>;
   /** Outstanding jobs per queue. */
@@ -280,11 +283,24 @@ const DONE_PENDING = redisScript(
 if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], string.match(ARGV[1], '^[^|]*'), -1)
   if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SET', KEYS[3], ARGV[2]) end
-  return 1
 end
-return 0
+return 1
 `,
   3,
+);
+
+/** DONE_PENDING for a job that finished: also counted in the minute's throughput (KEYS[4], ARGV[3]), only if it was outstanding. */
+const FINISH_PENDING = redisScript(
+  'finish_pending',
+  `
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[2], string.match(ARGV[1], '^[^|]*'), -1)
+  if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SET', KEYS[3], ARGV[2]) end
+  redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
+end
+return 1
+`,
+  4,
 );
 
 /** A hash of counters as numbers, without the zeros (a status nobody has any more). */
@@ -406,9 +422,11 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     async bytes(runId) {
       return toCounts(await redis.hgetall(keys(runId).bytes));
     },
-    async tick(runId) {
-      const minute = new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString();
-      await redis.hincrby(keys(runId).throughput, minute, 1);
+    async finishPending(runId, key) {
+      const k = keys(runId);
+      const now = Date.now();
+      const minute = new Date(Math.floor(now / 60_000) * 60_000).toISOString();
+      await FINISH_PENDING(redis, [k.pending, k.pendingByStage, k.finishedAt, k.throughput], [key, new Date(now).toISOString(), minute]);
     },
     async throughput(runId) {
       const h = await redis.hgetall(keys(runId).throughput);
@@ -427,7 +445,7 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     },
     async donePending(runId, key) {
       const k = keys(runId);
-      return Number(await DONE_PENDING(redis, [k.pending, k.pendingByStage, k.finishedAt], [key, new Date().toISOString()])) === 1;
+      await DONE_PENDING(redis, [k.pending, k.pendingByStage, k.finishedAt], [key, new Date().toISOString()]);
     },
     pending: runId => redis.smembers(keys(runId).pending),
     pendingCount: runId => redis.scard(keys(runId).pending),
