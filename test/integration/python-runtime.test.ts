@@ -2209,6 +2209,12 @@ class Env:
           expect(err, code).to.have.property('code', 'SOURCE_LOAD_FAILED');
           expect((err as Error).message, code).to.match(new RegExp(`^the environment source, line ${line}: import of "${name}" is not allowed in the sandbox`));
         }
+        // An import in a function or class inside the try runs later, unguarded: refused when the source loads.
+        const later = await rejection(r.openSession(python('try:\n    def f():\n        import os\nexcept ImportError:\n    pass\nclass Env:\n    pass\n', []), {}, LIMITS));
+        expect((later as Error).message).to.match(/^the environment source, line 3: import of "os" is not allowed in the sandbox/);
+        // A guarded import over several lines: every later line keeps its number.
+        const multi = await rejection(r.openSession(python('try:\n    from numpy import (\n        array,\n        zeros,\n    )\nexcept ImportError:\n    array = None\nx = eval("1")\nclass Env:\n    pass\n', []), {}, LIMITS));
+        expect((multi as Error).message).to.equal('the environment source, line 8: "eval" is not allowed in the sandbox');
         // The import never runs, whatever the guard turns out to be: TYPE_CHECKING made true, or a handler that raises again.
         for (const code of [
           'TYPE_CHECKING = True\nif TYPE_CHECKING:\n    import os\nclass Env:\n    def __init__(self, c=None):\n        self.cwd = os.getcwd()\n',
@@ -2218,6 +2224,19 @@ class Env:
           expect(err, code).to.have.property('code', 'SOURCE_LOAD_FAILED');
           expect((err as Error).message, code).to.match(/ModuleNotFoundError: No module named 'os' \(the sandbox does not offer it\)/);
         }
+        // Another session that changed ast's classes (a visitor's method, a node class's fields: class attributes, which
+        // the tamper check does not see) changes nothing in how a later source is checked (a reviewer's probe had the
+        // next session's guarded import of os run, and a check of another run pass).
+        const tamper = await r.openSession(python('import ast\nclass Env:\n    def patch(self):\n        ast.NodeTransformer.generic_visit = lambda self, node: node\n        ast.NodeVisitor.visit = lambda self, node: node\n        ast.Try._fields = ()\n        ast.Import._fields = ()\n        return True\n', ['patch']), {}, LIMITS);
+        expect(await tamper.call('patch', {})).to.deep.include({ result: true });
+        const victim = await r.openSession(python('try:\n    import os\nexcept ImportError:\n    os = None\nclass Env:\n    def which(self):\n        return os is None\n', ['which']), {}, LIMITS);
+        expect(await victim.call('which', {})).to.deep.include({ result: true });
+        const unguarded = await rejection(r.openSession(python('try:\n    import json\nfinally:\n    import sqlite3\nclass Env:\n    pass\n', []), {}, LIMITS));
+        expect((unguarded as Error).message).to.match(/^the environment source, line 4: import of "sqlite3" is not allowed/);
+        const checked = await r.checks({ finalState: {}, initialState: {}, limits: LIMITS, checks: [pyCheck('victim', 'try:\n    import numpy\nexcept ImportError:\n    numpy = None\ndef check_func(s):\n    return False\n')] });
+        expect(checked.results[0]).to.include({ passed: false });
+        await victim.close();
+        await tamper.close();
       } finally {
         await r.close();
       }

@@ -106,97 +106,152 @@ BLOCKED_MODULES = frozenset(__BLOCKED__)
 class Refused(Exception):
     pass
 
+# The import check reads syntax trees with private references taken at load: the fields of each node class as they were
+# then, and attribute reads past any hook. Code may change ast's classes later (a node class's _fields, a visitor's
+# methods: class attributes, which the tamper check does not see); what is checked must stay what the parser made.
+def _ast_fields():
+    out, todo = {}, [_ast.AST]
+    while todo:
+        c = todo.pop()
+        f = c.__dict__.get('_fields', ())
+        out[c] = tuple(f) if type(f) is tuple else ()
+        todo.extend(type.__subclasses__(c))
+    return out
+
+_FIELDS = _ast_fields()
+_oga = object.__getattribute__
+_type = type
+_list = list
+_AST_ONLY = _ast.PyCF_ONLY_AST
+(_Import, _ImportFrom, _Attribute, _Name, _Tuple, _If, _Try) = (_ast.Import, _ast.ImportFrom, _ast.Attribute, _ast.Name, _ast.Tuple, _ast.If, _ast.Try)
+_TryStar = getattr(_ast, 'TryStar', _ast.Try)
+# Scopes whose body runs later, not where the try is: an import there is not guarded by it.
+_SCOPES = (_ast.FunctionDef, _ast.AsyncFunctionDef, _ast.ClassDef, _ast.Lambda)
+
+def _get(node, name, default=None):
+    try:
+        return _oga(node, name)
+    except AttributeError:
+        return default
+
+def _nodes(tree, stop=()):
+    """Every node of a syntax tree, in ast.walk's order (breadth first), by _FIELDS; below a node whose type is in
+    stop (the tree itself included), nothing."""
+    out = [tree]
+    i = 0
+    while i < len(out):
+        node = out[i]
+        i += 1
+        if _type(node) in stop:
+            continue
+        for name in _FIELDS.get(_type(node), ()):
+            value = _get(node, name)
+            if _type(value) is _list:
+                for v in value:
+                    if _type(v) in _FIELDS:
+                        out.append(v)
+            elif _type(value) in _FIELDS:
+                out.append(value)
+    return out
+
 # What a handler must catch for the imports in its try's body to count as guarded: a failed import, or anything.
 _IMPORT_ERROR_NAMES = frozenset(['ImportError', 'ModuleNotFoundError', 'Exception', 'BaseException'])
 
 def _catches_import_error(handler):
-    t = handler.type
-    kinds = t.elts if isinstance(t, _ast.Tuple) else [t]
-    return any(k is None or (isinstance(k, _ast.Name) and k.id in _IMPORT_ERROR_NAMES)
-               or (isinstance(k, _ast.Attribute) and k.attr in _IMPORT_ERROR_NAMES) for k in kinds)
+    t = _get(handler, 'type')
+    kinds = _get(t, 'elts', ()) if _type(t) is _Tuple else [t]
+    return any(k is None or (_type(k) is _Name and _get(k, 'id') in _IMPORT_ERROR_NAMES)
+               or (_type(k) is _Attribute and _get(k, 'attr') in _IMPORT_ERROR_NAMES) for k in kinds)
 
 def _is_type_checking(test):
-    return ((isinstance(test, _ast.Name) and test.id == 'TYPE_CHECKING')
-            or (isinstance(test, _ast.Attribute) and test.attr == 'TYPE_CHECKING'))
+    return ((_type(test) is _Name and _get(test, 'id') == 'TYPE_CHECKING')
+            or (_type(test) is _Attribute and _get(test, 'attr') == 'TYPE_CHECKING'))
 
 def _guarded_imports(tree):
     """The ids of the import statements written to fail quietly: in the body of a try one of whose handlers catches
-    ImportError (or a base of it, or everything), or under if TYPE_CHECKING:. Model-written code often imports an
-    optional module so (try: import numpy / except ImportError: numpy = None); CPython without the module runs on."""
+    ImportError (or a base of it, or everything), or under if TYPE_CHECKING:, and not inside a function, class or lambda
+    there (its body runs later, unguarded). Model-written code often imports an optional module so (try: import numpy
+    / except ImportError: numpy = None); CPython without the module runs on."""
     out = set()
-    for node in _ast.walk(tree):
+    for node in _nodes(tree):
         body = ()
-        if isinstance(node, (_ast.Try, getattr(_ast, 'TryStar', _ast.Try))) and any(_catches_import_error(h) for h in node.handlers):
-            body = node.body
-        elif isinstance(node, _ast.If) and _is_type_checking(node.test):
-            body = node.body
+        if _type(node) in (_Try, _TryStar) and any(_catches_import_error(h) for h in _get(node, 'handlers', ())):
+            body = _get(node, 'body', ())
+        elif _type(node) is _If and _is_type_checking(_get(node, 'test')):
+            body = _get(node, 'body', ())
         for stmt in body:
-            for inner in _ast.walk(stmt):
-                if isinstance(inner, (_ast.Import, _ast.ImportFrom)):
+            for inner in _nodes(stmt, _SCOPES):
+                if _type(inner) in (_Import, _ImportFrom):
                     out.add(id(inner))
     return out
 
-class _RaiseForImport(_ast.NodeTransformer):
-    """Puts a raise of ModuleNotFoundError where a guarded import of a module the sandbox does not offer was: the
-    import itself never runs (whatever the handler, or TYPE_CHECKING, turns out to be), and its handler runs as in
-    CPython without the module."""
-    def __init__(self, refused):
-        self.refused = refused
-    def _swap(self, node):
-        name = self.refused.get(id(node))
-        if name is None:
-            return node
+def _raise_in_place(source, spans):
+    """source with each span (line, col, end_line, end_col, name: the 1-based lines and UTF-8 byte columns of an import
+    statement) made a raise of ModuleNotFoundError: on the span's first line, its other lines joined to it with a
+    backslash, so every later line keeps its number. None when a span does not hold an import statement's text."""
+    lines = source.splitlines(keepends=True)
+    for (line, col, end_line, end_col, name) in sorted(spans, reverse=True):
+        if not (1 <= line <= end_line <= len(lines)):
+            return None
+        first = lines[line - 1].encode('utf-8')
+        last = lines[end_line - 1].encode('utf-8')
+        if not (first[col:].startswith(b'import') or first[col:].startswith(b'from')):
+            return None
         msg = 'No module named %r (the sandbox does not offer it)' % name
-        raised = _ast.parse('raise ModuleNotFoundError(%r, name=%r)' % (msg, name)).body[0]
-        return _ast.fix_missing_locations(_ast.copy_location(raised, node))
-    visit_Import = _swap
-    visit_ImportFrom = _swap
+        stmt = ('raise ModuleNotFoundError(%r, name=%r)' % (msg, name)).encode('utf-8')
+        joined = first[:col] + stmt + b' \\\n' * (end_line - line) + last[end_col:]
+        lines[line - 1:end_line] = [joined.decode('utf-8')] + [''] * (end_line - line)
+    return ''.join(lines)
 
-def check_source(source, what):
-    """(why, tree): why is None, or why the source may not run (a syntax error, an unguarded import outside the
-    allow-list, a denied name); tree is what to compile: the source's syntax tree, each guarded import of a module
-    outside the allow-list made a raise of ModuleNotFoundError (_guarded_imports)."""
+def check_source(source, what, guarded=True):
+    """(why, text): why is None, or why the source may not run (a syntax error, an unguarded import outside the
+    allow-list, a denied name); text is what to compile: the source, each guarded import of a module outside the
+    allow-list (_guarded_imports) made a raise of ModuleNotFoundError in its place. That text is checked again, with
+    nothing guarded: what is compiled is always a text that passes the plain check, compiled from text."""
     try:
-        tree = _ast.parse(source, what)
+        tree = _compile(source, what, 'exec', _AST_ONLY, dont_inherit=True)
     except SyntaxError as e:
         return 'syntax error in %s, line %s: %s' % (what, e.lineno, e.msg), None
-    guarded = None
-    refused = {}
-    for node in _ast.walk(tree):
+    guarded_ids = None
+    spans = []
+    for node in _nodes(tree):
         names = ()
-        if isinstance(node, _ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, _ast.ImportFrom):
-            if node.level:
-                return '%s, line %s: relative imports are not allowed' % (what, node.lineno), None
-            names = [node.module or '']
-        for name in names:
-            top = name.split('.')[0]
-            if top not in ALLOWED_IMPORTS and top not in PACKAGE_NAMES:
-                if guarded is None:
-                    guarded = _guarded_imports(tree)
-                if id(node) in guarded and top not in BLOCKED_MODULES:
-                    refused.setdefault(id(node), name)
-                    continue
-                # A standard module cannot be supplied as a package (ENVFLEET_PYTHON_PACKAGES refuses a name that
-                # shadows one): the only way is code that does without it.
-                if top in _STDLIB_NAMES:
-                    hint = ('; "%s" is a standard module the sandbox does not offer (ENVFLEET_PYTHON_PACKAGES cannot supply a '
-                            'standard module either): write the code with the allowed modules' % top)
-                elif top in BLOCKED_MODULES:
-                    hint = '; "%s" is blocked in the sandbox: write the code without it' % top
-                else:
-                    hint = ' (a pure-Python package can be supplied with ENVFLEET_PYTHON_PACKAGES)' if not PACKAGE_NAMES else ''
-                return ('%s, line %s: import of "%s" is not allowed in the sandbox; allowed modules: %s%s%s'
-                        % (what, node.lineno, name, ', '.join(sorted(ALLOWED_IMPORTS)),
-                           '; supplied packages: %s' % ', '.join(sorted(PACKAGE_NAMES)) if PACKAGE_NAMES else '', hint)), None
-        if isinstance(node, _ast.Attribute) and node.attr in DENIED_ATTRS:
-            return '%s, line %s: the attribute "%s" is not allowed in the sandbox' % (what, node.lineno, node.attr), None
-        if isinstance(node, _ast.Name) and node.id in DENIED_NAMES:
-            return '%s, line %s: "%s" is not allowed in the sandbox' % (what, node.lineno, node.id), None
-    if refused:
-        tree = _RaiseForImport(refused).visit(tree)
-    return None, tree
+        if _type(node) is _Import:
+            names = [_get(a, 'name') for a in _get(node, 'names', ())]
+        elif _type(node) is _ImportFrom:
+            if _get(node, 'level'):
+                return '%s, line %s: relative imports are not allowed' % (what, _get(node, 'lineno')), None
+            names = [_get(node, 'module') or '']
+        bad = [(name, str(name).split('.')[0]) for name in names]
+        bad = [(name, top) for (name, top) in bad if top not in ALLOWED_IMPORTS and top not in PACKAGE_NAMES]
+        if bad and guarded and not any(top in BLOCKED_MODULES for (_n, top) in bad):
+            if guarded_ids is None:
+                guarded_ids = _guarded_imports(tree)
+            if id(node) in guarded_ids:
+                spans.append((_get(node, 'lineno'), _get(node, 'col_offset'), _get(node, 'end_lineno'), _get(node, 'end_col_offset'), bad[0][0]))
+                bad = ()
+        for (name, top) in bad[:1]:
+            # A standard module cannot be supplied as a package (ENVFLEET_PYTHON_PACKAGES refuses a name that
+            # shadows one): the only way is code that does without it.
+            if top in _STDLIB_NAMES:
+                hint = ('; "%s" is a standard module the sandbox does not offer (ENVFLEET_PYTHON_PACKAGES cannot supply a '
+                        'standard module either): write the code with the allowed modules' % top)
+            elif top in BLOCKED_MODULES:
+                hint = '; "%s" is blocked in the sandbox: write the code without it' % top
+            else:
+                hint = ' (a pure-Python package can be supplied with ENVFLEET_PYTHON_PACKAGES)' if not PACKAGE_NAMES else ''
+            return ('%s, line %s: import of "%s" is not allowed in the sandbox; allowed modules: %s%s%s'
+                    % (what, _get(node, 'lineno'), name, ', '.join(sorted(ALLOWED_IMPORTS)),
+                       '; supplied packages: %s' % ', '.join(sorted(PACKAGE_NAMES)) if PACKAGE_NAMES else '', hint)), None
+        if _type(node) is _Attribute and _get(node, 'attr') in DENIED_ATTRS:
+            return '%s, line %s: the attribute "%s" is not allowed in the sandbox' % (what, _get(node, 'lineno'), _get(node, 'attr')), None
+        if _type(node) is _Name and _get(node, 'id') in DENIED_NAMES:
+            return '%s, line %s: "%s" is not allowed in the sandbox' % (what, _get(node, 'lineno'), _get(node, 'id')), None
+    if not spans:
+        return None, source
+    text = _raise_in_place(source, spans)
+    why, _ = check_source(text, what, guarded=False) if text is not None else ('%s: an optional import could not be set aside' % what, None)
+    return (why, None) if why else (None, text)
 
 class _Blocker:
     # No instance attributes: a find_spec set on the instance would shadow the method, unseen by the class check.
@@ -1287,11 +1342,11 @@ def compile_env(class_name, source):
     """The code of an environment source that passes the AST check, or the error envelope (a str).
     The interpreter thread keeps these code objects (by class name and source) on its JavaScript side,
     out of Python's reach, and hands one to create() instead of checking and compiling again."""
-    why, tree = check_source(source, 'the environment source')
+    why, text = check_source(source, 'the environment source')
     if why:
         return _err('SOURCE_LOAD_FAILED', why)
     try:
-        return compile(tree, '<environment %s>' % class_name, 'exec')
+        return compile(text, '<environment %s>' % class_name, 'exec')
     except BaseException as e:
         return _fail(e, 'SOURCE_LOAD_FAILED', 'the environment source failed while loading: ' + _describe(e))
 
@@ -1613,7 +1668,7 @@ def check(sid, source, with_episode=False):
     s = SESSIONS.get(sid)
     if s is None or s.final_state is None:
         return _err('ENV_DISPOSED', 'the final state is gone')
-    why, tree = check_source(source, 'the check')
+    why, text = check_source(source, 'the check')
     if why:
         return _err('CHECK_INVALID', why)
     g = None
@@ -1637,7 +1692,7 @@ def check(sid, source, with_episode=False):
             return _fail(e, 'CHECK_THREW', 'the states could not be copied for the check: ' + _describe(e))
         _MODULES['envfleet_check'] = m  # while the check's code runs (its check_func too); out again below
         try:
-            exec(compile(tree, '<check>', 'exec'), g)
+            exec(compile(text, '<check>', 'exec'), g)
         except BaseException as e:
             return _fail(e, 'CHECK_INVALID', 'the check failed while loading: ' + _describe(e))
         fn = g.get('check_func')
