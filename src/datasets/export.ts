@@ -109,7 +109,7 @@ async function lockFolder(dir: string, runId: string): Promise<() => Promise<voi
       const stale = text !== null && holder?.host === me.host && typeof holder.pid === 'number' && !alive(holder.pid);
       // A lock removed meanwhile (its export ended) or a stale one: try again (a few times: others may race for it).
       if ((text === null || stale) && attempt < 5) {
-        if (stale) await setAside(path, text!, `${path}.${tag}.stale`);
+        if (stale) await setAside(path, text, `${path}.${tag}.stale`);
         continue;
       }
       const who = holder && typeof holder.pid === 'number' ? `run ${JSON.stringify(holder.run)}, process ${holder.pid} on ${holder.host}, since ${holder.startedAt}` : `its lock ${path} does not say whose it is`;
