@@ -1,7 +1,7 @@
 import type { AnyStages, DataOf, EntryInputsOf, NameOf, OutputsOf, Pipeline, StageResult } from '../queues/define-pipeline.js';
 import { createRunEnqueuer, pendingKey, type RunEnqueuer } from '../queues/enqueuer.js';
 import { startQueueWorker, type JobOutcome, type ProcessorContext, type QueueWorker } from './bootstrap.js';
-import { RunGoneError, codeOf } from '../src/errors.js';
+import { ERROR_CODES, RunGoneError, codeOf } from '../src/errors.js';
 import type { FleetContext } from './fleet.js';
 
 /**
@@ -60,7 +60,9 @@ export function startStageWorkers<St extends AnyStages, Out extends OutputsOf<St
           } catch (err) {
             // A job whose run is gone (deleted, or Redis restarted without its data, where jobs in flight then enqueued
             // what they feed) fails on whatever it reads first: a document "not found", the run's options. Said as such.
-            if (codeOf(err) !== 'RUN_GONE' && !(await ctx.store.getRun(data.runId).catch(() => true))) throw new RunGoneError(data.runId, undefined, false);
+            // (Not asked for an endpoint's answer, a 429 say: those come by the thousand, and say nothing of the run.)
+            const code = codeOf(err);
+            if (code !== 'RUN_GONE' && ERROR_CODES[code].area !== 'model' && !(await ctx.store.getRun(data.runId).catch(() => true))) throw new RunGoneError(data.runId, undefined, false);
             throw err;
           }
           await enqueuer.follow(stage, data, output);
