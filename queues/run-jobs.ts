@@ -30,13 +30,20 @@ export function workersOfQueues(at: QueuesAt): (stage: string) => Promise<number
   return async stage => {
     const queue = queueAt(at, stage);
     try {
-      return await queue.getWorkersCount();
-    } catch {
-      return null;
+      return await workersCount(queue);
     } finally {
       await queue.close();
     }
   };
+}
+
+/** How many workers BullMQ lists for `queue` (from Redis's client list); null where Redis refuses CLIENT LIST (some managed Redis). */
+export async function workersCount(queue: Queue): Promise<number | null> {
+  try {
+    return await queue.getWorkersCount();
+  } catch {
+    return null;
+  }
 }
 
 /** Visits every outstanding job of a run, with a Queue to inspect or change it. */
@@ -124,9 +131,8 @@ async function queuesWithoutWorkers(at: QueuesAt, store: RunStore, runId: string
     const queue = queueAt(at, name);
     try {
       const counts = await queue.getJobCounts('wait', 'prioritized');
-      if ((counts['wait'] ?? 0) + (counts['prioritized'] ?? 0) > 0 && (await queue.getWorkersCount()) === 0) out.push(name);
-    } catch {
-      // CLIENT LIST refused (some managed Redis): no claim either way.
+      // CLIENT LIST refused (null): no claim either way.
+      if ((counts['wait'] ?? 0) + (counts['prioritized'] ?? 0) > 0 && (await workersCount(queue)) === 0) out.push(name);
     } finally {
       await queue.close();
     }

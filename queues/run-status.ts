@@ -154,10 +154,10 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
   const throughput = await deps.store.throughput(runId);
   const ratePerMinute = recentRate(throughput, Date.now());
   const control = await deps.control.get(runId);
-  const unconsumed: PipelineStage[] = [];
-  if (deps.workersOf && control.state === 'running') {
-    for (const stage of PIPELINE_STAGES) if (pendingByStage[stage] && (await deps.workersOf(stage)) === 0) unconsumed.push(stage);
-  }
+  const workersOf = deps.workersOf;
+  const asked = workersOf && control.state === 'running' ? PIPELINE_STAGES.filter(stage => pendingByStage[stage]) : [];
+  const workers = await Promise.all(asked.map(stage => workersOf!(stage)));
+  const unconsumed = asked.filter((_, i) => workers[i] === 0);
   const environments = await deps.store.statusCounts(runId, 'env');
   const scenarios = await deps.store.statusCounts(runId, 'scenario');
   const sum = (c: Record<string, number>) => Object.values(c).reduce((a, b) => a + b, 0);

@@ -8,7 +8,7 @@ import { ExpressAdapter } from '@bull-board/express';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { ConfigError, type AppConfig } from '../../config/index.js';
 import { PIPELINE_STAGES } from '../../queues/pipeline.js';
-import { queueAt } from '../../queues/run-jobs.js';
+import { queueAt, workersCount } from '../../queues/run-jobs.js';
 import { listRuns, runStatus, type RunStatus, type StatusDeps } from '../../queues/run-status.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import type { Logger } from '../../src/logger.js';
@@ -72,18 +72,7 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
   createBullBoard({ queues: queues.map(q => new BullMQAdapter(q)), serverAdapter: boardAdapter, options: { uiConfig: { boardTitle: 'envfleet' } } });
   app.use('/queues', boardAdapter.getRouter() as express.Router);
 
-  const statusDeps: StatusDeps = {
-    store,
-    ledger,
-    control,
-    workersOf: async stage => {
-      try {
-        return await queues[PIPELINE_STAGES.indexOf(stage)]!.getWorkersCount();
-      } catch {
-        return null; // CLIENT LIST refused (some managed Redis): no claim either way.
-      }
-    },
-  };
+  const statusDeps: StatusDeps = { store, ledger, control, workersOf: stage => workersCount(queues[PIPELINE_STAGES.indexOf(stage)]!) };
   app.get('/', (_req, res, next) => {
     void (async () => {
       const runs = await listRuns(store, control);

@@ -276,32 +276,19 @@ return 1
   3,
 );
 
-/** Removes an outstanding job; the last one out marks when the run finished. */
-const DONE_PENDING = redisScript(
-  'done_pending',
-  `
+/**
+ * Removes an outstanding job; the last one out marks when the run finished. With `counted`, a job that finished: also
+ * counted in the minute's throughput (KEYS[4], ARGV[3]), only if it was outstanding.
+ */
+const pendingOut = (counted: boolean) => `
 if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], string.match(ARGV[1], '^[^|]*'), -1)
-  if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SET', KEYS[3], ARGV[2]) end
+  if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SET', KEYS[3], ARGV[2]) end${counted ? "\n  redis.call('HINCRBY', KEYS[4], ARGV[3], 1)" : ''}
 end
 return 1
-`,
-  3,
-);
-
-/** DONE_PENDING for a job that finished: also counted in the minute's throughput (KEYS[4], ARGV[3]), only if it was outstanding. */
-const FINISH_PENDING = redisScript(
-  'finish_pending',
-  `
-if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('HINCRBY', KEYS[2], string.match(ARGV[1], '^[^|]*'), -1)
-  if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SET', KEYS[3], ARGV[2]) end
-  redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
-end
-return 1
-`,
-  4,
-);
+`;
+const DONE_PENDING = redisScript('done_pending', pendingOut(false), 3);
+const FINISH_PENDING = redisScript('finish_pending', pendingOut(true), 4);
 
 /** A hash of counters as numbers, without the zeros (a status nobody has any more). */
 function toCounts(hash: Record<string, string>): Record<string, number> {
