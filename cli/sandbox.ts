@@ -5,7 +5,9 @@ import { readJsonFile, readJsonFileAsText, readJsonlLines } from '../src/sandbox
 import type { SandboxLimits } from '../src/sandbox/limits.js';
 import { createLanguageRouter } from '../src/sandbox/language-router.js';
 import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
-import { createLocalSandboxRunner, type SandboxRunner } from '../src/sandbox/runner.js';
+import type { SandboxRunner } from '../src/sandbox/runner.js';
+import { probeThroughSession } from '../src/sandbox/session-probe.js';
+import { createSandboxPool, SANDBOX_THREAD_FILE, type SandboxPool } from '../workers/sandbox-pool.js';
 import type { EpisodeRecord, ProbeCall } from '../src/sandbox/tasks.js';
 import { createLogger } from '../src/logger.js';
 import { jsonItemTexts, jsonMemberText } from '../src/util/json-member.js';
@@ -32,18 +34,37 @@ function limitsFrom(config: AppConfig, options: SandboxCliOptions): SandboxLimit
 }
 
 /**
- * QuickJS in this thread for JavaScript; Python (language "python") in the Pyodide child process, which
- * is only forked when a Python environment or check comes. Closed by the caller.
+ * JavaScript in one sandbox thread watched as a worker's are (a built-in that makes no interrupt checks, stuck past its
+ * deadline, has its thread terminated: src/sandbox/watchdog.ts), its probe made of a session's calls so that the calls
+ * before a stopped one keep their results; Python (language "python") in the Pyodide child process, which is only
+ * forked when a Python environment or check comes; the thread likewise starts on the first JavaScript one. Closed by
+ * the caller.
  */
 function commandRunner(config: AppConfig, limits: SandboxLimits): SandboxRunner {
+  const logger = createLogger(config);
+  let starting: Promise<SandboxPool> | null = null;
+  const pool = (): Promise<SandboxPool> =>
+    (starting ??= (async () => {
+      const started = createSandboxPool({ pool: { threads: 1, tasksPerThread: 1 }, sandbox: limits }, logger.child({ component: 'sandbox-pool' }), SANDBOX_THREAD_FILE);
+      await started.started();
+      return started;
+    })());
   return createLanguageRouter({
-    js: createLocalSandboxRunner(limits.heapMb),
+    js: {
+      probe: async input => {
+        const started = await pool();
+        return probeThroughSession((...args) => started.openSession(...args), input);
+      },
+      checks: async input => (await pool()).checks(input),
+      openSession: async (...args) => (await pool()).openSession(...args),
+      close: async () => (await starting?.catch(() => null))?.close(),
+    },
     python: createPythonSandboxRunner({
       snapshotDir: config.python.snapshotDir,
       interpreters: 1,
       heapMb: config.python.heapMb,
       packages: config.python.packages,
-      logger: createLogger(config).child({ component: 'python-sandbox' }),
+      logger: logger.child({ component: 'python-sandbox' }),
     }),
   });
 }

@@ -85,6 +85,10 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
   let lastWatchId = 0;
   const nextWatchId = (): number => (lastWatchId = (lastWatchId % 2 ** 31) + 1);
   const watched = new Map<number, (err: SandboxError) => void>();
+  // Threads the watchdog terminated, until they have exited: piscina's close() counts a thread still exiting as one
+  // with a task, and waits its whole close timeout for it (30 s; in the command line, whose timer keeps no process
+  // alive, the process ended there with exit code 13).
+  const exiting = new Set<Promise<unknown>>();
   const keeper = new WatchKeeper(board, 250);
   const watchdog = setInterval(() => {
     for (const stuck of keeper.stuck()) {
@@ -101,7 +105,8 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
           `the environment's code ran ${Math.round(stuck.blockedMs)} ms, past its deadline of ${Math.round(stuck.armedMs)} ms, and did not stop: QuickJS checks its deadline between its own steps, and a built-in such as indexOf, join or JSON.stringify over large data, called in a loop, makes none while it runs. Its sandbox thread was terminated (the other environments on it ended); do less work per call (an index kept in the state instead of a search of a large array)`,
         ),
       );
-      void thread.terminate();
+      const exited = thread.terminate().catch(() => undefined).finally(() => exiting.delete(exited));
+      exiting.add(exited);
     }
   }, 250);
   watchdog.unref();
@@ -183,6 +188,7 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
       clearInterval(watchdog);
       // Sessions still open end now: their threads see the port close and dispose the environments.
       for (const port of openPorts) port.close();
+      await Promise.all(exiting);
       if (!destroyed) await piscina.close();
     },
   };

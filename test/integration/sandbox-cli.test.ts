@@ -83,6 +83,32 @@ describe('envfleet sandbox (command line)', function () {
     expect(mem.results[0]!.runtimeError).to.equal('MEMORY_EXCEEDED');
   });
 
+  it('stops a call stuck in a built-in past its deadline (the watchdog), keeps the calls before it, and fails a check stuck the same way', async () => {
+    // indexOf over a million elements makes no interrupt checks while it runs: 20,000 of them take minutes here, and
+    // before the command's thread was watched they ran to the end and printed success.
+    const bundle = await file('scan.json', JSON.stringify({
+      name: 'scan', className: 'S',
+      source: 'class S { constructor(s) { this.state = s; } add() { this.state.n += 1; return { success: true, data: this.state.n }; } scan({ n }) { const a = new Array(1e6).fill(0); let x = 0; for (let i = 0; i < n; i++) x += a.indexOf(1); return { success: true, data: x }; } }',
+      tools: ['add', 'scan'].map(name => ({ type: 'function', function: { name, parameters: { type: 'object' } } })),
+    }));
+    const state = await file('scan-state.json', '{"n": 0, "name": "Zoë 李 🌸"}');
+    const calls = await file('scan.jsonl', '{"tool":"add","arguments":{}}\n{"tool":"scan","arguments":{"n":20000}}\n{"tool":"add","arguments":{}}\n');
+    const { code, stdout, stderr } = await envfleet(['sandbox', 'run', bundle, '--state', state, '--calls', calls, '--deadline-ms', '300']);
+    expect(code, stderr).to.equal(0);
+    const out = JSON.parse(stdout) as { results: { result: { success: boolean; data?: unknown; error?: string }; runtimeError?: string }[]; finalState: unknown; finalStateError?: { code: string } };
+    expect(out.results.map(r => r.runtimeError)).to.deep.equal([undefined, 'DEADLINE_EXCEEDED', 'ENV_DISPOSED']);
+    expect(out.results[0]!.result).to.deep.equal({ success: true, data: 1 });
+    expect(out.results[1]!.result.error).to.include('past its deadline of 300 ms, and did not stop');
+    expect(out.finalStateError?.code).to.equal('ENV_DISPOSED');
+    const checks = await file('scan-checks.json', JSON.stringify([
+      { item: 'scans', check: 'function check(f) { const a = new Array(1e6).fill(0); let x = 0; for (let i = 0; i < 20000; i++) x += a.indexOf(1); return x < 0; }' },
+    ]));
+    const checked = await envfleet(['sandbox', 'check', checks, '--initial', state, '--final', state, '--deadline-ms', '300']);
+    expect(checked.code, checked.stderr).to.equal(0);
+    expect(JSON.parse(checked.stdout)).to.deep.include({ reward: 0, solved: false, results: [{ item: 'scans', passed: false, errorCode: 'DEADLINE_EXCEEDED', error: (JSON.parse(checked.stdout) as { results: { error: string }[] }).results[0]!.error }] });
+    expect((JSON.parse(checked.stdout) as { results: { error: string }[] }).results[0]!.error).to.include('did not stop');
+  });
+
   it('applies ENVFLEET_SANDBOX_ENV_MEMORY_MB as --memory-mb does, and the documented 64 MiB when nothing is set', async () => {
     const bundle = await file('alloc.json', JSON.stringify({
       name: 'alloc', className: 'A', source: 'class A { constructor(s) { this.state = s; } allocate({ mb, piece }) { const a = []; for (let i = 0; i < mb; i += piece) a.push("y".repeat(piece << 20) + i); return { success: true, data: a.length }; } }',

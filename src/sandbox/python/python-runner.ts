@@ -11,12 +11,12 @@ import type { Logger } from '../../logger.js';
 import { compileJsonSchema, describeAjvErrors } from '../../util/json-schema.js';
 import { RawJson, stringifyJson } from '../../util/raw-json.js';
 import type { CheckSpec, EnvironmentCode } from '../bundle.js';
-import { diffStates } from '../diff.js';
 import { SandboxError, type SandboxErrorCode } from '../errors.js';
 import { sessionCpuMsOf, type SandboxLimits } from '../limits.js';
 import type { CallOutcome } from '../quickjs-host.js';
 import { sessionStateJson, type EnvSession, type SandboxRunner } from '../runner.js';
-import type { ChecksInput, ChecksResult, ProbeInput, ProbeResult, ProbeStep, SandboxFailure, SessionEnd } from '../tasks.js';
+import { probeThroughSession } from '../session-probe.js';
+import type { ChecksInput, ChecksResult, SessionEnd } from '../tasks.js';
 import { makeFolder } from '../../util/make-dir.js';
 
 /**
@@ -351,41 +351,8 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
       return (await request({ op: 'stats' })) as PythonRuntimeStats;
     },
     openSession,
-    async probe(input: ProbeInput): Promise<ProbeResult> {
-      const started = performance.now();
-      let session: EnvSession;
-      try {
-        session = await openSession(input.code, input.initialState, input.limits, input.initialStateJson);
-      } catch (err) {
-        if (err instanceof SandboxError && err.code === 'SANDBOX_UNAVAILABLE' && !child) throw err;
-        return { createError: failure(err), createMs: performance.now() - started, steps: [], finalState: null, finalStateError: null };
-      }
-      const createMs = performance.now() - started;
-      const steps: ProbeStep[] = [];
-      const snap = async () => session.snapshot().catch(() => null);
-      try {
-        let before: unknown = input.withStates ? await snap() : undefined;
-        for (const call of input.calls) {
-          const outcome = await session.call(call.tool, call.arguments, call.argumentsText);
-          if (input.withStates) {
-            const after = await snap();
-            steps.push({ tool: call.tool, arguments: call.arguments, ...outcome, stateBefore: before, stateAfter: after, diff: diffStates(before, after) });
-            before = after;
-          } else {
-            steps.push({ tool: call.tool, arguments: call.arguments, ...outcome });
-          }
-        }
-        try {
-          const finalStateJson = await session.snapshotJson!();
-          const finalState = JSON.parse(finalStateJson) as unknown;
-          return { createError: null, createMs, steps, finalState, ...(JSON.stringify(finalState) === finalStateJson ? {} : { finalStateJson }), finalStateError: null };
-        } catch (err) {
-          return { createError: null, createMs, steps, finalState: null, finalStateError: failure(err) };
-        }
-      } finally {
-        await session.close().catch(() => undefined);
-      }
-    },
+    // A runtime that could not start is an error of the runner, not of the environment.
+    probe: input => probeThroughSession(openSession, input, err => err instanceof SandboxError && err.code === 'SANDBOX_UNAVAILABLE' && !child),
     async checks(input: ChecksInput): Promise<ChecksResult> {
       // Kept as text (RawJson: a session's final state as its runtime wrote it), it is passed on unparsed: 1.0 stays a float.
       const finalStateJson = input.finalState instanceof RawJson ? input.finalState.json : (JSON.stringify(input.finalState) ?? 'null');
@@ -426,9 +393,6 @@ type ChildMessage =
   | { type: 'snapshotInvalid' }
   | { type: 'ready'; fromSnapshot: boolean; startMs: number; packagesMs?: number[] }
   | { type: 'failed'; message: string };
-
-const failure = (err: unknown): SandboxFailure =>
-  err instanceof SandboxError ? { code: err.code, message: err.message } : { code: 'SANDBOX_UNAVAILABLE', message: String(err) };
 
 /**
  * Written asynchronously beside its final name, then renamed: a reader never sees half a snapshot.
