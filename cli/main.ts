@@ -74,8 +74,10 @@ function fail(err: unknown): never {
   }
   const e = err as { code?: unknown; syscall?: unknown; message?: unknown; stack?: unknown } | null;
   const code = typeof e?.code === 'string' ? e.code : '';
-  const actionable = (/^[A-Z]+(_[A-Z]+)+$/.test(code) && !code.startsWith('ERR_')) || code.startsWith('commander.') || typeof e?.syscall === 'string';
-  process.stderr.write(`envfleet: ${actionable ? String(e?.message) : String(e?.stack ?? err)}\n`);
+  const own = /^[A-Z]+(_[A-Z]+)+$/.test(code) && !code.startsWith('ERR_');
+  const actionable = own || code.startsWith('commander.') || typeof e?.syscall === 'string';
+  // envfleet's own code goes first, as the logs and docs/errors.md name it (EXPORT_FOLDER_BUSY, …).
+  process.stderr.write(`envfleet: ${own ? `[${code}] ` : ''}${actionable ? String(e?.message) : String(e?.stack ?? err)}\n`);
   process.exit(1);
 }
 

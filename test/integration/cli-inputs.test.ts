@@ -48,6 +48,8 @@ describe('envfleet: mistakes at the command line (build in dist/)', function () 
     const { code, stderr } = await envfleet(['sink', '--run', 'nosuch', '--out', out, '--follow']);
     expect(code).to.equal(1);
     expect(stderr).to.include('run "nosuch" does not exist').and.to.include('envfleet runs');
+    // Its code first, as the logs and docs/errors.md name it.
+    expect(stderr).to.match(/^envfleet: \[INVALID_REQUEST\] run "nosuch"/);
     expect(stderr).not.to.match(/\n\s+at /);
     expect(await readdir(dir)).not.to.include('sink-out');
     expect(await redis.keys(`${prefix}*`)).to.deep.equal([]);
