@@ -19,7 +19,7 @@ import { CheckMemo } from './check-memo.js';
 import { checkStateTexts } from './state-text.js';
 import { finalStatePatch, InitialIndex } from './json-patch.js';
 import { HARNESS_SOURCE, JS_DEPTH_ADVICE } from './harness.js';
-import { deeperThan, MAX_JSON_DEPTH, STATE_CAP_ADVICE } from './python/python-harness.mjs';
+import { deeperThan, MAX_JSON_DEPTH, RESULT_CAP_ADVICE, RESULT_CAP_SETTING, STATE_CAP_ADVICE } from './python/python-harness.mjs';
 import { DEFAULT_SANDBOX_LIMITS, sessionCpuMsOf, type SandboxLimits } from './limits.js';
 import { quickjsBuild, Wasm, WASM_MAX_PAGES, WASM_PAGE, type QuickJSBuild, type WasmInstance, type WasmMemory, type WasmModule } from './quickjs-build.js';
 import { watchArmed } from './watchdog.js';
@@ -1852,7 +1852,7 @@ export class SandboxEnvironment {
         const reply = failed ? (JSON.parse(text.slice(1)) as { err: SandboxErrorCode; message: string }) : null;
         if (reply && FATAL_CODES.has(reply.err)) return this.stop(started, parse, reply.err, cutText(reply.message, 2000), true);
         const what = reply ? `the error (${reply.err}) of ${tool}` : `the result of ${tool}`;
-        return this.stop(started, parse, 'RESULT_TOO_LARGE', `${what} is ${length} bytes; the cap is ${this.limits.maxResultBytes}${reply ? `; it began: ${cutText(reply.message, 200)}` : ''}`, true);
+        return this.stop(started, parse, 'RESULT_TOO_LARGE', `${what} is ${length} bytes; the cap is ${this.limits.maxResultBytes}${reply ? `${RESULT_CAP_SETTING}; it began: ${cutText(reply.message, 200)}` : RESULT_CAP_ADVICE}`, true);
       }
       if (failed) {
         const reply = JSON.parse(text.slice(1)) as { err: SandboxErrorCode; message: string };

@@ -624,7 +624,10 @@ class Env:
     it('ends a session that used up its CPU budget with CPU_BUDGET_EXCEEDED, and caps results', async () => {
       const code = python('import time\nclass Env:\n    def __init__(self, c):\n        pass\n    def busy(self):\n        t = time.perf_counter\n        a = t()\n        while t() - a < 0.1:\n            pass\n        return {"success": True}\n    def big(self):\n        return {"success": True, "data": "x" * 5000}\n', ['busy', 'big']);
       const s = await session(code, {}, { ...LIMITS, sessionCpuMs: 350, maxResultBytes: 1000 });
-      expect(await s.call('big', {})).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE' });
+      const big = await s.call('big', {});
+      expect(big).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE' });
+      // The setting, and what to do.
+      expect((big.result as { error: string }).error).to.match(/^the result is more than the result cap of 1000 bytes of JSON .*\(ENVFLEET_SANDBOX_MAX_RESULT_KB\): a tool should return a page or the items asked for/);
       const codes: (string | undefined)[] = [];
       for (let i = 0; i < 6 && !codes.includes('CPU_BUDGET_EXCEEDED'); i++) codes.push((await s.call('busy', {})).runtimeError);
       // Each busy call takes at least 100 ms: at most 3 fit in 350 ms (fewer on a loaded machine, where a call takes longer).
@@ -2251,7 +2254,7 @@ class Env:
         const { result } = await s.call('find', {});
         const error = (result as { error: string }).error;
         expect(Buffer.byteLength(error)).to.be.below(4096);
-        expect(error).to.match(/^the error \(TOOL_THREW\) is \d+ bytes, more than the result cap of 4096; it began: KeyError: "no x in \{'k0': 'réservé 😀 0'/);
+        expect(error).to.match(/^the error \(TOOL_THREW\) is \d+ bytes, more than the result cap of 4096 \(ENVFLEET_SANDBOX_MAX_RESULT_KB\); it began: KeyError: "no x in \{'k0': 'réservé 😀 0'/);
         // The session goes on, as after a result over the cap.
         expect(await s.call('find', { key: 'k7' })).to.deep.include({ result: 'réservé 😀 7' });
         await s.close();

@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { DEPTH_ADVICE, deeperThan, INITIAL_STATE_CAP_ADVICE, MAX_JSON_DEPTH, STATE_CAP_ADVICE } from './python-harness.mjs';
+import { DEPTH_ADVICE, deeperThan, INITIAL_STATE_CAP_ADVICE, MAX_JSON_DEPTH, RESULT_CAP_ADVICE, RESULT_CAP_SETTING, STATE_CAP_ADVICE } from './python-harness.mjs';
 
 const INTERPRETER = new URL('./python-interpreter.mjs', import.meta.url);
 /** How often, in the second half of the grace after a deadline, an interrupt the buffer no longer holds is sent again. */
@@ -395,7 +395,7 @@ async function handle(msg) {
       if (resultJson !== null) {
         const bytes = Buffer.byteLength(resultJson);
         if (bytes > s.limits.maxResultBytes) {
-          return { value: { result: { success: false, error: `the result is ${bytes} bytes of JSON, more than the result cap of ${s.limits.maxResultBytes}` }, runtimeError: 'RESULT_TOO_LARGE', us: a.us } };
+          return { value: { result: { success: false, error: `the result is ${bytes} bytes of JSON, more than the result cap of ${s.limits.maxResultBytes}${RESULT_CAP_ADVICE}` }, runtimeError: 'RESULT_TOO_LARGE', us: a.us } };
         }
         return { value: { resultJson, us: a.us } };
       }
@@ -429,7 +429,7 @@ async function handle(msg) {
           // Never half a character: a cut between the two halves of a surrogate pair drops the first half.
           const message = String(r.message);
           const start = message.slice(0, /[\uD800-\uDBFF]/.test(message.charAt(199)) ? 199 : 200);
-          return { value: { result: { success: false, error: `the error (${r.err}) is ${bytes} bytes, more than the result cap of ${s.limits.maxResultBytes}; it began: ${start}` }, runtimeError: 'RESULT_TOO_LARGE', us: a.us } };
+          return { value: { result: { success: false, error: `the error (${r.err}) is ${bytes} bytes, more than the result cap of ${s.limits.maxResultBytes}${RESULT_CAP_SETTING}; it began: ${start}` }, runtimeError: 'RESULT_TOO_LARGE', us: a.us } };
         }
         return { value: { result: { success: false, error: r.message }, runtimeError: r.err, us: a.us } };
       }

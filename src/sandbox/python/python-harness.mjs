@@ -47,6 +47,9 @@ export const DEPTH_ADVICE = `: the Python runtime reads and writes JSON values u
 export const STATE_CAP_ADVICE = ' (ENVFLEET_SANDBOX_MAX_STATE_KB): keep in the state only what later calls need (an environment that keeps everything each call gives it, such as a copy of every result or a log of every request, grows past any cap), or raise ENVFLEET_SANDBOX_MAX_STATE_KB (a run uses the value it was submitted with)';
 /** STATE_CAP_ADVICE for the initial state as the Python runtime measures it: the constructed instance's state. */
 export const INITIAL_STATE_CAP_ADVICE = ' (ENVFLEET_SANDBOX_MAX_STATE_KB): give the scenario a smaller initial state (or build less of it in the constructor), or raise ENVFLEET_SANDBOX_MAX_STATE_KB (a run uses the value it was submitted with)';
+/** After a result past the result cap: the setting, and what to do. An error past it names the setting only (its start follows). */
+export const RESULT_CAP_ADVICE = ' (ENVFLEET_SANDBOX_MAX_RESULT_KB): a tool should return a page or the items asked for, not a whole collection; or raise ENVFLEET_SANDBOX_MAX_RESULT_KB (a run uses the value it was submitted with)';
+export const RESULT_CAP_SETTING = ' (ENVFLEET_SANDBOX_MAX_RESULT_KB)';
 
 /**
  * Whether a JSON text nests containers more than `max` levels deep (strings skipped; the scan stops there; no
@@ -85,7 +88,7 @@ ALLOWED_IMPORTS = frozenset(__ALLOWED__)
 MAX_DEPTH = __MAX_DEPTH__
 DEPTH_ADVICE = __DEPTH_ADVICE__
 # What an error past the state cap adds (the setting, and what to do): for a state, and for the initial state.
-CAP_ADVICE = {'state': __STATE_CAP_ADVICE__, 'the initial state': __INITIAL_STATE_CAP_ADVICE__}
+CAP_ADVICE = {'state': __STATE_CAP_ADVICE__, 'the initial state': __INITIAL_STATE_CAP_ADVICE__, 'result': __RESULT_CAP_ADVICE__}
 # User-supplied pure-Python packages (ENVFLEET_PYTHON_PACKAGES): their top-level names, set by the interpreter
 # thread before this runs. Environments and checks may import them too; each session gets its own copy.
 PACKAGE_NAMES = frozenset(_json.loads(_PACKAGE_NAMES_JSON))
@@ -1213,8 +1216,8 @@ def capped(o, cap, what, cap_name):
         # Raised here, not kept in a local first: a local holding the error would make a cycle (the error, its
         # traceback, this frame) that keeps o, too deep, alive until the cycle collector runs.
         raise _too_deep(e, what) from None
-    # The setting and what to do, past the state cap (a result's error is the tool's, said as it is).
-    advice = (CAP_ADVICE['the initial state'] if what == 'the initial state' else CAP_ADVICE['state']) if cap_name == 'state' else ''
+    # The setting and what to do, past the state or the result cap.
+    advice = (CAP_ADVICE['the initial state'] if what == 'the initial state' else CAP_ADVICE['state']) if cap_name == 'state' else CAP_ADVICE['result']
     if floor > cap:
         raise TooLarge('%s is more than the %s cap of %d bytes of JSON (at least %d bytes: counting stopped there, nothing was encoded)%s' % (what, cap_name, cap, floor, advice))
     text = _deeply_to(_frames_for(_DEPTH[0]), canonical, o)  # dataclasses.asdict recurses in Python
@@ -2054,7 +2057,7 @@ _gc.collect()
 _gc.freeze()
 `.replace('__ALLOWED__', JSON.stringify(ALLOWED_IMPORTS)).replace('__BLOCKED__', JSON.stringify(BLOCKED_MODULES))
   .replace('__MAX_DEPTH__', String(MAX_JSON_DEPTH)).replace('__DEPTH_ADVICE__', () => JSON.stringify(DEPTH_ADVICE))
-  .replace('__STATE_CAP_ADVICE__', () => JSON.stringify(STATE_CAP_ADVICE)).replace('__INITIAL_STATE_CAP_ADVICE__', () => JSON.stringify(INITIAL_STATE_CAP_ADVICE));
+  .replace('__STATE_CAP_ADVICE__', () => JSON.stringify(STATE_CAP_ADVICE)).replace('__INITIAL_STATE_CAP_ADVICE__', () => JSON.stringify(INITIAL_STATE_CAP_ADVICE)).replace('__RESULT_CAP_ADVICE__', () => JSON.stringify(RESULT_CAP_ADVICE));
 
 const UTF8 = new TextDecoder('utf-8', { ignoreBOM: true });
 

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import type { EnvironmentCode } from '../../../src/sandbox/bundle.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../../src/sandbox/limits.js';
+import { RESULT_CAP_ADVICE } from '../../../src/sandbox/python/python-harness.mjs';
 import { QuickJSHost, type SandboxEnvironment } from '../../../src/sandbox/quickjs-host.js';
 import { createLocalSandboxRunner } from '../../../src/sandbox/runner.js';
 
@@ -95,7 +96,7 @@ describe('the sandbox call path', function () {
     expect(at.runtimeError).to.equal(undefined);
     expect(wrapped(at.result)).to.equal(CAP);
     const over = env.call('pad', { n: CAP - wrapped({ d: '' }) + 1, ch: 'x' });
-    expect(over).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the result of pad is ${CAP + 1} bytes; the cap is ${CAP}` } });
+    expect(over).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the result of pad is ${CAP + 1} bytes; the cap is ${CAP}${RESULT_CAP_ADVICE}` } });
     expect(env.disposed).to.equal(false);
   });
 
@@ -109,7 +110,7 @@ describe('the sandbox call path', function () {
     const cjk = Math.floor(room / 3);
     expect(env.call('pad', { n: cjk, ch: '書' }).result).to.deep.equal({ d: '書'.repeat(cjk) });
     const over = wrapped({ d: '' }) + 3 * (cjk + 1);
-    expect(env.call('pad', { n: cjk + 1, ch: '書' })).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the result of pad is ${over} bytes; the cap is ${CAP}` } });
+    expect(env.call('pad', { n: cjk + 1, ch: '書' })).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the result of pad is ${over} bytes; the cap is ${CAP}${RESULT_CAP_ADVICE}` } });
     const accents = Math.floor(room / 2);
     expect(env.call('pad', { n: accents, ch: 'é' }).runtimeError).to.equal(undefined);
     expect(env.call('pad', { n: accents + 1, ch: 'é' }).runtimeError).to.equal('RESULT_TOO_LARGE');
@@ -120,10 +121,10 @@ describe('the sandbox call path', function () {
     expect(env.call('fail', { message: 'e'.repeat(room) })).to.deep.include({ runtimeError: 'TOOL_THREW', result: { success: false, error: 'e'.repeat(room) } });
     // Said as the error it is, with its start (200 characters, never half of one), as the Python runtime says it: a
     // stranger's probe saw "the result of raise_huge is 5000033 bytes" and none of the message.
-    expect(env.call('fail', { message: 'e'.repeat(room + 1) })).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the error (TOOL_THREW) of fail is ${CAP + 1} bytes; the cap is ${CAP}; it began: ${'e'.repeat(200)}` } });
+    expect(env.call('fail', { message: 'e'.repeat(room + 1) })).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the error (TOOL_THREW) of fail is ${CAP + 1} bytes; the cap is ${CAP} (ENVFLEET_SANDBOX_MAX_RESULT_KB); it began: ${'e'.repeat(200)}` } });
     const wide = '⚠️ stock introuvable 在庫なし 📦 '.repeat(Math.ceil(room / 10));
     const said = (env.call('fail', { message: wide }).result as { error: string }).error;
-    expect(said).to.match(/^the error \(TOOL_THREW\) of fail is \d+ bytes; the cap is \d+; it began: ⚠️ stock introuvable/);
+    expect(said).to.match(/^the error \(TOOL_THREW\) of fail is \d+ bytes; the cap is \d+ \(ENVFLEET_SANDBOX_MAX_RESULT_KB\); it began: ⚠️ stock introuvable/);
     expect(said.endsWith(wide.slice(0, 200)) || said.endsWith(wide.slice(0, 199)), said).to.equal(true);
   });
 
