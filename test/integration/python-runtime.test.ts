@@ -2186,15 +2186,20 @@ class Env:
           '    sqlite3 = "absent"',
           'if TYPE_CHECKING:',
           '    from xml.etree import ElementTree',
+          // The names before the one it lacks are bound, as in CPython: json and r, not yaml.
+          'try:',
+          '    import json, re as r, yaml, math',
+          'except ImportError:',
+          '    yaml = None',
           'class Env:',
           '    def __init__(self, c=None):',
           '        self.note = "réservé 😀 " + _why',
           '    def which(self):',
-          '        return [np is None, _p is None, sqlite3]',
+          '        return [np is None, _p is None, sqlite3, json.dumps({"k": "東京"}), r.sub("a", "b", "aa"), yaml, "math" in globals()]',
           '',
         ].join('\n');
         const s = await r.openSession(python(src, ['which']), {}, LIMITS);
-        expect(await s.call('which', {})).to.deep.include({ result: [true, true, 'absent'] });
+        expect(await s.call('which', {})).to.deep.include({ result: [true, true, 'absent', '{"k": "\\u6771\\u4eac"}', 'bb', null, false] });
         expect(await s.snapshot()).to.deep.equal({ note: "réservé 😀 No module named 'os' (the sandbox does not offer it)" });
         await s.close();
         const check = await r.checks({

@@ -189,11 +189,12 @@ def _guarded_imports(tree):
     return out
 
 def _raise_in_place(source, spans):
-    """source with each span (line, col, end_line, end_col, name: the 1-based lines and UTF-8 byte columns of an import
-    statement) made a raise of ModuleNotFoundError: on the span's first line, its other lines joined to it with a
+    """source with each span (line, col, end_line, end_col, name, prefix: the 1-based lines and UTF-8 byte columns of an
+    import statement, the module it lacks, the imports it makes first) made a raise of ModuleNotFoundError (after the
+    prefix): on the span's first line, its other lines joined to it with a
     backslash, so every later line keeps its number. None when a span does not hold an import statement's text."""
     lines = source.splitlines(keepends=True)
-    for (line, col, end_line, end_col, name) in sorted(spans, reverse=True):
+    for (line, col, end_line, end_col, name, prefix) in sorted(spans, reverse=True):
         if not (1 <= line <= end_line <= len(lines)):
             return None
         first = lines[line - 1].encode('utf-8')
@@ -201,7 +202,7 @@ def _raise_in_place(source, spans):
         if not (first[col:].startswith(b'import') or first[col:].startswith(b'from')):
             return None
         msg = 'No module named %r (the sandbox does not offer it)' % name
-        stmt = ('raise ModuleNotFoundError(%r, name=%r)' % (msg, name)).encode('utf-8')
+        stmt = (prefix + 'raise ModuleNotFoundError(%r, name=%r)' % (msg, name)).encode('utf-8')
         joined = first[:col] + stmt + b' \\\n' * (end_line - line) + last[end_col:]
         lines[line - 1:end_line] = [joined.decode('utf-8')] + [''] * (end_line - line)
     return ''.join(lines)
@@ -231,7 +232,17 @@ def check_source(source, what, guarded=True):
             if guarded_ids is None:
                 guarded_ids = _guarded_imports(tree)
             if id(node) in guarded_ids:
-                spans.append((_get(node, 'lineno'), _get(node, 'col_offset'), _get(node, 'end_lineno'), _get(node, 'end_col_offset'), bad[0][0]))
+                # CPython imports the names of one statement left to right: those before the first it lacks are bound
+                # (import json, numpy binds json), so they are imported before the raise, written from the tree's names.
+                before = []
+                if _type(node) is _Import:
+                    for a in _get(node, 'names', ()):
+                        n, asname = _get(a, 'name'), _get(a, 'asname')
+                        if str(n).split('.')[0] not in ALLOWED_IMPORTS and str(n).split('.')[0] not in PACKAGE_NAMES:
+                            break
+                        before.append('%s as %s' % (n, asname) if asname else str(n))
+                spans.append((_get(node, 'lineno'), _get(node, 'col_offset'), _get(node, 'end_lineno'), _get(node, 'end_col_offset'), bad[0][0],
+                              'import %s; ' % ', '.join(before) if before else ''))
                 bad = ()
         for (name, top) in bad[:1]:
             # A standard module cannot be supplied as a package (ENVFLEET_PYTHON_PACKAGES refuses a name that
