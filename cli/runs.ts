@@ -112,6 +112,8 @@ export async function budgetCommand(opts: BudgetOptions): Promise<void> {
 }
 
 export function formatFunnel(rows: readonly FunnelRow[]): string {
+  // A run whose first jobs have not reached a stage yet (just submitted, or its workers not started) has no rows.
+  if (rows.length === 0) return 'stages: nothing has entered a stage yet';
   const lines = ['stage                  entered  passed  left (why)'];
   for (const r of rows) {
     const why = Object.entries(r.left).map(([k, n]) => `${n} ${k}`).join(', ');

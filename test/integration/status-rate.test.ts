@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Worker } from 'bullmq';
 import { expect } from 'chai';
-import { formatStatus } from '../../cli/runs.js';
+import { formatFunnel, formatStatus } from '../../cli/runs.js';
 import { workersOfQueues } from '../../queues/run-jobs.js';
 import { runStatus, timeLeftText } from '../../queues/run-status.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
@@ -50,6 +50,9 @@ describe('envfleet status: the rate is that of the last minutes, not of the last
     expect(s.ratePerMinute).to.equal(0);
     expect(s.etaMinutes).to.equal(null);
     expect(formatStatus(s)).to.include('rate 0.0 jobs/min; time left unknown');
+    // No job has entered a stage: the funnel says so rather than print its header alone.
+    expect(s.funnel).to.deep.equal([]);
+    expect(formatFunnel(s.funnel)).to.equal('stages: nothing has entered a stage yet');
   });
 
   it('jobs finishing now: the rate over the last five minutes, empty minutes counted', async () => {
