@@ -1,6 +1,7 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { CheckSpec, EnvironmentCode } from './bundle.js';
 import { SandboxError } from './errors.js';
+import { MAX_JSON_DEPTH } from './python/python-harness.mjs';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from './limits.js';
 import { QuickJSHost, type CallOutcome, type CallTextOutcome } from './quickjs-host.js';
 import {
@@ -75,6 +76,24 @@ function outcomeOf(sent: CallTextOutcome): CallOutcome {
   return sent.runtimeError === undefined ? { result, us: sent.us } : { result, runtimeError: sent.runtimeError, us: sent.us };
 }
 
+/**
+ * Whether `value` nests arrays and objects more than `max` levels deep, walked without recursion: a model's tool call
+ * can nest its arguments thousands of levels deep, and a structured clone of them (postMessage) then overflowed the
+ * host's stack (RangeError) and took the whole probe or episode down with it.
+ */
+export function nestsDeeperThan(value: unknown, max: number): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  const stack: [object, number][] = [[value, 1]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (depth > max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (child !== null && typeof child === 'object') stack.push([child as object, depth + 1]);
+    }
+  }
+  return false;
+}
+
 /** A call's outcome as a thread sends one that a limit ended: {success: false, error} with the code. */
 const failedCall = (code: SandboxError['code'], message: string): CallTextOutcome => ({ resultJson: JSON.stringify({ success: false, error: message }), runtimeError: code, us: 0 });
 
@@ -133,7 +152,11 @@ export function connectSession(port: MessagePort, initialStateJson: string): { s
         const tools = (reply.value as { tools: string[] }).tools;
         resolveStart({
           tools,
-          call: async (tool, args) => outcomeOf((await request({ op: 'call', tool, arguments: args })) as CallTextOutcome),
+          call: async (tool, args) => {
+            // Refused here, before the copy to the thread (the environment never sees them, and goes on).
+            if (nestsDeeperThan(args, MAX_JSON_DEPTH)) return outcomeOf(failedCall('INVALID_ARGUMENTS', `the arguments of ${tool} nest arrays and objects more than ${MAX_JSON_DEPTH} levels deep: give them flatter`));
+            return outcomeOf((await request({ op: 'call', tool, arguments: args })) as CallTextOutcome);
+          },
           snapshot: async () => JSON.parse((await request({ op: 'snapshot' })) as string) as unknown,
           initialState: () => (closed ? Promise.reject(new SandboxError('SANDBOX_UNAVAILABLE', 'the session is closed')) : Promise.resolve(initialStateJson)),
           finish: async checks => {

@@ -109,6 +109,23 @@ describe('envfleet sandbox (command line)', function () {
     expect((JSON.parse(checked.stdout) as { results: { error: string }[] }).results[0]!.error).to.include('did not stop');
   });
 
+  it('refuses a call whose arguments nest thousands of levels deep as that call\'s INVALID_ARGUMENTS, and goes on (it crashed the command with RangeError)', async () => {
+    const bundle = await file('echo.json', JSON.stringify({
+      name: 'echo', className: 'E',
+      source: 'class E { constructor(s) { this.state = s; } echo({ v }) { this.state.n += 1; return { success: true, data: JSON.stringify(v).length }; } }',
+      tools: [{ type: 'function', function: { name: 'echo', parameters: { type: 'object' } } }],
+    }));
+    const state = await file('echo-state.json', '{"n": 0}');
+    const deep = (levels: number) => `${'['.repeat(levels)}"é 東京 🌸"${']'.repeat(levels)}`;
+    const calls = await file('echo.jsonl', [`{"tool":"echo","arguments":{"v":${deep(6_000)}}}`, `{"tool":"echo","arguments":{"v":${deep(998)}}}`, '{"tool":"echo","arguments":{"v":"ok"}}'].join('\n'));
+    const { code, stdout, stderr } = await envfleet(['sandbox', 'run', bundle, '--state', state, '--calls', calls]);
+    expect(code, stderr).to.equal(0);
+    const out = JSON.parse(stdout) as { results: { result: { success: boolean; data?: unknown; error?: string }; runtimeError?: string }[]; finalState: unknown };
+    expect(out.results.map(r => r.runtimeError)).to.deep.equal(['INVALID_ARGUMENTS', undefined, undefined]);
+    expect(out.results[0]!.result.error).to.equal('the arguments of echo nest arrays and objects more than 1000 levels deep: give them flatter');
+    expect(out.finalState).to.deep.equal({ n: 2 });
+  });
+
   it('applies ENVFLEET_SANDBOX_ENV_MEMORY_MB as --memory-mb does, and the documented 64 MiB when nothing is set', async () => {
     const bundle = await file('alloc.json', JSON.stringify({
       name: 'alloc', className: 'A', source: 'class A { constructor(s) { this.state = s; } allocate({ mb, piece }) { const a = []; for (let i = 0; i < mb; i += piece) a.push("y".repeat(piece << 20) + i); return { success: true, data: a.length }; } }',

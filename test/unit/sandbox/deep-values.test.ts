@@ -3,6 +3,7 @@ import type { EnvironmentCode } from '../../../src/sandbox/bundle.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../../src/sandbox/limits.js';
 import { MAX_JSON_DEPTH } from '../../../src/sandbox/python/python-harness.mjs';
 import { CALL_WAYS, QuickJSHost, SNAPSHOT_WAYS, type SandboxEnvironment } from '../../../src/sandbox/quickjs-host.js';
+import { nestsDeeperThan } from '../../../src/sandbox/runner.js';
 import { rejection } from '../../helpers/assert.js';
 
 /**
@@ -106,5 +107,25 @@ describe('JavaScript results and states nested more than 1,000 levels deep (Quic
     const env = await host.createEnvironment(WAYS[0]![1], { chain: flatter }, LIMITS);
     expect(env.call('ok', {}).runtimeError).to.equal(undefined);
     env.dispose();
+  });
+});
+
+describe('nestsDeeperThan (a session call\'s arguments, before they are copied to the thread)', () => {
+  const nest = (levels: number): unknown => {
+    let v: unknown = 'é 東京 🌸';
+    for (let i = 0; i < levels; i++) v = i % 2 ? [v] : { k: v };
+    return v;
+  };
+
+  it('counts levels as JSON text does, without recursion, and stops on a cycle', () => {
+    expect(nestsDeeperThan('text', 0)).to.equal(false);
+    expect(nestsDeeperThan(nest(MAX_JSON_DEPTH), MAX_JSON_DEPTH)).to.equal(false);
+    expect(nestsDeeperThan(nest(MAX_JSON_DEPTH + 1), MAX_JSON_DEPTH)).to.equal(true);
+    // Far past what a recursive walk (or a structured clone) survives.
+    expect(nestsDeeperThan(nest(200_000), MAX_JSON_DEPTH)).to.equal(true);
+    const cycle: Record<string, unknown> = { a: [1, 2] };
+    cycle.self = cycle;
+    expect(nestsDeeperThan(cycle, MAX_JSON_DEPTH)).to.equal(true);
+    expect(nestsDeeperThan({ wide: Array.from({ length: 10_000 }, (_, i) => ({ i })) }, 3)).to.equal(false);
   });
 });
