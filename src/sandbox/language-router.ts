@@ -1,7 +1,7 @@
 import { languageOf, type CheckSpec } from './bundle.js';
 import type { CheckOutcome } from './quickjs-host.js';
 import type { EnvSession, SandboxRunner } from './runner.js';
-import type { ChecksInput, ChecksResult, SessionEnd } from './tasks.js';
+import type { ChecksInput, ChecksResult, ProbeResult, SandboxFailure, SessionEnd } from './tasks.js';
 import { SandboxError } from './errors.js';
 import { RawJson } from '../util/raw-json.js';
 import { cutText } from '../util/text.js';
@@ -23,6 +23,13 @@ function boundedChecks(r: ChecksResult): ChecksResult {
   return { ...r, results: r.results.map(x => (x.error !== undefined && x.error.length > MAX_ERROR_CHARS ? { ...x, error: boundedError(x.error) } : x)) };
 }
 
+/** A probe's errors of an environment that did not start, or whose final state could not be read, bounded. */
+function boundedProbe(r: ProbeResult): ProbeResult {
+  const bound = (f: SandboxFailure | null) => (f && f.message.length > MAX_ERROR_CHARS ? { ...f, message: boundedError(f.message) } : f);
+  if (bound(r.createError) === r.createError && bound(r.finalStateError) === r.finalStateError) return r;
+  return { ...r, createError: bound(r.createError), finalStateError: bound(r.finalStateError) };
+}
+
 /** The session with another finish (given the checks to run). */
 function withFinish(session: EnvSession, finish: EnvSession['finish']): EnvSession {
   const text = session.snapshotJson?.bind(session);
@@ -39,13 +46,13 @@ function boundedSession(session: EnvSession): EnvSession {
 
 /**
  * `runner` with the error messages it hands back bounded (MAX_ERROR_CHARS): a check's, an environment's that did not
- * start, and those of a session's finish. The language router is one; a caller that holds one runtime's runner
+ * start (a session's or a probe's), a probe's final state's, and those of a session's finish. The language router is one; a caller that holds one runtime's runner
  * directly (`envfleet import`, which replays gold actions in Python) wraps it too, so a careless message reaches no
  * summary or record whole.
  */
 export function boundedRunner(runner: SandboxRunner): SandboxRunner {
   return {
-    probe: input => runner.probe(input),
+    probe: async input => boundedProbe(await runner.probe(input)),
     checks: async input => boundedChecks(await runner.checks(input)),
     async openSession(code, initialState, limits, initialStateJson) {
       try {

@@ -48,5 +48,9 @@ describe('error messages of careless generated code are bounded (checks, and an 
     const err = await rejection(router.openSession({ name: 'careless', className: 'Env', source: 'class Env { constructor(s) { throw new Error("bad state — " + JSON.stringify(s)); } }', tools: [] }, STATE, LIMITS));
     expect(err).to.be.instanceOf(SandboxError);
     bounded((err as Error).message);
+    // A probe's too (envfleet sandbox run printed the whole message, 5 MB on one line, in a stranger's probe).
+    const probe = await router.probe({ code: { name: 'careless', className: 'Env', source: 'class Env { constructor(s) { throw new Error("bad state — " + JSON.stringify(s)); } }', tools: [] }, initialState: STATE, calls: [], limits: LIMITS });
+    expect(probe.createError?.code).to.equal('CONSTRUCTOR_FAILED');
+    bounded(probe.createError?.message);
   });
 });

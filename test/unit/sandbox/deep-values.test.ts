@@ -124,7 +124,7 @@ describe('nestsDeeperThan (a session call\'s arguments, before they are copied t
     // Far past what a recursive walk (or a structured clone) survives.
     expect(nestsDeeperThan(nest(200_000), MAX_JSON_DEPTH)).to.equal(true);
     const cycle: Record<string, unknown> = { a: [1, 2] };
-    cycle.self = cycle;
+    cycle['self'] = cycle;
     expect(nestsDeeperThan(cycle, MAX_JSON_DEPTH)).to.equal(true);
     expect(nestsDeeperThan({ wide: Array.from({ length: 10_000 }, (_, i) => ({ i })) }, 3)).to.equal(false);
   });
