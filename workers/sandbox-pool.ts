@@ -4,6 +4,7 @@ import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { AppConfig } from '../config/index.js';
 import type { Logger } from '../src/logger.js';
+import type { CheckSpec } from '../src/sandbox/bundle.js';
 import { SandboxError } from '../src/sandbox/errors.js';
 import { connectSession, sessionStateJson, type SandboxRunner } from '../src/sandbox/runner.js';
 import { SharedTexts } from '../src/sandbox/shared-text.js';
@@ -160,10 +161,27 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
     checks: input => {
       const texts = checkStateTexts(input.checks, input.finalState, input.initialState);
       if ('failed' in texts) return Promise.resolve(checksResult(texts.failed));
-      // Checks a stuck one took down with its thread fail with the watchdog's DEADLINE_EXCEEDED, as a deadline met inside the thread fails them.
-      return watchedRun<ChecksResult>({ kind: 'checks-text', checks: input.checks, limits: input.limits, ...texts }).catch((err: unknown) => {
+      const runChecks = (checks: readonly CheckSpec[]) => watchedRun<ChecksResult>({ kind: 'checks-text', checks, limits: input.limits, ...texts });
+      return runChecks(input.checks).catch(async (err: unknown) => {
         if (!(err instanceof SandboxError && err.code === 'DEADLINE_EXCEEDED')) throw err;
-        return checksResult(input.checks.map(c => ({ item: c.item, passed: false, error: err.message, errorCode: 'DEADLINE_EXCEEDED' })));
+        // One check was stuck and its thread was terminated with the whole batch: each check runs again on its own, so
+        // the stuck one fails with the watchdog's DEADLINE_EXCEEDED and the others keep their own verdicts (all of them
+        // failed with it before, passed ones too, and the stuck one was not named).
+        if (input.checks.length === 1) return checksResult([{ item: input.checks[0]!.item, passed: false, error: err.message, errorCode: 'DEADLINE_EXCEEDED' }]);
+        // One after another: a stuck one's thread, terminated, would take the others running beside it down too.
+        const alone: ChecksResult['results'][number][] = [];
+        for (const c of input.checks) {
+          alone.push(
+            await runChecks([c]).then(
+              r => r.results[0]!,
+              (e: unknown) => {
+                if (!(e instanceof SandboxError && e.code === 'DEADLINE_EXCEEDED')) throw e;
+                return { item: c.item, passed: false, error: e.message, errorCode: 'DEADLINE_EXCEEDED' as const };
+              },
+            ),
+          );
+        }
+        return checksResult(alone);
       });
     },
     async openSession(code, initialState, limits, initialStateJson) {
