@@ -337,7 +337,7 @@ sandbox
   .requiredOption('--state <file>', 'initial state JSON')
   .requiredOption('--calls <file>', 'JSONL, one {"tool": NAME, "arguments": {...}} per line')
   .option('--deadline-ms <n>', 'deadline of one call (default ENVFLEET_SANDBOX_DEADLINE_MS)', positiveInt)
-  .option('--memory-mb <n>', 'memory cap (default ENVFLEET_SANDBOX_ENV_MEMORY_MB)', memoryMb)
+  .option('--memory-mb <n>', "memory cap of a JavaScript environment (default ENVFLEET_SANDBOX_ENV_MEMORY_MB); a Python one has its interpreter's, ENVFLEET_PYTHON_HEAP_MB", memoryMb)
   .action(guarded(async (bundle: string, opts: SandboxCommandOptions) => (await import('./sandbox.js')).sandboxCommand('run', bundle, opts)));
 
 sandbox
@@ -348,7 +348,7 @@ sandbox
   .requiredOption('--final <file>', 'final state JSON')
   .option('--episode <file>', 'for episode checks (episode: true): a trajectory JSON (its messages and turnStates), or {"messages": [...], "turn_states": [...]}')
   .option('--deadline-ms <n>', 'deadline of one check (default ENVFLEET_SANDBOX_CHECK_DEADLINE_MS)', positiveInt)
-  .option('--memory-mb <n>', 'memory cap', memoryMb)
+  .option('--memory-mb <n>', "memory cap of JavaScript checks (default ENVFLEET_SANDBOX_ENV_MEMORY_MB); Python checks have their interpreter's, ENVFLEET_PYTHON_HEAP_MB", memoryMb)
   .action(guarded(async (checks: string, opts: SandboxCommandOptions) => (await import('./sandbox.js')).sandboxCommand('check', checks, opts)));
 
 await program.parseAsync(process.argv);

@@ -615,7 +615,10 @@ class Env:
       const limits = { ...LIMITS, callDeadlineMs: 20_000 };
       for (const method of ['bytes_bomb', 'gig', 'list_bomb', 'caught']) {
         const s = await session(bombs, {}, limits);
-        expect(await s.call(method, {}), method).to.deep.include({ runtimeError: 'MEMORY_EXCEEDED' });
+        const out = await s.call(method, {});
+        expect(out, method).to.deep.include({ runtimeError: 'MEMORY_EXCEEDED' });
+        // The setting that bounds it, and what to do.
+        expect((out.result as { error: string }).error, method).to.match(/ENVFLEET_PYTHON_HEAP_MB=\d+ MB, shared by the environments on it: keep less in memory per call/);
       }
       const after = await session(HELP_DESK, SEEDED_STATE);
       expect(await after.call('echo', { text: 'still here' })).to.deep.include({ result: { success: true, data: { text: 'still here', length: 10 } } });

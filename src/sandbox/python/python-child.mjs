@@ -249,6 +249,8 @@ function okText(text) {
 }
 
 /** The error for a JSON text past MAX_JSON_DEPTH. @param {string} what */
+/** After MEMORY_EXCEEDED: the setting that bounds it, and what to do. */
+const memoryAdvice = () => ` (a Python interpreter's memory is ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb} MB, shared by the environments on it: keep less in memory per call, in the state or in module- or class-level lists, or raise it)`;
 const tooDeep = what => ({ code: 'STATE_INVALID', message: `${what} nests containers more than ${MAX_JSON_DEPTH} levels deep${DEPTH_ADVICE}` });
 
 /** @param {Session} s @param {Failure} why */
@@ -374,7 +376,7 @@ async function handle(msg) {
         interp.sessions.delete(sid);
         if (!a.lost) void drop(interp, sid);
         const code = a.exhausted ? 'MEMORY_EXCEEDED' : r.err;
-        return { error: { code, message: a.exhausted ? 'the interpreter ran out of memory while creating the environment' : r.message } };
+        return { error: { code, message: a.exhausted ? `the interpreter ran out of memory while creating the environment${memoryAdvice()}` : code === 'MEMORY_EXCEEDED' ? `${r.message}${memoryAdvice()}` : r.message } };
       }
       if (r.ok > msg.limits.maxStateBytes) {
         endSession(s, { code: 'ENV_DISPOSED', message: 'closed' });
@@ -420,6 +422,7 @@ async function handle(msg) {
       }
       if ('err' in r && r.err === 'DEADLINE_EXCEEDED' && byBudget) r = { err: 'CPU_BUDGET_EXCEEDED', message: `the session used up its CPU budget of ${s.limits.sessionCpuMs} ms (ENVFLEET_SANDBOX_SESSION_CPU_MS)` };
       else if ('err' in r && r.err === 'DEADLINE_EXCEEDED') r = { err: r.err, message: `${r.message} (its deadline is ${s.limits.callDeadlineMs} ms: ENVFLEET_SANDBOX_DEADLINE_MS)` };
+      else if ('err' in r && r.err === 'MEMORY_EXCEEDED' && !String(r.message).includes('ENVFLEET_PYTHON_HEAP_MB')) r = { err: r.err, message: `${r.message}${memoryAdvice()}` };
       if ('err' in r) {
         if (ENDS.has(r.err) || a.lost) endSession(s, { code: r.err, message: r.message });
         // The error is the result the agent sees ({success: false, error}): the result cap holds for it too, as
