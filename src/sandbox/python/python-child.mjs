@@ -248,9 +248,9 @@ function okText(text) {
   return text.startsWith('{"ok":') ? text.slice(6, -1) : null;
 }
 
-/** The error for a JSON text past MAX_JSON_DEPTH. @param {string} what */
 /** After MEMORY_EXCEEDED: the setting that bounds it, and what to do. */
 const memoryAdvice = () => ` (a Python interpreter's memory is ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb} MB, shared by the environments on it: keep less in memory per call, in the state or in module- or class-level lists, or raise it)`;
+/** The error for a JSON text past MAX_JSON_DEPTH. @param {string} what */
 const tooDeep = what => ({ code: 'STATE_INVALID', message: `${what} nests containers more than ${MAX_JSON_DEPTH} levels deep${DEPTH_ADVICE}` });
 
 /** @param {Session} s @param {Failure} why */
