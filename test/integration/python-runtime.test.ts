@@ -166,14 +166,18 @@ describe('Python runtime (Pyodide in a child process under the permission model)
       await s.call('nan', {});
       expect(await stateError()).to.equal('the instance state is not JSON: Out of range float values are not JSON compliant: nan (at /stats/avg); write None or a finite number there instead');
       await s.call('obj', {});
-      expect(await stateError()).to.match(/^the instance state is not JSON: a User is not JSON \(allowed: .*\) \(at \/users\/u~11 é\)$/);
+      expect(await stateError()).to.match(/^the instance state is not JSON: a value of type User is not JSON \(allowed: .*\) \(at \/users\/u~11 é\)$/);
       // In a set: where in the item is not known (the items are sorted by their JSON), so the set's own place is said.
       const inSet = await session(python('class Thing:\n    pass\nclass Env:\n    def __init__(self, config):\n        self.tags = {"a": [1, {(1, Thing())}]}\n', []), {}).then(
         () => null,
         (err: unknown) => err as Error,
       );
       expect(inSet).to.have.property('code', 'STATE_INVALID');
-      expect(inSet!.message).to.match(/a Thing is not JSON \(allowed: .*\) \(at an item of the set at \/tags\/a\/1\)$/);
+      expect(inSet!.message).to.match(/a value of type Thing is not JSON \(allowed: .*\) \(at an item of the set at \/tags\/a\/1\)$/);
+      // Whatever the type's name ("a object" before).
+      const o = await session(python('class Env:\n    def __init__(self, c=None):\n        pass\n    def opaque(self):\n        return {"success": True, "data": object()}\n', ['opaque']), {});
+      const plain = ((await o.call('opaque', {})).result as { error: string }).error;
+      expect(plain).to.match(/^the method returned something that is not JSON: a value of type object is not JSON \(allowed: /);
       const res = await s.call('res', {});
       expect(res.runtimeError).to.equal('NON_JSON_RESULT');
       expect((res.result as { error: string }).error).to.equal('the method returned something that is not JSON: Out of range float values are not JSON compliant: inf (at /data/0/x); write None or a finite number there instead');

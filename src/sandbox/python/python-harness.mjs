@@ -808,7 +808,7 @@ def _default(o):
         return str(o)
     if _dataclasses.is_dataclass(o) and not isinstance(o, type):
         return _dataclasses.asdict(o)
-    raise NotJson('a %s is not JSON (allowed: dict, list, tuple, set, str, int, float, bool, None, datetime, Enum, Decimal, dataclass)' % type(o).__name__)
+    raise NotJson('a value of type %s is not JSON (allowed: dict, list, tuple, set, str, int, float, bool, None, datetime, Enum, Decimal, dataclass)' % type(o).__name__)
 
 _IN_SET = 'envfleet: inside a set'
 
