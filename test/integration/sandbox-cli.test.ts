@@ -99,6 +99,8 @@ describe('envfleet sandbox (command line)', function () {
     expect(out.results.map(r => r.runtimeError)).to.deep.equal([undefined, 'DEADLINE_EXCEEDED', 'ENV_DISPOSED']);
     expect(out.results[0]!.result).to.deep.equal({ success: true, data: 1 });
     expect(out.results[1]!.result.error).to.include('past its deadline of 300 ms, and did not stop');
+    // The call after it did not run: said so, not as if it had run that long too.
+    expect(out.results[2]!.result.error).to.match(/^the environment was thrown away after an earlier call hit a limit \(DEADLINE_EXCEEDED: the environment's code ran \d+ ms/);
     expect(out.finalStateError?.code).to.equal('ENV_DISPOSED');
     const checks = await file('scan-checks.json', JSON.stringify([
       { item: 'scans', check: 'function check(f) { const a = new Array(1e6).fill(0); let x = 0; for (let i = 0; i < 20000; i++) x += a.indexOf(1); return x < 0; }' },
