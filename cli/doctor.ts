@@ -1,11 +1,12 @@
 import OpenAI, { APIConnectionError, APIError } from 'openai';
 import { z } from 'zod';
-import { ConfigError, apiKeyFix, loadConfig, redactUrl, type AppConfig, type EndpointConfig, type ModelProfile, type RequestShape } from '../config/index.js';
+import { ConfigError, apiKeyFix, loadConfig, redactUrl, secretsOf, type AppConfig, type EndpointConfig, type ModelProfile, type RequestShape } from '../config/index.js';
 import { modelCodeOfStatus } from '../src/errors.js';
 import { createRedisConnection, describeRedis, waitForRedis } from '../src/redis/connection.js';
 import { inspectRedis, judgeRedis } from '../src/redis/guard.js';
 import { STAGE_HEADER } from '../src/llm/gateway.js';
 import { createNodeFetch } from '../src/llm/node-fetch.js';
+import { createSecretMask } from '../src/util/secrets.js';
 import { jsonSchemaResponseFormat, shapeChatRequest } from '../src/llm/request-shape.js';
 
 export interface Check {
@@ -45,7 +46,9 @@ export async function runDoctor(load: () => AppConfig = () => loadConfig()): Pro
     checks.push(check);
     if (check.status !== 'fail') checks.push(...(await checkRequestShapes(config, name)));
   }
-  return checks;
+  // An endpoint that echoes the request's key or a credential header in its error body says it here: masked, as in the logs.
+  const mask = createSecretMask(secretsOf(config));
+  return checks.map(c => ({ ...c, detail: mask(c.detail) }));
 }
 
 /** The chat profiles that send the same request shape to one endpoint and model, grouped (one probe each). */

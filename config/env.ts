@@ -103,6 +103,13 @@ export const ENV_VARS = {
     description: 'API key sent as a Bearer token to OPENAI_BASE_URL. Never logged, never stored in job data.',
     secret: true,
   },
+  OPENAI_CUSTOM_HEADERS: {
+    schema: z.string().optional(),
+    example: '',
+    sample: 'api-key: your-gateway-key',
+    description: 'Extra headers sent with every request to the model endpoints, one `Name: value` per line (read by the openai client; `api-key: …` for a gateway that wants it). The values of those whose names name a credential (key, token, auth, secret, password, signature, cookie) are masked wherever text leaves the process, as the API key is.',
+    secret: true,
+  },
   ENVFLEET_MODEL: {
     schema: z.string().min(1).default('gpt-4o-mini'),
     example: 'gpt-4o-mini',

@@ -64,6 +64,8 @@ export interface AppConfig {
     readonly startupWaitMs: number;
   };
   readonly endpoints: Readonly<Record<string, EndpointConfig>>;
+  /** The values of OPENAI_CUSTOM_HEADERS whose names name a credential (`api-key`, `X-Auth-Token`, …): masked as the API key is. */
+  readonly headerSecrets: readonly string[];
   readonly profiles: Readonly<Record<ModelStage, ModelProfile>>;
   readonly prices: Readonly<Record<string, PriceEntry>>;
   readonly gateway: {
@@ -249,6 +251,7 @@ export function loadConfig(
   const config: AppConfig = {
     redis: { url: e.REDIS_URL, clusterNodes: e.ENVFLEET_REDIS_CLUSTER_NODES ?? [], prefix: e.ENVFLEET_REDIS_PREFIX, requirePersistence: e.ENVFLEET_REQUIRE_PERSISTENCE, startupWaitMs: e.ENVFLEET_REDIS_STARTUP_WAIT_MS },
     endpoints,
+    headerSecrets: headerSecretsOf(e.OPENAI_CUSTOM_HEADERS),
     profiles,
     prices: { ...DEFAULT_PRICES, ...(file.prices ?? {}) },
     gateway: {
@@ -452,6 +455,22 @@ const SECRET_PARAM = /key|token|secret|pass|sig|auth|credential/i;
 /** The same parameters' values in a URL the URL parser refuses. */
 const SECRET_PARAM_VALUE = new RegExp(`([?&][^=&#]*(?:${SECRET_PARAM.source})[^=&#]*=)[^&#]*`, 'gi');
 
+/** Header names that carry a credential (`api-key`, `Authorization`, `X-Auth-Token`, `Ocp-Apim-Subscription-Key`, `Cookie`). */
+const SECRET_HEADER = /key|token|auth|secret|pass|sig|cookie|credential/i;
+
+/** The values of OPENAI_CUSTOM_HEADERS (one `Name: value` per line, as the openai client reads it) that are credentials. */
+export function headerSecretsOf(text: string | undefined): string[] {
+  const out: string[] = [];
+  for (const line of (text ?? '').split('\n')) {
+    const colon = line.indexOf(':');
+    if (colon < 0) continue;
+    const value = line.slice(colon + 1).trim();
+    // An "Authorization: Bearer X" header: X alone is the secret too (an endpoint may echo it without the scheme).
+    if (value && SECRET_HEADER.test(line.slice(0, colon))) out.push(value, ...(/^(bearer|basic|token)\s+\S/i.test(value) ? [value.replace(/^\S+\s+/, '')] : []));
+  }
+  return out;
+}
+
 /** What to do about a refused key: the variable the key of this endpoint is read from (a file endpoint never reads OPENAI_API_KEY). */
 export function apiKeyFix(endpoint: Pick<EndpointConfig, 'name' | 'apiKeyFrom'>): string {
   const from = endpoint.apiKeyFrom === undefined ? (endpoint.name === 'default' ? 'OPENAI_API_KEY' : null) : endpoint.apiKeyFrom;
@@ -460,12 +479,12 @@ export function apiKeyFix(endpoint: Pick<EndpointConfig, 'name' | 'apiKeyFrom'>)
 }
 
 /**
- * The secret values a configuration holds (the endpoints' API keys, the dashboard's and serve's tokens, the password
+ * The secret values a configuration holds (the endpoints' API keys, credential headers of OPENAI_CUSTOM_HEADERS, the dashboard's and serve's tokens, the password
  * of the Redis URL), for masking wherever text that may echo them leaves the process (src/util/secrets.ts). The
  * placeholder key `envfleet-local` is no secret.
  */
-export function secretsOf(config: Partial<Pick<AppConfig, 'endpoints' | 'dashboard' | 'serve' | 'redis'>>): string[] {
-  const out: string[] = [];
+export function secretsOf(config: Partial<Pick<AppConfig, 'endpoints' | 'headerSecrets' | 'dashboard' | 'serve' | 'redis'>>): string[] {
+  const out: string[] = [...(config.headerSecrets ?? [])];
   for (const e of Object.values(config.endpoints ?? {})) if (e.apiKey && e.apiKey !== 'envfleet-local') out.push(e.apiKey);
   if (config.dashboard?.token) out.push(config.dashboard.token);
   if (config.serve?.token) out.push(config.serve.token);

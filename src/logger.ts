@@ -16,7 +16,7 @@ const ERROR_LOG_CHARS = 4_000;
  * untrusted and must be nested under a key (never spread into the top level).
  */
 export function createLogger(
-  config: Pick<AppConfig, 'log'> & Partial<Pick<AppConfig, 'endpoints' | 'dashboard' | 'serve' | 'redis'>>,
+  config: Pick<AppConfig, 'log'> & Partial<Pick<AppConfig, 'endpoints' | 'headerSecrets' | 'dashboard' | 'serve' | 'redis'>>,
   destination?: DestinationStream,
   bindings: Record<string, unknown> = {},
 ): Logger {

@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -157,6 +159,35 @@ describe('envfleet doctor', function () {
       expect(text).not.to.include('wrong-key');
     } finally {
       await server.close();
+    }
+  });
+
+  it('masks the API key and credential headers (OPENAI_CUSTOM_HEADERS) that an endpoint echoes in its error body', async () => {
+    // A gateway that lists its models itself and answers chat requests 400, with the request's credentials in the body.
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        if (req.url?.endsWith('/models')) {
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', data: [{ id: 'gpt-4o-mini', object: 'model' }, { id: 'text-embedding-3-small', object: 'model' }] }));
+          return;
+        }
+        res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: `bad request — from key=${req.headers.authorization} hdr=${String(req.headers['api-key'])} tenant=${String(req.headers['x-tenant'])}` } }));
+      });
+    });
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+    // The openai client reads OPENAI_CUSTOM_HEADERS from the process's environment, as a user sets it.
+    const before = process.env['OPENAI_CUSTOM_HEADERS'];
+    const headers = 'api-key: gw-CUSTOMHDR-SECRET-999\nx-tenant: team-42';
+    process.env['OPENAI_CUSTOM_HEADERS'] = headers;
+    try {
+      const checks = await runDoctor(() => loadConfig({ REDIS_URL, OPENAI_BASE_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, OPENAI_API_KEY: 'sk-probe-SECRETKEY-1234567890', OPENAI_CUSTOM_HEADERS: headers }));
+      const text = formatChecks(checks);
+      expect(text, text).to.include('bad request — from key=Bearer [redacted] hdr=[redacted] tenant=team-42');
+      expect(text).not.to.include('SECRETKEY').and.not.to.include('CUSTOMHDR');
+    } finally {
+      if (before === undefined) delete process.env['OPENAI_CUSTOM_HEADERS'];
+      else process.env['OPENAI_CUSTOM_HEADERS'] = before;
+      server.close();
     }
   });
 
