@@ -34,7 +34,7 @@ export const SANDBOX_FULL_MAX_DELAY_MS = 30_000;
  * and what its job does next. docs/errors.md is generated from this table.
  */
 export const ERROR_CODES = {
-  MODEL_RATE_LIMITED: { area: 'model', action: 'rate-limit', means: '429 from the endpoint (or the fleet-wide limiter is saturated): the whole queue waits for retry-after, every process stops sending to that endpoint, and the job goes back without using an attempt; a job still rate limited after ENVFLEET_RATE_LIMIT_PAUSE_MS pauses its run' },
+  MODEL_RATE_LIMITED: { area: 'model', action: 'rate-limit', means: '429 from the endpoint (or the fleet-wide limiter is saturated): the whole queue waits for retry-after (none, or one of no wait such as 0: ENVFLEET_RATE_LIMIT_FALLBACK_MS), every process stops sending to that endpoint, and the job goes back without using an attempt; a job still rate limited after ENVFLEET_RATE_LIMIT_PAUSE_MS pauses its run; the message carries what the endpoint said (an exhausted quota, which waiting does not fix)' },
   MODEL_SERVER_ERROR: { area: 'model', action: 'retry', means: '5xx, 408 or 409 from the endpoint: retried with exponential backoff' },
   MODEL_TIMEOUT: { area: 'model', action: 'retry', means: 'no answer within ENVFLEET_MODEL_TIMEOUT_MS: retried' },
   MODEL_CONNECTION: { area: 'model', action: 'retry', means: 'the connection to the endpoint failed after it was made (reset before any answer), or its host name is unknown: retried' },

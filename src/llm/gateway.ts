@@ -581,12 +581,20 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         if (down) return down;
       } else if (status !== 0) answered(endpoint);
       if (code === 'MODEL_RATE_LIMITED') {
-        const asked = retryAfterMs(err.headers as Headers | undefined) ?? deps.config.gateway.rateLimitFallbackMs;
+        const hinted = retryAfterMs(err.headers as Headers | undefined);
+        const asked = hinted ?? deps.config.gateway.rateLimitFallbackMs;
         // A Retry-After of weeks (a date in the wrong year, seconds sent as milliseconds) would cool the endpoint for
         // every run that long, with no way back short of deleting the key: a day at most, and the endpoint is asked again.
         const ms = Math.min(asked, MAX_COOL_DOWN_MS);
         await coolDown(endpoint, ms);
-        return new RateLimitedError(`429 from ${where}; the fleet waits ${ms} ms${ms < asked ? ` (its Retry-After asked for ${asked} ms; at most a day is kept)` : ''}`, ms, { cause: err, details });
+        // What the endpoint said goes with it ("You exceeded your current quota": waiting does not fix that one), to the
+        // logs and to the reason of a run paused for being rate limited too long.
+        const said = errorBodyText(masked(err.message)).replace(/^429\s*/, '').replace(/^status code \(no body\)$/, '');
+        return new RateLimitedError(
+          `429 from ${where}${said ? `: ${cutText(said, 300)}` : ''}; the fleet waits ${ms} ms${ms < asked ? ` (its Retry-After asked for ${asked} ms; at most a day is kept)` : hinted === null ? ' (ENVFLEET_RATE_LIMIT_FALLBACK_MS: it gave no Retry-After, or one of no wait)' : ''}`,
+          ms,
+          { cause: err, details },
+        );
       }
       const hint = code === 'MODEL_AUTH' ? ` The API key was refused: ${apiKeyFix(endpoint)}` : code === 'MODEL_NOT_FOUND' ? ' Check the base URL and the model name.' : '';
       const body = errorBodyText(masked(err.message));
@@ -825,13 +833,18 @@ const PROBE_TIMEOUT_MS = 10_000;
 /** The longest an endpoint is cooled down for one 429 (its Retry-After may ask for more). */
 export const MAX_COOL_DOWN_MS = 86_400_000;
 
-/** Milliseconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date). */
+/**
+ * Milliseconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date); null when there is none, or
+ * when it asks for no wait at all (0, a date past): taken at its word, a `Retry-After: 0` had the fleet send 674
+ * requests in 20 s to an endpoint that kept answering 429 (a stranger's probe). The caller then waits its fallback.
+ */
 export function retryAfterMs(headers: Headers | undefined): number | null {
+  const positive = (n: number) => (n > 0 ? n : null);
   const ms = headers?.get('retry-after-ms');
-  if (ms && Number.isFinite(Number(ms))) return Math.max(0, Number(ms));
+  if (ms && Number.isFinite(Number(ms))) return positive(Number(ms));
   const after = headers?.get('retry-after');
   if (!after) return null;
-  if (Number.isFinite(Number(after))) return Math.max(0, Number(after) * 1000);
+  if (Number.isFinite(Number(after))) return positive(Number(after) * 1000);
   const date = Date.parse(after);
-  return Number.isFinite(date) ? Math.max(0, date - Date.now()) : null;
+  return Number.isFinite(date) ? positive(date - Date.now()) : null;
 }

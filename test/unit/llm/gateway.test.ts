@@ -504,6 +504,10 @@ describe('retryAfterMs', () => {
     const date = retryAfterMs(new Headers({ 'retry-after': new Date(Date.now() + 60_000).toUTCString() }));
     expect(date).to.be.within(55_000, 60_000);
     expect(retryAfterMs(new Headers())).to.equal(null);
+    // No wait at all is no usable hint (the caller waits its fallback): taken at its word, it made a hot loop of 429s.
+    expect(retryAfterMs(new Headers({ 'retry-after': '0' }))).to.equal(null);
+    expect(retryAfterMs(new Headers({ 'retry-after-ms': '0' }))).to.equal(null);
+    expect(retryAfterMs(new Headers({ 'retry-after': new Date(Date.now() - 60_000).toUTCString() }))).to.equal(null);
   });
 });
 
@@ -642,6 +646,14 @@ describe('model gateway: error answers as proxies and gateways send them (a raw 
     return createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
   }
   const ask = (gateway: ModelGateway) => rejection(gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] }));
+
+  it('says what a 429 said (an exhausted quota, which waiting does not fix), and waits its fallback, not 0 ms, for a Retry-After of no wait', async () => {
+    const quota = JSON.stringify({ error: { message: 'You exceeded your current quota, please check your plan — 配额', type: 'insufficient_quota', code: 'insufficient_quota' } });
+    const error = await ask(await gatewayAnswering(429, 'application/json', quota));
+    expect(error).to.have.property('code', 'MODEL_RATE_LIMITED');
+    expect(error).to.have.property('retryAfterMs', 5_000);
+    expect(String((error as Error).message)).to.include('You exceeded your current quota, please check your plan — 配额').and.to.include('the fleet waits 5000 ms (ENVFLEET_RATE_LIMIT_FALLBACK_MS');
+  });
 
   it("names a 503 HTML page by its title, not with the page's kilobytes", async () => {
     const page = `<!DOCTYPE html><html><head><style>body{color:red}</style><title>503 Service Temporarily Unavailable</title></head><body><h1>nginx</h1>${'<p>padding</p>'.repeat(400)}</body></html>`;
