@@ -43,6 +43,13 @@ const UNREACHABLE: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH'
  */
 const OUTAGE_STATUSES: ReadonlySet<number> = new Set([500, 502, 503, 504, 520, 521, 522, 523, 524]);
 const RESETS: ReadonlySet<string> = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ETIMEDOUT']);
+/**
+ * A gateway's statuses for an upstream that is gone (bad gateway, unavailable, gateway timeout, Cloudflare's origin
+ * errors). A gateway (LiteLLM, OpenRouter, a load balancer) answers GET /models itself while its model server is down,
+ * so for these a run of GATEWAY_DOWN_STREAK of them in a row, with no other answer between, is an outage too.
+ */
+const GATEWAY_DOWN_STATUSES: ReadonlySet<number> = new Set([502, 503, 504, 520, 521, 522, 523, 524]);
+const GATEWAY_DOWN_STREAK = 3;
 
 /** Every request names its pipeline stage in this header (scripted servers route on it). */
 export const STAGE_HEADER = 'X-Envfleet-Stage';
@@ -193,7 +200,12 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   // Per endpoint: when this process last had an answer from it that shows it serving (any answer but a 5xx of
   // OUTAGE_STATUSES). A failure of a request sent after that is taken for an outage (translate).
   const lastAnswerAt = new Map<string, number>();
-  const answered = (endpoint: EndpointConfig) => lastAnswerAt.set(endpoint.name, Date.now());
+  /** Per endpoint, the GATEWAY_DOWN_STATUSES answers since its last other answer. */
+  const gatewayDown = new Map<string, number>();
+  const answered = (endpoint: EndpointConfig) => {
+    lastAnswerAt.set(endpoint.name, Date.now());
+    gatewayDown.delete(endpoint.name);
+  };
 
   // Per endpoint: whether it answers a request of its own (GET {baseURL}/models), asked once for every failure of the
   // next ENVFLEET_RATE_LIMIT_FALLBACK_MS. Tells a lone request's own failure (one a server fails every time: the last
@@ -533,17 +545,22 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   async function translate(err: unknown, endpoint: EndpointConfig, profile: ModelProfile, ctx: CallContext, sentAt: number): Promise<Error> {
     const where = `endpoint "${endpoint.name}" (${redactUrl(endpoint.baseURL)}), model "${profile.model}", stage ${ctx.stage}`;
     const details = { endpoint: endpoint.name, model: profile.model, stage: ctx.stage };
-    const outage = async (what: string, retryAfter: number | null): Promise<Error | null> => {
+    const outage = async (what: string, retryAfter: number | null, status = 0): Promise<Error | null> => {
       const last = lastAnswerAt.get(endpoint.name);
       if (last !== undefined && last >= sentAt) return null;
+      const streak = GATEWAY_DOWN_STATUSES.has(status) ? (gatewayDown.get(endpoint.name) ?? 0) + 1 : 0;
+      if (streak) gatewayDown.set(endpoint.name, streak);
       const probe = await endpointServes(endpoint);
-      if (probe.serves) return null;
+      // GET /models answered: this request's own failure, unless the gateway has answered nothing but "upstream gone"
+      // several times in a row (a stranger's probe: a 45 s outage behind LiteLLM ended every episode for good).
+      if (probe.serves && streak < GATEWAY_DOWN_STREAK) return null;
+      const said = probe.serves ? `${probe.said}, but ${streak} requests in a row were answered ${status} or the like and none otherwise: a gateway that lists its models itself while the server behind it is down` : probe.said;
       const ms = Math.min(retryAfter ?? deps.config.gateway.rateLimitFallbackMs, MAX_COOL_DOWN_MS);
       await coolDown(endpoint, ms);
       const since = last === undefined ? 'no answer from it yet in this worker process' : `no other answer from it since ${new Date(last).toISOString()}`;
       // Where the wait comes from, as a 429's message says it: a run paused for it names the endpoint's ask or the setting.
       const from = retryAfter === null ? 'ENVFLEET_RATE_LIMIT_FALLBACK_MS' : ms < retryAfter ? `its Retry-After asked for ${retryAfter} ms; at most a day is kept` : 'its Retry-After';
-      return new EndpointUnreachableError(`${where}: ${what}, and ${since} (GET /models: ${probe.said}): the endpoint looks down; the fleet waits ${ms} ms (${from}) and tries again`, ms, { cause: err, details }, 'MODEL_UNAVAILABLE');
+      return new EndpointUnreachableError(`${where}: ${what}, and ${since} (GET /models: ${said}): the endpoint looks down; the fleet waits ${ms} ms (${from}) and tries again`, ms, { cause: err, details }, 'MODEL_UNAVAILABLE');
     };
     if (err instanceof APIUserAbortError || (ctx.signal?.aborted ?? false)) return new JobAbortedError(`model call aborted (${where})`);
     if (err instanceof APIConnectionTimeoutError) {
@@ -577,7 +594,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       const status: number = (err.status as number | undefined) ?? 0;
       const code = modelCodeOfStatus(status);
       if (OUTAGE_STATUSES.has(status)) {
-        const down = await outage(errorBodyText(masked(err.message)), retryAfterMs(err.headers as Headers | undefined));
+        const down = await outage(errorBodyText(masked(err.message)), retryAfterMs(err.headers as Headers | undefined), status);
         if (down) return down;
       } else if (status !== 0) answered(endpoint);
       if (code === 'MODEL_RATE_LIMITED') {

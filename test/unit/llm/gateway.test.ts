@@ -655,6 +655,34 @@ describe('model gateway: error answers as proxies and gateways send them (a raw 
     expect(String((error as Error).message)).to.include('You exceeded your current quota, please check your plan — 配额').and.to.include('the fleet waits 5000 ms (ENVFLEET_RATE_LIMIT_FALLBACK_MS');
   });
 
+  it('takes "upstream gone" answers in a row from a gateway that lists its models itself for an outage, and an answer between them for a request\'s own', async () => {
+    // LiteLLM while the model server behind it is down: GET /models 200 (its own list), every chat request 502.
+    const chat: number[] = [502, 502, 200, 502, 502, 502];
+    endpoint = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const status = req.url?.endsWith('/models') ? 0 : (chat.shift() ?? 200);
+        if (status === 0) res.writeHead(200, { 'content-type': 'application/json' }).end('{"object":"list","data":[{"id":"gpt-4o-mini","object":"model"}]}');
+        else if (status === 200) res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: 'réponse ✓' } }] }));
+        else res.writeHead(status, { 'content-type': 'application/json' }).end('{"error":{"message":"litellm.BadGatewayError: upstream http://vllm:8000 refused — 拒绝"}}');
+      });
+    });
+    await new Promise<void>(resolve => endpoint.listen(0, '127.0.0.1', resolve));
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1` } });
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+    const codes: string[] = [];
+    for (let i = 0; i < 6; i += 1) {
+      // A request sent in the millisecond of the last answer counts as answered since (the gateway's clock is Date.now()).
+      await new Promise(resolve => setTimeout(resolve, 2));
+      codes.push(await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: `x${i}` }] }).then(
+        () => 'ok',
+        (err: unknown) => String((err as { code?: unknown }).code),
+      ));
+    }
+    // Two in a row are each request's own (attempts used); the answer between resets the count; the third in a row is an outage.
+    expect(codes).to.deep.equal(['MODEL_SERVER_ERROR', 'MODEL_SERVER_ERROR', 'ok', 'MODEL_SERVER_ERROR', 'MODEL_SERVER_ERROR', 'MODEL_UNAVAILABLE']);
+  });
+
   it("names a 503 HTML page by its title, not with the page's kilobytes", async () => {
     const page = `<!DOCTYPE html><html><head><style>body{color:red}</style><title>503 Service Temporarily Unavailable</title></head><body><h1>nginx</h1>${'<p>padding</p>'.repeat(400)}</body></html>`;
     const error = await ask(await gatewayAnswering(503, 'text/html', page));
