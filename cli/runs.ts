@@ -3,6 +3,7 @@ import { MODEL_STAGE_NAMES, isModelStage } from '../config/index.js';
 import { deleteRun, runsFinishedBefore } from '../queues/run-delete.js';
 import { cancelRun, resumeRun, workersOfQueues } from '../queues/run-jobs.js';
 import { listRuns, runStatus, timeLeftText, type FunnelRow, type RunStatus } from '../queues/run-status.js';
+import { clearCoolDowns } from '../src/llm/redis-limiter.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
 import { RequestError, castToError } from '../src/errors.js';
 import { reachedBudgets, type RunBudgets } from '../src/runs/control.js';
@@ -75,6 +76,10 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       // Brings the parked jobs back here too, so resuming works while no worker is listening; also on a run marked running
       // already, whose parked jobs an earlier resume could not all bring back (it says to resume again).
       const r = await resumeRun(c.at, c.control, opts.run);
+      // The endpoints' fleet-wide cool-downs end too: a resume says the endpoint answers again (a long Retry-After would
+      // otherwise park the jobs brought back at once, until it ran out).
+      const cooled = await clearCoolDowns(c.redis, c.config.redis.prefix, Object.values(c.config.endpoints));
+      if (cooled.length) process.stdout.write(`${cooled.map(e => `endpoint "${e.name}" was cooling down for ${Math.ceil(e.leftMs / 1000)} s more (a 429's Retry-After, or an outage): ended`).join('\n')}\n`);
       const left = r.failed ? `; ${r.failed} could not be brought back now (${castToError(r.firstError).message}): resume again, or the workers' recheck brings them back (ENVFLEET_PAUSED_RECHECK_MS)` : '';
       if (state !== 'paused' && r.released === 0 && !r.failed) process.stdout.write(`run ${opts.run} is ${state}, not paused, and has no parked job: nothing to resume${budgetSaid}\n`);
       else process.stdout.write(`run ${opts.run} resumed; ${r.released} parked job${r.released === 1 ? '' : 's'} brought back${budgetSaid}${left}\n`);

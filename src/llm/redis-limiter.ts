@@ -76,6 +76,31 @@ type Waiter = () => void;
  * so a crashed process cannot keep a slot. Requests waiting for a concurrency slot queue in
  * arrival order per endpoint within a process: a release wakes the longest waiter at once.
  */
+/**
+ * An endpoint's limiter keys: its cool-down, its requests in flight and its window. On a Redis Cluster the endpoint's
+ * id is the hash tag: the ACQUIRE script and the release's MULTI touch its three keys together.
+ */
+function limiterKeys(prefix: string, cluster: boolean, baseURL: string): readonly [string, string, string] {
+  const id = tag(cluster, hashOf(baseURL, 16));
+  return [`${prefix}:limit:${id}:cooldown`, `${prefix}:limit:${id}:inflight`, `${prefix}:limit:${id}:window`] as const;
+}
+
+/**
+ * Ends the fleet-wide cool-down of each endpoint (a 429's Retry-After, an outage's wait), for `envfleet resume`: the user
+ * says the endpoint answers again, and a Retry-After of hours (kept up to a day) would otherwise park every job of every
+ * run that uses it until then, with nothing to show why. The endpoints that were cooling, with the milliseconds left.
+ */
+export async function clearCoolDowns(redis: Redis, prefix: string, endpoints: readonly EndpointConfig[]): Promise<{ name: string; leftMs: number }[]> {
+  const cluster = isCluster(redis);
+  const cleared: { name: string; leftMs: number }[] = [];
+  for (const endpoint of endpoints) {
+    const [cooldown] = limiterKeys(prefix, cluster, endpoint.baseURL);
+    const leftMs = await redis.pttl(cooldown);
+    if (leftMs > 0 && (await redis.del(cooldown)) === 1) cleared.push({ name: endpoint.name, leftMs });
+  }
+  return cleared;
+}
+
 export function createRedisLimiter(redis: Redis, prefix: string, options: RedisLimiterOptions = {}): EndpointLimiter {
   const maxPollMs = options.maxPollMs ?? 250;
   const waiting = new Map<string, Waiter[]>();
@@ -100,10 +125,7 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
   const keys = (endpoint: EndpointConfig) => {
     let found = keysByUrl.get(endpoint.baseURL);
     if (!found) {
-      // On a Redis Cluster the endpoint's id is the hash tag: the ACQUIRE script and the release's MULTI
-      // touch its three keys together.
-      const id = tag(cluster, hashOf(endpoint.baseURL, 16));
-      found = [`${prefix}:limit:${id}:cooldown`, `${prefix}:limit:${id}:inflight`, `${prefix}:limit:${id}:window`] as const;
+      found = limiterKeys(prefix, cluster, endpoint.baseURL);
       keysByUrl.set(endpoint.baseURL, found);
     }
     return found;

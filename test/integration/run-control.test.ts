@@ -10,6 +10,7 @@ import { cancelRun, resumeRun } from '../../queues/run-jobs.js';
 import { runStatus } from '../../queues/run-status.js';
 import { formatStatus } from '../../cli/runs.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
+import { clearCoolDowns, createRedisLimiter } from '../../src/llm/redis-limiter.js';
 import { submitRollouts, submitScenarios, submitSynthesis } from '../../queues/submit.js';
 import { rejection } from '../helpers/assert.js';
 import { loadModelScript, parseModelScript, type ModelServer } from '../../src/model-server/index.js';
@@ -266,6 +267,15 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     expect(notPaused.code, notPaused.stderr).to.equal(0);
     expect(notPaused.stdout).to.equal('run budget is running, not paused, and has no parked job: nothing to resume; budget now $40\n');
     expect(await ctx.runControl.budgets('budget')).to.deep.include({ usd: 40 });
+    // A 429 asked for two hours (Retry-After: 7200): the endpoint cools down for every run that long, and jobs brought
+    // back are parked again at once. A resume says the endpoint answers again: it ends the cool-down, and says so.
+    const endpoint = f.config.endpoints['default']!;
+    await createRedisLimiter(f.redis, f.config.redis.prefix).coolDown(endpoint, 7_200_000);
+    const cooled = await cli('resume', '--run', 'budget');
+    expect(cooled.code, cooled.stderr).to.equal(0);
+    // (The seconds left, counted down while the command starts.)
+    expect(cooled.stdout, cooled.stdout).to.match(/^endpoint "default" was cooling down for (7200|71\d\d) s more \(a 429's Retry-After, or an outage\): ended\nrun budget is running/);
+    expect(await clearCoolDowns(f.redis, f.config.redis.prefix, [endpoint])).to.deep.equal([]);
   });
 
   it('holds a paused run back entirely, also with no worker running; a worker that starts after a missed resume brings its jobs back', async () => {
