@@ -507,6 +507,7 @@ describe('retryAfterMs', () => {
     // No wait at all is no usable hint (the caller waits its fallback): taken at its word, it made a hot loop of 429s.
     expect(retryAfterMs(new Headers({ 'retry-after': '0' }))).to.equal(null);
     expect(retryAfterMs(new Headers({ 'retry-after-ms': '0' }))).to.equal(null);
+    expect(retryAfterMs(new Headers({ 'retry-after-ms': '0', 'retry-after': '3' }))).to.equal(3000);
     expect(retryAfterMs(new Headers({ 'retry-after': new Date(Date.now() - 60_000).toUTCString() }))).to.equal(null);
   });
 });
