@@ -162,24 +162,23 @@ export function createSandboxPool(config: Pick<AppConfig, 'pool' | 'sandbox'>, l
       const texts = checkStateTexts(input.checks, input.finalState, input.initialState);
       if ('failed' in texts) return Promise.resolve(checksResult(texts.failed));
       const runChecks = (checks: readonly CheckSpec[]) => watchedRun<ChecksResult>({ kind: 'checks-text', checks, limits: input.limits, ...texts });
+      // Checks a stuck one took down with its thread fail with the watchdog's DEADLINE_EXCEEDED, as a deadline met inside the thread fails them.
+      const stuck = (err: unknown): err is SandboxError => err instanceof SandboxError && err.code === 'DEADLINE_EXCEEDED';
+      const failed = (checks: readonly CheckSpec[], err: SandboxError) => checksResult(checks.map(c => ({ item: c.item, passed: false, error: err.message, errorCode: 'DEADLINE_EXCEEDED' as const })));
       return runChecks(input.checks).catch(async (err: unknown) => {
-        if (!(err instanceof SandboxError && err.code === 'DEADLINE_EXCEEDED')) throw err;
+        if (!stuck(err)) throw err;
+        if (input.checks.length === 1) return failed(input.checks, err);
         // One check was stuck and its thread was terminated with the whole batch: each check runs again on its own, so
         // the stuck one fails with the watchdog's DEADLINE_EXCEEDED and the others keep their own verdicts (all of them
-        // failed with it before, passed ones too, and the stuck one was not named).
-        if (input.checks.length === 1) return checksResult([{ item: input.checks[0]!.item, passed: false, error: err.message, errorCode: 'DEADLINE_EXCEEDED' }]);
-        // One after another: a stuck one's thread, terminated, would take the others running beside it down too.
+        // failed with it before, passed ones too, and the stuck one was not named). One after another: a stuck one's
+        // thread, terminated, would take the others running beside it down too.
         const alone: ChecksResult['results'][number][] = [];
         for (const c of input.checks) {
-          alone.push(
-            await runChecks([c]).then(
-              r => r.results[0]!,
-              (e: unknown) => {
-                if (!(e instanceof SandboxError && e.code === 'DEADLINE_EXCEEDED')) throw e;
-                return { item: c.item, passed: false, error: e.message, errorCode: 'DEADLINE_EXCEEDED' as const };
-              },
-            ),
-          );
+          const one = await runChecks([c]).catch((e: unknown) => {
+            if (!stuck(e)) throw e;
+            return failed([c], e);
+          });
+          alone.push(one.results[0]!);
         }
         return checksResult(alone);
       });

@@ -3,7 +3,7 @@ import { SandboxError } from './errors.js';
 import type { SandboxRunner } from './runner.js';
 import type { ProbeInput, ProbeResult, ProbeStep, SandboxFailure } from './tasks.js';
 
-export const sandboxFailure = (err: unknown): SandboxFailure =>
+const sandboxFailure = (err: unknown): SandboxFailure =>
   err instanceof SandboxError ? { code: err.code, message: err.message } : { code: 'SANDBOX_UNAVAILABLE', message: String(err) };
 
 /**
