@@ -31,8 +31,9 @@
  * one put on a prototype) would change the guest's text. The caller uses this reader only for
  * code that cannot reach one (quickjs-host.ts, `plainSnapshots`).
  *
- * `maxBytes`: the text may not take more UTF-8 bytes than this; past it → null, and the caller's
- * slower path gives the error it always gave. Likewise a value nested more than MAX_JSON_DEPTH
+ * `maxBytes`: the text may not take more UTF-8 bytes than this; past it → OVER_CAP, at once (the
+ * text written so far is already longer than the cap, whatever the rest holds), and the caller says
+ * so without writing the value again. A value nested more than MAX_JSON_DEPTH
  * levels of containers deep (a flat object is one): null, and the guest's JSON.stringify, which
  * counts the levels as it goes (harness.ts), refuses it there, saying where; the reader never
  * recurses deeper than that. Also null where putting array indices first would
@@ -68,6 +69,10 @@ const MOVE_SLACK = 1 << 16;
 /** Thrown inside the reader when the value is not plain data, or the text would be too long. */
 class NotPlain extends Error {}
 const NOT_PLAIN = new NotPlain('not plain data');
+/** The text went past `maxBytes`: thrown by the reader, handed to the caller as OVER_CAP. */
+const TOO_LONG = new NotPlain('more than the cap');
+/** bjsonToJson's answer for a value whose JSON text is longer than the cap (whatever else it holds further on). */
+export const OVER_CAP: unique symbol = Symbol('over the cap');
 
 /** An array index as QuickJS and V8 order them: a canonical decimal up to 2³² − 2. */
 function arrayIndexOf(key: string): number {
@@ -164,7 +169,7 @@ class Reader {
     return this;
   }
 
-  read(): string | null {
+  read(): string | null | typeof OVER_CAP {
     try {
       if (this.bytes.length === 0 || this.bytes[this.pos++] !== BJSON_VERSION) return null;
       // The atom table, written as quoted keys with their colons; kept apart from the text.
@@ -197,11 +202,13 @@ class Reader {
       const tag = this.bytes[this.pos++];
       if (tag === TAG_UNDEFINED) return null; // JSON.stringify(undefined) is not text
       this.value(tag);
-      if (this.pos !== this.bytes.length || this.at > this.maxBytes) return null;
+      if (this.at > this.maxBytes) return OVER_CAP;
+      if (this.pos !== this.bytes.length) return null;
       return this.ascii ? out.latin1Slice(0, this.at) : out.utf8Slice(0, this.at);
     } catch (err) {
       // A truncated or unexpected buffer reads past its end; a very deep one overflows this
       // stack (a RangeError): either way, the guest's own stringify decides.
+      if (err === TOO_LONG) return OVER_CAP;
       if (err instanceof NotPlain || err instanceof RangeError) return null;
       throw err;
     }
@@ -211,7 +218,7 @@ class Reader {
   private room(n: number): void {
     const need = this.at + n;
     if (need <= out.length) return;
-    if (this.at > this.maxBytes) throw NOT_PLAIN;
+    if (this.at > this.maxBytes) throw TOO_LONG;
     const bigger = Buffer.allocUnsafe(Math.max(out.length * 2, need)) as SliceBuffer;
     out.copy(bigger, 0, 0, this.at);
     out = bigger;
@@ -487,7 +494,7 @@ class Reader {
     if (indexed) this.indicesFirst(base, ref);
     this.top = base;
     this.byte(0x7d);
-    if (this.at > this.maxBytes) throw NOT_PLAIN;
+    if (this.at > this.maxBytes) throw TOO_LONG;
     this.objEnd[ref] = this.at;
     this.objLevels[ref] = this.below = levels + 1;
     this.depth -= 1;
@@ -588,7 +595,7 @@ class Reader {
       }
     }
     this.byte(0x5d);
-    if (this.at > this.maxBytes) throw NOT_PLAIN;
+    if (this.at > this.maxBytes) throw TOO_LONG;
     this.objEnd[ref] = this.at;
     this.objLevels[ref] = this.below = levels + 1;
     this.depth -= 1;
@@ -604,7 +611,7 @@ const READER = new Reader();
  * cycle, another format version, or more than `maxBytes` of UTF-8. Where `bytes` encode a string
  * (the harness's error reply, "!" and JSON, which JSON text never starts with), that string.
  */
-export function bjsonToJson(bytes: Uint8Array, maxBytes: number): string | null {
+export function bjsonToJson(bytes: Uint8Array, maxBytes: number): string | null | typeof OVER_CAP {
   const text = READER.reset(bytes, maxBytes).read();
   if (out.length > 1 << 22) out = Buffer.allocUnsafe(1 << 16) as SliceBuffer; // not kept large
   if (moveCopy.length > 1 << 22) moveCopy = Buffer.allocUnsafe(1 << 12);

@@ -62,6 +62,11 @@ export const HARNESS_SOURCE = String.raw`(() => {
   // many of them are current, deepest: how many were used. tooDeep: where the container past MAX_DEPTH is, once met.
   const inside = { __proto__: null }, keyIn = { __proto__: null };
   let levels = 0, deepest = 0, tooDeep = '';
+  // The caps on a tool's result and on the state as JSON (UTF-8 bytes; the host sets them for each session: caps), and
+  // what stringify has surely written so far (a floor: counted by plainOnly, a string's characters and quotes, a key's,
+  // one byte for any other value). Past the cap it stops (TOO_LONG), instead of writing all of a state of 50 MB first.
+  let resultCap = Infinity, stateCap = Infinity, capOf = Infinity, written = 0;
+  const TOO_LONG = {};
   // What JSON.stringify wrote without a word in v, or undefined.
   const lossOf = (v) => {
     if (typeof v === 'number') return v - v === 0 ? undefined : v !== v ? 'NaN (JSON writes null)' : (v > 0 ? 'Infinity' : '-Infinity') + ' (JSON writes null)';
@@ -82,6 +87,11 @@ export const HARNESS_SOURCE = String.raw`(() => {
   // would be written without a word, or where it is a container past MAX_DEPTH levels. One pass, nothing kept but the
   // containers it is inside.
   const plainOnly = function (key, v) {
+    if (v !== undefined && typeof v !== 'function' && typeof v !== 'symbol') {
+      written += typeof v === 'string' ? v.length + 2 : 1;
+      if (key !== '' && !isArray(this)) written += key.length + 3;
+      if (written > capOf) throw TOO_LONG;
+    }
     const what = lossOf(v);
     if (what !== undefined) {
       refusal = [this, key, what];
@@ -150,8 +160,10 @@ export const HARNESS_SOURCE = String.raw`(() => {
   };
   // value's JSON text (JSON.stringify's), or throws: what stringify throws, REFUSED with refusal set, or TOO_DEEP with
   // tooDeep set. The containers it was inside are let go.
-  const plainText = (value) => {
+  const plainText = (value, cap) => {
     levels = 0;
+    written = 0;
+    capOf = cap;
     try {
       return stringify(value, plainOnly);
     } finally {
@@ -222,7 +234,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     if (value === undefined) return '!' + fail('NON_JSON_RESULT', 'the method returned undefined');
     if (value instanceof PromiseCtor) return '!' + fail('NON_JSON_RESULT', 'the method returned a promise; environment methods must be synchronous');
     let text;
-    try { text = plainText(value); } catch (e) { return '!' + (e === REFUSED || e === TOO_DEEP ? refused('NON_JSON_RESULT', 'the result', value, e) : unwritable('NON_JSON_RESULT', 'the result', value, e)); }
+    try { text = plainText(value, resultCap); } catch (e) { return '!' + (e === TOO_LONG ? fail('RESULT_TOO_LARGE', 'more than ' + resultCap) : e === REFUSED || e === TOO_DEEP ? refused('NON_JSON_RESULT', 'the result', value, e) : unwritable('NON_JSON_RESULT', 'the result', value, e)); }
     if (text === undefined) return '!' + fail('NON_JSON_RESULT', 'the method returned a value JSON cannot represent');
     return text;
   };
@@ -261,6 +273,13 @@ export const HARNESS_SOURCE = String.raw`(() => {
       };
       const random = function random() { return ((next() >>> 5) * 67108864 + (next() >>> 6)) / 9007199254740992; };
       defineProp(MathObj, 'random', { value: random, writable: true, enumerable: false, configurable: true });
+      return '{"ok":true}';
+    },
+    // The session's caps (decimal strings): a result's JSON text past the first, or the state's past the second, is not
+    // written to its end (see plainOnly); the host says so with the cap's setting.
+    caps(result, state) {
+      resultCap = NumberC(result);
+      stateCap = NumberC(state);
       return '{"ok":true}';
     },
     bind(cls) {
@@ -306,7 +325,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     snapshot() {
       let text;
       let state;
-      try { state = inst.state; text = plainText(state); } catch (e) { return '!' + (e === REFUSED || e === TOO_DEEP ? refused('STATE_INVALID', 'this.state', state, e) : unwritable('STATE_INVALID', 'this.state', state, e)); }
+      try { state = inst.state; text = plainText(state, stateCap); } catch (e) { return '!' + (e === TOO_LONG ? fail('STATE_TOO_LARGE', 'more than ' + stateCap) : e === REFUSED || e === TOO_DEEP ? refused('STATE_INVALID', 'this.state', state, e) : unwritable('STATE_INVALID', 'this.state', state, e)); }
       if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');
       return text;
     },
@@ -319,7 +338,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     snapshotOf(wrapped) {
       if (typeof wrapped === 'string') return wrapped; // state()'s error reply
       let text;
-      try { text = plainText(wrapped[0]); } catch (e) { return '!' + (e === REFUSED || e === TOO_DEEP ? refused('STATE_INVALID', 'this.state', wrapped[0], e) : unwritable('STATE_INVALID', 'this.state', wrapped[0], e)); }
+      try { text = plainText(wrapped[0], stateCap); } catch (e) { return '!' + (e === TOO_LONG ? fail('STATE_TOO_LARGE', 'more than ' + stateCap) : e === REFUSED || e === TOO_DEEP ? refused('STATE_INVALID', 'this.state', wrapped[0], e) : unwritable('STATE_INVALID', 'this.state', wrapped[0], e)); }
       if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');
       return text;
     },

@@ -14,7 +14,7 @@ import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import { cutText } from '../util/text.js';
 import type { CheckSpec, EnvironmentCode } from './bundle.js';
 import { FATAL_CODES, SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.js';
-import { bjsonToJson } from './bjson.js';
+import { bjsonToJson, OVER_CAP } from './bjson.js';
 import { CheckMemo } from './check-memo.js';
 import { checkStateTexts } from './state-text.js';
 import { finalStatePatch, InitialIndex } from './json-patch.js';
@@ -65,7 +65,18 @@ const SEEN_ENVIRONMENTS = 256;
 const SPARE_MODULES_MIN = 128;
 const SPARE_WINDOW_MS = 30_000;
 /** The harness functions a session uses, looked up before its module's memory is copied. */
-const SESSION_FNS = ['seed', 'bind', 'create', 'call', 'callValue', 'encodeOf', 'snapshot', 'state', 'snapshotOf'] as const;
+/**
+ * The harness's error replies for a result's or a state's JSON text past its cap, found before it was written to its end
+ * (harness.ts `caps`, or bjson.ts's OVER_CAP); the host words the message (SandboxEnvironment).
+ */
+const RESULT_OVER_CAP = '!{"err":"RESULT_TOO_LARGE","message":""}';
+/**
+ * A result or a state is written up to this many times its cap (natively or by the guest), so that one somewhat over the
+ * cap is said with its size; past that, the writing stops and the error says "more than" this many times the cap.
+ */
+const OVER_CAP_SAID = 2;
+const STATE_OVER_CAP = '!{"err":"STATE_TOO_LARGE","message":""}';
+const SESSION_FNS = ['seed', 'bind', 'create', 'caps', 'call', 'callValue', 'encodeOf', 'snapshot', 'state', 'snapshotOf'] as const;
 
 /** The release variant, whether the loader hands us its ESM default or the CommonJS namespace. */
 const RELEASE_VARIANT: QuickJSSyncVariant = (() => {
@@ -184,6 +195,9 @@ interface SessionTemplate {
   readonly source: string;
   readonly stateJson: string;
   readonly envMemoryMb: number;
+  /** The caps the harness was given (`caps`): a template's memory holds them. */
+  readonly maxResultBytes: number;
+  readonly maxStateBytes: number;
   readonly image: MemoryImage;
 }
 
@@ -622,6 +636,7 @@ export class QuickJSHost {
         const seed = seedOf(code, stateJson);
         vm.arm(limits.createDeadlineMs, false, undefined, 'ENVFLEET_SANDBOX_CREATE_DEADLINE_MS');
         vm.expectOk(vm.callHarness('seed', [seed]));
+        vm.expectOk(vm.callHarness('caps', [String(OVER_CAP_SAID * limits.maxResultBytes), String(OVER_CAP_SAID * limits.maxStateBytes)]));
         const cls = vm.eval(`${code.source}\n;(typeof ${code.className} === 'function' ? ${code.className} : undefined)`, 'SOURCE_LOAD_FAILED');
         try {
           vm.expectOk(vm.callHarness('bind', [cls]), `the source does not declare class ${code.className}`);
@@ -689,7 +704,7 @@ export class QuickJSHost {
   /** The template of this environment and state, if the thread has one (marked most recently used). */
   private sessionTemplate(code: EnvironmentCode, stateJson: string, limits: SandboxLimits): SessionTemplate | undefined {
     const i = this.sessionTemplates.findIndex(
-      t => t.envMemoryMb === limits.envMemoryMb && t.stateJson.length === stateJson.length && t.className === code.className && t.stateJson === stateJson && t.source === code.source,
+      t => t.envMemoryMb === limits.envMemoryMb && t.maxResultBytes === limits.maxResultBytes && t.maxStateBytes === limits.maxStateBytes && t.stateJson.length === stateJson.length && t.className === code.className && t.stateJson === stateJson && t.source === code.source,
     );
     if (i < 0) return undefined;
     const found = this.sessionTemplates.splice(i, 1)[0]!;
@@ -709,7 +724,7 @@ export class QuickJSHost {
     if (vm.module.exhausted || vm.module.fatal || vm.module.grownBytes() > REUSE_GROWTH) return;
     const image = vm.module.capture();
     if (!image) return;
-    this.sessionTemplates.push({ className: code.className, source: code.source, stateJson, envMemoryMb: limits.envMemoryMb, image });
+    this.sessionTemplates.push({ className: code.className, source: code.source, stateJson, envMemoryMb: limits.envMemoryMb, maxResultBytes: limits.maxResultBytes, maxStateBytes: limits.maxStateBytes, image });
     if (this.sessionTemplates.length > SESSION_TEMPLATES) this.sessionTemplates.shift();
   }
 
@@ -1414,7 +1429,7 @@ class GuestVm {
       // (The encoding takes at most two bytes a character of the text, numbers aside.)
       if (this.module.roomToGrow(NATIVE_SNAPSHOT_ROOM, 2 * sizeHint) || (mayRestore && (image = this.module.captureTransient()))) {
         try {
-          text = this.encodePlain(raw, (wrapped as unknown as { value: number }).value, maxUnits);
+          text = this.encodePlain(raw, (wrapped as unknown as { value: number }).value, maxUnits, STATE_OVER_CAP);
         } catch (err) {
           if (!image || !this.module.exhausted || this.module.fatal) throw err;
           // Out of room, and nothing of the guest ran since the copy: back to it.
@@ -1434,8 +1449,11 @@ class GuestVm {
     }
   }
 
-  /** `[value]` through QuickJS's encoder and bjson.ts: the value's JSON text, or null (see bjsonToJson). Throws SandboxError (a limit). */
-  private encodePlain(raw: RawContext, valuePtr: number, maxUnits: number): string | null {
+  /**
+   * `[value]` through QuickJS's encoder and bjson.ts: the value's JSON text, or null (see bjsonToJson), or `tooLong`
+   * (the harness's error reply for a text past `maxUnits`). Throws SandboxError (a limit).
+   */
+  private encodePlain(raw: RawContext, valuePtr: number, maxUnits: number, tooLong: string): string | null {
     const { ffi, ctx } = raw;
     const bjson = raw.bjson!;
     // The encoder writes into a DynBuf that, once it found no room, skips what it is given and goes
@@ -1489,7 +1507,8 @@ class GuestVm {
       at = bjson.QTS_GetArrayBuffer(ctx, bufferPtr);
       if (!at) throw this.limitHit() ?? new SandboxError('MEMORY_EXCEEDED', 'out of memory reading the state');
       const heap = raw.module.HEAPU8;
-      return bjsonToJson(heap.subarray(at, at + length), maxUnits);
+      const text = bjsonToJson(heap.subarray(at, at + length), maxUnits);
+      return text === OVER_CAP ? tooLong : text;
     } finally {
       if (at) raw.module._free(at);
       if (bufferPtr) ffi.QTS_FreeValuePointer(ctx, bufferPtr);
@@ -1553,7 +1572,7 @@ class GuestVm {
       // length of this environment's last result): there is no copy to go back to here.
       let text: string | null;
       try {
-        text = this.module.roomToGrow(NATIVE_SNAPSHOT_ROOM, 2 * sizeHint) ? this.encodePlain(raw, resultPtr, maxBytes) : null;
+        text = this.module.roomToGrow(NATIVE_SNAPSHOT_ROOM, 2 * sizeHint) ? this.encodePlain(raw, resultPtr, maxBytes, RESULT_OVER_CAP) : null;
       } catch (err) {
         ffi.QTS_FreeValuePointer(ctx, resultPtr);
         throw err;
@@ -1832,7 +1851,7 @@ export class SandboxEnvironment {
       if (over) return this.stop(started, parse, over.code, over.message, true);
       let text: string;
       try {
-        text = this.vm.callTool(tool, JSON.stringify(input), this.scratch, this.plainSnapshots, this.limits.maxResultBytes + 16, this.resultHint);
+        text = this.vm.callTool(tool, JSON.stringify(input), this.scratch, this.plainSnapshots, OVER_CAP_SAID * this.limits.maxResultBytes, this.resultHint);
         this.resultHint = text.length;
       } catch (err) {
         const e = err instanceof SandboxError ? err : new SandboxError('TOOL_THREW', String(err));
@@ -1856,6 +1875,8 @@ export class SandboxEnvironment {
       }
       if (failed) {
         const reply = JSON.parse(text.slice(1)) as { err: SandboxErrorCode; message: string };
+        // (Found past the cap as it was written: the harness stops there, and so does the native encoder's reader.)
+        if (reply.err === 'RESULT_TOO_LARGE') return this.stop(started, parse, reply.err, `the result of ${tool} is more than ${OVER_CAP_SAID * this.limits.maxResultBytes} bytes; the cap is ${this.limits.maxResultBytes}${RESULT_CAP_ADVICE}`, true);
         return this.stop(started, parse, reply.err, reply.message, true);
       }
       if (parse) {
@@ -1897,9 +1918,10 @@ export class SandboxEnvironment {
       const over = this.armWithin(this.limits.callDeadlineMs, started);
       if (over) throw over;
       // The state's JSON text, or "!" and an error reply.
-      const text = this.vm.snapshotText(this.plainSnapshots, this.limits.maxStateBytes, this.mayRestore, this.sizeHint);
+      const text = this.vm.snapshotText(this.plainSnapshots, OVER_CAP_SAID * this.limits.maxStateBytes, this.mayRestore, this.sizeHint);
       if (text.startsWith('!')) {
         const reply = JSON.parse(text.slice(1)) as { err: SandboxErrorCode; message: string };
+        if (reply.err === 'STATE_TOO_LARGE') throw new SandboxError(reply.err, `the state is more than ${OVER_CAP_SAID * this.limits.maxStateBytes} bytes; the cap is ${this.limits.maxStateBytes}${STATE_CAP_ADVICE}`);
         throw new SandboxError(reply.err, reply.message);
       }
       const bytes = utf8Length(text, this.limits.maxStateBytes);

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import type { EnvironmentCode } from '../../../src/sandbox/bundle.js';
 import { SandboxError } from '../../../src/sandbox/errors.js';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../../src/sandbox/limits.js';
+import { RESULT_CAP_ADVICE, STATE_CAP_ADVICE } from '../../../src/sandbox/python/python-harness.mjs';
 import { CALL_WAYS, plainSnapshots, QuickJSHost, SNAPSHOT_WAYS, type SandboxEnvironment } from '../../../src/sandbox/quickjs-host.js';
 
 /**
@@ -381,7 +382,42 @@ describe('snapshots through the native encoder', function () {
     }
   });
 
-  it('refuses a state over the cap with the message it gave before, also when shared objects would repeat past it', async () => {
+  it('stops writing a result or a state far past its cap there, natively and in the guest, and the environment goes on', async () => {
+    const source = `class Many { constructor(s) { this.state = s; }
+      many({ n }) { const out = []; for (let i = 0; i < n; i++) out.push('item-' + i); return out; }
+      keep({ n }) { this.state.items = this.many({ n }); return n; }
+      repeated({ n }) { const s = 'x'.repeat(1000000); const out = []; for (let i = 0; i < n; i++) out.push(s); return out; }
+      small() { return 'fine'; } }`;
+    const plain: EnvironmentCode = { name: 'many', className: 'Many', source, tools: ['many', 'keep', 'repeated', 'small'].map(tool) };
+    const before: EnvironmentCode = { ...plain, source: `${source}\n// toJSON` };
+    const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, envMemoryMb: 32, maxResultBytes: 1000, maxStateBytes: 2000 };
+    for (const code of [plain, before]) {
+      const env = await host.createEnvironment(code, {}, limits);
+      try {
+        const stringified = CALL_WAYS.stringify;
+        // 20,000 items: 230 KB of JSON, not written past 2,000 bytes
+        expect(env.call('many', { n: 20_000 })).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the result of many is more than 2000 bytes; the cap is 1000${RESULT_CAP_ADVICE}` } });
+        if (code === plain) expect(CALL_WAYS.stringify - stringified, 'the native reader stopped it: no JSON.stringify').to.equal(0);
+        expect(env.call('small', {}).result).to.equal('fine');
+        expect(env.call('keep', { n: 20_000 }).result).to.equal(20_000);
+        expect(snapshotOutcome(env)).to.deep.equal({ code: 'STATE_TOO_LARGE', message: `the state is more than 4000 bytes; the cap is 2000${STATE_CAP_ADVICE}` });
+        expect(env.call('small', {}).result).to.equal('fine');
+      } finally {
+        env.dispose();
+      }
+    }
+    // The guest's JSON.stringify stops too: 200 times one string of 1 MB is 200 MB of text, past the 32 MiB allowance
+    // (it was MEMORY_EXCEEDED, the environment thrown away).
+    const guest = await host.createEnvironment(before, {}, limits);
+    try {
+      expect(guest.call('repeated', { n: 200 })).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the result of repeated is more than 2000 bytes; the cap is 1000${RESULT_CAP_ADVICE}` } });
+      expect(guest.call('small', {}).result).to.equal('fine');
+    } finally {
+      guest.dispose();
+    }
+  });
+
+  it('refuses a state over the cap with its size up to twice the cap, and as more than that past it, also when shared objects would repeat past it', async () => {
     const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, maxStateBytes: 2000 };
     const env = await host.createEnvironment(ODD, {}, limits);
     try {
@@ -395,14 +431,19 @@ describe('snapshots through the native encoder', function () {
       oracle() { return { text: JSON.stringify(this.state) }; } }`;
     const big = await host.createEnvironment({ name: 'big', className: 'Big', source, tools: [tool('grow'), tool('oracle')] }, {}, limits);
     try {
-      for (const n of [3, 4, 5, 40, 5000]) {
+      const advice = ' (ENVFLEET_SANDBOX_MAX_STATE_KB): keep in the state only what later calls need (an environment that keeps everything each call gives it, such as a copy of every result or a log of every request, grows past any cap), or raise ENVFLEET_SANDBOX_MAX_STATE_KB (a run uses the value it was submitted with)';
+      const said = new Set<string>();
+      for (const n of [3, 4, 5, 20, 40, 5000]) {
         big.call('grow', { n });
         const text = oracle(big).text!;
         const bytes = Buffer.byteLength(text);
         const got = snapshotOutcome(big);
         if (bytes <= 2000) expect(got, `n = ${n}`).to.deep.equal({ text });
-        else expect(got, `n = ${n}`).to.deep.equal({ code: 'STATE_TOO_LARGE', message: `the state is ${bytes} bytes; the cap is 2000 (ENVFLEET_SANDBOX_MAX_STATE_KB): keep in the state only what later calls need (an environment that keeps everything each call gives it, such as a copy of every result or a log of every request, grows past any cap), or raise ENVFLEET_SANDBOX_MAX_STATE_KB (a run uses the value it was submitted with)` });
+        else if (bytes <= 4000) expect(got, `n = ${n}`).to.deep.equal({ code: 'STATE_TOO_LARGE', message: `the state is ${bytes} bytes; the cap is 2000${advice}` });
+        else expect(got, `n = ${n}`).to.deep.equal({ code: 'STATE_TOO_LARGE', message: `the state is more than 4000 bytes; the cap is 2000${advice}` });
+        said.add(bytes <= 2000 ? 'under' : bytes <= 4000 ? 'size' : 'more');
       }
+      expect([...said]).to.deep.equal(['under', 'size', 'more']);
     } finally {
       big.dispose();
     }
