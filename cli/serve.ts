@@ -193,7 +193,15 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
     if (directory) {
       const d = directory;
       if (!advertised) advertised = advertisedUrl(server.url, opts.host);
-      await d.heartbeat(registry.stats());
+      // Redis down at the start (or gone since the connect): the process serves alone, as it does when Redis stops later;
+      // the beats below register it once Redis answers.
+      const registered = await d.heartbeat(registry.stats()).then(
+        () => true,
+        (err: unknown) => {
+          logger.warn({ err }, "the session directory did not take this process's entry; it serves its own sessions alone until Redis answers");
+          return false;
+        },
+      );
       const beat = setInterval(() => {
         d.heartbeat(registry.stats()).catch(err => logger.warn({ err }, 'the session directory heartbeat failed; other serve processes may count this one gone'));
       }, HEARTBEAT_TTL_MS / 3);
@@ -202,7 +210,7 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
         clearInterval(beat);
         await d.heartbeat({ active: registry.stats().active, max: 0 }).catch(() => undefined);
       });
-      logger.info({ server: d.serverId, advertised }, 'env server registered in the session directory');
+      if (registered) logger.info({ server: d.serverId, advertised }, 'env server registered in the session directory');
     }
     return { url: server.url, registry, server, directory, serves, close: closeAll };
   } catch (err) {

@@ -90,6 +90,17 @@ export function forwardTarget(originalUrl: string, peerUrl: string): URL | null 
 
 /** Sends the request to another process and relays its answer. */
 async function forward(req: Request, res: Response, to: ServerEntry, selfId: string): Promise<void> {
+  relay(res, await send(req, res, to, selfId));
+}
+
+/** A peer's answer, read whole. */
+interface PeerAnswer {
+  readonly answer: globalThis.Response;
+  readonly body: Buffer;
+}
+
+/** Sends the request to another process; its answer. Throws PeerUnreachable. */
+async function send(req: Request, res: Response, to: ServerEntry, selfId: string): Promise<PeerAnswer> {
   const target = forwardTarget(req.originalUrl, to.url);
   if (!target) throw new EnvServerError('INVALID_REQUEST_BODY', 'the request target is not a path on this server (it must start with a single /)');
   const headers = new Headers();
@@ -125,6 +136,11 @@ async function forward(req: Request, res: Response, to: ServerEntry, selfId: str
   } finally {
     res.off('close', onClose);
   }
+  return { answer, body };
+}
+
+/** Relays a peer's answer unchanged (status, the headers that matter, cookies, body). */
+function relay(res: Response, { answer, body }: PeerAnswer): void {
   res.status(answer.status);
   for (const name of RELAYED_RESPONSE_HEADERS) {
     const v = answer.headers.get(name);
@@ -133,6 +149,25 @@ async function forward(req: Request, res: Response, to: ServerEntry, selfId: str
   const cookies = answer.headers.getSetCookie();
   if (cookies.length) res.setHeader('Set-Cookie', cookies);
   res.end(body);
+}
+
+/** SESSION_LOST for a session whose process stopped without ending it. */
+const lostError = (id: string, serverId: string): EnvServerError =>
+  new EnvServerError('SESSION_LOST', `session ${id} is lost: the serve process that held it (${serverId}) stopped without ending it; open a new session`);
+
+/** Whether a peer's answer to an open is OVER_CAPACITY, in any surface's shape (`error.code`, or JSON-RPC's `error.data.code`). */
+function isOverCapacity(body: Buffer): boolean {
+  if (body.length > 64 * 1024) return false;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString('utf8'));
+  } catch {
+    return false;
+  }
+  const error = isObject(parsed) ? parsed['error'] : null;
+  if (!isObject(error)) return false;
+  const data = error['data'];
+  return error['code'] === 'OVER_CAPACITY' || (isObject(data) && data['code'] === 'OVER_CAPACITY');
 }
 
 /** The first value of a header that proxies may have appended to (`a, b`). */
@@ -175,9 +210,19 @@ function answerError(req: Request, res: Response, next: NextFunction, err: EnvSe
 export function forwardingMiddleware(options: ForwardingOptions): RequestHandler {
   const { directory, registry, logger } = options;
   return (req: Request, res: Response, next: NextFunction) => {
-    if (req.headers[FORWARDED_BY_HEADER]) return next();
     void (async () => {
       const id = sessionIdOfRequest(req, options.cookieName);
+      if (req.headers[FORWARDED_BY_HEADER]) {
+        // Forwarded here: answered here, never forwarded again. A peer forwards a session of the process this one
+        // replaced at its address (killed and restarted on the same port) until that one's heartbeat expires: the
+        // directory says lost, as it does to a client that asks this process itself.
+        if (id && SESSION_ID.test(id) && !registry.knows(id)) {
+          const where = await directory.locate(id).catch(() => null);
+          if (where?.kind === 'lost') throw lostError(id, where.serverId);
+          if (where?.kind === 'ended') registry.remember(where.result);
+        }
+        return next();
+      }
       // Only an id of the form this server gives (a UUID) is looked up: any other is unknown here and everywhere.
       if (id && SESSION_ID.test(id) && !registry.knows(id)) {
         let where: Awaited<ReturnType<SessionDirectory['locate']>>;
@@ -194,7 +239,7 @@ export function forwardingMiddleware(options: ForwardingOptions): RequestHandler
             registry.remember(where.result);
             return next();
           case 'lost':
-            throw new EnvServerError('SESSION_LOST', `session ${id} is lost: the serve process that held it (${where.serverId}) stopped without ending it; open a new session`);
+            throw lostError(id, where.serverId);
           case 'unknown':
             return next();
         }
@@ -204,14 +249,21 @@ export function forwardingMiddleware(options: ForwardingOptions): RequestHandler
       if (opensSession(req) && !replacesHere) {
         const { active, max } = registry.stats();
         if (active >= max) {
+          // The heartbeats that say who has room are up to a third of their TTL old: a peer that filled up since says
+          // OVER_CAPACITY, and the next one is asked, as for one that does not answer.
           const withRoom = await directory.peersWithRoom().catch(() => [] as ServerEntry[]);
           for (const peer of withRoom) {
+            let answered: PeerAnswer;
             try {
-              return await forward(req, res, peer, directory.serverId);
+              answered = await send(req, res, peer, directory.serverId);
             } catch (err) {
               if (!(err instanceof PeerUnreachable) || res.headersSent) throw err;
               logger.warn({ err, peer: peer.url }, 'a peer with room did not answer; trying the next');
+              continue;
             }
+            if (res.headersSent) return;
+            if (isOverCapacity(answered.body)) continue;
+            return relay(res, answered);
           }
         }
       }

@@ -349,6 +349,10 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
   return {
     async open(scenarioId) {
       if (shuttingDown) throw new EnvServerError('OVER_CAPACITY', 'the server is shutting down; open the session on another server', { active: live.size, max: 0 });
+      // Full: an unknown scenario (or one not ready) is said first. A seed or a reset on the cookie of a live session ends
+      // that session for the room only on OVER_CAPACITY; a typo must not cost the episode it meant to replace.
+      if (live.size >= options.maxSessions) await deps.scenarios.scenario(scenarioId);
+      if (shuttingDown) throw new EnvServerError('OVER_CAPACITY', 'the server is shutting down; open the session on another server', { active: live.size, max: 0 });
       if (live.size >= options.maxSessions) {
         const active = live.size;
         // Behind several serve processes: say where there is room (a WebSocket cannot be forwarded).

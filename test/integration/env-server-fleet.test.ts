@@ -195,6 +195,45 @@ describe('envfleet serve: several serve processes sharing one Redis (real proces
     expect((await fetch(`${a.url}/sessions/${opened.json['session_id'] as string}`, { method: 'DELETE' })).status).to.equal(200);
   });
 
+  it('a full process whose roomiest peer filled up since its heartbeat asks the next one: a peer\'s OVER_CAPACITY is not the answer while another has room', async () => {
+    const gx = byTask('GX-310');
+    // A peer whose heartbeat says it has the most room but that answers OVER_CAPACITY, as one that filled up since its
+    // last beat (a third of the heartbeat's TTL ago) does.
+    let asked = 0;
+    const stale = createServer((req, res) => {
+      asked += 1;
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' });
+        res.end(JSON.stringify({ error: { code: 'OVER_CAPACITY', message: 'the server holds 9 sessions, its maximum (--max-sessions 9)', active: 9, max: 9 } }));
+      });
+    });
+    await new Promise<void>(resolve => stale.listen(0, '127.0.0.1', resolve));
+    const staleUrl = `http://127.0.0.1:${(stale.address() as AddressInfo).port}`;
+    const keys = `${f.config.redis.prefix}:serve`;
+    const entryOfA = JSON.parse((await f.redis.get(`${keys}:srv:${a.id}`))!) as { serves: string; content: string };
+    await f.redis.set(`${keys}:srv:stale-peer`, JSON.stringify({ id: 'stale-peer', url: staleUrl, serves: entryOfA.serves, content: entryOfA.content, active: 0, max: 9 }), 'PX', 120_000);
+    await f.redis.sadd(`${keys}:servers`, 'stale-peer');
+    const clients = Array.from({ length: 3 }, () => new LatestCookieClient(a.url));
+    try {
+      for (const c of clients.slice(0, 2)) expect(servedBy((await c.post('/seed_session', { scenario_id: gx.id })).headers)).to.equal(a.id);
+      const third = await clients[2]!.post('/seed_session', { scenario_id: gx.id });
+      expect(third.status, third.text).to.equal(200);
+      expect(servedBy(third.headers)).to.equal(b.id);
+      expect(asked, 'the stale peer was asked first').to.equal(1);
+      const opened = await post(`${a.url}/sessions`, { scenario_id: gx.id });
+      expect(opened.status).to.equal(201);
+      expect(servedBy(opened.headers)).to.equal(b.id);
+      expect(asked).to.equal(2);
+      expect((await fetch(`${a.url}/sessions/${opened.json['session_id'] as string}`, { method: 'DELETE' })).status).to.equal(200);
+    } finally {
+      await f.redis.del(`${keys}:srv:stale-peer`);
+      await f.redis.srem(`${keys}:servers`, 'stale-peer');
+      stale.close();
+      for (const c of clients) if (c.cookie) await c.send('DELETE', '/session');
+    }
+  });
+
   it('an export served under the run\'s name is not the run: a full process sends no new session to it; two processes serving the same export files do share', async () => {
     const gx = byTask('GX-310');
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-fleet-export-'));

@@ -330,6 +330,11 @@ describe('envfleet serve: the OpenEnv surface (WebSocket /ws, /metadata, /schema
     const full = await extra.request({ type: 'reset', data: { scenario_id: gx.id } });
     expect(full.type).to.equal('error');
     expect(full.data).to.include({ code: 'CAPACITY_REACHED', active_sessions: 3, max_sessions: 3 });
+    // A reset to a scenario that does not exist, on a full server, says so, and the episode it would have replaced goes
+    // on (it was ended for the room first, then refused: reward lost, and the answer CAPACITY_REACHED or the typo's).
+    const typo = await held[0]!.request({ type: 'reset', data: { scenario_id: 'scn-typo' } });
+    expect(typo.type).to.equal('error');
+    expect(typo.data).to.include({ code: 'VALIDATION_ERROR', envfleet_code: 'UNKNOWN_SCENARIO' });
     expect((await held[0]!.call('exit_vehicle', { ticket_id: 'T5' })).done).to.equal(false);
     await held[0]!.request({ type: 'close' });
     expect((await extra.reset(gx.id)).done).to.equal(false);

@@ -22,7 +22,7 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-describe('envfleet serve: restarted on the same address after a kill, it answers the sessions of the process it replaced SESSION_LOST at once', function () {
+describe('envfleet serve: restarted on the same address after a kill, it and its peers answer the sessions of the process it replaced SESSION_LOST at once', function () {
   const fleet = useFleet('suite');
   let f: Fleet;
   let iris: ScenarioRecord;
@@ -35,6 +35,9 @@ describe('envfleet serve: restarted on the same address after a kill, it answers
   it('NeMo Gym, MCP and OpenEnv POST /mcp: SESSION_LOST (not UNKNOWN_SESSION) right after the restart; a new session works', async () => {
     const port = await freePort();
     const first = await spawnServe(f, ['--run', 'rs1', '--port', String(port), '--max-sessions', '4']);
+    // A peer on the same Redis: it forwards a session of the killed process to its address (its heartbeat lives on),
+    // where the new process must say lost too (it answered UNKNOWN_SESSION to forwarded requests).
+    const peer = await spawnServe(f, ['--run', 'rs1', '--port', '0', '--max-sessions', '4']);
     const nemo = new LatestCookieClient(first.url);
     expect((await nemo.post('/seed_session', { scenario_id: iris.id })).status).to.equal(200);
     expect((await nemo.post('/get_member', { member_id: 'M7' })).status).to.equal(200);
@@ -46,7 +49,15 @@ describe('envfleet serve: restarted on the same address after a kill, it answers
     const second = await spawnServe(f, ['--run', 'rs1', '--port', String(port), '--max-sessions', '4']);
     expect(second.url).to.equal(first.url);
 
-    // The trainer goes on with what it held.
+    // The trainer goes on with what it held, through the peer first.
+    const viaPeer = new LatestCookieClient(peer.url);
+    viaPeer.cookie = cookie;
+    const forwarded = await viaPeer.post('/get_member', { member_id: 'M7' });
+    expect(forwarded.status, forwarded.text).to.equal(410);
+    expect(errorOf(forwarded).code).to.equal('SESSION_LOST');
+    const mcpViaPeer = await fetch(`${peer.url}/sessions/${opened.session_id}/verify`, { method: 'POST' });
+    expect(mcpViaPeer.status).to.equal(410);
+    nemo.cookie = cookie;
     const call = await nemo.post('/get_member', { member_id: 'M7' });
     expect(call.status, call.text).to.equal(410);
     expect(errorOf(call).code).to.equal('SESSION_LOST');
@@ -74,7 +85,9 @@ describe('envfleet serve: restarted on the same address after a kill, it answers
     expect((await fresh.post('/verify')).status).to.equal(200);
     const health = (await (await fetch(`${second.url}/health`)).json()) as { sessions: { active: number } };
     expect(health.sessions.active).to.equal(0);
-    second.child.kill('SIGTERM');
-    await exited(second.child);
+    for (const p of [second, peer]) {
+      p.child.kill('SIGTERM');
+      await exited(p.child);
+    }
   });
 });

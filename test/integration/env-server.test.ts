@@ -23,6 +23,26 @@ describe('envfleet serve: the environment server, NeMo Gym style (real Redis, re
     verlRows = (await readFile(join(dir, 'rl-verl.json'), 'utf8')).trim().split('\n').map(l => JSON.parse(l) as (typeof verlRows)[number]);
   });
 
+  it('a seed of an unknown scenario on a full server leaves the session of its cookie as it was (it is not ended for the room first)', async () => {
+    const gx = byTask('GX-310');
+    const clients = [new LatestCookieClient(serving.url), new LatestCookieClient(serving.url)];
+    for (const c of clients) expect((await c.post('/seed_session', { scenario_id: gx.id })).status).to.equal(200);
+    expect(serving.registry.stats()).to.include({ active: 2, max: 2 });
+    const [c] = clients;
+    const held = c!.cookie;
+    const typo = await c!.post('/seed_session', { scenario_id: 'no-such-scenario' });
+    expect(typo.status, typo.text).to.equal(404);
+    expect(errorOf(typo).code).to.equal('UNKNOWN_SCENARIO');
+    c!.cookie = held;
+    const goesOn = await c!.post('/exit_vehicle', { ticket_id: 'T5' });
+    expect(goesOn.status, goesOn.text).to.equal(200);
+    expect(goesOn.text).to.match(/GX-310 left S9/);
+    // A seed of a known scenario on the same cookie still replaces it (ended first, for the room).
+    expect((await c!.post('/seed_session', { scenario_id: gx.id })).status).to.equal(200);
+    for (const k of clients) expect((await k.send('DELETE', '/session')).status).to.equal(200);
+    expect(serving.registry.stats().active).to.equal(0);
+  });
+
   it('drives a scenario to its reward from a verl row; the reward is `envfleet sandbox check` on the same final state; the cookie is re-sent every time', async () => {
     const iris = byTask('Iris Vance');
     const row = verlRows.find(r => r.extra_info.scenario_id === iris.id)!;
