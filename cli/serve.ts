@@ -230,10 +230,21 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   const what = opts.run ? `run ${opts.run}` : `the export ${opts.scenarios} (run ${serving.serves})`;
   process.stdout.write(`envfleet environment server for ${what} at ${serving.url} (NeMo Gym style: POST /seed_session, POST /{tool}, POST /verify; MCP: POST /sessions, /sessions/{id}/mcp; OpenEnv: /ws; ${token ? 'token required' : 'no token: loopback only'}); ${serving.directory ? `server id ${serving.directory.serverId}` : 'alone: no Redis, no forwarding between serve processes'}\n`);
   let closing = false;
-  const stop = () => {
+  const stop = (signal: NodeJS.Signals) => {
     if (closing) return;
     closing = true;
-    serving.close().then(() => process.exit(0), () => process.exit(1));
+    const { active } = serving.registry.stats();
+    logger.info({ signal, sessions: active }, `stopping on ${signal}: ${active} open session${active === 1 ? '' : 's'} end as shutdown (not scored); new sessions are refused`);
+    serving.close().then(
+      () => {
+        logger.info('env server stopped');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        logger.error({ err }, 'the env server did not stop cleanly');
+        process.exit(1);
+      },
+    );
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
