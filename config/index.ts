@@ -35,6 +35,8 @@ export interface EndpointConfig {
    */
   readonly apiKeyFrom?: string | null;
   readonly timeoutMs: number;
+  /** Where timeoutMs comes from, for messages that say what to raise: `ENVFLEET_MODEL_TIMEOUT_MS`, or the models file's entry. */
+  readonly timeoutFrom?: string;
   /** Requests in flight across the fleet; 0 = unlimited. */
   readonly maxConcurrency: number;
   /** Requests per minute across the fleet; 0 = unlimited. */
@@ -180,6 +182,7 @@ export function loadConfig(
       apiKey: e.OPENAI_API_KEY,
       apiKeyFrom: 'OPENAI_API_KEY',
       timeoutMs: e.ENVFLEET_MODEL_TIMEOUT_MS,
+      timeoutFrom: 'ENVFLEET_MODEL_TIMEOUT_MS',
       maxConcurrency: e.ENVFLEET_MODEL_MAX_CONCURRENCY,
       requestsPerMinute: e.ENVFLEET_MODEL_RPM,
     },
@@ -207,6 +210,7 @@ export function loadConfig(
       apiKey,
       apiKeyFrom: entry.apiKeyEnv ?? null,
       timeoutMs: entry.timeoutMs ?? e.ENVFLEET_MODEL_TIMEOUT_MS,
+      timeoutFrom: entry.timeoutMs === undefined ? 'ENVFLEET_MODEL_TIMEOUT_MS' : `timeoutMs of endpoint "${name}" in ${e.ENVFLEET_MODELS_FILE}`,
       maxConcurrency: entry.maxConcurrency ?? 0,
       requestsPerMinute: entry.requestsPerMinute ?? 0,
     };

@@ -566,7 +566,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     if (err instanceof APIConnectionTimeoutError) {
       return (
         (await outage(`no answer within ${endpoint.timeoutMs} ms`, null)) ??
-        new ModelError('MODEL_TIMEOUT', `no answer within ${endpoint.timeoutMs} ms from ${where}`, { cause: err, details })
+        new ModelError('MODEL_TIMEOUT', `no answer within ${endpoint.timeoutMs} ms (${endpoint.timeoutFrom ?? 'ENVFLEET_MODEL_TIMEOUT_MS'}) from ${where}: raise it for a model that takes longer (long outputs, reasoning), or lower the stage's max tokens`, { cause: err, details })
       );
     }
     if (err instanceof APIConnectionError) {

@@ -63,6 +63,7 @@ describe('config: loadConfig defaults', () => {
         apiKey: 'envfleet-local',
         apiKeyFrom: 'OPENAI_API_KEY',
         timeoutMs: 120_000,
+        timeoutFrom: 'ENVFLEET_MODEL_TIMEOUT_MS',
         maxConcurrency: 32,
         requestsPerMinute: 0,
       },
@@ -450,10 +451,11 @@ describe('config: models file', () => {
       apiKey: 'envfleet-local',
       apiKeyFrom: null,
       timeoutMs: 4242,
+      timeoutFrom: 'ENVFLEET_MODEL_TIMEOUT_MS',
       maxConcurrency: 0,
       requestsPerMinute: 0,
     });
-    expect(config.endpoints['b']).to.include({ maxConcurrency: 4, requestsPerMinute: 60, timeoutMs: 1000 });
+    expect(config.endpoints['b']).to.include({ maxConcurrency: 4, requestsPerMinute: 60, timeoutMs: 1000, timeoutFrom: 'timeoutMs of endpoint "b" in m.yaml' });
   });
 
   it('rejects a non-positive weight', () => {

@@ -348,6 +348,8 @@ describe('chat completions posted by the gateway against the openai client', fun
       }
       for (const e of own2) expect(e, 'other requests answered').to.have.property('code', f.code);
       expect(own2[0]!.message).to.equal(own2[1]!.message);
+      // A timeout names the setting that sets it, and what to do.
+      if (f.code === 'MODEL_TIMEOUT') expect(own2[0]!.message).to.match(/^no answer within \d+ ms \(ENVFLEET_MODEL_TIMEOUT_MS\) from .*: raise it for a model that takes longer/);
     });
   }
 
