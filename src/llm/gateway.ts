@@ -21,7 +21,7 @@ import { cutText, wellFormed, withoutLoneSurrogates } from '../util/text.js';
 import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
 import { AnswerCutError, createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
-import { contentText } from './thinking.js';
+import { contentText, splitThinking } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
 import { unlimitedEndpoint, type EndpointLimiter, type Lease, type Ledger, type LedgerEntry, type LedgerTotals, type ResponseCache, type Usage } from './ports.js';
 import { budgetReached, usedOf, type Budget, type RunBudgets, type RunGate } from '../runs/control.js';
@@ -661,8 +661,10 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       throw new ModelError('MODEL_RESPONSE_MALFORMED', masked(`response without a choice from model "${profile.model}" (stage ${ctx.stage})${said === null ? '' : `; the endpoint answered with an error: ${said}`}`));
     }
     // Content as text: some servers answer with an array of parts (Mistral's reasoning chunks).
-    const raw = choice.message as ChatCompletionMessage & { content: unknown };
-    const withText = Array.isArray(raw.content) ? { ...choice.message, content: contentText(raw.content) } : choice.message;
+    const raw = choice.message as ChatCompletionMessage & { content: unknown; reasoning?: unknown; reasoning_content?: unknown };
+    const texted = Array.isArray(raw.content) ? { ...choice.message, content: contentText(raw.content) } : choice.message;
+    // vLLM's reasoning parsers write `reasoning` (newer releases) or `reasoning_content` (older ones, DeepSeek, SGLang): one field here.
+    const withText = typeof raw.reasoning === 'string' && typeof raw.reasoning_content !== 'string' ? { ...texted, reasoning_content: raw.reasoning } : texted;
     // A lone surrogate in what the model said (its output cut inside a character) goes no further: U+FFFD, in its
     // text and in the JSON text of its calls' arguments (an escape there is read as one when the call is made).
     // (A call without a function, or with arguments that are no text, is left as it came: what reads it says so.)
@@ -675,6 +677,12 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     const message = calls?.some((c, i) => c !== said.tool_calls![i]) ? { ...said, tool_calls: calls } : said;
     return { message, finishReason: choice.finish_reason ?? 'stop', usage: chatUsage(body), model: body.model ?? profile.model, cached, toolCallFormat: profile.request.toolCallFormat, tokens: tokenRecordOf(body), sampling: samplingOf(params) };
   }
+
+  /** emptyReplyError as a failed parse. */
+  const emptyOf = (message: ChatCompletionMessage): { ok: false; error: string } | null => {
+    const error = emptyReplyError(message);
+    return error === null ? null : { ok: false, error };
+  };
 
   async function structured<T>(ctx: CallContext, request: StructuredRequest<T>): Promise<StructuredResult<T>> {
     const messages: ChatMessage[] = [...request.messages];
@@ -695,7 +703,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         ? { ok: false as const, error: `the reply was cut off at the token limit (${request.maxTokens ?? profileOf(ctx.stage).maxTokens} tokens); answer more briefly` }
         : result.finishReason === 'content_filter'
           ? { ok: false as const, error: `the endpoint's content filter withheld or cut the reply (finish_reason "content_filter"); answer again` }
-          : parseStructured(content, request.schema);
+          : emptyOf(result.message) ?? parseStructured(content, request.schema);
       if (parsed.ok && request.check) {
         const problem = await request.check(parsed.value, parsed.text);
         if (problem !== null) parsed = { ok: false as const, error: problem };
@@ -739,6 +747,22 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   }
 
   return { chat, structured, embed };
+}
+
+/**
+ * Why a reply holds no answer, where it says more than "empty": the model's refusal (OpenAI's `refusal`), or only
+ * reasoning (in `reasoning_content`, or a <think> block with nothing after it: a reasoning model that spent its turn
+ * thinking). Null where the reply has an answer to parse, or nothing at all (the parser says so).
+ */
+export function emptyReplyError(message: ChatCompletionMessage & { reasoning_content?: string | null }): string | null {
+  const content = typeof message.content === 'string' ? message.content : '';
+  const split = splitThinking(content);
+  if (split.answer !== '') return null;
+  const refusal = typeof message.refusal === 'string' ? message.refusal.trim() : '';
+  if (refusal) return `the model refused to answer ("${truncateForLog(refusal, 300)}"); a JSON value was expected`;
+  const reasoning = (typeof message.reasoning_content === 'string' ? message.reasoning_content : '') + (split.reasoning ?? '');
+  if (reasoning.trim()) return `the reply held only reasoning (${reasoning.length} characters) and no answer after it; write the JSON value itself after reasoning`;
+  return null;
 }
 
 /**

@@ -512,6 +512,55 @@ describe('retryAfterMs', () => {
   });
 });
 
+describe('model gateway: replies with no answer in their content (a raw HTTP endpoint)', function () {
+  this.timeout(20_000);
+  let endpoint: http.Server;
+  afterEach(() => {
+    endpoint.closeAllConnections();
+    endpoint.close();
+  });
+  /** An endpoint answering its n-th chat request (from 1) with the message `messageOf(n)`; the bodies it was sent. */
+  async function endpointSaying(messageOf: (n: number) => Record<string, unknown>): Promise<{ url: string; bodies: { messages: { role: string; content: string }[] }[] }> {
+    const bodies: { messages: { role: string; content: string }[] }[] = [];
+    endpoint = http.createServer((req, res) => {
+      let text = '';
+      req.on('data', (d: Buffer) => (text += d.toString()));
+      req.on('end', () => {
+        bodies.push(JSON.parse(text) as (typeof bodies)[number]);
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ id: `c${bodies.length}`, object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', ...messageOf(bodies.length) } }], usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 } }));
+      });
+    });
+    await new Promise<void>(resolve => endpoint.listen(0, '127.0.0.1', resolve));
+    return { url: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1`, bodies };
+  }
+  const gatewayAt = (url: string) =>
+    createModelGateway({ config: loadConfig({}, { overrides: { OPENAI_BASE_URL: url } }), cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+
+  it("says a refusal (OpenAI's refusal field) is one, to the model and in the stage's error, not that the reply was empty", async () => {
+    const server = await endpointSaying(() => ({ content: null, refusal: "I can't help with designing that système — 抱歉." }));
+    const error = await rejection(gatewayAt(server.url).structured({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }], schema: z.object({ a: z.number() }) }));
+    expect(error).to.have.property('code', 'MODEL_OUTPUT_INVALID');
+    expect(String(error)).to.include(`the model refused to answer ("I can't help with designing that système — 抱歉."); a JSON value was expected`);
+    expect(server.bodies[1]!.messages.at(-1)!.content).to.match(/^Your previous reply could not be used: the model refused to answer/);
+  });
+
+  it("says a reply of reasoning only (vLLM's reasoning or reasoning_content, or a <think> block with nothing after it) held no answer, and asks again", async () => {
+    for (const empty of [{ content: '', reasoning: 'Let me think about the schéma… 考虑' }, { content: null, reasoning_content: 'Hmm.' }, { content: '<think>Long thoughts 🤔</think>\n' }]) {
+      const server = await endpointSaying(n => (n === 1 ? empty : { content: '{"a": 1}' }));
+      const result = await gatewayAt(server.url).structured({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }], schema: z.object({ a: z.number() }) });
+      expect(result, JSON.stringify(empty)).to.deep.include({ value: { a: 1 }, calls: 2 });
+      expect(server.bodies[1]!.messages.at(-1)!.content, JSON.stringify(empty)).to.match(/^Your previous reply could not be used: the reply held only reasoning \(\d+ characters\) and no answer after it; write the JSON value itself after reasoning/);
+      endpoint.closeAllConnections();
+      endpoint.close();
+    }
+    // vLLM's newer field reaches the reply as reasoning_content (kept in trajectories and exports like the older one's).
+    const server = await endpointSaying(() => ({ content: 'Done.', reasoning: 'checked the 日程' }));
+    const reply = await gatewayAt(server.url).chat({ runId: 'r', stage: 'rollout.policy' }, { messages: [{ role: 'user', content: 'x' }] });
+    expect(reply.message).to.deep.include({ content: 'Done.', reasoning_content: 'checked the 日程' });
+  });
+});
+
 describe('model gateway: embeddings answers that are no embeddings (a raw HTTP endpoint)', function () {
   this.timeout(20_000);
   let endpoint: http.Server;
