@@ -4,7 +4,7 @@ import { ConfigError, apiKeyFix, loadConfig, redactUrl, secretsOf, type AppConfi
 import { modelCodeOfStatus } from '../src/errors.js';
 import { createRedisConnection, describeRedis, waitForRedis } from '../src/redis/connection.js';
 import { inspectRedis, judgeRedis } from '../src/redis/guard.js';
-import { STAGE_HEADER } from '../src/llm/gateway.js';
+import { errorBodyText, errorSaid, STAGE_HEADER } from '../src/llm/gateway.js';
 import { createNodeFetch } from '../src/llm/node-fetch.js';
 import { createSecretMask } from '../src/util/secrets.js';
 import { jsonSchemaResponseFormat, shapeChatRequest } from '../src/llm/request-shape.js';
@@ -106,11 +106,18 @@ async function checkRequestShapes(config: AppConfig, endpointName: string): Prom
     });
     const sent = Object.keys(params).filter(k => k !== 'model' && k !== 'messages');
     try {
-      await client.chat.completions.create(params, { headers: { [STAGE_HEADER]: 'doctor' } });
+      const body: unknown = await client.chat.completions.create(params, { headers: { [STAGE_HEADER]: 'doctor' } });
+      const choices = (body as { choices?: unknown } | null)?.choices;
+      if (!Array.isArray(choices) || !(choices[0] as { message?: unknown } | undefined)?.message) {
+        // A gateway that answers 200 with an error object (an overloaded upstream, a model it cannot reach) did not accept the request.
+        const said = errorSaid(body);
+        checks.push({ name, status: 'fail', detail: `a request with ${sent.join(', ')} was answered 200 without a reply (${where})${said === null ? `: ${cutBody(body)}` : `; the endpoint said: ${said}`}` });
+        continue;
+      }
       checks.push({ name, status: 'ok', detail: `accepts ${sent.join(', ')} (${where})` });
     } catch (err) {
       const status = err instanceof APIError ? (err.status as number | undefined) : undefined;
-      const message = (err as Error).message;
+      const message = errorBodyText((err as Error).message);
       // The parameter refused: of those sent, the one the message names first ("'max_tokens' is not supported … use 'max_completion_tokens'").
       const candidates = [...sent, ...(sent.includes('response_format') ? ['json_schema'] : [])];
       const named = candidates
@@ -128,6 +135,17 @@ async function checkRequestShapes(config: AppConfig, endpointName: string): Prom
 }
 
 const DoctorAnswer = z.strictObject({ ok: z.boolean() });
+
+/** A body that is no reply, as a check's detail shows it: its JSON, cut. */
+function cutBody(body: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(body) ?? String(body);
+  } catch {
+    text = String(body);
+  }
+  return errorBodyText(text);
+}
 
 /**
  * The fetch the gateway's clients use (node:http, src/llm/node-fetch.ts), so that the doctor's requests reach an
@@ -188,7 +206,7 @@ async function checkEndpoint(endpoint: EndpointConfig, wanted: string[]): Promis
     if (code === 'MODEL_NOT_FOUND') {
       return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)}/models does not exist (404): the base URL is probably missing its /v1 suffix or is not an OpenAI-compatible server. Fix ${baseUrlSetting(endpoint)}.` };
     }
-    return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)}: ${(err as Error).message}` };
+    return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)}: ${errorBodyText((err as Error).message)}` };
   }
 }
 

@@ -805,7 +805,7 @@ export function embeddingsProblem(body: unknown, count: number): string | null {
 }
 
 /** The message of an error object in a body (`{"error": {"message"}}`, `{"error": "…"}`, `{"message"}` beside `error`), cut short, or null. */
-function errorSaid(body: unknown): string | null {
+export function errorSaid(body: unknown): string | null {
   if (!isRecord(body)) return null;
   const { error } = body as { error?: unknown };
   const said = isRecord(error) && typeof error['message'] === 'string' ? error['message'] : typeof error === 'string' ? error : null;
