@@ -33,6 +33,30 @@ export interface ChatPostOptions {
 
 /** UTF-8 as fetch's Response.text() decodes it: a byte-order mark is dropped. */
 const utf8 = new TextDecoder();
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A body's text: UTF-8, as JSON is (RFC 8259; a charset on application/json has no effect), unless its bytes are not
+ * UTF-8 and its Content-Type names another charset (a proxy that re-encodes as ISO-8859-1 and says so: read as UTF-8,
+ * its "é" became U+FFFD in every trajectory and export). A label TextDecoder does not know is read as UTF-8.
+ */
+function bodyText(bytes: Uint8Array, rawHeaders: readonly string[]): string {
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+      if (rawHeaders[i]!.toLowerCase() !== 'content-type') continue;
+      const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(rawHeaders[i + 1]!)?.[1];
+      if (!charset || /^utf-?8$/i.test(charset)) break;
+      try {
+        return new TextDecoder(charset).decode(bytes);
+      } catch {
+        break; // (a label TextDecoder does not know)
+      }
+    }
+    return utf8.decode(bytes);
+  }
+}
 
 /**
  * One chat completion, `POST {baseURL}/chat/completions`, straight over the gateway's keep-alive sender
@@ -73,7 +97,7 @@ export async function postChatCompletion(sender: HttpSender, base: ChatRequestBa
     clearTimeout(timer);
     o.signal?.removeEventListener('abort', onAbort);
   }
-  const text = utf8.decode(answer.bytes);
+  const text = bodyText(answer.bytes, answer.rawHeaders);
   if (answer.status < 200 || answer.status >= 300) {
     const json = errorBody(safeJSON(text));
     const responseHeaders = new Headers();

@@ -168,6 +168,19 @@ describe('chat completions posted by the gateway against the openai client', fun
     expect(await rejection(sdk.chat({ runId: 'r', stage: 'rollout.policy' }, request))).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
   });
 
+  it('reads a body in the charset its Content-Type names when its bytes are not UTF-8 (a proxy that re-encodes), and UTF-8 whatever the label when they are', async () => {
+    const latin = { ...completion, choices: [{ ...completion.choices[0]!, message: { role: 'assistant', content: 'Café crème, naïve façade « ¿sí? » £5', refusal: null } }] };
+    handler = answer(200, { 'content-type': 'application/json; charset=ISO-8859-1' }, Buffer.from(JSON.stringify(latin), 'latin1'));
+    const { own } = gateways();
+    expect((await own.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'latin' }, request)).message.content).to.equal('Café crème, naïve façade « ¿sí? » £5');
+    // A UTF-8 body labelled ISO-8859-1 (a label copied from a template) is still UTF-8.
+    handler = answer(200, { 'content-type': 'application/json; charset=iso-8859-1' }, JSON.stringify(completion));
+    expect((await own.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'mislabelled' }, request)).message.content).to.equal('Voilà 📚 第七本');
+    // Not UTF-8 and no charset, or one TextDecoder does not know: as before (U+FFFD for the bytes that are not UTF-8).
+    handler = answer(200, { 'content-type': 'application/json; charset=x-unknown-charset' }, Buffer.from(JSON.stringify(latin), 'latin1'));
+    expect((await own.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'unknown' }, request)).message.content).to.equal('Caf\ufffd cr\ufffdme, na\ufffdve fa\ufffdade \ufffd \ufffds\ufffd? \ufffd \ufffd5');
+  });
+
   it('does not cache a 2xx answer without a choice (null, an error object): every retry asks again', async () => {
     for (const body of ['null', JSON.stringify({ error: { message: 'upstream overloaded' } })]) {
       handler = answer(200, json, body);
