@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import { AppError, EndpointRefusedError, RunCancelledError, classifyError } from '../errors.js';
 import type { ChatMessage, ChatTool } from '../llm/gateway.js';
 import { looksLikeToolCall, parseTextToolCalls } from '../llm/text-tool-calls.js';
@@ -249,6 +250,12 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
           // The profile's format found nothing, but the reply still reads like a call (a call after prose, another format).
           unparsed = `the reply looks like a tool call the ${reply.toolCallFormat} format cannot read`;
         }
+      } else if (calls.length && content && tools.length) {
+        // A server that returns the calls in tool_calls and leaves them in the text too (a parser that keeps the text):
+        // the text's copy goes, or every SFT file would train the model to write each call twice. Text that calls
+        // something else is the model's own, and stays.
+        const parsed = parseTextToolCalls(content, 'auto', toolNames);
+        if (parsed.kind === 'calls' && sameCalls(parsed.calls, calls)) content = parsed.content;
       }
       messages.push({
         role: 'assistant',
@@ -431,4 +438,18 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     ...(script ? { turnStates } : {}),
     lineage: { runId: input.runId, scenarioId: scenario.id, environmentId: env.id, prompts: { ...ROLLOUT_PROMPT_VERSIONS }, scenarioLineage: scenario.lineage },
   };
+}
+
+/** Whether calls written in a reply's text are its tool calls, one for one in order (names equal, arguments equal as JSON). */
+function sameCalls(written: readonly { name: string; arguments: string }[], calls: readonly { function: { name: string; arguments: string } }[]): boolean {
+  if (written.length !== calls.length) return false;
+  return written.every((w, i) => {
+    const c = calls[i]!.function;
+    if (w.name !== c.name) return false;
+    try {
+      return isDeepStrictEqual(JSON.parse(w.arguments), JSON.parse(c.arguments || '{}'));
+    } catch {
+      return false;
+    }
+  });
 }

@@ -19,9 +19,11 @@ async function episode(format: ToolCallFormat, replies: readonly unknown[]): Pro
   const calls: unknown[] = [];
   const gateway = {
     chat: () => {
-      const content = replies[Math.min(turn, replies.length - 1)];
+      const reply = replies[Math.min(turn, replies.length - 1)];
       turn += 1;
-      return Promise.resolve({ message: { role: 'assistant', content, refusal: null }, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'policy-v1', cached: false, toolCallFormat: format, tokens: null } as unknown as ChatResult);
+      // A reply is its text, or a message's fields (content and tool_calls, as a server answered them).
+      const message = typeof reply === 'object' && reply !== null && 'tool_calls' in reply ? { role: 'assistant', refusal: null, ...reply } : { role: 'assistant', content: reply, refusal: null };
+      return Promise.resolve({ message, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'policy-v1', cached: false, toolCallFormat: format, tokens: null } as unknown as ChatResult);
     },
     structured: () => Promise.reject(new Error('not used')),
     embed: () => Promise.reject(new Error('not used')),
@@ -43,6 +45,23 @@ async function episode(format: ToolCallFormat, replies: readonly unknown[]): Pro
 }
 
 describe('episode: replies as models write them', () => {
+  it('drops the text copy of calls a server returned both as tool calls and in the text, and keeps text that says something else', async () => {
+    const native = (id: string, name: string, args: string) => ({ id, type: 'function', function: { name, arguments: args } });
+    const { t, calls } = await episode('native', [
+      { content: 'Je rends le prêt 📚\n<tool_call>\n{"name": "return_book", "arguments": {"loan_id": "L1"}}\n</tool_call>', tool_calls: [native('c1', 'return_book', '{"loan_id":"L1"}')] },
+      // The text calls another tool than the tool call does: the model's own words, kept.
+      { content: '<tool_call>{"name": "get_member", "arguments": {}}</tool_call>', tool_calls: [native('c2', 'return_book', '{"loan_id": "L1"}')] },
+      'Fini — 完成 ✅',
+    ]);
+    expect(calls).to.deep.equal([['return_book', { loan_id: 'L1' }], ['return_book', { loan_id: 'L1' }]]);
+    const assistant = t.messages.filter(m => m.role === 'assistant') as { content: string | null; tool_calls?: unknown[] }[];
+    expect(assistant[0]!.content).to.equal('Je rends le prêt 📚');
+    expect(assistant[0]!.tool_calls).to.have.length(1);
+    expect(assistant[1]!.content).to.equal('<tool_call>{"name": "get_member", "arguments": {}}</tool_call>');
+    expect(t.termination.reason).to.equal('agent-finished');
+  });
+
+
   it('a call written after prose in another shape than the profile names is not a finished answer', async () => {
     const { t, calls } = await episode('llama3', ['Sure! Je m’en occupe 👍\n\n{"name": "return_book", "parameters": {"loan_id": "L1"}}']);
     expect(t.termination.reason).to.equal('unparsed-tool-call');
