@@ -39,6 +39,13 @@ function synthLanguageOption(value: string): string {
   return v;
 }
 
+/** A sandbox deadline, within the bounds of its settings (ENVFLEET_SANDBOX_DEADLINE_MS and the like: at most 10 minutes). */
+function deadlineMs(value: string): number {
+  const n = positiveInt(value);
+  if (n > 600_000) throw new InvalidArgumentError('expected milliseconds between 1 and 600000 (10 minutes), as ENVFLEET_SANDBOX_DEADLINE_MS takes');
+  return n;
+}
+
 function memoryMb(value: string): number {
   const n = positiveInt(value);
   if (n > 4_096) throw new InvalidArgumentError('expected megabytes between 1 and 4096');
@@ -335,8 +342,8 @@ sandbox
   .description('instantiate BUNDLE on STATE, run CALLS (JSONL of {"tool", "arguments"}) and print the results and final state as JSON')
   .argument('<bundle>', 'environment bundle JSON (name, className, source, tools)')
   .requiredOption('--state <file>', 'initial state JSON')
-  .requiredOption('--calls <file>', 'JSONL, one {"tool": NAME, "arguments": {...}} per line')
-  .option('--deadline-ms <n>', 'deadline of one call (default ENVFLEET_SANDBOX_DEADLINE_MS)', positiveInt)
+  .requiredOption('--calls <file>', 'JSONL, one {"tool": NAME, "arguments": {...}} per line ("-": standard input, as for any one of the files)')
+  .option('--deadline-ms <n>', 'deadline of one call, 1 to 600000 (default ENVFLEET_SANDBOX_DEADLINE_MS)', deadlineMs)
   .option('--memory-mb <n>', "memory cap of a JavaScript environment (default ENVFLEET_SANDBOX_ENV_MEMORY_MB); a Python one has its interpreter's, ENVFLEET_PYTHON_HEAP_MB", memoryMb)
   .action(guarded(async (bundle: string, opts: SandboxCommandOptions) => (await import('./sandbox.js')).sandboxCommand('run', bundle, opts)));
 
@@ -347,7 +354,7 @@ sandbox
   .requiredOption('--initial <file>', 'initial state JSON')
   .requiredOption('--final <file>', 'final state JSON')
   .option('--episode <file>', 'for episode checks (episode: true): a trajectory JSON (its messages and turnStates), or {"messages": [...], "turn_states": [...]}')
-  .option('--deadline-ms <n>', 'deadline of one check (default ENVFLEET_SANDBOX_CHECK_DEADLINE_MS)', positiveInt)
+  .option('--deadline-ms <n>', 'deadline of one check, 1 to 600000 (default ENVFLEET_SANDBOX_CHECK_DEADLINE_MS)', deadlineMs)
   .option('--memory-mb <n>', "memory cap of JavaScript checks (default ENVFLEET_SANDBOX_ENV_MEMORY_MB); Python checks have their interpreter's, ENVFLEET_PYTHON_HEAP_MB", memoryMb)
   .action(guarded(async (checks: string, opts: SandboxCommandOptions) => (await import('./sandbox.js')).sandboxCommand('check', checks, opts)));
 

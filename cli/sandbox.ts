@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { loadConfig, type AppConfig } from '../config/index.js';
 import { CheckSpec, EnvironmentCode, ToolCall } from '../src/sandbox/bundle.js';
-import { readJsonFile, readJsonFileAsText, readJsonlLines } from '../src/sandbox/files.js';
+import { InputFileError, readJsonFile, readJsonFileAsText, readJsonlLines, STDIN_PATH } from '../src/sandbox/files.js';
 import type { SandboxLimits } from '../src/sandbox/limits.js';
 import { createLanguageRouter } from '../src/sandbox/language-router.js';
 import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
@@ -41,7 +41,10 @@ function limitsFrom(config: AppConfig, options: SandboxCliOptions): SandboxLimit
  * the caller.
  */
 function commandRunner(config: AppConfig, limits: SandboxLimits): SandboxRunner {
-  const logger = createLogger(config);
+  // The command's answer is its JSON on stdout, which says what the runtime stopped and why: the runtime's own info
+  // lines (an interpreter started, a thread replaced) are a service's log, not the command's output. LOG_LEVEL=debug
+  // (or trace) still shows them; warnings and errors always.
+  const logger = createLogger({ ...config, log: { ...config.log, level: config.log.level === 'info' ? 'warn' : config.log.level } });
   let starting: Promise<SandboxPool> | null = null;
   const pool = (): Promise<SandboxPool> =>
     (starting ??= (async () => {
@@ -155,6 +158,10 @@ export interface SandboxCommandOptions extends SandboxCliOptions {
 /** `envfleet sandbox run | check`: prints the result as one JSON line. */
 export async function sandboxCommand(kind: 'run' | 'check', file: string, opts: SandboxCommandOptions): Promise<void> {
   const config = loadConfig();
+  // Standard input (`-`) gives one file: two could not both be read from it.
+  const given = kind === 'run' ? { bundle: file, '--state': opts.state, '--calls': opts.calls } : { checks: file, '--initial': opts.initial, '--final': opts.final, '--episode': opts.episode };
+  const fromStdin = Object.entries(given).filter(([, path]) => path === STDIN_PATH).map(([name]) => name);
+  if (fromStdin.length > 1) throw new InputFileError(`${fromStdin.join(' and ')} each say "-" (standard input), which can give only one file; write the others to files`);
   const out =
     kind === 'run'
       ? await sandboxRun(config, { bundle: file, state: opts.state!, calls: opts.calls! }, opts)

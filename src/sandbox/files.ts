@@ -39,20 +39,32 @@ function describeIssues(error: z.ZodError): string {
     .join('; ');
 }
 
+/** The path `-`: standard input (`--calls -`). */
+export const STDIN_PATH = '-';
+
+/** A path as messages name it. */
+const named = (path: string): string => (path === STDIN_PATH ? 'standard input' : path);
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  return Buffer.concat(chunks);
+}
+
 async function readText(path: string): Promise<string> {
   let bytes: Buffer;
   try {
-    bytes = await readFile(path);
+    bytes = path === STDIN_PATH ? await readAll(process.stdin) : await readFile(path);
   } catch (err) {
-    throw new InputFileError(`${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new InputFileError(`${named(path)}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
   const utf16 = utf16Of(bytes);
-  if (utf16) throw new InputFileError(`${path}: the file is ${utf16} text; save it as UTF-8 and run the command again`);
+  if (utf16) throw new InputFileError(`${named(path)}: the file is ${utf16} text; save it as UTF-8 and run the command again`);
   const invalid = firstInvalidUtf8(bytes);
   if (invalid !== -1) {
     const lineStart = invalid === 0 ? 0 : bytes.lastIndexOf(0x0a, invalid - 1) + 1;
     const line = bytes.subarray(0, lineStart).filter(b => b === 0x0a).length + 1;
-    throw new InputFileError(`${path} line ${line}: ${notUtf8Problem(bytes, lineStart, invalid)}`);
+    throw new InputFileError(`${named(path)} line ${line}: ${notUtf8Problem(bytes, lineStart, invalid)}`);
   }
   return stripBom(bytes.toString('utf8'));
 }
@@ -63,7 +75,7 @@ function parseJsonText(path: string, text: string): unknown {
     return JSON.parse(text);
   } catch (err) {
     const message = (err as Error).message;
-    throw new InputFileError(`${path}: not valid JSON${locateJsonError(text, message)}: ${message}`);
+    throw new InputFileError(`${named(path)}: not valid JSON${locateJsonError(text, message)}: ${message}`);
   }
 }
 
@@ -72,7 +84,7 @@ export async function readJsonFile<T = unknown>(path: string, schema?: z.ZodType
   const value = parseJsonText(path, await readText(path));
   if (!schema) return value as T;
   const result = schema.safeParse(value);
-  if (!result.success) throw new InputFileError(`${path}: ${describeIssues(result.error)}`);
+  if (!result.success) throw new InputFileError(`${named(path)}: ${describeIssues(result.error)}`);
   return result.data;
 }
 
@@ -102,10 +114,10 @@ export async function readJsonlLines<T>(path: string, schema: z.ZodType<T>): Pro
     try {
       value = JSON.parse(line);
     } catch (err) {
-      throw new InputFileError(`${path} line ${index + 1}: not valid JSON: ${(err as Error).message}`);
+      throw new InputFileError(`${named(path)} line ${index + 1}: not valid JSON: ${(err as Error).message}`);
     }
     const result = schema.safeParse(value);
-    if (!result.success) throw new InputFileError(`${path} line ${index + 1}: ${describeIssues(result.error)}`);
+    if (!result.success) throw new InputFileError(`${named(path)} line ${index + 1}: ${describeIssues(result.error)}`);
     out.push({ value: result.data, text: line });
   }
   return out;

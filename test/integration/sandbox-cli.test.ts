@@ -1,4 +1,5 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -225,6 +226,37 @@ describe('envfleet sandbox (command line)', function () {
     expect(out.stdout).to.include('"arguments":{"amount": 2.0, "note": "café ☕ 咖啡"}');
     expect(out.stdout).to.include('"result":{"balance":7.0,"big":12345678901234567892,"kinds":["float","float"],"success":true}');
     expect(out.stdout).to.match(/"finalState":\{"balance":7\.0,"big":12345678901234567891,"notes":\["café ☕ 咖啡"\]\}/);
+    // The runtime's info lines (the interpreter's start) are not the command's output: nothing on stderr.
+    expect(out.stderr).to.equal('');
+  });
+
+  it('reads one of its files from standard input ("-"), names it so in errors, refuses two, and bounds --deadline-ms as the setting is bounded', async () => {
+    const stdin = async (args: string[], input: string) => {
+      const child = spawn(process.execPath, ['bin/envfleet.js', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.stdin.end(input);
+      const [code] = (await once(child, 'close')) as [number];
+      return { code, stdout, stderr };
+    };
+    const bundle = `${REF}/hotel-env.bundle.json`;
+    const state = `${REF}/hotel-state.json`;
+    const ok = await stdin(['sandbox', 'run', bundle, '--state', state, '--calls', '-'], '{"tool": "get_guest", "arguments": {"guest_id": "G0001"}}\n');
+    expect(ok.code, ok.stderr).to.equal(0);
+    expect(ok.stderr).to.equal('');
+    expect((JSON.parse(ok.stdout) as { results: { result: { success: boolean } }[] }).results[0]!.result.success).to.equal(true);
+    const broken = await stdin(['sandbox', 'run', bundle, '--state', state, '--calls', '-'], '{"tool": "get_guest", "arguments": {}}\nnot JSON — 不是\n');
+    expect(broken.code).to.equal(1);
+    expect(broken.stderr).to.match(/^envfleet: \[INPUT_FILE_INVALID\] standard input line 2: not valid JSON/);
+    const two = await stdin(['sandbox', 'run', bundle, '--state', '-', '--calls', '-'], '{}');
+    expect(two.code).to.equal(1);
+    expect(two.stderr).to.include('--state and --calls each say "-" (standard input), which can give only one file');
+    const calls = await file('one-call.jsonl', '{"tool": "get_guest", "arguments": {"guest_id": "G0001"}}\n');
+    const long = await envfleet(['sandbox', 'run', bundle, '--state', state, '--calls', calls, '--deadline-ms', '600001']);
+    expect(long.code).to.not.equal(0);
+    expect(long.stderr).to.include('expected milliseconds between 1 and 600000');
   });
 
   it('gives episode checks the episode of --episode (a trajectory or {messages, turn_states}); without it they fail with CHECK_NEEDS_EPISODE', async () => {
