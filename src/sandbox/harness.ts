@@ -69,6 +69,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
   const TOO_LONG = {};
   // What JSON.stringify wrote without a word in v, or undefined.
   const lossOf = (v) => {
+    if (typeof v === 'bigint') return 'a BigInt (JSON cannot write it; keep it as a number, or as a string of digits past 2^53)';
     if (typeof v === 'number') return v - v === 0 ? undefined : v !== v ? 'NaN (JSON writes null)' : (v > 0 ? 'Infinity' : '-Infinity') + ' (JSON writes null)';
     if (v === null || typeof v !== 'object') return undefined;
     if (v instanceof MapC) return 'a Map (JSON writes {}, its entries lost; use an object)';

@@ -2139,6 +2139,11 @@ class Env:
         const err = await rejection(r.openSession(ctor, {}, LIMITS));
         expect(err).to.have.property('code', 'CONSTRUCTOR_FAILED');
         expect((err as Error).message).to.equal('constructing Env failed: ApiError (its message could not be read: its __str__ failed)');
+        // A constructor past its deadline says it was the creation, and which deadline (it said "the call", with no value).
+        const spinning = python('class Env:\n    def __init__(self, c=None):\n        while True:\n            pass\n', []);
+        const late = await rejection(r.openSession(spinning, {}, { ...LIMITS, createDeadlineMs: 300 }));
+        expect(late).to.have.property('code', 'DEADLINE_EXCEEDED');
+        expect((late as Error).message).to.equal('creating the environment (its source and constructor) ran past its deadline and was interrupted (its deadline is 300 ms: ENVFLEET_SANDBOX_CREATE_DEADLINE_MS)');
         const end = await s.finish([
           pyCheck('bad str', BAD_STR + 'def check_func(final_state):\n    raise ApiError(1)\n'),
           pyCheck('after', 'def check_func(final_state):\n    return final_state["n"] == 1\n'),

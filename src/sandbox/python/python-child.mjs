@@ -376,7 +376,15 @@ async function handle(msg) {
         interp.sessions.delete(sid);
         if (!a.lost) void drop(interp, sid);
         const code = a.exhausted ? 'MEMORY_EXCEEDED' : r.err;
-        return { error: { code, message: a.exhausted ? `the interpreter ran out of memory while creating the environment${memoryAdvice()}` : code === 'MEMORY_EXCEEDED' ? `${r.message}${memoryAdvice()}` : r.message } };
+        // (The deadline's message says "the call": here it is the creation, with its own deadline.)
+        const message = a.exhausted
+          ? `the interpreter ran out of memory while creating the environment${memoryAdvice()}`
+          : code === 'MEMORY_EXCEEDED'
+            ? `${r.message}${memoryAdvice()}`
+            : code === 'DEADLINE_EXCEEDED'
+              ? `${String(r.message).replace(/^the call\b/, 'creating the environment (its source and constructor)')} (its deadline is ${msg.limits.createDeadlineMs} ms: ENVFLEET_SANDBOX_CREATE_DEADLINE_MS)`
+              : r.message;
+        return { error: { code, message } };
       }
       if (r.ok > msg.limits.maxStateBytes) {
         endSession(s, { code: 'ENV_DISPOSED', message: 'closed' });
