@@ -142,6 +142,7 @@ const CYCLES: Record<string, string> = { cycle: '/self', arrayCycle: '/a/1/back'
  * null): refused, naming where (a JSON pointer). The guest's JSON.stringify (the oracle) writes these.
  */
 const REFUSED: Record<string, RegExp> = {
+  bigint: /^this\.state holds a BigInt \(JSON cannot write it; keep it as a number, or as a string of digits past 2\^53\) at \/big; keep it to objects/,
   map: /^this\.state holds a Map \(JSON writes \{\}, its entries lost; use an object\) at \/m; keep it to objects, arrays/,
   typed: /^this\.state holds a typed array or buffer .* at \/bytes;/,
   nan: /^this\.state holds NaN \(JSON writes null\) at \/list\/1\/avg;/,
