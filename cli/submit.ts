@@ -109,6 +109,14 @@ async function submitting(opts: Waiting, entries: readonly Entry[], submit: (c: 
       const progress = progressReporter(opts.run, process.stdout, c.config.worker.rateLimitPauseMs);
       const final = await waitForRun(c.store, opts.run, p => progress.report(p), { queues: c.at, control: c.control, redisAwayMs: c.config.redis.startupWaitMs, redisAt: c.config.redis });
       progress.stop();
+      // A run cancelled meanwhile (envfleet cancel, from another terminal) has nothing outstanding either: it did not
+      // finish, and the command says so and fails, as it does for a run deleted under it (RUN_GONE).
+      const control = await c.control.get(opts.run);
+      if (control.state === 'cancelled') {
+        process.stdout.write(`run ${opts.run} was cancelled${control.since ? ` at ${control.since}` : ''}${control.reason ? ` (${control.reason})` : ''}: its outstanding jobs were removed and it takes no new work; what was done is kept (envfleet status --run ${opts.run}; envfleet export or sink write it)\n`);
+        process.exitCode = 1;
+        return;
+      }
       process.stdout.write(`${done(final)}\n`);
       const failures = await runFailures(c.store, opts.run, entries);
       if (failures.total || failures.modelErrorEpisodes) {

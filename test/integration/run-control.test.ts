@@ -1,4 +1,5 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -356,6 +357,22 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     const envs = await Promise.all((await ctx.store.listDocIds('cancel-probe', 'env')).map(id => ctx.store.getDoc('cancel-probe', 'env', id)));
     expect(envs.map(e => [e!.status, e!.failure?.code])).to.deep.equal([['failed', 'RUN_CANCELLED']]);
     expect(envs[0]!.failure!.message).to.include('changed my mind — 取消 🛑');
+  });
+
+  it('a command waiting for a run that is cancelled meanwhile says it was cancelled and fails (it said the run finished, exit 0)', async () => {
+    const f = await fleet();
+    const ctx = f.workers.ctx;
+    await ctx.runControl.pause('cancel-wait', 'so that jobs wait');
+    const child = spawn(process.execPath, [ENVFLEET_BIN, 'synth', '--run', 'cancel-wait', '--descriptions', await descriptions()], { env: childEnv(f.config), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    const closed = once(child, 'close');
+    await until(() => held(f, 'cancel-wait'), 'the run’s job to be parked');
+    await cancelRun({ connection: f.redis, prefix: f.config.redis.prefix }, ctx.store, ctx.runControl, 'cancel-wait', 'plus besoin — 不需要');
+    const [code] = (await closed) as [number];
+    expect(code, stdout).to.equal(1);
+    expect(stdout).to.match(/run cancel-wait was cancelled at \S+ \(plus besoin — 不需要\): its outstanding jobs were removed and it takes no new work; what was done is kept/);
+    expect(stdout).not.to.include('finished');
   });
 
   it('cancels a run: waiting jobs removed, nothing new starts, the run ends', async () => {
