@@ -10,6 +10,7 @@ import type { BudgetOptions, ControlOptions, DeleteRunsOptions } from './runs.js
 import type { SandboxCommandOptions } from './sandbox.js';
 import type { ServeOptions } from './serve.js';
 import type { RolloutsOptions, ScenariosOptions, SynthOptions } from './submit.js';
+import { isRedisConnectionError } from '../src/redis/connection-errors.js';
 import { isRedisFull, REDIS_FULL_ADVICE } from '../src/redis/full.js';
 
 /**
@@ -80,6 +81,12 @@ function fail(err: unknown): never {
     process.exit(1);
   }
   const e = err as { code?: unknown; syscall?: unknown; message?: unknown; stack?: unknown } | null;
+  // Redis gone in the middle of a command (killed, restarting): ioredis's own error, not a bug of envfleet's. (A socket
+  // error of its own, with a syscall, is printed as it is below: it may be another server's.)
+  if (typeof e?.syscall !== 'string' && isRedisConnectionError(err)) {
+    process.stderr.write(`envfleet: [REDIS_UNAVAILABLE] Redis stopped answering while the command ran (${String(e?.message)}); the command stopped there. Check that Redis runs (envfleet doctor), then run the command again\n`);
+    process.exit(1);
+  }
   const code = typeof e?.code === 'string' ? e.code : '';
   const own = /^[A-Z]+(_[A-Z]+)+$/.test(code) && !code.startsWith('ERR_');
   const actionable = own || code.startsWith('commander.') || typeof e?.syscall === 'string';
