@@ -10,7 +10,7 @@ import { sleep } from '../util/sleep.js';
 import { readTrajectoryLines } from './shards.js';
 import { storedDigest } from '../rollouts/stream.js';
 import { archivedTrajectory, isArchived, type StoredTrajectory } from '../rollouts/types.js';
-import { makeFolder, ShardWriteError, writeWholeFile } from '../util/make-dir.js';
+import { makeFolder, OutputFileError, ShardWriteError, writeWholeFile } from '../util/make-dir.js';
 import { withoutLoneSurrogates } from '../util/text.js';
 import { RequestError, RunGoneError, SinkLockLostError, SinkOutputGoneError } from '../errors.js';
 
@@ -507,7 +507,8 @@ export async function claimFolder(dir: string, runId: string, createdAt: string)
       await (await open(lock, 'wx')).close();
       break;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      // A folder that exists and takes no files (read-only, another user's): said as a folder the sink cannot write.
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new OutputFileError(lock, err);
       const age = await stat(lock).then(st => Date.now() - st.mtimeMs, () => 0);
       if (age > 30_000) await rm(lock, { force: true });
       else await sleep(20 + Math.min(tries, 20) * 10);

@@ -18,6 +18,9 @@ const WHY: Readonly<Record<string, string>> = {
   EIO: 'the disk failed to write',
 };
 
+/** The codes of a folder that takes no writes (read-only, permissions), where room is not what is missing. */
+const NOT_WRITABLE: ReadonlySet<string> = new Set(['EROFS', 'EACCES', 'EPERM']);
+
 /** An output folder that cannot be made: which folder, why (with the system's code) and what to do. */
 export class OutputFolderError extends AppError {
   constructor(path: string, what: string, cause: unknown) {
@@ -32,7 +35,12 @@ export class OutputFileError extends AppError {
   constructor(path: string, cause: unknown) {
     const code = (cause as NodeJS.ErrnoException | null)?.code ?? '';
     const why = WHY[code] ?? (cause as Error | null)?.message ?? String(cause);
-    const what = code === 'EFBIG' ? 'Raise the limit (ulimit -f), or write to a file system that takes larger files' : 'Free room there, or write to a folder on a disk with room';
+    const what =
+      code === 'EFBIG'
+        ? 'Raise the limit (ulimit -f), or write to a file system that takes larger files'
+        : NOT_WRITABLE.has(code)
+          ? 'Make the folder writable for this user, or write to another folder'
+          : 'Free room there, or write to a folder on a disk with room';
     super('OUTPUT_NOT_WRITABLE', `cannot write ${resolve(path)}: ${why}${code ? ` (${code})` : ''}. ${what}; nothing half-written is left under the file's name.`, { cause, details: { path, code } });
   }
 }
@@ -42,7 +50,12 @@ export class ShardWriteError extends AppError {
   constructor(path: string, cause: unknown) {
     const code = (cause as NodeJS.ErrnoException | null)?.code ?? '';
     const why = WHY[code] ?? (cause as Error | null)?.message ?? String(cause);
-    const what = code === 'EFBIG' ? 'Raise the limit (ulimit -f), or give the sink another --out on a file system that takes larger files' : 'Free room on that disk (or give the sink another --out)';
+    const what =
+      code === 'EFBIG'
+        ? 'Raise the limit (ulimit -f), or give the sink another --out on a file system that takes larger files'
+        : NOT_WRITABLE.has(code)
+          ? 'Make the folder writable for this user (or give the sink another --out)'
+          : 'Free room on that disk (or give the sink another --out)';
     super(
       'OUTPUT_NOT_WRITABLE',
       `cannot write the sink's shard ${resolve(path)}: ${why}${code ? ` (${code})` : ''}. The trajectories of the batch being written are not acknowledged and stay in Redis, and everything acknowledged before is on disk. ${what}, then run the sink again: it cuts a half-written last line and writes those trajectories.`,

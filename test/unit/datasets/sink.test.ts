@@ -59,6 +59,13 @@ describe('sink crash recovery (byte offsets)', () => {
     expect(String(await claimFolder(dir, 'run-3', '2026-12-07T00:00:00.000Z').catch((err: unknown) => err))).to.include('holds trajectories of an earlier run named "run-3"');
   });
 
+  it('names a folder that exists and takes no files (read-only, another user\'s) as OUTPUT_NOT_WRITABLE, with what to do (it was a bare EROFS)', async function () {
+    if (process.platform !== 'linux') this.skip();
+    const err = (await claimFolder('/sys', 'run-ro', '2026-12-06T05:00:00.000Z').catch((e: unknown) => e)) as { code?: string; message: string };
+    expect(err.code).to.equal('OUTPUT_NOT_WRITABLE');
+    expect(err.message).to.match(/^cannot write \/sys\/\.envfleet-sink-runs\.json\.lock: .* \((EPERM|EACCES|EROFS)\)\. Make the folder writable for this user, or write to another folder; /);
+  });
+
   it('finds where the complete lines end in bytes, whatever the characters', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'envfleet-sink-lines-'));
     const completeLines = async (bytes: Buffer) => {
