@@ -38,8 +38,14 @@ export async function deleteRun(redis: Redis, prefix: string, store: RunStore, c
   }
   const outstanding = await store.pendingCount(runId);
   if (outstanding > 0) {
-    const state = runState(await control.get(runId), outstanding);
-    throw new RequestError(`run "${runId}" is ${state} with ${outstanding} outstanding jobs; cancel it first (envfleet cancel --run ${runId}), then delete it`);
+    const now = await control.get(runId);
+    const state = runState(now, outstanding);
+    // Cancelled already: the jobs left are the ones that were running, which end at their next model call or sandbox step.
+    throw new RequestError(
+      now.state === 'cancelled'
+        ? `run "${runId}" is cancelled, and ${outstanding} of its jobs are still ending (those that were running stop at their next step); wait until envfleet status --run ${runId} shows none outstanding (envfleet runs lists it as cancelled with 0), then delete it`
+        : `run "${runId}" is ${state} with ${outstanding} outstanding jobs; cancel it first (envfleet cancel --run ${runId}), then delete it`,
+    );
   }
   const jobs = await removeFinishedJobs(redis, prefix, runId);
   const keys = await unlinkUnder(redis, root);
