@@ -23,7 +23,7 @@ import { AnswerCutError, createHttpSender, createNodeFetch } from './node-fetch.
 import { parseStructured } from './json-output.js';
 import { contentText, splitThinking } from './thinking.js';
 import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
-import { unlimitedEndpoint, type EndpointLimiter, type Lease, type Ledger, type LedgerEntry, type LedgerTotals, type ResponseCache, type Usage } from './ports.js';
+import { unlimitedEndpoint, type CoolDownCause, type EndpointLimiter, type Lease, type Ledger, type LedgerEntry, type LedgerTotals, type ResponseCache, type Usage } from './ports.js';
 import { budgetReached, usedOf, type Budget, type RunBudgets, type RunGate } from '../runs/control.js';
 
 /**
@@ -235,9 +235,9 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   const coolingUntil = new Map<string, number>();
   /** This process passes over `endpoint` for `ms` (a later, shorter wait does not shorten an earlier one). */
   const markCooling = (endpoint: EndpointConfig, ms: number) => coolingUntil.set(endpoint.name, Math.max(coolingUntil.get(endpoint.name) ?? 0, Date.now() + ms));
-  async function coolDown(endpoint: EndpointConfig, ms: number): Promise<void> {
+  async function coolDown(endpoint: EndpointConfig, ms: number, cause: CoolDownCause = 'MODEL_RATE_LIMITED'): Promise<void> {
     markCooling(endpoint, ms);
-    await deps.limiter.coolDown(endpoint, ms);
+    await deps.limiter.coolDown(endpoint, ms, cause);
   }
 
   /**
@@ -556,7 +556,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       if (probe.serves && streak < GATEWAY_DOWN_STREAK) return null;
       const said = probe.serves ? `${probe.said}, but ${streak} requests in a row were answered ${status} or the like and none otherwise: a gateway that lists its models itself while the server behind it is down` : probe.said;
       const ms = Math.min(retryAfter ?? deps.config.gateway.rateLimitFallbackMs, MAX_COOL_DOWN_MS);
-      await coolDown(endpoint, ms);
+      await coolDown(endpoint, ms, 'MODEL_UNAVAILABLE');
       const since = last === undefined ? 'no answer from it yet in this worker process' : `no other answer from it since ${new Date(last).toISOString()}`;
       // Where the wait comes from, as a 429's message says it: a run paused for it names the endpoint's ask or the setting.
       const from = retryAfter === null ? 'ENVFLEET_RATE_LIMIT_FALLBACK_MS' : ms < retryAfter ? `its Retry-After asked for ${retryAfter} ms; at most a day is kept` : 'its Retry-After';
@@ -582,7 +582,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         // Nothing was sent: the endpoint is down or restarting. The fleet waits for it as for a 429 (no attempt used)
         // instead of using up every job's attempts within a minute and ending its items for good.
         const ms = deps.config.gateway.rateLimitFallbackMs;
-        await coolDown(endpoint, ms);
+        await coolDown(endpoint, ms, 'MODEL_UNREACHABLE');
         return new EndpointUnreachableError(`cannot reach ${where}: ${why}; the fleet waits ${ms} ms and tries again`, ms, { cause: err, details });
       }
       return (

@@ -1,4 +1,5 @@
 import type { EndpointConfig, ModelStage } from '../../config/index.js';
+import { EndpointUnreachableError, RateLimitedError } from '../errors.js';
 
 /**
  * What the model gateway needs from shared storage. The Redis implementations live beside these
@@ -37,6 +38,18 @@ export function unlimitedEndpoint(endpoint: Pick<EndpointConfig, 'maxConcurrency
 }
 
 /** Fleet-wide request and concurrency limits per endpoint, and the fleet-wide 429 cool-down. */
+/** Why an endpoint cools down: a 429, or found down (cannot be reached; reached and serving nothing). */
+export type CoolDownCause = 'MODEL_RATE_LIMITED' | 'MODEL_UNREACHABLE' | 'MODEL_UNAVAILABLE';
+
+/** A refusal of the limiter while an endpoint cools down: the error its cause calls for (the fleet waits either way). */
+export function coolingDownError(endpoint: EndpointConfig, waitMs: number, cause: string | null): RateLimitedError {
+  const ms = Math.max(waitMs, 50);
+  const details = { endpoint: endpoint.name, reason: 'cooling down', cause: cause ?? 'MODEL_RATE_LIMITED' };
+  if (cause === 'MODEL_UNREACHABLE') return new EndpointUnreachableError(`endpoint "${endpoint.name}" is cooling down (found down: it cannot be reached); the job waits ${ms} ms in its queue`, ms, { details }, 'MODEL_UNREACHABLE');
+  if (cause === 'MODEL_UNAVAILABLE') return new EndpointUnreachableError(`endpoint "${endpoint.name}" is cooling down (found down: it serves nothing); the job waits ${ms} ms in its queue`, ms, { details }, 'MODEL_UNAVAILABLE');
+  return new RateLimitedError(`endpoint "${endpoint.name}" is cooling down (after a 429); the job waits ${ms} ms in its queue`, ms, { details });
+}
+
 export interface EndpointLimiter {
   /**
    * Takes a slot for one request, waiting up to `maxWaitMs`. Throws RateLimitedError when the
@@ -44,8 +57,11 @@ export interface EndpointLimiter {
    * its queue without using an attempt.
    */
   acquire(endpoint: EndpointConfig, options: { signal?: AbortSignal | undefined; maxWaitMs: number }): Promise<Lease>;
-  /** Every process stops sending to this endpoint for `ms`. */
-  coolDown(endpoint: EndpointConfig, ms: number): Promise<void>;
+  /**
+   * Every process stops sending to this endpoint for `ms`; `cause`: why (a 429 by default, or the endpoint found down),
+   * which the refusals meanwhile carry as their code, so that a run paused by them says what happened.
+   */
+  coolDown(endpoint: EndpointConfig, ms: number, cause?: CoolDownCause): Promise<void>;
 }
 
 export interface Usage {

@@ -6,14 +6,14 @@ import { RateLimitedError } from '../errors.js';
 import { hashOf } from '../util/canonical.js';
 import { sharedRead } from '../util/shared-read.js';
 import { sleep } from '../util/sleep.js';
-import { unlimitedEndpoint, type EndpointLimiter, type Lease } from './ports.js';
+import { coolingDownError, unlimitedEndpoint, type EndpointLimiter, type Lease } from './ports.js';
 
 /**
  * One atomic step of the fleet-wide limiter, on Redis time (so machine clocks do not matter).
  * KEYS: cooldown, inflight (zset lease -> expiry), window (zset request -> time)
  * ARGV: maxConcurrency, rpm, leaseId, leaseTtlMs, maxPollMs
- * Returns {0, 0} when a slot was taken, else {reason, waitMs} with reason 1 = cool-down,
- * 2 = concurrency, 3 = requests per minute.
+ * Returns {0, 0} when a slot was taken, else {reason, waitMs} with reason 1 = cool-down (and its cause, the
+ * cool-down key's value), 2 = concurrency, 3 = requests per minute.
  */
 const ACQUIRE = redisScript(
   'limiter_acquire',
@@ -21,7 +21,7 @@ const ACQUIRE = redisScript(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cool = redis.call('PTTL', KEYS[1])
-if cool > 0 then return {1, cool} end
+if cool > 0 then return {1, cool, redis.call('GET', KEYS[1])} end
 local maxc = tonumber(ARGV[1])
 local rpm = tonumber(ARGV[2])
 if maxc > 0 then
@@ -49,7 +49,7 @@ return {0, 0}
   3,
 );
 
-const REASONS = ['', 'is cooling down (after a 429, or found down)', 'is at its fleet-wide concurrency limit', 'is at its requests-per-minute limit'];
+const REASONS = ['', 'is cooling down', 'is at its fleet-wide concurrency limit', 'is at its requests-per-minute limit'];
 
 export interface RedisLimiterOptions {
   /**
@@ -150,7 +150,7 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
       const leaseTtlMs = endpoint.timeoutMs + 30_000;
       const started = Date.now();
       for (;;) {
-        const [reason, waitMs] = (await step(endpoint, endpointKeys, leaseId, leaseTtlMs)) as [number, number];
+        const [reason, waitMs, cause] = (await step(endpoint, endpointKeys, leaseId, leaseTtlMs)) as [number, number, string | null | undefined];
         if (reason === 0) {
           let released = false;
           return {
@@ -163,7 +163,8 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
           };
         }
         const waited = Date.now() - started;
-        if (reason === 1 || waited + waitMs > maxWaitMs) {
+        if (reason === 1) throw coolingDownError(endpoint, waitMs, cause ?? null);
+        if (waited + waitMs > maxWaitMs) {
           throw new RateLimitedError(
             `endpoint "${endpoint.name}" ${REASONS[reason] ?? 'is limited'}; the job waits ${waitMs} ms in its queue`,
             Math.max(waitMs, 50),
@@ -189,11 +190,11 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
         }
       }
     },
-    async coolDown(endpoint, ms) {
+    async coolDown(endpoint, ms, cause = 'MODEL_RATE_LIMITED') {
       const [cooldown] = keys(endpoint);
-      // Only ever lengthen a cool-down, never shorten one another process set.
+      // Only ever lengthen a cool-down, never shorten one another process set. Its value says why (coolingDownError).
       const current = await redis.pttl(cooldown);
-      if (current < ms) await redis.set(cooldown, '1', 'PX', Math.max(1, Math.round(ms)));
+      if (current < ms) await redis.set(cooldown, cause, 'PX', Math.max(1, Math.round(ms)));
     },
   };
 }

@@ -1,5 +1,4 @@
-import { RateLimitedError } from '../../src/errors.js';
-import { emptyCounters, type EndpointLimiter, type Ledger, type LedgerCounters, type LedgerTotals, type ResponseCache } from '../../src/llm/ports.js';
+import { coolingDownError, emptyCounters, type EndpointLimiter, type Ledger, type LedgerCounters, type LedgerTotals, type ResponseCache } from '../../src/llm/ports.js';
 
 /** In-process implementations of the gateway's ports: test doubles for the gateway's unit tests (the fleet uses the Redis ones). */
 export function createMemoryResponseCache(): ResponseCache & { size(): number } {
@@ -59,15 +58,20 @@ export function createMemoryLedger(): Ledger {
 /** A limiter with no limits except the 429 cool-down, for one process. */
 export function createMemoryLimiter(): EndpointLimiter {
   const cooldownUntil = new Map<string, number>();
+  const causes = new Map<string, string>();
   return {
     acquire(endpoint) {
       const until = cooldownUntil.get(endpoint.baseURL) ?? 0;
       const wait = until - Date.now();
-      if (wait > 0) return Promise.reject(new RateLimitedError(`endpoint "${endpoint.name}" is cooling down (after a 429, or found down)`, wait));
+      if (wait > 0) return Promise.reject(coolingDownError(endpoint, wait, causes.get(endpoint.baseURL) ?? null));
       return Promise.resolve({ release: () => Promise.resolve() });
     },
-    coolDown(endpoint, ms) {
-      cooldownUntil.set(endpoint.baseURL, Math.max(cooldownUntil.get(endpoint.baseURL) ?? 0, Date.now() + ms));
+    coolDown(endpoint, ms, cause = 'MODEL_RATE_LIMITED') {
+      const until = Date.now() + ms;
+      if (until > (cooldownUntil.get(endpoint.baseURL) ?? 0)) {
+        cooldownUntil.set(endpoint.baseURL, until);
+        causes.set(endpoint.baseURL, cause);
+      }
       return Promise.resolve();
     },
   };

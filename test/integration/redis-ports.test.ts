@@ -138,6 +138,16 @@ describe('Redis implementations of the gateway ports', () => {
     expect(await rejection(createRedisLimiter(a, prefix).acquire(e, { maxWaitMs: 0 }))).to.have.property('code', 'MODEL_RATE_LIMITED');
   });
 
+  it('says why an endpoint cools down in every process\'s refusal: a 429, or found down (a run paused by the refusals said "rate limited" while the server was down)', async () => {
+    for (const [cause, said] of [['MODEL_UNREACHABLE', 'found down: it cannot be reached'], ['MODEL_UNAVAILABLE', 'found down: it serves nothing'], ['MODEL_RATE_LIMITED', 'after a 429']] as const) {
+      const e = endpoint({ baseURL: `http://cooling-${cause.toLowerCase()}.invalid/v1` });
+      await createRedisLimiter(a, prefix).coolDown(e, 5_000, cause);
+      const err = await rejection(createRedisLimiter(b, prefix).acquire(e, { maxWaitMs: 0 }));
+      expect(err, cause).to.have.property('code', cause);
+      expect(String((err as Error).message)).to.match(new RegExp(`^endpoint "[^"]+" is cooling down \\(${said}\\); the job waits \\d+ ms in its queue$`));
+    }
+  });
+
   it('sends one step for the requests that take an unlimited endpoint together, and each of them sees a cool-down set before', async () => {
     const { redis: via, sent } = recordingRedis();
     try {
