@@ -45,6 +45,7 @@ export interface ExportCommandOptions {
   readonly minReward?: number;
   readonly reasoning?: string;
   readonly trajectories?: string;
+  readonly skipMissing?: boolean;
 }
 
 /** What each reason for a ShareGPT turn left out means, for the export's note. */
@@ -68,6 +69,7 @@ export async function exportCommand(opts: ExportCommandOptions): Promise<void> {
       filter: { solvedOnly: opts.filter === 'solved', minReward: opts.minReward ?? null },
       ...(opts.reasoning ? { reasoning: opts.reasoning as ReasoningMode } : {}),
       ...(opts.trajectories ? { trajectoriesDir: opts.trajectories } : {}),
+      ...(opts.skipMissing ? { skipMissingTrajectories: true } : {}),
     });
     for (const [file, n] of Object.entries(result.datasets)) {
       // dataset_info.json is one object (an entry per LLaMA-Factory file); the others hold a record a line.
@@ -91,6 +93,10 @@ export async function exportCommand(opts: ExportCommandOptions): Promise<void> {
     for (const [file, left] of Object.entries(result.leftOut)) {
       const reasons = Object.entries(left.byReason).map(([why, n]) => `${n} ${SHAREGPT_LEFT_OUT[why as ShareGPTLeftOut] ?? why}`).join('; ');
       process.stderr.write(`note: ${left.turns} assistant turn${left.turns === 1 ? '' : 's'} of ${left.trajectories} trajector${left.trajectories === 1 ? 'y' : 'ies'} ${left.turns === 1 ? 'is' : 'are'} in no line of ${opts.out}/${file} (a conversation's lines stop at the first such turn): ${reasons} (docs/formats.md)\n`);
+    }
+    const lost = result.missingTrajectories;
+    if (lost.count) {
+      process.stderr.write(`note: ${lost.count} trajector${lost.count === 1 ? 'y is' : 'ies are'} in no SFT file (--skip-missing): the sink's file${lost.shards.length === 1 ? '' : 's'} of ${lost.count === 1 ? 'it' : 'them'} ${lost.shards.length === 1 ? 'is' : 'are'} gone or damaged:\n${lost.shards.map(s => `  ${s}`).join('\n')}\n`);
     }
     if (result.foreign.length) process.stderr.write(`note: ${opts.out} also holds ${result.foreign.join(', ')}, which this export did not write and no earlier export's manifest lists (written by hand, or by an older envfleet): kept; remove them if they are an earlier export's, so no trainer mixes them with these\n`);
   });

@@ -271,6 +271,7 @@ program
   .option('--filter <which>', 'SFT exports: "solved" keeps only solved trajectories')
   .option('--min-reward <x>', 'SFT exports: keep trajectories with at least this reward (0 to 1); one without a reward (unscored: a model or environment error) is left out, even at 0', nonNegativeDecimal('', 1))
   .option('--trajectories <dir>', "where the sink's shard files are now, if its output directory was moved (the directory holding part-NNNNN.jsonl)")
+  .option('--skip-missing', "SFT exports: leave out (and count) the trajectories whose sink file is gone or damaged for good, instead of stopping (TRAJECTORY_ARCHIVE_MISSING)")
   .action(guarded(async (opts: ExportCommandOptions) => (await import('./datasets.js')).exportCommand(opts)));
 
 program

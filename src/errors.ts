@@ -66,7 +66,7 @@ export const ERROR_CODES = {
   REDIS_REFUSED: { area: 'fleet', action: 'give-up', means: 'Redis answers but refuses the connection: the credentials of REDIS_URL (NOAUTH, WRONGPASS) or the database it names (beyond the server\'s `databases`); the process does not start, the message says what to fix' },
   REDIS_UNSAFE: { area: 'fleet', action: 'give-up', means: '`maxmemory-policy` is not `noeviction` (or persistence is off and required): a worker does not start' },
   OUTPUT_NOT_WRITABLE: { area: 'fleet', action: 'give-up', means: 'an output folder (export --out, sink --out) cannot be created, or an export file or a sink\'s shard cannot be written: the message names the folder or file and the reason (read-only file system, permission denied, a file in the way, a virtual file system such as /proc, a full disk, a file-size limit); nothing half-written is left under an export file\'s name, and a sink stops before acknowledging what it could not write (started again, it cuts a half-written last line and writes those trajectories)' },
-  TRAJECTORY_ARCHIVE_MISSING: { area: 'fleet', action: 'give-up', means: "the sink or an export needs a trajectory's full line and the shard the sink wrote it to is gone or moved: run it where the sink's output directory is, or pass export --trajectories DIR" },
+  TRAJECTORY_ARCHIVE_MISSING: { area: 'fleet', action: 'give-up', means: "the sink or an export needs a trajectory's full line and the shard the sink wrote it to is gone or moved: run it where the sink's output directory is, or pass export --trajectories DIR; a shard lost for good: export --skip-missing writes the others and counts those left out (--format verl,prompts,rl reads no shard at all)" },
   CLASS_DOES_NOT_LOAD: { area: 'item', action: 'give-up', means: 'skeleton.assemble: the assembled class still does not load or instantiate after the repair rounds; the environment fails' },
   METHODS_INVALID: { area: 'item', action: 'give-up', means: 'skeleton.assemble: some methods are still missing or do not load after the repair rounds; the environment fails' },
   DUPLICATE_STATE: { area: 'item', action: 'give-up', means: 'scenario.state: the same initial state as a scenario of the environment with a lower index; the scenario is dropped' },
@@ -284,6 +284,8 @@ export class JobTakenOverError extends AppError {
 
 /** A trajectory's full line is not where the sink archived it (a moved or deleted output directory). */
 export class ArchivedTrajectoryMissingError extends AppError {
+  /** How many trajectories the file does not give. */
+  readonly count: number;
   /** `damaged`: the line of the file that is not a whole trajectory (the file was cut or changed after the sink wrote it). */
   constructor(ids: readonly string[], path: string, cause?: unknown, damaged?: { readonly line: number; readonly problem: string }) {
     const n = ids.length;
@@ -294,11 +296,12 @@ export class ArchivedTrajectoryMissingError extends AppError {
         : `, which does not hold ${n === 1 ? 'it' : 'them'}`;
     const what = damaged
       ? "The file was cut or changed after the sink wrote it (a copy that did not finish, a full disk; the sink itself trims a line it could not finish when it starts again). Copy the shard again from where the sink wrote it (pass export --trajectories DIR if it is elsewhere now); Redis keeps only a summary of a trajectory the sink has written."
-      : "Redis keeps only a summary of a trajectory once the sink has written it. Run this where the sink's output directory is, at the same path, or pass export --trajectories DIR with the directory that holds the part-NNNNN.jsonl files now.";
+      : "Redis keeps only a summary of a trajectory once the sink has written it. Run this where the sink's output directory is, at the same path, or pass export --trajectories DIR with the directory that holds the part-NNNNN.jsonl files now; if the file is lost for good, export --skip-missing writes the others and counts these.";
     super('TRAJECTORY_ARCHIVE_MISSING', `${n} trajector${n === 1 ? 'y' : 'ies'} (first ${ids[0] ?? '?'}) ${n === 1 ? 'was' : 'were'} written by the sink to ${path}${where}; ${what}`, {
       cause,
       details: { path, ids: ids.slice(0, 20), ...(damaged ? { line: damaged.line } : {}) },
     });
+    this.count = n;
   }
 }
 

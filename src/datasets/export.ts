@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { link, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, join } from 'node:path';
-import { ExportFolderBusyError, RequestError } from '../errors.js';
+import { ExportFolderBusyError, RequestError, type ArchivedTrajectoryMissingError } from '../errors.js';
 import type { Trajectory } from '../rollouts/types.js';
 import type { DocKind, RunDocuments, RunStore } from '../runs/store.js';
 import { ExportStage, JsonlWriter } from './jsonl-writer.js';
@@ -23,6 +23,11 @@ export interface ExportOptions {
   readonly reasoning?: ReasoningMode;
   /** Where the sink's shard files are now, if its output directory was moved. */
   readonly trajectoriesDir?: string;
+  /**
+   * Export the trajectories whose sink files are still there, leaving out (and counting) those whose shard is gone or
+   * damaged, instead of stopping (TRAJECTORY_ARCHIVE_MISSING): the sink's folder deleted in part, and no copy left.
+   */
+  readonly skipMissingTrajectories?: boolean;
 }
 
 export interface ExportResult {
@@ -47,6 +52,8 @@ export interface ExportResult {
    * (sft-sharegpt.jsonl: lines stop at a turn LLaMA-Factory could not read back, or at a break of its turn order).
    */
   readonly leftOut: Record<string, { readonly turns: number; readonly trajectories: number; readonly byReason: Record<string, number> }>;
+  /** With skipMissingTrajectories: the trajectories left out because their sink file is gone or damaged, and why (each shard's error). */
+  readonly missingTrajectories: { readonly count: number; readonly shards: readonly string[] };
 }
 
 /** The manifest an export leaves in its folder: the files it wrote (the next export into the folder removes those it does not write). */
@@ -212,7 +219,7 @@ async function exportLocked(store: RunStore, runId: string, dir: string, options
         scenarios = { ready: 0, dropped: 0, path: null };
       }
     }
-    const { datasets, infoKept, leftOut } = await exportDatasets(store, runId, dir, trajectoryIds, info, options, stage);
+    const { datasets, infoKept, leftOut, missing } = await exportDatasets(store, runId, dir, trajectoryIds, info, options, stage);
     // The RL trainers' files (rl-exports.ts) need ready scenarios, not trajectories.
     if (scenarios.ready) {
       Object.assign(datasets, await writeRLTrainerFiles(store, runId, dir, { verl: formats.has('verl'), prompts: formats.has('prompts') }, 'train', stage));
@@ -262,7 +269,7 @@ async function exportLocked(store: RunStore, runId: string, dir: string, options
     }
     // No time in it: the same run exported twice gives the same files, byte for byte (the chaos run compares them).
     await writeWholeFile(join(dir, EXPORT_MANIFEST), `${JSON.stringify({ run: runId, files: [...written].sort() })}\n`);
-    return { path, count, byStatus, scenarios, datasets, removed, foreign, infoKept: kept, leftOut };
+    return { path, count, byStatus, scenarios, datasets, removed, foreign, infoKept: kept, leftOut, missingTrajectories: missing };
   } catch (err) {
     await stage.abort();
     throw err;
@@ -319,8 +326,8 @@ async function exportDatasets(
   info: LlamaFactoryInfo | null,
   options: ExportOptions,
   stage: ExportStage,
-): Promise<{ datasets: Record<string, number>; infoKept: readonly string[]; leftOut: ExportResult['leftOut'] }> {
-  if (!ids.length) return { datasets: {}, infoKept: [], leftOut: {} };
+): Promise<{ datasets: Record<string, number>; infoKept: readonly string[]; leftOut: ExportResult['leftOut']; missing: ExportResult['missingTrajectories'] }> {
+  if (!ids.length) return { datasets: {}, infoKept: [], leftOut: {}, missing: { count: 0, shards: [] } };
   const formats = new Set(options.formats ?? DATASET_FORMATS);
   const filter = options.filter ?? { solvedOnly: false, minReward: null };
   const o = options.reasoning ? { reasoning: options.reasoning } : DEFAULT_SFT_OPTIONS;
@@ -339,12 +346,22 @@ async function exportDatasets(
   ];
   const writers = sft.filter(([format]) => formats.has(format)).map(([, file, records]) => ({ writer: new JsonlWriter(join(dir, file), stage), file, records }));
   const out: Record<string, number> = {};
+  const missing = { count: 0, shards: [] as string[] };
   try {
     const relocate = options.trajectoriesDir ? shardsMovedTo(options.trajectoriesDir) : undefined;
-    await forEachFullTrajectory(store, runId, ids, { relocate }, async t => {
-      if (!passesFilter(t, filter)) return;
-      for (const { writer, records } of writers) for (const record of records(t)) await writer.write(record);
-    });
+    const onMissing = options.skipMissingTrajectories
+      ? (lost: ArchivedTrajectoryMissingError) => {
+          missing.count += lost.count;
+          missing.shards.push(lost.message);
+        }
+      : undefined;
+    // Only the SFT files read the transcripts: --format verl,prompts,rl needs none of the sink's files.
+    if (writers.length) {
+      await forEachFullTrajectory(store, runId, ids, { relocate, onMissing }, async t => {
+        if (!passesFilter(t, filter)) return;
+        for (const { writer, records } of writers) for (const record of records(t)) await writer.write(record);
+      });
+    }
     for (const { writer, file } of writers) out[file] = await writer.close();
   } catch (err) {
     await Promise.all(writers.map(w => w.writer.abort()));
@@ -372,5 +389,5 @@ async function exportDatasets(
     }, stage);
     out[FILE.rlGroups] = await writeDocs(store, runId, 'group', { [join(dir, FILE.rlGroups)]: g => [toRLGroup(g)] }, stage);
   }
-  return { datasets: out, infoKept, leftOut: sharegptLeft.turns ? { [FILE.sharegpt]: sharegptLeft } : {} };
+  return { datasets: out, infoKept, leftOut: sharegptLeft.turns ? { [FILE.sharegpt]: sharegptLeft } : {}, missing };
 }

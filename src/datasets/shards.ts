@@ -13,7 +13,18 @@ import { isArchived, type Trajectory } from '../rollouts/types.js';
  * by the next sink, comes later. Throws ArchivedTrajectoryMissingError if the file cannot be read or
  * lacks a whole line of one of the ids (naming the first damaged line that had one of them).
  */
-async function eachShardLine(path: string, ids: ReadonlySet<string>, fn: (id: string, line: string, parsed: unknown) => Promise<void> | void): Promise<void> {
+async function eachShardLine(
+  path: string,
+  ids: ReadonlySet<string>,
+  fn: (id: string, line: string, parsed: unknown) => Promise<void> | void,
+  onMissing?: (lost: ArchivedTrajectoryMissingError) => void,
+): Promise<void> {
+  // Given `onMissing`, trajectories the file does not give (it is gone, unreadable, or lacks them) are handed to it
+  // and the rest are read; else they are thrown.
+  const lost = (e: ArchivedTrajectoryMissingError): void => {
+    if (!onMissing) throw e;
+    onMissing(e);
+  };
   const seen = new Set<string>();
   let n = 0;
   /** The first line that was not whole JSON, and why. */
@@ -53,11 +64,11 @@ async function eachShardLine(path: string, ids: ReadonlySet<string>, fn: (id: st
     }
   } catch (err) {
     // A file that cannot be read (its errno code); anything `fn` threw goes as it is.
-    if (err !== fromFn && !(err instanceof AppError) && (err as NodeJS.ErrnoException).code) throw new ArchivedTrajectoryMissingError([...ids].filter(id => !seen.has(id)), path, err);
+    if (err !== fromFn && !(err instanceof AppError) && (err as NodeJS.ErrnoException).code) return lost(new ArchivedTrajectoryMissingError([...ids].filter(id => !seen.has(id)), path, err));
     throw err;
   }
   const missing = [...ids].filter(id => !seen.has(id));
-  if (missing.length) throw damaged ? damagedLine(missing, path, damaged.line, damaged.err) : new ArchivedTrajectoryMissingError(missing, path);
+  if (missing.length) lost(damaged ? damagedLine(missing, path, damaged.line, damaged.err) : new ArchivedTrajectoryMissingError(missing, path));
 }
 
 /** A line of a shard that is not whole JSON (cut in the middle, a character cut in two): which file, which line, what to do. */
@@ -81,14 +92,14 @@ export const shardsMovedTo = (dir: string) => (path: string) => join(dir, basena
  * first those still whole in Redis, in the order of `ids`, as they are read, then those the sink
  * has written (Redis keeps only their summary), from its shard files in shard and line order.
  * ArchivedTrajectoryMissingError if a shard cannot be read or lacks a trajectory (the caller drops
- * what it wrote). `relocate` maps a recorded shard path to where the file is now. Returns how many
+ * what it wrote), or, with `onMissing`, that error handed to it and the others visited. `relocate` maps a recorded shard path to where the file is now. Returns how many
  * were visited.
  */
 export async function forEachFullTrajectory(
   store: RunStore,
   runId: string,
   ids: readonly string[],
-  options: { readonly relocate?: ((path: string) => string) | undefined },
+  options: { readonly relocate?: ((path: string) => string) | undefined; readonly onMissing?: ((lost: ArchivedTrajectoryMissingError) => void) | undefined },
   visit: (t: Trajectory) => Promise<void> | void,
 ): Promise<number> {
   const where = options.relocate ?? ((path: string) => path);
@@ -107,10 +118,15 @@ export async function forEachFullTrajectory(
   }
   for (const path of [...byShard.keys()].sort()) {
     const wanted = byShard.get(path)!;
-    await eachShardLine(path, wanted, async (_id, _line, parsed) => {
-      await visit(parsed as Trajectory);
-      visited += 1;
-    });
+    await eachShardLine(
+      path,
+      wanted,
+      async (_id, _line, parsed) => {
+        await visit(parsed as Trajectory);
+        visited += 1;
+      },
+      options.onMissing,
+    );
   }
   return visited;
 }

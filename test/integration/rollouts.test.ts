@@ -258,6 +258,17 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     expect(String(err)).to.include(join(sinkDir, 'trajectories', 'part-00000.jsonl'));
     // A failed export leaves no half-written dataset under a real name.
     expect((await readdir(goneDir)).filter(f => f.startsWith('sft-'))).to.deep.equal([]);
+    expect(String(err)).to.include('export --skip-missing writes the others');
+    // The files made from scenarios and groups need no transcript: they are written without the sink's files.
+    const noSft = await exportRun(store, 'r1', goneDir, { formats: ['verl', 'prompts', 'rl'] });
+    expect(Object.keys(noSft.datasets).sort()).to.deep.equal(['rl-groups.jsonl', 'rl-prompts.jsonl', 'rl-scenarios.jsonl', 'rl-verl.json']);
+    // With the shard lost for good, --skip-missing writes what is left (here nothing of the SFT files) and counts the rest.
+    const skipped = await exportRun(store, 'r1', goneDir, { skipMissingTrajectories: true });
+    expect(skipped.missingTrajectories.count).to.equal(all.length);
+    expect(skipped.missingTrajectories.shards).to.have.length(1);
+    expect(skipped.missingTrajectories.shards[0]).to.include(join(sinkDir, 'trajectories', 'part-00000.jsonl'));
+    expect(skipped.datasets['sft-openai.jsonl']).to.equal(0);
+    expect(skipped.datasets['rl-verl.json']).to.be.greaterThan(0);
     // Told where the shards are now, it exports the same lines.
     const movedDir = await mkdtemp(join(tmpdir(), 'envfleet-moved-'));
     await exportRun(store, 'r1', movedDir, { trajectoriesDir: join(sinkDir, 'moved') });
