@@ -10,6 +10,7 @@ import { RequestError, RunCancelledError, castToError, classifyError, codeOf, is
 import type { Logger } from '../src/logger.js';
 import type { RunControl } from '../src/runs/control.js';
 import type { MetricsRecorder } from '../src/runs/metrics.js';
+import { isRedisConnectionError } from '../src/redis/connection-errors.js';
 
 export interface ProcessorContext {
   readonly job: Job;
@@ -92,6 +93,34 @@ const REDIS_FULL_SAID_EVERY_MS = 30_000;
 const REDIS_FULL_RECHECK_MS = 5_000;
 /** This process's last word on a full Redis, the refusals met since, and its last word on room again (one line for all its queues). */
 const redisFullSaid = { at: 0, refusals: 0, roomAt: 0 };
+/** How often a worker process says that Redis does not answer, however many of its connections say so. */
+const REDIS_AWAY_SAID_EVERY_MS = 30_000;
+/**
+ * Redis out of reach (restarting, killed): since when (this spell: errors less than a minute apart), this process's last
+ * word on it, and the errors met since. Every queue's worker and queue connection reports each reconnection attempt, ten
+ * a second for 17 queues: a stranger's probe counted 565 error lines with stacks for a 30 s restart, and no line saying
+ * what was going on.
+ */
+const redisAwaySaid = { since: 0, last: 0, at: 0, errors: 0 };
+/** Runs whose jobs this process saw end for their cancel (said once each, not as a failure per job). */
+const runsSaidCancelled = new Set<string>();
+
+/** Says (at most every REDIS_AWAY_SAID_EVERY_MS for the process) that Redis does not answer; true if `err` is that. */
+function sayRedisAway(log: Logger, err: Error): boolean {
+  if (!isRedisConnectionError(err)) return false;
+  const now = Date.now();
+  if (now - redisAwaySaid.last > 60_000) redisAwaySaid.since = now;
+  redisAwaySaid.last = now;
+  redisAwaySaid.errors += 1;
+  if (now - redisAwaySaid.at < REDIS_AWAY_SAID_EVERY_MS) return true;
+  log.warn(
+    { code: 'REDIS_UNAVAILABLE', reason: err.message, since: new Date(redisAwaySaid.since).toISOString(), errors: redisAwaySaid.errors },
+    'Redis does not answer: the workers reconnect by themselves and take jobs again once it answers (jobs in flight finish, or are taken over from their checkpoints); said again every 30 s while it lasts',
+  );
+  redisAwaySaid.at = now;
+  redisAwaySaid.errors = 0;
+  return true;
+}
 
 /**
  * The one way a worker is made. Every worker of the fleet gets the same lock and stalled-job
@@ -122,7 +151,9 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
   const log = settings.logger.child({ queue: def.name });
   const prefix = queuePrefix(config.redis.prefix, def.slotTag ?? def.name, connection);
   const queue = new Queue(def.name, { connection, prefix, defaultJobOptions: def.jobOptions(config.jobs), streams: { events: { maxLen: 2_000 } } });
-  queue.on('error', err => log.error({ err }, 'queue connection error'));
+  queue.on('error', err => {
+    if (!sayRedisAway(log, err)) log.error({ err }, 'queue connection error');
+  });
   let shuttingDown = false;
   /**
    * Jobs settled in this process (the processor settles a job before BullMQ records its end, so a
@@ -399,6 +430,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
       log.warn({ reason: err.message }, 'a job this worker ran is no longer in Redis (its run was deleted, or Redis restarted without its data), so its end could not be recorded there');
       return;
     }
+    if (sayRedisAway(log, err)) return;
     log.error({ err }, 'worker error');
   });
   const settle = (job: Job, outcome: JobOutcome) => {
@@ -414,7 +446,16 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
     job.getState().then(
       state => {
         if (state !== 'failed') return;
-        log.error({ jobId: job.id, reason: err.message }, 'job failed');
+        // Ended by its run's cancel: what the user asked for, said once per run, not as a failure per job.
+        const runOf = (job.data as { runId?: unknown } | null)?.runId;
+        const cancelledRun = err.message.startsWith('[RUN_CANCELLED]') ? (typeof runOf === 'string' ? runOf : '') : null;
+        if (cancelledRun !== null) {
+          if (!runsSaidCancelled.has(cancelledRun)) {
+            runsSaidCancelled.add(cancelledRun);
+            log.info({ runId: cancelledRun }, 'jobs of a cancelled run end here as they come (RUN_CANCELLED); said once per run');
+          }
+          log.debug({ jobId: job.id, reason: err.message }, 'job ended: its run was cancelled');
+        } else log.error({ jobId: job.id, reason: err.message }, 'job failed');
         // The processor settled what it failed itself (stalls included); what reaches only this event
         // failed in BullMQ before the processor ran, which envfleet's settings leave no way to do.
         settle(job, { status: 'failed', code: 'JOB_FAILED', message: err.message });

@@ -130,6 +130,33 @@ describe('a Redis restart under a command waiting for its run (private redis-ser
     expect(lines.filter(l => l.includes('it will be retried if attempts remain'))).to.deep.equal([]);
   });
 
+  it('says Redis is away in a warning now and then while it restarts under running workers, not an error line with a stack per reconnection of every queue', async () => {
+    // A stranger's probe: about 100 error lines a second ("worker error", "queue connection error", each with its stack),
+    // 565 for a 30 s restart, and no line saying what was going on.
+    redisServer = await RedisServerProcess.start({ args: ['--appendonly', 'yes', '--appendfsync', 'always'] });
+    server = await startModelServer({ script: await loadModelScript(DEMO) });
+    const config = testConfig(server, { REDIS_URL: redisServer.url, LOG_LEVEL: 'info' });
+    producer = createRedisConnection(config.redis, 'producer');
+    await waitForRedis(producer, config.redis);
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    workers = await startWorkerProcess(config, logger);
+    await redisServer.killAndRestart(2_000);
+    // (The producer connection fails at once while it reconnects: asked again until it answers.)
+    await until(() => producer!.ping().then(() => true, () => false), 'Redis to answer again');
+    // The workers are back: a run submitted now is done by them.
+    const store = createRedisRunStore(producer, config.redis.prefix);
+    await submitSynthesis(config, producer, { runId: 'after', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+    await waitForRun(store, 'after', () => undefined);
+    const parsed = lines.map(l => JSON.parse(l) as { level: number; msg: string; code?: string });
+    const errors = parsed.filter(l => l.level >= 50);
+    expect(errors, JSON.stringify(errors.slice(0, 3))).to.deep.equal([]);
+    const away = parsed.filter(l => l.code === 'REDIS_UNAVAILABLE');
+    expect(away.length, 'Redis away was said').to.be.greaterThan(0);
+    expect(away.length, 'said now and then, not per reconnection').to.be.at.most(2);
+    expect(away[0]!.msg).to.match(/^Redis does not answer: the workers reconnect by themselves/);
+  });
+
   /** A run with a sink following it (as `envfleet sink --follow` runs, on a connection that waits through reconnects). */
   async function sinking(args: readonly string[]) {
     redisServer = await RedisServerProcess.start({ args });
