@@ -295,7 +295,7 @@ export class ArchivedTrajectoryMissingError extends AppError {
         ? `, which cannot be read (${(cause as Error).message})`
         : `, which does not hold ${n === 1 ? 'it' : 'them'}`;
     const what = damaged
-      ? "The file was cut or changed after the sink wrote it (a copy that did not finish, a full disk; the sink itself trims a line it could not finish when it starts again). Copy the shard again from where the sink wrote it (pass export --trajectories DIR if it is elsewhere now); Redis keeps only a summary of a trajectory the sink has written."
+      ? "the file was cut or changed after the sink wrote it (a copy that did not finish, a full disk; the sink itself trims a line it could not finish when it starts again). Copy the shard again from where the sink wrote it (pass export --trajectories DIR if it is elsewhere now); Redis keeps only a summary of a trajectory the sink has written."
       : "Redis keeps only a summary of a trajectory once the sink has written it. Run this where the sink's output directory is, at the same path, or pass export --trajectories DIR with the directory that holds the part-NNNNN.jsonl files now; if the file is lost for good, export --skip-missing writes the others and counts these.";
     super('TRAJECTORY_ARCHIVE_MISSING', `${n} trajector${n === 1 ? 'y' : 'ies'} (first ${ids[0] ?? '?'}) ${n === 1 ? 'was' : 'were'} written by the sink to ${path}${where}; ${what}`, {
       cause,

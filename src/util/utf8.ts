@@ -51,7 +51,26 @@ export function firstInvalidUtf8(bytes: Uint8Array, start = 0, end = bytes.lengt
 /** What to tell the person whose file is not UTF-8: where, which byte, and what to do. */
 export function notUtf8Problem(bytes: Uint8Array, lineStart: number, at: number): string {
   const column = Buffer.from(bytes.subarray(lineStart, at)).toString('utf8').length + 1;
+  const cut = cutCharacter(bytes, at);
+  if (cut) {
+    return `not UTF-8 text: the line ends in the middle of a character (byte 0x${bytes[at]!.toString(16).toUpperCase()} at column ${column} begins a character of ${cut.of} bytes, of which only ${cut.has} are there): the file was cut short, or the line cut by a tool that counts bytes; write it again whole`;
+  }
   return notUtf8ByteProblem(bytes[at]!, `column ${column}`);
+}
+
+/**
+ * Where the bytes at `at` begin a UTF-8 character that the line's (or the file's) end cuts: its length and the bytes of it
+ * there. At least two of them (a lead byte and a continuation byte): a lone byte at a line's end is as likely a Latin-1
+ * letter ("café" in Windows-1252), which is said as such.
+ */
+function cutCharacter(bytes: Uint8Array, at: number): { of: number; has: number } | null {
+  const lead = bytes[at]!;
+  const of = lead >= 0xc2 && lead <= 0xdf ? 2 : lead >= 0xe0 && lead <= 0xef ? 3 : lead >= 0xf0 && lead <= 0xf4 ? 4 : 0;
+  if (!of) return null;
+  let i = at + 1;
+  while (i < bytes.length && i - at < of && (bytes[i]! & 0xc0) === 0x80) i += 1;
+  if (i - at >= of || i - at < 2) return null;
+  return i === bytes.length || bytes[i] === 0x0a || bytes[i] === 0x0d ? { of, has: i - at } : null;
 }
 
 /** The same for byte `byte` found `where` (a column, a position in the file). */
