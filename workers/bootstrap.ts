@@ -95,19 +95,29 @@ const REDIS_FULL_RECHECK_MS = 5_000;
 const redisFullSaid = { at: 0, refusals: 0, roomAt: 0 };
 /** How often a worker process says that Redis does not answer, however many of its connections say so. */
 const REDIS_AWAY_SAID_EVERY_MS = 30_000;
-/**
- * Redis out of reach (restarting, killed): since when (this spell: errors less than a minute apart), this process's last
- * word on it, and the errors met since. Every queue's worker and queue connection reports each reconnection attempt, ten
- * a second for 17 queues: a stranger's probe counted 565 error lines with stacks for a 30 s restart, and no line saying
- * what was going on.
- */
-const redisAwaySaid = { since: 0, last: 0, at: 0, errors: 0 };
-/** Runs whose jobs this process saw end for their cancel (said once each, not as a failure per job). */
-const runsSaidCancelled = new Set<string>();
+interface Said {
+  /**
+   * Redis out of reach (restarting, killed): since when (this spell: errors less than a minute apart), the last word on
+   * it, and the errors met since. Every queue's worker and queue connection reports each reconnection attempt, ten a
+   * second for 17 queues: a stranger's probe counted 565 error lines with stacks for a 30 s restart, and no line saying
+   * what was going on.
+   */
+  readonly redisAway: { since: number; last: number; at: number; errors: number };
+  /** Runs whose jobs were seen ending for their cancel (said once each, not as a failure per job). */
+  readonly cancelled: Set<string>;
+}
+/** What a worker process (its workers share its logger) has said once, or now and then. */
+const saidBy = new WeakMap<Logger, Said>();
+function saidFor(logger: Logger): Said {
+  let said = saidBy.get(logger);
+  if (!said) saidBy.set(logger, (said = { redisAway: { since: 0, last: 0, at: 0, errors: 0 }, cancelled: new Set() }));
+  return said;
+}
 
 /** Says (at most every REDIS_AWAY_SAID_EVERY_MS for the process) that Redis does not answer; true if `err` is that. */
-function sayRedisAway(log: Logger, err: Error): boolean {
+function sayRedisAway(said: Said, log: Logger, err: Error): boolean {
   if (!isRedisConnectionError(err)) return false;
+  const redisAwaySaid = said.redisAway;
   const now = Date.now();
   if (now - redisAwaySaid.last > 60_000) redisAwaySaid.since = now;
   redisAwaySaid.last = now;
@@ -149,10 +159,11 @@ function sayRedisAway(log: Logger, err: Error): boolean {
 export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: QueueDefinition<D, R>, handler: JobHandler<D, R>, settings: WorkerSettings): QueueWorker {
   const { config, connection } = settings;
   const log = settings.logger.child({ queue: def.name });
+  const said = saidFor(settings.logger);
   const prefix = queuePrefix(config.redis.prefix, def.slotTag ?? def.name, connection);
   const queue = new Queue(def.name, { connection, prefix, defaultJobOptions: def.jobOptions(config.jobs), streams: { events: { maxLen: 2_000 } } });
   queue.on('error', err => {
-    if (!sayRedisAway(log, err)) log.error({ err }, 'queue connection error');
+    if (!sayRedisAway(said, log, err)) log.error({ err }, 'queue connection error');
   });
   let shuttingDown = false;
   /**
@@ -430,7 +441,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
       log.warn({ reason: err.message }, 'a job this worker ran is no longer in Redis (its run was deleted, or Redis restarted without its data), so its end could not be recorded there');
       return;
     }
-    if (sayRedisAway(log, err)) return;
+    if (sayRedisAway(said, log, err)) return;
     log.error({ err }, 'worker error');
   });
   const settle = (job: Job, outcome: JobOutcome) => {
@@ -450,8 +461,8 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         const runOf = (job.data as { runId?: unknown } | null)?.runId;
         const cancelledRun = err.message.startsWith('[RUN_CANCELLED]') ? (typeof runOf === 'string' ? runOf : '') : null;
         if (cancelledRun !== null) {
-          if (!runsSaidCancelled.has(cancelledRun)) {
-            runsSaidCancelled.add(cancelledRun);
+          if (!said.cancelled.has(cancelledRun)) {
+            said.cancelled.add(cancelledRun);
             log.info({ runId: cancelledRun }, 'jobs of a cancelled run end here as they come (RUN_CANCELLED); said once per run');
           }
           log.debug({ jobId: job.id, reason: err.message }, 'job ended: its run was cancelled');

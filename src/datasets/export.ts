@@ -352,7 +352,7 @@ async function exportDatasets(
     const onMissing = options.skipMissingTrajectories
       ? (lost: ArchivedTrajectoryMissingError) => {
           missing.count += lost.count;
-          missing.shards.push(lost.message);
+          missing.shards.push(`${lost.count} in ${lost.place}`);
         }
       : undefined;
     // Only the SFT files read the transcripts: --format verl,prompts,rl needs none of the sink's files.

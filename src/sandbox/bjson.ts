@@ -170,6 +170,9 @@ class Reader {
   }
 
   read(): string | null | typeof OVER_CAP {
+    // The key table comes first, every key once, also those of members left out (an undefined value): past the cap
+    // there, the text may still be short, and the guest's JSON.stringify decides (null), not OVER_CAP.
+    let inAtoms = true;
     try {
       if (this.bytes.length === 0 || this.bytes[this.pos++] !== BJSON_VERSION) return null;
       // The atom table, written as quoted keys with their colons; kept apart from the text.
@@ -186,6 +189,7 @@ class Reader {
       if (keysBuffer.length < this.at) keysBuffer = Buffer.allocUnsafe(this.at * 2) as SliceBuffer;
       out.copy(keysBuffer, 0, 0, this.at);
       this.at = 0;
+      inAtoms = false;
       this.ascii = true;
       // A string: the harness's error reply ("!" and JSON), handed back as it is (see bjsonToJson).
       if (this.bytes[this.pos] === TAG_STRING) {
@@ -208,7 +212,7 @@ class Reader {
     } catch (err) {
       // A truncated or unexpected buffer reads past its end; a very deep one overflows this
       // stack (a RangeError): either way, the guest's own stringify decides.
-      if (err === TOO_LONG) return OVER_CAP;
+      if (err === TOO_LONG) return inAtoms ? null : OVER_CAP;
       if (err instanceof NotPlain || err instanceof RangeError) return null;
       throw err;
     }

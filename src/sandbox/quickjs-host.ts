@@ -1852,7 +1852,7 @@ export class SandboxEnvironment {
       let text: string;
       try {
         text = this.vm.callTool(tool, JSON.stringify(input), this.scratch, this.plainSnapshots, OVER_CAP_SAID * this.limits.maxResultBytes, this.resultHint);
-        this.resultHint = text.length;
+        if (text !== RESULT_OVER_CAP) this.resultHint = text.length;
       } catch (err) {
         const e = err instanceof SandboxError ? err : new SandboxError('TOOL_THREW', String(err));
         if (e.code !== 'CPU_BUDGET_EXCEEDED') return this.stop(started, parse, e.code, e.message, true);

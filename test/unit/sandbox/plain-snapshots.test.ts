@@ -407,6 +407,15 @@ describe('snapshots through the native encoder', function () {
         env.dispose();
       }
     }
+    // Keys count only where their members are written: an object of cleared entries (undefined values, left out of the
+    // JSON) whose keys alone are past twice the cap is a short state, not one over the cap.
+    const cleared = await host.createEnvironment({ ...plain, source: source.replace('small() {', "clear({ n }) { this.state = { kept: 'é' }; for (let i = 0; i < n; i++) this.state['cleared-entry-' + i] = undefined; return n; }\n      small() {"), tools: [...plain.tools, tool('clear')] }, {}, limits);
+    try {
+      expect(cleared.call('clear', { n: 200_000 }).result).to.equal(200_000);
+      expect(snapshotOutcome(cleared)).to.deep.equal({ text: '{"kept":"é"}' });
+    } finally {
+      cleared.dispose();
+    }
     // The guest's JSON.stringify stops too: 200 times one string of 1 MB is 200 MB of text, past the 32 MiB allowance
     // (it was MEMORY_EXCEEDED, the environment thrown away).
     const guest = await host.createEnvironment(before, {}, limits);
