@@ -195,7 +195,7 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
       if (!advertised) advertised = advertisedUrl(server.url, opts.host);
       // Redis down at the start (or gone since the connect): the process serves alone, as it does when Redis stops later;
       // the beats below register it once Redis answers.
-      const registered = await d.heartbeat(registry.stats()).then(
+      let registered = await d.heartbeat(registry.stats()).then(
         () => true,
         (err: unknown) => {
           logger.warn({ err }, "the session directory did not take this process's entry; it serves its own sessions alone until Redis answers");
@@ -203,7 +203,14 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
         },
       );
       const beat = setInterval(() => {
-        d.heartbeat(registry.stats()).catch(err => logger.warn({ err }, 'the session directory heartbeat failed; other serve processes may count this one gone'));
+        d.heartbeat(registry.stats()).then(
+          () => {
+            // Registered late (Redis refused the first beat): said when it happens, as the start says it.
+            if (!registered) logger.info({ server: d.serverId, advertised }, 'env server registered in the session directory (its first heartbeats failed)');
+            registered = true;
+          },
+          (err: unknown) => logger.warn({ err }, 'the session directory heartbeat failed; other serve processes may count this one gone'),
+        );
       }, HEARTBEAT_TTL_MS / 3);
       beat.unref();
       closers.push(async () => {
@@ -211,6 +218,7 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
         await d.heartbeat({ active: registry.stats().active, max: 0 }).catch(() => undefined);
       });
       if (registered) logger.info({ server: d.serverId, advertised }, 'env server registered in the session directory');
+      // (Later, `registered` is the beats' to set.)
     }
     return { url: server.url, registry, server, directory, serves, close: closeAll };
   } catch (err) {
