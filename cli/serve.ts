@@ -13,6 +13,7 @@ import { createLogger, type Logger } from '../src/logger.js';
 import { createRedisConnection, describeRedis, waitForRedis, type Redis } from '../src/redis/connection.js';
 import { createRedisRunStore } from '../src/runs/store.js';
 import { createSandboxPool, SANDBOX_THREAD_FILE } from '../workers/sandbox-pool.js';
+import { onTerminationSignals } from '../workers/shutdown.js';
 import { createLanguageRouter } from '../src/sandbox/language-router.js';
 import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
 import { runNameProblem } from '../src/runs/ids.js';
@@ -237,23 +238,12 @@ export async function serveCommand(opts: ServeOptions): Promise<void> {
   const serving = await startServing(config, logger, opts);
   const what = opts.run ? `run ${opts.run}` : `the export ${opts.scenarios} (run ${serving.serves})`;
   process.stdout.write(`envfleet environment server for ${what} at ${serving.url} (NeMo Gym style: POST /seed_session, POST /{tool}, POST /verify; MCP: POST /sessions, /sessions/{id}/mcp; OpenEnv: /ws; ${token ? 'token required' : 'no token: loopback only'}); ${serving.directory ? `server id ${serving.directory.serverId}` : 'alone: no Redis, no forwarding between serve processes'}\n`);
-  let closing = false;
-  const stop = (signal: NodeJS.Signals) => {
-    if (closing) return;
-    closing = true;
-    const { active } = serving.registry.stats();
-    logger.info({ signal, sessions: active }, `stopping on ${signal}: ${active} open session${active === 1 ? '' : 's'} end as shutdown (not scored); new sessions are refused`);
-    serving.close().then(
-      () => {
-        logger.info('env server stopped');
-        process.exit(0);
-      },
-      (err: unknown) => {
-        logger.error({ err }, 'the env server did not stop cleanly');
-        process.exit(1);
-      },
-    );
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  onTerminationSignals(() => serving.close(), logger, {
+    stopping: () => {
+      const { active } = serving.registry.stats();
+      return `stopping: ${active} open session${active === 1 ? '' : 's'} end as shutdown (not scored); new sessions are refused`;
+    },
+    stopped: 'env server stopped',
+    failed: 'the env server did not stop cleanly',
+  });
 }

@@ -458,12 +458,11 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
       state => {
         if (state !== 'failed') return;
         // Ended by its run's cancel: what the user asked for, said once per run, not as a failure per job.
-        const runOf = (job.data as { runId?: unknown } | null)?.runId;
-        const cancelledRun = err.message.startsWith('[RUN_CANCELLED]') ? (typeof runOf === 'string' ? runOf : '') : null;
-        if (cancelledRun !== null) {
-          if (!said.cancelled.has(cancelledRun)) {
-            said.cancelled.add(cancelledRun);
-            log.info({ runId: cancelledRun }, 'jobs of a cancelled run end here as they come (RUN_CANCELLED); said once per run');
+        if (err.message.startsWith('[RUN_CANCELLED]')) {
+          const runId = String((job.data as { runId?: unknown } | null)?.runId);
+          if (!said.cancelled.has(runId)) {
+            said.cancelled.add(runId);
+            log.info({ runId }, 'jobs of a cancelled run end here as they come (RUN_CANCELLED); said once per run');
           }
           log.debug({ jobId: job.id, reason: err.message }, 'job ended: its run was cancelled');
         } else log.error({ jobId: job.id, reason: err.message }, 'job failed');

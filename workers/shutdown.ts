@@ -47,8 +47,17 @@ async function raceDeadline(promise: Promise<unknown>, ms: number): Promise<bool
   }
 }
 
+/** What a process says as it stops (onTerminationSignals): the worker's words unless told others. */
+export interface StopWords {
+  /** At the signal (a function: it may say what is open then). */
+  readonly stopping: () => string;
+  readonly stopped: string;
+  readonly failed: string;
+}
+const WORKER_WORDS: StopWords = { stopping: () => 'shutting down: no new jobs, waiting for in-flight ones', stopped: 'shutdown complete', failed: 'shutdown failed' };
+
 /** Installs SIGTERM/SIGINT handlers that run `stop` once, then exit 0 (a second signal exits at once). */
-export function onTerminationSignals(stop: () => Promise<void>, logger: Logger): void {
+export function onTerminationSignals(stop: () => Promise<void>, logger: Logger, words: StopWords = WORKER_WORDS): void {
   let stopping = false;
   const handler = (signal: NodeJS.Signals) => {
     if (stopping) {
@@ -56,14 +65,14 @@ export function onTerminationSignals(stop: () => Promise<void>, logger: Logger):
       process.exit(1);
     }
     stopping = true;
-    logger.info({ signal }, 'shutting down: no new jobs, waiting for in-flight ones');
+    logger.info({ signal }, words.stopping());
     stop().then(
       () => {
-        logger.info('shutdown complete');
+        logger.info(words.stopped);
         process.exit(0);
       },
       (err: unknown) => {
-        logger.error({ err }, 'shutdown failed');
+        logger.error({ err }, words.failed);
         process.exit(1);
       },
     );

@@ -883,7 +883,7 @@ export function retryAfterMs(headers: Headers | undefined): number | null {
   const positive = (n: number) => (n > 0 ? n : null);
   const ms = headers?.get('retry-after-ms');
   // A retry-after-ms of no wait leaves the say to retry-after.
-  if (ms && Number.isFinite(Number(ms)) && positive(Number(ms)) !== null) return Number(ms);
+  if (ms && Number(ms) > 0 && Number.isFinite(Number(ms))) return Number(ms);
   const after = headers?.get('retry-after');
   if (!after) return null;
   if (Number.isFinite(Number(after))) return positive(Number(after) * 1000);

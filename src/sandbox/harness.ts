@@ -235,7 +235,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     if (value === undefined) return '!' + fail('NON_JSON_RESULT', 'the method returned undefined');
     if (value instanceof PromiseCtor) return '!' + fail('NON_JSON_RESULT', 'the method returned a promise; environment methods must be synchronous');
     let text;
-    try { text = plainText(value, resultCap); } catch (e) { return '!' + (e === TOO_LONG ? fail('RESULT_TOO_LARGE', 'more than ' + resultCap) : e === REFUSED || e === TOO_DEEP ? refused('NON_JSON_RESULT', 'the result', value, e) : unwritable('NON_JSON_RESULT', 'the result', value, e)); }
+    try { text = plainText(value, resultCap); } catch (e) { return '!' + (e === TOO_LONG ? fail('RESULT_TOO_LARGE', '') : e === REFUSED || e === TOO_DEEP ? refused('NON_JSON_RESULT', 'the result', value, e) : unwritable('NON_JSON_RESULT', 'the result', value, e)); }
     if (text === undefined) return '!' + fail('NON_JSON_RESULT', 'the method returned a value JSON cannot represent');
     return text;
   };
@@ -277,7 +277,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
       return '{"ok":true}';
     },
     // The session's caps (decimal strings): a result's JSON text past the first, or the state's past the second, is not
-    // written to its end (see plainOnly); the host says so with the cap's setting.
+    // written to its end (see plainOnly); the reply has no message: the host words it, with the cap's setting.
     caps(result, state) {
       resultCap = NumberC(result);
       stateCap = NumberC(state);
@@ -326,7 +326,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     snapshot() {
       let text;
       let state;
-      try { state = inst.state; text = plainText(state, stateCap); } catch (e) { return '!' + (e === TOO_LONG ? fail('STATE_TOO_LARGE', 'more than ' + stateCap) : e === REFUSED || e === TOO_DEEP ? refused('STATE_INVALID', 'this.state', state, e) : unwritable('STATE_INVALID', 'this.state', state, e)); }
+      try { state = inst.state; text = plainText(state, stateCap); } catch (e) { return '!' + (e === TOO_LONG ? fail('STATE_TOO_LARGE', '') : e === REFUSED || e === TOO_DEEP ? refused('STATE_INVALID', 'this.state', state, e) : unwritable('STATE_INVALID', 'this.state', state, e)); }
       if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');
       return text;
     },
@@ -339,7 +339,7 @@ export const HARNESS_SOURCE = String.raw`(() => {
     snapshotOf(wrapped) {
       if (typeof wrapped === 'string') return wrapped; // state()'s error reply
       let text;
-      try { text = plainText(wrapped[0], stateCap); } catch (e) { return '!' + (e === TOO_LONG ? fail('STATE_TOO_LARGE', 'more than ' + stateCap) : e === REFUSED || e === TOO_DEEP ? refused('STATE_INVALID', 'this.state', wrapped[0], e) : unwritable('STATE_INVALID', 'this.state', wrapped[0], e)); }
+      try { text = plainText(wrapped[0], stateCap); } catch (e) { return '!' + (e === TOO_LONG ? fail('STATE_TOO_LARGE', '') : e === REFUSED || e === TOO_DEEP ? refused('STATE_INVALID', 'this.state', wrapped[0], e) : unwritable('STATE_INVALID', 'this.state', wrapped[0], e)); }
       if (typeof text !== 'string') return '!' + fail('STATE_INVALID', 'this.state is not JSON');
       return text;
     },

@@ -64,18 +64,19 @@ const SEEN_ENVIRONMENTS = 256;
  */
 const SPARE_MODULES_MIN = 128;
 const SPARE_WINDOW_MS = 30_000;
-/** The harness functions a session uses, looked up before its module's memory is copied. */
-/**
- * The harness's error replies for a result's or a state's JSON text past its cap, found before it was written to its end
- * (harness.ts `caps`, or bjson.ts's OVER_CAP); the host words the message (SandboxEnvironment).
- */
-const RESULT_OVER_CAP = '!{"err":"RESULT_TOO_LARGE","message":""}';
 /**
  * A result or a state is written up to this many times its cap (natively or by the guest), so that one somewhat over the
  * cap is said with its size; past that, the writing stops and the error says "more than" this many times the cap.
  */
 const OVER_CAP_SAID = 2;
+/**
+ * The harness's error replies for a result's or a state's JSON text past OVER_CAP_SAID times its cap, found before it was
+ * written to its end (harness.ts `caps`, which gives these same replies, or bjson.ts's OVER_CAP); the host words the
+ * message (SandboxEnvironment).
+ */
+const RESULT_OVER_CAP = '!{"err":"RESULT_TOO_LARGE","message":""}';
 const STATE_OVER_CAP = '!{"err":"STATE_TOO_LARGE","message":""}';
+/** The harness functions a session uses, looked up before its module's memory is copied. */
 const SESSION_FNS = ['seed', 'bind', 'create', 'caps', 'call', 'callValue', 'encodeOf', 'snapshot', 'state', 'snapshotOf'] as const;
 
 /** The release variant, whether the loader hands us its ESM default or the CommonJS namespace. */
