@@ -260,8 +260,14 @@ class GuestModule {
   /** The heap size the allocator asked for, while a resize is under way. */
   private need = 0;
   private refusal: Exhaustion | null = null;
-  /** Called when a growth is refused, while set (GuestVm.encodePlain; it must not throw). */
+  /**
+   * While set (GuestVm.encodePlain, the host's encoder of a result or state): a refused growth is
+   * the encoder's, not the tenant's, and calls this instead of marking the module exhausted (the
+   * encoder frees what it held and nothing of the guest's is lost). It must not throw.
+   */
   onRefusal: (() => void) | null = null;
+  /** While non-zero (with onRefusal): the memory size past which a growth is refused even within the allowance. */
+  ceiling = 0;
 
   constructor(
     private readonly build: QuickJSBuild,
@@ -427,6 +433,11 @@ class GuestModule {
     return this.memory.buffer.byteLength - this.build.unreachableBytes;
   }
 
+  /** Bytes of the whole memory. */
+  size(): number {
+    return this.memory.buffer.byteLength;
+  }
+
   /** Bytes the heap has grown since the module was made. */
   grownBytes(): number {
     return this.memory.buffer.byteLength - this.build.initialPages * WASM_PAGE;
@@ -440,8 +451,8 @@ class GuestModule {
         const grown = resize(requested);
         // Emscripten tried every size it would accept and each was refused: malloc fails now.
         if (!grown) {
-          this.exhausted ??= this.refusal ?? 'allowance';
-          this.onRefusal?.();
+          if (this.onRefusal) this.onRefusal();
+          else this.exhausted ??= this.refusal ?? 'allowance';
         }
         return grown;
       } finally {
@@ -456,7 +467,7 @@ class GuestModule {
     const asked = old + delta * WASM_PAGE;
     const need = roundUp(this.need > 0 ? this.need : asked, WASM_PAGE);
     const top = Math.floor((this.build.heapBase + this.allowance) / WASM_PAGE) * WASM_PAGE;
-    if (need > top) {
+    if (need > top || (this.ceiling > 0 && need > this.ceiling)) {
       this.refusal = 'allowance';
       throw new RangeError('envfleet: the environment’s memory allowance is used up');
     }
@@ -1015,6 +1026,15 @@ const WARM_SESSION_STATE = { list: [3, 1, 2], n: 1 };
  */
 const NATIVE_SNAPSHOT_ROOM = 4;
 /**
+ * The most the native encoder may grow a module by, as times the units of text it may write (GuestVm.encodePlain),
+ * plus ENCODER_SLACK_BYTES: a text of n units is at most about 2.5 n bytes of encoding (a float's 8 bytes against
+ * "0.5,"), held at most about 3.5 times at the peak (NATIVE_SNAPSHOT_ROOM), so a value within the units never meets it.
+ */
+const ENCODER_ROOM = 10;
+const ENCODER_SLACK_BYTES = 1 << 20;
+/** encodePlain's answer where a growth was refused on the encoder's way: the caller writes the value the guest's way. */
+const ENCODER_STOPPED = Symbol('encoder stopped');
+/**
  * How this thread's snapshots were written so far (read by tests and benchmarks); `restored`: those
  * of them (written by JSON.stringify) whose native attempt ran out of room and whose module's memory
  * was written back (GuestVm.snapshotText); `stopped`: native attempts the allowance stopped
@@ -1429,13 +1449,12 @@ class GuestVm {
       let text: string | null = null;
       // (The encoding takes at most two bytes a character of the text, numbers aside.)
       if (this.module.roomToGrow(NATIVE_SNAPSHOT_ROOM, 2 * sizeHint) || (mayRestore && (image = this.module.captureTransient()))) {
-        try {
-          text = this.encodePlain(raw, (wrapped as unknown as { value: number }).value, maxUnits, STATE_OVER_CAP);
-        } catch (err) {
-          if (!image || !this.module.exhausted || this.module.fatal) throw err;
-          // Out of room, and nothing of the guest ran since the copy: back to it.
+        const encoded = this.encodePlain(raw, (wrapped as unknown as { value: number }).value, maxUnits, STATE_OVER_CAP);
+        if (encoded !== ENCODER_STOPPED) text = encoded;
+        else if (image && !this.module.fatal) {
+          // Out of room, and nothing of the guest ran since the copy: back to it, so that the guest's
+          // JSON.stringify finds the heap exactly as it was.
           this.module.restore(image);
-          this.module.exhausted = null;
           SNAPSHOT_WAYS.restored += 1;
         }
       }
@@ -1451,20 +1470,28 @@ class GuestVm {
   }
 
   /**
-   * `[value]` through QuickJS's encoder and bjson.ts: the value's JSON text, or null (see bjsonToJson), or `tooLong`
-   * (the harness's error reply for a text past `maxUnits`). Throws SandboxError (a limit).
+   * `[value]` through QuickJS's encoder and bjson.ts: the value's JSON text, or null (see bjsonToJson),
+   * or ENCODER_STOPPED (the encoder found no room), or `tooLong` (the harness's error reply for a text
+   * past `maxUnits`). Throws SandboxError (a limit met before it began).
    */
-  private encodePlain(raw: RawContext, valuePtr: number, maxUnits: number, tooLong: string): string | null {
+  private encodePlain(raw: RawContext, valuePtr: number, maxUnits: number, tooLong: string): string | null | typeof ENCODER_STOPPED {
     const { ffi, ctx } = raw;
     const bjson = raw.bjson!;
     // The encoder writes into a DynBuf that, once it found no room, skips what it is given and goes
-    // on, and it checks no interrupt: out of room, it would go on to the end of the state, all the
+    // on, and it checks no interrupt: out of room, it would go on to the end of the value, all the
     // holes of a sparse array (a[3e9] = 1: minutes) or a long string shared by many members. What it
     // does check, for every value, is the runtime's stack limit: the first refused growth sets that
     // so that the next check fails, and the encoder returns its exception there; it is set back after.
+    // A refused growth here is the encoder's, not the guest's (GuestModule.onRefusal): the module is
+    // not exhausted, the encoder frees what it held, and the caller writes the value the guest's way,
+    // which stops at `maxUnits` (the harness's counting replacer) where this could not. The growth is
+    // refused past ENCODER_ROOM times `maxUnits` (and the allowance), far more than a text of
+    // `maxUnits` takes here, so that one string shared by many members of a result stops at a few
+    // megabytes rather than growing the module to its whole allowance on the way.
     const runtime = this.runtime!;
+    const module = this.module;
     let stopped = false;
-    this.module.onRefusal = () => {
+    module.onRefusal = () => {
       if (stopped) return;
       stopped = true;
       try {
@@ -1473,44 +1500,47 @@ class GuestVm {
         // (a runtime that cannot take the call: the encoder then runs to its end, as it would have)
       }
     };
-    // The encoder recurses once per level of containers, and its frames take the host thread's own stack faster than
-    // the runtime's limit is reached: 6,000 levels overflowed a 1 MB main thread's (`envfleet sandbox run`), which throws
-    // the environment away. Under a lower limit it stops after a few thousand levels (more than MAX_JSON_DEPTH: a value
-    // deeper than that is not passed on anyway, and the guest's JSON.stringify then says so).
-    let bufferPtr: number;
-    try {
-      runtime.setMaxStackSize(Math.min(this.stackBytes, ENCODER_STACK_BYTES));
-      bufferPtr = bjson.QTS_bjson_encode(ctx, valuePtr);
-    } catch (err) {
-      throw this.hostFailure(err);
-    } finally {
-      this.module.onRefusal = null;
-      if (stopped) SNAPSHOT_WAYS.stopped += 1;
-      try {
-        runtime.setMaxStackSize(this.stackBytes);
-      } catch {
-        this.module.fatal = true; // (a module that failed inside: never reused, as hostFailure has it)
-      }
-    }
+    if (Number.isFinite(maxUnits)) module.ceiling = module.size() + ENCODER_ROOM * maxUnits + ENCODER_SLACK_BYTES;
     let at = 0;
+    let bufferPtr = 0;
     try {
+      // The encoder recurses once per level of containers, and its frames take the host thread's own stack faster than
+      // the runtime's limit is reached: 6,000 levels overflowed a 1 MB main thread's (`envfleet sandbox run`), which throws
+      // the environment away. Under a lower limit it stops after a few thousand levels (more than MAX_JSON_DEPTH: a value
+      // deeper than that is not passed on anyway, and the guest's JSON.stringify then says so).
+      try {
+        runtime.setMaxStackSize(Math.min(this.stackBytes, ENCODER_STACK_BYTES));
+        bufferPtr = bjson.QTS_bjson_encode(ctx, valuePtr);
+      } catch (err) {
+        throw this.hostFailure(err);
+      } finally {
+        try {
+          runtime.setMaxStackSize(this.stackBytes);
+        } catch {
+          module.fatal = true; // (a module that failed inside: never reused, as hostFailure has it)
+        }
+      }
       const errorPtr = bufferPtr ? ffi.QTS_ResolveException(ctx, bufferPtr) : 0;
-      // Not plain data (a function, an accessor, a class the encoder refuses): null. Out of memory
-      // (the module is exhausted then): the limit. The encoder's buffer (quickjs.c's DynBuf) skips
-      // what it finds no room for and goes on, and JS_WriteObject never checks, so a buffer written
-      // while the module ran out may lack bytes anywhere with no exception: it is never read.
+      // Not plain data (a function, an accessor, a class the encoder refuses), or no room: null. The
+      // encoder's buffer (quickjs.c's DynBuf) skips what it finds no room for and goes on, and
+      // JS_WriteObject never checks, so a buffer written while a growth was refused may lack bytes
+      // anywhere with no exception: it is never read.
       if (errorPtr) ffi.QTS_FreeValuePointer(ctx, errorPtr);
       const hit = this.limitHit();
       if (hit) throw hit;
+      if (stopped) return ENCODER_STOPPED;
       if (errorPtr || !bufferPtr) return null;
       const length = bjson.QTS_GetArrayBufferLength(ctx, bufferPtr);
       // QTS_GetArrayBuffer hands back a malloc'd copy of the buffer's bytes, freed below.
       at = bjson.QTS_GetArrayBuffer(ctx, bufferPtr);
-      if (!at) throw this.limitHit() ?? new SandboxError('MEMORY_EXCEEDED', 'out of memory reading the state');
+      if (!at || stopped) return ENCODER_STOPPED;
       const heap = raw.module.HEAPU8;
       const text = bjsonToJson(heap.subarray(at, at + length), maxUnits);
       return text === OVER_CAP ? tooLong : text;
     } finally {
+      module.onRefusal = null;
+      module.ceiling = 0;
+      if (stopped) SNAPSHOT_WAYS.stopped += 1;
       if (at) raw.module._free(at);
       if (bufferPtr) ffi.QTS_FreeValuePointer(ctx, bufferPtr);
     }
@@ -1571,9 +1601,11 @@ class GuestVm {
       // [result], or "!" and an error reply; encodeOf stringifies the result where the encoder cannot write it.
       // Only where the heap can take the encoder's peak (see NATIVE_SNAPSHOT_ROOM; `sizeHint`: the
       // length of this environment's last result): there is no copy to go back to here.
-      let text: string | null;
+      let text: string | null = null;
       try {
-        text = this.module.roomToGrow(NATIVE_SNAPSHOT_ROOM, 2 * sizeHint) ? this.encodePlain(raw, resultPtr, maxBytes, RESULT_OVER_CAP) : null;
+        const encoded = this.module.roomToGrow(NATIVE_SNAPSHOT_ROOM, 2 * sizeHint) ? this.encodePlain(raw, resultPtr, maxBytes, RESULT_OVER_CAP) : null;
+        // (stopped for room: the guest's way below, which stops at maxBytes)
+        if (encoded !== ENCODER_STOPPED) text = encoded;
       } catch (err) {
         ffi.QTS_FreeValuePointer(ctx, resultPtr);
         throw err;

@@ -416,14 +416,22 @@ describe('snapshots through the native encoder', function () {
     } finally {
       cleared.dispose();
     }
-    // The guest's JSON.stringify stops too: 200 times one string of 1 MB is 200 MB of text, past the 32 MiB allowance
-    // (it was MEMORY_EXCEEDED, the environment thrown away).
-    const guest = await host.createEnvironment(before, {}, limits);
-    try {
-      expect(guest.call('repeated', { n: 200 })).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the result of repeated is more than 2000 bytes; the cap is 1000${RESULT_CAP_ADVICE}` } });
-      expect(guest.call('small', {}).result).to.equal('fine');
-    } finally {
-      guest.dispose();
+    // 200 times one string of 1 MB is 200 MB of text, past the 32 MiB allowance: the guest's JSON.stringify stops at
+    // twice the cap, and so does the native encoder, which writes each member's string again and would have grown
+    // the module past its allowance (it was MEMORY_EXCEEDED, the environment thrown away). It stops at a few
+    // megabytes of growth, and the result is then written the guest's way.
+    for (const code of [plain, before]) {
+      const env = await host.createEnvironment(code, {}, limits);
+      try {
+        const stopped = SNAPSHOT_WAYS.stopped;
+        expect(env.call('repeated', { n: 200 }), code.source).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the result of repeated is more than 2000 bytes; the cap is 1000${RESULT_CAP_ADVICE}` } });
+        if (code === plain) expect(SNAPSHOT_WAYS.stopped - stopped, 'the native encoder was stopped for room').to.equal(1);
+        expect(env.call('small', {}).result).to.equal('fine');
+        expect(env.call('repeated', { n: 200 }).runtimeError).to.equal('RESULT_TOO_LARGE');
+        expect(env.snapshotText()).to.equal('{}');
+      } finally {
+        env.dispose();
+      }
     }
   });
 
