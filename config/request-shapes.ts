@@ -10,6 +10,10 @@ import { z } from 'zod';
 export const TOOL_CALL_FORMATS = ['native', 'hermes', 'llama3', 'mistral', 'json', 'auto'] as const;
 export type ToolCallFormat = (typeof TOOL_CALL_FORMATS)[number];
 
+/** What is sent as `tool_choice` with the tools of a model whose tool calls arrive as text (RequestShape.textToolChoice). */
+export const TEXT_TOOL_CHOICES = ['none', 'omit'] as const;
+export type TextToolChoice = (typeof TEXT_TOOL_CHOICES)[number];
+
 export const REASONING_EFFORTS = ['minimal', 'low', 'medium', 'high'] as const;
 export type ReasoningEffort = (typeof REASONING_EFFORTS)[number];
 
@@ -30,6 +34,12 @@ export interface RequestShape {
   /** `json_schema`: structured stages send their schema as `response_format: {type: "json_schema"}`; `prompt`: the schema is only described in the prompt. */
   readonly structuredOutput: 'json_schema' | 'prompt';
   readonly toolCallFormat: ToolCallFormat;
+  /**
+   * With a text toolCallFormat, the `tool_choice` sent with the tools: `none` (vLLM without a tool-call parser refuses
+   * the default "auto", and still renders the tools into the prompt under "none"), or `omit` (SGLang renders no tools
+   * under "none"; left out, its default "auto" renders them, and without --tool-call-parser nothing parses the text).
+   */
+  readonly textToolChoice: TextToolChoice;
   /** Ask for the log-probability of every sampled token (`logprobs: true`). */
   readonly logprobs: boolean;
   /** Ask for the token ids of the prompt and the completion (vLLM: `return_token_ids: true`). */
@@ -47,7 +57,7 @@ export interface RequestShape {
 type Fields = Omit<RequestShape, 'preset'>;
 
 /** What envfleet sends without a preset: what it always sent. */
-export const DEFAULT_REQUEST_SHAPE: Fields = { tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', logprobs: false, returnTokenIds: false, seed: false, sendReasoning: false };
+export const DEFAULT_REQUEST_SHAPE: Fields = { tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', textToolChoice: 'none', logprobs: false, returnTokenIds: false, seed: false, sendReasoning: false };
 
 export const REQUEST_PRESETS = {
   /** OpenAI chat models (gpt-4o, gpt-4.1): max_completion_tokens, sampling, JSON Schema answers, native tool calls. */
@@ -56,8 +66,8 @@ export const REQUEST_PRESETS = {
   'openai-reasoning': { tokenParam: 'max_completion_tokens', sampling: false, structuredOutput: 'json_schema' },
   /** vLLM's OpenAI server: max_tokens, sampling, guided decoding through response_format; native tool calls need --enable-auto-tool-choice and a --tool-call-parser (else set toolCallFormat). */
   vllm: { tokenParam: 'max_tokens', sampling: true, structuredOutput: 'json_schema' },
-  /** SGLang's OpenAI server: as vLLM (native tool calls need --tool-call-parser). */
-  sglang: { tokenParam: 'max_tokens', sampling: true, structuredOutput: 'json_schema' },
+  /** SGLang's OpenAI server: as vLLM (native tool calls need --tool-call-parser); text tool calls without tool_choice, which under "none" would hide the tools. */
+  sglang: { tokenParam: 'max_tokens', sampling: true, structuredOutput: 'json_schema', textToolChoice: 'omit' },
   /** Ollama's /v1 API: max_tokens, sampling, response_format json_schema (Ollama ≥ 0.5). */
   ollama: { tokenParam: 'max_tokens', sampling: true, structuredOutput: 'json_schema' },
 } as const satisfies Record<string, Partial<Fields>>;
@@ -78,6 +88,7 @@ export const RequestShapeFields = {
     .optional(),
   structuredOutput: z.enum(['json_schema', 'prompt']).optional(),
   toolCallFormat: z.enum(TOOL_CALL_FORMATS).optional(),
+  textToolChoice: z.enum(TEXT_TOOL_CHOICES).optional(),
   logprobs: z.boolean().optional(),
   returnTokenIds: z.boolean().optional(),
   seed: z.boolean().optional(),
@@ -106,6 +117,7 @@ export function resolveRequestShape(defaultEntry: FileFields | undefined, stageE
     extraBody: Object.fromEntries(Object.entries({ ...(layer(defaultEntry).extraBody ?? {}), ...(layer(stageEntry).extraBody ?? {}) }).filter(([, v]) => v !== null)),
     structuredOutput: merged.structuredOutput,
     toolCallFormat: merged.toolCallFormat,
+    textToolChoice: merged.textToolChoice,
     logprobs: merged.logprobs,
     returnTokenIds: merged.returnTokenIds,
     seed: merged.seed,

@@ -640,8 +640,9 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       maxTokens: request.maxTokens ?? profile.maxTokens,
       tools: request.tools,
       // A model whose calls arrive as text is served without a tool-call parser: vLLM refuses the default
-      // "auto" there, and "none" still renders the tools into the prompt.
-      toolChoice: request.toolChoice ?? (request.tools?.length && profile.request.toolCallFormat !== 'native' ? 'none' : undefined),
+      // "auto" there, and "none" still renders the tools into the prompt; SGLang renders none under "none",
+      // so it gets no tool_choice (textToolChoice "omit", its preset's).
+      toolChoice: request.toolChoice ?? (request.tools?.length && profile.request.toolCallFormat !== 'native' && profile.request.textToolChoice === 'none' ? 'none' : undefined),
       responseFormat: request.responseFormat,
       seed: request.seed,
     });

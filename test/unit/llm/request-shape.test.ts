@@ -21,7 +21,7 @@ const REFUSES_TEMPERATURE = refuses('temperature', "Unsupported value: 'temperat
 describe('request shapes: presets and fields per profile', () => {
   it('has these defaults when nothing is set', () => {
     const config = loadConfig({});
-    expect(config.profiles['rollout.policy'].request).to.deep.equal({ preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', logprobs: false, returnTokenIds: false, seed: false, sendReasoning: false });
+    expect(config.profiles['rollout.policy'].request).to.deep.equal({ preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', textToolChoice: 'none', logprobs: false, returnTokenIds: false, seed: false, sendReasoning: false });
   });
 
   it('layers the default profile, its preset, then the stage preset and fields', () => {
@@ -41,6 +41,7 @@ describe('request shapes: presets and fields per profile', () => {
       extraBody: { chat_template_kwargs: { enable_thinking: false }, top_k: 20 },
       structuredOutput: 'json_schema',
       toolCallFormat: 'hermes',
+      textToolChoice: 'none',
       logprobs: false,
       returnTokenIds: false,
       seed: false,
@@ -54,6 +55,7 @@ describe('request shapes: presets and fields per profile', () => {
       extraBody: { chat_template_kwargs: { enable_thinking: false }, top_k: 40 },
       structuredOutput: 'json_schema',
       toolCallFormat: 'hermes',
+      textToolChoice: 'none',
       logprobs: false,
       returnTokenIds: false,
       seed: false,
@@ -120,6 +122,25 @@ describe('request shapes against endpoints that behave like each preset (scripte
     const withIt = await gateway([{ name: 'ok', respond: { content: 'ok' } }], 'profiles:\n  rollout.policy: { sendReasoning: true }\n');
     await withIt.chat({ runId: 'r', stage: 'rollout.policy' }, { messages });
     expect((server.log().at(-1)!.body as { messages: Record<string, unknown>[] }).messages[1]).to.deep.include({ reasoning_content: 'Il faut rendre L1 d’abord 🤔' });
+  });
+
+  it('sends tool_choice "none" with the tools of a model whose calls come as text, and none at all to SGLang (which would hide the tools under "none")', async () => {
+    const tools = [{ type: 'function' as const, function: { name: 'get_book', description: 'Un livre — 书', parameters: { type: 'object', properties: {} } } }];
+    const sent = async (models: string): Promise<Record<string, unknown>> => {
+      const g = await gateway([{ name: 'ok', respond: { content: 'ok' } }], models);
+      await g.chat({ runId: 'r', stage: 'rollout.policy' }, { messages: [{ role: 'user', content: 'Livre 📚 ?' }], tools });
+      const body = server.log().at(-1)!.body as Record<string, unknown>;
+      await server.close();
+      expect(body['tools'], models).to.deep.equal(tools);
+      return body;
+    };
+    expect(await sent('profiles:\n  rollout.policy: { preset: vllm, toolCallFormat: hermes }\n')).to.include({ tool_choice: 'none' });
+    expect(await sent('profiles:\n  rollout.policy: { toolCallFormat: auto }\n')).to.include({ tool_choice: 'none' });
+    expect(await sent('profiles:\n  rollout.policy: { preset: sglang, toolCallFormat: hermes }\n')).not.to.have.any.keys('tool_choice');
+    expect(await sent('profiles:\n  rollout.policy: { toolCallFormat: llama3, textToolChoice: omit }\n')).not.to.have.any.keys('tool_choice');
+    expect(await sent('profiles:\n  rollout.policy: { preset: sglang, toolCallFormat: hermes, textToolChoice: none }\n')).to.include({ tool_choice: 'none' });
+    // native calls: the endpoint's own default ("auto")
+    expect(await sent('profiles:\n  rollout.policy: { preset: sglang }\n')).not.to.have.any.keys('tool_choice');
   });
 
   it('sends extra body fields (vLLM chat_template_kwargs, top_k) as they are written', async () => {
