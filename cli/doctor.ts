@@ -5,9 +5,10 @@ import { modelCodeOfStatus } from '../src/errors.js';
 import { createRedisConnection, describeRedis, waitForRedis } from '../src/redis/connection.js';
 import { inspectRedis, judgeRedis } from '../src/redis/guard.js';
 import { errorBodyText, errorSaid, STAGE_HEADER } from '../src/llm/gateway.js';
-import { createNodeFetch } from '../src/llm/node-fetch.js';
+import { createHttpSender, createNodeFetch, type HttpSender } from '../src/llm/node-fetch.js';
+import { chatRequestBase, postChatCompletion } from '../src/llm/chat-post.js';
 import { createSecretMask } from '../src/util/secrets.js';
-import { jsonSchemaResponseFormat, shapeChatRequest } from '../src/llm/request-shape.js';
+import { defaultToolChoice, jsonSchemaResponseFormat, shapeChatRequest } from '../src/llm/request-shape.js';
 
 export interface Check {
   readonly name: string;
@@ -78,56 +79,82 @@ function fixFor(param: string, shape: RequestShape): string {
     case 'response_format':
     case 'json_schema':
       return 'set "structuredOutput: prompt"';
+    case 'tools':
+    case 'tool_choice':
+      return shape.toolCallFormat === 'native'
+        ? 'the model is served without tool calls: set "toolCallFormat" to the format its text uses ("hermes" for Qwen, "llama3", "mistral", "json", or "auto"), or serve it with its tool-call parser (vLLM: --enable-auto-tool-choice --tool-call-parser …; SGLang: --tool-call-parser …)'
+        : `the endpoint refuses tools even with tool_choice ${shape.textToolChoice === 'none' ? '"none"' : 'left out'}: try "textToolChoice: ${shape.textToolChoice === 'none' ? 'omit' : 'none'}", or a model that takes tools`;
     default:
       return Object.hasOwn(shape.extraBody, param) ? `remove "${param}" from "extraBody"` : 'check the profile\'s request shape';
   }
 }
 
+/** The stage whose requests carry tools (the agent's turns): the doctor's probe for it carries one too. */
+const TOOLS_STAGE = 'rollout.policy';
+const DOCTOR_TOOL = { type: 'function' as const, function: { name: 'doctor_ping', description: 'Answers ok.', parameters: { type: 'object', properties: {} } } };
+
 /**
  * One tiny request per request shape (profile model and settings) on the endpoint: the parameters
  * the gateway will send, so an endpoint that refuses one (OpenAI's reasoning models and max_tokens
- * or temperature, a server without json_schema) is named before a run fails on it, with the setting
- * that fixes it.
+ * or temperature, a server without json_schema, a model served without tool calls) is named before
+ * a run fails on it, with the setting that fixes it. The agent's stage (rollout.policy) is probed
+ * with a tool, as its requests carry tools, and the other stages without; each probe is posted the
+ * way the workers post (postChatCompletion: an answer streamed unasked is read as they read it).
  */
 async function checkRequestShapes(config: AppConfig, endpointName: string): Promise<Check[]> {
   const endpoint = config.endpoints[endpointName]!;
   const client = new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: 30_000, fetch: gatewayFetch() });
+  const base = await chatRequestBase(client, 30_000);
   const checks: Check[] = [];
   for (const { profile, stages } of shapeGroups(config, endpointName)) {
     const shape = profile.request;
-    const name = `request shape ${endpointName} ${profile.model}${shape.preset ? ` (preset ${shape.preset})` : ''}`;
-    const where = `profiles ${stages.length > 3 ? `${stages.slice(0, 3).join(', ')} and ${stages.length - 3} more` : stages.join(', ')}`;
-    const params = shapeChatRequest(profile, {
-      model: profile.model,
-      messages: [{ role: 'user', content: 'Reply with {"ok": true}.' }],
-      temperature: profile.temperature,
-      maxTokens: 32,
-      responseFormat: shape.structuredOutput === 'json_schema' ? (jsonSchemaResponseFormat('doctor', DoctorAnswer) ?? undefined) : undefined,
-    });
-    const sent = Object.keys(params).filter(k => k !== 'model' && k !== 'messages');
-    try {
-      const body: unknown = await client.chat.completions.create(params, { headers: { [STAGE_HEADER]: 'doctor' } });
-      const choices = (body as { choices?: unknown } | null)?.choices;
-      if (!Array.isArray(choices) || !(choices[0] as { message?: unknown } | undefined)?.message) {
-        // A gateway that answers 200 with an error object (an overloaded upstream, a model it cannot reach) did not accept the request.
-        const said = errorSaid(body);
-        checks.push({ name, status: 'fail', detail: `a request with ${sent.join(', ')} was answered 200 without a reply (${where})${said === null ? `: ${cutBody(body)}` : `; the endpoint said: ${said}`}` });
-        continue;
-      }
-      checks.push({ name, status: 'ok', detail: `accepts ${sent.join(', ')} (${where})` });
-    } catch (err) {
-      const status = err instanceof APIError ? (err.status as number | undefined) : undefined;
-      const message = errorBodyText((err as Error).message);
-      // The parameter refused: of those sent, the one the message names first ("'max_tokens' is not supported … use 'max_completion_tokens'").
-      const candidates = [...sent, ...(sent.includes('response_format') ? ['json_schema'] : [])];
-      const named = candidates
-        .map(p => ({ p, at: message.search(new RegExp(`\\b${p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\b`)) }))
-        .filter(c => c.at >= 0)
-        .sort((a, b) => a.at - b.at)[0]?.p;
-      if ((status === 400 || status === 422) && named) {
-        checks.push({ name, status: 'fail', detail: `the endpoint refused "${named}" (${status}: ${message.slice(0, 200)}). In ${config.modelsFile ?? 'ENVFLEET_MODELS_FILE'}, ${where}: ${fixFor(named, shape)}.` });
-      } else {
-        checks.push({ name, status: 'fail', detail: `a request with ${sent.join(', ')} failed (${where}): ${message.slice(0, 300)}` });
+    const others = stages.filter(s => s !== TOOLS_STAGE);
+    const probes = [
+      ...(others.length ? [{ tools: false, stages: others }] : []),
+      ...(stages.includes(TOOLS_STAGE) ? [{ tools: true, stages: [TOOLS_STAGE] }] : []),
+    ];
+    for (const probe of probes) {
+      const name = `request shape ${endpointName} ${profile.model}${shape.preset ? ` (preset ${shape.preset})` : ''}${probe.tools ? ' with tools' : ''}`;
+      const where = `profiles ${probe.stages.length > 3 ? `${probe.stages.slice(0, 3).join(', ')} and ${probe.stages.length - 3} more` : probe.stages.join(', ')}`;
+      const params = shapeChatRequest(profile, {
+        model: profile.model,
+        messages: [{ role: 'user', content: 'Reply with {"ok": true}.' }],
+        temperature: profile.temperature,
+        maxTokens: 32,
+        ...(probe.tools
+          ? { tools: [DOCTOR_TOOL], toolChoice: defaultToolChoice(shape, true) }
+          : { responseFormat: shape.structuredOutput === 'json_schema' ? (jsonSchemaResponseFormat('doctor', DoctorAnswer) ?? undefined) : undefined }),
+      });
+      const sent = Object.keys(params).filter(k => k !== 'model' && k !== 'messages');
+      try {
+        const body: unknown = await postChatCompletion(doctorSender(), base, params, { headers: { [STAGE_HEADER]: 'doctor' }, signal: null, timeoutMs: 30_000 });
+        const choices = (body as { choices?: unknown } | null)?.choices;
+        if (!Array.isArray(choices) || !(choices[0] as { message?: unknown } | undefined)?.message) {
+          // A gateway that answers 200 with an error object (an overloaded upstream, a model it cannot reach) did not accept the request.
+          const said = errorSaid(body);
+          checks.push({ name, status: 'fail', detail: `a request with ${sent.join(', ')} was answered 200 without a reply (${where})${said === null ? `: ${cutBody(body)}` : `; the endpoint said: ${said}`}` });
+          continue;
+        }
+        checks.push({ name, status: 'ok', detail: `accepts ${sent.join(', ')} (${where})` });
+      } catch (err) {
+        const status = err instanceof APIError ? (err.status as number | undefined) : undefined;
+        const message = errorBodyText((err as Error).message);
+        // The parameter refused: of those sent, the one the message names first ("'max_tokens' is not supported … use 'max_completion_tokens'").
+        const candidates = [...sent, ...(sent.includes('response_format') ? ['json_schema'] : [])];
+        const named =
+          candidates
+            .map(p => ({ p, at: message.search(new RegExp(`\\b${p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\b`)) }))
+            .filter(c => c.at >= 0)
+            .sort((a, b) => a.at - b.at)[0]?.p ??
+          // vLLM without a parser: '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+          (probe.tools && /\btool/i.test(message) ? 'tools' : undefined);
+        if ((status === 400 || status === 422) && named) {
+          checks.push({ name, status: 'fail', detail: `the endpoint refused "${named}" (${status}: ${message.slice(0, 200)}). In ${config.modelsFile ?? 'ENVFLEET_MODELS_FILE'}, ${where}: ${fixFor(named, shape)}.` });
+        } else if (err instanceof SyntaxError) {
+          checks.push({ name, status: 'fail', detail: `a request with ${sent.join(', ')} got an answer that cannot be read (${where}): ${message.slice(0, 300)}` });
+        } else {
+          checks.push({ name, status: 'fail', detail: `a request with ${sent.join(', ')} failed (${where}): ${message.slice(0, 300)}` });
+        }
       }
     }
   }
@@ -153,9 +180,14 @@ function cutBody(body: unknown): string {
  * (`http://user:pass@proxy/v1`), which the workers send, and would report such an endpoint unreachable.
  */
 function gatewayFetch(): typeof fetch {
-  return (doctorFetch ??= createNodeFetch());
+  return (doctorFetch ??= createNodeFetch({ sender: doctorSender() }));
 }
 let doctorFetch: typeof fetch | undefined;
+/** The gateway's sender (src/llm/node-fetch.ts), for the posts of chat requests as the workers make them. */
+function doctorSender(): HttpSender {
+  return (sender ??= createHttpSender());
+}
+let sender: HttpSender | undefined;
 
 async function checkRedis(config: AppConfig): Promise<Check[]> {
   const where = describeRedis(config.redis);

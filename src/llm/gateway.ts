@@ -22,7 +22,7 @@ import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './cha
 import { AnswerCutError, createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
 import { contentText, splitThinking } from './thinking.js';
-import { jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
+import { defaultToolChoice, jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
 import { unlimitedEndpoint, type CoolDownCause, type EndpointLimiter, type Lease, type Ledger, type LedgerEntry, type LedgerTotals, type ResponseCache, type Usage } from './ports.js';
 import { budgetReached, usedOf, type Budget, type RunBudgets, type RunGate } from '../runs/control.js';
 
@@ -639,10 +639,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       temperature: request.temperature ?? profile.temperature,
       maxTokens: request.maxTokens ?? profile.maxTokens,
       tools: request.tools,
-      // A model whose calls arrive as text is served without a tool-call parser: vLLM refuses the default
-      // "auto" there, and "none" still renders the tools into the prompt; SGLang renders none under "none",
-      // so it gets no tool_choice (textToolChoice "omit", its preset's).
-      toolChoice: request.toolChoice ?? (request.tools?.length && profile.request.toolCallFormat !== 'native' && profile.request.textToolChoice === 'none' ? 'none' : undefined),
+      toolChoice: request.toolChoice ?? defaultToolChoice(profile.request, Boolean(request.tools?.length)),
       responseFormat: request.responseFormat,
       seed: request.seed,
     });

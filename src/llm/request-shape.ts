@@ -38,6 +38,16 @@ function withoutReasoning<M>(m: M): M {
   return rest as M;
 }
 
+/**
+ * The `tool_choice` a request with tools gets when its caller names none: none for native tool calls (the endpoint's
+ * default, "auto"); for calls that come as text, served without a tool-call parser, "none" (vLLM refuses its default
+ * "auto" there, and still renders the tools into the prompt under "none"), or no tool_choice at all where the profile
+ * says `textToolChoice: omit` (SGLang renders no tools under "none").
+ */
+export function defaultToolChoice(shape: Pick<ModelProfile['request'], 'toolCallFormat' | 'textToolChoice'>, hasTools: boolean): 'none' | undefined {
+  return hasTools && shape.toolCallFormat !== 'native' && shape.textToolChoice === 'none' ? 'none' : undefined;
+}
+
 export function shapeChatRequest(profile: Pick<ModelProfile, 'request'>, input: ShapedChatInput): ChatCompletionCreateParamsNonStreaming {
   const shape = profile.request;
   const body: Record<string, unknown> = {

@@ -45,6 +45,19 @@ describe('envfleet doctor: endpoints that answer with errors in odd shapes (a ra
     }
   });
 
+  it('reads an answer streamed unasked (text/event-stream) as the workers do: the request shapes pass', async () => {
+    const chunk = (delta: object, finish: string | null) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o-mini', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+    const url = await endpointAnswering(path =>
+      path.endsWith('/models')
+        ? [200, 'application/json', JSON.stringify({ object: 'list', data: [{ id: 'gpt-4o-mini', object: 'model' }, { id: 'text-embedding-3-small', object: 'model' }] })]
+        : [200, 'text/event-stream', `${chunk({ role: 'assistant', content: '{"ok": ' }, null)}${chunk({ content: 'true} — 好' }, null)}${chunk({}, 'stop')}data: [DONE]\n\n`],
+    );
+    const checks = await runDoctor(configAt(url));
+    const shapes = checks.filter(c => c.name.startsWith('request shape'));
+    expect(shapes.map(c => c.name)).to.deep.equal(['request shape default gpt-4o-mini', 'request shape default gpt-4o-mini with tools']);
+    for (const c of shapes) expect(c.status, c.detail).to.equal('ok');
+  });
+
   it("shows a 503's HTML page by its title and length, not whole", async () => {
     const page = `<!DOCTYPE html><html><head><title>503 Service Unavailable</title><style>${'body{margin:0}'.repeat(500)}</style></head><body><h1>Service Unavailable</h1><p>${'The server is temporarily unable to service your request. '.repeat(200)}</p></body></html>`;
     const url = await endpointAnswering(() => [503, 'text/html', page]);

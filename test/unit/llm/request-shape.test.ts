@@ -196,7 +196,31 @@ describe('request shapes against endpoints that behave like each preset (scripte
     expect(refused.name).to.equal('request shape default gpt-4o-mini');
     expect(refused.detail).to.match(/refused "max_tokens"/).and.to.match(/tokenParam: max_completion_tokens/).and.to.match(/models\.yaml/);
     const reasoning = shapes.find(c => c.name.includes('o4-mini'))!;
-    expect(reasoning).to.deep.include({ status: 'ok', name: 'request shape default o4-mini (preset openai-reasoning)' });
-    expect(reasoning.detail).to.match(/max_completion_tokens/).and.to.match(/rollout\.policy/);
+    // (the agent's stage alone: probed with a tool, as its requests carry tools)
+    expect(reasoning).to.deep.include({ status: 'ok', name: 'request shape default o4-mini (preset openai-reasoning) with tools' });
+    expect(reasoning.detail).to.match(/max_completion_tokens/).and.to.match(/tools/).and.to.match(/rollout\.policy/);
+  });
+
+  it('envfleet doctor probes the agent\'s stage with a tool, as the workers send it: a model served without tool calls fails there with what to set', async () => {
+    // vLLM without --enable-auto-tool-choice (its own words), Ollama with a model that takes no tools
+    const vllm = { name: 'vllm-no-parser', matchAny: '^(?![\\s\\S]*"tool_choice":"none")[\\s\\S]*"tools"', fault: { type: 'server_error' as const, status: 400, message: '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set' } };
+    const ollama = { name: 'ollama-no-tools', matchAny: '"tools"', fault: { type: 'server_error' as const, status: 400, message: 'registry.ollama.ai/library/gemma:2b does not support tools' } };
+    const ok = { name: 'ok', respond: { content: 'ok — 好' } };
+    const run = async (rules: ScriptRule[], models: string) => {
+      server = await startModelServer({ script: parseModelScript({ models: ['gpt-4o-mini', 'text-embedding-3-small'], rules: [...rules, ok] }) });
+      const checks = await runDoctor(() => configWith(models, server.url));
+      await server.close();
+      return checks.filter(c => c.name.startsWith('request shape'));
+    };
+    const native = await run([vllm], 'profiles: {}\n');
+    const policy = native.find(c => c.name.endsWith('with tools'))!;
+    expect(policy.status).to.equal('fail');
+    expect(policy.detail).to.include('refused "tools"').and.to.include('--enable-auto-tool-choice').and.to.include('set "toolCallFormat"').and.to.include('profiles rollout.policy');
+    expect(native.filter(c => c !== policy).map(c => c.status), 'the other stages send no tools').to.deep.equal(['ok']);
+    // served as text: tool_choice "none" gets through
+    expect((await run([vllm], 'profiles:\n  rollout.policy: { toolCallFormat: hermes }\n')).map(c => c.status)).to.deep.equal(['ok', 'ok']);
+    const refusing = (await run([ollama], 'profiles:\n  rollout.policy: { toolCallFormat: hermes }\n')).find(c => c.name.endsWith('with tools'))!;
+    expect(refusing.status).to.equal('fail');
+    expect(refusing.detail).to.include('refused "tools"').and.to.include('textToolChoice: omit');
   });
 });
