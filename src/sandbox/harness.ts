@@ -148,11 +148,14 @@ export const HARNESS_SOURCE = String.raw`(() => {
     }
   };
   // The containers down to the one past MAX_DEPTH (at level n), as the Python runtime says it: a JSON pointer, its
-  // first five and last two keys when there are more than eight, each cut at 40 characters.
+  // first five and last two keys when there are more than eight, each cut at 40 characters (code points, as Python
+  // counts them: a cut never splits a surrogate pair).
   const deepAt = (n) => {
     const seg = (i) => {
       const k = StringFn(keyIn[i]);
-      return '/' + esc(k.length <= 40 ? k : k.slice(0, 40) + '…');
+      let end = 0;
+      for (let chars = 0; end < k.length && chars < 40; chars++) end += (k.charCodeAt(end) & 0xfc00) === 0xd800 && (k.charCodeAt(end + 1) & 0xfc00) === 0xdc00 ? 2 : 1;
+      return '/' + esc(end >= k.length ? k : k.slice(0, end) + '…');
     };
     let at = '';
     if (n - 1 <= 8) for (let i = 2; i <= n; i++) at += seg(i);

@@ -96,6 +96,25 @@ describe('JavaScript results and states nested more than 1,000 levels deep (Quic
     });
   }
 
+  it('cuts each key of the place it names at 40 characters as Python counts them, never between the halves of an emoji', async () => {
+    const source = `class Keys { constructor(s) { this.state = s; }
+      deep({ key }) { let o = {}; const r = o; for (let i = 0; i < 1005; i++) { o[key] = {}; o = o[key]; } return { success: true, data: r }; } }`;
+    for (const code of [source, `${source}\n// toJSON`]) {
+      const env = await host.createEnvironment({ name: 'keys', className: 'Keys', source: code, tools: [tool('deep')] }, {}, LIMITS);
+      try {
+        for (const key of [`a${'😀'.repeat(30)}`, 'é'.repeat(45), `${'x'.repeat(39)}🇫🇷`, `${'x'.repeat(38)}🇫🇷`]) {
+          const error = (env.call('deep', { key }).result as { error: string }).error;
+          const chars = [...key];
+          const seg = chars.length <= 40 ? key : `${chars.slice(0, 40).join('')}…`;
+          expect(error, key).to.include(`(1001 containers down to /data/${seg}/${seg}/${seg}/${seg}/…/${seg}/${seg})`);
+          expect(Buffer.from(error, 'utf8').toString('utf8'), 'no lone surrogate').to.equal(error);
+        }
+      } finally {
+        env.dispose();
+      }
+    }
+  });
+
   it('refuses an initial state nested more than 1,000 levels deep with STATE_INVALID, as the Python runtime does', async () => {
     let chain: unknown = null;
     for (let i = 0; i < MAX_JSON_DEPTH; i++) chain = { next: chain };
