@@ -1854,9 +1854,9 @@ export class SandboxEnvironment {
   /**
    * Calls a tool. The limits are those of every call: the arguments validated against the tool's
    * schema, the call's deadline or the rest of the session's budget, the module's memory, and the
-   * reply cap (`maxResultBytes`, on the reply's length as the harness wrapped replies before:
-   * `{"ok":` + result + `}`). The time the call took (`us`, and the session's CPU account)
-   * includes parsing the result.
+   * result cap (`maxResultBytes`, on the result's JSON text in UTF-8 bytes, as in the Python
+   * runtime; until 2026-12-06 on `{"ok":` + result + `}`, 7 bytes more). The time the call took
+   * (`us`, and the session's CPU account) includes parsing the result.
    */
   call(tool: string, args: unknown): CallOutcome {
     return this.invoke(tool, args, true) as CallOutcome;
@@ -1895,9 +1895,9 @@ export class SandboxEnvironment {
         return outcome;
       }
       // The harness's reply: the result's JSON text, or "!" and an error reply (harness.ts). The cap
-      // applies to the length the reply had when it was {"ok":<result>}, or the error reply's.
+      // applies to the result's JSON text, as the Python runtime's does, or to the error reply's.
       const failed = text.charCodeAt(0) === 33;
-      const length = utf8Length(text, this.limits.maxResultBytes) + (failed ? -1 : 7);
+      const length = utf8Length(text, this.limits.maxResultBytes) - (failed ? 1 : 0);
       if (length > this.limits.maxResultBytes) {
         // An error past the cap (an exception whose message holds the whole database) is said as an error, with its
         // start, as the Python runtime says it; a limit keeps its own code.

@@ -52,8 +52,8 @@ const CODE: EnvironmentCode = {
   ],
 };
 
-/** The length the harness's reply had when it wrapped results: {"ok":<result JSON>}. */
-const wrapped = (result: unknown) => JSON.stringify(result).length + 7;
+/** The length of a result's JSON text (ASCII here: its UTF-8 bytes). Until 2026-12-06 the cap was on {"ok":<result JSON>}, 7 bytes more. */
+const wrapped = (result: unknown) => JSON.stringify(result).length;
 
 describe('the sandbox call path', function () {
   this.timeout(30_000);
@@ -91,7 +91,7 @@ describe('the sandbox call path', function () {
     expect(env.call('toString', {})).to.deep.include({ runtimeError: 'UNKNOWN_TOOL', result: { success: false, error: 'the class has no method toString' } });
   });
 
-  it('caps the reply on the length it had as {"ok":<result>}: a result at the cap passes, one character more does not', () => {
+  it('caps the result on its own JSON text, as the Python runtime does: a result at the cap passes, one character more does not', () => {
     const at = env.call('pad', { n: CAP - wrapped({ d: '' }), ch: 'x' });
     expect(at.runtimeError).to.equal(undefined);
     expect(wrapped(at.result)).to.equal(CAP);
