@@ -10,6 +10,7 @@ import { boundedRunner } from '../src/sandbox/language-router.js';
 import { createPythonSandboxRunner } from '../src/sandbox/python/python-runner.js';
 import type { SandboxRunner } from '../src/sandbox/runner.js';
 import { withRuns } from './context.js';
+import { oneLineText } from '../src/util/text.js';
 
 export interface ImportEnvscalerOptions {
   readonly run: string;
@@ -56,6 +57,14 @@ function reporter(): (p: ImportProgress) => void {
   };
 }
 
+/** The most characters of one skipped record's or warning's line the summary shows (--json has them whole). */
+const SHOWN_CHARS = 2_000;
+/**
+ * A skipped record or a warning as the summary's line: its text comes from the data file (an id, a class name), so its
+ * control characters (an ANSI escape, a right-to-left override, a NUL) are shown as U+FFFD, not sent to the terminal.
+ */
+const shownItem = (k: { readonly file: string; readonly where: string; readonly problem: string }): string => `  ${oneLineText(`${k.file} ${k.where}: ${k.problem}`, SHOWN_CHARS)}`;
+
 function summaryText(s: EnvscalerImportSummary, opts: ImportEnvscalerOptions): string {
   const counts = (c: { imported: number; unchanged: number; updated: number }) => `${c.imported} new, ${c.unchanged} unchanged, ${c.updated} updated`;
   const lines = [
@@ -65,10 +74,10 @@ function summaryText(s: EnvscalerImportSummary, opts: ImportEnvscalerOptions): s
     `checks:       ${s.checks}`,
     `not selected: ${s.notSelected.environments} environments, ${s.notSelected.scenarios} scenarios (--split ${opts.split}${opts.limit ? `, --limit ${opts.limit}` : ''})`,
     `skipped:      ${s.skipped.length} records${s.skipped.length ? ':' : ''}`,
-    ...s.skipped.slice(0, SHOWN).map(k => `  ${k.file} ${k.where}: ${k.problem}`),
+    ...s.skipped.slice(0, SHOWN).map(shownItem),
     ...(s.skipped.length > SHOWN ? [`  … and ${s.skipped.length - SHOWN} more (--json lists them all)`] : []),
-    ...(s.warnings.length ? [`warnings:     ${s.warnings.length}`, ...s.warnings.slice(0, SHOWN).map(k => `  ${k.file} ${k.where}: ${k.problem}`)] : []),
-    ...s.fileProblems.map(p => `file problem: ${p}`),
+    ...(s.warnings.length ? [`warnings:     ${s.warnings.length}`, ...s.warnings.slice(0, SHOWN).map(shownItem)] : []),
+    ...s.fileProblems.map(p => `file problem: ${oneLineText(p, SHOWN_CHARS)}`),
     `The environments are Python (language "python", run by the Python runtime). Roll out with: envfleet rollouts --run ${s.runId}; serve with: envfleet serve --run ${s.runId}; export with: envfleet export --run ${s.runId} --out DIR`,
   ];
   return `${lines.join('\n')}\n`;
@@ -145,7 +154,7 @@ function bfclSummaryText(s: BfclImportSummary, opts: ImportBfclOptions): string 
     `gold replay:  ${s.replay.entries} entries replayed in the sandbox (${s.replay.calls} calls, ${(s.replay.ms / 1000).toFixed(1)} s), ${s.replay.reused} already imported from the same input`,
     `not selected: ${s.notSelected} entries${opts.limit ? ` (--limit ${opts.limit})` : ''}`,
     `skipped:      ${s.skipped.length} entries${s.skipped.length ? ':' : ''}`,
-    ...s.skipped.slice(0, SHOWN).map(k => `  ${k.file} ${k.where}: ${k.problem}`),
+    ...s.skipped.slice(0, SHOWN).map(shownItem),
     ...(s.skipped.length > SHOWN ? [`  … and ${s.skipped.length - SHOWN} more (--json lists them all)`] : []),
     ...s.notes.map(n => `note: ${n}`),
     `The scenarios are scripted multi-turn (no user simulator). Roll out with: envfleet rollouts --run ${s.runId} --mode non-conversational --max-steps 100 (the steps of all turns count); serve with: envfleet serve --run ${s.runId}`,
@@ -222,9 +231,9 @@ function tauSummaryText(s: TauImportSummary, opts: ImportTauBenchOptions): strin
     `checks:       ${s.checks}`,
     `not selected: ${s.notSelected.scenarios} tasks (--limit ${opts.limit ?? 'none'})`,
     `skipped:      ${s.skipped.length} tasks${s.skipped.length ? ':' : ''}`,
-    ...s.skipped.slice(0, SHOWN).map(k => `  ${k.file} ${k.where}: ${k.problem}`),
+    ...s.skipped.slice(0, SHOWN).map(shownItem),
     ...(s.skipped.length > SHOWN ? [`  … and ${s.skipped.length - SHOWN} more (--json lists them all)`] : []),
-    ...s.warnings.map(w => `warning: ${w}`),
+    ...s.warnings.map(w => `warning: ${oneLineText(w, SHOWN_CHARS)}`),
     `run limits:   create ${s.limits.createDeadlineMs} ms, call ${s.limits.callDeadlineMs} ms, check ${s.limits.checkDeadlineMs} ms, session CPU ${s.limits.sessionCpuMs} ms, state cap ${s.limits.maxStateBytes} bytes`,
     `The environments are Python (run by the Python runtime). Roll out with: envfleet rollouts --run ${s.runId} --mode conversational; serve with: envfleet serve --run ${s.runId}`,
   ];

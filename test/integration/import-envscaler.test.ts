@@ -132,6 +132,17 @@ describe('envfleet import envscaler (command line, real Redis)', function () {
     expect(r.stderr).to.match(/nothing was imported: all 2 records were skipped .*run the same command again; run es-none was created empty \(envfleet runs delete --run es-none/);
   });
 
+  it('shows what a data file says in its skipped records without sending its control characters to the terminal (an ANSI escape, a right-to-left override, a NUL)', async () => {
+    const odd = join(dir, 'odd_env_metadata.jsonl');
+    await writeFile(odd, `${JSON.stringify({ env_id: 'bad\u001b[31mRED\u001b[0m\u202eevil\u0000nul 日本 🏨', tools: [] })}\n`);
+    const r = await envfleet('import', 'envscaler', '--run', 'es-odd', '--envs', odd);
+    expect(r.stdout).to.include('  odd_env_metadata.jsonl env_id bad\ufffd[31mRED\ufffd[0m\ufffdevil\ufffdnul 日本 🏨 (line 1): ');
+    for (const c of ['\u0000', '\u001b', '\u202e']) expect(r.stdout).not.to.include(c);
+    // --json keeps the id as the file wrote it
+    const json = await envfleet('import', 'envscaler', '--run', 'es-odd', '--envs', odd, '--json');
+    expect((JSON.parse(json.stdout) as { skipped: { where: string }[] }).skipped[0]!.where).to.include('bad\u001b[31mRED');
+  });
+
   it('refuses a run made by envfleet synth unless --append', async () => {
     await store.createRun({ id: 'synth-run', createdAt: new Date().toISOString(), input: 'descriptions', options: { limits: DEFAULT_SANDBOX_LIMITS, models: {} } as never });
     const refused = await envfleet('import', 'envscaler', '--from', join(FIXTURES, 'github'), '--run', 'synth-run');
