@@ -61,7 +61,15 @@ export function parseTextToolCalls(text: string, format: ToolCallFormat, toolNam
   for (const f of formats) {
     const result = PARSERS[f](text, visible, names);
     if (result.kind === 'calls') {
-      return { kind: 'calls', calls: result.calls, content: removeSpans(text, result.spans), format: f };
+      const content = removeSpans(text, result.spans);
+      // What is left must hold no call of its own (a call in another format after these, one the format's reader
+      // stopped before): it would be neither run nor seen as one, and the reply's text would then carry it as an answer.
+      const more = content === null ? null : describeAttempt(content, names);
+      if (more !== null) {
+        const n = result.calls.length;
+        return { kind: 'malformed', problem: clip(`the reply writes ${n} tool call${n === 1 ? '' : 's'} in the ${f} format and, outside ${n === 1 ? 'it' : 'them'}, more that cannot be read with ${n === 1 ? 'it' : 'them'} (${more}); write every call of a reply the same way`) };
+      }
+      return { kind: 'calls', calls: result.calls, content, format: f };
     }
     if (result.kind === 'malformed') firstMalformed ??= { kind: 'malformed', problem: clip(result.problem) };
   }
@@ -520,7 +528,8 @@ function parseJsonSequence(text: string, visible: string, spanStart: number, sta
     if (got.kind === 'bad') return bad(`${where} ${got.why}`);
     calls.push(...got.calls);
     let j = skipSpace(visible, scan.end);
-    while (j < visible.length && (visible[j] === ';' || visible[j] === ',')) j = skipSpace(visible, j + 1);
+    // (Llama 3.1 writes a <|python_tag|> before each of several calls: `<|python_tag|>{…}; <|python_tag|>{…}`.)
+    while (j < visible.length && (visible[j] === ';' || visible[j] === ',' || visible.startsWith(PYTHON_TAG, j))) j = skipSpace(visible, j + (visible[j] === '<' ? PYTHON_TAG.length : 1));
     // Only '{' continues the sequence: prose after the calls may well start with '[' (a link).
     if (visible.charCodeAt(j) !== OPEN_BRACE) {
       let end = scan.end;

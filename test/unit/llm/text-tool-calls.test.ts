@@ -313,11 +313,23 @@ describe('text tool calls', () => {
       expect(parsed(parseTextToolCalls('Calling:\n```json\n{"name": "get_time", "arguments": {}}\n```', 'auto', TOOLS)).format).to.equal('json');
     });
 
-    it('prefers hermes when a reply mixes formats', () => {
+    it('runs no part of a reply that mixes formats: the calls of one format would run and the other\'s stay in the text, unseen (until 2026-12-06 the hermes call ran and the fenced one was dropped)', () => {
       const text = '```json\n{"name": "search", "arguments": {}}\n```\n<tool_call>{"name": "get_time", "arguments": {}}</tool_call>';
-      const result = parsed(parseTextToolCalls(text, 'auto', TOOLS));
-      expect(result.format).to.equal('hermes');
-      expect(result.calls).to.deep.equal([call('get_time')]);
+      expect(problem(parseTextToolCalls(text, 'auto', TOOLS))).to.equal('the reply writes 1 tool call in the hermes format and, outside it, more that cannot be read with it (1 call in the json format); write every call of a reply the same way');
+      const bare = '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>\n{"name": "search", "arguments": {"q": "日本"}}';
+      expect(problem(parseTextToolCalls(bare, 'hermes', TOOLS))).to.match(/^the reply writes 1 tool call in the hermes format and, outside it, more that cannot be read with it \(/);
+      // prose after the calls is content, as before
+      expect(parsed(parseTextToolCalls('<tool_call>{"name": "get_time", "arguments": {}}</tool_call>\nThen I will search — 然后', 'auto', TOOLS)).content).to.equal('Then I will search — 然后');
+    });
+
+    it('reads several Llama 3.1 calls each after its own <|python_tag|>, and refuses prose then a second call', () => {
+      const two = '<|python_tag|>{"name": "get_time", "parameters": {}}; <|python_tag|>{"name": "search", "parameters": {"q": "café ☕"}}<|eom_id|>';
+      const result = parsed(parseTextToolCalls(two, 'llama3', TOOLS));
+      expect(result.calls).to.deep.equal([call('get_time'), { name: 'search', arguments: '{"q":"café ☕"}' }]);
+      expect(result.content).to.equal(null);
+      expect(parsed(parseTextToolCalls(two, 'auto', TOOLS)).calls).to.have.length(2);
+      const afterProse = '{"name": "get_time", "parameters": {}}\nand then\n{"name": "search", "parameters": {"q": "x"}}';
+      expect(problem(parseTextToolCalls(afterProse, 'llama3', TOOLS))).to.match(/^the reply writes 1 tool call in the llama3 format and, outside it, more/);
     });
 
     it('reports the first malformed format when none yields calls, and none for prose', () => {
