@@ -131,6 +131,14 @@ function isEventStream(rawHeaders: readonly string[], text: string): boolean {
 }
 
 /** A chunk of a streamed chat completion, as far as it is read here. */
+/** One tool call's part in a chunk's delta. */
+interface StreamToolCall {
+  index?: number;
+  id?: string;
+  type?: string;
+  function?: { name?: string; arguments?: unknown };
+}
+
 interface StreamChunk {
   id?: string;
   prompt_token_ids?: number[] | null;
@@ -143,7 +151,7 @@ interface StreamChunk {
     finish_reason?: string | null;
     logprobs?: { content?: unknown[] | null } | null;
     token_ids?: number[] | null;
-    delta?: { role?: string; content?: string | null; reasoning_content?: string | null; reasoning?: string | null; tool_calls?: { index?: number; id?: string; type?: string; function?: { name?: string; arguments?: string } }[] };
+    delta?: { role?: string; content?: string | null; reasoning_content?: string | null; reasoning?: string | null; tool_calls?: StreamToolCall[] | StreamToolCall };
   }[];
 }
 
@@ -182,7 +190,9 @@ export function completionFromEventStream(text: string): ChatCompletion {
       // (pushed one by one: a long answer comes as tens of thousands of chunks)
       if (Array.isArray(c.logprobs?.content)) for (const lp of c.logprobs.content) (choice.logprobs ??= []).push(lp);
       if (Array.isArray(c.token_ids)) for (const id of c.token_ids) (choice.tokenIds ??= []).push(id);
-      for (const t of d.tool_calls ?? []) {
+      // (TGI streams each delta's tool call as one object, not in an array.)
+      const deltaCalls: readonly StreamToolCall[] = Array.isArray(d.tool_calls) ? d.tool_calls : d.tool_calls && typeof d.tool_calls === 'object' ? [d.tool_calls] : [];
+      for (const t of deltaCalls) {
         // A delta without an index goes on the call of its id, or on the call before it unless it starts one (a new
         // id, or a name); its name replaces the call's (some servers repeat it on every delta), its arguments add on.
         let at = t.index;
@@ -194,7 +204,9 @@ export function completionFromEventStream(text: string): ChatCompletion {
         choice.calls.set(at, call);
         if (t.id) call.id = t.id;
         if (t.function?.name) call.function.name = t.function.name;
-        if (t.function?.arguments) call.function.arguments += t.function.arguments;
+        const args: unknown = t.function?.arguments;
+        // (a server that sends a call's arguments whole, as an object)
+        if (args) call.function.arguments += typeof args === 'string' ? args : JSON.stringify(args);
       }
       if (c.finish_reason) choice.finish = c.finish_reason;
     }

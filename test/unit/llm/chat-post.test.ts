@@ -235,6 +235,13 @@ describe('chat completions posted by the gateway against the openai client', fun
     const whole = completionFromEventStream(withLogprobs).choices[0]! as { logprobs: { content: unknown[] }; token_ids?: number[] };
     expect(whole.logprobs.content).to.deep.equal([lp('Oui'), lp(' !')]);
     expect(whole.token_ids).to.deep.equal([11, 12]);
+    // TGI streams a delta's tool call as one object, not an array of them (it was "object is not iterable").
+    const tgi =
+      chunk({ role: 'assistant', tool_calls: { index: 0, id: '', type: 'function', function: { name: 'get_book', arguments: '{"titre": "' } } }) +
+      chunk({ tool_calls: { index: 0, id: '', type: 'function', function: { name: null, arguments: 'Le Petit Prince 🌹"}' } } }) +
+      `data: ${JSON.stringify({ id: 'c9', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }] })}\n\n` +
+      'data: [DONE]\n\n';
+    expect(completionFromEventStream(tgi).choices[0]!.message.tool_calls).to.deep.equal([{ id: '', type: 'function', function: { name: 'get_book', arguments: '{"titre": "Le Petit Prince 🌹"}' } }]);
     // A stream cut short (no finish reason, no [DONE]) is no answer: half of one would be taken for the whole.
     handler = answer(200, { 'content-type': 'text/event-stream' }, chunk({ role: 'assistant', content: 'Je commence à' }));
     const cut = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'cut' }, request));
