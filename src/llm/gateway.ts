@@ -154,6 +154,14 @@ export interface GatewayDeps {
 const LEDGER_ATTEMPTS = 4;
 
 /**
+ * How endpoints say a request is longer than the model's context: vLLM ("This model's maximum context length is 2048
+ * tokens. However, you requested …"), OpenAI (context_length_exceeded), SGLang, TGI ("Input validation error: `inputs`
+ * tokens + `max_new_tokens` must be <= …"), llama.cpp ("the request exceeds the available context size"), Anthropic's
+ * compatible API ("prompt is too long").
+ */
+const CONTEXT_TOO_LONG = /maximum context length|context[_ ]length[_ ]exceeded|context window|exceeds the (?:available )?context|prompt is too long|max_new_tokens. must be <=|longer than the model's context|input is too long/i;
+
+/**
  * The model gateway: the only path from envfleet to a model. It owns the profile lookup, the
  * stage header, the fleet-wide limits, the response cache, the ledger, the budgets, structured
  * output with a bounded repair loop, and the translation of every transport failure into an
@@ -613,8 +621,15 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
           { cause: err, details },
         );
       }
-      const hint = code === 'MODEL_AUTH' ? ` The API key was refused: ${apiKeyFix(endpoint)}` : code === 'MODEL_NOT_FOUND' ? ' Check the base URL and the model name.' : '';
       const body = errorBodyText(masked(err.message));
+      const hint =
+        code === 'MODEL_AUTH'
+          ? ` The API key was refused: ${apiKeyFix(endpoint)}`
+          : code === 'MODEL_NOT_FOUND'
+            ? ' Check the base URL and the model name.'
+            : code === 'MODEL_BAD_REQUEST' && CONTEXT_TOO_LONG.test(body)
+              ? ` The conversation and the answer asked for do not fit the model's context: lower the maxTokens of the ${ctx.stage} profile (ENVFLEET_MODELS_FILE), cut an episode's length (envfleet rollouts --max-steps, --max-tokens), or serve the model with a longer context (vLLM: --max-model-len).`
+              : '';
       // The hint is a sentence of its own after the body's (which may or may not end with a period).
       return new ModelError(code, `${status} from ${where}: ${hint && !/[.!?。]$/.test(body) ? `${body}.` : body}${hint}`, { cause: err, details });
     }

@@ -202,8 +202,13 @@ describe('chat completions posted by the gateway against the openai client', fun
     const a = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy' }, request));
     expect(a).to.have.property('code', 'MODEL_BAD_REQUEST');
     expect((a as Error).message).to.include("This model's maximum context length is 8192 tokens").and.to.include('请缩短').and.not.to.include('no body');
+    // and what to change: the episode ends model-error on it, with nothing else to go by
+    expect((a as Error).message).to.include("do not fit the model's context: lower the maxTokens of the rollout.policy profile (ENVFLEET_MODELS_FILE), cut an episode's length (envfleet rollouts --max-steps, --max-tokens)");
     handler = answer(422, json, JSON.stringify({ detail: [{ loc: ['body', 'messages'], msg: 'field required' }] }));
-    expect(((await rejection(own.chat({ runId: 'r', stage: 'rollout.policy' }, request))) as Error).message).to.include('field required');
+    const other = ((await rejection(own.chat({ runId: 'r', stage: 'rollout.policy' }, request))) as Error).message;
+    expect(other).to.include('field required').and.not.to.include('context');
+    handler = answer(422, json, JSON.stringify({ error: 'Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 4000 `inputs` tokens and 512 `max_new_tokens`', error_type: 'validation' }));
+    expect(((await rejection(own.chat({ runId: 'r', stage: 'rollout.policy' }, request))) as Error).message).to.include("do not fit the model's context");
   });
 
   it('puts together an event stream answered though no stream was asked for (a proxy set to stream): text, reasoning, tool calls by index, finish reason and usage', async () => {
