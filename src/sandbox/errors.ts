@@ -1,3 +1,4 @@
+import { cutText } from '../util/text.js';
 import { MAX_JSON_DEPTH } from './python/python-harness.mjs';
 
 /**
@@ -42,6 +43,15 @@ export const FATAL_CODES: ReadonlySet<SandboxErrorCode> = new Set<SandboxErrorCo
 
 /** Codes after which a session's environment is gone: a caller opens a new session to go on. */
 export const ENDS_SESSION: ReadonlySet<string> = new Set<string>([...FATAL_CODES, 'ENV_DISPOSED']);
+
+/**
+ * ENV_DISPOSED's message for the calls (and the snapshot) after the one that met a limit: which limit it was, and what
+ * it said (at most 300 characters), so that a later call does not read as if it had met the limit itself. The Python
+ * child words it the same (python-child.mjs, lostMessage).
+ */
+export function disposedAfter(code: string, message: string): string {
+  return `the environment was thrown away after an earlier call hit a limit (${code}: ${cutText(message, 300)}${message.length > 300 ? '…' : ''})`;
+}
 
 export class SandboxError extends Error {
   readonly code: SandboxErrorCode;

@@ -13,7 +13,7 @@ import type { ValidateFunction } from 'ajv';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import { cutText } from '../util/text.js';
 import type { CheckSpec, EnvironmentCode } from './bundle.js';
-import { FATAL_CODES, SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.js';
+import { disposedAfter, FATAL_CODES, SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.js';
 import { bjsonToJson, OVER_CAP } from './bjson.js';
 import { CheckMemo } from './check-memo.js';
 import { checkStateTexts } from './state-text.js';
@@ -1802,6 +1802,8 @@ class GuestVm {
  */
 export class SandboxEnvironment {
   private ended = false;
+  /** The limit that ended the environment, for what later calls and snapshots are told (not set when it was closed). */
+  private endedBy: { readonly code: SandboxErrorCode; readonly message: string } | null = null;
   /** What this environment's calls keep in its module (see CallScratch). */
   private readonly scratch: CallScratch = { block: 0, bytes: 0, names: new Map() };
   private spentMs = 0;
@@ -1870,7 +1872,7 @@ export class SandboxEnvironment {
   /** call and callText: `parse` the result or not. Two clock reads on the way to a result, and no closure. */
   private invoke(tool: string, args: unknown, parse: boolean): CallOutcome | CallTextOutcome {
     const started = performance.now();
-    if (this.ended) return this.stop(started, parse, 'ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
+    if (this.ended) return this.stop(started, parse, 'ENV_DISPOSED', this.disposedMessage());
     const validate = this.validators.get(tool);
     if (!validate) return this.stop(started, parse, 'UNKNOWN_TOOL', `unknown tool "${tool}"; the tools are: ${this.toolNames.join(', ')}`);
     const input = args ?? {};
@@ -1933,8 +1935,17 @@ export class SandboxEnvironment {
    * then timed; `charged`: the call got as far as counting (`calls`), and its time goes to the
    * session's CPU account.
    */
+  /** ENV_DISPOSED's message: the limit that ended the environment where one did (the call that met it said it; the calls after it say which it was). */
+  private disposedMessage(): string {
+    const by = this.endedBy;
+    return by ? disposedAfter(by.code, by.message) : SANDBOX_ERROR_CODES.ENV_DISPOSED;
+  }
+
   private stop(started: number, parse: boolean, code: SandboxErrorCode, message: string, charged = false): CallOutcome | CallTextOutcome {
-    if (FATAL_CODES.has(code)) this.dispose();
+    if (FATAL_CODES.has(code)) {
+      if (!this.ended) this.endedBy = { code, message };
+      this.dispose();
+    }
     const result = { success: false, error: message };
     const outcome = parse ? { result, runtimeError: code, us: 0 } : { resultJson: JSON.stringify(result), runtimeError: code, us: 0 };
     const ms = performance.now() - started;
@@ -1945,7 +1956,7 @@ export class SandboxEnvironment {
 
   /** The state as JSON text. Throws SandboxError (STATE_TOO_LARGE, STATE_INVALID, ENV_DISPOSED, a limit). */
   snapshotText(): string {
-    if (this.ended) throw new SandboxError('ENV_DISPOSED', SANDBOX_ERROR_CODES.ENV_DISPOSED);
+    if (this.ended) throw new SandboxError('ENV_DISPOSED', this.disposedMessage());
     const started = performance.now();
     try {
       const over = this.armWithin(this.limits.callDeadlineMs, started);
@@ -1964,7 +1975,10 @@ export class SandboxEnvironment {
       this.sizeHint = text.length;
       return text;
     } catch (err) {
-      if (err instanceof SandboxError && FATAL_CODES.has(err.code)) this.dispose();
+      if (err instanceof SandboxError && FATAL_CODES.has(err.code)) {
+        if (!this.ended) this.endedBy = { code: err.code, message: err.message };
+        this.dispose();
+      }
       throw err;
     } finally {
       this.spentMs += performance.now() - started;

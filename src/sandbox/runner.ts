@@ -1,7 +1,6 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { CheckSpec, EnvironmentCode } from './bundle.js';
-import { SandboxError } from './errors.js';
-import { cutText } from '../util/text.js';
+import { disposedAfter, SandboxError } from './errors.js';
 import { MAX_JSON_DEPTH } from './python/python-harness.mjs';
 import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from './limits.js';
 import { QuickJSHost, type CallOutcome, type CallTextOutcome } from './quickjs-host.js';
@@ -114,7 +113,7 @@ export function connectSession(port: MessagePort, initialStateJson: string): { s
     if (closed) return;
     closed = true;
     // Said as what it is for the calls after it (they did not run): the call that was stopped, and why.
-    stoppedBy = new SandboxError('ENV_DISPOSED', `the environment was thrown away after an earlier call hit a limit (${err.code}: ${cutText(err.message, 300)}${err.message.length > 300 ? '…' : ''})`);
+    stoppedBy = new SandboxError('ENV_DISPOSED', disposedAfter(err.code, err.message));
     for (const p of pending.values()) {
       if (p.op === 'call') p.resolve(failedCall(err.code, err.message));
       else p.reject(err);

@@ -598,7 +598,10 @@ class Env:
     it('interrupts a plain endless loop at the deadline (KeyboardInterrupt) and ends the session', async () => {
       const s = await session(python('class Env:\n    def __init__(self, c):\n        pass\n    def spin(self):\n        while True:\n            pass\n    def ok(self):\n        return {"success": True}\n', ['spin', 'ok']), {});
       expect(await s.call('spin', {})).to.deep.include({ runtimeError: 'DEADLINE_EXCEEDED' });
-      expect(await s.call('ok', {})).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+      // the next call did not run: it says which limit ended the session (it said "the call ran past its deadline" again)
+      const after = await s.call('ok', {});
+      expect(after).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+      expect((after.result as { error: string }).error).to.match(/^the environment was thrown away after an earlier call hit a limit \(DEADLINE_EXCEEDED: the call ran past its deadline/);
     });
 
     it('terminates and recycles an interpreter whose loop swallows the interrupt (bare except); the runtime keeps serving', async () => {

@@ -76,9 +76,12 @@ describe('envfleet sandbox (command line)', function () {
     const calls = await file('spin.jsonl', '{"tool":"spin","arguments":{}}\n{"tool":"ok","arguments":{}}\n');
     const { code, stdout } = await envfleet(['sandbox', 'run', bundle, '--state', state, '--calls', calls, '--deadline-ms', '100']);
     expect(code).to.equal(0);
-    const out = JSON.parse(stdout) as { results: { runtimeError?: string }[]; finalState: unknown; finalStateError?: { code: string } };
+    const out = JSON.parse(stdout) as { results: { runtimeError?: string; result: { error?: string } }[]; finalState: unknown; finalStateError?: { code: string; message: string } };
     expect(out.results.map(r => r.runtimeError)).to.deep.equal(['DEADLINE_EXCEEDED', 'ENV_DISPOSED']);
+    // The call after it did not run: it says which limit ended the environment, and where it came from
+    expect(out.results[1]!.result.error).to.match(/^the environment was thrown away after an earlier call hit a limit \(DEADLINE_EXCEEDED: interrupted at its deadline of 100 ms/);
     expect(out.finalStateError?.code).to.equal('ENV_DISPOSED');
+    expect(out.finalStateError?.message).to.match(/\(DEADLINE_EXCEEDED: /);
     const bomb = await file('bomb.jsonl', '{"tool":"bomb"}\n');
     const mem = JSON.parse((await envfleet(['sandbox', 'run', bundle, '--state', state, '--calls', bomb, '--memory-mb', '32', '--deadline-ms', '20000'])).stdout) as { results: { runtimeError?: string }[] };
     expect(mem.results[0]!.runtimeError).to.equal('MEMORY_EXCEEDED');

@@ -253,6 +253,20 @@ const memoryAdvice = () => ` (a Python interpreter's memory is ENVFLEET_PYTHON_H
 /** The error for a JSON text past MAX_JSON_DEPTH. @param {string} what */
 const tooDeep = what => ({ code: 'STATE_INVALID', message: `${what} nests containers more than ${MAX_JSON_DEPTH} levels deep${DEPTH_ADVICE}` });
 
+/**
+ * What a call, a snapshot or checks of a session ended before them are told: the failure that ended it, as the
+ * failure it was where that was a limit or an error of its own (the call that met a deadline said "ran past its
+ * deadline"; every later call said it again, as if it had).
+ * @param {Failure} why
+ */
+const lostMessage = why => {
+  if (why.code === 'ENV_DISPOSED') return why.message;
+  // (src/sandbox/errors.ts disposedAfter's words: at most 300 characters of the message, never half of one)
+  const m = String(why.message);
+  const cut = m.length <= 300 ? m : `${m.slice(0, /[\uD800-\uDBFF]/.test(m.charAt(299)) ? 299 : 300)}…`;
+  return `the environment was thrown away after an earlier call hit a limit (${why.code}: ${cut})`;
+};
+
 /** @param {Session} s @param {Failure} why */
 function endSession(s, why) {
   s.ended = true;
@@ -396,7 +410,7 @@ async function handle(msg) {
     case 'call': {
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
-      if (s.lost) return { value: { result: { success: false, error: s.lost.message }, runtimeError: 'ENV_DISPOSED', us: 0 } };
+      if (s.lost) return { value: { result: { success: false, error: lostMessage(s.lost) }, runtimeError: 'ENV_DISPOSED', us: 0 } };
       const budgetLeftMs = s.limits.sessionCpuMs - s.cpuUs / 1000;
       const byBudget = budgetLeftMs < s.limits.callDeadlineMs;
       const a = await s.interp.run('call', [s.sid, msg.tool, msg.argsJson, String(s.limits.maxResultBytes)], Math.max(1, Math.min(s.limits.callDeadlineMs, budgetLeftMs)));
@@ -451,13 +465,13 @@ async function handle(msg) {
       // run elsewhere. The harness hands back the text it kept: no code of the environment runs.
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
-      if (s.lost) return { error: { code: 'ENV_DISPOSED', message: s.lost.message } };
+      if (s.lost) return { error: { code: 'ENV_DISPOSED', message: lostMessage(s.lost) } };
       return stateAnswer(await s.interp.run('initial', [s.sid], stateDeadlineMs(s.limits)), s.limits);
     }
     case 'state': {
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
-      if (s.lost) return { error: { code: 'ENV_DISPOSED', message: s.lost.message } };
+      if (s.lost) return { error: { code: 'ENV_DISPOSED', message: lostMessage(s.lost) } };
       const a = await s.interp.run('state', [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
       const answer = stateAnswer(a, s.limits);
       // A read that ran to its deadline ends the session, as a call that does: the interpreter and its co-tenants are
@@ -471,7 +485,7 @@ async function handle(msg) {
       sessions.delete(msg.sid);
       if (s.lost) {
         s.interp.sessions.delete(s.sid);
-        return { value: { stateJson: null, stateError: { code: 'ENV_DISPOSED', message: s.lost.message }, checks: null } };
+        return { value: { stateJson: null, stateError: { code: 'ENV_DISPOSED', message: lostMessage(s.lost) }, checks: null } };
       }
       const a = await s.interp.run('finish', [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
       const st = stateAnswer(a, s.limits);
