@@ -1042,6 +1042,10 @@ const ENCODER_STOPPED = Symbol('encoder stopped');
  */
 export const SNAPSHOT_WAYS = { native: 0, stringify: 0, restored: 0, stopped: 0 };
 
+/** What STACK_OVERFLOW's message adds: how deep the guest may go (limits.stackBytes), and what to write instead. */
+const stackAdvice = (stackBytes: number): string =>
+  `: the JavaScript runtime's stack (${Math.round(stackBytes / 1024)} KiB) holds about 1,000–2,000 nested calls; write a deep recursion as a loop over an array used as a stack, or recurse over less at a time`;
+
 /** The setting a deadline comes from (for DEADLINE_EXCEEDED's message). */
 type DeadlineSetting = 'ENVFLEET_SANDBOX_DEADLINE_MS' | 'ENVFLEET_SANDBOX_CREATE_DEADLINE_MS' | 'ENVFLEET_SANDBOX_CHECK_DEADLINE_MS';
 /** How this thread's tool results were written so far (GuestVm.callTool; read by tests and benchmarks). */
@@ -1942,6 +1946,7 @@ export class SandboxEnvironment {
   }
 
   private stop(started: number, parse: boolean, code: SandboxErrorCode, message: string, charged = false): CallOutcome | CallTextOutcome {
+    if (code === 'STACK_OVERFLOW') message = `the call recursed too deeply (${message.replace(/^the call recursed too deeply \((.*)\)$/s, '$1')})${stackAdvice(this.limits.stackBytes)}`;
     if (FATAL_CODES.has(code)) {
       if (!this.ended) this.endedBy = { code, message };
       this.dispose();

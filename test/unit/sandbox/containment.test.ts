@@ -201,7 +201,12 @@ describe('sandbox containment (QuickJS)', function () {
 
   it('stops deep recursion with STACK_OVERFLOW, and allows shallow recursion', () => {
     expect(env.call('recurse', { n: 100 }).result).to.deep.equal({ success: true, data: 100 });
-    expect(env.call('recurse', { n: 10_000_000 })).to.deep.include({ runtimeError: 'STACK_OVERFLOW' });
+    const deep = env.call('recurse', { n: 10_000_000 });
+    expect(deep).to.deep.include({ runtimeError: 'STACK_OVERFLOW' });
+    // what happened, how deep the runtime goes, and what to write instead (it said "InternalError: stack overflow")
+    expect((deep.result as { error: string }).error).to.equal(
+      "the call recursed too deeply (stack overflow): the JavaScript runtime's stack (256 KiB) holds about 1,000–2,000 nested calls; write a deep recursion as a loop over an array used as a stack, or recurse over less at a time",
+    );
   });
 
   it('takes an error the code threw itself for its own, whatever its message says of the stack or memory', async () => {
