@@ -21,7 +21,7 @@ import { cutText, wellFormed, withoutLoneSurrogates } from '../util/text.js';
 import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
 import { AnswerCutError, createHttpSender, createNodeFetch } from './node-fetch.js';
 import { parseStructured } from './json-output.js';
-import { contentText, splitThinking } from './thinking.js';
+import { contentText, contentThinking, splitThinking } from './thinking.js';
 import { defaultToolChoice, jsonSchemaResponseFormat, samplingOf, shapeChatRequest, tokenRecordOf, type TokenRecord } from './request-shape.js';
 import { unlimitedEndpoint, type CoolDownCause, type EndpointLimiter, type Lease, type Ledger, type LedgerEntry, type LedgerTotals, type ResponseCache, type Usage } from './ports.js';
 import { budgetReached, usedOf, type Budget, type RunBudgets, type RunGate } from '../runs/control.js';
@@ -675,9 +675,11 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     }
     // Content as text: some servers answer with an array of parts (Mistral's reasoning chunks).
     const raw = choice.message as ChatCompletionMessage & { content: unknown; reasoning?: unknown; reasoning_content?: unknown };
-    const texted = Array.isArray(raw.content) ? { ...choice.message, content: contentText(raw.content) } : choice.message;
+    // (Magistral's thinking parts are its reasoning, as a reasoning parser's field would be.)
+    const partsThinking = Array.isArray(raw.content) && typeof raw.reasoning_content !== 'string' ? contentThinking(raw.content) : null;
+    const texted = Array.isArray(raw.content) ? { ...choice.message, content: contentText(raw.content), ...(partsThinking !== null ? { reasoning_content: partsThinking } : {}) } : choice.message;
     // vLLM's reasoning parsers write `reasoning` (newer releases) or `reasoning_content` (older ones, DeepSeek, SGLang): one field here.
-    const withText = typeof raw.reasoning === 'string' && typeof raw.reasoning_content !== 'string' ? { ...texted, reasoning_content: raw.reasoning } : texted;
+    const withText = typeof raw.reasoning === 'string' && typeof raw.reasoning_content !== 'string' && partsThinking === null ? { ...texted, reasoning_content: raw.reasoning } : texted;
     // A lone surrogate in what the model said (its output cut inside a character) goes no further: U+FFFD, in its
     // text and in the JSON text of its calls' arguments (an escape there is read as one when the call is made).
     // (A call without a function, or with arguments that are no text, is left as it came: what reads it says so.)

@@ -40,6 +40,24 @@ export function splitThinking(text: string): { reasoning: string | null; answer:
   return { reasoning: reasoning || null, answer: answer.trim() };
 }
 
+/**
+ * The reasoning a message's content holds as parts of its own, or null: Mistral's reasoning models (Magistral) answer
+ * with content `[{type: "thinking", thinking: [{type: "text", text}]}, {type: "text", text}]`, the thinking beside the
+ * answer's text parts; each thinking part's text, joined.
+ */
+export function contentThinking(content: unknown): string | null {
+  if (!Array.isArray(content)) return null;
+  const thoughts: string[] = [];
+  for (const part of content) {
+    if (!part || typeof part !== 'object' || (part as { type?: unknown }).type !== 'thinking') continue;
+    const thinking = (part as { thinking?: unknown }).thinking;
+    // (its text parts are pieces of one text: joined as they are)
+    const text = typeof thinking === 'string' ? thinking : Array.isArray(thinking) ? thinking.map(p => (p && typeof p === 'object' && typeof (p as { text?: unknown }).text === 'string' ? (p as { text: string }).text : '')).join('') : '';
+    if (text) thoughts.push(text);
+  }
+  return thoughts.length ? thoughts.join('\n\n') : null;
+}
+
 /** A message's content as text: a string as it is, an array of parts as its text parts joined (other parts dropped), else ''. */
 export function contentText(content: unknown): string {
   if (typeof content === 'string') return content;

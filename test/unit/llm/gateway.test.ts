@@ -559,6 +559,17 @@ describe('model gateway: replies with no answer in their content (a raw HTTP end
     const reply = await gatewayAt(server.url).chat({ runId: 'r', stage: 'rollout.policy' }, { messages: [{ role: 'user', content: 'x' }] });
     expect(reply.message).to.deep.include({ content: 'Done.', reasoning_content: 'checked the 日程' });
   });
+
+  it("keeps Magistral's thinking parts as the reply's reasoning_content, beside its text (they were dropped)", async () => {
+    const server = await endpointSaying(() => ({
+      content: [
+        { type: 'thinking', thinking: [{ type: 'text', text: 'Le client veut le livre 7 — ' }, { type: 'text', text: 'vérifions 📚' }] },
+        { type: 'text', text: 'Voici le livre 7.' },
+      ],
+    }));
+    const reply = await gatewayAt(server.url).chat({ runId: 'r', stage: 'rollout.policy' }, { messages: [{ role: 'user', content: 'x' }] });
+    expect(reply.message).to.deep.include({ content: 'Voici le livre 7.', reasoning_content: 'Le client veut le livre 7 — vérifions 📚' });
+  });
 });
 
 describe('model gateway: embeddings answers that are no embeddings (a raw HTTP endpoint)', function () {
