@@ -4,7 +4,7 @@ import type { EnvSession, SandboxRunner } from './runner.js';
 import type { ChecksInput, ChecksResult, ProbeResult, SandboxFailure, SessionEnd } from './tasks.js';
 import { SandboxError } from './errors.js';
 import { RawJson } from '../util/raw-json.js';
-import { cutText } from '../util/text.js';
+import { charCount, cutText } from '../util/text.js';
 
 /**
  * The longest error message of a check, or of an environment that did not start, that is kept (characters). Careless
@@ -13,9 +13,12 @@ import { cutText } from '../util/text.js';
  */
 export const MAX_ERROR_CHARS = 2_000;
 
-/** `message` cut to MAX_ERROR_CHARS (whole characters), saying how long it was. */
+/**
+ * `message` cut to MAX_ERROR_CHARS UTF-16 units (whole characters: an emoji takes two), saying how long it was in
+ * characters as Python counts them (an emoji one).
+ */
 export function boundedError(message: string): string {
-  return message.length <= MAX_ERROR_CHARS ? message : `${cutText(message, MAX_ERROR_CHARS)}… (${message.length} characters)`;
+  return message.length <= MAX_ERROR_CHARS ? message : `${cutText(message, MAX_ERROR_CHARS)}… (${charCount(message)} characters)`;
 }
 
 function boundedChecks(r: ChecksResult): ChecksResult {

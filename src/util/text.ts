@@ -11,6 +11,18 @@ export function cutText(text: string, max: number): string {
   return text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
 }
 
+/** How many characters `text` holds as Python counts them (code points: an emoji is one, where `length` counts two). */
+export function charCount(text: string): number {
+  let n = text.length;
+  for (let i = 0; i < text.length - 1; i++) {
+    if ((text.charCodeAt(i) & 0xfc00) === 0xd800 && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n -= 1;
+      i += 1;
+    }
+  }
+  return n;
+}
+
 /**
  * The longest start of `text` whose UTF-8 encoding fits in `maxBytes`, cut between characters (never inside a
  * character's two to four bytes, nor between the halves of a surrogate pair): for fields limited in bytes, such as a

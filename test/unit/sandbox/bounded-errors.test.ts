@@ -35,6 +35,9 @@ describe('error messages of careless generated code are bounded (checks, and an 
     expect(JSON.stringify(STATE).length).to.be.greaterThan(10 * MAX_ERROR_CHARS);
     bounded(result.results[0]!.error);
     expect(result.results[0]!.error).to.include('état inattendu: {"guests":[{"id":"G0","name":"Zoë 李 0 😀"');
+    // the length said is in characters as Python counts them: each of the 400 emoji is one (it said two)
+    const whole = `état inattendu: ${JSON.stringify(STATE)}`;
+    expect(result.results[0]!.error!.endsWith(`… (${[...whole].length} characters)`), result.results[0]!.error!.slice(-40)).to.equal(true);
     expect(result.results[1]!.error).to.not.include('characters)');
     expect(result.results.map(r => r.passed)).to.deep.equal([false, false, true]);
 
