@@ -41,14 +41,21 @@ type TextFormat = Exclude<ToolCallFormat, 'native' | 'auto'>;
 const AUTO_ORDER: readonly TextFormat[] = ['hermes', 'mistral', 'llama3', 'json'];
 
 /**
+ * The tools of the current parse (OpenAI tool definitions), for the types of a Qwen3-Coder call's parameters, which
+ * are written as bare text (parseQwenXml). Set by parseTextToolCalls for the synchronous parse it makes.
+ */
+let paramTools: readonly unknown[] = [];
+
+/**
  * Parses the tool calls a model wrote in its reply text, in the given format (`auto`: the first of
  * hermes, mistral, llama3, json that yields calls). `<think>…</think>` blocks are never searched for
  * calls (they stay in `content`). Names not in `toolNames` are still returned; `toolNames` only lets
  * a JSON object such as `{"name": "get_time"}` (no arguments key) count as a call to that tool, and
  * helps `native` recognise text that tries to call a tool.
  */
-export function parseTextToolCalls(text: string, format: ToolCallFormat, toolNames: readonly string[]): TextToolCallParse {
+export function parseTextToolCalls(text: string, format: ToolCallFormat, toolNames: readonly string[], tools: readonly unknown[] = []): TextToolCallParse {
   const names = new Set(toolNames);
+  paramTools = tools;
   if (format === 'native') {
     const attempt = describeAttempt(text, names);
     return attempt === null
@@ -361,6 +368,15 @@ function parseHermes(text: string, visible: string, names: ReadonlySet<string>):
     if (closed) {
       const body = unfence(text.slice(bodyStart, close).trim());
       if (body === '') return bad(`${where} that is empty`);
+      if (body.startsWith(QWEN_FUNCTION)) {
+        // Qwen3-Coder's XML: <function=name><parameter=p>value</parameter>…</function>
+        const call = parseQwenXml(body);
+        if (typeof call === 'string') return bad(`${where} ${call}`);
+        calls.push(call);
+        spans.push({ start: open, end: close + HERMES_CLOSE.length });
+        open = nextOpen;
+        continue;
+      }
       const parsed = parseJson(body);
       if (!parsed.ok) return bad(`${where} whose JSON does not parse: ${parsed.problem}`);
       value = parsed.value;
@@ -386,6 +402,88 @@ function parseHermes(text: string, visible: string, names: ReadonlySet<string>):
     open = nextOpen;
   }
   return { kind: 'calls', calls, spans };
+}
+
+const QWEN_FUNCTION = '<function=';
+const QWEN_FUNCTION_CLOSE = '</function>';
+const QWEN_PARAMETER = '<parameter=';
+const QWEN_PARAMETER_CLOSE = '</parameter>';
+
+/**
+ * One call in Qwen3-Coder's XML (the body of its <tool_call> block), or what is wrong with it:
+ * `<function=NAME>\n<parameter=P>\nVALUE\n</parameter>…\n</function>`. A value is bare text (one newline after its
+ * tag and one before its close are the format's, not the value's); it is read by the type the tool's schema gives
+ * the parameter, as vLLM's qwen3_coder parser reads it: a string as it is, an integer, number, boolean or null from
+ * its text, an object or array as JSON, and text that is not what the type says (or a parameter the schema does not
+ * name) as a string, which the schema's check then refuses or takes.
+ */
+function parseQwenXml(body: string): TextToolCall | string {
+  const nameEnd = body.indexOf('>', QWEN_FUNCTION.length);
+  if (nameEnd === -1) return 'whose <function=…> tag is never closed';
+  const name = body.slice(QWEN_FUNCTION.length, nameEnd).trim();
+  if (name === '') return 'whose <function=…> tag names no function';
+  const close = body.lastIndexOf(QWEN_FUNCTION_CLOSE);
+  const end = close > nameEnd ? close : body.length;
+  // (no prototype: a parameter named __proto__ is a key like any other)
+  const args = Object.create(null) as Record<string, unknown>;
+  // Each search starts where the last one ended, and a close found ahead is kept until passed: linear in the body.
+  let at = body.indexOf(QWEN_PARAMETER, nameEnd + 1);
+  let closeAt = -2;
+  while (at !== -1 && at < end) {
+    const paramEnd = body.indexOf('>', at + QWEN_PARAMETER.length);
+    if (paramEnd === -1 || paramEnd >= end) return `whose <parameter=…> tag is never closed`;
+    const param = body.slice(at + QWEN_PARAMETER.length, paramEnd).trim();
+    if (param === '') return 'whose <parameter=…> tag names no parameter';
+    if (closeAt !== -1 && closeAt <= paramEnd) closeAt = body.indexOf(QWEN_PARAMETER_CLOSE, paramEnd + 1);
+    const nextAt = body.indexOf(QWEN_PARAMETER, paramEnd + 1);
+    // (a value whose close is missing runs to the next parameter or the function's end)
+    const closed = closeAt !== -1 && closeAt < end && (nextAt === -1 || closeAt < nextAt);
+    const valueEnd = closed ? closeAt : nextAt !== -1 && nextAt < end ? nextAt : end;
+    let value = body.slice(paramEnd + 1, valueEnd);
+    if (value.startsWith('\n')) value = value.slice(1);
+    if (value.endsWith('\n')) value = value.slice(0, -1);
+    args[param] = typedValue(value, paramType(name, param));
+    at = nextAt;
+  }
+  return { name, arguments: JSON.stringify(args) };
+}
+
+/** The JSON Schema type the current parse's tools give a parameter (the first of a list that is not "null"), or undefined. */
+function paramType(tool: string, param: string): string | undefined {
+  for (const t of paramTools) {
+    const fn = (t as { function?: { name?: unknown; parameters?: { properties?: Record<string, { type?: unknown }> } } } | null)?.function;
+    if (fn?.name !== tool) continue;
+    const props = fn.parameters?.properties;
+    const type = props && Object.hasOwn(props, param) ? props[param]?.type : undefined;
+    if (typeof type === 'string') return type;
+    if (Array.isArray(type)) return type.find((x): x is string => typeof x === 'string' && x !== 'null');
+    return undefined;
+  }
+  return undefined;
+}
+
+/** A Qwen3-Coder parameter's text as the value its type says, or the text itself where it is not one (see parseQwenXml). */
+function typedValue(text: string, type: string | undefined): unknown {
+  const t = text.trim();
+  switch (type) {
+    case undefined:
+    case 'string':
+      return text;
+    case 'integer':
+      return /^-?\d{1,15}$/.test(t) ? Number(t) : text;
+    case 'number': {
+      const n = t === '' ? NaN : Number(t);
+      return Number.isFinite(n) ? n : text;
+    }
+    case 'boolean':
+      return t.toLowerCase() === 'true' ? true : t.toLowerCase() === 'false' ? false : text;
+    case 'null':
+      return t === 'null' ? null : text;
+    default: {
+      const parsed = parseJson(t);
+      return parsed.ok ? parsed.value : text;
+    }
+  }
 }
 
 /** A ```json fence some models put inside a <tool_call> block, removed. */

@@ -240,7 +240,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       // calls; a reply that looks like a call but cannot be read is never taken for an answer.
       let unparsed: string | null = null;
       if (calls.length === 0 && content && tools.length) {
-        const parsed = parseTextToolCalls(content, reply.toolCallFormat, toolNames);
+        const parsed = parseTextToolCalls(content, reply.toolCallFormat, toolNames, tools);
         if (parsed.kind === 'calls') {
           calls = parsed.calls.map((c, i) => ({ id: `call_${turns}_${i}`, type: 'function' as const, function: { name: c.name, arguments: c.arguments } }));
           content = parsed.content;
@@ -254,7 +254,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         // A server that returns the calls in tool_calls and leaves them in the text too (a parser that keeps the text):
         // the text's copy goes, or every SFT file would train the model to write each call twice. Text that calls
         // something else is the model's own, and stays.
-        const parsed = parseTextToolCalls(content, 'auto', toolNames);
+        const parsed = parseTextToolCalls(content, 'auto', toolNames, tools);
         if (parsed.kind === 'calls' && sameCalls(parsed.calls, calls)) content = parsed.content;
       }
       messages.push({

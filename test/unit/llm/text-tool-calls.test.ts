@@ -140,6 +140,52 @@ describe('text tool calls', () => {
     });
   });
 
+  describe("hermes blocks in Qwen3-Coder's XML", () => {
+    const SCHEMAS = [
+      { type: 'function', function: { name: 'search', parameters: { type: 'object', properties: { q: { type: 'string' }, limit: { type: 'integer' }, exact: { type: 'boolean' }, min: { type: ['number', 'null'] }, filters: { type: 'object' }, tags: { type: 'array' } } } } },
+      { type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: {} } } },
+    ];
+
+    it('reads the function and its parameters by the types the tool gives them, several calls, prose kept', () => {
+      const text = [
+        'Je cherche — 检索 📚',
+        '<tool_call>\n<function=search>\n<parameter=q>\nLe Petit Prince 🌹\n  deux lignes\n</parameter>\n<parameter=limit>\n7\n</parameter>\n<parameter=exact>\nTrue\n</parameter>\n<parameter=min>\n2.5\n</parameter>\n<parameter=filters>\n{"lang": "fr"}\n</parameter>\n<parameter=tags>\n["a", "b"]\n</parameter>\n</function>\n</tool_call>',
+        '<tool_call>\n<function=get_time>\n</function>\n</tool_call>',
+      ].join('\n');
+      for (const format of ['hermes', 'auto'] as const) {
+        const result = parsed(parseTextToolCalls(text, format, TOOLS, SCHEMAS));
+        expect(result.format).to.equal('hermes');
+        expect(result.calls).to.deep.equal([
+          { name: 'search', arguments: JSON.stringify({ q: 'Le Petit Prince 🌹\n  deux lignes', limit: 7, exact: true, min: 2.5, filters: { lang: 'fr' }, tags: ['a', 'b'] }) },
+          { name: 'get_time', arguments: '{}' },
+        ]);
+        expect(result.content).to.equal('Je cherche — 检索 📚');
+      }
+    });
+
+    it('keeps text that is not what its type says as text (the schema check then says so), and reads a parameter the tool does not name as text', () => {
+      const text = '<tool_call>\n<function=search>\n<parameter=limit>\nseven\n</parameter>\n<parameter=q>\n42\n</parameter>\n<parameter=__proto__>\n{"x": 1}\n</parameter>\n<parameter=other>\n[1]\n</parameter>\n</function>\n</tool_call>';
+      expect(JSON.parse(parsed(parseTextToolCalls(text, 'hermes', TOOLS, SCHEMAS)).calls[0]!.arguments)).to.deep.equal(JSON.parse('{"limit": "seven", "q": "42", "__proto__": "{\\"x\\": 1}", "other": "[1]"}'));
+      // without the tools' schemas every value is text
+      expect(parsed(parseTextToolCalls(text.replace('seven', '3'), 'hermes', TOOLS)).calls[0]!.arguments).to.include('"limit":"3"');
+    });
+
+    it('reads a value whose close is missing up to the next parameter, and says what is wrong with a broken tag', () => {
+      const text = '<tool_call>\n<function=search>\n<parameter=q>\nchat\n<parameter=limit>\n3\n</parameter>\n</function>\n</tool_call>';
+      expect(JSON.parse(parsed(parseTextToolCalls(text, 'hermes', TOOLS, SCHEMAS)).calls[0]!.arguments)).to.deep.equal({ q: 'chat', limit: 3 });
+      expect(problem(parseTextToolCalls('<tool_call>\n<function=>\n</function>\n</tool_call>', 'hermes', TOOLS))).to.equal('a <tool_call> block whose <function=…> tag names no function');
+      expect(problem(parseTextToolCalls('<tool_call>\n<function=search\n</tool_call>', 'hermes', TOOLS))).to.equal('a <tool_call> block whose <function=…> tag is never closed');
+      // a model expected to call natively that writes this is never taken for an answer
+      expect(problem(parseTextToolCalls(text, 'native', TOOLS))).to.match(/^the reply writes a tool call as text/);
+    });
+
+    it('stays linear: 20,000 parameters without a close, and 20,000 opened tags', () => {
+      const many = `<tool_call>\n<function=search>\n${'<parameter=q>\nx\n'.repeat(20_000)}</function>\n</tool_call>`;
+      expect(JSON.parse(parsed(parseTextToolCalls(many, 'hermes', TOOLS, SCHEMAS)).calls[0]!.arguments)).to.deep.equal({ q: 'x' });
+      expect(problem(parseTextToolCalls(`<tool_call><function=search>${'<parameter='.repeat(20_000)}</tool_call>`, 'hermes', TOOLS))).to.match(/never closed|names no parameter/);
+    });
+  });
+
   describe('llama3', () => {
     it('reads a reply that is a JSON call with "parameters"', () => {
       expect(parseTextToolCalls('{"name": "get_weather", "parameters": {"city": "Cairo"}}', 'llama3', TOOLS)).to.deep.equal({
