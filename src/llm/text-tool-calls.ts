@@ -719,6 +719,9 @@ const MARKERS: readonly (readonly [string, string])[] = [
   ['<function=', 'a <function=…> tag'],
   ['<｜tool▁call▁begin｜>', 'a DeepSeek tool-call marker'],
   ['<|tool_call_begin|>', 'a <|tool_call_begin|> marker'],
+  // gpt-oss's harmony format, leaked into the text by a server without its parser: <|channel|>commentary to=functions.name …<|call|>
+  [' to=functions.', 'a harmony tool call (to=functions.…)'],
+  ['<|call|>', 'a harmony <|call|> marker'],
 ];
 
 /** JSON keys under which a tool's name marks an object as a call attempt ({"tool": "search", ...}). */

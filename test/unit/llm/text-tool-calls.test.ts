@@ -425,6 +425,16 @@ describe('text tool calls', () => {
     });
   });
 
+  describe("gpt-oss's harmony format leaked into the text", () => {
+    it('is never taken for an answer: it reads as a call no text format reads', () => {
+      const text = '<|channel|>commentary to=functions.get_time <|constrain|>json<|message|>{"zone": "Europe/Paris"}<|call|>';
+      expect(looksLikeToolCall(text, TOOLS)).to.equal(true);
+      expect(problem(parseTextToolCalls(text, 'native', TOOLS))).to.match(/harmony/);
+      for (const format of ['hermes', 'auto'] as const) expect(parseTextToolCalls(text, format, TOOLS).kind, format).to.not.equal('calls');
+      expect(looksLikeToolCall('I will tell you the time to the minute.', TOOLS)).to.equal(false);
+    });
+  });
+
   describe('looksLikeToolCall', () => {
     it('recognises attempted calls in every format and nothing in answers', () => {
       expect(looksLikeToolCall('<tool_call>{"name": "search"}</tool_call>', TOOLS)).to.equal(true);
