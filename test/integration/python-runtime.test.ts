@@ -1100,8 +1100,18 @@ class Env:
         expect(await t.call('clash', {})).to.deep.include({ result: true });
         const err = await rejection(t.snapshot());
         expect(err).to.have.property('code', 'STATE_INVALID');
-        expect((err as Error).message).to.include('the same JSON key "1" ("1" and 1)');
+        expect((err as Error).message).to.include('the same JSON key "1" ("1" and 1) at /users; keep one kind of key per dict');
         await t.close();
+        // A key JSON cannot write at all (a tuple) is refused saying where, and what to write instead
+        const tupled = python('class Grid:\n    def __init__(self, config):\n        self.cells = {"a": [{}]}\n    def mark(self):\n        self.cells["a"][0][(1, 2)] = "x"\n        return True\n    def top(self):\n        self.cells = {(0, 0): "o"}\n        return True\n', ['mark', 'top'], 'Grid');
+        for (const [tool, at] of [['mark', '/cells/a/0'], ['top', '/cells']] as const) {
+          const g = await r.openSession(tupled, {}, LIMITS);
+          expect(await g.call(tool, {})).to.deep.include({ result: true });
+          const bad = await rejection(g.snapshot());
+          expect(bad).to.have.property('code', 'STATE_INVALID');
+          expect((bad as Error).message, tool).to.include(`keys must be str, int, float, bool or None, not tuple (at ${at}); write such a key as a string`);
+          await g.close();
+        }
       } finally {
         await r.close();
       }

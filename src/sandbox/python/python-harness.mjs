@@ -871,13 +871,23 @@ def _json_key(k):
         return _encode(k)  # true, false, null, an int's or a float's own text; NaN and infinities refused, as in values
     raise TypeError('keys must be str, int, float, bool or None, not %s' % type(k).__name__)
 
-def _json_keyed(o):
+def _key_segment(k):
+    """A dict key as a JSON Pointer segment (as _segment writes one)."""
+    if type(k) is str:
+        return (k if len(k) <= 40 else k[:40] + '…').replace('~', '~0').replace('/', '~1')
+    return _encode(k) if k is None or type(k) in (int, float, bool) else '<%s>' % type(k).__name__
+
+def _json_keyed(o, at=''):
     """o with each dict whose keys cannot be sorted together keyed by their JSON text instead (so they sort as text;
-    a dict whose keys sort keeps them, and its order: ints as numbers); two keys with one text (1 and "1") are refused.
-    Lists, tuples and dataclasses are walked; anything else is left to the encoder."""
+    a dict whose keys sort keeps them, and its order: ints as numbers); two keys with one text (1 and "1") are refused,
+    and so is a key JSON cannot write (a tuple), each saying where (at: the JSON Pointer of o). Lists, tuples and
+    dataclasses are walked; anything else is left to the encoder."""
     if isinstance(o, dict):
         # Its items as the encoder takes them (a subclass's own items()); the dict itself when nothing under it changed.
-        items = [(k, v, _json_keyed(v)) for k, v in (dict.items(o) if type(o) is dict else o.items())]
+        items = [(k, v, _json_keyed(v, at + '/' + _key_segment(k))) for k, v in (dict.items(o) if type(o) is dict else o.items())]
+        for k, _, _ in items:
+            if not (k is None or isinstance(k, (str, int, float))):
+                raise TypeError('keys must be str, int, float, bool or None, not %s (at %s); write such a key as a string, e.g. "|".join(map(str, key)) for a tuple' % (type(k).__name__, at or '/'))
         try:
             sorted(k for k, _, _ in items)
             return o if all(w is v for _, v, w in items) else {k: w for k, _, w in items}
@@ -888,15 +898,15 @@ def _json_keyed(o):
         for k, v in items:
             text = _json_key(k)
             if text in out:
-                raise ValueError('two keys of one dict are written as the same JSON key %s (%s and %s); keep one kind of key per dict, e.g. str(id)' % (_encode(text), _describe_key(first[text]), _describe_key(k)))
+                raise ValueError('two keys of one dict are written as the same JSON key %s (%s and %s) at %s; keep one kind of key per dict, e.g. str(id)' % (_encode(text), _describe_key(first[text]), _describe_key(k), at or '/'))
             out[text], first[text] = v, k
         return out
     if isinstance(o, (list, tuple)):
-        items = [(x, _json_keyed(x)) for x in o]
+        items = [(x, _json_keyed(x, '%s/%d' % (at, i))) for i, x in enumerate(o)]
         return o if all(w is x for x, w in items) else [w for _, w in items]
     if _dataclasses.is_dataclass(o) and not isinstance(o, type):
         d = _dataclasses.asdict(o)
-        w = _json_keyed(d)
+        w = _json_keyed(d, at)
         return o if w is d else w
     return o
 
