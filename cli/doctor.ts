@@ -66,7 +66,7 @@ function shapeGroups(config: AppConfig, endpointName: string): { profile: ModelP
 }
 
 /** What to change in the models file when the endpoint refused a parameter, by the parameter it named. */
-function fixFor(param: string, shape: RequestShape): string {
+function fixFor(param: string, shape: RequestShape, message = ''): string {
   switch (param) {
     case 'max_tokens':
       return 'set "tokenParam: max_completion_tokens" (or "preset: openai-reasoning" / "openai-chat")';
@@ -81,6 +81,9 @@ function fixFor(param: string, shape: RequestShape): string {
       return 'set "structuredOutput: prompt"';
     case 'tools':
     case 'tool_choice':
+      if (/does not support tools|doesn't support tools|not support(?:ed)? (?:for )?tool/i.test(message)) {
+        return 'the model takes no tools at all (the text formats send them too): serve a model that does (Ollama: one with the "tools" capability), or set another model on the profile';
+      }
       return shape.toolCallFormat === 'native'
         ? 'the model is served without tool calls: set "toolCallFormat" to the format its text uses ("hermes" for Qwen, "llama3", "mistral", "json", or "auto"), or serve it with its tool-call parser (vLLM: --enable-auto-tool-choice --tool-call-parser …; SGLang: --tool-call-parser …)'
         : `the endpoint refuses tools even with tool_choice ${shape.textToolChoice === 'none' ? '"none"' : 'left out'}: try "textToolChoice: ${shape.textToolChoice === 'none' ? 'omit' : 'none'}", or a model that takes tools`;
@@ -149,7 +152,7 @@ async function checkRequestShapes(config: AppConfig, endpointName: string): Prom
           // vLLM without a parser: '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
           (probe.tools && /\btool/i.test(message) ? 'tools' : undefined);
         if ((status === 400 || status === 422) && named) {
-          checks.push({ name, status: 'fail', detail: `the endpoint refused "${named}" (${status}: ${message.slice(0, 200)}). In ${config.modelsFile ?? 'ENVFLEET_MODELS_FILE'}, ${where}: ${fixFor(named, shape)}.` });
+          checks.push({ name, status: 'fail', detail: `the endpoint refused "${named}" (${status}: ${message.slice(0, 200)}). In ${config.modelsFile ?? 'ENVFLEET_MODELS_FILE'}, ${where}: ${fixFor(named, shape, message)}.` });
         } else if (err instanceof SyntaxError) {
           checks.push({ name, status: 'fail', detail: `a request with ${sent.join(', ')} got an answer that cannot be read (${where}): ${message.slice(0, 300)}` });
         } else {

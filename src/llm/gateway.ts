@@ -628,7 +628,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
           : code === 'MODEL_NOT_FOUND'
             ? ' Check the base URL and the model name.'
             : code === 'MODEL_BAD_REQUEST' && CONTEXT_TOO_LONG.test(body)
-              ? ` The conversation and the answer asked for do not fit the model's context: lower the maxTokens of the ${ctx.stage} profile (ENVFLEET_MODELS_FILE), cut an episode's length (envfleet rollouts --max-steps, --max-tokens), or serve the model with a longer context (vLLM: --max-model-len).`
+              ? ` The conversation and the answer asked for do not fit the model's context: lower the maxTokens of the ${ctx.stage} profile (ENVFLEET_MODELS_FILE), ${ctx.stage.startsWith('rollout.') ? "cut an episode's length (envfleet rollouts --max-steps, --max-tokens), " : ''}or serve the model with a longer context (vLLM: --max-model-len).`
               : '';
       // The hint is a sentence of its own after the body's (which may or may not end with a period).
       return new ModelError(code, `${status} from ${where}: ${hint && !/[.!?。]$/.test(body) ? `${body}.` : body}${hint}`, { cause: err, details });

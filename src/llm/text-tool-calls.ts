@@ -71,7 +71,7 @@ export function parseTextToolCalls(text: string, format: ToolCallFormat, toolNam
       const content = removeSpans(text, result.spans);
       // What is left must hold no call of its own (a call in another format after these, one the format's reader
       // stopped before): it would be neither run nor seen as one, and the reply's text would then carry it as an answer.
-      const more = content === null ? null : describeAttempt(content, names);
+      const more = content === null ? null : describeAttempt(content, names, true);
       if (more !== null) {
         const n = result.calls.length;
         return { kind: 'malformed', problem: clip(`the reply writes ${n} tool call${n === 1 ? '' : 's'} in the ${f} format and, outside ${n === 1 ? 'it' : 'them'}, more that cannot be read with ${n === 1 ? 'it' : 'them'} (${more}); write every call of a reply the same way`) };
@@ -726,11 +726,19 @@ const MARKERS: readonly (readonly [string, string])[] = [
 
 /** JSON keys under which a tool's name marks an object as a call attempt ({"tool": "search", ...}). */
 const NAME_KEYS = ['name', 'tool', 'tool_name', 'function', 'function_name', 'action'];
+/** Of those, the keys a call itself writes its name under (beside calls already read, a result's {"action": …} is no call). */
+const CALL_NAME_KEYS = ['name'];
 
-/** What in the text looks like an attempted tool call, or null when nothing does. */
-function describeAttempt(text: string, names: ReadonlySet<string>): string | null {
+/**
+ * What in the text looks like an attempted tool call, or null when nothing does. `marked`: only what opens a call
+ * (a marker), what a format reads as a call or a broken one, and a JSON object naming a tool under "name", not the
+ * looser signs (a tool named under "action", "tool" and the like, a Python-style call, a stray closing tag): for the
+ * text left beside calls already read, where prose quoting a tool's result ({"action": "update"}) or a closing tag
+ * too many must not end the episode.
+ */
+function describeAttempt(text: string, names: ReadonlySet<string>, marked = false): string | null {
   const visible = maskThinking(text);
-  for (const [marker, label] of MARKERS) if (visible.includes(marker)) return label;
+  for (const [marker, label] of MARKERS) if (visible.includes(marker) && !(marked && marker === HERMES_CLOSE)) return label;
   for (const f of AUTO_ORDER) {
     const result = PARSERS[f](text, visible, names);
     if (result.kind === 'calls') return `${result.calls.length} call${result.calls.length === 1 ? '' : 's'} in the ${f} format`;
@@ -738,8 +746,9 @@ function describeAttempt(text: string, names: ReadonlySet<string>): string | nul
   }
   for (const name of names) {
     if (name === '') continue;
-    if (hasNameValue(visible, JSON.stringify(name))) return `a JSON object naming the tool "${name}"`;
+    if (hasNameValue(visible, JSON.stringify(name), marked ? CALL_NAME_KEYS : NAME_KEYS)) return `a JSON object naming the tool "${name}"`;
   }
+  if (marked) return null;
   const trimmed = visible.trim();
   if (trimmed.endsWith(')') || trimmed.endsWith(')]')) {
     for (const name of names) {
@@ -750,7 +759,7 @@ function describeAttempt(text: string, names: ReadonlySet<string>): string | nul
 }
 
 /** Whether `"key": <quotedName>` occurs for one of NAME_KEYS. */
-function hasNameValue(s: string, quotedName: string): boolean {
+function hasNameValue(s: string, quotedName: string, keys: readonly string[]): boolean {
   let at = s.indexOf(quotedName);
   while (at !== -1) {
     let j = at - 1;
@@ -759,7 +768,7 @@ function hasNameValue(s: string, quotedName: string): boolean {
       j -= 1;
       while (j >= 0 && isSpace(s.charCodeAt(j))) j -= 1;
       if (j >= 0 && s[j] === '"') {
-        for (const key of NAME_KEYS) {
+        for (const key of keys) {
           if (s.startsWith(`"${key}`, j - key.length - 1)) return true;
         }
       }

@@ -1027,8 +1027,10 @@ const WARM_SESSION_STATE = { list: [3, 1, 2], n: 1 };
 const NATIVE_SNAPSHOT_ROOM = 4;
 /**
  * The most the native encoder may grow a module by, as times the units of text it may write (GuestVm.encodePlain),
- * plus ENCODER_SLACK_BYTES: a text of n units is at most about 2.5 n bytes of encoding (a float's 8 bytes against
- * "0.5,"), held at most about 3.5 times at the peak (NATIVE_SNAPSHOT_ROOM), so a value within the units never meets it.
+ * plus ENCODER_SLACK_BYTES: a text of n units is mostly at most about 2.5 n bytes of encoding (a float's 8 bytes
+ * against "0.5,"), held at most about 3.5 times at the peak (NATIVE_SNAPSHOT_ROOM). Some values encode to far more than
+ * their text (members whose value is undefined, which JSON leaves out; integers held as floats) and may meet it within
+ * the units: then, as for any refusal on the encoder's way, the value is written the guest's way, exactly, only slower.
  */
 const ENCODER_ROOM = 10;
 const ENCODER_SLACK_BYTES = 1 << 20;
@@ -1043,8 +1045,11 @@ const ENCODER_STOPPED = Symbol('encoder stopped');
 export const SNAPSHOT_WAYS = { native: 0, stringify: 0, restored: 0, stopped: 0 };
 
 /** What STACK_OVERFLOW's message adds: how deep the guest may go (limits.stackBytes), and what to write instead. */
-const stackAdvice = (stackBytes: number): string =>
-  `: the JavaScript runtime's stack (${Math.round(stackBytes / 1024)} KiB) holds about 1,000–2,000 nested calls; write a deep recursion as a loop over an array used as a stack, or recurse over less at a time`;
+const stackAdvice = (stackBytes: number): string => {
+  // (about 1,000–2,000 nested calls in 256 KiB, as docs/sandbox.md measures it)
+  const calls = (per256: number) => (Math.round((per256 * stackBytes) / (256 * 1024) / 100) * 100).toLocaleString('en-US');
+  return `: the JavaScript runtime's stack (${Math.round(stackBytes / 1024)} KiB) holds about ${calls(1000)}–${calls(2000)} nested calls; write a deep recursion as a loop over an array used as a stack, or recurse over less at a time`;
+};
 
 /** The setting a deadline comes from (for DEADLINE_EXCEEDED's message). */
 type DeadlineSetting = 'ENVFLEET_SANDBOX_DEADLINE_MS' | 'ENVFLEET_SANDBOX_CREATE_DEADLINE_MS' | 'ENVFLEET_SANDBOX_CHECK_DEADLINE_MS';
@@ -1495,9 +1500,13 @@ class GuestVm {
     const runtime = this.runtime!;
     const module = this.module;
     let stopped = false;
+    // (Only while the encoder runs: its stack limit is set back right after, and a refusal after that, of the copy of
+    // its buffer, is only noted: the value is then written the guest's way, under the runtime's own limit.)
+    let encoding = true;
     module.onRefusal = () => {
       if (stopped) return;
       stopped = true;
+      if (!encoding) return;
       try {
         runtime.setMaxStackSize(1);
       } catch {
@@ -1518,6 +1527,7 @@ class GuestVm {
       } catch (err) {
         throw this.hostFailure(err);
       } finally {
+        encoding = false;
         try {
           runtime.setMaxStackSize(this.stackBytes);
         } catch {
@@ -1934,17 +1944,17 @@ export class SandboxEnvironment {
     }
   }
 
-  /**
-   * A call that ended without a result: the environment disposed first if the code discards it,
-   * then timed; `charged`: the call got as far as counting (`calls`), and its time goes to the
-   * session's CPU account.
-   */
   /** ENV_DISPOSED's message: the limit that ended the environment where one did (the call that met it said it; the calls after it say which it was). */
   private disposedMessage(): string {
     const by = this.endedBy;
     return by ? disposedAfter(by.code, by.message) : SANDBOX_ERROR_CODES.ENV_DISPOSED;
   }
 
+  /**
+   * A call that ended without a result: the environment disposed first if the code discards it,
+   * then timed; `charged`: the call got as far as counting (`calls`), and its time goes to the
+   * session's CPU account.
+   */
   private stop(started: number, parse: boolean, code: SandboxErrorCode, message: string, charged = false): CallOutcome | CallTextOutcome {
     if (code === 'STACK_OVERFLOW') message = `the call recursed too deeply (${message.replace(/^the call recursed too deeply \((.*)\)$/s, '$1')})${stackAdvice(this.limits.stackBytes)}`;
     if (FATAL_CODES.has(code)) {

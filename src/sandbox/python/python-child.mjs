@@ -27,7 +27,7 @@ const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {
 
 /**
  * @typedef {{ createDeadlineMs: number, callDeadlineMs: number, checkDeadlineMs: number, sessionCpuMs: number, maxResultBytes: number, maxStateBytes: number }} Limits
- * @typedef {{ code: string, message: string }} Failure
+ * @typedef {{ code: string, message: string, byOther?: boolean }} Failure
  * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void }} Job
  * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, lost?: Failure, interrupted?: boolean }} Answer
  */
@@ -261,6 +261,8 @@ const tooDeep = what => ({ code: 'STATE_INVALID', message: `${what} nests contai
  */
 const lostMessage = why => {
   if (why.code === 'ENV_DISPOSED') return why.message;
+  // (stopped for another environment's call: none of its own met a limit, and its message says why it was stopped)
+  if (why.byOther) return why.message;
   // (src/sandbox/errors.ts disposedAfter's words: at most 300 characters of the message, never half of one)
   const m = String(why.message);
   const cut = m.length <= 300 ? m : `${m.slice(0, /[\uD800-\uDBFF]/.test(m.charAt(299)) ? 299 : 300)}…`;
@@ -437,7 +439,7 @@ async function handle(msg) {
           const mb = (/** @type {number} */ b) => (b / 1048576).toFixed(1);
           // (One stopped already, by an earlier call that found no room, frees its memory once its drop has run.)
           const stopping = holder.session !== null && !holder.session.lost;
-          if (holder.session && stopping) endSession(holder.session, { code: 'MEMORY_EXCEEDED', message: `this environment held about ${mb(holder.bytes)} MB, the most of its Python interpreter's ${settings.heapMb} MB (ENVFLEET_PYTHON_HEAP_MB, shared by the environments on it), when a call of another environment found no room: it was stopped (does it keep what every call gives it, in its state or in a module- or class-level list?)` });
+          if (holder.session && stopping) endSession(holder.session, { code: 'MEMORY_EXCEEDED', byOther: true, message: `this environment held about ${mb(holder.bytes)} MB, the most of its Python interpreter's ${settings.heapMb} MB (ENVFLEET_PYTHON_HEAP_MB, shared by the environments on it), when a call of another environment found no room: it was stopped (does it keep what every call gives it, in its state or in a module- or class-level list?)` });
           if (stopping) log('warn', 'a Python environment holding most of its interpreter\'s memory was stopped (MEMORY_EXCEEDED); the call that found no room goes back as SANDBOX_MEMORY_FULL', { heldMb: Number(mb(holder.bytes)), callerMb: Number(mb(holder.callerBytes)), heapMb: settings.heapMb });
           r = { err: 'SANDBOX_MEMORY_FULL', message: `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room for the call: another environment held about ${mb(holder.bytes)} MB against this one's ${mb(holder.callerBytes)} MB, and was stopped` };
         }

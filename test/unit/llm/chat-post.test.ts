@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { z } from 'zod';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
@@ -204,6 +205,9 @@ describe('chat completions posted by the gateway against the openai client', fun
     expect((a as Error).message).to.include("This model's maximum context length is 8192 tokens").and.to.include('请缩短').and.not.to.include('no body');
     // and what to change: the episode ends model-error on it, with nothing else to go by
     expect((a as Error).message).to.include("do not fit the model's context: lower the maxTokens of the rollout.policy profile (ENVFLEET_MODELS_FILE), cut an episode's length (envfleet rollouts --max-steps, --max-tokens)");
+    // a synthesis stage has no episode to cut
+    const synth = await rejection(own.structured({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }], schema: z.object({ a: z.number() }) }));
+    expect((synth as Error).message).to.include('lower the maxTokens of the mine.judge profile (ENVFLEET_MODELS_FILE), or serve the model with a longer context').and.not.to.include('--max-steps');
     handler = answer(422, json, JSON.stringify({ detail: [{ loc: ['body', 'messages'], msg: 'field required' }] }));
     const other = ((await rejection(own.chat({ runId: 'r', stage: 'rollout.policy' }, request))) as Error).message;
     expect(other).to.include('field required').and.not.to.include('context');
@@ -247,6 +251,9 @@ describe('chat completions posted by the gateway against the openai client', fun
       `data: ${JSON.stringify({ id: 'c9', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }] })}\n\n` +
       'data: [DONE]\n\n';
     expect(completionFromEventStream(tgi).choices[0]!.message.tool_calls).to.deep.equal([{ id: '', type: 'function', function: { name: 'get_book', arguments: '{"titre": "Le Petit Prince 🌹"}' } }]);
+    // arguments sent whole, as an object, are their JSON text
+    const objectArgs = chunk({ role: 'assistant', tool_calls: [{ index: 0, id: 'c2', type: 'function', function: { name: 'get_book', arguments: { titre: 'Vol de nuit ✈️' } } }] }) + `data: ${JSON.stringify({ id: 'c9', choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }] })}\n\n`;
+    expect(completionFromEventStream(objectArgs).choices[0]!.message.tool_calls).to.deep.equal([{ id: 'c2', type: 'function', function: { name: 'get_book', arguments: '{"titre":"Vol de nuit ✈️"}' } }]);
     // A stream cut short (no finish reason, no [DONE]) is no answer: half of one would be taken for the whole.
     handler = answer(200, { 'content-type': 'text/event-stream' }, chunk({ role: 'assistant', content: 'Je commence à' }));
     const cut = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'cut' }, request));

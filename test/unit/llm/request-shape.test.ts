@@ -221,6 +221,11 @@ describe('request shapes against endpoints that behave like each preset (scripte
     expect((await run([vllm], 'profiles:\n  rollout.policy: { toolCallFormat: hermes }\n')).map(c => c.status)).to.deep.equal(['ok', 'ok']);
     const refusing = (await run([ollama], 'profiles:\n  rollout.policy: { toolCallFormat: hermes }\n')).find(c => c.name.endsWith('with tools'))!;
     expect(refusing.status).to.equal('fail');
-    expect(refusing.detail).to.include('refused "tools"').and.to.include('textToolChoice: omit');
+    expect(refusing.detail).to.include('refused "tools"').and.to.include('the model takes no tools at all').and.not.to.include('toolCallFormat');
+    // an endpoint that refuses tool_choice "none" itself: leave it out
+    const noNone = { name: 'refuses-none', matchAny: '"tool_choice":"none"', fault: { type: 'server_error' as const, status: 400, message: "Invalid value for 'tool_choice': 'none' is not supported by this server" } };
+    const none = (await run([noNone], 'profiles:\n  rollout.policy: { toolCallFormat: hermes }\n')).find(c => c.name.endsWith('with tools'))!;
+    expect(none.status).to.equal('fail');
+    expect(none.detail).to.include('refused "tool_choice"').and.to.include('textToolChoice: omit');
   });
 });

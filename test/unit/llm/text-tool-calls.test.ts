@@ -364,8 +364,13 @@ describe('text tool calls', () => {
       expect(problem(parseTextToolCalls(text, 'auto', TOOLS))).to.equal('the reply writes 1 tool call in the hermes format and, outside it, more that cannot be read with it (1 call in the json format); write every call of a reply the same way');
       const bare = '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>\n{"name": "search", "arguments": {"q": "日本"}}';
       expect(problem(parseTextToolCalls(bare, 'hermes', TOOLS))).to.match(/^the reply writes 1 tool call in the hermes format and, outside it, more that cannot be read with it \(/);
-      // prose after the calls is content, as before
+      // prose after the calls is content, as before; so is prose that quotes a result naming a tool, a Python-style
+      // mention of one, and a closing tag too many (only what opens a call, or reads as one, counts beside calls)
       expect(parsed(parseTextToolCalls('<tool_call>{"name": "get_time", "arguments": {}}</tool_call>\nThen I will search — 然后', 'auto', TOOLS)).content).to.equal('Then I will search — 然后');
+      for (const prose of ['Previously I got {"status": "ok", "action": "search"} — 好', 'search(x)', '</tool_call>']) {
+        const text = `${prose}\n<tool_call>{"name": "get_time", "arguments": {}}</tool_call>`;
+        expect(parsed(parseTextToolCalls(text, 'hermes', TOOLS)).calls, prose).to.deep.equal([call('get_time')]);
+      }
     });
 
     it('reads several Llama 3.1 calls each after its own <|python_tag|>, and refuses prose then a second call', () => {

@@ -53,7 +53,7 @@ const CODE: EnvironmentCode = {
 };
 
 /** The length of a result's JSON text (ASCII here: its UTF-8 bytes). Until 2026-12-06 the cap was on {"ok":<result JSON>}, 7 bytes more. */
-const wrapped = (result: unknown) => JSON.stringify(result).length;
+const jsonLength = (result: unknown) => JSON.stringify(result).length;
 
 describe('the sandbox call path', function () {
   this.timeout(30_000);
@@ -92,16 +92,16 @@ describe('the sandbox call path', function () {
   });
 
   it('caps the result on its own JSON text, as the Python runtime does: a result at the cap passes, one character more does not', () => {
-    const at = env.call('pad', { n: CAP - wrapped({ d: '' }), ch: 'x' });
+    const at = env.call('pad', { n: CAP - jsonLength({ d: '' }), ch: 'x' });
     expect(at.runtimeError).to.equal(undefined);
-    expect(wrapped(at.result)).to.equal(CAP);
-    const over = env.call('pad', { n: CAP - wrapped({ d: '' }) + 1, ch: 'x' });
+    expect(jsonLength(at.result)).to.equal(CAP);
+    const over = env.call('pad', { n: CAP - jsonLength({ d: '' }) + 1, ch: 'x' });
     expect(over).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the result of pad is ${CAP + 1} bytes; the cap is ${CAP}${RESULT_CAP_ADVICE}` } });
     expect(env.disposed).to.equal(false);
   });
 
   it('counts the cap in UTF-8 bytes, as the Python runtime does, for multi-byte results too (an emoji is 4, a CJK character 3, an accent 2)', () => {
-    const room = CAP - wrapped({ d: '' });
+    const room = CAP - jsonLength({ d: '' });
     const emoji = Math.floor(room / 4);
     const fits = env.call('pad', { n: emoji, ch: '😀' });
     expect(fits.runtimeError).to.equal(undefined);
@@ -109,7 +109,7 @@ describe('the sandbox call path', function () {
     expect(env.call('pad', { n: emoji + 1, ch: '😀' }).runtimeError).to.equal('RESULT_TOO_LARGE');
     const cjk = Math.floor(room / 3);
     expect(env.call('pad', { n: cjk, ch: '書' }).result).to.deep.equal({ d: '書'.repeat(cjk) });
-    const over = wrapped({ d: '' }) + 3 * (cjk + 1);
+    const over = jsonLength({ d: '' }) + 3 * (cjk + 1);
     expect(env.call('pad', { n: cjk + 1, ch: '書' })).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the result of pad is ${over} bytes; the cap is ${CAP}${RESULT_CAP_ADVICE}` } });
     const accents = Math.floor(room / 2);
     expect(env.call('pad', { n: accents, ch: 'é' }).runtimeError).to.equal(undefined);

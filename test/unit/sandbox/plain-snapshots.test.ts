@@ -424,8 +424,12 @@ describe('snapshots through the native encoder', function () {
       const env = await host.createEnvironment(code, {}, limits);
       try {
         const stopped = SNAPSHOT_WAYS.stopped;
+        const heap = host.heapBytes();
         expect(env.call('repeated', { n: 200 }), code.source).to.deep.include({ runtimeError: 'RESULT_TOO_LARGE', result: { success: false, error: `the result of repeated is more than 2000 bytes; the cap is 1000${RESULT_CAP_ADVICE}` } });
         if (code === plain) expect(SNAPSHOT_WAYS.stopped - stopped, 'the native encoder was stopped for room').to.equal(1);
+        // at its ceiling (10 × the 2,000 bytes it may write, plus 1 MiB), not at the 32 MiB allowance: the guest's own
+        // megabyte string, and a few more for the allocator's steps
+        expect(host.heapBytes() - heap, 'the module grew by a few MiB at most').to.be.below(6 << 20);
         expect(env.call('small', {}).result).to.equal('fine');
         expect(env.call('repeated', { n: 200 }).runtimeError).to.equal('RESULT_TOO_LARGE');
         expect(env.snapshotText()).to.equal('{}');
