@@ -262,7 +262,11 @@ export function forwardingMiddleware(options: ForwardingOptions): RequestHandler
               continue;
             }
             if (res.headersSent) return;
-            if (isOverCapacity(answered.body)) continue;
+            if (isOverCapacity(answered.body)) {
+              // (and not named as having room by this process's own OVER_CAPACITY, until it beats again)
+              directory.noteFull(peer);
+              continue;
+            }
             return relay(res, answered);
           }
         }

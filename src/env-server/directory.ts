@@ -45,8 +45,14 @@ export interface SessionDirectory {
   heartbeat(load: { readonly active: number; readonly max: number }): Promise<void>;
   /** The other live processes. */
   peers(): Promise<ServerEntry[]>;
-  /** The other live processes serving exactly the same as this one (ServerEntry.content) with room for a session, the roomiest first. */
-  peersWithRoom(): Promise<ServerEntry[]>;
+  /**
+   * The other live processes serving exactly the same as this one (ServerEntry.content) with room for a session, the
+   * roomiest first; with `exceptSaidFull`, not those that answered an open with OVER_CAPACITY within a heartbeat's
+   * interval (noteFull): for the places an OVER_CAPACITY answer names, while an open still asks each in turn.
+   */
+  peersWithRoom(exceptSaidFull?: boolean): Promise<ServerEntry[]>;
+  /** A peer answered an open with OVER_CAPACITY: its heartbeat's room is out of date until it beats again (a third of the heartbeat TTL). */
+  noteFull(peer: ServerEntry): void;
   /** Removes this process's entry (at shutdown, after its sessions have been released). */
   leave(): Promise<void>;
 }
@@ -109,6 +115,11 @@ export function createRedisSessionDirectory(redis: Redis, prefix: string, option
     return out;
   };
 
+  // Peers that said OVER_CAPACITY, by id, with when: left out of the places an OVER_CAPACITY names for a heartbeat's
+  // interval (a third of its TTL, as serve beats), after which their entry says how full they are since.
+  const saidFull = new Map<string, number>();
+  const fullForMs = options.heartbeatTtlMs / 3;
+
   return {
     serverId: self,
     async claim(sessionId) {
@@ -148,8 +159,13 @@ export function createRedisSessionDirectory(redis: Redis, prefix: string, option
       // An entry at this process's own address is the process it replaced there (see locate), not a peer.
       return [...live.values()].filter(e => e.url !== options.url);
     },
-    async peersWithRoom() {
-      return (await this.peers()).filter(p => p.content === options.content && p.active < p.max).sort((a, b) => b.max - b.active - (a.max - a.active));
+    async peersWithRoom(exceptSaidFull = false) {
+      const now = Date.now();
+      for (const [id, at] of saidFull) if (now - at >= fullForMs) saidFull.delete(id);
+      return (await this.peers()).filter(p => p.content === options.content && p.active < p.max && !(exceptSaidFull && saidFull.has(p.id))).sort((a, b) => b.max - b.active - (a.max - a.active));
+    },
+    noteFull(peer) {
+      saidFull.set(peer.id, Date.now());
     },
     async leave() {
       left = true;

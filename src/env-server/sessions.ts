@@ -356,7 +356,8 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       if (live.size >= options.maxSessions) {
         const active = live.size;
         // Behind several serve processes: say where there is room (a WebSocket cannot be forwarded).
-        const room = deps.directory ? await deps.directory.peersWithRoom().catch(() => []) : [];
+        // (not the peers that have just refused this open: their heartbeats still say they have room)
+        const room = deps.directory ? await deps.directory.peersWithRoom(true).catch(() => []) : [];
         const where = room.length ? `; ${room.length} other serve process${room.length > 1 ? 'es have' : ' has'} room: ${room.slice(0, 3).map(p => p.url).join(', ')}` : '';
         throw new EnvServerError('OVER_CAPACITY', `the server holds ${active} sessions, its maximum (--max-sessions ${options.maxSessions}): finish or close a session (verify ends it), or retry later${where}`, { active, max: options.maxSessions, ...(room.length ? { room_at: room.map(p => p.url) } : {}) });
       }

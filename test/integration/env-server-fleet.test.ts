@@ -225,6 +225,14 @@ describe('envfleet serve: several serve processes sharing one Redis (real proces
       expect(opened.status).to.equal(201);
       expect(servedBy(opened.headers)).to.equal(b.id);
       expect(asked).to.equal(2);
+      // Every process full now (b holds two): a's own OVER_CAPACITY names no peer that has just refused, though the
+      // stale peer's heartbeat still says 0 of 9 (room_at listed it)
+      const none = await post(`${a.url}/sessions`, { scenario_id: gx.id });
+      expect(none.status, JSON.stringify(none.json)).to.equal(503);
+      const error = none.json['error'] as { code: string; room_at?: string[]; message: string };
+      expect(error.code).to.equal('OVER_CAPACITY');
+      expect(error.room_at ?? [], 'no peer that refused').to.not.include(staleUrl);
+      expect(error.message).to.not.include(staleUrl);
       expect((await fetch(`${a.url}/sessions/${opened.json['session_id'] as string}`, { method: 'DELETE' })).status).to.equal(200);
     } finally {
       await f.redis.del(`${keys}:srv:stale-peer`);
