@@ -13,7 +13,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ENV_VARS, ENV_VAR_NAMES, type EnvVarName } from '../config/env.js';
 import { DEFAULT_PRICES } from '../config/prices.js';
 import { MODEL_STAGES, MODEL_STAGE_NAMES } from '../config/model-stages.js';
-import { DEFAULT_REQUEST_SHAPE, REASONING_EFFORTS, REQUEST_PRESETS, REQUEST_PRESET_NAMES, RESERVED_BODY_FIELDS, RequestShapeFields, TOOL_CALL_FORMATS } from '../config/request-shapes.js';
+import { DEFAULT_REQUEST_SHAPE, REASONING_EFFORTS, REQUEST_PRESETS, REQUEST_PRESET_NAMES, RESERVED_BODY_FIELDS, RequestShapeFields, TEXT_TOOL_CHOICES, TOOL_CALL_FORMATS } from '../config/request-shapes.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const ENV_EXAMPLE_PATH = resolve(REPO_ROOT, '.env.example');
@@ -144,12 +144,17 @@ const PRESET_FOR: Record<keyof typeof REQUEST_PRESETS, string> = {
   'openai-chat': 'OpenAI chat models (gpt-4o, gpt-4.1)',
   'openai-reasoning': 'OpenAI reasoning models (o-series, GPT-5)',
   vllm: "vLLM's OpenAI server (native tool calls need `--enable-auto-tool-choice --tool-call-parser …`; without, set `toolCallFormat`)",
-  sglang: "SGLang's OpenAI server (native tool calls need `--tool-call-parser`)",
+  sglang: "SGLang's OpenAI server (native tool calls need `--tool-call-parser`; without, set `toolCallFormat`)",
   ollama: "Ollama's `/v1` API (JSON Schema answers from Ollama 0.5)",
 };
 
 function describeShape(shape: typeof DEFAULT_REQUEST_SHAPE): string {
-  return [`\`${shape.tokenParam}\``, shape.sampling ? '`temperature`' : 'no `temperature`', shape.structuredOutput === 'json_schema' ? 'the schema as `response_format` (`json_schema`)' : 'the schema in the prompt only', `tool calls \`${shape.toolCallFormat}\``].join(', ');
+  return [
+    `\`${shape.tokenParam}\``,
+    shape.sampling ? '`temperature`' : 'no `temperature`',
+    shape.structuredOutput === 'json_schema' ? 'the schema as `response_format` (`json_schema`)' : 'the schema in the prompt only',
+    `tool calls \`${shape.toolCallFormat}\`${shape.textToolChoice === 'omit' ? '; with a text `toolCallFormat`, no `tool_choice` (`textToolChoice: omit`)' : ''}`,
+  ].join(', ');
 }
 
 export function renderConfigurationDoc(): string {
@@ -279,7 +284,8 @@ single fields (single fields win over the preset; a stage entry's preset and fie
 | \`sendReasoning\` | \`true\`, \`false\` (default) | send the earlier assistant turns' \`reasoning_content\` back with the conversation (the trajectory keeps it either way). Off: chat templates drop it anyway and some APIs refuse it (DeepSeek's reasoner answers 400); on for a model that must see its own reasoning between tool calls (Kimi K2 thinking) |
 | \`seed\` | \`true\`, \`false\` (default) | send a \`seed\`: for the policy, one per episode, derived from its id and recorded with the trajectory (\`samplingSent\`), so a sample can be drawn again |
 | \`logprobs\`, \`returnTokenIds\` | \`true\`, \`false\` (default) | ask for the log-probability of every sampled token (\`logprobs: true\`) and for the prompt and completion token ids (vLLM: \`return_token_ids: true\`); set them on \`rollout.policy\` and every trajectory keeps them per policy turn (\`policyTurns\`, docs/formats.md), for an asynchronous trainer's off-policy correction |
-| \`toolCallFormat\` | ${TOOL_CALL_FORMATS.map(n => `\`${n}\``).join(', ')} | how the policy model's tool calls arrive: \`native\` (\`message.tool_calls\`), or written in the text — \`hermes\` (Hermes, Qwen2.5/Qwen3: \`<tool_call>{…}</tool_call>\`), \`llama3\` (a JSON object with \`parameters\`), \`mistral\` (\`[TOOL_CALLS]\`), \`json\` (fenced JSON), \`auto\` (any of them). Text calls become ordinary tool calls; a reply that looks like a tool call but cannot be read ends the episode as \`unparsed-tool-call\`, never as a finished answer |
+| \`toolCallFormat\` | ${TOOL_CALL_FORMATS.map(n => `\`${n}\``).join(', ')} | how the policy model's tool calls arrive: \`native\` (\`message.tool_calls\`), or written in the text — \`hermes\` (Hermes, Qwen2.5/Qwen3: \`<tool_call>{…}</tool_call>\`; Qwen3-Coder's \`<tool_call><function=name><parameter=p>value</parameter></function></tool_call>\` too, each value read by the type the tool's schema gives it, as vLLM's \`qwen3_coder\` parser reads it), \`llama3\` (a JSON object with \`parameters\`), \`mistral\` (\`[TOOL_CALLS]\`), \`json\` (fenced JSON), \`auto\` (any of them). Text calls become ordinary tool calls (several in one reply too, each Llama 3.1 call after its own \`<|python_tag|>\`); a reply that looks like a tool call but cannot be read ends the episode as \`unparsed-tool-call\`, never as a finished answer, and so does one that writes some calls one way and more another way (a \`<tool_call>\` block and a fenced JSON call): running the first and leaving the others in its text would hide them |
+| \`textToolChoice\` | ${TEXT_TOOL_CHOICES.map(n => `\`${n}\``).join(', ')} (default \`${DEFAULT_REQUEST_SHAPE.textToolChoice}\`) | with a text \`toolCallFormat\`, what goes with the tools as \`tool_choice\`: \`none\` (vLLM without a tool-call parser refuses its default \`auto\`, and still puts the tools into the prompt under \`none\`), or \`omit\`, no \`tool_choice\` (SGLang puts no tools into the prompt under \`none\`: the \`sglang\` preset's) |
 
 Without a preset or fields, envfleet sends what it always sent: ${describeShape(DEFAULT_REQUEST_SHAPE)}.
 
@@ -288,7 +294,11 @@ Without a preset or fields, envfleet sends what it always sent: ${describeShape(
 ${Object.entries(REQUEST_PRESETS).map(([name, fields]) => `| \`${name}\` | ${PRESET_FOR[name as keyof typeof REQUEST_PRESETS]} | ${describeShape({ ...DEFAULT_REQUEST_SHAPE, ...fields })} |`).join('\n')}
 
 \`envfleet doctor\` sends one tiny request per request shape in use (model and settings) and names
-any parameter the endpoint refused, with the setting that fixes it.
+any parameter the endpoint refused, with the setting that fixes it. The agent's stage
+(\`rollout.policy\`) is probed with a tool and the \`tool_choice\` its requests carry, so a model served
+without tool calls (vLLM without \`--enable-auto-tool-choice\`, an Ollama model that takes no tools)
+fails there, saying what to set, before every episode of a run does. The requests are posted and
+their answers read as the workers do (an answer streamed unasked included).
 
 ## How a stage's profile resolves
 
