@@ -85,6 +85,7 @@ export function parseTextToolCalls(text: string, format: ToolCallFormat, toolNam
 
 /** True when text looks like an attempted tool call in any known format (used with format 'native' to refuse treating it as an answer). */
 export function looksLikeToolCall(text: string, toolNames: readonly string[]): boolean {
+  paramTools = []; // (no types needed to tell a call; none kept from an earlier parse)
   return describeAttempt(text, new Set(toolNames)) !== null;
 }
 
