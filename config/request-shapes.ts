@@ -52,20 +52,30 @@ export interface RequestShape {
    * see its own earlier reasoning between tool calls (Kimi K2's thinking mode).
    */
   readonly sendReasoning: boolean;
+  /**
+   * The field the earlier turns' reasoning is sent in when `sendReasoning` is on: `reasoning_content` (DeepSeek's
+   * convention: Moonshot's Kimi API, SGLang, vLLM before 0.16) or `reasoning` (vLLM from 0.16, which reads only that
+   * one on the messages it is sent and drops `reasoning_content` without a word; the `vllm` preset's).
+   */
+  readonly reasoningField: ReasoningField;
 }
+
+/** The message field an earlier turn's reasoning is sent back in (RequestShape.reasoningField). */
+export const REASONING_FIELDS = ['reasoning_content', 'reasoning'] as const;
+export type ReasoningField = (typeof REASONING_FIELDS)[number];
 
 type Fields = Omit<RequestShape, 'preset'>;
 
 /** What envfleet sends without a preset: what it always sent. */
-export const DEFAULT_REQUEST_SHAPE: Fields = { tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', textToolChoice: 'none', logprobs: false, returnTokenIds: false, seed: false, sendReasoning: false };
+export const DEFAULT_REQUEST_SHAPE: Fields = { tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', textToolChoice: 'none', logprobs: false, returnTokenIds: false, seed: false, sendReasoning: false, reasoningField: 'reasoning_content' };
 
 export const REQUEST_PRESETS = {
   /** OpenAI chat models (gpt-4o, gpt-4.1): max_completion_tokens, sampling, JSON Schema answers, native tool calls. */
   'openai-chat': { tokenParam: 'max_completion_tokens', sampling: true, structuredOutput: 'json_schema' },
   /** OpenAI reasoning models (o-series, GPT-5): max_completion_tokens, no temperature. */
   'openai-reasoning': { tokenParam: 'max_completion_tokens', sampling: false, structuredOutput: 'json_schema' },
-  /** vLLM's OpenAI server: max_tokens, sampling, guided decoding through response_format; native tool calls need --enable-auto-tool-choice and a --tool-call-parser (else set toolCallFormat). */
-  vllm: { tokenParam: 'max_tokens', sampling: true, structuredOutput: 'json_schema' },
+  /** vLLM's OpenAI server: max_tokens, sampling, guided decoding through response_format; native tool calls need --enable-auto-tool-choice and a --tool-call-parser (else set toolCallFormat); reasoning sent back as `reasoning` (vLLM ≥ 0.16). */
+  vllm: { tokenParam: 'max_tokens', sampling: true, structuredOutput: 'json_schema', reasoningField: 'reasoning' },
   /** SGLang's OpenAI server: as vLLM (native tool calls need --tool-call-parser); text tool calls without tool_choice, which under "none" would hide the tools. */
   sglang: { tokenParam: 'max_tokens', sampling: true, structuredOutput: 'json_schema', textToolChoice: 'omit' },
   /** Ollama's /v1 API: max_tokens, sampling, response_format json_schema (Ollama ≥ 0.5). */
@@ -93,6 +103,7 @@ export const RequestShapeFields = {
   returnTokenIds: z.boolean().optional(),
   seed: z.boolean().optional(),
   sendReasoning: z.boolean().optional(),
+  reasoningField: z.enum(REASONING_FIELDS).optional(),
 };
 
 type FileFields = { [K in keyof typeof RequestShapeFields]?: z.infer<(typeof RequestShapeFields)[K]> };
@@ -122,5 +133,6 @@ export function resolveRequestShape(defaultEntry: FileFields | undefined, stageE
     returnTokenIds: merged.returnTokenIds,
     seed: merged.seed,
     sendReasoning: merged.sendReasoning,
+    reasoningField: merged.reasoningField,
   };
 }

@@ -13,7 +13,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ENV_VARS, ENV_VAR_NAMES, type EnvVarName } from '../config/env.js';
 import { DEFAULT_PRICES } from '../config/prices.js';
 import { MODEL_STAGES, MODEL_STAGE_NAMES } from '../config/model-stages.js';
-import { DEFAULT_REQUEST_SHAPE, REASONING_EFFORTS, REQUEST_PRESETS, REQUEST_PRESET_NAMES, RESERVED_BODY_FIELDS, RequestShapeFields, TEXT_TOOL_CHOICES, TOOL_CALL_FORMATS } from '../config/request-shapes.js';
+import { DEFAULT_REQUEST_SHAPE, REASONING_EFFORTS, REASONING_FIELDS, REQUEST_PRESETS, REQUEST_PRESET_NAMES, RESERVED_BODY_FIELDS, RequestShapeFields, TEXT_TOOL_CHOICES, TOOL_CALL_FORMATS } from '../config/request-shapes.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const ENV_EXAMPLE_PATH = resolve(REPO_ROOT, '.env.example');
@@ -154,6 +154,7 @@ function describeShape(shape: typeof DEFAULT_REQUEST_SHAPE): string {
     shape.sampling ? '`temperature`' : 'no `temperature`',
     shape.structuredOutput === 'json_schema' ? 'the schema as `response_format` (`json_schema`)' : 'the schema in the prompt only',
     `tool calls \`${shape.toolCallFormat}\`${shape.textToolChoice === 'omit' ? '; with a text `toolCallFormat`, no `tool_choice` (`textToolChoice: omit`)' : ''}`,
+    ...(shape.reasoningField === 'reasoning' ? ['with `sendReasoning`, the earlier reasoning as `reasoning` (`reasoningField`)'] : []),
   ].join(', ');
 }
 
@@ -281,7 +282,8 @@ single fields (single fields win over the preset; a stage entry's preset and fie
 | \`reasoningEffort\` | ${REASONING_EFFORTS.map(n => `\`${n}\``).join(', ')} | sent as \`reasoning_effort\` |
 | \`extraBody\` | an object | added to every request body (e.g. \`chat_template_kwargs\`, \`top_k\`, \`min_p\`, guided decoding options), the stage's keys over the \`default\` entry's (a stage drops an inherited key by setting it to \`null\`); it may not set ${RESERVED_BODY_FIELDS.map(n => `\`${n}\``).join(', ')} |
 | \`structuredOutput\` | \`json_schema\`, \`prompt\` | \`json_schema\`: stages that expect JSON send their schema as \`response_format: {type: "json_schema"}\` (converted from the stage's zod schema, \`strict: false\`), so an endpoint that enforces it cannot answer off-schema; the repair loop stays for the rest. \`prompt\`: the schema is only described in the prompt |
-| \`sendReasoning\` | \`true\`, \`false\` (default) | send the earlier assistant turns' \`reasoning_content\` back with the conversation (the trajectory keeps it either way). Off: chat templates drop it anyway and some APIs refuse it (DeepSeek's reasoner answers 400); on for a model that must see its own reasoning between tool calls (Kimi K2 thinking) |
+| \`sendReasoning\` | \`true\`, \`false\` (default) | send the earlier assistant turns' \`reasoning_content\` back with the conversation (the trajectory keeps it either way). Off: chat templates drop it anyway and some APIs refuse it (DeepSeek's reasoner answers 400); on for a model that must see its own reasoning between tool calls (Kimi K2 thinking, MiniMax-M2, GLM, Qwen3 with interleaved thinking) |
+| \`reasoningField\` | ${REASONING_FIELDS.map(n => `\`${n}\``).join(', ')} (default \`${DEFAULT_REQUEST_SHAPE.reasoningField}\`) | the field \`sendReasoning\` sends it in: \`reasoning_content\` (DeepSeek's convention: Moonshot's API, SGLang, vLLM before 0.16) or \`reasoning\` (vLLM from 0.16 reads only that one on the messages it is sent, and drops \`reasoning_content\` without a word: the \`vllm\` preset's) |
 | \`seed\` | \`true\`, \`false\` (default) | send a \`seed\`: for the policy, one per episode, derived from its id and recorded with the trajectory (\`samplingSent\`), so a sample can be drawn again |
 | \`logprobs\`, \`returnTokenIds\` | \`true\`, \`false\` (default) | ask for the log-probability of every sampled token (\`logprobs: true\`) and for the prompt and completion token ids (vLLM: \`return_token_ids: true\`); set them on \`rollout.policy\` and every trajectory keeps them per policy turn (\`policyTurns\`, docs/formats.md), for an asynchronous trainer's off-policy correction |
 | \`toolCallFormat\` | ${TOOL_CALL_FORMATS.map(n => `\`${n}\``).join(', ')} | how the policy model's tool calls arrive: \`native\` (\`message.tool_calls\`), or written in the text — \`hermes\` (Hermes, Qwen2.5/Qwen3: \`<tool_call>{…}</tool_call>\`; Qwen3-Coder's \`<tool_call><function=name><parameter=p>value</parameter></function></tool_call>\` too, each value read by the type the tool's schema gives it, as vLLM's \`qwen3_coder\` parser reads it), \`llama3\` (a JSON object with \`parameters\`), \`mistral\` (\`[TOOL_CALLS]\`), \`json\` (fenced JSON), \`auto\` (any of them). Text calls become ordinary tool calls (several in one reply too, each Llama 3.1 call after its own \`<|python_tag|>\`); a reply that looks like a tool call but cannot be read ends the episode as \`unparsed-tool-call\`, never as a finished answer, and so does one that writes some calls one way and more another way (a \`<tool_call>\` block and a fenced JSON call): running the first and leaving the others in its text would hide them |

@@ -48,13 +48,26 @@ export function defaultToolChoice(shape: Pick<ModelProfile['request'], 'toolCall
   return hasTools && shape.toolCallFormat !== 'native' && shape.textToolChoice === 'none' ? 'none' : undefined;
 }
 
+const renamedCopies = new WeakMap<object, object>();
+
+/** A message with its `reasoning_content` as `reasoning` (vLLM ≥ 0.16 reads only that one; the same copy every time). */
+function reasoningRenamed<M>(m: M): M {
+  if (m === null || typeof m !== 'object' || !('reasoning_content' in m)) return m;
+  const known = renamedCopies.get(m);
+  if (known) return known as M;
+  const { reasoning_content: reasoning, ...rest } = m as M & { reasoning_content?: unknown };
+  const renamed = { ...rest, reasoning };
+  renamedCopies.set(m, renamed);
+  return renamed as M;
+}
+
 export function shapeChatRequest(profile: Pick<ModelProfile, 'request'>, input: ShapedChatInput): ChatCompletionCreateParamsNonStreaming {
   const shape = profile.request;
   const body: Record<string, unknown> = {
     ...shape.extraBody,
     model: input.model,
     // An earlier turn's reasoning stays in the transcript (the trajectory keeps it) but is sent only when the profile asks.
-    messages: shape.sendReasoning ? [...input.messages] : input.messages.map(withoutReasoning),
+    messages: shape.sendReasoning ? (shape.reasoningField === 'reasoning' ? input.messages.map(reasoningRenamed) : [...input.messages]) : input.messages.map(withoutReasoning),
     ...(shape.sampling ? { temperature: input.temperature } : {}),
     [shape.tokenParam]: input.maxTokens,
     ...(shape.reasoningEffort ? { reasoning_effort: shape.reasoningEffort } : {}),

@@ -16,7 +16,7 @@ import { DEFAULT_PRICES } from '../../../config/prices.js';
 type Env = Record<string, string | undefined>;
 
 /** What a profile without request-shape settings sends (what envfleet always sent). */
-const DEFAULT_SHAPE = { preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', textToolChoice: 'none', logprobs: false, returnTokenIds: false, seed: false, sendReasoning: false };
+const DEFAULT_SHAPE = { preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', textToolChoice: 'none', logprobs: false, returnTokenIds: false, seed: false, sendReasoning: false, reasoningField: 'reasoning_content' };
 
 /** loadConfig with an in-memory models file system; returns the paths that were read too. */
 function load(env: Env, files: Record<string, string> = {}): AppConfig {

@@ -21,7 +21,7 @@ const REFUSES_TEMPERATURE = refuses('temperature', "Unsupported value: 'temperat
 describe('request shapes: presets and fields per profile', () => {
   it('has these defaults when nothing is set', () => {
     const config = loadConfig({});
-    expect(config.profiles['rollout.policy'].request).to.deep.equal({ preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', textToolChoice: 'none', logprobs: false, returnTokenIds: false, seed: false, sendReasoning: false });
+    expect(config.profiles['rollout.policy'].request).to.deep.equal({ preset: null, tokenParam: 'max_tokens', sampling: true, reasoningEffort: null, extraBody: {}, structuredOutput: 'prompt', toolCallFormat: 'native', textToolChoice: 'none', logprobs: false, returnTokenIds: false, seed: false, sendReasoning: false, reasoningField: 'reasoning_content' });
   });
 
   it('layers the default profile, its preset, then the stage preset and fields', () => {
@@ -46,6 +46,7 @@ describe('request shapes: presets and fields per profile', () => {
       returnTokenIds: false,
       seed: false,
       sendReasoning: false,
+      reasoningField: 'reasoning',
     });
     expect(config.profiles['rollout.policy'].request).to.deep.equal({
       preset: 'openai-reasoning',
@@ -60,6 +61,7 @@ describe('request shapes: presets and fields per profile', () => {
       returnTokenIds: false,
       seed: false,
       sendReasoning: false,
+      reasoningField: 'reasoning',
     });
   });
 
@@ -122,6 +124,15 @@ describe('request shapes against endpoints that behave like each preset (scripte
     const withIt = await gateway([{ name: 'ok', respond: { content: 'ok' } }], 'profiles:\n  rollout.policy: { sendReasoning: true }\n');
     await withIt.chat({ runId: 'r', stage: 'rollout.policy' }, { messages });
     expect((server.log().at(-1)!.body as { messages: Record<string, unknown>[] }).messages[1]).to.deep.include({ reasoning_content: 'Il faut rendre L1 d’abord 🤔' });
+    await server.close();
+    // vLLM ≥ 0.16 reads only `reasoning` on the messages it is sent (and drops reasoning_content): the vllm preset's field
+    for (const models of ['profiles:\n  rollout.policy: { preset: vllm, sendReasoning: true }\n', 'profiles:\n  rollout.policy: { sendReasoning: true, reasoningField: reasoning }\n']) {
+      const vllm = await gateway([{ name: 'ok', respond: { content: 'ok' } }], models);
+      await vllm.chat({ runId: 'r', stage: 'rollout.policy' }, { messages });
+      expect((server.log().at(-1)!.body as { messages: Record<string, unknown>[] }).messages[1], models).to.deep.equal({ role: 'assistant', content: 'Fait ✅', reasoning: 'Il faut rendre L1 d’abord 🤔' });
+      await server.close();
+    }
+    expect(JSON.stringify(messages), 'the caller\'s messages are untouched').to.equal(transcript);
   });
 
   it('sends tool_choice "none" with the tools of a model whose calls come as text, and none at all to SGLang (which would hide the tools under "none")', async () => {
