@@ -378,6 +378,15 @@ function parseHermes(text: string, visible: string, names: ReadonlySet<string>):
         open = nextOpen;
         continue;
       }
+      const glm = parseGlmCall(body, names);
+      if (glm !== null) {
+        // GLM-4.5's: name<arg_key>k</arg_key><arg_value>v</arg_value>…
+        if (typeof glm === 'string') return bad(`${where} ${glm}`);
+        calls.push(glm);
+        spans.push({ start: open, end: close + HERMES_CLOSE.length });
+        open = nextOpen;
+        continue;
+      }
       const parsed = parseJson(body);
       if (!parsed.ok) return bad(`${where} whose JSON does not parse: ${parsed.problem}`);
       value = parsed.value;
@@ -445,6 +454,44 @@ function parseQwenXml(body: string): TextToolCall | string {
     if (value.endsWith('\n')) value = value.slice(0, -1);
     args[param] = typedValue(value, paramType(name, param));
     at = nextAt;
+  }
+  return { name, arguments: JSON.stringify(args) };
+}
+
+const GLM_KEY = '<arg_key>';
+const GLM_KEY_CLOSE = '</arg_key>';
+const GLM_VALUE = '<arg_value>';
+const GLM_VALUE_CLOSE = '</arg_value>';
+
+/**
+ * One call in GLM-4.5's format (the body of its <tool_call> block), what is wrong with it, or null when the body is
+ * not in that format: `name` then `<arg_key>k</arg_key><arg_value>v</arg_value>` pairs; a name alone (a call without
+ * arguments) only when it names one of the tools. A value is read as vLLM's glm45 parser reads it: as text where the
+ * tool's schema says string, else by its type (typedValue), and where the schema says nothing, as JSON when it parses.
+ */
+function parseGlmCall(body: string, names: ReadonlySet<string>): TextToolCall | string | null {
+  const nameEnd = readName(body, 0);
+  if (nameEnd === 0) return null;
+  const name = body.slice(0, nameEnd);
+  let pos = skipSpace(body, nameEnd);
+  if (pos >= body.length) return names.has(name) ? { name, arguments: '{}' } : null;
+  if (!body.startsWith(GLM_KEY, pos)) return null;
+  const args = Object.create(null) as Record<string, unknown>;
+  while (pos < body.length) {
+    if (!body.startsWith(GLM_KEY, pos)) return `whose text after its arguments is not an <arg_key> (at character ${pos})`;
+    const keyEnd = body.indexOf(GLM_KEY_CLOSE, pos + GLM_KEY.length);
+    if (keyEnd === -1) return 'whose <arg_key> is never closed';
+    const key = body.slice(pos + GLM_KEY.length, keyEnd).trim();
+    if (key === '') return 'whose <arg_key> names no argument';
+    const valueAt = skipSpace(body, keyEnd + GLM_KEY_CLOSE.length);
+    if (!body.startsWith(GLM_VALUE, valueAt)) return `whose argument ${JSON.stringify(cutText(key, 40))} has no <arg_value>`;
+    const valueEnd = body.indexOf(GLM_VALUE_CLOSE, valueAt + GLM_VALUE.length);
+    if (valueEnd === -1) return `whose <arg_value> of ${JSON.stringify(cutText(key, 40))} is never closed`;
+    const text = body.slice(valueAt + GLM_VALUE.length, valueEnd);
+    const type = paramType(name, key);
+    const parsed = type === undefined ? parseJson(text.trim()) : null;
+    args[key] = parsed?.ok ? parsed.value : typedValue(text, type);
+    pos = skipSpace(body, valueEnd + GLM_VALUE_CLOSE.length);
   }
   return { name, arguments: JSON.stringify(args) };
 }

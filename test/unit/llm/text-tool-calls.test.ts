@@ -186,6 +186,32 @@ describe('text tool calls', () => {
     });
   });
 
+  describe("hermes blocks in GLM-4.5's format", () => {
+    const SCHEMAS = [{ type: 'function', function: { name: 'search', parameters: { type: 'object', properties: { q: { type: 'string' }, limit: { type: 'integer' } } } } }];
+
+    it('reads the name and its <arg_key>/<arg_value> pairs by the tool\'s types (JSON where the schema says nothing), and a name alone as a call without arguments', () => {
+      const text = 'Je cherche — 检索\n<tool_call>search\n<arg_key>q</arg_key>\n<arg_value>42 — Le Petit Prince 🌹</arg_value>\n<arg_key>limit</arg_key>\n<arg_value>7</arg_value>\n<arg_key>filters</arg_key>\n<arg_value>{"lang": "fr"}</arg_value>\n</tool_call>\n<tool_call>get_time</tool_call>';
+      for (const format of ['hermes', 'auto'] as const) {
+        const result = parsed(parseTextToolCalls(text, format, TOOLS, SCHEMAS));
+        expect(result.calls).to.deep.equal([
+          { name: 'search', arguments: JSON.stringify({ q: '42 — Le Petit Prince 🌹', limit: 7, filters: { lang: 'fr' } }) },
+          { name: 'get_time', arguments: '{}' },
+        ]);
+        expect(result.content).to.equal('Je cherche — 检索');
+      }
+    });
+
+    it('says what is wrong with a broken pair, and leaves a block that is not in the format to the JSON reading', () => {
+      expect(problem(parseTextToolCalls('<tool_call>search\n<arg_key>q</arg_key>\n</tool_call>', 'hermes', TOOLS))).to.equal('a <tool_call> block whose argument "q" has no <arg_value>');
+      expect(problem(parseTextToolCalls('<tool_call>search\n<arg_key>q</arg_key><arg_value>x\n</tool_call>', 'hermes', TOOLS))).to.equal('a <tool_call> block whose <arg_value> of "q" is never closed');
+      expect(problem(parseTextToolCalls('<tool_call>unknown_tool</tool_call>', 'hermes', TOOLS))).to.match(/^a <tool_call> block whose JSON does not parse/);
+      expect(problem(parseTextToolCalls('<tool_call>search {"q": 1}</tool_call>', 'hermes', TOOLS))).to.match(/^a <tool_call> block whose JSON does not parse/);
+      // linear: 20,000 keys without values, 20,000 pairs
+      expect(problem(parseTextToolCalls(`<tool_call>search${'<arg_key>q</arg_key>'.repeat(20_000)}</tool_call>`, 'hermes', TOOLS))).to.equal('a <tool_call> block whose argument "q" has no <arg_value>');
+      expect(JSON.parse(parsed(parseTextToolCalls(`<tool_call>search${'<arg_key>q</arg_key><arg_value>x</arg_value>'.repeat(20_000)}</tool_call>`, 'hermes', TOOLS, SCHEMAS)).calls[0]!.arguments)).to.deep.equal({ q: 'x' });
+    });
+  });
+
   describe('llama3', () => {
     it('reads a reply that is a JSON call with "parameters"', () => {
       expect(parseTextToolCalls('{"name": "get_weather", "parameters": {"city": "Cairo"}}', 'llama3', TOOLS)).to.deep.equal({
