@@ -6,7 +6,7 @@ import { createRedisConnection, describeRedis, waitForRedis } from '../src/redis
 import { inspectRedis, judgeRedis } from '../src/redis/guard.js';
 import { errorBodyText, errorSaid, STAGE_HEADER } from '../src/llm/gateway.js';
 import { createHttpSender, createNodeFetch, type HttpSender } from '../src/llm/node-fetch.js';
-import { chatRequestBase, postChatCompletion } from '../src/llm/chat-post.js';
+import { chatRequestBase, postChatCompletion, type ChatRequestBase } from '../src/llm/chat-post.js';
 import { createSecretMask } from '../src/util/secrets.js';
 import { defaultToolChoice, jsonSchemaResponseFormat, shapeChatRequest } from '../src/llm/request-shape.js';
 
@@ -110,58 +110,55 @@ async function checkRequestShapes(config: AppConfig, endpointName: string): Prom
   const base = await chatRequestBase(client, 30_000);
   const checks: Check[] = [];
   for (const { profile, stages } of shapeGroups(config, endpointName)) {
-    const shape = profile.request;
     const others = stages.filter(s => s !== TOOLS_STAGE);
-    const probes = [
-      ...(others.length ? [{ tools: false, stages: others }] : []),
-      ...(stages.includes(TOOLS_STAGE) ? [{ tools: true, stages: [TOOLS_STAGE] }] : []),
-    ];
-    for (const probe of probes) {
-      const name = `request shape ${endpointName} ${profile.model}${shape.preset ? ` (preset ${shape.preset})` : ''}${probe.tools ? ' with tools' : ''}`;
-      const where = `profiles ${probe.stages.length > 3 ? `${probe.stages.slice(0, 3).join(', ')} and ${probe.stages.length - 3} more` : probe.stages.join(', ')}`;
-      const params = shapeChatRequest(profile, {
-        model: profile.model,
-        messages: [{ role: 'user', content: 'Reply with {"ok": true}.' }],
-        temperature: profile.temperature,
-        maxTokens: 32,
-        ...(probe.tools
-          ? { tools: [DOCTOR_TOOL], toolChoice: defaultToolChoice(shape, true) }
-          : { responseFormat: shape.structuredOutput === 'json_schema' ? (jsonSchemaResponseFormat('doctor', DoctorAnswer) ?? undefined) : undefined }),
-      });
-      const sent = Object.keys(params).filter(k => k !== 'model' && k !== 'messages');
-      try {
-        const body: unknown = await postChatCompletion(doctorSender(), base, params, { headers: { [STAGE_HEADER]: 'doctor' }, signal: null, timeoutMs: 30_000 });
-        const choices = (body as { choices?: unknown } | null)?.choices;
-        if (!Array.isArray(choices) || !(choices[0] as { message?: unknown } | undefined)?.message) {
-          // A gateway that answers 200 with an error object (an overloaded upstream, a model it cannot reach) did not accept the request.
-          const said = errorSaid(body);
-          checks.push({ name, status: 'fail', detail: `a request with ${sent.join(', ')} was answered 200 without a reply (${where})${said === null ? `: ${cutBody(body)}` : `; the endpoint said: ${said}`}` });
-          continue;
-        }
-        checks.push({ name, status: 'ok', detail: `accepts ${sent.join(', ')} (${where})` });
-      } catch (err) {
-        const status = err instanceof APIError ? (err.status as number | undefined) : undefined;
-        const message = errorBodyText((err as Error).message);
-        // The parameter refused: of those sent, the one the message names first ("'max_tokens' is not supported … use 'max_completion_tokens'").
-        const candidates = [...sent, ...(sent.includes('response_format') ? ['json_schema'] : [])];
-        const named =
-          candidates
-            .map(p => ({ p, at: message.search(new RegExp(`\\b${p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\b`)) }))
-            .filter(c => c.at >= 0)
-            .sort((a, b) => a.at - b.at)[0]?.p ??
-          // vLLM without a parser: '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
-          (probe.tools && /\btool/i.test(message) ? 'tools' : undefined);
-        if ((status === 400 || status === 422) && named) {
-          checks.push({ name, status: 'fail', detail: `the endpoint refused "${named}" (${status}: ${message.slice(0, 200)}). In ${config.modelsFile ?? 'ENVFLEET_MODELS_FILE'}, ${where}: ${fixFor(named, shape, message)}.` });
-        } else if (err instanceof SyntaxError) {
-          checks.push({ name, status: 'fail', detail: `a request with ${sent.join(', ')} got an answer that cannot be read (${where}): ${message.slice(0, 300)}` });
-        } else {
-          checks.push({ name, status: 'fail', detail: `a request with ${sent.join(', ')} failed (${where}): ${message.slice(0, 300)}` });
-        }
-      }
-    }
+    if (others.length) checks.push(await probeShape(config, endpointName, base, profile, others, false));
+    if (stages.includes(TOOLS_STAGE)) checks.push(await probeShape(config, endpointName, base, profile, [TOOLS_STAGE], true));
   }
   return checks;
+}
+
+/** One probe of checkRequestShapes: `profile`'s request shape for `stages`, with a tool (the agent's) or not. */
+async function probeShape(config: AppConfig, endpointName: string, base: ChatRequestBase, profile: ModelProfile, stages: readonly string[], tools: boolean): Promise<Check> {
+  const shape = profile.request;
+  const name = `request shape ${endpointName} ${profile.model}${shape.preset ? ` (preset ${shape.preset})` : ''}${tools ? ' with tools' : ''}`;
+  const where = `profiles ${stages.length > 3 ? `${stages.slice(0, 3).join(', ')} and ${stages.length - 3} more` : stages.join(', ')}`;
+  const params = shapeChatRequest(profile, {
+    model: profile.model,
+    messages: [{ role: 'user', content: 'Reply with {"ok": true}.' }],
+    temperature: profile.temperature,
+    maxTokens: 32,
+    ...(tools
+      ? { tools: [DOCTOR_TOOL], toolChoice: defaultToolChoice(shape, true) }
+      : { responseFormat: shape.structuredOutput === 'json_schema' ? (jsonSchemaResponseFormat('doctor', DoctorAnswer) ?? undefined) : undefined }),
+  });
+  const sent = Object.keys(params).filter(k => k !== 'model' && k !== 'messages');
+  try {
+    const body: unknown = await postChatCompletion(doctorSender(), base, params, { headers: { [STAGE_HEADER]: 'doctor' }, signal: null, timeoutMs: 30_000 });
+    const choices = (body as { choices?: unknown } | null)?.choices;
+    if (!Array.isArray(choices) || !(choices[0] as { message?: unknown } | undefined)?.message) {
+      // A gateway that answers 200 with an error object (an overloaded upstream, a model it cannot reach) did not accept the request.
+      const said = errorSaid(body);
+      return { name, status: 'fail', detail: `a request with ${sent.join(', ')} was answered 200 without a reply (${where})${said === null ? `: ${cutBody(body)}` : `; the endpoint said: ${said}`}` };
+    }
+    return { name, status: 'ok', detail: `accepts ${sent.join(', ')} (${where})` };
+  } catch (err) {
+    const status = err instanceof APIError ? (err.status as number | undefined) : undefined;
+    const message = errorBodyText((err as Error).message);
+    // The parameter refused: of those sent, the one the message names first ("'max_tokens' is not supported … use 'max_completion_tokens'").
+    const candidates = [...sent, ...(sent.includes('response_format') ? ['json_schema'] : [])];
+    const named =
+      candidates
+        .map(p => ({ p, at: message.search(new RegExp(`\\b${p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\b`)) }))
+        .filter(c => c.at >= 0)
+        .sort((a, b) => a.at - b.at)[0]?.p ??
+      // vLLM without a parser: '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+      (tools && /\btool/i.test(message) ? 'tools' : undefined);
+    if ((status === 400 || status === 422) && named) {
+      return { name, status: 'fail', detail: `the endpoint refused "${named}" (${status}: ${message.slice(0, 200)}). In ${config.modelsFile ?? 'ENVFLEET_MODELS_FILE'}, ${where}: ${fixFor(named, shape, message)}.` };
+    }
+    if (err instanceof SyntaxError) return { name, status: 'fail', detail: `a request with ${sent.join(', ')} got an answer that cannot be read (${where}): ${message.slice(0, 300)}` };
+    return { name, status: 'fail', detail: `a request with ${sent.join(', ')} failed (${where}): ${message.slice(0, 300)}` };
+  }
 }
 
 const DoctorAnswer = z.strictObject({ ok: z.boolean() });

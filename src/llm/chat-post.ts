@@ -130,7 +130,6 @@ function isEventStream(rawHeaders: readonly string[], text: string): boolean {
   return /^\s*data:/.test(text);
 }
 
-/** A chunk of a streamed chat completion, as far as it is read here. */
 /** One tool call's part in a chunk's delta. */
 interface StreamToolCall {
   index?: number;
@@ -139,6 +138,7 @@ interface StreamToolCall {
   function?: { name?: string; arguments?: unknown };
 }
 
+/** A chunk of a streamed chat completion, as far as it is read here. */
 interface StreamChunk {
   id?: string;
   prompt_token_ids?: number[] | null;

@@ -20,22 +20,26 @@ export interface ShapedChatInput {
   readonly seed?: number | undefined;
 }
 
-/** The request body for `profile`'s endpoint. Extra body fields come last but never replace a field envfleet sets (refused in the configuration). */
 /**
- * The copy of each message without its reasoning, kept per message: an episode sends its earlier messages again with
- * every turn, and the gateway remembers each message object's digest and text (a new copy each turn would be hashed
- * and written again).
+ * The copies of each message with its reasoning taken out or renamed, kept per message: an episode sends its earlier
+ * messages again with every turn, and the gateway remembers each message object's digest and text (a new copy each
+ * turn would be hashed and written again).
  */
-const withoutReasoningCopies = new WeakMap<object, object>();
+const reasoningCopies = { dropped: new WeakMap<object, object>(), renamed: new WeakMap<object, object>() };
 
-/** A message without its `reasoning_content` (the same object when it has none; the same copy every time). */
-function withoutReasoning<M>(m: M): M {
+/**
+ * A message without its `reasoning_content` (`dropped`), or with it as `reasoning` (`renamed`: vLLM ≥ 0.16 reads only
+ * that one); the same object when it has none, the same copy every time.
+ */
+function reasoningAs<M>(m: M, how: keyof typeof reasoningCopies): M {
   if (m === null || typeof m !== 'object' || !('reasoning_content' in m)) return m;
-  const known = withoutReasoningCopies.get(m);
+  const copies = reasoningCopies[how];
+  const known = copies.get(m);
   if (known) return known as M;
-  const { reasoning_content: _dropped, ...rest } = m as M & { reasoning_content?: unknown };
-  withoutReasoningCopies.set(m, rest);
-  return rest as M;
+  const { reasoning_content: reasoning, ...rest } = m as M & { reasoning_content?: unknown };
+  const copy = how === 'dropped' ? rest : { ...rest, reasoning };
+  copies.set(m, copy);
+  return copy as M;
 }
 
 /**
@@ -48,26 +52,18 @@ export function defaultToolChoice(shape: Pick<ModelProfile['request'], 'toolCall
   return hasTools && shape.toolCallFormat !== 'native' && shape.textToolChoice === 'none' ? 'none' : undefined;
 }
 
-const renamedCopies = new WeakMap<object, object>();
-
-/** A message with its `reasoning_content` as `reasoning` (vLLM ≥ 0.16 reads only that one; the same copy every time). */
-function reasoningRenamed<M>(m: M): M {
-  if (m === null || typeof m !== 'object' || !('reasoning_content' in m)) return m;
-  const known = renamedCopies.get(m);
-  if (known) return known as M;
-  const { reasoning_content: reasoning, ...rest } = m as M & { reasoning_content?: unknown };
-  const renamed = { ...rest, reasoning };
-  renamedCopies.set(m, renamed);
-  return renamed as M;
-}
-
+/** The request body for `profile`'s endpoint. Extra body fields come last but never replace a field envfleet sets (refused in the configuration). */
 export function shapeChatRequest(profile: Pick<ModelProfile, 'request'>, input: ShapedChatInput): ChatCompletionCreateParamsNonStreaming {
   const shape = profile.request;
   const body: Record<string, unknown> = {
     ...shape.extraBody,
     model: input.model,
     // An earlier turn's reasoning stays in the transcript (the trajectory keeps it) but is sent only when the profile asks.
-    messages: shape.sendReasoning ? (shape.reasoningField === 'reasoning' ? input.messages.map(reasoningRenamed) : [...input.messages]) : input.messages.map(withoutReasoning),
+    messages: !shape.sendReasoning
+      ? input.messages.map(m => reasoningAs(m, 'dropped'))
+      : shape.reasoningField === 'reasoning'
+        ? input.messages.map(m => reasoningAs(m, 'renamed'))
+        : [...input.messages],
     ...(shape.sampling ? { temperature: input.temperature } : {}),
     [shape.tokenParam]: input.maxTokens,
     ...(shape.reasoningEffort ? { reasoning_effort: shape.reasoningEffort } : {}),

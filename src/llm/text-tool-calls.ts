@@ -41,12 +41,6 @@ type TextFormat = Exclude<ToolCallFormat, 'native' | 'auto'>;
 const AUTO_ORDER: readonly TextFormat[] = ['hermes', 'mistral', 'llama3', 'json'];
 
 /**
- * The tools of the current parse (OpenAI tool definitions), for the types of a Qwen3-Coder call's parameters, which
- * are written as bare text (parseQwenXml). Set by parseTextToolCalls for the synchronous parse it makes.
- */
-let paramTools: readonly unknown[] = [];
-
-/**
  * Parses the tool calls a model wrote in its reply text, in the given format (`auto`: the first of
  * hermes, mistral, llama3, json that yields calls). `<think>…</think>` blocks are never searched for
  * calls (they stay in `content`). Names not in `toolNames` are still returned; `toolNames` only lets
@@ -55,9 +49,8 @@ let paramTools: readonly unknown[] = [];
  */
 export function parseTextToolCalls(text: string, format: ToolCallFormat, toolNames: readonly string[], tools: readonly unknown[] = []): TextToolCallParse {
   const names = new Set(toolNames);
-  paramTools = tools;
   if (format === 'native') {
-    const attempt = describeAttempt(text, names);
+    const attempt = describeAttempt(text, names, tools);
     return attempt === null
       ? NONE
       : { kind: 'malformed', problem: clip(`the reply writes a tool call as text (${attempt}) but this model profile expects native tool calls in message.tool_calls`) };
@@ -66,12 +59,12 @@ export function parseTextToolCalls(text: string, format: ToolCallFormat, toolNam
   const formats = format === 'auto' ? AUTO_ORDER : [format];
   let firstMalformed: TextToolCallParse | null = null;
   for (const f of formats) {
-    const result = PARSERS[f](text, visible, names);
+    const result = PARSERS[f](text, visible, names, tools);
     if (result.kind === 'calls') {
       const content = removeSpans(text, result.spans);
       // What is left must hold no call of its own (a call in another format after these, one the format's reader
       // stopped before): it would be neither run nor seen as one, and the reply's text would then carry it as an answer.
-      const more = content === null ? null : describeAttempt(content, names, true);
+      const more = content === null ? null : describeAttempt(content, names, tools, true);
       if (more !== null) {
         const n = result.calls.length;
         return { kind: 'malformed', problem: clip(`the reply writes ${n} tool call${n === 1 ? '' : 's'} in the ${f} format and, outside ${n === 1 ? 'it' : 'them'}, more that cannot be read with ${n === 1 ? 'it' : 'them'} (${more}); write every call of a reply the same way`) };
@@ -85,8 +78,7 @@ export function parseTextToolCalls(text: string, format: ToolCallFormat, toolNam
 
 /** True when text looks like an attempted tool call in any known format (used with format 'native' to refuse treating it as an answer). */
 export function looksLikeToolCall(text: string, toolNames: readonly string[]): boolean {
-  paramTools = []; // (no types needed to tell a call; none kept from an earlier parse)
-  return describeAttempt(text, new Set(toolNames)) !== null;
+  return describeAttempt(text, new Set(toolNames), []) !== null;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -102,7 +94,8 @@ type FormatResult =
   | { readonly kind: 'calls'; readonly calls: TextToolCall[]; readonly spans: Span[] }
   | { readonly kind: 'malformed'; readonly problem: string };
 
-type Parser = (text: string, visible: string, names: ReadonlySet<string>) => FormatResult;
+/** `tools`: the OpenAI tool definitions, for the types of parameters a format writes as bare text (parseQwenXml, parseGlmCall). */
+type Parser = (text: string, visible: string, names: ReadonlySet<string>, tools: readonly unknown[]) => FormatResult;
 
 const NONE = { kind: 'none' } as const;
 
@@ -347,7 +340,7 @@ function nth(label: string, n: number, several: boolean): string {
 const HERMES_OPEN = '<tool_call>';
 const HERMES_CLOSE = '</tool_call>';
 
-function parseHermes(text: string, visible: string, names: ReadonlySet<string>): FormatResult {
+function parseHermes(text: string, visible: string, names: ReadonlySet<string>, tools: readonly unknown[]): FormatResult {
   let open = visible.indexOf(HERMES_OPEN);
   if (open === -1) return NONE;
   let close = visible.indexOf(HERMES_CLOSE, open);
@@ -369,20 +362,12 @@ function parseHermes(text: string, visible: string, names: ReadonlySet<string>):
     if (closed) {
       const body = unfence(text.slice(bodyStart, close).trim());
       if (body === '') return bad(`${where} that is empty`);
-      if (body.startsWith(QWEN_FUNCTION)) {
-        // Qwen3-Coder's XML: <function=name><parameter=p>value</parameter>…</function>
-        const call = parseQwenXml(body);
-        if (typeof call === 'string') return bad(`${where} ${call}`);
-        calls.push(call);
-        spans.push({ start: open, end: close + HERMES_CLOSE.length });
-        open = nextOpen;
-        continue;
-      }
-      const glm = parseGlmCall(body, names);
-      if (glm !== null) {
-        // GLM-4.5's: name<arg_key>k</arg_key><arg_value>v</arg_value>…
-        if (typeof glm === 'string') return bad(`${where} ${glm}`);
-        calls.push(glm);
+      // Qwen3-Coder's XML (<function=name><parameter=p>value</parameter>…</function>), or GLM-4.5's
+      // (name<arg_key>k</arg_key><arg_value>v</arg_value>…); null: neither, the JSON of the other models
+      const xml = body.startsWith(QWEN_FUNCTION) ? parseQwenXml(body, tools) : parseGlmCall(body, names, tools);
+      if (xml !== null) {
+        if (typeof xml === 'string') return bad(`${where} ${xml}`);
+        calls.push(xml);
         spans.push({ start: open, end: close + HERMES_CLOSE.length });
         open = nextOpen;
         continue;
@@ -427,7 +412,7 @@ const QWEN_PARAMETER_CLOSE = '</parameter>';
  * its text, an object or array as JSON, and text that is not what the type says (or a parameter the schema does not
  * name) as a string, which the schema's check then refuses or takes.
  */
-function parseQwenXml(body: string): TextToolCall | string {
+function parseQwenXml(body: string, tools: readonly unknown[]): TextToolCall | string {
   const nameEnd = body.indexOf('>', QWEN_FUNCTION.length);
   if (nameEnd === -1) return 'whose <function=…> tag is never closed';
   const name = body.slice(QWEN_FUNCTION.length, nameEnd).trim();
@@ -452,7 +437,7 @@ function parseQwenXml(body: string): TextToolCall | string {
     let value = body.slice(paramEnd + 1, valueEnd);
     if (value.startsWith('\n')) value = value.slice(1);
     if (value.endsWith('\n')) value = value.slice(0, -1);
-    args[param] = typedValue(value, paramType(name, param));
+    args[param] = typedValue(value, paramType(tools, name, param));
     at = nextAt;
   }
   return { name, arguments: JSON.stringify(args) };
@@ -469,7 +454,7 @@ const GLM_VALUE_CLOSE = '</arg_value>';
  * arguments) only when it names one of the tools. A value is read as vLLM's glm45 parser reads it: as text where the
  * tool's schema says string, else by its type (typedValue), and where the schema says nothing, as JSON when it parses.
  */
-function parseGlmCall(body: string, names: ReadonlySet<string>): TextToolCall | string | null {
+function parseGlmCall(body: string, names: ReadonlySet<string>, tools: readonly unknown[]): TextToolCall | string | null {
   const nameEnd = readName(body, 0);
   if (nameEnd === 0) return null;
   const name = body.slice(0, nameEnd);
@@ -488,7 +473,7 @@ function parseGlmCall(body: string, names: ReadonlySet<string>): TextToolCall | 
     const valueEnd = body.indexOf(GLM_VALUE_CLOSE, valueAt + GLM_VALUE.length);
     if (valueEnd === -1) return `whose <arg_value> of ${JSON.stringify(cutText(key, 40))} is never closed`;
     const text = body.slice(valueAt + GLM_VALUE.length, valueEnd);
-    const type = paramType(name, key);
+    const type = paramType(tools, name, key);
     const parsed = type === undefined ? parseJson(text.trim()) : null;
     args[key] = parsed?.ok ? parsed.value : typedValue(text, type);
     pos = skipSpace(body, valueEnd + GLM_VALUE_CLOSE.length);
@@ -496,9 +481,9 @@ function parseGlmCall(body: string, names: ReadonlySet<string>): TextToolCall | 
   return { name, arguments: JSON.stringify(args) };
 }
 
-/** The JSON Schema type the current parse's tools give a parameter (the first of a list that is not "null"), or undefined. */
-function paramType(tool: string, param: string): string | undefined {
-  for (const t of paramTools) {
+/** The JSON Schema type `tools` give a parameter (the first of a list that is not "null"), or undefined. */
+function paramType(tools: readonly unknown[], tool: string, param: string): string | undefined {
+  for (const t of tools) {
     const fn = (t as { function?: { name?: unknown; parameters?: { properties?: Record<string, { type?: unknown }> } } } | null)?.function;
     if (fn?.name !== tool) continue;
     const props = fn.parameters?.properties;
@@ -784,11 +769,11 @@ const CALL_NAME_KEYS = ['name'];
  * text left beside calls already read, where prose quoting a tool's result ({"action": "update"}) or a closing tag
  * too many must not end the episode.
  */
-function describeAttempt(text: string, names: ReadonlySet<string>, marked = false): string | null {
+function describeAttempt(text: string, names: ReadonlySet<string>, tools: readonly unknown[], marked = false): string | null {
   const visible = maskThinking(text);
   for (const [marker, label] of MARKERS) if (visible.includes(marker) && !(marked && marker === HERMES_CLOSE)) return label;
   for (const f of AUTO_ORDER) {
-    const result = PARSERS[f](text, visible, names);
+    const result = PARSERS[f](text, visible, names, tools);
     if (result.kind === 'calls') return `${result.calls.length} call${result.calls.length === 1 ? '' : 's'} in the ${f} format`;
     if (result.kind === 'malformed') return result.problem;
   }

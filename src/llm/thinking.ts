@@ -52,7 +52,7 @@ export function contentThinking(content: unknown): string | null {
     if (!part || typeof part !== 'object' || (part as { type?: unknown }).type !== 'thinking') continue;
     const thinking = (part as { thinking?: unknown }).thinking;
     // (its text parts are pieces of one text: joined as they are)
-    const text = typeof thinking === 'string' ? thinking : Array.isArray(thinking) ? thinking.map(p => (p && typeof p === 'object' && typeof (p as { text?: unknown }).text === 'string' ? (p as { text: string }).text : '')).join('') : '';
+    const text = typeof thinking === 'string' ? thinking : Array.isArray(thinking) ? textParts(thinking).join('') : '';
     if (text) thoughts.push(text);
   }
   return thoughts.length ? thoughts.join('\n\n') : null;
@@ -62,8 +62,12 @@ export function contentThinking(content: unknown): string | null {
 export function contentText(content: unknown): string {
   if (typeof content === 'string') return content;
   if (!Array.isArray(content)) return '';
-  return content
+  return textParts(content).join('\n');
+}
+
+/** The texts of the `{type: "text", text}` parts of a list of parts, in order, empty ones left out. */
+function textParts(parts: readonly unknown[]): string[] {
+  return parts
     .map(part => (part && typeof part === 'object' && (part as { type?: unknown }).type === 'text' && typeof (part as { text?: unknown }).text === 'string' ? (part as { text: string }).text : ''))
-    .filter(Boolean)
-    .join('\n');
+    .filter(Boolean);
 }

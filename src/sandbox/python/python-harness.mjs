@@ -976,9 +976,7 @@ def _segment(parent, child):
     if isinstance(parent, dict):
         for k, x in dict.items(parent):
             if x is child:
-                if type(k) is str:
-                    return (k if len(k) <= 40 else k[:40] + '…').replace('~', '~0').replace('/', '~1')
-                return _encode(k) if k is None or type(k) in (int, float, bool) else '<%s>' % type(k).__name__
+                return _key_segment(k)
     elif isinstance(parent, (list, tuple)):
         for i, x in enumerate(parent):
             if x is child:
