@@ -2,6 +2,7 @@ import type OpenAI from 'openai';
 import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
 import type { ChatCompletion, ChatCompletionCreateParamsNonStreaming } from 'openai/resources/chat/completions';
 import type { HttpSender } from './node-fetch.js';
+import { deltaContent } from './thinking.js';
 
 /**
  * What every chat request to an endpoint carries but its body: the URL and the headers, as the endpoint's
@@ -151,7 +152,7 @@ interface StreamChunk {
     finish_reason?: string | null;
     logprobs?: { content?: unknown[] | null } | null;
     token_ids?: number[] | null;
-    delta?: { role?: string; content?: string | null; reasoning_content?: string | null; reasoning?: string | null; tool_calls?: StreamToolCall[] | StreamToolCall };
+    delta?: { role?: string; content?: unknown; reasoning_content?: string | null; reasoning?: string | null; tool_calls?: StreamToolCall[] | StreamToolCall };
   }[];
 }
 
@@ -184,8 +185,10 @@ export function completionFromEventStream(text: string): ChatCompletion {
       const choice = choices.get(index) ?? { content: null, reasoning: null, calls: new Map<number, Call>(), finish: null, logprobs: null, tokenIds: null };
       choices.set(index, choice);
       const d = c.delta ?? {};
-      if (typeof d.content === 'string') choice.content = (choice.content ?? '') + d.content;
-      const thought = d.reasoning_content ?? d.reasoning;
+      // (Magistral's deltas hold lists of thinking and text parts: the thinking is its reasoning, as in a whole answer)
+      const parts = deltaContent(d.content);
+      if (parts.text !== null) choice.content = (choice.content ?? '') + parts.text;
+      const thought = d.reasoning_content ?? d.reasoning ?? parts.thinking;
       if (typeof thought === 'string') choice.reasoning = (choice.reasoning ?? '') + thought;
       // (pushed one by one: a long answer comes as tens of thousands of chunks)
       if (Array.isArray(c.logprobs?.content)) for (const lp of c.logprobs.content) (choice.logprobs ??= []).push(lp);

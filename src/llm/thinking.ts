@@ -58,6 +58,27 @@ export function contentThinking(content: unknown): string | null {
   return thoughts.length ? thoughts.join('\n\n') : null;
 }
 
+/**
+ * A streamed delta's content as its answer text and its thinking: a string is text; Magistral streams a list of parts
+ * (`{type: "thinking", thinking: [{type: "text", text}]}` while it thinks, then text parts), each delta a piece of one
+ * text, so the pieces are joined as they are (no separator: the next delta goes on where this one stopped).
+ */
+export function deltaContent(content: unknown): { text: string | null; thinking: string | null } {
+  if (typeof content === 'string') return { text: content, thinking: null };
+  if (!Array.isArray(content)) return { text: null, thinking: null };
+  let text: string | null = null;
+  let thinking: string | null = null;
+  for (const part of content) {
+    if (!part || typeof part !== 'object') continue;
+    const type = (part as { type?: unknown }).type;
+    if (type === 'text' && typeof (part as { text?: unknown }).text === 'string') text = (text ?? '') + (part as { text: string }).text;
+    if (type !== 'thinking') continue;
+    const inner = (part as { thinking?: unknown }).thinking;
+    thinking = (thinking ?? '') + (typeof inner === 'string' ? inner : Array.isArray(inner) ? textParts(inner).join('') : '');
+  }
+  return { text, thinking };
+}
+
 /** A message's content as text: a string as it is, an array of parts as its text parts joined (other parts dropped), else ''. */
 export function contentText(content: unknown): string {
   if (typeof content === 'string') return content;

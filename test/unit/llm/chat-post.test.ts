@@ -313,6 +313,16 @@ describe('chat completions posted by the gateway against the openai client', fun
       delta({ tool_calls: [{ id: 'c2', type: 'function', function: { name: 'g', arguments: '{}' } }] }, 'tool_calls'),
     ]));
     expect(noIndex.choices[0]!.message.tool_calls!.map(c => (c as { function: object }).function)).to.deep.equal([{ name: 'f', arguments: '{"a":1}' }, { name: 'g', arguments: '{}' }]);
+    // Magistral streams its thinking as lists of parts in delta.content, then its answer (as parts or text): the
+    // thinking is the reasoning, the text the content (both were dropped: content was read only as a string).
+    const thought = (text: string) => ({ content: [{ type: 'thinking', thinking: [{ type: 'text', text }] }] });
+    const magistral = completionFromEventStream(at([
+      delta({ role: 'assistant', ...thought('Le client veut ') }),
+      delta(thought('le livre 7 — vérifions 📚')),
+      delta({ content: [{ type: 'text', text: 'Voici le ' }] }),
+      delta({ content: 'livre 7.' }, 'stop'),
+    ]));
+    expect(magistral.choices[0]!.message).to.deep.include({ content: 'Voici le livre 7.', reasoning_content: 'Le client veut le livre 7 — vérifions 📚' });
     const two = (finish: string | null) => ({ id: 'x', choices: [{ index: 0, delta: { content: 'a' }, finish_reason: 'stop' }, { index: 1, delta: { content: 'b' }, finish_reason: finish }] });
     expect(() => completionFromEventStream(at([two(null)], ''))).to.throw(SyntaxError, /ended before its end/);
     expect(completionFromEventStream(at([two('stop')], '')).choices).to.have.length(2);
