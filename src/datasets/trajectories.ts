@@ -123,8 +123,9 @@ function transcript(t: Trajectory): Transcript {
   const cut = new Set((t.policyTurns ?? []).filter(p => p.finishReason === 'length' || p.finishReason === 'content_filter').map(p => p.turn));
   let reply = 0;
   const unfinished = messages.map(m => m.role === 'assistant' && cut.has(++reply));
-  // An empty reply (no text, no call) teaches nothing: context only, like a broken one.
-  const target = messages.map((m, i) => m.role === 'assistant' && !broken[i] && !unfinished[i] && (!!m.content || !!m.tool_calls?.length));
+  // An empty reply (no text, no call) teaches nothing: context only, like a broken one. Whitespace is no text (vLLM
+  // with a reasoning parser answers "\n\n" after the thinking), as the episode loop says of it.
+  const target = messages.map((m, i) => m.role === 'assistant' && !broken[i] && !unfinished[i] && (!!m.content?.trim() || !!m.tool_calls?.length));
   return { messages, target, system: messages.find(m => m.role === 'system')?.content ?? '' };
 }
 

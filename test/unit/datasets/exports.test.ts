@@ -298,6 +298,13 @@ describe('dataset exports', () => {
     expect(toShareGPT(empty)).to.have.length(1);
     expect(toLlamaFactory(empty)).to.have.length(1);
     expect(toHF(empty)).to.have.length(1);
+    // Whitespace alone is empty too (vLLM's "\n\n" after a reasoning parser took the thinking): it was a target in
+    // all four files, so a solved episode taught the policy to stop with blank text.
+    const blank = trajectory([{ role: 'system', content: 's' }, { role: 'user', content: 'u' }, { role: 'assistant', content: 'fine' }, { role: 'user', content: 'more?' }, { role: 'assistant', content: '\n\n', reasoning_content: 'done — 完成' }], { mode: 'conversational' });
+    expect(toOpenAI(blank)!.messages).to.have.length(3);
+    expect(toShareGPT(blank).map(l => l.conversations.at(-1)!.value)).to.deep.equal(['fine']);
+    expect(toLlamaFactory(blank).map(l => l.output)).to.deep.equal(['fine']);
+    expect(toHF(blank).map(l => l.completion.at(-1)!.content)).to.deep.equal(['fine']);
     const unparsed = trajectory([{ role: 'system', content: 's' }, { role: 'user', content: 'u' }, { role: 'assistant', content: '<tool_call>{"name": "get", "arguments": {</tool_call>' }], { termination: { reason: 'unparsed-tool-call', detail: 'x' } });
     expect(toOpenAI(unparsed)).to.equal(null);
     expect(JSON.stringify([toShareGPT(unparsed), toLlamaFactory(unparsed), toHF(unparsed)])).not.to.include('<tool_call>');
