@@ -195,10 +195,62 @@ class EnvfleetInteraction(BaseInteraction):
             self._kwargs.pop(instance_id, None)
 
 
-def tool_config(rows: list[dict[str, Any]], url: str, environment_id: Optional[str] = None) -> dict[str, Any]:
+def _verl_property(tool: str, name: str, schema: Any, notes: list[str]) -> dict[str, Any]:
+    """A parameter's JSON Schema as verl's OpenAIFunctionPropertySchema takes it (`type: str`, `description:
+    str | None`, `enum: list[str] | None`; pydantic v2, which converts nothing): a list of types or an anyOf
+    becomes its first type other than null, an enum of other values than strings is said in the description
+    instead; what changed is said in `notes`. verl shows the policy only those three keys (its loop renders
+    `model_dump()` of the schema), so the description keeps what the other keys said."""
+    prop = dict(schema) if isinstance(schema, dict) else {}
+    declared = prop.get("type")
+    types = [t for t in (declared if isinstance(declared, list) else [declared]) if isinstance(t, str)]
+    for key in ("anyOf", "oneOf"):
+        if not types and isinstance(prop.get(key), list):
+            for member in prop[key]:
+                t = member.get("type") if isinstance(member, dict) else None
+                types.extend(x for x in (t if isinstance(t, list) else [t]) if isinstance(x, str))
+    named = [t for t in dict.fromkeys(types) if t != "null"]
+    said: list[str] = []
+    if len(named) > 1:
+        said.append("of type " + " or ".join(named))
+    if "null" in types and named:
+        said.append("may be null")
+    enum = prop.get("enum")
+    if isinstance(enum, list) and not all(isinstance(v, str) for v in enum):
+        said.append("one of " + ", ".join(json.dumps(v, ensure_ascii=False) for v in enum))
+        del prop["enum"]
+    if not isinstance(declared, str):
+        prop["type"] = named[0] if named else ("null" if types else "string")
+    if said:
+        notes.append(f"{tool}.{name}: {'; '.join(said)} (written as type {prop['type']!r}{', without enum' if 'enum' not in prop and enum is not None else ''})")
+    description = prop.get("description")
+    text = description if isinstance(description, str) else ""
+    if said:
+        text = (text.rstrip() + " " if text.strip() else "") + "(" + "; ".join(said) + ")"
+    if text or description is not None:
+        prop["description"] = text
+    return prop
+
+
+def _verl_tool(tool: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """A tool as verl's OpenAIFunctionToolSchema validates it: a description (required there), parameters with
+    `type`, `properties` and `required` (required there too), each property as _verl_property writes it."""
+    function = dict(tool["function"])
+    params = dict(function.get("parameters") or {})
+    properties = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+    params["type"] = params.get("type") if isinstance(params.get("type"), str) else "object"
+    params["properties"] = {k: _verl_property(function["name"], k, v, notes) for k, v in properties.items()}
+    params["required"] = [r for r in params.get("required") or [] if isinstance(r, str)]
+    function["description"] = function.get("description") if isinstance(function.get("description"), str) else ""
+    function["parameters"] = params
+    return {**tool, "type": "function", "function": function}
+
+
+def tool_config(rows: list[dict[str, Any]], url: str, environment_id: Optional[str] = None, notes: Optional[list[str]] = None) -> dict[str, Any]:
     """A verl tool config (`tools: [{class_name, config, tool_schema}]`) with each tool of the rows'
-    environments (or of one), from their `extra_info.tools`. Tools of different environments that share a
-    name must share a schema (verl's tool names are global)."""
+    environments (or of one), from their `extra_info.tools`, in the shape verl's schema validates
+    (_verl_tool; each change said in `notes`). Tools of different environments that share a name must share
+    a schema (verl's tool names are global)."""
     by_name: dict[str, dict[str, Any]] = {}
     for row in rows:
         info = row["extra_info"]
@@ -209,7 +261,8 @@ def tool_config(rows: list[dict[str, Any]], url: str, environment_id: Optional[s
             if name in by_name and by_name[name] != tool:
                 raise ValueError(f"tool {name!r} has different schemas in different environments: pass --environment")
             by_name[name] = tool
-    entries = [{"class_name": "verl_tool.EnvfleetTool", "config": {"type": "native", "url": url}, "tool_schema": t} for t in by_name.values()]
+    said = notes if notes is not None else []
+    entries = [{"class_name": "verl_tool.EnvfleetTool", "config": {"type": "native", "url": url}, "tool_schema": _verl_tool(t, said)} for t in by_name.values()]
     return {"tools": entries}
 
 
@@ -223,4 +276,9 @@ if __name__ == "__main__":
     a = parser.parse_args()
     with open(a.write_config, encoding="utf-8") as f:
         lines = [json.loads(line) for line in f if line.strip()]
-    print(json.dumps(tool_config(lines, a.url, a.environment), indent=2, ensure_ascii=False))
+    changed: list[str] = []
+    print(json.dumps(tool_config(lines, a.url, a.environment, changed), indent=2, ensure_ascii=False))
+    if changed:
+        print(f"verl_tool.py: verl takes one type per parameter and enums of strings only; {len(changed)} parameter(s) written otherwise, said in their descriptions:", file=sys.stderr)
+        for line in changed:
+            print("  " + line, file=sys.stderr)

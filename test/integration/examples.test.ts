@@ -1,5 +1,5 @@
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -168,6 +168,41 @@ describe('examples/: the trainer recipes against a real `envfleet serve` (real R
       const committed = (parseYaml(await readFile(join(EXAMPLES, 'verl_tool_config.yaml'), 'utf8')) as { tools: Entry[] }).tools;
       const shape = (e: Entry) => ({ class_name: e.class_name, config: e.config, name: e.tool_schema.function.name, description: e.tool_schema.function.description, properties: e.tool_schema.function.parameters.properties, required: e.tool_schema.function.parameters.required });
       expect(committed.map(shape)).to.have.deep.members(written.map(shape));
+    });
+
+    it("verl: --write-config writes tools verl's schema validates when their parameters have several types, null, an anyOf or an enum of numbers (said in the description and on stderr)", async () => {
+      const odd = [
+        { type: 'function', function: { name: 'set_level', description: 'Niveau — 级别 🎚️', parameters: { type: 'object', properties: { level: { type: 'integer', enum: [1, 2, 3] } }, required: ['level'] } } },
+        { type: 'function', function: { name: 'add_note', description: 'Note', parameters: { type: 'object', properties: { text: { type: ['string', 'null'], anyOf: [{ type: 'string' }, { type: 'null' }], description: 'texte' }, lang: { anyOf: [{ type: 'string', enum: ['fr', '中文'] }, { type: 'integer' }] } }, required: ['text'] } } },
+        { type: 'function', function: { name: 'ping', parameters: { type: 'object', properties: {} } } },
+      ];
+      const rows = join(await mkdtemp(join(tmpdir(), 'envfleet-verl-')), 'rl-verl.json');
+      await writeFile(rows, JSON.stringify({ extra_info: { environment_id: 'e', tools: JSON.stringify(odd) } }) + '\n');
+      const { stdout, stderr } = await run(py!.cmd, [join(EXAMPLES, 'verl_tool.py'), '--write-config', rows], { env: { ...process.env, PYTHONPATH: STUBS, PYTHONDONTWRITEBYTECODE: '1' } });
+      expect(stderr).to.include('3 parameter(s)').and.include('set_level.level: one of 1, 2, 3');
+      // Each tool as verl's ToolAgentLoop takes it (model_validate, then the model_dump it renders for the policy);
+      // the tools as they were are refused (the stand-in checks what verl's pydantic models declare).
+      const validate = `import json, sys\nfrom verl.tools.schemas import OpenAIFunctionToolSchema as S\nout = []\nfor t in json.load(sys.stdin):\n    try:\n        out.append(S.model_validate(t).model_dump())\n    except ValueError as e:\n        out.append(str(e))\nprint(json.dumps(out, ensure_ascii=False))`;
+      const check = async (tools: unknown[]) => {
+        const child = execFile(py!.cmd, ['-c', validate], { env: { ...process.env, PYTHONPATH: STUBS, PYTHONDONTWRITEBYTECODE: '1' } });
+        const out = new Promise<string>((resolve, reject) => {
+          let text = '';
+          child.stdout!.on('data', (d: Buffer) => (text += d.toString('utf8')));
+          child.on('close', code => (code === 0 ? resolve(text) : reject(new Error(`validator exited ${code}`))));
+        });
+        child.stdin!.end(JSON.stringify(tools));
+        return JSON.parse(await out) as unknown[];
+      };
+      const before = await check(odd);
+      expect(before.filter(x => typeof x === 'string'), 'the tools as exported').to.have.length(3);
+      const written = (JSON.parse(stdout) as { tools: { tool_schema: unknown }[] }).tools.map(e => e.tool_schema);
+      const after = await check(written);
+      expect(after.filter(x => typeof x === 'string'), JSON.stringify(after)).to.deep.equal([]);
+      expect(after).to.deep.equal([
+        { type: 'function', function: { name: 'set_level', description: 'Niveau — 级别 🎚️', parameters: { type: 'object', properties: { level: { type: 'integer', description: '(one of 1, 2, 3)' } }, required: ['level'] } } },
+        { type: 'function', function: { name: 'add_note', description: 'Note', parameters: { type: 'object', properties: { text: { type: 'string', description: 'texte (may be null)' }, lang: { type: 'string', description: '(of type string or integer)' } }, required: ['text'] } } },
+        { type: 'function', function: { name: 'ping', description: '', parameters: { type: 'object', properties: {}, required: [] } } },
+      ]);
     });
 
     it('verifiers: the StatefulToolEnv shim gives the row its tools, calls the session, and its rubric reward is verify’s', async () => {
