@@ -98,6 +98,7 @@ export async function exportCommand(opts: ExportCommandOptions): Promise<void> {
     if (lost.count) {
       process.stderr.write(`note: ${lost.count} trajector${lost.count === 1 ? 'y is' : 'ies are'} in no SFT file (--skip-missing): the sink's file${lost.shards.length === 1 ? '' : 's'} of ${lost.count === 1 ? 'it' : 'them'} ${lost.shards.length === 1 ? 'is' : 'are'} gone or damaged:\n${lost.shards.map(s => `  ${s}`).join('\n')}\n`);
     }
+    for (const { formats: none, reason } of result.notWritten) process.stderr.write(`note: no ${none.join(', ')} file${none.length === 1 ? '' : 's'} written: ${reason}\n`);
     if (result.foreign.length) process.stderr.write(`note: ${opts.out} also holds ${result.foreign.join(', ')}, which this export did not write and no earlier export's manifest lists (written by hand, or by an older envfleet): kept; remove them if they are an earlier export's, so no trainer mixes them with these\n`);
   });
 }

@@ -54,6 +54,8 @@ export interface ExportResult {
   readonly leftOut: Record<string, { readonly turns: number; readonly trajectories: number; readonly byReason: Record<string, number> }>;
   /** With skipMissingTrajectories: the trajectories left out because their sink file is gone or damaged, and why (each shard's error). */
   readonly missingTrajectories: { readonly count: number; readonly shards: readonly string[] };
+  /** Formats asked for that wrote no file, and why (a run without trajectories, or without ready scenarios, yet). */
+  readonly notWritten: readonly { readonly formats: readonly DatasetFormat[]; readonly reason: string }[];
 }
 
 /** The manifest an export leaves in its folder: the files it wrote (the next export into the folder removes those it does not write). */
@@ -173,6 +175,16 @@ const FILE = {
 } as const;
 const EXPORT_FILES: readonly string[] = [...Object.values(FILE), LLAMAFACTORY_INFO_FILE, VERL_FILE, PROMPTS_FILE];
 
+/** The formats of `formats` whose files need what the run does not have yet, and what to run first. */
+function notWritten(formats: ReadonlySet<DatasetFormat>, trajectories: number, readyScenarios: number, runId: string): ExportResult['notWritten'] {
+  const out: { formats: DatasetFormat[]; reason: string }[] = [];
+  const fromTrajectories = DATASET_FORMATS.filter(f => formats.has(f) && f !== 'verl' && f !== 'prompts');
+  if (!trajectories && fromTrajectories.length) out.push({ formats: fromTrajectories, reason: `run "${runId}" has no trajectories yet (roll out first: envfleet rollouts --run ${runId})` });
+  const fromScenarios = DATASET_FORMATS.filter(f => formats.has(f) && (f === 'verl' || f === 'prompts'));
+  if (!readyScenarios && fromScenarios.length) out.push({ formats: fromScenarios, reason: `run "${runId}" has no ready scenarios yet (build them first: envfleet scenarios --run ${runId})` });
+  return out;
+}
+
 /**
  * Writes the datasets of a run into `dir`: environments.jsonl (every environment, kept, rejected and
  * failed, by id); when the run has scenarios, scenarios.jsonl (ready ones) and scenarios-dropped.jsonl
@@ -269,7 +281,7 @@ async function exportLocked(store: RunStore, runId: string, dir: string, options
     }
     // No time in it: the same run exported twice gives the same files, byte for byte (the chaos run compares them).
     await writeWholeFile(join(dir, EXPORT_MANIFEST), `${JSON.stringify({ run: runId, files: [...written].sort() })}\n`);
-    return { path, count, byStatus, scenarios, datasets, removed, foreign, infoKept: kept, leftOut, missingTrajectories: missing };
+    return { path, count, byStatus, scenarios, datasets, removed, foreign, infoKept: kept, leftOut, missingTrajectories: missing, notWritten: notWritten(formats, trajectoryIds.length, scenarios.ready, runId) };
   } catch (err) {
     await stage.abort();
     throw err;

@@ -165,6 +165,8 @@ describe('envfleet import envscaler (command line, real Redis)', function () {
     const out = join(dir, 'export');
     const r = await envfleet('export', '--run', 'es', '--out', out);
     expect(r.code, r.stderr).to.equal(0);
+    // The formats that need trajectories are said not written, with what to run (they were left out without a word).
+    expect(r.stderr).to.include('note: no openai, sharegpt, llamafactory, hf, rl files written: run "es" has no trajectories yet (roll out first: envfleet rollouts --run es)');
     const byId = (a: Record<string, unknown>, b: Record<string, unknown>) => String(a['id']).localeCompare(String(b['id']));
     const envs = (await jsonl(join(out, 'environments.jsonl'))).sort(byId).reverse();
     expect(envs.map(e => [e['id'], e['status'], e['language'], e['className']])).to.deep.equal([
