@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { deeperThan, MAX_JSON_DEPTH } from '../sandbox/python/python-harness.mjs';
 import { splitThinking } from './thinking.js';
 
 export type ExtractResult = { ok: true; value: unknown } | { ok: false; error: string };
@@ -21,33 +22,50 @@ export interface JsonCandidate {
   readonly text: string;
 }
 
+/** A candidate of a reply: fenced when it is the body of a ```json (or untagged) fence. */
+export interface ReplyCandidate extends JsonCandidate {
+  readonly fenced: boolean;
+}
+
 /**
  * Every JSON value a reply may hold: the whole reply (`whole`, when it parses), then each top-level
  * {...} or [...] block and each ```json fence, in the order they appear (`blocks`). `error` explains
- * why there is none.
+ * why there is none. `meant`: why the reply's own JSON does not parse, when the reply was written as one
+ * (it starts with a bracket, or a fence's body does not parse) — its fragments that parse are not what the
+ * model meant, so their mismatch is no answer to give it.
  */
-export function jsonCandidates(content: string): { whole: JsonCandidate | null; blocks: JsonCandidate[]; error: string } {
+export function jsonCandidates(content: string): { whole: JsonCandidate | null; blocks: ReplyCandidate[]; error: string; meant: string | null } {
   const text = splitThinking(content).answer;
-  if (text === '') return { whole: null, blocks: [], error: 'the reply was empty; a JSON value was expected' };
+  if (text === '') return { whole: null, blocks: [], error: 'the reply was empty; a JSON value was expected', meant: null };
   let firstError = '';
+  let meant: string | null = null;
   let whole: JsonCandidate | null = null;
   try {
     whole = { value: JSON.parse(text) as unknown, text };
   } catch (err) {
     firstError = (err as Error).message;
+    if (text[0] === '{' || text[0] === '[') meant = firstError;
   }
-  const blocks: JsonCandidate[] = [];
+  const fences = fencedBlocks(text);
+  const fenced = new Set(fences);
+  const blocks: ReplyCandidate[] = [];
   const seen = new Set<string>([text]);
-  for (const candidate of [...balancedBlocks(text), ...fencedBlocks(text)]) {
+  for (const candidate of [...balancedBlocks(text), ...fences]) {
     if (seen.has(candidate)) continue;
     seen.add(candidate);
     try {
-      blocks.push({ value: JSON.parse(candidate) as unknown, text: candidate });
+      blocks.push({ value: JSON.parse(candidate) as unknown, text: candidate, fenced: fenced.has(candidate) });
     } catch (err) {
       firstError ||= (err as Error).message;
+      if (fenced.has(candidate)) meant ??= (err as Error).message;
     }
   }
-  return { whole, blocks, error: `the reply is not valid JSON (${firstError})` };
+  return { whole, blocks, error: `the reply is not valid JSON (${withHint(firstError)})`, meant: meant === null ? null : withHint(meant) };
+}
+
+/** A JSON.parse message, with what to do where models most often go wrong (code with raw line breaks inside a string). */
+function withHint(message: string): string {
+  return /control character/i.test(message) ? `${message}: a line break or tab inside a JSON string is written \\n or \\t` : message;
 }
 
 /** The bodies of ``` fences (an optional json language tag), scanned with indexOf: linear in the reply. */
@@ -138,27 +156,52 @@ export function describeZodError(error: z.ZodError): string {
 export type ParseResult<T> = { ok: true; value: T; text: string } | { ok: false; error: string };
 
 /**
- * The JSON value of the reply that matches the schema: the whole reply when it does, else the last
- * block that does (a model that echoes the format's example or writes a draft first ends with its
- * answer). Keys the schema does not know are dropped rather than sent back for repair — a model that
- * adds `"explanation"` to a correct answer costs no repair round — unless one looks like a misspelt
- * key of the schema (`helper` for `helpers`): that goes back to the model.
+ * The JSON value of the reply that matches the schema: the whole reply when it does; else the one value its blocks
+ * give that matches (a format's example echoed as it is, or the answer written twice, is still one value). When its
+ * blocks give several different values that match, the one in a ```json fence is taken if only one is fenced (how a
+ * model marks its answer beside examples in its prose); otherwise the reply goes back for repair, since a draft
+ * before the answer and an example after it look alike (taking either silently inverted verdicts). Keys the schema
+ * does not know are dropped rather than sent back for repair — a model that adds `"explanation"` to a correct answer
+ * costs no repair round — unless one looks like a misspelt key of the schema (`helper` for `helpers`): that goes
+ * back to the model. A value nested more than MAX_JSON_DEPTH levels is refused (the fleet passes none on).
  */
 export function parseStructured<T>(content: string, schema: z.ZodType<T>): ParseResult<T> {
   const found = jsonCandidates(content);
   if (!found.whole && !found.blocks.length) return { ok: false, error: found.error };
-  const order = [...(found.whole ? [found.whole] : []), ...[...found.blocks].reverse()];
+  const order: ReplyCandidate[] = [...(found.whole ? [{ ...found.whole, fenced: false }] : []), ...found.blocks];
   let firstError: z.ZodError | null = null;
-  for (const { value, text } of order) {
-    const result = schema.safeParse(value);
-    if (result.success) return { ok: true, value: result.data, text };
-    const pruned = withoutUnknownKeys(value, result.error);
-    if (pruned !== null) {
-      const again = schema.safeParse(pruned.value);
-      if (again.success && !misspelt(again.data, pruned.dropped)) return { ok: true, value: again.data, text };
+  let tooDeep = false;
+  const matched: { value: T; text: string; fenced: boolean; key: string }[] = [];
+  for (const { value, text, fenced } of order) {
+    if (deeperThan(text, MAX_JSON_DEPTH)) {
+      tooDeep = true;
+      continue;
     }
-    firstError ??= result.error;
+    const result = schema.safeParse(value);
+    let data: T | undefined;
+    if (result.success) data = result.data;
+    else {
+      const pruned = withoutUnknownKeys(value, result.error);
+      if (pruned !== null) {
+        const again = schema.safeParse(pruned.value);
+        if (again.success && !misspelt(again.data, pruned.dropped)) data = again.data;
+      }
+      firstError ??= result.error;
+    }
+    if (data !== undefined) matched.push({ value: data, text, fenced, key: JSON.stringify(data) ?? '' });
   }
+  // (the whole reply, when it matches, is the answer: its blocks are its own parts)
+  if (found.whole && matched[0]?.text === found.whole.text) return { ok: true, value: matched[0].value, text: matched[0].text };
+  const distinct = [...new Map(matched.map(m => [m.key, m] as const)).values()];
+  const inFences = [...new Set(matched.filter(m => m.fenced).map(m => m.key))];
+  const chosen = distinct.length === 1 ? distinct[0]! : distinct.length > 1 && inFences.length === 1 ? distinct.find(m => m.key === inFences[0])! : null;
+  if (chosen) return { ok: true, value: chosen.value, text: chosen.text };
+  if (distinct.length > 1) {
+    const heads = distinct.slice(0, 3).map(m => (m.text.length > 80 ? `${m.text.slice(0, 80)}…` : m.text));
+    return { ok: false, error: `the reply holds ${distinct.length} different JSON values that each match the required format (${heads.join('; ')}); answer with exactly one` };
+  }
+  if (found.meant !== null) return { ok: false, error: `the reply is not valid JSON (${found.meant})` };
+  if (!firstError && tooDeep) return { ok: false, error: `the JSON nests containers more than ${MAX_JSON_DEPTH} levels deep; keep it flatter (a list of items rather than items inside items)` };
   return { ok: false, error: `the JSON does not match the required format:\n${describeZodError(firstError!)}` };
 }
 

@@ -60,7 +60,7 @@ export const PROMPT_MARKERS = {
     {
       text: 'That method does not work: ',
       in: 'user',
-      then: 'what is wrong, then `Write it again, fixing this, in the same JSON format.` (after the previous method as an assistant message)',
+      then: 'what is wrong, then `Write it again, fixing this, in the same JSON format.` (after the previous method and its helpers as an assistant message)',
       when: 'skeleton.assemble asks again: the method was missing or did not load, or the class did not',
     },
   ],

@@ -212,10 +212,11 @@ export function methodPrompt(desc: EnvDescription, state: StateOutput, operation
   ];
 }
 
-export function repairMethodPrompt(base: ChatMessage[], previous: string, problem: string): ChatMessage[] {
+/** The method prompt, the previous answer (its helpers too: one of them may be what broke the class) and what is wrong. */
+export function repairMethodPrompt(base: ChatMessage[], previous: { readonly source: string; readonly helpers: readonly string[] }, problem: string): ChatMessage[] {
   return [
     ...base,
-    { role: 'assistant', content: JSON.stringify({ source: previous, helpers: [] }) },
+    { role: 'assistant', content: JSON.stringify({ source: previous.source, helpers: previous.helpers }) },
     { role: 'user', content: `That method does not work: ${problem}\nWrite it again, fixing this, in the same JSON format.` },
   ];
 }

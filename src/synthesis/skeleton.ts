@@ -55,7 +55,13 @@ export async function buildOperations(deps: SynthesisDeps, runId: string, envId:
   });
 }
 
-async function generateMethod(deps: SynthesisDeps, runId: string, env: EnvironmentRecord, op: Operation, opts: RunOptions, problem?: { previous: string; message: string }) {
+/** A method to write again: the previous answer (none when missing) and what is wrong with it. */
+interface MethodProblem {
+  readonly previous: MethodDoc;
+  readonly message: string;
+}
+
+async function generateMethod(deps: SynthesisDeps, runId: string, env: EnvironmentRecord, op: Operation, opts: RunOptions, problem?: MethodProblem) {
   const base = methodPrompt(env.description, env.state!, env.operations!, op, env.language ?? 'js');
   const messages = problem ? repairMethodPrompt(base, problem.previous, problem.message) : base;
   const { value } = await deps.gateway.structured(ctx(deps, runId, 'skeleton.method', op.name), {
@@ -104,13 +110,13 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
     for (const op of operations) methods[op.name] = await deps.store.getDoc(runId, 'method', `${envId}.${op.name}`);
     const assembleRepairs: NonNullable<EnvironmentRecord['assembleRepairs']>[number][] = [];
     for (let round = 0; ; round += 1) {
-      const problems: Record<string, { previous: string; message: string }> = {};
+      const problems: Record<string, MethodProblem> = {};
       for (const op of operations) {
         const m = methods[op.name];
-        if (!m) problems[op.name] = { previous: '', message: 'the method is missing' };
+        if (!m) problems[op.name] = { previous: { source: '', helpers: [] }, message: 'the method is missing' };
         else {
           const issue = await checkMethodFor(env.language, deps.sandbox, op, m.source, opts.limits);
-          if (issue) problems[op.name] = { previous: m.source, message: issue };
+          if (issue) problems[op.name] = { previous: m, message: issue };
         }
       }
       let classProblem: string | null = null;
@@ -134,8 +140,12 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
         return { ok: false, reason: message };
       }
       if (classProblem) {
-        // The whole class fails while each method loads alone: regenerate every method with the error.
-        for (const op of operations) problems[op.name] = { previous: methods[op.name]!.source, message: `the assembled class does not load or instantiate: ${classProblem}` };
+        // The whole class fails while each method loads alone: the methods whose class of their own (the method and
+        // its helpers) fails go back with their own error; when none does (methods that clash together), every one
+        // goes back with the class's. (Every method went back: 12 requests for one helper's duplicate constructor.)
+        const own = await classProblemsAlone(deps, env, operations, methods, opts);
+        const culprits = Object.keys(own).length ? own : Object.fromEntries(operations.map(op => [op.name, `the assembled class does not load or instantiate: ${classProblem}`]));
+        for (const [name, message] of Object.entries(culprits)) problems[name] = { previous: methods[name]!, message };
       }
       assembleRepairs.push({ round: round + 1, methods: Object.keys(problems), problems: Object.entries(problems).map(([n, p]) => `${n}: ${p.message}`) });
       for (const [name, problem] of Object.entries(problems)) {
@@ -150,6 +160,23 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
       }
     }
   });
+}
+
+/**
+ * For each operation, whether a class holding only its method and that method's helpers loads and instantiates on the
+ * example state: the error of each that does not (one probe per operation, no model request).
+ */
+async function classProblemsAlone(deps: SynthesisDeps, env: EnvironmentRecord, operations: readonly Operation[], methods: Record<string, MethodDoc | null>, opts: RunOptions): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const op of operations) {
+    const m = methods[op.name]!;
+    const source = assembleFor(env, [m.source], dedupeHelpers(m.helpers));
+    const probe = await deps.sandbox.probe({ code: codeOf({ ...env, tools: toolsOf([op]) }, source), initialState: env.state!.exampleState, calls: [], limits: opts.limits });
+    if (probe.createError) {
+      out[op.name] = `the class with this method and its helpers${m.helpers.length ? '' : ' (it has none)'} does not load or instantiate: ${probe.createError.code}: ${probe.createError.message}`;
+    }
+  }
+  return out;
 }
 
 /** A Python run's state: its top-level keys become instance attributes, so each must be a Python identifier and no keyword. */

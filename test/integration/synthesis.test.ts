@@ -114,6 +114,26 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
     for (const tool of library.tools!) expect(steps.some(s => s.tool === tool.function.name), tool.function.name).to.equal(true);
   });
 
+  it('sends back only the method whose helper breaks the assembled class, with its helpers and its own error (every method went back)', async () => {
+    const source = "search_books({ query }) {\n  const q = String(query).trim().toLowerCase();\n  if (!q) return { success: false, error: 'query must not be empty' };\n  return { success: true, data: Object.values(this.state.books).filter(b => b.title.toLowerCase().includes(q)).map(b => ({ book_id: b.book_id, title: b.title, available: b.available })) };\n}\n";
+    const script = parseModelScript({
+      rules: [
+        { name: 'fixed-search', stage: 'skeleton.method', matchAny: 'constructor\\(s\\)[\\s\\S]*That method does not work: the class with this method and its helpers does not load', respond: { json: { helpers: [], source } } },
+        { name: 'clashing-helper', stage: 'skeleton.method', matchAny: 'Environment: Library circulation system[\\s\\S]*Write the method for operation search_books:', respond: { json: { helpers: ['constructor(s) { this.state = s; /* « état » 🙂 */ }'], source } } },
+      ],
+    });
+    const f = await fleet({ extra: script });
+    const file = await descriptionsFile([DESCRIPTIONS[0]!]);
+    await submitSynthesis(f.config, f.redis, { runId: 'helper', descriptions: file, probeSteps: 8 });
+    await f.waitForRun('helper');
+    const library = bySummary(await envs(f.store, 'helper'), 'Library circulation system');
+    expect(library.status, JSON.stringify(library.failure)).to.equal('kept');
+    expect(library.assembleRepairs).to.have.length(1);
+    expect(library.assembleRepairs![0]!.methods).to.deep.equal(['search_books']);
+    expect(library.assembleRepairs![0]!.problems[0]).to.match(/^search_books: the class with this method and its helpers does not load or instantiate: /);
+    expect(library.source).not.to.include('« état »');
+  });
+
   it('ends an item whose model output stays invalid with the reason, and the run goes on', async () => {
     const broken = parseModelScript({
       rules: [{ stage: 'skeleton.state', matchAny: 'Environment: Broken domain', respond: { json: { className: 'Broken', entities: [] } } }],

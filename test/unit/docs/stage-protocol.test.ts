@@ -110,13 +110,13 @@ const PROMPT_VARIANTS: Record<PromptStage, Variant[]> = {
     { name: 'the first request', messages: methodPrompt(DESCRIPTION, STATE, ENV.operations!, ENV.operations![1]!), present: ['Example task: '] },
     {
       name: 'skeleton.assemble asking again, without a task',
-      messages: repairMethodPrompt(methodPrompt({ summary: DESCRIPTION.summary, introduction: DESCRIPTION.introduction }, STATE, ENV.operations!, ENV.operations![1]!), METHOD, 'it does not load'),
+      messages: repairMethodPrompt(methodPrompt({ summary: DESCRIPTION.summary, introduction: DESCRIPTION.introduction }, STATE, ENV.operations!, ENV.operations![1]!), { source: METHOD, helpers: [] }, 'it does not load'),
       present: ['That method does not work: '],
     },
     { name: 'the first request, in Python', messages: methodPrompt(DESCRIPTION, STATE, ENV.operations!, ENV.operations![1]!, 'python'), present: ['Example task: ', PY] },
     {
       name: 'asking again in Python',
-      messages: repairMethodPrompt(methodPrompt(DESCRIPTION, STATE, ENV.operations!, ENV.operations![1]!, 'python'), 'def return_book(self, loan_id: str) -> dict:\n    return {}', 'it does not load'),
+      messages: repairMethodPrompt(methodPrompt(DESCRIPTION, STATE, ENV.operations!, ENV.operations![1]!, 'python'), { source: 'def return_book(self, loan_id: str) -> dict:\n    return {}', helpers: ['def _helper(self):\n    return 1'] }, 'it does not load'),
       present: ['Example task: ', PY, 'That method does not work: '],
     },
   ],

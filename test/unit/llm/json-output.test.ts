@@ -54,9 +54,46 @@ describe('parseStructured', () => {
 describe('parseStructured: replies as models write them', () => {
   const Verdict = z.strictObject({ verdict: z.enum(['yes', 'no']), reason: z.string() });
 
-  it('takes the last block that matches when a draft or an echoed example comes first', () => {
+  // It took the last block that matched (for a draft first); an example written after the answer then replaced it
+  // without a word (the synthesis probe's judge verdicts were all inverted). A draft and an example look alike, so
+  // different values go back for repair unless one is fenced.
+  it('takes the one value that matches; of several different ones, the only fenced one; otherwise sends the reply back for repair', () => {
     const reply = 'The format is {"verdict": "yes", "reason": "…"}. Draft: {"verdict":"yes","reason":"first try"}\nFinal: {"verdict":"no","reason":"état inchangé — 状态不变 🙂"}';
-    expect(parseStructured(reply, Verdict)).to.deep.equal({ ok: true, value: { verdict: 'no', reason: 'état inchangé — 状态不变 🙂' }, text: '{"verdict":"no","reason":"état inchangé — 状态不变 🙂"}' });
+    const several = parseStructured(reply, Verdict);
+    expect(several.ok).to.equal(false);
+    expect(!several.ok && several.error).to.match(/^the reply holds 3 different JSON values that each match the required format \(.*状态不变 🙂"\}\); answer with exactly one$/);
+    const answerThenExample = 'Here is my answer:\n```json\n{"verdict":"no","reason":"état inchangé"}\n```\nFor comparison, the opposite case would look like {"verdict":"yes","reason":"changed"}.';
+    expect(parseStructured(answerThenExample, Verdict)).to.deep.equal({ ok: true, value: { verdict: 'no', reason: 'état inchangé' }, text: '{"verdict":"no","reason":"état inchangé"}' });
+    const draftThenFenced = 'Draft: {"verdict":"yes","reason":"first try"}\n```json\n{"verdict":"no","reason":"final 🙂"}\n```';
+    expect(parseStructured(draftThenFenced, Verdict)).to.deep.include({ ok: true, value: { verdict: 'no', reason: 'final 🙂' } });
+    const twice = 'Answer: {"verdict":"no","reason":"r"}\n```json\n{"verdict": "no", "reason": "r"}\n```';
+    expect(parseStructured(twice, Verdict)).to.deep.include({ ok: true, value: { verdict: 'no', reason: 'r' } });
+    const twoFenced = '```json\n{"verdict":"yes","reason":"a"}\n```\n```json\n{"verdict":"no","reason":"b"}\n```';
+    expect(parseStructured(twoFenced, Verdict).ok).to.equal(false);
+    // prose that matches nothing beside the answer changes nothing
+    expect(parseStructured('See [1] and {"note": 1}. {"verdict":"yes","reason":"ok"}', Verdict)).to.deep.include({ ok: true, value: { verdict: 'yes', reason: 'ok' } });
+  });
+
+  it("says why the reply's own JSON does not parse, not what a fragment of it lacks (code with raw line breaks in a string)", () => {
+    const Method = z.strictObject({ source: z.string(), helpers: z.array(z.string()).default([]) });
+    const raw = '{"source": "get_member(id) {\n  return this.members[id];\n}", "helpers": []}';
+    const whole = parseStructured(raw, Method);
+    expect(whole.ok).to.equal(false);
+    expect(!whole.ok && whole.error).to.match(/^the reply is not valid JSON \(Bad control character in string literal.*: a line break or tab inside a JSON string is written \\n or \\t\)$/);
+    const fenced = parseStructured(`Voilà 👇\n\`\`\`json\n${raw}\n\`\`\``, Method);
+    expect(!fenced.ok && fenced.error).to.match(/^the reply is not valid JSON \(Bad control character/);
+    // a fragment that does not match is still said when nothing was meant as the whole answer
+    const prose = parseStructured('I would use {"helpers": []} here.', Method);
+    expect(!prose.ok && prose.error).to.match(/does not match the required format:\n- at source/);
+  });
+
+  it('refuses a value nested more than 1,000 levels (it crashed the job that stored it, UNEXPECTED, again on every rerun)', () => {
+    const State = z.object({ exampleState: z.record(z.string(), z.unknown()) });
+    const deep = `{"exampleState": {"x": ${'['.repeat(6000)}${']'.repeat(6000)}}}`;
+    const refused = parseStructured(deep, State);
+    expect(!refused.ok && refused.error).to.match(/^the JSON nests containers more than 1000 levels deep/);
+    const fine = `{"exampleState": {"x": ${'['.repeat(900)}"é"${']'.repeat(900)}}}`;
+    expect(parseStructured(fine, State).ok).to.equal(true);
   });
 
   it('reads past reasoning: a <think> block, a leading </think> whose <think> was in the prompt, and refuses a reply cut off while thinking', () => {
