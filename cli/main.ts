@@ -70,6 +70,13 @@ function nonNegativeDecimal(hint: string, max = Infinity) {
   };
 }
 
+/** A cost above 0 (resume raises a budget; 0 would remove the limit, which `envfleet budget --usd 0` does, said). */
+function positiveUsd(value: string): number {
+  const n = nonNegativeDecimal('')(value);
+  if (n === 0) throw new InvalidArgumentError('Expected a cost above 0, the new budget (to remove the cost limit instead: envfleet budget --run NAME --usd 0).');
+  return n;
+}
+
 /**
  * Prints an error a user can act on and exits non-zero: envfleet's own errors (a stable code such as
  * CONFIG_INVALID, docs/errors.md), commander's usage errors and the system's (a file that cannot be
@@ -328,7 +335,7 @@ for (const action of ['pause', 'resume', 'cancel'] as const) {
     .option('--reason <text>', 'why (recorded with the run)', `${action} requested from the command line`);
   // Only resume raises a budget; pause and cancel refuse the options as unknown (commander names them).
   if (action === 'resume') {
-    command.option('--budget-usd <x>', 'the new cost budget in US dollars, set before the run goes on', nonNegativeDecimal('')).option('--budget-tokens <n>', 'the new token budget, set before the run goes on', positiveInt);
+    command.option('--budget-usd <x>', 'the new cost budget in US dollars, set before the run goes on', positiveUsd).option('--budget-tokens <n>', 'the new token budget, set before the run goes on', positiveInt);
   }
   command.action(guarded(async (opts: ControlOptions) => (await import('./runs.js')).controlCommand(action, opts)));
 }

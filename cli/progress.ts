@@ -1,5 +1,6 @@
 import cliProgress from 'cli-progress';
 import type { RunProgress } from '../queues/run-jobs.js';
+import { budgetAdvice } from '../src/runs/control.js';
 
 /**
  * Why a run that waits is not moving, as lines that say what to do: it is paused (with the reason
@@ -15,7 +16,7 @@ export function waitNotes(runId: string, p: RunProgress, rateLimitPauseMs?: numb
     const budget = /budget/i.test(p.paused.reason ?? '');
     notes.push(
       `run ${runId} is paused${p.paused.reason ? ` (${p.paused.reason})` : ''}: no job of it starts until it is resumed; ` +
-        (budget ? `raise its budget and resume it with envfleet resume --run ${runId} --budget-tokens N (or --budget-usd X)` : `resume it with envfleet resume --run ${runId} (after a budget pause, with --budget-tokens N or --budget-usd X)`) +
+        (budget ? `raise its budget and resume it: ${budgetAdvice(runId, p.paused.reason)}` : `resume it with envfleet resume --run ${runId} (after a budget pause, with --budget-tokens N or --budget-usd X)`) +
         '; this command keeps waiting',
     );
   }

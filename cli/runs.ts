@@ -6,7 +6,7 @@ import { listRuns, runStatus, timeLeftText, type FunnelRow, type RunStatus } fro
 import { clearCoolDowns } from '../src/llm/redis-limiter.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
 import { RequestError, castToError } from '../src/errors.js';
-import { reachedBudgets, type RunBudgets } from '../src/runs/control.js';
+import { budgetAdvice, pausedStage, reachedBudgets, type RunBudgets } from '../src/runs/control.js';
 import { requireRun, withRuns, type CommandContext } from './context.js';
 
 /** `envfleet runs`. */
@@ -55,7 +55,7 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       await c.control.pause(opts.run, opts.reason);
       process.stdout.write(`run ${opts.run} paused; jobs already running finish and are kept, the others are parked until resume\n`);
     } else if (action === 'resume') {
-      const { state } = await c.control.get(opts.run);
+      const { state, reason } = await c.control.get(opts.run);
       if (state === 'cancelled') {
         throw new RequestError(`run "${opts.run}" was cancelled, and a cancelled run takes no new work: nothing was resumed and no budget was set. Start another run from its export to go on (envfleet export, then envfleet scenarios --run NEW --environments DIR/environments.jsonl).`);
       }
@@ -64,7 +64,19 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       const next = { ...current, ...(opts.budgetUsd !== undefined ? { usd: opts.budgetUsd } : {}), ...(opts.budgetTokens !== undefined ? { tokens: opts.budgetTokens } : {}) };
       // A run still at a budget would pause again at its next model call: nothing is resumed, and the message says what to raise.
       // The whole run's budget decides: a stage at its own budget pauses the run again only if that stage has calls left.
-      const reached = reachedBudgets({ ...next, byStage: {} }, await c.ledger.totals(opts.run));
+      const totals = await c.ledger.totals(opts.run);
+      const reached = reachedBudgets({ ...next, byStage: {} }, totals);
+      // A run paused at a stage's budget pauses again at that stage's next call while the stage is still at it (the
+      // advice used to be --budget-tokens, which raises the whole run's budget: resumed, paused again at once).
+      const stage = state === 'paused' ? pausedStage(reason) : null;
+      const stageLimit = stage ? next.byStage[stage] : undefined;
+      const stageReached = stage && stageLimit ? reachedBudgets({ usd: 0, tokens: 0, byStage: { [stage]: stageLimit } }, totals) : [];
+      if (stageReached.length) {
+        throw new RequestError(
+          `run "${opts.run}" paused at the budget of stage ${stage} and is still at it (${stageReached.join('; ')}), so it would pause again at that stage's next model call; nothing was resumed${raised ? ' and the budget is unchanged' : ''}. ` +
+            `Raise that stage's budget, then resume: ${budgetAdvice(opts.run, reason)} (--budget-tokens and --budget-usd raise the whole run's budget, not a stage's); or cancel the run.`,
+        );
+      }
       if (reached.length) {
         throw new RequestError(
           `run "${opts.run}" is at its budget${raised ? ' even with the new one' : ''} (${reached.join('; ')}), so it would pause again at its next model call; nothing was resumed${raised ? ' and the budget is unchanged' : ''}. ` +
@@ -106,6 +118,15 @@ export async function budgetCommand(opts: BudgetOptions): Promise<void> {
   await withRuns(async c => {
     await requireRun(c.store, opts.run);
     const current = await budgetsOf(c, opts.run);
+    if (opts.usd === undefined && opts.tokens === undefined) {
+      // Only looking: nothing is written (writing what was shown replaced a budget a worker applied with this
+      // process's configured defaults, often none: the limit was gone).
+      if (opts.stage) {
+        const stage = current.byStage[opts.stage] ?? { usd: 0, tokens: 0 };
+        process.stdout.write(opts.json ? `${JSON.stringify(stage)}\n` : `run ${opts.run} budget of stage ${opts.stage}: ${JSON.stringify(stage)} (0 = no limit; set one with --usd X or --tokens N)\n`);
+      } else process.stdout.write(opts.json ? `${JSON.stringify(current)}\n` : `run ${opts.run} budgets: ${JSON.stringify(current)} (0 = no limit; set one with --usd X or --tokens N)\n`);
+      return;
+    }
     const patch = { ...(opts.usd !== undefined ? { usd: opts.usd } : {}), ...(opts.tokens !== undefined ? { tokens: opts.tokens } : {}) };
     const next = opts.stage ? { ...current, byStage: { ...current.byStage, [opts.stage]: { usd: 0, tokens: 0, ...current.byStage[opts.stage], ...patch } } } : { ...current, ...patch };
     await c.control.setBudgets(opts.run, next);

@@ -337,12 +337,12 @@ export const ENV_VARS = {
   ENVFLEET_BUDGET_USD: {
     schema: nonNegativeNumber.default(0),
     example: '0',
-    description: 'Hard spending limit per run in US dollars; model calls stop when it is reached. 0 = no limit.',
+    description: 'Hard spending limit per run in US dollars, for runs without a budget of their own (stored as the run\'s by the first process that submits work or calls a model for it); model calls stop when it is reached. 0 = no limit.',
   },
   ENVFLEET_BUDGET_TOKENS: {
     schema: nonNegativeInt.default(0),
     example: '0',
-    description: 'Hard limit on prompt + completion tokens per run. 0 = no limit.',
+    description: 'Hard limit on prompt + completion tokens per run, for runs without a budget of their own (stored as the run\'s as ENVFLEET_BUDGET_USD is). 0 = no limit.',
   },
   ENVFLEET_DASHBOARD_HOST: {
     schema: z.string().min(1).default('127.0.0.1'),

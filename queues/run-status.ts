@@ -1,6 +1,6 @@
 import type { Ledger, LedgerTotals } from '../src/llm/ports.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
-import type { RunBudgets, RunControl, RunControlState } from '../src/runs/control.js';
+import { budgetAdvice, type RunBudgets, type RunControl, type RunControlState } from '../src/runs/control.js';
 import type { RunStore } from '../src/runs/store.js';
 import { isOutsideFailure } from '../src/errors.js';
 import { EPISODE_STAGE, PIPELINE, PIPELINE_STAGES, RUN_COUNTERS, STAGES, type Entry, type PipelineStage } from './pipeline.js';
@@ -214,7 +214,7 @@ export function timeLeftText(s: Pick<RunStatus, 'id' | 'state' | 'outstanding' |
   if (s.state === 'paused' && s.outstanding > 0) {
     // A budget pause needs a higher budget: resuming without one pauses the run again (and resume refuses it).
     const budget = s.control?.reason?.startsWith('budget reached') === true;
-    return `no time left estimated while it is paused (envfleet resume --run ${s.id}${budget ? ' --budget-tokens N --budget-usd X, above what is used' : ''})`;
+    return `no time left estimated while it is paused (${budget ? budgetAdvice(s.id, s.control?.reason) : `envfleet resume --run ${s.id}`})`;
   }
   if (s.state === 'cancelled' && s.outstanding > 0) return 'no time left estimated: it is cancelled';
   if (s.state === 'running' && s.unconsumed?.length) return `no time left estimated: ${noWorkerText(s.unconsumed)}`;

@@ -142,6 +142,16 @@ async function refuseCancelled(config: AppConfig, redis: Redis, runId: string, c
   );
 }
 
+/**
+ * The configured budgets (ENVFLEET_BUDGET_USD / _TOKENS), stored as the run's when it has none: what the run may spend
+ * is then one figure for every worker, command and the dashboard (a worker's own setting used to apply unseen, and
+ * `envfleet budget` run elsewhere replaced it with its own). Nothing when both are 0 (no limit).
+ */
+async function keepConfiguredBudgets(config: AppConfig, redis: Redis, runId: string): Promise<void> {
+  if (config.budgets.usd <= 0 && config.budgets.tokens <= 0) return;
+  await createRedisRunControl(redis, config.redis.prefix).keepBudgets(runId, { ...config.budgets, byStage: {} });
+}
+
 /** A run store and an enqueuer on the producer's connection, closed after `fn`. */
 async function producing<T>(config: AppConfig, redis: Redis, fn: (store: RunStore, enqueuer: RunEnqueuer<typeof STAGES, StageOutputs, EntryInputs>) => Promise<T>): Promise<T> {
   const store = createRedisRunStore(redis, config.redis.prefix);
@@ -217,6 +227,7 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
     const asked = runOptionsFrom(config, request);
     const created = await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: request.tasks ? 'tasks' : 'descriptions', options: asked });
     const existing = (await store.getRun(runId))!;
+    await keepConfiguredBudgets(config, redis, runId);
     const frozen = existing.options;
     if (existing.input !== 'tasks' && existing.input !== 'descriptions') {
       throw new RequestError(`run "${runId}" holds environments imported with envfleet import ${existing.input}, not synthesized ones: nothing was submitted. Synthesize into another run name (envfleet synth --run NEW …); the imported run goes on with envfleet scenarios / rollouts.`);
@@ -284,6 +295,7 @@ export async function submitScenarios(config: AppConfig, redis: Redis, request: 
     } else if (!(await store.getRun(runId))) {
       throw new RequestError(`run "${runId}" does not exist; synthesize it first (envfleet synth) or pass --environments FILE.jsonl`);
     }
+    await keepConfiguredBudgets(config, redis, runId);
     const envIds = await store.idsWithStatus(runId, 'env', ['kept']);
     // Nothing to do is not a success, and must not freeze the settings of the scenarios to come.
     if (!envIds.length) throw new RequestError(`run "${runId}" has no kept environment, so there is nothing to generate scenarios for (nothing submitted, no setting frozen). See why with envfleet status --run ${runId}; synthesize environments first (envfleet synth --run ${runId}, wait for it to finish) or import them (envfleet scenarios --run NEW --environments DIR/environments.jsonl).`);
@@ -318,6 +330,7 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
     const { runId } = request;
     if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist; synthesize it and generate scenarios first`);
     await refuseCancelled(config, redis, runId, 'envfleet scenarios --environments DIR/environments.jsonl (from its export), then envfleet rollouts,');
+    await keepConfiguredBudgets(config, redis, runId);
     const ready = await store.idsWithStatus(runId, 'scenario', ['ready']);
     // Nothing to roll out is not a success, and must not freeze the rollout settings (or claim the run's first policy).
     if (!ready.length) throw new RequestError(`run "${runId}" has no ready scenario, so there is nothing to roll out (nothing submitted, no setting frozen). See why with envfleet status --run ${runId}; generate scenarios first (envfleet scenarios --run ${runId}, wait for it to finish), then run this command again.`);

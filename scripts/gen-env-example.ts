@@ -358,7 +358,9 @@ counted as unpriced, so set prices for the models you use if you rely on \`ENVFL
 |---|---|---|
 ${priceRows.join('\n')}
 
-\`ENVFLEET_BUDGET_USD\` and \`ENVFLEET_BUDGET_TOKENS\` are hard limits per run (0 = no limit). The
+\`ENVFLEET_BUDGET_USD\` and \`ENVFLEET_BUDGET_TOKENS\` are hard limits per run (0 = no limit), the default of a run
+that has no budget of its own: the command that submits work for the run, or else the first worker that calls a
+model for it, stores its values as the run's, so every process and the dashboard then apply and show the same. The
 ledger is checked before every request that is not answered from the cache; once a run's spending
 or tokens (prompt + completion) reach a limit, its next model call stops with \`BUDGET_EXCEEDED\`: the run
 pauses and its jobs are parked, no attempt used, until the budget is raised (\`envfleet budget\`, or

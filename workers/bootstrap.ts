@@ -40,6 +40,12 @@ export interface WorkerSettings {
   readonly logger: Logger;
   readonly concurrency: number;
   readonly onSettled?: SettledHook;
+  /**
+   * Called when a job is parked (its run paused): the job runs nowhere now. A processor's own marks of a job it ran are
+   * cleared as it ends, but a job parked before its processor starts (taken again after a worker died with it) left the
+   * dead worker's mark.
+   */
+  readonly onParked?: (data: unknown, jobId: string) => Promise<void>;
   /** Makes the queue honour run pause / cancel and budget pauses (jobs whose data has a runId). */
   readonly runControl?: RunControl;
   /** Records job durations (the dashboard's /metrics). */
@@ -233,6 +239,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
       const park = async (why: string): Promise<never> => {
         const parking = await control!.park(runId as string, key);
         await job.moveToDelayed(Date.now() + PARK_HORIZON_MS, token);
+        await settings.onParked?.(job.data, job.id ?? '').catch((err: unknown) => jobLog.warn({ err }, 'could not clear the running mark of the parked job'));
         try {
           const now = await control!.get(runId as string);
           if (now.state === 'paused') jobLog.info({ runId, why }, 'run paused; the job is parked until it resumes');

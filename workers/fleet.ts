@@ -54,7 +54,13 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
   const runControl = createRedisRunControl(redis, prefix);
   const metrics = createRedisMetrics(redis, prefix);
   const gateway = createModelGateway({
-    gate: runId => runControl.gate(runId),
+    // A run without budgets of its own gets this worker's configured ones stored as its own (keepBudgets), so the
+    // budget that applies is the one status, the dashboard and envfleet budget show.
+    gate: async runId => {
+      const gate = await runControl.gate(runId);
+      if (gate.budgets || (config.budgets.usd <= 0 && config.budgets.tokens <= 0)) return gate;
+      return { ...gate, budgets: await runControl.keepBudgets(runId, { ...config.budgets, byStage: {} }) };
+    },
     observe: (stage, seconds, ok) => metrics.observe('model_request', { stage, outcome: ok ? 'ok' : 'error' }, seconds),
     config,
     cache: createRedisResponseCache(redis, prefix),

@@ -78,9 +78,17 @@ export function startStageWorkers<St extends AnyStages, Out extends OutputsOf<St
         runControl: ctx.runControl,
         metrics: ctx.metrics,
         concurrency: options.concurrency ?? configured,
+        // A job parked or ended before its processor ran (taken again after a worker died with it, then parked by a
+        // pause or ended by a cancel) clears the dead worker's running mark here: status showed it active for ever.
+        async onParked(raw, jobId) {
+          const runId = (raw as { runId?: unknown } | null)?.runId;
+          if (typeof runId === 'string') await ctx.store.running(runId, stage, jobId, false);
+        },
         async onSettled(raw, jobId, outcome) {
           const runId = (raw as { runId?: unknown } | null)?.runId;
           if (typeof runId !== 'string') return;
+          // (a completed job ran its processor, which cleared its mark: no round trip more per episode)
+          if (outcome.status === 'failed') await ctx.store.running(runId, stage, jobId, false);
           if (outcome.status === 'failed' && spec.onFailure === 'ends-item') {
             // A job can fail for good because its data is invalid: then there is no item to end.
             const data = pipeline.queues[stage].data.safeParse(raw);

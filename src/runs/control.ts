@@ -56,6 +56,22 @@ export function budgetReached(used: Budget, limit: Budget): { readonly unit: 'to
   return out;
 }
 
+/** The stage a budget pause names (`budget reached: run "R" stage rollout.policy used …`), or null for the whole run's budget. */
+export function pausedStage(reason: string | null | undefined): string | null {
+  return /^budget reached: run ".*" stage (\S+) (?:used|spent) /.exec(reason ?? '')?.[1] ?? null;
+}
+
+/**
+ * What lets a run paused at a budget go on: for the whole run's budget, a higher one set as it resumes; for a stage's
+ * (which `resume --budget-*` does not raise: the run paused again at once), that stage's, then the resume.
+ */
+export function budgetAdvice(runId: string, reason: string | null | undefined): string {
+  const stage = pausedStage(reason);
+  return stage
+    ? `envfleet budget --run ${runId} --stage ${stage} --tokens N (or --usd X), above what that stage used, then envfleet resume --run ${runId}`
+    : `envfleet resume --run ${runId} --budget-tokens N --budget-usd X, above what is used`;
+}
+
 export interface RunControlState {
   readonly state: RunState;
   readonly reason: string | null;
@@ -98,6 +114,12 @@ export interface RunControl {
   /** What a model call reads of the run before it is sent: its budgets and whether it was cancelled, in one read. */
   gate(runId: string): Promise<RunGate>;
   setBudgets(runId: string, budgets: RunBudgets): Promise<void>;
+  /**
+   * Stores `budgets` as the run's unless it has some already (the configured defaults, ENVFLEET_BUDGET_*, written by the
+   * first process that creates or spends for the run, so every worker, command and the dashboard sees one budget);
+   * the run's budgets afterwards.
+   */
+  keepBudgets(runId: string, budgets: RunBudgets): Promise<RunBudgets>;
   /** Records a job of the run as parked (before it is moved to the delayed set, so a parked job is always recorded). */
   park(runId: string, key: string): Promise<ParkedJob>;
   /** The run's parked jobs, in batches (a job may show up twice; handling one is idempotent). */
@@ -224,6 +246,11 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     },
     async setBudgets(runId, budgets) {
       await redis.hset(key(runId), 'budgets', JSON.stringify(budgets));
+    },
+    async keepBudgets(runId, budgets) {
+      if (await redis.hsetnx(key(runId), 'budgets', JSON.stringify(budgets))) return budgets;
+      const raw = await redis.hget(key(runId), 'budgets');
+      return raw ? (JSON.parse(raw) as RunBudgets) : budgets;
     },
     async park(runId, jobKey) {
       const token = randomUUID();

@@ -279,6 +279,79 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     expect(await clearCoolDowns(f.redis, f.config.redis.prefix, [endpoint])).to.deep.equal([]);
   });
 
+  it("keeps the workers' configured budget as the run's (status shows it, envfleet budget without a value only looks), and after a stage's budget pause says to raise that stage's", async () => {
+    // The workers have ENVFLEET_BUDGET_TOKENS; the submitting process and the commands do not. The workers' budget
+    // applied unseen (status: no budget), `envfleet budget --run R` wrote the command's (none), and the run spent 8×.
+    const f = await fleet({ overrides: { ENVFLEET_BUDGET_TOKENS: '8000', ENVFLEET_PAUSED_RECHECK_MS: '5' } });
+    const ctx = f.workers.ctx;
+    const noBudget = { ...f.config, budgets: { usd: 0, tokens: 0 } };
+    await submitSynthesis(noBudget, f.redis, { runId: 'wb', descriptions: await descriptions(), probeSteps: 8 });
+    await until(async () => (await ctx.runControl.get('wb')).state === 'paused', 'the budget pause', 300_000);
+    expect(await ctx.runControl.budgets('wb')).to.deep.equal({ usd: 0, tokens: 8_000, byStage: {} });
+    const status = await runStatus({ store: f.store, ledger: ctx.ledger, control: ctx.runControl }, 'wb');
+    expect(status!.budgets).to.deep.include({ tokens: 8_000 });
+    const { ENVFLEET_BUDGET_TOKENS: _, ...env } = childEnv(f.config);
+    const cli = async (...args: string[]) => {
+      try {
+        const { stdout, stderr } = await execFileAsync(process.execPath, [ENVFLEET_BIN, ...args], { env });
+        return { code: 0, stdout, stderr };
+      } catch (err) {
+        const e = err as { code: number; stdout: string; stderr: string };
+        return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+      }
+    };
+    const looked = await cli('budget', '--run', 'wb', '--json');
+    expect(looked.code, looked.stderr).to.equal(0);
+    expect(JSON.parse(looked.stdout)).to.deep.equal({ usd: 0, tokens: 8_000, byStage: {} });
+    expect(await ctx.runControl.budgets('wb'), 'looking writes nothing').to.deep.equal({ usd: 0, tokens: 8_000, byStage: {} });
+    expect((await cli('resume', '--run', 'wb')).stderr).to.include('is at its budget');
+    const zeroUsd = await cli('resume', '--run', 'wb', '--budget-usd', '0');
+    expect(zeroUsd.code).to.not.equal(0);
+    expect(zeroUsd.stderr).to.include('Expected a cost above 0').and.to.include('envfleet budget --run NAME --usd 0');
+
+    // A stage's budget: the pause names the stage, and only that stage's budget lets the run go on.
+    const totals = await ctx.ledger.totals('wb');
+    const [stage] = Object.entries(totals.byStage).sort(([, a], [, b]) => b.promptTokens + b.completionTokens - (a.promptTokens + a.completionTokens))[0]!;
+    await ctx.runControl.setBudgets('wb', { usd: 0, tokens: 0, byStage: { [stage]: { usd: 0, tokens: 1 } } });
+    await ctx.runControl.pause('wb', `budget reached: run "wb" stage ${stage} used 2 tokens, its budget is 1`);
+    const runWide = await cli('resume', '--run', 'wb', '--budget-tokens', '9000000');
+    expect(runWide.code, runWide.stdout).to.not.equal(0);
+    expect(runWide.stderr).to.include(`paused at the budget of stage ${stage}`).and.to.include(`envfleet budget --run wb --stage ${stage} --tokens N`);
+    expect((await ctx.runControl.get('wb')).state).to.equal('paused');
+    const paused = await runStatus({ store: f.store, ledger: ctx.ledger, control: ctx.runControl }, 'wb');
+    expect(formatStatus(paused!)).to.include(`envfleet budget --run wb --stage ${stage} --tokens N`);
+    expect((await cli('budget', '--run', 'wb', '--stage', stage, '--tokens', '0')).code).to.equal(0);
+    const resumed = await cli('resume', '--run', 'wb');
+    expect(resumed.code, resumed.stderr).to.equal(0);
+    await f.waitForRun('wb');
+    const [envDoc] = await Promise.all((await f.store.listDocIds('wb', 'env')).map(id => f.store.getDoc('wb', 'env', id)));
+    expect(envDoc!.status).to.equal('kept');
+  });
+
+  it('clears the running mark a dead worker left on a job that is then parked by a pause or ended by a cancel (status showed it active for ever)', async () => {
+    const f = await fleet();
+    await f.stopWorkers();
+    const control = createRedisRunControl(f.redis, f.config.redis.prefix);
+    const file = await descriptions();
+    for (const runId of ['stale-paused', 'stale-cancelled']) await submitSynthesis(f.config, f.redis, { runId, descriptions: file, probeSteps: 8 });
+    // As a worker killed with -9 leaves them: marks of jobs it was running, which are back in their queue.
+    for (const runId of ['stale-paused', 'stale-cancelled']) {
+      for (const key of await f.store.pending(runId)) {
+        const { queue, jobId } = parsePendingKey(key);
+        await f.store.running(runId, queue, jobId, true);
+      }
+      expect(await f.store.runningByStage(runId, ['skeleton.state'])).to.deep.equal({ 'skeleton.state': 1 });
+    }
+    await control.pause('stale-paused', 'paused while the worker was dead');
+    await control.cancel('stale-cancelled', 'cancelled while the worker was dead');
+    await f.startWorkers();
+    await until(() => held(f, 'stale-paused'), 'the paused run’s job to be parked');
+    await until(async () => (await f.store.pendingCount('stale-cancelled')) === 0, 'the cancelled run’s job to end');
+    for (const runId of ['stale-paused', 'stale-cancelled']) expect(await f.store.runningByStage(runId, ['skeleton.state']), runId).to.deep.equal({});
+    const status = await runStatus({ store: f.store, ledger: createRedisLedger(f.redis, f.config.redis.prefix), control }, 'stale-paused');
+    expect(status!.stages.find(s => s.stage === 'skeleton.state')).to.deep.include({ running: 0 });
+  });
+
   it('holds a paused run back entirely, also with no worker running; a worker that starts after a missed resume brings its jobs back', async () => {
     const f = await fleet();
     const ctx = f.workers.ctx;
