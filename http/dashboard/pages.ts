@@ -17,7 +17,7 @@ export function page(title: string, body: string): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d2433;background:#f7f8fa}
+body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d2433;background:#f7f8fa;overflow-wrap:anywhere}
 h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px}
 a{color:#2457c5} table{border-collapse:collapse;background:#fff;margin:6px 0}
 th,td{border:1px solid #dde1e8;padding:4px 8px;text-align:left;vertical-align:top} th{background:#eef1f6;font-weight:600}

@@ -12,6 +12,7 @@ import { queueAt, workersCount } from '../../queues/run-jobs.js';
 import { listRuns, runStatus, type RunStatus, type StatusDeps } from '../../queues/run-status.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import type { Logger } from '../../src/logger.js';
+import { isRedisConnectionError } from '../../src/redis/connection-errors.js';
 import { createRedisConnection, waitForRedis } from '../../src/redis/connection.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
 import { createRedisMetrics } from '../../src/runs/metrics.js';
@@ -47,20 +48,39 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
         'Set ENVFLEET_DASHBOARD_TOKEN, or bind to 127.0.0.1.',
     );
   }
+  // bull-board's queues on a connection that rides out a Redis restart; the pages, /metrics and /healthz read through
+  // one whose commands fail at once while Redis is away (on the other, /healthz gave no answer for minutes).
   const redis = createRedisConnection(config.redis, 'worker');
+  const reads = createRedisConnection(config.redis, 'producer');
   await waitForRedis(redis, config.redis);
+  await waitForRedis(reads, config.redis);
   const prefix = config.redis.prefix;
-  const store = createRedisRunStore(redis, prefix);
-  const control = createRedisRunControl(redis, prefix);
-  const ledger = createRedisLedger(redis, prefix);
-  const metrics = createRedisMetrics(redis, prefix);
+  const store = createRedisRunStore(reads, prefix);
+  const control = createRedisRunControl(reads, prefix);
+  const ledger = createRedisLedger(reads, prefix);
+  const metrics = createRedisMetrics(reads, prefix);
   const queues = PIPELINE_STAGES.map(name => queueAt({ connection: redis, prefix }, name));
-  for (const q of queues) q.on('error', err => logger.warn({ err }, 'dashboard queue error'));
+  const readQueues = PIPELINE_STAGES.map(name => queueAt({ connection: reads, prefix }, name));
+  // One warning per 30 s with how many errors it stands for: a Redis away made every queue say it, 1,462 times in 2 min.
+  let said = { at: 0, more: 0 };
+  const queueError = (err: Error) => {
+    if (Date.now() - said.at < 30_000) {
+      said.more += 1;
+      return;
+    }
+    logger.warn({ err, ...(said.more ? { alsoSince: said.more } : {}) }, 'dashboard queue error (said at most every 30 s)');
+    said = { at: Date.now(), more: 0 };
+  };
+  for (const q of [...queues, ...readQueues]) q.on('error', queueError);
 
   const app = express();
   app.disable('x-powered-by');
+  // Loopback without a token: only requests addressed to a loopback name (a page of another site that rebinds its name
+  // to 127.0.0.1 would otherwise read and change everything), and no cross-site write (any page could post a job).
+  if (!options.token) app.use(loopbackOnly);
+  app.use(sameSiteWrites);
   app.get('/healthz', (_req, res) => {
-    redis.ping().then(
+    reads.ping().then(
       () => res.json({ ok: true }),
       (err: unknown) => res.status(503).json({ ok: false, error: String(err) }),
     );
@@ -72,7 +92,7 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
   createBullBoard({ queues: queues.map(q => new BullMQAdapter(q)), serverAdapter: boardAdapter, options: { uiConfig: { boardTitle: 'envfleet' } } });
   app.use('/queues', boardAdapter.getRouter() as express.Router);
 
-  const statusDeps: StatusDeps = { store, ledger, control, workersOf: stage => workersCount(queues[PIPELINE_STAGES.indexOf(stage)]!) };
+  const statusDeps: StatusDeps = { store, ledger, control, workersOf: stage => workersCount(readQueues[PIPELINE_STAGES.indexOf(stage)]!) };
   app.get('/', (_req, res, next) => {
     void (async () => {
       const runs = await listRuns(store, control);
@@ -92,7 +112,7 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
   });
   app.get('/metrics', (_req, res, next) => {
     void (async () => {
-      const text = await renderMetrics({ store, ledger, control, queues, metrics });
+      const text = await renderMetrics({ store, ledger, control, queues: readQueues, metrics });
       res.type('text/plain; version=0.0.4').send(text);
     })().catch(next);
   });
@@ -104,6 +124,10 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
       logger.debug({ path: req.path, status }, 'dashboard request refused');
       const why = err instanceof URIError ? 'its address is not valid percent-encoding (a % must be followed by two hex digits, as in %20)' : 'it cannot be answered';
       res.status(status).type('text/plain').send(`envfleet dashboard: request refused (${status}): ${why}. Open / for the list of runs.`);
+      return;
+    }
+    if (isRedisConnectionError(err)) {
+      res.status(503).type('text/plain').send(`envfleet dashboard: Redis does not answer (${(err as Error).message}); this page comes back when it does.`);
       return;
     }
     logger.error({ err }, 'dashboard request failed');
@@ -121,10 +145,44 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
     async close() {
       server.closeAllConnections();
       await new Promise<void>(resolve => server.close(() => resolve()));
-      for (const q of queues) await q.close();
+      for (const q of [...queues, ...readQueues]) await q.close();
       redis.disconnect();
+      reads.disconnect();
     },
   };
+}
+
+/** The host name of a Host header (`127.0.0.1:8080`, `[::1]:80`, `localhost`), lower case. */
+function hostName(host: string): string {
+  const h = host.trim().toLowerCase();
+  if (h.startsWith('[')) return h.slice(1, h.indexOf(']') > 0 ? h.indexOf(']') : undefined);
+  return h.replace(/:\d*$/, '');
+}
+
+/** Requests to a dashboard bound to loopback without a token must name a loopback host (DNS rebinding). */
+function loopbackOnly(req: Request, res: Response, next: NextFunction): void {
+  const host = req.headers.host;
+  if (host !== undefined && LOOPBACK.has(hostName(host))) return next();
+  res.status(403).type('text/plain').send(`envfleet dashboard: refused: it listens on loopback without a token and answers only requests addressed to 127.0.0.1, localhost or [::1], not ${JSON.stringify(host ?? '')}. Open it at one of those, or set ENVFLEET_DASHBOARD_TOKEN.`);
+}
+
+/**
+ * A request that changes something (bull-board's retry, clean, add, pause) comes from the dashboard's own pages or
+ * from a tool: one a browser sends from another site (its Origin another host, or Sec-Fetch-Site cross-site) is refused.
+ */
+function sameSiteWrites(req: Request, res: Response, next: NextFunction): void {
+  if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
+  const origin = req.headers.origin;
+  let foreign = req.headers['sec-fetch-site'] === 'cross-site';
+  if (typeof origin === 'string') {
+    try {
+      foreign ||= new URL(origin).host.toLowerCase() !== String(req.headers.host ?? '').toLowerCase();
+    } catch {
+      foreign = true; // "null" (a sandboxed frame, a file:// page) or no URL at all
+    }
+  }
+  if (!foreign) return next();
+  res.status(403).type('text/plain').send(`envfleet dashboard: refused: a ${req.method} from another site (Origin ${JSON.stringify(origin ?? '')}); changes are made from the dashboard's own pages or a tool that sends no Origin.`);
 }
 
 /** A cookie value that is not percent-encoding is no token (decodeURIComponent would throw, a 500). */
