@@ -357,6 +357,8 @@ export async function cancelRun(at: QueuesAt, store: RunStore, control: RunContr
       }
     }
     await store.donePending(runId, key);
+    // Counted where it stopped, as a job running at the cancel is when it ends (workers/item-endings.ts).
+    await store.count(runId, queue.name, 'failed:RUN_CANCELLED');
     removed += 1;
   });
   // What was still being built ends now, with the reason, so exports and status say why it is missing.

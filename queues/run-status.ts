@@ -131,9 +131,12 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
   ]);
   const funnel = await funnelReport(deps.store, runId);
   const ledger = await deps.ledger.totals(runId);
-  const stages = PIPELINE_STAGES.filter(s => pendingByStage[s] || funnel.some(f => f.stage === s)).map(stage => {
+  const spentOf = (stage: PipelineStage) => (STAGES[stage].models ?? []).map(name => ledger.byStage[name]).filter(x => x !== undefined);
+  // A stage with jobs, counts, running marks or model spend has its row (a stage cancelled mid-way had spend and no
+  // count: its row and its tokens were missing from the table).
+  const stages = PIPELINE_STAGES.filter(s => pendingByStage[s] || runningByStage[s] || funnel.some(f => f.stage === s) || spentOf(s).length).map(stage => {
     const f = funnel.find(r => r.stage === stage);
-    const spent = (STAGES[stage].models ?? []).map(name => ledger.byStage[name]).filter(x => x !== undefined);
+    const spent = spentOf(stage);
     const running = runningByStage[stage] ?? 0;
     return {
       stage,

@@ -18,6 +18,13 @@ export function endEnvfleetItem(deps: { readonly store: RunStore; readonly strea
     const id = (STAGES[stage].item as { id(d: StageData<S>): string }).id(data);
     // Recorded as the job's failedReason reads: `[CODE] message`.
     const reason = `[${failure.code}] ${failure.message}`;
+    // A job of a cancelled run (running when the cancel came, so not removed by it): its item was ended by the cancel
+    // (an environment or scenario marked so) or is no item any more (an episode); counted where it stopped, so the
+    // stage's row adds up (it was counted nowhere).
+    if (failure.code === 'RUN_CANCELLED') {
+      await deps.store.count(data.runId, stage, 'failed:RUN_CANCELLED');
+      return;
+    }
     switch (STAGES[stage].item.kind) {
       case 'run':
       case 'task':
@@ -30,7 +37,6 @@ export function endEnvfleetItem(deps: { readonly store: RunStore; readonly strea
         await dropScenario(deps, data.runId, id, stage, failure.code, reason);
         return;
       case 'episode': {
-        if (failure.code === 'RUN_CANCELLED') return;
         const d = data as StageData<'rollout.run'>;
         const termination = ERROR_CODES[failure.code].area === 'environment' ? 'environment-error' : 'model-error';
         await recordFailedRollout(deps, d.runId, d.scenarioId, d.mode, d.sample, termination, reason, d.policy);

@@ -430,6 +430,14 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     const envs = await Promise.all((await ctx.store.listDocIds('cancel-probe', 'env')).map(id => ctx.store.getDoc('cancel-probe', 'env', id)));
     expect(envs.map(e => [e!.status, e!.failure?.code])).to.deep.equal([['failed', 'RUN_CANCELLED']]);
     expect(envs[0]!.failure!.message).to.include('changed my mind — 取消 🛑');
+    // The stage table adds up: the probe's row is there with what it spent, and its job left as cancelled (the row was
+    // missing, its tokens in no row, and the job counted nowhere).
+    const status = (await runStatus({ store: ctx.store, ledger: ctx.ledger, control: ctx.runControl }, 'cancel-probe'))!;
+    const probe = status.stages.find(s => s.stage === 'check.probe');
+    expect(probe, JSON.stringify(status.stages)).to.not.equal(undefined);
+    expect(probe!.left).to.deep.equal({ 'failed:RUN_CANCELLED': 1 });
+    expect(probe!.tokens).to.be.greaterThan(0);
+    expect(status.stages.reduce((a, s) => a + s.tokens, 0)).to.equal(status.ledger.promptTokens + status.ledger.completionTokens);
   });
 
   it('a command waiting for a run that is cancelled meanwhile says it was cancelled and fails (it said the run finished, exit 0)', async () => {
