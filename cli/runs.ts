@@ -176,6 +176,9 @@ export function formatStatus(s: RunStatus): string {
       ? [`episodes ended: ${Object.entries(s.trajectories.byTermination).filter(([, n]) => n > 0).sort(([a, x], [b, y]) => y - x || a.localeCompare(b)).map(([reason, n]) => `${reason} ${n}`).join(', ')}${(s.trajectories.byTermination['unparsed-tool-call'] ?? 0) > 0 ? ' (unparsed-tool-call: the model wrote its tool calls as text its profile does not read; set toolCallFormat in the rollout.policy profile of ENVFLEET_MODELS_FILE, e.g. hermes or auto: docs/configuration.md)' : ''}`]
       : []),
     ...(Object.keys(s.events).length ? [`counters: ${formatEvents(s.events)}`] : []),
+    ...(s.events['checks']
+      ? [`checks that ended in an error: ${Object.entries(s.events['checks']).map(([code, n]) => `${code} ${n}`).join(', ')} (each counted as false, lowering the rewards: a check that loops, or grows, on a changed final state; see each trajectory's checks in envfleet export)`]
+      : []),
     `redis: ${formatBytes(s.redis.bytes)} kept by the run` +
       Object.entries(s.redis.perItem)
         .filter(([, n]) => n !== null)

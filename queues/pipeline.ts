@@ -311,6 +311,7 @@ export const RUN_COUNTERS = {
   import: 'documents imported from another project (envfleet import envscaler): environments, scenarios, checks',
   environments: 'environments created (from mined tasks or from descriptions)',
   sandbox: 'tool calls the sandbox stopped, by code',
+  checks: "episodes' checks that ended in an error (each counted as false), by code",
   run: 'run events (cancelled)',
   'rollout.outcome': 'sums over trajectories: reward in millionths (reward-micro), solved episodes, episodes without a reward (unscored)',
 } as const;

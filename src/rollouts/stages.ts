@@ -113,7 +113,7 @@ function storedText(t: Trajectory): Buffer {
 export const OUTCOME_COUNTERS = 'rollout.outcome';
 
 /** What storing a finished (or given-up) episode adds to the run's counters. */
-function outcomeCounts(t: Pick<Trajectory, 'reward' | 'solved' | 'termination' | 'steps'>): FunnelCount[] {
+function outcomeCounts(t: Pick<Trajectory, 'reward' | 'solved' | 'termination' | 'steps' | 'checks'>): FunnelCount[] {
   const counts: FunnelCount[] = [{ stage: 'rollout.run', outcome: t.termination.reason, n: 1 }];
   const micro = Math.round((t.reward ?? 0) * 1e6);
   if (micro) counts.push({ stage: OUTCOME_COUNTERS, outcome: 'reward-micro', n: micro });
@@ -121,6 +121,9 @@ function outcomeCounts(t: Pick<Trajectory, 'reward' | 'solved' | 'termination' |
   // No reward (a model or environment error, checks that could not run on the final state): out of the mean.
   if (t.reward === null) counts.push({ stage: OUTCOME_COUNTERS, outcome: 'unscored', n: 1 });
   for (const step of t.steps) if (step.runtimeError) counts.push({ stage: 'sandbox', outcome: step.runtimeError, n: 1 });
+  // A check that errs counts as false: said by code, or a check that loops only on a changed state zeroes every reward
+  // and status shows only the mean.
+  for (const check of t.checks) if (check.errorCode) counts.push({ stage: 'checks', outcome: check.errorCode, n: 1 });
   return counts;
 }
 

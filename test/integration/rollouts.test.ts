@@ -322,6 +322,21 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     const envRow = (await funnelReport(store, 'env-error')).find(r => r.stage === 'rollout.run')!;
     expect(envRow).to.deep.include({ passed: 0 });
     expect(envRow.left['environment-error']).to.equal(envErrors.length);
+    // A check that loops only on a changed final state (scenario.check ran it on the initial one): each episode's check
+    // errs, counts as false, and status says so by code (it showed only a mean reward of 0).
+    await copyRun(store, 'limits', 'check-errors');
+    for (const id of await store.listDocIds('check-errors', 'scenario')) {
+      const sc = (await store.getDoc('check-errors', 'scenario', id))!;
+      if (sc.status !== 'ready') continue;
+      const loops = { item: 'loops once the state changed — boucle 🔁', check: 'function check(finalState, initialState) {\n  while (JSON.stringify(finalState) !== JSON.stringify(initialState)) {}\n  return true;\n}' };
+      await store.putDoc('check-errors', 'scenario', id, { ...sc, checklist: [...(sc.checklist ?? []), loops] });
+    }
+    const looped = await rollouts({ runId: 'check-errors', samples: 1, modes: ['non-conversational'] });
+    const erred = looped.filter(t => t.checks.some(c => c.errorCode === 'DEADLINE_EXCEEDED')).length;
+    expect(erred).to.be.greaterThan(0);
+    const checkStatus = (await runStatus({ store, ledger: f.workers.ctx.ledger, control: f.workers.ctx.runControl }, 'check-errors'))!;
+    expect(checkStatus.events['checks']).to.deep.equal({ DEADLINE_EXCEEDED: erred });
+    expect(formatStatus(checkStatus)).to.include(`checks that ended in an error: DEADLINE_EXCEEDED ${erred} (each counted as false`);
   });
 
   it('reads tool calls written as text in each format the profile names, with the rewards of native calls; a failed text call ends as unparsed-tool-call and is not trained on', async () => {
