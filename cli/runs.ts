@@ -6,6 +6,7 @@ import { listRuns, runStatus, timeLeftText, type FunnelRow, type RunStatus } fro
 import { clearCoolDowns } from '../src/llm/redis-limiter.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
 import { RequestError, castToError } from '../src/errors.js';
+import { oneLineText } from '../src/util/text.js';
 import { budgetAdvice, pausedStage, reachedBudgets, type RunBudgets } from '../src/runs/control.js';
 import { requireRun, withRuns, type CommandContext } from './context.js';
 
@@ -194,6 +195,10 @@ export function formatStatus(s: RunStatus): string {
     const why = Object.entries(st.left).map(([k, n]) => `${n} ${k}`).join(', ') || '-';
     lines.push(`${st.stage.padEnd(22)} ${String(st.waiting).padStart(7)} ${String(st.running).padStart(7)} ${String(st.done).padStart(5)}   ${why.padEnd(34)} ${String(st.tokens).padStart(8)}  $${st.costUsd.toFixed(4)}`);
   }
+  // What a code means for this run: the first item's reason of each failure or drop still counted (a mining task's is in
+  // no export, so status was the only place, and said only the code).
+  const examples = s.stages.flatMap(st => Object.entries(st.left).filter(([outcome, n]) => n > 0 && s.reasons[`${st.stage}|${outcome}`]).map(([outcome]) => `  ${st.stage} ${outcome}: ${oneLineText(s.reasons[`${st.stage}|${outcome}`]!)}`));
+  if (examples.length) lines.push('', 'why, one example of each (every item\'s reason: envfleet export, or the workers\' log for mining tasks):', ...examples);
   return lines.join('\n');
 }
 

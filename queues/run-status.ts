@@ -84,6 +84,8 @@ export interface RunStatus {
    */
   readonly unconsumed: readonly PipelineStage[];
   readonly throughput: readonly { minute: string; count: number }[];
+  /** One example reason per `stage|outcome` of a failure or drop (the first item's), for the counts that say only a code. */
+  readonly reasons: Record<string, string>;
 }
 
 export interface RedisFootprint {
@@ -193,6 +195,7 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
     etaMinutes: outstanding === 0 ? 0 : control.state === 'running' && ratePerMinute > 0 && !unconsumed.length ? outstanding / ratePerMinute : null,
     unconsumed,
     throughput,
+    reasons: await deps.store.reasons(runId),
   };
 }
 

@@ -29,6 +29,7 @@ export function endEnvfleetItem(deps: { readonly store: RunStore; readonly strea
       case 'run':
       case 'task':
         await deps.store.count(data.runId, stage, `failed:${failure.code}`);
+        await deps.store.noteReason(data.runId, stage, `failed:${failure.code}`, `${id}: ${reason}`);
         return;
       case 'environment':
         await failEnv(deps, data.runId, id, stage, failure.code, reason);

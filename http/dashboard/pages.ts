@@ -68,7 +68,11 @@ function chart(points: readonly { minute: string; count: number }[]): string {
 export function runPage(s: RunStatus): string {
   const stages = s.stages
     .map(st => {
-      const why = Object.entries(st.left).map(([k, n]) => `${n} ${esc(k)}`).join('<br>') || '–';
+      // Each count with its first item's reason as a tooltip (status prints them under the table).
+      const why = Object.entries(st.left).map(([k, n]) => {
+        const reason = s.reasons?.[`${st.stage}|${k}`];
+        return reason ? `<span title="${esc(reason)}">${n} ${esc(k)}</span>` : `${n} ${esc(k)}`;
+      }).join('<br>') || '–';
       const queueLink = `<a href="/queues/queue/${encodeURIComponent(st.stage)}">${esc(st.stage)}</a>`;
       return `<tr><td>${queueLink}</td><td class="muted">${esc(FEEDS_OF.get(st.stage satisfies PipelineStage) ?? '')}</td><td class="n">${st.waiting}</td><td class="n">${st.running}</td><td class="n">${st.done}</td><td>${why}</td><td class="n">${st.tokens}</td><td class="n">${money(st.costUsd)}</td></tr>`;
     })

@@ -38,6 +38,8 @@ function keysOf(r: string) {
     ids: (kind: string) => `${r}:ids:${kind}`,
     /** Counters: `stage|outcome` → n. */
     funnel: `${r}:funnel`,
+    /** For failures and drops: `stage|outcome` → the first item's reason (status shows one example of each). */
+    reasons: `${r}:reasons`,
     /** Id → status of the documents that have one (environments, scenarios). */
     statusOf: (kind: string) => `${r}:status-of:${kind}`,
     /** Status → how many documents of the kind have it. */

@@ -135,6 +135,10 @@ export interface RunStore {
   probeStateJson(runId: string, envId: string, round: number): Promise<string | undefined>;
   /** Adds to a counter: how many items entered / left a stage and why, or a run event (queues/pipeline.ts names them). */
   count(runId: string, stage: string, outcome: string, n?: number): Promise<void>;
+  /** Keeps `reason` as the example of `stage|outcome` (a failure's or a drop's) unless one is kept already. */
+  noteReason(runId: string, stage: string, outcome: string, reason: string): Promise<void>;
+  /** The example reasons: `stage|outcome` → reason. */
+  reasons(runId: string): Promise<Record<string, string>>;
   counters(runId: string): Promise<Record<string, Record<string, number>>>;
   /** Bytes the run keeps in Redis, by area: `doc:KIND`, `outcomes`, `steps`, `cache:STAGE` (kept by the response cache). */
   bytes(runId: string): Promise<Record<string, number>>;
@@ -396,6 +400,14 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     },
     async count(runId, stage, outcome, n = 1) {
       await redis.hincrby(keys(runId).funnel, `${stage}|${outcome}`, n);
+    },
+    async noteReason(runId, stage, outcome, reason) {
+      // (cut by code points: an example, not the record; every item's whole reason is in its document or the log)
+      const cut = [...reason];
+      await redis.hsetnx(keys(runId).reasons, `${stage}|${outcome}`, cut.length > 500 ? `${cut.slice(0, 500).join('')}…` : reason);
+    },
+    async reasons(runId) {
+      return redis.hgetall(keys(runId).reasons);
     },
     async counters(runId) {
       const hash = await redis.hgetall(keys(runId).funnel);

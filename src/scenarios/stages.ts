@@ -89,6 +89,7 @@ export async function dropScenario(deps: Pick<ScenarioDeps, 'store'>, runId: str
   if (!stored || stored.status !== 'building') return;
   const dropReason: ScenarioDropReason = { stage, code, message, ...(details.item === undefined ? {} : { item: details.item }) };
   await deps.store.putDoc(runId, 'scenario', scenarioId, { ...(details.produced ?? stored), status: 'dropped', dropReason }, [{ stage, outcome: `dropped:${code}`, n: 1 }]);
+  await deps.store.noteReason(runId, stage, `dropped:${code}`, message);
 }
 
 /**

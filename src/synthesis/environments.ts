@@ -47,6 +47,7 @@ export async function failEnv(deps: Pick<SynthesisDeps, 'store'>, runId: string,
   const env = await deps.store.getDoc(runId, 'env', envId);
   if (!env || env.status === 'kept' || env.status === 'rejected' || env.status === 'failed') return;
   await deps.store.putDoc(runId, 'env', envId, { ...env, status: 'failed', failure: { stage, code, message } }, [{ stage, outcome: `failed:${code}`, n: 1 }]);
+  await deps.store.noteReason(runId, stage, `failed:${code}`, message);
 }
 
 /**

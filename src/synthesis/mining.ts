@@ -19,6 +19,8 @@ export async function judgeTask(deps: SynthesisDeps, runId: string, taskId: stri
   } catch (err) {
     if (!(err instanceof ModelOutputError)) throw err;
     await deps.store.putDoc(runId, 'judge', taskId, { needsEnvironment: false, reason: `unusable model output: ${err.message}`, failed: true }, [{ stage: 'mine.judge', outcome: 'failed:MODEL_OUTPUT_INVALID', n: 1 }]);
+    // (the judge document is in no export: status shows this one as the example of the count)
+    await deps.store.noteReason(runId, 'mine.judge', 'failed:MODEL_OUTPUT_INVALID', `task ${taskId}: unusable model output: ${err.message}`);
     return { needsEnvironment: false };
   }
 }
@@ -51,6 +53,7 @@ export async function inferTopic(deps: SynthesisDeps, runId: string, taskId: str
     // the record instead of asking (and counting) again.
     const failed: FailedTopic = { taskId, index: task.index, candidate: false, failed: true, reason: `unusable model output: ${err.message}` };
     await deps.store.putDoc(runId, 'topic', taskId, failed, [{ stage: 'mine.topic', outcome: 'failed:MODEL_OUTPUT_INVALID', n: 1 }]);
+    await deps.store.noteReason(runId, 'mine.topic', 'failed:MODEL_OUTPUT_INVALID', `task ${taskId}: ${failed.reason}`);
     return { candidate: false };
   }
 }

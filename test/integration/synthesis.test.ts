@@ -9,6 +9,8 @@ import { exportRun } from '../../src/datasets/export.js';
 import { parseModelScript } from '../../src/model-server/index.js';
 import type { RunStore } from '../../src/runs/store.js';
 import { qualityOf } from '../../src/synthesis/check.js';
+import { formatStatus } from '../../cli/runs.js';
+import { runStatus } from '../../queues/run-status.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { DEMO, exited, until, useFleet } from '../helpers/integration.js';
 
@@ -136,7 +138,10 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
 
   it('ends an item whose model output stays invalid with the reason, and the run goes on', async () => {
     const broken = parseModelScript({
-      rules: [{ stage: 'skeleton.state', matchAny: 'Environment: Broken domain', respond: { json: { className: 'Broken', entities: [] } } }],
+      rules: [
+        { stage: 'skeleton.state', matchAny: 'Environment: Broken domain', respond: { json: { className: 'Broken', entities: [] } } },
+        { stage: 'mine.judge', matchAny: 'Mauvais juge', respond: { json: { verdict: 'peut-être 🤷' } } },
+      ],
     });
     const f = await fleet({ extra: broken, overrides: { ENVFLEET_REPAIR_ATTEMPTS: '1' } });
     const file = await descriptionsFile([DESCRIPTIONS[0]!, { summary: 'Broken domain', introduction: 'A domain whose state the model never describes properly.' }, 'not an object']);
@@ -149,6 +154,14 @@ describe('environment synthesis (real Redis, real workers, scripted server)', fu
     expect(failed.status).to.equal('failed');
     expect(failed.failure).to.deep.include({ stage: 'skeleton.state', code: 'MODEL_OUTPUT_INVALID' });
     expect(failed.failure!.message).to.match(/after 2 calls/).and.to.match(/entities/);
+    // Status says what the code means for this run: one item's reason per failure (a mining task's was only in the
+    // workers' log: status said "7 failed:MODEL_OUTPUT_INVALID" and nothing else).
+    const status = async (runId: string) => formatStatus((await runStatus({ store: f.store, ledger: f.workers.ctx.ledger, control: f.workers.ctx.runControl }, runId))!);
+    expect(await status('bad-output')).to.match(/\nwhy, one example of each[^\n]*\n {2}skeleton\.state failed:MODEL_OUTPUT_INVALID: .*after 2 calls.*entities/);
+    const tasks = await descriptionsFile([{ id: 'j1', task: 'Mauvais juge : réserver une table pour deux — 预订 🍽️' }]);
+    await submitSynthesis(f.config, f.redis, { runId: 'bad-judge', tasks, probeSteps: 8 });
+    await f.waitForRun('bad-judge');
+    expect(await status('bad-judge')).to.match(/\n {2}mine\.judge failed:MODEL_OUTPUT_INVALID: task j1: unusable model output: .*needsEnvironment/);
   });
 
   it('resumes check.probe after a worker is SIGKILLed mid-step, repeating only the call in flight', async () => {
