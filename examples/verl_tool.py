@@ -204,11 +204,20 @@ def _verl_property(tool: str, name: str, schema: Any, notes: list[str]) -> dict[
     prop = dict(schema) if isinstance(schema, dict) else {}
     declared = prop.get("type")
     types = [t for t in (declared if isinstance(declared, list) else [declared]) if isinstance(t, str)]
+    member_values: list[Any] = []
+    typed = bool(types)
     for key in ("anyOf", "oneOf"):
-        if not types and isinstance(prop.get(key), list):
+        if isinstance(prop.get(key), list):
             for member in prop[key]:
-                t = member.get("type") if isinstance(member, dict) else None
-                types.extend(x for x in (t if isinstance(t, list) else [t]) if isinstance(x, str))
+                if not isinstance(member, dict):
+                    continue
+                t = member.get("type")
+                if not typed:
+                    types.extend(x for x in (t if isinstance(t, list) else [t]) if isinstance(x, str))
+                if isinstance(member.get("enum"), list):
+                    member_values.extend(member["enum"])
+                elif "const" in member:
+                    member_values.append(member["const"])
     named = [t for t in dict.fromkeys(types) if t != "null"]
     said: list[str] = []
     if len(named) > 1:
@@ -219,6 +228,9 @@ def _verl_property(tool: str, name: str, schema: Any, notes: list[str]) -> dict[
     if isinstance(enum, list) and not all(isinstance(v, str) for v in enum):
         said.append("one of " + ", ".join(json.dumps(v, ensure_ascii=False) for v in enum))
         del prop["enum"]
+    elif enum is None and member_values:
+        # values an anyOf/oneOf member allows: verl shows the policy no anyOf, so they are said
+        said.append("values allowed include " + ", ".join(json.dumps(v, ensure_ascii=False) for v in member_values))
     if not isinstance(declared, str):
         prop["type"] = named[0] if named else ("null" if types else "string")
     if said:

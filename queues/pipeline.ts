@@ -312,7 +312,7 @@ export const RUN_COUNTERS = {
   environments: 'environments created (from mined tasks or from descriptions)',
   sandbox: 'tool calls the sandbox stopped, by code',
   checks: "episodes' checks that ended in an error (each counted as false), by code",
-  run: 'run events (cancelled)',
+  run: 'run events (cancelled; cancelled:STAGE: jobs of episodes and groups a cancel ended, which are no trajectories)',
   'rollout.outcome': 'sums over trajectories: reward in millionths (reward-micro), solved episodes, episodes without a reward (unscored)',
 } as const;
 

@@ -6,7 +6,7 @@ import { describeRedis, isRedisConnectionError, type RedisTarget } from '../src/
 import { sleep } from '../src/util/sleep.js';
 import { queuePrefix } from './define-queue.js';
 import { parsePendingKey } from './enqueuer.js';
-import { PIPELINE } from './pipeline.js';
+import { PIPELINE, STAGES, isPipelineStage } from './pipeline.js';
 
 /** Where a run's jobs are: the Redis connection and key prefix their queues use. */
 export interface QueuesAt {
@@ -337,6 +337,20 @@ export async function resumeRun(at: QueuesAt, control: RunControl, runId: string
  * (the gateway reads the run's state with its budgets: RUN_CANCELLED), and the
  * environments and scenarios still being built end as failed / dropped with RUN_CANCELLED.
  */
+/** BullMQ states of a job that waits for its turn (not running, not finished, not missing). */
+const WAITING_STATES = new Set(['waiting', 'delayed', 'prioritized', 'waiting-children', 'paused']);
+
+/**
+ * Counts a job of `stage` ended by its run's cancel: as `failed:RUN_CANCELLED` in the stage's row, except an episode's or
+ * a group's, whose stage counters are the run's trajectories by termination (an episode never run is none): those as
+ * the run's `cancelled:STAGE` event.
+ */
+export async function countCancelled(store: Pick<RunStore, 'count'>, runId: string, stage: string): Promise<void> {
+  const kind = isPipelineStage(stage) ? STAGES[stage].item.kind : null;
+  if (kind === 'episode' || kind === 'group') await store.count(runId, 'run', `cancelled:${stage}`);
+  else await store.count(runId, stage, 'failed:RUN_CANCELLED');
+}
+
 export async function cancelRun(at: QueuesAt, store: RunStore, control: RunControl, runId: string, reason: string): Promise<{ removed: number; running: number }> {
   await control.cancel(runId, reason);
   let removed = 0;
@@ -356,9 +370,10 @@ export async function cancelRun(at: QueuesAt, store: RunStore, control: RunContr
         return;
       }
     }
-    await store.donePending(runId, key);
-    // Counted where it stopped, as a job running at the cancel is when it ends (workers/item-endings.ts).
-    await store.count(runId, queue.name, 'failed:RUN_CANCELLED');
+    // Counted where it stopped, as a job running at the cancel is when it ends (workers/item-endings.ts): only a job that
+    // waited (one not added yet is counted when it comes and ends; one that finished was counted then) and only by the
+    // cancel that took it out (two cancels at once).
+    if ((await store.donePending(runId, key)) && WAITING_STATES.has(state)) await countCancelled(store, runId, queue.name);
     removed += 1;
   });
   // What was still being built ends now, with the reason, so exports and status say why it is missing.

@@ -227,7 +227,6 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
     const asked = runOptionsFrom(config, request);
     const created = await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: request.tasks ? 'tasks' : 'descriptions', options: asked });
     const existing = (await store.getRun(runId))!;
-    await keepConfiguredBudgets(config, redis, runId);
     const frozen = existing.options;
     if (existing.input !== 'tasks' && existing.input !== 'descriptions') {
       throw new RequestError(`run "${runId}" holds environments imported with envfleet import ${existing.input}, not synthesized ones: nothing was submitted. Synthesize into another run name (envfleet synth --run NEW …); the imported run goes on with envfleet scenarios / rollouts.`);
@@ -236,6 +235,7 @@ export async function submitSynthesis(config: AppConfig, redis: Redis, request: 
       throw new RequestError(`run "${runId}" synthesizes ${synthLanguageOf(frozen) === 'python' ? 'Python' : 'JavaScript'} environments (--language ${synthLanguageOf(frozen)}, frozen when it was created), and this request asks for --language ${synthLanguageOf(asked)}: a run synthesizes in one language. Submit again with --language ${synthLanguageOf(frozen)} to resume it, or use another run name.`);
     }
     refuseChanged(runId, 'options (frozen when it was created)', frozen, asked, 'Submit again with the same settings to resume it, or use another run name for other settings.', RUN_OPTION_SOURCES);
+    await keepConfiguredBudgets(config, redis, runId);
     const { problems } = input;
     if (request.tasks) {
       const items = input.items as SourceTask[];
@@ -295,7 +295,6 @@ export async function submitScenarios(config: AppConfig, redis: Redis, request: 
     } else if (!(await store.getRun(runId))) {
       throw new RequestError(`run "${runId}" does not exist; synthesize it first (envfleet synth) or pass --environments FILE.jsonl`);
     }
-    await keepConfiguredBudgets(config, redis, runId);
     const envIds = await store.idsWithStatus(runId, 'env', ['kept']);
     // Nothing to do is not a success, and must not freeze the settings of the scenarios to come.
     if (!envIds.length) throw new RequestError(`run "${runId}" has no kept environment, so there is nothing to generate scenarios for (nothing submitted, no setting frozen). See why with envfleet status --run ${runId}; synthesize environments first (envfleet synth --run ${runId}, wait for it to finish) or import them (envfleet scenarios --run NEW --environments DIR/environments.jsonl).`);
@@ -303,6 +302,7 @@ export async function submitScenarios(config: AppConfig, redis: Redis, request: 
     const frozen = await store.getDoc(runId, 'scenario-config', 'current');
     if (frozen) refuseChanged(runId, 'scenario settings (frozen at its first envfleet scenarios)', frozen, asked, 'Submit again with the same settings to resume, or generate scenarios with other settings in another run (envfleet scenarios --run NEW --environments DIR/environments.jsonl).', SCENARIO_SOURCES);
     else await store.putDoc(runId, 'scenario-config', 'current', asked);
+    await keepConfiguredBudgets(config, redis, runId);
     const { added: jobsAdded, retried } = await enqueuer.resubmit('scenarios', { runId, envIds, perEnv: request.perEnv }, reopenItem(store));
     const jobsRetried = retried + (await retryFailedItems(store, enqueuer, runId, 'scenario'));
     if (jobsAdded) await store.count(runId, PIPELINE.firstStageOf('scenarios'), 'requested', jobsAdded);
@@ -330,7 +330,6 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
     const { runId } = request;
     if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist; synthesize it and generate scenarios first`);
     await refuseCancelled(config, redis, runId, 'envfleet scenarios --environments DIR/environments.jsonl (from its export), then envfleet rollouts,');
-    await keepConfiguredBudgets(config, redis, runId);
     const ready = await store.idsWithStatus(runId, 'scenario', ['ready']);
     // Nothing to roll out is not a success, and must not freeze the rollout settings (or claim the run's first policy).
     if (!ready.length) throw new RequestError(`run "${runId}" has no ready scenario, so there is nothing to roll out (nothing submitted, no setting frozen). See why with envfleet status --run ${runId}; generate scenarios first (envfleet scenarios --run ${runId}, wait for it to finish), then run this command again.`);
@@ -377,6 +376,7 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
         ROLLOUT_SOURCES,
       );
     }
+    await keepConfiguredBudgets(config, redis, runId);
     const policy = generation === 'current' ? undefined : generation;
     let scenarios = 0;
     let groupsAdded = 0;

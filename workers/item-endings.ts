@@ -1,4 +1,5 @@
 import { STAGES, type PipelineStage, type StageData } from '../queues/pipeline.js';
+import { countCancelled } from '../queues/run-jobs.js';
 import { ERROR_CODES } from '../src/errors.js';
 import { recordFailedRollout } from '../src/rollouts/stages.js';
 import type { TrajectoryStream } from '../src/rollouts/stream.js';
@@ -22,7 +23,7 @@ export function endEnvfleetItem(deps: { readonly store: RunStore; readonly strea
     // (an environment or scenario marked so) or is no item any more (an episode); counted where it stopped, so the
     // stage's row adds up (it was counted nowhere).
     if (failure.code === 'RUN_CANCELLED') {
-      await deps.store.count(data.runId, stage, 'failed:RUN_CANCELLED');
+      await countCancelled(deps.store, data.runId, stage);
       return;
     }
     switch (STAGES[stage].item.kind) {

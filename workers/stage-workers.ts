@@ -87,8 +87,9 @@ export function startStageWorkers<St extends AnyStages, Out extends OutputsOf<St
         async onSettled(raw, jobId, outcome) {
           const runId = (raw as { runId?: unknown } | null)?.runId;
           if (typeof runId !== 'string') return;
-          // (a completed job ran its processor, which cleared its mark: no round trip more per episode)
-          if (outcome.status === 'failed') await ctx.store.running(runId, stage, jobId, false);
+          // Only a job given up before its processor ran (its run cancelled, or stalled too often) can hold a mark the
+          // processor did not clear: no round trip more for other jobs (an endpoint outage fails episodes by the hundred).
+          if (outcome.status === 'failed' && (outcome.code === 'RUN_CANCELLED' || outcome.code === 'JOB_FAILED')) await ctx.store.running(runId, stage, jobId, false);
           if (outcome.status === 'failed' && spec.onFailure === 'ends-item') {
             // A job can fail for good because its data is invalid: then there is no item to end.
             const data = pipeline.queues[stage].data.safeParse(raw);

@@ -22,19 +22,14 @@ export interface JsonCandidate {
   readonly text: string;
 }
 
-/** A candidate of a reply: fenced when it is the body of a ```json (or untagged) fence. */
-export interface ReplyCandidate extends JsonCandidate {
-  readonly fenced: boolean;
-}
-
 /**
  * Every JSON value a reply may hold: the whole reply (`whole`, when it parses), then each top-level
  * {...} or [...] block and each ```json fence, in the order they appear (`blocks`). `error` explains
  * why there is none. `meant`: why the reply's own JSON does not parse, when the reply was written as one
- * (it starts with a bracket, or a fence's body does not parse) — its fragments that parse are not what the
- * model meant, so their mismatch is no answer to give it.
+ * (it is one bracketed value from its first character to its last, or the body of a fence tagged json) — its
+ * fragments that parse are not what the model meant, so their mismatch is no answer to give it.
  */
-export function jsonCandidates(content: string): { whole: JsonCandidate | null; blocks: ReplyCandidate[]; error: string; meant: string | null } {
+export function jsonCandidates(content: string): { whole: JsonCandidate | null; blocks: JsonCandidate[]; error: string; meant: string | null } {
   const text = splitThinking(content).answer;
   if (text === '') return { whole: null, blocks: [], error: 'the reply was empty; a JSON value was expected', meant: null };
   let firstError = '';
@@ -44,20 +39,23 @@ export function jsonCandidates(content: string): { whole: JsonCandidate | null; 
     whole = { value: JSON.parse(text) as unknown, text };
   } catch (err) {
     firstError = (err as Error).message;
-    if (text[0] === '{' || text[0] === '[') meant = firstError;
+    if (text[0] === '{' || text[0] === '[') {
+      const end = balancedEnd(text, 0);
+      if (end === -1 || end === text.length - 1) meant = firstError;
+    }
   }
   const fences = fencedBlocks(text);
-  const fenced = new Set(fences);
-  const blocks: ReplyCandidate[] = [];
+  const tagged = new Set(fences.filter(f => f.json).map(f => f.body));
+  const blocks: JsonCandidate[] = [];
   const seen = new Set<string>([text]);
-  for (const candidate of [...balancedBlocks(text), ...fences]) {
+  for (const candidate of [...balancedBlocks(text), ...fences.map(f => f.body)]) {
     if (seen.has(candidate)) continue;
     seen.add(candidate);
     try {
-      blocks.push({ value: JSON.parse(candidate) as unknown, text: candidate, fenced: fenced.has(candidate) });
+      blocks.push({ value: JSON.parse(candidate) as unknown, text: candidate });
     } catch (err) {
       firstError ||= (err as Error).message;
-      if (fenced.has(candidate)) meant ??= (err as Error).message;
+      if (tagged.has(candidate)) meant ??= (err as Error).message;
     }
   }
   return { whole, blocks, error: `the reply is not valid JSON (${withHint(firstError)})`, meant: meant === null ? null : withHint(meant) };
@@ -68,9 +66,9 @@ function withHint(message: string): string {
   return /control character/i.test(message) ? `${message}: a line break or tab inside a JSON string is written \\n or \\t` : message;
 }
 
-/** The bodies of ``` fences (an optional json language tag), scanned with indexOf: linear in the reply. */
-function fencedBlocks(text: string): string[] {
-  const out: string[] = [];
+/** The bodies of ``` fences (an optional json language tag; `json` when it has it), scanned with indexOf: linear in the reply. */
+function fencedBlocks(text: string): { body: string; json: boolean }[] {
+  const out: { body: string; json: boolean }[] = [];
   let at = 0;
   for (;;) {
     const open = text.indexOf('```', at);
@@ -80,7 +78,7 @@ function fencedBlocks(text: string): string[] {
     const tag = text.slice(open + 3, lineEnd).trim().toLowerCase();
     const close = text.indexOf('```', lineEnd + 1);
     if (close < 0) break;
-    if (tag === '' || tag === 'json') out.push(text.slice(lineEnd + 1, close).trim());
+    if (tag === '' || tag === 'json') out.push({ body: text.slice(lineEnd + 1, close).trim(), json: tag === 'json' });
     at = close + 3;
   }
   return out;
@@ -158,21 +156,25 @@ export type ParseResult<T> = { ok: true; value: T; text: string } | { ok: false;
 /**
  * The JSON value of the reply that matches the schema: the whole reply when it does; else the one value its blocks
  * give that matches (a format's example echoed as it is, or the answer written twice, is still one value). When its
- * blocks give several different values that match, the one in a ```json fence is taken if only one is fenced (how a
- * model marks its answer beside examples in its prose); otherwise the reply goes back for repair, since a draft
- * before the answer and an example after it look alike (taking either silently inverted verdicts). Keys the schema
- * does not know are dropped rather than sent back for repair — a model that adds `"explanation"` to a correct answer
- * costs no repair round — unless one looks like a misspelt key of the schema (`helper` for `helpers`): that goes
- * back to the model. A value nested more than MAX_JSON_DEPTH levels is refused (the fleet passes none on).
+ * blocks give several different values that match, the reply goes back for repair: a draft before the answer, an
+ * example after it or a format reminder in a fence look like the answer (taking the last one silently inverted
+ * verdicts; preferring a fenced one took a fenced reminder over the answer). Keys the schema does not know are dropped
+ * rather than sent back for repair — a model that adds `"explanation"` to a correct answer costs no repair round —
+ * unless one looks like a misspelt key of the schema (`helper` for `helpers`): that goes back to the model. A value
+ * nested more than MAX_JSON_DEPTH levels is refused (the fleet passes none on). When nothing matches, the message is
+ * why the reply's own JSON does not parse when it was written as one, else the schema's complaint about the whole
+ * reply or, failing that, about its last block (an answer after a draft).
  */
 export function parseStructured<T>(content: string, schema: z.ZodType<T>): ParseResult<T> {
   const found = jsonCandidates(content);
   if (!found.whole && !found.blocks.length) return { ok: false, error: found.error };
-  const order: ReplyCandidate[] = [...(found.whole ? [{ ...found.whole, fenced: false }] : []), ...found.blocks];
-  let firstError: z.ZodError | null = null;
+  const order: JsonCandidate[] = [...(found.whole ? [found.whole] : []), ...found.blocks];
+  let wholeError: z.ZodError | null = null;
+  let lastError: z.ZodError | null = null;
   let tooDeep = false;
-  const matched: { value: T; text: string; fenced: boolean; key: string }[] = [];
-  for (const { value, text, fenced } of order) {
+  const matched: { value: T; text: string; key: string }[] = [];
+  for (const candidate of order) {
+    const { value, text } = candidate;
     if (deeperThan(text, MAX_JSON_DEPTH)) {
       tooDeep = true;
       continue;
@@ -186,23 +188,25 @@ export function parseStructured<T>(content: string, schema: z.ZodType<T>): Parse
         const again = schema.safeParse(pruned.value);
         if (again.success && !misspelt(again.data, pruned.dropped)) data = again.data;
       }
-      firstError ??= result.error;
+      if (candidate === found.whole) wholeError = result.error;
+      else lastError = result.error;
     }
-    if (data !== undefined) matched.push({ value: data, text, fenced, key: JSON.stringify(data) ?? '' });
+    if (data !== undefined) {
+      // (the whole reply, when it matches, is the answer: its blocks are its own parts)
+      if (candidate === found.whole) return { ok: true, value: data, text };
+      matched.push({ value: data, text, key: JSON.stringify(data) ?? '' });
+    }
   }
-  // (the whole reply, when it matches, is the answer: its blocks are its own parts)
-  if (found.whole && matched[0]?.text === found.whole.text) return { ok: true, value: matched[0].value, text: matched[0].text };
   const distinct = [...new Map(matched.map(m => [m.key, m] as const)).values()];
-  const inFences = [...new Set(matched.filter(m => m.fenced).map(m => m.key))];
-  const chosen = distinct.length === 1 ? distinct[0]! : distinct.length > 1 && inFences.length === 1 ? distinct.find(m => m.key === inFences[0])! : null;
-  if (chosen) return { ok: true, value: chosen.value, text: chosen.text };
+  if (distinct.length === 1) return { ok: true, value: distinct[0]!.value, text: distinct[0]!.text };
   if (distinct.length > 1) {
     const heads = distinct.slice(0, 3).map(m => (m.text.length > 80 ? `${m.text.slice(0, 80)}…` : m.text));
     return { ok: false, error: `the reply holds ${distinct.length} different JSON values that each match the required format (${heads.join('; ')}); answer with exactly one` };
   }
   if (found.meant !== null) return { ok: false, error: `the reply is not valid JSON (${found.meant})` };
-  if (!firstError && tooDeep) return { ok: false, error: `the JSON nests containers more than ${MAX_JSON_DEPTH} levels deep; keep it flatter (a list of items rather than items inside items)` };
-  return { ok: false, error: `the JSON does not match the required format:\n${describeZodError(firstError!)}` };
+  const schemaError = wholeError ?? lastError;
+  if (!schemaError && tooDeep) return { ok: false, error: `the JSON nests containers more than ${MAX_JSON_DEPTH} levels deep; keep it flatter (a list of items rather than items inside items)` };
+  return { ok: false, error: `the JSON does not match the required format:\n${describeZodError(schemaError!)}` };
 }
 
 interface Dropped {

@@ -154,7 +154,8 @@ export interface RunStore {
   /** The run's outstanding jobs, as `queue|jobId` entries (see queues/enqueuer.ts). */
   addPending(runId: string, keys: readonly string[]): Promise<void>;
   /** Takes `key` out of the run's outstanding jobs (a job removed, not finished: finishPending counts a finish). */
-  donePending(runId: string, key: string): Promise<void>;
+  /** Removes an outstanding job; true when it was outstanding (this call took it out). */
+  donePending(runId: string, key: string): Promise<boolean>;
   pending(runId: string): Promise<string[]>;
   pendingCount(runId: string): Promise<number>;
   /** Outstanding jobs per queue. */
@@ -285,11 +286,12 @@ return 1
  * counted in the minute's throughput (KEYS[4], ARGV[3]), only if it was outstanding.
  */
 const pendingOut = (counted: boolean) => `
-if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
+local removed = redis.call('SREM', KEYS[1], ARGV[1])
+if removed == 1 then
   redis.call('HINCRBY', KEYS[2], string.match(ARGV[1], '^[^|]*'), -1)
   if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SET', KEYS[3], ARGV[2]) end${counted ? "\n  redis.call('HINCRBY', KEYS[4], ARGV[3], 1)" : ''}
 end
-return 1
+return removed
 `;
 const DONE_PENDING = redisScript('done_pending', pendingOut(false), 3);
 const FINISH_PENDING = redisScript('finish_pending', pendingOut(true), 4);
@@ -444,7 +446,7 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     },
     async donePending(runId, key) {
       const k = keys(runId);
-      await DONE_PENDING(redis, [k.pending, k.pendingByStage, k.finishedAt], [key, new Date().toISOString()]);
+      return Number(await DONE_PENDING(redis, [k.pending, k.pendingByStage, k.finishedAt], [key, new Date().toISOString()])) === 1;
     },
     pending: runId => redis.smembers(keys(runId).pending),
     pendingCount: runId => redis.scard(keys(runId).pending),

@@ -200,7 +200,7 @@ describe('examples/: the trainer recipes against a real `envfleet serve` (real R
       expect(after.filter(x => typeof x === 'string'), JSON.stringify(after)).to.deep.equal([]);
       expect(after).to.deep.equal([
         { type: 'function', function: { name: 'set_level', description: 'Niveau — 级别 🎚️', parameters: { type: 'object', properties: { level: { type: 'integer', description: '(one of 1, 2, 3)' } }, required: ['level'] } } },
-        { type: 'function', function: { name: 'add_note', description: 'Note', parameters: { type: 'object', properties: { text: { type: 'string', description: 'texte (may be null)' }, lang: { type: 'string', description: '(of type string or integer)' } }, required: ['text'] } } },
+        { type: 'function', function: { name: 'add_note', description: 'Note', parameters: { type: 'object', properties: { text: { type: 'string', description: 'texte (may be null)' }, lang: { type: 'string', description: '(of type string or integer; values allowed include "fr", "中文")' } }, required: ['text'] } } },
         { type: 'function', function: { name: 'ping', description: '', parameters: { type: 'object', properties: {}, required: [] } } },
       ]);
     });

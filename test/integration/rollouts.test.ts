@@ -15,6 +15,9 @@ import { computeGroup, runRollout, type RolloutDeps } from '../../src/rollouts/s
 import { createRedisTrajectoryStream, trajectoryStreamKey } from '../../src/rollouts/stream.js';
 import { isArchived, type RolloutMode, type Trajectory } from '../../src/rollouts/types.js';
 import type { RunStore } from '../../src/runs/store.js';
+import { createRedisRunControl } from '../../src/runs/control.js';
+import { createRedisLedger } from '../../src/llm/redis-ledger.js';
+import { cancelRun } from '../../queues/run-jobs.js';
 import { AlpacaLine, arrowProblems, functionCallsOf, HFPromptCompletionLine, LlamaFactoryDatasetInfo, OpenAIFineTuneLine, PromptLine, RLGroupLine, RLScenarioLine, ShareGPTLine, untypedProperties, VerlLine } from '../helpers/formats.js';
 import { DEMO, ENVFLEET_BIN, childEnv, exited, testConfig, until, useFleet, type Fleet, type Overrides } from '../helpers/integration.js';
 
@@ -337,6 +340,19 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     const checkStatus = (await runStatus({ store, ledger: f.workers.ctx.ledger, control: f.workers.ctx.runControl }, 'check-errors'))!;
     expect(checkStatus.events['checks']).to.deep.equal({ DEADLINE_EXCEEDED: erred });
     expect(formatStatus(checkStatus)).to.include(`checks that ended in an error: DEADLINE_EXCEEDED ${erred} (each counted as false`);
+    // A cancel before any episode ran: its episode jobs are no trajectories (counted under rollout.run they were taken
+    // for episodes that ended: status showed trajectories, a solved rate and a mean reward of none; from the review).
+    await copyRun(store, 'limits', 'cancelled');
+    await f.stopWorkers();
+    await submitRollouts(f.config, f.redis, { runId: 'cancelled', samples: 2, modes: ['non-conversational'] });
+    const control = createRedisRunControl(f.redis, f.config.redis.prefix);
+    const cancelled = await cancelRun({ connection: f.redis, prefix: f.config.redis.prefix }, store, control, 'cancelled', 'plus besoin 🛑');
+    expect(cancelled.removed).to.be.greaterThan(0);
+    await f.startWorkers();
+    const cancelledStatus = (await runStatus({ store, ledger: createRedisLedger(f.redis, f.config.redis.prefix), control }, 'cancelled'))!;
+    expect(cancelledStatus.trajectories).to.deep.include({ count: 0, meanReward: null, solvedRate: null });
+    expect(cancelledStatus.events['run']!['cancelled:rollout.run']).to.be.greaterThan(0);
+    expect(Object.keys(cancelledStatus.events['run']!).every(k => k === 'cancelled' || k.startsWith('cancelled:rollout.'))).to.equal(true);
   });
 
   it('reads tool calls written as text in each format the profile names, with the rewards of native calls; a failed text call ends as unparsed-tool-call and is not trained on', async () => {

@@ -55,21 +55,23 @@ describe('parseStructured: replies as models write them', () => {
   const Verdict = z.strictObject({ verdict: z.enum(['yes', 'no']), reason: z.string() });
 
   // It took the last block that matched (for a draft first); an example written after the answer then replaced it
-  // without a word (the synthesis probe's judge verdicts were all inverted). A draft and an example look alike, so
-  // different values go back for repair unless one is fenced.
-  it('takes the one value that matches; of several different ones, the only fenced one; otherwise sends the reply back for repair', () => {
+  // without a word (the synthesis probe's judge verdicts were all inverted). A draft, an example after the answer and
+  // a format reminder in a fence all look like the answer, so different values go back for repair.
+  it('takes the one value that matches; several different ones go back for repair, fenced or not', () => {
     const reply = 'The format is {"verdict": "yes", "reason": "…"}. Draft: {"verdict":"yes","reason":"first try"}\nFinal: {"verdict":"no","reason":"état inchangé — 状态不变 🙂"}';
     const several = parseStructured(reply, Verdict);
     expect(several.ok).to.equal(false);
     expect(!several.ok && several.error).to.match(/^the reply holds 3 different JSON values that each match the required format \(.*状态不变 🙂"\}\); answer with exactly one$/);
-    const answerThenExample = 'Here is my answer:\n```json\n{"verdict":"no","reason":"état inchangé"}\n```\nFor comparison, the opposite case would look like {"verdict":"yes","reason":"changed"}.';
-    expect(parseStructured(answerThenExample, Verdict)).to.deep.equal({ ok: true, value: { verdict: 'no', reason: 'état inchangé' }, text: '{"verdict":"no","reason":"état inchangé"}' });
-    const draftThenFenced = 'Draft: {"verdict":"yes","reason":"first try"}\n```json\n{"verdict":"no","reason":"final 🙂"}\n```';
-    expect(parseStructured(draftThenFenced, Verdict)).to.deep.include({ ok: true, value: { verdict: 'no', reason: 'final 🙂' } });
+    for (const two of [
+      'Here is my answer:\n```json\n{"verdict":"no","reason":"état inchangé"}\n```\nFor comparison, the opposite case would look like {"verdict":"yes","reason":"changed"}.',
+      'My answer: {"verdict":"no","reason":"r"}\nFormat reminder:\n```json\n{"verdict":"yes","reason":"…"}\n```',
+      '```json\n{"verdict":"yes","reason":"a"}\n```\n```json\n{"verdict":"no","reason":"b"}\n```',
+    ]) {
+      const r = parseStructured(two, Verdict);
+      expect(!r.ok && r.error, two).to.match(/^the reply holds 2 different JSON values/);
+    }
     const twice = 'Answer: {"verdict":"no","reason":"r"}\n```json\n{"verdict": "no", "reason": "r"}\n```';
-    expect(parseStructured(twice, Verdict)).to.deep.include({ ok: true, value: { verdict: 'no', reason: 'r' } });
-    const twoFenced = '```json\n{"verdict":"yes","reason":"a"}\n```\n```json\n{"verdict":"no","reason":"b"}\n```';
-    expect(parseStructured(twoFenced, Verdict).ok).to.equal(false);
+    expect(parseStructured(twice, Verdict)).to.deep.equal({ ok: true, value: { verdict: 'no', reason: 'r' }, text: '{"verdict": "no", "reason": "r"}' });
     // prose that matches nothing beside the answer changes nothing
     expect(parseStructured('See [1] and {"note": 1}. {"verdict":"yes","reason":"ok"}', Verdict)).to.deep.include({ ok: true, value: { verdict: 'yes', reason: 'ok' } });
   });
@@ -85,6 +87,18 @@ describe('parseStructured: replies as models write them', () => {
     // a fragment that does not match is still said when nothing was meant as the whole answer
     const prose = parseStructured('I would use {"helpers": []} here.', Method);
     expect(!prose.ok && prose.error).to.match(/does not match the required format:\n- at source/);
+    // JSON followed by prose, prose in brackets first, an untagged fence of code, a python fence: the schema's
+    // complaint about the answer, not a parse error of the prose or the code (from the review)
+    const Bool = z.object({ verdict: z.boolean() });
+    for (const [reply, says] of [
+      ['{"verdict":"yes"}\nThat is my answer.', /at verdict: Invalid input: expected boolean, received string/],
+      ['[Answer]\n{"verdict":"yes"}', /at verdict: Invalid input: expected boolean, received string/],
+      ['```\nsome code {\n```\n{"verdict":1}', /at verdict: Invalid input: expected boolean, received number/],
+      ['```python\nx = {}\n```\n{"verdict":1}', /at verdict: Invalid input: expected boolean, received number/],
+    ] as const) {
+      const r = parseStructured(reply, Bool);
+      expect(!r.ok && r.error, reply).to.match(says);
+    }
   });
 
   it('refuses a value nested more than 1,000 levels (it crashed the job that stored it, UNEXPECTED, again on every rerun)', () => {
