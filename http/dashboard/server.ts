@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createBullBoard } from '@bull-board/api';
+import type { Queue } from 'bullmq';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import express, { type NextFunction, type Request, type Response } from 'express';
@@ -90,6 +91,7 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
   const boardAdapter = new ExpressAdapter();
   boardAdapter.setBasePath('/queues');
   createBullBoard({ queues: queues.map(q => new BullMQAdapter(q)), serverAdapter: boardAdapter, options: { uiConfig: { boardTitle: 'envfleet' } } });
+  app.use('/queues', keepOutstandingJobs(new Map(PIPELINE_STAGES.map((name, i) => [name, readQueues[i]!]))));
   app.use('/queues', boardAdapter.getRouter() as express.Router);
 
   const statusDeps: StatusDeps = { store, ledger, control, workersOf: stage => workersCount(readQueues[PIPELINE_STAGES.indexOf(stage)]!) };
@@ -175,14 +177,45 @@ function sameSiteWrites(req: Request, res: Response, next: NextFunction): void {
   const origin = req.headers.origin;
   let foreign = req.headers['sec-fetch-site'] === 'cross-site';
   if (typeof origin === 'string') {
+    // Behind a reverse proxy that rewrites Host, the address the browser used is in X-Forwarded-Host.
+    const hosts = [req.headers.host, ...String(req.headers['x-forwarded-host'] ?? '').split(',')].map(h => String(h ?? '').trim().toLowerCase()).filter(Boolean);
     try {
-      foreign ||= new URL(origin).host.toLowerCase() !== String(req.headers.host ?? '').toLowerCase();
+      foreign ||= !hosts.includes(new URL(origin).host.toLowerCase());
     } catch {
       foreign = true; // "null" (a sandboxed frame, a file:// page) or no URL at all
     }
   }
   if (!foreign) return next();
   res.status(403).type('text/plain').send(`envfleet dashboard: refused: a ${req.method} from another site (Origin ${JSON.stringify(origin ?? '')}); changes are made from the dashboard's own pages or a tool that sends no Origin.`);
+}
+
+/** BullMQ states of a job its run still counts as outstanding (removing it would leave the run waiting for ever). */
+const OUTSTANDING = new Set(['waiting', 'wait', 'delayed', 'prioritized', 'waiting-children', 'paused', 'active']);
+
+/**
+ * bull-board's removals of jobs a run still waits for (clean of waiting or delayed jobs, empty, obliterate, removing one
+ * such job) are refused: the run kept them outstanding for ever (a paused run whose parked jobs were cleaned stayed
+ * "running" with nothing to run). Completed and failed jobs may be cleaned.
+ */
+function keepOutstandingJobs(queues: ReadonlyMap<string, Queue>) {
+  const refuse = (res: Response, what: string) =>
+    res.status(403).type('text/plain').send(`envfleet dashboard: refused: ${what} would remove jobs their runs still count as outstanding, so those runs would never finish. End a run with envfleet cancel --run NAME (then envfleet runs delete), or clean completed and failed jobs only.`);
+  return (req: Request, res: Response, next: NextFunction): void => {
+    if (req.method !== 'PUT' && req.method !== 'DELETE' && req.method !== 'POST') return next();
+    const m = /^\/api\/queues\/([^/]+)\/(?:(clean)\/([^/]+)|(empty|obliterate)|([^/]+)\/clean)\/?$/.exec(req.path);
+    if (!m) return next();
+    const [, queueName, clean, status, whole, jobId] = m;
+    if (clean) return OUTSTANDING.has(String(status)) ? void refuse(res, `cleaning the ${status} jobs of ${queueName}`) : next();
+    if (whole) return void refuse(res, `${whole === 'empty' ? 'emptying' : 'obliterating'} ${queueName}`);
+    const queue = queues.get(decodeURIComponent(queueName!));
+    if (!queue) return next();
+    void (async () => {
+      const job = await queue.getJob(decodeURIComponent(jobId!));
+      const state = job ? await job.getState() : 'unknown';
+      if (OUTSTANDING.has(state)) refuse(res, `removing ${state} job ${jobId} of ${queueName}`);
+      else next();
+    })().catch(next);
+  };
 }
 
 /** A cookie value that is not percent-encoding is no token (decodeURIComponent would throw, a 500). */
