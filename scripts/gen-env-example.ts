@@ -336,8 +336,10 @@ stage is documented in docs/stages.md.
 are not per process: the counters live in Redis and every worker process on every machine takes
 a slot from them before each request, so the whole fleet together stays under the limit however
 many workers you start. Set them to what your provider or server allows. Counters are keyed by
-the endpoint's base URL, so runs and profiles using the same server share its limits. A slot held
-by a process that dies is released after the request timeout plus 30 s.
+the endpoint's base URL, so runs and profiles using the same server share its limits. A slot is
+held for 30 s at a time and renewed by its process while its request runs (at most for the
+request timeout plus 30 s), so a slot held by a process that dies (a kill -9 with requests in
+flight) is free again within 30 s; the other workers wait for it meanwhile.
 
 When an endpoint answers 429, the whole fleet pauses requests to it for the \`retry-after\` the
 server sent (or \`ENVFLEET_RATE_LIMIT_FALLBACK_MS\`); the job goes back to its queue without using

@@ -49,6 +49,23 @@ return {0, 0}
   3,
 );
 
+/**
+ * Renews leases of this process on Redis time: KEYS[1] inflight; ARGV[1] lease ms, then the lease ids. Only leases still
+ * there are renewed (XX): one that expired or was released stays gone.
+ */
+const RENEW = redisScript(
+  'limiter_renew',
+  `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[i]) end
+if redis.call('PTTL', KEYS[1]) < ttl + 1000 then redis.call('PEXPIRE', KEYS[1], ttl + 1000) end
+return 1
+`,
+  1,
+);
+
 const REASONS = ['', 'is cooling down', 'is at its fleet-wide concurrency limit', 'is at its requests-per-minute limit'];
 
 export interface RedisLimiterOptions {
@@ -65,6 +82,14 @@ export interface RedisLimiterOptions {
    * another process wakes the longest waiter here for that endpoint.
    */
   readonly subscriber?: Redis;
+  /**
+   * How long a concurrency slot is held without a word from its process (default 30 s): each process renews its leases
+   * every third of it while their requests run (one script per endpoint, not per request), so a process killed with
+   * its requests in flight frees their slots this long after, not after the request timeout + 30 s (with 60 episodes in
+   * flight, a kill -9 stalled every worker of the fleet for 150 s). A lease is renewed at most until the request
+   * timeout + 30 s, as long as it lasted before.
+   */
+  readonly leaseMs?: number;
 }
 
 /** How to wake one request of this process that waits for a concurrency slot of an endpoint. */
@@ -72,8 +97,8 @@ type Waiter = () => void;
 
 /**
  * Limits shared by every process through Redis, keyed by the endpoint's base URL (two runs that
- * use the same provider share its limits). A lease expires by itself after the request timeout,
- * so a crashed process cannot keep a slot. Requests waiting for a concurrency slot queue in
+ * use the same provider share its limits). A lease expires by itself unless its process renews it (leaseMs), so a
+ * crashed process cannot keep a slot. Requests waiting for a concurrency slot queue in
  * arrival order per endpoint within a process: a release wakes the longest waiter at once.
  */
 /**
@@ -103,7 +128,37 @@ export async function clearCoolDowns(redis: Redis, prefix: string, endpoints: re
 
 export function createRedisLimiter(redis: Redis, prefix: string, options: RedisLimiterOptions = {}): EndpointLimiter {
   const maxPollMs = options.maxPollMs ?? 250;
+  const leaseMs = options.leaseMs ?? 30_000;
   const waiting = new Map<string, Waiter[]>();
+  // The leases this process holds, per inflight key: lease id → until when it may be renewed (Date.now() time).
+  const held = new Map<string, Map<string, number>>();
+  let renewer: NodeJS.Timeout | null = null;
+  const renew = async () => {
+    const now = Date.now();
+    for (const [inflight, leases] of held) {
+      const ids = [...leases].filter(([, until]) => until > now).map(([id]) => id);
+      // (a failed renewal, Redis away, only shortens the leases to what they had)
+      if (ids.length) await RENEW(redis, [inflight], [leaseMs, ...ids]).catch(() => undefined);
+    }
+  };
+  const hold = (inflight: string, leaseId: string, untilMs: number) => {
+    let leases = held.get(inflight);
+    if (!leases) held.set(inflight, (leases = new Map<string, number>()));
+    leases.set(leaseId, untilMs);
+    if (!renewer) {
+      renewer = setInterval(() => void renew(), Math.max(10, Math.floor(leaseMs / 3)));
+      renewer.unref();
+    }
+  };
+  const letGo = (inflight: string, leaseId: string) => {
+    const leases = held.get(inflight);
+    leases?.delete(leaseId);
+    if (leases?.size === 0) held.delete(inflight);
+    if (held.size === 0 && renewer) {
+      clearInterval(renewer);
+      renewer = null;
+    }
+  };
   // Releases are announced on `<inflight key>:freed` with this process's token, so a process
   // ignores its own announcements (it has woken its own waiter already).
   const token = randomUUID();
@@ -147,16 +202,19 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
       const endpointKeys = keys(endpoint);
       const inflight = endpointKeys[1];
       const leaseId = randomUUID();
-      const leaseTtlMs = endpoint.timeoutMs + 30_000;
+      const longest = endpoint.timeoutMs + 30_000;
+      const leaseTtlMs = Math.min(longest, leaseMs);
       const started = Date.now();
       for (;;) {
         const [reason, waitMs, cause] = (await step(endpoint, endpointKeys, leaseId, leaseTtlMs)) as [number, number, string | null | undefined];
         if (reason === 0) {
           let released = false;
+          if (endpoint.maxConcurrency > 0 && leaseTtlMs < longest) hold(inflight, leaseId, Date.now() + longest - leaseTtlMs);
           return {
             async release() {
               if (released || endpoint.maxConcurrency <= 0) return;
               released = true;
+              letGo(inflight, leaseId);
               await redis.multi().zrem(inflight, leaseId).publish(channelOf(inflight), token).exec();
               waiting.get(inflight)?.[0]?.();
             },

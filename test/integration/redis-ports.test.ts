@@ -55,6 +55,23 @@ describe('Redis implementations of the gateway ports', () => {
     await limB.acquire(e, { maxWaitMs: 0 });
   });
 
+  it('frees the slot of a process that dies holding it after its lease, not after the request timeout; a live holder keeps it past its lease by renewing', async () => {
+    const e = endpoint({ maxConcurrency: 1, timeoutMs: 600_000 });
+    const live = createRedisLimiter(a, prefix, { leaseMs: 300 });
+    const held = await live.acquire(e, { maxWaitMs: 0 });
+    // Several leases later the live holder still has its slot (renewed every third of a lease).
+    await new Promise(resolve => setTimeout(resolve, 1_200));
+    expect(await rejection(createRedisLimiter(b, prefix).acquire(e, { maxWaitMs: 0 }))).to.have.property('code', 'MODEL_RATE_LIMITED');
+    await held.release();
+    // A process killed with its request in flight: no release, no renewal (its connection is gone). Its slot frees
+    // after its lease; before, after the request timeout + 30 s (a kill -9 stalled the fleet for 150 s).
+    const c = new Redis(REDIS_URL);
+    await createRedisLimiter(c, prefix, { leaseMs: 300 }).acquire(e, { maxWaitMs: 0 });
+    c.disconnect();
+    const next = await createRedisLimiter(b, prefix).acquire(e, { maxWaitMs: 60_000 });
+    await next.release();
+  });
+
   it('waits for a slot that frees up within the allowed wait', async () => {
     const e = endpoint({ maxConcurrency: 1 });
     const lim = createRedisLimiter(a, prefix);
