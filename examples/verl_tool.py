@@ -230,7 +230,8 @@ def _verl_property(tool: str, name: str, schema: Any, notes: list[str]) -> dict[
         del prop["enum"]
     elif enum is None and member_values:
         # values an anyOf/oneOf member allows: verl shows the policy no anyOf, so they are said
-        said.append("values allowed include " + ", ".join(json.dumps(v, ensure_ascii=False) for v in member_values))
+        shown = list(dict.fromkeys(json.dumps(v, ensure_ascii=False) for v in member_values))
+        said.append("values allowed include " + ", ".join(shown))
     if not isinstance(declared, str):
         prop["type"] = named[0] if named else ("null" if types else "string")
     if said:

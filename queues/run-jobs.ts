@@ -331,12 +331,6 @@ export async function resumeRun(at: QueuesAt, control: RunControl, runId: string
   return releaseParkedJobs(at, control, runId);
 }
 
-/**
- * Cancels a run: the run is marked cancelled (jobs that start from now on end at once as
- * RUN_CANCELLED), its waiting and delayed jobs are removed, jobs already running end at their next model call
- * (the gateway reads the run's state with its budgets: RUN_CANCELLED), and the
- * environments and scenarios still being built end as failed / dropped with RUN_CANCELLED.
- */
 /** BullMQ states of a job that waits for its turn (not running, not finished, not missing). */
 const WAITING_STATES = new Set(['waiting', 'delayed', 'prioritized', 'waiting-children', 'paused']);
 
@@ -351,6 +345,12 @@ export async function countCancelled(store: Pick<RunStore, 'count'>, runId: stri
   else await store.count(runId, stage, 'failed:RUN_CANCELLED');
 }
 
+/**
+ * Cancels a run: the run is marked cancelled (jobs that start from now on end at once as
+ * RUN_CANCELLED), its waiting and delayed jobs are removed, jobs already running end at their next model call
+ * (the gateway reads the run's state with its budgets: RUN_CANCELLED), and the
+ * environments and scenarios still being built end as failed / dropped with RUN_CANCELLED.
+ */
 export async function cancelRun(at: QueuesAt, store: RunStore, control: RunControl, runId: string, reason: string): Promise<{ removed: number; running: number }> {
   await control.cancel(runId, reason);
   let removed = 0;
@@ -370,10 +370,11 @@ export async function cancelRun(at: QueuesAt, store: RunStore, control: RunContr
         return;
       }
     }
-    // Counted where it stopped, as a job running at the cancel is when it ends (workers/item-endings.ts): only a job that
-    // waited (one not added yet is counted when it comes and ends; one that finished was counted then) and only by the
-    // cancel that took it out (two cancels at once).
-    if ((await store.donePending(runId, key)) && WAITING_STATES.has(state)) await countCancelled(store, runId, queue.name);
+    // Counted where it stopped, as a job running at the cancel is when it ends (workers/item-endings.ts): a job that
+    // waited, or is gone (an episode removed with its group's job just before), not one that finished (counted then),
+    // and only by the cancel that took it out (two cancels at once). (A job whose pending mark was written but which is
+    // not added yet is counted here, and again if it then comes and ends RUN_CANCELLED: a moment's window.)
+    if ((await store.donePending(runId, key)) && (WAITING_STATES.has(state) || state === 'missing')) await countCancelled(store, runId, queue.name);
     removed += 1;
   });
   // What was still being built ends now, with the reason, so exports and status say why it is missing.

@@ -59,8 +59,7 @@ export async function createFleetContext(config: AppConfig, logger: Logger): Pro
     gate: async runId => {
       const gate = await runControl.gate(runId);
       if (gate.budgets || (config.budgets.usd <= 0 && config.budgets.tokens <= 0)) return gate;
-      // (not for a run deleted while a job of it ran: that would make a key of it again, which a new run of its name found)
-      if (!(await store.getRun(runId))) return gate;
+      // (keepBudgets writes nothing for a run deleted while a job of it ran)
       return { ...gate, budgets: await runControl.keepBudgets(runId, { ...config.budgets, byStage: {} }) };
     },
     observe: (stage, seconds, ok) => metrics.observe('model_request', { stage, outcome: ok ? 'ok' : 'error' }, seconds),

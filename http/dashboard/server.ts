@@ -178,7 +178,8 @@ function sameSiteWrites(req: Request, res: Response, next: NextFunction): void {
   let foreign = req.headers['sec-fetch-site'] === 'cross-site';
   if (typeof origin === 'string') {
     // Behind a reverse proxy that rewrites Host, the address the browser used is in X-Forwarded-Host.
-    const hosts = [req.headers.host, ...String(req.headers['x-forwarded-host'] ?? '').split(',')].map(h => String(h ?? '').trim().toLowerCase()).filter(Boolean);
+    // (a default port, :80 or :443, written or not, is the same host: URL drops it)
+    const hosts = [req.headers.host, ...String(req.headers['x-forwarded-host'] ?? '').split(',')].map(h => String(h ?? '').trim().toLowerCase().replace(/:(80|443)$/, '')).filter(Boolean);
     try {
       foreign ||= !hosts.includes(new URL(origin).host.toLowerCase());
     } catch {
@@ -202,15 +203,25 @@ function keepOutstandingJobs(queues: ReadonlyMap<string, Queue>) {
     res.status(403).type('text/plain').send(`envfleet dashboard: refused: ${what} would remove jobs their runs still count as outstanding, so those runs would never finish. End a run with envfleet cancel --run NAME (then envfleet runs delete), or clean completed and failed jobs only.`);
   return (req: Request, res: Response, next: NextFunction): void => {
     if (req.method !== 'PUT' && req.method !== 'DELETE' && req.method !== 'POST') return next();
-    const m = /^\/api\/queues\/([^/]+)\/(?:(clean)\/([^/]+)|(empty|obliterate)|([^/]+)\/clean)\/?$/.exec(req.path);
+    // (case-insensitive, as Express's router matches bull-board's routes)
+    const m = /^\/api\/queues\/([^/]+)\/(?:(clean)\/([^/]+)|(empty|obliterate)|([^/]+)\/(clean|remove-unprocessed-children))\/?$/i.exec(req.path);
     if (!m) return next();
-    const [, queueName, clean, status, whole, jobId] = m;
-    if (clean) return OUTSTANDING.has(String(status)) ? void refuse(res, `cleaning the ${status} jobs of ${queueName}`) : next();
-    if (whole) return void refuse(res, `${whole === 'empty' ? 'emptying' : 'obliterating'} ${queueName}`);
-    const queue = queues.get(decodeURIComponent(queueName!));
+    const [, queueName, clean, status, whole, jobId, jobAction] = m;
+    if (clean) return OUTSTANDING.has(String(status).toLowerCase()) ? void refuse(res, `cleaning the ${status} jobs of ${queueName}`) : next();
+    if (whole) return void refuse(res, `${whole.toLowerCase() === 'empty' ? 'emptying' : 'obliterating'} ${queueName}`);
+    // (a flow parent's waiting children are outstanding jobs of its run)
+    if (jobAction!.toLowerCase() !== 'clean') return void refuse(res, `removing the unprocessed children of job ${jobId} of ${queueName}`);
+    let name: string;
+    let id: string;
+    try {
+      [name, id] = [decodeURIComponent(queueName!), decodeURIComponent(jobId!)];
+    } catch {
+      return next(); // not percent-encoding: bull-board's router says so (400)
+    }
+    const queue = queues.get(name);
     if (!queue) return next();
     void (async () => {
-      const job = await queue.getJob(decodeURIComponent(jobId!));
+      const job = await queue.getJob(id);
       const state = job ? await job.getState() : 'unknown';
       if (OUTSTANDING.has(state)) refuse(res, `removing ${state} job ${jobId} of ${queueName}`);
       else next();

@@ -45,7 +45,8 @@ export function jsonCandidates(content: string): { whole: JsonCandidate | null; 
     }
   }
   const fences = fencedBlocks(text);
-  const tagged = new Set(fences.filter(f => f.json).map(f => f.body));
+  // (a fence tagged json, or an untagged one whose body starts as JSON does: not one of code)
+  const tagged = new Set(fences.filter(f => f.json || f.body[0] === '{' || f.body[0] === '[').map(f => f.body));
   const blocks: JsonCandidate[] = [];
   const seen = new Set<string>([text]);
   for (const candidate of [...balancedBlocks(text), ...fences.map(f => f.body)]) {

@@ -72,6 +72,21 @@ export function budgetAdvice(runId: string, reason: string | null | undefined): 
     : `envfleet resume --run ${runId} --budget-tokens N --budget-usd X, above what is used`;
 }
 
+/**
+ * The run's budgets, stored first when it has none: KEYS[1] the control hash, KEYS[2] the run record (one slot: the
+ * run's hash tag); ARGV[1] the budgets' JSON. Nothing is written for a run whose record is gone (deleted while a job of
+ * it ran: a key of it made again would be found by a new run of its name). Returns the budgets kept, or nil.
+ */
+const KEEP_BUDGETS = redisScript(
+  'keep_budgets',
+  `
+if redis.call('EXISTS', KEYS[2]) == 0 then return false end
+redis.call('HSETNX', KEYS[1], 'budgets', ARGV[1])
+return redis.call('HGET', KEYS[1], 'budgets')
+`,
+  2,
+);
+
 export interface RunControlState {
   readonly state: RunState;
   readonly reason: string | null;
@@ -248,8 +263,8 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
       await redis.hset(key(runId), 'budgets', JSON.stringify(budgets));
     },
     async keepBudgets(runId, budgets) {
-      if (await redis.hsetnx(key(runId), 'budgets', JSON.stringify(budgets))) return budgets;
-      const raw = await redis.hget(key(runId), 'budgets');
+      const k = runKeys(prefix, runId, cluster);
+      const raw = (await KEEP_BUDGETS(redis, [k.control, k.record], [JSON.stringify(budgets)])) as string | null;
       return raw ? (JSON.parse(raw) as RunBudgets) : budgets;
     },
     async park(runId, jobKey) {

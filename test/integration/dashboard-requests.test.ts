@@ -1,5 +1,6 @@
 import { request } from 'node:http';
 import { Writable } from 'node:stream';
+import { Queue } from 'bullmq';
 import { expect } from 'chai';
 import { RedisServerProcess } from '../../cli/private-redis.js';
 import { startDashboard, type Dashboard } from '../../http/dashboard/server.js';
@@ -81,12 +82,29 @@ describe('dashboard on loopback without a token: requests of other sites', () =>
     // Removing jobs a run still counts as outstanding is refused (a paused run whose parked jobs were cleaned stayed
     // "running" for ever); completed and failed jobs may be cleaned.
     const own2 = { host: `127.0.0.1:${port}`, origin: dashboard.url };
-    for (const path of ['clean/delayed', 'clean/wait', 'empty', 'obliterate']) {
+    for (const path of ['clean/delayed', 'clean/wait', 'empty', 'obliterate', 'EMPTY', 'Clean/Wait', 'some-parent/remove-unprocessed-children']) {
       const r = await send(dashboard.url, `/queues/api/queues/check.probe/${path}`, 'PUT', own2);
       expect(r.status, path).to.equal(403);
       expect(r.text).to.include('envfleet cancel --run NAME');
     }
-    for (const path of ['clean/completed', 'clean/failed']) expect((await send(dashboard.url, `/queues/api/queues/check.probe/${path}`, 'PUT', own2)).status, path).to.not.equal(403);
+    for (const path of ['clean/completed', 'clean/failed']) expect((await send(dashboard.url, `/queues/api/queues/check.probe/${path}`, 'PUT', own2)).status, path).to.equal(200);
+    const upper = await send(dashboard.url, '/queues/API/queues/check.probe/obliterate', 'PUT', own2);
+    expect(upper.status).to.equal(403);
+    // One waiting job: removing it is refused (its run waits for it), as it is by bull-board's path with any case.
+    const queue = new Queue('check.probe', { connection: { url: config.redis.url }, prefix: config.redis.prefix });
+    try {
+      const job = await queue.add('x', { runId: 'r', envId: 'é' });
+      for (const action of ['clean', 'CLEAN']) {
+        const r = await send(dashboard.url, `/queues/api/queues/check.probe/${encodeURIComponent(job.id!)}/${action}`, 'PUT', own2);
+        expect(r.status, action).to.equal(403);
+        expect(r.text).to.include(`removing waiting job ${job.id}`);
+      }
+      expect(await job.getState()).to.equal('waiting');
+      expect((await send(dashboard.url, '/queues/api/queues/check.probe/%E0%A4/clean', 'PUT', own2)).status).to.not.equal(500);
+      await job.remove();
+    } finally {
+      await queue.close();
+    }
   });
 });
 

@@ -84,6 +84,9 @@ describe('parseStructured: replies as models write them', () => {
     expect(!whole.ok && whole.error).to.match(/^the reply is not valid JSON \(Bad control character in string literal.*: a line break or tab inside a JSON string is written \\n or \\t\)$/);
     const fenced = parseStructured(`Voilà 👇\n\`\`\`json\n${raw}\n\`\`\``, Method);
     expect(!fenced.ok && fenced.error).to.match(/^the reply is not valid JSON \(Bad control character/);
+    // an untagged fence whose body starts as JSON does is one too (prose after it with a bracket is not the answer)
+    const untagged = parseStructured(`\`\`\`\n${raw}\n\`\`\`\nSee [1].`, Method);
+    expect(!untagged.ok && untagged.error).to.match(/^the reply is not valid JSON \(Bad control character/);
     // a fragment that does not match is still said when nothing was meant as the whole answer
     const prose = parseStructured('I would use {"helpers": []} here.', Method);
     expect(!prose.ok && prose.error).to.match(/does not match the required format:\n- at source/);
