@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { deeperThan, MAX_JSON_DEPTH } from '../sandbox/python/python-harness.mjs';
+import { jsonrepair } from 'jsonrepair';
 import { splitThinking } from './thinking.js';
 
 export type ExtractResult = { ok: true; value: unknown } | { ok: false; error: string };
@@ -29,11 +30,12 @@ export interface JsonCandidate {
  * (it is one bracketed value from its first character to its last, or the body of a fence tagged json) — its
  * fragments that parse are not what the model meant, so their mismatch is no answer to give it.
  */
-export function jsonCandidates(content: string): { whole: JsonCandidate | null; blocks: JsonCandidate[]; error: string; meant: string | null } {
+export function jsonCandidates(content: string): { whole: JsonCandidate | null; blocks: JsonCandidate[]; error: string; meant: string | null; meantText: string | null } {
   const text = splitThinking(content).answer;
-  if (text === '') return { whole: null, blocks: [], error: 'the reply was empty; a JSON value was expected', meant: null };
+  if (text === '') return { whole: null, blocks: [], error: 'the reply was empty; a JSON value was expected', meant: null, meantText: null };
   let firstError = '';
   let meant: string | null = null;
+  let meantText: string | null = null;
   let whole: JsonCandidate | null = null;
   try {
     whole = { value: JSON.parse(text) as unknown, text };
@@ -41,7 +43,7 @@ export function jsonCandidates(content: string): { whole: JsonCandidate | null; 
     firstError = (err as Error).message;
     if (text[0] === '{' || text[0] === '[') {
       const end = balancedEnd(text, 0);
-      if (end === -1 || end === text.length - 1) meant = firstError;
+      if (end === -1 || end === text.length - 1) [meant, meantText] = [firstError, text];
     }
   }
   const fences = fencedBlocks(text);
@@ -56,10 +58,26 @@ export function jsonCandidates(content: string): { whole: JsonCandidate | null; 
       blocks.push({ value: JSON.parse(candidate) as unknown, text: candidate });
     } catch (err) {
       firstError ||= (err as Error).message;
-      if (tagged.has(candidate)) meant ??= (err as Error).message;
+      if (tagged.has(candidate) && meant === null) [meant, meantText] = [(err as Error).message, candidate];
     }
   }
-  return { whole, blocks, error: `the reply is not valid JSON (${withHint(firstError)})`, meant: meant === null ? null : withHint(meant) };
+  return { whole, blocks, error: `the reply is not valid JSON (${withHint(firstError)})`, meant: meant === null ? null : withHint(meant), meantText };
+}
+
+/**
+ * The JSON a reply written as one value means when it does not parse as it is but only through slips a reader can mend
+ * without guessing (jsonrepair): raw line breaks or tabs in strings (code), trailing commas, comments, single quotes,
+ * Python's True / False / None. Only a value whose brackets balance (a reply cut short is not completed: its end is
+ * unknown) and no deeper than MAX_JSON_DEPTH (the reader recurses). Null when it cannot be read so.
+ */
+function mended(text: string): JsonCandidate | null {
+  if ((text[0] !== '{' && text[0] !== '[') || balancedEnd(text, 0) !== text.length - 1 || deeperThan(text, MAX_JSON_DEPTH)) return null;
+  try {
+    const repaired = jsonrepair(text);
+    return { value: JSON.parse(repaired) as unknown, text: repaired };
+  } catch {
+    return null;
+  }
 }
 
 /** A JSON.parse message, with what to do where models most often go wrong (code with raw line breaks inside a string). */
@@ -168,7 +186,13 @@ export type ParseResult<T> = { ok: true; value: T; text: string } | { ok: false;
  */
 export function parseStructured<T>(content: string, schema: z.ZodType<T>): ParseResult<T> {
   const found = jsonCandidates(content);
-  if (!found.whole && !found.blocks.length) return { ok: false, error: found.error };
+  // A slip that costs no repair round when the mended value is the answer (checked against the schema as any).
+  const tryMended = (error: string): ParseResult<T> => {
+    const fixed = found.meantText !== null ? mended(found.meantText) : null;
+    const data = fixed ? matchSchema(schema, fixed.value).data : undefined;
+    return fixed && data !== undefined ? { ok: true, value: data, text: fixed.text } : { ok: false, error };
+  };
+  if (!found.whole && !found.blocks.length) return tryMended(found.meant !== null ? `the reply is not valid JSON (${found.meant})` : found.error);
   const order: JsonCandidate[] = [...(found.whole ? [found.whole] : []), ...found.blocks];
   let wholeError: z.ZodError | null = null;
   let lastError: z.ZodError | null = null;
@@ -180,17 +204,10 @@ export function parseStructured<T>(content: string, schema: z.ZodType<T>): Parse
       tooDeep = true;
       continue;
     }
-    const result = schema.safeParse(value);
-    let data: T | undefined;
-    if (result.success) data = result.data;
-    else {
-      const pruned = withoutUnknownKeys(value, result.error);
-      if (pruned !== null) {
-        const again = schema.safeParse(pruned.value);
-        if (again.success && !misspelt(again.data, pruned.dropped)) data = again.data;
-      }
-      if (candidate === found.whole) wholeError = result.error;
-      else lastError = result.error;
+    const { data, error } = matchSchema(schema, value);
+    if (error) {
+      if (candidate === found.whole) wholeError = error;
+      else lastError = error;
     }
     if (data !== undefined) {
       // (the whole reply, when it matches, is the answer: its blocks are its own parts)
@@ -204,10 +221,25 @@ export function parseStructured<T>(content: string, schema: z.ZodType<T>): Parse
     const heads = distinct.slice(0, 3).map(m => (m.text.length > 80 ? `${m.text.slice(0, 80)}…` : m.text));
     return { ok: false, error: `the reply holds ${distinct.length} different JSON values that each match the required format (${heads.join('; ')}); answer with exactly one` };
   }
-  if (found.meant !== null) return { ok: false, error: `the reply is not valid JSON (${found.meant})` };
+  if (found.meant !== null) return tryMended(`the reply is not valid JSON (${found.meant})`);
   const schemaError = wholeError ?? lastError;
   if (!schemaError && tooDeep) return { ok: false, error: `the JSON nests containers more than ${MAX_JSON_DEPTH} levels deep; keep it flatter (a list of items rather than items inside items)` };
   return { ok: false, error: `the JSON does not match the required format:\n${describeZodError(schemaError!)}` };
+}
+
+/**
+ * `value` as the schema reads it, keys it does not know dropped (unless one looks like a misspelt key of the schema):
+ * `data`, or undefined with the schema's `error` (of the value as it came) when it does not match.
+ */
+function matchSchema<T>(schema: z.ZodType<T>, value: unknown): { data: T | undefined; error: z.ZodError | null } {
+  const result = schema.safeParse(value);
+  if (result.success) return { data: result.data, error: null };
+  const pruned = withoutUnknownKeys(value, result.error);
+  if (pruned !== null) {
+    const again = schema.safeParse(pruned.value);
+    if (again.success && !misspelt(again.data, pruned.dropped)) return { data: again.data, error: result.error };
+  }
+  return { data: undefined, error: result.error };
 }
 
 interface Dropped {
