@@ -464,13 +464,15 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         try {
           deps.observe?.(ctx.stage, (Date.now() - started) / 1000, false);
           failure = await translate(err, endpoint, profile, ctx, started);
-          // The endpoint answered, but nothing of it can be read (a body that is not JSON, one cut mid-way): the request
-          // was made, and maybe paid for, so the ledger counts it, as one answered without token usage (status shows
-          // those). Every retry of it is counted too, which is what a budget needs to see.
-          if ((failure as AppError).code === 'MODEL_RESPONSE_MALFORMED') {
+          // The endpoint answered, but nothing of it can be read (a body that is not JSON, one cut mid-way), or gave no
+          // answer in time (it goes on generating, and billing, after this side stops waiting): the request was made,
+          // and maybe paid for, so the ledger counts it, as one without token usage (status shows those). Every retry
+          // of it is counted too, which is what a budget needs to see.
+          const code = (failure as AppError).code;
+          if (code === 'MODEL_RESPONSE_MALFORMED' || code === 'MODEL_TIMEOUT') {
             const none = { promptTokens: 0, completionTokens: 0 };
             await recordOnce({ id: randomUUID(), runId: ctx.runId, stage: ctx.stage, model: profile.model, usage: none, cached: false, ...priceOf(profile.model, none) }).catch((recordErr: unknown) =>
-              (ctx.logger ?? deps.logger).warn({ err: recordErr, stage: ctx.stage }, 'could not record an unreadable answer in the ledger'),
+              (ctx.logger ?? deps.logger).warn({ err: recordErr, stage: ctx.stage }, 'could not record an unreadable or late answer in the ledger'),
             );
           }
         } finally {

@@ -266,7 +266,7 @@ describe('chat completions posted by the gateway against the openai client', fun
     expect((err as Error).message).to.include('upstream gone');
   });
 
-  it('counts an answer that cannot be read (not JSON, a stream cut short) in the ledger, as a request without token usage, each retry too', async () => {
+  it('counts an answer that cannot be read (not JSON, a stream cut short) or comes too late in the ledger, as a request without token usage, each retry too', async () => {
     await requireRedis();
     const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: baseURL, OPENAI_API_KEY: 'sk-test', ENVFLEET_MODEL_TIMEOUT_MS: '400' } });
     const redis = new Redis(REDIS_URL);
@@ -279,6 +279,12 @@ describe('chat completions posted by the gateway against the openai client', fun
       handler = answer(200, { 'content-type': 'text/event-stream' }, `data: ${JSON.stringify({ id: 'c', choices: [{ index: 0, delta: { content: 'à moi' }, finish_reason: null }] })}\n\n`);
       expect(await rejection(gateway.chat({ runId: 'r', stage: 'rollout.policy' }, request))).to.have.property('code', 'MODEL_RESPONSE_MALFORMED');
       expect(await ledger.totals('r')).to.deep.include({ requests: 3, cachedRequests: 0, unmeteredRequests: 3, promptTokens: 0, completionTokens: 0 });
+      // No answer in time from an endpoint that serves (it lists its models): it goes on, and bills, after this side
+      // stops waiting; the request was in no count.
+      const models = answer(200, json, JSON.stringify({ object: 'list', data: [{ id: 'gpt-4o-mini', object: 'model' }] }));
+      handler = (req, res, body) => (req.url?.endsWith('/models') ? models(req, res, body) : undefined);
+      expect(await rejection(gateway.chat({ runId: 'r', stage: 'rollout.policy', cacheSalt: 'late' }, request))).to.have.property('code', 'MODEL_TIMEOUT');
+      expect(await ledger.totals('r')).to.deep.include({ requests: 4, unmeteredRequests: 4 });
     } finally {
       await dropPrefix(prefix);
       redis.disconnect();
