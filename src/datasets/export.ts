@@ -178,9 +178,11 @@ const EXPORT_FILES: readonly string[] = [...Object.values(FILE), LLAMAFACTORY_IN
 /** The formats of `formats` whose files need what the run does not have yet, and what to run first. */
 function notWritten(formats: ReadonlySet<DatasetFormat>, trajectories: number, readyScenarios: number, runId: string): ExportResult['notWritten'] {
   const out: { formats: DatasetFormat[]; reason: string }[] = [];
-  const fromTrajectories = DATASET_FORMATS.filter(f => formats.has(f) && f !== 'verl' && f !== 'prompts');
+  // (verl and prompts are written from ready scenarios, every other format from trajectories)
+  const asked = DATASET_FORMATS.filter(f => formats.has(f));
+  const fromScenarios: DatasetFormat[] = asked.filter(f => f === 'verl' || f === 'prompts');
+  const fromTrajectories = asked.filter(f => !fromScenarios.includes(f));
   if (!trajectories && fromTrajectories.length) out.push({ formats: fromTrajectories, reason: `run "${runId}" has no trajectories yet (roll out first: envfleet rollouts --run ${runId})` });
-  const fromScenarios = DATASET_FORMATS.filter(f => formats.has(f) && (f === 'verl' || f === 'prompts'));
   if (!readyScenarios && fromScenarios.length) out.push({ formats: fromScenarios, reason: `run "${runId}" has no ready scenarios yet (build them first: envfleet scenarios --run ${runId})` });
   return out;
 }

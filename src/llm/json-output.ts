@@ -26,16 +26,15 @@ export interface JsonCandidate {
 /**
  * Every JSON value a reply may hold: the whole reply (`whole`, when it parses), then each top-level
  * {...} or [...] block and each ```json fence, in the order they appear (`blocks`). `error` explains
- * why there is none. `meant`: why the reply's own JSON does not parse, when the reply was written as one
+ * why there is none. `meant`: why the reply's own JSON does not parse, and that text, when the reply was written as one
  * (it is one bracketed value from its first character to its last, or the body of a fence tagged json) — its
  * fragments that parse are not what the model meant, so their mismatch is no answer to give it.
  */
-export function jsonCandidates(content: string): { whole: JsonCandidate | null; blocks: JsonCandidate[]; error: string; meant: string | null; meantText: string | null } {
+export function jsonCandidates(content: string): { whole: JsonCandidate | null; blocks: JsonCandidate[]; error: string; meant: { readonly error: string; readonly text: string } | null } {
   const text = splitThinking(content).answer;
-  if (text === '') return { whole: null, blocks: [], error: 'the reply was empty; a JSON value was expected', meant: null, meantText: null };
+  if (text === '') return { whole: null, blocks: [], error: 'the reply was empty; a JSON value was expected', meant: null };
   let firstError = '';
-  let meant: string | null = null;
-  let meantText: string | null = null;
+  let meant: { error: string; text: string } | null = null;
   let whole: JsonCandidate | null = null;
   try {
     whole = { value: JSON.parse(text) as unknown, text };
@@ -43,7 +42,7 @@ export function jsonCandidates(content: string): { whole: JsonCandidate | null; 
     firstError = (err as Error).message;
     if (text[0] === '{' || text[0] === '[') {
       const end = balancedEnd(text, 0);
-      if (end === -1 || end === text.length - 1) [meant, meantText] = [firstError, text];
+      if (end === -1 || end === text.length - 1) meant = { error: withHint(firstError), text };
     }
   }
   const fences = fencedBlocks(text);
@@ -58,10 +57,10 @@ export function jsonCandidates(content: string): { whole: JsonCandidate | null; 
       blocks.push({ value: JSON.parse(candidate) as unknown, text: candidate });
     } catch (err) {
       firstError ||= (err as Error).message;
-      if (tagged.has(candidate) && meant === null) [meant, meantText] = [(err as Error).message, candidate];
+      if (tagged.has(candidate)) meant ??= { error: withHint((err as Error).message), text: candidate };
     }
   }
-  return { whole, blocks, error: `the reply is not valid JSON (${withHint(firstError)})`, meant: meant === null ? null : withHint(meant), meantText };
+  return { whole, blocks, error: `the reply is not valid JSON (${withHint(firstError)})`, meant };
 }
 
 /**
@@ -187,12 +186,12 @@ export type ParseResult<T> = { ok: true; value: T; text: string } | { ok: false;
 export function parseStructured<T>(content: string, schema: z.ZodType<T>): ParseResult<T> {
   const found = jsonCandidates(content);
   // A slip that costs no repair round when the mended value is the answer (checked against the schema as any).
-  const tryMended = (error: string): ParseResult<T> => {
-    const fixed = found.meantText !== null ? mended(found.meantText) : null;
+  const tryMended = (meant: { readonly error: string; readonly text: string }): ParseResult<T> => {
+    const fixed = mended(meant.text);
     const data = fixed ? matchSchema(schema, fixed.value).data : undefined;
-    return fixed && data !== undefined ? { ok: true, value: data, text: fixed.text } : { ok: false, error };
+    return fixed && data !== undefined ? { ok: true, value: data, text: fixed.text } : { ok: false, error: `the reply is not valid JSON (${meant.error})` };
   };
-  if (!found.whole && !found.blocks.length) return tryMended(found.meant !== null ? `the reply is not valid JSON (${found.meant})` : found.error);
+  if (!found.whole && !found.blocks.length) return found.meant ? tryMended(found.meant) : { ok: false, error: found.error };
   const order: JsonCandidate[] = [...(found.whole ? [found.whole] : []), ...found.blocks];
   let wholeError: z.ZodError | null = null;
   let lastError: z.ZodError | null = null;
@@ -221,7 +220,7 @@ export function parseStructured<T>(content: string, schema: z.ZodType<T>): Parse
     const heads = distinct.slice(0, 3).map(m => (m.text.length > 80 ? `${m.text.slice(0, 80)}…` : m.text));
     return { ok: false, error: `the reply holds ${distinct.length} different JSON values that each match the required format (${heads.join('; ')}); answer with exactly one` };
   }
-  if (found.meant !== null) return tryMended(`the reply is not valid JSON (${found.meant})`);
+  if (found.meant) return tryMended(found.meant);
   const schemaError = wholeError ?? lastError;
   if (!schemaError && tooDeep) return { ok: false, error: `the JSON nests containers more than ${MAX_JSON_DEPTH} levels deep; keep it flatter (a list of items rather than items inside items)` };
   return { ok: false, error: `the JSON does not match the required format:\n${describeZodError(schemaError!)}` };

@@ -6,6 +6,7 @@ import type { RolloutConfig, StoredTrajectory } from '../rollouts/types.js';
 import type { ScenarioConfig, ScenarioRecord } from '../scenarios/types.js';
 import type { DedupDecision, EnvironmentRecord, JudgeRecord, MethodDoc, ProbeStepRecord, SourceTask, TopicRecord } from '../synthesis/types.js';
 import { stringifyJson } from '../util/raw-json.js';
+import { cutText } from '../util/text.js';
 import { runKeys, runsKey } from './keys.js';
 import type { RunOptions } from './options.js';
 
@@ -404,9 +405,8 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
       await redis.hincrby(keys(runId).funnel, `${stage}|${outcome}`, n);
     },
     async noteReason(runId, stage, outcome, reason) {
-      // (cut by code points: an example, not the record; every item's whole reason is in its document or the log)
-      const cut = [...reason];
-      await redis.hsetnx(keys(runId).reasons, `${stage}|${outcome}`, cut.length > 500 ? `${cut.slice(0, 500).join('')}…` : reason);
+      // (an example, not the record: every item's whole reason is in its document or the log; status shows 1,000 units)
+      await redis.hsetnx(keys(runId).reasons, `${stage}|${outcome}`, cutText(reason, 1000));
     },
     async reasons(runId) {
       return redis.hgetall(keys(runId).reasons);

@@ -121,18 +121,15 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
       }
       let classProblem: string | null = null;
       if (Object.keys(problems).length === 0) {
-        const helpers = dedupeHelpers(operations.flatMap(op => methods[op.name]!.helpers));
-        const source = assembleFor(env, operations.map(op => methods[op.name]!.source), helpers);
-        const tools = toolsOf(operations);
-        const probe = await deps.sandbox.probe({ code: codeOf({ ...env, tools }, source), initialState: env.state!.exampleState, calls: [], limits: opts.limits });
-        if (!probe.createError) {
+        const { helpers, source, tools, createError } = await loadClass(deps, env, operations, methods, opts);
+        if (!createError) {
           const methodSources = Object.fromEntries(operations.map(op => [op.name, methods[op.name]!.source]));
           await deps.store.putDoc(runId, 'env', envId, { ...env, assembleRepairs, methods: methodSources, helpers, source, tools }, [
             { stage: 'skeleton.assemble', outcome: round === 0 ? 'assembled' : 'assembled-after-repair', n: 1 },
           ]);
           return { ok: true };
         }
-        classProblem = `${probe.createError.code}: ${probe.createError.message}`;
+        classProblem = `${createError.code}: ${createError.message}`;
       }
       if (round >= opts.assembleRounds) {
         const message = classProblem ?? Object.entries(problems).map(([n, p]) => `${n}: ${p.message}`).join('; ');
@@ -169,14 +166,21 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
 async function classProblemsAlone(deps: SynthesisDeps, env: EnvironmentRecord, operations: readonly Operation[], methods: Record<string, MethodDoc | null>, opts: RunOptions): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   for (const op of operations) {
-    const m = methods[op.name]!;
-    const source = assembleFor(env, [m.source], dedupeHelpers(m.helpers));
-    const probe = await deps.sandbox.probe({ code: codeOf({ ...env, tools: toolsOf([op]) }, source), initialState: env.state!.exampleState, calls: [], limits: opts.limits });
-    if (probe.createError) {
-      out[op.name] = `the class with this method and its helpers${m.helpers.length ? '' : ' (it has none)'} does not load or instantiate: ${probe.createError.code}: ${probe.createError.message}`;
+    const { createError } = await loadClass(deps, env, [op], methods, opts);
+    if (createError) {
+      out[op.name] = `the class with this method and its helpers${methods[op.name]!.helpers.length ? '' : ' (it has none)'} does not load or instantiate: ${createError.code}: ${createError.message}`;
     }
   }
   return out;
+}
+
+/** The class of `operations`' methods and their helpers, as assembled, and whether it loads and instantiates on the example state. */
+async function loadClass(deps: SynthesisDeps, env: EnvironmentRecord, operations: readonly Operation[], methods: Record<string, MethodDoc | null>, opts: RunOptions) {
+  const helpers = dedupeHelpers(operations.flatMap(op => methods[op.name]!.helpers));
+  const source = assembleFor(env, operations.map(op => methods[op.name]!.source), helpers);
+  const tools = toolsOf(operations);
+  const probe = await deps.sandbox.probe({ code: codeOf({ ...env, tools }, source), initialState: env.state!.exampleState, calls: [], limits: opts.limits });
+  return { helpers, source, tools, createError: probe.createError };
 }
 
 /** A Python run's state: its top-level keys become instance attributes, so each must be a Python identifier and no keyword. */
