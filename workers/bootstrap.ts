@@ -11,6 +11,7 @@ import type { Logger } from '../src/logger.js';
 import type { RunControl } from '../src/runs/control.js';
 import type { MetricsRecorder } from '../src/runs/metrics.js';
 import { isRedisConnectionError } from '../src/redis/connection-errors.js';
+import { nowAndThen, type NowAndThen } from '../src/util/now-and-then.js';
 
 export interface ProcessorContext {
   readonly job: Job;
@@ -93,14 +94,12 @@ const failedReason = (code: ErrorCode, message: string) => `[${code}] ${message}
 /** Runs this process found gone (RUN_GONE): each is said once, for every queue's worker. */
 const runsSaidGone = new Set<string>();
 
-/** How often a worker process says that Redis refuses its writes (maxmemory), however many refusals it meets. */
-const REDIS_FULL_SAID_EVERY_MS = 30_000;
+/** How often a worker process says that Redis refuses its writes (maxmemory), or takes them again, and that it does not answer. */
+const REDIS_SAID_EVERY_MS = 30_000;
 /** How often a queue whose worker stopped taking jobs for a full Redis looks whether Redis has room again. */
 const REDIS_FULL_RECHECK_MS = 5_000;
-/** This process's last word on a full Redis, the refusals met since, and its last word on room again (one line for all its queues). */
-const redisFullSaid = { at: 0, refusals: 0, roomAt: 0 };
-/** How often a worker process says that Redis does not answer, however many of its connections say so. */
-const REDIS_AWAY_SAID_EVERY_MS = 30_000;
+/** This process's words on a full Redis (with the refusals each stands for) and on room again: one line for all its queues. */
+const redisFullSaid = { full: nowAndThen(REDIS_SAID_EVERY_MS), room: nowAndThen(REDIS_SAID_EVERY_MS) };
 interface Said {
   /**
    * Redis out of reach (restarting, killed): since when (this spell: errors less than a minute apart), the last word on
@@ -108,7 +107,7 @@ interface Said {
    * second for 17 queues: a stranger's probe counted 565 error lines with stacks for a 30 s restart, and no line saying
    * what was going on.
    */
-  readonly redisAway: { since: number; last: number; at: number; errors: number };
+  readonly redisAway: { since: number; last: number; word: NowAndThen };
   /** Runs whose jobs were seen ending for their cancel (said once each, not as a failure per job). */
   readonly cancelled: Set<string>;
 }
@@ -116,25 +115,23 @@ interface Said {
 const saidBy = new WeakMap<Logger, Said>();
 function saidFor(logger: Logger): Said {
   let said = saidBy.get(logger);
-  if (!said) saidBy.set(logger, (said = { redisAway: { since: 0, last: 0, at: 0, errors: 0 }, cancelled: new Set() }));
+  if (!said) saidBy.set(logger, (said = { redisAway: { since: 0, last: 0, word: nowAndThen(REDIS_SAID_EVERY_MS) }, cancelled: new Set() }));
   return said;
 }
 
-/** Says (at most every REDIS_AWAY_SAID_EVERY_MS for the process) that Redis does not answer; true if `err` is that. */
+/** Says (at most every REDIS_SAID_EVERY_MS for the process) that Redis does not answer; true if `err` is that. */
 function sayRedisAway(said: Said, log: Logger, err: Error): boolean {
   if (!isRedisConnectionError(err)) return false;
   const redisAwaySaid = said.redisAway;
   const now = Date.now();
   if (now - redisAwaySaid.last > 60_000) redisAwaySaid.since = now;
   redisAwaySaid.last = now;
-  redisAwaySaid.errors += 1;
-  if (now - redisAwaySaid.at < REDIS_AWAY_SAID_EVERY_MS) return true;
+  const errors = redisAwaySaid.word.take(now);
+  if (errors === 0) return true;
   log.warn(
-    { code: 'REDIS_UNAVAILABLE', reason: err.message, since: new Date(redisAwaySaid.since).toISOString(), errors: redisAwaySaid.errors },
+    { code: 'REDIS_UNAVAILABLE', reason: err.message, since: new Date(redisAwaySaid.since).toISOString(), errors },
     'Redis does not answer: the workers reconnect by themselves and take jobs again once it answers (jobs in flight finish, or are taken over from their checkpoints); said again every 30 s while it lasts',
   );
-  redisAwaySaid.at = now;
-  redisAwaySaid.errors = 0;
   return true;
 }
 
@@ -202,20 +199,18 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
     throw new UnrecoverableError(failedReason(code, message));
   };
 
-  // A full Redis, said at most every REDIS_FULL_SAID_EVERY_MS for the whole process, whatever meets it: a job's own writes
+  // A full Redis, said at most every REDIS_SAID_EVERY_MS for the whole process, whatever meets it: a job's own writes
   // (below, each job) or the worker's moves (onRedisFull).
   let fullCheck: NodeJS.Timeout | null = null;
   const sayFull = (reason: string, still: boolean): void => {
-    redisFullSaid.refusals += 1;
-    if (Date.now() - redisFullSaid.at < REDIS_FULL_SAID_EVERY_MS) return;
+    const refusals = redisFullSaid.full.take();
+    if (refusals === 0) return;
     log.error(
-      { code: 'REDIS_FULL', reason, refusals: redisFullSaid.refusals },
+      { code: 'REDIS_FULL', reason, refusals },
       still
         ? 'Redis is still full (maxmemory): the workers take no jobs until it has room (jobs wait, no attempt used); raise maxmemory or free room (envfleet runs delete)'
         : 'Redis is full (maxmemory) and refuses writes: jobs wait, no attempt used, and the workers stop taking jobs until it has room; raise maxmemory or free room (envfleet runs delete)',
     );
-    redisFullSaid.at = Date.now();
-    redisFullSaid.refusals = 0;
   };
   const worker = new Worker(
     def.name,
@@ -404,7 +399,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
   // Redis at its maxmemory refuses the worker's own moves (BullMQ's next-job script): its loop would try again at once,
   // and a stranger's probe saw 88,000 'worker error' lines in 25 s (260 MB of log). The queue stops taking jobs instead,
   // and every REDIS_FULL_RECHECK_MS tries a small write of its own (in the queue's slot, under Redis's own accounting):
-  // refused, Redis is still full (said at most every REDIS_FULL_SAID_EVERY_MS for the whole process); taken, the queue
+  // refused, Redis is still full (said at most every REDIS_SAID_EVERY_MS for the whole process); taken, the queue
   // takes jobs again.
   const probeKey = `${queue.qualifiedName}:redis-full-probe`;
   const onRedisFull = (err: Error): void => {
@@ -423,10 +418,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         clearInterval(fullCheck!);
         fullCheck = null;
         if (!shuttingDown && !worker.closing) await worker.resume();
-        if (Date.now() - redisFullSaid.roomAt >= REDIS_FULL_SAID_EVERY_MS) {
-          log.info('Redis takes writes again: the workers take jobs again');
-          redisFullSaid.roomAt = Date.now();
-        }
+        if (redisFullSaid.room.take() > 0) log.info('Redis takes writes again: the workers take jobs again');
       })().catch((e: unknown) => log.warn({ err: e }, 'could not look whether Redis has room again; looked at again shortly'));
     }, REDIS_FULL_RECHECK_MS);
     fullCheck.unref();

@@ -20,6 +20,7 @@ import { createRedisMetrics } from '../../src/runs/metrics.js';
 import { createRedisRunStore } from '../../src/runs/store.js';
 import { renderMetrics } from './metrics.js';
 import { esc, overview, page, runPage } from './pages.js';
+import { nowAndThen } from '../../src/util/now-and-then.js';
 
 export interface DashboardOptions {
   readonly port: number;
@@ -63,14 +64,10 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
   const queues = PIPELINE_STAGES.map(name => queueAt({ connection: redis, prefix }, name));
   const readQueues = PIPELINE_STAGES.map(name => queueAt({ connection: reads, prefix }, name));
   // One warning per 30 s with how many errors it stands for: a Redis away made every queue say it, 1,462 times in 2 min.
-  let said = { at: 0, more: 0 };
+  const queueErrorWord = nowAndThen(30_000);
   const queueError = (err: Error) => {
-    if (Date.now() - said.at < 30_000) {
-      said.more += 1;
-      return;
-    }
-    logger.warn({ err, ...(said.more ? { alsoSince: said.more } : {}) }, 'dashboard queue error (said at most every 30 s)');
-    said = { at: Date.now(), more: 0 };
+    const errors = queueErrorWord.take();
+    if (errors > 0) logger.warn({ err, ...(errors > 1 ? { alsoSince: errors - 1 } : {}) }, 'dashboard queue error (said at most every 30 s)');
   };
   for (const q of [...queues, ...readQueues]) q.on('error', queueError);
 
