@@ -13,10 +13,10 @@ export function waitNotes(runId: string, p: RunProgress, rateLimitPauseMs?: numb
     return notes;
   }
   if (p.paused) {
-    const budget = /budget/i.test(p.paused.reason ?? '');
+    const budget = p.paused.budget;
     notes.push(
       `run ${runId} is paused${p.paused.reason ? ` (${p.paused.reason})` : ''}: no job of it starts until it is resumed; ` +
-        (budget ? `raise its budget and resume it: ${budgetAdvice(runId, p.paused.reason)}` : `resume it with envfleet resume --run ${runId} (after a budget pause, with --budget-tokens N or --budget-usd X)`) +
+        (budget ? `raise its budget and resume it: ${budgetAdvice(runId, budget)}` : `resume it with envfleet resume --run ${runId} (after a budget pause, with --budget-tokens N or --budget-usd X)`) +
         '; this command keeps waiting',
     );
   }

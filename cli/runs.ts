@@ -7,7 +7,7 @@ import { clearCoolDowns } from '../src/llm/redis-limiter.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
 import { RequestError, castToError } from '../src/errors.js';
 import { oneLineText } from '../src/util/text.js';
-import { budgetAdvice, pausedStage, reachedBudgets, type RunBudgets } from '../src/runs/control.js';
+import { budgetAdvice, reachedBudgets, type RunBudgets } from '../src/runs/control.js';
 import { requireRun, withRuns, type CommandContext } from './context.js';
 
 /** `envfleet runs`. */
@@ -56,7 +56,7 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       await c.control.pause(opts.run, opts.reason);
       process.stdout.write(`run ${opts.run} paused; jobs already running finish and are kept, the others are parked until resume\n`);
     } else if (action === 'resume') {
-      const { state, reason } = await c.control.get(opts.run);
+      const { state, budget } = await c.control.get(opts.run);
       if (state === 'cancelled') {
         throw new RequestError(`run "${opts.run}" was cancelled, and a cancelled run takes no new work: nothing was resumed and no budget was set. Start another run from its export to go on (envfleet export, then envfleet scenarios --run NEW --environments DIR/environments.jsonl).`);
       }
@@ -69,13 +69,13 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       const reached = reachedBudgets({ ...next, byStage: {} }, totals);
       // A run paused at a stage's budget pauses again at that stage's next call while the stage is still at it (the
       // advice used to be --budget-tokens, which raises the whole run's budget: resumed, paused again at once).
-      const stage = state === 'paused' ? pausedStage(reason) : null;
+      const stage = budget?.stage ?? null;
       const stageLimit = stage ? next.byStage[stage] : undefined;
       const stageReached = stage && stageLimit ? reachedBudgets({ usd: 0, tokens: 0, byStage: { [stage]: stageLimit } }, totals) : [];
       if (stageReached.length) {
         throw new RequestError(
           `run "${opts.run}" paused at the budget of stage ${stage} and is still at it (${stageReached.join('; ')}), so it would pause again at that stage's next model call; nothing was resumed${raised ? ' and the budget is unchanged' : ''}. ` +
-            `Raise that stage's budget, then resume: ${budgetAdvice(opts.run, reason)} (--budget-tokens and --budget-usd raise the whole run's budget, not a stage's); or cancel the run.`,
+            `Raise that stage's budget, then resume: ${budgetAdvice(opts.run, { stage })} (--budget-tokens and --budget-usd raise the whole run's budget, not a stage's); or cancel the run.`,
         );
       }
       if (reached.length) {

@@ -1,5 +1,5 @@
 import { Queue, type ConnectionOptions } from 'bullmq';
-import type { ParkedJob, RunControl } from '../src/runs/control.js';
+import type { BudgetPause, ParkedJob, RunControl } from '../src/runs/control.js';
 import type { RunStore } from '../src/runs/store.js';
 import { RedisUnsafeError, RunGoneError } from '../src/errors.js';
 import { describeRedis, isRedisConnectionError, type RedisTarget } from '../src/redis/connection.js';
@@ -100,7 +100,7 @@ export interface RunProgress {
   readonly environments: Record<string, number>;
   readonly scenarios: Record<string, number>;
   /** Set while the run is paused (by envfleet pause, a budget, a long rate-limit spell), with the recorded reason. */
-  readonly paused?: { readonly reason: string | null };
+  readonly paused?: { readonly reason: string | null; readonly budget: BudgetPause | null };
   /** Queues where jobs of the run have been waiting with no worker consuming the queue for a while (waitForRun's `idleWorkerMs`). */
   readonly unconsumed?: readonly string[];
   /**
@@ -204,7 +204,7 @@ export async function waitForRun(store: RunStore, runId: string, report: (p: Run
     } else if (paused) endpointWait = null;
     return {
       ...counts,
-      ...(paused ? { paused: { reason: control.reason } } : {}),
+      ...(paused ? { paused: { reason: control.reason, budget: control.budget } } : {}),
       ...(unconsumed.length && counts.outstanding > 0 ? { unconsumed: PIPELINE.names.filter(s => unconsumed.includes(s)) } : {}),
       ...(endpointWait && counts.outstanding > 0 ? { endpointWait } : {}),
     };

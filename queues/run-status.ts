@@ -219,8 +219,8 @@ export function recentRate(throughput: readonly { readonly minute: string; reado
 export function timeLeftText(s: Pick<RunStatus, 'id' | 'state' | 'outstanding' | 'etaMinutes'> & Partial<Pick<RunStatus, 'control' | 'unconsumed'>>): string {
   if (s.state === 'paused' && s.outstanding > 0) {
     // A budget pause needs a higher budget: resuming without one pauses the run again (and resume refuses it).
-    const budget = s.control?.reason?.startsWith('budget reached') === true;
-    return `no time left estimated while it is paused (${budget ? budgetAdvice(s.id, s.control?.reason) : `envfleet resume --run ${s.id}`})`;
+    const budget = s.control?.budget;
+    return `no time left estimated while it is paused (${budget ? budgetAdvice(s.id, budget) : `envfleet resume --run ${s.id}`})`;
   }
   if (s.state === 'cancelled' && s.outstanding > 0) return 'no time left estimated: it is cancelled';
   if (s.state === 'running' && s.unconsumed?.length) return `no time left estimated: ${noWorkerText(s.unconsumed)}`;

@@ -177,9 +177,16 @@ export class ModelOutputError extends AppError {
 
 /** The run reached a hard budget (tokens or dollars). */
 export class BudgetExceededError extends AppError {
-  constructor(message: string, details: Record<string, unknown>) {
+  /** `details.stage`: the stage whose own budget was reached, or null for the whole run's (budgetStageOf reads it). */
+  constructor(message: string, details: Record<string, unknown> & { readonly stage: string | null }) {
     super('BUDGET_EXCEEDED', message, { details });
   }
+}
+
+/** The stage whose own budget a BUDGET_EXCEEDED error names, or null for the whole run's budget. */
+export function budgetStageOf(err: unknown): string | null {
+  const stage = err instanceof AppError ? err.details['stage'] : undefined;
+  return typeof stage === 'string' ? stage : null;
 }
 
 /**

@@ -6,9 +6,9 @@ import type { AppConfig } from '../config/index.js';
 import { SANDBOX_FULL_WAITS_FIELD, queuePrefix, type QueueDefinition } from '../queues/define-queue.js';
 import { pendingKey } from '../queues/enqueuer.js';
 import { releaseParkedJob } from '../queues/run-jobs.js';
-import { RequestError, RunCancelledError, castToError, classifyError, codeOf, isRedisFull, type ErrorCode } from '../src/errors.js';
+import { RequestError, RunCancelledError, budgetStageOf, castToError, classifyError, codeOf, isRedisFull, type ErrorCode } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
-import type { RunControl } from '../src/runs/control.js';
+import type { BudgetPause, RunControl } from '../src/runs/control.js';
 import type { MetricsRecorder } from '../src/runs/metrics.js';
 import { isRedisConnectionError } from '../src/redis/connection-errors.js';
 import { nowAndThen, type NowAndThen } from '../src/util/now-and-then.js';
@@ -246,9 +246,9 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         throw new DelayedError();
       };
       /** Pauses the run (a cancelled run stays cancelled; the job then finds it so when it looks again). */
-      const pauseRun = async (reason: string) => {
+      const pauseRun = async (reason: string, budget?: BudgetPause) => {
         try {
-          await control!.pause(runId as string, reason);
+          await control!.pause(runId as string, reason, budget);
         } catch (err) {
           if (!(err instanceof RequestError)) throw err;
         }
@@ -306,7 +306,8 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
           // Reached a budget, or the endpoint refuses every call of the run: the run pauses; this job is parked
           // with the others of the run until resume.
           const budget = verdict.code === 'BUDGET_EXCEEDED';
-          await pauseRun(budget ? `budget reached: ${err.message}` : `the model endpoint refused the API key in an episode: ${err.message}; fix the key where the workers read it (then restart them) and resume the run`);
+          if (budget) await pauseRun(`budget reached: ${err.message}`, { stage: budgetStageOf(err) });
+          else await pauseRun(`the model endpoint refused the API key in an episode: ${err.message}; fix the key where the workers read it (then restart them) and resume the run`);
           jobLog.warn({ runId, code: verdict.code }, budget ? 'budget reached; the run is paused' : 'the model endpoint refused the API key in an episode; the run is paused');
           await park(budget ? 'budget' : 'endpoint refused');
         }

@@ -295,16 +295,15 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     const stageBudget = budgets.byStage[ctx.stage];
     if (budgets.usd <= 0 && budgets.tokens <= 0 && !stageBudget) return;
     const totals = await sharedRead(totalsReads, ctx.runId, runId => deps.ledger.totals(runId));
-    const over = (scope: string, spent: Budget, limit: Budget) => {
+    const over = (stage: string | null, spent: Budget, limit: Budget) => {
       const [r] = budgetReached(spent, limit);
       if (!r) return;
-      if (r.unit === 'tokens') throw new BudgetExceededError(`run "${ctx.runId}" ${scope} used ${r.used} tokens, its budget is ${r.limit}`, { runId: ctx.runId, scope, tokens: r.used, budget: r.limit });
-      throw new BudgetExceededError(`run "${ctx.runId}" ${scope} spent $${r.used.toFixed(4)}, its budget is $${r.limit}`, { runId: ctx.runId, scope, costUsd: r.used, budget: r.limit });
+      const scope = stage === null ? '(all stages)' : `stage ${stage}`;
+      if (r.unit === 'tokens') throw new BudgetExceededError(`run "${ctx.runId}" ${scope} used ${r.used} tokens, its budget is ${r.limit}`, { runId: ctx.runId, scope, stage, tokens: r.used, budget: r.limit });
+      throw new BudgetExceededError(`run "${ctx.runId}" ${scope} spent $${r.used.toFixed(4)}, its budget is $${r.limit}`, { runId: ctx.runId, scope, stage, costUsd: r.used, budget: r.limit });
     };
-    over('(all stages)', usedOf(totals), budgets);
-    if (stageBudget) {
-      over(`stage ${ctx.stage}`, usedOf(totals.byStage[ctx.stage]), stageBudget);
-    }
+    over(null, usedOf(totals), budgets);
+    if (stageBudget) over(ctx.stage, usedOf(totals.byStage[ctx.stage]), stageBudget);
   }
 
   // What each tool and message object a request carried stands as in its cache key: the SHA-256 of the object's

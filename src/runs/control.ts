@@ -56,19 +56,18 @@ export function budgetReached(used: Budget, limit: Budget): { readonly unit: 'to
   return out;
 }
 
-/** The stage a budget pause names (`budget reached: run "R" stage rollout.policy used …`), or null for the whole run's budget. */
-export function pausedStage(reason: string | null | undefined): string | null {
-  return /^budget reached: run ".*" stage (\S+) (?:used|spent) /.exec(reason ?? '')?.[1] ?? null;
+/** What paused a run at a budget: a stage's own budget (`stage`), or the whole run's (null). */
+export interface BudgetPause {
+  readonly stage: string | null;
 }
 
 /**
  * What lets a run paused at a budget go on: for the whole run's budget, a higher one set as it resumes; for a stage's
  * (which `resume --budget-*` does not raise: the run paused again at once), that stage's, then the resume.
  */
-export function budgetAdvice(runId: string, reason: string | null | undefined): string {
-  const stage = pausedStage(reason);
-  return stage
-    ? `envfleet budget --run ${runId} --stage ${stage} --tokens N (or --usd X), above what that stage used, then envfleet resume --run ${runId}`
+export function budgetAdvice(runId: string, budget: BudgetPause): string {
+  return budget.stage
+    ? `envfleet budget --run ${runId} --stage ${budget.stage} --tokens N (or --usd X), above what that stage used, then envfleet resume --run ${runId}`
     : `envfleet resume --run ${runId} --budget-tokens N --budget-usd X, above what is used`;
 }
 
@@ -91,6 +90,11 @@ export interface RunControlState {
   readonly state: RunState;
   readonly reason: string | null;
   readonly since: string | null;
+  /**
+   * Set while the run is paused at a budget (by the workers, as the gateway refused a call): which one. Kept apart from
+   * the reason, which a user writes too (`envfleet pause --reason "budget review"` is no budget pause).
+   */
+  readonly budget: BudgetPause | null;
 }
 
 /**
@@ -120,8 +124,8 @@ export interface RunGate {
 
 export interface RunControl {
   get(runId: string): Promise<RunControlState>;
-  /** Pauses the run (a cancelled run stays cancelled: RequestError). */
-  pause(runId: string, reason: string): Promise<void>;
+  /** Pauses the run, at `budget` when a budget paused it (a cancelled run stays cancelled: RequestError). */
+  pause(runId: string, reason: string, budget?: BudgetPause): Promise<void>;
   /** Marks the run running and announces it; its parked jobs are brought back by the caller or the workers that hear it. */
   resume(runId: string): Promise<void>;
   cancel(runId: string, reason: string): Promise<void>;
@@ -169,13 +173,13 @@ export interface RunControl {
 /**
  * Sets the state unless the run is cancelled (returns 0 then), atomically, so a resume or a budget
  * pause racing with a cancel cannot bring a cancelled run back. Announces the change when told to.
- * KEYS: control hash. ARGV: state, reason, since, channel ('' = none), run id.
+ * KEYS: control hash. ARGV: state, reason, since, channel ('' = none), run id, the budget pause's JSON ('' = none).
  */
 const SET_STATE = redisScript(
   'set_state',
   `
 if redis.call('HGET', KEYS[1], 'state') == 'cancelled' then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'since', ARGV[3])
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'since', ARGV[3], 'budgetPause', ARGV[6])
 if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
 `,
@@ -231,15 +235,17 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     await redis.sadd(index, runId);
     return true;
   };
-  const setState = async (runId: string, state: RunState, reason: string | null, announce: boolean): Promise<boolean> =>
-    (await SET_STATE(redis, [key(runId)], [state, reason === null ? '' : oneLineText(reason), new Date().toISOString(), announce ? channel : '', runId])) === 1;
+  const setState = async (runId: string, state: RunState, reason: string | null, announce: boolean, budget?: BudgetPause): Promise<boolean> =>
+    (await SET_STATE(redis, [key(runId)], [state, reason === null ? '' : oneLineText(reason), new Date().toISOString(), announce ? channel : '', runId, budget ? JSON.stringify({ stage: budget.stage }) : ''])) === 1;
   return {
     async get(runId) {
       const h = await redis.hgetall(key(runId));
-      return { state: (h['state'] as RunState | undefined) ?? 'running', reason: h['reason'] || null, since: h['since'] || null };
+      const state = (h['state'] as RunState | undefined) ?? 'running';
+      const budget = state === 'paused' && h['budgetPause'] ? (JSON.parse(h['budgetPause']) as BudgetPause) : null;
+      return { state, reason: h['reason'] || null, since: h['since'] || null, budget };
     },
-    async pause(runId, reason) {
-      if (!(await setState(runId, 'paused', reason, false))) throw new RequestError(`run "${runId}" was cancelled; a cancelled run cannot be paused`);
+    async pause(runId, reason, budget) {
+      if (!(await setState(runId, 'paused', reason, false, budget))) throw new RequestError(`run "${runId}" was cancelled; a cancelled run cannot be paused`);
     },
     async resume(runId) {
       if (!(await setState(runId, 'running', null, true))) throw new RequestError(`run "${runId}" was cancelled; a cancelled run cannot be resumed`);

@@ -209,6 +209,7 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     await submitSynthesis(f.config, f.redis, { runId: 'budget', descriptions: file, probeSteps: 8 });
     await until(async () => (await ctx.runControl.get('budget')).state === 'paused', 'the budget pause', 300_000);
     expect((await ctx.runControl.get('budget')).reason).to.match(/budget reached: .*tokens, its budget is 8000/);
+    expect((await ctx.runControl.get('budget')).budget, 'the whole run\'s budget').to.deep.equal({ stage: null });
     const spent = await ctx.ledger.totals('budget');
     expect(spent.promptTokens + spent.completionTokens).to.be.at.least(8_000);
     // In-flight requests finish; then every job of the run is parked, and from then on nothing can be sent.
@@ -313,7 +314,7 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     const totals = await ctx.ledger.totals('wb');
     const [stage] = Object.entries(totals.byStage).sort(([, a], [, b]) => b.promptTokens + b.completionTokens - (a.promptTokens + a.completionTokens))[0]!;
     await ctx.runControl.setBudgets('wb', { usd: 0, tokens: 0, byStage: { [stage]: { usd: 0, tokens: 1 } } });
-    await ctx.runControl.pause('wb', `budget reached: run "wb" stage ${stage} used 2 tokens, its budget is 1`);
+    await ctx.runControl.pause('wb', `budget reached: run "wb" stage ${stage} used 2 tokens, its budget is 1`, { stage });
     const runWide = await cli('resume', '--run', 'wb', '--budget-tokens', '9000000');
     expect(runWide.code, runWide.stdout).to.not.equal(0);
     expect(runWide.stderr).to.include(`paused at the budget of stage ${stage}`).and.to.include(`envfleet budget --run wb --stage ${stage} --tokens N`);
@@ -326,6 +327,30 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     await f.waitForRun('wb');
     const [envDoc] = await Promise.all((await f.store.listDocIds('wb', 'env')).map(id => f.store.getDoc('wb', 'env', id)));
     expect(envDoc!.status).to.equal('kept');
+  });
+
+  it("records the stage whose own budget paused a run, and the advice names that stage's budget; a user's pause whose reason speaks of a budget is a user's pause", async () => {
+    // One job at a time, so that the judge's second call finds its first one counted.
+    const f = await fleet({ script: miningScript(0, 0), workers: { concurrency: 1 } });
+    const ctx = f.workers.ctx;
+    await ctx.runControl.setBudgets('stage-paused', { usd: 0, tokens: 0, byStage: { 'mine.judge': { usd: 0, tokens: 1 } } });
+    await submitSynthesis(f.config, f.redis, { runId: 'stage-paused', tasks: await tasks(6) });
+    await until(async () => (await ctx.runControl.get('stage-paused')).state === 'paused', 'the stage budget pause', 300_000);
+    const state = await ctx.runControl.get('stage-paused');
+    expect(state.budget).to.deep.equal({ stage: 'mine.judge' });
+    expect(state.reason).to.include('stage mine.judge');
+    await until(() => held(f, 'stage-paused'), 'every job of the paused run to be parked', 300_000);
+    const status = await runStatus({ store: f.store, ledger: ctx.ledger, control: ctx.runControl }, 'stage-paused');
+    expect(formatStatus(status!)).to.include('envfleet budget --run stage-paused --stage mine.judge --tokens N');
+
+    // Paused by a user with a reason that starts as a budget pause's: resumed as it is, not refused for a stage's budget.
+    await submitSynthesis(f.config, f.redis, { runId: 'user-paused', tasks: await tasks(2) });
+    await ctx.runControl.pause('user-paused', 'budget reached: run "x" stage mine.judge used 2 tokens, its budget is 1 (a note for the team)');
+    expect((await ctx.runControl.get('user-paused')).budget).to.equal(null);
+    const { stdout } = await execFileAsync(process.execPath, [ENVFLEET_BIN, 'resume', '--run', 'user-paused'], { env: childEnv(f.config) });
+    expect(stdout).to.include('run user-paused resumed');
+    await f.waitForRun('user-paused');
+    await cancelRun({ connection: f.redis, prefix: f.config.redis.prefix }, f.store, ctx.runControl, 'stage-paused', 'done with the test');
   });
 
   it('clears the running mark a dead worker left on a job that is then parked by a pause or ended by a cancel (status showed it active for ever)', async () => {

@@ -33,7 +33,13 @@ describe('a command that waits for a run says why it does not move', function ()
     expect(idle.paused).to.equal(undefined);
     expect(waitNotes('idle', idle).join('\n')).to.include('no worker is consuming mine.judge').and.to.include('start `envfleet worker`').and.to.include('--workers');
 
-    await control.pause('idle', 'budget reached: run idle used 4854 tokens, its budget is 3000');
+    // A user's pause whose reason speaks of a budget is a user's pause: resumed as it is (it was told to raise a budget).
+    await control.pause('idle', 'budget review with finance on Monday');
+    const held = await firstReport((report, signal) => waitForRun(f.store, 'idle', report, { queues: at, control, idleWorkerMs: 0, signal }), p => !!p.paused);
+    expect(held.paused).to.deep.equal({ reason: 'budget review with finance on Monday', budget: null });
+    expect(waitNotes('idle', held).join('\n')).to.include('resume it with envfleet resume --run idle').and.not.to.include('raise its budget');
+
+    await control.pause('idle', 'budget reached: run idle used 4854 tokens, its budget is 3000', { stage: null });
     const paused = await firstReport((report, signal) => waitForRun(f.store, 'idle', report, { queues: at, control, idleWorkerMs: 0, signal }), p => !!p.paused);
     expect(paused.paused?.reason).to.include('its budget is 3000');
     expect(paused.unconsumed).to.equal(undefined);

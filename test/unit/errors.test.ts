@@ -67,7 +67,7 @@ describe('classifyError', () => {
   });
 
   it('pauses the run when a budget is reached', () => {
-    expect(classifyError(new BudgetExceededError('over', {}))).to.deep.equal({ action: 'pause-run', code: 'BUDGET_EXCEEDED' });
+    expect(classifyError(new BudgetExceededError('over', { stage: null }))).to.deep.equal({ action: 'pause-run', code: 'BUDGET_EXCEEDED' });
   });
 
   it("names the settings of the runtime whose memory was full: a JavaScript sandbox thread's, or a Python interpreter's", () => {
