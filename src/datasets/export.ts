@@ -233,32 +233,34 @@ async function exportLocked(store: RunStore, runId: string, dir: string, options
         scenarios = { ready: 0, dropped: 0, path: null };
       }
     }
+    // The files still to come are known now: a hand-written one among them stops the export before the transcripts are
+    // read and written (minutes and gigabytes on a large run, or a full disk said instead of the file).
+    const sftAsked = (['openai', 'sharegpt', 'llamafactory', 'hf'] as const).filter(f => formats.has(f)).map(f => FILE[f]);
+    const toCome = [
+      ...(trajectoryIds.length ? [...sftAsked, ...(formats.has('rl') ? [FILE.rlScenarios, FILE.rlGroups] : [])] : []),
+      ...(scenarios.ready ? [...(formats.has('verl') ? [VERL_FILE] : []), ...(formats.has('prompts') ? [PROMPTS_FILE] : [])] : []),
+    ];
+    await refuseHandWritten(dir, [...stage.files().map(f => basename(f)), ...toCome], earlier);
     const { datasets, infoKept, leftOut, missing } = await exportDatasets(store, runId, dir, trajectoryIds, info, options, stage);
     // The RL trainers' files (rl-exports.ts) need ready scenarios, not trajectories.
     if (scenarios.ready) {
       Object.assign(datasets, await writeRLTrainerFiles(store, runId, dir, { verl: formats.has('verl'), prompts: formats.has('prompts') }, 'train', stage));
     }
-    // A file of an export's name that no earlier export's manifest lists (written by hand, by another tool) is never
-    // replaced: the export stops before any file goes under its name. (dataset_info.json is merged, never replaced.)
-    const held: string[] = [];
-    for (const file of stage.files()) {
-      const name = basename(file);
-      // (A folder holding the name is the commit's to refuse, as a file it cannot write.)
-      if (name !== LLAMAFACTORY_INFO_FILE && !earlier.has(name) && (await stat(file).then(st => !st.isDirectory(), () => false))) held.push(name);
-    }
-    if (held.length) {
-      throw new RequestError(
-        `${dir} holds ${held.join(', ')}, which no earlier envfleet export there wrote (the folder's ${EXPORT_MANIFEST} does not list ${held.length === 1 ? 'it' : 'them'}: written by hand, by another tool, or by an envfleet older than the manifest); ` +
-          `this export would replace ${held.length === 1 ? 'it' : 'them'}, so it stopped without writing anything: move ${held.length === 1 ? 'it' : 'them'} away, or export into another folder`,
-      );
-    }
+    // Checked again on the files written (the check above is on the files foreseen).
+    await refuseHandWritten(dir, stage.files().map(f => basename(f)), earlier);
+    const written = new Set([FILE.environments, ...(scenarios.path ? [FILE.scenarios, FILE.dropped] : []), ...Object.keys(datasets)]);
+    // The manifest goes under its name first, listing this export's files and the earlier one's: whatever stops the
+    // commit part way (a kill), every file of either export in the folder is listed, so the next export takes them as
+    // its own (a file under its name that no manifest listed was refused as hand-written from then on). A folder without
+    // room for it fails here, before any file is renamed.
+    const manifestPath = join(dir, EXPORT_MANIFEST);
+    await stage.addText(manifestPath, manifestText(runId, new Set([...written, ...earlier])), true);
     await stage.commit();
     // An export into a folder that holds an earlier one replaces it whole: a file this export did not write (another
     // --format, a run without trajectories now) would otherwise stay beside the new ones, of another filter or run, and
     // a trainer pointed at the folder (LLaMA-Factory's dataset_dir) would mix them. Only files an earlier export's
     // manifest lists are removed: a folder's own dataset_info.json (LLaMA-Factory's data/) or a hand-written
     // scenarios.jsonl is kept, and named. A dataset_info.json holds others' entries beside envfleet's: only envfleet's go.
-    const written = new Set([FILE.environments, ...(scenarios.path ? [FILE.scenarios, FILE.dropped] : []), ...Object.keys(datasets)]);
     const removed: string[] = [];
     const foreign: string[] = [];
     let kept = infoKept;
@@ -281,12 +283,36 @@ async function exportLocked(store: RunStore, runId: string, dir: string, options
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       }
     }
-    // No time in it: the same run exported twice gives the same files, byte for byte (the chaos run compares them).
-    await writeWholeFile(join(dir, EXPORT_MANIFEST), `${JSON.stringify({ run: runId, files: [...written].sort() })}\n`);
+    // Then it lists this export's files alone. Not written (no room left, say), it lists more files than the folder holds,
+    // which the next export handles (a listed file that is gone is nothing to remove): the export itself is complete.
+    const exact = manifestText(runId, written);
+    if (exact !== manifestText(runId, new Set([...written, ...earlier]))) await writeWholeFile(manifestPath, exact).catch(() => undefined);
     return { path, count, byStatus, scenarios, datasets, removed, foreign, infoKept: kept, leftOut, missingTrajectories: missing, notWritten: notWritten(formats, trajectoryIds.length, scenarios.ready, runId) };
   } catch (err) {
     await stage.abort();
     throw err;
+  }
+}
+
+/** A manifest listing `files`. No time in it: the same run exported twice gives the same files, byte for byte (the chaos run compares them). */
+const manifestText = (runId: string, files: ReadonlySet<string>) => `${JSON.stringify({ run: runId, files: [...files].sort() })}\n`;
+
+/**
+ * Stops the export when a file of an export's name among `names` is in `dir` and no earlier export's manifest lists it
+ * (written by hand, by another tool): it is never replaced. (dataset_info.json is merged, never replaced; a folder
+ * holding the name is the commit's to refuse, as a file it cannot write.)
+ */
+async function refuseHandWritten(dir: string, names: readonly string[], earlier: ReadonlySet<string>): Promise<void> {
+  const held: string[] = [];
+  for (const name of new Set(names)) {
+    if (name === LLAMAFACTORY_INFO_FILE || name === EXPORT_MANIFEST || earlier.has(name)) continue;
+    if (await stat(join(dir, name)).then(st => !st.isDirectory(), () => false)) held.push(name);
+  }
+  if (held.length) {
+    throw new RequestError(
+      `${dir} holds ${held.join(', ')}, which no earlier envfleet export there wrote (the folder's ${EXPORT_MANIFEST} does not list ${held.length === 1 ? 'it' : 'them'}: written by hand, by another tool, or by an envfleet older than the manifest); ` +
+        `this export would replace ${held.length === 1 ? 'it' : 'them'}, so it stopped without writing anything: move ${held.length === 1 ? 'it' : 'them'} away, or export into another folder`,
+    );
   }
 }
 

@@ -84,20 +84,22 @@ export class ExportStage {
     return `${path}.${this.tag}.partial`;
   }
 
-  /** A complete file at `partialOf(path)`, to be put under `path` at commit. */
-  add(path: string): void {
-    if (!this.paths.includes(path)) this.paths.push(path);
+  /** A complete file at `partialOf(path)`, to be put under `path` at commit (`first`: before every other file). */
+  add(path: string, first = false): void {
+    if (this.paths.includes(path)) return;
+    if (first) this.paths.unshift(path);
+    else this.paths.push(path);
   }
 
   /** Writes `text` into `partialOf(path)` now, for the commit (writeWholeFile's contract: a failure leaves no partial file). */
-  async addText(path: string, text: string): Promise<void> {
+  async addText(path: string, text: string, first = false): Promise<void> {
     try {
       await writeFile(this.partialOf(path), text, 'utf8');
     } catch (err) {
       await rm(this.partialOf(path), { force: true });
       throw new OutputFileError(path, err);
     }
-    this.add(path);
+    this.add(path, first);
   }
 
   /** Takes `path` back out of the export (its partial removed): a file that turned out to have nothing to hold. */

@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { AppError, ArchivedTrajectoryMissingError } from '../errors.js';
@@ -84,8 +84,20 @@ export async function readTrajectoryLines(path: string, ids: ReadonlySet<string>
   return found;
 }
 
-/** Maps a recorded shard path to the same shard file in `dir` (the sink's output was moved). */
-export const shardsMovedTo = (dir: string) => (path: string) => join(dir, basename(path));
+/**
+ * Maps a recorded shard path to the same shard file in `dir` (the sink's output was moved), unless a file is still at
+ * the recorded path: the shards of a run the sink wrote into several folders (one --out filled its disk, the next
+ * went elsewhere) all have a part-00000.jsonl, and only the moved folder's are in `dir` (a stranger's probe: the
+ * trajectories of the folders left in place were said missing, and --skip-missing dropped them).
+ */
+export function shardsMovedTo(dir: string): (path: string) => string {
+  const where = new Map<string, string>();
+  return path => {
+    let to = where.get(path);
+    if (to === undefined) where.set(path, (to = existsSync(path) ? path : join(dir, basename(path))));
+    return to;
+  };
+}
 
 /**
  * Calls `visit` with each of the run's trajectories in full, one at a time (memory stays flat):

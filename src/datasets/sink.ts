@@ -164,8 +164,10 @@ export async function runSink(o: SinkOptions): Promise<SinkResult> {
   try {
     await createGroup();
     const { written, shard } = await scanShards(dir);
-    let shardIndex = shard.index;
-    let shardCount = shard.lines;
+    // A last shard that is full already (a sink that stopped between its last line and the next shard) is not added to.
+    const full = shard.lines >= shardLines;
+    let shardIndex = full ? shard.index + 1 : shard.index;
+    let shardCount = full ? 0 : shard.lines;
     let handle = await open(join(dir, shardName(shardIndex)), 'a+');
     const shards = new Set<string>([shardName(shardIndex)]);
     let wrote = 0;

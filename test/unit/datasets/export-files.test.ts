@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -9,6 +9,7 @@ import { loadConfig } from '../../../config/index.js';
 import { runOptionsFrom } from '../../../queues/submit.js';
 import { exportRun } from '../../../src/datasets/export.js';
 import { createRedisRunStore, type RunStore } from '../../../src/runs/store.js';
+import { archivedTrajectory } from '../../../src/rollouts/types.js';
 import { AlpacaLine, HFPromptCompletionLine, LlamaFactoryDatasetInfo, OpenAIFineTuneLine, ShareGPTLine } from '../../helpers/formats.js';
 import { BROKEN, call, PARALLEL, step, trajectory } from '../../helpers/sft-fixtures.js';
 
@@ -98,6 +99,39 @@ describe('the SFT files of an export (real Redis)', () => {
     expect((await exportRun(store, 'sft', dir)).datasets['sft-hf.jsonl']).to.equal(2);
     expect((await exportRun(store, 'sft', dir)).datasets['sft-hf.jsonl']).to.equal(2);
     expect(await readFile(join(dir, 'notes.txt'), 'utf8')).to.equal('kept');
+  });
+
+  it('stops at a hand-written file before reading a transcript (it read and wrote them all first: minutes and gigabytes on a large run, or a full disk said instead)', async () => {
+    // A run whose only trajectory's sink file is gone: reading transcripts would fail TRAJECTORY_ARCHIVE_MISSING.
+    await store.createRun({ id: 'sft-early', createdAt: '2026-01-05T00:00:00.000Z', input: 'descriptions', options: runOptionsFrom(loadConfig({})) });
+    const gone = join(await mkdtemp(join(tmpdir(), 'envfleet-sft-gone-')), 'trajectories', 'part-00000.jsonl');
+    await store.putDoc('sft-early', 'trajectory', 'trj-parallel', archivedTrajectory({ ...PARALLEL, id: 'trj-parallel', runId: 'sft-early' }, gone));
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sft-early-'));
+    await writeFile(join(dir, 'sft-hf.jsonl'), '{"mine": "手写 ✍️"}\n');
+    const err = (await exportRun(store, 'sft-early', dir).then(() => null, (e: unknown) => e)) as Error & { code?: string };
+    expect(err?.code, String(err)).to.equal('INVALID_REQUEST');
+    expect(err.message).to.include(`${dir} holds sft-hf.jsonl, which no earlier envfleet export there wrote`);
+    expect((await readdir(dir)).sort()).to.deep.equal(['sft-hf.jsonl']);
+  });
+
+  it('puts no file under its name when the manifest cannot be written (a full disk at the very end), so the next export is not refused its own files', async () => {
+    // A stranger's probe: the files went under their names, then the manifest's write failed (no room); from then on every
+    // export into the folder refused them as hand-written. A folder holding the manifest's name fails its write here.
+    const dir = await mkdtemp(join(tmpdir(), 'envfleet-sft-nomanifest-'));
+    await mkdir(join(dir, '.envfleet-export.json'));
+    const err = (await exportRun(store, 'sft', dir).then(() => null, (e: unknown) => e)) as Error & { code?: string };
+    expect(err?.code, String(err)).to.equal('OUTPUT_NOT_WRITABLE');
+    expect((await readdir(dir)).sort()).to.deep.equal(['.envfleet-export.json']);
+    await rm(join(dir, '.envfleet-export.json'), { recursive: true });
+    expect((await exportRun(store, 'sft', dir)).datasets['sft-hf.jsonl']).to.equal(2);
+    expect(JSON.parse(await readFile(join(dir, '.envfleet-export.json'), 'utf8'))).to.deep.equal({
+      run: 'sft',
+      files: ['dataset_info.json', 'environments.jsonl', 'rl-groups.jsonl', 'rl-scenarios.jsonl', 'sft-hf.jsonl', 'sft-llamafactory.jsonl', 'sft-openai.jsonl', 'sft-sharegpt.jsonl'],
+    });
+    // An export of fewer files after it: the manifest lists this one's alone, and the earlier one's other files are gone.
+    const fewer = await exportRun(store, 'sft', dir, { formats: ['hf'] });
+    expect(fewer.removed).to.include('sft-openai.jsonl');
+    expect(JSON.parse(await readFile(join(dir, '.envfleet-export.json'), 'utf8'))).to.deep.equal({ run: 'sft', files: ['environments.jsonl', 'sft-hf.jsonl'] });
   });
 
   it('keeps or drops reasoning in every file by the option', async () => {

@@ -1,8 +1,8 @@
-import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { forEachFullTrajectory, readTrajectoryLines } from '../../../src/datasets/shards.js';
+import { forEachFullTrajectory, readTrajectoryLines, shardsMovedTo } from '../../../src/datasets/shards.js';
 import type { RunStore } from '../../../src/runs/store.js';
 import { JsonlWriter } from '../../../src/datasets/jsonl-writer.js';
 import { withoutLoneSurrogates } from '../../../src/util/text.js';
@@ -21,6 +21,26 @@ describe('shard files', () => {
     // The first line of an id wins (the sink never writes one twice; a hand-edited file might).
     expect(JSON.parse(found.get('a')!)).to.deep.equal({ id: 'a', reward: 1 });
     expect(JSON.parse(found.get(odd)!)).to.deep.equal({ id: odd, reward: 0.5 });
+  });
+
+  it('reads a run written into two sink folders when one was moved: only the shards no longer at their place are looked for in --trajectories', async () => {
+    // A stranger's probe: the sink's full-disk error says to give it another --out; every folder has a part-00000.jsonl,
+    // and all of them were looked for in the moved folder (the folder left in place: "missing", --skip-missing dropped them).
+    const root = await mkdtemp(join(tmpdir(), 'envfleet-shard-two-é-'));
+    const first = join(root, 'out1', 'trajectories');
+    const second = join(root, 'out 2 🎯', 'trajectories');
+    await mkdir(first, { recursive: true });
+    await mkdir(second, { recursive: true });
+    await writeFile(join(first, 'part-00000.jsonl'), `${JSON.stringify({ id: 'a', note: '一' })}\n`);
+    await writeFile(join(second, 'part-00000.jsonl'), `${JSON.stringify({ id: 'b', note: '二 😀' })}\n`);
+    const at: Record<string, string> = { a: join(first, 'part-00000.jsonl'), b: join(second, 'part-00000.jsonl') };
+    const store = { getDoc: (_run: string, _kind: string, id: string) => Promise.resolve({ id, archived: { path: at[id], line: 0 } }) } as unknown as RunStore;
+    await rename(join(root, 'out1'), join(root, 'moved'));
+
+    const seen: string[] = [];
+    await forEachFullTrajectory(store, 'r', ['a', 'b'], { relocate: shardsMovedTo(join(root, 'moved', 'trajectories')) }, t => void seen.push(`${t.id} ${(t as unknown as { note: string }).note}`));
+
+    expect(seen.sort()).to.deep.equal(['a 一', 'b 二 😀']);
   });
 
   it('says which trajectories are missing and where they were looked for', async () => {

@@ -184,6 +184,25 @@ describe('sink crash recovery (byte offsets)', () => {
       expect(stored && isArchived(stored) && stored.archived.path).to.equal(resolve(shardPath));
     });
 
+    it('starts the next shard when the last one is full already (a sink that stopped between its last line and the next shard wrote one line more)', async () => {
+      const store = createRedisRunStore(redis, prefix);
+      const out = await mkdtemp(join(tmpdir(), 'envfleet-sink-full-'));
+      await mkdir(join(out, 'trajectories'));
+      const full = join(out, 'trajectories', 'part-00000.jsonl');
+      const done = [0, 1, 2, 3].map(i => ({ ...trajectory(i), runId: 'sink-full' }));
+      await writeFile(full, Buffer.concat(done.map(line)));
+      for (const t of done) await store.putDoc('sink-full', 'trajectory', t.id, archivedTrajectory(t, resolve(full)));
+      const next = { ...trajectory(6), runId: 'sink-full' };
+      await store.putDoc('sink-full', 'trajectory', next.id, next);
+      await redis.xgroup('CREATE', trajectoryStreamKey(prefix, 'sink-full'), 'sink', '0', 'MKSTREAM');
+      await createRedisTrajectoryStream(redis, prefix).publish('sink-full', next.id);
+
+      expect(await runSink({ redis, prefix, store, runId: 'sink-full', dir: out, shardLines: 4 })).to.deep.include({ written: 1 });
+
+      expect(await readFile(full)).to.deep.equal(Buffer.concat(done.map(line)));
+      expect(await readFile(join(out, 'trajectories', 'part-00001.jsonl'))).to.deep.equal(line(next));
+    });
+
     /** A run of one stored, published trajectory, and a store whose reads of a document first do `meanwhile` (what happens between the sink's scan and its write). */
     async function oneInFlight(runId: string, meanwhile: () => Promise<void>) {
       const base = createRedisRunStore(redis, prefix);
