@@ -189,15 +189,15 @@ describe('sink crash recovery (byte offsets)', () => {
       const out = await mkdtemp(join(tmpdir(), 'envfleet-sink-full-'));
       await mkdir(join(out, 'trajectories'));
       const full = join(out, 'trajectories', 'part-00000.jsonl');
-      const done = [0, 1, 2, 3].map(i => ({ ...trajectory(i), runId: 'sink-full' }));
+      const done = [0, 1, 2, 3].map(i => ({ ...trajectory(i), runId: 'sink-shard-full' }));
       await writeFile(full, Buffer.concat(done.map(line)));
-      for (const t of done) await store.putDoc('sink-full', 'trajectory', t.id, archivedTrajectory(t, resolve(full)));
-      const next = { ...trajectory(6), runId: 'sink-full' };
-      await store.putDoc('sink-full', 'trajectory', next.id, next);
-      await redis.xgroup('CREATE', trajectoryStreamKey(prefix, 'sink-full'), 'sink', '0', 'MKSTREAM');
-      await createRedisTrajectoryStream(redis, prefix).publish('sink-full', next.id);
+      for (const t of done) await store.putDoc('sink-shard-full', 'trajectory', t.id, archivedTrajectory(t, resolve(full)));
+      const next = { ...trajectory(6), runId: 'sink-shard-full' };
+      await store.putDoc('sink-shard-full', 'trajectory', next.id, next);
+      await redis.xgroup('CREATE', trajectoryStreamKey(prefix, 'sink-shard-full'), 'sink', '0', 'MKSTREAM');
+      await createRedisTrajectoryStream(redis, prefix).publish('sink-shard-full', next.id);
 
-      expect(await runSink({ redis, prefix, store, runId: 'sink-full', dir: out, shardLines: 4 })).to.deep.include({ written: 1 });
+      expect(await runSink({ redis, prefix, store, runId: 'sink-shard-full', dir: out, shardLines: 4 })).to.deep.include({ written: 1 });
 
       expect(await readFile(full)).to.deep.equal(Buffer.concat(done.map(line)));
       expect(await readFile(join(out, 'trajectories', 'part-00001.jsonl'))).to.deep.equal(line(next));
