@@ -23,10 +23,15 @@ export interface EnvVarSpec {
 const decimal = (pattern: RegExp, what: string) => z.string().trim().regex(pattern, `expected ${what}`).pipe(z.coerce.number());
 /** What a whole number between `min` and `max` is, in words: "-3" or "1.5" is refused with the rule, not only "a whole number". */
 const wholeNumberRule = (min: number, max: number): string =>
-  max === Number.MAX_SAFE_INTEGER ? (min === 0 ? 'a non-negative whole number (0, 1, 2, …)' : `a whole number ≥ ${min}`) : `a whole number from ${min} to ${max}`;
+  max === 2_147_483_647
+    ? `a whole number of milliseconds from ${min} to 2147483647 (about 24.8 days, the longest wait a timer holds)`
+    : max === Number.MAX_SAFE_INTEGER ? (min === 0 ? 'a non-negative whole number (0, 1, 2, …)' : `a whole number ≥ ${min}`) : `a whole number from ${min} to ${max}`;
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
   decimal(/^\d+$/, wholeNumberRule(min, max)).pipe(z.number().int().min(min, `expected ${wholeNumberRule(min, max)}`).max(max, `expected ${wholeNumberRule(min, max)}`));
-const positiveInt = int(1);
+/** The longest wait a Node.js timer holds (2^31 − 1 ms, about 24.8 days): a longer one fires at once (TimeoutOverflowWarning). */
+export const MAX_TIMER_MS = 2_147_483_647;
+/** Milliseconds a timer waits: from `min` up to MAX_TIMER_MS. */
+const ms = (min: number) => int(min, MAX_TIMER_MS);
 const nonNegativeInt = int(0);
 const nonNegativeNumber = decimal(/^\d+(\.\d+)?$/, 'a decimal number such as 12.5').pipe(z.number().nonnegative());
 /**
@@ -36,19 +41,38 @@ const nonNegativeNumber = decimal(/^\d+(\.\d+)?$/, 'a decimal number such as 12.
  */
 export const HEADER_SAFE_TOKEN = /^[\x20-\x7e]+$/;
 export const HEADER_SAFE_TOKEN_PROBLEM = 'use only ASCII letters, digits and punctuation (no accents, emoji or control characters): clients send it in an HTTP header, Authorization: Bearer TOKEN, where other characters do not arrive as written';
-/** The path of a redis:// URL without its slash ('' when there is none); null when the text is not a URL. */
-const redisUrlPath = (url: string): string | null => {
+const REDIS_URL_SHAPE = 'redis://[user:password@]host:port[/db], or rediss:// for TLS';
+const PERCENT_ENCODE = 'characters / ? # @ % in a user or password must be percent-encoded (%2F %3F %23 %40 %25)';
+/**
+ * What is wrong with a REDIS_URL, or null. Never the text itself: it may hold a password. redis://[user:password@]host[:port][/db]:
+ * the path, when there is one, is a database number (ioredis would send `SELECT NaN` for /abc, and ignore what follows
+ * the digits of /2x); a % that is not percent-encoding in the user or password made ioredis throw URIError at connect.
+ */
+function redisUrlProblem(text: string): string | null {
+  if (!/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(text)) return `it has no scheme: give ${REDIS_URL_SHAPE} (for example redis://127.0.0.1:6379)`;
+  let u: URL;
   try {
-    return new URL(url).pathname.replace(/^\//, '');
+    u = new URL(text);
   } catch {
-    return null;
+    return `it is not a URL: give ${REDIS_URL_SHAPE}; ${PERCENT_ENCODE}`;
   }
-};
-/** redis://[user:password@]host[:port][/db]: the path, when there is one, is a database number (ioredis would send `SELECT NaN` for /abc, and ignore what follows the digits of /2x). */
-const redisUrl = z.url({ protocol: /^rediss?$/ }).refine(
-  url => !redisUrlPath(url) || /^\d+$/.test(redisUrlPath(url) ?? ''),
-  { error: issue => `the path after host:port must be a database number (0, 1, 2, …, as in redis://127.0.0.1:6379/1), not "${redisUrlPath(String(issue.input))}"` },
-);
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') return `a redis:// or rediss:// URL is needed, not ${u.protocol}// (${REDIS_URL_SHAPE})`;
+  if (!u.hostname) return `it names no host: give ${REDIS_URL_SHAPE}; ${PERCENT_ENCODE}`;
+  if (u.search || u.hash) return `it has a ${u.search ? 'query string (?…)' : 'fragment (#…)'}, which Redis URLs do not take; ${PERCENT_ENCODE}`;
+  try {
+    decodeURIComponent(u.username);
+    decodeURIComponent(u.password);
+  } catch {
+    return `its user or password has a % that is not percent-encoding: write a % as %25 (${PERCENT_ENCODE})`;
+  }
+  const path = u.pathname.replace(/^\//, '');
+  if (path && !/^\d+$/.test(path)) return `the path after host:port must be a database number (0, 1, 2, …, as in redis://127.0.0.1:6379/1), not "${path.length <= 40 ? path : `${path.slice(0, 40)}…`}"; ${PERCENT_ENCODE}`;
+  return null;
+}
+const redisUrl = z.string().superRefine((text, ctx) => {
+  const problem = redisUrlProblem(text);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
 /** `host:port,host:port`: some nodes of a Redis Cluster (the client learns the rest from them). */
 const clusterNodes = z
   .string()
@@ -88,7 +112,7 @@ export const ENV_VARS = {
     description: 'If true, a worker refuses to start against a Redis with neither AOF nor RDB persistence (otherwise it only warns).',
   },
   ENVFLEET_REDIS_STARTUP_WAIT_MS: {
-    schema: nonNegativeInt.default(60_000),
+    schema: ms(0).default(60_000),
     example: '60000',
     description: 'How long a long-running process (worker, sink) started while Redis is down or restarting waits for it before it gives up, and how long a command waiting for its run (synth, scenarios, rollouts) waits for a Redis that stopped answering; commands such as status or submit fail at once.',
   },
@@ -127,7 +151,7 @@ export const ENV_VARS = {
     description: 'Optional JSON or YAML file with per-stage profiles, extra endpoints and prices (see docs/configuration.md).',
   },
   ENVFLEET_MODEL_TIMEOUT_MS: {
-    schema: positiveInt.default(120_000),
+    schema: ms(1).default(120_000),
     example: '120000',
     description: 'Timeout of one model request; a timed-out request is retried by the job (BullMQ backoff).',
   },
@@ -152,12 +176,12 @@ export const ENV_VARS = {
     description: 'Serve repeated identical requests of cached stages from the Redis response cache (a resumed run does not pay twice).',
   },
   ENVFLEET_CACHE_TTL_DAYS: {
-    schema: positiveInt.default(30),
+    schema: int(1, 36_500).default(30),
     example: '30',
     description: 'How long cached model responses are kept.',
   },
   ENVFLEET_RATE_LIMIT_FALLBACK_MS: {
-    schema: positiveInt.default(5_000),
+    schema: ms(1).default(5_000),
     example: '5000',
     description: 'How long the fleet backs off after a 429 that carries no retry-after header, or after finding the endpoint unreachable (connection refused) or down (MODEL_UNAVAILABLE: a 5xx or no answer, GET /models too, asked at most once this often): then it tries again, no attempt used.',
   },
@@ -167,7 +191,7 @@ export const ENV_VARS = {
     description: "Attempts per job for retryable failures (a 5xx, a timeout or a reset connection while the endpoint answers other requests). 429s, and an endpoint that is down (refused connections; 5xx or no answer to everything, GET /models included), do not use attempts.",
   },
   ENVFLEET_JOB_BACKOFF_MS: {
-    schema: positiveInt.default(2_000),
+    schema: ms(1).default(2_000),
     example: '2000',
     description: 'First retry delay; doubles on each attempt (exponential backoff with jitter).',
   },
@@ -197,28 +221,27 @@ export const ENV_VARS = {
     description: 'Comma-separated queues this worker consumes, or "all".',
   },
   ENVFLEET_LOCK_DURATION_MS: {
-    schema: int(1_000).default(60_000),
+    schema: ms(1_000).default(60_000),
     example: '60000',
     description: 'BullMQ job lock; must be the same on every worker of the fleet.',
   },
   ENVFLEET_STALLED_INTERVAL_MS: {
-    schema: int(500).default(15_000),
+    schema: ms(500).default(15_000),
     example: '15000',
     description: 'How often workers look for jobs whose worker died; must be the same on every worker of the fleet.',
   },
   ENVFLEET_SHUTDOWN_TIMEOUT_MS: {
-    schema: positiveInt.default(30_000),
+    schema: ms(1).default(30_000),
     example: '30000',
     description: 'On SIGTERM/SIGINT, how long in-flight jobs may run before they are left to the stalled-job path.',
   },
   ENVFLEET_PAUSED_RECHECK_MS: {
-    // At most what a Node timer can wait (about 24.8 days).
-    schema: int(1, 2_147_483_647).default(3_600_000),
+    schema: ms(1).default(3_600_000),
     example: '3600000',
     description: 'Jobs of a paused run are parked (no starts, no CPU) and brought back on resume; every this often each worker also brings back the parked jobs of runs no longer paused, in case a resume was missed.',
   },
   ENVFLEET_RATE_LIMIT_PAUSE_MS: {
-    schema: nonNegativeInt.default(3_600_000),
+    schema: ms(0).default(3_600_000),
     example: '3600000',
     description: 'A job rate limited (429s, or a cooling endpoint) or finding the endpoint unreachable (connection refused) or down (MODEL_UNAVAILABLE) without a break for this long pauses its run, to be resumed once the endpoint answers again; a 429, or a down endpoint\'s 503, whose Retry-After asks for this long and at least an hour pauses it at once, saying until when (an endpoint is cooled for at most a day per 429, and a queue waits at most an hour at a time); 0 = wait for the endpoint indefinitely. Neither uses attempts or a start budget.',
   },

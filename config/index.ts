@@ -526,7 +526,8 @@ export function redactUrl(url: unknown): string {
     }
     return changed ? parsed.toString() : text;
   } catch {
-    return text.replace(/\/\/[^@/]*@/, '//***@').replace(SECRET_PARAM_VALUE, '$1***');
+    // Not a URL (a password with a / or # in it, not percent-encoded): everything up to the last @ may be the password.
+    return text.replace(/\/\/.*@/s, '//***@').replace(SECRET_PARAM_VALUE, '$1***');
   }
 }
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ApiBaseUrl } from './base-url.js';
+import { MAX_TIMER_MS } from './env.js';
 import { MODEL_STAGE_NAMES } from './model-stages.js';
 import { RequestShapeFields } from './request-shapes.js';
 
@@ -12,7 +13,7 @@ export const EndpointFileEntry = z.strictObject({
   apiKeyEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'an environment variable name such as VLLM_API_KEY').optional(),
   maxConcurrency: z.number().int().nonnegative().optional(),
   requestsPerMinute: z.number().int().nonnegative().optional(),
-  timeoutMs: z.number().int().positive().optional(),
+  timeoutMs: z.number().int().positive().max(MAX_TIMER_MS, `at most ${MAX_TIMER_MS} (about 24.8 days, the longest wait a timer holds)`).optional(),
 });
 export type EndpointFileEntry = z.infer<typeof EndpointFileEntry>;
 

@@ -223,6 +223,12 @@ describe('config: invalid environment values', () => {
     ['ENVFLEET_BUDGET_USD', '-1'],
     ['ENVFLEET_WORKER_CONCURRENCY', '1.5'],
     ['ENVFLEET_LOCK_DURATION_MS', '10'],
+    // Past what a Node timer holds: every model request timed out at once, the stalled check ran without a pause.
+    ['ENVFLEET_MODEL_TIMEOUT_MS', '3000000000'],
+    ['ENVFLEET_STALLED_INTERVAL_MS', '99999999999'],
+    ['ENVFLEET_LOCK_DURATION_MS', '99999999999'],
+    // Redis refused every cache write (ERR invalid expire time): the cache was off without a word.
+    ['ENVFLEET_CACHE_TTL_DAYS', '999999999999'],
     ['ENVFLEET_REDIS_PREFIX', 'has space'],
     ['ENVFLEET_REDIS_CLUSTER_NODES', 'redis-a'],
     ['ENVFLEET_REDIS_CLUSTER_NODES', '10.0.0.5:7000,10.0.0.6:99999'],
@@ -255,8 +261,9 @@ describe('config: invalid environment values', () => {
   });
 
   it('a whole number says which: non-negative, at least N, or between two bounds', () => {
-    expect(configError(() => loadConfig({ ENVFLEET_LOCK_DURATION_MS: '-3' })).message).to.match(/"-3": expected a (non-negative whole number|whole number (≥|from))/);
-    expect(configError(() => loadConfig({ ENVFLEET_RATE_LIMIT_PAUSE_MS: '-3' })).message).to.include('"-3": expected a non-negative whole number (0, 1, 2, …)');
+    expect(configError(() => loadConfig({ ENVFLEET_LOCK_DURATION_MS: '-3' })).message).to.match(/"-3": expected a (non-negative whole number|whole number (≥|from|of milliseconds from))/);
+    expect(configError(() => loadConfig({ ENVFLEET_MODEL_MAX_CONCURRENCY: '-3' })).message).to.include('"-3": expected a non-negative whole number (0, 1, 2, …)');
+    expect(configError(() => loadConfig({ ENVFLEET_RATE_LIMIT_PAUSE_MS: '-3' })).message).to.include('"-3": expected a whole number of milliseconds from 0 to 2147483647 (about 24.8 days, the longest wait a timer holds)');
     expect(configError(() => loadConfig({ ENVFLEET_POOL_THREADS: '-3' })).message).to.include('"-3": expected a whole number from 1 to 256');
     expect(configError(() => loadConfig({ ENVFLEET_POOL_THREADS: '0' })).message).to.include('"0": expected a whole number from 1 to 256');
   });
@@ -428,6 +435,11 @@ describe('config: models file', () => {
     expect(err.message).to.include('"ghost"');
   });
 
+  it("refuses an endpoint's timeoutMs past what a timer holds (it fired at once: every request timed out)", () => {
+    const err = configError(() => load(withModels('m.yaml'), { 'm.yaml': 'endpoints:\n  b: { baseURL: "http://b:8000/v1", timeoutMs: 99999999999 }\n' }));
+    expect(err.message).to.include('timeoutMs').and.include('at most 2147483647');
+  });
+
   it('spreads a profile over weighted endpoints (weight defaults to 1)', () => {
     const file = [
       'endpoints:',
@@ -577,6 +589,24 @@ describe('config: redactConfig', () => {
     expect(redactUrl('https://llm.example/v1?token=TÖKEN%20LEAK&x=1')).to.equal('https://llm.example/v1?token=***&x=1');
     expect(redactUrl('http://127.0.0.1:8000/v1')).to.equal('http://127.0.0.1:8000/v1');
     expect(redactUrl('not a url //me:pw@host/?access_token=abc')).to.equal('not a url //***@host/?access_token=***');
+  });
+
+  it('never shows a REDIS_URL password that is not percent-encoded, and says to encode it (a / in a base64 password was printed whole)', () => {
+    // A stranger's probe: managed Redis services issue base64 passwords, with / + = in them.
+    for (const [url, says] of [
+      ['redis://:ab+c/d=LEAK1@127.0.0.1:6452', 'it is not a URL'],
+      ['redis://default:ab#LEAK2@127.0.0.1:6452/0', 'it is not a URL'],
+      ['redis://:ab?LEAK3@127.0.0.1:6452', 'it is not a URL'],
+      ['redis://:50%LEAK4@127.0.0.1:6452', "has a % that is not percent-encoding: write a % as %25"],
+      ['redis://:p@ss@LEAK5@127.0.0.1:6452/x', 'must be a database number'],
+    ] as const) {
+      const err = configError(() => loadConfig({ REDIS_URL: url }));
+      expect(err.message, url).not.to.match(/LEAK/);
+      expect(err.message, url).to.include(says).and.include('must be percent-encoded (%2F %3F %23 %40 %25)');
+    }
+    expect(configError(() => loadConfig({ REDIS_URL: '127.0.0.1:6379' })).message).to.include('it has no scheme').and.include('redis://127.0.0.1:6379');
+    // Percent-encoded, it loads.
+    expect(loadConfig({ REDIS_URL: 'redis://:ab%2Bc%2Fd%3D@127.0.0.1:6452' }).redis.url).to.equal('redis://:ab%2Bc%2Fd%3D@127.0.0.1:6452');
   });
 });
 
