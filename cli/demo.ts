@@ -3,7 +3,10 @@ import { join } from 'node:path';
 import { loadConfig, redactUrl, type AppConfig } from '../config/index.js';
 import { startDashboard } from '../http/dashboard/server.js';
 import { waitForRun } from '../queues/run-jobs.js';
-import { runStatus } from '../queues/run-status.js';
+import { listRuns, runStatus, type RunSummary } from '../queues/run-status.js';
+import { RequestError } from '../src/errors.js';
+import { createRedisRunControl } from '../src/runs/control.js';
+import { createRedisRunStore } from '../src/runs/store.js';
 import { submitRollouts, submitScenarios, submitSynthesis } from '../queues/submit.js';
 import { exportRun } from '../src/datasets/export.js';
 import { runSink } from '../src/datasets/sink.js';
@@ -12,10 +15,22 @@ import { loadModelScript, startModelServer } from '../src/model-server/index.js'
 import type { StoredTrajectory } from '../src/rollouts/types.js';
 import { fixturesPath } from '../src/util/package-root.js';
 import { startWorkerProcess } from '../workers/main.js';
-import { createRedisConnection, describeRedis } from '../src/redis/connection.js';
+import { createRedisConnection, describeRedis, waitForRedis } from '../src/redis/connection.js';
 import { chooseRedis } from './private-redis.js';
 import { formatEvents, formatFunnel } from './runs.js';
 import { cutText } from '../src/util/text.js';
+
+/** The runs under the configured prefix, other than `runId`, that are running with jobs outstanding. */
+async function runsAtWork(config: AppConfig, runId: string): Promise<RunSummary[]> {
+  const redis = createRedisConnection(config.redis, 'producer');
+  try {
+    await waitForRedis(redis, config.redis);
+    const runs = await listRuns(createRedisRunStore(redis, config.redis.prefix), createRedisRunControl(redis, config.redis.prefix));
+    return runs.filter(r => r.id !== runId && r.state === 'running' && r.outstanding > 0);
+  } finally {
+    redis.disconnect();
+  }
+}
 
 /**
  * `envfleet demo`: the product end to end on real queues and workers — a Redis (the configured
@@ -45,6 +60,23 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
     },
   });
   const logger = createLogger({ log: { level: base.explicit.includes('LOG_LEVEL') ? base.log.level : 'silent' } });
+  const runId = options.runId ?? `demo-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${process.pid}`;
+  // The demo's workers take the jobs of every queue under the prefix: on a Redis other runs use, they would answer
+  // those runs' model calls with the scripted model's demo answers (a stranger's probe: a run's waiting jobs were
+  // done by the demo, and the demo failed, having spent its script on them).
+  if (server && !redis.private) {
+    const busy = await runsAtWork(config, runId).catch(async (err: unknown) => {
+      await server.close();
+      throw err;
+    });
+    if (busy.length) {
+      await server.close();
+      throw new RequestError(
+        `the Redis at ${describeRedis(config.redis)} holds runs with jobs to do under the key prefix "${config.redis.prefix}" (${busy.map(r => `${r.id}: ${r.outstanding} job${r.outstanding === 1 ? '' : 's'}`).join(', ')}); ` +
+          "the demo's workers would take their jobs and answer them with the scripted model's demo answers. Run the demo under a prefix of its own (ENVFLEET_REDIS_PREFIX=envfleet-demo npx envfleet demo), or let those runs finish (or cancel them) first.",
+      );
+    }
+  }
   const running = await startWorkerProcess(config, logger);
   let cleaned: Promise<void> | undefined;
   const cleanup = () =>
@@ -61,7 +93,6 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
   process.once('SIGINT', interrupt);
   process.once('SIGTERM', interrupt);
   try {
-    const runId = options.runId ?? `demo-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${process.pid}`;
     const request = { runId, tasks: join(FIXTURES, 'source-tasks.jsonl'), probeSteps: 8 };
     const submission = await submitSynthesis(config, running.ctx.redis, request);
     // A new run under a name an earlier demo used (--run, with another Redis): the demo's folder of that name is the
