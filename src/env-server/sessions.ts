@@ -6,7 +6,7 @@ import type { CheckResult } from '../rollouts/types.js';
 import type { RunStore } from '../runs/store.js';
 import { ENDS_SESSION } from '../sandbox/errors.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
-import { fullAtEnd, fullCheck } from '../sandbox/retry-when-full.js';
+import { errorOf, fullAtEnd, fullCheck } from '../sandbox/retry-when-full.js';
 import type { ChecksResult } from '../sandbox/tasks.js';
 import type { CallOutcome } from '../sandbox/quickjs-host.js';
 import type { EnvSession, SandboxRunner } from '../sandbox/runner.js';
@@ -55,7 +55,7 @@ export function runScenarioSource(store: Pick<RunStore, 'getDoc' | 'getRun'>, ru
 /**
  * Why a session ended. Two endings are the server's doing, not the agent's nor its client's, and have no reward
  * (`notScored`): `evicted`, its sandbox thread's memory bound (shared by the thread's sessions) was full
- * (SANDBOX_MEMORY_FULL), and `shutdown`, the serve process was stopped (SIGTERM) during the episode. An
+ * (SANDBOX_MEMORY_FULL) or its Python interpreter was taken down by another session's environment (ENV_DISPOSED), and `shutdown`, the serve process was stopped (SIGTERM) during the episode. An
  * `idle-timeout` is scored: the time is the agent's (or its client's), like a time limit.
  */
 export type SessionEnd = 'finished' | 'closed' | 'idle-timeout' | 'environment-error' | 'replaced' | 'shutdown' | 'evicted';
@@ -77,6 +77,15 @@ export const NOT_SCORED_CODES: ReadonlySet<string> = new Set(Object.values(SERVE
 
 /** The sandbox code of a thread whose memory bound was full (src/sandbox/errors.ts). */
 const SANDBOX_FULL = 'SANDBOX_MEMORY_FULL';
+/**
+ * The sandbox code of an environment lost with its interpreter, which another session's environment took down (a
+ * fatal error, a call past its deadline that ignored the interrupt: the Python child replaces the interpreter, and
+ * every environment on it is gone). The session that caused it gets its own code; the others get this one.
+ */
+const INTERPRETER_LOST = 'ENV_DISPOSED';
+/** The detail of a session evicted because its environment was lost with its interpreter. */
+const interpreterLost = (what: string, message: string) =>
+  `${what}: ${message} (another session's environment on the same interpreter failed fatally or ran past its deadline, and took this one with it)`;
 
 /**
  * The error for a session the server ended (`notScored`), with its result: SESSION_EVICTED (its sandbox thread was
@@ -85,10 +94,11 @@ const SANDBOX_FULL = 'SANDBOX_MEMORY_FULL';
 export function notScoredError(result: ServerEndedResult): EnvServerError {
   const again = `the episode has no reward. Discard it and play scenario ${result.scenarioId} again in a new session`;
   if (result.endedBy === 'evicted') {
+    const lost = result.evictedFor === INTERPRETER_LOST;
     return new EnvServerError(
       'SESSION_EVICTED',
-      `session ${result.sessionId} was evicted: ${result.detail ?? 'its sandbox thread had no memory left'}. That is the server's load (the memory bound ENVFLEET_SANDBOX_HEAP_MB is shared by the sessions of a sandbox thread), not the agent's doing: ${again}`,
-      { session_ended: true, sandbox_code: SANDBOX_FULL, ended_by: result.endedBy, scenario_id: result.scenarioId },
+      `session ${result.sessionId} was evicted: ${result.detail ?? 'its sandbox thread had no memory left'}. That is the server's ${lost ? 'doing (an environment of another session)' : 'load (the memory bound ENVFLEET_SANDBOX_HEAP_MB is shared by the sessions of a sandbox thread)'}, not the agent's doing: ${again}`,
+      { session_ended: true, sandbox_code: lost ? INTERPRETER_LOST : SANDBOX_FULL, ended_by: result.endedBy, scenario_id: result.scenarioId },
     );
   }
   return new EnvServerError(
@@ -135,6 +145,8 @@ export interface SessionResult {
   readonly solved: boolean;
   readonly checks: readonly CheckResult[];
   readonly checksError: string | null;
+  /** For an `evicted` session, the sandbox's code of what ended it when it was not a full memory bound: ENV_DISPOSED. */
+  readonly evictedFor?: typeof INTERPRETER_LOST;
 }
 
 export interface SessionRegistryOptions {
@@ -255,7 +267,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     throw new EnvServerError('UNKNOWN_SESSION', `no session ${shownId(id)} on this server; start one with ${NEW_SESSION_HOW}`);
   };
 
-  async function finish(id: string, endedBy: SessionEnd, detail: string | null = null): Promise<SessionResult> {
+  async function finish(id: string, endedBy: SessionEnd, detail: string | null = null, evictedFor?: typeof INTERPRETER_LOST): Promise<SessionResult> {
     const done = endedResult(id);
     if (done) return done;
     const s = live.get(id);
@@ -270,6 +282,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       let ran: ChecksResult | null = null;
       // The thread's memory bound met while ending (reading the state, or a check): the episode is evicted too.
       let full: string | null = endedBy === 'evicted' ? detail : null;
+      let lostFor = endedBy === 'evicted' ? evictedFor : undefined;
       // Cut by the server's stop: the final state is kept (to see where the episode was), but no check runs on it.
       const interrupted = endedBy === 'shutdown';
       if (!full) {
@@ -279,6 +292,12 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           const end = await s.env!.finish(interrupted ? [] : (served.scenario.checklist ?? []).filter(c => !c.episode));
           const atEnd = fullAtEnd(end);
           if (atEnd) full = `${atEnd.where}: ${atEnd.message}`;
+          // Lost with its interpreter before the end: not the episode's doing, unless this session's own failure ended
+          // it (environment-error: its call got its own code, and took the interpreter down).
+          else if (end.stateError?.code === INTERPRETER_LOST && endedBy !== 'environment-error') {
+            full = interpreterLost('the final state could not be read', end.stateError.message);
+            lostFor = INTERPRETER_LOST;
+          }
           if (end.stateJson === null) throw new Error(end.stateError?.message ?? 'no final state');
           // Held to the bound the Python runtime holds states to, counted without recursion: deeper, V8's own writing of
           // it (here, in the reply, in another serve process) would overflow its stack, at a depth no check can foresee.
@@ -290,7 +309,10 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           // Nothing of a state that cannot be passed on stays in the result (it could not be written either).
           finalState = null;
           finalStateJson = undefined;
-          readError = `the final state could not be read: ${(err as Error).message}`;
+          if ((err as { code?: unknown }).code === INTERPRETER_LOST && endedBy !== 'environment-error') {
+            full = interpreterLost('the final state could not be read', (err as Error).message);
+            lostFor = INTERPRETER_LOST;
+          } else readError = `the final state could not be read: ${(err as Error).message}`;
         }
       }
       await s.env!.close().catch(() => undefined);
@@ -325,6 +347,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         solved: score.reward === 1,
         checks: score.checks,
         checksError: score.checksError,
+        ...(full && lostFor ? { evictedFor: lostFor } : {}),
       };
       // Serialized once: its length bounds what this process keeps, and the directory stores the text. Should that
       // fail, the result is kept without its state (a session must leave `live` with a result, or it would hold one of
@@ -416,6 +439,11 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       if (outcome.runtimeError === SANDBOX_FULL) {
         // Not the environment's failure: the thread's other sessions left it no memory. No reward, a clear error.
         const result = await finish(id, 'evicted', `${tool} needed more memory and its sandbox thread had none left (ENVFLEET_SANDBOX_HEAP_MB reached with ${live.size} sessions open)`);
+        throw notScored(result) ? notScoredError(result) : new EnvServerError('SESSION_CLOSED', `session ${id} has ended (${result.endedBy})`);
+      }
+      if (outcome.runtimeError === INTERPRETER_LOST) {
+        // Its environment is gone with an interpreter another session's environment took down: no reward.
+        const result = await finish(id, 'evicted', interpreterLost(`${tool} found its environment gone`, errorOf(outcome.result)), INTERPRETER_LOST);
         throw notScored(result) ? notScoredError(result) : new EnvServerError('SESSION_CLOSED', `session ${id} has ended (${result.endedBy})`);
       }
       if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {

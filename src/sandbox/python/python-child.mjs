@@ -156,6 +156,7 @@ class Interpreter {
   /** Terminates the thread: the running job ends with DEADLINE_EXCEEDED, every other session on it is lost. */
   kill() {
     if (this.dead) return;
+    if (this.interrupted) log('warn', 'a Python call ran past its deadline and did not stop at the interrupt: its interpreter is terminated and replaced, and its other sessions end (ENV_DISPOSED)', { interpreter: this.n, sessions: this.sessions.size });
     const job = this.running;
     this.running = null;
     if (job) job.resolve(lostAnswer(this.interrupted ? { code: 'DEADLINE_EXCEEDED', message: `the call ran past its deadline, did not stop at the interrupt (a loop that catches KeyboardInterrupt, or a long C-level operation) and its interpreter was terminated` } : { code: 'ENV_DISPOSED', message: 'the Python interpreter failed and was replaced' }));
@@ -268,6 +269,14 @@ const lostMessage = why => {
   const cut = m.length <= 300 ? m : `${m.slice(0, /[\uD800-\uDBFF]/.test(m.charAt(299)) ? 299 : 300)}…`;
   return `the environment was thrown away after an earlier call hit a limit (${why.code}: ${cut})`;
 };
+
+/**
+ * The code a call, a read or the end of a session that was ended before them gets: ENV_DISPOSED, but for an
+ * environment stopped for holding most of its interpreter's memory when another's call found no room (`byOther`),
+ * that limit's own code: its own doing, where ENV_DISPOSED tells a server that another environment took this one down.
+ * @param {Failure} why
+ */
+const lostCode = why => (why.byOther ? why.code : 'ENV_DISPOSED');
 
 /** @param {Session} s @param {Failure} why */
 function endSession(s, why) {
@@ -412,7 +421,7 @@ async function handle(msg) {
     case 'call': {
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
-      if (s.lost) return { value: { result: { success: false, error: lostMessage(s.lost) }, runtimeError: 'ENV_DISPOSED', us: 0 } };
+      if (s.lost) return { value: { result: { success: false, error: lostMessage(s.lost) }, runtimeError: lostCode(s.lost), us: 0 } };
       const budgetLeftMs = s.limits.sessionCpuMs - s.cpuUs / 1000;
       const byBudget = budgetLeftMs < s.limits.callDeadlineMs;
       const a = await s.interp.run('call', [s.sid, msg.tool, msg.argsJson, String(s.limits.maxResultBytes)], Math.max(1, Math.min(s.limits.callDeadlineMs, budgetLeftMs)));
@@ -467,13 +476,13 @@ async function handle(msg) {
       // run elsewhere. The harness hands back the text it kept: no code of the environment runs.
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
-      if (s.lost) return { error: { code: 'ENV_DISPOSED', message: lostMessage(s.lost) } };
+      if (s.lost) return { error: { code: lostCode(s.lost), message: lostMessage(s.lost) } };
       return stateAnswer(await s.interp.run('initial', [s.sid], stateDeadlineMs(s.limits)), s.limits);
     }
     case 'state': {
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
-      if (s.lost) return { error: { code: 'ENV_DISPOSED', message: lostMessage(s.lost) } };
+      if (s.lost) return { error: { code: lostCode(s.lost), message: lostMessage(s.lost) } };
       const a = await s.interp.run('state', [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
       const answer = stateAnswer(a, s.limits);
       // A read that ran to its deadline ends the session, as a call that does: the interpreter and its co-tenants are
@@ -487,7 +496,7 @@ async function handle(msg) {
       sessions.delete(msg.sid);
       if (s.lost) {
         s.interp.sessions.delete(s.sid);
-        return { value: { stateJson: null, stateError: { code: 'ENV_DISPOSED', message: lostMessage(s.lost) }, checks: null } };
+        return { value: { stateJson: null, stateError: { code: lostCode(s.lost), message: lostMessage(s.lost) }, checks: null } };
       }
       const a = await s.interp.run('finish', [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
       const st = stateAnswer(a, s.limits);
