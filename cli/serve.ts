@@ -137,7 +137,9 @@ export async function startServing(config: AppConfig, logger: Logger, given: Ser
     for (const close of closers.splice(0).reverse()) await Promise.resolve(close()).catch(() => undefined);
   };
   try {
-    let redis: Redis | null = createRedisConnection(config.redis, 'worker');
+    // Failing fast while Redis is away, as the directory's connection does: a seed reading a scenario then waited for it
+    // with no end, holding its session slot (a stranger's probe filled --max-sessions so), and ran for a client long gone.
+    let redis: Redis | null = createRedisConnection(config.redis, 'producer');
     const r = redis;
     closers.push(() => r.disconnect());
     try {

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { ConfigError } from '../../config/index.js';
 import { ENV_SERVER_ERROR_CODES, ENV_SERVER_HTTP_STATUS, EnvServerError } from '../../src/env-server/errors.js';
+import { isRedisConnectionError } from '../../src/redis/connection-errors.js';
 import { scoredResult, type SessionRegistry, type SessionResult } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
@@ -253,6 +254,11 @@ export async function startEnvServer(registry: SessionRegistry, logger: Logger, 
       return sendError(res, 'NOT_FOUND', `no such route: the path ${JSON.stringify(_req.originalUrl.slice(0, 200))} is not percent-encoded UTF-8; a tool's route is its name as seed_session lists it in \`tools\``, {}, 404);
     }
     if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return sendError(res, 'INVALID_REQUEST_BODY', `the request could not be read: ${String((err as Error).message)}`, {}, e.status);
+    // Redis away (a scenario not read yet, the directory): said at once, to be retried, not a defect; nothing is held.
+    if (isRedisConnectionError(err)) {
+      res.setHeader('Retry-After', '2');
+      return sendError(res, 'INTERNAL', `the server's Redis does not answer (${String((err as Error).message)}): nothing was started; retry in a moment`, { redis_unavailable: true }, 503);
+    }
     logger.error({ err }, 'env-server request failed');
     sendError(res, 'INTERNAL', 'the server failed on this request; see its log', {}, 500);
   });
