@@ -160,7 +160,7 @@ export const formatEvents = (events: RunStatus['events']) =>
 
 export function formatStatus(s: RunStatus): string {
   const lines = [
-    `run ${s.id} — ${s.state}${s.finishedAt ? ` at ${s.finishedAt}` : ''}${s.control.reason ? ` (${s.control.reason})` : ''}; created ${s.createdAt}; input: ${s.input}`,
+    `run ${s.id} — ${s.state}${s.state === 'cancelled' && s.control.since ? ` at ${s.control.since}${s.finishedAt ? ` (finished at ${s.finishedAt})` : ''}` : s.finishedAt ? ` at ${s.finishedAt}` : ''}${s.control.reason ? ` (${s.control.reason})` : ''}; created ${s.createdAt}; input: ${s.input}`,
     `outstanding jobs: ${s.outstanding}; rate ${s.ratePerMinute.toFixed(1)} jobs/min; ${timeLeftText(s)}`,
     // Jobs the store counts active in such a stage were taken by a worker that stopped: nothing runs them now.
     ...(s.unconsumed.length ? [heldText(s)].filter(t => t) : []),
@@ -169,7 +169,7 @@ export function formatStatus(s: RunStatus): string {
         ? ''
         : ` (${s.trajectories.meanReward === null ? 'no reward' : `mean reward ${s.trajectories.meanReward.toFixed(3)}${s.trajectories.unscored ? ` over the ${s.trajectories.count - s.trajectories.unscored} scored` : ''}`}, solved ${((s.trajectories.solvedRate ?? 0) * 100).toFixed(1)}%${s.trajectories.unscored ? ` of all ${s.trajectories.count}` : ''}` +
           (s.trajectories.unscored
-            ? `; ${s.trajectories.unscored} unscored: no reward, from a model or environment error or checks that could not run on the final state — see each trajectory's termination and checksError (envfleet export)`
+            ? `; ${s.trajectories.unscored} unscored: no reward, from a model or environment error, checks that could not run on the final state, or a scenario with no checks by design (an imported SFT scenario) — see each trajectory's termination and checksError (envfleet export)`
             : '') +
           ')'),
     // How the episodes ended, most first: "unparsed-tool-call 16" is what tells a user the endpoint writes its calls as text.

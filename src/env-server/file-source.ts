@@ -94,7 +94,7 @@ async function eachJsonLine(path: string, kind: 'environments' | 'scenarios', fn
     const code = (err as NodeJS.ErrnoException).code;
     if (!code || err instanceof InputFileError) throw err;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
-    throw new InputFileError(`${path}: cannot read the ${kind} file (${code}: ${why}); pass the ${what} that envfleet export --run NAME --out DIR wrote`);
+    throw InputFileError.unreadable(path, `${code}: ${why}`, `${kind} file`, `; pass the ${what} that envfleet export --run NAME --out DIR wrote`);
   }
   if (problems.length) {
     const stopped = problems.length >= MAX_PROBLEMS ? ` (stopped reading at line ${n} after ${MAX_PROBLEMS} bad lines)` : '';

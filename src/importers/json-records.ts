@@ -322,7 +322,7 @@ export async function* readJsonRecords(path: string, rowKeys: ReadonlySet<string
     const code = (err as NodeJS.ErrnoException).code;
     if (!code || err instanceof InputFileError) throw err;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
-    throw new InputFileError(`${path}: cannot read the file (${code}: ${why})`);
+    throw InputFileError.unreadable(path, `${code}: ${why}`);
   } finally {
     input.destroy();
   }

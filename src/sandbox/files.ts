@@ -12,6 +12,16 @@ export class InputFileError extends Error {
     super(message);
     this.name = new.target.name;
   }
+
+  /**
+   * A file that cannot be read: `${path}: cannot read the ${what} (${detail})${more}`. A path of `-` is said to be a
+   * file name here: only envfleet sandbox run and check read standard input (`-: cannot read the file (ENOENT)` left a
+   * user wondering).
+   */
+  static unreadable(path: string, detail: string, what = 'file', more = ''): InputFileError {
+    const stdin = path === '-' ? "; standard input (-) is read only by envfleet sandbox run and check: give the file's path" : '';
+    return new InputFileError(`${path}: cannot read the ${what} (${detail})${stdin}${more}`);
+  }
 }
 
 function lineAndColumn(text: string, position: number): string {

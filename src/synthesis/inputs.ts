@@ -54,7 +54,7 @@ export async function parseLines<S extends z.ZodType>(path: string, schema: S): 
     }
   } catch (err) {
     if (err instanceof InputFileError) throw err;
-    throw new InputFileError(`${path}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw InputFileError.unreadable(path, (err as NodeJS.ErrnoException).code ?? (err as Error).message);
   }
   return { items, problems };
 }

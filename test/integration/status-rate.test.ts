@@ -53,6 +53,10 @@ describe('envfleet status: the rate is that of the last minutes, not of the last
     // No job has entered a stage: the funnel says so rather than print its header alone.
     expect(s.funnel).to.deep.equal([]);
     expect(formatFunnel(s.funnel)).to.equal('stages: nothing has entered a stage yet');
+    // A run cancelled after it finished says when it was cancelled, and when it finished (it said "cancelled at" the
+    // time it finished: a stranger's probe).
+    const cancelled = { ...s, state: 'cancelled' as const, finishedAt: '2026-12-07T01:00:00.000Z', control: { ...s.control, state: 'cancelled' as const, since: '2026-12-07T02:00:00.000Z', reason: 'plus besoin' } };
+    expect(formatStatus(cancelled)).to.include('run stalled — cancelled at 2026-12-07T02:00:00.000Z (finished at 2026-12-07T01:00:00.000Z) (plus besoin)');
   });
 
   it('jobs finishing now: the rate over the last five minutes, empty minutes counted', async () => {
