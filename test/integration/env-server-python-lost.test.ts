@@ -116,3 +116,74 @@ describe('envfleet serve: sessions whose Python interpreter another session took
     expect(await registry.finish(fresh.id)).to.include({ endedBy: 'finished', reward: 1, solved: true });
   });
 });
+
+/**
+ * Many environments of a few MB each fill one interpreter (a serve process's sessions: τ-bench's retail database is
+ * about 1.3 MB a session). None holds enough to be stopped as a hoarder, so a call, a creation or a final state that
+ * met the cap was recorded as that environment's own MEMORY_EXCEEDED: a stranger's probe got 500 ENVIRONMENT_FAILED
+ * for new sessions and reward 0 for a session whose final state could not be written.
+ */
+const KEEPER = [
+  'KEPT = []',
+  'class Keeper:',
+  '    def __init__(self, config=None):',
+  '        self.kept = 0',
+  '',
+  '    def keep(self, mb: int) -> dict:',
+  '        """Keep some megabytes."""',
+  '        KEPT.append(bytearray(mb << 20))',
+  '        self.kept += mb',
+  '        return {"kept": self.kept}',
+  '',
+  '    def work(self, mb: int) -> dict:',
+  '        """Use some megabytes for a moment."""',
+  '        scratch = bytearray(mb << 20)',
+  '        return {"used": len(scratch) >> 20}',
+  '',
+].join('\n');
+const BIG = 'HELD = []\nclass Big:\n    def __init__(self, config=None):\n        HELD.append(bytearray(110 << 20))\n        self.n = 0\n\n    def n_(self) -> dict:\n        """N."""\n        return {"n": self.n}\n';
+const served = (id: string, className: string, source: string, tools: readonly unknown[]): ServedScenario => ({
+  env: { ...ENV, id: `env-${id}`, className, source, tools } as unknown as EnvironmentRecord,
+  scenario: { ...SCENARIO, id, environmentId: `env-${id}`, initialState: { kept: 0 }, checklist: [{ item: 'true', language: 'python', check: 'def check_func(final_state):\n    return True\n' }] } as unknown as ScenarioRecord,
+  limits: { ...LIMITS, callDeadlineMs: 5_000 },
+});
+
+describe('envfleet serve: an interpreter full of many environments is the server\'s load (real Pyodide)', function () {
+  this.timeout(300_000);
+  let sandbox: SandboxRunner;
+  let registry: SessionRegistry;
+
+  before(() => {
+    const python = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+    sandbox = createLanguageRouter({ js: createLocalSandboxRunner(), python });
+    const keeperTools = [
+      { type: 'function', function: { name: 'keep', description: 'Keep some megabytes.', parameters: { type: 'object', properties: { mb: { type: 'integer' } }, required: ['mb'] } } },
+      { type: 'function', function: { name: 'work', description: 'Use some megabytes for a moment.', parameters: { type: 'object', properties: { mb: { type: 'integer' } }, required: ['mb'] } } },
+    ];
+    const scenarios: Record<string, ServedScenario> = {
+      keeper: served('keeper', 'Keeper', KEEPER, keeperTools),
+      big: served('big', 'Big', BIG, [{ type: 'function', function: { name: 'n_', description: 'N.', parameters: { type: 'object', properties: {} } } }]),
+    };
+    registry = createSessionRegistry({ sandbox, scenarios: { scenario: id => Promise.resolve(scenarios[id]!) } }, { maxSessions: 16, idleTimeoutMs: 0 });
+  });
+  after(async () => {
+    await registry?.closeAll();
+    await sandbox?.close();
+  });
+
+  it('refuses a new session OVER_CAPACITY and evicts a session whose call found no room, unscored, instead of blaming their environments', async () => {
+    // Eight sessions of 14 MB each: 112 MB of a 192 MB interpreter, none a quarter of it.
+    for (let i = 0; i < 8; i++) {
+      const s = await registry.open('keeper');
+      expect((await registry.call(s.id, 'keep', { mb: 14 })).runtimeError ?? null, `keeper ${i}`).to.equal(null);
+    }
+    const refused = await rejection(registry.open('big'));
+    expect(refused, String(refused)).to.have.property('code', 'OVER_CAPACITY');
+    expect(String(refused)).to.include('ENVFLEET_PYTHON_HEAP_MB=192').and.include('its 8 other environments held about');
+
+    const worker = await registry.open('keeper');
+    const evicted = await rejection(registry.call(worker.id, 'work', { mb: 100 }));
+    expect(evicted, String(evicted)).to.have.property('code', 'SESSION_EVICTED');
+    expect(await registry.finish(worker.id)).to.include({ endedBy: 'evicted', reward: null });
+  });
+});

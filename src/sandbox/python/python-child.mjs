@@ -380,6 +380,37 @@ async function heavierCoTenant(s, needed) {
   return best;
 }
 
+/**
+ * What the other sessions of `interp` hold, when together they hold more than session `sid` and at least half of the
+ * heap: the interpreter is full of many environments (a serve process's sessions, each of a few MB), none of which
+ * heavierCoTenant would stop, and not of this one. A call, a creation or a state read that meets the cap then is the
+ * interpreter's load (SANDBOX_MEMORY_FULL: an episode waits it out, a server evicts the session unscored or refuses a
+ * new one OVER_CAPACITY), not the environment's own MEMORY_EXCEEDED. Null when it cannot be measured.
+ * @param {Interpreter} interp @param {string} sid @param {number} deadlineMs
+ * @returns {Promise<{ others: number, own: number, sessions: number } | null>}
+ */
+async function crowded(interp, sid, deadlineMs) {
+  if ([...interp.sessions].every(other => other === sid)) return null;
+  const a = await interp.run('footprints', [String(FOOTPRINT_BUDGET)], Math.max(1000, deadlineMs));
+  if (a.lost || a.fatal) return null;
+  const r = envelope(a.text);
+  if ('err' in r || typeof r.ok !== 'object' || r.ok === null) return null;
+  const measured = /** @type {Record<string, [number, boolean]>} */ (r.ok);
+  let others = 0;
+  let n = 0;
+  for (const [other, m] of Object.entries(measured)) {
+    if (other === sid || !Array.isArray(m) || typeof m[0] !== 'number') continue;
+    others += m[0];
+    n += 1;
+  }
+  const own = Array.isArray(measured[sid]) ? measured[sid][0] : 0;
+  return others > own && others >= (settings.heapMb * 1048576) / 2 ? { others, own, sessions: n } : null;
+}
+
+/** SANDBOX_MEMORY_FULL's message for an interpreter full of many environments. @param {string} what @param {{ others: number, own: number, sessions: number }} c */
+const crowdedMessage = (what, c) =>
+  `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room ${what}: its ${c.sessions} other environments held about ${(c.others / 1048576).toFixed(1)} MB against this one's ${(c.own / 1048576).toFixed(1)} MB`;
+
 /** Ends with an error when the environment was lost or the answer is a limit (which disposes it). */
 const ENDS = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'CPU_BUDGET_EXCEEDED', 'STACK_OVERFLOW', 'SANDBOX_MEMORY_FULL']);
 
@@ -399,7 +430,9 @@ async function handle(msg) {
       if ('err' in r || a.exhausted) {
         sessions.delete(sid);
         interp.sessions.delete(sid);
+        const full = (a.exhausted || r.err === 'MEMORY_EXCEEDED') && !a.fatal && !a.lost ? await crowded(interp, sid, msg.limits.createDeadlineMs) : null;
         if (!a.lost) void drop(interp, sid);
+        if (full) return { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to create the environment', full) } };
         const code = a.exhausted ? 'MEMORY_EXCEEDED' : r.err;
         // (The deadline's message says "the call": here it is the creation, with its own deadline.)
         const message = a.exhausted
@@ -451,6 +484,9 @@ async function handle(msg) {
           if (holder.session && stopping) endSession(holder.session, { code: 'MEMORY_EXCEEDED', byOther: true, message: `this environment held about ${mb(holder.bytes)} MB, the most of its Python interpreter's ${settings.heapMb} MB (ENVFLEET_PYTHON_HEAP_MB, shared by the environments on it), when a call of another environment found no room: it was stopped (does it keep what every call gives it, in its state or in a module- or class-level list?)` });
           if (stopping) log('warn', 'a Python environment holding most of its interpreter\'s memory was stopped (MEMORY_EXCEEDED); the call that found no room goes back as SANDBOX_MEMORY_FULL', { heldMb: Number(mb(holder.bytes)), callerMb: Number(mb(holder.callerBytes)), heapMb: settings.heapMb });
           r = { err: 'SANDBOX_MEMORY_FULL', message: `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room for the call: another environment held about ${mb(holder.bytes)} MB against this one's ${mb(holder.callerBytes)} MB, and was stopped` };
+        } else {
+          const crowd = await crowded(s.interp, s.sid, s.limits.callDeadlineMs);
+          if (crowd) r = { err: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('for the call', crowd) };
         }
       }
       if ('err' in r && r.err === 'DEADLINE_EXCEEDED' && byBudget) r = { err: 'CPU_BUDGET_EXCEEDED', message: `the session used up its CPU budget of ${s.limits.sessionCpuMs} ms (ENVFLEET_SANDBOX_SESSION_CPU_MS)` };
@@ -499,7 +535,11 @@ async function handle(msg) {
         return { value: { stateJson: null, stateError: { code: lostCode(s.lost), message: lostMessage(s.lost) }, checks: null } };
       }
       const a = await s.interp.run('finish', [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
-      const st = stateAnswer(a, s.limits);
+      let st = stateAnswer(a, s.limits);
+      if (st.error && (a.exhausted || st.error.code === 'MEMORY_EXCEEDED') && !a.fatal && !a.lost) {
+        const full = await crowded(s.interp, s.sid, stateDeadlineMs(s.limits));
+        if (full) st = { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to write the final state', full) } };
+      }
       let checks = null;
       if (st.value !== undefined && msg.checks.length && !a.lost) checks = await runChecks(s.interp, s.sid, msg.checks, s.limits);
       s.interp.sessions.delete(s.sid);
