@@ -1,4 +1,4 @@
-import OpenAI, { APIConnectionError, APIError } from 'openai';
+import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError } from 'openai';
 import { z } from 'zod';
 import { ConfigError, apiKeyFix, loadConfig, redactUrl, secretsOf, type AppConfig, type EndpointConfig, type ModelProfile, type RequestShape } from '../config/index.js';
 import { modelCodeOfStatus } from '../src/errors.js';
@@ -106,15 +106,39 @@ const DOCTOR_TOOL = { type: 'function' as const, function: { name: 'doctor_ping'
  */
 async function checkRequestShapes(config: AppConfig, endpointName: string): Promise<Check[]> {
   const endpoint = config.endpoints[endpointName]!;
-  const client = new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: 30_000, fetch: gatewayFetch() });
-  const base = await chatRequestBase(client, 30_000);
+  // The endpoint's own timeout (ENVFLEET_MODEL_TIMEOUT_MS, or its timeoutMs): a model slower than a fixed 30 s failed
+  // the doctor although the workers wait for it, and one slower than the setting passed although every request times out.
+  const client = new OpenAI({ baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, maxRetries: 0, timeout: endpoint.timeoutMs, fetch: gatewayFetch() });
+  const base = await chatRequestBase(client, endpoint.timeoutMs);
   const checks: Check[] = [];
   for (const { profile, stages } of shapeGroups(config, endpointName)) {
     const others = stages.filter(s => s !== TOOLS_STAGE);
     if (others.length) checks.push(await probeShape(config, endpointName, base, profile, others, false));
     if (stages.includes(TOOLS_STAGE)) checks.push(await probeShape(config, endpointName, base, profile, [TOOLS_STAGE], true));
   }
+  // The embedding profiles (mine.dedup): a stranger's probe found an endpoint without /embeddings passed the doctor and
+  // failed the first synth --tasks at mine.dedup.
+  const embeddings = new Map<string, string[]>();
+  for (const profile of Object.values(config.profiles)) {
+    if (profile.kind === 'embedding' && profile.endpoints.some(e => e.name === endpointName)) embeddings.set(profile.model, [...(embeddings.get(profile.model) ?? []), profile.stage]);
+  }
+  for (const [model, stages] of embeddings) checks.push(await probeEmbeddings(config, client, endpointName, model, stages));
   return checks;
+}
+
+/** One embeddings request of `model` to the endpoint, as `stages` send it. */
+async function probeEmbeddings(config: AppConfig, client: OpenAI, endpointName: string, model: string, stages: readonly string[]): Promise<Check> {
+  const name = `embeddings ${endpointName} ${model}`;
+  const fix = `${stages.join(', ')} need${stages.length === 1 ? 's' : ''} it: serve that embedding model there, or set ${config.modelsFile ? `the ${stages.join(', ')} profile in ${config.modelsFile}` : 'ENVFLEET_EMBEDDING_MODEL (or a mine.dedup profile in ENVFLEET_MODELS_FILE)'} to one the endpoint serves`;
+  try {
+    const body = await client.embeddings.create({ model, input: ['doctor'] }, { headers: { [STAGE_HEADER]: 'doctor' } });
+    const vector = (body as { data?: { embedding?: unknown }[] } | null)?.data?.[0]?.embedding;
+    if (!Array.isArray(vector) || vector.length === 0) return { name, status: 'fail', detail: `an embeddings request was answered without a vector: ${cutBody(body)}. ${fix}` };
+    return { name, status: 'ok', detail: `answers embeddings of ${model} (${vector.length} dimensions; ${stages.join(', ')})` };
+  } catch (err) {
+    const status = err instanceof APIError ? (err.status as number | undefined) : undefined;
+    return { name, status: 'fail', detail: `an embeddings request of ${model} failed (${status === undefined ? '' : `${status}: `}${errorBodyText((err as Error).message).slice(0, 200)}). ${fix}` };
+  }
 }
 
 /** One probe of checkRequestShapes: `profile`'s request shape for `stages`, with a tool (the agent's) or not. */
@@ -133,7 +157,7 @@ async function probeShape(config: AppConfig, endpointName: string, base: ChatReq
   });
   const sent = Object.keys(params).filter(k => k !== 'model' && k !== 'messages');
   try {
-    const body: unknown = await postChatCompletion(doctorSender(), base, params, { headers: { [STAGE_HEADER]: 'doctor' }, signal: null, timeoutMs: 30_000 });
+    const body: unknown = await postChatCompletion(doctorSender(), base, params, { headers: { [STAGE_HEADER]: 'doctor' }, signal: null, timeoutMs: config.endpoints[endpointName]!.timeoutMs });
     const choices = (body as { choices?: unknown } | null)?.choices;
     if (!Array.isArray(choices) || !(choices[0] as { message?: unknown } | undefined)?.message) {
       // A gateway that answers 200 with an error object (an overloaded upstream, a model it cannot reach) did not accept the request.
@@ -219,7 +243,11 @@ async function checkEndpoint(endpoint: EndpointConfig, wanted: string[]): Promis
     const list = await client.models.list({ headers: { [STAGE_HEADER]: 'doctor' } });
     const served = new Set(list.data.map(m => m.id));
     const missing = wanted.filter(m => !served.has(m));
-    if (served.size > 0 && missing.length > 0) {
+    if (served.size === 0) {
+      // An HTML page, or a gateway that lists nothing: what it serves cannot be told from it.
+      return { name, status: 'warn', detail: `${redactUrl(endpoint.baseURL)}/models answers, but lists no model, so whether it serves ${wanted.join(', ')} cannot be told (an HTML page, a proxy, or a server that lists none); the request checks below try them` };
+    }
+    if (missing.length > 0) {
       return {
         name,
         status: 'warn',
@@ -228,6 +256,9 @@ async function checkEndpoint(endpoint: EndpointConfig, wanted: string[]): Promis
     }
     return { name, status: 'ok', detail: `${redactUrl(endpoint.baseURL)} answers and accepts the key; serves ${wanted.join(', ')}` };
   } catch (err) {
+    if (err instanceof APIConnectionTimeoutError) {
+      return { name, status: 'fail', detail: `${redactUrl(endpoint.baseURL)}/models did not answer within 10 s: the server is reached but slow or stuck (loading a model?); try again once it answers, or check ${baseUrlSetting(endpoint)}.` };
+    }
     if (err instanceof APIConnectionError) {
       return { name, status: 'fail', detail: `cannot reach ${redactUrl(endpoint.baseURL)} (${err.message}). Start the server, or fix ${baseUrlSetting(endpoint)}.` };
     }

@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import { runDoctor } from '../../../cli/doctor.js';
 import { loadConfig } from '../../../config/index.js';
@@ -68,5 +70,40 @@ describe('envfleet doctor: what to fix for an endpoint of the models file', () =
     const check = checks.find(c => c.name === 'endpoint default')!;
     expect(check.status).to.equal('fail');
     expect(check.detail).to.match(/Set OPENAI_API_KEY to a valid key\.$/);
+  });
+
+  it('checks the embedding model too: an endpoint whose /embeddings refuses it fails, naming the stage and the setting (it passed, and synth failed at mine.dedup)', async () => {
+    const ok = (await runDoctor(() => loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, OPENAI_API_KEY: 'right-key', REDIS_URL: 'redis://127.0.0.1:6379' } })))
+      .find(c => c.name === 'embeddings default text-embedding-3-small')!;
+    expect(ok.status, ok.detail).to.equal('ok');
+    const noEmbeddings = await startModelServer({
+      script: parseModelScript({ models: ['gpt-4o-mini', 'text-embedding-3-small'], rules: [{ endpoint: 'embeddings', fault: { type: 'server_error', status: 404, message: 'no embeddings here — pas ici' } }, { stage: 'doctor', respond: { json: { ok: true } } }] }),
+    });
+    try {
+      const checks = await runDoctor(() => loadConfig({}, { overrides: { OPENAI_BASE_URL: noEmbeddings.url, OPENAI_API_KEY: 'k', REDIS_URL: 'redis://127.0.0.1:6379' } }));
+      const check = checks.find(c => c.name === 'embeddings default text-embedding-3-small')!;
+      expect(check.status).to.equal('fail');
+      expect(check.detail).to.include('404').and.include('mine.dedup needs it').and.include('ENVFLEET_EMBEDDING_MODEL');
+    } finally {
+      await noEmbeddings.close();
+    }
+  });
+
+  it('an endpoint whose /models lists no model is not said to serve the configured ones', async () => {
+    // A gateway that answers /models with an empty list (and refuses everything else).
+    const empty = createServer((req, res) => {
+      res.writeHead(req.url?.endsWith('/models') ? 200 : 404, { 'content-type': 'application/json' });
+      res.end(req.url?.endsWith('/models') ? '{"object":"list","data":[]}' : '{"error":{"message":"no"}}');
+    });
+    await new Promise<void>(resolve => empty.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(empty.address() as AddressInfo).port}/v1`;
+      const checks = await runDoctor(() => loadConfig({}, { overrides: { OPENAI_BASE_URL: url, OPENAI_API_KEY: 'k', REDIS_URL: 'redis://127.0.0.1:6379' } }));
+      const check = checks.find(c => c.name === 'endpoint default')!;
+      expect(check.status, check.detail).to.equal('warn');
+      expect(check.detail).to.include('lists no model').and.not.include('accepts the key; serves');
+    } finally {
+      await new Promise(resolve => empty.close(resolve));
+    }
   });
 });
