@@ -14,7 +14,7 @@ import { RawJson } from '../util/raw-json.js';
 import { readTextFile } from '../util/bom.js';
 import { bfclCheck, type BfclGoldTurn } from './bfcl-check.js';
 import { BfclSourceError, LONG_CONTEXT_MODULE, REPLAY_TOOL, UNAVAILABLE_MODULES, routerClassName, routerSource, toolFromFuncDoc, type BfclModule } from './bfcl-source.js';
-import { writeImported } from './write.js';
+import { rolloutsLookup, writeImported } from './write.js';
 import type { ImportCounts, SkippedRecord } from './envscaler.js';
 import { checkRunName } from '../runs/ids.js';
 import { jsonMemberText } from '../util/json-member.js';
@@ -609,11 +609,16 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
     envCounts[w.outcome] += 1;
     progress?.({ phase: 'write', kind: 'env', done: i + 1, total: chosen.length });
   }
+  const rolledOut = rolloutsLookup(store, runId);
   const scnCounts = { imported: 0, unchanged: 0, updated: 0 };
   let checks = 0;
   const writable = scenarioDocs.filter(d => !blocked.has(d.environmentId));
   for (const [i, doc] of writable.entries()) {
-    const w = await writeImported(store, runId, 'scenario', doc, 'bfcl', reusedDocs.get(doc.id));
+    const w = await writeImported(store, runId, 'scenario', doc, 'bfcl', reusedDocs.get(doc.id), rolledOut);
+    if (w.outcome === 'rolled-out') {
+      skipped.push({ file: String(doc.lineage.original?.file ?? ''), where: `id ${doc.id}`, problem: `run "${runId}" has episodes of scenario ${doc.id} rolled out on its earlier version, scored by its earlier checks: it is left as it was (changed here, the export would pair those rewards with the new task and checks); import into another run to roll out the changed one` });
+      continue;
+    }
     if (w.outcome === 'foreign') {
       skipped.push({ file: String(doc.lineage.original?.file ?? ''), where: `id ${doc.id}`, problem: `run "${runId}" already has a scenario ${doc.id} that was not imported from BFCL: left as it is` });
       continue;

@@ -7,7 +7,7 @@ import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import { ENVSCALER_FIELDS, environmentFromEnvscaler, scenarioFromEnvscaler, type MappedScenario, type RecordPlace, type ScenarioEnv } from './envscaler-records.js';
 import { readJsonRecords, type JsonFileEnd } from './json-records.js';
-import { writeImported } from './write.js';
+import { rolloutsLookup, writeImported } from './write.js';
 import { checkRunName } from '../runs/ids.js';
 
 /**
@@ -224,6 +224,7 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
     if ((i + 1) % 50 === 0 || i + 1 === chosen.length) progress?.({ phase: 'write', kind: 'env', done: i + 1, total: chosen.length });
   }
 
+  const rolledOut = rolloutsLookup(store, runId);
   const scnCounts = { imported: 0, unchanged: 0, updated: 0, rl: 0, sft: 0 };
   let checks = 0;
   let unscored = 0;
@@ -233,7 +234,11 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
     const index = indexOf.get(s.scenario.environmentId) ?? 0;
     indexOf.set(s.scenario.environmentId, index + 1);
     const doc: ScenarioRecord = { ...s.scenario, index };
-    const w = await writeImported(store, runId, 'scenario', doc, 'envscaler');
+    const w = await writeImported(store, runId, 'scenario', doc, 'envscaler', undefined, rolledOut);
+    if (w.outcome === 'rolled-out') {
+      skipped.push({ file: doc.lineage.original!.file, where: `task_id ${doc.lineage.original!.taskId ?? doc.id}`, problem: `run "${runId}" has episodes of scenario ${doc.id} rolled out on its earlier version, scored by its earlier checks: it is left as it was (changed here, the export would pair those rewards with the new task and checks); import into another run to roll out the changed one` });
+      continue;
+    }
     if (w.outcome === 'foreign') {
       skipped.push({ file: doc.lineage.original!.file, where: `task_id ${doc.lineage.original!.taskId ?? doc.id}`, problem: `run "${runId}" already has a scenario ${doc.id} that was not imported from EnvScaler: left as it is` });
       continue;

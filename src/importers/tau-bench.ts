@@ -12,7 +12,7 @@ import type { Operation } from '../synthesis/schemas.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
 import { readTextFile } from '../util/bom.js';
-import { writeImported } from './write.js';
+import { rolloutsLookup, writeImported } from './write.js';
 import type { ImportCounts, SkippedRecord } from './envscaler.js';
 import { MODULE_HEADER_PY, READER_PY, READER_TOOLS, REPLAY_PY, REPLAY_TOOLS, goldHashCheck, outputsCheck } from './tau-bench-python.js';
 import { checkRunName } from '../runs/ids.js';
@@ -501,6 +501,7 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
     progress?.({ phase: 'write', kind: 'env', done: i + 1, total: envs.length });
   }
 
+  const rolledOut = rolloutsLookup(store, runId);
   const scnCounts = { imported: 0, unchanged: 0, updated: 0 };
   let checks = 0;
   const indexOf = new Map<string, number>();
@@ -509,7 +510,11 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
     const index = indexOf.get(s.environmentId) ?? 0;
     indexOf.set(s.environmentId, index + 1);
     const doc: ScenarioRecord = { ...s, index };
-    const w = await writeImported(store, runId, 'scenario', doc, 'tau-bench');
+    const w = await writeImported(store, runId, 'scenario', doc, 'tau-bench', undefined, rolledOut);
+    if (w.outcome === 'rolled-out') {
+      skipped.push({ file: doc.lineage.original!.file, where: `task ${doc.lineage.original!.taskId}`, problem: `run "${runId}" has episodes of scenario ${doc.id} rolled out on its earlier version, scored by its earlier checks: it is left as it was (changed here, the export would pair those rewards with the new task and checks); import into another run to roll out the changed one` });
+      continue;
+    }
     if (w.outcome === 'foreign') {
       skipped.push({ file: doc.lineage.original!.file, where: `task ${doc.lineage.original!.taskId}`, problem: `run "${runId}" already has a scenario ${doc.id} that was not imported from τ-bench: left as it is` });
       continue;

@@ -7,8 +7,26 @@ export function sameDocument(a: { lineage: { createdAt: string } }, b: { lineage
   return canonicalJson({ ...a, lineage: { ...a.lineage, createdAt: '' } }) === canonicalJson({ ...b, lineage: { ...b.lineage, createdAt: '' } });
 }
 
-/** What writing one imported document did: written (new or changed), already there, or refused. */
+/**
+ * What writing one imported document did: written (new or changed), already there, or refused: the run's document of
+ * that id was not imported from this source (`foreign`), or it is a scenario whose earlier version has episodes rolled
+ * out (`rolled-out`: its rewards were given by the earlier checks, and the export would pair them with the new text).
+ */
 export type ImportWrite<D> = { readonly outcome: 'imported' | 'updated' | 'unchanged' } | { readonly outcome: 'foreign'; readonly other: D };
+export type ScenarioWrite<D> = ImportWrite<D> | { readonly outcome: 'rolled-out' };
+
+/**
+ * Whether a scenario of the run has episodes rolled out (a group or a trajectory of it), for one import: the run's
+ * group and trajectory ids are read once, the first time a changed scenario is met.
+ */
+export function rolloutsLookup(store: RunStore, runId: string): (scenarioId: string) => Promise<boolean> {
+  let ids: Promise<readonly string[]> | undefined;
+  return async scenarioId => {
+    ids ??= Promise.all([store.listDocIds(runId, 'group'), store.listDocIds(runId, 'trajectory')]).then(([g, t]) => [...g, ...t]);
+    // A group's id and its trajectories' ids start with the scenario's id and a dot (src/runs/ids.ts).
+    return (await ids).some(id => id.startsWith(`${scenarioId}.`));
+  };
+}
 
 /**
  * Writes one document an importer made (`source`: the project it came from), the way every importer
@@ -16,7 +34,8 @@ export type ImportWrite<D> = { readonly outcome: 'imported' | 'updated' | 'uncha
  * written again; a changed one is written with its first createdAt kept; one whose id the run holds for
  * a document not imported from `source` is left alone (`foreign`, with that document, for the caller to
  * report). The funnel counters `import` count environments, scenarios and their checks once each.
- * `known`: the run's document of that id when the caller already read it (undefined: read here).
+ * `known`: the run's document of that id when the caller already read it (undefined: read here); `rolledOut`: the
+ * import's rolloutsLookup (one read of the run's rollouts for all its scenarios).
  */
 export async function writeImported<K extends 'env' | 'scenario'>(
   store: RunStore,
@@ -25,15 +44,24 @@ export async function writeImported<K extends 'env' | 'scenario'>(
   doc: RunDocuments[K],
   source: ImportSource,
   known?: RunDocuments[K] | null,
-): Promise<ImportWrite<RunDocuments[K]>> {
+  rolledOut?: (scenarioId: string) => Promise<boolean>,
+): Promise<K extends 'scenario' ? ScenarioWrite<RunDocuments[K]> : ImportWrite<RunDocuments[K]>> {
+  type Out = K extends 'scenario' ? ScenarioWrite<RunDocuments[K]> : ImportWrite<RunDocuments[K]>;
   const before = known === undefined ? await store.getDoc(runId, kind, doc.id) : known;
-  if (before && before.lineage.source !== source) return { outcome: 'foreign', other: before };
-  if (before && sameDocument(before, doc)) return { outcome: 'unchanged' };
+  if (before && before.lineage.source !== source) return { outcome: 'foreign', other: before } as Out;
+  if (before && sameDocument(before, doc)) return { outcome: 'unchanged' } as Out;
+  if (before && kind === 'scenario') {
+    // Its place among its environment's scenarios alone (BFCL's numbering over the entries selected, which another
+    // --limit changes) is no change: the scenario stays as it was.
+    const unnumbered = (d: RunDocuments['scenario']): RunDocuments['scenario'] => ({ ...d, index: 0 });
+    if (sameDocument(unnumbered(before as RunDocuments['scenario']), unnumbered(doc as RunDocuments['scenario']))) return { outcome: 'unchanged' } as Out;
+    if (await (rolledOut ?? rolloutsLookup(store, runId))(doc.id)) return { outcome: 'rolled-out' } as Out;
+  }
   const checks = kind === 'scenario' ? ((doc as RunDocuments['scenario']).checklist?.length ?? 0) : 0;
   const counts =
     kind === 'env'
       ? [{ stage: 'import', outcome: 'environments', n: 1, once: true }]
       : [{ stage: 'import', outcome: 'scenarios', n: 1, once: true }, ...(checks ? [{ stage: 'import', outcome: 'checks', n: checks, once: true }] : [])];
   await store.putDoc(runId, kind, doc.id, (before ? { ...doc, lineage: { ...doc.lineage, createdAt: before.lineage.createdAt } } : doc), counts);
-  return { outcome: before ? 'updated' : 'imported' };
+  return { outcome: before ? 'updated' : 'imported' } as Out;
 }

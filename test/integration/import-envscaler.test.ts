@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -102,6 +102,27 @@ describe('envfleet import envscaler (command line, real Redis)', function () {
     const status = await envfleet('status', '--run', 'es');
     expect(status.code, status.stderr).to.equal(0);
     expect(status.stdout).to.match(/input: envscaler/);
+  });
+
+  it('leaves a changed scenario that has episodes rolled out as it was, saying so; updates one without; a scenario whose place alone moved is unchanged', async () => {
+    // A stranger's probe: a scenario changed after its rollouts was written again, and the export paired the rewards its
+    // earlier checks gave with the new task and checks.
+    const changed = join(dir, 'github-changed');
+    await cp(join(FIXTURES, 'github'), changed, { recursive: true });
+    const file = join(changed, 'rl_scenario_metadata.json');
+    const text = await readFile(file, 'utf8');
+    await writeFile(file, text.replace('Book table T1 for 李雷 with the note 靠窗 🍵.', 'Book table T2 for 李雷 — changed 🔁.').replace('Cancel booking B0 — the birthday 🎂 moved.', 'Cancel booking B0, the party moved 🎉.'));
+    expect((await envfleet('import', 'envscaler', '--from', join(FIXTURES, 'github'), '--run', 'es-changed')).code).to.equal(0);
+    const before = (await store.getDoc('es-changed', 'scenario', 'env_7_rl-task_1'))!;
+    // As a rollout leaves it: a group of the scenario.
+    await store.putDoc('es-changed', 'group', 'env_7_rl-task_1.non-conversational', { id: 'env_7_rl-task_1.non-conversational', runId: 'es-changed', scenarioId: 'env_7_rl-task_1' } as never);
+
+    const again = await envfleet('import', 'envscaler', '--from', changed, '--run', 'es-changed');
+    expect(again.code, again.stderr).to.equal(0);
+    expect(again.stdout).to.match(/scenarios: +0 new, 1 unchanged, 1 updated/);
+    expect(again.stdout).to.include('has episodes of scenario env_7_rl-task_1 rolled out on its earlier version').and.include('import into another run');
+    expect(await store.getDoc('es-changed', 'scenario', 'env_7_rl-task_1')).to.deep.equal(before);
+    expect((await store.getDoc('es-changed', 'scenario', 'env_7_rl-task_2'))!.task).to.equal('Cancel booking B0, the party moved 🎉.');
   });
 
   it('imports the Hugging Face rows (JSON Lines, JSON-string fields) with --envs/--scenarios, --split rl and --json', async () => {

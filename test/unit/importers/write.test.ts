@@ -1,0 +1,50 @@
+import { randomUUID } from 'node:crypto';
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { loadConfig } from '../../../config/index.js';
+import { runOptionsFrom } from '../../../queues/submit.js';
+import { writeImported } from '../../../src/importers/write.js';
+import { createRedisRunStore, type RunStore } from '../../../src/runs/store.js';
+import type { ScenarioRecord } from '../../../src/scenarios/types.js';
+
+const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+
+const scenario = (id: string, index: number, task: string): ScenarioRecord =>
+  ({
+    id, runId: 'imp', environmentId: 'bfcl-NoteBoard', index, status: 'ready', initialState: { notes: [] }, task,
+    checklist: [{ item: 'ok', language: 'python', check: 'def check_func(final_state):\n    return True\n' }],
+    lineage: { runId: 'imp', environmentId: 'bfcl-NoteBoard', models: {}, prompts: {}, createdAt: '2026-12-07T00:00:00.000Z', source: 'bfcl' },
+  }) as unknown as ScenarioRecord;
+
+describe('writing an imported scenario again (real Redis)', () => {
+  const prefix = `envfleet-test-import-write-${randomUUID().slice(0, 8)}`;
+  let redis: Redis;
+  let store: RunStore;
+  before(async () => {
+    redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+    store = createRedisRunStore(redis, prefix);
+    await store.createRun({ id: 'imp', createdAt: '2026-12-07T00:00:00.000Z', input: 'bfcl', options: runOptionsFrom(loadConfig({})) });
+  });
+  after(async () => {
+    const keys = await redis.keys(`${prefix}:*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+  });
+
+  it("leaves one whose place among its environment's scenarios alone moved as it was (BFCL's --limit renumbered 4 unchanged entries, 'updated')", async () => {
+    expect(await writeImported(store, 'imp', 'scenario', scenario('multi_turn_miss_func_0', 1, 'Note « café » ☕'), 'bfcl')).to.deep.equal({ outcome: 'imported' });
+    expect(await writeImported(store, 'imp', 'scenario', scenario('multi_turn_miss_func_0', 3, 'Note « café » ☕'), 'bfcl')).to.deep.equal({ outcome: 'unchanged' });
+    expect((await store.getDoc('imp', 'scenario', 'multi_turn_miss_func_0'))!.index).to.equal(1);
+    expect(await writeImported(store, 'imp', 'scenario', scenario('multi_turn_miss_func_0', 3, 'Note « thé » 🍵'), 'bfcl')).to.deep.equal({ outcome: 'updated' });
+  });
+
+  it('refuses to change one whose earlier version has episodes rolled out (their rewards came from its earlier checks)', async () => {
+    expect(await writeImported(store, 'imp', 'scenario', scenario('multi_turn_base_7', 0, 'Tâche 一'), 'bfcl')).to.deep.equal({ outcome: 'imported' });
+    await store.putDoc('imp', 'trajectory', 'multi_turn_base_7.conversational.0', { id: 'multi_turn_base_7.conversational.0' } as never);
+    expect(await writeImported(store, 'imp', 'scenario', scenario('multi_turn_base_7', 0, 'Tâche 二'), 'bfcl')).to.deep.equal({ outcome: 'rolled-out' });
+    expect((await store.getDoc('imp', 'scenario', 'multi_turn_base_7'))!.task).to.equal('Tâche 一');
+    // Another scenario whose id starts the same way is not taken for it.
+    expect(await writeImported(store, 'imp', 'scenario', scenario('multi_turn_base_70', 0, 'Tâche 三'), 'bfcl')).to.deep.equal({ outcome: 'imported' });
+    expect(await writeImported(store, 'imp', 'scenario', scenario('multi_turn_base_70', 0, 'Tâche 四'), 'bfcl')).to.deep.equal({ outcome: 'updated' });
+  });
+});
