@@ -510,6 +510,9 @@ export function redactUrl(url: unknown): string {
   const text = String(url);
   try {
     const parsed = new URL(text);
+    // An @ after the host (redis://user:12/ab@host: a password with a / in it, read as host "user" and port 12): all up
+    // to the last @ may be the password.
+    if (/@/.test(parsed.pathname + parsed.search + parsed.hash)) throw new Error('userinfo past the authority');
     let changed = false;
     if (parsed.password) {
       parsed.password = '***';

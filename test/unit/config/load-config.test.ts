@@ -599,12 +599,16 @@ describe('config: redactConfig', () => {
       ['redis://:ab?LEAK3@127.0.0.1:6452', 'it is not a URL'],
       ['redis://:50%LEAK4@127.0.0.1:6452', "has a % that is not percent-encoding: write a % as %25"],
       ['redis://:p@ss@LEAK5@127.0.0.1:6452/x', 'must be a database number'],
+      // The part before the / reads as a port: host "default", port 12, and the rest as the path.
+      ['redis://default:12/xyzLEAK6+Q==@127.0.0.1:6379', 'must be a database number'],
     ] as const) {
       const err = configError(() => loadConfig({ REDIS_URL: url }));
       expect(err.message, url).not.to.match(/LEAK/);
       expect(err.message, url).to.include(says).and.include('must be percent-encoded (%2F %3F %23 %40 %25)');
     }
     expect(configError(() => loadConfig({ REDIS_URL: '127.0.0.1:6379' })).message).to.include('it has no scheme').and.include('redis://127.0.0.1:6379');
+    // ioredis's options in the query string (an IPv6-only host name needs family=6) are taken.
+    expect(loadConfig({ REDIS_URL: 'redis://redis.railway.internal:6379?family=6' }).redis.url).to.equal('redis://redis.railway.internal:6379?family=6');
     // Percent-encoded, it loads.
     expect(loadConfig({ REDIS_URL: 'redis://:ab%2Bc%2Fd%3D@127.0.0.1:6452' }).redis.url).to.equal('redis://:ab%2Bc%2Fd%3D@127.0.0.1:6452');
   });
