@@ -293,6 +293,8 @@ export class JobTakenOverError extends AppError {
 export class ArchivedTrajectoryMissingError extends AppError {
   /** How many trajectories the file does not give. */
   readonly count: number;
+  /** Which (all of them). */
+  readonly ids: readonly string[];
   /** The file, and what is wrong with it (gone, unreadable, lacking them, a damaged line), without the advice. */
   readonly place: string;
   /** `damaged`: the line of the file that is not a whole trajectory (the file was cut or changed after the sink wrote it). */
@@ -311,6 +313,7 @@ export class ArchivedTrajectoryMissingError extends AppError {
       details: { path, ids: ids.slice(0, 20), ...(damaged ? { line: damaged.line } : {}) },
     });
     this.count = n;
+    this.ids = ids;
     this.place = `${path}${where}`;
   }
 }

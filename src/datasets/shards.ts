@@ -1,4 +1,4 @@
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { AppError, ArchivedTrajectoryMissingError } from '../errors.js';
@@ -84,20 +84,8 @@ export async function readTrajectoryLines(path: string, ids: ReadonlySet<string>
   return found;
 }
 
-/**
- * Maps a recorded shard path to the same shard file in `dir` (the sink's output was moved), unless a file is still at
- * the recorded path: the shards of a run the sink wrote into several folders (one --out filled its disk, the next
- * went elsewhere) all have a part-00000.jsonl, and only the moved folder's are in `dir` (a stranger's probe: the
- * trajectories of the folders left in place were said missing, and --skip-missing dropped them).
- */
-export function shardsMovedTo(dir: string): (path: string) => string {
-  const where = new Map<string, string>();
-  return path => {
-    let to = where.get(path);
-    if (to === undefined) where.set(path, (to = existsSync(path) ? path : join(dir, basename(path))));
-    return to;
-  };
-}
+/** Maps a recorded shard path to the same shard file in `dir` (the sink's output was moved). */
+export const shardsMovedTo = (dir: string) => (path: string) => join(dir, basename(path));
 
 /**
  * Calls `visit` with each of the run's trajectories in full, one at a time (memory stays flat):
@@ -114,31 +102,41 @@ export async function forEachFullTrajectory(
   options: { readonly relocate?: ((path: string) => string) | undefined; readonly onMissing?: ((lost: ArchivedTrajectoryMissingError) => void) | undefined },
   visit: (t: Trajectory) => Promise<void> | void,
 ): Promise<number> {
-  const where = options.relocate ?? ((path: string) => path);
   const byShard = new Map<string, Set<string>>();
   let visited = 0;
   for (const id of ids) {
     const t = await store.getDoc(runId, 'trajectory', id);
     if (!t) continue;
     if (isArchived(t)) {
-      const path = where(t.archived.path);
+      const path = t.archived.path;
       byShard.set(path, (byShard.get(path) ?? new Set<string>()).add(t.id));
     } else {
       await visit(t);
       visited += 1;
     }
   }
+  // With `relocate`, a shard is read where the sink wrote it, then, for what it does not give there, where relocate
+  // says: a run the sink wrote into several folders (one --out filled its disk, the next went elsewhere) has a
+  // part-00000.jsonl in each, and only the moved one's are in the new place; and a file made at the old place later
+  // (another run's sink) does not hide the moved one (a stranger's probe, then a reviewer's).
   for (const path of [...byShard.keys()].sort()) {
-    const wanted = byShard.get(path)!;
-    await eachShardLine(
-      path,
-      wanted,
-      async (_id, _line, parsed) => {
-        await visit(parsed as Trajectory);
-        visited += 1;
-      },
-      options.onMissing,
-    );
+    let wanted = byShard.get(path)!;
+    const places = options.relocate ? [...new Set([path, options.relocate(path)])] : [path];
+    for (const [i, place] of places.entries()) {
+      const last = i === places.length - 1;
+      const missed: string[] = [];
+      await eachShardLine(
+        place,
+        wanted,
+        async (_id, _line, parsed) => {
+          await visit(parsed as Trajectory);
+          visited += 1;
+        },
+        last ? options.onMissing : lost => void missed.push(...lost.ids),
+      );
+      if (!missed.length) break;
+      wanted = new Set(missed);
+    }
   }
   return visited;
 }

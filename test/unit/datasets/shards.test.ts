@@ -41,6 +41,13 @@ describe('shard files', () => {
     await forEachFullTrajectory(store, 'r', ['a', 'b'], { relocate: shardsMovedTo(join(root, 'moved', 'trajectories')) }, t => void seen.push(`${t.id} ${(t as unknown as { note: string }).note}`));
 
     expect(seen.sort()).to.deep.equal(['a 一', 'b 二 😀']);
+
+    // A sink of another run made a new part-00000.jsonl where the moved one was (a reviewer's check: it hid the moved one).
+    await mkdir(first, { recursive: true });
+    await writeFile(join(first, 'part-00000.jsonl'), `${JSON.stringify({ id: 'other-run', note: '他' })}\n`);
+    const again: string[] = [];
+    await forEachFullTrajectory(store, 'r', ['a', 'b'], { relocate: shardsMovedTo(join(root, 'moved', 'trajectories')) }, t => void again.push(t.id));
+    expect(again.sort()).to.deep.equal(['a', 'b']);
   });
 
   it('says which trajectories are missing and where they were looked for', async () => {
