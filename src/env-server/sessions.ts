@@ -292,9 +292,9 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           const end = await s.env!.finish(interrupted ? [] : (served.scenario.checklist ?? []).filter(c => !c.episode));
           const atEnd = fullAtEnd(end);
           if (atEnd) full = `${atEnd.where}: ${atEnd.message}`;
-          // Lost with its interpreter before the end: not the episode's doing, unless this session's own failure ended
-          // it (environment-error: its call got its own code, and took the interpreter down).
-          else if (end.stateError?.code === INTERPRETER_LOST && endedBy !== 'environment-error') {
+          // Lost with an interpreter another environment took down: not the episode's doing. (ENV_DISPOSED without
+          // the mark follows the environment's own limit: scored as its failure.)
+          else if (end.stateError?.code === INTERPRETER_LOST && end.stateError.lostWith === 'interpreter' && endedBy !== 'environment-error') {
             full = interpreterLost('the final state could not be read', end.stateError.message);
             lostFor = INTERPRETER_LOST;
           }
@@ -309,10 +309,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           // Nothing of a state that cannot be passed on stays in the result (it could not be written either).
           finalState = null;
           finalStateJson = undefined;
-          if ((err as { code?: unknown }).code === INTERPRETER_LOST && endedBy !== 'environment-error') {
-            full = interpreterLost('the final state could not be read', (err as Error).message);
-            lostFor = INTERPRETER_LOST;
-          } else readError = `the final state could not be read: ${(err as Error).message}`;
+          readError = `the final state could not be read: ${(err as Error).message}`;
         }
       }
       await s.env!.close().catch(() => undefined);
@@ -438,10 +435,11 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       s.busy -= 1;
       if (outcome.runtimeError === SANDBOX_FULL) {
         // Not the environment's failure: the thread's other sessions left it no memory. No reward, a clear error.
-        const result = await finish(id, 'evicted', `${tool} needed more memory and its sandbox thread had none left (ENVFLEET_SANDBOX_HEAP_MB reached with ${live.size} sessions open)`);
+        const where = s.served?.env.language === 'python' ? 'its Python interpreter had none left (ENVFLEET_PYTHON_HEAP_MB' : 'its sandbox thread had none left (ENVFLEET_SANDBOX_HEAP_MB';
+        const result = await finish(id, 'evicted', `${tool} needed more memory and ${where} reached with ${live.size} sessions open)`);
         throw notScored(result) ? notScoredError(result) : new EnvServerError('SESSION_CLOSED', `session ${id} has ended (${result.endedBy})`);
       }
-      if (outcome.runtimeError === INTERPRETER_LOST) {
+      if (outcome.runtimeError === INTERPRETER_LOST && outcome.lostWith === 'interpreter') {
         // Its environment is gone with an interpreter another session's environment took down: no reward.
         const result = await finish(id, 'evicted', interpreterLost(`${tool} found its environment gone`, errorOf(outcome.result)), INTERPRETER_LOST);
         throw notScored(result) ? notScoredError(result) : new EnvServerError('SESSION_CLOSED', `session ${id} has ended (${result.endedBy})`);

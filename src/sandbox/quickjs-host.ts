@@ -142,6 +142,12 @@ export interface CallOutcome {
    */
   readonly resultJson?: string;
   readonly runtimeError?: SandboxErrorCode;
+  /**
+   * With runtimeError ENV_DISPOSED: the environment was lost with its Python interpreter, which another environment
+   * took down (a fatal error, a call past its deadline that ignored the interrupt): not this environment's doing.
+   * Absent where ENV_DISPOSED follows the environment's own limit.
+   */
+  readonly lostWith?: 'interpreter';
   /** Wall time inside the runtime, microseconds. */
   readonly us: number;
 }

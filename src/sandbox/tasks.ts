@@ -15,6 +15,8 @@ import { watchSession } from './watchdog.js';
 export interface SandboxFailure {
   readonly code: SandboxErrorCode;
   readonly message: string;
+  /** ENV_DISPOSED only: the environment was lost with its Python interpreter, which another environment took down. */
+  readonly lostWith?: 'interpreter';
 }
 
 /** A call a probe makes; `argumentsText` as EnvSession.call's `argsText` (a Python session reads the arguments from it). */

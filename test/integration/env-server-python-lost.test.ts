@@ -66,6 +66,22 @@ const SCENARIO = {
 } as unknown as ScenarioRecord;
 const LIMITS = { ...DEFAULT_SANDBOX_LIMITS, callDeadlineMs: 1_000, createDeadlineMs: 10_000, checkDeadlineMs: 2_000 };
 
+const GROWER = [
+  'class Grower:',
+  '    def __init__(self, config=None):',
+  '        self.data = []',
+  '',
+  '    def grow(self, n: int) -> dict:',
+  '        """Grow the state."""',
+  '        self.data = [[i, i, i] for i in range(n)]',
+  '        return {"n": n}',
+  '',
+  '    def ping(self) -> dict:',
+  '        """Ping."""',
+  '        return {"ok": 1}',
+  '',
+].join('\n');
+
 describe('envfleet serve: sessions whose Python interpreter another session took down are not scored (real Pyodide)', function () {
   this.timeout(300_000);
   let sandbox: SandboxRunner;
@@ -114,6 +130,30 @@ describe('envfleet serve: sessions whose Python interpreter another session took
     const fresh = await registry.open(SCENARIO.id);
     await registry.call(fresh.id, 'bump', { note: 'café ☕' });
     expect(await registry.finish(fresh.id)).to.include({ endedBy: 'finished', reward: 1, solved: true });
+  });
+  it("does not evict a session its own limit ended (a state read past its deadline): that is the environment's failure, scored as before (a reviewer's check)", async () => {
+    const grower: ServedScenario = {
+      env: { ...ENV, id: 'env-grower', className: 'Grower', source: GROWER, tools: [
+        { type: 'function', function: { name: 'grow', description: 'Grow the state.', parameters: { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] } } },
+        { type: 'function', function: { name: 'ping', description: 'Ping.', parameters: { type: 'object', properties: {} } } },
+      ] } as unknown as EnvironmentRecord,
+      scenario: { ...SCENARIO, id: 'scn-grower', environmentId: 'env-grower', initialState: { data: [] }, checklist: [{ item: 'true', language: 'python', check: 'def check_func(final_state):\n    return True\n' }] } as unknown as ScenarioRecord,
+      limits: { ...LIMITS, callDeadlineMs: 400, createDeadlineMs: 400 },
+    };
+    const own = createSessionRegistry({ sandbox, scenarios: { scenario: () => Promise.resolve(grower) } }, { maxSessions: 2, idleTimeoutMs: 0 });
+    try {
+      const s = await own.open('scn-grower');
+      await own.call(s.id, 'grow', { n: 350_000 });
+      // Reading a state of a million numbers runs past the 400 ms deadline: the session's environment is ended.
+      await own.preview(s.id).catch(() => undefined);
+      const after = await own.call(s.id, 'ping', {}).catch((e: unknown) => e);
+      expect(after, String(after)).not.to.be.instanceOf(EnvServerError);
+      const result = await own.finish(s.id);
+      expect(result.endedBy, JSON.stringify(result)).to.not.equal('evicted');
+      expect(result).not.to.have.property('evictedFor');
+    } finally {
+      await own.closeAll();
+    }
   });
 });
 
@@ -184,6 +224,14 @@ describe('envfleet serve: an interpreter full of many environments is the server
     const worker = await registry.open('keeper');
     const evicted = await rejection(registry.call(worker.id, 'work', { mb: 100 }));
     expect(evicted, String(evicted)).to.have.property('code', 'SESSION_EVICTED');
+    expect(String(evicted)).to.include('ENVFLEET_PYTHON_HEAP_MB').and.not.include('ENVFLEET_SANDBOX_HEAP_MB reached');
     expect(await registry.finish(worker.id)).to.include({ endedBy: 'evicted', reward: null });
+
+    // An environment asking for more than the others hold, freed (more than the whole heap): its own bomb, however
+    // crowded the interpreter is (a reviewer's check: it was evicted unscored, and an episode would wait for ever).
+    const bomber = await registry.open('keeper');
+    const bomb = await registry.call(bomber.id, 'work', { mb: 1000 });
+    expect(bomb.runtimeError).to.equal('MEMORY_EXCEEDED');
+    expect(await registry.finish(bomber.id)).to.include({ endedBy: 'environment-error' });
   });
 });

@@ -726,10 +726,8 @@ class Env:
           expect((m.result as { error: string }).error).to.match(/ENVFLEET_PYTHON_HEAP_MB=192.*another environment held about [\d.]+ MB against this one's [\d.]+ MB, and was stopped/);
         }
         // The hoarder is the one stopped, and says why; the worker's session ended too (its call stopped half-way).
-        // Its own limit's code, on purpose (it was ENV_DISPOSED): a server reads ENV_DISPOSED as an environment another
-        // session took down, which is not scored; the hoarder's end is its own doing.
         const stopped = await h.call('hoard', {});
-        expect(stopped).to.deep.include({ runtimeError: 'MEMORY_EXCEEDED' });
+        expect(stopped).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
         expect((stopped.result as { error: string }).error).to.match(/^this environment held about [\d.]+ MB, the most of its Python interpreter's 192 MB/);
         for (const f of failedSessions) expect(await f.call('work', { label: 'x' })).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
         // The same work goes through on a session opened again (an episode's next attempt).
@@ -763,7 +761,7 @@ class Env:
         expect(await h.call('fill', { n: 15 })).to.deep.include({ result: { success: true, data: 15 } });
         const both = await Promise.all([w1.call('work', { mb: 64 }), w2.call('work', { mb: 64 })]);
         for (const out of both) expect(out).to.deep.include({ runtimeError: 'SANDBOX_MEMORY_FULL' });
-        expect((await h.call('fill', { n: 1 })).runtimeError).to.equal('MEMORY_EXCEEDED');
+        expect((await h.call('fill', { n: 1 })).runtimeError).to.equal('ENV_DISPOSED');
         expect(await quiet.call('ping', {})).to.deep.include({ result: { success: true, data: 1 } });
         const again = await r.openSession(worker, {}, LIMITS);
         expect(await again.call('work', { mb: 64 })).to.deep.include({ result: { success: true, data: 64 << 20 } });

@@ -27,7 +27,7 @@ const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {
 
 /**
  * @typedef {{ createDeadlineMs: number, callDeadlineMs: number, checkDeadlineMs: number, sessionCpuMs: number, maxResultBytes: number, maxStateBytes: number }} Limits
- * @typedef {{ code: string, message: string, byOther?: boolean }} Failure
+ * @typedef {{ code: string, message: string, byOther?: boolean, cotenant?: boolean }} Failure
  * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void }} Job
  * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, lost?: Failure, interrupted?: boolean }} Answer
  */
@@ -170,12 +170,15 @@ class Interpreter {
     this.dead = true;
     clearTimeout(this.interruptTimer);
     clearTimeout(this.killTimer);
+    // The job running when the thread ended is the one that took it down (its session ends with this as its own
+    // failure, below in handle); every other session on it was taken down with it (`cotenant`).
     if (this.running) this.running.resolve(lostAnswer(why));
     this.running = null;
-    for (const job of this.queue.splice(0)) job.resolve(lostAnswer(why));
+    const taken = { ...why, cotenant: true };
+    for (const job of this.queue.splice(0)) job.resolve(lostAnswer(taken));
     for (const sid of this.sessions) {
       const s = sessions.get(sid);
-      if (s) s.lost = why;
+      if (s) s.lost = taken;
     }
     // One that never became ready is not replaced: that would loop (the start-up reports it instead).
     if (this.wasReady) replace(this);
@@ -271,12 +274,12 @@ const lostMessage = why => {
 };
 
 /**
- * The code a call, a read or the end of a session that was ended before them gets: ENV_DISPOSED, but for an
- * environment stopped for holding most of its interpreter's memory when another's call found no room (`byOther`),
- * that limit's own code: its own doing, where ENV_DISPOSED tells a server that another environment took this one down.
+ * The mark of an environment lost with its interpreter, which another environment took down (`cotenant`): a server
+ * does not score such an episode. Never on an environment ended by its own limit, nor on the one whose call took the
+ * interpreter down.
  * @param {Failure} why
  */
-const lostCode = why => (why.byOther ? why.code : 'ENV_DISPOSED');
+const lostWith = why => (why.cotenant ? { lostWith: 'interpreter' } : {});
 
 /** @param {Session} s @param {Failure} why */
 function endSession(s, why) {
@@ -386,10 +389,13 @@ async function heavierCoTenant(s, needed) {
  * heavierCoTenant would stop, and not of this one. A call, a creation or a state read that meets the cap then is the
  * interpreter's load (SANDBOX_MEMORY_FULL: an episode waits it out, a server evicts the session unscored or refuses a
  * new one OVER_CAPACITY), not the environment's own MEMORY_EXCEEDED. Null when it cannot be measured.
- * @param {Interpreter} interp @param {string} sid @param {number} deadlineMs
+ * Only where the others' memory, freed, would have made the room the refused growth asked for (`needed`): an
+ * environment asking for more than that (a bytearray of the whole heap) is its own MEMORY_EXCEEDED however crowded the
+ * interpreter is; and not when this session's own footprint could not be measured whole (it may be the big one).
+ * @param {Interpreter} interp @param {string} sid @param {number} deadlineMs @param {number} needed
  * @returns {Promise<{ others: number, own: number, sessions: number } | null>}
  */
-async function crowded(interp, sid, deadlineMs) {
+async function crowded(interp, sid, deadlineMs, needed) {
   if ([...interp.sessions].every(other => other === sid)) return null;
   const a = await interp.run('footprints', [String(FOOTPRINT_BUDGET)], Math.max(1000, deadlineMs));
   if (a.lost || a.fatal) return null;
@@ -403,8 +409,10 @@ async function crowded(interp, sid, deadlineMs) {
     others += m[0];
     n += 1;
   }
-  const own = Array.isArray(measured[sid]) ? measured[sid][0] : 0;
-  return others > own && others >= (settings.heapMb * 1048576) / 2 ? { others, own, sessions: n } : null;
+  const mine = measured[sid];
+  if (Array.isArray(mine) && !mine[1]) return null;
+  const own = Array.isArray(mine) ? mine[0] : 0;
+  return others > own && others >= needed && others >= (settings.heapMb * 1048576) / 2 ? { others, own, sessions: n } : null;
 }
 
 /** SANDBOX_MEMORY_FULL's message for an interpreter full of many environments. @param {string} what @param {{ others: number, own: number, sessions: number }} c */
@@ -430,7 +438,7 @@ async function handle(msg) {
       if ('err' in r || a.exhausted) {
         sessions.delete(sid);
         interp.sessions.delete(sid);
-        const full = (a.exhausted || r.err === 'MEMORY_EXCEEDED') && !a.fatal && !a.lost ? await crowded(interp, sid, msg.limits.createDeadlineMs) : null;
+        const full = a.exhausted && !a.fatal && !a.lost ? await crowded(interp, sid, msg.limits.createDeadlineMs, a.refusedBytes ?? 0) : null;
         if (!a.lost) void drop(interp, sid);
         if (full) return { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to create the environment', full) } };
         const code = a.exhausted ? 'MEMORY_EXCEEDED' : r.err;
@@ -454,7 +462,7 @@ async function handle(msg) {
     case 'call': {
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
-      if (s.lost) return { value: { result: { success: false, error: lostMessage(s.lost) }, runtimeError: lostCode(s.lost), us: 0 } };
+      if (s.lost) return { value: { result: { success: false, error: lostMessage(s.lost) }, runtimeError: 'ENV_DISPOSED', ...lostWith(s.lost), us: 0 } };
       const budgetLeftMs = s.limits.sessionCpuMs - s.cpuUs / 1000;
       const byBudget = budgetLeftMs < s.limits.callDeadlineMs;
       const a = await s.interp.run('call', [s.sid, msg.tool, msg.argsJson, String(s.limits.maxResultBytes)], Math.max(1, Math.min(s.limits.callDeadlineMs, budgetLeftMs)));
@@ -485,7 +493,7 @@ async function handle(msg) {
           if (stopping) log('warn', 'a Python environment holding most of its interpreter\'s memory was stopped (MEMORY_EXCEEDED); the call that found no room goes back as SANDBOX_MEMORY_FULL', { heldMb: Number(mb(holder.bytes)), callerMb: Number(mb(holder.callerBytes)), heapMb: settings.heapMb });
           r = { err: 'SANDBOX_MEMORY_FULL', message: `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room for the call: another environment held about ${mb(holder.bytes)} MB against this one's ${mb(holder.callerBytes)} MB, and was stopped` };
         } else {
-          const crowd = await crowded(s.interp, s.sid, s.limits.callDeadlineMs);
+          const crowd = await crowded(s.interp, s.sid, s.limits.callDeadlineMs, a.refusedBytes ?? 0);
           if (crowd) r = { err: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('for the call', crowd) };
         }
       }
@@ -493,7 +501,9 @@ async function handle(msg) {
       else if ('err' in r && r.err === 'DEADLINE_EXCEEDED') r = { err: r.err, message: `${r.message} (its deadline is ${s.limits.callDeadlineMs} ms: ENVFLEET_SANDBOX_DEADLINE_MS)` };
       else if ('err' in r && r.err === 'MEMORY_EXCEEDED' && !String(r.message).includes('ENVFLEET_PYTHON_HEAP_MB')) r = { err: r.err, message: `${r.message}${memoryAdvice()}` };
       if ('err' in r) {
-        if (ENDS.has(r.err) || a.lost) endSession(s, { code: r.err, message: r.message });
+        // A call that took the interpreter down (a.fatal) ends its session as its own failure, as one that met a limit;
+        // one lost with an interpreter another environment took down keeps that mark.
+        if (ENDS.has(r.err) || a.lost || a.fatal) endSession(s, a.lost?.cotenant ? a.lost : { code: r.err, message: r.message });
         // The error is the result the agent sees ({success: false, error}): the result cap holds for it too, as
         // in QuickJS (an exception whose message holds the whole database would otherwise reach the transcript).
         const bytes = Buffer.byteLength(String(r.message));
@@ -503,7 +513,7 @@ async function handle(msg) {
           const start = message.slice(0, /[\uD800-\uDBFF]/.test(message.charAt(199)) ? 199 : 200);
           return { value: { result: { success: false, error: `the error (${r.err}) is ${bytes} bytes, more than the result cap of ${s.limits.maxResultBytes}${RESULT_CAP_SETTING}; it began: ${start}` }, runtimeError: 'RESULT_TOO_LARGE', us: a.us } };
         }
-        return { value: { result: { success: false, error: r.message }, runtimeError: r.err, us: a.us } };
+        return { value: { result: { success: false, error: r.message }, runtimeError: r.err, ...(a.lost ? lostWith(a.lost) : {}), us: a.us } };
       }
       return { value: { result: r.ok, us: a.us } };
     }
@@ -512,13 +522,13 @@ async function handle(msg) {
       // run elsewhere. The harness hands back the text it kept: no code of the environment runs.
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
-      if (s.lost) return { error: { code: lostCode(s.lost), message: lostMessage(s.lost) } };
+      if (s.lost) return { error: { code: 'ENV_DISPOSED', message: lostMessage(s.lost), ...lostWith(s.lost) } };
       return stateAnswer(await s.interp.run('initial', [s.sid], stateDeadlineMs(s.limits)), s.limits);
     }
     case 'state': {
       const s = sessions.get(msg.sid);
       if (!s) return { error: { code: 'SANDBOX_UNAVAILABLE', message: 'no such session (it was closed)' } };
-      if (s.lost) return { error: { code: lostCode(s.lost), message: lostMessage(s.lost) } };
+      if (s.lost) return { error: { code: 'ENV_DISPOSED', message: lostMessage(s.lost), ...lostWith(s.lost) } };
       const a = await s.interp.run('state', [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
       const answer = stateAnswer(a, s.limits);
       // A read that ran to its deadline ends the session, as a call that does: the interpreter and its co-tenants are
@@ -532,12 +542,13 @@ async function handle(msg) {
       sessions.delete(msg.sid);
       if (s.lost) {
         s.interp.sessions.delete(s.sid);
-        return { value: { stateJson: null, stateError: { code: lostCode(s.lost), message: lostMessage(s.lost) }, checks: null } };
+        return { value: { stateJson: null, stateError: { code: 'ENV_DISPOSED', message: lostMessage(s.lost), ...lostWith(s.lost) }, checks: null } };
       }
       const a = await s.interp.run('finish', [s.sid, String(s.limits.maxStateBytes)], stateDeadlineMs(s.limits));
       let st = stateAnswer(a, s.limits);
-      if (st.error && (a.exhausted || st.error.code === 'MEMORY_EXCEEDED') && !a.fatal && !a.lost) {
-        const full = await crowded(s.interp, s.sid, stateDeadlineMs(s.limits));
+      if (st.error && a.lost) st = { error: { ...st.error, ...lostWith(a.lost) } };
+      if (st.error && a.exhausted && !a.fatal && !a.lost) {
+        const full = await crowded(s.interp, s.sid, stateDeadlineMs(s.limits), a.refusedBytes ?? 0);
         if (full) st = { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to write the final state', full) } };
       }
       let checks = null;
