@@ -56,6 +56,8 @@ function redisUrlProblem(text: string): string | null {
   } catch {
     return `it is not a URL: give ${REDIS_URL_SHAPE}; ${PERCENT_ENCODE}`;
   }
+  // An @ past the host: a password cut at a / ? or # (redis://user:12/ab@host reads as host "user", port 12).
+  if (/@/.test(u.pathname + u.search + u.hash)) return `an @ comes after the host, so the user or password holds a / ? or # that is not percent-encoded; ${PERCENT_ENCODE}`;
   if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') return `a redis:// or rediss:// URL is needed, not ${u.protocol}// (${REDIS_URL_SHAPE})`;
   if (!u.hostname) return `it names no host: give ${REDIS_URL_SHAPE}; ${PERCENT_ENCODE}`;
   // (A query string is ioredis's options, as ?family=6 for an IPv6-only host name.)
@@ -67,9 +69,7 @@ function redisUrlProblem(text: string): string | null {
     return `its user or password has a % that is not percent-encoding: write a % as %25 (${PERCENT_ENCODE})`;
   }
   const path = u.pathname.replace(/^\//, '');
-  // A path with an @ in it is most likely the rest of a password cut at a / (redis://user:12/ab@host reads as host
-  // "user", port 12): never shown.
-  if (path && !/^\d+$/.test(path)) return `the path after host:port must be a database number (0, 1, 2, …, as in redis://127.0.0.1:6379/1)${path.includes('@') ? '' : `, not "${path.length <= 40 ? path : `${path.slice(0, 40)}…`}"`}; ${PERCENT_ENCODE}`;
+  if (path && !/^\d+$/.test(path)) return `the path after host:port must be a database number (0, 1, 2, …, as in redis://127.0.0.1:6379/1), not "${path.length <= 40 ? path : `${path.slice(0, 40)}…`}"; ${PERCENT_ENCODE}`;
   return null;
 }
 const redisUrl = z.string().superRefine((text, ctx) => {

@@ -16,17 +16,33 @@ export type ImportWrite<D> = { readonly outcome: 'imported' | 'updated' | 'uncha
 export type ScenarioWrite<D> = ImportWrite<D> | { readonly outcome: 'rolled-out' };
 
 /**
- * Whether a scenario of the run has episodes rolled out (a group or a trajectory of it), for one import: the run's
- * group and trajectory ids are read once, the first time a changed scenario is met.
+ * Whether a scenario of the run has episodes rolled out, for one import: the scenarios of the run's trajectories (each
+ * keeps its scenario's id, also once the sink has written it), read once, the first time a changed scenario is met.
+ * (Trajectory ids are hashes; a group's id starts with its scenario's, but a group is written only once all its
+ * episodes are.)
  */
 export function rolloutsLookup(store: RunStore, runId: string): (scenarioId: string) => Promise<boolean> {
-  let ids: Promise<readonly string[]> | undefined;
+  let scenarios: Promise<ReadonlySet<string>> | undefined;
   return async scenarioId => {
-    ids ??= Promise.all([store.listDocIds(runId, 'group'), store.listDocIds(runId, 'trajectory')]).then(([g, t]) => [...g, ...t]);
-    // A group's id and its trajectories' ids start with the scenario's id and a dot (src/runs/ids.ts).
-    return (await ids).some(id => id.startsWith(`${scenarioId}.`));
+    scenarios ??= (async () => {
+      const out = new Set<string>();
+      for (const id of await store.listDocIds(runId, 'trajectory')) {
+        const t = await store.getDoc(runId, 'trajectory', id);
+        if (t) out.add(t.scenarioId);
+      }
+      return out;
+    })();
+    return (await scenarios).has(scenarioId);
   };
 }
+
+/** A scenario as what it asks of an episode: without its place among its environment's scenarios and where its record was read. */
+function asPlayed(d: RunDocuments['scenario']): RunDocuments['scenario'] {
+  const { original: _original, ...lineage } = d.lineage;
+  return { ...d, index: 0, lineage };
+}
+/** A scenario without its place among its environment's scenarios. */
+const unnumbered = (d: RunDocuments['scenario']): RunDocuments['scenario'] => ({ ...d, index: 0 });
 
 /**
  * Writes one document an importer made (`source`: the project it came from), the way every importer
@@ -53,9 +69,11 @@ export async function writeImported<K extends 'env' | 'scenario'>(
   if (before && kind === 'scenario') {
     // Its place among its environment's scenarios alone (BFCL's numbering over the entries selected, which another
     // --limit changes) is no change: the scenario stays as it was.
-    const unnumbered = (d: RunDocuments['scenario']): RunDocuments['scenario'] => ({ ...d, index: 0 });
     if (sameDocument(unnumbered(before as RunDocuments['scenario']), unnumbered(doc as RunDocuments['scenario']))) return { outcome: 'unchanged' } as Out;
-    if (await (rolledOut ?? rolloutsLookup(store, runId))(doc.id)) return { outcome: 'rolled-out' } as Out;
+    // Changed in what it asks (its task, state, checks): refused once episodes of it are rolled out. Only moved in its
+    // file: written, with no word.
+    const changed = !sameDocument(asPlayed(before as RunDocuments['scenario']), asPlayed(doc as RunDocuments['scenario']));
+    if (changed && (await (rolledOut ?? rolloutsLookup(store, runId))(doc.id))) return { outcome: 'rolled-out' } as Out;
   }
   const checks = kind === 'scenario' ? ((doc as RunDocuments['scenario']).checklist?.length ?? 0) : 0;
   const counts =

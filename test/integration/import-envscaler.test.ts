@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import type { AppConfig } from '../../config/index.js';
 import { loadExportScenarioSource } from '../../src/env-server/file-source.js';
 import type { EnvscalerImportSummary } from '../../src/importers/envscaler.js';
+import { trajectoryIdOf } from '../../src/runs/ids.js';
 import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../../src/sandbox/limits.js';
 import { ENVFLEET_BIN, childEnv, dropPrefix, requireRedis, testConfig } from '../helpers/integration.js';
@@ -114,8 +115,9 @@ describe('envfleet import envscaler (command line, real Redis)', function () {
     await writeFile(file, text.replace('Book table T1 for 李雷 with the note 靠窗 🍵.', 'Book table T2 for 李雷 — changed 🔁.').replace('Cancel booking B0 — the birthday 🎂 moved.', 'Cancel booking B0, the party moved 🎉.'));
     expect((await envfleet('import', 'envscaler', '--from', join(FIXTURES, 'github'), '--run', 'es-changed')).code).to.equal(0);
     const before = (await store.getDoc('es-changed', 'scenario', 'env_7_rl-task_1'))!;
-    // As a rollout leaves it: a group of the scenario.
-    await store.putDoc('es-changed', 'group', 'env_7_rl-task_1.non-conversational', { id: 'env_7_rl-task_1.non-conversational', runId: 'es-changed', scenarioId: 'env_7_rl-task_1' } as never);
+    // As a rollout leaves it: an episode of the scenario (its group comes once all its episodes are done).
+    const trj = trajectoryIdOf('es-changed', 'env_7_rl-task_1', 'non-conversational', 0);
+    await store.putDoc('es-changed', 'trajectory', trj, { id: trj, runId: 'es-changed', scenarioId: 'env_7_rl-task_1' } as never);
 
     const again = await envfleet('import', 'envscaler', '--from', changed, '--run', 'es-changed');
     expect(again.code, again.stderr).to.equal(0);

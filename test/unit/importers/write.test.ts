@@ -3,7 +3,8 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../../../config/index.js';
 import { runOptionsFrom } from '../../../queues/submit.js';
-import { writeImported } from '../../../src/importers/write.js';
+import { rolloutsLookup, writeImported } from '../../../src/importers/write.js';
+import { trajectoryIdOf } from '../../../src/runs/ids.js';
 import { createRedisRunStore, type RunStore } from '../../../src/runs/store.js';
 import type { ScenarioRecord } from '../../../src/scenarios/types.js';
 
@@ -38,13 +39,18 @@ describe('writing an imported scenario again (real Redis)', () => {
     expect(await writeImported(store, 'imp', 'scenario', scenario('multi_turn_miss_func_0', 3, 'Note « thé » 🍵'), 'bfcl')).to.deep.equal({ outcome: 'updated' });
   });
 
-  it('refuses to change one whose earlier version has episodes rolled out (their rewards came from its earlier checks)', async () => {
-    expect(await writeImported(store, 'imp', 'scenario', scenario('multi_turn_base_7', 0, 'Tâche 一'), 'bfcl')).to.deep.equal({ outcome: 'imported' });
-    await store.putDoc('imp', 'trajectory', 'multi_turn_base_7.conversational.0', { id: 'multi_turn_base_7.conversational.0' } as never);
-    expect(await writeImported(store, 'imp', 'scenario', scenario('multi_turn_base_7', 0, 'Tâche 二'), 'bfcl')).to.deep.equal({ outcome: 'rolled-out' });
-    expect((await store.getDoc('imp', 'scenario', 'multi_turn_base_7'))!.task).to.equal('Tâche 一');
-    // Another scenario whose id starts the same way is not taken for it.
-    expect(await writeImported(store, 'imp', 'scenario', scenario('multi_turn_base_70', 0, 'Tâche 三'), 'bfcl')).to.deep.equal({ outcome: 'imported' });
-    expect(await writeImported(store, 'imp', 'scenario', scenario('multi_turn_base_70', 0, 'Tâche 四'), 'bfcl')).to.deep.equal({ outcome: 'updated' });
+  it('refuses to change one whose earlier version has episodes rolled out (their rewards came from its earlier checks), by the scenario its trajectories name', async () => {
+    expect(await writeImported(store, 'imp', 'scenario', scenario('t1', 0, 'Tâche 一'), 'bfcl')).to.deep.equal({ outcome: 'imported' });
+    // An episode of it, its group not written yet (a group is written once all its episodes are); trajectory ids are hashes.
+    const trj = trajectoryIdOf('imp', 't1', 'conversational', 0);
+    await store.putDoc('imp', 'trajectory', trj, { id: trj, runId: 'imp', scenarioId: 't1' } as never);
+    expect(await writeImported(store, 'imp', 'scenario', scenario('t1', 0, 'Tâche 二'), 'bfcl', undefined, rolloutsLookup(store, 'imp'))).to.deep.equal({ outcome: 'rolled-out' });
+    expect((await store.getDoc('imp', 'scenario', 't1'))!.task).to.equal('Tâche 一');
+    // Moved in its file only: written, not refused.
+    const moved = { ...scenario('t1', 0, 'Tâche 一'), lineage: { ...scenario('t1', 0, 'Tâche 一').lineage, original: { file: 'rl.json', record: 'line 9' } } } as unknown as ScenarioRecord;
+    expect(await writeImported(store, 'imp', 'scenario', moved, 'bfcl', undefined, rolloutsLookup(store, 'imp'))).to.deep.equal({ outcome: 'updated' });
+    // A scenario whose id starts with the other's and a dot (EnvScaler ids may hold dots) is not taken for it.
+    expect(await writeImported(store, 'imp', 'scenario', scenario('t1.b', 0, 'Tâche 三'), 'bfcl')).to.deep.equal({ outcome: 'imported' });
+    expect(await writeImported(store, 'imp', 'scenario', scenario('t1.b', 0, 'Tâche 四'), 'bfcl', undefined, rolloutsLookup(store, 'imp'))).to.deep.equal({ outcome: 'updated' });
   });
 });
