@@ -1564,7 +1564,7 @@ class Env:
         expect((await r.stats()).interpreters[0]!.n).to.equal(n0);
         await a.close();
         // The attacker's end found the patches: the interpreter was replaced, the co-tenant is gone.
-        expect(await v.call('pay', { amount: 1 })).to.deep.include({ runtimeError: 'ENV_DISPOSED' });
+        expect(await v.call('pay', { amount: 1 })).to.deep.include({ runtimeError: 'ENV_DISPOSED', lostWith: 'interpreter' });
         const fresh = await r.openSession(victim, {}, LIMITS);
         expect(await fresh.call('pay', { amount: 1 })).to.deep.include({ result: { balance: 99, dump: '[1]' } });
         const n1 = (await r.stats()).interpreters[0]!.n;

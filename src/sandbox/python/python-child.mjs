@@ -82,7 +82,8 @@ class Interpreter {
     this.worker.on('error', err => log('error', 'a Python interpreter thread failed', { interpreter: this.n, err: String(err) }));
     // A thread that ends on its own (a fatal error that escaped the message handler) ends its sessions:
     // ENV_DISPOSED, which rollouts treat as the end of the environment (SANDBOX_UNAVAILABLE is not).
-    this.worker.on('exit', () => this.lost({ code: 'ENV_DISPOSED', message: 'the Python interpreter thread ended (a fatal error); the environment is gone' }));
+    // The job it was running is taken for the cause.
+    this.worker.on('exit', () => this.lost({ code: 'ENV_DISPOSED', message: 'the Python interpreter thread ended (a fatal error); the environment is gone' }, this.running ? sidOf(this.running) : null));
   }
 
   /** @param {string} fn @param {(string | boolean)[]} args @param {number} deadlineMs @returns {Promise<Answer>} */
@@ -148,37 +149,43 @@ class Interpreter {
     // KeyboardInterrupt the code raised itself (answerEnvelope).
     answer.interrupted = this.interrupted;
     job?.resolve(answer);
-    if (answer.fatal) this.kill();
+    if (answer.fatal) this.kill(job ? sidOf(job) : null);
     else this.pump();
     this.maybeRetire();
   }
 
   /** Terminates the thread: the running job ends with DEADLINE_EXCEEDED, every other session on it is lost. */
-  kill() {
+  /** @param {string | null} [culprit] the session whose job took the interpreter down, when it has answered already */
+  kill(culprit = null) {
     if (this.dead) return;
     if (this.interrupted) log('warn', 'a Python call ran past its deadline and did not stop at the interrupt: its interpreter is terminated and replaced, and its other sessions end (ENV_DISPOSED)', { interpreter: this.n, sessions: this.sessions.size });
     const job = this.running;
     this.running = null;
     if (job) job.resolve(lostAnswer(this.interrupted ? { code: 'DEADLINE_EXCEEDED', message: `the call ran past its deadline, did not stop at the interrupt (a loop that catches KeyboardInterrupt, or a long C-level operation) and its interpreter was terminated` } : { code: 'ENV_DISPOSED', message: 'the Python interpreter failed and was replaced' }));
-    this.lost({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was recycled (another environment on it had to be stopped)' });
+    this.lost({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was recycled (another environment on it had to be stopped)' }, job ? sidOf(job) : culprit);
     void this.worker.terminate();
   }
 
-  /** @param {Failure} why */
-  lost(why) {
+  /**
+   * Ends every session and job on the interpreter with `why`. The session `culprit` took it down (a fatal error, a
+   * call that ignored the interrupt, a tampering found after its drop or its check): its jobs and itself end with `why`
+   * as their own failure; every other one was taken down with it (`cotenant`: a server does not score it).
+   * @param {Failure} why @param {string | null} [culprit]
+   */
+  lost(why, culprit = null) {
     if (this.dead) return;
     this.dead = true;
     clearTimeout(this.interruptTimer);
     clearTimeout(this.killTimer);
-    // The job running when the thread ended is the one that took it down (its session ends with this as its own
-    // failure, below in handle); every other session on it was taken down with it (`cotenant`).
-    if (this.running) this.running.resolve(lostAnswer(why));
-    this.running = null;
     const taken = { ...why, cotenant: true };
-    for (const job of this.queue.splice(0)) job.resolve(lostAnswer(taken));
+    /** @param {string | null} sid */
+    const failure = sid => (sid !== null && sid === culprit ? why : taken);
+    if (this.running) this.running.resolve(lostAnswer(failure(sidOf(this.running))));
+    this.running = null;
+    for (const job of this.queue.splice(0)) job.resolve(lostAnswer(failure(sidOf(job))));
     for (const sid of this.sessions) {
       const s = sessions.get(sid);
-      if (s) s.lost = taken;
+      if (s) s.lost = failure(sid);
     }
     // One that never became ready is not replaced: that would loop (the start-up reports it instead).
     if (this.wasReady) replace(this);
@@ -193,6 +200,13 @@ class Interpreter {
       replace(this);
     }
   }
+}
+
+/** The interpreter functions whose first argument is a session's id. */
+const SESSION_FNS = new Set(['create', 'call', 'state', 'initial', 'finish', 'check', 'drop']);
+/** The session a job is for, or null (a tamper report, a footprint measure, clearing the folders). @param {{ fn: string, args: unknown[] }} job */
+function sidOf(job) {
+  return SESSION_FNS.has(job.fn) && typeof job.args[0] === 'string' ? job.args[0] : null;
 }
 
 /** @param {Failure} failure @returns {Answer} */
@@ -310,7 +324,7 @@ async function drop(interp, sid) {
     const r = envelope(a.text);
     // A limit that escaped the drop cut its report short: it is made again as a job of its own.
     const report = 'err' in r ? await tamperReport(interp) : r.ok;
-    if (report !== null) tamperCheck(interp, report);
+    if (report !== null) tamperCheck(interp, report, sid);
   }
   if (cleared) await cleared;
   interp.maybeRetire();
@@ -330,11 +344,11 @@ async function tamperReport(interp) {
   return Array.isArray(r) ? r : [`the tamper check could not be made (${r.err}: ${r.message})`];
 }
 
-/** @param {Interpreter} interp @param {unknown} changed what the harness found changed ([]: nothing) */
-function tamperCheck(interp, changed) {
+/** @param {Interpreter} interp @param {unknown} changed what the harness found changed ([]: nothing) @param {string | null} culprit the session whose drop or check found it */
+function tamperCheck(interp, changed, culprit) {
   if (!Array.isArray(changed) || changed.length === 0 || interp.dead) return false;
   log('warn', 'Python code tampered with its interpreter\'s shared modules; the interpreter is replaced and its other sessions end', { interpreter: interp.n, changed });
-  interp.lost({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was replaced: another environment on it tampered with shared modules' });
+  interp.lost({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was replaced: another environment on it tampered with shared modules' }, culprit);
   void interp.worker.terminate();
   return true;
 }
@@ -612,7 +626,7 @@ async function runChecks(interp, sid, checks, limits) {
     // A check that rebinds a shared name (json.dumps, say) would change the checks after it and other sessions.
     if (!a.lost) {
       const report = await tamperReport(interp);
-      if (report !== null && tamperCheck(interp, report)) {
+      if (report !== null && tamperCheck(interp, report, sid)) {
         results[results.length - 1] = { item: c.item, passed: false, error: 'the check tampered with shared modules; its interpreter was replaced', errorCode: 'CHECK_THREW' };
       }
     }
