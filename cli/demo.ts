@@ -20,13 +20,18 @@ import { chooseRedis } from './private-redis.js';
 import { formatEvents, formatFunnel } from './runs.js';
 import { cutText } from '../src/util/text.js';
 
-/** The runs under the configured prefix, other than `runId`, that are running with jobs outstanding. */
+/** The name the demo gives its run when --run is not given. */
+const DEMO_RUN_NAME = /^demo-\d{8}T\d{6}-\d+$/;
+
+/** The runs under the configured prefix, other than `runId` and earlier demos', that are running with jobs outstanding. */
 async function runsAtWork(config: AppConfig, runId: string): Promise<RunSummary[]> {
   const redis = createRedisConnection(config.redis, 'producer');
   try {
     await waitForRedis(redis, config.redis);
     const runs = await listRuns(createRedisRunStore(redis, config.redis.prefix), createRedisRunControl(redis, config.redis.prefix));
-    return runs.filter(r => r.id !== runId && r.state === 'running' && r.outstanding > 0);
+    // An earlier demo's run (its default name), stopped part way with Ctrl-C, is the demo's own: its jobs are answered
+    // by the same script, and refusing it would refuse every demo after an interrupted one.
+    return runs.filter(r => r.id !== runId && !DEMO_RUN_NAME.test(r.id) && r.state === 'running' && r.outstanding > 0);
   } finally {
     redis.disconnect();
   }

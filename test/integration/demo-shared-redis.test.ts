@@ -19,6 +19,8 @@ describe('envfleet demo on a Redis other runs use (real Redis, the command line)
     try {
       // A run submitted with no worker running: its jobs wait.
       await submitSynthesis(config, redis, { runId: 'waiting-run', tasks: join(DEMO, 'source-tasks.jsonl') });
+      // And an earlier demo's run stopped part way (its default name): the demo's own, not named.
+      await submitSynthesis(config, redis, { runId: 'demo-20261207T000000-4242', tasks: join(DEMO, 'source-tasks.jsonl') });
       const store = createRedisRunStore(redis, config.redis.prefix);
       const before = await store.pendingCount('waiting-run');
       expect(before).to.be.greaterThan(0);
