@@ -254,7 +254,8 @@ async function exportLocked(store: RunStore, runId: string, dir: string, options
     // its own (a file under its name that no manifest listed was refused as hand-written from then on). A folder without
     // room for it fails here, before any file is renamed.
     const manifestPath = join(dir, EXPORT_MANIFEST);
-    await stage.addText(manifestPath, manifestText(runId, new Set([...written, ...earlier])), true);
+    const both = manifestText(runId, new Set([...written, ...earlier]));
+    await stage.addText(manifestPath, both, true);
     await stage.commit();
     // An export into a folder that holds an earlier one replaces it whole: a file this export did not write (another
     // --format, a run without trajectories now) would otherwise stay beside the new ones, of another filter or run, and
@@ -286,7 +287,7 @@ async function exportLocked(store: RunStore, runId: string, dir: string, options
     // Then it lists this export's files alone. Not written (no room left, say), it lists more files than the folder holds,
     // which the next export handles (a listed file that is gone is nothing to remove): the export itself is complete.
     const exact = manifestText(runId, written);
-    if (exact !== manifestText(runId, new Set([...written, ...earlier]))) await writeWholeFile(manifestPath, exact).catch(() => undefined);
+    if (exact !== both) await writeWholeFile(manifestPath, exact).catch(() => undefined);
     return { path, count, byStatus, scenarios, datasets, removed, foreign, infoKept: kept, leftOut, missingTrajectories: missing, notWritten: notWritten(formats, trajectoryIds.length, scenarios.ready, runId) };
   } catch (err) {
     await stage.abort();

@@ -154,8 +154,10 @@ class Interpreter {
     this.maybeRetire();
   }
 
-  /** Terminates the thread: the running job ends with DEADLINE_EXCEEDED, every other session on it is lost. */
-  /** @param {string | null} [culprit] the session whose job took the interpreter down, when it has answered already */
+  /**
+   * Terminates the thread: the running job ends with DEADLINE_EXCEEDED, every other session on it is lost.
+   * @param {string | null} [culprit] the session whose job took the interpreter down, when it has answered already
+   */
   kill(culprit = null) {
     if (this.dead) return;
     if (this.interrupted) log('warn', 'a Python call ran past its deadline and did not stop at the interrupt: its interpreter is terminated and replaced, and its other sessions end (ENV_DISPOSED)', { interpreter: this.n, sessions: this.sessions.size });
@@ -367,20 +369,29 @@ function stateDeadlineMs(limits) {
 const FOOTPRINT_BUDGET = 200_000;
 
 /**
- * The other session of s's interpreter holding the most memory, when it holds more than s, a quarter of the heap or
- * more, and at least the room the refused growth asked for (`needed`): freeing it would have let the call through. Null
- * when there is none, when s's own measure stopped short (s may hold more than it counted), or when the measure failed.
- * The harness's footprints are measured after s's call unwound; sessions already stopped whose drop has not run yet
- * (queued behind this call) still hold their memory and count: `session` is then already lost, and no other is stopped.
- * @param {Session} s @param {number} needed
- * @returns {Promise<{ session: Session | null, bytes: number, callerBytes: number } | null>}
+ * The harness's footprint of each session of `interp` ([bytes, measured whole]), measured once when a call, a creation
+ * or a final state met the cap; null when it could not be measured.
+ * @param {Interpreter} interp @param {number} deadlineMs
+ * @returns {Promise<Record<string, [number, boolean]> | null>}
  */
-async function heavierCoTenant(s, needed) {
-  const a = await s.interp.run('footprints', [String(FOOTPRINT_BUDGET)], Math.max(1000, s.limits.callDeadlineMs));
+async function footprints(interp, deadlineMs) {
+  const a = await interp.run('footprints', [String(FOOTPRINT_BUDGET)], Math.max(1000, deadlineMs));
   if (a.lost || a.fatal) return null;
   const r = envelope(a.text);
   if ('err' in r || typeof r.ok !== 'object' || r.ok === null) return null;
-  const measured = /** @type {Record<string, [number, boolean]>} */ (r.ok);
+  return /** @type {Record<string, [number, boolean]>} */ (r.ok);
+}
+
+/**
+ * The other session of s's interpreter holding the most memory, when it holds more than s, a quarter of the heap or
+ * more, and at least the room the refused growth asked for (`needed`): freeing it would have let the call through. Null
+ * when there is none, or when s's own measure stopped short (s may hold more than it counted).
+ * The harness's footprints are measured after s's call unwound; sessions already stopped whose drop has not run yet
+ * (queued behind this call) still hold their memory and count: `session` is then already lost, and no other is stopped.
+ * @param {Session} s @param {Record<string, [number, boolean]>} measured @param {number} needed
+ * @returns {{ session: Session | null, bytes: number, callerBytes: number } | null}
+ */
+function heavierCoTenant(s, measured, needed) {
   const own = measured[s.sid];
   if (own && !own[1]) return null;
   const callerBytes = own ? own[0] : 0;
@@ -402,20 +413,14 @@ async function heavierCoTenant(s, needed) {
  * heap: the interpreter is full of many environments (a serve process's sessions, each of a few MB), none of which
  * heavierCoTenant would stop, and not of this one. A call, a creation or a state read that meets the cap then is the
  * interpreter's load (SANDBOX_MEMORY_FULL: an episode waits it out, a server evicts the session unscored or refuses a
- * new one OVER_CAPACITY), not the environment's own MEMORY_EXCEEDED. Null when it cannot be measured.
+ * new one OVER_CAPACITY), not the environment's own MEMORY_EXCEEDED.
  * Only where the others' memory, freed, would have made the room the refused growth asked for (`needed`): an
  * environment asking for more than that (a bytearray of the whole heap) is its own MEMORY_EXCEEDED however crowded the
  * interpreter is; and not when this session's own footprint could not be measured whole (it may be the big one).
- * @param {Interpreter} interp @param {string} sid @param {number} deadlineMs @param {number} needed
- * @returns {Promise<{ others: number, own: number, sessions: number } | null>}
+ * @param {string} sid @param {Record<string, [number, boolean]>} measured @param {number} needed
+ * @returns {{ others: number, own: number, sessions: number } | null}
  */
-async function crowded(interp, sid, deadlineMs, needed) {
-  if ([...interp.sessions].every(other => other === sid)) return null;
-  const a = await interp.run('footprints', [String(FOOTPRINT_BUDGET)], Math.max(1000, deadlineMs));
-  if (a.lost || a.fatal) return null;
-  const r = envelope(a.text);
-  if ('err' in r || typeof r.ok !== 'object' || r.ok === null) return null;
-  const measured = /** @type {Record<string, [number, boolean]>} */ (r.ok);
+function crowded(sid, measured, needed) {
   let others = 0;
   let n = 0;
   for (const [other, m] of Object.entries(measured)) {
@@ -427,6 +432,16 @@ async function crowded(interp, sid, deadlineMs, needed) {
   if (Array.isArray(mine) && !mine[1]) return null;
   const own = Array.isArray(mine) ? mine[0] : 0;
   return others > own && others >= needed && others >= (settings.heapMb * 1048576) / 2 ? { others, own, sessions: n } : null;
+}
+
+/**
+ * `crowded` for a creation or a final state that met the cap: measured only when the interpreter holds other sessions.
+ * @param {Interpreter} interp @param {string} sid @param {number} deadlineMs @param {number} needed
+ */
+async function crowdedBy(interp, sid, deadlineMs, needed) {
+  if ([...interp.sessions].every(other => other === sid)) return null;
+  const measured = await footprints(interp, deadlineMs);
+  return measured && crowded(sid, measured, needed);
 }
 
 /** SANDBOX_MEMORY_FULL's message for an interpreter full of many environments. @param {string} what @param {{ others: number, own: number, sessions: number }} c */
@@ -452,7 +467,7 @@ async function handle(msg) {
       if ('err' in r || a.exhausted) {
         sessions.delete(sid);
         interp.sessions.delete(sid);
-        const full = a.exhausted && !a.fatal && !a.lost ? await crowded(interp, sid, msg.limits.createDeadlineMs, a.refusedBytes ?? 0) : null;
+        const full = a.exhausted && !a.fatal && !a.lost ? await crowdedBy(interp, sid, msg.limits.createDeadlineMs, a.refusedBytes ?? 0) : null;
         if (!a.lost) void drop(interp, sid);
         if (full) return { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to create the environment', full) } };
         const code = a.exhausted ? 'MEMORY_EXCEEDED' : r.err;
@@ -498,7 +513,9 @@ async function handle(msg) {
       // Only where the heap refused to grow (not a MemoryError raised without an allocation, nor bytearray(10**10)'s
       // OverflowError), and only a holder that alone holds the room the refused growth asked for.
       if ('err' in r && r.err === 'MEMORY_EXCEEDED' && a.exhausted && !a.fatal && !a.lost) {
-        const holder = await heavierCoTenant(s, a.refusedBytes ?? 0);
+        // One measure answers both: a co-tenant to stop, or an interpreter crowded by many.
+        const measured = await footprints(s.interp, s.limits.callDeadlineMs);
+        const holder = measured && heavierCoTenant(s, measured, a.refusedBytes ?? 0);
         if (holder) {
           const mb = (/** @type {number} */ b) => (b / 1048576).toFixed(1);
           // (One stopped already, by an earlier call that found no room, frees its memory once its drop has run.)
@@ -507,7 +524,7 @@ async function handle(msg) {
           if (stopping) log('warn', 'a Python environment holding most of its interpreter\'s memory was stopped (MEMORY_EXCEEDED); the call that found no room goes back as SANDBOX_MEMORY_FULL', { heldMb: Number(mb(holder.bytes)), callerMb: Number(mb(holder.callerBytes)), heapMb: settings.heapMb });
           r = { err: 'SANDBOX_MEMORY_FULL', message: `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room for the call: another environment held about ${mb(holder.bytes)} MB against this one's ${mb(holder.callerBytes)} MB, and was stopped` };
         } else {
-          const crowd = await crowded(s.interp, s.sid, s.limits.callDeadlineMs, a.refusedBytes ?? 0);
+          const crowd = measured && crowded(s.sid, measured, a.refusedBytes ?? 0);
           if (crowd) r = { err: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('for the call', crowd) };
         }
       }
@@ -562,7 +579,7 @@ async function handle(msg) {
       let st = stateAnswer(a, s.limits);
       if (st.error && a.lost) st = { error: { ...st.error, ...lostWith(a.lost) } };
       if (st.error && a.exhausted && !a.fatal && !a.lost) {
-        const full = await crowded(s.interp, s.sid, stateDeadlineMs(s.limits), a.refusedBytes ?? 0);
+        const full = await crowdedBy(s.interp, s.sid, stateDeadlineMs(s.limits), a.refusedBytes ?? 0);
         if (full) st = { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to write the final state', full) } };
       }
       let checks = null;
