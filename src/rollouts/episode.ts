@@ -4,7 +4,7 @@ import type { ChatMessage, ChatTool } from '../llm/gateway.js';
 import { looksLikeToolCall, parseTextToolCalls } from '../llm/text-tool-calls.js';
 import { splitThinking } from '../llm/thinking.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
-import { ENDS_SESSION, SandboxError, SandboxFullError } from '../sandbox/errors.js';
+import { ENDS_SESSION, InterpreterLostError, lostWithInterpreter, SandboxError, SandboxFullError } from '../sandbox/errors.js';
 import { errorOf, fullAtEnd, fullCheck } from '../sandbox/retry-when-full.js';
 import type { ChecksResult } from '../sandbox/tasks.js';
 import type { EnvSession } from '../sandbox/runner.js';
@@ -73,7 +73,9 @@ const isSandboxFull = (err: unknown): boolean => (err as { code?: unknown } | nu
  * result. The episode ends with one recorded reason; the reward is the fraction of the scenario's
  * checks true on the final state. Transient model failures are thrown (the job retries the
  * episode); failures no retry fixes end the episode as `model-error`, except a refused API key (401), which
- * no episode gets past: that pauses the run (EndpointRefusedError).
+ * no episode gets past: that pauses the run (EndpointRefusedError). An environment that met a full sandbox thread
+ * (SandboxFullError), or that was lost with a Python interpreter another environment took down (InterpreterLostError),
+ * is no measure of the policy either: those are thrown, and the job runs the episode again.
  */
 export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promise<Trajectory> {
   const { scenario, env, mode, limits } = input;
@@ -162,6 +164,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       return session;
     } catch (err) {
       if (isSandboxFull(err)) throw SandboxFullError.at('the environment did not start', (err as Error).message);
+      if (lostWithInterpreter(err)) throw InterpreterLostError.at('the environment did not start', (err as Error).message);
       throw new EpisodeEnd('environment-error', `the environment did not start: ${(err as Error).message}`);
     }
   };
@@ -178,6 +181,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         turnStates.push(env.snapshotJson ? new RawJson(await env.snapshotJson()) : await env.snapshot());
       } catch (err) {
         if (isSandboxFull(err)) throw SandboxFullError.at(`the state at the end of turn ${scriptTurn + 1} could not be read`, (err as Error).message);
+        if (lostWithInterpreter(err)) throw InterpreterLostError.at(`the state at the end of turn ${scriptTurn + 1} could not be read`, (err as Error).message);
         throw new EpisodeEnd('environment-error', `the state at the end of turn ${scriptTurn + 1} could not be read: ${(err as Error).message}`);
       }
     };
@@ -314,7 +318,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       for (const call of calls) {
         const id = call.id;
         let args: unknown;
-        let outcome: { result: unknown; resultJson?: string; runtimeError?: string; us: number };
+        let outcome: { result: unknown; resultJson?: string; runtimeError?: string; lostWith?: 'interpreter'; us: number };
         try {
           args = call.function.arguments.trim() === '' ? {} : (JSON.parse(call.function.arguments) as unknown);
           outcome =
@@ -334,6 +338,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
         // The result as the runtime wrote it when it has the text (Python: 2**64 + 1, 1.0 as written), else as JSON writes it.
         messages.push({ role: 'tool', tool_call_id: id, content: outcome.resultJson ?? JSON.stringify(outcome.result) });
         if (outcome.runtimeError === 'SANDBOX_MEMORY_FULL') throw SandboxFullError.at(`${call.function.name} was stopped`, errorOf(outcome.result));
+        if (outcome.runtimeError === 'ENV_DISPOSED' && lostWithInterpreter(outcome)) throw InterpreterLostError.at(`${call.function.name} found its environment gone`, errorOf(outcome.result));
         if (outcome.runtimeError && ENDS_SESSION.has(outcome.runtimeError)) {
           throw new EpisodeEnd('environment-error', `${outcome.runtimeError} in ${call.function.name}; the environment was discarded`);
         }
@@ -388,13 +393,14 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       const end = await live.finish((scenario.checklist ?? []).filter(c => !c.episode));
       const full = fullAtEnd(end);
       if (full) throw SandboxFullError.at(full.where, full.message);
+      if (end.stateJson === null && lostWithInterpreter(end.stateError)) throw InterpreterLostError.at('the final state could not be read', end.stateError!.message);
       if (end.stateJson === null) throw new SandboxError(end.stateError?.code ?? 'STATE_INVALID', end.stateError?.message ?? 'no final state');
       // Kept as the sandbox wrote it: the trajectory is stored with this text, never parsed here.
       finalState = new RawJson(end.stateJson);
       ran = end.checks;
     }
   } catch (err) {
-    if (err instanceof SandboxFullError) throw err; // the session is closed below
+    if (err instanceof SandboxFullError || err instanceof InterpreterLostError) throw err; // the session is closed below
     readError = `the final state could not be read: ${(err as Error).message}`;
   } finally {
     await live?.close().catch(() => undefined);

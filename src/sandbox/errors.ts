@@ -22,7 +22,7 @@ export const SANDBOX_ERROR_CODES = {
   CLASS_MISSING: 'the source does not declare the named class',
   TOOL_SCHEMA_INVALID: 'a tool’s parameters schema does not compile: invalid JSON Schema, past the size or depth caps, or a "pattern" the linear-time regular expression engine refuses',
   CONSTRUCTOR_FAILED: 'the constructor threw on the initial state',
-  ENV_DISPOSED: 'the environment was thrown away after hitting a limit',
+  ENV_DISPOSED: 'the environment was thrown away after hitting a limit, or (Python) lost with its interpreter, which another environment took down: a rollout then runs its episode again (using an attempt), a served session is evicted unscored (SESSION_EVICTED)',
   SANDBOX_UNAVAILABLE: 'the sandbox thread holding the environment ended, or the session was closed; at start-up, the sandbox pool could not start its threads (the worker does not start)',
   CHECK_INVALID: 'the check source does not load or does not define check()',
   CHECK_NOT_BOOLEAN: 'the check function returned something other than true or false',
@@ -55,10 +55,13 @@ export function disposedAfter(code: string, message: string): string {
 
 export class SandboxError extends Error {
   readonly code: SandboxErrorCode;
-  constructor(code: SandboxErrorCode, message: string) {
+  /** ENV_DISPOSED only: the environment was lost with its Python interpreter, which another environment took down. */
+  readonly lostWith?: 'interpreter';
+  constructor(code: SandboxErrorCode, message: string, lostWith?: 'interpreter') {
     super(message);
     this.name = new.target.name;
     this.code = code;
+    if (lostWith) this.lostWith = lostWith;
   }
 }
 
@@ -90,3 +93,25 @@ export class SandboxFullError extends SandboxError {
     );
   }
 }
+
+/**
+ * An episode's environment lost with its Python interpreter, which another environment took down (a call that swallowed
+ * the interrupt, a fatal error, tampering: the runtime marks such an environment `lostWith: 'interpreter'`; never the
+ * one whose own call did it, which ends with its own failure). The episode played nothing wrong, so it is not recorded:
+ * thrown out of it, its job runs it again (classifyError's 'retry', using an attempt of ENVFLEET_JOB_ATTEMPTS, so an
+ * interpreter taken down again and again cannot hold the job for ever); its model calls come from the response cache.
+ */
+export class InterpreterLostError extends SandboxError {
+  constructor(message: string) {
+    super('ENV_DISPOSED', message, 'interpreter');
+  }
+
+  static at(where: string, message: string): InterpreterLostError {
+    return new InterpreterLostError(
+      `${where}: ${message}. Another environment took down the Python interpreter this episode's environment shared, so the episode is run again rather than recorded (an attempt of ENVFLEET_JOB_ATTEMPTS; its model calls come from the response cache)`,
+    );
+  }
+}
+
+/** Whether `err` (a SandboxError, a call's outcome, a state's failure) says its environment was lost with an interpreter another environment took down. */
+export const lostWithInterpreter = (err: unknown): boolean => (err as { lostWith?: unknown } | null | undefined)?.lostWith === 'interpreter';

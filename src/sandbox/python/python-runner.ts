@@ -185,7 +185,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
           if (!p) return;
           pending.delete(msg.id);
           if (msg.ok) p.resolve(msg.value);
-          else p.reject(new SandboxError(msg.error.code as SandboxErrorCode, msg.error.message));
+          else p.reject(new SandboxError(msg.error.code as SandboxErrorCode, msg.error.message, msg.error.lostWith));
           return;
         }
         switch (msg.type) {
@@ -387,7 +387,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
 
 type ChildMessage =
   | { id: number; ok: true; value: unknown }
-  | { id: number; ok: false; error: { code: string; message: string } }
+  | { id: number; ok: false; error: { code: string; message: string; lostWith?: 'interpreter' } }
   | { type: 'log'; level: string; msg: string; data: Record<string, unknown> }
   | { type: 'snapshot'; base64: string; ms: number }
   | { type: 'snapshotInvalid' }

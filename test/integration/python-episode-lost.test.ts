@@ -1,0 +1,142 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { pino } from 'pino';
+import { classifyError } from '../../src/errors.js';
+import type { ModelGateway } from '../../src/llm/gateway.js';
+import { runEpisode } from '../../src/rollouts/episode.js';
+import { InterpreterLostError } from '../../src/sandbox/errors.js';
+import { DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from '../../src/sandbox/limits.js';
+import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
+import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import type { EnvironmentRecord } from '../../src/synthesis/types.js';
+import { rejection } from '../helpers/assert.js';
+
+/**
+ * Rollout episodes of Python environments sharing one interpreter (the real Pyodide in its child process), when one of
+ * them takes the interpreter down: the others' environments are lost with it through no call of their own. Such an
+ * episode is no measure of the policy: it is thrown (InterpreterLostError), so its job runs it again, rather than
+ * recorded as an environment error with no reward.
+ */
+
+const LIMITS: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS, callDeadlineMs: 1_000, createDeadlineMs: 5_000, checkDeadlineMs: 1_000 };
+
+const SOURCE = [
+  'class Compteur:',
+  '    def __init__(self, config):',
+  '        self.count = 0',
+  '        self.notes = []',
+  '    def ping(self, note):',
+  '        self.count += 1',
+  '        self.notes.append(note)',
+  '        return {"success": True, "count": self.count}',
+  '    def spin(self):',
+  '        # careless code: a loop whose bare except swallows the interrupt, so the interpreter is terminated',
+  '        while True:',
+  '            try:',
+  '                while True:',
+  '                    pass',
+  '            except:',
+  '                pass',
+  '',
+].join('\n');
+
+const tool = (name: string, properties: Record<string, unknown> = {}) => ({ type: 'function', function: { name, description: name, parameters: { type: 'object', properties } } });
+const ENV = {
+  id: 'env-compteur',
+  description: { summary: 'compteur', introduction: 'Un compteur.' },
+  className: 'Compteur',
+  source: SOURCE,
+  language: 'python',
+  tools: [tool('ping', { note: { type: 'string' } }), tool('spin')],
+} as unknown as EnvironmentRecord;
+
+const SCENARIO = {
+  id: 'compteur-1',
+  runId: 'r',
+  environmentId: ENV.id,
+  index: 0,
+  status: 'ready',
+  initialState: {},
+  task: 'ping twice',
+  checklist: [{ item: 'pinged twice, notes intact', check: 'def check_func(final_state):\n    return final_state["count"] == 2 and final_state["notes"] == ["café ☕", "東京 😀"]', language: 'python' }],
+} as unknown as ScenarioRecord;
+
+type Reply = { calls: { name: string; arguments: unknown }[] } | { text: string };
+
+/** A model that answers each request with the next reply, after `before[i]` (a promise) when there is one. */
+function scriptedGateway(replies: readonly Reply[], before: Record<number, Promise<void>> = {}): ModelGateway & { requests: number } {
+  const gateway = {
+    requests: 0,
+    chat: async () => {
+      const i = gateway.requests;
+      gateway.requests += 1;
+      await before[i];
+      const r = replies[i] ?? { text: 'fini' };
+      const message =
+        'calls' in r
+          ? { role: 'assistant', content: null, refusal: null, tool_calls: r.calls.map((c, k) => ({ id: `call_${i}_${k}`, type: 'function', function: { name: c.name, arguments: JSON.stringify(c.arguments) } })) }
+          : { role: 'assistant', content: r.text, refusal: null };
+      return { message, finishReason: 'calls' in r ? 'tool_calls' : 'stop', usage: { promptTokens: 1, completionTokens: 1 }, model: 'scripted', cached: false, toolCallFormat: 'native', tokens: null, sampling: {} };
+    },
+    structured: () => Promise.reject(new Error('not used')),
+    embed: () => Promise.reject(new Error('not used')),
+  };
+  return gateway as unknown as ModelGateway & { requests: number };
+}
+
+const ping = (note: string): Reply => ({ calls: [{ name: 'ping', arguments: { note } }] });
+
+describe('rollout episodes whose Python interpreter another episode took down', function () {
+  this.timeout(180_000);
+  let runner: PythonSandboxRunner;
+
+  before(async () => {
+    // One interpreter: every episode's environment is on it.
+    runner = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+    await runner.started();
+  });
+  after(async () => {
+    await runner?.close();
+  });
+
+  const episode = (gateway: ModelGateway, sample: number) =>
+    runEpisode(
+      { gateway, sandbox: runner },
+      { runId: 'r', scenario: SCENARIO, env: ENV, mode: 'non-conversational', sample, limits: { maxSteps: 10, maxTokens: 0, maxWallMs: 120_000 }, sandboxLimits: LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
+    );
+
+  it('throws the episodes whose environments were lost with it (a call after the loss, a final state after it) for their jobs to run again; the episode that took it down is recorded as its own environment error; the run again scores', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>(resolve => (release = resolve));
+    // Victim 1 pings, then (after the loss) pings again; victim 2 pings, then (after the loss) ends in text: its final state is read.
+    const v1 = scriptedGateway([ping('café ☕'), ping('東京 😀'), { text: 'fini' }], { 1: gate });
+    const v2 = scriptedGateway([ping('café ☕'), { text: 'terminé — 完成' }], { 1: gate });
+    const p1 = episode(v1, 0);
+    const p2 = episode(v2, 1);
+    for (const p of [p1, p2]) p.catch(() => undefined); // awaited below, after the culprit's episode
+    // Both first calls ran before the culprit's (each victim's second request waits at the gate).
+    while (v1.requests < 2 || v2.requests < 2) await new Promise(resolve => setTimeout(resolve, 20));
+
+    const culprit = await episode(scriptedGateway([{ calls: [{ name: 'spin', arguments: {} }] }]), 2);
+    expect(culprit.termination.reason).to.equal('environment-error');
+    expect(culprit.termination.detail).to.include('DEADLINE_EXCEEDED');
+    expect(culprit.reward).to.equal(null);
+    release();
+
+    for (const [p, where] of [[p1, 'ping found its environment gone'], [p2, 'the final state could not be read']] as const) {
+      const err = await rejection(p);
+      expect(err, where).to.be.instanceOf(InterpreterLostError);
+      expect((err as InterpreterLostError).code).to.equal('ENV_DISPOSED');
+      expect((err as Error).message).to.include(where).and.include('run again');
+      // Its job runs it again (an attempt), as any retryable failure.
+      expect(classifyError(err).action).to.equal('retry');
+    }
+
+    // The job's next attempt: a fresh interpreter serves, and the episode scores.
+    const again = await episode(scriptedGateway([ping('café ☕'), ping('東京 😀'), { text: 'fini' }]), 0);
+    expect(again.termination.reason).to.equal('agent-finished');
+    expect(again.checks).to.deep.equal([{ item: 'pinged twice, notes intact', passed: true }]);
+    expect(again.reward).to.equal(1);
+  });
+});
