@@ -55,6 +55,8 @@ export interface RecordPlace {
   readonly index: number;
   readonly key?: string;
   readonly line: number;
+  /** A row of a page of Hugging Face's rows API (`index` is its row_idx). */
+  readonly rowOfPage?: true;
 }
 
 export type Mapped<T> = { readonly ok: true; readonly value: T; readonly warnings: readonly string[] } | { readonly ok: false; readonly problem: string };
@@ -225,6 +227,19 @@ export interface ScenarioEnv {
   readonly className: string;
 }
 
+/**
+ * A scenario's id from its EnvScaler task_id: the task_id as written when it names its environment (the published
+ * files' `env_148_rl-task_1`), else the env_id, a dash and the task_id (EnvScaler's own task generation writes local
+ * `MMDD-HHMMSS` timestamps, alike in several environments; scenario ids are per run, not per environment); undefined
+ * when that is not an envfleet id (then a hash of the record is).
+ */
+export function scenarioIdOf(envId: string, taskId: string | undefined): string | undefined {
+  if (!taskId) return undefined;
+  const named = taskId.startsWith(envId) && !/[A-Za-z0-9]/.test(taskId.charAt(envId.length));
+  const id = named ? taskId : `${envId}-${taskId}`;
+  return ID.test(id) ? id : undefined;
+}
+
 /** An EnvScaler scenario, mapped: the document (without its index among its environment's scenarios) and its set. */
 export interface MappedScenario {
   readonly envId: string;
@@ -248,8 +263,9 @@ export function scenarioFromEnvscaler(raw: unknown, place: RecordPlace, runId: s
   if (!envId) return fail('no env_id');
   const task = str(raw['task']);
   if (!task) return fail('task is missing or empty');
-  const taskId = raw['task_id'] === undefined || raw['task_id'] === null ? undefined : str(raw['task_id']);
-  if (raw['task_id'] !== undefined && raw['task_id'] !== null && !taskId) return fail('task_id is not a non-empty string');
+  const rawTaskId = raw['task_id'];
+  const taskId = rawTaskId === undefined || rawTaskId === null ? undefined : typeof rawTaskId === 'number' && Number.isSafeInteger(rawTaskId) ? String(rawTaskId) : str(rawTaskId);
+  if (rawTaskId !== undefined && rawTaskId !== null && !taskId) return fail('task_id is not a non-empty string or an integer');
 
   const init = jsonField(raw, 'init_config');
   if ('problem' in init) return fail(init.problem);
@@ -279,7 +295,7 @@ export function scenarioFromEnvscaler(raw: unknown, place: RecordPlace, runId: s
   const className = raw['env_class_name'];
   if (className !== undefined && className !== env.className) return fail(`env_class_name ${JSON.stringify(className)} differs from its environment's (${env.className})`);
 
-  const id = taskId && ID.test(taskId) ? taskId : `scn-${hashOf({ envId, taskId: taskId ?? null, task, initialState }, 16)}`;
+  const id = scenarioIdOf(envId, taskId) ?? `scn-${hashOf({ envId, taskId: taskId ?? null, task, initialState }, 16)}`;
   const original: ImportedFrom = { envId, className: env.className, ...(taskId ? { taskId } : {}), split, file: place.file, record: place.key ?? place.index };
   const warnings = split === 'rl' && checklist.length === 0 ? ['an RL scenario without check functions: imported unscored (no reward)'] : [];
   return {

@@ -1,6 +1,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { RequestError } from '../errors.js';
+import { hashOf } from '../util/canonical.js';
 import type { RunOptions } from '../runs/options.js';
 import type { RunStore } from '../runs/store.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
@@ -101,7 +102,36 @@ export interface EnvscalerImportRequest {
 export type ImportProgress = { readonly phase: 'read'; readonly file: string; readonly records: number } | { readonly phase: 'write'; readonly kind: 'env' | 'scenario'; readonly done: number; readonly total: number };
 
 
-const whereOf = (p: RecordPlace, ids: string) => `${ids || `record ${p.index}`} (line ${p.line})`;
+const whereOf = (p: RecordPlace, ids: string) => `${ids || `record ${p.index}`} (${p.rowOfPage ? `row_idx ${p.index} of the rows page at line` : 'line'} ${p.line})`;
+
+/**
+ * The scenario as an earlier version imported it into this run: a task_id that does not name its environment
+ * (`0315-142201`) was the scenario's id as written then, and is now prefixed with the env_id (scenarioIdOf). A run
+ * holding the scenario under the old id keeps it there, so a re-import updates it rather than adding it again.
+ */
+async function earlierId(store: RunStore, runId: string, doc: ScenarioRecord): Promise<ScenarioRecord> {
+  const original = doc.lineage.original;
+  if (!original?.taskId || doc.id === original.taskId || doc.id !== `${original.envId}-${original.taskId}`) return doc;
+  const old = await store.getDoc(runId, 'scenario', original.taskId);
+  const was = old?.lineage.original;
+  return old?.lineage.source === 'envscaler' && was?.envId === original.envId && was.taskId === original.taskId ? { ...doc, id: original.taskId } : doc;
+}
+
+/**
+ * The rows of a page of the Hugging Face datasets server's rows API (`{"features": […], "rows": [{"row_idx": 0, "row":
+ * {…}}, …], …}`, as `curl …/rows?dataset=…` saves it), each with its `row_idx`; null for anything else (a record has
+ * EnvScaler's fields at its top level).
+ */
+function rowsApiPage(value: unknown): { value: unknown; index: number }[] | null {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return null;
+  const page = value as Record<string, unknown>;
+  if (!Array.isArray(page['rows']) || Object.keys(page).some(k => ENVSCALER_FIELDS.has(k))) return null;
+  return page['rows'].map((el: unknown, i) => {
+    const row = el !== null && typeof el === 'object' && !Array.isArray(el) ? (el as { row?: unknown; row_idx?: unknown }) : null;
+    if (row && row.row !== null && typeof row.row === 'object' && !Array.isArray(row.row)) return { value: row.row, index: typeof row.row_idx === 'number' ? row.row_idx : i };
+    return { value: el, index: i };
+  });
+}
 
 /** Reads the records of one file, with a progress call every 200 records. */
 async function eachRecord(path: string, fn: (value: unknown, place: RecordPlace, error: string | undefined, text: string | undefined) => void, progress: ((p: ImportProgress) => void) | undefined, fileProblems: string[]): Promise<void> {
@@ -116,8 +146,16 @@ async function eachRecord(path: string, fn: (value: unknown, place: RecordPlace,
       break;
     }
     const r = next.value;
-    fn(r.value, { file, index: r.index, line: r.line, ...(r.key !== undefined ? { key: r.key } : {}) }, r.error, r.text);
-    n += 1;
+    const rows = rowsApiPage(r.value);
+    if (rows) {
+      // A page of Hugging Face's rows API saved as it came: its rows are the records (their JSON-string fields keep
+      // what a number's text says; the page's own text is not cut into rows).
+      for (const row of rows) fn(row.value, { file, index: row.index, line: r.line, rowOfPage: true }, undefined, undefined);
+      n += rows.length;
+    } else {
+      fn(r.value, { file, index: r.index, line: r.line, ...(r.key !== undefined ? { key: r.key } : {}) }, r.error, r.text);
+      n += 1;
+    }
     if (n % 200 === 0) progress?.({ phase: 'read', file, records: n });
   }
   progress?.({ phase: 'read', file, records: n });
@@ -176,14 +214,14 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
 
   // Scenarios, in file order.
   const scenarios: MappedScenario[] = [];
-  const seenIds = new Map<string, string>();
+  const seenIds = new Map<string, { where: string; content: string }>();
   let scenariosNotSelected = 0;
   for (const { path, split } of request.files.scenarios) {
     await eachRecord(
       path,
       (value, place, error, text) => {
         const v = value && typeof value === 'object' ? (value as { task_id?: unknown; env_id?: unknown }) : {};
-        const where = whereOf(place, typeof v.task_id === 'string' ? `task_id ${v.task_id}` : typeof v.env_id === 'string' ? `env_id ${v.env_id}` : '');
+        const where = whereOf(place, typeof v.task_id === 'string' || typeof v.task_id === 'number' ? `task_id ${v.task_id}` : typeof v.env_id === 'string' ? `env_id ${v.env_id}` : '');
         if (error) return void skipped.push({ file: place.file, where, problem: error });
         const mapped = scenarioFromEnvscaler(value, place, runId, now, envOf, split, text);
         if (!mapped.ok) return void skipped.push({ file: place.file, where, problem: mapped.problem });
@@ -191,11 +229,20 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
           scenariosNotSelected += 1;
           return;
         }
-        const first = seenIds.get(mapped.value.scenario.id);
-        if (first) return void skipped.push({ file: place.file, where, problem: `scenario ${mapped.value.scenario.id} was already read at ${first}` });
-        seenIds.set(mapped.value.scenario.id, `${place.file} ${where}`);
+        let scenario = mapped.value;
+        const content = hashOf({ task: scenario.scenario.task, initialState: scenario.scenario.stateHash, checks: scenario.scenario.checklist ?? null }, 16);
+        let first = seenIds.get(scenario.scenario.id);
+        if (first && first.content !== content) {
+          // Another scenario under the same task_id in the same environment (EnvScaler's timestamps, a second apart at
+          // best): kept under the id and a hash of its content, which the same file gives again on a re-import.
+          const id = `${scenario.scenario.id}-${content.slice(0, 8)}`;
+          scenario = { ...scenario, scenario: { ...scenario.scenario, id: id.length <= 120 ? id : `scn-${content}` } };
+          first = seenIds.get(scenario.scenario.id);
+        }
+        if (first) return void skipped.push({ file: place.file, where, problem: `scenario ${scenario.scenario.id} (the same task, initial state and checks) was already read at ${first.where}` });
+        seenIds.set(scenario.scenario.id, { where: `${place.file} ${where}`, content });
         for (const w of mapped.warnings) warnings.push({ file: place.file, where, problem: w });
-        scenarios.push(mapped.value);
+        scenarios.push(scenario);
       },
       progress,
       fileProblems,
@@ -233,7 +280,7 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
   for (const [i, s] of writable.entries()) {
     const index = indexOf.get(s.scenario.environmentId) ?? 0;
     indexOf.set(s.scenario.environmentId, index + 1);
-    const doc: ScenarioRecord = { ...s.scenario, index };
+    const doc: ScenarioRecord = await earlierId(store, runId, { ...s.scenario, index });
     const w = await writeImported(store, runId, 'scenario', doc, 'envscaler', undefined, rolledOut);
     if (w.outcome === 'rolled-out') {
       skipped.push({ file: doc.lineage.original!.file, where: `task_id ${doc.lineage.original!.taskId ?? doc.id}`, problem: `run "${runId}" has episodes of scenario ${doc.id} rolled out on its earlier version, scored by its earlier checks: it is left as it was (changed here, the export would pair those rewards with the new task and checks); import into another run to roll out the changed one` });

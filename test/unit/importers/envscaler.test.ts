@@ -219,6 +219,48 @@ describe('importers: envscaler import into a run', () => {
     expect(hf.all('es', 'scenario').map(strip)).to.deep.equal(a.all('es', 'scenario').map(strip));
   });
 
+  it("keeps every scenario of task_ids that repeat (EnvScaler's own MMDD-HHMMSS timestamps) across environments and in one, reads integer task_ids and a page of Hugging Face's rows API, and keeps a scenario where an earlier version imported it", async () => {
+    const SFT = JSON.parse(readFileSync(join(FIXTURES, 'github/sft_scenario_metadata.json'), 'utf8')) as Record<string, unknown>[];
+    const T = '0315-142201';
+    const records = [
+      { ...RL[0], task_id: T },
+      { ...RL[1], task_id: T }, // the same second, the same environment, another task
+      { ...RL[0], task_id: T }, // the first again, as it was
+      { ...SFT[0], task_id: T }, // the same second, another environment
+      { ...RL[1], task_id: 42, task: 'Réservez la table 7 pour Zoë 🍵 — 茶' },
+    ];
+    // As `curl https://datasets-server.huggingface.co/rows?…` saves a page.
+    const page = join(dir, 'rows-page.json');
+    await writeFile(page, JSON.stringify({ features: [{ feature_idx: 0, name: 'env_id', type: { dtype: 'string' } }], rows: records.map((row, i) => ({ row_idx: 100 + i, row, truncated_cells: [] })), num_rows_total: 5, num_rows_per_page: 100, partial: false }));
+    const files: EnvscalerFiles = { envs: join(FIXTURES, 'github/191_env_metadata.json'), scenarios: [{ path: page, split: null }] };
+
+    const a = memoryStore();
+    const r = await importEnvscaler(a.store, { runId: 'ts', files, split: 'all' }, OPTIONS);
+    const scenarios = a.all('ts', 'scenario');
+    expect(scenarios.map(s => [s.id.replace(/-[0-9a-f]{8}$/, '-<hash>'), s.environmentId, s.lineage.original!.taskId, s.lineage.original!.record])).to.deep.equal([
+      [`env_7_rl-${T}`, 'env_7_rl', T, 100],
+      [`env_7_rl-${T}-<hash>`, 'env_7_rl', T, 101],
+      [`env_2_sft-${T}`, 'env_2_sft', T, 103],
+      ['env_7_rl-42', 'env_7_rl', '42', 104],
+    ]);
+    expect(scenarios[3]!.task).to.equal('Réservez la table 7 pour Zoë 🍵 — 茶');
+    expect(r.skipped.map(s => `${s.file} ${s.where}: ${s.problem}`).slice(1)).to.deep.equal([`rows-page.json task_id ${T} (row_idx 102 of the rows page at line 1): scenario env_7_rl-${T} (the same task, initial state and checks) was already read at rows-page.json task_id ${T} (row_idx 100 of the rows page at line 1)`]);
+    // The same file again: the same ids, nothing written.
+    const writes = a.writes();
+    const again = await importEnvscaler(a.store, { runId: 'ts', files, split: 'all' }, OPTIONS);
+    expect(again.scenarios).to.deep.include({ imported: 0, unchanged: 4 });
+    expect(a.writes()).to.equal(writes);
+
+    // A run where an earlier version imported the first under its task_id alone keeps it there, not twice.
+    const b = memoryStore();
+    await b.store.createRun(a.runs.get('ts')!);
+    for (const e of a.all('ts', 'env')) await b.store.putDoc('ts', 'env', e.id, e);
+    await b.store.putDoc('ts', 'scenario', T, { ...scenarios[0]!, id: T });
+    const upgraded = await importEnvscaler(b.store, { runId: 'ts', files, split: 'all' }, OPTIONS);
+    expect(upgraded.scenarios).to.deep.include({ imported: 3, unchanged: 1 });
+    expect(b.all('ts', 'scenario').map(s => s.id)).to.include(T).and.not.include(`env_7_rl-${T}`);
+  });
+
   it('--split and --limit choose the scenarios and the environments they use', async () => {
     const s = memoryStore();
     const rl = await importEnvscaler(s.store, { runId: 'rl', files: await github(), split: 'rl' }, OPTIONS);
