@@ -9,7 +9,6 @@ import { isRedisConnectionError } from '../../src/redis/connection-errors.js';
 import { scoredResult, type SessionRegistry, type SessionResult } from '../../src/env-server/sessions.js';
 import type { Logger } from '../../src/logger.js';
 import { SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
-import { RawJson } from '../../src/util/raw-json.js';
 import type { SessionDirectory } from '../../src/env-server/directory.js';
 import { forwardingMiddleware, safeDecode, SERVED_BY_HEADER } from './forward.js';
 import { pathToken } from './path-token.js';
@@ -102,7 +101,7 @@ export function resultBody(r: SessionResult) {
     ended_by: r.endedBy,
     detail: r.detail,
     calls: r.calls,
-    final_state: r.finalStateJson === undefined ? r.finalState : new RawJson(r.finalStateJson),
+    final_state: r.finalState,
   };
 }
 

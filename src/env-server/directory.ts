@@ -1,5 +1,7 @@
 import { isCluster, tag, type Redis } from '../redis/connection.js';
 import type { SessionResult } from './sessions.js';
+import { jsonMemberText } from '../util/json-member.js';
+import { RawJson } from '../util/raw-json.js';
 
 /**
  * The directory of live sessions that several `envfleet serve` processes share through one Redis: which
@@ -77,6 +79,17 @@ const isServerEntry = (v: unknown): v is ServerEntry => {
   return typeof e === 'object' && e !== null && typeof e.id === 'string' && typeof e.url === 'string' && typeof e.active === 'number' && typeof e.max === 'number';
 };
 
+/**
+ * A result read back with its final state as the text the ending process wrote (parsing the whole result made it a
+ * value: a Python state's 1.0 would be written 1). A result an earlier version wrote kept that text beside the value,
+ * as `finalStateJson`, where the two differed.
+ */
+function withStateText(result: SessionResult & { finalStateJson?: string }, text: string): SessionResult {
+  const { finalStateJson, ...rest } = result;
+  const state = typeof finalStateJson === 'string' ? finalStateJson : result.finalState === null || result.finalState === undefined ? undefined : jsonMemberText(text, 'finalState');
+  return { ...rest, finalState: state === undefined || state === 'null' ? null : new RawJson(state) };
+}
+
 const parse = (text: string | null): unknown => {
   if (text === null) return null;
   try {
@@ -131,7 +144,7 @@ export function createRedisSessionDirectory(redis: Redis, prefix: string, option
     async locate(sessionId) {
       const [holder, resultText] = await redis.mget(k.holder(sessionId), k.result(sessionId));
       const result = parse(resultText ?? null);
-      if (result && typeof result === 'object') return { kind: 'ended', result: result as SessionResult };
+      if (result && typeof result === 'object') return { kind: 'ended', result: withStateText(result as SessionResult & { finalStateJson?: string }, resultText!) };
       if (!holder) return { kind: 'unknown' };
       const server = (await entries([holder])).get(holder);
       // This process's own entry naming a session it does not hold cannot happen: ids are new per process.

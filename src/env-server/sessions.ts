@@ -15,7 +15,7 @@ import { deeperThan, MAX_JSON_DEPTH } from '../sandbox/python/python-harness.mjs
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import type { SessionDirectory } from './directory.js';
 import { EnvServerError, NEW_SESSION_HOW, RESULT_HOW, shownId } from './errors.js';
-import { RawJson } from '../util/raw-json.js';
+import { RawJson, stringifyJson } from '../util/raw-json.js';
 
 /** What a session needs of a scenario: the scenario, its environment, and the sandbox limits its run froze. */
 export interface ServedScenario {
@@ -134,12 +134,12 @@ export interface SessionResult {
   readonly detail: string | null;
   readonly endedAt: string;
   readonly calls: number;
-  readonly finalState: unknown;
   /**
-   * The final state's text as the runtime wrote it, when the parsed value written again is not that text (a Python
-   * state: 1.0, an integer past 2^53): what the server's replies carry as `final_state`. Absent otherwise.
+   * The final state as the runtime wrote it (a Python state's 1.0 and integers past 2^53 as they are), kept as that
+   * text only: never parsed here, so a kept result costs about its text (a τ-bench state is over a megabyte of JSON,
+   * several as objects) and the directory stores it once. Null when it could not be read.
    */
-  readonly finalStateJson?: string;
+  readonly finalState: RawJson | null;
   /** The fraction of the scenario's checks true on the final state (as a rollout's reward); null when none could run. */
   readonly reward: number | null;
   readonly solved: boolean;
@@ -276,8 +276,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     if (s.timer) clearTimeout(s.timer);
     const { info, served } = s;
     s.ending = (async () => {
-      let finalState: unknown = null;
-      let finalStateJson: string | undefined;
+      let finalState: RawJson | null = null;
       let readError: string | null = null;
       let ran: ChecksResult | null = null;
       // The thread's memory bound met while ending (reading the state, or a check): the episode is evicted too.
@@ -302,13 +301,11 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           // Held to the bound the Python runtime holds states to, counted without recursion: deeper, V8's own writing of
           // it (here, in the reply, in another serve process) would overflow its stack, at a depth no check can foresee.
           if (deeperThan(end.stateJson, MAX_JSON_DEPTH)) throw new Error(`it nests containers more than ${MAX_JSON_DEPTH} levels deep, more than the server passes on; keep the environment's state flatter (a linked list as a list, a tree as a dict of nodes by id)`);
-          finalState = JSON.parse(end.stateJson) as unknown;
-          if (JSON.stringify(finalState) !== end.stateJson) finalStateJson = end.stateJson;
+          finalState = new RawJson(end.stateJson);
           ran = end.checks;
         } catch (err) {
           // Nothing of a state that cannot be passed on stays in the result (it could not be written either).
           finalState = null;
-          finalStateJson = undefined;
           readError = `the final state could not be read: ${(err as Error).message}`;
         }
       }
@@ -339,7 +336,6 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         endedAt: new Date().toISOString(),
         calls: s.calls,
         finalState,
-        ...(finalStateJson === undefined ? {} : { finalStateJson }),
         reward: score.reward,
         solved: score.reward === 1,
         checks: score.checks,
@@ -351,11 +347,10 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       // --max-sessions for good and answer verify with an error).
       let json: string;
       try {
-        json = JSON.stringify(result);
+        json = stringifyJson(result)!;
       } catch (err) {
-        const { finalStateJson: _dropped, ...rest } = result;
-        result = { ...rest, finalState: null, reward: null, solved: false, checks: [], checksError: `the result could not be written as JSON (${(err as Error).message}), so it is kept without its final state and reward` };
-        json = JSON.stringify(result);
+        result = { ...result, finalState: null, reward: null, solved: false, checks: [], checksError: `the result could not be written as JSON (${(err as Error).message}), so it is kept without its final state and reward` };
+        json = stringifyJson(result)!;
       }
       keepResult(result, json.length);
       live.delete(id);
@@ -477,7 +472,7 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
     knows: id => live.has(id) || endedResult(id) !== undefined,
     remember(result) {
       if (live.has(result.sessionId)) return;
-      keepResult(result, JSON.stringify(result).length);
+      keepResult(result, stringifyJson(result)!.length);
     },
 
     async closeAll() {

@@ -85,7 +85,8 @@ describe('env-server session registry', () => {
     const [a, b] = await Promise.all([reg.finish(s.id), reg.finish(s.id, 'closed')]);
     expect(a).to.equal(b);
     expect(a).to.include({ reward: 1, solved: true, endedBy: 'finished', calls: 2, checksError: null });
-    expect(a.finalState).to.deep.equal({ n: 2 });
+    // Kept as the text the runtime wrote, not parsed.
+    expect(a.finalState!.json).to.equal(JSON.stringify({ n: 2 }));
     expect(stats).to.deep.include({ snapshots: 1, closed: 1 });
     expect(reg.result(s.id)).to.equal(a);
     expect(await codeOf(reg.call(s.id, 'inc', {}))).to.equal('SESSION_CLOSED');
@@ -156,7 +157,7 @@ describe('env-server session registry', () => {
     expect(r).to.include({ endedBy: 'shutdown', reward: null, solved: false, calls: 2 });
     expect(r.checks).to.deep.equal([]);
     expect(r.checksError).to.match(/not scored: the server stopped during the episode/);
-    expect(r.finalState).to.deep.equal({ n: 2 });
+    expect(r.finalState!.json).to.equal(JSON.stringify({ n: 2 }));
     let thrown: unknown = null;
     try {
       scoredResult(await reg.finish(s.id));
