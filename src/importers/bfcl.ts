@@ -14,7 +14,7 @@ import { RawJson } from '../util/raw-json.js';
 import { readTextFile } from '../util/bom.js';
 import { bfclCheck, type BfclGoldTurn } from './bfcl-check.js';
 import { BfclSourceError, LONG_CONTEXT_MODULE, REPLAY_TOOL, UNAVAILABLE_MODULES, routerClassName, routerSource, toolFromFuncDoc, type BfclModule } from './bfcl-source.js';
-import { rolloutsLookup, writeImported } from './write.js';
+import { rolledOutProblem, rolloutsLookup, writeImported } from './write.js';
 import type { ImportCounts, SkippedRecord } from './envscaler.js';
 import { checkRunName } from '../runs/ids.js';
 import { jsonMemberText } from '../util/json-member.js';
@@ -596,27 +596,28 @@ export async function importBfcl(store: RunStore, sandbox: SandboxRunner, reques
     });
   }
 
+  const rolledOut = rolloutsLookup(store, runId);
   const envCounts = { imported: 0, unchanged: 0, updated: 0 };
   const chosen = [...envs.values()].filter(e => usedEnvs.has(e.id));
   const blocked = new Set<string>();
   for (const [i, { record: env }] of chosen.entries()) {
-    const w = await writeImported(store, runId, 'env', env, 'bfcl');
-    if (w.outcome === 'foreign') {
-      skipped.push({ file: env.lineage.original!.file, where: `environment ${env.id}`, problem: `run "${runId}" already has a ${w.other.status} environment ${env.id} that was not imported from BFCL: left as it is` });
+    const w = await writeImported(store, runId, 'env', env, 'bfcl', undefined, rolledOut);
+    if (w.outcome === 'foreign' || w.outcome === 'rolled-out') {
+      const problem = w.outcome === 'foreign' ? `run "${runId}" already has a ${w.other.status} environment ${env.id} that was not imported from BFCL: left as it is` : rolledOutProblem(runId, 'env', env.id);
+      skipped.push({ file: env.lineage.original!.file, where: `environment ${env.id}`, problem });
       blocked.add(env.id);
       continue;
     }
     envCounts[w.outcome] += 1;
     progress?.({ phase: 'write', kind: 'env', done: i + 1, total: chosen.length });
   }
-  const rolledOut = rolloutsLookup(store, runId);
   const scnCounts = { imported: 0, unchanged: 0, updated: 0 };
   let checks = 0;
   const writable = scenarioDocs.filter(d => !blocked.has(d.environmentId));
   for (const [i, doc] of writable.entries()) {
     const w = await writeImported(store, runId, 'scenario', doc, 'bfcl', reusedDocs.get(doc.id), rolledOut);
     if (w.outcome === 'rolled-out') {
-      skipped.push({ file: String(doc.lineage.original?.file ?? ''), where: `id ${doc.id}`, problem: `run "${runId}" has episodes of scenario ${doc.id} rolled out on its earlier version, scored by its earlier checks: it is left as it was (changed here, the export would pair those rewards with the new task and checks); import into another run to roll out the changed one` });
+      skipped.push({ file: String(doc.lineage.original?.file ?? ''), where: `id ${doc.id}`, problem: rolledOutProblem(runId, 'scenario', doc.id) });
       continue;
     }
     if (w.outcome === 'foreign') {

@@ -8,7 +8,7 @@ import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
 import { ENVSCALER_FIELDS, environmentFromEnvscaler, scenarioFromEnvscaler, type MappedScenario, type RecordPlace, type ScenarioEnv } from './envscaler-records.js';
 import { readJsonRecords, type JsonFileEnd } from './json-records.js';
-import { rolloutsLookup, writeImported } from './write.js';
+import { rolledOutProblem, rolloutsLookup, writeImported } from './write.js';
 import { checkRunName } from '../runs/ids.js';
 
 /**
@@ -259,11 +259,13 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
 
   const created = existing ? false : await store.createRun({ id: runId, createdAt: now, input: 'envscaler', options });
 
+  const rolledOut = rolloutsLookup(store, runId);
   const envCounts = { imported: 0, unchanged: 0, updated: 0 };
   for (const [i, env] of chosen.entries()) {
-    const w = await writeImported(store, runId, 'env', env, 'envscaler');
-    if (w.outcome === 'foreign') {
-      skipped.push({ file: env.lineage.original!.file, where: `env_id ${env.lineage.original!.envId}`, problem: `run "${runId}" already has a ${w.other.status} environment ${env.id} that was not imported from EnvScaler: left as it is` });
+    const w = await writeImported(store, runId, 'env', env, 'envscaler', undefined, rolledOut);
+    if (w.outcome === 'foreign' || w.outcome === 'rolled-out') {
+      const problem = w.outcome === 'foreign' ? `run "${runId}" already has a ${w.other.status} environment ${env.id} that was not imported from EnvScaler: left as it is` : rolledOutProblem(runId, 'env', env.id);
+      skipped.push({ file: env.lineage.original!.file, where: `env_id ${env.lineage.original!.envId}`, problem });
       chosenIds.delete(env.id);
       continue;
     }
@@ -271,7 +273,6 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
     if ((i + 1) % 50 === 0 || i + 1 === chosen.length) progress?.({ phase: 'write', kind: 'env', done: i + 1, total: chosen.length });
   }
 
-  const rolledOut = rolloutsLookup(store, runId);
   const scnCounts = { imported: 0, unchanged: 0, updated: 0, rl: 0, sft: 0 };
   let checks = 0;
   let unscored = 0;
@@ -283,7 +284,7 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
     const doc: ScenarioRecord = await earlierId(store, runId, { ...s.scenario, index });
     const w = await writeImported(store, runId, 'scenario', doc, 'envscaler', undefined, rolledOut);
     if (w.outcome === 'rolled-out') {
-      skipped.push({ file: doc.lineage.original!.file, where: `task_id ${doc.lineage.original!.taskId ?? doc.id}`, problem: `run "${runId}" has episodes of scenario ${doc.id} rolled out on its earlier version, scored by its earlier checks: it is left as it was (changed here, the export would pair those rewards with the new task and checks); import into another run to roll out the changed one` });
+      skipped.push({ file: doc.lineage.original!.file, where: `task_id ${doc.lineage.original!.taskId ?? doc.id}`, problem: rolledOutProblem(runId, 'scenario', doc.id) });
       continue;
     }
     if (w.outcome === 'foreign') {

@@ -12,7 +12,7 @@ import type { Operation } from '../synthesis/schemas.js';
 import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
 import { readTextFile } from '../util/bom.js';
-import { rolloutsLookup, writeImported } from './write.js';
+import { rolledOutProblem, rolloutsLookup, writeImported } from './write.js';
 import type { ImportCounts, SkippedRecord } from './envscaler.js';
 import { MODULE_HEADER_PY, READER_PY, READER_TOOLS, REPLAY_PY, REPLAY_TOOLS, goldHashCheck, outputsCheck } from './tau-bench-python.js';
 import { checkRunName } from '../runs/ids.js';
@@ -488,12 +488,14 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
 
   const created = existing ? false : await store.createRun({ id: runId, createdAt: now, input: 'tau-bench', options: runOptions });
 
+  const rolledOut = rolloutsLookup(store, runId);
   const envCounts = { imported: 0, unchanged: 0, updated: 0 };
   const writtenEnvs = new Set<string>();
   for (const [i, env] of envs.entries()) {
-    const w = await writeImported(store, runId, 'env', env, 'tau-bench');
-    if (w.outcome === 'foreign') {
-      skipped.push({ file: env.lineage.original!.file, where: `domain ${env.lineage.original!.envId}`, problem: `run "${runId}" already has a ${w.other.status} environment ${env.id} that was not imported from τ-bench: left as it is` });
+    const w = await writeImported(store, runId, 'env', env, 'tau-bench', undefined, rolledOut);
+    if (w.outcome === 'foreign' || w.outcome === 'rolled-out') {
+      const problem = w.outcome === 'foreign' ? `run "${runId}" already has a ${w.other.status} environment ${env.id} that was not imported from τ-bench: left as it is` : rolledOutProblem(runId, 'env', env.id);
+      skipped.push({ file: env.lineage.original!.file, where: `domain ${env.lineage.original!.envId}`, problem });
       continue;
     }
     writtenEnvs.add(env.id);
@@ -501,7 +503,6 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
     progress?.({ phase: 'write', kind: 'env', done: i + 1, total: envs.length });
   }
 
-  const rolledOut = rolloutsLookup(store, runId);
   const scnCounts = { imported: 0, unchanged: 0, updated: 0 };
   let checks = 0;
   const indexOf = new Map<string, number>();
@@ -512,7 +513,7 @@ export async function importTauBench(store: RunStore, sandbox: SandboxRunner, re
     const doc: ScenarioRecord = { ...s, index };
     const w = await writeImported(store, runId, 'scenario', doc, 'tau-bench', undefined, rolledOut);
     if (w.outcome === 'rolled-out') {
-      skipped.push({ file: doc.lineage.original!.file, where: `task ${doc.lineage.original!.taskId}`, problem: `run "${runId}" has episodes of scenario ${doc.id} rolled out on its earlier version, scored by its earlier checks: it is left as it was (changed here, the export would pair those rewards with the new task and checks); import into another run to roll out the changed one` });
+      skipped.push({ file: doc.lineage.original!.file, where: `task ${doc.lineage.original!.taskId}`, problem: rolledOutProblem(runId, 'scenario', doc.id) });
       continue;
     }
     if (w.outcome === 'foreign') {

@@ -261,6 +261,29 @@ describe('importers: envscaler import into a run', () => {
     expect(b.all('ts', 'scenario').map(s => s.id)).to.include(T).and.not.include(`env_7_rl-${T}`);
   });
 
+  it('leaves an environment changed after episodes ran on it as it was, and writes none of its scenarios, saying so', async () => {
+    const a = memoryStore();
+    await importEnvscaler(a.store, { runId: 'ch', files: await github(), split: 'all' }, OPTIONS);
+    await a.store.putDoc('ch', 'trajectory', 'trj-1', { id: 'trj-1', runId: 'ch', scenarioId: 'env_7_rl-task_1', environmentId: 'env_7_rl' } as never);
+    const envs = JSON.parse(JSON.stringify(ENVS)) as Record<string, Record<string, unknown>>;
+    envs['env_7_rl']!['env_class_code'] = `${String(envs['env_7_rl']!['env_class_code'])}\n# « changé » 🍵\n`;
+    envs['env_2_sft']!['env_class_code'] = `${String(envs['env_2_sft']!['env_class_code'])}\n# no episode ran on this one\n`;
+    const changed = join(dir, '191_env_metadata.json');
+    await writeFile(changed, JSON.stringify(envs, null, 2));
+    const rl = RL.map(r => ({ ...r, task: `${String(r['task'])} (v2)` }));
+    const rlFile = join(dir, 'rl_scenario_metadata.json');
+    await writeFile(rlFile, JSON.stringify(rl));
+    const r = await importEnvscaler(a.store, { runId: 'ch', files: { envs: changed, scenarios: [{ path: rlFile, split: 'rl' }, { path: join(FIXTURES, 'github/sft_scenario_metadata.json'), split: 'sft' }] }, split: 'all' }, OPTIONS);
+    expect(r.environments).to.deep.equal({ imported: 0, unchanged: 0, updated: 1 });
+    expect(r.skipped.map(s => s.problem).filter(p => p.includes('rolled out'))).to.deep.equal([
+      'run "ch" has episodes rolled out on the earlier version of environment env_7_rl: it is left as it was, and its scenarios are not written (changed here, the export would pair those episodes with the new code and tools); import into another run to roll out the changed one',
+    ]);
+    expect(a.all('ch', 'env').find(e => e.id === 'env_7_rl')!.source).to.not.include('changé');
+    expect(a.all('ch', 'env').find(e => e.id === 'env_2_sft')!.source).to.include('no episode ran');
+    // Its scenarios as they were (their tasks changed in the file too).
+    expect(a.all('ch', 'scenario').filter(s => s.environmentId === 'env_7_rl').map(s => s.task)).to.deep.equal([RL[0]!['task'], RL[1]!['task']]);
+  });
+
   it('--split and --limit choose the scenarios and the environments they use', async () => {
     const s = memoryStore();
     const rl = await importEnvscaler(s.store, { runId: 'rl', files: await github(), split: 'rl' }, OPTIONS);

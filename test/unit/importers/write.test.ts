@@ -53,4 +53,21 @@ describe('writing an imported scenario again (real Redis)', () => {
     expect(await writeImported(store, 'imp', 'scenario', scenario('t1.b', 0, 'Tâche 三'), 'bfcl')).to.deep.equal({ outcome: 'imported' });
     expect(await writeImported(store, 'imp', 'scenario', scenario('t1.b', 0, 'Tâche 四'), 'bfcl', undefined, rolloutsLookup(store, 'imp'))).to.deep.equal({ outcome: 'updated' });
   });
+
+  it('refuses to change an environment whose earlier version has episodes rolled out (they ran its earlier code), by the environment its trajectories name; moved in its file only, it is written', async () => {
+    const env = (source: string, file = 'notes.py') =>
+      ({
+        id: 'bfcl-Carnet', runId: 'imp', status: 'kept', className: 'Carnet', language: 'python', source, tools: [], description: { summary: 'carnet', introduction: 'Un carnet 📓.' },
+        lineage: { runId: 'imp', sourceTaskId: null, models: {}, prompts: {}, createdAt: '2026-12-07T00:00:00.000Z', source: 'bfcl', original: { envId: 'Carnet', className: 'Carnet', file, record: 'Carnet' } },
+      }) as never;
+    expect(await writeImported(store, 'imp', 'env', env('class Carnet:\n    pass  # « v1 »\n'), 'bfcl')).to.deep.equal({ outcome: 'imported' });
+    // Without episodes: a changed environment is written.
+    expect(await writeImported(store, 'imp', 'env', env('class Carnet:\n    pass  # « v2 »\n'), 'bfcl', undefined, rolloutsLookup(store, 'imp'))).to.deep.equal({ outcome: 'updated' });
+    const trj = trajectoryIdOf('imp', 'c1', 'conversational', 0);
+    await store.putDoc('imp', 'trajectory', trj, { id: trj, runId: 'imp', scenarioId: 'c1', environmentId: 'bfcl-Carnet' } as never);
+    expect(await writeImported(store, 'imp', 'env', env('class Carnet:\n    pass  # « v3 » 東京\n'), 'bfcl', undefined, rolloutsLookup(store, 'imp'))).to.deep.equal({ outcome: 'rolled-out' });
+    expect((await store.getDoc('imp', 'env', 'bfcl-Carnet'))!.source).to.include('v2');
+    expect(await writeImported(store, 'imp', 'env', env('class Carnet:\n    pass  # « v2 »\n', 'other/notes.py'), 'bfcl', undefined, rolloutsLookup(store, 'imp'))).to.deep.equal({ outcome: 'updated' });
+    expect((await store.getDoc('imp', 'env', 'bfcl-Carnet'))!.lineage.original!.file).to.equal('other/notes.py');
+  });
 });
