@@ -313,6 +313,7 @@ program
   .option('--run <name>', 'the run to delete')
   .option('--finished-before <date>', 'delete every run that finished before this date (ISO 8601, e.g. 2026-11-01 or 2026-11-01T12:00Z)')
   .option('--dry-run', 'only list what would be deleted')
+  .option('--force', 'delete a run even when it has trajectories no envfleet sink has written to disk (Redis holds their only copy)')
   .action(guarded(async (opts: DeleteRunsOptions) => (await import('./runs.js')).deleteRunsCommand(opts)));
 
 program

@@ -1,12 +1,13 @@
 import { InvalidArgumentError } from 'commander';
 import { MODEL_STAGE_NAMES, isModelStage } from '../config/index.js';
-import { deleteRun, runsFinishedBefore } from '../queues/run-delete.js';
+import { deleteRun, runsFinishedBefore, unsunkTrajectories } from '../queues/run-delete.js';
 import { cancelRun, resumeRun, workersOfQueues } from '../queues/run-jobs.js';
 import { listRuns, runStatus, timeLeftText, type FunnelRow, type RunStatus } from '../queues/run-status.js';
 import { clearCoolDowns } from '../src/llm/redis-limiter.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
 import { RequestError, castToError } from '../src/errors.js';
 import { oneLineText } from '../src/util/text.js';
+import { checkRunName } from '../src/runs/ids.js';
 import { budgetAdvice, reachedBudgets, type RunBudgets } from '../src/runs/control.js';
 import { requireRun, withRuns, type CommandContext } from './context.js';
 
@@ -206,6 +207,7 @@ export interface DeleteRunsOptions {
   readonly run?: string;
   readonly finishedBefore?: string;
   readonly dryRun?: boolean;
+  readonly force?: boolean;
 }
 
 /** For stages no worker consumes: the jobs shown active there, which a worker that stopped had taken. */
@@ -221,16 +223,36 @@ export async function deleteRunsCommand(opts: DeleteRunsOptions): Promise<void> 
   const before = opts.finishedBefore === undefined ? null : new Date(opts.finishedBefore);
   if (before && Number.isNaN(before.getTime())) throw new InvalidArgumentError(`--finished-before takes a date (ISO 8601, e.g. 2026-11-01), not "${opts.finishedBefore}"`);
   await withRuns(async ({ config, redis, store, control }) => {
+    if (opts.run) checkRunName(opts.run);
     const runs = before ? await runsFinishedBefore(store, before) : [opts.run!];
     if (opts.dryRun) {
-      process.stdout.write(runs.length ? `would delete: ${runs.join(', ')}\n` : 'nothing to delete\n');
+      const named: string[] = [];
+      for (const runId of runs) {
+        const unsunk = opts.force ? 0 : await unsunkTrajectories(redis, config.redis.prefix, runId);
+        named.push(unsunk ? `${runId} (refused without --force: ${unsunk} trajectories no envfleet sink has written)` : runId);
+      }
+      process.stdout.write(runs.length ? `would delete: ${named.join(', ')}\n` : 'nothing to delete\n');
       return;
     }
-    for (const runId of runs) {
-      const deleted = await deleteRun(redis, config.redis.prefix, store, control, runId);
-      process.stdout.write(`deleted run ${runId}: ${deleted.keys} Redis keys, ${deleted.jobs} finished jobs\n`);
+    if (!before) {
+      const deleted = await deleteRun(redis, config.redis.prefix, store, control, runs[0]!, { force: opts.force === true });
+      process.stdout.write(`deleted run ${runs[0]}: ${deleted.keys} Redis keys, ${deleted.jobs} finished jobs\n`);
+      return;
     }
-    if (!runs.length) process.stdout.write(`no run finished before ${before!.toISOString()}\n`);
+    // Every run finished before the date: one that is refused (trajectories no sink wrote) is kept and said, the others go.
+    let kept = 0;
+    for (const runId of runs) {
+      try {
+        const deleted = await deleteRun(redis, config.redis.prefix, store, control, runId, { force: opts.force === true });
+        process.stdout.write(`deleted run ${runId}: ${deleted.keys} Redis keys, ${deleted.jobs} finished jobs\n`);
+      } catch (err) {
+        if (!(err instanceof RequestError)) throw err;
+        kept += 1;
+        process.stderr.write(`kept run ${runId}: ${err.message}\n`);
+      }
+    }
+    if (!runs.length) process.stdout.write(`no run finished before ${before.toISOString()}\n`);
+    if (kept) throw new RequestError(`${kept} of the ${runs.length} runs finished before ${before.toISOString()} were kept (said above); the others were deleted`);
   });
 }
 

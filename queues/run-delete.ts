@@ -1,7 +1,9 @@
 import { RequestError } from '../src/errors.js';
 import { isCluster, scanKeys, type Redis } from '../src/redis/connection.js';
 import type { RunControl } from '../src/runs/control.js';
+import { checkRunName } from '../src/runs/ids.js';
 import { runKey, runsKey } from '../src/runs/keys.js';
+import { trajectoryStreamKey } from '../src/rollouts/stream.js';
 import type { RunStore } from '../src/runs/store.js';
 import { PIPELINE_STAGES } from './pipeline.js';
 import { queueAt } from './run-jobs.js';
@@ -17,13 +19,22 @@ export interface DeletedRun {
 
 const JOB_PAGE = 1_000;
 
+export interface DeleteRunOptions {
+  /** Delete it even when its trajectory stream holds trajectories no sink has written to disk. */
+  readonly force?: boolean;
+}
+
 /**
  * Deletes a run: its jobs kept in the queues (completed and failed jobs stay 30 days as the
  * idempotency window of deterministic job ids), then every Redis key it owns (src/runs/keys.ts: record,
  * documents, counters, probe steps, response cache, ledger, stream, control), then its name. A run
- * with outstanding jobs is refused: cancel it first. Returns what was removed.
+ * with outstanding jobs is refused: cancel it first. So is one with trajectories no `envfleet sink` has written to
+ * disk (their only copy is in Redis: paid model calls), unless `force`. `runId` must be a run name (checkRunName):
+ * it is part of the pattern the run's keys are found by. Returns what was removed.
  */
-export async function deleteRun(redis: Redis, prefix: string, store: RunStore, control: RunControl, runId: string): Promise<DeletedRun> {
+export async function deleteRun(redis: Redis, prefix: string, store: RunStore, control: RunControl, runId: string, options: DeleteRunOptions = {}): Promise<DeletedRun> {
+  // A name with * ? [ would match other runs' keys (`runs delete --run 'd*'` emptied 23 runs, running ones too).
+  checkRunName(runId);
   const root = runKey(prefix, runId, isCluster(redis));
   if (!(await store.getRun(runId))) {
     // No record but keys under its name (a run interrupted while being created, or written by an older
@@ -47,10 +58,23 @@ export async function deleteRun(redis: Redis, prefix: string, store: RunStore, c
         : `run "${runId}" is ${state} with ${outstanding} outstanding jobs; cancel it first (envfleet cancel --run ${runId}), then delete it`,
     );
   }
+  if (!options.force) {
+    const unsunk = await unsunkTrajectories(redis, prefix, runId);
+    if (unsunk > 0) {
+      throw new RequestError(
+        `run "${runId}" has ${unsunk} trajectories that no envfleet sink has written to disk, so Redis holds their only copy: write them first (envfleet sink --run ${runId} --out DIR), or, if you have them already (envfleet export), pass --force to delete them with the run`,
+      );
+    }
+  }
   const jobs = await removeFinishedJobs(redis, prefix, runId);
   const keys = await unlinkUnder(redis, root);
   await redis.srem(runsKey(prefix), runId);
   return { runId, keys, jobs };
+}
+
+/** How many of the run's trajectories no `envfleet sink` has written to disk yet (entries left in its trajectory stream). */
+export function unsunkTrajectories(redis: Redis, prefix: string, runId: string): Promise<number> {
+  return redis.xlen(trajectoryStreamKey(prefix, runId, isCluster(redis)));
 }
 
 /** Removes the run's completed and failed jobs from every queue; returns how many. */
@@ -77,13 +101,16 @@ async function removeFinishedJobs(redis: Redis, prefix: string, runId: string): 
   return jobs;
 }
 
+/** `text` matched literally by a Redis glob pattern (SCAN MATCH): a prefix may hold [ ] or a backslash. */
+const globEscaped = (text: string) => text.replace(/[*?[\]\\]/g, '\\$&');
+
 /**
  * Unlinks `root` and every key under `root:`; returns how many existed. On a Redis Cluster they all
  * carry the run's hash tag, so one UNLINK may take a batch of them.
  */
 async function unlinkUnder(redis: Redis, root: string): Promise<number> {
   let keys = 0;
-  for await (const found of scanKeys(redis, `${root}:*`)) keys += await redis.unlink(...found);
+  for await (const found of scanKeys(redis, `${globEscaped(root)}:*`)) keys += await redis.unlink(...found);
   return keys + (await redis.unlink(root));
 }
 
