@@ -159,9 +159,15 @@ export const formatEvents = (events: RunStatus['events']) =>
     .map(([group, outcomes]) => `${group} ${Object.entries(outcomes).map(([k, n]) => `${k} ${n}`).join(', ')}`)
     .join('; ');
 
+/** When the run came to its state: a pause or cancel at its time (and when it had finished, if it had), else when it finished. */
+function stateTimeText(s: RunStatus): string {
+  if ((s.state === 'cancelled' || s.state === 'paused') && s.control.since) return ` at ${s.control.since}${s.finishedAt ? ` (finished at ${s.finishedAt})` : ''}`;
+  return s.finishedAt ? ` at ${s.finishedAt}` : '';
+}
+
 export function formatStatus(s: RunStatus): string {
   const lines = [
-    `run ${s.id} — ${s.state}${s.state === 'cancelled' && s.control.since ? ` at ${s.control.since}${s.finishedAt ? ` (finished at ${s.finishedAt})` : ''}` : s.finishedAt ? ` at ${s.finishedAt}` : ''}${s.control.reason ? ` (${s.control.reason})` : ''}; created ${s.createdAt}; input: ${s.input}`,
+    `run ${s.id} — ${s.state}${stateTimeText(s)}${s.control.reason ? ` (${s.control.reason})` : ''}; created ${s.createdAt}; input: ${s.input}`,
     `outstanding jobs: ${s.outstanding}; rate ${s.ratePerMinute.toFixed(1)} jobs/min; ${timeLeftText(s)}`,
     // Jobs the store counts active in such a stage were taken by a worker that stopped: nothing runs them now.
     ...(s.unconsumed.length ? [heldText(s)].filter(t => t) : []),

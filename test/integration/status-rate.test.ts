@@ -57,6 +57,10 @@ describe('envfleet status: the rate is that of the last minutes, not of the last
     // time it finished: a stranger's probe).
     const cancelled = { ...s, state: 'cancelled' as const, finishedAt: '2026-12-07T01:00:00.000Z', control: { ...s.control, state: 'cancelled' as const, since: '2026-12-07T02:00:00.000Z', reason: 'plus besoin' } };
     expect(formatStatus(cancelled)).to.include('run stalled — cancelled at 2026-12-07T02:00:00.000Z (finished at 2026-12-07T01:00:00.000Z) (plus besoin)');
+    // A pause too (it said "paused at" the time the run had finished; one not finished said no time: a stranger's probe).
+    const paused = { ...cancelled, state: 'paused' as const, control: { ...cancelled.control, state: 'paused' as const, reason: 'revue — レビュー' } };
+    expect(formatStatus(paused)).to.include('run stalled — paused at 2026-12-07T02:00:00.000Z (finished at 2026-12-07T01:00:00.000Z) (revue — レビュー)');
+    expect(formatStatus({ ...paused, finishedAt: null })).to.include('run stalled — paused at 2026-12-07T02:00:00.000Z (revue — レビュー)');
   });
 
   it('jobs finishing now: the rate over the last five minutes, empty minutes counted', async () => {
