@@ -322,8 +322,14 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           score = { checks: [], reward: null, checksError: `the checks could not run: ${(err as Error).message}` };
         }
         const fullScore = fullCheck(score.checks);
+        const lostCheck = score.checks.find(c => c.lostWith === 'interpreter');
         if (fullScore) {
           full = `${fullScore.where}: ${fullScore.message}`;
+          score = evictedScore();
+        } else if (lostCheck) {
+          // A check whose interpreter another environment took down: no score is the agent's measure.
+          full = interpreterLost(`the check "${lostCheck.item}" could not run`, lostCheck.error ?? 'ENV_DISPOSED');
+          lostFor = INTERPRETER_LOST;
           score = evictedScore();
         }
       }

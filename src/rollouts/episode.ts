@@ -414,6 +414,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   const reward = termination.reason === 'model-error' ? null : scored.reward;
   const fullScore = fullCheck(checks);
   if (fullScore) throw SandboxFullError.at(fullScore.where, fullScore.message);
+  const lostCheck = checks.find(c => lostWithInterpreter(c));
+  if (lostCheck) throw InterpreterLostError.at(`the check "${lostCheck.item}" could not run`, lostCheck.error ?? 'ENV_DISPOSED');
   return {
     id,
     runId: input.runId,

@@ -56,7 +56,7 @@ export async function scoreFinalState(
     let i = 0;
     let j = 0;
     const results = checklist.map(c => (c.episode ? (second?.results[j++] ?? needsEpisode(c.item)) : first!.results[i++]!));
-    const checks = results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error } : {}), ...(r.errorCode ? { errorCode: r.errorCode } : {}) }));
+    const checks = results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error } : {}), ...(r.errorCode ? { errorCode: r.errorCode } : {}), ...(r.lostWith ? { lostWith: r.lostWith } : {}) }));
     return { checks, reward: checks.filter(c => c.passed).length / checks.length, checksError };
   }
   return { checks: [], reward: null, checksError };

@@ -21,6 +21,8 @@ export interface CheckResult {
   readonly passed: boolean;
   readonly error?: string;
   readonly errorCode?: string;
+  /** The check could not run: its Python interpreter was taken down by another environment (no score is its measure). */
+  readonly lostWith?: 'interpreter';
 }
 
 export interface StepRecord {

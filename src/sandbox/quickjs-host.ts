@@ -168,6 +168,8 @@ export interface CheckOutcome {
   readonly passed: boolean;
   readonly error?: string;
   readonly errorCode?: SandboxErrorCode;
+  /** ENV_DISPOSED only: the check could not run, its Python interpreter taken down by another environment. */
+  readonly lostWith?: 'interpreter';
 }
 
 type Reply = { ok: unknown } | { err: SandboxErrorCode; message: string };

@@ -139,4 +139,54 @@ describe('rollout episodes whose Python interpreter another episode took down', 
     expect(again.checks).to.deep.equal([{ item: 'pinged twice, notes intact', passed: true }]);
     expect(again.reward).to.equal(1);
   });
+
+  // A check that counts for a while (the interpreter runs one job at a time: a call queued meanwhile runs after it).
+  const SLOW = { item: 'slow but true', check: 'def check_func(final_state):\n    n = 0\n    for i in range(30_000_000):\n        n += 1\n    return n > 0\n', language: 'python' as const };
+  const COUNT = { item: 'compte — 計数', check: 'def check_func(final_state):\n    return final_state["count"] == 1\n', language: 'python' as const };
+  const SLOW_LIMITS: SandboxLimits = { ...LIMITS, checkDeadlineMs: 60_000 };
+
+  it("throws an episode whose checks lost the interpreter (scored 0 before: the lost check counted as false), and marks only the checks it took from others: the culprit's own checks after it are not run, unmarked", async () => {
+    const bystander = await runner.openSession(ENV as never, {}, LIMITS);
+    try {
+      // Victim: one ping, then text; its checks (the slow one, then the count) run as it finishes.
+      const v = scriptedGateway([ping('café ☕'), { text: 'terminé' }]);
+      const victim = runEpisode(
+        { gateway: v, sandbox: runner },
+        { runId: 'r', scenario: { ...SCENARIO, checklist: [SLOW, COUNT] }, env: ENV, mode: 'non-conversational', sample: 7, limits: { maxSteps: 10, maxTokens: 0, maxWallMs: 120_000 }, sandboxLimits: SLOW_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
+      );
+      victim.catch(() => undefined);
+      while (v.requests < 2) await new Promise(resolve => setTimeout(resolve, 20));
+      // The slow check is running: the culprit's call waits behind it, the count check is queued after that call.
+      await new Promise(resolve => setTimeout(resolve, 1_000));
+      expect(await bystander.call('spin', {})).to.deep.include({ runtimeError: 'DEADLINE_EXCEEDED' });
+      const err = await rejection(victim);
+      expect(err).to.be.instanceOf(InterpreterLostError);
+      expect((err as Error).message).to.include('the check "compte — 計数" could not run');
+    } finally {
+      await bystander.close();
+    }
+
+    // The checks on their own: the one run before the loss passes, the one after is marked lost with the interpreter.
+    const culprit = await runner.openSession(ENV as never, {}, LIMITS);
+    const checked = runner.checks({ checks: [SLOW, COUNT], finalState: { count: 1, notes: [] }, initialState: {}, limits: SLOW_LIMITS });
+    await new Promise(resolve => setTimeout(resolve, 1_000));
+    await culprit.call('spin', {});
+    const results = (await checked).results;
+    expect(results.map(r => [r.item, r.passed, r.errorCode, r.lostWith])).to.deep.equal([
+      ['slow but true', true, undefined, undefined],
+      ['compte — 計数', false, 'ENV_DISPOSED', 'interpreter'],
+    ]);
+    // (Queued behind the culprit's call, or sent once the interpreter was gone.)
+    expect(results[1]!.error).to.match(/^the interpreter holding this environment was recycled/);
+    await culprit.close();
+
+    // A check that takes the interpreter down itself fails, unmarked, and the checks after it are not run (unmarked).
+    const SPIN = { item: 'boucle', check: 'def check_func(final_state):\n    while True:\n        try:\n            while True:\n                pass\n        except:\n            pass\n', language: 'python' as const };
+    const own = await runner.checks({ checks: [SPIN, COUNT], finalState: { count: 1, notes: [] }, initialState: {}, limits: LIMITS });
+    expect(own.results.map(r => [r.item, r.passed, r.errorCode, r.lostWith])).to.deep.equal([
+      ['boucle', false, 'DEADLINE_EXCEEDED', undefined],
+      ['compte — 計数', false, 'ENV_DISPOSED', undefined],
+    ]);
+    expect(own.results[1]!.error).to.match(/^not run: the check "boucle" before it took the interpreter down/);
+  });
 });

@@ -88,7 +88,8 @@ class Interpreter {
 
   /** @param {string} fn @param {(string | boolean)[]} args @param {number} deadlineMs @returns {Promise<Answer>} */
   run(fn, args, deadlineMs) {
-    if (this.dead) return Promise.resolve(lostAnswer({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was recycled' }));
+    // (A job given to an interpreter that is gone already was never its cause: taken down with it, as a co-tenant.)
+    if (this.dead) return Promise.resolve(lostAnswer({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was recycled', cotenant: true }));
     return new Promise(resolve => {
       this.queue.push({ fn, args, deadlineMs, resolve });
       this.pump();
@@ -479,7 +480,7 @@ async function handle(msg) {
             : code === 'DEADLINE_EXCEEDED'
               ? `${String(r.message).replace(/^the call\b/, 'creating the environment (its source and constructor)')} (its deadline is ${msg.limits.createDeadlineMs} ms: ENVFLEET_SANDBOX_CREATE_DEADLINE_MS)`
               : r.message;
-        return { error: { code, message } };
+        return { error: { code, message, ...(a.lost ? lostWith(a.lost) : {}) } };
       }
       if (r.ok > msg.limits.maxStateBytes) {
         endSession(s, { code: 'ENV_DISPOSED', message: 'closed' });
@@ -609,7 +610,7 @@ async function handle(msg) {
       try {
         const a = await interp.run('checks_context', [sid, msg.finalStateJson, msg.initialStateJson, msg.episodeJson ?? ''], msg.limits.checkDeadlineMs);
         const r = answerEnvelope(a);
-        if ('err' in r) return { value: { results: msg.checks.map((/** @type {any} */ c) => ({ item: c.item, passed: false, error: r.message, errorCode: r.err })), reward: 0, solved: false } };
+        if ('err' in r) return { value: { results: msg.checks.map((/** @type {any} */ c) => ({ item: c.item, passed: false, error: r.message, errorCode: r.err, ...(a.lost ? lostWith(a.lost) : {}) })), reward: 0, solved: false } };
         return { value: await runChecks(interp, sid, msg.checks, msg.limits) };
       } finally {
         interp.sessions.delete(sid);
@@ -635,16 +636,28 @@ function stateAnswer(a, limits) {
 /** Each check is its own job, so each has its own deadline. @param {Interpreter} interp @param {string} sid @param {{item: string, check: string, episode?: boolean}[]} checks @param {Limits} limits */
 async function runChecks(interp, sid, checks, limits) {
   const results = [];
-  for (const c of checks) {
+  for (const [i, c] of checks.entries()) {
     const a = await interp.run('check', [sid, c.check, c.episode === true], limits.checkDeadlineMs);
     const r = answerEnvelope(a);
-    if ('err' in r) results.push({ item: c.item, passed: false, error: r.message, errorCode: r.err });
+    // A check that lost its interpreter to another environment is marked (lostWith: no score is its measure); one
+    // that took the interpreter down itself fails, and so do the checks after it (marked as not run, not as lost).
+    if ('err' in r) results.push({ item: c.item, passed: false, error: r.message, errorCode: r.err, ...(a.lost ? lostWith(a.lost) : {}) });
     else results.push({ item: c.item, passed: r.ok === true });
+    /** @param {string} why */
+    const notRun = why => {
+      for (const rest of checks.slice(i + 1)) results.push({ item: rest.item, passed: false, error: `not run: the check "${c.item}" before it ${why}`, errorCode: 'ENV_DISPOSED' });
+    };
+    if (a.lost && !a.lost.cotenant) {
+      notRun(`took the interpreter down (${'err' in r ? r.err : 'ENV_DISPOSED'})`);
+      break;
+    }
     // A check that rebinds a shared name (json.dumps, say) would change the checks after it and other sessions.
     if (!a.lost) {
       const report = await tamperReport(interp);
       if (report !== null && tamperCheck(interp, report, sid)) {
         results[results.length - 1] = { item: c.item, passed: false, error: 'the check tampered with shared modules; its interpreter was replaced', errorCode: 'CHECK_THREW' };
+        notRun('tampered with shared modules (its interpreter was replaced)');
+        break;
       }
     }
   }
