@@ -4,7 +4,8 @@ import { DATASET_FORMATS, exportRun, type DatasetFormat } from '../src/datasets/
 import { LLAMAFACTORY_INFO_FILE } from '../src/datasets/llamafactory-info.js';
 import { runSink } from '../src/datasets/sink.js';
 import { REASONING_MODES, type ReasoningMode, type ShareGPTLeftOut } from '../src/datasets/trajectories.js';
-import { createRedisConnection, waitForRedisToStart } from '../src/redis/connection.js';
+import { createRedisConnection, describeRedis, waitForRedisToStart } from '../src/redis/connection.js';
+import { nowAndThen } from '../src/util/now-and-then.js';
 import { createRedisRunStore } from '../src/runs/store.js';
 import { requireRun, withRuns } from './context.js';
 
@@ -19,6 +20,25 @@ export async function sinkCommand(opts: { run: string; out: string; follow?: boo
   let written = 0;
   process.once('SIGINT', () => controller.abort());
   process.once('SIGTERM', () => controller.abort());
+  // Said while it runs (it said nothing for a whole run, nor while Redis was away): Redis away and back (each at most
+  // every 30 s, however many reconnection attempts), and with --follow how many lines are on disk, every 30 s.
+  const where = describeRedis(config.redis);
+  const away = nowAndThen(30_000);
+  let wasAway = false;
+  let started = false;
+  redis.on('error', (err: Error) => {
+    if (!started) return; // waitForRedisToStart says why it waits
+    wasAway = true;
+    const times = away.take();
+    if (times) process.stderr.write(`envfleet sink: Redis at ${where} does not answer (${err.message}); waiting for it to come back: what is on disk stays, and the sink goes on where it stopped\n`);
+  });
+  redis.on('ready', () => {
+    if (!wasAway) return;
+    wasAway = false;
+    process.stderr.write(`envfleet sink: Redis at ${where} answers again; the sink goes on\n`);
+  });
+  const progress = nowAndThen(30_000);
+  progress.take();
   try {
     await waitForRedisToStart(redis, config.redis, config.redis.startupWaitMs, reason =>
       process.stderr.write(`envfleet sink: Redis does not answer yet (${reason}); waiting up to ${config.redis.startupWaitMs} ms for it (ENVFLEET_REDIS_STARTUP_WAIT_MS)\n`),
@@ -27,10 +47,19 @@ export async function sinkCommand(opts: { run: string; out: string; follow?: boo
     // Before anything is created (the output folder, the run's stream): a mistyped name would otherwise leave an
     // empty part file and a stream key no `runs delete` removes, and wait forever with --follow.
     await requireRun(store, opts.run);
-    const result = await runSink({ redis, prefix: config.redis.prefix, store, runId: opts.run, dir: opts.out, follow: opts.follow ?? false, signal: controller.signal, onProgress: n => (written = n) });
+    started = true;
+    const onProgress = (n: number) => {
+      written = n;
+      if (opts.follow && progress.take()) process.stderr.write(`envfleet sink: ${n} trajectories of run ${opts.run} written to ${opts.out}/trajectories so far\n`);
+    };
+    const result = await runSink({ redis, prefix: config.redis.prefix, store, runId: opts.run, dir: opts.out, follow: opts.follow ?? false, signal: controller.signal, onProgress });
     process.stdout.write(`wrote ${result.written} trajectories to ${opts.out}/trajectories (${result.shards.join(', ')}); ${result.skippedDuplicates} duplicates skipped\n`);
   } catch (err) {
-    if (!controller.signal.aborted) throw err;
+    if (!controller.signal.aborted) {
+      // What is on disk, before the reason it stopped (a run deleted, a lock lost): nothing written is undone.
+      if (written) process.stderr.write(`envfleet sink: ${written} trajectories were written to ${opts.out}/trajectories before it stopped; they stay there\n`);
+      throw err;
+    }
     process.stdout.write(`sink stopped: ${written} trajectories written to ${opts.out}/trajectories this time; everything acknowledged is on disk (run the same command again to go on)\n`);
   } finally {
     redis.disconnect();
