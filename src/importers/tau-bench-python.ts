@@ -231,12 +231,20 @@ class Tool(_envfleet_abc.ABC):
         raise NotImplementedError
 
 
+_ENVFLEET_EVAL_MAX_OPERATORS = 3000
+
+
 def _envfleet_eval(expression, globals=None, locals=None):
     """What eval(expression) gives for the arithmetic τ-bench's calculate admits (numbers, + - * / ** //,
     unary signs, parentheses): computed by walking the syntax tree, so no code is compiled or run. The
     errors are eval's (SyntaxError, ZeroDivisionError, TypeError ...), so the tool's messages stay the same."""
     if not isinstance(expression, str):
         raise TypeError('eval() arg 1 must be a string, bytes or code object')
+    # An expression of thousands of operators nests its syntax tree as deep: CPython refuses it (RecursionError, during
+    # ast construction, from about 3,000), while Pyodide's smaller stack overflows first (about 7,000), fatally, taking
+    # the interpreter and every environment on it down. Refused here as CPython refuses it.
+    if sum(map(expression.count, '+-*/%(')) > _ENVFLEET_EVAL_MAX_OPERATORS:
+        raise RecursionError('maximum recursion depth exceeded during ast construction')
     tree = _envfleet_ast.parse(expression.lstrip(' \t'), '<string>', 'eval')
     return _envfleet_arith(tree.body)
 

@@ -243,6 +243,15 @@ describe('envfleet import tau-bench: import, sessions, checks (real Redis, real 
       expect((await gold.call('evaluate_sum', { expression })).result, expression).to.equal(out);
     }
     expect((await gold.call('evaluate_sum', { expression: '1 +' })).result).to.match(/^Error: .*\(<string>, line 1\)/);
+    // An expression of 10,000 terms (20 KB): CPython's eval refuses it with RecursionError; Pyodide's stack overflowed
+    // first, fatally, and the interpreter went down with every session on it (a stranger's probe). The session and its
+    // co-tenant go on.
+    const bystander = await sandbox.openSession(codeOf(env), s0.initialState, LIMITS);
+    for (const terms of [10_000, 100_000]) {
+      expect((await gold.call('evaluate_sum', { expression: Array(terms).fill('1').join('+') })).result, `${terms} terms`).to.equal('Error: maximum recursion depth exceeded during ast construction');
+    }
+    expect(JSON.parse((await bystander.call('lookup_member', { member_id: 'm_li' })).result as string)).to.deep.include({ name: '李雷' });
+    await bystander.close();
     const end = await gold.finish(s0.checklist!);
     expect(end.checks!.results.map(r => r.passed)).to.deep.equal([true]);
     const wrong = await sandbox.openSession(codeOf(env), s0.initialState, LIMITS);
