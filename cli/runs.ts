@@ -1,7 +1,7 @@
 import { InvalidArgumentError } from 'commander';
 import { MODEL_STAGE_NAMES, isModelStage } from '../config/index.js';
 import { deleteRun, runsFinishedBefore, unsunkTrajectories } from '../queues/run-delete.js';
-import { cancelRun, resumeRun, workersOfQueues } from '../queues/run-jobs.js';
+import { cancelRun, pausedOfQueues, resumeRun, workersOfQueues } from '../queues/run-jobs.js';
 import { listRuns, runStatus, timeLeftText, type FunnelRow, type RunStatus } from '../queues/run-status.js';
 import { clearCoolDowns } from '../src/llm/redis-limiter.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
@@ -27,7 +27,7 @@ export async function runsCommand(opts: { json?: boolean }): Promise<void> {
 /** `envfleet status`. */
 export async function statusCommand(opts: { run: string; json?: boolean }): Promise<void> {
   await withRuns(async ({ at, store, control, ledger }) => {
-    const status = await runStatus({ store, ledger, control, workersOf: workersOfQueues(at) }, opts.run);
+    const status = await runStatus({ store, ledger, control, workersOf: workersOfQueues(at), pausedOf: pausedOfQueues(at) }, opts.run);
     if (!status) await requireRun(store, opts.run);
     process.stdout.write(opts.json ? `${JSON.stringify(status)}\n` : `${formatStatus(status!)}\n\n${formatFunnel(status!.funnel)}\n`);
   });

@@ -37,6 +37,18 @@ export function workersOfQueues(at: QueuesAt): (stage: string) => Promise<number
   };
 }
 
+/** Whether each stage's queue is paused in BullMQ (for status: a queue paused in the dashboard's queue view stalls every run). */
+export function pausedOfQueues(at: QueuesAt): (stage: string) => Promise<boolean> {
+  return async stage => {
+    const queue = queueAt(at, stage);
+    try {
+      return await queue.isPaused();
+    } finally {
+      await queue.close();
+    }
+  };
+}
+
 /** How many workers BullMQ lists for `queue` (from Redis's client list); null where Redis refuses CLIENT LIST (some managed Redis). */
 export async function workersCount(queue: Queue): Promise<number | null> {
   try {

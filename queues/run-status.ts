@@ -83,6 +83,8 @@ export interface RunStatus {
    * CLIENT LIST) and while the run is paused or cancelled.
    */
   readonly unconsumed: readonly PipelineStage[];
+  /** Stages where jobs of the run are outstanding and the queue is paused in BullMQ (StatusDeps.pausedOf); empty unless the run is running. */
+  readonly pausedQueues: readonly PipelineStage[];
   readonly throughput: readonly { minute: string; count: number }[];
   /** One example reason per `stage|outcome` of a failure or drop (the first item's), for the counts that say only a code. */
   readonly reasons: Record<string, string>;
@@ -120,6 +122,8 @@ export interface StatusDeps {
   readonly control: RunControl;
   /** How many workers consume a stage's queue now; null when it cannot be known (a Redis that refuses CLIENT LIST). Without it, status says nothing of workers. */
   readonly workersOf?: (stage: PipelineStage) => Promise<number | null>;
+  /** Whether a stage's queue is paused in BullMQ (the dashboard's queue view, Queue.pause): its jobs wait, whatever the run's state. */
+  readonly pausedOf?: (stage: PipelineStage) => Promise<boolean>;
 }
 
 /** Everything `envfleet status` and the dashboard show about a run. */
@@ -160,9 +164,12 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
   const ratePerMinute = recentRate(throughput, Date.now());
   const control = await deps.control.get(runId);
   const workersOf = deps.workersOf;
-  const asked = workersOf && control.state === 'running' ? PIPELINE_STAGES.filter(stage => pendingByStage[stage]) : [];
-  const workers = await Promise.all(asked.map(stage => workersOf!(stage)));
-  const unconsumed = asked.filter((_, i) => workers[i] === 0);
+  const asked = control.state === 'running' ? PIPELINE_STAGES.filter(stage => pendingByStage[stage]) : [];
+  const workers = workersOf ? await Promise.all(asked.map(stage => workersOf(stage))) : [];
+  const unconsumed = workersOf ? asked.filter((_, i) => workers[i] === 0) : [];
+  const pausedOf = deps.pausedOf;
+  const pausedFlags = pausedOf && control.state === 'running' ? await Promise.all(asked.map(stage => pausedOf(stage).catch(() => false))) : [];
+  const pausedQueues = asked.filter((_, i) => pausedFlags[i] === true);
   const environments = await deps.store.statusCounts(runId, 'env');
   const scenarios = await deps.store.statusCounts(runId, 'scenario');
   const sum = (c: Record<string, number>) => Object.values(c).reduce((a, b) => a + b, 0);
@@ -192,8 +199,9 @@ export async function runStatus(deps: StatusDeps, runId: string): Promise<RunSta
     ratePerMinute,
     // A paused or cancelled run makes no progress: the last minutes' rate says nothing of when it ends.
     // Nor does a run whose jobs wait where no worker takes them: the rate is of the workers that stopped.
-    etaMinutes: outstanding === 0 ? 0 : control.state === 'running' && ratePerMinute > 0 && !unconsumed.length ? outstanding / ratePerMinute : null,
+    etaMinutes: outstanding === 0 ? 0 : control.state === 'running' && ratePerMinute > 0 && !unconsumed.length && !pausedQueues.length ? outstanding / ratePerMinute : null,
     unconsumed,
+    pausedQueues,
     throughput,
     reasons: await deps.store.reasons(runId),
   };
@@ -216,13 +224,17 @@ export function recentRate(throughput: readonly { readonly minute: string; reado
 }
 
 /** What is left of a run's time, for status and the dashboard: none while it is paused (with the command that resumes it), cancelled, or waiting for a worker. */
-export function timeLeftText(s: Pick<RunStatus, 'id' | 'state' | 'outstanding' | 'etaMinutes'> & Partial<Pick<RunStatus, 'control' | 'unconsumed'>>): string {
+export function timeLeftText(s: Pick<RunStatus, 'id' | 'state' | 'outstanding' | 'etaMinutes'> & Partial<Pick<RunStatus, 'control' | 'unconsumed' | 'pausedQueues'>>): string {
   if (s.state === 'paused' && s.outstanding > 0) {
     // A budget pause needs a higher budget: resuming without one pauses the run again (and resume refuses it).
     const budget = s.control?.budget;
     return `no time left estimated while it is paused (${budget ? budgetAdvice(s.id, budget) : `envfleet resume --run ${s.id}`})`;
   }
   if (s.state === 'cancelled' && s.outstanding > 0) return 'no time left estimated: it is cancelled';
+  if (s.state === 'running' && s.pausedQueues?.length) {
+    const many = s.pausedQueues.length > 1;
+    return `no time left estimated: the queue${many ? 's' : ''} ${s.pausedQueues.join(', ')}, where jobs of the run are outstanding, ${many ? 'are' : 'is'} paused in BullMQ (the dashboard's queue view at /queues, or a Queue.pause): ${many ? 'their' : 'its'} jobs wait until ${many ? 'they are' : 'it is'} resumed there (envfleet resume resumes runs, not queues)`;
+  }
   if (s.state === 'running' && s.unconsumed?.length) return `no time left estimated: ${noWorkerText(s.unconsumed)}`;
   if (s.outstanding === 0) return 'nothing left to do';
   return s.etaMinutes === null ? 'time left unknown' : `about ${s.etaMinutes.toFixed(1)} min left`;

@@ -91,7 +91,7 @@ export async function startDashboard(config: AppConfig, logger: Logger, options:
   app.use('/queues', keepOutstandingJobs(new Map(PIPELINE_STAGES.map((name, i) => [name, readQueues[i]!]))));
   app.use('/queues', boardAdapter.getRouter() as express.Router);
 
-  const statusDeps: StatusDeps = { store, ledger, control, workersOf: stage => workersCount(readQueues[PIPELINE_STAGES.indexOf(stage)]!) };
+  const statusDeps: StatusDeps = { store, ledger, control, workersOf: stage => workersCount(readQueues[PIPELINE_STAGES.indexOf(stage)]!), pausedOf: stage => readQueues[PIPELINE_STAGES.indexOf(stage)]!.isPaused() };
   app.get('/', (_req, res, next) => {
     void (async () => {
       const runs = await listRuns(store, control);

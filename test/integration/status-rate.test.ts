@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { expect } from 'chai';
 import { formatFunnel, formatStatus } from '../../cli/runs.js';
-import { workersOfQueues } from '../../queues/run-jobs.js';
+import { pausedOfQueues, workersOfQueues } from '../../queues/run-jobs.js';
 import { runStatus, timeLeftText } from '../../queues/run-status.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { createRedisConnection, waitForRedis, type Redis } from '../../src/redis/connection.js';
@@ -110,5 +110,24 @@ describe('envfleet status: the rate is that of the last minutes, not of the last
     expect(formatStatus(paused)).to.include('while it is paused').and.not.include('no worker');
     // A run with nothing outstanding (finished, or cancelled with nothing left) is not "about 0.0 min" from its end.
     for (const state of ['finished', 'cancelled'] as const) expect(timeLeftText({ id: 'done', state, outstanding: 0, etaMinutes: 0 })).to.equal('nothing left to do');
+  });
+
+  it("names a queue paused in BullMQ (the dashboard's queue view) where jobs of the run wait, with no time left from the rate (it promised minutes left while nothing moved: a stranger's probe)", async () => {
+    await runWith('stuck', { [minuteAgo(1)]: 30, [minuteAgo(0)]: 10 });
+    const at = { connection: redis, prefix };
+    const deps = { store, ledger: createRedisLedger(redis, prefix), control: createRedisRunControl(redis, prefix), pausedOf: pausedOfQueues(at) };
+    expect(formatStatus((await runStatus(deps, 'stuck'))!)).to.include('about 0.1 min left');
+    const queue = new Queue('rollout.run', { connection: redis, prefix });
+    try {
+      await queue.pause();
+      const s = (await runStatus(deps, 'stuck'))!;
+      expect(s.pausedQueues).to.deep.equal(['rollout.run']);
+      expect(s.etaMinutes).to.equal(null);
+      expect(formatStatus(s)).to.include("no time left estimated: the queue rollout.run, where jobs of the run are outstanding, is paused in BullMQ (the dashboard's queue view at /queues, or a Queue.pause): its jobs wait until it is resumed there");
+      await queue.resume();
+      expect((await runStatus(deps, 'stuck'))!.pausedQueues).to.deep.equal([]);
+    } finally {
+      await queue.close();
+    }
   });
 });
