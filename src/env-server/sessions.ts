@@ -397,6 +397,10 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
             const active = live.size - 1;
             throw new EnvServerError('OVER_CAPACITY', `the sandbox has no memory left for another environment with ${active} sessions open (${(err as Error).message}): finish or close a session, or retry later; raise ENVFLEET_SANDBOX_HEAP_MB or ENVFLEET_POOL_THREADS if the machine has room`, { active, max: options.maxSessions });
           }
+          if ((err as { lostWith?: unknown }).lostWith === 'interpreter') {
+            // Not the environment's doing: another session's environment took the interpreter down while this one started.
+            throw new EnvServerError('OVER_CAPACITY', `the environment of scenario "${scenarioId}" did not start: ${interpreterLost('its interpreter was replaced', (err as Error).message)}; open the session again`, { active: live.size - 1, max: options.maxSessions });
+          }
           throw new EnvServerError('ENVIRONMENT_FAILED', `the environment of scenario "${scenarioId}" did not start: ${(err as Error).message}`);
         }
         s.served = served;

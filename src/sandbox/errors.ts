@@ -108,7 +108,7 @@ export class InterpreterLostError extends SandboxError {
 
   static at(where: string, message: string): InterpreterLostError {
     return new InterpreterLostError(
-      `${where}: ${message}. Another environment took down the Python interpreter this episode's environment shared, so the episode is run again rather than recorded (an attempt of ENVFLEET_JOB_ATTEMPTS; its model calls come from the response cache)`,
+      `${where}: ${message}. Another environment took down the Python interpreter this one shared, so its job is run again and nothing of it recorded (an attempt of ENVFLEET_JOB_ATTEMPTS; model calls come from the response cache)`,
     );
   }
 }

@@ -1,4 +1,4 @@
-import { SandboxFullError } from './errors.js';
+import { InterpreterLostError, lostWithInterpreter, SandboxFullError } from './errors.js';
 import type { SandboxRunner } from './runner.js';
 import type { ChecksResult, ProbeResult, SessionEnd } from './tasks.js';
 
@@ -9,6 +9,8 @@ import type { ChecksResult, ProbeResult, SessionEnd } from './tasks.js';
  * repair a state that was fine ("the environment does not instantiate on it: no room…"), check.probe failed the tool
  * whose call was stopped (SANDBOX_MEMORY_FULL is a fatal runtime error there) and could reject a good environment, and
  * scenario.check took a check that could not run for a failing one. Sessions are the episode's to handle (runEpisode).
+ * So is one whose Python interpreter another environment took down (`lostWith`: InterpreterLostError, which uses an
+ * attempt): scenario.check asked the model to repair a good check, or dropped its scenario as CHECK_INVALID.
  */
 export function retryWhenFull(runner: SandboxRunner): SandboxRunner {
   return {
@@ -28,12 +30,18 @@ function fullProbe(r: ProbeResult): ProbeResult {
   const step = r.steps.find(s => s.runtimeError === 'SANDBOX_MEMORY_FULL');
   if (step) throw SandboxFullError.at(`the probe's call of ${step.tool} was stopped`, errorOf(step.result));
   if (r.finalStateError?.code === 'SANDBOX_MEMORY_FULL') throw SandboxFullError.at("the probe's final state could not be read", r.finalStateError.message);
+  if (lostWithInterpreter(r.createError)) throw InterpreterLostError.at('the environment did not start for its probe', r.createError!.message);
+  const lost = r.steps.find(s => lostWithInterpreter(s));
+  if (lost) throw InterpreterLostError.at(`the probe's call of ${lost.tool} found its environment gone`, errorOf(lost.result));
+  if (lostWithInterpreter(r.finalStateError)) throw InterpreterLostError.at("the probe's final state could not be read", r.finalStateError!.message);
   return r;
 }
 
 function fullChecks(r: ChecksResult): ChecksResult {
   const full = fullCheck(r.results);
   if (full) throw SandboxFullError.at(full.where, full.message);
+  const lost = r.results.find(c => lostWithInterpreter(c));
+  if (lost) throw InterpreterLostError.at(`the check "${lost.item}" could not run`, lost.error ?? 'ENV_DISPOSED');
   return r;
 }
 

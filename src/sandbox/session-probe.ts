@@ -4,7 +4,7 @@ import type { SandboxRunner } from './runner.js';
 import type { ProbeInput, ProbeResult, ProbeStep, SandboxFailure } from './tasks.js';
 
 const sandboxFailure = (err: unknown): SandboxFailure =>
-  err instanceof SandboxError ? { code: err.code, message: err.message } : { code: 'SANDBOX_UNAVAILABLE', message: String(err) };
+  err instanceof SandboxError ? { code: err.code, message: err.message, ...(err.lostWith ? { lostWith: err.lostWith } : {}) } : { code: 'SANDBOX_UNAVAILABLE', message: String(err) };
 
 /**
  * A probe made of a session's own calls, one message each: what a runner whose sessions are watched from outside (the

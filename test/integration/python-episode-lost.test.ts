@@ -140,6 +140,29 @@ describe('rollout episodes whose Python interpreter another episode took down', 
     expect(again.reward).to.equal(1);
   });
 
+  it('runs the calls of environments already running before the creation of new ones (a burst of slow creations held every running episode behind them)', async () => {
+    const running = await runner.openSession(ENV as never, {}, LIMITS);
+    // A constructor that takes a while, as a τ-bench environment's (seconds for the airline database).
+    const slow = { ...ENV, source: SOURCE.replace('        self.count = 0\n', '        self.count = 0\n        for i in range(40_000_000):\n            pass\n') } as EnvironmentRecord;
+    const order: string[] = [];
+    const created = [1, 2, 3].map(i =>
+      runner.openSession(slow as never, {}, { ...LIMITS, createDeadlineMs: 120_000 }).then(s => {
+        order.push(`create ${i}`);
+        return s;
+      }),
+    );
+    // The three are queued, the first constructing; then a running environment's call comes.
+    await new Promise(resolve => setTimeout(resolve, 500));
+    const pinged = running.call('ping', { note: 'pressé — 急ぎ' }).then(out => {
+      order.push('ping');
+      return out;
+    });
+    expect(await pinged).to.deep.include({ result: { success: true, count: 1 } });
+    const sessions = await Promise.all(created);
+    expect(order.indexOf('ping'), order.join(', ')).to.be.below(order.indexOf('create 2'));
+    for (const s of [...sessions, running]) await s.close();
+  });
+
   // A check that counts for a while (the interpreter runs one job at a time: a call queued meanwhile runs after it).
   const SLOW = { item: 'slow but true', check: 'def check_func(final_state):\n    n = 0\n    for i in range(30_000_000):\n        n += 1\n    return n > 0\n', language: 'python' as const };
   const COUNT = { item: 'compte — 計数', check: 'def check_func(final_state):\n    return final_state["count"] == 1\n', language: 'python' as const };
@@ -188,5 +211,15 @@ describe('rollout episodes whose Python interpreter another episode took down', 
       ['compte — 計数', false, 'ENV_DISPOSED', undefined],
     ]);
     expect(own.results[1]!.error).to.match(/^not run: the check "boucle" before it took the interpreter down/);
+
+    // So does one that fails the interpreter fatally (Pyodide's stack overflowed): the checks after it were marked lost
+    // with the interpreter, and its episode was run again for ever (a reviewer's repro).
+    const FATAL = { item: 'fatale', check: 'import ast\ndef check_func(final_state):\n    ast.parse("+".join(["1"] * 20000))\n    return True\n', language: 'python' as const };
+    const fatal = await runner.checks({ checks: [FATAL, COUNT], finalState: { count: 1, notes: [] }, initialState: {}, limits: LIMITS });
+    expect(fatal.results.map(r => [r.item, r.passed, r.errorCode, r.lostWith])).to.deep.equal([
+      ['fatale', false, 'STACK_OVERFLOW', undefined],
+      ['compte — 計数', false, 'ENV_DISPOSED', undefined],
+    ]);
+    expect(fatal.results[1]!.error).to.match(/^not run: the check "fatale" before it took the interpreter down \(STACK_OVERFLOW\)/);
   });
 });

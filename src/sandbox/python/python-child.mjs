@@ -91,7 +91,14 @@ class Interpreter {
     // (A job given to an interpreter that is gone already was never its cause: taken down with it, as a co-tenant.)
     if (this.dead) return Promise.resolve(lostAnswer({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was recycled', cotenant: true }));
     return new Promise(resolve => {
-      this.queue.push({ fn, args, deadlineMs, resolve });
+      const job = { fn, args, deadlineMs, resolve };
+      // The work of environments already running (their calls, states, checks, drops) goes before the creation of new
+      // ones: one at a time, a burst of creations (an episode's environment starts while its first model call is made)
+      // held every running episode's calls behind them (a τ-bench airline environment takes seconds to create; 64
+      // episodes of it made no progress for minutes, a stranger's probe), and its memory is freed by episodes that end.
+      const firstCreate = fn === 'create' ? -1 : this.queue.findIndex(j => j.fn === 'create');
+      if (firstCreate < 0) this.queue.push(job);
+      else this.queue.splice(firstCreate, 0, job);
       this.pump();
     });
   }
@@ -647,7 +654,8 @@ async function runChecks(interp, sid, checks, limits) {
     const notRun = why => {
       for (const rest of checks.slice(i + 1)) results.push({ item: rest.item, passed: false, error: `not run: the check "${c.item}" before it ${why}`, errorCode: 'ENV_DISPOSED' });
     };
-    if (a.lost && !a.lost.cotenant) {
+    // (A fatal answer is the check's own: its interpreter is being replaced, and the checks after it would meet it gone.)
+    if ((a.lost && !a.lost.cotenant) || a.fatal) {
       notRun(`took the interpreter down (${'err' in r ? r.err : 'ENV_DISPOSED'})`);
       break;
     }
