@@ -21,20 +21,22 @@ export async function sinkCommand(opts: { run: string; out: string; follow?: boo
   process.once('SIGINT', () => controller.abort());
   process.once('SIGTERM', () => controller.abort());
   // Said while it runs (it said nothing for a whole run, nor while Redis was away): Redis away and back (each at most
-  // every 30 s, however many reconnection attempts), and with --follow how many lines are on disk, every 30 s.
+  // every 30 s, however many reconnection attempts), and with --follow how many lines it has written, at most every 30 s (when it writes).
   const where = describeRedis(config.redis);
   const away = nowAndThen(30_000);
-  let wasAway = false;
+  let saidAway = false;
   let started = false;
   redis.on('error', (err: Error) => {
     if (!started) return; // waitForRedisToStart says why it waits
-    wasAway = true;
-    const times = away.take();
-    if (times) process.stderr.write(`envfleet sink: Redis at ${where} does not answer (${err.message}); waiting for it to come back: what is on disk stays, and the sink goes on where it stopped\n`);
+    if (away.take()) {
+      saidAway = true;
+      process.stderr.write(`envfleet sink: Redis at ${where} does not answer (${err.message}); waiting for it to come back: what is on disk stays, and the sink goes on where it stopped\n`);
+    }
   });
   redis.on('ready', () => {
-    if (!wasAway) return;
-    wasAway = false;
+    // Said once for each outage said (one within 30 s of the last is neither said nor its end).
+    if (!saidAway) return;
+    saidAway = false;
     process.stderr.write(`envfleet sink: Redis at ${where} answers again; the sink goes on\n`);
   });
   const progress = nowAndThen(30_000);
@@ -50,7 +52,7 @@ export async function sinkCommand(opts: { run: string; out: string; follow?: boo
     started = true;
     const onProgress = (n: number) => {
       written = n;
-      if (opts.follow && progress.take()) process.stderr.write(`envfleet sink: ${n} trajectories of run ${opts.run} written to ${opts.out}/trajectories so far\n`);
+      if (opts.follow && progress.take()) process.stderr.write(`envfleet sink: ${n} trajectories of run ${opts.run} written to ${opts.out}/trajectories by this sink so far\n`);
     };
     const result = await runSink({ redis, prefix: config.redis.prefix, store, runId: opts.run, dir: opts.out, follow: opts.follow ?? false, signal: controller.signal, onProgress });
     process.stdout.write(`wrote ${result.written} trajectories to ${opts.out}/trajectories (${result.shards.join(', ')}); ${result.skippedDuplicates} duplicates skipped\n`);

@@ -229,7 +229,8 @@ export async function deleteRunsCommand(opts: DeleteRunsOptions): Promise<void> 
   const before = opts.finishedBefore === undefined ? null : new Date(opts.finishedBefore);
   if (before && Number.isNaN(before.getTime())) throw new InvalidArgumentError(`--finished-before takes a date (ISO 8601, e.g. 2026-11-01), not "${opts.finishedBefore}"`);
   await withRuns(async ({ config, redis, store, control }) => {
-    if (opts.run) checkRunName(opts.run);
+    // A name no run has, and no run can have (`d*`), is said so, --dry-run too; a run of the store goes by its name.
+    if (opts.run && !(await store.getRun(opts.run))) checkRunName(opts.run);
     const runs = before ? await runsFinishedBefore(store, before) : [opts.run!];
     if (opts.dryRun) {
       const named: string[] = [];

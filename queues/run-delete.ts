@@ -33,10 +33,14 @@ export interface DeleteRunOptions {
  * it is part of the pattern the run's keys are found by. Returns what was removed.
  */
 export async function deleteRun(redis: Redis, prefix: string, store: RunStore, control: RunControl, runId: string, options: DeleteRunOptions = {}): Promise<DeletedRun> {
-  // A name with * ? [ would match other runs' keys (`runs delete --run 'd*'` emptied 23 runs, running ones too).
-  checkRunName(runId);
+  // The run's keys are found by a pattern, escaped: a name with * ? [ matched other runs' keys (`runs delete --run 'd*'`
+  // emptied 23 runs, running ones too). A run of the store is taken by its name, whatever the rules for new names
+  // were when it was made.
   const root = runKey(prefix, runId, isCluster(redis));
   if (!(await store.getRun(runId))) {
+    // No such run: a name no run can have is said so.
+    checkRunName(runId);
+    await refuseUnsunk(redis, prefix, runId, options);
     // No record but keys under its name (a run interrupted while being created, or written by an older
     // layout): they are removed too, since a new run of that name would otherwise find them.
     // Its finished jobs too (their ids are the run's, kept 30 days): a new run of the name would find them done and
@@ -58,18 +62,22 @@ export async function deleteRun(redis: Redis, prefix: string, store: RunStore, c
         : `run "${runId}" is ${state} with ${outstanding} outstanding jobs; cancel it first (envfleet cancel --run ${runId}), then delete it`,
     );
   }
-  if (!options.force) {
-    const unsunk = await unsunkTrajectories(redis, prefix, runId);
-    if (unsunk > 0) {
-      throw new RequestError(
-        `run "${runId}" has ${unsunk} trajectories that no envfleet sink has written to disk, so Redis holds their only copy: write them first (envfleet sink --run ${runId} --out DIR), or, if you have them already (envfleet export), pass --force to delete them with the run`,
-      );
-    }
-  }
+  await refuseUnsunk(redis, prefix, runId, options);
   const jobs = await removeFinishedJobs(redis, prefix, runId);
   const keys = await unlinkUnder(redis, root);
   await redis.srem(runsKey(prefix), runId);
   return { runId, keys, jobs };
+}
+
+/** Refuses to delete a run with trajectories no sink has written to disk, unless `force`. */
+async function refuseUnsunk(redis: Redis, prefix: string, runId: string, options: DeleteRunOptions): Promise<void> {
+  if (options.force) return;
+  const unsunk = await unsunkTrajectories(redis, prefix, runId);
+  if (unsunk > 0) {
+    throw new RequestError(
+      `run "${runId}" has ${unsunk} trajectories that no envfleet sink has written to disk, so Redis holds their only copy: write them first (envfleet sink --run ${runId} --out DIR), or, if you have them already (envfleet export), pass --force to delete them with the run`,
+    );
+  }
 }
 
 /** How many of the run's trajectories no `envfleet sink` has written to disk yet (entries left in its trajectory stream). */

@@ -62,6 +62,11 @@ describe('envfleet runs delete (build in dist/, real Redis)', function () {
     expect([await keysOf('d1'), await keysOf('d2')]).to.deep.equal([d1, d2]);
     expect(await store().listRuns()).to.include.members(['d1', 'd2']);
     expect((await envfleet(['runs', 'delete', '--run', 'd1'])).stdout).to.match(/^deleted run d1: \d+ Redis keys/);
+    // A run an earlier version made under a name today's rules refuse is still deleted by its name.
+    await runWith('ancien-été');
+    expect((await envfleet(['runs', 'delete', '--run', 'ancien-été', '--dry-run'])).stdout).to.equal('would delete: ancien-été\n');
+    expect((await envfleet(['runs', 'delete', '--run', 'ancien-été'])).stdout).to.match(/^deleted run ancien-été: \d+ Redis keys/);
+    expect(await keysOf('ancien-été')).to.equal(0);
     expect(await keysOf('d1')).to.equal(0);
     expect(await keysOf('d2')).to.equal(d2);
   });
