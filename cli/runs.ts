@@ -185,7 +185,7 @@ export function formatStatus(s: RunStatus): string {
       : []),
     ...(Object.keys(s.events).length ? [`counters: ${formatEvents(s.events)}`] : []),
     ...(s.events['checks']
-      ? [`checks that ended in an error: ${Object.entries(s.events['checks']).map(([code, n]) => `${code} ${n}`).join(', ')} (each counted as false, lowering the rewards: a check that loops, or grows, on a changed final state; see each trajectory's checks in envfleet export)`]
+      ? [`checks that ended in an error: ${Object.entries(s.events['checks']).map(([code, n]) => `${code} ${n}`).join(', ')} (each counted as false: a check that loops, or grows, on a changed final state, or one that raises to say why it failed, as BFCL's imported checks do with CheckFailed; see each trajectory's checks in envfleet export)`]
       : []),
     `redis: ${formatBytes(s.redis.bytes)} kept by the run` +
       Object.entries(s.redis.perItem)
