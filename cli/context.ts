@@ -32,7 +32,9 @@ export async function withRuns<T>(fn: (c: CommandContext) => Promise<T>, config:
 
 /** Fails unless the run exists, with where to look. */
 export async function requireRun(store: RunStore, runId: string): Promise<void> {
-  // A name no run can have is said to be one (no run was looked for), not "does not exist".
+  // A run of the store goes by its name, whatever the rules for new names were when it was made; a name no run has,
+  // and none can have, is said to be such a name, not "does not exist".
+  if (await store.getRun(runId)) return;
   checkRunName(runId);
-  if (!(await store.getRun(runId))) throw new RequestError(`run "${runId}" does not exist (see envfleet runs; check REDIS_URL and ENVFLEET_REDIS_PREFIX)`);
+  throw new RequestError(`run "${runId}" does not exist (see envfleet runs; check REDIS_URL and ENVFLEET_REDIS_PREFIX)`);
 }

@@ -40,7 +40,7 @@ export async function deleteRun(redis: Redis, prefix: string, store: RunStore, c
   if (!(await store.getRun(runId))) {
     // No such run: a name no run can have is said so.
     checkRunName(runId);
-    await refuseUnsunk(redis, prefix, runId, options);
+    await refuseUnsunk(redis, prefix, runId, options, false);
     // No record but keys under its name (a run interrupted while being created, or written by an older
     // layout): they are removed too, since a new run of that name would otherwise find them.
     // Its finished jobs too (their ids are the run's, kept 30 days): a new run of the name would find them done and
@@ -62,7 +62,7 @@ export async function deleteRun(redis: Redis, prefix: string, store: RunStore, c
         : `run "${runId}" is ${state} with ${outstanding} outstanding jobs; cancel it first (envfleet cancel --run ${runId}), then delete it`,
     );
   }
-  await refuseUnsunk(redis, prefix, runId, options);
+  await refuseUnsunk(redis, prefix, runId, options, true);
   const jobs = await removeFinishedJobs(redis, prefix, runId);
   const keys = await unlinkUnder(redis, root);
   await redis.srem(runsKey(prefix), runId);
@@ -70,14 +70,15 @@ export async function deleteRun(redis: Redis, prefix: string, store: RunStore, c
 }
 
 /** Refuses to delete a run with trajectories no sink has written to disk, unless `force`. */
-async function refuseUnsunk(redis: Redis, prefix: string, runId: string, options: DeleteRunOptions): Promise<void> {
+async function refuseUnsunk(redis: Redis, prefix: string, runId: string, options: DeleteRunOptions, recorded: boolean): Promise<void> {
   if (options.force) return;
   const unsunk = await unsunkTrajectories(redis, prefix, runId);
-  if (unsunk > 0) {
-    throw new RequestError(
-      `run "${runId}" has ${unsunk} trajectories that no envfleet sink has written to disk, so Redis holds their only copy: write them first (envfleet sink --run ${runId} --out DIR), or, if you have them already (envfleet export), pass --force to delete them with the run`,
-    );
-  }
+  if (unsunk === 0) return;
+  throw new RequestError(
+    recorded
+      ? `run "${runId}" has ${unsunk} trajectories that no envfleet sink has written to disk, so Redis holds their only copy: write them first (envfleet sink --run ${runId} --out DIR), or, if you have them already (envfleet export), pass --force to delete them with the run`
+      : `"${runId}" has no run record (what an earlier run of the name left, or Redis lost the record), but its stream holds ${unsunk} trajectories no envfleet sink has written to disk; without the record neither the sink nor export can write them: pass --force to delete them with the rest`,
+  );
 }
 
 /** How many of the run's trajectories no `envfleet sink` has written to disk yet (entries left in its trajectory stream). */

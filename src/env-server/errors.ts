@@ -13,7 +13,7 @@ export const ENV_SERVER_ERROR_CODES = {
   SESSION_CLOSED: 'the session has ended (finished, closed, idle timeout, an environment limit, or the server ended it); its final state and reward (none when the server ended it) are kept',
   SESSION_LOST: 'the serve process that held the session stopped without ending it (killed, or cut off from Redis): its environment and state are gone',
   PEER_UNREACHABLE: 'the serve process holding the session did not answer the forwarded request (it may be stopping, stalled or just killed)',
-  OVER_CAPACITY: 'the server holds its maximum number of sessions, or its sandbox had no room for the new environment, or the Python interpreter it was starting on was replaced (another session took it down): finish or close one, or retry later',
+  OVER_CAPACITY: 'the server holds its maximum number of sessions: finish or close one, or retry later',
   SESSION_EVICTED: "the session's environment was stopped because its sandbox thread's memory bound (ENVFLEET_SANDBOX_HEAP_MB, shared by the sessions of the thread) was full, or was lost with its Python interpreter, which another session's environment took down (sandbox_code ENV_DISPOSED): the server's doing, not the agent's actions nor the environment's allowance, so the episode has no reward",
   SESSION_INTERRUPTED: 'the serve process holding the session was stopped gracefully (SIGTERM: a rolling restart, a scale-down, a preemption) during the episode and ended it (`ended_by: shutdown`): the server\'s doing, not the agent\'s, so the episode has no reward',
   ENVIRONMENT_FAILED: 'the environment did not start in the sandbox',

@@ -389,22 +389,26 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       try {
         const served = await deps.scenarios.scenario(scenarioId);
         const { scenario, env } = served;
+        const start = (): Promise<EnvSession> => deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, served.limits, scenario.initialStateJson);
+        let started: EnvSession;
         try {
-          s.env = await deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, served.limits, scenario.initialStateJson);
+          // A start whose Python interpreter another session's environment took down (not this environment's doing)
+          // is made once more, on the interpreter that replaced it.
+          started = await start().catch((err: unknown) => {
+            if ((err as { lostWith?: unknown }).lostWith === 'interpreter') return start();
+            throw err;
+          });
         } catch (err) {
           // The sandbox thread's memory bound is full: a capacity limit like --max-sessions, not a broken environment.
           if ((err as { code?: unknown }).code === 'SANDBOX_MEMORY_FULL') {
             const active = live.size - 1;
             throw new EnvServerError('OVER_CAPACITY', `the sandbox has no memory left for another environment with ${active} sessions open (${(err as Error).message}): finish or close a session, or retry later; raise ENVFLEET_SANDBOX_HEAP_MB or ENVFLEET_POOL_THREADS if the machine has room`, { active, max: options.maxSessions });
           }
-          if ((err as { lostWith?: unknown }).lostWith === 'interpreter') {
-            // Not the environment's doing: another session's environment took the interpreter down while this one started.
-            throw new EnvServerError('OVER_CAPACITY', `the environment of scenario "${scenarioId}" did not start: ${interpreterLost('its interpreter was replaced', (err as Error).message)}; open the session again`, { active: live.size - 1, max: options.maxSessions });
-          }
           throw new EnvServerError('ENVIRONMENT_FAILED', `the environment of scenario "${scenarioId}" did not start: ${(err as Error).message}`);
         }
+        s.env = started;
         s.served = served;
-        s.info = { id, scenarioId, environmentId: env.id, tools: s.env.tools, toolDefs: env.tools ?? [], task: scenario.task ?? null, openedAt: new Date().toISOString() };
+        s.info = { id, scenarioId, environmentId: env.id, tools: started.tools, toolDefs: env.tools ?? [], task: scenario.task ?? null, openedAt: new Date().toISOString() };
         // Without this entry the session still works through this process; the others answer UNKNOWN_SESSION for it.
         await deps.directory?.claim(id).catch(err => deps.logger?.warn({ err, session: id }, 'the session directory did not record the session; other serve processes will not find it'));
       } catch (err) {

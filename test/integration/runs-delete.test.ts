@@ -64,6 +64,9 @@ describe('envfleet runs delete (build in dist/, real Redis)', function () {
     expect((await envfleet(['runs', 'delete', '--run', 'd1'])).stdout).to.match(/^deleted run d1: \d+ Redis keys/);
     // A run an earlier version made under a name today's rules refuse is still deleted by its name.
     await runWith('ancien-été');
+    // The other commands take it by its name too (they refused it as a name no run can have).
+    expect((await envfleet(['pause', '--run', 'ancien-été'])).code).to.equal(0);
+    expect((await envfleet(['cancel', '--run', 'ancien-été'])).code).to.equal(0);
     expect((await envfleet(['runs', 'delete', '--run', 'ancien-été', '--dry-run'])).stdout).to.equal('would delete: ancien-été\n');
     expect((await envfleet(['runs', 'delete', '--run', 'ancien-été'])).stdout).to.match(/^deleted run ancien-été: \d+ Redis keys/);
     expect(await keysOf('ancien-été')).to.equal(0);
@@ -88,5 +91,12 @@ describe('envfleet runs delete (build in dist/, real Redis)', function () {
 
     expect((await envfleet(['runs', 'delete', '--run', 'unsunk', '--force'])).stdout).to.match(/^deleted run unsunk: \d+ Redis keys/);
     expect(await keysOf('unsunk')).to.equal(0);
+
+    // What a run left without its record (Redis lost it): the sink cannot write its trajectories, and says so.
+    for (let i = 0; i < 2; i += 1) await createRedisTrajectoryStream(redis, prefix).publish('ghost', `trj-${i}`);
+    const ghost = await envfleet(['runs', 'delete', '--run', 'ghost']);
+    expect(ghost.code).to.equal(1);
+    expect(ghost.stderr).to.include('"ghost" has no run record').and.include('2 trajectories no envfleet sink has written').and.include('pass --force').and.not.include('envfleet sink --run');
+    expect((await envfleet(['runs', 'delete', '--run', 'ghost', '--force'])).stdout).to.match(/^deleted run ghost: 1 Redis keys/);
   });
 });

@@ -22,13 +22,15 @@ import { DEPTH_ADVICE, deeperThan, INITIAL_STATE_CAP_ADVICE, MAX_JSON_DEPTH, RES
 const INTERPRETER = new URL('./python-interpreter.mjs', import.meta.url);
 /** How often, in the second half of the grace after a deadline, an interrupt the buffer no longer holds is sent again. */
 const REARM_MS = 100;
+/** How many jobs of running environments may go before a queued creation (Interpreter.run). */
+const MAX_OVERTAKEN = 32;
 const send = (/** @type {any} */ msg) => /** @type {any} */ (process).send(msg);
 const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {Record<string, unknown>} */ data = {}) => send({ type: 'log', level, msg, data });
 
 /**
  * @typedef {{ createDeadlineMs: number, callDeadlineMs: number, checkDeadlineMs: number, sessionCpuMs: number, maxResultBytes: number, maxStateBytes: number }} Limits
  * @typedef {{ code: string, message: string, byOther?: boolean, cotenant?: boolean }} Failure
- * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void }} Job
+ * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void, overtaken?: number }} Job
  * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, lost?: Failure, interrupted?: boolean }} Answer
  */
 
@@ -96,9 +98,14 @@ class Interpreter {
       // ones: one at a time, a burst of creations (an episode's environment starts while its first model call is made)
       // held every running episode's calls behind them (a τ-bench airline environment takes seconds to create; 64
       // episodes of it made no progress for minutes, a stranger's probe), and its memory is freed by episodes that end.
+      // A creation is passed by at most MAX_OVERTAKEN jobs: an interpreter whose running environments keep it busy
+      // still starts new ones (a served session's open would otherwise wait for ever).
       const firstCreate = fn === 'create' ? -1 : this.queue.findIndex(j => j.fn === 'create');
-      if (firstCreate < 0) this.queue.push(job);
-      else this.queue.splice(firstCreate, 0, job);
+      if (firstCreate < 0 || (this.queue[firstCreate]?.overtaken ?? 0) >= MAX_OVERTAKEN) this.queue.push(job);
+      else {
+        for (const queued of this.queue) if (queued.fn === 'create') queued.overtaken = (queued.overtaken ?? 0) + 1;
+        this.queue.splice(firstCreate, 0, job);
+      }
       this.pump();
     });
   }
