@@ -95,7 +95,14 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       const cooled = await clearCoolDowns(c.redis, c.config.redis.prefix, Object.values(c.config.endpoints));
       if (cooled.length) process.stdout.write(`${cooled.map(e => `endpoint "${e.name}" was cooling down for ${Math.ceil(e.leftMs / 1000)} s more (a 429's Retry-After, or an outage): ended`).join('\n')}\n`);
       const left = r.failed ? `; ${r.failed} could not be brought back now (${castToError(r.firstError).message}): resume again, or the workers' recheck brings them back (ENVFLEET_PAUSED_RECHECK_MS)` : '';
-      if (state !== 'paused' && r.released === 0 && !r.failed) process.stdout.write(`run ${opts.run} is ${state}, not paused, and has no parked job: nothing to resume${budgetSaid}\n`);
+      if (state !== 'paused' && r.released === 0 && !r.failed) {
+        // What holds a running run that looks stuck may be a queue paused in BullMQ, which resume does not touch.
+        const stages = Object.keys(await c.store.pendingByStage(opts.run));
+        const pausedOf = pausedOfQueues(c.at);
+        const paused = (await Promise.all(stages.map(async st => ((await pausedOf(st).catch(() => false)) ? st : null)))).filter(st => st !== null);
+        const held = paused.length ? `; the queue${paused.length > 1 ? 's' : ''} ${paused.join(', ')}, where its jobs wait, ${paused.length > 1 ? 'are' : 'is'} paused in BullMQ: resume ${paused.length > 1 ? 'them' : 'it'} in the dashboard's queue view (/queues)` : '';
+        process.stdout.write(`run ${opts.run} is ${state}, not paused, and has no parked job: nothing to resume${budgetSaid}${held}\n`);
+      }
       else process.stdout.write(`run ${opts.run} resumed; ${r.released} parked job${r.released === 1 ? '' : 's'} brought back${budgetSaid}${left}\n`);
     } else {
       const before = await c.control.get(opts.run);

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
+import { Queue } from 'bullmq';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../../config/index.js';
@@ -98,5 +99,21 @@ describe('envfleet runs delete (build in dist/, real Redis)', function () {
     expect(ghost.code).to.equal(1);
     expect(ghost.stderr).to.include('"ghost" has no run record').and.include('2 trajectories no envfleet sink has written').and.include('pass --force').and.not.include('envfleet sink --run');
     expect((await envfleet(['runs', 'delete', '--run', 'ghost', '--force'])).stdout).to.match(/^deleted run ghost: 1 Redis keys/);
+  });
+
+  it("envfleet resume of a running run whose queue is paused in BullMQ names the queue (it said only: nothing to resume)", async () => {
+    await runWith('bloqué');
+    await store().addPending('bloqué', ['rollout.run|r-1']);
+    const queue = new Queue('rollout.run', { connection: redis, prefix });
+    try {
+      await queue.pause();
+      const { code, stdout } = await envfleet(['resume', '--run', 'bloqué']);
+      expect(code).to.equal(0);
+      expect(stdout).to.equal("run bloqué is running, not paused, and has no parked job: nothing to resume; the queue rollout.run, where its jobs wait, is paused in BullMQ: resume it in the dashboard's queue view (/queues)\n");
+      await queue.resume();
+      expect((await envfleet(['resume', '--run', 'bloqué'])).stdout).to.equal('run bloqué is running, not paused, and has no parked job: nothing to resume\n');
+    } finally {
+      await queue.close();
+    }
   });
 });
