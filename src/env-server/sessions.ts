@@ -478,7 +478,10 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
         s.busy -= 1;
         touch(id, s);
       }
-      return scoreFinalState(deps.sandbox, { ...s.served!.scenario, initialState }, state, s.served!.limits, null);
+      const score = await scoreFinalState(deps.sandbox, { ...s.served!.scenario, initialState }, state, s.served!.limits, null);
+      // A check whose interpreter another session took down says nothing of this state: no preview rather than a low one.
+      const lost = score.checks.find(c => c.lostWith === 'interpreter');
+      return lost ? { reward: null, checks: [], checksError: interpreterLost(`the check "${lost.item}" could not run`, lost.error ?? 'ENV_DISPOSED') } : score;
     },
     finish: (id, endedBy = 'finished') => finish(id, endedBy),
     result: id => endedResult(id) ?? null,

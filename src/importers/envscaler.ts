@@ -111,7 +111,8 @@ const whereOf = (p: RecordPlace, ids: string) => `${ids || `record ${p.index}`} 
  */
 async function earlierId(store: RunStore, runId: string, doc: ScenarioRecord): Promise<ScenarioRecord> {
   const original = doc.lineage.original;
-  if (!original?.taskId || doc.id === original.taskId || doc.id !== `${original.envId}-${original.taskId}`) return doc;
+  // (`scn-…`: the prefixed id was too long, where the task_id alone was the id.)
+  if (!original?.taskId || doc.id === original.taskId || (doc.id !== `${original.envId}-${original.taskId}` && !doc.id.startsWith('scn-'))) return doc;
   const old = await store.getDoc(runId, 'scenario', original.taskId);
   const was = old?.lineage.original;
   return old?.lineage.source === 'envscaler' && was?.envId === original.envId && was.taskId === original.taskId ? { ...doc, id: original.taskId } : doc;

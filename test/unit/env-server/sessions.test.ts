@@ -94,6 +94,23 @@ describe('env-server session registry', () => {
     expect(reg.stats()).to.deep.equal({ active: 0, max: 4 });
   });
 
+  it("gives no preview, and ends the session unscored (evicted, ENV_DISPOSED), when a check lost its Python interpreter to another session's environment", async () => {
+    const { sandbox } = fakeSandbox();
+    const lost: Pick<SandboxRunner, 'openSession' | 'checks'> = {
+      openSession: (...args) => sandbox.openSession(...args),
+      checks: () => Promise.resolve({ results: [{ item: 'n is 2', passed: false, error: 'the interpreter holding this environment was recycled', errorCode: 'ENV_DISPOSED', lostWith: 'interpreter' }, { item: 'n is positive', passed: true }], reward: 0.5, solved: false }),
+    };
+    const reg = createSessionRegistry({ sandbox: lost, scenarios }, { maxSessions: 4, idleTimeoutMs: 0 });
+    const s = await reg.open('sc1');
+    await reg.call(s.id, 'inc', {});
+    const preview = await reg.preview(s.id);
+    expect(preview.reward).to.equal(null);
+    expect(preview.checksError).to.include('the check "n is 2" could not run');
+    const ended = await reg.finish(s.id);
+    expect(ended).to.include({ endedBy: 'evicted', reward: null, solved: false, evictedFor: 'ENV_DISPOSED' });
+    expect(ended.checks).to.deep.equal([]);
+  });
+
   it('previews the reward of the current state without ending the session', async () => {
     const { sandbox, stats } = fakeSandbox();
     const reg = createSessionRegistry({ sandbox, scenarios }, { maxSessions: 4, idleTimeoutMs: 0 });

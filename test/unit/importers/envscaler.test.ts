@@ -259,6 +259,23 @@ describe('importers: envscaler import into a run', () => {
     const upgraded = await importEnvscaler(b.store, { runId: 'ts', files, split: 'all' }, OPTIONS);
     expect(upgraded.scenarios).to.deep.include({ imported: 3, unchanged: 1 });
     expect(b.all('ts', 'scenario').map(s => s.id)).to.include(T).and.not.include(`env_7_rl-${T}`);
+
+    // A task_id that fit alone but not prefixed (over 120 characters then) was its id too: kept there, not added again.
+    const long = `t${'9'.repeat(114)}`;
+    const longFile = join(dir, 'long.json');
+    await writeFile(longFile, JSON.stringify([{ ...RL[0], task_id: long }]));
+    const longFiles: EnvscalerFiles = { envs: files.envs, scenarios: [{ path: longFile, split: null }] };
+    const fresh = memoryStore();
+    await importEnvscaler(fresh.store, { runId: 'lg', files: longFiles, split: 'all' }, OPTIONS);
+    const hashed = fresh.all('lg', 'scenario')[0]!;
+    expect(hashed.id).to.match(/^scn-/);
+    const c = memoryStore();
+    await c.store.createRun(fresh.runs.get('lg')!);
+    for (const e of fresh.all('lg', 'env')) await c.store.putDoc('lg', 'env', e.id, e);
+    await c.store.putDoc('lg', 'scenario', long, { ...hashed, id: long });
+    const kept = await importEnvscaler(c.store, { runId: 'lg', files: longFiles, split: 'all' }, OPTIONS);
+    expect(kept.scenarios).to.deep.include({ imported: 0, unchanged: 1 });
+    expect(c.all('lg', 'scenario').map(s => s.id)).to.deep.equal([long]);
   });
 
   it('leaves an environment changed after episodes ran on it as it was, and writes none of its scenarios, saying so', async () => {
