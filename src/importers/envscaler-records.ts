@@ -228,15 +228,15 @@ export interface ScenarioEnv {
 }
 
 /**
- * A scenario's id from its EnvScaler task_id: the task_id as written when it names its environment (the published
- * files' `env_148_rl-task_1`), else the env_id, a dash and the task_id (EnvScaler's own task generation writes local
- * `MMDD-HHMMSS` timestamps, alike in several environments; scenario ids are per run, not per environment); undefined
- * when that is not an envfleet id (then a hash of the record is).
+ * A scenario's id from its EnvScaler task_id: the task_id as written, unless it is `shared` (the import reads it in
+ * more than one environment: EnvScaler's own task generation writes local `MMDD-HHMMSS` timestamps, and scenario ids
+ * are per run, not per environment) and does not name its environment (the published files' `env_148_rl-task_1`):
+ * then the env_id, a dash and the task_id. Undefined when that is not an envfleet id (then a hash of the record is).
  */
-export function scenarioIdOf(envId: string, taskId: string | undefined): string | undefined {
+export function scenarioIdOf(envId: string, taskId: string | undefined, shared = false): string | undefined {
   if (!taskId) return undefined;
   const named = taskId.startsWith(envId) && !/[A-Za-z0-9]/.test(taskId.charAt(envId.length));
-  const id = named ? taskId : `${envId}-${taskId}`;
+  const id = named || !shared ? taskId : `${envId}-${taskId}`;
   return ID.test(id) ? id : undefined;
 }
 

@@ -6,7 +6,7 @@ import type { RunOptions } from '../runs/options.js';
 import type { RunStore } from '../runs/store.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
 import type { EnvironmentRecord } from '../synthesis/types.js';
-import { ENVSCALER_FIELDS, environmentFromEnvscaler, scenarioFromEnvscaler, type MappedScenario, type RecordPlace, type ScenarioEnv } from './envscaler-records.js';
+import { ENVSCALER_FIELDS, environmentFromEnvscaler, scenarioFromEnvscaler, scenarioIdOf, type MappedScenario, type RecordPlace, type ScenarioEnv } from './envscaler-records.js';
 import { readJsonRecords, type JsonFileEnd } from './json-records.js';
 import { rolledOutProblem, rolloutsLookup, writeImported } from './write.js';
 import { checkRunName } from '../runs/ids.js';
@@ -106,7 +106,7 @@ const whereOf = (p: RecordPlace, ids: string) => `${ids || `record ${p.index}`} 
 
 /**
  * The scenario as an earlier version imported it into this run: a task_id that does not name its environment
- * (`0315-142201`) was the scenario's id as written then, and is now prefixed with the env_id (scenarioIdOf). A run
+ * in several environments (`0315-142201`) was one scenario's id as written then, and is now prefixed with the env_id (scenarioIdOf). A run
  * holding the scenario under the old id keeps it there, so a re-import updates it rather than adding it again.
  */
 async function earlierId(store: RunStore, runId: string, doc: ScenarioRecord): Promise<ScenarioRecord> {
@@ -213,9 +213,8 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
   // A scenario's environment: one of the env file's (its records that were skipped are not there).
   const envOf = (envId: string) => byEnvscalerId.get(envId);
 
-  // Scenarios, in file order.
-  const scenarios: MappedScenario[] = [];
-  const seenIds = new Map<string, { where: string; content: string }>();
+  // Scenarios, in file order: every record read first (whether a task_id is in several environments decides ids).
+  const read: { scenario: MappedScenario; place: RecordPlace; where: string; warnings: readonly string[] }[] = [];
   let scenariosNotSelected = 0;
   for (const { path, split } of request.files.scenarios) {
     await eachRecord(
@@ -226,28 +225,47 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
         if (error) return void skipped.push({ file: place.file, where, problem: error });
         const mapped = scenarioFromEnvscaler(value, place, runId, now, envOf, split, text);
         if (!mapped.ok) return void skipped.push({ file: place.file, where, problem: mapped.problem });
-        if (request.split !== 'all' && mapped.value.split !== request.split) {
-          scenariosNotSelected += 1;
-          return;
-        }
-        let scenario = mapped.value;
-        const content = hashOf({ task: scenario.scenario.task, initialState: scenario.scenario.stateHash, checks: scenario.scenario.checklist ?? null }, 16);
-        let first = seenIds.get(scenario.scenario.id);
-        if (first && first.content !== content) {
-          // Another scenario under the same task_id in the same environment (EnvScaler's timestamps, a second apart at
-          // best): kept under the id and a hash of its content, which the same file gives again on a re-import.
-          const id = `${scenario.scenario.id}-${content.slice(0, 8)}`;
-          scenario = { ...scenario, scenario: { ...scenario.scenario, id: id.length <= 120 ? id : `scn-${content}` } };
-          first = seenIds.get(scenario.scenario.id);
-        }
-        if (first) return void skipped.push({ file: place.file, where, problem: `scenario ${scenario.scenario.id} (the same task, initial state and checks) was already read at ${first.where}` });
-        seenIds.set(scenario.scenario.id, { where: `${place.file} ${where}`, content });
-        for (const w of mapped.warnings) warnings.push({ file: place.file, where, problem: w });
-        scenarios.push(scenario);
+        read.push({ scenario: mapped.value, place, where, warnings: mapped.warnings });
       },
       progress,
       fileProblems,
     );
+  }
+  // A task_id in more than one environment (EnvScaler's own task generation writes MMDD-HHMMSS timestamps) is prefixed
+  // with the env_id in each (scenarioIdOf); one in a single environment keeps its id, whatever --split selects.
+  const envsOfTask = new Map<string, Set<string>>();
+  for (const { scenario } of read) {
+    const taskId = scenario.scenario.lineage.original?.taskId;
+    if (taskId !== undefined) envsOfTask.set(taskId, (envsOfTask.get(taskId) ?? new Set()).add(scenario.envId));
+  }
+  const scenarios: MappedScenario[] = [];
+  const seenIds = new Map<string, { where: string; content: string }>();
+  for (const { scenario: mapped, place, where, warnings: said } of read) {
+    if (request.split !== 'all' && mapped.split !== request.split) {
+      scenariosNotSelected += 1;
+      continue;
+    }
+    const taskId = mapped.scenario.lineage.original?.taskId;
+    const shared = taskId !== undefined && (envsOfTask.get(taskId)?.size ?? 0) > 1;
+    // (Too long prefixed: the record's hash, as for a task_id that is no id.)
+    const sharedId = () => scenarioIdOf(mapped.envId, taskId, true) ?? `scn-${hashOf({ envId: mapped.envId, taskId: taskId ?? null, task: mapped.scenario.task, initialState: mapped.scenario.initialState }, 16)}`;
+    let scenario = shared ? { ...mapped, scenario: { ...mapped.scenario, id: sharedId() } } : mapped;
+    const content = hashOf({ task: scenario.scenario.task, initialState: scenario.scenario.stateHash, checks: scenario.scenario.checklist ?? null }, 16);
+    let first = seenIds.get(scenario.scenario.id);
+    if (first && first.content !== content) {
+      // Another scenario under the same task_id in the same environment (EnvScaler's timestamps, a second apart at
+      // best): kept under the id and a hash of its content, which the same file gives again on a re-import.
+      const id = `${scenario.scenario.id}-${content.slice(0, 8)}`;
+      scenario = { ...scenario, scenario: { ...scenario.scenario, id: id.length <= 120 ? id : `scn-${content}` } };
+      first = seenIds.get(scenario.scenario.id);
+    }
+    if (first) {
+      skipped.push({ file: place.file, where, problem: `scenario ${scenario.scenario.id} (the same task, initial state and checks) was already read at ${first.where}` });
+      continue;
+    }
+    seenIds.set(scenario.scenario.id, { where: `${place.file} ${where}`, content });
+    for (const w of said) warnings.push({ file: place.file, where, problem: w });
+    scenarios.push(scenario);
   }
 
   // Which environments: every one (--split all, or no scenario file), else those the selected scenarios use; then --limit.

@@ -219,7 +219,7 @@ describe('importers: envscaler import into a run', () => {
     expect(hf.all('es', 'scenario').map(strip)).to.deep.equal(a.all('es', 'scenario').map(strip));
   });
 
-  it("keeps every scenario of task_ids that repeat (EnvScaler's own MMDD-HHMMSS timestamps) across environments and in one, reads integer task_ids and a page of Hugging Face's rows API, and keeps a scenario where an earlier version imported it", async () => {
+  it("keeps every scenario of task_ids that repeat (EnvScaler's own MMDD-HHMMSS timestamps) across environments (prefixed there) and in one, keeps a task_id of one environment as it is, reads integer task_ids and a page of Hugging Face's rows API, and keeps a scenario where an earlier version imported it", async () => {
     const SFT = JSON.parse(readFileSync(join(FIXTURES, 'github/sft_scenario_metadata.json'), 'utf8')) as Record<string, unknown>[];
     const T = '0315-142201';
     const records = [
@@ -241,7 +241,8 @@ describe('importers: envscaler import into a run', () => {
       [`env_7_rl-${T}`, 'env_7_rl', T, 100],
       [`env_7_rl-${T}-<hash>`, 'env_7_rl', T, 101],
       [`env_2_sft-${T}`, 'env_2_sft', T, 103],
-      ['env_7_rl-42', 'env_7_rl', '42', 104],
+      // A task_id in one environment only keeps its id.
+      ['42', 'env_7_rl', '42', 104],
     ]);
     expect(scenarios[3]!.task).to.equal('Réservez la table 7 pour Zoë 🍵 — 茶');
     expect(r.skipped.map(s => `${s.file} ${s.where}: ${s.problem}`).slice(1)).to.deep.equal([`rows-page.json task_id ${T} (row_idx 102 of the rows page at line 1): scenario env_7_rl-${T} (the same task, initial state and checks) was already read at rows-page.json task_id ${T} (row_idx 100 of the rows page at line 1)`]);
@@ -263,19 +264,20 @@ describe('importers: envscaler import into a run', () => {
     // A task_id that fit alone but not prefixed (over 120 characters then) was its id too: kept there, not added again.
     const long = `t${'9'.repeat(114)}`;
     const longFile = join(dir, 'long.json');
-    await writeFile(longFile, JSON.stringify([{ ...RL[0], task_id: long }]));
+    await writeFile(longFile, JSON.stringify([{ ...RL[0], task_id: long }, { ...SFT[0], task_id: long }]));
     const longFiles: EnvscalerFiles = { envs: files.envs, scenarios: [{ path: longFile, split: null }] };
     const fresh = memoryStore();
     await importEnvscaler(fresh.store, { runId: 'lg', files: longFiles, split: 'all' }, OPTIONS);
-    const hashed = fresh.all('lg', 'scenario')[0]!;
+    const hashed = fresh.all('lg', 'scenario').find(x => x.environmentId === 'env_7_rl')!;
     expect(hashed.id).to.match(/^scn-/);
     const c = memoryStore();
     await c.store.createRun(fresh.runs.get('lg')!);
     for (const e of fresh.all('lg', 'env')) await c.store.putDoc('lg', 'env', e.id, e);
     await c.store.putDoc('lg', 'scenario', long, { ...hashed, id: long });
     const kept = await importEnvscaler(c.store, { runId: 'lg', files: longFiles, split: 'all' }, OPTIONS);
-    expect(kept.scenarios).to.deep.include({ imported: 0, unchanged: 1 });
-    expect(c.all('lg', 'scenario').map(s => s.id)).to.deep.equal([long]);
+    expect(kept.scenarios).to.deep.include({ imported: 1, unchanged: 1 });
+    expect(c.all('lg', 'scenario').map(s => s.id)[0]).to.equal(long);
+    expect(c.all('lg', 'scenario')).to.have.length(2);
   });
 
   it('leaves an environment changed after episodes ran on it as it was, and writes none of its scenarios, saying so', async () => {
