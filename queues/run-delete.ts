@@ -29,8 +29,8 @@ export interface DeleteRunOptions {
  * idempotency window of deterministic job ids), then every Redis key it owns (src/runs/keys.ts: record,
  * documents, counters, probe steps, response cache, ledger, stream, control), then its name. A run
  * with outstanding jobs is refused: cancel it first. So is one with trajectories no `envfleet sink` has written to
- * disk (their only copy is in Redis: paid model calls), unless `force`. `runId` must be a run name (checkRunName):
- * it is part of the pattern the run's keys are found by. Returns what was removed.
+ * disk (their only copy is in Redis: paid model calls), unless `force`. A run of the store is taken by its name; a
+ * name no run has must be one a run can have (checkRunName). Returns what was removed.
  */
 export async function deleteRun(redis: Redis, prefix: string, store: RunStore, control: RunControl, runId: string, options: DeleteRunOptions = {}): Promise<DeletedRun> {
   // The run's keys are found by a pattern, escaped: a name with * ? [ matched other runs' keys (`runs delete --run 'd*'`

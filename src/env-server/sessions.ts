@@ -6,7 +6,7 @@ import type { CheckResult } from '../rollouts/types.js';
 import type { RunStore } from '../runs/store.js';
 import { ENDS_SESSION } from '../sandbox/errors.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
-import { errorOf, fullAtEnd, fullCheck } from '../sandbox/retry-when-full.js';
+import { errorOf, fullAtEnd, fullCheck, lostAtEnd, lostCheck } from '../sandbox/retry-when-full.js';
 import type { ChecksResult } from '../sandbox/tasks.js';
 import type { CallOutcome } from '../sandbox/quickjs-host.js';
 import type { EnvSession, SandboxRunner } from '../sandbox/runner.js';
@@ -290,11 +290,12 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           // check then sees the live state (1.0 stays a float; through JSON it would come back as 1).
           const end = await s.env!.finish(interrupted ? [] : (served.scenario.checklist ?? []).filter(c => !c.episode));
           const atEnd = fullAtEnd(end);
+          const lost = lostAtEnd(end);
           if (atEnd) full = `${atEnd.where}: ${atEnd.message}`;
           // Lost with an interpreter another environment took down: not the episode's doing. (ENV_DISPOSED without
           // the mark follows the environment's own limit: scored as its failure.)
-          else if (end.stateError?.code === INTERPRETER_LOST && end.stateError.lostWith === 'interpreter' && endedBy !== 'environment-error') {
-            full = interpreterLost('the final state could not be read', end.stateError.message);
+          else if (lost && endedBy !== 'environment-error') {
+            full = interpreterLost(lost.where, lost.message);
             lostFor = INTERPRETER_LOST;
           }
           if (end.stateJson === null) throw new Error(end.stateError?.message ?? 'no final state');
@@ -322,13 +323,13 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
           score = { checks: [], reward: null, checksError: `the checks could not run: ${(err as Error).message}` };
         }
         const fullScore = fullCheck(score.checks);
-        const lostCheck = score.checks.find(c => c.lostWith === 'interpreter');
+        const lostScore = lostCheck(score.checks);
         if (fullScore) {
           full = `${fullScore.where}: ${fullScore.message}`;
           score = evictedScore();
-        } else if (lostCheck) {
+        } else if (lostScore) {
           // A check whose interpreter another environment took down: no score is the agent's measure.
-          full = interpreterLost(`the check "${lostCheck.item}" could not run`, lostCheck.error ?? 'ENV_DISPOSED');
+          full = interpreterLost(lostScore.where, lostScore.message);
           lostFor = INTERPRETER_LOST;
           score = evictedScore();
         }
@@ -480,8 +481,8 @@ export function createSessionRegistry(deps: SessionRegistryDeps, options: Sessio
       }
       const score = await scoreFinalState(deps.sandbox, { ...s.served!.scenario, initialState }, state, s.served!.limits, null);
       // A check whose interpreter another session took down says nothing of this state: no preview rather than a low one.
-      const lost = score.checks.find(c => c.lostWith === 'interpreter');
-      return lost ? { reward: null, checks: [], checksError: interpreterLost(`the check "${lost.item}" could not run`, lost.error ?? 'ENV_DISPOSED') } : score;
+      const lost = lostCheck(score.checks);
+      return lost ? { reward: null, checks: [], checksError: interpreterLost(lost.where, lost.message) } : score;
     },
     finish: (id, endedBy = 'finished') => finish(id, endedBy),
     result: id => endedResult(id) ?? null,

@@ -231,13 +231,14 @@ export interface ScenarioEnv {
  * A scenario's id from its EnvScaler task_id: the task_id as written, unless it is `shared` (the import reads it in
  * more than one environment: EnvScaler's own task generation writes local `MMDD-HHMMSS` timestamps, and scenario ids
  * are per run, not per environment) and does not name its environment (the published files' `env_148_rl-task_1`):
- * then the env_id, a dash and the task_id. Undefined when that is not an envfleet id (then a hash of the record is).
+ * then the env_id, a dash and the task_id. `scn-` and a hash of the record when there is no task_id or that is not an
+ * envfleet id.
  */
-export function scenarioIdOf(envId: string, taskId: string | undefined, shared = false): string | undefined {
-  if (!taskId) return undefined;
-  const named = taskId.startsWith(envId) && !/[A-Za-z0-9]/.test(taskId.charAt(envId.length));
-  const id = named || !shared ? taskId : `${envId}-${taskId}`;
-  return ID.test(id) ? id : undefined;
+export function scenarioIdOf(record: { readonly envId: string; readonly taskId: string | undefined; readonly task: string | undefined; readonly initialState: unknown }, shared = false): string {
+  const { envId, taskId } = record;
+  const named = taskId !== undefined && taskId.startsWith(envId) && !/[A-Za-z0-9]/.test(taskId.charAt(envId.length));
+  const id = taskId === undefined ? undefined : named || !shared ? taskId : `${envId}-${taskId}`;
+  return id !== undefined && ID.test(id) ? id : `scn-${hashOf({ envId, taskId: taskId ?? null, task: record.task, initialState: record.initialState }, 16)}`;
 }
 
 /** An EnvScaler scenario, mapped: the document (without its index among its environment's scenarios) and its set. */
@@ -295,7 +296,7 @@ export function scenarioFromEnvscaler(raw: unknown, place: RecordPlace, runId: s
   const className = raw['env_class_name'];
   if (className !== undefined && className !== env.className) return fail(`env_class_name ${JSON.stringify(className)} differs from its environment's (${env.className})`);
 
-  const id = scenarioIdOf(envId, taskId) ?? `scn-${hashOf({ envId, taskId: taskId ?? null, task, initialState }, 16)}`;
+  const id = scenarioIdOf({ envId, taskId, task, initialState });
   const original: ImportedFrom = { envId, className: env.className, ...(taskId ? { taskId } : {}), split, file: place.file, record: place.key ?? place.index };
   const warnings = split === 'rl' && checklist.length === 0 ? ['an RL scenario without check functions: imported unscored (no reward)'] : [];
   return {

@@ -105,14 +105,16 @@ export type ImportProgress = { readonly phase: 'read'; readonly file: string; re
 const whereOf = (p: RecordPlace, ids: string) => `${ids || `record ${p.index}`} (${p.rowOfPage ? `row_idx ${p.index} of the rows page at line` : 'line'} ${p.line})`;
 
 /**
- * The scenario as an earlier version imported it into this run: a task_id that does not name its environment
- * in several environments (`0315-142201`) was one scenario's id as written then, and is now prefixed with the env_id (scenarioIdOf). A run
- * holding the scenario under the old id keeps it there, so a re-import updates it rather than adding it again.
+ * The scenario as an earlier version imported it into this run: a task_id given in several environments
+ * (`0315-142201`) was the id of the first one read then (the others were dropped), and is now prefixed with the env_id
+ * in each, or a hash where that is too long (scenarioIdOf). A run holding the scenario under the old id keeps it there,
+ * so a re-import updates it rather than adding it again.
  */
 async function earlierId(store: RunStore, runId: string, doc: ScenarioRecord): Promise<ScenarioRecord> {
   const original = doc.lineage.original;
-  // (`scn-…`: the prefixed id was too long, where the task_id alone was the id.)
-  if (!original?.taskId || doc.id === original.taskId || (doc.id !== `${original.envId}-${original.taskId}` && !doc.id.startsWith('scn-'))) return doc;
+  if (!original?.taskId || doc.id === original.taskId) return doc;
+  const shared = scenarioIdOf({ envId: original.envId, taskId: original.taskId, task: doc.task, initialState: doc.initialState }, true);
+  if (doc.id !== shared) return doc;
   const old = await store.getDoc(runId, 'scenario', original.taskId);
   const was = old?.lineage.original;
   return old?.lineage.source === 'envscaler' && was?.envId === original.envId && was.taskId === original.taskId ? { ...doc, id: original.taskId } : doc;
@@ -247,9 +249,7 @@ export async function importEnvscaler(store: RunStore, request: EnvscalerImportR
     }
     const taskId = mapped.scenario.lineage.original?.taskId;
     const shared = taskId !== undefined && (envsOfTask.get(taskId)?.size ?? 0) > 1;
-    // (Too long prefixed: the record's hash, as for a task_id that is no id.)
-    const sharedId = () => scenarioIdOf(mapped.envId, taskId, true) ?? `scn-${hashOf({ envId: mapped.envId, taskId: taskId ?? null, task: mapped.scenario.task, initialState: mapped.scenario.initialState }, 16)}`;
-    let scenario = shared ? { ...mapped, scenario: { ...mapped.scenario, id: sharedId() } } : mapped;
+    let scenario = shared ? { ...mapped, scenario: { ...mapped.scenario, id: scenarioIdOf({ envId: mapped.envId, taskId, task: mapped.scenario.task, initialState: mapped.scenario.initialState }, true) } } : mapped;
     const content = hashOf({ task: scenario.scenario.task, initialState: scenario.scenario.stateHash, checks: scenario.scenario.checklist ?? null }, 16);
     let first = seenIds.get(scenario.scenario.id);
     if (first && first.content !== content) {

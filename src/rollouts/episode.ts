@@ -5,7 +5,7 @@ import { looksLikeToolCall, parseTextToolCalls } from '../llm/text-tool-calls.js
 import { splitThinking } from '../llm/thinking.js';
 import type { SandboxLimits } from '../sandbox/limits.js';
 import { ENDS_SESSION, InterpreterLostError, lostWithInterpreter, SandboxError, SandboxFullError } from '../sandbox/errors.js';
-import { errorOf, fullAtEnd, fullCheck } from '../sandbox/retry-when-full.js';
+import { errorOf, fullAtEnd, fullCheck, lostAtEnd, lostCheck } from '../sandbox/retry-when-full.js';
 import type { ChecksResult } from '../sandbox/tasks.js';
 import type { EnvSession } from '../sandbox/runner.js';
 import type { ScenarioRecord } from '../scenarios/types.js';
@@ -393,7 +393,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       const end = await live.finish((scenario.checklist ?? []).filter(c => !c.episode));
       const full = fullAtEnd(end);
       if (full) throw SandboxFullError.at(full.where, full.message);
-      if (end.stateJson === null && lostWithInterpreter(end.stateError)) throw InterpreterLostError.at('the final state could not be read', end.stateError!.message);
+      const lost = lostAtEnd(end);
+      if (lost) throw InterpreterLostError.at(lost.where, lost.message);
       if (end.stateJson === null) throw new SandboxError(end.stateError?.code ?? 'STATE_INVALID', end.stateError?.message ?? 'no final state');
       // Kept as the sandbox wrote it: the trajectory is stored with this text, never parsed here.
       finalState = new RawJson(end.stateJson);
@@ -414,8 +415,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   const reward = termination.reason === 'model-error' ? null : scored.reward;
   const fullScore = fullCheck(checks);
   if (fullScore) throw SandboxFullError.at(fullScore.where, fullScore.message);
-  const lostCheck = checks.find(c => lostWithInterpreter(c));
-  if (lostCheck) throw InterpreterLostError.at(`the check "${lostCheck.item}" could not run`, lostCheck.error ?? 'ENV_DISPOSED');
+  const lostScore = lostCheck(checks);
+  if (lostScore) throw InterpreterLostError.at(lostScore.where, lostScore.message);
   return {
     id,
     runId: input.runId,

@@ -40,8 +40,8 @@ function fullProbe(r: ProbeResult): ProbeResult {
 function fullChecks(r: ChecksResult): ChecksResult {
   const full = fullCheck(r.results);
   if (full) throw SandboxFullError.at(full.where, full.message);
-  const lost = r.results.find(c => lostWithInterpreter(c));
-  if (lost) throw InterpreterLostError.at(`the check "${lost.item}" could not run`, lost.error ?? 'ENV_DISPOSED');
+  const lost = lostCheck(r.results);
+  if (lost) throw InterpreterLostError.at(lost.where, lost.message);
   return r;
 }
 
@@ -49,6 +49,18 @@ function fullChecks(r: ChecksResult): ChecksResult {
 export function fullCheck(results: readonly { readonly item: string; readonly error?: string | undefined; readonly errorCode?: string | undefined }[]): { readonly where: string; readonly message: string } | null {
   const full = results.find(c => c.errorCode === 'SANDBOX_MEMORY_FULL');
   return full ? { where: `the check "${full.item}" could not run`, message: full.error ?? 'no room' } : null;
+}
+
+/** Where a check of `results` lost its Python interpreter to another environment (and the sandbox's message), or null. */
+export function lostCheck(results: readonly { readonly item: string; readonly error?: string | undefined; readonly lostWith?: 'interpreter' | undefined }[]): { readonly where: string; readonly message: string } | null {
+  const lost = results.find(c => lostWithInterpreter(c));
+  return lost ? { where: `the check "${lost.item}" could not run`, message: lost.error ?? 'ENV_DISPOSED' } : null;
+}
+
+/** Where a session's end (its final state, or a check run in it) was lost with its Python interpreter, or null. */
+export function lostAtEnd(end: SessionEnd): { readonly where: string; readonly message: string } | null {
+  if (end.stateJson === null && lostWithInterpreter(end.stateError)) return { where: 'the final state could not be read', message: end.stateError!.message };
+  return lostCheck(end.checks?.results ?? []);
 }
 
 /** Where a full thread stopped a session's end (its final state, or a check run in it), or null. */
