@@ -1,5 +1,5 @@
 import cliProgress from 'cli-progress';
-import type { RunProgress } from '../queues/run-jobs.js';
+import { pausedQueuesText, type RunProgress } from '../queues/run-jobs.js';
 import { budgetAdvice } from '../src/runs/control.js';
 
 /**
@@ -30,6 +30,7 @@ export function waitNotes(runId: string, p: RunProgress, rateLimitPauseMs?: numb
           : `the run pauses once the waits have gone on for ENVFLEET_RATE_LIMIT_PAUSE_MS${rateLimitPauseMs === undefined ? '' : ` (${rateLimitPauseMs} ms here, ${Math.round(rateLimitPauseMs / 60_000)} min; the workers' own value decides)`} without a break; this command keeps waiting`),
     );
   }
+  if (p.pausedQueues?.length) notes.push(`${pausedQueuesText(runId, p.pausedQueues)}; this command keeps waiting`);
   if (p.unconsumed?.length) {
     notes.push(`run ${runId}: no worker is consuming ${p.unconsumed.join(', ')} (jobs of the run are waiting there); start \`envfleet worker\` with the same REDIS_URL and ENVFLEET_REDIS_PREFIX, or pass --workers; this command keeps waiting`);
   }

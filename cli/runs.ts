@@ -1,7 +1,7 @@
 import { InvalidArgumentError } from 'commander';
 import { MODEL_STAGE_NAMES, isModelStage } from '../config/index.js';
 import { deleteRun, runsFinishedBefore, unsunkTrajectories } from '../queues/run-delete.js';
-import { cancelRun, pausedOfQueues, resumeRun, workersOfQueues } from '../queues/run-jobs.js';
+import { cancelRun, pausedOfQueues, pausedQueuesOfRun, pausedQueuesText, resumeRun, workersOfQueues } from '../queues/run-jobs.js';
 import { listRuns, runStatus, timeLeftText, type FunnelRow, type RunStatus } from '../queues/run-status.js';
 import { clearCoolDowns } from '../src/llm/redis-limiter.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
@@ -97,11 +97,8 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       const left = r.failed ? `; ${r.failed} could not be brought back now (${castToError(r.firstError).message}): resume again, or the workers' recheck brings them back (ENVFLEET_PAUSED_RECHECK_MS)` : '';
       if (state !== 'paused' && r.released === 0 && !r.failed) {
         // What holds a running run that looks stuck may be a queue paused in BullMQ, which resume does not touch.
-        const stages = Object.keys(await c.store.pendingByStage(opts.run));
-        const pausedOf = pausedOfQueues(c.at);
-        const paused = (await Promise.all(stages.map(async st => ((await pausedOf(st).catch(() => false)) ? st : null)))).filter(st => st !== null);
-        const held = paused.length ? `; the queue${paused.length > 1 ? 's' : ''} ${paused.join(', ')}, where its jobs wait, ${paused.length > 1 ? 'are' : 'is'} paused in BullMQ: resume ${paused.length > 1 ? 'them' : 'it'} in the dashboard's queue view (/queues)` : '';
-        process.stdout.write(`run ${opts.run} is ${state}, not paused, and has no parked job: nothing to resume${budgetSaid}${held}\n`);
+        const held = pausedQueuesText(opts.run, await pausedQueuesOfRun(c.at, c.store, opts.run));
+        process.stdout.write(`run ${opts.run} is ${state}, not paused, and has no parked job: nothing to resume${budgetSaid}\n${held ? `${held}\n` : ''}`);
       }
       else process.stdout.write(`run ${opts.run} resumed; ${r.released} parked job${r.released === 1 ? '' : 's'} brought back${budgetSaid}${left}\n`);
     } else {

@@ -49,6 +49,29 @@ export function pausedOfQueues(at: QueuesAt): (stage: string) => Promise<boolean
   };
 }
 
+/**
+ * The stages where jobs of the run are outstanding and whose queue is paused in BullMQ (the dashboard's queue view, a
+ * Queue.pause), in pipeline order: what holds a running run that envfleet resume cannot release. A queue whose state
+ * cannot be read is not named.
+ */
+export async function pausedQueuesOfRun(at: QueuesAt, store: RunStore, runId: string): Promise<string[]> {
+  const pending = await store.pendingByStage(runId);
+  const pausedOf = pausedOfQueues(at);
+  const stages = PIPELINE.names.filter(stage => (pending[stage] ?? 0) > 0);
+  const flags = await Promise.all(stages.map(stage => pausedOf(stage).catch(() => false)));
+  return stages.filter((_, i) => flags[i]);
+}
+
+/** The line that says which queues paused in BullMQ hold a run, and where to resume them ('' for none). */
+export function pausedQueuesText(runId: string, stages: readonly string[]): string {
+  if (!stages.length) return '';
+  const many = stages.length > 1;
+  return (
+    `run ${runId}: the queue${many ? 's' : ''} ${stages.join(', ')}, where jobs of the run wait, ${many ? 'are' : 'is'} paused in BullMQ ` +
+    `(the dashboard's queue view at /queues, or a Queue.pause): no job there starts until ${many ? 'they are' : 'it is'} resumed there (envfleet resume resumes runs, not queues)`
+  );
+}
+
 /** How many workers BullMQ lists for `queue` (from Redis's client list); null where Redis refuses CLIENT LIST (some managed Redis). */
 export async function workersCount(queue: Queue): Promise<number | null> {
   try {
@@ -115,6 +138,8 @@ export interface RunProgress {
   readonly paused?: { readonly reason: string | null; readonly budget: BudgetPause | null };
   /** Queues where jobs of the run have been waiting with no worker consuming the queue for a while (waitForRun's `idleWorkerMs`). */
   readonly unconsumed?: readonly string[];
+  /** Queues where jobs of the run are outstanding and which are paused in BullMQ (pausedQueuesOfRun; needs the queues). */
+  readonly pausedQueues?: readonly string[];
   /**
    * Set while jobs of the run have been waiting for the model endpoint for a while (429s, or the endpoint cannot be
    * reached: a wrong port, a server restarting), without a break for `minutes` (whole minutes, so the note is not
@@ -191,6 +216,7 @@ export async function waitForRun(store: RunStore, runId: string, report: (p: Run
   /** When each queue was first seen with waiting jobs and no worker (unbroken since). */
   const idleSince = new Map<string, number>();
   let unconsumed: string[] = [];
+  let pausedQueues: string[] = [];
   let endpointWait: { jobs: number; minutes: number } | null = null;
   /** Since when Redis has not answered (unbroken), and why; null while it answers. */
   let away: { since: number; reason: string } | null = null;
@@ -206,9 +232,11 @@ export async function waitForRun(store: RunStore, runId: string, report: (p: Run
       for (const q of [...idleSince.keys()]) if (!idle.has(q)) idleSince.delete(q);
       for (const q of idle) if (!idleSince.has(q)) idleSince.set(q, now);
       unconsumed = [...idleSince].filter(([, since]) => now - since >= idleWorkerMs).map(([q]) => q);
+      pausedQueues = await pausedQueuesOfRun(options.queues, store, runId);
     } else if (paused) {
       idleSince.clear();
       unconsumed = [];
+      pausedQueues = [];
     }
     if (options.control && !paused && counts.outstanding > 0 && (polls === 1 || polls % 10 === 0)) {
       const waits = await options.control.endpointWaits(runId);
@@ -219,6 +247,7 @@ export async function waitForRun(store: RunStore, runId: string, report: (p: Run
       ...(paused ? { paused: { reason: control.reason, budget: control.budget } } : {}),
       ...(unconsumed.length && counts.outstanding > 0 ? { unconsumed: PIPELINE.names.filter(s => unconsumed.includes(s)) } : {}),
       ...(endpointWait && counts.outstanding > 0 ? { endpointWait } : {}),
+      ...(pausedQueues.length && counts.outstanding > 0 ? { pausedQueues } : {}),
     };
   };
   for (;;) {

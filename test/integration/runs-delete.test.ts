@@ -109,7 +109,7 @@ describe('envfleet runs delete (build in dist/, real Redis)', function () {
       await queue.pause();
       const { code, stdout } = await envfleet(['resume', '--run', 'bloqué']);
       expect(code).to.equal(0);
-      expect(stdout).to.equal("run bloqué is running, not paused, and has no parked job: nothing to resume; the queue rollout.run, where its jobs wait, is paused in BullMQ: resume it in the dashboard's queue view (/queues)\n");
+      expect(stdout).to.equal("run bloqué is running, not paused, and has no parked job: nothing to resume\nrun bloqué: the queue rollout.run, where jobs of the run wait, is paused in BullMQ (the dashboard's queue view at /queues, or a Queue.pause): no job there starts until it is resumed there (envfleet resume resumes runs, not queues)\n");
       await queue.resume();
       expect((await envfleet(['resume', '--run', 'bloqué'])).stdout).to.equal('run bloqué is running, not paused, and has no parked job: nothing to resume\n');
     } finally {

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { waitNotes } from '../../cli/progress.js';
-import { waitForRun, type RunProgress } from '../../queues/run-jobs.js';
+import { queueAt, waitForRun, type RunProgress } from '../../queues/run-jobs.js';
 import { submitSynthesis } from '../../queues/submit.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
 import { DEMO, useFleet } from '../helpers/integration.js';
@@ -67,11 +67,33 @@ describe('a command that waits for a run says why it does not move', function ()
     expect(waiting.paused).to.equal(undefined);
   });
 
+  it('names a queue paused in BullMQ where jobs of the run wait (a queue paused in the dashboard held submit --wait with no word of why)', async () => {
+    const f = await fleet();
+    const at = { connection: f.redis, prefix: f.config.redis.prefix };
+    const queue = queueAt(at, 'mine.judge');
+    try {
+      await queue.pause();
+      await submitSynthesis(f.config, f.redis, { runId: 'tenu', tasks: join(DEMO, 'source-tasks.jsonl') });
+      const held = await firstReport((report, signal) => waitForRun(f.store, 'tenu', report, { queues: at, control: createRedisRunControl(f.redis, f.config.redis.prefix), signal }), p => !!p.pausedQueues);
+      expect(held.pausedQueues).to.deep.equal(['mine.judge']);
+      // Workers are there: the queue is paused, not unconsumed.
+      expect(held.unconsumed).to.equal(undefined);
+      expect(waitNotes('tenu', held).join('\n')).to.include('run tenu: the queue mine.judge, where jobs of the run wait, is paused in BullMQ').and.include('/queues').and.include('envfleet resume resumes runs, not queues');
+      await queue.resume();
+      const reports: RunProgress[] = [];
+      const done = await waitForRun(f.store, 'tenu', p => reports.push(p), { queues: at });
+      expect(done.outstanding).to.equal(0);
+      expect(reports.at(-1)?.pausedQueues).to.equal(undefined);
+    } finally {
+      await queue.close();
+    }
+  });
+
   it('says nothing of workers while they consume the queues', async () => {
     const f = await fleet();
     await submitSynthesis(f.config, f.redis, { runId: 'busy', tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
     const reports: RunProgress[] = [];
     await waitForRun(f.store, 'busy', p => reports.push(p), { queues: { connection: f.redis, prefix: f.config.redis.prefix }, control: createRedisRunControl(f.redis, f.config.redis.prefix), idleWorkerMs: 0 });
-    expect(reports.filter(p => p.unconsumed || p.paused || p.endpointWait)).to.deep.equal([]);
+    expect(reports.filter(p => p.unconsumed || p.paused || p.endpointWait || p.pausedQueues)).to.deep.equal([]);
   });
 });
