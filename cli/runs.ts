@@ -55,7 +55,13 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
         return;
       }
       await c.control.pause(opts.run, opts.reason);
-      process.stdout.write(`run ${opts.run} paused; jobs already running finish and are kept, the others are parked until resume\n`);
+      // A finished run holds nothing to pause: said so, with what the pause still does (work added later waits).
+      const finished = before.state === 'running' && (await c.store.pendingCount(opts.run)) === 0;
+      process.stdout.write(
+        finished
+          ? `run ${opts.run} paused; it had finished (no outstanding job), so nothing is held now: work added to it later (envfleet rollouts --run ${opts.run}, …) waits until envfleet resume --run ${opts.run}\n`
+          : `run ${opts.run} paused; jobs already running finish and are kept, the others are parked until resume\n`,
+      );
     } else if (action === 'resume') {
       const { state, budget } = await c.control.get(opts.run);
       if (state === 'cancelled') {
@@ -103,8 +109,14 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       else process.stdout.write(`run ${opts.run} resumed; ${r.released} parked job${r.released === 1 ? '' : 's'} brought back${budgetSaid}${left}\n`);
     } else {
       const before = await c.control.get(opts.run);
+      const finished = before.state === 'running' && (await c.store.pendingCount(opts.run)) === 0;
       const r = await cancelRun(c.at, c.store, c.control, opts.run, opts.reason);
-      const was = before.state === 'cancelled' ? ` (already since ${before.since ?? '?'}${before.reason ? `: ${before.reason}` : ''}; its reason stays)` : '';
+      const was =
+        before.state === 'cancelled'
+          ? ` (already since ${before.since ?? '?'}${before.reason ? `: ${before.reason}` : ''}; its reason stays)`
+          : finished
+            ? ' (it had finished: its results stay as they are, and it takes no new work)'
+            : '';
       process.stdout.write(`run ${opts.run} cancelled${was}: ${r.removed} waiting jobs removed, ${r.running} running jobs end at their next model call\n`);
     }
   });

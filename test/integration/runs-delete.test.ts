@@ -101,6 +101,20 @@ describe('envfleet runs delete (build in dist/, real Redis)', function () {
     expect((await envfleet(['runs', 'delete', '--run', 'ghost', '--force'])).stdout).to.match(/^deleted run ghost: 1 Redis keys/);
   });
 
+  it('pausing or cancelling a finished run says it had finished (it said jobs were parked, and nothing was)', async () => {
+    await runWith('fini');
+    const paused = await envfleet(['pause', '--run', 'fini']);
+    expect(paused.code).to.equal(0);
+    expect(paused.stdout).to.equal('run fini paused; it had finished (no outstanding job), so nothing is held now: work added to it later (envfleet rollouts --run fini, …) waits until envfleet resume --run fini\n');
+    await envfleet(['resume', '--run', 'fini']);
+    const cancelled = await envfleet(['cancel', '--run', 'fini']);
+    expect(cancelled.stdout).to.equal('run fini cancelled (it had finished: its results stay as they are, and it takes no new work): 0 waiting jobs removed, 0 running jobs end at their next model call\n');
+    // A run with outstanding jobs is told as before.
+    await runWith('encours');
+    await store().addPending('encours', ['rollout.run|r-2']);
+    expect((await envfleet(['pause', '--run', 'encours'])).stdout).to.equal('run encours paused; jobs already running finish and are kept, the others are parked until resume\n');
+  });
+
   it("envfleet resume of a running run whose queue is paused in BullMQ names the queue (it said only: nothing to resume)", async () => {
     await runWith('bloqué');
     await store().addPending('bloqué', ['rollout.run|r-1']);
