@@ -52,13 +52,18 @@ export async function failEnv(deps: Pick<SynthesisDeps, 'store'>, runId: string,
 
 /**
  * Undoes `failEnv` for a job that is about to run again (`envfleet synth` run again after a failure
- * whose cause was fixed): an environment that failed at `stage` with `code` is building again, its
+ * whose cause was fixed): an environment that failed at `stage` with `code` is back where it failed, its
  * failure forgotten and its count taken back in the same write. Anything else is left as it is.
+ *
+ * Where it failed: probing once check.config had given it its test state (check.probe and check.judge run only on a
+ * probing environment: set back to building, a retried probe ended at once with "environment is building", and the
+ * run finished with the environment building for ever), building before.
  */
 export async function reopenEnv(store: RunStore, runId: string, envId: string, stage: string, code: ErrorCode): Promise<void> {
   const env = await store.getDoc(runId, 'env', envId);
   if (!env || env.status !== 'failed' || env.failure?.stage !== stage || env.failure.code !== code) return;
-  await store.putDoc(runId, 'env', envId, { ...env, status: 'building', failure: null }, [{ stage, outcome: `failed:${code}`, n: -1 }]);
+  const status = env.testState !== undefined ? 'probing' : 'building';
+  await store.putDoc(runId, 'env', envId, { ...env, status, failure: null }, [{ stage, outcome: `failed:${code}`, n: -1 }]);
 }
 
 /** Runs `fn`; output still invalid after the repair rounds fails the environment instead of the job. */

@@ -214,6 +214,29 @@ describe('running a submission again retries items that failed past the entry', 
     expect(await submitScenarios(f.config, f.redis, { runId: 'later', perEnv: 3 })).to.deep.include({ jobsAdded: 0, jobsRetried: 0 });
   });
 
+  // The queue's stage, and the model stage of its calls that the endpoint refuses once.
+  for (const [stage, modelStage] of [['check.probe', 'check.probe.tester'], ['check.verdict', 'check.repair']] as const) {
+    it(`retries an environment that failed at ${stage} (once probing: a stranger's probe found it left building for ever, the run finished), and it goes on to its verdict`, async () => {
+      const refused = parseModelScript({ rules: [{ name: `refused-${modelStage}`, stage: modelStage, times: 1, fault: { type: 'server_error', status: 401 } }] });
+      const f = await fleet({ extra: refused });
+      const run = `late-${stage.replace('.', '-')}`;
+      await submitSynthesis(f.config, f.redis, { runId: run, tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+      await f.waitForRun(run);
+      const envs = async () => Promise.all((await f.store.listDocIds(run, 'env')).map(async id => (await f.store.getDoc(run, 'env', id))!));
+      const failed = (await envs()).filter(e => e.status === 'failed');
+      expect(failed.map(e => [e.failure?.stage, e.failure?.code])).to.deep.equal([[stage, 'MODEL_AUTH']]);
+
+      const again = await submitSynthesis(f.config, f.redis, { runId: run, tasks: join(DEMO, 'source-tasks.jsonl'), probeSteps: 8 });
+      expect(again).to.deep.include({ jobsAdded: 0, jobsRetried: 1 });
+      await f.waitForRun(run);
+      expect((await envs()).find(e => e.id === failed[0]!.id)?.status).to.be.oneOf(['kept', 'rejected']);
+      const counts = await f.store.statusCounts(run, 'env');
+      expect(counts['failed'] ?? 0).to.equal(0);
+      expect(counts['building'] ?? 0).to.equal(0);
+      expect(counts['probing'] ?? 0).to.equal(0);
+    });
+  }
+
   it('retries an environment that failed at skeleton.operations for a rejected key, and it goes on to its verdict', async () => {
     const refused = parseModelScript({ rules: [{ name: 'refused-operations', stage: 'skeleton.operations', times: 1, fault: { type: 'server_error', status: 401 } }] });
     const f = await fleet({ extra: refused });
