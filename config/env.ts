@@ -188,6 +188,12 @@ export const ENV_VARS = {
     example: '5000',
     description: 'How long the fleet backs off after a 429 that carries no retry-after header, or after finding the endpoint unreachable (connection refused) or down (MODEL_UNAVAILABLE: a 5xx or no answer, GET /models too, asked at most once this often): then it tries again, no attempt used.',
   },
+  ENVFLEET_MODEL_RETRIES: {
+    schema: int(0, 10).default(2),
+    example: '2',
+    description:
+      "How many times a model call is sent again at once, to the same endpoint, after a 5xx or a reset connection that is the request's own (the endpoint answers others), before its job uses an attempt (0.5 s, then doubling). A job of many calls (an environment's probe makes about 60) would otherwise fail for good at a few percent of 5xx, each one costing it an attempt. Timeouts are not sent again here (the endpoint may go on generating, and billing).",
+  },
   ENVFLEET_JOB_ATTEMPTS: {
     schema: int(1, 100).default(5),
     example: '5',

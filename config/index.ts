@@ -75,6 +75,8 @@ export interface AppConfig {
     readonly cacheEnabled: boolean;
     readonly cacheTtlSeconds: number;
     readonly rateLimitFallbackMs: number;
+    /** ENVFLEET_MODEL_RETRIES: sends again at once of a call whose 5xx or reset connection is its own. */
+    readonly modelRetries: number;
   };
   /** `sandboxFullWaits`: how many times a job that met a sandbox thread full of others' memory comes back without using an attempt. */
   readonly jobs: { readonly attempts: number; readonly backoffMs: number; readonly sandboxFullWaits: number };
@@ -263,6 +265,7 @@ export function loadConfig(
       cacheEnabled: e.ENVFLEET_CACHE,
       cacheTtlSeconds: e.ENVFLEET_CACHE_TTL_DAYS * 86_400,
       rateLimitFallbackMs: e.ENVFLEET_RATE_LIMIT_FALLBACK_MS,
+      modelRetries: e.ENVFLEET_MODEL_RETRIES,
     },
     jobs: { attempts: e.ENVFLEET_JOB_ATTEMPTS, backoffMs: e.ENVFLEET_JOB_BACKOFF_MS, sandboxFullWaits: e.ENVFLEET_SANDBOX_FULL_WAITS },
     worker: {

@@ -17,6 +17,7 @@ import { canonicalJson, deepFreeze } from '../util/canonical.js';
 import { RawJson, stringifyJsonBytes } from '../util/raw-json.js';
 import { createSecretMask } from '../util/secrets.js';
 import { sharedRead } from '../util/shared-read.js';
+import { sleep } from '../util/sleep.js';
 import { cutText, wellFormed, withoutLoneSurrogates } from '../util/text.js';
 import { chatRequestBase, postChatCompletion, type ChatRequestBase } from './chat-post.js';
 import { AnswerCutError, createHttpSender, createNodeFetch } from './node-fetch.js';
@@ -50,6 +51,8 @@ const RESETS: ReadonlySet<string> = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTE
  */
 const GATEWAY_DOWN_STATUSES: ReadonlySet<number> = new Set([502, 503, 504, 520, 521, 522, 523, 524]);
 const GATEWAY_DOWN_STREAK = 3;
+/** The first wait before a model call is sent again after a failure of its own (ENVFLEET_MODEL_RETRIES); it doubles. */
+const MODEL_RESEND_MS = 500;
 
 /** Every request names its pipeline stage in this header (scripted servers route on it). */
 export const STAGE_HEADER = 'X-Envfleet-Stage';
@@ -430,6 +433,8 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     let started: number;
     let limiterWaitMs: number;
     let body: T;
+    /** Sends again of this call after failures that were its own (ENVFLEET_MODEL_RETRIES). */
+    let resent = 0;
     for (;;) {
       tried.add(endpoint.name);
       const waitStarted = Date.now();
@@ -476,6 +481,20 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
           }
         } finally {
           await giveBack(lease, endpoint, ctx);
+        }
+        // A 5xx or a reset connection of this request's own (the endpoint answers others) is sent again here a few
+        // times: as a job's failure it costs an attempt, and a job of many calls fails for good at a few percent of them.
+        const code = (failure as Partial<AppError>).code;
+        if ((code === 'MODEL_SERVER_ERROR' || code === 'MODEL_CONNECTION') && resent < deps.config.gateway.modelRetries && !ctx.signal?.aborted) {
+          resent += 1;
+          const waitMs = Math.round(MODEL_RESEND_MS * 2 ** (resent - 1) * (0.75 + Math.random() / 2));
+          (ctx.logger ?? deps.logger).warn({ stage: ctx.stage, endpoint: endpoint.name, code, reason: failure.message, resent, waitMs }, 'model call failed on its own; sent again (ENVFLEET_MODEL_RETRIES)');
+          try {
+            await sleep(waitMs, ctx.signal);
+          } catch {
+            throw failure;
+          }
+          continue;
         }
         const next = failure instanceof RateLimitedError ? other() : null;
         if (!next) throw failure;

@@ -73,6 +73,7 @@ describe('config: loadConfig defaults', () => {
       cacheEnabled: true,
       cacheTtlSeconds: 30 * 86_400,
       rateLimitFallbackMs: 5_000,
+      modelRetries: 2,
     });
     expect(config.jobs).to.deep.equal({ attempts: 5, backoffMs: 2_000, sandboxFullWaits: 120 });
     expect(config.worker).to.deep.equal({

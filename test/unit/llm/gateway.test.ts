@@ -292,6 +292,28 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     expect(server.log()).to.have.length(1);
   });
 
+  it("sends a call again after a 5xx of its own, up to ENVFLEET_MODEL_RETRIES times, before failing it (each one cost its job an attempt: a probe of 60 calls failed for good at 6 % of 500s)", async () => {
+    const flaky = (times: number) => ({ rules: [{ stage: 'mine.judge', times, fault: { type: 'server_error', status: 500 } }, { stage: 'mine.judge', respond: { content: 'enfin ✓ 完了' } }] });
+    const gateway = await gatewayFor(flaky(2));
+    const answered = await gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] });
+    expect(answered.message.content).to.equal('enfin ✓ 完了');
+    expect(server.log().filter(l => l.stage === 'mine.judge')).to.have.length(3);
+    // The ledger counts the answer (the 500s were not answers).
+    expect((await ledger.totals('r')).requests).to.equal(1);
+    await server.close();
+
+    // One failure more than it sends again: the job's failure, after 1 + 2 requests.
+    const exhausted = await gatewayFor(flaky(3));
+    expect(await rejection(exhausted.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] }))).to.have.property('code', 'MODEL_SERVER_ERROR');
+    expect(server.log().filter(l => l.stage === 'mine.judge')).to.have.length(3);
+    await server.close();
+
+    // 0: never sent again.
+    const never = await gatewayFor(flaky(1), { ENVFLEET_MODEL_RETRIES: '0' });
+    expect(await rejection(never.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] }))).to.have.property('code', 'MODEL_SERVER_ERROR');
+    expect(server.log().filter(l => l.stage === 'mine.judge')).to.have.length(1);
+  });
+
   it('turns a 401 into MODEL_AUTH and a 429 into a rate limit carrying retry-after', async () => {
     const gateway = await gatewayFor({ rules: [{ stage: 'mine.judge', fault: { type: 'rate_limit', retryAfterS: 2.5 } }] });
     const error = await rejection(gateway.chat({ runId: 'r', stage: 'mine.judge' }, { messages: [{ role: 'user', content: 'x' }] }));
@@ -729,7 +751,8 @@ describe('model gateway: error answers as proxies and gateways send them (a raw 
       });
     });
     await new Promise<void>(resolve => endpoint.listen(0, '127.0.0.1', resolve));
-    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1` } });
+    // Each answer's meaning, one request each: not sent again (ENVFLEET_MODEL_RETRIES 0; sent again, the first request got the 200).
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/v1`, ENVFLEET_MODEL_RETRIES: '0' } });
     const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
     const codes: string[] = [];
     for (let i = 0; i < 6; i += 1) {
@@ -899,7 +922,8 @@ describe('model gateway: an endpoint down, or one request it fails (a raw HTTP e
       const { gateway, seen } = await gatewayWhere(500, models);
       const error = await ask(gateway);
       expect(error).to.have.property('code', 'MODEL_SERVER_ERROR');
-      expect(seen).to.deep.equal(['POST /v1/chat/completions', 'GET /v1/models']);
+      // Sent again twice (ENVFLEET_MODEL_RETRIES) before the job's failure; GET /models asked once (per ENVFLEET_RATE_LIMIT_FALLBACK_MS).
+      expect(seen).to.deep.equal(['POST /v1/chat/completions', 'GET /v1/models', 'POST /v1/chat/completions', 'POST /v1/chat/completions']);
     });
   }
 
