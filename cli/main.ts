@@ -324,7 +324,7 @@ program
   .action(guarded(async (opts: { run: string; json?: boolean }) => (await import('./runs.js')).statusCommand(opts)));
 
 const CONTROL = {
-  pause: 'pause a run: no job of it starts and no model request is sent; jobs in flight finish and are kept',
+  pause: 'pause a run: no job of it starts and no model request is sent; a job in flight is parked at its next model call and goes on from there after resume (its calls so far answered from the response cache)',
   resume: 'resume a paused run (after a budget pause, raise the budget first with envfleet budget or the options here)',
   cancel: 'cancel a run: its waiting jobs are removed, jobs in flight finish, nothing new starts; the results so far stay',
 } as const;

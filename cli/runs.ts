@@ -1,7 +1,7 @@
 import { InvalidArgumentError } from 'commander';
 import { MODEL_STAGE_NAMES, isModelStage } from '../config/index.js';
 import { deleteRun, runsFinishedBefore, unsunkTrajectories } from '../queues/run-delete.js';
-import { cancelRun, pausedOfQueues, pausedQueuesOfRun, pausedQueuesText, resumeRun, workersOfQueues } from '../queues/run-jobs.js';
+import { cancelRun, clearQueueRateLimits, pausedOfQueues, pausedQueuesOfRun, pausedQueuesText, resumeRun, workersOfQueues } from '../queues/run-jobs.js';
 import { listRuns, runStatus, timeLeftText, type FunnelRow, type RunStatus } from '../queues/run-status.js';
 import { clearCoolDowns } from '../src/llm/redis-limiter.js';
 import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
@@ -60,7 +60,7 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       process.stdout.write(
         finished
           ? `run ${opts.run} paused; it had finished (no outstanding job), so nothing is held now: work added to it later (envfleet rollouts --run ${opts.run}, …) waits until envfleet resume --run ${opts.run}\n`
-          : `run ${opts.run} paused; jobs already running finish and are kept, the others are parked until resume\n`,
+          : `run ${opts.run} paused; its jobs are parked until resume (a running one at its next model call: it goes on from there)\n`,
       );
     } else if (action === 'resume') {
       const { state, budget } = await c.control.get(opts.run);
@@ -93,13 +93,19 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       }
       if (raised) await c.control.setBudgets(opts.run, next);
       const budgetSaid = raised ? `; budget now ${[next.usd ? `$${next.usd}` : '', next.tokens ? `${next.tokens} tokens` : ''].filter(Boolean).join(' and ') || 'none'}` : '';
+      // The endpoints' fleet-wide cool-downs end first: a resume says the endpoint answers again (a long Retry-After would
+      // otherwise hold the jobs brought back at once, until it ran out). So do the queues' own waits that the cool-downs
+      // set (BullMQ's rate limit of a queue: every job of the queue, of every run, held): ended after the jobs were brought
+      // back, a job taken meanwhile saw the cool-down still there and held the queue for another hour (a stranger's probe).
+      const cooled = await clearCoolDowns(c.redis, c.config.redis.prefix, Object.values(c.config.endpoints));
+      const held = await clearQueueRateLimits(c.at);
+      if (cooled.length) process.stdout.write(`${cooled.map(e => `endpoint "${e.name}" was cooling down for ${Math.ceil(e.leftMs / 1000)} s more (a 429's Retry-After, or an outage): ended`).join('\n')}\n`);
+      // (A wait of seconds, a 429's usual, is ended without a word.)
+      const long = held.filter(q => q.leftMs >= 5_000);
+      if (long.length) process.stdout.write(`${long.map(q => `queue ${q.stage} was held for ${Math.ceil(q.leftMs / 1000)} s more while the endpoint cooled down (every run's jobs there): ended`).join('\n')}\n`);
       // Brings the parked jobs back here too, so resuming works while no worker is listening; also on a run marked running
       // already, whose parked jobs an earlier resume could not all bring back (it says to resume again).
       const r = await resumeRun(c.at, c.control, opts.run);
-      // The endpoints' fleet-wide cool-downs end too: a resume says the endpoint answers again (a long Retry-After would
-      // otherwise park the jobs brought back at once, until it ran out).
-      const cooled = await clearCoolDowns(c.redis, c.config.redis.prefix, Object.values(c.config.endpoints));
-      if (cooled.length) process.stdout.write(`${cooled.map(e => `endpoint "${e.name}" was cooling down for ${Math.ceil(e.leftMs / 1000)} s more (a 429's Retry-After, or an outage): ended`).join('\n')}\n`);
       const left = r.failed ? `; ${r.failed} could not be brought back now (${castToError(r.firstError).message}): resume again, or the workers' recheck brings them back (ENVFLEET_PAUSED_RECHECK_MS)` : '';
       if (state !== 'paused' && r.released === 0 && !r.failed) {
         // What holds a running run that looks stuck may be a queue paused in BullMQ, which resume does not touch.

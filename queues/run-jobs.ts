@@ -72,6 +72,25 @@ export function pausedQueuesText(runId: string, stages: readonly string[]): stri
   );
 }
 
+/**
+ * Ends the rate limit of every stage's queue (BullMQ's, set by a worker while a model endpoint cools down: it holds every
+ * job of the queue, of every run), for `envfleet resume` with the endpoints' cool-downs. The queues that were held, with
+ * the milliseconds left.
+ */
+export async function clearQueueRateLimits(at: QueuesAt): Promise<{ stage: string; leftMs: number }[]> {
+  const ended: { stage: string; leftMs: number }[] = [];
+  for (const stage of PIPELINE.names) {
+    const queue = queueAt(at, stage);
+    try {
+      const leftMs = await queue.getRateLimitTtl();
+      if (leftMs > 0 && (await queue.removeRateLimitKey()) > 0) ended.push({ stage, leftMs });
+    } finally {
+      await queue.close();
+    }
+  }
+  return ended;
+}
+
 /** How many workers BullMQ lists for `queue` (from Redis's client list); null where Redis refuses CLIENT LIST (some managed Redis). */
 export async function workersCount(queue: Queue): Promise<number | null> {
   try {

@@ -366,8 +366,8 @@ model for it, stores its values as the run's, so every process and the dashboard
 ledger is checked before every request that is not answered from the cache; once a run's spending
 or tokens (prompt + completion) reach a limit, its next model call stops with \`BUDGET_EXCEEDED\`: the run
 pauses and its jobs are parked, no attempt used, until the budget is raised (\`envfleet budget\`, or
-\`envfleet resume --budget-usd/--budget-tokens\`) and the run resumed. Requests already in flight finish,
-so a run can end slightly above its budget. Responses served from the
+\`envfleet resume --budget-usd/--budget-tokens\`) and the run resumed. Requests already sent finish
+(one that waited for a slot of its endpoint reads the budget again first), so a run can end slightly above its budget. Responses served from the
 cache cost nothing and do not count.
 
 ## Docker

@@ -48,6 +48,7 @@ export const ERROR_CODES = {
   ENDPOINT_REFUSED: { area: 'run', action: 'pause-run', means: "the model endpoint refused the API key (401) in an episode (a rollout, or a reference rollout of scenarios --verify-with): every episode would end the same way, so instead of ending them as model-error (recorded for good, not retried) the run pauses and its jobs are parked, no attempt used; fix the key where the workers read it, restart the workers and resume the run. A 403 or 404 still ends the episode as model-error" },
   BUDGET_EXCEEDED: { area: 'run', action: 'pause-run', means: 'the run reached a token or cost budget: the run pauses and its jobs are parked, no attempt used, until the budget is raised and the run resumed' },
   RUN_CANCELLED: { area: 'run', action: 'give-up', means: 'the run was cancelled: its jobs end without running' },
+  RUN_PAUSED: { area: 'run', action: 'pause-run', means: "the run was paused while the job ran: the job sends no model request after the one on its way; it is parked there, no attempt used, and when the run resumes it runs again, its earlier model calls answered from the response cache (ENVFLEET_CACHE)" },
   SINK_LOCK_LOST: { area: 'fleet', action: 'give-up', means: "the sink's lock on its run expired while Redis was away (or Redis restarted without it, or the sink was stopped longer than the lock lives) and another sink took it: this sink stops, since two sinks of one run would write some trajectories twice. It looks at the lock before each write and again after it: a sink held back between the look and the write says how many lines it wrote late, which the shards may then hold twice (an export keeps one per id); keep one sink per run" },
   SINK_OUTPUT_GONE: { area: 'fleet', action: 'give-up', means: "the shard file the sink was writing was deleted, moved or replaced under it (its output folder removed, say): the sink stops before acknowledging the batch it wrote there, so those trajectories stay in Redis and a sink started again writes them; trajectories acknowledged earlier into a deleted file are lost with it (Redis keeps only their summaries)" },
   RUN_GONE: { area: 'run', action: 'give-up', means: "a command waiting for a run, or a job of it, found the run no longer in Redis: Redis restarted without its data (no AOF or RDB) or the run was deleted; its jobs, documents and counters are gone (the sink's files stay on disk). The command says so instead of reporting the run finished; a job ends without a retry and without writing anything of the run, and each worker process says it once per run" },
@@ -200,6 +201,13 @@ export class EndpointRefusedError extends AppError {
 }
 
 /** The run was cancelled: a job of it ends without running. */
+/** A model call of a run paused while its job ran: the job is parked (workers/bootstrap.ts), not failed. */
+export class RunPausedError extends AppError {
+  constructor(runId: string, reason: string | null) {
+    super('RUN_PAUSED', `run ${runId} was paused${reason ? `: ${reason}` : ''}; the job is parked until it resumes`);
+  }
+}
+
 export class RunCancelledError extends AppError {
   constructor(runId: string, reason: string | null) {
     super('RUN_CANCELLED', `run ${runId} was cancelled${reason ? `: ${reason}` : ''}`);

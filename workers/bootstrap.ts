@@ -302,6 +302,10 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         const client = codeOf(err) === 'SANDBOX_MEMORY_FULL' && jobKey !== null ? await queue.getBackend().client : null;
         const sandboxFullWaits = client ? Number((await client.hget(jobKey!, SANDBOX_FULL_WAITS_FIELD)) ?? 0) : 0;
         const verdict = classifyError(err, { sandboxFullWaits, maxSandboxFullWaits: jobKey === null ? 0 : config.jobs.sandboxFullWaits, backoffMs: config.jobs.backoffMs });
+        if (verdict.code === 'RUN_PAUSED' && control && token) {
+          // Its run was paused while it ran: parked at its model call, with the others of the run.
+          await park('paused while running');
+        }
         if (verdict.action === 'pause-run' && control && token) {
           // Reached a budget, or the endpoint refuses every call of the run: the run pauses; this job is parked
           // with the others of the run until resume.

@@ -10,7 +10,7 @@ import type {
 } from 'openai/resources/chat/completions';
 import type { z } from 'zod';
 import { apiKeyFix, redactUrl, secretsOf, type AppConfig, type EndpointConfig, type ModelProfile, type ModelStage, type ToolCallFormat } from '../../config/index.js';
-import { AppError, BudgetExceededError, EndpointUnreachableError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, RunCancelledError, modelCodeOfStatus } from '../errors.js';
+import { AppError, BudgetExceededError, EndpointUnreachableError, JobAbortedError, ModelError, ModelOutputError, RateLimitedError, RunCancelledError, RunPausedError, modelCodeOfStatus } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { truncateForLog } from '../logger.js';
 import { canonicalJson, deepFreeze } from '../util/canonical.js';
@@ -53,6 +53,8 @@ const GATEWAY_DOWN_STATUSES: ReadonlySet<number> = new Set([502, 503, 504, 520, 
 const GATEWAY_DOWN_STREAK = 3;
 /** The first wait before a model call is sent again after a failure of its own (ENVFLEET_MODEL_RETRIES); it doubles. */
 const MODEL_RESEND_MS = 500;
+/** A call that waited this long for a fleet-wide slot reads its run's budget and state again before it is sent. */
+const RECHECK_AFTER_WAIT_MS = 20;
 
 /** Every request names its pipeline stage in this header (scripted servers route on it). */
 export const STAGE_HEADER = 'X-Envfleet-Stage';
@@ -293,6 +295,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   async function checkBudget(ctx: CallContext) {
     const gate = deps.gate ? await sharedRead(gateReads, ctx.runId, deps.gate) : null;
     if (gate?.cancelled) throw new RunCancelledError(ctx.runId, gate.cancelled.reason);
+    if (gate?.paused) throw new RunPausedError(ctx.runId, gate.paused.reason);
     const runBudgets = ctx.budgets ?? (gate ? gate.budgets : deps.budgets ? await sharedRead(budgetReads, ctx.runId, deps.budgets) : null);
     const budgets: RunBudgets = { byStage: {}, ...(runBudgets ?? deps.config.budgets) };
     const stageBudget = budgets.byStage[ctx.stage];
@@ -455,6 +458,17 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
       started = Date.now();
       // In the debug line of every call: time spent waiting for a fleet-wide slot of the endpoint.
       limiterWaitMs = started - waitStarted;
+      if (limiterWaitMs >= RECHECK_AFTER_WAIT_MS) {
+        // The run was read before the wait for a slot (up to seconds, as others' calls were answered and spent): read
+        // again, so a budget reached, or a pause or cancel, meanwhile stops this call too. Every call that waited was sent
+        // before, and a budget was overshot by the whole queue of them (a stranger's probe: 20,200 tokens left, 45,600 spent).
+        try {
+          await checkBudget(ctx);
+        } catch (err) {
+          await giveBack(lease, endpoint, ctx);
+          throw err;
+        }
+      }
       try {
         body = await perform(client(endpoint), endpoint, {
           headers: { [STAGE_HEADER]: ctx.stage },

@@ -120,6 +120,8 @@ export interface ParkedJob {
 export interface RunGate {
   readonly budgets: RunBudgets | null;
   readonly cancelled: { readonly reason: string | null } | null;
+  /** Set while the run is paused: a running job sends no model request then (RUN_PAUSED: it is parked). Absent: running. */
+  readonly paused?: { readonly reason: string | null } | null;
 }
 
 export interface RunControl {
@@ -130,7 +132,7 @@ export interface RunControl {
   resume(runId: string): Promise<void>;
   cancel(runId: string, reason: string): Promise<void>;
   budgets(runId: string): Promise<RunBudgets | null>;
-  /** What a model call reads of the run before it is sent: its budgets and whether it was cancelled, in one read. */
+  /** What a model call reads of the run before it is sent: its budgets and whether it was cancelled or paused, in one read. */
   gate(runId: string): Promise<RunGate>;
   setBudgets(runId: string, budgets: RunBudgets): Promise<void>;
   /**
@@ -249,6 +251,9 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     },
     async resume(runId) {
       if (!(await setState(runId, 'running', null, true))) throw new RequestError(`run "${runId}" was cancelled; a cancelled run cannot be resumed`);
+      // The run's waits for the endpoint start again from the resume: a streak begun before the pause counted the
+      // pause, and the time its jobs were held (no job trying the endpoint), towards pausing the run again.
+      await redis.del(rateLimitedKey(runId));
     },
     async cancel(runId, reason) {
       // Cancelled again: the first cancel's reason and time stay (a second `envfleet cancel` only removes jobs again).
@@ -263,7 +268,11 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     },
     async gate(runId) {
       const [budgets, state, reason] = await redis.hmget(key(runId), 'budgets', 'state', 'reason');
-      return { budgets: budgets ? (JSON.parse(budgets) as RunBudgets) : null, cancelled: state === 'cancelled' ? { reason: reason || null } : null };
+      return {
+        budgets: budgets ? (JSON.parse(budgets) as RunBudgets) : null,
+        cancelled: state === 'cancelled' ? { reason: reason || null } : null,
+        paused: state === 'paused' ? { reason: reason || null } : null,
+      };
     },
     async setBudgets(runId, budgets) {
       await redis.hset(key(runId), 'budgets', JSON.stringify(budgets));

@@ -95,8 +95,8 @@ describe('model calls in jobs: repair, retries, rate limits, cache (real Redis, 
     expect(statuses.filter(s => s === 200)).to.have.length(3);
   });
 
-  it('retries a 500 with exponential backoff', async () => {
-    await start([{ stage: 'mine.judge', times: 2, fault: { type: 'server_error' } }, { stage: 'mine.judge', respond: { json: GOOD } }], { ENVFLEET_JOB_ATTEMPTS: '3', ENVFLEET_JOB_BACKOFF_MS: '200' });
+  it('retries a 500 with exponential backoff (a job whose call is not sent again at once: ENVFLEET_MODEL_RETRIES 0)', async () => {
+    await start([{ stage: 'mine.judge', times: 2, fault: { type: 'server_error' } }, { stage: 'mine.judge', respond: { json: GOOD } }], { ENVFLEET_JOB_ATTEMPTS: '3', ENVFLEET_JOB_BACKOFF_MS: '200', ENVFLEET_MODEL_RETRIES: '0' });
     const [jobId] = await judge('r', ['task']);
     const job = await finished(queue, jobId!);
     expect(await job.getState()).to.equal('completed');
@@ -109,7 +109,8 @@ describe('model calls in jobs: repair, retries, rate limits, cache (real Redis, 
   });
 
   it('fails with the server error recorded once attempts run out, and counts the task as failed at its stage', async () => {
-    await start([{ stage: 'mine.judge', fault: { type: 'server_error', status: 503 } }], { ENVFLEET_JOB_ATTEMPTS: '2' });
+    // (Not sent again within the call: three 503s in a row would be an outage, waited for.)
+    await start([{ stage: 'mine.judge', fault: { type: 'server_error', status: 503 } }], { ENVFLEET_JOB_ATTEMPTS: '2', ENVFLEET_MODEL_RETRIES: '0' });
     const [jobId] = await judge('r', ['task']);
     const job = await finished(queue, jobId!);
     expect(await job.getState()).to.equal('failed');

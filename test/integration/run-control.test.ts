@@ -278,6 +278,15 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     // (The seconds left, counted down while the command starts.)
     expect(cooled.stdout, cooled.stdout).to.match(/^endpoint "default" was cooling down for (7200|71\d\d) s more \(a 429's Retry-After, or an outage\): ended\nrun budget is running/);
     expect(await clearCoolDowns(f.redis, f.config.redis.prefix, [endpoint])).to.deep.equal([]);
+    // The queue's own wait that a worker set for the cool-down (BullMQ's rate limit: every job of the queue held, of every
+    // run) ends with it: it held the fleet's episodes for an hour after a resume (a stranger's probe).
+    const rollouts = new Queue('rollout.run', { connection: f.redis, prefix: f.config.redis.prefix });
+    queues.set('rollout.run', rollouts);
+    await createRedisLimiter(f.redis, f.config.redis.prefix).coolDown(endpoint, 3_600_000);
+    await f.redis.set(rollouts.keys['limiter']!, '1', 'PX', 3_590_000);
+    const both = await cli('resume', '--run', 'budget');
+    expect(both.stdout, both.stdout).to.match(/^endpoint "default" was cooling down for (3600|35\d\d) s more \(a 429's Retry-After, or an outage\): ended\nqueue rollout\.run was held for (3590|35\d\d) s more while the endpoint cooled down \(every run's jobs there\): ended\nrun budget is running/);
+    expect(await rollouts.getRateLimitTtl()).to.be.lessThan(0);
   });
 
   it("keeps the workers' configured budget as the run's (status shows it, envfleet budget without a value only looks), and after a stage's budget pause says to raise that stage's", async () => {
@@ -463,6 +472,34 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     expect(probe!.left).to.deep.equal({ 'failed:RUN_CANCELLED': 1 });
     expect(probe!.tokens).to.be.greaterThan(0);
     expect(status.stages.reduce((a, s) => a + s.tokens, 0)).to.equal(status.ledger.promptTokens + status.ledger.completionTokens);
+  });
+
+  it("a pause stops a running job at its next model call: an environment's probe sends no step after the one in flight, is parked there, and after resume goes on with no request sent twice", async () => {
+    const f = await fleet();
+    const ctx = f.workers.ctx;
+    const demo = await loadModelScript(DEMO);
+    f.server.setScript({ ...demo, rules: (demo.rules ?? []).map(r => (r.stage === 'check.probe.tester' ? { ...r, fault: { type: 'delay' as const, ms: 400 } } : r)) });
+    const steps = 8;
+    await submitSynthesis(f.config, f.redis, { runId: 'pause-probe', descriptions: await descriptions(), probeSteps: steps });
+    const probes = () => f.server.log().filter(e => e.stage === 'check.probe.tester').length;
+    await until(() => Promise.resolve(probes() >= 2), 'the probe to be running');
+    await ctx.runControl.pause('pause-probe', 'week-end — 周末 🛑');
+    const atPause = probes();
+    // Parked at its next model call (it ran to its end before, spending all the while).
+    await until(() => held(f, 'pause-probe'), 'the running probe to be parked');
+    expect(probes() - atPause).to.be.at.most(1);
+    expect(probes()).to.be.lessThan(steps);
+    expect(await parkedKeys(ctx.runControl, 'pause-probe')).to.have.length(1);
+    expect(await failures(f, 'pause-probe')).to.deep.equal([]);
+
+    await resumeRun({ connection: f.redis, prefix: f.config.redis.prefix }, ctx.runControl, 'pause-probe');
+    await f.waitForRun('pause-probe');
+    const envs = await Promise.all((await ctx.store.listDocIds('pause-probe', 'env')).map(id => ctx.store.getDoc('pause-probe', 'env', id)));
+    expect(envs.map(e => e!.status)).to.deep.equal(['kept']);
+    // The steps before the pause came from the response cache: each request reached the endpoint once.
+    const sent = bodies(f.server);
+    expect(sent.length).to.equal(new Set(sent).size);
+    expect(probes()).to.equal(steps);
   });
 
   it('a command waiting for a run that is cancelled meanwhile says it was cancelled and fails (it said the run finished, exit 0)', async () => {

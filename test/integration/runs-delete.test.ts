@@ -112,7 +112,7 @@ describe('envfleet runs delete (build in dist/, real Redis)', function () {
     // A run with outstanding jobs is told as before.
     await runWith('encours');
     await store().addPending('encours', ['rollout.run|r-2']);
-    expect((await envfleet(['pause', '--run', 'encours'])).stdout).to.equal('run encours paused; jobs already running finish and are kept, the others are parked until resume\n');
+    expect((await envfleet(['pause', '--run', 'encours'])).stdout).to.equal('run encours paused; its jobs are parked until resume (a running one at its next model call: it goes on from there)\n');
   });
 
   it("envfleet resume of a running run whose queue is paused in BullMQ names the queue (it said only: nothing to resume)", async () => {

@@ -292,6 +292,55 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     expect(server.log()).to.have.length(1);
   });
 
+  it('reads the budget again after waiting for a fleet-wide slot: calls queued for a slot while others spent the budget are not sent (the whole queue of them was)', async () => {
+    server = await startModelServer({ script: parseModelScript({ rules: [{ stage: 'mine.topic', respond: { content: 'x', usage: { prompt_tokens: 60, completion_tokens: 50 } } }] }) });
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url, ENVFLEET_MODEL_MAX_CONCURRENCY: '1', ENVFLEET_BUDGET_TOKENS: '100' } });
+    const memory = createMemoryLedger();
+    let released = 0;
+    // One slot: a call waits while the one before it is answered and spends 110 tokens (over the budget of 100).
+    let busy: Promise<void> = Promise.resolve();
+    const limiter: EndpointLimiter = {
+      acquire: async () => {
+        const before = busy;
+        let free!: () => void;
+        busy = new Promise<void>(resolve => (free = resolve));
+        await before;
+        await new Promise(resolve => setTimeout(resolve, 30));
+        return { release: () => ((released += 1), free(), Promise.resolve()) };
+      },
+      coolDown: () => Promise.resolve(),
+    };
+    const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter, ledger: memory, logger: pino({ level: 'silent' }) });
+    const calls = ['un', 'deux — 二', 'trois 🚦'].map(content => gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content }] }).then(() => 'ok', (err: unknown) => String((err as { code?: unknown }).code)));
+    expect(await Promise.all(calls)).to.deep.equal(['ok', 'BUDGET_EXCEEDED', 'BUDGET_EXCEEDED']);
+    expect(server.log()).to.have.length(1);
+    // Every slot taken was given back.
+    expect(released).to.equal(3);
+  });
+
+  it('sends no request of a run paused while its job runs (RUN_PAUSED: the job is parked there), as none of a cancelled one', async () => {
+    server = await startModelServer({ script: parseModelScript({ rules: [{ stage: 'mine.topic', respond: { content: 'x' } }] }) });
+    const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: server.url } });
+    let state: 'running' | 'paused' = 'running';
+    const gateway = createModelGateway({
+      config,
+      cache: createMemoryResponseCache(),
+      limiter: createMemoryLimiter(),
+      ledger: createMemoryLedger(),
+      logger: pino({ level: 'silent' }),
+      gate: () => Promise.resolve({ budgets: null, cancelled: null, paused: state === 'paused' ? { reason: 'week-end — 周末' } : null }),
+    });
+    const req = { messages: [{ role: 'user' as const, content: 'même question' }] };
+    await gateway.chat({ runId: 'r', stage: 'mine.topic' }, req);
+    state = 'paused';
+    const error = await rejection(gateway.chat({ runId: 'r', stage: 'mine.topic' }, { messages: [{ role: 'user', content: 'autre' }] }));
+    expect(error).to.have.property('code', 'RUN_PAUSED');
+    expect(String(error)).to.include('week-end — 周末');
+    // A call the cache answers is no request: an episode parked mid-way replays its calls up to where it was.
+    expect((await gateway.chat({ runId: 'r', stage: 'mine.topic' }, req)).cached).to.equal(true);
+    expect(server.log()).to.have.length(1);
+  });
+
   it("sends a call again after a 5xx of its own, up to ENVFLEET_MODEL_RETRIES times, before failing it (each one cost its job an attempt: a probe of 60 calls failed for good at 6 % of 500s)", async () => {
     const flaky = (times: number) => ({ rules: [{ stage: 'mine.judge', times, fault: { type: 'server_error', status: 500 } }, { stage: 'mine.judge', respond: { content: 'enfin ✓ 完了' } }] });
     const gateway = await gatewayFor(flaky(2));
