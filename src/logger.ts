@@ -26,7 +26,7 @@ export function createLogger(
     if (typeof value === 'string') return truncateForLog(mask(value), ERROR_LOG_CHARS);
     if (value === null || typeof value !== 'object') return value;
     // Deeper than that, the rest is kept as its (masked, cut) JSON text, so nothing below goes out unmasked.
-    if (depth > 4) return truncateForLog(mask(JSON.stringify(value) ?? ''), ERROR_LOG_CHARS);
+    if (depth > 4) return truncateForLog(mask(jsonOfAnything(value)), ERROR_LOG_CHARS);
     if (Array.isArray(value)) return value.slice(0, 50).map(v => written(v, depth + 1));
     return Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([k, v]) => [k, written(v, depth + 1)]));
   };
@@ -45,6 +45,30 @@ export function createLogger(
     },
   };
   return destination ? pino(options, destination) : pino(options, pino.destination({ dest: 2, sync: true }));
+}
+
+/**
+ * JSON text of any value, for a log line: a reference back to an object it is inside is written "[Circular]" (ioredis
+ * keeps a Cluster's error in its own `previousErrors`: JSON.stringify threw, and the throw, in a heartbeat's log line,
+ * ended envfleet serve when a Redis Cluster node went down), and a value JSON cannot hold (a BigInt) as its text.
+ */
+export function jsonOfAnything(value: unknown): string {
+  const ancestors: object[] = [];
+  try {
+    return (
+      JSON.stringify(value, function (this: unknown, _key, v: unknown) {
+        if (typeof v === 'bigint') return v.toString();
+        if (v === null || typeof v !== 'object') return v;
+        // `this` is the object holding v: the ancestors above it are the path from the top.
+        while (ancestors.length && ancestors.at(-1) !== this) ancestors.pop();
+        if (ancestors.includes(v)) return '[Circular]';
+        ancestors.push(v);
+        return v;
+      }) ?? ''
+    );
+  } catch (err) {
+    return `[not writable as JSON: ${(err as Error).message}]`;
+  }
 }
 
 /** Shortens untrusted text before it goes into a log line. */

@@ -10,5 +10,10 @@ export function isRedisConnectionError(err: unknown): boolean {
   if (e?.name === 'MaxRetriesPerRequestError' || e?.name === 'ClusterAllFailedError') return true;
   if (typeof e?.code === 'string' && /^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ECONNABORTED)$/.test(e.code)) return true;
   const message = typeof e?.message === 'string' ? e.message : '';
-  return /^(Stream isn't writeable|Connection is closed|Reached the max retries per request|None of startup nodes is available|LOADING |connect ECONNREFUSED|connect ETIMEDOUT|read ECONNRESET|write EPIPE)/.test(message);
+  // A Redis Cluster says the same its own way while a node is down or slots move: its slots not served (CLUSTERDOWN), a
+  // command on keys of a slot being moved (TRYAGAIN), ioredis following MOVED/ASK until it gave up, or its slot map
+  // not refreshed, or a connection made meanwhile not ready. Each passes once the cluster is whole again (a failover, a restarted node, the move done).
+  return /^(Stream isn't writeable|Connection is closed|Reached the max retries per request|None of startup nodes is available|LOADING |connect ECONNREFUSED|connect ETIMEDOUT|read ECONNRESET|write EPIPE|Too many Cluster redirections|CLUSTERDOWN|TRYAGAIN|Failed to refresh slots cache|Cluster isn't ready)/.test(
+    message,
+  );
 }

@@ -13,7 +13,7 @@ import { exportRun } from '../../src/datasets/export.js';
 import { runSink } from '../../src/datasets/sink.js';
 import { createRedisLedger } from '../../src/llm/redis-ledger.js';
 import { loadModelScript, startModelServer } from '../../src/model-server/index.js';
-import { createRedisConnection, isCluster, waitForRedis, type Redis } from '../../src/redis/connection.js';
+import { createRedisConnection, isCluster, isRedisConnectionError, waitForRedis, type Redis } from '../../src/redis/connection.js';
 import { redisScript } from '../../src/redis/scripts.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
 import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
@@ -238,8 +238,14 @@ describe('a fleet on a Redis Cluster (3 local masters, real workers, scripted se
     const redis = createRedisConnection(config.redis, 'worker');
     try {
       await waitForRedis(redis, config.redis, 10_000);
-      // `redis-cli --cluster create` gives the first node the first slots; every node forgets its owner.
-      for (const p of cluster!.ports) await cliAt(p, 'cluster', 'delslots', '0');
+      // `redis-cli --cluster create` gives the first node the first slots (0 to 5460): a key of one of them, whose slot
+      // every node forgets the owner of.
+      let key = '';
+      let slot = -1;
+      for (let i = 0; slot < 0 || slot > 5460; i++) slot = Number((await cliAt(cluster!.ports[0]!, 'cluster', 'keyslot', (key = `clé-${i}`))).trim());
+      const producer = createRedisConnection(config.redis, 'producer');
+      await waitForRedis(producer, config.redis, 10_000);
+      for (const p of cluster!.ports) await cliAt(p, 'cluster', 'delslots', String(slot));
       try {
         await settle('fail');
         const err = await waitForRedis(redis, config.redis, 10_000).then(
@@ -248,8 +254,25 @@ describe('a fleet on a Redis Cluster (3 local masters, real workers, scripted se
         );
         expect(err).to.have.property('code', 'REDIS_UNAVAILABLE');
         expect(String((err as Error).message)).to.match(/cluster_state is fail.*cluster_state:ok/);
+        // A command meanwhile fails the way a node outage does, and is taken for Redis away, to be waited out (a waiting
+        // command and the sink ended with "Too many Cluster redirections … CLUSTERDOWN" and a stack: a stranger's probe).
+        const refused = await producer.get(key).then(
+          () => null,
+          (e: unknown) => e,
+        );
+        expect(String((refused as Error | null)?.message)).to.match(/CLUSTERDOWN|Too many Cluster redirections/);
+        expect(isRedisConnectionError(refused)).to.equal(true);
+        // A connection made meanwhile is not ready: the same.
+        const late = createRedisConnection(config.redis, 'producer');
+        const notReady = await late.get(key).then(
+          () => null,
+          (e: unknown) => e,
+        );
+        late.disconnect();
+        expect(isRedisConnectionError(notReady), String(notReady)).to.equal(true);
       } finally {
-        await cliAt(cluster!.ports[0]!, 'cluster', 'addslots', '0');
+        producer.disconnect();
+        await cliAt(cluster!.ports[0]!, 'cluster', 'addslots', String(slot));
       }
       await settle('ok');
       await waitForRedis(redis, config.redis, 10_000);

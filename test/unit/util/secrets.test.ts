@@ -36,4 +36,23 @@ describe('secret values masked where text leaves the process', () => {
     expect(record.err.message).to.include('the endpoint refused the request');
     expect(record.err.message).to.include('more chars)');
   });
+
+  it("writes an error that holds itself deep down (ioredis's Cluster errors keep themselves in previousErrors): the log line says so instead of throwing", () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(chunk.toString('utf8'));
+        done();
+      },
+    });
+    const logger = createLogger(loadConfig({}, { overrides: { LOG_LEVEL: 'info' } }), sink);
+    const err = Object.assign(new Error('Too many Cluster redirections. Last error: CLUSTERDOWN — 集群'), { previousErrors: [] as unknown[], n: 10n });
+    const deep = { a: { b: { c: { d: { e: err } } } } };
+    err.previousErrors.push(err, deep);
+    expect(() => logger.warn({ err }, 'heartbeat failed')).to.not.throw();
+    expect(() => logger.warn({ err: Object.assign(new Error('outer'), { detail: deep }) }, 'heartbeat failed')).to.not.throw();
+    expect(lines).to.have.length(2);
+    for (const line of lines) expect(JSON.parse(line)).to.have.property('msg', 'heartbeat failed');
+    expect(lines.join('')).to.include('[Circular]').and.include('CLUSTERDOWN — 集群');
+  });
 });
