@@ -73,10 +73,29 @@ function mended(text: string): JsonCandidate | null {
   if ((text[0] !== '{' && text[0] !== '[') || balancedEnd(text, 0) !== text.length - 1 || deeperThan(text, MAX_JSON_DEPTH)) return null;
   try {
     const repaired = jsonrepair(text);
-    return { value: JSON.parse(repaired) as unknown, text: repaired };
+    const value = JSON.parse(repaired) as unknown;
+    // A single-quoted string with an apostrophe in it ('the member's loan') is read by the repair as ending there, and
+    // its quote turned into a `"` the model never wrote ("the member\"s loan"): a guess, which would be taken silently.
+    // A value holding more double quotes than the reply has is such a guess, and is not taken (the model is asked again).
+    if (quotesIn(value) > countOf(text, '"')) return null;
+    return { value, text: repaired };
   } catch {
     return null;
   }
+}
+
+/** How many `"` the strings (keys too) of a parsed JSON value hold. */
+function quotesIn(value: unknown): number {
+  if (typeof value === 'string') return countOf(value, '"');
+  if (Array.isArray(value)) return value.reduce((n: number, v) => n + quotesIn(v), 0);
+  if (value && typeof value === 'object') return Object.entries(value).reduce((n, [k, v]) => n + countOf(k, '"') + quotesIn(v), 0);
+  return 0;
+}
+
+function countOf(text: string, ch: string): number {
+  let n = 0;
+  for (let i = text.indexOf(ch); i >= 0; i = text.indexOf(ch, i + 1)) n += 1;
+  return n;
 }
 
 /** A JSON.parse message, with what to do where models most often go wrong (code with raw line breaks inside a string). */

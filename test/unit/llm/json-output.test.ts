@@ -89,6 +89,12 @@ describe('parseStructured: replies as models write them', () => {
     }
     const Flags = z.object({ verdict: z.boolean(), reason: z.string().nullable(), tags: z.array(z.string()) });
     expect(parseStructured("{'verdict': True, 'reason': None, 'tags': ['a', 'é',], // fin\n}", Flags)).to.deep.include({ ok: true, value: { verdict: true, reason: null, tags: ['a', 'é'] } });
+    // An apostrophe inside a single-quoted string is not read as its end and turned into a `"` the model never wrote
+    // (a stranger's probe: "the member's loan" was taken as 'the member"s loan'); escaped, it is the model's own.
+    const Items = z.object({ items: z.array(z.string()) });
+    const apostrophe = parseStructured("{'items': ['Has the member's loan closed', 'l'été ☀️']}", Items);
+    expect(apostrophe.ok, JSON.stringify(apostrophe)).to.equal(false);
+    expect(parseStructured("{'items': ['it\\'s fine — ok', 'say \"hi\" 👋']}", Items)).to.deep.include({ ok: true, value: { items: ["it's fine — ok", 'say "hi" 👋'] } });
     // A reply cut short is not completed (its end is unknown): the parser's message goes back.
     const cut = parseStructured('{"source": "get_member(id) {\\n  return', Method);
     expect(!cut.ok && cut.error).to.match(/^the reply is not valid JSON \(/);
