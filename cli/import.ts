@@ -157,7 +157,7 @@ function bfclSummaryText(s: BfclImportSummary, opts: ImportBfclOptions): string 
     ...s.skipped.slice(0, SHOWN).map(shownItem),
     ...(s.skipped.length > SHOWN ? [`  … and ${s.skipped.length - SHOWN} more (--json lists them all)`] : []),
     ...s.notes.map(n => `note: ${n}`),
-    `The scenarios are scripted multi-turn (no user simulator). Roll out with: envfleet rollouts --run ${s.runId} --mode non-conversational --max-steps 100 (the steps of all turns count); serve with: envfleet serve --run ${s.runId}`,
+    `The scenarios are scripted multi-turn (no user simulator). Roll out with: envfleet rollouts --run ${s.runId} --mode non-conversational --max-steps 100 (the steps of all turns count). envfleet serve --run ${s.runId} serves the environments, but gives their sessions no reward: BFCL's checks replay the transcript turn by turn, which a served session does not have`,
   ];
   return `${lines.join('\n')}\n`;
 }

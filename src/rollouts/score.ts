@@ -57,6 +57,14 @@ export async function scoreFinalState(
     let j = 0;
     const results = checklist.map(c => (c.episode ? (second?.results[j++] ?? needsEpisode(c.item)) : first!.results[i++]!));
     const checks = results.map(r => ({ item: r.item, passed: r.passed, ...(r.error ? { error: r.error } : {}), ...(r.errorCode ? { errorCode: r.errorCode } : {}), ...(r.lostWith ? { lostWith: r.lostWith } : {}) }));
+    if (later.length && !episode) {
+      // Checks that read the transcript cannot be run on a served session: counted as failed, the gold calls of a BFCL
+      // entry got 0, and a τ-bench task with outputs 0.5 (a stranger's probe). No reward, saying why, rather than a wrong one.
+      checksError ??=
+        `CHECK_NEEDS_EPISODE: ${later.length} of the scenario's ${checklist.length} checks read the episode (its transcript: BFCL's turn-by-turn replay, ` +
+        "τ-bench's outputs said to the user), which a session served by envfleet serve does not have, so no reward is given; score such scenarios with envfleet rollouts";
+      return { checks, reward: null, checksError };
+    }
     return { checks, reward: checks.filter(c => c.passed).length / checks.length, checksError };
   }
   return { checks: [], reward: null, checksError };

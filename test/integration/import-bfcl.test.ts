@@ -275,6 +275,9 @@ describe('envfleet import bfcl (look-alike fixtures, real Pyodide)', function ()
       expect(read.result).to.deep.equal({ title: 'bonjour.txt', body: 'Salut 👋 — 你好' });
       const end = await registry.finish(session.id);
       expect(end.checks[0]).to.include({ passed: false, errorCode: 'CHECK_NEEDS_EPISODE' });
+      // No reward rather than 0 for what may be the gold calls (a stranger's probe replayed them through serve: 0).
+      expect(end.reward).to.equal(null);
+      expect(end.checksError).to.match(/^CHECK_NEEDS_EPISODE: 1 of the scenario's 1 checks read the episode/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

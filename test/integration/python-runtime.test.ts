@@ -135,6 +135,25 @@ describe('Python runtime (Pyodide in a child process under the permission model)
       expect(await s.call('echo', { text: 1 })).to.deep.include({ runtimeError: 'INVALID_ARGUMENTS' });
     });
 
+    it("passes keyword arguments with accented or CJK names, as Python takes them (it refused \"é\" as not an identifier); refuses one Python would not match to a parameter", async () => {
+      const code = EnvironmentCode.parse({
+        name: 'accents',
+        language: 'python',
+        className: 'Env',
+        source: 'class Env:\n    def __init__(self, c):\n        self.n = 0\n    def noter(self, é, 数据=None):\n        self.n += 1\n        return {"success": True, "data": [é, 数据]}\n    def any(self, **kw):\n        return {"success": True, "data": sorted(kw)}\n',
+        tools: [tool('noter', { é: { type: 'string' }, 数据: { type: 'integer' } }, ['é']), tool('any', { 'a-b': { type: 'string' }, ﬁ: { type: 'string' } })],
+      });
+      const s = await session(code, {});
+      expect(await s.call('noter', { é: 'été ☀️', 数据: 3 })).to.deep.include({ result: { success: true, data: ['été ☀️', 3] } });
+      const dash = await s.call('any', { 'a-b': 'x' });
+      expect(dash).to.deep.include({ runtimeError: 'INVALID_ARGUMENTS' });
+      expect((dash.result as { error: string }).error).to.include('"a-b" is not a Python identifier');
+      // Python gives a parameter its NFKC form ("fi" for the ligature): a key not in it would match none.
+      const ligature = await s.call('any', { ﬁ: 'x' });
+      expect(ligature).to.deep.include({ runtimeError: 'INVALID_ARGUMENTS' });
+      expect((ligature.result as { error: string }).error).to.include('is not in Unicode\'s NFKC form ("fi")');
+    });
+
     it('returns canonical JSON: sets as sorted lists, tuples as lists, dates as ISO strings', async () => {
       const s = await session(HELP_DESK, {});
       await s.call('open_ticket', { title: 'b', tags: ['zeta', 'alpha'] });
@@ -368,8 +387,11 @@ describe('Python runtime (Pyodide in a child process under the permission model)
       const finalState = JSON.parse(end.stateJson!) as unknown;
       const rolled = await scoreFinalState(router, scenario, finalState, LIMITS, null, end.checks, { messages, turnStates: null });
       expect(rolled).to.deep.include({ reward: 1, checksError: null });
+      // Served (no transcript): no reward, saying why (it gave 0.5, the episode check counted as failed).
       const served = await scoreFinalState(router, scenario, finalState, LIMITS);
-      expect(served.reward).to.equal(0.5);
+      expect(served.reward).to.equal(null);
+      expect(served.checksError).to.match(/^CHECK_NEEDS_EPISODE: 1 of the scenario's 2 checks read the episode .* no reward is given; score such scenarios with envfleet rollouts$/);
+      expect(served.checks[0]).to.deep.include({ item: 'closed', passed: true });
       expect(served.checks[1]).to.deep.include({ item: 'said', passed: false, errorCode: 'CHECK_NEEDS_EPISODE' });
       const wrong = await scoreFinalState(router, scenario, finalState, LIMITS, null, end.checks, { messages: messages.slice(0, 4), turnStates: null });
       expect(wrong.checks.map(c => c.passed)).to.deep.equal([true, false]);
@@ -742,6 +764,31 @@ class Env:
           if (out.runtimeError) own = out;
         }
         expect(own).to.deep.include({ runtimeError: 'MEMORY_EXCEEDED' });
+      } finally {
+        await r.close();
+      }
+    });
+
+    it('creates no environment where it would not fit beside the running ones: SANDBOX_MEMORY_FULL before it is tried (its job waits), the running ones go on, and once some end it is created', async () => {
+      // τ-bench airline at the default concurrency: creations tried in an interpreter full of running episodes' databases
+      // failed one after another, fatally at times, taking the running ones along (a stranger's probe: no trajectory in
+      // 6 minutes, episodes ended environment-error for good).
+      const holder = python('KEPT = []\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(c["mb"] << 20))\n        self.n = 0\n    def ping(self):\n        self.n += 1\n        return {"success": True, "data": self.n}\n', ['ping'], 'Holder');
+      const newcomer = python('class Big:\n    def __init__(self, c):\n        self.head = c["pad"][:8]\n    def ping(self):\n        return {"success": True, "data": self.head}\n', ['ping'], 'Big');
+      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      try {
+        const held = [];
+        for (let i = 0; i < 4; i++) held.push(await r.openSession(holder, { mb: 36 }, LIMITS));
+        // 3 MB of JSON: creating it may take 24 MB, more than is left of 192 beside 4 × 36 MB.
+        const pad = 'é—数据 🛫'.repeat(300_000);
+        const refused = await rejection(r.openSession(newcomer, { pad }, LIMITS));
+        expect(refused).to.have.property('code', 'SANDBOX_MEMORY_FULL');
+        expect((refused as Error).message).to.match(/had no room to create the environment: its 4 other environments held about [\d.]+ MB, and creating this one may take about [\d.]+ MB/);
+        for (const h of held) expect(await h.call('ping', {})).to.deep.include({ result: { success: true, data: 1 } });
+        for (const h of held.splice(0, 2)) await h.close();
+        const big = await r.openSession(newcomer, { pad }, LIMITS);
+        expect(await big.call('ping', {})).to.deep.include({ result: { success: true, data: 'é—数据 🛫é—' } });
+        for (const h of held) expect(await h.call('ping', {})).to.deep.include({ result: { success: true, data: 2 } });
       } finally {
         await r.close();
       }

@@ -31,7 +31,7 @@ const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {
  * @typedef {{ createDeadlineMs: number, callDeadlineMs: number, checkDeadlineMs: number, sessionCpuMs: number, maxResultBytes: number, maxStateBytes: number }} Limits
  * @typedef {{ code: string, message: string, byOther?: boolean, cotenant?: boolean }} Failure
  * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void, overtaken?: number }} Job
- * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, lost?: Failure, interrupted?: boolean }} Answer
+ * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, usedBytes?: number | null, lost?: Failure, interrupted?: boolean }} Answer
  */
 
 /** @type {{ indexURL: string, heapMb: number, interpreters: number, sessionsPerInterpreter: number, graceMs: number, recycleHeapMb: number, packages?: { module: string, file: string, isPackage: boolean, source: string }[] }} */
@@ -56,6 +56,8 @@ class Interpreter {
     this.retiring = false;
     this.dead = false;
     this.heapBytes = 0;
+    /** The bytes in use after its last creation or drop, from half its cap on (null: under half, or not known yet). @type {number | null} */
+    this.usedBytes = null;
     this.fsBytes = 0;
     this.jobSeq = 0;
     /** @type {NodeJS.Timeout | undefined} */ this.interruptTimer = undefined;
@@ -151,6 +153,7 @@ class Interpreter {
     const job = this.running;
     this.running = null;
     this.heapBytes = answer.heapBytes;
+    if (answer.usedBytes !== undefined) this.usedBytes = answer.usedBytes;
     if (answer.fatal) {
       this.retiring = true;
       log('error', 'a Python interpreter failed fatally; it is replaced and its other sessions end (ENV_DISPOSED)', { interpreter: this.n, answer: String(answer.text).slice(0, 700) });
@@ -244,14 +247,32 @@ function replace(old) {
 }
 
 /** The interpreter with the fewest sessions that is ready and not retiring. */
-async function pick() {
+async function pick(needBytes = 0) {
   const live = interpreters.filter(p => !p.retiring && !p.dead);
   live.sort((a, b) => a.sessions.size - b.sessions.size);
-  const p = live[0] ?? interpreters[0];
+  const p = live.find(i => hasRoom(i, needBytes)) ?? live[0] ?? interpreters[0];
   if (!p) throw new Error('no interpreter');
   await p.ready;
   return p;
 }
+
+/**
+ * Whether a new environment that may need `needBytes` fits beside the environments on `p`, as far as its last reading
+ * says: one alone always does (its own limits decide), and so does any under half its cap.
+ * @param {Interpreter} p @param {number} needBytes
+ */
+function hasRoom(p, needBytes) {
+  return p.sessions.size === 0 || p.usedBytes === null || p.usedBytes + needBytes <= settings.heapMb * 1048576;
+}
+
+/**
+ * What creating an environment from `stateJson` may take for a moment (its state parsed into Python objects, its
+ * constructor's work): eight times the JSON's bytes, at least a sixteenth of the cap. A guess on purpose: it keeps a
+ * creation from being tried where it would fill the heap (τ-bench airline's creations, tried in an interpreter full of
+ * running episodes' environments, failed one after another, fatally at times, and took the running ones with them).
+ * @param {string} stateJson
+ */
+const creationNeed = stateJson => Math.max((settings.heapMb * 1048576) / 16, 8 * Buffer.byteLength(stateJson));
 
 /**
  * @typedef {{ sid: string, interp: Interpreter, limits: Limits, cpuUs: number, lost: Failure | null, ended: boolean }} Session
@@ -471,7 +492,19 @@ async function handle(msg) {
   switch (msg.op) {
     case 'open': {
       if (deeperThan(msg.stateJson, MAX_JSON_DEPTH)) return { error: tooDeep('the initial state') };
-      const interp = await pick();
+      const need = creationNeed(msg.stateJson);
+      const interp = await pick(need);
+      if (!hasRoom(interp, need)) {
+        // Every interpreter is about full of running environments: this one waits for room (its job comes back, no
+        // attempt used) instead of being created where it would fail, and maybe take the others down with it.
+        const mb = (/** @type {number} */ n) => (n / 1048576).toFixed(1);
+        return {
+          error: {
+            code: 'SANDBOX_MEMORY_FULL',
+            message: `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${interp.sessions.size} other environments held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(need)} MB (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`,
+          },
+        };
+      }
       const sid = `s${++nextSid}`;
       /** @type {Session} */
       const s = { sid, interp, limits: msg.limits, cpuUs: 0, lost: null, ended: false };
@@ -480,11 +513,18 @@ async function handle(msg) {
       const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed, String(msg.limits.maxStateBytes)], msg.limits.createDeadlineMs);
       const r = answerEnvelope(a);
       if ('err' in r || a.exhausted) {
+        const others = [...interp.sessions].filter(other => other !== sid).length;
         sessions.delete(sid);
         interp.sessions.delete(sid);
         const full = a.exhausted && !a.fatal && !a.lost ? await crowdedBy(interp, sid, msg.limits.createDeadlineMs, a.refusedBytes ?? 0) : null;
         if (!a.lost) void drop(interp, sid);
         if (full) return { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to create the environment', full) } };
+        if (a.exhausted && a.fatal && others > 0) {
+          // Out of memory fatally while others held theirs (nothing can be measured now: the interpreter is being
+          // replaced): taken for a full interpreter, not this environment's fault; it waits and is tried again (one too
+          // big for any interpreter ends so after its waits).
+          return { error: { code: 'SANDBOX_MEMORY_FULL', message: `the Python interpreter ran out of memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}) creating the environment beside ${others} other environments, and was replaced${memoryAdvice()}` } };
+        }
         const code = a.exhausted ? 'MEMORY_EXCEEDED' : r.err;
         // (The deadline's message says "the call": here it is the creation, with its own deadline.)
         const message = a.exhausted

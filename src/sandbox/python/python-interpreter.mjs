@@ -384,7 +384,10 @@ if (data.makeSnapshot) {
       }
     }
     const fs = lastFsBytes;
-    port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, refusedBytes, fatal: fatal !== null, heapBytes: heapBytes(), fsBytes: fs });
+    // After a creation or a drop, from half the cap on: the bytes in use (a 2 ms reading), which the child weighs a new
+    // environment against before it creates one on this interpreter (null: under half the cap, room enough).
+    const usedBytes = fatal === null && (msg.fn === 'create' || msg.fn === 'drop') ? (heapBytes() >= capBytes / 2 ? bytesInUse() : null) : undefined;
+    port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, refusedBytes, fatal: fatal !== null, heapBytes: heapBytes(), fsBytes: fs, usedBytes });
   });
   port.postMessage({ ready: true, loadMs, packagesMs, heapBytes: heapBytes(), fromSnapshot: Boolean(data.snapshot) });
 }
