@@ -770,11 +770,12 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         },
       );
     }
+    const last = truncateForLog(errors.at(-1) ?? '', 400);
     throw new ModelOutputError(
-      `model output for stage ${ctx.stage} was still invalid after ${maxCalls} calls (${deps.config.gateway.repairAttempts} repair rounds): ${truncateForLog(errors.at(-1) ?? '', 400)}` +
-        // What the operator can change (the message above is what the model was told).
+      `model output for stage ${ctx.stage} was still invalid after ${maxCalls} calls (${deps.config.gateway.repairAttempts} repair rounds): ${last}` +
+        // What the operator can change (the message above is what the model was told); one full stop between them.
         (cutCalls
-          ? `. ${cutCalls} of the ${maxCalls} replies were cut off at the token limit: raise the maxTokens of the ${ctx.stage} profile in ENVFLEET_MODELS_FILE (now ${request.maxTokens ?? profileOf(ctx.stage).maxTokens}), or use a model that answers more briefly`
+          ? `${last.endsWith('.') ? '' : '.'} ${cutCalls} of the ${maxCalls} replies were cut off at the token limit: raise the maxTokens of the ${ctx.stage} profile in ENVFLEET_MODELS_FILE (now ${request.maxTokens ?? profileOf(ctx.stage).maxTokens}), or use a model that answers more briefly`
           : ''),
       { stage: ctx.stage, calls: maxCalls, errors: errors.map(e => truncateForLog(e, 400)) },
     );

@@ -548,6 +548,14 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     expect(String(error)).to.match(/3 of the 3 replies were cut off at the token limit: raise the maxTokens of the skeleton\.state profile in ENVFLEET_MODELS_FILE \(now \d+\)/);
   });
 
+  it('writes one full stop between the last problem, said as a sentence, and the advice on cut-off replies (it read "…without raising.. 1 of the 3 replies")', async () => {
+    const gateway = await gatewayFor({ rules: [{ stage: 'skeleton.state', responses: [{ content: '{"className": "Réser', finishReason: 'length' }, { json: { className: 'Ré' } }, { json: { className: 'Ré' } }] }] });
+    const error = await rejection(
+      gateway.structured({ runId: 'r', stage: 'skeleton.state' }, { messages: [{ role: 'user', content: 'x' }], schema: z.object({ className: z.string() }), check: () => Promise.resolve('the class name must be longer — plus long.') }),
+    );
+    expect(String(error)).to.include('the class name must be longer — plus long. 1 of the 3 replies were cut off at the token limit');
+  });
+
   it("treats a reply the endpoint's content filter withheld as invalid and asks again, even when its text parses", async () => {
     const gateway = await gatewayFor({
       rules: [{ stage: 'mine.judge', responses: [{ json: { a: 0 }, finishReason: 'content_filter' }, { json: { a: 1 } }] }],
