@@ -349,6 +349,8 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
     // (their ids include its key), so one run compares policies without mistaking one's samples for another's.
     // Which policy is the run's first is decided once, atomically (two first submissions at once
     // must not both take 'current').
+    /** A policy model as said to the user: none given (null) is the rollout.policy profile's model (it read "null"). */
+    const modelName = (model: string | null) => (model === null ? `${JSON.stringify(config.profiles['rollout.policy'].model)} (the rollout.policy profile's, no --model given)` : JSON.stringify(model));
     const mine = policyKeyOf(asked.policyModel, asked.policyVersion ?? null);
     const existing = await store.getDoc(runId, 'rollout-config', 'current');
     const firstKey = existing ? policyKeyOf(existing.policyModel, existing.policyVersion ?? null) : await store.claim(runId, 'rollout-generation:first', mine);
@@ -359,7 +361,7 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
       const firstVersion = first?.policyVersion ?? null;
       if (asked.policyVersion === undefined || asked.policyVersion === firstVersion) {
         throw new RequestError(
-          `run "${runId}" already has rollouts of ${first ? `policy model ${JSON.stringify(first.policyModel)}${firstVersion ? `, version ${JSON.stringify(firstVersion)}` : ''}` : 'another policy'}; this request asks for model ${JSON.stringify(asked.policyModel)}` +
+          `run "${runId}" already has rollouts of ${first ? `policy model ${modelName(first.policyModel)}${firstVersion ? `, version ${JSON.stringify(firstVersion)}` : ''}` : 'another policy'}; this request asks for model ${modelName(asked.policyModel)}` +
             `${asked.policyVersion ? `, version ${JSON.stringify(asked.policyVersion)}` : ' without a version'}. To resume, submit with the same --model and --policy-version; to roll out another policy on these scenarios, give it a --policy-version of its own (a new generation: every scenario and mode again).`,
         );
       }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
+import { rejection } from '../helpers/assert.js';
 import type { z } from 'zod';
 import { funnelReport, runStatus } from '../../queues/run-status.js';
 import { formatStatus } from '../../cli/runs.js';
@@ -457,6 +458,10 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
       const sent = f.server.log().filter(e => e.stage === 'rollout.policy' && (e.body as { seed?: unknown }).seed === t.samplingSent!['seed']);
       expect(sent.length, t.id).to.equal(t.turns);
     }
+    // Another model without a version of its own is refused, naming the first policy's model (no --model: the profile's,
+    // which it called "null").
+    const unversioned = await rejection(submitRollouts(f.config, f.redis, { runId: 'tokens', samples: 1, modes: ['non-conversational'], policyModel: 'autre-modèle' }));
+    expect(String((unversioned as Error).message)).to.include(`already has rollouts of policy model ${JSON.stringify(f.config.profiles['rollout.policy'].model)} (the rollout.policy profile's, no --model given), version "step-1200 — v2 ✅"; this request asks for model "autre-modèle" without a version`);
     // Another version on the same run is a policy generation of its own: new trajectories and groups, the first ones untouched.
     const next = { runId: 'tokens', samples: 1, modes: ['non-conversational', 'conversational'] as RolloutMode[], policyVersion: 'step-1300' };
     const policyRequests = () => f.server.log().filter(e => e.stage === 'rollout.policy').length;
