@@ -65,7 +65,12 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
     } else if (action === 'resume') {
       const { state, budget } = await c.control.get(opts.run);
       if (state === 'cancelled') {
-        throw new RequestError(`run "${opts.run}" was cancelled, and a cancelled run takes no new work: nothing was resumed and no budget was set. Start another run from its export to go on (envfleet export, then envfleet scenarios --run NEW --environments DIR/environments.jsonl).`);
+        const input = (await c.store.getRun(opts.run))?.input;
+        const goOn =
+          input === 'envscaler' || input === 'bfcl' || input === 'tau-bench'
+            ? `Import the same files into another run to go on (envfleet import ${input} --from PATH --run NEW), then roll it out; the trajectories of this one stay for envfleet export`
+            : 'Start another run from its export to go on (envfleet export, then envfleet scenarios --run NEW --environments DIR/environments.jsonl)';
+        throw new RequestError(`run "${opts.run}" was cancelled, and a cancelled run takes no new work: nothing was resumed and no budget was set. ${goOn}.`);
       }
       const raised = opts.budgetUsd !== undefined || opts.budgetTokens !== undefined;
       const current = await budgetsOf(c, opts.run);

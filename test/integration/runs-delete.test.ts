@@ -115,6 +115,14 @@ describe('envfleet runs delete (build in dist/, real Redis)', function () {
     expect((await envfleet(['pause', '--run', 'encours'])).stdout).to.equal('run encours paused; its jobs are parked until resume (a running one at its next model call: it goes on from there)\n');
   });
 
+  it('resuming a cancelled imported run says to import it again into another run (it said to synthesize new scenarios)', async () => {
+    await store().createRun({ id: 'importé', createdAt: new Date().toISOString(), input: 'tau-bench', options: runOptionsFrom(loadConfig({})) });
+    expect((await envfleet(['cancel', '--run', 'importé'])).code).to.equal(0);
+    const refused = await envfleet(['resume', '--run', 'importé']);
+    expect(refused.code).to.equal(1);
+    expect(refused.stderr).to.include('Import the same files into another run to go on (envfleet import tau-bench --from PATH --run NEW)').and.not.include('envfleet scenarios');
+  });
+
   it("envfleet resume of a running run whose queue is paused in BullMQ names the queue (it said only: nothing to resume)", async () => {
     await runWith('bloqué');
     await store().addPending('bloqué', ['rollout.run|r-1']);
