@@ -102,8 +102,14 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       // otherwise hold the jobs brought back at once, until it ran out). So do the queues' own waits that the cool-downs
       // set (BullMQ's rate limit of a queue: every job of the queue, of every run, held): ended after the jobs were brought
       // back, a job taken meanwhile saw the cool-down still there and held the queue for another hour (a stranger's probe).
-      const cooled = await clearCoolDowns(c.redis, c.config.redis.prefix, Object.values(c.config.endpoints));
-      const held = await clearQueueRateLimits(c.at);
+      // Said and gone past when they fail (Redis refusing a write): the resume itself matters more.
+      const ended = async <T>(what: string, clear: () => Promise<T[]>): Promise<T[]> =>
+        clear().catch((err: unknown) => {
+          process.stderr.write(`could not end ${what} (${castToError(err).message}); the run is resumed anyway, and its jobs may wait for them to run out\n`);
+          return [];
+        });
+      const cooled = await ended("the model endpoints' cool-downs", () => clearCoolDowns(c.redis, c.config.redis.prefix, Object.values(c.config.endpoints)));
+      const held = await ended("the queues' rate limits", () => clearQueueRateLimits(c.at));
       if (cooled.length) process.stdout.write(`${cooled.map(e => `endpoint "${e.name}" was cooling down for ${Math.ceil(e.leftMs / 1000)} s more (a 429's Retry-After, or an outage): ended`).join('\n')}\n`);
       // (A wait of seconds, a 429's usual, is ended without a word.)
       const long = held.filter(q => q.leftMs >= 5_000);

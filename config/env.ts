@@ -192,7 +192,7 @@ export const ENV_VARS = {
     schema: int(0, 10).default(2),
     example: '2',
     description:
-      "How many times a model call is sent again at once, to the same endpoint, after a 5xx or a reset connection that is the request's own (the endpoint answers others), before its job uses an attempt (0.5 s, then doubling). A job of many calls (an environment's probe makes about 60) would otherwise fail for good at a few percent of 5xx, each one costing it an attempt. Timeouts are not sent again here (the endpoint may go on generating, and billing).",
+      "How many times a model call is sent again at once, to the same endpoint, after a 500 (or another 5xx that is not a gateway's 502, 503, 504 or 52x, which ENVFLEET_RATE_LIMIT_FALLBACK_MS's outage rule judges) or a reset connection that is the request's own (the endpoint answers others), before its job uses an attempt (0.5 s, then doubling; the run's pause, cancel and budget are read again first). A job of many calls (an environment's probe makes about 60) would otherwise fail for good at a few percent of 5xx, each one costing it an attempt. Timeouts are not sent again here (the endpoint may go on generating, and billing).",
   },
   ENVFLEET_JOB_ATTEMPTS: {
     schema: int(1, 100).default(5),

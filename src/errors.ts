@@ -200,7 +200,6 @@ export class EndpointRefusedError extends AppError {
   }
 }
 
-/** The run was cancelled: a job of it ends without running. */
 /** A model call of a run paused while its job ran: the job is parked (workers/bootstrap.ts), not failed. */
 export class RunPausedError extends AppError {
   constructor(runId: string, reason: string | null) {
@@ -208,6 +207,7 @@ export class RunPausedError extends AppError {
   }
 }
 
+/** The run was cancelled: a job of it ends without running. */
 export class RunCancelledError extends AppError {
   constructor(runId: string, reason: string | null) {
     super('RUN_CANCELLED', `run ${runId} was cancelled${reason ? `: ${reason}` : ''}`);

@@ -6,6 +6,7 @@ import type { EnvironmentRecord, ImportedFrom } from '../synthesis/types.js';
 import { hashOf } from '../util/canonical.js';
 import { jsonMemberText } from '../util/json-member.js';
 import { pythonTextWhereLost } from '../util/python-json.js';
+import { PYTHON_KEYWORD_NAME } from '../sandbox/python/python-runner.js';
 
 /**
  * EnvScaler's data (RUC-NLPIR/EnvScaler; the accepted shapes are in docs/formats.md, "Imported data: envfleet import envscaler") mapped to
@@ -160,12 +161,12 @@ export function environmentFromEnvscaler(raw: unknown, place: RecordPlace, runId
 
   const warnings: string[] = [];
   for (const t of tools) if (!new RegExp(`^[ \\t]*def[ \\t]+${t.function.name}[ \\t]*\\(`, 'm').test(source)) warnings.push(`tool ${t.function.name} has no "def ${t.function.name}(" in env_class_code`);
-  // The Python runtime passes arguments as keywords and refuses a key that is not an ASCII identifier (INVALID_ARGUMENTS):
-  // a tool with such a parameter imports, but no call that gives it can ever run.
+  // The Python runtime passes arguments as keywords and refuses a key that is not a Python identifier (INVALID_ARGUMENTS;
+  // accented and CJK letters are identifiers): a tool with such a parameter imports, but no call that gives it can run.
   for (const t of tools) {
     const props = t.function.parameters?.['properties'];
-    const bad = isObject(props) ? Object.keys(props).filter(k => !PYTHON_IDENTIFIER.test(k)) : [];
-    if (bad.length) warnings.push(`tool ${t.function.name}: the parameter${bad.length > 1 ? 's' : ''} ${bad.map(k => JSON.stringify(k)).join(', ')} ${bad.length > 1 ? 'are not ASCII Python identifiers' : 'is not an ASCII Python identifier'} (letters a-z, A-Z, digits and _): the Python runtime refuses every call that passes ${bad.length > 1 ? 'them' : 'it'} (INVALID_ARGUMENTS); rename ${bad.length > 1 ? 'them' : 'it'} in tools and in the method`);
+    const bad = isObject(props) ? Object.keys(props).filter(k => !PYTHON_KEYWORD_NAME.test(k)) : [];
+    if (bad.length) warnings.push(`tool ${t.function.name}: the parameter${bad.length > 1 ? 's' : ''} ${bad.map(k => JSON.stringify(k)).join(', ')} ${bad.length > 1 ? 'are not Python identifiers' : 'is not a Python identifier'} (letters, digits and _, not starting with a digit): the Python runtime refuses every call that passes ${bad.length > 1 ? 'them' : 'it'} (INVALID_ARGUMENTS); rename ${bad.length > 1 ? 'them' : 'it'} in tools and in the method`);
   }
   const imports = pythonImports(source);
   const refused = imports.filter(m => !PYTHON_IMPORT_ALLOW_LIST.has(m));

@@ -54,7 +54,7 @@ const GATEWAY_DOWN_STREAK = 3;
 /** The first wait before a model call is sent again after a failure of its own (ENVFLEET_MODEL_RETRIES); it doubles. */
 const MODEL_RESEND_MS = 500;
 /** A call that waited this long for a fleet-wide slot reads its run's budget and state again before it is sent. */
-const RECHECK_AFTER_WAIT_MS = 20;
+const RECHECK_AFTER_WAIT_MS = 100;
 
 /** Every request names its pipeline stage in this header (scripted servers route on it). */
 export const STAGE_HEADER = 'X-Envfleet-Stage';
@@ -498,16 +498,19 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
         }
         // A 5xx or a reset connection of this request's own (the endpoint answers others) is sent again here a few
         // times: as a job's failure it costs an attempt, and a job of many calls fails for good at a few percent of them.
+        // Not a gateway's "upstream gone" (502, 503, 504, 52x): a run of those is judged an outage by the streak, and the
+        // call's own resends would make one of a single request's answers.
         const code = (failure as Partial<AppError>).code;
-        if ((code === 'MODEL_SERVER_ERROR' || code === 'MODEL_CONNECTION') && resent < deps.config.gateway.modelRetries && !ctx.signal?.aborted) {
+        const status = (failure as { cause?: { status?: unknown } }).cause?.status;
+        const own = code === 'MODEL_CONNECTION' || (code === 'MODEL_SERVER_ERROR' && !(typeof status === 'number' && GATEWAY_DOWN_STATUSES.has(status)));
+        if (own && resent < deps.config.gateway.modelRetries && !ctx.signal?.aborted) {
           resent += 1;
           const waitMs = Math.round(MODEL_RESEND_MS * 2 ** (resent - 1) * (0.75 + Math.random() / 2));
           (ctx.logger ?? deps.logger).warn({ stage: ctx.stage, endpoint: endpoint.name, code, reason: failure.message, resent, waitMs }, 'model call failed on its own; sent again (ENVFLEET_MODEL_RETRIES)');
-          try {
-            await sleep(waitMs, ctx.signal);
-          } catch {
-            throw failure;
-          }
+          // (an abort meanwhile ends the call as any abort does)
+          await sleep(waitMs, ctx.signal);
+          // The run may have been paused, cancelled or reached its budget meanwhile: read again before sending.
+          await checkBudget(ctx);
           continue;
         }
         const next = failure instanceof RateLimitedError ? other() : null;

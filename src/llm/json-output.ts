@@ -76,26 +76,27 @@ function mended(text: string): JsonCandidate | null {
     const value = JSON.parse(repaired) as unknown;
     // A single-quoted string with an apostrophe in it ('the member's loan') is read by the repair as ending there, and
     // its quote turned into a `"` the model never wrote ("the member\"s loan"): a guess, which would be taken silently.
-    // A value holding more double quotes than the reply has is such a guess, and is not taken (the model is asked again).
-    if (quotesIn(value) > countOf(text, '"')) return null;
+    // Each `"` inside a string of the value must be in the reply as written there (with the letters around it, as is or
+    // escaped); a value with one that is not is such a guess, and is not taken (the model is asked again).
+    if (!quotesWritten(value, text)) return null;
     return { value, text: repaired };
   } catch {
     return null;
   }
 }
 
-/** How many `"` the strings (keys too) of a parsed JSON value hold. */
-function quotesIn(value: unknown): number {
-  if (typeof value === 'string') return countOf(value, '"');
-  if (Array.isArray(value)) return value.reduce((n: number, v) => n + quotesIn(v), 0);
-  if (value && typeof value === 'object') return Object.entries(value).reduce((n, [k, v]) => n + countOf(k, '"') + quotesIn(v), 0);
-  return 0;
-}
-
-function countOf(text: string, ch: string): number {
-  let n = 0;
-  for (let i = text.indexOf(ch); i >= 0; i = text.indexOf(ch, i + 1)) n += 1;
-  return n;
+/** Whether every `"` inside the strings (keys too) of `value` stands in `text` with the characters around it. */
+function quotesWritten(value: unknown, text: string): boolean {
+  if (typeof value === 'string') {
+    for (let i = value.indexOf('"'); i >= 0; i = value.indexOf('"', i + 1)) {
+      const around = value.slice(Math.max(0, i - 3), i + 4);
+      if (!text.includes(around) && !text.includes(around.replaceAll('"', '\\"'))) return false;
+    }
+    return true;
+  }
+  if (Array.isArray(value)) return value.every(v => quotesWritten(v, text));
+  if (value && typeof value === 'object') return Object.entries(value).every(([k, v]) => quotesWritten(k, text) && quotesWritten(v, text));
+  return true;
 }
 
 /** A JSON.parse message, with what to do where models most often go wrong (code with raw line breaks inside a string). */

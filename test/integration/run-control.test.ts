@@ -4,7 +4,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Queue } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { expect } from 'chai';
 import { parsePendingKey } from '../../queues/enqueuer.js';
 import { cancelRun, resumeRun } from '../../queues/run-jobs.js';
@@ -283,7 +283,11 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     const rollouts = new Queue('rollout.run', { connection: f.redis, prefix: f.config.redis.prefix });
     queues.set('rollout.run', rollouts);
     await createRedisLimiter(f.redis, f.config.redis.prefix).coolDown(endpoint, 3_600_000);
-    await f.redis.set(rollouts.keys['limiter']!, '1', 'PX', 3_590_000);
+    // As a worker sets it for an endpoint's cool-down (workers/bootstrap.ts: queue.rateLimit).
+    const limiting = new Worker('rollout.run', () => Promise.resolve(), { connection: f.redis, prefix: f.config.redis.prefix, autorun: false, limiter: { max: 1_000_000, duration: 1_000 } });
+    await limiting.rateLimit(3_590_000);
+    await limiting.close();
+    expect(await rollouts.getRateLimitTtl()).to.be.greaterThan(3_500_000);
     const both = await cli('resume', '--run', 'budget');
     expect(both.stdout, both.stdout).to.match(/^endpoint "default" was cooling down for (3600|35\d\d) s more \(a 429's Retry-After, or an outage\): ended\nqueue rollout\.run was held for (3590|35\d\d) s more while the endpoint cooled down \(every run's jobs there\): ended\nrun budget is running/);
     expect(await rollouts.getRateLimitTtl()).to.be.lessThan(0);

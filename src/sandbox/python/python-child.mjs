@@ -58,6 +58,8 @@ class Interpreter {
     this.heapBytes = 0;
     /** The bytes in use after its last creation or drop, from half its cap on (null: under half, or not known yet). @type {number | null} */
     this.usedBytes = null;
+    /** Room held for a creation refused for want of it, until when (Date.now()). @type {{ bytes: number, until: number } | null} */
+    this.reserved = null;
     this.fsBytes = 0;
     this.jobSeq = 0;
     /** @type {NodeJS.Timeout | undefined} */ this.interruptTimer = undefined;
@@ -262,8 +264,24 @@ async function pick(needBytes = 0) {
  * @param {Interpreter} p @param {number} needBytes
  */
 function hasRoom(p, needBytes) {
-  return p.sessions.size === 0 || p.usedBytes === null || p.usedBytes + needBytes <= settings.heapMb * 1048576;
+  if (p.sessions.size === 0 || p.usedBytes === null) return true;
+  // Room held for a larger creation refused lately, so that a flow of small ones does not keep it out for ever.
+  const held = p.reserved && p.reserved.until > Date.now() && needBytes < p.reserved.bytes ? p.reserved.bytes : 0;
+  return p.usedBytes + needBytes + held <= settings.heapMb * 1048576;
 }
+
+/** How long room stays held for a creation refused for want of it (it comes back within its job's waits, at most 30 s). */
+const RESERVE_MS = 60_000;
+
+/**
+ * Creations that ran their interpreter out of memory fatally beside other environments, by their code and state (a
+ * few hundred kept): the first time taken for a full interpreter, the next for their own (MEMORY_EXCEEDED), and
+ * meanwhile created only where half the heap is free.
+ * @type {Map<string, number>}
+ */
+const fatalCreations = new Map();
+/** @param {any} msg */
+const creationKey = msg => createHash('sha256').update(String(msg.className)).update('\0').update(String(msg.source)).update('\0').update(String(msg.stateJson)).digest('hex');
 
 /**
  * What creating an environment from `stateJson` may take for a moment (its state parsed into Python objects, its
@@ -272,7 +290,7 @@ function hasRoom(p, needBytes) {
  * running episodes' environments, failed one after another, fatally at times, and took the running ones with them).
  * @param {string} stateJson
  */
-const creationNeed = stateJson => Math.max((settings.heapMb * 1048576) / 16, 8 * Buffer.byteLength(stateJson));
+const creationNeed = (stateJson, key = '') => Math.max(fatalCreations.has(key) ? (settings.heapMb * 1048576) / 2 : (settings.heapMb * 1048576) / 16, 8 * Buffer.byteLength(stateJson));
 
 /**
  * @typedef {{ sid: string, interp: Interpreter, limits: Limits, cpuUs: number, lost: Failure | null, ended: boolean }} Session
@@ -492,9 +510,11 @@ async function handle(msg) {
   switch (msg.op) {
     case 'open': {
       if (deeperThan(msg.stateJson, MAX_JSON_DEPTH)) return { error: tooDeep('the initial state') };
-      const need = creationNeed(msg.stateJson);
+      const key = creationKey(msg);
+      const need = creationNeed(msg.stateJson, key);
       const interp = await pick(need);
       if (!hasRoom(interp, need)) {
+        if (!interp.reserved || interp.reserved.until <= Date.now() || interp.reserved.bytes <= need) interp.reserved = { bytes: need, until: Date.now() + RESERVE_MS };
         // Every interpreter is about full of running environments: this one waits for room (its job comes back, no
         // attempt used) instead of being created where it would fail, and maybe take the others down with it.
         const mb = (/** @type {number} */ n) => (n / 1048576).toFixed(1);
@@ -510,6 +530,8 @@ async function handle(msg) {
       const s = { sid, interp, limits: msg.limits, cpuUs: 0, lost: null, ended: false };
       interp.sessions.add(sid);
       sessions.set(sid, s);
+      // Admitted: room held for it is no longer.
+      if (interp.reserved && interp.reserved.bytes <= need) interp.reserved = null;
       const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed, String(msg.limits.maxStateBytes)], msg.limits.createDeadlineMs);
       const r = answerEnvelope(a);
       if ('err' in r || a.exhausted) {
@@ -519,10 +541,16 @@ async function handle(msg) {
         const full = a.exhausted && !a.fatal && !a.lost ? await crowdedBy(interp, sid, msg.limits.createDeadlineMs, a.refusedBytes ?? 0) : null;
         if (!a.lost) void drop(interp, sid);
         if (full) return { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to create the environment', full) } };
+        const fatalBefore = fatalCreations.get(key) ?? 0;
         if (a.exhausted && a.fatal && others > 0) {
+          if (fatalCreations.size >= 500) fatalCreations.delete(/** @type {string} */ (fatalCreations.keys().next().value));
+          fatalCreations.set(key, fatalBefore + 1);
+        }
+        if (a.exhausted && a.fatal && others > 0 && fatalBefore === 0) {
           // Out of memory fatally while others held theirs (nothing can be measured now: the interpreter is being
-          // replaced): taken for a full interpreter, not this environment's fault; it waits and is tried again (one too
-          // big for any interpreter ends so after its waits).
+          // replaced): the first time taken for a full interpreter, not this environment's fault; it waits and is tried
+          // again where half the heap is free. A second time it is its own (MEMORY_EXCEEDED below): a creation that takes
+          // its interpreter down must not do so beside others for the hour of a job's waits.
           return { error: { code: 'SANDBOX_MEMORY_FULL', message: `the Python interpreter ran out of memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}) creating the environment beside ${others} other environments, and was replaced${memoryAdvice()}` } };
         }
         const code = a.exhausted ? 'MEMORY_EXCEEDED' : r.err;

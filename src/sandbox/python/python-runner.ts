@@ -103,7 +103,7 @@ const PERMISSION_FLAG = process.allowedNodeEnvironmentFlags.has('--permission') 
 /** Why a Python identifier is required: the name is looked up with getattr and passed as keyword arguments. */
 export const PYTHON_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** A name Python takes as an identifier (str.isidentifier: accented and CJK letters too), as a keyword argument's is. */
-const PYTHON_KEYWORD_NAME = /^[\p{XID_Start}_]\p{XID_Continue}*$/u;
+export const PYTHON_KEYWORD_NAME = /^[\p{XID_Start}_]\p{XID_Continue}*$/u;
 
 /**
  * The model's own argument text, to be parsed by Python as the seed parses it: JSON.parse then JSON.stringify wrote
@@ -308,15 +308,8 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         const input = args ?? {};
         if (typeof input !== 'object' || Array.isArray(input)) return stop('INVALID_ARGUMENTS', `invalid arguments for ${tool}: expected an object of named arguments`);
         if (!validate(input)) return stop('INVALID_ARGUMENTS', `invalid arguments for ${tool}:\n${describeAjvErrors(validate.errors)}`);
-        const badKey = Object.keys(input).find(k => !PYTHON_KEYWORD_NAME.test(k) || k.normalize('NFKC') !== k);
-        if (badKey !== undefined) {
-          return stop(
-            'INVALID_ARGUMENTS',
-            PYTHON_KEYWORD_NAME.test(badKey)
-              ? `invalid arguments for ${tool}: "${badKey}" is not in Unicode's NFKC form ("${badKey.normalize('NFKC')}"), which Python gives every parameter name, so it cannot be a keyword argument`
-              : `invalid arguments for ${tool}: "${badKey}" is not a Python identifier, so it cannot be a keyword argument`,
-          );
-        }
+        const badKey = Object.keys(input).find(k => !PYTHON_KEYWORD_NAME.test(k));
+        if (badKey !== undefined) return stop('INVALID_ARGUMENTS', `invalid arguments for ${tool}: "${badKey}" is not a Python identifier, so it cannot be a keyword argument`);
         const out = (await request({ op: 'call', sid, tool, argsJson: pythonArgs(argsText) ?? JSON.stringify(input) })) as CallOutcome & { resultJson?: string };
         return out.resultJson !== undefined ? { result: JSON.parse(out.resultJson) as unknown, resultJson: out.resultJson, us: out.us } : out;
       },

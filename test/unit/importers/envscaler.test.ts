@@ -106,7 +106,7 @@ describe('importers: EnvScaler records → environment and scenario documents', 
     expect(pythonImports('from typing import Dict\nimport copy, re.sub\n    import time\n')).to.deep.equal(['typing', 'copy', 're', 'time']);
   });
 
-  it('warns about a tool parameter the Python runtime can never be given (not an ASCII identifier: every call passing it is INVALID_ARGUMENTS)', () => {
+  it('warns about a tool parameter the Python runtime can never be given (not a Python identifier: every call passing it is INVALID_ARGUMENTS; accented letters are identifiers)', () => {
     const env = ENVS['env_7_rl']!;
     const tools = (env['tools'] as { function: { name: string; parameters: { properties: Record<string, unknown> } } }[]).map((t, i) =>
       i === 0 ? { ...t, function: { ...t.function, parameters: { ...t.function.parameters, properties: { ...t.function.parameters.properties, prénom: { type: 'string' }, 'user-id': { type: 'string' } } } } } : t,
@@ -114,7 +114,7 @@ describe('importers: EnvScaler records → environment and scenario documents', 
     const m = environmentFromEnvscaler({ ...env, tools }, place, 'r', NOW);
     expect(m.ok).to.equal(true);
     const name = tools[0]!.function.name;
-    expect(m.ok && m.warnings).to.deep.equal([`tool ${name}: the parameters "prénom", "user-id" are not ASCII Python identifiers (letters a-z, A-Z, digits and _): the Python runtime refuses every call that passes them (INVALID_ARGUMENTS); rename them in tools and in the method`]);
+    expect(m.ok && m.warnings).to.deep.equal([`tool ${name}: the parameter "user-id" is not a Python identifier (letters, digits and _, not starting with a digit): the Python runtime refuses every call that passes it (INVALID_ARGUMENTS); rename it in tools and in the method`]);
   });
 
   const envOf = (id: string) => (id === 'env_7_rl' ? { id: 'env_7_rl', envId: 'env_7_rl', className: 'TeaHouseReservations' } : undefined);

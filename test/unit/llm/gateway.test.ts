@@ -305,7 +305,8 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
         let free!: () => void;
         busy = new Promise<void>(resolve => (free = resolve));
         await before;
-        await new Promise(resolve => setTimeout(resolve, 30));
+        // (a wait long enough to be read again after: 100 ms, RECHECK_AFTER_WAIT_MS)
+        await new Promise(resolve => setTimeout(resolve, 150));
         return { release: () => ((released += 1), free(), Promise.resolve()) };
       },
       coolDown: () => Promise.resolve(),

@@ -92,8 +92,10 @@ describe('parseStructured: replies as models write them', () => {
     // An apostrophe inside a single-quoted string is not read as its end and turned into a `"` the model never wrote
     // (a stranger's probe: "the member's loan" was taken as 'the member"s loan'); escaped, it is the model's own.
     const Items = z.object({ items: z.array(z.string()) });
-    const apostrophe = parseStructured("{'items': ['Has the member's loan closed', 'l'été ☀️']}", Items);
-    expect(apostrophe.ok, JSON.stringify(apostrophe)).to.equal(false);
+    for (const reply of ["{'items': ['Has the member's loan closed', 'l'été ☀️']}", `{"items": ['the member's loan']}`]) {
+      const apostrophe = parseStructured(reply, Items);
+      expect(apostrophe.ok, JSON.stringify(apostrophe)).to.equal(false);
+    }
     expect(parseStructured("{'items': ['it\\'s fine — ok', 'say \"hi\" 👋']}", Items)).to.deep.include({ ok: true, value: { items: ["it's fine — ok", 'say "hi" 👋'] } });
     // A reply cut short is not completed (its end is unknown): the parser's message goes back.
     const cut = parseStructured('{"source": "get_member(id) {\\n  return', Method);
