@@ -358,7 +358,8 @@ describe('chat completions posted by the gateway against the openai client', fun
 
   for (const f of failures) {
     it(`ends like the openai client on ${f.name}, with nothing else answered (an outage) and while other requests are answered (its own)`, async () => {
-      const { own, sdk } = gateways({ ENVFLEET_RATE_LIMIT_FALLBACK_MS: '1' });
+      // One request's answer each (not sent again at once: ENVFLEET_MODEL_RETRIES 0), as the openai client gives it.
+      const { own, sdk } = gateways({ ENVFLEET_RATE_LIMIT_FALLBACK_MS: '1', ENVFLEET_MODEL_RETRIES: '0' });
       // With no answer from the endpoint since it was sent: an outage, if the failure can be one.
       handler = f.handler;
       const a = await rejection(own.chat({ runId: 'r', stage: 'rollout.policy' }, request));
