@@ -798,6 +798,34 @@ class Env:
       }
     });
 
+    it('learns what a creation that found no room needed: the next one of the same code and state waits without being tried (a database in the source, a state of {}); alone it is created', async () => {
+      // τ-bench keeps its database in the class source, with a state of {}: a guess from the JSON let every creation be
+      // tried beside the running episodes, each took seconds and failed (a stranger's re-probe: no trajectory in 13 min).
+      const holder = python('KEPT = []\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(c["mb"] << 20))\n    def ping(self):\n        return {"success": True, "data": "ok"}\n', ['ping'], 'Holder');
+      const greedy = python('class Greedy:\n    def __init__(self, c):\n        scratch = [bytearray(8 << 20) for _ in range(10)]\n        self.size = sum(len(b) for b in scratch) >> 20\n    def size_mb(self):\n        return {"success": True, "data": self.size}\n', ['size_mb'], 'Greedy');
+      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      try {
+        const held = [];
+        for (let i = 0; i < 3; i++) held.push(await r.openSession(holder, { mb: 36 }, LIMITS));
+        const tried = await rejection(r.openSession(greedy, {}, LIMITS));
+        expect(tried).to.have.property('code', 'SANDBOX_MEMORY_FULL');
+        // Tried: the measure of the others against its own.
+        expect((tried as Error).message).to.match(/against this one's/);
+        const waited = await rejection(r.openSession(greedy, {}, LIMITS));
+        expect(waited).to.have.property('code', 'SANDBOX_MEMORY_FULL');
+        // Not tried: what it may take, learnt.
+        expect((waited as Error).message).to.match(/had no room to create the environment: its 3 other environments held about [\d.]+ MB, and creating this one may take about [\d.]+ MB/);
+        // The running ones went on meanwhile.
+        for (const h of held) expect(await h.call('ping', {})).to.deep.include({ result: { success: true, data: 'ok' } });
+        // Alone on an interpreter it is created (its own limits decide there).
+        for (const h of held.splice(0)) await h.close();
+        const made = await r.openSession(greedy, {}, LIMITS);
+        expect(await made.call('size_mb', {})).to.deep.include({ result: { success: true, data: 80 } });
+      } finally {
+        await r.close();
+      }
+    });
+
     it('takes a co-tenant already stopped, whose memory is still being freed, for the cause of calls queued meanwhile: every one of them is SANDBOX_MEMORY_FULL, and no other session is stopped', async () => {
       // A hoarder holds 120 of 192 MB; two workers ask 64 MB each at once, far more than is left, so both meet the cap.
       // The second runs before the first one's measure has stopped the hoarder and its drop has run.

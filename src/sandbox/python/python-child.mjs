@@ -290,7 +290,25 @@ const creationKey = msg => createHash('sha256').update(String(msg.className)).up
  * running episodes' environments, failed one after another, fatally at times, and took the running ones with them).
  * @param {string} stateJson
  */
-const creationNeed = (stateJson, key = '') => Math.max(fatalCreations.has(key) ? (settings.heapMb * 1048576) / 2 : (settings.heapMb * 1048576) / 16, 8 * Buffer.byteLength(stateJson));
+const creationNeed = (stateJson, key = '', source = '') =>
+  Math.max(fatalCreations.has(key) ? (settings.heapMb * 1048576) / 2 : (settings.heapMb * 1048576) / 16, 8 * (Buffer.byteLength(stateJson) + Buffer.byteLength(source)), learnedNeeds.get(key) ?? 0);
+
+/**
+ * What creations that found no room beside others needed at least, by their code and state: the room that was left
+ * when they failed, and a sixteenth of the cap more (a few hundred kept). A guess from the JSON alone misses an
+ * environment whose data is in its source (τ-bench's 3 MB database, with a state of {}): each of its creations was
+ * tried, took seconds and failed, while the episodes already running waited behind it (a stranger's re-probe: no
+ * trajectory in 13 minutes). Learnt once, the next ones wait without being tried.
+ * @type {Map<string, number>}
+ */
+const learnedNeeds = new Map();
+/** @param {string} key @param {number | null | undefined} usedAtFailure */
+function learnNeed(key, usedAtFailure) {
+  const cap = settings.heapMb * 1048576;
+  const need = usedAtFailure == null ? cap / 2 : Math.min(cap, cap - usedAtFailure + cap / 16);
+  if (learnedNeeds.size >= 500 && !learnedNeeds.has(key)) learnedNeeds.delete(/** @type {string} */ (learnedNeeds.keys().next().value));
+  learnedNeeds.set(key, Math.max(learnedNeeds.get(key) ?? 0, need));
+}
 
 /**
  * @typedef {{ sid: string, interp: Interpreter, limits: Limits, cpuUs: number, lost: Failure | null, ended: boolean }} Session
@@ -511,7 +529,7 @@ async function handle(msg) {
     case 'open': {
       if (deeperThan(msg.stateJson, MAX_JSON_DEPTH)) return { error: tooDeep('the initial state') };
       const key = creationKey(msg);
-      const need = creationNeed(msg.stateJson, key);
+      const need = creationNeed(msg.stateJson, key, msg.source);
       const interp = await pick(need);
       if (!hasRoom(interp, need)) {
         if (!interp.reserved || interp.reserved.until <= Date.now() || interp.reserved.bytes <= need) interp.reserved = { bytes: need, until: Date.now() + RESERVE_MS };
@@ -540,7 +558,10 @@ async function handle(msg) {
         interp.sessions.delete(sid);
         const full = a.exhausted && !a.fatal && !a.lost ? await crowdedBy(interp, sid, msg.limits.createDeadlineMs, a.refusedBytes ?? 0) : null;
         if (!a.lost) void drop(interp, sid);
-        if (full) return { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to create the environment', full) } };
+        if (full) {
+          learnNeed(key, a.usedBytes ?? interp.usedBytes);
+          return { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to create the environment', full) } };
+        }
         const fatalBefore = fatalCreations.get(key) ?? 0;
         if (a.exhausted && a.fatal && others > 0) {
           if (fatalCreations.size >= 500) fatalCreations.delete(/** @type {string} */ (fatalCreations.keys().next().value));

@@ -224,8 +224,10 @@ if (data.makeSnapshot) {
   fns['drop'] = (/** @type {string} */ sid) => {
     dropsSinceCollect += 1;
     const used = heapBytes() >= capBytes / 2 ? bytesInUse() : null;
+    // Past half the cap in use, every drop collects: the reading the child weighs new environments against is taken
+    // after it, and one that still counted a dropped environment's cycles kept new ones out while any stayed open.
     const collect = heapBytes() > heapAtCollect
-      || (used === null ? dropsSinceCollect >= COLLECT_EVERY : used - usedAtCollect > Math.max(8 * 1024 * 1024, (capBytes - usedAtCollect) / 8));
+      || (used === null ? dropsSinceCollect >= COLLECT_EVERY : used > capBytes / 2 || used - usedAtCollect > Math.max(8 * 1024 * 1024, (capBytes - usedAtCollect) / 8));
     try {
       return dropSession(sid, collect);
     } finally {
