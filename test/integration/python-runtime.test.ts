@@ -811,7 +811,8 @@ class Env:
         expect(tried).to.have.property('code', 'SANDBOX_MEMORY_FULL');
         // Tried: the measure of the others against its own.
         expect((tried as Error).message).to.match(/against this one's/);
-        const waited = await rejection(r.openSession(greedy, {}, LIMITS));
+        // The same code with another state (each task of a τ-bench domain has its own): learnt all the same.
+        const waited = await rejection(r.openSession(greedy, { tâche: 'autre — 別の 🧳' }, LIMITS));
         expect(waited).to.have.property('code', 'SANDBOX_MEMORY_FULL');
         // Not tried: what it may take, learnt.
         expect((waited as Error).message).to.match(/had no room to create the environment: its 3 other environments held about [\d.]+ MB, and creating this one may take about [\d.]+ MB/);

@@ -290,11 +290,15 @@ const creationKey = msg => createHash('sha256').update(String(msg.className)).up
  * running episodes' environments, failed one after another, fatally at times, and took the running ones with them).
  * @param {string} stateJson
  */
-const creationNeed = (stateJson, key = '', source = '') =>
-  Math.max(fatalCreations.has(key) ? (settings.heapMb * 1048576) / 2 : (settings.heapMb * 1048576) / 16, 8 * (Buffer.byteLength(stateJson) + Buffer.byteLength(source)), learnedNeeds.get(key) ?? 0);
+const creationNeed = (stateJson, key = '', source = '', codeKey = '') =>
+  Math.max(fatalCreations.has(key) ? (settings.heapMb * 1048576) / 2 : (settings.heapMb * 1048576) / 16, 8 * (Buffer.byteLength(stateJson) + Buffer.byteLength(source)), learnedNeeds.get(codeKey) ?? 0);
+
+/** An environment's code, whatever its state: what a learnt need is kept by (τ-bench's 50 tasks share one class). @param {any} msg */
+const codeKeyOf = msg => createHash('sha256').update(String(msg.className)).update('\0').update(String(msg.source)).digest('hex');
 
 /**
- * What creations that found no room beside others needed at least, by their code and state: the room that was left
+ * What creations that found no room beside others needed at least, by their code (any state: each task of a τ-bench
+ * domain has its own, and learning per state let each of the 50 be tried once more): the room that was left
  * when they failed, and a sixteenth of the cap more (a few hundred kept). A guess from the JSON alone misses an
  * environment whose data is in its source (τ-bench's 3 MB database, with a state of {}): each of its creations was
  * tried, took seconds and failed, while the episodes already running waited behind it (a stranger's re-probe: no
@@ -529,7 +533,8 @@ async function handle(msg) {
     case 'open': {
       if (deeperThan(msg.stateJson, MAX_JSON_DEPTH)) return { error: tooDeep('the initial state') };
       const key = creationKey(msg);
-      const need = creationNeed(msg.stateJson, key, msg.source);
+      const codeKey = codeKeyOf(msg);
+      const need = creationNeed(msg.stateJson, key, msg.source, codeKey);
       const interp = await pick(need);
       if (!hasRoom(interp, need)) {
         if (!interp.reserved || interp.reserved.until <= Date.now() || interp.reserved.bytes <= need) interp.reserved = { bytes: need, until: Date.now() + RESERVE_MS };
@@ -559,7 +564,7 @@ async function handle(msg) {
         const full = a.exhausted && !a.fatal && !a.lost ? await crowdedBy(interp, sid, msg.limits.createDeadlineMs, a.refusedBytes ?? 0) : null;
         if (!a.lost) void drop(interp, sid);
         if (full) {
-          learnNeed(key, a.usedBytes ?? interp.usedBytes);
+          learnNeed(codeKey, a.usedBytes ?? interp.usedBytes);
           return { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to create the environment', full) } };
         }
         const fatalBefore = fatalCreations.get(key) ?? 0;
