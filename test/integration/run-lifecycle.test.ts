@@ -107,7 +107,8 @@ describe('runs over their lifetime: status at any size, settings that do not cha
     // Another policy is not a changed setting but a generation of its own, frozen in its turn — only on
     // purpose: it needs a version of its own (a forgotten or mistyped flag does not start a paid generation).
     const unnamed = await rejection(submitRollouts(f.config, f.redis, { runId: 'r', samples: 3, modes: ['non-conversational'], policyModel: 'new-checkpoint' }));
-    expect(String(unnamed)).to.match(/model null/).and.to.match(/--policy-version of its own/);
+    // (The first policy named by its model, the profile's when no --model was given; it said "model null".)
+    expect(String(unnamed)).to.match(/policy model "[^"]+" \(the rollout\.policy profile's, no --model given\)/).and.to.match(/--policy-version of its own/);
     const generation = await submitRollouts(f.config, f.redis, { runId: 'r', samples: 3, modes: ['non-conversational'], policyModel: 'new-checkpoint', policyVersion: 'step-2000' });
     expect(generation.policy).to.match(/^p-[0-9a-f]{12}$/);
     expect((await f.store.getDoc('r', 'rollout-config', generation.policy!))?.policyModel).to.equal('new-checkpoint');
