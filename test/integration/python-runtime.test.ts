@@ -827,6 +827,28 @@ class Env:
       }
     });
 
+    it('asks a queued creation again when its turn comes: of a burst admitted on an empty interpreter, the ones that no longer fit wait without being tried', async () => {
+      // 64 τ-bench creations asked for at once were all admitted on an empty interpreter; once it was full, each of the
+      // last 31 was tried for seconds and failed in turn, while the running episodes waited (a stranger's third re-probe).
+      const holder = python('KEPT = []\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(36 << 20))\n    def ping(self):\n        return {"success": True, "data": "ok"}\n', ['ping'], 'Holder');
+      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      try {
+        const outcomes = await Promise.all(Array.from({ length: 7 }, (_, i) => r.openSession(holder, { n: `burst ${i} — 突発` }, LIMITS).then(s => ({ s, err: null }), (err: unknown) => ({ s: null, err: err as Error & { code?: string } }))));
+        const opened = outcomes.filter(o => o.s);
+        const refused = outcomes.filter(o => o.err);
+        expect(opened.length).to.be.at.least(3);
+        for (const o of refused) expect(o.err).to.have.property('code', 'SANDBOX_MEMORY_FULL');
+        const tried = refused.filter(o => /against this one's/.test(o.err!.message));
+        const waited = refused.filter(o => /may take about/.test(o.err!.message));
+        // At most the first that met the full heap is tried; the ones after it wait without a try.
+        expect(tried.length, refused.map(o => o.err!.message).join('\n')).to.be.at.most(1);
+        expect(waited.length).to.be.at.least(1);
+        for (const o of opened) expect(await o.s!.call('ping', {})).to.deep.include({ result: { success: true, data: 'ok' } });
+      } finally {
+        await r.close();
+      }
+    });
+
     it('takes a co-tenant already stopped, whose memory is still being freed, for the cause of calls queued meanwhile: every one of them is SANDBOX_MEMORY_FULL, and no other session is stopped', async () => {
       // A hoarder holds 120 of 192 MB; two workers ask 64 MB each at once, far more than is left, so both meet the cap.
       // The second runs before the first one's measure has stopped the hoarder and its drop has run.

@@ -30,8 +30,8 @@ const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {
 /**
  * @typedef {{ createDeadlineMs: number, callDeadlineMs: number, checkDeadlineMs: number, sessionCpuMs: number, maxResultBytes: number, maxStateBytes: number }} Limits
  * @typedef {{ code: string, message: string, byOther?: boolean, cotenant?: boolean }} Failure
- * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void, overtaken?: number }} Job
- * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, usedBytes?: number | null, lost?: Failure, interrupted?: boolean }} Answer
+ * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void, overtaken?: number, admit?: () => string | null }} Job
+ * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, usedBytes?: number | null, lost?: Failure, interrupted?: boolean, refused?: boolean }} Answer
  */
 
 /** @type {{ indexURL: string, heapMb: number, interpreters: number, sessionsPerInterpreter: number, graceMs: number, recycleHeapMb: number, packages?: { module: string, file: string, isPackage: boolean, source: string }[] }} */
@@ -92,12 +92,16 @@ class Interpreter {
     this.worker.on('exit', () => this.lost({ code: 'ENV_DISPOSED', message: 'the Python interpreter thread ended (a fatal error); the environment is gone' }, this.running ? sidOf(this.running) : null));
   }
 
-  /** @param {string} fn @param {(string | boolean)[]} args @param {number} deadlineMs @returns {Promise<Answer>} */
-  run(fn, args, deadlineMs) {
+  /**
+   * @param {string} fn @param {(string | boolean)[]} args @param {number} deadlineMs
+   * @param {() => string | null} [admit] asked when the job is about to start: a reason not to (it is answered `refused`)
+   * @returns {Promise<Answer>}
+   */
+  run(fn, args, deadlineMs, admit) {
     // (A job given to an interpreter that is gone already was never its cause: taken down with it, as a co-tenant.)
     if (this.dead) return Promise.resolve(lostAnswer({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was recycled', cotenant: true }));
     return new Promise(resolve => {
-      const job = { fn, args, deadlineMs, resolve };
+      const job = { fn, args, deadlineMs, resolve, ...(admit ? { admit } : {}) };
       // The work of environments already running (their calls, states, checks, drops) goes before the creation of new
       // ones: one at a time, a burst of creations (an episode's environment starts while its first model call is made)
       // held every running episode's calls behind them (a τ-bench airline environment takes seconds to create; 64
@@ -116,7 +120,14 @@ class Interpreter {
 
   pump() {
     if (this.running || this.dead) return;
-    const job = this.queue.shift();
+    let job = this.queue.shift();
+    // A creation admitted when it was asked for may no longer fit when its turn comes (the creations queued before it
+    // filled the heap): asked again now, it is answered without running (a burst of 64 τ-bench creations was admitted
+    // on an empty interpreter, and the last 31 were each tried for seconds and failed, while the running episodes waited).
+    for (let refused = job?.admit?.(); job && refused; refused = job?.admit?.()) {
+      job.resolve({ text: JSON.stringify({ err: 'SANDBOX_MEMORY_FULL', message: refused }), us: 0, exhausted: false, fatal: false, heapBytes: this.heapBytes, refused: true });
+      job = this.queue.shift();
+    }
     if (!job) return;
     this.running = job;
     this.interrupted = false;
@@ -170,6 +181,9 @@ class Interpreter {
     answer.interrupted = this.interrupted;
     job?.resolve(answer);
     if (answer.fatal) this.kill(job ? sidOf(job) : null);
+    // A creation that found no room: the next job starts once its caller has learnt from it (the awaiting code runs
+    // first), so that a creation queued behind it is asked with what was learnt.
+    else if (job?.fn === 'create' && answer.exhausted) setTimeout(() => this.pump(), 0);
     else this.pump();
     this.maybeRetire();
   }
@@ -261,10 +275,10 @@ async function pick(needBytes = 0) {
 /**
  * Whether a new environment that may need `needBytes` fits beside the environments on `p`, as far as its last reading
  * says: one alone always does (its own limits decide), and so does any under half its cap.
- * @param {Interpreter} p @param {number} needBytes
+ * @param {Interpreter} p @param {number} needBytes @param {string} [sid] the creation's own session, not counted as another
  */
-function hasRoom(p, needBytes) {
-  if (p.sessions.size === 0 || p.usedBytes === null) return true;
+function hasRoom(p, needBytes, sid = '') {
+  if (p.sessions.size - (p.sessions.has(sid) ? 1 : 0) === 0 || p.usedBytes === null) return true;
   // Room held for a larger creation refused lately, so that a flow of small ones does not keep it out for ever.
   const held = p.reserved && p.reserved.until > Date.now() && needBytes < p.reserved.bytes ? p.reserved.bytes : 0;
   return p.usedBytes + needBytes + held <= settings.heapMb * 1048576;
@@ -534,20 +548,26 @@ async function handle(msg) {
       if (deeperThan(msg.stateJson, MAX_JSON_DEPTH)) return { error: tooDeep('the initial state') };
       const key = creationKey(msg);
       const codeKey = codeKeyOf(msg);
-      const need = creationNeed(msg.stateJson, key, msg.source, codeKey);
+      const needAsked = creationNeed(msg.stateJson, key, msg.source, codeKey);
+      const need = needAsked;
       const interp = await pick(need);
-      if (!hasRoom(interp, need)) {
+      /**
+       * Why a creation of `need` does not fit on the interpreter now (null: it does): every interpreter is about full of
+       * running environments, so this one waits for room (its job comes back, no attempt used) instead of being created
+       * where it would fail, and maybe take the others down with it. Asked when it is asked for, and again when its turn comes.
+       * @param {string} [own] its session, once added
+       */
+      const noRoom = (own = '') => {
+        // (what it may take as learnt meanwhile, by a creation of the same code that found no room)
+        const need = Math.max(needAsked, learnedNeeds.get(codeKey) ?? 0);
+        if (hasRoom(interp, need, own)) return null;
         if (!interp.reserved || interp.reserved.until <= Date.now() || interp.reserved.bytes <= need) interp.reserved = { bytes: need, until: Date.now() + RESERVE_MS };
-        // Every interpreter is about full of running environments: this one waits for room (its job comes back, no
-        // attempt used) instead of being created where it would fail, and maybe take the others down with it.
         const mb = (/** @type {number} */ n) => (n / 1048576).toFixed(1);
-        return {
-          error: {
-            code: 'SANDBOX_MEMORY_FULL',
-            message: `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${interp.sessions.size} other environments held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(need)} MB (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`,
-          },
-        };
-      }
+        const others = interp.sessions.size - (interp.sessions.has(own) ? 1 : 0);
+        return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(need)} MB (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
+      };
+      const refusedNow = noRoom();
+      if (refusedNow) return { error: { code: 'SANDBOX_MEMORY_FULL', message: refusedNow } };
       const sid = `s${++nextSid}`;
       /** @type {Session} */
       const s = { sid, interp, limits: msg.limits, cpuUs: 0, lost: null, ended: false };
@@ -555,16 +575,24 @@ async function handle(msg) {
       sessions.set(sid, s);
       // Admitted: room held for it is no longer.
       if (interp.reserved && interp.reserved.bytes <= need) interp.reserved = null;
-      const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed, String(msg.limits.maxStateBytes)], msg.limits.createDeadlineMs);
+      const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed, String(msg.limits.maxStateBytes)], msg.limits.createDeadlineMs, () => noRoom(sid));
+      if (a.refused) {
+        // Never created: nothing to drop.
+        sessions.delete(sid);
+        interp.sessions.delete(sid);
+        return { error: { code: 'SANDBOX_MEMORY_FULL', message: envelope(a.text).message } };
+      }
       const r = answerEnvelope(a);
       if ('err' in r || a.exhausted) {
         const others = [...interp.sessions].filter(other => other !== sid).length;
+        // Learnt at once, before anything else runs on the interpreter (its next job waits for this: answered()), so a
+        // creation of the same code queued behind this one is asked with it.
+        if (a.exhausted && !a.fatal && !a.lost && others > 0) learnNeed(codeKey, a.usedBytes ?? interp.usedBytes);
         sessions.delete(sid);
         interp.sessions.delete(sid);
         const full = a.exhausted && !a.fatal && !a.lost ? await crowdedBy(interp, sid, msg.limits.createDeadlineMs, a.refusedBytes ?? 0) : null;
         if (!a.lost) void drop(interp, sid);
         if (full) {
-          learnNeed(codeKey, a.usedBytes ?? interp.usedBytes);
           return { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to create the environment', full) } };
         }
         const fatalBefore = fatalCreations.get(key) ?? 0;
