@@ -294,8 +294,8 @@ const RESERVE_MS = 60_000;
  * @type {Map<string, number>}
  */
 const fatalCreations = new Map();
-/** @param {any} msg */
-const creationKey = msg => createHash('sha256').update(String(msg.className)).update('\0').update(String(msg.source)).update('\0').update(String(msg.stateJson)).digest('hex');
+/** A creation's code and state (its code's key, codeKeyOf, and its state). @param {any} msg @param {string} codeKey */
+const creationKey = (msg, codeKey) => createHash('sha256').update(codeKey).update('\0').update(String(msg.stateJson)).digest('hex');
 
 /**
  * What creating an environment from `stateJson` may take for a moment (its state parsed into Python objects, its
@@ -546,10 +546,10 @@ async function handle(msg) {
   switch (msg.op) {
     case 'open': {
       if (deeperThan(msg.stateJson, MAX_JSON_DEPTH)) return { error: tooDeep('the initial state') };
-      const key = creationKey(msg);
+      // (the source hashed once: τ-bench's is 3 MB)
       const codeKey = codeKeyOf(msg);
-      const needAsked = creationNeed(msg.stateJson, key, msg.source, codeKey);
-      const need = needAsked;
+      const key = creationKey(msg, codeKey);
+      const need = creationNeed(msg.stateJson, key, msg.source, codeKey);
       const interp = await pick(need);
       /**
        * Why a creation of `need` does not fit on the interpreter now (null: it does): every interpreter is about full of
@@ -559,12 +559,12 @@ async function handle(msg) {
        */
       const noRoom = (own = '') => {
         // (what it may take as learnt meanwhile, by a creation of the same code that found no room)
-        const need = Math.max(needAsked, learnedNeeds.get(codeKey) ?? 0);
-        if (hasRoom(interp, need, own)) return null;
-        if (!interp.reserved || interp.reserved.until <= Date.now() || interp.reserved.bytes <= need) interp.reserved = { bytes: need, until: Date.now() + RESERVE_MS };
+        const needNow = Math.max(need, learnedNeeds.get(codeKey) ?? 0);
+        if (hasRoom(interp, needNow, own)) return null;
+        if (!interp.reserved || interp.reserved.until <= Date.now() || interp.reserved.bytes <= needNow) interp.reserved = { bytes: needNow, until: Date.now() + RESERVE_MS };
         const mb = (/** @type {number} */ n) => (n / 1048576).toFixed(1);
         const others = interp.sessions.size - (interp.sessions.has(own) ? 1 : 0);
-        return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(need)} MB (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
+        return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(needNow)} MB (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
       };
       const refusedNow = noRoom();
       if (refusedNow) return { error: { code: 'SANDBOX_MEMORY_FULL', message: refusedNow } };
