@@ -2,7 +2,7 @@ import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortEr
 import { ZodError } from 'zod';
 import { ConfigError } from '../config/index.js';
 import { isRedisFull } from './redis/full.js';
-import { SANDBOX_ERROR_CODES, SandboxError } from './sandbox/errors.js';
+import { lostWithInterpreter, SANDBOX_ERROR_CODES, SandboxError } from './sandbox/errors.js';
 
 export { ConfigError, isRedisFull };
 
@@ -391,13 +391,25 @@ export function classifyError(err: unknown, job: WaitContext = { sandboxFullWait
   const code = codeOf(err);
   const { action } = ERROR_CODES[code];
   if (action === 'rate-limit') return { action, code, delayMs: err instanceof RateLimitedError ? err.retryAfterMs : 5_000 };
-  if (code === 'SANDBOX_MEMORY_FULL') {
+  // An environment lost with the Python interpreter another environment took down waits as one that met a full heap:
+  // the interpreter is the load's, not the episode's (a stranger's re-probe of τ-bench airline: interpreters stopped 8
+  // times under memory pressure took 19 episodes' every attempt, and they were recorded environment-error for good).
+  if (usesSandboxWaits(err)) {
     if (job.sandboxFullWaits >= job.maxSandboxFullWaits) return { action: 'retry', code, waitsSpent: job.sandboxFullWaits };
     return { action: 'wait', code, delayMs: sandboxFullDelayMs(job.sandboxFullWaits, job.backoffMs) };
   }
   if (action === 'wait') return { action, code, delayMs: err instanceof LowerIndexPendingError ? err.retryAfterMs : code === 'REDIS_FULL' ? REDIS_FULL_WAIT_MS : 1_000 };
   return { action, code };
 }
+
+/**
+ * Whether `err` comes back without using an attempt, its waits counted against ENVFLEET_SANDBOX_FULL_WAITS: a full sandbox
+ * (SANDBOX_MEMORY_FULL), or an environment lost with the Python interpreter another environment took down.
+ */
+export const usesSandboxWaits = (err: unknown): boolean => {
+  const code = codeOf(err);
+  return code === 'SANDBOX_MEMORY_FULL' || (code === 'ENV_DISPOSED' && lostWithInterpreter(err));
+};
 
 /** How long a job that met a full Redis waits before it tries again (no attempt used). */
 export const REDIS_FULL_WAIT_MS = 10_000;

@@ -6,7 +6,7 @@ import type { AppConfig } from '../config/index.js';
 import { SANDBOX_FULL_WAITS_FIELD, queuePrefix, type QueueDefinition } from '../queues/define-queue.js';
 import { pendingKey } from '../queues/enqueuer.js';
 import { releaseParkedJob } from '../queues/run-jobs.js';
-import { RequestError, RunCancelledError, budgetStageOf, castToError, classifyError, codeOf, isRedisFull, type ErrorCode } from '../src/errors.js';
+import { RequestError, RunCancelledError, budgetStageOf, castToError, classifyError, codeOf, isRedisFull, usesSandboxWaits, type ErrorCode } from '../src/errors.js';
 import type { Logger } from '../src/logger.js';
 import type { BudgetPause, RunControl } from '../src/runs/control.js';
 import type { MetricsRecorder } from '../src/runs/metrics.js';
@@ -297,9 +297,10 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
           await job.moveToDelayed(Date.now(), token);
           throw new DelayedError();
         }
-        // Waits for a full sandbox thread are counted per job, so that a thread that never frees cannot hold it for ever.
+        // Waits for a full sandbox thread (or a Python interpreter another environment took down) are counted per job, so
+        // that a thread that never frees cannot hold it for ever.
         const jobKey = job.id === undefined ? null : queue.toKey(job.id);
-        const client = codeOf(err) === 'SANDBOX_MEMORY_FULL' && jobKey !== null ? await queue.getBackend().client : null;
+        const client = usesSandboxWaits(err) && jobKey !== null ? await queue.getBackend().client : null;
         const sandboxFullWaits = client ? Number((await client.hget(jobKey!, SANDBOX_FULL_WAITS_FIELD)) ?? 0) : 0;
         const verdict = classifyError(err, { sandboxFullWaits, maxSandboxFullWaits: jobKey === null ? 0 : config.jobs.sandboxFullWaits, backoffMs: config.jobs.backoffMs });
         if (verdict.code === 'RUN_PAUSED' && control && token) {
@@ -354,7 +355,12 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
             // this worker's, so no other process counts at the same time.
             const waits = sandboxFullWaits + 1;
             await client.hset(jobKey!, { [SANDBOX_FULL_WAITS_FIELD]: waits });
-            jobLog.info({ code: verdict.code, delayMs: verdict.delayMs, waits, maxWaits: config.jobs.sandboxFullWaits, reason: err.message }, 'the sandbox thread is full of other work; the job comes back later, no attempt used');
+            jobLog.info(
+              { code: verdict.code, delayMs: verdict.delayMs, waits, maxWaits: config.jobs.sandboxFullWaits, reason: err.message },
+              verdict.code === 'SANDBOX_MEMORY_FULL'
+                ? 'the sandbox thread is full of other work; the job comes back later, no attempt used'
+                : 'its environment was lost with a Python interpreter another environment took down; the job comes back later, no attempt used',
+            );
           } else if (verdict.code === 'REDIS_FULL') {
             // Redis refused a write (maxmemory): the operator's to fix; the job is kept, no attempt used. The move back is a
             // write too, and may be refused as well: the job's lock then lapses and the stalled-job path brings it back.
@@ -377,8 +383,10 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
         const message =
           !verdict.waitsSpent
             ? err.message
-            : `${err.message} (the job had already come back ${verdict.waitsSpent} time${verdict.waitsSpent === 1 ? '' : 's'} for a full sandbox thread without using an attempt, the most ENVFLEET_SANDBOX_FULL_WAITS=${config.jobs.sandboxFullWaits} allows: the thread stayed full, so this used an attempt)`;
-        if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) await settleOnce(job, { status: 'failed', code: verdict.code, message });
+            : `${err.message} (the job had already come back ${verdict.waitsSpent} time${verdict.waitsSpent === 1 ? '' : 's'} for a full sandbox thread or a lost Python interpreter without using an attempt, the most ENVFLEET_SANDBOX_FULL_WAITS=${config.jobs.sandboxFullWaits} allows: ${verdict.code === 'SANDBOX_MEMORY_FULL' ? 'the thread stayed full' : 'interpreters kept being taken down'}, so this used an attempt)`;
+        // The last attempt: what is recorded says so (a message that says the job is run again would be wrong there).
+        const attempts = job.opts.attempts ?? 1;
+        if (job.attemptsMade + 1 >= attempts) await settleOnce(job, { status: 'failed', code: verdict.code, message: `${message} (this was the last of its ${attempts} attempt${attempts === 1 ? '' : 's'}, ENVFLEET_JOB_ATTEMPTS: it is not run again)` });
         jobLog.warn({ err, code: verdict.code, ...(verdict.waitsSpent === undefined ? {} : { sandboxFullWaits: verdict.waitsSpent }) }, 'job failed; it will be retried if attempts remain');
         const retryable = new Error(failedReason(verdict.code, message));
         if (err.stack) retryable.stack = err.stack;

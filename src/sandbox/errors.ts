@@ -22,7 +22,7 @@ export const SANDBOX_ERROR_CODES = {
   CLASS_MISSING: 'the source does not declare the named class',
   TOOL_SCHEMA_INVALID: 'a tool’s parameters schema does not compile: invalid JSON Schema, past the size or depth caps, or a "pattern" the linear-time regular expression engine refuses',
   CONSTRUCTOR_FAILED: 'the constructor threw on the initial state',
-  ENV_DISPOSED: 'the environment was thrown away after hitting a limit, or (Python) lost with its interpreter, which another environment took down: a rollout then runs its episode again (using an attempt), a served session is evicted unscored (SESSION_EVICTED)',
+  ENV_DISPOSED: 'the environment was thrown away after hitting a limit, or (Python) lost with its interpreter, which another environment took down: a rollout then runs its episode again (its job comes back without using an attempt, as for SANDBOX_MEMORY_FULL, up to ENVFLEET_SANDBOX_FULL_WAITS times), a served session is evicted unscored (SESSION_EVICTED)',
   SANDBOX_UNAVAILABLE: 'the sandbox thread holding the environment ended, or the session was closed; at start-up, the sandbox pool could not start its threads (the worker does not start)',
   CHECK_INVALID: 'the check source does not load or does not define check()',
   CHECK_NOT_BOOLEAN: 'the check function returned something other than true or false',
@@ -98,8 +98,9 @@ export class SandboxFullError extends SandboxError {
  * An episode's environment lost with its Python interpreter, which another environment took down (a call that swallowed
  * the interrupt, a fatal error, tampering: the runtime marks such an environment `lostWith: 'interpreter'`; never the
  * one whose own call did it, which ends with its own failure). The episode played nothing wrong, so it is not recorded:
- * thrown out of it, its job runs it again (classifyError's 'retry', using an attempt of ENVFLEET_JOB_ATTEMPTS, so an
- * interpreter taken down again and again cannot hold the job for ever); its model calls come from the response cache.
+ * thrown out of it, its job comes back and runs it again without using an attempt (classifyError's 'wait', counted as
+ * SANDBOX_MEMORY_FULL's waits are: past ENVFLEET_SANDBOX_FULL_WAITS it uses attempts, so an interpreter taken down again
+ * and again cannot hold the job for ever); its model calls come from the response cache.
  */
 export class InterpreterLostError extends SandboxError {
   constructor(message: string) {
@@ -108,7 +109,7 @@ export class InterpreterLostError extends SandboxError {
 
   static at(where: string, message: string): InterpreterLostError {
     return new InterpreterLostError(
-      `${where}: ${message}. Another environment took down the Python interpreter this one shared, so its job is run again and nothing of it recorded (an attempt of ENVFLEET_JOB_ATTEMPTS; model calls come from the response cache)`,
+      `${where}: ${message}. Another environment took down the Python interpreter this one shared, so nothing of it is recorded and its job runs it again, without using an attempt while it has waits left (ENVFLEET_SANDBOX_FULL_WAITS; model calls come from the response cache)`,
     );
   }
 }

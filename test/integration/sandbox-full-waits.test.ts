@@ -110,7 +110,7 @@ describe('a sandbox thread full of other work for longer than the attempts last 
         expect(t.termination.reason, t.scenarioId).to.equal('environment-error');
         expect(t.reward).to.equal(null);
         expect(t.termination.detail).to.match(/^\[SANDBOX_MEMORY_FULL\] /);
-        expect(t.termination.detail).to.contain('come back 3 times for a full sandbox thread without using an attempt, the most ENVFLEET_SANDBOX_FULL_WAITS=3 allows');
+        expect(t.termination.detail).to.contain('come back 3 times for a full sandbox thread or a lost Python interpreter without using an attempt, the most ENVFLEET_SANDBOX_FULL_WAITS=3 allows: the thread stayed full');
       }
       const queue = new Queue('rollout.run', { connection: f.redis, prefix: f.config.redis.prefix });
       try {

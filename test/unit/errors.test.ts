@@ -23,8 +23,9 @@ import {
   castToError,
   classifyError,
   modelCodeOfStatus,
+  usesSandboxWaits,
 } from '../../src/errors.js';
-import { SandboxError, SandboxFullError, SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
+import { InterpreterLostError, SandboxError, SandboxFullError, SANDBOX_ERROR_CODES } from '../../src/sandbox/errors.js';
 
 const headers = new Headers();
 
@@ -91,6 +92,20 @@ describe('classifyError', () => {
     // The sandbox's own code, thrown as it is, waits the same way; an environment past its own allowance does not.
     expect(classifyError(new SandboxError('SANDBOX_MEMORY_FULL', 'x'), job(0)).action).to.equal('wait');
     expect(classifyError(new SandboxError('MEMORY_EXCEEDED', 'x'), job(0))).to.deep.equal({ action: 'retry', code: 'MEMORY_EXCEEDED' });
+  });
+
+  it('puts a job whose environment was lost with a Python interpreter another environment took down back later the same way, no attempt used; an environment thrown away for its own limit uses one', () => {
+    const job = (sandboxFullWaits: number) => ({ sandboxFullWaits, maxSandboxFullWaits: 12, backoffMs: 2_000 });
+    const lost = InterpreterLostError.at('the final state could not be read', 'the Python interpreter thread ended');
+    expect(usesSandboxWaits(lost)).to.equal(true);
+    expect(lost.message).to.include('without using an attempt while it has waits left (ENVFLEET_SANDBOX_FULL_WAITS');
+    expect(classifyError(lost, job(0))).to.deep.equal({ action: 'wait', code: 'ENV_DISPOSED', delayMs: 2_000 });
+    expect(classifyError(lost, job(12))).to.deep.equal({ action: 'retry', code: 'ENV_DISPOSED', waitsSpent: 12 });
+    // As the sandbox gives it (a call's outcome marked lostWith), and an environment that met its own limit.
+    expect(usesSandboxWaits(new SandboxError('ENV_DISPOSED', 'gone', 'interpreter'))).to.equal(true);
+    const own = new SandboxError('ENV_DISPOSED', 'the environment was thrown away after DEADLINE_EXCEEDED');
+    expect(usesSandboxWaits(own)).to.equal(false);
+    expect(classifyError(own, job(0))).to.deep.equal({ action: 'retry', code: 'ENV_DISPOSED' });
   });
 
   it('keeps stable codes', () => {
