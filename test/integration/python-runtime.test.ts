@@ -16,6 +16,7 @@ import { answerText, HARNESS_PY, MAX_JSON_DEPTH } from '../../src/sandbox/python
 import { createPythonSandboxRunner, type PythonSandboxRunner } from '../../src/sandbox/python/python-runner.js';
 import { createLocalSandboxRunner, type EnvSession } from '../../src/sandbox/runner.js';
 import { scoreFinalState } from '../../src/rollouts/score.js';
+import { fullCheck } from '../../src/sandbox/retry-when-full.js';
 import { RawJson, stringifyJson } from '../../src/util/raw-json.js';
 import { runEpisode } from '../../src/rollouts/episode.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
@@ -822,6 +823,68 @@ class Env:
         for (const h of held.splice(0)) await h.close();
         const made = await r.openSession(greedy, {}, LIMITS);
         expect(await made.call('size_mb', {})).to.deep.include({ result: { success: true, data: 80 } });
+      } finally {
+        await r.close();
+      }
+    });
+
+    it("takes a check that found the heap full of other environments for the interpreter's load (SANDBOX_MEMORY_FULL: the episode is scored again once there is room), not for a failed check; where there is room it passes", async () => {
+      // τ-bench's gold-hash check copies and hashes a 3 MB database: beside the running episodes it met MemoryError and
+      // was counted failed, a reward of 0 that fewer episodes at once would not have given (a stranger's re-probe).
+      const holder = python('KEPT = []\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(36 << 20))\n    def ping(self):\n        return {"success": True, "data": "ok"}\n', ['ping'], 'Holder');
+      const small = python('class Small:\n    def __init__(self, c):\n        self.label = c["label"]\n        self.n = 1\n', [], 'Small');
+      const greedy = pyCheck('greedy — 貪欲 🧮', 'def check_func(s):\n    scratch = bytearray(64 << 20)\n    return len(scratch) > 0 and s["n"] == 1 and s["label"] == "données 数据 ✈️"\n');
+      const after = pyCheck('after', 'def check_func(s):\n    return s["n"] == 1\n');
+      const label = 'données 数据 ✈️';
+      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      try {
+        const held = [];
+        for (let i = 0; i < 4; i++) held.push(await r.openSession(holder, { i }, LIMITS));
+        // At the end of a session (EnvSession.finish), and outside one (checks of a final state given).
+        const s = await r.openSession(small, { label }, LIMITS);
+        const end = await s.finish([greedy, after]);
+        expect(end.stateError).to.equal(null);
+        const outside = await r.checks({ checks: [greedy, after], finalState: { label, n: 1 }, initialState: { label, n: 1 }, limits: LIMITS });
+        for (const results of [end.checks!.results, outside.results]) {
+          expect(results.map(c => c.errorCode)).to.deep.equal(['SANDBOX_MEMORY_FULL', 'SANDBOX_MEMORY_FULL']);
+          expect(results[0]!.error).to.match(/ENVFLEET_PYTHON_HEAP_MB=192.*had no room for the check "greedy — 貪欲 🧮": its 4 other environments held about [\d.]+ MB against this one's [\d.]+ MB/);
+          expect(fullCheck(results), 'an episode waits it out').to.not.equal(null);
+        }
+        // The running ones went on.
+        for (const h of held) expect(await h.call('ping', {})).to.deep.include({ result: { success: true, data: 'ok' } });
+        for (const h of held.splice(0)) await h.close();
+        const again = await r.openSession(small, { label }, LIMITS);
+        expect((await again.finish([greedy, after])).checks).to.deep.include({ results: [{ item: 'greedy — 貪欲 🧮', passed: true }, { item: 'after', passed: true }], reward: 1, solved: true });
+      } finally {
+        await r.close();
+      }
+    });
+
+    it("keeps room for the end of a running environment (its final state written, its checks' copies of it) when new ones are admitted: filled with as many as are let in, the running one still ends and is scored", async () => {
+      // τ-bench airline at the default concurrency: creations filled the heap and the running episodes' 3 MB final states
+      // and gold-hash checks met it, each try seconds long, and episodes waited and ran again (a stranger's re-probe).
+      const big = python('class Big:\n    def __init__(self, c):\n        self.rows = [{"id": "R%d" % i, "name": "réservation 予約 ✈️ n°%d" % i, "seats": [i, i + 1]} for i in range(c["count"])]\n', [], 'Big');
+      const holder = python('KEPT = []\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(10 << 20))\n    def ping(self):\n        return {"success": True, "data": "ok"}\n', ['ping'], 'Holder');
+      // As τ-bench's: a copy of the state, hashed whole.
+      const hashed = pyCheck('hashed — 検査', 'import hashlib\n\ndef check_func(s):\n    text = str([(r["id"], r["name"], tuple(r["seats"])) for r in s["rows"]])\n    return len(hashlib.sha256(text.encode("utf-8")).hexdigest()) == 64 and len(s["rows"]) == 40000\n');
+      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      try {
+        const b = await r.openSession(big, { count: 40_000 }, { ...LIMITS, checkDeadlineMs: 20_000, createDeadlineMs: 20_000 });
+        const held = [];
+        let refused: unknown = null;
+        while (!refused && held.length < 20) {
+          try {
+            held.push(await r.openSession(holder, { n: held.length }, LIMITS));
+          } catch (err) {
+            refused = err;
+          }
+        }
+        expect(refused, `refused after ${held.length}`).to.have.property('code', 'SANDBOX_MEMORY_FULL');
+        expect((refused as Error).message, (refused as Error).message).to.match(/with about [\d.]+ MB kept for an environment's end \(its final state and checks\)/);
+        const end = await b.finish([hashed]);
+        expect(end.stateError, end.stateError?.message).to.equal(null);
+        expect(end.checks).to.deep.include({ results: [{ item: 'hashed — 検査', passed: true }], reward: 1, solved: true });
+        for (const h of held) expect(await h.call('ping', {})).to.deep.include({ result: { success: true, data: 'ok' } });
       } finally {
         await r.close();
       }
@@ -2601,7 +2664,7 @@ class Env:
       const { ns } = await harness();
       const source = 'class Text:\n    def __init__(self, c=None):\n        self.lines = []\n    def fill(self, n=0, text=""):\n        self.lines = [text] * n\n        return n\n';
       const code = ns.get('compile_env')('Text', source);
-      expect(String(ns.get('create')('t1', 'Text', code, '{}', '["fill"]', '2a', undefined, String(LIMITS.maxStateBytes)))).to.equal('{"ok":12}');
+      expect(String(ns.get('create')('t1', 'Text', code, '{}', '["fill"]', '2a', undefined, String(LIMITS.maxStateBytes)))).to.equal('{"ok":12,"values":3}');
       const read = (text: string, n: number) => {
         expect(String(ns.get('call')('t1', 'fill', JSON.stringify({ n, text }), String(LIMITS.maxResultBytes)))).to.equal(`{"ok":${n}}`);
         const raw = ns.get('state')('t1', String(LIMITS.maxStateBytes));
@@ -2631,7 +2694,7 @@ class Env:
       const source = 'import decimal\nclass Env:\n    def __init__(self, c=None):\n        self.n = 0\n    def prec(self, p=0):\n        if p:\n            decimal.getcontext().prec = p\n        return decimal.getcontext().prec\n';
       const code = ns.get('compile_env')('Env', source);
       const cap = String(LIMITS.maxStateBytes);
-      for (const [sid, seed] of [['a', '2a'], ['b', '2b']]) expect(String(ns.get('create')(sid, 'Env', code, '{}', '["prec"]', seed, undefined, cap))).to.equal('{"ok":7}');
+      for (const [sid, seed] of [['a', '2a'], ['b', '2b']]) expect(String(ns.get('create')(sid, 'Env', code, '{}', '["prec"]', seed, undefined, cap))).to.equal('{"ok":7,"values":2}');
       const prec = (sid: string, p = 0) => String(ns.get('call')(sid, 'prec', JSON.stringify({ p }), cap));
       expect(prec('a', 3)).to.equal('{"ok":3}');
       expect(prec('b')).to.equal('{"ok":28}');

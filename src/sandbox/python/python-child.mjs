@@ -277,12 +277,60 @@ async function pick(needBytes = 0) {
  * says: one alone always does (its own limits decide), and so does any under half its cap.
  * @param {Interpreter} p @param {number} needBytes @param {string} [sid] the creation's own session, not counted as another
  */
-function hasRoom(p, needBytes, sid = '') {
+function hasRoom(p, needBytes, sid = '', endBytes = 0) {
   if (p.sessions.size - (p.sessions.has(sid) ? 1 : 0) === 0 || p.usedBytes === null) return true;
   // Room held for a larger creation refused lately, so that a flow of small ones does not keep it out for ever.
   const held = p.reserved && p.reserved.until > Date.now() && needBytes < p.reserved.bytes ? p.reserved.bytes : 0;
-  return p.usedBytes + needBytes + held <= settings.heapMb * 1048576;
+  return p.usedBytes + needBytes + held + Math.max(endRoom(p, sid), endBytes) <= settings.heapMb * 1048576;
 }
+
+/**
+ * The room the end of a running environment may take for a moment (its final state written as JSON, its checks' copies
+ * of both states: τ-bench's gold-hash check copies and hashes a 3 MB database), kept free when new ones are admitted:
+ * endEstimate of its initial state, or what an end of the same code that found no room taught. One at a time (an
+ * interpreter runs one job at a time), so the largest of the running ones. Without it, creations filled the heap and
+ * the running episodes' final states and checks met it, each try seconds long (a stranger's re-probe of τ-bench airline).
+ * @param {Interpreter} p @param {string} [sid] a session not counted (a creation's own)
+ */
+function endRoom(p, sid = '') {
+  let most = 0;
+  for (const id of p.sessions) {
+    const s = id === sid ? undefined : sessions.get(id);
+    if (s) most = Math.max(most, endNeed(s.codeKey, s.endBytes));
+  }
+  return most;
+}
+
+/**
+ * An end's room per byte of its state's JSON: the final state is copied (for the checks) and encoded while the live one
+ * is still held, and each check copies both states again (a check that sorts a list in place must not change the next
+ * one's). Python objects of JSON rows take about eight times their text (a dict, its strings, its numbers), so two
+ * copies and the check's own work come to about 24 (40,000 rows of 3.3 MB: 21 MB of room was not enough to write it).
+ */
+const BYTES_PER_VALUE = 64;
+
+/**
+ * What the end of an environment may take for a moment, from its initial state: JSON of `stateBytes` made of about
+ * `values` values (the harness counts them at its creation). Its final state is copied (for the checks) and encoded
+ * while the live one is still held, and each check copies both states again (a check that sorts a list in place must
+ * not change the next one's): two copies, each its text and BYTES_PER_VALUE for each value's Python object (a dict, an
+ * int, a short string), and three times the text (the JSON written, its UTF-8, the check's own work). 40,000 records
+ * of 3.3 MB: about 47 MB (21 MB was not enough to write their final state); a 4.6 MB string: about 23 MB.
+ * @param {number} stateBytes @param {number} values
+ */
+const endEstimate = (stateBytes, values) => 2 * (stateBytes + BYTES_PER_VALUE * values) + 3 * stateBytes;
+
+/** What the end of an environment of code `codeKey` estimated at `estimate` (endEstimate) may take, as learnt too. @param {string} codeKey @param {number} estimate */
+const endNeed = (codeKey, estimate) => Math.max(estimate, learnedEndNeeds.get(codeKey) ?? 0);
+
+/**
+ * What the ends of environments (a final state, a check) that found no room beside others needed at least, by their
+ * code: as learnedNeeds for creations.
+ * @type {Map<string, number>}
+ */
+const learnedEndNeeds = new Map();
+/** The end (endEstimate) of the environment of each code created last (a few hundred kept): its next one's is weighed with it. @type {Map<string, number>} */
+const createdEnds = new Map();
 
 /** How long room stays held for a creation refused for want of it (it comes back within its job's waits, at most 30 s). */
 const RESERVE_MS = 60_000;
@@ -320,16 +368,16 @@ const codeKeyOf = msg => createHash('sha256').update(String(msg.className)).upda
  * @type {Map<string, number>}
  */
 const learnedNeeds = new Map();
-/** @param {string} key @param {number | null | undefined} usedAtFailure */
-function learnNeed(key, usedAtFailure) {
+/** @param {string} key @param {number | null | undefined} usedAtFailure @param {Map<string, number>} [into] */
+function learnNeed(key, usedAtFailure, into = learnedNeeds) {
   const cap = settings.heapMb * 1048576;
   const need = usedAtFailure == null ? cap / 2 : Math.min(cap, cap - usedAtFailure + cap / 16);
-  if (learnedNeeds.size >= 500 && !learnedNeeds.has(key)) learnedNeeds.delete(/** @type {string} */ (learnedNeeds.keys().next().value));
-  learnedNeeds.set(key, Math.max(learnedNeeds.get(key) ?? 0, need));
+  if (into.size >= 500 && !into.has(key)) into.delete(/** @type {string} */ (into.keys().next().value));
+  into.set(key, Math.max(into.get(key) ?? 0, need));
 }
 
 /**
- * @typedef {{ sid: string, interp: Interpreter, limits: Limits, cpuUs: number, lost: Failure | null, ended: boolean }} Session
+ * @typedef {{ sid: string, interp: Interpreter, limits: Limits, cpuUs: number, lost: Failure | null, ended: boolean, codeKey: string, endBytes: number }} Session
  * @type {Map<string, Session>}
  */
 const sessions = new Map();
@@ -550,6 +598,8 @@ async function handle(msg) {
       const codeKey = codeKeyOf(msg);
       const key = creationKey(msg, codeKey);
       const need = creationNeed(msg.stateJson, key, msg.source, codeKey);
+      // (its end as its state given, a guess: the state as created may hold more, as τ-bench's database)
+      const givenEnd = endEstimate(Buffer.byteLength(msg.stateJson), 1);
       const interp = await pick(need);
       /**
        * Why a creation of `need` does not fit on the interpreter now (null: it does): every interpreter is about full of
@@ -560,17 +610,21 @@ async function handle(msg) {
       const noRoom = (own = '') => {
         // (what it may take as learnt meanwhile, by a creation of the same code that found no room)
         const needNow = Math.max(need, learnedNeeds.get(codeKey) ?? 0);
-        if (hasRoom(interp, needNow, own)) return null;
+        // (and what its own end may take: as the one of its code created last, or as its state given)
+        const endNow = endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd);
+        if (hasRoom(interp, needNow, own, endNow)) return null;
         if (!interp.reserved || interp.reserved.until <= Date.now() || interp.reserved.bytes <= needNow) interp.reserved = { bytes: needNow, until: Date.now() + RESERVE_MS };
         const mb = (/** @type {number} */ n) => (n / 1048576).toFixed(1);
         const others = interp.sessions.size - (interp.sessions.has(own) ? 1 : 0);
-        return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(needNow)} MB (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
+        const ends = Math.max(endRoom(interp, own), endNow);
+        return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(needNow)} MB${ends > 0 ? `, with about ${mb(ends)} MB kept for an environment's end (its final state and checks)` : ''} (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
       };
       const refusedNow = noRoom();
       if (refusedNow) return { error: { code: 'SANDBOX_MEMORY_FULL', message: refusedNow } };
       const sid = `s${++nextSid}`;
       /** @type {Session} */
-      const s = { sid, interp, limits: msg.limits, cpuUs: 0, lost: null, ended: false };
+      // (its end as its state given until created, then as created: endRoom)
+      const s = { sid, interp, limits: msg.limits, cpuUs: 0, lost: null, ended: false, codeKey, endBytes: createdEnds.get(codeKey) ?? givenEnd };
       interp.sessions.add(sid);
       sessions.set(sid, s);
       // Admitted: room held for it is no longer.
@@ -623,6 +677,9 @@ async function handle(msg) {
         sessions.delete(sid);
         return { error: { code: 'STATE_TOO_LARGE', message: `the initial state is ${r.ok} bytes of JSON, more than the state cap of ${msg.limits.maxStateBytes}${INITIAL_STATE_CAP_ADVICE}` } };
       }
+      s.endBytes = endEstimate(Number(r.ok), Number(r.values) || 1);
+      if (createdEnds.size >= 500 && !createdEnds.has(codeKey)) createdEnds.delete(/** @type {string} */ (createdEnds.keys().next().value));
+      createdEnds.set(codeKey, s.endBytes);
       return { value: { sid, createUs: a.us } };
     }
     case 'call': {
@@ -717,10 +774,14 @@ async function handle(msg) {
       if (st.error && a.lost) st = { error: { ...st.error, ...lostWith(a.lost) } };
       if (st.error && a.exhausted && !a.fatal && !a.lost) {
         const full = await crowdedBy(s.interp, s.sid, stateDeadlineMs(s.limits), a.refusedBytes ?? 0);
-        if (full) st = { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to write the final state', full) } };
+        if (full) {
+          // Learnt for the environments of its code admitted from now on (endRoom).
+          learnNeed(s.codeKey, a.usedBytes ?? s.interp.usedBytes, learnedEndNeeds);
+          st = { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to write the final state', full) } };
+        }
       }
       let checks = null;
-      if (st.value !== undefined && msg.checks.length && !a.lost) checks = await runChecks(s.interp, s.sid, msg.checks, s.limits);
+      if (st.value !== undefined && msg.checks.length && !a.lost) checks = await runChecks(s.interp, s.sid, msg.checks, s.limits, s.codeKey);
       s.interp.sessions.delete(s.sid);
       void drop(s.interp, s.sid);
       return { value: { stateJson: st.value ?? null, stateError: st.error ?? null, checks } };
@@ -769,20 +830,40 @@ function stateAnswer(a, limits) {
   return { value: json };
 }
 
-/** Each check is its own job, so each has its own deadline. @param {Interpreter} interp @param {string} sid @param {{item: string, check: string, episode?: boolean}[]} checks @param {Limits} limits */
-async function runChecks(interp, sid, checks, limits) {
+/**
+ * Each check is its own job, so each has its own deadline.
+ * @param {Interpreter} interp @param {string} sid @param {{item: string, check: string, episode?: boolean}[]} checks @param {Limits} limits
+ * @param {string} [codeKey] the code of the environment whose end these checks are (what a check that found no room needed is learnt for it)
+ */
+async function runChecks(interp, sid, checks, limits, codeKey) {
   const results = [];
   for (const [i, c] of checks.entries()) {
     const a = await interp.run('check', [sid, c.check, c.episode === true], limits.checkDeadlineMs);
-    const r = answerEnvelope(a);
+    let r = answerEnvelope(a);
+    // A check that found the heap full of other environments (τ-bench's gold-hash check copies and hashes a 3 MB
+    // database) is the interpreter's load, not a check that failed: SANDBOX_MEMORY_FULL, which an episode waits out and
+    // scores again, as a call or a final state that met it. Counted as failed, it gave the episode a reward of 0 that a
+    // run with fewer episodes at once would not have given (a stranger's re-probe of τ-bench airline: 2 such rewards).
+    if ('err' in r && a.exhausted && !a.fatal && !a.lost) {
+      const full = await crowdedBy(interp, sid, limits.checkDeadlineMs, a.refusedBytes ?? 0);
+      if (full) {
+        if (codeKey) learnNeed(codeKey, a.usedBytes ?? interp.usedBytes, learnedEndNeeds);
+        r = { err: 'SANDBOX_MEMORY_FULL', message: crowdedMessage(`for the check "${c.item}"`, full) };
+      }
+    }
     // A check that lost its interpreter to another environment is marked (lostWith: no score is its measure); one
     // that took the interpreter down itself fails, and so do the checks after it (marked as not run, not as lost).
     if ('err' in r) results.push({ item: c.item, passed: false, error: r.message, errorCode: r.err, ...(a.lost ? lostWith(a.lost) : {}) });
     else results.push({ item: c.item, passed: r.ok === true });
     /** @param {string} why */
-    const notRun = why => {
-      for (const rest of checks.slice(i + 1)) results.push({ item: rest.item, passed: false, error: `not run: the check "${c.item}" before it ${why}`, errorCode: 'ENV_DISPOSED' });
+    const notRun = (why, code = 'ENV_DISPOSED') => {
+      for (const rest of checks.slice(i + 1)) results.push({ item: rest.item, passed: false, error: `not run: the check "${c.item}" before it ${why}`, errorCode: code });
     };
+    // (The checks after it would meet the same heap; all of them are run again once there is room.)
+    if ('err' in r && r.err === 'SANDBOX_MEMORY_FULL') {
+      notRun('found no room in the interpreter (SANDBOX_MEMORY_FULL)', 'SANDBOX_MEMORY_FULL');
+      break;
+    }
     // (A fatal answer is the check's own: its interpreter is being replaced, and the checks after it would meet it gone.)
     if ((a.lost && !a.lost.cotenant) || a.fatal) {
       notRun(`took the interpreter down (${'err' in r ? r.err : 'ENV_DISPOSED'})`);

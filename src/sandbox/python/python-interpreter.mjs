@@ -387,8 +387,9 @@ if (data.makeSnapshot) {
     }
     const fs = lastFsBytes;
     // After a creation or a drop, from half the cap on: the bytes in use (a 2 ms reading), which the child weighs a new
-    // environment against before it creates one on this interpreter (null: under half the cap, room enough).
-    const usedBytes = fatal === null && (msg.fn === 'create' || msg.fn === 'drop') ? (heapBytes() >= capBytes / 2 ? bytesInUse() : null) : undefined;
+    // environment against before it creates one on this interpreter (null: under half the cap, room enough). After any
+    // job that found no room too: what was left then is what the child learns such work needs.
+    const usedBytes = fatal === null && (msg.fn === 'create' || msg.fn === 'drop' || exhausted) ? (heapBytes() >= capBytes / 2 ? bytesInUse() : null) : undefined;
     port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, refusedBytes, fatal: fatal !== null, heapBytes: heapBytes(), fsBytes: fs, usedBytes });
   });
   port.postMessage({ ready: true, loadMs, packagesMs, heapBytes: heapBytes(), fromSnapshot: Boolean(data.snapshot) });
