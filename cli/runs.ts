@@ -217,6 +217,11 @@ export function formatStatus(s: RunStatus): string {
       ? [`episodes ended: ${Object.entries(s.trajectories.byTermination).filter(([, n]) => n > 0).sort(([a, x], [b, y]) => y - x || a.localeCompare(b)).map(([reason, n]) => `${reason} ${n}`).join(', ')}${(s.trajectories.byTermination['unparsed-tool-call'] ?? 0) > 0 ? ' (unparsed-tool-call: the model wrote its tool calls as text its profile does not read; set toolCallFormat in the rollout.policy profile of ENVFLEET_MODELS_FILE, e.g. hermes or auto: docs/configuration.md)' : ''}`]
       : []),
     ...(Object.keys(s.events).length ? [`counters: ${formatEvents(s.events)}`] : []),
+    ...(s.events['waits']
+      ? [
+          `waits for sandbox room: ${Object.entries(s.events['waits']).map(([code, n]) => `${code} ${n}`).join(', ')} (jobs that came back later without using an attempt: SANDBOX_MEMORY_FULL, their sandbox full of other environments; ENV_DISPOSED, their Python interpreter taken down by another environment. To wait less, run fewer at once per worker process, ENVFLEET_ROLLOUT_CONCURRENCY, or give the sandbox more room: ENVFLEET_SANDBOX_HEAP_MB, ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`,
+        ]
+      : []),
     ...(s.events['checks']
       ? [`checks that ended in an error: ${Object.entries(s.events['checks']).map(([code, n]) => `${code} ${n}`).join(', ')} (each counted as false: a check that loops, or grows, on a changed final state, or one that raises to say why it failed, as BFCL's imported checks do with CheckFailed; see each trajectory's checks in envfleet export)`]
       : []),

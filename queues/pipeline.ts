@@ -312,6 +312,8 @@ export const RUN_COUNTERS = {
   environments: 'environments created (from mined tasks or from descriptions)',
   sandbox: 'tool calls the sandbox stopped, by code',
   checks: "episodes' checks that ended in an error (each counted as false), by code",
+  waits:
+    'times jobs came back later without using an attempt for want of sandbox room, by code: SANDBOX_MEMORY_FULL (the sandbox thread or Python interpreter full of other environments), ENV_DISPOSED (lost with a Python interpreter another environment took down)',
   run: 'run events (cancelled; cancelled:STAGE: jobs of episodes and groups a cancel ended, which are no trajectories)',
   'rollout.outcome': 'sums over trajectories: reward in millionths (reward-micro), solved episodes, episodes without a reward (unscored)',
 } as const;

@@ -47,6 +47,8 @@ export interface WorkerSettings {
    * dead worker's mark.
    */
   readonly onParked?: (data: unknown, jobId: string) => Promise<void>;
+  /** Called when a job comes back later for want of sandbox room (SANDBOX_MEMORY_FULL, or an environment lost with its interpreter), no attempt used. */
+  readonly onWaited?: (data: unknown, jobId: string, code: ErrorCode) => Promise<void>;
   /** Makes the queue honour run pause / cancel and budget pauses (jobs whose data has a runId). */
   readonly runControl?: RunControl;
   /** Records job durations (the dashboard's /metrics). */
@@ -355,6 +357,8 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
             // this worker's, so no other process counts at the same time.
             const waits = sandboxFullWaits + 1;
             await client.hset(jobKey!, { [SANDBOX_FULL_WAITS_FIELD]: waits });
+            // (counted for the run's status: the only sign, outside the workers' log, of episodes held back for memory)
+            await settings.onWaited?.(job.data, job.id ?? '', verdict.code).catch((e: unknown) => jobLog.warn({ err: e }, 'could not count the wait'));
             jobLog.info(
               { code: verdict.code, delayMs: verdict.delayMs, waits, maxWaits: config.jobs.sandboxFullWaits, reason: err.message },
               verdict.code === 'SANDBOX_MEMORY_FULL'

@@ -84,6 +84,10 @@ export function startStageWorkers<St extends AnyStages, Out extends OutputsOf<St
           const runId = (raw as { runId?: unknown } | null)?.runId;
           if (typeof runId === 'string') await ctx.store.running(runId, stage, jobId, false);
         },
+        async onWaited(raw, _jobId, code) {
+          const runId = (raw as { runId?: unknown } | null)?.runId;
+          if (typeof runId === 'string') await ctx.store.count(runId, 'waits', code);
+        },
         async onSettled(raw, jobId, outcome) {
           const runId = (raw as { runId?: unknown } | null)?.runId;
           if (typeof runId !== 'string') return;

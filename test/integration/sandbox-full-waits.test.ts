@@ -1,5 +1,7 @@
 import { Queue, type Job } from 'bullmq';
 import { expect } from 'chai';
+import { formatStatus } from '../../cli/runs.js';
+import { runStatus } from '../../queues/run-status.js';
 import { submitRollouts } from '../../queues/submit.js';
 import { isArchived, type Trajectory } from '../../src/rollouts/types.js';
 import type { RunStore } from '../../src/runs/store.js';
@@ -88,10 +90,16 @@ describe('a sandbox thread full of other work for longer than the attempts last 
       for (const t of all) expect({ reason: t.termination.reason, detail: t.termination.detail }, t.scenarioId).to.deep.equal({ reason: 'agent-finished', detail: null });
       const done = await queue.getJobs(['completed']);
       expect(done).to.have.length(ready.length);
+      let allWaits = 0;
       for (const j of done) {
         const waits = Number(await f.redis.hget(queue.toKey(j.id!), SANDBOX_FULL_WAITS_FIELD));
         expect(waits, `${j.id}'s waits`).to.be.greaterThan(2 * attempts - 1);
+        allWaits += waits;
       }
+      // The run's status counts them (envfleet status: "waits for sandbox room"), each once.
+      expect((await f.store.counters('full-wait'))['waits']).to.deep.equal({ SANDBOX_MEMORY_FULL: allWaits });
+      const status = (await runStatus({ store: f.store, ledger: f.workers.ctx.ledger, control: f.workers.ctx.runControl }, 'full-wait'))!;
+      expect(formatStatus(status)).to.include(`waits for sandbox room: SANDBOX_MEMORY_FULL ${allWaits} (jobs that came back later without using an attempt`);
     } finally {
       await queue.close();
     }
