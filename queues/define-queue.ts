@@ -64,7 +64,8 @@ export function defineQueue<D extends z.ZodType, R extends z.ZodType>(spec: Queu
 
 /**
  * The field of a job's own BullMQ hash where envfleet counts the times the job went back for a sandbox thread full
- * of other work's memory (SANDBOX_MEMORY_FULL) without using an attempt (workers/bootstrap.ts). In the job's hash, it
+ * of other work's memory (SANDBOX_MEMORY_FULL), or for a Python interpreter another environment took down, without
+ * using an attempt (workers/bootstrap.ts). In the job's hash, it
  * lives as long as the job (deleted with it, never orphaned), survives worker restarts and moves with the job's slot
  * on a Redis Cluster; BullMQ reads only its own fields. A failed job retried by a re-submission gets its waits back
  * with its attempts (queues/enqueuer.ts).

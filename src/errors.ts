@@ -76,6 +76,13 @@ export const ERROR_CODES = {
   ALREADY_SOLVED: { area: 'item', action: 'give-up', means: 'scenario.check: every check is already true on the initial state; the scenario is dropped' },
   UNSOLVABLE: { area: 'item', action: 'give-up', means: 'scenario.verify: no reference rollout solved the scenario; it is dropped' },
   ...sandboxCodes,
+  ENV_DISPOSED: {
+    area: 'environment',
+    action: 'retry',
+    outcome:
+      'retried with exponential backoff (ENVFLEET_JOB_ATTEMPTS); one lost with a Python interpreter another environment took down comes back later without using an attempt, as SANDBOX_MEMORY_FULL does (ENVFLEET_SANDBOX_FULL_WAITS)',
+    means: SANDBOX_ERROR_CODES.ENV_DISPOSED,
+  },
   SANDBOX_MEMORY_FULL: {
     area: 'environment',
     action: 'wait',
@@ -344,15 +351,15 @@ export interface ErrorClass {
   /** For 'rate-limit': how long the queue should wait; for 'wait': how long the job waits. */
   readonly delayMs?: number;
   /**
-   * SANDBOX_MEMORY_FULL past its bound: the job has waited this many times for a full sandbox thread already, so this
-   * failure uses an attempt ('retry') instead.
+   * SANDBOX_MEMORY_FULL (or an environment lost with its Python interpreter) past its bound: the job has waited this
+   * many times for sandbox room already, so this failure uses an attempt ('retry') instead.
    */
   readonly waitsSpent?: number;
 }
 
 /** What `classifyError` needs to know of the job for a bounded wait: how often it waited for a full sandbox thread, and the bound. */
 export interface WaitContext {
-  /** Times the job went back for SANDBOX_MEMORY_FULL without using an attempt (workers/bootstrap.ts keeps the count). */
+  /** Times the job went back for sandbox room (usesSandboxWaits) without using an attempt (workers/bootstrap.ts keeps the count). */
   readonly sandboxFullWaits: number;
   /** ENVFLEET_SANDBOX_FULL_WAITS. */
   readonly maxSandboxFullWaits: number;
@@ -384,7 +391,7 @@ export function codeOf(err: unknown): ErrorCode {
  * without using an attempt while the whole queue waits (rate limit), put back while its run is
  * paused (budget reached), or put back later without using an attempt (wait: not its turn yet, or
  * its sandbox thread full of other work's memory). The only such decision in the code base: it reads
- * ERROR_CODES, and for SANDBOX_MEMORY_FULL the job's waits so far (`job`; a job past
+ * ERROR_CODES, and for SANDBOX_MEMORY_FULL (and an environment lost with its Python interpreter, usesSandboxWaits) the job's waits so far (`job`; a job past
  * ENVFLEET_SANDBOX_FULL_WAITS uses its attempts, so a thread that never frees cannot keep it for ever).
  */
 export function classifyError(err: unknown, job: WaitContext = { sandboxFullWaits: 0, maxSandboxFullWaits: 1, backoffMs: 2_000 }): ErrorClass {

@@ -109,7 +109,7 @@ export class InterpreterLostError extends SandboxError {
 
   static at(where: string, message: string): InterpreterLostError {
     return new InterpreterLostError(
-      `${where}: ${message}. Another environment took down the Python interpreter this one shared, so nothing of it is recorded and its job runs it again, without using an attempt while it has waits left (ENVFLEET_SANDBOX_FULL_WAITS; model calls come from the response cache)`,
+      `${where}: ${message}. Another environment took down the Python interpreter this one shared, so nothing of it is recorded: such an episode's job runs it again without using an attempt while it has waits left (ENVFLEET_SANDBOX_FULL_WAITS), then with its attempts (ENVFLEET_JOB_ATTEMPTS); model calls come from the response cache`,
     );
   }
 }

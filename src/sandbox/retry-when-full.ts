@@ -9,8 +9,9 @@ import type { ChecksResult, ProbeResult, SessionEnd } from './tasks.js';
  * repair a state that was fine ("the environment does not instantiate on it: no room…"), check.probe failed the tool
  * whose call was stopped (SANDBOX_MEMORY_FULL is a fatal runtime error there) and could reject a good environment, and
  * scenario.check took a check that could not run for a failing one. Sessions are the episode's to handle (runEpisode).
- * So is one whose Python interpreter another environment took down (`lostWith`: InterpreterLostError, which uses an
- * attempt): scenario.check asked the model to repair a good check, or dropped its scenario as CHECK_INVALID.
+ * So is one whose Python interpreter another environment took down (`lostWith`: InterpreterLostError, which comes back
+ * as SandboxFullError does, its waits counted the same): scenario.check asked the model to repair a good check, or
+ * dropped its scenario as CHECK_INVALID.
  */
 export function retryWhenFull(runner: SandboxRunner): SandboxRunner {
   return {

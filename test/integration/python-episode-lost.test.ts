@@ -128,14 +128,14 @@ describe('rollout episodes whose Python interpreter another episode took down', 
       const err = await rejection(p);
       expect(err, where).to.be.instanceOf(InterpreterLostError);
       expect((err as InterpreterLostError).code).to.equal('ENV_DISPOSED');
-      expect((err as Error).message).to.include(where).and.include('runs it again, without using an attempt');
+      expect((err as Error).message).to.include(where).and.include('runs it again without using an attempt while it has waits left');
       // Its job runs it again without using an attempt, as for a full sandbox (a stranger's re-probe: interpreters taken
       // down under memory pressure used up 19 episodes' attempts); past ENVFLEET_SANDBOX_FULL_WAITS it uses attempts.
       expect(classifyError(err, { sandboxFullWaits: 0, maxSandboxFullWaits: 3, backoffMs: 1_000 })).to.deep.equal({ action: 'wait', code: 'ENV_DISPOSED', delayMs: 1_000 });
       expect(classifyError(err, { sandboxFullWaits: 3, maxSandboxFullWaits: 3, backoffMs: 1_000 })).to.deep.include({ action: 'retry', code: 'ENV_DISPOSED', waitsSpent: 3 });
     }
 
-    // The job's next attempt: a fresh interpreter serves, and the episode scores.
+    // The job run again: a fresh interpreter serves, and the episode scores.
     const again = await episode(scriptedGateway([ping('café ☕'), ping('東京 😀'), { text: 'fini' }]), 0);
     expect(again.termination.reason).to.equal('agent-finished');
     expect(again.checks).to.deep.equal([{ item: 'pinged twice, notes intact', passed: true }]);

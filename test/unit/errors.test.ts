@@ -98,7 +98,7 @@ describe('classifyError', () => {
     const job = (sandboxFullWaits: number) => ({ sandboxFullWaits, maxSandboxFullWaits: 12, backoffMs: 2_000 });
     const lost = InterpreterLostError.at('the final state could not be read', 'the Python interpreter thread ended');
     expect(usesSandboxWaits(lost)).to.equal(true);
-    expect(lost.message).to.include('without using an attempt while it has waits left (ENVFLEET_SANDBOX_FULL_WAITS');
+    expect(lost.message).to.include('without using an attempt while it has waits left (ENVFLEET_SANDBOX_FULL_WAITS), then with its attempts');
     expect(classifyError(lost, job(0))).to.deep.equal({ action: 'wait', code: 'ENV_DISPOSED', delayMs: 2_000 });
     expect(classifyError(lost, job(12))).to.deep.equal({ action: 'retry', code: 'ENV_DISPOSED', waitsSpent: 12 });
     // As the sandbox gives it (a call's outcome marked lostWith), and an environment that met its own limit.

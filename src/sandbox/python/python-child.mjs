@@ -274,8 +274,10 @@ async function pick(needBytes = 0) {
 
 /**
  * Whether a new environment that may need `needBytes` fits beside the environments on `p`, as far as its last reading
- * says: one alone always does (its own limits decide), and so does any under half its cap.
+ * says, with room kept for the end of one of them or of itself (`endBytes`: endRoom): one alone always does (its own
+ * limits decide), and so does any under half its cap.
  * @param {Interpreter} p @param {number} needBytes @param {string} [sid] the creation's own session, not counted as another
+ * @param {number} [endBytes] what the new one's own end may take (endNeed)
  */
 function hasRoom(p, needBytes, sid = '', endBytes = 0) {
   if (p.sessions.size - (p.sessions.has(sid) ? 1 : 0) === 0 || p.usedBytes === null) return true;
@@ -301,12 +303,7 @@ function endRoom(p, sid = '') {
   return most;
 }
 
-/**
- * An end's room per byte of its state's JSON: the final state is copied (for the checks) and encoded while the live one
- * is still held, and each check copies both states again (a check that sorts a list in place must not change the next
- * one's). Python objects of JSON rows take about eight times their text (a dict, its strings, its numbers), so two
- * copies and the check's own work come to about 24 (40,000 rows of 3.3 MB: 21 MB of room was not enough to write it).
- */
+/** About what one value of a state (a dict, an int, a short string) takes as a Python object, beyond its text (endEstimate). */
 const BYTES_PER_VALUE = 64;
 
 /**
@@ -314,14 +311,20 @@ const BYTES_PER_VALUE = 64;
  * `values` values (the harness counts them at its creation). Its final state is copied (for the checks) and encoded
  * while the live one is still held, and each check copies both states again (a check that sorts a list in place must
  * not change the next one's): two copies, each its text and BYTES_PER_VALUE for each value's Python object (a dict, an
- * int, a short string), and three times the text (the JSON written, its UTF-8, the check's own work). 40,000 records
- * of 3.3 MB: about 47 MB (21 MB was not enough to write their final state); a 4.6 MB string: about 23 MB.
+ * int, a short string), and six times the text (the JSON written and its UTF-8; a check that makes a text of the
+ * state, as τ-bench's hash does: a str of up to four bytes a character, and its UTF-8). 40,000 records of 3.3 MB: about
+ * 57 MB (21 MB was not enough to write their final state, 47 to hash them); a 4.6 MB string: about 37 MB.
  * @param {number} stateBytes @param {number} values
  */
-const endEstimate = (stateBytes, values) => 2 * (stateBytes + BYTES_PER_VALUE * values) + 3 * stateBytes;
+const endEstimate = (stateBytes, values) => Math.min((settings.heapMb * 1048576) / 2, 2 * (stateBytes + BYTES_PER_VALUE * values) + 6 * stateBytes);
 
-/** What the end of an environment of code `codeKey` estimated at `estimate` (endEstimate) may take, as learnt too. @param {string} codeKey @param {number} estimate */
-const endNeed = (codeKey, estimate) => Math.max(estimate, learnedEndNeeds.get(codeKey) ?? 0);
+/**
+ * What the end of an environment of code `codeKey` estimated at `estimate` (endEstimate) may take, as learnt too; at
+ * most half the heap (a count of values inflated by commas inside strings, or an end that failed for its own reasons,
+ * must not leave an interpreter to one environment at a time).
+ * @param {string} codeKey @param {number} estimate
+ */
+const endNeed = (codeKey, estimate) => Math.min((settings.heapMb * 1048576) / 2, Math.max(estimate, learnedEndNeeds.get(codeKey) ?? 0));
 
 /**
  * What the ends of environments (a final state, a check) that found no room beside others needed at least, by their
@@ -578,13 +581,19 @@ function crowded(sid, measured, needed) {
  */
 async function crowdedBy(interp, sid, deadlineMs, needed) {
   if ([...interp.sessions].every(other => other === sid)) return null;
+  // (A session whose final state was written, or a context of checks, is not measured: what it keeps are its states,
+  // bounded by the state cap, which cannot be what filled the heap; walking them, 3 MB of records, would pass the budget.)
   const measured = await footprints(interp, deadlineMs);
   return measured && crowded(sid, measured, needed);
 }
 
-/** SANDBOX_MEMORY_FULL's message for an interpreter full of many environments. @param {string} what @param {{ others: number, own: number, sessions: number }} c */
-const crowdedMessage = (what, c) =>
-  `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room ${what}: its ${c.sessions} other environments held about ${(c.others / 1048576).toFixed(1)} MB against this one's ${(c.own / 1048576).toFixed(1)} MB`;
+/**
+ * SANDBOX_MEMORY_FULL's message for an interpreter full of many environments. `atEnd`: for a final state, a check or the
+ * states read for checks, whose own footprint is not measured (what it keeps are its states), so none is said.
+ * @param {string} what @param {{ others: number, own: number, sessions: number }} c @param {boolean} [atEnd]
+ */
+const crowdedMessage = (what, c, atEnd = false) =>
+  `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room ${what}: its ${c.sessions} other environments held about ${(c.others / 1048576).toFixed(1)} MB${atEnd ? '' : ` against this one's ${(c.own / 1048576).toFixed(1)} MB`}`;
 
 /** Ends with an error when the environment was lost or the answer is a limit (which disposes it). */
 const ENDS = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'CPU_BUDGET_EXCEEDED', 'STACK_OVERFLOW', 'SANDBOX_MEMORY_FULL']);
@@ -617,7 +626,7 @@ async function handle(msg) {
         const mb = (/** @type {number} */ n) => (n / 1048576).toFixed(1);
         const others = interp.sessions.size - (interp.sessions.has(own) ? 1 : 0);
         const ends = Math.max(endRoom(interp, own), endNow);
-        return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(needNow)} MB${ends > 0 ? `, with about ${mb(ends)} MB kept for an environment's end (its final state and checks)` : ''} (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
+        return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(needNow)} MB${ends >= 1048576 ? `, with about ${mb(ends)} MB kept for an environment's end (its final state and checks)` : ''} (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
       };
       const refusedNow = noRoom();
       if (refusedNow) return { error: { code: 'SANDBOX_MEMORY_FULL', message: refusedNow } };
@@ -773,12 +782,11 @@ async function handle(msg) {
       let st = stateAnswer(a, s.limits);
       if (st.error && a.lost) st = { error: { ...st.error, ...lostWith(a.lost) } };
       if (st.error && a.exhausted && !a.fatal && !a.lost) {
+        // Learnt for the environments of its code admitted from now on (endRoom), at once: before the measure below,
+        // for which creations queued meanwhile would otherwise be asked with what was known before.
+        if ([...s.interp.sessions].some(other => other !== s.sid)) learnNeed(s.codeKey, a.usedBytes ?? s.interp.usedBytes, learnedEndNeeds);
         const full = await crowdedBy(s.interp, s.sid, stateDeadlineMs(s.limits), a.refusedBytes ?? 0);
-        if (full) {
-          // Learnt for the environments of its code admitted from now on (endRoom).
-          learnNeed(s.codeKey, a.usedBytes ?? s.interp.usedBytes, learnedEndNeeds);
-          st = { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to write the final state', full) } };
-        }
+        if (full) st = { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to write the final state', full, true) } };
       }
       let checks = null;
       if (st.value !== undefined && msg.checks.length && !a.lost) checks = await runChecks(s.interp, s.sid, msg.checks, s.limits, s.codeKey);
@@ -806,7 +814,13 @@ async function handle(msg) {
       interp.sessions.add(sid);
       try {
         const a = await interp.run('checks_context', [sid, msg.finalStateJson, msg.initialStateJson, msg.episodeJson ?? ''], msg.limits.checkDeadlineMs);
-        const r = answerEnvelope(a);
+        let r = answerEnvelope(a);
+        // Both states parsed beside other environments (τ-bench's: 3 MB of JSON each) may not fit: their load, not a
+        // failure of the checks (each would count as false), and no code of the scenario's ran yet.
+        if ('err' in r && a.exhausted && !a.fatal && !a.lost) {
+          const full = await crowdedBy(interp, sid, msg.limits.checkDeadlineMs, a.refusedBytes ?? 0);
+          if (full) r = { err: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to read the states for the checks', full, true) };
+        }
         if ('err' in r) return { value: { results: msg.checks.map((/** @type {any} */ c) => ({ item: c.item, passed: false, error: r.message, errorCode: r.err, ...(a.lost ? lostWith(a.lost) : {}) })), reward: 0, solved: false } };
         return { value: await runChecks(interp, sid, msg.checks, msg.limits) };
       } finally {
@@ -830,6 +844,11 @@ function stateAnswer(a, limits) {
   return { value: json };
 }
 
+/** How many times a check (by its source) that met a heap full of other environments is taken for their load (runChecks). */
+const CROWDED_CHECK_WAITS = 3;
+/** Checks that met a heap full of other environments, by a hash of their source: how many times (a few hundred kept). @type {Map<string, number>} */
+const crowdedChecks = new Map();
+
 /**
  * Each check is its own job, so each has its own deadline.
  * @param {Interpreter} interp @param {string} sid @param {{item: string, check: string, episode?: boolean}[]} checks @param {Limits} limits
@@ -845,10 +864,20 @@ async function runChecks(interp, sid, checks, limits, codeKey) {
     // scores again, as a call or a final state that met it. Counted as failed, it gave the episode a reward of 0 that a
     // run with fewer episodes at once would not have given (a stranger's re-probe of τ-bench airline: 2 such rewards).
     if ('err' in r && a.exhausted && !a.fatal && !a.lost) {
+      if (codeKey && [...interp.sessions].some(other => other !== sid)) learnNeed(codeKey, a.usedBytes ?? interp.usedBytes, learnedEndNeeds);
       const full = await crowdedBy(interp, sid, limits.checkDeadlineMs, a.refusedBytes ?? 0);
-      if (full) {
-        if (codeKey) learnNeed(codeKey, a.usedBytes ?? interp.usedBytes, learnedEndNeeds);
-        r = { err: 'SANDBOX_MEMORY_FULL', message: crowdedMessage(`for the check "${c.item}"`, full) };
+      // A check that grows without end (a careless loop) also meets the heap beside others, asking only for its last
+      // small piece: the same check is taken for the interpreter's load at most CROWDED_CHECK_WAITS times, then for its
+      // own MEMORY_EXCEEDED, so that it does not come back for the hour of a job's waits.
+      const key = full ? createHash('sha256').update(c.check).digest('hex') : '';
+      const before = full ? (crowdedChecks.get(key) ?? 0) : 0;
+      if (full && before < CROWDED_CHECK_WAITS) {
+        if (crowdedChecks.size >= 500 && !crowdedChecks.has(key)) crowdedChecks.delete(/** @type {string} */ (crowdedChecks.keys().next().value));
+        crowdedChecks.set(key, before + 1);
+        r = { err: 'SANDBOX_MEMORY_FULL', message: crowdedMessage(`for the check "${c.item}"`, full, true) };
+      } else if (full) {
+        const mb = (/** @type {number} */ n) => (n / 1048576).toFixed(1);
+        r = { err: 'MEMORY_EXCEEDED', message: `the check ran out of memory beside other environments ${before + 1} times (this time its ${full.sessions} other environments held about ${mb(full.others)} MB), so it is taken for its own: does it keep building a list or a string without end?${memoryAdvice()}` };
       }
     }
     // A check that lost its interpreter to another environment is marked (lostWith: no score is its measure); one
