@@ -45,18 +45,24 @@ describe('a job whose environment was lost with a Python interpreter another env
     const settled: { status: string; message?: string }[] = [];
     worker = startQueueWorker(
       lostQueue,
-      async data => {
+      data => {
         starts.push(starts.length);
-        if (starts.length <= data.losses) throw InterpreterLostError.at('the final state could not be read', 'the interpreter holding this environment was recycled');
-        return { label: data.label };
+        if (starts.length <= data.losses) return Promise.reject(InterpreterLostError.at('the final state could not be read', 'the interpreter holding this environment was recycled'));
+        return Promise.resolve({ label: data.label });
       },
       {
         config,
         connection: { url: REDIS_URL },
         logger: silentLogger(),
         concurrency: 1,
-        onWaited: async (_data, _id, code) => void waited.push(code),
-        onSettled: async (_data, _id, outcome) => void settled.push(outcome.status === 'failed' ? { status: outcome.status, message: outcome.message } : { status: outcome.status }),
+        onWaited: (_data, _id, code) => {
+          waited.push(code);
+          return Promise.resolve();
+        },
+        onSettled: (_data, _id, outcome) => {
+          settled.push(outcome.status === 'failed' ? { status: outcome.status, message: outcome.message } : { status: outcome.status });
+          return Promise.resolve();
+        },
       },
     );
     queue = new Queue(lostQueue.name, { connection: { url: REDIS_URL }, prefix });
