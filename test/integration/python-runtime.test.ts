@@ -2149,6 +2149,31 @@ class Env:
       }
     });
 
+    it("fails a check that leaves the interpreter where its tamper check cannot get through (sys.modules rebound to a dict whose iteration swallows the interrupt): the interpreter is replaced for it, its co-tenant is lost with it, and it does not pass", async () => {
+      // Before, the tamper check, a job for no session, took the interpreter down as no one's cause: the check's own
+      // session was marked lost with it as a co-tenant (an episode then waits and runs again, no attempt used), and the
+      // check's answer (true) stood.
+      const r = single();
+      try {
+        const env = python('class Env:\n    def __init__(self, c=None):\n        self.n = 1\n', []);
+        const plant = pyCheck('plante — 植える', 'import logging\n\nclass Endless(dict):\n    def __iter__(self):\n        while True:\n            try:\n                while True:\n                    pass\n            except BaseException:\n                pass\n\ndef check_func(s):\n    logging.sys.modules = Endless(logging.sys.modules)\n    return s["n"] == 1\n');
+        const after = pyCheck('after', 'def check_func(s):\n    return s["n"] == 1\n');
+        const bystander = await r.openSession(python('class Env:\n    def __init__(self, c=None):\n        self.k = 0\n    def ping(self):\n        self.k += 1\n        return self.k\n', ['ping']), {}, LIMITS);
+        const s = await r.openSession(env, {}, LIMITS);
+        const end = await s.finish([plant, after]);
+        expect(end.checks!.results[0]).to.deep.include({ item: 'plante — 植える', passed: false, errorCode: 'CHECK_THREW' });
+        expect(end.checks!.results[0]).to.not.have.property('lostWith');
+        expect(end.checks!.results[1]).to.deep.include({ item: 'after', passed: false, errorCode: 'ENV_DISPOSED' });
+        expect(end.checks!.results[1]).to.not.have.property('lostWith');
+        expect(end.checks!.reward).to.equal(0);
+        expect(await bystander.call('ping', {})).to.deep.include({ runtimeError: 'ENV_DISPOSED', lostWith: 'interpreter' });
+        const fresh = await r.openSession(env, {}, LIMITS);
+        expect((await fresh.finish([after])).checks).to.deep.include({ reward: 1 });
+      } finally {
+        await r.close();
+      }
+    });
+
     it('keeps compiled sources out of Python reach: a session that plants code for another source in every dict of the harness does not change that environment', async () => {
       const r = single({});
       try {

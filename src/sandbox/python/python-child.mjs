@@ -30,7 +30,7 @@ const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {
 /**
  * @typedef {{ createDeadlineMs: number, callDeadlineMs: number, checkDeadlineMs: number, sessionCpuMs: number, maxResultBytes: number, maxStateBytes: number }} Limits
  * @typedef {{ code: string, message: string, byOther?: boolean, cotenant?: boolean }} Failure
- * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void, overtaken?: number, admit?: () => string | null }} Job
+ * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void, overtaken?: number, admit?: () => string | null, forSid?: string }} Job
  * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, usedBytes?: number | null, lost?: Failure, interrupted?: boolean, refused?: boolean }} Answer
  */
 
@@ -95,13 +95,15 @@ class Interpreter {
   /**
    * @param {string} fn @param {(string | boolean)[]} args @param {number} deadlineMs
    * @param {() => string | null} [admit] asked when the job is about to start: a reason not to (it is answered `refused`)
+   * @param {string} [forSid] the session a job of the harness's own is run for (a tamper report after its check or its
+   * drop): should it take the interpreter down, that session is its cause, not one of the co-tenants
    * @returns {Promise<Answer>}
    */
-  run(fn, args, deadlineMs, admit) {
+  run(fn, args, deadlineMs, admit, forSid) {
     // (A job given to an interpreter that is gone already was never its cause: taken down with it, as a co-tenant.)
     if (this.dead) return Promise.resolve(lostAnswer({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was recycled', cotenant: true }));
     return new Promise(resolve => {
-      const job = { fn, args, deadlineMs, resolve, ...(admit ? { admit } : {}) };
+      const job = { fn, args, deadlineMs, resolve, ...(admit ? { admit } : {}), ...(forSid ? { forSid } : {}) };
       // The work of environments already running (their calls, states, checks, drops) goes before the creation of new
       // ones: one at a time, a burst of creations (an episode's environment starts while its first model call is made)
       // held every running episode's calls behind them (a τ-bench airline environment takes seconds to create; 64
@@ -239,9 +241,10 @@ class Interpreter {
 }
 
 /** The interpreter functions whose first argument is a session's id. */
-const SESSION_FNS = new Set(['create', 'call', 'state', 'initial', 'finish', 'check', 'drop']);
-/** The session a job is for, or null (a tamper report, a footprint measure, clearing the folders). @param {{ fn: string, args: unknown[] }} job */
+const SESSION_FNS = new Set(['create', 'call', 'state', 'initial', 'finish', 'checks_context', 'check', 'drop']);
+/** The session a job is for, or null (a footprint measure, clearing the folders, a tamper report for none). @param {{ fn: string, args: unknown[], forSid?: string }} job */
 function sidOf(job) {
+  if (job.forSid) return job.forSid;
   return SESSION_FNS.has(job.fn) && typeof job.args[0] === 'string' ? job.args[0] : null;
 }
 
@@ -466,8 +469,8 @@ async function drop(interp, sid) {
   if (!a.lost) {
     const r = envelope(a.text);
     // A limit that escaped the drop cut its report short: it is made again as a job of its own.
-    const report = 'err' in r ? await tamperReport(interp) : r.ok;
-    if (report !== null) tamperCheck(interp, report, sid);
+    const report = 'err' in r ? await tamperReport(interp, sid) : r.ok;
+    if (report !== null && report !== 'own') tamperCheck(interp, report, sid);
   }
   if (cleared) await cleared;
   interp.maybeRetire();
@@ -478,11 +481,13 @@ async function drop(interp, sid) {
  * meanwhile. A report that could not be made is a change: it ran to its deadline on something the environment planted
  * (sys.modules rebound to a dict whose iteration never ends), and kept, that interpreter would hold every co-tenant up
  * at each report after.
- * @param {Interpreter} interp @returns {Promise<unknown[] | null>}
+ * 'own': the interpreter was taken down by the report itself, made for session `forSid` (something its code planted
+ * made it run past its deadline and the interrupt).
+ * @param {Interpreter} interp @param {string} forSid @returns {Promise<unknown[] | null | 'own'>}
  */
-async function tamperReport(interp) {
-  const t = await interp.run('tamper_report', [], 1000);
-  if (t.lost) return null;
+async function tamperReport(interp, forSid) {
+  const t = await interp.run('tamper_report', [], 1000, undefined, forSid);
+  if (t.lost) return t.lost.cotenant ? null : 'own';
   const r = envelope(t.text);
   return Array.isArray(r) ? r : [`the tamper check could not be made (${r.err}: ${r.message})`];
 }
@@ -900,7 +905,15 @@ async function runChecks(interp, sid, checks, limits, codeKey) {
     }
     // A check that rebinds a shared name (json.dumps, say) would change the checks after it and other sessions.
     if (!a.lost) {
-      const report = await tamperReport(interp);
+      const report = await tamperReport(interp, sid);
+      if (report === 'own') {
+        // What the check planted held the report past its deadline and the interrupt: the interpreter was terminated
+        // for it, so the check fails, whatever it answered (before, the report was not known to be its: every session,
+        // its own too, was marked lost with the interpreter, and the check's answer stood).
+        results[results.length - 1] = { item: c.item, passed: false, error: 'the check left the interpreter in a state its tamper check could not get through (it ran past its deadline and the interrupt); its interpreter was replaced', errorCode: 'CHECK_THREW' };
+        notRun('took the interpreter down (its tamper check did not end)');
+        break;
+      }
       if (report !== null && tamperCheck(interp, report, sid)) {
         results[results.length - 1] = { item: c.item, passed: false, error: 'the check tampered with shared modules; its interpreter was replaced', errorCode: 'CHECK_THREW' };
         notRun('tampered with shared modules (its interpreter was replaced)');
