@@ -930,15 +930,17 @@ class Env:
       const bystander = python('class Quiet:\n    def __init__(self, c):\n        self.n = 0\n    def ping(self):\n        self.n += 1\n        return {"success": True, "data": self.n}\n', ['ping'], 'Quiet');
       const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
       try {
-        const h = await r.openSession(hoarder, {}, LIMITS);
-        const quiet = await r.openSession(bystander, {}, LIMITS);
-        const [w1, w2] = [await r.openSession(worker, {}, LIMITS), await r.openSession(worker, {}, LIMITS)];
+        // (No deadline is tested here: 120 MB filled in one call took more than a second on a loaded machine.)
+        const roomy = { ...LIMITS, callDeadlineMs: 20_000 };
+        const h = await r.openSession(hoarder, {}, roomy);
+        const quiet = await r.openSession(bystander, {}, roomy);
+        const [w1, w2] = [await r.openSession(worker, {}, roomy), await r.openSession(worker, {}, roomy)];
         expect(await h.call('fill', { n: 15 })).to.deep.include({ result: { success: true, data: 15 } });
         const both = await Promise.all([w1.call('work', { mb: 64 }), w2.call('work', { mb: 64 })]);
         for (const out of both) expect(out).to.deep.include({ runtimeError: 'SANDBOX_MEMORY_FULL' });
         expect((await h.call('fill', { n: 1 })).runtimeError).to.equal('ENV_DISPOSED');
         expect(await quiet.call('ping', {})).to.deep.include({ result: { success: true, data: 1 } });
-        const again = await r.openSession(worker, {}, LIMITS);
+        const again = await r.openSession(worker, {}, roomy);
         expect(await again.call('work', { mb: 64 })).to.deep.include({ result: { success: true, data: 64 << 20 } });
       } finally {
         await r.close();
