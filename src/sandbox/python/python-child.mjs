@@ -266,10 +266,10 @@ function replace(old) {
 }
 
 /** The interpreter with the fewest sessions that is ready and not retiring. */
-async function pick(needBytes = 0) {
+async function pick(needBytes = 0, endBytes = 0) {
   const live = interpreters.filter(p => !p.retiring && !p.dead);
   live.sort((a, b) => a.sessions.size - b.sessions.size);
-  const p = live.find(i => hasRoom(i, needBytes)) ?? live[0] ?? interpreters[0];
+  const p = live.find(i => hasRoom(i, needBytes, '', endBytes)) ?? live[0] ?? interpreters[0];
   if (!p) throw new Error('no interpreter');
   await p.ready;
   return p;
@@ -463,7 +463,7 @@ async function drop(interp, sid) {
   // started from the files the ended one wrote.
   // Retiring or not: when every interpreter is retiring, the next session is still given to one of them.
   const last = !interp.dead && interp.sessions.size === 0;
-  const dropped = interp.run('drop', [sid], 1000);
+  const dropped = interp.run('drop', [sid], dropDeadlineMs(interp));
   const cleared = last ? interp.run('clear_fs', [], 5000) : undefined;
   const a = await dropped;
   if (!a.lost) {
@@ -475,6 +475,15 @@ async function drop(interp, sid) {
   if (cleared) await cleared;
   interp.maybeRetire();
 }
+
+/**
+ * A drop's deadline: a second, and 20 ms more per MB of the interpreter's heap (10 s for 512 MB). A drop may run the cycle collector
+ * (python-interpreter.mjs decides), whose walk of a heap full of running environments takes seconds in C, where no
+ * interrupt reaches it: with a second it was stopped at the grace's end, and the interpreter with every running
+ * environment on it (a stranger's re-probe of τ-bench airline, 512 MB: 11 times in 12 minutes).
+ * @param {Interpreter} interp
+ */
+const dropDeadlineMs = interp => Math.max(1000, Math.round(interp.heapBytes / 1048576) * 20);
 
 /**
  * The interpreter's tamper report, as a job of its own: the list of what changed; null when the interpreter was lost
@@ -614,7 +623,7 @@ async function handle(msg) {
       const need = creationNeed(msg.stateJson, key, msg.source, codeKey);
       // (its end as its state given, a guess: the state as created may hold more, as τ-bench's database)
       const givenEnd = endEstimate(Buffer.byteLength(msg.stateJson), 1);
-      const interp = await pick(need);
+      const interp = await pick(need, endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd));
       /**
        * Why a creation of `need` does not fit on the interpreter now (null: it does): every interpreter is about full of
        * running environments, so this one waits for room (its job comes back, no attempt used) instead of being created
