@@ -219,7 +219,7 @@ export function formatStatus(s: RunStatus): string {
     ...(Object.keys(s.events).length ? [`counters: ${formatEvents(s.events)}`] : []),
     ...(s.events['waits']
       ? [
-          `waits for sandbox room: ${Object.entries(s.events['waits']).map(([code, n]) => `${code} ${n}`).join(', ')} (jobs that came back later without using an attempt: SANDBOX_MEMORY_FULL, their sandbox full of other environments; ENV_DISPOSED, their Python interpreter taken down by another environment. To wait less, run fewer at once per worker process, ENVFLEET_ROLLOUT_CONCURRENCY, or give the sandbox more room: ENVFLEET_SANDBOX_HEAP_MB, ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`,
+          `waits for sandbox room: ${Object.entries(s.events['waits']).map(([code, n]) => `${code} ${n}`).join(', ')} (jobs that came back later without using an attempt${s.events['waits']['SANDBOX_MEMORY_FULL'] ? ': SANDBOX_MEMORY_FULL, their sandbox full of other environments' : ''}${s.events['waits']['ENV_DISPOSED'] ? `${s.events['waits']['SANDBOX_MEMORY_FULL'] ? ';' : ':'} ENV_DISPOSED, their Python interpreter taken down by another environment` : ''}; each comes back with its episode from the start, its model calls from the response cache. To wait less, run fewer at once per worker process, ENVFLEET_ROLLOUT_CONCURRENCY, or give the sandbox more room: ENVFLEET_SANDBOX_HEAP_MB, ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`,
         ]
       : []),
     ...(s.events['checks']

@@ -847,7 +847,7 @@ class Env:
         const outside = await r.checks({ checks: [greedy, after], finalState: { label, n: 1 }, initialState: { label, n: 1 }, limits: LIMITS });
         for (const results of [end.checks!.results, outside.results]) {
           expect(results.map(c => c.errorCode)).to.deep.equal(['SANDBOX_MEMORY_FULL', 'SANDBOX_MEMORY_FULL']);
-          expect(results[0]!.error).to.match(/ENVFLEET_PYTHON_HEAP_MB=192.*had no room for the check "greedy — 貪欲 🧮": its 4 other environments held about [\d.]+ MB$/);
+          expect(results[0]!.error).to.match(/ENVFLEET_PYTHON_HEAP_MB=192.*had no room for the check "greedy — 貪欲 🧮": it holds 4 other environments, about [\d.]+ MB in use$/);
           expect(fullCheck(results), 'an episode waits it out').to.not.equal(null);
         }
         // A check that grows without end meets the same heap, asking only for its last piece: taken for the others' load
@@ -856,7 +856,7 @@ class Env:
         const codes = [];
         for (let i = 0; i < 4; i++) codes.push((await r.checks({ checks: [endless], finalState: { label, n: 1 }, initialState: { label, n: 1 }, limits: LIMITS })).results[0]!);
         expect(codes.map(c => c.errorCode)).to.deep.equal(['SANDBOX_MEMORY_FULL', 'SANDBOX_MEMORY_FULL', 'SANDBOX_MEMORY_FULL', 'MEMORY_EXCEEDED']);
-        expect(codes[3]!.error).to.match(/^the check ran out of memory beside other environments 4 times \(this time its 4 other environments held about [\d.]+ MB\), so it is taken for its own/);
+        expect(codes[3]!.error).to.match(/^the check ran out of memory beside other environments 4 times \(this time it holds 4 other environments, about [\d.]+ MB in use\), so it is taken for its own/);
         // The running ones went on.
         for (const h of held) expect(await h.call('ping', {})).to.deep.include({ result: { success: true, data: 'ok' } });
         for (const h of held.splice(0)) await h.close();
