@@ -196,7 +196,9 @@ class Interpreter {
    */
   kill(culprit = null) {
     if (this.dead) return;
-    if (this.interrupted) log('warn', 'a Python call ran past its deadline and did not stop at the interrupt: its interpreter is terminated and replaced, and its other sessions end (ENV_DISPOSED)', { interpreter: this.n, sessions: this.sessions.size });
+    // (Said only for a job still running at its grace's end: a fatal error answered already, with an interrupt sent
+    // before it, has its own line, and this one beside it misled a stranger.)
+    if (this.interrupted && this.running) log('warn', 'a Python call ran past its deadline and did not stop at the interrupt: its interpreter is terminated and replaced, and its other sessions end (ENV_DISPOSED)', { interpreter: this.n, sessions: this.sessions.size, job: this.running.fn, deadlineMs: this.running.deadlineMs });
     const job = this.running;
     this.running = null;
     if (job) job.resolve(lostAnswer(this.interrupted ? { code: 'DEADLINE_EXCEEDED', message: `the call ran past its deadline, did not stop at the interrupt (a loop that catches KeyboardInterrupt, or a long C-level operation) and its interpreter was terminated` } : { code: 'ENV_DISPOSED', message: 'the Python interpreter failed and was replaced' }));
