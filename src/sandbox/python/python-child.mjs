@@ -874,9 +874,11 @@ function endBeside(interp, sid, a) {
   return others > 0 ? { others, usedBytes: a.usedBytes ?? interp.usedBytes } : null;
 }
 
+/** What the interpreter held when an end met the heap beside others (endBeside). @param {{ others: number, usedBytes: number | null }} b */
+const besideText = b => `it holds ${b.others} other environment${b.others === 1 ? '' : 's'}${b.usedBytes == null ? '' : `, about ${(b.usedBytes / 1048576).toFixed(1)} MB in use`}`;
+
 /** SANDBOX_MEMORY_FULL's message for an end that met the heap beside others (endBeside). @param {string} what @param {{ others: number, usedBytes: number | null }} b */
-const besideMessage = (what, b) =>
-  `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room ${what}: it holds ${b.others} other environment${b.others === 1 ? '' : 's'}${b.usedBytes == null ? '' : `, about ${(b.usedBytes / 1048576).toFixed(1)} MB in use`}`;
+const besideMessage = (what, b) => `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room ${what}: ${besideText(b)}`;
 
 /** How many times a check (by its source) that met a heap full of other environments is taken for their load (runChecks). */
 const CROWDED_CHECK_WAITS = 3;
@@ -909,7 +911,7 @@ async function runChecks(interp, sid, checks, limits, codeKey) {
       crowdedChecks.set(key, before + 1);
       r = before < CROWDED_CHECK_WAITS
         ? { err: 'SANDBOX_MEMORY_FULL', message: besideMessage(`for the check "${c.item}"`, beside) }
-        : { err: 'MEMORY_EXCEEDED', message: `the check ran out of memory beside other environments ${before + 1} times (this time ${besideMessage('for it', beside).replace(/^.*had no room for it: /, '')}), so it is taken for its own: does it keep building a list or a string without end?${memoryAdvice()}` };
+        : { err: 'MEMORY_EXCEEDED', message: `the check ran out of memory beside other environments ${before + 1} times (this time ${besideText(beside)}), so it is taken for its own: does it keep building a list or a string without end?${memoryAdvice()}` };
     }
     // A check that lost its interpreter to another environment is marked (lostWith: no score is its measure); one
     // that took the interpreter down itself fails, and so do the checks after it (marked as not run, not as lost).
