@@ -67,6 +67,15 @@ function refusesEveryEpisode(err: unknown): err is AppError {
 const isSandboxFull = (err: unknown): boolean => (err as { code?: unknown } | null)?.code === 'SANDBOX_MEMORY_FULL';
 
 /**
+ * How long an episode's environment may wait for room in a full Python interpreter before its job goes back to the
+ * queue (SandboxFullError; OpenOptions.roomWaitMs): it waits for another episode's environment to end, its first model
+ * calls made meanwhile. Before, it went back at once and ran again from the start after a backoff: τ-bench airline at 64
+ * episodes per worker, of which about 30 fit an interpreter, took 3 times as long as at 8. Not counted in the
+ * episode's time limit (max-wall-ms): the wait is the fleet's, not the policy's.
+ */
+export const EPISODE_ROOM_WAIT_MS = 120_000;
+
+/**
  * One episode of a policy model against a scenario: the environment lives in a sandbox session
  * (a pool thread) for the whole episode, every model call goes through the gateway. Every tool
  * call of an assistant message runs, in order; bad arguments come back to the agent as an error
@@ -133,7 +142,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     }
   };
   const checkTime = () => {
-    if (Date.now() - started > limits.maxWallMs) throw new EpisodeEnd('time-limit', `ran ${Date.now() - started} ms; the limit is ${limits.maxWallMs} ms`);
+    const ran = Date.now() - started - (session?.roomWaitedMs ?? 0);
+    if (ran > limits.maxWallMs) throw new EpisodeEnd('time-limit', `ran ${ran} ms${session?.roomWaitedMs ? ` (not counting ${session.roomWaitedMs} ms its environment waited for room in the sandbox)` : ''}; the limit is ${limits.maxWallMs} ms`);
   };
   /** The simulated user's next reply; a stop token only counts in the reply, and never before the agent has spoken. */
   const userSays = async (agentText: string | null): Promise<{ reply: string; stop: boolean }> => {
@@ -153,8 +163,9 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   // The environment starts while the first model calls are made: it is needed only at the first tool call (or at the
   // end), so its start (a pool thread's queue under a burst of episodes; tens of milliseconds for a Python environment)
   // is not added to the episode's time. A start that fails ends the episode where the environment is first needed,
-  // as before (environment-error; a full sandbox thread: the job waits, and its model calls replay from the cache).
-  const opening = (async () => deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, input.sandboxLimits, input.initialStateJson))();
+  // as before (environment-error; a full sandbox thread: the job waits, and its model calls replay from the cache). A
+  // Python interpreter full of running episodes' environments holds the start until one ends (EPISODE_ROOM_WAIT_MS).
+  const opening = (async () => deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, input.sandboxLimits, input.initialStateJson, { roomWaitMs: EPISODE_ROOM_WAIT_MS }))();
   opening.catch(() => undefined); // awaited where the environment is needed (ready), or closed (closeSession)
   /** The environment, once it has started; throws the episode's end (or SandboxFullError) when it did not. */
   const ready = async (): Promise<EnvSession> => {

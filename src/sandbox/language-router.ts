@@ -36,7 +36,16 @@ function boundedProbe(r: ProbeResult): ProbeResult {
 /** The session with another finish (given the checks to run). */
 function withFinish(session: EnvSession, finish: EnvSession['finish']): EnvSession {
   const text = session.snapshotJson?.bind(session);
-  return { tools: session.tools, call: (tool, args, argsText) => session.call(tool, args, argsText), snapshot: () => session.snapshot(), ...(text ? { snapshotJson: () => text() } : {}), initialState: () => session.initialState(), close: () => session.close(), finish };
+  return {
+    tools: session.tools,
+    call: (tool, args, argsText) => session.call(tool, args, argsText),
+    snapshot: () => session.snapshot(),
+    ...(text ? { snapshotJson: () => text() } : {}),
+    initialState: () => session.initialState(),
+    close: () => session.close(),
+    finish,
+    ...(session.roomWaitedMs !== undefined ? { roomWaitedMs: session.roomWaitedMs } : {}),
+  };
 }
 
 /** The session with its finish's check errors bounded. */
@@ -57,9 +66,9 @@ export function boundedRunner(runner: SandboxRunner): SandboxRunner {
   return {
     probe: async input => boundedProbe(await runner.probe(input)),
     checks: async input => boundedChecks(await runner.checks(input)),
-    async openSession(code, initialState, limits, initialStateJson) {
+    async openSession(code, initialState, limits, initialStateJson, options) {
       try {
-        return boundedSession(await runner.openSession(code, initialState, limits, initialStateJson));
+        return boundedSession(await runner.openSession(code, initialState, limits, initialStateJson, options));
       } catch (err) {
         if (err instanceof SandboxError) err.message = boundedError(err.message);
         throw err;
@@ -90,8 +99,8 @@ export function createLanguageRouter(runners: { readonly js: SandboxRunner; read
   return boundedRunner({
     probe: input => runnerFor(languageOf(input.code)).probe(input),
     checks,
-    async openSession(code, initialState, limits, initialStateJson) {
-      const session = await runnerFor(languageOf(code)).openSession(code, initialState, limits, initialStateJson);
+    async openSession(code, initialState, limits, initialStateJson, options) {
+      const session = await runnerFor(languageOf(code)).openSession(code, initialState, limits, initialStateJson, options);
       const foreign = languageOf(code) !== 'python' ? 'python' : 'js';
       return withForeignChecks(session, foreign, runners[foreign], limits);
     },

@@ -49,6 +49,19 @@ export interface EnvSession {
    */
   finish(checks: readonly CheckSpec[]): Promise<SessionEnd>;
   close(): Promise<void>;
+  /** How long its start waited for room in a full sandbox (OpenOptions.roomWaitMs), in ms; absent when it did not wait. */
+  readonly roomWaitedMs?: number;
+}
+
+/** How a session is opened, beyond its code, state and limits. */
+export interface OpenOptions {
+  /**
+   * How long the start may wait for room where the sandbox is full of other environments before it is refused
+   * (SANDBOX_MEMORY_FULL), in ms. A Python interpreter waits for another environment to end (a rollout's episode: its
+   * job would otherwise go back to the queue and run the episode again); a JavaScript thread answers at once whatever it
+   * is given, as does every start without it (a served session's open, answered OVER_CAPACITY).
+   */
+  readonly roomWaitMs?: number;
 }
 
 /**
@@ -59,7 +72,7 @@ export interface SandboxRunner {
   probe(input: ProbeInput): Promise<ProbeResult>;
   checks(input: ChecksInput): Promise<ChecksResult>;
   /** `initialStateJson`: the same state as JSON.stringify writes it, when the caller keeps it (it is then not written again). */
-  openSession(code: EnvironmentCode, initialState: unknown, limits: SandboxLimits, initialStateJson?: string): Promise<EnvSession>;
+  openSession(code: EnvironmentCode, initialState: unknown, limits: SandboxLimits, initialStateJson?: string, options?: OpenOptions): Promise<EnvSession>;
   close(): Promise<void>;
 }
 

@@ -225,3 +225,40 @@ describe('rollout episodes whose Python interpreter another episode took down', 
     expect(fatal.results[1]!.error).to.match(/^not run: the check "fatale" before it took the interpreter down \(STACK_OVERFLOW\)/);
   });
 });
+
+describe('a rollout episode whose Python environment does not fit beside the running ones', function () {
+  this.timeout(180_000);
+
+  it('waits in the interpreter for one of them to end and then runs, its first model calls made meanwhile, instead of going back to its job (which ran the episode again from the start)', async () => {
+    // τ-bench airline at 64 episodes per worker: about 30 fit an interpreter; the others were refused, waited in the
+    // queue with a backoff that doubled to 30 s, and ran again from the start: 3 times as long as at 8.
+    const runner = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+    try {
+      const holder = { name: 'holder', className: 'Holder', source: 'KEPT = []\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(36 << 20))\n', tools: [], language: 'python' } as never;
+      const held = [];
+      for (let i = 0; i < 4; i++) held.push(await runner.openSession(holder, {}, LIMITS));
+      // 3 MB of JSON in its state: creating it may take 24 MB, more than is left beside 4 × 36 MB.
+      const scenario = { ...SCENARIO, initialState: { pad: 'é—数据 🛫'.repeat(300_000) } } as ScenarioRecord;
+      const gateway = scriptedGateway([ping('café ☕'), ping('東京 😀'), { text: 'fini' }]);
+      let settled = false;
+      const running = runEpisode(
+        { gateway, sandbox: runner },
+        { runId: 'r', scenario, env: ENV, mode: 'non-conversational', sample: 0, limits: { maxSteps: 10, maxTokens: 0, maxWallMs: 120_000 }, sandboxLimits: LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
+      ).finally(() => (settled = true));
+      running.catch(() => undefined);
+      // Its first tool call waits for the environment, which waits for room (a start that may not wait is refused).
+      while (gateway.requests < 1) await new Promise(resolve => setTimeout(resolve, 20));
+      const refused = await rejection(runner.openSession(ENV as never, scenario.initialState, LIMITS));
+      expect(refused).to.have.property('code', 'SANDBOX_MEMORY_FULL');
+      expect(settled).to.equal(false);
+      for (const h of held.splice(0, 2)) await h.close();
+      const trajectory = await running;
+      expect(trajectory.termination.reason).to.equal('agent-finished');
+      expect(trajectory.checks).to.deep.equal([{ item: 'pinged twice, notes intact', passed: true }]);
+      expect(trajectory.reward).to.equal(1);
+      for (const h of held) await h.close();
+    } finally {
+      await runner.close();
+    }
+  });
+});

@@ -799,6 +799,42 @@ class Env:
       }
     });
 
+    it("waits for room when its start may (roomWaitMs, a rollout's): a creation that does not fit is made once running ones end, without going back to its caller; one that may not wait is refused at once, and one whose wait runs out is refused saying so", async () => {
+      // τ-bench airline at 64 episodes per worker: refused creations went back to their jobs' queue, waited there with a
+      // backoff that doubled to 30 s and ran their episodes again from the start; it took 3 times as long as at 8.
+      const holder = python('KEPT = []\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(c["mb"] << 20))\n        self.n = 0\n    def ping(self):\n        self.n += 1\n        return {"success": True, "data": self.n}\n', ['ping'], 'Holder');
+      const newcomer = python('class Big:\n    def __init__(self, c):\n        self.head = c["pad"][:8]\n    def ping(self):\n        return {"success": True, "data": self.head}\n', ['ping'], 'Big');
+      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      try {
+        const held = [];
+        for (let i = 0; i < 4; i++) held.push(await r.openSession(holder, { mb: 36 }, LIMITS));
+        const pad = 'é—数据 🛫'.repeat(300_000);
+        let settled = false;
+        const waiting = r.openSession(newcomer, { pad }, LIMITS, undefined, { roomWaitMs: 600_000 }).finally(() => (settled = true));
+        waiting.catch(() => undefined);
+        // Meanwhile: a start that may not wait (a served session's) is refused at once, and the running ones go on.
+        const refused = await rejection(r.openSession(newcomer, { pad }, LIMITS));
+        expect(refused).to.have.property('code', 'SANDBOX_MEMORY_FULL');
+        expect((refused as Error).message).to.not.match(/waited/);
+        for (let round = 1; round <= 3; round++) for (const h of held) expect(await h.call('ping', {})).to.deep.include({ result: { success: true, data: round } });
+        expect(settled, 'created without room').to.equal(false);
+        // Two end: it is created, and says how long it waited.
+        for (const h of held.splice(0, 2)) await h.close();
+        const big = await waiting;
+        expect(await big.call('ping', {})).to.deep.include({ result: { success: true, data: 'é—数据 🛫é—' } });
+        expect(big.roomWaitedMs).to.be.a('number').and.above(0);
+        for (const h of held) expect(await h.call('ping', {})).to.deep.include({ result: { success: true, data: 4 } });
+        // Full again (four holders, as at first): a start whose wait runs out is refused, saying it waited.
+        await big.close();
+        for (let i = 0; i < 2; i++) held.push(await r.openSession(holder, { mb: 36 }, LIMITS));
+        const outOfTime = await rejection(r.openSession(newcomer, { pad }, LIMITS, undefined, { roomWaitMs: 1_500 }));
+        expect(outOfTime).to.have.property('code', 'SANDBOX_MEMORY_FULL');
+        expect((outOfTime as Error).message).to.match(/had no room to create the environment: .*; it waited \d+ s for room first$/);
+      } finally {
+        await r.close();
+      }
+    });
+
     it('learns what a creation that found no room needed: the next one of the same code and state waits without being tried (a database in the source, a state of {}); alone it is created', async () => {
       // τ-bench keeps its database in the class source, with a state of {}: a guess from the JSON let every creation be
       // tried beside the running episodes, each took seconds and failed (a stranger's re-probe: no trajectory in 13 min).

@@ -182,6 +182,8 @@ class Interpreter {
     // KeyboardInterrupt the code raised itself (answerEnvelope).
     answer.interrupted = this.interrupted;
     job?.resolve(answer);
+    // (after the resolve: the drop's caller has taken the session off first)
+    if (job?.fn === 'drop') roomMayBeFree();
     if (answer.fatal) this.kill(job ? sidOf(job) : null);
     // A creation that found no room: the next job starts once its caller has learnt from it (the awaiting code runs
     // first), so that a creation queued behind it is asked with what was learnt.
@@ -264,7 +266,7 @@ function replace(old) {
   if (i < 0) return;
   const fresh = new Interpreter();
   interpreters[i] = fresh;
-  fresh.ready.catch(err => log('error', 'a replacement Python interpreter did not start', { err: String(err) }));
+  fresh.ready.then(roomMayBeFree, err => log('error', 'a replacement Python interpreter did not start', { err: String(err) }));
 }
 
 /** The interpreter with the fewest sessions that is ready and not retiring. */
@@ -342,6 +344,42 @@ const createdEnds = new Map();
 
 /** How long room stays held for a creation refused for want of it (it comes back within its job's waits, at most 30 s). */
 const RESERVE_MS = 60_000;
+
+/** The longest a creation waits here for room (open's roomWaitMs is bounded by it). */
+const MAX_ROOM_WAIT_MS = 10 * 60_000;
+/**
+ * Creations waiting for room (open's roomWaitMs), each woken when room may have been freed: an environment's drop has
+ * run (the interpreter's reading of its heap is then new), or a replaced interpreter is ready. Woken in the order they
+ * came (a Set keeps it), each asks again, and one that still does not fit waits again. Before, a refused creation went
+ * back to its job's queue at once, waited there with a backoff that doubled to 30 s while room was freed meanwhile, and
+ * its episode ran again from the start: τ-bench airline at 64 episodes per worker took 3 times as long as at 8 (753 s
+ * against 228 s, a stranger's re-probe), most of its creations refused about 20 times each.
+ * @type {Set<() => void>}
+ */
+const roomWaiters = new Set();
+/** A creation waiting for room asks again this often, woken or not (room held for another creation expires unseen). */
+const ROOM_ASK_EVERY_MS = 5_000;
+/** Waits until room may be free (true) or `until` (Date.now(); false). @param {number} until */
+function roomFreed(until) {
+  const left = until - Date.now();
+  if (left <= 0) return Promise.resolve(false);
+  return new Promise(resolve => {
+    const wake = () => {
+      clearTimeout(timer);
+      roomWaiters.delete(wake);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      roomWaiters.delete(wake);
+      resolve(left > ROOM_ASK_EVERY_MS);
+    }, Math.min(left, ROOM_ASK_EVERY_MS));
+    roomWaiters.add(wake);
+  });
+}
+/** Wakes every creation waiting for room. */
+function roomMayBeFree() {
+  for (const wake of [...roomWaiters]) wake();
+}
 
 /**
  * Creations that ran their interpreter out of memory fatally beside other environments, by their code and state (a
@@ -625,87 +663,106 @@ async function handle(msg) {
       const need = creationNeed(msg.stateJson, key, msg.source, codeKey);
       // (its end as its state given, a guess: the state as created may hold more, as τ-bench's database)
       const givenEnd = endEstimate(Buffer.byteLength(msg.stateJson), 1);
-      const interp = await pick(need, endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd));
-      /**
-       * Why a creation of `need` does not fit on the interpreter now (null: it does): every interpreter is about full of
-       * running environments, so this one waits for room (its job comes back, no attempt used) instead of being created
-       * where it would fail, and maybe take the others down with it. Asked when it is asked for, and again when its turn comes.
-       * @param {string} [own] its session, once added
-       */
-      const noRoom = (own = '') => {
-        // (what it may take as learnt meanwhile, by a creation of the same code that found no room)
-        const needNow = Math.max(need, learnedNeeds.get(codeKey) ?? 0);
-        // (and what its own end may take: as the one of its code created last, or as its state given)
-        const endNow = endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd);
-        if (hasRoom(interp, needNow, own, endNow)) return null;
-        if (!interp.reserved || interp.reserved.until <= Date.now() || interp.reserved.bytes <= needNow) interp.reserved = { bytes: needNow, until: Date.now() + RESERVE_MS };
-        const mb = (/** @type {number} */ n) => (n / 1048576).toFixed(1);
-        const others = interp.sessions.size - (interp.sessions.has(own) ? 1 : 0);
-        const ends = Math.max(endRoom(interp, own), endNow);
-        return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(needNow)} MB${ends >= 1048576 ? `, with about ${mb(ends)} MB kept for an environment's end (its final state and checks)` : ''} (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
+      // A creation that does not fit waits here for room, up to roomWaitMs (a rollout's: ROOM_WAIT_MS), instead of going
+      // back to its job's queue at once; a served session's open (0) is answered at once.
+      const waitUntil = Date.now() + Math.max(0, Math.min(MAX_ROOM_WAIT_MS, Number(msg.roomWaitMs) || 0));
+      let waitedMs = 0;
+      /** Waits for room until waitUntil: whether to ask again (room may be free), counting the time waited. */
+      const waitAgain = async () => {
+        const from = Date.now();
+        const woken = await roomFreed(waitUntil);
+        waitedMs += Date.now() - from;
+        return woken;
       };
-      const refusedNow = noRoom();
-      if (refusedNow) return { error: { code: 'SANDBOX_MEMORY_FULL', message: refusedNow } };
-      const sid = `s${++nextSid}`;
-      /** @type {Session} */
-      // (its end as its state given until created, then as created: endRoom)
-      const s = { sid, interp, limits: msg.limits, cpuUs: 0, lost: null, ended: false, codeKey, endBytes: createdEnds.get(codeKey) ?? givenEnd };
-      interp.sessions.add(sid);
-      sessions.set(sid, s);
-      // Admitted: room held for it is no longer.
-      if (interp.reserved && interp.reserved.bytes <= need) interp.reserved = null;
-      const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed, String(msg.limits.maxStateBytes)], msg.limits.createDeadlineMs, () => noRoom(sid));
-      if (a.refused) {
-        // Never created: nothing to drop.
-        sessions.delete(sid);
-        interp.sessions.delete(sid);
-        return { error: { code: 'SANDBOX_MEMORY_FULL', message: envelope(a.text).message } };
-      }
-      const r = answerEnvelope(a);
-      if ('err' in r || a.exhausted) {
-        const others = [...interp.sessions].filter(other => other !== sid).length;
-        // Learnt at once, before anything else runs on the interpreter (its next job waits for this: answered()), so a
-        // creation of the same code queued behind this one is asked with it.
-        if (a.exhausted && !a.fatal && !a.lost && others > 0) learnNeed(codeKey, a.usedBytes ?? interp.usedBytes);
-        sessions.delete(sid);
-        interp.sessions.delete(sid);
-        const full = a.exhausted && !a.fatal && !a.lost ? await crowdedBy(interp, sid, msg.limits.createDeadlineMs, a.refusedBytes ?? 0) : null;
-        if (!a.lost) void drop(interp, sid);
-        if (full) {
-          return { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to create the environment', full) } };
+      /** A refusal's message, with the time it waited for room here first. @param {string} message */
+      const afterWait = message => (waitedMs >= 1000 ? `${message}; it waited ${Math.round(waitedMs / 1000)} s for room first` : message);
+      for (;;) {
+        const interp = await pick(need, endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd));
+        /**
+         * Why a creation of `need` does not fit on the interpreter now (null: it does): every interpreter is about full of
+         * running environments, so this one waits for room (its job comes back, no attempt used) instead of being created
+         * where it would fail, and maybe take the others down with it. Asked when it is asked for, and again when its turn comes.
+         * @param {string} [own] its session, once added
+         */
+        const noRoom = (own = '') => {
+          // (what it may take as learnt meanwhile, by a creation of the same code that found no room)
+          const needNow = Math.max(need, learnedNeeds.get(codeKey) ?? 0);
+          // (and what its own end may take: as the one of its code created last, or as its state given)
+          const endNow = endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd);
+          if (hasRoom(interp, needNow, own, endNow)) return null;
+          if (!interp.reserved || interp.reserved.until <= Date.now() || interp.reserved.bytes <= needNow) interp.reserved = { bytes: needNow, until: Date.now() + RESERVE_MS };
+          const mb = (/** @type {number} */ n) => (n / 1048576).toFixed(1);
+          const others = interp.sessions.size - (interp.sessions.has(own) ? 1 : 0);
+          const ends = Math.max(endRoom(interp, own), endNow);
+          return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(needNow)} MB${ends >= 1048576 ? `, with about ${mb(ends)} MB kept for an environment's end (its final state and checks)` : ''} (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
+        };
+        const refusedNow = noRoom();
+        if (refusedNow) {
+          if (await waitAgain()) continue;
+          return { error: { code: 'SANDBOX_MEMORY_FULL', message: afterWait(refusedNow) } };
         }
-        const fatalBefore = fatalCreations.get(key) ?? 0;
-        if (a.exhausted && a.fatal && others > 0) {
-          if (fatalCreations.size >= 500) fatalCreations.delete(/** @type {string} */ (fatalCreations.keys().next().value));
-          fatalCreations.set(key, fatalBefore + 1);
+        const sid = `s${++nextSid}`;
+        /** @type {Session} */
+        // (its end as its state given until created, then as created: endRoom)
+        const s = { sid, interp, limits: msg.limits, cpuUs: 0, lost: null, ended: false, codeKey, endBytes: createdEnds.get(codeKey) ?? givenEnd };
+        interp.sessions.add(sid);
+        sessions.set(sid, s);
+        // Admitted: room held for it is no longer.
+        if (interp.reserved && interp.reserved.bytes <= need) interp.reserved = null;
+        const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed, String(msg.limits.maxStateBytes)], msg.limits.createDeadlineMs, () => noRoom(sid));
+        if (a.refused) {
+          // Never created: nothing to drop.
+          sessions.delete(sid);
+          interp.sessions.delete(sid);
+          if (await waitAgain()) continue;
+          return { error: { code: 'SANDBOX_MEMORY_FULL', message: afterWait(envelope(a.text).message) } };
         }
-        if (a.exhausted && a.fatal && others > 0 && fatalBefore === 0) {
-          // Out of memory fatally while others held theirs (nothing can be measured now: the interpreter is being
-          // replaced): the first time taken for a full interpreter, not this environment's fault; it waits and is tried
-          // again where half the heap is free. A second time it is its own (MEMORY_EXCEEDED below): a creation that takes
-          // its interpreter down must not do so beside others for the hour of a job's waits.
-          return { error: { code: 'SANDBOX_MEMORY_FULL', message: `the Python interpreter ran out of memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}) creating the environment beside ${others} other environments, and was replaced${memoryAdvice()}` } };
+        const r = answerEnvelope(a);
+        if ('err' in r || a.exhausted) {
+          const others = [...interp.sessions].filter(other => other !== sid).length;
+          // Learnt at once, before anything else runs on the interpreter (its next job waits for this: answered()), so a
+          // creation of the same code queued behind this one is asked with it.
+          if (a.exhausted && !a.fatal && !a.lost && others > 0) learnNeed(codeKey, a.usedBytes ?? interp.usedBytes);
+          sessions.delete(sid);
+          interp.sessions.delete(sid);
+          const full = a.exhausted && !a.fatal && !a.lost ? await crowdedBy(interp, sid, msg.limits.createDeadlineMs, a.refusedBytes ?? 0) : null;
+          if (!a.lost) void drop(interp, sid);
+          if (full) {
+            return { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to create the environment', full) } };
+          }
+          const fatalBefore = fatalCreations.get(key) ?? 0;
+          if (a.exhausted && a.fatal && others > 0) {
+            if (fatalCreations.size >= 500) fatalCreations.delete(/** @type {string} */ (fatalCreations.keys().next().value));
+            fatalCreations.set(key, fatalBefore + 1);
+          }
+          if (a.exhausted && a.fatal && others > 0 && fatalBefore === 0) {
+            // Out of memory fatally while others held theirs (nothing can be measured now: the interpreter is being
+            // replaced): the first time taken for a full interpreter, not this environment's fault; it waits and is tried
+            // again where half the heap is free. A second time it is its own (MEMORY_EXCEEDED below): a creation that takes
+            // its interpreter down must not do so beside others for the hour of a job's waits.
+            return { error: { code: 'SANDBOX_MEMORY_FULL', message: `the Python interpreter ran out of memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}) creating the environment beside ${others} other environments, and was replaced${memoryAdvice()}` } };
+          }
+          const code = a.exhausted ? 'MEMORY_EXCEEDED' : r.err;
+          // (The deadline's message says "the call": here it is the creation, with its own deadline.)
+          const message = a.exhausted
+            ? `the interpreter ran out of memory while creating the environment${memoryAdvice()}`
+            : code === 'MEMORY_EXCEEDED'
+              ? `${r.message}${memoryAdvice()}`
+              : code === 'DEADLINE_EXCEEDED'
+                ? `${String(r.message).replace(/^the call\b/, 'creating the environment (its source and constructor)')} (its deadline is ${msg.limits.createDeadlineMs} ms: ENVFLEET_SANDBOX_CREATE_DEADLINE_MS)`
+                : r.message;
+          return { error: { code, message, ...(a.lost ? lostWith(a.lost) : {}) } };
         }
-        const code = a.exhausted ? 'MEMORY_EXCEEDED' : r.err;
-        // (The deadline's message says "the call": here it is the creation, with its own deadline.)
-        const message = a.exhausted
-          ? `the interpreter ran out of memory while creating the environment${memoryAdvice()}`
-          : code === 'MEMORY_EXCEEDED'
-            ? `${r.message}${memoryAdvice()}`
-            : code === 'DEADLINE_EXCEEDED'
-              ? `${String(r.message).replace(/^the call\b/, 'creating the environment (its source and constructor)')} (its deadline is ${msg.limits.createDeadlineMs} ms: ENVFLEET_SANDBOX_CREATE_DEADLINE_MS)`
-              : r.message;
-        return { error: { code, message, ...(a.lost ? lostWith(a.lost) : {}) } };
+        if (r.ok > msg.limits.maxStateBytes) {
+          endSession(s, { code: 'ENV_DISPOSED', message: 'closed' });
+          sessions.delete(sid);
+          return { error: { code: 'STATE_TOO_LARGE', message: `the initial state is ${r.ok} bytes of JSON, more than the state cap of ${msg.limits.maxStateBytes}${INITIAL_STATE_CAP_ADVICE}` } };
+        }
+        s.endBytes = endEstimate(Number(r.ok), Number(r.values) || 1);
+        if (createdEnds.size >= 500 && !createdEnds.has(codeKey)) createdEnds.delete(/** @type {string} */ (createdEnds.keys().next().value));
+        createdEnds.set(codeKey, s.endBytes);
+        return { value: { sid, createUs: a.us, roomWaitedMs: waitedMs } };
       }
-      if (r.ok > msg.limits.maxStateBytes) {
-        endSession(s, { code: 'ENV_DISPOSED', message: 'closed' });
-        sessions.delete(sid);
-        return { error: { code: 'STATE_TOO_LARGE', message: `the initial state is ${r.ok} bytes of JSON, more than the state cap of ${msg.limits.maxStateBytes}${INITIAL_STATE_CAP_ADVICE}` } };
-      }
-      s.endBytes = endEstimate(Number(r.ok), Number(r.values) || 1);
-      if (createdEnds.size >= 500 && !createdEnds.has(codeKey)) createdEnds.delete(/** @type {string} */ (createdEnds.keys().next().value));
-      createdEnds.set(codeKey, s.endBytes);
-      return { value: { sid, createUs: a.us } };
     }
     case 'call': {
       const s = sessions.get(msg.sid);

@@ -14,7 +14,7 @@ import type { CheckSpec, EnvironmentCode } from '../bundle.js';
 import { SandboxError, type SandboxErrorCode } from '../errors.js';
 import { sessionCpuMsOf, type SandboxLimits } from '../limits.js';
 import type { CallOutcome } from '../quickjs-host.js';
-import { sessionStateJson, type EnvSession, type SandboxRunner } from '../runner.js';
+import { sessionStateJson, type EnvSession, type OpenOptions, type SandboxRunner } from '../runner.js';
 import { probeThroughSession } from '../session-probe.js';
 import type { ChecksInput, ChecksResult, SessionEnd } from '../tasks.js';
 import { makeFolder } from '../../util/make-dir.js';
@@ -267,7 +267,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
 
   const liveSessions = new Set<{ lost: string | null }>();
 
-  const openSession = async (code: EnvironmentCode, initialState: unknown, limits: SandboxLimits, initialStateJson?: string): Promise<EnvSession> => {
+  const openSession = async (code: EnvironmentCode, initialState: unknown, limits: SandboxLimits, initialStateJson?: string, options?: OpenOptions): Promise<EnvSession> => {
     const json = sessionStateJson(initialState, initialStateJson);
     const validators = validatorsFor(code);
     const tools = code.tools.map(t => t.function.name);
@@ -279,6 +279,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
       stateJson: json,
       tools,
       seed,
+      roomWaitMs: options?.roomWaitMs ?? 0,
       limits: {
         createDeadlineMs: limits.createDeadlineMs,
         callDeadlineMs: limits.callDeadlineMs,
@@ -287,7 +288,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         maxResultBytes: limits.maxResultBytes,
         maxStateBytes: limits.maxStateBytes,
       },
-    })) as { sid: string };
+    })) as { sid: string; roomWaitedMs?: number };
     const sid = opened.sid;
     const handle = { lost: null as string | null };
     liveSessions.add(handle);
@@ -299,6 +300,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
     };
     return {
       tools,
+      ...(opened.roomWaitedMs ? { roomWaitedMs: opened.roomWaitedMs } : {}),
       async call(tool, args, argsText): Promise<CallOutcome> {
         alive();
         const started = performance.now();

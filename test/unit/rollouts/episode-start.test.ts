@@ -29,7 +29,7 @@ interface Fakes {
  * A gateway answering `replies` in turn (an Error is thrown instead) and a sandbox whose session starts when `started`
  * resolves (or fails with it).
  */
-function fakes(replies: readonly unknown[], started: (events: string[]) => Promise<void>): Fakes {
+function fakes(replies: readonly unknown[], started: (events: string[]) => Promise<void>, roomWaitedMs?: number): Fakes {
   const events: string[] = [];
   let turn = 0;
   const session: EnvSession = {
@@ -37,6 +37,7 @@ function fakes(replies: readonly unknown[], started: (events: string[]) => Promi
     snapshot: () => Promise.resolve({ loans: [] }),
     finish: () => (events.push('finish'), Promise.resolve({ stateJson: '{"loans":[]}', checks: null })),
     close: () => (events.push('close'), Promise.resolve()),
+    ...(roomWaitedMs !== undefined ? { roomWaitedMs } : {}),
   } as unknown as EnvSession;
   const sandbox = {
     openSession: () => {
@@ -58,10 +59,10 @@ function fakes(replies: readonly unknown[], started: (events: string[]) => Promi
   return { events, sandbox, gateway };
 }
 
-const episode = (f: Fakes): Promise<Trajectory> =>
+const episode = (f: Fakes, maxWallMs = 60_000): Promise<Trajectory> =>
   runEpisode(
     { gateway: f.gateway, sandbox: f.sandbox },
-    { runId: 'r', scenario: SCENARIO, env: ENV, mode: 'non-conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs: 60_000 }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
+    { runId: 'r', scenario: SCENARIO, env: ENV, mode: 'non-conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
   );
 
 describe('episode: the environment starts while the first model call is made', () => {
@@ -151,5 +152,15 @@ describe('episode: the environment starts while the first model call is made', (
     expect(thrown).to.be.instanceOf(RunCancelledError);
     expect(cancelled.events).to.include('close');
     expect(cancelled.events).to.not.include('finish');
+  });
+
+  it("does not count the time its environment waited for room in the sandbox (roomWaitedMs) toward the episode's time limit; the rest counts", async () => {
+    // The start takes 30 ms; the limit is 10 ms. Of the start, the session says 10 minutes were a wait for room.
+    const slowStart = () => new Promise<void>(resolve => setTimeout(resolve, 30));
+    const waited = await episode(fakes([CALL, ANSWER], slowStart, 600_000), 10);
+    expect(waited.termination.reason).to.equal('agent-finished');
+    const notWaited = await episode(fakes([CALL, ANSWER], slowStart), 10);
+    expect(notWaited.termination.reason).to.equal('time-limit');
+    expect(notWaited.termination.detail).to.match(/^ran \d+ ms; the limit is 10 ms$/);
   });
 });
