@@ -126,12 +126,9 @@ export async function runDemo(out: (line: string) => void = line => process.stdo
     const sunk = await sink;
     out(`[demo] sink wrote ${sunk.written} trajectories (${sunk.shards.join(', ')})`);
 
-    // Requests the endpoint was sent, from the run's ledger (paid ones: cached answers are not sent), so that the count
-    // holds for a real endpoint too, not only for the demo's scripted server.
-    const sentOf = async () => {
-      const t = await running.ctx.ledger.totals(runId);
-      return t.requests - t.cachedRequests;
-    };
+    // Requests the endpoint was sent, from the run's ledger (`requests` counts only those: cached answers are not sent),
+    // so that the count holds for a real endpoint too, not only for the demo's scripted server.
+    const sentOf = async () => (await running.ctx.ledger.totals(runId)).requests;
     const requestsBefore = await sentOf();
     const again = await submitSynthesis(config, running.ctx.redis, request);
     const againScenarios = await submitScenarios(config, running.ctx.redis, scenarioRequest);

@@ -230,7 +230,9 @@ export function formatStatus(s: RunStatus): string {
         .filter(([, n]) => n !== null)
         .map(([item, n]) => `; ${formatBytes(n!)} per ${item}`)
         .join(''),
-    `model: ${s.ledger.requests} requests (${s.ledger.cachedRequests} cached), ${s.ledger.promptTokens + s.ledger.completionTokens} tokens, $${s.ledger.costUsd.toFixed(4)}` +
+    // (`requests` counts the requests sent; the cached ones were not: "N requests (M cached)" read as M of N to a stranger)
+    `model: ${s.ledger.requests} requests sent, ${s.ledger.promptTokens + s.ledger.completionTokens} tokens, $${s.ledger.costUsd.toFixed(4)}` +
+      (s.ledger.cachedRequests ? `; ${s.ledger.cachedRequests} more answered from the response cache (saving $${s.ledger.savedCostUsd.toFixed(4)})` : '') +
       (s.ledger.unmeteredRequests ? `; ${s.ledger.unmeteredRequests} requests without token usage (answered without it, unreadable, or not answered in time; their tokens are in no count, cost or token budget: turn usage reporting on in the endpoint or proxy if it answers without it)` : '') +
       (s.budgets ? `; budget ${s.budgets.tokens ? `${s.budgets.tokens} tokens` : ''}${s.budgets.usd ? ` $${s.budgets.usd}` : ''}${Object.keys(s.budgets.byStage).length ? ` per stage ${JSON.stringify(s.budgets.byStage)}` : ''}` : ''),
     '',

@@ -313,6 +313,9 @@ describe('rollouts, sink and datasets (real Redis, real workers, scripted server
     expect(modelText).to.include(`trajectories ${modelStatus.count} (no reward, solved 0.0% of all ${modelStatus.count}; ${modelStatus.count} unscored: no reward, from a model or environment error`);
     // How the episodes ended is in the text too, not only in --json.
     expect(modelText).to.include(`episodes ended: model-error ${modelStatus.count}`);
+    // The requests sent, and apart from them those the cache answered (not "N requests (M cached)", read as M of N).
+    const sent = await f.workers.ctx.ledger.totals('model');
+    expect(modelText).to.match(new RegExp(`\\nmodel: ${sent.requests} requests sent, \\d+ tokens, \\$[\\d.]+(; ${sent.cachedRequests} more answered from the response cache \\(saving \\$[\\d.]+\\))?`));
     f.server.setScript(demo);
     // A broken environment source: the session cannot start.
     await copyRun(store, 'limits', 'env-error');
