@@ -1,5 +1,5 @@
 import { isDeepStrictEqual } from 'node:util';
-import { AppError, EndpointRefusedError, RunCancelledError, classifyError } from '../errors.js';
+import { AppError, EndpointRefusedError, JobAbortedError, RunCancelledError, classifyError } from '../errors.js';
 import type { ChatMessage, ChatTool } from '../llm/gateway.js';
 import { looksLikeToolCall, parseTextToolCalls } from '../llm/text-tool-calls.js';
 import { splitThinking } from '../llm/thinking.js';
@@ -165,7 +165,7 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   // is not added to the episode's time. A start that fails ends the episode where the environment is first needed,
   // as before (environment-error; a full sandbox thread: the job waits, and its model calls replay from the cache). A
   // Python interpreter full of running episodes' environments holds the start until one ends (EPISODE_ROOM_WAIT_MS).
-  const opening = (async () => deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, input.sandboxLimits, input.initialStateJson, { roomWaitMs: EPISODE_ROOM_WAIT_MS }))();
+  const opening = (async () => deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, input.sandboxLimits, input.initialStateJson, { roomWaitMs: EPISODE_ROOM_WAIT_MS, ...(deps.signal ? { signal: deps.signal } : {}) }))();
   opening.catch(() => undefined); // awaited where the environment is needed (ready), or closed (closeSession)
   /** The environment, once it has started; throws the episode's end (or SandboxFullError) when it did not. */
   const ready = async (): Promise<EnvSession> => {
@@ -174,6 +174,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
       session = await opening;
       return session;
     } catch (err) {
+      // (a start given up as the job was aborted, while it waited for room: the abort, not a full sandbox)
+      if (deps.signal?.aborted) throw new JobAbortedError(`the environment did not start: the job was aborted (${(err as Error).message})`);
       if (isSandboxFull(err)) throw SandboxFullError.at('the environment did not start', (err as Error).message);
       if (lostWithInterpreter(err)) throw InterpreterLostError.at('the environment did not start', (err as Error).message);
       throw new EpisodeEnd('environment-error', `the environment did not start: ${(err as Error).message}`);

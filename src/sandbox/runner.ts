@@ -62,6 +62,12 @@ export interface OpenOptions {
    * is given, as does every start without it (a served session's open, answered OVER_CAPACITY).
    */
   readonly roomWaitMs?: number;
+  /**
+   * Aborted when its caller no longer wants the session (a cancelled run, a worker stopping): a start still waiting for
+   * room stops waiting and is refused (SANDBOX_MEMORY_FULL). One already being created goes on, and its session is
+   * handed back as usual, for the caller to close.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /**

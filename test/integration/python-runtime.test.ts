@@ -830,6 +830,17 @@ class Env:
         const outOfTime = await rejection(r.openSession(newcomer, { pad }, LIMITS, undefined, { roomWaitMs: 1_500 }));
         expect(outOfTime).to.have.property('code', 'SANDBOX_MEMORY_FULL');
         expect((outOfTime as Error).message).to.match(/had no room to create the environment: .*; it waited \d+ s for room first$/);
+        // One whose caller gives up (a cancelled run) stops waiting at once.
+        const controller = new AbortController();
+        const given = r.openSession(newcomer, { pad }, LIMITS, undefined, { roomWaitMs: 600_000, signal: controller.signal });
+        given.catch(() => undefined);
+        for (const h of held) expect(await h.call('ping', {})).to.have.property('result').that.has.property('success', true);
+        expect((await r.stats()).waitingForRoom).to.equal(1);
+        controller.abort();
+        const gaveUp = await rejection(given);
+        expect(gaveUp).to.have.property('code', 'SANDBOX_MEMORY_FULL');
+        expect((gaveUp as Error).message).to.match(/; its caller gave up waiting for room$/);
+        expect((await r.stats()).waitingForRoom).to.equal(0);
       } finally {
         await r.close();
       }

@@ -380,6 +380,20 @@ function roomFreed(until) {
 function roomMayBeFree() {
   for (const wake of [...roomWaiters]) wake();
 }
+/**
+ * Opens whose caller gave up on them (its run cancelled, its worker stopping), by their request's id: one that waits for
+ * room, or would, answers at once instead. Forgotten as the open answers; a few hundred kept (one given up just as it
+ * was answered is never asked about).
+ * @type {Set<number>}
+ */
+const abandonedOpens = new Set();
+/** @param {number} id */
+function abandonOpen(id) {
+  if (abandonedOpens.size >= 500) abandonedOpens.delete(/** @type {number} */ (abandonedOpens.values().next().value));
+  abandonedOpens.add(id);
+  // (woken, the one given up sees it; the others ask again for nothing)
+  roomMayBeFree();
+}
 
 /**
  * Creations that ran their interpreter out of memory fatally beside other environments, by their code and state (a
@@ -667,15 +681,19 @@ async function handle(msg) {
       // back to its job's queue at once; a served session's open (0) is answered at once.
       const waitUntil = Date.now() + Math.max(0, Math.min(MAX_ROOM_WAIT_MS, Number(msg.roomWaitMs) || 0));
       let waitedMs = 0;
-      /** Waits for room until waitUntil: whether to ask again (room may be free), counting the time waited. */
+      let abandoned = false;
+      /** Waits for room until waitUntil: whether to ask again (room may be free), counting the time waited; false once its caller gave up (abandonOpen). */
       const waitAgain = async () => {
+        if (abandonedOpens.has(msg.id)) abandoned = true;
+        if (abandoned) return false;
         const from = Date.now();
         const woken = await roomFreed(waitUntil);
         waitedMs += Date.now() - from;
-        return woken;
+        if (abandonedOpens.has(msg.id)) abandoned = true;
+        return woken && !abandoned;
       };
       /** A refusal's message, with the time it waited for room here first. @param {string} message */
-      const afterWait = message => (waitedMs >= 1000 ? `${message}; it waited ${Math.round(waitedMs / 1000)} s for room first` : message);
+      const afterWait = message => (abandoned ? `${message}; its caller gave up waiting for room` : waitedMs >= 1000 ? `${message}; it waited ${Math.round(waitedMs / 1000)} s for room first` : message);
       for (;;) {
         const interp = await pick(need, endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd));
         /**
@@ -1113,10 +1131,15 @@ process.on('message', (/** @type {any} */ msg) => {
     return;
   }
   if (msg.op === 'stats') {
-    send({ id: msg.id, ok: true, value: { interpreters: interpreters.map(p => ({ n: p.n, sessions: p.sessions.size, heapBytes: p.heapBytes, fsBytes: p.fsBytes, retiring: p.retiring })), rssBytes: process.memoryUsage().rss } });
+    send({ id: msg.id, ok: true, value: { interpreters: interpreters.map(p => ({ n: p.n, sessions: p.sessions.size, heapBytes: p.heapBytes, fsBytes: p.fsBytes, retiring: p.retiring })), rssBytes: process.memoryUsage().rss, waitingForRoom: roomWaiters.size } });
     return;
   }
-  handle(msg).then(
+  if (msg.op === 'abandon') {
+    // (no answer: the open it names answers, at once if it waits for room)
+    abandonOpen(msg.of);
+    return;
+  }
+  handle(msg).finally(() => msg.op === 'open' && abandonedOpens.delete(msg.id)).then(
     r => send(r.error ? { id: msg.id, ok: false, error: r.error } : { id: msg.id, ok: true, value: r.value }),
     err => send({ id: msg.id, ok: false, error: { code: 'SANDBOX_UNAVAILABLE', message: `the Python sandbox failed: ${err instanceof Error ? err.message : String(err)}` } }),
   );

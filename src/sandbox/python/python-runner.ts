@@ -64,6 +64,8 @@ export interface PythonStartInfo {
 export interface PythonRuntimeStats {
   readonly interpreters: readonly { readonly n: number; readonly sessions: number; readonly heapBytes: number; readonly fsBytes: number; readonly retiring: boolean }[];
   readonly rssBytes: number;
+  /** Environment starts waiting for room in a full interpreter (OpenOptions.roomWaitMs). */
+  readonly waitingForRoom: number;
 }
 
 export interface PythonSandboxRunner extends SandboxRunner {
@@ -254,15 +256,21 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
     return starting;
   };
 
-  const request = async (msg: Record<string, unknown>): Promise<unknown> => {
+  /** `abandonOn`: once it aborts, the child is told its caller gave up (an open waiting for room answers at once). */
+  const request = async (msg: Record<string, unknown>, abandonOn?: AbortSignal): Promise<unknown> => {
     await start();
     const proc = child;
     if (!proc?.connected) throw new SandboxError('SANDBOX_UNAVAILABLE', 'the Python sandbox process is not running');
     const id = ++seq;
+    const abandon = () => {
+      if (proc.connected) proc.send({ op: 'abandon', of: id });
+    };
     return new Promise((resolve, reject) => {
       pending.set(id, { resolve, reject });
       proc.send({ ...msg, id });
-    });
+      if (abandonOn?.aborted) abandon();
+      else abandonOn?.addEventListener('abort', abandon, { once: true });
+    }).finally(() => abandonOn?.removeEventListener('abort', abandon));
   };
 
   const liveSessions = new Set<{ lost: string | null }>();
@@ -288,7 +296,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         maxResultBytes: limits.maxResultBytes,
         maxStateBytes: limits.maxStateBytes,
       },
-    })) as { sid: string; roomWaitedMs?: number };
+    }, options?.signal)) as { sid: string; roomWaitedMs?: number };
     const sid = opened.sid;
     const handle = { lost: null as string | null };
     liveSessions.add(handle);

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { ModelError, RunCancelledError } from '../../../src/errors.js';
+import { JobAbortedError, ModelError, RunCancelledError } from '../../../src/errors.js';
 import type { ChatResult, ModelGateway } from '../../../src/llm/gateway.js';
 import { runEpisode } from '../../../src/rollouts/episode.js';
 import type { Trajectory } from '../../../src/rollouts/types.js';
@@ -162,5 +162,27 @@ describe('episode: the environment starts while the first model call is made', (
     const notWaited = await episode(fakes([CALL, ANSWER], slowStart), 10);
     expect(notWaited.termination.reason).to.equal('time-limit');
     expect(notWaited.termination.detail).to.match(/^ran \d+ ms; the limit is 10 ms$/);
+  });
+
+  it('throws JobAbortedError, not SandboxFullError, when its environment stopped waiting for room because the job was aborted (a cancelled run, a stopping worker): the job is not put back to wait', async () => {
+    const controller = new AbortController();
+    // The sandbox gives the start up once the job's signal aborts, as a Python interpreter waiting for room does.
+    const f = fakes([CALL, ANSWER], () => new Promise<void>((_, reject) => controller.signal.addEventListener('abort', () => reject(new SandboxError('SANDBOX_MEMORY_FULL', 'no room; its caller gave up waiting for room')))));
+    const chat = f.gateway.chat.bind(f.gateway);
+    f.gateway.chat = (...args: Parameters<typeof chat>) => {
+      const r = chat(...args);
+      controller.abort();
+      return r;
+    };
+    const thrown = await runEpisode(
+      { gateway: f.gateway, sandbox: f.sandbox, signal: controller.signal },
+      { runId: 'r', scenario: SCENARIO, env: ENV, mode: 'non-conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs: 60_000 }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
+    ).then(
+      () => null,
+      (err: unknown) => err,
+    );
+    expect(thrown).to.be.instanceOf(JobAbortedError);
+    expect(thrown).to.not.be.instanceOf(SandboxFullError);
+    expect((thrown as Error).message).to.include('its caller gave up waiting for room');
   });
 });
