@@ -44,7 +44,6 @@ function withFinish(session: EnvSession, finish: EnvSession['finish']): EnvSessi
     initialState: () => session.initialState(),
     close: () => session.close(),
     finish,
-    ...(session.roomWaitedMs !== undefined ? { roomWaitedMs: session.roomWaitedMs } : {}),
   };
 }
 

@@ -49,8 +49,6 @@ export interface EnvSession {
    */
   finish(checks: readonly CheckSpec[]): Promise<SessionEnd>;
   close(): Promise<void>;
-  /** How long its start waited for room in a full sandbox (OpenOptions.roomWaitMs), in ms; absent when it did not wait. */
-  readonly roomWaitedMs?: number;
 }
 
 /** How a session is opened, beyond its code, state and limits. */

@@ -376,6 +376,33 @@ function roomFreed(until) {
     roomWaiters.add(wake);
   });
 }
+/** How often, while environment starts wait for room, the log says so. */
+const WAITING_LOG_EVERY_MS = 30_000;
+/** @type {NodeJS.Timeout | undefined} */
+let waitingLog;
+/**
+ * A start begins to wait for room: said in the log at once when none was waiting, then every WAITING_LOG_EVERY_MS while
+ * some do (a stranger saw episodes stalled for 2 minutes with nothing in the log), with what fills the interpreters.
+ */
+function noteWaiting() {
+  if (waitingLog) return;
+  const say = () => {
+    // (counted after this turn: the start that called this is about to be added)
+    const waiting = roomWaiters.size;
+    if (waiting === 0) {
+      waitingLog = undefined;
+      return;
+    }
+    log('info', "environment starts wait for room in the Python interpreters' memory (ENVFLEET_PYTHON_HEAP_MB, shared by the environments on each): they are created as running ones end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS", {
+      waiting,
+      heapMb: settings.heapMb,
+      interpreters: interpreters.filter(p => !p.dead).map(p => ({ n: p.n, environments: p.sessions.size, usedMb: p.usedBytes === null ? null : Math.round(p.usedBytes / 1048576) })),
+    });
+    waitingLog = setTimeout(say, WAITING_LOG_EVERY_MS);
+  };
+  waitingLog = setTimeout(say, 0);
+}
+
 /** Wakes every creation waiting for room. */
 function roomMayBeFree() {
   for (const wake of [...roomWaiters]) wake();
@@ -437,7 +464,7 @@ function learnNeed(key, usedAtFailure, into = learnedNeeds) {
 }
 
 /**
- * @typedef {{ sid: string, interp: Interpreter, limits: Limits, cpuUs: number, lost: Failure | null, ended: boolean, codeKey: string, endBytes: number }} Session
+ * @typedef {{ sid: string, interp: Interpreter, limits: Limits, cpuUs: number, lost: Failure | null, ended: boolean, codeKey: string, endBytes: number, created?: boolean }} Session
  * @type {Map<string, Session>}
  */
 const sessions = new Map();
@@ -620,9 +647,9 @@ function heavierCoTenant(s, measured, needed) {
 /**
  * What the other sessions of `interp` hold, when together they hold more than session `sid` and at least half of the
  * heap: the interpreter is full of many environments (a serve process's sessions, each of a few MB), none of which
- * heavierCoTenant would stop, and not of this one. A call, a creation or a state read that meets the cap then is the
- * interpreter's load (SANDBOX_MEMORY_FULL: an episode waits it out, a server evicts the session unscored or refuses a
- * new one OVER_CAPACITY), not the environment's own MEMORY_EXCEEDED.
+ * heavierCoTenant would stop, and not of this one. A call that meets the cap then is the interpreter's load
+ * (SANDBOX_MEMORY_FULL: an episode waits it out, a server evicts the session unscored), not the environment's own
+ * MEMORY_EXCEEDED. (A creation or an end that meets it: crowdedBy, endBeside.)
  * Only where the others' memory, freed, would have made the room the refused growth asked for (`needed`): an
  * environment asking for more than that (a bytearray of the whole heap) is its own MEMORY_EXCEEDED however crowded the
  * interpreter is; and not when this session's own footprint could not be measured whole (it may be the big one).
@@ -644,24 +671,26 @@ function crowded(sid, measured, needed) {
 }
 
 /**
- * `crowded` for a creation or a final state that met the cap: measured only when the interpreter holds other sessions.
- * @param {Interpreter} interp @param {string} sid @param {number} deadlineMs @param {number} needed
+ * SANDBOX_MEMORY_FULL's message when a creation or a final state (answer `a`) met the cap in a heap full of other
+ * environments (endBeside's rule, as for checks), null when it is its own. Not measured: the harness's walk of the others
+ * stops at FOOTPRINT_BUDGET objects each, so a heap full of environments of many small objects measured under half (a
+ * probe: 8 environments of 200,000 lists each, a creation, then a final state, refused as their own MEMORY_EXCEEDED: an
+ * episode recorded as environment-error), and with 30 τ-bench databases it may run past its deadline. What is still in
+ * use once a creation has unwound is the others'; an end's own part of it is its state, bounded by the state cap. A
+ * creation that waits this way is not tried again beside others until its learnt need fits.
+ * @param {Interpreter} interp @param {string} sid @param {Answer} a @param {string} what
  */
-async function crowdedBy(interp, sid, deadlineMs, needed) {
-  if ([...interp.sessions].every(other => other === sid)) return null;
-  // (A session whose final state was written, or a context of checks, is not measured: what it keeps are its states,
-  // bounded by the state cap, which cannot be what filled the heap; walking them, 3 MB of records, would pass the budget.)
-  const measured = await footprints(interp, deadlineMs);
-  return measured && crowded(sid, measured, needed);
+function crowdedBy(interp, sid, a, what) {
+  const b = endBeside(interp, sid, a);
+  return b && besideMessage(what, b);
 }
 
 /**
- * SANDBOX_MEMORY_FULL's message for an interpreter full of many environments. `atEnd`: for a final state, a check or the
- * states read for checks, whose own footprint is not measured (what it keeps are its states), so none is said.
- * @param {string} what @param {{ others: number, own: number, sessions: number }} c @param {boolean} [atEnd]
+ * SANDBOX_MEMORY_FULL's message for a call that met an interpreter full of many environments (`crowded`).
+ * @param {string} what @param {{ others: number, own: number, sessions: number }} c
  */
-const crowdedMessage = (what, c, atEnd = false) =>
-  `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room ${what}: its ${c.sessions} other environments held about ${(c.others / 1048576).toFixed(1)} MB${atEnd ? '' : ` against this one's ${(c.own / 1048576).toFixed(1)} MB`}`;
+const crowdedMessage = (what, c) =>
+  `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room ${what}: its ${c.sessions} other environments held about ${(c.others / 1048576).toFixed(1)} MB against this one's ${(c.own / 1048576).toFixed(1)} MB`;
 
 /** Ends with an error when the environment was lost or the answer is a limit (which disposes it). */
 const ENDS = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'CPU_BUDGET_EXCEEDED', 'STACK_OVERFLOW', 'SANDBOX_MEMORY_FULL']);
@@ -679,21 +708,30 @@ async function handle(msg) {
       const givenEnd = endEstimate(Buffer.byteLength(msg.stateJson), 1);
       // A creation that does not fit waits here for room, up to roomWaitMs (a rollout's: ROOM_WAIT_MS), instead of going
       // back to its job's queue at once; a served session's open (0) is answered at once.
-      const waitUntil = Date.now() + Math.max(0, Math.min(MAX_ROOM_WAIT_MS, Number(msg.roomWaitMs) || 0));
-      let waitedMs = 0;
+      const askedAt = Date.now();
+      const waitUntil = askedAt + Math.max(0, Math.min(MAX_ROOM_WAIT_MS, Number(msg.roomWaitMs) || 0));
+      let waited = false;
       let abandoned = false;
-      /** Waits for room until waitUntil: whether to ask again (room may be free), counting the time waited; false once its caller gave up (abandonOpen). */
+      /** Waits for room until waitUntil: whether to ask again (room may be free); false once its caller gave up (abandonOpen). */
       const waitAgain = async () => {
         if (abandonedOpens.has(msg.id)) abandoned = true;
-        if (abandoned) return false;
-        const from = Date.now();
+        if (abandoned || Date.now() >= waitUntil) return false;
+        if (!waited) noteWaiting();
+        waited = true;
         const woken = await roomFreed(waitUntil);
-        waitedMs += Date.now() - from;
         if (abandonedOpens.has(msg.id)) abandoned = true;
         return woken && !abandoned;
       };
-      /** A refusal's message, with the time it waited for room here first. @param {string} message */
-      const afterWait = message => (abandoned ? `${message}; its caller gave up waiting for room` : waitedMs >= 1000 ? `${message}; it waited ${Math.round(waitedMs / 1000)} s for room first` : message);
+      /**
+       * A refusal's message, with how long it was held here first: since it was asked for (a stranger read "waited 28 s"
+       * on a start asked for 129 s before: the time it was queued on the interpreter, admitted, and asked again at its
+       * turn, was not counted). @param {string} message
+       */
+      const afterWait = message => {
+        if (abandoned) return `${message}; its caller gave up waiting for room`;
+        const s = Math.round((Date.now() - askedAt) / 1000);
+        return waited && s >= 1 ? `${message}; it was held ${s} s waiting for room first (at most ${Math.round((waitUntil - askedAt) / 1000)} s)` : message;
+      };
       for (;;) {
         const interp = await pick(need, endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd));
         /**
@@ -710,9 +748,12 @@ async function handle(msg) {
           if (hasRoom(interp, needNow, own, endNow)) return null;
           if (!interp.reserved || interp.reserved.until <= Date.now() || interp.reserved.bytes <= needNow) interp.reserved = { bytes: needNow, until: Date.now() + RESERVE_MS };
           const mb = (/** @type {number} */ n) => (n / 1048576).toFixed(1);
-          const others = interp.sessions.size - (interp.sessions.has(own) ? 1 : 0);
+          // (the environments there, apart from the ones admitted and queued to be created: a stranger read "its 63 other
+          // environments" from 13 starts refused at once, some of them queued)
+          const others = [...interp.sessions].filter(id => id !== own && sessions.get(id)?.created).length;
+          const queued = [...interp.sessions].filter(id => id !== own && sessions.has(id) && !sessions.get(id)?.created).length;
           const ends = Math.max(endRoom(interp, own), endNow);
-          return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(needNow)} MB${ends >= 1048576 ? `, with about ${mb(ends)} MB kept for an environment's end (its final state and checks)` : ''} (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
+          return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments${queued ? ` (and ${queued} queued to be created)` : ''} held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(needNow)} MB${ends >= 1048576 ? `, with about ${mb(ends)} MB kept for an environment's end (its final state and checks)` : ''} (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
         };
         const refusedNow = noRoom();
         if (refusedNow) {
@@ -743,11 +784,9 @@ async function handle(msg) {
           if (a.exhausted && !a.fatal && !a.lost && others > 0) learnNeed(codeKey, a.usedBytes ?? interp.usedBytes);
           sessions.delete(sid);
           interp.sessions.delete(sid);
-          const full = a.exhausted && !a.fatal && !a.lost ? await crowdedBy(interp, sid, msg.limits.createDeadlineMs, a.refusedBytes ?? 0) : null;
+          const full = crowdedBy(interp, sid, a, 'to create the environment');
           if (!a.lost) void drop(interp, sid);
-          if (full) {
-            return { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to create the environment', full) } };
-          }
+          if (full) return { error: { code: 'SANDBOX_MEMORY_FULL', message: full } };
           const fatalBefore = fatalCreations.get(key) ?? 0;
           if (a.exhausted && a.fatal && others > 0) {
             if (fatalCreations.size >= 500) fatalCreations.delete(/** @type {string} */ (fatalCreations.keys().next().value));
@@ -776,10 +815,11 @@ async function handle(msg) {
           sessions.delete(sid);
           return { error: { code: 'STATE_TOO_LARGE', message: `the initial state is ${r.ok} bytes of JSON, more than the state cap of ${msg.limits.maxStateBytes}${INITIAL_STATE_CAP_ADVICE}` } };
         }
+        s.created = true;
         s.endBytes = endEstimate(Number(r.ok), Number(r.values) || 1);
         if (createdEnds.size >= 500 && !createdEnds.has(codeKey)) createdEnds.delete(/** @type {string} */ (createdEnds.keys().next().value));
         createdEnds.set(codeKey, s.endBytes);
-        return { value: { sid, createUs: a.us, roomWaitedMs: waitedMs } };
+        return { value: { sid, createUs: a.us } };
       }
     }
     case 'call': {
@@ -876,8 +916,8 @@ async function handle(msg) {
         // Learnt for the environments of its code admitted from now on (endRoom), at once: before the measure below,
         // for which creations queued meanwhile would otherwise be asked with what was known before.
         if ([...s.interp.sessions].some(other => other !== s.sid)) learnNeed(s.codeKey, a.usedBytes ?? s.interp.usedBytes, learnedEndNeeds);
-        const full = await crowdedBy(s.interp, s.sid, stateDeadlineMs(s.limits), a.refusedBytes ?? 0);
-        if (full) st = { error: { code: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('to write the final state', full, true) } };
+        const full = crowdedBy(s.interp, s.sid, a, 'to write the final state');
+        if (full) st = { error: { code: 'SANDBOX_MEMORY_FULL', message: full } };
       }
       let checks = null;
       if (st.value !== undefined && msg.checks.length && !a.lost) checks = await runChecks(s.interp, s.sid, msg.checks, s.limits, s.codeKey);
@@ -935,16 +975,19 @@ function stateAnswer(a, limits) {
 
 /**
  * Whether the work of a session's end (a check, the states read for checks) that met the heap's cap (`a`) did so beside
- * other environments, asking for less than half the heap: then it is taken for their load (SANDBOX_MEMORY_FULL), not
- * for a check that failed. Not measured (the harness's footprints): with 30 τ-bench databases on the interpreter the
- * measure ran past the check's deadline, found nothing, and three good episodes' gold-hash checks counted false (a
- * stranger's re-probe). What such an end keeps is its states, bounded by the state cap; a check that grows without end
- * is bounded by CROWDED_CHECK_WAITS.
+ * other environments, asking for less than half the heap, with half the heap or more still in use once it had unwound:
+ * then it is taken for their load (SANDBOX_MEMORY_FULL), not for a check that failed. Not measured (the harness's
+ * footprints): with 30 τ-bench databases on the interpreter the measure ran past the check's deadline, found nothing,
+ * and three good episodes' gold-hash checks counted false (a stranger's re-probe). What such an end keeps is its
+ * states, bounded by the state cap; a check that grows without end is bounded by CROWDED_CHECK_WAITS, and one that took
+ * more than half the heap itself leaves less than half in use when it unwinds.
  * @param {Interpreter} interp @param {string} sid @param {Answer} a
  * @returns {{ others: number, usedBytes: number | null } | null}
  */
 function endBeside(interp, sid, a) {
   if (!a.exhausted || a.fatal || a.lost || (a.refusedBytes ?? 0) >= (settings.heapMb * 1048576) / 2) return null;
+  const used = a.usedBytes ?? interp.usedBytes;
+  if (used != null && used < (settings.heapMb * 1048576) / 2) return null;
   const others = [...interp.sessions].filter(other => other !== sid).length;
   return others > 0 ? { others, usedBytes: a.usedBytes ?? interp.usedBytes } : null;
 }

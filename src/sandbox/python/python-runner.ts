@@ -296,7 +296,7 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
         maxResultBytes: limits.maxResultBytes,
         maxStateBytes: limits.maxStateBytes,
       },
-    }, options?.signal)) as { sid: string; roomWaitedMs?: number };
+    }, options?.signal)) as { sid: string };
     const sid = opened.sid;
     const handle = { lost: null as string | null };
     liveSessions.add(handle);
@@ -308,7 +308,6 @@ export function createPythonSandboxRunner(options: PythonRuntimeOptions): Python
     };
     return {
       tools,
-      ...(opened.roomWaitedMs ? { roomWaitedMs: opened.roomWaitedMs } : {}),
       async call(tool, args, argsText): Promise<CallOutcome> {
         alive();
         const started = performance.now();
