@@ -362,7 +362,7 @@ export function startQueueWorker<D extends z.ZodType, R extends z.ZodType>(def: 
             jobLog.info(
               { code: verdict.code, delayMs: verdict.delayMs, waits, maxWaits: config.jobs.sandboxFullWaits, reason: err.message },
               verdict.code === 'SANDBOX_MEMORY_FULL'
-                ? 'the sandbox (a JavaScript thread, or a Python interpreter) is full of other work; the job comes back later, no attempt used'
+                ? 'the sandbox that runs its environment (a JavaScript thread or a Python interpreter: the reason says which) is full of other work; the job comes back later, no attempt used'
                 : 'its environment was lost with a Python interpreter another environment took down; the job comes back later, no attempt used',
             );
           } else if (verdict.code === 'REDIS_FULL') {
