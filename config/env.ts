@@ -207,7 +207,7 @@ export const ENV_VARS = {
   ENVFLEET_SANDBOX_FULL_WAITS: {
     schema: int(0, 100_000).default(120),
     example: '120',
-    description: "Times a job may come back without using an attempt after meeting a sandbox thread whose memory bound (ENVFLEET_SANDBOX_HEAP_MB) is full of other work's environments (SANDBOX_MEMORY_FULL), or whose environment was lost with a Python interpreter another environment took down (ENV_DISPOSED, lost with the interpreter): each wait is ENVFLEET_JOB_BACKOFF_MS doubled per wait, at most 30 s (about an hour in all with the defaults; an episode's Python environment that does not fit also waits in its interpreter first, up to 5 min a time, so its waits may add up to more); past them such a job uses its attempts as other failures do (an episode is then recorded as environment-error, saying so). 0 = use attempts at once.",
+    description: "Times a job may come back without using an attempt after meeting a sandbox thread whose memory bound (ENVFLEET_SANDBOX_HEAP_MB) is full of other work's environments (SANDBOX_MEMORY_FULL), or whose environment was lost with a Python interpreter another environment took down (ENV_DISPOSED, lost with the interpreter): each wait is ENVFLEET_JOB_BACKOFF_MS doubled per wait, at most 30 s (about an hour in all with the defaults; an episode's Python environment that does not fit also waits in its interpreter first, up to 5 min a time, so its waits may add up to about 11 hours); past them such a job uses its attempts as other failures do (an episode is then recorded as environment-error, saying so). 0 = use attempts at once.",
   },
   ENVFLEET_WORKER_CONCURRENCY: {
     schema: int(1, 10_000).default(8),

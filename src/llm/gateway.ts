@@ -131,6 +131,11 @@ export interface ModelGateway {
   chat(ctx: CallContext, request: ChatRequest): Promise<ChatResult>;
   structured<T>(ctx: CallContext, request: StructuredRequest<T>): Promise<StructuredResult<T>>;
   embed(ctx: CallContext, inputs: readonly string[]): Promise<{ vectors: number[][]; usage: Usage; cached: boolean }>;
+  /**
+   * Throws as a model call of the run would, without one (RUN_CANCELLED, RUN_PAUSED: the gate), for work that waits
+   * between model calls (an episode whose environment waits for room in a full sandbox). Absent: no gate to ask.
+   */
+  checkRun?(runId: string): Promise<void>;
 }
 
 export interface GatewayDeps {
@@ -799,7 +804,13 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
     return { vectors, usage: usageOf(body), cached };
   }
 
-  return { chat, structured, embed };
+  async function checkRun(runId: string): Promise<void> {
+    const gate = deps.gate ? await sharedRead(gateReads, runId, deps.gate) : null;
+    if (gate?.cancelled) throw new RunCancelledError(runId, gate.cancelled.reason);
+    if (gate?.paused) throw new RunPausedError(runId, gate.paused.reason);
+  }
+
+  return { chat, structured, embed, checkRun };
 }
 
 /**

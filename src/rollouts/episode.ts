@@ -76,6 +76,8 @@ const isSandboxFull = (err: unknown): boolean => (err as { code?: unknown } | nu
  * fleet's, not the policy's.
  */
 export const EPISODE_ROOM_WAIT_MS = 300_000;
+/** How often an episode waiting for its environment to start asks whether its run was cancelled or paused. */
+const RUN_CHECK_EVERY_MS = 2_000;
 
 /**
  * One episode of a policy model against a scenario: the environment lives in a sandbox session
@@ -169,12 +171,38 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   // is not added to the episode's time. A start that fails ends the episode where the environment is first needed,
   // as before (environment-error; a full sandbox thread: the job waits, and its model calls replay from the cache). A
   // Python interpreter full of running episodes' environments holds the start until one ends (EPISODE_ROOM_WAIT_MS).
-  const opening = (async () => deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, input.sandboxLimits, input.initialStateJson, { roomWaitMs: EPISODE_ROOM_WAIT_MS, ...(deps.signal ? { signal: deps.signal } : {}) }))();
+  // A start still waiting for room is given up when the job is aborted (a stopping worker) or the episode ends without
+  // it (closeSession: a cancelled or paused run, a budget reached, a model error), instead of holding the job up to
+  // EPISODE_ROOM_WAIT_MS and then creating an environment only to close it (a reviewer's finding).
+  const startGivenUp = new AbortController();
+  const startSignal = deps.signal ? AbortSignal.any([deps.signal, startGivenUp.signal]) : startGivenUp.signal;
+  const opening = (async () => deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, input.sandboxLimits, input.initialStateJson, { roomWaitMs: EPISODE_ROOM_WAIT_MS, signal: startSignal }))();
   opening.catch(() => undefined); // awaited where the environment is needed (ready), or closed (closeSession)
+  /**
+   * Resolves once the environment's start has settled, asking the run's gate every RUN_CHECK_EVERY_MS meanwhile: a start
+   * waiting for room holds the episode between model calls, where a cancel or a pause was not seen (a stranger's probe:
+   * a cancelled run's waiting episodes took 3 minutes to end). Throws RunCancelledError / RunPausedError.
+   */
+  const whileStarting = async (): Promise<void> => {
+    const check = deps.gateway.checkRun?.bind(deps.gateway);
+    if (!check) return;
+    const settled = opening.then(
+      () => true,
+      () => true,
+    );
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const done = await Promise.race([settled, new Promise<boolean>(resolve => (timer = setTimeout(resolve, RUN_CHECK_EVERY_MS, false)))]);
+      clearTimeout(timer);
+      if (done) return;
+      await check(input.runId);
+    }
+  };
   /** The environment, once it has started; throws the episode's end (or SandboxFullError) when it did not. */
   const ready = async (): Promise<EnvSession> => {
     if (session) return session;
     const askedAt = Date.now();
+    await whileStarting();
     try {
       session = await opening;
       startWaitMs = Date.now() - askedAt;
@@ -188,7 +216,10 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     }
   };
   /** Closes the environment, started or still starting. */
-  const closeSession = () => opening.then(s => s.close()).catch(() => undefined);
+  const closeSession = () => {
+    startGivenUp.abort();
+    return opening.then(s => s.close()).catch(() => undefined);
+  };
 
   try {
     /** The environment's state at the end of a scripted turn, for the episode checks. */

@@ -380,9 +380,11 @@ function roomFreed(until) {
 const WAITING_LOG_EVERY_MS = 30_000;
 /** @type {NodeJS.Timeout | undefined} */
 let waitingLog;
+let waitingLoggedAt = 0;
 /**
- * A start begins to wait for room: said in the log at once when none was waiting, then every WAITING_LOG_EVERY_MS while
- * some do (a stranger saw episodes stalled for 2 minutes with nothing in the log), with what fills the interpreters.
+ * A start waits for room: said in the log at once when none was said lately, then every WAITING_LOG_EVERY_MS while some
+ * wait (a stranger saw episodes stalled for 2 minutes with nothing in the log), with what fills the interpreters.
+ * Called at every wait: a crowd woken and queued on an interpreter leaves no one waiting for a moment.
  */
 function noteWaiting() {
   if (waitingLog) return;
@@ -393,6 +395,7 @@ function noteWaiting() {
       waitingLog = undefined;
       return;
     }
+    waitingLoggedAt = Date.now();
     log('info', "environment starts wait for room in the Python interpreters' memory (ENVFLEET_PYTHON_HEAP_MB, shared by the environments on each): they are created as running ones end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS", {
       waiting,
       heapMb: settings.heapMb,
@@ -400,7 +403,7 @@ function noteWaiting() {
     });
     waitingLog = setTimeout(say, WAITING_LOG_EVERY_MS);
   };
-  waitingLog = setTimeout(say, 0);
+  waitingLog = setTimeout(say, Math.max(0, waitingLoggedAt + WAITING_LOG_EVERY_MS - Date.now()));
 }
 
 /** Wakes every creation waiting for room. */
@@ -672,25 +675,35 @@ function crowded(sid, measured, needed) {
 
 /**
  * SANDBOX_MEMORY_FULL's message when a creation or a final state (answer `a`) met the cap in a heap full of other
- * environments (endBeside's rule, as for checks), null when it is its own. Not measured: the harness's walk of the others
- * stops at FOOTPRINT_BUDGET objects each, so a heap full of environments of many small objects measured under half (a
- * probe: 8 environments of 200,000 lists each, a creation, then a final state, refused as their own MEMORY_EXCEEDED: an
- * episode recorded as environment-error), and with 30 τ-bench databases it may run past its deadline. What is still in
- * use once a creation has unwound is the others'; an end's own part of it is its state, bounded by the state cap. A
- * creation that waits this way is not tried again beside others until its learnt need fits.
- * @param {Interpreter} interp @param {string} sid @param {Answer} a @param {string} what
+ * environments, null when it is its own: by the measure of the others (crowded), when it says so; its own when the
+ * measure saw each of the others whole and says not (a creation or an end that hoards in module- or class-level lists
+ * beside a few small environments: a reviewer's finding); and where the others could not be measured whole (the walk
+ * stops at FOOTPRINT_BUDGET objects of each, so a heap full of environments of many small objects measured under half:
+ * 8 environments of 200,000 lists each, and such a creation and such a final state were their own MEMORY_EXCEEDED, an
+ * episode recorded as environment-error), or not at all (past its deadline: 30 τ-bench databases), by endBeside's rule,
+ * as for checks.
+ * @param {Interpreter} interp @param {string} sid @param {number} deadlineMs @param {Answer} a @param {string} what
  */
-function crowdedBy(interp, sid, a, what) {
+async function crowdedBy(interp, sid, deadlineMs, a, what) {
+  if (!a.exhausted || a.fatal || a.lost || othersOn(interp, sid) === 0) return null;
+  // (A session whose final state was written, or a context of checks, is not measured: what it keeps are its states,
+  // bounded by the state cap, which cannot be what filled the heap; walking them, 3 MB of records, would pass the budget.)
+  const measured = await footprints(interp, deadlineMs);
+  const c = measured && crowded(sid, measured, a.refusedBytes ?? 0);
+  if (c) return crowdedMessage(what, c);
+  const whole = measured && Object.entries(measured).every(([other, m]) => other === sid || (Array.isArray(m) && m[1] === true));
+  if (whole) return null;
   const b = endBeside(interp, sid, a);
-  return b && besideMessage(what, b);
+  return b && `${besideMessage(what, b)}, too many objects to measure`;
 }
 
 /**
- * SANDBOX_MEMORY_FULL's message for a call that met an interpreter full of many environments (`crowded`).
+ * SANDBOX_MEMORY_FULL's message for an interpreter full of many environments (`crowded`); what this one holds is said
+ * where it was measured (a call's session: a creation's or a final state's is not).
  * @param {string} what @param {{ others: number, own: number, sessions: number }} c
  */
 const crowdedMessage = (what, c) =>
-  `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room ${what}: its ${c.sessions} other environments held about ${(c.others / 1048576).toFixed(1)} MB against this one's ${(c.own / 1048576).toFixed(1)} MB`;
+  `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room ${what}: its ${c.sessions} other environments held about ${(c.others / 1048576).toFixed(1)} MB${c.own > 0 ? ` against this one's ${(c.own / 1048576).toFixed(1)} MB` : ''}`;
 
 /** Ends with an error when the environment was lost or the answer is a limit (which disposes it). */
 const ENDS = new Set(['DEADLINE_EXCEEDED', 'MEMORY_EXCEEDED', 'CPU_BUDGET_EXCEEDED', 'STACK_OVERFLOW', 'SANDBOX_MEMORY_FULL']);
@@ -716,7 +729,7 @@ async function handle(msg) {
       const waitAgain = async () => {
         if (abandonedOpens.has(msg.id)) abandoned = true;
         if (abandoned || Date.now() >= waitUntil) return false;
-        if (!waited) noteWaiting();
+        noteWaiting();
         waited = true;
         const woken = await roomFreed(waitUntil);
         if (abandonedOpens.has(msg.id)) abandoned = true;
@@ -733,7 +746,9 @@ async function handle(msg) {
         return waited && s >= 1 ? `${message}; it was held ${s} s waiting for room first (at most ${Math.round((waitUntil - askedAt) / 1000)} s)` : message;
       };
       for (;;) {
-        const interp = await pick(need, endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd));
+        // (what it may take as learnt meanwhile: a start asked for before a creation of its code taught more was picked an
+        // interpreter by its first guess, and refused there again and again while another had room)
+        const interp = await pick(Math.max(need, learnedNeeds.get(codeKey) ?? 0), endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd));
         /**
          * Why a creation of `need` does not fit on the interpreter now (null: it does): every interpreter is about full of
          * running environments, so this one waits for room (its job comes back, no attempt used) instead of being created
@@ -768,7 +783,7 @@ async function handle(msg) {
         sessions.set(sid, s);
         // Admitted: room held for it is no longer.
         if (interp.reserved && interp.reserved.bytes <= need) interp.reserved = null;
-        const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed, String(msg.limits.maxStateBytes)], msg.limits.createDeadlineMs, () => noRoom(sid));
+        const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed, String(msg.limits.maxStateBytes)], msg.limits.createDeadlineMs, () => (abandonedOpens.has(msg.id) ? 'the start was not made' : noRoom(sid)));
         if (a.refused) {
           // Never created: nothing to drop.
           sessions.delete(sid);
@@ -784,9 +799,14 @@ async function handle(msg) {
           if (a.exhausted && !a.fatal && !a.lost && others > 0) learnNeed(codeKey, a.usedBytes ?? interp.usedBytes);
           sessions.delete(sid);
           interp.sessions.delete(sid);
-          const full = crowdedBy(interp, sid, a, 'to create the environment');
+          const full = await crowdedBy(interp, sid, msg.limits.createDeadlineMs, a, 'to create the environment');
           if (!a.lost) void drop(interp, sid);
-          if (full) return { error: { code: 'SANDBOX_MEMORY_FULL', message: full } };
+          if (full) {
+            // Tried, and it found the heap full of the others: it waits here too (what it needs is learnt: it is asked
+            // again against that), rather than going back to its job at once.
+            if (await waitAgain()) continue;
+            return { error: { code: 'SANDBOX_MEMORY_FULL', message: afterWait(full) } };
+          }
           const fatalBefore = fatalCreations.get(key) ?? 0;
           if (a.exhausted && a.fatal && others > 0) {
             if (fatalCreations.size >= 500) fatalCreations.delete(/** @type {string} */ (fatalCreations.keys().next().value));
@@ -916,7 +936,7 @@ async function handle(msg) {
         // Learnt for the environments of its code admitted from now on (endRoom), at once: before the measure below,
         // for which creations queued meanwhile would otherwise be asked with what was known before.
         if ([...s.interp.sessions].some(other => other !== s.sid)) learnNeed(s.codeKey, a.usedBytes ?? s.interp.usedBytes, learnedEndNeeds);
-        const full = crowdedBy(s.interp, s.sid, a, 'to write the final state');
+        const full = await crowdedBy(s.interp, s.sid, stateDeadlineMs(s.limits), a, 'to write the final state');
         if (full) st = { error: { code: 'SANDBOX_MEMORY_FULL', message: full } };
       }
       let checks = null;
@@ -986,11 +1006,17 @@ function stateAnswer(a, limits) {
  */
 function endBeside(interp, sid, a) {
   if (!a.exhausted || a.fatal || a.lost || (a.refusedBytes ?? 0) >= (settings.heapMb * 1048576) / 2) return null;
-  const used = a.usedBytes ?? interp.usedBytes;
-  if (used != null && used < (settings.heapMb * 1048576) / 2) return null;
-  const others = [...interp.sessions].filter(other => other !== sid).length;
+  const others = othersOn(interp, sid);
   return others > 0 ? { others, usedBytes: a.usedBytes ?? interp.usedBytes } : null;
 }
+
+/**
+ * The environments on `interp` other than `sid` that hold memory: created ones, and the states read for checks (a
+ * `checks` context); not those admitted and still queued to be created (a start alone on an interpreter, with a burst
+ * queued behind it, was judged beside others: a reviewer's finding).
+ * @param {Interpreter} interp @param {string} sid
+ */
+const othersOn = (interp, sid) => [...interp.sessions].filter(id => id !== sid && (sessions.get(id)?.created ?? !sessions.has(id))).length;
 
 /** What the interpreter held when an end met the heap beside others (endBeside). @param {{ others: number, usedBytes: number | null }} b */
 const besideText = b => `it holds ${b.others} other environment${b.others === 1 ? '' : 's'}${b.usedBytes == null ? '' : `, about ${(b.usedBytes / 1048576).toFixed(1)} MB in use`}`;

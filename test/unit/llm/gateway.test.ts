@@ -340,6 +340,12 @@ describe('model gateway (scripted HTTP server, in-memory ports)', function () {
     // A call the cache answers is no request: an episode parked mid-way replays its calls up to where it was.
     expect((await gateway.chat({ runId: 'r', stage: 'mine.topic' }, req)).cached).to.equal(true);
     expect(server.log()).to.have.length(1);
+    // Asked without a call (an episode whose environment waits for room): the same answer, nothing sent.
+    const asked = await rejection(gateway.checkRun!('r'));
+    expect(asked).to.have.property('code', 'RUN_PAUSED');
+    state = 'running';
+    await gateway.checkRun!('r');
+    expect(server.log()).to.have.length(1);
   });
 
   it("sends a call again after a 5xx of its own, up to ENVFLEET_MODEL_RETRIES times, before failing it (each one cost its job an attempt: a probe of 60 calls failed for good at 6 % of 500s)", async () => {

@@ -1,11 +1,11 @@
 import { expect } from 'chai';
 import { JobAbortedError, ModelError, RunCancelledError } from '../../../src/errors.js';
 import type { ChatResult, ModelGateway } from '../../../src/llm/gateway.js';
-import { runEpisode } from '../../../src/rollouts/episode.js';
+import { EPISODE_ROOM_WAIT_MS, runEpisode } from '../../../src/rollouts/episode.js';
 import type { Trajectory } from '../../../src/rollouts/types.js';
 import { SandboxError, SandboxFullError } from '../../../src/sandbox/errors.js';
 import { DEFAULT_SANDBOX_LIMITS } from '../../../src/sandbox/limits.js';
-import type { EnvSession, SandboxRunner } from '../../../src/sandbox/runner.js';
+import type { EnvSession, OpenOptions, SandboxRunner } from '../../../src/sandbox/runner.js';
 import type { ChecksInput } from '../../../src/sandbox/tasks.js';
 import type { ScenarioRecord } from '../../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../../src/synthesis/types.js';
@@ -154,17 +154,17 @@ describe('episode: the environment starts while the first model call is made', (
   });
 
   it("does not count the time the episode waited for its environment to start (a full Python interpreter holds a start until there is room) toward its time limit; the rest counts", async () => {
-    // The limit is 10 ms. The environment takes 30 ms to start, the model answers at once: the episode ends as the agent said.
-    const slowStart = () => new Promise<void>(resolve => setTimeout(resolve, 30));
-    const waited = await episode(fakes([CALL, ANSWER], slowStart), 10);
+    // The limit is 500 ms. The environment takes 1 s to start, the model answers at once: the episode ends as the agent said.
+    const slowStart = () => new Promise<void>(resolve => setTimeout(resolve, 1_000));
+    const waited = await episode(fakes([CALL, ANSWER], slowStart), 500);
     expect(waited.termination.reason).to.equal('agent-finished');
-    // The model takes 30 ms, the environment starts at once: past the limit.
+    // The model takes 1 s, the environment starts at once: past the limit.
     const f = fakes([CALL, ANSWER], () => Promise.resolve());
     const chat = f.gateway.chat.bind(f.gateway);
-    f.gateway.chat = (...args: Parameters<typeof chat>) => new Promise(resolve => setTimeout(resolve, 30)).then(() => chat(...args));
-    const slowModel = await episode(f, 10);
+    f.gateway.chat = (...args: Parameters<typeof chat>) => new Promise(resolve => setTimeout(resolve, 1_000)).then(() => chat(...args));
+    const slowModel = await episode(f, 500);
     expect(slowModel.termination.reason).to.equal('time-limit');
-    expect(slowModel.termination.detail).to.match(/^ran \d+ ms( \(not counting the \d ms it waited for its environment to start\))?; the limit is 10 ms$/);
+    expect(slowModel.termination.detail).to.match(/^ran \d+ ms( \(not counting the \d+ ms it waited for its environment to start\))?; the limit is 500 ms$/);
   });
 
   it('throws JobAbortedError, not SandboxFullError, when its environment stopped waiting for room because the job was aborted (a cancelled run, a stopping worker): the job is not put back to wait', async () => {
@@ -177,6 +177,13 @@ describe('episode: the environment starts while the first model call is made', (
       controller.abort();
       return r;
     };
+    // What the episode asks of the sandbox: a wait for room, given up with the job.
+    const open = f.sandbox.openSession.bind(f.sandbox);
+    let options: OpenOptions | undefined;
+    f.sandbox.openSession = (...args: Parameters<typeof open>) => {
+      options = args[4];
+      return open(...args);
+    };
     const thrown = await runEpisode(
       { gateway: f.gateway, sandbox: f.sandbox, signal: controller.signal },
       { runId: 'r', scenario: SCENARIO, env: ENV, mode: 'non-conversational', sample: 0, limits: { maxSteps: 5, maxTokens: 0, maxWallMs: 60_000 }, sandboxLimits: DEFAULT_SANDBOX_LIMITS, policyModel: null, userModel: null, sampling: { temperature: 1, maxTokens: 100 } },
@@ -187,5 +194,47 @@ describe('episode: the environment starts while the first model call is made', (
     expect(thrown).to.be.instanceOf(JobAbortedError);
     expect(thrown).to.not.be.instanceOf(SandboxFullError);
     expect((thrown as Error).message).to.include('its caller gave up waiting for room');
+    expect(options?.roomWaitMs).to.equal(EPISODE_ROOM_WAIT_MS);
+    expect(options?.signal?.aborted).to.equal(true);
+  });
+
+  it('gives up a start still waiting for room when the episode ends without its environment (a cancelled run: the model call throws), instead of holding the job until the wait runs out', async () => {
+    let given: AbortSignal | undefined;
+    const f = fakes([new RunCancelledError('r', 'cancelled by a test')], () => new Promise<void>((_, reject) => given!.addEventListener('abort', () => reject(new SandboxError('SANDBOX_MEMORY_FULL', 'no room; its caller gave up waiting for room')))));
+    const open = f.sandbox.openSession.bind(f.sandbox);
+    f.sandbox.openSession = (...args: Parameters<typeof open>) => {
+      given = args[4]?.signal;
+      return open(...args);
+    };
+    // The job's own signal never aborts (cancelling a run does not abort it): the episode's end gives the start up.
+    const thrown = await episode(f).then(
+      () => null,
+      (err: unknown) => err,
+    );
+    expect(thrown).to.be.instanceOf(RunCancelledError);
+    expect(given?.aborted).to.equal(true);
+  });
+
+  it("ends an episode whose environment still waits for room when its run is cancelled (the gate, asked while it waits: no model call comes), and gives the start up", async () => {
+    let given: AbortSignal | undefined;
+    const f = fakes([CALL, ANSWER], () => new Promise<void>((_, reject) => given!.addEventListener('abort', () => reject(new SandboxError('SANDBOX_MEMORY_FULL', 'no room; its caller gave up waiting for room')))));
+    const open = f.sandbox.openSession.bind(f.sandbox);
+    f.sandbox.openSession = (...args: Parameters<typeof open>) => {
+      given = args[4]?.signal;
+      return open(...args);
+    };
+    let asked = 0;
+    f.gateway.checkRun = (runId: string) => {
+      asked += 1;
+      return Promise.reject(new RunCancelledError(runId, 'cancelled by a test — 取消'));
+    };
+    const thrown = await episode(f).then(
+      () => null,
+      (err: unknown) => err,
+    );
+    expect(thrown).to.be.instanceOf(RunCancelledError);
+    expect(asked).to.equal(1);
+    expect(given?.aborted).to.equal(true);
+    expect(f.events).to.not.include('call return_book');
   });
 });
