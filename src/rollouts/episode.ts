@@ -178,6 +178,11 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   const startSignal = deps.signal ? AbortSignal.any([deps.signal, startGivenUp.signal]) : startGivenUp.signal;
   const opening = (async () => deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, input.sandboxLimits, input.initialStateJson, { roomWaitMs: EPISODE_ROOM_WAIT_MS, signal: startSignal }))();
   opening.catch(() => undefined); // awaited where the environment is needed (ready), or closed (closeSession)
+  let startSettled = false;
+  opening.then(
+    () => (startSettled = true),
+    () => (startSettled = true),
+  );
   /**
    * Resolves once the environment's start has settled, asking the run's gate every RUN_CHECK_EVERY_MS meanwhile: a start
    * waiting for room holds the episode between model calls, where a cancel or a pause was not seen (a stranger's probe:
@@ -185,7 +190,8 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
    */
   const whileStarting = async (): Promise<void> => {
     const check = deps.gateway.checkRun?.bind(deps.gateway);
-    if (!check) return;
+    // (most starts have settled by the first tool call: no timer for them)
+    if (!check || startSettled) return;
     const settled = opening.then(
       () => true,
       () => true,
