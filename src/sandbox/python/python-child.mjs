@@ -359,7 +359,7 @@ const MAX_ROOM_WAIT_MS = 10 * 60_000;
 const roomWaiters = new Set();
 /** A creation waiting for room asks again this often, woken or not (room held for another creation expires unseen). */
 const ROOM_ASK_EVERY_MS = 5_000;
-/** Waits until room may be free (true) or `until` (Date.now(); false). @param {number} until */
+/** Waits until room may be free, or it is time to ask again (true; at `until` too, for a last ask), or `until` has passed (false). @param {number} until */
 function roomFreed(until) {
   const left = until - Date.now();
   if (left <= 0) return Promise.resolve(false);
@@ -371,7 +371,7 @@ function roomFreed(until) {
     };
     const timer = setTimeout(() => {
       roomWaiters.delete(wake);
-      resolve(left > ROOM_ASK_EVERY_MS);
+      resolve(true);
     }, Math.min(left, ROOM_ASK_EVERY_MS));
     roomWaiters.add(wake);
   });
