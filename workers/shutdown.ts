@@ -25,7 +25,8 @@ export async function shutdownGracefully(deps: ShutdownDeps): Promise<void> {
     logger.warn({ queue: w.name }, 'in-flight jobs did not finish before the shutdown deadline; aborting them');
     w.worker.cancelAllJobs('shutdown');
     if (await raceDeadline(finished, 5_000)) return;
-    logger.warn({ queue: w.name }, 'jobs ignored the abort; closing hard (they will be recovered as stalled)');
+    // (a stranger saw every such job come back to its queue as it stopped, 17 s later, none as stalled)
+    logger.warn({ queue: w.name }, 'jobs did not stop within 5 s of the abort; closing without waiting for them: each goes back to its queue as it stops, or is recovered as stalled if this process is killed first');
     await w.worker.close(true);
   });
   await Promise.all(closing);

@@ -845,6 +845,42 @@ class Env:
       }
     });
 
+    it('answers a start given up by its caller while it is queued on the interpreter (admitted, behind a running call) at once, not at its turn; it is not created', async () => {
+      // A cancelled run's starts admitted and queued behind the running episodes' work learnt it only at their turn, all
+      // together, 13–33 s after the cancel (a stranger's probe).
+      const slow = python('class Slow:\n    def __init__(self, c):\n        self.n = 0\n    def count(self):\n        for i in range(30_000_000):\n            self.n += 1\n        return {"success": True, "data": self.n}\n', ['count'], 'Slow');
+      const small = python('class Petit:\n    def __init__(self, c):\n        self.nom = c["nom"]\n', [], 'Petit');
+      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      try {
+        const s = await r.openSession(slow, {}, { ...LIMITS, callDeadlineMs: 60_000, sessionCpuMs: 120_000 });
+        const order: string[] = [];
+        const counting = s.call('count', {}).then(out => {
+          order.push('count');
+          return out;
+        });
+        const controller = new AbortController();
+        const given = r.openSession(small, { nom: 'abandonné — 放弃' }, LIMITS, undefined, { roomWaitMs: 600_000, signal: controller.signal }).then(
+          () => order.push('created'),
+          (err: unknown) => {
+            order.push('given up');
+            return err;
+          },
+        );
+        // Admitted and queued (counted on the interpreter, behind the running call), then given up.
+        while ((await r.stats()).interpreters[0]!.sessions < 2) await new Promise(resolve => setTimeout(resolve, 10));
+        expect(order).to.deep.equal([]);
+        controller.abort();
+        const err = await given;
+        expect(err).to.have.property('code', 'SANDBOX_MEMORY_FULL');
+        expect((err as Error).message).to.equal('the start was not made; its caller gave up waiting for room');
+        expect(await counting).to.deep.include({ result: { success: true, data: 30_000_000 } });
+        expect(order).to.deep.equal(['given up', 'count']);
+        expect((await r.stats()).interpreters[0]!.sessions).to.equal(1);
+      } finally {
+        await r.close();
+      }
+    });
+
     it('learns what a creation that found no room needed: the next one of the same code and state waits without being tried (a database in the source, a state of {}); alone it is created', async () => {
       // τ-bench keeps its database in the class source, with a state of {}: a guess from the JSON let every creation be
       // tried beside the running episodes, each took seconds and failed (a stranger's re-probe: no trajectory in 13 min).

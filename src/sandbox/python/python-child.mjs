@@ -30,7 +30,7 @@ const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {
 /**
  * @typedef {{ createDeadlineMs: number, callDeadlineMs: number, checkDeadlineMs: number, sessionCpuMs: number, maxResultBytes: number, maxStateBytes: number }} Limits
  * @typedef {{ code: string, message: string, byOther?: boolean, cotenant?: boolean }} Failure
- * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void, overtaken?: number, admit?: () => string | null, forSid?: string }} Job
+ * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void, overtaken?: number, admit?: () => string | null, forSid?: string, openId?: number }} Job
  * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, usedBytes?: number | null, lost?: Failure, interrupted?: boolean, refused?: boolean }} Answer
  */
 
@@ -97,13 +97,14 @@ class Interpreter {
    * @param {() => string | null} [admit] asked when the job is about to start: a reason not to (it is answered `refused`)
    * @param {string} [forSid] the session a job of the harness's own is run for (a tamper report after its check or its
    * drop): should it take the interpreter down, that session is its cause, not one of the co-tenants
+   * @param {number} [openId] the open request a creation is for (giveUp)
    * @returns {Promise<Answer>}
    */
-  run(fn, args, deadlineMs, admit, forSid) {
+  run(fn, args, deadlineMs, admit, forSid, openId) {
     // (A job given to an interpreter that is gone already was never its cause: taken down with it, as a co-tenant.)
     if (this.dead) return Promise.resolve(lostAnswer({ code: 'ENV_DISPOSED', message: 'the interpreter holding this environment was recycled', cotenant: true }));
     return new Promise(resolve => {
-      const job = { fn, args, deadlineMs, resolve, ...(admit ? { admit } : {}), ...(forSid ? { forSid } : {}) };
+      const job = { fn, args, deadlineMs, resolve, ...(admit ? { admit } : {}), ...(forSid ? { forSid } : {}), ...(openId !== undefined ? { openId } : {}) };
       // The work of environments already running (their calls, states, checks, drops) goes before the creation of new
       // ones: one at a time, a burst of creations (an episode's environment starts while its first model call is made)
       // held every running episode's calls behind them (a τ-bench airline environment takes seconds to create; 64
@@ -118,6 +119,18 @@ class Interpreter {
       }
       this.pump();
     });
+  }
+
+  /**
+   * Answers a creation queued for the open `openId` (abandonOpen) as refused at once, without waiting for its turn: a
+   * cancelled run's starts admitted and queued behind the running episodes' work learnt it only at their turn, all
+   * together (a stranger's probe: 13–33 s after the cancel). @param {number} openId @param {string} why
+   */
+  giveUp(openId, why) {
+    const i = this.queue.findIndex(j => j.fn === 'create' && j.openId === openId);
+    if (i < 0) return;
+    const [job] = this.queue.splice(i, 1);
+    job?.resolve({ text: JSON.stringify({ err: 'SANDBOX_MEMORY_FULL', message: why }), us: 0, exhausted: false, fatal: false, heapBytes: this.heapBytes, refused: true });
   }
 
   pump() {
@@ -421,7 +434,8 @@ const abandonedOpens = new Set();
 function abandonOpen(id) {
   if (abandonedOpens.size >= 500) abandonedOpens.delete(/** @type {number} */ (abandonedOpens.values().next().value));
   abandonedOpens.add(id);
-  // (woken, the one given up sees it; the others ask again for nothing)
+  // (queued to be created: answered now; waiting for room: woken, it sees it, and the others ask again for nothing)
+  for (const p of interpreters) p.giveUp(id, 'the start was not made');
   roomMayBeFree();
 }
 
@@ -749,6 +763,11 @@ async function handle(msg) {
         // (what it may take as learnt meanwhile: a start asked for before a creation of its code taught more was picked an
         // interpreter by its first guess, and refused there again and again while another had room)
         const interp = await pick(Math.max(need, learnedNeeds.get(codeKey) ?? 0), endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd));
+        // (given up while it was being picked an interpreter: the abandon can arrive with the open itself)
+        if (abandonedOpens.has(msg.id)) {
+          abandoned = true;
+          return { error: { code: 'SANDBOX_MEMORY_FULL', message: afterWait('the start was not made') } };
+        }
         /**
          * Why a creation of `need` does not fit on the interpreter now (null: it does): every interpreter is about full of
          * running environments, so this one waits for room (its job comes back, no attempt used) instead of being created
@@ -783,7 +802,7 @@ async function handle(msg) {
         sessions.set(sid, s);
         // Admitted: room held for it is no longer.
         if (interp.reserved && interp.reserved.bytes <= need) interp.reserved = null;
-        const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed, String(msg.limits.maxStateBytes)], msg.limits.createDeadlineMs, () => (abandonedOpens.has(msg.id) ? 'the start was not made' : noRoom(sid)));
+        const a = await interp.run('create', [sid, msg.className, msg.source, msg.stateJson, JSON.stringify(msg.tools), msg.seed, String(msg.limits.maxStateBytes)], msg.limits.createDeadlineMs, () => (abandonedOpens.has(msg.id) ? 'the start was not made' : noRoom(sid)), undefined, msg.id);
         if (a.refused) {
           // Never created: nothing to drop.
           sessions.delete(sid);
