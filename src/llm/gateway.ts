@@ -297,10 +297,16 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   const unmeteredSaid = new Set<string>();
   const totalsReads = new Map<string, Promise<LedgerTotals>>();
 
+  /** The run's gate (null: none to ask); throws for a cancelled or paused run. */
+  async function openGate(runId: string): Promise<RunGate | null> {
+    const gate = deps.gate ? await sharedRead(gateReads, runId, deps.gate) : null;
+    if (gate?.cancelled) throw new RunCancelledError(runId, gate.cancelled.reason);
+    if (gate?.paused) throw new RunPausedError(runId, gate.paused.reason);
+    return gate;
+  }
+
   async function checkBudget(ctx: CallContext) {
-    const gate = deps.gate ? await sharedRead(gateReads, ctx.runId, deps.gate) : null;
-    if (gate?.cancelled) throw new RunCancelledError(ctx.runId, gate.cancelled.reason);
-    if (gate?.paused) throw new RunPausedError(ctx.runId, gate.paused.reason);
+    const gate = await openGate(ctx.runId);
     const runBudgets = ctx.budgets ?? (gate ? gate.budgets : deps.budgets ? await sharedRead(budgetReads, ctx.runId, deps.budgets) : null);
     const budgets: RunBudgets = { byStage: {}, ...(runBudgets ?? deps.config.budgets) };
     const stageBudget = budgets.byStage[ctx.stage];
@@ -805,9 +811,7 @@ export function createModelGateway(deps: GatewayDeps): ModelGateway {
   }
 
   async function checkRun(runId: string): Promise<void> {
-    const gate = deps.gate ? await sharedRead(gateReads, runId, deps.gate) : null;
-    if (gate?.cancelled) throw new RunCancelledError(runId, gate.cancelled.reason);
-    if (gate?.paused) throw new RunPausedError(runId, gate.paused.reason);
+    await openGate(runId);
   }
 
   return { chat, structured, embed, checkRun };

@@ -178,9 +178,9 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
   // cost the bench's worker ~0.4 ms of main-thread CPU per episode.)
   const startGivenUp = new AbortController();
   const opening = (async () => deps.sandbox.openSession({ name: env.description.summary, className: env.className!, source: env.source!, tools: env.tools ?? [], ...(env.language ? { language: env.language } : {}) }, scenario.initialState, input.sandboxLimits, input.initialStateJson, { roomWaitMs: EPISODE_ROOM_WAIT_MS, signal: startGivenUp.signal }))();
-  opening.catch(() => undefined); // awaited where the environment is needed (ready), or closed (closeSession)
+  // (also the handler of its rejection: awaited where the environment is needed, ready, or closed, closeSession)
   let startSettled = false;
-  opening.then(
+  const startDone = opening.then(
     () => (startSettled = true),
     () => (startSettled = true),
   );
@@ -194,13 +194,9 @@ export async function runEpisode(deps: EpisodeDeps, input: EpisodeInput): Promis
     const check = deps.gateway.checkRun?.bind(deps.gateway);
     // (most starts have settled by the first tool call: no timer for them)
     if (startSettled || (!check && !deps.signal)) return;
-    const settled = opening.then(
-      () => true,
-      () => true,
-    );
     for (;;) {
       let timer: NodeJS.Timeout | undefined;
-      const done = await Promise.race([settled, new Promise<boolean>(resolve => (timer = setTimeout(resolve, RUN_CHECK_EVERY_MS, false)))]);
+      const done = await Promise.race([startDone, new Promise<boolean>(resolve => (timer = setTimeout(resolve, RUN_CHECK_EVERY_MS, false)))]);
       clearTimeout(timer);
       if (done) return;
       if (deps.signal?.aborted) throw new JobAbortedError('the job was aborted while its environment waited to start');

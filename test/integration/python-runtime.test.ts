@@ -60,6 +60,9 @@ const SEEDED_STATE = {
   tickets: { 'T-1': { ticket_id: 'T-1', title: 'Printer on fire', status: 'open', assignee: null, tags: ['hardware'], opened_at: 0 } },
 };
 
+/** A runner of one interpreter of 192 MB on the shared snapshot cache, silent: the memory tests' interpreter. */
+const smallRunner = () => createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+
 const python = (source: string, tools: string[], className = 'Env'): EnvironmentCode =>
   EnvironmentCode.parse({ name: className, language: 'python', className, source, tools: tools.map(t => tool(t)) });
 
@@ -724,7 +727,7 @@ class Env:
       // environment's MEMORY_EXCEEDED (a stranger's probe: every episode sharing the interpreter ended environment-error).
       const hoarder = python('KEPT = []\nclass Hoarder:\n    def __init__(self, c):\n        self.n = 0\n    def hoard(self):\n        KEPT.append(bytearray(8 << 20))\n        self.n += 1\n        return {"success": True, "data": self.n}\n', ['hoard'], 'Hoarder');
       const worker = python('class Worker:\n    def __init__(self, c):\n        self.runs = 0\n    def work(self, label):\n        scratch = bytearray(16 << 20)\n        self.runs += 1\n        return {"success": True, "data": {"label": label, "bytes": len(scratch)}}\n', ['work'], 'Worker');
-      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      const r = smallRunner();
       try {
         const h = await r.openSession(hoarder, {}, LIMITS);
         const w = await r.openSession(worker, {}, LIMITS);
@@ -774,7 +777,7 @@ class Env:
       // 6 minutes, episodes ended environment-error for good).
       const holder = python('KEPT = []\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(c["mb"] << 20))\n        self.n = 0\n    def ping(self):\n        self.n += 1\n        return {"success": True, "data": self.n}\n', ['ping'], 'Holder');
       const newcomer = python('class Big:\n    def __init__(self, c):\n        self.head = c["pad"][:8]\n    def ping(self):\n        return {"success": True, "data": self.head}\n', ['ping'], 'Big');
-      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      const r = smallRunner();
       try {
         const held = [];
         for (let i = 0; i < 4; i++) held.push(await r.openSession(holder, { mb: 36 }, LIMITS));
@@ -804,7 +807,7 @@ class Env:
       // backoff that doubled to 30 s and ran their episodes again from the start; it took 3 times as long as at 8.
       const holder = python('KEPT = []\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(c["mb"] << 20))\n        self.n = 0\n    def ping(self):\n        self.n += 1\n        return {"success": True, "data": self.n}\n', ['ping'], 'Holder');
       const newcomer = python('class Big:\n    def __init__(self, c):\n        self.head = c["pad"][:8]\n    def ping(self):\n        return {"success": True, "data": self.head}\n', ['ping'], 'Big');
-      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      const r = smallRunner();
       try {
         const held = [];
         for (let i = 0; i < 4; i++) held.push(await r.openSession(holder, { mb: 36 }, LIMITS));
@@ -850,7 +853,7 @@ class Env:
       // together, 13–33 s after the cancel (a stranger's probe).
       const slow = python('class Slow:\n    def __init__(self, c):\n        self.n = 0\n    def count(self):\n        for i in range(30_000_000):\n            self.n += 1\n        return {"success": True, "data": self.n}\n', ['count'], 'Slow');
       const small = python('class Petit:\n    def __init__(self, c):\n        self.nom = c["nom"]\n', [], 'Petit');
-      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      const r = smallRunner();
       try {
         const s = await r.openSession(slow, {}, { ...LIMITS, callDeadlineMs: 60_000, sessionCpuMs: 120_000 });
         const order: string[] = [];
@@ -886,7 +889,7 @@ class Env:
       // tried beside the running episodes, each took seconds and failed (a stranger's re-probe: no trajectory in 13 min).
       const holder = python('KEPT = []\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(c["mb"] << 20))\n    def ping(self):\n        return {"success": True, "data": "ok"}\n', ['ping'], 'Holder');
       const greedy = python('class Greedy:\n    def __init__(self, c):\n        scratch = [bytearray(8 << 20) for _ in range(10)]\n        self.size = sum(len(b) for b in scratch) >> 20\n    def size_mb(self):\n        return {"success": True, "data": self.size}\n', ['size_mb'], 'Greedy');
-      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      const r = smallRunner();
       try {
         const held = [];
         for (let i = 0; i < 3; i++) held.push(await r.openSession(holder, { mb: 36 }, LIMITS));
@@ -918,7 +921,7 @@ class Env:
       const greedy = pyCheck('greedy — 貪欲 🧮', 'def check_func(s):\n    scratch = bytearray(64 << 20)\n    return len(scratch) > 0 and s["n"] == 1 and s["label"] == "données 数据 ✈️"\n');
       const after = pyCheck('after', 'def check_func(s):\n    return s["n"] == 1\n');
       const label = 'données 数据 ✈️';
-      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      const r = smallRunner();
       try {
         const held = [];
         for (let i = 0; i < 4; i++) held.push(await r.openSession(holder, { i }, LIMITS));
@@ -956,7 +959,7 @@ class Env:
       const holder = python('KEPT = []\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(10 << 20))\n    def ping(self):\n        return {"success": True, "data": "ok"}\n', ['ping'], 'Holder');
       // As τ-bench's: a copy of the state, hashed whole.
       const hashed = pyCheck('hashed — 検査', 'import hashlib\n\ndef check_func(s):\n    text = str([(r["id"], r["name"], tuple(r["seats"])) for r in s["rows"]])\n    return len(hashlib.sha256(text.encode("utf-8")).hexdigest()) == 64 and len(s["rows"]) == 40000\n');
-      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      const r = smallRunner();
       try {
         const b = await r.openSession(big, { count: 40_000 }, { ...LIMITS, checkDeadlineMs: 20_000, createDeadlineMs: 20_000 });
         const held = [];
@@ -989,7 +992,7 @@ class Env:
       const grown = python('class Grown:\n    def __init__(self, c):\n        self.pairs = []\n    def grow(self, n):\n        self.pairs = [[i * 1000 + 7, "é%d" % i] for i in range(n)]\n        return {"success": True, "data": len(self.pairs)}\n', ['grow'], 'Grown');
       // Each holds 200,000 small lists: measuring them all takes more room than is left.
       const holder = python('KEPT = []\nclass Holder:\n    def __init__(self, c):\n        KEPT.append([[i * 1000 + 7] for i in range(200_000)])\n    def ping(self):\n        return {"success": True, "data": "ok"}\n', ['ping'], 'Holder');
-      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      const r = smallRunner();
       const roomy = { ...LIMITS, callDeadlineMs: 20_000, createDeadlineMs: 20_000 };
       try {
         const g = await r.openSession(grown, {}, roomy);
@@ -1028,7 +1031,7 @@ class Env:
       // Taken for the others' load, it would come back for hours (a reviewer's finding), each time filling the heap again.
       const small = python('class Small:\n    def __init__(self, c):\n        self.n = c["n"]\n    def ping(self):\n        return {"success": True, "data": self.n}\n', ['ping'], 'Small');
       const hoard = python('ROWS = []\nclass Hoard:\n    def __init__(self, c):\n        while True:\n            ROWS.append(bytearray(1 << 20))\n', [], 'Hoard');
-      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      const r = smallRunner();
       try {
         const others = [await r.openSession(small, { n: 'un — 一' }, LIMITS), await r.openSession(small, { n: 'deux — 二' }, LIMITS)];
         const own = await rejection(r.openSession(hoard, {}, { ...LIMITS, createDeadlineMs: 20_000 }, undefined, { roomWaitMs: 600_000 }));
@@ -1044,7 +1047,7 @@ class Env:
       // 64 τ-bench creations asked for at once were all admitted on an empty interpreter; once it was full, each of the
       // last 31 was tried for seconds and failed in turn, while the running episodes waited (a stranger's third re-probe).
       const holder = python('KEPT = []\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(36 << 20))\n    def ping(self):\n        return {"success": True, "data": "ok"}\n', ['ping'], 'Holder');
-      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      const r = smallRunner();
       try {
         const outcomes = await Promise.all(Array.from({ length: 7 }, (_, i) => r.openSession(holder, { n: `burst ${i} — 突発` }, LIMITS).then(s => ({ s, err: null }), (err: unknown) => ({ s: null, err: err as Error & { code?: string } }))));
         const opened = outcomes.filter(o => o.s);
@@ -1068,7 +1071,7 @@ class Env:
       const hoarder = python('KEPT = []\nclass Hoarder:\n    def __init__(self, c):\n        pass\n    def fill(self, n):\n        for _ in range(n):\n            KEPT.append(bytearray(8 << 20))\n        return {"success": True, "data": len(KEPT)}\n', ['fill'], 'Hoarder');
       const worker = python('class Worker:\n    def __init__(self, c):\n        pass\n    def work(self, mb):\n        return {"success": True, "data": len(bytearray(mb << 20))}\n', ['work'], 'Worker');
       const bystander = python('class Quiet:\n    def __init__(self, c):\n        self.n = 0\n    def ping(self):\n        self.n += 1\n        return {"success": True, "data": self.n}\n', ['ping'], 'Quiet');
-      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      const r = smallRunner();
       try {
         // (No deadline is tested here: 120 MB filled in one call took more than a second on a loaded machine.)
         const roomy = { ...LIMITS, callDeadlineMs: 20_000 };
@@ -1094,7 +1097,7 @@ class Env:
         + 'class Kept(metaclass=NoHash):\n    pass\n'
         + 'HELD = []\nclass Holder:\n    def __init__(self, c):\n        HELD.append(bytearray(60 << 20))\n        HELD.append(Kept())\n    def ping(self):\n        return {"success": True, "data": len(HELD[0])}\n';
       const bomber = python('class Bomber:\n    def __init__(self, c):\n        pass\n    def ask(self, mb):\n        return {"success": True, "data": len(bytearray(mb << 20))}\n', ['ask'], 'Bomber');
-      const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+      const r = smallRunner();
       try {
         const holder = await r.openSession(python(holderSource, ['ping'], 'Holder'), {}, LIMITS);
         const b = await r.openSession(bomber, {}, LIMITS);

@@ -784,7 +784,7 @@ async function handle(msg) {
           const mb = (/** @type {number} */ n) => (n / 1048576).toFixed(1);
           // (the environments there, apart from the ones admitted and queued to be created: a stranger read "its 63 other
           // environments" from 13 starts refused at once, some of them queued)
-          const others = [...interp.sessions].filter(id => id !== own && sessions.get(id)?.created).length;
+          const others = othersOn(interp, own);
           const queued = [...interp.sessions].filter(id => id !== own && sessions.has(id) && !sessions.get(id)?.created).length;
           const ends = Math.max(endRoom(interp, own), endNow);
           return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments${queued ? ` (and ${queued} queued to be created)` : ''} held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(needNow)} MB${ends >= 1048576 ? `, with about ${mb(ends)} MB kept for an environment's end (its final state and checks)` : ''} (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
