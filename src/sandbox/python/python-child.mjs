@@ -31,7 +31,7 @@ const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {
  * @typedef {{ createDeadlineMs: number, callDeadlineMs: number, checkDeadlineMs: number, sessionCpuMs: number, maxResultBytes: number, maxStateBytes: number }} Limits
  * @typedef {{ code: string, message: string, byOther?: boolean, cotenant?: boolean }} Failure
  * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void, overtaken?: number, admit?: () => string | null, forSid?: string, openId?: number }} Job
- * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, usedBytes?: number | null, lost?: Failure, interrupted?: boolean, refused?: boolean }} Answer
+ * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, usedBytes?: number | null, garbageBytes?: number, collected?: boolean, lost?: Failure, interrupted?: boolean, refused?: boolean }} Answer
  */
 
 /** @type {{ indexURL: string, heapMb: number, interpreters: number, sessionsPerInterpreter: number, graceMs: number, recycleHeapMb: number, packages?: { module: string, file: string, isPackage: boolean, source: string }[] }} */
@@ -60,6 +60,14 @@ class Interpreter {
     this.usedBytes = null;
     /** Room held for a creation refused for want of it, until when (Date.now()). @type {{ bytes: number, until: number } | null} */
     this.reserved = null;
+    /** What the drops since its last collection did not give back of what their creations took (collectFor). */
+    this.garbageBytes = 0;
+    /** A collection asked for by a creation that did not fit, until it answers (collectFor). @type {Promise<void> | null} */
+    this.collecting = null;
+    /** What that collection is expected to give back (the garbageBytes it was asked for on). */
+    this.collectingBytes = 0;
+    /** Collections of the cycle collector made on it (at drops and asked for), for stats. */
+    this.collections = 0;
     this.fsBytes = 0;
     this.jobSeq = 0;
     /** @type {NodeJS.Timeout | undefined} */ this.interruptTimer = undefined;
@@ -182,6 +190,8 @@ class Interpreter {
     this.running = null;
     this.heapBytes = answer.heapBytes;
     if (answer.usedBytes !== undefined) this.usedBytes = answer.usedBytes;
+    if (answer.garbageBytes !== undefined) this.garbageBytes = answer.garbageBytes;
+    if (answer.collected) this.collections += 1;
     if (answer.fatal) {
       this.retiring = true;
       log('error', 'a Python interpreter failed fatally; it is replaced and its other sessions end (ENV_DISPOSED)', { interpreter: this.n, answer: String(answer.text).slice(0, 700) });
@@ -196,7 +206,7 @@ class Interpreter {
     answer.interrupted = this.interrupted;
     job?.resolve(answer);
     // (after the resolve: the drop's caller has taken the session off first)
-    if (job?.fn === 'drop') roomMayBeFree();
+    if (job?.fn === 'drop' || job?.fn === 'collect') roomMayBeFree();
     if (answer.fatal) this.kill(job ? sidOf(job) : null);
     // A creation that found no room: the next job starts once its caller has learnt from it (the awaiting code runs
     // first), so that a creation queued behind it is asked with what was learnt.
@@ -298,12 +308,44 @@ async function pick(needBytes = 0, endBytes = 0) {
  * limits decide), and so does any under half its cap.
  * @param {Interpreter} p @param {number} needBytes @param {string} [sid] the creation's own session, not counted as another
  * @param {number} [endBytes] what the new one's own end may take (endNeed)
+ * @param {number} [freedBytes] taken off the reading (what a collection may give back: collectFor)
  */
-function hasRoom(p, needBytes, sid = '', endBytes = 0) {
+function hasRoom(p, needBytes, sid = '', endBytes = 0, freedBytes = 0) {
   if (p.sessions.size - (p.sessions.has(sid) ? 1 : 0) === 0 || p.usedBytes === null) return true;
   // Room held for a larger creation refused lately, so that a flow of small ones does not keep it out for ever.
   const held = p.reserved && p.reserved.until > Date.now() && needBytes < p.reserved.bytes ? p.reserved.bytes : 0;
-  return p.usedBytes + needBytes + held + Math.max(endRoom(p, sid), endBytes) <= settings.heapMb * 1048576;
+  return p.usedBytes - freedBytes + needBytes + held + Math.max(endRoom(p, sid), endBytes) <= settings.heapMb * 1048576;
+}
+
+/**
+ * A creation of `needBytes` (and an end of `endBytes`) that does not fit on `p` asks for a collection of the cycles that
+ * dropped sessions left there when what their drops did not give back (the interpreter's garbageBytes) would make it
+ * fit: the collection to await before asking again (null: none would help). One at a time; creations waiting for room
+ * are woken when it answers. The interpreter collects at a drop only once that garbage is large (python-interpreter.mjs):
+ * without this, a creation that needed less of it waited, or was refused, while the others stayed open.
+ * @param {Interpreter} p @param {number} needBytes @param {number} endBytes @returns {Promise<void> | null}
+ */
+function collectFor(p, needBytes, endBytes) {
+  if (p.dead) return null;
+  if (p.collecting) return hasRoom(p, needBytes, '', endBytes, p.collectingBytes) ? p.collecting : null;
+  if (p.garbageBytes <= 0 || !hasRoom(p, needBytes, '', endBytes, p.garbageBytes)) return null;
+  // (asked for once: the drops' answers meanwhile say it again, and collectingBytes stands for it)
+  p.collectingBytes = p.garbageBytes;
+  p.garbageBytes = 0;
+  p.collecting = (async () => {
+    const a = await p.run('collect', [], dropDeadlineMs(p));
+    if (a.lost) return;
+    const r = envelope(a.text);
+    const report = 'err' in r ? await tamperReport(p, '') : r.ok;
+    if (report !== null && report !== 'own') tamperCheck(p, report, null);
+  })()
+    .catch(err => log('error', 'a collection for a waiting creation failed', { err: String(err) }))
+    .finally(() => {
+      p.collecting = null;
+      p.collectingBytes = 0;
+      roomMayBeFree();
+    });
+  return p.collecting;
 }
 
 /**
@@ -759,6 +801,18 @@ async function handle(msg) {
         const s = Math.round((Date.now() - askedAt) / 1000);
         return waited && s >= 1 ? `${message}; it was held ${s} s waiting for room first (at most ${Math.round((waitUntil - askedAt) / 1000)} s)` : message;
       };
+      /**
+       * Whether a collection of what dropped sessions left in cycles on `interp` made room enough to ask again (collectFor):
+       * awaited whether or not the start may wait for room (a served session's is then not refused for garbage).
+       * @param {Interpreter} interp
+       */
+      const collected = async interp => {
+        if (abandonedOpens.has(msg.id)) return false;
+        const collecting = collectFor(interp, Math.max(need, learnedNeeds.get(codeKey) ?? 0), endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd));
+        if (!collecting) return false;
+        await collecting;
+        return !abandonedOpens.has(msg.id);
+      };
       for (;;) {
         // (what it may take as learnt meanwhile: a start asked for before a creation of its code taught more was picked an
         // interpreter by its first guess, and refused there again and again while another had room)
@@ -791,7 +845,7 @@ async function handle(msg) {
         };
         const refusedNow = noRoom();
         if (refusedNow) {
-          if (await waitAgain()) continue;
+          if ((await collected(interp)) || (await waitAgain())) continue;
           return { error: { code: 'SANDBOX_MEMORY_FULL', message: afterWait(refusedNow) } };
         }
         const sid = `s${++nextSid}`;
@@ -807,7 +861,7 @@ async function handle(msg) {
           // Never created: nothing to drop.
           sessions.delete(sid);
           interp.sessions.delete(sid);
-          if (await waitAgain()) continue;
+          if ((await collected(interp)) || (await waitAgain())) continue;
           return { error: { code: 'SANDBOX_MEMORY_FULL', message: afterWait(envelope(a.text).message) } };
         }
         const r = answerEnvelope(a);
@@ -823,7 +877,7 @@ async function handle(msg) {
           if (full) {
             // Tried, and it found the heap full of the others: it waits here too (what it needs is learnt: it is asked
             // again against that), rather than going back to its job at once.
-            if (await waitAgain()) continue;
+            if ((await collected(interp)) || (await waitAgain())) continue;
             return { error: { code: 'SANDBOX_MEMORY_FULL', message: afterWait(full) } };
           }
           const fatalBefore = fatalCreations.get(key) ?? 0;
@@ -1219,7 +1273,7 @@ process.on('message', (/** @type {any} */ msg) => {
     return;
   }
   if (msg.op === 'stats') {
-    send({ id: msg.id, ok: true, value: { interpreters: interpreters.map(p => ({ n: p.n, sessions: p.sessions.size, heapBytes: p.heapBytes, fsBytes: p.fsBytes, retiring: p.retiring })), rssBytes: process.memoryUsage().rss, waitingForRoom: roomWaiters.size } });
+    send({ id: msg.id, ok: true, value: { interpreters: interpreters.map(p => ({ n: p.n, sessions: p.sessions.size, heapBytes: p.heapBytes, fsBytes: p.fsBytes, retiring: p.retiring, collections: p.collections })), rssBytes: process.memoryUsage().rss, waitingForRoom: roomWaiters.size } });
     return;
   }
   if (msg.op === 'abandon') {

@@ -152,7 +152,7 @@ if (data.makeSnapshot) {
   }
   /** @type {Record<string, any>} */
   const fns = {};
-  for (const name of ['create', 'call', 'state', 'initial', 'finish', 'checks_context', 'check', 'drop', 'tamper_report', 'recover', 'footprints']) fns[name] = ns.get(name);
+  for (const name of ['create', 'call', 'state', 'initial', 'finish', 'checks_context', 'check', 'drop', 'collect', 'tamper_report', 'recover', 'footprints']) fns[name] = ns.get(name);
   // Environment sources already checked and compiled, by class name and source: a rollout opens a session
   // per episode on the same source, and a large one (BFCL's classes with their long-context data, 250 KB;
   // τ-bench's embedded database) takes a second or more to parse, check and compile. The code objects are
@@ -187,22 +187,44 @@ if (data.makeSnapshot) {
         old.code.destroy();
       }
     }
-    return createEnv(sid, className, hit.code, config, tools, seed, packageTable, maxStateBytes);
+    // What the creation left in use (two readings, under half the cap too: its end may come past it): weighed at the
+    // session's drop against what the drop gave back (garbageBytes), and taken off the growth the drop weighs.
+    const before = bytesInUse();
+    try {
+      return createEnv(sid, className, hit.code, config, tools, seed, packageTable, maxStateBytes);
+    } finally {
+      const after = before === null ? null : bytesInUse();
+      if (before !== null && after !== null) createdBytes.set(sid, Math.max(0, after - before));
+      // (the reading sent with the answer: from half the cap on, as for any job)
+      usedNow = after !== null && heapBytes() >= capBytes / 2 ? after : undefined;
+    }
   };
   const checksContext = fns['checks_context'];
   fns['checks_context'] = (/** @type {string} */ sid, /** @type {string} */ finalJson, /** @type {string} */ initialJson, /** @type {string} */ episodeJson) =>
     checksContext(sid, finalJson, initialJson, episodeJson, packageTable);
   const PythonError = pyodide.ffi.PythonError;
   const heapBytes = () => /** @type {any} */ (pyodide)._module?.HEAPU8?.byteLength ?? 0;
+  const capBytes = data.heapMb * 1024 * 1024;
+  /** The reading of the bytes in use a job took at its end (create, drop, collect), sent with its answer. @type {number | undefined} */
+  let usedNow;
+  /** What the drops since the last collection did not give back of what their creations took (read from half the cap on). */
+  let garbageBytes = 0;
+  /** Whether the job ran the cycle collector (sent with its answer: the child counts collections). */
+  let collectedNow = false;
   // A session's end collects the cycles it left (python-harness.mjs, _drop). A full collection costs about as much as
-  // the objects the live sessions hold (~30 ms beside a co-tenant of 150,000 containers; about 1 ms with none, what
-  // was there at load being frozen out of it: gc.freeze at the harness's end), so it is not made at every end:
+  // the objects the live sessions hold (~30 ms beside a co-tenant of 150,000 containers, 1.3–2.3 s beside 20–50
+  // τ-bench airline databases; about 1 ms with none, what was there at load being frozen out of it: gc.freeze at the
+  // harness's end), so it is made only when it may give memory back:
   // - while the heap is under half the cap: when it grew since the last collection, and at every COLLECT_EVERY-th end;
-  // - from half the cap on: when the bytes malloc has handed out (mallinfo's uordblks, a 2 ms reading: it walks the
-  //   heap) grew since the last collection by an eighth of the room left under the cap (at least 8 MiB), or the heap
-  //   grew.
-  // Not on heap growth alone: the room a collection made then filled with the garbage of the sessions after it, and
-  // the heap grew again at every round (a class-level memo of 16 MB per session reached the 192 MB cap in 11).
+  // - from half the cap on: when the heap grew, or, by the bytes malloc has handed out (mallinfo's uordblks, a 2 ms
+  //   reading: it walks the heap), when what is in use grew since the last collection by an eighth of the room left
+  //   under the cap (at least 8 MiB: a class-level memo of 16 MB per session reached the 192 MB cap in 11 sessions
+  //   without it), or when the drops since then gave back less than their creations took, by as much (garbageBytes:
+  //   a module-level list, held in the cycle of its module's functions and globals).
+  // Not at every drop past half the cap, as until 2026-12-07: most environments' memory is freed by reference counts
+  // as their instance goes (τ-bench's database: 14 MB a session, all given back without the collector), and 64
+  // τ-bench airline episodes took 1.6 times as long as 8, their drops 1.3–2.3 s each. A creation that does not fit
+  // while dropped sessions may have left garbage asks for a collection itself (collect, python-child.mjs).
   const mod = /** @type {any} */ (pyodide)._module;
   const infoAt = typeof mod?._mallinfo === 'function' && typeof mod?._malloc === 'function' ? mod._malloc(64) : 0;
   /** The bytes malloc has handed out and not had back (mallinfo().uordblks); null where the build does not say. */
@@ -216,26 +238,46 @@ if (data.makeSnapshot) {
       return null; // the collection then falls back to every COLLECT_EVERY-th end
     }
   };
-  const capBytes = data.heapMb * 1024 * 1024;
   const dropSession = fns['drop'];
+  const collectNow = fns['collect'];
   let heapAtCollect = heapBytes();
   let usedAtCollect = 0;
   let dropsSinceCollect = 0;
+  /** What each live session's creation left in use (read from half the cap on), by session. @type {Map<string, number>} */
+  const createdBytes = new Map();
+  const collected = () => {
+    collectedNow = true;
+    heapAtCollect = heapBytes();
+    dropsSinceCollect = 0;
+    garbageBytes = 0;
+    usedNow = heapAtCollect >= capBytes / 2 ? (bytesInUse() ?? undefined) : undefined;
+    usedAtCollect = usedNow ?? 0;
+  };
   fns['drop'] = (/** @type {string} */ sid) => {
     dropsSinceCollect += 1;
     const used = heapBytes() >= capBytes / 2 ? bytesInUse() : null;
-    // Past half the cap in use, every drop collects: the reading the child weighs new environments against is taken
-    // after it, and one that still counted a dropped environment's cycles kept new ones out while any stayed open.
+    const made = createdBytes.get(sid);
+    createdBytes.delete(sid);
+    // (the growth as the drop would leave it if it gave back what the creation took: the session's own data is not growth)
+    const room = used === null ? 0 : Math.max(8 * 1024 * 1024, (capBytes - usedAtCollect) / 8);
     const collect = heapBytes() > heapAtCollect
-      || (used === null ? dropsSinceCollect >= COLLECT_EVERY : used > capBytes / 2 || used - usedAtCollect > Math.max(8 * 1024 * 1024, (capBytes - usedAtCollect) / 8));
+      || (used === null ? dropsSinceCollect >= COLLECT_EVERY : used - (made ?? 0) - usedAtCollect > room || garbageBytes > room);
     try {
       return dropSession(sid, collect);
     } finally {
-      if (collect) {
-        heapAtCollect = heapBytes();
-        dropsSinceCollect = 0;
-        usedAtCollect = heapAtCollect >= capBytes / 2 ? (bytesInUse() ?? 0) : 0;
+      if (collect) collected();
+      else {
+        usedNow = used === null ? undefined : (bytesInUse() ?? undefined);
+        // What the drop did not give back of what its creation took: left in cycles, for the collector.
+        if (made !== undefined && used !== null && usedNow !== undefined) garbageBytes += Math.max(0, made - (used - usedNow));
       }
+    }
+  };
+  fns['collect'] = () => {
+    try {
+      return collectNow();
+    } finally {
+      collected();
     }
   };
   // The in-memory filesystem keeps file contents in JavaScript arrays, outside the capped heap: its
@@ -330,6 +372,8 @@ if (data.makeSnapshot) {
   port.on('message', (/** @type {{ id: number, fn: string, args: string[] }} */ msg) => {
     exhausted = false;
     refusedBytes = 0;
+    usedNow = undefined;
+    collectedNow = false;
     const t0 = performance.now();
     let text;
     let fatal = null;
@@ -389,8 +433,10 @@ if (data.makeSnapshot) {
     // After a creation or a drop, from half the cap on: the bytes in use (a 2 ms reading), which the child weighs a new
     // environment against before it creates one on this interpreter (null: under half the cap, room enough). After any
     // job that found no room too: what was left then is what the child learns such work needs.
-    const usedBytes = fatal === null && (msg.fn === 'create' || msg.fn === 'drop' || exhausted) ? (heapBytes() >= capBytes / 2 ? bytesInUse() : null) : undefined;
-    port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, refusedBytes, fatal: fatal !== null, heapBytes: heapBytes(), fsBytes: fs, usedBytes });
+    // (the reading the job took at its end, when it took one: create, drop, collect)
+    const usedBytes = fatal === null && (msg.fn === 'create' || msg.fn === 'drop' || msg.fn === 'collect' || exhausted) ? (usedNow !== undefined && !exhausted ? usedNow : heapBytes() >= capBytes / 2 ? bytesInUse() : null) : undefined;
+    // What dropped sessions may have left in cycles (the child asks for a collection when that would make a creation fit).
+    port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, refusedBytes, fatal: fatal !== null, heapBytes: heapBytes(), fsBytes: fs, usedBytes, garbageBytes, collected: collectedNow });
   });
   port.postMessage({ ready: true, loadMs, packagesMs, heapBytes: heapBytes(), fromSnapshot: Boolean(data.snapshot) });
 }

@@ -62,7 +62,8 @@ export interface PythonStartInfo {
 }
 
 export interface PythonRuntimeStats {
-  readonly interpreters: readonly { readonly n: number; readonly sessions: number; readonly heapBytes: number; readonly fsBytes: number; readonly retiring: boolean }[];
+  /** collections: runs of the cycle collector on it (at sessions' ends, or asked for by a creation that did not fit). */
+  readonly interpreters: readonly { readonly n: number; readonly sessions: number; readonly heapBytes: number; readonly fsBytes: number; readonly retiring: boolean; readonly collections: number }[];
   readonly rssBytes: number;
   /** Environment starts waiting for room in a full interpreter (OpenOptions.roomWaitMs). */
   readonly waitingForRoom: number;
