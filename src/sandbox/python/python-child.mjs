@@ -60,7 +60,7 @@ class Interpreter {
     this.usedBytes = null;
     /** Room held for a creation refused for want of it, until when (Date.now()). @type {{ bytes: number, until: number } | null} */
     this.reserved = null;
-    /** What the drops since its last collection did not give back of what their creations took (collectFor). */
+    /** What a collection may give back there, as its last reading says (python-interpreter.mjs, unexplained): collectFor. */
     this.garbageBytes = 0;
     /** A collection asked for by a creation that did not fit, until it answers (collectFor). @type {Promise<void> | null} */
     this.collecting = null;
@@ -319,10 +319,13 @@ function hasRoom(p, needBytes, sid = '', endBytes = 0, freedBytes = 0) {
 
 /**
  * A creation of `needBytes` (and an end of `endBytes`) that does not fit on `p` asks for a collection of the cycles that
- * dropped sessions left there when what their drops did not give back (the interpreter's garbageBytes) would make it
- * fit: the collection to await before asking again (null: none would help). One at a time; creations waiting for room
- * are woken when it answers. The interpreter collects at a drop only once that garbage is large (python-interpreter.mjs):
- * without this, a creation that needed less of it waited, or was refused, while the others stayed open.
+ * ended sessions left there when what a collection may give back (the interpreter's garbageBytes: what is in use beyond
+ * what its live sessions' creations took) would make it fit: the collection to await before asking again (null: none
+ * would help). One at a time; creations waiting for room are woken when it answers; one that gave back less leaves
+ * nothing more to ask for until that amount grows again. The interpreter collects at an end only once that amount is
+ * large (python-interpreter.mjs): without this, a creation that needed less of it waited, or was refused, while the
+ * others stayed open. On an interpreter being retired too: it is replaced only once its sessions end, and one whose heap
+ * passed the recycle threshold beside sessions that stay open still takes creations when every interpreter is retiring.
  * @param {Interpreter} p @param {number} needBytes @param {number} endBytes @returns {Promise<void> | null}
  */
 function collectFor(p, needBytes, endBytes) {
@@ -876,8 +879,9 @@ async function handle(msg) {
           if (!a.lost) void drop(interp, sid);
           if (full) {
             // Tried, and it found the heap full of the others: it waits here too (what it needs is learnt: it is asked
-            // again against that), rather than going back to its job at once.
-            if ((await collected(interp)) || (await waitAgain())) continue;
+            // again against that), rather than going back to its job at once. (A collection is asked for when it is asked
+            // again and still does not fit: its refusal now says what it met.)
+            if (await waitAgain()) continue;
             return { error: { code: 'SANDBOX_MEMORY_FULL', message: afterWait(full) } };
           }
           const fatalBefore = fatalCreations.get(key) ?? 0;
@@ -1273,7 +1277,7 @@ process.on('message', (/** @type {any} */ msg) => {
     return;
   }
   if (msg.op === 'stats') {
-    send({ id: msg.id, ok: true, value: { interpreters: interpreters.map(p => ({ n: p.n, sessions: p.sessions.size, heapBytes: p.heapBytes, fsBytes: p.fsBytes, retiring: p.retiring, collections: p.collections })), rssBytes: process.memoryUsage().rss, waitingForRoom: roomWaiters.size } });
+    send({ id: msg.id, ok: true, value: { interpreters: interpreters.map(p => ({ n: p.n, sessions: p.sessions.size, heapBytes: p.heapBytes, fsBytes: p.fsBytes, retiring: p.retiring, collections: p.collections, usedBytes: p.usedBytes })), rssBytes: process.memoryUsage().rss, waitingForRoom: roomWaiters.size } });
     return;
   }
   if (msg.op === 'abandon') {

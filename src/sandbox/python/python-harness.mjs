@@ -1740,7 +1740,8 @@ def check(sid, source, with_episode=False):
 
 def drop(sid, collect=False):
     """Forgets a session; answers what was tampered with in the interpreter ([]: nothing; else the child replaces it at once).
-    collect: the cycle collector runs too (python-interpreter.mjs decides when)."""
+    collect: the cycle collector runs too (python-interpreter.mjs decides when); the answer says whether it ran to its end."""
+    _COLLECTED[0] = False
     try:
         _drop(SESSIONS.pop(sid, None), collect)
         _sweep()  # anchors that garbage of the cycle collector held until now
@@ -1748,10 +1749,13 @@ def drop(sid, collect=False):
         # A limit (the deadline's interrupt) while the session's own code ran (a __del__) or its state went in: the
         # session is forgotten all the same, and the report below is still made (a change it made is not missed).
         pass
-    return '{"ok":' + tamper_report() + '}'
+    return '{"ok":' + tamper_report() + (',"collected":true}' if _COLLECTED[0] else '}')
+
+_COLLECTED = [False]  # whether the drop's or collect's collection ran to its end (not cut short by a limit)
 
 def _collect(s):
     _gc.collect()
+    _COLLECTED[0] = True
 
 def collect():
     """Runs the cycle collector between sessions, for a creation waiting for room that what dropped sessions left in
@@ -1759,6 +1763,7 @@ def collect():
     that garbage sees a fresh clock, random streams and module state, and changes no live session's. Answers what was
     tampered with, as drop does."""
     s = _new_session('<collect>', None, 0, 1)
+    _COLLECTED[0] = False
     try:
         _in_session(s, _collect)
         _sweep()
@@ -1769,7 +1774,7 @@ def collect():
         if _RNG_OWNER[0] is s:
             _RNG_OWNER[0] = None
             _load_module_state(_fresh_module_state(at_load=True))
-    return '{"ok":' + tamper_report() + '}'
+    return '{"ok":' + tamper_report() + (',"collected":true}' if _COLLECTED[0] else '}')
 
 def _free(s):
     _discard(s)

@@ -187,14 +187,18 @@ if (data.makeSnapshot) {
         old.code.destroy();
       }
     }
-    // What the creation left in use (two readings, under half the cap too: its end may come past it): weighed at the
-    // session's drop against what the drop gave back (garbageBytes), and taken off the growth the drop weighs.
+    // What the creation left in use (two readings, under half the cap too: its end may come past it), counted as
+    // explained while it lives (unexplained, below).
     const before = bytesInUse();
     try {
       return createEnv(sid, className, hit.code, config, tools, seed, packageTable, maxStateBytes);
     } finally {
       const after = before === null ? null : bytesInUse();
-      if (before !== null && after !== null) createdBytes.set(sid, Math.max(0, after - before));
+      if (before !== null && after !== null) {
+        forget(sid);
+        createdBytes.set(sid, Math.max(0, after - before));
+        liveCreated += Math.max(0, after - before);
+      }
       // (the reading sent with the answer: from half the cap on, as for any job)
       usedNow = after !== null && heapBytes() >= capBytes / 2 ? after : undefined;
     }
@@ -207,24 +211,24 @@ if (data.makeSnapshot) {
   const capBytes = data.heapMb * 1024 * 1024;
   /** The reading of the bytes in use a job took at its end (create, drop, collect), sent with its answer. @type {number | undefined} */
   let usedNow;
-  /** What the drops since the last collection did not give back of what their creations took (read from half the cap on). */
-  let garbageBytes = 0;
-  /** Whether the job ran the cycle collector (sent with its answer: the child counts collections). */
+  /** Whether the job ran the cycle collector to its end (sent with its answer: the child counts collections). */
   let collectedNow = false;
   // A session's end collects the cycles it left (python-harness.mjs, _drop). A full collection costs about as much as
   // the objects the live sessions hold (~30 ms beside a co-tenant of 150,000 containers, 1.3–2.3 s beside 20–50
   // τ-bench airline databases; about 1 ms with none, what was there at load being frozen out of it: gc.freeze at the
   // harness's end), so it is made only when it may give memory back:
   // - while the heap is under half the cap: when it grew since the last collection, and at every COLLECT_EVERY-th end;
-  // - from half the cap on: when the heap grew, or, by the bytes malloc has handed out (mallinfo's uordblks, a 2 ms
-  //   reading: it walks the heap), when what is in use grew since the last collection by an eighth of the room left
-  //   under the cap (at least 8 MiB: a class-level memo of 16 MB per session reached the 192 MB cap in 11 sessions
-  //   without it), or when the drops since then gave back less than their creations took, by as much (garbageBytes:
-  //   a module-level list, held in the cycle of its module's functions and globals).
-  // Not at every drop past half the cap, as until 2026-12-07: most environments' memory is freed by reference counts
-  // as their instance goes (τ-bench's database: 14 MB a session, all given back without the collector), and 64
-  // τ-bench airline episodes took 1.6 times as long as 8, their drops 1.3–2.3 s each. A creation that does not fit
-  // while dropped sessions may have left garbage asks for a collection itself (collect, python-child.mjs).
+  // - from half the cap on: when the heap grew, or when what is in use beyond what it is explained by (unexplained:
+  //   what was in use at the last collection besides the sessions live then, and what each live session's creation
+  //   took) is more than an eighth of the room left under the cap (at least 8 MiB). That is what ended sessions left
+  //   in cycles (a module-level list, held by its module's functions and globals), and what live ones grew by in
+  //   their calls, the ending one's included (a class-level memo of 16 MB per session reached the 192 MB cap in 11
+  //   sessions without it). Bytes in use: what malloc has handed out (mallinfo's uordblks, a 2 ms reading: it walks
+  //   the heap), read before and after each creation and at each end from half the cap on.
+  // Not at every end past half the cap, as until 2026-12-07: most environments' memory is freed by reference counts as
+  // their instance goes (τ-bench's database: 14 MB a session, all given back without the collector), and 64 τ-bench
+  // airline episodes at once took 1.6 times as long as 8, their ends 1.3–2.3 s each. A creation that does not fit while
+  // the unexplained bytes would make room asks for a collection itself (collect, python-child.mjs).
   const mod = /** @type {any} */ (pyodide)._module;
   const infoAt = typeof mod?._mallinfo === 'function' && typeof mod?._malloc === 'function' ? mod._malloc(64) : 0;
   /** The bytes malloc has handed out and not had back (mallinfo().uordblks); null where the build does not say. */
@@ -241,43 +245,57 @@ if (data.makeSnapshot) {
   const dropSession = fns['drop'];
   const collectNow = fns['collect'];
   let heapAtCollect = heapBytes();
-  let usedAtCollect = 0;
   let dropsSinceCollect = 0;
-  /** What each live session's creation left in use (read from half the cap on), by session. @type {Map<string, number>} */
+  /** What each live session's creation left in use, by session, and their sum. @type {Map<string, number>} */
   const createdBytes = new Map();
-  const collected = () => {
+  let liveCreated = 0;
+  // The room the harness keeps for measuring sessions (12 MiB, held for good) is taken now, not inside the first
+  // creation's readings: counted as that session's, it was unexplained once the session ended.
+  ns.get('_keep_walk_room')();
+  /** What was in use at the last collection (or at load) besides what the sessions live then took to create. */
+  let base = bytesInUse() ?? 0;
+  /** What is in use beyond what is explained (see above), given a reading `used`. @param {number} used */
+  const unexplained = used => used - base - liveCreated;
+  /** After a collection that ran to its end: the new marks. @param {unknown} text the harness's answer */
+  const afterCollection = text => {
+    if (typeof text !== 'string' || !text.includes('"collected":true')) return;
     collectedNow = true;
     heapAtCollect = heapBytes();
     dropsSinceCollect = 0;
-    garbageBytes = 0;
-    usedNow = heapAtCollect >= capBytes / 2 ? (bytesInUse() ?? undefined) : undefined;
-    usedAtCollect = usedNow ?? 0;
+    const used = bytesInUse();
+    if (used !== null) base = used - liveCreated;
+    usedNow = used !== null && heapAtCollect >= capBytes / 2 ? used : undefined;
+  };
+  const forget = (/** @type {string} */ sid) => {
+    liveCreated -= createdBytes.get(sid) ?? 0;
+    createdBytes.delete(sid);
   };
   fns['drop'] = (/** @type {string} */ sid) => {
     dropsSinceCollect += 1;
     const used = heapBytes() >= capBytes / 2 ? bytesInUse() : null;
-    const made = createdBytes.get(sid);
-    createdBytes.delete(sid);
-    // (the growth as the drop would leave it if it gave back what the creation took: the session's own data is not growth)
-    const room = used === null ? 0 : Math.max(8 * 1024 * 1024, (capBytes - usedAtCollect) / 8);
+    // (read while the ending session is still counted: its bytes beyond what its creation took are unexplained, what it
+    // grew by, which its end may leave in cycles; what it took to create is not, most of it going with its instance)
+    const excess = used === null ? 0 : unexplained(used);
+    forget(sid);
     const collect = heapBytes() > heapAtCollect
-      || (used === null ? dropsSinceCollect >= COLLECT_EVERY : used - (made ?? 0) - usedAtCollect > room || garbageBytes > room);
+      || (used === null ? dropsSinceCollect >= COLLECT_EVERY : excess > Math.max(8 * 1024 * 1024, (capBytes - used) / 8));
+    let text;
     try {
-      return dropSession(sid, collect);
+      text = dropSession(sid, collect);
+      return text;
     } finally {
-      if (collect) collected();
-      else {
-        usedNow = used === null ? undefined : (bytesInUse() ?? undefined);
-        // What the drop did not give back of what its creation took: left in cycles, for the collector.
-        if (made !== undefined && used !== null && usedNow !== undefined) garbageBytes += Math.max(0, made - (used - usedNow));
-      }
+      if (collect) afterCollection(text);
+      if (!collectedNow) usedNow = used === null ? undefined : (bytesInUse() ?? undefined);
     }
   };
   fns['collect'] = () => {
+    let text;
     try {
-      return collectNow();
+      text = collectNow();
+      return text;
     } finally {
-      collected();
+      afterCollection(text);
+      if (!collectedNow) usedNow = heapBytes() >= capBytes / 2 ? (bytesInUse() ?? undefined) : undefined;
     }
   };
   // The in-memory filesystem keeps file contents in JavaScript arrays, outside the capped heap: its
@@ -435,7 +453,8 @@ if (data.makeSnapshot) {
     // job that found no room too: what was left then is what the child learns such work needs.
     // (the reading the job took at its end, when it took one: create, drop, collect)
     const usedBytes = fatal === null && (msg.fn === 'create' || msg.fn === 'drop' || msg.fn === 'collect' || exhausted) ? (usedNow !== undefined && !exhausted ? usedNow : heapBytes() >= capBytes / 2 ? bytesInUse() : null) : undefined;
-    // What dropped sessions may have left in cycles (the child asks for a collection when that would make a creation fit).
+    // With it, what a collection may give back (the child asks for one when that would make a creation fit).
+    const garbageBytes = typeof usedBytes === 'number' ? Math.max(0, unexplained(usedBytes)) : undefined;
     port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, refusedBytes, fatal: fatal !== null, heapBytes: heapBytes(), fsBytes: fs, usedBytes, garbageBytes, collected: collectedNow });
   });
   port.postMessage({ ready: true, loadMs, packagesMs, heapBytes: heapBytes(), fromSnapshot: Boolean(data.snapshot) });
