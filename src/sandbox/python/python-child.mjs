@@ -68,8 +68,6 @@ class Interpreter {
     this.collectingBytes = 0;
     /** Collections of the cycle collector made on it (at drops and asked for), for stats. */
     this.collections = 0;
-    /** What a collection must be expected to give back before one is asked for (raised after one that gave back little). */
-    this.askFloor = 0;
     this.fsBytes = 0;
     this.jobSeq = 0;
     /** @type {NodeJS.Timeout | undefined} */ this.interruptTimer = undefined;
@@ -333,18 +331,13 @@ function hasRoom(p, needBytes, sid = '', endBytes = 0, freedBytes = 0) {
 function collectFor(p, needBytes, endBytes) {
   if (p.dead) return null;
   if (p.collecting) return hasRoom(p, needBytes, '', endBytes, p.collectingBytes) ? p.collecting : null;
-  if (p.garbageBytes <= p.askFloor || !hasRoom(p, needBytes, '', endBytes, p.garbageBytes)) return null;
+  if (p.garbageBytes <= 0 || !hasRoom(p, needBytes, '', endBytes, p.garbageBytes)) return null;
   // (asked for once: the drops' answers meanwhile say it again, and collectingBytes stands for it)
   p.collectingBytes = p.garbageBytes;
   p.garbageBytes = 0;
-  const usedBefore = p.usedBytes;
   p.collecting = (async () => {
     const a = await p.run('collect', [], dropDeadlineMs(p));
     if (a.lost) return;
-    // One that gave back less than half of what was expected (what is in use beyond what is explained was live
-    // sessions' growth, not garbage) is asked again only once that amount doubles; one that gave back, as soon as it helps.
-    const gave = usedBefore !== null && typeof a.usedBytes === 'number' ? usedBefore - a.usedBytes : null;
-    p.askFloor = gave !== null && gave < p.collectingBytes / 2 ? Math.max(8 * 1048576, 2 * p.collectingBytes) : 0;
     const r = envelope(a.text);
     const report = 'err' in r ? await tamperReport(p, '') : r.ok;
     if (report !== null && report !== 'own') tamperCheck(p, report, null);
@@ -823,8 +816,6 @@ async function handle(msg) {
         await collecting;
         return !abandonedOpens.has(msg.id);
       };
-      /** What a creation tried here met when it found the heap full of the others (crowdedBy), if one was. @type {string | null} */
-      let metFull = null;
       for (;;) {
         // (what it may take as learnt meanwhile: a start asked for before a creation of its code taught more was picked an
         // interpreter by its first guess, and refused there again and again while another had room)
@@ -858,7 +849,7 @@ async function handle(msg) {
         const refusedNow = noRoom();
         if (refusedNow) {
           if ((await collected(interp)) || (await waitAgain())) continue;
-          return { error: { code: 'SANDBOX_MEMORY_FULL', message: afterWait(metFull && !waited ? metFull : refusedNow) } };
+          return { error: { code: 'SANDBOX_MEMORY_FULL', message: afterWait(refusedNow) } };
         }
         const sid = `s${++nextSid}`;
         /** @type {Session} */
@@ -888,10 +879,9 @@ async function handle(msg) {
           if (!a.lost) void drop(interp, sid);
           if (full) {
             // Tried, and it found the heap full of the others: it waits here too (what it needs is learnt: it is asked
-            // again against that), rather than going back to its job at once; first, a collection where what it may give
-            // back would make room. Refused after that without waiting, its refusal says what it met when tried.
-            metFull = full;
-            if ((await collected(interp)) || (await waitAgain())) continue;
+            // again against that), rather than going back to its job at once. (A collection is asked for when it is asked
+            // again and still does not fit: its refusal now says what it met.)
+            if (await waitAgain()) continue;
             return { error: { code: 'SANDBOX_MEMORY_FULL', message: afterWait(full) } };
           }
           const fatalBefore = fatalCreations.get(key) ?? 0;
