@@ -1153,6 +1153,39 @@ class Env:
       }
     });
 
+    it('takes a co-tenant stopped after a call was queued for the cause of that call even when its drop has freed the memory by the time the call is measured: SANDBOX_MEMORY_FULL', async () => {
+      // CI failed the test above once: the second call reached the child after the first one's answer, so it ran
+      // between the first one's measure and the hoarder's drop, and its own measure, behind that drop, found no holder
+      // (MEMORY_EXCEEDED, the caller's own failure). Here that order is made: a marker call answers once the first
+      // call has failed and its measure is queued behind a long call of a bystander; the second call is sent then.
+      const hoarder = python('KEPT = []\nclass Hoarder:\n    def __init__(self, c):\n        pass\n    def fill(self, n):\n        for _ in range(n):\n            KEPT.append(bytearray(8 << 20))\n        return {"success": True, "data": len(KEPT)}\n', ['fill'], 'Hoarder');
+      const worker = python('class Worker:\n    def __init__(self, c):\n        pass\n    def work(self, mb):\n        return {"success": True, "data": len(bytearray(mb << 20))}\n', ['work'], 'Worker');
+      const bystander = python('class Busy:\n    def __init__(self, c):\n        self.n = 0\n    def ping(self):\n        self.n += 1\n        return {"success": True, "data": self.n}\n    def spin(self, n):\n        x = 0\n        for _ in range(n):\n            x += 1\n        return {"success": True, "data": x}\n', ['ping', 'spin'], 'Busy');
+      const r = smallRunner();
+      try {
+        const roomy = { ...LIMITS, callDeadlineMs: 60_000, sessionCpuMs: 600_000 };
+        const h = await r.openSession(hoarder, {}, roomy);
+        const busy = await r.openSession(bystander, {}, roomy);
+        const marker = await r.openSession(bystander, {}, roomy);
+        const [w1, w2] = [await r.openSession(worker, {}, roomy), await r.openSession(worker, {}, roomy)];
+        expect(await h.call('fill', { n: 15 })).to.deep.include({ result: { success: true, data: 15 } });
+        // Queued in this order: w1's call, the marker, the bystander's long call; w1's measure goes behind the last.
+        const first = w1.call('work', { mb: 64 });
+        const marked = marker.call('ping', {});
+        const spun = busy.call('spin', { n: 20_000_000 });
+        expect(await marked).to.deep.include({ result: { success: true, data: 1 } });
+        const second = await w2.call('work', { mb: 64 });
+        expect(await first).to.deep.include({ runtimeError: 'SANDBOX_MEMORY_FULL' });
+        expect(second, JSON.stringify(second)).to.deep.include({ runtimeError: 'SANDBOX_MEMORY_FULL' });
+        expect(await spun).to.deep.include({ result: { success: true, data: 20_000_000 } });
+        expect((await h.call('fill', { n: 1 })).runtimeError).to.equal('ENV_DISPOSED');
+        const again = await r.openSession(worker, {}, roomy);
+        expect(await again.call('work', { mb: 64 })).to.deep.include({ result: { success: true, data: 64 << 20 } });
+      } finally {
+        await r.close();
+      }
+    });
+
     it('blames no co-tenant for a call that asks more than any other holds, nor runs environment code while measuring (a metaclass without a hash), and keeps the caller\'s own cause', async () => {
       // A stranger's review: bytearray(120 MB) beside a 60 MB holder stopped the holder; a metaclass whose __eq__ left its
       // classes without a hash made the measure raise, and the interpreter failed with every co-tenant.

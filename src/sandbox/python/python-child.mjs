@@ -68,6 +68,9 @@ class Interpreter {
     this.collectingBytes = 0;
     /** Collections of the cycle collector made on it (at drops and asked for), for stats. */
     this.collections = 0;
+    /** Sessions stopped for holding the most when another's call found no room: how many, and what the last held. */
+    this.holdersStopped = 0;
+    this.lastHolderBytes = 0;
     this.fsBytes = 0;
     this.jobSeq = 0;
     /** @type {NodeJS.Timeout | undefined} */ this.interruptTimer = undefined;
@@ -925,6 +928,9 @@ async function handle(msg) {
       if (s.lost) return { value: { result: { success: false, error: lostMessage(s.lost) }, runtimeError: 'ENV_DISPOSED', ...lostWith(s.lost), us: 0 } };
       const budgetLeftMs = s.limits.sessionCpuMs - s.cpuUs / 1000;
       const byBudget = budgetLeftMs < s.limits.callDeadlineMs;
+      // A holder stopped after this call was queued is dropped after it ran (jobs other than creations run in order):
+      // it held its memory while the call met the cap, even when its drop has freed it before this call's measure.
+      const stoppedBefore = s.interp.holdersStopped;
       const a = await s.interp.run('call', [s.sid, msg.tool, msg.argsJson, String(s.limits.maxResultBytes)], Math.max(1, Math.min(s.limits.callDeadlineMs, budgetLeftMs)));
       s.cpuUs += a.us;
       const resultJson = a.exhausted ? null : okText(a.text);
@@ -951,9 +957,17 @@ async function handle(msg) {
           const mb = (/** @type {number} */ b) => (b / 1048576).toFixed(1);
           // (One stopped already, by an earlier call that found no room, frees its memory once its drop has run.)
           const stopping = holder.session !== null && !holder.session.lost;
+          if (holder.session && stopping) {
+            s.interp.holdersStopped += 1;
+            s.interp.lastHolderBytes = holder.bytes;
+          }
           if (holder.session && stopping) endSession(holder.session, { code: 'MEMORY_EXCEEDED', byOther: true, message: `this environment held about ${mb(holder.bytes)} MB, the most of its Python interpreter's ${settings.heapMb} MB (ENVFLEET_PYTHON_HEAP_MB, shared by the environments on it), when a call of another environment found no room: it was stopped (does it keep what every call gives it, in its state or in a module- or class-level list?)` });
           if (stopping) log('warn', 'a Python environment holding most of its interpreter\'s memory was stopped (MEMORY_EXCEEDED); the call that found no room goes back as SANDBOX_MEMORY_FULL', { heldMb: Number(mb(holder.bytes)), callerMb: Number(mb(holder.callerBytes)), heapMb: settings.heapMb });
           r = { err: 'SANDBOX_MEMORY_FULL', message: `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room for the call: another environment held about ${mb(holder.bytes)} MB against this one's ${mb(holder.callerBytes)} MB, and was stopped` };
+        } else if (s.interp.holdersStopped > stoppedBefore && s.interp.lastHolderBytes >= (a.refusedBytes ?? 0) && (!measured || !measured[s.sid] || (measured[s.sid]?.[0] ?? 0) < s.interp.lastHolderBytes)) {
+          // (The measure ran behind that holder's drop: it is no longer in it. CI's loaded machine made that order once.)
+          const mb = (/** @type {number} */ b) => (b / 1048576).toFixed(1);
+          r = { err: 'SANDBOX_MEMORY_FULL', message: `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room for the call: another environment held about ${mb(s.interp.lastHolderBytes)} MB, and was stopped` };
         } else {
           const crowd = measured && crowded(s.sid, measured, a.refusedBytes ?? 0);
           if (crowd) r = { err: 'SANDBOX_MEMORY_FULL', message: crowdedMessage('for the call', crowd) };
