@@ -62,6 +62,8 @@ const SEEDED_STATE = {
 
 /** A runner of one interpreter of 192 MB on the shared snapshot cache, silent: the memory tests' interpreter. */
 const smallRunner = () => createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+/** Collections of the cycle collector made so far on a one-interpreter runner's interpreter. */
+const collectionsOf = async (r: PythonSandboxRunner) => (await r.stats()).interpreters[0]!.collections;
 
 const python = (source: string, tools: string[], className = 'Env'): EnvironmentCode =>
   EnvironmentCode.parse({ name: className, language: 'python', className, source, tools: tools.map(t => tool(t)) });
@@ -854,7 +856,7 @@ class Env:
       const rows = python('class Rows:\n    def __init__(self, c):\n        self.rows = [{"id": i, "nom": "ligne n° %d — 数据 🛫" % i} for i in range(c["n"])]\n    def count(self):\n        return {"success": True, "data": len(self.rows)}\n', ['count'], 'Rows');
       // (recycled only at the cap: what is weighed here is the collection, past half the cap in use)
       const r = createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 512, recycleHeapMb: 512, logger: pino({ level: 'silent' }) });
-      const collections = async () => (await r.stats()).interpreters[0]!.collections;
+      const collections = () => collectionsOf(r);
       try {
         const live = [];
         for (let i = 0; i < 6; i++) live.push(await r.openSession(rows, { n: 130_000 }, LIMITS));
@@ -886,7 +888,7 @@ class Env:
       const bystander = python('import decimal\nclass Temoin:\n    def __init__(self, c):\n        self.n = 0\n    def prec(self):\n        return decimal.getcontext().prec\n', ['prec'], 'Temoin');
       const newcomer = python('class Big:\n    def __init__(self, c):\n        self.head = c["pad"][:8]\n    def ping(self):\n        return {"success": True, "data": self.head}\n', ['ping'], 'Big');
       const r = smallRunner();
-      const collections = async () => (await r.stats()).interpreters[0]!.collections;
+      const collections = () => collectionsOf(r);
       try {
         const b = await r.openSession(bystander, {}, LIMITS);
         const held = [];

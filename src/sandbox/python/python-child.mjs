@@ -781,6 +781,11 @@ async function handle(msg) {
       const need = creationNeed(msg.stateJson, key, msg.source, codeKey);
       // (its end as its state given, a guess: the state as created may hold more, as τ-bench's database)
       const givenEnd = endEstimate(Buffer.byteLength(msg.stateJson), 1);
+      // What it may take now, as learnt meanwhile by a creation of the same code that found no room; and what its own end
+      // may take, as the one of its code created last, or as its state given. (A start asked for before a creation of its
+      // code taught more was picked an interpreter by its first guess, and refused there again while another had room.)
+      const needNow = () => Math.max(need, learnedNeeds.get(codeKey) ?? 0);
+      const endNow = () => endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd);
       // A creation that does not fit waits here for room, up to roomWaitMs (a rollout's: ROOM_WAIT_MS), instead of going
       // back to its job's queue at once; a served session's open (0) is answered at once.
       const askedAt = Date.now();
@@ -814,15 +819,13 @@ async function handle(msg) {
        */
       const collected = async interp => {
         if (abandonedOpens.has(msg.id)) return false;
-        const collecting = collectFor(interp, Math.max(need, learnedNeeds.get(codeKey) ?? 0), endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd));
+        const collecting = collectFor(interp, needNow(), endNow());
         if (!collecting) return false;
         await collecting;
         return !abandonedOpens.has(msg.id);
       };
       for (;;) {
-        // (what it may take as learnt meanwhile: a start asked for before a creation of its code taught more was picked an
-        // interpreter by its first guess, and refused there again and again while another had room)
-        const interp = await pick(Math.max(need, learnedNeeds.get(codeKey) ?? 0), endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd));
+        const interp = await pick(needNow(), endNow());
         // (given up while it was being picked an interpreter: the abandon can arrive with the open itself)
         if (abandonedOpens.has(msg.id)) {
           abandoned = true;
@@ -835,19 +838,16 @@ async function handle(msg) {
          * @param {string} [own] its session, once added
          */
         const noRoom = (own = '') => {
-          // (what it may take as learnt meanwhile, by a creation of the same code that found no room)
-          const needNow = Math.max(need, learnedNeeds.get(codeKey) ?? 0);
-          // (and what its own end may take: as the one of its code created last, or as its state given)
-          const endNow = endNeed(codeKey, createdEnds.get(codeKey) ?? givenEnd);
-          if (hasRoom(interp, needNow, own, endNow)) return null;
-          if (!interp.reserved || interp.reserved.until <= Date.now() || interp.reserved.bytes <= needNow) interp.reserved = { bytes: needNow, until: Date.now() + RESERVE_MS };
+          const [needs, ending] = [needNow(), endNow()];
+          if (hasRoom(interp, needs, own, ending)) return null;
+          if (!interp.reserved || interp.reserved.until <= Date.now() || interp.reserved.bytes <= needs) interp.reserved = { bytes: needs, until: Date.now() + RESERVE_MS };
           const mb = (/** @type {number} */ n) => (n / 1048576).toFixed(1);
           // (the environments there, apart from the ones admitted and queued to be created: a stranger read "its 63 other
           // environments" from 13 starts refused at once, some of them queued)
           const others = othersOn(interp, own);
           const queued = [...interp.sessions].filter(id => id !== own && sessions.has(id) && !sessions.get(id)?.created).length;
-          const ends = Math.max(endRoom(interp, own), endNow);
-          return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments${queued ? ` (and ${queued} queued to be created)` : ''} held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(needNow)} MB${ends >= 1048576 ? `, with about ${mb(ends)} MB kept for an environment's end (its final state and checks)` : ''} (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
+          const ends = Math.max(endRoom(interp, own), ending);
+          return `the Python interpreter's memory (ENVFLEET_PYTHON_HEAP_MB=${settings.heapMb}, shared by the environments on it) had no room to create the environment: its ${others} other environments${queued ? ` (and ${queued} queued to be created)` : ''} held about ${mb(interp.usedBytes ?? 0)} MB, and creating this one may take about ${mb(needs)} MB${ends >= 1048576 ? `, with about ${mb(ends)} MB kept for an environment's end (its final state and checks)` : ''} (it waits until some end; fewer at once per process: ENVFLEET_ROLLOUT_CONCURRENCY, or more room: ENVFLEET_PYTHON_HEAP_MB, ENVFLEET_PYTHON_INTERPRETERS)`;
         };
         const refusedNow = noRoom();
         if (refusedNow) {
