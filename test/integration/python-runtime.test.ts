@@ -880,10 +880,10 @@ class Env:
       }
     });
 
-    it("collects what ended environments left in cycles when a start needs the room, whether or not it may wait, in a session of its own: a __del__ run then changes no running environment's decimal context", async () => {
-      // An end that left its module-level data to the collector (the cycle of its module's functions and globals) does
-      // not collect when that garbage is small beside the room left (above); a start that does not fit for it asks for
-      // the collection itself, or it waited (or was refused) while the others stayed open.
+    it("collects what an ended environment left in cycles once it is large beside the room left, after its end, in a session of its own: a __del__ run then changes no running environment's decimal context, and a start that may not wait fits", async () => {
+      // Module-level data is held by the cycle of its module's functions and globals: only the collector frees it. Until
+      // 2026-12-07 every end past half the cap collected, in the ending session; now one collects when what is in use
+      // exceeds what explains it once the session is gone, in a session of its own.
       const holder = python('import decimal\nclass Mark:\n    def __del__(self):\n        decimal.getcontext().prec = 3\nKEPT = [Mark()]\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(c["mb"] << 20))\n    def ping(self):\n        return {"success": True, "data": "ok"}\n', ['ping'], 'Holder');
       const bystander = python('import decimal\nclass Temoin:\n    def __init__(self, c):\n        self.n = 0\n    def prec(self):\n        return decimal.getcontext().prec\n', ['prec'], 'Temoin');
       const newcomer = python('class Big:\n    def __init__(self, c):\n        self.head = c["pad"][:8]\n    def ping(self):\n        return {"success": True, "data": self.head}\n', ['ping'], 'Big');
@@ -898,14 +898,47 @@ class Env:
         const before = await collections();
         expect(before).to.be.at.least(1);
         await held.shift()!.close();
-        expect(await collections(), 'a holder ended beside others: its 40 MB left to the collector').to.equal(before);
-        expect(await b.call('prec', {})).to.deep.include({ result: 28 });
-        // 4.8 MB of JSON: creating it may take about 37 MB, and its end as much, more than is left beside the two holders
-        // and the 40 MB the ended one left, less than is left without them (about 22 MB to spare then). It may not wait (a served session's start).
+        expect(await collections(), 'a holder ended beside others, leaving 40 MB in cycles').to.equal(before + 1);
+        // 4.8 MB of JSON: creating it may take about 37 MB, and its end as much: more than was left beside the three
+        // holders, less than is left once the ended one's 40 MB are collected (about 22 MB to spare). It may not wait (a
+        // served session's start).
         const pad = 'é—数据 🛫'.repeat(300_000);
         const big = await r.openSession(newcomer, { pad }, LIMITS);
         expect(await big.call('ping', {})).to.deep.include({ result: { success: true, data: 'é—数据 🛫é—' } });
-        expect(await collections()).to.equal(before + 1);
+        expect(await b.call('prec', {}), "the bystander's decimal context after the ended holder's __del__ ran").to.deep.include({ result: 28 });
+        for (const h of held) expect(await h.call('ping', {})).to.deep.include({ result: { success: true, data: 'ok' } });
+      } finally {
+        await r.close();
+      }
+    });
+
+    it("asks for a collection when a start would fit without what an ended environment left in cycles, too little for its end to collect: a start that may not wait fits, and the __del__ run then changes no running environment's decimal context", async () => {
+      // 6 MB left in cycles is under what an end collects for (an eighth of the room left, at least 8 MiB); a start that
+      // needs the room asks for the collection itself (without it, a served start was refused while the garbage stayed).
+      const holder = python('import decimal\nclass Mark:\n    def __del__(self):\n        decimal.getcontext().prec = 3\nKEPT = [Mark()]\nclass Holder:\n    def __init__(self, c):\n        KEPT.append(bytearray(c["mb"] << 20))\n    def ping(self):\n        return {"success": True, "data": "ok"}\n', ['ping'], 'Holder');
+      const bystander = python('import decimal\nclass Temoin:\n    def __init__(self, c):\n        self.n = 0\n    def prec(self):\n        return decimal.getcontext().prec\n', ['prec'], 'Temoin');
+      const newcomer = python('class Big:\n    def __init__(self, c):\n        self.head = c["pad"][:8]\n    def ping(self):\n        return {"success": True, "data": self.head}\n', ['ping'], 'Big');
+      const r = smallRunner();
+      try {
+        const b = await r.openSession(bystander, {}, LIMITS);
+        const held = [await r.openSession(holder, { mb: 40 }, LIMITS), await r.openSession(holder, { mb: 40 }, LIMITS)];
+        const leaver = await r.openSession(holder, { mb: 6 }, LIMITS);
+        // An end now collects (the heap grew since the last collection): what is in use after it is the mark.
+        await (await r.openSession(bystander, {}, LIMITS)).close();
+        const before = await collectionsOf(r);
+        expect(before).to.be.at.least(1);
+        await leaver.close();
+        expect(await collectionsOf(r), 'an end that left 6 MB in cycles').to.equal(before);
+        const { usedBytes, garbageBytes } = (await r.stats()).interpreters[0]!;
+        expect(garbageBytes, 'what the ended one left').to.be.within(4 << 20, 8 << 20);
+        // A state whose creation and end may take (8 + 8) times its JSON: more than the room left, less than the room once
+        // the garbage is collected. (ASCII-free text: 16 bytes of UTF-8 a repeat.)
+        const room = HEAP_MB * 1048576 - usedBytes!;
+        const pad = 'é—数据 🛫'.repeat(Math.floor((room + garbageBytes / 2) / 16 / 16));
+        expect(16 * Buffer.byteLength(pad), 'the start does not fit beside the garbage').to.be.above(room + 1024);
+        const big = await r.openSession(newcomer, { pad }, LIMITS);
+        expect(await big.call('ping', {})).to.deep.include({ result: { success: true, data: 'é—数据 🛫é—' } });
+        expect(await collectionsOf(r)).to.equal(before + 1);
         expect(await b.call('prec', {}), "the bystander's decimal context after the ended holder's __del__ ran").to.deep.include({ result: 28 });
         for (const h of held) expect(await h.call('ping', {})).to.deep.include({ result: { success: true, data: 'ok' } });
       } finally {

@@ -71,6 +71,8 @@ class Interpreter {
     /** Sessions stopped for holding the most when another's call found no room: how many, and what the last held. */
     this.holdersStopped = 0;
     this.lastHolderBytes = 0;
+    /** What a collection must be expected to give back before one is asked for (raised after one that gave back little). */
+    this.askFloor = 0;
     this.fsBytes = 0;
     this.jobSeq = 0;
     /** @type {NodeJS.Timeout | undefined} */ this.interruptTimer = undefined;
@@ -334,13 +336,18 @@ function hasRoom(p, needBytes, sid = '', endBytes = 0, freedBytes = 0) {
 function collectFor(p, needBytes, endBytes) {
   if (p.dead) return null;
   if (p.collecting) return hasRoom(p, needBytes, '', endBytes, p.collectingBytes) ? p.collecting : null;
-  if (p.garbageBytes <= 0 || !hasRoom(p, needBytes, '', endBytes, p.garbageBytes)) return null;
+  if (p.garbageBytes <= p.askFloor || !hasRoom(p, needBytes, '', endBytes, p.garbageBytes)) return null;
   // (asked for once: the drops' answers meanwhile say it again, and collectingBytes stands for it)
   p.collectingBytes = p.garbageBytes;
   p.garbageBytes = 0;
+  const usedBefore = p.usedBytes;
   p.collecting = (async () => {
     const a = await p.run('collect', [], dropDeadlineMs(p));
     if (a.lost) return;
+    // One that gave back less than half of what was expected (what is in use beyond what is explained was live
+    // sessions' growth, not garbage) is asked again only once that amount doubles; one that gave back, as soon as it helps.
+    const gave = usedBefore !== null && typeof a.usedBytes === 'number' ? usedBefore - a.usedBytes : null;
+    p.askFloor = gave !== null && gave < p.collectingBytes / 2 ? Math.max(8 * 1048576, 2 * p.collectingBytes) : 0;
     const r = envelope(a.text);
     const report = 'err' in r ? await tamperReport(p, '') : r.ok;
     if (report !== null && report !== 'own') tamperCheck(p, report, null);
@@ -883,7 +890,9 @@ async function handle(msg) {
           if (full) {
             // Tried, and it found the heap full of the others: it waits here too (what it needs is learnt: it is asked
             // again against that), rather than going back to its job at once. (A collection is asked for when it is asked
-            // again and still does not fit: its refusal now says what it met.)
+            // again and still does not fit: its refusal now says what it met. Asked here, a served start that may not
+            // wait went on to be asked again, and the room it was refused then stayed held for it, its caller gone: a
+            // smaller start after it was refused.)
             if (await waitAgain()) continue;
             return { error: { code: 'SANDBOX_MEMORY_FULL', message: afterWait(full) } };
           }
@@ -1291,7 +1300,7 @@ process.on('message', (/** @type {any} */ msg) => {
     return;
   }
   if (msg.op === 'stats') {
-    send({ id: msg.id, ok: true, value: { interpreters: interpreters.map(p => ({ n: p.n, sessions: p.sessions.size, heapBytes: p.heapBytes, fsBytes: p.fsBytes, retiring: p.retiring, collections: p.collections, usedBytes: p.usedBytes })), rssBytes: process.memoryUsage().rss, waitingForRoom: roomWaiters.size } });
+    send({ id: msg.id, ok: true, value: { interpreters: interpreters.map(p => ({ n: p.n, sessions: p.sessions.size, heapBytes: p.heapBytes, fsBytes: p.fsBytes, retiring: p.retiring, collections: p.collections, usedBytes: p.usedBytes, garbageBytes: p.garbageBytes })), rssBytes: process.memoryUsage().rss, waitingForRoom: roomWaiters.size } });
     return;
   }
   if (msg.op === 'abandon') {

@@ -1532,8 +1532,8 @@ def _footprint(s, budget):
         todo.extend(_referents(o))
     return total, True
 
-# Room for the walk at the full heap it is made for (its set of ids, its list of objects to see): taken when the first
-# session opens (not at load: the memory snapshot would carry it), let go just before a walk, taken again after.
+# Room for the walk at the full heap it is made for (its set of ids, its list of objects to see): taken when the
+# interpreter starts (python-interpreter.mjs) or the first session opens, let go just before a walk, taken again after.
 _WALK_ROOM = []
 
 def _keep_walk_room():

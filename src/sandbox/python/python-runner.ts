@@ -64,9 +64,10 @@ export interface PythonStartInfo {
 export interface PythonRuntimeStats {
   /**
    * collections: runs of the cycle collector on it (at sessions' ends, or asked for by a creation that did not fit);
-   * usedBytes: the bytes in use at its last reading (after a creation, an end or a collection; null under half its cap).
+   * usedBytes: the bytes in use at its last reading (after a creation, an end or a collection; null under half its cap);
+   * garbageBytes: what a collection may give back there, as that reading says (what is in use beyond what explains it).
    */
-  readonly interpreters: readonly { readonly n: number; readonly sessions: number; readonly heapBytes: number; readonly fsBytes: number; readonly retiring: boolean; readonly collections: number; readonly usedBytes: number | null }[];
+  readonly interpreters: readonly { readonly n: number; readonly sessions: number; readonly heapBytes: number; readonly fsBytes: number; readonly retiring: boolean; readonly collections: number; readonly usedBytes: number | null; readonly garbageBytes: number }[];
   readonly rssBytes: number;
   /** Environment starts waiting for room in a full interpreter (OpenOptions.roomWaitMs). */
   readonly waitingForRoom: number;
