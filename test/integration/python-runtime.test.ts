@@ -62,6 +62,17 @@ const SEEDED_STATE = {
 
 /** A runner of one interpreter of 192 MB on the shared snapshot cache, silent: the memory tests' interpreter. */
 const smallRunner = () => createPythonSandboxRunner({ snapshotDir: join(tmpdir(), 'envfleet', 'pyodide'), interpreters: 1, heapMb: 192, logger: pino({ level: 'silent' }) });
+/**
+ * A text for a start's state whose creation and end may take (8 + 8) times its JSON: more than the room left beside
+ * `usedBytes` in a smallRunner's interpreter, less than the room once its `garbageBytes` are collected. (Text of no ASCII
+ * letter: 16 bytes of UTF-8 a repeat.)
+ */
+const padFittingOnlyWithout = (usedBytes: number, garbageBytes: number): string => {
+  const room = HEAP_MB * 1048576 - usedBytes;
+  const pad = 'é—数据 🛫'.repeat(Math.floor((room + garbageBytes / 2) / 16 / 16));
+  expect(16 * Buffer.byteLength(pad), 'the start does not fit beside the garbage').to.be.above(room + 1024);
+  return pad;
+};
 /** Collections of the cycle collector made so far on a one-interpreter runner's interpreter. */
 const collectionsOf = async (r: PythonSandboxRunner) => (await r.stats()).interpreters[0]!.collections;
 
@@ -931,16 +942,50 @@ class Env:
         expect(await collectionsOf(r), 'an end that left 6 MB in cycles').to.equal(before);
         const { usedBytes, garbageBytes } = (await r.stats()).interpreters[0]!;
         expect(garbageBytes, 'what the ended one left').to.be.within(4 << 20, 8 << 20);
-        // A state whose creation and end may take (8 + 8) times its JSON: more than the room left, less than the room once
-        // the garbage is collected. (ASCII-free text: 16 bytes of UTF-8 a repeat.)
-        const room = HEAP_MB * 1048576 - usedBytes!;
-        const pad = 'é—数据 🛫'.repeat(Math.floor((room + garbageBytes / 2) / 16 / 16));
-        expect(16 * Buffer.byteLength(pad), 'the start does not fit beside the garbage').to.be.above(room + 1024);
+        const pad = padFittingOnlyWithout(usedBytes!, garbageBytes);
         const big = await r.openSession(newcomer, { pad }, LIMITS);
         expect(await big.call('ping', {})).to.deep.include({ result: { success: true, data: 'é—数据 🛫é—' } });
         expect(await collectionsOf(r)).to.equal(before + 1);
         expect(await b.call('prec', {}), "the bystander's decimal context after the ended holder's __del__ ran").to.deep.include({ result: 28 });
         for (const h of held) expect(await h.call('ping', {})).to.deep.include({ result: { success: true, data: 'ok' } });
+      } finally {
+        await r.close();
+      }
+    });
+
+    it("sees what a grown environment left in cycles at its end, its growth before a collection being its own: a start that needs that room asks for it and fits", async () => {
+      // A stranger's review: a collection took what live environments had grown by into what explains the heap; when one
+      // of them ended, freeing its growth, the reading fell under that, and hid as much garbage left after it (a start
+      // was refused beside it). Two environments of one code grow alike here; one also keeps 6 MB at module level.
+      // (what an instance grows by is held in a slot, outside its state, and goes with it)
+      const grower = python('KEPT = []\nclass Grower:\n    __slots__ = ("rows", "__dict__")\n    def __init__(self, c):\n        self.rows = [bytearray(c["mb"] << 20)]\n    def grow(self, mb):\n        self.rows.append(bytearray(mb << 20))\n        return {"success": True, "data": len(self.rows) - 1}\n    def keep(self, mb):\n        KEPT.append(bytearray(mb << 20))\n        return {"success": True, "data": len(KEPT)}\n', ['grow', 'keep'], 'Grower');
+      const quiet = python('class Quiet:\n    def __init__(self, c):\n        self.n = 0\n    def ping(self):\n        return {"success": True, "data": "ok"}\n', ['ping'], 'Quiet');
+      const newcomer = python('class Big:\n    def __init__(self, c):\n        self.head = c["pad"][:8]\n    def ping(self):\n        return {"success": True, "data": self.head}\n', ['ping'], 'Big');
+      const r = smallRunner();
+      // (an end that collects: the heap grew since the last collection)
+      const collectNow = async (why: string) => {
+        const before = await collectionsOf(r);
+        await (await r.openSession(quiet, {}, LIMITS)).close();
+        expect(await collectionsOf(r), why).to.equal(before + 1);
+      };
+      try {
+        const [g1, g2] = [await r.openSession(grower, { mb: 10 }, LIMITS), await r.openSession(grower, { mb: 10 }, LIMITS)];
+        expect(await g1.call('grow', { mb: 20 })).to.deep.include({ result: { success: true, data: 1 } });
+        expect(await g1.call('keep', { mb: 6 })).to.deep.include({ result: { success: true, data: 1 } });
+        expect(await g2.call('grow', { mb: 26 })).to.deep.include({ result: { success: true, data: 1 } });
+        await collectNow('a collection with the two grown');
+        const filler = await r.openSession(grower, { mb: 30 }, LIMITS);
+        await collectNow('a collection once the filler is created');
+        const before = await collectionsOf(r);
+        await g1.close();
+        expect(await collectionsOf(r), 'an end that left 6 MB in cycles').to.equal(before);
+        const { usedBytes, garbageBytes } = (await r.stats()).interpreters[0]!;
+        expect(garbageBytes, 'what the ended one left').to.be.within(4 << 20, 8 << 20);
+        const big = await r.openSession(newcomer, { pad: padFittingOnlyWithout(usedBytes!, garbageBytes) }, LIMITS);
+        expect(await big.call('ping', {})).to.deep.include({ result: { success: true, data: 'é—数据 🛫é—' } });
+        expect(await collectionsOf(r)).to.equal(before + 1);
+        expect(await g2.call('grow', { mb: 1 })).to.deep.include({ result: { success: true, data: 2 } });
+        expect(await filler.call('grow', { mb: 1 })).to.deep.include({ result: { success: true, data: 1 } });
       } finally {
         await r.close();
       }
@@ -1207,12 +1252,16 @@ class Env:
         // Queued in this order: w1's call, the marker, the bystander's long call; w1's measure goes behind the last.
         const first = w1.call('work', { mb: 64 });
         const marked = marker.call('ping', {});
-        const spun = busy.call('spin', { n: 20_000_000 });
+        const spun = busy.call('spin', { n: 40_000_000 });
+        let spinning = true;
+        spun.then(() => (spinning = false), () => (spinning = false));
         expect(await marked).to.deep.include({ result: { success: true, data: 1 } });
+        // (the order made: the bystander's call, seconds of Python, still runs when the second call is sent)
+        expect(spinning, "the bystander's long call ended before the second call was sent: make it longer").to.equal(true);
         const second = await w2.call('work', { mb: 64 });
         expect(await first).to.deep.include({ runtimeError: 'SANDBOX_MEMORY_FULL' });
         expect(second, JSON.stringify(second)).to.deep.include({ runtimeError: 'SANDBOX_MEMORY_FULL' });
-        expect(await spun).to.deep.include({ result: { success: true, data: 20_000_000 } });
+        expect(await spun).to.deep.include({ result: { success: true, data: 40_000_000 } });
         expect((await h.call('fill', { n: 1 })).runtimeError).to.equal('ENV_DISPOSED');
         const again = await r.openSession(worker, {}, roomy);
         expect(await again.call('work', { mb: 64 })).to.deep.include({ result: { success: true, data: 64 << 20 } });

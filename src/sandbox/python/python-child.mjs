@@ -31,7 +31,7 @@ const log = (/** @type {string} */ level, /** @type {string} */ msg, /** @type {
  * @typedef {{ createDeadlineMs: number, callDeadlineMs: number, checkDeadlineMs: number, sessionCpuMs: number, maxResultBytes: number, maxStateBytes: number }} Limits
  * @typedef {{ code: string, message: string, byOther?: boolean, cotenant?: boolean }} Failure
  * @typedef {{ fn: string, args: (string | boolean)[], deadlineMs: number, resolve: (r: Answer) => void, overtaken?: number, admit?: () => string | null, forSid?: string, openId?: number }} Job
- * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, usedBytes?: number | null, garbageBytes?: number, collected?: boolean, lost?: Failure, interrupted?: boolean, refused?: boolean }} Answer
+ * @typedef {{ text: string, us: number, exhausted: boolean, refusedBytes?: number, fatal: boolean, heapBytes: number, usedBytes?: number | null, garbageBytes?: number, collected?: boolean, freedBytes?: number, lost?: Failure, interrupted?: boolean, refused?: boolean }} Answer
  */
 
 /** @type {{ indexURL: string, heapMb: number, interpreters: number, sessionsPerInterpreter: number, graceMs: number, recycleHeapMb: number, packages?: { module: string, file: string, isPackage: boolean, source: string }[] }} */
@@ -197,6 +197,8 @@ class Interpreter {
     if (answer.usedBytes !== undefined) this.usedBytes = answer.usedBytes;
     if (answer.garbageBytes !== undefined) this.garbageBytes = answer.garbageBytes;
     if (answer.collected) this.collections += 1;
+    // (an end's collection: what is unexplained is counted afresh, and an ask is weighed as the first after it)
+    if (answer.collected && job?.fn === 'drop') this.askFloor = 0;
     if (answer.fatal) {
       this.retiring = true;
       log('error', 'a Python interpreter failed fatally; it is replaced and its other sessions end (ENV_DISPOSED)', { interpreter: this.n, answer: String(answer.text).slice(0, 700) });
@@ -340,14 +342,14 @@ function collectFor(p, needBytes, endBytes) {
   // (asked for once: the drops' answers meanwhile say it again, and collectingBytes stands for it)
   p.collectingBytes = p.garbageBytes;
   p.garbageBytes = 0;
-  const usedBefore = p.usedBytes;
   p.collecting = (async () => {
     const a = await p.run('collect', [], dropDeadlineMs(p));
     if (a.lost) return;
-    // One that gave back less than half of what was expected (what is in use beyond what is explained was live
-    // sessions' growth, not garbage) is asked again only once that amount doubles; one that gave back, as soon as it helps.
-    const gave = usedBefore !== null && typeof a.usedBytes === 'number' ? usedBefore - a.usedBytes : null;
-    p.askFloor = gave !== null && gave < p.collectingBytes / 2 ? Math.max(8 * 1048576, 2 * p.collectingBytes) : 0;
+    // One that gave back less than half of what was expected, by its own readings (what was in use beyond what explains
+    // it was live sessions' growth, not garbage), is followed by another only once as much again, twice it and at least
+    // 8 MiB, is unexplained (counted afresh from it), or after an end's collection; one that gave back, as soon as one
+    // helps. (One cut short by a limit changes nothing.)
+    if (a.collected && typeof a.freedBytes === 'number') p.askFloor = a.freedBytes < p.collectingBytes / 2 ? Math.max(8 * 1048576, 2 * p.collectingBytes) : 0;
     const r = envelope(a.text);
     const report = 'err' in r ? await tamperReport(p, '') : r.ok;
     if (report !== null && report !== 'own') tamperCheck(p, report, null);

@@ -217,18 +217,22 @@ if (data.makeSnapshot) {
   let usedNow;
   /** Whether the job ran the cycle collector to its end (sent with its answer: the child counts collections). */
   let collectedNow = false;
+  /** What an asked collection gave back, by readings before and after it (sent with its answer). @type {number | undefined} */
+  let freedNow;
   // A session's end collects the cycles it left (python-harness.mjs, _drop). A full collection costs about as much as
   // the objects the live sessions hold (~30 ms beside a co-tenant of 150,000 containers, 1.3–2.3 s beside 20–50
   // τ-bench airline databases; about 1 ms with none, what was there at load being frozen out of it: gc.freeze at the
   // harness's end), so it is made only when it may give memory back:
   // - while the heap is under half the cap: when it grew since the last collection, and at every COLLECT_EVERY-th end;
-  // - from half the cap on: when the heap grew, or when what is in use beyond what it is explained by (unexplained:
-  //   what was in use at the last collection besides the sessions live then, and what each live session's creation
-  //   took) is more than an eighth of the room left under the cap (at least 8 MiB). That is what ended sessions left
-  //   in cycles (a module-level list, held by its module's functions and globals), and what live ones grew by in
-  //   their calls, the ending one's included (a class-level memo of 16 MB per session reached the 192 MB cap in 11
-  //   sessions without it). Bytes in use: what malloc has handed out (mallinfo's uordblks, a 2 ms reading: it walks
-  //   the heap), read before and after each creation and at each end from half the cap on.
+  // - from half the cap on: when the heap grew (in the ending session); else, once it is dropped, when what is in use
+  //   beyond what it is explained by (unexplained: what was in use at the last collection besides the sessions live
+  //   then, what each live session's creation took, with its share of what they grew by until then, and the cache's
+  //   compiled sources) is more than an eighth of the room left under the cap (at least 8 MiB), in a session of its
+  //   own. That is what ended sessions left in cycles (a module-level list, held by its module's functions and
+  //   globals; a class-level memo of 16 MB per session reached the 192 MB cap in 11 sessions without it), and what
+  //   live ones grew by since the last collection. Bytes in use: what malloc has handed out (mallinfo's uordblks, a
+  //   2 ms reading: it walks the heap), read before and after each creation and each compilation, and at each end
+  //   from half the cap on.
   // Not at every end past half the cap, as until 2026-12-07: most environments' memory is freed by reference counts as
   // their instance goes (τ-bench's database: 14 MB a session, all given back without the collector), and 64 τ-bench
   // airline episodes at once took 1.6 times as long as 8, their ends 1.3–2.3 s each. A creation that does not fit while
@@ -256,7 +260,10 @@ if (data.makeSnapshot) {
   // The room the harness keeps for measuring sessions (12 MiB, held for good) is taken now, not inside the first
   // creation's readings: counted as that session's, it was unexplained once the session ended.
   ns.get('_keep_walk_room')();
-  /** What was in use at the last collection (or at load) besides what the sessions live then took to create. */
+  /**
+   * What was in use at the last collection (or at load) besides what the sessions live then took to create and had
+   * grown by (afterCollection), with the cache's compiled sources since; lowered by a reading under what explains it.
+   */
   let base = bytesInUse() ?? 0;
   /**
    * What is in use beyond what is explained (see above), given a reading `used`. A reading under what is explained
@@ -268,15 +275,44 @@ if (data.makeSnapshot) {
     base = Math.min(base, used - liveCreated);
     return used - base - liveCreated;
   };
-  /** After a collection that ran to its end: the new marks. @param {unknown} text the harness's answer */
+  /**
+   * After a collection that ran to its end: the new marks. What is in use beyond base and the live sessions' creations
+   * then is what those sessions grew by in their calls: it is spread over them by what each took to create, not taken
+   * into base (taken into base, a grown session's end, freeing its growth, read as less than explained, and hid as much
+   * garbage left after it: a stranger's review). A session's share may be wrong (it errs toward a collection more).
+   * @param {unknown} text the harness's answer
+   */
   const afterCollection = text => {
     if (typeof text !== 'string' || !text.endsWith(',"collected":true}')) return;
     collectedNow = true;
     heapAtCollect = heapBytes();
     dropsSinceCollect = 0;
     const used = bytesInUse();
-    if (used !== null) base = used - liveCreated;
-    usedNow = used !== null && heapAtCollect >= capBytes / 2 ? used : undefined;
+    if (used === null) return;
+    const grown = used - liveCreated - base;
+    if (grown > 0 && liveCreated > 0) {
+      const scale = (liveCreated + grown) / liveCreated;
+      for (const [sid, bytes] of createdBytes) createdBytes.set(sid, bytes * scale);
+      liveCreated += grown;
+    } else base = used - liveCreated;
+    usedNow = heapAtCollect >= capBytes / 2 ? used : undefined;
+  };
+  /**
+   * The drop's tamper report with the one of the collection after it (what a __del__ it ran changed): both lists.
+   * @param {unknown} dropText @param {unknown} collectText
+   */
+  const withReport = (dropText, collectText) => {
+    if (typeof collectText !== 'string') return dropText;
+    if (typeof dropText !== 'string') return collectText;
+    try {
+      const [a, b] = [JSON.parse(dropText), JSON.parse(collectText)];
+      if (!Array.isArray(a?.ok) || !Array.isArray(b?.ok)) return 'err' in a ? dropText : collectText;
+      const seen = new Set(a.ok.map((/** @type {unknown} */ f) => JSON.stringify(f)));
+      const ok = [...a.ok, ...b.ok.filter((/** @type {unknown} */ f) => !seen.has(JSON.stringify(f)))];
+      return JSON.stringify(b.collected === true ? { ok, collected: true } : { ok });
+    } catch {
+      return collectText;
+    }
   };
   const forget = (/** @type {string} */ sid) => {
     liveCreated -= createdBytes.get(sid) ?? 0;
@@ -287,17 +323,28 @@ if (data.makeSnapshot) {
     // Before the drop, from what it knows then: in the session (a __del__ of its garbage sees its clock and streams).
     const collect = heapBytes() > heapAtCollect || (heapBytes() < capBytes / 2 && dropsSinceCollect >= COLLECT_EVERY);
     forget(sid);
-    let text = dropSession(sid, collect);
-    if (collect) afterCollection(text);
-    if (!collectedNow && heapBytes() >= capBytes / 2) {
-      // After it, from half the cap on: by what it left (a reading with the session gone: its own growth by calls, freed
-      // with its instance, is not counted, and what it left in cycles is), in a session of its own as an asked one is.
+    let text;
+    try {
+      text = dropSession(sid, collect);
+    } finally {
+      if (collect) afterCollection(text);
+    }
+    // After it, from half the cap on, unless the drop collected or tried to: by what it left (a reading with the session
+    // gone: its own growth by calls, freed with its instance, is not counted, and what it left in cycles is), in a
+    // session of its own as an asked one is. (Not after a collection cut short by the drop's deadline: a second one
+    // then ran in C past it, where no interrupt reaches, and the grace's end took the interpreter with every running
+    // environment: a stranger's review.)
+    if (!collect && heapBytes() >= capBytes / 2) {
       const used = bytesInUse();
       if (used !== null && unexplained(used) > Math.max(8 * 1024 * 1024, (capBytes - used) / 8)) {
-        const report = collectNow();
-        afterCollection(report);
+        let report;
+        try {
+          report = collectNow();
+        } finally {
+          afterCollection(report);
+        }
         // (its tamper report joins the drop's: a __del__ run by the collection may have changed what the drop's did not see)
-        if (typeof text === 'string' && typeof report === 'string' && !report.startsWith('{"ok":[]')) text = report;
+        text = withReport(text, report);
       }
       if (!collectedNow) usedNow = used ?? undefined;
     }
@@ -305,12 +352,18 @@ if (data.makeSnapshot) {
   };
   fns['collect'] = () => {
     let text;
+    const before = bytesInUse();
     try {
       text = collectNow();
       return text;
     } finally {
       afterCollection(text);
       if (!collectedNow) usedNow = heapBytes() >= capBytes / 2 ? (bytesInUse() ?? undefined) : undefined;
+      // (what it gave back, by its own readings: the child weighs the next ask by it)
+      else if (before !== null) {
+        const after = bytesInUse();
+        if (after !== null) freedNow = before - after;
+      }
     }
   };
   // The in-memory filesystem keeps file contents in JavaScript arrays, outside the capped heap: its
@@ -407,6 +460,7 @@ if (data.makeSnapshot) {
     refusedBytes = 0;
     usedNow = undefined;
     collectedNow = false;
+    freedNow = undefined;
     const t0 = performance.now();
     let text;
     let fatal = null;
@@ -470,7 +524,7 @@ if (data.makeSnapshot) {
     const usedBytes = fatal === null && (msg.fn === 'create' || msg.fn === 'drop' || msg.fn === 'collect' || exhausted) ? (usedNow !== undefined && !exhausted ? usedNow : heapBytes() >= capBytes / 2 ? bytesInUse() : null) : undefined;
     // With it, what a collection may give back (the child asks for one when that would make a creation fit).
     const garbageBytes = typeof usedBytes === 'number' ? Math.max(0, unexplained(usedBytes)) : undefined;
-    port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, refusedBytes, fatal: fatal !== null, heapBytes: heapBytes(), fsBytes: fs, usedBytes, garbageBytes, collected: collectedNow });
+    port.postMessage({ id: msg.id, text, us: Math.round((performance.now() - t0) * 1000), exhausted, refusedBytes, fatal: fatal !== null, heapBytes: heapBytes(), fsBytes: fs, usedBytes, garbageBytes, collected: collectedNow, freedBytes: freedNow });
   });
   port.postMessage({ ready: true, loadMs, packagesMs, heapBytes: heapBytes(), fromSnapshot: Boolean(data.snapshot) });
 }
