@@ -342,14 +342,16 @@ function collectFor(p, needBytes, endBytes) {
   // (asked for once: the drops' answers meanwhile say it again, and collectingBytes stands for it)
   p.collectingBytes = p.garbageBytes;
   p.garbageBytes = 0;
+  const collectionsAtAsk = p.collections;
   p.collecting = (async () => {
     const a = await p.run('collect', [], dropDeadlineMs(p));
     if (a.lost) return;
     // One that gave back less than half of what was expected, by its own readings (what was in use beyond what explains
     // it was live sessions' growth, not garbage), is followed by another only once as much again, twice it and at least
     // 8 MiB, is unexplained (counted afresh from it), or after an end's collection; one that gave back, as soon as one
-    // helps. (One cut short by a limit changes nothing.)
-    if (a.collected && typeof a.freedBytes === 'number') p.askFloor = a.freedBytes < p.collectingBytes / 2 ? Math.max(8 * 1048576, 2 * p.collectingBytes) : 0;
+    // helps. (One cut short by a limit changes nothing; nor does one after an end's collection made meanwhile, which
+    // left it little to give back: its estimate was made before that one.)
+    if (a.collected && typeof a.freedBytes === 'number' && p.collections === collectionsAtAsk + 1) p.askFloor = a.freedBytes < p.collectingBytes / 2 ? Math.max(8 * 1048576, 2 * p.collectingBytes) : 0;
     const r = envelope(a.text);
     const report = 'err' in r ? await tamperReport(p, '') : r.ok;
     if (report !== null && report !== 'own') tamperCheck(p, report, null);

@@ -290,11 +290,19 @@ if (data.makeSnapshot) {
     const used = bytesInUse();
     if (used === null) return;
     const grown = used - liveCreated - base;
-    if (grown > 0 && liveCreated > 0) {
+    if (grown > 0 && createdBytes.size > 0 && liveCreated > 0) {
       const scale = (liveCreated + grown) / liveCreated;
-      for (const [sid, bytes] of createdBytes) createdBytes.set(sid, bytes * scale);
-      liveCreated += grown;
-    } else base = used - liveCreated;
+      // (whole bytes, and their sum taken again: fractions left liveCreated a crumb above 0 with no session live, and
+      // that crumb took a share of every later growth, owned by no session: a stranger's review)
+      liveCreated = 0;
+      for (const [sid, bytes] of createdBytes) {
+        const share = Math.round(bytes * scale);
+        createdBytes.set(sid, share);
+        liveCreated += share;
+      }
+    }
+    // (with no live session, or none grown: all of it, freshly collected, is the mark)
+    base = used - liveCreated;
     usedNow = heapAtCollect >= capBytes / 2 ? used : undefined;
   };
   /**
@@ -317,6 +325,7 @@ if (data.makeSnapshot) {
   const forget = (/** @type {string} */ sid) => {
     liveCreated -= createdBytes.get(sid) ?? 0;
     createdBytes.delete(sid);
+    if (createdBytes.size === 0) liveCreated = 0;
   };
   fns['drop'] = (/** @type {string} */ sid) => {
     dropsSinceCollect += 1;
