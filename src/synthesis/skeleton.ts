@@ -108,8 +108,28 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
     const operations = env.operations ?? [];
     const methods: Record<string, MethodDoc | null> = {};
     for (const op of operations) methods[op.name] = await deps.store.getDoc(runId, 'method', `${envId}.${op.name}`);
-    const assembleRepairs: NonNullable<EnvironmentRecord['assembleRepairs']>[number][] = [];
-    for (let round = 0; ; round += 1) {
+    // (the rounds already made: a job retried after its worker died mid-round goes on from them, not from round 0,
+    // which lost their record from the environment and counted rounds again: the chaos run's datasets differed)
+    const assembleRepairs: NonNullable<EnvironmentRecord['assembleRepairs']>[number][] = [...(env.assembleRepairs ?? [])];
+    /** Makes the methods of a repair round again, each from what it was and why; one the model fails stays as it was. */
+    const repair = async (problems: Readonly<Record<string, MethodProblem>>) => {
+      for (const [name, problem] of Object.entries(problems)) {
+        const op = operations.find(o => o.name === name);
+        if (!op) continue;
+        try {
+          const value = await generateMethod(deps, runId, env, op, opts, problem);
+          methods[name] = { source: value.source, helpers: value.helpers };
+          await deps.store.putDoc(runId, 'method', `${envId}.${name}`, methods[name]);
+        } catch (err) {
+          if (!(err instanceof ModelOutputError)) throw err;
+        }
+      }
+    };
+    // A round cut short: its methods not made again yet (each still as it was when the round began).
+    if (env.assemblePending) {
+      await repair(Object.fromEntries(Object.entries(env.assemblePending).filter(([name, p]) => (methods[name]?.source ?? '') === p.previous.source)));
+    }
+    for (let round = assembleRepairs.length; ; round += 1) {
       const problems: Record<string, MethodProblem> = {};
       for (const op of operations) {
         const m = methods[op.name];
@@ -124,7 +144,8 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
         const { helpers, source, tools, createError } = await loadClass(deps, env, operations, methods, opts);
         if (!createError) {
           const methodSources = Object.fromEntries(operations.map(op => [op.name, methods[op.name]!.source]));
-          await deps.store.putDoc(runId, 'env', envId, { ...env, assembleRepairs, methods: methodSources, helpers, source, tools }, [
+          const { assemblePending: _done, ...built } = env;
+          await deps.store.putDoc(runId, 'env', envId, { ...built, assembleRepairs, methods: methodSources, helpers, source, tools }, [
             { stage: 'skeleton.assemble', outcome: round === 0 ? 'assembled' : 'assembled-after-repair', n: 1 },
           ]);
           return { ok: true };
@@ -145,16 +166,8 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
         for (const [name, message] of Object.entries(culprits)) problems[name] = { previous: methods[name]!, message };
       }
       assembleRepairs.push({ round: round + 1, methods: Object.keys(problems), problems: Object.entries(problems).map(([n, p]) => `${n}: ${p.message}`) });
-      for (const [name, problem] of Object.entries(problems)) {
-        const op = operations.find(o => o.name === name)!;
-        try {
-          const value = await generateMethod(deps, runId, env, op, opts, problem);
-          methods[name] = { source: value.source, helpers: value.helpers };
-          await deps.store.putDoc(runId, 'method', `${envId}.${name}`, methods[name]);
-        } catch (err) {
-          if (!(err instanceof ModelOutputError)) throw err;
-        }
-      }
+      await deps.store.putDoc(runId, 'env', envId, { ...env, assembleRepairs, assemblePending: problems });
+      await repair(problems);
     }
   });
 }

@@ -74,6 +74,12 @@ export interface EnvironmentRecord {
   readonly testStateJson?: string;
   /** Assemble repair rounds used, and which methods they regenerated. */
   readonly assembleRepairs?: readonly { readonly round: number; readonly methods: readonly string[]; readonly problems: readonly string[] }[];
+  /**
+   * The methods the last assemble repair round sends back to the model, each with what it was and why, written with
+   * that round's record before they are made again: a job retried after its worker died mid-round makes only those not
+   * made yet, from the same inputs, and counts no round twice. Not exported.
+   */
+  readonly assemblePending?: Readonly<Record<string, { readonly previous: MethodDoc; readonly message: string }>>;
   readonly probeRound?: number;
   readonly quality?: QualityReport;
   readonly qualityHistory?: readonly QualityReport[];

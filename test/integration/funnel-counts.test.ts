@@ -147,6 +147,71 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
     expect(await real.listDocIds(run, 'trajectory')).to.deep.equal([stored.id]);
   });
 
+  it("keeps an assemble repair's record when the worker dies right after a method of the round is written: the retried job makes no round again and no method twice", async () => {
+    // The chaos run's datasets differed once: its worker was SIGKILLed mid-round, and the retried job found the method
+    // made again, assembled at round 0 and wrote the environment without the round's record (assembled, not
+    // assembled-after-repair).
+    // (a server of its own: the demo's script answers the broken method once, and the first test took that answer)
+    const demo = await loadModelScript(DEMO);
+    const own = await startModelServer({ script: { ...demo, rules: (demo.rules ?? []).filter(r => r.fault?.type !== 'rate_limit') } });
+    try {
+      const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: own.url, OPENAI_API_KEY: 'test-key', LOG_LEVEL: 'silent' } });
+      const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
+      const real = createRedisRunStore(redis, prefix);
+      class WorkerDied extends Error {}
+      let dieAfterMethod = false;
+      const written: string[] = [];
+      const store: RunStore = {
+        ...real,
+        putDoc: (async (runId: string, kind: Parameters<RunStore['putDoc']>[1], id: string, value: never, counts?: Parameters<RunStore['putDoc']>[4]) => {
+          await real.putDoc(runId, kind, id, value, counts);
+          if (kind !== 'method') return;
+          written.push(id);
+          if (dieAfterMethod) {
+            dieAfterMethod = false;
+            throw new WorkerDied(`the worker died right after writing ${id}`);
+          }
+        }),
+      };
+      const deps: StageDeps = { gateway, sandbox: createLocalSandboxRunner(), store };
+      const run = 'assemble-died';
+      const options = runOptionsFrom(config, { probeSteps: 8 });
+      await real.createRun({ id: run, createdAt: new Date().toISOString(), input: 'tasks', options });
+      const { items } = await readTasksFile(join(DEMO, 'source-tasks.jsonl'));
+      for (const task of items) await real.putDoc(run, 'task', task.id, task);
+      for (const task of items) if ((await judgeTask(deps, run, task.id)).needsEnvironment) await inferTopic(deps, run, task.id);
+      const { envIds } = await dedupDescriptions(deps, run);
+      const died: string[] = [];
+      for (const envId of envIds) {
+        await buildState(deps, run, envId);
+        const { operations = [] } = await buildOperations(deps, run, envId);
+        for (const op of operations) await buildMethod(deps, run, envId, op);
+        written.length = 0;
+        dieAfterMethod = true;
+        try {
+          await assembleEnvironment(deps, run, envId);
+        } catch (err) {
+          if (!(err instanceof WorkerDied)) throw err;
+          died.push(envId);
+          // The job again, on another worker.
+          await assembleEnvironment(deps, run, envId);
+        }
+        dieAfterMethod = false;
+        if (died.at(-1) === envId) expect(written, 'methods written by the round and its retried job').to.have.length(1);
+      }
+      expect(died, 'environments whose assemble repair was cut short').to.have.length(1);
+      const env = (await real.getDoc(run, 'env', died[0]!))!;
+      expect(env.description.summary).to.equal('Parking garage management');
+      expect(env.source, 'assembled').to.be.a('string');
+      expect(env.assembleRepairs).to.have.length(1);
+      expect(env.assembleRepairs![0]!.methods).to.deep.equal(['exit_vehicle']);
+      expect(env).not.to.have.property('assemblePending');
+      expect((await real.counters(run))['skeleton.assemble']).to.deep.equal({ assembled: 2, 'assembled-after-repair': 1 });
+    } finally {
+      await own.close();
+    }
+  });
+
   it('counts a write sent twice once (ioredis sends again what Redis kept but never answered), and a new value again', async () => {
     const store = createRedisRunStore(redis, prefix);
     const run = 'resent';
