@@ -127,7 +127,9 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
     };
     // A round cut short: its methods not made again yet (each still as it was when the round began).
     if (env.assemblePending) {
-      await repair(Object.fromEntries(Object.entries(env.assemblePending).filter(([name, p]) => (methods[name]?.source ?? '') === p.previous.source)));
+      // (its source and its helpers: a class that did not load is often mended by new helpers of the same method)
+      const asBefore = (name: string, previous: MethodDoc) => (methods[name]?.source ?? '') === previous.source && JSON.stringify(methods[name]?.helpers ?? []) === JSON.stringify(previous.helpers);
+      await repair(Object.fromEntries(Object.entries(env.assemblePending).filter(([name, p]) => asBefore(name, p.previous))));
     }
     for (let round = assembleRepairs.length; ; round += 1) {
       const problems: Record<string, MethodProblem> = {};
@@ -166,7 +168,10 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
         for (const [name, message] of Object.entries(culprits)) problems[name] = { previous: methods[name]!, message };
       }
       assembleRepairs.push({ round: round + 1, methods: Object.keys(problems), problems: Object.entries(problems).map(([n, p]) => `${n}: ${p.message}`) });
-      await deps.store.putDoc(runId, 'env', envId, { ...env, assembleRepairs, assemblePending: problems });
+      // (written over the environment as it is now, not as the job found it: a run cancelled meanwhile has marked it)
+      const now = await loadEnv(deps, runId, envId);
+      if (now.status !== env.status || now.source) return now.source ? { ok: true } : { ok: false, reason: now.failure?.message ?? now.status };
+      await deps.store.putDoc(runId, 'env', envId, { ...now, assembleRepairs, assemblePending: problems });
       await repair(problems);
     }
   });
