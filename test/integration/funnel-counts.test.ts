@@ -28,6 +28,21 @@ import { DEMO, REDIS_URL, dropPrefix, requireRedis } from '../helpers/integratio
  */
 const SEPARATE = /^(skeleton\.method\|invalid|check\.probe\|(done|round-\d+))$/;
 
+/** A run of the demo's tasks, judged, given topics and deduplicated (the pipeline's first stages): its environments' ids. */
+async function mineDemo(deps: StageDeps, real: RunStore, run: string, options: ReturnType<typeof runOptionsFrom>): Promise<readonly string[]> {
+  await real.createRun({ id: run, createdAt: new Date().toISOString(), input: 'tasks', options });
+  const { items } = await readTasksFile(join(DEMO, 'source-tasks.jsonl'));
+  for (const task of items) await real.putDoc(run, 'task', task.id, task);
+  for (const task of items) if ((await judgeTask(deps, run, task.id)).needsEnvironment) await inferTopic(deps, run, task.id);
+  return (await dedupDescriptions(deps, run)).envIds;
+}
+
+/** The demo's model script without its one 429: here no job is there to retry it. */
+async function demoScript() {
+  const demo = await loadModelScript(DEMO);
+  return { ...demo, rules: (demo.rules ?? []).filter(r => r.fault?.type !== 'rate_limit') };
+}
+
 describe('funnel counts go in the write of their document (real Redis, scripted server, sandbox)', function () {
   const prefix = `envfleet-test-counts-${randomUUID().slice(0, 8)}`;
   let server: ModelServer;
@@ -35,9 +50,7 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
 
   before(async () => {
     await requireRedis();
-    const demo = await loadModelScript(DEMO);
-    // Without the demo's one 429: here no job is there to retry it.
-    server = await startModelServer({ script: { ...demo, rules: (demo.rules ?? []).filter(r => r.fault?.type !== 'rate_limit') } });
+    server = await startModelServer({ script: await demoScript() });
     redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
   });
   after(async () => {
@@ -63,13 +76,9 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
     const deps: StageDeps = { gateway, sandbox: createLocalSandboxRunner(), store };
     const run = 'counts';
     const options = runOptionsFrom(config, { probeSteps: 8 });
-    await real.createRun({ id: run, createdAt: new Date().toISOString(), input: 'tasks', options });
 
     // Synthesis, in the pipeline's order (queues/pipeline.ts).
-    const { items } = await readTasksFile(join(DEMO, 'source-tasks.jsonl'));
-    for (const task of items) await real.putDoc(run, 'task', task.id, task);
-    for (const task of items) if ((await judgeTask(deps, run, task.id)).needsEnvironment) await inferTopic(deps, run, task.id);
-    const { envIds } = await dedupDescriptions(deps, run);
+    const envIds = await mineDemo(deps, real, run, options);
     for (const envId of envIds) {
       await buildState(deps, run, envId);
       const { operations = [] } = await buildOperations(deps, run, envId);
@@ -152,8 +161,7 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
     // made again, assembled at round 0 and wrote the environment without the round's record (assembled, not
     // assembled-after-repair).
     // (a server of its own: the demo's script answers the broken method once, and the first test took that answer)
-    const demo = await loadModelScript(DEMO);
-    const own = await startModelServer({ script: { ...demo, rules: (demo.rules ?? []).filter(r => r.fault?.type !== 'rate_limit') } });
+    const own = await startModelServer({ script: await demoScript() });
     try {
       const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: own.url, OPENAI_API_KEY: 'test-key', LOG_LEVEL: 'silent' } });
       const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
@@ -175,12 +183,7 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
       };
       const deps: StageDeps = { gateway, sandbox: createLocalSandboxRunner(), store };
       const run = 'assemble-died';
-      const options = runOptionsFrom(config, { probeSteps: 8 });
-      await real.createRun({ id: run, createdAt: new Date().toISOString(), input: 'tasks', options });
-      const { items } = await readTasksFile(join(DEMO, 'source-tasks.jsonl'));
-      for (const task of items) await real.putDoc(run, 'task', task.id, task);
-      for (const task of items) if ((await judgeTask(deps, run, task.id)).needsEnvironment) await inferTopic(deps, run, task.id);
-      const { envIds } = await dedupDescriptions(deps, run);
+      const envIds = await mineDemo(deps, real, run, runOptionsFrom(config, { probeSteps: 8 }));
       const died: string[] = [];
       for (const envId of envIds) {
         await buildState(deps, run, envId);
