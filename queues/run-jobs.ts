@@ -1,6 +1,8 @@
 import { Queue, type ConnectionOptions } from 'bullmq';
 import type { BudgetPause, ParkedJob, RunControl } from '../src/runs/control.js';
 import type { RunStore } from '../src/runs/store.js';
+import { dropScenarioCancelled } from '../src/scenarios/stages.js';
+import { endEnvCancelled } from '../src/synthesis/environments.js';
 import { RedisUnsafeError, RunGoneError } from '../src/errors.js';
 import { describeRedis, isRedisConnectionError, type RedisTarget } from '../src/redis/connection.js';
 import { sleep } from '../src/util/sleep.js';
@@ -438,15 +440,9 @@ export async function cancelRun(at: QueuesAt, store: RunStore, control: RunContr
     removed += 1;
   });
   // What was still being built ends now, with the reason, so exports and status say why it is missing.
-  const failure = { stage: 'run', code: 'RUN_CANCELLED', message: reason } as const;
-  for (const id of await store.idsWithStatus(runId, 'env', ['building', 'probing'])) {
-    const env = await store.getDoc(runId, 'env', id);
-    if (env && (env.status === 'building' || env.status === 'probing')) await store.putDoc(runId, 'env', id, { ...env, status: 'failed', failure });
-  }
-  for (const id of await store.idsWithStatus(runId, 'scenario', ['building'])) {
-    const scenario = await store.getDoc(runId, 'scenario', id);
-    if (scenario?.status === 'building') await store.putDoc(runId, 'scenario', id, { ...scenario, status: 'dropped', dropReason: failure });
-  }
+  // (each over the status read: a verdict's job that kept its environment in between keeps it, with its report)
+  for (const id of await store.idsWithStatus(runId, 'env', ['building', 'probing'])) await endEnvCancelled(store, runId, id, reason);
+  for (const id of await store.idsWithStatus(runId, 'scenario', ['building'])) await dropScenarioCancelled(store, runId, id, reason);
   // Its parked jobs were delayed jobs, removed above; a job parked since then finds the run cancelled when it looks again.
   await control.forgetParked(runId);
   await store.count(runId, 'run', 'cancelled');

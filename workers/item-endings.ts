@@ -4,8 +4,8 @@ import { ERROR_CODES } from '../src/errors.js';
 import { recordFailedRollout } from '../src/rollouts/stages.js';
 import type { TrajectoryStream } from '../src/rollouts/stream.js';
 import type { RunStore } from '../src/runs/store.js';
-import { dropScenario } from '../src/scenarios/stages.js';
-import { failEnv } from '../src/synthesis/environments.js';
+import { dropScenario, dropScenarioCancelled } from '../src/scenarios/stages.js';
+import { endEnvCancelled, failEnv } from '../src/synthesis/environments.js';
 import type { EndItem } from './stage-workers.js';
 
 /**
@@ -24,6 +24,9 @@ export function endEnvfleetItem(deps: { readonly store: RunStore; readonly strea
     // stage's row adds up (it was counted nowhere).
     if (failure.code === 'RUN_CANCELLED') {
       await countCancelled(deps.store, data.runId, stage);
+      // (an item made after the cancel marked what was being built, by a job that ran on meanwhile: marked now)
+      if (STAGES[stage].item.kind === 'environment') await endEnvCancelled(deps.store, data.runId, id, failure.message);
+      if (STAGES[stage].item.kind === 'scenario') await dropScenarioCancelled(deps.store, data.runId, id, failure.message);
       return;
     }
     switch (STAGES[stage].item.kind) {

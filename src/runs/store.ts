@@ -92,6 +92,13 @@ export interface RunStore {
    */
   putDoc<K extends DocKind>(runId: string, kind: K, id: string, value: RunDocuments[K], counts?: readonly FunnelCount[]): Promise<void>;
   /**
+   * `putDoc` for an environment or a scenario, only while the stored one's status is `ifStatus` (the status its
+   * writer read before its work): false, and nothing written or counted, when it has moved meanwhile (a cancel
+   * marks what is being built failed or dropped while a job is at a model call or a probe; a write of what the job
+   * read would set it back to building). A write of the value already stored is true, whatever the status.
+   */
+  putDocIf<K extends 'env' | 'scenario'>(runId: string, kind: K, id: string, value: RunDocuments[K], ifStatus: string, counts?: readonly FunnelCount[]): Promise<boolean>;
+  /**
    * Stores a document given as its JSON text, or as that text's UTF-8 bytes (the sink's trajectory summaries,
    * made without a parse; a worker's trajectory, encoded once for the store and its digest); for kinds whose
    * documents carry a counted status (environments, scenarios) use `putDoc`.
@@ -177,8 +184,9 @@ export interface RunStore {
  * retried job may write the same value again. With ARGV[6] = '1' (addDocText) nothing is written or counted
  * where a document is stored already. With ARGV[7] not empty, field ARGV[7] of the hash KEYS[7] is set to ARGV[8]
  * when the document is written (an outcome beside its trajectory), counted in the bytes as `outcomes`, unless
- * KEYS[8] (the group's statistics) exists: its group job ran already and would never let the outcome go. Returns 1
- * when it wrote.
+ * KEYS[8] (the group's statistics) exists: its group job ran already and would never let the outcome go. With
+ * ARGV[9] not empty (putDocIf), nothing is written or counted unless the document's status (KEYS[5], else the stored
+ * document's) is ARGV[9]: -1. Returns 1 when it wrote.
  */
 const PUT_DOC = redisScript(
   'put_doc',
@@ -186,6 +194,11 @@ const PUT_DOC = redisScript(
 if redis.call('STRLEN', KEYS[1]) == string.len(ARGV[2]) and redis.call('GET', KEYS[1]) == ARGV[2] then return 0 end
 local old = redis.call('STRLEN', KEYS[1])
 if ARGV[6] == '1' and old > 0 then return 0 end
+if ARGV[9] ~= '' then
+  local now = redis.call('HGET', KEYS[5], ARGV[1])
+  if not now and old > 0 then now = cjson.decode(redis.call('GET', KEYS[1])).status end
+  if now ~= ARGV[9] then return -1 end
+end
 redis.call('SET', KEYS[1], ARGV[2])
 if redis.call('ZSCORE', KEYS[2], ARGV[1]) == false then
   -- First-write order, exactly: Redis's clock in microseconds, and past the last one stored (two writes in one
@@ -210,7 +223,7 @@ if ARGV[5] ~= '' then
     redis.call('HSET', KEYS[5], ARGV[1], ARGV[5])
   end
 end
-for i = 9, #ARGV, 3 do
+for i = 10, #ARGV, 3 do
   if ARGV[i + 2] == '0' or old == 0 then redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
 end
 return 1
@@ -308,16 +321,23 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
   const cluster = isCluster(redis);
   const keys = (runId: string) => runKeys(prefix, runId, cluster);
   /** Writes a document and its counts in one script; with `onlyNew`, only where none is stored yet. True when it wrote. */
-  const put = async (runId: string, kind: DocKind, id: string, text: string | Buffer, status: string, counts: readonly FunnelCount[], onlyNew = false, outcome?: DocOutcome) => {
+  const put = async (runId: string, kind: DocKind, id: string, text: string | Buffer, status: string, counts: readonly FunnelCount[], onlyNew = false, outcome?: DocOutcome, ifStatus = '') => {
     const k = keys(runId);
     // A large document (a trajectory) goes as bytes, on its own; a small one joins the connection's batch (redisScript).
     // Without an outcome, KEYS[7] and KEYS[8] are only keys of the run's slot that the script does not touch.
     const wrote = await PUT_DOC(
       redis,
       [k.doc(kind, id), k.ids(kind), k.funnel, k.bytes, k.statusOf(kind), k.statuses(kind), outcome ? k.outcomes(outcome.group) : k.funnel, outcome ? k.doc('group', outcome.group) : k.funnel],
-      [id, text, String(Date.now()), kind, status, onlyNew ? '1' : '0', outcome ? id : '', outcome?.json ?? '', ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
+      [id, text, String(Date.now()), kind, status, onlyNew ? '1' : '0', outcome ? id : '', outcome?.json ?? '', ifStatus, ...counts.flatMap(c => [`${c.stage}|${c.outcome}`, String(c.n), c.once ? '1' : '0'])],
     );
-    return wrote === 1;
+    return Number(wrote);
+  };
+  /** A document's text and its counted status, as putDoc writes it. */
+  const docText = (kind: DocKind, id: string, value: unknown) => {
+    // A trajectory's final state arrives as JSON text (RawJson) and is written as it is.
+    const text = stringifyJson(value);
+    if (text === undefined) throw new Error(`${kind} ${id}: the document is not JSON`);
+    return { text, status: COUNTED_STATUS.has(kind) ? ((value as { status?: string }).status ?? '') : '' };
   };
   return {
     async createRun(record) {
@@ -337,11 +357,13 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     },
     listRuns: () => redis.smembers(runsKey(prefix)),
     async putDoc(runId, kind, id, value, counts = []) {
-      // A trajectory's final state arrives as JSON text (RawJson) and is written as it is.
-      const text = stringifyJson(value);
-      if (text === undefined) throw new Error(`${kind} ${id}: the document is not JSON`);
-      const status = COUNTED_STATUS.has(kind) ? ((value as { status?: string }).status ?? '') : '';
+      const { text, status } = docText(kind, id, value);
       await put(runId, kind, id, text, status, counts);
+    },
+    async putDocIf(runId, kind, id, value, ifStatus, counts = []) {
+      if (!ifStatus) throw new Error(`${kind} ${id}: putDocIf needs the status the document is expected to have`);
+      const { text, status } = docText(kind, id, value);
+      return (await put(runId, kind, id, text, status, counts, false, undefined, ifStatus)) !== -1;
     },
     async putDocText(runId, kind, id, text, counts = []) {
       if (COUNTED_STATUS.has(kind)) throw new Error(`${kind} ${id}: a ${kind} document carries a counted status; store it with putDoc`);
@@ -349,7 +371,7 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
     },
     async addDocText(runId, kind, id, text, counts = [], outcome) {
       if (COUNTED_STATUS.has(kind)) throw new Error(`${kind} ${id}: a ${kind} document carries a counted status; store it with putDoc`);
-      return put(runId, kind, id, text, '', counts, true, outcome);
+      return (await put(runId, kind, id, text, '', counts, true, outcome)) === 1;
     },
     async groupOutcomes(runId, group, ids) {
       return ids.length ? redis.hmget(keys(runId).outcomes(group), ...ids) : [];

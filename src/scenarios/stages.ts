@@ -13,6 +13,7 @@ import { ScenarioCheckOutput, ScenarioChecklistOutput, ScenarioStateOutput, Scen
 import type { ScenarioDropReason, ScenarioRecord, ScenarioValidation } from './types.js';
 import { runEpisode } from '../rollouts/episode.js';
 import { scenarioIdOf } from '../runs/ids.js';
+import type { FunnelCount } from '../runs/store.js';
 import { endingItemOnInvalidOutput, type StageDeps } from '../stage-deps.js';
 
 export type ScenarioDeps = StageDeps;
@@ -83,12 +84,38 @@ export interface DropDetails {
   readonly item?: string;
 }
 
+/**
+ * Writes what a job made of a scenario, only while it is still building, as every stage read it before its work: a
+ * cancel drops a scenario being built while a job is at a model call, a probe or a reference rollout, and a write of
+ * what the job read would set it back to building, for ever, in a run whose jobs end. null when written, or when
+ * another copy of the job (one taken over past its lock) made it ready first: the caller goes on as if it had. Else
+ * the job ends here: as cancelled when its run is (RUN_CANCELLED, counted where it stopped), or with the status the
+ * scenario has now.
+ */
+async function writeScenario(deps: ScenarioDeps, runId: string, value: ScenarioRecord, counts?: readonly FunnelCount[]): Promise<ScenarioOutcome | null> {
+  if (await deps.store.putDocIf(runId, 'scenario', value.id, value, 'building', counts)) return null;
+  await deps.gateway.checkRun?.(runId);
+  const now = await deps.store.getDoc(runId, 'scenario', value.id);
+  if (now?.status === 'ready' && value.status === 'ready') return null;
+  return { ok: false, scenarioId: value.id, reason: `the scenario is ${now?.status ?? 'missing'}: it was no longer building when this job was done` };
+}
+
+/**
+ * Drops a scenario still building as cancelled (the cancel's mark: RUN_CANCELLED at the stage "run", counted where its
+ * job stopped, not here); one that ended meanwhile (made ready a moment before) stays as it is.
+ */
+export async function dropScenarioCancelled(store: ScenarioDeps['store'], runId: string, scenarioId: string, message: string): Promise<void> {
+  const scenario = await store.getDoc(runId, 'scenario', scenarioId);
+  if (scenario?.status === 'building') await store.putDocIf(runId, 'scenario', scenarioId, { ...scenario, status: 'dropped', dropReason: { stage: 'run', code: 'RUN_CANCELLED', message } }, 'building');
+}
+
 /** Drops a scenario with its stage and reason (the run goes on), counted in the same write. */
 export async function dropScenario(deps: Pick<ScenarioDeps, 'store'>, runId: string, scenarioId: string, stage: string, code: ErrorCode, message: string, details: DropDetails = {}): Promise<void> {
   const stored = await deps.store.getDoc(runId, 'scenario', scenarioId);
   if (!stored || stored.status !== 'building') return;
   const dropReason: ScenarioDropReason = { stage, code, message, ...(details.item === undefined ? {} : { item: details.item }) };
-  await deps.store.putDoc(runId, 'scenario', scenarioId, { ...(details.produced ?? stored), status: 'dropped', dropReason }, [{ stage, outcome: `dropped:${code}`, n: 1 }]);
+  // (only over a scenario still building: one dropped meanwhile, by a cancel or another job, is not dropped and counted twice)
+  if (!(await deps.store.putDocIf(runId, 'scenario', scenarioId, { ...(details.produced ?? stored), status: 'dropped', dropReason }, 'building', [{ stage, outcome: `dropped:${code}`, n: 1 }]))) return;
   await deps.store.noteReason(runId, stage, `dropped:${code}`, message);
 }
 
@@ -180,8 +207,7 @@ export async function generateScenarioState(deps: ScenarioDeps, runId: string, e
       await dropScenario(deps, runId, scenarioId, 'scenario.state', 'DUPLICATE_STATE', `the same initial state as scenario ${owner}`, { produced: withState });
       return { ok: false, scenarioId, reason: 'duplicate state' };
     }
-    await deps.store.putDoc(runId, 'scenario', scenarioId, withState, [{ stage: 'scenario.state', outcome: 'done', n: 1 }]);
-    return { ok: true, scenarioId };
+    return (await writeScenario(deps, runId, withState, [{ stage: 'scenario.state', outcome: 'done', n: 1 }])) ?? { ok: true, scenarioId };
   });
 }
 
@@ -215,8 +241,7 @@ export async function generateScenarioTask(deps: ScenarioDeps, runId: string, sc
       await dropScenario(deps, runId, scenarioId, 'scenario.task', 'DUPLICATE_TASK', `the same task as scenario ${owner}`, { produced: withTask });
       return { ok: false, scenarioId, reason: 'duplicate task' };
     }
-    await deps.store.putDoc(runId, 'scenario', scenarioId, withTask, [{ stage: 'scenario.task', outcome: 'done', n: 1 }]);
-    return { ok: true, scenarioId };
+    return (await writeScenario(deps, runId, withTask, [{ stage: 'scenario.task', outcome: 'done', n: 1 }])) ?? { ok: true, scenarioId };
   });
 }
 
@@ -229,11 +254,11 @@ export async function generateScenarioChecklist(deps: ScenarioDeps, runId: strin
       messages: scenarioChecklistPrompt(env, scenario.task!, scenario.initialState),
       schema: ScenarioChecklistOutput,
     });
-    await deps.store.putDoc(runId, 'scenario', scenarioId, { ...scenario, checklistItems: value.items }, [
+    const stale = await writeScenario(deps, runId, { ...scenario, checklistItems: value.items }, [
       { stage: 'scenario.checklist', outcome: 'done', n: 1 },
       { stage: 'scenario.checklist', outcome: 'items', n: value.items.length },
     ]);
-    return { ok: true, scenarioId };
+    return stale ?? { ok: true, scenarioId };
   });
 }
 
@@ -284,7 +309,8 @@ export async function generateScenarioChecks(deps: ScenarioDeps, runId: string, 
         return { ok: false, scenarioId, reason: err.message };
       }
       checklist.push({ item, check, ...language });
-      await deps.store.putDoc(runId, 'scenario', scenarioId, current());
+      const stale = await writeScenario(deps, runId, current());
+      if (stale) return stale;
     }
     const { results } = await deps.sandbox.checks({ checks: checklist, finalState: initial, initialState: initial, limits });
     const checked = current(results.map(r => ({ item: r.item, passed: r.passed })));
@@ -299,10 +325,10 @@ export async function generateScenarioChecks(deps: ScenarioDeps, runId: string, 
       return { ok: false, scenarioId, reason: 'already solved' };
     }
     const gate = await deps.store.getDoc(runId, 'scenario-config', 'current');
-    await deps.store.putDoc(runId, 'scenario', scenarioId, gate?.verifyWith ? checked : { ...checked, status: 'ready' }, [
+    const stale = await writeScenario(deps, runId, gate?.verifyWith ? checked : { ...checked, status: 'ready' }, [
       { stage: 'scenario.check', outcome: repairs.length ? 'ready-after-repair' : 'ready', n: 1 },
     ]);
-    return { ok: true, scenarioId, ...(gate?.verifyWith ? { verify: true } : {}) };
+    return stale ?? { ok: true, scenarioId, ...(gate?.verifyWith ? { verify: true } : {}) };
   });
 }
 
@@ -339,12 +365,12 @@ export async function verifyScenario(deps: ScenarioDeps, runId: string, scenario
     );
     tries.push({ reward: t.reward, termination: t.termination.reason });
     solved = t.solved;
-    await deps.store.putDoc(runId, 'scenario', scenarioId, current());
+    const stale = await writeScenario(deps, runId, current());
+    if (stale) return stale;
   }
   if (!solved) {
     await dropScenario(deps, runId, scenarioId, 'scenario.verify', 'UNSOLVABLE', `no reference rollout by ${gate.verifyWith} solved it in ${tries.length} tries (rewards ${tries.map(x => x.reward ?? 'none').join(', ')})`, { produced: current() });
     return { ok: false, scenarioId, reason: 'unsolvable' };
   }
-  await deps.store.putDoc(runId, 'scenario', scenarioId, { ...current(), status: 'ready' }, [{ stage: 'scenario.verify', outcome: 'solvable', n: 1 }]);
-  return { ok: true, scenarioId };
+  return (await writeScenario(deps, runId, { ...current(), status: 'ready' }, [{ stage: 'scenario.verify', outcome: 'solvable', n: 1 }])) ?? { ok: true, scenarioId };
 }

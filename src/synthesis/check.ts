@@ -3,7 +3,7 @@ import { ENDS_SESSION, FATAL_CODES, SANDBOX_ERROR_CODES, type SandboxErrorCode }
 import { diffStates } from '../sandbox/diff.js';
 import type { EnvSession } from '../sandbox/runner.js';
 import { assembleFor, checkMethodFor, codeOf, unfence } from './assemble.js';
-import { checkStateSchema, ctx, dedupeHelpers, loadEnv, options, orFail, type ItemOutcome, type SynthesisDeps } from './environments.js';
+import { checkStateSchema, ctx, dedupeHelpers, loadEnv, options, orFail, writeEnv, type ItemOutcome, type SynthesisDeps } from './environments.js';
 import { checkerPrompt, configPrompt, repairPrompt, testerPrompt, type ToolStats } from './prompts.js';
 import { CheckerOutput, ConfigOutput, MethodOutput, TesterOutput } from './schemas.js';
 import type { EnvironmentRecord, ProbeStepRecord, QualityReport, ToolQuality } from './types.js';
@@ -33,8 +33,10 @@ export async function makeTestConfig(deps: SynthesisDeps, runId: string, envId: 
       },
     });
     const testStateJson = exact(value.state, text);
-    await deps.store.putDoc(runId, 'env', envId, { ...env, testState: value.state, ...(testStateJson === undefined ? {} : { testStateJson }), status: 'probing', probeRound: 1 }, [{ stage: 'check.config', outcome: 'done', n: 1 }]);
-    return { ok: true };
+    const stale = await writeEnv(deps, runId, env, { ...env, testState: value.state, ...(testStateJson === undefined ? {} : { testStateJson }), status: 'probing', probeRound: 1 }, [
+      { stage: 'check.config', outcome: 'done', n: 1 },
+    ]);
+    return stale ?? { ok: true };
   });
 }
 
@@ -277,7 +279,8 @@ export async function decideEnvironment(deps: SynthesisDeps, runId: string, envI
       // The round's report is stored before the repair: a repair whose model call or sandbox fails the
       // job for good ends the environment failed (failEnv reads the store), and its line must still say
       // how the environment did.
-      await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, quality: report });
+      const stale = await writeEnv(deps, runId, env, { ...env, qualityHistory, quality: report });
+      if (stale) return stale;
       const failing = [...new Set(steps.filter(s => s.verdict === 'fail').map(s => s.tool))];
       const regenerated: string[] = [];
       const methods = { ...env.methods };
@@ -300,15 +303,15 @@ export async function decideEnvironment(deps: SynthesisDeps, runId: string, envI
       const loads = await deps.sandbox.probe({ code: codeOf(env, source), initialState: env.testState, ...(env.testStateJson === undefined ? {} : { initialStateJson: env.testStateJson }), calls: [], limits: opts.limits });
       if (regenerated.length > 0 && !loads.createError) {
         const repairing = { attempted: true, methods: regenerated, saved: false, before: { notFailRate: quality.notFailRate } };
-        await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), methods, source, probeRound: round + 1, quality: { ...quality, repair: repairing } }, [
+        const stale = await writeEnv(deps, runId, env, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), methods, source, probeRound: round + 1, quality: { ...quality, repair: repairing } }, [
           { stage: 'check.verdict', outcome: 'repair-round', n: 1 },
         ]);
-        return { ok: true, nextRound: round + 1 };
+        return stale ?? { ok: true, nextRound: round + 1 };
       }
     }
-    await deps.store.putDoc(runId, 'env', envId, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), quality: report, status: quality.verdict }, [
+    const stale = await writeEnv(deps, runId, env, { ...env, qualityHistory, ...(helpers ? { helpers } : {}), quality: report, status: quality.verdict }, [
       { stage: 'check.verdict', outcome: repair ? `${quality.verdict}-after-repair` : quality.verdict, n: 1 },
     ]);
-    return { ok: quality.verdict === 'kept' };
+    return stale ?? { ok: quality.verdict === 'kept' };
   });
 }

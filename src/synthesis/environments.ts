@@ -3,7 +3,7 @@ import type { ErrorCode } from '../errors.js';
 import type { CallContext } from '../llm/gateway.js';
 import { envIdOf } from '../runs/ids.js';
 import { synthLanguageOf, type RunOptions } from '../runs/options.js';
-import type { RunStore } from '../runs/store.js';
+import type { FunnelCount, RunStore } from '../runs/store.js';
 import { endingItemOnInvalidOutput, type StageDeps } from '../stage-deps.js';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import { promptVersionsFor } from './prompts.js';
@@ -42,11 +42,38 @@ export async function loadEnv(deps: SynthesisDeps, runId: string, envId: string)
   return env;
 }
 
+/**
+ * Writes what a job made of an environment over it, only while it is still being built with the status the job read
+ * (`read`): a cancel marks an environment being built failed while a job is at a model call or a probe, and a write of
+ * what the job read would set it back to building or probing, for ever, in a run whose jobs end (and a job that read
+ * it failed, after the cancel, writes nothing either). null when written, or when another copy of the job (one taken
+ * over past its lock) wrote the same status first: the caller goes on as if it had. Else the job ends here: as
+ * cancelled when its run is (RUN_CANCELLED, counted where it stopped), or with the status the environment has now.
+ */
+export async function writeEnv(deps: SynthesisDeps, runId: string, read: EnvironmentRecord, value: EnvironmentRecord, counts?: readonly FunnelCount[]): Promise<ItemOutcome | null> {
+  const building = read.status === 'building' || read.status === 'probing';
+  if (building && (await deps.store.putDocIf(runId, 'env', read.id, value, read.status, counts))) return null;
+  await deps.gateway.checkRun?.(runId);
+  const now = await deps.store.getDoc(runId, 'env', read.id);
+  if (building && now && now.status !== read.status && now.status === value.status) return null;
+  return { ok: false, reason: `the environment is ${now?.status ?? 'missing'}: it was no longer being built as this job read it (${read.status}) when the job was done` };
+}
+
+/**
+ * Ends an environment still being built as cancelled (the cancel's mark: RUN_CANCELLED at the stage "run", counted
+ * where its job stopped, not here); one that ended meanwhile (kept by its verdict a moment before) stays as it is.
+ */
+export async function endEnvCancelled(store: RunStore, runId: string, envId: string, message: string): Promise<void> {
+  const env = await store.getDoc(runId, 'env', envId);
+  if (env && (env.status === 'building' || env.status === 'probing')) await store.putDocIf(runId, 'env', envId, { ...env, status: 'failed', failure: { stage: 'run', code: 'RUN_CANCELLED', message } }, env.status);
+}
+
 /** Records an item-level failure: the environment ends with its stage, code and reason, counted in the same write. */
 export async function failEnv(deps: Pick<SynthesisDeps, 'store'>, runId: string, envId: string, stage: string, code: ErrorCode, message: string): Promise<void> {
   const env = await deps.store.getDoc(runId, 'env', envId);
   if (!env || env.status === 'kept' || env.status === 'rejected' || env.status === 'failed') return;
-  await deps.store.putDoc(runId, 'env', envId, { ...env, status: 'failed', failure: { stage, code, message } }, [{ stage, outcome: `failed:${code}`, n: 1 }]);
+  // (only over the status read: one ended meanwhile, by a cancel or another job, is not failed and counted twice)
+  if (!(await deps.store.putDocIf(runId, 'env', envId, { ...env, status: 'failed', failure: { stage, code, message } }, env.status, [{ stage, outcome: `failed:${code}`, n: 1 }]))) return;
   await deps.store.noteReason(runId, stage, `failed:${code}`, message);
 }
 

@@ -2,7 +2,7 @@ import { ModelOutputError } from '../errors.js';
 import type { RunOptions } from '../runs/options.js';
 import { compileJsonSchema } from '../util/json-schema.js';
 import { assembleFor, checkMethodFor, codeOf, PYTHON_RESERVED, toolsOf, unfence } from './assemble.js';
-import { checkStateSchema, ctx, dedupeHelpers, failEnv, loadEnv, options, orFail, type ItemOutcome, type SynthesisDeps } from './environments.js';
+import { checkStateSchema, ctx, dedupeHelpers, failEnv, loadEnv, options, orFail, writeEnv, type ItemOutcome, type SynthesisDeps } from './environments.js';
 import { methodPrompt, operationsPrompt, repairMethodPrompt, statePrompt } from './prompts.js';
 import { MethodOutput, OperationsOutput, StateOutput, type Operation } from './schemas.js';
 import type { EnvironmentRecord, MethodDoc } from './types.js';
@@ -19,8 +19,7 @@ export async function buildState(deps: SynthesisDeps, runId: string, envId: stri
       schema: StateOutput,
       check: v => Promise.resolve((python ? pythonStateProblem(v) : null) ?? checkStateSchema(v.stateSchema, v.exampleState, 'exampleState')),
     });
-    await deps.store.putDoc(runId, 'env', envId, { ...env, state: value, className: value.className }, [{ stage: 'skeleton.state', outcome: 'done', n: 1 }]);
-    return { ok: true };
+    return (await writeEnv(deps, runId, env, { ...env, state: value, className: value.className }, [{ stage: 'skeleton.state', outcome: 'done', n: 1 }])) ?? { ok: true };
   });
 }
 
@@ -47,11 +46,11 @@ export async function buildOperations(deps: SynthesisDeps, runId: string, envId:
         return Promise.resolve(null);
       },
     });
-    await deps.store.putDoc(runId, 'env', envId, { ...env, operations: value.operations, tools: toolsOf(value.operations) }, [
+    const stale = await writeEnv(deps, runId, env, { ...env, operations: value.operations, tools: toolsOf(value.operations) }, [
       { stage: 'skeleton.operations', outcome: 'done', n: 1 },
       { stage: 'skeleton.operations', outcome: 'operations', n: value.operations.length },
     ]);
-    return { ok: true, operations: value.operations.map(o => o.name) };
+    return stale ?? { ok: true, operations: value.operations.map(o => o.name) };
   });
 }
 
@@ -147,10 +146,10 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
         if (!createError) {
           const methodSources = Object.fromEntries(operations.map(op => [op.name, methods[op.name]!.source]));
           const { assemblePending: _done, ...built } = env;
-          await deps.store.putDoc(runId, 'env', envId, { ...built, assembleRepairs, methods: methodSources, helpers, source, tools }, [
+          const stale = await writeEnv(deps, runId, env, { ...built, assembleRepairs, methods: methodSources, helpers, source, tools }, [
             { stage: 'skeleton.assemble', outcome: round === 0 ? 'assembled' : 'assembled-after-repair', n: 1 },
           ]);
-          return { ok: true };
+          return stale ?? { ok: true };
         }
         classProblem = `${createError.code}: ${createError.message}`;
       }
@@ -170,8 +169,9 @@ export async function assembleEnvironment(deps: SynthesisDeps, runId: string, en
       assembleRepairs.push({ round: round + 1, methods: Object.keys(problems), problems: Object.entries(problems).map(([n, p]) => `${n}: ${p.message}`) });
       // (written over the environment as it is now, not as the job found it: a run cancelled meanwhile has marked it)
       const now = await loadEnv(deps, runId, envId);
-      if (now.status !== env.status || now.source) return now.source ? { ok: true } : { ok: false, reason: now.failure?.message ?? now.status };
-      await deps.store.putDoc(runId, 'env', envId, { ...now, assembleRepairs, assemblePending: problems });
+      if (now.source) return { ok: true };
+      const stale = await writeEnv(deps, runId, now, { ...now, assembleRepairs, assemblePending: problems });
+      if (stale) return stale;
       await repair(problems);
     }
   });

@@ -11,6 +11,7 @@ import { computeGroup, runRollout, type RolloutDeps } from '../../src/rollouts/s
 import { createRedisTrajectoryStream } from '../../src/rollouts/stream.js';
 import type { RolloutConfig } from '../../src/rollouts/types.js';
 import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
+import { runKeys } from '../../src/runs/keys.js';
 import { createLocalSandboxRunner } from '../../src/sandbox/runner.js';
 import { generateScenarioChecklist, generateScenarioChecks, generateScenarioState, generateScenarioTask } from '../../src/scenarios/stages.js';
 import type { StageDeps } from '../../src/stage-deps.js';
@@ -19,6 +20,7 @@ import { createEnvironment, failEnv } from '../../src/synthesis/environments.js'
 import { readTasksFile } from '../../src/synthesis/inputs.js';
 import { dedupDescriptions, inferTopic, judgeTask } from '../../src/synthesis/mining.js';
 import { assembleEnvironment, buildMethod, buildOperations, buildState } from '../../src/synthesis/skeleton.js';
+import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { createMemoryLedger, createMemoryLimiter, createMemoryResponseCache } from '../helpers/memory-ports.js';
 import { DEMO, REDIS_URL, dropPrefix, requireRedis } from '../helpers/integration.js';
 
@@ -156,10 +158,13 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
     expect(await real.listDocIds(run, 'trajectory')).to.deep.equal([stored.id]);
   });
 
-  it("keeps an assemble repair's record when the worker dies right after a method of the round is written: the retried job makes no round again and no method twice", async () => {
-    // The chaos run's datasets differed once: its worker was SIGKILLed mid-round, and the retried job found the method
-    // made again, assembled at round 0 and wrote the environment without the round's record (assembled, not
-    // assembled-after-repair).
+  /**
+   * The demo's synthesis to its assemble stage, where the parking environment's class needs a repair round: its worker
+   * dies (a store that throws) right after the write `dieAfter` names, and the job runs again. The chaos run's datasets
+   * differed once: its worker was SIGKILLed mid-round, and the retried job found the method made again, assembled at
+   * round 0 and wrote the parking environment without the round's record (assembled, not assembled-after-repair).
+   */
+  async function assembleThatDies(run: string, dieAfter: 'the round record' | 'a method of the round'): Promise<void> {
     // (a server of its own: the demo's script answers the broken method once, and the first test took that answer)
     const own = await startModelServer({ script: await demoScript() });
     try {
@@ -167,7 +172,12 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
       const gateway = createModelGateway({ config, cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) });
       const real = createRedisRunStore(redis, prefix);
       class WorkerDied extends Error {}
-      let dieAfterMethod = false;
+      let armed = false;
+      const die = (what: string) => {
+        if (!armed) return;
+        armed = false;
+        throw new WorkerDied(`the worker died right after writing ${what}`);
+      };
       const written: string[] = [];
       const store: RunStore = {
         ...real,
@@ -175,14 +185,15 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
           await real.putDoc(runId, kind, id, value, counts);
           if (kind !== 'method') return;
           written.push(id);
-          if (dieAfterMethod) {
-            dieAfterMethod = false;
-            throw new WorkerDied(`the worker died right after writing ${id}`);
-          }
+          if (dieAfter === 'a method of the round') die(id);
         }),
+        putDocIf: (async (runId: string, kind: 'env', id: string, value: EnvironmentRecord, ifStatus: string, counts?: Parameters<RunStore['putDoc']>[4]) => {
+          const wrote = await real.putDocIf(runId, kind, id, value, ifStatus, counts);
+          if (dieAfter === 'the round record' && value.assemblePending) die(`the round record of ${id}`);
+          return wrote;
+        }) as RunStore['putDocIf'],
       };
       const deps: StageDeps = { gateway, sandbox: createLocalSandboxRunner(), store };
-      const run = 'assemble-died';
       const envIds = await mineDemo(deps, real, run, runOptionsFrom(config, { probeSteps: 8 }));
       const died: string[] = [];
       for (const envId of envIds) {
@@ -190,7 +201,7 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
         const { operations = [] } = await buildOperations(deps, run, envId);
         for (const op of operations) await buildMethod(deps, run, envId, op);
         written.length = 0;
-        dieAfterMethod = true;
+        armed = true;
         try {
           await assembleEnvironment(deps, run, envId);
         } catch (err) {
@@ -199,7 +210,7 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
           // The job again, on another worker.
           await assembleEnvironment(deps, run, envId);
         }
-        dieAfterMethod = false;
+        armed = false;
         if (died.at(-1) === envId) expect(written, 'methods written by the round and its retried job').to.have.length(1);
       }
       expect(died, 'environments whose assemble repair was cut short').to.have.length(1);
@@ -213,6 +224,14 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
     } finally {
       await own.close();
     }
+  }
+
+  it("keeps an assemble repair's record when the worker dies right after a method of the round is written: the retried job makes no round again and no method twice", async () => {
+    await assembleThatDies('assemble-died', 'a method of the round');
+  });
+
+  it("goes on from an assemble repair's record when the worker dies right after writing it, before any method of the round is made again: the retried job makes the round's method once and no round again", async () => {
+    await assembleThatDies('assemble-died-early', 'the round record');
   });
 
   it('counts a write sent twice once (ioredis sends again what Redis kept but never answered), and a new value again', async () => {
@@ -225,6 +244,30 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
     expect((await store.counters(run))['rollout.run']).to.deep.equal({ 'agent-finished': 1 });
     await store.putDoc(run, 'trajectory', 'trj-1', { id: 'trj-1', note: 'changed' } as never, counts);
     expect((await store.counters(run))['rollout.run']).to.deep.equal({ 'agent-finished': 2 });
+  });
+
+  it('writes a document over a status only while it is still that status: nothing written or counted once it moved, a write sent twice still true', async () => {
+    const store = createRedisRunStore(redis, prefix);
+    const run = 'guarded';
+    const building = { id: 'env-1', runId: run, status: 'building', description: { summary: 'Bibliothèque — 图书馆 📚', introduction: '' }, failure: null } as never as EnvironmentRecord;
+    await store.putDoc(run, 'env', 'env-1', building, [{ stage: 'environments', outcome: 'created', n: 1 }]);
+    const probing = { ...building, status: 'probing' as const, testState: { note: 'état — 状态 🧪' } };
+    const done = [{ stage: 'check.config', outcome: 'done', n: 1 }];
+    expect(await store.putDocIf(run, 'env', 'env-1', probing, 'building', done)).to.equal(true);
+    // The same write again (a client resending it): true, counted once.
+    expect(await store.putDocIf(run, 'env', 'env-1', probing, 'building', done)).to.equal(true);
+    expect((await store.counters(run))['check.config']).to.deep.equal({ done: 1 });
+    // Moved meanwhile (a cancel): a job that read it building writes nothing and counts nothing.
+    await store.putDoc(run, 'env', 'env-1', { ...probing, status: 'failed', failure: { stage: 'run', code: 'RUN_CANCELLED', message: 'annulé' } });
+    expect(await store.putDocIf(run, 'env', 'env-1', { ...probing, probeRound: 2 }, 'probing', [{ stage: 'check.verdict', outcome: 'repair-round', n: 1 }])).to.equal(false);
+    expect((await store.getDoc(run, 'env', 'env-1'))!.status).to.equal('failed');
+    expect(await store.counters(run)).to.not.have.property('check.verdict');
+    expect(await store.statusCounts(run, 'env')).to.deep.equal({ failed: 1 });
+    // A document stored before statuses were kept beside it: its own status is read.
+    await redis.hdel(runKeys(prefix, run, false).statusOf('env'), 'env-1');
+    expect(await store.putDocIf(run, 'env', 'env-1', { ...probing, probeRound: 2 }, 'probing')).to.equal(false);
+    expect(await store.putDocIf(run, 'env', 'env-1', { ...probing, status: 'failed', failure: { stage: 'run', code: 'RUN_CANCELLED', message: 'annulé — 取消' } }, 'failed')).to.equal(true);
+    expect((await store.getDoc(run, 'env', 'env-1'))!.failure!.message).to.equal('annulé — 取消');
   });
 
   it('records a topic the model never gives in a usable form, counted with the record, and asks once', async () => {

@@ -478,6 +478,48 @@ describe('run control: budgets, pause, resume, cancel (real Redis, real workers)
     expect(status.stages.reduce((a, s) => a + s.tokens, 0)).to.equal(status.ledger.promptTokens + status.ledger.completionTokens);
   });
 
+  it('a cancel that comes while a job waits for its model answer ends the environment for good: the job does not write it back to probing after the answer', async () => {
+    const f = await fleet();
+    const ctx = f.workers.ctx;
+    // The test state's answer takes a while, so the run is cancelled while check.config waits for it (and its gate was passed).
+    const demo = await loadModelScript(DEMO);
+    f.server.setScript({ ...demo, rules: (demo.rules ?? []).map(r => (r.stage === 'check.config' ? { ...r, fault: { type: 'delay' as const, ms: 5000 } } : r)) });
+    await submitSynthesis(f.config, f.redis, { runId: 'cancel-answer', descriptions: await descriptions(), probeSteps: 8 });
+    await until(() => Promise.resolve(f.server.log().some(e => e.stage === 'check.config')), 'check.config to ask for a test state');
+    await cancelRun({ connection: f.redis, prefix: f.config.redis.prefix }, ctx.store, ctx.runControl, 'cancel-answer', 'assez — 够了 🛑');
+    await f.waitForRun('cancel-answer');
+    const envs = await Promise.all((await ctx.store.listDocIds('cancel-answer', 'env')).map(id => ctx.store.getDoc('cancel-answer', 'env', id)));
+    // (the job's write after the answer set it back to probing, for ever: the run finished with an environment being probed)
+    expect(envs.map(e => [e!.status, e!.failure?.code])).to.deep.equal([['failed', 'RUN_CANCELLED']]);
+    expect(envs[0]!.testState, 'no test state written over the cancel').to.equal(undefined);
+    expect(await ctx.store.statusCounts('cancel-answer', 'env')).to.deep.equal({ failed: 1 });
+    const counters = await ctx.store.counters('cancel-answer');
+    expect(counters['check.config'] ?? {}, 'the job counted where it stopped, not done').to.deep.equal({ 'failed:RUN_CANCELLED': 1 });
+    expect(f.server.log().filter(e => e.stage === 'check.probe.tester')).to.have.length(0);
+  });
+
+  it("a cancel that comes while a scenario's job waits for its model answer leaves the scenario dropped: the job does not write it back to building", async () => {
+    const f = await fleet();
+    const ctx = f.workers.ctx;
+    await submitSynthesis(f.config, f.redis, { runId: 'cancel-scenario', descriptions: await descriptions(), probeSteps: 8 });
+    await f.waitForRun('cancel-scenario');
+    const demo = await loadModelScript(DEMO);
+    // Every checklist's answer takes long, so the run is cancelled while the first one is awaited and none is answered before.
+    f.server.setScript({ ...demo, rules: (demo.rules ?? []).map(r => (r.stage === 'scenario.checklist' ? { ...r, fault: { type: 'delay' as const, ms: 5000 } } : r)) });
+    await submitScenarios(f.config, f.redis, { runId: 'cancel-scenario', perEnv: 3 });
+    await until(() => Promise.resolve(f.server.log().some(e => e.stage === 'scenario.checklist')), 'scenario.checklist to ask for a checklist');
+    await cancelRun({ connection: f.redis, prefix: f.config.redis.prefix }, ctx.store, ctx.runControl, 'cancel-scenario', 'plus tard — 以后 ⏹');
+    await f.waitForRun('cancel-scenario');
+    const scenarios = await Promise.all((await ctx.store.listDocIds('cancel-scenario', 'scenario')).map(id => ctx.store.getDoc('cancel-scenario', 'scenario', id)));
+    // (the job's write after the answer set it back to building, for ever)
+    expect(scenarios.filter(s => s!.status !== 'dropped').map(s => [s!.id, s!.status])).to.deep.equal([]);
+    const asked = scenarios.filter(s => s!.task !== undefined);
+    expect(asked, 'scenarios that reached their checklist').to.not.be.empty;
+    expect(asked.map(s => [s!.dropReason?.code, s!.checklistItems])).to.deep.equal(asked.map(() => ['RUN_CANCELLED', undefined]));
+    expect(await ctx.store.statusCounts('cancel-scenario', 'scenario')).to.deep.equal({ dropped: scenarios.length });
+    expect((await ctx.store.counters('cancel-scenario'))['scenario.checklist'] ?? {}, 'no checklist counted done').to.not.have.property('done');
+  });
+
   it("a pause stops a running job at its next model call: an environment's probe sends no step after the one in flight, is parked there, and after resume goes on with no request sent twice", async () => {
     const f = await fleet();
     const ctx = f.workers.ctx;
