@@ -3,7 +3,7 @@ import type { BudgetPause, ParkedJob, RunControl } from '../src/runs/control.js'
 import type { RunStore } from '../src/runs/store.js';
 import { dropScenarioCancelled } from '../src/scenarios/stages.js';
 import { endEnvCancelled } from '../src/synthesis/environments.js';
-import { RedisUnsafeError, RunGoneError } from '../src/errors.js';
+import { RedisUnsafeError, RunCancelledError, RunGoneError } from '../src/errors.js';
 import { describeRedis, isRedisConnectionError, type RedisTarget } from '../src/redis/connection.js';
 import { sleep } from '../src/util/sleep.js';
 import { queuePrefix } from './define-queue.js';
@@ -440,9 +440,11 @@ export async function cancelRun(at: QueuesAt, store: RunStore, control: RunContr
     removed += 1;
   });
   // What was still being built ends now, with the reason, so exports and status say why it is missing.
-  // (each over the status read: a verdict's job that kept its environment in between keeps it, with its report)
-  for (const id of await store.idsWithStatus(runId, 'env', ['building', 'probing'])) await endEnvCancelled(store, runId, id, reason);
-  for (const id of await store.idsWithStatus(runId, 'scenario', ['building'])) await dropScenarioCancelled(store, runId, id, reason);
+  // (each over what it read: a verdict's job that kept its environment in between keeps it, with its report; in the
+  // words of a job of the run that ends as cancelled, which marks what was made after these: the first cancel's reason)
+  const message = new RunCancelledError(runId, (await control.get(runId)).reason).message;
+  for (const id of await store.idsWithStatus(runId, 'env', ['building', 'probing'])) await endEnvCancelled(store, runId, id, message);
+  for (const id of await store.idsWithStatus(runId, 'scenario', ['building'])) await dropScenarioCancelled(store, runId, id, message);
   // Its parked jobs were delayed jobs, removed above; a job parked since then finds the run cancelled when it looks again.
   await control.forgetParked(runId);
   await store.count(runId, 'run', 'cancelled');

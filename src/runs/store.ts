@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { RequestError } from '../errors.js';
 import { isCluster, type Redis } from '../redis/connection.js';
 import { redisScript } from '../redis/scripts.js';
@@ -92,12 +93,14 @@ export interface RunStore {
    */
   putDoc<K extends DocKind>(runId: string, kind: K, id: string, value: RunDocuments[K], counts?: readonly FunnelCount[]): Promise<void>;
   /**
-   * `putDoc` for an environment or a scenario, only while the stored one's status is `ifStatus` (the status its
-   * writer read before its work): false, and nothing written or counted, when it has moved meanwhile (a cancel
-   * marks what is being built failed or dropped while a job is at a model call or a probe; a write of what the job
-   * read would set it back to building). A write of the value already stored is true, whatever the status.
+   * `putDoc` for an environment or a scenario, only while the stored one is as its writer read it: its status
+   * `expect` (the status read before its work), or its very text (`{ textSha1 }`: the SHA-1 of the stored bytes
+   * read, for a mark made over what was read, which a job's write of the same status in between would lose). False,
+   * and nothing written or counted, when it has moved meanwhile (a cancel marks what is being built failed or dropped
+   * while a job is at a model call or a probe; a write of what the job read would set it back to building). A write
+   * of the value already stored is true, whatever is expected.
    */
-  putDocIf<K extends 'env' | 'scenario'>(runId: string, kind: K, id: string, value: RunDocuments[K], ifStatus: string, counts?: readonly FunnelCount[]): Promise<boolean>;
+  putDocIf<K extends 'env' | 'scenario'>(runId: string, kind: K, id: string, value: RunDocuments[K], expect: string | { readonly textSha1: string }, counts?: readonly FunnelCount[]): Promise<boolean>;
   /**
    * Stores a document given as its JSON text, or as that text's UTF-8 bytes (the sink's trajectory summaries,
    * made without a parse; a worker's trajectory, encoded once for the store and its digest); for kinds whose
@@ -186,7 +189,8 @@ export interface RunStore {
  * when the document is written (an outcome beside its trajectory), counted in the bytes as `outcomes`, unless
  * KEYS[8] (the group's statistics) exists: its group job ran already and would never let the outcome go. With
  * ARGV[9] not empty (putDocIf), nothing is written or counted unless the document's status (KEYS[5], else the stored
- * document's) is ARGV[9]: -1. Returns 1 when it wrote.
+ * document's) is ARGV[9] ("s:" and the status), or the SHA-1 of its stored text is ARGV[9] ("t:" and the hex): -1.
+ * Returns 1 when it wrote.
  */
 const PUT_DOC = redisScript(
   'put_doc',
@@ -195,9 +199,14 @@ if redis.call('STRLEN', KEYS[1]) == string.len(ARGV[2]) and redis.call('GET', KE
 local old = redis.call('STRLEN', KEYS[1])
 if ARGV[6] == '1' and old > 0 then return 0 end
 if ARGV[9] ~= '' then
-  local now = redis.call('HGET', KEYS[5], ARGV[1])
-  if not now and old > 0 then now = cjson.decode(redis.call('GET', KEYS[1])).status end
-  if now ~= ARGV[9] then return -1 end
+  local kind, want = string.sub(ARGV[9], 1, 2), string.sub(ARGV[9], 3)
+  if kind == 't:' then
+    if old == 0 or redis.sha1hex(redis.call('GET', KEYS[1])) ~= want then return -1 end
+  else
+    local now = redis.call('HGET', KEYS[5], ARGV[1])
+    if not now and old > 0 then now = cjson.decode(redis.call('GET', KEYS[1])).status end
+    if now ~= want then return -1 end
+  end
 end
 redis.call('SET', KEYS[1], ARGV[2])
 if redis.call('ZSCORE', KEYS[2], ARGV[1]) == false then
@@ -317,6 +326,33 @@ function toCounts(hash: Record<string, string>): Record<string, number> {
   return out;
 }
 
+/** Tries of changeDoc before it gives up: each refused one means another write to the document came in between. */
+const CHANGE_TRIES = 50;
+
+/**
+ * Changes a stored environment or scenario by `change` (null: leaves it as it is), written over its very text as
+ * read: a write made in between (a job's report that keeps the status) is read again and changed in turn instead of
+ * being written over by the copy read before it. `counts` go with the write. False when `change` left it, or it is
+ * not stored.
+ */
+export async function changeDoc<K extends 'env' | 'scenario'>(
+  store: Pick<RunStore, 'getDocBuffer' | 'putDocIf'>,
+  runId: string,
+  kind: K,
+  id: string,
+  change: (doc: RunDocuments[K]) => RunDocuments[K] | null,
+  counts?: readonly FunnelCount[],
+): Promise<boolean> {
+  for (let i = 0; i < CHANGE_TRIES; i += 1) {
+    const bytes = await store.getDocBuffer(runId, kind, id);
+    if (!bytes) return false;
+    const next = change(JSON.parse(bytes.toString('utf8')) as RunDocuments[K]);
+    if (!next) return false;
+    if (await store.putDocIf(runId, kind, id, next, { textSha1: createHash('sha1').update(bytes).digest('hex') }, counts)) return true;
+  }
+  throw new Error(`${kind} ${id} of run ${runId}: written by others ${CHANGE_TRIES} times while it was being changed`);
+}
+
 export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
   const cluster = isCluster(redis);
   const keys = (runId: string) => runKeys(prefix, runId, cluster);
@@ -360,8 +396,9 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
       const { text, status } = docText(kind, id, value);
       await put(runId, kind, id, text, status, counts);
     },
-    async putDocIf(runId, kind, id, value, ifStatus, counts = []) {
-      if (!ifStatus) throw new Error(`${kind} ${id}: putDocIf needs the status the document is expected to have`);
+    async putDocIf(runId, kind, id, value, expect, counts = []) {
+      const ifStatus = typeof expect === 'string' ? `s:${expect}` : `t:${expect.textSha1}`;
+      if (ifStatus.length === 2) throw new Error(`${kind} ${id}: putDocIf needs the status (or the text's SHA-1) the document is expected to have`);
       const { text, status } = docText(kind, id, value);
       return (await put(runId, kind, id, text, status, counts, false, undefined, ifStatus)) !== -1;
     },

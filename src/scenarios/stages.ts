@@ -13,7 +13,7 @@ import { ScenarioCheckOutput, ScenarioChecklistOutput, ScenarioStateOutput, Scen
 import type { ScenarioDropReason, ScenarioRecord, ScenarioValidation } from './types.js';
 import { runEpisode } from '../rollouts/episode.js';
 import { scenarioIdOf } from '../runs/ids.js';
-import type { FunnelCount } from '../runs/store.js';
+import { changeDoc, type FunnelCount } from '../runs/store.js';
 import { endingItemOnInvalidOutput, type StageDeps } from '../stage-deps.js';
 
 export type ScenarioDeps = StageDeps;
@@ -94,9 +94,10 @@ export interface DropDetails {
  */
 async function writeScenario(deps: ScenarioDeps, runId: string, value: ScenarioRecord, counts?: readonly FunnelCount[]): Promise<ScenarioOutcome | null> {
   if (await deps.store.putDocIf(runId, 'scenario', value.id, value, 'building', counts)) return null;
-  await deps.gateway.checkRun?.(runId);
   const now = await deps.store.getDoc(runId, 'scenario', value.id);
+  // (before the run's gate, as writeEnv)
   if (now?.status === 'ready' && value.status === 'ready') return null;
+  await deps.gateway.checkRun?.(runId);
   return { ok: false, scenarioId: value.id, reason: `the scenario is ${now?.status ?? 'missing'}: it was no longer building when this job was done` };
 }
 
@@ -105,18 +106,17 @@ async function writeScenario(deps: ScenarioDeps, runId: string, value: ScenarioR
  * job stopped, not here); one that ended meanwhile (made ready a moment before) stays as it is.
  */
 export async function dropScenarioCancelled(store: ScenarioDeps['store'], runId: string, scenarioId: string, message: string): Promise<void> {
-  const scenario = await store.getDoc(runId, 'scenario', scenarioId);
-  if (scenario?.status === 'building') await store.putDocIf(runId, 'scenario', scenarioId, { ...scenario, status: 'dropped', dropReason: { stage: 'run', code: 'RUN_CANCELLED', message } }, 'building');
+  await changeDoc(store, runId, 'scenario', scenarioId, s => (s.status === 'building' ? { ...s, status: 'dropped', dropReason: { stage: 'run', code: 'RUN_CANCELLED', message } } : null));
 }
 
 /** Drops a scenario with its stage and reason (the run goes on), counted in the same write. */
 export async function dropScenario(deps: Pick<ScenarioDeps, 'store'>, runId: string, scenarioId: string, stage: string, code: ErrorCode, message: string, details: DropDetails = {}): Promise<void> {
-  const stored = await deps.store.getDoc(runId, 'scenario', scenarioId);
-  if (!stored || stored.status !== 'building') return;
   const dropReason: ScenarioDropReason = { stage, code, message, ...(details.item === undefined ? {} : { item: details.item }) };
-  // (only over a scenario still building: one dropped meanwhile, by a cancel or another job, is not dropped and counted twice)
-  if (!(await deps.store.putDocIf(runId, 'scenario', scenarioId, { ...(details.produced ?? stored), status: 'dropped', dropReason }, 'building', [{ stage, outcome: `dropped:${code}`, n: 1 }]))) return;
-  await deps.store.noteReason(runId, stage, `dropped:${code}`, message);
+  // (over what is stored as it is read: one dropped meanwhile, by a cancel or another job, is not dropped and counted twice)
+  const dropped = await changeDoc(deps.store, runId, 'scenario', scenarioId, stored => (stored.status === 'building' ? { ...(details.produced ?? stored), status: 'dropped', dropReason } : null), [
+    { stage, outcome: `dropped:${code}`, n: 1 },
+  ]);
+  if (dropped) await deps.store.noteReason(runId, stage, `dropped:${code}`, message);
 }
 
 /**
@@ -125,10 +125,18 @@ export async function dropScenario(deps: Pick<ScenarioDeps, 'store'>, runId: str
  * drop reason forgotten and its count taken back in the same write. Anything else is left as it is.
  */
 export async function reopenScenario(store: ScenarioDeps['store'], runId: string, scenarioId: string, stage: string, code: ErrorCode): Promise<void> {
-  const stored = await store.getDoc(runId, 'scenario', scenarioId);
-  if (!stored || stored.status !== 'dropped' || stored.dropReason?.stage !== stage || stored.dropReason.code !== code) return;
-  const { dropReason: _dropped, ...rest } = stored;
-  await store.putDoc(runId, 'scenario', scenarioId, { ...rest, status: 'building' }, [{ stage, outcome: `dropped:${code}`, n: -1 }]);
+  await changeDoc(
+    store,
+    runId,
+    'scenario',
+    scenarioId,
+    stored => {
+      if (stored.status !== 'dropped' || stored.dropReason?.stage !== stage || stored.dropReason.code !== code) return null;
+      const { dropReason: _dropped, ...rest } = stored;
+      return { ...rest, status: 'building' };
+    },
+    [{ stage, outcome: `dropped:${code}`, n: -1 }],
+  );
 }
 
 /** Runs `fn`; output still invalid after the repair rounds drops the scenario instead of failing the job. */
@@ -175,7 +183,8 @@ export async function generateScenarioState(deps: ScenarioDeps, runId: string, e
     dropReason: null,
     lineage: { runId, environmentId: envId, models: { ...opts.models }, prompts: { ...scenarioPromptVersionsFor(env) }, createdAt: new Date().toISOString() },
   };
-  await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
+  // (made once: written again, a scenario read before a cancel's drop was set back to building)
+  if (!existing) await deps.store.putDoc(runId, 'scenario', scenarioId, scenario);
   const limits = opts.limits;
   return orDrop(deps, runId, scenarioId, 'scenario.state', async () => {
     const validate = compileJsonSchema(env.state!.stateSchema);

@@ -3,7 +3,7 @@ import type { ErrorCode } from '../errors.js';
 import type { CallContext } from '../llm/gateway.js';
 import { envIdOf } from '../runs/ids.js';
 import { synthLanguageOf, type RunOptions } from '../runs/options.js';
-import type { FunnelCount, RunStore } from '../runs/store.js';
+import { changeDoc, type FunnelCount, type RunStore } from '../runs/store.js';
 import { endingItemOnInvalidOutput, type StageDeps } from '../stage-deps.js';
 import { compileJsonSchema, describeAjvErrors } from '../util/json-schema.js';
 import { promptVersionsFor } from './prompts.js';
@@ -51,30 +51,34 @@ export async function loadEnv(deps: SynthesisDeps, runId: string, envId: string)
  * cancelled when its run is (RUN_CANCELLED, counted where it stopped), or with the status the environment has now.
  */
 export async function writeEnv(deps: SynthesisDeps, runId: string, read: EnvironmentRecord, value: EnvironmentRecord, counts?: readonly FunnelCount[]): Promise<ItemOutcome | null> {
-  const building = read.status === 'building' || read.status === 'probing';
+  const building = isBuilding(read);
   if (building && (await deps.store.putDocIf(runId, 'env', read.id, value, read.status, counts))) return null;
-  await deps.gateway.checkRun?.(runId);
   const now = await deps.store.getDoc(runId, 'env', read.id);
+  // (before the run's gate: under a cancel, the copy that wrote first has counted the step, and this one's job, counted
+  // as cancelled, would count the item twice in the stage's row; the next job ends it as cancelled)
   if (building && now && now.status !== read.status && now.status === value.status) return null;
+  await deps.gateway.checkRun?.(runId);
   return { ok: false, reason: `the environment is ${now?.status ?? 'missing'}: it was no longer being built as this job read it (${read.status}) when the job was done` };
 }
 
+const isBuilding = (env: EnvironmentRecord) => env.status === 'building' || env.status === 'probing';
+
 /**
  * Ends an environment still being built as cancelled (the cancel's mark: RUN_CANCELLED at the stage "run", counted
- * where its job stopped, not here); one that ended meanwhile (kept by its verdict a moment before) stays as it is.
+ * where its job stopped, not here), with `message` (cancelMessage); one that ended meanwhile (kept by its verdict a
+ * moment before) stays as it is, and what a job wrote of it meanwhile (a round's report) stays in it.
  */
 export async function endEnvCancelled(store: RunStore, runId: string, envId: string, message: string): Promise<void> {
-  const env = await store.getDoc(runId, 'env', envId);
-  if (env && (env.status === 'building' || env.status === 'probing')) await store.putDocIf(runId, 'env', envId, { ...env, status: 'failed', failure: { stage: 'run', code: 'RUN_CANCELLED', message } }, env.status);
+  await changeDoc(store, runId, 'env', envId, env => (isBuilding(env) ? { ...env, status: 'failed', failure: { stage: 'run', code: 'RUN_CANCELLED', message } } : null));
 }
 
 /** Records an item-level failure: the environment ends with its stage, code and reason, counted in the same write. */
 export async function failEnv(deps: Pick<SynthesisDeps, 'store'>, runId: string, envId: string, stage: string, code: ErrorCode, message: string): Promise<void> {
-  const env = await deps.store.getDoc(runId, 'env', envId);
-  if (!env || env.status === 'kept' || env.status === 'rejected' || env.status === 'failed') return;
-  // (only over the status read: one ended meanwhile, by a cancel or another job, is not failed and counted twice)
-  if (!(await deps.store.putDocIf(runId, 'env', envId, { ...env, status: 'failed', failure: { stage, code, message } }, env.status, [{ stage, outcome: `failed:${code}`, n: 1 }]))) return;
-  await deps.store.noteReason(runId, stage, `failed:${code}`, message);
+  // (over what is stored as it is read: one ended meanwhile, by a cancel or another job, is not failed and counted twice)
+  const failed = await changeDoc(deps.store, runId, 'env', envId, env => (isBuilding(env) ? { ...env, status: 'failed', failure: { stage, code, message } } : null), [
+    { stage, outcome: `failed:${code}`, n: 1 },
+  ]);
+  if (failed) await deps.store.noteReason(runId, stage, `failed:${code}`, message);
 }
 
 /**
@@ -87,10 +91,14 @@ export async function failEnv(deps: Pick<SynthesisDeps, 'store'>, runId: string,
  * run finished with the environment building for ever), building before.
  */
 export async function reopenEnv(store: RunStore, runId: string, envId: string, stage: string, code: ErrorCode): Promise<void> {
-  const env = await store.getDoc(runId, 'env', envId);
-  if (!env || env.status !== 'failed' || env.failure?.stage !== stage || env.failure.code !== code) return;
-  const status = env.testState !== undefined ? 'probing' : 'building';
-  await store.putDoc(runId, 'env', envId, { ...env, status, failure: null }, [{ stage, outcome: `failed:${code}`, n: -1 }]);
+  await changeDoc(
+    store,
+    runId,
+    'env',
+    envId,
+    env => (env.status === 'failed' && env.failure?.stage === stage && env.failure.code === code ? { ...env, status: env.testState !== undefined ? 'probing' : 'building', failure: null } : null),
+    [{ stage, outcome: `failed:${code}`, n: -1 }],
+  );
 }
 
 /** Runs `fn`; output still invalid after the repair rounds fails the environment instead of the job. */

@@ -31,33 +31,49 @@ describe('what a cancel marks (real Redis)', function () {
     redis.disconnect();
   });
 
-  it('leaves an environment its verdict kept, and a scenario its check made ready, between the cancel reading them and marking them: both keep their result', async () => {
+  it("leaves an environment its verdict kept, and a scenario its check made ready, between the cancel reading them and marking them, with their results; one whose round report was written then is marked with that report", async () => {
     const real = createRedisRunStore(redis, prefix);
     const run = 'cancel-race';
     await real.putDoc(run, 'env', 'env-1', env(run, 'env-1', 'probing'));
     await real.putDoc(run, 'env', 'env-2', env(run, 'env-2', 'building'));
+    await real.putDoc(run, 'env', 'env-3', env(run, 'env-3', 'probing'));
     await real.putDoc(run, 'scenario', 'scn-1', scenario(run, 'scn-1', 'building'));
-    // The store as the cancel sees it while the jobs of env-1 and scn-1 finish: each is done right after the cancel read it.
-    const finished = new Set<string>();
+    // The store as the cancel sees it while the jobs of env-1, env-3 and scn-1 write: each right after the cancel read it
+    // to mark it, after it listed it as being built.
+    const listed: string[] = [];
+    const wroteBetween: string[] = [];
+    const report = { round: 1, verdict: 'rejected', notFailRate: 0.5, note: 'rapport — 报告 📋' };
     const store: RunStore = {
       ...real,
-      getDoc: (async (runId: string, kind: 'env' | 'scenario', id: string) => {
-        const read = await real.getDoc(runId, kind, id);
-        if (read && (id === 'env-1' || id === 'scn-1') && !finished.has(id)) {
-          finished.add(id);
-          if (kind === 'env') await real.putDoc(runId, 'env', id, { ...(read as EnvironmentRecord), status: 'kept' }, [{ stage: 'check.verdict', outcome: 'kept', n: 1 }]);
-          else await real.putDoc(runId, 'scenario', id, { ...(read as ScenarioRecord), status: 'ready' }, [{ stage: 'scenario.check', outcome: 'ready', n: 1 }]);
+      idsWithStatus: async (runId, kind, statuses) => {
+        const ids = await real.idsWithStatus(runId, kind, statuses);
+        listed.push(...ids);
+        return ids;
+      },
+      getDocBuffer: async (runId, kind, id) => {
+        const read = await real.getDocBuffer(runId, kind, id);
+        if (read && listed.includes(id) && !wroteBetween.includes(id)) {
+          wroteBetween.push(id);
+          const doc = JSON.parse(read.toString('utf8')) as never;
+          if (id === 'env-1') await real.putDoc(runId, 'env', id, { ...(doc as EnvironmentRecord), status: 'kept' }, [{ stage: 'check.verdict', outcome: 'kept', n: 1 }]);
+          if (id === 'env-3') await real.putDoc(runId, 'env', id, { ...(doc as EnvironmentRecord), quality: report as never });
+          if (id === 'scn-1') await real.putDoc(runId, 'scenario', id, { ...(doc as ScenarioRecord), status: 'ready' }, [{ stage: 'scenario.check', outcome: 'ready', n: 1 }]);
         }
         return read;
-      }) as RunStore['getDoc'],
+      },
     };
     await cancelRun({ connection: redis, prefix }, store, createRedisRunControl(redis, prefix), run, 'annulé — 取消 🛑');
-    expect([...finished].sort(), 'the jobs finished between the reads and the marks').to.deep.equal(['env-1', 'scn-1']);
+    expect([...listed].sort(), 'listed as being built').to.deep.equal(['env-1', 'env-2', 'env-3', 'scn-1']);
+    expect([...wroteBetween].sort(), 'the jobs wrote between the reads and the marks').to.deep.equal(['env-1', 'env-2', 'env-3', 'scn-1']);
     // (the cancel wrote its copy read before, failed, over the kept one: its report lost, its count saying kept)
     expect((await real.getDoc(run, 'env', 'env-1'))!.status).to.equal('kept');
     expect((await real.getDoc(run, 'scenario', 'scn-1'))!.status).to.equal('ready');
-    expect((await real.getDoc(run, 'env', 'env-2'))!.failure).to.deep.equal({ stage: 'run', code: 'RUN_CANCELLED', message: 'annulé — 取消 🛑' });
-    expect(await real.statusCounts(run, 'env')).to.deep.equal({ kept: 1, failed: 1 });
+    // In the words a job of the run that ends as cancelled uses (workers/item-endings.ts).
+    const failure = { stage: 'run', code: 'RUN_CANCELLED', message: 'run cancel-race was cancelled: annulé — 取消 🛑' };
+    expect((await real.getDoc(run, 'env', 'env-2'))!.failure).to.deep.equal(failure);
+    // (the round's report, written between, was lost under the copy the cancel read before it)
+    expect(await real.getDoc(run, 'env', 'env-3')).to.deep.include({ status: 'failed', failure, quality: report });
+    expect(await real.statusCounts(run, 'env')).to.deep.equal({ kept: 1, failed: 2 });
     expect(await real.statusCounts(run, 'scenario')).to.deep.equal({ ready: 1 });
   });
 
@@ -112,6 +128,12 @@ describe('what a cancel marks (real Redis)', function () {
     expect(await writeEnv(deps, run, failed, { ...failed, state: { note: 'état' } as never })).to.deep.include({ ok: false });
     cancelled = true;
     expect(await rejection(writeEnv(deps, run, failed, { ...failed, status: 'probing', testState: {} }))).to.have.property('code', 'RUN_CANCELLED');
+    // Its run cancelled, a copy whose twin wrote the same status first still goes on (its next job ends as cancelled,
+    // counted once; ended here as cancelled, the stage's row counted the item twice: done and cancelled).
+    const twin = { ...read, id: 'env-3' };
+    await store.putDoc(run, 'env', 'env-3', twin);
+    await store.putDoc(run, 'env', 'env-3', { ...twin, status: 'probing', testState: { copie: 'jumelle — 孪生' } });
+    expect(await writeEnv(deps, run, twin, { ...twin, status: 'probing', testState: { copie: 'celle-ci' } })).to.equal(null);
     expect(await store.getDoc(run, 'env', 'env-2')).to.deep.equal(failed);
   });
 });
