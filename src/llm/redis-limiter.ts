@@ -66,6 +66,21 @@ return 1
   1,
 );
 
+/**
+ * Sets an endpoint's cool-down (KEYS[1]) to ARGV[1] (why: coolingDownError) for ARGV[2] ms, unless one at least as long
+ * is set: only ever lengthened, in one step (read and set apart, two processes that both read none set theirs in turn,
+ * and an hour's Retry-After was cut to the 5 s another 429 asked for, in a storm of them). Returns 1 when it set it.
+ */
+const COOL_DOWN = redisScript(
+  'limiter_cool_down',
+  `
+if redis.call('PTTL', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`,
+  1,
+);
+
 const REASONS = ['', 'is cooling down', 'is at its fleet-wide concurrency limit', 'is at its requests-per-minute limit'];
 
 export interface RedisLimiterOptions {
@@ -250,9 +265,8 @@ export function createRedisLimiter(redis: Redis, prefix: string, options: RedisL
     },
     async coolDown(endpoint, ms, cause = 'MODEL_RATE_LIMITED') {
       const [cooldown] = keys(endpoint);
-      // Only ever lengthen a cool-down, never shorten one another process set. Its value says why (coolingDownError).
-      const current = await redis.pttl(cooldown);
-      if (current < ms) await redis.set(cooldown, cause, 'PX', Math.max(1, Math.round(ms)));
+      // Only ever lengthened, never shortened one another process set (COOL_DOWN). Its value says why (coolingDownError).
+      await COOL_DOWN(redis, [cooldown], [cause, String(Math.max(1, Math.round(ms)))]);
     },
   };
 }

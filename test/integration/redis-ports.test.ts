@@ -155,6 +155,20 @@ describe('Redis implementations of the gateway ports', () => {
     expect(await rejection(createRedisLimiter(a, prefix).acquire(e, { maxWaitMs: 0 }))).to.have.property('code', 'MODEL_RATE_LIMITED');
   });
 
+  it('keeps the longest of cool-downs set at the same moment by several processes (a storm of 429s: an hour asked for by one, seconds by the others)', async () => {
+    // Read and set apart, two processes that both read no cool-down set theirs in turn, and the last one won.
+    const cooling = (r: Redis) => createRedisLimiter(r, prefix);
+    for (let round = 0; round < 20; round++) {
+      const e = endpoint({ baseURL: `http://storm-${round}.invalid/v1` });
+      const [first, second] = round % 2 === 0 ? [a, b] : [b, a];
+      await Promise.all([cooling(first).coolDown(e, 3_600_000, 'MODEL_RATE_LIMITED'), ...[1, 2, 3].map(() => cooling(second).coolDown(e, 5_000, 'MODEL_UNREACHABLE'))]);
+      const err = await rejection(cooling(a).acquire(e, { maxWaitMs: 0 }));
+      expect((err as { retryAfterMs: number }).retryAfterMs, `round ${round}`).to.be.greaterThan(3_000_000);
+      // (and the reason is the hour's: the one that set it)
+      expect(String((err as Error).message), `round ${round}`).to.match(/cooling down \(after a 429\)/);
+    }
+  });
+
   it('says why an endpoint cools down in every process\'s refusal: a 429, or found down (a run paused by the refusals said "rate limited" while the server was down)', async () => {
     for (const [cause, said] of [['MODEL_UNREACHABLE', 'found down: it cannot be reached'], ['MODEL_UNAVAILABLE', 'found down: it serves nothing'], ['MODEL_RATE_LIMITED', 'after a 429']] as const) {
       const e = endpoint({ baseURL: `http://cooling-${cause.toLowerCase()}.invalid/v1` });
