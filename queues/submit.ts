@@ -9,7 +9,7 @@ import { SYNTH_LANGUAGES, synthLanguageOf, type RunOptions } from '../src/runs/o
 import type { CodeLanguage } from '../src/sandbox/bundle.js';
 import { checkRunName, policyKeyOf } from '../src/runs/ids.js';
 import { createRedisRunControl } from '../src/runs/control.js';
-import { createRedisRunStore, type RunStore } from '../src/runs/store.js';
+import { createRedisRunStore, type RunDocuments, type RunStore } from '../src/runs/store.js';
 import type { ScenarioConfig } from '../src/scenarios/types.js';
 import { readDescriptionsFile, readTasksFile, type LineProblem } from '../src/synthesis/inputs.js';
 import type { EnvDescription, SourceTask } from '../src/synthesis/types.js';
@@ -206,6 +206,18 @@ const ROLLOUT_SOURCES: Readonly<Record<string, string>> = {
  * silently ignored (and, as ids do not name the settings, count old work as done). Refuses with each
  * difference and what to do.
  */
+/**
+ * Freezes `asked` as the run's settings of `kind` unless some are frozen already, in one step (read and written apart,
+ * two submissions at once both read none, and the last write won: the first one's jobs then ran on the other's
+ * settings, and the dataset mixed them). What is frozen, and whether this request froze it.
+ */
+async function freeze<K extends 'scenario-config' | 'rollout-config'>(store: RunStore, runId: string, kind: K, id: string, asked: RunDocuments[K]): Promise<{ frozen: RunDocuments[K]; mine: boolean }> {
+  if (await store.addDocText(runId, kind, id, JSON.stringify(asked))) return { frozen: asked, mine: true };
+  const frozen = await store.getDoc(runId, kind, id);
+  if (!frozen) throw new Error(`run ${runId}: its ${kind} ${id} was neither written nor found`);
+  return { frozen, mine: false };
+}
+
 function refuseChanged(runId: string, what: string, frozen: object, asked: object, instead: string, sources: Readonly<Record<string, string>>): void {
   const diff = differences(frozen, asked, sources);
   if (diff.length) throw new RequestError(`run "${runId}" already has its ${what}, and this request differs: ${diff.join('; ')}. ${instead}`);
@@ -299,9 +311,8 @@ export async function submitScenarios(config: AppConfig, redis: Redis, request: 
     // Nothing to do is not a success, and must not freeze the settings of the scenarios to come.
     if (!envIds.length) throw new RequestError(`run "${runId}" has no kept environment, so there is nothing to generate scenarios for (nothing submitted, no setting frozen). See why with envfleet status --run ${runId}; synthesize environments first (envfleet synth --run ${runId}, wait for it to finish) or import them (envfleet scenarios --run NEW --environments DIR/environments.jsonl).`);
     const asked: ScenarioConfig = { perEnv: request.perEnv, verifyWith: request.verifyWith ?? null, tries: request.tries ?? 3 };
-    const frozen = await store.getDoc(runId, 'scenario-config', 'current');
-    if (frozen) refuseChanged(runId, 'scenario settings (frozen at its first envfleet scenarios)', frozen, asked, 'Submit again with the same settings to resume, or generate scenarios with other settings in another run (envfleet scenarios --run NEW --environments DIR/environments.jsonl).', SCENARIO_SOURCES);
-    else await store.putDoc(runId, 'scenario-config', 'current', asked);
+    const { frozen, mine } = await freeze(store, runId, 'scenario-config', 'current', asked);
+    if (!mine) refuseChanged(runId, 'scenario settings (frozen at its first envfleet scenarios)', frozen, asked, 'Submit again with the same settings to resume, or generate scenarios with other settings in another run (envfleet scenarios --run NEW --environments DIR/environments.jsonl).', SCENARIO_SOURCES);
     await keepConfiguredBudgets(config, redis, runId);
     const { added: jobsAdded, retried } = await enqueuer.resubmit('scenarios', { runId, envIds, perEnv: request.perEnv }, reopenItem(store));
     const jobsRetried = retried + (await retryFailedItems(store, enqueuer, runId, 'scenario'));
@@ -366,9 +377,8 @@ export async function submitRollouts(config: AppConfig, redis: Redis, request: R
         );
       }
     }
-    const frozen = (await store.getDoc(runId, 'rollout-config', generation)) ?? asked;
-    if (frozen === asked) await store.putDoc(runId, 'rollout-config', generation, asked);
-    else {
+    const { frozen, mine: froze } = await freeze(store, runId, 'rollout-config', generation, asked);
+    if (!froze) {
       refuseChanged(
         runId,
         `rollout settings for ${asked.policyVersion ? `policy version "${asked.policyVersion}"` : 'this policy'} (frozen when it was first submitted)`,

@@ -1,0 +1,73 @@
+import { randomUUID } from 'node:crypto';
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { loadConfig } from '../../config/index.js';
+import { runOptionsFrom, submitRollouts, submitScenarios } from '../../queues/submit.js';
+import { createRedisRunStore } from '../../src/runs/store.js';
+import type { ScenarioRecord } from '../../src/scenarios/types.js';
+import type { EnvironmentRecord } from '../../src/synthesis/types.js';
+import { REDIS_URL, dropPrefix, requireRedis } from '../helpers/integration.js';
+
+/**
+ * Two submissions to one run at the same moment (two shells, a script that submits per mode in parallel): the run's
+ * settings are frozen by exactly one of them, and the other is told they differ.
+ */
+describe('submissions to one run at the same moment (real Redis, no workers)', function () {
+  const prefix = `envfleet-test-submit-race-${randomUUID().slice(0, 8)}`;
+  let redis: Redis;
+  before(async () => {
+    await requireRedis();
+    redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+  });
+  after(async () => {
+    await dropPrefix(prefix);
+    redis.disconnect();
+  });
+
+  const config = () => loadConfig({}, { overrides: { REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix, OPENAI_BASE_URL: 'http://127.0.0.1:9/v1', OPENAI_API_KEY: 'test-key', LOG_LEVEL: 'silent' } });
+
+  /** A run with a kept environment and a ready scenario of it (documents only: no job runs here). */
+  async function readyRun(runId: string) {
+    const c = config();
+    const store = createRedisRunStore(redis, prefix);
+    await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: 'descriptions', options: runOptionsFrom(c) });
+    const env = { id: 'env-1', runId, status: 'kept', description: { summary: 'Bibliothèque — 图书馆 📚', introduction: 'prêts' }, failure: null } as never as EnvironmentRecord;
+    await store.putDoc(runId, 'env', 'env-1', env);
+    const scenario = { id: 'scn-1', runId, environmentId: 'env-1', index: 0, status: 'ready', dropReason: null, task: 'Rendre le livre — 还书 📖' } as never as ScenarioRecord;
+    await store.putDoc(runId, 'scenario', 'scn-1', scenario);
+    return { c, store };
+  }
+
+  /** The one fulfilled and the one refused of two settled submissions. */
+  function oneEach<T>(settled: PromiseSettledResult<T>[]): { won: number; lost: unknown } {
+    const won = settled.findIndex(s => s.status === 'fulfilled');
+    const lost = settled.find(s => s.status === 'rejected');
+    expect(settled.map(s => s.status).sort(), 'one submission froze the settings, the other was refused').to.deep.equal(['fulfilled', 'rejected']);
+    return { won, lost: (lost as PromiseRejectedResult).reason };
+  }
+
+  it('freezes the rollout settings of one of two envfleet rollouts at once with other settings, and refuses the other saying how they differ', async () => {
+    for (let round = 0; round < 5; round++) {
+      const runId = `rollouts-race-${round}`;
+      const { c, store } = await readyRun(runId);
+      const temperatures = [0.2, 0.9];
+      const settled = await Promise.allSettled(temperatures.map(temperature => submitRollouts(c, redis, { runId, samples: 2, modes: ['non-conversational'], temperature })));
+      // (both read none and both wrote: the last write won, and the first one's groups ran on the other's temperature)
+      const { won, lost } = oneEach(settled);
+      expect(String(lost)).to.include('already has its rollout settings').and.to.include('temperature');
+      expect((await store.getDoc(runId, 'rollout-config', 'current'))!.temperature, `round ${round}`).to.equal(temperatures[won]);
+    }
+  });
+
+  it('freezes the scenario settings of one of two envfleet scenarios at once with other settings, and refuses the other', async () => {
+    for (let round = 0; round < 5; round++) {
+      const runId = `scenarios-race-${round}`;
+      const { c, store } = await readyRun(runId);
+      const perEnv = [2, 3];
+      const settled = await Promise.allSettled(perEnv.map(n => submitScenarios(c, redis, { runId, perEnv: n })));
+      const { won, lost } = oneEach(settled);
+      expect(String(lost)).to.include('already has its scenario settings');
+      expect((await store.getDoc(runId, 'scenario-config', 'current'))!.perEnv, `round ${round}`).to.equal(perEnv[won]);
+    }
+  });
+});
