@@ -82,7 +82,7 @@ describe('the dual-agent check of a Python environment reads the model text as P
     const env: EnvironmentRecord = {
       id: 'env-balance',
       runId: run,
-      status: 'assembled',
+      status: 'building',
       description: { summary: 'A kitchen scale', introduction: 'A kitchen scale ⚖️ that weighs ingredients.' },
       state: { className: 'Balance', entities: [], rules: [], stateSchema: { type: 'object', properties: { scale: { type: 'number' }, label: { type: 'string' } } }, exampleState: { scale: 1, label: '' } },
       className: 'Balance',
