@@ -96,8 +96,9 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
             `Raise the budget as you resume: envfleet resume --run ${opts.run} --budget-tokens N --budget-usd X (above what is used; envfleet budget --run ${opts.run} --stage STAGE … for a stage's budget), or cancel the run.`,
         );
       }
-      if (raised) await c.control.setBudgets(opts.run, next);
-      const budgetSaid = raised ? `; budget now ${[next.usd ? `$${next.usd}` : '', next.tokens ? `${next.tokens} tokens` : ''].filter(Boolean).join(' and ') || 'none'}` : '';
+      // (only the limits given: a stage's budget set meanwhile by another command stays)
+      const written = raised ? await c.control.patchBudgets(opts.run, { ...(opts.budgetUsd !== undefined ? { usd: opts.budgetUsd } : {}), ...(opts.budgetTokens !== undefined ? { tokens: opts.budgetTokens } : {}) }, current) : next;
+      const budgetSaid = raised ? `; budget now ${[written.usd ? `$${written.usd}` : '', written.tokens ? `${written.tokens} tokens` : ''].filter(Boolean).join(' and ') || 'none'}` : '';
       // The endpoints' fleet-wide cool-downs end first: a resume says the endpoint answers again (a long Retry-After would
       // otherwise hold the jobs brought back at once, until it ran out). So do the queues' own waits that the cool-downs
       // set (BullMQ's rate limit of a queue: every job of the queue, of every run, held): ended after the jobs were brought
@@ -163,8 +164,9 @@ export async function budgetCommand(opts: BudgetOptions): Promise<void> {
       return;
     }
     const patch = { ...(opts.usd !== undefined ? { usd: opts.usd } : {}), ...(opts.tokens !== undefined ? { tokens: opts.tokens } : {}) };
-    const next = opts.stage ? { ...current, byStage: { ...current.byStage, [opts.stage]: { usd: 0, tokens: 0, ...current.byStage[opts.stage], ...patch } } } : { ...current, ...patch };
-    await c.control.setBudgets(opts.run, next);
+    // Only the limits given, in one step: what another command or a worker wrote meanwhile stays (read and written whole
+    // apart, a stage's limit set by another envfleet budget in between was gone).
+    const next = await c.control.patchBudgets(opts.run, patch, current, opts.stage);
     process.stdout.write(opts.json ? `${JSON.stringify(next)}\n` : `run ${opts.run} budgets: ${JSON.stringify(next)}\n`);
     // Allowed (a way to stop a run's spending), but said: the run pauses at its next model call.
     const reached = reachedBudgets(next, await c.ledger.totals(opts.run));

@@ -86,6 +86,32 @@ return redis.call('HGET', KEYS[1], 'budgets')
   2,
 );
 
+/**
+ * Sets the limits a user named of a run's budgets (KEYS[1]: its control hash), the others as they are stored, in one
+ * step: ARGV[1] the budgets to start from when none are stored (the command's configured defaults), ARGV[2] a stage
+ * ('' for the whole run's), ARGV[3] / ARGV[4] its usd / tokens ('' to keep). Returns the budgets written. (Read and
+ * written whole apart, a stage's limit set by another command in between, or the budgets a worker stored first, were
+ * replaced by the copy read before: a spending limit gone without a word.)
+ */
+const PATCH_BUDGETS = redisScript(
+  'patch_budgets',
+  `
+local b = cjson.decode(redis.call('HGET', KEYS[1], 'budgets') or ARGV[1])
+local t = b
+if ARGV[2] ~= '' then
+  if type(b.byStage) ~= 'table' then b.byStage = {} end
+  t = b.byStage[ARGV[2]] or { usd = 0, tokens = 0 }
+  b.byStage[ARGV[2]] = t
+end
+if ARGV[3] ~= '' then t.usd = tonumber(ARGV[3]) end
+if ARGV[4] ~= '' then t.tokens = tonumber(ARGV[4]) end
+local out = cjson.encode(b)
+redis.call('HSET', KEYS[1], 'budgets', out)
+return out
+`,
+  1,
+);
+
 export interface RunControlState {
   readonly state: RunState;
   readonly reason: string | null;
@@ -135,6 +161,11 @@ export interface RunControl {
   /** What a model call reads of the run before it is sent: its budgets and whether it was cancelled or paused, in one read. */
   gate(runId: string): Promise<RunGate>;
   setBudgets(runId: string, budgets: RunBudgets): Promise<void>;
+  /**
+   * Sets the limits given of the run's budgets (of `stage`, or the whole run's), the others as stored (else as
+   * `defaults`), in one step: what another command or a worker wrote meanwhile is kept. The budgets written.
+   */
+  patchBudgets(runId: string, limits: Partial<Budget>, defaults: RunBudgets, stage?: string): Promise<RunBudgets>;
   /**
    * Stores `budgets` as the run's unless it has some already (the configured defaults, ENVFLEET_BUDGET_*, written by the
    * first process that creates or spends for the run, so every worker, command and the dashboard sees one budget);
@@ -276,6 +307,14 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     },
     async setBudgets(runId, budgets) {
       await redis.hset(key(runId), 'budgets', JSON.stringify(budgets));
+    },
+    async patchBudgets(runId, limits, defaults, stage = '') {
+      const raw = (await PATCH_BUDGETS(redis, [key(runId)], [JSON.stringify(defaults), stage, limits.usd === undefined ? '' : String(limits.usd), limits.tokens === undefined ? '' : String(limits.tokens)])) as string;
+      const b = JSON.parse(raw) as RunBudgets;
+      // (in the order the budgets are said everywhere: cjson writes a table's keys in no order)
+      const limit = (x: Budget | undefined): Budget => ({ usd: x?.usd ?? 0, tokens: x?.tokens ?? 0 });
+      const byStage = b.byStage && !Array.isArray(b.byStage) ? b.byStage : {};
+      return { ...limit(b), byStage: Object.fromEntries(Object.keys(byStage).sort().map(k => [k, limit(byStage[k])])) };
     },
     async keepBudgets(runId, budgets) {
       const k = runKeys(prefix, runId, cluster);

@@ -1,18 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
+import { budgetCommand } from '../../cli/runs.js';
 import { loadConfig } from '../../config/index.js';
 import { runOptionsFrom, submitRollouts, submitScenarios } from '../../queues/submit.js';
+import { createRedisRunControl } from '../../src/runs/control.js';
 import { createRedisRunStore } from '../../src/runs/store.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { REDIS_URL, dropPrefix, requireRedis } from '../helpers/integration.js';
 
 /**
- * Two submissions to one run at the same moment (two shells, a script that submits per mode in parallel): the run's
- * settings are frozen by exactly one of them, and the other is told they differ.
+ * Commands on one run at the same moment (two shells, a script that submits per mode in parallel): the run's settings
+ * are frozen by exactly one submission, and the other is told they differ; budgets set at once are all kept.
  */
-describe('submissions to one run at the same moment (real Redis, no workers)', function () {
+describe('commands on one run at the same moment (real Redis, no workers)', function () {
   const prefix = `envfleet-test-submit-race-${randomUUID().slice(0, 8)}`;
   let redis: Redis;
   before(async () => {
@@ -69,5 +71,29 @@ describe('submissions to one run at the same moment (real Redis, no workers)', f
       expect(String(lost)).to.include('already has its scenario settings');
       expect((await store.getDoc(runId, 'scenario-config', 'current'))!.perEnv, `round ${round}`).to.equal(perEnv[won]);
     }
+  });
+
+  it('keeps every budget limit set by envfleet budget commands at the same moment, and the ones a worker stored first', async () => {
+    const { store } = await readyRun('budgets-race');
+    const control = createRedisRunControl(redis, prefix);
+    // What a worker stored first: its configured defaults.
+    await control.keepBudgets('budgets-race', { usd: 5, tokens: 0, byStage: {} });
+    const env = { ...process.env };
+    const write = process.stdout.write.bind(process.stdout);
+    try {
+      Object.assign(process.env, { REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix });
+      process.stdout.write = (() => true);
+      // Read whole and written whole apart, each command wrote back the copy it read: the others' limits were gone.
+      await Promise.all([
+        budgetCommand({ run: 'budgets-race', stage: 'mine.judge', tokens: 10 }),
+        budgetCommand({ run: 'budgets-race', stage: 'rollout.policy', usd: 3 }),
+        budgetCommand({ run: 'budgets-race', tokens: 2_000 }),
+      ]);
+    } finally {
+      process.stdout.write = write;
+      process.env = env;
+    }
+    expect(await store.getRun('budgets-race')).to.not.equal(null);
+    expect(await control.budgets('budgets-race')).to.deep.equal({ usd: 5, tokens: 2_000, byStage: { 'mine.judge': { usd: 0, tokens: 10 }, 'rollout.policy': { usd: 3, tokens: 0 } } });
   });
 });
