@@ -220,6 +220,21 @@ return 1
 );
 
 /**
+ * Cancels a run (KEYS[1]: its control hash) with ARGV[1] as the reason since ARGV[2], unless it is cancelled already: 1
+ * when this cancel did. (Read and written apart, two cancels at once both wrote, and the second one's reason replaced
+ * the first one's.)
+ */
+const CANCEL = redisScript(
+  'cancel',
+  `
+if redis.call('HGET', KEYS[1], 'state') == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'reason', ARGV[1], 'since', ARGV[2])
+return 1
+`,
+  1,
+);
+
+/**
  * Forgets a parking if its token still names it; returns how many parked jobs the run has left.
  * KEYS: parked hash. ARGV: key, token.
  *
@@ -288,10 +303,8 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     },
     async cancel(runId, reason) {
       // Cancelled again: the first cancel's reason and time stay (a second `envfleet cancel` only removes jobs again).
-      const again = (await redis.hget(key(runId), 'state')) === 'cancelled';
-      const m = redis.multi();
-      if (!again) m.hset(key(runId), { state: 'cancelled', reason: oneLineText(reason), since: new Date().toISOString() });
-      await m.del(rateLimitedKey(runId)).publish(channel, runId).exec();
+      await CANCEL(redis, [key(runId)], [oneLineText(reason), new Date().toISOString()]);
+      await redis.multi().del(rateLimitedKey(runId)).publish(channel, runId).exec();
     },
     async budgets(runId) {
       const raw = await redis.hget(key(runId), 'budgets');

@@ -3,6 +3,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { budgetCommand } from '../../cli/runs.js';
 import { loadConfig } from '../../config/index.js';
+import { cancelRun } from '../../queues/run-jobs.js';
 import { runOptionsFrom, submitRollouts, submitScenarios } from '../../queues/submit.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
 import { createRedisRunStore } from '../../src/runs/store.js';
@@ -95,5 +96,16 @@ describe('commands on one run at the same moment (real Redis, no workers)', func
     }
     expect(await store.getRun('budgets-race')).to.not.equal(null);
     expect(await control.budgets('budgets-race')).to.deep.equal({ usd: 5, tokens: 2_000, byStage: { 'mine.judge': { usd: 0, tokens: 10 }, 'rollout.policy': { usd: 3, tokens: 0 } } });
+  });
+
+  it("keeps the first reason of two cancels at the same moment, and marks what was being built in its words", async () => {
+    const { store } = await readyRun('cancels-race');
+    await store.putDoc('cancels-race', 'env', 'env-2', { id: 'env-2', runId: 'cancels-race', status: 'building', description: { summary: 'Parking — 停车场 🅿️', introduction: '' }, failure: null } as never);
+    const control = createRedisRunControl(redis, prefix);
+    // (read and written apart, both cancels wrote, and the second one's reason replaced the first one's)
+    await Promise.all([control.cancel('cancels-race', 'le premier — 第一'), control.cancel('cancels-race', 'le second — 第二')]);
+    expect((await control.get('cancels-race')).reason).to.equal('le premier — 第一');
+    await cancelRun({ connection: redis, prefix }, store, control, 'cancels-race', 'encore — 再次');
+    expect((await store.getDoc('cancels-race', 'env', 'env-2'))!.failure!.message).to.equal('run cancels-race was cancelled: le premier — 第一');
   });
 });
