@@ -87,29 +87,43 @@ return redis.call('HGET', KEYS[1], 'budgets')
 );
 
 /**
- * Sets the limits a user named of a run's budgets (KEYS[1]: its control hash), the others as they are stored, in one
- * step: ARGV[1] the budgets to start from when none are stored (the command's configured defaults), ARGV[2] a stage
- * ('' for the whole run's), ARGV[3] / ARGV[4] its usd / tokens ('' to keep). Returns the budgets written. (Read and
- * written whole apart, a stage's limit set by another command in between, or the budgets a worker stored first, were
- * replaced by the copy read before: a spending limit gone without a word.)
+ * Writes a run's budgets (KEYS[1]: its control hash) as ARGV[2] only while they are still as read: ARGV[1] the text
+ * read, or none stored when ARGV[3] is '1'; and only while the run's record (KEYS[2]) is there (-1: a run deleted
+ * meanwhile is not brought back as its control hash). 1 when written, 0 when they changed in between.
  */
-const PATCH_BUDGETS = redisScript(
-  'patch_budgets',
+const SWAP_BUDGETS = redisScript(
+  'swap_budgets',
   `
-local b = cjson.decode(redis.call('HGET', KEYS[1], 'budgets') or ARGV[1])
-local t = b
-if ARGV[2] ~= '' then
-  if type(b.byStage) ~= 'table' then b.byStage = {} end
-  t = b.byStage[ARGV[2]] or { usd = 0, tokens = 0 }
-  b.byStage[ARGV[2]] = t
-end
-if ARGV[3] ~= '' then t.usd = tonumber(ARGV[3]) end
-if ARGV[4] ~= '' then t.tokens = tonumber(ARGV[4]) end
-local out = cjson.encode(b)
-redis.call('HSET', KEYS[1], 'budgets', out)
-return out
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local now = redis.call('HGET', KEYS[1], 'budgets')
+if ARGV[3] == '1' then
+  if now then return 0 end
+elseif now ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'budgets', ARGV[2])
+return 1
 `,
-  1,
+  2,
+);
+
+/** Tries of patchBudgets before it gives up: each refused one means budgets written by another in between. */
+const PATCH_TRIES = 50;
+
+/**
+ * Cancels a run (KEYS[1]: its control hash) with ARGV[1] as the reason since ARGV[2], unless it is cancelled already
+ * (then its first reason and time stay: 0); either way its rate-limit streak (KEYS[2]) goes and the cancel is announced
+ * on ARGV[3] (ARGV[4], the run). (Read and written apart, two cancels at once both wrote, and the second one's reason
+ * replaced the first one's.)
+ */
+const CANCEL = redisScript(
+  'cancel',
+  `
+local first = redis.call('HGET', KEYS[1], 'state') ~= 'cancelled'
+if first then redis.call('HSET', KEYS[1], 'state', 'cancelled', 'reason', ARGV[1], 'since', ARGV[2]) end
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return first and 1 or 0
+`,
+  2,
 );
 
 export interface RunControlState {
@@ -220,21 +234,6 @@ return 1
 );
 
 /**
- * Cancels a run (KEYS[1]: its control hash) with ARGV[1] as the reason since ARGV[2], unless it is cancelled already: 1
- * when this cancel did. (Read and written apart, two cancels at once both wrote, and the second one's reason replaced
- * the first one's.)
- */
-const CANCEL = redisScript(
-  'cancel',
-  `
-if redis.call('HGET', KEYS[1], 'state') == 'cancelled' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'cancelled', 'reason', ARGV[1], 'since', ARGV[2])
-return 1
-`,
-  1,
-);
-
-/**
  * Forgets a parking if its token still names it; returns how many parked jobs the run has left.
  * KEYS: parked hash. ARGV: key, token.
  *
@@ -303,8 +302,7 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
     },
     async cancel(runId, reason) {
       // Cancelled again: the first cancel's reason and time stay (a second `envfleet cancel` only removes jobs again).
-      await CANCEL(redis, [key(runId)], [oneLineText(reason), new Date().toISOString()]);
-      await redis.multi().del(rateLimitedKey(runId)).publish(channel, runId).exec();
+      await CANCEL(redis, [key(runId), rateLimitedKey(runId)], [oneLineText(reason), new Date().toISOString(), channel, runId]);
     },
     async budgets(runId) {
       const raw = await redis.hget(key(runId), 'budgets');
@@ -322,12 +320,17 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
       await redis.hset(key(runId), 'budgets', JSON.stringify(budgets));
     },
     async patchBudgets(runId, limits, defaults, stage = '') {
-      const raw = (await PATCH_BUDGETS(redis, [key(runId)], [JSON.stringify(defaults), stage, limits.usd === undefined ? '' : String(limits.usd), limits.tokens === undefined ? '' : String(limits.tokens)])) as string;
-      const b = JSON.parse(raw) as RunBudgets;
-      // (in the order the budgets are said everywhere: cjson writes a table's keys in no order)
-      const limit = (x: Budget | undefined): Budget => ({ usd: x?.usd ?? 0, tokens: x?.tokens ?? 0 });
-      const byStage = b.byStage && !Array.isArray(b.byStage) ? b.byStage : {};
-      return { ...limit(b), byStage: Object.fromEntries(Object.keys(byStage).sort().map(k => [k, limit(byStage[k])])) };
+      const k = runKeys(prefix, runId, cluster);
+      for (let i = 0; i < PATCH_TRIES; i += 1) {
+        const raw = await redis.hget(k.control, 'budgets');
+        const current = raw ? (JSON.parse(raw) as RunBudgets) : defaults;
+        const byStage = current.byStage ?? {};
+        const next: RunBudgets = stage ? { ...current, byStage: { ...byStage, [stage]: { usd: 0, tokens: 0, ...byStage[stage], ...limits } } } : { ...current, ...limits, byStage };
+        const wrote = Number(await SWAP_BUDGETS(redis, [k.control, k.record], [raw ?? '', JSON.stringify(next), raw === null ? '1' : '0']));
+        if (wrote === 1) return next;
+        if (wrote === -1) throw new RequestError(`run "${runId}" is gone (deleted meanwhile): no budget was set`);
+      }
+      throw new Error(`run ${runId}: its budgets were written by others ${PATCH_TRIES} times while this command set them`);
     },
     async keepBudgets(runId, budgets) {
       const k = runKeys(prefix, runId, cluster);

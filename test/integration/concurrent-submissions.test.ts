@@ -6,6 +6,7 @@ import { loadConfig } from '../../config/index.js';
 import { cancelRun } from '../../queues/run-jobs.js';
 import { runOptionsFrom, submitRollouts, submitScenarios } from '../../queues/submit.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
+import { runKeys } from '../../src/runs/keys.js';
 import { createRedisRunStore } from '../../src/runs/store.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
@@ -74,28 +75,32 @@ describe('commands on one run at the same moment (real Redis, no workers)', func
     }
   });
 
-  it('keeps every budget limit set by envfleet budget commands at the same moment, and the ones a worker stored first', async () => {
-    const { store } = await readyRun('budgets-race');
+  it('keeps every budget limit set by envfleet budget commands at the same moment, and the ones a worker stored first, in the form they were given', async () => {
     const control = createRedisRunControl(redis, prefix);
-    // What a worker stored first: its configured defaults.
-    await control.keepBudgets('budgets-race', { usd: 5, tokens: 0, byStage: {} });
     const env = { ...process.env };
     const write = process.stdout.write.bind(process.stdout);
     try {
       Object.assign(process.env, { REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix });
       process.stdout.write = (() => true);
-      // Read whole and written whole apart, each command wrote back the copy it read: the others' limits were gone.
-      await Promise.all([
-        budgetCommand({ run: 'budgets-race', stage: 'mine.judge', tokens: 10 }),
-        budgetCommand({ run: 'budgets-race', stage: 'rollout.policy', usd: 3 }),
-        budgetCommand({ run: 'budgets-race', tokens: 2_000 }),
-      ]);
+      for (let round = 0; round < 5; round++) {
+        const runId = `budgets-race-${round}`;
+        await readyRun(runId);
+        // What a worker stored first: its configured defaults.
+        await control.keepBudgets(runId, { usd: 5, tokens: 0, byStage: {} });
+        // Read whole and written whole apart, each command wrote back the copy it read: the others' limits were gone.
+        await Promise.all([
+          budgetCommand({ run: runId, stage: 'mine.judge', tokens: 10 }),
+          budgetCommand({ run: runId, stage: 'rollout.policy', usd: 0.1 }),
+          budgetCommand({ run: runId, tokens: Number.MAX_SAFE_INTEGER }),
+        ]);
+        const stored = JSON.parse((await redis.hget(runKeys(prefix, runId).control, 'budgets'))!) as Record<string, unknown>;
+        expect(stored, `round ${round}`).to.deep.equal({ usd: 5, tokens: Number.MAX_SAFE_INTEGER, byStage: { 'mine.judge': { usd: 0, tokens: 10 }, 'rollout.policy': { usd: 0.1, tokens: 0 } } });
+        expect(Object.keys(stored), 'in the order budgets are said').to.deep.equal(['usd', 'tokens', 'byStage']);
+      }
     } finally {
       process.stdout.write = write;
       process.env = env;
     }
-    expect(await store.getRun('budgets-race')).to.not.equal(null);
-    expect(await control.budgets('budgets-race')).to.deep.equal({ usd: 5, tokens: 2_000, byStage: { 'mine.judge': { usd: 0, tokens: 10 }, 'rollout.policy': { usd: 3, tokens: 0 } } });
   });
 
   it("keeps the first reason of two cancels at the same moment, and marks what was being built in its words", async () => {
