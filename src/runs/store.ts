@@ -95,12 +95,13 @@ export interface RunStore {
   /**
    * `putDoc` for an environment or a scenario, only while the stored one is as its writer read it: its status
    * `expect` (the status read before its work), or its very text (`{ textSha1 }`: the SHA-1 of the stored bytes
-   * read, for a mark made over what was read, which a job's write of the same status in between would lose). False,
+   * read, for a mark made over what was read, which a job's write of the same status in between would lose), or none
+   * at all (`null`: a document made once, whose counts a twin of its job would add again). False,
    * and nothing written or counted, when it has moved meanwhile (a cancel marks what is being built failed or dropped
    * while a job is at a model call or a probe; a write of what the job read would set it back to building). A write
-   * of the value already stored is true, whatever is expected.
+   * of the value already stored is true, whatever status or text is expected; with `null`, false (one is stored).
    */
-  putDocIf<K extends 'env' | 'scenario'>(runId: string, kind: K, id: string, value: RunDocuments[K], expect: string | { readonly textSha1: string }, counts?: readonly FunnelCount[]): Promise<boolean>;
+  putDocIf<K extends 'env' | 'scenario'>(runId: string, kind: K, id: string, value: RunDocuments[K], expect: string | { readonly textSha1: string } | null, counts?: readonly FunnelCount[]): Promise<boolean>;
   /**
    * Stores a document given as its JSON text, or as that text's UTF-8 bytes (the sink's trajectory summaries,
    * made without a parse; a worker's trajectory, encoded once for the store and its digest); for kinds whose
@@ -397,6 +398,10 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
       await put(runId, kind, id, text, status, counts);
     },
     async putDocIf(runId, kind, id, value, expect, counts = []) {
+      if (expect === null) {
+        const { text, status } = docText(kind, id, value);
+        return (await put(runId, kind, id, text, status, counts, true)) === 1;
+      }
       const ifStatus = typeof expect === 'string' ? `s:${expect}` : `t:${expect.textSha1}`;
       if (ifStatus.length === 2) throw new Error(`${kind} ${id}: putDocIf needs the status (or the text's SHA-1) the document is expected to have`);
       const { text, status } = docText(kind, id, value);

@@ -123,7 +123,8 @@ export async function createEnvironment(store: RunStore, runId: string, opts: Ru
     failure: null,
     lineage: { runId, sourceTaskId: desc.sourceTaskId ?? null, models: { ...opts.models }, prompts: { ...promptVersionsFor(language) }, createdAt: new Date().toISOString() },
   };
-  await store.putDoc(runId, 'env', id, record, [{ stage: 'environments', outcome: 'created', n: 1 }]);
+  // (only where none is: two submissions at once, or a twin of mine.dedup's job, counted it created twice)
+  await store.putDocIf(runId, 'env', id, record, null, [{ stage: 'environments', outcome: 'created', n: 1 }]);
   return id;
 }
 

@@ -1,11 +1,22 @@
 import { ModelOutputError } from '../errors.js';
 import { synthLanguageOf } from '../runs/options.js';
+import type { FunnelCount, RunDocuments } from '../runs/store.js';
 import { judgePrompt, topicPrompt } from './prompts.js';
 import { JudgeOutput, TopicOutput } from './schemas.js';
 import type { DedupDecision, FailedTopic, InferredTopic } from './types.js';
 import { createEnvironment, ctx, options, type SynthesisDeps } from './environments.js';
 
 /** Mining: which source tasks need an environment (mine.judge), what that environment is (mine.topic), one per domain (mine.dedup). */
+
+/**
+ * Writes a task's judge or topic document where none is stored yet, with its counts: the one stored, and whether it is
+ * this one. (Written over, a twin of the job, one taken over past its lock, counted the task a second time; with the
+ * cache off its answer may differ, and the stored one decides for both.)
+ */
+async function firstWritten<K extends 'judge' | 'topic'>(deps: SynthesisDeps, runId: string, kind: K, taskId: string, value: RunDocuments[K], counts: readonly FunnelCount[]): Promise<{ value: RunDocuments[K]; mine: boolean }> {
+  if (await deps.store.addDocText(runId, kind, taskId, JSON.stringify(value), counts)) return { value, mine: true };
+  return { value: (await deps.store.getDoc(runId, kind, taskId)) ?? value, mine: false };
+}
 
 export async function judgeTask(deps: SynthesisDeps, runId: string, taskId: string): Promise<{ needsEnvironment: boolean }> {
   const existing = await deps.store.getDoc(runId, 'judge', taskId);
@@ -14,14 +25,14 @@ export async function judgeTask(deps: SynthesisDeps, runId: string, taskId: stri
   if (!task) throw new Error(`task ${taskId} not found`);
   try {
     const { value } = await deps.gateway.structured(ctx(deps, runId, 'mine.judge'), { messages: judgePrompt(task.task), schema: JudgeOutput });
-    await deps.store.putDoc(runId, 'judge', taskId, value, [{ stage: 'mine.judge', outcome: value.needsEnvironment ? 'needs-environment' : 'no-environment', n: 1 }]);
-    return { needsEnvironment: value.needsEnvironment };
+    return { needsEnvironment: (await firstWritten(deps, runId, 'judge', taskId, value, [{ stage: 'mine.judge', outcome: value.needsEnvironment ? 'needs-environment' : 'no-environment', n: 1 }])).value.needsEnvironment };
   } catch (err) {
     if (!(err instanceof ModelOutputError)) throw err;
-    await deps.store.putDoc(runId, 'judge', taskId, { needsEnvironment: false, reason: `unusable model output: ${err.message}`, failed: true }, [{ stage: 'mine.judge', outcome: 'failed:MODEL_OUTPUT_INVALID', n: 1 }]);
+    const failed = { needsEnvironment: false, reason: `unusable model output: ${err.message}`, failed: true };
+    const kept = await firstWritten(deps, runId, 'judge', taskId, failed, [{ stage: 'mine.judge', outcome: 'failed:MODEL_OUTPUT_INVALID', n: 1 }]);
     // (the judge document is in no export: status shows this one as the example of the count)
-    await deps.store.noteReason(runId, 'mine.judge', 'failed:MODEL_OUTPUT_INVALID', `task ${taskId}: unusable model output: ${err.message}`);
-    return { needsEnvironment: false };
+    if (kept.mine) await deps.store.noteReason(runId, 'mine.judge', 'failed:MODEL_OUTPUT_INVALID', `task ${taskId}: unusable model output: ${err.message}`);
+    return { needsEnvironment: kept.value.needsEnvironment };
   }
 }
 
@@ -45,16 +56,15 @@ export async function inferTopic(deps: SynthesisDeps, runId: string, taskId: str
         ? `scores below the thresholds (usefulness ${value.usefulness} ≥ ${opts.minUsefulness}, modelability ${value.modelability} ≥ ${opts.minModelability} required)`
         : 'scores meet the thresholds',
     };
-    await deps.store.putDoc(runId, 'topic', taskId, record, [{ stage: 'mine.topic', outcome: record.candidate ? 'candidate' : 'low-scores', n: 1 }]);
-    return { candidate: record.candidate };
+    return { candidate: (await firstWritten(deps, runId, 'topic', taskId, record, [{ stage: 'mine.topic', outcome: record.candidate ? 'candidate' : 'low-scores', n: 1 }])).value.candidate };
   } catch (err) {
     if (!(err instanceof ModelOutputError)) throw err;
     // Recorded like an unusable judge answer: the count goes with the record, and a retried job finds
     // the record instead of asking (and counting) again.
     const failed: FailedTopic = { taskId, index: task.index, candidate: false, failed: true, reason: `unusable model output: ${err.message}` };
-    await deps.store.putDoc(runId, 'topic', taskId, failed, [{ stage: 'mine.topic', outcome: 'failed:MODEL_OUTPUT_INVALID', n: 1 }]);
-    await deps.store.noteReason(runId, 'mine.topic', 'failed:MODEL_OUTPUT_INVALID', `task ${taskId}: ${failed.reason}`);
-    return { candidate: false };
+    const kept = await firstWritten(deps, runId, 'topic', taskId, failed, [{ stage: 'mine.topic', outcome: 'failed:MODEL_OUTPUT_INVALID', n: 1 }]);
+    if (kept.mine) await deps.store.noteReason(runId, 'mine.topic', 'failed:MODEL_OUTPUT_INVALID', `task ${taskId}: ${failed.reason}`);
+    return { candidate: kept.value.candidate };
   }
 }
 

@@ -234,6 +234,60 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
     await assembleThatDies('assemble-died-early', 'the round record');
   });
 
+  it('counts an item whose job runs twice at once (a twin taken over past its lock, each asking the model) once: judges, topics, environments created, methods', async () => {
+    // The twins' answers differ in their words (two processes with the cache off; a model is not deterministic), so each
+    // write is a new value: the same value written twice was counted once before too.
+    const demo = await demoScript();
+    const reworded = (v: unknown, key = ''): unknown => {
+      if (typeof v === 'string') return key === 'source' ? `// jumeau — 孪生\n${v}` : key === 'reason' || key === 'introduction' ? `${v} (jumeau — 孪生)` : v;
+      if (Array.isArray(v)) return v.map(x => reworded(x));
+      return v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, reworded(x, k)])) : v;
+    };
+    const servers = [
+      await startModelServer({ script: demo }),
+      await startModelServer({ script: { ...demo, rules: (demo.rules ?? []).map(r => (['mine.judge', 'mine.topic', 'skeleton.method'].includes(r.stage ?? '') ? (reworded(r) as typeof r) : r)) } }),
+    ];
+    try {
+      const real = createRedisRunStore(redis, prefix);
+      const twin = (url: string): StageDeps => ({
+        gateway: createModelGateway({ config: loadConfig({}, { overrides: { OPENAI_BASE_URL: url, OPENAI_API_KEY: 'test-key', LOG_LEVEL: 'silent' } }), cache: createMemoryResponseCache(), limiter: createMemoryLimiter(), ledger: createMemoryLedger(), logger: pino({ level: 'silent' }) }),
+        sandbox: createLocalSandboxRunner(),
+        store: real,
+      });
+      const [a, b] = servers.map(s => twin(s.url)) as [StageDeps, StageDeps];
+      const config = loadConfig({}, { overrides: { OPENAI_BASE_URL: servers[0]!.url, OPENAI_API_KEY: 'test-key', LOG_LEVEL: 'silent' } });
+      const run = 'twins';
+      await real.createRun({ id: run, createdAt: new Date().toISOString(), input: 'tasks', options: runOptionsFrom(config, { probeSteps: 8 }) });
+      const { items } = await readTasksFile(join(DEMO, 'source-tasks.jsonl'));
+      for (const task of items) await real.putDoc(run, 'task', task.id, task);
+      let needing = 0;
+      for (const task of items) {
+        const judged = await Promise.all([a, b].map(d => judgeTask(d, run, task.id)));
+        expect(judged[0], `the twins of task ${task.id} go on alike`).to.deep.equal(judged[1]);
+        if (!judged[0]!.needsEnvironment) continue;
+        needing += 1;
+        await Promise.all([a, b].map(d => inferTopic(d, run, task.id)));
+      }
+      const { envIds } = (await Promise.all([a, b].map(d => dedupDescriptions(d, run))))[0]!;
+      const envId = envIds[0]!;
+      await buildState(a, run, envId);
+      const { operations = [] } = await buildOperations(a, run, envId);
+      for (const op of operations) await Promise.all([a, b].map(d => buildMethod(d, run, envId, op)));
+      const counters = await real.counters(run);
+      const total = (stage: string) => Object.values(counters[stage] ?? {}).reduce((x, y) => x + y, 0);
+      // (each twin counted its own write: twice the tasks judged, the topics, the environments and the methods)
+      expect(total('mine.judge'), 'judged').to.equal(items.length);
+      expect(total('mine.topic'), 'topics').to.equal(needing);
+      expect(counters['environments'], 'created').to.deep.equal({ created: envIds.length });
+      expect(await real.statusCounts(run, 'env')).to.deep.equal({ building: envIds.length });
+      expect(counters['skeleton.method'], 'methods').to.deep.equal({ done: operations.length });
+      // (both twins asked: the answers were theirs to write)
+      for (const server of servers) expect(server.log().filter(e => e.stage === 'mine.judge').length).to.be.at.least(items.length);
+    } finally {
+      for (const server of servers) await server.close();
+    }
+  });
+
   it('counts a write sent twice once (ioredis sends again what Redis kept but never answered), and a new value again', async () => {
     const store = createRedisRunStore(redis, prefix);
     const run = 'resent';
