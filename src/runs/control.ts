@@ -330,7 +330,7 @@ export function createRedisRunControl(redis: Redis, prefix: string): RunControl 
         if (wrote === 1) return next;
         if (wrote === -1) throw new RequestError(`run "${runId}" is gone (deleted meanwhile): no budget was set`);
       }
-      throw new Error(`run ${runId}: its budgets were written by others ${PATCH_TRIES} times while this command set them`);
+      throw new RequestError(`run "${runId}": its budgets were written by others ${PATCH_TRIES} times while this command set them; nothing was set: run the command again`);
     },
     async keepBudgets(runId, budgets) {
       const k = runKeys(prefix, runId, cluster);

@@ -31,7 +31,8 @@ export async function judgeTask(deps: SynthesisDeps, runId: string, taskId: stri
     const failed = { needsEnvironment: false, reason: `unusable model output: ${err.message}`, failed: true };
     const kept = await firstWritten(deps, runId, 'judge', taskId, failed, [{ stage: 'mine.judge', outcome: 'failed:MODEL_OUTPUT_INVALID', n: 1 }]);
     // (the judge document is in no export: status shows this one as the example of the count)
-    if (kept.mine) await deps.store.noteReason(runId, 'mine.judge', 'failed:MODEL_OUTPUT_INVALID', `task ${taskId}: unusable model output: ${err.message}`);
+    // (whenever the stored one failed: a noted reason is kept once, and the writer may be a twin that died since)
+    if (kept.value.failed) await deps.store.noteReason(runId, 'mine.judge', 'failed:MODEL_OUTPUT_INVALID', `task ${taskId}: ${kept.value.reason}`);
     return { needsEnvironment: kept.value.needsEnvironment };
   }
 }
@@ -63,7 +64,7 @@ export async function inferTopic(deps: SynthesisDeps, runId: string, taskId: str
     // the record instead of asking (and counting) again.
     const failed: FailedTopic = { taskId, index: task.index, candidate: false, failed: true, reason: `unusable model output: ${err.message}` };
     const kept = await firstWritten(deps, runId, 'topic', taskId, failed, [{ stage: 'mine.topic', outcome: 'failed:MODEL_OUTPUT_INVALID', n: 1 }]);
-    if (kept.mine) await deps.store.noteReason(runId, 'mine.topic', 'failed:MODEL_OUTPUT_INVALID', `task ${taskId}: ${failed.reason}`);
+    if (kept.value.failed) await deps.store.noteReason(runId, 'mine.topic', 'failed:MODEL_OUTPUT_INVALID', `task ${taskId}: ${kept.value.reason}`);
     return { candidate: kept.value.candidate };
   }
 }

@@ -245,7 +245,16 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
     };
     const servers = [
       await startModelServer({ script: demo }),
-      await startModelServer({ script: { ...demo, rules: (demo.rules ?? []).map(r => (['mine.judge', 'mine.topic', 'skeleton.method'].includes(r.stage ?? '') ? (reworded(r) as typeof r) : r)) } }),
+      // (and one of its judges decides otherwise: the twins go on with the stored decision, whichever it is)
+      await startModelServer({
+        script: {
+          ...demo,
+          rules: (demo.rules ?? []).map(r => {
+            const worded = ['mine.judge', 'mine.topic', 'skeleton.method'].includes(r.stage ?? '') ? (reworded(r) as typeof r) : r;
+            return worded.name === 'judge-clinic' ? (JSON.parse(JSON.stringify(worded).replace('"needsEnvironment":true', '"needsEnvironment":false')) as typeof r) : worded;
+          }),
+        },
+      }),
     ];
     try {
       const real = createRedisRunStore(redis, prefix);
@@ -270,6 +279,12 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
       }
       const { envIds } = (await Promise.all([a, b].map(d => dedupDescriptions(d, run))))[0]!;
       const envId = envIds[0]!;
+      // An environment created by a twin that read none before the other wrote (a moment later: its record differs).
+      const stale: RunStore = { ...real, getDoc: () => Promise.resolve(null) };
+      const desc = { summary: 'Observatoire — 天文台 🔭', introduction: 'Nuits réservées aux télescopes.' };
+      const created = await createEnvironment(real, run, runOptionsFrom(config), desc);
+      await new Promise(resolve => setTimeout(resolve, 5));
+      expect(await createEnvironment(stale, run, runOptionsFrom(config), desc)).to.equal(created);
       await buildState(a, run, envId);
       const { operations = [] } = await buildOperations(a, run, envId);
       for (const op of operations) await Promise.all([a, b].map(d => buildMethod(d, run, envId, op)));
@@ -278,8 +293,8 @@ describe('funnel counts go in the write of their document (real Redis, scripted 
       // (each twin counted its own write: twice the tasks judged, the topics, the environments and the methods)
       expect(total('mine.judge'), 'judged').to.equal(items.length);
       expect(total('mine.topic'), 'topics').to.equal(needing);
-      expect(counters['environments'], 'created').to.deep.equal({ created: envIds.length });
-      expect(await real.statusCounts(run, 'env')).to.deep.equal({ building: envIds.length });
+      expect(counters['environments'], 'created').to.deep.equal({ created: envIds.length + 1 });
+      expect(await real.statusCounts(run, 'env')).to.deep.equal({ building: envIds.length + 1 });
       expect(counters['skeleton.method'], 'methods').to.deep.equal({ done: operations.length });
       // (both twins asked: the answers were theirs to write)
       for (const server of servers) expect(server.log().filter(e => e.stage === 'mine.judge').length).to.be.at.least(items.length);
