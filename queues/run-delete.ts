@@ -115,12 +115,15 @@ const globEscaped = (text: string) => text.replace(/[*?[\]\\]/g, '\\$&');
 
 /**
  * Unlinks `root` and every key under `root:`; returns how many existed. On a Redis Cluster they all
- * carry the run's hash tag, so one UNLINK may take a batch of them.
+ * carry the run's hash tag, so one UNLINK may take a batch of them. The root (the run's record) goes first: a write
+ * that holds only while the run exists (its budgets set by a command, a worker's keepBudgets) is refused from then on,
+ * where, the record gone last, it could write the run's control hash again after the scan had passed it, and a new run
+ * of the name started with the old budgets. (A delete cut short leaves keys without a record: run again, it takes them.)
  */
 async function unlinkUnder(redis: Redis, root: string): Promise<number> {
-  let keys = 0;
+  let keys = await redis.unlink(root);
   for await (const found of scanKeys(redis, `${globEscaped(root)}:*`)) keys += await redis.unlink(...found);
-  return keys + (await redis.unlink(root));
+  return keys;
 }
 
 /**

@@ -3,6 +3,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { budgetCommand } from '../../cli/runs.js';
 import { loadConfig } from '../../config/index.js';
+import { deleteRun } from '../../queues/run-delete.js';
 import { cancelRun } from '../../queues/run-jobs.js';
 import { runOptionsFrom, submitRollouts, submitScenarios } from '../../queues/submit.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
@@ -10,6 +11,7 @@ import { runKeys } from '../../src/runs/keys.js';
 import { createRedisRunStore } from '../../src/runs/store.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
+import { rejection } from '../helpers/assert.js';
 import { REDIS_URL, dropPrefix, requireRedis } from '../helpers/integration.js';
 
 /**
@@ -112,5 +114,26 @@ describe('commands on one run at the same moment (real Redis, no workers)', func
     expect((await control.get('cancels-race')).reason).to.equal('le premier — 第一');
     await cancelRun({ connection: redis, prefix }, store, control, 'cancels-race', 'encore — 再次');
     expect((await store.getDoc('cancels-race', 'env', 'env-2'))!.failure!.message).to.equal('run cancels-race was cancelled: le premier — 第一');
+  });
+
+  it('sets no budget on a run being deleted: the record goes first, and a budget written after it is refused instead of leaving the run’s control hash for a new run of the name', async () => {
+    const { store } = await readyRun('budget-deleted');
+    const control = createRedisRunControl(redis, prefix);
+    await control.keepBudgets('budget-deleted', { usd: 5, tokens: 0, byStage: {} });
+    // The order deleteRun unlinks keys in (a connection that notes each UNLINK's first key).
+    const unlinked: string[] = [];
+    const watching = new Proxy(redis, {
+      get(target, name, receiver) {
+        if (name === 'unlink') return (...keys: string[]) => (unlinked.push(keys[0]!), target.unlink(...keys));
+        return Reflect.get(target, name, receiver) as unknown;
+      },
+    });
+    await deleteRun(watching, prefix, store, control, 'budget-deleted');
+    // (the record went last: a budget command between the scan and it wrote the control hash again)
+    expect(unlinked[0], 'the first key unlinked').to.equal(runKeys(prefix, 'budget-deleted').record);
+    const refused = await rejection(control.patchBudgets('budget-deleted', { tokens: 7 }, { usd: 0, tokens: 0, byStage: {} }, 'mine.judge'));
+    expect(refused).to.have.property('code', 'INVALID_REQUEST');
+    expect(String(refused)).to.include('is gone (deleted meanwhile): no budget was set');
+    expect(await redis.exists(runKeys(prefix, 'budget-deleted').control)).to.equal(0);
   });
 });
