@@ -4,10 +4,18 @@ import { runKeys } from '../runs/keys.js';
 import type { CachedResponse, ResponseCache } from './ports.js';
 
 /**
- * Stores a response and counts its bytes, as one command. KEYS: the entry, the run's byte counters. ARGV: text, TTL s,
- * counter. A large response (embeddings: tens of KB per input) goes on its own, as bytes (redisScript's largeValues).
+ * Stores a response and counts its bytes, as one command, less those of the entry it replaces (a twin of a job, or a
+ * request asked again once the run's cache was off, stored the same slot twice and it was counted twice). KEYS: the
+ * entry, the run's byte counters. ARGV: text, TTL s, counter. A large response (embeddings: tens of KB per input) goes
+ * on its own, as bytes (redisScript's largeValues). (An entry that expires is not taken off: the counter is an upper
+ * bound of what the cache holds.)
  */
-const CACHE_SET = redisScript('cache_set', "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) redis.call('HINCRBY', KEYS[2], ARGV[3], string.len(ARGV[1])) return 1", 2, { largeValues: true });
+const CACHE_SET = redisScript(
+  'cache_set',
+  "local old = redis.call('STRLEN', KEYS[1]) redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) redis.call('HINCRBY', KEYS[2], ARGV[3], string.len(ARGV[1]) - old) return 1",
+  2,
+  { largeValues: true },
+);
 
 /**
  * Response cache in Redis: one string key per request hash, under its run (so deleting the run

@@ -417,6 +417,9 @@ describe('Redis implementations of the gateway ports', () => {
     expect(await a.strlen(keys.cache('k3'))).to.be.above(16_384);
     expect(await cache.get(slot('k3'))).to.deep.equal({ body: { data: vectors, note: '向量 ✓' }, storedAt: 'now' });
     expect(Number(await a.hget(keys.bytes, 'cache:mine.judge'))).to.equal((await a.strlen(keys.cache('k1'))) + (await a.strlen(keys.cache('k3'))));
+    // The same slot stored again (a twin of a job with its own answer): its bytes replace the first one's (counted twice).
+    await cache.set(slot('k1'), { body: { x: 2, text: 'jamais vu — 未见 🙈, plus longue' }, storedAt: 'later' }, 60);
+    expect(Number(await a.hget(keys.bytes, 'cache:mine.judge'))).to.equal((await a.strlen(keys.cache('k1'))) + (await a.strlen(keys.cache('k3'))));
     expect(await cache.get({ ...slot('k1'), runId: 'another run' })).to.equal(null);
     await a.set(keys.cache('k2'), '{not json');
     expect(await cache.get(slot('k2'))).to.equal(null);
