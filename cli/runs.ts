@@ -8,7 +8,7 @@ import { OUTCOME_COUNTERS } from '../src/rollouts/stages.js';
 import { RequestError, castToError } from '../src/errors.js';
 import { oneLineText } from '../src/util/text.js';
 import { checkRunName } from '../src/runs/ids.js';
-import { budgetAdvice, reachedBudgets, type RunBudgets } from '../src/runs/control.js';
+import { budgetAdvice, reachedBudgets, type Budget, type RunBudgets } from '../src/runs/control.js';
 import { requireRun, withRuns, type CommandContext } from './context.js';
 
 /** `envfleet runs`. */
@@ -41,6 +41,9 @@ export interface ControlOptions {
 }
 
 /** The run's budgets, or the configured defaults when it has none. */
+/** The budget limits a command was given, and only those. */
+const limitsGiven = (usd: number | undefined, tokens: number | undefined): Partial<Budget> => ({ ...(usd !== undefined ? { usd } : {}), ...(tokens !== undefined ? { tokens } : {}) });
+
 const budgetsOf = async ({ config, control }: CommandContext, runId: string): Promise<RunBudgets> => (await control.budgets(runId)) ?? { ...config.budgets, byStage: {} };
 
 /** `envfleet pause | resume | cancel`. */
@@ -74,7 +77,7 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
       }
       const raised = opts.budgetUsd !== undefined || opts.budgetTokens !== undefined;
       const current = await budgetsOf(c, opts.run);
-      const next = { ...current, ...(opts.budgetUsd !== undefined ? { usd: opts.budgetUsd } : {}), ...(opts.budgetTokens !== undefined ? { tokens: opts.budgetTokens } : {}) };
+      const next = { ...current, ...limitsGiven(opts.budgetUsd, opts.budgetTokens) };
       // A run still at a budget would pause again at its next model call: nothing is resumed, and the message says what to raise.
       // The whole run's budget decides: a stage at its own budget pauses the run again only if that stage has calls left.
       const totals = await c.ledger.totals(opts.run);
@@ -97,7 +100,7 @@ export async function controlCommand(action: 'pause' | 'resume' | 'cancel', opts
         );
       }
       // (only the limits given: a stage's budget set meanwhile by another command stays)
-      const written = raised ? await c.control.patchBudgets(opts.run, { ...(opts.budgetUsd !== undefined ? { usd: opts.budgetUsd } : {}), ...(opts.budgetTokens !== undefined ? { tokens: opts.budgetTokens } : {}) }, current) : next;
+      const written = raised ? await c.control.patchBudgets(opts.run, limitsGiven(opts.budgetUsd, opts.budgetTokens), current) : next;
       const budgetSaid = raised ? `; budget now ${[written.usd ? `$${written.usd}` : '', written.tokens ? `${written.tokens} tokens` : ''].filter(Boolean).join(' and ') || 'none'}` : '';
       // The endpoints' fleet-wide cool-downs end first: a resume says the endpoint answers again (a long Retry-After would
       // otherwise hold the jobs brought back at once, until it ran out). So do the queues' own waits that the cool-downs
@@ -163,7 +166,7 @@ export async function budgetCommand(opts: BudgetOptions): Promise<void> {
       } else process.stdout.write(opts.json ? `${JSON.stringify(current)}\n` : `run ${opts.run} budgets: ${JSON.stringify(current)} (0 = no limit; set one with --usd X or --tokens N)\n`);
       return;
     }
-    const patch = { ...(opts.usd !== undefined ? { usd: opts.usd } : {}), ...(opts.tokens !== undefined ? { tokens: opts.tokens } : {}) };
+    const patch = limitsGiven(opts.usd, opts.tokens);
     // Only the limits given, in one step: what another command or a worker wrote meanwhile stays (read and written whole
     // apart, a stage's limit set by another envfleet budget in between was gone).
     const next = await c.control.patchBudgets(opts.run, patch, current, opts.stage);

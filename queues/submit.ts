@@ -202,11 +202,6 @@ const ROLLOUT_SOURCES: Readonly<Record<string, string>> = {
 };
 
 /**
- * A run's settings are frozen when first given: asking again with other settings would otherwise be
- * silently ignored (and, as ids do not name the settings, count old work as done). Refuses with each
- * difference and what to do.
- */
-/**
  * Freezes `asked` as the run's settings of `kind` unless some are frozen already, in one step (read and written apart,
  * two submissions at once both read none, and the last write won: the first one's jobs then ran on the other's
  * settings, and the dataset mixed them). What is frozen, and whether this request froze it.
@@ -218,6 +213,11 @@ async function freeze<K extends 'scenario-config' | 'rollout-config'>(store: Run
   return { frozen, mine: false };
 }
 
+/**
+ * A run's settings are frozen when first given: asking again with other settings would otherwise be
+ * silently ignored (and, as ids do not name the settings, count old work as done). Refuses with each
+ * difference and what to do.
+ */
 function refuseChanged(runId: string, what: string, frozen: object, asked: object, instead: string, sources: Readonly<Record<string, string>>): void {
   const diff = differences(frozen, asked, sources);
   if (diff.length) throw new RequestError(`run "${runId}" already has its ${what}, and this request differs: ${diff.join('; ')}. ${instead}`);

@@ -357,7 +357,11 @@ export async function changeDoc<K extends 'env' | 'scenario'>(
 export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
   const cluster = isCluster(redis);
   const keys = (runId: string) => runKeys(prefix, runId, cluster);
-  /** Writes a document and its counts in one script; with `onlyNew`, only where none is stored yet. True when it wrote. */
+  /**
+   * Writes a document and its counts in one script; with `onlyNew`, only where none is stored yet; with `ifStatus`, only
+   * as putDocIf expects. 1 when it wrote, 0 when it did not (the value stored already, or one stored with `onlyNew`), -1
+   * when the expectation failed.
+   */
   const put = async (runId: string, kind: DocKind, id: string, text: string | Buffer, status: string, counts: readonly FunnelCount[], onlyNew = false, outcome?: DocOutcome, ifStatus = '') => {
     const k = keys(runId);
     // A large document (a trajectory) goes as bytes, on its own; a small one joins the connection's batch (redisScript).
@@ -398,13 +402,10 @@ export function createRedisRunStore(redis: Redis, prefix: string): RunStore {
       await put(runId, kind, id, text, status, counts);
     },
     async putDocIf(runId, kind, id, value, expect, counts = []) {
-      if (expect === null) {
-        const { text, status } = docText(kind, id, value);
-        return (await put(runId, kind, id, text, status, counts, true)) === 1;
-      }
+      const { text, status } = docText(kind, id, value);
+      if (expect === null) return (await put(runId, kind, id, text, status, counts, true)) === 1;
       const ifStatus = typeof expect === 'string' ? `s:${expect}` : `t:${expect.textSha1}`;
       if (ifStatus.length === 2) throw new Error(`${kind} ${id}: putDocIf needs the status (or the text's SHA-1) the document is expected to have`);
-      const { text, status } = docText(kind, id, value);
       return (await put(runId, kind, id, text, status, counts, false, undefined, ifStatus)) !== -1;
     },
     async putDocText(runId, kind, id, text, counts = []) {

@@ -102,21 +102,25 @@ async function writeScenario(deps: ScenarioDeps, runId: string, value: ScenarioR
 }
 
 /**
- * Drops a scenario still building as cancelled (the cancel's mark: RUN_CANCELLED at the stage "run", counted where its
- * job stopped, not here); one that ended meanwhile (made ready a moment before) stays as it is.
+ * Drops a scenario still building with `dropReason`, as `produced` (else as stored), and `counts` in the same write,
+ * over what is stored as it is read: one that ended meanwhile (made ready, dropped by a cancel or another job) stays
+ * as it is and is not counted twice. Whether it dropped it.
+ */
+const endScenario = (store: ScenarioDeps['store'], runId: string, scenarioId: string, dropReason: ScenarioDropReason, counts?: readonly FunnelCount[], produced?: ScenarioRecord) =>
+  changeDoc(store, runId, 'scenario', scenarioId, stored => (stored.status === 'building' ? { ...(produced ?? stored), status: 'dropped', dropReason } : null), counts);
+
+/**
+ * Drops a scenario still building as cancelled: the cancel's mark, RUN_CANCELLED at the stage "run" with the cancel's
+ * `message` (RunCancelledError's), counted where its job stopped, not here.
  */
 export async function dropScenarioCancelled(store: ScenarioDeps['store'], runId: string, scenarioId: string, message: string): Promise<void> {
-  await changeDoc(store, runId, 'scenario', scenarioId, s => (s.status === 'building' ? { ...s, status: 'dropped', dropReason: { stage: 'run', code: 'RUN_CANCELLED', message } } : null));
+  await endScenario(store, runId, scenarioId, { stage: 'run', code: 'RUN_CANCELLED', message });
 }
 
 /** Drops a scenario with its stage and reason (the run goes on), counted in the same write. */
 export async function dropScenario(deps: Pick<ScenarioDeps, 'store'>, runId: string, scenarioId: string, stage: string, code: ErrorCode, message: string, details: DropDetails = {}): Promise<void> {
   const dropReason: ScenarioDropReason = { stage, code, message, ...(details.item === undefined ? {} : { item: details.item }) };
-  // (over what is stored as it is read: one dropped meanwhile, by a cancel or another job, is not dropped and counted twice)
-  const dropped = await changeDoc(deps.store, runId, 'scenario', scenarioId, stored => (stored.status === 'building' ? { ...(details.produced ?? stored), status: 'dropped', dropReason } : null), [
-    { stage, outcome: `dropped:${code}`, n: 1 },
-  ]);
-  if (dropped) await deps.store.noteReason(runId, stage, `dropped:${code}`, message);
+  if (await endScenario(deps.store, runId, scenarioId, dropReason, [{ stage, outcome: `dropped:${code}`, n: 1 }], details.produced)) await deps.store.noteReason(runId, stage, `dropped:${code}`, message);
 }
 
 /**

@@ -42,6 +42,8 @@ export async function loadEnv(deps: SynthesisDeps, runId: string, envId: string)
   return env;
 }
 
+const isBuilding = (env: EnvironmentRecord) => env.status === 'building' || env.status === 'probing';
+
 /**
  * Writes what a job made of an environment over it, only while it is still being built with the status the job read
  * (`read`): a cancel marks an environment being built failed while a job is at a model call or a probe, and a write of
@@ -61,24 +63,25 @@ export async function writeEnv(deps: SynthesisDeps, runId: string, read: Environ
   return { ok: false, reason: `the environment is ${now?.status ?? 'missing'}: it was no longer being built as this job read it (${read.status}) when the job was done` };
 }
 
-const isBuilding = (env: EnvironmentRecord) => env.status === 'building' || env.status === 'probing';
+/**
+ * Fails an environment still being built with `failure`, and `counts` in the same write, over what is stored as it is
+ * read: one that ended meanwhile (kept by its verdict, failed by a cancel or another job) stays as it is and is not
+ * counted twice, and what a job wrote of it meanwhile (a round's report) stays in it. Whether it failed it.
+ */
+const endEnv = (store: Pick<RunStore, 'getDocBuffer' | 'putDocIf'>, runId: string, envId: string, failure: NonNullable<EnvironmentRecord['failure']>, counts?: readonly FunnelCount[]) =>
+  changeDoc(store, runId, 'env', envId, env => (isBuilding(env) ? { ...env, status: 'failed', failure } : null), counts);
 
 /**
- * Ends an environment still being built as cancelled (the cancel's mark: RUN_CANCELLED at the stage "run", counted
- * where its job stopped, not here), with `message` (cancelMessage); one that ended meanwhile (kept by its verdict a
- * moment before) stays as it is, and what a job wrote of it meanwhile (a round's report) stays in it.
+ * Ends an environment still being built as cancelled: the cancel's mark, RUN_CANCELLED at the stage "run" with the
+ * cancel's `message` (RunCancelledError's), counted where its job stopped, not here.
  */
 export async function endEnvCancelled(store: RunStore, runId: string, envId: string, message: string): Promise<void> {
-  await changeDoc(store, runId, 'env', envId, env => (isBuilding(env) ? { ...env, status: 'failed', failure: { stage: 'run', code: 'RUN_CANCELLED', message } } : null));
+  await endEnv(store, runId, envId, { stage: 'run', code: 'RUN_CANCELLED', message });
 }
 
 /** Records an item-level failure: the environment ends with its stage, code and reason, counted in the same write. */
 export async function failEnv(deps: Pick<SynthesisDeps, 'store'>, runId: string, envId: string, stage: string, code: ErrorCode, message: string): Promise<void> {
-  // (over what is stored as it is read: one ended meanwhile, by a cancel or another job, is not failed and counted twice)
-  const failed = await changeDoc(deps.store, runId, 'env', envId, env => (isBuilding(env) ? { ...env, status: 'failed', failure: { stage, code, message } } : null), [
-    { stage, outcome: `failed:${code}`, n: 1 },
-  ]);
-  if (failed) await deps.store.noteReason(runId, stage, `failed:${code}`, message);
+  if (await endEnv(deps.store, runId, envId, { stage, code, message }, [{ stage, outcome: `failed:${code}`, n: 1 }])) await deps.store.noteReason(runId, stage, `failed:${code}`, message);
 }
 
 /**

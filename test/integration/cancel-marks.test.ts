@@ -1,9 +1,7 @@
-import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
 import { cancelRun } from '../../queues/run-jobs.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
-import { createRedisRunStore, type RunStore } from '../../src/runs/store.js';
+import type { RunStore } from '../../src/runs/store.js';
 import { createRedisTrajectoryStream } from '../../src/rollouts/stream.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import { writeEnv } from '../../src/synthesis/environments.js';
@@ -12,7 +10,7 @@ import { RunCancelledError } from '../../src/errors.js';
 import type { ModelGateway } from '../../src/llm/gateway.js';
 import { endEnvfleetItem } from '../../workers/item-endings.js';
 import { rejection } from '../helpers/assert.js';
-import { REDIS_URL, dropPrefix, requireRedis } from '../helpers/integration.js';
+import { useRunStore } from '../helpers/integration.js';
 
 const env = (runId: string, id: string, status: EnvironmentRecord['status']): EnvironmentRecord =>
   ({ id, runId, status, description: { summary: 'Bibliothèque — 图书馆 📚', introduction: 'prêts et retours' }, failure: null }) as never;
@@ -20,19 +18,11 @@ const scenario = (runId: string, id: string, status: ScenarioRecord['status']): 
   ({ id, runId, environmentId: 'env-1', index: 0, status, dropReason: null, task: 'Rendre le livre — 还书 📖' }) as never;
 
 describe('what a cancel marks (real Redis)', function () {
-  const prefix = `envfleet-test-cancel-marks-${randomUUID().slice(0, 8)}`;
-  let redis: Redis;
-  before(async () => {
-    await requireRedis();
-    redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
-  });
-  after(async () => {
-    await dropPrefix(prefix);
-    redis.disconnect();
-  });
+  const fixture = useRunStore('cancel-marks');
+  const { prefix } = fixture;
 
   it("leaves an environment its verdict kept, and a scenario its check made ready, between the cancel reading them and marking them, with their results; one whose round report was written then is marked with that report", async () => {
-    const real = createRedisRunStore(redis, prefix);
+    const real = fixture.store;
     const run = 'cancel-race';
     await real.putDoc(run, 'env', 'env-1', env(run, 'env-1', 'probing'));
     await real.putDoc(run, 'env', 'env-2', env(run, 'env-2', 'building'));
@@ -62,7 +52,7 @@ describe('what a cancel marks (real Redis)', function () {
         return read;
       },
     };
-    await cancelRun({ connection: redis, prefix }, store, createRedisRunControl(redis, prefix), run, 'annulé — 取消 🛑');
+    await cancelRun({ connection: fixture.redis, prefix }, store, createRedisRunControl(fixture.redis, prefix), run, 'annulé — 取消 🛑');
     expect([...listed].sort(), 'listed as being built').to.deep.equal(['env-1', 'env-2', 'env-3', 'scn-1']);
     expect([...wroteBetween].sort(), 'the jobs wrote between the reads and the marks').to.deep.equal(['env-1', 'env-2', 'env-3', 'scn-1']);
     // (the cancel wrote its copy read before, failed, over the kept one: its report lost, its count saying kept)
@@ -78,14 +68,14 @@ describe('what a cancel marks (real Redis)', function () {
   });
 
   it('marks an item made after the cancel marked the others, when its next job ends as cancelled: an environment failed, a scenario dropped, each counted once where the job stopped; an item that ended meanwhile stays as it is', async () => {
-    const store = createRedisRunStore(redis, prefix);
+    const store = fixture.store;
     const run = 'cancel-late-item';
     // Made after the cancel's marks by jobs that ran on (mine.dedup's environment, scenario.state's scenario).
     await store.putDoc(run, 'env', 'env-late', env(run, 'env-late', 'building'));
     await store.putDoc(run, 'scenario', 'scn-late', scenario(run, 'scn-late', 'building'));
     await store.putDoc(run, 'env', 'env-kept', env(run, 'env-kept', 'kept'));
     await store.putDoc(run, 'scenario', 'scn-ready', scenario(run, 'scn-ready', 'ready'));
-    const end = endEnvfleetItem({ store, stream: createRedisTrajectoryStream(redis, prefix) });
+    const end = endEnvfleetItem({ store, stream: createRedisTrajectoryStream(fixture.redis, prefix) });
     const message = `run ${run} was cancelled: assez — 够了`;
     const failure = { status: 'failed' as const, code: 'RUN_CANCELLED' as const, message };
     await end('skeleton.state', { runId: run, envId: 'env-late' }, failure);
@@ -105,7 +95,7 @@ describe('what a cancel marks (real Redis)', function () {
   });
 
   it("writes a job's environment only while it is being built as the job read it: a copy of the job taken over past its lock that wrote the same status first lets the job go on; one read failed, after the cancel, is written over by none", async () => {
-    const store = createRedisRunStore(redis, prefix);
+    const store = fixture.store;
     const run = 'guarded-jobs';
     let cancelled = false;
     const deps = {

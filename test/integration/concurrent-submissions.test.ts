@@ -1,6 +1,4 @@
-import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
-import { Redis } from 'ioredis';
 import { budgetCommand } from '../../cli/runs.js';
 import { loadConfig } from '../../config/index.js';
 import { deleteRun } from '../../queues/run-delete.js';
@@ -8,34 +6,25 @@ import { cancelRun } from '../../queues/run-jobs.js';
 import { runOptionsFrom, submitRollouts, submitScenarios } from '../../queues/submit.js';
 import { createRedisRunControl } from '../../src/runs/control.js';
 import { runKeys } from '../../src/runs/keys.js';
-import { createRedisRunStore } from '../../src/runs/store.js';
 import type { ScenarioRecord } from '../../src/scenarios/types.js';
 import type { EnvironmentRecord } from '../../src/synthesis/types.js';
 import { rejection } from '../helpers/assert.js';
-import { REDIS_URL, dropPrefix, requireRedis } from '../helpers/integration.js';
+import { REDIS_URL, useRunStore } from '../helpers/integration.js';
 
 /**
  * Commands on one run at the same moment (two shells, a script that submits per mode in parallel): the run's settings
  * are frozen by exactly one submission, and the other is told they differ; budgets set at once are all kept.
  */
 describe('commands on one run at the same moment (real Redis, no workers)', function () {
-  const prefix = `envfleet-test-submit-race-${randomUUID().slice(0, 8)}`;
-  let redis: Redis;
-  before(async () => {
-    await requireRedis();
-    redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
-  });
-  after(async () => {
-    await dropPrefix(prefix);
-    redis.disconnect();
-  });
+  const fixture = useRunStore('submit-race');
+  const { prefix } = fixture;
 
   const config = () => loadConfig({}, { overrides: { REDIS_URL, ENVFLEET_REDIS_PREFIX: prefix, OPENAI_BASE_URL: 'http://127.0.0.1:9/v1', OPENAI_API_KEY: 'test-key', LOG_LEVEL: 'silent' } });
 
   /** A run with a kept environment and a ready scenario of it (documents only: no job runs here). */
   async function readyRun(runId: string) {
     const c = config();
-    const store = createRedisRunStore(redis, prefix);
+    const store = fixture.store;
     await store.createRun({ id: runId, createdAt: new Date().toISOString(), input: 'descriptions', options: runOptionsFrom(c) });
     const env = { id: 'env-1', runId, status: 'kept', description: { summary: 'Bibliothèque — 图书馆 📚', introduction: 'prêts' }, failure: null } as never as EnvironmentRecord;
     await store.putDoc(runId, 'env', 'env-1', env);
@@ -57,7 +46,7 @@ describe('commands on one run at the same moment (real Redis, no workers)', func
       const runId = `rollouts-race-${round}`;
       const { c, store } = await readyRun(runId);
       const temperatures = [0.2, 0.9];
-      const settled = await Promise.allSettled(temperatures.map(temperature => submitRollouts(c, redis, { runId, samples: 2, modes: ['non-conversational'], temperature })));
+      const settled = await Promise.allSettled(temperatures.map(temperature => submitRollouts(c, fixture.redis, { runId, samples: 2, modes: ['non-conversational'], temperature })));
       // (both read none and both wrote: the last write won, and the first one's groups ran on the other's temperature)
       const { won, lost } = oneEach(settled);
       expect(String(lost)).to.include('already has its rollout settings').and.to.include('temperature');
@@ -70,7 +59,7 @@ describe('commands on one run at the same moment (real Redis, no workers)', func
       const runId = `scenarios-race-${round}`;
       const { c, store } = await readyRun(runId);
       const perEnv = [2, 3];
-      const settled = await Promise.allSettled(perEnv.map(n => submitScenarios(c, redis, { runId, perEnv: n })));
+      const settled = await Promise.allSettled(perEnv.map(n => submitScenarios(c, fixture.redis, { runId, perEnv: n })));
       const { won, lost } = oneEach(settled);
       expect(String(lost)).to.include('already has its scenario settings');
       expect((await store.getDoc(runId, 'scenario-config', 'current'))!.perEnv, `round ${round}`).to.equal(perEnv[won]);
@@ -78,7 +67,7 @@ describe('commands on one run at the same moment (real Redis, no workers)', func
   });
 
   it('keeps every budget limit set by envfleet budget commands at the same moment, and the ones a worker stored first, in the form they were given', async () => {
-    const control = createRedisRunControl(redis, prefix);
+    const control = createRedisRunControl(fixture.redis, prefix);
     const env = { ...process.env };
     const write = process.stdout.write.bind(process.stdout);
     try {
@@ -95,7 +84,7 @@ describe('commands on one run at the same moment (real Redis, no workers)', func
           budgetCommand({ run: runId, stage: 'rollout.policy', usd: 0.1 }),
           budgetCommand({ run: runId, tokens: Number.MAX_SAFE_INTEGER }),
         ]);
-        const stored = JSON.parse((await redis.hget(runKeys(prefix, runId).control, 'budgets'))!) as Record<string, unknown>;
+        const stored = JSON.parse((await fixture.redis.hget(runKeys(prefix, runId).control, 'budgets'))!) as Record<string, unknown>;
         expect(stored, `round ${round}`).to.deep.equal({ usd: 5, tokens: Number.MAX_SAFE_INTEGER, byStage: { 'mine.judge': { usd: 0, tokens: 10 }, 'rollout.policy': { usd: 0.1, tokens: 0 } } });
         expect(Object.keys(stored), 'in the order budgets are said').to.deep.equal(['usd', 'tokens', 'byStage']);
       }
@@ -108,21 +97,21 @@ describe('commands on one run at the same moment (real Redis, no workers)', func
   it("keeps the first reason of two cancels at the same moment, and marks what was being built in its words", async () => {
     const { store } = await readyRun('cancels-race');
     await store.putDoc('cancels-race', 'env', 'env-2', { id: 'env-2', runId: 'cancels-race', status: 'building', description: { summary: 'Parking — 停车场 🅿️', introduction: '' }, failure: null } as never);
-    const control = createRedisRunControl(redis, prefix);
+    const control = createRedisRunControl(fixture.redis, prefix);
     // (read and written apart, both cancels wrote, and the second one's reason replaced the first one's)
     await Promise.all([control.cancel('cancels-race', 'le premier — 第一'), control.cancel('cancels-race', 'le second — 第二')]);
     expect((await control.get('cancels-race')).reason).to.equal('le premier — 第一');
-    await cancelRun({ connection: redis, prefix }, store, control, 'cancels-race', 'encore — 再次');
+    await cancelRun({ connection: fixture.redis, prefix }, store, control, 'cancels-race', 'encore — 再次');
     expect((await store.getDoc('cancels-race', 'env', 'env-2'))!.failure!.message).to.equal('run cancels-race was cancelled: le premier — 第一');
   });
 
   it('sets no budget on a run being deleted: the record goes first, and a budget written after it is refused instead of leaving the run’s control hash for a new run of the name', async () => {
     const { store } = await readyRun('budget-deleted');
-    const control = createRedisRunControl(redis, prefix);
+    const control = createRedisRunControl(fixture.redis, prefix);
     await control.keepBudgets('budget-deleted', { usd: 5, tokens: 0, byStage: {} });
     // The order deleteRun unlinks keys in (a connection that notes each UNLINK's first key).
     const unlinked: string[] = [];
-    const watching = new Proxy(redis, {
+    const watching = new Proxy(fixture.redis, {
       get(target, name, receiver) {
         if (name === 'unlink') return (...keys: string[]) => (unlinked.push(keys[0]!), target.unlink(...keys));
         return Reflect.get(target, name, receiver) as unknown;
@@ -134,6 +123,6 @@ describe('commands on one run at the same moment (real Redis, no workers)', func
     const refused = await rejection(control.patchBudgets('budget-deleted', { tokens: 7 }, { usd: 0, tokens: 0, byStage: {} }, 'mine.judge'));
     expect(refused).to.have.property('code', 'INVALID_REQUEST');
     expect(String(refused)).to.include('is gone (deleted meanwhile): no budget was set');
-    expect(await redis.exists(runKeys(prefix, 'budget-deleted').control)).to.equal(0);
+    expect(await fixture.redis.exists(runKeys(prefix, 'budget-deleted').control)).to.equal(0);
   });
 });
